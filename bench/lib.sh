@@ -1,0 +1,198 @@
+# SPDX-License-Identifier: Apache-2.0
+# shellcheck shell=bash disable=SC2034 # CLK_TCK, WRK, SPAWNED_PID are read by the callers
+# Helpers shared by the bench/ scripts (sourced, not run): starting and stopping the processes a
+# benchmark needs, free loopback ports, per-process figures from /proc, and running wrk.
+# Invariant: every process started through `spawn` is stopped, with its descendants, by PID when
+# the sourcing script exits (normally, on error, or on a signal); nothing else is ever signalled.
+
+BENCH_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CLK_TCK=$(getconf CLK_TCK)
+SPAWNED=()     # PIDs started by spawn, in start order
+SPAWNED_PID="" # the PID of the last spawn
+
+log() {
+    printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2
+}
+
+die() {
+    log "error: $*"
+    exit 1
+}
+
+# Prints a TCP port on 127.0.0.1 that nothing listens on, chosen below the kernel's ephemeral
+# range so that outgoing connections (wrk, the proxies' upstream side) cannot take it meanwhile.
+free_port() {
+    python3 - <<'EOF'
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+while True:
+    port = random.randrange(min(20000, low - 2000), low)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        print(port)
+        break
+    except OSError:
+        pass
+    finally:
+        s.close()
+EOF
+}
+
+# spawn LOG CPU CMD...: starts CMD in the background pinned to CPU (taskset execs, so the PID is
+# CMD's own), output to LOG; sets SPAWNED_PID and registers the PID for stop_all.
+spawn() {
+    local out=$1 cpu=$2
+    shift 2
+    taskset -c "$cpu" "$@" >"$out" 2>&1 </dev/null &
+    SPAWNED_PID=$!
+    SPAWNED+=("$SPAWNED_PID")
+}
+
+# Prints PID and all its descendants, one per line.
+proc_tree() {
+    local pid=$1 child
+    [ -d "/proc/$pid" ] || return 0
+    echo "$pid"
+    # shellcheck disable=SC2013 # the file holds space-separated PIDs
+    for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
+        proc_tree "$child"
+    done
+}
+
+# True while PID exists and is not a zombie.
+alive() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ]
+}
+
+# Stops PID and its descendants: SIGTERM to PID, up to 5 s to exit, then SIGKILL to whatever of
+# the tree is left. Returns once they are gone.
+stop_proc() {
+    local pid=$1 tree p left=""
+    forget "$pid"
+    tree=$(proc_tree "$pid")
+    if [ -n "$tree" ]; then
+        kill -TERM "$pid" 2>/dev/null || true
+    fi
+    for _ in $(seq 50); do
+        left=""
+        for p in $tree; do
+            alive "$p" && left="$left $p"
+        done
+        [ -z "$left" ] && break
+        sleep 0.1
+    done
+    for p in $left; do
+        kill -KILL "$p" 2>/dev/null || true
+    done
+    wait "$pid" 2>/dev/null || true
+}
+
+# Drops PID from SPAWNED once it is stopped, so that a later stop_all never signals a process
+# that has since been given the same PID.
+forget() {
+    local kept=() p
+    for p in "${SPAWNED[@]}"; do
+        [ "$p" = "$1" ] || kept+=("$p")
+    done
+    SPAWNED=("${kept[@]}")
+}
+
+# Stops everything spawn started, newest first. Installed as the EXIT trap by the scripts.
+stop_all() {
+    while [ ${#SPAWNED[@]} -gt 0 ]; do
+        stop_proc "${SPAWNED[-1]}"
+    done
+}
+
+# Prints the CPU time (user + system, all threads, in clock ticks) used so far by the PIDs given.
+cpu_ticks() {
+    local pid stat fields total=0
+    for pid in "$@"; do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        read -r -a fields <<<"${stat##*) }"
+        total=$((total + fields[11] + fields[12]))
+    done
+    echo "$total"
+}
+
+# Prints the processes of PID's tree that have no children: the ones serving traffic (nginx's
+# worker, not its master; the process itself for single-process servers).
+proc_leaves() {
+    local p
+    for p in $(proc_tree "$1"); do
+        [ -n "$(cat /proc/"$p"/task/*/children 2>/dev/null)" ] || echo "$p"
+    done
+}
+
+# Prints the total proportional set size (Pss, KiB) of the PIDs: their memory with each shared
+# page divided among the processes sharing it, so that master + worker are not counted twice.
+proc_pss_kib() {
+    local pid total=0 v
+    for pid in "$@"; do
+        v=$(awk '$1 == "Pss:" { print $2 }' "/proc/$pid/smaps_rollup" 2>/dev/null) || continue
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+
+# proc_kib FIELD PID...: the largest value of a /proc/PID/status field (VmRSS, VmHWM) among the
+# PIDs, in KiB.
+proc_kib() {
+    local field=$1 pid v max=0
+    shift
+    for pid in "$@"; do
+        v=$(awk -v f="$field:" '$1 == f { print $2 }' "/proc/$pid/status" 2>/dev/null) || continue
+        [ -n "$v" ] && [ "$v" -gt "$max" ] && max=$v
+    done
+    echo "$max"
+}
+
+# Pins every thread of every PID given to CPU.
+pin() {
+    local cpu=$1 pid
+    shift
+    for pid in "$@"; do
+        taskset -a -p -c "$cpu" "$pid" >/dev/null 2>&1 || true
+    done
+}
+
+# wait_http PORT PID LOG: waits up to 10 s until http://127.0.0.1:PORT/ answers 200 with the
+# upstream's body, failing early (with the log's tail) if PID exits.
+wait_http() {
+    local port=$1 pid=$2 out=$3 body
+    for _ in $(seq 100); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            log "process $pid exited; last lines of $out:"
+            tail -n 5 "$out" >&2 || true
+            return 1
+        fi
+        body=$(curl -s --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null) || body=""
+        [ "$body" = "Hello, World!" ] && return 0
+        sleep 0.1
+    done
+    log "no answer on 127.0.0.1:$port after 10 s; last lines of $out:"
+    tail -n 5 "$out" >&2 || true
+    return 1
+}
+
+# run_wrk OUT CPU PORT CONNS SECONDS [PACE_MS]: one wrk run (one thread, keep-alive) pinned to
+# CPU, output kept in OUT; sets the associative array WRK from wrk.lua's summary line (requests,
+# duration_us, connect_errors, read_errors, write_errors, timeouts, non2xx, p50_us, p90_us,
+# p99_us, max_us). Returns 1 when wrk printed no summary.
+declare -A WRK
+run_wrk() {
+    local out=$1 cpu=$2 port=$3 conns=$4 secs=$5 pace=${6:-} line kv
+    BENCH_PACE_MS=$pace timeout $((secs + 30)) taskset -c "$cpu" \
+        wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s -s "$BENCH_LIB_DIR/wrk.lua" \
+        "http://127.0.0.1:$port/" >"$out" 2>&1 || true
+    line=$(grep '^BENCH ' "$out" | tail -n 1) || true
+    WRK=()
+    [ -n "$line" ] || return 1
+    for kv in ${line#BENCH }; do
+        WRK[${kv%%=*}]=${kv#*=}
+    done
+}

@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""Turns bench/proxy.sh's raw figures into the proxy section of bench/RESULTS.md.
+
+Input: proxy.tsv (target, round, metric, value per line), proxy-notes.tsv (target, text) and
+proxy-meta.txt (key=value). Every figure is reported as the median over the rounds with the
+spread (min-max); added latency is computed per round against the direct upstream of the same
+round before taking the median. The sidecar's medians are then compared with the peers' and
+with the targets of issue 4. Usage: report.py PROXY_TSV NOTES_TSV META_TXT > proxy.md
+"""
+
+import statistics
+import sys
+from collections import defaultdict
+
+TARGETS = ["direct", "nginx", "haproxy", "caddy", "sidecar"]
+LABELS = {"direct": "direct (no proxy)", "nginx": "nginx", "haproxy": "HAProxy",
+          "caddy": "Caddy", "sidecar": "sidecar"}
+MIB = 1024.0
+
+# (metric, row label, scale applied to the raw value, decimals)
+ROWS = [
+    ("rps", "(a) throughput, proxy alone on CPU 1 (req/s)", 1, 0),
+    ("busy_pct", "(a) proxy CPU busy during (a) (%)", 1, 0),
+    ("cpu_us_per_req", "(b) proxy CPU per request, all on CPU 0 (us)", 1, 1),
+    ("p50_us", "(c) p50 at ~2,000 req/s, proxy on CPU 1 (us)", 1, 0),
+    ("p99_us", "(c) p99 at ~2,000 req/s, proxy on CPU 1 (us)", 1, 0),
+    ("added_p50_us", "(c) added p50 over direct, proxy on CPU 1 (us)", 1, 0),
+    ("added_p99_us", "(c) added p99 over direct, proxy on CPU 1 (us)", 1, 0),
+    ("p50_us_1cpu", "(c) p50 at ~2,000 req/s, all on CPU 0 (us)", 1, 0),
+    ("p99_us_1cpu", "(c) p99 at ~2,000 req/s, all on CPU 0 (us)", 1, 0),
+    ("added_p50_us_1cpu", "(c) added p50 over direct, all on CPU 0 (us)", 1, 0),
+    ("added_p99_us_1cpu", "(c) added p99 over direct, all on CPU 0 (us)", 1, 0),
+    ("paced_rps", "(c) rate achieved by the paced runs (req/s)", 1, 0),
+    ("rss_idle_kib", "(d) idle RSS after start (MiB)", 1 / MIB, 1),
+    ("rss_peak_kib", "(d) peak RSS after the loads, VmHWM (MiB)", 1 / MIB, 1),
+    ("pss_total_kib", "(d) Pss of all its processes after the loads (MiB)", 1 / MIB, 1),
+    ("rss_conns_kib", "(d) RSS holding the idle connections (MiB)", 1 / MIB, 1),
+    ("rss_conns_added_kib", "(d) RSS added by the idle connections (MiB)", 1 / MIB, 1),
+    ("syscalls_per_req", "(e) syscalls per request (strace -c)", 1, 1),
+]
+TOTALS = [("errors", "wrk socket errors + timeouts, all runs"),
+          ("non2xx", "non-2xx responses, all runs")]
+
+
+def load(tsv):
+    """Returns figures[target][metric] = {round: value}, with the added latencies derived."""
+    figures = defaultdict(lambda: defaultdict(dict))
+    with open(tsv) as f:
+        for line in f:
+            target, rnd, metric, value = line.rstrip("\n").split("\t")
+            if value != "":
+                figures[target][metric][int(rnd)] = float(value)
+    direct = figures.get("direct", {})
+    for target in TARGETS:
+        if target == "direct" or target not in figures:
+            continue
+        for pct in ("p50_us", "p99_us", "p50_us_1cpu", "p99_us_1cpu"):
+            for rnd, value in figures[target][pct].items():
+                base = direct.get(pct, {}).get(rnd)
+                if base is not None:
+                    figures[target]["added_" + pct][rnd] = value - base
+    return figures
+
+
+def median(figures, target, metric):
+    values = list(figures.get(target, {}).get(metric, {}).values())
+    return statistics.median(values) if values else None
+
+
+def cell(figures, target, metric, scale, decimals):
+    values = sorted(v * scale for v in figures.get(target, {}).get(metric, {}).values())
+    if not values:
+        return "-"
+    fmt = "{:,.%df}" % decimals
+    text = fmt.format(statistics.median(values))
+    if len(values) > 1:
+        text += " (" + fmt.format(values[0]) + "-" + fmt.format(values[-1]) + ")"
+    return text
+
+
+def ratio(a, b):
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+def fmt_ratio(r):
+    return "-" if r is None else "%.2f" % r
+
+
+def verdict(ok, aim=False):
+    if ok is None:
+        return "not measured"
+    if ok:
+        return "PASS"
+    return "NOT-MET" if aim else "FAIL"
+
+
+def targets_table(figures):
+    """The sidecar against the peers and the issue's targets, on the medians."""
+    m = lambda t, k: median(figures, t, k)
+    sc = lambda k: m("sidecar", k)
+    peers_cpu = [v for v in (m("nginx", "cpu_us_per_req"), m("haproxy", "cpu_us_per_req")) if v]
+    best_cpu = min(peers_cpu) if peers_cpu else None
+    peers_sys = [v for v in (m("nginx", "syscalls_per_req"), m("haproxy", "syscalls_per_req"))
+                 if v]
+
+    def check(value, limit):
+        return None if value is None or limit is None else value <= limit
+
+    def at_least(value, floor):
+        return None if value is None or floor is None else value >= floor
+
+    def scaled(factor, value):
+        return None if value is None else factor * value
+
+    cpu_r = ratio(sc("cpu_us_per_req"), best_cpu)
+    sys_ok = None if sc("syscalls_per_req") is None or not peers_sys else \
+        sc("syscalls_per_req") < min(peers_sys)
+    rows = [
+        ("rps", "throughput (req/s)", ">= 0.85 x direct",
+         at_least(sc("rps"), scaled(0.85, m("direct", "rps"))), False),
+        ("cpu_us_per_req", "CPU per request (us)", "<= 0.75 x min(nginx, HAProxy)",
+         None if cpu_r is None else cpu_r <= 0.75, False),
+        ("cpu_us_per_req", "CPU per request (us)", "aim: <= 0.6 x min(nginx, HAProxy)",
+         None if cpu_r is None else cpu_r <= 0.6, True),
+        ("syscalls_per_req", "syscalls per request", "aim: fewer than nginx and HAProxy",
+         sys_ok, True),
+        ("added_p50_us", "added p50 latency, proxy on CPU 1 (us)", "<= 0.5 x HAProxy's",
+         check(sc("added_p50_us"), scaled(0.5, m("haproxy", "added_p50_us"))), False),
+        ("added_p99_us", "added p99 latency, proxy on CPU 1 (us)", "<= HAProxy's",
+         check(sc("added_p99_us"), m("haproxy", "added_p99_us")), False),
+        ("added_p50_us_1cpu", "added p50 latency, all on CPU 0 (us)", "<= 0.5 x HAProxy's",
+         check(sc("added_p50_us_1cpu"), scaled(0.5, m("haproxy", "added_p50_us_1cpu"))), False),
+        ("added_p99_us_1cpu", "added p99 latency, all on CPU 0 (us)", "<= HAProxy's",
+         check(sc("added_p99_us_1cpu"), m("haproxy", "added_p99_us_1cpu")), False),
+        ("rss_idle_kib", "idle RSS (MiB)", "<= 3 MiB", check(sc("rss_idle_kib"), 3 * MIB), False),
+        ("rss_peak_kib", "peak RSS (MiB)", "<= 6 MiB", check(sc("rss_peak_kib"), 6 * MIB), False),
+        ("rss_conns_added_kib", "added by the idle connections (MiB)", "<= 40 MiB",
+         check(sc("rss_conns_added_kib"), 40 * MIB), False),
+    ]
+    out = ["| figure (medians) | sidecar | sidecar/nginx | sidecar/HAProxy | sidecar/direct "
+           "| target (issue 4) | verdict |",
+           "| --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    for metric, label, target, ok, aim in rows:
+        scale = 1 / MIB if metric.endswith("_kib") else 1
+        decimals = 1 if scale != 1 or metric in ("cpu_us_per_req", "syscalls_per_req") else 0
+        value = sc(metric)
+        shown = "-" if value is None else ("{:,.%df}" % decimals).format(value * scale)
+        direct = fmt_ratio(ratio(value, m("direct", metric))) \
+            if metric in ("rps", "cpu_us_per_req", "syscalls_per_req") else "-"
+        out.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+            label, shown, fmt_ratio(ratio(value, m("nginx", metric))),
+            fmt_ratio(ratio(value, m("haproxy", metric))), direct, target, verdict(ok, aim)))
+    return out
+
+
+def main():
+    tsv, notes_path, meta_path = sys.argv[1:4]
+    figures = load(tsv)
+    meta = {}
+    with open(meta_path) as f:
+        for line in f:
+            key, _, value = line.rstrip("\n").partition("=")
+            meta[key] = value
+    notes = []
+    with open(notes_path) as f:
+        for line in f:
+            target, _, text = line.rstrip("\n").partition("\t")
+            notes.append("%s: %s" % (LABELS.get(target, target), text))
+
+    shown = [t for t in TARGETS if t in figures]
+    p = print
+    p("%s round(s) of %s s runs, interleaved across the targets, started %s; each cell is "
+      "the median (min-max) over the rounds." % (meta.get("rounds"), meta.get("seconds"),
+                                                  meta.get("date")))
+    p()
+    p("Versions: nginx %s, HAProxy %s, Caddy %s, wrk %s, sidecar %s." % (
+        meta.get("version_nginx"), meta.get("version_haproxy"), meta.get("version_caddy"),
+        meta.get("version_wrk"), meta.get("version_sidecar", "not built")))
+    if "sidecar_cmd" in meta:
+        p("The sidecar ran as `%s`." % meta["sidecar_cmd"])
+    p()
+    p("| figure | " + " | ".join(LABELS[t] for t in shown) + " |")
+    p("| --- |" + " ---: |" * len(shown))
+    for metric, label, scale, decimals in ROWS:
+        if any(figures[t].get(metric) for t in shown):
+            p("| %s | %s |" % (label, " | ".join(cell(figures, t, metric, scale, decimals)
+                                                  for t in shown)))
+    for metric, label in TOTALS:
+        p("| %s | %s |" % (label, " | ".join(
+            "%d" % sum(figures[t].get(metric, {}).values()) for t in shown)))
+    p()
+    if "sidecar" in figures:
+        p("\n".join(targets_table(figures)))
+        p()
+        p("Verdicts on the medians: PASS meets the target; FAIL misses it; NOT-MET misses an "
+          "aim (a stretch goal, not a target).")
+    else:
+        p("**sidecar: not measured (did not build)**; the peers' figures above are the "
+          "reference it will be held to.")
+    p()
+    if notes:
+        p("Notes from the run:")
+        p()
+        for n in notes:
+            p("- " + n)
+        p()
+    p("How (details in bench/README.md): one upstream nginx (fixed 13-byte body, keep-alive, one "
+      "worker) on CPU {cl}; each proxy with one worker and an upstream keep-alive pool, nginx "
+      "and HAProxy limited to 1,024 connections as their defaults are. (a) `wrk -t1 -c{lc}`, the "
+      "proxy pinned alone on CPU {cp}, wrk and upstream on CPU {cl}; busy % below ~95 means CPU "
+      "{cl} (wrk + upstream), not the proxy, set the pace. (b) proxy, upstream and wrk all on CPU "
+      "{cl}: the proxy's utime+stime (/proc/PID/stat) over the run / requests completed. (c) {rc} "
+      "connections each pausing ~{pm} ms between requests (wrk.lua, ~2,000 req/s), in both "
+      "placements; added = the proxy's percentile minus the direct upstream's in the same round. "
+      "(d) RSS of the serving process (nginx: its worker; the Pss row counts every process, "
+      "shared pages split): one second after start, VmHWM after the loads; then the proxy is "
+      "restarted with room for {ic} connections (nginx and HAProxy: {ic} + 1,024) and the RSS "
+      "is read after one request and again while {ic} idle keep-alive client connections are "
+      "held open through it. (e) `strace -c -f` attached during a {ss} s load of (a): total "
+      "syscalls / requests (strace slows the proxy; only the ratio means anything).".format(
+          cl=meta.get("cpu_load"), cp=meta.get("cpu_proxy"), lc=meta.get("load_conns"),
+          rc=meta.get("rate_conns"), pm=meta.get("pace_ms"), ic=meta.get("idle_conns"),
+          ss=meta.get("strace_seconds")))
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Runs the benchmarks in bench/ and writes bench/RESULTS.md. Each benchmark is a section: "http1"
+# runs the HTTP/1 parser benchmark ($BUILD/bench_http1, built by `make bench`) when it is built,
+# "proxy" runs bench/proxy.sh (sidecar proxy against nginx, HAProxy and Caddy). RESULTS.md gets a
+# header saying when, on what machine and with which command, then the sections; a section not
+# run this time keeps its previous text, so `bench/run.sh BUILD proxy` replaces only the proxy's.
+# Raw figures and logs go to bench/out/<time>/ (ignored by git). Benchmarks are measurements, not
+# tests: nothing here passes or fails on a figure.
+#
+# Usage: bench/run.sh BUILD_DIR [http1] [proxy]     (`make bench` runs bench/run.sh <abs build>)
+# Environment: BENCH_QUICK=1 (a smoke run of about a minute), BENCH_SECONDS, BENCH_ROUNDS and the
+# others listed in bench/proxy.sh; BENCH_OUT (default bench/out); BENCH_RESULTS (default
+# bench/RESULTS.md).
+# shellcheck disable=SC2317 # functions called by name: start_$TARGET, section_$s, traps
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
+
+[ $# -ge 1 ] || die "usage: bench/run.sh BUILD_DIR [http1] [proxy]"
+[ -d "$1" ] || die "no build directory $1"
+BUILD=$(cd "$1" && pwd)
+shift
+SECTIONS=("$@")
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(http1 proxy)
+ALL_SECTIONS=(http1 proxy)
+RESULTS=${BENCH_RESULTS:-$BENCH_DIR/RESULTS.md}
+OUT=${BENCH_OUT:-$BENCH_DIR/out}/$(date -u +%Y%m%dT%H%M%SZ)
+CPU=$(($(nproc) > 1 ? 1 : 0)) # for bench_http1: the CPU the proxy benchmark gives the proxy
+mkdir -p "$OUT"
+
+# The command that reproduces this run: the bench settings from the environment, then the call.
+command_line() {
+    local v words=() vars
+    vars=$(compgen -e | grep -E '^(BENCH_|SIDECAR_ARGS$)' | grep -vE '^BENCH_(OUT|RESULTS)$' || true)
+    for v in $vars; do
+        words+=("$v=$(printf '%q' "${!v}")")
+    done
+    echo "${words[*]:+${words[*]} }bench/run.sh $BUILD ${SECTIONS[*]}"
+}
+
+machine() {
+    local cpu mem os
+    cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+    mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
+    os=$(. /etc/os-release && echo "$PRETTY_NAME")
+    echo "$(nproc) x $cpu, $mem RAM, $os, Linux $(uname -r)," \
+        "load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
+}
+
+# section_http1 FILE: the parser benchmark's own output, verbatim.
+section_http1() {
+    local bin=$BUILD/bench_http1
+    echo "## HTTP/1 parser (bench/http1_parse.c)"
+    echo
+    if [ ! -x "$bin" ]; then
+        echo "Not run: \`$bin\` is not built (\`make bench\` builds it)."
+        return 0
+    fi
+    stamp
+    echo "\`$bin\`, pinned to CPU $CPU:"
+    echo
+    echo '```'
+    if ! timeout "${BENCH_HTTP1_TIMEOUT:-600}" taskset -c "$CPU" "$bin" 2>&1; then
+        echo "(bench_http1 failed or timed out)"
+    fi
+    echo '```'
+}
+
+# section_proxy: bench/proxy.sh, then its report.
+section_proxy() {
+    echo "## Proxy: sidecar proxy against nginx, HAProxy and Caddy (bench/proxy.sh)"
+    echo
+    stamp
+    if ! timeout "${BENCH_TIMEOUT:-3600}" "$BENCH_DIR/proxy.sh" "$BUILD/sidecar" "$OUT" >&2; then
+        echo "bench/proxy.sh failed or timed out; its output is in $OUT."
+    fi
+    if [ -s "$OUT/proxy.md" ]; then
+        cat "$OUT/proxy.md"
+    fi
+}
+
+# The first line of every section: when, where and how it was measured (a section can be older
+# than the file's header, as sections not run keep their text).
+stamp() {
+    echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) x $(awk -F': ' \
+        '/^model name/ { print $2; exit }' /proc/cpuinfo) with \`$CMD\`."
+    echo
+}
+
+# previous_section NAME: NAME's text in the current RESULTS.md, markers excluded.
+previous_section() {
+    [ -f "$RESULTS" ] || return 0
+    awk -v b="<!-- begin $1 -->" -v e="<!-- end $1 -->" \
+        '$0 == e { on = 0 } on { print } $0 == b { on = 1 }' "$RESULTS"
+}
+
+main() {
+    local s
+    CMD=$(command_line)
+    log "benchmarks: ${SECTIONS[*]}; raw output in $OUT"
+    for s in "${SECTIONS[@]}"; do
+        case $s in
+        http1 | proxy) "section_$s" >"$OUT/section-$s.md" ;;
+        *) die "unknown section $s (known: ${ALL_SECTIONS[*]})" ;;
+        esac
+    done
+    {
+        echo "# Benchmark results"
+        echo
+        echo "Written by \`bench/run.sh\` (\`make bench\`); bench/README.md says what each"
+        echo "figure means. Benchmarks compare, they do not pass or fail a build."
+        echo
+        echo "Last run: $(date -u '+%Y-%m-%d %H:%M UTC'), sections: ${SECTIONS[*]}."
+        echo "Machine: $(machine)."
+        echo "Command: \`$CMD\`"
+        for s in "${ALL_SECTIONS[@]}"; do
+            echo
+            echo "<!-- begin $s -->"
+            if [ -f "$OUT/section-$s.md" ]; then
+                cat "$OUT/section-$s.md"
+            else
+                previous_section "$s"
+            fi
+            echo "<!-- end $s -->"
+        done
+    } >"$OUT/RESULTS.md"
+    cp "$OUT/RESULTS.md" "$RESULTS"
+    log "wrote $RESULTS"
+}
+
+# On one line: bash reads a script as it runs it, so an edit made meanwhile cannot run here.
+main; exit

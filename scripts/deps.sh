@@ -1,0 +1,41 @@
+#!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
+# Installs every Debian package that building, testing, the demo and (with "bench") the benchmarks
+# need. Idempotent: when everything is present it only runs dpkg-query and exits.
+#   scripts/deps.sh          build + test + demo
+#   scripts/deps.sh bench    the above plus the peers bench/ compares against
+set -eu
+
+PKGS="
+build-essential meson ninja-build pkg-config clang libclang-rt-14-dev clang-format
+libuv1-dev libyaml-dev libjansson-dev libssl-dev libpcre2-dev libnghttp2-dev
+libcurl4-openssl-dev zlib1g-dev
+libcmocka-dev libhttp-parser-dev
+python3 python3-pytest python3-requests curl prometheus nginx-light
+"
+BENCH_PKGS="wrk haproxy caddy nginx-light strace linux-perf valgrind"
+
+[ "${1:-}" = bench ] && PKGS="$PKGS $BENCH_PKGS"
+
+missing=""
+for p in $PKGS; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+[ -z "$missing" ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "deps: installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# Packages whose services would start on install (nginx, prometheus) are only used as binaries
+# started by tests and benchmarks; policy-rc.d keeps their system services from starting.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+fi
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing

@@ -1,0 +1,219 @@
+// SPDX-License-Identifier: Apache-2.0
+// TCP listeners and socket tuning on libuv (see tcp.h). The socket of a reuseport listener is
+// created by uv_tcp_init_ex so the option can be set between socket(2) and bind(2).
+#include "net/tcp.h"
+#include "net/transport.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "net/addr.h"
+
+int sc_tcp_listen(uv_loop_t *loop, uv_tcp_t *h, const struct sockaddr *addr, int backlog,
+                  bool reuseport, uv_connection_cb cb, char **err)
+{
+    char name[80];
+    sc_addr_format(addr, name, sizeof(name));
+    int rc = uv_tcp_init_ex(loop, h, addr->sa_family);
+    if (rc < 0) {
+        uv_tcp_init(loop, h); /* so the caller can close it either way */
+        *err = sc_asprintf("listen %s: %s", name, uv_strerror(rc));
+        return rc;
+    }
+    if (reuseport) {
+        uv_os_fd_t fd;
+        int one = 1;
+        if (uv_fileno((uv_handle_t *)h, &fd) == 0 &&
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+            rc = -errno;
+            *err = sc_asprintf("listen %s: SO_REUSEPORT: %s", name, uv_strerror(rc));
+            return rc;
+        }
+    }
+    rc = uv_tcp_bind(h, addr, 0);
+    if (rc == 0) {
+        rc = uv_listen((uv_stream_t *)h, backlog, cb);
+    }
+    if (rc < 0) {
+        *err = sc_asprintf("listen %s: %s", name, uv_strerror(rc));
+        return rc;
+    }
+    return 0;
+}
+
+void sc_tcp_tune(uv_tcp_t *h)
+{
+    (void)uv_tcp_nodelay(h, 1);
+}
+
+int sc_tcp_local_address(const uv_tcp_t *h, char *out, size_t outlen)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    int rc = uv_tcp_getsockname(h, (struct sockaddr *)&ss, &len);
+    if (rc < 0) {
+        return rc;
+    }
+    sc_addr_format((struct sockaddr *)&ss, out, outlen);
+    return 0;
+}
+
+const char *sc_tcp_peer_ip(const uv_tcp_t *h, char *out, size_t outlen)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    out[0] = '\0';
+    if (uv_tcp_getpeername(h, (struct sockaddr *)&ss, &len) < 0) {
+        return out;
+    }
+    if (ss.ss_family == AF_INET) {
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out, (socklen_t)outlen);
+    } else if (ss.ss_family == AF_INET6) {
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out, (socklen_t)outlen);
+    }
+    return out;
+}
+
+/* ---- the TCP transport layer (transport.h) ---- */
+
+static struct sc_tcp_xport *tcp_of(struct sc_xport *x)
+{
+    return (struct sc_tcp_xport *)x;
+}
+
+static void on_tcp_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct sc_tcp_xport *t = h->data;
+    (void)hint;
+    t->base.cbs->alloc(t->base.owner, buf);
+}
+
+static void on_tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct sc_tcp_xport *t = s->data;
+    (void)buf;
+    if (nread == 0 || t->closing) {
+        return;
+    }
+    if (nread < 0) {
+        /* libuv stops reading at EOF itself; keep our flag in step so a restart is a no-op. */
+        uv_read_stop(s);
+        t->reading = false;
+    }
+    t->base.cbs->read(t->base.owner, nread);
+}
+
+static int tcp_read_start(struct sc_xport *x)
+{
+    struct sc_tcp_xport *t = tcp_of(x);
+    if (t->reading || t->closing) {
+        return 0;
+    }
+    int rc = uv_read_start((uv_stream_t *)&t->tcp, on_tcp_alloc, on_tcp_read);
+    if (rc == 0) {
+        t->reading = true;
+    }
+    return rc;
+}
+
+static void tcp_read_stop(struct sc_xport *x)
+{
+    struct sc_tcp_xport *t = tcp_of(x);
+    if (t->reading) {
+        uv_read_stop((uv_stream_t *)&t->tcp);
+        t->reading = false;
+    }
+}
+
+static void on_tcp_write(uv_write_t *req, int status)
+{
+    struct sc_tcp_xport *t = req->data;
+    t->base.cbs->write_done(t->base.owner, status);
+}
+
+static int tcp_write(struct sc_xport *x, uv_buf_t *iov, unsigned n)
+{
+    struct sc_tcp_xport *t = tcp_of(x);
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++) {
+        total += iov[i].len;
+    }
+    if (total == 0) {
+        return 0;
+    }
+    /* Try the write now: usually the only syscall. Queue only what the socket did not take. */
+    int r = uv_try_write((uv_stream_t *)&t->tcp, iov, n);
+    if (r == UV_EAGAIN || r == UV_ENOSYS) {
+        r = 0;
+    } else if (r < 0) {
+        return r;
+    }
+    size_t left = (size_t)r;
+    unsigned i = 0;
+    while (i < n && left >= iov[i].len) {
+        left -= iov[i].len;
+        i++;
+    }
+    if (i == n) {
+        return 0;
+    }
+    iov[i].base += left;
+    iov[i].len -= left;
+    int rc = uv_write(&t->wreq, (uv_stream_t *)&t->tcp, iov + i, n - i, on_tcp_write);
+    return rc < 0 ? rc : 1;
+}
+
+static void on_tcp_closed(uv_handle_t *h)
+{
+    struct sc_tcp_xport *t = h->data;
+    t->base.cbs->closed(t->base.owner);
+}
+
+static void tcp_close(struct sc_xport *x)
+{
+    struct sc_tcp_xport *t = tcp_of(x);
+    if (t->closing) {
+        return;
+    }
+    t->closing = true;
+    t->reading = false;
+    uv_close((uv_handle_t *)&t->tcp, on_tcp_closed);
+}
+
+static const struct sc_xport_ops tcp_ops = {
+    .name = "tcp",
+    .read_start = tcp_read_start,
+    .read_stop = tcp_read_stop,
+    .write = tcp_write,
+    .close = tcp_close,
+};
+
+void sc_tcp_xport_init(struct sc_tcp_xport *t, uv_loop_t *loop, const struct sc_xport_cbs *cbs,
+                       void *owner)
+{
+    memset(t, 0, sizeof(*t));
+    t->base.ops = &tcp_ops;
+    t->base.cbs = cbs;
+    t->base.owner = owner;
+    uv_tcp_init(loop, &t->tcp);
+    t->tcp.data = t;
+    t->wreq.data = t;
+    t->creq.data = t;
+}
+
+static void on_tcp_connect(uv_connect_t *req, int status)
+{
+    struct sc_tcp_xport *t = req->data;
+    if (status == 0) {
+        sc_tcp_tune(&t->tcp);
+    }
+    t->base.cbs->connected(t->base.owner, t->closing && status == 0 ? UV_ECANCELED : status);
+}
+
+int sc_tcp_xport_connect(struct sc_tcp_xport *t, const struct sockaddr *addr)
+{
+    return uv_tcp_connect(&t->creq, &t->tcp, addr, on_tcp_connect);
+}

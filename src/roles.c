@@ -1,0 +1,23 @@
+// SPDX-License-Identifier: Apache-2.0
+// The one list of roles. A new role adds its descriptor here and nowhere else.
+#include "roles.h"
+
+#include <string.h>
+
+extern const struct sc_role sc_role_proxy;
+
+const struct sc_role *const sc_roles[] = {
+    &sc_role_proxy,
+};
+
+const size_t sc_nroles = sizeof(sc_roles) / sizeof(sc_roles[0]);
+
+const struct sc_role *sc_role_find(const char *name)
+{
+    for (size_t i = 0; i < sc_nroles; i++) {
+        if (strcmp(sc_roles[i]->name, name) == 0) {
+            return sc_roles[i];
+        }
+    }
+    return NULL;
+}

@@ -1,0 +1,309 @@
+// SPDX-License-Identifier: Apache-2.0
+// `sidecar proxy`: the role's entry point. It builds the runtime snapshot from the config, binds
+// every listener on every worker before reporting ready, runs worker 0 on the app's loop and the
+// others on their own threads and loops (SO_REUSEPORT spreads connections), and turns the app's
+// stop and reload into messages each worker handles on its own loop. Workers share nothing but the
+// immutable snapshot (reference counted) and the atomic metrics.
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "roles/proxy/proxy.h"
+
+static void on_done_async(uv_async_t *a);
+static void h_drain(void *arg, const struct sc_admin_req *req, struct sc_admin_resp *resp);
+
+static void on_worker_async(uv_async_t *a)
+{
+    proxy_worker_poll(a->data);
+}
+
+static void on_worker_async_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+void proxy_worker_done(struct proxy_worker *w)
+{
+    struct proxy *px = w->px;
+    atomic_fetch_add(&px->workers_done, 1);
+    if (w->id == 0) {
+        on_done_async(&px->done_async);
+    } else {
+        uv_close((uv_handle_t *)&w->async, on_worker_async_closed);
+        uv_async_send(&px->done_async);
+    }
+}
+
+static void on_done_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void on_done_async(uv_async_t *a)
+{
+    struct proxy *px = a->data;
+    /* After POST /drain the workers finish without the process exiting: that waits for stop. */
+    if (px->stopped || !px->stopping || atomic_load(&px->workers_done) < px->nworkers) {
+        return;
+    }
+    px->stopped = true;
+    uv_close((uv_handle_t *)&px->done_async, on_done_closed);
+    sc_app_stopped(px->app, 0);
+}
+
+static void worker_thread(void *arg)
+{
+    struct proxy_worker *w = arg;
+    uv_run(w->loop, UV_RUN_DEFAULT);
+}
+
+static void init_metrics(struct proxy *px)
+{
+    struct proxy_metrics *pm = &px->pm;
+    pm->reg = sc_app_metrics(px->app);
+    static const char *const req_labels[] = { "listener", "route", "cluster", "code", NULL };
+    static const char *const l_labels[] = { "listener", NULL };
+    static const char *const c_labels[] = { "cluster", NULL };
+    pm->requests = sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_requests_total",
+                                     "Requests answered, by listener, route, cluster and status "
+                                     "code (0: the client went away first).",
+                                     req_labels, NULL, 0);
+    pm->duration = sc_metrics_family(
+        pm->reg, SC_METRIC_HISTOGRAM, "sidecar_request_duration_seconds",
+        "Time from the request head to the end of the response.", l_labels, NULL, 0);
+    pm->retry = sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_upstream_rq_retry_total",
+                                  "Retries sent to the cluster.", c_labels, NULL, 0);
+    pm->ucx_active = sc_metrics_family(pm->reg, SC_METRIC_GAUGE, "sidecar_upstream_cx_active",
+                                       "Open upstream connections.", c_labels, NULL, 0);
+    pm->dcx_active = sc_metrics_family(pm->reg, SC_METRIC_GAUGE, "sidecar_downstream_cx_active",
+                                       "Open client connections.", l_labels, NULL, 0);
+    pm->timeout = sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_upstream_rq_timeout_total",
+                                    "Upstream tries that timed out (per-try or route timeout).",
+                                    c_labels, NULL, 0);
+}
+
+static void proxy_free(struct proxy *px)
+{
+    if (!px) {
+        return;
+    }
+    for (int i = 0; i < px->nworkers; i++) {
+        struct proxy_worker *w = &px->workers[i];
+        proxy_worker_cleanup(w);
+        proxy_rt_unref(atomic_exchange(&w->pending_rt, NULL));
+        proxy_rt_unref(w->rt);
+        if (i > 0 && w->loop) {
+            if (uv_loop_close(w->loop) == UV_EBUSY) {
+                sc_warn("worker loop still has handles", SC_LI("worker", i));
+            }
+        }
+    }
+    proxy_rt_unref(px->rt);
+    sc_free(px->workers);
+    sc_free(px);
+}
+
+static void walk_close(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h)) {
+        uv_close(h, NULL);
+    }
+}
+
+static int proxy_start(struct sc_app *app, const void *cfgp, void **state, char **err)
+{
+    const struct proxy_cfg *cfg = cfgp;
+    struct proxy *px = SC_NEW(struct proxy);
+    px->app = app;
+    sc_list_init(&px->resolvers);
+    init_metrics(px);
+    px->nworkers = proxy_cfg_workers(cfg);
+    px->rt = proxy_rt_new(cfg, px->nworkers, &px->pm, err);
+    if (!px->rt) {
+        px->nworkers = 0;
+        proxy_free(px);
+        return SC_ECONFIG;
+    }
+    px->workers = sc_calloc((size_t)px->nworkers, sizeof(*px->workers));
+    int started = 0;
+    int rc = 0;
+    for (int i = 0; i < px->nworkers; i++) {
+        px->workers[i].px = px;
+        px->workers[i].id = i;
+        proxy_worker_init(&px->workers[i]);
+    }
+    for (int i = 0; i < px->nworkers; i++) {
+        struct proxy_worker *w = &px->workers[i];
+        w->rt = proxy_rt_ref(px->rt);
+        if (i == 0) {
+            w->loop = sc_app_loop(app);
+        } else {
+            uv_loop_init(&w->own_loop);
+            w->loop = &w->own_loop;
+            uv_async_init(w->loop, &w->async, on_worker_async);
+            w->async.data = w;
+        }
+        rc = proxy_worker_listen(w, err);
+        if (rc < 0) {
+            break;
+        }
+    }
+    uv_async_init(sc_app_loop(app), &px->done_async, on_done_async);
+    px->done_async.data = px;
+    if (rc < 0) {
+        /* Nothing runs yet: close every handle of the extra loops and of worker 0. */
+        for (int i = 0; i < px->nworkers; i++) {
+            struct proxy_worker *w = &px->workers[i];
+            if (i > 0 && w->loop) {
+                uv_walk(w->loop, walk_close, NULL);
+                uv_run(w->loop, UV_RUN_DEFAULT);
+            } else {
+                if (w->logcheck.loop) {
+                    uv_close((uv_handle_t *)&w->logcheck, NULL);
+                }
+                for (size_t l = 0; l < w->nlisteners; l++) {
+                    if (w->listeners[l].loop && !uv_is_closing((uv_handle_t *)&w->listeners[l])) {
+                        uv_close((uv_handle_t *)&w->listeners[l], NULL);
+                    }
+                }
+            }
+        }
+        uv_close((uv_handle_t *)&px->done_async, NULL);
+        uv_run(sc_app_loop(app), UV_RUN_NOWAIT);
+        proxy_free(px);
+        return rc;
+    }
+    for (int i = 1; i < px->nworkers; i++) {
+        uv_thread_create(&px->workers[i].thread, worker_thread, &px->workers[i]);
+        started++;
+    }
+    proxy_dns_start(px, px->rt);
+    for (size_t i = 0; i < px->rt->nlisteners; i++) {
+        sc_info("listening", SC_LS("listener", px->rt->listeners[i].name),
+                SC_LS("address", px->rt->listeners[i].address), SC_LI("workers", px->nworkers));
+    }
+    if (sc_app_admin(app)) {
+        sc_admin_handle(sc_app_admin(app), "POST", "/drain", h_drain, px);
+    }
+    sc_app_set_ready(app, true);
+    *state = px;
+    return 0;
+}
+
+static void poll_worker(struct proxy_worker *w)
+{
+    if (w->id == 0) {
+        proxy_worker_poll(w);
+    } else if (!w->done) {
+        uv_async_send(&w->async);
+    }
+}
+
+static void drain_workers(struct proxy *px, bool now)
+{
+    for (int i = 0; i < px->nworkers; i++) {
+        struct proxy_worker *w = &px->workers[i];
+        atomic_store(&w->stop_requested, true);
+        if (now) {
+            atomic_store(&w->stop_now, true);
+        }
+        poll_worker(w);
+    }
+}
+
+static void proxy_stop(struct sc_app *app, void *state, bool now)
+{
+    struct proxy *px = state;
+    if (!px->stopping) {
+        px->stopping = true;
+        proxy_dns_stop(px);
+    }
+    sc_app_set_ready(app, false);
+    drain_workers(px, now);
+    on_done_async(&px->done_async); /* the workers may have finished already (POST /drain) */
+}
+
+/* POST /drain: stop accepting, close idle connections, answer in-flight requests with
+ * Connection: close, and report not ready, without exiting (SIGTERM or /quitquitquit does). */
+static void h_drain(void *arg, const struct sc_admin_req *req, struct sc_admin_resp *resp)
+{
+    struct proxy *px = arg;
+    (void)req;
+    sc_info("drain requested", SC_LS("via", "/drain"));
+    sc_app_set_ready(px->app, false);
+    drain_workers(px, false);
+    sc_buf_append_cstr(&resp->body, "draining\n");
+}
+
+static int proxy_reload(struct sc_app *app, void *state, const void *cfgp, char **err)
+{
+    struct proxy *px = state;
+    const struct proxy_cfg *cfg = cfgp;
+    (void)app;
+    if (proxy_cfg_workers(cfg) != px->nworkers) {
+        sc_warn("the number of workers changes only at restart", SC_LI("workers", px->nworkers));
+    }
+    struct proxy_rt *nrt = proxy_rt_new(cfg, px->nworkers, &px->pm, err);
+    if (!nrt) {
+        return SC_ECONFIG;
+    }
+    if (nrt->nlisteners != px->rt->nlisteners) {
+        *err = sc_asprintf("listeners can be added or removed only at restart");
+        proxy_rt_unref(nrt);
+        return SC_ECONFIG;
+    }
+    for (size_t i = 0; i < nrt->nlisteners; i++) {
+        if (strcmp(nrt->listeners[i].name, px->rt->listeners[i].name) != 0 ||
+            strcmp(nrt->listeners[i].address, px->rt->listeners[i].address) != 0) {
+            *err = sc_asprintf("listener \"%s\" changed its name or address; that needs a restart",
+                               px->rt->listeners[i].name);
+            proxy_rt_unref(nrt);
+            return SC_ECONFIG;
+        }
+    }
+    if (px->stopping) {
+        proxy_rt_unref(nrt);
+        return 0;
+    }
+    proxy_dns_stop(px);
+    proxy_dns_start(px, nrt);
+    for (int i = 0; i < px->nworkers; i++) {
+        struct proxy_worker *w = &px->workers[i];
+        proxy_rt_unref(atomic_exchange(&w->pending_rt, proxy_rt_ref(nrt)));
+        poll_worker(w);
+    }
+    proxy_rt_unref(px->rt);
+    px->rt = nrt;
+    return 0;
+}
+
+static void proxy_cleanup(void *state)
+{
+    struct proxy *px = state;
+    for (int i = 1; i < px->nworkers; i++) {
+        uv_thread_join(&px->workers[i].thread);
+    }
+    proxy_free(px);
+}
+
+static const char proxy_usage[] =
+    "Quick start: sidecar proxy --listen 0.0.0.0:9001 --upstream 127.0.0.1:8080 [--retries 3]\n"
+    "With -c FILE: listeners -> routes -> clusters; POST /drain on the admin port stops\n"
+    "accepting and closes keep-alive connections without exiting.";
+
+const struct sc_role sc_role_proxy = {
+    .name = "proxy",
+    .summary = "HTTP/1.1 proxy: listeners, routes, clusters, retries, timeouts, pooling",
+    .usage = proxy_usage,
+    .opts = proxy_opts,
+    .cfg_size = sizeof(struct proxy_cfg),
+    .admin_default = "127.0.0.1:15000",
+    .check = proxy_config_check,
+    .start = proxy_start,
+    .stop = proxy_stop,
+    .reload = proxy_reload,
+    .cleanup = proxy_cleanup,
+};

@@ -1,0 +1,318 @@
+// SPDX-License-Identifier: Apache-2.0
+// Internal types of the proxy role, shared by its files and by nothing outside src/roles/proxy/.
+//
+// The configuration a request runs on is a snapshot (struct proxy_rt): listeners, routes and
+// clusters copied out of the loaded config, with compiled regexes, parsed addresses and cached
+// metric series. It is immutable once built (only endpoint addresses of DNS clusters change,
+// under the endpoint's mutex) and reference counted: every worker holds one reference to its
+// current snapshot, every request and every upstream connection one more, so a reload swaps the
+// workers' snapshots while in-flight requests finish on the old one, which is freed by whichever
+// thread drops its last reference.
+#ifndef SC_ROLES_PROXY_PROXY_H
+#define SC_ROLES_PROXY_PROXY_H
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <uv.h>
+
+#include "app.h"
+#include "core/buf.h"
+#include "core/config.h"
+#include "core/list.h"
+#include "core/metrics.h"
+#include "net/http1.h"
+
+/* ---- configuration as loaded (the option table in proxy_config.c describes these) ---- */
+
+struct proxy_header_match_cfg {
+    char *name;
+    char *value;  /* exact value; NULL: any */
+    bool present; /* false: the header must be absent */
+};
+
+struct proxy_match_cfg {
+    char *prefix;
+    char *path;
+    char *regex;
+    struct sc_strv methods;
+    struct sc_vec headers; /* struct proxy_header_match_cfg */
+};
+
+struct proxy_retry_cfg {
+    struct sc_strv retry_on;
+    int64_t num_retries; /* -1: the top-level retries */
+    uint64_t per_try_timeout_ms;
+    struct sc_strv retriable_status_codes;
+    bool retry_non_idempotent;
+    uint64_t base_interval_ms;
+    uint64_t max_interval_ms;
+};
+
+struct proxy_route_cfg {
+    char *name;
+    struct proxy_match_cfg match;
+    char *cluster;
+    uint64_t timeout_ms; /* 0: the top-level timeout */
+    struct proxy_retry_cfg retry_policy;
+};
+
+struct proxy_listener_cfg {
+    char *name;
+    char *address;
+    struct sc_vec routes; /* struct proxy_route_cfg */
+};
+
+struct proxy_cluster_cfg {
+    char *name;
+    struct sc_strv endpoints;
+    int lb_policy;
+    uint64_t connect_timeout_ms; /* 0: the top-level connect_timeout */
+    uint64_t dns_refresh_ms;
+    int64_t max_idle;
+    uint64_t idle_timeout_ms;
+};
+
+struct proxy_cfg {
+    char *listen;
+    char *upstream;
+    uint64_t timeout_ms;
+    uint64_t connect_timeout_ms;
+    int64_t retries;
+    uint64_t per_try_timeout_ms;
+    int64_t workers;
+    int access_log;
+    uint64_t idle_timeout_ms;
+    uint64_t request_headers_timeout_ms;
+    uint64_t stream_idle_timeout_ms;
+    uint64_t retry_buffer;
+    uint64_t max_request_head;
+    int64_t max_connections;
+    struct sc_vec listeners; /* struct proxy_listener_cfg */
+    struct sc_vec clusters;  /* struct proxy_cluster_cfg */
+};
+
+extern const struct sc_opt proxy_opts[];
+
+/* Role check: cross references and values the table cannot check. */
+int proxy_config_check(const void *cfg, char **err);
+
+/* ---- the runtime snapshot ---- */
+
+enum {
+    PROXY_RETRY_CONNECT_FAILURE = 1 << 0,
+    PROXY_RETRY_RESET = 1 << 1,
+    PROXY_RETRY_5XX = 1 << 2,
+    PROXY_RETRY_GATEWAY = 1 << 3,
+    PROXY_RETRY_STATUS = 1 << 4,
+};
+
+enum { PROXY_LB_ROUND_ROBIN, PROXY_LB_LEAST_REQUEST };
+
+#define PROXY_MAX_ADDRS 16
+#define PROXY_MAX_STATUS_CODES 16
+
+struct proxy_pool {
+    struct sc_list idle; /* struct proxy_uconn, most recently used first */
+    uint32_t nidle;
+};
+
+struct proxy_endpoint {
+    char *name; /* as configured: "ip:port" or "host:port" */
+    char *host;
+    char port[8];
+    bool dns;
+    uv_mutex_t mu; /* guards addrs/naddrs of DNS endpoints */
+    struct sockaddr_storage addrs[PROXY_MAX_ADDRS];
+    _Atomic int naddrs;
+    atomic_uint next_addr;
+    atomic_int active;        /* requests in flight, for least_request */
+    struct proxy_pool *pools; /* one per worker */
+    struct proxy_cluster *cluster;
+};
+
+struct proxy_cluster {
+    char *name;
+    int lb;
+    uint64_t connect_timeout_ms;
+    uint64_t dns_refresh_ms;
+    uint32_t max_idle;
+    uint64_t idle_timeout_ms;
+    struct proxy_endpoint *eps;
+    size_t neps;
+    atomic_uint rr;
+    struct sc_metric *m_retry;
+    struct sc_metric *m_cx_active;
+    struct sc_metric *m_timeout;
+};
+
+struct proxy_header_match {
+    struct sc_str name;
+    struct sc_str value; /* p == NULL: any */
+    bool present;
+};
+
+struct proxy_route {
+    char *name;
+    char *prefix;
+    char *path;
+    pcre2_code *re;
+    char **methods;
+    size_t nmethods;
+    struct proxy_header_match *headers;
+    size_t nheaders;
+    struct proxy_cluster *cluster;
+    uint64_t timeout_ms;
+    unsigned retry_on;
+    int num_retries;
+    uint64_t per_try_timeout_ms;
+    int status_codes[PROXY_MAX_STATUS_CODES];
+    size_t nstatus_codes;
+    bool retry_non_idempotent;
+    uint64_t base_interval_ms;
+    uint64_t max_interval_ms;
+    /* sidecar_requests_total series by status code (100..599), filled on first use */
+    _Atomic(struct sc_metric *) codes[500];
+};
+
+struct proxy_listener {
+    char *name;
+    char *address;
+    struct sockaddr_storage ss;
+    struct proxy_route *routes;
+    size_t nroutes;
+    struct proxy_route noroute; /* labels for requests that matched no route */
+    struct sc_metric *m_cx_active;
+    struct sc_metric *m_duration;
+};
+
+struct proxy_rt {
+    atomic_int refs;
+    struct proxy_listener *listeners;
+    size_t nlisteners;
+    struct proxy_cluster *clusters;
+    size_t nclusters;
+    int nworkers;
+    bool access_log;
+    uint64_t idle_timeout_ms;
+    uint64_t request_headers_timeout_ms;
+    uint64_t stream_idle_timeout_ms;
+    uint64_t retry_buffer;
+    uint32_t max_request_head;
+    int max_connections;
+};
+
+struct proxy_metrics {
+    struct sc_metrics *reg;
+    struct sc_metric_family *requests;
+    struct sc_metric_family *duration;
+    struct sc_metric_family *retry;
+    struct sc_metric_family *ucx_active;
+    struct sc_metric_family *dcx_active;
+    struct sc_metric_family *timeout;
+};
+
+/* Builds a snapshot from a checked <cfg> for <nworkers> workers, copying everything it keeps.
+ * Returns it with one reference, or NULL with a new message in <*err>. */
+struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct proxy_metrics *pm,
+                              char **err);
+
+/* Takes a reference. */
+static inline struct proxy_rt *proxy_rt_ref(struct proxy_rt *rt)
+{
+    atomic_fetch_add_explicit(&rt->refs, 1, memory_order_relaxed);
+    return rt;
+}
+
+/* Drops a reference; the last one frees the snapshot (its pools must be empty by then, which
+ * holds because each pooled connection holds a reference). NULL-safe. */
+void proxy_rt_unref(struct proxy_rt *rt);
+
+/* The number of workers <cfg> asks for (at least 1). */
+int proxy_cfg_workers(const struct proxy_cfg *cfg);
+
+/* Finds <name> in the snapshot. */
+struct proxy_cluster *proxy_rt_cluster(struct proxy_rt *rt, const char *name);
+
+/* ---- workers and connections (proxy_http.c) ---- */
+
+struct proxy;
+
+struct proxy_worker {
+    struct proxy *px;
+    int id;
+    uv_loop_t *loop;
+    uv_loop_t own_loop; /* for workers > 0, which run on their own thread */
+    uv_thread_t thread;
+    uv_async_t async;
+    _Atomic(struct proxy_rt *) pending_rt; /* handed over by reload, taken by the worker */
+    atomic_bool stop_requested;
+    atomic_bool stop_now;
+    struct proxy_rt *rt;
+    uv_tcp_t *listeners;
+    size_t nlisteners;
+    size_t listeners_open;
+    struct sc_list conns;   /* struct proxy_dconn */
+    struct sc_list free_dc; /* recycled downstream connections */
+    struct sc_list free_uc; /* recycled upstream connections */
+    size_t nfree_dc, nfree_uc;
+    void *bufs; /* pooled read buffers (proxy_http.c) */
+    size_t nbufs;
+    size_t nconns;
+    size_t nuconns;
+    bool draining;
+    bool closed_all;
+    bool done;
+    uint64_t rng[2];
+    struct sc_buf logbuf; /* access-log lines, written once per loop iteration */
+    uv_check_t logcheck;
+    struct sc_http_header hdrs[100]; /* parse scratch: heads are rewritten as soon as parsed */
+    pcre2_match_data *md;
+    char date[32]; /* cached access-log timestamp */
+    uint64_t date_sec;
+};
+
+struct proxy {
+    struct sc_app *app;
+    struct proxy_metrics pm;
+    struct proxy_worker *workers;
+    int nworkers;
+    struct proxy_rt *rt;   /* the main loop's view of the current snapshot */
+    uv_async_t done_async; /* workers report they have finished draining */
+    atomic_int workers_done;
+    atomic_int conns; /* client connections open, all workers */
+    struct sc_list resolvers;
+    bool stopping;
+    bool stopped;
+};
+
+/* Prepares the lists, buffers and random state of <w> (id and px set). */
+void proxy_worker_init(struct proxy_worker *w);
+
+/* Starts worker <w>'s listeners on its loop. Returns 0, or an error with a new message in
+ * <*err>. */
+int proxy_worker_listen(struct proxy_worker *w, char **err);
+
+/* Runs on the worker's loop: adopts a pending snapshot, starts a drain, or closes everything. */
+void proxy_worker_poll(struct proxy_worker *w);
+
+/* Frees the worker's recycled objects after its loop ended. */
+void proxy_worker_cleanup(struct proxy_worker *w);
+
+/* Called on the worker's loop when it has nothing left; reports to the main loop. */
+void proxy_worker_done(struct proxy_worker *w);
+
+/* Random numbers for ids and jitter (xoroshiro128+ seeded from the OS per worker). */
+uint64_t proxy_rand(struct proxy_worker *w);
+
+/* Starts resolving the DNS endpoints of <rt> on the main loop, every refresh interval. */
+void proxy_dns_start(struct proxy *px, struct proxy_rt *rt);
+
+/* Stops every resolver (their handles close asynchronously). */
+void proxy_dns_stop(struct proxy *px);
+
+#endif

@@ -1,0 +1,916 @@
+// SPDX-License-Identifier: Apache-2.0
+// The proxy's configuration: the option table (listeners -> routes -> clusters, plus the
+// quick-start flags), the cross-reference check, and the runtime snapshot built from a checked
+// config. The snapshot copies every string it keeps, because the app frees a config right after a
+// successful reload while requests may still run on the snapshot built from it.
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "net/addr.h"
+#include "roles/proxy/proxy.h"
+
+static const char *const lb_policies[] = { "round_robin", "least_request", NULL };
+static const char *const access_logs[] = { "stdout", "off", NULL };
+
+static const struct sc_opt header_match_opts[] = {
+    { .name = "name",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_header_match_cfg, name),
+      .help = "header name (case-insensitive)",
+      .flags = SC_OPT_REQUIRED },
+    { .name = "value",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_header_match_cfg, value),
+      .help = "exact value the header must have (any value when unset)" },
+    { .name = "present",
+      .type = SC_OPT_BOOL,
+      .offset = offsetof(struct proxy_header_match_cfg, present),
+      .def = "true",
+      .help = "false: the route matches only when the header is absent" },
+    { 0 },
+};
+
+static const struct sc_opt match_opts[] = {
+    { .name = "prefix",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_match_cfg, prefix),
+      .help = "path prefix (the query is not part of the path)" },
+    { .name = "path",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_match_cfg, path),
+      .help = "exact path" },
+    { .name = "regex",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_match_cfg, regex),
+      .help = "PCRE2 regular expression the whole path must match" },
+    { .name = "methods",
+      .type = SC_OPT_STRLIST,
+      .offset = offsetof(struct proxy_match_cfg, methods),
+      .help = "request methods (any when empty)" },
+    { .name = "headers",
+      .type = SC_OPT_OBJLIST,
+      .offset = offsetof(struct proxy_match_cfg, headers),
+      .help = "headers that must all match",
+      .sub = header_match_opts,
+      .sub_size = sizeof(struct proxy_header_match_cfg) },
+    { 0 },
+};
+
+static const struct sc_opt retry_opts[] = {
+    { .name = "retry_on",
+      .type = SC_OPT_STRLIST,
+      .offset = offsetof(struct proxy_retry_cfg, retry_on),
+      .help = "conditions: connect-failure, reset, 5xx, gateway-error, retriable-status-codes "
+              "(default connect-failure, reset, gateway-error)" },
+    { .name = "num_retries",
+      .type = SC_OPT_INT,
+      .offset = offsetof(struct proxy_retry_cfg, num_retries),
+      .def = "-1",
+      .help = "retries after the first try (-1: the top-level retries)",
+      .min = -1,
+      .max = 10 },
+    { .name = "per_try_timeout",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct proxy_retry_cfg, per_try_timeout_ms),
+      .help = "deadline for one try's response head (0: the top-level per_try_timeout)" },
+    { .name = "retriable_status_codes",
+      .type = SC_OPT_STRLIST,
+      .offset = offsetof(struct proxy_retry_cfg, retriable_status_codes),
+      .help = "response codes retried (with retriable-status-codes in retry_on)" },
+    { .name = "retry_non_idempotent",
+      .type = SC_OPT_BOOL,
+      .offset = offsetof(struct proxy_retry_cfg, retry_non_idempotent),
+      .def = "false",
+      .help = "also retry POST, PATCH and other non-idempotent methods" },
+    { .name = "base_interval",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct proxy_retry_cfg, base_interval_ms),
+      .def = "25ms",
+      .help = "backoff before the first retry; doubles per retry, with full jitter" },
+    { .name = "max_interval",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct proxy_retry_cfg, max_interval_ms),
+      .def = "250ms",
+      .help = "cap on the backoff" },
+    { 0 },
+};
+
+static const struct sc_opt route_opts[] = {
+    { .name = "name",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_route_cfg, name),
+      .help = "route name (metrics and access log; default: route<N>)" },
+    { .name = "match",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_route_cfg, match),
+      .help = "what requests the route takes (all when empty); first match wins",
+      .sub = match_opts },
+    { .name = "cluster",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_route_cfg, cluster),
+      .help = "the cluster requests go to",
+      .flags = SC_OPT_REQUIRED },
+    { .name = "timeout",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct proxy_route_cfg, timeout_ms),
+      .help = "deadline from the request to the response head, retries included (0: the "
+              "top-level timeout)" },
+    { .name = "retry_policy",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_route_cfg, retry_policy),
+      .help = "when and how often to retry",
+      .sub = retry_opts },
+    { 0 },
+};
+
+static const struct sc_opt listener_opts[] = {
+    { .name = "name",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_listener_cfg, name),
+      .help = "listener name (metrics and access log)",
+      .flags = SC_OPT_REQUIRED },
+    { .name = "address",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_listener_cfg, address),
+      .help = "address to listen on",
+      .flags = SC_OPT_REQUIRED,
+      .check = sc_addr_check },
+    { .name = "routes",
+      .type = SC_OPT_OBJLIST,
+      .offset = offsetof(struct proxy_listener_cfg, routes),
+      .help = "routes, tried in order",
+      .sub = route_opts,
+      .sub_size = sizeof(struct proxy_route_cfg) },
+    { 0 },
+};
+
+static const struct sc_opt cluster_opts[] = {
+    { .name = "name",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_cluster_cfg, name),
+      .help = "cluster name",
+      .flags = SC_OPT_REQUIRED },
+    { .name = "endpoints",
+      .type = SC_OPT_STRLIST,
+      .offset = offsetof(struct proxy_cluster_cfg, endpoints),
+      .help = "\"ip:port\", or \"name:port\" resolved every dns_refresh",
+      .max = 256 },
+    { .name = "lb_policy",
+      .type = SC_OPT_ENUM,
+      .offset = offsetof(struct proxy_cluster_cfg, lb_policy),
+      .def = "round_robin",
+      .help = "round_robin or least_request (power of two choices)",
+      .enums = lb_policies },
+    { .name = "connect_timeout",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct proxy_cluster_cfg, connect_timeout_ms),
+      .help = "TCP connect deadline (0: the top-level connect_timeout)" },
+    { .name = "dns_refresh",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct proxy_cluster_cfg, dns_refresh_ms),
+      .def = "5s",
+      .help = "how often DNS endpoints are re-resolved",
+      .min = 100,
+      .max = 86400000 },
+    { .name = "max_idle",
+      .type = SC_OPT_INT,
+      .offset = offsetof(struct proxy_cluster_cfg, max_idle),
+      .def = "64",
+      .help = "idle keep-alive connections kept per endpoint and worker",
+      .min = 0,
+      .max = 100000 },
+    { .name = "idle_timeout",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct proxy_cluster_cfg, idle_timeout_ms),
+      .def = "30s",
+      .help = "idle pooled connections are closed after this long" },
+    { 0 },
+};
+
+const struct sc_opt proxy_opts[] = {
+    { .name = "listen",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_cfg, listen),
+      .help = "quick start: listen here and send everything to --upstream",
+      .flags = SC_OPT_FLAG,
+      .check = sc_addr_check },
+    { .name = "upstream",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_cfg, upstream),
+      .help = "quick start: the application's address (default 127.0.0.1:8080)",
+      .flags = SC_OPT_FLAG },
+    { .name = "timeout",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct proxy_cfg, timeout_ms),
+      .def = "30s",
+      .help = "default route timeout: request to response head, retries included (0: none)",
+      .flags = SC_OPT_FLAG },
+    { .name = "connect_timeout",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct proxy_cfg, connect_timeout_ms),
+      .def = "1s",
+      .help = "default TCP connect deadline",
+      .flags = SC_OPT_FLAG,
+      .min = 1,
+      .max = 3600000 },
+    { .name = "retries",
+      .type = SC_OPT_INT,
+      .offset = offsetof(struct proxy_cfg, retries),
+      .def = "1",
+      .help = "default retries after the first try",
+      .flags = SC_OPT_FLAG,
+      .min = 0,
+      .max = 10 },
+    { .name = "per_try_timeout",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct proxy_cfg, per_try_timeout_ms),
+      .def = "0",
+      .help = "default deadline for one try's response head (0: only the route timeout)",
+      .flags = SC_OPT_FLAG },
+    { .name = "workers",
+      .type = SC_OPT_INT,
+      .offset = offsetof(struct proxy_cfg, workers),
+      .def = "1",
+      .help = "worker threads, each with its own loop and SO_REUSEPORT listeners",
+      .flags = SC_OPT_FLAG,
+      .min = 1,
+      .max = 64 },
+    { .name = "access_log",
+      .type = SC_OPT_ENUM,
+      .offset = offsetof(struct proxy_cfg, access_log),
+      .def = "stdout",
+      .help = "JSON access log: stdout or off",
+      .flags = SC_OPT_FLAG,
+      .enums = access_logs },
+    { .name = "idle_timeout",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct proxy_cfg, idle_timeout_ms),
+      .def = "60s",
+      .help = "downstream keep-alive connections idle this long are closed",
+      .min = 1,
+      .max = 86400000 },
+    { .name = "request_headers_timeout",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct proxy_cfg, request_headers_timeout_ms),
+      .def = "10s",
+      .help = "deadline for a request head once its first byte arrived",
+      .min = 1,
+      .max = 3600000 },
+    { .name = "stream_idle_timeout",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct proxy_cfg, stream_idle_timeout_ms),
+      .def = "60s",
+      .help = "a body or tunnel with no progress in either direction this long is cut",
+      .min = 1,
+      .max = 86400000 },
+    { .name = "retry_buffer",
+      .type = SC_OPT_SIZE,
+      .offset = offsetof(struct proxy_cfg, retry_buffer),
+      .def = "64KiB",
+      .help = "request bodies up to this size are kept for retries; larger ones are not retried",
+      .max = 16777216 },
+    { .name = "max_request_head",
+      .type = SC_OPT_SIZE,
+      .offset = offsetof(struct proxy_cfg, max_request_head),
+      .def = "64KiB",
+      .help = "largest request or response head (431 beyond)",
+      .min = 1024,
+      .max = 1048576 },
+    { .name = "max_connections",
+      .type = SC_OPT_INT,
+      .offset = offsetof(struct proxy_cfg, max_connections),
+      .def = "16384",
+      .help = "client connections open at once, all listeners and workers; beyond it new "
+              "connections are closed at accept",
+      .flags = SC_OPT_FLAG,
+      .min = 1,
+      .max = 10000000 },
+    { .name = "listeners",
+      .type = SC_OPT_OBJLIST,
+      .offset = offsetof(struct proxy_cfg, listeners),
+      .help = "listeners (default: inbound 0.0.0.0:15006 to 127.0.0.1:8080)",
+      .sub = listener_opts,
+      .sub_size = sizeof(struct proxy_listener_cfg),
+      .max = 64 },
+    { .name = "clusters",
+      .type = SC_OPT_OBJLIST,
+      .offset = offsetof(struct proxy_cfg, clusters),
+      .help = "upstream clusters",
+      .sub = cluster_opts,
+      .sub_size = sizeof(struct proxy_cluster_cfg),
+      .max = 1024 },
+    { 0 },
+};
+
+int proxy_cfg_workers(const struct proxy_cfg *cfg)
+{
+    return cfg->workers < 1 ? 1 : (int)cfg->workers;
+}
+
+static unsigned retry_flag(const char *s)
+{
+    static const struct {
+        const char *name;
+        unsigned flag;
+    } t[] = {
+        { "connect-failure", PROXY_RETRY_CONNECT_FAILURE },
+        { "reset", PROXY_RETRY_RESET },
+        { "5xx", PROXY_RETRY_5XX },
+        { "gateway-error", PROXY_RETRY_GATEWAY },
+        { "retriable-status-codes", PROXY_RETRY_STATUS },
+    };
+    for (size_t i = 0; i < SC_ARRAY_LEN(t); i++) {
+        if (strcmp(s, t[i].name) == 0) {
+            return t[i].flag;
+        }
+    }
+    return 0;
+}
+
+/* Splits "host:port" of an endpoint. Returns 0 or -EINVAL. */
+static int split_endpoint(const char *s, char *host, size_t hostlen, char *port, size_t portlen)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s) {
+        return -EINVAL;
+    }
+    uint64_t p;
+    if (sc_str_to_u64(sc_str_c(colon + 1), 65535, &p) < 0 || p == 0) {
+        return -EINVAL;
+    }
+    size_t hl = (size_t)(colon - s);
+    if (s[0] == '[' && hl >= 2 && s[hl - 1] == ']') {
+        s++;
+        hl -= 2;
+    }
+    if (hl == 0 || hl >= hostlen) {
+        return -EINVAL;
+    }
+    memcpy(host, s, hl);
+    host[hl] = '\0';
+    snprintf(port, portlen, "%u", (unsigned)p);
+    return 0;
+}
+
+static bool valid_dns_name(const char *h)
+{
+    for (const char *c = h; *c; c++) {
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '-' || *c == '.' || *c == '_')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool has_cluster(const struct proxy_cfg *c, const char *name)
+{
+    const struct proxy_cluster_cfg *cl = c->clusters.v;
+    for (size_t i = 0; i < c->clusters.n; i++) {
+        if (strcmp(cl[i].name, name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static int check_route(const struct proxy_cfg *c, const struct proxy_listener_cfg *l, size_t ri,
+                       char **err)
+{
+    const struct proxy_route_cfg *r = &((const struct proxy_route_cfg *)l->routes.v)[ri];
+    const char *rname = r->name ? r->name : "(unnamed)";
+    if (!has_cluster(c, r->cluster)) {
+        *err = sc_asprintf("listener \"%s\" route %zu (%s): unknown cluster \"%s\"", l->name,
+                           ri + 1, rname, r->cluster);
+        return SC_ECONFIG;
+    }
+    int n = (r->match.prefix != NULL) + (r->match.path != NULL) + (r->match.regex != NULL);
+    if (n > 1) {
+        *err = sc_asprintf("listener \"%s\" route %zu (%s): use one of prefix, path and regex",
+                           l->name, ri + 1, rname);
+        return SC_ECONFIG;
+    }
+    if (r->match.regex) {
+        int ec;
+        PCRE2_SIZE off;
+        pcre2_code *re =
+            pcre2_compile((PCRE2_SPTR)r->match.regex, PCRE2_ZERO_TERMINATED, 0, &ec, &off, NULL);
+        if (!re) {
+            PCRE2_UCHAR msg[160];
+            pcre2_get_error_message(ec, msg, sizeof(msg));
+            *err = sc_asprintf("listener \"%s\" route %zu (%s): regex at offset %zu: %s", l->name,
+                               ri + 1, rname, (size_t)off, (const char *)msg);
+            return SC_ECONFIG;
+        }
+        pcre2_code_free(re);
+    }
+    const struct proxy_retry_cfg *rp = &r->retry_policy;
+    for (size_t i = 0; i < rp->retry_on.n; i++) {
+        if (!retry_flag(rp->retry_on.v[i])) {
+            *err = sc_asprintf("listener \"%s\" route %zu (%s): unknown retry_on \"%s\" (want "
+                               "connect-failure, reset, 5xx, gateway-error or "
+                               "retriable-status-codes)",
+                               l->name, ri + 1, rname, rp->retry_on.v[i]);
+            return SC_ECONFIG;
+        }
+    }
+    if (rp->retriable_status_codes.n > PROXY_MAX_STATUS_CODES) {
+        *err = sc_asprintf("listener \"%s\" route %zu (%s): at most %d retriable_status_codes",
+                           l->name, ri + 1, rname, PROXY_MAX_STATUS_CODES);
+        return SC_ECONFIG;
+    }
+    for (size_t i = 0; i < rp->retriable_status_codes.n; i++) {
+        uint64_t code;
+        if (sc_str_to_u64(sc_str_c(rp->retriable_status_codes.v[i]), 599, &code) < 0 ||
+            code < 100) {
+            *err = sc_asprintf("listener \"%s\" route %zu (%s): retriable status code \"%s\" is "
+                               "not a status from 100 to 599",
+                               l->name, ri + 1, rname, rp->retriable_status_codes.v[i]);
+            return SC_ECONFIG;
+        }
+    }
+    const struct proxy_header_match_cfg *h = r->match.headers.v;
+    for (size_t i = 0; i < r->match.headers.n; i++) {
+        if (h[i].name[0] == '\0') {
+            *err = sc_asprintf("listener \"%s\" route %zu (%s): empty header name", l->name, ri + 1,
+                               rname);
+            return SC_ECONFIG;
+        }
+    }
+    return 0;
+}
+
+int proxy_config_check(const void *cfg, char **err)
+{
+    const struct proxy_cfg *c = cfg;
+    const struct proxy_cluster_cfg *cl = c->clusters.v;
+    for (size_t i = 0; i < c->clusters.n; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(cl[i].name, cl[j].name) == 0) {
+                *err = sc_asprintf("cluster \"%s\" is defined twice", cl[i].name);
+                return SC_ECONFIG;
+            }
+        }
+        if (strcmp(cl[i].name, "upstream") == 0 && c->listen) {
+            *err = sc_asprintf("cluster name \"upstream\" is reserved for --listen/--upstream");
+            return SC_ECONFIG;
+        }
+        for (size_t k = 0; k < cl[i].endpoints.n; k++) {
+            char host[256], port[8];
+            const char *e = cl[i].endpoints.v[k];
+            if (split_endpoint(e, host, sizeof(host), port, sizeof(port)) < 0 ||
+                !valid_dns_name(host[0] == '[' ? "x" : host)) {
+                *err =
+                    sc_asprintf("cluster \"%s\": endpoint \"%s\" is not host:port", cl[i].name, e);
+                return SC_ECONFIG;
+            }
+        }
+    }
+    if (c->upstream) {
+        char host[256], port[8];
+        if (split_endpoint(c->upstream, host, sizeof(host), port, sizeof(port)) < 0) {
+            *err = sc_asprintf("upstream \"%s\" is not host:port", c->upstream);
+            return SC_ECONFIG;
+        }
+    }
+    const struct proxy_listener_cfg *l = c->listeners.v;
+    for (size_t i = 0; i < c->listeners.n; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(l[i].name, l[j].name) == 0) {
+                *err = sc_asprintf("listener \"%s\" is defined twice", l[i].name);
+                return SC_ECONFIG;
+            }
+        }
+        for (size_t r = 0; r < l[i].routes.n; r++) {
+            int rc = check_route(c, &l[i], r, err);
+            if (rc < 0) {
+                return rc;
+            }
+        }
+    }
+    return 0;
+}
+
+/* ---- snapshot ---- */
+
+static void route_free(struct proxy_route *r)
+{
+    sc_free(r->name);
+    sc_free(r->prefix);
+    sc_free(r->path);
+    if (r->re) {
+        pcre2_code_free(r->re);
+    }
+    for (size_t i = 0; i < r->nmethods; i++) {
+        sc_free(r->methods[i]);
+    }
+    sc_free(r->methods);
+    for (size_t i = 0; i < r->nheaders; i++) {
+        sc_free((char *)r->headers[i].name.p);
+        sc_free((char *)r->headers[i].value.p);
+    }
+    sc_free(r->headers);
+}
+
+static void rt_free(struct proxy_rt *rt)
+{
+    for (size_t i = 0; i < rt->nlisteners; i++) {
+        struct proxy_listener *l = &rt->listeners[i];
+        for (size_t r = 0; r < l->nroutes; r++) {
+            route_free(&l->routes[r]);
+        }
+        sc_free(l->routes);
+        route_free(&l->noroute);
+        sc_free(l->name);
+        sc_free(l->address);
+    }
+    sc_free(rt->listeners);
+    for (size_t i = 0; i < rt->nclusters; i++) {
+        struct proxy_cluster *c = &rt->clusters[i];
+        for (size_t e = 0; e < c->neps; e++) {
+            struct proxy_endpoint *ep = &c->eps[e];
+            if (ep->dns) {
+                uv_mutex_destroy(&ep->mu);
+            }
+            sc_free(ep->name);
+            sc_free(ep->host);
+            sc_free(ep->pools);
+        }
+        sc_free(c->eps);
+        sc_free(c->name);
+    }
+    sc_free(rt->clusters);
+    sc_free(rt);
+}
+
+void proxy_rt_unref(struct proxy_rt *rt)
+{
+    if (rt && atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) == 1) {
+        rt_free(rt);
+    }
+}
+
+struct proxy_cluster *proxy_rt_cluster(struct proxy_rt *rt, const char *name)
+{
+    for (size_t i = 0; i < rt->nclusters; i++) {
+        if (strcmp(rt->clusters[i].name, name) == 0) {
+            return &rt->clusters[i];
+        }
+    }
+    return NULL;
+}
+
+static int endpoint_init(struct proxy_endpoint *ep, struct proxy_cluster *c, const char *s,
+                         int nworkers, char **err)
+{
+    char host[256];
+    ep->name = sc_strdup(s);
+    ep->cluster = c;
+    ep->pools = sc_calloc((size_t)nworkers, sizeof(*ep->pools));
+    for (int w = 0; w < nworkers; w++) {
+        sc_list_init(&ep->pools[w].idle);
+    }
+    if (split_endpoint(s, host, sizeof(host), ep->port, sizeof(ep->port)) < 0) {
+        *err = sc_asprintf("cluster \"%s\": endpoint \"%s\" is not host:port", c->name, s);
+        return SC_ECONFIG;
+    }
+    ep->host = sc_strdup(host);
+    uint16_t port = (uint16_t)strtoul(ep->port, NULL, 10);
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ep->addrs[0];
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ep->addrs[0];
+    if (strcmp(host, "localhost") == 0) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons(port);
+        a4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    } else if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons(port);
+    } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons(port);
+    } else {
+        ep->dns = true;
+        uv_mutex_init(&ep->mu);
+        return 0;
+    }
+    atomic_store(&ep->naddrs, 1);
+    return 0;
+}
+
+static int cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg *cc,
+                        const struct proxy_cfg *cfg, int nworkers, struct proxy_metrics *pm,
+                        char **err)
+{
+    c->name = sc_strdup(cc->name);
+    c->lb = cc->lb_policy;
+    c->connect_timeout_ms =
+        cc->connect_timeout_ms ? cc->connect_timeout_ms : cfg->connect_timeout_ms;
+    c->dns_refresh_ms = cc->dns_refresh_ms ? cc->dns_refresh_ms : 5000;
+    c->max_idle = (uint32_t)(cc->max_idle < 0 ? 0 : cc->max_idle);
+    c->idle_timeout_ms = cc->idle_timeout_ms;
+    c->neps = cc->endpoints.n;
+    c->eps = sc_calloc(c->neps ? c->neps : 1, sizeof(*c->eps));
+    for (size_t i = 0; i < c->neps; i++) {
+        int rc = endpoint_init(&c->eps[i], c, cc->endpoints.v[i], nworkers, err);
+        if (rc < 0) {
+            c->neps = i + 1;
+            return rc;
+        }
+    }
+    const char *lv[] = { c->name };
+    c->m_retry = sc_metric_get(pm->retry, lv);
+    c->m_cx_active = sc_metric_get(pm->ucx_active, lv);
+    c->m_timeout = sc_metric_get(pm->timeout, lv);
+    return 0;
+}
+
+static void route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
+                       const struct proxy_cfg *cfg, struct proxy_rt *rt, size_t idx)
+{
+    r->name = rc->name ? sc_strdup(rc->name) : sc_asprintf("route%zu", idx + 1);
+    r->prefix = sc_strdup(rc->match.prefix);
+    r->path = sc_strdup(rc->match.path);
+    if (rc->match.regex) {
+        int ec;
+        PCRE2_SIZE off;
+        /* Anchored at both ends: the regex describes the whole path, as in Envoy. */
+        char *anchored = sc_asprintf("(?:%s)\\z", rc->match.regex);
+        r->re = pcre2_compile((PCRE2_SPTR)anchored, PCRE2_ZERO_TERMINATED, PCRE2_ANCHORED, &ec,
+                              &off, NULL);
+        sc_free(anchored);
+        if (r->re) {
+            (void)pcre2_jit_compile(r->re, PCRE2_JIT_COMPLETE);
+        }
+    }
+    r->nmethods = rc->match.methods.n;
+    r->methods = sc_calloc(r->nmethods ? r->nmethods : 1, sizeof(char *));
+    for (size_t i = 0; i < r->nmethods; i++) {
+        r->methods[i] = sc_strdup(rc->match.methods.v[i]);
+    }
+    const struct proxy_header_match_cfg *h = rc->match.headers.v;
+    r->nheaders = rc->match.headers.n;
+    r->headers = sc_calloc(r->nheaders ? r->nheaders : 1, sizeof(*r->headers));
+    for (size_t i = 0; i < r->nheaders; i++) {
+        r->headers[i].name = sc_str_c(sc_strdup(h[i].name));
+        r->headers[i].value = h[i].value ? sc_str_c(sc_strdup(h[i].value)) : SC_STR_NULL;
+        r->headers[i].present = h[i].present;
+    }
+    r->cluster = proxy_rt_cluster(rt, rc->cluster);
+    r->timeout_ms = rc->timeout_ms ? rc->timeout_ms : cfg->timeout_ms;
+    const struct proxy_retry_cfg *rp = &rc->retry_policy;
+    r->retry_on = 0;
+    for (size_t i = 0; i < rp->retry_on.n; i++) {
+        r->retry_on |= retry_flag(rp->retry_on.v[i]);
+    }
+    if (rp->retry_on.n == 0) {
+        r->retry_on = PROXY_RETRY_CONNECT_FAILURE | PROXY_RETRY_RESET | PROXY_RETRY_GATEWAY;
+    }
+    r->num_retries = (int)(rp->num_retries >= 0 ? rp->num_retries : cfg->retries);
+    r->per_try_timeout_ms =
+        rp->per_try_timeout_ms ? rp->per_try_timeout_ms : cfg->per_try_timeout_ms;
+    r->nstatus_codes = 0;
+    for (size_t i = 0; i < rp->retriable_status_codes.n && i < PROXY_MAX_STATUS_CODES; i++) {
+        uint64_t code = 0;
+        (void)sc_str_to_u64(sc_str_c(rp->retriable_status_codes.v[i]), 599, &code);
+        r->status_codes[r->nstatus_codes++] = (int)code;
+    }
+    r->retry_non_idempotent = rp->retry_non_idempotent;
+    r->base_interval_ms = rp->base_interval_ms ? rp->base_interval_ms : 25;
+    r->max_interval_ms = rp->max_interval_ms ? rp->max_interval_ms : 250;
+}
+
+/* The quick-start cluster and route, or the defaults when nothing is configured. */
+static const char *quick_upstream(const struct proxy_cfg *cfg)
+{
+    return cfg->upstream ? cfg->upstream : "127.0.0.1:8080";
+}
+
+static int listener_init(struct proxy_listener *l, const char *name, const char *addr,
+                         struct proxy_metrics *pm, char **err)
+{
+    l->name = sc_strdup(name);
+    l->address = sc_strdup(addr);
+    l->noroute.name = sc_strdup("");
+    l->noroute.methods = sc_calloc(1, sizeof(char *));
+    l->noroute.headers = sc_calloc(1, sizeof(*l->noroute.headers));
+    if (sc_addr_parse(addr, &l->ss, err) < 0) {
+        return SC_ECONFIG;
+    }
+    const char *lv[] = { l->name };
+    l->m_cx_active = sc_metric_get(pm->dcx_active, lv);
+    l->m_duration = sc_metric_get(pm->duration, lv);
+    return 0;
+}
+
+struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct proxy_metrics *pm,
+                              char **err)
+{
+    struct proxy_rt *rt = SC_NEW(struct proxy_rt);
+    atomic_init(&rt->refs, 1);
+    rt->nworkers = nworkers;
+    rt->access_log = cfg->access_log == 0;
+    rt->idle_timeout_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms : 60000;
+    rt->request_headers_timeout_ms =
+        cfg->request_headers_timeout_ms ? cfg->request_headers_timeout_ms : 10000;
+    rt->stream_idle_timeout_ms = cfg->stream_idle_timeout_ms ? cfg->stream_idle_timeout_ms : 60000;
+    rt->retry_buffer = cfg->retry_buffer;
+    rt->max_request_head = cfg->max_request_head ? (uint32_t)cfg->max_request_head : 65536;
+    rt->max_connections = cfg->max_connections > 0 ? (int)cfg->max_connections : 16384;
+
+    bool quick = cfg->listen || cfg->listeners.n == 0;
+    rt->nclusters = cfg->clusters.n + (quick ? 1 : 0);
+    rt->clusters = sc_calloc(rt->nclusters ? rt->nclusters : 1, sizeof(*rt->clusters));
+    const struct proxy_cluster_cfg *ccs = cfg->clusters.v;
+    size_t nc = 0;
+    int rc = 0;
+    for (; nc < cfg->clusters.n; nc++) {
+        rc = cluster_init(&rt->clusters[nc], &ccs[nc], cfg, nworkers, pm, err);
+        if (rc < 0) {
+            nc++;
+            goto fail;
+        }
+    }
+    if (quick) {
+        char *ep = (char *)quick_upstream(cfg);
+        struct proxy_cluster_cfg qc = {
+            .name = "upstream",
+            .endpoints = { &ep, 1 },
+            .lb_policy = PROXY_LB_ROUND_ROBIN,
+            .dns_refresh_ms = 5000,
+            .max_idle = 64,
+            .idle_timeout_ms = 30000,
+        };
+        rc = cluster_init(&rt->clusters[nc], &qc, cfg, nworkers, pm, err);
+        nc++;
+        if (rc < 0) {
+            goto fail;
+        }
+    }
+
+    rt->nlisteners = cfg->listeners.n + (quick ? 1 : 0);
+    rt->listeners = sc_calloc(rt->nlisteners, sizeof(*rt->listeners));
+    const struct proxy_listener_cfg *lcs = cfg->listeners.v;
+    for (size_t i = 0; i < cfg->listeners.n; i++) {
+        struct proxy_listener *l = &rt->listeners[i];
+        rc = listener_init(l, lcs[i].name, lcs[i].address, pm, err);
+        if (rc < 0) {
+            goto fail;
+        }
+        l->nroutes = lcs[i].routes.n;
+        l->routes = sc_calloc(l->nroutes ? l->nroutes : 1, sizeof(*l->routes));
+        const struct proxy_route_cfg *rcs = lcs[i].routes.v;
+        for (size_t r = 0; r < l->nroutes; r++) {
+            route_init(&l->routes[r], &rcs[r], cfg, rt, r);
+            if (!l->routes[r].cluster) {
+                *err =
+                    sc_asprintf("listener \"%s\": unknown cluster \"%s\"", l->name, rcs[r].cluster);
+                rc = SC_ECONFIG;
+                goto fail;
+            }
+        }
+    }
+    if (quick) {
+        struct proxy_listener *l = &rt->listeners[cfg->listeners.n];
+        rc = listener_init(l, cfg->listen ? "listen" : "inbound",
+                           cfg->listen ? cfg->listen : "0.0.0.0:15006", pm, err);
+        if (rc < 0) {
+            goto fail;
+        }
+        struct proxy_route_cfg qr = { .name = "default", .cluster = "upstream" };
+        qr.retry_policy.num_retries = -1;
+        l->nroutes = 1;
+        l->routes = sc_calloc(1, sizeof(*l->routes));
+        route_init(&l->routes[0], &qr, cfg, rt, 0);
+    }
+    return rt;
+fail:
+    rt->nclusters = nc;
+    rt_free(rt);
+    return NULL;
+}
+
+/* ---- DNS: endpoints named by host are re-resolved on the main loop ---- */
+
+struct resolver {
+    struct sc_list node;
+    struct proxy *px;
+    struct proxy_rt *rt; /* a reference */
+    struct proxy_endpoint *ep;
+    uv_timer_t timer;
+    uv_getaddrinfo_t req;
+    bool resolving;
+    bool stopped;
+    bool timer_closed;
+};
+
+static void resolver_maybe_free(struct resolver *r)
+{
+    if (r->stopped && r->timer_closed && !r->resolving) {
+        proxy_rt_unref(r->rt);
+        sc_free(r);
+    }
+}
+
+static void on_resolver_timer_closed(uv_handle_t *h)
+{
+    struct resolver *r = h->data;
+    r->timer_closed = true;
+    resolver_maybe_free(r);
+}
+
+static void on_resolve_timer(uv_timer_t *t);
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct resolver *r = req->data;
+    r->resolving = false;
+    if (r->stopped) {
+        uv_freeaddrinfo(res);
+        resolver_maybe_free(r);
+        return;
+    }
+    struct proxy_endpoint *ep = r->ep;
+    if (status < 0) {
+        sc_warn("DNS resolution failed; keeping the previous addresses",
+                SC_LS("endpoint", ep->name), SC_LS("error", uv_strerror(status)));
+    } else {
+        struct sockaddr_storage tmp[PROXY_MAX_ADDRS];
+        int n = 0;
+        for (struct addrinfo *a = res; a && n < PROXY_MAX_ADDRS; a = a->ai_next) {
+            if ((a->ai_family == AF_INET || a->ai_family == AF_INET6) &&
+                a->ai_addrlen <= sizeof(tmp[0])) {
+                memset(&tmp[n], 0, sizeof(tmp[n]));
+                memcpy(&tmp[n], a->ai_addr, a->ai_addrlen);
+                n++;
+            }
+        }
+        uv_mutex_lock(&ep->mu);
+        memcpy(ep->addrs, tmp, sizeof(tmp[0]) * (size_t)n);
+        atomic_store(&ep->naddrs, n);
+        uv_mutex_unlock(&ep->mu);
+        sc_debug("resolved", SC_LS("endpoint", ep->name), SC_LI("addresses", n));
+    }
+    uv_freeaddrinfo(res);
+    uv_timer_start(&r->timer, on_resolve_timer, ep->cluster->dns_refresh_ms, 0);
+}
+
+static void resolve(struct resolver *r)
+{
+    if (r->stopped || r->resolving) {
+        return;
+    }
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    r->req.data = r;
+    int rc = uv_getaddrinfo(r->timer.loop, &r->req, on_resolved, r->ep->host, r->ep->port, &hints);
+    if (rc < 0) {
+        sc_warn("DNS resolution failed to start", SC_LS("endpoint", r->ep->name), SC_LERR(rc));
+        uv_timer_start(&r->timer, on_resolve_timer, r->ep->cluster->dns_refresh_ms, 0);
+        return;
+    }
+    r->resolving = true;
+}
+
+static void on_resolve_timer(uv_timer_t *t)
+{
+    resolve(t->data);
+}
+
+void proxy_dns_start(struct proxy *px, struct proxy_rt *rt)
+{
+    for (size_t c = 0; c < rt->nclusters; c++) {
+        for (size_t e = 0; e < rt->clusters[c].neps; e++) {
+            struct proxy_endpoint *ep = &rt->clusters[c].eps[e];
+            if (!ep->dns) {
+                continue;
+            }
+            struct resolver *r = SC_NEW(struct resolver);
+            r->px = px;
+            r->rt = proxy_rt_ref(rt);
+            r->ep = ep;
+            uv_timer_init(sc_app_loop(px->app), &r->timer);
+            r->timer.data = r;
+            sc_list_append(&px->resolvers, &r->node);
+            uv_timer_start(&r->timer, on_resolve_timer, 0, 0);
+        }
+    }
+}
+
+void proxy_dns_stop(struct proxy *px)
+{
+    struct sc_list *pos, *tmp;
+    sc_list_foreach(pos, tmp, &px->resolvers)
+    {
+        struct resolver *r = sc_list_entry(pos, struct resolver, node);
+        sc_list_remove(&r->node);
+        r->stopped = true;
+        if (r->resolving) {
+            uv_cancel((uv_req_t *)&r->req);
+        }
+        uv_close((uv_handle_t *)&r->timer, on_resolver_timer_closed);
+    }
+}
