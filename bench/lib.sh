@@ -151,6 +151,24 @@ proc_kib() {
     echo "$max"
 }
 
+# busy_pct SECONDS: how busy the whole machine is over SECONDS (percent of all CPUs), from
+# /proc/stat. Measured while the benchmark's own processes are idle, it is the load of everything
+# else: the noise under the figures.
+busy_pct() {
+    local a b
+    a=$(head -n 1 /proc/stat)
+    sleep "$1"
+    b=$(head -n 1 /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN {
+        n = split(a, x); split(b, y)
+        for (i = 2; i <= 9 && i <= n; i++) { # user nice system idle iowait irq softirq steal
+            total += y[i] - x[i]
+            if (i == 5 || i == 6) idle += y[i] - x[i]
+        }
+        if (total > 0) printf "%.0f\n", 100 * (total - idle) / total
+    }'
+}
+
 # Pins every thread of every PID given to CPU.
 pin() {
     local cpu=$1 pid

@@ -303,8 +303,8 @@ bench_target() {
             return 0
         fi
         PID=$SPAWNED_PID
-        sleep 1
     fi
+    record "$TARGET" "$ROUND" background_pct "$(busy_pct 1)"
     find_pids
     if [ "$TARGET" != direct ]; then
         record "$TARGET" "$ROUND" rss_idle_kib "$(proc_kib VmRSS "${SERVING[@]}")"

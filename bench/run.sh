@@ -34,7 +34,8 @@ mkdir -p "$OUT"
 # The command that reproduces this run: the bench settings from the environment, then the call.
 command_line() {
     local v words=() vars
-    vars=$(compgen -e | grep -E '^(BENCH_|SIDECAR_ARGS$)' | grep -vE '^BENCH_(OUT|RESULTS)$' || true)
+    vars=$(compgen -e | grep -E '^(BENCH_|SIDECAR_ARGS$)' | grep -vE '^BENCH_(OUT|RESULTS)$') ||
+        true
     for v in $vars; do
         words+=("$v=$(printf '%q' "${!v}")")
     done

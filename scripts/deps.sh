@@ -9,9 +9,11 @@ set -eu
 PKGS="
 build-essential meson ninja-build pkg-config clang libclang-rt-14-dev clang-format
 libuv1-dev libyaml-dev libjansson-dev libssl-dev libpcre2-dev libnghttp2-dev
-libcurl4-openssl-dev zlib1g-dev
+libcurl4-openssl-dev zlib1g-dev libzstd-dev libsnappy-dev libprotobuf-c-dev protobuf-c-compiler
+libsqlite3-dev
 libcmocka-dev libhttp-parser-dev
-python3 python3-pytest python3-requests curl prometheus nginx-light
+python3 python3-pytest python3-requests python3-protobuf python3-snappy protobuf-compiler
+curl prometheus prometheus-pushgateway etcd-server nginx-light iproute2 procps
 "
 BENCH_PKGS="wrk haproxy caddy nginx-light strace linux-perf valgrind"
 

@@ -23,8 +23,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 0' INT TERM
 
-wait_http() { # url
+wait_http() { # url pid
     for _ in $(seq 1 100); do
+        if ! kill -0 "$2" 2>/dev/null; then
+            echo "quickstart: the process behind $1 exited; logs in $workdir" >&2
+            exit 1
+        fi
         curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
         sleep 0.1
     done
@@ -32,18 +36,27 @@ wait_http() { # url
     exit 1
 }
 
-LISTEN=127.0.0.1:$APP_PORT LOG_FILE=$workdir/app.log /usr/bin/python3 "$here/app.py" &
+for port in "$APP_PORT" "$PROXY_PORT" "$ADMIN_PORT"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "quickstart: port $port is already in use (set APP_PORT, PROXY_PORT, ADMIN_PORT)" >&2
+        exit 1
+    fi
+done
+
+LISTEN=127.0.0.1:$APP_PORT LOG_FILE=$workdir/app.log /usr/bin/python3 "$here/app.py" \
+    2>"$workdir/app.err" &
 pids+=($!)
-wait_http "http://127.0.0.1:$APP_PORT/"
+wait_http "http://127.0.0.1:$APP_PORT/" "${pids[0]}"
 
 "$SIDECAR" proxy --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$APP_PORT" \
     --admin "127.0.0.1:$ADMIN_PORT" --retries 2 --timeout 5s 2>"$workdir/proxy.log" \
     >"$workdir/access.log" &
 pids+=($!)
-wait_http "http://127.0.0.1:$ADMIN_PORT/ready"
+wait_http "http://127.0.0.1:$ADMIN_PORT/ready" "${pids[1]}"
 
 show() { # description, command...
     echo
+    echo "# $1"
     echo "\$ ${*:2}"
     "${@:2}" || true
 }
@@ -56,7 +69,8 @@ sidecar quickstart is running (files in $workdir):
 MSG
 show "through the proxy" curl -sS "http://127.0.0.1:$PROXY_PORT/"
 show "a flaky endpoint: the proxy retries the 503" curl -sS "http://127.0.0.1:$PROXY_PORT/flaky"
-show "the proxy's metrics" sh -c "curl -sS http://127.0.0.1:$ADMIN_PORT/metrics | grep '^sidecar_requests_total'"
+metrics() { curl -sS "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -E '^sidecar_(requests|upstream_rq_retry)_total'; }
+show "the proxy's metrics" metrics
 show "the access log" tail -n 3 "$workdir/access.log"
 
 if [ "${DEMO_ONESHOT:-0}" = 1 ]; then

@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: Apache-2.0
+// Egress HTTP client: libcurl's multi interface driven by the role's libuv loop (socket polls and
+// one timer), so Loki, Elasticsearch, Pushgateway, remote_write, config URLs and Vault are all
+// reached without threads and with curl's TLS, proxies, auth and HTTP/2. One client per loop.
+// Every transfer is bounded: a deadline, a connect deadline, and a cap on the response body kept.
+#ifndef SC_NET_EGRESS_H
+#define SC_NET_EGRESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "core/buf.h"
+#include "core/config.h"
+#include "core/str.h"
+
+struct sc_egress;
+struct sc_egress_xfer;
+
+/* TLS and authentication settings, shared by the requests that point at them (borrowed). */
+struct sc_egress_tls {
+    const char *ca_file;     /* PEM bundle to verify the server; NULL: the system store */
+    const char *cert_file;   /* client certificate (mTLS), PEM */
+    const char *key_file;    /* its key, PEM */
+    bool insecure_skip_verify;
+};
+
+struct sc_egress_req {
+    const char *method;             /* "GET", "POST", "PUT", "DELETE", ...; NULL means GET */
+    const char *url;                /* http:// or https:// */
+    const struct sc_kv *headers;    /* extra request headers (borrowed until the callback) */
+    size_t nheaders;
+    const void *body;               /* request body (borrowed until the callback), may be NULL */
+    size_t body_len;
+    uint64_t timeout_ms;            /* whole transfer deadline; 0: 30 s */
+    uint64_t connect_timeout_ms;    /* 0: 5 s */
+    size_t max_response;            /* response body cap; 0: 16 MiB; over it: SC_ETOOBIG */
+    const char *bearer_token;       /* Authorization: Bearer ... (borrowed) */
+    const char *basic_user;         /* basic auth when set (borrowed) */
+    const char *basic_password;
+    const struct sc_egress_tls *tls;
+    /* When set, response body bytes are delivered here as they arrive instead of being kept
+     * (for streams such as etcd watches); return false to abort the transfer. */
+    bool (*on_data)(void *arg, const char *p, size_t len);
+};
+
+struct sc_egress_resp {
+    int error;             /* 0, or a negative code: SC_ETIMEDOUT, -ECONNREFUSED, SC_ETOOBIG,
+                              SC_ECLOSED (client closed), SC_EHTTP (protocol error), -EIO (other) */
+    const char *error_msg; /* a human-readable reason when error != 0 (curl's message) */
+    int status;            /* HTTP status, or 0 when no response head arrived */
+    struct sc_str body;    /* the response body (empty with on_data), valid during the callback */
+    double seconds;        /* total transfer time */
+    const void *priv;      /* for sc_egress_resp_header */
+};
+
+/* Called once per transfer, on the loop, unless the transfer was cancelled. */
+typedef void (*sc_egress_cb)(void *arg, const struct sc_egress_resp *resp);
+
+/* Returns a new client on <loop> (curl_global_init is done once per process). */
+struct sc_egress *sc_egress_new(uv_loop_t *loop);
+
+/* Starts <req> (the strings and body it points to are borrowed until the callback). Returns 0
+ * and, when <out> is not NULL, a handle for sc_egress_cancel; or a negative error, in which case
+ * <cb> is never called. */
+int sc_egress_send(struct sc_egress *e, const struct sc_egress_req *req, sc_egress_cb cb,
+                   void *arg, struct sc_egress_xfer **out);
+
+/* Cancels a transfer that has not called back yet; its callback is never called. */
+void sc_egress_cancel(struct sc_egress_xfer *x);
+
+/* Returns the value of response header <name> (case-insensitive), or an empty view. Valid
+ * during the callback only. */
+struct sc_str sc_egress_resp_header(const struct sc_egress_resp *resp, const char *name);
+
+/* Cancels every transfer (each callback fires once with error SC_ECLOSED), closes the handles
+ * and frees the client once they have closed. NULL-safe. */
+void sc_egress_close(struct sc_egress *e);
+
+#endif
