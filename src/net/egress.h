@@ -21,24 +21,24 @@ struct sc_egress_xfer;
 
 /* TLS and authentication settings, shared by the requests that point at them (borrowed). */
 struct sc_egress_tls {
-    const char *ca_file;     /* PEM bundle to verify the server; NULL: the system store */
-    const char *cert_file;   /* client certificate (mTLS), PEM */
-    const char *key_file;    /* its key, PEM */
+    const char *ca_file;   /* PEM bundle to verify the server; NULL: the system store */
+    const char *cert_file; /* client certificate (mTLS), PEM */
+    const char *key_file;  /* its key, PEM */
     bool insecure_skip_verify;
 };
 
 struct sc_egress_req {
-    const char *method;             /* "GET", "POST", "PUT", "DELETE", ...; NULL means GET */
-    const char *url;                /* http:// or https:// */
-    const struct sc_kv *headers;    /* extra request headers (borrowed until the callback) */
+    const char *method;          /* "GET", "POST", "PUT", "DELETE", ...; NULL means GET */
+    const char *url;             /* http:// or https:// */
+    const struct sc_kv *headers; /* extra request headers (borrowed until the callback) */
     size_t nheaders;
-    const void *body;               /* request body (borrowed until the callback), may be NULL */
+    const void *body; /* request body (borrowed until the callback), may be NULL */
     size_t body_len;
-    uint64_t timeout_ms;            /* whole transfer deadline; 0: 30 s */
-    uint64_t connect_timeout_ms;    /* 0: 5 s */
-    size_t max_response;            /* response body cap; 0: 16 MiB; over it: SC_ETOOBIG */
-    const char *bearer_token;       /* Authorization: Bearer ... (borrowed) */
-    const char *basic_user;         /* basic auth when set (borrowed) */
+    uint64_t timeout_ms;         /* whole transfer deadline; 0: 30 s */
+    uint64_t connect_timeout_ms; /* 0: 5 s */
+    size_t max_response;         /* response body cap; 0: 16 MiB; over it: SC_ETOOBIG */
+    const char *bearer_token;    /* Authorization: Bearer ... (borrowed) */
+    const char *basic_user;      /* basic auth when set (borrowed) */
     const char *basic_password;
     const struct sc_egress_tls *tls;
     /* When set, response body bytes are delivered here as they arrive instead of being kept
@@ -48,7 +48,8 @@ struct sc_egress_req {
 
 struct sc_egress_resp {
     int error;             /* 0, or a negative code: SC_ETIMEDOUT, -ECONNREFUSED, SC_ETOOBIG,
-                              SC_ECLOSED (client closed), SC_EHTTP (protocol error), -EIO (other) */
+                              SC_ECLOSED (client closed), SC_EHTTP (protocol error),
+                              -ECANCELED (on_data returned false), -EIO (other) */
     const char *error_msg; /* a human-readable reason when error != 0 (curl's message) */
     int status;            /* HTTP status, or 0 when no response head arrived */
     struct sc_str body;    /* the response body (empty with on_data), valid during the callback */
@@ -64,15 +65,18 @@ struct sc_egress *sc_egress_new(uv_loop_t *loop);
 
 /* Starts <req> (the strings and body it points to are borrowed until the callback). Returns 0
  * and, when <out> is not NULL, a handle for sc_egress_cancel; or a negative error, in which case
- * <cb> is never called. */
-int sc_egress_send(struct sc_egress *e, const struct sc_egress_req *req, sc_egress_cb cb,
-                   void *arg, struct sc_egress_xfer **out);
+ * <cb> is never called: -EINVAL (a method or header name that is not a token, a header value or
+ * token with CR/LF, body_len without body) or SC_ECLOSED (the client is closing). May be called
+ * from any callback, on_data included. Proxies come from the environment (http_proxy,
+ * https_proxy, no_proxy) as curl does by default; redirects are not followed. */
+int sc_egress_send(struct sc_egress *e, const struct sc_egress_req *req, sc_egress_cb cb, void *arg,
+                   struct sc_egress_xfer **out);
 
 /* Cancels a transfer that has not called back yet; its callback is never called. */
 void sc_egress_cancel(struct sc_egress_xfer *x);
 
-/* Returns the value of response header <name> (case-insensitive), or an empty view. Valid
- * during the callback only. */
+/* Returns the value of response header <name> (case-insensitive) from the final response (not
+ * 1xx or a proxy's CONNECT reply), or an empty view. Valid during the callback only. */
 struct sc_str sc_egress_resp_header(const struct sc_egress_resp *resp, const char *name);
 
 /* Cancels every transfer (each callback fires once with error SC_ECLOSED), closes the handles
