@@ -308,6 +308,7 @@ bench_target() {
     find_pids
     if [ "$TARGET" != direct ]; then
         record "$TARGET" "$ROUND" rss_idle_kib "$(proc_kib VmRSS "${SERVING[@]}")"
+        record "$TARGET" "$ROUND" rss_idle_anon_kib "$(proc_kib RssAnon "${SERVING[@]}")"
     fi
 
     load warmup "$LOAD_CONNS" "$WARMUP_SECS" || true

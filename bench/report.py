@@ -13,6 +13,24 @@ import statistics
 import sys
 from collections import defaultdict
 
+HOW = """How (bench/README.md has the details):
+
+- One upstream nginx (fixed 13-byte body, keep-alive, one worker) on CPU {cl}. Each proxy has one
+  worker and an upstream keep-alive pool; nginx and HAProxy allow 1,024 connections (a larger
+  nginx connection table would inflate its RSS).
+- (a) `wrk -t1 -c{lc}`, the proxy pinned alone on CPU {cp}, wrk and upstream on CPU {cl}. A proxy
+  busy well below 100 % was not the bottleneck: CPU {cl} and cross-CPU wake-ups were.
+- (b) Proxy, upstream and wrk all on CPU {cl}: the proxy's utime+stime (/proc/PID/stat) over the
+  run divided by the requests completed.
+- (c) {rc} connections each pausing ~{pm} ms between requests (wrk.lua, ~2,000 req/s), in both
+  placements; added = the proxy's percentile minus the direct upstream's in the same round.
+- (d) RSS of the serving process (nginx: its worker; the Pss row counts all its processes,
+  shared pages split): one second after start, and VmHWM after (a)-(c). Then the proxy is
+  restarted with room for {ic} connections (nginx, HAProxy: {ic} + 1,024) and its RSS read
+  after one request and again while {ic} idle keep-alive client connections are held open.
+- (e) `strace -c -f` attached during {ss} s of (a)'s load: total syscalls / requests (strace
+  slows the proxy, so only this ratio means anything)."""
+
 TARGETS = ["direct", "nginx", "haproxy", "caddy", "sidecar"]
 LABELS = {"direct": "direct (no proxy)", "nginx": "nginx", "haproxy": "HAProxy",
           "caddy": "Caddy", "sidecar": "sidecar"}
@@ -35,6 +53,7 @@ ROWS = [
     ("added_p99_us_1cpu", "(c) added p99 over direct, all on CPU 0 (us)", 1, 0),
     ("paced_rps", "(c) rate achieved by the paced runs (req/s)", 1, 0),
     ("rss_idle_kib", "(d) idle RSS after start (MiB)", 1 / MIB, 1),
+    ("rss_idle_anon_kib", "(d) of which anonymous, not file-backed (MiB)", 1 / MIB, 1),
     ("rss_peak_kib", "(d) peak RSS after the loads, VmHWM (MiB)", 1 / MIB, 1),
     ("pss_total_kib", "(d) Pss of all its processes after the loads (MiB)", 1 / MIB, 1),
     ("rss_conns_kib", "(d) RSS holding the idle connections (MiB)", 1 / MIB, 1),
@@ -205,8 +224,10 @@ def main():
         p("Verdicts on the medians: PASS meets the target; FAIL misses it; NOT-MET misses an "
           "aim (a stretch goal, not a target).")
     else:
-        p("**sidecar: not measured (did not build)**; the peers' figures above are the "
-          "reference it will be held to.")
+        why = "it did not start or did not proxy; see the notes" if "version_sidecar" in meta \
+            else "did not build"
+        p("**sidecar: not measured (%s)**; the peers' figures above are the reference it "
+          "will be held to." % why)
     p()
     if notes:
         p("Notes from the run:")
@@ -214,23 +235,10 @@ def main():
         for n in notes:
             p("- " + n)
         p()
-    p("How (details in bench/README.md): one upstream nginx (fixed 13-byte body, keep-alive, one "
-      "worker) on CPU {cl}; each proxy with one worker and an upstream keep-alive pool, nginx "
-      "and HAProxy limited to 1,024 connections as their defaults are. (a) `wrk -t1 -c{lc}`, the "
-      "proxy pinned alone on CPU {cp}, wrk and upstream on CPU {cl}; busy % below ~95 means CPU "
-      "{cl} (wrk + upstream), not the proxy, set the pace. (b) proxy, upstream and wrk all on CPU "
-      "{cl}: the proxy's utime+stime (/proc/PID/stat) over the run / requests completed. (c) {rc} "
-      "connections each pausing ~{pm} ms between requests (wrk.lua, ~2,000 req/s), in both "
-      "placements; added = the proxy's percentile minus the direct upstream's in the same round. "
-      "(d) RSS of the serving process (nginx: its worker; the Pss row counts every process, "
-      "shared pages split): one second after start, VmHWM after the loads; then the proxy is "
-      "restarted with room for {ic} connections (nginx and HAProxy: {ic} + 1,024) and the RSS "
-      "is read after one request and again while {ic} idle keep-alive client connections are "
-      "held open through it. (e) `strace -c -f` attached during a {ss} s load of (a): total "
-      "syscalls / requests (strace slows the proxy; only the ratio means anything).".format(
-          cl=meta.get("cpu_load"), cp=meta.get("cpu_proxy"), lc=meta.get("load_conns"),
-          rc=meta.get("rate_conns"), pm=meta.get("pace_ms"), ic=meta.get("idle_conns"),
-          ss=meta.get("strace_seconds")))
+    p(HOW.format(cl=meta.get("cpu_load"), cp=meta.get("cpu_proxy"), lc=meta.get("load_conns"),
+                 rc=meta.get("rate_conns"), pm=meta.get("pace_ms"), ic=meta.get("idle_conns"),
+                 ss=meta.get("strace_seconds")))
+
 
 if __name__ == "__main__":
     main()

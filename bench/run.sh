@@ -51,7 +51,21 @@ machine() {
         "load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
 }
 
-# section_http1 FILE: the parser benchmark's own output, verbatim.
+# The commit measured, and whether the working tree had changes on top of it (read-only git).
+tree_state() {
+    local head
+    head=$(git -C "$BENCH_DIR" rev-parse --short HEAD 2>/dev/null) || {
+        echo "not a git checkout"
+        return 0
+    }
+    if [ -n "$(git -C "$BENCH_DIR" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+        echo "$head with uncommitted changes"
+    else
+        echo "$head"
+    fi
+}
+
+# section_http1: the parser benchmark's own output, verbatim.
 section_http1() {
     local bin=$BUILD/bench_http1
     echo "## HTTP/1 parser (bench/http1_parse.c)"
@@ -116,6 +130,7 @@ main() {
         echo
         echo "Last run: $(date -u '+%Y-%m-%d %H:%M UTC'), sections: ${SECTIONS[*]}."
         echo "Machine: $(machine)."
+        echo "Tree: $(tree_state)."
         echo "Command: \`$CMD\`"
         for s in "${ALL_SECTIONS[@]}"; do
             echo

@@ -168,9 +168,24 @@ void sc_app_doc(const struct sc_role *role, FILE *out)
     sc_free(app);
 }
 
-/* Collects the flags. Returns -1 to continue, or an exit code. */
+/* Returns the <n>th option (0-based) marked SC_OPT_POSITIONAL in the app's tables, or NULL. */
+static const struct sc_opt *positional(const struct sc_app *app, size_t n)
+{
+    for (const struct sc_opt *t = app->top; t->type != SC_OPT_END; t++) {
+        for (const struct sc_opt *o = t->sub; o && o->type != SC_OPT_END; o++) {
+            if ((o->flags & SC_OPT_POSITIONAL) && n-- == 0) {
+                return o;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Collects the flags; bare words set the positional options in order. Returns -1 to continue, or
+ * an exit code. */
 static int parse_args(struct sc_app *app, int argc, char **argv, bool *check)
 {
+    size_t npos = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -191,6 +206,13 @@ static int parse_args(struct sc_app *app, int argc, char **argv, bool *check)
         }
         if (strncmp(a, "--config=", 9) == 0) {
             app->config_path = a + 9;
+            continue;
+        }
+        const struct sc_opt *pos = a[0] != '-' ? positional(app, npos) : NULL;
+        if (pos) {
+            npos++;
+            app->flags = sc_reallocarray(app->flags, app->nflags + 1, sizeof(*app->flags));
+            app->flags[app->nflags++] = (struct flag){ sc_strdup(pos->name), sc_strdup(a) };
             continue;
         }
         if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
@@ -511,6 +533,10 @@ int sc_app_main(const struct sc_role *role, int argc, char **argv)
     if (check) {
         printf("%s: configuration is valid\n", app->config_path ? app->config_path : role->name);
         code = 0;
+        goto out;
+    }
+
+    if (role->command && (code = role->command(role_cfg_of(app->cfg))) >= 0) {
         goto out;
     }
 

@@ -44,6 +44,11 @@ struct sc_role {
     int (*reload)(struct sc_app *app, void *state, const void *cfg, char **err);
     /* Frees <state> after the loop has ended. May be NULL. */
     void (*cleanup)(void *state);
+    /* A one-shot command chosen by the config (typically a SC_OPT_POSITIONAL word such as
+     * `status`): called after the config is loaded and checked, before the loop, the admin server
+     * or the signals start. Returns the process exit code, or -1 to run the role as a service.
+     * May be NULL. */
+    int (*command)(const void *cfg);
 };
 
 /* Runs <role> with the arguments after the role name. Returns the process exit code: 0 after a

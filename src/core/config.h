@@ -49,10 +49,12 @@ enum sc_opt_type {
 };
 
 enum {
-    SC_OPT_REQUIRED = 1 << 0,  /* must be set (in the file or by a flag) */
-    SC_OPT_SECRET = 1 << 1,    /* redacted in the /config dump */
-    SC_OPT_FLAG = 1 << 2,      /* also a command-line flag --<name with '_' as '-'> */
-    SC_OPT_FLAG_ONLY = 1 << 3, /* a flag that is not a config-file key (implies SC_OPT_FLAG) */
+    SC_OPT_REQUIRED = 1 << 0,   /* must be set (in the file or by a flag) */
+    SC_OPT_SECRET = 1 << 1,     /* redacted in the /config dump */
+    SC_OPT_FLAG = 1 << 2,       /* also a command-line flag --<name with '_' as '-'> */
+    SC_OPT_FLAG_ONLY = 1 << 3,  /* a flag that is not a config-file key (implies SC_OPT_FLAG) */
+    SC_OPT_POSITIONAL = 1 << 4, /* a flag also given as a bare word on the command line; bare
+                                   words fill such options in table order (needs SC_OPT_FLAG) */
 };
 
 struct sc_opt;

@@ -12,14 +12,45 @@
 // calls). Redirects are not followed: the caller sees the 3xx. Accept-Encoding is not sent unless
 // the caller adds it. Connections are reused through the multi handle's connection cache, and
 // HTTP/2 is used when a TLS server offers it (curl's default).
+//
+// libcurl is loaded with dlopen when the first client is created, not linked: its dependency tree
+// (OpenSSL, nghttp2, Kerberos, LDAP, ...) costs several MiB of resident memory at start-up, which
+// roles that never call out (the proxy) must not pay. libcurl is called through a table
+// of pointers, lc, filled once per process; every call goes through it.
 #include "net/egress.h"
 
+#include <dlfcn.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <curl/curl.h>
+
+#define CURL_FUNCS(X)                                                                              \
+    X(CURLcode, global_init, (long))                                                               \
+    X(CURL *, easy_init, (void))                                                                   \
+    X(void, easy_cleanup, (CURL *))                                                                \
+    X(CURLcode, easy_setopt, (CURL *, CURLoption, ...))                                            \
+    X(CURLcode, easy_getinfo, (CURL *, CURLINFO, ...))                                             \
+    X(const char *, easy_strerror, (CURLcode))                                                     \
+    X(CURLM *, multi_init, (void))                                                                 \
+    X(CURLMcode, multi_cleanup, (CURLM *))                                                         \
+    X(CURLMcode, multi_setopt, (CURLM *, CURLMoption, ...))                                        \
+    X(CURLMcode, multi_add_handle, (CURLM *, CURL *))                                              \
+    X(CURLMcode, multi_remove_handle, (CURLM *, CURL *))                                           \
+    X(CURLMcode, multi_assign, (CURLM *, curl_socket_t, void *))                                   \
+    X(CURLMsg *, multi_info_read, (CURLM *, int *))                                                \
+    X(CURLMcode, multi_socket_action, (CURLM *, curl_socket_t, int, int *))                        \
+    X(const char *, multi_strerror, (CURLMcode))                                                   \
+    X(struct curl_slist *, slist_append, (struct curl_slist *, const char *))                      \
+    X(void, slist_free_all, (struct curl_slist *))
+
+#define CURL_FIELD(ret, name, args) ret(*name) args;
+static struct {
+    CURL_FUNCS(CURL_FIELD)
+} lc;
+#undef CURL_FIELD
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -76,11 +107,27 @@ struct sock {
 };
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
-static CURLcode global_rc = CURLE_FAILED_INIT;
+static const char *global_error; /* why libcurl is unusable, or NULL */
 
-static void global_init(void)
+/* Loads libcurl and initialises it, once per process. The library stays loaded until exit. */
+static void load_curl(void)
 {
-    global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+    void *lib = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        global_error = "cannot load libcurl.so.4 (Debian package libcurl4)";
+        return;
+    }
+#define CURL_LOAD(ret, name, args)                                                                 \
+    *(void **)&lc.name = dlsym(lib, "curl_" #name);                                                \
+    if (!lc.name) {                                                                                \
+        global_error = "libcurl.so.4 lacks curl_" #name;                                           \
+        return;                                                                                    \
+    }
+    CURL_FUNCS(CURL_LOAD)
+#undef CURL_LOAD
+    if (lc.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        global_error = "curl_global_init failed";
+    }
 }
 
 static void on_handle_closed(uv_handle_t *h);
@@ -92,10 +139,10 @@ static void xfer_destroy(struct sc_egress_xfer *x)
 {
     sc_list_remove(&x->link);
     if (x->added && x->e->multi) {
-        curl_multi_remove_handle(x->e->multi, x->easy);
+        lc.multi_remove_handle(x->e->multi, x->easy);
     }
-    curl_easy_cleanup(x->easy);
-    curl_slist_free_all(x->headers);
+    lc.easy_cleanup(x->easy);
+    lc.slist_free_all(x->headers);
     sc_buf_cleanup(&x->body);
     sc_buf_cleanup(&x->head);
     sc_free(x);
@@ -103,7 +150,7 @@ static void xfer_destroy(struct sc_egress_xfer *x)
 
 static int map_error(struct sc_egress_xfer *x, CURLcode rc, const char **msg)
 {
-    *msg = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
+    *msg = x->errbuf[0] ? x->errbuf : lc.easy_strerror(rc);
     if (x->too_big || rc == CURLE_FILESIZE_EXCEEDED) {
         *msg = "response over the size limit";
         return SC_ETOOBIG;
@@ -135,8 +182,8 @@ static void xfer_finish(struct sc_egress_xfer *x, CURLcode rc, int error)
 {
     struct sc_egress_resp resp = { .priv = x };
     long status = 0;
-    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME, &resp.seconds);
+    lc.easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+    lc.easy_getinfo(x->easy, CURLINFO_TOTAL_TIME, &resp.seconds);
     resp.status = (int)status;
     if (error) {
         resp.error = error;
@@ -150,7 +197,7 @@ static void xfer_finish(struct sc_egress_xfer *x, CURLcode rc, int error)
     /* Unlink first so a cancel or close from inside the callback no longer sees it. */
     sc_list_remove(&x->link);
     if (x->added && x->e->multi) {
-        curl_multi_remove_handle(x->e->multi, x->easy);
+        lc.multi_remove_handle(x->e->multi, x->easy);
         x->added = false;
     }
     x->cancelled = true; /* sc_egress_cancel on it from its own callback is a no-op */
@@ -237,7 +284,7 @@ static bool has_header(const struct sc_egress_req *req, const char *name)
 
 static int append_header(struct curl_slist **list, const char *line)
 {
-    struct curl_slist *l = curl_slist_append(*list, line);
+    struct curl_slist *l = lc.slist_append(*list, line);
     if (!l) {
         return -ENOMEM;
     }
@@ -278,7 +325,7 @@ static int build_headers(const struct sc_egress_req *req, bool has_body, struct 
     *out = list;
     list = NULL;
 out:
-    curl_slist_free_all(list);
+    lc.slist_free_all(list);
     return rc;
 }
 
@@ -313,7 +360,7 @@ static int setup_easy(struct sc_egress_xfer *x, const struct sc_egress_req *req)
 #define SET(opt, val)                                                                              \
     do {                                                                                           \
         if (cc == CURLE_OK) {                                                                      \
-            cc = curl_easy_setopt(c, opt, val);                                                    \
+            cc = lc.easy_setopt(c, opt, val);                                                      \
         }                                                                                          \
     } while (0)
     SET(CURLOPT_URL, req->url);
@@ -377,7 +424,7 @@ static int setup_easy(struct sc_egress_xfer *x, const struct sc_egress_req *req)
 #undef SET
     if (cc != CURLE_OK) {
         /* The URL is not logged: it may carry credentials. */
-        sc_warn("egress: bad request option", SC_LS("error", curl_easy_strerror(cc)));
+        sc_warn("egress: bad request option", SC_LS("error", lc.easy_strerror(cc)));
         return cc == CURLE_UNSUPPORTED_PROTOCOL || cc == CURLE_BAD_FUNCTION_ARGUMENT ? -EINVAL
                                                                                      : -EIO;
     }
@@ -394,14 +441,14 @@ static void drain(struct sc_egress *e)
 {
     CURLMsg *m;
     int left;
-    while (!e->closing && (m = curl_multi_info_read(e->multi, &left))) {
+    while (!e->closing && (m = lc.multi_info_read(e->multi, &left))) {
         if (m->msg != CURLMSG_DONE) {
             continue;
         }
         /* The message dies with curl_multi_remove_handle: copy what we need first. */
         CURLcode rc = m->data.result;
         char *priv = NULL;
-        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
+        lc.easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
         if (priv) {
             xfer_finish((struct sc_egress_xfer *)(void *)priv, rc, 0);
         }
@@ -419,13 +466,12 @@ restart:
         if (x->cancelled) {
             xfer_destroy(x);
         } else if (!x->added) {
-            CURLMcode mc = curl_multi_add_handle(e->multi, x->easy);
+            CURLMcode mc = lc.multi_add_handle(e->multi, x->easy);
             if (mc == CURLM_OK) {
                 x->added = true;
                 continue;
             }
-            sc_error("egress: curl_multi_add_handle failed",
-                     SC_LS("error", curl_multi_strerror(mc)));
+            sc_error("egress: curl_multi_add_handle failed", SC_LS("error", lc.multi_strerror(mc)));
             /* The callback may cancel any transfer, <n> included: walk again from the head
              * (every transfer behind us is added or gone, so this ends). */
             xfer_finish(x, CURLE_FAILED_INIT, -EIO);
@@ -458,11 +504,10 @@ static void dispatch(struct sc_egress *e, curl_socket_t fd, int flags)
     int running = 0;
     e->busy++;
     e->in_curl = true;
-    CURLMcode mc = curl_multi_socket_action(e->multi, fd, flags, &running);
+    CURLMcode mc = lc.multi_socket_action(e->multi, fd, flags, &running);
     e->in_curl = false;
     if (mc != CURLM_OK) {
-        sc_error("egress: curl_multi_socket_action failed",
-                 SC_LS("error", curl_multi_strerror(mc)));
+        sc_error("egress: curl_multi_socket_action failed", SC_LS("error", lc.multi_strerror(mc)));
     }
     if (e->deferred && !e->closing) {
         run_deferred(e);
@@ -527,7 +572,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
         }
         e->open_handles++;
         sc_list_append(&e->socks, &s->link);
-        curl_multi_assign(e->multi, fd, s);
+        lc.multi_assign(e->multi, fd, s);
     }
     int events = 0;
     if (what & CURL_POLL_IN) {
@@ -581,7 +626,7 @@ static void finish_close(struct sc_egress *e)
 {
     e->closed = true;
     /* Cleanup closes the cached connections, which may still report sockets to remove. */
-    curl_multi_cleanup(e->multi);
+    lc.multi_cleanup(e->multi);
     e->multi = NULL;
     while (!sc_list_empty(&e->socks)) {
         sock_close(sc_list_entry(e->socks.next, struct sock, link));
@@ -593,26 +638,26 @@ static void finish_close(struct sc_egress *e)
 
 struct sc_egress *sc_egress_new(uv_loop_t *loop)
 {
-    pthread_once(&global_once, global_init);
-    if (global_rc != CURLE_OK) {
-        sc_error("egress: curl_global_init failed", SC_LS("error", curl_easy_strerror(global_rc)));
+    pthread_once(&global_once, load_curl);
+    if (global_error) {
+        sc_error("egress: libcurl is not usable", SC_LS("error", global_error));
         return NULL;
     }
     struct sc_egress *e = SC_NEW(struct sc_egress);
     e->loop = loop;
     sc_list_init(&e->xfers);
     sc_list_init(&e->socks);
-    e->multi = curl_multi_init();
+    e->multi = lc.multi_init();
     if (!e->multi) {
         sc_free(e);
         return NULL;
     }
     uv_timer_init(loop, &e->timer);
     e->open_handles = 1;
-    curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, e);
-    curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-    curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, e);
+    lc.multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    lc.multi_setopt(e->multi, CURLMOPT_SOCKETDATA, e);
+    lc.multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+    lc.multi_setopt(e->multi, CURLMOPT_TIMERDATA, e);
     return e;
 }
 
@@ -633,7 +678,7 @@ int sc_egress_send(struct sc_egress *e, const struct sc_egress_req *req, sc_egre
     x->on_data = req->on_data;
     sc_buf_init(&x->body, req->max_response ? req->max_response : DEFAULT_MAX_RESPONSE);
     sc_buf_init(&x->head, MAX_RESPONSE_HEADERS);
-    x->easy = curl_easy_init();
+    x->easy = lc.easy_init();
     int rc = x->easy ? setup_easy(x, req) : -ENOMEM;
     if (rc < 0) {
         xfer_destroy(x);
@@ -644,10 +689,9 @@ int sc_egress_send(struct sc_egress *e, const struct sc_egress_req *req, sc_egre
         /* Called from on_data: curl refuses to be re-entered, so add it once it returns. */
         e->deferred = true;
     } else {
-        CURLMcode mc = curl_multi_add_handle(e->multi, x->easy);
+        CURLMcode mc = lc.multi_add_handle(e->multi, x->easy);
         if (mc != CURLM_OK) {
-            sc_error("egress: curl_multi_add_handle failed",
-                     SC_LS("error", curl_multi_strerror(mc)));
+            sc_error("egress: curl_multi_add_handle failed", SC_LS("error", lc.multi_strerror(mc)));
             xfer_destroy(x);
             return -EIO;
         }

@@ -60,7 +60,8 @@ struct sc_egress_resp {
 /* Called once per transfer, on the loop, unless the transfer was cancelled. */
 typedef void (*sc_egress_cb)(void *arg, const struct sc_egress_resp *resp);
 
-/* Returns a new client on <loop> (curl_global_init is done once per process). */
+/* Returns a new client on <loop>, or NULL (logged) when libcurl cannot be loaded. libcurl is
+ * loaded and initialised by the first call in the process. */
 struct sc_egress *sc_egress_new(uv_loop_t *loop);
 
 /* Starts <req> (the strings and body it points to are borrowed until the callback). Returns 0

@@ -394,3 +394,47 @@ def test_proxy_dns_endpoint_and_least_request(sidecar_run, echo):
     sc = sidecar_run("proxy", config=cfg)
     for _ in range(10):
         assert get(port, "/").status == 200
+
+
+def test_proxy_original_dst_cluster(sidecar_run, echo):
+    """An outbound listener forwards to each request's own destination: the absolute-form
+    target's authority or the Host header (names resolved), as the default outbound listener on
+    127.0.0.1:15001 does."""
+    port = free_port()
+    cfg = proxy_config(
+        [{"name": "outbound", "address": f"127.0.0.1:{port}", "routes": [{"cluster": "dst"}]}],
+        [{"name": "dst", "type": "original_dst"}])
+    sc = sidecar_run("proxy", config=cfg)
+    c = Client(port)
+    c.send(f"GET http://{echo.addr}/abs?q=1 HTTP/1.1\r\nHost: {echo.addr}\r\n\r\n".encode())
+    r = c.read_response()
+    assert r.status == 200 and r.json()["target"] == "/abs?q=1"
+    c.send(f"GET /host HTTP/1.1\r\nHost: {echo.addr}\r\n\r\n".encode())
+    assert c.read_response().json()["target"] == "/host"
+    host = socket.gethostname()
+    try:
+        resolvable = socket.gethostbyname(host) == "127.0.0.1"
+    except OSError:
+        resolvable = False
+    if resolvable:
+        c.send(f"GET /named HTTP/1.1\r\nHost: {host}:{echo.port}\r\n\r\n".encode())
+        assert c.read_response().json()["target"] == "/named"
+    c.send(b"GET /nowhere HTTP/1.1\r\nHost: no-such-host.invalid:81\r\n\r\n")
+    assert c.read_response().status == 503
+    c.close()
+    line = access_lines(sc, 3)[0]
+    assert line["endpoint"] == echo.addr and line["cluster"] == "dst"
+
+
+def test_proxy_max_request_body_413(sidecar_run, echo):
+    sc, port = quick(sidecar_run, echo.addr, "--max-request-body", "1KiB")
+    assert get(port, "/", method="POST", body=b"a" * 1000).status == 200
+    r = get(port, "/", method="POST", body=b"a" * 2000)
+    assert r.status == 413 and b"max_request_body" in r.body
+    c = Client(port)
+    c.send(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" +
+           b"400\r\n" + b"b" * 1024 + b"\r\n" + b"400\r\n" + b"b" * 1024 + b"\r\n0\r\n\r\n")
+    r = c.read_response()
+    assert r.status == 413  # the echo answers only after the whole body
+    c.close()
+    assert all(len(q.body) <= 1024 for q in echo.requests)

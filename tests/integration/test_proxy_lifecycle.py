@@ -6,6 +6,8 @@ import signal
 import threading
 import time
 
+import pytest
+
 from conftest import free_port, http_get
 from proxy_util import Client, FakeUpstream, get, proxy_config, respond, wait_for
 
@@ -75,7 +77,8 @@ def load(port, stop, errors, counts):
             errors.append(repr(e))
 
 
-def test_proxy_reload_under_load(sidecar_run):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_proxy_reload_under_load(sidecar_run, workers):
     a = FakeUpstream(lambda up, conn, req: respond(conn, 200, b"A"))
     b = FakeUpstream(lambda up, conn, req: respond(conn, 200, b"B"))
     port = free_port()
@@ -85,7 +88,7 @@ def test_proxy_reload_under_load(sidecar_run):
             [{"name": "l", "address": f"127.0.0.1:{port}", "routes": [{"cluster": cluster}]}],
             [{"name": "a", "endpoints": [a.addr]}, {"name": "b", "endpoints": [b.addr]}])
 
-    sc = sidecar_run("proxy", config=cfg("a"))
+    sc = sidecar_run("proxy", ["--workers", str(workers)], config=cfg("a"))
     stop, errors, counts = threading.Event(), [], {}
     threads = [threading.Thread(target=load, args=(port, stop, errors, counts)) for _ in range(4)]
     for t in threads:
@@ -177,3 +180,32 @@ def test_proxy_admin_drain_without_exit(sidecar_run):
     assert sc.proc.poll() is None, "draining does not exit"
     assert sc.stop() == 0
     up.close()
+
+
+def test_proxy_reload_keeps_dns_addresses(sidecar_run):
+    import socket
+    host = socket.gethostname()
+    try:
+        if socket.gethostbyname(host) != "127.0.0.1":
+            return
+    except OSError:
+        return
+    a = FakeUpstream(lambda up, conn, req: respond(conn, 200, b"A"))
+    port = free_port()
+    cfg = proxy_config(
+        [{"name": "l", "address": f"127.0.0.1:{port}", "routes": [{"cluster": "dns"}]}],
+        [{"name": "dns", "endpoints": [f"{host}:{a.port}"], "dns_refresh": "10s"}])
+    sc = sidecar_run("proxy", config=cfg)
+    assert wait_for(lambda: get(port, "/").status == 200)
+    stop, errors, counts = threading.Event(), [], {}
+    threads = [threading.Thread(target=load, args=(port, stop, errors, counts)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for _ in range(5):
+        assert http_get(sc.admin + "/reload", method="POST")[0] == 200
+        time.sleep(0.05)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert errors == [], "a reload must not leave DNS endpoints without addresses"
+    a.close()

@@ -197,7 +197,7 @@ static void poll_worker(struct proxy_worker *w)
 {
     if (w->id == 0) {
         proxy_worker_poll(w);
-    } else if (!w->done) {
+    } else if (!atomic_load(&w->done)) {
         uv_async_send(&w->async);
     }
 }
@@ -238,6 +238,31 @@ static void h_drain(void *arg, const struct sc_admin_req *req, struct sc_admin_r
     sc_buf_append_cstr(&resp->body, "draining\n");
 }
 
+/* Gives DNS endpoints of a new snapshot the addresses the same endpoint (same cluster and name)
+ * had in the old one, so a reload never leaves a gap with no address while names re-resolve. */
+static void carry_dns(struct proxy_rt *nrt, struct proxy_rt *ort)
+{
+    for (size_t c = 0; c < nrt->nclusters; c++) {
+        struct proxy_cluster *nc = &nrt->clusters[c];
+        struct proxy_cluster *oc = proxy_rt_cluster(ort, nc->name);
+        for (size_t e = 0; oc && e < nc->neps; e++) {
+            struct proxy_endpoint *ne = &nc->eps[e];
+            for (size_t k = 0; ne->dns && k < oc->neps; k++) {
+                struct proxy_endpoint *oe = &oc->eps[k];
+                if (!oe->dns || strcmp(oe->name, ne->name) != 0) {
+                    continue;
+                }
+                uv_mutex_lock(&oe->mu);
+                int n = atomic_load(&oe->naddrs);
+                memcpy(ne->addrs, oe->addrs, sizeof(ne->addrs[0]) * (size_t)n);
+                atomic_store(&ne->naddrs, n);
+                uv_mutex_unlock(&oe->mu);
+                break;
+            }
+        }
+    }
+}
+
 static int proxy_reload(struct sc_app *app, void *state, const void *cfgp, char **err)
 {
     struct proxy *px = state;
@@ -268,6 +293,7 @@ static int proxy_reload(struct sc_app *app, void *state, const void *cfgp, char 
         proxy_rt_unref(nrt);
         return 0;
     }
+    carry_dns(nrt, px->rt);
     proxy_dns_stop(px);
     proxy_dns_start(px, nrt);
     for (int i = 0; i < px->nworkers; i++) {

@@ -69,6 +69,7 @@ struct proxy_listener_cfg {
 
 struct proxy_cluster_cfg {
     char *name;
+    int type;
     struct sc_strv endpoints;
     int lb_policy;
     uint64_t connect_timeout_ms; /* 0: the top-level connect_timeout */
@@ -91,6 +92,7 @@ struct proxy_cfg {
     uint64_t stream_idle_timeout_ms;
     uint64_t retry_buffer;
     uint64_t max_request_head;
+    uint64_t max_request_body;
     int64_t max_connections;
     struct sc_vec listeners; /* struct proxy_listener_cfg */
     struct sc_vec clusters;  /* struct proxy_cluster_cfg */
@@ -112,6 +114,7 @@ enum {
 };
 
 enum { PROXY_LB_ROUND_ROBIN, PROXY_LB_LEAST_REQUEST };
+enum { PROXY_CLUSTER_STATIC, PROXY_CLUSTER_ORIGINAL_DST };
 
 #define PROXY_MAX_ADDRS 16
 #define PROXY_MAX_STATUS_CODES 16
@@ -138,6 +141,7 @@ struct proxy_endpoint {
 struct proxy_cluster {
     char *name;
     int lb;
+    bool original_dst; /* the destination comes from each connection or request */
     uint64_t connect_timeout_ms;
     uint64_t dns_refresh_ms;
     uint32_t max_idle;
@@ -203,6 +207,7 @@ struct proxy_rt {
     uint64_t stream_idle_timeout_ms;
     uint64_t retry_buffer;
     uint32_t max_request_head;
+    uint64_t max_request_body; /* 0: unlimited */
     int max_connections;
 };
 
@@ -266,7 +271,7 @@ struct proxy_worker {
     size_t nuconns;
     bool draining;
     bool closed_all;
-    bool done;
+    atomic_bool done; /* set by the worker thread, read by the main one */
     uint64_t rng[2];
     struct sc_buf logbuf; /* access-log lines, written once per loop iteration */
     uv_check_t logcheck;

@@ -16,6 +16,7 @@
 
 static const char *const lb_policies[] = { "round_robin", "least_request", NULL };
 static const char *const access_logs[] = { "stdout", "off", NULL };
+static const char *const cluster_types[] = { "static", "original_dst", NULL };
 
 static const struct sc_opt header_match_opts[] = {
     { .name = "name",
@@ -155,6 +156,13 @@ static const struct sc_opt cluster_opts[] = {
       .offset = offsetof(struct proxy_cluster_cfg, name),
       .help = "cluster name",
       .flags = SC_OPT_REQUIRED },
+    { .name = "type",
+      .type = SC_OPT_ENUM,
+      .offset = offsetof(struct proxy_cluster_cfg, type),
+      .def = "static",
+      .help = "static (the endpoints below) or original_dst (each connection's original "
+              "destination from iptables interception, else the request's authority)",
+      .enums = cluster_types },
     { .name = "endpoints",
       .type = SC_OPT_STRLIST,
       .offset = offsetof(struct proxy_cluster_cfg, endpoints),
@@ -281,6 +289,12 @@ const struct sc_opt proxy_opts[] = {
       .help = "largest request or response head (431 beyond)",
       .min = 1024,
       .max = 1048576 },
+    { .name = "max_request_body",
+      .type = SC_OPT_SIZE,
+      .offset = offsetof(struct proxy_cfg, max_request_body),
+      .def = "0",
+      .help = "largest request body (413 beyond); 0: unlimited",
+      .flags = SC_OPT_FLAG },
     { .name = "max_connections",
       .type = SC_OPT_INT,
       .offset = offsetof(struct proxy_cfg, max_connections),
@@ -293,7 +307,8 @@ const struct sc_opt proxy_opts[] = {
     { .name = "listeners",
       .type = SC_OPT_OBJLIST,
       .offset = offsetof(struct proxy_cfg, listeners),
-      .help = "listeners (default: inbound 0.0.0.0:15006 to 127.0.0.1:8080)",
+      .help = "listeners (default: inbound 0.0.0.0:15006 to 127.0.0.1:8080, and outbound "
+              "127.0.0.1:15001 to each request's original destination)",
       .sub = listener_opts,
       .sub_size = sizeof(struct proxy_listener_cfg),
       .max = 64 },
@@ -460,6 +475,11 @@ int proxy_config_check(const void *cfg, char **err)
             *err = sc_asprintf("cluster name \"upstream\" is reserved for --listen/--upstream");
             return SC_ECONFIG;
         }
+        if (cl[i].type == PROXY_CLUSTER_ORIGINAL_DST && cl[i].endpoints.n) {
+            *err =
+                sc_asprintf("cluster \"%s\": an original_dst cluster has no endpoints", cl[i].name);
+            return SC_ECONFIG;
+        }
         for (size_t k = 0; k < cl[i].endpoints.n; k++) {
             char host[256], port[8];
             const char *e = cl[i].endpoints.v[k];
@@ -608,6 +628,7 @@ static int cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg 
 {
     c->name = sc_strdup(cc->name);
     c->lb = cc->lb_policy;
+    c->original_dst = cc->type == PROXY_CLUSTER_ORIGINAL_DST;
     c->connect_timeout_ms =
         cc->connect_timeout_ms ? cc->connect_timeout_ms : cfg->connect_timeout_ms;
     c->dns_refresh_ms = cc->dns_refresh_ms ? cc->dns_refresh_ms : 5000;
@@ -721,9 +742,13 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
     rt->retry_buffer = cfg->retry_buffer;
     rt->max_request_head = cfg->max_request_head ? (uint32_t)cfg->max_request_head : 65536;
     rt->max_connections = cfg->max_connections > 0 ? (int)cfg->max_connections : 16384;
+    rt->max_request_body = cfg->max_request_body;
 
     bool quick = cfg->listen || cfg->listeners.n == 0;
-    rt->nclusters = cfg->clusters.n + (quick ? 1 : 0);
+    /* With no listener configured at all, the sidecar defaults: inbound to the app and an
+     * outbound listener that forwards to each request's original destination. */
+    bool outbound = !cfg->listen && cfg->listeners.n == 0;
+    rt->nclusters = cfg->clusters.n + (quick ? 1 : 0) + (outbound ? 1 : 0);
     rt->clusters = sc_calloc(rt->nclusters ? rt->nclusters : 1, sizeof(*rt->clusters));
     const struct proxy_cluster_cfg *ccs = cfg->clusters.v;
     size_t nc = 0;
@@ -751,8 +776,21 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
             goto fail;
         }
     }
+    if (outbound) {
+        struct proxy_cluster_cfg oc = {
+            .name = "outbound",
+            .type = PROXY_CLUSTER_ORIGINAL_DST,
+            .lb_policy = PROXY_LB_ROUND_ROBIN,
+            .dns_refresh_ms = 5000,
+        };
+        rc = cluster_init(&rt->clusters[nc], &oc, cfg, nworkers, pm, err);
+        nc++;
+        if (rc < 0) {
+            goto fail;
+        }
+    }
 
-    rt->nlisteners = cfg->listeners.n + (quick ? 1 : 0);
+    rt->nlisteners = cfg->listeners.n + (quick ? 1 : 0) + (outbound ? 1 : 0);
     rt->listeners = sc_calloc(rt->nlisteners, sizeof(*rt->listeners));
     const struct proxy_listener_cfg *lcs = cfg->listeners.v;
     for (size_t i = 0; i < cfg->listeners.n; i++) {
@@ -786,6 +824,18 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
         l->nroutes = 1;
         l->routes = sc_calloc(1, sizeof(*l->routes));
         route_init(&l->routes[0], &qr, cfg, rt, 0);
+    }
+    if (outbound) {
+        struct proxy_listener *l = &rt->listeners[rt->nlisteners - 1];
+        rc = listener_init(l, "outbound", "127.0.0.1:15001", pm, err);
+        if (rc < 0) {
+            goto fail;
+        }
+        struct proxy_route_cfg orc = { .name = "outbound", .cluster = "outbound" };
+        orc.retry_policy.num_retries = -1;
+        l->nroutes = 1;
+        l->routes = sc_calloc(1, sizeof(*l->routes));
+        route_init(&l->routes[0], &orc, cfg, rt, 0);
     }
     return rt;
 fail:

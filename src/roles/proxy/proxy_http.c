@@ -1,16 +1,22 @@
 // SPDX-License-Identifier: Apache-2.0
 // The HTTP/1.1 data path of one worker: downstream connections (accept, parse, route), upstream
-// connections (connect, pool, reuse), and the two pumps that stream bodies between them.
+// connections (connect, pool, reuse, retry), and the two pumps that stream bodies between them.
+// All socket I/O goes through the transport chain (net/transport.h), so TLS is one more layer.
 //
-// Each connection object owns one read buffer, allocated once and recycled through the worker's
-// free list with the object, so the steady state allocates nothing per request. Bytes move from a
-// read buffer straight to the other side's socket: uv_try_write first (usually the only syscall),
-// and only the remainder is queued with uv_write, during which the source stops reading. That one
-// rule is the backpressure: at most one read buffer of data is in flight per direction, whatever
-// the body size. Request bodies are also copied into a capped retry buffer while they fit, so a
-// failed try can be replayed on another endpoint. Every state has a timer: idle and head timeouts
-// downstream, connect, per-try and pool-idle timeouts upstream, the route deadline once the
-// request is sent, and a stream-idle timeout while bodies or tunnels move.
+// Connection objects are recycled through the worker's free lists and read buffers are lent from a
+// bounded per-worker pool only while a connection has bytes in flight, so the steady state
+// allocates nothing per request and an idle keep-alive connection costs its small struct. Bytes
+// move from a read buffer straight to the other side's transport: written at once when the socket
+// takes them (usually the only syscall), else queued, and while a write is queued its source stops
+// reading. That one rule is the backpressure: at most one read buffer of data is in flight per
+// direction, whatever the body size. Request bodies are also copied into a capped retry buffer
+// while they fit, so a failed try can be replayed on another endpoint. Every state has a timer:
+// idle and head timeouts downstream, connect, per-try and pool-idle timeouts upstream, the route
+// deadline once the request is sent, and a stream-idle timeout while bodies or tunnels move.
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <limits.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -20,131 +26,10 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "net/addr.h"
 #include "net/tcp.h"
 #include "net/transport.h"
-#include "roles/proxy/proxy.h"
-
-#define BUF_INITIAL 16384
-#define MAX_HEADERS 100
-#define MAX_FREE 256
-#define MAX_IOV 8
-
-enum dstate { D_HEAD, D_REQ, D_TUNNEL, D_CLOSING };
-enum ustate { U_CONNECTING, U_ACTIVE, U_IDLE, U_CLOSING };
-enum body { B_NONE, B_LENGTH, B_CHUNKED, B_EOF, B_RAW };
-/* What to do when the pending downstream write completes. */
-enum dnext { DN_NONE, DN_LOCAL, DN_INTERIM, DN_BODY, DN_TUNNEL };
-
-enum {
-    F_UF = 1 << 0,  /* upstream connection failure */
-    F_UT = 1 << 1,  /* upstream request timeout */
-    F_URX = 1 << 2, /* retry limit reached / not retriable */
-    F_UH = 1 << 3,  /* no healthy upstream */
-    F_UC = 1 << 4,  /* upstream connection termination */
-    F_DC = 1 << 5,  /* downstream connection termination */
-    F_NR = 1 << 6,  /* no route */
-    F_UPE = 1 << 7, /* upstream protocol error */
-    F_DPE = 1 << 8, /* downstream protocol error */
-    F_SI = 1 << 9,  /* stream idle timeout */
-};
-
-enum { COND_CONNECT = 1, COND_RESET, COND_TIMEOUT, COND_STATUS };
-
-struct rbuf {
-    char *p;
-    size_t start, end, cap;
-};
-
-struct proxy_uconn {
-    struct sc_tcp_xport tx; /* the transport chain's bottom; the top is &tx.base for now */
-    uv_timer_t timer;
-    struct sc_list node; /* the endpoint's idle pool, or the free list */
-    struct proxy_worker *w;
-    struct proxy_rt *rt; /* a reference while open */
-    struct proxy_endpoint *ep;
-    struct proxy_dconn *dc;
-    struct sc_metric *m_active;
-    struct rbuf in;
-    size_t last_len;
-    size_t wconsume;
-    int state;
-    int closes;
-    bool wpending;
-    bool reused;
-    bool got_bytes;
-    bool eof;
-};
-
-struct proxy_req {
-    struct proxy_rt *rt; /* a reference while the request runs */
-    struct proxy_listener *lsn;
-    struct proxy_route *route;
-    struct proxy_endpoint *ep;     /* the current or last try's endpoint */
-    struct proxy_endpoint *active; /* counted in ep->active */
-    struct sc_buf head;            /* the upstream request head, kept for retries */
-    struct sc_buf copy;            /* request body bytes sent so far, while they fit */
-    struct sc_http1_chunked ch;
-    struct sc_http1_chunked rch;
-    uint64_t remaining;
-    uint64_t rremaining;
-    uint64_t start_ns;
-    uint64_t upstream_ns;
-    uint64_t upstream_total_ns;
-    uint64_t body_done_ms;
-    uint64_t bytes_in;
-    uint64_t bytes_out;
-    unsigned flags;
-    int body;
-    int rbody;
-    int status;
-    int minor;
-    int tries;
-    int retries;
-    bool keep_alive;
-    bool body_done;
-    bool retriable;
-    bool is_head;
-    bool is_connect;
-    bool upgrade;
-    bool resp_head_sent;
-    bool resp_done;
-    bool dechunk;
-    bool free_retry_used;
-    bool resp_keep_alive;
-    char method[16];
-    char path[256];
-    size_t path_len;
-    char request_id[64];
-    size_t request_id_len;
-};
-
-struct proxy_dconn {
-    struct sc_tcp_xport tx;
-    uv_timer_t timer;
-    uv_timer_t btimer;
-    struct sc_list node;
-    struct proxy_worker *w;
-    size_t lidx;
-    struct sc_metric *m_active;
-    struct proxy_uconn *uc;
-    struct rbuf in;
-    size_t last_len;
-    struct sc_buf out;
-    size_t wconsume; /* bytes of uc->in the pending write covers */
-    int wnext;
-    int state;
-    int closes;
-    bool wpending;
-    bool rpaused;
-    bool eof; /* the client half-closed */
-    bool in_parse;
-    bool reparse;
-    bool close_after;
-    uint64_t head_start_ms;
-    uint64_t last_activity;
-    char peer[48];
-    struct proxy_req req;
-};
+#include "roles/proxy/proxy_conn.h"
 
 static void dconn_close(struct proxy_dconn *dc);
 static void uconn_close(struct proxy_uconn *uc);
@@ -168,6 +53,9 @@ static void on_dalloc(void *owner, uv_buf_t *buf);
 static void on_dread(void *owner, ssize_t nread);
 static void on_dwrite(void *owner, int status);
 static void on_dconn_closed(void *owner);
+static void dconn_closed_one(struct proxy_dconn *dc);
+static void connect_new(struct proxy_dconn *dc, struct proxy_endpoint *ep,
+                        const struct sockaddr_storage *ss);
 
 /* What the transports report to each side; downstream never connects. */
 static const struct sc_xport_cbs ucbs = {
@@ -196,15 +84,6 @@ uint64_t proxy_rand(struct proxy_worker *w)
     w->rng[0] = ((s0 << 24) | (s0 >> 40)) ^ s1 ^ (s1 << 16);
     w->rng[1] = (s1 << 37) | (s1 >> 27);
     return r;
-}
-
-static void hex(char *out, uint64_t v, int digits)
-{
-    static const char d[] = "0123456789abcdef";
-    for (int i = digits - 1; i >= 0; i--) {
-        out[i] = d[v & 15];
-        v >>= 4;
-    }
 }
 
 static uint64_t now_ns(void)
@@ -276,102 +155,6 @@ static void rbuf_room(struct rbuf *b, size_t max)
         b->p = sc_realloc(b->p, n);
         b->cap = n;
     }
-}
-
-/* The values of a message's Connection headers, gathered once so that checking each header
- * against the tokens they list costs no rescan of the head. */
-struct conn_tokens {
-    struct sc_str v[8];
-    size_t n;
-    const struct sc_http_msg *slow; /* more Connection headers than fit: search the message */
-};
-
-static void conn_tokens_init(struct conn_tokens *ct, const struct sc_http_msg *m)
-{
-    ct->n = 0;
-    ct->slow = NULL;
-    for (size_t i = 0; i < m->nheaders; i++) {
-        const struct sc_http_header *h = &m->headers[i];
-        if (h->name.len == 10 && sc_str_caseeq(h->name, SC_STR("connection"))) {
-            if (ct->n == SC_ARRAY_LEN(ct->v)) {
-                ct->slow = m;
-                return;
-            }
-            ct->v[ct->n++] = h->value;
-        }
-    }
-}
-
-/* True when <name> is hop-by-hop: a fixed name or one of the Connection tokens. */
-static bool hop_by_hop(struct sc_str name, const struct conn_tokens *ct)
-{
-    switch (name.len) {
-    case 2:
-        if (sc_str_caseeq(name, SC_STR("te"))) {
-            return true;
-        }
-        break;
-    case 7:
-        if (sc_str_caseeq(name, SC_STR("trailer")) || sc_str_caseeq(name, SC_STR("upgrade"))) {
-            return true;
-        }
-        break;
-    case 10:
-        if (sc_str_caseeq(name, SC_STR("connection")) ||
-            sc_str_caseeq(name, SC_STR("keep-alive"))) {
-            return true;
-        }
-        break;
-    case 16:
-        if (sc_str_caseeq(name, SC_STR("proxy-connection"))) {
-            return true;
-        }
-        break;
-    case 17:
-        if (sc_str_caseeq(name, SC_STR("transfer-encoding"))) {
-            return true;
-        }
-        break;
-    default:
-        break;
-    }
-    if (ct->slow) {
-        size_t from = 0;
-        const struct sc_http_header *h;
-        while ((h = sc_http_find(ct->slow, SC_STR("connection"), &from)) != NULL) {
-            if (sc_http_has_token(h->value, name)) {
-                return true;
-            }
-        }
-        return false;
-    }
-    for (size_t i = 0; i < ct->n; i++) {
-        if (sc_http_has_token(ct->v[i], name)) {
-            return true;
-        }
-    }
-    return false;
-}
-
-static bool is_hex(const char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        char c = p[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-            return false;
-        }
-    }
-    return true;
-}
-
-static bool all_zero(const char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] != '0') {
-            return false;
-        }
-    }
-    return true;
 }
 
 /* ---- upstream connections ---- */
@@ -474,13 +257,14 @@ static void on_pool_idle_timeout(uv_timer_t *t)
 static void uconn_release(struct proxy_uconn *uc, bool reusable)
 {
     struct proxy_worker *w = uc->w;
-    struct proxy_pool *pool = &uc->ep->pools[w->id];
+    struct proxy_pool *pool = uc->ep->pools ? &uc->ep->pools[w->id] : NULL;
     if (uc->dc) {
         endpoint_release(&uc->dc->req);
         uc->dc->uc = NULL;
         uc->dc = NULL;
     }
-    if (!reusable || uc->eof || w->draining || uc->rt != w->rt ||
+    /* A per-request destination (original_dst) has no pool. */
+    if (!reusable || !pool || uc->eof || w->draining || uc->rt != w->rt ||
         pool->nidle >= uc->ep->cluster->max_idle || uc->in.start != uc->in.end || uc->wpending) {
         uconn_close(uc);
         return;
@@ -687,11 +471,17 @@ static int endpoint_addr(struct proxy_endpoint *ep, struct sockaddr_storage *out
     return n > 0 ? 0 : -ENOENT;
 }
 
+static void attempt_original_dst(struct proxy_dconn *dc);
+
 static void attempt(struct proxy_dconn *dc)
 {
     struct proxy_worker *w = dc->w;
     struct proxy_req *r = &dc->req;
     struct proxy_cluster *c = r->route->cluster;
+    if (c->original_dst) {
+        attempt_original_dst(dc);
+        return;
+    }
     struct proxy_endpoint *ep = pick_endpoint(w, c, r->ep);
     if (!ep) {
         local_reply(dc, 503, "no healthy upstream", F_UH);
@@ -720,6 +510,16 @@ static void attempt(struct proxy_dconn *dc)
         local_reply(dc, 503, "no healthy upstream", F_UH);
         return;
     }
+    connect_new(dc, ep, &ss);
+}
+
+/* Opens a new upstream connection for <dc> to <ss>, counted on <ep>. */
+static void connect_new(struct proxy_dconn *dc, struct proxy_endpoint *ep,
+                        const struct sockaddr_storage *ss)
+{
+    struct proxy_worker *w = dc->w;
+    struct proxy_req *r = &dc->req;
+    struct proxy_cluster *c = ep->cluster;
     struct proxy_uconn *uc = uconn_get(w);
     uc->rt = proxy_rt_ref(r->rt);
     uc->ep = ep;
@@ -729,12 +529,137 @@ static void attempt(struct proxy_dconn *dc)
     uv_timer_init(w->loop, &uc->timer);
     uc->timer.data = uc;
     uc->state = U_CONNECTING;
-    int rc = sc_tcp_xport_connect(&uc->tx, (struct sockaddr *)&ss);
+    int rc = sc_tcp_xport_connect(&uc->tx, (const struct sockaddr *)ss);
     if (rc < 0) {
         attempt_failed(dc, COND_CONNECT, F_UF, uv_strerror(rc));
         return;
     }
     uv_timer_start(&uc->timer, on_connect_timeout, c->connect_timeout_ms, 0);
+}
+
+/* The address iptables redirected this connection from, when it was intercepted. */
+static bool original_dst(struct proxy_dconn *dc)
+{
+    if (dc->orig_checked) {
+        return dc->has_orig;
+    }
+    dc->orig_checked = true;
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&dc->tx.tcp, &fd) < 0) {
+        return false;
+    }
+    struct sockaddr_storage od, local;
+    socklen_t olen = sizeof(od), llen = sizeof(local);
+    memset(&od, 0, sizeof(od));
+    if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &od, &olen) < 0 || od.ss_family != AF_INET ||
+        getsockname(fd, (struct sockaddr *)&local, &llen) < 0 || local.ss_family != AF_INET) {
+        return false;
+    }
+    const struct sockaddr_in *a = (const struct sockaddr_in *)&od;
+    const struct sockaddr_in *b = (const struct sockaddr_in *)&local;
+    if (a->sin_addr.s_addr == b->sin_addr.s_addr && a->sin_port == b->sin_port) {
+        return false; /* not redirected: the client connected to us directly */
+    }
+    dc->orig = od;
+    dc->has_orig = true;
+    return true;
+}
+
+static void on_dyn_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct proxy_dconn *dc = req->data;
+    dc->resolving = false;
+    if (dc->state == D_CLOSING) {
+        uv_freeaddrinfo(res);
+        dconn_closed_one(dc);
+        return;
+    }
+    if (dc->dyn_stale) {
+        dc->dyn_stale = false;
+        uv_freeaddrinfo(res);
+        return;
+    }
+    struct addrinfo *a = res;
+    while (a && a->ai_family != AF_INET && a->ai_family != AF_INET6) {
+        a = a->ai_next;
+    }
+    if (status < 0 || !a || a->ai_addrlen > sizeof(dc->dyn->addrs[0])) {
+        uv_freeaddrinfo(res);
+        endpoint_release(&dc->req);
+        local_reply(dc, 503, "cannot resolve the request's destination", F_UH);
+        return;
+    }
+    memset(&dc->dyn->addrs[0], 0, sizeof(dc->dyn->addrs[0]));
+    memcpy(&dc->dyn->addrs[0], a->ai_addr, a->ai_addrlen);
+    atomic_store(&dc->dyn->naddrs, 1);
+    uv_freeaddrinfo(res);
+    connect_new(dc, dc->dyn, &dc->dyn->addrs[0]);
+}
+
+/* original_dst clusters: connect to where the client meant to go, from iptables interception
+ * (SO_ORIGINAL_DST) or else the request's authority (absolute-form target or Host), resolving a
+ * name asynchronously. These connections are not pooled. */
+static void attempt_original_dst(struct proxy_dconn *dc)
+{
+    struct proxy_req *r = &dc->req;
+    if (!dc->dyn) {
+        dc->dyn = SC_NEW(struct proxy_endpoint);
+    }
+    struct proxy_endpoint *ep = dc->dyn;
+    ep->cluster = r->route->cluster;
+    ep->name = dc->dyn_name;
+    ep->pools = NULL;
+    r->ep = ep;
+    r->tries++;
+    r->upstream_ns = now_ns();
+    r->active = ep;
+    atomic_fetch_add_explicit(&ep->active, 1, memory_order_relaxed);
+    if (original_dst(dc)) {
+        sc_addr_format((struct sockaddr *)&dc->orig, dc->dyn_name, sizeof(dc->dyn_name));
+        connect_new(dc, ep, &dc->orig);
+        return;
+    }
+    if (atomic_load(&ep->naddrs) > 0) {
+        connect_new(dc, ep, &ep->addrs[0]); /* a retry: resolved already */
+        return;
+    }
+    if (dc->resolving) {
+        /* A stale lookup is still out (cancellation is best effort): do not reuse its request. */
+        endpoint_release(r);
+        local_reply(dc, 503, "destination lookup busy", F_UH);
+        return;
+    }
+    /* dyn_name holds "host:port" from the request (start_request). */
+    char host[256], port[8];
+    const char *colon = strrchr(dc->dyn_name, ':');
+    const char *rb = strrchr(dc->dyn_name, ']');
+    bool has_port = colon && (!rb || colon > rb);
+    size_t hl = has_port ? (size_t)(colon - dc->dyn_name) : strlen(dc->dyn_name);
+    const char *h = dc->dyn_name;
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+        h++;
+        hl -= 2;
+    }
+    if (hl == 0 || hl >= sizeof(host)) {
+        endpoint_release(r);
+        local_reply(dc, 400, "no destination: the request has no usable Host", F_UH);
+        return;
+    }
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    snprintf(port, sizeof(port), "%s", has_port ? colon + 1 : "80");
+    struct addrinfo hints = { .ai_family = AF_UNSPEC,
+                              .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_NUMERICSERV };
+    dc->gai.data = dc;
+    dc->dyn_stale = false;
+    int rc = uv_getaddrinfo(dc->w->loop, &dc->gai, on_dyn_resolved, host, port, &hints);
+    if (rc < 0) {
+        endpoint_release(r);
+        local_reply(dc, 503, "cannot resolve the request's destination", F_UH);
+        return;
+    }
+    dc->resolving = true;
 }
 
 static void on_backoff(uv_timer_t *t)
@@ -927,7 +852,7 @@ static void on_uwrite(void *owner, int status)
     dc->last_activity = uv_now(dc->w->loop);
     dc->in.start += uc->wconsume;
     uc->wconsume = 0;
-    if (dc->state == D_TUNNEL && dc->req.body_done) {
+    if (dc->state == D_TUNNEL && dc->tun_eof && dc->in.start == dc->in.end) {
         dconn_close(dc);
         return;
     }
@@ -981,6 +906,17 @@ static void pump_req(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
                         return;
                     }
                     n += used;
+                    if (r->rt->max_request_body && r->ch.body_bytes > r->rt->max_request_body) {
+                        if (r->resp_head_sent) {
+                            r->flags |= F_DPE;
+                            dconn_close(dc);
+                        } else {
+                            dc->close_after = true;
+                            local_reply(dc, 413, "request body larger than max_request_body",
+                                        F_DPE);
+                        }
+                        return;
+                    }
                     if (rc == SC_HTTP1_CHUNK_DONE) {
                         done_now = true;
                         break;
@@ -1047,62 +983,6 @@ static void pump_req(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
 
 /* ---- response: upstream -> client ---- */
 
-static bool closing_after_response(struct proxy_dconn *dc)
-{
-    struct proxy_req *r = &dc->req;
-    return dc->close_after || dc->w->draining || !r->keep_alive || r->rbody == B_EOF || r->dechunk;
-}
-
-/* Appends the response head for the client to dc->out. Returns 0 or SC_ETOOBIG. */
-static int build_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
-{
-    struct proxy_req *r = &dc->req;
-    struct sc_buf *b = &dc->out;
-    bool upgrade = m->status == 101;
-    int rc = sc_buf_appendf(b, "HTTP/1.1 %d ", m->status);
-    rc |= sc_buf_append_str(b, m->reason.len ? m->reason : sc_str_c(sc_http_reason(m->status)));
-    rc |= sc_buf_append(b, "\r\n", 2);
-    struct sc_str via = SC_STR_NULL;
-    struct conn_tokens ct;
-    conn_tokens_init(&ct, m);
-    for (size_t i = 0; i < m->nheaders; i++) {
-        const struct sc_http_header *h = &m->headers[i];
-        if (hop_by_hop(h->name, &ct)) {
-            continue;
-        }
-        if (sc_str_caseeq(h->name, SC_STR("via"))) {
-            via = h->value;
-            continue;
-        }
-        rc |= sc_http1_write_header(b, h->name, h->value);
-    }
-    if (via.len) {
-        rc |= sc_buf_append_cstr(b, "Via: ");
-        rc |= sc_buf_append_str(b, via);
-        rc |= sc_buf_append_cstr(b, ", 1.1 sidecar\r\n");
-    } else {
-        rc |= sc_buf_append_cstr(b, "Via: 1.1 sidecar\r\n");
-    }
-    if (upgrade) {
-        const struct sc_http_header *u = sc_http_find(m, SC_STR("upgrade"), NULL);
-        rc |= sc_buf_append_cstr(b, "Connection: upgrade\r\n");
-        if (u) {
-            rc |= sc_http1_write_header(b, SC_STR("Upgrade"), u->value);
-        }
-    } else {
-        if (r->rbody == B_CHUNKED && !r->dechunk) {
-            rc |= sc_buf_append_cstr(b, "Transfer-Encoding: chunked\r\n");
-        }
-        if (closing_after_response(dc)) {
-            rc |= sc_buf_append_cstr(b, "Connection: close\r\n");
-        } else if (r->minor == 0) {
-            rc |= sc_buf_append_cstr(b, "Connection: keep-alive\r\n");
-        }
-    }
-    rc |= sc_buf_append(b, "\r\n", 2);
-    return rc ? SC_ETOOBIG : 0;
-}
-
 static void parse_resp_head(struct proxy_dconn *dc)
 {
     struct proxy_req *r = &dc->req;
@@ -1142,18 +1022,26 @@ static void parse_resp_head(struct proxy_dconn *dc)
             return;
         }
         if (m.status >= 100 && m.status < 200 && m.status != 101) {
-            /* Interim response (100 Continue, 103 Early Hints): pass it on to 1.1 clients. */
+            /* Interim response (100 Continue, 103 Early Hints): passed on to HTTP/1.1 clients,
+             * rebuilt as our own HTTP/1.1 head; HTTP/1.0 has no 1xx, so from an HTTP/1.0
+             * upstream or to an HTTP/1.0 client it is dropped. */
             size_t len = (size_t)rc;
-            if (r->minor == 0) {
+            if (r->minor == 0 || m.minor_version == 0) {
                 uc->in.start += len;
                 continue;
             }
-            uv_buf_t iov = uv_buf_init(uc->in.p + uc->in.start, (unsigned)len);
-            int wr = dwrite(dc, &iov, 1, len, DN_INTERIM);
-            if (wr != 0) {
-                return;
+            sc_buf_reset(&dc->out);
+            if (proxy_build_interim_head(dc, &m) < 0) {
+                sc_buf_reset(&dc->out);
+                uc->in.start += len;
+                continue;
             }
             uc->in.start += len;
+            uv_buf_t iov = uv_buf_init(dc->out.p, (unsigned)dc->out.len);
+            r->bytes_out += dc->out.len;
+            if (dwrite(dc, &iov, 1, 0, DN_INTERIM) != 0) {
+                return;
+            }
             continue;
         }
         if (m.status == 101 && !r->upgrade) {
@@ -1188,7 +1076,7 @@ static void parse_resp_head(struct proxy_dconn *dc)
         }
         r->resp_keep_alive = m.keep_alive;
         sc_buf_reset(&dc->out);
-        if (build_resp_head(dc, &m) < 0) {
+        if (proxy_build_resp_head(dc, &m) < 0) {
             sc_buf_reset(&dc->out);
             attempt_failed(dc, 0, F_UPE, "upstream response head too large");
             return;
@@ -1197,6 +1085,10 @@ static void parse_resp_head(struct proxy_dconn *dc)
         r->resp_head_sent = true;
         if (tunnel) {
             dc->state = D_TUNNEL;
+            /* Reading paused for the head (full buffer) resumes; a client that already
+             * half-closed gets its buffered bytes sent, then the tunnel closes. */
+            dc->tun_eof = dc->eof;
+            dc->rpaused = dc->eof;
         }
         arm_dtimer(dc);
         uv_buf_t pre = uv_buf_init(dc->out.p, (unsigned)dc->out.len);
@@ -1204,6 +1096,10 @@ static void parse_resp_head(struct proxy_dconn *dc)
         pump_resp(dc, &pre, 1);
         if (tunnel && dc->state == D_TUNNEL) {
             pump_req(dc, NULL, 0);
+            if (dc->state == D_TUNNEL && dc->tun_eof && !dc->wpending && dc->uc &&
+                !dc->uc->wpending && dc->in.start == dc->in.end) {
+                dconn_close(dc);
+            }
         }
         return;
     }
@@ -1343,205 +1239,6 @@ static void pump_resp(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix
 
 /* ---- requests ---- */
 
-static bool idempotent(struct sc_str m)
-{
-    static const struct sc_str t[] = { SC_STR("GET"), SC_STR("HEAD"),   SC_STR("OPTIONS"),
-                                       SC_STR("PUT"), SC_STR("DELETE"), SC_STR("TRACE") };
-    for (size_t i = 0; i < SC_ARRAY_LEN(t); i++) {
-        if (sc_str_eq(m, t[i])) {
-            return true;
-        }
-    }
-    return false;
-}
-
-/* The path of a request target: origin-form up to '?', the path of an absolute-form target, "/"
- * for CONNECT and "*". Also returns, in <*origin>, the origin-form target sent upstream. */
-static struct sc_str target_path(struct sc_str t, struct sc_str *origin)
-{
-    *origin = t;
-    if (t.len && t.p[0] != '/') {
-        const char *s = memmem(t.p, t.len, "://", 3);
-        if (!s) {
-            return SC_STR("/");
-        }
-        const char *auth = s + 3;
-        const char *slash = memchr(auth, '/', (size_t)(t.p + t.len - auth));
-        if (!slash) {
-            *origin = SC_STR("/");
-            return SC_STR("/");
-        }
-        *origin = sc_str_n(slash, (size_t)(t.p + t.len - slash));
-        t = *origin;
-    }
-    const char *q = memchr(t.p, '?', t.len);
-    return q ? sc_str_n(t.p, (size_t)(q - t.p)) : t;
-}
-
-static bool route_matches(const struct proxy_route *rt, const struct sc_http_msg *m,
-                          struct sc_str path, pcre2_match_data *md)
-{
-    if (rt->nmethods) {
-        bool ok = false;
-        for (size_t i = 0; i < rt->nmethods && !ok; i++) {
-            ok = sc_str_eq(m->method, sc_str_c(rt->methods[i]));
-        }
-        if (!ok) {
-            return false;
-        }
-    }
-    if (rt->prefix && !sc_str_startswith(path, sc_str_c(rt->prefix))) {
-        return false;
-    }
-    if (rt->path && !sc_str_eq(path, sc_str_c(rt->path))) {
-        return false;
-    }
-    if (rt->re &&
-        pcre2_match(rt->re, (PCRE2_SPTR)(path.p ? path.p : ""), path.len, 0, 0, md, NULL) < 0) {
-        return false;
-    }
-    for (size_t i = 0; i < rt->nheaders; i++) {
-        const struct proxy_header_match *hm = &rt->headers[i];
-        const struct sc_http_header *h = sc_http_find(m, hm->name, NULL);
-        if (!hm->present) {
-            if (h) {
-                return false;
-            }
-            continue;
-        }
-        if (!h || (hm->value.p && !sc_str_eq(h->value, hm->value))) {
-            return false;
-        }
-    }
-    return true;
-}
-
-static void gen_request_id(struct proxy_worker *w, char out[37])
-{
-    uint64_t a = proxy_rand(w), b = proxy_rand(w);
-    a = (a & ~0xf000ULL) | 0x4000ULL;                        /* version 4 */
-    b = (b & 0x3fffffffffffffffULL) | 0x8000000000000000ULL; /* RFC 4122 variant */
-    hex(out, a >> 32, 8);
-    out[8] = '-';
-    hex(out + 9, (a >> 16) & 0xffff, 4);
-    out[13] = '-';
-    hex(out + 14, a & 0xffff, 4);
-    out[18] = '-';
-    hex(out + 19, b >> 48, 4);
-    out[23] = '-';
-    hex(out + 24, b & 0xffffffffffffULL, 12);
-    out[36] = '\0';
-}
-
-/* Builds the upstream request head into r->head. Returns 0 or SC_ETOOBIG. */
-static int build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, struct sc_str origin)
-{
-    struct proxy_req *r = &dc->req;
-    struct proxy_worker *w = dc->w;
-    struct sc_buf *b = &r->head;
-    int rc = sc_http1_write_request_line(b, m->method, r->is_connect ? m->target : origin);
-    bool have_host = false;
-    const struct sc_http_header *xff = NULL, *via = NULL, *rid = NULL, *tp = NULL;
-    size_t nxff = 0;
-    struct conn_tokens ct;
-    conn_tokens_init(&ct, m);
-    for (size_t i = 0; i < m->nheaders; i++) {
-        const struct sc_http_header *h = &m->headers[i];
-        if (hop_by_hop(h->name, &ct)) {
-            continue;
-        }
-        if (sc_str_caseeq(h->name, SC_STR("x-forwarded-for"))) {
-            xff = xff ? xff : h;
-            nxff++;
-            continue;
-        }
-        if (sc_str_caseeq(h->name, SC_STR("via"))) {
-            via = h;
-            continue;
-        }
-        if (sc_str_caseeq(h->name, SC_STR("x-forwarded-proto"))) {
-            continue;
-        }
-        if (sc_str_caseeq(h->name, SC_STR("x-request-id"))) {
-            if (!rid && h->value.len > 0 && h->value.len < sizeof(r->request_id)) {
-                rid = h;
-            }
-            continue;
-        }
-        if (sc_str_caseeq(h->name, SC_STR("traceparent"))) {
-            tp = tp ? tp : h;
-            continue;
-        }
-        if (sc_str_caseeq(h->name, SC_STR("host"))) {
-            have_host = true;
-        }
-        rc |= sc_http1_write_header(b, h->name, h->value);
-    }
-    if (!have_host) {
-        rc |= sc_http1_write_header(b, SC_STR("Host"), sc_str_c(r->route->cluster->eps[0].name));
-    }
-    if (r->body == B_CHUNKED) {
-        rc |= sc_buf_append_cstr(b, "Transfer-Encoding: chunked\r\n");
-    }
-    if (r->upgrade) {
-        const struct sc_http_header *u = sc_http_find(m, SC_STR("upgrade"), NULL);
-        rc |= sc_buf_append_cstr(b, "Connection: upgrade\r\n");
-        if (u) {
-            rc |= sc_http1_write_header(b, SC_STR("Upgrade"), u->value);
-        }
-    }
-    /* Via: the received protocol version, appended to what earlier proxies wrote. */
-    rc |= sc_buf_append_cstr(b, "Via: ");
-    if (via) {
-        rc |= sc_buf_append_str(b, via->value);
-        rc |= sc_buf_append(b, ", ", 2);
-    }
-    rc |= sc_buf_append_cstr(b, r->minor == 0 ? "1.0 sidecar\r\n" : "1.1 sidecar\r\n");
-    rc |= sc_buf_append_cstr(b, "X-Forwarded-For: ");
-    if (xff) {
-        size_t from = 0;
-        const struct sc_http_header *h;
-        while ((h = sc_http_find(m, SC_STR("x-forwarded-for"), &from)) != NULL) {
-            rc |= sc_buf_append_str(b, h->value);
-            rc |= sc_buf_append(b, ", ", 2);
-        }
-    }
-    rc |= sc_buf_append_cstr(b, dc->peer);
-    rc |= sc_buf_append_cstr(b, "\r\nX-Forwarded-Proto: http\r\nX-Request-Id: ");
-    if (rid) {
-        memcpy(r->request_id, rid->value.p, rid->value.len);
-        r->request_id_len = rid->value.len;
-    } else {
-        gen_request_id(w, r->request_id);
-        r->request_id_len = 36;
-    }
-    rc |= sc_buf_append(b, r->request_id, r->request_id_len);
-    /* traceparent: keep the trace id and flags, new parent id for this hop. */
-    char t[56];
-    memcpy(t, "00-", 3);
-    bool valid = tp && tp->value.len == 55 && tp->value.p[2] == '-' && tp->value.p[35] == '-' &&
-                 tp->value.p[52] == '-' && is_hex(tp->value.p, 2) &&
-                 !(tp->value.p[0] == 'f' && tp->value.p[1] == 'f') && is_hex(tp->value.p + 3, 32) &&
-                 !all_zero(tp->value.p + 3, 32) && is_hex(tp->value.p + 36, 16) &&
-                 is_hex(tp->value.p + 53, 2);
-    if (valid) {
-        memcpy(t + 3, tp->value.p + 3, 32);
-        memcpy(t + 53, tp->value.p + 53, 2);
-    } else {
-        hex(t + 3, proxy_rand(w), 16);
-        hex(t + 19, proxy_rand(w) | 1, 16);
-        memcpy(t + 53, "01", 2);
-    }
-    t[35] = '-';
-    hex(t + 36, proxy_rand(w) | 1, 16);
-    t[52] = '-';
-    rc |= sc_buf_append_cstr(b, "\r\ntraceparent: ");
-    rc |= sc_buf_append(b, t, 55);
-    rc |= sc_buf_append(b, "\r\n\r\n", 4);
-    (void)nxff;
-    return rc ? SC_ETOOBIG : 0;
-}
-
 static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, size_t headlen)
 {
     struct proxy_worker *w = dc->w;
@@ -1587,14 +1284,14 @@ static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, s
     r->resp_keep_alive = false;
 
     struct sc_str origin;
-    struct sc_str path = target_path(m->target, &origin);
+    struct sc_str path = proxy_target_path(m->target, &origin);
     r->path_len = m->target.len < sizeof(r->path) ? m->target.len : sizeof(r->path);
     memcpy(r->path, m->target.p, r->path_len);
 
     struct proxy_listener *l = r->lsn;
     struct proxy_route *found = NULL;
     for (size_t i = 0; i < l->nroutes && !found; i++) {
-        if (route_matches(&l->routes[i], m, path, w->md)) {
+        if (proxy_route_matches(&l->routes[i], m, path, w->md)) {
             found = &l->routes[i];
         }
     }
@@ -1604,14 +1301,41 @@ static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         return;
     }
     r->route = found;
-    r->retriable = (idempotent(m->method) || found->retry_non_idempotent) && !r->upgrade &&
+    r->retriable = (proxy_idempotent(m->method) || found->retry_non_idempotent) && !r->upgrade &&
                    !r->is_connect && r->rt->retry_buffer > 0;
-    if (found->cluster->neps == 0) {
+    if (found->cluster->original_dst) {
+        /* The destination: an absolute-form target's authority, else Host; port 80 default. */
+        struct sc_str auth = m->host;
+        if (m->target.len && m->target.p[0] != '/') {
+            const char *sch = memmem(m->target.p, m->target.len, "://", 3);
+            if (sch) {
+                const char *a = sch + 3, *end = m->target.p + m->target.len;
+                const char *slash = memchr(a, '/', (size_t)(end - a));
+                auth = sc_str_n(a, (size_t)((slash ? slash : end) - a));
+            } else if (r->is_connect) {
+                auth = m->target;
+            }
+        }
+        size_t n = auth.len < sizeof(dc->dyn_name) - 1 ? auth.len : sizeof(dc->dyn_name) - 1;
+        if (n) {
+            memcpy(dc->dyn_name, auth.p, n);
+        }
+        dc->dyn_name[n] = '\0';
+        if (dc->dyn) {
+            atomic_store(&dc->dyn->naddrs, 0);
+        }
+    } else if (found->cluster->neps == 0) {
         dc->close_after = r->body != B_NONE;
         local_reply(dc, 503, "no healthy upstream", F_UH);
         return;
     }
-    if (build_req_head(dc, m, origin) < 0) {
+    uint64_t maxb = r->rt->max_request_body;
+    if (maxb && r->body == B_LENGTH && r->remaining > maxb) {
+        dc->close_after = true;
+        local_reply(dc, 413, "request body larger than max_request_body", F_DPE);
+        return;
+    }
+    if (proxy_build_req_head(dc, m, origin) < 0) {
         dc->close_after = true;
         local_reply(dc, 431, "request head too large after forwarding headers were added", F_DPE);
         return;
@@ -1669,117 +1393,6 @@ static void local_reply(struct proxy_dconn *dc, int status, const char *reason, 
 
 /* ---- access log and metrics ---- */
 
-static const char *flags_str(unsigned f, char *out, size_t cap)
-{
-    static const char *const names[] = { "UF", "UT", "URX", "UH",  "UC",
-                                         "DC", "NR", "UPE", "DPE", "SI" };
-    size_t len = 0;
-    out[0] = '\0';
-    for (size_t i = 0; i < SC_ARRAY_LEN(names); i++) {
-        if (f & (1u << i)) {
-            int n = snprintf(out + len, cap - len, "%s%s", len ? "," : "", names[i]);
-            if (n < 0 || (size_t)n >= cap - len) {
-                break;
-            }
-            len += (size_t)n;
-        }
-    }
-    if (len == 0) {
-        snprintf(out, cap, "-");
-    }
-    return out;
-}
-
-/* Writes the buffered access-log lines to stdout in one write(2) (lines are whole, so several
- * workers' writes never interleave within a line). */
-static void log_flush(struct proxy_worker *w)
-{
-    struct sc_buf *b = &w->logbuf;
-    size_t off = 0;
-    while (off < b->len) {
-        ssize_t n = write(STDOUT_FILENO, b->p + off, b->len - off);
-        if (n <= 0) {
-            break;
-        }
-        off += (size_t)n;
-    }
-    sc_buf_reset(b);
-}
-
-static void on_logcheck(uv_check_t *c)
-{
-    struct proxy_worker *w = c->data;
-    log_flush(w);
-    uv_check_stop(c);
-}
-
-static void access_log(struct proxy_dconn *dc, double dur)
-{
-    struct proxy_worker *w = dc->w;
-    struct proxy_req *r = &dc->req;
-    time_t now = time(NULL);
-    if ((uint64_t)now != w->date_sec) {
-        struct tm tm;
-        gmtime_r(&now, &tm);
-        strftime(w->date, sizeof(w->date), "%Y-%m-%dT%H:%M:%SZ", &tm);
-        w->date_sec = (uint64_t)now;
-    }
-    char flags[64], path[600], ua[16];
-    size_t plen = 0, mlen = 0;
-    sc_json_escape(path, sizeof(path), &plen, r->path, r->path_len);
-    sc_json_escape(ua, sizeof(ua), &mlen, r->method, strlen(r->method));
-    char rid[140];
-    size_t rlen = 0;
-    sc_json_escape(rid, sizeof(rid), &rlen, r->request_id, r->request_id_len);
-    struct sc_buf *b = &w->logbuf;
-    for (int i = 0; i < 2; i++) {
-        size_t before = b->len;
-        int rc = sc_buf_appendf(
-            b,
-            "{\"time\":\"%s\",\"listener\":\"%s\",\"method\":\"%.*s\",\"path\":\"%.*s\","
-            "\"protocol\":\"HTTP/1.%d\",\"status\":%d,\"bytes_in\":%llu,\"bytes_out\":%llu,"
-            "\"duration_ms\":%.3f,\"upstream_ms\":%.3f,\"retries\":%d,\"route\":\"%s\","
-            "\"cluster\":\"%s\",\"endpoint\":\"%s\",\"request_id\":\"%.*s\","
-            "\"flags\":\"%s\",\"peer\":\"%s\"}\n",
-            w->date, r->lsn->name, (int)mlen, ua, (int)plen, path, r->minor, r->status,
-            (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out, dur * 1e3,
-            (double)r->upstream_total_ns / 1e6, r->retries, r->route->name,
-            r->route->cluster ? r->route->cluster->name : "", r->ep ? r->ep->name : "", (int)rlen,
-            rid, flags_str(r->flags, flags, sizeof(flags)), dc->peer);
-        if (rc == 0) {
-            break;
-        }
-        b->len = before;
-        log_flush(w);
-    }
-    if (!uv_is_active((uv_handle_t *)&w->logcheck)) {
-        uv_check_start(&w->logcheck, on_logcheck);
-    }
-}
-
-static void count_request(struct proxy_dconn *dc, double dur)
-{
-    struct proxy_req *r = &dc->req;
-    int code = r->status;
-    if (code < 100 || code > 599) {
-        code = 0;
-    }
-    struct proxy_route *rt = r->route;
-    size_t idx = code ? (size_t)(code - 100) : 0;
-    struct sc_metric *m = code ? atomic_load_explicit(&rt->codes[idx], memory_order_acquire) : NULL;
-    if (!m) {
-        char cs[8];
-        snprintf(cs, sizeof(cs), "%d", code);
-        const char *lv[] = { r->lsn->name, rt->name, rt->cluster ? rt->cluster->name : "", cs };
-        m = sc_metric_get(dc->w->px->pm.requests, lv);
-        if (code) {
-            atomic_store_explicit(&rt->codes[idx], m, memory_order_release);
-        }
-    }
-    sc_counter_inc(m);
-    sc_histogram_observe(r->lsn->m_duration, dur);
-}
-
 static void finish_request(struct proxy_dconn *dc)
 {
     struct proxy_req *r = &dc->req;
@@ -1790,13 +1403,17 @@ static void finish_request(struct proxy_dconn *dc)
     if (r->status == 0 && (r->flags & F_DC)) {
         r->status = 0;
     }
-    count_request(dc, dur);
+    proxy_count_request(dc, dur);
     if (r->rt->access_log) {
-        access_log(dc, dur);
+        proxy_access_log(dc, dur);
     }
     endpoint_release(r);
     proxy_rt_unref(r->rt);
     r->rt = NULL;
+    if (dc->resolving && !dc->dyn_stale) {
+        dc->dyn_stale = true; /* its answer is for a request that is over */
+        uv_cancel((uv_req_t *)&dc->gai);
+    }
     /* Keep small buffers for the next request; give back what a large one grew. */
     if (r->copy.cap > 4096) {
         sc_buf_cleanup(&r->copy);
@@ -1874,7 +1491,7 @@ static void on_dread(void *owner, ssize_t nread)
         }
         if (dc->state == D_TUNNEL) {
             /* The client finished: close once its last bytes reached the upstream. */
-            dc->req.body_done = true;
+            dc->tun_eof = true;
             dc->rpaused = true;
             dread_update(dc);
             if (!dc->uc || !dc->uc->wpending) {
@@ -2033,6 +1650,7 @@ static void dconn_closed_one(struct proxy_dconn *dc)
         sc_buf_cleanup(&dc->out);
         sc_buf_cleanup(&dc->req.head);
         sc_buf_cleanup(&dc->req.copy);
+        sc_free(dc->dyn);
         sc_free(dc);
     }
     check_done(w);
@@ -2068,6 +1686,10 @@ static void dconn_close(struct proxy_dconn *dc)
     dc->state = D_CLOSING;
     sc_list_remove(&dc->node);
     dc->closes = 3;
+    if (dc->resolving) {
+        dc->closes++; /* on_dyn_resolved releases the object */
+        uv_cancel((uv_req_t *)&dc->gai);
+    }
     sc_xport_close(&dc->tx.base);
     uv_close((uv_handle_t *)&dc->timer, on_dconn_timer_closed);
     uv_close((uv_handle_t *)&dc->btimer, on_dconn_timer_closed);
@@ -2201,7 +1823,9 @@ static void on_accept(uv_stream_t *server, int status)
         sc_list_remove(&dc->node);
         w->nfree_dc--;
         struct sc_buf out = dc->out, head = dc->req.head, copy = dc->req.copy;
+        struct proxy_endpoint *dyn = dc->dyn;
         memset(dc, 0, sizeof(*dc));
+        dc->dyn = dyn;
         dc->out = out;
         dc->req.head = head;
         dc->req.copy = copy;
@@ -2288,10 +1912,10 @@ static void close_pools(struct proxy_worker *w, struct proxy_rt *rt)
 
 static void check_done(struct proxy_worker *w)
 {
-    if ((w->draining || w->closed_all) && !w->done && w->nconns == 0 && w->nuconns == 0 &&
-        w->listeners_open == 0) {
-        w->done = true;
-        log_flush(w);
+    if ((w->draining || w->closed_all) && !atomic_load(&w->done) && w->nconns == 0 &&
+        w->nuconns == 0 && w->listeners_open == 0) {
+        atomic_store(&w->done, true);
+        proxy_log_flush(w);
         uv_close((uv_handle_t *)&w->logcheck, NULL);
         proxy_worker_done(w);
     }
@@ -2343,6 +1967,7 @@ void proxy_worker_cleanup(struct proxy_worker *w)
         sc_buf_cleanup(&dc->out);
         sc_buf_cleanup(&dc->req.head);
         sc_buf_cleanup(&dc->req.copy);
+        sc_free(dc->dyn);
         sc_free(dc);
     }
     while (!sc_list_empty(&w->free_uc)) {

@@ -1,0 +1,1436 @@
+// SPDX-License-Identifier: Apache-2.0
+// `sidecar config`: fetches configuration from http(s) URLs (ETag / Last-Modified, so an unchanged
+// config costs a 304), files and mounted ConfigMap directories (inotify on the directory, so the
+// `..data` symlink swap is seen, plus polling), and etcd keys or prefixes (v3 JSON gateway, with
+// a watch stream), optionally renders it through a template, and writes it atomically to its
+// destination, then runs the debounced reload action. With --once it fetches everything once
+// and exits (non-zero when a required source failed after its retries). Invariants: a source
+// that fails keeps the last good file; a destination is only ever replaced by rename.
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "app.h"
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/file.h"
+#include "core/log.h"
+#include "core/template.h"
+#include "net/dest.h"
+#include "net/egress.h"
+
+#define CONFIG_MAX_BODY (16u << 20)
+#define CONFIG_MAX_DIR_KEYS 1024
+
+struct config_source_cfg {
+    char *name;
+    char *url;
+    char *dest;
+    char *template;
+    char *template_file;
+    bool required;
+    bool watch;
+    uint64_t interval_ms;
+    char *mode;
+    char *owner;
+    struct sc_strv validate;
+    struct sc_kvv headers;
+    char *bearer_token;
+    char *basic_user;
+    char *basic_password;
+    char *ca_file;
+    bool insecure_skip_verify;
+};
+
+struct config_cfg {
+    struct sc_vec sources;
+    struct sc_strv source;
+    struct sc_strv dest;
+    char *template_file;
+    bool once;
+    uint64_t interval_ms;
+    double jitter;
+    int64_t retries;
+    uint64_t retry_backoff_ms;
+    uint64_t max_backoff_ms;
+    uint64_t timeout_ms;
+    char *mode;
+    char *owner;
+    struct sc_strv validate;
+    uint64_t validate_timeout_ms;
+    struct sc_reload_cfg reload;
+};
+
+static const struct sc_opt source_opts[] = {
+    { .name = "name",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct config_source_cfg, name),
+      .help = "source name in metrics and logs (default: the destination's file name)" },
+    { .name = "url",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct config_source_cfg, url),
+      .help = "http(s)://..., file:///path (a file or a ConfigMap directory), "
+              "etcd://host:port/key (add ?prefix for every key under it; etcds:// for TLS)",
+      .flags = SC_OPT_REQUIRED },
+    { .name = "dest",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct config_source_cfg, dest),
+      .help = "destination file (a directory for an untemplated ConfigMap directory source; "
+              "unset: only watch and run the reload action on change)" },
+    { .name = "template",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct config_source_cfg, template),
+      .help = "inline template rendered over {.Data: the fetched value} (see Templates)" },
+    { .name = "template_file",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct config_source_cfg, template_file),
+      .help = "template read from this file at start" },
+    { .name = "required",
+      .type = SC_OPT_BOOL,
+      .offset = offsetof(struct config_source_cfg, required),
+      .def = "true",
+      .help = "/ready and --once wait for this source's first successful write" },
+    { .name = "watch",
+      .type = SC_OPT_BOOL,
+      .offset = offsetof(struct config_source_cfg, watch),
+      .def = "true",
+      .help = "watch for changes (inotify for files, the watch stream for etcd) besides polling" },
+    { .name = "interval",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct config_source_cfg, interval_ms),
+      .def = "0",
+      .help = "poll interval (0: the top-level interval)" },
+    { .name = "mode",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct config_source_cfg, mode),
+      .help = "file mode, octal (default: the top-level mode)" },
+    { .name = "owner",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct config_source_cfg, owner),
+      .help = "file owner, user[:group] or uid[:gid] (default: the top-level owner)" },
+    { .name = "validate",
+      .type = SC_OPT_STRLIST,
+      .offset = offsetof(struct config_source_cfg, validate),
+      .help = "check before the swap: [json], [yaml], or a command with {{file}}, e.g. "
+              "[nginx, -t, -c, \"{{file}}\"] (default: the top-level validate)" },
+    { .name = "headers",
+      .type = SC_OPT_STRMAP,
+      .offset = offsetof(struct config_source_cfg, headers),
+      .help = "extra HTTP request headers" },
+    { .name = "bearer_token",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct config_source_cfg, bearer_token),
+      .help = "HTTP Authorization: Bearer token",
+      .flags = SC_OPT_SECRET },
+    { .name = "basic_user",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct config_source_cfg, basic_user),
+      .help = "HTTP basic auth user" },
+    { .name = "basic_password",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct config_source_cfg, basic_password),
+      .help = "HTTP basic auth password",
+      .flags = SC_OPT_SECRET },
+    { .name = "ca_file",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct config_source_cfg, ca_file),
+      .help = "PEM bundle to verify an https or etcds server" },
+    { .name = "insecure_skip_verify",
+      .type = SC_OPT_BOOL,
+      .offset = offsetof(struct config_source_cfg, insecure_skip_verify),
+      .help = "do not verify the server certificate" },
+    { 0 },
+};
+
+static const struct sc_opt config_opts[] = {
+    { .name = "sources",
+      .type = SC_OPT_OBJLIST,
+      .offset = offsetof(struct config_cfg, sources),
+      .help = "sources, each to its own destination",
+      .sub = source_opts,
+      .sub_size = sizeof(struct config_source_cfg),
+      .max = 256 },
+    { .name = "source",
+      .type = SC_OPT_STRLIST,
+      .offset = offsetof(struct config_cfg, source),
+      .help = "a source URL (repeatable; pairs with --dest in order)",
+      .flags = SC_OPT_FLAG_ONLY },
+    { .name = "dest",
+      .type = SC_OPT_STRLIST,
+      .offset = offsetof(struct config_cfg, dest),
+      .help = "the destination of the --source at the same position",
+      .flags = SC_OPT_FLAG_ONLY },
+    { .name = "template_file",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct config_cfg, template_file),
+      .help = "template for the --source sources",
+      .flags = SC_OPT_FLAG_ONLY },
+    { .name = "once",
+      .type = SC_OPT_BOOL,
+      .offset = offsetof(struct config_cfg, once),
+      .help = "fetch and write every source once, then exit (init containers); exit 1 when a "
+              "required source failed after its retries",
+      .flags = SC_OPT_FLAG },
+    { .name = "interval",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct config_cfg, interval_ms),
+      .def = "30s",
+      .help = "poll interval of every source",
+      .flags = SC_OPT_FLAG,
+      .min = 10,
+      .max = 86400000 },
+    { .name = "jitter",
+      .type = SC_OPT_DOUBLE,
+      .offset = offsetof(struct config_cfg, jitter),
+      .def = "0.1",
+      .help = "random spread of each poll, as a fraction of the interval",
+      .min = 0,
+      .max = 1 },
+    { .name = "retries",
+      .type = SC_OPT_INT,
+      .offset = offsetof(struct config_cfg, retries),
+      .def = "3",
+      .help = "--once: retries of a failing source before giving up",
+      .flags = SC_OPT_FLAG,
+      .min = 0,
+      .max = 100 },
+    { .name = "retry_backoff",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct config_cfg, retry_backoff_ms),
+      .def = "1s",
+      .help = "first retry delay after a failure; doubles up to max_backoff",
+      .flags = SC_OPT_FLAG },
+    { .name = "max_backoff",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct config_cfg, max_backoff_ms),
+      .def = "30s",
+      .help = "longest retry delay",
+      .flags = SC_OPT_FLAG },
+    { .name = "timeout",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct config_cfg, timeout_ms),
+      .def = "10s",
+      .help = "deadline of one fetch",
+      .flags = SC_OPT_FLAG },
+    { .name = "mode",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct config_cfg, mode),
+      .def = "0644",
+      .help = "file mode of the destinations, octal",
+      .flags = SC_OPT_FLAG },
+    { .name = "owner",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct config_cfg, owner),
+      .help = "owner of the destinations, user[:group] or uid[:gid]",
+      .flags = SC_OPT_FLAG },
+    { .name = "validate",
+      .type = SC_OPT_STRLIST,
+      .offset = offsetof(struct config_cfg, validate),
+      .help = "check before each swap: json, yaml, or a command with {{file}}",
+      .flags = SC_OPT_FLAG },
+    { .name = "validate_timeout",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct config_cfg, validate_timeout_ms),
+      .def = "30s",
+      .help = "a validation command running longer is killed and the candidate rejected" },
+    { .name = "reload",
+      .type = SC_OPT_INLINE,
+      .offset = offsetof(struct config_cfg, reload),
+      .sub = sc_reload_opts },
+    { 0 },
+};
+
+enum src_kind { SRC_HTTP, SRC_FILE, SRC_DIR, SRC_ETCD };
+
+struct config;
+
+struct config_source {
+    struct config *cf;
+    const struct config_source_cfg *cfg;
+    char *name;
+    enum src_kind kind;
+    char *path;     /* file / dir path; etcd key */
+    char *base_url; /* etcd: http(s)://host:port */
+    bool prefix;    /* etcd */
+    char *url;      /* http */
+    struct sc_egress_tls tls;
+    struct sc_tmpl *tmpl;
+    struct sc_dest_spec spec;
+    uint64_t interval_ms;
+    uv_timer_t timer;
+    uv_timer_t fs_timer;
+    uv_fs_event_t fs_event;
+    bool fs_watching;
+    struct sc_egress_xfer *xfer;
+    struct sc_egress_xfer *watch_xfer;
+    uv_timer_t watch_timer;
+    struct sc_buf watch_buf;
+    char *watch_body;
+    int64_t etcd_revision;
+    int watch_failures;
+    struct sc_kv *hdrs;
+    size_t nhdrs;
+    char *req_body;
+    char *etag;
+    char *last_modified;
+    uint64_t last_hash; /* watch-only sources: the content seen last */
+    bool have_hash;
+    bool fetching;
+    bool refetch;   /* a change arrived during a fetch */
+    int writes;     /* dest writes in flight */
+    bool wrote_ok;  /* first successful write done */
+    bool gave_up;   /* --once: failed after its retries */
+    bool done_once;
+    int failures;
+    char *last_error;
+    struct sc_metric *m_ok, *m_nm, *m_err, *m_invalid, *m_last;
+};
+
+struct config {
+    struct sc_app *app;
+    uv_loop_t *loop;
+    const struct config_cfg *cfg;
+    struct sc_egress *egress;
+    struct sc_reloader *reloader;
+    struct config_source *src;
+    size_t nsrc;
+    struct config_source_cfg *flag_cfgs; /* sources from --source/--dest */
+    bool stopping;
+    bool stopped;
+    uint64_t rng;
+    struct sc_metric_family *f_fetch, *f_last;
+};
+
+static void source_schedule(struct config_source *s, uint64_t ms);
+static void source_fetch(struct config_source *s);
+
+static uint64_t rnd(struct config *cf)
+{
+    cf->rng ^= cf->rng << 13;
+    cf->rng ^= cf->rng >> 7;
+    cf->rng ^= cf->rng << 17;
+    return cf->rng;
+}
+
+static uint64_t fnv(const void *p, size_t n, uint64_t h)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ c[i]) * 0x100000001b3ULL;
+    }
+    return h;
+}
+
+/* ---- finishing ---- */
+
+static bool all_done(struct config *cf)
+{
+    for (size_t i = 0; i < cf->nsrc; i++) {
+        struct config_source *s = &cf->src[i];
+        if (!s->done_once || s->writes > 0 || s->fetching) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void on_noop_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void close_handle(uv_handle_t *h)
+{
+    if (h->loop && !uv_is_closing(h)) {
+        uv_close(h, on_noop_closed);
+    }
+}
+
+/* Closes everything and reports the exit code once no write is in flight. */
+static void maybe_finish(struct config *cf, int code)
+{
+    if (cf->stopped) {
+        return;
+    }
+    for (size_t i = 0; i < cf->nsrc; i++) {
+        if (cf->src[i].writes > 0) {
+            return;
+        }
+    }
+    cf->stopped = true;
+    for (size_t i = 0; i < cf->nsrc; i++) {
+        struct config_source *s = &cf->src[i];
+        if (s->xfer) {
+            sc_egress_cancel(s->xfer);
+            s->xfer = NULL;
+        }
+        if (s->watch_xfer) {
+            sc_egress_cancel(s->watch_xfer);
+            s->watch_xfer = NULL;
+        }
+        close_handle((uv_handle_t *)&s->timer);
+        close_handle((uv_handle_t *)&s->fs_timer);
+        close_handle((uv_handle_t *)&s->watch_timer);
+        if (s->fs_watching) {
+            close_handle((uv_handle_t *)&s->fs_event);
+        }
+    }
+    sc_reloader_close(cf->reloader);
+    cf->reloader = NULL;
+    sc_egress_close(cf->egress);
+    cf->egress = NULL;
+    sc_app_stopped(cf->app, code);
+}
+
+static void update_ready(struct config *cf)
+{
+    for (size_t i = 0; i < cf->nsrc; i++) {
+        if (cf->src[i].cfg->required && !cf->src[i].wrote_ok) {
+            return;
+        }
+    }
+    sc_app_set_ready(cf->app, true);
+}
+
+static void once_check(struct config *cf)
+{
+    if (!cf->cfg->once || !all_done(cf) || cf->stopped) {
+        return;
+    }
+    int code = 0;
+    for (size_t i = 0; i < cf->nsrc; i++) {
+        struct config_source *s = &cf->src[i];
+        if (s->cfg->required && !s->wrote_ok) {
+            sc_error("required source failed; the init step fails", SC_LS("source", s->name),
+                     SC_LS("url", s->cfg->url), SC_LI("attempts", s->failures),
+                     SC_LS("reason", s->last_error ? s->last_error : "validation failed"));
+            code = 1;
+        }
+    }
+    if (code == 0) {
+        sc_info("all sources written", SC_LU("sources", cf->nsrc));
+    }
+    maybe_finish(cf, code);
+}
+
+/* ---- results ---- */
+
+static void fetch_failed(struct config_source *s, const char *why)
+{
+    struct config *cf = s->cf;
+    s->fetching = false;
+    sc_counter_inc(s->m_err);
+    s->failures++;
+    sc_free(s->last_error);
+    s->last_error = sc_strdup(why);
+    if (cf->stopping) {
+        return;
+    }
+    if (cf->cfg->once && s->failures > cf->cfg->retries) {
+        s->gave_up = true;
+        s->done_once = true;
+        once_check(cf);
+        return;
+    }
+    uint64_t b = cf->cfg->retry_backoff_ms;
+    for (int i = 1; i < s->failures && b < cf->cfg->max_backoff_ms; i++) {
+        b *= 2;
+    }
+    if (b > cf->cfg->max_backoff_ms) {
+        b = cf->cfg->max_backoff_ms;
+    }
+    sc_warn("source fetch failed; the last good file stays", SC_LS("source", s->name),
+            SC_LS("reason", why), SC_LI("failures", s->failures), SC_LU("retry_in_ms", b));
+    source_schedule(s, b);
+}
+
+static void next_poll(struct config_source *s)
+{
+    struct config *cf = s->cf;
+    if (cf->stopping || cf->cfg->once) {
+        return;
+    }
+    if (s->refetch) {
+        s->refetch = false;
+        source_schedule(s, 0);
+        return;
+    }
+    uint64_t iv = s->interval_ms;
+    uint64_t spread = (uint64_t)((double)iv * cf->cfg->jitter);
+    if (spread > 0) {
+        iv = iv - spread / 2 + rnd(cf) % (spread + 1);
+    }
+    source_schedule(s, iv);
+}
+
+static void fetch_ok(struct config_source *s)
+{
+    s->fetching = false;
+    s->failures = 0;
+    sc_counter_inc(s->m_ok);
+    sc_gauge_set(s->m_last, (double)time(NULL));
+}
+
+static void on_written(void *arg, enum sc_dest_result r)
+{
+    struct config_source *s = arg;
+    struct config *cf = s->cf;
+    s->writes--;
+    if (r == SC_DEST_WRITTEN && !cf->cfg->once) {
+        sc_reloader_trigger(cf->reloader);
+    }
+    if (r == SC_DEST_INVALID) {
+        sc_counter_inc(s->m_invalid);
+        sc_free(s->last_error);
+        s->last_error = sc_strdup("validation failed");
+    }
+    if (s->writes == 0) {
+        if (r >= 0 && !s->gave_up) {
+            s->wrote_ok = true;
+        }
+        if (r == SC_DEST_FAILED && !cf->stopping) {
+            fetch_failed(s, "cannot write the destination");
+            if (!cf->cfg->once) {
+                return;
+            }
+        }
+        s->done_once = s->done_once || r != SC_DEST_FAILED || s->gave_up;
+        if (r == SC_DEST_INVALID && cf->cfg->once) {
+            s->done_once = true;
+        }
+        update_ready(cf);
+        if (cf->stopping) {
+            maybe_finish(cf, 0);
+            return;
+        }
+        once_check(cf);
+        if (r != SC_DEST_FAILED) {
+            next_poll(s);
+        }
+    }
+}
+
+static void write_dest(struct config_source *s, const char *path, const char *data, size_t len)
+{
+    struct sc_dest_spec spec = s->spec;
+    spec.path = path;
+    s->writes++;
+    sc_dest_write(s->cf->loop, &spec, data, len, on_written, s);
+}
+
+/* The fetched content: renders it when there is a template and writes it. <data> is the value
+ * the template sees as .Data (borrowed; NULL: parse <body> as JSON, else use it as a string). */
+static void deliver(struct config_source *s, const char *body, size_t len, json_t *data)
+{
+    fetch_ok(s);
+    if (!s->spec.path) {
+        /* Watch-only: a change of content triggers the reload. */
+        uint64_t h = fnv(body, len, 0xcbf29ce484222325ULL);
+        if (s->have_hash && h != s->last_hash && !s->cf->cfg->once) {
+            sc_info("source changed", SC_LS("source", s->name));
+            sc_reloader_trigger(s->cf->reloader);
+        }
+        s->have_hash = true;
+        s->last_hash = h;
+        s->wrote_ok = true;
+        s->done_once = true;
+        update_ready(s->cf);
+        once_check(s->cf);
+        next_poll(s);
+        return;
+    }
+    if (!s->tmpl) {
+        write_dest(s, s->spec.path, body, len);
+        return;
+    }
+    json_t *own = NULL;
+    if (!data) {
+        json_error_t je;
+        own = json_loadb(body, len, JSON_DECODE_ANY, &je);
+        if (!own) {
+            own = json_stringn(body, len);
+        }
+        if (!own) {
+            own = json_null();
+        }
+        data = own;
+    }
+    json_t *root = json_object();
+    json_object_set(root, "Data", data);
+    json_object_set_new(root, "Source", json_string(s->name));
+    struct sc_buf out;
+    sc_buf_init(&out, CONFIG_MAX_BODY);
+    char *err = NULL;
+    int rc = sc_tmpl_render(s->tmpl, root, NULL, NULL, &out, &err);
+    json_decref(root);
+    if (own) {
+        json_decref(own);
+    }
+    if (rc < 0) {
+        sc_error("template failed; the last good file stays", SC_LS("source", s->name),
+                 SC_LS("reason", err));
+        sc_counter_inc(s->m_invalid);
+        sc_free(s->last_error);
+        s->last_error = err;
+        if (s->cf->cfg->once) {
+            s->done_once = true;
+            once_check(s->cf);
+        } else {
+            next_poll(s);
+        }
+    } else {
+        write_dest(s, s->spec.path, out.p ? out.p : "", out.len);
+    }
+    sc_buf_cleanup(&out);
+}
+
+static void not_modified(struct config_source *s)
+{
+    fetch_ok(s);
+    sc_counter_inc(s->m_nm);
+    sc_counter_add(s->m_ok, 0);
+    s->done_once = true;
+    update_ready(s->cf);
+    once_check(s->cf);
+    next_poll(s);
+}
+
+/* ---- http ---- */
+
+static void set_hdr(struct config_source *s, const char *k, const char *v)
+{
+    s->hdrs = sc_reallocarray(s->hdrs, s->nhdrs + 1, sizeof(struct sc_kv));
+    s->hdrs[s->nhdrs].key = (char *)k;
+    s->hdrs[s->nhdrs].value = (char *)v;
+    s->nhdrs++;
+}
+
+static void on_http(void *arg, const struct sc_egress_resp *resp)
+{
+    struct config_source *s = arg;
+    s->xfer = NULL;
+    if (resp->error) {
+        fetch_failed(s, resp->error_msg ? resp->error_msg : sc_strerror(resp->error));
+        return;
+    }
+    if (resp->status == 304 && s->wrote_ok) {
+        not_modified(s);
+        return;
+    }
+    if (resp->status != 200) {
+        char why[64];
+        snprintf(why, sizeof(why), "HTTP status %d", resp->status);
+        fetch_failed(s, why);
+        return;
+    }
+    struct sc_str etag = sc_egress_resp_header(resp, "ETag");
+    struct sc_str lm = sc_egress_resp_header(resp, "Last-Modified");
+    sc_free(s->etag);
+    sc_free(s->last_modified);
+    s->etag = etag.len ? sc_strndup(etag.p, etag.len) : NULL;
+    s->last_modified = lm.len ? sc_strndup(lm.p, lm.len) : NULL;
+    deliver(s, resp->body.p ? resp->body.p : "", resp->body.len, NULL);
+}
+
+static void fetch_http(struct config_source *s)
+{
+    const struct config_source_cfg *c = s->cfg;
+    s->nhdrs = 0;
+    for (size_t i = 0; i < c->headers.n; i++) {
+        set_hdr(s, c->headers.v[i].key, c->headers.v[i].value);
+    }
+    /* Conditional headers only once the destination holds what they describe. */
+    if (s->wrote_ok && s->etag) {
+        set_hdr(s, "If-None-Match", s->etag);
+    }
+    if (s->wrote_ok && s->last_modified) {
+        set_hdr(s, "If-Modified-Since", s->last_modified);
+    }
+    struct sc_egress_req req = {
+        .url = s->url,
+        .headers = s->hdrs,
+        .nheaders = s->nhdrs,
+        .timeout_ms = s->cf->cfg->timeout_ms,
+        .max_response = CONFIG_MAX_BODY,
+        .bearer_token = c->bearer_token,
+        .basic_user = c->basic_user,
+        .basic_password = c->basic_password,
+        .tls = &s->tls,
+    };
+    int rc = sc_egress_send(s->cf->egress, &req, on_http, s, &s->xfer);
+    if (rc < 0) {
+        fetch_failed(s, sc_strerror(rc));
+    }
+}
+
+/* ---- files and directories ---- */
+
+static int key_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Reads every visible key of a ConfigMap-style directory (entries starting with '.' such as
+ * ..data and ..2024_* are Kubernetes' own; keys are symlinks through ..data, which stat
+ * follows). Returns 0 and a new JSON object key -> content, or a negative errno. */
+static int read_dir(const char *path, json_t **out)
+{
+    uv_fs_t req;
+    int rc = uv_fs_scandir(NULL, &req, path, 0, NULL);
+    if (rc < 0) {
+        return rc;
+    }
+    char *names[CONFIG_MAX_DIR_KEYS];
+    size_t n = 0;
+    uv_dirent_t ent;
+    while (uv_fs_scandir_next(&req, &ent) != UV_EOF) {
+        if (ent.name[0] == '.' || n >= CONFIG_MAX_DIR_KEYS) {
+            continue;
+        }
+        names[n++] = sc_strdup(ent.name);
+    }
+    uv_fs_req_cleanup(&req);
+    qsort(names, n, sizeof(char *), key_cmp);
+    json_t *obj = json_object();
+    rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        char *p = sc_asprintf("%s/%s", path, names[i]);
+        struct stat st;
+        if (stat(p, &st) == 0 && S_ISREG(st.st_mode)) {
+            struct sc_buf b;
+            sc_buf_init(&b, CONFIG_MAX_BODY);
+            int r = sc_file_read(p, &b);
+            if (r < 0) {
+                rc = r;
+            } else {
+                json_t *v = json_stringn(b.p ? b.p : "", b.len);
+                json_object_set_new(obj, names[i], v ? v : json_string(""));
+            }
+            sc_buf_cleanup(&b);
+        }
+        sc_free(p);
+        sc_free(names[i]);
+    }
+    if (rc < 0) {
+        json_decref(obj);
+        return rc;
+    }
+    *out = obj;
+    return 0;
+}
+
+static void fetch_file(struct config_source *s)
+{
+    struct sc_buf b;
+    sc_buf_init(&b, CONFIG_MAX_BODY);
+    int rc = sc_file_read(s->path, &b);
+    if (rc < 0) {
+        sc_buf_cleanup(&b);
+        fetch_failed(s, sc_strerror(rc));
+        return;
+    }
+    deliver(s, b.p ? b.p : "", b.len, NULL);
+    sc_buf_cleanup(&b);
+}
+
+static void fetch_dir(struct config_source *s)
+{
+    json_t *obj = NULL;
+    int rc = read_dir(s->path, &obj);
+    if (rc < 0) {
+        fetch_failed(s, sc_strerror(rc));
+        return;
+    }
+    char *all = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
+    if (s->spec.path && !s->tmpl) {
+        /* Mirror each key into the destination directory. */
+        fetch_ok(s);
+        mkdir(s->spec.path, 0755);
+        const char *k;
+        json_t *v;
+        s->writes++;
+        json_object_foreach(obj, k, v)
+        {
+            char *p = sc_asprintf("%s/%s", s->spec.path, k);
+            write_dest(s, p, json_string_value(v), json_string_length(v));
+            sc_free(p);
+        }
+        s->writes--;
+        if (s->writes == 0) {
+            s->writes++;
+            on_written(s, SC_DEST_UNCHANGED);
+        }
+    } else {
+        deliver(s, all ? all : "", all ? strlen(all) : 0, obj);
+    }
+    sc_free(all);
+    json_decref(obj);
+}
+
+static void on_fs_settled(uv_timer_t *t)
+{
+    struct config_source *s = t->data;
+    if (s->cf->stopping) {
+        return;
+    }
+    if (s->fetching) {
+        s->refetch = true;
+        return;
+    }
+    sc_debug("file change seen", SC_LS("source", s->name));
+    source_schedule(s, 0);
+}
+
+static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+    struct config_source *s = h->data;
+    (void)events;
+    if (status < 0 || s->cf->stopping) {
+        return;
+    }
+    if (s->kind == SRC_FILE && filename) {
+        const char *base = strrchr(s->path, '/');
+        base = base ? base + 1 : s->path;
+        if (strcmp(filename, base) != 0 && strncmp(filename, "..", 2) != 0) {
+            return;
+        }
+    }
+    /* Settle: a ConfigMap update is several renames in a row. */
+    uv_timer_start(&s->fs_timer, on_fs_settled, 10, 0);
+}
+
+static void start_fs_watch(struct config_source *s)
+{
+    char *dir;
+    if (s->kind == SRC_DIR) {
+        dir = sc_strdup(s->path);
+    } else {
+        const char *slash = strrchr(s->path, '/');
+        dir = slash ? (slash == s->path ? sc_strdup("/")
+                                        : sc_strndup(s->path, (size_t)(slash - s->path)))
+                    : sc_strdup(".");
+    }
+    uv_fs_event_init(s->cf->loop, &s->fs_event);
+    s->fs_event.data = s;
+    s->fs_watching = true;
+    int rc = uv_fs_event_start(&s->fs_event, on_fs_event, dir, 0);
+    if (rc < 0) {
+        sc_warn("cannot watch for changes; polling only", SC_LS("path", dir), SC_LERR(rc));
+    }
+    sc_free(dir);
+}
+
+/* ---- etcd ---- */
+
+static char *b64(const char *s, size_t n)
+{
+    struct sc_buf b;
+    sc_buf_init(&b, 1u << 20);
+    sc_base64_encode(&b, s, n);
+    char *r = sc_strndup(b.p ? b.p : "", b.len);
+    sc_buf_cleanup(&b);
+    return r;
+}
+
+static char *b64dec(const char *s, size_t *len)
+{
+    struct sc_buf b;
+    sc_buf_init(&b, CONFIG_MAX_BODY);
+    if (sc_base64_decode(&b, s, strlen(s)) < 0) {
+        sc_buf_cleanup(&b);
+        return NULL;
+    }
+    *len = b.len;
+    char *r = sc_strndup(b.p ? b.p : "", b.len);
+    sc_buf_cleanup(&b);
+    return r;
+}
+
+/* The range_end that selects every key starting with <key>: the key with its last byte that is
+ * not 0xff incremented (etcd's convention). */
+static char *prefix_end(const char *key)
+{
+    size_t n = strlen(key);
+    char *e = sc_strndup(key, n);
+    while (n > 0) {
+        if ((unsigned char)e[n - 1] < 0xff) {
+            e[n - 1]++;
+            e[n] = '\0';
+            return e;
+        }
+        n--;
+    }
+    e[0] = '\0';
+    return e; /* "\0": every key */
+}
+
+static char *etcd_range_body(struct config_source *s, bool watch)
+{
+    char *k = b64(s->path, strlen(s->path));
+    char *end = NULL;
+    if (s->prefix) {
+        char *pe = prefix_end(s->path);
+        end = pe[0] ? b64(pe, strlen(pe)) : sc_strdup("AA==");
+        sc_free(pe);
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "key", json_string(k));
+    if (end) {
+        json_object_set_new(o, "range_end", json_string(end));
+    }
+    json_t *root = o;
+    if (watch) {
+        char rev[32];
+        snprintf(rev, sizeof(rev), "%lld", (long long)(s->etcd_revision + 1));
+        json_object_set_new(o, "start_revision", json_string(rev));
+        root = json_pack("{s:o}", "create_request", o);
+    }
+    char *body = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    sc_free(k);
+    sc_free(end);
+    return body;
+}
+
+static int64_t json_int_str(json_t *v)
+{
+    if (json_is_integer(v)) {
+        return json_integer_value(v);
+    }
+    if (json_is_string(v)) {
+        return strtoll(json_string_value(v), NULL, 10);
+    }
+    return 0;
+}
+
+static void start_watch(struct config_source *s);
+
+static void on_etcd_range(void *arg, const struct sc_egress_resp *resp)
+{
+    struct config_source *s = arg;
+    s->xfer = NULL;
+    sc_free(s->req_body);
+    s->req_body = NULL;
+    if (resp->error) {
+        fetch_failed(s, resp->error_msg ? resp->error_msg : sc_strerror(resp->error));
+        return;
+    }
+    if (resp->status != 200) {
+        char why[64];
+        snprintf(why, sizeof(why), "etcd answered HTTP status %d", resp->status);
+        fetch_failed(s, why);
+        return;
+    }
+    json_error_t je;
+    json_t *j = json_loadb(resp->body.p, resp->body.len, 0, &je);
+    if (!j) {
+        fetch_failed(s, "etcd answered invalid JSON");
+        return;
+    }
+    s->etcd_revision = json_int_str(json_object_get(json_object_get(j, "header"), "revision"));
+    json_t *kvs = json_object_get(j, "kvs");
+    size_t i;
+    json_t *kv;
+    if (!s->prefix) {
+        kv = json_array_get(kvs, 0);
+        const char *v = json_string_value(json_object_get(kv, "value"));
+        size_t len = 0;
+        char *val = kv ? b64dec(v ? v : "", &len) : NULL;
+        json_decref(j);
+        if (!val) {
+            fetch_failed(s, kv ? "etcd value is not base64" : "etcd key not found");
+            return;
+        }
+        deliver(s, val, len, NULL);
+        sc_free(val);
+    } else {
+        json_t *obj = json_object();
+        size_t plen = strlen(s->path);
+        json_array_foreach(kvs, i, kv)
+        {
+            size_t kl = 0, vl = 0;
+            const char *ks = json_string_value(json_object_get(kv, "key"));
+            const char *vs = json_string_value(json_object_get(kv, "value"));
+            char *key = b64dec(ks ? ks : "", &kl);
+            char *val = b64dec(vs ? vs : "", &vl);
+            if (key && val && kl >= plen) {
+                json_t *jv = json_stringn(val, vl);
+                json_object_set_new(obj, key + plen, jv ? jv : json_string(""));
+            }
+            sc_free(key);
+            sc_free(val);
+        }
+        json_decref(j);
+        char *all = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS | JSON_INDENT(0));
+        deliver(s, all ? all : "{}", all ? strlen(all) : 2, obj);
+        sc_free(all);
+        json_decref(obj);
+    }
+    if (s->cfg->watch && !s->watch_xfer && !s->cf->cfg->once && !s->cf->stopping) {
+        start_watch(s);
+    }
+}
+
+static void fetch_etcd(struct config_source *s)
+{
+    sc_free(s->req_body);
+    s->req_body = etcd_range_body(s, false);
+    char *url = sc_asprintf("%s/v3/kv/range", s->base_url);
+    struct sc_egress_req req = {
+        .method = "POST",
+        .url = url,
+        .body = s->req_body,
+        .body_len = strlen(s->req_body),
+        .timeout_ms = s->cf->cfg->timeout_ms,
+        .max_response = CONFIG_MAX_BODY,
+        .basic_user = s->cfg->basic_user,
+        .basic_password = s->cfg->basic_password,
+        .tls = &s->tls,
+    };
+    int rc = sc_egress_send(s->cf->egress, &req, on_etcd_range, s, &s->xfer);
+    sc_free(url);
+    if (rc < 0) {
+        fetch_failed(s, sc_strerror(rc));
+    }
+}
+
+/* Each watch message is one JSON object; any event means "fetch again". */
+static bool on_watch_data(void *arg, const char *p, size_t len)
+{
+    struct config_source *s = arg;
+    if (sc_buf_append(&s->watch_buf, p, len) < 0) {
+        sc_warn("etcd watch message too large; restarting the watch", SC_LS("source", s->name));
+        return false;
+    }
+    for (;;) {
+        size_t off = 0;
+        while (off < s->watch_buf.len && (s->watch_buf.p[off] == '\n' ||
+                                          s->watch_buf.p[off] == '\r' || s->watch_buf.p[off] == ' ')) {
+            off++;
+        }
+        sc_buf_consume(&s->watch_buf, off);
+        if (s->watch_buf.len == 0) {
+            return true;
+        }
+        json_error_t je;
+        json_t *m = json_loadb(s->watch_buf.p, s->watch_buf.len, JSON_DISABLE_EOF_CHECK, &je);
+        if (!m) {
+            return true; /* incomplete: wait for more */
+        }
+        sc_buf_consume(&s->watch_buf, (size_t)je.position);
+        json_t *res = json_object_get(m, "result");
+        json_t *ev = json_object_get(res, "events");
+        if (json_array_size(ev) > 0) {
+            s->watch_failures = 0;
+            sc_debug("etcd watch event", SC_LS("source", s->name));
+            if (s->fetching) {
+                s->refetch = true;
+            } else {
+                source_schedule(s, 0);
+            }
+        }
+        json_decref(m);
+    }
+}
+
+static void on_watch_retry(uv_timer_t *t)
+{
+    struct config_source *s = t->data;
+    if (!s->cf->stopping && !s->watch_xfer) {
+        start_watch(s);
+    }
+}
+
+static void on_watch_end(void *arg, const struct sc_egress_resp *resp)
+{
+    struct config_source *s = arg;
+    s->watch_xfer = NULL;
+    if (s->cf->stopping) {
+        return;
+    }
+    s->watch_failures++;
+    uint64_t b = 500u << (s->watch_failures < 6 ? s->watch_failures : 6);
+    sc_warn("etcd watch ended; polling continues and the watch restarts", SC_LS("source", s->name),
+            SC_LS("reason", resp->error ? sc_strerror(resp->error) : "stream closed"),
+            SC_LU("retry_in_ms", b));
+    /* Catch up on what the stream may have missed. */
+    if (!s->fetching) {
+        source_schedule(s, b);
+    }
+    uv_timer_start(&s->watch_timer, on_watch_retry, b, 0);
+}
+
+static void start_watch(struct config_source *s)
+{
+    char *body = etcd_range_body(s, true);
+    char *url = sc_asprintf("%s/v3/watch", s->base_url);
+    sc_buf_reset(&s->watch_buf);
+    struct sc_egress_req req = {
+        .method = "POST",
+        .url = url,
+        .body = body,
+        .body_len = strlen(body),
+        .timeout_ms = 24ull * 3600 * 1000,
+        .basic_user = s->cfg->basic_user,
+        .basic_password = s->cfg->basic_password,
+        .tls = &s->tls,
+        .on_data = on_watch_data,
+    };
+    int rc = sc_egress_send(s->cf->egress, &req, on_watch_end, s, &s->watch_xfer);
+    sc_free(url);
+    if (rc < 0) {
+        sc_free(body);
+        sc_warn("cannot start the etcd watch; polling only", SC_LS("source", s->name), SC_LERR(rc));
+        return;
+    }
+    /* The body is borrowed until the stream ends. */
+    sc_free(s->watch_body);
+    s->watch_body = body;
+    sc_debug("etcd watch started", SC_LS("source", s->name));
+}
+
+/* ---- scheduling ---- */
+
+static void on_timer(uv_timer_t *t)
+{
+    struct config_source *s = t->data;
+    if (s->cf->stopping) {
+        return;
+    }
+    source_fetch(s);
+}
+
+static void source_schedule(struct config_source *s, uint64_t ms)
+{
+    if (s->cf->stopping) {
+        return;
+    }
+    uv_timer_start(&s->timer, on_timer, ms, 0);
+}
+
+static void source_fetch(struct config_source *s)
+{
+    if (s->fetching || s->writes > 0) {
+        s->refetch = true;
+        return;
+    }
+    s->fetching = true;
+    switch (s->kind) {
+    case SRC_HTTP:
+        fetch_http(s);
+        break;
+    case SRC_FILE:
+        fetch_file(s);
+        break;
+    case SRC_DIR:
+        fetch_dir(s);
+        break;
+    case SRC_ETCD:
+        fetch_etcd(s);
+        break;
+    }
+}
+
+/* ---- setup ---- */
+
+static int parse_url(struct config_source *s, const char *url, char **err)
+{
+    if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0) {
+        s->kind = SRC_HTTP;
+        s->url = sc_strdup(url);
+        return 0;
+    }
+    if (strncmp(url, "file://", 7) == 0) {
+        s->path = sc_strdup(url + 7);
+        struct stat st;
+        s->kind = stat(s->path, &st) == 0 && S_ISDIR(st.st_mode) ? SRC_DIR : SRC_FILE;
+        if (s->path[0] != '/') {
+            *err = sc_asprintf("source %s: file:// URLs need an absolute path", url);
+            return SC_ECONFIG;
+        }
+        return 0;
+    }
+    bool tls = strncmp(url, "etcds://", 8) == 0;
+    if (tls || strncmp(url, "etcd://", 7) == 0) {
+        const char *hp = url + (tls ? 8 : 7);
+        const char *slash = strchr(hp, '/');
+        if (!slash || slash == hp) {
+            *err = sc_asprintf("source %s: want etcd://host:port/key", url);
+            return SC_ECONFIG;
+        }
+        s->kind = SRC_ETCD;
+        s->base_url = sc_asprintf("%s://%.*s", tls ? "https" : "http", (int)(slash - hp), hp);
+        const char *q = strchr(slash, '?');
+        s->path = q ? sc_strndup(slash, (size_t)(q - slash)) : sc_strdup(slash);
+        if (q) {
+            if (strcmp(q, "?prefix") == 0 || strcmp(q, "?prefix=true") == 0) {
+                s->prefix = true;
+            } else {
+                *err = sc_asprintf("source %s: unknown query (only ?prefix)", url);
+                return SC_ECONFIG;
+            }
+        }
+        return 0;
+    }
+    *err = sc_asprintf("source %s: unsupported scheme (http, https, file, etcd, etcds)", url);
+    return SC_ECONFIG;
+}
+
+static int load_template(const char *name, const char *inline_text, const char *file,
+                         struct sc_tmpl **out, char **err)
+{
+    if (inline_text) {
+        *out = sc_tmpl_parse(name, inline_text, strlen(inline_text), NULL, err);
+        return *out ? 0 : SC_ECONFIG;
+    }
+    if (!file) {
+        return 0;
+    }
+    struct sc_buf b;
+    sc_buf_init(&b, 1u << 20);
+    int rc = sc_file_read(file, &b);
+    if (rc < 0) {
+        sc_buf_cleanup(&b);
+        *err = sc_asprintf("%s: cannot read the template: %s", file, sc_strerror(rc));
+        return SC_ECONFIG;
+    }
+    *out = sc_tmpl_parse(file, b.p ? b.p : "", b.len, NULL, err);
+    sc_buf_cleanup(&b);
+    return *out ? 0 : SC_ECONFIG;
+}
+
+static int source_init(struct config *cf, struct config_source *s,
+                       const struct config_source_cfg *c, size_t idx, char **err)
+{
+    s->cf = cf;
+    s->cfg = c;
+    const char *base = c->dest ? strrchr(c->dest, '/') : NULL;
+    s->name = c->name ? sc_strdup(c->name)
+              : c->dest ? sc_strdup(base ? base + 1 : c->dest)
+                        : sc_asprintf("source%zu", idx);
+    sc_buf_init(&s->watch_buf, 4u << 20);
+    int rc = parse_url(s, c->url, err);
+    if (rc < 0) {
+        return rc;
+    }
+    char *tname = sc_asprintf("%s.template", s->name);
+    rc = load_template(tname, c->template, c->template_file ? c->template_file
+                                                          : (idx >= cf->cfg->sources.n
+                                                                 ? cf->cfg->template_file
+                                                                 : NULL),
+                       &s->tmpl, err);
+    sc_free(tname);
+    if (rc < 0) {
+        return rc;
+    }
+    const char *mode = c->mode ? c->mode : cf->cfg->mode;
+    if (sc_file_parse_mode(mode ? mode : "0644", &s->spec.mode) < 0) {
+        *err = sc_asprintf("source %s: mode \"%s\" is not an octal file mode", s->name, mode);
+        return SC_ECONFIG;
+    }
+    const char *owner = c->owner ? c->owner : cf->cfg->owner;
+    if (sc_file_parse_owner(owner, &s->spec.uid, &s->spec.gid) < 0) {
+        *err = sc_asprintf("source %s: unknown owner \"%s\"", s->name, owner);
+        return SC_ECONFIG;
+    }
+    s->spec.path = c->dest;
+    s->spec.validate = c->validate.n ? &c->validate : &cf->cfg->validate;
+    s->spec.validate_timeout_ms = cf->cfg->validate_timeout_ms;
+    s->interval_ms = c->interval_ms ? c->interval_ms : cf->cfg->interval_ms;
+    s->tls.ca_file = c->ca_file;
+    s->tls.insecure_skip_verify = c->insecure_skip_verify;
+
+    struct sc_metrics *m = sc_app_metrics(cf->app);
+    const char *lv[3] = { s->name, "success", NULL };
+    s->m_ok = sc_metric_get(cf->f_fetch, lv);
+    lv[1] = "not_modified";
+    s->m_nm = sc_metric_get(cf->f_fetch, lv);
+    lv[1] = "error";
+    s->m_err = sc_metric_get(cf->f_fetch, lv);
+    lv[1] = "invalid";
+    s->m_invalid = sc_metric_get(cf->f_fetch, lv);
+    s->m_last = sc_metric_get(cf->f_last, (const char *[]){ s->name });
+    (void)m;
+
+    uv_timer_init(cf->loop, &s->timer);
+    s->timer.data = s;
+    uv_timer_init(cf->loop, &s->fs_timer);
+    s->fs_timer.data = s;
+    uv_timer_init(cf->loop, &s->watch_timer);
+    s->watch_timer.data = s;
+    return 0;
+}
+
+static int config_check(const void *vcfg, char **err)
+{
+    const struct config_cfg *c = vcfg;
+    if (c->source.n != c->dest.n && c->dest.n != 0) {
+        *err = sc_asprintf("--source and --dest come in pairs: %zu sources, %zu destinations",
+                           c->source.n, c->dest.n);
+        return SC_ECONFIG;
+    }
+    if (c->sources.n + c->source.n == 0) {
+        *err = sc_strdup("no sources: give sources: in the config or --source URL --dest FILE");
+        return SC_ECONFIG;
+    }
+    const struct config_source_cfg *srcs = c->sources.v;
+    for (size_t i = 0; i < c->sources.n; i++) {
+        if (srcs[i].template && srcs[i].template_file) {
+            *err = sc_asprintf("sources[%zu]: template and template_file are exclusive", i);
+            return SC_ECONFIG;
+        }
+        if (srcs[i].template) {
+            struct sc_tmpl *t = sc_tmpl_parse("template", srcs[i].template,
+                                              strlen(srcs[i].template), NULL, err);
+            if (!t) {
+                char *m = sc_asprintf("sources[%zu].%s", i, *err);
+                sc_free(*err);
+                *err = m;
+                return SC_ECONFIG;
+            }
+            sc_tmpl_free(t);
+        }
+    }
+    return sc_reload_check(&c->reload, err);
+}
+
+static void config_free(struct config *cf)
+{
+    for (size_t i = 0; i < cf->nsrc; i++) {
+        struct config_source *s = &cf->src[i];
+        sc_free(s->name);
+        sc_free(s->path);
+        sc_free(s->base_url);
+        sc_free(s->url);
+        sc_tmpl_free(s->tmpl);
+        sc_buf_cleanup(&s->watch_buf);
+        sc_free(s->hdrs);
+        sc_free(s->req_body);
+        sc_free(s->watch_body);
+        sc_free(s->etag);
+        sc_free(s->last_modified);
+        sc_free(s->last_error);
+    }
+    sc_free(cf->src);
+    if (cf->flag_cfgs) {
+        for (size_t i = 0; i < cf->cfg->source.n; i++) {
+            sc_config_free(source_opts, &cf->flag_cfgs[i]);
+        }
+    }
+    sc_free(cf->flag_cfgs);
+    sc_free(cf);
+}
+
+static void config_cleanup(void *state)
+{
+    config_free(state);
+}
+
+static int config_start(struct sc_app *app, const void *vcfg, void **state, char **err)
+{
+    const struct config_cfg *c = vcfg;
+    struct config *cf = SC_NEW(struct config);
+    cf->app = app;
+    cf->loop = sc_app_loop(app);
+    cf->cfg = c;
+    cf->rng = uv_hrtime() | 1;
+    struct sc_metrics *m = sc_app_metrics(app);
+    static const char *const fetch_labels[] = { "source", "result", NULL };
+    static const char *const src_labels[] = { "source", NULL };
+    cf->f_fetch = sc_metrics_family(m, SC_METRIC_COUNTER, "sidecar_config_fetch_total",
+                                    "Source fetches by result: success, not_modified (HTTP 304), "
+                                    "error, invalid (template or validation rejected it).",
+                                    fetch_labels, NULL, 0);
+    cf->f_last = sc_metrics_family(m, SC_METRIC_GAUGE,
+                                   "sidecar_config_last_success_timestamp_seconds",
+                                   "Unix time of the source's last successful fetch.", src_labels,
+                                   NULL, 0);
+    cf->egress = sc_egress_new(cf->loop);
+    cf->reloader = sc_reloader_new(cf->loop, cf->egress, &c->reload, m,
+                                   "sidecar_config_reload_total");
+    cf->nsrc = c->sources.n + c->source.n;
+    cf->src = sc_calloc(cf->nsrc, sizeof(struct config_source));
+    const struct config_source_cfg *srcs = c->sources.v;
+    int rc = 0;
+    size_t i = 0;
+    for (; i < c->sources.n && rc == 0; i++) {
+        rc = source_init(cf, &cf->src[i], &srcs[i], i, err);
+    }
+    if (c->source.n) {
+        cf->flag_cfgs = sc_calloc(c->source.n, sizeof(struct config_source_cfg));
+    }
+    for (size_t k = 0; k < c->source.n && rc == 0; k++, i++) {
+        struct config_source_cfg *fc = &cf->flag_cfgs[k];
+        sc_config_defaults(source_opts, fc);
+        fc->url = sc_strdup(c->source.v[k]);
+        fc->dest = c->dest.n > k ? sc_strdup(c->dest.v[k]) : NULL;
+        rc = source_init(cf, &cf->src[i], fc, i, err);
+    }
+    if (rc < 0) {
+        /* Close what was initialised; the state is freed by cleanup once the loop has run. */
+        cf->stopping = true;
+        for (size_t k = 0; k < cf->nsrc; k++) {
+            close_handle((uv_handle_t *)&cf->src[k].timer);
+            close_handle((uv_handle_t *)&cf->src[k].fs_timer);
+            close_handle((uv_handle_t *)&cf->src[k].watch_timer);
+        }
+        sc_reloader_close(cf->reloader);
+        sc_egress_close(cf->egress);
+        cf->reloader = NULL;
+        cf->egress = NULL;
+        *state = cf;
+        return rc;
+    }
+    for (i = 0; i < cf->nsrc; i++) {
+        struct config_source *s = &cf->src[i];
+        if ((s->kind == SRC_FILE || s->kind == SRC_DIR) && s->cfg->watch && !c->once) {
+            start_fs_watch(s);
+        }
+        sc_info("source", SC_LS("name", s->name), SC_LS("url", s->cfg->url),
+                SC_LS("dest", s->cfg->dest));
+        source_schedule(s, 0);
+    }
+    *state = cf;
+    return 0;
+}
+
+static void config_stop(struct sc_app *app, void *state, bool now)
+{
+    struct config *cf = state;
+    (void)app;
+    cf->stopping = true;
+    for (size_t i = 0; i < cf->nsrc; i++) {
+        uv_timer_stop(&cf->src[i].timer);
+    }
+    if (now) {
+        for (size_t i = 0; i < cf->nsrc; i++) {
+            cf->src[i].writes = 0;
+        }
+    }
+    maybe_finish(cf, 0);
+}
+
+static const char config_usage[] =
+    "Fetches configuration (http(s) with ETag, files and ConfigMap directories, etcd keys and\n"
+    "prefixes), renders an optional template, writes each destination atomically and reloads\n"
+    "the app. Example:\n"
+    "  sidecar config --source http://config-service/config/my-app --dest /config/app.json \\\n"
+    "      --reload-url http://127.0.0.1:8080/reload --interval 60s\n";
+
+const struct sc_role sc_role_config = {
+    .name = "config",
+    .summary = "fetch config (http, file, ConfigMap dir, etcd), render, write atomically, reload",
+    .usage = config_usage,
+    .opts = config_opts,
+    .cfg_size = sizeof(struct config_cfg),
+    .admin_default = "127.0.0.1:15022",
+    .check = config_check,
+    .start = config_start,
+    .stop = config_stop,
+    .reload = NULL,
+    .cleanup = config_cleanup,
+};

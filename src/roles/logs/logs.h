@@ -1,0 +1,305 @@
+// SPDX-License-Identifier: Apache-2.0
+// `sidecar logs`, shared declarations: the config structs the option table fills, the event
+// pipeline (tail -> multiline -> parse -> enrich -> outputs), the outputs' queues and the positions
+// database. The key invariant is at-least-once delivery: every record gets a sequence number, every
+// output acknowledges records strictly in sequence order, and a file offset is committed only once
+// the smallest acknowledged sequence across all outputs covers every record read before it.
+#ifndef SC_ROLES_LOGS_H
+#define SC_ROLES_LOGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <uv.h>
+
+#include "app.h"
+#include "core/buf.h"
+#include "core/config.h"
+#include "core/list.h"
+#include "core/metrics.h"
+#include "core/str.h"
+#include "net/egress.h"
+
+enum logs_parser { LOGS_P_NONE, LOGS_P_JSON, LOGS_P_LOGFMT, LOGS_P_CRI, LOGS_P_REGEX };
+enum logs_out_type { LOGS_O_FILE, LOGS_O_STDOUT, LOGS_O_HTTP, LOGS_O_LOKI, LOGS_O_ES };
+enum logs_format { LOGS_F_NDJSON, LOGS_F_RAW, LOGS_F_JSON_ARRAY };
+enum logs_loki_enc { LOGS_LOKI_JSON, LOGS_LOKI_PROTOBUF };
+
+struct logs_output_cfg {
+    char *name;
+    int type;   /* enum logs_out_type */
+    char *path; /* file */
+    char *url;  /* http, loki, elasticsearch */
+    int format; /* enum logs_format */
+    bool gzip;
+    int loki_encoding;           /* enum logs_loki_enc */
+    struct sc_strv label_fields; /* loki: event fields promoted to stream labels */
+    char *index;                 /* elasticsearch: index pattern with %Y %m %d */
+    char *timestamp_field;       /* file/stdout/http: add the record time under this key */
+    struct sc_kvv headers;
+    char *bearer_token;
+    char *user;
+    char *password;
+    int64_t batch_count;
+    uint64_t batch_bytes;
+    uint64_t batch_wait_ms;
+    uint64_t buffer_limit;
+    int64_t max_retries; /* 0: forever */
+    uint64_t retry_initial_ms;
+    uint64_t retry_max_ms;
+    uint64_t timeout_ms;
+    char *dead_letter;
+};
+
+struct logs_cfg {
+    struct sc_strv paths;
+    char *db;
+    int read_from; /* 0 head, 1 tail */
+    bool stdin_input;
+    uint64_t poll_interval_ms;
+    uint64_t refresh_interval_ms;
+    uint64_t rotate_wait_ms;
+    int64_t max_rotated_open;
+    int64_t max_files;
+    uint64_t max_line_size;
+    uint64_t commit_interval_ms;
+
+    int parser; /* enum logs_parser */
+    char *regex;
+    char *time_key;
+    char *time_format;
+    bool keep_time_key;
+
+    char *multiline_start;
+    bool multiline_indent;
+    uint64_t multiline_timeout_ms;
+
+    struct sc_kvv fields;
+    struct sc_kvv labels;
+    char *host_field;
+    char *file_field;
+    char *stream_field;
+    struct sc_kvv rename;
+    struct sc_strv remove;
+    struct sc_strv grep_keep;
+    struct sc_strv grep_drop;
+
+    struct sc_vec outputs;       /* struct logs_output_cfg */
+    struct sc_strv output_flags; /* --output TYPE[=TARGET] */
+};
+
+/* One record on its way to the outputs. <ev> is a JSON object (owned by the pipeline for the
+ * call); <raw> is the original line(s) without the newline; <ts_ns> the record time. */
+struct logs_rec {
+    json_t *ev;
+    struct sc_str raw;
+    int64_t ts_ns;
+    uint64_t seq;
+};
+
+/* ---- parsers (logs_parse.c): pure functions, fuzzed ---- */
+
+/* Compiled parser settings. */
+struct logs_parse_cfg {
+    enum logs_parser parser;
+    pcre2_code *re; /* LOGS_P_REGEX */
+    pcre2_match_data *md;
+    const char *time_key;    /* may be NULL */
+    const char *time_format; /* strptime format, "rfc3339", "unix", "unix_ms"; NULL: rfc3339 */
+    bool keep_time_key;
+};
+
+/* Parses <line> (borrowed) into a new JSON object with pc->parser (LOGS_P_CRI is treated as
+ * LOGS_P_NONE here: the tailer splits CRI framing first with logs_cri_split). Invalid input never
+ * fails: the object is then {"message": <line>, "parse_error": true} and <*parse_error> is set.
+ * Invalid UTF-8 is replaced by U+FFFD in strings. Sets <*ts_ns> when a time was extracted (left
+ * unchanged otherwise). Returns the object (never NULL). */
+json_t *logs_parse_line(const struct logs_parse_cfg *pc, struct sc_str line, int64_t *ts_ns,
+                        bool *parse_error);
+
+/* Splits a CRI log line "TIME STREAM P|F MESSAGE" into views inside <line>. Returns 0, or
+ * -EINVAL when the framing is wrong. */
+int logs_cri_split(struct sc_str line, struct sc_str *time, struct sc_str *stream, bool *partial,
+                   struct sc_str *msg);
+
+/* Parses a timestamp <s> with <format> ("rfc3339" or NULL, "unix", "unix_ms", "unix_ns", or a
+ * strptime format read as UTC). Returns 0 and sets <*ns>, or -EINVAL. */
+int logs_parse_time(struct sc_str s, const char *format, int64_t *ns);
+
+/* Parses logfmt <line> into a new object, or returns NULL when it is not logfmt. */
+json_t *logs_parse_logfmt(struct sc_str line);
+
+/* Returns a new JSON string for <s>, with invalid UTF-8 replaced by U+FFFD. */
+json_t *logs_json_str(struct sc_str s);
+
+/* Returns true when <line> continues the previous record by the built-in rule: it starts with a
+ * space or a tab, or with "Caused by:" or "... N more" (Java), or "Traceback" frames. */
+bool logs_is_continuation(struct sc_str line);
+
+/* ---- positions database (logs_pos.c) ---- */
+
+struct logs_pos {
+    uint64_t dev, ino, offset;
+    char *path;
+};
+
+/* Loads the positions file at <path> (missing: empty). Returns 0 with a new array in <*out> and
+ * its length in <*n>, or a negative error with a new message in <*err> (the file is corrupt). */
+int logs_pos_load(const char *path, struct logs_pos **out, size_t *n, char **err);
+
+/* Writes <n> positions to <path> atomically: a temporary file, fsync, rename, fsync of the
+ * directory. Returns 0 or a negative errno (the old file is then untouched). */
+int logs_pos_save(const char *path, const struct logs_pos *p, size_t n);
+
+void logs_pos_free(struct logs_pos *p, size_t n);
+
+/* ---- outputs (logs_out.c) ---- */
+
+struct logs;
+struct logs_out;
+
+struct logs_out_metrics {
+    struct sc_metric *shipped, *bytes, *retries, *queue_bytes;
+    struct sc_metric *dropped_rejected, *dropped_retries, *dropped_oversize;
+};
+
+/* A sealed batch: a body plus item boundaries, the highest sequence it holds. */
+struct logs_batch {
+    struct sc_list node;
+    struct sc_buf body;
+    size_t *items; /* end offset of each item in body */
+    size_t nitems;
+    uint64_t last_seq;
+    uint32_t attempts;
+};
+
+struct logs_out {
+    struct logs *lg;
+    const struct logs_output_cfg *cfg;
+    char *name;
+    struct sc_list queue; /* struct logs_batch, oldest first; the head is in flight */
+    struct logs_batch *building;
+    size_t queue_bytes;
+    uint64_t acked_seq;
+    uint64_t last_seq; /* highest sequence appended */
+    bool in_flight;
+    bool closing;
+    uv_timer_t batch_timer;
+    uv_timer_t retry_timer;
+    int nhandles;
+    int fd; /* file output */
+    struct sc_egress_xfer *xfer;
+    struct sc_buf send_buf; /* encoded/compressed request body */
+    char *endpoint;
+    struct sc_kv *hdrs;
+    size_t nhdrs;
+    struct logs_out_metrics m;
+    int64_t loki_last_ts; /* not used for ordering across batches; kept for diagnostics */
+};
+
+/* Creates the output for <cfg> (borrowed). Returns 0 and <*out>, or an error with a message. */
+int logs_out_new(struct logs *lg, const struct logs_output_cfg *cfg, struct logs_out **out,
+                 char **err);
+
+/* Appends one record. Never fails: a record the output cannot encode is counted as dropped and
+ * acknowledged in order. */
+void logs_out_append(struct logs_out *o, const struct logs_rec *r);
+
+/* Seals the building batch and starts sending if idle (drain, batch timer). */
+void logs_out_flush(struct logs_out *o);
+
+/* True when nothing is queued or in flight. */
+bool logs_out_idle(const struct logs_out *o);
+
+/* Closes the output's handles and frees it once they have closed (cancels anything in flight). */
+void logs_out_close(struct logs_out *o);
+
+/* Sends one batch for the HTTP-based outputs (logs_http.c): calls logs_out_done when finished. */
+void logs_http_send(struct logs_out *o, struct logs_batch *b);
+
+/* Cancels the head batch's transfer, if any (its callback never fires). */
+void logs_http_cancel(struct logs_out *o);
+
+/* Reports the end of an attempt on the head batch: <ok> acknowledges it; <retry> schedules a retry
+ * with backoff (else it is dropped and counted with <reason>). */
+void logs_out_done(struct logs_out *o, bool ok, bool retry, const char *reason);
+
+/* ---- the role (logs.c) ---- */
+
+struct logs_file;
+
+struct logs_metrics {
+    struct sc_metric *lines_read, *parse_errors, *files_watched, *truncated, *rotations,
+        *truncations, *grep_dropped;
+    struct sc_metric_family *shipped, *bytes, *retries, *dropped, *queue_bytes;
+};
+
+struct logs {
+    struct sc_app *app;
+    const struct logs_cfg *cfg;
+    uv_loop_t *loop;
+    struct logs_parse_cfg pc;
+    pcre2_code *ml_start;
+    pcre2_match_data *ml_md;
+    struct grep_rule *grep;
+    size_t ngrep;
+    char hostname[256];
+
+    struct logs_out **outs;
+    size_t nouts;
+    struct sc_egress *egress;
+
+    struct sc_list files; /* struct logs_file */
+    size_t nfiles;
+    size_t nrotated;
+    struct logs_pos *known; /* positions loaded at start-up */
+    size_t nknown;
+    uint64_t seq; /* last sequence assigned */
+    uint64_t committed_seq;
+    bool paused;
+    bool stopping;
+    bool stopped;
+    bool db_dirty;
+    uint64_t last_commit_ms;
+
+    uv_timer_t poll_timer;
+    uv_timer_t scan_timer;
+    uv_timer_t commit_timer;
+    uv_timer_t ml_timer;
+    uv_idle_t read_idle;
+    struct sc_list watches; /* struct logs_watch */
+    int nhandles;
+
+    /* stdin input */
+    uv_pipe_t stdin_pipe;
+    bool stdin_open;
+    struct logs_file *stdin_file;
+
+    struct logs_metrics m;
+};
+
+/* Called by an output after acknowledging: advances committed positions, resumes reading when
+ * the queues went below their limits. */
+void logs_on_ack(struct logs *lg);
+
+/* Returns true when some output's queue is at its memory limit. */
+bool logs_backpressured(const struct logs *lg);
+
+/* Tail (logs_tail.c). */
+int logs_tail_start(struct logs *lg, char **err);
+void logs_tail_stop(struct logs *lg);
+void logs_tail_read_all(struct logs *lg);
+void logs_tail_commit(struct logs *lg, bool force);
+void logs_tail_flush_multiline(struct logs *lg, bool all);
+void logs_tail_close(struct logs *lg);
+
+/* Runs one complete record (raw text of a whole line or multiline group) from <file_path> through
+ * parse, enrich and grep, then to every output. <stream> may be empty. */
+void logs_emit(struct logs *lg, struct sc_str raw, const char *file_path, struct sc_str stream,
+               bool truncated);
+
+#endif

@@ -1,0 +1,429 @@
+// SPDX-License-Identifier: Apache-2.0
+// The HTTP-based outputs on the egress client: generic HTTP (NDJSON or a JSON array), Loki's push
+// API (JSON, or protobuf PushRequest hand-encoded and snappy-compressed) and Elasticsearch _bulk.
+// A batch is acknowledged only on a 2xx answer; 408, 429, 5xx and transport errors are retried;
+// other 4xx are counted as dropped and logged, never retried forever. For _bulk, a 200 with
+// errors:true is split per item: 429/5xx items are retried alone, the others dropped and counted.
+#include <string.h>
+
+#include <snappy-c.h>
+#include <zlib.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "roles/logs/logs.h"
+
+static int gzip_into(struct sc_buf *out, const char *p, size_t n)
+{
+    z_stream z;
+    memset(&z, 0, sizeof(z));
+    if (deflateInit2(&z, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+        return -ENOMEM;
+    }
+    size_t bound = deflateBound(&z, (uLong)n) + 32;
+    sc_buf_reset(out);
+    int rc = sc_buf_reserve(out, bound);
+    if (rc == 0) {
+        z.next_in = (Bytef *)(uintptr_t)p;
+        z.avail_in = (uInt)n;
+        z.next_out = (Bytef *)out->p;
+        z.avail_out = (uInt)bound;
+        rc = deflate(&z, Z_FINISH) == Z_STREAM_END ? 0 : -EIO;
+        out->len = bound - z.avail_out;
+    }
+    deflateEnd(&z);
+    return rc;
+}
+
+struct loki_ent {
+    struct sc_str labels;
+    int64_t ts;
+    struct sc_str line; /* JSON string text */
+    size_t idx;
+};
+
+static int loki_cmp(const void *a, const void *b)
+{
+    const struct loki_ent *x = a, *y = b;
+    size_t n = x->labels.len < y->labels.len ? x->labels.len : y->labels.len;
+    int c = memcmp(x->labels.p, y->labels.p, n);
+    if (c || x->labels.len != y->labels.len) {
+        return c ? c : (x->labels.len < y->labels.len ? -1 : 1);
+    }
+    if (x->ts != y->ts) {
+        return x->ts < y->ts ? -1 : 1;
+    }
+    return x->idx < y->idx ? -1 : (x->idx > y->idx);
+}
+
+static struct loki_ent *loki_split(const struct logs_batch *b, size_t *n)
+{
+    struct loki_ent *v = sc_calloc(b->nitems + 1, sizeof(*v));
+    size_t start = 0, k = 0;
+    for (size_t i = 0; i < b->nitems; i++) {
+        struct sc_str rec = sc_str_n(b->body.p + start, b->items[i] - start - 1);
+        start = b->items[i];
+        struct sc_str labels = sc_str_split(&rec, '\t');
+        struct sc_str ts = sc_str_split(&rec, '\t');
+        uint64_t t = 0;
+        bool neg = ts.len && ts.p[0] == '-';
+        if (neg || sc_str_to_u64(ts, INT64_MAX, &t) < 0) {
+            t = 0;
+        }
+        v[k++] = (struct loki_ent){ labels, (int64_t)t, rec, i };
+    }
+    qsort(v, k, sizeof(*v), loki_cmp);
+    *n = k;
+    return v;
+}
+
+static int loki_json(struct logs_out *o, const struct logs_batch *b, struct sc_buf *out)
+{
+    size_t n;
+    struct loki_ent *v = loki_split(b, &n);
+    int rc = sc_buf_append_cstr(out, "{\"streams\":[");
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        bool first = i == 0 || !sc_str_eq(v[i].labels, v[i - 1].labels);
+        if (first) {
+            rc = sc_buf_appendf(out, "%s{\"stream\":%.*s,\"values\":[", i ? "]}," : "",
+                                SC_STR_FMT(v[i].labels));
+        } else {
+            rc = sc_buf_append(out, ",", 1);
+        }
+        if (rc == 0) {
+            rc = sc_buf_appendf(out, "[\"%lld\",%.*s]", (long long)v[i].ts, SC_STR_FMT(v[i].line));
+        }
+    }
+    if (rc == 0) {
+        rc = sc_buf_append_cstr(out, n ? "]}]}" : "]}");
+    }
+    sc_free(v);
+    (void)o;
+    return rc;
+}
+
+static int pb_varint(struct sc_buf *b, uint64_t v)
+{
+    char tmp[10];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    return sc_buf_append(b, tmp, n);
+}
+
+static int pb_bytes(struct sc_buf *b, unsigned field, const char *p, size_t n)
+{
+    int rc = pb_varint(b, (uint64_t)(field << 3 | 2));
+    if (rc == 0) {
+        rc = pb_varint(b, n);
+    }
+    if (rc == 0) {
+        rc = sc_buf_append(b, p, n);
+    }
+    return rc;
+}
+
+/* {"a":"x","b":"y"} -> {a="x", b="y"} (Prometheus label syntax, as Loki's protobuf wants). */
+static char *labels_prom(struct sc_str json)
+{
+    json_error_t e;
+    json_t *o = json_loadb(json.p, json.len, 0, &e);
+    struct sc_buf b;
+    sc_buf_init(&b, 1 << 20);
+    sc_buf_append(&b, "{", 1);
+    const char *k;
+    json_t *v;
+    bool first = true;
+    json_object_foreach(o, k, v)
+    {
+        sc_buf_appendf(&b, "%s%s=\"", first ? "" : ", ", k);
+        const char *s = json_string_value(v);
+        for (; s && *s; s++) {
+            if (*s == '"' || *s == '\\') {
+                sc_buf_append(&b, "\\", 1);
+                sc_buf_append(&b, s, 1);
+            } else if (*s == '\n') {
+                sc_buf_append(&b, "\\n", 2);
+            } else {
+                sc_buf_append(&b, s, 1);
+            }
+        }
+        sc_buf_append(&b, "\"", 1);
+        first = false;
+    }
+    sc_buf_append(&b, "}", 1);
+    json_decref(o);
+    char *r = sc_strndup(b.p, b.len);
+    sc_buf_cleanup(&b);
+    return r;
+}
+
+static int loki_protobuf(const struct logs_batch *b, struct sc_buf *out)
+{
+    size_t n;
+    struct loki_ent *v = loki_split(b, &n);
+    struct sc_buf pb, stream, ent, ts;
+    size_t cap = b->body.len * 2 + 4096;
+    sc_buf_init(&pb, cap);
+    sc_buf_init(&stream, cap);
+    sc_buf_init(&ent, cap);
+    sc_buf_init(&ts, 64);
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (i == 0 || !sc_str_eq(v[i].labels, v[i - 1].labels)) {
+            sc_buf_reset(&stream);
+            char *l = labels_prom(v[i].labels);
+            rc = pb_bytes(&stream, 1, l, strlen(l));
+            sc_free(l);
+        }
+        json_error_t e;
+        json_t *line = json_loadb(v[i].line.p, v[i].line.len, JSON_DECODE_ANY, &e);
+        sc_buf_reset(&ts);
+        sc_buf_reset(&ent);
+        if (v[i].ts / 1000000000) {
+            rc = rc ? rc : pb_varint(&ts, 1 << 3);
+            rc = rc ? rc : pb_varint(&ts, (uint64_t)(v[i].ts / 1000000000));
+        }
+        if (v[i].ts % 1000000000) {
+            rc = rc ? rc : pb_varint(&ts, 2 << 3);
+            rc = rc ? rc : pb_varint(&ts, (uint64_t)(v[i].ts % 1000000000));
+        }
+        rc = rc ? rc : pb_bytes(&ent, 1, ts.p ? ts.p : "", ts.len);
+        const char *ls = json_string_value(line);
+        rc = rc ? rc : pb_bytes(&ent, 2, ls ? ls : "", ls ? json_string_length(line) : 0);
+        json_decref(line);
+        rc = rc ? rc : pb_bytes(&stream, 2, ent.p, ent.len);
+        if (rc == 0 && (i + 1 == n || !sc_str_eq(v[i].labels, v[i + 1].labels))) {
+            rc = pb_bytes(&pb, 1, stream.p, stream.len);
+        }
+    }
+    sc_free(v);
+    if (rc == 0) {
+        size_t max = snappy_max_compressed_length(pb.len);
+        rc = sc_buf_reserve(out, max);
+        if (rc == 0) {
+            size_t olen = max;
+            rc = snappy_compress(pb.p ? pb.p : "", pb.len, out->p + out->len, &olen) == SNAPPY_OK
+                     ? 0
+                     : -EIO;
+            out->len += olen;
+        }
+    }
+    sc_buf_cleanup(&pb);
+    sc_buf_cleanup(&stream);
+    sc_buf_cleanup(&ent);
+    sc_buf_cleanup(&ts);
+    return rc;
+}
+
+static void on_es_resp(struct logs_out *o, struct logs_batch *b, struct sc_str body)
+{
+    json_error_t e;
+    json_t *r = json_loadb(body.p, body.len, 0, &e);
+    json_t *items = json_object_get(r, "items");
+    if (!json_is_true(json_object_get(r, "errors"))) {
+        json_decref(r);
+        logs_out_done(o, true, false, NULL);
+        return;
+    }
+    if (!json_is_array(items) || json_array_size(items) != b->nitems) {
+        sc_warn("elasticsearch: errors without a matching items list: retrying the batch",
+                SC_LS("output", o->name));
+        json_decref(r);
+        logs_out_done(o, false, true, NULL);
+        return;
+    }
+    struct sc_buf keep;
+    sc_buf_init(&keep, b->body.max);
+    size_t *kitems = sc_calloc(b->nitems + 1, sizeof(size_t));
+    size_t nk = 0, ok = 0, dropped = 0, start = 0;
+    for (size_t i = 0; i < b->nitems; i++) {
+        json_t *it = json_array_get(items, i);
+        const char *k;
+        json_t *op = NULL, *v;
+        json_object_foreach(it, k, v)
+        {
+            op = v;
+        }
+        json_int_t st = json_integer_value(json_object_get(op, "status"));
+        struct sc_str item = sc_str_n(b->body.p + start, b->items[i] - start);
+        start = b->items[i];
+        if ((st >= 200 && st < 300) || st == 409) {
+            ok++;
+        } else if (st == 429 || st >= 500 || st == 0) {
+            sc_buf_append_str(&keep, item);
+            kitems[nk++] = keep.len;
+        } else {
+            dropped++;
+            json_t *err = json_object_get(op, "error");
+            sc_warn("elasticsearch rejected a record: dropped", SC_LS("output", o->name),
+                    SC_LI("status", (long long)st),
+                    SC_LS("type", json_string_value(json_object_get(err, "type"))),
+                    SC_LS("reason", json_string_value(json_object_get(err, "reason"))));
+        }
+    }
+    json_decref(r);
+    sc_counter_add(o->m.shipped, ok);
+    sc_counter_add(o->m.dropped_rejected, dropped);
+    size_t old = b->body.len;
+    sc_buf_cleanup(&b->body);
+    b->body = keep;
+    sc_free(b->items);
+    b->items = kitems;
+    b->nitems = nk;
+    o->queue_bytes -= old - b->body.len;
+    if (nk == 0) {
+        logs_out_done(o, true, false, NULL);
+    } else {
+        logs_out_done(o, false, true, NULL);
+    }
+}
+
+static void on_resp(void *arg, const struct sc_egress_resp *resp)
+{
+    struct logs_out *o = arg;
+    o->xfer = NULL;
+    if (sc_list_empty(&o->queue)) {
+        o->in_flight = false;
+        return;
+    }
+    struct logs_batch *b = sc_list_entry(o->queue.next, struct logs_batch, node);
+    if (resp->error) {
+        sc_warn("output request failed: retrying", SC_LS("output", o->name),
+                SC_LS("error", resp->error_msg ? resp->error_msg : sc_strerror(resp->error)));
+        logs_out_done(o, false, true, NULL);
+        return;
+    }
+    int st = resp->status;
+    if (st >= 200 && st < 300) {
+        if (o->cfg->type == LOGS_O_ES) {
+            on_es_resp(o, b, resp->body);
+            return;
+        }
+        logs_out_done(o, true, false, NULL);
+        return;
+    }
+    size_t show = resp->body.len < 300 ? resp->body.len : 300;
+    if (st == 408 || st == 429 || st >= 500) {
+        sc_warn("output answered a retryable status", SC_LS("output", o->name), SC_LI("status", st),
+                SC_LSN("body", resp->body.p, show));
+        logs_out_done(o, false, true, NULL);
+        return;
+    }
+    sc_error("output rejected a batch: dropped", SC_LS("output", o->name), SC_LI("status", st),
+             SC_LU("lines", b->nitems), SC_LSN("body", resp->body.p, show));
+    logs_out_done(o, false, false, "rejected");
+}
+
+static void add_hdr(struct logs_out *o, const char *k, const char *v)
+{
+    o->hdrs = sc_reallocarray(o->hdrs, o->nhdrs + 1, sizeof(*o->hdrs));
+    o->hdrs[o->nhdrs++] = (struct sc_kv){ sc_strdup(k), sc_strdup(v) };
+}
+
+static void build_hdrs(struct logs_out *o)
+{
+    const struct logs_output_cfg *c = o->cfg;
+    const char *ct = "application/json";
+    if (c->type == LOGS_O_ES) {
+        ct = "application/x-ndjson";
+    } else if (c->type == LOGS_O_LOKI && c->loki_encoding == LOGS_LOKI_PROTOBUF) {
+        ct = "application/x-protobuf";
+    } else if (c->type == LOGS_O_HTTP && c->format != LOGS_F_JSON_ARRAY) {
+        ct = "application/x-ndjson";
+    }
+    add_hdr(o, "Content-Type", ct);
+    if (c->gzip && !(c->type == LOGS_O_LOKI && c->loki_encoding == LOGS_LOKI_PROTOBUF)) {
+        add_hdr(o, "Content-Encoding", "gzip");
+    }
+    for (size_t i = 0; i < c->headers.n; i++) {
+        add_hdr(o, c->headers.v[i].key, c->headers.v[i].value);
+    }
+    const char *url = c->url;
+    size_t ul = strlen(url);
+    while (ul && url[ul - 1] == '/') {
+        ul--;
+    }
+    if (c->type == LOGS_O_LOKI && !strstr(url, "/loki/api/v1/push")) {
+        o->endpoint = sc_asprintf("%.*s/loki/api/v1/push", (int)ul, url);
+    } else if (c->type == LOGS_O_ES && !strstr(url, "/_bulk")) {
+        o->endpoint = sc_asprintf("%.*s/_bulk", (int)ul, url);
+    } else {
+        o->endpoint = sc_strdup(url);
+    }
+}
+
+void logs_http_send(struct logs_out *o, struct logs_batch *b)
+{
+    const struct logs_output_cfg *c = o->cfg;
+    if (!o->endpoint) {
+        build_hdrs(o);
+    }
+    struct sc_buf plain;
+    sc_buf_init(&plain, o->send_buf.max);
+    int rc = 0;
+    const char *body = b->body.p;
+    size_t blen = b->body.len;
+    if (c->type == LOGS_O_LOKI) {
+        rc = c->loki_encoding == LOGS_LOKI_PROTOBUF ? loki_protobuf(b, &plain)
+                                                    : loki_json(o, b, &plain);
+        body = plain.p;
+        blen = plain.len;
+    } else if (c->type == LOGS_O_HTTP && c->format == LOGS_F_JSON_ARRAY) {
+        rc = sc_buf_reserve(&plain, blen + 2);
+        if (rc == 0) {
+            plain.p[0] = '[';
+            memcpy(plain.p + 1, b->body.p, blen);
+            for (size_t i = 0; i < b->nitems; i++) {
+                plain.p[b->items[i]] = i + 1 == b->nitems ? ']' : ',';
+            }
+            plain.len = blen + 1;
+            body = plain.p;
+            blen = plain.len;
+        }
+    }
+    sc_buf_reset(&o->send_buf);
+    if (rc == 0 && c->gzip && !(c->type == LOGS_O_LOKI && c->loki_encoding == LOGS_LOKI_PROTOBUF)) {
+        rc = gzip_into(&o->send_buf, body ? body : "", blen);
+    } else if (rc == 0) {
+        rc = sc_buf_append(&o->send_buf, body ? body : "", blen);
+    }
+    sc_buf_cleanup(&plain);
+    if (rc < 0) {
+        sc_error("cannot encode a batch: dropped", SC_LS("output", o->name), SC_LERR(rc));
+        logs_out_done(o, false, false, "rejected");
+        return;
+    }
+    struct sc_egress_req req = {
+        .method = "POST",
+        .url = o->endpoint,
+        .headers = o->hdrs,
+        .nheaders = o->nhdrs,
+        .body = o->send_buf.p,
+        .body_len = o->send_buf.len,
+        .timeout_ms = c->timeout_ms,
+        .max_response = 64u << 20,
+        .bearer_token = c->bearer_token,
+        .basic_user = c->user,
+        .basic_password = c->password,
+    };
+    rc = sc_egress_send(o->lg->egress, &req, on_resp, o, &o->xfer);
+    if (rc < 0) {
+        sc_warn("cannot start a request: retrying", SC_LS("output", o->name), SC_LERR(rc));
+        logs_out_done(o, false, true, NULL);
+    }
+}
+
+void logs_http_cancel(struct logs_out *o)
+{
+    if (o->xfer) {
+        sc_egress_cancel(o->xfer);
+        o->xfer = NULL;
+        o->in_flight = false;
+    }
+    sc_free(o->endpoint);
+    o->endpoint = NULL;
+}

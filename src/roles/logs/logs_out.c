@@ -1,0 +1,468 @@
+// SPDX-License-Identifier: Apache-2.0
+// Outputs: each has its own queue of batches (sealed by count, bytes or time), sends one batch at a
+// time so acknowledgements arrive in sequence order, retries with exponential backoff and jitter
+// (forever, or up to a limit and then into a dead-letter file), and counts what it ships and drops.
+// The queue's bytes are capped by buffer_limit: the tailer stops reading while any output is at its
+// cap, so a slow or dead backend leaves the backlog in the files, not in memory.
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "roles/logs/logs.h"
+
+static uint64_t jitter_state;
+
+static uint64_t rnd(void)
+{
+    if (!jitter_state) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        jitter_state = ((uint64_t)ts.tv_nsec << 16) ^ (uint64_t)getpid() ^ 0x9e3779b97f4a7c15ull;
+    }
+    jitter_state ^= jitter_state << 13;
+    jitter_state ^= jitter_state >> 7;
+    jitter_state ^= jitter_state << 17;
+    return jitter_state;
+}
+
+static void send_head(struct logs_out *o);
+
+static void batch_free(struct logs_batch *b)
+{
+    if (!b) {
+        return;
+    }
+    sc_buf_cleanup(&b->body);
+    sc_free(b->items);
+    sc_free(b);
+}
+
+static struct logs_batch *batch_new(struct logs_out *o)
+{
+    struct logs_batch *b = SC_NEW(struct logs_batch);
+    sc_list_init(&b->node);
+    /* One record may exceed batch_bytes; the per-output limit bounds it anyway. */
+    sc_buf_init(&b->body, o->cfg->buffer_limit + o->lg->cfg->max_line_size * 6 + 65536);
+    b->items = sc_calloc((size_t)o->cfg->batch_count, sizeof(size_t));
+    return b;
+}
+
+static void update_gauge(struct logs_out *o)
+{
+    sc_gauge_set(o->m.queue_bytes, (double)o->queue_bytes);
+}
+
+static void seal(struct logs_out *o)
+{
+    struct logs_batch *b = o->building;
+    if (!b || b->nitems == 0) {
+        return;
+    }
+    o->building = NULL;
+    uv_timer_stop(&o->batch_timer);
+    sc_list_append(&o->queue, &b->node);
+    if (!o->in_flight && !uv_is_active((uv_handle_t *)&o->retry_timer)) {
+        send_head(o);
+    }
+}
+
+static void on_batch_timer(uv_timer_t *t)
+{
+    seal(t->data);
+}
+
+void logs_out_flush(struct logs_out *o)
+{
+    seal(o);
+}
+
+bool logs_out_idle(const struct logs_out *o)
+{
+    return sc_list_empty(&o->queue) && (!o->building || o->building->nitems == 0) && !o->in_flight;
+}
+
+static void ts_rfc3339(int64_t ns, char *out, size_t cap)
+{
+    time_t secs = (time_t)(ns / 1000000000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, cap - n, ".%09lldZ", (long long)(ns % 1000000000));
+}
+
+/* Appends the JSON of <ev> (compact, key order kept) to <b>. */
+static int dump_json(struct sc_buf *b, json_t *ev)
+{
+    size_t need = json_dumpb(ev, NULL, 0, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    if (need == 0) {
+        return -EINVAL;
+    }
+    int rc = sc_buf_reserve(b, need);
+    if (rc < 0) {
+        return rc;
+    }
+    json_dumpb(ev, b->p + b->len, need, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    b->len += need;
+    return 0;
+}
+
+static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_rec *r)
+{
+    const struct logs_cfg *c = o->lg->cfg;
+    json_t *labels = json_object();
+    for (size_t i = 0; i < c->labels.n; i++) {
+        json_object_set_new(labels, c->labels.v[i].key, json_string(c->labels.v[i].value));
+    }
+    for (size_t i = 0; i < o->cfg->label_fields.n; i++) {
+        json_t *v = json_object_get(r->ev, o->cfg->label_fields.v[i]);
+        if (json_is_string(v)) {
+            json_object_set(labels, o->cfg->label_fields.v[i], v);
+        }
+    }
+    if (json_object_size(labels) == 0) {
+        json_object_set_new(labels, "job", json_string("sidecar"));
+    }
+    size_t need = json_dumpb(labels, NULL, 0, JSON_COMPACT | JSON_SORT_KEYS);
+    int rc = sc_buf_reserve(b, need + 32);
+    if (rc == 0) {
+        json_dumpb(labels, b->p + b->len, need, JSON_COMPACT | JSON_SORT_KEYS);
+        b->len += need;
+        rc = sc_buf_appendf(b, "\t%lld\t", (long long)r->ts_ns);
+    }
+    json_decref(labels);
+    if (rc < 0) {
+        return rc;
+    }
+    /* The line: the original text when the record is just a message, else the event's JSON. */
+    json_t *msg = json_object_get(r->ev, "message");
+    json_t *line;
+    if (json_object_size(r->ev) == 1 && json_is_string(msg)) {
+        line = json_incref(msg);
+    } else {
+        size_t n = json_dumpb(r->ev, NULL, 0, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        char *tmp = sc_malloc(n + 1);
+        json_dumpb(r->ev, tmp, n, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        line = json_stringn(tmp, n);
+        sc_free(tmp);
+    }
+    rc = dump_json(b, line ? line : json_string(""));
+    json_decref(line);
+    if (rc == 0) {
+        rc = sc_buf_append(b, "\n", 1);
+    }
+    return rc;
+}
+
+static int encode_es(struct logs_out *o, struct sc_buf *b, const struct logs_rec *r)
+{
+    time_t secs = (time_t)(r->ts_ns / 1000000000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    char index[512];
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+    /* The pattern is operator config (strftime only reads the struct tm). */
+    size_t n = strftime(index, sizeof(index), o->cfg->index, &tm);
+#pragma GCC diagnostic pop
+    if (n == 0) {
+        return -EINVAL;
+    }
+    json_t *act = json_pack("{s:{s:s}}", "create", "_index", index);
+    int rc = dump_json(b, act);
+    json_decref(act);
+    if (rc == 0) {
+        rc = sc_buf_append(b, "\n", 1);
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    char ts[64];
+    ts_rfc3339(r->ts_ns, ts, sizeof(ts));
+    if (!json_object_get(r->ev, "@timestamp")) {
+        json_object_set_new(r->ev, "@timestamp", json_string(ts));
+        rc = dump_json(b, r->ev);
+        json_object_del(r->ev, "@timestamp");
+    } else {
+        rc = dump_json(b, r->ev);
+    }
+    if (rc == 0) {
+        rc = sc_buf_append(b, "\n", 1);
+    }
+    return rc;
+}
+
+static int encode(struct logs_out *o, struct sc_buf *b, const struct logs_rec *r)
+{
+    switch (o->cfg->type) {
+    case LOGS_O_LOKI:
+        return encode_loki(o, b, r);
+    case LOGS_O_ES:
+        return encode_es(o, b, r);
+    default:
+        break;
+    }
+    int rc;
+    if (o->cfg->format == LOGS_F_RAW) {
+        rc = sc_buf_append(b, r->raw.len ? r->raw.p : "", r->raw.len);
+    } else if (o->cfg->timestamp_field && o->cfg->timestamp_field[0]) {
+        char ts[64];
+        ts_rfc3339(r->ts_ns, ts, sizeof(ts));
+        json_t *copy = json_object();
+        json_object_set_new(copy, o->cfg->timestamp_field, json_string(ts));
+        json_object_update(copy, r->ev);
+        rc = dump_json(b, copy);
+        json_decref(copy);
+    } else {
+        rc = dump_json(b, r->ev);
+    }
+    if (rc == 0) {
+        rc = sc_buf_append(b, "\n", 1);
+    }
+    return rc;
+}
+
+void logs_out_append(struct logs_out *o, const struct logs_rec *r)
+{
+    if (!o->building) {
+        o->building = batch_new(o);
+    }
+    struct logs_batch *b = o->building;
+    size_t before = b->body.len;
+    int rc = encode(o, &b->body, r);
+    if (rc < 0) {
+        b->body.len = before;
+        sc_counter_inc(o->m.dropped_oversize);
+        sc_warn("record dropped: cannot encode it for the output", SC_LS("output", o->name),
+                SC_LERR(rc));
+        o->last_seq = r->seq;
+        /* Keep acknowledgements in order: an empty building batch acknowledges at once. */
+        if (b->nitems == 0 && sc_list_empty(&o->queue) && !o->in_flight) {
+            o->acked_seq = r->seq;
+        } else {
+            b->last_seq = r->seq;
+        }
+        return;
+    }
+    b->items[b->nitems++] = b->body.len;
+    b->last_seq = r->seq;
+    o->last_seq = r->seq;
+    o->queue_bytes += b->body.len - before;
+    update_gauge(o);
+    if (b->nitems == 1 && o->cfg->batch_wait_ms) {
+        uv_timer_start(&o->batch_timer, on_batch_timer, o->cfg->batch_wait_ms, 0);
+    }
+    if (b->nitems >= (size_t)o->cfg->batch_count || b->body.len >= o->cfg->batch_bytes ||
+        o->cfg->batch_wait_ms == 0) {
+        seal(o);
+    }
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static void send_head(struct logs_out *o)
+{
+    if (o->in_flight || sc_list_empty(&o->queue)) {
+        return;
+    }
+    struct logs_batch *b = sc_list_entry(o->queue.next, struct logs_batch, node);
+    o->in_flight = true;
+    switch (o->cfg->type) {
+    case LOGS_O_FILE:
+    case LOGS_O_STDOUT: {
+        int rc = write_all(o->fd, b->body.p, b->body.len);
+        if (rc < 0) {
+            sc_warn("output write failed", SC_LS("output", o->name), SC_LERR(rc));
+        }
+        logs_out_done(o, rc == 0, true, NULL);
+        break;
+    }
+    default:
+        logs_http_send(o, b);
+        break;
+    }
+}
+
+static void on_retry_timer(uv_timer_t *t)
+{
+    send_head(t->data);
+}
+
+static void dead_letter(struct logs_out *o, struct logs_batch *b)
+{
+    if (!o->cfg->dead_letter) {
+        return;
+    }
+    int fd = open(o->cfg->dead_letter, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0 || write_all(fd, b->body.p, b->body.len) < 0) {
+        sc_error("cannot write the dead-letter file", SC_LS("path", o->cfg->dead_letter),
+                 SC_LS("error", strerror(errno)));
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+}
+
+void logs_out_done(struct logs_out *o, bool ok, bool retry, const char *reason)
+{
+    o->in_flight = false;
+    o->xfer = NULL;
+    if (sc_list_empty(&o->queue)) {
+        return;
+    }
+    struct logs_batch *b = sc_list_entry(o->queue.next, struct logs_batch, node);
+    if (!ok && retry && !o->closing) {
+        b->attempts++;
+        if (o->cfg->max_retries == 0 || b->attempts <= (uint32_t)o->cfg->max_retries) {
+            sc_counter_inc(o->m.retries);
+            uint64_t d = o->cfg->retry_initial_ms;
+            for (uint32_t i = 1; i < b->attempts && d < o->cfg->retry_max_ms; i++) {
+                d *= 2;
+            }
+            if (d > o->cfg->retry_max_ms) {
+                d = o->cfg->retry_max_ms;
+            }
+            d = d / 2 + (d ? rnd() % (d / 2 + 1) : 0);
+            uv_timer_start(&o->retry_timer, on_retry_timer, d, 0);
+            return;
+        }
+        reason = "retries_exhausted";
+        sc_error("batch dropped after its last retry", SC_LS("output", o->name),
+                 SC_LU("lines", b->nitems), SC_LS("dead_letter", o->cfg->dead_letter));
+        dead_letter(o, b);
+    }
+    if (ok) {
+        sc_counter_add(o->m.shipped, b->nitems);
+        sc_counter_add(o->m.bytes, b->body.len);
+    } else if (!retry || reason) {
+        struct sc_metric *m = reason && strcmp(reason, "retries_exhausted") == 0
+                                  ? o->m.dropped_retries
+                                  : o->m.dropped_rejected;
+        sc_counter_add(m, b->nitems);
+    } else {
+        /* closing: leave the batch unacknowledged (it is read again after a restart) */
+        return;
+    }
+    sc_list_remove(&b->node);
+    o->queue_bytes -= o->queue_bytes >= b->body.len ? b->body.len : o->queue_bytes;
+    update_gauge(o);
+    o->acked_seq = b->last_seq;
+    if (sc_list_empty(&o->queue) && (!o->building || o->building->nitems == 0)) {
+        o->acked_seq = o->last_seq;
+    }
+    batch_free(b);
+    send_head(o);
+    logs_on_ack(o->lg);
+}
+
+int logs_out_new(struct logs *lg, const struct logs_output_cfg *cfg, struct logs_out **out,
+                 char **err)
+{
+    struct logs_out *o = SC_NEW(struct logs_out);
+    static const char *const tnames[] = { "file", "stdout", "http", "loki", "elasticsearch" };
+    o->lg = lg;
+    o->cfg = cfg;
+    o->name = sc_strdup(cfg->name ? cfg->name : tnames[cfg->type]);
+    o->fd = -1;
+    sc_list_init(&o->queue);
+    sc_buf_init(&o->send_buf, cfg->buffer_limit * 2 + (64u << 20));
+    if (cfg->type == LOGS_O_FILE) {
+        if (!cfg->path) {
+            *err = sc_asprintf("output %s: a file output needs a path", o->name);
+            goto fail;
+        }
+        o->fd = open(cfg->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (o->fd < 0) {
+            *err = sc_asprintf("output %s: %s: %s", o->name, cfg->path, strerror(errno));
+            goto fail;
+        }
+    } else if (cfg->type == LOGS_O_STDOUT) {
+        o->fd = 1;
+    } else if (!cfg->url) {
+        *err = sc_asprintf("output %s: needs a url", o->name);
+        goto fail;
+    }
+    uv_timer_init(lg->loop, &o->batch_timer);
+    uv_timer_init(lg->loop, &o->retry_timer);
+    o->batch_timer.data = o->retry_timer.data = o;
+    o->nhandles = 2;
+    const char *l1[] = { o->name, NULL };
+    o->m.shipped = sc_metric_get(lg->m.shipped, l1);
+    o->m.bytes = sc_metric_get(lg->m.bytes, l1);
+    o->m.retries = sc_metric_get(lg->m.retries, l1);
+    o->m.queue_bytes = sc_metric_get(lg->m.queue_bytes, l1);
+    const char *l2[] = { o->name, "rejected", NULL };
+    o->m.dropped_rejected = sc_metric_get(lg->m.dropped, l2);
+    const char *l3[] = { o->name, "retries_exhausted", NULL };
+    o->m.dropped_retries = sc_metric_get(lg->m.dropped, l3);
+    const char *l4[] = { o->name, "unencodable", NULL };
+    o->m.dropped_oversize = sc_metric_get(lg->m.dropped, l4);
+    *out = o;
+    return 0;
+fail:
+    sc_buf_cleanup(&o->send_buf);
+    sc_free(o->name);
+    sc_free(o);
+    return SC_ECONFIG;
+}
+
+static void out_free(struct logs_out *o)
+{
+    struct sc_list *pos, *tmp;
+    sc_list_foreach(pos, tmp, &o->queue)
+    {
+        struct logs_batch *b = sc_list_entry(pos, struct logs_batch, node);
+        sc_list_remove(&b->node);
+        batch_free(b);
+    }
+    batch_free(o->building);
+    if (o->fd > 2) {
+        close(o->fd);
+    }
+    sc_buf_cleanup(&o->send_buf);
+    for (size_t i = 0; i < o->nhdrs; i++) {
+        sc_free(o->hdrs[i].key);
+        sc_free(o->hdrs[i].value);
+    }
+    sc_free(o->hdrs);
+    sc_free(o->name);
+    sc_free(o);
+}
+
+static void on_out_closed(uv_handle_t *h)
+{
+    struct logs_out *o = h->data;
+    if (--o->nhandles == 0) {
+        struct logs *lg = o->lg;
+        out_free(o);
+        lg->nhandles--;
+        logs_on_ack(lg);
+    }
+}
+
+void logs_out_close(struct logs_out *o)
+{
+    o->closing = true;
+    logs_http_cancel(o);
+    o->lg->nhandles++;
+    uv_close((uv_handle_t *)&o->batch_timer, on_out_closed);
+    uv_close((uv_handle_t *)&o->retry_timer, on_out_closed);
+}

@@ -1,0 +1,591 @@
+// SPDX-License-Identifier: Apache-2.0
+// Collection: one pass over every source (scrape targets concurrently through the egress client,
+// the textfile directory, the sidecar's own registry), then one merge into an immutable snapshot.
+// Requests that arrive while a pass runs wait for it, and a finished snapshot is reused for
+// cache_ms, so any number of concurrent scrapes of our endpoint cost one scrape of each target.
+// A source that fails (timeout, refused, non-200, malformed, too big) contributes no samples and
+// sidecar_scrape_up 0, and the reason goes to the log: the output is never partial or broken.
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <zlib.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "roles/metrics/metrics.h"
+
+struct source_info {
+    char *name;
+    bool up;
+    double seconds;
+    size_t samples;
+    bool honor;
+    bool no_rules; /* the health families: static labels only, as Prometheus leaves "up" alone */
+};
+
+struct scrape {
+    struct metrics_collection *c;
+    size_t idx;
+    struct sc_egress_xfer *xfer;
+    uint64_t start_ns;
+};
+
+struct metrics_collection {
+    struct metrics_role *m;
+    struct metrics_snapshot *snap;
+    struct scrape *scrapes;
+    struct source_info *info; /* parallel to snap->sets */
+    size_t pending;
+};
+
+static const struct sc_kv scrape_headers[] = {
+    { .key = "Accept",
+      .value = "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=1,"
+               "*/*;q=0.1" },
+};
+
+static struct prom_set *add_set(struct metrics_collection *c, const char *name, bool honor)
+{
+    struct metrics_snapshot *s = c->snap;
+    s->sets = sc_reallocarray(s->sets, s->nsets + 1, sizeof(*s->sets));
+    c->info = sc_reallocarray(c->info, s->nsets + 1, sizeof(*c->info));
+    prom_set_init(&s->sets[s->nsets]);
+    c->info[s->nsets] = (struct source_info){ .name = sc_strdup(name), .honor = honor };
+    return &s->sets[s->nsets++];
+}
+
+static void fail_set(struct metrics_collection *c, size_t i)
+{
+    prom_set_cleanup(&c->snap->sets[i]);
+    prom_set_init(&c->snap->sets[i]);
+    c->info[i].up = false;
+    c->info[i].samples = 0;
+}
+
+static struct prom_limits limits_of(const struct metrics_role *m)
+{
+    return (struct prom_limits){ .max_samples = (size_t)m->cfg->max_series, .max_labels = 128 };
+}
+
+/* Parses <body> into set <i>; on failure the set is emptied and the reason logged. */
+static void parse_into(struct metrics_collection *c, size_t i, const char *p, size_t len,
+                       enum prom_format fmt, const char *what)
+{
+    struct prom_limits lim = limits_of(c->m);
+    struct prom_error e;
+    int rc = prom_parse(&c->snap->sets[i], p, len, fmt, &lim, &e);
+    if (rc) {
+        sc_warn("source malformed", SC_LS("source", c->info[i].name), SC_LS("what", what),
+                SC_LU("line", e.line), SC_LU("col", e.col), SC_LS("reason", e.msg));
+        fail_set(c, i);
+        return;
+    }
+    c->info[i].up = true;
+    c->info[i].samples = c->snap->sets[i].nsamples;
+}
+
+static void finish(struct metrics_collection *c);
+
+static void on_scrape(void *arg, const struct sc_egress_resp *resp)
+{
+    struct scrape *s = arg;
+    struct metrics_collection *c = s->c;
+    s->xfer = NULL;
+    c->info[s->idx].seconds = (double)(uv_hrtime() - s->start_ns) / 1e9;
+    if (resp->error) {
+        sc_warn("scrape failed", SC_LS("source", c->info[s->idx].name), SC_LERR(resp->error),
+                SC_LS("reason", resp->error_msg ? resp->error_msg : ""));
+        fail_set(c, s->idx);
+    } else if (resp->status != 200) {
+        sc_warn("scrape failed", SC_LS("source", c->info[s->idx].name),
+                SC_LI("status", resp->status), SC_LS("reason", "HTTP status is not 200"));
+        fail_set(c, s->idx);
+    } else {
+        struct sc_str ct = sc_egress_resp_header(resp, "Content-Type");
+        enum prom_format fmt = ct.len >= 28 && sc_str_caseeq(sc_str_n(ct.p, 28),
+                                                             SC_STR("application/openmetrics-text"))
+                                   ? PROM_FMT_OPENMETRICS
+                                   : PROM_FMT_TEXT;
+        parse_into(c, s->idx, resp->body.p, resp->body.len, fmt, "response");
+    }
+    if (--c->pending == 0) {
+        finish(c);
+    }
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Reads the *.prom files of the textfile directory, in name order, one source each. Files being
+ * written are expected under another name and renamed in place; a .prom file that does not end
+ * in a newline is taken as partly written and reported like a malformed one. */
+static void read_textfiles(struct metrics_collection *c)
+{
+    const char *dir = c->m->cfg->textfile_dir;
+    DIR *d = opendir(dir);
+    if (!d) {
+        sc_warn("textfile directory unreadable", SC_LS("dir", dir), SC_LERR(-errno));
+        return;
+    }
+    char **names = NULL;
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL && n < 4096) {
+        size_t l = strlen(de->d_name);
+        if (de->d_name[0] == '.' || l < 6 || strcmp(de->d_name + l - 5, ".prom") != 0) {
+            continue;
+        }
+        names = sc_reallocarray(names, n + 1, sizeof(*names));
+        names[n++] = sc_strdup(de->d_name);
+    }
+    closedir(d);
+    if (n > 1) {
+        qsort(names, n, sizeof(*names), cmp_names);
+    }
+    struct sc_buf b;
+    sc_buf_init(&b, c->m->cfg->max_scrape_bytes);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t t0 = uv_hrtime();
+        char *src = sc_asprintf("textfile:%s", names[i]);
+        add_set(c, src, c->m->cfg->honor_labels);
+        size_t idx = c->snap->nsets - 1;
+        sc_free(src);
+        char *path = sc_asprintf("%s/%s", dir, names[i]);
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        sc_buf_reset(&b);
+        const char *reason = NULL;
+        int err = 0;
+        struct stat st;
+        if (fd < 0) {
+            err = -errno;
+            reason = "cannot open";
+        } else if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+            reason = "not a regular file";
+        } else {
+            for (;;) {
+                if (sc_buf_reserve(&b, 65536) != 0 && sc_buf_reserve(&b, 1) != 0) {
+                    reason = "file over max_scrape_bytes";
+                    break;
+                }
+                size_t room = b.cap - b.len;
+                if (room > b.max - b.len) {
+                    room = b.max - b.len;
+                }
+                ssize_t r = read(fd, b.p + b.len, room);
+                if (r < 0 && errno == EINTR) {
+                    continue;
+                }
+                if (r < 0) {
+                    err = -errno;
+                    reason = "read failed";
+                    break;
+                }
+                if (r == 0) {
+                    break;
+                }
+                b.len += (size_t)r;
+            }
+        }
+        if (fd >= 0) {
+            close(fd);
+        }
+        if (!reason && b.len > 0 && b.p[b.len - 1] != '\n') {
+            reason = "does not end in a newline (partly written? write to another name and "
+                     "rename)";
+        }
+        if (reason) {
+            sc_warn("textfile unusable", SC_LS("file", path), SC_LS("reason", reason),
+                    SC_LS("error", err ? sc_strerror(err) : ""));
+            fail_set(c, idx);
+        } else {
+            parse_into(c, idx, b.p, b.len, PROM_FMT_TEXT, path);
+        }
+        c->info[idx].seconds = (double)(uv_hrtime() - t0) / 1e9;
+        sc_free(path);
+        sc_free(names[i]);
+    }
+    sc_buf_cleanup(&b);
+    sc_free(names);
+}
+
+static void read_self(struct metrics_collection *c)
+{
+    uint64_t t0 = uv_hrtime();
+    add_set(c, "sidecar", c->m->cfg->honor_labels);
+    size_t idx = c->snap->nsets - 1;
+    struct sc_buf b;
+    sc_buf_init(&b, 16u << 20);
+    if (sc_metrics_render(sc_app_metrics(c->m->app), &b) == 0) {
+        parse_into(c, idx, b.p, b.len, PROM_FMT_TEXT, "registry");
+    } else {
+        fail_set(c, idx);
+    }
+    sc_buf_cleanup(&b);
+    c->info[idx].seconds = (double)(uv_hrtime() - t0) / 1e9;
+}
+
+static struct prom_family *meta_family(struct prom_set *s, const char *name, const char *help)
+{
+    struct prom_family *f = prom_family_get(s, sc_str_c(name), PROM_GAUGE);
+    f->has_type = true;
+    f->has_help = true;
+    f->help = sc_str_c(help);
+    return f;
+}
+
+static void meta_sample(struct prom_set *s, struct prom_family *f, const char *source, double v)
+{
+    struct prom_sample *sm = prom_sample_add(s, f);
+    sm->name = f->name;
+    sm->value = v;
+    sm->labels = prom_alloc(s, sizeof(*sm->labels));
+    sm->labels[0].name = SC_STR("source");
+    sm->labels[0].value = sc_str_c(source);
+    sm->nlabels = 1;
+}
+
+/* The per-source health families, built last so they describe every other source. */
+static void add_meta(struct metrics_collection *c)
+{
+    size_t nsrc = c->snap->nsets;
+    struct prom_set *s = add_set(c, "meta", false);
+    c->info[c->snap->nsets - 1].no_rules = true;
+    struct prom_family *up =
+        meta_family(s, "sidecar_scrape_up", "1 when the source was collected and parsed, else 0.");
+    struct prom_family *du = meta_family(s, "sidecar_scrape_duration_seconds",
+                                         "Time the source took to collect and parse.");
+    struct prom_family *sa = meta_family(s, "sidecar_scrape_samples",
+                                         "Samples the source contributed before relabeling.");
+    for (size_t i = 0; i < nsrc; i++) {
+        const char *name = prom_strdup(s, sc_str_c(c->info[i].name)).p;
+        meta_sample(s, up, name, c->info[i].up ? 1 : 0);
+        meta_sample(s, du, name, c->info[i].seconds);
+        meta_sample(s, sa, name, (double)c->info[i].samples);
+    }
+}
+
+/* Adds our static labels: a scraped label of the same name is kept as exported_<name> unless the
+ * source honors its labels, in which case the scraped one wins. */
+static void add_static(struct metrics_role *m, struct metrics_lbls *l, bool honor)
+{
+    const struct sc_kvv *st = &m->labels;
+    for (size_t i = 0; i < st->n; i++) {
+        struct sc_str k = sc_str_c(st->v[i].key);
+        struct sc_str v = sc_str_c(st->v[i].value);
+        struct sc_str have = metrics_lbls_get(l, k);
+        if (have.p) {
+            if (honor) {
+                continue;
+            }
+            struct sc_str en = k;
+            do {
+                char *t = sc_asprintf("exported_%.*s", SC_STR_FMT(en));
+                en = prom_strdup(l->arena_set, sc_str_c(t));
+                sc_free(t);
+            } while (metrics_lbls_get(l, en).p);
+            metrics_lbls_set(l, en, have);
+        }
+        metrics_lbls_set(l, k, v);
+    }
+}
+
+static void merge(struct metrics_collection *c)
+{
+    struct metrics_role *m = c->m;
+    struct metrics_snapshot *snap = c->snap;
+    struct prom_set *out = &snap->out;
+    struct metrics_lbls l = { .arena_set = out };
+    bool plain = m->labels.n == 0 && m->relabel == NULL;
+    size_t total = 0;
+    uint64_t dropped = 0;
+    for (size_t si = 0; si < snap->nsets; si++) {
+        struct prom_set *s = &snap->sets[si];
+        bool honor = c->info[si].honor;
+        for (size_t fi = 0; fi < s->nfams; fi++) {
+            struct prom_family *f = s->fams[fi];
+            if (f->nsamples == 0) {
+                continue;
+            }
+            struct prom_family *of = prom_find(out, f->name);
+            if (of && of->type != f->type && of->nsamples) {
+                sc_warn("metric family type conflict: dropping the later source's family",
+                        SC_LSN("family", f->name.p, f->name.len), SC_LS("source", c->info[si].name),
+                        SC_LS("type", prom_type_name(f->type, 0)),
+                        SC_LS("kept_type", prom_type_name(of->type, 0)));
+                sc_counter_inc(m->m_conflicts);
+                continue;
+            }
+            if (!of) {
+                of = prom_family_get(out, f->name, f->type);
+            }
+            of->type = f->type;
+            of->has_type = of->has_type || f->has_type;
+            if (!of->has_help && f->has_help) {
+                of->has_help = true;
+                of->help = f->help;
+            }
+            if (!of->unit.len) {
+                of->unit = f->unit;
+            }
+            for (size_t k = 0; k < f->nsamples; k++) {
+                const struct prom_sample *sm = &f->samples[k];
+                if (total >= (size_t)m->cfg->max_series) {
+                    dropped++;
+                    continue;
+                }
+                if (plain) {
+                    *prom_sample_add(out, of) = *sm;
+                    total++;
+                    continue;
+                }
+                l.n = 0;
+                metrics_lbls_set(&l, SC_STR("__name__"), sm->name);
+                for (uint32_t j = 0; j < sm->nlabels; j++) {
+                    metrics_lbls_set(&l, sm->labels[j].name, sm->labels[j].value);
+                }
+                add_static(m, &l, honor);
+                if (!c->info[si].no_rules && !metrics_relabel_apply(m->relabel, &l)) {
+                    continue;
+                }
+                struct sc_str name = metrics_lbls_get(&l, SC_STR("__name__"));
+                if (!name.p || !prom_valid_name(name, false)) {
+                    continue;
+                }
+                struct prom_family *tf = of;
+                if (!sc_str_eq(name, sm->name)) {
+                    /* Renamed by a rule: it joins the family of its new name. */
+                    tf = prom_family_get(out, name, PROM_UNTYPED);
+                }
+                struct prom_sample *ns = prom_sample_add(out, tf);
+                ns->name = name;
+                ns->value = sm->value;
+                ns->has_ts = sm->has_ts;
+                ns->ts_ms = sm->ts_ms;
+                ns->labels = prom_alloc(out, (l.n ? l.n : 1) * sizeof(*ns->labels));
+                uint32_t nl = 0;
+                for (size_t j = 0; j < l.n; j++) {
+                    if (l.v[j].name.len >= 2 && l.v[j].name.p[0] == '_' &&
+                        l.v[j].name.p[1] == '_') {
+                        continue; /* __name__ and other reserved labels go after relabeling */
+                    }
+                    ns->labels[nl++] = l.v[j];
+                }
+                ns->nlabels = nl;
+                total++;
+            }
+        }
+    }
+    if (dropped) {
+        sc_warn("series cap reached: samples dropped", SC_LU("dropped", dropped),
+                SC_LI("max_series", m->cfg->max_series));
+        sc_counter_add(m->m_dropped_series, dropped);
+    }
+    sc_free(l.v);
+}
+
+static void finish(struct metrics_collection *c)
+{
+    struct metrics_role *m = c->m;
+    if (m->cfg->textfile_dir) {
+        read_textfiles(c);
+    }
+    if (m->statsd) {
+        uint64_t t0 = uv_hrtime();
+        struct prom_set *set = add_set(c, "statsd", m->cfg->honor_labels);
+        size_t idx = c->snap->nsets - 1;
+        metrics_statsd_collect(m->statsd, set);
+        c->info[idx].up = true;
+        c->info[idx].samples = set->nsamples;
+        c->info[idx].seconds = (double)(uv_hrtime() - t0) / 1e9;
+    }
+    if (m->cfg->self_metrics) {
+        read_self(c);
+    }
+    add_meta(c);
+    merge(c);
+    uv_update_time(m->loop);
+    c->snap->done_ms = uv_now(m->loop);
+    uv_timeval64_t tv;
+    uv_gettimeofday(&tv);
+    c->snap->wall_ms = tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    sc_counter_inc(m->m_collections);
+
+    metrics_snapshot_unref(m->last);
+    m->last = c->snap;
+    m->running = NULL;
+    for (size_t i = 0; i < c->snap->nsets; i++) {
+        sc_free(c->info[i].name);
+    }
+    sc_free(c->info);
+    sc_free(c->scrapes);
+    sc_free(c);
+
+    /* Callbacks may start another collection (and so link new waiters): take the list first. */
+    struct sc_list ready;
+    sc_list_init(&ready);
+    while (!sc_list_empty(&m->waiters)) {
+        struct sc_list *n = m->waiters.next;
+        sc_list_remove(n);
+        sc_list_append(&ready, n);
+    }
+    struct metrics_snapshot *snap = m->last;
+    metrics_snapshot_ref(snap);
+    while (!sc_list_empty(&ready)) {
+        struct metrics_waiter *w = sc_list_entry(ready.next, struct metrics_waiter, link);
+        sc_list_remove(&w->link);
+        w->cb(w->arg, snap);
+    }
+    metrics_snapshot_unref(snap);
+}
+
+static void start_collection(struct metrics_role *m)
+{
+    struct metrics_collection *c = SC_NEW(struct metrics_collection);
+    c->m = m;
+    c->snap = SC_NEW(struct metrics_snapshot);
+    c->snap->refs = 1;
+    prom_set_init(&c->snap->out);
+    for (int f = 0; f < 2; f++) {
+        for (int g = 0; g < 2; g++) {
+            sc_buf_init(&c->snap->render[f][g], m->cfg->max_response_bytes);
+        }
+    }
+    m->running = c;
+    c->scrapes = sc_calloc(m->ntargets ? m->ntargets : 1, sizeof(*c->scrapes));
+    c->pending = m->ntargets + 1;
+    for (size_t i = 0; i < m->ntargets; i++) {
+        add_set(c, m->targets[i].source, m->targets[i].cfg->honor_labels);
+    }
+    for (size_t i = 0; i < m->ntargets; i++) {
+        const struct metrics_target_cfg *tc = m->targets[i].cfg;
+        struct scrape *s = &c->scrapes[i];
+        s->c = c;
+        s->idx = i;
+        s->start_ns = uv_hrtime();
+        struct sc_egress_req req = {
+            .method = "GET",
+            .url = tc->url,
+            .headers = scrape_headers,
+            .nheaders = SC_ARRAY_LEN(scrape_headers),
+            .timeout_ms = tc->timeout_ms,
+            .connect_timeout_ms = tc->timeout_ms < 5000 ? tc->timeout_ms : 5000,
+            .max_response = m->cfg->max_scrape_bytes,
+            .bearer_token = tc->bearer_token,
+            .basic_user = tc->basic_user,
+            .basic_password = tc->basic_password,
+            .tls = &m->targets[i].tls,
+        };
+        int rc = sc_egress_send(m->egress, &req, on_scrape, s, &s->xfer);
+        if (rc) {
+            sc_warn("scrape not started", SC_LS("source", m->targets[i].source), SC_LERR(rc));
+            fail_set(c, i);
+            c->pending--;
+        }
+    }
+    if (--c->pending == 0) {
+        finish(c);
+    }
+}
+
+void metrics_collect(struct metrics_role *m, struct metrics_waiter *w, metrics_snapshot_cb cb,
+                     void *arg)
+{
+    w->cb = cb;
+    w->arg = arg;
+    sc_list_init(&w->link);
+    uv_update_time(m->loop);
+    if (m->last && m->cfg->cache_ms > 0 && uv_now(m->loop) - m->last->done_ms < m->cfg->cache_ms) {
+        struct metrics_snapshot *snap = m->last;
+        metrics_snapshot_ref(snap);
+        cb(arg, snap);
+        metrics_snapshot_unref(snap);
+        return;
+    }
+    sc_list_append(&m->waiters, &w->link);
+    if (!m->running) {
+        start_collection(m);
+    }
+}
+
+void metrics_collect_cancel(struct metrics_waiter *w)
+{
+    sc_list_remove(&w->link);
+}
+
+void metrics_snapshot_ref(struct metrics_snapshot *snap)
+{
+    if (snap) {
+        snap->refs++;
+    }
+}
+
+void metrics_snapshot_unref(struct metrics_snapshot *snap)
+{
+    if (!snap || --snap->refs > 0) {
+        return;
+    }
+    prom_set_cleanup(&snap->out);
+    for (size_t i = 0; i < snap->nsets; i++) {
+        prom_set_cleanup(&snap->sets[i]);
+    }
+    sc_free(snap->sets);
+    for (int f = 0; f < 2; f++) {
+        for (int g = 0; g < 2; g++) {
+            sc_buf_cleanup(&snap->render[f][g]);
+        }
+    }
+    sc_free(snap);
+}
+
+static int gzip_into(const struct sc_buf *in, struct sc_buf *out)
+{
+    z_stream z;
+    memset(&z, 0, sizeof(z));
+    if (deflateInit2(&z, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+        return -ENOMEM;
+    }
+    int rc = sc_buf_reserve(out, deflateBound(&z, in->len));
+    if (rc == 0) {
+        z.next_in = (Bytef *)in->p;
+        z.avail_in = (uInt)in->len;
+        z.next_out = (Bytef *)out->p;
+        z.avail_out = (uInt)(out->cap - out->len);
+        rc = deflate(&z, Z_FINISH) == Z_STREAM_END ? 0 : -EIO;
+        if (rc == 0) {
+            out->len = z.total_out;
+        }
+    }
+    deflateEnd(&z);
+    return rc;
+}
+
+int metrics_snapshot_render(struct metrics_snapshot *snap, enum prom_format fmt, bool gzip,
+                            const struct sc_buf **out)
+{
+    int f = fmt == PROM_FMT_OPENMETRICS;
+    if (!snap->rendered[f][0]) {
+        snap->rendered[f][0] = true;
+        snap->render_err[f][0] = prom_render(&snap->out, fmt, &snap->render[f][0]);
+    }
+    if (snap->render_err[f][0]) {
+        return snap->render_err[f][0];
+    }
+    if (gzip && !snap->rendered[f][1]) {
+        snap->rendered[f][1] = true;
+        snap->render_err[f][1] = gzip_into(&snap->render[f][0], &snap->render[f][1]);
+    }
+    int g = gzip ? 1 : 0;
+    if (snap->render_err[f][g]) {
+        return snap->render_err[f][g];
+    }
+    *out = &snap->render[f][g];
+    return 0;
+}

@@ -1,0 +1,1113 @@
+// SPDX-License-Identifier: Apache-2.0
+// The exposition parser and writer. The parser works line by line on one copy of the input held
+// in the set's arena: names, label values without escapes and HELP texts without escapes are
+// views into that copy; anything unescaped is written to the arena. Families are found by an
+// open-addressing index on their name, so merging and lookups stay O(1) per sample. Invariant:
+// whatever prom_render writes, prom_parse reads back to the same samples in the same format.
+#include "roles/metrics/prom.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+
+#define ARENA_BLOCK (64 * 1024)
+
+struct prom_arena_block {
+    struct prom_arena_block *next;
+    size_t len, cap;
+    _Alignas(16) char data[];
+};
+
+void prom_set_init(struct prom_set *s)
+{
+    memset(s, 0, sizeof(*s));
+}
+
+void prom_set_cleanup(struct prom_set *s)
+{
+    if (!s) {
+        return;
+    }
+    for (size_t i = 0; i < s->nfams; i++) {
+        sc_free(s->fams[i]->samples); /* families live in the arena: free their arrays first */
+    }
+    struct prom_arena_block *b = s->arena.head;
+    while (b) {
+        struct prom_arena_block *next = b->next;
+        sc_free(b);
+        b = next;
+    }
+    sc_free(s->fams);
+    sc_free(s->index);
+    memset(s, 0, sizeof(*s));
+}
+
+void *prom_alloc(struct prom_set *s, size_t n)
+{
+    n = (n + 15) & ~(size_t)15;
+    if (n == 0) {
+        n = 16;
+    }
+    struct prom_arena_block *b = s->arena.head;
+    if (!b || b->cap - b->len < n) {
+        size_t cap = n > ARENA_BLOCK / 4 ? n : ARENA_BLOCK;
+        struct prom_arena_block *nb = sc_malloc(sizeof(*nb) + cap);
+        nb->len = 0;
+        nb->cap = cap;
+        if (cap == n && b) {
+            /* A large one-off block goes behind the current one, which keeps its free room. */
+            nb->next = b->next;
+            b->next = nb;
+        } else {
+            nb->next = b;
+            s->arena.head = nb;
+        }
+        b = nb;
+    }
+    void *p = b->data + b->len;
+    b->len += n;
+    s->arena.used += n;
+    return p;
+}
+
+struct sc_str prom_strdup(struct prom_set *s, struct sc_str v)
+{
+    char *p = prom_alloc(s, v.len + 1);
+    if (v.len) {
+        memcpy(p, v.p, v.len);
+    }
+    p[v.len] = '\0';
+    return sc_str_n(p, v.len);
+}
+
+static uint64_t hash_name(struct sc_str n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n.len; i++) {
+        h ^= (unsigned char)n.p[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+struct prom_family *prom_find(const struct prom_set *s, struct sc_str name)
+{
+    if (!s->icap) {
+        return NULL;
+    }
+    size_t mask = s->icap - 1;
+    for (size_t i = hash_name(name) & mask;; i = (i + 1) & mask) {
+        struct prom_family *f = s->index[i];
+        if (!f) {
+            return NULL;
+        }
+        if (sc_str_eq(f->name, name)) {
+            return f;
+        }
+    }
+}
+
+static void index_put(struct prom_family **idx, size_t cap, struct prom_family *f)
+{
+    size_t mask = cap - 1;
+    size_t i = hash_name(f->name) & mask;
+    while (idx[i]) {
+        i = (i + 1) & mask;
+    }
+    idx[i] = f;
+}
+
+struct prom_family *prom_family_get(struct prom_set *s, struct sc_str name, enum prom_type type)
+{
+    struct prom_family *f = prom_find(s, name);
+    if (f) {
+        return f;
+    }
+    if ((s->nfams + 1) * 2 > s->icap) {
+        size_t cap = s->icap ? s->icap * 2 : 64;
+        struct prom_family **idx = sc_calloc(cap, sizeof(*idx));
+        for (size_t i = 0; i < s->nfams; i++) {
+            index_put(idx, cap, s->fams[i]);
+        }
+        sc_free(s->index);
+        s->index = idx;
+        s->icap = cap;
+    }
+    if (s->nfams == s->fcap) {
+        s->fcap = s->fcap ? s->fcap * 2 : 32;
+        s->fams = sc_reallocarray(s->fams, s->fcap, sizeof(*s->fams));
+    }
+    f = prom_alloc(s, sizeof(*f));
+    memset(f, 0, sizeof(*f));
+    f->name = name;
+    f->type = type;
+    s->fams[s->nfams++] = f;
+    index_put(s->index, s->icap, f);
+    return f;
+}
+
+struct prom_sample *prom_sample_add(struct prom_set *s, struct prom_family *f)
+{
+    if (f->nsamples == f->cap) {
+        f->cap = f->cap ? f->cap * 2 : 4;
+        f->samples = sc_reallocarray(f->samples, f->cap, sizeof(*f->samples));
+    }
+    struct prom_sample *sm = &f->samples[f->nsamples++];
+    memset(sm, 0, sizeof(*sm));
+    s->nsamples++;
+    return sm;
+}
+
+bool prom_valid_name(struct sc_str name, bool label)
+{
+    if (name.len == 0) {
+        return false;
+    }
+    for (size_t i = 0; i < name.len; i++) {
+        unsigned char c = (unsigned char)name.p[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
+                  (!label && c == ':') || (i > 0 && c >= '0' && c <= '9');
+        if (!ok) {
+            return false;
+        }
+    }
+    return true;
+}
+
+const char *prom_type_name(enum prom_type t, enum prom_format fmt)
+{
+    switch (t) {
+    case PROM_COUNTER:
+        return "counter";
+    case PROM_GAUGE:
+        return "gauge";
+    case PROM_HISTOGRAM:
+        return "histogram";
+    case PROM_SUMMARY:
+        return "summary";
+    case PROM_GAUGEHISTOGRAM:
+        return "gaugehistogram";
+    case PROM_INFO:
+        return "info";
+    case PROM_STATESET:
+        return "stateset";
+    case PROM_UNTYPED:
+        break;
+    }
+    return fmt == PROM_FMT_OPENMETRICS ? "unknown" : "untyped";
+}
+
+/* ---- parsing ---- */
+
+struct parser {
+    struct prom_set *s;
+    const char *base; /* the arena copy of the input */
+    const char *p, *end;
+    const char *line; /* start of the current line */
+    uint32_t lineno;
+    enum prom_format fmt;
+    const struct prom_limits *lim;
+    struct prom_error *err;
+    struct prom_family *cur;
+    struct prom_label *tmp; /* labels of the sample being parsed */
+    size_t tmpcap;
+};
+
+static int fail(struct parser *ps, const char *at, const char *msg)
+{
+    ps->err->line = ps->lineno;
+    ps->err->col = (uint32_t)(at - ps->line) + 1;
+    ps->err->msg = msg;
+    return SC_EINVAL;
+}
+
+static bool is_name_char(char c, bool first, bool label)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (!label && c == ':') ||
+           (!first && c >= '0' && c <= '9');
+}
+
+static struct sc_str scan_name(struct parser *ps, bool label)
+{
+    const char *st = ps->p;
+    while (ps->p < ps->end && is_name_char(*ps->p, ps->p == st, label)) {
+        ps->p++;
+    }
+    return sc_str_n(st, (size_t)(ps->p - st));
+}
+
+/* Skips blanks: in 0.0.4 any run of spaces and tabs, in OpenMetrics none. */
+static void skip_ws(struct parser *ps)
+{
+    if (ps->fmt == PROM_FMT_TEXT) {
+        while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t')) {
+            ps->p++;
+        }
+    }
+}
+
+/* Consumes the separator between tokens: one space in OpenMetrics, blanks in 0.0.4. */
+static bool sep(struct parser *ps)
+{
+    if (ps->p >= ps->end || (*ps->p != ' ' && !(ps->fmt == PROM_FMT_TEXT && *ps->p == '\t'))) {
+        return false;
+    }
+    ps->p++;
+    skip_ws(ps);
+    return true;
+}
+
+static bool at_eol(const struct parser *ps)
+{
+    return ps->p >= ps->end || *ps->p == '\n';
+}
+
+/* Parses a float token the way Prometheus does (Go's ParseFloat without hex or underscores). */
+static bool parse_float(struct sc_str t, double *out)
+{
+    if (t.len == 0 || t.len > 64) {
+        return false;
+    }
+    size_t i = 0;
+    bool neg = false;
+    if (t.p[0] == '+' || t.p[0] == '-') {
+        neg = t.p[0] == '-';
+        i = 1;
+    }
+    struct sc_str rest = sc_str_n(t.p + i, t.len - i);
+    if (sc_str_caseeq(rest, SC_STR("inf")) || sc_str_caseeq(rest, SC_STR("infinity"))) {
+        *out = neg ? -INFINITY : INFINITY;
+        return true;
+    }
+    if (i == 0 && sc_str_caseeq(rest, SC_STR("nan"))) {
+        *out = NAN;
+        return true;
+    }
+    /* Fast path: a short integer. */
+    uint64_t v = 0;
+    size_t j = i;
+    while (j < t.len && t.p[j] >= '0' && t.p[j] <= '9' && j - i < 15) {
+        v = v * 10 + (uint64_t)(t.p[j] - '0');
+        j++;
+    }
+    if (j == t.len && j > i) {
+        *out = neg ? -(double)v : (double)v;
+        return true;
+    }
+    /* Grammar check, then strtod on a terminated copy. */
+    size_t digits = 0;
+    j = i;
+    while (j < t.len && t.p[j] >= '0' && t.p[j] <= '9') {
+        j++;
+        digits++;
+    }
+    if (j < t.len && t.p[j] == '.') {
+        j++;
+        while (j < t.len && t.p[j] >= '0' && t.p[j] <= '9') {
+            j++;
+            digits++;
+        }
+    }
+    if (digits == 0) {
+        return false;
+    }
+    if (j < t.len && (t.p[j] == 'e' || t.p[j] == 'E')) {
+        j++;
+        if (j < t.len && (t.p[j] == '+' || t.p[j] == '-')) {
+            j++;
+        }
+        size_t ed = 0;
+        while (j < t.len && t.p[j] >= '0' && t.p[j] <= '9') {
+            j++;
+            ed++;
+        }
+        if (ed == 0) {
+            return false;
+        }
+    }
+    if (j != t.len) {
+        return false;
+    }
+    char buf[72];
+    memcpy(buf, t.p, t.len);
+    buf[t.len] = '\0';
+    *out = strtod(buf, NULL);
+    return true;
+}
+
+static bool parse_int64(struct sc_str t, int64_t *out)
+{
+    size_t i = 0;
+    bool neg = false;
+    if (t.len && (t.p[0] == '-' || t.p[0] == '+')) {
+        neg = t.p[0] == '-';
+        i = 1;
+    }
+    if (i == t.len) {
+        return false;
+    }
+    uint64_t v = 0;
+    for (; i < t.len; i++) {
+        if (t.p[i] < '0' || t.p[i] > '9') {
+            return false;
+        }
+        if (v > (UINT64_MAX - 9) / 10) {
+            return false;
+        }
+        v = v * 10 + (uint64_t)(t.p[i] - '0');
+    }
+    if (v > (uint64_t)INT64_MAX) {
+        return false;
+    }
+    *out = neg ? -(int64_t)v : (int64_t)v;
+    return true;
+}
+
+static struct sc_str scan_token(struct parser *ps)
+{
+    const char *st = ps->p;
+    while (ps->p < ps->end && *ps->p != ' ' && *ps->p != '\t' && *ps->p != '\n') {
+        ps->p++;
+    }
+    return sc_str_n(st, (size_t)(ps->p - st));
+}
+
+/* Reads a quoted label value (after the opening quote) up to its closing quote. Returns the view,
+ * unescaped into the arena when it held escapes, or .p == NULL on error (ps->err set). */
+static int scan_quoted(struct parser *ps, struct sc_str *out)
+{
+    const char *st = ps->p;
+    size_t nesc = 0;
+    while (ps->p < ps->end && *ps->p != '"') {
+        if (*ps->p == '\n') {
+            return fail(ps, ps->p, "newline in label value");
+        }
+        if (*ps->p == '\\') {
+            if (ps->p + 1 >= ps->end) {
+                return fail(ps, ps->p, "unterminated label value");
+            }
+            char c = ps->p[1];
+            if (c != '\\' && c != '"' && c != 'n') {
+                return fail(ps, ps->p, "invalid escape sequence in label value");
+            }
+            nesc++;
+            ps->p += 2;
+            continue;
+        }
+        ps->p++;
+    }
+    if (ps->p >= ps->end) {
+        return fail(ps, ps->p, "unterminated label value");
+    }
+    size_t n = (size_t)(ps->p - st);
+    ps->p++; /* the closing quote */
+    if (nesc == 0) {
+        *out = sc_str_n(st, n);
+        return 0;
+    }
+    char *d = prom_alloc(ps->s, n - nesc + 1);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (st[i] == '\\') {
+            i++;
+            d[k++] = st[i] == 'n' ? '\n' : st[i];
+        } else {
+            d[k++] = st[i];
+        }
+    }
+    d[k] = '\0';
+    *out = sc_str_n(d, k);
+    return 0;
+}
+
+/* Parses "{...}" at ps->p into ps->tmp; sets <*n>. With <keep> false (exemplars) only checks. */
+static int parse_labels(struct parser *ps, size_t *n)
+{
+    *n = 0;
+    ps->p++; /* '{' */
+    skip_ws(ps);
+    bool first = true;
+    for (;;) {
+        if (ps->p < ps->end && *ps->p == '}') {
+            ps->p++;
+            return 0;
+        }
+        if (!first) {
+            if (ps->p >= ps->end || *ps->p != ',') {
+                return fail(ps, ps->p, "expected ',' or '}' in label set");
+            }
+            ps->p++;
+            skip_ws(ps);
+            if (ps->p < ps->end && *ps->p == '}') {
+                if (ps->fmt == PROM_FMT_OPENMETRICS) {
+                    return fail(ps, ps->p, "trailing comma in label set");
+                }
+                ps->p++;
+                return 0;
+            }
+        }
+        first = false;
+        const char *at = ps->p;
+        struct sc_str name = scan_name(ps, true);
+        if (name.len == 0) {
+            return fail(ps, at, "invalid label name");
+        }
+        if (sc_str_eq(name, SC_STR("__name__"))) {
+            return fail(ps, at, "reserved label name __name__");
+        }
+        skip_ws(ps);
+        if (ps->p >= ps->end || *ps->p != '=') {
+            return fail(ps, ps->p, "expected '=' after label name");
+        }
+        ps->p++;
+        skip_ws(ps);
+        if (ps->p >= ps->end || *ps->p != '"') {
+            return fail(ps, ps->p, "expected '\"' to start label value");
+        }
+        ps->p++;
+        struct sc_str value;
+        int rc = scan_quoted(ps, &value);
+        if (rc) {
+            return rc;
+        }
+        skip_ws(ps);
+        for (size_t i = 0; i < *n; i++) {
+            if (sc_str_eq(ps->tmp[i].name, name)) {
+                return fail(ps, at, "duplicate label name");
+            }
+        }
+        if (*n >= ps->lim->max_labels) {
+            return fail(ps, at, "too many labels");
+        }
+        if (*n == ps->tmpcap) {
+            ps->tmpcap = ps->tmpcap ? ps->tmpcap * 2 : 16;
+            ps->tmp = sc_reallocarray(ps->tmp, ps->tmpcap, sizeof(*ps->tmp));
+        }
+        ps->tmp[*n].name = name;
+        ps->tmp[*n].value = value;
+        (*n)++;
+    }
+}
+
+static bool has_suffix(struct sc_str n, struct sc_str base, const char *suffix)
+{
+    size_t sl = strlen(suffix);
+    return n.len == base.len + sl && memcmp(n.p, base.p, base.len) == 0 &&
+           memcmp(n.p + base.len, suffix, sl) == 0;
+}
+
+/* Returns true when the sample <n> belongs to family <f> given its type and the format. */
+static bool belongs(const struct prom_family *f, struct sc_str n, enum prom_format fmt)
+{
+    bool om = fmt == PROM_FMT_OPENMETRICS;
+    switch (f->type) {
+    case PROM_COUNTER:
+        if (om) {
+            return has_suffix(n, f->name, "_total") || has_suffix(n, f->name, "_created");
+        }
+        return sc_str_eq(n, f->name);
+    case PROM_HISTOGRAM:
+        return has_suffix(n, f->name, "_bucket") || has_suffix(n, f->name, "_sum") ||
+               has_suffix(n, f->name, "_count") || (om && has_suffix(n, f->name, "_created"));
+    case PROM_GAUGEHISTOGRAM:
+        return has_suffix(n, f->name, "_bucket") || has_suffix(n, f->name, "_gsum") ||
+               has_suffix(n, f->name, "_gcount");
+    case PROM_SUMMARY:
+        return sc_str_eq(n, f->name) || has_suffix(n, f->name, "_sum") ||
+               has_suffix(n, f->name, "_count") || (om && has_suffix(n, f->name, "_created"));
+    case PROM_INFO:
+        return has_suffix(n, f->name, "_info");
+    default:
+        return sc_str_eq(n, f->name);
+    }
+}
+
+static const struct prom_label *find_label(const struct prom_label *l, size_t n, const char *name)
+{
+    struct sc_str k = sc_str_c(name);
+    for (size_t i = 0; i < n; i++) {
+        if (sc_str_eq(l[i].name, k)) {
+            return &l[i];
+        }
+    }
+    return NULL;
+}
+
+static int parse_sample(struct parser *ps)
+{
+    const char *at = ps->p;
+    struct sc_str name = scan_name(ps, false);
+    if (name.len == 0) {
+        return fail(ps, at, "invalid metric name");
+    }
+    size_t nl = 0;
+    const char *after_name = ps->p;
+    skip_ws(ps); /* 0.0.4 allows blanks before the label set */
+    if (ps->p < ps->end && *ps->p == '{') {
+        int rc = parse_labels(ps, &nl);
+        if (rc) {
+            return rc;
+        }
+    } else {
+        ps->p = after_name;
+    }
+    if (!sep(ps)) {
+        return fail(ps, ps->p, "expected a space before the value");
+    }
+    const char *vat = ps->p;
+    double v;
+    if (!parse_float(scan_token(ps), &v)) {
+        return fail(ps, vat, "invalid value");
+    }
+    bool has_ts = false;
+    int64_t ts = 0;
+    if (sep(ps) && !at_eol(ps) && *ps->p != '#') {
+        const char *tat = ps->p;
+        struct sc_str t = scan_token(ps);
+        if (ps->fmt == PROM_FMT_TEXT) {
+            if (!parse_int64(t, &ts)) {
+                return fail(ps, tat, "invalid timestamp");
+            }
+        } else {
+            double d;
+            if (!parse_float(t, &d) || !isfinite(d) || fabs(d) > 9.2e15) {
+                return fail(ps, tat, "invalid timestamp");
+            }
+            ts = (int64_t)llround(d * 1000.0);
+        }
+        has_ts = true;
+        sep(ps);
+    }
+    if (!at_eol(ps) && *ps->p == '#' && ps->fmt == PROM_FMT_OPENMETRICS) {
+        /* An exemplar: " # {labels} value [timestamp]". Checked for shape, then skipped. */
+        ps->p++;
+        if (!sep(ps) || ps->p >= ps->end || *ps->p != '{') {
+            return fail(ps, ps->p, "invalid exemplar");
+        }
+        size_t saved = nl;
+        struct prom_label *keep = ps->tmp;
+        /* parse the exemplar's labels after the sample's, in the same scratch array */
+        ps->tmp = NULL;
+        size_t cap = ps->tmpcap;
+        ps->tmpcap = 0;
+        size_t en;
+        int rc = parse_labels(ps, &en);
+        sc_free(ps->tmp);
+        ps->tmp = keep;
+        ps->tmpcap = cap;
+        nl = saved;
+        if (rc) {
+            return rc;
+        }
+        if (!sep(ps)) {
+            return fail(ps, ps->p, "invalid exemplar");
+        }
+        const char *eat = ps->p;
+        double ev;
+        if (!parse_float(scan_token(ps), &ev)) {
+            return fail(ps, eat, "invalid exemplar value");
+        }
+        if (sep(ps) && !at_eol(ps)) {
+            eat = ps->p;
+            if (!parse_float(scan_token(ps), &ev)) {
+                return fail(ps, eat, "invalid exemplar timestamp");
+            }
+        }
+    }
+    if (ps->fmt == PROM_FMT_TEXT) {
+        skip_ws(ps);
+    }
+    if (!at_eol(ps)) {
+        return fail(ps, ps->p, "unexpected text after the sample");
+    }
+
+    struct prom_family *f = ps->cur;
+    if (!f || !belongs(f, name, ps->fmt)) {
+        f = prom_find(ps->s, name);
+        if (f && f->nsamples && ps->fmt == PROM_FMT_OPENMETRICS) {
+            return fail(ps, at, "samples of a family are not contiguous");
+        }
+        if (f && f->has_type && !belongs(f, name, ps->fmt)) {
+            return fail(ps, at, "sample name does not fit its family's type");
+        }
+        if (!f) {
+            if (ps->fmt == PROM_FMT_OPENMETRICS && ps->cur && ps->cur->type == PROM_COUNTER &&
+                sc_str_eq(name, ps->cur->name)) {
+                return fail(ps, at, "counter samples must end in _total");
+            }
+            f = prom_family_get(ps->s, name, PROM_UNTYPED);
+        }
+        ps->cur = f;
+    }
+    if (f->type == PROM_HISTOGRAM || f->type == PROM_GAUGEHISTOGRAM) {
+        if (has_suffix(name, f->name, "_bucket")) {
+            const struct prom_label *le = find_label(ps->tmp, nl, "le");
+            double b;
+            if (!le || !parse_float(le->value, &b)) {
+                return fail(ps, at, "histogram bucket without a valid \"le\" label");
+            }
+        }
+    } else if (f->type == PROM_SUMMARY && sc_str_eq(name, f->name)) {
+        const struct prom_label *q = find_label(ps->tmp, nl, "quantile");
+        double b;
+        if (!q || !parse_float(q->value, &b)) {
+            return fail(ps, at, "summary sample without a valid \"quantile\" label");
+        }
+    }
+    if (ps->s->nsamples >= ps->lim->max_samples) {
+        ps->err->line = ps->lineno;
+        ps->err->col = 1;
+        ps->err->msg = "too many samples";
+        return SC_ELIMIT;
+    }
+    struct prom_sample *sm = prom_sample_add(ps->s, f);
+    sm->name = name;
+    sm->value = v;
+    sm->has_ts = has_ts;
+    sm->ts_ms = ts;
+    sm->nlabels = (uint32_t)nl;
+    if (nl) {
+        sm->labels = prom_alloc(ps->s, nl * sizeof(*sm->labels));
+        memcpy(sm->labels, ps->tmp, nl * sizeof(*sm->labels));
+    }
+    return 0;
+}
+
+/* Reads the rest of a HELP line, unescaping \\ and \n (and \" in OpenMetrics). */
+static int scan_help(struct parser *ps, struct sc_str *out)
+{
+    const char *st = ps->p;
+    size_t nesc = 0;
+    while (!at_eol(ps)) {
+        if (*ps->p == '\\') {
+            char c = ps->p + 1 < ps->end ? ps->p[1] : '\0';
+            if (c != '\\' && c != 'n' && !(c == '"' && ps->fmt == PROM_FMT_OPENMETRICS)) {
+                return fail(ps, ps->p, "invalid escape sequence in HELP");
+            }
+            nesc++;
+            ps->p += 2;
+            continue;
+        }
+        ps->p++;
+    }
+    size_t n = (size_t)(ps->p - st);
+    if (nesc == 0) {
+        *out = sc_str_n(st, n);
+        return 0;
+    }
+    char *d = prom_alloc(ps->s, n + 1);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (st[i] == '\\') {
+            i++;
+            d[k++] = st[i] == 'n' ? '\n' : st[i];
+        } else {
+            d[k++] = st[i];
+        }
+    }
+    *out = sc_str_n(d, k);
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    enum prom_type type;
+    bool om;   /* valid in OpenMetrics */
+    bool text; /* valid in 0.0.4 */
+} type_names[] = {
+    { "counter", PROM_COUNTER, true, true },
+    { "gauge", PROM_GAUGE, true, true },
+    { "histogram", PROM_HISTOGRAM, true, true },
+    { "summary", PROM_SUMMARY, true, true },
+    { "untyped", PROM_UNTYPED, false, true },
+    { "unknown", PROM_UNTYPED, true, false },
+    { "gaugehistogram", PROM_GAUGEHISTOGRAM, true, false },
+    { "info", PROM_INFO, true, false },
+    { "stateset", PROM_STATESET, true, false },
+};
+
+/* A line starting with '#'. Returns 1 for "# EOF". */
+static int parse_comment(struct parser *ps)
+{
+    const char *hash = ps->p;
+    ps->p++;
+    bool om = ps->fmt == PROM_FMT_OPENMETRICS;
+    if (ps->p >= ps->end || (*ps->p != ' ' && *ps->p != '\t') || (om && *ps->p != ' ')) {
+        if (om) {
+            return fail(ps, hash, "invalid comment line");
+        }
+        goto skip;
+    }
+    ps->p++;
+    skip_ws(ps);
+    const char *kwat = ps->p;
+    struct sc_str kw = scan_token(ps);
+    if (om && sc_str_eq(kw, SC_STR("EOF"))) {
+        if (!at_eol(ps)) {
+            return fail(ps, ps->p, "text after # EOF");
+        }
+        return 1;
+    }
+    int kind;
+    if (sc_str_eq(kw, SC_STR("HELP"))) {
+        kind = 0;
+    } else if (sc_str_eq(kw, SC_STR("TYPE"))) {
+        kind = 1;
+    } else if (om && sc_str_eq(kw, SC_STR("UNIT"))) {
+        kind = 2;
+    } else {
+        if (om) {
+            return fail(ps, kwat, "unknown metadata line");
+        }
+        goto skip;
+    }
+    if (!sep(ps)) {
+        return fail(ps, ps->p, "expected a metric name");
+    }
+    const char *nat = ps->p;
+    struct sc_str name = scan_name(ps, false);
+    if (name.len == 0 || (!at_eol(ps) && *ps->p != ' ' && *ps->p != '\t')) {
+        return fail(ps, nat, "invalid metric name");
+    }
+    struct prom_family *f = prom_find(ps->s, name);
+    if (f && f->nsamples) {
+        return fail(ps, kwat, "metadata after the family's samples");
+    }
+    if (om && ps->cur && !sc_str_eq(ps->cur->name, name) && f) {
+        return fail(ps, kwat, "metadata of a family is not contiguous");
+    }
+    if (!f) {
+        f = prom_family_get(ps->s, name, PROM_UNTYPED);
+    }
+    ps->cur = f;
+    bool more = sep(ps);
+    if (kind == 0) {
+        if (f->has_help) {
+            return fail(ps, kwat, "second HELP line for the family");
+        }
+        struct sc_str help = SC_STR("");
+        if (more) {
+            int rc = scan_help(ps, &help);
+            if (rc) {
+                return rc;
+            }
+        }
+        f->help = help;
+        f->has_help = true;
+    } else if (kind == 1) {
+        if (f->has_type) {
+            return fail(ps, kwat, "second TYPE line for the family");
+        }
+        const char *tat = ps->p;
+        struct sc_str t = scan_token(ps);
+        bool found = false;
+        for (size_t i = 0; i < SC_ARRAY_LEN(type_names); i++) {
+            if (sc_str_eq(t, sc_str_c(type_names[i].name)) &&
+                (om ? type_names[i].om : type_names[i].text)) {
+                f->type = type_names[i].type;
+                found = true;
+            }
+        }
+        if (!found) {
+            return fail(ps, tat, "unknown metric type");
+        }
+        f->has_type = true;
+        skip_ws(ps);
+        if (!at_eol(ps)) {
+            return fail(ps, ps->p, "unexpected text after the type");
+        }
+    } else {
+        if (f->unit.len) {
+            return fail(ps, kwat, "second UNIT line for the family");
+        }
+        const char *uat = ps->p;
+        struct sc_str u = more ? scan_name(ps, true) : SC_STR("");
+        if (!at_eol(ps)) {
+            return fail(ps, ps->p, "invalid unit");
+        }
+        if (u.len && !(name.len > u.len + 1 && name.p[name.len - u.len - 1] == '_' &&
+                       memcmp(name.p + name.len - u.len, u.p, u.len) == 0)) {
+            return fail(ps, uat, "unit is not a suffix of the metric name");
+        }
+        f->unit = u;
+    }
+    return 0;
+skip:
+    while (!at_eol(ps)) {
+        ps->p++;
+    }
+    return 0;
+}
+
+int prom_parse(struct prom_set *s, const char *p, size_t len, enum prom_format fmt,
+               const struct prom_limits *lim, struct prom_error *err)
+{
+    static const struct prom_limits deflim = { .max_samples = 1000000, .max_labels = 128 };
+    struct parser ps = {
+        .s = s,
+        .fmt = fmt,
+        .lim = lim ? lim : &deflim,
+        .err = err,
+        .lineno = 1,
+    };
+    char *copy = prom_alloc(s, len + 1);
+    if (len) {
+        memcpy(copy, p, len);
+    }
+    copy[len] = '\0';
+    ps.base = copy;
+    ps.p = copy;
+    ps.end = copy + len;
+    ps.line = copy;
+    err->line = 0;
+    err->col = 0;
+    err->msg = NULL;
+    int rc = 0;
+    bool eof = false;
+    while (ps.p < ps.end) {
+        ps.line = ps.p;
+        if (eof) {
+            rc = fail(&ps, ps.p, "text after # EOF");
+            break;
+        }
+        skip_ws(&ps);
+        if (*ps.p == '\n') {
+            if (fmt == PROM_FMT_OPENMETRICS) {
+                rc = fail(&ps, ps.p, "empty line");
+                break;
+            }
+        } else if (*ps.p == '#') {
+            rc = parse_comment(&ps);
+            if (rc == 1) {
+                eof = true;
+                rc = 0;
+            }
+        } else {
+            rc = parse_sample(&ps);
+        }
+        if (rc) {
+            break;
+        }
+        if (ps.p < ps.end) {
+            ps.p++; /* the newline */
+            ps.lineno++;
+        } else if (fmt == PROM_FMT_TEXT && ps.p > ps.line) {
+            /* 0.0.4 wants a final newline; Prometheus accepts its absence, and so do we. */
+        }
+    }
+    if (rc == 0 && fmt == PROM_FMT_OPENMETRICS && !eof) {
+        ps.line = ps.p;
+        rc = fail(&ps, ps.p, "missing # EOF");
+    }
+    sc_free(ps.tmp);
+    return rc;
+}
+
+/* ---- rendering ---- */
+
+int prom_format_value(struct sc_buf *out, double v)
+{
+    if (isnan(v)) {
+        return sc_buf_append(out, "NaN", 3);
+    }
+    if (isinf(v)) {
+        return v > 0 ? sc_buf_append(out, "+Inf", 4) : sc_buf_append(out, "-Inf", 4);
+    }
+    char buf[40];
+    size_t n;
+    if (v == floor(v) && fabs(v) < 1e15) {
+        int64_t iv = (int64_t)v;
+        uint64_t u = iv < 0 ? (uint64_t)-iv : (uint64_t)iv;
+        char tmp[24];
+        size_t k = 0;
+        do {
+            tmp[k++] = (char)('0' + u % 10);
+            u /= 10;
+        } while (u);
+        n = 0;
+        if (iv < 0 || (iv == 0 && signbit(v))) {
+            buf[n++] = '-';
+        }
+        while (k) {
+            buf[n++] = tmp[--k];
+        }
+    } else {
+        int w = snprintf(buf, sizeof(buf), "%.15g", v);
+        if (strtod(buf, NULL) != v) {
+            w = snprintf(buf, sizeof(buf), "%.17g", v);
+        }
+        n = (size_t)w;
+    }
+    return sc_buf_append(out, buf, n);
+}
+
+static int append_escaped(struct sc_buf *out, struct sc_str v, bool quote)
+{
+    size_t st = 0;
+    for (size_t i = 0; i < v.len; i++) {
+        char c = v.p[i];
+        const char *rep = NULL;
+        if (c == '\\') {
+            rep = "\\\\";
+        } else if (c == '\n') {
+            rep = "\\n";
+        } else if (c == '"' && quote) {
+            rep = "\\\"";
+        }
+        if (rep) {
+            if (sc_buf_append(out, v.p + st, i - st) || sc_buf_append(out, rep, 2)) {
+                return SC_ETOOBIG;
+            }
+            st = i + 1;
+        }
+    }
+    return sc_buf_append(out, v.p + st, v.len - st);
+}
+
+static int render_sample(const struct prom_sample *sm, enum prom_format fmt, struct sc_buf *out)
+{
+    int rc = sc_buf_append_str(out, sm->name);
+    if (sm->nlabels) {
+        rc |= sc_buf_append(out, "{", 1);
+        for (uint32_t i = 0; i < sm->nlabels; i++) {
+            if (i) {
+                rc |= sc_buf_append(out, ",", 1);
+            }
+            rc |= sc_buf_append_str(out, sm->labels[i].name);
+            rc |= sc_buf_append(out, "=\"", 2);
+            rc |= append_escaped(out, sm->labels[i].value, true);
+            rc |= sc_buf_append(out, "\"", 1);
+        }
+        rc |= sc_buf_append(out, "}", 1);
+    }
+    rc |= sc_buf_append(out, " ", 1);
+    rc |= prom_format_value(out, sm->value);
+    if (sm->has_ts) {
+        if (fmt == PROM_FMT_OPENMETRICS) {
+            uint64_t a = sm->ts_ms < 0 ? (uint64_t)0 - (uint64_t)sm->ts_ms : (uint64_t)sm->ts_ms;
+            rc |= sc_buf_appendf(out, " %s%llu.%03u", sm->ts_ms < 0 ? "-" : "",
+                                 (unsigned long long)(a / 1000), (unsigned)(a % 1000));
+        } else {
+            rc |= sc_buf_appendf(out, " %lld", (long long)sm->ts_ms);
+        }
+    }
+    rc |= sc_buf_append(out, "\n", 1);
+    return rc ? SC_ETOOBIG : 0;
+}
+
+static bool ends_with(struct sc_str s, const char *suffix)
+{
+    size_t n = strlen(suffix);
+    return s.len >= n && memcmp(s.p + s.len - n, suffix, n) == 0;
+}
+
+int prom_render_family(const struct prom_family *f, enum prom_format fmt, struct sc_buf *out)
+{
+    bool om = fmt == PROM_FMT_OPENMETRICS;
+    struct sc_str mname = f->name;
+    const char *msuffix = ""; /* appended to the name in metadata lines */
+    enum prom_type t = f->type;
+    bool meta = true;
+    bool skip_created = false;
+    if (om) {
+        if (t == PROM_COUNTER) {
+            /* An OpenMetrics counter "x" has samples x_total; a 0.0.4 counter is named x_total. */
+            struct sc_str base = mname;
+            if (ends_with(mname, "_total")) {
+                base.len -= 6;
+            }
+            bool all_total = base.len > 0;
+            for (size_t i = 0; i < f->nsamples && all_total; i++) {
+                all_total = has_suffix(f->samples[i].name, base, "_total") ||
+                            has_suffix(f->samples[i].name, base, "_created");
+            }
+            if (all_total) {
+                mname = base;
+            } else {
+                t = PROM_UNTYPED;
+            }
+        }
+    } else {
+        switch (t) {
+        case PROM_COUNTER: {
+            /* A family from OpenMetrics is "x" with samples x_total (and x_created, dropped). */
+            bool plain = true, total = true;
+            for (size_t i = 0; i < f->nsamples; i++) {
+                struct sc_str n = f->samples[i].name;
+                if (has_suffix(n, f->name, "_created")) {
+                    continue;
+                }
+                plain = plain && sc_str_eq(n, f->name);
+                total = total && has_suffix(n, f->name, "_total");
+            }
+            if (!plain && total) {
+                msuffix = "_total";
+            } else if (!plain) {
+                meta = false;
+            }
+            skip_created = true;
+            break;
+        }
+        case PROM_HISTOGRAM:
+        case PROM_SUMMARY:
+            skip_created = true;
+            break;
+        case PROM_GAUGEHISTOGRAM:
+        case PROM_INFO:
+        case PROM_STATESET:
+            meta = false;
+            break;
+        default:
+            break;
+        }
+    }
+    int rc = 0;
+    if (meta && f->has_help) {
+        rc |= sc_buf_appendf(out, "# HELP %.*s%s ", SC_STR_FMT(mname), msuffix);
+        rc |= append_escaped(out, f->help, om);
+        rc |= sc_buf_append(out, "\n", 1);
+    }
+    if (meta && (f->has_type || t != f->type)) {
+        rc |= sc_buf_appendf(out, "# TYPE %.*s%s %s\n", SC_STR_FMT(mname), msuffix,
+                             prom_type_name(t, fmt));
+    }
+    if (om && meta && f->unit.len && mname.len > f->unit.len + 1 &&
+        mname.p[mname.len - f->unit.len - 1] == '_' &&
+        memcmp(mname.p + mname.len - f->unit.len, f->unit.p, f->unit.len) == 0) {
+        rc |= sc_buf_appendf(out, "# UNIT %.*s %.*s\n", SC_STR_FMT(mname), SC_STR_FMT(f->unit));
+    }
+    if (rc) {
+        return SC_ETOOBIG;
+    }
+    for (size_t i = 0; i < f->nsamples; i++) {
+        const struct prom_sample *sm = &f->samples[i];
+        if (skip_created && has_suffix(sm->name, f->name, "_created")) {
+            continue;
+        }
+        if (render_sample(sm, fmt, out)) {
+            return SC_ETOOBIG;
+        }
+    }
+    return 0;
+}
+
+int prom_render(const struct prom_set *s, enum prom_format fmt, struct sc_buf *out)
+{
+    for (size_t i = 0; i < s->nfams; i++) {
+        if (s->fams[i]->nsamples == 0) {
+            continue;
+        }
+        int rc = prom_render_family(s->fams[i], fmt, out);
+        if (rc) {
+            return rc;
+        }
+    }
+    if (fmt == PROM_FMT_OPENMETRICS) {
+        return sc_buf_append(out, "# EOF\n", 6);
+    }
+    return 0;
+}

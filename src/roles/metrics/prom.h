@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: Apache-2.0
+// Strict parser and writer for the Prometheus text exposition format 0.0.4 and OpenMetrics text
+// 1.0. A parse copies the input once into the set's arena and then only makes views into it
+// (label values with escapes are unescaped into the arena), so a set owns everything it points
+// to and stays valid after the caller's buffer is gone. The parser rejects, with line:col and a
+// static reason, anything a Prometheus server would refuse: bad names, bad escapes, duplicate
+// labels, a second HELP/TYPE for a family, unknown types, buckets without "le", values that are
+// not floats. Exemplars are checked for shape and skipped. Every set is capped in samples and
+// labels, so a target cannot grow memory past what the caller allows.
+#ifndef SC_ROLES_METRICS_PROM_H
+#define SC_ROLES_METRICS_PROM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/str.h"
+
+enum prom_type {
+    PROM_UNTYPED = 0, /* "untyped" in 0.0.4, "unknown" in OpenMetrics */
+    PROM_COUNTER,
+    PROM_GAUGE,
+    PROM_HISTOGRAM,
+    PROM_SUMMARY,
+    PROM_GAUGEHISTOGRAM, /* OpenMetrics only */
+    PROM_INFO,           /* OpenMetrics only */
+    PROM_STATESET,       /* OpenMetrics only */
+};
+
+enum prom_format {
+    PROM_FMT_TEXT = 0,    /* text/plain; version=0.0.4 */
+    PROM_FMT_OPENMETRICS, /* application/openmetrics-text; version=1.0.0 */
+};
+
+struct prom_label {
+    struct sc_str name;
+    struct sc_str value;
+};
+
+struct prom_sample {
+    struct sc_str name; /* the full sample name, e.g. "x_bucket" */
+    struct prom_label *labels;
+    uint32_t nlabels;
+    bool has_ts;
+    double value;
+    int64_t ts_ms; /* milliseconds since the epoch when has_ts */
+};
+
+struct prom_family {
+    struct sc_str name; /* as in the metadata; an OpenMetrics counter "x" is stored as "x_total"
+                           so both formats share one name space */
+    struct sc_str help;
+    struct sc_str unit;
+    bool has_help;
+    bool has_type;
+    enum prom_type type;
+    struct prom_sample *samples;
+    size_t nsamples, cap;
+};
+
+struct prom_arena_block;
+
+/* A bump allocator: everything a set points to lives here and is freed at once. */
+struct prom_arena {
+    struct prom_arena_block *head;
+    size_t used; /* bytes handed out, for caps */
+};
+
+struct prom_limits {
+    size_t max_samples; /* over it: the parse fails */
+    size_t max_labels;  /* per sample */
+};
+
+struct prom_set {
+    struct prom_arena arena;
+    struct prom_family **fams; /* in order of first appearance */
+    size_t nfams, fcap;
+    struct prom_family **index; /* open addressing on name, size a power of two */
+    size_t icap;
+    size_t nsamples;
+};
+
+struct prom_error {
+    uint32_t line;   /* 1-based */
+    uint32_t col;    /* 1-based, in bytes */
+    const char *msg; /* static */
+};
+
+/* Prepares an empty set. */
+void prom_set_init(struct prom_set *s);
+
+/* Frees everything the set owns; the set is empty and reusable. NULL-safe. */
+void prom_set_cleanup(struct prom_set *s);
+
+/* Returns <n> bytes from the set's arena, aligned for any type; never NULL. */
+void *prom_alloc(struct prom_set *s, size_t n);
+
+/* Returns a copy of <v> in the set's arena. */
+struct sc_str prom_strdup(struct prom_set *s, struct sc_str v);
+
+/* Parses <len> bytes of <fmt> exposition from <p> (borrowed for the call) into <s>, adding its
+ * families (a family already in <s> gets the new samples). Returns 0; SC_EINVAL with <err> set
+ * (line and column of the offending byte, a static reason); or SC_ELIMIT when <lim> was exceeded.
+ * On failure <s> may hold part of the input and must still be cleaned up. */
+int prom_parse(struct prom_set *s, const char *p, size_t len, enum prom_format fmt,
+               const struct prom_limits *lim, struct prom_error *err);
+
+/* Returns the family of <s> named <name>, or NULL. */
+struct prom_family *prom_find(const struct prom_set *s, struct sc_str name);
+
+/* Returns the family named <name>, creating it (with <type>, no samples) when absent. The name is
+ * borrowed and must live as long as the set (arena or static). */
+struct prom_family *prom_family_get(struct prom_set *s, struct sc_str name, enum prom_type type);
+
+/* Appends a sample to <f>; its name and labels are borrowed like the family's name. Returns the
+ * new sample. */
+struct prom_sample *prom_sample_add(struct prom_set *s, struct prom_family *f);
+
+/* Appends <f> (its samples may be empty) as <fmt> to <out>. Returns 0 or SC_ETOOBIG. */
+int prom_render_family(const struct prom_family *f, enum prom_format fmt, struct sc_buf *out);
+
+/* Appends every family of <s> with at least one sample, then "# EOF" for OpenMetrics. Returns 0
+ * or SC_ETOOBIG from <out>'s cap. */
+int prom_render(const struct prom_set *s, enum prom_format fmt, struct sc_buf *out);
+
+/* Appends <v> formatted as the exposition formats want it (NaN, +Inf, -Inf, shortest exact). */
+int prom_format_value(struct sc_buf *out, double v);
+
+/* Returns the type's name in <fmt> ("untyped" vs "unknown"). */
+const char *prom_type_name(enum prom_type t, enum prom_format fmt);
+
+/* Returns true when <name> is a valid metric name ([a-zA-Z_:][a-zA-Z0-9_:]*) or, with <label>,
+ * a valid label name ([a-zA-Z_][a-zA-Z0-9_]*). */
+bool prom_valid_name(struct sc_str name, bool label);
+
+#endif

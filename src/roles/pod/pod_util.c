@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: Apache-2.0
+// Pure helpers of the pod runner (see pod.h): restart backoff arithmetic, Kubernetes' $(VAR)
+// expansion, CRI log line formatting and resource quantities. No I/O and no loop, so the unit
+// tests cover them exactly; every function is total over its input.
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "core/error.h"
+#include "roles/pod/pod.h"
+
+uint64_t pod_backoff_ms(uint64_t base, uint64_t max, unsigned restarts)
+{
+    uint64_t d = base;
+    for (unsigned i = 0; i < restarts && d < max; i++) {
+        d = d > UINT64_MAX / 2 ? UINT64_MAX : d * 2;
+    }
+    return d > max ? max : d;
+}
+
+static bool is_name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
+}
+
+char *pod_expand(const char *s, pod_lookup_cb lookup, void *arg)
+{
+    struct sc_buf b;
+    sc_buf_init(&b, SIZE_MAX / 2);
+    for (size_t i = 0; s[i];) {
+        if (s[i] == '$' && s[i + 1] == '$') {
+            sc_buf_append(&b, "$", 1);
+            i += 2;
+            continue;
+        }
+        if (s[i] == '$' && s[i + 1] == '(') {
+            size_t j = i + 2;
+            while (s[j] && is_name_char(s[j])) {
+                j++;
+            }
+            if (s[j] == ')' && j > i + 2) {
+                const char *v = lookup ? lookup(arg, s + i + 2, j - i - 2) : NULL;
+                if (v) {
+                    sc_buf_append_cstr(&b, v);
+                } else {
+                    sc_buf_append(&b, s + i, j + 1 - i);
+                }
+                i = j + 1;
+                continue;
+            }
+        }
+        sc_buf_append(&b, s + i, 1);
+        i++;
+    }
+    char *out = sc_strndup(b.p ? b.p : "", b.len);
+    sc_buf_cleanup(&b);
+    return out;
+}
+
+int pod_cri_line(struct sc_buf *out, int64_t sec, long nsec, const char *stream, bool partial,
+                 const char *msg, size_t len)
+{
+    struct tm tm;
+    time_t t = (time_t)sec;
+    char ts[40];
+    if (!gmtime_r(&t, &tm) || strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
+        return SC_EINVAL;
+    }
+    size_t keep = out->len;
+    if (sc_buf_appendf(out, "%s.%09ldZ %s %s ", ts, nsec, stream, partial ? "P" : "F") < 0 ||
+        sc_buf_append(out, msg, len) < 0 || sc_buf_append(out, "\n", 1) < 0) {
+        out->len = keep;
+        return SC_ETOOBIG;
+    }
+    return 0;
+}
+
+/* Parses a non-negative decimal number with an optional fraction; <*end> is what follows. */
+static int parse_decimal(const char *s, double *v, const char **end)
+{
+    if (!((s[0] >= '0' && s[0] <= '9') || (s[0] == '.' && s[1] >= '0' && s[1] <= '9'))) {
+        return -EINVAL;
+    }
+    char *e = NULL;
+    errno = 0;
+    double d = strtod(s, &e);
+    if (errno || !isfinite(d) || d < 0 || e == s) {
+        return -EINVAL;
+    }
+    /* strtod also accepts exponents and hex; quantities here are plain decimals */
+    for (const char *p = s; p < e; p++) {
+        if (!((*p >= '0' && *p <= '9') || *p == '.')) {
+            return -EINVAL;
+        }
+    }
+    *v = d;
+    *end = e;
+    return 0;
+}
+
+int pod_parse_cpu(const char *s, uint64_t *millis)
+{
+    double v;
+    const char *e;
+    if (!s || parse_decimal(s, &v, &e) < 0) {
+        return -EINVAL;
+    }
+    if (strcmp(e, "m") == 0) {
+        *millis = (uint64_t)ceil(v);
+    } else if (*e == '\0') {
+        *millis = (uint64_t)ceil(v * 1000);
+    } else {
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int pod_parse_memory(const char *s, uint64_t *bytes)
+{
+    static const struct {
+        const char *suffix;
+        double mult;
+    } units[] = {
+        { "", 1 },
+        { "k", 1e3 },
+        { "M", 1e6 },
+        { "G", 1e9 },
+        { "T", 1e12 },
+        { "Ki", 1024.0 },
+        { "Mi", 1024.0 * 1024 },
+        { "Gi", 1024.0 * 1024 * 1024 },
+        { "Ti", 1024.0 * 1024 * 1024 * 1024 },
+    };
+    double v;
+    const char *e;
+    if (!s || parse_decimal(s, &v, &e) < 0) {
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < SC_ARRAY_LEN(units); i++) {
+        if (strcmp(e, units[i].suffix) == 0) {
+            double b = ceil(v * units[i].mult);
+            if (b >= 1.8e19) {
+                return -EINVAL;
+            }
+            *bytes = (uint64_t)b;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}

@@ -1,0 +1,203 @@
+// SPDX-License-Identifier: Apache-2.0
+// The proxy's connection and request types, shared by the data-path files of src/roles/proxy/:
+// proxy_http.c (connections, pumps, retries, timers), proxy_headers.c (routing and the rules that
+// rewrite heads) and proxy_log.c (access log and request metrics). A downstream connection embeds
+// its current request; an upstream connection belongs to a request while active and to its
+// endpoint's per-worker pool while idle. Nothing here is visible outside the proxy role.
+#ifndef SC_ROLES_PROXY_PROXY_CONN_H
+#define SC_ROLES_PROXY_PROXY_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "core/buf.h"
+#include "core/list.h"
+#include "net/http1.h"
+#include "net/transport.h"
+#include "roles/proxy/proxy.h"
+
+#define BUF_INITIAL 16384
+#define MAX_HEADERS 100
+#define MAX_FREE 256
+#define MAX_IOV 8
+#ifndef SO_ORIGINAL_DST
+#define SO_ORIGINAL_DST 80 /* linux/netfilter_ipv4.h */
+#endif
+
+enum dstate { D_HEAD, D_REQ, D_TUNNEL, D_CLOSING };
+enum ustate { U_CONNECTING, U_ACTIVE, U_IDLE, U_CLOSING };
+enum body { B_NONE, B_LENGTH, B_CHUNKED, B_EOF, B_RAW };
+/* What to do when the pending downstream write completes. */
+enum dnext { DN_NONE, DN_LOCAL, DN_INTERIM, DN_BODY, DN_TUNNEL };
+
+enum {
+    F_UF = 1 << 0,  /* upstream connection failure */
+    F_UT = 1 << 1,  /* upstream request timeout */
+    F_URX = 1 << 2, /* retry limit reached / not retriable */
+    F_UH = 1 << 3,  /* no healthy upstream */
+    F_UC = 1 << 4,  /* upstream connection termination */
+    F_DC = 1 << 5,  /* downstream connection termination */
+    F_NR = 1 << 6,  /* no route */
+    F_UPE = 1 << 7, /* upstream protocol error */
+    F_DPE = 1 << 8, /* downstream protocol error */
+    F_SI = 1 << 9,  /* stream idle timeout */
+};
+
+enum { COND_CONNECT = 1, COND_RESET, COND_TIMEOUT, COND_STATUS };
+
+struct rbuf {
+    char *p;
+    size_t start, end, cap;
+};
+
+struct proxy_uconn {
+    struct sc_tcp_xport tx; /* the transport chain's bottom; the top is &tx.base for now */
+    uv_timer_t timer;
+    struct sc_list node; /* the endpoint's idle pool, or the free list */
+    struct proxy_worker *w;
+    struct proxy_rt *rt; /* a reference while open */
+    struct proxy_endpoint *ep;
+    struct proxy_dconn *dc;
+    struct sc_metric *m_active;
+    struct rbuf in;
+    size_t last_len;
+    size_t wconsume;
+    int state;
+    int closes;
+    bool wpending;
+    bool reused;
+    bool got_bytes;
+    bool eof;
+};
+
+struct proxy_req {
+    struct proxy_rt *rt; /* a reference while the request runs */
+    struct proxy_listener *lsn;
+    struct proxy_route *route;
+    struct proxy_endpoint *ep;     /* the current or last try's endpoint */
+    struct proxy_endpoint *active; /* counted in ep->active */
+    struct sc_buf head;            /* the upstream request head, kept for retries */
+    struct sc_buf copy;            /* request body bytes sent so far, while they fit */
+    struct sc_http1_chunked ch;
+    struct sc_http1_chunked rch;
+    uint64_t remaining;
+    uint64_t rremaining;
+    uint64_t start_ns;
+    uint64_t upstream_ns;
+    uint64_t upstream_total_ns;
+    uint64_t body_done_ms;
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    unsigned flags;
+    int body;
+    int rbody;
+    int status;
+    int minor;
+    int tries;
+    int retries;
+    bool keep_alive;
+    bool body_done;
+    bool retriable;
+    bool is_head;
+    bool is_connect;
+    bool upgrade;
+    bool resp_head_sent;
+    bool resp_done;
+    bool dechunk;
+    bool free_retry_used;
+    bool resp_keep_alive;
+    char method[16];
+    char path[256];
+    size_t path_len;
+    char request_id[64];
+    size_t request_id_len;
+};
+
+struct proxy_dconn {
+    struct sc_tcp_xport tx;
+    uv_timer_t timer;
+    uv_timer_t btimer;
+    struct sc_list node;
+    struct proxy_worker *w;
+    size_t lidx;
+    struct sc_metric *m_active;
+    struct proxy_uconn *uc;
+    struct rbuf in;
+    size_t last_len;
+    struct sc_buf out;
+    size_t wconsume; /* bytes of uc->in the pending write covers */
+    int wnext;
+    int state;
+    int closes;
+    bool wpending;
+    bool rpaused;
+    bool eof;     /* the client half-closed */
+    bool tun_eof; /* in a tunnel: the client finished; close once its bytes are upstream */
+    bool in_parse;
+    bool reparse;
+    bool close_after;
+    uint64_t head_start_ms;
+    uint64_t last_activity;
+    /* original_dst clusters: the destination of this connection or request, resolved into a
+     * private endpoint (allocated on first use, kept with the connection object). */
+    struct proxy_endpoint *dyn;
+    uv_getaddrinfo_t gai;
+    bool resolving;
+    bool dyn_stale;
+    bool orig_checked;
+    bool has_orig;
+    struct sockaddr_storage orig;
+    char dyn_name[264];
+    char peer[48];
+    struct proxy_req req;
+};
+
+/* ---- proxy_headers.c: routing and head rewriting (pure functions of the parsed head) ---- */
+
+/* True for GET, HEAD, OPTIONS, PUT, DELETE and TRACE (RFC 9110 section 9.2.2). */
+bool proxy_idempotent(struct sc_str method);
+
+/* Returns the path of target <t> for routing: origin-form up to '?', the path of an absolute-form
+ * target, "/" otherwise. Sets <*origin> to the origin-form target to send upstream. Both borrow
+ * <t>. */
+struct sc_str proxy_target_path(struct sc_str t, struct sc_str *origin);
+
+/* True when route <rt> takes request <m> with routing path <path>. <md> is PCRE2 match data
+ * (per worker). */
+bool proxy_route_matches(const struct proxy_route *rt, const struct sc_http_msg *m,
+                         struct sc_str path, pcre2_match_data *md);
+
+/* Builds dc->req.head, the upstream request head for <m>: hop-by-hop headers (and the tokens named
+ * in Connection) removed, Via, X-Forwarded-For (appended), X-Forwarded-Proto, X-Request-Id (kept
+ * or a new UUID v4, also copied into the request for the log) and traceparent (same trace id, new
+ * parent id) added, framing re-declared. <origin> is the target to send. Returns 0 or SC_ETOOBIG
+ * (the head would pass its cap). */
+int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, struct sc_str origin);
+
+/* Appends to dc->out the head sent to the client for upstream response <m>: HTTP/1.1 status line,
+ * hop-by-hop headers removed, Via appended, framing and Connection decided by the proxy (close
+ * when draining, when the client asked, or when the body ends at close). Returns 0 or
+ * SC_ETOOBIG. */
+int proxy_build_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m);
+
+/* Appends to dc->out an interim (1xx) head rebuilt from <m> as HTTP/1.1. Returns 0 or
+ * SC_ETOOBIG. */
+int proxy_build_interim_head(struct proxy_dconn *dc, const struct sc_http_msg *m);
+
+/* ---- proxy_log.c: the access log and request metrics ---- */
+
+/* Appends the request's JSON access-log line to the worker's buffer, written once per loop
+ * iteration (or at once when the buffer is full). <dur> is the request's duration, seconds. */
+void proxy_access_log(struct proxy_dconn *dc, double dur);
+
+/* Counts the request in sidecar_requests_total (series cached per route and status code) and
+ * sidecar_request_duration_seconds. */
+void proxy_count_request(struct proxy_dconn *dc, double dur);
+
+/* Writes the worker's buffered access-log lines to stdout now. */
+void proxy_log_flush(struct proxy_worker *w);
+
+#endif

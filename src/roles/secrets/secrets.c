@@ -1,0 +1,1243 @@
+// SPDX-License-Identifier: Apache-2.0
+// `sidecar secrets`: a Vault Agent replacement. It authenticates to Vault (token, AppRole or
+// Kubernetes service-account JWT), reads the secrets that each template names (KV v1, KV v2,
+// dynamic secrets), renders the templates and writes each file atomically with mode 0600, keeps
+// dynamic leases alive (renewed at 2/3 of the lease, re-fetched before expiry when the lease
+// cannot be extended) and the token renewed, and re-renders and reloads the app when a value
+// changes. Secrets go from the HTTP response into the template and the file only: they are never
+// logged, shown as "<redacted>" in /config, and the buffers this role owns (rendered files,
+// request bodies, tokens) are zeroed when freed. The Vault Agent injector's pod annotations can be read from a file or an
+// environment variable, so an annotated pod works unchanged.
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "app.h"
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/file.h"
+#include "core/log.h"
+#include "core/template.h"
+#include "net/dest.h"
+#include "net/egress.h"
+
+#define SECRETS_MAX_PATHS 256
+#define SECRETS_MAX_OUT (4u << 20)
+#define ANN "vault.hashicorp.com/"
+
+struct secrets_item_cfg {
+    char *name;
+    char *path;
+    char *template;
+    char *template_file;
+    char *dest;
+    char *mode;
+    char *owner;
+};
+
+struct secrets_cfg {
+    char *address;
+    char *namespace;
+    char *ca_cert;
+    int auth_method;
+    char *token;
+    char *token_file;
+    char *role_id;
+    char *secret_id;
+    char *secret_id_file;
+    char *role;
+    char *auth_path;
+    char *jwt_path;
+    struct sc_vec secrets;
+    char *dest_dir;
+    char *mode;
+    char *owner;
+    char *annotations_file;
+    char *annotations_env;
+    bool once;
+    uint64_t refresh_ms;
+    uint64_t retry_backoff_ms;
+    uint64_t max_backoff_ms;
+    int64_t retries;
+    uint64_t timeout_ms;
+    struct sc_strv validate;
+    struct sc_reload_cfg reload;
+};
+
+enum { AUTH_AUTO, AUTH_TOKEN, AUTH_APPROLE, AUTH_KUBERNETES };
+static const char *const auth_methods[] = { "auto", "token", "approle", "kubernetes", NULL };
+
+static const struct sc_opt item_opts[] = {
+    { .name = "name",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct secrets_item_cfg, name),
+      .help = "file name under dest_dir (and the name in logs)",
+      .flags = SC_OPT_REQUIRED },
+    { .name = "path",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct secrets_item_cfg, path),
+      .help = "Vault path read for the default template (KV v2: secret/data/<key>); templates "
+              "name their own with {{ with secret \"path\" }}" },
+    { .name = "template",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct secrets_item_cfg, template),
+      .help = "inline template (Vault Agent / consul-template syntax subset)" },
+    { .name = "template_file",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct secrets_item_cfg, template_file),
+      .help = "template read from this file at start" },
+    { .name = "dest",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct secrets_item_cfg, dest),
+      .help = "destination file (default: <dest_dir>/<name>)" },
+    { .name = "mode",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct secrets_item_cfg, mode),
+      .help = "file mode, octal (default: the top-level mode)" },
+    { .name = "owner",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct secrets_item_cfg, owner),
+      .help = "file owner, user[:group] or uid[:gid]" },
+    { 0 },
+};
+
+static const struct sc_opt secrets_opts[] = {
+    { .name = "vault_addr",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct secrets_cfg, address),
+      .help = "Vault address (default: VAULT_ADDR, else https://127.0.0.1:8200)",
+      .flags = SC_OPT_FLAG },
+    { .name = "vault_namespace",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct secrets_cfg, namespace),
+      .help = "Vault Enterprise namespace, sent as X-Vault-Namespace (default: VAULT_NAMESPACE)",
+      .flags = SC_OPT_FLAG },
+    { .name = "vault_cacert",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct secrets_cfg, ca_cert),
+      .help = "PEM bundle that verifies Vault's certificate (default: VAULT_CACERT)",
+      .flags = SC_OPT_FLAG },
+    { .name = "auth_method",
+      .type = SC_OPT_ENUM,
+      .offset = offsetof(struct secrets_cfg, auth_method),
+      .def = "auto",
+      .help = "auto picks token when one is set, else approle when role_id is set, else "
+              "kubernetes",
+      .flags = SC_OPT_FLAG,
+      .enums = auth_methods },
+    { .name = "token",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct secrets_cfg, token),
+      .help = "Vault token (default: VAULT_TOKEN)",
+      .flags = SC_OPT_SECRET },
+    { .name = "token_file",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct secrets_cfg, token_file),
+      .help = "file holding the Vault token",
+      .flags = SC_OPT_FLAG },
+    { .name = "role_id",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct secrets_cfg, role_id),
+      .help = "AppRole role_id",
+      .flags = SC_OPT_FLAG },
+    { .name = "secret_id",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct secrets_cfg, secret_id),
+      .help = "AppRole secret_id",
+      .flags = SC_OPT_SECRET },
+    { .name = "secret_id_file",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct secrets_cfg, secret_id_file),
+      .help = "file holding the AppRole secret_id",
+      .flags = SC_OPT_FLAG },
+    { .name = "role",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct secrets_cfg, role),
+      .help = "Kubernetes auth role (or the vault.hashicorp.com/role annotation)",
+      .flags = SC_OPT_FLAG },
+    { .name = "auth_path",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct secrets_cfg, auth_path),
+      .help = "auth mount path (default auth/approle or auth/kubernetes)",
+      .flags = SC_OPT_FLAG },
+    { .name = "jwt_path",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct secrets_cfg, jwt_path),
+      .def = "/var/run/secrets/kubernetes.io/serviceaccount/token",
+      .help = "service-account JWT for Kubernetes auth",
+      .flags = SC_OPT_FLAG },
+    { .name = "secrets",
+      .type = SC_OPT_OBJLIST,
+      .offset = offsetof(struct secrets_cfg, secrets),
+      .help = "files to render",
+      .sub = item_opts,
+      .sub_size = sizeof(struct secrets_item_cfg),
+      .max = 256 },
+    { .name = "dest_dir",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct secrets_cfg, dest_dir),
+      .def = "/vault/secrets",
+      .help = "directory of the rendered files",
+      .flags = SC_OPT_FLAG },
+    { .name = "mode",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct secrets_cfg, mode),
+      .def = "0600",
+      .help = "file mode of the rendered files, octal",
+      .flags = SC_OPT_FLAG },
+    { .name = "owner",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct secrets_cfg, owner),
+      .help = "owner of the rendered files, user[:group] or uid[:gid]",
+      .flags = SC_OPT_FLAG },
+    { .name = "annotations_file",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct secrets_cfg, annotations_file),
+      .help = "pod annotations (downward API format key=\"value\" per line) with Vault Agent "
+              "injector annotations to honour",
+      .flags = SC_OPT_FLAG },
+    { .name = "annotations_env",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct secrets_cfg, annotations_env),
+      .def = "SIDECAR_VAULT_ANNOTATIONS",
+      .help = "environment variable holding annotations in the same format (read when set)",
+      .flags = SC_OPT_FLAG },
+    { .name = "once",
+      .type = SC_OPT_BOOL,
+      .offset = offsetof(struct secrets_cfg, once),
+      .help = "render every file once and exit (init container; exit 1 on failure)",
+      .flags = SC_OPT_FLAG },
+    { .name = "refresh",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct secrets_cfg, refresh_ms),
+      .def = "5m",
+      .help = "re-read interval of secrets without a lease (KV)",
+      .flags = SC_OPT_FLAG,
+      .min = 100,
+      .max = 86400000 },
+    { .name = "retry_backoff",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct secrets_cfg, retry_backoff_ms),
+      .def = "1s",
+      .help = "first retry delay after a failure; doubles up to max_backoff",
+      .flags = SC_OPT_FLAG },
+    { .name = "max_backoff",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct secrets_cfg, max_backoff_ms),
+      .def = "30s",
+      .help = "longest retry delay",
+      .flags = SC_OPT_FLAG },
+    { .name = "retries",
+      .type = SC_OPT_INT,
+      .offset = offsetof(struct secrets_cfg, retries),
+      .def = "3",
+      .help = "--once: retries before giving up",
+      .flags = SC_OPT_FLAG,
+      .min = 0,
+      .max = 100 },
+    { .name = "timeout",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct secrets_cfg, timeout_ms),
+      .def = "10s",
+      .help = "deadline of one Vault request" },
+    { .name = "validate",
+      .type = SC_OPT_STRLIST,
+      .offset = offsetof(struct secrets_cfg, validate),
+      .help = "check before each swap: json, yaml, or a command with {{file}}" },
+    { .name = "reload",
+      .type = SC_OPT_INLINE,
+      .offset = offsetof(struct secrets_cfg, reload),
+      .sub = sc_reload_opts },
+    { 0 },
+};
+
+struct secrets;
+
+/* One Vault path some template reads, with its last response and lease. */
+struct secrets_path {
+    struct secrets *sv;
+    char *path;
+    json_t *secret; /* {Data, LeaseID, LeaseDuration, Renewable} or NULL before the first read */
+    char *lease_id;
+    int64_t lease_s;
+    bool renewable;
+    uv_timer_t timer;
+    bool busy;
+    int failures;
+    struct sc_metric *m_expiry;
+};
+
+struct secrets_file {
+    struct secrets *sv;
+    char *name;
+    struct sc_tmpl *tmpl;
+    char *dest;
+    struct sc_dest_spec spec;
+    bool written;
+    bool writing;
+    bool dirty;
+};
+
+struct secrets {
+    struct sc_app *app;
+    uv_loop_t *loop;
+    const struct secrets_cfg *cfg;
+    struct sc_egress *egress;
+    struct sc_egress_tls tls;
+    struct sc_reloader *reloader;
+    char *token;
+    int64_t token_ttl;
+    bool token_renewable;
+    int method;
+    char *role;
+    char *auth_path;
+    char *namespace;
+    const char *address;
+    const char *cfg_token;
+    uv_timer_t token_timer;
+    uv_timer_t retry_timer;
+    int auth_failures;
+    bool authed;
+    struct secrets_path *paths;
+    size_t npaths;
+    struct secrets_file *files;
+    size_t nfiles;
+    struct secrets_req *reqs; /* in flight, for cancellation */
+    int writes;
+    bool stopping;
+    bool stopped;
+    bool gave_up;
+    struct sc_metric *m_fetch_ok, *m_fetch_err, *m_renew_ok, *m_renew_err, *m_auth_ok,
+        *m_auth_err;
+    struct sc_metric_family *f_expiry;
+};
+
+struct secrets_req {
+    struct secrets *sv;
+    struct secrets_req *next, *prev;
+    struct sc_egress_xfer *xfer;
+    char *url;
+    char *body;
+    struct sc_kv hdrs[3];
+    size_t nhdrs;
+    void (*cb)(struct secrets *sv, void *arg, int status, json_t *j, const char *err);
+    void *arg;
+};
+
+/* ---- annotations ---- */
+
+/* Decodes a Go-quoted string ("a\nb") or returns the raw text when it is not quoted. */
+static char *unquote(const char *s, size_t n)
+{
+    if (n < 2 || s[0] != '"' || s[n - 1] != '"') {
+        return sc_strndup(s, n);
+    }
+    struct sc_buf b;
+    sc_buf_init(&b, n);
+    for (size_t i = 1; i + 1 < n; i++) {
+        char c = s[i];
+        if (c == '\\' && i + 2 < n) {
+            char e = s[++i];
+            c = e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e;
+        }
+        sc_buf_append(&b, &c, 1);
+    }
+    char *r = sc_strndup(b.p ? b.p : "", b.len);
+    sc_buf_cleanup(&b);
+    return r;
+}
+
+struct ann {
+    struct sc_kv *v;
+    size_t n;
+};
+
+static void ann_parse(struct ann *a, const char *text, size_t len)
+{
+    struct sc_str rest = { text, len };
+    while (rest.len > 0) {
+        struct sc_str line = sc_str_trim(sc_str_split(&rest, '\n'));
+        const char *eq = memchr(line.p, '=', line.len);
+        if (!eq || line.len == 0 || a->n >= 1024) {
+            continue;
+        }
+        a->v = sc_reallocarray(a->v, a->n + 1, sizeof(struct sc_kv));
+        a->v[a->n].key = sc_strndup(line.p, (size_t)(eq - line.p));
+        a->v[a->n].value = unquote(eq + 1, line.len - (size_t)(eq + 1 - line.p));
+        a->n++;
+    }
+}
+
+static const char *ann_get(const struct ann *a, const char *key)
+{
+    for (size_t i = 0; i < a->n; i++) {
+        if (strcmp(a->v[i].key, key) == 0) {
+            return a->v[i].value;
+        }
+    }
+    return NULL;
+}
+
+static void ann_free(struct ann *a)
+{
+    for (size_t i = 0; i < a->n; i++) {
+        sc_free(a->v[i].key);
+        sc_free(a->v[i].value);
+    }
+    sc_free(a->v);
+}
+
+/* ---- Vault requests ---- */
+
+static void on_vault_resp(void *arg, const struct sc_egress_resp *resp)
+{
+    struct secrets_req *r = arg;
+    struct secrets *sv = r->sv;
+    if (r->prev) {
+        r->prev->next = r->next;
+    } else {
+        sv->reqs = r->next;
+    }
+    if (r->next) {
+        r->next->prev = r->prev;
+    }
+    json_t *j = NULL;
+    const char *err = NULL;
+    char why[96];
+    if (resp->error) {
+        err = resp->error_msg ? resp->error_msg : sc_strerror(resp->error);
+    } else {
+        json_error_t je;
+        j = resp->body.len ? json_loadb(resp->body.p, resp->body.len, 0, &je) : NULL;
+        if (resp->status < 200 || resp->status > 299) {
+            /* Vault's {"errors": [...]} never holds secret values. */
+            json_t *e = json_array_get(json_object_get(j, "errors"), 0);
+            snprintf(why, sizeof(why), "Vault answered %d%s%.60s", resp->status, e ? ": " : "",
+                     e && json_is_string(e) ? json_string_value(e) : "");
+            err = why;
+        }
+    }
+    if (!sv->stopping) {
+        r->cb(sv, r->arg, resp->status, j, err);
+    }
+    if (j) {
+        json_decref(j);
+    }
+    sc_free(r->url);
+    sc_free_secret(r->body, r->body ? strlen(r->body) : 0);
+    sc_free(r);
+}
+
+/* Sends <method> /v1/<path> with <body> (taken; may be NULL). <cb> runs once unless stopping. */
+static void vault_call(struct secrets *sv, const char *method, const char *path, char *body,
+                       void (*cb)(struct secrets *, void *, int, json_t *, const char *),
+                       void *arg)
+{
+    struct secrets_req *r = SC_NEW(struct secrets_req);
+    r->sv = sv;
+    r->cb = cb;
+    r->arg = arg;
+    const char *a = sv->address;
+    size_t alen = strlen(a);
+    while (alen > 0 && a[alen - 1] == '/') {
+        alen--;
+    }
+    r->url = sc_asprintf("%.*s/v1/%s", (int)alen, a, path[0] == '/' ? path + 1 : path);
+    r->body = body;
+    if (sv->token) {
+        r->hdrs[r->nhdrs++] = (struct sc_kv){ "X-Vault-Token", sv->token };
+    }
+    if (sv->namespace && sv->namespace[0]) {
+        r->hdrs[r->nhdrs++] = (struct sc_kv){ "X-Vault-Namespace", sv->namespace };
+    }
+    r->hdrs[r->nhdrs++] = (struct sc_kv){ "X-Vault-Request", "true" };
+    struct sc_egress_req req = {
+        .method = method,
+        .url = r->url,
+        .headers = r->hdrs,
+        .nheaders = r->nhdrs,
+        .body = body,
+        .body_len = body ? strlen(body) : 0,
+        .timeout_ms = sv->cfg->timeout_ms,
+        .max_response = 4u << 20,
+        .tls = &sv->tls,
+    };
+    r->next = sv->reqs;
+    if (sv->reqs) {
+        sv->reqs->prev = r;
+    }
+    sv->reqs = r;
+    int rc = sc_egress_send(sv->egress, &req, on_vault_resp, r, &r->xfer);
+    if (rc < 0) {
+        struct sc_egress_resp fake = { .error = rc, .error_msg = sc_strerror(rc) };
+        on_vault_resp(r, &fake);
+    }
+}
+
+/* ---- flow ---- */
+
+static void authenticate(struct secrets *sv);
+static void fetch_path(struct secrets_path *p);
+static void render_all(struct secrets *sv);
+
+static uint64_t backoff(const struct secrets *sv, int failures)
+{
+    uint64_t b = sv->cfg->retry_backoff_ms;
+    for (int i = 1; i < failures && b < sv->cfg->max_backoff_ms; i++) {
+        b *= 2;
+    }
+    return b < sv->cfg->max_backoff_ms ? b : sv->cfg->max_backoff_ms;
+}
+
+static void on_closed_noop(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void finish(struct secrets *sv, int code)
+{
+    if (sv->stopped || sv->writes > 0) {
+        return;
+    }
+    sv->stopped = true;
+    sv->stopping = true;
+    while (sv->reqs) {
+        struct secrets_req *r = sv->reqs;
+        sv->reqs = r->next;
+        sc_egress_cancel(r->xfer);
+        sc_free(r->url);
+        sc_free_secret(r->body, r->body ? strlen(r->body) : 0);
+        sc_free(r);
+    }
+    for (size_t i = 0; i < sv->npaths; i++) {
+        uv_close((uv_handle_t *)&sv->paths[i].timer, on_closed_noop);
+    }
+    uv_close((uv_handle_t *)&sv->token_timer, on_closed_noop);
+    uv_close((uv_handle_t *)&sv->retry_timer, on_closed_noop);
+    sc_reloader_close(sv->reloader);
+    sv->reloader = NULL;
+    sc_egress_close(sv->egress);
+    sv->egress = NULL;
+    sc_app_stopped(sv->app, code);
+}
+
+static void give_up(struct secrets *sv, const char *what, const char *why)
+{
+    sc_error("secrets failed; the init step fails", SC_LS("step", what), SC_LS("reason", why));
+    sv->gave_up = true;
+    finish(sv, 1);
+}
+
+static void on_retry_auth(uv_timer_t *t)
+{
+    authenticate(t->data);
+}
+
+static void auth_failed(struct secrets *sv, const char *why)
+{
+    sc_counter_inc(sv->m_auth_err);
+    sv->auth_failures++;
+    if (sv->cfg->once && sv->auth_failures > sv->cfg->retries) {
+        give_up(sv, "auth", why);
+        return;
+    }
+    uint64_t b = backoff(sv, sv->auth_failures);
+    sc_warn("Vault authentication failed; retrying", SC_LS("reason", why), SC_LU("retry_in_ms", b));
+    uv_timer_start(&sv->retry_timer, on_retry_auth, b, 0);
+}
+
+static void on_token_timer(uv_timer_t *t);
+
+static void schedule_token_renewal(struct secrets *sv)
+{
+    if (sv->token_renewable && sv->token_ttl > 0 && !sv->cfg->once) {
+        uv_timer_start(&sv->token_timer, on_token_timer, (uint64_t)sv->token_ttl * 2000 / 3, 0);
+    }
+}
+
+static void start_fetching(struct secrets *sv)
+{
+    for (size_t i = 0; i < sv->npaths; i++) {
+        if (!sv->paths[i].busy) {
+            fetch_path(&sv->paths[i]);
+        }
+    }
+}
+
+static void on_login(struct secrets *sv, void *arg, int status, json_t *j, const char *err)
+{
+    (void)arg;
+    (void)status;
+    json_t *auth = json_object_get(j, "auth");
+    const char *tok = json_string_value(json_object_get(auth, "client_token"));
+    if (err || !tok) {
+        auth_failed(sv, err ? err : "no client_token in the login response");
+        return;
+    }
+    sc_free_secret(sv->token, sv->token ? strlen(sv->token) : 0);
+    sv->token = sc_strdup(tok);
+    sv->token_ttl = json_integer_value(json_object_get(auth, "lease_duration"));
+    sv->token_renewable = json_is_true(json_object_get(auth, "renewable"));
+    sv->auth_failures = 0;
+    sv->authed = true;
+    sc_counter_inc(sv->m_auth_ok);
+    sc_info("authenticated to Vault", SC_LS("method", auth_methods[sv->method]),
+            SC_LI("token_ttl_s", sv->token_ttl));
+    schedule_token_renewal(sv);
+    start_fetching(sv);
+}
+
+static void on_lookup_self(struct secrets *sv, void *arg, int status, json_t *j, const char *err)
+{
+    (void)arg;
+    (void)status;
+    if (err) {
+        auth_failed(sv, err);
+        return;
+    }
+    json_t *d = json_object_get(j, "data");
+    sv->token_ttl = json_integer_value(json_object_get(d, "ttl"));
+    sv->token_renewable = json_is_true(json_object_get(d, "renewable"));
+    sv->auth_failures = 0;
+    sv->authed = true;
+    sc_counter_inc(sv->m_auth_ok);
+    sc_info("using the Vault token", SC_LI("token_ttl_s", sv->token_ttl));
+    schedule_token_renewal(sv);
+    start_fetching(sv);
+}
+
+static char *read_trimmed(const char *path, char **err)
+{
+    struct sc_buf b;
+    sc_buf_init(&b, 64 * 1024);
+    int rc = sc_file_read(path, &b);
+    if (rc < 0) {
+        sc_buf_cleanup(&b);
+        *err = sc_asprintf("cannot read %s: %s", path, sc_strerror(rc));
+        return NULL;
+    }
+    struct sc_str s = sc_str_trim((struct sc_str){ b.p ? b.p : "", b.len });
+    while (s.len > 0 && (s.p[s.len - 1] == '\n' || s.p[s.len - 1] == '\r')) {
+        s.len--;
+    }
+    char *r = sc_strndup(s.p, s.len);
+    sc_free_secret(b.p, b.cap);
+    return r;
+}
+
+static void authenticate(struct secrets *sv)
+{
+    const struct secrets_cfg *c = sv->cfg;
+    char *err = NULL;
+    sv->authed = false;
+    if (sv->method == AUTH_TOKEN) {
+        if (!sv->token) {
+            sv->token = c->token_file ? read_trimmed(c->token_file, &err) : sc_strdup(sv->cfg_token);
+        }
+        if (!sv->token) {
+            auth_failed(sv, err);
+            sc_free(err);
+            return;
+        }
+        vault_call(sv, "GET", "auth/token/lookup-self", NULL, on_lookup_self, NULL);
+        return;
+    }
+    json_t *body = json_object();
+    if (sv->method == AUTH_APPROLE) {
+        char *sid = c->secret_id_file ? read_trimmed(c->secret_id_file, &err)
+                                      : sc_strdup(c->secret_id ? c->secret_id : "");
+        if (!sid) {
+            json_decref(body);
+            auth_failed(sv, err);
+            sc_free(err);
+            return;
+        }
+        json_object_set_new(body, "role_id", json_string(c->role_id ? c->role_id : ""));
+        json_object_set_new(body, "secret_id", json_string(sid));
+        sc_free_secret(sid, strlen(sid));
+    } else {
+        char *jwt = read_trimmed(c->jwt_path, &err);
+        if (!jwt) {
+            json_decref(body);
+            auth_failed(sv, err);
+            sc_free(err);
+            return;
+        }
+        json_object_set_new(body, "role", json_string(sv->role ? sv->role : ""));
+        json_object_set_new(body, "jwt", json_string(jwt));
+        sc_free_secret(jwt, strlen(jwt));
+    }
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    char *path = sc_asprintf("%s/login", sv->auth_path);
+    /* A login must not carry an old token. */
+    sc_free_secret(sv->token, sv->token ? strlen(sv->token) : 0);
+    sv->token = NULL;
+    vault_call(sv, "POST", path, text, on_login, NULL);
+    sc_free(path);
+}
+
+static void on_renew_self(struct secrets *sv, void *arg, int status, json_t *j, const char *err)
+{
+    (void)arg;
+    (void)status;
+    json_t *auth = json_object_get(j, "auth");
+    if (err || !auth) {
+        sc_counter_inc(sv->m_renew_err);
+        sc_warn("token renewal failed; authenticating again", SC_LS("reason", err ? err : "no auth"));
+        if (sv->method != AUTH_TOKEN) {
+            authenticate(sv);
+        }
+        return;
+    }
+    sc_counter_inc(sv->m_renew_ok);
+    sv->token_ttl = json_integer_value(json_object_get(auth, "lease_duration"));
+    sv->token_renewable = json_is_true(json_object_get(auth, "renewable"));
+    sc_info("token renewed", SC_LI("token_ttl_s", sv->token_ttl));
+    schedule_token_renewal(sv);
+}
+
+static void on_token_timer(uv_timer_t *t)
+{
+    struct secrets *sv = t->data;
+    vault_call(sv, "POST", "auth/token/renew-self", sc_strdup("{}"), on_renew_self, NULL);
+}
+
+/* ---- secrets and leases ---- */
+
+static void on_path_timer(uv_timer_t *t);
+static void lease_renew(struct secrets_path *p);
+
+/* The timer's action is chosen when it fires: renew while there is a renewable lease, else
+ * read the secret again. */
+static void schedule_path(struct secrets_path *p, uint64_t ms)
+{
+    uv_timer_start(&p->timer, on_path_timer, ms, 0);
+}
+
+static void path_failed(struct secrets_path *p, const char *why, int status)
+{
+    struct secrets *sv = p->sv;
+    p->busy = false;
+    sc_counter_inc(sv->m_fetch_err);
+    p->failures++;
+    if (sv->cfg->once && p->failures > sv->cfg->retries) {
+        give_up(sv, p->path, why);
+        return;
+    }
+    uint64_t b = backoff(sv, p->failures);
+    sc_warn("reading a secret failed; the last good file stays", SC_LS("path", p->path),
+            SC_LS("reason", why), SC_LU("retry_in_ms", b));
+    sc_free(p->lease_id);
+    p->lease_id = NULL; /* re-read, not renew */
+    if (status == 403 && sv->method != AUTH_TOKEN && sv->authed) {
+        authenticate(sv);
+        return;
+    }
+    schedule_path(p, b);
+}
+
+static void set_expiry(struct secrets_path *p)
+{
+    if (p->lease_s > 0) {
+        sc_gauge_set(p->m_expiry, (double)time(NULL) + (double)p->lease_s);
+    }
+}
+
+static void on_secret(struct secrets *sv, void *arg, int status, json_t *j, const char *err)
+{
+    struct secrets_path *p = arg;
+    if (err || !json_is_object(j)) {
+        path_failed(p, err ? err : "no JSON in the response", status);
+        return;
+    }
+    p->busy = false;
+    p->failures = 0;
+    sc_counter_inc(sv->m_fetch_ok);
+    const char *lid = json_string_value(json_object_get(j, "lease_id"));
+    sc_free(p->lease_id);
+    p->lease_id = lid && lid[0] ? sc_strdup(lid) : NULL;
+    p->lease_s = json_integer_value(json_object_get(j, "lease_duration"));
+    p->renewable = json_is_true(json_object_get(j, "renewable"));
+    json_t *data = json_object_get(j, "data");
+    json_t *sec = json_pack("{s:O,s:s,s:I,s:b}", "Data", data ? data : json_null(), "LeaseID",
+                            p->lease_id ? p->lease_id : "", "LeaseDuration",
+                            (json_int_t)p->lease_s, "Renewable", p->renewable);
+    bool changed = !p->secret || !json_equal(p->secret, sec);
+    if (p->secret) {
+        json_decref(p->secret);
+    }
+    p->secret = sec;
+    set_expiry(p);
+    sc_info("secret read", SC_LS("path", p->path), SC_LI("lease_s", p->lease_s),
+            SC_LB("renewable", p->renewable));
+    if (!sv->cfg->once) {
+        if (p->lease_id && p->lease_s > 0) {
+            schedule_path(p, (uint64_t)p->lease_s * 2000 / 3);
+        } else {
+            schedule_path(p, sv->cfg->refresh_ms);
+        }
+    }
+    if (changed) {
+        render_all(sv);
+    }
+}
+
+static void fetch_path(struct secrets_path *p)
+{
+    if (p->sv->stopping || !p->sv->authed) {
+        return;
+    }
+    p->busy = true;
+    vault_call(p->sv, "GET", p->path, NULL, on_secret, p);
+}
+
+static void on_lease_renewed(struct secrets *sv, void *arg, int status, json_t *j,
+                             const char *err)
+{
+    struct secrets_path *p = arg;
+    (void)status;
+    p->busy = false;
+    if (err || !json_is_object(j)) {
+        sc_counter_inc(sv->m_renew_err);
+        sc_warn("lease renewal failed; reading the secret again", SC_LS("path", p->path),
+                SC_LS("reason", err ? err : "bad response"));
+        sc_free(p->lease_id);
+        p->lease_id = NULL;
+        fetch_path(p);
+        return;
+    }
+    sc_counter_inc(sv->m_renew_ok);
+    int64_t asked = p->lease_s;
+    p->lease_s = json_integer_value(json_object_get(j, "lease_duration"));
+    set_expiry(p);
+    sc_info("lease renewed", SC_LS("path", p->path), SC_LI("lease_s", p->lease_s));
+    if (p->lease_s <= 0) {
+        fetch_path(p);
+    } else if (p->lease_s < asked) {
+        /* The lease hit its max TTL: new credentials before this one expires. */
+        sc_free(p->lease_id);
+        p->lease_id = NULL;
+        schedule_path(p, (uint64_t)p->lease_s * 2000 / 3);
+    } else {
+        schedule_path(p, (uint64_t)p->lease_s * 2000 / 3);
+    }
+}
+
+static void lease_renew(struct secrets_path *p)
+{
+    json_t *b = json_pack("{s:s,s:I}", "lease_id", p->lease_id, "increment",
+                          (json_int_t)p->lease_s);
+    char *body = json_dumps(b, JSON_COMPACT);
+    json_decref(b);
+    p->busy = true;
+    vault_call(p->sv, "PUT", "sys/leases/renew", body, on_lease_renewed, p);
+}
+
+static void on_path_timer(uv_timer_t *t)
+{
+    struct secrets_path *p = t->data;
+    if (p->sv->stopping || p->busy) {
+        return;
+    }
+    if (p->lease_id && p->renewable) {
+        lease_renew(p);
+    } else {
+        fetch_path(p);
+    }
+}
+
+/* ---- rendering ---- */
+
+static struct secrets_path *find_path(struct secrets *sv, const char *path)
+{
+    for (size_t i = 0; i < sv->npaths; i++) {
+        if (strcmp(sv->paths[i].path, path) == 0) {
+            return &sv->paths[i];
+        }
+    }
+    return NULL;
+}
+
+static int tmpl_secret(void *arg, const char *name, json_t *const *args, size_t nargs,
+                       json_t **out, char **err)
+{
+    struct secrets *sv = arg;
+    (void)name;
+    if (nargs < 1 || !json_is_string(args[0])) {
+        *err = sc_strdup("secret takes a path string");
+        return SC_ECONFIG;
+    }
+    struct secrets_path *p = find_path(sv, json_string_value(args[0]));
+    if (!p || !p->secret) {
+        *err = sc_asprintf("secret %s has not been read", json_string_value(args[0]));
+        return -EAGAIN;
+    }
+    *out = json_incref(p->secret);
+    return 0;
+}
+
+static void on_file_written(void *arg, enum sc_dest_result r);
+
+static void render_file(struct secrets *sv, struct secrets_file *f)
+{
+    if (f->writing) {
+        f->dirty = true;
+        return;
+    }
+    struct sc_buf out;
+    sc_buf_init(&out, SECRETS_MAX_OUT);
+    char *err = NULL;
+    int rc = sc_tmpl_render(f->tmpl, NULL, tmpl_secret, sv, &out, &err);
+    if (rc < 0) {
+        /* Not every secret read yet is ordinary at start; anything else is an error. */
+        if (!strstr(err, "has not been read")) {
+            sc_error("template failed; the last good file stays", SC_LS("file", f->name),
+                     SC_LS("reason", err));
+        }
+        sc_free(err);
+    } else {
+        f->writing = true;
+        sv->writes++;
+        sc_dest_write(sv->loop, &f->spec, out.p ? out.p : "", out.len, on_file_written, f);
+    }
+    if (out.p) {
+        sc_free_secret(out.p, out.cap);
+    }
+}
+
+static void on_file_written(void *arg, enum sc_dest_result r)
+{
+    struct secrets_file *f = arg;
+    struct secrets *sv = f->sv;
+    f->writing = false;
+    sv->writes--;
+    if (r >= 0) {
+        f->written = true;
+    }
+    if (r == SC_DEST_WRITTEN && !sv->cfg->once) {
+        sc_reloader_trigger(sv->reloader);
+    }
+    if (sv->stopping) {
+        finish(sv, sv->gave_up ? 1 : 0);
+        return;
+    }
+    if (f->dirty) {
+        f->dirty = false;
+        render_file(sv, f);
+    }
+    bool all = true;
+    for (size_t i = 0; i < sv->nfiles; i++) {
+        all = all && sv->files[i].written;
+    }
+    if (all) {
+        sc_app_set_ready(sv->app, true);
+        if (sv->cfg->once && sv->writes == 0) {
+            sc_info("all secrets rendered", SC_LU("files", sv->nfiles));
+            finish(sv, 0);
+        }
+    } else if (r < 0 && sv->cfg->once) {
+        give_up(sv, f->name, "the file could not be written or failed validation");
+    }
+}
+
+static void render_all(struct secrets *sv)
+{
+    for (size_t i = 0; i < sv->nfiles; i++) {
+        render_file(sv, &sv->files[i]);
+    }
+}
+
+/* ---- setup ---- */
+
+static void add_path(void *arg, const char *func, const char *path)
+{
+    struct secrets *sv = arg;
+    (void)func;
+    if (find_path(sv, path) || sv->npaths >= SECRETS_MAX_PATHS) {
+        return;
+    }
+    struct secrets_path *p = &sv->paths[sv->npaths++];
+    p->sv = sv;
+    p->path = sc_strdup(path);
+    uv_timer_init(sv->loop, &p->timer);
+    p->timer.data = p;
+    p->m_expiry = sc_metric_get(sv->f_expiry, (const char *[]){ path });
+}
+
+static int add_file(struct secrets *sv, const char *name, const char *path, const char *tmpl_text,
+                    const char *tmpl_file, const char *dest, const char *mode, const char *owner,
+                    char **err)
+{
+    static const char *const extra[] = { "secret", NULL };
+    struct secrets_file *f = &sv->files[sv->nfiles];
+    f->sv = sv;
+    char *tname = sc_asprintf("%s.template", name);
+    char *text = NULL;
+    if (tmpl_file) {
+        struct sc_buf b;
+        sc_buf_init(&b, 1u << 20);
+        int rc = sc_file_read(tmpl_file, &b);
+        if (rc < 0) {
+            sc_buf_cleanup(&b);
+            sc_free(tname);
+            *err = sc_asprintf("%s: cannot read the template: %s", tmpl_file, sc_strerror(rc));
+            return SC_ECONFIG;
+        }
+        text = sc_strndup(b.p ? b.p : "", b.len);
+        sc_buf_cleanup(&b);
+    } else if (tmpl_text) {
+        text = sc_strdup(tmpl_text);
+    } else if (path) {
+        /* Vault Agent's default rendering: one "key: value" line per field of the data. */
+        text = sc_asprintf("{{ with secret \"%s\" }}{{ range $k, $v := .Data }}{{ $k }}: {{ $v "
+                           "}}\n{{ end }}{{ end }}",
+                           path);
+    } else {
+        sc_free(tname);
+        *err = sc_asprintf("secret %s: needs a path or a template", name);
+        return SC_ECONFIG;
+    }
+    f->tmpl = sc_tmpl_parse(tmpl_file ? tmpl_file : tname, text, strlen(text), extra, err);
+    sc_free(text);
+    sc_free(tname);
+    if (!f->tmpl) {
+        return SC_ECONFIG;
+    }
+    f->name = sc_strdup(name);
+    f->dest = dest ? sc_strdup(dest) : sc_asprintf("%s/%s", sv->cfg->dest_dir, name);
+    f->spec.path = f->dest;
+    f->spec.validate = &sv->cfg->validate;
+    const char *m = mode ? mode : sv->cfg->mode;
+    if (sc_file_parse_mode(m, &f->spec.mode) < 0) {
+        *err = sc_asprintf("secret %s: mode \"%s\" is not an octal file mode", name, m);
+        return SC_ECONFIG;
+    }
+    const char *o = owner ? owner : sv->cfg->owner;
+    if (sc_file_parse_owner(o, &f->spec.uid, &f->spec.gid) < 0) {
+        *err = sc_asprintf("secret %s: unknown owner \"%s\"", name, o);
+        return SC_ECONFIG;
+    }
+    sv->nfiles++;
+    sc_tmpl_calls(f->tmpl, "secret", add_path, sv);
+    return 0;
+}
+
+static int load_annotations(struct secrets *sv, struct ann *a, char **err)
+{
+    const struct secrets_cfg *c = sv->cfg;
+    if (c->annotations_file) {
+        struct sc_buf b;
+        sc_buf_init(&b, 1u << 20);
+        int rc = sc_file_read(c->annotations_file, &b);
+        if (rc < 0) {
+            sc_buf_cleanup(&b);
+            *err = sc_asprintf("%s: cannot read the annotations: %s", c->annotations_file,
+                               sc_strerror(rc));
+            return SC_ECONFIG;
+        }
+        ann_parse(a, b.p ? b.p : "", b.len);
+        sc_buf_cleanup(&b);
+    }
+    const char *env = c->annotations_env ? getenv(c->annotations_env) : NULL;
+    if (env) {
+        ann_parse(a, env, strlen(env));
+    }
+    return 0;
+}
+
+static void secrets_free(struct secrets *sv)
+{
+    for (size_t i = 0; i < sv->npaths; i++) {
+        sc_free(sv->paths[i].path);
+        sc_free(sv->paths[i].lease_id);
+        if (sv->paths[i].secret) {
+            json_decref(sv->paths[i].secret);
+        }
+    }
+    sc_free(sv->paths);
+    for (size_t i = 0; i < sv->nfiles; i++) {
+        sc_free(sv->files[i].name);
+        sc_free(sv->files[i].dest);
+        sc_tmpl_free(sv->files[i].tmpl);
+    }
+    sc_free(sv->files);
+    sc_free_secret(sv->token, sv->token ? strlen(sv->token) : 0);
+    sc_free(sv->role);
+    sc_free(sv->auth_path);
+    sc_free(sv->namespace);
+    sc_free(sv);
+}
+
+static void secrets_cleanup(void *state)
+{
+    secrets_free(state);
+}
+
+/* The option, else the Vault CLI's environment variable, else <def>. */
+static const char *opt_env(const char *opt, const char *env, const char *def)
+{
+    if (opt && opt[0]) {
+        return opt;
+    }
+    const char *e = getenv(env);
+    return e && e[0] ? e : def;
+}
+
+static int secrets_check(const void *vcfg, char **err)
+{
+    const struct secrets_cfg *c = vcfg;
+    const char *a = opt_env(c->address, "VAULT_ADDR", "https://127.0.0.1:8200");
+    if (strncmp(a, "http://", 7) != 0 && strncmp(a, "https://", 8) != 0) {
+        *err = sc_asprintf("vault_addr: \"%s\" is not an http:// or https:// URL", a);
+        return SC_ECONFIG;
+    }
+    return sc_reload_check(&c->reload, err);
+}
+
+static int secrets_start(struct sc_app *app, const void *vcfg, void **state, char **err)
+{
+    const struct secrets_cfg *c = vcfg;
+    struct secrets *sv = SC_NEW(struct secrets);
+    sv->app = app;
+    sv->loop = sc_app_loop(app);
+    sv->cfg = c;
+    struct ann a = { 0 };
+    int rc = load_annotations(sv, &a, err);
+    if (rc < 0) {
+        secrets_free(sv);
+        return rc;
+    }
+    sv->role = sc_strdup(c->role ? c->role : ann_get(&a, ANN "role"));
+    sv->namespace = sc_strdup(opt_env(c->namespace, "VAULT_NAMESPACE", ann_get(&a, ANN "namespace")));
+    sv->address = opt_env(c->address, "VAULT_ADDR", "https://127.0.0.1:8200");
+    sv->cfg_token = opt_env(c->token, "VAULT_TOKEN", NULL);
+    sv->method = c->auth_method;
+    if (sv->method == AUTH_AUTO) {
+        sv->method = sv->cfg_token || c->token_file ? AUTH_TOKEN
+                     : c->role_id                               ? AUTH_APPROLE
+                                                                : AUTH_KUBERNETES;
+    }
+    const char *ap = c->auth_path ? c->auth_path : ann_get(&a, ANN "auth-path");
+    sv->auth_path = ap ? sc_strdup(ap)
+                       : sc_strdup(sv->method == AUTH_APPROLE ? "auth/approle" : "auth/kubernetes");
+    if (sv->method == AUTH_TOKEN && sv->cfg_token && !c->token_file) {
+        sv->token = sc_strdup(sv->cfg_token);
+    }
+    if (sv->method == AUTH_KUBERNETES && !sv->role) {
+        *err = sc_strdup("kubernetes auth needs a role (role: or the vault.hashicorp.com/role "
+                         "annotation); or set token / role_id");
+        ann_free(&a);
+        secrets_free(sv);
+        return SC_ECONFIG;
+    }
+    sv->tls.ca_file = opt_env(c->ca_cert, "VAULT_CACERT", NULL);
+    struct sc_metrics *m = sc_app_metrics(app);
+    static const char *const path_label[] = { "path", NULL };
+    sv->f_expiry = sc_metrics_family(m, SC_METRIC_GAUGE,
+                                     "sidecar_secrets_lease_expiry_timestamp_seconds",
+                                     "Unix time at which the secret's current lease expires.",
+                                     path_label, NULL, 0);
+    static const char *const result_label[] = { "result", NULL };
+    struct sc_metric_family *f =
+        sc_metrics_family(m, SC_METRIC_COUNTER, "sidecar_secrets_fetch_total",
+                          "Secret reads from Vault, by result.", result_label, NULL, 0);
+    sv->m_fetch_ok = sc_metric_get(f, (const char *[]){ "success" });
+    sv->m_fetch_err = sc_metric_get(f, (const char *[]){ "error" });
+    f = sc_metrics_family(m, SC_METRIC_COUNTER, "sidecar_secrets_renew_total",
+                          "Lease and token renewals, by result.", result_label, NULL, 0);
+    sv->m_renew_ok = sc_metric_get(f, (const char *[]){ "success" });
+    sv->m_renew_err = sc_metric_get(f, (const char *[]){ "error" });
+    f = sc_metrics_family(m, SC_METRIC_COUNTER, "sidecar_secrets_auth_total",
+                          "Vault logins and token lookups, by result.", result_label, NULL, 0);
+    sv->m_auth_ok = sc_metric_get(f, (const char *[]){ "success" });
+    sv->m_auth_err = sc_metric_get(f, (const char *[]){ "error" });
+
+    size_t cap = c->secrets.n + a.n;
+    sv->files = sc_calloc(cap ? cap : 1, sizeof(struct secrets_file));
+    sv->paths = sc_calloc(SECRETS_MAX_PATHS, sizeof(struct secrets_path));
+    const struct secrets_item_cfg *items = c->secrets.v;
+    for (size_t i = 0; i < c->secrets.n && rc == 0; i++) {
+        rc = add_file(sv, items[i].name, items[i].path, items[i].template, items[i].template_file,
+                      items[i].dest, items[i].mode, items[i].owner, err);
+    }
+    static const char pfx[] = ANN "agent-inject-secret-";
+    for (size_t i = 0; i < a.n && rc == 0; i++) {
+        if (strncmp(a.v[i].key, pfx, sizeof(pfx) - 1) != 0) {
+            continue;
+        }
+        const char *name = a.v[i].key + sizeof(pfx) - 1;
+        char *tk = sc_asprintf(ANN "agent-inject-template-%s", name);
+        char *fk = sc_asprintf(ANN "agent-inject-file-%s", name);
+        const char *file = ann_get(&a, fk);
+        const char *vol = ann_get(&a, ANN "secret-volume-path");
+        char *dest = vol || file ? sc_asprintf("%s/%s", vol ? vol : c->dest_dir, file ? file : name)
+                                 : NULL;
+        rc = add_file(sv, name, a.v[i].value, ann_get(&a, tk), NULL, dest, NULL, NULL, err);
+        sc_free(tk);
+        sc_free(fk);
+        sc_free(dest);
+    }
+    ann_free(&a);
+    if (rc == 0 && sv->nfiles == 0) {
+        *err = sc_strdup("no secrets to render: give secrets: in the config or "
+                         "vault.hashicorp.com/agent-inject-secret-<name> annotations");
+        rc = SC_ECONFIG;
+    }
+    if (rc < 0) {
+        for (size_t i = 0; i < sv->npaths; i++) {
+            uv_close((uv_handle_t *)&sv->paths[i].timer, on_closed_noop);
+        }
+        /* The state is freed by cleanup, after the timers above have closed. */
+        *state = sv;
+        sv->stopped = true;
+        return rc;
+    }
+    sv->egress = sc_egress_new(sv->loop);
+    sv->reloader = sc_reloader_new(sv->loop, sv->egress, &c->reload, m,
+                                   "sidecar_secrets_reload_total");
+    uv_timer_init(sv->loop, &sv->token_timer);
+    sv->token_timer.data = sv;
+    uv_timer_init(sv->loop, &sv->retry_timer);
+    sv->retry_timer.data = sv;
+    for (size_t i = 0; i < sv->nfiles; i++) {
+        sc_info("secret file", SC_LS("name", sv->files[i].name), SC_LS("dest", sv->files[i].dest));
+    }
+    authenticate(sv);
+    *state = sv;
+    return 0;
+}
+
+static void secrets_stop(struct sc_app *app, void *state, bool now)
+{
+    struct secrets *sv = state;
+    (void)app;
+    sv->stopping = true;
+    if (now) {
+        sv->writes = 0;
+    }
+    finish(sv, sv->gave_up ? 1 : 0);
+}
+
+static const char secrets_usage[] =
+    "Authenticates to Vault (token, AppRole, Kubernetes), renders secrets into files (mode 0600)\n"
+    "with Vault Agent-compatible templates, renews leases and the token, and reloads the app\n"
+    "when a value changes. Honours VAULT_ADDR, VAULT_NAMESPACE, VAULT_CACERT, VAULT_TOKEN and the\n"
+    "vault.hashicorp.com/agent-inject-* pod annotations (--annotations-file).\n";
+
+const struct sc_role sc_role_secrets = {
+    .name = "secrets",
+    .summary = "Vault agent: authenticate, render secrets to files, renew leases and tokens",
+    .usage = secrets_usage,
+    .opts = secrets_opts,
+    .cfg_size = sizeof(struct secrets_cfg),
+    .admin_default = "127.0.0.1:15023",
+    .check = secrets_check,
+    .start = secrets_start,
+    .stop = secrets_stop,
+    .reload = NULL,
+    .cleanup = secrets_cleanup,
+};

@@ -1,0 +1,197 @@
+# SPDX-License-Identifier: Apache-2.0
+"""`sidecar config` with file and ConfigMap-directory sources: atomic writes under a hammering
+reader, --once for init containers, the `..data` symlink swap, template errors with positions."""
+import json
+import os
+import threading
+import time
+
+from config_peers import metric, write_atomic
+from conftest import wait_until
+
+
+def test_reader_never_sees_a_partial_file(sidecar_run, tmp_path):
+    """A reader thread parses the destination as fast as it can during 1,000 updates."""
+    src = tmp_path / "src.json"
+    dest = tmp_path / "app" / "app.json"
+    dest.parent.mkdir()
+    pad = "x" * 20000  # large enough that a non-atomic write would be seen half-done
+
+    def doc(i):
+        return json.dumps({"version": i, "pad": pad})
+
+    write_atomic(src, doc(0))
+    sc = sidecar_run("config", ["--source", f"file://{src}", "--dest", str(dest),
+                                "--interval", "1h", "--validate", "json"])
+    assert json.loads(dest.read_text())["version"] == 0
+
+    stop = threading.Event()
+    stats = {"reads": 0, "errors": [], "versions": set()}
+
+    def reader():
+        while not stop.is_set():
+            try:
+                with open(dest) as f:
+                    text = f.read()
+                stats["versions"].add(json.loads(text)["version"])
+                stats["reads"] += 1
+            except Exception as e:  # noqa: BLE001 - any failure is the bug we look for
+                stats["errors"].append(repr(e))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for i in range(1, 1001):
+            write_atomic(src, doc(i))
+            wait_until(lambda: json.loads(dest.read_text())["version"] == i, timeout=10,
+                       interval=0.001, what=f"version {i}")
+    finally:
+        stop.set()
+        t.join()
+    assert stats["errors"] == []
+    assert stats["reads"] > 1000
+    # Every update reached the destination, each by one atomic replacement.
+    assert len(stats["versions"]) > 900, len(stats["versions"])
+    oct_mode = oct(os.stat(dest).st_mode & 0o777)
+    assert oct_mode == "0o644"
+    # No temporary files are left next to the destination.
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["app.json"]
+    writes = metric(sc, "sidecar_config_fetch_total", {"source": "app.json", "result": "success"})
+    print(f"reads={stats['reads']} versions_seen={len(stats['versions'])} fetches={writes}")
+
+
+def test_once_writes_and_exits(run_cli, tmp_path):
+    src = tmp_path / "src.txt"
+    src.write_text("hello\n")
+    dest = tmp_path / "out.txt"
+    r = run_cli("config", "--admin", "127.0.0.1:0", "--once", "--source", f"file://{src}",
+                "--dest", str(dest))
+    assert r.returncode == 0, r.stderr
+    assert dest.read_text() == "hello\n"
+
+
+def test_once_fails_the_init_step_when_a_source_is_missing(run_cli, tmp_path):
+    dest = tmp_path / "out.txt"
+    t0 = time.monotonic()
+    r = run_cli("config", "--admin", "127.0.0.1:0", "--once", "--retries", "2",
+                "--retry-backoff", "50ms", "--source", f"file://{tmp_path}/missing.json",
+                "--dest", str(dest))
+    took = time.monotonic() - t0
+    assert r.returncode == 1, r.stderr
+    assert "required source failed; the init step fails" in r.stderr
+    assert "missing.json" in r.stderr
+    assert "attempts=3" in r.stderr
+    assert not dest.exists()
+    assert took < 10
+
+
+def test_once_fails_when_an_http_source_is_down(run_cli, tmp_path):
+    from conftest import free_port
+    r = run_cli("config", "--admin", "127.0.0.1:0", "--once", "--retries", "1",
+                "--retry-backoff", "50ms", "--source", f"http://127.0.0.1:{free_port()}/cfg",
+                "--dest", str(tmp_path / "out"))
+    assert r.returncode == 1
+    assert "required source failed" in r.stderr
+
+
+def make_configmap(root, version, files):
+    """Lays out a directory as the kubelet does: ..<ts>/ with the files, ..data -> ..<ts>, and
+    each key a symlink through ..data; a new version swaps ..data with one rename."""
+    ts = root / f"..2026_11_23_{version:06d}"
+    ts.mkdir()
+    for k, v in files.items():
+        (ts / k).write_text(v)
+    tmp = root / "..data_tmp"
+    os.symlink(ts.name, tmp)
+    old = os.readlink(root / "..data") if (root / "..data").is_symlink() else None
+    os.replace(tmp, root / "..data")
+    for k in files:
+        if not (root / k).is_symlink():
+            os.symlink(f"..data/{k}", root / k)
+    if old:
+        for p in (root / old).iterdir():
+            p.unlink()
+        (root / old).rmdir()
+
+
+def test_configmap_data_symlink_swap_is_detected(sidecar_run, tmp_path):
+    cm = tmp_path / "cm"
+    cm.mkdir()
+    make_configmap(cm, 1, {"db_host": "db1", "log_level": "info"})
+    dest = tmp_path / "app.conf"
+    reloads = tmp_path / "reloads"
+    cfg = f"""
+interval: 1h
+reload_command: ["/bin/sh", "-c", "echo x >> {reloads}"]
+reload_debounce: 50ms
+sources:
+  - url: file://{cm}
+    dest: {dest}
+    template: |
+      {{{{- range $k, $v := .Data }}}}
+      {{{{ $k }}}}={{{{ $v }}}}
+      {{{{- end }}}}
+"""
+    sc = sidecar_run("config", config=cfg)
+    assert dest.read_text() == "\ndb_host=db1\nlog_level=info\n"
+    make_configmap(cm, 2, {"db_host": "db2", "log_level": "debug"})
+    # The poll interval is an hour: only the directory watch can see this.
+    wait_until(lambda: dest.read_text() == "\ndb_host=db2\nlog_level=debug\n", timeout=5,
+               what="the swapped ConfigMap rendered")
+    wait_until(lambda: reloads.exists() and reloads.read_text().count("x") == 1, timeout=5,
+               what="one reload")
+    assert metric(sc, "sidecar_config_reload_total", {"result": "success"}) == 1
+
+
+def test_configmap_watch_only_triggers_reload(sidecar_run, tmp_path):
+    """configmap-reload's job: no destination, a reload when the mounted directory changes."""
+    cm = tmp_path / "cm"
+    cm.mkdir()
+    make_configmap(cm, 1, {"a": "1"})
+    reloads = tmp_path / "reloads"
+    sidecar_run("config", ["--source", f"file://{cm}", "--interval", "1h",
+                           "--reload-debounce", "20ms", "--reload-command", "/bin/sh",
+                           "--reload-command", "-c", "--reload-command",
+                           f"echo x >> {reloads}"])
+    time.sleep(0.3)
+    assert not reloads.exists()
+    make_configmap(cm, 2, {"a": "2"})
+    wait_until(lambda: reloads.exists(), timeout=5, what="a reload")
+
+
+def test_template_errors_carry_a_position(run_cli, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"""
+sources:
+  - url: file://{tmp_path}/x
+    dest: {tmp_path}/y
+    template: "line one\\n  {{{{ .Data | nosuch }}}}"
+""")
+    r = run_cli("config", "-c", str(cfg), "--check")
+    assert r.returncode == 1
+    assert 'sources[0].template:2:14: function "nosuch" not defined' in r.stderr, r.stderr
+    cfg.write_text(f"""
+sources:
+  - url: file://{tmp_path}/x
+    dest: {tmp_path}/y
+    template: "{{{{ if .Data }}}}never closed"
+""")
+    r = run_cli("config", "-c", str(cfg), "--check")
+    assert r.returncode == 1
+    assert "sources[0].template:1:1: unexpected EOF: this block has no {{end}}" in r.stderr, r.stderr
+
+
+def test_mode_owner_and_unchanged_content(sidecar_run, tmp_path):
+    src = tmp_path / "s"
+    src.write_text("a")
+    dest = tmp_path / "d"
+    sc = sidecar_run("config", ["--source", f"file://{src}", "--dest", str(dest),
+                                "--mode", "0640", "--owner", f"{os.getuid()}:{os.getgid()}",
+                                "--interval", "50ms"])
+    st = os.stat(dest)
+    assert st.st_mode & 0o777 == 0o640
+    ino = st.st_ino
+    time.sleep(0.5)
+    # Polled about ten times, never rewritten: the same inode.
+    assert os.stat(dest).st_ino == ino
+    assert metric(sc, "sidecar_config_fetch_total", {"source": "d", "result": "success"}) >= 5

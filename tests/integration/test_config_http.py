@@ -1,0 +1,173 @@
+# SPDX-License-Identifier: Apache-2.0
+"""`sidecar config` against real nginx: an nginx serving static files with ETag as the http
+source (304s cost nothing; an outage keeps the last good file), and an nginx app whose config is
+rewritten, validated with `nginx -t`, and reloaded by SIGHUP through its pid file."""
+import json
+import re
+import time
+
+import pytest
+
+from config_peers import Nginx, metric, nginx_conf, nginx_static_conf, write_atomic
+from conftest import free_port, wait_until
+
+
+@pytest.fixture
+def static_server(tmp_path):
+    docroot = tmp_path / "www"
+    docroot.mkdir()
+    root = tmp_path / "ngx-static"
+    port = free_port()
+    ngx = Nginx(root, port=port)
+    ngx.conf.parent.mkdir(parents=True, exist_ok=True)
+    ngx.conf.write_text(nginx_static_conf(root, port, docroot))
+    (root / "tmp").mkdir(exist_ok=True)
+    ngx.docroot = docroot
+    yield ngx
+    ngx.stop()
+
+
+def test_http_etag_304_outage_and_recovery(sidecar_run, static_server, tmp_path):
+    ngx = static_server
+    write_atomic(ngx.docroot / "app.json", json.dumps({"v": 1}))
+    ngx.start()
+    dest = tmp_path / "app.json"
+    url = f"http://127.0.0.1:{ngx.port}/app.json"
+    sc = sidecar_run("config", ["--source", url, "--dest", str(dest), "--interval", "100ms",
+                                "--retry-backoff", "50ms", "--max-backoff", "200ms",
+                                "--validate", "json"])
+    assert json.loads(dest.read_text()) == {"v": 1}
+    labels = {"source": "app.json", "result": "not_modified"}
+    wait_until(lambda: (metric(sc, "sidecar_config_fetch_total", labels) or 0) >= 3, timeout=5,
+               what="304s")
+    log = (ngx.root / "logs/access.log").read_text()
+    assert re.search(r'"GET /app.json HTTP/1.1" 304 0 ', log), log
+    # A change is fetched in full again (nginx's ETag is mtime-size and mtime has one-second
+    # granularity, so the new version differs in size).
+    write_atomic(ngx.docroot / "app.json", json.dumps({"v": 22}))
+    wait_until(lambda: json.loads(dest.read_text()) == {"v": 22}, timeout=5, what="v2")
+
+    # Outage: the last good file stays, errors are counted, /ready stays up.
+    ngx.stop()
+    err = {"source": "app.json", "result": "error"}
+    wait_until(lambda: (metric(sc, "sidecar_config_fetch_total", err) or 0) >= 3, timeout=5,
+               what="fetch errors")
+    assert json.loads(dest.read_text()) == {"v": 22}
+    assert sc.get("/ready")[0] == 200
+    # Recovery with new content.
+    write_atomic(ngx.docroot / "app.json", json.dumps({"v": 333}))
+    ngx.start()
+    wait_until(lambda: json.loads(dest.read_text()) == {"v": 333}, timeout=5, what="recovery")
+    last = metric(sc, "sidecar_config_last_success_timestamp_seconds", {"source": "app.json"})
+    assert last and last > 1e9
+
+
+def test_http_source_not_ready_until_first_write(sidecar_run, static_server, tmp_path):
+    ngx = static_server
+    dest = tmp_path / "late.json"
+    sc = sidecar_run("config", ["--source", f"http://127.0.0.1:{ngx.port}/late.json",
+                                "--dest", str(dest), "--interval", "100ms",
+                                "--retry-backoff", "50ms", "--max-backoff", "100ms"], wait=None)
+    sc.wait_ready("/healthz")
+    assert sc.get("/ready")[0] == 503
+    write_atomic(ngx.docroot / "late.json", "{}")
+    ngx.start()
+    sc.wait_ready("/ready", timeout=5)
+    assert dest.read_text() == "{}"
+
+
+def test_nginx_app_validated_and_reloaded_by_signal(sidecar_run, tmp_path):
+    """nginx is the app: its nginx.conf is rendered by the sidecar, checked with `nginx -t`
+    before each swap, and nginx reloads on SIGHUP through its pid file."""
+    app_root = tmp_path / "app"
+    app_root.mkdir()
+    (app_root / "tmp").mkdir()
+    (app_root / "logs").mkdir()
+    port = free_port()
+    src = tmp_path / "source.conf"
+    dest = app_root / "nginx.conf"
+    write_atomic(src, nginx_conf(app_root, port, "v1"))
+    vroot = tmp_path / "validate"
+    vroot.mkdir()
+    cfg = f"""
+interval: 1h
+reload_pid_file: {app_root}/nginx.pid
+reload_debounce: 50ms
+validate: ["/usr/sbin/nginx", "-t", "-q", "-p", "{vroot}", "-e", "{vroot}/error.log",
+           "-c", "{{{{file}}}}"]
+sources:
+  - name: nginx
+    url: file://{src}
+    dest: {dest}
+"""
+    sc = sidecar_run("config", config=cfg)
+    app = Nginx(app_root, port=port, conf_path=dest).start()
+    try:
+        assert app.get("/")[1] == b"v1"
+        ok = {"result": "success"}
+        # The first write also asks for a reload (the app may be running an older file).
+        time.sleep(0.3)
+        base = metric(sc, "sidecar_config_reload_total", ok) or 0
+        write_atomic(src, nginx_conf(app_root, port, "v2"))
+        wait_until(lambda: app.get("/")[1] == b"v2", timeout=10, what="nginx reloaded v2")
+        assert metric(sc, "sidecar_config_reload_total", ok) == base + 1
+
+        # A config nginx -t rejects: not written, counted, nginx keeps serving v2.
+        write_atomic(src, nginx_conf(app_root, port, "v3").replace("listen", "listen_typo"))
+        inv = {"source": "nginx", "result": "invalid"}
+        wait_until(lambda: metric(sc, "sidecar_config_fetch_total", inv) == 1, timeout=10,
+                   what="validation failure counted")
+        assert '"v2"' in dest.read_text()
+        assert "listen_typo" not in dest.read_text()
+        assert app.get("/")[1] == b"v2"
+        assert "validation failed; the old file stays" in sc.logs()
+        assert metric(sc, "sidecar_config_reload_total", ok) == base + 1
+        assert sorted(p.name for p in app_root.iterdir()) == ["logs", "nginx.conf", "nginx.pid",
+                                                              "tmp"]
+
+        # Fixed again: written and reloaded.
+        write_atomic(src, nginx_conf(app_root, port, "v4"))
+        wait_until(lambda: app.get("/")[1] == b"v4", timeout=10, what="nginx reloaded v4")
+        assert metric(sc, "sidecar_config_reload_total", ok) == base + 2
+    finally:
+        app.stop()
+
+
+def test_reload_by_http_request_with_retries(sidecar_run, tmp_path):
+    """The seed's `curl -X POST http://localhost:8080/reload`: the first attempts get 503, the
+    reload succeeds on a retry."""
+    import http.server
+    import threading
+
+    hits = []
+
+    class App(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            hits.append(self.path)
+            self.send_response(503 if len(hits) < 3 else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), App)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        src = tmp_path / "s"
+        src.write_text("a")
+        dest = tmp_path / "d"
+        sc = sidecar_run("config", ["--source", f"file://{src}", "--dest", str(dest),
+                                    "--interval", "1h", "--reload-debounce", "10ms",
+                                    "--reload-url",
+                                    f"http://127.0.0.1:{srv.server_address[1]}/reload",
+                                    "--reload-expect-status", "200"])
+        # The first write happens before the app could read it: it reloads too.
+        write_atomic(src, "b")
+        wait_until(lambda: metric(sc, "sidecar_config_reload_total", {"result": "success"}) == 1,
+                   timeout=10, what="reload after retries")
+        assert hits[:3] == ["/reload"] * 3
+    finally:
+        srv.shutdown()
+        srv.server_close()

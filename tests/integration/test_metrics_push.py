@@ -1,0 +1,170 @@
+# SPDX-License-Identifier: Apache-2.0
+"""`sidecar metrics` pushing: to a real Pushgateway (grouping by job and instance, on an interval
+and once more at SIGTERM so a Job's final values are not lost) and to a real Prometheus through
+remote_write 1.0 (read back through its query API); retries against a fake receiver (named as a
+fake: it scripts the status codes) for 5xx/429 with backoff and no retry on 4xx."""
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conftest import free_port, wait_until
+from metrics_util import Prometheus, Pushgateway
+
+
+@pytest.fixture(scope="module")
+def pushgateway(tmp_path_factory):
+    p = Pushgateway(tmp_path_factory.mktemp("pushgw"))
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory):
+    p = Prometheus(tmp_path_factory.mktemp("prom-rw"))
+    yield p
+    p.stop()
+
+
+def pushed_value(pushgateway, job, name):
+    for g in pushgateway.groups():
+        if g["labels"].get("job") != job:
+            continue
+        fam = g.get(name)
+        if fam:
+            return g["labels"], fam["metrics"]
+    return None, None
+
+
+def test_pushgateway_interval_and_final_push(sidecar_run, pushgateway, tmp_path):
+    tf = tmp_path / "tf"
+    tf.mkdir()
+    (tf / "job.prom").write_text("# TYPE batch_processed_rows gauge\nbatch_processed_rows 1\n")
+    sc = sidecar_run("metrics", ["--listen", f"127.0.0.1:{free_port()}", "--textfile-dir",
+                                 str(tf), "--cache", "0s"],
+                     config=f"""
+self_metrics: false
+labels:
+  pod: batch-7
+pushgateway:
+  url: {pushgateway.url}
+  job: nightly
+  instance: host/a
+  interval: 300ms
+""")
+    wait_until(lambda: pushed_value(pushgateway, "nightly", "batch_processed_rows")[1],
+               timeout=10, what="first push")
+    labels, metrics = pushed_value(pushgateway, "nightly", "batch_processed_rows")
+    assert labels["instance"] == "host/a"
+    assert metrics[0]["labels"]["pod"] == "batch-7"
+    assert metrics[0]["value"] == "1"
+    # Health families travel too.
+    _, up = pushed_value(pushgateway, "nightly", "sidecar_scrape_up")
+    assert up and up[0]["value"] == "1"
+    # The job's last value, written just before SIGTERM, arrives with the final push.
+    tmp = tf / "job.prom.tmp"
+    tmp.write_text("# TYPE batch_processed_rows gauge\nbatch_processed_rows 4242\n")
+    tmp.rename(tf / "job.prom")
+    sc.proc.send_signal(signal.SIGTERM)
+    assert sc.stop() == 0
+    _, metrics = pushed_value(pushgateway, "nightly", "batch_processed_rows")
+    assert metrics[0]["value"] == "4242", sc.logs()
+
+
+def test_remote_write_to_prometheus(sidecar_run, prometheus, tmp_path):
+    tf = tmp_path / "tf"
+    tf.mkdir()
+    (tf / "rw.prom").write_text('# HELP rw_temperature_celsius T.\n# TYPE rw_temperature_celsius '
+                                'gauge\nrw_temperature_celsius{room="a b \\"c\\""} 21.5\n')
+    sidecar_run("metrics", ["--listen", f"127.0.0.1:{free_port()}", "--textfile-dir", str(tf),
+                            "--label", "pod=rw-0", "--remote-write-url",
+                            prometheus.url + "/api/v1/write"],
+                config="remote_write:\n  interval: 500ms\n")
+    got = prometheus.wait_series('rw_temperature_celsius{pod="rw-0"}')
+    assert got[0]["metric"]["room"] == 'a b "c"'
+    assert got[0]["value"][1] == "21.5"
+    up = prometheus.wait_series('sidecar_scrape_up{pod="rw-0",source="textfile:rw.prom"}')
+    assert up[0]["value"][1] == "1"
+
+
+class FakeReceiver:
+    """A fake remote_write receiver that answers with scripted statuses, then 204."""
+
+    def __init__(self, statuses):
+        self.statuses = list(statuses)
+        self.requests = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802
+                n = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(n)
+                fake.requests.append((time.monotonic(), dict(self.headers), body))
+                status = fake.statuses.pop(0) if fake.statuses else 204
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.port = free_port()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.port}/api/v1/write"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_remote_write_retries_5xx_and_429_not_4xx(sidecar_run):
+    fake = FakeReceiver([503, 429, 500])
+    try:
+        sc = sidecar_run("metrics", ["--listen", f"127.0.0.1:{free_port()}"], config=f"""
+remote_write:
+  url: {fake.url}
+  interval: 1h
+  min_backoff: 100ms
+  max_retries: 5
+""")
+        wait_until(lambda: len(fake.requests) >= 4, timeout=10, what="retries")
+        times = [t for t, _, _ in fake.requests[:4]]
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        assert gaps[0] >= 0.08 and gaps[1] >= 0.18 and gaps[2] >= 0.35, gaps  # doubling backoff
+        _, hdrs, body = fake.requests[0]
+        assert hdrs["Content-Encoding"] == "snappy"
+        assert hdrs["Content-Type"] == "application/x-protobuf"
+        assert hdrs["X-Prometheus-Remote-Write-Version"] == "0.1.0"
+        assert all(r[2] == body for r in fake.requests[:4])  # the same batch each time
+        time.sleep(0.5)
+        assert len(fake.requests) == 4
+        status, text, _ = sc.get("/metrics")
+        assert "sidecar_remote_write_retries_total 3" in text.decode()
+        assert "sidecar_remote_write_batches_sent_total 1" in text.decode()
+    finally:
+        fake.close()
+
+    fake = FakeReceiver([400, 400, 400])
+    try:
+        sc = sidecar_run("metrics", ["--listen", f"127.0.0.1:{free_port()}"], config=f"""
+remote_write:
+  url: {fake.url}
+  interval: 1h
+  min_backoff: 50ms
+""")
+        wait_until(lambda: len(fake.requests) >= 1, timeout=10, what="first request")
+        time.sleep(0.5)
+        assert len(fake.requests) == 1  # a 4xx is final
+        status, text, _ = sc.get("/metrics")
+        assert "sidecar_remote_write_batches_failed_total 1" in text.decode()
+        # At SIGTERM one more batch is sent (and refused: it is not retried either).
+        assert sc.stop() == 0
+        assert len(fake.requests) == 2
+    finally:
+        fake.close()

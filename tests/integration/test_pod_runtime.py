@@ -1,0 +1,173 @@
+# SPDX-License-Identifier: Apache-2.0
+"""`sidecar pod run`: what a running pod produces: CRI log files per container and restart, the
+terminal prefix, `sidecar pod status` through the control socket, /pod, /metrics, the environment
+($(VAR) expansion, fieldRef, configMap directories) and volumes bind-mounted at their mountPath."""
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import BIN
+from pod_util import Pod, manifest, sh
+
+CRI = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) (F|P) (.*)$")
+
+
+@pytest.fixture
+def pod(tmp_path):
+    pods = []
+
+    def start(text, **kw):
+        p = Pod(tmp_path, text, **kw)
+        pods.append(p)
+        return p
+
+    yield start
+    for p in pods:
+        p.close()
+
+
+def test_cri_log_files(pod, tmp_path):
+    long = 20000
+    p = pod(manifest(restart="OnFailure", containers=[sh(
+        "app", f"echo out; echo err >&2; python3 -c 'print(\"x\" * {long})'; printf tail; "
+               f"[ -f {tmp_path}/again ] && exit 0; touch {tmp_path}/again; exit 1")]))
+    assert p.wait_exit() == 0
+    logs = p.dir / "logs" / "app"
+    assert sorted(os.listdir(logs)) == ["0.log", "1.log"]
+    lines = (logs / "0.log").read_text().splitlines()
+    parsed = [CRI.match(line) for line in lines]
+    assert all(parsed), lines[:3]
+    fields = [(m.group(1), m.group(2), m.group(3)) for m in parsed]
+    assert fields[0] == ("stdout", "F", "out")
+    assert ("stderr", "F", "err") in fields
+    parts = [f for f in fields if f[2].startswith("x")]
+    assert [f[1] for f in parts] == ["P", "F"], [(f[0], f[1], len(f[2])) for f in parts]
+    assert sum(len(f[2]) for f in parts) == long
+    assert fields[-1] == ("stdout", "F", "tail")
+    # the terminal copy, prefixed with the container name
+    assert "app | out" in p.output()
+
+
+def test_status_admin_and_metrics(pod, tmp_path):
+    p = pod(manifest(name="stat",
+                     init=[sh("side", "while true; do sleep 0.05; done", restartPolicy="Always")],
+                     containers=[sh("app", "while true; do sleep 0.05; done")]))
+    p.wait_ready()
+    r = subprocess.run([BIN, "pod", "status", "--pod-dir", str(p.dir)], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    assert "pod stat  Running" in r.stdout
+    assert re.search(r"side\s+sidecar\s+running\s+true\s+0\s+\d+", r.stdout), r.stdout
+    assert re.search(r"app\s+app\s+running\s+true\s+0\s+\d+", r.stdout), r.stdout
+    st = p.status()
+    assert st["name"] == "stat" and st["phase"] == "Running"
+    assert [c["name"] for c in st["containers"]] == ["side", "app"]
+    m = p.get("/metrics")[1].decode()
+    assert 'sidecar_pod_container_ready{container="app",type="app"} 1' in m
+    assert 'sidecar_pod_container_running{container="side",type="sidecar"} 1' in m
+    assert p.stop() == 0
+    r = subprocess.run([BIN, "pod", "status", "--pod-dir", str(p.dir)], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 1
+
+
+def test_environment(pod, tmp_path):
+    cfg = tmp_path / "cfg"
+    (cfg / "settings").mkdir(parents=True)
+    (cfg / "settings" / "MODE").write_text("fast")
+    (cfg / "creds").mkdir()
+    (cfg / "creds" / "token").write_text("s3cret")
+    out = tmp_path / "env.txt"
+    text = manifest(restart="Never", name="envpod", containers=[{
+        "name": "app", "command": ["sh", "-c"],
+        "args": [f"echo \"$GREETING|$(GREETING)|$LITERAL|$POD|$NS|$IP|$NODE|$MODE|$TOKEN|"
+                 f"$LABEL\" > {out}"],
+        "env": [
+            {"name": "WHO", "value": "world"},
+            {"name": "GREETING", "value": "hello $(WHO)"},
+            # the manifest loader turns $$ into $ first, so Kubernetes' $$(X) is written $$$$(X)
+            {"name": "LITERAL", "value": "$$$$(GREETING)"},
+            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "LABEL", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['tier']"}}},
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
+        ],
+        "envFrom": [{"configMapRef": {"name": "settings"}}]}])
+    doc = json.loads(text)
+    doc["metadata"]["labels"] = {"tier": "backend"}
+    p = pod(json.dumps(doc), args=["--config-dir", str(cfg)])
+    assert p.wait_exit() == 0
+    import socket
+    want = (f"hello world|hello world|$(GREETING)|envpod|default|127.0.0.1|{socket.gethostname()}|"
+            f"fast|s3cret|backend")
+    assert out.read_text().strip() == want
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root")
+def test_volumes_bind_mounted_as_root(pod, tmp_path):
+    cfg = tmp_path / "cfg"
+    (cfg / "app-config").mkdir(parents=True)
+    (cfg / "app-config" / "app.ini").write_text("x=1\n")
+    mnt = f"/var/lib/sidecar-pod-test-{os.getpid()}"
+    out = tmp_path / "seen"
+    p = pod(manifest(
+        restart="Never",
+        volumes=[{"name": "shared", "emptyDir": {}},
+                 {"name": "conf", "configMap": {"name": "app-config"}}],
+        init=[sh("writer", f"echo hi > {mnt}/logs/a.log",
+                 volumeMounts=[{"name": "shared", "mountPath": f"{mnt}/logs"}])],
+        containers=[sh("reader", f"cat {mnt}/logs/a.log {mnt}/etc/app.ini > {out}; "
+                                 f"touch {mnt}/etc/new 2>/dev/null && echo rw >> {out} || "
+                                 f"echo ro >> {out}",
+                       volumeMounts=[{"name": "shared", "mountPath": f"{mnt}/logs",
+                                      "readOnly": True},
+                                     {"name": "conf", "mountPath": f"{mnt}/etc",
+                                      "readOnly": True}])]),
+        args=["--config-dir", str(cfg)])
+    try:
+        assert p.wait_exit() == 0, p.output()
+        assert out.read_text() == "hi\nx=1\nro\n"
+        # the file lives in the pod directory; on the host the mountPath stays empty
+        assert (p.dir / "volumes" / "shared" / "a.log").read_text() == "hi\n"
+        assert not os.path.exists(f"{mnt}/logs/a.log")
+    finally:
+        subprocess.run(["rm", "-rf", mnt])
+
+
+def test_sigint_stops_like_sigterm(pod, tmp_path):
+    p = pod(manifest(containers=[sh("app", "while true; do sleep 0.05; done")]))
+    p.wait_ready()
+    assert p.stop(sig=signal.SIGINT) == 0
+
+
+def test_no_log_lines_lost_at_shutdown(pod, tmp_path):
+    """The app writes lines until the pod stops; the log sidecar gets SIGTERM only after the app
+    has exited, so every line reaches its output."""
+    if subprocess.run([BIN, "logs", "--help"], capture_output=True).returncode != 0:
+        pytest.skip("this build has no logs role")
+    shipped = tmp_path / "shipped.jsonl"
+    p = pod(manifest(
+        volumes=[{"name": "logs", "emptyDir": {}}],
+        init=[{"name": "shipper", "restartPolicy": "Always", "command": [
+            BIN, "logs", "--path", "/var/log/podtest/*.log", "--admin", "127.0.0.1:0",
+            "--output", f"file={shipped}"],
+            "volumeMounts": [{"name": "logs", "mountPath": "/var/log/podtest"}]}],
+        containers=[sh("app", "i=0; trap 'echo last $i >> /var/log/podtest/app.log; exit 0' TERM; "
+                              "while true; do i=$((i+1)); echo line $i >> /var/log/podtest/app.log; "
+                              "done",
+                       volumeMounts=[{"name": "logs", "mountPath": "/var/log/podtest"}])]))
+    p.wait_ready()
+    time.sleep(1)
+    assert p.stop() == 0
+    written = (p.dir / "volumes" / "logs" / "app.log").read_text().splitlines()
+    assert len(written) > 100
+    got = shipped.read_text().splitlines()
+    assert len(got) == len(written), (len(got), len(written))
+    assert "last" in got[-1]

@@ -1,0 +1,148 @@
+# SPDX-License-Identifier: Apache-2.0
+"""`sidecar secrets` against FakeVault (tests/integration/fake_vault.py, written from Vault's
+documented API; Vault itself cannot run here): token, AppRole and Kubernetes auth, KV v1/v2,
+the Vault Agent injector annotations of the seed's example, dynamic-secret leases renewed and
+re-fetched with short TTLs, token renewal, redaction and file modes."""
+import os
+import stat
+import time
+
+import pytest
+
+from config_peers import metric
+from conftest import wait_until
+from fake_vault import FakeVault
+
+
+@pytest.fixture
+def vault():
+    v = FakeVault()
+    yield v
+    v.stop()
+
+
+def test_token_auth_kv_v1_v2_mode_and_redaction(sidecar_run, vault, tmp_path):
+    vault.kv1["secret/app"] = {"api_key": "k-123"}
+    vault.kv2["kv/db"] = {"username": "app", "password": "hunter2"}
+    out = tmp_path / "secrets"
+    out.mkdir()
+    cfg = f"""
+dest_dir: {out}
+token: root-token
+secrets:
+  - name: api
+    path: secret/app
+  - name: db.env
+    template: |
+      {{{{- with secret "kv/data/db" -}}}}
+      DB_USER={{{{ .Data.data.username }}}}
+      DB_PASS={{{{ .Data.data.password | quote }}}}
+      {{{{ end -}}}}
+"""
+    sc = sidecar_run("secrets", config=cfg,
+                     env={"VAULT_ADDR": vault.addr, "VAULT_NAMESPACE": "team-a"})
+    assert (out / "api").read_text() == "api_key: k-123\n"
+    assert (out / "db.env").read_text() == 'DB_USER=app\nDB_PASS="hunter2"\n'
+    for name in ("api", "db.env"):
+        assert stat.S_IMODE(os.stat(out / name).st_mode) == 0o600
+    assert vault.count("GET", "/v1/auth/token/lookup-self") == 1
+    assert set(vault.namespace_seen) == {"team-a"}
+    cfg_dump = sc.get("/config")[1].decode()
+    assert "root-token" not in cfg_dump
+    assert '"token": "<redacted>"' in cfg_dump
+    assert "hunter2" not in sc.logs() and "root-token" not in sc.logs()
+
+
+def test_seed_annotation_example_renders_export_lines(sidecar_run, vault, tmp_path):
+    """The seed's annotated pod: Kubernetes auth with the role from the annotations, the
+    database secret, and the template that writes `export DB_USER="..."` lines."""
+    jwt = tmp_path / "token"
+    jwt.write_text("eyJhbGciOi.fake.jwt\n")
+    vault.k8s_roles["my-app"] = "eyJhbGciOi.fake.jwt"
+    ann = tmp_path / "annotations"
+    ann.write_text(
+        'vault.hashicorp.com/agent-inject="true"\n'
+        'vault.hashicorp.com/role="my-app"\n'
+        'vault.hashicorp.com/agent-inject-secret-db-creds="database/creds/my-role"\n'
+        'vault.hashicorp.com/agent-inject-template-db-creds="{{- with secret '
+        '\\"database/creds/my-role\\" -}}\\nexport DB_USER=\\"{{ .Data.username }}\\"\\n'
+        'export DB_PASS=\\"{{ .Data.password }}\\"\\n{{- end }}\\n"\n')
+    out = tmp_path / "vault-secrets"
+    out.mkdir()
+    sidecar_run("secrets", ["--annotations-file", str(ann), "--jwt-path", str(jwt),
+                            "--dest-dir", str(out)], env={"VAULT_ADDR": vault.addr})
+    text = (out / "db-creds").read_text()
+    assert text == 'export DB_USER="v-app-2"\nexport DB_PASS="pw-2"\n', text
+    assert vault.count("POST", "/v1/auth/kubernetes/login") == 1
+
+
+def test_lease_renewal_and_refetch_with_short_ttls(sidecar_run, tmp_path):
+    """Leases of 3 s renewed at 2/3 (2 s); the max TTL of 5 s caps renewal, so the secret is
+    read again before it expires, the file re-rendered and the reload command run."""
+    vault = FakeVault(token_ttl=3, lease_ttl=3, lease_max_ttl=5)
+    try:
+        vault.approles["role-1"] = "secret-1"
+        sid = tmp_path / "secret_id"
+        sid.write_text("secret-1\n")
+        out = tmp_path / "s"
+        out.mkdir()
+        reloads = tmp_path / "reloads"
+        cfg = f"""
+vault_addr: {vault.addr}
+role_id: role-1
+secret_id_file: {sid}
+dest_dir: {out}
+reload_command: ["/bin/sh", "-c", "echo x >> {reloads}"]
+reload_debounce: 10ms
+secrets:
+  - name: db
+    template: '{{{{ with secret "database/creds/app" }}}}{{{{ .Data.username }}}}{{{{ end }}}}'
+"""
+        sc = sidecar_run("secrets", config=cfg)
+        first = (out / "db").read_text()
+        assert first.startswith("v-app-")
+        expiry = metric(sc, "sidecar_secrets_lease_expiry_timestamp_seconds",
+                        {"path": "database/creds/app"})
+        assert expiry and abs(expiry - (time.time() + 3)) < 2
+        wait_until(lambda: vault.count("PUT", "/v1/sys/leases/renew") >= 1, timeout=5,
+                   what="lease renewed")
+        wait_until(lambda: (out / "db").read_text() != first, timeout=10,
+                   what="secret re-read before expiry")
+        assert vault.count("GET", "/v1/database/creds/app") >= 2
+        wait_until(lambda: reloads.exists() and reloads.read_text().count("x") >= 2, timeout=5,
+                   what="reload after the new credentials")
+        wait_until(lambda: vault.count("POST", "/v1/auth/token/renew-self") >= 1, timeout=5,
+                   what="token renewed")
+        assert vault.count("POST", "/v1/auth/approle/login") == 1
+        assert metric(sc, "sidecar_secrets_renew_total", {"result": "success"}) >= 2
+    finally:
+        vault.stop()
+
+
+def test_vault_outage_keeps_the_file_and_recovers(sidecar_run, vault, tmp_path):
+    vault.kv1["secret/x"] = {"v": "1"}
+    out = tmp_path / "o"
+    out.mkdir()
+    sc = sidecar_run("secrets", ["--dest-dir", str(out), "--refresh", "200ms",
+                                 "--retry-backoff", "50ms", "--max-backoff", "200ms"],
+                     config="secrets:\n  - name: x\n    path: secret/x\n",
+                     env={"VAULT_ADDR": vault.addr, "VAULT_TOKEN": "root-token"})
+    assert (out / "x").read_text() == "v: 1\n"
+    vault.down = True
+    wait_until(lambda: (metric(sc, "sidecar_secrets_fetch_total", {"result": "error"}) or 0) >= 2,
+               timeout=5, what="errors")
+    assert (out / "x").read_text() == "v: 1\n"
+    vault.kv1["secret/x"] = {"v": "2"}
+    vault.down = False
+    wait_until(lambda: (out / "x").read_text() == "v: 2\n", timeout=5, what="recovered")
+
+
+def test_once_fails_without_vault(run_cli, tmp_path):
+    from conftest import free_port
+    r = run_cli("secrets", "--admin", "127.0.0.1:0", "--once", "--retries", "1",
+                "--retry-backoff", "50ms", "--dest-dir", str(tmp_path),
+                "--vault-addr", f"http://127.0.0.1:{free_port()}", "-c", "/dev/null",
+                env={"VAULT_TOKEN": "t", "SIDECAR_VAULT_ANNOTATIONS":
+                     'vault.hashicorp.com/agent-inject-secret-a="secret/a"'})
+    assert r.returncode == 1, r.stderr
+    assert "secrets failed; the init step fails" in r.stderr
