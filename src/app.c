@@ -102,7 +102,11 @@ static void *role_cfg_of(void *blob)
 static void build_tables(struct sc_app *app)
 {
     memcpy(app->common_tab, common_opts, sizeof(common_opts));
+    /* Entries 0 and 3 of common_opts are admin and drain_timeout. */
     app->common_tab[0].def = app->role->admin_default;
+    if (app->role->drain_default) {
+        app->common_tab[3].def = app->role->drain_default;
+    }
     app->top[0] = (struct sc_opt){ .type = SC_OPT_INLINE, .offset = 0, .sub = app->common_tab };
     app->top[1] =
         (struct sc_opt){ .type = SC_OPT_INLINE, .offset = ROLE_OFF, .sub = app->role->opts };
@@ -470,8 +474,10 @@ static int start(struct sc_app *app)
     const char *values[] = { SC_VERSION, SC_VERSION_GIT, app->role->name };
     sc_gauge_set(sc_metric_get(f, values), 1);
     static const char *const result_label[] = { "result", NULL };
-    f = sc_metrics_family(app->metrics, SC_METRIC_COUNTER, "sidecar_config_reloads_total",
-                          "Configuration reloads by result.", result_label, NULL, 0);
+    f = sc_metrics_family(
+        app->metrics, SC_METRIC_COUNTER, "sidecar_reloads_total",
+        "Reloads of this sidecar's own configuration (SIGHUP, POST /reload), by result.",
+        result_label, NULL, 0);
     app->reloads_ok = sc_metric_get(f, (const char *[]){ "success" });
     app->reloads_failed = sc_metric_get(f, (const char *[]){ "failure" });
 

@@ -28,6 +28,8 @@ struct sc_role {
     const struct sc_opt *opts; /* the role's options; the common ones are added by the app */
     size_t cfg_size;           /* sizeof the struct <opts> describes */
     const char *admin_default; /* default admin address, e.g. "127.0.0.1:15000" */
+    const char *drain_default; /* default drain_timeout when not 25s (the pod runner, whose drain
+                                  is bounded by the manifest's grace period instead) */
     /* Checks a loaded config beyond what the table checks (cross references between keys).
      * Returns 0, or SC_ECONFIG with a new message in <*err>. May be NULL. */
     int (*check)(const void *cfg, char **err);

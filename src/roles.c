@@ -12,12 +12,8 @@ extern const struct sc_role sc_role_secrets;
 extern const struct sc_role sc_role_pod;
 
 const struct sc_role *const sc_roles[] = {
-    &sc_role_proxy,
-    &sc_role_metrics,
-    &sc_role_logs,
-    &sc_role_config,
-    &sc_role_secrets,
-    &sc_role_pod,
+    &sc_role_proxy,  &sc_role_metrics, &sc_role_logs,
+    &sc_role_config, &sc_role_secrets, &sc_role_pod,
 };
 
 const size_t sc_nroles = sizeof(sc_roles) / sizeof(sc_roles[0]);

@@ -10,12 +10,14 @@ SIDECAR=$(realpath "${1:-$here/../../build/sidecar}")
 export SIDECAR QUICKSTART=$here
 export APP_PORT=${APP_PORT:-8080} PROXY_PORT=${PROXY_PORT:-15006} ADMIN_PORT=${ADMIN_PORT:-15000}
 export LOGS_ADMIN_PORT=${LOGS_ADMIN_PORT:-15020} POD_ADMIN_PORT=${POD_ADMIN_PORT:-15030}
+export METRICS_PORT=${METRICS_PORT:-9090} METRICS_ADMIN_PORT=${METRICS_ADMIN_PORT:-15021}
 workdir=$(mktemp -d /tmp/sidecar-pod-quickstart.XXXXXX)
 
-for port in "$APP_PORT" "$PROXY_PORT" "$ADMIN_PORT" "$LOGS_ADMIN_PORT" "$POD_ADMIN_PORT"; do
+for port in "$APP_PORT" "$PROXY_PORT" "$ADMIN_PORT" "$LOGS_ADMIN_PORT" "$POD_ADMIN_PORT" \
+    "$METRICS_PORT" "$METRICS_ADMIN_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         echo "quickstart: port $port is already in use (set APP_PORT, PROXY_PORT, ADMIN_PORT," \
-            "LOGS_ADMIN_PORT, POD_ADMIN_PORT)" >&2
+            "LOGS_ADMIN_PORT, POD_ADMIN_PORT, METRICS_PORT, METRICS_ADMIN_PORT)" >&2
         exit 1
     fi
 done
@@ -61,6 +63,7 @@ sidecar quickstart pod is running (pod directory $workdir):
   demo app          http://127.0.0.1:$APP_PORT/
   sidecar proxy     http://127.0.0.1:$PROXY_PORT/        admin http://127.0.0.1:$ADMIN_PORT/metrics
   sidecar logs      admin http://127.0.0.1:$LOGS_ADMIN_PORT/metrics
+  sidecar metrics   http://127.0.0.1:$METRICS_PORT/metrics (the app's metrics, labelled)
   the pod runner    http://127.0.0.1:$POD_ADMIN_PORT/pod  /metrics  /ready
   container logs    $workdir/logs/<container>/<restart>.log (CRI format)
 MSG
@@ -68,6 +71,8 @@ show "through the proxy" curl -sS "http://127.0.0.1:$PROXY_PORT/"
 show "a flaky endpoint: the proxy retries the 503" curl -sS "http://127.0.0.1:$PROXY_PORT/flaky"
 metrics() { curl -sS "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -E '^sidecar_(requests|upstream_rq_retry)_total'; }
 show "the proxy's metrics" metrics
+app_metrics() { curl -sS "http://127.0.0.1:$METRICS_PORT/metrics" | grep -E '^demo_requests_total'; }
+show "the app's metrics, through the metrics sidecar" app_metrics
 show "the pod's containers" "$SIDECAR" pod status --pod-dir "$workdir"
 sleep 1.5
 shipped() { grep -F '"path":"/flaky"' "$workdir/volumes/logs/shipped/app.jsonl"; }

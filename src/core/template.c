@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <yaml.h>
+
 #include "core/alloc.h"
 #include "core/error.h"
 
@@ -28,10 +30,10 @@ struct pipe;
 struct arg {
     enum arg_kind kind;
     int line, col;
-    char *name;     /* A_VAR without '$', A_FUNC */
-    char **fields;  /* A_FIELD / A_VAR / A_PIPE: the chain that follows */
+    char *name;    /* A_VAR without '$', A_FUNC */
+    char **fields; /* A_FIELD / A_VAR / A_PIPE: the chain that follows */
     size_t nfields;
-    json_t *lit;    /* A_LIT */
+    json_t *lit;       /* A_LIT */
     struct pipe *pipe; /* A_PIPE */
 };
 
@@ -67,9 +69,10 @@ struct sc_tmpl {
 };
 
 static const char *const builtins[] = {
-    "base64Encode", "base64Decode", "base64", "toJSON", "toJSONPretty", "default", "env",
-    "quote", "upper", "lower", "trimSpace", "index", "len", "eq", "ne", "not", "and", "or",
-    "join", "printf", "print", NULL,
+    "base64Encode", "base64Decode", "base64", "toJSON", "toJSONPretty", "default",
+    "env",          "quote",        "upper",  "lower",  "trimSpace",    "index",
+    "len",          "eq",           "ne",     "not",    "and",          "or",
+    "join",         "printf",       "print",  NULL,
 };
 
 /* ---- base64 ---- */
@@ -147,6 +150,80 @@ int sc_base64_decode(struct sc_buf *out, const char *s, size_t n)
         }
     }
     return 0;
+}
+
+/* ---- data ---- */
+
+static json_t *yaml_node_json(yaml_document_t *d, yaml_node_t *n, int depth, size_t *budget)
+{
+    if (!n || depth > TMPL_MAX_DEPTH || *budget == 0) {
+        return NULL;
+    }
+    (*budget)--;
+    switch (n->type) {
+    case YAML_SCALAR_NODE: {
+        json_t *v = json_stringn((const char *)n->data.scalar.value, n->data.scalar.length);
+        return v ? v : json_string("");
+    }
+    case YAML_SEQUENCE_NODE: {
+        json_t *a = json_array();
+        for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+             it++) {
+            json_t *v = yaml_node_json(d, yaml_document_get_node(d, *it), depth + 1, budget);
+            if (!v) {
+                json_decref(a);
+                return NULL;
+            }
+            json_array_append_new(a, v);
+        }
+        return a;
+    }
+    case YAML_MAPPING_NODE: {
+        json_t *o = json_object();
+        for (yaml_node_pair_t *pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top;
+             pr++) {
+            yaml_node_t *k = yaml_document_get_node(d, pr->key);
+            json_t *v = yaml_node_json(d, yaml_document_get_node(d, pr->value), depth + 1, budget);
+            if (!k || k->type != YAML_SCALAR_NODE || !v) {
+                json_decref(v);
+                json_decref(o);
+                return NULL;
+            }
+            char *key = sc_strndup((const char *)k->data.scalar.value, k->data.scalar.length);
+            json_object_set_new(o, key, v);
+            sc_free(key);
+        }
+        return o;
+    }
+    default:
+        return NULL;
+    }
+}
+
+json_t *sc_tmpl_data_parse(const char *text, size_t len)
+{
+    json_error_t je;
+    json_t *j = json_loadb(text, len, JSON_DECODE_ANY, &je);
+    if (j) {
+        return j;
+    }
+    yaml_parser_t p;
+    yaml_document_t d;
+    yaml_parser_initialize(&p);
+    yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
+    if (len <= TMPL_MAX_INPUT * 16 && yaml_parser_load(&p, &d)) {
+        yaml_node_t *root = yaml_document_get_root_node(&d);
+        if (root && root->type != YAML_SCALAR_NODE) {
+            size_t budget = 100000;
+            j = yaml_node_json(&d, root, 0, &budget);
+        }
+        yaml_document_delete(&d);
+    }
+    yaml_parser_delete(&p);
+    if (!j) {
+        j = json_stringn(text, len);
+    }
+    return j ? j : json_string("");
 }
 
 /* ---- freeing ---- */
@@ -254,6 +331,18 @@ __attribute__((format(printf, 3, 4))) static int perr(struct parser *p, size_t a
     return SC_ECONFIG;
 }
 
+/* Writes <c> for a message: itself when printable ASCII, else \xHH, so messages stay one line. */
+static const char *repr(char c, char out[8])
+{
+    if (c >= 0x21 && c < 0x7f) {
+        out[0] = c;
+        out[1] = '\0';
+    } else {
+        snprintf(out, 8, "\\x%02x", (unsigned char)c);
+    }
+    return out;
+}
+
 static bool known_func(const struct parser *p, const char *name)
 {
     for (size_t i = 0; builtins[i]; i++) {
@@ -350,7 +439,8 @@ static int read_string(struct parser *p, struct arg *a)
                 break;
             default:
                 sc_buf_cleanup(&b);
-                return perr(p, p->pos - 2, "unknown escape \\%c in string", e);
+                char r[8];
+                return perr(p, p->pos - 2, "unknown escape \\%s in string", repr(e, r));
             }
         }
         sc_buf_append(&b, &c, 1);
@@ -455,7 +545,8 @@ static int parse_operand(struct parser *p, struct arg *a)
         a->name = id;
         return 0;
     }
-    return perr(p, st, "unexpected \"%c\" in command", c);
+    char r[8];
+    return perr(p, st, "unexpected \"%s\" in command", repr(c, r));
 }
 
 static int parse_cmd(struct parser *p, struct cmd *c)
@@ -481,7 +572,8 @@ static int parse_cmd(struct parser *p, struct cmd *c)
         }
         if (p->pos < p->len && !isspace((unsigned char)p->s[p->pos]) && p->s[p->pos] != '|' &&
             p->s[p->pos] != ')' && !at_close(p)) {
-            return perr(p, p->pos, "unexpected \"%c\" in operand", p->s[p->pos]);
+            char r[8];
+            return perr(p, p->pos, "unexpected \"%s\" in operand", repr(p->s[p->pos], r));
         }
     }
     if (c->n == 0) {
@@ -653,8 +745,8 @@ static int parse_list(struct parser *p, struct node **list, enum stop *stop, boo
         }
         size_t tend = open ? (size_t)(open - p->s) : p->len;
         size_t ts = p->pos, te = tend;
-        bool trim_trail = open && tend + 3 < p->len && p->s[tend + 2] == '-' &&
-                          is_ws(p->s[tend + 3]);
+        bool trim_trail =
+            open && tend + 3 < p->len && p->s[tend + 2] == '-' && is_ws(p->s[tend + 3]);
         if (trim_lead) {
             while (ts < te && is_ws(p->s[ts])) {
                 ts++;
@@ -956,8 +1048,8 @@ static json_t *call_builtin(struct exec *x, const struct arg *f, json_t **av, si
         }
     } else if (strcmp(name, "toJSON") == 0 || strcmp(name, "toJSONPretty") == 0) {
         NEED(1);
-        size_t fl = JSON_ENCODE_ANY | JSON_SORT_KEYS |
-                    (name[6] == 'P' ? JSON_INDENT(2) : JSON_COMPACT);
+        size_t fl =
+            JSON_ENCODE_ANY | JSON_SORT_KEYS | (name[6] == 'P' ? JSON_INDENT(2) : JSON_COMPACT);
         char *s = json_dumps(av[0], fl);
         r = json_string(s ? s : "null");
         sc_free(s);
@@ -1023,9 +1115,10 @@ static json_t *call_builtin(struct exec *x, const struct arg *f, json_t **av, si
             } else if (json_is_null(v)) {
                 v = NULL;
             } else {
-                xerr(x, line, col, "index: cannot index %s", json_is_array(v) ? "list with "
-                                                                              "non-integer"
-                                                                            : "this value");
+                xerr(x, line, col, "index: cannot index %s",
+                     json_is_array(v) ? "list with "
+                                        "non-integer"
+                                      : "this value");
                 v = NULL;
                 break;
             }

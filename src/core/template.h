@@ -46,6 +46,12 @@ void sc_tmpl_calls(const struct sc_tmpl *t, const char *func, sc_tmpl_call_cb cb
 /* Frees <t>. NULL-safe. */
 void sc_tmpl_free(struct sc_tmpl *t);
 
+/* Parses fetched text into the value a template sees: JSON when it parses as JSON, else the
+ * mapping or sequence of a YAML document (scalars as strings), else the text as a string.
+ * Returns a new reference (never NULL). YAML is bounded: 64 levels, 100,000 nodes with aliases
+ * expanded; past that the text is kept as a string. */
+json_t *sc_tmpl_data_parse(const char *text, size_t len);
+
 /* Appends the base64 (RFC 4648, padded) of <n> bytes at <p> to <out>. Returns 0 or SC_ETOOBIG. */
 int sc_base64_encode(struct sc_buf *out, const void *p, size_t n);
 

@@ -83,7 +83,7 @@ static const struct {
     const char *name;
     int sig;
 } signames[] = {
-    { "HUP", SIGHUP },   { "INT", SIGINT },   { "QUIT", SIGQUIT },     { "TERM", SIGTERM },
+    { "HUP", SIGHUP },   { "INT", SIGINT },   { "QUIT", SIGQUIT },   { "TERM", SIGTERM },
     { "USR1", SIGUSR1 }, { "USR2", SIGUSR2 }, { "WINCH", SIGWINCH }, { "KILL", SIGKILL },
 };
 
@@ -161,7 +161,8 @@ static void on_spawn_failed_closed(uv_handle_t *h)
 }
 
 /* Runs <argv> with stdin closed and stdout/stderr inherited; calls <done> once with its exit
- * status (-1 for a signal or a timeout). Returns 0 or a negative libuv error (<done> not called). */
+ * status (-1 for a signal or a timeout). Returns 0 or a negative libuv error (<done> not called).
+ */
 static int run_command(uv_loop_t *loop, char **argv, uint64_t timeout_ms,
                        void (*done)(void *, int64_t), void *arg)
 {
@@ -366,9 +367,9 @@ struct sc_reloader {
     const struct sc_reload_cfg *cfg;
     struct sc_metric *ok;
     struct sc_metric *failed;
-    bool pending;  /* triggered; waiting for the debounce window */
-    bool running;  /* an action is in flight */
-    bool again;    /* triggered while running */
+    bool pending; /* triggered; waiting for the debounce window */
+    bool running; /* an action is in flight */
+    bool again;   /* triggered while running */
     bool closing;
     bool timer_closed;
     int attempt;
@@ -597,6 +598,9 @@ void sc_reloader_trigger(struct sc_reloader *r)
     if (r->running) {
         r->again = true;
         return;
+    }
+    if (r->pending && r->attempt > 0) {
+        return; /* a retry is already due and will reload the latest files */
     }
     r->pending = true;
     uv_timer_start(&r->timer, on_debounced, r->cfg->debounce_ms, 0);

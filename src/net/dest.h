@@ -20,15 +20,15 @@
 
 /* The reload action, declared once (sc_reload_opts) and embedded by both roles. */
 struct sc_reload_cfg {
-    char *url;             /* HTTP reload: request URL */
-    char *method;          /* default POST */
-    int64_t expect_status; /* 0: any 2xx */
-    int64_t retries;       /* extra attempts after a failed HTTP request or command */
-    char *signal;          /* signal name or number; default SIGHUP */
-    char *pid_file;        /* signal the process whose pid this file holds */
-    char *process;         /* or every process with this name (/proc/<pid>/comm or argv[0]) */
+    char *url;              /* HTTP reload: request URL */
+    char *method;           /* default POST */
+    int64_t expect_status;  /* 0: any 2xx */
+    int64_t retries;        /* extra attempts after a failed HTTP request or command */
+    char *signal;           /* signal name or number; default SIGHUP */
+    char *pid_file;         /* signal the process whose pid this file holds */
+    char *process;          /* or every process with this name (/proc/<pid>/comm or argv[0]) */
     struct sc_strv command; /* or run this command */
-    uint64_t debounce_ms;  /* a burst of writes within this window gives one reload */
+    uint64_t debounce_ms;   /* a burst of writes within this window gives one reload */
 };
 
 extern const struct sc_opt sc_reload_opts[];

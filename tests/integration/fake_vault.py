@@ -6,13 +6,14 @@ dynamic database credentials with leases, and /sys/leases/renew, with TTLs short
 Every request is recorded for assertions."""
 import itertools
 import json
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeVault:
-    def __init__(self, token_ttl=3600, lease_ttl=3600, lease_max_ttl=36000):
+    def __init__(self, token_ttl=3600, lease_ttl=3600, lease_max_ttl=36000, tls=None):
         self.tokens = {"root-token": {"ttl": token_ttl, "renewable": True, "policies": ["root"]}}
         self.approles = {}  # role_id -> secret_id
         self.k8s_roles = {}  # role -> expected jwt
@@ -66,7 +67,13 @@ class FakeVault:
                 self._handle("PUT")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.addr = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.addr = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

@@ -226,6 +226,30 @@ class FakeLoki(FakeBackend):
         with self.lock:
             return [e for v in self.streams.values() for e in v]
 
+    def query(self, path):
+        """GET /loki/api/v1/query_range?query={...}&limit=N: every stored stream whose labels
+        include the selector's equality matchers, in Loki's response shape (newest first)."""
+        from urllib.parse import parse_qs, urlparse
+        u = urlparse(path)
+        if u.path != "/loki/api/v1/query_range":
+            return 404, "text/plain", b"404 page not found\n"
+        q = parse_qs(u.query)
+        try:
+            sel = parse_prom_labels(q["query"][0])
+        except (KeyError, ValueError) as e:
+            return 400, "text/plain", f"parse error: {e}\n".encode()
+        limit = int(q.get("limit", ["100"])[0])
+        result = []
+        with self.lock:
+            for key, vals in self.streams.items():
+                labels = dict(key)
+                if all(labels.get(k) == v for k, v in sel.items()):
+                    newest = sorted(vals, key=lambda e: -e[0])[:limit]
+                    result.append({"stream": labels,
+                                   "values": [[str(ts), line] for ts, line in newest]})
+        body = {"status": "success", "data": {"resultType": "streams", "result": result}}
+        return 200, "application/json", json.dumps(body).encode()
+
     def lines(self):
         return [line for _, line in self.entries()]
 

@@ -126,7 +126,8 @@ scrape_configs:
             os.rename(tmp, path)
 
     def query(self, q):
-        status, body, _ = http_get(self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": q}))
+        query = urllib.parse.urlencode({"query": q})
+        status, body, _ = http_get(self.url + "/api/v1/query?" + query)
         assert status == 200, body
         data = json.loads(body)
         assert data["status"] == "success", data

@@ -120,9 +120,20 @@ class Pod:
         return self.wait_exit(timeout)
 
     def close(self):
+        """Stops the runner at teardown: SIGTERM, then a second SIGTERM (which kills every
+        container at once), and SIGKILL only as a last resort, which would orphan the
+        containers (each has its own session)."""
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
         if not self.out.closed:
             self.out.close()
 

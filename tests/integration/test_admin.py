@@ -53,7 +53,7 @@ def test_metrics_pass_promtool(sidecar, tmp_path):
     text = body.decode()
     assert 'sidecar_build_info{version="' in text
     assert "process_resident_memory_bytes" in text
-    assert "# TYPE sidecar_config_reloads_total counter" in text
+    assert "# TYPE sidecar_reloads_total counter" in text
     promtool = shutil.which("promtool")
     assert promtool, "promtool (Debian package prometheus) is required"
     r = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
@@ -165,8 +165,8 @@ def test_reload_rejects_bad_config_and_keeps_old(sidecar_run, tmp_path):
     sc.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: json.loads(sc.get("/config")[1])["log_level"] == "debug", what="reload")
     status, body, _ = sc.get("/metrics")
-    assert b'sidecar_config_reloads_total{result="failure"} 1' in body
-    assert b'sidecar_config_reloads_total{result="success"} 1' in body
+    assert b'sidecar_reloads_total{result="failure"} 1' in body
+    assert b'sidecar_reloads_total{result="success"} 1' in body
     del port
 
 

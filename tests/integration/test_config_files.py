@@ -195,3 +195,118 @@ def test_mode_owner_and_unchanged_content(sidecar_run, tmp_path):
     # Polled about ten times, never rewritten: the same inode.
     assert os.stat(dest).st_ino == ino
     assert metric(sc, "sidecar_config_fetch_total", {"source": "d", "result": "success"}) >= 5
+
+
+def test_sigterm_waits_for_the_write_in_flight(sidecar_run, tmp_path):
+    """A validation command is running when SIGTERM arrives: the write completes, then exit 0."""
+    src = tmp_path / "s"
+    src.write_text("one")
+    dest = tmp_path / "d"
+    marker = tmp_path / "validating"
+    cfg = f"""
+interval: 1h
+validate: ["/bin/sh", "-c", "touch {marker}; sleep 1"]
+sources:
+  - url: file://{src}
+    dest: {dest}
+"""
+    sc = sidecar_run("config", config=cfg)
+    assert dest.read_text() == "one"
+    marker.unlink()
+    write_atomic(src, "two")
+    wait_until(lambda: marker.exists(), timeout=5, what="validation running")
+    t0 = time.monotonic()
+    assert sc.stop() == 0
+    assert time.monotonic() - t0 > 0.5
+    assert dest.read_text() == "two"
+
+
+def test_yaml_source_values_by_path(sidecar_run, tmp_path):
+    src = tmp_path / "app.yaml"
+    src.write_text("db:\n  host: db.internal\n  hosts: [a, b]\nfeatures:\n  x: on\n")
+    dest = tmp_path / "app.env"
+    cfg = f"""
+interval: 1h
+sources:
+  - url: file://{src}
+    dest: {dest}
+    template: |
+      DB_HOST={{{{ .Data.db.host }}}}
+      DB_HOSTS={{{{ join "," .Data.db.hosts }}}}
+      TIMEOUT={{{{ .Data.timeout | default "30s" }}}}
+      HOME_SET={{{{ if env "HOME" }}}}yes{{{{ end }}}}
+"""
+    sidecar_run("config", config=cfg)
+    assert dest.read_text() == ("DB_HOST=db.internal\nDB_HOSTS=a,b\nTIMEOUT=30s\n"
+                                "HOME_SET=yes\n")
+
+
+def test_a_burst_of_changes_gives_one_reload(sidecar_run, tmp_path):
+    src = tmp_path / "s"
+    src.write_text("0")
+    dest = tmp_path / "d"
+    reloads = tmp_path / "reloads"
+    sc = sidecar_run("config", ["--source", f"file://{src}", "--dest", str(dest),
+                                "--interval", "1h", "--reload-debounce", "400ms",
+                                "--reload-command", "/bin/sh", "--reload-command", "-c",
+                                "--reload-command", f"echo x >> {reloads}"])
+    time.sleep(0.6)  # the first write's reload
+    base = reloads.read_text().count("x") if reloads.exists() else 0
+    for i in range(1, 21):
+        write_atomic(src, str(i))
+        time.sleep(0.02)
+    wait_until(lambda: dest.read_text() == "20", timeout=5, what="last version")
+    time.sleep(0.8)
+    assert reloads.read_text().count("x") == base + 1
+    assert metric(sc, "sidecar_config_fetch_total", {"source": "d", "result": "success"}) > 5
+
+
+def test_reload_replaces_the_sources(sidecar_run, tmp_path):
+    """POST /reload (as SIGHUP) with a changed file: the new sources start, the old ones stop;
+    an invalid config is refused and the old sources keep running."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("a1")
+    b.write_text("b1")
+    da, db = tmp_path / "da", tmp_path / "db"
+    cfg = "interval: 1h\nsources:\n  - url: file://{src}\n    dest: {dest}\n"
+    sc = sidecar_run("config", config=cfg.format(src=a, dest=da))
+    assert da.read_text() == "a1"
+    sc.config_path.write_text(cfg.format(src=a, dest=da) + "    template: '{{ nosuch }}'\n")
+    status, body, _ = sc.get("/reload", method="POST")
+    assert status == 400 and b"nosuch" in body
+    write_atomic(a, "a2")
+    wait_until(lambda: da.read_text() == "a2", timeout=5, what="old source still running")
+    sc.config_path.write_text(cfg.format(src=b, dest=db))
+    status, body, _ = sc.get("/reload", method="POST")
+    assert status == 200, body
+    wait_until(lambda: db.exists() and db.read_text() == "b1", timeout=5, what="new source")
+    write_atomic(a, "a3")
+    write_atomic(b, "b2")
+    wait_until(lambda: db.read_text() == "b2", timeout=5, what="new source watched")
+    time.sleep(0.2)
+    assert da.read_text() == "a2"  # the old source was retired
+
+
+def test_reload_during_a_write_in_flight(sidecar_run, tmp_path):
+    """The old source's validation is still running when a reload retires it: its write
+    finishes, then the old source is freed (ASan checks the lifetime), the new one runs."""
+    a = tmp_path / "a"
+    a.write_text("a1")
+    d = tmp_path / "d"
+    marker = tmp_path / "validating"
+    cfg = f"""
+interval: 1h
+validate: ["/bin/sh", "-c", "touch {marker}; sleep 0.5"]
+sources:
+  - url: file://{a}
+    dest: {d}
+"""
+    sc = sidecar_run("config", config=cfg)
+    marker.unlink()
+    write_atomic(a, "a2")
+    wait_until(lambda: marker.exists(), timeout=5, what="validation running")
+    sc.config_path.write_text(cfg.replace("sleep 0.5", "true"))
+    assert sc.get("/reload", method="POST")[0] == 200
+    wait_until(lambda: d.read_text() == "a2", timeout=5, what="write finished")
+    write_atomic(a, "a3")
+    wait_until(lambda: d.read_text() == "a3", timeout=5, what="new source")

@@ -12,7 +12,9 @@ import time
 
 import pytest
 
-from conftest import wait_until
+from urllib.parse import urlencode
+
+from conftest import BIN, http_get, wait_until
 from logs_util import (LOKI_PROTO, FakeElasticsearch, FakeHTTPSink, FakeLoki, Writer,
                        file_output, logs_config, metric, read_lines, rss_kib)
 
@@ -103,7 +105,11 @@ def test_loki_push(sidecar_run, tmp_path, backend, loki_pb, encoding):
     (d / "app.log").write_text("\n".join(lines) + "\n")
     wait_until(lambda: len(loki.lines()) >= 3000, timeout=20, what="loki lines")
     time.sleep(0.2)
-    got = loki.lines()
+    # Read back through the query API, as one would from a real Loki.
+    status, body, _ = http_get(loki.url + "/loki/api/v1/query_range?" + urlencode(
+        {"query": '{app="demo"}', "limit": 100000}))
+    assert status == 200
+    got = [v[1] for s in json.loads(body)["data"]["result"] for v in s["values"]]
     print(f"loki {encoding}: written=3000 received={len(got)} rejected={loki.rejected}")
     assert collections.Counter(got) == collections.Counter(lines)
     assert not loki.rejected
@@ -173,7 +179,9 @@ def test_backend_down_then_back_nothing_lost_rss_bounded(sidecar_run, tmp_path, 
     got = [json.loads(x)["message"].encode() for b in sink.bodies() for x in b.splitlines()]
     print(f"backend down: written={w.n} received={len(got)} peak_rss={peak} KiB")
     assert got == w.expected()
-    assert peak < 48 * 1024, f"RSS grew to {peak} KiB with a 40 MB backlog"
+    # Sanitizer builds keep freed memory in quarantine: allow them more.
+    limit = 96 * 1024 if "asan" in BIN else 32 * 1024
+    assert peak < limit, f"RSS grew to {peak} KiB with a 40 MB backlog"
     assert metric(sc, "sidecar_logs_retries_total", {"output": "http"}) > 0
 
 
@@ -231,3 +239,22 @@ def test_flags_common_case(sidecar_run, tmp_path):
                                    "--db", str(tmp_path / "p.db")])
     (d / "a.log").write_bytes(b'{"k":"v"}\n')
     wait_until(lambda: read_lines(out) == [b'{"k":"v"}'], timeout=10)
+
+
+def test_stdin_input_until_eof(tmp_path):
+    from conftest import BIN, free_port
+    out = tmp_path / "o.log"
+    lines = [b"stdin line %d" % i for i in range(20000)]
+    p = subprocess.Popen([BIN, "logs", "--admin", f"127.0.0.1:{free_port()}", "--stdin",
+                          "--output", f"file={out}"], stdin=subprocess.PIPE,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        p.stdin.write(b"\n".join(lines) + b"\nlast without newline")
+        p.stdin.close()
+        assert p.wait(timeout=30) == 0  # end of stdin with no paths: drain and exit 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    got = [json.loads(x)["message"].encode() for x in read_lines(out)]
+    assert got == lines + [b"last without newline"]

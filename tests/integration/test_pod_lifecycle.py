@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from conftest import wait_until
 from pod_util import (Pod, ev, first, manifest, pid_alive, read_events, service, sh,
                       wait_events)
 
@@ -198,10 +199,12 @@ def test_prestop_hooks_run_before_sigterm(pod, tmp_path):
     e = tmp_path / "events"
     p = pod(manifest(
         init=[sh("side", service(e, "side"), restartPolicy="Always",
-                 lifecycle={"preStop": {"exec": {"command": ["sh", "-c", ev(e, "prestop-side")]}}})],
+                 lifecycle={"preStop": {"exec": {"command": ["sh", "-c",
+                                                             ev(e, "prestop-side")]}}})],
         containers=[sh("app", service(e, "app"), lifecycle={
             "postStart": {"exec": {"command": ["sh", "-c", ev(e, "poststart-app")]}},
-            "preStop": {"exec": {"command": ["sh", "-c", f"sleep 0.2; {ev(e, 'prestop-app')}"]}}})]))
+            "preStop": {"exec": {"command": ["sh", "-c",
+                                             f"sleep 0.2; {ev(e, 'prestop-app')}"]}}})]))
     p.wait_ready()
     wait_events(e, "start-side", "start-app", "poststart-app")
     assert p.stop() == 0
@@ -238,3 +241,35 @@ def test_http_get_probe(pod, tmp_path):
     p.wait_ready()
     assert p.container("web")["started"] is True
     assert p.stop() == 0
+
+
+def test_second_signal_kills_at_once(pod, tmp_path):
+    pidfile = tmp_path / "pid"
+    p = pod(manifest(grace=30, containers=[
+        # $$ would need escaping twice (manifest loader, then Kubernetes): read the PID instead
+        sh("stubborn", f"trap '' TERM; cut -d' ' -f4 /proc/self/stat > {pidfile}; "
+                       "while true; do sleep 0.05; done")]))
+    p.wait_ready()
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), what="pid file")
+    pid = int(pidfile.read_text())
+    p.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert p.proc.poll() is None  # still within the grace period
+    t0 = time.monotonic()
+    p.proc.send_signal(signal.SIGTERM)
+    assert p.wait_exit() == 0
+    assert time.monotonic() - t0 < 3
+    assert "stopping now: SIGKILL to every container" in p.output()
+    assert not pid_alive(pid)
+
+
+def test_prestop_sleep_is_bounded_by_the_grace_period(pod, tmp_path):
+    e = tmp_path / "events"
+    p = pod(manifest(grace=1, containers=[
+        sh("app", service(e, "app"), lifecycle={"preStop": {"sleep": {"seconds": 100}}})]))
+    p.wait_ready()
+    wait_events(e, "start-app")
+    t0 = time.monotonic()
+    assert p.stop() == 0
+    assert time.monotonic() - t0 < 4
+    assert "stop-app" in [n for n, _ in read_events(e)]  # SIGTERM still came after the hook

@@ -122,7 +122,8 @@ def test_deployment_and_job_templates(run_cli, tmp_path):
         """)
     r = run_cli("pod", "check", path)
     assert r.returncode == 1
-    assert "spec.containers[0].volumeMounts[0]: volume \"missing\" is not in spec.volumes" in r.stderr
+    want = "spec.containers[0].volumeMounts[0]: volume \"missing\" is not in spec.volumes"
+    assert want in r.stderr
     assert "(in spec.template)" in r.stderr
 
 

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """examples/quickstart/run-pod.sh: the quickstart as a pod (`sidecar pod run pod.yaml`): an init
-container writes the app's config, the proxy and the log shipper run as native sidecars, requests go
-through the proxy, the app's log lines reach the shipper's output, and the pod stops cleanly."""
+container writes the app's config, the proxy, the log shipper and the metrics sidecar run as native
+sidecars, requests go through the proxy, the app's log lines reach the shipper's output, its metrics
+are served with the pod's label, and the pod stops cleanly."""
 import os
 import subprocess
 
@@ -11,7 +12,8 @@ from conftest import BIN, ROOT, free_port
 def test_quickstart_pod_runs_end_to_end():
     env = dict(os.environ, DEMO_ONESHOT="1", APP_PORT=str(free_port()),
                PROXY_PORT=str(free_port()), ADMIN_PORT=str(free_port()),
-               LOGS_ADMIN_PORT=str(free_port()), POD_ADMIN_PORT=str(free_port()))
+               LOGS_ADMIN_PORT=str(free_port()), POD_ADMIN_PORT=str(free_port()),
+               METRICS_PORT=str(free_port()), METRICS_ADMIN_PORT=str(free_port()))
     r = subprocess.run([str(ROOT / "examples/quickstart/run-pod.sh"), BIN], env=env,
                        capture_output=True, text=True, timeout=120)
     out = r.stdout
@@ -22,3 +24,4 @@ def test_quickstart_pod_runs_end_to_end():
     assert 'sidecar_upstream_rq_retry_total{cluster="upstream"} 1' in out
     assert "pod quickstart  Running" in out
     assert '"path":"/flaky","status":200' in out, "the log sidecar shipped the app's lines"
+    assert 'demo_requests_total{code="200",pod="quickstart"}' in out, "the metrics sidecar"

@@ -5,6 +5,8 @@ terminal prefix, `sidecar pod status` through the control socket, /pod, /metrics
 import json
 import os
 import re
+import shutil
+import tempfile
 import signal
 import subprocess
 import time
@@ -82,11 +84,12 @@ def test_environment(pod, tmp_path):
     (cfg / "settings" / "MODE").write_text("fast")
     (cfg / "creds").mkdir()
     (cfg / "creds" / "token").write_text("s3cret")
+    (cfg / "extra.env").write_text("# an env file\nCOLOR=blue\n\nSIZE = 3\n")
     out = tmp_path / "env.txt"
     text = manifest(restart="Never", name="envpod", containers=[{
         "name": "app", "command": ["sh", "-c"],
         "args": [f"echo \"$GREETING|$(GREETING)|$LITERAL|$POD|$NS|$IP|$NODE|$MODE|$TOKEN|"
-                 f"$LABEL\" > {out}"],
+                 f"$LABEL|$X_COLOR|$X_SIZE\" > {out}"],
         "env": [
             {"name": "WHO", "value": "world"},
             {"name": "GREETING", "value": "hello $(WHO)"},
@@ -99,14 +102,15 @@ def test_environment(pod, tmp_path):
             {"name": "LABEL", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['tier']"}}},
             {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
         ],
-        "envFrom": [{"configMapRef": {"name": "settings"}}]}])
+        "envFrom": [{"configMapRef": {"name": "settings"}},
+                    {"configMapRef": {"name": "extra"}, "prefix": "X_"}]}])
     doc = json.loads(text)
     doc["metadata"]["labels"] = {"tier": "backend"}
     p = pod(json.dumps(doc), args=["--config-dir", str(cfg)])
     assert p.wait_exit() == 0
     import socket
     want = (f"hello world|hello world|$(GREETING)|envpod|default|127.0.0.1|{socket.gethostname()}|"
-            f"fast|s3cret|backend")
+            f"fast|s3cret|backend|blue|3")
     assert out.read_text().strip() == want
 
 
@@ -141,6 +145,20 @@ def test_volumes_bind_mounted_as_root(pod, tmp_path):
         subprocess.run(["rm", "-rf", mnt])
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="tmpfs mounts need root")
+def test_memory_empty_dir_is_a_tmpfs_unmounted_at_the_end(pod, tmp_path):
+    out = tmp_path / "df"
+    p = pod(manifest(restart="Never", volumes=[
+        {"name": "scratch", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}}],
+        containers=[sh("a", f"df -k /scratch | tail -1 > {out}",
+                       volumeMounts=[{"name": "scratch", "mountPath": "/scratch"}])]))
+    assert p.wait_exit() == 0, p.output()
+    fields = out.read_text().split()
+    assert fields[0] == "tmpfs" and int(fields[1]) == 8192, fields
+    vol = str(p.dir / "volumes" / "scratch")
+    assert vol not in open("/proc/self/mountinfo").read()
+
+
 def test_sigint_stops_like_sigterm(pod, tmp_path):
     p = pod(manifest(containers=[sh("app", "while true; do sleep 0.05; done")]))
     p.wait_ready()
@@ -159,9 +177,12 @@ def test_no_log_lines_lost_at_shutdown(pod, tmp_path):
             BIN, "logs", "--path", "/var/log/podtest/*.log", "--admin", "127.0.0.1:0",
             "--output", f"file={shipped}"],
             "volumeMounts": [{"name": "logs", "mountPath": "/var/log/podtest"}]}],
+        grace=30,
+        # up to 20000 lines, as fast as the shell goes, then a last one on SIGTERM
         containers=[sh("app", "i=0; trap 'echo last $i >> /var/log/podtest/app.log; exit 0' TERM; "
-                              "while true; do i=$((i+1)); echo line $i >> /var/log/podtest/app.log; "
-                              "done",
+                              "while [ $i -lt 20000 ]; do i=$((i+1)); "
+                              "echo line $i >> /var/log/podtest/app.log; done; "
+                              "while true; do sleep 0.05; done",
                        volumeMounts=[{"name": "logs", "mountPath": "/var/log/podtest"}])]))
     p.wait_ready()
     time.sleep(1)
@@ -171,3 +192,45 @@ def test_no_log_lines_lost_at_shutdown(pod, tmp_path):
     got = shipped.read_text().splitlines()
     assert len(got) == len(written), (len(got), len(written))
     assert "last" in got[-1]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="runs the pod as nobody through setpriv")
+def test_volumes_without_root_rewrite_mount_paths():
+    base = tempfile.mkdtemp(prefix="sidecar-pod-nonroot-")
+    try:
+        os.chmod(base, 0o777)
+        path = os.path.join(base, "pod.yaml")
+        with open(path, "w") as f:
+            f.write(manifest(restart="Never", volumes=[{"name": "data", "emptyDir": {}}],
+                             containers=[sh(
+                                 "a", "echo hi > /var/lib/nr-test/x; cat /var/lib/nr-test/x; "
+                                      "echo \"$SIDECAR_MOUNT_VAR_LIB_NR_TEST|$D|$(pwd)\"",
+                                 env=[{"name": "D", "value": "/var/lib/nr-test/sub"}],
+                                 workingDir="/var/lib/nr-test",
+                                 volumeMounts=[{"name": "data",
+                                                "mountPath": "/var/lib/nr-test"}])]))
+        os.chmod(path, 0o644)
+        pod_dir = os.path.join(base, "pod")
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", BIN,
+                            "pod", "run", path, "--pod-dir", pod_dir, "--admin", "127.0.0.1:0"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+        vol = os.path.join(pod_dir, "volumes", "data")
+        assert "a | hi" in r.stdout
+        assert f"a | {vol}|{vol}/sub|{vol}" in r.stdout
+        assert "not root: mountPath is rewritten into the pod directory" in r.stderr
+        assert not os.path.exists("/var/lib/nr-test")
+    finally:
+        subprocess.run(["rm", "-rf", base])
+
+
+def test_resource_limits_enforced_or_warned(pod, tmp_path):
+    p = pod(manifest(restart="Never", containers=[
+        sh("a", "true", resources={"limits": {"cpu": "500m", "memory": "64Mi"}})]))
+    assert p.wait_exit() == 0
+    out = p.output()
+    v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers") and os.access("/sys/fs/cgroup",
+                                                                           os.W_OK)
+    if not v2:
+        assert "resources.limits not enforced: cgroup v2 is not available" in out

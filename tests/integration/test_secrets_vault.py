@@ -146,3 +146,31 @@ def test_once_fails_without_vault(run_cli, tmp_path):
                      'vault.hashicorp.com/agent-inject-secret-a="secret/a"'})
     assert r.returncode == 1, r.stderr
     assert "secrets failed; the init step fails" in r.stderr
+
+
+def test_vault_tls_with_vault_cacert(sidecar_run, tmp_path):
+    """An https Vault whose certificate only VAULT_CACERT vouches for: with it the secret is
+    read; the system store alone refuses the connection."""
+    import subprocess
+    cert, key = tmp_path / "vault.pem", tmp_path / "vault.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=fake-vault", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    v = FakeVault(tls=(str(cert), str(key)))
+    try:
+        v.kv1["secret/tls"] = {"ok": "yes"}
+        out = tmp_path / "o"
+        out.mkdir()
+        cfg = "secrets:\n  - name: t\n    path: secret/tls\n"
+        env = {"VAULT_ADDR": v.addr, "VAULT_TOKEN": "root-token"}
+        bad = sidecar_run("secrets", ["--dest-dir", str(out), "--retry-backoff", "50ms"],
+                          config=cfg, env=env, wait="/healthz")
+        wait_until(lambda: "reason" in bad.logs() and "authentication failed" in bad.logs(),
+                   timeout=5, what="TLS refused without the CA")
+        assert not (out / "t").exists()
+        assert bad.stop() == 0
+        sidecar_run("secrets", ["--dest-dir", str(out)], config=cfg,
+                    env=dict(env, VAULT_CACERT=str(cert)))
+        assert (out / "t").read_text() == "ok: yes\n"
+    finally:
+        v.stop()

@@ -207,6 +207,11 @@ static void test_errors(void **state)
         { "a 1 # {x=\"y\"}\n# EOF\n", PROM_FMT_OPENMETRICS, 1, 14 },
         { "a 1\nb 1\na 2\n# EOF\n", PROM_FMT_OPENMETRICS, 3, 1 },
         { "# comment\n# EOF\n", PROM_FMT_OPENMETRICS, 1, 3 },
+        { "a{b=\"ok\",c=\"\xff\"} 1\n", PROM_FMT_TEXT, 1, 13 },
+        { "a{b=\"\xed\xa0\x80\"} 1\n", PROM_FMT_TEXT, 1, 6 }, /* a UTF-16 surrogate */
+        /* found by fuzz_prom: suffixed names that would change family on a round trip */
+        { "h_count 1\n# TYPE h histogram\nh_count 2\n", PROM_FMT_TEXT, 3, 1 },
+        { "# TYPE h histogram\nh_bucket{le=\"1\"} 1\n# HELP y y\nh_sum 3\n", PROM_FMT_TEXT, 4, 1 },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct prom_set s;

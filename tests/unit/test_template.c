@@ -85,8 +85,7 @@ static void test_control(void **state)
     EXPECT("{{if eq .a \"x\"}}1{{else if eq .a \"y\"}}2{{else}}3{{end}}", "{\"a\":\"y\"}", "2");
     EXPECT("{{if and .a (not .b)}}ok{{end}}", "{\"a\":1,\"b\":false}", "ok");
     EXPECT("{{range .l}}<{{.}}>{{end}}", "{\"l\":[1,2,3]}", "<1><2><3>");
-    EXPECT("{{range $k, $v := .m}}{{$k}}={{$v}};{{end}}", "{\"m\":{\"b\":2,\"a\":1}}",
-           "a=1;b=2;");
+    EXPECT("{{range $k, $v := .m}}{{$k}}={{$v}};{{end}}", "{\"m\":{\"b\":2,\"a\":1}}", "a=1;b=2;");
     EXPECT("{{range $i, $v := .l}}{{$i}}{{$v}}{{end}}", "{\"l\":[\"x\",\"y\"]}", "0x1y");
     EXPECT("{{range .l}}x{{else}}empty{{end}}", "{\"l\":[]}", "empty");
     EXPECT("{{with .d}}{{.u}}{{else}}none{{end}}", "{\"d\":{\"u\":\"me\"}}", "me");
@@ -117,7 +116,8 @@ static void test_errors_have_positions(void **state)
     EXPECT("{{ (.x }}", NULL, "t:1:8: unclosed left paren");
     EXPECT("{{ $nope }}", NULL, "t:1:4: undefined variable: $nope");
     EXPECT("\n{{ index .l 5 }}", "{\"l\":[1]}", "t:2:4: index: index out of range: 5");
-    EXPECT("{{ .x | base64Decode }}", "{\"x\":\"!!\"}", "t:1:9: base64Decode: invalid base64 input");
+    EXPECT("{{ .x | base64Decode }}", "{\"x\":\"!!\"}",
+           "t:1:9: base64Decode: invalid base64 input");
     EXPECT("{{ define \"x\" }}{{ end }}", NULL,
            "t:1:1: this template subset has no define/template/block/break/continue");
 }
@@ -204,13 +204,42 @@ static void test_base64_roundtrip(void **state)
     }
 }
 
+static void test_data_parse(void **state)
+{
+    (void)state;
+    const char *y = "db:\n  host: h1\n  ports: [1, 2]\nname: app\n";
+    json_t *j = sc_tmpl_data_parse(y, strlen(y));
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "db"), "host")), "h1");
+    assert_int_equal(json_array_size(json_object_get(json_object_get(j, "db"), "ports")), 2);
+    json_decref(j);
+    j = sc_tmpl_data_parse("{\"a\": 1}", 8);
+    assert_int_equal(json_integer_value(json_object_get(j, "a")), 1);
+    json_decref(j);
+    j = sc_tmpl_data_parse("plain text: [", 13);
+    assert_string_equal(json_string_value(j), "plain text: [");
+    json_decref(j);
+    /* An alias bomb stays bounded: kept as text. */
+    const char *bomb =
+        "a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+        "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
+        "e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]\n";
+    j = sc_tmpl_data_parse(bomb, strlen(bomb));
+    assert_true(json_is_string(j));
+    json_decref(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_text_and_fields),    cmocka_unit_test(test_functions),
-        cmocka_unit_test(test_control),            cmocka_unit_test(test_vault_example),
-        cmocka_unit_test(test_errors_have_positions), cmocka_unit_test(test_caller_functions),
-        cmocka_unit_test(test_output_cap),         cmocka_unit_test(test_base64_roundtrip),
+        cmocka_unit_test(test_text_and_fields),
+        cmocka_unit_test(test_functions),
+        cmocka_unit_test(test_control),
+        cmocka_unit_test(test_vault_example),
+        cmocka_unit_test(test_errors_have_positions),
+        cmocka_unit_test(test_caller_functions),
+        cmocka_unit_test(test_output_cap),
+        cmocka_unit_test(test_base64_roundtrip),
+        cmocka_unit_test(test_data_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -248,8 +248,18 @@ enum src_kind { SRC_HTTP, SRC_FILE, SRC_DIR, SRC_ETCD };
 
 struct config;
 
+/* Sources replaced by a reload: freed once their handles have closed and their writes ended. */
+struct config_retired {
+    struct config_source *src;
+    size_t nsrc;
+    struct config_source_cfg *flag_cfgs;
+    size_t nflag;
+    int pending;
+};
+
 struct config_source {
     struct config *cf;
+    struct config_retired *ret; /* set once a reload replaced this source */
     const struct config_source_cfg *cfg;
     char *name;
     enum src_kind kind;
@@ -280,10 +290,10 @@ struct config_source {
     uint64_t last_hash; /* watch-only sources: the content seen last */
     bool have_hash;
     bool fetching;
-    bool refetch;   /* a change arrived during a fetch */
-    int writes;     /* dest writes in flight */
-    bool wrote_ok;  /* first successful write done */
-    bool gave_up;   /* --once: failed after its retries */
+    bool refetch;  /* a change arrived during a fetch */
+    int writes;    /* dest writes in flight */
+    bool wrote_ok; /* first successful write done */
+    bool gave_up;  /* --once: failed after its retries */
     bool done_once;
     int failures;
     char *last_error;
@@ -323,6 +333,88 @@ static uint64_t fnv(const void *p, size_t n, uint64_t h)
         h = (h ^ c[i]) * 0x100000001b3ULL;
     }
     return h;
+}
+
+/* ---- lifetime ---- */
+
+static void sources_free(struct config_source *src, size_t n, struct config_source_cfg *fc,
+                         size_t nflag)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct config_source *s = &src[i];
+        sc_free(s->name);
+        sc_free(s->path);
+        sc_free(s->base_url);
+        sc_free(s->url);
+        sc_tmpl_free(s->tmpl);
+        sc_buf_cleanup(&s->watch_buf);
+        sc_free(s->hdrs);
+        sc_free(s->req_body);
+        sc_free(s->watch_body);
+        sc_free(s->etag);
+        sc_free(s->last_modified);
+        sc_free(s->last_error);
+    }
+    sc_free(src);
+    for (size_t i = 0; fc && i < nflag; i++) {
+        sc_config_free(source_opts, &fc[i]);
+    }
+    sc_free(fc);
+}
+
+static void retired_unref(struct config_retired *r)
+{
+    if (--r->pending == 0) {
+        sources_free(r->src, r->nsrc, r->flag_cfgs, r->nflag);
+        sc_free(r);
+    }
+}
+
+static void on_retired_closed(uv_handle_t *h)
+{
+    struct config_source *s = h->data;
+    retired_unref(s->ret);
+}
+
+static void retire_handle(struct config_retired *r, uv_handle_t *h)
+{
+    if (h->loop && !uv_is_closing(h)) {
+        r->pending++;
+        uv_close(h, on_retired_closed);
+    }
+}
+
+/* Stops <src> for good (a reload replaced them or failed to build them): cancels transfers,
+ * closes handles, and frees the sources once the last handle closed and the last write ended. */
+static void retire_sources(struct config_source *src, size_t n, struct config_source_cfg *fc,
+                           size_t nflag)
+{
+    struct config_retired *r = SC_NEW(struct config_retired);
+    r->src = src;
+    r->nsrc = n;
+    r->flag_cfgs = fc;
+    r->nflag = nflag;
+    r->pending = 1;
+    for (size_t i = 0; i < n; i++) {
+        struct config_source *s = &src[i];
+        s->ret = r;
+        if (s->xfer) {
+            sc_egress_cancel(s->xfer);
+            s->xfer = NULL;
+        }
+        if (s->watch_xfer) {
+            sc_egress_cancel(s->watch_xfer);
+            s->watch_xfer = NULL;
+        }
+        retire_handle(r, (uv_handle_t *)&s->timer);
+        retire_handle(r, (uv_handle_t *)&s->fs_timer);
+        retire_handle(r, (uv_handle_t *)&s->watch_timer);
+        if (s->fs_watching) {
+            retire_handle(r, (uv_handle_t *)&s->fs_event);
+        }
+        r->pending += s->writes;
+    }
+    retired_unref(r);
 }
 
 /* ---- finishing ---- */
@@ -467,11 +559,12 @@ static void next_poll(struct config_source *s)
     source_schedule(s, iv);
 }
 
-static void fetch_ok(struct config_source *s)
+/* A fetch succeeded; <counter> is success or not_modified. */
+static void fetch_ok(struct config_source *s, struct sc_metric *counter)
 {
     s->fetching = false;
     s->failures = 0;
-    sc_counter_inc(s->m_ok);
+    sc_counter_inc(counter);
     sc_gauge_set(s->m_last, (double)time(NULL));
 }
 
@@ -480,8 +573,19 @@ static void on_written(void *arg, enum sc_dest_result r)
     struct config_source *s = arg;
     struct config *cf = s->cf;
     s->writes--;
+    if (s->ret) {
+        retired_unref(s->ret);
+        return;
+    }
     if (r == SC_DEST_WRITTEN && !cf->cfg->once) {
         sc_reloader_trigger(cf->reloader);
+    }
+    if (r == SC_DEST_FAILED) {
+        /* The destination does not hold what the validators describe: fetch in full again. */
+        sc_free(s->etag);
+        sc_free(s->last_modified);
+        s->etag = NULL;
+        s->last_modified = NULL;
     }
     if (r == SC_DEST_INVALID) {
         sc_counter_inc(s->m_invalid);
@@ -523,10 +627,10 @@ static void write_dest(struct config_source *s, const char *path, const char *da
 }
 
 /* The fetched content: renders it when there is a template and writes it. <data> is the value
- * the template sees as .Data (borrowed; NULL: parse <body> as JSON, else use it as a string). */
+ * the template sees as .Data (borrowed; NULL: <body> parsed as JSON, else YAML, else a string). */
 static void deliver(struct config_source *s, const char *body, size_t len, json_t *data)
 {
-    fetch_ok(s);
+    fetch_ok(s, s->m_ok);
     if (!s->spec.path) {
         /* Watch-only: a change of content triggers the reload. */
         uint64_t h = fnv(body, len, 0xcbf29ce484222325ULL);
@@ -549,14 +653,7 @@ static void deliver(struct config_source *s, const char *body, size_t len, json_
     }
     json_t *own = NULL;
     if (!data) {
-        json_error_t je;
-        own = json_loadb(body, len, JSON_DECODE_ANY, &je);
-        if (!own) {
-            own = json_stringn(body, len);
-        }
-        if (!own) {
-            own = json_null();
-        }
+        own = sc_tmpl_data_parse(body, len);
         data = own;
     }
     json_t *root = json_object();
@@ -590,9 +687,7 @@ static void deliver(struct config_source *s, const char *body, size_t len, json_
 
 static void not_modified(struct config_source *s)
 {
-    fetch_ok(s);
-    sc_counter_inc(s->m_nm);
-    sc_counter_add(s->m_ok, 0);
+    fetch_ok(s, s->m_nm);
     s->done_once = true;
     update_ready(s->cf);
     once_check(s->cf);
@@ -748,7 +843,7 @@ static void fetch_dir(struct config_source *s)
     char *all = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
     if (s->spec.path && !s->tmpl) {
         /* Mirror each key into the destination directory. */
-        fetch_ok(s);
+        fetch_ok(s, s->m_ok);
         mkdir(s->spec.path, 0755);
         const char *k;
         json_t *v;
@@ -1008,8 +1103,9 @@ static bool on_watch_data(void *arg, const char *p, size_t len)
     }
     for (;;) {
         size_t off = 0;
-        while (off < s->watch_buf.len && (s->watch_buf.p[off] == '\n' ||
-                                          s->watch_buf.p[off] == '\r' || s->watch_buf.p[off] == ' ')) {
+        while (off < s->watch_buf.len &&
+               (s->watch_buf.p[off] == '\n' || s->watch_buf.p[off] == '\r' ||
+                s->watch_buf.p[off] == ' ')) {
             off++;
         }
         sc_buf_consume(&s->watch_buf, off);
@@ -1209,7 +1305,7 @@ static int source_init(struct config *cf, struct config_source *s,
     s->cf = cf;
     s->cfg = c;
     const char *base = c->dest ? strrchr(c->dest, '/') : NULL;
-    s->name = c->name ? sc_strdup(c->name)
+    s->name = c->name   ? sc_strdup(c->name)
               : c->dest ? sc_strdup(base ? base + 1 : c->dest)
                         : sc_asprintf("source%zu", idx);
     sc_buf_init(&s->watch_buf, 4u << 20);
@@ -1218,10 +1314,10 @@ static int source_init(struct config *cf, struct config_source *s,
         return rc;
     }
     char *tname = sc_asprintf("%s.template", s->name);
-    rc = load_template(tname, c->template, c->template_file ? c->template_file
-                                                          : (idx >= cf->cfg->sources.n
-                                                                 ? cf->cfg->template_file
-                                                                 : NULL),
+    rc = load_template(tname, c->template,
+                       c->template_file
+                           ? c->template_file
+                           : (idx >= cf->cfg->sources.n ? cf->cfg->template_file : NULL),
                        &s->tmpl, err);
     sc_free(tname);
     if (rc < 0) {
@@ -1244,7 +1340,6 @@ static int source_init(struct config *cf, struct config_source *s,
     s->tls.ca_file = c->ca_file;
     s->tls.insecure_skip_verify = c->insecure_skip_verify;
 
-    struct sc_metrics *m = sc_app_metrics(cf->app);
     const char *lv[3] = { s->name, "success", NULL };
     s->m_ok = sc_metric_get(cf->f_fetch, lv);
     lv[1] = "not_modified";
@@ -1254,7 +1349,6 @@ static int source_init(struct config *cf, struct config_source *s,
     lv[1] = "invalid";
     s->m_invalid = sc_metric_get(cf->f_fetch, lv);
     s->m_last = sc_metric_get(cf->f_last, (const char *[]){ s->name });
-    (void)m;
 
     uv_timer_init(cf->loop, &s->timer);
     s->timer.data = s;
@@ -1284,8 +1378,8 @@ static int config_check(const void *vcfg, char **err)
             return SC_ECONFIG;
         }
         if (srcs[i].template) {
-            struct sc_tmpl *t = sc_tmpl_parse("template", srcs[i].template,
-                                              strlen(srcs[i].template), NULL, err);
+            struct sc_tmpl *t =
+                sc_tmpl_parse("template", srcs[i].template, strlen(srcs[i].template), NULL, err);
             if (!t) {
                 char *m = sc_asprintf("sources[%zu].%s", i, *err);
                 sc_free(*err);
@@ -1300,34 +1394,48 @@ static int config_check(const void *vcfg, char **err)
 
 static void config_free(struct config *cf)
 {
-    for (size_t i = 0; i < cf->nsrc; i++) {
-        struct config_source *s = &cf->src[i];
-        sc_free(s->name);
-        sc_free(s->path);
-        sc_free(s->base_url);
-        sc_free(s->url);
-        sc_tmpl_free(s->tmpl);
-        sc_buf_cleanup(&s->watch_buf);
-        sc_free(s->hdrs);
-        sc_free(s->req_body);
-        sc_free(s->watch_body);
-        sc_free(s->etag);
-        sc_free(s->last_modified);
-        sc_free(s->last_error);
-    }
-    sc_free(cf->src);
-    if (cf->flag_cfgs) {
-        for (size_t i = 0; i < cf->cfg->source.n; i++) {
-            sc_config_free(source_opts, &cf->flag_cfgs[i]);
-        }
-    }
-    sc_free(cf->flag_cfgs);
+    sources_free(cf->src, cf->nsrc, cf->flag_cfgs, cf->cfg->source.n);
     sc_free(cf);
 }
 
 static void config_cleanup(void *state)
 {
     config_free(state);
+}
+
+/* Builds cf->src from <c> (cf->cfg must be <c>). On error cf->src holds what was built. */
+static int build_sources(struct config *cf, const struct config_cfg *c, char **err)
+{
+    cf->nsrc = c->sources.n + c->source.n;
+    cf->src = sc_calloc(cf->nsrc ? cf->nsrc : 1, sizeof(struct config_source));
+    cf->flag_cfgs = c->source.n ? sc_calloc(c->source.n, sizeof(struct config_source_cfg)) : NULL;
+    const struct config_source_cfg *srcs = c->sources.v;
+    int rc = 0;
+    size_t i = 0;
+    for (; i < c->sources.n && rc == 0; i++) {
+        rc = source_init(cf, &cf->src[i], &srcs[i], i, err);
+    }
+    for (size_t k = 0; k < c->source.n && rc == 0; k++, i++) {
+        struct config_source_cfg *fc = &cf->flag_cfgs[k];
+        sc_config_defaults(source_opts, fc);
+        fc->url = sc_strdup(c->source.v[k]);
+        fc->dest = c->dest.n > k ? sc_strdup(c->dest.v[k]) : NULL;
+        rc = source_init(cf, &cf->src[i], fc, i, err);
+    }
+    return rc;
+}
+
+static void start_sources(struct config *cf)
+{
+    for (size_t i = 0; i < cf->nsrc; i++) {
+        struct config_source *s = &cf->src[i];
+        if ((s->kind == SRC_FILE || s->kind == SRC_DIR) && s->cfg->watch && !cf->cfg->once) {
+            start_fs_watch(s);
+        }
+        sc_info("source", SC_LS("name", s->name), SC_LS("url", s->cfg->url),
+                SC_LS("dest", s->cfg->dest));
+        source_schedule(s, 0);
+    }
 }
 
 static int config_start(struct sc_app *app, const void *vcfg, void **state, char **err)
@@ -1345,31 +1453,13 @@ static int config_start(struct sc_app *app, const void *vcfg, void **state, char
                                     "Source fetches by result: success, not_modified (HTTP 304), "
                                     "error, invalid (template or validation rejected it).",
                                     fetch_labels, NULL, 0);
-    cf->f_last = sc_metrics_family(m, SC_METRIC_GAUGE,
-                                   "sidecar_config_last_success_timestamp_seconds",
-                                   "Unix time of the source's last successful fetch.", src_labels,
-                                   NULL, 0);
+    cf->f_last =
+        sc_metrics_family(m, SC_METRIC_GAUGE, "sidecar_config_last_success_timestamp_seconds",
+                          "Unix time of the source's last successful fetch.", src_labels, NULL, 0);
     cf->egress = sc_egress_new(cf->loop);
-    cf->reloader = sc_reloader_new(cf->loop, cf->egress, &c->reload, m,
-                                   "sidecar_config_reload_total");
-    cf->nsrc = c->sources.n + c->source.n;
-    cf->src = sc_calloc(cf->nsrc, sizeof(struct config_source));
-    const struct config_source_cfg *srcs = c->sources.v;
-    int rc = 0;
-    size_t i = 0;
-    for (; i < c->sources.n && rc == 0; i++) {
-        rc = source_init(cf, &cf->src[i], &srcs[i], i, err);
-    }
-    if (c->source.n) {
-        cf->flag_cfgs = sc_calloc(c->source.n, sizeof(struct config_source_cfg));
-    }
-    for (size_t k = 0; k < c->source.n && rc == 0; k++, i++) {
-        struct config_source_cfg *fc = &cf->flag_cfgs[k];
-        sc_config_defaults(source_opts, fc);
-        fc->url = sc_strdup(c->source.v[k]);
-        fc->dest = c->dest.n > k ? sc_strdup(c->dest.v[k]) : NULL;
-        rc = source_init(cf, &cf->src[i], fc, i, err);
-    }
+    cf->reloader =
+        sc_reloader_new(cf->loop, cf->egress, &c->reload, m, "sidecar_config_reload_total");
+    int rc = build_sources(cf, c, err);
     if (rc < 0) {
         /* Close what was initialised; the state is freed by cleanup once the loop has run. */
         cf->stopping = true;
@@ -1385,16 +1475,40 @@ static int config_start(struct sc_app *app, const void *vcfg, void **state, char
         *state = cf;
         return rc;
     }
-    for (i = 0; i < cf->nsrc; i++) {
-        struct config_source *s = &cf->src[i];
-        if ((s->kind == SRC_FILE || s->kind == SRC_DIR) && s->cfg->watch && !c->once) {
-            start_fs_watch(s);
-        }
-        sc_info("source", SC_LS("name", s->name), SC_LS("url", s->cfg->url),
-                SC_LS("dest", s->cfg->dest));
-        source_schedule(s, 0);
-    }
+    start_sources(cf);
     *state = cf;
+    return 0;
+}
+
+/* SIGHUP / POST /reload: builds the new sources first (the old ones keep running when that
+ * fails), then retires the old ones (their writes in flight finish) and starts the new ones. */
+static int config_reload(struct sc_app *app, void *state, const void *vcfg, char **err)
+{
+    struct config *cf = state;
+    const struct config_cfg *c = vcfg;
+    if (cf->stopping || cf->cfg->once || c->once) {
+        *err = sc_strdup("cannot reload while stopping or in --once mode");
+        return SC_EUNSUPPORTED;
+    }
+    struct config_source *old = cf->src;
+    size_t nold = cf->nsrc;
+    struct config_source_cfg *oldfc = cf->flag_cfgs;
+    const struct config_cfg *oldcfg = cf->cfg;
+    cf->cfg = c;
+    int rc = build_sources(cf, c, err);
+    if (rc < 0) {
+        retire_sources(cf->src, cf->nsrc, cf->flag_cfgs, c->source.n);
+        cf->src = old;
+        cf->nsrc = nold;
+        cf->flag_cfgs = oldfc;
+        cf->cfg = oldcfg;
+        return rc;
+    }
+    retire_sources(old, nold, oldfc, oldcfg->source.n);
+    sc_reloader_close(cf->reloader);
+    cf->reloader = sc_reloader_new(cf->loop, cf->egress, &c->reload, sc_app_metrics(app),
+                                   "sidecar_config_reload_total");
+    start_sources(cf);
     return 0;
 }
 
@@ -1431,6 +1545,6 @@ const struct sc_role sc_role_config = {
     .check = config_check,
     .start = config_start,
     .stop = config_stop,
-    .reload = NULL,
+    .reload = config_reload,
     .cleanup = config_cleanup,
 };

@@ -450,6 +450,7 @@ static void finish_stop(struct logs_state *st)
     for (size_t i = 0; i < lg->nouts; i++) {
         logs_out_close(lg->outs[i]);
     }
+    lg->nouts = 0; /* freed in their close callbacks */
     logs_tail_close(lg);
     sc_egress_close(lg->egress);
     lg->egress = NULL;

@@ -198,7 +198,6 @@ struct logs_out {
     struct sc_kv *hdrs;
     size_t nhdrs;
     struct logs_out_metrics m;
-    int64_t loki_last_ts; /* not used for ordering across batches; kept for diagnostics */
 };
 
 /* Creates the output for <cfg> (borrowed). Returns 0 and <*out>, or an error with a message. */

@@ -58,6 +58,8 @@ struct logs_watch {
     struct logs *lg;
 };
 
+static void stdin_resume(struct logs *lg);
+
 static uint64_t now_ms(struct logs *lg)
 {
     return uv_now(lg->loop);
@@ -246,8 +248,10 @@ static void finish_file(struct logs *lg, struct logs_file *f)
         }
     }
     f->done = true;
-    lg->nfiles--;
-    sc_gauge_set(lg->m.files_watched, (double)lg->nfiles);
+    if (!f->is_stdin) {
+        lg->nfiles--;
+        sc_gauge_set(lg->m.files_watched, (double)lg->nfiles);
+    }
     sc_info("file closed", SC_LS("file", f->path), SC_LU("offset", f->read_off));
 }
 
@@ -388,14 +392,19 @@ static struct logs_file *find_file(struct logs *lg, uint64_t dev, uint64_t ino)
     return NULL;
 }
 
-static const struct logs_pos *find_known(struct logs *lg, uint64_t dev, uint64_t ino)
+/* Returns the stored position of (dev, ino) and forgets it: a stored position applies only to
+ * the first file opened with that identity, since inode numbers are reused after deletion. */
+static bool take_known(struct logs *lg, uint64_t dev, uint64_t ino, uint64_t *off)
 {
     for (size_t i = 0; i < lg->nknown; i++) {
-        if (lg->known[i].dev == dev && lg->known[i].ino == ino) {
-            return &lg->known[i];
+        if (lg->known[i].dev == dev && lg->known[i].ino == ino && lg->known[i].path) {
+            *off = lg->known[i].offset;
+            sc_free(lg->known[i].path);
+            lg->known[i].path = NULL;
+            return true;
         }
     }
-    return NULL;
+    return false;
 }
 
 /* Opens <path> to follow; <initial> is true during the first scan (read_from applies). */
@@ -414,10 +423,10 @@ static struct logs_file *open_file(struct logs *lg, const char *path, bool initi
         return NULL;
     }
     struct logs_file *f = file_new(lg, path, fd, &st);
-    const struct logs_pos *k = find_known(lg, f->dev, f->ino);
     uint64_t off = 0;
-    if (k) {
-        off = k->offset <= (uint64_t)st.st_size ? k->offset : 0;
+    bool resumed = take_known(lg, f->dev, f->ino, &off);
+    if (resumed) {
+        off = off <= (uint64_t)st.st_size ? off : 0;
     } else if (initial && lg->cfg->read_from == 1) {
         off = (uint64_t)st.st_size;
     }
@@ -428,7 +437,7 @@ static struct logs_file *open_file(struct logs *lg, const char *path, bool initi
         lg->nrotated++;
     }
     lg->db_dirty = true;
-    sc_info("file opened", SC_LS("file", path), SC_LU("offset", off), SC_LB("resumed", k != NULL));
+    sc_info("file opened", SC_LS("file", f->path), SC_LU("offset", off), SC_LB("resumed", resumed));
     return f;
 }
 
@@ -620,7 +629,7 @@ static void on_stdin_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
             sc_warn("stdin read failed", SC_LERR((int)n));
         }
         finish_file(lg, f);
-        lg->nfiles++; /* finish_file counted it as a watched file */
+        lg->stdin_file = NULL; /* freed by the next commit */
         stdin_stop(lg);
         if (lg->cfg->paths.n == 0) {
             sc_info("end of stdin: draining");

@@ -142,18 +142,15 @@ void metrics_lbls_set(struct metrics_lbls *l, struct sc_str name, struct sc_str 
 
 struct metrics_role;
 
-/* An immutable, reference-counted result of one collection: the merged families and the text
- * renderings made on demand. */
+/* An immutable, reference-counted result of one collection: the merged families. Readers render
+ * it piece by piece (prom_render_some), so no full rendering is ever held in memory. */
 struct metrics_snapshot {
     int refs;
     struct prom_set *sets; /* per source, owning the strings the output points into */
     size_t nsets;
-    struct prom_set out;        /* merged output */
-    uint64_t done_ms;           /* loop time when it was built */
-    int64_t wall_ms;            /* wall clock time when it was built, for pushed timestamps */
-    struct sc_buf render[2][2]; /* [format][gzip] */
-    bool rendered[2][2];
-    int render_err[2][2];
+    struct prom_set out; /* merged output */
+    uint64_t done_ms;    /* loop time when it was built */
+    int64_t wall_ms;     /* wall clock time when it was built, for pushed timestamps */
 };
 
 /* Called when a collection has finished, with a snapshot borrowed for the call (take a reference
@@ -174,11 +171,6 @@ void metrics_collect(struct metrics_role *m, struct metrics_waiter *w, metrics_s
 /* Unlinks a waiting <w>; its callback is not called. */
 void metrics_collect_cancel(struct metrics_waiter *w);
 
-/* Returns the rendering of <snap> in <fmt>, gzip-compressed when <gzip>; made on first use.
- * Returns 0 with the buffer in <*out>, or a negative error. */
-int metrics_snapshot_render(struct metrics_snapshot *snap, enum prom_format fmt, bool gzip,
-                            const struct sc_buf **out);
-
 void metrics_snapshot_ref(struct metrics_snapshot *snap);
 void metrics_snapshot_unref(struct metrics_snapshot *snap);
 
@@ -188,7 +180,7 @@ struct metrics_target {
     const struct metrics_target_cfg *cfg;
     const char *source; /* the source label value */
     struct sc_egress_tls tls;
-    struct sc_metric *up, *duration, *samples; /* admin registry series */
+    size_t last_body; /* bytes of the last good response: the next buffer starts that big */
 };
 
 struct metrics_collection;
@@ -259,6 +251,36 @@ struct metrics_statsd;
 int metrics_statsd_start(struct metrics_role *m, struct metrics_statsd **out, char **err);
 void metrics_statsd_collect(struct metrics_statsd *s, struct prom_set *out);
 void metrics_statsd_close(struct metrics_statsd *s);
+
+#define METRICS_STATSD_MAX_TAGS 32
+
+enum {
+    METRICS_STATSD_COUNTER,
+    METRICS_STATSD_GAUGE,
+    METRICS_STATSD_HISTOGRAM,
+    METRICS_STATSD_SET,
+};
+
+/* One StatsD / DogStatsD line, as views into the line. */
+struct metrics_statsd_line {
+    struct sc_str name;
+    struct sc_str value; /* the raw value (a set's member) */
+    int type;            /* METRICS_STATSD_* */
+    double v;            /* the value, for all but sets */
+    double rate;         /* (0, 1], from |@rate */
+    double scale;        /* 0.001 for timers (ms -> s), else 1 */
+    bool relative;       /* a gauge given as +n / -n */
+    struct {
+        struct sc_str k, v;
+    } tags[METRICS_STATSD_MAX_TAGS];
+    size_t ntags;
+};
+
+/* Parses one line "name:value|type[|@rate][|#k:v,...]" (borrowed; the views point into it).
+ * Rejects control characters, invalid UTF-8, unknown types, non-finite or malformed values,
+ * rates outside (0, 1], empty tag names and more than METRICS_STATSD_MAX_TAGS tags. Returns true
+ * when the line is well-formed. */
+bool metrics_statsd_parse(struct sc_str line, struct metrics_statsd_line *out);
 
 /* Called by a pusher when its final push is over and its handles are closed. */
 void metrics_role_push_done(struct metrics_role *m);

@@ -13,8 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <zlib.h>
-
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -34,6 +32,8 @@ struct scrape {
     size_t idx;
     struct sc_egress_xfer *xfer;
     uint64_t start_ns;
+    struct sc_buf body; /* streamed here, then adopted by the source's set: no copy */
+    bool toobig;
 };
 
 struct metrics_collection {
@@ -92,13 +92,23 @@ static void parse_into(struct metrics_collection *c, size_t i, const char *p, si
 
 static void finish(struct metrics_collection *c);
 
+static bool on_body(void *arg, const char *p, size_t len)
+{
+    struct scrape *s = arg;
+    if (sc_buf_append(&s->body, p, len) != 0) {
+        s->toobig = true;
+        return false;
+    }
+    return true;
+}
+
 static void on_scrape(void *arg, const struct sc_egress_resp *resp)
 {
     struct scrape *s = arg;
     struct metrics_collection *c = s->c;
     s->xfer = NULL;
     c->info[s->idx].seconds = (double)(uv_hrtime() - s->start_ns) / 1e9;
-    if (resp->error) {
+    if (resp->error && !s->toobig) {
         sc_warn("scrape failed", SC_LS("source", c->info[s->idx].name), SC_LERR(resp->error),
                 SC_LS("reason", resp->error_msg ? resp->error_msg : ""));
         fail_set(c, s->idx);
@@ -106,14 +116,26 @@ static void on_scrape(void *arg, const struct sc_egress_resp *resp)
         sc_warn("scrape failed", SC_LS("source", c->info[s->idx].name),
                 SC_LI("status", resp->status), SC_LS("reason", "HTTP status is not 200"));
         fail_set(c, s->idx);
+    } else if (s->toobig) {
+        sc_warn("scrape failed", SC_LS("source", c->info[s->idx].name),
+                SC_LS("reason", "response over max_scrape_bytes"));
+        fail_set(c, s->idx);
     } else {
         struct sc_str ct = sc_egress_resp_header(resp, "Content-Type");
         enum prom_format fmt = ct.len >= 28 && sc_str_caseeq(sc_str_n(ct.p, 28),
                                                              SC_STR("application/openmetrics-text"))
                                    ? PROM_FMT_OPENMETRICS
                                    : PROM_FMT_TEXT;
-        parse_into(c, s->idx, resp->body.p, resp->body.len, fmt, "response");
+        size_t len = s->body.len;
+        c->m->targets[s->idx].last_body = len;
+        char *p = s->body.len ? sc_realloc(s->body.p, s->body.len) : NULL; /* drop the slack */
+        sc_buf_init(&s->body, 0);
+        if (p) {
+            prom_adopt(&c->snap->sets[s->idx], p, len);
+        }
+        parse_into(c, s->idx, p ? p : "", len, fmt, "response");
     }
+    sc_buf_cleanup(&s->body);
     if (--c->pending == 0) {
         finish(c);
     }
@@ -150,8 +172,6 @@ static void read_textfiles(struct metrics_collection *c)
     if (n > 1) {
         qsort(names, n, sizeof(*names), cmp_names);
     }
-    struct sc_buf b;
-    sc_buf_init(&b, c->m->cfg->max_scrape_bytes);
     for (size_t i = 0; i < n; i++) {
         uint64_t t0 = uv_hrtime();
         char *src = sc_asprintf("textfile:%s", names[i]);
@@ -160,7 +180,8 @@ static void read_textfiles(struct metrics_collection *c)
         sc_free(src);
         char *path = sc_asprintf("%s/%s", dir, names[i]);
         int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-        sc_buf_reset(&b);
+        char *data = NULL;
+        size_t len = 0;
         const char *reason = NULL;
         int err = 0;
         struct stat st;
@@ -169,17 +190,14 @@ static void read_textfiles(struct metrics_collection *c)
             reason = "cannot open";
         } else if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
             reason = "not a regular file";
+        } else if ((uint64_t)st.st_size > c->m->cfg->max_scrape_bytes) {
+            reason = "file over max_scrape_bytes";
         } else {
-            for (;;) {
-                if (sc_buf_reserve(&b, 65536) != 0 && sc_buf_reserve(&b, 1) != 0) {
-                    reason = "file over max_scrape_bytes";
-                    break;
-                }
-                size_t room = b.cap - b.len;
-                if (room > b.max - b.len) {
-                    room = b.max - b.len;
-                }
-                ssize_t r = read(fd, b.p + b.len, room);
+            /* Read straight into the set's arena so the parser need not copy it. */
+            size_t cap = (size_t)st.st_size;
+            data = prom_alloc(&c->snap->sets[idx], cap + 1);
+            while (len < cap) {
+                ssize_t r = read(fd, data + len, cap - len);
                 if (r < 0 && errno == EINTR) {
                     continue;
                 }
@@ -191,13 +209,13 @@ static void read_textfiles(struct metrics_collection *c)
                 if (r == 0) {
                     break;
                 }
-                b.len += (size_t)r;
+                len += (size_t)r;
             }
         }
         if (fd >= 0) {
             close(fd);
         }
-        if (!reason && b.len > 0 && b.p[b.len - 1] != '\n') {
+        if (!reason && len > 0 && data[len - 1] != '\n') {
             reason = "does not end in a newline (partly written? write to another name and "
                      "rename)";
         }
@@ -206,13 +224,12 @@ static void read_textfiles(struct metrics_collection *c)
                     SC_LS("error", err ? sc_strerror(err) : ""));
             fail_set(c, idx);
         } else {
-            parse_into(c, idx, b.p, b.len, PROM_FMT_TEXT, path);
+            parse_into(c, idx, data, len, PROM_FMT_TEXT, path);
         }
         c->info[idx].seconds = (double)(uv_hrtime() - t0) / 1e9;
         sc_free(path);
         sc_free(names[i]);
     }
-    sc_buf_cleanup(&b);
     sc_free(names);
 }
 
@@ -323,6 +340,7 @@ static void merge(struct metrics_collection *c)
                 sc_counter_inc(m->m_conflicts);
                 continue;
             }
+            bool fresh = !of;
             if (!of) {
                 of = prom_family_get(out, f->name, f->type);
             }
@@ -334,6 +352,12 @@ static void merge(struct metrics_collection *c)
             }
             if (!of->unit.len) {
                 of->unit = f->unit;
+            }
+            if (plain && fresh && total + f->nsamples <= (size_t)m->cfg->max_series) {
+                /* Nothing to change: the output shares the source's samples. */
+                prom_family_share(out, of, f);
+                total += f->nsamples;
+                continue;
             }
             for (size_t k = 0; k < f->nsamples; k++) {
                 const struct prom_sample *sm = &f->samples[k];
@@ -448,16 +472,15 @@ static void finish(struct metrics_collection *c)
 
 static void start_collection(struct metrics_role *m)
 {
+    /* The cached snapshot is stale: let it go now rather than after the new one is built, so
+     * two full snapshots are not held at once (readers still writing it keep their reference). */
+    metrics_snapshot_unref(m->last);
+    m->last = NULL;
     struct metrics_collection *c = SC_NEW(struct metrics_collection);
     c->m = m;
     c->snap = SC_NEW(struct metrics_snapshot);
     c->snap->refs = 1;
     prom_set_init(&c->snap->out);
-    for (int f = 0; f < 2; f++) {
-        for (int g = 0; g < 2; g++) {
-            sc_buf_init(&c->snap->render[f][g], m->cfg->max_response_bytes);
-        }
-    }
     m->running = c;
     c->scrapes = sc_calloc(m->ntargets ? m->ntargets : 1, sizeof(*c->scrapes));
     c->pending = m->ntargets + 1;
@@ -470,6 +493,9 @@ static void start_collection(struct metrics_role *m)
         s->c = c;
         s->idx = i;
         s->start_ns = uv_hrtime();
+        sc_buf_init(&s->body, m->cfg->max_scrape_bytes);
+        size_t guess = m->targets[i].last_body + m->targets[i].last_body / 8 + 4096;
+        (void)sc_buf_reserve(&s->body, guess < s->body.max ? guess : s->body.max);
         struct sc_egress_req req = {
             .method = "GET",
             .url = tc->url,
@@ -482,9 +508,11 @@ static void start_collection(struct metrics_role *m)
             .basic_user = tc->basic_user,
             .basic_password = tc->basic_password,
             .tls = &m->targets[i].tls,
+            .on_data = on_body,
         };
         int rc = sc_egress_send(m->egress, &req, on_scrape, s, &s->xfer);
         if (rc) {
+            sc_buf_cleanup(&s->body);
             sc_warn("scrape not started", SC_LS("source", m->targets[i].source), SC_LERR(rc));
             fail_set(c, i);
             c->pending--;
@@ -537,55 +565,5 @@ void metrics_snapshot_unref(struct metrics_snapshot *snap)
         prom_set_cleanup(&snap->sets[i]);
     }
     sc_free(snap->sets);
-    for (int f = 0; f < 2; f++) {
-        for (int g = 0; g < 2; g++) {
-            sc_buf_cleanup(&snap->render[f][g]);
-        }
-    }
     sc_free(snap);
-}
-
-static int gzip_into(const struct sc_buf *in, struct sc_buf *out)
-{
-    z_stream z;
-    memset(&z, 0, sizeof(z));
-    if (deflateInit2(&z, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
-        return -ENOMEM;
-    }
-    int rc = sc_buf_reserve(out, deflateBound(&z, in->len));
-    if (rc == 0) {
-        z.next_in = (Bytef *)in->p;
-        z.avail_in = (uInt)in->len;
-        z.next_out = (Bytef *)out->p;
-        z.avail_out = (uInt)(out->cap - out->len);
-        rc = deflate(&z, Z_FINISH) == Z_STREAM_END ? 0 : -EIO;
-        if (rc == 0) {
-            out->len = z.total_out;
-        }
-    }
-    deflateEnd(&z);
-    return rc;
-}
-
-int metrics_snapshot_render(struct metrics_snapshot *snap, enum prom_format fmt, bool gzip,
-                            const struct sc_buf **out)
-{
-    int f = fmt == PROM_FMT_OPENMETRICS;
-    if (!snap->rendered[f][0]) {
-        snap->rendered[f][0] = true;
-        snap->render_err[f][0] = prom_render(&snap->out, fmt, &snap->render[f][0]);
-    }
-    if (snap->render_err[f][0]) {
-        return snap->render_err[f][0];
-    }
-    if (gzip && !snap->rendered[f][1]) {
-        snap->rendered[f][1] = true;
-        snap->render_err[f][1] = gzip_into(&snap->render[f][0], &snap->render[f][1]);
-    }
-    int g = gzip ? 1 : 0;
-    if (snap->render_err[f][g]) {
-        return snap->render_err[f][g];
-    }
-    *out = &snap->render[f][g];
-    return 0;
 }

@@ -1,11 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 // The exposition endpoint (default 0.0.0.0:9090/metrics): a small HTTP/1.1 server on the role's
 // loop, separate from the admin server because its answers are asynchronous (a scrape of our
-// endpoint waits for the collection it triggers or joins) and carry Content-Encoding. Requests on
-// a connection are answered in order and reading pauses while one is pending, so a client cannot
-// queue work in our memory; heads are capped at 16 KiB, connections at 256, and idle ones are
-// closed after 60 s. The body is written straight from the snapshot, which the write holds.
+// endpoint waits for the collection it triggers or joins) and streamed. Requests on a connection
+// are answered in order and reading pauses while one is pending, so a client cannot queue work in
+// our memory; heads are capped at 16 KiB, connections at 256, and idle ones are closed after 60 s.
+// The body is rendered from the snapshot (which the connection holds) 256 KiB at a time, gzip'd
+// when asked, and sent with chunked framing (close-delimited for HTTP/1.0), so a scrape's memory
+// does not grow with the number of series.
 #include <string.h>
+
+#include <zlib.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -19,6 +23,7 @@
 #define MAX_HEAD (16 * 1024)
 #define MAX_HEADERS 64
 #define IDLE_MS 60000
+#define PIECE (256 * 1024) /* rendered per write: bounds a scrape's memory whatever its size */
 
 struct metrics_http {
     struct metrics_role *m;
@@ -42,6 +47,14 @@ struct conn {
     struct metrics_waiter waiter;
     struct metrics_snapshot *snap; /* held while its body is written */
     bool waiting, writing, closing, keep_alive, is_head, want_om, want_gzip;
+    bool minor0;    /* an HTTP/1.0 request: no chunked encoding, the body ends at close */
+    bool streaming; /* a body is being rendered and written piece by piece */
+    bool stream_done;
+    struct prom_render_state rs;
+    struct sc_buf piece; /* rendered text of one piece */
+    struct sc_buf wire;  /* what goes out: the piece (deflated) with its chunk framing */
+    z_stream z;
+    bool z_init;
     uint64_t last_active;
 };
 
@@ -61,6 +74,11 @@ static void on_conn_closed(uv_handle_t *hd)
     struct metrics_http *h = c->h;
     sc_buf_cleanup(&c->in);
     sc_buf_cleanup(&c->head);
+    sc_buf_cleanup(&c->piece);
+    sc_buf_cleanup(&c->wire);
+    if (c->z_init) {
+        deflateEnd(&c->z);
+    }
     metrics_snapshot_unref(c->snap);
     sc_free(c);
     h->nconns--;
@@ -82,10 +100,31 @@ static void conn_close(struct conn *c)
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
+static void pump(struct conn *c);
+
+/* Ends a streamed body: frees its buffers so an idle keep-alive connection stays small. */
+static void stream_end(struct conn *c)
+{
+    c->streaming = false;
+    sc_buf_cleanup(&c->piece);
+    sc_buf_cleanup(&c->wire);
+    if (c->z_init) {
+        deflateEnd(&c->z);
+        c->z_init = false;
+    }
+}
+
 static void on_write(uv_write_t *req, int status)
 {
     struct conn *c = req->data;
     c->writing = false;
+    if (status >= 0 && !c->closing && c->streaming && !c->stream_done) {
+        pump(c);
+        return;
+    }
+    if (c->streaming) {
+        stream_end(c);
+    }
     metrics_snapshot_unref(c->snap);
     c->snap = NULL;
     if (status < 0 || c->closing) {
@@ -137,33 +176,123 @@ static void reply_simple(struct conn *c, int status, const char *text, bool clos
     send_bufs(c, NULL);
 }
 
+/* Renders the next piece of the body, deflates it when gzip was asked for, frames it as a chunk
+ * (HTTP/1.1) and writes it; the write's callback calls again until the body is done. */
+static void pump(struct conn *c)
+{
+    enum prom_format fmt = c->want_om ? PROM_FMT_OPENMETRICS : PROM_FMT_TEXT;
+    sc_buf_reset(&c->wire);
+    if (c->head.len) {
+        sc_buf_append(&c->wire, c->head.p, c->head.len); /* fits: the wire cap is larger */
+        sc_buf_reset(&c->head);
+    }
+    int done = c->is_head ? 1 : 0;
+    while (!done) {
+        sc_buf_reset(&c->piece);
+        done = prom_render_some(&c->snap->out, fmt, &c->rs, &c->piece, PIECE);
+        if (done < 0) {
+            /* The status line is gone already: cut the body so the scraper sees an error. */
+            sc_error("exposition render failed: one line over max_response_bytes");
+            conn_close(c);
+            return;
+        }
+        struct sc_str data = sc_buf_str(&c->piece);
+        if (c->want_gzip) {
+            size_t start = c->wire.len + 24; /* room for the chunk-size line */
+            if (sc_buf_reserve(&c->wire, 24 + deflateBound(&c->z, c->piece.len) + 64) != 0) {
+                conn_close(c);
+                return;
+            }
+            c->z.next_in = (Bytef *)c->piece.p;
+            c->z.avail_in = (uInt)c->piece.len;
+            c->z.next_out = (Bytef *)c->wire.p + start;
+            c->z.avail_out = (uInt)(c->wire.cap - start);
+            int zr = deflate(&c->z, done ? Z_FINISH : Z_NO_FLUSH);
+            if (zr == Z_STREAM_ERROR || (done && zr != Z_STREAM_END)) {
+                conn_close(c);
+                return;
+            }
+            size_t n = (size_t)(c->wire.cap - start) - c->z.avail_out;
+            /* Frame in place: write the size line into the reserved room, then move the data
+             * up against it. */
+            char line[24];
+            int ll = c->minor0 ? 0 : snprintf(line, sizeof(line), "%zx\r\n", n);
+            if (n) {
+                memcpy(c->wire.p + c->wire.len, line, (size_t)ll);
+                memmove(c->wire.p + c->wire.len + ll, c->wire.p + start, n);
+                c->wire.len += (size_t)ll + n;
+                if (!c->minor0) {
+                    sc_buf_append(&c->wire, "\r\n", 2);
+                }
+            }
+        } else if (data.len) {
+            int rc = 0;
+            if (!c->minor0) {
+                rc |= sc_buf_appendf(&c->wire, "%zx\r\n", data.len);
+            }
+            rc |= sc_buf_append_str(&c->wire, data);
+            if (!c->minor0) {
+                rc |= sc_buf_append(&c->wire, "\r\n", 2);
+            }
+            if (rc) {
+                conn_close(c);
+                return;
+            }
+        }
+        if (c->wire.len >= PIECE / 2) {
+            break;
+        }
+    }
+    if (done && !c->is_head && !c->minor0) {
+        sc_buf_append(&c->wire, "0\r\n\r\n", 5);
+    }
+    c->stream_done = done == 1;
+    uv_buf_t b = uv_buf_init(c->wire.p, (unsigned)c->wire.len);
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->writing = true;
+    c->wr.data = c;
+    if (uv_write(&c->wr, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
+        c->writing = false;
+        conn_close(c);
+    }
+}
+
 static void on_snapshot(void *arg, struct metrics_snapshot *snap)
 {
     struct conn *c = arg;
     c->waiting = false;
     enum prom_format fmt = c->want_om ? PROM_FMT_OPENMETRICS : PROM_FMT_TEXT;
-    const struct sc_buf *body = NULL;
-    int rc = metrics_snapshot_render(snap, fmt, c->want_gzip, &body);
-    if (rc) {
-        sc_error("exposition render failed", SC_LERR(rc));
-        reply_simple(c, 500, "render failed: output over max_response_bytes\n", true);
-        return;
+    if (c->minor0) {
+        c->keep_alive = false; /* without chunked framing the body ends when we close */
     }
     sc_buf_reset(&c->head);
     const char *ct = fmt == PROM_FMT_OPENMETRICS
                          ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
                          : "text/plain; version=0.0.4; charset=utf-8";
-    rc = sc_buf_appendf(&c->head,
-                        "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
-                        ct, body->len, c->want_gzip ? "Content-Encoding: gzip\r\n" : "",
-                        c->keep_alive ? "" : "Connection: close\r\n");
+    int rc = sc_buf_appendf(&c->head, "HTTP/1.1 200 OK\r\nContent-Type: %s\r\n%s%s%s\r\n", ct,
+                            c->want_gzip ? "Content-Encoding: gzip\r\n" : "",
+                            c->minor0 ? "" : "Transfer-Encoding: chunked\r\n",
+                            c->keep_alive ? "" : "Connection: close\r\n");
     if (rc) {
         conn_close(c);
         return;
     }
     c->snap = snap;
     metrics_snapshot_ref(snap);
-    send_bufs(c, c->is_head ? NULL : body);
+    memset(&c->rs, 0, sizeof(c->rs));
+    sc_buf_init(&c->piece, (size_t)c->h->m->cfg->max_response_bytes);
+    sc_buf_init(&c->wire, (size_t)c->h->m->cfg->max_response_bytes + 4096);
+    if (c->want_gzip && !c->is_head) {
+        memset(&c->z, 0, sizeof(c->z));
+        if (deflateInit2(&c->z, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+            conn_close(c);
+            return;
+        }
+        c->z_init = true;
+    }
+    c->streaming = true;
+    c->stream_done = false;
+    pump(c);
 }
 
 /* Returns true when the Accept header asks for OpenMetrics with a non-zero quality. */
@@ -202,6 +331,7 @@ static void handle(struct conn *c, const struct sc_http_msg *msg)
 {
     struct metrics_http *h = c->h;
     c->keep_alive = msg->keep_alive && !h->closing;
+    c->minor0 = msg->minor_version == 0;
     sc_counter_inc(h->m->m_requests);
     if (msg->body != SC_HTTP_BODY_NONE &&
         !(msg->body == SC_HTTP_BODY_LENGTH && msg->content_length == 0)) {

@@ -26,7 +26,7 @@ struct metrics_push {
     struct sc_egress_xfer *xfer;
     struct sc_buf body;
     char *url;
-    bool stopping, final_started, done;
+    bool stopping, final_started, final_waiting, done;
     struct sc_metric *m_ok, *m_fail;
 };
 
@@ -87,6 +87,7 @@ static int render_untimed(const struct prom_set *s, struct sc_buf *out)
 }
 
 static void push_finish(struct metrics_push *p);
+static void push_now(struct metrics_push *p);
 
 static void on_timer_closed(uv_handle_t *h)
 {
@@ -117,6 +118,13 @@ static void on_pushed(void *arg, const struct sc_egress_resp *resp)
         sc_counter_inc(p->m_ok);
         sc_debug("pushed to pushgateway", SC_LS("url", p->url), SC_LU("bytes", p->body.len));
     }
+    if (p->stopping && p->final_waiting) {
+        /* The push in flight at SIGTERM is done: now the final one, with fresh values. It is
+         * sent only now so that it cannot reach the Pushgateway before the older one. */
+        p->final_waiting = false;
+        push_now(p);
+        return;
+    }
     if (p->stopping && p->final_started) {
         push_finish(p);
     }
@@ -127,6 +135,8 @@ static void on_push_snapshot(void *arg, struct metrics_snapshot *snap)
     struct metrics_push *p = arg;
     p->collecting = false;
     sc_buf_reset(&p->body);
+    size_t est = prom_render_estimate(&snap->out);
+    (void)sc_buf_reserve(&p->body, est < p->body.max ? est : p->body.max);
     if (render_untimed(&snap->out, &p->body) != 0) {
         sc_warn("pushgateway: output over max_response_bytes, not pushed");
         if (p->stopping) {
@@ -234,9 +244,8 @@ void metrics_push_stop(struct metrics_push *p, bool now)
     }
     p->final_started = true;
     if (p->xfer) {
-        /* a push is in flight; the final one follows it with fresher data */
-        sc_egress_cancel(p->xfer);
-        p->xfer = NULL;
+        p->final_waiting = true; /* on_pushed starts the final push */
+        return;
     }
     if (!p->collecting) {
         push_now(p);

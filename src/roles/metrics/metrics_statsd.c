@@ -16,10 +16,14 @@
 #include "net/addr.h"
 #include "roles/metrics/metrics.h"
 
-#define MAX_TAGS 32
 #define SET_CAP 4096 /* distinct values remembered per set */
 
-enum sd_type { SD_COUNTER, SD_GAUGE, SD_HISTOGRAM, SD_SET };
+enum sd_type {
+    SD_COUNTER = METRICS_STATSD_COUNTER,
+    SD_GAUGE = METRICS_STATSD_GAUGE,
+    SD_HISTOGRAM = METRICS_STATSD_HISTOGRAM,
+    SD_SET = METRICS_STATSD_SET,
+};
 
 struct sd_series {
     char *key; /* name '\0' k '\0' v '\0' ... (sorted by k); names only: "\1name" */
@@ -157,22 +161,33 @@ static bool parse_double(struct sc_str t, double *out)
 }
 
 /* Handles one line "name:value|type[|@rate][|#tags]". Returns false when malformed. */
-static bool handle_line(struct metrics_statsd *s, struct sc_str line)
+bool metrics_statsd_parse(struct sc_str line, struct metrics_statsd_line *out)
 {
-    struct sc_str rest = line;
-    struct sc_str name = sc_str_split(&rest, ':');
-    if (!rest.p || name.len == 0 || name.len == line.len) {
+    memset(out, 0, sizeof(*out));
+    for (size_t i = 0; i < line.len; i++) {
+        unsigned char c = (unsigned char)line.p[i];
+        if (c < 0x20 || c == 0x7f) {
+            return false;
+        }
+    }
+    if (!prom_valid_utf8(line.p, line.len)) {
         return false;
     }
-    struct sc_str value = sc_str_split(&rest, '|');
+    struct sc_str rest = line;
+    struct sc_str name = sc_str_split(&rest, ':');
+    if (name.len == 0 || name.len == line.len) {
+        return false;
+    }
+    out->name = name;
+    out->value = sc_str_split(&rest, '|');
     struct sc_str type = sc_str_split(&rest, '|');
-    double rate = 1.0;
-    struct tag tags[MAX_TAGS];
-    size_t ntags = 0;
+    out->rate = 1.0;
+    out->scale = 1.0;
     while (rest.len) {
         struct sc_str part = sc_str_split(&rest, '|');
         if (part.len > 1 && part.p[0] == '@') {
-            if (!parse_double(sc_str_n(part.p + 1, part.len - 1), &rate) || rate <= 0 || rate > 1) {
+            if (!parse_double(sc_str_n(part.p + 1, part.len - 1), &out->rate) || out->rate <= 0 ||
+                out->rate > 1) {
                 return false;
             }
         } else if (part.len > 1 && part.p[0] == '#') {
@@ -181,46 +196,60 @@ static bool handle_line(struct metrics_statsd *s, struct sc_str line)
                 struct sc_str t = sc_str_split(&tl, ',');
                 struct sc_str tv = t;
                 struct sc_str tk = sc_str_split(&tv, ':');
-                if (tk.len == 0) {
+                if (tk.len == 0 || out->ntags == METRICS_STATSD_MAX_TAGS) {
                     return false;
                 }
-                if (ntags == MAX_TAGS) {
-                    return false;
-                }
-                tags[ntags].k = tk;
-                tags[ntags].v = t.len > tk.len ? tv : SC_STR("");
-                ntags++;
+                out->tags[out->ntags].k = tk;
+                out->tags[out->ntags].v = t.len > tk.len ? tv : SC_STR("");
+                out->ntags++;
             }
         } else {
             /* other DogStatsD fields (|c:container, |T timestamp) are ignored */
         }
     }
-    enum sd_type st;
-    double scale = 1.0;
     if (sc_str_eq(type, SC_STR("c"))) {
-        st = SD_COUNTER;
+        out->type = METRICS_STATSD_COUNTER;
     } else if (sc_str_eq(type, SC_STR("g"))) {
-        st = SD_GAUGE;
+        out->type = METRICS_STATSD_GAUGE;
     } else if (sc_str_eq(type, SC_STR("ms"))) {
-        st = SD_HISTOGRAM;
-        scale = 0.001;
+        out->type = METRICS_STATSD_HISTOGRAM;
+        out->scale = 0.001;
     } else if (sc_str_eq(type, SC_STR("h")) || sc_str_eq(type, SC_STR("d"))) {
-        st = SD_HISTOGRAM;
+        out->type = METRICS_STATSD_HISTOGRAM;
     } else if (sc_str_eq(type, SC_STR("s"))) {
-        st = SD_SET;
+        out->type = METRICS_STATSD_SET;
     } else {
         return false;
     }
-    double v = 0;
-    bool relative = false;
-    if (st != SD_SET) {
-        if (!parse_double(value, &v)) {
+    if (out->type != METRICS_STATSD_SET) {
+        if (!parse_double(out->value, &out->v)) {
             return false;
         }
-        relative = st == SD_GAUGE && value.len && (value.p[0] == '+' || value.p[0] == '-');
-    } else if (value.len == 0) {
+        out->relative =
+            out->type == METRICS_STATSD_GAUGE && (out->value.p[0] == '+' || out->value.p[0] == '-');
+    } else if (out->value.len == 0) {
         return false;
     }
+    return true;
+}
+
+static bool handle_line(struct metrics_statsd *s, struct sc_str line)
+{
+    struct metrics_statsd_line ln;
+    if (!metrics_statsd_parse(line, &ln)) {
+        return false;
+    }
+    struct tag tags[METRICS_STATSD_MAX_TAGS];
+    size_t ntags = ln.ntags;
+    for (size_t i = 0; i < ntags; i++) {
+        tags[i].k = ln.tags[i].k;
+        tags[i].v = ln.tags[i].v;
+    }
+    struct sc_str name = ln.name;
+    enum sd_type st = (enum sd_type)ln.type;
+    double v = ln.v, rate = ln.rate, scale = ln.scale;
+    bool relative = ln.relative;
+    struct sc_str value = ln.value;
     if (ntags > 1) {
         qsort(tags, ntags, sizeof(tags[0]), cmp_tag);
     }

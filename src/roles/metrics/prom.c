@@ -19,6 +19,7 @@
 struct prom_arena_block {
     struct prom_arena_block *next;
     size_t len, cap;
+    char *ext; /* an adopted buffer (prom_adopt): the block holds no data of its own */
     _Alignas(16) char data[];
 };
 
@@ -33,11 +34,16 @@ void prom_set_cleanup(struct prom_set *s)
         return;
     }
     for (size_t i = 0; i < s->nfams; i++) {
-        sc_free(s->fams[i]->samples); /* families live in the arena: free their arrays first */
+        /* families live in the arena: free their arrays first; borrowed arrays (cap 0) are not
+         * ours */
+        if (s->fams[i]->cap) {
+            sc_free(s->fams[i]->samples);
+        }
     }
     struct prom_arena_block *b = s->arena.head;
     while (b) {
         struct prom_arena_block *next = b->next;
+        sc_free(b->ext);
         sc_free(b);
         b = next;
     }
@@ -58,6 +64,7 @@ void *prom_alloc(struct prom_set *s, size_t n)
         struct prom_arena_block *nb = sc_malloc(sizeof(*nb) + cap);
         nb->len = 0;
         nb->cap = cap;
+        nb->ext = NULL;
         if (cap == n && b) {
             /* A large one-off block goes behind the current one, which keeps its free room. */
             nb->next = b->next;
@@ -72,6 +79,29 @@ void *prom_alloc(struct prom_set *s, size_t n)
     b->len += n;
     s->arena.used += n;
     return p;
+}
+
+bool prom_owns(const struct prom_set *s, const char *p, size_t len)
+{
+    for (const struct prom_arena_block *b = s->arena.head; b; b = b->next) {
+        const char *d = b->ext ? b->ext : b->data;
+        if (p >= d && p + len <= d + b->len) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void prom_adopt(struct prom_set *s, char *p, size_t len)
+{
+    /* A full block (len == cap): the bump allocator never carves from it. */
+    struct prom_arena_block *nb = sc_malloc(sizeof(*nb));
+    nb->len = len;
+    nb->cap = len;
+    nb->ext = p;
+    nb->next = s->arena.head;
+    s->arena.head = nb;
+    s->arena.used += len;
 }
 
 struct sc_str prom_strdup(struct prom_set *s, struct sc_str v)
@@ -152,6 +182,13 @@ struct prom_family *prom_family_get(struct prom_set *s, struct sc_str name, enum
 
 struct prom_sample *prom_sample_add(struct prom_set *s, struct prom_family *f)
 {
+    if (f->cap == 0 && f->nsamples) {
+        /* Borrowed from another set (prom_family_share): copy before writing. */
+        struct prom_sample *own = sc_reallocarray(NULL, f->nsamples * 2, sizeof(*own));
+        memcpy(own, f->samples, f->nsamples * sizeof(*own));
+        f->samples = own;
+        f->cap = f->nsamples * 2;
+    }
     if (f->nsamples == f->cap) {
         f->cap = f->cap ? f->cap * 2 : 4;
         f->samples = sc_reallocarray(f->samples, f->cap, sizeof(*f->samples));
@@ -160,6 +197,14 @@ struct prom_sample *prom_sample_add(struct prom_set *s, struct prom_family *f)
     memset(sm, 0, sizeof(*sm));
     s->nsamples++;
     return sm;
+}
+
+void prom_family_share(struct prom_set *s, struct prom_family *dst, const struct prom_family *src)
+{
+    dst->samples = src->samples;
+    dst->nsamples = src->nsamples;
+    dst->cap = 0;
+    s->nsamples += src->nsamples;
 }
 
 bool prom_valid_name(struct sc_str name, bool label)
@@ -378,11 +423,56 @@ static struct sc_str scan_token(struct parser *ps)
 
 /* Reads a quoted label value (after the opening quote) up to its closing quote. Returns the view,
  * unescaped into the arena when it held escapes, or .p == NULL on error (ps->err set). */
+bool prom_valid_utf8(const char *p, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)p;
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        uint32_t cp;
+        if (c >= 0xc2 && c <= 0xdf) {
+            len = 2;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            len = 3;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            len = 4;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (n - i < len) {
+            return false;
+        }
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xc0) != 0x80) {
+                return false;
+            }
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        /* overlong forms, surrogates, past U+10FFFF */
+        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff)) {
+            return false;
+        }
+        i += len;
+    }
+    return true;
+}
+
 static int scan_quoted(struct parser *ps, struct sc_str *out)
 {
     const char *st = ps->p;
     size_t nesc = 0;
+    bool high = false;
     while (ps->p < ps->end && *ps->p != '"') {
+        high = high || (unsigned char)*ps->p >= 0x80;
         if (*ps->p == '\n') {
             return fail(ps, ps->p, "newline in label value");
         }
@@ -404,6 +494,9 @@ static int scan_quoted(struct parser *ps, struct sc_str *out)
         return fail(ps, ps->p, "unterminated label value");
     }
     size_t n = (size_t)(ps->p - st);
+    if (high && !prom_valid_utf8(st, n)) {
+        return fail(ps, st, "label value is not valid UTF-8");
+    }
     ps->p++; /* the closing quote */
     if (nesc == 0) {
         *out = sc_str_n(st, n);
@@ -526,6 +619,24 @@ static bool belongs(const struct prom_family *f, struct sc_str n, enum prom_form
     }
 }
 
+/* Returns the typed family that a sample named <name> would belong to by its suffix, if any. */
+static const struct prom_family *owner_by_suffix(const struct parser *ps, struct sc_str name)
+{
+    static const char *const suffixes[] = { "_bucket",  "_sum",  "_count", "_total",
+                                            "_created", "_info", "_gsum",  "_gcount" };
+    for (size_t i = 0; i < SC_ARRAY_LEN(suffixes); i++) {
+        size_t sl = strlen(suffixes[i]);
+        if (name.len <= sl || memcmp(name.p + name.len - sl, suffixes[i], sl) != 0) {
+            continue;
+        }
+        const struct prom_family *f = prom_find(ps->s, sc_str_n(name.p, name.len - sl));
+        if (f && f->has_type && belongs(f, name, ps->fmt)) {
+            return f;
+        }
+    }
+    return NULL;
+}
+
 static const struct prom_label *find_label(const struct prom_label *l, size_t n, const char *name)
 {
     struct sc_str k = sc_str_c(name);
@@ -626,6 +737,12 @@ static int parse_sample(struct parser *ps)
     }
 
     struct prom_family *f = ps->cur;
+    if (f && belongs(f, name, ps->fmt) && !sc_str_eq(name, f->name)) {
+        struct prom_family *other = prom_find(ps->s, name);
+        if (other && other != f) {
+            return fail(ps, at, "sample name clashes with another family");
+        }
+    }
     if (!f || !belongs(f, name, ps->fmt)) {
         f = prom_find(ps->s, name);
         if (f && f->nsamples && ps->fmt == PROM_FMT_OPENMETRICS) {
@@ -638,6 +755,9 @@ static int parse_sample(struct parser *ps)
             if (ps->fmt == PROM_FMT_OPENMETRICS && ps->cur && ps->cur->type == PROM_COUNTER &&
                 sc_str_eq(name, ps->cur->name)) {
                 return fail(ps, at, "counter samples must end in _total");
+            }
+            if (owner_by_suffix(ps, name)) {
+                return fail(ps, at, "sample of a typed family is not contiguous with it");
             }
             f = prom_family_get(ps->s, name, PROM_UNTYPED);
         }
@@ -854,11 +974,15 @@ int prom_parse(struct prom_set *s, const char *p, size_t len, enum prom_format f
         .err = err,
         .lineno = 1,
     };
-    char *copy = prom_alloc(s, len + 1);
-    if (len) {
-        memcpy(copy, p, len);
+    const char *copy = p;
+    if (!prom_owns(s, p, len)) {
+        char *c = prom_alloc(s, len + 1);
+        if (len) {
+            memcpy(c, p, len);
+        }
+        c[len] = '\0';
+        copy = c;
     }
-    copy[len] = '\0';
     ps.base = copy;
     ps.p = copy;
     ps.end = copy + len;
@@ -1005,7 +1129,9 @@ static bool ends_with(struct sc_str s, const char *suffix)
     return s.len >= n && memcmp(s.p + s.len - n, suffix, n) == 0;
 }
 
-int prom_render_family(const struct prom_family *f, enum prom_format fmt, struct sc_buf *out)
+/* Appends <f>'s metadata lines; sets <*skip_created> when its _created samples are left out. */
+static int render_meta(const struct prom_family *f, enum prom_format fmt, struct sc_buf *out,
+                       bool *skip_created_out)
 {
     bool om = fmt == PROM_FMT_OPENMETRICS;
     struct sc_str mname = f->name;
@@ -1080,7 +1206,14 @@ int prom_render_family(const struct prom_family *f, enum prom_format fmt, struct
         memcmp(mname.p + mname.len - f->unit.len, f->unit.p, f->unit.len) == 0) {
         rc |= sc_buf_appendf(out, "# UNIT %.*s %.*s\n", SC_STR_FMT(mname), SC_STR_FMT(f->unit));
     }
-    if (rc) {
+    *skip_created_out = skip_created;
+    return rc ? SC_ETOOBIG : 0;
+}
+
+int prom_render_family(const struct prom_family *f, enum prom_format fmt, struct sc_buf *out)
+{
+    bool skip_created;
+    if (render_meta(f, fmt, out, &skip_created)) {
         return SC_ETOOBIG;
     }
     for (size_t i = 0; i < f->nsamples; i++) {
@@ -1093,6 +1226,63 @@ int prom_render_family(const struct prom_family *f, enum prom_format fmt, struct
         }
     }
     return 0;
+}
+
+int prom_render_some(const struct prom_set *s, enum prom_format fmt, struct prom_render_state *st,
+                     struct sc_buf *out, size_t chunk)
+{
+    while (st->fam < s->nfams) {
+        const struct prom_family *f = s->fams[st->fam];
+        if (f->nsamples == 0) {
+            st->fam++;
+            continue;
+        }
+        if (!st->in_family) {
+            if (render_meta(f, fmt, out, &st->skip_created)) {
+                return SC_ETOOBIG;
+            }
+            st->in_family = true;
+            st->sample = 0;
+        }
+        while (st->sample < f->nsamples) {
+            if (out->len >= chunk) {
+                return 0;
+            }
+            const struct prom_sample *sm = &f->samples[st->sample++];
+            if (st->skip_created && has_suffix(sm->name, f->name, "_created")) {
+                continue;
+            }
+            if (render_sample(sm, fmt, out)) {
+                return SC_ETOOBIG;
+            }
+        }
+        st->in_family = false;
+        st->fam++;
+    }
+    if (fmt == PROM_FMT_OPENMETRICS && !st->eof) {
+        if (sc_buf_append(out, "# EOF\n", 6)) {
+            return SC_ETOOBIG;
+        }
+        st->eof = true;
+    }
+    return 1;
+}
+
+size_t prom_render_estimate(const struct prom_set *s)
+{
+    size_t n = 64;
+    for (size_t i = 0; i < s->nfams; i++) {
+        const struct prom_family *f = s->fams[i];
+        n += 2 * f->name.len + f->help.len + 40;
+        for (size_t k = 0; k < f->nsamples; k++) {
+            const struct prom_sample *sm = &f->samples[k];
+            n += sm->name.len + 48; /* braces, value, timestamp, newline */
+            for (uint32_t j = 0; j < sm->nlabels; j++) {
+                n += sm->labels[j].name.len + sm->labels[j].value.len + 4;
+            }
+        }
+    }
+    return n + n / 32; /* room for a few escapes */
 }
 
 int prom_render(const struct prom_set *s, enum prom_format fmt, struct sc_buf *out)

@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 // Strict parser and writer for the Prometheus text exposition format 0.0.4 and OpenMetrics text
-// 1.0. A parse copies the input once into the set's arena and then only makes views into it
-// (label values with escapes are unescaped into the arena), so a set owns everything it points
-// to and stays valid after the caller's buffer is gone. The parser rejects, with line:col and a
-// static reason, anything a Prometheus server would refuse: bad names, bad escapes, duplicate
-// labels, a second HELP/TYPE for a family, unknown types, buckets without "le", values that are
-// not floats. Exemplars are checked for shape and skipped. Every set is capped in samples and
-// labels, so a target cannot grow memory past what the caller allows.
+// 1.0. A parse copies the input once into the set's arena (or reads it in place when it is there
+// already) and then only makes views into it (label values with escapes are unescaped into the
+// arena), so a set owns everything it points to and stays valid after the caller's buffer is
+// gone. The parser rejects, with line:col and a static reason, anything a Prometheus server would
+// refuse: bad names, bad escapes, label values that are not UTF-8, duplicate labels, a second
+// HELP/TYPE for a family, unknown types, buckets without "le", values that are not floats, samples
+// of a typed family that are not contiguous with it. Exemplars are checked for shape and skipped.
+// Every set is capped in samples and labels, so a target cannot grow memory past what the caller
+// allows.
 #ifndef SC_ROLES_METRICS_PROM_H
 #define SC_ROLES_METRICS_PROM_H
 
@@ -56,7 +58,7 @@ struct prom_family {
     bool has_type;
     enum prom_type type;
     struct prom_sample *samples;
-    size_t nsamples, cap;
+    size_t nsamples, cap; /* cap 0 with samples: borrowed (prom_family_share) */
 };
 
 struct prom_arena_block;
@@ -96,10 +98,19 @@ void prom_set_cleanup(struct prom_set *s);
 /* Returns <n> bytes from the set's arena, aligned for any type; never NULL. */
 void *prom_alloc(struct prom_set *s, size_t n);
 
+/* Returns true when <p>[0..len) lies in the set's arena (prom_parse then reads it in place instead
+ * of copying it: read a large input straight into prom_alloc'd memory). */
+bool prom_owns(const struct prom_set *s, const char *p, size_t len);
+
+/* Takes <p> (<len> bytes from sc_malloc) into the set's arena: freed with the set, and read in
+ * place by prom_parse. */
+void prom_adopt(struct prom_set *s, char *p, size_t len);
+
 /* Returns a copy of <v> in the set's arena. */
 struct sc_str prom_strdup(struct prom_set *s, struct sc_str v);
 
-/* Parses <len> bytes of <fmt> exposition from <p> (borrowed for the call) into <s>, adding its
+/* Parses <len> bytes of <fmt> exposition from <p> (borrowed for the call and copied, unless it
+ * lies in <s>'s arena already) into <s>, adding its
  * families (a family already in <s> gets the new samples). Returns 0; SC_EINVAL with <err> set
  * (line and column of the offending byte, a static reason); or SC_ELIMIT when <lim> was exceeded.
  * On failure <s> may hold part of the input and must still be cleaned up. */
@@ -117,6 +128,10 @@ struct prom_family *prom_family_get(struct prom_set *s, struct sc_str name, enum
  * new sample. */
 struct prom_sample *prom_sample_add(struct prom_set *s, struct prom_family *f);
 
+/* Makes the empty family <dst> of <s> use <src>'s samples without copying them: <src>'s set must
+ * outlive <s> or be unchanged until then. The first prom_sample_add on <dst> copies them. */
+void prom_family_share(struct prom_set *s, struct prom_family *dst, const struct prom_family *src);
+
 /* Appends <f> (its samples may be empty) as <fmt> to <out>. Returns 0 or SC_ETOOBIG. */
 int prom_render_family(const struct prom_family *f, enum prom_format fmt, struct sc_buf *out);
 
@@ -124,11 +139,31 @@ int prom_render_family(const struct prom_family *f, enum prom_format fmt, struct
  * or SC_ETOOBIG from <out>'s cap. */
 int prom_render(const struct prom_set *s, enum prom_format fmt, struct sc_buf *out);
 
+/* Where a resumable rendering stands; zero it to start. */
+struct prom_render_state {
+    size_t fam, sample;
+    bool in_family, skip_created, eof;
+};
+
+/* Renders <s> like prom_render, a piece at a time: appends until <out> holds at least <chunk>
+ * bytes (a sample is never split) or the set is done. Returns 1 when done, 0 when more remains,
+ * or SC_ETOOBIG when <out>'s cap is too small for the next line. <s> must not change between
+ * calls. */
+int prom_render_some(const struct prom_set *s, enum prom_format fmt, struct prom_render_state *st,
+                     struct sc_buf *out, size_t chunk);
+
+/* Returns about how many bytes prom_render will write (a little more, to size a buffer once). */
+size_t prom_render_estimate(const struct prom_set *s);
+
 /* Appends <v> formatted as the exposition formats want it (NaN, +Inf, -Inf, shortest exact). */
 int prom_format_value(struct sc_buf *out, double v);
 
 /* Returns the type's name in <fmt> ("untyped" vs "unknown"). */
 const char *prom_type_name(enum prom_type t, enum prom_format fmt);
+
+/* Returns true when <p>[0..n) is valid UTF-8 (no overlong forms, surrogates or code points past
+ * U+10FFFF): Prometheus refuses a whole scrape over one label value that is not. */
+bool prom_valid_utf8(const char *p, size_t n);
 
 /* Returns true when <name> is a valid metric name ([a-zA-Z_:][a-zA-Z0-9_:]*) or, with <label>,
  * a valid label name ([a-zA-Z_][a-zA-Z0-9_]*). */

@@ -6,8 +6,8 @@
 // cannot be extended) and the token renewed, and re-renders and reloads the app when a value
 // changes. Secrets go from the HTTP response into the template and the file only: they are never
 // logged, shown as "<redacted>" in /config, and the buffers this role owns (rendered files,
-// request bodies, tokens) are zeroed when freed. The Vault Agent injector's pod annotations can be read from a file or an
-// environment variable, so an annotated pod works unchanged.
+// request bodies, tokens) are zeroed when freed. The Vault Agent injector's pod annotations can be
+// read from a file or an environment variable, so an annotated pod works unchanged.
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,8 +310,7 @@ struct secrets {
     bool stopping;
     bool stopped;
     bool gave_up;
-    struct sc_metric *m_fetch_ok, *m_fetch_err, *m_renew_ok, *m_renew_err, *m_auth_ok,
-        *m_auth_err;
+    struct sc_metric *m_fetch_ok, *m_fetch_err, *m_renew_ok, *m_renew_err, *m_auth_ok, *m_auth_err;
     struct sc_metric_family *f_expiry;
 };
 
@@ -433,8 +432,7 @@ static void on_vault_resp(void *arg, const struct sc_egress_resp *resp)
 
 /* Sends <method> /v1/<path> with <body> (taken; may be NULL). <cb> runs once unless stopping. */
 static void vault_call(struct secrets *sv, const char *method, const char *path, char *body,
-                       void (*cb)(struct secrets *, void *, int, json_t *, const char *),
-                       void *arg)
+                       void (*cb)(struct secrets *, void *, int, json_t *, const char *), void *arg)
 {
     struct secrets_req *r = SC_NEW(struct secrets_req);
     r->sv = sv;
@@ -528,6 +526,7 @@ static void give_up(struct secrets *sv, const char *what, const char *why)
 {
     sc_error("secrets failed; the init step fails", SC_LS("step", what), SC_LS("reason", why));
     sv->gave_up = true;
+    sv->stopping = true;
     finish(sv, 1);
 }
 
@@ -635,7 +634,8 @@ static void authenticate(struct secrets *sv)
     sv->authed = false;
     if (sv->method == AUTH_TOKEN) {
         if (!sv->token) {
-            sv->token = c->token_file ? read_trimmed(c->token_file, &err) : sc_strdup(sv->cfg_token);
+            sv->token =
+                c->token_file ? read_trimmed(c->token_file, &err) : sc_strdup(sv->cfg_token);
         }
         if (!sv->token) {
             auth_failed(sv, err);
@@ -687,7 +687,8 @@ static void on_renew_self(struct secrets *sv, void *arg, int status, json_t *j, 
     json_t *auth = json_object_get(j, "auth");
     if (err || !auth) {
         sc_counter_inc(sv->m_renew_err);
-        sc_warn("token renewal failed; authenticating again", SC_LS("reason", err ? err : "no auth"));
+        sc_warn("token renewal failed; authenticating again",
+                SC_LS("reason", err ? err : "no auth"));
         if (sv->method != AUTH_TOKEN) {
             authenticate(sv);
         }
@@ -764,8 +765,8 @@ static void on_secret(struct secrets *sv, void *arg, int status, json_t *j, cons
     p->renewable = json_is_true(json_object_get(j, "renewable"));
     json_t *data = json_object_get(j, "data");
     json_t *sec = json_pack("{s:O,s:s,s:I,s:b}", "Data", data ? data : json_null(), "LeaseID",
-                            p->lease_id ? p->lease_id : "", "LeaseDuration",
-                            (json_int_t)p->lease_s, "Renewable", p->renewable);
+                            p->lease_id ? p->lease_id : "", "LeaseDuration", (json_int_t)p->lease_s,
+                            "Renewable", p->renewable);
     bool changed = !p->secret || !json_equal(p->secret, sec);
     if (p->secret) {
         json_decref(p->secret);
@@ -795,8 +796,7 @@ static void fetch_path(struct secrets_path *p)
     vault_call(p->sv, "GET", p->path, NULL, on_secret, p);
 }
 
-static void on_lease_renewed(struct secrets *sv, void *arg, int status, json_t *j,
-                             const char *err)
+static void on_lease_renewed(struct secrets *sv, void *arg, int status, json_t *j, const char *err)
 {
     struct secrets_path *p = arg;
     (void)status;
@@ -829,8 +829,8 @@ static void on_lease_renewed(struct secrets *sv, void *arg, int status, json_t *
 
 static void lease_renew(struct secrets_path *p)
 {
-    json_t *b = json_pack("{s:s,s:I}", "lease_id", p->lease_id, "increment",
-                          (json_int_t)p->lease_s);
+    json_t *b =
+        json_pack("{s:s,s:I}", "lease_id", p->lease_id, "increment", (json_int_t)p->lease_s);
     char *body = json_dumps(b, JSON_COMPACT);
     json_decref(b);
     p->busy = true;
@@ -862,8 +862,8 @@ static struct secrets_path *find_path(struct secrets *sv, const char *path)
     return NULL;
 }
 
-static int tmpl_secret(void *arg, const char *name, json_t *const *args, size_t nargs,
-                       json_t **out, char **err)
+static int tmpl_secret(void *arg, const char *name, json_t *const *args, size_t nargs, json_t **out,
+                       char **err)
 {
     struct secrets *sv = arg;
     (void)name;
@@ -894,11 +894,15 @@ static void render_file(struct secrets *sv, struct secrets_file *f)
     int rc = sc_tmpl_render(f->tmpl, NULL, tmpl_secret, sv, &out, &err);
     if (rc < 0) {
         /* Not every secret read yet is ordinary at start; anything else is an error. */
-        if (!strstr(err, "has not been read")) {
+        bool fatal = !strstr(err, "has not been read");
+        if (fatal) {
             sc_error("template failed; the last good file stays", SC_LS("file", f->name),
                      SC_LS("reason", err));
         }
         sc_free(err);
+        if (fatal && sv->cfg->once) {
+            give_up(sv, f->name, "the template failed");
+        }
     } else {
         f->writing = true;
         sv->writes++;
@@ -957,7 +961,12 @@ static void add_path(void *arg, const char *func, const char *path)
 {
     struct secrets *sv = arg;
     (void)func;
-    if (find_path(sv, path) || sv->npaths >= SECRETS_MAX_PATHS) {
+    if (find_path(sv, path)) {
+        return;
+    }
+    if (sv->npaths >= SECRETS_MAX_PATHS) {
+        sc_error("too many distinct secret paths; this one is never read", SC_LS("path", path),
+                 SC_LU("max", SECRETS_MAX_PATHS));
         return;
     }
     struct secrets_path *p = &sv->paths[sv->npaths++];
@@ -1112,14 +1121,15 @@ static int secrets_start(struct sc_app *app, const void *vcfg, void **state, cha
         return rc;
     }
     sv->role = sc_strdup(c->role ? c->role : ann_get(&a, ANN "role"));
-    sv->namespace = sc_strdup(opt_env(c->namespace, "VAULT_NAMESPACE", ann_get(&a, ANN "namespace")));
+    sv->namespace =
+        sc_strdup(opt_env(c->namespace, "VAULT_NAMESPACE", ann_get(&a, ANN "namespace")));
     sv->address = opt_env(c->address, "VAULT_ADDR", "https://127.0.0.1:8200");
     sv->cfg_token = opt_env(c->token, "VAULT_TOKEN", NULL);
     sv->method = c->auth_method;
     if (sv->method == AUTH_AUTO) {
         sv->method = sv->cfg_token || c->token_file ? AUTH_TOKEN
-                     : c->role_id                               ? AUTH_APPROLE
-                                                                : AUTH_KUBERNETES;
+                     : c->role_id                   ? AUTH_APPROLE
+                                                    : AUTH_KUBERNETES;
     }
     const char *ap = c->auth_path ? c->auth_path : ann_get(&a, ANN "auth-path");
     sv->auth_path = ap ? sc_strdup(ap)
@@ -1137,10 +1147,9 @@ static int secrets_start(struct sc_app *app, const void *vcfg, void **state, cha
     sv->tls.ca_file = opt_env(c->ca_cert, "VAULT_CACERT", NULL);
     struct sc_metrics *m = sc_app_metrics(app);
     static const char *const path_label[] = { "path", NULL };
-    sv->f_expiry = sc_metrics_family(m, SC_METRIC_GAUGE,
-                                     "sidecar_secrets_lease_expiry_timestamp_seconds",
-                                     "Unix time at which the secret's current lease expires.",
-                                     path_label, NULL, 0);
+    sv->f_expiry = sc_metrics_family(
+        m, SC_METRIC_GAUGE, "sidecar_secrets_lease_expiry_timestamp_seconds",
+        "Unix time at which the secret's current lease expires.", path_label, NULL, 0);
     static const char *const result_label[] = { "result", NULL };
     struct sc_metric_family *f =
         sc_metrics_family(m, SC_METRIC_COUNTER, "sidecar_secrets_fetch_total",
@@ -1174,8 +1183,8 @@ static int secrets_start(struct sc_app *app, const void *vcfg, void **state, cha
         char *fk = sc_asprintf(ANN "agent-inject-file-%s", name);
         const char *file = ann_get(&a, fk);
         const char *vol = ann_get(&a, ANN "secret-volume-path");
-        char *dest = vol || file ? sc_asprintf("%s/%s", vol ? vol : c->dest_dir, file ? file : name)
-                                 : NULL;
+        char *dest =
+            vol || file ? sc_asprintf("%s/%s", vol ? vol : c->dest_dir, file ? file : name) : NULL;
         rc = add_file(sv, name, a.v[i].value, ann_get(&a, tk), NULL, dest, NULL, NULL, err);
         sc_free(tk);
         sc_free(fk);
@@ -1197,8 +1206,8 @@ static int secrets_start(struct sc_app *app, const void *vcfg, void **state, cha
         return rc;
     }
     sv->egress = sc_egress_new(sv->loop);
-    sv->reloader = sc_reloader_new(sv->loop, sv->egress, &c->reload, m,
-                                   "sidecar_secrets_reload_total");
+    sv->reloader =
+        sc_reloader_new(sv->loop, sv->egress, &c->reload, m, "sidecar_secrets_reload_total");
     uv_timer_init(sv->loop, &sv->token_timer);
     sv->token_timer.data = sv;
     uv_timer_init(sv->loop, &sv->retry_timer);
