@@ -5,6 +5,7 @@ module) scrapes the sidecar and the samples are read back through its query API;
 metrics` validates our output."""
 import gzip
 import os
+import socket
 import threading
 import time
 
@@ -358,3 +359,42 @@ targets:
     assert status == 200
     text = body.decode()
     assert "s3cret-token" not in text and "pa55" not in text and "<redacted>" in text
+
+
+def raw(port, data, timeout=5):
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            out += chunk
+
+
+def test_exposition_http_framing(sidecar_run, targets):
+    n = 20_000  # several 256 KiB pieces
+    app = targets(("# TYPE wide gauge\n" + "".join(
+        f'wide{{i="{i}",pad="{"x" * 40}"}} {i}\n' for i in range(n))).encode())
+    sc = start(sidecar_run, ["--scrape", app.url])
+    port = int(sc.expo_addr.split(":")[1])
+    # Two pipelined requests on one connection, both answered in order, chunked.
+    out = raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+                    b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.count(b"HTTP/1.1 200 OK\r\n") == 2
+    assert out.count(b"Transfer-Encoding: chunked\r\n") == 2
+    assert out.endswith(b"\r\n0\r\n\r\n")
+    # HTTP/1.0: no chunked framing, the body ends at close.
+    out = raw(port, b"GET /metrics HTTP/1.0\r\n\r\n")
+    head, body = out.split(b"\r\n\r\n", 1)
+    assert b"Transfer-Encoding" not in head and b"Connection: close" in head
+    assert body.decode().count("\nwide{") == n
+    # HEAD: the head only.
+    out = raw(port, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n") and out.endswith(b"\r\n\r\n")
+    # gzip over several pieces decodes to the same text as the plain answer.
+    plain = scrape(sc)[0]
+    zipped, hdrs = scrape(sc, {"Accept-Encoding": "gzip"})
+    assert hdrs["Content-Encoding"] == "gzip"
+    assert parse_samples(gzip.decompress(zipped).decode()).keys() == \
+        parse_samples(plain.decode()).keys()
