@@ -5,7 +5,9 @@ written against lines received."""
 import collections
 import importlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -258,3 +260,31 @@ def test_stdin_input_until_eof(tmp_path):
             p.wait()
     got = [json.loads(x)["message"].encode() for x in read_lines(out)]
     assert got == lines + [b"last without newline"]
+
+
+def test_spool_keeps_reading_through_outage_and_survives_kill9(sidecar_run, tmp_path, backend):
+    sink = backend(FakeHTTPSink)
+    sink.fail_status = 503
+    spool = tmp_path / "http.spool"
+    out = http_out(sink.url, buffer_limit="64KiB", batch_count=500, spool=str(spool),
+                   spool_limit="64MiB")
+    sc, d = start(sidecar_run, tmp_path, [out])
+    w = Writer(d / "app.log", 50000)
+    w.run()
+    # The input is not paused: everything is read, made durable in the spool, and committed.
+    wait_until(lambda: metric(sc, "sidecar_logs_lines_read_total") == w.n, timeout=30)
+    size = (d / "app.log").stat().st_size
+    wait_until(lambda: int((tmp_path / "pos.db").read_text().splitlines()[1].split()[2]) == size,
+               timeout=10, what="positions committed past spooled data")
+    assert metric(sc, "sidecar_logs_queue_bytes", {"output": "http"}) <= 70 * 1024
+    os.kill(sc.proc.pid, signal.SIGKILL)
+    sc.proc.wait()
+    sc.log.close()
+    (d / "app.log").unlink()  # rotated away for good: only the spool has the lines now
+    sink.fail_status = None
+    sc2, _ = start(sidecar_run, tmp_path, [out])
+    wait_until(lambda: sum(b.count(b"\n") for b in sink.bodies()) >= w.n, timeout=30)
+    got = [json.loads(x)["message"].encode() for b in sink.bodies() for x in b.splitlines()]
+    print(f"spool: written={w.n} received={len(got)} unique={len(set(got))}")
+    assert got == w.expected()  # in order, nothing lost, no duplicates
+    wait_until(lambda: spool.stat().st_size == 16, timeout=10, what="spool emptied")

@@ -80,11 +80,15 @@ def test_cri_joins_partials(sidecar_run, tmp_path):
             b"2024-01-01T00:00:01Z stderr P part two, \n"
             b"2024-01-01T00:00:01Z stderr F end\n"
             b"broken\n")
-    _, got = run(sidecar_run, tmp_path, data, 3, parser="cri", stream_field="stream")
+    _, got = run(sidecar_run, tmp_path, data, 3, parser="cri", stream_field="stream",
+                 outputs=[file_output(tmp_path / "out.log", format="ndjson",
+                                      timestamp_field="t")])
     ev = [json.loads(x) for x in got]
-    assert ev[0] == {"message": "whole line", "stream": "stdout"}
-    assert ev[1] == {"message": "part one, part two, end", "stream": "stderr"}
-    assert ev[2] == {"message": "broken"}
+    assert ev[0] == {"t": "2024-01-01T00:00:00.000000001Z", "message": "whole line",
+                     "stream": "stdout"}
+    assert ev[1] == {"t": "2024-01-01T00:00:01.000000000Z",
+                     "message": "part one, part two, end", "stream": "stderr"}
+    assert ev[2]["message"] == "broken" and ev[2]["parse_error"] is True  # not CRI framing
 
 
 def test_enrichment_rename_remove_grep(sidecar_run, tmp_path):
@@ -137,3 +141,50 @@ def test_multiline_indent_rule_json_records(sidecar_run, tmp_path):
     assert ev[1].endswith("\t... 5 more")
     assert ev[2] == "2024-01-01 12:00:01 INFO next"  # flushed by the timeout
     assert metric(sc, "sidecar_logs_lines_read_total") == 8
+
+
+def test_reload_applies_filters_and_refuses_output_changes(sidecar_run, tmp_path):
+    import signal
+    import time
+
+    from conftest import wait_until
+    from logs_util import read_lines
+    d = tmp_path / "in"
+    d.mkdir()
+    out = tmp_path / "out.log"
+    base = dict(db=str(tmp_path / "pos.db"))
+    sc = sidecar_run("logs", config=logs_config([str(d / "*.log")], [file_output(out)], **base))
+    (d / "a.log").write_bytes(b"keep 1\ndrop 1\n")
+    wait_lines(out, 2)
+    sc.config_path.write_text(logs_config([str(d / "*.log")], [file_output(out)],
+                                          grep_drop=["message=^drop"], **base))
+    sc.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "logs reloaded" in sc.logs(), timeout=10)
+    with open(d / "a.log", "ab") as f:
+        f.write(b"keep 2\ndrop 2\nkeep 3\n")
+    wait_lines(out, 4)
+    time.sleep(0.3)
+    assert read_lines(out) == [b"keep 1", b"drop 1", b"keep 2", b"keep 3"]
+    # Changing the outputs needs a restart: refused, the old config keeps running.
+    sc.config_path.write_text(logs_config([str(d / "*.log")],
+                                          [file_output(tmp_path / "other.log")], **base))
+    status, body, _ = sc.get("/reload", method="POST")
+    assert status == 400 and b"restart" in body
+    with open(d / "a.log", "ab") as f:
+        f.write(b"keep 4\n")
+    assert wait_lines(out, 5)[-1] == b"keep 4"
+
+
+def test_check_rejects_bad_config(run_cli, tmp_path):
+    ok = run_cli("logs", "--check", "--path", str(tmp_path / "*.log"), "--parser", "json",
+                 "--label", "app=demo", "--output", "loki=http://127.0.0.1:3100")
+    assert ok.returncode == 0, ok.stderr
+    for args, msg in [(["--parser", "regex"], "needs regex"),
+                      (["--output", "kafka=x"], "expected stdout"),
+                      (["--grep-drop", "msg=("], "missing closing parenthesis"),
+                      (["--multiline-start", "["], "multiline_start"),
+                      ([], None)]:
+        r = run_cli("logs", "--check", *(["--path", "/x/*.log"] if args else []), *args)
+        assert r.returncode == 1, (args, r.stdout, r.stderr)
+        if msg:
+            assert msg in r.stderr, r.stderr

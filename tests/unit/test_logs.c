@@ -196,6 +196,77 @@ static void test_positions(void **state)
     sc_free(path);
 }
 
+static struct logs_batch *mk_batch(const char *body, size_t nitems)
+{
+    struct logs_batch *b = SC_NEW(struct logs_batch);
+    sc_buf_init(&b->body, 1 << 20);
+    sc_buf_append_cstr(&b->body, body);
+    b->items = sc_calloc(16, sizeof(size_t));
+    for (size_t i = 0, n = 0; i < b->body.len; i++) {
+        if (b->body.p[i] == '\n' && n < nitems) {
+            b->items[n++] = i + 1;
+        }
+    }
+    b->nitems = nitems;
+    return b;
+}
+
+static void free_batch(struct logs_batch *b)
+{
+    sc_buf_cleanup(&b->body);
+    sc_free(b->items);
+    sc_free(b);
+}
+
+static void test_spool(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/sc-logs-spool-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct logs_output_cfg cfg = { .batch_count = 16, .spool_limit = 1 << 20 };
+    cfg.spool = sc_asprintf("%s/s.spool", dir);
+    struct logs_out o = { .cfg = &cfg, .name = "t", .spool_fd = -1 };
+    char *err = NULL;
+    assert_int_equal(logs_spool_open(&o, &err), 0);
+    struct logs_batch *a = mk_batch("a1\na2\n", 2), *b = mk_batch("b1\n", 1);
+    assert_int_equal(logs_spool_append(&o, a), 0);
+    assert_int_equal(logs_spool_append(&o, b), 0);
+    close(o.spool_fd);
+    /* A torn third record, as after a crash in the middle of an append. */
+    FILE *f = fopen(cfg.spool, "ab");
+    fwrite("\x31\x42\x43\x53\xff\x00", 1, 6, f);
+    fclose(f);
+    struct logs_out o2 = { .cfg = &cfg, .name = "t", .spool_fd = -1 };
+    assert_int_equal(logs_spool_open(&o2, &err), 0);
+    assert_int_equal(o2.spool_pending, 2);
+    struct logs_batch *r = mk_batch("", 0);
+    assert_non_null(logs_spool_read(&o2, r));
+    assert_int_equal(r->nitems, 2);
+    assert_memory_equal(r->body.p, "a1\na2\n", 6);
+    assert_int_equal(r->items[1], 6);
+    logs_spool_consume(&o2, r);
+    close(o2.spool_fd);
+    /* The delivered batch stays delivered after a restart. */
+    struct logs_out o3 = { .cfg = &cfg, .name = "t", .spool_fd = -1 };
+    assert_int_equal(logs_spool_open(&o3, &err), 0);
+    assert_int_equal(o3.spool_pending, 1);
+    assert_non_null(logs_spool_read(&o3, r));
+    assert_memory_equal(r->body.p, "b1\n", 3);
+    logs_spool_consume(&o3, r);
+    assert_int_equal(o3.spool_pending, 0);
+    assert_null(logs_spool_read(&o3, r));
+    /* Full: an append past spool_limit is refused. */
+    cfg.spool_limit = 20;
+    assert_int_equal(logs_spool_append(&o3, a), SC_ETOOBIG);
+    close(o3.spool_fd);
+    free_batch(a);
+    free_batch(b);
+    free_batch(r);
+    unlink(cfg.spool);
+    rmdir(dir);
+    sc_free(cfg.spool);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -203,6 +274,7 @@ int main(void)
         cmocka_unit_test(test_logfmt),       cmocka_unit_test(test_regex),
         cmocka_unit_test(test_cri),          cmocka_unit_test(test_time),
         cmocka_unit_test(test_continuation), cmocka_unit_test(test_positions),
+        cmocka_unit_test(test_spool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

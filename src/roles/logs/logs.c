@@ -147,6 +147,18 @@ static const struct sc_opt output_opts[] = {
       .type = SC_OPT_STR,
       .offset = OFF(dead_letter),
       .help = "file that receives batches dropped after max_retries" },
+    { .name = "spool",
+      .type = SC_OPT_STR,
+      .offset = OFF(spool),
+      .help = "on-disk spool file: once a send fails, queued batches are fsynced here and "
+              "reading goes on during the outage" },
+    { .name = "spool_limit",
+      .type = SC_OPT_SIZE,
+      .offset = OFF(spool_limit),
+      .def = "256MiB",
+      .min = 65536,
+      .max = 1LL << 40,
+      .help = "size of the spool file at most" },
     { 0 },
 };
 #undef OFF
@@ -380,16 +392,19 @@ static bool field_matches(pcre2_code *re, json_t *v)
 }
 
 void logs_emit(struct logs *lg, struct sc_str raw, const char *file_path, struct sc_str stream,
-               bool truncated)
+               unsigned flags, int64_t ts_ns)
 {
     const struct logs_cfg *c = lg->cfg;
-    struct logs_rec r = { .raw = raw, .ts_ns = realtime_ns() };
+    struct logs_rec r = { .raw = raw, .ts_ns = ts_ns ? ts_ns : realtime_ns() };
     bool perr = false;
     r.ev = logs_parse_line(&lg->pc, raw, &r.ts_ns, &perr);
     if (perr) {
         sc_counter_inc(lg->m.parse_errors);
     }
-    if (truncated) {
+    if (flags & LOGS_REC_PARSE_ERROR) {
+        json_object_set_new(r.ev, "parse_error", json_true());
+    }
+    if (flags & LOGS_REC_TRUNCATED) {
         json_object_set_new(r.ev, "truncated", json_true());
     }
     for (size_t i = 0; i < c->fields.n; i++) {
@@ -432,7 +447,7 @@ void logs_emit(struct logs *lg, struct sc_str raw, const char *file_path, struct
 bool logs_backpressured(const struct logs *lg)
 {
     for (size_t i = 0; i < lg->nouts; i++) {
-        if (lg->outs[i]->queue_bytes >= lg->outs[i]->cfg->buffer_limit) {
+        if (logs_out_full(lg->outs[i])) {
             return true;
         }
     }
@@ -515,6 +530,30 @@ static int logs_check(const void *cfgp, char **err)
         return SC_ECONFIG;
     }
     pcre2_code_free(re);
+    for (size_t i = 0; i < c->grep_keep.n + c->grep_drop.n; i++) {
+        bool drop = i >= c->grep_keep.n;
+        const char *rule = drop ? c->grep_drop.v[i - c->grep_keep.n] : c->grep_keep.v[i];
+        const char *eq = strchr(rule, '=');
+        if (!eq || eq == rule) {
+            *err =
+                sc_asprintf("%s %s: expected FIELD=REGEX", drop ? "grep_drop" : "grep_keep", rule);
+            return SC_ECONFIG;
+        }
+        if (compile(eq + 1, &re, rule, err) < 0) {
+            return SC_ECONFIG;
+        }
+        pcre2_code_free(re);
+        re = NULL;
+    }
+    const struct logs_output_cfg *oc = c->outputs.v;
+    for (size_t i = 0; i < c->outputs.n; i++) {
+        bool file = oc[i].type == LOGS_O_FILE, net = oc[i].type >= LOGS_O_HTTP;
+        if ((file && !oc[i].path) || (net && !oc[i].url)) {
+            *err = sc_asprintf("outputs[%zu]: a %s output needs %s", i, out_types[oc[i].type],
+                               file ? "path" : "url");
+            return SC_ECONFIG;
+        }
+    }
     for (size_t i = 0; i < c->output_flags.n; i++) {
         const char *f = c->output_flags.v[i];
         const char *eq = strchr(f, '=');
@@ -574,9 +613,8 @@ static void init_metrics(struct logs *lg)
     sc_metrics_on_collect(r, on_metrics, lg);
 }
 
-static int build_grep(struct logs *lg, char **err)
+static int build_grep(struct logs *lg, const struct logs_cfg *c, char **err)
 {
-    const struct logs_cfg *c = lg->cfg;
     size_t n = c->grep_keep.n + c->grep_drop.n;
     lg->grep = sc_calloc(n + 1, sizeof(*lg->grep));
     for (size_t i = 0; i < n; i++) {
@@ -596,6 +634,50 @@ static int build_grep(struct logs *lg, char **err)
         lg->ngrep++;
     }
     return 0;
+}
+
+/* Frees the compiled patterns of <lg> (parser regex, multiline start, grep rules). */
+static void compiled_free(struct logs *lg)
+{
+    for (size_t i = 0; i < lg->ngrep; i++) {
+        sc_free(lg->grep[i].field);
+        pcre2_code_free(lg->grep[i].re);
+    }
+    sc_free(lg->grep);
+    lg->grep = NULL;
+    lg->ngrep = 0;
+    pcre2_match_data_free(lg->pc.md);
+    pcre2_code_free(lg->pc.re);
+    pcre2_match_data_free(lg->ml_md);
+    pcre2_code_free(lg->ml_start);
+    lg->pc.md = NULL;
+    lg->pc.re = NULL;
+    lg->ml_md = NULL;
+    lg->ml_start = NULL;
+}
+
+/* Compiles the patterns of <c> into <lg>. On error, what was compiled is left for
+ * compiled_free. */
+static int compile_cfg(struct logs *lg, const struct logs_cfg *c, char **err)
+{
+    int rc;
+    lg->pc.parser = (enum logs_parser)c->parser;
+    lg->pc.time_key = c->time_key;
+    lg->pc.time_format = c->time_format;
+    lg->pc.keep_time_key = c->keep_time_key;
+    if (c->regex) {
+        if ((rc = compile(c->regex, &lg->pc.re, "regex", err)) < 0) {
+            return rc;
+        }
+        lg->pc.md = pcre2_match_data_create_from_pattern(lg->pc.re, NULL);
+    }
+    if (c->multiline_start) {
+        if ((rc = compile(c->multiline_start, &lg->ml_start, "multiline_start", err)) < 0) {
+            return rc;
+        }
+        lg->ml_md = pcre2_match_data_create_from_pattern(lg->ml_start, NULL);
+    }
+    return build_grep(lg, c, err);
 }
 
 static int logs_start(struct sc_app *app, const void *cfgp, void **state, char **err)
@@ -619,23 +701,7 @@ static int logs_start(struct sc_app *app, const void *cfgp, void **state, char *
         setrlimit(RLIMIT_NOFILE, &rl);
     }
     init_metrics(lg);
-    lg->pc.parser = (enum logs_parser)c->parser;
-    lg->pc.time_key = c->time_key;
-    lg->pc.time_format = c->time_format;
-    lg->pc.keep_time_key = c->keep_time_key;
-    if (c->regex) {
-        if ((rc = compile(c->regex, &lg->pc.re, "regex", err)) < 0) {
-            goto fail;
-        }
-        lg->pc.md = pcre2_match_data_create_from_pattern(lg->pc.re, NULL);
-    }
-    if (c->multiline_start) {
-        if ((rc = compile(c->multiline_start, &lg->ml_start, "multiline_start", err)) < 0) {
-            goto fail;
-        }
-        lg->ml_md = pcre2_match_data_create_from_pattern(lg->ml_start, NULL);
-    }
-    if ((rc = build_grep(lg, err)) < 0) {
+    if ((rc = compile_cfg(lg, c, err)) < 0) {
         goto fail;
     }
     /* Outputs from --output flags, then from the file; stdout when none is given. */
@@ -725,6 +791,66 @@ static void logs_stop(struct sc_app *app, void *state, bool now)
     logs_on_ack(lg);
 }
 
+static bool same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* Applies a new config to the running pipeline: paths, parser, multiline, enrichment, grep,
+ * intervals and the outputs' batching, retry and limit settings. What the running state is built
+ * around (the set of outputs and their endpoints and credentials, db, max_line_size, stdin) is
+ * refused with a reason, and the old config keeps running. */
+static int logs_reload(struct sc_app *app, void *state, const void *cfgp, char **err)
+{
+    struct logs_state *st = state;
+    struct logs *lg = &st->lg;
+    const struct logs_cfg *c = cfgp, *old = lg->cfg;
+    (void)app;
+    bool same = c->outputs.n == old->outputs.n && c->output_flags.n == old->output_flags.n &&
+                same_str(c->db, old->db) && c->max_line_size == old->max_line_size &&
+                c->stdin_input == old->stdin_input;
+    for (size_t i = 0; same && i < c->output_flags.n; i++) {
+        same = strcmp(c->output_flags.v[i], old->output_flags.v[i]) == 0;
+    }
+    const struct logs_output_cfg *no = c->outputs.v, *oo = old->outputs.v;
+    for (size_t i = 0; same && i < c->outputs.n; i++) {
+        same = no[i].type == oo[i].type && same_str(no[i].url, oo[i].url) &&
+               same_str(no[i].path, oo[i].path) && same_str(no[i].name, oo[i].name) &&
+               same_str(no[i].bearer_token, oo[i].bearer_token) &&
+               same_str(no[i].user, oo[i].user) && same_str(no[i].password, oo[i].password) &&
+               no[i].headers.n == oo[i].headers.n && no[i].gzip == oo[i].gzip &&
+               no[i].format == oo[i].format && no[i].loki_encoding == oo[i].loki_encoding;
+        for (size_t h = 0; same && h < no[i].headers.n; h++) {
+            same = same_str(no[i].headers.v[h].key, oo[i].headers.v[h].key) &&
+                   same_str(no[i].headers.v[h].value, oo[i].headers.v[h].value);
+        }
+    }
+    if (!same) {
+        *err = sc_asprintf("logs: outputs, their endpoints, credentials and encodings, db, "
+                           "max_line_size and stdin change only with a restart");
+        return SC_ECONFIG;
+    }
+    struct logs tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    if (compile_cfg(&tmp, c, err) < 0) {
+        compiled_free(&tmp);
+        return SC_ECONFIG;
+    }
+    compiled_free(lg);
+    lg->pc = tmp.pc;
+    lg->ml_start = tmp.ml_start;
+    lg->ml_md = tmp.ml_md;
+    lg->grep = tmp.grep;
+    lg->ngrep = tmp.ngrep;
+    lg->cfg = c;
+    for (size_t i = st->nflag_outs; i < lg->nouts; i++) {
+        lg->outs[i]->cfg = &no[i - st->nflag_outs];
+    }
+    logs_tail_reconfigure(lg);
+    sc_info("logs reloaded", SC_LU("paths", c->paths.n));
+    return 0;
+}
+
 static void logs_cleanup(void *state)
 {
     struct logs_state *st = state;
@@ -737,15 +863,7 @@ static void logs_cleanup(void *state)
     }
     sc_free(st->flag_outs);
     sc_free(lg->outs);
-    for (size_t i = 0; i < lg->ngrep; i++) {
-        sc_free(lg->grep[i].field);
-        pcre2_code_free(lg->grep[i].re);
-    }
-    sc_free(lg->grep);
-    pcre2_match_data_free(lg->pc.md);
-    pcre2_code_free(lg->pc.re);
-    pcre2_match_data_free(lg->ml_md);
-    pcre2_code_free(lg->ml_start);
+    compiled_free(lg);
     logs_pos_free(lg->known, lg->nknown);
     sc_free(st);
 }
@@ -761,6 +879,6 @@ const struct sc_role sc_role_logs = {
     .check = logs_check,
     .start = logs_start,
     .stop = logs_stop,
-    .reload = NULL,
+    .reload = logs_reload,
     .cleanup = logs_cleanup,
 };

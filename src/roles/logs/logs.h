@@ -53,6 +53,8 @@ struct logs_output_cfg {
     uint64_t retry_max_ms;
     uint64_t timeout_ms;
     char *dead_letter;
+    char *spool;          /* file of the on-disk spool; NULL: none */
+    uint64_t spool_limit; /* bytes */
 };
 
 struct logs_cfg {
@@ -137,7 +139,7 @@ json_t *logs_parse_logfmt(struct sc_str line);
 json_t *logs_json_str(struct sc_str s);
 
 /* Returns true when <line> continues the previous record by the built-in rule: it starts with a
- * space or a tab, or with "Caused by:" or "... N more" (Java), or "Traceback" frames. */
+ * space or a tab, or with "Caused by:" or "... N more" (Java). */
 bool logs_is_continuation(struct sc_str line);
 
 /* ---- positions database (logs_pos.c) ---- */
@@ -175,6 +177,8 @@ struct logs_batch {
     size_t nitems;
     uint64_t last_seq;
     uint32_t attempts;
+    bool from_spool;
+    uint64_t spool_len; /* bytes of its spool record */
 };
 
 struct logs_out {
@@ -188,13 +192,18 @@ struct logs_out {
     uint64_t last_seq; /* highest sequence appended */
     bool in_flight;
     bool closing;
+    struct logs_batch *cur;         /* the batch being sent or waiting for its retry */
+    struct logs_batch *spool_batch; /* reused for batches read back from the spool */
+    int spool_fd;
+    uint64_t spool_rd, spool_wr, spool_pending;
     uv_timer_t batch_timer;
     uv_timer_t retry_timer;
     int nhandles;
     int fd; /* file output */
     struct sc_egress_xfer *xfer;
     struct sc_buf send_buf; /* encoded/compressed request body */
-    char *endpoint;
+    char *endpoint;         /* owned copies: a reload frees the config while a request runs */
+    char *bearer, *user, *password;
     struct sc_kv *hdrs;
     size_t nhdrs;
     struct logs_out_metrics m;
@@ -211,11 +220,26 @@ void logs_out_append(struct logs_out *o, const struct logs_rec *r);
 /* Seals the building batch and starts sending if idle (drain, batch timer). */
 void logs_out_flush(struct logs_out *o);
 
+/* True when the output's memory queue is at buffer_limit and cannot overflow to its spool. */
+bool logs_out_full(const struct logs_out *o);
+
 /* True when nothing is queued or in flight. */
 bool logs_out_idle(const struct logs_out *o);
 
 /* Closes the output's handles and frees it once they have closed (cancels anything in flight). */
 void logs_out_close(struct logs_out *o);
+
+/* The on-disk spool (logs_spool.c). open: opens or recovers cfg->spool (0, or an error with a
+ * message). has_room: whether <n> more bytes fit under spool_limit. append: writes and fsyncs a
+ * sealed batch (0, SC_ETOOBIG when full, or an I/O error). read: loads the oldest spooled batch
+ * into <b> (returns b, or NULL when the spool is empty or corrupt). consume: forgets the oldest
+ * batch after its delivery (durably). reset: empties the spool (after corruption). */
+int logs_spool_open(struct logs_out *o, char **err);
+bool logs_spool_has_room(const struct logs_out *o, size_t n);
+int logs_spool_append(struct logs_out *o, const struct logs_batch *b);
+struct logs_batch *logs_spool_read(struct logs_out *o, struct logs_batch *b);
+void logs_spool_consume(struct logs_out *o, const struct logs_batch *b);
+void logs_spool_reset(struct logs_out *o);
 
 /* Sends one batch for the HTTP-based outputs (logs_http.c): calls logs_out_done when finished. */
 void logs_http_send(struct logs_out *o, struct logs_batch *b);
@@ -263,6 +287,7 @@ struct logs {
     bool stopping;
     bool stopped;
     bool db_dirty;
+    bool scan_pending; /* an inotify event asked for a rescan: done once per loop pass */
     uint64_t last_commit_ms;
 
     uv_timer_t poll_timer;
@@ -295,10 +320,15 @@ void logs_tail_read_all(struct logs *lg);
 void logs_tail_commit(struct logs *lg, bool force);
 void logs_tail_flush_multiline(struct logs *lg, bool all);
 void logs_tail_close(struct logs *lg);
+/* Applies lg->cfg's intervals after a reload and rescans the paths. */
+void logs_tail_reconfigure(struct logs *lg);
 
 /* Runs one complete record (raw text of a whole line or multiline group) from <file_path> through
- * parse, enrich and grep, then to every output. <stream> may be empty. */
+ * parse, enrich and grep, then to every output. <stream> may be empty. <ts_ns> is the record time
+ * from the framing (CRI), or 0 for the read time unless the parser extracts one. <flags> are
+ * LOGS_REC_* bits, added to the record as truncated=true / parse_error=true. */
+enum { LOGS_REC_TRUNCATED = 1, LOGS_REC_PARSE_ERROR = 2 };
 void logs_emit(struct logs *lg, struct sc_str raw, const char *file_path, struct sc_str stream,
-               bool truncated);
+               unsigned flags, int64_t ts_ns);
 
 #endif

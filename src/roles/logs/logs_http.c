@@ -274,7 +274,9 @@ static void on_es_resp(struct logs_out *o, struct logs_batch *b, struct sc_str b
     sc_free(b->items);
     b->items = kitems;
     b->nitems = nk;
-    o->queue_bytes -= old - b->body.len;
+    if (!b->from_spool) {
+        o->queue_bytes -= old - b->body.len;
+    }
     if (nk == 0) {
         logs_out_done(o, true, false, NULL);
     } else {
@@ -286,11 +288,11 @@ static void on_resp(void *arg, const struct sc_egress_resp *resp)
 {
     struct logs_out *o = arg;
     o->xfer = NULL;
-    if (sc_list_empty(&o->queue)) {
+    struct logs_batch *b = o->cur;
+    if (!b) {
         o->in_flight = false;
         return;
     }
-    struct logs_batch *b = sc_list_entry(o->queue.next, struct logs_batch, node);
     if (resp->error) {
         sc_warn("output request failed: retrying", SC_LS("output", o->name),
                 SC_LS("error", resp->error_msg ? resp->error_msg : sc_strerror(resp->error)));
@@ -336,6 +338,9 @@ static void build_hdrs(struct logs_out *o)
         ct = "application/x-ndjson";
     }
     add_hdr(o, "Content-Type", ct);
+    o->bearer = sc_strdup(c->bearer_token);
+    o->user = sc_strdup(c->user);
+    o->password = sc_strdup(c->password);
     if (c->gzip && !(c->type == LOGS_O_LOKI && c->loki_encoding == LOGS_LOKI_PROTOBUF)) {
         add_hdr(o, "Content-Encoding", "gzip");
     }
@@ -406,9 +411,9 @@ void logs_http_send(struct logs_out *o, struct logs_batch *b)
         .body_len = o->send_buf.len,
         .timeout_ms = c->timeout_ms,
         .max_response = 64u << 20,
-        .bearer_token = c->bearer_token,
-        .basic_user = c->user,
-        .basic_password = c->password,
+        .bearer_token = o->bearer,
+        .basic_user = o->user,
+        .basic_password = o->password,
     };
     rc = sc_egress_send(o->lg->egress, &req, on_resp, o, &o->xfer);
     if (rc < 0) {
@@ -424,6 +429,4 @@ void logs_http_cancel(struct logs_out *o)
         o->xfer = NULL;
         o->in_flight = false;
     }
-    sc_free(o->endpoint);
-    o->endpoint = NULL;
 }

@@ -65,7 +65,19 @@ static void seal(struct logs_out *o)
     }
     o->building = NULL;
     uv_timer_stop(&o->batch_timer);
-    sc_list_append(&o->queue, &b->node);
+    /* Once a failure moved the queue to the spool, later batches follow it there (delivery
+     * stays in order) until it has drained. */
+    if (o->spool_fd >= 0 && o->spool_pending > 0 && sc_list_empty(&o->queue) &&
+        logs_spool_append(o, b) == 0) {
+        o->queue_bytes -= o->queue_bytes >= b->body.len ? b->body.len : o->queue_bytes;
+        update_gauge(o);
+        if (b->last_seq > o->acked_seq) {
+            o->acked_seq = b->last_seq; /* durable: positions may move past it */
+        }
+        batch_free(b);
+    } else {
+        sc_list_append(&o->queue, &b->node);
+    }
     if (!o->in_flight && !uv_is_active((uv_handle_t *)&o->retry_timer)) {
         send_head(o);
     }
@@ -83,7 +95,8 @@ void logs_out_flush(struct logs_out *o)
 
 bool logs_out_idle(const struct logs_out *o)
 {
-    return sc_list_empty(&o->queue) && (!o->building || o->building->nitems == 0) && !o->in_flight;
+    /* Spooled batches are durable: a drain does not wait for them. */
+    return sc_list_empty(&o->queue) && (!o->building || o->building->nitems == 0);
 }
 
 static void ts_rfc3339(int64_t ns, char *out, size_t cap)
@@ -347,10 +360,30 @@ static int write_all(int fd, const char *p, size_t n)
 
 static void send_head(struct logs_out *o)
 {
-    if (o->in_flight || sc_list_empty(&o->queue)) {
+    if (o->in_flight || o->closing) {
         return;
     }
-    struct logs_batch *b = sc_list_entry(o->queue.next, struct logs_batch, node);
+    struct logs_batch *b = o->cur;
+    if (!b && !sc_list_empty(&o->queue)) {
+        b = sc_list_entry(o->queue.next, struct logs_batch, node);
+    } else if (!b && o->spool_pending) {
+        if (!o->spool_batch) {
+            o->spool_batch = batch_new(o);
+            o->spool_batch->from_spool = true;
+        }
+        o->spool_batch->attempts = 0;
+        b = logs_spool_read(o, o->spool_batch);
+        if (!b) {
+            sc_error("spool unreadable: its batches are dropped", SC_LS("output", o->name),
+                     SC_LU("batches", o->spool_pending));
+            logs_spool_reset(o);
+            return;
+        }
+    }
+    if (!b) {
+        return;
+    }
+    o->cur = b;
     o->in_flight = true;
     switch (o->cfg->type) {
     case LOGS_O_FILE:
@@ -388,14 +421,49 @@ static void dead_letter(struct logs_out *o, struct logs_batch *b)
     }
 }
 
+/* Moves every batch of the memory queue to the spool, in order, so that during an outage
+ * nothing waits in memory only and positions can move past it. Stops when the spool is full. */
+static void spill(struct logs_out *o)
+{
+    while (!sc_list_empty(&o->queue)) {
+        struct logs_batch *b = sc_list_entry(o->queue.next, struct logs_batch, node);
+        if (logs_spool_append(o, b) < 0) {
+            break;
+        }
+        sc_list_remove(&b->node);
+        o->queue_bytes -= o->queue_bytes >= b->body.len ? b->body.len : o->queue_bytes;
+        if (b->last_seq > o->acked_seq) {
+            o->acked_seq = b->last_seq;
+        }
+        if (o->cur == b) {
+            o->cur = NULL;
+        }
+        batch_free(b);
+    }
+    if (sc_list_empty(&o->queue) && (!o->building || o->building->nitems == 0)) {
+        o->acked_seq = o->last_seq;
+    }
+    update_gauge(o);
+}
+
+bool logs_out_full(const struct logs_out *o)
+{
+    if (o->queue_bytes < o->cfg->buffer_limit) {
+        return false;
+    }
+    /* Spooling: the building batch goes to disk when sealed, if it fits. */
+    size_t batch = o->cfg->batch_bytes + o->lg->cfg->max_line_size * 6 + 4 * o->cfg->batch_count;
+    return !(o->spool_pending > 0 && sc_list_empty(&o->queue) && logs_spool_has_room(o, batch));
+}
+
 void logs_out_done(struct logs_out *o, bool ok, bool retry, const char *reason)
 {
     o->in_flight = false;
     o->xfer = NULL;
-    if (sc_list_empty(&o->queue)) {
+    struct logs_batch *b = o->cur;
+    if (!b) {
         return;
     }
-    struct logs_batch *b = sc_list_entry(o->queue.next, struct logs_batch, node);
     if (!ok && retry && !o->closing) {
         b->attempts++;
         if (o->cfg->max_retries == 0 || b->attempts <= (uint32_t)o->cfg->max_retries) {
@@ -409,6 +477,10 @@ void logs_out_done(struct logs_out *o, bool ok, bool retry, const char *reason)
             }
             d = d / 2 + (d ? rnd() % (d / 2 + 1) : 0);
             uv_timer_start(&o->retry_timer, on_retry_timer, d, 0);
+            if (o->spool_fd >= 0 && !b->from_spool) {
+                spill(o);
+                logs_on_ack(o->lg);
+            }
             return;
         }
         reason = "retries_exhausted";
@@ -428,14 +500,23 @@ void logs_out_done(struct logs_out *o, bool ok, bool retry, const char *reason)
         /* closing: leave the batch unacknowledged (it is read again after a restart) */
         return;
     }
-    sc_list_remove(&b->node);
-    o->queue_bytes -= o->queue_bytes >= b->body.len ? b->body.len : o->queue_bytes;
-    update_gauge(o);
-    o->acked_seq = b->last_seq;
-    if (sc_list_empty(&o->queue) && (!o->building || o->building->nitems == 0)) {
-        o->acked_seq = o->last_seq;
+    o->cur = NULL;
+    if (b->from_spool) {
+        logs_spool_consume(o, b); /* its records were acknowledged when spooled */
+        b->nitems = 0;
+        sc_buf_reset(&b->body);
+    } else {
+        sc_list_remove(&b->node);
+        o->queue_bytes -= o->queue_bytes >= b->body.len ? b->body.len : o->queue_bytes;
+        update_gauge(o);
+        if (b->last_seq > o->acked_seq) {
+            o->acked_seq = b->last_seq;
+        }
+        if (sc_list_empty(&o->queue) && (!o->building || o->building->nitems == 0)) {
+            o->acked_seq = o->last_seq;
+        }
+        batch_free(b);
     }
-    batch_free(b);
     send_head(o);
     logs_on_ack(o->lg);
 }
@@ -449,6 +530,7 @@ int logs_out_new(struct logs *lg, const struct logs_output_cfg *cfg, struct logs
     o->cfg = cfg;
     o->name = sc_strdup(cfg->name ? cfg->name : tnames[cfg->type]);
     o->fd = -1;
+    o->spool_fd = -1;
     sc_list_init(&o->queue);
     sc_buf_init(&o->send_buf, cfg->buffer_limit * 2 + (64u << 20));
     if (cfg->type == LOGS_O_FILE) {
@@ -467,6 +549,9 @@ int logs_out_new(struct logs *lg, const struct logs_output_cfg *cfg, struct logs
         *err = sc_asprintf("output %s: needs a url", o->name);
         goto fail;
     }
+    if (cfg->spool && logs_spool_open(o, err) < 0) {
+        goto fail;
+    }
     uv_timer_init(lg->loop, &o->batch_timer);
     uv_timer_init(lg->loop, &o->retry_timer);
     o->batch_timer.data = o->retry_timer.data = o;
@@ -483,8 +568,15 @@ int logs_out_new(struct logs *lg, const struct logs_output_cfg *cfg, struct logs
     const char *l4[] = { o->name, "unencodable", NULL };
     o->m.dropped_oversize = sc_metric_get(lg->m.dropped, l4);
     *out = o;
+    send_head(o); /* batches spooled by the last run */
     return 0;
 fail:
+    if (o->spool_fd >= 0) {
+        close(o->spool_fd);
+    }
+    if (o->fd > 2) {
+        close(o->fd);
+    }
     sc_buf_cleanup(&o->send_buf);
     sc_free(o->name);
     sc_free(o);
@@ -501,6 +593,10 @@ static void out_free(struct logs_out *o)
         batch_free(b);
     }
     batch_free(o->building);
+    batch_free(o->spool_batch);
+    if (o->spool_fd >= 0) {
+        close(o->spool_fd);
+    }
     if (o->fd > 2) {
         close(o->fd);
     }
@@ -510,6 +606,12 @@ static void out_free(struct logs_out *o)
         sc_free(o->hdrs[i].value);
     }
     sc_free(o->hdrs);
+    sc_free(o->endpoint);
+    sc_free(o->bearer);
+    sc_free(o->user);
+    if (o->password) {
+        sc_free_secret(o->password, strlen(o->password));
+    }
     sc_free(o->name);
     sc_free(o);
 }

@@ -49,6 +49,7 @@ struct logs_file {
     bool agg_truncated;
     uint64_t agg_end_off;
     uint64_t agg_since_ms;
+    int64_t agg_ts; /* CRI: the time of the record's first partial */
     char stream[16];
 };
 
@@ -59,6 +60,7 @@ struct logs_watch {
 };
 
 static void stdin_resume(struct logs *lg);
+static void scan(struct logs *lg, bool initial);
 
 static uint64_t now_ms(struct logs *lg)
 {
@@ -103,11 +105,13 @@ static void agg_flush(struct logs *lg, struct logs_file *f)
     if (!f->agg_active) {
         return;
     }
-    logs_emit(lg, sc_buf_str(&f->agg), f->path, sc_str_c(f->stream), f->agg_truncated);
+    logs_emit(lg, sc_buf_str(&f->agg), f->path, sc_str_c(f->stream),
+              f->agg_truncated ? LOGS_REC_TRUNCATED : 0, f->agg_ts);
     f->emitted_off = f->agg_end_off;
     sc_buf_reset(&f->agg);
     f->agg_active = false;
     f->agg_truncated = false;
+    f->agg_ts = 0;
 }
 
 static void agg_add(struct logs *lg, struct logs_file *f, struct sc_str s, bool sep, bool truncated,
@@ -147,9 +151,14 @@ static void on_line(struct logs *lg, struct logs_file *f, struct sc_str line, bo
         if (logs_cri_split(line, &t, &stream, &partial, &msg) < 0) {
             agg_flush(lg, f);
             sc_counter_inc(lg->m.parse_errors);
-            logs_emit(lg, line, f->path, SC_STR_NULL, truncated);
+            logs_emit(lg, line, f->path, SC_STR_NULL,
+                      LOGS_REC_PARSE_ERROR | (truncated ? LOGS_REC_TRUNCATED : 0), 0);
             f->emitted_off = end_off;
             return;
+        }
+        if (!f->agg_active) {
+            int64_t ts = 0;
+            f->agg_ts = logs_parse_time(t, NULL, &ts) == 0 ? ts : 0;
         }
         size_t sl = stream.len < sizeof(f->stream) - 1 ? stream.len : sizeof(f->stream) - 1;
         memcpy(f->stream, stream.p, sl);
@@ -175,7 +184,7 @@ static void on_line(struct logs *lg, struct logs_file *f, struct sc_str line, bo
         agg_add(lg, f, line, true, truncated, end_off);
         return;
     }
-    logs_emit(lg, line, f->path, SC_STR_NULL, truncated);
+    logs_emit(lg, line, f->path, SC_STR_NULL, truncated ? LOGS_REC_TRUNCATED : 0, 0);
     f->emitted_off = end_off;
 }
 
@@ -220,7 +229,9 @@ static void process_buf(struct logs *lg, struct logs_file *f)
         sc_counter_inc(lg->m.truncated);
         sc_warn("line over max_line_size truncated", SC_LS("file", f->path),
                 SC_LU("max_line_size", max));
-        on_line(lg, f, sc_str_n(f->buf.p, max), true, f->read_off);
+        /* Its offset stays at the line's start until the newline is found, so a restart in
+         * between reads the whole line again rather than shipping its tail as a line. */
+        on_line(lg, f, sc_str_n(f->buf.p, max), true, f->read_off - f->buf.len);
         f->skipping = true;
         sc_buf_reset(&f->buf);
     } else if (f->skipping) {
@@ -323,6 +334,10 @@ static void on_read_idle(uv_idle_t *h)
 {
     struct logs *lg = h->data;
     uv_idle_stop(h);
+    if (lg->scan_pending && !lg->stopping) {
+        lg->scan_pending = false;
+        scan(lg, false);
+    }
     logs_tail_read_all(lg);
 }
 
@@ -536,7 +551,8 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
         return;
     }
     if (events & UV_RENAME) {
-        scan(w->lg, false);
+        /* Coalesced: a burst of creations costs one glob pass, on the next loop iteration. */
+        w->lg->scan_pending = true;
     }
     if (!uv_is_active((uv_handle_t *)&w->lg->read_idle)) {
         uv_idle_start(&w->lg->read_idle, on_read_idle);
@@ -748,6 +764,23 @@ int logs_tail_start(struct logs *lg, char **err)
     }
     uv_idle_start(&lg->read_idle, on_read_idle);
     return 0;
+}
+
+void logs_tail_reconfigure(struct logs *lg)
+{
+    const struct logs_cfg *c = lg->cfg;
+    if (lg->stopping) {
+        return;
+    }
+    uv_timer_start(&lg->scan_timer, on_scan_timer, c->refresh_interval_ms, c->refresh_interval_ms);
+    uv_timer_start(&lg->poll_timer, on_poll_timer, c->poll_interval_ms, c->poll_interval_ms);
+    uv_timer_stop(&lg->ml_timer);
+    if (lg->ml_start || c->multiline_indent) {
+        uint64_t iv = c->multiline_timeout_ms / 2 ? c->multiline_timeout_ms / 2 : 1;
+        uv_timer_start(&lg->ml_timer, on_ml_timer, iv, iv);
+    }
+    scan(lg, false);
+    logs_tail_read_all(lg);
 }
 
 void logs_tail_stop(struct logs *lg)
