@@ -1,58 +1,54 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# The quickstart: the demo app on 127.0.0.1:8080 with `sidecar proxy` in front of it on :15006.
+# The quickstart as a pod: `sidecar pod run examples/quickstart/pod.yaml` runs the demo app with
+# the proxy, the log shipper and the metrics sidecar as native sidecars, with Kubernetes' lifecycle rules.
 # Usage: examples/quickstart/run.sh [path/to/sidecar]
 # DEMO_ONESHOT=1 runs the sample requests and exits (the integration suite does that).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-SIDECAR=${1:-$here/../../build/sidecar}
-APP_PORT=${APP_PORT:-8080}
-PROXY_PORT=${PROXY_PORT:-15006}
-ADMIN_PORT=${ADMIN_PORT:-15000}
-workdir=$(mktemp -d /tmp/sidecar-quickstart.XXXXXX)
+SIDECAR=$(realpath "${1:-$here/../../build/sidecar}")
+export SIDECAR QUICKSTART=$here
+export APP_PORT=${APP_PORT:-8080} PROXY_PORT=${PROXY_PORT:-15006} ADMIN_PORT=${ADMIN_PORT:-15000}
+export LOGS_ADMIN_PORT=${LOGS_ADMIN_PORT:-15020} POD_ADMIN_PORT=${POD_ADMIN_PORT:-15030}
+export METRICS_PORT=${METRICS_PORT:-9090} METRICS_ADMIN_PORT=${METRICS_ADMIN_PORT:-15021}
+workdir=$(mktemp -d /tmp/sidecar-pod-quickstart.XXXXXX)
 
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-trap 'exit 0' INT TERM
-
-wait_http() { # url pid
-    for _ in $(seq 1 100); do
-        if ! kill -0 "$2" 2>/dev/null; then
-            echo "quickstart: the process behind $1 exited; logs in $workdir" >&2
-            exit 1
-        fi
-        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "quickstart: $1 did not come up; logs in $workdir" >&2
-    exit 1
-}
-
-for port in "$APP_PORT" "$PROXY_PORT" "$ADMIN_PORT"; do
+for port in "$APP_PORT" "$PROXY_PORT" "$ADMIN_PORT" "$LOGS_ADMIN_PORT" "$POD_ADMIN_PORT" \
+    "$METRICS_PORT" "$METRICS_ADMIN_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        echo "quickstart: port $port is already in use (set APP_PORT, PROXY_PORT, ADMIN_PORT)" >&2
+        echo "quickstart: port $port is already in use (set APP_PORT, PROXY_PORT, ADMIN_PORT," \
+            "LOGS_ADMIN_PORT, POD_ADMIN_PORT, METRICS_PORT, METRICS_ADMIN_PORT)" >&2
         exit 1
     fi
 done
 
-LISTEN=127.0.0.1:$APP_PORT LOG_FILE=$workdir/app.log /usr/bin/python3 "$here/app.py" \
-    2>"$workdir/app.err" &
-pids+=($!)
-wait_http "http://127.0.0.1:$APP_PORT/" "${pids[0]}"
+"$SIDECAR" pod run "$here/pod.yaml" --pod-dir "$workdir" --admin "127.0.0.1:$POD_ADMIN_PORT" \
+    2>"$workdir/pod.log" &
+pod=$!
+stop() {
+    kill -TERM "$pod" 2>/dev/null || true
+    wait "$pod"
+}
+trap 'stop; exit 0' INT TERM
 
-"$SIDECAR" proxy --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:$APP_PORT" \
-    --admin "127.0.0.1:$ADMIN_PORT" --retries 2 --timeout 5s 2>"$workdir/proxy.log" \
-    >"$workdir/access.log" &
-pids+=($!)
-wait_http "http://127.0.0.1:$ADMIN_PORT/ready" "${pids[1]}"
+ready=0
+for _ in $(seq 1 300); do
+    if ! kill -0 "$pod" 2>/dev/null; then
+        echo "quickstart: the pod exited; see $workdir/pod.log" >&2
+        exit 1
+    fi
+    if curl -fsS -o /dev/null "http://127.0.0.1:$POD_ADMIN_PORT/ready" 2>/dev/null; then
+        ready=1
+        break
+    fi
+    sleep 0.1
+done
+if [ "$ready" != 1 ]; then
+    echo "quickstart: the pod did not become ready; see $workdir/pod.log" >&2
+    "$SIDECAR" pod status --pod-dir "$workdir" >&2 || true
+    stop
+    exit 1
+fi
 
 show() { # description, command...
     echo
@@ -62,20 +58,30 @@ show() { # description, command...
 }
 
 cat <<MSG
-sidecar quickstart is running (files in $workdir):
-  demo app          http://127.0.0.1:$APP_PORT/         (logs: $workdir/app.log)
-  sidecar proxy     http://127.0.0.1:$PROXY_PORT/        (access log: $workdir/access.log)
-  proxy admin       http://127.0.0.1:$ADMIN_PORT/metrics  /ready  /config
+
+sidecar quickstart pod is running (pod directory $workdir):
+  demo app          http://127.0.0.1:$APP_PORT/
+  sidecar proxy     http://127.0.0.1:$PROXY_PORT/        admin http://127.0.0.1:$ADMIN_PORT/metrics
+  sidecar logs      admin http://127.0.0.1:$LOGS_ADMIN_PORT/metrics
+  sidecar metrics   http://127.0.0.1:$METRICS_PORT/metrics (the app's metrics, labelled)
+  the pod runner    http://127.0.0.1:$POD_ADMIN_PORT/pod  /metrics  /ready
+  container logs    $workdir/logs/<container>/<restart>.log (CRI format)
 MSG
 show "through the proxy" curl -sS "http://127.0.0.1:$PROXY_PORT/"
 show "a flaky endpoint: the proxy retries the 503" curl -sS "http://127.0.0.1:$PROXY_PORT/flaky"
 metrics() { curl -sS "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -E '^sidecar_(requests|upstream_rq_retry)_total'; }
 show "the proxy's metrics" metrics
-show "the access log" tail -n 3 "$workdir/access.log"
+app_metrics() { curl -sS "http://127.0.0.1:$METRICS_PORT/metrics" | grep -E '^demo_requests_total'; }
+show "the app's metrics, through the metrics sidecar" app_metrics
+show "the pod's containers" "$SIDECAR" pod status --pod-dir "$workdir"
+sleep 1.5
+shipped() { grep -F '"path":"/flaky"' "$workdir/volumes/logs/shipped/app.jsonl"; }
+show "the app's log lines, shipped by the log sidecar" shipped
 
 if [ "${DEMO_ONESHOT:-0}" = 1 ]; then
-    exit 0
+    stop
+    exit $?
 fi
 echo
-echo "Try: curl -v http://127.0.0.1:$PROXY_PORT/slow?ms=200 ; press Ctrl-C to stop."
-wait "${pids[1]}"
+echo "Try: curl -v http://127.0.0.1:$PROXY_PORT/slow?ms=200 ; press Ctrl-C to stop the pod."
+wait "$pod"

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""examples/quickstart/run-pod.sh: the quickstart as a pod (`sidecar pod run pod.yaml`): an init
+"""examples/quickstart/run.sh: the quickstart as a pod (`sidecar pod run pod.yaml`): an init
 container writes the app's config, the proxy, the log shipper and the metrics sidecar run as native
 sidecars, requests go through the proxy, the app's log lines reach the shipper's output, its metrics
 are served with the pod's label, and the pod stops cleanly."""
@@ -14,7 +14,7 @@ def test_quickstart_pod_runs_end_to_end():
                PROXY_PORT=str(free_port()), ADMIN_PORT=str(free_port()),
                LOGS_ADMIN_PORT=str(free_port()), POD_ADMIN_PORT=str(free_port()),
                METRICS_PORT=str(free_port()), METRICS_ADMIN_PORT=str(free_port()))
-    r = subprocess.run([str(ROOT / "examples/quickstart/run-pod.sh"), BIN], env=env,
+    r = subprocess.run([str(ROOT / "examples/quickstart/run.sh"), BIN], env=env,
                        capture_output=True, text=True, timeout=120)
     out = r.stdout
     assert r.returncode == 0, out + r.stderr
