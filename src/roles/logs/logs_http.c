@@ -6,10 +6,10 @@
 // errors:true is split per item: 429/5xx items are retried alone, the others dropped and counted.
 #include <string.h>
 
-#include <snappy-c.h>
 #include <zlib.h>
 
 #include "core/alloc.h"
+#include "core/lazylib.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "roles/logs/logs.h"
@@ -202,13 +202,11 @@ static int loki_protobuf(const struct logs_batch *b, struct sc_buf *out)
     }
     sc_free(v);
     if (rc == 0) {
-        size_t max = snappy_max_compressed_length(pb.len);
+        size_t max = sc_snappy_max_compressed_length(pb.len);
         rc = sc_buf_reserve(out, max);
         if (rc == 0) {
             size_t olen = max;
-            rc = snappy_compress(pb.p ? pb.p : "", pb.len, out->p + out->len, &olen) == SNAPPY_OK
-                     ? 0
-                     : -EIO;
+            rc = sc_snappy_compress(pb.p ? pb.p : "", pb.len, out->p + out->len, &olen);
             out->len += olen;
         }
     }

@@ -8,10 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
-#include <snappy-c.h>
-
 #include "core/alloc.h"
+#include "core/lazylib.h"
+#include "core/template.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "roles/metrics/metrics.h"
@@ -40,16 +39,17 @@ int metrics_push_group(struct sc_buf *b, const char *key, const char *value)
 {
     size_t n = strlen(value);
     if (n == 0 || memchr(value, '/', n)) {
-        size_t cap = 4 * ((n + 2) / 3) + 1;
-        unsigned char *enc = sc_malloc(cap);
-        int len = EVP_EncodeBlock(enc, (const unsigned char *)value, (int)n);
-        for (int i = 0; i < len; i++) {
-            enc[i] = enc[i] == '+' ? '-' : enc[i] == '/' ? '_' : enc[i];
+        /* The Pushgateway's @base64 form uses the URL-safe alphabet. */
+        int rc = sc_buf_appendf(b, "/%s@base64/", key);
+        size_t from = b->len;
+        if (rc == 0 && n == 0) {
+            rc = sc_buf_append(b, "=", 1); /* its spelling of empty base64 */
+        } else if (rc == 0) {
+            rc = sc_base64_encode(b, value, n);
         }
-        /* An empty value is written "=", the Pushgateway's spelling of empty base64. */
-        int rc = len == 0 ? sc_buf_appendf(b, "/%s@base64/=", key)
-                          : sc_buf_appendf(b, "/%s@base64/%.*s", key, len, (const char *)enc);
-        sc_free(enc);
+        for (size_t i = from; rc == 0 && i < b->len; i++) {
+            b->p[i] = b->p[i] == '+' ? '-' : b->p[i] == '/' ? '_' : b->p[i];
+        }
         return rc;
     }
     int rc = sc_buf_appendf(b, "/%s/", key);
@@ -523,11 +523,11 @@ static void on_rw_snapshot(void *arg, struct metrics_snapshot *snap)
         rw_check_done(w);
         return;
     }
-    size_t max = snappy_max_compressed_length(w->enc.len);
+    size_t max = sc_snappy_max_compressed_length(w->enc.len);
     struct batch *b = SC_NEW(struct batch);
     b->data = sc_malloc(max);
     b->len = max;
-    if (snappy_compress(w->enc.p, w->enc.len, b->data, &b->len) != SNAPPY_OK) {
+    if (sc_snappy_compress(w->enc.p, w->enc.len, b->data, &b->len) != 0) {
         batch_free(b);
         sc_counter_inc(w->m_dropped);
         rw_check_done(w);

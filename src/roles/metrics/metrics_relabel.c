@@ -8,10 +8,10 @@
 #include <string.h>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include <openssl/evp.h>
 #include <pcre2.h>
 
 #include "core/alloc.h"
+#include "core/lazylib.h"
 #include "core/error.h"
 #include "roles/metrics/metrics.h"
 
@@ -261,9 +261,8 @@ static struct sc_str keep_str(struct metrics_lbls *l, const struct sc_buf *b)
 
 static uint64_t md5_low64(struct sc_str s)
 {
-    unsigned char d[16];
-    unsigned int dl = 0;
-    EVP_Digest(s.p ? s.p : "", s.len, d, &dl, EVP_md5(), NULL);
+    unsigned char d[16] = { 0 };
+    sc_md5(s.p, s.len, d);
     uint64_t v = 0;
     for (int i = 8; i < 16; i++) {
         v = (v << 8) | d[i];
