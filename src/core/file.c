@@ -19,8 +19,9 @@
 #include "core/alloc.h"
 #include "core/error.h"
 
-static int write_all(int fd, const char *p, size_t len)
+int sc_file_write_all(int fd, const void *data, size_t len)
 {
+    const char *p = data;
     while (len > 0) {
         ssize_t n = write(fd, p, len);
         if (n < 0) {
@@ -63,7 +64,7 @@ int sc_file_write_atomic(const char *path, const void *data, size_t len, mode_t 
         }
     }
     step = "write";
-    if ((rc = write_all(fd, data, len)) < 0) {
+    if ((rc = sc_file_write_all(fd, data, len)) < 0) {
         goto fail;
     }
     step = "fsync";

@@ -13,6 +13,10 @@
 
 #include "core/buf.h"
 
+/* Writes all <len> bytes at <p> to <fd>, retrying short writes and EINTR. Returns 0 or a
+ * negative errno. */
+int sc_file_write_all(int fd, const void *p, size_t len);
+
 /* Atomically replaces <path> with <len> bytes of <data>, file mode <mode>, and owner <uid>:<gid>
  * when they are not -1. Returns 0, or a negative errno with a new message in <*err>; on error the
  * old file is untouched and no temporary file is left behind. */

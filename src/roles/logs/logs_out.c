@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/file.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "roles/logs/logs.h"
@@ -342,22 +343,6 @@ void logs_out_append(struct logs_out *o, const struct logs_rec *r)
     }
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return -errno;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static void send_head(struct logs_out *o)
 {
     if (o->in_flight || o->closing) {
@@ -388,7 +373,7 @@ static void send_head(struct logs_out *o)
     switch (o->cfg->type) {
     case LOGS_O_FILE:
     case LOGS_O_STDOUT: {
-        int rc = write_all(o->fd, b->body.p, b->body.len);
+        int rc = sc_file_write_all(o->fd, b->body.p, b->body.len);
         if (rc < 0) {
             sc_warn("output write failed", SC_LS("output", o->name), SC_LERR(rc));
         }
@@ -412,7 +397,7 @@ static void dead_letter(struct logs_out *o, struct logs_batch *b)
         return;
     }
     int fd = open(o->cfg->dead_letter, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (fd < 0 || write_all(fd, b->body.p, b->body.len) < 0) {
+    if (fd < 0 || sc_file_write_all(fd, b->body.p, b->body.len) < 0) {
         sc_error("cannot write the dead-letter file", SC_LS("path", o->cfg->dead_letter),
                  SC_LS("error", strerror(errno)));
     }

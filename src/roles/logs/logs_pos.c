@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/file.h"
 #include "core/buf.h"
 #include "core/error.h"
 #include "roles/logs/logs.h"
@@ -137,22 +138,6 @@ out:
     return rc;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return -errno;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 int logs_pos_save(const char *path, const struct logs_pos *p, size_t n)
 {
     struct sc_buf b;
@@ -172,46 +157,11 @@ int logs_pos_save(const char *path, const struct logs_pos *p, size_t n)
             rc = sc_buf_append(&b, "\n", 1);
         }
     }
-    char *tmp = sc_asprintf("%s.tmp", path);
-    int fd = -1;
-    if (rc < 0) {
-        goto out;
-    }
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        rc = -errno;
-        goto out;
-    }
-    rc = write_all(fd, b.p, b.len);
-    if (rc == 0 && fsync(fd) < 0) {
-        rc = -errno;
-    }
-    if (close(fd) < 0 && rc == 0) {
-        rc = -errno;
-    }
-    fd = -1;
-    if (rc == 0 && rename(tmp, path) < 0) {
-        rc = -errno;
-    }
     if (rc == 0) {
-        char *dir = sc_strdup(path);
-        char *slash = strrchr(dir, '/');
-        if (slash == dir) {
-            slash[1] = 0;
-        } else if (slash) {
-            *slash = 0;
-        }
-        int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
-        sc_free(dir);
-    } else {
-        unlink(tmp);
+        char *err = NULL; /* the caller logs the error code */
+        rc = sc_file_write_atomic(path, b.p, b.len, 0600, (uid_t)-1, (gid_t)-1, &err);
+        sc_free(err);
     }
-out:
-    sc_free(tmp);
     sc_buf_cleanup(&b);
     return rc;
 }
