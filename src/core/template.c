@@ -1317,28 +1317,40 @@ static int push_var(struct exec *x, const char *name, json_t *v)
     return 0;
 }
 
-static int exec_range(struct exec *x, const struct node *n, json_t *v, json_t *dot)
+/* Runs one iteration of a range body with <e> as dot, binding the declared variables to <k> (the
+ * index or key) and <e> as Go does. Takes a reference to <k>. */
+static int range_one(struct exec *x, const struct node *n, size_t saved, json_t *k, json_t *e)
 {
     const struct pipe *pp = n->pipe;
+    int rc = 0;
+    x->nvars = saved;
+    if (pp->ndecl == 1) {
+        rc = push_var(x, pp->decl[0], e);
+    } else if (pp->ndecl == 2) {
+        rc = push_var(x, pp->decl[0], k);
+        if (rc == 0) {
+            rc = push_var(x, pp->decl[1], e);
+        }
+    }
+    if (rc == 0) {
+        rc = exec_nodes(x, n->body, e);
+    }
+    json_decref(k);
+    return rc;
+}
+
+static int cmp_keys(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int exec_range(struct exec *x, const struct node *n, json_t *v, json_t *dot)
+{
     size_t saved = x->nvars;
     int rc = 0;
     if (json_is_array(v)) {
         for (size_t i = 0; i < json_array_size(v) && rc == 0; i++) {
-            json_t *e = json_array_get(v, i);
-            json_t *k = json_integer((json_int_t)i);
-            x->nvars = saved;
-            if (pp->ndecl == 1) {
-                rc = push_var(x, pp->decl[0], e);
-            } else if (pp->ndecl == 2) {
-                rc = push_var(x, pp->decl[0], k);
-                if (rc == 0) {
-                    rc = push_var(x, pp->decl[1], e);
-                }
-            }
-            if (rc == 0) {
-                rc = exec_nodes(x, n->body, e);
-            }
-            json_decref(k);
+            rc = range_one(x, n, saved, json_integer((json_int_t)i), json_array_get(v, i));
         }
     } else if (json_is_object(v)) {
         /* Go ranges over maps in sorted key order. */
@@ -1350,29 +1362,9 @@ static int exec_range(struct exec *x, const struct node *n, json_t *v, json_t *d
         {
             keys[i++] = key;
         }
-        for (size_t a = 1; a < cnt; a++) {
-            for (size_t b = a; b > 0 && strcmp(keys[b - 1], keys[b]) > 0; b--) {
-                const char *tmp = keys[b];
-                keys[b] = keys[b - 1];
-                keys[b - 1] = tmp;
-            }
-        }
+        qsort(keys, cnt, sizeof(*keys), cmp_keys);
         for (i = 0; i < cnt && rc == 0; i++) {
-            json_t *e = json_object_get(v, keys[i]);
-            json_t *k = json_string(keys[i]);
-            x->nvars = saved;
-            if (pp->ndecl == 1) {
-                rc = push_var(x, pp->decl[0], e);
-            } else if (pp->ndecl == 2) {
-                rc = push_var(x, pp->decl[0], k);
-                if (rc == 0) {
-                    rc = push_var(x, pp->decl[1], e);
-                }
-            }
-            if (rc == 0) {
-                rc = exec_nodes(x, n->body, e);
-            }
-            json_decref(k);
+            rc = range_one(x, n, saved, json_string(keys[i]), json_object_get(v, keys[i]));
         }
         sc_free(keys);
     } else if (json_is_integer(v) && json_integer_value(v) > 0) {
