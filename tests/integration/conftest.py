@@ -21,11 +21,21 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("SIDECAR_BIN", str(ROOT / "build" / "sidecar"))
 
 
+_GIVEN_PORTS = set()
+
+
 def free_port():
-    """Returns a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """Returns a TCP port on 127.0.0.1 that was free a moment ago and that this session has not
+    handed out before: the kernel may offer the same port to two calls in a row, and a test that
+    asks for two ports must get two."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
+    raise RuntimeError("no fresh free port on 127.0.0.1")
 
 
 def http_get(url, timeout=5, method="GET", data=None, headers=None):
