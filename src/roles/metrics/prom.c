@@ -421,8 +421,6 @@ static struct sc_str scan_token(struct parser *ps)
     return sc_str_n(st, (size_t)(ps->p - st));
 }
 
-/* Reads a quoted label value (after the opening quote) up to its closing quote. Returns the view,
- * unescaped into the arena when it held escapes, or .p == NULL on error (ps->err set). */
 bool prom_valid_utf8(const char *p, size_t n)
 {
     const unsigned char *s = (const unsigned char *)p;
@@ -466,6 +464,30 @@ bool prom_valid_utf8(const char *p, size_t n)
     return true;
 }
 
+/* Returns the <n> bytes at <st>, already validated, with their <nesc> escapes (\\, \", \n)
+ * resolved: a view of the input when there are none, else a NUL-terminated copy in the scrape's
+ * arena. */
+static struct sc_str unescape(struct parser *ps, const char *st, size_t n, size_t nesc)
+{
+    if (nesc == 0) {
+        return sc_str_n(st, n);
+    }
+    char *d = prom_alloc(ps->s, n - nesc + 1);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (st[i] == '\\') {
+            i++;
+            d[k++] = st[i] == 'n' ? '\n' : st[i];
+        } else {
+            d[k++] = st[i];
+        }
+    }
+    d[k] = '\0';
+    return sc_str_n(d, k);
+}
+
+/* Reads a quoted label value (after the opening quote) up to its closing quote into <*out>,
+ * unescaped into the arena when it held escapes. Returns 0, or an error with ps->err set. */
 static int scan_quoted(struct parser *ps, struct sc_str *out)
 {
     const char *st = ps->p;
@@ -498,22 +520,7 @@ static int scan_quoted(struct parser *ps, struct sc_str *out)
         return fail(ps, st, "label value is not valid UTF-8");
     }
     ps->p++; /* the closing quote */
-    if (nesc == 0) {
-        *out = sc_str_n(st, n);
-        return 0;
-    }
-    char *d = prom_alloc(ps->s, n - nesc + 1);
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (st[i] == '\\') {
-            i++;
-            d[k++] = st[i] == 'n' ? '\n' : st[i];
-        } else {
-            d[k++] = st[i];
-        }
-    }
-    d[k] = '\0';
-    *out = sc_str_n(d, k);
+    *out = unescape(ps, st, n, nesc);
     return 0;
 }
 
@@ -815,21 +822,7 @@ static int scan_help(struct parser *ps, struct sc_str *out)
         ps->p++;
     }
     size_t n = (size_t)(ps->p - st);
-    if (nesc == 0) {
-        *out = sc_str_n(st, n);
-        return 0;
-    }
-    char *d = prom_alloc(ps->s, n + 1);
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (st[i] == '\\') {
-            i++;
-            d[k++] = st[i] == 'n' ? '\n' : st[i];
-        } else {
-            d[k++] = st[i];
-        }
-    }
-    *out = sc_str_n(d, k);
+    *out = unescape(ps, st, n, nesc);
     return 0;
 }
 
