@@ -13,6 +13,8 @@ import subprocess
 import time
 import urllib.request
 
+import pytest
+
 from conftest import BIN, free_port, http_get, wait_until
 
 
@@ -181,3 +183,18 @@ def wait_events(events, *names, timeout=10):
     """Waits until every one of <names> has been recorded."""
     wait_until(lambda: all(n in [e for e, _ in read_events(events)] for n in names),
                timeout=timeout, what=f"events {names}")
+
+
+@pytest.fixture
+def pod(tmp_path):
+    """Starts pods from manifest text; each is closed at teardown. Test modules import it."""
+    pods = []
+
+    def start(text, **kw):
+        p = Pod(tmp_path, text, **kw)
+        pods.append(p)
+        return p
+
+    yield start
+    for p in pods:
+        p.close()

@@ -8,24 +8,10 @@ import time
 import pytest
 
 from conftest import wait_until
-from pod_util import (Pod, ev, first, manifest, pid_alive, read_events, service, sh,
+from pod_util import (Pod, pod, ev, first, manifest, pid_alive, read_events, service, sh,
                       wait_events)
 
 FAST = {"periodSeconds": 0.1, "timeoutSeconds": 1}
-
-
-@pytest.fixture
-def pod(tmp_path):
-    pods = []
-
-    def start(text, **kw):
-        p = Pod(tmp_path, text, **kw)
-        pods.append(p)
-        return p
-
-    yield start
-    for p in pods:
-        p.close()
 
 
 def test_start_and_stop_order(pod, tmp_path):

@@ -14,23 +14,9 @@ import time
 import pytest
 
 from conftest import BIN
-from pod_util import Pod, manifest, sh
+from pod_util import Pod, manifest, pod, sh  # noqa: F401 (pod is a fixture)
 
 CRI = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) (F|P) (.*)$")
-
-
-@pytest.fixture
-def pod(tmp_path):
-    pods = []
-
-    def start(text, **kw):
-        p = Pod(tmp_path, text, **kw)
-        pods.append(p)
-        return p
-
-    yield start
-    for p in pods:
-        p.close()
 
 
 def test_cri_log_files(pod, tmp_path):
