@@ -215,11 +215,16 @@ static void reply_error(struct conn *c, int status, const char *reason)
     send_out(c);
 }
 
+/* Finds the route for <method> and <path>; HEAD runs the GET route (its body is not sent). Without
+ * one, <allow> lists the methods <path> has (empty: no such path). */
 static const struct route *find_route(struct sc_admin *a, struct sc_str method, struct sc_str path,
                                       char *allow, size_t allowlen)
 {
     size_t alen = 0;
     allow[0] = '\0';
+    if (sc_str_eq(method, sc_str_c("HEAD"))) {
+        method = sc_str_c("GET");
+    }
     for (size_t i = 0; i < a->nroutes; i++) {
         const struct route *r = &a->routes[i];
         if (!sc_str_eq(path, sc_str_c(r->path))) {
@@ -228,7 +233,9 @@ static const struct route *find_route(struct sc_admin *a, struct sc_str method, 
         if (sc_str_eq(method, sc_str_c(r->method))) {
             return r;
         }
-        int n = snprintf(allow + alen, allowlen - alen, "%s%s", alen ? ", " : "", r->method);
+        bool get = strcmp(r->method, "GET") == 0;
+        int n = snprintf(allow + alen, allowlen - alen, "%s%s%s", alen ? ", " : "", r->method,
+                         get ? ", HEAD" : "");
         if (n > 0 && (size_t)n < allowlen - alen) {
             alen += (size_t)n;
         }
@@ -268,6 +275,9 @@ static void dispatch(struct conn *c, const struct sc_http_msg *msg, struct sc_st
     sc_buf_reset(&c->out);
     int rc = sc_http1_write_simple(&c->out, resp.status, resp.content_type, sc_buf_str(&resp.body),
                                    c->close_after);
+    if (rc == 0 && sc_str_eq(req.method, sc_str_c("HEAD"))) {
+        c->out.len -= resp.body.len; /* the head, with the Content-Length a GET would get */
+    }
     sc_buf_cleanup(&resp.body);
     if (rc < 0) {
         sc_buf_reset(&c->out);

@@ -80,6 +80,25 @@ def test_unknown_path_and_wrong_method(sidecar):
     assert status == 405
 
 
+def test_head_answers_the_get_head_without_a_body(sidecar):
+    # Pipelined after the HEAD, the GET's response must be the next thing on the wire: a body
+    # after the HEAD response would be read as a broken status line.
+    out = raw(
+        sidecar.admin_port,
+        b"HEAD /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    head, rest = out.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"Content-Length: 3" in head
+    assert rest.startswith(b"HTTP/1.1 200 ")
+    assert rest.endswith(b"\r\n\r\nok\n")
+    status, body, headers = sidecar.get("/quitquitquit", method="HEAD")
+    assert status == 405 and body == b""
+    status, body, headers = sidecar.get("/nope", method="OPTIONS")
+    assert status == 404
+
+
 def test_keep_alive_and_pipelining(sidecar):
     req = b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
     out = raw(sidecar.admin_port, req * 3 + b"GET /ready HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
