@@ -23,6 +23,7 @@
 #include "core/template.h"
 #include "net/dest.h"
 #include "net/egress.h"
+#include "roles/secrets/secrets_mem.h"
 
 #define SECRETS_MAX_PATHS 256
 #define SECRETS_MAX_OUT (4u << 20)
@@ -462,6 +463,7 @@ static void vault_call(struct secrets *sv, const char *method, const char *path,
         .timeout_ms = sv->cfg->timeout_ms,
         .max_response = 4u << 20,
         .tls = &sv->tls,
+        .sensitive = true,
     };
     r->next = sv->reqs;
     if (sv->reqs) {
@@ -612,6 +614,7 @@ static char *read_trimmed(const char *path, char **err)
 {
     struct sc_buf b;
     sc_buf_init(&b, 64 * 1024);
+    b.sensitive = true;
     int rc = sc_file_read(path, &b);
     if (rc < 0) {
         sc_buf_cleanup(&b);
@@ -623,7 +626,7 @@ static char *read_trimmed(const char *path, char **err)
         s.len--;
     }
     char *r = sc_strndup(s.p, s.len);
-    sc_free_secret(b.p, b.cap);
+    sc_buf_cleanup(&b);
     return r;
 }
 
@@ -890,6 +893,7 @@ static void render_file(struct secrets *sv, struct secrets_file *f)
     }
     struct sc_buf out;
     sc_buf_init(&out, SECRETS_MAX_OUT);
+    out.sensitive = true;
     char *err = NULL;
     int rc = sc_tmpl_render(f->tmpl, NULL, tmpl_secret, sv, &out, &err);
     if (rc < 0) {
@@ -908,9 +912,7 @@ static void render_file(struct secrets *sv, struct secrets_file *f)
         sv->writes++;
         sc_dest_write(sv->loop, &f->spec, out.p ? out.p : "", out.len, on_file_written, f);
     }
-    if (out.p) {
-        sc_free_secret(out.p, out.cap);
-    }
+    sc_buf_cleanup(&out);
 }
 
 static void on_file_written(void *arg, enum sc_dest_result r)
@@ -1110,6 +1112,7 @@ static int secrets_check(const void *vcfg, char **err)
 static int secrets_start(struct sc_app *app, const void *vcfg, void **state, char **err)
 {
     const struct secrets_cfg *c = vcfg;
+    secrets_mem_protect();
     struct secrets *sv = SC_NEW(struct secrets);
     sv->app = app;
     sv->loop = sc_app_loop(app);
