@@ -86,7 +86,7 @@ static void test_jansson_zeroes_after_protect(void **state)
 
     json_decref(early);
     json_decref(early_arr); /* frees the early string and array through the zeroing free */
-    sc_free(early_text); /* callers may still free jansson's strings with sc_free */
+    sc_free(early_text);    /* callers may still free jansson's strings with sc_free */
     sc_alloc_zeroed_observer = NULL;
     assert_int_equal(dirty, 0);
     assert_true(zeroed > after_parse);

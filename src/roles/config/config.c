@@ -62,6 +62,7 @@ struct config_cfg {
     char *owner;
     struct sc_strv validate;
     uint64_t validate_timeout_ms;
+    char *ca_file;
     struct sc_reload_cfg reload;
 };
 
@@ -138,7 +139,7 @@ static const struct sc_opt source_opts[] = {
     { .name = "ca_file",
       .type = SC_OPT_STR,
       .offset = offsetof(struct config_source_cfg, ca_file),
-      .help = "PEM bundle to verify an https or etcds server" },
+      .help = "PEM bundle to verify an https or etcds server (default: the top-level ca_file)" },
     { .name = "insecure_skip_verify",
       .type = SC_OPT_BOOL,
       .offset = offsetof(struct config_source_cfg, insecure_skip_verify),
@@ -237,6 +238,11 @@ static const struct sc_opt config_opts[] = {
       .offset = offsetof(struct config_cfg, validate_timeout_ms),
       .def = "30s",
       .help = "a validation command running longer is killed and the candidate rejected" },
+    { .name = "ca_file",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct config_cfg, ca_file),
+      .help = "PEM bundle that verifies https and etcds servers (default: the system store)",
+      .flags = SC_OPT_FLAG },
     { .name = "reload",
       .type = SC_OPT_INLINE,
       .offset = offsetof(struct config_cfg, reload),
@@ -1337,7 +1343,7 @@ static int source_init(struct config *cf, struct config_source *s,
     s->spec.validate = c->validate.n ? &c->validate : &cf->cfg->validate;
     s->spec.validate_timeout_ms = cf->cfg->validate_timeout_ms;
     s->interval_ms = c->interval_ms ? c->interval_ms : cf->cfg->interval_ms;
-    s->tls.ca_file = c->ca_file;
+    s->tls.ca_file = c->ca_file ? c->ca_file : cf->cfg->ca_file;
     s->tls.insecure_skip_verify = c->insecure_skip_verify;
 
     const char *lv[3] = { s->name, "success", NULL };
