@@ -44,6 +44,7 @@ struct config_source_cfg {
     char *basic_password;
     char *ca_file;
     bool insecure_skip_verify;
+    struct sc_reload_cfg reload;
 };
 
 struct config_cfg {
@@ -144,6 +145,10 @@ static const struct sc_opt source_opts[] = {
       .type = SC_OPT_BOOL,
       .offset = offsetof(struct config_source_cfg, insecure_skip_verify),
       .help = "do not verify the server certificate" },
+    { .name = "reload",
+      .type = SC_OPT_INLINE,
+      .offset = offsetof(struct config_source_cfg, reload),
+      .sub = sc_reload_item_opts },
     { 0 },
 };
 
@@ -277,6 +282,7 @@ struct config_source {
     struct sc_tmpl *tmpl;
     struct sc_dest_spec spec;
     uint64_t interval_ms;
+    struct sc_reloader *reloader; /* the source's own reload action, or NULL: the top-level one */
     uv_timer_t timer;
     uv_timer_t fs_timer;
     uv_fs_event_t fs_event;
@@ -323,6 +329,13 @@ struct config {
 
 static void source_schedule(struct config_source *s, uint64_t ms);
 static void source_fetch(struct config_source *s);
+
+/* The source's own reload action when it names one, else the top-level one (each debounces on
+ * its own, so a burst of writes gives one run of each action concerned). */
+static struct sc_reloader *source_reloader(const struct config_source *s)
+{
+    return s->reloader ? s->reloader : s->cf->reloader;
+}
 
 static uint64_t rnd(struct config *cf)
 {
@@ -412,6 +425,8 @@ static void retire_sources(struct config_source *src, size_t n, struct config_so
             sc_egress_cancel(s->watch_xfer);
             s->watch_xfer = NULL;
         }
+        sc_reloader_close(s->reloader);
+        s->reloader = NULL;
         retire_handle(r, (uv_handle_t *)&s->timer);
         retire_handle(r, (uv_handle_t *)&s->fs_timer);
         retire_handle(r, (uv_handle_t *)&s->watch_timer);
@@ -476,6 +491,8 @@ static void maybe_finish(struct config *cf, int code)
         if (s->fs_watching) {
             close_handle((uv_handle_t *)&s->fs_event);
         }
+        sc_reloader_close(s->reloader);
+        s->reloader = NULL;
     }
     sc_reloader_close(cf->reloader);
     cf->reloader = NULL;
@@ -584,7 +601,7 @@ static void on_written(void *arg, enum sc_dest_result r)
         return;
     }
     if (r == SC_DEST_WRITTEN && !cf->cfg->once) {
-        sc_reloader_trigger(cf->reloader);
+        sc_reloader_trigger(source_reloader(s));
     }
     if (r == SC_DEST_FAILED) {
         /* The destination does not hold what the validators describe: fetch in full again. */
@@ -642,7 +659,7 @@ static void deliver(struct config_source *s, const char *body, size_t len, json_
         uint64_t h = fnv(body, len, 0xcbf29ce484222325ULL);
         if (s->have_hash && h != s->last_hash && !s->cf->cfg->once) {
             sc_info("source changed", SC_LS("source", s->name));
-            sc_reloader_trigger(s->cf->reloader);
+            sc_reloader_trigger(source_reloader(s));
         }
         s->have_hash = true;
         s->last_hash = h;
@@ -1356,6 +1373,8 @@ static int source_init(struct config *cf, struct config_source *s,
     s->m_invalid = sc_metric_get(cf->f_fetch, lv);
     s->m_last = sc_metric_get(cf->f_last, (const char *[]){ s->name });
 
+    s->reloader = sc_reloader_new(cf->loop, cf->egress, &c->reload, sc_app_metrics(cf->app),
+                                  "sidecar_config_reload_total");
     uv_timer_init(cf->loop, &s->timer);
     s->timer.data = s;
     uv_timer_init(cf->loop, &s->fs_timer);
@@ -1393,6 +1412,12 @@ static int config_check(const void *vcfg, char **err)
                 return SC_ECONFIG;
             }
             sc_tmpl_free(t);
+        }
+        if (sc_reload_check(&srcs[i].reload, err) < 0) {
+            char *m = sc_asprintf("sources[%zu]: %s", i, *err);
+            sc_free(*err);
+            *err = m;
+            return SC_ECONFIG;
         }
     }
     return sc_reload_check(&c->reload, err);
@@ -1470,6 +1495,8 @@ static int config_start(struct sc_app *app, const void *vcfg, void **state, char
         /* Close what was initialised; the state is freed by cleanup once the loop has run. */
         cf->stopping = true;
         for (size_t k = 0; k < cf->nsrc; k++) {
+            sc_reloader_close(cf->src[k].reloader);
+            cf->src[k].reloader = NULL;
             close_handle((uv_handle_t *)&cf->src[k].timer);
             close_handle((uv_handle_t *)&cf->src[k].fs_timer);
             close_handle((uv_handle_t *)&cf->src[k].watch_timer);
