@@ -5,9 +5,11 @@
 // dynamic leases alive (renewed at 2/3 of the lease, re-fetched before expiry when the lease
 // cannot be extended) and the token renewed, and re-renders and reloads the app when a value
 // changes. Secrets go from the HTTP response into the template and the file only: they are never
-// logged, shown as "<redacted>" in /config, and the buffers this role owns (rendered files,
-// request bodies, tokens) are zeroed when freed. The Vault Agent injector's pod annotations can be
-// read from a file or an environment variable, so an annotated pod works unchanged.
+// logged, shown as "<redacted>" in /config, and zeroed when freed (jansson's blocks, the Vault
+// transfers' buffers, rendered files, request bodies, tokens; see secrets_mem.h). The Vault Agent
+// injector's pod annotations can be read from a file or an environment variable, so an annotated
+// pod works unchanged. SIGHUP / POST /reload applies a new config without reading again the
+// secrets it still uses, unless the Vault settings changed.
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
