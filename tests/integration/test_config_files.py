@@ -366,3 +366,31 @@ sources:
     finally:
         app_b.kill()
         app_b.wait()
+
+
+def test_reload_keeps_a_pending_reload_action(sidecar_run, tmp_path):
+    """A file changed and its reload action waits for its debounce when the sidecar's own config
+    is reloaded: the app still gets its reload (by the new action), exactly once."""
+    src, dest, reloads = tmp_path / "s", tmp_path / "d", tmp_path / "reloads"
+    src.write_text("v1")
+    cfg = f"""
+interval: 1h
+reload_command: ["/bin/sh", "-c", "echo x >> {reloads}"]
+reload_debounce: 1s
+sources:
+  - url: file://{src}
+    dest: {dest}
+"""
+
+    def count():
+        return len(reloads.read_text().split()) if reloads.exists() else 0
+
+    sc = sidecar_run("config", config=cfg)
+    wait_until(lambda: count() == 1, timeout=10, what="the first write's reload")
+    write_atomic(src, "v2")
+    wait_until(lambda: dest.read_text() == "v2", timeout=5, what="v2 written")
+    assert count() == 1  # still debouncing
+    assert sc.get("/reload", method="POST")[0] == 200
+    wait_until(lambda: count() == 2, timeout=10, what="the owed reload")
+    time.sleep(1.5)
+    assert count() == 2

@@ -310,3 +310,36 @@ secrets:
     wait_until(lambda: count(top) == 2, timeout=5, what="the top-level action for y")
     time.sleep(0.5)
     assert (count(rx), count(top), count(rz)) == (2, 2, 2)
+
+
+def test_reload_keeps_a_pending_reload_action(sidecar_run, vault, tmp_path):
+    """A secret changed and its file's reload action waits for its debounce when the config is
+    reloaded: the app still gets its reload, once."""
+    vault.kv1["secret/p"] = {"v": "1"}
+    out = tmp_path / "o"
+    out.mkdir()
+    reloads = tmp_path / "reloads"
+    cfg = f"""
+vault_addr: {vault.addr}
+token: root-token
+dest_dir: {out}
+refresh: 200ms
+secrets:
+  - name: p
+    path: secret/p
+    reload_command: ["/bin/sh", "-c", "echo x >> {reloads}"]
+    reload_debounce: 1s
+"""
+
+    def count():
+        return len(reloads.read_text().split()) if reloads.exists() else 0
+
+    sc = sidecar_run("secrets", config=cfg)
+    wait_until(lambda: count() == 1, timeout=10, what="the first write's reload")
+    vault.kv1["secret/p"] = {"v": "2"}
+    wait_until(lambda: (out / "p").read_text() == "v: 2\n", timeout=5, what="rotated")
+    assert count() == 1
+    assert sc.get("/reload", method="POST")[0] == 200
+    wait_until(lambda: count() == 2, timeout=10, what="the owed reload")
+    time.sleep(1.5)
+    assert count() == 2

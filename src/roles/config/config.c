@@ -337,6 +337,17 @@ static struct sc_reloader *source_reloader(const struct config_source *s)
     return s->reloader ? s->reloader : s->cf->reloader;
 }
 
+/* The running source that writes <dest>, or NULL. */
+static struct config_source *source_by_dest(struct config *cf, const char *dest)
+{
+    for (size_t i = 0; dest && i < cf->nsrc; i++) {
+        if (cf->src[i].cfg->dest && strcmp(cf->src[i].cfg->dest, dest) == 0) {
+            return &cf->src[i];
+        }
+    }
+    return NULL;
+}
+
 static uint64_t rnd(struct config *cf)
 {
     cf->rng ^= cf->rng << 13;
@@ -597,6 +608,12 @@ static void on_written(void *arg, enum sc_dest_result r)
     struct config *cf = s->cf;
     s->writes--;
     if (s->ret) {
+        /* A reload replaced the source during this write: the app is still owed a reload, by
+         * the action of whatever writes that file now. */
+        if (r == SC_DEST_WRITTEN && !cf->stopping && !cf->cfg->once) {
+            struct config_source *now = source_by_dest(cf, s->cfg->dest);
+            sc_reloader_trigger(now ? source_reloader(now) : cf->reloader);
+        }
         retired_unref(s->ret);
         return;
     }
@@ -1537,10 +1554,31 @@ static int config_reload(struct sc_app *app, void *state, const void *vcfg, char
         cf->cfg = oldcfg;
         return rc;
     }
+    /* A reload action waiting for its debounce (or running) is owed to the app: the new action
+     * for the same file runs instead. */
+    bool top_owed = sc_reloader_busy(cf->reloader);
+    bool *owed = sc_calloc(cf->nsrc ? cf->nsrc : 1, sizeof(bool));
+    for (size_t i = 0; i < cf->nsrc; i++) {
+        for (size_t k = 0; k < nold && cf->src[i].cfg->dest; k++) {
+            if (old[k].cfg->dest && strcmp(old[k].cfg->dest, cf->src[i].cfg->dest) == 0 &&
+                sc_reloader_busy(source_reloader(&old[k]))) {
+                owed[i] = true;
+            }
+        }
+    }
     retire_sources(old, nold, oldfc, oldcfg->source.n);
     sc_reloader_close(cf->reloader);
     cf->reloader = sc_reloader_new(cf->loop, cf->egress, &c->reload, sc_app_metrics(app),
                                    "sidecar_config_reload_total");
+    if (top_owed) {
+        sc_reloader_trigger(cf->reloader);
+    }
+    for (size_t i = 0; i < cf->nsrc; i++) {
+        if (owed[i]) {
+            sc_reloader_trigger(source_reloader(&cf->src[i]));
+        }
+    }
+    sc_free(owed);
     start_sources(cf);
     return 0;
 }

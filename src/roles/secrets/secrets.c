@@ -1532,6 +1532,18 @@ static int secrets_reload(struct sc_app *app, void *state, const void *vcfg, cha
         return rc;
     }
     bool auth_changed = strcmp(sv->auth_key, pl.auth_key) != 0;
+    /* A reload action waiting for its debounce (or running) is owed to the app: the new action
+     * for the same file runs instead. */
+    bool top_owed = sc_reloader_busy(sv->reloader);
+    bool *owed = sc_calloc(pl.nfiles, sizeof(bool));
+    for (size_t i = 0; i < pl.nfiles; i++) {
+        for (size_t k = 0; k < sv->nfiles; k++) {
+            if (strcmp(sv->files[k]->dest, pl.files[i]->dest) == 0 &&
+                sc_reloader_busy(file_reloader(sv->files[k]))) {
+                owed[i] = true;
+            }
+        }
+    }
     for (size_t i = 0; i < sv->nfiles; i++) {
         struct secrets_file *f = sv->files[i];
         sc_reloader_close(f->reloader);
@@ -1550,6 +1562,15 @@ static int secrets_reload(struct sc_app *app, void *state, const void *vcfg, cha
     sv->reloader = sc_reloader_new(sv->loop, sv->egress, &c->reload, sc_app_metrics(app),
                                    "sidecar_secrets_reload_total");
     plan_apply(sv, &pl);
+    if (top_owed) {
+        sc_reloader_trigger(sv->reloader);
+    }
+    for (size_t i = 0; i < sv->nfiles; i++) {
+        if (owed[i]) {
+            sc_reloader_trigger(file_reloader(sv->files[i]));
+        }
+    }
+    sc_free(owed);
     sync_paths(sv);
     if (auth_changed) {
         sc_info("Vault settings changed; authenticating again");
