@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from config_peers import metric
+from config_peers import make_cert, metric
 from conftest import wait_until
 from fake_vault import FakeVault
 
@@ -151,11 +151,7 @@ def test_once_fails_without_vault(run_cli, tmp_path):
 def test_vault_tls_with_vault_cacert(sidecar_run, tmp_path):
     """An https Vault whose certificate only VAULT_CACERT vouches for: with it the secret is
     read; the system store alone refuses the connection."""
-    import subprocess
-    cert, key = tmp_path / "vault.pem", tmp_path / "vault.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=fake-vault", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    cert, key = make_cert(tmp_path, "vault", cn="fake-vault")
     v = FakeVault(tls=(str(cert), str(key)))
     try:
         v.kv1["secret/tls"] = {"ok": "yes"}
