@@ -334,7 +334,7 @@ sources:
   - url: file://{src['a']}
     dest: {dest['a']}
     reload_command: ["/bin/sh", "-c", "echo a >> {ra}"]
-    reload_debounce: 300ms
+    reload_debounce: 1s
   - url: file://{src['b']}
     dest: {dest['b']}
     reload_pid_file: {pid_file}
@@ -361,7 +361,7 @@ sources:
         wait_until(lambda: count(top) == 2, timeout=5, what="the top-level reload for c")
         write_atomic(src["b"], "b1")
         wait_until(lambda: count(rb) == 2, timeout=5, what="b's signal")
-        time.sleep(0.6)
+        time.sleep(1.2)
         assert (count(top), count(ra), count(rb)) == (2, 2, 2)
     finally:
         app_b.kill()
@@ -376,7 +376,7 @@ def test_reload_keeps_a_pending_reload_action(sidecar_run, tmp_path):
     cfg = f"""
 interval: 1h
 reload_command: ["/bin/sh", "-c", "echo x >> {reloads}"]
-reload_debounce: 1s
+reload_debounce: 3s
 sources:
   - url: file://{src}
     dest: {dest}
@@ -386,11 +386,11 @@ sources:
         return len(reloads.read_text().split()) if reloads.exists() else 0
 
     sc = sidecar_run("config", config=cfg)
-    wait_until(lambda: count() == 1, timeout=10, what="the first write's reload")
+    wait_until(lambda: count() == 1, timeout=15, what="the first write's reload")
     write_atomic(src, "v2")
     wait_until(lambda: dest.read_text() == "v2", timeout=5, what="v2 written")
     assert count() == 1  # still debouncing
     assert sc.get("/reload", method="POST")[0] == 200
-    wait_until(lambda: count() == 2, timeout=10, what="the owed reload")
+    wait_until(lambda: count() == 2, timeout=15, what="the owed reload")
     time.sleep(1.5)
     assert count() == 2

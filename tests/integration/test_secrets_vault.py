@@ -324,18 +324,18 @@ secrets:
   - name: p
     path: secret/p
     reload_command: ["/bin/sh", "-c", "echo x >> {reloads}"]
-    reload_debounce: 1s
+    reload_debounce: 3s
 """
 
     def count():
         return len(reloads.read_text().split()) if reloads.exists() else 0
 
     sc = sidecar_run("secrets", config=cfg)
-    wait_until(lambda: count() == 1, timeout=10, what="the first write's reload")
+    wait_until(lambda: count() == 1, timeout=15, what="the first write's reload")
     vault.kv1["secret/p"] = {"v": "2"}
     wait_until(lambda: (out / "p").read_text() == "v: 2\n", timeout=5, what="rotated")
     assert count() == 1
     assert sc.get("/reload", method="POST")[0] == 200
-    wait_until(lambda: count() == 2, timeout=10, what="the owed reload")
+    wait_until(lambda: count() == 2, timeout=15, what="the owed reload")
     time.sleep(1.5)
     assert count() == 2
