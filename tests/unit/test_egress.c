@@ -761,6 +761,8 @@ static void test_connection_cap(void **state)
             seen[nseen++] = r[i].header2;
         }
     }
+    print_message("%d transfers over %d connections (cap %d)\n", NCAP, nseen,
+                  SC_EGRESS_MAX_HOST_CONNECTIONS);
     assert_true(nseen > 1);
     assert_true(nseen <= SC_EGRESS_MAX_HOST_CONNECTIONS);
     for (int i = 0; i < NCAP; i++) {
