@@ -2,6 +2,7 @@
 // The one wrapper file allowed to call the C allocator directly (see scripts/lint.sh).
 #include "core/alloc.h"
 
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -89,10 +90,22 @@ char *sc_asprintf(const char *fmt, ...)
     return s;
 }
 
+void (*sc_alloc_zeroed_observer)(const void *p, size_t n);
+
 void sc_free_secret(void *p, size_t n)
 {
     if (p) {
         explicit_bzero(p, n);
+        if (sc_alloc_zeroed_observer) {
+            sc_alloc_zeroed_observer(p, n);
+        }
         free(p);
+    }
+}
+
+void sc_free_zeroed(void *p)
+{
+    if (p) {
+        sc_free_secret(p, malloc_usable_size(p));
     }
 }

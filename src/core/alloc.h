@@ -33,6 +33,16 @@ char *sc_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Zeroes <n> bytes at <p> in a way the compiler may not elide (secrets), then frees it. */
 void sc_free_secret(void *p, size_t n);
 
+/* Frees <p> (from sc_malloc or any library that uses the C allocator; NULL-safe) after zeroing
+ * the whole block as the allocator sized it (malloc_usable_size), so it needs no size and works
+ * for blocks allocated before the caller chose it: a free function for libraries that only pass
+ * a pointer back (jansson's json_set_alloc_funcs). */
+void sc_free_zeroed(void *p);
+
+/* Unit tests only (NULL otherwise): called by sc_free_secret and sc_free_zeroed with each block
+ * after it was zeroed and before it is freed, so a test can check that nothing is left in it. */
+extern void (*sc_alloc_zeroed_observer)(const void *p, size_t n);
+
 #define SC_NEW(type) ((type *)sc_calloc(1, sizeof(type)))
 #define SC_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define sc_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))

@@ -13,6 +13,7 @@ void sc_buf_init(struct sc_buf *b, size_t max)
     b->len = 0;
     b->cap = 0;
     b->max = max;
+    b->sensitive = false;
 }
 
 void sc_buf_cleanup(struct sc_buf *b)
@@ -20,7 +21,11 @@ void sc_buf_cleanup(struct sc_buf *b)
     if (!b) {
         return;
     }
-    sc_free(b->p);
+    if (b->sensitive) {
+        sc_free_secret(b->p, b->cap);
+    } else {
+        sc_free(b->p);
+    }
     b->p = NULL;
     b->len = 0;
     b->cap = 0;
@@ -38,7 +43,15 @@ static void grow(struct sc_buf *b, size_t need)
     if (cap < need) {
         cap = need;
     }
-    b->p = sc_realloc(b->p, cap);
+    if (b->sensitive && b->p) {
+        /* realloc would free the old block with the secret still in it. */
+        char *p = sc_malloc(cap);
+        memcpy(p, b->p, b->len);
+        sc_free_secret(b->p, b->cap);
+        b->p = p;
+    } else {
+        b->p = sc_realloc(b->p, cap);
+    }
     b->cap = cap;
 }
 

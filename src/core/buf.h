@@ -6,18 +6,21 @@
 #define SC_CORE_BUF_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/str.h"
 
 struct sc_buf {
     char *p;
-    size_t len; /* bytes in use, from p */
-    size_t cap; /* bytes allocated */
-    size_t max; /* the cap: len never exceeds it */
+    size_t len;     /* bytes in use, from p */
+    size_t cap;     /* bytes allocated */
+    size_t max;     /* the cap: len never exceeds it */
+    bool sensitive; /* set after init for secrets: memory is zeroed when it is freed or grown */
 };
 
-/* Prepares an empty buffer that may hold up to <max> bytes; allocates nothing yet. */
+/* Prepares an empty buffer that may hold up to <max> bytes; allocates nothing yet (and clears
+ * <sensitive>). */
 void sc_buf_init(struct sc_buf *b, size_t max);
 
 /* Frees the buffer's memory; the buffer is empty and reusable afterwards. NULL-safe. */

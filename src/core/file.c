@@ -148,6 +148,7 @@ bool sc_file_same(const char *path, const void *data, size_t len)
     }
     struct sc_buf b;
     sc_buf_init(&b, len + 1);
+    b.sensitive = true; /* the file may hold secrets: zero the copy */
     bool same =
         sc_file_read(path, &b) == 0 && b.len == len && (len == 0 || memcmp(b.p, data, len) == 0);
     sc_buf_cleanup(&b);

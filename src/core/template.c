@@ -979,7 +979,7 @@ static int print_value(struct sc_buf *out, const json_t *v)
     default: {
         char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
         int rc = s ? sc_buf_append_cstr(out, s) : 0;
-        sc_free(s);
+        sc_free_zeroed(s);
         return rc;
     }
     }
@@ -989,6 +989,7 @@ static json_t *as_text(const json_t *v)
 {
     struct sc_buf b;
     sc_buf_init(&b, 16u << 20);
+    b.sensitive = true; /* rendered values may be secrets */
     print_value(&b, v);
     json_t *s = json_stringn(b.p ? b.p : "", b.len);
     sc_buf_cleanup(&b);
@@ -1026,6 +1027,7 @@ static json_t *call_builtin(struct exec *x, const struct arg *f, json_t **av, si
     } while (0)
     struct sc_buf b;
     sc_buf_init(&b, 16u << 20);
+    b.sensitive = true; /* rendered values may be secrets */
     json_t *r = NULL;
     if (strcmp(name, "base64Encode") == 0 || strcmp(name, "base64") == 0) {
         NEED(1);
@@ -1052,7 +1054,7 @@ static json_t *call_builtin(struct exec *x, const struct arg *f, json_t **av, si
             JSON_ENCODE_ANY | JSON_SORT_KEYS | (name[6] == 'P' ? JSON_INDENT(2) : JSON_COMPACT);
         char *s = json_dumps(av[0], fl);
         r = json_string(s ? s : "null");
-        sc_free(s);
+        sc_free_zeroed(s);
     } else if (strcmp(name, "default") == 0) {
         NEED(2);
         r = json_incref(truthy(av[1]) ? av[1] : av[0]);
@@ -1071,7 +1073,7 @@ static json_t *call_builtin(struct exec *x, const struct arg *f, json_t **av, si
         char *q = json_dumps(s, JSON_ENCODE_ANY);
         json_decref(s);
         r = json_string(q ? q : "\"\"");
-        sc_free(q);
+        sc_free_zeroed(q);
     } else if (strcmp(name, "upper") == 0 || strcmp(name, "lower") == 0 ||
                strcmp(name, "trimSpace") == 0) {
         NEED(1);

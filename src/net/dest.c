@@ -20,64 +20,77 @@
 #include "core/file.h"
 #include "core/log.h"
 
+/* The reload keys, with or without their command-line flags. */
+// clang-format off
+#define RELOAD_OPTS(FLAGS)                                                                         \
+    { .name = "reload_url",                                                                        \
+      .type = SC_OPT_STR,                                                                          \
+      .offset = offsetof(struct sc_reload_cfg, url),                                               \
+      .help = "reload action: send an HTTP request to this URL after a file changed",              \
+      .flags = (FLAGS) },                                                                          \
+    { .name = "reload_method",                                                                     \
+      .type = SC_OPT_STR,                                                                          \
+      .offset = offsetof(struct sc_reload_cfg, method),                                            \
+      .def = "POST",                                                                               \
+      .help = "HTTP method of the reload request",                                                 \
+      .flags = (FLAGS) },                                                                          \
+    { .name = "reload_expect_status",                                                              \
+      .type = SC_OPT_INT,                                                                          \
+      .offset = offsetof(struct sc_reload_cfg, expect_status),                                     \
+      .def = "0",                                                                                  \
+      .help = "status the reload request must answer (0: any 2xx)",                                \
+      .flags = (FLAGS),                                                                            \
+      .min = 0,                                                                                    \
+      .max = 599 },                                                                                \
+    { .name = "reload_retries",                                                                    \
+      .type = SC_OPT_INT,                                                                          \
+      .offset = offsetof(struct sc_reload_cfg, retries),                                           \
+      .def = "3",                                                                                  \
+      .help =                                                                                      \
+      "extra attempts of a failed reload request or command (backoff 0.5 s, doubling)",            \
+      .flags = (FLAGS),                                                                            \
+      .min = 0,                                                                                    \
+      .max = 20 },                                                                                 \
+    { .name = "reload_signal",                                                                     \
+      .type = SC_OPT_STR,                                                                          \
+      .offset = offsetof(struct sc_reload_cfg, signal),                                            \
+      .def = "SIGHUP",                                                                             \
+      .help = "signal sent by the pid-file and process reload actions",                            \
+      .flags = (FLAGS) },                                                                          \
+    { .name = "reload_pid_file",                                                                   \
+      .type = SC_OPT_STR,                                                                          \
+      .offset = offsetof(struct sc_reload_cfg, pid_file),                                          \
+      .help = "reload action: signal the process whose pid this file holds",                       \
+      .flags = (FLAGS) },                                                                          \
+    { .name = "reload_process",                                                                    \
+      .type = SC_OPT_STR,                                                                          \
+      .offset = offsetof(struct sc_reload_cfg, process),                                           \
+      .help = "reload action: signal every process with this name (shared PID namespace)",         \
+      .flags = (FLAGS) },                                                                          \
+    { .name = "reload_command",                                                                    \
+      .type = SC_OPT_STRLIST,                                                                      \
+      .offset = offsetof(struct sc_reload_cfg, command),                                           \
+      .help =                                                                                      \
+      "reload action: run this command (argv list; as flags, one --reload-command per "            \
+      "argument); exit 0 is success",                                                              \
+      .flags = (FLAGS) },                                                                          \
+    { .name = "reload_debounce",                                                                   \
+      .type = SC_OPT_DURATION,                                                                     \
+      .offset = offsetof(struct sc_reload_cfg, debounce_ms),                                       \
+      .def = "500ms",                                                                              \
+      .help = "a burst of changes within this window gives one reload",                            \
+      .flags = (FLAGS) },
+
 const struct sc_opt sc_reload_opts[] = {
-    { .name = "reload_url",
-      .type = SC_OPT_STR,
-      .offset = offsetof(struct sc_reload_cfg, url),
-      .help = "reload action: send an HTTP request to this URL after a file changed",
-      .flags = SC_OPT_FLAG },
-    { .name = "reload_method",
-      .type = SC_OPT_STR,
-      .offset = offsetof(struct sc_reload_cfg, method),
-      .def = "POST",
-      .help = "HTTP method of the reload request",
-      .flags = SC_OPT_FLAG },
-    { .name = "reload_expect_status",
-      .type = SC_OPT_INT,
-      .offset = offsetof(struct sc_reload_cfg, expect_status),
-      .def = "0",
-      .help = "status the reload request must answer (0: any 2xx)",
-      .flags = SC_OPT_FLAG,
-      .min = 0,
-      .max = 599 },
-    { .name = "reload_retries",
-      .type = SC_OPT_INT,
-      .offset = offsetof(struct sc_reload_cfg, retries),
-      .def = "3",
-      .help = "extra attempts of a failed reload request or command (backoff 0.5 s, doubling)",
-      .flags = SC_OPT_FLAG,
-      .min = 0,
-      .max = 20 },
-    { .name = "reload_signal",
-      .type = SC_OPT_STR,
-      .offset = offsetof(struct sc_reload_cfg, signal),
-      .def = "SIGHUP",
-      .help = "signal sent by the pid-file and process reload actions",
-      .flags = SC_OPT_FLAG },
-    { .name = "reload_pid_file",
-      .type = SC_OPT_STR,
-      .offset = offsetof(struct sc_reload_cfg, pid_file),
-      .help = "reload action: signal the process whose pid this file holds",
-      .flags = SC_OPT_FLAG },
-    { .name = "reload_process",
-      .type = SC_OPT_STR,
-      .offset = offsetof(struct sc_reload_cfg, process),
-      .help = "reload action: signal every process with this name (shared PID namespace)",
-      .flags = SC_OPT_FLAG },
-    { .name = "reload_command",
-      .type = SC_OPT_STRLIST,
-      .offset = offsetof(struct sc_reload_cfg, command),
-      .help = "reload action: run this command (argv list; as flags, one --reload-command per "
-              "argument); exit 0 is success",
-      .flags = SC_OPT_FLAG },
-    { .name = "reload_debounce",
-      .type = SC_OPT_DURATION,
-      .offset = offsetof(struct sc_reload_cfg, debounce_ms),
-      .def = "500ms",
-      .help = "a burst of changes within this window gives one reload",
-      .flags = SC_OPT_FLAG },
+    RELOAD_OPTS(SC_OPT_FLAG)
     { 0 },
 };
+
+const struct sc_opt sc_reload_item_opts[] = {
+    RELOAD_OPTS(0)
+    { 0 },
+};
+// clang-format on
 
 static const struct {
     const char *name;

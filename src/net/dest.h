@@ -32,6 +32,8 @@ struct sc_reload_cfg {
 };
 
 extern const struct sc_opt sc_reload_opts[];
+/* The same keys without command-line flags: a reload action of one source or template. */
+extern const struct sc_opt sc_reload_item_opts[];
 
 /* Where and how one file is written (borrowed by sc_dest_write until its callback). */
 struct sc_dest_spec {

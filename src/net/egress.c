@@ -11,7 +11,9 @@
 // environment apply to egress traffic (that is what operators expect of a sidecar's outbound
 // calls). Redirects are not followed: the caller sees the 3xx. Accept-Encoding is not sent unless
 // the caller adds it. Connections are reused through the multi handle's connection cache, and
-// HTTP/2 is used when a TLS server offers it (curl's default).
+// HTTP/2 is used when a TLS server offers it (curl's default). The multi handle caps open
+// connections (SC_EGRESS_MAX_CONNECTIONS, SC_EGRESS_MAX_HOST_CONNECTIONS in egress.h): a burst
+// of transfers to one slow host queues inside curl instead of opening a socket each.
 //
 // libcurl is loaded with dlopen when the first client is created, not linked: its dependency tree
 // (OpenSSL, nghttp2, Kerberos, LDAP, ...) costs several MiB of resident memory at start-up, which
@@ -95,7 +97,8 @@ struct sc_egress_xfer {
     bool cancelled;     /* never call back; destroy once curl is off the stack */
     bool body_started;  /* header lines after the body are trailers: ignored */
     bool too_big;
-    bool aborted; /* on_data returned false */
+    bool aborted;   /* on_data returned false */
+    bool sensitive; /* zero header lines when freeing (the buffers zero themselves) */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -142,6 +145,11 @@ static void xfer_destroy(struct sc_egress_xfer *x)
         lc.multi_remove_handle(x->e->multi, x->easy);
     }
     lc.easy_cleanup(x->easy);
+    if (x->sensitive) {
+        for (struct curl_slist *l = x->headers; l; l = l->next) {
+            explicit_bzero(l->data, strlen(l->data));
+        }
+    }
     lc.slist_free_all(x->headers);
     sc_buf_cleanup(&x->body);
     sc_buf_cleanup(&x->head);
@@ -293,7 +301,8 @@ static int append_header(struct curl_slist **list, const char *line)
 }
 
 /* Builds the request's header list. Returns 0 or -EINVAL for a header curl would mangle. */
-static int build_headers(const struct sc_egress_req *req, bool has_body, struct curl_slist **out)
+static int build_headers(const struct sc_egress_req *req, bool has_body, struct curl_slist **out,
+                         bool sensitive)
 {
     struct curl_slist *list = NULL;
     int rc = 0;
@@ -307,7 +316,11 @@ static int build_headers(const struct sc_egress_req *req, bool has_body, struct 
         /* "Name:" would tell curl to drop the header; "Name;" sends it with an empty value. */
         char *line = *v ? sc_asprintf("%s: %s", k, v) : sc_asprintf("%s;", k);
         rc = append_header(&list, line);
-        sc_free(line);
+        if (sensitive) {
+            sc_free_secret(line, strlen(line));
+        } else {
+            sc_free(line);
+        }
         if (rc < 0) {
             goto out;
         }
@@ -325,6 +338,9 @@ static int build_headers(const struct sc_egress_req *req, bool has_body, struct 
     *out = list;
     list = NULL;
 out:
+    for (struct curl_slist *l = list; sensitive && l; l = l->next) {
+        explicit_bzero(l->data, strlen(l->data));
+    }
     lc.slist_free_all(list);
     return rc;
 }
@@ -352,7 +368,7 @@ static int setup_easy(struct sc_egress_xfer *x, const struct sc_egress_req *req)
         (req->body_len && !req->body)) {
         return -EINVAL;
     }
-    if ((rc = build_headers(req, has_body, &x->headers)) < 0) {
+    if ((rc = build_headers(req, has_body, &x->headers, x->sensitive)) < 0) {
         return rc;
     }
 
@@ -658,6 +674,8 @@ struct sc_egress *sc_egress_new(uv_loop_t *loop)
     lc.multi_setopt(e->multi, CURLMOPT_SOCKETDATA, e);
     lc.multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
     lc.multi_setopt(e->multi, CURLMOPT_TIMERDATA, e);
+    lc.multi_setopt(e->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)SC_EGRESS_MAX_CONNECTIONS);
+    lc.multi_setopt(e->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)SC_EGRESS_MAX_HOST_CONNECTIONS);
     return e;
 }
 
@@ -676,8 +694,11 @@ int sc_egress_send(struct sc_egress *e, const struct sc_egress_req *req, sc_egre
     x->cb = cb;
     x->arg = arg;
     x->on_data = req->on_data;
+    x->sensitive = req->sensitive;
     sc_buf_init(&x->body, req->max_response ? req->max_response : DEFAULT_MAX_RESPONSE);
     sc_buf_init(&x->head, MAX_RESPONSE_HEADERS);
+    x->body.sensitive = req->sensitive;
+    x->head.sensitive = req->sensitive;
     x->easy = lc.easy_init();
     int rc = x->easy ? setup_easy(x, req) : -ENOMEM;
     if (rc < 0) {

@@ -3,6 +3,9 @@
 // one timer), so Loki, Elasticsearch, Pushgateway, remote_write, config URLs and Vault are all
 // reached without threads and with curl's TLS, proxies, auth and HTTP/2. One client per loop.
 // Every transfer is bounded: a deadline, a connect deadline, and a cap on the response body kept.
+// Connections are bounded per client: SC_EGRESS_MAX_CONNECTIONS in all and
+// SC_EGRESS_MAX_HOST_CONNECTIONS to one host; transfers beyond them wait in curl's queue for a
+// connection (their deadline runs meanwhile). A stream (an etcd watch) holds its connection.
 #ifndef SC_NET_EGRESS_H
 #define SC_NET_EGRESS_H
 
@@ -15,6 +18,10 @@
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/str.h"
+
+/* Open connections of one client (one loop), and of those to one host:port. */
+#define SC_EGRESS_MAX_CONNECTIONS 256
+#define SC_EGRESS_MAX_HOST_CONNECTIONS 64
 
 struct sc_egress;
 struct sc_egress_xfer;
@@ -44,6 +51,10 @@ struct sc_egress_req {
     /* When set, response body bytes are delivered here as they arrive instead of being kept
      * (for streams such as etcd watches); return false to abort the transfer. */
     bool (*on_data)(void *arg, const char *p, size_t len);
+    /* The request or its response carries secrets (Vault): the response body and header buffers
+     * and the request header lines this client built are zeroed when they are grown or freed.
+     * libcurl's own copies (socket and TLS buffers, CURLOPT strings) are not. */
+    bool sensitive;
 };
 
 struct sc_egress_resp {

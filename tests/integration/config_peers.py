@@ -108,6 +108,38 @@ http {{
 """
 
 
+def nginx_tls_conf(root: Path, port: int, docroot: Path, cert: Path, key: Path) -> str:
+    """nginx serving <docroot> over https with <cert> (ETag and Last-Modified as over http)."""
+    return USER + f"""
+worker_processes 1;
+pid {root}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+    access_log {root}/logs/access.log;
+    client_body_temp_path {root}/tmp;
+    proxy_temp_path {root}/tmp;
+    fastcgi_temp_path {root}/tmp;
+    uwsgi_temp_path {root}/tmp;
+    scgi_temp_path {root}/tmp;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        root {docroot};
+    }}
+}}
+"""
+
+
+def make_cert(tmp: Path, name: str, cn: str = "127.0.0.1"):
+    """A self-signed certificate for 127.0.0.1 made by `openssl req`; returns (cert, key)."""
+    cert, key = tmp / f"{name}.pem", tmp / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", f"/CN={cn}", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
 class Etcd:
     """A single-member etcd on loopback with its data dir in a temp dir."""
 

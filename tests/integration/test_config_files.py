@@ -310,3 +310,87 @@ sources:
     wait_until(lambda: d.read_text() == "a2", timeout=5, what="write finished")
     write_atomic(a, "a3")
     wait_until(lambda: d.read_text() == "a3", timeout=5, what="new source")
+
+
+def test_each_source_has_its_own_reload_action(sidecar_run, tmp_path):
+    """A source with its own reload_* action runs it (debounced on its own) instead of the
+    top-level one; a source without one runs the top-level action."""
+    import subprocess
+    src = {k: tmp_path / f"src-{k}" for k in "abc"}
+    dest = {k: tmp_path / f"dest-{k}" for k in "abc"}
+    for k, p in src.items():
+        p.write_text(f"{k}0")
+    top, ra, rb = tmp_path / "top", tmp_path / "ra", tmp_path / "rb"
+    pid_file = tmp_path / "app-b.pid"
+    app_b = subprocess.Popen(["/bin/sh", "-c", f"trap 'echo u >> {rb}' USR1; "
+                              "while :; do sleep 0.05; done"])
+    pid_file.write_text(f"{app_b.pid}\n")
+    time.sleep(0.2)  # the trap is set before the first signal can come
+    cfg = f"""
+interval: 1h
+reload_command: ["/bin/sh", "-c", "echo x >> {top}"]
+reload_debounce: 50ms
+sources:
+  - url: file://{src['a']}
+    dest: {dest['a']}
+    reload_command: ["/bin/sh", "-c", "echo a >> {ra}"]
+    reload_debounce: 1s
+  - url: file://{src['b']}
+    dest: {dest['b']}
+    reload_pid_file: {pid_file}
+    reload_signal: SIGUSR1
+    reload_debounce: 50ms
+  - url: file://{src['c']}
+    dest: {dest['c']}
+"""
+
+    def count(p):
+        return len(p.read_text().split()) if p.exists() else 0
+
+    try:
+        sidecar_run("config", config=cfg)
+        # The first write of each source runs its action once.
+        wait_until(lambda: (count(top), count(ra), count(rb)) == (1, 1, 1), timeout=10,
+                   what="one reload per action after the first writes")
+        for i in range(1, 6):
+            write_atomic(src["a"], f"a{i}")
+            time.sleep(0.02)
+        wait_until(lambda: dest["a"].read_text() == "a5", timeout=5, what="a5")
+        wait_until(lambda: count(ra) == 2, timeout=5, what="a's own reload")
+        write_atomic(src["c"], "c1")
+        wait_until(lambda: count(top) == 2, timeout=5, what="the top-level reload for c")
+        write_atomic(src["b"], "b1")
+        wait_until(lambda: count(rb) == 2, timeout=5, what="b's signal")
+        time.sleep(1.2)
+        assert (count(top), count(ra), count(rb)) == (2, 2, 2)
+    finally:
+        app_b.kill()
+        app_b.wait()
+
+
+def test_reload_keeps_a_pending_reload_action(sidecar_run, tmp_path):
+    """A file changed and its reload action waits for its debounce when the sidecar's own config
+    is reloaded: the app still gets its reload (by the new action), exactly once."""
+    src, dest, reloads = tmp_path / "s", tmp_path / "d", tmp_path / "reloads"
+    src.write_text("v1")
+    cfg = f"""
+interval: 1h
+reload_command: ["/bin/sh", "-c", "echo x >> {reloads}"]
+reload_debounce: 3s
+sources:
+  - url: file://{src}
+    dest: {dest}
+"""
+
+    def count():
+        return len(reloads.read_text().split()) if reloads.exists() else 0
+
+    sc = sidecar_run("config", config=cfg)
+    wait_until(lambda: count() == 1, timeout=15, what="the first write's reload")
+    write_atomic(src, "v2")
+    wait_until(lambda: dest.read_text() == "v2", timeout=5, what="v2 written")
+    assert count() == 1  # still debouncing
+    assert sc.get("/reload", method="POST")[0] == 200
+    wait_until(lambda: count() == 2, timeout=15, what="the owed reload")
+    time.sleep(1.5)
+    assert count() == 2

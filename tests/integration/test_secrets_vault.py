@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from config_peers import metric
+from config_peers import make_cert, metric
 from conftest import wait_until
 from fake_vault import FakeVault
 
@@ -151,11 +151,7 @@ def test_once_fails_without_vault(run_cli, tmp_path):
 def test_vault_tls_with_vault_cacert(sidecar_run, tmp_path):
     """An https Vault whose certificate only VAULT_CACERT vouches for: with it the secret is
     read; the system store alone refuses the connection."""
-    import subprocess
-    cert, key = tmp_path / "vault.pem", tmp_path / "vault.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=fake-vault", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    cert, key = make_cert(tmp_path, "vault", cn="fake-vault")
     v = FakeVault(tls=(str(cert), str(key)))
     try:
         v.kv1["secret/tls"] = {"ok": "yes"}
@@ -174,3 +170,172 @@ def test_vault_tls_with_vault_cacert(sidecar_run, tmp_path):
         assert (out / "t").read_text() == "ok: yes\n"
     finally:
         v.stop()
+
+
+def test_reload_applies_templates_and_keeps_unchanged_secrets(sidecar_run, vault, tmp_path):
+    """POST /reload and SIGHUP re-read the config: a changed template re-renders from the secret
+    already read (no new read, no new login), a new file reads only its own path, a malformed
+    config is refused with file:line:col and the old one keeps running, and new credentials log
+    in again and read everything afresh."""
+    import re
+    import signal
+    vault.kv1["secret/a"] = {"v": "a1"}
+    vault.kv1["secret/b"] = {"v": "b1"}
+    vault.tokens["other-token"] = {"ttl": 3600, "renewable": True, "policies": ["app"]}
+    out = tmp_path / "o"
+    out.mkdir()
+    reloads_b = tmp_path / "reloads-b"
+    base = f"vault_addr: {vault.addr}\ndest_dir: {out}\nrefresh: 1h\n"
+    one = base + "token: root-token\nsecrets:\n  - name: a\n    path: secret/a\n"
+    sc = sidecar_run("secrets", config=one)
+    assert (out / "a").read_text() == "v: a1\n"
+    assert vault.count("GET", "/v1/secret/a") == 1
+
+    two = base + f"""token: root-token
+secrets:
+  - name: a
+    template: 'A={{{{ with secret "secret/a" }}}}{{{{ .Data.v }}}}{{{{ end }}}}'
+  - name: b
+    path: secret/b
+    reload_command: ["/bin/sh", "-c", "echo b >> {reloads_b}"]
+    reload_debounce: 10ms
+"""
+    sc.config_path.write_text(two)
+    status, body, _ = sc.get("/reload", method="POST")
+    assert status == 200, body
+    wait_until(lambda: (out / "a").read_text() == "A=a1", timeout=5, what="a re-rendered")
+    wait_until(lambda: (out / "b").exists() and (out / "b").read_text() == "v: b1\n", timeout=5,
+               what="b written")
+    wait_until(lambda: reloads_b.exists(), timeout=5, what="b's own reload action")
+    assert vault.count("GET", "/v1/secret/a") == 1  # the secret already read was reused
+    assert vault.count("GET", "/v1/secret/b") == 1
+    assert vault.count("GET", "/v1/auth/token/lookup-self") == 1
+    assert stat.S_IMODE(os.stat(out / "b").st_mode) == 0o600
+
+    # Malformed: refused with the position, the running config stays.
+    sc.config_path.write_text(two + "  - name: c\n    path: [unclosed\n")
+    status, body, _ = sc.get("/reload", method="POST")
+    assert status == 400, body
+    assert re.search(r"\.yaml:\d+:\d+: ", body.decode()), body
+    sc.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: sc.logs().count("reload rejected; the previous configuration keeps "
+                                       "running") >= 2, timeout=5, what="SIGHUP refused too")
+    assert '"name": "b"' in sc.get("/config")[1].decode()
+    assert sc.get("/ready")[0] == 200
+
+    # New credentials: logged in again, everything read afresh with the new token.
+    vault.kv1["secret/a"] = {"v": "a2"}
+    sc.config_path.write_text(two.replace("token: root-token", "token: other-token"))
+    sc.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: (out / "a").read_text() == "A=a2", timeout=5, what="re-read after re-auth")
+    assert vault.count("GET", "/v1/auth/token/lookup-self") == 2
+    with vault.lock:
+        tokens = [t for m, p, t in vault.requests if p == "/v1/secret/a"]
+    assert tokens == ["root-token", "other-token"]
+    assert "other-token" not in sc.logs() and "other-token" not in sc.get("/config")[1].decode()
+
+
+def test_reload_during_a_write_in_flight(sidecar_run, vault, tmp_path):
+    """A reload replaces a file whose validation is still running: that write finishes, then
+    the new template renders to the same destination (never two writes at once; ASan checks the
+    lifetime of the replaced file)."""
+    vault.kv1["secret/w"] = {"v": "w1"}
+    out = tmp_path / "o"
+    out.mkdir()
+    marker = tmp_path / "validating"
+    cfg = f"""
+vault_addr: {vault.addr}
+token: root-token
+dest_dir: {out}
+refresh: 200ms
+validate: ["/bin/sh", "-c", "touch {marker}; sleep 0.5"]
+secrets:
+  - name: w
+    path: secret/w
+"""
+    sc = sidecar_run("secrets", config=cfg)
+    assert (out / "w").read_text() == "v: w1\n"
+    marker.unlink()
+    vault.kv1["secret/w"] = {"v": "w2"}
+    wait_until(lambda: marker.exists(), timeout=5, what="validation running")
+    sc.config_path.write_text(cfg.replace("sleep 0.5", "true").replace(
+        "    path: secret/w\n",
+        "    template: 'W={{ with secret \"secret/w\" }}{{ .Data.v }}{{ end }}'\n"))
+    assert sc.get("/reload", method="POST")[0] == 200
+    wait_until(lambda: (out / "w").read_text() == "W=w2", timeout=10, what="new template")
+
+
+def test_each_file_has_its_own_reload_action(sidecar_run, vault, tmp_path):
+    """A secret with its own reload_* keys (or the injector's agent-inject-command-<name>
+    annotation) runs its own action when its file changes; the others run the top-level one."""
+    vault.kv1["secret/x"] = {"v": "x1"}
+    vault.kv1["secret/y"] = {"v": "y1"}
+    vault.kv1["secret/z"] = {"v": "z1"}
+    out = tmp_path / "o"
+    out.mkdir()
+    rx, rz, top = tmp_path / "rx", tmp_path / "rz", tmp_path / "top"
+    cfg = f"""
+vault_addr: {vault.addr}
+token: root-token
+dest_dir: {out}
+refresh: 200ms
+reload_command: ["/bin/sh", "-c", "echo t >> {top}"]
+reload_debounce: 10ms
+secrets:
+  - name: x
+    path: secret/x
+    reload_command: ["/bin/sh", "-c", "echo x >> {rx}"]
+    reload_debounce: 10ms
+  - name: y
+    path: secret/y
+"""
+    ann = ('vault.hashicorp.com/agent-inject-secret-z="secret/z"\n'
+           f'vault.hashicorp.com/agent-inject-command-z="echo z >> {rz}"\n')
+
+    def count(p):
+        return len(p.read_text().split()) if p.exists() else 0
+
+    sidecar_run("secrets", config=cfg, env={"SIDECAR_VAULT_ANNOTATIONS": ann})
+    wait_until(lambda: (count(rx), count(top), count(rz)) == (1, 1, 1), timeout=10,
+               what="one run of each action after the first writes")
+    vault.kv1["secret/x"] = {"v": "x2"}
+    wait_until(lambda: count(rx) == 2, timeout=5, what="x's action")
+    vault.kv1["secret/z"] = {"v": "z2"}
+    wait_until(lambda: count(rz) == 2, timeout=5, what="z's annotation command")
+    vault.kv1["secret/y"] = {"v": "y2"}
+    wait_until(lambda: count(top) == 2, timeout=5, what="the top-level action for y")
+    time.sleep(0.5)
+    assert (count(rx), count(top), count(rz)) == (2, 2, 2)
+
+
+def test_reload_keeps_a_pending_reload_action(sidecar_run, vault, tmp_path):
+    """A secret changed and its file's reload action waits for its debounce when the config is
+    reloaded: the app still gets its reload, once."""
+    vault.kv1["secret/p"] = {"v": "1"}
+    out = tmp_path / "o"
+    out.mkdir()
+    reloads = tmp_path / "reloads"
+    cfg = f"""
+vault_addr: {vault.addr}
+token: root-token
+dest_dir: {out}
+refresh: 200ms
+secrets:
+  - name: p
+    path: secret/p
+    reload_command: ["/bin/sh", "-c", "echo x >> {reloads}"]
+    reload_debounce: 3s
+"""
+
+    def count():
+        return len(reloads.read_text().split()) if reloads.exists() else 0
+
+    sc = sidecar_run("secrets", config=cfg)
+    wait_until(lambda: count() == 1, timeout=15, what="the first write's reload")
+    vault.kv1["secret/p"] = {"v": "2"}
+    wait_until(lambda: (out / "p").read_text() == "v: 2\n", timeout=5, what="rotated")
+    assert count() == 1
+    assert sc.get("/reload", method="POST")[0] == 200
+    wait_until(lambda: count() == 2, timeout=15, what="the owed reload")
+    time.sleep(1.5)
+    assert count() == 2

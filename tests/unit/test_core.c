@@ -229,6 +229,58 @@ static void test_log_parse(void **state)
     assert_int_equal(sc_log_format_parse("xml", &f), -EINVAL);
 }
 
+static size_t zeroed_n, zeroed_bytes, dirty_n;
+
+static void observe_zeroed(const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++) {
+        if (c[i]) {
+            dirty_n++;
+            return;
+        }
+    }
+    zeroed_n++;
+    zeroed_bytes += n;
+}
+
+/* A sensitive buffer zeroes every block it gives up: the old one at each growth (where realloc
+ * would have freed it with the contents in it) and the last one at cleanup. sc_free_zeroed
+ * zeroes the whole block without being told its size. An ordinary buffer zeroes nothing. */
+static void test_buf_sensitive_and_free_zeroed(void **state)
+{
+    (void)state;
+    zeroed_n = zeroed_bytes = dirty_n = 0;
+    sc_alloc_zeroed_observer = observe_zeroed;
+    struct sc_buf b;
+    sc_buf_init(&b, 1u << 20);
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(sc_buf_append_cstr(&b, "password=hunter2;"), 0);
+    }
+    sc_buf_cleanup(&b);
+    assert_int_equal(zeroed_n, 0);
+
+    sc_buf_init(&b, 1u << 20);
+    b.sensitive = true;
+    for (int i = 0; i < 100; i++) { /* 1700 bytes: 256 -> 512 -> 1024 -> 2048 */
+        assert_int_equal(sc_buf_append_cstr(&b, "password=hunter2;"), 0);
+    }
+    assert_int_equal(b.len, 1700);
+    assert_memory_equal(b.p + 1683, "password=hunter2;", 17);
+    assert_int_equal(zeroed_n, 3);
+    sc_buf_cleanup(&b);
+    assert_int_equal(zeroed_n, 4);
+    assert_int_equal(zeroed_bytes, 256 + 512 + 1024 + 2048);
+
+    char *p = sc_strdup("token=s.0123456789abcdef");
+    sc_free_zeroed(p);
+    assert_int_equal(zeroed_n, 5);
+    assert_true(zeroed_bytes >= 256 + 512 + 1024 + 2048 + 25);
+    sc_free_zeroed(NULL);
+    sc_alloc_zeroed_observer = NULL;
+    assert_int_equal(dirty_n, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -236,7 +288,7 @@ int main(void)
         cmocka_unit_test(test_buf_growth), cmocka_unit_test(test_list),
         cmocka_unit_test(test_errors),     cmocka_unit_test(test_log_json),
         cmocka_unit_test(test_log_text),   cmocka_unit_test(test_log_truncates_whole_fields),
-        cmocka_unit_test(test_log_parse),
+        cmocka_unit_test(test_log_parse),  cmocka_unit_test(test_buf_sensitive_and_free_zeroed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -117,6 +117,9 @@ static bool route(int fd, const char *method, const char *path, const char *head
         respond(fd, "200 OK", "", head, hlen);
     } else if (strcmp(path, "/status500") == 0) {
         respond(fd, "500 Internal Server Error", "", "boom", 4);
+    } else if (strcmp(path, "/slow") == 0) {
+        usleep(100000);
+        respond(fd, "200 OK", "", "slow", 4);
     } else if (strcmp(path, "/stall") == 0) {
         for (;;) {
             pause();
@@ -730,6 +733,90 @@ static void test_concurrent(void **state)
     }
 }
 
+/* More transfers to one host than SC_EGRESS_MAX_HOST_CONNECTIONS, each held a while by the
+ * server: all complete, over no more connections than the cap (the rest wait in curl's queue). */
+#define NCAP (SC_EGRESS_MAX_HOST_CONNECTIONS * 2 + 10)
+
+static void test_connection_cap(void **state)
+{
+    struct ctx *c = *state;
+    static struct result r[NCAP];
+    memset(r, 0, sizeof(r));
+    for (int i = 0; i < NCAP; i++) {
+        send_ok(c, &(struct sc_egress_req){ .url = url(c, "/slow"), .timeout_ms = 120000 }, &r[i]);
+    }
+    run(c);
+    static char *seen[NCAP];
+    int nseen = 0;
+    for (int i = 0; i < NCAP; i++) {
+        assert_int_equal(r[i].calls, 1);
+        assert_int_equal(r[i].error, 0);
+        assert_string_equal(r[i].body, "slow");
+        assert_non_null(r[i].header2);
+        bool dup = false;
+        for (int k = 0; k < nseen && !dup; k++) {
+            dup = strcmp(seen[k], r[i].header2) == 0;
+        }
+        if (!dup) {
+            seen[nseen++] = r[i].header2;
+        }
+    }
+    print_message("%d transfers over %d connections (cap %d)\n", NCAP, nseen,
+                  SC_EGRESS_MAX_HOST_CONNECTIONS);
+    assert_true(nseen > 1);
+    assert_true(nseen <= SC_EGRESS_MAX_HOST_CONNECTIONS);
+    for (int i = 0; i < NCAP; i++) {
+        result_cleanup(&r[i]);
+    }
+}
+
+/* What sc_free_secret handed to the observer: every block must be all zeros. */
+static size_t zeroed_blocks, zeroed_largest, dirty_blocks;
+
+static void observe_zeroed(const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++) {
+        if (c[i]) {
+            dirty_blocks++;
+            return;
+        }
+    }
+    zeroed_blocks++;
+    zeroed_largest = n > zeroed_largest ? n : zeroed_largest;
+}
+
+/* A sensitive transfer zeroes its response buffers when they grow (the body grows from 256 bytes
+ * to over BIG_LEN) and when they are freed, and its header lines; an ordinary one does not. */
+static void test_sensitive_buffers_zeroed(void **state)
+{
+    struct ctx *c = *state;
+    struct sc_kv h[] = { { "X-Vault-Token", "s.not-a-real-token" } };
+    struct result r = { 0 };
+    zeroed_blocks = zeroed_largest = dirty_blocks = 0;
+    sc_alloc_zeroed_observer = observe_zeroed;
+    send_ok(c, &(struct sc_egress_req){ .url = url(c, "/big") }, &r);
+    run(c);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(zeroed_blocks, 0);
+    result_cleanup(&r);
+
+    send_ok(c,
+            &(struct sc_egress_req){
+                .url = url(c, "/big"), .headers = h, .nheaders = 1, .sensitive = true },
+            &r);
+    run(c);
+    sc_alloc_zeroed_observer = NULL;
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, BIG_LEN);
+    assert_int_equal(dirty_blocks, 0);
+    /* At least one growth of the body (curl hands it over in chunks of up to 16 KiB), the final
+     * body, the header block and the X-Vault-Token line. */
+    assert_true(zeroed_blocks >= 4);
+    assert_true(zeroed_largest > BIG_LEN);
+    result_cleanup(&r);
+}
+
 struct chain {
     struct ctx *c;
     struct result first;
@@ -915,6 +1002,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_inflight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_from_callback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connection_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sensitive_buffers_zeroed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reentrant_reuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls, setup, teardown),
     };

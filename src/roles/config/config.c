@@ -44,6 +44,7 @@ struct config_source_cfg {
     char *basic_password;
     char *ca_file;
     bool insecure_skip_verify;
+    struct sc_reload_cfg reload;
 };
 
 struct config_cfg {
@@ -62,6 +63,7 @@ struct config_cfg {
     char *owner;
     struct sc_strv validate;
     uint64_t validate_timeout_ms;
+    char *ca_file;
     struct sc_reload_cfg reload;
 };
 
@@ -138,11 +140,15 @@ static const struct sc_opt source_opts[] = {
     { .name = "ca_file",
       .type = SC_OPT_STR,
       .offset = offsetof(struct config_source_cfg, ca_file),
-      .help = "PEM bundle to verify an https or etcds server" },
+      .help = "PEM bundle to verify an https or etcds server (default: the top-level ca_file)" },
     { .name = "insecure_skip_verify",
       .type = SC_OPT_BOOL,
       .offset = offsetof(struct config_source_cfg, insecure_skip_verify),
       .help = "do not verify the server certificate" },
+    { .name = "reload",
+      .type = SC_OPT_INLINE,
+      .offset = offsetof(struct config_source_cfg, reload),
+      .sub = sc_reload_item_opts },
     { 0 },
 };
 
@@ -237,6 +243,11 @@ static const struct sc_opt config_opts[] = {
       .offset = offsetof(struct config_cfg, validate_timeout_ms),
       .def = "30s",
       .help = "a validation command running longer is killed and the candidate rejected" },
+    { .name = "ca_file",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct config_cfg, ca_file),
+      .help = "PEM bundle that verifies https and etcds servers (default: the system store)",
+      .flags = SC_OPT_FLAG },
     { .name = "reload",
       .type = SC_OPT_INLINE,
       .offset = offsetof(struct config_cfg, reload),
@@ -271,6 +282,7 @@ struct config_source {
     struct sc_tmpl *tmpl;
     struct sc_dest_spec spec;
     uint64_t interval_ms;
+    struct sc_reloader *reloader; /* the source's own reload action, or NULL: the top-level one */
     uv_timer_t timer;
     uv_timer_t fs_timer;
     uv_fs_event_t fs_event;
@@ -317,6 +329,24 @@ struct config {
 
 static void source_schedule(struct config_source *s, uint64_t ms);
 static void source_fetch(struct config_source *s);
+
+/* The source's own reload action when it names one, else the top-level one (each debounces on
+ * its own, so a burst of writes gives one run of each action concerned). */
+static struct sc_reloader *source_reloader(const struct config_source *s)
+{
+    return s->reloader ? s->reloader : s->cf->reloader;
+}
+
+/* The running source that writes <dest>, or NULL. */
+static struct config_source *source_by_dest(struct config *cf, const char *dest)
+{
+    for (size_t i = 0; dest && i < cf->nsrc; i++) {
+        if (cf->src[i].cfg->dest && strcmp(cf->src[i].cfg->dest, dest) == 0) {
+            return &cf->src[i];
+        }
+    }
+    return NULL;
+}
 
 static uint64_t rnd(struct config *cf)
 {
@@ -406,6 +436,8 @@ static void retire_sources(struct config_source *src, size_t n, struct config_so
             sc_egress_cancel(s->watch_xfer);
             s->watch_xfer = NULL;
         }
+        sc_reloader_close(s->reloader);
+        s->reloader = NULL;
         retire_handle(r, (uv_handle_t *)&s->timer);
         retire_handle(r, (uv_handle_t *)&s->fs_timer);
         retire_handle(r, (uv_handle_t *)&s->watch_timer);
@@ -470,6 +502,8 @@ static void maybe_finish(struct config *cf, int code)
         if (s->fs_watching) {
             close_handle((uv_handle_t *)&s->fs_event);
         }
+        sc_reloader_close(s->reloader);
+        s->reloader = NULL;
     }
     sc_reloader_close(cf->reloader);
     cf->reloader = NULL;
@@ -574,11 +608,17 @@ static void on_written(void *arg, enum sc_dest_result r)
     struct config *cf = s->cf;
     s->writes--;
     if (s->ret) {
+        /* A reload replaced the source during this write: the app is still owed a reload, by
+         * the action of whatever writes that file now. */
+        if (r == SC_DEST_WRITTEN && !cf->stopping && !cf->cfg->once) {
+            struct config_source *now = source_by_dest(cf, s->cfg->dest);
+            sc_reloader_trigger(now ? source_reloader(now) : cf->reloader);
+        }
         retired_unref(s->ret);
         return;
     }
     if (r == SC_DEST_WRITTEN && !cf->cfg->once) {
-        sc_reloader_trigger(cf->reloader);
+        sc_reloader_trigger(source_reloader(s));
     }
     if (r == SC_DEST_FAILED) {
         /* The destination does not hold what the validators describe: fetch in full again. */
@@ -636,7 +676,7 @@ static void deliver(struct config_source *s, const char *body, size_t len, json_
         uint64_t h = fnv(body, len, 0xcbf29ce484222325ULL);
         if (s->have_hash && h != s->last_hash && !s->cf->cfg->once) {
             sc_info("source changed", SC_LS("source", s->name));
-            sc_reloader_trigger(s->cf->reloader);
+            sc_reloader_trigger(source_reloader(s));
         }
         s->have_hash = true;
         s->last_hash = h;
@@ -1337,7 +1377,7 @@ static int source_init(struct config *cf, struct config_source *s,
     s->spec.validate = c->validate.n ? &c->validate : &cf->cfg->validate;
     s->spec.validate_timeout_ms = cf->cfg->validate_timeout_ms;
     s->interval_ms = c->interval_ms ? c->interval_ms : cf->cfg->interval_ms;
-    s->tls.ca_file = c->ca_file;
+    s->tls.ca_file = c->ca_file ? c->ca_file : cf->cfg->ca_file;
     s->tls.insecure_skip_verify = c->insecure_skip_verify;
 
     const char *lv[3] = { s->name, "success", NULL };
@@ -1350,6 +1390,8 @@ static int source_init(struct config *cf, struct config_source *s,
     s->m_invalid = sc_metric_get(cf->f_fetch, lv);
     s->m_last = sc_metric_get(cf->f_last, (const char *[]){ s->name });
 
+    s->reloader = sc_reloader_new(cf->loop, cf->egress, &c->reload, sc_app_metrics(cf->app),
+                                  "sidecar_config_reload_total");
     uv_timer_init(cf->loop, &s->timer);
     s->timer.data = s;
     uv_timer_init(cf->loop, &s->fs_timer);
@@ -1387,6 +1429,12 @@ static int config_check(const void *vcfg, char **err)
                 return SC_ECONFIG;
             }
             sc_tmpl_free(t);
+        }
+        if (sc_reload_check(&srcs[i].reload, err) < 0) {
+            char *m = sc_asprintf("sources[%zu]: %s", i, *err);
+            sc_free(*err);
+            *err = m;
+            return SC_ECONFIG;
         }
     }
     return sc_reload_check(&c->reload, err);
@@ -1464,6 +1512,8 @@ static int config_start(struct sc_app *app, const void *vcfg, void **state, char
         /* Close what was initialised; the state is freed by cleanup once the loop has run. */
         cf->stopping = true;
         for (size_t k = 0; k < cf->nsrc; k++) {
+            sc_reloader_close(cf->src[k].reloader);
+            cf->src[k].reloader = NULL;
             close_handle((uv_handle_t *)&cf->src[k].timer);
             close_handle((uv_handle_t *)&cf->src[k].fs_timer);
             close_handle((uv_handle_t *)&cf->src[k].watch_timer);
@@ -1504,10 +1554,31 @@ static int config_reload(struct sc_app *app, void *state, const void *vcfg, char
         cf->cfg = oldcfg;
         return rc;
     }
+    /* A reload action waiting for its debounce (or running) is owed to the app: the new action
+     * for the same file runs instead. */
+    bool top_owed = sc_reloader_busy(cf->reloader);
+    bool *owed = sc_calloc(cf->nsrc ? cf->nsrc : 1, sizeof(bool));
+    for (size_t i = 0; i < cf->nsrc; i++) {
+        for (size_t k = 0; k < nold && cf->src[i].cfg->dest; k++) {
+            if (old[k].cfg->dest && strcmp(old[k].cfg->dest, cf->src[i].cfg->dest) == 0 &&
+                sc_reloader_busy(source_reloader(&old[k]))) {
+                owed[i] = true;
+            }
+        }
+    }
     retire_sources(old, nold, oldfc, oldcfg->source.n);
     sc_reloader_close(cf->reloader);
     cf->reloader = sc_reloader_new(cf->loop, cf->egress, &c->reload, sc_app_metrics(app),
                                    "sidecar_config_reload_total");
+    if (top_owed) {
+        sc_reloader_trigger(cf->reloader);
+    }
+    for (size_t i = 0; i < cf->nsrc; i++) {
+        if (owed[i]) {
+            sc_reloader_trigger(source_reloader(&cf->src[i]));
+        }
+    }
+    sc_free(owed);
     start_sources(cf);
     return 0;
 }

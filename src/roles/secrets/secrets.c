@@ -5,9 +5,11 @@
 // dynamic leases alive (renewed at 2/3 of the lease, re-fetched before expiry when the lease
 // cannot be extended) and the token renewed, and re-renders and reloads the app when a value
 // changes. Secrets go from the HTTP response into the template and the file only: they are never
-// logged, shown as "<redacted>" in /config, and the buffers this role owns (rendered files,
-// request bodies, tokens) are zeroed when freed. The Vault Agent injector's pod annotations can be
-// read from a file or an environment variable, so an annotated pod works unchanged.
+// logged, shown as "<redacted>" in /config, and zeroed when freed (jansson's blocks, the Vault
+// transfers' buffers, rendered files, request bodies, tokens; see secrets_mem.h). The Vault Agent
+// injector's pod annotations can be read from a file or an environment variable, so an annotated
+// pod works unchanged. SIGHUP / POST /reload applies a new config without reading again the
+// secrets it still uses, unless the Vault settings changed.
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +25,7 @@
 #include "core/template.h"
 #include "net/dest.h"
 #include "net/egress.h"
+#include "roles/secrets/secrets_mem.h"
 
 #define SECRETS_MAX_PATHS 256
 #define SECRETS_MAX_OUT (4u << 20)
@@ -36,6 +39,7 @@ struct secrets_item_cfg {
     char *dest;
     char *mode;
     char *owner;
+    struct sc_reload_cfg reload;
 };
 
 struct secrets_cfg {
@@ -101,6 +105,10 @@ static const struct sc_opt item_opts[] = {
       .type = SC_OPT_STR,
       .offset = offsetof(struct secrets_item_cfg, owner),
       .help = "file owner, user[:group] or uid[:gid]" },
+    { .name = "reload",
+      .type = SC_OPT_INLINE,
+      .offset = offsetof(struct secrets_item_cfg, reload),
+      .sub = sc_reload_item_opts },
     { 0 },
 };
 
@@ -256,7 +264,8 @@ static const struct sc_opt secrets_opts[] = {
 
 struct secrets;
 
-/* One Vault path some template reads, with its last response and lease. */
+/* One Vault path some template reads, with its last response and lease. Heap-allocated, so a
+ * reload can drop one while the others keep their place (the timer is a libuv handle). */
 struct secrets_path {
     struct secrets *sv;
     char *path;
@@ -266,19 +275,41 @@ struct secrets_path {
     bool renewable;
     uv_timer_t timer;
     bool busy;
+    bool used; /* a template of the config being applied reads it */
     int failures;
     struct sc_metric *m_expiry;
 };
 
 struct secrets_file {
     struct secrets *sv;
+    struct secrets_file *next; /* in sv->retired */
     char *name;
     struct sc_tmpl *tmpl;
     char *dest;
     struct sc_dest_spec spec;
+    const struct sc_reload_cfg *reload_cfg; /* the item's reload_* keys, own_reload, or NULL */
+    struct sc_reload_cfg own_reload;        /* from agent-inject-command-<name> */
+    bool has_own_reload;
+    struct sc_reloader *reloader; /* the file's own action, or NULL: the top-level one */
     bool written;
     bool writing;
     bool dirty;
+    bool retired; /* a reload replaced it while its write was in flight */
+};
+
+/* What a config resolves to (annotations read, templates parsed, files described), built in
+ * full before anything running changes, so a config that fails changes nothing. */
+struct secrets_plan {
+    char *role;
+    char *namespace;
+    char *auth_path;
+    const char *address;   /* borrowed from the config or the environment */
+    const char *cfg_token; /* same */
+    const char *ca_file;   /* same */
+    int method;
+    char *auth_key; /* every setting authentication depends on, to tell whether it changed */
+    struct secrets_file **files;
+    size_t nfiles;
 };
 
 struct secrets {
@@ -297,15 +328,17 @@ struct secrets {
     char *namespace;
     const char *address;
     const char *cfg_token;
+    char *auth_key;
     uv_timer_t token_timer;
     uv_timer_t retry_timer;
     int auth_failures;
     bool authed;
-    struct secrets_path *paths;
+    struct secrets_path **paths;
     size_t npaths;
-    struct secrets_file *files;
+    struct secrets_file **files;
     size_t nfiles;
-    struct secrets_req *reqs; /* in flight, for cancellation */
+    struct secrets_file *retired; /* replaced files whose write is still in flight */
+    struct secrets_req *reqs;     /* in flight, for cancellation */
     int writes;
     bool stopping;
     bool stopped;
@@ -462,6 +495,7 @@ static void vault_call(struct secrets *sv, const char *method, const char *path,
         .timeout_ms = sv->cfg->timeout_ms,
         .max_response = 4u << 20,
         .tls = &sv->tls,
+        .sensitive = true,
     };
     r->next = sv->reqs;
     if (sv->reqs) {
@@ -495,6 +529,30 @@ static void on_closed_noop(uv_handle_t *h)
     (void)h;
 }
 
+/* Cancels the requests in flight whose callback argument is <arg>, or all of them for NULL; their
+ * callbacks never run. */
+static void cancel_reqs(struct secrets *sv, const void *arg)
+{
+    for (struct secrets_req *r = sv->reqs, *next; r; r = next) {
+        next = r->next;
+        if (arg && r->arg != arg) {
+            continue;
+        }
+        if (r->prev) {
+            r->prev->next = r->next;
+        } else {
+            sv->reqs = r->next;
+        }
+        if (r->next) {
+            r->next->prev = r->prev;
+        }
+        sc_egress_cancel(r->xfer);
+        sc_free(r->url);
+        sc_free_secret(r->body, r->body ? strlen(r->body) : 0);
+        sc_free(r);
+    }
+}
+
 static void finish(struct secrets *sv, int code)
 {
     if (sv->stopped || sv->writes > 0) {
@@ -502,16 +560,13 @@ static void finish(struct secrets *sv, int code)
     }
     sv->stopped = true;
     sv->stopping = true;
-    while (sv->reqs) {
-        struct secrets_req *r = sv->reqs;
-        sv->reqs = r->next;
-        sc_egress_cancel(r->xfer);
-        sc_free(r->url);
-        sc_free_secret(r->body, r->body ? strlen(r->body) : 0);
-        sc_free(r);
-    }
+    cancel_reqs(sv, NULL);
     for (size_t i = 0; i < sv->npaths; i++) {
-        uv_close((uv_handle_t *)&sv->paths[i].timer, on_closed_noop);
+        uv_close((uv_handle_t *)&sv->paths[i]->timer, on_closed_noop);
+    }
+    for (size_t i = 0; i < sv->nfiles; i++) {
+        sc_reloader_close(sv->files[i]->reloader);
+        sv->files[i]->reloader = NULL;
     }
     uv_close((uv_handle_t *)&sv->token_timer, on_closed_noop);
     uv_close((uv_handle_t *)&sv->retry_timer, on_closed_noop);
@@ -560,8 +615,8 @@ static void schedule_token_renewal(struct secrets *sv)
 static void start_fetching(struct secrets *sv)
 {
     for (size_t i = 0; i < sv->npaths; i++) {
-        if (!sv->paths[i].busy) {
-            fetch_path(&sv->paths[i]);
+        if (!sv->paths[i]->busy) {
+            fetch_path(sv->paths[i]);
         }
     }
 }
@@ -612,6 +667,7 @@ static char *read_trimmed(const char *path, char **err)
 {
     struct sc_buf b;
     sc_buf_init(&b, 64 * 1024);
+    b.sensitive = true;
     int rc = sc_file_read(path, &b);
     if (rc < 0) {
         sc_buf_cleanup(&b);
@@ -623,7 +679,7 @@ static char *read_trimmed(const char *path, char **err)
         s.len--;
     }
     char *r = sc_strndup(s.p, s.len);
-    sc_free_secret(b.p, b.cap);
+    sc_buf_cleanup(&b);
     return r;
 }
 
@@ -855,8 +911,8 @@ static void on_path_timer(uv_timer_t *t)
 static struct secrets_path *find_path(struct secrets *sv, const char *path)
 {
     for (size_t i = 0; i < sv->npaths; i++) {
-        if (strcmp(sv->paths[i].path, path) == 0) {
-            return &sv->paths[i];
+        if (strcmp(sv->paths[i]->path, path) == 0) {
+            return sv->paths[i];
         }
     }
     return NULL;
@@ -880,16 +936,44 @@ static int tmpl_secret(void *arg, const char *name, json_t *const *args, size_t 
     return 0;
 }
 
+static struct sc_reloader *file_reloader(const struct secrets_file *f)
+{
+    return f->reloader ? f->reloader : f->sv->reloader;
+}
+
+/* A file a reload replaced that still writes <dest>, or NULL. */
+static struct secrets_file *retired_writing(struct secrets *sv, const char *dest)
+{
+    for (struct secrets_file *f = sv->retired; f; f = f->next) {
+        if (strcmp(f->dest, dest) == 0) {
+            return f;
+        }
+    }
+    return NULL;
+}
+
+static struct secrets_file *current_file(struct secrets *sv, const char *dest)
+{
+    for (size_t i = 0; i < sv->nfiles; i++) {
+        if (strcmp(sv->files[i]->dest, dest) == 0) {
+            return sv->files[i];
+        }
+    }
+    return NULL;
+}
+
 static void on_file_written(void *arg, enum sc_dest_result r);
 
 static void render_file(struct secrets *sv, struct secrets_file *f)
 {
-    if (f->writing) {
+    /* One write per destination at a time, or an older rename could land last. */
+    if (f->writing || retired_writing(sv, f->dest)) {
         f->dirty = true;
         return;
     }
     struct sc_buf out;
     sc_buf_init(&out, SECRETS_MAX_OUT);
+    out.sensitive = true;
     char *err = NULL;
     int rc = sc_tmpl_render(f->tmpl, NULL, tmpl_secret, sv, &out, &err);
     if (rc < 0) {
@@ -908,8 +992,46 @@ static void render_file(struct secrets *sv, struct secrets_file *f)
         sv->writes++;
         sc_dest_write(sv->loop, &f->spec, out.p ? out.p : "", out.len, on_file_written, f);
     }
-    if (out.p) {
-        sc_free_secret(out.p, out.cap);
+    sc_buf_cleanup(&out);
+}
+
+static void file_free(struct secrets_file *f)
+{
+    if (!f) {
+        return;
+    }
+    sc_reloader_close(f->reloader);
+    sc_free(f->name);
+    sc_free(f->dest);
+    sc_tmpl_free(f->tmpl);
+    if (f->has_own_reload) {
+        sc_config_free(sc_reload_item_opts, &f->own_reload);
+    }
+    sc_free(f);
+}
+
+/* The write of a file that a reload replaced has ended: the file goes, and the file that now
+ * owns the destination renders (it waited) and, when the write changed the file, reloads. */
+static void retired_written(struct secrets *sv, struct secrets_file *f, enum sc_dest_result r)
+{
+    for (struct secrets_file **pp = &sv->retired; *pp; pp = &(*pp)->next) {
+        if (*pp == f) {
+            *pp = f->next;
+            break;
+        }
+    }
+    struct secrets_file *cur = sv->stopping ? NULL : current_file(sv, f->dest);
+    file_free(f);
+    if (sv->stopping) {
+        finish(sv, sv->gave_up ? 1 : 0);
+        return;
+    }
+    if (r == SC_DEST_WRITTEN) {
+        sc_reloader_trigger(cur ? file_reloader(cur) : sv->reloader);
+    }
+    if (cur && cur->dirty && !retired_writing(sv, cur->dest)) {
+        cur->dirty = false;
+        render_file(sv, cur);
     }
 }
 
@@ -919,11 +1041,15 @@ static void on_file_written(void *arg, enum sc_dest_result r)
     struct secrets *sv = f->sv;
     f->writing = false;
     sv->writes--;
+    if (f->retired) {
+        retired_written(sv, f, r);
+        return;
+    }
     if (r >= 0) {
         f->written = true;
     }
     if (r == SC_DEST_WRITTEN && !sv->cfg->once) {
-        sc_reloader_trigger(sv->reloader);
+        sc_reloader_trigger(file_reloader(f));
     }
     if (sv->stopping) {
         finish(sv, sv->gave_up ? 1 : 0);
@@ -935,7 +1061,7 @@ static void on_file_written(void *arg, enum sc_dest_result r)
     }
     bool all = true;
     for (size_t i = 0; i < sv->nfiles; i++) {
-        all = all && sv->files[i].written;
+        all = all && sv->files[i]->written;
     }
     if (all) {
         sc_app_set_ready(sv->app, true);
@@ -951,17 +1077,20 @@ static void on_file_written(void *arg, enum sc_dest_result r)
 static void render_all(struct secrets *sv)
 {
     for (size_t i = 0; i < sv->nfiles; i++) {
-        render_file(sv, &sv->files[i]);
+        render_file(sv, sv->files[i]);
     }
 }
 
-/* ---- setup ---- */
+/* ---- paths ---- */
 
+/* sc_tmpl_calls callback: marks <path> used, adding it when it is new. */
 static void add_path(void *arg, const char *func, const char *path)
 {
     struct secrets *sv = arg;
     (void)func;
-    if (find_path(sv, path)) {
+    struct secrets_path *p = find_path(sv, path);
+    if (p) {
+        p->used = true;
         return;
     }
     if (sv->npaths >= SECRETS_MAX_PATHS) {
@@ -969,22 +1098,81 @@ static void add_path(void *arg, const char *func, const char *path)
                  SC_LU("max", SECRETS_MAX_PATHS));
         return;
     }
-    struct secrets_path *p = &sv->paths[sv->npaths++];
+    p = SC_NEW(struct secrets_path);
     p->sv = sv;
     p->path = sc_strdup(path);
+    p->used = true;
     uv_timer_init(sv->loop, &p->timer);
     p->timer.data = p;
     p->m_expiry = sc_metric_get(sv->f_expiry, (const char *[]){ path });
+    sv->paths[sv->npaths++] = p;
 }
 
-static int add_file(struct secrets *sv, const char *name, const char *path, const char *tmpl_text,
-                    const char *tmpl_file, const char *dest, const char *mode, const char *owner,
-                    char **err)
+static void path_free(struct secrets_path *p)
+{
+    sc_free(p->path);
+    sc_free(p->lease_id);
+    if (p->secret) {
+        json_decref(p->secret);
+    }
+    sc_free(p);
+}
+
+static void on_path_closed(uv_handle_t *h)
+{
+    path_free(h->data);
+}
+
+/* Forgets what was read: the next read starts afresh (a new Vault or new credentials). */
+static void path_reset(struct secrets_path *p)
+{
+    uv_timer_stop(&p->timer);
+    p->busy = false;
+    p->failures = 0;
+    sc_free(p->lease_id);
+    p->lease_id = NULL;
+    if (p->secret) {
+        json_decref(p->secret);
+        p->secret = NULL;
+    }
+}
+
+/* Marks every path some template of the current files reads, and drops the others (their
+ * requests in flight are cancelled; the leases are left to expire). */
+static void sync_paths(struct secrets *sv)
+{
+    for (size_t i = 0; i < sv->npaths; i++) {
+        sv->paths[i]->used = false;
+    }
+    for (size_t i = 0; i < sv->nfiles; i++) {
+        sc_tmpl_calls(sv->files[i]->tmpl, "secret", add_path, sv);
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < sv->npaths; i++) {
+        struct secrets_path *p = sv->paths[i];
+        if (p->used) {
+            sv->paths[n++] = p;
+            continue;
+        }
+        sc_info("secret path no longer read", SC_LS("path", p->path));
+        cancel_reqs(sv, p);
+        uv_close((uv_handle_t *)&p->timer, on_path_closed);
+    }
+    sv->npaths = n;
+}
+
+/* ---- setup ---- */
+
+/* Returns a new file described by the arguments (borrowed), or NULL with a message in <*err>.
+ * <reload> names the file's own reload keys (NULL: none); <command> is the injector's
+ * agent-inject-command (run by /bin/sh -c). */
+static struct secrets_file *file_new(struct secrets *sv, const struct secrets_cfg *c,
+                                     const char *name, const char *path, const char *tmpl_text,
+                                     const char *tmpl_file, const char *dest, const char *mode,
+                                     const char *owner, const struct sc_reload_cfg *reload,
+                                     const char *command, char **err)
 {
     static const char *const extra[] = { "secret", NULL };
-    struct secrets_file *f = &sv->files[sv->nfiles];
-    f->sv = sv;
-    char *tname = sc_asprintf("%s.template", name);
     char *text = NULL;
     if (tmpl_file) {
         struct sc_buf b;
@@ -992,9 +1180,8 @@ static int add_file(struct secrets *sv, const char *name, const char *path, cons
         int rc = sc_file_read(tmpl_file, &b);
         if (rc < 0) {
             sc_buf_cleanup(&b);
-            sc_free(tname);
             *err = sc_asprintf("%s: cannot read the template: %s", tmpl_file, sc_strerror(rc));
-            return SC_ECONFIG;
+            return NULL;
         }
         text = sc_strndup(b.p ? b.p : "", b.len);
         sc_buf_cleanup(&b);
@@ -1006,38 +1193,59 @@ static int add_file(struct secrets *sv, const char *name, const char *path, cons
                            "}}\n{{ end }}{{ end }}",
                            path);
     } else {
-        sc_free(tname);
         *err = sc_asprintf("secret %s: needs a path or a template", name);
-        return SC_ECONFIG;
+        return NULL;
     }
+    struct secrets_file *f = SC_NEW(struct secrets_file);
+    f->sv = sv;
+    f->name = sc_strdup(name);
+    char *tname = sc_asprintf("%s.template", name);
     f->tmpl = sc_tmpl_parse(tmpl_file ? tmpl_file : tname, text, strlen(text), extra, err);
     sc_free(text);
     sc_free(tname);
     if (!f->tmpl) {
-        return SC_ECONFIG;
+        file_free(f);
+        return NULL;
     }
-    f->name = sc_strdup(name);
-    f->dest = dest ? sc_strdup(dest) : sc_asprintf("%s/%s", sv->cfg->dest_dir, name);
+    f->dest = dest ? sc_strdup(dest) : sc_asprintf("%s/%s", c->dest_dir, name);
     f->spec.path = f->dest;
-    f->spec.validate = &sv->cfg->validate;
-    const char *m = mode ? mode : sv->cfg->mode;
+    f->spec.validate = &c->validate;
+    const char *m = mode ? mode : c->mode;
     if (sc_file_parse_mode(m, &f->spec.mode) < 0) {
         *err = sc_asprintf("secret %s: mode \"%s\" is not an octal file mode", name, m);
-        return SC_ECONFIG;
+        file_free(f);
+        return NULL;
     }
-    const char *o = owner ? owner : sv->cfg->owner;
+    const char *o = owner ? owner : c->owner;
     if (sc_file_parse_owner(o, &f->spec.uid, &f->spec.gid) < 0) {
         *err = sc_asprintf("secret %s: unknown owner \"%s\"", name, o);
-        return SC_ECONFIG;
+        file_free(f);
+        return NULL;
     }
-    sv->nfiles++;
-    sc_tmpl_calls(f->tmpl, "secret", add_path, sv);
-    return 0;
+    if (reload && (reload->url || reload->pid_file || reload->process || reload->command.n)) {
+        if (sc_reload_check(reload, err) < 0) {
+            char *msg = sc_asprintf("secret %s: %s", name, *err);
+            sc_free(*err);
+            *err = msg;
+            file_free(f);
+            return NULL;
+        }
+        f->reload_cfg = reload;
+    } else if (command && command[0]) {
+        sc_config_defaults(sc_reload_item_opts, &f->own_reload);
+        f->has_own_reload = true;
+        f->own_reload.command.v = sc_calloc(4, sizeof(char *));
+        f->own_reload.command.v[0] = sc_strdup("/bin/sh");
+        f->own_reload.command.v[1] = sc_strdup("-c");
+        f->own_reload.command.v[2] = sc_strdup(command);
+        f->own_reload.command.n = 3;
+        f->reload_cfg = &f->own_reload;
+    }
+    return f;
 }
 
-static int load_annotations(struct secrets *sv, struct ann *a, char **err)
+static int load_annotations(const struct secrets_cfg *c, struct ann *a, char **err)
 {
-    const struct secrets_cfg *c = sv->cfg;
     if (c->annotations_file) {
         struct sc_buf b;
         sc_buf_init(&b, 1u << 20);
@@ -1058,23 +1266,167 @@ static int load_annotations(struct secrets *sv, struct ann *a, char **err)
     return 0;
 }
 
+/* The option, else the Vault CLI's environment variable, else <def>. */
+static const char *opt_env(const char *opt, const char *env, const char *def)
+{
+    if (opt && opt[0]) {
+        return opt;
+    }
+    const char *e = getenv(env);
+    return e && e[0] ? e : def;
+}
+
+static void plan_cleanup(struct secrets_plan *pl)
+{
+    sc_free(pl->role);
+    sc_free(pl->namespace);
+    sc_free(pl->auth_path);
+    sc_free_secret(pl->auth_key, pl->auth_key ? strlen(pl->auth_key) : 0);
+    for (size_t i = 0; i < pl->nfiles; i++) {
+        file_free(pl->files[i]);
+    }
+    sc_free(pl->files);
+    memset(pl, 0, sizeof(*pl));
+}
+
+static const char *nz(const char *s)
+{
+    return s ? s : "";
+}
+
+/* Resolves <c> (annotations, environment, templates) into <pl>. Returns 0, or SC_ECONFIG with a
+ * message in <*err>; <pl> must be cleaned up either way. Starts nothing. */
+static int plan_build(struct secrets *sv, const struct secrets_cfg *c, struct secrets_plan *pl,
+                      char **err)
+{
+    struct ann a = { 0 };
+    int rc = load_annotations(c, &a, err);
+    if (rc < 0) {
+        ann_free(&a);
+        return rc;
+    }
+    pl->role = sc_strdup(c->role ? c->role : ann_get(&a, ANN "role"));
+    pl->namespace =
+        sc_strdup(opt_env(c->namespace, "VAULT_NAMESPACE", ann_get(&a, ANN "namespace")));
+    pl->address = opt_env(c->address, "VAULT_ADDR", "https://127.0.0.1:8200");
+    pl->cfg_token = opt_env(c->token, "VAULT_TOKEN", NULL);
+    pl->ca_file = opt_env(c->ca_cert, "VAULT_CACERT", NULL);
+    pl->method = c->auth_method;
+    if (pl->method == AUTH_AUTO) {
+        pl->method = pl->cfg_token || c->token_file ? AUTH_TOKEN
+                     : c->role_id                   ? AUTH_APPROLE
+                                                    : AUTH_KUBERNETES;
+    }
+    const char *ap = c->auth_path ? c->auth_path : ann_get(&a, ANN "auth-path");
+    pl->auth_path = ap ? sc_strdup(ap)
+                       : sc_strdup(pl->method == AUTH_APPROLE ? "auth/approle" : "auth/kubernetes");
+    if (pl->method == AUTH_KUBERNETES && !pl->role) {
+        *err = sc_strdup("kubernetes auth needs a role (role: or the vault.hashicorp.com/role "
+                         "annotation); or set token / role_id");
+        ann_free(&a);
+        return SC_ECONFIG;
+    }
+    pl->auth_key = sc_asprintf("%s\n%s\n%s\n%d\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s", pl->address,
+                               nz(pl->namespace), nz(pl->ca_file), pl->method, nz(pl->cfg_token),
+                               nz(c->token_file), nz(c->role_id), nz(c->secret_id),
+                               nz(c->secret_id_file), nz(pl->role), pl->auth_path, nz(c->jwt_path));
+
+    size_t cap = c->secrets.n + a.n;
+    pl->files = sc_calloc(cap ? cap : 1, sizeof(struct secrets_file *));
+    const struct secrets_item_cfg *items = c->secrets.v;
+    for (size_t i = 0; i < c->secrets.n && rc == 0; i++) {
+        struct secrets_file *f =
+            file_new(sv, c, items[i].name, items[i].path, items[i].template, items[i].template_file,
+                     items[i].dest, items[i].mode, items[i].owner, &items[i].reload, NULL, err);
+        if (!f) {
+            rc = SC_ECONFIG;
+        } else {
+            pl->files[pl->nfiles++] = f;
+        }
+    }
+    static const char pfx[] = ANN "agent-inject-secret-";
+    for (size_t i = 0; i < a.n && rc == 0; i++) {
+        if (strncmp(a.v[i].key, pfx, sizeof(pfx) - 1) != 0) {
+            continue;
+        }
+        const char *name = a.v[i].key + sizeof(pfx) - 1;
+        char *tk = sc_asprintf(ANN "agent-inject-template-%s", name);
+        char *fk = sc_asprintf(ANN "agent-inject-file-%s", name);
+        char *ck = sc_asprintf(ANN "agent-inject-command-%s", name);
+        const char *file = ann_get(&a, fk);
+        const char *vol = ann_get(&a, ANN "secret-volume-path");
+        char *dest =
+            vol || file ? sc_asprintf("%s/%s", vol ? vol : c->dest_dir, file ? file : name) : NULL;
+        struct secrets_file *f = file_new(sv, c, name, a.v[i].value, ann_get(&a, tk), NULL, dest,
+                                          NULL, NULL, NULL, ann_get(&a, ck), err);
+        if (!f) {
+            rc = SC_ECONFIG;
+        } else {
+            pl->files[pl->nfiles++] = f;
+        }
+        sc_free(tk);
+        sc_free(fk);
+        sc_free(ck);
+        sc_free(dest);
+    }
+    ann_free(&a);
+    if (rc == 0 && pl->nfiles == 0) {
+        *err = sc_strdup("no secrets to render: give secrets: in the config or "
+                         "vault.hashicorp.com/agent-inject-secret-<name> annotations");
+        rc = SC_ECONFIG;
+    }
+    return rc;
+}
+
+/* Moves the settings and files of <pl> into <sv> (whose old files must be gone) and gives each
+ * file that names one its own reloader. */
+static void plan_apply(struct secrets *sv, struct secrets_plan *pl)
+{
+    sc_free(sv->role);
+    sc_free(sv->namespace);
+    sc_free(sv->auth_path);
+    sc_free_secret(sv->auth_key, sv->auth_key ? strlen(sv->auth_key) : 0);
+    sc_free(sv->files);
+    sv->role = pl->role;
+    sv->namespace = pl->namespace;
+    sv->auth_path = pl->auth_path;
+    sv->auth_key = pl->auth_key;
+    sv->address = pl->address;
+    sv->cfg_token = pl->cfg_token;
+    sv->tls.ca_file = pl->ca_file;
+    sv->method = pl->method;
+    sv->files = pl->files;
+    sv->nfiles = pl->nfiles;
+    memset(pl, 0, sizeof(*pl));
+    struct sc_metrics *m = sc_app_metrics(sv->app);
+    for (size_t i = 0; i < sv->nfiles; i++) {
+        struct secrets_file *f = sv->files[i];
+        if (f->reload_cfg) {
+            f->reloader = sc_reloader_new(sv->loop, sv->egress, f->reload_cfg, m,
+                                          "sidecar_secrets_reload_total");
+        }
+        sc_info("secret file", SC_LS("name", f->name), SC_LS("dest", f->dest),
+                SC_LB("own_reload_action", f->reloader != NULL));
+    }
+}
+
 static void secrets_free(struct secrets *sv)
 {
     for (size_t i = 0; i < sv->npaths; i++) {
-        sc_free(sv->paths[i].path);
-        sc_free(sv->paths[i].lease_id);
-        if (sv->paths[i].secret) {
-            json_decref(sv->paths[i].secret);
-        }
+        path_free(sv->paths[i]);
     }
     sc_free(sv->paths);
     for (size_t i = 0; i < sv->nfiles; i++) {
-        sc_free(sv->files[i].name);
-        sc_free(sv->files[i].dest);
-        sc_tmpl_free(sv->files[i].tmpl);
+        file_free(sv->files[i]);
     }
     sc_free(sv->files);
+    while (sv->retired) {
+        struct secrets_file *f = sv->retired;
+        sv->retired = f->next;
+        file_free(f);
+    }
     sc_free_secret(sv->token, sv->token ? strlen(sv->token) : 0);
+    sc_free_secret(sv->auth_key, sv->auth_key ? strlen(sv->auth_key) : 0);
     sc_free(sv->role);
     sc_free(sv->auth_path);
     sc_free(sv->namespace);
@@ -1086,16 +1438,6 @@ static void secrets_cleanup(void *state)
     secrets_free(state);
 }
 
-/* The option, else the Vault CLI's environment variable, else <def>. */
-static const char *opt_env(const char *opt, const char *env, const char *def)
-{
-    if (opt && opt[0]) {
-        return opt;
-    }
-    const char *e = getenv(env);
-    return e && e[0] ? e : def;
-}
-
 static int secrets_check(const void *vcfg, char **err)
 {
     const struct secrets_cfg *c = vcfg;
@@ -1104,47 +1446,33 @@ static int secrets_check(const void *vcfg, char **err)
         *err = sc_asprintf("vault_addr: \"%s\" is not an http:// or https:// URL", a);
         return SC_ECONFIG;
     }
+    const struct secrets_item_cfg *items = c->secrets.v;
+    for (size_t i = 0; i < c->secrets.n; i++) {
+        if (sc_reload_check(&items[i].reload, err) < 0) {
+            char *m = sc_asprintf("secrets[%zu]: %s", i, *err);
+            sc_free(*err);
+            *err = m;
+            return SC_ECONFIG;
+        }
+    }
     return sc_reload_check(&c->reload, err);
 }
 
 static int secrets_start(struct sc_app *app, const void *vcfg, void **state, char **err)
 {
     const struct secrets_cfg *c = vcfg;
+    secrets_mem_protect();
     struct secrets *sv = SC_NEW(struct secrets);
     sv->app = app;
     sv->loop = sc_app_loop(app);
     sv->cfg = c;
-    struct ann a = { 0 };
-    int rc = load_annotations(sv, &a, err);
+    struct secrets_plan pl = { 0 };
+    int rc = plan_build(sv, c, &pl, err);
     if (rc < 0) {
+        plan_cleanup(&pl);
         secrets_free(sv);
         return rc;
     }
-    sv->role = sc_strdup(c->role ? c->role : ann_get(&a, ANN "role"));
-    sv->namespace =
-        sc_strdup(opt_env(c->namespace, "VAULT_NAMESPACE", ann_get(&a, ANN "namespace")));
-    sv->address = opt_env(c->address, "VAULT_ADDR", "https://127.0.0.1:8200");
-    sv->cfg_token = opt_env(c->token, "VAULT_TOKEN", NULL);
-    sv->method = c->auth_method;
-    if (sv->method == AUTH_AUTO) {
-        sv->method = sv->cfg_token || c->token_file ? AUTH_TOKEN
-                     : c->role_id                   ? AUTH_APPROLE
-                                                    : AUTH_KUBERNETES;
-    }
-    const char *ap = c->auth_path ? c->auth_path : ann_get(&a, ANN "auth-path");
-    sv->auth_path = ap ? sc_strdup(ap)
-                       : sc_strdup(sv->method == AUTH_APPROLE ? "auth/approle" : "auth/kubernetes");
-    if (sv->method == AUTH_TOKEN && sv->cfg_token && !c->token_file) {
-        sv->token = sc_strdup(sv->cfg_token);
-    }
-    if (sv->method == AUTH_KUBERNETES && !sv->role) {
-        *err = sc_strdup("kubernetes auth needs a role (role: or the vault.hashicorp.com/role "
-                         "annotation); or set token / role_id");
-        ann_free(&a);
-        secrets_free(sv);
-        return SC_ECONFIG;
-    }
-    sv->tls.ca_file = opt_env(c->ca_cert, "VAULT_CACERT", NULL);
     struct sc_metrics *m = sc_app_metrics(app);
     static const char *const path_label[] = { "path", NULL };
     sv->f_expiry = sc_metrics_family(
@@ -1165,58 +1493,109 @@ static int secrets_start(struct sc_app *app, const void *vcfg, void **state, cha
     sv->m_auth_ok = sc_metric_get(f, (const char *[]){ "success" });
     sv->m_auth_err = sc_metric_get(f, (const char *[]){ "error" });
 
-    size_t cap = c->secrets.n + a.n;
-    sv->files = sc_calloc(cap ? cap : 1, sizeof(struct secrets_file));
-    sv->paths = sc_calloc(SECRETS_MAX_PATHS, sizeof(struct secrets_path));
-    const struct secrets_item_cfg *items = c->secrets.v;
-    for (size_t i = 0; i < c->secrets.n && rc == 0; i++) {
-        rc = add_file(sv, items[i].name, items[i].path, items[i].template, items[i].template_file,
-                      items[i].dest, items[i].mode, items[i].owner, err);
-    }
-    static const char pfx[] = ANN "agent-inject-secret-";
-    for (size_t i = 0; i < a.n && rc == 0; i++) {
-        if (strncmp(a.v[i].key, pfx, sizeof(pfx) - 1) != 0) {
-            continue;
-        }
-        const char *name = a.v[i].key + sizeof(pfx) - 1;
-        char *tk = sc_asprintf(ANN "agent-inject-template-%s", name);
-        char *fk = sc_asprintf(ANN "agent-inject-file-%s", name);
-        const char *file = ann_get(&a, fk);
-        const char *vol = ann_get(&a, ANN "secret-volume-path");
-        char *dest =
-            vol || file ? sc_asprintf("%s/%s", vol ? vol : c->dest_dir, file ? file : name) : NULL;
-        rc = add_file(sv, name, a.v[i].value, ann_get(&a, tk), NULL, dest, NULL, NULL, err);
-        sc_free(tk);
-        sc_free(fk);
-        sc_free(dest);
-    }
-    ann_free(&a);
-    if (rc == 0 && sv->nfiles == 0) {
-        *err = sc_strdup("no secrets to render: give secrets: in the config or "
-                         "vault.hashicorp.com/agent-inject-secret-<name> annotations");
-        rc = SC_ECONFIG;
-    }
-    if (rc < 0) {
-        for (size_t i = 0; i < sv->npaths; i++) {
-            uv_close((uv_handle_t *)&sv->paths[i].timer, on_closed_noop);
-        }
-        /* The state is freed by cleanup, after the timers above have closed. */
-        *state = sv;
-        sv->stopped = true;
-        return rc;
-    }
     sv->egress = sc_egress_new(sv->loop);
     sv->reloader =
         sc_reloader_new(sv->loop, sv->egress, &c->reload, m, "sidecar_secrets_reload_total");
+    plan_apply(sv, &pl);
+    sv->paths = sc_calloc(SECRETS_MAX_PATHS, sizeof(struct secrets_path *));
+    sync_paths(sv);
+    if (sv->method == AUTH_TOKEN && sv->cfg_token && !c->token_file) {
+        sv->token = sc_strdup(sv->cfg_token);
+    }
     uv_timer_init(sv->loop, &sv->token_timer);
     sv->token_timer.data = sv;
     uv_timer_init(sv->loop, &sv->retry_timer);
     sv->retry_timer.data = sv;
-    for (size_t i = 0; i < sv->nfiles; i++) {
-        sc_info("secret file", SC_LS("name", sv->files[i].name), SC_LS("dest", sv->files[i].dest));
-    }
     authenticate(sv);
     *state = sv;
+    return 0;
+}
+
+/* SIGHUP / POST /reload: the new config is resolved in full first (a config that fails changes
+ * nothing). Then the files are replaced (a replaced file whose write is in flight finishes it
+ * first), the reload actions rebuilt, and the paths synchronised: a path that some template
+ * still reads keeps its secret, lease and timers, so an unchanged secret is not read again. When
+ * anything authentication depends on changed (address, namespace, CA, method, credentials), the
+ * requests in flight are cancelled, what was read is forgotten, and the role logs in again. */
+static int secrets_reload(struct sc_app *app, void *state, const void *vcfg, char **err)
+{
+    struct secrets *sv = state;
+    const struct secrets_cfg *c = vcfg;
+    if (sv->stopping || sv->cfg->once || c->once) {
+        *err = sc_strdup("cannot reload while stopping or in --once mode");
+        return SC_EUNSUPPORTED;
+    }
+    struct secrets_plan pl = { 0 };
+    int rc = plan_build(sv, c, &pl, err);
+    if (rc < 0) {
+        plan_cleanup(&pl);
+        return rc;
+    }
+    bool auth_changed = strcmp(sv->auth_key, pl.auth_key) != 0;
+    /* A reload action waiting for its debounce (or running) is owed to the app: the new action
+     * for the same file runs instead. */
+    bool top_owed = sc_reloader_busy(sv->reloader);
+    bool *owed = sc_calloc(pl.nfiles, sizeof(bool));
+    for (size_t i = 0; i < pl.nfiles; i++) {
+        for (size_t k = 0; k < sv->nfiles; k++) {
+            if (strcmp(sv->files[k]->dest, pl.files[i]->dest) == 0 &&
+                sc_reloader_busy(file_reloader(sv->files[k]))) {
+                owed[i] = true;
+            }
+        }
+    }
+    for (size_t i = 0; i < sv->nfiles; i++) {
+        struct secrets_file *f = sv->files[i];
+        sc_reloader_close(f->reloader);
+        f->reloader = NULL;
+        if (f->writing) {
+            f->retired = true;
+            f->next = sv->retired;
+            sv->retired = f;
+        } else {
+            file_free(f);
+        }
+    }
+    sv->nfiles = 0;
+    sv->cfg = c;
+    sc_reloader_close(sv->reloader);
+    sv->reloader = sc_reloader_new(sv->loop, sv->egress, &c->reload, sc_app_metrics(app),
+                                   "sidecar_secrets_reload_total");
+    plan_apply(sv, &pl);
+    if (top_owed) {
+        sc_reloader_trigger(sv->reloader);
+    }
+    for (size_t i = 0; i < sv->nfiles; i++) {
+        if (owed[i]) {
+            sc_reloader_trigger(file_reloader(sv->files[i]));
+        }
+    }
+    sc_free(owed);
+    sync_paths(sv);
+    if (auth_changed) {
+        sc_info("Vault settings changed; authenticating again");
+        cancel_reqs(sv, NULL);
+        uv_timer_stop(&sv->token_timer);
+        uv_timer_stop(&sv->retry_timer);
+        for (size_t i = 0; i < sv->npaths; i++) {
+            path_reset(sv->paths[i]);
+        }
+        sc_free_secret(sv->token, sv->token ? strlen(sv->token) : 0);
+        sv->token = NULL;
+        sv->authed = false;
+        sv->auth_failures = 0;
+        authenticate(sv);
+    } else {
+        for (size_t i = 0; sv->authed && i < sv->npaths; i++) {
+            struct secrets_path *p = sv->paths[i];
+            if (!p->secret && !p->busy) {
+                fetch_path(p);
+            }
+        }
+        render_all(sv);
+    }
+    sc_info("secrets configuration applied", SC_LU("files", sv->nfiles), SC_LU("paths", sv->npaths),
+            SC_LB("reauthenticate", auth_changed));
     return 0;
 }
 
@@ -1247,6 +1626,6 @@ const struct sc_role sc_role_secrets = {
     .check = secrets_check,
     .start = secrets_start,
     .stop = secrets_stop,
-    .reload = NULL,
+    .reload = secrets_reload,
     .cleanup = secrets_cleanup,
 };
