@@ -64,3 +64,29 @@ def test_proxy_config_file_routes_inherit_top_level(sidecar_run, echo):
     assert set(cl) == {"app", "dst"}
     assert cl["app"]["connect_timeout"] == "300ms" and cl["dst"]["connect_timeout"] == "2s"
     assert cl["dst"]["type"] == "original_dst"
+
+
+def quick(sidecar_run, upstream, *extra):
+    port = free_port()
+    sc = sidecar_run("proxy", ["--listen", f"127.0.0.1:{port}", "--upstream", upstream, *extra])
+    return sc, port
+
+
+def test_proxy_absolute_form_replaces_host(sidecar_run, echo):
+    """RFC 9112 section 3.2.2: the Host of an absolute-form request is the target's authority
+    (userinfo dropped), and the request goes upstream in origin form."""
+    sc, port = quick(sidecar_run, echo.addr)
+    c = Client(port)
+    c.send(b"GET http://api.example:8080/abs?q=1 HTTP/1.1\r\nHost: other.example\r\n\r\n")
+    got = c.read_response().json()
+    hosts = [v for k, v in got["headers"] if k.lower() == "host"]
+    assert got["target"] == "/abs?q=1" and hosts == ["api.example:8080"]
+    c.send(b"GET http://user:pw@api.example HTTP/1.1\r\nHost: api.example\r\n\r\n")
+    got = c.read_response().json()
+    hosts = [v for k, v in got["headers"] if k.lower() == "host"]
+    assert got["target"] == "/" and hosts == ["api.example"]
+    # origin form keeps the client's Host as sent
+    c.send(b"GET /o HTTP/1.1\r\nHost: kept.example\r\n\r\n")
+    got = c.read_response().json()
+    assert [v for k, v in got["headers"] if k.lower() == "host"] == ["kept.example"]
+    c.close()

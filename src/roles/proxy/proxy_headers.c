@@ -288,6 +288,30 @@ static void gen_request_id(struct proxy_worker *w, char out[37])
     out[36] = '\0';
 }
 
+/* The authority of an absolute-form target ("http://user@host:port/p" -> "host:port"); sets
+ * <*absolute> to whether <t> is in absolute form at all. Borrows <t>. */
+static struct sc_str target_authority(struct sc_str t, bool *absolute)
+{
+    *absolute = false;
+    if (t.len == 0 || t.p[0] == '/' || t.p[0] == '*') {
+        return SC_STR_NULL;
+    }
+    const char *s = memmem(t.p, t.len, "://", 3);
+    if (!s) {
+        return SC_STR_NULL;
+    }
+    *absolute = true;
+    const char *a = s + 3, *end = t.p + t.len, *e = a;
+    while (e < end && *e != '/' && *e != '?' && *e != '#') {
+        e++;
+    }
+    const char *at = memrchr(a, '@', (size_t)(e - a));
+    if (at) {
+        a = at + 1; /* userinfo is not part of Host (RFC 9110 section 7.2) */
+    }
+    return sc_str_n(a, (size_t)(e - a));
+}
+
 /* Builds the upstream request head into r->head. Returns 0 or SC_ETOOBIG. */
 int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, struct sc_str origin)
 {
@@ -295,7 +319,14 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
     struct proxy_worker *w = dc->w;
     struct sc_buf *b = &r->head;
     int rc = sc_http1_write_request_line(b, m->method, r->is_connect ? m->target : origin);
-    bool have_host = false;
+    /* RFC 9112 section 3.2.2: for an absolute-form target, Host is replaced by the target's
+     * authority, and the request goes upstream in origin form. */
+    bool absolute = false;
+    struct sc_str authority = r->is_connect ? SC_STR_NULL : target_authority(m->target, &absolute);
+    if (absolute) {
+        rc |= sc_http1_write_header(b, SC_STR("Host"), authority);
+    }
+    bool have_host = absolute;
     const struct sc_http_header *xff = NULL, *via = NULL, *rid = NULL, *tp = NULL;
     size_t nxff = 0;
     struct conn_tokens ct;
@@ -328,6 +359,9 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
             continue;
         }
         if (sc_str_caseeq(h->name, SC_STR("host"))) {
+            if (absolute) {
+                continue;
+            }
             have_host = true;
         }
         rc |= sc_http1_write_header(b, h->name, h->value);
