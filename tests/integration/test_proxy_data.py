@@ -90,3 +90,76 @@ def test_proxy_absolute_form_replaces_host(sidecar_run, echo):
     got = c.read_response().json()
     assert [v for k, v in got["headers"] if k.lower() == "host"] == ["kept.example"]
     c.close()
+
+
+def read_head(sock, buf=b""):
+    while b"\r\n\r\n" not in buf:
+        d = sock.recv(65536)
+        assert d, "closed before a head"
+        buf += d
+    i = buf.index(b"\r\n\r\n") + 4
+    return buf[:i], buf[i:]
+
+
+def test_proxy_answers_expect_continue(sidecar_run, echo):
+    """The client waits for 100 before sending its body; the upstream never sends one (it waits
+    for the body): the proxy's own 100 Continue lets the request make progress, and the Expect
+    header is not forwarded."""
+    sc, port = quick(sidecar_run, echo.addr)
+    c = Client(port)
+    c.send(b"POST /up HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+    head, rest = read_head(c.sock)
+    assert head == b"HTTP/1.1 100 Continue\r\n\r\n" and rest == b""
+    c.send(b"hello")
+    r = c.read_response()
+    assert r.status == 200
+    got = r.json()
+    assert got["body_head"] == "hello"
+    assert not [k for k, _ in got["headers"] if k.lower() == "expect"]
+    c.close()
+
+
+def test_proxy_expect_continue_sent_once(sidecar_run):
+    """An upstream that sends 100 Continue anyway: the client still sees exactly one."""
+    def handler(up, conn, req):
+        conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\n"
+                     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        return True
+
+    up = FakeUpstream(handler)
+    try:
+        sc, port = quick(sidecar_run, up.addr)
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"PUT /x HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: 3\r\n\r\n")
+        head, rest = read_head(s)
+        assert head.startswith(b"HTTP/1.1 100 ")
+        s.sendall(b"abc")
+        heads = []
+        buf = rest
+        while True:
+            head, buf = read_head(s, buf)
+            heads.append(head)
+            if not head.startswith(b"HTTP/1.1 1"):
+                break
+        assert [h.split(b" ")[1] for h in heads] == [b"103", b"200"]
+        assert b"Link: </s>" in heads[0]
+        s.close()
+    finally:
+        up.close()
+
+
+def test_proxy_expect_continue_local_reply_and_http10(sidecar_run, echo):
+    """A request refused locally gets its final status and no 100; HTTP/1.0 gets no 1xx."""
+    sc, port = quick(sidecar_run, echo.addr, "--max-request-body", "10")
+    c = Client(port)
+    c.send(b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 50\r\n\r\n")
+    head, _ = read_head(c.sock)
+    assert head.startswith(b"HTTP/1.1 413 ")
+    c.close()
+    # HTTP/1.0 has no interim responses: the body is sent right away and answered once
+    c = Client(port)
+    c.send(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi")
+    head, _ = read_head(c.sock)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    c.close()

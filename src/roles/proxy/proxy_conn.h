@@ -109,6 +109,8 @@ struct proxy_req {
     bool dechunk;
     bool free_retry_used;
     bool resp_keep_alive;
+    bool expect;        /* the client sent Expect: 100-continue (HTTP/1.1): stripped upstream */
+    bool sent_continue; /* the proxy answered it with its own 100 Continue */
     char method[16];
     char path[256];
     size_t path_len;

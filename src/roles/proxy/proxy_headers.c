@@ -354,6 +354,9 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
             }
             continue;
         }
+        if (r->expect && h->name.len == 6 && sc_str_caseeq(h->name, SC_STR("expect"))) {
+            continue; /* answered by the proxy (proxy_http.c upstream_ready) */
+        }
         if (sc_str_caseeq(h->name, SC_STR("traceparent"))) {
             tp = tp ? tp : h;
             continue;

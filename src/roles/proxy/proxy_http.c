@@ -54,6 +54,7 @@ static void on_dread(void *owner, ssize_t nread);
 static void on_dwrite(void *owner, int status);
 static void on_dconn_closed(void *owner);
 static void dconn_closed_one(struct proxy_dconn *dc);
+static int dwrite(struct proxy_dconn *dc, uv_buf_t *iov, unsigned n, size_t consume, int next);
 static void connect_new(struct proxy_dconn *dc, struct proxy_endpoint *ep,
                         const struct sockaddr_storage *ss);
 
@@ -374,6 +375,19 @@ static void upstream_ready(struct proxy_dconn *dc)
         uv_timer_stop(&uc->timer);
     }
     sc_xport_read_start(&uc->tx.base);
+    if (r->expect && !r->sent_continue && !r->body_done && !r->resp_head_sent && !dc->wpending) {
+        /* Expect: 100-continue is answered here, as Envoy does by default: the header is not
+         * forwarded, so the client never waits on an upstream that ignores it, and an upstream
+         * 100 is dropped (one per request). Sent once the request is on its way, so a request
+         * refused locally (404, 413, 503) gets its final status instead and keeps its body. */
+        static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        uv_buf_t iov = uv_buf_init(cont, sizeof(cont) - 1);
+        r->sent_continue = true;
+        r->bytes_out += iov.len;
+        if (dwrite(dc, &iov, 1, 0, DN_INTERIM) < 0) {
+            return;
+        }
+    }
     uv_buf_t pre[2] = { uv_buf_init(r->head.p, (unsigned)r->head.len),
                         uv_buf_init(r->copy.p, (unsigned)r->copy.len) };
     pump_req(dc, pre, r->copy.len ? 2 : 1);
@@ -1026,7 +1040,7 @@ static void parse_resp_head(struct proxy_dconn *dc)
              * rebuilt as our own HTTP/1.1 head; HTTP/1.0 has no 1xx, so from an HTTP/1.0
              * upstream or to an HTTP/1.0 client it is dropped. */
             size_t len = (size_t)rc;
-            if (r->minor == 0 || m.minor_version == 0) {
+            if (r->minor == 0 || m.minor_version == 0 || (m.status == 100 && r->sent_continue)) {
                 uc->in.start += len;
                 continue;
             }
@@ -1258,6 +1272,7 @@ static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, s
     r->is_head = sc_str_eq(m->method, SC_STR("HEAD"));
     r->is_connect = sc_str_eq(m->method, SC_STR("CONNECT"));
     r->upgrade = m->upgrade && !r->is_connect;
+    r->expect = m->expect_continue && m->minor_version == 1;
     size_t ml = m->method.len < sizeof(r->method) - 1 ? m->method.len : sizeof(r->method) - 1;
     memcpy(r->method, m->method.p, ml);
     r->method[ml] = '\0';
