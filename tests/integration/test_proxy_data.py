@@ -4,11 +4,13 @@ the proxy, absolute-form targets, half-close through tunnels, pooled original_ds
 an access log that never blocks the worker."""
 import json
 import socket
+import time
 
 import pytest
 
 from conftest import free_port
-from proxy_util import Client, FakeUpstream, echo_handler, get, proxy_config
+from proxy_util import (Client, FakeUpstream, access_lines, echo_handler, get, proxy_config,
+                        wait_for)
 
 
 @pytest.fixture
@@ -163,3 +165,95 @@ def test_proxy_expect_continue_local_reply_and_http10(sidecar_run, echo):
     head, _ = read_head(c.sock)
     assert head.startswith(b"HTTP/1.1 200 ")
     c.close()
+
+
+def recv_all(sock):
+    out = b""
+    while True:
+        d = sock.recv(65536)
+        if not d:
+            return out
+        out += d
+
+
+def test_proxy_tunnel_client_half_close(sidecar_run):
+    """CONNECT: the client sends its request and a FIN; the upstream reads to that FIN, then
+    answers and closes. The answer must still reach the client."""
+    def handler(up, conn, req):
+        conn.sendall(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+        got = recv_all(conn)
+        conn.sendall(b"got %d bytes" % len(got))
+        return False
+
+    up = FakeUpstream(handler)
+    try:
+        sc, port = quick(sidecar_run, up.addr)
+        c = Client(port)
+        c.send(b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n")
+        head, rest = read_head(c.sock)
+        assert head.startswith(b"HTTP/1.1 200")
+        c.send(b"x" * 100000)
+        c.sock.shutdown(socket.SHUT_WR)
+        assert rest + recv_all(c.sock) == b"got 100000 bytes"
+        c.close()
+    finally:
+        up.close()
+
+
+def test_proxy_tunnel_upstream_half_close(sidecar_run):
+    """WebSocket upgrade: the upstream says goodbye and sends its FIN but keeps reading. The
+    client sees the bytes then EOF, and what it sends afterwards still reaches the upstream."""
+    after = []
+
+    def handler(up, conn, req):
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\n\r\nbye")
+        conn.shutdown(socket.SHUT_WR)
+        after.append(recv_all(conn))
+        return False
+
+    up = FakeUpstream(handler)
+    try:
+        sc, port = quick(sidecar_run, up.addr)
+        c = Client(port)
+        c.send(b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        head, rest = read_head(c.sock)
+        assert head.startswith(b"HTTP/1.1 101")
+        assert rest + recv_all(c.sock) == b"bye"
+        c.send(b"late words")
+        c.sock.shutdown(socket.SHUT_WR)
+        assert wait_for(lambda: after, timeout=10)
+        assert after == [b"late words"]
+        c.close()
+    finally:
+        up.close()
+
+
+def test_proxy_tunnel_half_close_bounded_by_idle_timer(sidecar_run):
+    """A half-closed tunnel whose other side never finishes is cut by stream_idle_timeout."""
+    def handler(up, conn, req):
+        conn.sendall(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+        recv_all(conn)  # reads to the FIN, never answers nor closes
+        time.sleep(30)
+        return False
+
+    up = FakeUpstream(handler)
+    try:
+        port = free_port()
+        cfg = proxy_config(
+            [{"name": "l", "address": f"127.0.0.1:{port}", "routes": [{"cluster": "app"}]}],
+            [{"name": "app", "endpoints": [up.addr]}], stream_idle_timeout="300ms")
+        sc = sidecar_run("proxy", config=cfg)
+        c = Client(port, timeout=20)
+        c.send(b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n")
+        head, _ = read_head(c.sock)
+        assert head.startswith(b"HTTP/1.1 200")
+        c.sock.shutdown(socket.SHUT_WR)
+        t0 = time.monotonic()
+        assert recv_all(c.sock) == b""
+        assert time.monotonic() - t0 < 15
+        line = access_lines(sc)[-1]
+        assert "SI" in line["flags"]
+        c.close()
+    finally:
+        up.close()

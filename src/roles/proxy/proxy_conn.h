@@ -137,7 +137,9 @@ struct proxy_dconn {
     bool wpending;
     bool rpaused;
     bool eof;     /* the client half-closed */
-    bool tun_eof; /* in a tunnel: the client finished; close once its bytes are upstream */
+    bool tun_eof; /* in a tunnel: the client sent its FIN */
+    bool shut_up; /* in a tunnel: the client's FIN was passed upstream */
+    bool shut_dn; /* in a tunnel: the upstream's FIN was passed to the client */
     bool in_parse;
     bool reparse;
     bool close_after;

@@ -55,6 +55,7 @@ static void on_dwrite(void *owner, int status);
 static void on_dconn_closed(void *owner);
 static void dconn_closed_one(struct proxy_dconn *dc);
 static int dwrite(struct proxy_dconn *dc, uv_buf_t *iov, unsigned n, size_t consume, int next);
+static bool tunnel_fins(struct proxy_dconn *dc);
 static void connect_new(struct proxy_dconn *dc, struct proxy_endpoint *ep,
                         const struct sockaddr_storage *ss);
 
@@ -316,7 +317,13 @@ static void on_uread(void *owner, ssize_t nread)
         struct proxy_req *r = &dc->req;
         uc->eof = true;
         if (dc->state == D_TUNNEL) {
-            /* The tunnel ends once what the upstream sent has reached the client. */
+            if (nread != UV_EOF) {
+                r->flags |= F_UC;
+                dconn_close(dc);
+                return;
+            }
+            /* A FIN: once what the upstream sent has reached the client, the client gets a FIN
+             * too, and the other direction goes on until the client's own. */
             r->resp_done = true;
             sc_xport_read_stop(&uc->tx.base);
             pump_resp(dc, NULL, 0);
@@ -866,11 +873,46 @@ static void on_uwrite(void *owner, int status)
     dc->last_activity = uv_now(dc->w->loop);
     dc->in.start += uc->wconsume;
     uc->wconsume = 0;
-    if (dc->state == D_TUNNEL && dc->tun_eof && dc->in.start == dc->in.end) {
-        dconn_close(dc);
+    if (dc->state == D_TUNNEL && tunnel_fins(dc)) {
         return;
     }
     pump_req(dc, NULL, 0);
+}
+
+/* In a tunnel, passes each side's FIN on once that side's bytes have all been delivered
+ * (shutdown of the other side's write direction, which keeps reading), and closes the tunnel when
+ * both directions are finished; the stream idle timer bounds a side that never finishes. Returns
+ * true when the connection was closed. */
+static bool tunnel_fins(struct proxy_dconn *dc)
+{
+    struct proxy_uconn *uc = dc->uc;
+    if (dc->state != D_TUNNEL) {
+        return dc->state == D_CLOSING;
+    }
+    if (!uc) {
+        dconn_close(dc);
+        return true;
+    }
+    if (dc->tun_eof && !dc->shut_up && !uc->wpending && dc->in.start == dc->in.end) {
+        dc->shut_up = true;
+        if (sc_xport_shutdown(&uc->tx.base) < 0) {
+            dconn_close(dc);
+            return true;
+        }
+    }
+    if (uc->eof && dc->req.resp_done && !dc->shut_dn && !dc->wpending &&
+        uc->in.start == uc->in.end) {
+        dc->shut_dn = true;
+        if (sc_xport_shutdown(&dc->tx.base) < 0) {
+            dconn_close(dc);
+            return true;
+        }
+    }
+    if (dc->shut_up && dc->shut_dn) {
+        dconn_close(dc);
+        return true;
+    }
+    return false;
 }
 
 static void request_body_done(struct proxy_dconn *dc)
@@ -1100,7 +1142,7 @@ static void parse_resp_head(struct proxy_dconn *dc)
         if (tunnel) {
             dc->state = D_TUNNEL;
             /* Reading paused for the head (full buffer) resumes; a client that already
-             * half-closed gets its buffered bytes sent, then the tunnel closes. */
+             * half-closed gets its buffered bytes sent, then its FIN passed on. */
             dc->tun_eof = dc->eof;
             dc->rpaused = dc->eof;
         }
@@ -1110,10 +1152,7 @@ static void parse_resp_head(struct proxy_dconn *dc)
         pump_resp(dc, &pre, 1);
         if (tunnel && dc->state == D_TUNNEL) {
             pump_req(dc, NULL, 0);
-            if (dc->state == D_TUNNEL && dc->tun_eof && !dc->wpending && dc->uc &&
-                !dc->uc->wpending && dc->in.start == dc->in.end) {
-                dconn_close(dc);
-            }
+            tunnel_fins(dc);
         }
         return;
     }
@@ -1239,7 +1278,7 @@ static void pump_resp(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix
         }
         if (done || (r->resp_done && r->rbody != B_RAW)) {
             if (r->rbody == B_RAW) {
-                dconn_close(dc);
+                tunnel_fins(dc);
             } else {
                 response_complete(dc);
             }
@@ -1504,14 +1543,13 @@ static void on_dread(void *owner, ssize_t nread)
             dread_update(dc);
             return;
         }
-        if (dc->state == D_TUNNEL) {
-            /* The client finished: close once its last bytes reached the upstream. */
+        if (dc->state == D_TUNNEL && nread == UV_EOF) {
+            /* The client's FIN goes upstream once its last bytes have; the upstream may still
+             * answer until its own FIN. */
             dc->tun_eof = true;
             dc->rpaused = true;
             dread_update(dc);
-            if (!dc->uc || !dc->uc->wpending) {
-                dconn_close(dc);
-            }
+            tunnel_fins(dc);
             return;
         }
         dc->req.flags |= F_DC;
