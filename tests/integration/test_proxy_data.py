@@ -257,3 +257,62 @@ def test_proxy_tunnel_half_close_bounded_by_idle_timer(sidecar_run):
         c.close()
     finally:
         up.close()
+
+
+def ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_proxy_original_dst_connections_are_pooled(sidecar_run):
+    """Requests to the same original destination, even from different client connections, reuse
+    one upstream connection; another destination gets its own."""
+    a, b = FakeUpstream(echo_handler), FakeUpstream(echo_handler)
+    try:
+        port = free_port()
+        cfg = proxy_config(
+            [{"name": "outbound", "address": f"127.0.0.1:{port}",
+              "routes": [{"cluster": "dst"}]}],
+            [{"name": "dst", "type": "original_dst", "max_idle": 4}])
+        sc = sidecar_run("proxy", config=cfg)
+        for i in range(4):
+            c = Client(port)
+            for up in (a, b):
+                c.send(f"GET /r{i} HTTP/1.1\r\nHost: {up.addr}\r\n\r\n".encode())
+                r = c.read_response()
+                assert r.status == 200 and r.json()["target"] == f"/r{i}"
+            c.close()
+        # absolute form names the same destination: still the same pooled connection
+        c = Client(port)
+        c.send(f"GET http://{a.addr}/abs HTTP/1.1\r\nHost: {a.addr}\r\n\r\n".encode())
+        assert c.read_response().status == 200
+        c.close()
+        assert a.connections == 1 and b.connections == 1
+        assert len(a.requests) == 5 and len(b.requests) == 4
+        line = access_lines(sc, 9)[-1]
+        assert line["endpoint"] == a.addr and line["cluster"] == "dst"
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback")
+def test_proxy_original_dst_ipv6_listener(sidecar_run, echo):
+    """An original_dst listener on IPv6: the IPv6 original-destination lookup finds no
+    interception here, so the request's Host decides."""
+    port = free_port()
+    cfg = proxy_config(
+        [{"name": "outbound", "address": f"[::1]:{port}", "routes": [{"cluster": "dst"}]}],
+        [{"name": "dst", "type": "original_dst"}])
+    sc = sidecar_run("proxy", config=cfg)
+    for _ in range(3):
+        s = socket.create_connection(("::1", port), timeout=10)
+        s.sendall(f"GET /six HTTP/1.1\r\nHost: {echo.addr}\r\nConnection: close\r\n\r\n".encode())
+        data = recv_all(s)
+        s.close()
+        assert data.startswith(b"HTTP/1.1 200") and b'"target": "/six"' in data
+    assert echo.connections == 1

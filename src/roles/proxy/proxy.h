@@ -270,6 +270,8 @@ struct proxy_worker {
     struct sc_list free_dc; /* recycled downstream connections */
     struct sc_list free_uc; /* recycled upstream connections */
     size_t nfree_dc, nfree_uc;
+    struct sc_list odst; /* idle original_dst connections by destination (proxy_http.c) */
+    size_t nodst, nodst_idle;
     void *bufs; /* pooled read buffers (proxy_http.c) */
     size_t nbufs;
     size_t nconns;

@@ -26,6 +26,13 @@
 #ifndef SO_ORIGINAL_DST
 #define SO_ORIGINAL_DST 80 /* linux/netfilter_ipv4.h */
 #endif
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80 /* linux/netfilter_ipv6/ip6_tables.h */
+#endif
+/* original_dst pooling, per worker: destinations with idle connections, and idle connections in
+ * all (each destination also stops at its cluster's max_idle). */
+#define ODST_MAX_DESTS 256
+#define ODST_MAX_IDLE 1024
 
 enum dstate { D_HEAD, D_REQ, D_TUNNEL, D_CLOSING };
 enum ustate { U_CONNECTING, U_ACTIVE, U_IDLE, U_CLOSING };

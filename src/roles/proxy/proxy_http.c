@@ -161,6 +161,69 @@ static void rbuf_room(struct rbuf *b, size_t max)
 
 /* ---- upstream connections ---- */
 
+/* The worker's pool of <ep>: endpoints of static clusters have one per worker; an original_dst
+ * destination's endpoint (struct odst_dest) belongs to one worker and has one; a request's own
+ * destination (dc->dyn) has none. */
+static struct proxy_pool *ep_pool(struct proxy_endpoint *ep, struct proxy_worker *w)
+{
+    if (!ep->pools) {
+        return NULL;
+    }
+    return ep->cluster->original_dst ? ep->pools : &ep->pools[w->id];
+}
+
+/* An original_dst destination with idle connections: it exists while its pool is not empty, so
+ * the worker's list holds at most ODST_MAX_DESTS of them and never an empty one. */
+struct odst_dest {
+    struct sc_list node; /* worker->odst, most recently used first */
+    struct proxy_endpoint ep;
+    struct proxy_pool pool;
+    char name[64];
+};
+
+static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family) {
+        return false;
+    }
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return x->sin6_port == y->sin6_port &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0 &&
+               x->sin6_scope_id == y->sin6_scope_id;
+    }
+    return false;
+}
+
+static struct odst_dest *odst_find(struct proxy_worker *w, const struct proxy_cluster *c,
+                                   const struct sockaddr_storage *ss)
+{
+    struct sc_list *pos, *tmp;
+    sc_list_foreach(pos, tmp, &w->odst)
+    {
+        struct odst_dest *d = sc_list_entry(pos, struct odst_dest, node);
+        if (d->ep.cluster == c && same_addr(&d->ep.addrs[0], ss)) {
+            return d;
+        }
+    }
+    return NULL;
+}
+
+/* Called when an idle connection left destination <d>'s pool: an empty destination goes. */
+static void odst_left(struct proxy_worker *w, struct odst_dest *d)
+{
+    w->nodst_idle--;
+    if (d->pool.nidle == 0) {
+        sc_list_remove(&d->node);
+        w->nodst--;
+        sc_free(d);
+    }
+}
+
 static struct proxy_uconn *uconn_get(struct proxy_worker *w)
 {
     struct proxy_uconn *uc;
@@ -221,10 +284,14 @@ static void uconn_close(struct proxy_uconn *uc)
     if (uc->state == U_CLOSING) {
         return;
     }
-    if (uc->state == U_IDLE) {
-        uc->ep->pools[uc->w->id].nidle--;
-    }
+    struct odst_dest *od = NULL;
     sc_list_remove(&uc->node);
+    if (uc->state == U_IDLE) {
+        ep_pool(uc->ep, uc->w)->nidle--;
+        if (uc->ep->cluster->original_dst) {
+            od = sc_container_of(uc->ep, struct odst_dest, ep);
+        }
+    }
     if (uc->dc) {
         struct proxy_dconn *dc = uc->dc;
         /* The bytes of a cancelled write are in the retry copy already: skip them in the input,
@@ -248,6 +315,10 @@ static void uconn_close(struct proxy_uconn *uc)
     uc->closes = 2;
     sc_xport_close(&uc->tx.base);
     uv_close((uv_handle_t *)&uc->timer, on_uconn_timer_closed);
+    if (od) {
+        uc->ep = NULL;
+        odst_left(uc->w, od);
+    }
 }
 
 static void on_pool_idle_timeout(uv_timer_t *t)
@@ -259,15 +330,44 @@ static void on_pool_idle_timeout(uv_timer_t *t)
 static void uconn_release(struct proxy_uconn *uc, bool reusable)
 {
     struct proxy_worker *w = uc->w;
-    struct proxy_pool *pool = uc->ep->pools ? &uc->ep->pools[w->id] : NULL;
+    struct proxy_cluster *c = uc->ep->cluster;
+    struct proxy_pool *pool = ep_pool(uc->ep, w);
     if (uc->dc) {
         endpoint_release(&uc->dc->req);
         uc->dc->uc = NULL;
         uc->dc = NULL;
     }
-    /* A per-request destination (original_dst) has no pool. */
-    if (!reusable || !pool || uc->eof || w->draining || uc->rt != w->rt ||
-        pool->nidle >= uc->ep->cluster->max_idle || uc->in.start != uc->in.end || uc->wpending) {
+    if (!reusable || uc->eof || w->draining || uc->rt != w->rt || uc->in.start != uc->in.end ||
+        uc->wpending) {
+        uconn_close(uc);
+        return;
+    }
+    if (c->original_dst) {
+        /* The request's own destination (dc->dyn, which goes with the request) hands the
+         * connection to the worker's pool for that address, bounded in destinations and in
+         * connections. */
+        struct odst_dest *d = odst_find(w, c, &uc->ep->addrs[0]);
+        if (!d && w->nodst < ODST_MAX_DESTS && w->nodst_idle < ODST_MAX_IDLE && c->max_idle > 0) {
+            d = SC_NEW(struct odst_dest);
+            d->ep.cluster = c;
+            d->ep.pools = &d->pool;
+            d->ep.addrs[0] = uc->ep->addrs[0];
+            atomic_init(&d->ep.naddrs, 1);
+            snprintf(d->name, sizeof(d->name), "%s", uc->ep->name);
+            d->ep.name = d->name;
+            sc_list_init(&d->pool.idle);
+            sc_list_prepend(&w->odst, &d->node);
+            w->nodst++;
+        }
+        if (!d || w->nodst_idle >= ODST_MAX_IDLE || d->pool.nidle >= c->max_idle) {
+            uconn_close(uc);
+            return;
+        }
+        uc->ep = &d->ep;
+        pool = &d->pool;
+        w->nodst_idle++;
+    }
+    if (!pool || pool->nidle >= c->max_idle) {
         uconn_close(uc);
         return;
     }
@@ -513,7 +613,7 @@ static void attempt(struct proxy_dconn *dc)
     r->upstream_ns = now_ns();
     r->active = ep;
     atomic_fetch_add_explicit(&ep->active, 1, memory_order_relaxed);
-    struct proxy_pool *pool = &ep->pools[w->id];
+    struct proxy_pool *pool = ep_pool(ep, w);
     if (!sc_list_empty(&pool->idle)) {
         struct proxy_uconn *uc = sc_list_entry(pool->idle.next, struct proxy_uconn, node);
         sc_list_remove(&uc->node);
@@ -558,7 +658,9 @@ static void connect_new(struct proxy_dconn *dc, struct proxy_endpoint *ep,
     uv_timer_start(&uc->timer, on_connect_timeout, c->connect_timeout_ms, 0);
 }
 
-/* The address iptables redirected this connection from, when it was intercepted. */
+/* The address iptables redirected this connection from, when it was intercepted: IPv4 through
+ * SO_ORIGINAL_DST, IPv6 through IP6T_SO_ORIGINAL_DST (an IPv4-mapped client on an IPv6 socket is
+ * tracked as IPv4). */
 static bool original_dst(struct proxy_dconn *dc)
 {
     if (dc->orig_checked) {
@@ -572,18 +674,52 @@ static bool original_dst(struct proxy_dconn *dc)
     struct sockaddr_storage od, local;
     socklen_t olen = sizeof(od), llen = sizeof(local);
     memset(&od, 0, sizeof(od));
-    if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &od, &olen) < 0 || od.ss_family != AF_INET ||
-        getsockname(fd, (struct sockaddr *)&local, &llen) < 0 || local.ss_family != AF_INET) {
+    if (getsockname(fd, (struct sockaddr *)&local, &llen) < 0) {
         return false;
     }
-    const struct sockaddr_in *a = (const struct sockaddr_in *)&od;
-    const struct sockaddr_in *b = (const struct sockaddr_in *)&local;
-    if (a->sin_addr.s_addr == b->sin_addr.s_addr && a->sin_port == b->sin_port) {
+    if (local.ss_family == AF_INET6 &&
+        !IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)&local)->sin6_addr)) {
+        if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &od, &olen) < 0 ||
+            od.ss_family != AF_INET6) {
+            return false;
+        }
+    } else if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &od, &olen) < 0 || od.ss_family != AF_INET) {
+        return false;
+    }
+    if (od.ss_family == local.ss_family && same_addr(&od, &local)) {
         return false; /* not redirected: the client connected to us directly */
     }
     dc->orig = od;
     dc->has_orig = true;
     return true;
+}
+
+/* Sends the request to original destination <ss>: on an idle connection of the worker's pool for
+ * that address when there is one, else on a new connection. */
+static void odst_connect(struct proxy_dconn *dc, const struct sockaddr_storage *ss)
+{
+    struct proxy_worker *w = dc->w;
+    struct proxy_endpoint *ep = dc->dyn;
+    if (&ep->addrs[0] != ss) {
+        ep->addrs[0] = *ss; /* the pool key when the connection is released */
+    }
+    struct odst_dest *d = odst_find(w, ep->cluster, ss);
+    if (d) {
+        struct proxy_uconn *uc = sc_list_entry(d->pool.idle.next, struct proxy_uconn, node);
+        sc_list_remove(&uc->node);
+        d->pool.nidle--;
+        sc_list_remove(&d->node);
+        sc_list_prepend(&w->odst, &d->node);
+        odst_left(w, d);
+        uc->ep = ep;
+        uc->dc = dc;
+        uc->reused = true;
+        uc->got_bytes = false;
+        dc->uc = uc;
+        upstream_ready(dc);
+        return;
+    }
+    connect_new(dc, ep, ss);
 }
 
 static void on_dyn_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -614,12 +750,12 @@ static void on_dyn_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *
     memcpy(&dc->dyn->addrs[0], a->ai_addr, a->ai_addrlen);
     atomic_store(&dc->dyn->naddrs, 1);
     uv_freeaddrinfo(res);
-    connect_new(dc, dc->dyn, &dc->dyn->addrs[0]);
+    odst_connect(dc, &dc->dyn->addrs[0]);
 }
 
 /* original_dst clusters: connect to where the client meant to go, from iptables interception
  * (SO_ORIGINAL_DST) or else the request's authority (absolute-form target or Host), resolving a
- * name asynchronously. These connections are not pooled. */
+ * name asynchronously. Connections are pooled per worker by destination address. */
 static void attempt_original_dst(struct proxy_dconn *dc)
 {
     struct proxy_req *r = &dc->req;
@@ -637,11 +773,11 @@ static void attempt_original_dst(struct proxy_dconn *dc)
     atomic_fetch_add_explicit(&ep->active, 1, memory_order_relaxed);
     if (original_dst(dc)) {
         sc_addr_format((struct sockaddr *)&dc->orig, dc->dyn_name, sizeof(dc->dyn_name));
-        connect_new(dc, ep, &dc->orig);
+        odst_connect(dc, &dc->orig);
         return;
     }
     if (atomic_load(&ep->naddrs) > 0) {
-        connect_new(dc, ep, &ep->addrs[0]); /* a retry: resolved already */
+        odst_connect(dc, &ep->addrs[0]); /* a retry: resolved already */
         return;
     }
     if (dc->resolving) {
@@ -1953,6 +2089,22 @@ static void close_listeners(struct proxy_worker *w)
 
 static void close_pools(struct proxy_worker *w, struct proxy_rt *rt)
 {
+    struct sc_list *pos, *tmp;
+    sc_list_foreach(pos, tmp, &w->odst)
+    {
+        struct odst_dest *d = sc_list_entry(pos, struct odst_dest, node);
+        bool mine = false;
+        for (size_t c = 0; c < rt->nclusters && !mine; c++) {
+            mine = d->ep.cluster == &rt->clusters[c];
+        }
+        if (!mine) {
+            continue;
+        }
+        for (size_t n = d->pool.nidle; n > 0; n--) {
+            /* the last one frees <d> */
+            uconn_close(sc_list_entry(d->pool.idle.next, struct proxy_uconn, node));
+        }
+    }
     for (size_t c = 0; c < rt->nclusters; c++) {
         for (size_t e = 0; e < rt->clusters[c].neps; e++) {
             struct proxy_pool *pool = &rt->clusters[c].eps[e].pools[w->id];
@@ -2050,6 +2202,7 @@ void proxy_worker_init(struct proxy_worker *w)
     sc_list_init(&w->conns);
     sc_list_init(&w->free_dc);
     sc_list_init(&w->free_uc);
+    sc_list_init(&w->odst);
     sc_buf_init(&w->logbuf, 65536);
     w->md = pcre2_match_data_create(32, NULL);
     if (getrandom(w->rng, sizeof(w->rng), 0) != (ssize_t)sizeof(w->rng)) {
