@@ -3,14 +3,16 @@
 the proxy, absolute-form targets, half-close through tunnels, pooled original_dst connections, and
 an access log that never blocks the worker."""
 import json
+import signal
 import socket
+import subprocess
 import time
 
 import pytest
 
-from conftest import free_port
-from proxy_util import (Client, FakeUpstream, access_lines, echo_handler, get, proxy_config,
-                        wait_for)
+from conftest import BIN, free_port, http_get, wait_until
+from proxy_util import (Client, FakeUpstream, access_lines, echo_handler, get, metric,
+                        proxy_config, wait_for)
 
 
 @pytest.fixture
@@ -316,3 +318,41 @@ def test_proxy_original_dst_ipv6_listener(sidecar_run, echo):
         s.close()
         assert data.startswith(b"HTTP/1.1 200") and b'"target": "/six"' in data
     assert echo.connections == 1
+
+
+def test_proxy_access_log_never_blocks_the_worker(tmp_path, echo):
+    """stdout is a pipe nobody reads: requests are still answered, lines that do not fit the
+    bounded buffer are dropped and counted, and every line that does come out is whole."""
+    port, admin = free_port(), free_port()
+    err = open(tmp_path / "stderr.log", "wb")
+    proc = subprocess.Popen(
+        [BIN, "proxy", "--admin", f"127.0.0.1:{admin}", "--listen", f"127.0.0.1:{port}",
+         "--upstream", echo.addr], stdout=subprocess.PIPE, stderr=err)
+    try:
+        wait_until(lambda: http_get(f"http://127.0.0.1:{admin}/ready", timeout=1)[0] == 200,
+                   timeout=15, what="ready")
+        c = Client(port, timeout=30)
+        n = 2000
+        for i in range(0, n, 50):
+            c.send(b"".join(f"GET /r{i + k} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+                            for k in range(50)))
+            for _ in range(50):
+                assert c.read_response().status == 200
+        c.close()
+        text = http_get(f"http://127.0.0.1:{admin}/metrics")[1].decode()
+        dropped = metric(text, "sidecar_access_log_dropped_total")
+        assert dropped and dropped > 0
+        proc.send_signal(signal.SIGTERM)
+        out = proc.stdout.read()  # the reader catches up; the proxy then exits
+        assert proc.wait(timeout=30) == 0
+        lines = out.decode().splitlines()
+        assert out.endswith(b"\n")
+        assert 0 < len(lines) < n
+        paths = [json.loads(l)["path"] for l in lines]
+        assert paths[0] == "/r0"
+        assert len(lines) + dropped == n
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        err.close()

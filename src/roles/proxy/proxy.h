@@ -224,6 +224,7 @@ struct proxy_metrics {
     struct sc_metric_family *ucx_active;
     struct sc_metric_family *dcx_active;
     struct sc_metric_family *timeout;
+    struct sc_metric *log_dropped; /* access-log lines dropped (a slow or gone reader) */
 };
 
 /* Builds a snapshot from a checked <cfg> for <nworkers> workers, copying everything it keeps.
@@ -282,6 +283,7 @@ struct proxy_worker {
     uint64_t rng[2];
     struct sc_buf logbuf; /* access-log lines, written once per loop iteration */
     uv_check_t logcheck;
+    uv_timer_t logtimer;             /* retries a write the reader was not ready for */
     struct sc_http_header hdrs[100]; /* parse scratch: heads are rewritten as soon as parsed */
     pcre2_match_data *md;
     char date[32]; /* cached access-log timestamp */
@@ -298,6 +300,8 @@ struct proxy {
     atomic_int workers_done;
     atomic_int conns; /* client connections open, all workers */
     struct sc_list resolvers;
+    int log_fd;    /* the access log: stdout, or a non-blocking description of it */
+    bool log_sock; /* stdout is a socket: written with MSG_DONTWAIT */
     bool stopping;
     bool stopped;
 };
@@ -320,6 +324,15 @@ void proxy_worker_done(struct proxy_worker *w);
 
 /* Random numbers for ids and jitter (xoroshiro128+ seeded from the OS per worker). */
 uint64_t proxy_rand(struct proxy_worker *w);
+
+/* Opens the descriptor the access log writes to (px->log_fd): a pipe, FIFO or terminal on
+ * stdout is reopened through /proc/self/fd/1 as a non-blocking description of its own (stdout's
+ * flags, shared with other processes, are left alone); a socket is written with MSG_DONTWAIT; a
+ * regular file, which does not apply backpressure, is written as it is. */
+void proxy_log_open(struct proxy *px);
+
+/* Closes what proxy_log_open opened. */
+void proxy_log_close(struct proxy *px);
 
 /* Starts resolving the DNS endpoints of <rt> on the main loop, every refresh interval. */
 void proxy_dns_start(struct proxy *px, struct proxy_rt *rt);

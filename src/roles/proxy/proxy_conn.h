@@ -208,7 +208,12 @@ void proxy_access_log(struct proxy_dconn *dc, double dur);
  * sidecar_request_duration_seconds. */
 void proxy_count_request(struct proxy_dconn *dc, double dur);
 
-/* Writes the worker's buffered access-log lines to stdout now. */
+/* Writes the worker's buffered access-log lines to stdout now, without blocking: what the
+ * reader does not take stays buffered and is retried shortly (on the worker's logtimer). */
 void proxy_log_flush(struct proxy_worker *w);
+
+/* The worker is finishing: writes what is buffered, waiting for a slow reader up to a second,
+ * then drops (and counts) the rest and closes the worker's log handles. */
+void proxy_log_finish(struct proxy_worker *w);
 
 #endif

@@ -2055,6 +2055,8 @@ int proxy_worker_listen(struct proxy_worker *w, char **err)
     struct proxy_rt *rt = w->rt;
     uv_check_init(w->loop, &w->logcheck);
     w->logcheck.data = w;
+    uv_timer_init(w->loop, &w->logtimer);
+    w->logtimer.data = w;
     w->listeners = sc_calloc(rt->nlisteners, sizeof(*w->listeners));
     w->nlisteners = rt->nlisteners;
     for (size_t i = 0; i < rt->nlisteners; i++) {
@@ -2120,8 +2122,7 @@ static void check_done(struct proxy_worker *w)
     if ((w->draining || w->closed_all) && !atomic_load(&w->done) && w->nconns == 0 &&
         w->nuconns == 0 && w->listeners_open == 0) {
         atomic_store(&w->done, true);
-        proxy_log_flush(w);
-        uv_close((uv_handle_t *)&w->logcheck, NULL);
+        proxy_log_finish(w);
         proxy_worker_done(w);
     }
 }
@@ -2203,7 +2204,7 @@ void proxy_worker_init(struct proxy_worker *w)
     sc_list_init(&w->free_dc);
     sc_list_init(&w->free_uc);
     sc_list_init(&w->odst);
-    sc_buf_init(&w->logbuf, 65536);
+    sc_buf_init(&w->logbuf, 256 * 1024); /* the bound for a slow reader; lines beyond drop */
     w->md = pcre2_match_data_create(32, NULL);
     if (getrandom(w->rng, sizeof(w->rng), 0) != (ssize_t)sizeof(w->rng)) {
         w->rng[0] = uv_hrtime() ^ (uint64_t)(uintptr_t)w;

@@ -1,14 +1,22 @@
 // SPDX-License-Identifier: Apache-2.0
 // The proxy's access log (one JSON line per request on stdout, buffered per worker and written once
 // per loop iteration) and its request metrics, whose series are looked up once and cached so the
-// steady state neither locks nor allocates.
+// steady state neither locks nor allocates. The log never blocks a worker: writes are non-blocking,
+// what a slow reader does not take waits in the worker's bounded buffer, and a line that does not
+// fit is dropped and counted in sidecar_access_log_dropped_total.
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/error.h"
 #include "core/log.h"
 #include "roles/proxy/proxy_conn.h"
 
@@ -33,35 +41,148 @@ static const char *flags_str(unsigned f, char *out, size_t cap)
     return out;
 }
 
-/* Writes the buffered access-log lines to stdout in one write(2) (lines are whole, so several
- * workers' writes never interleave within a line). */
-void proxy_log_flush(struct proxy_worker *w)
+/* A write the reader was not ready for is retried after this long (or at the next loop
+ * iteration that logs a request). */
+#define LOG_RETRY_MS 20
+/* At exit, how long a slow reader may take the last lines before they are dropped. */
+#define LOG_FINISH_MS 1000
+
+void proxy_log_open(struct proxy *px)
+{
+    struct stat st;
+    px->log_fd = STDOUT_FILENO;
+    px->log_sock = false;
+    if (fstat(STDOUT_FILENO, &st) < 0) {
+        return;
+    }
+    if (S_ISSOCK(st.st_mode)) {
+        px->log_sock = true;
+    } else if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode)) {
+        /* A description of our own: O_NONBLOCK on stdout's would reach every process sharing
+         * it (a shell, the container runtime's other writers). */
+        int fd = open("/proc/self/fd/1", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+        if (fd >= 0) {
+            px->log_fd = fd;
+        } else {
+            sc_warn("access log: cannot reopen stdout without blocking; writes may block",
+                    SC_LERR(-errno));
+        }
+    }
+}
+
+void proxy_log_close(struct proxy *px)
+{
+    if (px->log_fd > STDERR_FILENO) {
+        close(px->log_fd);
+    }
+    px->log_fd = STDOUT_FILENO;
+}
+
+static ssize_t log_write(const struct proxy *px, const char *p, size_t n)
+{
+    if (px->log_sock) {
+        return send(px->log_fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+    return write(px->log_fd, p, n);
+}
+
+/* Counts the whole lines in p[0..n) as dropped. */
+static void count_dropped(struct proxy_worker *w, const char *p, size_t n)
+{
+    size_t lines = 0;
+    for (const char *q = p; (q = memchr(q, '\n', n - (size_t)(q - p))) != NULL; q++) {
+        lines++;
+    }
+    if (lines) {
+        sc_counter_add(w->px->pm.log_dropped, lines);
+    }
+}
+
+static void on_logtimer(uv_timer_t *t)
+{
+    proxy_log_flush(t->data);
+}
+
+/* Writes buffered lines without blocking. Returns 0 when the buffer is empty, 1 when the reader
+ * took only part (the rest stays buffered). Several workers share stdout: a write to a pipe is
+ * atomic only up to PIPE_BUF, so each write then holds whole lines and at most PIPE_BUF bytes
+ * (atomic also means all or nothing in non-blocking mode: lines never interleave). */
+static int log_write_some(struct proxy_worker *w)
 {
     struct sc_buf *b = &w->logbuf;
     size_t off = 0;
-    /* One worker writes everything at once. Several share stdout: a write to a pipe is atomic
-     * only up to PIPE_BUF, so each write then holds whole lines and at most PIPE_BUF bytes. */
     bool shared = w->px->nworkers > 1;
+    int rc = 0;
     while (off < b->len) {
         size_t len = b->len - off;
         if (shared && len > PIPE_BUF) {
             const char *cut = memrchr(b->p + off, '\n', PIPE_BUF);
             len = cut ? (size_t)(cut - (b->p + off)) + 1 : len;
         }
-        ssize_t n = write(STDOUT_FILENO, b->p + off, len);
-        if (n <= 0) {
+        ssize_t n = log_write(w->px, b->p + off, len);
+        if (n > 0) {
+            off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            rc = 1;
             break;
         }
-        off += (size_t)n;
+        /* The log is gone (EPIPE, EIO...): what is left is dropped, and counted. */
+        count_dropped(w, b->p + off, b->len - off);
+        off = b->len;
     }
-    sc_buf_reset(b);
+    if (off == b->len) {
+        sc_buf_reset(b);
+        if (b->cap > 65536) {
+            sc_buf_cleanup(b); /* a burst grew it: give the memory back */
+        }
+    } else {
+        sc_buf_consume(b, off);
+    }
+    return rc;
+}
+
+void proxy_log_flush(struct proxy_worker *w)
+{
+    if (log_write_some(w) == 1) {
+        if (w->logtimer.loop && !uv_is_closing((uv_handle_t *)&w->logtimer)) {
+            uv_timer_start(&w->logtimer, on_logtimer, LOG_RETRY_MS, 0);
+        }
+    } else if (w->logtimer.loop) {
+        uv_timer_stop(&w->logtimer);
+    }
+}
+
+void proxy_log_finish(struct proxy_worker *w)
+{
+    uint64_t deadline = uv_hrtime() + (uint64_t)LOG_FINISH_MS * 1000000;
+    while (log_write_some(w) == 1) {
+        uint64_t now = uv_hrtime();
+        if (now >= deadline) {
+            count_dropped(w, w->logbuf.p, w->logbuf.len);
+            sc_buf_reset(&w->logbuf);
+            break;
+        }
+        struct pollfd pfd = { .fd = w->px->log_fd, .events = POLLOUT };
+        (void)poll(&pfd, 1, (int)((deadline - now) / 1000000) + 1);
+    }
+    if (w->logtimer.loop) {
+        uv_close((uv_handle_t *)&w->logtimer, NULL);
+    }
+    uv_close((uv_handle_t *)&w->logcheck, NULL);
 }
 
 static void on_logcheck(uv_check_t *c)
 {
     struct proxy_worker *w = c->data;
-    proxy_log_flush(w);
     uv_check_stop(c);
+    if (!uv_is_active((uv_handle_t *)&w->logtimer)) {
+        proxy_log_flush(w); /* else the reader is slow: the timer retries */
+    }
 }
 
 void proxy_access_log(struct proxy_dconn *dc, double dur)
@@ -101,7 +222,11 @@ void proxy_access_log(struct proxy_dconn *dc, double dur)
             break;
         }
         b->len = before;
-        proxy_log_flush(w);
+        if (i == 0) {
+            proxy_log_flush(w); /* makes room if the reader takes some now */
+        } else {
+            sc_counter_inc(w->px->pm.log_dropped); /* full: the line is dropped, never waited on */
+        }
     }
     if (!uv_is_active((uv_handle_t *)&w->logcheck)) {
         uv_check_start(&w->logcheck, on_logcheck);
