@@ -78,6 +78,8 @@ struct proxy_uconn {
     bool reused;
     bool got_bytes;
     bool eof;
+    bool idle_timer;     /* the timer runs for the pool idle timeout (also while borrowed) */
+    uint64_t idle_since; /* when it last went back to the pool */
 };
 
 struct proxy_req {

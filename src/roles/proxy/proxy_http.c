@@ -323,7 +323,18 @@ static void uconn_close(struct proxy_uconn *uc)
 
 static void on_pool_idle_timeout(uv_timer_t *t)
 {
-    uconn_close(t->data);
+    struct proxy_uconn *uc = t->data;
+    uc->idle_timer = false;
+    if (uc->state != U_IDLE) {
+        return; /* borrowed: its release re-arms */
+    }
+    uint64_t now = uv_now(uc->w->loop), end = uc->idle_since + uc->ep->cluster->idle_timeout_ms;
+    if (now < end) {
+        uv_timer_start(&uc->timer, on_pool_idle_timeout, end - now, 0);
+        uc->idle_timer = true;
+        return;
+    }
+    uconn_close(uc);
 }
 
 /* Returns <uc> to its endpoint's pool when it can carry another request, else closes it. */
@@ -377,10 +388,17 @@ static void uconn_release(struct proxy_uconn *uc, bool reusable)
     uc->last_len = 0;
     sc_list_prepend(&pool->idle, &uc->node);
     pool->nidle++;
-    if (uc->ep->cluster->idle_timeout_ms) {
-        uv_timer_start(&uc->timer, on_pool_idle_timeout, uc->ep->cluster->idle_timeout_ms, 0);
-    } else {
+    uc->idle_since = uv_now(w->loop);
+    uint64_t to = c->idle_timeout_ms;
+    if (!to) {
         uv_timer_stop(&uc->timer);
+        uc->idle_timer = false;
+    } else if (!uc->idle_timer || !uv_is_active((uv_handle_t *)&uc->timer) ||
+               uv_timer_get_due_in(&uc->timer) > to) {
+        /* Left running while a request borrows the connection: the common reuse costs no
+         * timer-heap work, and on_pool_idle_timeout re-checks when it fires. */
+        uv_timer_start(&uc->timer, on_pool_idle_timeout, to, 0);
+        uc->idle_timer = true;
     }
 }
 
@@ -478,8 +496,9 @@ static void upstream_ready(struct proxy_dconn *dc)
     uc->last_len = 0;
     if (r->route->per_try_timeout_ms) {
         uv_timer_start(&uc->timer, on_per_try_timeout, r->route->per_try_timeout_ms, 0);
-    } else {
-        uv_timer_stop(&uc->timer);
+        uc->idle_timer = false;
+    } else if (!uc->idle_timer) {
+        uv_timer_stop(&uc->timer); /* the connect timeout */
     }
     sc_xport_read_start(&uc->tx.base);
     if (r->expect && !r->sent_continue && !r->body_done && !r->resp_head_sent && !dc->wpending) {
@@ -1247,7 +1266,9 @@ static void parse_resp_head(struct proxy_dconn *dc)
             return;
         }
         r->upstream_total_ns += now_ns() - r->upstream_ns;
-        uv_timer_stop(&uc->timer);
+        if (!uc->idle_timer) {
+            uv_timer_stop(&uc->timer); /* the per-try timeout */
+        }
         r->status = m.status;
         r->rbody = m.body == SC_HTTP_BODY_LENGTH    ? B_LENGTH
                    : m.body == SC_HTTP_BODY_CHUNKED ? B_CHUNKED
@@ -1887,7 +1908,7 @@ static void dconn_close(struct proxy_dconn *dc)
 static void on_dtimer(uv_timer_t *t);
 
 /* Arms the connection's one timer for its current state; on_dtimer re-evaluates when it fires,
- * so activity that moves a deadline costs nothing until then. */
+ * so activity that moves a deadline later costs nothing until then. */
 static void arm_dtimer(struct proxy_dconn *dc)
 {
     struct proxy_worker *w = dc->w;
@@ -1912,7 +1933,13 @@ static void arm_dtimer(struct proxy_dconn *dc)
     default:
         return;
     }
-    uv_timer_start(&dc->timer, on_dtimer, deadline > now ? deadline - now : 0, 0);
+    uint64_t due = deadline > now ? deadline - now : 0;
+    /* Already armed for this deadline or an earlier one: on_dtimer re-evaluates when it fires,
+     * so the deadlines each request moves later cost no timer-heap work. */
+    if (uv_is_active((uv_handle_t *)&dc->timer) && uv_timer_get_due_in(&dc->timer) <= due) {
+        return;
+    }
+    uv_timer_start(&dc->timer, on_dtimer, due, 0);
 }
 
 static void on_dtimer(uv_timer_t *t)
@@ -1930,6 +1957,10 @@ static void on_dtimer(uv_timer_t *t)
                 return;
             }
             dconn_close(dc);
+            return;
+        }
+        if (now < dc->head_start_ms + rt->request_headers_timeout_ms) {
+            arm_dtimer(dc); /* armed for an earlier deadline of the connection */
             return;
         }
         dc->close_after = true;
