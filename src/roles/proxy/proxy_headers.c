@@ -8,14 +8,42 @@
 #include "core/error.h"
 #include "roles/proxy/proxy_conn.h"
 
+/* Writes the low <digits> (even) hex digits of <v>, two per table lookup: request ids and trace
+ * ids take 80 digits per request. */
 static void hex(char *out, uint64_t v, int digits)
 {
-    static const char d[] = "0123456789abcdef";
-    for (int i = digits - 1; i >= 0; i--) {
-        out[i] = d[v & 15];
-        v >>= 4;
+    static const char pairs[513] =
+        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+        "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+        "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+        "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+        "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+        "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+        "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+        "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+    for (int i = digits - 2; i >= 0; i -= 2) {
+        memcpy(out + i, pairs + 2 * (v & 0xff), 2);
+        v >>= 8;
     }
 }
+
+/* Case-insensitive compare of a parsed name or value with a lowercase literal of letters, digits
+ * and '-': OR-ing 0x20 maps only CTLs (which a parsed head cannot hold) onto those. Inline, so
+ * the per-header checks cost a few instructions each. */
+static inline bool is_lit(struct sc_str s, const char *lower, size_t n)
+{
+    if (s.len != n) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (((unsigned char)s.p[i] | 0x20) != (unsigned char)lower[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+#define IS(s, lit) is_lit((s), (lit), sizeof(lit) - 1)
 
 /* Appends <n> bytes: a plain copy when they fit the capacity the head reserved up front, else
  * through sc_buf_append (growth, and the cap that makes a head too large). */
@@ -91,8 +119,8 @@ static void conn_tokens_init(struct conn_tokens *ct, const struct sc_http_msg *m
     ct->slow = NULL;
     for (size_t i = 0; i < m->nheaders; i++) {
         const struct sc_http_header *h = &m->headers[i];
-        if (h->name.len == 10 && sc_str_caseeq(h->name, SC_STR("connection"))) {
-            if (sc_str_caseeq(h->value, SC_STR("keep-alive"))) {
+        if (h->name.len == 10 && IS(h->name, "connection")) {
+            if (IS(h->value, "keep-alive")) {
                 continue; /* names only Keep-Alive, hop-by-hop anyway: no per-header scan */
             }
             if (ct->n == SC_ARRAY_LEN(ct->v)) {
@@ -109,28 +137,27 @@ static bool hop_by_hop(struct sc_str name, const struct conn_tokens *ct)
 {
     switch (name.len) {
     case 2:
-        if (sc_str_caseeq(name, SC_STR("te"))) {
+        if (IS(name, "te")) {
             return true;
         }
         break;
     case 7:
-        if (sc_str_caseeq(name, SC_STR("trailer")) || sc_str_caseeq(name, SC_STR("upgrade"))) {
+        if (IS(name, "trailer") || IS(name, "upgrade")) {
             return true;
         }
         break;
     case 10:
-        if (sc_str_caseeq(name, SC_STR("connection")) ||
-            sc_str_caseeq(name, SC_STR("keep-alive"))) {
+        if (IS(name, "connection") || IS(name, "keep-alive")) {
             return true;
         }
         break;
     case 16:
-        if (sc_str_caseeq(name, SC_STR("proxy-connection"))) {
+        if (IS(name, "proxy-connection")) {
             return true;
         }
         break;
     case 17:
-        if (sc_str_caseeq(name, SC_STR("transfer-encoding"))) {
+        if (IS(name, "transfer-encoding")) {
             return true;
         }
         break;
@@ -213,7 +240,7 @@ int proxy_build_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
         if (hop_by_hop(h->name, &ct)) {
             continue;
         }
-        if (h->name.len == 3 && sc_str_caseeq(h->name, SC_STR("via"))) {
+        if (h->name.len == 3 && IS(h->name, "via")) {
             via = h->value;
             continue;
         }
@@ -403,13 +430,13 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
         /* The headers the proxy rewrites, told apart by length first (one compare each). */
         switch (h->name.len) {
         case 3:
-            if (sc_str_caseeq(h->name, SC_STR("via"))) {
+            if (IS(h->name, "via")) {
                 via = h;
                 continue;
             }
             break;
         case 4:
-            if (sc_str_caseeq(h->name, SC_STR("host"))) {
+            if (IS(h->name, "host")) {
                 if (absolute) {
                     continue;
                 }
@@ -417,18 +444,18 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
             }
             break;
         case 6:
-            if (r->expect && sc_str_caseeq(h->name, SC_STR("expect"))) {
+            if (r->expect && IS(h->name, "expect")) {
                 continue; /* answered by the proxy (proxy_http.c upstream_ready) */
             }
             break;
         case 11:
-            if (sc_str_caseeq(h->name, SC_STR("traceparent"))) {
+            if (IS(h->name, "traceparent")) {
                 tp = tp ? tp : h;
                 continue;
             }
             break;
         case 12:
-            if (sc_str_caseeq(h->name, SC_STR("x-request-id"))) {
+            if (IS(h->name, "x-request-id")) {
                 if (!rid && h->value.len > 0 && h->value.len < sizeof(r->request_id)) {
                     rid = h;
                 }
@@ -436,13 +463,13 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
             }
             break;
         case 15:
-            if (sc_str_caseeq(h->name, SC_STR("x-forwarded-for"))) {
+            if (IS(h->name, "x-forwarded-for")) {
                 xff = xff ? xff : h;
                 continue;
             }
             break;
         case 17:
-            if (sc_str_caseeq(h->name, SC_STR("x-forwarded-proto"))) {
+            if (IS(h->name, "x-forwarded-proto")) {
                 continue;
             }
             break;
