@@ -275,6 +275,8 @@ struct proxy_worker {
     size_t nodst, nodst_idle;
     void *bufs; /* pooled read buffers (proxy_http.c) */
     size_t nbufs;
+    void *hbufs; /* pooled head buffers (proxy_http.c) */
+    size_t nhbufs;
     size_t nconns;
     size_t nuconns;
     bool draining;

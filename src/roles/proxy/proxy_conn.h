@@ -127,6 +127,20 @@ struct proxy_req {
     size_t request_id_len;
 };
 
+/* original_dst clusters: the destination of a connection or of its current request, resolved
+ * into a private endpoint. Separate from the connection so that listeners that never forward to
+ * an original destination do not pay for it in every connection. */
+struct proxy_odst {
+    struct proxy_endpoint ep;
+    uv_getaddrinfo_t gai;
+    bool resolving;
+    bool stale;   /* the lookup in flight is for a request that is over */
+    bool checked; /* SO_ORIGINAL_DST was read for this connection */
+    bool has_orig;
+    struct sockaddr_storage orig;
+    char name[264];
+};
+
 struct proxy_dconn {
     struct sc_tcp_xport tx;
     uv_timer_t timer;
@@ -154,16 +168,7 @@ struct proxy_dconn {
     bool close_after;
     uint64_t head_start_ms;
     uint64_t last_activity;
-    /* original_dst clusters: the destination of this connection or request, resolved into a
-     * private endpoint (allocated on first use, kept with the connection object). */
-    struct proxy_endpoint *dyn;
-    uv_getaddrinfo_t gai;
-    bool resolving;
-    bool dyn_stale;
-    bool orig_checked;
-    bool has_orig;
-    struct sockaddr_storage orig;
-    char dyn_name[264];
+    struct proxy_odst *od; /* original_dst state, allocated on first use, kept on recycling */
     char peer[48];
     struct proxy_req req;
 };

@@ -137,6 +137,46 @@ static void rbuf_put(struct proxy_worker *w, struct rbuf *b)
     b->cap = b->start = b->end = 0;
 }
 
+/* Head buffers (the upstream request head, the client's response head, the retry copy of a
+ * request body) come from a second bounded pool, lent while a request runs and given back when
+ * it finishes, so an idle keep-alive connection holds no buffer at all. One that grew past HBUF
+ * (a large head or body) is freed instead. */
+#define HBUF 2048
+
+static void hbuf_get(struct proxy_worker *w, struct sc_buf *b)
+{
+    if (b->p) {
+        return;
+    }
+    if (w->hbufs) {
+        struct pooled_buf *pb = w->hbufs;
+        w->hbufs = pb->next;
+        w->nhbufs--;
+        b->p = (char *)pb;
+    } else {
+        b->p = sc_malloc(HBUF);
+    }
+    b->cap = HBUF;
+    b->len = 0;
+}
+
+static void hbuf_put(struct proxy_worker *w, struct sc_buf *b)
+{
+    if (!b->p) {
+        return;
+    }
+    if (b->cap == HBUF && w->nhbufs < POOL_MAX && !w->closed_all) {
+        struct pooled_buf *pb = (struct pooled_buf *)(void *)b->p;
+        pb->next = w->hbufs;
+        w->hbufs = pb;
+        w->nhbufs++;
+    } else {
+        sc_free(b->p);
+    }
+    b->p = NULL;
+    b->cap = b->len = 0;
+}
+
 /* Makes room at the end of <b>: moves data to the front, or grows up to <max>. */
 static void rbuf_room(struct rbuf *b, size_t max)
 {
@@ -163,7 +203,7 @@ static void rbuf_room(struct rbuf *b, size_t max)
 
 /* The worker's pool of <ep>: endpoints of static clusters have one per worker; an original_dst
  * destination's endpoint (struct odst_dest) belongs to one worker and has one; a request's own
- * destination (dc->dyn) has none. */
+ * destination (dc->od->ep) has none. */
 static struct proxy_pool *ep_pool(struct proxy_endpoint *ep, struct proxy_worker *w)
 {
     if (!ep->pools) {
@@ -354,7 +394,7 @@ static void uconn_release(struct proxy_uconn *uc, bool reusable)
         return;
     }
     if (c->original_dst) {
-        /* The request's own destination (dc->dyn, which goes with the request) hands the
+        /* The request's own destination (dc->od->ep, which goes with the request) hands the
          * connection to the worker's pool for that address, bounded in destinations and in
          * connections. */
         struct odst_dest *d = odst_find(w, c, &uc->ep->addrs[0]);
@@ -682,10 +722,10 @@ static void connect_new(struct proxy_dconn *dc, struct proxy_endpoint *ep,
  * tracked as IPv4). */
 static bool original_dst(struct proxy_dconn *dc)
 {
-    if (dc->orig_checked) {
-        return dc->has_orig;
+    if (dc->od->checked) {
+        return dc->od->has_orig;
     }
-    dc->orig_checked = true;
+    dc->od->checked = true;
     uv_os_fd_t fd;
     if (uv_fileno((uv_handle_t *)&dc->tx.tcp, &fd) < 0) {
         return false;
@@ -708,8 +748,8 @@ static bool original_dst(struct proxy_dconn *dc)
     if (od.ss_family == local.ss_family && same_addr(&od, &local)) {
         return false; /* not redirected: the client connected to us directly */
     }
-    dc->orig = od;
-    dc->has_orig = true;
+    dc->od->orig = od;
+    dc->od->has_orig = true;
     return true;
 }
 
@@ -718,7 +758,7 @@ static bool original_dst(struct proxy_dconn *dc)
 static void odst_connect(struct proxy_dconn *dc, const struct sockaddr_storage *ss)
 {
     struct proxy_worker *w = dc->w;
-    struct proxy_endpoint *ep = dc->dyn;
+    struct proxy_endpoint *ep = &dc->od->ep;
     if (&ep->addrs[0] != ss) {
         ep->addrs[0] = *ss; /* the pool key when the connection is released */
     }
@@ -744,14 +784,14 @@ static void odst_connect(struct proxy_dconn *dc, const struct sockaddr_storage *
 static void on_dyn_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
     struct proxy_dconn *dc = req->data;
-    dc->resolving = false;
+    dc->od->resolving = false;
     if (dc->state == D_CLOSING) {
         uv_freeaddrinfo(res);
         dconn_closed_one(dc);
         return;
     }
-    if (dc->dyn_stale) {
-        dc->dyn_stale = false;
+    if (dc->od->stale) {
+        dc->od->stale = false;
         uv_freeaddrinfo(res);
         return;
     }
@@ -759,17 +799,17 @@ static void on_dyn_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *
     while (a && a->ai_family != AF_INET && a->ai_family != AF_INET6) {
         a = a->ai_next;
     }
-    if (status < 0 || !a || a->ai_addrlen > sizeof(dc->dyn->addrs[0])) {
+    if (status < 0 || !a || a->ai_addrlen > sizeof(dc->od->ep.addrs[0])) {
         uv_freeaddrinfo(res);
         endpoint_release(&dc->req);
         local_reply(dc, 503, "cannot resolve the request's destination", F_UH);
         return;
     }
-    memset(&dc->dyn->addrs[0], 0, sizeof(dc->dyn->addrs[0]));
-    memcpy(&dc->dyn->addrs[0], a->ai_addr, a->ai_addrlen);
-    atomic_store(&dc->dyn->naddrs, 1);
+    memset(&dc->od->ep.addrs[0], 0, sizeof(dc->od->ep.addrs[0]));
+    memcpy(&dc->od->ep.addrs[0], a->ai_addr, a->ai_addrlen);
+    atomic_store(&dc->od->ep.naddrs, 1);
     uv_freeaddrinfo(res);
-    odst_connect(dc, &dc->dyn->addrs[0]);
+    odst_connect(dc, &dc->od->ep.addrs[0]);
 }
 
 /* original_dst clusters: connect to where the client meant to go, from iptables interception
@@ -778,12 +818,9 @@ static void on_dyn_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *
 static void attempt_original_dst(struct proxy_dconn *dc)
 {
     struct proxy_req *r = &dc->req;
-    if (!dc->dyn) {
-        dc->dyn = SC_NEW(struct proxy_endpoint);
-    }
-    struct proxy_endpoint *ep = dc->dyn;
+    struct proxy_endpoint *ep = &dc->od->ep; /* allocated by start_request */
     ep->cluster = r->route->cluster;
-    ep->name = dc->dyn_name;
+    ep->name = dc->od->name;
     ep->pools = NULL;
     r->ep = ep;
     r->tries++;
@@ -791,15 +828,15 @@ static void attempt_original_dst(struct proxy_dconn *dc)
     r->active = ep;
     atomic_fetch_add_explicit(&ep->active, 1, memory_order_relaxed);
     if (original_dst(dc)) {
-        sc_addr_format((struct sockaddr *)&dc->orig, dc->dyn_name, sizeof(dc->dyn_name));
-        odst_connect(dc, &dc->orig);
+        sc_addr_format((struct sockaddr *)&dc->od->orig, dc->od->name, sizeof(dc->od->name));
+        odst_connect(dc, &dc->od->orig);
         return;
     }
     if (atomic_load(&ep->naddrs) > 0) {
         odst_connect(dc, &ep->addrs[0]); /* a retry: resolved already */
         return;
     }
-    if (dc->resolving) {
+    if (dc->od->resolving) {
         /* A stale lookup is still out (cancellation is best effort): do not reuse its request. */
         endpoint_release(r);
         local_reply(dc, 503, "destination lookup busy", F_UH);
@@ -807,11 +844,11 @@ static void attempt_original_dst(struct proxy_dconn *dc)
     }
     /* dyn_name holds "host:port" from the request (start_request). */
     char host[256], port[8];
-    const char *colon = strrchr(dc->dyn_name, ':');
-    const char *rb = strrchr(dc->dyn_name, ']');
+    const char *colon = strrchr(dc->od->name, ':');
+    const char *rb = strrchr(dc->od->name, ']');
     bool has_port = colon && (!rb || colon > rb);
-    size_t hl = has_port ? (size_t)(colon - dc->dyn_name) : strlen(dc->dyn_name);
-    const char *h = dc->dyn_name;
+    size_t hl = has_port ? (size_t)(colon - dc->od->name) : strlen(dc->od->name);
+    const char *h = dc->od->name;
     if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
         h++;
         hl -= 2;
@@ -827,15 +864,15 @@ static void attempt_original_dst(struct proxy_dconn *dc)
     struct addrinfo hints = { .ai_family = AF_UNSPEC,
                               .ai_socktype = SOCK_STREAM,
                               .ai_flags = AI_NUMERICSERV };
-    dc->gai.data = dc;
-    dc->dyn_stale = false;
-    int rc = uv_getaddrinfo(dc->w->loop, &dc->gai, on_dyn_resolved, host, port, &hints);
+    dc->od->gai.data = dc;
+    dc->od->stale = false;
+    int rc = uv_getaddrinfo(dc->w->loop, &dc->od->gai, on_dyn_resolved, host, port, &hints);
     if (rc < 0) {
         endpoint_release(r);
         local_reply(dc, 503, "cannot resolve the request's destination", F_UH);
         return;
     }
-    dc->resolving = true;
+    dc->od->resolving = true;
 }
 
 static void on_backoff(uv_timer_t *t)
@@ -1241,6 +1278,7 @@ static void parse_resp_head(struct proxy_dconn *dc)
                 uc->in.start += len;
                 continue;
             }
+            hbuf_get(w, &dc->out);
             sc_buf_reset(&dc->out);
             if (proxy_build_interim_head(dc, &m) < 0) {
                 sc_buf_reset(&dc->out);
@@ -1288,6 +1326,7 @@ static void parse_resp_head(struct proxy_dconn *dc)
             uc->reused = false;
         }
         r->resp_keep_alive = m.keep_alive;
+        hbuf_get(w, &dc->out);
         sc_buf_reset(&dc->out);
         if (proxy_build_resp_head(dc, &m) < 0) {
             sc_buf_reset(&dc->out);
@@ -1527,14 +1566,15 @@ static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, s
                 auth = m->target;
             }
         }
-        size_t n = auth.len < sizeof(dc->dyn_name) - 1 ? auth.len : sizeof(dc->dyn_name) - 1;
+        if (!dc->od) {
+            dc->od = SC_NEW(struct proxy_odst);
+        }
+        size_t n = auth.len < sizeof(dc->od->name) - 1 ? auth.len : sizeof(dc->od->name) - 1;
         if (n) {
-            memcpy(dc->dyn_name, auth.p, n);
+            memcpy(dc->od->name, auth.p, n);
         }
-        dc->dyn_name[n] = '\0';
-        if (dc->dyn) {
-            atomic_store(&dc->dyn->naddrs, 0);
-        }
+        dc->od->name[n] = '\0';
+        atomic_store(&dc->od->ep.naddrs, 0);
     } else if (found->cluster->neps == 0) {
         dc->close_after = r->body != B_NONE;
         local_reply(dc, 503, "no healthy upstream", F_UH);
@@ -1545,6 +1585,10 @@ static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         dc->close_after = true;
         local_reply(dc, 413, "request body larger than max_request_body", F_DPE);
         return;
+    }
+    hbuf_get(w, &r->head);
+    if (r->body != B_NONE && r->retriable) {
+        hbuf_get(w, &r->copy);
     }
     if (proxy_build_req_head(dc, m, origin) < 0) {
         dc->close_after = true;
@@ -1586,6 +1630,7 @@ static void local_reply(struct proxy_dconn *dc, int status, const char *reason, 
     if (n < 0 || (size_t)n >= sizeof(body)) {
         n = (int)sizeof(body) - 1;
     }
+    hbuf_get(dc->w, &dc->out);
     sc_buf_reset(&dc->out);
     if (sc_http1_write_simple(&dc->out, status, "text/plain; charset=utf-8",
                               sc_str_n(body, (size_t)n), close) < 0) {
@@ -1621,19 +1666,15 @@ static void finish_request(struct proxy_dconn *dc)
     endpoint_release(r);
     proxy_rt_unref(r->rt);
     r->rt = NULL;
-    if (dc->resolving && !dc->dyn_stale) {
-        dc->dyn_stale = true; /* its answer is for a request that is over */
-        uv_cancel((uv_req_t *)&dc->gai);
+    if (dc->od && dc->od->resolving && !dc->od->stale) {
+        dc->od->stale = true; /* its answer is for a request that is over */
+        uv_cancel((uv_req_t *)&dc->od->gai);
     }
-    /* Keep small buffers for the next request; give back what a large one grew. */
-    if (r->copy.cap > 4096) {
-        sc_buf_cleanup(&r->copy);
-    }
-    if (r->head.cap > 8192) {
-        sc_buf_cleanup(&r->head);
-    }
-    if (dc->out.cap > 8192 && !dc->wpending) {
-        sc_buf_cleanup(&dc->out);
+    /* The head buffers go back to the worker's pool (a pending write still reads dc->out). */
+    hbuf_put(dc->w, &r->copy);
+    hbuf_put(dc->w, &r->head);
+    if (!dc->wpending) {
+        hbuf_put(dc->w, &dc->out);
     }
     if (dc->state == D_CLOSING) {
         return;
@@ -1853,6 +1894,9 @@ static void dconn_closed_one(struct proxy_dconn *dc)
     w->nconns--;
     dc->in.start = dc->in.end = 0;
     rbuf_put(w, &dc->in);
+    hbuf_put(w, &dc->out);
+    hbuf_put(w, &dc->req.head);
+    hbuf_put(w, &dc->req.copy);
     if (w->nfree_dc < MAX_FREE && !w->closed_all) {
         sc_list_append(&w->free_dc, &dc->node);
         w->nfree_dc++;
@@ -1860,7 +1904,7 @@ static void dconn_closed_one(struct proxy_dconn *dc)
         sc_buf_cleanup(&dc->out);
         sc_buf_cleanup(&dc->req.head);
         sc_buf_cleanup(&dc->req.copy);
-        sc_free(dc->dyn);
+        sc_free(dc->od);
         sc_free(dc);
     }
     check_done(w);
@@ -1896,9 +1940,9 @@ static void dconn_close(struct proxy_dconn *dc)
     dc->state = D_CLOSING;
     sc_list_remove(&dc->node);
     dc->closes = 3;
-    if (dc->resolving) {
+    if (dc->od && dc->od->resolving) {
         dc->closes++; /* on_dyn_resolved releases the object */
-        uv_cancel((uv_req_t *)&dc->gai);
+        uv_cancel((uv_req_t *)&dc->od->gai);
     }
     sc_xport_close(&dc->tx.base);
     uv_close((uv_handle_t *)&dc->timer, on_dconn_timer_closed);
@@ -2043,9 +2087,12 @@ static void on_accept(uv_stream_t *server, int status)
         sc_list_remove(&dc->node);
         w->nfree_dc--;
         struct sc_buf out = dc->out, head = dc->req.head, copy = dc->req.copy;
-        struct proxy_endpoint *dyn = dc->dyn;
+        struct proxy_odst *od = dc->od;
         memset(dc, 0, sizeof(*dc));
-        dc->dyn = dyn;
+        dc->od = od;
+        if (od) {
+            od->checked = od->has_orig = od->stale = false; /* per connection */
+        }
         dc->out = out;
         dc->req.head = head;
         dc->req.copy = copy;
@@ -2204,7 +2251,7 @@ void proxy_worker_cleanup(struct proxy_worker *w)
         sc_buf_cleanup(&dc->out);
         sc_buf_cleanup(&dc->req.head);
         sc_buf_cleanup(&dc->req.copy);
-        sc_free(dc->dyn);
+        sc_free(dc->od);
         sc_free(dc);
     }
     while (!sc_list_empty(&w->free_uc)) {
@@ -2220,6 +2267,12 @@ void proxy_worker_cleanup(struct proxy_worker *w)
         sc_free(pb);
     }
     w->nbufs = 0;
+    while (w->hbufs) {
+        struct pooled_buf *pb = w->hbufs;
+        w->hbufs = pb->next;
+        sc_free(pb);
+    }
+    w->nhbufs = 0;
     sc_free(w->listeners);
     w->listeners = NULL;
     sc_buf_cleanup(&w->logbuf);
