@@ -153,7 +153,8 @@ static int log_write_some(struct proxy_worker *w)
 void proxy_log_flush(struct proxy_worker *w)
 {
     if (log_write_some(w) == 1) {
-        if (w->logtimer.loop && !uv_is_closing((uv_handle_t *)&w->logtimer)) {
+        if (w->logtimer.loop && !uv_is_closing((uv_handle_t *)&w->logtimer) &&
+            !uv_is_active((uv_handle_t *)&w->logtimer)) {
             uv_timer_start(&w->logtimer, on_logtimer, LOG_RETRY_MS, 0);
         }
     } else if (w->logtimer.loop) {
