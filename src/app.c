@@ -418,6 +418,9 @@ static void h_config(void *arg, const struct sc_admin_req *req, struct sc_admin_
     struct sc_app *app = arg;
     (void)req;
     json_t *j = sc_config_dump(app->top, app->cfg);
+    if (app->role->dump) {
+        app->role->dump(role_cfg_of(app->cfg), j);
+    }
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(j);
     resp->content_type = "application/json";

@@ -51,6 +51,10 @@ struct sc_role {
      * or the signals start. Returns the process exit code, or -1 to run the role as a service.
      * May be NULL. */
     int (*command)(const void *cfg);
+    /* Completes the GET /config dump <j> (the object the option tables produced, role keys at its
+     * top level) with what the role derives from <cfg> but the tables cannot show, such as
+     * listeners and clusters synthesised from flags or defaults. May be NULL. */
+    void (*dump)(const void *cfg, json_t *j);
 };
 
 /* Runs <role> with the arguments after the role name. Returns the process exit code: 0 after a

@@ -7,7 +7,9 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <errno.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "core/alloc.h"
 #include "net/addr.h"
@@ -183,12 +185,31 @@ static void tcp_close(struct sc_xport *x)
     uv_close((uv_handle_t *)&t->tcp, on_tcp_closed);
 }
 
+static int tcp_shutdown(struct sc_xport *x)
+{
+    struct sc_tcp_xport *t = tcp_of(x);
+    uv_os_fd_t fd;
+    if (t->closing) {
+        return UV_EPIPE;
+    }
+    /* Straight to the socket: libuv's own uv_shutdown would need a request in every transport,
+     * and the contract (no write pending) makes its queueing unnecessary. */
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&t->tcp) > 0) {
+        return UV_EBUSY;
+    }
+    if (uv_fileno((uv_handle_t *)&t->tcp, &fd) < 0) {
+        return UV_EBADF;
+    }
+    return shutdown(fd, SHUT_WR) < 0 ? -errno : 0;
+}
+
 static const struct sc_xport_ops tcp_ops = {
     .name = "tcp",
     .read_start = tcp_read_start,
     .read_stop = tcp_read_stop,
     .write = tcp_write,
     .close = tcp_close,
+    .shutdown = tcp_shutdown,
 };
 
 void sc_tcp_xport_init(struct sc_tcp_xport *t, uv_loop_t *loop, const struct sc_xport_cbs *cbs,

@@ -41,6 +41,7 @@ struct sc_xport_ops {
     void (*read_stop)(struct sc_xport *x);
     int (*write)(struct sc_xport *x, uv_buf_t *iov, unsigned n);
     void (*close)(struct sc_xport *x);
+    int (*shutdown)(struct sc_xport *x);
 };
 
 struct sc_xport {
@@ -74,6 +75,14 @@ static inline int sc_xport_write(struct sc_xport *x, uv_buf_t *iov, unsigned n)
 static inline void sc_xport_close(struct sc_xport *x)
 {
     x->ops->close(x);
+}
+
+/* Ends the write direction (TCP: a FIN) while reads go on: a tunnel passes on one side's
+ * half-close. Call only with no write pending. Returns 0, UV_EBUSY when a write is pending, or a
+ * negative libuv error. */
+static inline int sc_xport_shutdown(struct sc_xport *x)
+{
+    return x->ops->shutdown(x);
 }
 
 /* The bottom layer: a TCP socket on a libuv loop. */

@@ -275,6 +275,7 @@ static void setup(void)
     px.pm.ucx_active = sc_metrics_family(px.pm.reg, SC_METRIC_GAUGE, "u", "u", cl, NULL, 0);
     px.pm.dcx_active = sc_metrics_family(px.pm.reg, SC_METRIC_GAUGE, "c", "c", ll, NULL, 0);
     px.pm.timeout = sc_metrics_family(px.pm.reg, SC_METRIC_COUNTER, "t", "t", cl, NULL, 0);
+    proxy_log_open(&px);
     px.nworkers = 1;
     px.workers = sc_calloc(1, sizeof(*px.workers));
     worker = &px.workers[0];

@@ -4,8 +4,9 @@
 // anchored regex, methods, header value/presence/absence), and the forwarding rules of the
 // upstream request head (hop-by-hop and Connection-named headers removed, X-Forwarded-For
 // appended in order, Via appended, X-Request-Id kept or generated as a UUID v4, traceparent keeping
-// the trace id with a new parent id) and of the client response head. Every rewritten head must
-// itself parse with the strict parser.
+// the trace id with a new parent id, Host from an absolute-form target, Expect answered locally)
+// and of the client response head, and a rebuilt head that stops exactly at its buffer's cap.
+// Every rewritten head must itself parse with the strict parser.
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -17,6 +18,7 @@
 
 #include "core/alloc.h"
 #include "core/buf.h"
+#include "core/error.h"
 #include "net/http1.h"
 #include "roles/proxy/proxy_conn.h"
 
@@ -273,6 +275,66 @@ static void test_request_generated_ids_and_framing(void **state)
     fixture_free(f);
 }
 
+static void test_request_absolute_form_and_expect(void **state)
+{
+    (void)state;
+    struct fixture *f = fixture_new();
+    struct parsed in, out;
+    char v[256];
+    f->dc.req.expect = true;
+    rewrite(f,
+            "PUT http://u:p@api.example:81/x?y HTTP/1.1\r\nHost: other\r\n"
+            "Expect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            &in, &out);
+    assert_true(sc_str_eq(out.m.target, SC_STR("/x?y")));
+    assert_string_equal(hval(&out.m, "host", v, sizeof(v)), "api.example:81");
+    size_t from = 0, n = 0;
+    while (sc_http_find(&out.m, SC_STR("host"), &from)) {
+        n++;
+    }
+    assert_int_equal(n, 1);
+    assert_null(sc_http_find(&out.m, SC_STR("expect"), NULL));
+    fixture_free(f);
+}
+
+/* Builds the head of <text> into a head buffer capped at <max> (grown to <cap> first, so the
+ * appends take their fast path up to the cap). Returns the result and the length built. */
+static int build_capped(const char *text, size_t max, size_t cap, size_t *len)
+{
+    struct fixture *f = fixture_new();
+    struct parsed in;
+    parse_req(text, &in);
+    struct sc_str origin;
+    (void)proxy_target_path(in.m.target, &origin);
+    (void)sc_buf_reserve(&f->dc.req.head, cap);
+    f->dc.req.head.max = max;
+    int rc = proxy_build_req_head(&f->dc, &in.m, origin);
+    *len = f->dc.req.head.len;
+    assert_true(*len <= max);
+    fixture_free(f);
+    return rc;
+}
+
+static void test_request_head_cap(void **state)
+{
+    (void)state;
+    char text[1400];
+    char big[1001];
+    memset(big, 'b', 1000);
+    big[1000] = '\0';
+    snprintf(text, sizeof(text), "GET /p HTTP/1.1\r\nHost: h\r\nX-Big: %s\r\nX-A: 1\r\n\r\n", big);
+    size_t full = 0, len = 0;
+    assert_int_equal(build_capped(text, 65536, 0, &full), 0);
+    for (size_t cap = 0; cap <= 4096; cap += 4096) {
+        assert_int_equal(build_capped(text, full, cap, &len), 0);
+        assert_int_equal(len, full);
+        for (size_t max = full - 3; max < full; max++) {
+            assert_int_equal(build_capped(text, max, cap, &len), SC_ETOOBIG);
+        }
+        assert_int_equal(build_capped(text, 900, cap, &len), SC_ETOOBIG);
+    }
+}
+
 static void test_response_rewrite(void **state)
 {
     (void)state;
@@ -315,6 +377,8 @@ int main(void)
         cmocka_unit_test(test_route_match),
         cmocka_unit_test(test_request_rewrite),
         cmocka_unit_test(test_request_generated_ids_and_framing),
+        cmocka_unit_test(test_request_absolute_form_and_expect),
+        cmocka_unit_test(test_request_head_cap),
         cmocka_unit_test(test_response_rewrite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

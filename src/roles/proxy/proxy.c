@@ -82,6 +82,11 @@ static void init_metrics(struct proxy *px)
     pm->timeout = sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_upstream_rq_timeout_total",
                                     "Upstream tries that timed out (per-try or route timeout).",
                                     c_labels, NULL, 0);
+    struct sc_metric_family *dropped = sc_metrics_family(
+        pm->reg, SC_METRIC_COUNTER, "sidecar_access_log_dropped_total",
+        "Access-log lines dropped because stdout's reader did not keep up (or went away).", NULL,
+        NULL, 0);
+    pm->log_dropped = sc_metric_get(dropped, NULL);
 }
 
 static void proxy_free(struct proxy *px)
@@ -101,6 +106,7 @@ static void proxy_free(struct proxy *px)
         }
     }
     proxy_rt_unref(px->rt);
+    proxy_log_close(px);
     sc_free(px->workers);
     sc_free(px);
 }
@@ -120,6 +126,7 @@ static int proxy_start(struct sc_app *app, const void *cfgp, void **state, char 
     px->app = app;
     sc_list_init(&px->resolvers);
     init_metrics(px);
+    proxy_log_open(px);
     px->nworkers = proxy_cfg_workers(cfg);
     px->rt = proxy_rt_new(cfg, px->nworkers, &px->pm, err);
     if (!px->rt) {
@@ -163,6 +170,9 @@ static int proxy_start(struct sc_app *app, const void *cfgp, void **state, char 
             } else {
                 if (w->logcheck.loop) {
                     uv_close((uv_handle_t *)&w->logcheck, NULL);
+                }
+                if (w->logtimer.loop) {
+                    uv_close((uv_handle_t *)&w->logtimer, NULL);
                 }
                 for (size_t l = 0; l < w->nlisteners; l++) {
                     if (w->listeners[l].loop && !uv_is_closing((uv_handle_t *)&w->listeners[l])) {
@@ -332,4 +342,5 @@ const struct sc_role sc_role_proxy = {
     .stop = proxy_stop,
     .reload = proxy_reload,
     .cleanup = proxy_cleanup,
+    .dump = proxy_config_dump,
 };

@@ -103,6 +103,11 @@ extern const struct sc_opt proxy_opts[];
 /* Role check: cross references and values the table cannot check. */
 int proxy_config_check(const void *cfg, char **err);
 
+/* Replaces "listeners" and "clusters" in the /config dump <j> of checked <cfg> with the effective
+ * ones: those the file lists plus those synthesised from --listen/--upstream or the defaults, and
+ * routes and clusters with the values they inherit from the top level filled in. */
+void proxy_config_dump(const void *cfg, json_t *j);
+
 /* ---- the runtime snapshot ---- */
 
 enum {
@@ -219,6 +224,7 @@ struct proxy_metrics {
     struct sc_metric_family *ucx_active;
     struct sc_metric_family *dcx_active;
     struct sc_metric_family *timeout;
+    struct sc_metric *log_dropped; /* access-log lines dropped (a slow or gone reader) */
 };
 
 /* Builds a snapshot from a checked <cfg> for <nworkers> workers, copying everything it keeps.
@@ -265,8 +271,12 @@ struct proxy_worker {
     struct sc_list free_dc; /* recycled downstream connections */
     struct sc_list free_uc; /* recycled upstream connections */
     size_t nfree_dc, nfree_uc;
+    struct sc_list odst; /* idle original_dst connections by destination (proxy_http.c) */
+    size_t nodst, nodst_idle;
     void *bufs; /* pooled read buffers (proxy_http.c) */
     size_t nbufs;
+    void *hbufs; /* pooled head buffers (proxy_http.c) */
+    size_t nhbufs;
     size_t nconns;
     size_t nuconns;
     bool draining;
@@ -275,6 +285,7 @@ struct proxy_worker {
     uint64_t rng[2];
     struct sc_buf logbuf; /* access-log lines, written once per loop iteration */
     uv_check_t logcheck;
+    uv_timer_t logtimer;             /* retries a write the reader was not ready for */
     struct sc_http_header hdrs[100]; /* parse scratch: heads are rewritten as soon as parsed */
     pcre2_match_data *md;
     char date[32]; /* cached access-log timestamp */
@@ -291,6 +302,8 @@ struct proxy {
     atomic_int workers_done;
     atomic_int conns; /* client connections open, all workers */
     struct sc_list resolvers;
+    int log_fd;    /* the access log: stdout, or a non-blocking description of it */
+    bool log_sock; /* stdout is a socket: written with MSG_DONTWAIT */
     bool stopping;
     bool stopped;
 };
@@ -313,6 +326,15 @@ void proxy_worker_done(struct proxy_worker *w);
 
 /* Random numbers for ids and jitter (xoroshiro128+ seeded from the OS per worker). */
 uint64_t proxy_rand(struct proxy_worker *w);
+
+/* Opens the descriptor the access log writes to (px->log_fd): a pipe, FIFO or terminal on
+ * stdout is reopened through /proc/self/fd/1 as a non-blocking description of its own (stdout's
+ * flags, shared with other processes, are left alone); a socket is written with MSG_DONTWAIT; a
+ * regular file, which does not apply backpressure, is written as it is. */
+void proxy_log_open(struct proxy *px);
+
+/* Closes what proxy_log_open opened. */
+void proxy_log_close(struct proxy *px);
 
 /* Starts resolving the DNS endpoints of <rt> on the main loop, every refresh interval. */
 void proxy_dns_start(struct proxy *px, struct proxy_rt *rt);

@@ -711,6 +711,32 @@ static const char *quick_upstream(const struct proxy_cfg *cfg)
     return cfg->upstream ? cfg->upstream : "127.0.0.1:8080";
 }
 
+/* The cluster of the quick start (--upstream, or the default app address <*ep>). */
+static struct proxy_cluster_cfg quick_cluster_cfg(char **ep)
+{
+    return (struct proxy_cluster_cfg){
+        .name = "upstream",
+        .endpoints = { ep, 1 },
+        .lb_policy = PROXY_LB_ROUND_ROBIN,
+        .dns_refresh_ms = 5000,
+        .max_idle = 64,
+        .idle_timeout_ms = 30000,
+    };
+}
+
+/* The cluster of the default outbound listener: each request's original destination. */
+static struct proxy_cluster_cfg outbound_cluster_cfg(void)
+{
+    return (struct proxy_cluster_cfg){
+        .name = "outbound",
+        .type = PROXY_CLUSTER_ORIGINAL_DST,
+        .lb_policy = PROXY_LB_ROUND_ROBIN,
+        .dns_refresh_ms = 5000,
+        .max_idle = 64,
+        .idle_timeout_ms = 30000,
+    };
+}
+
 static int listener_init(struct proxy_listener *l, const char *name, const char *addr,
                          struct proxy_metrics *pm, char **err)
 {
@@ -762,14 +788,7 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
     }
     if (quick) {
         char *ep = (char *)quick_upstream(cfg);
-        struct proxy_cluster_cfg qc = {
-            .name = "upstream",
-            .endpoints = { &ep, 1 },
-            .lb_policy = PROXY_LB_ROUND_ROBIN,
-            .dns_refresh_ms = 5000,
-            .max_idle = 64,
-            .idle_timeout_ms = 30000,
-        };
+        struct proxy_cluster_cfg qc = quick_cluster_cfg(&ep);
         rc = cluster_init(&rt->clusters[nc], &qc, cfg, nworkers, pm, err);
         nc++;
         if (rc < 0) {
@@ -777,12 +796,7 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
         }
     }
     if (outbound) {
-        struct proxy_cluster_cfg oc = {
-            .name = "outbound",
-            .type = PROXY_CLUSTER_ORIGINAL_DST,
-            .lb_policy = PROXY_LB_ROUND_ROBIN,
-            .dns_refresh_ms = 5000,
-        };
+        struct proxy_cluster_cfg oc = outbound_cluster_cfg();
         rc = cluster_init(&rt->clusters[nc], &oc, cfg, nworkers, pm, err);
         nc++;
         if (rc < 0) {
@@ -842,6 +856,97 @@ fail:
     rt->nclusters = nc;
     rt_free(rt);
     return NULL;
+}
+
+/* ---- GET /config: the effective listeners, routes and clusters ---- */
+
+/* <rc> with the values it inherits from the top level filled in, as route_init resolves them. */
+static struct proxy_route_cfg route_effective(const struct proxy_route_cfg *rc,
+                                              const struct proxy_cfg *cfg)
+{
+    static char *def_retry_on[] = { "connect-failure", "reset", "gateway-error" };
+    struct proxy_route_cfg e = *rc;
+    struct proxy_retry_cfg *rp = &e.retry_policy;
+    e.timeout_ms = rc->timeout_ms ? rc->timeout_ms : cfg->timeout_ms;
+    if (rp->retry_on.n == 0) {
+        rp->retry_on = (struct sc_strv){ def_retry_on, SC_ARRAY_LEN(def_retry_on) };
+    }
+    rp->num_retries = rp->num_retries >= 0 ? rp->num_retries : cfg->retries;
+    rp->per_try_timeout_ms =
+        rp->per_try_timeout_ms ? rp->per_try_timeout_ms : cfg->per_try_timeout_ms;
+    rp->base_interval_ms = rp->base_interval_ms ? rp->base_interval_ms : 25;
+    rp->max_interval_ms = rp->max_interval_ms ? rp->max_interval_ms : 250;
+    return e;
+}
+
+/* Dumps listener <lc> with its routes resolved, through the listener table. */
+static json_t *dump_listener(const struct proxy_listener_cfg *lc, const struct proxy_cfg *cfg)
+{
+    struct proxy_listener_cfg l = *lc;
+    const struct proxy_route_cfg *rcs = lc->routes.v;
+    struct proxy_route_cfg *rs = sc_calloc(lc->routes.n ? lc->routes.n : 1, sizeof(*rs));
+    for (size_t i = 0; i < lc->routes.n; i++) {
+        rs[i] = route_effective(&rcs[i], cfg);
+        if (!rs[i].name) {
+            rs[i].name = sc_asprintf("route%zu", i + 1);
+        }
+    }
+    l.routes.v = rs;
+    json_t *j = sc_config_dump(listener_opts, &l);
+    for (size_t i = 0; i < lc->routes.n; i++) {
+        if (rs[i].name != rcs[i].name) {
+            sc_free(rs[i].name);
+        }
+    }
+    sc_free(rs);
+    return j;
+}
+
+static json_t *dump_cluster(const struct proxy_cluster_cfg *cc, const struct proxy_cfg *cfg)
+{
+    struct proxy_cluster_cfg c = *cc;
+    c.connect_timeout_ms =
+        cc->connect_timeout_ms ? cc->connect_timeout_ms : cfg->connect_timeout_ms;
+    return sc_config_dump(cluster_opts, &c);
+}
+
+void proxy_config_dump(const void *cfgp, json_t *j)
+{
+    const struct proxy_cfg *cfg = cfgp;
+    bool quick = cfg->listen || cfg->listeners.n == 0;
+    bool outbound = !cfg->listen && cfg->listeners.n == 0;
+    json_t *ls = json_array(), *cs = json_array();
+    const struct proxy_listener_cfg *lcs = cfg->listeners.v;
+    for (size_t i = 0; i < cfg->listeners.n; i++) {
+        json_array_append_new(ls, dump_listener(&lcs[i], cfg));
+    }
+    const struct proxy_cluster_cfg *ccs = cfg->clusters.v;
+    for (size_t i = 0; i < cfg->clusters.n; i++) {
+        json_array_append_new(cs, dump_cluster(&ccs[i], cfg));
+    }
+    struct proxy_route_cfg qr = { .name = "default", .cluster = "upstream" };
+    qr.retry_policy.num_retries = -1;
+    if (quick) {
+        struct proxy_listener_cfg ql = { .name = cfg->listen ? "listen" : "inbound",
+                                         .address = cfg->listen ? cfg->listen : "0.0.0.0:15006",
+                                         .routes = { &qr, 1 } };
+        json_array_append_new(ls, dump_listener(&ql, cfg));
+        char *ep = (char *)quick_upstream(cfg);
+        struct proxy_cluster_cfg qc = quick_cluster_cfg(&ep);
+        json_array_append_new(cs, dump_cluster(&qc, cfg));
+    }
+    if (outbound) {
+        struct proxy_route_cfg orc = { .name = "outbound", .cluster = "outbound" };
+        orc.retry_policy.num_retries = -1;
+        struct proxy_listener_cfg ol = { .name = "outbound",
+                                         .address = "127.0.0.1:15001",
+                                         .routes = { &orc, 1 } };
+        json_array_append_new(ls, dump_listener(&ol, cfg));
+        struct proxy_cluster_cfg oc = outbound_cluster_cfg();
+        json_array_append_new(cs, dump_cluster(&oc, cfg));
+    }
+    json_object_set_new(j, "listeners", ls);
+    json_object_set_new(j, "clusters", cs);
 }
 
 /* ---- DNS: endpoints named by host are re-resolved on the main loop ---- */

@@ -26,6 +26,13 @@
 #ifndef SO_ORIGINAL_DST
 #define SO_ORIGINAL_DST 80 /* linux/netfilter_ipv4.h */
 #endif
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80 /* linux/netfilter_ipv6/ip6_tables.h */
+#endif
+/* original_dst pooling, per worker: destinations with idle connections, and idle connections in
+ * all (each destination also stops at its cluster's max_idle). */
+#define ODST_MAX_DESTS 256
+#define ODST_MAX_IDLE 1024
 
 enum dstate { D_HEAD, D_REQ, D_TUNNEL, D_CLOSING };
 enum ustate { U_CONNECTING, U_ACTIVE, U_IDLE, U_CLOSING };
@@ -71,6 +78,8 @@ struct proxy_uconn {
     bool reused;
     bool got_bytes;
     bool eof;
+    bool idle_timer;     /* the timer runs for the pool idle timeout (also while borrowed) */
+    uint64_t idle_since; /* when it last went back to the pool */
 };
 
 struct proxy_req {
@@ -109,11 +118,27 @@ struct proxy_req {
     bool dechunk;
     bool free_retry_used;
     bool resp_keep_alive;
+    bool expect;        /* the client sent Expect: 100-continue (HTTP/1.1): stripped upstream */
+    bool sent_continue; /* the proxy answered it with its own 100 Continue */
     char method[16];
     char path[256];
     size_t path_len;
     char request_id[64];
     size_t request_id_len;
+};
+
+/* original_dst clusters: the destination of a connection or of its current request, resolved
+ * into a private endpoint. Separate from the connection so that listeners that never forward to
+ * an original destination do not pay for it in every connection. */
+struct proxy_odst {
+    struct proxy_endpoint ep;
+    uv_getaddrinfo_t gai;
+    bool resolving;
+    bool stale;   /* the lookup in flight is for a request that is over */
+    bool checked; /* SO_ORIGINAL_DST was read for this connection */
+    bool has_orig;
+    struct sockaddr_storage orig;
+    char name[264];
 };
 
 struct proxy_dconn {
@@ -135,22 +160,15 @@ struct proxy_dconn {
     bool wpending;
     bool rpaused;
     bool eof;     /* the client half-closed */
-    bool tun_eof; /* in a tunnel: the client finished; close once its bytes are upstream */
+    bool tun_eof; /* in a tunnel: the client sent its FIN */
+    bool shut_up; /* in a tunnel: the client's FIN was passed upstream */
+    bool shut_dn; /* in a tunnel: the upstream's FIN was passed to the client */
     bool in_parse;
     bool reparse;
     bool close_after;
     uint64_t head_start_ms;
     uint64_t last_activity;
-    /* original_dst clusters: the destination of this connection or request, resolved into a
-     * private endpoint (allocated on first use, kept with the connection object). */
-    struct proxy_endpoint *dyn;
-    uv_getaddrinfo_t gai;
-    bool resolving;
-    bool dyn_stale;
-    bool orig_checked;
-    bool has_orig;
-    struct sockaddr_storage orig;
-    char dyn_name[264];
+    struct proxy_odst *od; /* original_dst state, allocated on first use, kept on recycling */
     char peer[48];
     struct proxy_req req;
 };
@@ -197,7 +215,12 @@ void proxy_access_log(struct proxy_dconn *dc, double dur);
  * sidecar_request_duration_seconds. */
 void proxy_count_request(struct proxy_dconn *dc, double dur);
 
-/* Writes the worker's buffered access-log lines to stdout now. */
+/* Writes the worker's buffered access-log lines to stdout now, without blocking: what the
+ * reader does not take stays buffered and is retried shortly (on the worker's logtimer). */
 void proxy_log_flush(struct proxy_worker *w);
+
+/* The worker is finishing: writes what is buffered, waiting for a slow reader up to a second,
+ * then drops (and counts) the rest and closes the worker's log handles. */
+void proxy_log_finish(struct proxy_worker *w);
 
 #endif

@@ -8,13 +8,101 @@
 #include "core/error.h"
 #include "roles/proxy/proxy_conn.h"
 
+/* Writes the low <digits> (even) hex digits of <v>, two per table lookup: request ids and trace
+ * ids take 80 digits per request. */
 static void hex(char *out, uint64_t v, int digits)
 {
-    static const char d[] = "0123456789abcdef";
-    for (int i = digits - 1; i >= 0; i--) {
-        out[i] = d[v & 15];
-        v >>= 4;
+    static const char pairs[513] =
+        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+        "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+        "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+        "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+        "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+        "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+        "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+        "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+    for (int i = digits - 2; i >= 0; i -= 2) {
+        memcpy(out + i, pairs + 2 * (v & 0xff), 2);
+        v >>= 8;
     }
+}
+
+/* Case-insensitive compare of a parsed name or value with a lowercase literal of letters, digits
+ * and '-': OR-ing 0x20 maps only CTLs (which a parsed head cannot hold) onto those. Inline, so
+ * the per-header checks cost a few instructions each. */
+static inline bool is_lit(struct sc_str s, const char *lower, size_t n)
+{
+    if (s.len != n) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (((unsigned char)s.p[i] | 0x20) != (unsigned char)lower[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+#define IS(s, lit) is_lit((s), (lit), sizeof(lit) - 1)
+
+/* Appends <n> bytes: a plain copy when they fit the capacity the head reserved up front, else
+ * through sc_buf_append (growth, and the cap that makes a head too large). */
+static inline int put(struct sc_buf *b, const void *p, size_t n)
+{
+    if (n == 0) {
+        return 0;
+    }
+    if (n <= b->cap - b->len && b->len + n <= b->max) {
+        memcpy(b->p + b->len, p, n);
+        b->len += n;
+        return 0;
+    }
+    return sc_buf_append(b, p, n);
+}
+
+#define PUT_LIT(b, s) put((b), (s), sizeof(s) - 1)
+
+static inline int put_str(struct sc_buf *b, struct sc_str s)
+{
+    return put(b, s.p, s.len);
+}
+
+/* Appends a header line whose name and value come from a parsed head (the parser validated them,
+ * so the fast path skips sc_http1_write_header's checks; the slow path keeps them). */
+static inline int put_header(struct sc_buf *b, struct sc_str name, struct sc_str value)
+{
+    size_t n = name.len + 4 + value.len;
+    if (n <= b->cap - b->len && b->len + n <= b->max) {
+        char *w = b->p + b->len;
+        memcpy(w, name.p, name.len);
+        w += name.len;
+        *w++ = ':';
+        *w++ = ' ';
+        if (value.len) {
+            memcpy(w, value.p, value.len);
+            w += value.len;
+        }
+        *w++ = '\r';
+        *w = '\n';
+        b->len += n;
+        return 0;
+    }
+    return sc_http1_write_header(b, name, value);
+}
+
+/* Reserves room for a head rebuilt from <m> plus what the proxy adds, so that the appends that
+ * follow are plain copies. A hint only: when it cannot be had, the appends find the limit. */
+static void reserve_for(struct sc_buf *b, const struct sc_http_msg *m)
+{
+    size_t n = 512;
+    if (m->nheaders) {
+        const struct sc_http_header *last = &m->headers[m->nheaders - 1];
+        const char *first = m->method.len ? m->method.p : m->headers[0].name.p;
+        if (last->value.p + last->value.len > first) {
+            n += (size_t)(last->value.p + last->value.len - first);
+        }
+    }
+    (void)sc_buf_reserve(b, n);
 }
 
 /* The values of a message's Connection headers, gathered once so that checking each header
@@ -31,7 +119,10 @@ static void conn_tokens_init(struct conn_tokens *ct, const struct sc_http_msg *m
     ct->slow = NULL;
     for (size_t i = 0; i < m->nheaders; i++) {
         const struct sc_http_header *h = &m->headers[i];
-        if (h->name.len == 10 && sc_str_caseeq(h->name, SC_STR("connection"))) {
+        if (h->name.len == 10 && IS(h->name, "connection")) {
+            if (IS(h->value, "keep-alive")) {
+                continue; /* names only Keep-Alive, hop-by-hop anyway: no per-header scan */
+            }
             if (ct->n == SC_ARRAY_LEN(ct->v)) {
                 ct->slow = m;
                 return;
@@ -46,28 +137,27 @@ static bool hop_by_hop(struct sc_str name, const struct conn_tokens *ct)
 {
     switch (name.len) {
     case 2:
-        if (sc_str_caseeq(name, SC_STR("te"))) {
+        if (IS(name, "te")) {
             return true;
         }
         break;
     case 7:
-        if (sc_str_caseeq(name, SC_STR("trailer")) || sc_str_caseeq(name, SC_STR("upgrade"))) {
+        if (IS(name, "trailer") || IS(name, "upgrade")) {
             return true;
         }
         break;
     case 10:
-        if (sc_str_caseeq(name, SC_STR("connection")) ||
-            sc_str_caseeq(name, SC_STR("keep-alive"))) {
+        if (IS(name, "connection") || IS(name, "keep-alive")) {
             return true;
         }
         break;
     case 16:
-        if (sc_str_caseeq(name, SC_STR("proxy-connection"))) {
+        if (IS(name, "proxy-connection")) {
             return true;
         }
         break;
     case 17:
-        if (sc_str_caseeq(name, SC_STR("transfer-encoding"))) {
+        if (IS(name, "transfer-encoding")) {
             return true;
         }
         break;
@@ -125,6 +215,7 @@ int proxy_build_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
     struct proxy_req *r = &dc->req;
     struct sc_buf *b = &dc->out;
     bool upgrade = m->status == 101;
+    reserve_for(b, m);
     char line[13] = { 'H',
                       'T',
                       'T',
@@ -138,9 +229,9 @@ int proxy_build_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
                       (char)('0' + m->status / 10 % 10),
                       (char)('0' + m->status % 10),
                       ' ' };
-    int rc = sc_buf_append(b, line, sizeof(line));
-    rc |= sc_buf_append_str(b, m->reason.len ? m->reason : sc_str_c(sc_http_reason(m->status)));
-    rc |= sc_buf_append(b, "\r\n", 2);
+    int rc = put(b, line, sizeof(line));
+    rc |= put_str(b, m->reason.len ? m->reason : sc_str_c(sc_http_reason(m->status)));
+    rc |= PUT_LIT(b, "\r\n");
     struct sc_str via = SC_STR_NULL;
     struct conn_tokens ct;
     conn_tokens_init(&ct, m);
@@ -149,36 +240,36 @@ int proxy_build_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
         if (hop_by_hop(h->name, &ct)) {
             continue;
         }
-        if (sc_str_caseeq(h->name, SC_STR("via"))) {
+        if (h->name.len == 3 && IS(h->name, "via")) {
             via = h->value;
             continue;
         }
-        rc |= sc_http1_write_header(b, h->name, h->value);
+        rc |= put_header(b, h->name, h->value);
     }
     if (via.len) {
-        rc |= sc_buf_append_cstr(b, "Via: ");
-        rc |= sc_buf_append_str(b, via);
-        rc |= sc_buf_append_cstr(b, ", 1.1 sidecar\r\n");
+        rc |= PUT_LIT(b, "Via: ");
+        rc |= put_str(b, via);
+        rc |= PUT_LIT(b, ", 1.1 sidecar\r\n");
     } else {
-        rc |= sc_buf_append_cstr(b, "Via: 1.1 sidecar\r\n");
+        rc |= PUT_LIT(b, "Via: 1.1 sidecar\r\n");
     }
     if (upgrade) {
         const struct sc_http_header *u = sc_http_find(m, SC_STR("upgrade"), NULL);
-        rc |= sc_buf_append_cstr(b, "Connection: upgrade\r\n");
+        rc |= PUT_LIT(b, "Connection: upgrade\r\n");
         if (u) {
-            rc |= sc_http1_write_header(b, SC_STR("Upgrade"), u->value);
+            rc |= put_header(b, SC_STR("Upgrade"), u->value);
         }
     } else {
         if (r->rbody == B_CHUNKED && !r->dechunk) {
-            rc |= sc_buf_append_cstr(b, "Transfer-Encoding: chunked\r\n");
+            rc |= PUT_LIT(b, "Transfer-Encoding: chunked\r\n");
         }
         if (closing_after_response(dc)) {
-            rc |= sc_buf_append_cstr(b, "Connection: close\r\n");
+            rc |= PUT_LIT(b, "Connection: close\r\n");
         } else if (r->minor == 0) {
-            rc |= sc_buf_append_cstr(b, "Connection: keep-alive\r\n");
+            rc |= PUT_LIT(b, "Connection: keep-alive\r\n");
         }
     }
-    rc |= sc_buf_append(b, "\r\n", 2);
+    rc |= PUT_LIT(b, "\r\n");
     return rc ? SC_ETOOBIG : 0;
 }
 
@@ -191,10 +282,10 @@ int proxy_build_interim_head(struct proxy_dconn *dc, const struct sc_http_msg *m
     conn_tokens_init(&ct, m);
     for (size_t i = 0; i < m->nheaders; i++) {
         if (!hop_by_hop(m->headers[i].name, &ct)) {
-            rc |= sc_http1_write_header(b, m->headers[i].name, m->headers[i].value);
+            rc |= put_header(b, m->headers[i].name, m->headers[i].value);
         }
     }
-    rc |= sc_buf_append(b, "\r\n", 2);
+    rc |= PUT_LIT(b, "\r\n");
     return rc ? SC_ETOOBIG : 0;
 }
 
@@ -288,16 +379,47 @@ static void gen_request_id(struct proxy_worker *w, char out[37])
     out[36] = '\0';
 }
 
+/* The authority of an absolute-form target ("http://user@host:port/p" -> "host:port"); sets
+ * <*absolute> to whether <t> is in absolute form at all. Borrows <t>. */
+static struct sc_str target_authority(struct sc_str t, bool *absolute)
+{
+    *absolute = false;
+    if (t.len == 0 || t.p[0] == '/' || t.p[0] == '*') {
+        return SC_STR_NULL;
+    }
+    const char *s = memmem(t.p, t.len, "://", 3);
+    if (!s) {
+        return SC_STR_NULL;
+    }
+    *absolute = true;
+    const char *a = s + 3, *end = t.p + t.len, *e = a;
+    while (e < end && *e != '/' && *e != '?' && *e != '#') {
+        e++;
+    }
+    const char *at = memrchr(a, '@', (size_t)(e - a));
+    if (at) {
+        a = at + 1; /* userinfo is not part of Host (RFC 9110 section 7.2) */
+    }
+    return sc_str_n(a, (size_t)(e - a));
+}
+
 /* Builds the upstream request head into r->head. Returns 0 or SC_ETOOBIG. */
 int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, struct sc_str origin)
 {
     struct proxy_req *r = &dc->req;
     struct proxy_worker *w = dc->w;
     struct sc_buf *b = &r->head;
+    reserve_for(b, m);
     int rc = sc_http1_write_request_line(b, m->method, r->is_connect ? m->target : origin);
-    bool have_host = false;
+    /* RFC 9112 section 3.2.2: for an absolute-form target, Host is replaced by the target's
+     * authority, and the request goes upstream in origin form. */
+    bool absolute = false;
+    struct sc_str authority = r->is_connect ? SC_STR_NULL : target_authority(m->target, &absolute);
+    if (absolute) {
+        rc |= put_header(b, SC_STR("Host"), authority);
+    }
+    bool have_host = absolute;
     const struct sc_http_header *xff = NULL, *via = NULL, *rid = NULL, *tp = NULL;
-    size_t nxff = 0;
     struct conn_tokens ct;
     conn_tokens_init(&ct, m);
     for (size_t i = 0; i < m->nheaders; i++) {
@@ -305,64 +427,88 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
         if (hop_by_hop(h->name, &ct)) {
             continue;
         }
-        if (sc_str_caseeq(h->name, SC_STR("x-forwarded-for"))) {
-            xff = xff ? xff : h;
-            nxff++;
-            continue;
-        }
-        if (sc_str_caseeq(h->name, SC_STR("via"))) {
-            via = h;
-            continue;
-        }
-        if (sc_str_caseeq(h->name, SC_STR("x-forwarded-proto"))) {
-            continue;
-        }
-        if (sc_str_caseeq(h->name, SC_STR("x-request-id"))) {
-            if (!rid && h->value.len > 0 && h->value.len < sizeof(r->request_id)) {
-                rid = h;
+        /* The headers the proxy rewrites, told apart by length first (one compare each). */
+        switch (h->name.len) {
+        case 3:
+            if (IS(h->name, "via")) {
+                via = h;
+                continue;
             }
-            continue;
+            break;
+        case 4:
+            if (IS(h->name, "host")) {
+                if (absolute) {
+                    continue;
+                }
+                have_host = true;
+            }
+            break;
+        case 6:
+            if (r->expect && IS(h->name, "expect")) {
+                continue; /* answered by the proxy (proxy_http.c upstream_ready) */
+            }
+            break;
+        case 11:
+            if (IS(h->name, "traceparent")) {
+                tp = tp ? tp : h;
+                continue;
+            }
+            break;
+        case 12:
+            if (IS(h->name, "x-request-id")) {
+                if (!rid && h->value.len > 0 && h->value.len < sizeof(r->request_id)) {
+                    rid = h;
+                }
+                continue;
+            }
+            break;
+        case 15:
+            if (IS(h->name, "x-forwarded-for")) {
+                xff = xff ? xff : h;
+                continue;
+            }
+            break;
+        case 17:
+            if (IS(h->name, "x-forwarded-proto")) {
+                continue;
+            }
+            break;
+        default:
+            break;
         }
-        if (sc_str_caseeq(h->name, SC_STR("traceparent"))) {
-            tp = tp ? tp : h;
-            continue;
-        }
-        if (sc_str_caseeq(h->name, SC_STR("host"))) {
-            have_host = true;
-        }
-        rc |= sc_http1_write_header(b, h->name, h->value);
+        rc |= put_header(b, h->name, h->value);
     }
     if (!have_host) {
         rc |= sc_http1_write_header(b, SC_STR("Host"), sc_str_c(r->route->cluster->eps[0].name));
     }
     if (r->body == B_CHUNKED) {
-        rc |= sc_buf_append_cstr(b, "Transfer-Encoding: chunked\r\n");
+        rc |= PUT_LIT(b, "Transfer-Encoding: chunked\r\n");
     }
     if (r->upgrade) {
         const struct sc_http_header *u = sc_http_find(m, SC_STR("upgrade"), NULL);
-        rc |= sc_buf_append_cstr(b, "Connection: upgrade\r\n");
+        rc |= PUT_LIT(b, "Connection: upgrade\r\n");
         if (u) {
-            rc |= sc_http1_write_header(b, SC_STR("Upgrade"), u->value);
+            rc |= put_header(b, SC_STR("Upgrade"), u->value);
         }
     }
     /* Via: the received protocol version, appended to what earlier proxies wrote. */
-    rc |= sc_buf_append_cstr(b, "Via: ");
+    rc |= PUT_LIT(b, "Via: ");
     if (via) {
-        rc |= sc_buf_append_str(b, via->value);
-        rc |= sc_buf_append(b, ", ", 2);
+        rc |= put_str(b, via->value);
+        rc |= PUT_LIT(b, ", ");
     }
-    rc |= sc_buf_append_cstr(b, r->minor == 0 ? "1.0 sidecar\r\n" : "1.1 sidecar\r\n");
-    rc |= sc_buf_append_cstr(b, "X-Forwarded-For: ");
+    rc |= r->minor == 0 ? PUT_LIT(b, "1.0 sidecar\r\n") : PUT_LIT(b, "1.1 sidecar\r\n");
+    rc |= PUT_LIT(b, "X-Forwarded-For: ");
     if (xff) {
         size_t from = 0;
         const struct sc_http_header *h;
         while ((h = sc_http_find(m, SC_STR("x-forwarded-for"), &from)) != NULL) {
-            rc |= sc_buf_append_str(b, h->value);
-            rc |= sc_buf_append(b, ", ", 2);
+            rc |= put_str(b, h->value);
+            rc |= PUT_LIT(b, ", ");
         }
     }
-    rc |= sc_buf_append_cstr(b, dc->peer);
-    rc |= sc_buf_append_cstr(b, "\r\nX-Forwarded-Proto: http\r\nX-Request-Id: ");
+    rc |= put(b, dc->peer, strlen(dc->peer));
+    rc |= PUT_LIT(b, "\r\nX-Forwarded-Proto: http\r\nX-Request-Id: ");
     if (rid) {
         memcpy(r->request_id, rid->value.p, rid->value.len);
         r->request_id_len = rid->value.len;
@@ -370,7 +516,7 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
         gen_request_id(w, r->request_id);
         r->request_id_len = 36;
     }
-    rc |= sc_buf_append(b, r->request_id, r->request_id_len);
+    rc |= put(b, r->request_id, r->request_id_len);
     /* traceparent: keep the trace id and flags, new parent id for this hop. */
     char t[56];
     memcpy(t, "00-", 3);
@@ -390,9 +536,8 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
     t[35] = '-';
     hex(t + 36, proxy_rand(w) | 1, 16);
     t[52] = '-';
-    rc |= sc_buf_append_cstr(b, "\r\ntraceparent: ");
-    rc |= sc_buf_append(b, t, 55);
-    rc |= sc_buf_append(b, "\r\n\r\n", 4);
-    (void)nxff;
+    rc |= PUT_LIT(b, "\r\ntraceparent: ");
+    rc |= put(b, t, 55);
+    rc |= PUT_LIT(b, "\r\n\r\n");
     return rc ? SC_ETOOBIG : 0;
 }

@@ -54,6 +54,8 @@ static void on_dread(void *owner, ssize_t nread);
 static void on_dwrite(void *owner, int status);
 static void on_dconn_closed(void *owner);
 static void dconn_closed_one(struct proxy_dconn *dc);
+static int dwrite(struct proxy_dconn *dc, uv_buf_t *iov, unsigned n, size_t consume, int next);
+static bool tunnel_fins(struct proxy_dconn *dc);
 static void connect_new(struct proxy_dconn *dc, struct proxy_endpoint *ep,
                         const struct sockaddr_storage *ss);
 
@@ -135,6 +137,46 @@ static void rbuf_put(struct proxy_worker *w, struct rbuf *b)
     b->cap = b->start = b->end = 0;
 }
 
+/* Head buffers (the upstream request head, the client's response head, the retry copy of a
+ * request body) come from a second bounded pool, lent while a request runs and given back when
+ * it finishes, so an idle keep-alive connection holds no buffer at all. One that grew past HBUF
+ * (a large head or body) is freed instead. */
+#define HBUF 2048
+
+static void hbuf_get(struct proxy_worker *w, struct sc_buf *b)
+{
+    if (b->p) {
+        return;
+    }
+    if (w->hbufs) {
+        struct pooled_buf *pb = w->hbufs;
+        w->hbufs = pb->next;
+        w->nhbufs--;
+        b->p = (char *)pb;
+    } else {
+        b->p = sc_malloc(HBUF);
+    }
+    b->cap = HBUF;
+    b->len = 0;
+}
+
+static void hbuf_put(struct proxy_worker *w, struct sc_buf *b)
+{
+    if (!b->p) {
+        return;
+    }
+    if (b->cap == HBUF && w->nhbufs < POOL_MAX && !w->closed_all) {
+        struct pooled_buf *pb = (struct pooled_buf *)(void *)b->p;
+        pb->next = w->hbufs;
+        w->hbufs = pb;
+        w->nhbufs++;
+    } else {
+        sc_free(b->p);
+    }
+    b->p = NULL;
+    b->cap = b->len = 0;
+}
+
 /* Makes room at the end of <b>: moves data to the front, or grows up to <max>. */
 static void rbuf_room(struct rbuf *b, size_t max)
 {
@@ -158,6 +200,69 @@ static void rbuf_room(struct rbuf *b, size_t max)
 }
 
 /* ---- upstream connections ---- */
+
+/* The worker's pool of <ep>: endpoints of static clusters have one per worker; an original_dst
+ * destination's endpoint (struct odst_dest) belongs to one worker and has one; a request's own
+ * destination (dc->od->ep) has none. */
+static struct proxy_pool *ep_pool(struct proxy_endpoint *ep, struct proxy_worker *w)
+{
+    if (!ep->pools) {
+        return NULL;
+    }
+    return ep->cluster->original_dst ? ep->pools : &ep->pools[w->id];
+}
+
+/* An original_dst destination with idle connections: it exists while its pool is not empty, so
+ * the worker's list holds at most ODST_MAX_DESTS of them and never an empty one. */
+struct odst_dest {
+    struct sc_list node; /* worker->odst, most recently used first */
+    struct proxy_endpoint ep;
+    struct proxy_pool pool;
+    char name[64];
+};
+
+static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family) {
+        return false;
+    }
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return x->sin6_port == y->sin6_port &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0 &&
+               x->sin6_scope_id == y->sin6_scope_id;
+    }
+    return false;
+}
+
+static struct odst_dest *odst_find(struct proxy_worker *w, const struct proxy_cluster *c,
+                                   const struct sockaddr_storage *ss)
+{
+    struct sc_list *pos, *tmp;
+    sc_list_foreach(pos, tmp, &w->odst)
+    {
+        struct odst_dest *d = sc_list_entry(pos, struct odst_dest, node);
+        if (d->ep.cluster == c && same_addr(&d->ep.addrs[0], ss)) {
+            return d;
+        }
+    }
+    return NULL;
+}
+
+/* Called when an idle connection left destination <d>'s pool: an empty destination goes. */
+static void odst_left(struct proxy_worker *w, struct odst_dest *d)
+{
+    w->nodst_idle--;
+    if (d->pool.nidle == 0) {
+        sc_list_remove(&d->node);
+        w->nodst--;
+        sc_free(d);
+    }
+}
 
 static struct proxy_uconn *uconn_get(struct proxy_worker *w)
 {
@@ -219,10 +324,14 @@ static void uconn_close(struct proxy_uconn *uc)
     if (uc->state == U_CLOSING) {
         return;
     }
-    if (uc->state == U_IDLE) {
-        uc->ep->pools[uc->w->id].nidle--;
-    }
+    struct odst_dest *od = NULL;
     sc_list_remove(&uc->node);
+    if (uc->state == U_IDLE) {
+        ep_pool(uc->ep, uc->w)->nidle--;
+        if (uc->ep->cluster->original_dst) {
+            od = sc_container_of(uc->ep, struct odst_dest, ep);
+        }
+    }
     if (uc->dc) {
         struct proxy_dconn *dc = uc->dc;
         /* The bytes of a cancelled write are in the retry copy already: skip them in the input,
@@ -246,26 +355,70 @@ static void uconn_close(struct proxy_uconn *uc)
     uc->closes = 2;
     sc_xport_close(&uc->tx.base);
     uv_close((uv_handle_t *)&uc->timer, on_uconn_timer_closed);
+    if (od) {
+        uc->ep = NULL;
+        odst_left(uc->w, od);
+    }
 }
 
 static void on_pool_idle_timeout(uv_timer_t *t)
 {
-    uconn_close(t->data);
+    struct proxy_uconn *uc = t->data;
+    uc->idle_timer = false;
+    if (uc->state != U_IDLE) {
+        return; /* borrowed: its release re-arms */
+    }
+    uint64_t now = uv_now(uc->w->loop), end = uc->idle_since + uc->ep->cluster->idle_timeout_ms;
+    if (now < end) {
+        uv_timer_start(&uc->timer, on_pool_idle_timeout, end - now, 0);
+        uc->idle_timer = true;
+        return;
+    }
+    uconn_close(uc);
 }
 
 /* Returns <uc> to its endpoint's pool when it can carry another request, else closes it. */
 static void uconn_release(struct proxy_uconn *uc, bool reusable)
 {
     struct proxy_worker *w = uc->w;
-    struct proxy_pool *pool = uc->ep->pools ? &uc->ep->pools[w->id] : NULL;
+    struct proxy_cluster *c = uc->ep->cluster;
+    struct proxy_pool *pool = ep_pool(uc->ep, w);
     if (uc->dc) {
         endpoint_release(&uc->dc->req);
         uc->dc->uc = NULL;
         uc->dc = NULL;
     }
-    /* A per-request destination (original_dst) has no pool. */
-    if (!reusable || !pool || uc->eof || w->draining || uc->rt != w->rt ||
-        pool->nidle >= uc->ep->cluster->max_idle || uc->in.start != uc->in.end || uc->wpending) {
+    if (!reusable || uc->eof || w->draining || uc->rt != w->rt || uc->in.start != uc->in.end ||
+        uc->wpending) {
+        uconn_close(uc);
+        return;
+    }
+    if (c->original_dst) {
+        /* The request's own destination (dc->od->ep, which goes with the request) hands the
+         * connection to the worker's pool for that address, bounded in destinations and in
+         * connections. */
+        struct odst_dest *d = odst_find(w, c, &uc->ep->addrs[0]);
+        if (!d && w->nodst < ODST_MAX_DESTS && w->nodst_idle < ODST_MAX_IDLE && c->max_idle > 0) {
+            d = SC_NEW(struct odst_dest);
+            d->ep.cluster = c;
+            d->ep.pools = &d->pool;
+            d->ep.addrs[0] = uc->ep->addrs[0];
+            atomic_init(&d->ep.naddrs, 1);
+            snprintf(d->name, sizeof(d->name), "%s", uc->ep->name);
+            d->ep.name = d->name;
+            sc_list_init(&d->pool.idle);
+            sc_list_prepend(&w->odst, &d->node);
+            w->nodst++;
+        }
+        if (!d || w->nodst_idle >= ODST_MAX_IDLE || d->pool.nidle >= c->max_idle) {
+            uconn_close(uc);
+            return;
+        }
+        uc->ep = &d->ep;
+        pool = &d->pool;
+        w->nodst_idle++;
+    }
+    if (!pool || pool->nidle >= c->max_idle) {
         uconn_close(uc);
         return;
     }
@@ -275,10 +428,17 @@ static void uconn_release(struct proxy_uconn *uc, bool reusable)
     uc->last_len = 0;
     sc_list_prepend(&pool->idle, &uc->node);
     pool->nidle++;
-    if (uc->ep->cluster->idle_timeout_ms) {
-        uv_timer_start(&uc->timer, on_pool_idle_timeout, uc->ep->cluster->idle_timeout_ms, 0);
-    } else {
+    uc->idle_since = uv_now(w->loop);
+    uint64_t to = c->idle_timeout_ms;
+    if (!to) {
         uv_timer_stop(&uc->timer);
+        uc->idle_timer = false;
+    } else if (!uc->idle_timer || !uv_is_active((uv_handle_t *)&uc->timer) ||
+               uv_timer_get_due_in(&uc->timer) > to) {
+        /* Left running while a request borrows the connection: the common reuse costs no
+         * timer-heap work, and on_pool_idle_timeout re-checks when it fires. */
+        uv_timer_start(&uc->timer, on_pool_idle_timeout, to, 0);
+        uc->idle_timer = true;
     }
 }
 
@@ -315,7 +475,13 @@ static void on_uread(void *owner, ssize_t nread)
         struct proxy_req *r = &dc->req;
         uc->eof = true;
         if (dc->state == D_TUNNEL) {
-            /* The tunnel ends once what the upstream sent has reached the client. */
+            if (nread != UV_EOF) {
+                r->flags |= F_UC;
+                dconn_close(dc);
+                return;
+            }
+            /* A FIN: once what the upstream sent has reached the client, the client gets a FIN
+             * too, and the other direction goes on until the client's own. */
             r->resp_done = true;
             sc_xport_read_stop(&uc->tx.base);
             pump_resp(dc, NULL, 0);
@@ -370,10 +536,24 @@ static void upstream_ready(struct proxy_dconn *dc)
     uc->last_len = 0;
     if (r->route->per_try_timeout_ms) {
         uv_timer_start(&uc->timer, on_per_try_timeout, r->route->per_try_timeout_ms, 0);
-    } else {
-        uv_timer_stop(&uc->timer);
+        uc->idle_timer = false;
+    } else if (!uc->idle_timer) {
+        uv_timer_stop(&uc->timer); /* the connect timeout */
     }
     sc_xport_read_start(&uc->tx.base);
+    if (r->expect && !r->sent_continue && !r->body_done && !r->resp_head_sent && !dc->wpending) {
+        /* Expect: 100-continue is answered here, as Envoy does by default: the header is not
+         * forwarded, so the client never waits on an upstream that ignores it, and an upstream
+         * 100 is dropped (one per request). Sent once the request is on its way, so a request
+         * refused locally (404, 413, 503) gets its final status instead and keeps its body. */
+        static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        uv_buf_t iov = uv_buf_init(cont, sizeof(cont) - 1);
+        r->sent_continue = true;
+        r->bytes_out += iov.len;
+        if (dwrite(dc, &iov, 1, 0, DN_INTERIM) < 0) {
+            return;
+        }
+    }
     uv_buf_t pre[2] = { uv_buf_init(r->head.p, (unsigned)r->head.len),
                         uv_buf_init(r->copy.p, (unsigned)r->copy.len) };
     pump_req(dc, pre, r->copy.len ? 2 : 1);
@@ -492,7 +672,7 @@ static void attempt(struct proxy_dconn *dc)
     r->upstream_ns = now_ns();
     r->active = ep;
     atomic_fetch_add_explicit(&ep->active, 1, memory_order_relaxed);
-    struct proxy_pool *pool = &ep->pools[w->id];
+    struct proxy_pool *pool = ep_pool(ep, w);
     if (!sc_list_empty(&pool->idle)) {
         struct proxy_uconn *uc = sc_list_entry(pool->idle.next, struct proxy_uconn, node);
         sc_list_remove(&uc->node);
@@ -537,13 +717,15 @@ static void connect_new(struct proxy_dconn *dc, struct proxy_endpoint *ep,
     uv_timer_start(&uc->timer, on_connect_timeout, c->connect_timeout_ms, 0);
 }
 
-/* The address iptables redirected this connection from, when it was intercepted. */
+/* The address iptables redirected this connection from, when it was intercepted: IPv4 through
+ * SO_ORIGINAL_DST, IPv6 through IP6T_SO_ORIGINAL_DST (an IPv4-mapped client on an IPv6 socket is
+ * tracked as IPv4). */
 static bool original_dst(struct proxy_dconn *dc)
 {
-    if (dc->orig_checked) {
-        return dc->has_orig;
+    if (dc->od->checked) {
+        return dc->od->has_orig;
     }
-    dc->orig_checked = true;
+    dc->od->checked = true;
     uv_os_fd_t fd;
     if (uv_fileno((uv_handle_t *)&dc->tx.tcp, &fd) < 0) {
         return false;
@@ -551,31 +733,65 @@ static bool original_dst(struct proxy_dconn *dc)
     struct sockaddr_storage od, local;
     socklen_t olen = sizeof(od), llen = sizeof(local);
     memset(&od, 0, sizeof(od));
-    if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &od, &olen) < 0 || od.ss_family != AF_INET ||
-        getsockname(fd, (struct sockaddr *)&local, &llen) < 0 || local.ss_family != AF_INET) {
+    if (getsockname(fd, (struct sockaddr *)&local, &llen) < 0) {
         return false;
     }
-    const struct sockaddr_in *a = (const struct sockaddr_in *)&od;
-    const struct sockaddr_in *b = (const struct sockaddr_in *)&local;
-    if (a->sin_addr.s_addr == b->sin_addr.s_addr && a->sin_port == b->sin_port) {
+    if (local.ss_family == AF_INET6 &&
+        !IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)&local)->sin6_addr)) {
+        if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &od, &olen) < 0 ||
+            od.ss_family != AF_INET6) {
+            return false;
+        }
+    } else if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &od, &olen) < 0 || od.ss_family != AF_INET) {
+        return false;
+    }
+    if (od.ss_family == local.ss_family && same_addr(&od, &local)) {
         return false; /* not redirected: the client connected to us directly */
     }
-    dc->orig = od;
-    dc->has_orig = true;
+    dc->od->orig = od;
+    dc->od->has_orig = true;
     return true;
+}
+
+/* Sends the request to original destination <ss>: on an idle connection of the worker's pool for
+ * that address when there is one, else on a new connection. */
+static void odst_connect(struct proxy_dconn *dc, const struct sockaddr_storage *ss)
+{
+    struct proxy_worker *w = dc->w;
+    struct proxy_endpoint *ep = &dc->od->ep;
+    if (&ep->addrs[0] != ss) {
+        ep->addrs[0] = *ss; /* the pool key when the connection is released */
+    }
+    struct odst_dest *d = odst_find(w, ep->cluster, ss);
+    if (d) {
+        struct proxy_uconn *uc = sc_list_entry(d->pool.idle.next, struct proxy_uconn, node);
+        sc_list_remove(&uc->node);
+        d->pool.nidle--;
+        sc_list_remove(&d->node);
+        sc_list_prepend(&w->odst, &d->node);
+        odst_left(w, d);
+        uc->ep = ep;
+        uc->dc = dc;
+        uc->reused = true;
+        uc->got_bytes = false;
+        dc->uc = uc;
+        upstream_ready(dc);
+        return;
+    }
+    connect_new(dc, ep, ss);
 }
 
 static void on_dyn_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
     struct proxy_dconn *dc = req->data;
-    dc->resolving = false;
+    dc->od->resolving = false;
     if (dc->state == D_CLOSING) {
         uv_freeaddrinfo(res);
         dconn_closed_one(dc);
         return;
     }
-    if (dc->dyn_stale) {
-        dc->dyn_stale = false;
+    if (dc->od->stale) {
+        dc->od->stale = false;
         uv_freeaddrinfo(res);
         return;
     }
@@ -583,31 +799,28 @@ static void on_dyn_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *
     while (a && a->ai_family != AF_INET && a->ai_family != AF_INET6) {
         a = a->ai_next;
     }
-    if (status < 0 || !a || a->ai_addrlen > sizeof(dc->dyn->addrs[0])) {
+    if (status < 0 || !a || a->ai_addrlen > sizeof(dc->od->ep.addrs[0])) {
         uv_freeaddrinfo(res);
         endpoint_release(&dc->req);
         local_reply(dc, 503, "cannot resolve the request's destination", F_UH);
         return;
     }
-    memset(&dc->dyn->addrs[0], 0, sizeof(dc->dyn->addrs[0]));
-    memcpy(&dc->dyn->addrs[0], a->ai_addr, a->ai_addrlen);
-    atomic_store(&dc->dyn->naddrs, 1);
+    memset(&dc->od->ep.addrs[0], 0, sizeof(dc->od->ep.addrs[0]));
+    memcpy(&dc->od->ep.addrs[0], a->ai_addr, a->ai_addrlen);
+    atomic_store(&dc->od->ep.naddrs, 1);
     uv_freeaddrinfo(res);
-    connect_new(dc, dc->dyn, &dc->dyn->addrs[0]);
+    odst_connect(dc, &dc->od->ep.addrs[0]);
 }
 
 /* original_dst clusters: connect to where the client meant to go, from iptables interception
  * (SO_ORIGINAL_DST) or else the request's authority (absolute-form target or Host), resolving a
- * name asynchronously. These connections are not pooled. */
+ * name asynchronously. Connections are pooled per worker by destination address. */
 static void attempt_original_dst(struct proxy_dconn *dc)
 {
     struct proxy_req *r = &dc->req;
-    if (!dc->dyn) {
-        dc->dyn = SC_NEW(struct proxy_endpoint);
-    }
-    struct proxy_endpoint *ep = dc->dyn;
+    struct proxy_endpoint *ep = &dc->od->ep; /* allocated by start_request */
     ep->cluster = r->route->cluster;
-    ep->name = dc->dyn_name;
+    ep->name = dc->od->name;
     ep->pools = NULL;
     r->ep = ep;
     r->tries++;
@@ -615,15 +828,15 @@ static void attempt_original_dst(struct proxy_dconn *dc)
     r->active = ep;
     atomic_fetch_add_explicit(&ep->active, 1, memory_order_relaxed);
     if (original_dst(dc)) {
-        sc_addr_format((struct sockaddr *)&dc->orig, dc->dyn_name, sizeof(dc->dyn_name));
-        connect_new(dc, ep, &dc->orig);
+        sc_addr_format((struct sockaddr *)&dc->od->orig, dc->od->name, sizeof(dc->od->name));
+        odst_connect(dc, &dc->od->orig);
         return;
     }
     if (atomic_load(&ep->naddrs) > 0) {
-        connect_new(dc, ep, &ep->addrs[0]); /* a retry: resolved already */
+        odst_connect(dc, &ep->addrs[0]); /* a retry: resolved already */
         return;
     }
-    if (dc->resolving) {
+    if (dc->od->resolving) {
         /* A stale lookup is still out (cancellation is best effort): do not reuse its request. */
         endpoint_release(r);
         local_reply(dc, 503, "destination lookup busy", F_UH);
@@ -631,11 +844,11 @@ static void attempt_original_dst(struct proxy_dconn *dc)
     }
     /* dyn_name holds "host:port" from the request (start_request). */
     char host[256], port[8];
-    const char *colon = strrchr(dc->dyn_name, ':');
-    const char *rb = strrchr(dc->dyn_name, ']');
+    const char *colon = strrchr(dc->od->name, ':');
+    const char *rb = strrchr(dc->od->name, ']');
     bool has_port = colon && (!rb || colon > rb);
-    size_t hl = has_port ? (size_t)(colon - dc->dyn_name) : strlen(dc->dyn_name);
-    const char *h = dc->dyn_name;
+    size_t hl = has_port ? (size_t)(colon - dc->od->name) : strlen(dc->od->name);
+    const char *h = dc->od->name;
     if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
         h++;
         hl -= 2;
@@ -651,15 +864,15 @@ static void attempt_original_dst(struct proxy_dconn *dc)
     struct addrinfo hints = { .ai_family = AF_UNSPEC,
                               .ai_socktype = SOCK_STREAM,
                               .ai_flags = AI_NUMERICSERV };
-    dc->gai.data = dc;
-    dc->dyn_stale = false;
-    int rc = uv_getaddrinfo(dc->w->loop, &dc->gai, on_dyn_resolved, host, port, &hints);
+    dc->od->gai.data = dc;
+    dc->od->stale = false;
+    int rc = uv_getaddrinfo(dc->w->loop, &dc->od->gai, on_dyn_resolved, host, port, &hints);
     if (rc < 0) {
         endpoint_release(r);
         local_reply(dc, 503, "cannot resolve the request's destination", F_UH);
         return;
     }
-    dc->resolving = true;
+    dc->od->resolving = true;
 }
 
 static void on_backoff(uv_timer_t *t)
@@ -852,11 +1065,46 @@ static void on_uwrite(void *owner, int status)
     dc->last_activity = uv_now(dc->w->loop);
     dc->in.start += uc->wconsume;
     uc->wconsume = 0;
-    if (dc->state == D_TUNNEL && dc->tun_eof && dc->in.start == dc->in.end) {
-        dconn_close(dc);
+    if (dc->state == D_TUNNEL && tunnel_fins(dc)) {
         return;
     }
     pump_req(dc, NULL, 0);
+}
+
+/* In a tunnel, passes each side's FIN on once that side's bytes have all been delivered
+ * (shutdown of the other side's write direction, which keeps reading), and closes the tunnel when
+ * both directions are finished; the stream idle timer bounds a side that never finishes. Returns
+ * true when the connection was closed. */
+static bool tunnel_fins(struct proxy_dconn *dc)
+{
+    struct proxy_uconn *uc = dc->uc;
+    if (dc->state != D_TUNNEL) {
+        return dc->state == D_CLOSING;
+    }
+    if (!uc) {
+        dconn_close(dc);
+        return true;
+    }
+    if (dc->tun_eof && !dc->shut_up && !uc->wpending && dc->in.start == dc->in.end) {
+        dc->shut_up = true;
+        if (sc_xport_shutdown(&uc->tx.base) < 0) {
+            dconn_close(dc);
+            return true;
+        }
+    }
+    if (uc->eof && dc->req.resp_done && !dc->shut_dn && !dc->wpending &&
+        uc->in.start == uc->in.end) {
+        dc->shut_dn = true;
+        if (sc_xport_shutdown(&dc->tx.base) < 0) {
+            dconn_close(dc);
+            return true;
+        }
+    }
+    if (dc->shut_up && dc->shut_dn) {
+        dconn_close(dc);
+        return true;
+    }
+    return false;
 }
 
 static void request_body_done(struct proxy_dconn *dc)
@@ -1026,10 +1274,11 @@ static void parse_resp_head(struct proxy_dconn *dc)
              * rebuilt as our own HTTP/1.1 head; HTTP/1.0 has no 1xx, so from an HTTP/1.0
              * upstream or to an HTTP/1.0 client it is dropped. */
             size_t len = (size_t)rc;
-            if (r->minor == 0 || m.minor_version == 0) {
+            if (r->minor == 0 || m.minor_version == 0 || (m.status == 100 && r->sent_continue)) {
                 uc->in.start += len;
                 continue;
             }
+            hbuf_get(w, &dc->out);
             sc_buf_reset(&dc->out);
             if (proxy_build_interim_head(dc, &m) < 0) {
                 sc_buf_reset(&dc->out);
@@ -1055,7 +1304,9 @@ static void parse_resp_head(struct proxy_dconn *dc)
             return;
         }
         r->upstream_total_ns += now_ns() - r->upstream_ns;
-        uv_timer_stop(&uc->timer);
+        if (!uc->idle_timer) {
+            uv_timer_stop(&uc->timer); /* the per-try timeout */
+        }
         r->status = m.status;
         r->rbody = m.body == SC_HTTP_BODY_LENGTH    ? B_LENGTH
                    : m.body == SC_HTTP_BODY_CHUNKED ? B_CHUNKED
@@ -1075,6 +1326,7 @@ static void parse_resp_head(struct proxy_dconn *dc)
             uc->reused = false;
         }
         r->resp_keep_alive = m.keep_alive;
+        hbuf_get(w, &dc->out);
         sc_buf_reset(&dc->out);
         if (proxy_build_resp_head(dc, &m) < 0) {
             sc_buf_reset(&dc->out);
@@ -1086,7 +1338,7 @@ static void parse_resp_head(struct proxy_dconn *dc)
         if (tunnel) {
             dc->state = D_TUNNEL;
             /* Reading paused for the head (full buffer) resumes; a client that already
-             * half-closed gets its buffered bytes sent, then the tunnel closes. */
+             * half-closed gets its buffered bytes sent, then its FIN passed on. */
             dc->tun_eof = dc->eof;
             dc->rpaused = dc->eof;
         }
@@ -1096,10 +1348,7 @@ static void parse_resp_head(struct proxy_dconn *dc)
         pump_resp(dc, &pre, 1);
         if (tunnel && dc->state == D_TUNNEL) {
             pump_req(dc, NULL, 0);
-            if (dc->state == D_TUNNEL && dc->tun_eof && !dc->wpending && dc->uc &&
-                !dc->uc->wpending && dc->in.start == dc->in.end) {
-                dconn_close(dc);
-            }
+            tunnel_fins(dc);
         }
         return;
     }
@@ -1225,7 +1474,7 @@ static void pump_resp(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix
         }
         if (done || (r->resp_done && r->rbody != B_RAW)) {
             if (r->rbody == B_RAW) {
-                dconn_close(dc);
+                tunnel_fins(dc);
             } else {
                 response_complete(dc);
             }
@@ -1258,6 +1507,7 @@ static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, s
     r->is_head = sc_str_eq(m->method, SC_STR("HEAD"));
     r->is_connect = sc_str_eq(m->method, SC_STR("CONNECT"));
     r->upgrade = m->upgrade && !r->is_connect;
+    r->expect = m->expect_continue && m->minor_version == 1;
     size_t ml = m->method.len < sizeof(r->method) - 1 ? m->method.len : sizeof(r->method) - 1;
     memcpy(r->method, m->method.p, ml);
     r->method[ml] = '\0';
@@ -1316,14 +1566,15 @@ static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, s
                 auth = m->target;
             }
         }
-        size_t n = auth.len < sizeof(dc->dyn_name) - 1 ? auth.len : sizeof(dc->dyn_name) - 1;
+        if (!dc->od) {
+            dc->od = SC_NEW(struct proxy_odst);
+        }
+        size_t n = auth.len < sizeof(dc->od->name) - 1 ? auth.len : sizeof(dc->od->name) - 1;
         if (n) {
-            memcpy(dc->dyn_name, auth.p, n);
+            memcpy(dc->od->name, auth.p, n);
         }
-        dc->dyn_name[n] = '\0';
-        if (dc->dyn) {
-            atomic_store(&dc->dyn->naddrs, 0);
-        }
+        dc->od->name[n] = '\0';
+        atomic_store(&dc->od->ep.naddrs, 0);
     } else if (found->cluster->neps == 0) {
         dc->close_after = r->body != B_NONE;
         local_reply(dc, 503, "no healthy upstream", F_UH);
@@ -1334,6 +1585,10 @@ static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         dc->close_after = true;
         local_reply(dc, 413, "request body larger than max_request_body", F_DPE);
         return;
+    }
+    hbuf_get(w, &r->head);
+    if (r->body != B_NONE && r->retriable) {
+        hbuf_get(w, &r->copy);
     }
     if (proxy_build_req_head(dc, m, origin) < 0) {
         dc->close_after = true;
@@ -1375,6 +1630,7 @@ static void local_reply(struct proxy_dconn *dc, int status, const char *reason, 
     if (n < 0 || (size_t)n >= sizeof(body)) {
         n = (int)sizeof(body) - 1;
     }
+    hbuf_get(dc->w, &dc->out);
     sc_buf_reset(&dc->out);
     if (sc_http1_write_simple(&dc->out, status, "text/plain; charset=utf-8",
                               sc_str_n(body, (size_t)n), close) < 0) {
@@ -1410,19 +1666,15 @@ static void finish_request(struct proxy_dconn *dc)
     endpoint_release(r);
     proxy_rt_unref(r->rt);
     r->rt = NULL;
-    if (dc->resolving && !dc->dyn_stale) {
-        dc->dyn_stale = true; /* its answer is for a request that is over */
-        uv_cancel((uv_req_t *)&dc->gai);
+    if (dc->od && dc->od->resolving && !dc->od->stale) {
+        dc->od->stale = true; /* its answer is for a request that is over */
+        uv_cancel((uv_req_t *)&dc->od->gai);
     }
-    /* Keep small buffers for the next request; give back what a large one grew. */
-    if (r->copy.cap > 4096) {
-        sc_buf_cleanup(&r->copy);
-    }
-    if (r->head.cap > 8192) {
-        sc_buf_cleanup(&r->head);
-    }
-    if (dc->out.cap > 8192 && !dc->wpending) {
-        sc_buf_cleanup(&dc->out);
+    /* The head buffers go back to the worker's pool (a pending write still reads dc->out). */
+    hbuf_put(dc->w, &r->copy);
+    hbuf_put(dc->w, &r->head);
+    if (!dc->wpending) {
+        hbuf_put(dc->w, &dc->out);
     }
     if (dc->state == D_CLOSING) {
         return;
@@ -1489,14 +1741,13 @@ static void on_dread(void *owner, ssize_t nread)
             dread_update(dc);
             return;
         }
-        if (dc->state == D_TUNNEL) {
-            /* The client finished: close once its last bytes reached the upstream. */
+        if (dc->state == D_TUNNEL && nread == UV_EOF) {
+            /* The client's FIN goes upstream once its last bytes have; the upstream may still
+             * answer until its own FIN. */
             dc->tun_eof = true;
             dc->rpaused = true;
             dread_update(dc);
-            if (!dc->uc || !dc->uc->wpending) {
-                dconn_close(dc);
-            }
+            tunnel_fins(dc);
             return;
         }
         dc->req.flags |= F_DC;
@@ -1643,6 +1894,9 @@ static void dconn_closed_one(struct proxy_dconn *dc)
     w->nconns--;
     dc->in.start = dc->in.end = 0;
     rbuf_put(w, &dc->in);
+    hbuf_put(w, &dc->out);
+    hbuf_put(w, &dc->req.head);
+    hbuf_put(w, &dc->req.copy);
     if (w->nfree_dc < MAX_FREE && !w->closed_all) {
         sc_list_append(&w->free_dc, &dc->node);
         w->nfree_dc++;
@@ -1650,7 +1904,7 @@ static void dconn_closed_one(struct proxy_dconn *dc)
         sc_buf_cleanup(&dc->out);
         sc_buf_cleanup(&dc->req.head);
         sc_buf_cleanup(&dc->req.copy);
-        sc_free(dc->dyn);
+        sc_free(dc->od);
         sc_free(dc);
     }
     check_done(w);
@@ -1686,9 +1940,9 @@ static void dconn_close(struct proxy_dconn *dc)
     dc->state = D_CLOSING;
     sc_list_remove(&dc->node);
     dc->closes = 3;
-    if (dc->resolving) {
+    if (dc->od && dc->od->resolving) {
         dc->closes++; /* on_dyn_resolved releases the object */
-        uv_cancel((uv_req_t *)&dc->gai);
+        uv_cancel((uv_req_t *)&dc->od->gai);
     }
     sc_xport_close(&dc->tx.base);
     uv_close((uv_handle_t *)&dc->timer, on_dconn_timer_closed);
@@ -1698,7 +1952,7 @@ static void dconn_close(struct proxy_dconn *dc)
 static void on_dtimer(uv_timer_t *t);
 
 /* Arms the connection's one timer for its current state; on_dtimer re-evaluates when it fires,
- * so activity that moves a deadline costs nothing until then. */
+ * so activity that moves a deadline later costs nothing until then. */
 static void arm_dtimer(struct proxy_dconn *dc)
 {
     struct proxy_worker *w = dc->w;
@@ -1723,7 +1977,13 @@ static void arm_dtimer(struct proxy_dconn *dc)
     default:
         return;
     }
-    uv_timer_start(&dc->timer, on_dtimer, deadline > now ? deadline - now : 0, 0);
+    uint64_t due = deadline > now ? deadline - now : 0;
+    /* Already armed for this deadline or an earlier one: on_dtimer re-evaluates when it fires,
+     * so the deadlines each request moves later cost no timer-heap work. */
+    if (uv_is_active((uv_handle_t *)&dc->timer) && uv_timer_get_due_in(&dc->timer) <= due) {
+        return;
+    }
+    uv_timer_start(&dc->timer, on_dtimer, due, 0);
 }
 
 static void on_dtimer(uv_timer_t *t)
@@ -1741,6 +2001,10 @@ static void on_dtimer(uv_timer_t *t)
                 return;
             }
             dconn_close(dc);
+            return;
+        }
+        if (now < dc->head_start_ms + rt->request_headers_timeout_ms) {
+            arm_dtimer(dc); /* armed for an earlier deadline of the connection */
             return;
         }
         dc->close_after = true;
@@ -1823,9 +2087,12 @@ static void on_accept(uv_stream_t *server, int status)
         sc_list_remove(&dc->node);
         w->nfree_dc--;
         struct sc_buf out = dc->out, head = dc->req.head, copy = dc->req.copy;
-        struct proxy_endpoint *dyn = dc->dyn;
+        struct proxy_odst *od = dc->od;
         memset(dc, 0, sizeof(*dc));
-        dc->dyn = dyn;
+        dc->od = od;
+        if (od) {
+            od->checked = od->has_orig = od->stale = false; /* per connection */
+        }
         dc->out = out;
         dc->req.head = head;
         dc->req.copy = copy;
@@ -1866,6 +2133,8 @@ int proxy_worker_listen(struct proxy_worker *w, char **err)
     struct proxy_rt *rt = w->rt;
     uv_check_init(w->loop, &w->logcheck);
     w->logcheck.data = w;
+    uv_timer_init(w->loop, &w->logtimer);
+    w->logtimer.data = w;
     w->listeners = sc_calloc(rt->nlisteners, sizeof(*w->listeners));
     w->nlisteners = rt->nlisteners;
     for (size_t i = 0; i < rt->nlisteners; i++) {
@@ -1900,6 +2169,22 @@ static void close_listeners(struct proxy_worker *w)
 
 static void close_pools(struct proxy_worker *w, struct proxy_rt *rt)
 {
+    struct sc_list *pos, *tmp;
+    sc_list_foreach(pos, tmp, &w->odst)
+    {
+        struct odst_dest *d = sc_list_entry(pos, struct odst_dest, node);
+        bool mine = false;
+        for (size_t c = 0; c < rt->nclusters && !mine; c++) {
+            mine = d->ep.cluster == &rt->clusters[c];
+        }
+        if (!mine) {
+            continue;
+        }
+        for (size_t n = d->pool.nidle; n > 0; n--) {
+            /* the last one frees <d> */
+            uconn_close(sc_list_entry(d->pool.idle.next, struct proxy_uconn, node));
+        }
+    }
     for (size_t c = 0; c < rt->nclusters; c++) {
         for (size_t e = 0; e < rt->clusters[c].neps; e++) {
             struct proxy_pool *pool = &rt->clusters[c].eps[e].pools[w->id];
@@ -1915,8 +2200,7 @@ static void check_done(struct proxy_worker *w)
     if ((w->draining || w->closed_all) && !atomic_load(&w->done) && w->nconns == 0 &&
         w->nuconns == 0 && w->listeners_open == 0) {
         atomic_store(&w->done, true);
-        proxy_log_flush(w);
-        uv_close((uv_handle_t *)&w->logcheck, NULL);
+        proxy_log_finish(w);
         proxy_worker_done(w);
     }
 }
@@ -1967,7 +2251,7 @@ void proxy_worker_cleanup(struct proxy_worker *w)
         sc_buf_cleanup(&dc->out);
         sc_buf_cleanup(&dc->req.head);
         sc_buf_cleanup(&dc->req.copy);
-        sc_free(dc->dyn);
+        sc_free(dc->od);
         sc_free(dc);
     }
     while (!sc_list_empty(&w->free_uc)) {
@@ -1983,6 +2267,12 @@ void proxy_worker_cleanup(struct proxy_worker *w)
         sc_free(pb);
     }
     w->nbufs = 0;
+    while (w->hbufs) {
+        struct pooled_buf *pb = w->hbufs;
+        w->hbufs = pb->next;
+        sc_free(pb);
+    }
+    w->nhbufs = 0;
     sc_free(w->listeners);
     w->listeners = NULL;
     sc_buf_cleanup(&w->logbuf);
@@ -1997,7 +2287,8 @@ void proxy_worker_init(struct proxy_worker *w)
     sc_list_init(&w->conns);
     sc_list_init(&w->free_dc);
     sc_list_init(&w->free_uc);
-    sc_buf_init(&w->logbuf, 65536);
+    sc_list_init(&w->odst);
+    sc_buf_init(&w->logbuf, 256 * 1024); /* the bound for a slow reader; lines beyond drop */
     w->md = pcre2_match_data_create(32, NULL);
     if (getrandom(w->rng, sizeof(w->rng), 0) != (ssize_t)sizeof(w->rng)) {
         w->rng[0] = uv_hrtime() ^ (uint64_t)(uintptr_t)w;
