@@ -82,6 +82,15 @@ static void init_metrics(struct proxy *px)
     pm->timeout = sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_upstream_rq_timeout_total",
                                     "Upstream tries that timed out (per-try or route timeout).",
                                     c_labels, NULL, 0);
+    proxy_policy_metrics_init(pm);
+}
+
+/* Ends the outlier ejections whose time is up before /metrics reports them. */
+static void on_collect(struct sc_metrics *r, void *arg)
+{
+    struct proxy *px = arg;
+    (void)r;
+    proxy_outlier_sweep(px->rt, uv_now(sc_app_loop(px->app)));
 }
 
 static void proxy_free(struct proxy *px)
@@ -119,6 +128,7 @@ static int proxy_start(struct sc_app *app, const void *cfgp, void **state, char 
     struct proxy *px = SC_NEW(struct proxy);
     px->app = app;
     sc_list_init(&px->resolvers);
+    sc_list_init(&px->checkers);
     init_metrics(px);
     px->nworkers = proxy_cfg_workers(cfg);
     px->rt = proxy_rt_new(cfg, px->nworkers, &px->pm, err);
@@ -181,6 +191,8 @@ static int proxy_start(struct sc_app *app, const void *cfgp, void **state, char 
         started++;
     }
     proxy_dns_start(px, px->rt);
+    proxy_health_start(px, px->rt);
+    sc_metrics_on_collect(px->pm.reg, on_collect, px);
     for (size_t i = 0; i < px->rt->nlisteners; i++) {
         sc_info("listening", SC_LS("listener", px->rt->listeners[i].name),
                 SC_LS("address", px->rt->listeners[i].address), SC_LI("workers", px->nworkers));
@@ -220,6 +232,7 @@ static void proxy_stop(struct sc_app *app, void *state, bool now)
     if (!px->stopping) {
         px->stopping = true;
         proxy_dns_stop(px);
+        proxy_health_stop(px);
     }
     sc_app_set_ready(app, false);
     drain_workers(px, now);
@@ -294,8 +307,11 @@ static int proxy_reload(struct sc_app *app, void *state, const void *cfgp, char 
         return 0;
     }
     carry_dns(nrt, px->rt);
+    proxy_policy_carry(nrt, px->rt);
     proxy_dns_stop(px);
     proxy_dns_start(px, nrt);
+    proxy_health_stop(px);
+    proxy_health_start(px, nrt);
     for (int i = 0; i < px->nworkers; i++) {
         struct proxy_worker *w = &px->workers[i];
         proxy_rt_unref(atomic_exchange(&w->pending_rt, proxy_rt_ref(nrt)));

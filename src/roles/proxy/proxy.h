@@ -26,6 +26,7 @@
 #include "core/list.h"
 #include "core/metrics.h"
 #include "net/http1.h"
+#include "roles/proxy/proxy_policy.h"
 
 /* ---- configuration as loaded (the option table in proxy_config.c describes these) ---- */
 
@@ -76,6 +77,7 @@ struct proxy_cluster_cfg {
     uint64_t dns_refresh_ms;
     int64_t max_idle;
     uint64_t idle_timeout_ms;
+    struct proxy_policy_cfg policy; /* circuit_breakers, outlier_detection, health_check */
 };
 
 struct proxy_cfg {
@@ -136,6 +138,7 @@ struct proxy_endpoint {
     atomic_int active;        /* requests in flight, for least_request */
     struct proxy_pool *pools; /* one per worker */
     struct proxy_cluster *cluster;
+    struct proxy_ep_state *st; /* outlier and health state (in cluster->st); NULL: none */
 };
 
 struct proxy_cluster {
@@ -152,6 +155,7 @@ struct proxy_cluster {
     struct sc_metric *m_retry;
     struct sc_metric *m_cx_active;
     struct sc_metric *m_timeout;
+    struct proxy_cluster_state *st; /* breakers, outlier, health: a reference, kept on reload */
 };
 
 struct proxy_header_match {
@@ -219,6 +223,10 @@ struct proxy_metrics {
     struct sc_metric_family *ucx_active;
     struct sc_metric_family *dcx_active;
     struct sc_metric_family *timeout;
+    struct sc_metric_family *overflow; /* proxy_policy.c */
+    struct sc_metric_family *retry_overflow;
+    struct sc_metric_family *ej_active;
+    struct sc_metric_family *ej_total;
 };
 
 /* Builds a snapshot from a checked <cfg> for <nworkers> workers, copying everything it keeps.
@@ -291,6 +299,7 @@ struct proxy {
     atomic_int workers_done;
     atomic_int conns; /* client connections open, all workers */
     struct sc_list resolvers;
+    struct sc_list checkers; /* active health checks (proxy_health.c) */
     bool stopping;
     bool stopped;
 };

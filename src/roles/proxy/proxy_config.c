@@ -197,6 +197,9 @@ static const struct sc_opt cluster_opts[] = {
       .offset = offsetof(struct proxy_cluster_cfg, idle_timeout_ms),
       .def = "30s",
       .help = "idle pooled connections are closed after this long" },
+    { .type = SC_OPT_INLINE,
+      .offset = offsetof(struct proxy_cluster_cfg, policy),
+      .sub = proxy_policy_opts },
     { 0 },
 };
 
@@ -480,6 +483,16 @@ int proxy_config_check(const void *cfg, char **err)
                 sc_asprintf("cluster \"%s\": an original_dst cluster has no endpoints", cl[i].name);
             return SC_ECONFIG;
         }
+        if (cl[i].type == PROXY_CLUSTER_ORIGINAL_DST && cl[i].policy.health_check.path) {
+            *err = sc_asprintf("cluster \"%s\": an original_dst cluster has no endpoints to "
+                               "health-check",
+                               cl[i].name);
+            return SC_ECONFIG;
+        }
+        int prc = proxy_policy_check(&cl[i].policy, cl[i].name, err);
+        if (prc < 0) {
+            return prc;
+        }
         for (size_t k = 0; k < cl[i].endpoints.n; k++) {
             char host[256], port[8];
             const char *e = cl[i].endpoints.v[k];
@@ -563,6 +576,7 @@ static void rt_free(struct proxy_rt *rt)
         }
         sc_free(c->eps);
         sc_free(c->name);
+        proxy_cluster_state_unref(c->st);
     }
     sc_free(rt->clusters);
     sc_free(rt);
@@ -642,6 +656,10 @@ static int cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg 
             c->neps = i + 1;
             return rc;
         }
+    }
+    c->st = proxy_cluster_state_new(c->name, &cc->policy, cc->endpoints.v, c->neps, pm);
+    for (size_t i = 0; i < c->neps; i++) {
+        c->eps[i].st = &c->st->eps[i];
     }
     const char *lv[] = { c->name };
     c->m_retry = sc_metric_get(pm->retry, lv);
@@ -770,6 +788,7 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
             .max_idle = 64,
             .idle_timeout_ms = 30000,
         };
+        sc_config_defaults(proxy_policy_opts, &qc.policy);
         rc = cluster_init(&rt->clusters[nc], &qc, cfg, nworkers, pm, err);
         nc++;
         if (rc < 0) {
@@ -783,6 +802,7 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
             .lb_policy = PROXY_LB_ROUND_ROBIN,
             .dns_refresh_ms = 5000,
         };
+        sc_config_defaults(proxy_policy_opts, &oc.policy);
         rc = cluster_init(&rt->clusters[nc], &oc, cfg, nworkers, pm, err);
         nc++;
         if (rc < 0) {

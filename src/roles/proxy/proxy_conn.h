@@ -44,6 +44,7 @@ enum {
     F_UPE = 1 << 7, /* upstream protocol error */
     F_DPE = 1 << 8, /* downstream protocol error */
     F_SI = 1 << 9,  /* stream idle timeout */
+    F_UO = 1 << 10, /* upstream overflow: a circuit breaker refused the request */
 };
 
 enum { COND_CONNECT = 1, COND_RESET, COND_TIMEOUT, COND_STATUS };
@@ -71,6 +72,8 @@ struct proxy_uconn {
     bool reused;
     bool got_bytes;
     bool eof;
+    bool bk_cx;      /* counted in the cluster's connections (circuit breaker) */
+    bool bk_pending; /* counted in the cluster's pending requests until connected */
 };
 
 struct proxy_req {
@@ -109,6 +112,9 @@ struct proxy_req {
     bool dechunk;
     bool free_retry_used;
     bool resp_keep_alive;
+    bool rq_held;                    /* a max_requests slot of bst */
+    bool retry_held;                 /* a retry slot of bst */
+    struct proxy_cluster_state *bst; /* the breakers the request holds slots of */
     char method[16];
     char path[256];
     size_t path_len;
@@ -154,6 +160,13 @@ struct proxy_dconn {
     char peer[48];
     struct proxy_req req;
 };
+
+/* ---- proxy_http.c ---- */
+
+/* The load balancer: an endpoint of <c> that proxy_endpoint_usable() admits now, by the cluster's
+ * lb_policy, preferring one other than <avoid> (the last try's). NULL when none is usable. */
+struct proxy_endpoint *proxy_pick_endpoint(struct proxy_worker *w, struct proxy_cluster *c,
+                                           struct proxy_endpoint *avoid);
 
 /* ---- proxy_headers.c: routing and head rewriting (pure functions of the parsed head) ---- */
 
