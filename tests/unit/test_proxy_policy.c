@@ -95,7 +95,9 @@ static void test_decay(void **state)
 static void test_retry_limit(void **state)
 {
     (void)state;
-    struct proxy_policy p = { .budget_percent = 20, .min_retry_concurrency = 3, .max_retries = 1024 };
+    struct proxy_policy p = { .budget_percent = 20,
+                              .min_retry_concurrency = 3,
+                              .max_retries = 1024 };
     assert_int_equal(proxy_retry_limit(&p, 0), 3);
     assert_int_equal(proxy_retry_limit(&p, 10), 3);
     assert_int_equal(proxy_retry_limit(&p, 19), 3);

@@ -298,15 +298,15 @@ static char *state_key(const struct proxy_policy *p, char *const *endpoints, siz
         sc_buf_append_cstr(&b, ",");
     }
     char tmp[512];
-    int n = snprintf(tmp, sizeof(tmp),
-                     "|%u %u %u %u %.6g %u|%u %u %llu %llu %llu %u|%d %llu %llu %u %u|", //
-                     p->max_connections, p->max_pending_requests, p->max_requests, p->max_retries,
-                     p->budget_percent, p->min_retry_concurrency, p->consecutive_5xx,
-                     p->consecutive_gw, (unsigned long long)p->interval_ms,
-                     (unsigned long long)p->base_ejection_ms,
-                     (unsigned long long)p->max_ejection_ms, p->max_ejection_percent, p->hc,
-                     (unsigned long long)p->hc_interval_ms, (unsigned long long)p->hc_timeout_ms,
-                     p->hc_healthy, p->hc_unhealthy);
+    int n =
+        snprintf(tmp, sizeof(tmp),
+                 "|%u %u %u %u %.6g %u|%u %u %llu %llu %llu %u|%d %llu %llu %u %u|", //
+                 p->max_connections, p->max_pending_requests, p->max_requests, p->max_retries,
+                 p->budget_percent, p->min_retry_concurrency, p->consecutive_5xx, p->consecutive_gw,
+                 (unsigned long long)p->interval_ms, (unsigned long long)p->base_ejection_ms,
+                 (unsigned long long)p->max_ejection_ms, p->max_ejection_percent, p->hc,
+                 (unsigned long long)p->hc_interval_ms, (unsigned long long)p->hc_timeout_ms,
+                 p->hc_healthy, p->hc_unhealthy);
     if (n > 0) {
         sc_buf_append(&b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
     }
@@ -400,11 +400,10 @@ void proxy_policy_metrics_init(struct proxy_metrics *pm)
         c_labels, NULL, 0);
     pm->retry_overflow = sc_metrics_family(
         pm->reg, SC_METRIC_COUNTER, "sidecar_upstream_rq_retry_overflow_total",
-        "Retries not sent because max_retries or the retry budget was reached.", c_labels, NULL,
-        0);
-    pm->ej_active = sc_metrics_family(pm->reg, SC_METRIC_GAUGE, "sidecar_outlier_ejections_active",
-                                      "Endpoints ejected by outlier detection now.", c_labels,
-                                      NULL, 0);
+        "Retries not sent because max_retries or the retry budget was reached.", c_labels, NULL, 0);
+    pm->ej_active =
+        sc_metrics_family(pm->reg, SC_METRIC_GAUGE, "sidecar_outlier_ejections_active",
+                          "Endpoints ejected by outlier detection now.", c_labels, NULL, 0);
     pm->ej_total = sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_outlier_ejections_total",
                                      "Ejections by outlier detection.", c_labels, NULL, 0);
 }
@@ -588,9 +587,8 @@ static void eject(struct proxy_cluster_state *st, struct proxy_ep_state *es, uin
     } while (!atomic_compare_exchange_weak(&st->ejected, &cur, cur + 1));
     uint64_t admitted = atomic_load_explicit(&es->admitted_ms, memory_order_relaxed);
     unsigned prev = atomic_load_explicit(&es->ejections, memory_order_relaxed);
-    unsigned n = proxy_ejections_decay(prev, now_ms > admitted ? now_ms - admitted : 0,
-                                       p->interval_ms) +
-                 1;
+    unsigned n =
+        proxy_ejections_decay(prev, now_ms > admitted ? now_ms - admitted : 0, p->interval_ms) + 1;
     uint64_t dur = proxy_ejection_ms(p, n);
     atomic_store_explicit(&es->ejected_until_ms, now_ms + dur, memory_order_release);
     bool expect = false;

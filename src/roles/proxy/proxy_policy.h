@@ -121,12 +121,12 @@ struct proxy_cluster_state {
     char *name;
     char *key; /* the endpoints and policy it was built for: equal keys may share state */
     struct proxy_policy pol;
-    atomic_int cx;       /* upstream connections open, all workers */
-    atomic_int pending;  /* requests waiting for a new connection to be established */
-    atomic_int rq;       /* requests in flight */
-    atomic_int retries;  /* requests retrying */
-    atomic_int ejected;  /* endpoints ejected now */
-    bool hc_started;     /* checkers ran on it already (main loop) */
+    atomic_int cx;      /* upstream connections open, all workers */
+    atomic_int pending; /* requests waiting for a new connection to be established */
+    atomic_int rq;      /* requests in flight */
+    atomic_int retries; /* requests retrying */
+    atomic_int ejected; /* endpoints ejected now */
+    bool hc_started;    /* checkers ran on it already (main loop) */
     struct proxy_ep_state *eps;
     size_t neps;
     struct sc_metric *m_overflow;
