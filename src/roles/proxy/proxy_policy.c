@@ -298,15 +298,14 @@ static char *state_key(const struct proxy_policy *p, char *const *endpoints, siz
         sc_buf_append_cstr(&b, ",");
     }
     char tmp[512];
-    int n =
-        snprintf(tmp, sizeof(tmp),
-                 "|%u %u %u %u %.6g %u|%u %u %llu %llu %llu %u|%d %llu %llu %u %u|", //
-                 p->max_connections, p->max_pending_requests, p->max_requests, p->max_retries,
-                 p->budget_percent, p->min_retry_concurrency, p->consecutive_5xx, p->consecutive_gw,
-                 (unsigned long long)p->interval_ms, (unsigned long long)p->base_ejection_ms,
-                 (unsigned long long)p->max_ejection_ms, p->max_ejection_percent, p->hc,
-                 (unsigned long long)p->hc_interval_ms, (unsigned long long)p->hc_timeout_ms,
-                 p->hc_healthy, p->hc_unhealthy);
+    int n = snprintf(
+        tmp, sizeof(tmp), "|%u %u %u %u %.6g %u|%u %u %llu %llu %llu %u|%d %llu %llu %u %u|",
+        p->max_connections, p->max_pending_requests, p->max_requests, p->max_retries,
+        p->budget_percent, p->min_retry_concurrency, p->consecutive_5xx, p->consecutive_gw,
+        (unsigned long long)p->interval_ms, (unsigned long long)p->base_ejection_ms,
+        (unsigned long long)p->max_ejection_ms, p->max_ejection_percent, p->hc,
+        (unsigned long long)p->hc_interval_ms, (unsigned long long)p->hc_timeout_ms, p->hc_healthy,
+        p->hc_unhealthy);
     if (n > 0) {
         sc_buf_append(&b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
     }
