@@ -6,9 +6,11 @@ ejection time is up, and ejected for twice as long the next time; the ejection s
 that leaves the cluster alone; active health checks take an endpoint out and bring it back (and
 with none left the answer is 503 UH); the retry budget caps concurrent retries."""
 import json
+import socket
 import threading
 import time
 
+import pytest
 from conftest import free_port, http_get
 from proxy_util import (Client, FakeUpstream, access_lines, get, metric, proxy_config, respond,
                         wait_for)
@@ -71,10 +73,12 @@ def send_async(port, results, path="/"):
     return t
 
 
-def test_proxy_breaker_max_requests_trips_and_recovers(sidecar_run):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_proxy_breaker_max_requests_trips_and_recovers(sidecar_run, workers):
+    # With two workers the limit still counts the cluster's requests on both together.
     g = Gate()
     port = free_port()
-    sc = sidecar_run("proxy", config=config(
+    sc = sidecar_run("proxy", ["--workers", str(workers)], config=config(
         port, [g.up.addr], {"circuit_breakers": {"max_requests": 2}}))
     results = []
     threads = [send_async(port, results) for _ in range(2)]
@@ -121,6 +125,38 @@ def test_proxy_breaker_max_connections(sidecar_run):
     assert g.up.connections == 1
     assert metric(metrics(sc), "sidecar_upstream_rq_overflow_total", cluster="c") == 1
     g.up.close()
+
+
+def test_proxy_breaker_max_pending_requests(sidecar_run):
+    # A listener whose accept queue is full (backlog 0, one connection never accepted): further
+    # connects hang, so a request stays pending while the proxy connects.
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(0)
+    addr = "127.0.0.1:%d" % blackhole.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", blackhole.getsockname()[1]))
+    port = free_port()
+    sc = sidecar_run("proxy", config=config(
+        port, [addr], {"circuit_breakers": {"max_pending_requests": 1},
+                       "outlier_detection": {"consecutive_5xx": 0},
+                       "connect_timeout": "20s"}))
+    results = []
+    threads = [send_async(port, results) for _ in range(2)]
+    # One request waits for its connection; the other may not wait too: 503 UO at once.
+    assert wait_for(lambda: len(results) == 1, timeout=15)
+    assert results[0].status == 503 and b"overflow" in results[0].body
+    assert metric(metrics(sc), "sidecar_upstream_rq_overflow_total", cluster="c") == 1
+    flags = sorted(line["flags"] for line in access_lines(sc, at_least=1))
+    assert flags == ["UO"]
+    # The pending connect fails once nothing listens: the slot is free again.
+    blackhole.close()
+    for t in threads:
+        t.join(30)
+    assert sorted(r.status for r in results) == [502, 503]
+    r = get(port, "/")
+    assert r.status == 502, "no longer over the limit: a connect failure, not an overflow"
+    assert metric(metrics(sc), "sidecar_upstream_rq_overflow_total", cluster="c") == 1
+    filler.close()
 
 
 def test_proxy_outlier_ejects_and_readmits(sidecar_run):
@@ -287,7 +323,6 @@ def test_proxy_health_checks_remove_and_readmit(sidecar_run):
 
 def test_proxy_health_check_down_endpoint_and_timeout(sidecar_run):
     """A closed port and a server that never answers both fail their checks."""
-    import socket
     dead = socket.socket()
     dead.bind(("127.0.0.1", 0))
     dead_addr = f"127.0.0.1:{dead.getsockname()[1]}"
