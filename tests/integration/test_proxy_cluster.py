@@ -321,6 +321,31 @@ def test_proxy_health_checks_remove_and_readmit(sidecar_run):
     b.up.close()
 
 
+def test_proxy_health_state_survives_reload(sidecar_run):
+    a, b = Service("A"), Service("B")
+    a.healthy = False
+    port = free_port()
+    hc = {"health_check": {"path": "/healthz", "interval": "1s", "unhealthy_threshold": 1,
+                           "healthy_threshold": 1},
+          "outlier_detection": {"consecutive_5xx": 0}}
+    sc = sidecar_run("proxy", config=config(port, [a.up.addr, b.up.addr], hc))
+    assert wait_for(lambda: log_events(sc, "endpoint out of load balancing"), timeout=15)
+    # A reload that leaves the cluster alone keeps A out at once (a fresh state would start it
+    # healthy until its next check), and the checks go on.
+    sc.config_path.write_text(config(port, [a.up.addr, b.up.addr], hc, {"timeout": "20s"}))
+    assert http_get(sc.admin + "/reload", method="POST")[0] == 200
+    for _ in range(6):
+        assert get(port, "/").body == b"B"
+    assert a.traffic() == 0
+    checks = a.checks
+    assert wait_for(lambda: a.checks > checks, timeout=15)
+    a.healthy = True
+    assert wait_for(lambda: log_events(sc, "endpoint back in load balancing"), timeout=15)
+    assert {get(port, "/").body for _ in range(6)} == {b"A", b"B"}
+    a.up.close()
+    b.up.close()
+
+
 def test_proxy_health_check_down_endpoint_and_timeout(sidecar_run):
     """A closed port and a server that never answers both fail their checks."""
     dead = socket.socket()

@@ -52,6 +52,15 @@ static void on_tick(uv_timer_t *t)
     check_start(t->data);
 }
 
+/* Schedules the next check one interval from now, remembered in the endpoint's state so that a
+ * reload restarting the checkers keeps the pace instead of starting over. */
+static void schedule_next(struct checker *ck)
+{
+    uint64_t interval = ck->c->st->pol.hc_interval_ms;
+    ck->ep->st->hc_next_ms = uv_now(ck->timer.loop) + interval;
+    uv_timer_start(&ck->timer, on_tick, interval, 0);
+}
+
 static void on_tcp_closed(uv_handle_t *h)
 {
     struct checker *ck = h->data;
@@ -60,7 +69,7 @@ static void on_tcp_closed(uv_handle_t *h)
         maybe_free(ck);
         return;
     }
-    uv_timer_start(&ck->timer, on_tick, ck->c->st->pol.hc_interval_ms, 0);
+    schedule_next(ck);
 }
 
 /* Applies one result to the endpoint's shared health state. */
@@ -224,13 +233,13 @@ static void check_start(struct checker *ck)
     }
     if (!endpoint_address(ck->ep, &ss)) {
         /* A name not resolved yet: nothing to judge. */
-        uv_timer_start(&ck->timer, on_tick, p->hc_interval_ms, 0);
+        schedule_next(ck);
         return;
     }
     ck->len = 0;
     int rc = uv_tcp_init(ck->timer.loop, &ck->tcp);
     if (rc < 0) {
-        uv_timer_start(&ck->timer, on_tick, p->hc_interval_ms, 0);
+        schedule_next(ck);
         return;
     }
     ck->tcp.data = ck;
@@ -258,8 +267,7 @@ void proxy_health_start(struct proxy *px, struct proxy_rt *rt)
             continue;
         }
         const struct proxy_policy *p = &cl->st->pol;
-        uint64_t first = cl->st->hc_started ? p->hc_interval_ms : 0;
-        cl->st->hc_started = true;
+        uint64_t now = uv_now(sc_app_loop(px->app));
         for (size_t e = 0; e < cl->neps; e++) {
             struct proxy_endpoint *ep = &cl->eps[e];
             struct checker *ck = SC_NEW(struct checker);
@@ -279,7 +287,9 @@ void proxy_health_start(struct proxy *px, struct proxy_rt *rt)
                         SC_LS("endpoint", ep->name));
                 continue;
             }
-            uv_timer_start(&ck->timer, on_tick, first, 0);
+            /* A state never checked is checked at once; a kept one when its next check is due. */
+            uint64_t next = ep->st->hc_next_ms;
+            uv_timer_start(&ck->timer, on_tick, next > now ? next - now : 0, 0);
         }
     }
 }

@@ -220,6 +220,11 @@ int proxy_policy_check(const struct proxy_policy_cfg *pc, const char *cluster, c
             return SC_ECONFIG;
         }
     }
+    if ((h->path && strlen(h->path) > 512) || (h->host && strlen(h->host) > 256)) {
+        *err =
+            sc_asprintf("cluster \"%s\": health_check path (512) or host (256) too long", cluster);
+        return SC_ECONFIG;
+    }
     if (h->path && h->path[0] != '/') {
         *err = sc_asprintf("cluster \"%s\": health_check path \"%s\" must start with /", cluster,
                            h->path);

@@ -89,6 +89,7 @@ struct proxy_ep_state {
     atomic_uint ejections;        /* the multiplier of base_ejection_time */
     atomic_bool hc_failed;        /* active health checks took it out of load balancing */
     unsigned hc_ok, hc_fail;      /* consecutive results; main loop only */
+    uint64_t hc_next_ms;          /* when the next check is due (uv_now); main loop only */
 };
 
 /* The limits and parameters a cluster's policy config resolves to. */
@@ -126,7 +127,6 @@ struct proxy_cluster_state {
     atomic_int rq;      /* requests in flight */
     atomic_int retries; /* requests retrying */
     atomic_int ejected; /* endpoints ejected now */
-    bool hc_started;    /* checkers ran on it already (main loop) */
     struct proxy_ep_state *eps;
     size_t neps;
     struct sc_metric *m_overflow;
@@ -207,9 +207,9 @@ uint32_t proxy_retry_limit(const struct proxy_policy *p, uint32_t active);
 
 /* ---- active health checks (main loop) ---- */
 
-/* Starts a checker per endpoint of every cluster of <rt> with a health_check. The first check runs
- * at once for a cluster state never checked, else after one interval (a reload that kept the
- * state keeps its results). */
+/* Starts a checker per endpoint of every cluster of <rt> with a health_check. An endpoint never
+ * checked is checked at once; one whose state a reload kept, when its next check is due (its
+ * results are kept too). */
 void proxy_health_start(struct proxy *px, struct proxy_rt *rt);
 
 /* Stops every checker (their handles close asynchronously). */
