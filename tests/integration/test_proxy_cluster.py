@@ -101,6 +101,27 @@ def test_proxy_breaker_max_requests_trips_and_recovers(sidecar_run, workers):
     g.up.close()
 
 
+def test_proxy_breaker_counts_survive_reload(sidecar_run):
+    g = Gate()
+    port = free_port()
+    cb = {"circuit_breakers": {"max_requests": 2}}
+    sc = sidecar_run("proxy", config=config(port, [g.up.addr], cb))
+    results = []
+    threads = [send_async(port, results) for _ in range(2)]
+    assert wait_for(lambda: g.held == 2, timeout=15)
+    # The two requests in flight on the old configuration still count against the new one.
+    sc.config_path.write_text(config(port, [g.up.addr], cb, {"timeout": "20s"}))
+    assert http_get(sc.admin + "/reload", method="POST")[0] == 200
+    assert get(port, "/").status == 503
+    g.release.set()
+    for t in threads:
+        t.join(15)
+    assert sorted(x.status for x in results) == [200, 200]
+    assert get(port, "/").status == 200
+    assert metric(metrics(sc), "sidecar_upstream_rq_overflow_total", cluster="c") == 1
+    g.up.close()
+
+
 def test_proxy_breaker_max_connections(sidecar_run):
     g = Gate()
     port = free_port()
@@ -296,6 +317,7 @@ def test_proxy_health_checks_remove_and_readmit(sidecar_run):
     assert wait_for(lambda: log_events(sc, "endpoint out of load balancing"), timeout=15)
     ev = log_events(sc, "endpoint out of load balancing")[0]
     assert ev["endpoint"] == a.up.addr and ev["reason"] == "status 500"
+    assert metric(metrics(sc), "sidecar_upstream_endpoints_unhealthy", cluster="c") == 1
     n = a.traffic()
     for _ in range(10):
         assert get(port, "/").body == b"B"
@@ -308,6 +330,7 @@ def test_proxy_health_checks_remove_and_readmit(sidecar_run):
     r = get(port, "/")
     assert r.status == 503
     assert last_access(sc, n)["flags"] == "UH"
+    assert metric(metrics(sc), "sidecar_upstream_endpoints_unhealthy", cluster="c") == 2
 
     a.healthy = True
     assert wait_for(lambda: log_events(sc, "endpoint back in load balancing"), timeout=15)
@@ -317,6 +340,7 @@ def test_proxy_health_checks_remove_and_readmit(sidecar_run):
     assert wait_for(lambda: len(log_events(sc, "endpoint back in load balancing")) == 2,
                     timeout=15)
     assert {get(port, "/").body for _ in range(6)} == {b"A", b"B"}
+    assert metric(metrics(sc), "sidecar_upstream_endpoints_unhealthy", cluster="c") == 0
     a.up.close()
     b.up.close()
 

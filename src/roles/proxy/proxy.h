@@ -227,6 +227,7 @@ struct proxy_metrics {
     struct sc_metric_family *retry_overflow;
     struct sc_metric_family *ej_active;
     struct sc_metric_family *ej_total;
+    struct sc_metric_family *hc_unhealthy;
 };
 
 /* Builds a snapshot from a checked <cfg> for <nworkers> workers, copying everything it keeps.

@@ -350,6 +350,7 @@ struct proxy_cluster_state *proxy_cluster_state_new(const char *cluster,
         st->m_retry_overflow = sc_metric_get(pm->retry_overflow, lv);
         st->m_ej_active = sc_metric_get(pm->ej_active, lv);
         st->m_ej_total = sc_metric_get(pm->ej_total, lv);
+        st->m_hc_unhealthy = sc_metric_get(pm->hc_unhealthy, lv);
     }
     return st;
 }
@@ -365,6 +366,9 @@ void proxy_cluster_state_unref(struct proxy_cluster_state *st)
         sc_gauge_add(st->m_ej_active, -(double)ej);
     }
     for (size_t i = 0; i < st->neps; i++) {
+        if (atomic_load(&st->eps[i].hc_failed)) {
+            sc_gauge_add(st->m_hc_unhealthy, -1);
+        }
         sc_free(st->eps[i].name);
     }
     sc_free(st->eps);
@@ -410,6 +414,10 @@ void proxy_policy_metrics_init(struct proxy_metrics *pm)
                           "Endpoints ejected by outlier detection now.", c_labels, NULL, 0);
     pm->ej_total = sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_outlier_ejections_total",
                                      "Ejections by outlier detection.", c_labels, NULL, 0);
+    pm->hc_unhealthy = sc_metrics_family(
+        pm->reg, SC_METRIC_GAUGE, "sidecar_upstream_endpoints_unhealthy",
+        "Endpoints out of load balancing because they failed their active health checks.", c_labels,
+        NULL, 0);
 }
 
 /* ---- arithmetic ---- */

@@ -133,6 +133,7 @@ struct proxy_cluster_state {
     struct sc_metric *m_retry_overflow;
     struct sc_metric *m_ej_active;
     struct sc_metric *m_ej_total;
+    struct sc_metric *m_hc_unhealthy;
 };
 
 /* Builds the state of a snapshot cluster from its config <pc> and endpoint names (borrowed).
