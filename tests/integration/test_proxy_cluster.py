@@ -1,10 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """sidecar proxy: cluster traffic policy against upstreams that misbehave on purpose. Circuit
-breakers trip at exactly the configured count with 503 UO and recover; an endpoint answering 503
-five times in a row is ejected while its healthy sibling takes the traffic, readmitted when the
-ejection time is up, and ejected for twice as long the next time; the ejection survives a reload
-that leaves the cluster alone; active health checks take an endpoint out and bring it back (and
-with none left the answer is 503 UH); the retry budget caps concurrent retries."""
+breakers (max_requests, across workers too; max_connections; max_pending_requests against a full
+accept queue) trip at exactly the configured count with 503 UO and recover, and their counts
+survive a reload; an endpoint answering 503 five times in a row is ejected while its healthy
+sibling takes the traffic, readmitted when the ejection time is up, and ejected for twice as long
+the next time; a lone endpoint is never ejected; ejections and health results survive a reload
+that leaves the cluster alone, and a changed cluster starts afresh; active health checks take an
+endpoint out and bring it back (a bad status, a closed port, a timeout; with none left the answer
+is 503 UH); the retry budget caps concurrent retries."""
 import json
 import socket
 import threading
