@@ -28,7 +28,7 @@
 #   BENCH_SECONDS [6]  length of each (a), (b), (c) run     BENCH_ROUNDS [3]
 #   BENCH_QUICK=1      smoke test in about a minute (2 s runs, 1 round, 1,000 idle connections)
 #   BENCH_STRACE_SECONDS [3]   BENCH_IDLE_CONNS [10000]   BENCH_TARGETS [direct nginx haproxy
-#   caddy sidecar]   SIDECAR_ARGS (extra flags for `sidecar proxy`)   BENCH_KEEP=1 keeps the
+#   caddy sidecar sidecar_policy]   SIDECAR_ARGS (extra flags for `sidecar proxy`)   BENCH_KEEP=1 keeps the
 #   temp dir (configs, logs) for inspection.
 # shellcheck disable=SC2317 # functions called by name: start_$TARGET, section_$s, traps
 set -euo pipefail
@@ -52,7 +52,7 @@ ROUNDS=${BENCH_ROUNDS:-$q_rounds}
 STRACE_SECS=${BENCH_STRACE_SECONDS:-$q_strace}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-$q_idle}
 WARMUP_SECS=$q_warmup
-read -r -a TARGETS <<<"${BENCH_TARGETS:-direct nginx haproxy caddy sidecar}"
+read -r -a TARGETS <<<"${BENCH_TARGETS:-direct nginx haproxy caddy sidecar sidecar_policy}"
 MAXCONN_DEFAULT=1024 # the connection limit given to nginx and HAProxy (see bench/peers/)
 MAXCONN=$MAXCONN_DEFAULT
 LOAD_CONNS=50       # (a), (b), (e)
@@ -148,6 +148,33 @@ start_sidecar() {
     # shellcheck disable=SC2206 # SIDECAR_ARGS is a list of words
     args+=(${SIDECAR_ARGS:-})
     echo "sidecar_cmd=sidecar ${args[*]}" >>"$META"
+    spawn "$1/out.log" "$CPU_PROXY" "$SIDECAR" "${args[@]}"
+}
+
+# The sidecar with the cluster traffic policy of issue 5 switched on, against "sidecar" (the
+# plain data path): two endpoints (the same upstream under two names), active health checks of
+# both every second, outlier detection and circuit breakers at their defaults (on; this load
+# never trips them), round robin as in the plain run.
+start_sidecar_policy() {
+    local args
+    cat >"$1/sidecar-policy.yaml" <<EOF
+access_log: "off"
+workers: 1
+listeners:
+  - name: listen
+    address: 127.0.0.1:$2
+    routes: [{ name: default, cluster: app }]
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:$UP_PORT, localhost:$UP_PORT]
+    health_check: { path: /, interval: 1s, timeout: 1s }
+EOF
+    args=(proxy -c "$1/sidecar-policy.yaml" --admin "127.0.0.1:$(free_port)")
+    # shellcheck disable=SC2206 # SIDECAR_ARGS is a list of words
+    args+=(${SIDECAR_ARGS:-})
+    grep -q '^sidecar_policy_cmd=' "$META" ||
+        echo "sidecar_policy_cmd=sidecar ${args[*]} (config: bench/proxy.sh start_sidecar_policy)" \
+            >>"$META"
     spawn "$1/out.log" "$CPU_PROXY" "$SIDECAR" "${args[@]}"
 }
 
@@ -372,7 +399,7 @@ main() {
         k=$(((round - 1) % ${#TARGETS[@]}))
         order=("${TARGETS[@]:k}" "${TARGETS[@]:0:k}")
         for t in "${order[@]}"; do
-            if [ "$t" = sidecar ] && [ ! -x "$SIDECAR" ]; then
+            if [[ $t == sidecar* ]] && [ ! -x "$SIDECAR" ]; then
                 continue
             fi
             bench_target "$t" "$round"

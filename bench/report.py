@@ -31,9 +31,9 @@ HOW = """How (bench/README.md has the details):
 - (e) `strace -c -f` attached during {ss} s of (a)'s load: total syscalls / requests (strace
   slows the proxy, so only this ratio means anything)."""
 
-TARGETS = ["direct", "nginx", "haproxy", "caddy", "sidecar"]
+TARGETS = ["direct", "nginx", "haproxy", "caddy", "sidecar", "sidecar_policy"]
 LABELS = {"direct": "direct (no proxy)", "nginx": "nginx", "haproxy": "HAProxy",
-          "caddy": "Caddy", "sidecar": "sidecar"}
+          "caddy": "Caddy", "sidecar": "sidecar", "sidecar_policy": "sidecar + policy"}
 MIB = 1024.0
 # Qualifies a throughput FAIL when the proxy was far from busy: the load side set the pace.
 LOAD_BOUND = " (the proxy was only %.0f%% busy: wrk, the upstream and wake-ups set the pace)"
@@ -204,6 +204,8 @@ def main():
         meta.get("version_wrk"), meta.get("version_sidecar", "not built")))
     if "sidecar_cmd" in meta:
         p("The sidecar ran as `%s`." % meta["sidecar_cmd"])
+    if "sidecar_policy_cmd" in meta:
+        p("With the cluster policy (issue 5) it ran as `%s`." % meta["sidecar_policy_cmd"])
     p()
     p("| figure | " + " | ".join(LABELS[t] for t in shown) + " |")
     p("| --- |" + " ---: |" * len(shown))
@@ -218,6 +220,15 @@ def main():
         p("| %s | %s |" % (label, " | ".join(
             "%d" % sum(figures[t].get(metric, {}).values()) for t in shown)))
     p()
+    if "sidecar" in figures and "sidecar_policy" in figures:
+        rps = ratio(median(figures, "sidecar_policy", "rps"), median(figures, "sidecar", "rps"))
+        cpu = ratio(median(figures, "sidecar_policy", "cpu_us_per_req"),
+                    median(figures, "sidecar", "cpu_us_per_req"))
+        p("Cluster policy on (two endpoints, health checks, outlier detection, breakers) against "
+          "the plain data path, on the medians: throughput %s of plain (issue 5: within 5%%: %s), "
+          "CPU per request %s of plain." % (
+              fmt_ratio(rps), verdict(None if rps is None else rps >= 0.95), fmt_ratio(cpu)))
+        p()
     if "sidecar" in figures:
         p("\n".join(targets_table(figures)))
         p()

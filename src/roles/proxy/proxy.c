@@ -87,6 +87,15 @@ static void init_metrics(struct proxy *px)
         "Access-log lines dropped because stdout's reader did not keep up (or went away).", NULL,
         NULL, 0);
     pm->log_dropped = sc_metric_get(dropped, NULL);
+    proxy_policy_metrics_init(pm);
+}
+
+/* Ends the outlier ejections whose time is up before /metrics reports them. */
+static void on_collect(struct sc_metrics *r, void *arg)
+{
+    struct proxy *px = arg;
+    (void)r;
+    proxy_outlier_sweep(px->rt, uv_now(sc_app_loop(px->app)));
 }
 
 static void proxy_free(struct proxy *px)
@@ -125,6 +134,7 @@ static int proxy_start(struct sc_app *app, const void *cfgp, void **state, char 
     struct proxy *px = SC_NEW(struct proxy);
     px->app = app;
     sc_list_init(&px->resolvers);
+    sc_list_init(&px->checkers);
     init_metrics(px);
     proxy_log_open(px);
     px->nworkers = proxy_cfg_workers(cfg);
@@ -191,6 +201,8 @@ static int proxy_start(struct sc_app *app, const void *cfgp, void **state, char 
         started++;
     }
     proxy_dns_start(px, px->rt);
+    proxy_health_start(px, px->rt);
+    sc_metrics_on_collect(px->pm.reg, on_collect, px);
     for (size_t i = 0; i < px->rt->nlisteners; i++) {
         sc_info("listening", SC_LS("listener", px->rt->listeners[i].name),
                 SC_LS("address", px->rt->listeners[i].address), SC_LI("workers", px->nworkers));
@@ -230,6 +242,7 @@ static void proxy_stop(struct sc_app *app, void *state, bool now)
     if (!px->stopping) {
         px->stopping = true;
         proxy_dns_stop(px);
+        proxy_health_stop(px);
     }
     sc_app_set_ready(app, false);
     drain_workers(px, now);
@@ -304,8 +317,11 @@ static int proxy_reload(struct sc_app *app, void *state, const void *cfgp, char 
         return 0;
     }
     carry_dns(nrt, px->rt);
+    proxy_policy_carry(nrt, px->rt);
     proxy_dns_stop(px);
     proxy_dns_start(px, nrt);
+    proxy_health_stop(px);
+    proxy_health_start(px, nrt);
     for (int i = 0; i < px->nworkers; i++) {
         struct proxy_worker *w = &px->workers[i];
         proxy_rt_unref(atomic_exchange(&w->pending_rt, proxy_rt_ref(nrt)));

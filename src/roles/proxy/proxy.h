@@ -26,6 +26,7 @@
 #include "core/list.h"
 #include "core/metrics.h"
 #include "net/http1.h"
+#include "roles/proxy/proxy_policy.h"
 
 /* ---- configuration as loaded (the option table in proxy_config.c describes these) ---- */
 
@@ -76,6 +77,7 @@ struct proxy_cluster_cfg {
     uint64_t dns_refresh_ms;
     int64_t max_idle;
     uint64_t idle_timeout_ms;
+    struct proxy_policy_cfg policy; /* circuit_breakers, outlier_detection, health_check */
 };
 
 struct proxy_cfg {
@@ -141,6 +143,7 @@ struct proxy_endpoint {
     atomic_int active;        /* requests in flight, for least_request */
     struct proxy_pool *pools; /* one per worker */
     struct proxy_cluster *cluster;
+    struct proxy_ep_state *st; /* outlier and health state (in cluster->st); NULL: none */
 };
 
 struct proxy_cluster {
@@ -157,6 +160,7 @@ struct proxy_cluster {
     struct sc_metric *m_retry;
     struct sc_metric *m_cx_active;
     struct sc_metric *m_timeout;
+    struct proxy_cluster_state *st; /* breakers, outlier, health: a reference, kept on reload */
 };
 
 struct proxy_header_match {
@@ -225,6 +229,11 @@ struct proxy_metrics {
     struct sc_metric_family *dcx_active;
     struct sc_metric_family *timeout;
     struct sc_metric *log_dropped; /* access-log lines dropped (a slow or gone reader) */
+    struct sc_metric_family *overflow; /* proxy_policy.c */
+    struct sc_metric_family *retry_overflow;
+    struct sc_metric_family *ej_active;
+    struct sc_metric_family *ej_total;
+    struct sc_metric_family *hc_unhealthy;
 };
 
 /* Builds a snapshot from a checked <cfg> for <nworkers> workers, copying everything it keeps.
@@ -304,6 +313,7 @@ struct proxy {
     struct sc_list resolvers;
     int log_fd;    /* the access log: stdout, or a non-blocking description of it */
     bool log_sock; /* stdout is a socket: written with MSG_DONTWAIT */
+    struct sc_list checkers; /* active health checks (proxy_health.c) */
     bool stopping;
     bool stopped;
 };

@@ -197,6 +197,9 @@ static const struct sc_opt cluster_opts[] = {
       .offset = offsetof(struct proxy_cluster_cfg, idle_timeout_ms),
       .def = "30s",
       .help = "idle pooled connections are closed after this long" },
+    { .type = SC_OPT_INLINE,
+      .offset = offsetof(struct proxy_cluster_cfg, policy),
+      .sub = proxy_policy_opts },
     { 0 },
 };
 
@@ -480,6 +483,16 @@ int proxy_config_check(const void *cfg, char **err)
                 sc_asprintf("cluster \"%s\": an original_dst cluster has no endpoints", cl[i].name);
             return SC_ECONFIG;
         }
+        if (cl[i].type == PROXY_CLUSTER_ORIGINAL_DST && cl[i].policy.health_check.path) {
+            *err = sc_asprintf("cluster \"%s\": an original_dst cluster has no endpoints to "
+                               "health-check",
+                               cl[i].name);
+            return SC_ECONFIG;
+        }
+        int prc = proxy_policy_check(&cl[i].policy, cl[i].name, err);
+        if (prc < 0) {
+            return prc;
+        }
         for (size_t k = 0; k < cl[i].endpoints.n; k++) {
             char host[256], port[8];
             const char *e = cl[i].endpoints.v[k];
@@ -563,6 +576,7 @@ static void rt_free(struct proxy_rt *rt)
         }
         sc_free(c->eps);
         sc_free(c->name);
+        proxy_cluster_state_unref(c->st);
     }
     sc_free(rt->clusters);
     sc_free(rt);
@@ -643,6 +657,10 @@ static int cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg 
             return rc;
         }
     }
+    c->st = proxy_cluster_state_new(c->name, &cc->policy, cc->endpoints.v, c->neps, pm);
+    for (size_t i = 0; i < c->neps; i++) {
+        c->eps[i].st = &c->st->eps[i];
+    }
     const char *lv[] = { c->name };
     c->m_retry = sc_metric_get(pm->retry, lv);
     c->m_cx_active = sc_metric_get(pm->ucx_active, lv);
@@ -714,7 +732,7 @@ static const char *quick_upstream(const struct proxy_cfg *cfg)
 /* The cluster of the quick start (--upstream, or the default app address <*ep>). */
 static struct proxy_cluster_cfg quick_cluster_cfg(char **ep)
 {
-    return (struct proxy_cluster_cfg){
+    struct proxy_cluster_cfg c = {
         .name = "upstream",
         .endpoints = { ep, 1 },
         .lb_policy = PROXY_LB_ROUND_ROBIN,
@@ -722,12 +740,14 @@ static struct proxy_cluster_cfg quick_cluster_cfg(char **ep)
         .max_idle = 64,
         .idle_timeout_ms = 30000,
     };
+    sc_config_defaults(proxy_policy_opts, &c.policy);
+    return c;
 }
 
 /* The cluster of the default outbound listener: each request's original destination. */
 static struct proxy_cluster_cfg outbound_cluster_cfg(void)
 {
-    return (struct proxy_cluster_cfg){
+    struct proxy_cluster_cfg c = {
         .name = "outbound",
         .type = PROXY_CLUSTER_ORIGINAL_DST,
         .lb_policy = PROXY_LB_ROUND_ROBIN,
@@ -735,6 +755,8 @@ static struct proxy_cluster_cfg outbound_cluster_cfg(void)
         .max_idle = 64,
         .idle_timeout_ms = 30000,
     };
+    sc_config_defaults(proxy_policy_opts, &c.policy);
+    return c;
 }
 
 static int listener_init(struct proxy_listener *l, const char *name, const char *addr,

@@ -51,6 +51,7 @@ enum {
     F_UPE = 1 << 7, /* upstream protocol error */
     F_DPE = 1 << 8, /* downstream protocol error */
     F_SI = 1 << 9,  /* stream idle timeout */
+    F_UO = 1 << 10, /* upstream overflow: a circuit breaker refused the request */
 };
 
 enum { COND_CONNECT = 1, COND_RESET, COND_TIMEOUT, COND_STATUS };
@@ -80,6 +81,8 @@ struct proxy_uconn {
     bool eof;
     bool idle_timer;     /* the timer runs for the pool idle timeout (also while borrowed) */
     uint64_t idle_since; /* when it last went back to the pool */
+    bool bk_cx;      /* counted in the cluster's connections (circuit breaker) */
+    bool bk_pending; /* counted in the cluster's pending requests until connected */
 };
 
 struct proxy_req {
@@ -120,6 +123,9 @@ struct proxy_req {
     bool resp_keep_alive;
     bool expect;        /* the client sent Expect: 100-continue (HTTP/1.1): stripped upstream */
     bool sent_continue; /* the proxy answered it with its own 100 Continue */
+    bool rq_held;                    /* a max_requests slot of bst */
+    bool retry_held;                 /* a retry slot of bst */
+    struct proxy_cluster_state *bst; /* the breakers the request holds slots of */
     char method[16];
     char path[256];
     size_t path_len;
@@ -172,6 +178,13 @@ struct proxy_dconn {
     char peer[48];
     struct proxy_req req;
 };
+
+/* ---- proxy_http.c ---- */
+
+/* The load balancer: an endpoint of <c> that proxy_endpoint_usable() admits now, by the cluster's
+ * lb_policy, preferring one other than <avoid> (the last try's). NULL when none is usable. */
+struct proxy_endpoint *proxy_pick_endpoint(struct proxy_worker *w, struct proxy_cluster *c,
+                                           struct proxy_endpoint *avoid);
 
 /* ---- proxy_headers.c: routing and head rewriting (pure functions of the parsed head) ---- */
 

@@ -351,6 +351,14 @@ static void uconn_close(struct proxy_uconn *uc)
         sc_gauge_add(uc->m_active, -1);
         uc->m_active = NULL;
     }
+    if (uc->bk_pending) {
+        uc->bk_pending = false;
+        proxy_breaker_connected(uc->ep->cluster);
+    }
+    if (uc->bk_cx) {
+        uc->bk_cx = false;
+        proxy_breaker_closed(uc->ep->cluster);
+    }
     uc->state = U_CLOSING;
     uc->closes = 2;
     sc_xport_close(&uc->tx.base);
@@ -577,6 +585,10 @@ static void on_connect(void *owner, int status)
         return;
     }
     struct proxy_dconn *dc = uc->dc;
+    if (uc->bk_pending) {
+        uc->bk_pending = false;
+        proxy_breaker_connected(uc->ep->cluster);
+    }
     if (status < 0) {
         if (dc) {
             attempt_failed(dc, COND_CONNECT, F_UF, uv_strerror(status));
@@ -602,17 +614,20 @@ static struct proxy_endpoint *pick_endpoint(struct proxy_worker *w, struct proxy
         return NULL;
     }
     struct proxy_endpoint *best = NULL;
+    uint64_t now = uv_now(w->loop);
     if (c->lb == PROXY_LB_LEAST_REQUEST && c->neps > 1) {
         for (int tries = 0; tries < 4 && !best; tries++) {
             struct proxy_endpoint *a = &c->eps[proxy_rand(w) % c->neps];
             struct proxy_endpoint *b = &c->eps[proxy_rand(w) % c->neps];
-            if (atomic_load(&a->naddrs) == 0 || (a == avoid && b != avoid)) {
+            bool au = proxy_endpoint_usable(a, now), bu = proxy_endpoint_usable(b, now);
+            if (!au || (a == avoid && b != avoid)) {
                 a = b;
+                au = bu;
             }
-            if (atomic_load(&b->naddrs) == 0 || (b == avoid && a != avoid)) {
+            if (!bu || (b == avoid && a != avoid)) {
                 b = a;
             }
-            if (atomic_load(&a->naddrs) == 0) {
+            if (!au) {
                 continue;
             }
             best = atomic_load(&a->active) <= atomic_load(&b->active) ? a : b;
@@ -624,7 +639,7 @@ static struct proxy_endpoint *pick_endpoint(struct proxy_worker *w, struct proxy
     unsigned start = atomic_fetch_add_explicit(&c->rr, 1, memory_order_relaxed);
     for (size_t i = 0; i < c->neps; i++) {
         struct proxy_endpoint *e = &c->eps[(start + i) % c->neps];
-        if (atomic_load(&e->naddrs) == 0) {
+        if (!proxy_endpoint_usable(e, now)) {
             continue;
         }
         if (e != avoid) {
@@ -700,10 +715,16 @@ static void connect_new(struct proxy_dconn *dc, struct proxy_endpoint *ep,
     struct proxy_worker *w = dc->w;
     struct proxy_req *r = &dc->req;
     struct proxy_cluster *c = ep->cluster;
+    if (!proxy_breaker_connect(c)) {
+        endpoint_release(r);
+        local_reply(dc, 503, "upstream overflow: max_connections or max_pending_requests", F_UO);
+        return;
+    }
     struct proxy_uconn *uc = uconn_get(w);
     uc->rt = proxy_rt_ref(r->rt);
     uc->ep = ep;
     uc->dc = dc;
+    uc->bk_cx = uc->bk_pending = true;
     dc->uc = uc;
     sc_tcp_xport_init(&uc->tx, w->loop, &ucbs, uc);
     uv_timer_init(w->loop, &uc->timer);
@@ -950,6 +971,10 @@ static void attempt_failed(struct proxy_dconn *dc, int cond, unsigned flag, cons
     }
     sc_debug("upstream try failed", SC_LS("reason", why),
              SC_LS("endpoint", r->ep ? r->ep->name : ""));
+    if (r->ep && r->ep->st && !stale) {
+        /* Local-origin failures count as the gateway error a client would have seen. */
+        proxy_outlier_record(r->ep, (flag & F_UT) ? 504 : cond ? 503 : 502, uv_now(dc->w->loop));
+    }
     /* A pooled connection the server closed while idle is not the request's fault: try once
      * more on a fresh connection, without counting a retry, when the request can be replayed. */
     if (stale && r->retriable && !r->free_retry_used && !r->resp_head_sent) {
@@ -958,7 +983,7 @@ static void attempt_failed(struct proxy_dconn *dc, int cond, unsigned flag, cons
         attempt(dc);
         return;
     }
-    if (may_retry(dc, cond, 0)) {
+    if (may_retry(dc, cond, 0) && proxy_breaker_retry(r)) {
         schedule_retry(dc);
         return;
     }
@@ -1297,7 +1322,10 @@ static void parse_resp_head(struct proxy_dconn *dc)
             attempt_failed(dc, 0, F_UPE, "upstream switched protocols without an upgrade request");
             return;
         }
-        if (may_retry(dc, COND_STATUS, m.status)) {
+        if (r->ep && r->ep->st) {
+            proxy_outlier_record(r->ep, m.status, uv_now(w->loop));
+        }
+        if (may_retry(dc, COND_STATUS, m.status) && proxy_breaker_retry(r)) {
             r->upstream_total_ns += now_ns() - r->upstream_ns;
             uconn_close(uc);
             schedule_retry(dc);
@@ -1595,6 +1623,11 @@ static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         local_reply(dc, 431, "request head too large after forwarding headers were added", F_DPE);
         return;
     }
+    if (!proxy_breaker_request(found->cluster, r)) {
+        dc->close_after = r->body != B_NONE;
+        local_reply(dc, 503, "upstream overflow: max_requests", F_UO);
+        return;
+    }
     if (r->body == B_NONE) {
         request_body_done(dc);
     } else {
@@ -1664,6 +1697,7 @@ static void finish_request(struct proxy_dconn *dc)
         proxy_access_log(dc, dur);
     }
     endpoint_release(r);
+    proxy_breaker_release(r);
     proxy_rt_unref(r->rt);
     r->rt = NULL;
     if (dc->od && dc->od->resolving && !dc->od->stale) {
@@ -2297,4 +2331,10 @@ void proxy_worker_init(struct proxy_worker *w)
     if ((w->rng[0] | w->rng[1]) == 0) {
         w->rng[1] = 1;
     }
+}
+
+struct proxy_endpoint *proxy_pick_endpoint(struct proxy_worker *w, struct proxy_cluster *c,
+                                           struct proxy_endpoint *avoid)
+{
+    return pick_endpoint(w, c, avoid);
 }
