@@ -174,6 +174,7 @@ struct proxy_dconn {
     bool close_after;
     uint64_t head_start_ms;
     uint64_t last_activity;
+    uint64_t timer_due;    /* loop time the timer fires at; 0: not armed */
     struct proxy_odst *od; /* original_dst state, allocated on first use, kept on recycling */
     char peer[48];
     struct proxy_req req;

@@ -2011,18 +2011,19 @@ static void arm_dtimer(struct proxy_dconn *dc)
     default:
         return;
     }
-    uint64_t due = deadline > now ? deadline - now : 0;
     /* Already armed for this deadline or an earlier one: on_dtimer re-evaluates when it fires,
      * so the deadlines each request moves later cost no timer-heap work. */
-    if (uv_is_active((uv_handle_t *)&dc->timer) && uv_timer_get_due_in(&dc->timer) <= due) {
+    if (dc->timer_due && dc->timer_due <= deadline) {
         return;
     }
-    uv_timer_start(&dc->timer, on_dtimer, due, 0);
+    dc->timer_due = deadline > now ? deadline : now;
+    uv_timer_start(&dc->timer, on_dtimer, dc->timer_due - now, 0);
 }
 
 static void on_dtimer(uv_timer_t *t)
 {
     struct proxy_dconn *dc = t->data;
+    dc->timer_due = 0;
     struct proxy_worker *w = dc->w;
     struct proxy_req *r = &dc->req;
     struct proxy_rt *rt = r->rt ? r->rt : w->rt;
