@@ -472,6 +472,40 @@ static void finish_stop(struct logs_state *st)
     sc_app_stopped(lg->app, 0);
 }
 
+/* The smallest sequence every output acknowledged. */
+static uint64_t acked_all(const struct logs *lg)
+{
+    uint64_t acked = lg->seq;
+    for (size_t i = 0; i < lg->nouts; i++) {
+        if (lg->outs[i]->acked_seq < acked) {
+            acked = lg->outs[i]->acked_seq;
+        }
+    }
+    return acked;
+}
+
+void logs_drain_step(struct logs *lg)
+{
+    struct logs_state *st = sc_container_of(lg, struct logs_state, lg);
+    if (lg->stopped) {
+        return;
+    }
+    bool read = logs_tail_drain(lg);
+    /* Batches go out as they are read: a drain does not wait for batch_wait. */
+    for (size_t i = 0; i < lg->nouts; i++) {
+        logs_out_flush(lg->outs[i]);
+    }
+    if (lg->stopped || !read) {
+        return;
+    }
+    for (size_t i = 0; i < lg->nouts; i++) {
+        if (!logs_out_idle(lg->outs[i])) {
+            return; /* logs_on_ack finishes once the last batch is acknowledged */
+        }
+    }
+    finish_stop(st);
+}
+
 void logs_on_ack(struct logs *lg)
 {
     struct logs_state *st = sc_container_of(lg, struct logs_state, lg);
@@ -480,6 +514,14 @@ void logs_on_ack(struct logs *lg)
     }
     logs_tail_commit(lg, false);
     if (lg->stopping) {
+        /* Acknowledgements arrive from inside a read (file outputs write synchronously): the
+         * drain goes on from the idle handle, never by reading here. */
+        if (!lg->drain_read) {
+            if (!logs_backpressured(lg)) {
+                logs_tail_resume_drain(lg);
+            }
+            return;
+        }
         for (size_t i = 0; i < lg->nouts; i++) {
             if (!logs_out_idle(lg->outs[i])) {
                 return;
@@ -779,16 +821,19 @@ static void logs_stop(struct sc_app *app, void *state, bool now)
     if (!lg->stopping) {
         lg->stopping = true;
         logs_tail_stop(lg);
-        for (size_t i = 0; i < lg->nouts; i++) {
-            logs_out_flush(lg->outs[i]);
+        if (!now) {
+            logs_drain_step(lg);
+            return;
         }
     }
     if (now) {
-        sc_warn("drain cut short: unacknowledged records are read again after a restart");
+        uint64_t acked = acked_all(lg);
+        sc_warn("drain cut short: what is not acknowledged stays uncommitted and is read again "
+                "after a restart",
+                SC_LU("records_unacknowledged", lg->seq - acked),
+                SC_LU("bytes_unread", logs_tail_unread(lg)));
         finish_stop(st);
-        return;
     }
-    logs_on_ack(lg);
 }
 
 static bool same_str(const char *a, const char *b)

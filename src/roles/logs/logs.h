@@ -286,6 +286,7 @@ struct logs {
     bool paused;
     bool stopping;
     bool stopped;
+    bool drain_read; /* the drain has read every file to its end and flushed partial records */
     bool db_dirty;
     bool scan_pending; /* an inotify event asked for a rescan: done once per loop pass */
     uint64_t last_commit_ms;
@@ -313,9 +314,24 @@ void logs_on_ack(struct logs *lg);
 /* Returns true when some output's queue is at its memory limit. */
 bool logs_backpressured(const struct logs *lg);
 
+/* Drives a drain one step (from the read idle handle and after acknowledgements): reads files
+ * towards their end, seals batches, and reports stopped once everything read is acknowledged. */
+void logs_drain_step(struct logs *lg);
+
 /* Tail (logs_tail.c). */
 int logs_tail_start(struct logs *lg, char **err);
+/* Begins a drain: stops timers, watches and stdin, rescans the paths once and notes each file's
+ * size as the end the drain reads to. */
 void logs_tail_stop(struct logs *lg);
+/* Reads every file towards the end noted by logs_tail_stop, one budget per file per call. Returns
+ * true once all are read and their partial lines and multiline/CRI groups were emitted; false
+ * while more is to be read (the read idle handle is started, or an acknowledgement resumes it
+ * when an output is full). */
+bool logs_tail_drain(struct logs *lg);
+/* Schedules the next drain step on the read idle handle. */
+void logs_tail_resume_drain(struct logs *lg);
+/* Bytes of the files that the drain has not handed to the outputs yet. */
+uint64_t logs_tail_unread(struct logs *lg);
 void logs_tail_read_all(struct logs *lg);
 void logs_tail_commit(struct logs *lg, bool force);
 void logs_tail_flush_multiline(struct logs *lg, bool all);

@@ -35,6 +35,8 @@ struct logs_file {
     bool seen;
     bool skipping;
     bool at_eof;
+    bool drain_done;    /* drain: read to drain_end (or closed) */
+    uint64_t drain_end; /* drain: the file's size when the drain began */
     uint64_t read_off;    /* file offset of the end of buf */
     uint64_t emitted_off; /* every line before this offset was handed to the outputs */
     uint64_t committed_off;
@@ -334,7 +336,11 @@ static void on_read_idle(uv_idle_t *h)
 {
     struct logs *lg = h->data;
     uv_idle_stop(h);
-    if (lg->scan_pending && !lg->stopping) {
+    if (lg->stopping) {
+        logs_drain_step(lg);
+        return;
+    }
+    if (lg->scan_pending) {
         lg->scan_pending = false;
         scan(lg, false);
     }
@@ -798,8 +804,90 @@ void logs_tail_stop(struct logs *lg)
         uv_close((uv_handle_t *)&w->ev, on_handle_closed);
     }
     stdin_stop(lg);
-    /* Complete multiline groups that are pending go out now; their lines are read. */
-    logs_tail_flush_multiline(lg, true);
+    /* Files created since the last scan are part of what the drain reads; each file is read up
+     * to its size now (what is written later waits for the next run). */
+    scan(lg, false);
+    sc_list_foreach(pos, tmp, &lg->files)
+    {
+        struct logs_file *f = sc_list_entry(pos, struct logs_file, node);
+        struct stat st;
+        f->drain_end = f->read_off;
+        if (f->fd >= 0 && fstat(f->fd, &st) == 0 && (uint64_t)st.st_size > f->read_off) {
+            f->drain_end = (uint64_t)st.st_size;
+        }
+    }
+}
+
+/* Ships what a file holds after its last newline and any pending multiline or CRI partial group:
+ * at the end of a drain the file is not going to be read again by this process. */
+static void flush_partial(struct logs *lg, struct logs_file *f)
+{
+    if (f->done) {
+        return;
+    }
+    if (f->buf.len && !f->skipping) {
+        struct sc_str line = strip_cr(sc_buf_str(&f->buf));
+        on_line(lg, f, line, false, f->read_off);
+        sc_buf_reset(&f->buf);
+    }
+    agg_flush(lg, f);
+    stamp_mark(lg, f);
+}
+
+bool logs_tail_drain(struct logs *lg)
+{
+    if (lg->drain_read) {
+        return true;
+    }
+    bool pending = false;
+    struct sc_list *pos, *tmp;
+    sc_list_foreach(pos, tmp, &lg->files)
+    {
+        struct logs_file *f = sc_list_entry(pos, struct logs_file, node);
+        if (f->done || f->drain_done || f->is_stdin) {
+            continue;
+        }
+        if (logs_backpressured(lg)) {
+            return false; /* an acknowledgement resumes the drain */
+        }
+        read_file(lg, f);
+        if (f->done || f->fd < 0 || f->at_eof || f->read_off >= f->drain_end) {
+            f->drain_done = true;
+        } else {
+            pending = true;
+        }
+    }
+    if (pending) {
+        uv_idle_start(&lg->read_idle, on_read_idle);
+        return false;
+    }
+    sc_list_foreach(pos, tmp, &lg->files)
+    {
+        flush_partial(lg, sc_list_entry(pos, struct logs_file, node));
+    }
+    lg->drain_read = true;
+    return true;
+}
+
+void logs_tail_resume_drain(struct logs *lg)
+{
+    if (!lg->stopped && !uv_is_closing((uv_handle_t *)&lg->read_idle)) {
+        uv_idle_start(&lg->read_idle, on_read_idle);
+    }
+}
+
+uint64_t logs_tail_unread(struct logs *lg)
+{
+    uint64_t n = 0;
+    struct sc_list *pos, *tmp;
+    sc_list_foreach(pos, tmp, &lg->files)
+    {
+        struct logs_file *f = sc_list_entry(pos, struct logs_file, node);
+        if (!f->done && !f->is_stdin) {
+            n += f->drain_end > f->emitted_off ? f->drain_end - f->emitted_off : 0;
+        }
+    }
+    return n;
 }
 
 static void on_commit_timer(uv_timer_t *t)
