@@ -182,11 +182,12 @@ static void test_json_guard_page(void **state)
 {
     (void)state;
     /* Every prefix of a valid line, flush against an unreadable page: no read past its end. */
-    const char *line = "{\"msg\":\"h\\u00e9llo w\xc3\xb6rld\",\"n\":-12.5e3,\"a\":[true,{\"b\":null}]}";
+    const char *line =
+        "{\"msg\":\"h\\u00e9llo w\xc3\xb6rld\",\"n\":-12.5e3,\"a\":[true,{\"b\":null}]}";
     size_t n = strlen(line);
     long pg = sysconf(_SC_PAGESIZE);
-    char *map = mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                     -1, 0);
+    char *map =
+        mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     assert_true(map != MAP_FAILED);
     assert_int_equal(mprotect(map + pg, (size_t)pg, PROT_NONE), 0);
     for (size_t k = 0; k <= n; k++) {
@@ -207,7 +208,8 @@ static void test_escape_styles(void **state)
     struct sc_str s = sc_str_n("a\"\\\b\f\n\r\t\x01\x7f/\xc3\xa9z0123456789", 24);
     assert_int_equal(logs_json_quote(&b, s, LOGS_ESC_FAST), 0);
     sc_buf_append(&b, "", 1);
-    assert_string_equal(b.p, "\"a\\\"\\\\\\u0008\\u000c\\n\\r\\t\\u0001\\u007f/\xc3\xa9z0123456789\"");
+    assert_string_equal(b.p,
+                        "\"a\\\"\\\\\\u0008\\u000c\\n\\r\\t\\u0001\\u007f/\xc3\xa9z0123456789\"");
     sc_buf_reset(&b);
     assert_int_equal(logs_json_quote(&b, s, LOGS_ESC_JANSSON), 0);
     sc_buf_append(&b, "", 1);
@@ -495,12 +497,18 @@ static void test_spool(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_json),         cmocka_unit_test(test_json_like_jansson),
-        cmocka_unit_test(test_json_guard_page), cmocka_unit_test(test_escape_styles),
-        cmocka_unit_test(test_record_ops),   cmocka_unit_test(test_utf8_repair),
-        cmocka_unit_test(test_logfmt),       cmocka_unit_test(test_regex),
-        cmocka_unit_test(test_cri),          cmocka_unit_test(test_time),
-        cmocka_unit_test(test_continuation), cmocka_unit_test(test_positions),
+        cmocka_unit_test(test_json),
+        cmocka_unit_test(test_json_like_jansson),
+        cmocka_unit_test(test_json_guard_page),
+        cmocka_unit_test(test_escape_styles),
+        cmocka_unit_test(test_record_ops),
+        cmocka_unit_test(test_utf8_repair),
+        cmocka_unit_test(test_logfmt),
+        cmocka_unit_test(test_regex),
+        cmocka_unit_test(test_cri),
+        cmocka_unit_test(test_time),
+        cmocka_unit_test(test_continuation),
+        cmocka_unit_test(test_positions),
         cmocka_unit_test(test_spool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

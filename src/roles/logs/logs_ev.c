@@ -16,8 +16,8 @@
 #include "roles/logs/logs.h"
 
 #define ARENA_BLOCK 16384
-#define INDEX_FROM 16     /* fields before a hash index is kept */
-#define KEEP_FIELDS 1024  /* field array kept across records at most */
+#define INDEX_FROM 16       /* fields before a hash index is kept */
+#define KEEP_FIELDS 1024    /* field array kept across records at most */
 #define JSON_MAX_DEPTH 2048 /* jansson's JSON_PARSER_MAX_DEPTH */
 
 /* Eight bytes at a time: the tests below say whether any byte of a word needs a closer look. */

@@ -35,8 +35,8 @@ struct logs_file {
     bool seen;
     bool skipping;
     bool at_eof;
-    bool drain_done;    /* drain: read to drain_end (or closed) */
-    uint64_t drain_end; /* drain: the file's size when the drain began */
+    bool drain_done;      /* drain: read to drain_end (or closed) */
+    uint64_t drain_end;   /* drain: the file's size when the drain began */
     uint64_t read_off;    /* file offset of the end of buf */
     uint64_t emitted_off; /* every line before this offset was handed to the outputs */
     uint64_t committed_off;
