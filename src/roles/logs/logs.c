@@ -737,6 +737,7 @@ static int logs_start(struct sc_app *app, const void *cfgp, void **state, char *
     lg->loop = sc_app_loop(app);
     sc_list_init(&lg->files);
     sc_list_init(&lg->watches);
+    lg->inotify_fd = -1;
     logs_ev_init(&lg->ev);
     sc_buf_init(&lg->scratch, c->max_line_size * 8 + 65536);
     if (gethostname(lg->hostname, sizeof(lg->hostname) - 1) < 0) {

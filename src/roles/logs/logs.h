@@ -376,7 +376,15 @@ struct logs {
     uv_timer_t commit_timer;
     uv_timer_t ml_timer;
     uv_idle_t read_idle;
-    struct sc_list watches; /* struct logs_watch */
+    struct sc_list watches; /* struct logs_watch, one per pattern with a plain directory */
+    int inotify_fd;         /* -1: polling only */
+    uv_poll_t inotify_poll;
+    uint32_t moved_cookie[16]; /* IN_MOVED_FROM of watched names, the latest ones */
+    unsigned moved_next;
+    struct logs_ident {
+        uint64_t dev, ino;
+    } closed[64]; /* files read to their end and closed, the latest ones */
+    unsigned closed_next;
     int nhandles;
 
     /* stdin input */

@@ -660,7 +660,7 @@ static struct sc_str unescape(struct logs_ev *ev, struct sc_str s)
             out[o++] = (char)c;
             continue;
         }
-        unsigned u, lo;
+        unsigned u = 0, lo = 0xdc00; /* set by read_u4: scan_string checked them */
         read_u4(p, end, &u);
         p += 4;
         if (u >= 0xd800 && u <= 0xdbff) {
