@@ -33,7 +33,9 @@ static bool same_value(const struct logs_field *f, json_t *v)
 {
     char tmp[512];
     size_t n = f->val.len < sizeof(tmp) - 1 ? f->val.len : sizeof(tmp) - 1;
-    memcpy(tmp, f->val.p, n);
+    if (n) {
+        memcpy(tmp, f->val.p, n);
+    }
     tmp[n] = 0;
     switch (f->type) {
     case LOGS_V_STR:

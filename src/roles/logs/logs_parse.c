@@ -46,6 +46,17 @@ static bool digits(const char *p, size_t n, unsigned *out)
     return true;
 }
 
+/* Nanoseconds since the epoch, or -EINVAL outside what int64_t holds (years before 1678 or
+ * after 2262). */
+static int secs_to_ns(int64_t secs, int64_t frac, int64_t *ns)
+{
+    if (secs > INT64_MAX / 1000000000 - 1 || secs < INT64_MIN / 1000000000 + 1) {
+        return -EINVAL;
+    }
+    *ns = secs * 1000000000 + frac;
+    return 0;
+}
+
 static int parse_rfc3339(struct sc_str s, int64_t *ns)
 {
     const char *p = s.p;
@@ -97,8 +108,7 @@ static int parse_rfc3339(struct sc_str s, int64_t *ns)
         return -EINVAL;
     }
     int64_t secs = days_from_civil(Y, M, D) * 86400 + h * 3600 + mi * 60 + se - off;
-    *ns = secs * 1000000000 + frac;
-    return 0;
+    return secs_to_ns(secs, frac, ns);
 }
 
 /* "<digits>[.<digits>]" in units of <scale> nanoseconds, computed exactly in integers. */
@@ -169,8 +179,7 @@ int logs_parse_time(struct sc_str s, const char *format, int64_t *ns)
     }
     int64_t days =
         days_from_civil((int64_t)tm.tm_year + 1900, (unsigned)tm.tm_mon + 1, (unsigned)tm.tm_mday);
-    *ns = (days * 86400 + tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec) * 1000000000LL;
-    return 0;
+    return secs_to_ns(days * 86400 + tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec, 0, ns);
 }
 
 static bool lf_keychar(char c)
