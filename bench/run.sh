@@ -3,13 +3,14 @@
 # Runs the benchmarks in bench/ and writes bench/RESULTS.md. Each benchmark is a section: "http1"
 # runs the HTTP/1 parser benchmark ($BUILD/bench_http1, built by `make bench`) when it is built,
 # "proxy" runs bench/proxy.sh (sidecar proxy against nginx, HAProxy and Caddy), "callgrind" runs
-# bench/callgrind.sh (the proxy's instructions per request, access log off and on). RESULTS.md gets a
+# bench/callgrind.sh (the proxy's instructions per request, access log off and on), "logs" runs
+# bench/logs.sh (sidecar logs against rsyslog and syslog-ng). RESULTS.md gets a
 # header saying when, on what machine and with which command, then the sections; a section not
 # run this time keeps its previous text, so `bench/run.sh BUILD proxy` replaces only the proxy's.
 # Raw figures and logs go to bench/out/<time>/ (ignored by git). Benchmarks are measurements, not
 # tests: nothing here passes or fails on a figure.
 #
-# Usage: bench/run.sh BUILD_DIR [http1] [proxy] [callgrind]   (`make bench`: bench/run.sh <build>)
+# Usage: bench/run.sh BUILD_DIR [http1] [proxy] [callgrind] [logs]   (`make bench`: bench/run.sh <build>)
 # Environment: BENCH_QUICK=1 (a smoke run of about a minute), BENCH_SECONDS, BENCH_ROUNDS and the
 # others listed in bench/proxy.sh; BENCH_OUT (default bench/out); BENCH_RESULTS (default
 # bench/RESULTS.md).
@@ -20,13 +21,13 @@ BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
 
-[ $# -ge 1 ] || die "usage: bench/run.sh BUILD_DIR [http1] [proxy] [callgrind]"
+[ $# -ge 1 ] || die "usage: bench/run.sh BUILD_DIR [http1] [proxy] [callgrind] [logs]"
 [ -d "$1" ] || die "no build directory $1"
 BUILD=$(cd "$1" && pwd)
 shift
 SECTIONS=("$@")
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(http1 proxy callgrind)
-ALL_SECTIONS=(http1 proxy callgrind)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(http1 proxy callgrind logs)
+ALL_SECTIONS=(http1 proxy callgrind logs)
 RESULTS=${BENCH_RESULTS:-$BENCH_DIR/RESULTS.md}
 OUT=${BENCH_OUT:-$BENCH_DIR/out}/$(date -u +%Y%m%dT%H%M%SZ)
 CPU=$(($(nproc) > 1 ? 1 : 0)) # for bench_http1: the CPU the proxy benchmark gives the proxy
@@ -122,6 +123,19 @@ section_callgrind() {
     echo "| on (stdout) | ${on:-failed} |"
 }
 
+# section_logs: bench/logs.sh, then its report.
+section_logs() {
+    echo "## Logs: sidecar logs against rsyslog and syslog-ng (bench/logs.sh)"
+    echo
+    stamp
+    if ! timeout "${BENCH_TIMEOUT:-3600}" "$BENCH_DIR/logs.sh" "$BUILD/sidecar" "$OUT" >&2; then
+        echo "bench/logs.sh failed or timed out; its output is in $OUT."
+    fi
+    if [ -s "$OUT/logs.md" ]; then
+        cat "$OUT/logs.md"
+    fi
+}
+
 # The first line of every section: when, where and how it was measured (a section can be older
 # than the file's header, as sections not run keep their text).
 stamp() {
@@ -143,7 +157,7 @@ main() {
     log "benchmarks: ${SECTIONS[*]}; raw output in $OUT"
     for s in "${SECTIONS[@]}"; do
         case $s in
-        http1 | proxy | callgrind) "section_$s" >"$OUT/section-$s.md" ;;
+        http1 | proxy | callgrind | logs) "section_$s" >"$OUT/section-$s.md" ;;
         *) die "unknown section $s (known: ${ALL_SECTIONS[*]})" ;;
         esac
     done

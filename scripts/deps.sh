@@ -16,6 +16,10 @@ python3 python3-pytest python3-requests python3-protobuf python3-snappy protobuf
 curl openssl prometheus prometheus-pushgateway etcd-server nginx-light iproute2 procps
 "
 BENCH_PKGS="wrk haproxy caddy nginx-light strace linux-perf valgrind"
+# bench/logs.sh: rsyslog, and the libraries of syslog-ng-core, which conflicts with rsyslog (both
+# provide system-log-daemon) and is unpacked below instead of installed.
+BENCH_PKGS="$BENCH_PKGS rsyslog libivykis0 libnet1 libwrap0 libjson-c5 libpcre3 libglib2.0-0"
+SYSLOG_NG_ROOT=/opt/sidecar-bench/syslog-ng
 
 [ "${1:-}" = bench ] && PKGS="$PKGS $BENCH_PKGS"
 
@@ -25,6 +29,18 @@ for p in $PKGS; do
         missing="$missing $p"
     fi
 done
+# syslog-ng for bench/logs.sh: the Debian package's files under $SYSLOG_NG_ROOT, run from there in
+# the foreground by the benchmark (never a service; nothing under /etc or /usr changes).
+if [ "${1:-}" = bench ] && ! command -v syslog-ng >/dev/null &&
+    [ ! -x "$SYSLOG_NG_ROOT/usr/sbin/syslog-ng" ]; then
+    sudo_="" && [ "$(id -u)" -ne 0 ] && sudo_="sudo"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && { apt-get download -qq syslog-ng-core 2>/dev/null ||
+        { $sudo_ apt-get update -qq && apt-get download -qq syslog-ng-core; }; })
+    $sudo_ mkdir -p "$SYSLOG_NG_ROOT"
+    $sudo_ dpkg-deb -x "$tmp"/syslog-ng-core_*.deb "$SYSLOG_NG_ROOT"
+    rm -rf "$tmp"
+fi
 [ -z "$missing" ] && exit 0
 
 SUDO=""
@@ -32,8 +48,8 @@ SUDO=""
 echo "deps: installing:$missing"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-# Packages whose services would start on install (nginx, prometheus) are only used as binaries
-# started by tests and benchmarks; policy-rc.d keeps their system services from starting.
+# Packages whose services would start on install (nginx, prometheus, rsyslog) are only used as
+# binaries started by tests and benchmarks; policy-rc.d keeps their system services from starting.
 if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
     $SUDO chmod +x /usr/sbin/policy-rc.d

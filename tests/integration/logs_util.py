@@ -111,6 +111,7 @@ class FakeBackend:
         self.lock = threading.Lock()
         self.requests = []
         self.fail_status = None  # answer every request with this status while set
+        self.delay = 0.0  # seconds each accepted request waits before its answer
         backend = self
 
         class H(BaseHTTPRequestHandler):
@@ -125,11 +126,14 @@ class FakeBackend:
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 status, ctype, out = backend.dispatch(self.path, dict(self.headers), body)
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(out)))
+                    self.end_headers()
+                    self.wfile.write(out)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a drain cut short): nothing to answer
 
             def do_GET(self):
                 status, ctype, out = backend.query(self.path)
@@ -150,6 +154,8 @@ class FakeBackend:
             return self.fail_status, "text/plain", b"told to fail\n"
         with self.lock:
             self.requests.append((path, headers, body))
+        if self.delay:
+            time.sleep(self.delay)
         return self.handle(path, headers, body)
 
     def handle(self, path, headers, body):

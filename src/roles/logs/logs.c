@@ -17,6 +17,7 @@
 struct grep_rule {
     char *field;
     pcre2_code *re;
+    pcre2_match_data *md;
     bool drop;
 };
 
@@ -368,72 +369,74 @@ static int64_t realtime_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static bool field_matches(pcre2_code *re, json_t *v)
+static bool field_matches(pcre2_code *re, pcre2_match_data *md, const struct logs_field *f)
 {
-    char tmp[64];
-    const char *s;
-    size_t n;
-    if (json_is_string(v)) {
-        s = json_string_value(v);
-        n = json_string_length(v);
-    } else if (json_is_integer(v)) {
-        n = (size_t)snprintf(tmp, sizeof(tmp), "%lld", (long long)json_integer_value(v));
-        s = tmp;
-    } else if (json_is_boolean(v)) {
-        s = json_is_true(v) ? "true" : "false";
-        n = strlen(s);
-    } else {
+    struct sc_str v;
+    if (!f) {
         return false;
     }
-    pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
-    int rc = pcre2_match(re, (PCRE2_SPTR)s, n, 0, 0, md, NULL);
-    pcre2_match_data_free(md);
-    return rc >= 0;
+    switch (f->type) {
+    case LOGS_V_STR:
+    case LOGS_V_INT:
+        v = f->val;
+        break;
+    case LOGS_V_TRUE:
+        v = SC_STR("true");
+        break;
+    case LOGS_V_FALSE:
+        v = SC_STR("false");
+        break;
+    default:
+        return false;
+    }
+    return pcre2_match(re, (PCRE2_SPTR)(v.len ? v.p : ""), v.len, 0, 0, md, NULL) >= 0;
 }
 
 void logs_emit(struct logs *lg, struct sc_str raw, const char *file_path, struct sc_str stream,
                unsigned flags, int64_t ts_ns)
 {
     const struct logs_cfg *c = lg->cfg;
-    struct logs_rec r = { .raw = raw, .ts_ns = ts_ns ? ts_ns : realtime_ns() };
+    struct logs_ev *ev = &lg->ev;
+    struct logs_rec r = { .ev = ev, .raw = raw, .ts_ns = ts_ns ? ts_ns : realtime_ns() };
     bool perr = false;
-    r.ev = logs_parse_line(&lg->pc, raw, &r.ts_ns, &perr);
+    logs_parse_line(&lg->pc, raw, ev, &r.ts_ns, &perr);
     if (perr) {
         sc_counter_inc(lg->m.parse_errors);
     }
     if (flags & LOGS_REC_PARSE_ERROR) {
-        json_object_set_new(r.ev, "parse_error", json_true());
+        logs_ev_set(ev, SC_STR("parse_error"), LOGS_V_TRUE, SC_STR_NULL);
     }
     if (flags & LOGS_REC_TRUNCATED) {
-        json_object_set_new(r.ev, "truncated", json_true());
+        logs_ev_set(ev, SC_STR("truncated"), LOGS_V_TRUE, SC_STR_NULL);
     }
     for (size_t i = 0; i < c->fields.n; i++) {
-        json_object_set_new(r.ev, c->fields.v[i].key, json_string(c->fields.v[i].value));
+        logs_ev_set(ev, logs_ev_clean(ev, sc_str_c(c->fields.v[i].key)), LOGS_V_STR,
+                    logs_ev_clean(ev, sc_str_c(c->fields.v[i].value)));
     }
     if (c->host_field && c->host_field[0]) {
-        json_object_set_new(r.ev, c->host_field, json_string(lg->hostname));
+        logs_ev_set(ev, logs_ev_clean(ev, sc_str_c(c->host_field)), LOGS_V_STR,
+                    logs_ev_clean(ev, sc_str_c(lg->hostname)));
     }
     if (c->file_field && c->file_field[0] && file_path) {
-        json_object_set_new(r.ev, c->file_field, logs_json_str(sc_str_c(file_path)));
+        logs_ev_set(ev, logs_ev_clean(ev, sc_str_c(c->file_field)), LOGS_V_STR,
+                    logs_ev_clean(ev, sc_str_c(file_path)));
     }
     if (c->stream_field && c->stream_field[0] && stream.len) {
-        json_object_set_new(r.ev, c->stream_field, logs_json_str(stream));
+        logs_ev_set(ev, logs_ev_clean(ev, sc_str_c(c->stream_field)), LOGS_V_STR,
+                    logs_ev_clean(ev, stream));
     }
     for (size_t i = 0; i < c->rename.n; i++) {
-        json_t *v = json_object_get(r.ev, c->rename.v[i].key);
-        if (v) {
-            json_object_set(r.ev, c->rename.v[i].value, v);
-            json_object_del(r.ev, c->rename.v[i].key);
-        }
+        logs_ev_rename(ev, sc_str_c(c->rename.v[i].key),
+                       logs_ev_clean(ev, sc_str_c(c->rename.v[i].value)));
     }
     for (size_t i = 0; i < c->remove.n; i++) {
-        json_object_del(r.ev, c->remove.v[i]);
+        logs_ev_del(ev, sc_str_c(c->remove.v[i]));
     }
     for (size_t i = 0; i < lg->ngrep; i++) {
-        bool m = field_matches(lg->grep[i].re, json_object_get(r.ev, lg->grep[i].field));
+        bool m = field_matches(lg->grep[i].re, lg->grep[i].md,
+                               logs_ev_get(ev, sc_str_c(lg->grep[i].field)));
         if (m == lg->grep[i].drop) {
             sc_counter_inc(lg->m.grep_dropped);
-            json_decref(r.ev);
             return;
         }
     }
@@ -441,7 +444,6 @@ void logs_emit(struct logs *lg, struct sc_str raw, const char *file_path, struct
     for (size_t i = 0; i < lg->nouts; i++) {
         logs_out_append(lg->outs[i], &r);
     }
-    json_decref(r.ev);
 }
 
 bool logs_backpressured(const struct logs *lg)
@@ -472,6 +474,40 @@ static void finish_stop(struct logs_state *st)
     sc_app_stopped(lg->app, 0);
 }
 
+/* The smallest sequence every output acknowledged. */
+static uint64_t acked_all(const struct logs *lg)
+{
+    uint64_t acked = lg->seq;
+    for (size_t i = 0; i < lg->nouts; i++) {
+        if (lg->outs[i]->acked_seq < acked) {
+            acked = lg->outs[i]->acked_seq;
+        }
+    }
+    return acked;
+}
+
+void logs_drain_step(struct logs *lg)
+{
+    struct logs_state *st = sc_container_of(lg, struct logs_state, lg);
+    if (lg->stopped) {
+        return;
+    }
+    bool read = logs_tail_drain(lg);
+    /* Batches go out as they are read: a drain does not wait for batch_wait. */
+    for (size_t i = 0; i < lg->nouts; i++) {
+        logs_out_flush(lg->outs[i]);
+    }
+    if (lg->stopped || !read) {
+        return;
+    }
+    for (size_t i = 0; i < lg->nouts; i++) {
+        if (!logs_out_idle(lg->outs[i])) {
+            return; /* logs_on_ack finishes once the last batch is acknowledged */
+        }
+    }
+    finish_stop(st);
+}
+
 void logs_on_ack(struct logs *lg)
 {
     struct logs_state *st = sc_container_of(lg, struct logs_state, lg);
@@ -480,6 +516,14 @@ void logs_on_ack(struct logs *lg)
     }
     logs_tail_commit(lg, false);
     if (lg->stopping) {
+        /* Acknowledgements arrive from inside a read (file outputs write synchronously): the
+         * drain goes on from the idle handle, never by reading here. */
+        if (!lg->drain_read) {
+            if (!logs_backpressured(lg)) {
+                logs_tail_resume_drain(lg);
+            }
+            return;
+        }
         for (size_t i = 0; i < lg->nouts; i++) {
             if (!logs_out_idle(lg->outs[i])) {
                 return;
@@ -629,6 +673,7 @@ static int build_grep(struct logs *lg, const struct logs_cfg *c, char **err)
         if (compile(eq + 1, &g->re, rule, err) < 0) {
             return SC_ECONFIG;
         }
+        g->md = pcre2_match_data_create_from_pattern(g->re, NULL);
         g->field = sc_strndup(rule, (size_t)(eq - rule));
         g->drop = drop;
         lg->ngrep++;
@@ -641,6 +686,7 @@ static void compiled_free(struct logs *lg)
 {
     for (size_t i = 0; i < lg->ngrep; i++) {
         sc_free(lg->grep[i].field);
+        pcre2_match_data_free(lg->grep[i].md);
         pcre2_code_free(lg->grep[i].re);
     }
     sc_free(lg->grep);
@@ -691,6 +737,9 @@ static int logs_start(struct sc_app *app, const void *cfgp, void **state, char *
     lg->loop = sc_app_loop(app);
     sc_list_init(&lg->files);
     sc_list_init(&lg->watches);
+    lg->inotify_fd = -1;
+    logs_ev_init(&lg->ev);
+    sc_buf_init(&lg->scratch, c->max_line_size * 8 + 65536);
     if (gethostname(lg->hostname, sizeof(lg->hostname) - 1) < 0) {
         lg->hostname[0] = 0;
     }
@@ -779,16 +828,19 @@ static void logs_stop(struct sc_app *app, void *state, bool now)
     if (!lg->stopping) {
         lg->stopping = true;
         logs_tail_stop(lg);
-        for (size_t i = 0; i < lg->nouts; i++) {
-            logs_out_flush(lg->outs[i]);
+        if (!now) {
+            logs_drain_step(lg);
+            return;
         }
     }
     if (now) {
-        sc_warn("drain cut short: unacknowledged records are read again after a restart");
+        uint64_t acked = acked_all(lg);
+        sc_warn("drain cut short: what is not acknowledged stays uncommitted and is read again "
+                "after a restart",
+                SC_LU("records_unacknowledged", lg->seq - acked),
+                SC_LU("bytes_unread", logs_tail_unread(lg)));
         finish_stop(st);
-        return;
     }
-    logs_on_ack(lg);
 }
 
 static bool same_str(const char *a, const char *b)
@@ -864,6 +916,8 @@ static void logs_cleanup(void *state)
     sc_free(st->flag_outs);
     sc_free(lg->outs);
     compiled_free(lg);
+    logs_ev_cleanup(&lg->ev);
+    sc_buf_cleanup(&lg->scratch);
     logs_pos_free(lg->known, lg->nknown);
     sc_free(st);
 }

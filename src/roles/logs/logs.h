@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -94,10 +95,90 @@ struct logs_cfg {
     struct sc_strv output_flags; /* --output TYPE[=TARGET] */
 };
 
-/* One record on its way to the outputs. <ev> is a JSON object (owned by the pipeline for the
- * call); <raw> is the original line(s) without the newline; <ts_ns> the record time. */
+/* ---- records (logs_ev.c) ---- */
+
+/* Value types of a record's fields. STR holds decoded text; INT, REAL and RAW (a nested object
+ * or array) hold canonical compact JSON text; DEL marks a removed field. */
+enum logs_vt {
+    LOGS_V_STR,
+    LOGS_V_INT,
+    LOGS_V_REAL,
+    LOGS_V_TRUE,
+    LOGS_V_FALSE,
+    LOGS_V_NULL,
+    LOGS_V_RAW,
+    LOGS_V_DEL
+};
+
+/* String escaping of the encoders. FAST: \" \\ \n \r \t, other controls and DEL as \u00xx
+ * (the flat-record encoder's historic form); JANSSON: jansson's (\b \f short, \u00XX, DEL as
+ * is), used wherever records used to be printed by jansson. */
+enum logs_esc { LOGS_ESC_FAST, LOGS_ESC_JANSSON };
+
+struct logs_field {
+    struct sc_str key; /* valid UTF-8 without NUL */
+    struct sc_str val; /* see enum logs_vt; empty for TRUE, FALSE, NULL */
+    uint8_t type;      /* enum logs_vt */
+};
+
+struct logs_arena_blk;
+
+/* A record: fields in order. Keys and values borrow the line being processed, the config, or the
+ * record's arena; everything is reused by the next record after logs_ev_reset. The field array
+ * and the arena grow with the largest record, bounded by max_line_size, and shrink back after an
+ * unusually large one. */
+struct logs_ev {
+    struct logs_field *f;
+    size_t n, cap; /* slots used (removed ones included) and allocated */
+    size_t live;   /* fields not removed */
+    uint32_t *idx; /* open-addressing index (slot + 1) once a record has many fields */
+    size_t idx_cap;
+    bool indexed;
+    struct logs_arena_blk *arena;
+};
+
+void logs_ev_init(struct logs_ev *ev);
+void logs_ev_cleanup(struct logs_ev *ev);
+/* Forgets every field and the arena's contents (views into them become invalid). */
+void logs_ev_reset(struct logs_ev *ev);
+/* Returns <n> bytes that live until the next reset. */
+char *logs_ev_alloc(struct logs_ev *ev, size_t n);
+/* Returns a NUL-terminated copy of <s> in the arena. */
+struct sc_str logs_ev_copy(struct logs_ev *ev, struct sc_str s);
+/* Returns <s> itself when it is valid UTF-8 without NUL, else a copy in the arena with every
+ * invalid byte (and NUL) replaced by U+FFFD (at most 3x longer). */
+struct sc_str logs_ev_clean(struct logs_ev *ev, struct sc_str s);
+/* Length of the valid UTF-8 sequence at <p> (at most <n> bytes), or 0. */
+size_t logs_utf8_seq(const unsigned char *p, size_t n);
+/* Sets <key> (borrowed until the next reset, valid UTF-8) to a value: in place when the key
+ * exists, else as the last field. */
+void logs_ev_set(struct logs_ev *ev, struct sc_str key, enum logs_vt type, struct sc_str val);
+/* The live field <key>, or NULL. */
+const struct logs_field *logs_ev_get(const struct logs_ev *ev, struct sc_str key);
+/* Removes <key>; returns whether it was there. */
+bool logs_ev_del(struct logs_ev *ev, struct sc_str key);
+/* Moves the value of <from> to <to> (set, then <from> removed). No-op when <from> is absent. */
+void logs_ev_rename(struct logs_ev *ev, struct sc_str from, struct sc_str to);
+/* The style the flat encoder uses for <ev>: JANSSON when a REAL or RAW value is present (such
+ * records were printed by jansson), else FAST. */
+enum logs_esc logs_ev_style(const struct logs_ev *ev);
+/* Appends <s> as a JSON string. Returns 0 or the buffer's error. */
+int logs_json_quote(struct sc_buf *b, struct sc_str s, enum logs_esc style);
+/* Appends <ev> as one compact JSON object. <first> (may be NULL) is put first, with the value
+ * of a field of the same name when the record has one; <last> (may be NULL) is put last unless
+ * the record has a field of that name. On error the buffer is left as it was. */
+int logs_ev_dump(struct sc_buf *b, const struct logs_ev *ev, enum logs_esc style,
+                 const struct logs_field *first, const struct logs_field *last);
+/* Parses <line> as one JSON object into <ev> (which must be empty), strictly as jansson's
+ * json_loadb would accept it: valid UTF-8, no \u0000, integers within long long, finite reals,
+ * at most 2048 levels; duplicate keys keep the first place and the last value. Returns 0, or -1
+ * when the line is not such an object (<ev> then holds a prefix: reset it). */
+int logs_ev_parse_json(struct logs_ev *ev, struct sc_str line);
+
+/* One record on its way to the outputs: <ev> its fields; <raw> the original line(s) without the
+ * newline; <ts_ns> the record time. */
 struct logs_rec {
-    json_t *ev;
+    struct logs_ev *ev;
     struct sc_str raw;
     int64_t ts_ns;
     uint64_t seq;
@@ -115,13 +196,13 @@ struct logs_parse_cfg {
     bool keep_time_key;
 };
 
-/* Parses <line> (borrowed) into a new JSON object with pc->parser (LOGS_P_CRI is treated as
- * LOGS_P_NONE here: the tailer splits CRI framing first with logs_cri_split). Invalid input never
- * fails: the object is then {"message": <line>, "parse_error": true} and <*parse_error> is set.
- * Invalid UTF-8 is replaced by U+FFFD in strings. Sets <*ts_ns> when a time was extracted (left
- * unchanged otherwise). Returns the object (never NULL). */
-json_t *logs_parse_line(const struct logs_parse_cfg *pc, struct sc_str line, int64_t *ts_ns,
-                        bool *parse_error);
+/* Parses <line> (borrowed: the record's views may point into it) into <ev>, after resetting it,
+ * with pc->parser (LOGS_P_CRI is treated as LOGS_P_NONE here: the tailer splits CRI framing
+ * first with logs_cri_split). Invalid input never fails: the record is then
+ * {"message": <line>, "parse_error": true} and <*parse_error> is set. Invalid UTF-8 is replaced
+ * by U+FFFD in strings. Sets <*ts_ns> when a time was extracted (left unchanged otherwise). */
+void logs_parse_line(const struct logs_parse_cfg *pc, struct sc_str line, struct logs_ev *ev,
+                     int64_t *ts_ns, bool *parse_error);
 
 /* Splits a CRI log line "TIME STREAM P|F MESSAGE" into views inside <line>. Returns 0, or
  * -EINVAL when the framing is wrong. */
@@ -132,11 +213,8 @@ int logs_cri_split(struct sc_str line, struct sc_str *time, struct sc_str *strea
  * strptime format read as UTC). Returns 0 and sets <*ns>, or -EINVAL. */
 int logs_parse_time(struct sc_str s, const char *format, int64_t *ns);
 
-/* Parses logfmt <line> into a new object, or returns NULL when it is not logfmt. */
-json_t *logs_parse_logfmt(struct sc_str line);
-
-/* Returns a new JSON string for <s>, with invalid UTF-8 replaced by U+FFFD. */
-json_t *logs_json_str(struct sc_str s);
+/* Parses logfmt <line> into <ev> (empty). Returns 0, or -1 when it is not logfmt. */
+int logs_parse_logfmt(struct sc_str line, struct logs_ev *ev);
 
 /* Returns true when <line> continues the previous record by the built-in rule: it starts with a
  * space or a tab, or with "Caused by:" or "... N more" (Java). */
@@ -271,6 +349,8 @@ struct logs {
     struct grep_rule *grep;
     size_t ngrep;
     char hostname[256];
+    struct logs_ev ev;     /* the record being processed, reused */
+    struct sc_buf scratch; /* encoders' temporary text, reused */
 
     struct logs_out **outs;
     size_t nouts;
@@ -286,6 +366,7 @@ struct logs {
     bool paused;
     bool stopping;
     bool stopped;
+    bool drain_read; /* the drain has read every file to its end and flushed partial records */
     bool db_dirty;
     bool scan_pending; /* an inotify event asked for a rescan: done once per loop pass */
     uint64_t last_commit_ms;
@@ -295,7 +376,15 @@ struct logs {
     uv_timer_t commit_timer;
     uv_timer_t ml_timer;
     uv_idle_t read_idle;
-    struct sc_list watches; /* struct logs_watch */
+    struct sc_list watches; /* struct logs_watch, one per pattern with a plain directory */
+    int inotify_fd;         /* -1: polling only */
+    uv_poll_t inotify_poll;
+    uint32_t moved_cookie[16]; /* IN_MOVED_FROM of watched names, the latest ones */
+    unsigned moved_next;
+    struct logs_ident {
+        uint64_t dev, ino;
+    } closed[64]; /* files read to their end and closed, the latest ones */
+    unsigned closed_next;
     int nhandles;
 
     /* stdin input */
@@ -313,9 +402,24 @@ void logs_on_ack(struct logs *lg);
 /* Returns true when some output's queue is at its memory limit. */
 bool logs_backpressured(const struct logs *lg);
 
+/* Drives a drain one step (from the read idle handle and after acknowledgements): reads files
+ * towards their end, seals batches, and reports stopped once everything read is acknowledged. */
+void logs_drain_step(struct logs *lg);
+
 /* Tail (logs_tail.c). */
 int logs_tail_start(struct logs *lg, char **err);
+/* Begins a drain: stops timers, watches and stdin, rescans the paths once and notes each file's
+ * size as the end the drain reads to. */
 void logs_tail_stop(struct logs *lg);
+/* Reads every file towards the end noted by logs_tail_stop, one budget per file per call. Returns
+ * true once all are read and their partial lines and multiline/CRI groups were emitted; false
+ * while more is to be read (the read idle handle is started, or an acknowledgement resumes it
+ * when an output is full). */
+bool logs_tail_drain(struct logs *lg);
+/* Schedules the next drain step on the read idle handle. */
+void logs_tail_resume_drain(struct logs *lg);
+/* Bytes of the files that the drain has not handed to the outputs yet. */
+uint64_t logs_tail_unread(struct logs *lg);
 void logs_tail_read_all(struct logs *lg);
 void logs_tail_commit(struct logs *lg, bool force);
 void logs_tail_flush_multiline(struct logs *lg, bool all);

@@ -109,10 +109,10 @@ static void ts_rfc3339(int64_t ns, char *out, size_t cap)
     snprintf(out + n, cap - n, ".%09lldZ", (long long)(ns % 1000000000));
 }
 
-/* Appends the JSON of <ev> (compact, key order kept) to <b>. */
-static int dump_json(struct sc_buf *b, json_t *ev)
+/* Appends the JSON of <v> (compact, key order kept) to <b>. */
+static int dump_json(struct sc_buf *b, json_t *v)
 {
-    size_t need = json_dumpb(ev, NULL, 0, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    size_t need = json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
     if (need == 0) {
         return -EINVAL;
     }
@@ -120,76 +120,9 @@ static int dump_json(struct sc_buf *b, json_t *ev)
     if (rc < 0) {
         return rc;
     }
-    json_dumpb(ev, b->p + b->len, need, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    json_dumpb(v, b->p + b->len, need, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
     b->len += need;
     return 0;
-}
-
-static int append_escaped(struct sc_buf *b, const char *p, size_t n)
-{
-    int rc = sc_buf_reserve(b, n * 6 + 2);
-    if (rc < 0) {
-        return rc;
-    }
-    b->p[b->len++] = '"';
-    sc_json_escape(b->p, b->cap, &b->len, p, n);
-    b->p[b->len++] = '"';
-    return 0;
-}
-
-/* Appends <ev> as compact JSON in insertion order, like dump_json, with a fast path for the
- * common flat object of strings, integers, booleans and nulls (jansson's dumper is most of the
- * hot path's time otherwise). Anything else goes through jansson. */
-static int fast_dump(struct sc_buf *b, json_t *ev)
-{
-    const char *k;
-    json_t *v;
-    if (!json_is_object(ev)) {
-        return dump_json(b, ev);
-    }
-    json_object_foreach(ev, k, v)
-    {
-        if (json_is_object(v) || json_is_array(v) || json_is_real(v)) {
-            return dump_json(b, ev);
-        }
-    }
-    size_t start = b->len;
-    int rc = sc_buf_append(b, "{", 1);
-    bool first = true;
-    json_object_foreach(ev, k, v)
-    {
-        if (rc == 0 && !first) {
-            rc = sc_buf_append(b, ",", 1);
-        }
-        first = false;
-        if (rc == 0) {
-            rc = append_escaped(b, k, strlen(k));
-        }
-        if (rc == 0) {
-            rc = sc_buf_append(b, ":", 1);
-        }
-        if (rc < 0) {
-            break;
-        }
-        if (json_is_string(v)) {
-            rc = append_escaped(b, json_string_value(v), json_string_length(v));
-        } else if (json_is_integer(v)) {
-            rc = sc_buf_appendf(b, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        } else if (json_is_true(v)) {
-            rc = sc_buf_append(b, "true", 4);
-        } else if (json_is_false(v)) {
-            rc = sc_buf_append(b, "false", 5);
-        } else {
-            rc = sc_buf_append(b, "null", 4);
-        }
-    }
-    if (rc == 0) {
-        rc = sc_buf_append(b, "}", 1);
-    }
-    if (rc < 0) {
-        b->len = start;
-    }
-    return rc;
 }
 
 static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_rec *r)
@@ -200,9 +133,10 @@ static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_r
         json_object_set_new(labels, c->labels.v[i].key, json_string(c->labels.v[i].value));
     }
     for (size_t i = 0; i < o->cfg->label_fields.n; i++) {
-        json_t *v = json_object_get(r->ev, o->cfg->label_fields.v[i]);
-        if (json_is_string(v)) {
-            json_object_set(labels, o->cfg->label_fields.v[i], v);
+        const struct logs_field *v = logs_ev_get(r->ev, sc_str_c(o->cfg->label_fields.v[i]));
+        if (v && v->type == LOGS_V_STR) {
+            json_object_set_new(labels, o->cfg->label_fields.v[i],
+                                json_stringn_nocheck(v->val.len ? v->val.p : "", v->val.len));
         }
     }
     if (json_object_size(labels) == 0) {
@@ -219,20 +153,18 @@ static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_r
     if (rc < 0) {
         return rc;
     }
-    /* The line: the original text when the record is just a message, else the event's JSON. */
-    json_t *msg = json_object_get(r->ev, "message");
-    json_t *line;
-    if (json_object_size(r->ev) == 1 && json_is_string(msg)) {
-        line = json_incref(msg);
+    /* The line: the original text when the record is just a message, else the record's JSON. */
+    const struct logs_field *msg = logs_ev_get(r->ev, SC_STR("message"));
+    if (r->ev->live == 1 && msg && msg->type == LOGS_V_STR) {
+        rc = logs_json_quote(b, msg->val, LOGS_ESC_JANSSON);
     } else {
-        size_t n = json_dumpb(r->ev, NULL, 0, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        char *tmp = sc_malloc(n + 1);
-        json_dumpb(r->ev, tmp, n, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        line = json_stringn(tmp, n);
-        sc_free(tmp);
+        struct sc_buf *tmp = &o->lg->scratch;
+        sc_buf_reset(tmp);
+        rc = logs_ev_dump(tmp, r->ev, LOGS_ESC_JANSSON, NULL, NULL);
+        if (rc == 0) {
+            rc = logs_json_quote(b, sc_buf_str(tmp), LOGS_ESC_JANSSON);
+        }
     }
-    rc = dump_json(b, line ? line : json_string(""));
-    json_decref(line);
     if (rc == 0) {
         rc = sc_buf_append(b, "\n", 1);
     }
@@ -254,7 +186,7 @@ static int encode_es(struct logs_out *o, struct sc_buf *b, const struct logs_rec
         return -EINVAL;
     }
     json_t *act = json_pack("{s:{s:s}}", "create", "_index", index);
-    int rc = dump_json(b, act);
+    int rc = act ? dump_json(b, act) : -EINVAL;
     json_decref(act);
     if (rc == 0) {
         rc = sc_buf_append(b, "\n", 1);
@@ -264,13 +196,8 @@ static int encode_es(struct logs_out *o, struct sc_buf *b, const struct logs_rec
     }
     char ts[64];
     ts_rfc3339(r->ts_ns, ts, sizeof(ts));
-    if (!json_object_get(r->ev, "@timestamp")) {
-        json_object_set_new(r->ev, "@timestamp", json_string(ts));
-        rc = dump_json(b, r->ev);
-        json_object_del(r->ev, "@timestamp");
-    } else {
-        rc = dump_json(b, r->ev);
-    }
+    struct logs_field at = { SC_STR("@timestamp"), sc_str_c(ts), LOGS_V_STR };
+    rc = logs_ev_dump(b, r->ev, LOGS_ESC_JANSSON, NULL, &at);
     if (rc == 0) {
         rc = sc_buf_append(b, "\n", 1);
     }
@@ -293,13 +220,10 @@ static int encode(struct logs_out *o, struct sc_buf *b, const struct logs_rec *r
     } else if (o->cfg->timestamp_field && o->cfg->timestamp_field[0]) {
         char ts[64];
         ts_rfc3339(r->ts_ns, ts, sizeof(ts));
-        json_t *copy = json_object();
-        json_object_set_new(copy, o->cfg->timestamp_field, json_string(ts));
-        json_object_update(copy, r->ev);
-        rc = dump_json(b, copy);
-        json_decref(copy);
+        struct logs_field tf = { sc_str_c(o->cfg->timestamp_field), sc_str_c(ts), LOGS_V_STR };
+        rc = logs_ev_dump(b, r->ev, LOGS_ESC_JANSSON, &tf, NULL);
     } else {
-        rc = fast_dump(b, r->ev);
+        rc = logs_ev_dump(b, r->ev, logs_ev_style(r->ev), NULL, NULL);
     }
     if (rc == 0) {
         rc = sc_buf_append(b, "\n", 1);

@@ -5,6 +5,7 @@
 // put into an event is valid UTF-8 (invalid sequences become U+FFFD), so encoders never fail.
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -12,94 +13,13 @@
 #include "core/error.h"
 #include "roles/logs/logs.h"
 
-/* Returns the length of the valid UTF-8 sequence at <p> (at most <n> bytes), or 0. */
-static size_t utf8_seq(const unsigned char *p, size_t n)
+static void raw_event(struct logs_ev *ev, struct sc_str line, bool error)
 {
-    unsigned c = p[0];
-    if (c < 0x80) {
-        return 1;
-    }
-    size_t len;
-    unsigned min;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        min = 0x80;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        min = 0x800;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (len > n) {
-        return 0;
-    }
-    unsigned cp = c & (0x3f >> (len - 1));
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-        cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-        return 0;
-    }
-    return len;
-}
-
-json_t *logs_json_str(struct sc_str s)
-{
-    const unsigned char *p = (const unsigned char *)s.p;
-    size_t i = 0;
-    bool valid = true;
-    while (i < s.len) {
-        if (p[i] < 0x80 && p[i] != 0) {
-            i++;
-            continue;
-        }
-        size_t l = p[i] ? utf8_seq(p + i, s.len - i) : 0;
-        if (l == 0) {
-            valid = false;
-            break;
-        }
-        i += l;
-    }
-    if (valid) {
-        /* Checked above: valid UTF-8 without NUL, so jansson need not check it again. */
-        return json_stringn_nocheck(s.len ? s.p : "", s.len);
-    }
-    /* Worst case every byte becomes the 3-byte U+FFFD. */
-    char *out = sc_malloc(s.len * 3 + 1);
-    size_t o = 0;
-    i = 0;
-    while (i < s.len) {
-        size_t l = p[i] ? utf8_seq(p + i, s.len - i) : 0;
-        if (l == 0) {
-            out[o++] = (char)0xef;
-            out[o++] = (char)0xbf;
-            out[o++] = (char)0xbd;
-            i++;
-        } else {
-            memcpy(out + o, p + i, l);
-            o += l;
-            i += l;
-        }
-    }
-    json_t *j = json_stringn_nocheck(out, o);
-    sc_free(out);
-    return j;
-}
-
-static json_t *raw_event(struct sc_str line, bool error)
-{
-    json_t *ev = json_object();
-    json_object_set_new(ev, "message", logs_json_str(line));
+    logs_ev_reset(ev);
+    logs_ev_set(ev, SC_STR("message"), LOGS_V_STR, logs_ev_clean(ev, line));
     if (error) {
-        json_object_set_new(ev, "parse_error", json_true());
+        logs_ev_set(ev, SC_STR("parse_error"), LOGS_V_TRUE, SC_STR_NULL);
     }
-    return ev;
 }
 
 /* Days since 1970-01-01 of a proleptic Gregorian date. */
@@ -124,6 +44,17 @@ static bool digits(const char *p, size_t n, unsigned *out)
     }
     *out = v;
     return true;
+}
+
+/* Nanoseconds since the epoch, or -EINVAL outside what int64_t holds (years before 1678 or
+ * after 2262). */
+static int secs_to_ns(int64_t secs, int64_t frac, int64_t *ns)
+{
+    if (secs > INT64_MAX / 1000000000 - 1 || secs < INT64_MIN / 1000000000 + 1) {
+        return -EINVAL;
+    }
+    *ns = secs * 1000000000 + frac;
+    return 0;
 }
 
 static int parse_rfc3339(struct sc_str s, int64_t *ns)
@@ -177,8 +108,7 @@ static int parse_rfc3339(struct sc_str s, int64_t *ns)
         return -EINVAL;
     }
     int64_t secs = days_from_civil(Y, M, D) * 86400 + h * 3600 + mi * 60 + se - off;
-    *ns = secs * 1000000000 + frac;
-    return 0;
+    return secs_to_ns(secs, frac, ns);
 }
 
 /* "<digits>[.<digits>]" in units of <scale> nanoseconds, computed exactly in integers. */
@@ -249,8 +179,7 @@ int logs_parse_time(struct sc_str s, const char *format, int64_t *ns)
     }
     int64_t days =
         days_from_civil((int64_t)tm.tm_year + 1900, (unsigned)tm.tm_mon + 1, (unsigned)tm.tm_mday);
-    *ns = (days * 86400 + tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec) * 1000000000LL;
-    return 0;
+    return secs_to_ns(days * 86400 + tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec, 0, ns);
 }
 
 static bool lf_keychar(char c)
@@ -258,12 +187,10 @@ static bool lf_keychar(char c)
     return c > ' ' && c != '=' && c != '"' && c != 0x7f;
 }
 
-json_t *logs_parse_logfmt(struct sc_str line)
+int logs_parse_logfmt(struct sc_str line, struct logs_ev *ev)
 {
-    json_t *ev = json_object();
     const char *p = line.p, *end = line.p + line.len;
     size_t npairs = 0;
-    char *val = NULL;
     while (p < end) {
         while (p < end && (*p == ' ' || *p == '\t')) {
             p++;
@@ -275,28 +202,23 @@ json_t *logs_parse_logfmt(struct sc_str line)
         while (p < end && lf_keychar(*p)) {
             p++;
         }
-        if (p == k) {
-            goto fail;
-        }
-        char key[256];
         size_t klen = (size_t)(p - k);
-        if (klen >= sizeof(key)) {
-            goto fail;
+        if (klen == 0 || klen >= 256) {
+            return -1;
         }
-        memcpy(key, k, klen);
-        key[klen] = 0;
+        struct sc_str key = logs_ev_clean(ev, sc_str_n(k, klen));
         if (p == end || *p != '=') {
             if (p < end && *p != ' ' && *p != '\t') {
-                goto fail;
+                return -1;
             }
-            json_object_set_new(ev, key, json_true());
+            logs_ev_set(ev, key, LOGS_V_TRUE, SC_STR_NULL);
             npairs++;
             continue;
         }
         p++;
         if (p < end && *p == '"') {
             p++;
-            val = sc_malloc((size_t)(end - p) + 1);
+            char *val = logs_ev_alloc(ev, (size_t)(end - p) + 1);
             size_t vl = 0;
             bool closed = false;
             while (p < end) {
@@ -313,39 +235,30 @@ json_t *logs_parse_logfmt(struct sc_str line)
                 }
             }
             if (!closed || (p < end && *p != ' ' && *p != '\t')) {
-                goto fail;
+                return -1;
             }
-            json_object_set_new(ev, key, logs_json_str(sc_str_n(val, vl)));
-            sc_free(val);
-            val = NULL;
+            logs_ev_set(ev, key, LOGS_V_STR, logs_ev_clean(ev, sc_str_n(val, vl)));
         } else {
             const char *v = p;
             while (p < end && *p != ' ' && *p != '\t') {
                 if (*p == '"') {
-                    goto fail;
+                    return -1;
                 }
                 p++;
             }
-            json_object_set_new(ev, key, logs_json_str(sc_str_n(v, (size_t)(p - v))));
+            logs_ev_set(ev, key, LOGS_V_STR, logs_ev_clean(ev, sc_str_n(v, (size_t)(p - v))));
         }
         npairs++;
     }
-    if (npairs == 0) {
-        goto fail;
-    }
-    return ev;
-fail:
-    sc_free(val);
-    json_decref(ev);
-    return NULL;
+    return npairs ? 0 : -1;
 }
 
-static json_t *parse_regex(const struct logs_parse_cfg *pc, struct sc_str line)
+static int parse_regex(const struct logs_parse_cfg *pc, struct sc_str line, struct logs_ev *ev)
 {
     int rc =
         pcre2_match(pc->re, (PCRE2_SPTR)(line.len ? line.p : ""), line.len, 0, 0, pc->md, NULL);
     if (rc < 0) {
-        return NULL;
+        return -1;
     }
     uint32_t count = 0, esize = 0;
     PCRE2_SPTR table = NULL;
@@ -353,7 +266,6 @@ static json_t *parse_regex(const struct logs_parse_cfg *pc, struct sc_str line)
     pcre2_pattern_info(pc->re, PCRE2_INFO_NAMEENTRYSIZE, &esize);
     pcre2_pattern_info(pc->re, PCRE2_INFO_NAMETABLE, &table);
     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(pc->md);
-    json_t *ev = json_object();
     for (uint32_t i = 0; i < count; i++) {
         PCRE2_SPTR e = table + (size_t)i * esize;
         int grp = (e[0] << 8) | e[1];
@@ -364,24 +276,30 @@ static json_t *parse_regex(const struct logs_parse_cfg *pc, struct sc_str line)
         if (t < s || t > line.len) {
             continue;
         }
-        json_object_set_new(ev, (const char *)(e + 2), logs_json_str(sc_str_n(line.p + s, t - s)));
+        /* The name lives in the compiled pattern, which outlives the record. */
+        logs_ev_set(ev, sc_str_c((const char *)(e + 2)), LOGS_V_STR,
+                    logs_ev_clean(ev, sc_str_n(line.p + s, t - s)));
     }
-    return ev;
+    return 0;
 }
 
-static void extract_time(const struct logs_parse_cfg *pc, json_t *ev, int64_t *ts_ns)
+static void extract_time(const struct logs_parse_cfg *pc, struct logs_ev *ev, int64_t *ts_ns)
 {
-    json_t *t = json_object_get(ev, pc->time_key);
+    struct sc_str key = sc_str_c(pc->time_key);
+    const struct logs_field *t = logs_ev_get(ev, key);
     if (!t) {
         return;
     }
     int64_t ns;
     int rc = -EINVAL;
-    if (json_is_string(t)) {
-        rc = logs_parse_time(sc_str_n(json_string_value(t), json_string_length(t)), pc->time_format,
-                             &ns);
-    } else if (json_is_number(t)) {
-        double v = json_number_value(t);
+    if (t->type == LOGS_V_STR) {
+        rc = logs_parse_time(t->val, pc->time_format, &ns);
+    } else if (t->type == LOGS_V_INT || t->type == LOGS_V_REAL) {
+        char tmp[64];
+        size_t n = t->val.len < sizeof(tmp) - 1 ? t->val.len : sizeof(tmp) - 1;
+        memcpy(tmp, t->val.p, n);
+        tmp[n] = 0;
+        double v = strtod(tmp, NULL);
         double scale = 1e9;
         if (pc->time_format && strcmp(pc->time_format, "unix_ms") == 0) {
             scale = 1e6;
@@ -396,46 +314,41 @@ static void extract_time(const struct logs_parse_cfg *pc, json_t *ev, int64_t *t
     if (rc == 0) {
         *ts_ns = ns;
         if (!pc->keep_time_key) {
-            json_object_del(ev, pc->time_key);
+            logs_ev_del(ev, key);
         }
     }
 }
 
-json_t *logs_parse_line(const struct logs_parse_cfg *pc, struct sc_str line, int64_t *ts_ns,
-                        bool *parse_error)
+void logs_parse_line(const struct logs_parse_cfg *pc, struct sc_str line, struct logs_ev *ev,
+                     int64_t *ts_ns, bool *parse_error)
 {
-    json_t *ev = NULL;
+    int rc = -1;
     *parse_error = false;
+    logs_ev_reset(ev);
     switch (pc->parser) {
-    case LOGS_P_JSON: {
-        json_error_t jerr;
-        json_t *j = line.len ? json_loadb(line.p, line.len, 0, &jerr) : NULL;
-        if (j && json_is_object(j)) {
-            ev = j;
-        } else {
-            json_decref(j);
-        }
+    case LOGS_P_JSON:
+        rc = logs_ev_parse_json(ev, line);
         break;
-    }
     case LOGS_P_LOGFMT:
-        ev = logs_parse_logfmt(line);
+        rc = logs_parse_logfmt(line, ev);
         break;
     case LOGS_P_REGEX:
-        ev = pc->re ? parse_regex(pc, line) : NULL;
+        rc = pc->re ? parse_regex(pc, line, ev) : -1;
         break;
     case LOGS_P_NONE:
     case LOGS_P_CRI:
     default:
-        return raw_event(line, false);
+        raw_event(ev, line, false);
+        return;
     }
-    if (!ev) {
+    if (rc < 0) {
         *parse_error = true;
-        return raw_event(line, true);
+        raw_event(ev, line, true);
+        return;
     }
     if (pc->time_key) {
         extract_time(pc, ev, ts_ns);
     }
-    return ev;
 }
 
 int logs_cri_split(struct sc_str line, struct sc_str *time, struct sc_str *stream, bool *partial,

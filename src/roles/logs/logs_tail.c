@@ -7,8 +7,10 @@
 // the highest sequence assigned when O was reached. Reads stop while an output queue is full.
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <glob.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -35,6 +37,8 @@ struct logs_file {
     bool seen;
     bool skipping;
     bool at_eof;
+    bool drain_done;      /* drain: read to drain_end (or closed) */
+    uint64_t drain_end;   /* drain: the file's size when the drain began */
     uint64_t read_off;    /* file offset of the end of buf */
     uint64_t emitted_off; /* every line before this offset was handed to the outputs */
     uint64_t committed_off;
@@ -53,10 +57,12 @@ struct logs_file {
     char stream[16];
 };
 
+/* One watched pattern: the inotify watch of its directory and the glob of its file names. */
 struct logs_watch {
     struct sc_list node;
-    uv_fs_event_t ev;
-    struct logs *lg;
+    int wd;
+    char *dir;
+    char *base;
 };
 
 static void stdin_resume(struct logs *lg);
@@ -260,6 +266,8 @@ static void finish_file(struct logs *lg, struct logs_file *f)
     }
     f->done = true;
     if (!f->is_stdin) {
+        lg->closed[lg->closed_next++ % SC_ARRAY_LEN(lg->closed)] =
+            (struct logs_ident){ f->dev, f->ino };
         lg->nfiles--;
         sc_gauge_set(lg->m.files_watched, (double)lg->nfiles);
     }
@@ -334,7 +342,11 @@ static void on_read_idle(uv_idle_t *h)
 {
     struct logs *lg = h->data;
     uv_idle_stop(h);
-    if (lg->scan_pending && !lg->stopping) {
+    if (lg->stopping) {
+        logs_drain_step(lg);
+        return;
+    }
+    if (lg->scan_pending) {
         lg->scan_pending = false;
         scan(lg, false);
     }
@@ -543,19 +555,97 @@ static void on_poll_timer(uv_timer_t *t)
     logs_tail_read_all(t->data);
 }
 
-static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
+/* Follows <dir>/<name> at once, if it is a regular file not followed yet. <rotated>: it was
+ * renamed away from a watched name before we saw it under that name. */
+static void follow_now(struct logs *lg, const char *dir, const char *name, bool rotated)
 {
-    struct logs_watch *w = h->data;
-    (void)filename;
-    if (status < 0 || w->lg->stopping) {
+    char path[4096];
+    struct stat st;
+    int n = snprintf(path, sizeof(path), "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= sizeof(path) || stat(path, &st) < 0 || !S_ISREG(st.st_mode) ||
+        find_file(lg, (uint64_t)st.st_dev, (uint64_t)st.st_ino)) {
         return;
     }
-    if (events & UV_RENAME) {
-        /* Coalesced: a burst of creations costs one glob pass, on the next loop iteration. */
-        w->lg->scan_pending = true;
+    for (size_t i = 0; rotated && i < SC_ARRAY_LEN(lg->closed); i++) {
+        if (lg->closed[i].dev == (uint64_t)st.st_dev && lg->closed[i].ino == (uint64_t)st.st_ino) {
+            return; /* read to its end and closed already: the event came late */
+        }
     }
-    if (!uv_is_active((uv_handle_t *)&w->lg->read_idle)) {
-        uv_idle_start(&w->lg->read_idle, on_read_idle);
+    if (rotated) {
+        sc_info("file renamed away before it was followed: reading it", SC_LS("file", path));
+    }
+    if (open_file(lg, path, false, rotated) && rotated) {
+        bound_rotated(lg);
+    }
+}
+
+/* Handles one inotify event. A new file under a watched name is opened at once (not at the next
+ * scan), and a watched name renamed to an unwatched one in the same directory (IN_MOVED_FROM and
+ * IN_MOVED_TO share a cookie) is followed under its new name when we did not follow it yet:
+ * either way a file created and rotated away faster than a scan is not missed. */
+static void on_inotify_event(struct logs *lg, const struct inotify_event *ev)
+{
+    if (ev->mask & IN_Q_OVERFLOW) {
+        lg->scan_pending = true;
+        return;
+    }
+    if (!(ev->mask & (IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE)) || ev->len == 0) {
+        return;
+    }
+    /* Coalesced: a burst of events costs one glob pass, on the next loop iteration. */
+    lg->scan_pending = true;
+    const char *dir = NULL;
+    bool match = false;
+    struct sc_list *pos, *tmp;
+    sc_list_foreach(pos, tmp, &lg->watches)
+    {
+        struct logs_watch *w = sc_list_entry(pos, struct logs_watch, node);
+        if (w->wd == ev->wd) {
+            dir = w->dir;
+            match |= fnmatch(w->base, ev->name, FNM_PERIOD) == 0;
+        }
+    }
+    if (!dir) {
+        return;
+    }
+    if (ev->mask & IN_MOVED_FROM) {
+        if (match) {
+            lg->moved_cookie[lg->moved_next++ % SC_ARRAY_LEN(lg->moved_cookie)] = ev->cookie;
+        }
+        return;
+    }
+    bool renamed_away = false;
+    if (!match && (ev->mask & IN_MOVED_TO) && ev->cookie) {
+        for (size_t i = 0; i < SC_ARRAY_LEN(lg->moved_cookie); i++) {
+            renamed_away |= lg->moved_cookie[i] == ev->cookie;
+        }
+    }
+    if ((ev->mask & (IN_CREATE | IN_MOVED_TO)) && (match || renamed_away)) {
+        follow_now(lg, dir, ev->name, renamed_away);
+    }
+}
+
+static void on_inotify(uv_poll_t *h, int status, int events)
+{
+    struct logs *lg = h->data;
+    (void)events;
+    if (status < 0 || lg->stopping) {
+        return;
+    }
+    char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
+    for (;;) {
+        ssize_t n = read(lg->inotify_fd, buf, sizeof(buf));
+        if (n <= 0) {
+            break; /* EAGAIN: drained */
+        }
+        for (char *p = buf; p + sizeof(struct inotify_event) <= buf + n;) {
+            const struct inotify_event *ev = (const struct inotify_event *)(void *)p;
+            on_inotify_event(lg, ev);
+            p += sizeof(struct inotify_event) + ev->len;
+        }
+    }
+    if (!uv_is_active((uv_handle_t *)&lg->read_idle)) {
+        uv_idle_start(&lg->read_idle, on_read_idle);
     }
 }
 
@@ -581,42 +671,65 @@ void logs_tail_flush_multiline(struct logs *lg, bool all)
 
 static void on_handle_closed(uv_handle_t *h)
 {
-    if (h->type == UV_FS_EVENT) {
-        struct logs_watch *w = h->data;
-        w->lg->nhandles--;
-        sc_free(w);
-        return;
-    }
     struct logs *l = h->data;
+    if (h->type == UV_POLL && l->inotify_fd >= 0) {
+        close(l->inotify_fd);
+        l->inotify_fd = -1;
+    }
     l->nhandles--;
 }
 
+static void watches_free(struct logs *lg)
+{
+    struct sc_list *pos, *tmp;
+    sc_list_foreach(pos, tmp, &lg->watches)
+    {
+        struct logs_watch *w = sc_list_entry(pos, struct logs_watch, node);
+        sc_list_remove(&w->node);
+        if (lg->inotify_fd >= 0 && w->wd >= 0) {
+            inotify_rm_watch(lg->inotify_fd, w->wd); /* fails harmlessly when shared */
+        }
+        sc_free(w->dir);
+        sc_free(w->base);
+        sc_free(w);
+    }
+}
+
+/* Watches the directory of <pattern> when it has no glob characters (else polling only). */
 static void add_watch(struct logs *lg, const char *pattern)
 {
-    char *dir = sc_strdup(pattern);
-    char *slash = strrchr(dir, '/');
-    if (slash) {
-        *slash = 0;
-    } else {
+    const char *slash = strrchr(pattern, '/');
+    char *dir = slash ? sc_strndup(pattern, (size_t)(slash - pattern)) : sc_strdup(".");
+    if (slash && !dir[0]) {
         sc_free(dir);
-        dir = sc_strdup(".");
+        dir = sc_strdup("/");
     }
-    if (strpbrk(dir, "*?[") == NULL) {
-        struct logs_watch *w = SC_NEW(struct logs_watch);
-        w->lg = lg;
-        uv_fs_event_init(lg->loop, &w->ev);
-        w->ev.data = w;
-        lg->nhandles++;
-        int rc = uv_fs_event_start(&w->ev, on_fs_event, dir[0] ? dir : "/", 0);
-        if (rc < 0) {
-            sc_warn("inotify unavailable for directory: polling only", SC_LS("dir", dir),
-                    SC_LERR(rc));
-            uv_close((uv_handle_t *)&w->ev, on_handle_closed);
-        } else {
-            sc_list_append(&lg->watches, &w->node);
-        }
+    if (lg->inotify_fd < 0 || strpbrk(dir, "*?[") != NULL) {
+        sc_free(dir);
+        return;
     }
-    sc_free(dir);
+    int wd = inotify_add_watch(lg->inotify_fd, dir,
+                               IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO | IN_MODIFY | IN_DELETE |
+                                   IN_ONLYDIR);
+    if (wd < 0) {
+        sc_warn("inotify unavailable for directory: polling only", SC_LS("dir", dir),
+                SC_LS("error", strerror(errno)));
+        sc_free(dir);
+        return;
+    }
+    struct logs_watch *w = SC_NEW(struct logs_watch);
+    w->wd = wd;
+    w->dir = dir;
+    w->base = sc_strdup(slash ? slash + 1 : pattern);
+    sc_list_append(&lg->watches, &w->node);
+}
+
+static void watch_paths(struct logs *lg)
+{
+    watches_free(lg);
+    for (size_t i = 0; i < lg->cfg->paths.n; i++) {
+        add_watch(lg, lg->cfg->paths.v[i]);
+    }
 }
 
 static void on_stdin_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -753,9 +866,18 @@ int logs_tail_start(struct logs *lg, char **err)
             return rc;
         }
     }
-    for (size_t i = 0; i < c->paths.n; i++) {
-        add_watch(lg, c->paths.v[i]);
+    lg->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (lg->inotify_fd < 0) {
+        sc_warn("inotify unavailable: polling only", SC_LS("error", strerror(errno)));
+    } else if (uv_poll_init(lg->loop, &lg->inotify_poll, lg->inotify_fd) == 0) {
+        lg->inotify_poll.data = lg;
+        lg->nhandles++;
+        uv_poll_start(&lg->inotify_poll, UV_READABLE, on_inotify);
+    } else {
+        close(lg->inotify_fd);
+        lg->inotify_fd = -1;
     }
+    watch_paths(lg);
     uv_timer_start(&lg->scan_timer, on_scan_timer, c->refresh_interval_ms, c->refresh_interval_ms);
     uv_timer_start(&lg->poll_timer, on_poll_timer, c->poll_interval_ms, c->poll_interval_ms);
     if (lg->ml_start || c->multiline_indent) {
@@ -779,6 +901,7 @@ void logs_tail_reconfigure(struct logs *lg)
         uint64_t iv = c->multiline_timeout_ms / 2 ? c->multiline_timeout_ms / 2 : 1;
         uv_timer_start(&lg->ml_timer, on_ml_timer, iv, iv);
     }
+    watch_paths(lg);
     scan(lg, false);
     logs_tail_read_all(lg);
 }
@@ -790,16 +913,96 @@ void logs_tail_stop(struct logs *lg)
     uv_timer_stop(&lg->ml_timer);
     uv_idle_stop(&lg->read_idle);
     struct sc_list *pos, *tmp;
-    sc_list_foreach(pos, tmp, &lg->watches)
-    {
-        struct logs_watch *w = sc_list_entry(pos, struct logs_watch, node);
-        sc_list_remove(&w->node);
-        uv_fs_event_stop(&w->ev);
-        uv_close((uv_handle_t *)&w->ev, on_handle_closed);
+    watches_free(lg);
+    if (lg->inotify_fd >= 0 && !uv_is_closing((uv_handle_t *)&lg->inotify_poll)) {
+        uv_poll_stop(&lg->inotify_poll);
+        uv_close((uv_handle_t *)&lg->inotify_poll, on_handle_closed);
     }
     stdin_stop(lg);
-    /* Complete multiline groups that are pending go out now; their lines are read. */
-    logs_tail_flush_multiline(lg, true);
+    /* Files created since the last scan are part of what the drain reads; each file is read up
+     * to its size now (what is written later waits for the next run). */
+    scan(lg, false);
+    sc_list_foreach(pos, tmp, &lg->files)
+    {
+        struct logs_file *f = sc_list_entry(pos, struct logs_file, node);
+        struct stat st;
+        f->drain_end = f->read_off;
+        if (f->fd >= 0 && fstat(f->fd, &st) == 0 && (uint64_t)st.st_size > f->read_off) {
+            f->drain_end = (uint64_t)st.st_size;
+        }
+    }
+}
+
+/* Ships what a file holds after its last newline and any pending multiline or CRI partial group:
+ * at the end of a drain the file is not going to be read again by this process. */
+static void flush_partial(struct logs *lg, struct logs_file *f)
+{
+    if (f->done) {
+        return;
+    }
+    if (f->buf.len && !f->skipping) {
+        struct sc_str line = strip_cr(sc_buf_str(&f->buf));
+        on_line(lg, f, line, false, f->read_off);
+        sc_buf_reset(&f->buf);
+    }
+    agg_flush(lg, f);
+    stamp_mark(lg, f);
+}
+
+bool logs_tail_drain(struct logs *lg)
+{
+    if (lg->drain_read) {
+        return true;
+    }
+    bool pending = false;
+    struct sc_list *pos, *tmp;
+    sc_list_foreach(pos, tmp, &lg->files)
+    {
+        struct logs_file *f = sc_list_entry(pos, struct logs_file, node);
+        if (f->done || f->drain_done || f->is_stdin) {
+            continue;
+        }
+        if (logs_backpressured(lg)) {
+            return false; /* an acknowledgement resumes the drain */
+        }
+        read_file(lg, f);
+        if (f->done || f->fd < 0 || f->at_eof || f->read_off >= f->drain_end) {
+            f->drain_done = true;
+        } else {
+            pending = true;
+        }
+    }
+    if (pending) {
+        uv_idle_start(&lg->read_idle, on_read_idle);
+        return false;
+    }
+    sc_list_foreach(pos, tmp, &lg->files)
+    {
+        flush_partial(lg, sc_list_entry(pos, struct logs_file, node));
+    }
+    lg->drain_read = true;
+    return true;
+}
+
+void logs_tail_resume_drain(struct logs *lg)
+{
+    if (!lg->stopped && !uv_is_closing((uv_handle_t *)&lg->read_idle)) {
+        uv_idle_start(&lg->read_idle, on_read_idle);
+    }
+}
+
+uint64_t logs_tail_unread(struct logs *lg)
+{
+    uint64_t n = 0;
+    struct sc_list *pos, *tmp;
+    sc_list_foreach(pos, tmp, &lg->files)
+    {
+        struct logs_file *f = sc_list_entry(pos, struct logs_file, node);
+        if (!f->done && !f->is_stdin) {
+            n += f->drain_end > f->emitted_off ? f->drain_end - f->emitted_off : 0;
+        }
+    }
+    return n;
 }
 
 static void on_commit_timer(uv_timer_t *t)
@@ -896,6 +1099,11 @@ void logs_tail_close(struct logs *lg)
         file_free(sc_list_entry(pos, struct logs_file, node));
     }
     lg->nfiles = 0;
+    watches_free(lg);
+    if (lg->inotify_fd >= 0 && !uv_is_closing((uv_handle_t *)&lg->inotify_poll)) {
+        uv_poll_stop(&lg->inotify_poll);
+        uv_close((uv_handle_t *)&lg->inotify_poll, on_handle_closed);
+    }
     uv_handle_t *hs[] = { (uv_handle_t *)&lg->poll_timer, (uv_handle_t *)&lg->scan_timer,
                           (uv_handle_t *)&lg->commit_timer, (uv_handle_t *)&lg->ml_timer,
                           (uv_handle_t *)&lg->read_idle };
