@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -430,6 +431,29 @@ void logs_out_done(struct logs_out *o, bool ok, bool retry, const char *reason)
     logs_on_ack(o->lg);
 }
 
+/* A process killed in the middle of a write can leave a file output ending in part of a line; the
+ * next record appended would be glued to it. Ends such a fragment with a newline, so that it is
+ * one damaged line and not two. */
+static void end_torn_line(int fd, const char *path)
+{
+    struct stat st;
+    char last;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
+        return; /* a FIFO or device has no last byte to look at */
+    }
+    int rfd = open(path, O_RDONLY | O_CLOEXEC);
+    if (rfd < 0) {
+        return;
+    }
+    if (pread(rfd, &last, 1, st.st_size - 1) == 1 && last != '\n' &&
+        sc_file_write_all(fd, "\n", 1) == 0) {
+        sc_warn("file output ended in a partial line (an earlier run was killed while writing); "
+                "terminated it",
+                SC_LS("path", path));
+    }
+    close(rfd);
+}
+
 int logs_out_new(struct logs *lg, const struct logs_output_cfg *cfg, struct logs_out **out,
                  char **err)
 {
@@ -452,6 +476,7 @@ int logs_out_new(struct logs *lg, const struct logs_output_cfg *cfg, struct logs
             *err = sc_asprintf("output %s: %s: %s", o->name, cfg->path, strerror(errno));
             goto fail;
         }
+        end_torn_line(o->fd, cfg->path);
     } else if (cfg->type == LOGS_O_STDOUT) {
         o->fd = 1;
     } else if (!cfg->url) {
