@@ -228,7 +228,7 @@ struct proxy_metrics {
     struct sc_metric_family *ucx_active;
     struct sc_metric_family *dcx_active;
     struct sc_metric_family *timeout;
-    struct sc_metric *log_dropped; /* access-log lines dropped (a slow or gone reader) */
+    struct sc_metric *log_dropped;     /* access-log lines dropped (a slow or gone reader) */
     struct sc_metric_family *overflow; /* proxy_policy.c */
     struct sc_metric_family *retry_overflow;
     struct sc_metric_family *ej_active;
@@ -311,8 +311,8 @@ struct proxy {
     atomic_int workers_done;
     atomic_int conns; /* client connections open, all workers */
     struct sc_list resolvers;
-    int log_fd;    /* the access log: stdout, or a non-blocking description of it */
-    bool log_sock; /* stdout is a socket: written with MSG_DONTWAIT */
+    int log_fd;              /* the access log: stdout, or a non-blocking description of it */
+    bool log_sock;           /* stdout is a socket: written with MSG_DONTWAIT */
     struct sc_list checkers; /* active health checks (proxy_health.c) */
     bool stopping;
     bool stopped;

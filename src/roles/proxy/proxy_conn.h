@@ -81,8 +81,8 @@ struct proxy_uconn {
     bool eof;
     bool idle_timer;     /* the timer runs for the pool idle timeout (also while borrowed) */
     uint64_t idle_since; /* when it last went back to the pool */
-    bool bk_cx;      /* counted in the cluster's connections (circuit breaker) */
-    bool bk_pending; /* counted in the cluster's pending requests until connected */
+    bool bk_cx;          /* counted in the cluster's connections (circuit breaker) */
+    bool bk_pending;     /* counted in the cluster's pending requests until connected */
 };
 
 struct proxy_req {
@@ -123,8 +123,8 @@ struct proxy_req {
     bool resp_keep_alive;
     bool expect;        /* the client sent Expect: 100-continue (HTTP/1.1): stripped upstream */
     bool sent_continue; /* the proxy answered it with its own 100 Continue */
-    bool rq_held;                    /* a max_requests slot of bst */
-    bool retry_held;                 /* a retry slot of bst */
+    bool rq_held;       /* a max_requests slot of bst */
+    bool retry_held;    /* a retry slot of bst */
     struct proxy_cluster_state *bst; /* the breakers the request holds slots of */
     char method[16];
     char path[256];
