@@ -54,14 +54,16 @@ bench:
 $(FUZZ_BUILD)/build.ninja:
 	CC=clang meson setup $(FUZZ_BUILD) -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false
 
-# Runs every libFuzzer target for FUZZ_SECONDS on its corpus (new inputs land in build-fuzz/).
+# Runs every libFuzzer target for FUZZ_SECONDS on its corpus (new inputs land in build-fuzz/);
+# undefined behaviour stops the run like a crash does.
 fuzz: deps $(FUZZ_BUILD)/build.ninja
 	ninja -C $(FUZZ_BUILD)
 	@for f in $(FUZZ_BUILD)/fuzz_*; do \
 	    t=$${f##*/fuzz_}; mkdir -p $(FUZZ_BUILD)/corpus-$$t; \
 	    echo "fuzzing $$t for $(FUZZ_SECONDS)s"; \
 	    dict=""; [ -f tests/fuzz/$$t.dict ] && dict=-dict=tests/fuzz/$$t.dict; \
-	    $$f -max_total_time=$(FUZZ_SECONDS) $$dict $(FUZZ_BUILD)/corpus-$$t tests/fuzz/corpus/$$t || exit 1; \
+	    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	        $$f -max_total_time=$(FUZZ_SECONDS) $$dict $(FUZZ_BUILD)/corpus-$$t tests/fuzz/corpus/$$t || exit 1; \
 	done
 
 fmt:
