@@ -25,11 +25,15 @@ struct source_info {
     size_t samples;
     bool honor;
     bool no_rules; /* the health families: static labels only, as Prometheus leaves "up" alone */
+    const struct prom_label *lbls; /* the labels added to its samples */
+    size_t nlbls;
+    const struct metrics_relabel *rules; /* its own metric_relabel_configs, before the global */
 };
 
 struct scrape {
     struct metrics_collection *c;
-    size_t idx;
+    size_t idx; /* of its set */
+    struct metrics_target *t;
     struct sc_egress_xfer *xfer;
     uint64_t start_ns;
     struct sc_buf body; /* streamed here, then adopted by the source's set: no copy */
@@ -38,6 +42,8 @@ struct scrape {
 
 struct metrics_collection {
     struct metrics_role *m;
+    struct metrics_conf *conf; /* the configuration it started with (a reference) */
+    struct sc_list waiters;
     struct metrics_snapshot *snap;
     struct scrape *scrapes;
     struct source_info *info; /* parallel to snap->sets */
@@ -50,13 +56,16 @@ static const struct sc_kv scrape_headers[] = {
                "*/*;q=0.1" },
 };
 
+/* Adds a source with the global static labels. */
 static struct prom_set *add_set(struct metrics_collection *c, const char *name, bool honor)
 {
     struct metrics_snapshot *s = c->snap;
     s->sets = sc_reallocarray(s->sets, s->nsets + 1, sizeof(*s->sets));
     c->info = sc_reallocarray(c->info, s->nsets + 1, sizeof(*c->info));
     prom_set_init(&s->sets[s->nsets]);
-    c->info[s->nsets] = (struct source_info){ .name = sc_strdup(name), .honor = honor };
+    c->info[s->nsets] = (struct source_info){
+        .name = sc_strdup(name), .honor = honor, .lbls = c->conf->lbls, .nlbls = c->conf->nlbls
+    };
     return &s->sets[s->nsets++];
 }
 
@@ -68,16 +77,16 @@ static void fail_set(struct metrics_collection *c, size_t i)
     c->info[i].samples = 0;
 }
 
-static struct prom_limits limits_of(const struct metrics_role *m)
+static struct prom_limits limits_of(const struct metrics_conf *conf)
 {
-    return (struct prom_limits){ .max_samples = (size_t)m->cfg->max_series, .max_labels = 128 };
+    return (struct prom_limits){ .max_samples = (size_t)conf->cfg.max_series, .max_labels = 128 };
 }
 
 /* Parses <body> into set <i>; on failure the set is emptied and the reason logged. */
 static void parse_into(struct metrics_collection *c, size_t i, const char *p, size_t len,
                        enum prom_format fmt, const char *what)
 {
-    struct prom_limits lim = limits_of(c->m);
+    struct prom_limits lim = limits_of(c->conf);
     struct prom_error e;
     int rc = prom_parse(&c->snap->sets[i], p, len, fmt, &lim, &e);
     if (rc) {
@@ -127,7 +136,7 @@ static void on_scrape(void *arg, const struct sc_egress_resp *resp)
                                    ? PROM_FMT_OPENMETRICS
                                    : PROM_FMT_TEXT;
         size_t len = s->body.len;
-        c->m->targets[s->idx].last_body = len;
+        s->t->last_body = len;
         char *p = s->body.len ? sc_realloc(s->body.p, s->body.len) : NULL; /* drop the slack */
         sc_buf_init(&s->body, 0);
         if (p) {
@@ -151,7 +160,7 @@ static int cmp_names(const void *a, const void *b)
  * in a newline is taken as partly written and reported like a malformed one. */
 static void read_textfiles(struct metrics_collection *c)
 {
-    const char *dir = c->m->cfg->textfile_dir;
+    const char *dir = c->conf->cfg.textfile_dir;
     DIR *d = opendir(dir);
     if (!d) {
         sc_warn("textfile directory unreadable", SC_LS("dir", dir), SC_LERR(-errno));
@@ -175,7 +184,7 @@ static void read_textfiles(struct metrics_collection *c)
     for (size_t i = 0; i < n; i++) {
         uint64_t t0 = uv_hrtime();
         char *src = sc_asprintf("textfile:%s", names[i]);
-        add_set(c, src, c->m->cfg->honor_labels);
+        add_set(c, src, c->conf->cfg.honor_labels);
         size_t idx = c->snap->nsets - 1;
         sc_free(src);
         char *path = sc_asprintf("%s/%s", dir, names[i]);
@@ -190,7 +199,7 @@ static void read_textfiles(struct metrics_collection *c)
             reason = "cannot open";
         } else if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
             reason = "not a regular file";
-        } else if ((uint64_t)st.st_size > c->m->cfg->max_scrape_bytes) {
+        } else if ((uint64_t)st.st_size > c->conf->cfg.max_scrape_bytes) {
             reason = "file over max_scrape_bytes";
         } else {
             /* Read straight into the set's arena so the parser need not copy it. */
@@ -236,7 +245,7 @@ static void read_textfiles(struct metrics_collection *c)
 static void read_self(struct metrics_collection *c)
 {
     uint64_t t0 = uv_hrtime();
-    add_set(c, "sidecar", c->m->cfg->honor_labels);
+    add_set(c, "sidecar", c->conf->cfg.honor_labels);
     size_t idx = c->snap->nsets - 1;
     struct sc_buf b;
     sc_buf_init(&b, 16u << 20);
@@ -291,12 +300,11 @@ static void add_meta(struct metrics_collection *c)
 
 /* Adds our static labels: a scraped label of the same name is kept as exported_<name> unless the
  * source honors its labels, in which case the scraped one wins. */
-static void add_static(struct metrics_role *m, struct metrics_lbls *l, bool honor)
+static void add_static(const struct source_info *si, struct metrics_lbls *l, bool honor)
 {
-    const struct sc_kvv *st = &m->labels;
-    for (size_t i = 0; i < st->n; i++) {
-        struct sc_str k = sc_str_c(st->v[i].key);
-        struct sc_str v = sc_str_c(st->v[i].value);
+    for (size_t i = 0; i < si->nlbls; i++) {
+        struct sc_str k = si->lbls[i].name;
+        struct sc_str v = si->lbls[i].value;
         struct sc_str have = metrics_lbls_get(l, k);
         if (have.p) {
             if (honor) {
@@ -317,15 +325,19 @@ static void add_static(struct metrics_role *m, struct metrics_lbls *l, bool hono
 static void merge(struct metrics_collection *c)
 {
     struct metrics_role *m = c->m;
+    const struct metrics_conf *conf = c->conf;
+    const size_t max_series = (size_t)conf->cfg.max_series;
     struct metrics_snapshot *snap = c->snap;
     struct prom_set *out = &snap->out;
     struct metrics_lbls l = { .arena_set = out };
-    bool plain = m->labels.n == 0 && m->relabel == NULL;
     size_t total = 0;
     uint64_t dropped = 0;
     for (size_t si = 0; si < snap->nsets; si++) {
         struct prom_set *s = &snap->sets[si];
-        bool honor = c->info[si].honor;
+        const struct source_info *info = &c->info[si];
+        bool honor = info->honor;
+        bool plain =
+            info->nlbls == 0 && (info->no_rules || (conf->relabel == NULL && !info->rules));
         for (size_t fi = 0; fi < s->nfams; fi++) {
             struct prom_family *f = s->fams[fi];
             if (f->nsamples == 0) {
@@ -353,7 +365,7 @@ static void merge(struct metrics_collection *c)
             if (!of->unit.len) {
                 of->unit = f->unit;
             }
-            if (plain && fresh && total + f->nsamples <= (size_t)m->cfg->max_series) {
+            if (plain && fresh && total + f->nsamples <= max_series) {
                 /* Nothing to change: the output shares the source's samples. */
                 prom_family_share(out, of, f);
                 total += f->nsamples;
@@ -361,7 +373,7 @@ static void merge(struct metrics_collection *c)
             }
             for (size_t k = 0; k < f->nsamples; k++) {
                 const struct prom_sample *sm = &f->samples[k];
-                if (total >= (size_t)m->cfg->max_series) {
+                if (total >= max_series) {
                     dropped++;
                     continue;
                 }
@@ -375,8 +387,10 @@ static void merge(struct metrics_collection *c)
                 for (uint32_t j = 0; j < sm->nlabels; j++) {
                     metrics_lbls_set(&l, sm->labels[j].name, sm->labels[j].value);
                 }
-                add_static(m, &l, honor);
-                if (!c->info[si].no_rules && !metrics_relabel_apply(m->relabel, &l)) {
+                add_static(info, &l, honor);
+                if (!info->no_rules &&
+                    ((info->rules && !metrics_relabel_apply(info->rules, &l)) ||
+                     (conf->relabel && !metrics_relabel_apply(conf->relabel, &l)))) {
                     continue;
                 }
                 struct sc_str name = metrics_lbls_get(&l, SC_STR("__name__"));
@@ -409,7 +423,7 @@ static void merge(struct metrics_collection *c)
     }
     if (dropped) {
         sc_warn("series cap reached: samples dropped", SC_LU("dropped", dropped),
-                SC_LI("max_series", m->cfg->max_series));
+                SC_LI("max_series", conf->cfg.max_series));
         sc_counter_add(m->m_dropped_series, dropped);
     }
     sc_free(l.v);
@@ -418,19 +432,20 @@ static void merge(struct metrics_collection *c)
 static void finish(struct metrics_collection *c)
 {
     struct metrics_role *m = c->m;
-    if (m->cfg->textfile_dir) {
+    const struct metrics_conf *conf = c->conf;
+    if (conf->cfg.textfile_dir) {
         read_textfiles(c);
     }
     if (m->statsd) {
         uint64_t t0 = uv_hrtime();
-        struct prom_set *set = add_set(c, "statsd", m->cfg->honor_labels);
+        struct prom_set *set = add_set(c, "statsd", conf->cfg.honor_labels);
         size_t idx = c->snap->nsets - 1;
         metrics_statsd_collect(m->statsd, set);
         c->info[idx].up = true;
         c->info[idx].samples = set->nsamples;
         c->info[idx].seconds = (double)(uv_hrtime() - t0) / 1e9;
     }
-    if (m->cfg->self_metrics) {
+    if (conf->cfg.self_metrics) {
         read_self(c);
     }
     add_meta(c);
@@ -442,26 +457,34 @@ static void finish(struct metrics_collection *c)
     c->snap->wall_ms = tv.tv_sec * 1000 + tv.tv_usec / 1000;
     sc_counter_inc(m->m_collections);
 
-    metrics_snapshot_unref(m->last);
-    m->last = c->snap;
-    m->running = NULL;
-    for (size_t i = 0; i < c->snap->nsets; i++) {
+    /* The snapshot keeps the configuration its samples borrow labels from. */
+    struct metrics_snapshot *snap = c->snap;
+    snap->conf = c->conf;
+    c->conf = NULL;
+    if (m->running == c) {
+        /* Still the current configuration: the snapshot answers scrapes for cache_ms. A
+         * collection a reload left behind only answers those that waited for it. */
+        metrics_snapshot_unref(m->last);
+        m->last = snap;
+        metrics_snapshot_ref(snap);
+        m->running = NULL;
+    }
+    for (size_t i = 0; i < snap->nsets; i++) {
         sc_free(c->info[i].name);
     }
     sc_free(c->info);
     sc_free(c->scrapes);
-    sc_free(c);
 
-    /* Callbacks may start another collection (and so link new waiters): take the list first. */
+    /* Callbacks may start another collection (and so link new waiters elsewhere): take the list
+     * first. */
     struct sc_list ready;
     sc_list_init(&ready);
-    while (!sc_list_empty(&m->waiters)) {
-        struct sc_list *n = m->waiters.next;
+    while (!sc_list_empty(&c->waiters)) {
+        struct sc_list *n = c->waiters.next;
         sc_list_remove(n);
         sc_list_append(&ready, n);
     }
-    struct metrics_snapshot *snap = m->last;
-    metrics_snapshot_ref(snap);
+    sc_free(c);
     while (!sc_list_empty(&ready)) {
         struct metrics_waiter *w = sc_list_entry(ready.next, struct metrics_waiter, link);
         sc_list_remove(&w->link);
@@ -470,57 +493,67 @@ static void finish(struct metrics_collection *c)
     metrics_snapshot_unref(snap);
 }
 
-static void start_collection(struct metrics_role *m)
+static struct metrics_collection *start_collection(struct metrics_role *m)
 {
     /* The cached snapshot is stale: let it go now rather than after the new one is built, so
      * two full snapshots are not held at once (readers still writing it keep their reference). */
     metrics_snapshot_unref(m->last);
     m->last = NULL;
+    struct metrics_conf *conf = m->conf;
     struct metrics_collection *c = SC_NEW(struct metrics_collection);
     c->m = m;
+    c->conf = conf;
+    metrics_conf_ref(conf);
+    sc_list_init(&c->waiters);
     c->snap = SC_NEW(struct metrics_snapshot);
     c->snap->refs = 1;
     prom_set_init(&c->snap->out);
     m->running = c;
-    c->scrapes = sc_calloc(m->ntargets ? m->ntargets : 1, sizeof(*c->scrapes));
-    c->pending = m->ntargets + 1;
-    for (size_t i = 0; i < m->ntargets; i++) {
-        add_set(c, m->targets[i].source, m->targets[i].cfg->honor_labels);
+    c->scrapes = sc_calloc(conf->ntargets ? conf->ntargets : 1, sizeof(*c->scrapes));
+    size_t nscrapes = 0;
+    for (size_t i = 0; i < conf->ntargets; i++) {
+        struct metrics_target *t = &conf->targets[i];
+        if (t->dropped) {
+            continue;
+        }
+        add_set(c, t->source, t->cfg->honor_labels);
+        struct source_info *si = &c->info[c->snap->nsets - 1];
+        si->lbls = t->lbls;
+        si->nlbls = t->nlbls;
+        si->rules = t->metric_relabel;
+        c->scrapes[nscrapes++] = (struct scrape){ .c = c, .idx = c->snap->nsets - 1, .t = t };
     }
-    for (size_t i = 0; i < m->ntargets; i++) {
-        const struct metrics_target_cfg *tc = m->targets[i].cfg;
+    c->pending = nscrapes + 1;
+    for (size_t i = 0; i < nscrapes; i++) {
         struct scrape *s = &c->scrapes[i];
-        s->c = c;
-        s->idx = i;
+        const struct metrics_target_cfg *tc = s->t->cfg;
         s->start_ns = uv_hrtime();
-        sc_buf_init(&s->body, m->cfg->max_scrape_bytes);
-        size_t guess = m->targets[i].last_body + m->targets[i].last_body / 8 + 4096;
+        sc_buf_init(&s->body, conf->cfg.max_scrape_bytes);
+        size_t guess = s->t->last_body + s->t->last_body / 8 + 4096;
         (void)sc_buf_reserve(&s->body, guess < s->body.max ? guess : s->body.max);
         struct sc_egress_req req = {
             .method = "GET",
-            .url = tc->url,
+            .url = s->t->url,
             .headers = scrape_headers,
             .nheaders = SC_ARRAY_LEN(scrape_headers),
             .timeout_ms = tc->timeout_ms,
             .connect_timeout_ms = tc->timeout_ms < 5000 ? tc->timeout_ms : 5000,
-            .max_response = m->cfg->max_scrape_bytes,
+            .max_response = conf->cfg.max_scrape_bytes,
             .bearer_token = tc->bearer_token,
             .basic_user = tc->basic_user,
             .basic_password = tc->basic_password,
-            .tls = &m->targets[i].tls,
+            .tls = &s->t->tls,
             .on_data = on_body,
         };
         int rc = sc_egress_send(m->egress, &req, on_scrape, s, &s->xfer);
         if (rc) {
             sc_buf_cleanup(&s->body);
-            sc_warn("scrape not started", SC_LS("source", m->targets[i].source), SC_LERR(rc));
-            fail_set(c, i);
+            sc_warn("scrape not started", SC_LS("source", s->t->source), SC_LERR(rc));
+            fail_set(c, s->idx);
             c->pending--;
         }
     }
-    if (--c->pending == 0) {
-        finish(c);
-    }
+    return c;
 }
 
 void metrics_collect(struct metrics_role *m, struct metrics_waiter *w, metrics_snapshot_cb cb,
@@ -537,15 +570,27 @@ void metrics_collect(struct metrics_role *m, struct metrics_waiter *w, metrics_s
         metrics_snapshot_unref(snap);
         return;
     }
-    sc_list_append(&m->waiters, &w->link);
-    if (!m->running) {
-        start_collection(m);
+    if (m->running) {
+        sc_list_append(&m->running->waiters, &w->link);
+        return;
+    }
+    struct metrics_collection *c = start_collection(m);
+    sc_list_append(&c->waiters, &w->link);
+    if (--c->pending == 0) {
+        finish(c);
     }
 }
 
 void metrics_collect_cancel(struct metrics_waiter *w)
 {
     sc_list_remove(&w->link);
+}
+
+void metrics_collect_forget(struct metrics_role *m)
+{
+    metrics_snapshot_unref(m->last);
+    m->last = NULL;
+    m->running = NULL;
 }
 
 void metrics_snapshot_ref(struct metrics_snapshot *snap)
@@ -565,5 +610,6 @@ void metrics_snapshot_unref(struct metrics_snapshot *snap)
         prom_set_cleanup(&snap->sets[i]);
     }
     sc_free(snap->sets);
+    metrics_conf_unref(snap->conf);
     sc_free(snap);
 }
