@@ -742,7 +742,6 @@ static int metrics_start(struct sc_app *app, const void *cfgp, void **state, cha
     m->m_requests = sc_metrics_counter(reg, "sidecar_metrics_exposition_requests_total",
                                        "Requests to the exposition endpoint.");
 
-    m->egress = sc_egress_new(m->loop);
     rc = metrics_http_start(m, &m->http, err);
     if (rc) {
         goto fail;
@@ -870,8 +869,17 @@ static int metrics_reload(struct sc_app *app, void *state, const void *cfgp, cha
     return 0;
 }
 
+struct sc_egress *metrics_egress(struct metrics_role *m)
+{
+    if (!m->egress && !m->finished) {
+        m->egress = sc_egress_new(m->loop);
+    }
+    return m->egress;
+}
+
 static void finish_stop(struct metrics_role *m)
 {
+    m->finished = true;
     sc_egress_close(m->egress);
     m->egress = NULL;
     sc_app_stopped(m->app, 0);
@@ -904,8 +912,8 @@ static void metrics_stop(struct sc_app *app, void *state, bool now)
             return;
         }
     }
-    if (m->egress == NULL) {
-        return; /* already finished */
+    if (m->finished) {
+        return;
     }
     metrics_push_stop(m->push, now);
     metrics_rw_stop(m->rw, now);

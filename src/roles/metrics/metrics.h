@@ -230,7 +230,7 @@ struct metrics_role {
     uv_loop_t *loop;
     struct metrics_conf *conf;     /* the current configuration (one reference) */
     const struct metrics_cfg *cfg; /* &conf->cfg, for what reads it synchronously */
-    struct sc_egress *egress;
+    struct sc_egress *egress;      /* created on first use: libcurl is loaded only when needed */
     struct metrics_statsd *statsd;
     struct metrics_snapshot *last;
     struct metrics_collection *running;
@@ -238,6 +238,7 @@ struct metrics_role {
     struct metrics_push *push;
     struct metrics_rw *rw;
     bool stopping;
+    bool finished;     /* the drain is over */
     int pending_stops; /* pushers still doing their final work */
     /* admin registry */
     struct sc_metric *m_collections;
@@ -321,6 +322,10 @@ struct metrics_statsd_line {
  * rates outside (0, 1], empty tag names and more than METRICS_STATSD_MAX_TAGS tags. Returns true
  * when the line is well-formed. */
 bool metrics_statsd_parse(struct sc_str line, struct metrics_statsd_line *out);
+
+/* Returns the role's egress client, creating it (and loading libcurl) on first use; NULL when
+ * libcurl cannot be loaded (logged) or the drain is over. */
+struct sc_egress *metrics_egress(struct metrics_role *m);
 
 /* Called by a pusher when its final push is over and its handles are closed. */
 void metrics_role_push_done(struct metrics_role *m);

@@ -28,6 +28,7 @@ struct source_info {
     const struct prom_label *lbls; /* the labels added to its samples */
     size_t nlbls;
     const struct metrics_relabel *rules; /* its own metric_relabel_configs, before the global */
+    size_t extra; /* free label slots the parser left after each sample's labels */
 };
 
 struct scrape {
@@ -87,6 +88,9 @@ static void parse_into(struct metrics_collection *c, size_t i, const char *p, si
                        enum prom_format fmt, const char *what)
 {
     struct prom_limits lim = limits_of(c->conf);
+    /* Room for the static labels, so that adding them needs no second labels array. */
+    lim.extra_labels = c->info[i].nlbls < 64 ? c->info[i].nlbls : 0;
+    c->info[i].extra = lim.extra_labels;
     struct prom_error e;
     int rc = prom_parse(&c->snap->sets[i], p, len, fmt, &lim, &e);
     if (rc) {
@@ -322,6 +326,51 @@ static void add_static(const struct source_info *si, struct metrics_lbls *l, boo
     }
 }
 
+/* Relabels sample <sm> of a source (static labels, the source's rules, the global rules) and
+ * writes the result back into it: into its own labels array when the result fits in <cap> slots
+ * (the parser leaves room for the static labels), else into a new one in <out>'s arena. Returns
+ * false when the rules drop it or leave it without a valid name. */
+static bool relabel_sample(const struct metrics_conf *conf, const struct source_info *info,
+                           struct metrics_lbls *l, struct prom_sample *sm, size_t cap,
+                           struct prom_set *out)
+{
+    l->n = 0;
+    metrics_lbls_set(l, SC_STR("__name__"), sm->name);
+    for (uint32_t j = 0; j < sm->nlabels; j++) {
+        metrics_lbls_set(l, sm->labels[j].name, sm->labels[j].value);
+    }
+    add_static(info, l, info->honor);
+    if (!info->no_rules && ((info->rules && !metrics_relabel_apply(info->rules, l)) ||
+                            (conf->relabel && !metrics_relabel_apply(conf->relabel, l)))) {
+        return false;
+    }
+    struct sc_str name = metrics_lbls_get(l, SC_STR("__name__"));
+    if (!name.p || !prom_valid_name(name, false)) {
+        return false;
+    }
+    size_t nl = 0;
+    for (size_t j = 0; j < l->n; j++) {
+        nl += !(l->v[j].name.len >= 2 && l->v[j].name.p[0] == '_' && l->v[j].name.p[1] == '_');
+    }
+    if (nl > cap) {
+        sm->labels = prom_alloc(out, nl * sizeof(*sm->labels));
+    }
+    uint32_t k = 0;
+    for (size_t j = 0; j < l->n; j++) {
+        if (l->v[j].name.len >= 2 && l->v[j].name.p[0] == '_' && l->v[j].name.p[1] == '_') {
+            continue; /* __name__ and other reserved labels go after relabeling */
+        }
+        sm->labels[k++] = l->v[j];
+    }
+    sm->nlabels = k;
+    sm->name = name;
+    return true;
+}
+
+/* Merges every source into snap->out. A source's samples are rewritten in place (the snapshot
+ * owns its sources and nothing else reads them), and the output family shares the source's
+ * array when it is the family's first, so a relabeled output costs no second copy of the
+ * samples. */
 static void merge(struct metrics_collection *c)
 {
     struct metrics_role *m = c->m;
@@ -335,7 +384,6 @@ static void merge(struct metrics_collection *c)
     for (size_t si = 0; si < snap->nsets; si++) {
         struct prom_set *s = &snap->sets[si];
         const struct source_info *info = &c->info[si];
-        bool honor = info->honor;
         bool plain =
             info->nlbls == 0 && (info->no_rules || (conf->relabel == NULL && !info->rules));
         for (size_t fi = 0; fi < s->nfams; fi++) {
@@ -346,13 +394,12 @@ static void merge(struct metrics_collection *c)
             struct prom_family *of = prom_find(out, f->name);
             if (of && of->type != f->type && of->nsamples) {
                 sc_warn("metric family type conflict: dropping the later source's family",
-                        SC_LSN("family", f->name.p, f->name.len), SC_LS("source", c->info[si].name),
+                        SC_LSN("family", f->name.p, f->name.len), SC_LS("source", info->name),
                         SC_LS("type", prom_type_name(f->type, 0)),
                         SC_LS("kept_type", prom_type_name(of->type, 0)));
                 sc_counter_inc(m->m_conflicts);
                 continue;
             }
-            bool fresh = !of;
             if (!of) {
                 of = prom_family_get(out, f->name, f->type);
             }
@@ -365,59 +412,48 @@ static void merge(struct metrics_collection *c)
             if (!of->unit.len) {
                 of->unit = f->unit;
             }
+            bool fresh = of->nsamples == 0;
             if (plain && fresh && total + f->nsamples <= max_series) {
                 /* Nothing to change: the output shares the source's samples. */
                 prom_family_share(out, of, f);
                 total += f->nsamples;
                 continue;
             }
+            /* Kept samples move down in f's own array; those a rule renames into another
+             * family are copied there. */
+            size_t kept = 0;
             for (size_t k = 0; k < f->nsamples; k++) {
-                const struct prom_sample *sm = &f->samples[k];
+                struct prom_sample sm = f->samples[k];
                 if (total >= max_series) {
                     dropped++;
                     continue;
                 }
-                if (plain) {
-                    *prom_sample_add(out, of) = *sm;
-                    total++;
+                if (!plain && !relabel_sample(conf, info, &l, &sm, sm.nlabels + info->extra, out)) {
                     continue;
                 }
-                l.n = 0;
-                metrics_lbls_set(&l, SC_STR("__name__"), sm->name);
-                for (uint32_t j = 0; j < sm->nlabels; j++) {
-                    metrics_lbls_set(&l, sm->labels[j].name, sm->labels[j].value);
-                }
-                add_static(info, &l, honor);
-                if (!info->no_rules &&
-                    ((info->rules && !metrics_relabel_apply(info->rules, &l)) ||
-                     (conf->relabel && !metrics_relabel_apply(conf->relabel, &l)))) {
-                    continue;
-                }
-                struct sc_str name = metrics_lbls_get(&l, SC_STR("__name__"));
-                if (!name.p || !prom_valid_name(name, false)) {
-                    continue;
-                }
-                struct prom_family *tf = of;
-                if (!sc_str_eq(name, sm->name)) {
-                    /* Renamed by a rule: it joins the family of its new name. */
-                    tf = prom_family_get(out, name, PROM_UNTYPED);
-                }
-                struct prom_sample *ns = prom_sample_add(out, tf);
-                ns->name = name;
-                ns->value = sm->value;
-                ns->has_ts = sm->has_ts;
-                ns->ts_ms = sm->ts_ms;
-                ns->labels = prom_alloc(out, (l.n ? l.n : 1) * sizeof(*ns->labels));
-                uint32_t nl = 0;
-                for (size_t j = 0; j < l.n; j++) {
-                    if (l.v[j].name.len >= 2 && l.v[j].name.p[0] == '_' &&
-                        l.v[j].name.p[1] == '_') {
-                        continue; /* __name__ and other reserved labels go after relabeling */
-                    }
-                    ns->labels[nl++] = l.v[j];
-                }
-                ns->nlabels = nl;
                 total++;
+                struct prom_family *tf = of;
+                if (!sc_str_eq(sm.name, f->samples[k].name)) {
+                    /* Renamed by a rule: it joins the family of its new name. */
+                    tf = prom_family_get(out, sm.name, PROM_UNTYPED);
+                }
+                if (tf == of) {
+                    f->samples[kept++] = sm;
+                } else {
+                    *prom_sample_add(out, tf) = sm;
+                }
+            }
+            s->nsamples -= f->nsamples - kept;
+            f->nsamples = kept;
+            if (kept == 0) {
+                continue;
+            }
+            if (of->nsamples == 0) {
+                prom_family_share(out, of, f);
+            } else {
+                for (size_t k = 0; k < kept; k++) {
+                    *prom_sample_add(out, of) = f->samples[k];
+                }
             }
         }
     }
@@ -545,7 +581,7 @@ static struct metrics_collection *start_collection(struct metrics_role *m)
             .tls = &s->t->tls,
             .on_data = on_body,
         };
-        int rc = sc_egress_send(m->egress, &req, on_scrape, s, &s->xfer);
+        int rc = sc_egress_send(metrics_egress(m), &req, on_scrape, s, &s->xfer);
         if (rc) {
             sc_buf_cleanup(&s->body);
             sc_warn("scrape not started", SC_LS("source", s->t->source), SC_LERR(rc));

@@ -163,7 +163,7 @@ static void on_push_snapshot(void *arg, struct metrics_snapshot *snap)
         .body_len = p->body.len,
         .timeout_ms = p->timeout_ms,
     };
-    int rc = sc_egress_send(p->m->egress, &req, on_pushed, p, &p->xfer);
+    int rc = sc_egress_send(metrics_egress(p->m), &req, on_pushed, p, &p->xfer);
     if (rc) {
         sc_warn("pushgateway push not started", SC_LERR(rc));
         if (p->stopping) {
@@ -588,7 +588,7 @@ static void rw_send(struct metrics_rw *w)
         .basic_user = rc->basic_user,
         .basic_password = rc->basic_password,
     };
-    int err = sc_egress_send(w->m->egress, &req, on_rw_sent, w, &w->xfer);
+    int err = sc_egress_send(metrics_egress(w->m), &req, on_rw_sent, w, &w->xfer);
     if (err == 0) {
         w->xfer_conf = w->conf; /* the request borrows its URL and credentials */
         metrics_conf_ref(w->xfer_conf);

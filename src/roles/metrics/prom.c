@@ -797,9 +797,11 @@ static int parse_sample(struct parser *ps)
     sm->has_ts = has_ts;
     sm->ts_ms = ts;
     sm->nlabels = (uint32_t)nl;
-    if (nl) {
-        sm->labels = prom_alloc(ps->s, nl * sizeof(*sm->labels));
-        memcpy(sm->labels, ps->tmp, nl * sizeof(*sm->labels));
+    if (nl + ps->lim->extra_labels) {
+        sm->labels = prom_alloc(ps->s, (nl + ps->lim->extra_labels) * sizeof(*sm->labels));
+        if (nl) {
+            memcpy(sm->labels, ps->tmp, nl * sizeof(*sm->labels));
+        }
     }
     return 0;
 }

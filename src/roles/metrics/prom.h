@@ -70,8 +70,10 @@ struct prom_arena {
 };
 
 struct prom_limits {
-    size_t max_samples; /* over it: the parse fails */
-    size_t max_labels;  /* per sample */
+    size_t max_samples;  /* over it: the parse fails */
+    size_t max_labels;   /* per sample */
+    size_t extra_labels; /* free slots left after each sample's labels (its labels array holds
+                            nlabels + extra_labels), so labels can be added later in place */
 };
 
 struct prom_set {
