@@ -37,8 +37,11 @@ struct scrape {
     struct metrics_target *t;
     struct sc_egress_xfer *xfer;
     uint64_t start_ns;
-    struct sc_buf body; /* streamed here, then adopted by the source's set: no copy */
+    struct prom_stream *stream; /* the body is parsed as it arrives and never held whole */
+    uint64_t bytes;
     bool toobig;
+    bool malformed;
+    struct prom_error perr;
 };
 
 struct metrics_collection {
@@ -83,19 +86,24 @@ static struct prom_limits limits_of(const struct metrics_conf *conf)
     return (struct prom_limits){ .max_samples = (size_t)conf->cfg.max_series, .max_labels = 128 };
 }
 
-/* Parses <body> into set <i>; on failure the set is emptied and the reason logged. */
-static void parse_into(struct metrics_collection *c, size_t i, const char *p, size_t len,
-                       enum prom_format fmt, const char *what)
+/* The limits for parsing source <i>, with room left for its static labels so that adding them
+ * needs no second labels array. */
+static struct prom_limits source_limits(struct metrics_collection *c, size_t i)
 {
     struct prom_limits lim = limits_of(c->conf);
-    /* Room for the static labels, so that adding them needs no second labels array. */
     lim.extra_labels = c->info[i].nlbls < 64 ? c->info[i].nlbls : 0;
     c->info[i].extra = lim.extra_labels;
-    struct prom_error e;
-    int rc = prom_parse(&c->snap->sets[i], p, len, fmt, &lim, &e);
+    return lim;
+}
+
+/* Records the outcome of parsing source <i> (<rc>, <e>); on failure the set is emptied and the
+ * reason logged. */
+static void parsed(struct metrics_collection *c, size_t i, int rc, const struct prom_error *e,
+                   const char *what)
+{
     if (rc) {
         sc_warn("source malformed", SC_LS("source", c->info[i].name), SC_LS("what", what),
-                SC_LU("line", e.line), SC_LU("col", e.col), SC_LS("reason", e.msg));
+                SC_LU("line", e->line), SC_LU("col", e->col), SC_LS("reason", e->msg));
         fail_set(c, i);
         return;
     }
@@ -103,13 +111,47 @@ static void parse_into(struct metrics_collection *c, size_t i, const char *p, si
     c->info[i].samples = c->snap->sets[i].nsamples;
 }
 
+/* Parses <body> into set <i> at once (the small, in-memory registry). */
+static void parse_into(struct metrics_collection *c, size_t i, const char *p, size_t len,
+                       enum prom_format fmt, const char *what)
+{
+    struct prom_limits lim = source_limits(c, i);
+    struct prom_error e;
+    int rc = prom_parse(&c->snap->sets[i], p, len, fmt, &lim, &e);
+    parsed(c, i, rc, &e, what);
+}
+
+static enum prom_format format_of(struct sc_str ct)
+{
+    return ct.len >= 28 && sc_str_caseeq(sc_str_n(ct.p, 28), SC_STR("application/openmetrics-text"))
+               ? PROM_FMT_OPENMETRICS
+               : PROM_FMT_TEXT;
+}
+
+static void scrape_stream(struct scrape *s, enum prom_format fmt)
+{
+    struct metrics_collection *c = s->c;
+    struct prom_limits lim = source_limits(c, s->idx);
+    s->stream =
+        prom_stream_new(&c->snap->sets[s->idx], fmt, &lim, (size_t)c->conf->cfg.max_scrape_bytes);
+}
+
 static void finish(struct metrics_collection *c);
 
 static bool on_body(void *arg, const char *p, size_t len)
 {
     struct scrape *s = arg;
-    if (sc_buf_append(&s->body, p, len) != 0) {
+    s->bytes += len;
+    if (s->bytes > s->c->conf->cfg.max_scrape_bytes) {
         s->toobig = true;
+        return false;
+    }
+    if (!s->stream) {
+        /* The headers are complete once the body starts: the format is known. */
+        scrape_stream(s, format_of(sc_egress_xfer_header(s->xfer, "Content-Type")));
+    }
+    if (prom_stream_feed(s->stream, p, len, &s->perr) != 0) {
+        s->malformed = true; /* no use reading the rest */
         return false;
     }
     return true;
@@ -121,7 +163,7 @@ static void on_scrape(void *arg, const struct sc_egress_resp *resp)
     struct metrics_collection *c = s->c;
     s->xfer = NULL;
     c->info[s->idx].seconds = (double)(uv_hrtime() - s->start_ns) / 1e9;
-    if (resp->error && !s->toobig) {
+    if (resp->error && !s->toobig && !s->malformed) {
         sc_warn("scrape failed", SC_LS("source", c->info[s->idx].name), SC_LERR(resp->error),
                 SC_LS("reason", resp->error_msg ? resp->error_msg : ""));
         fail_set(c, s->idx);
@@ -133,22 +175,18 @@ static void on_scrape(void *arg, const struct sc_egress_resp *resp)
         sc_warn("scrape failed", SC_LS("source", c->info[s->idx].name),
                 SC_LS("reason", "response over max_scrape_bytes"));
         fail_set(c, s->idx);
+    } else if (s->malformed) {
+        parsed(c, s->idx, SC_EINVAL, &s->perr, "response");
     } else {
-        struct sc_str ct = sc_egress_resp_header(resp, "Content-Type");
-        enum prom_format fmt = ct.len >= 28 && sc_str_caseeq(sc_str_n(ct.p, 28),
-                                                             SC_STR("application/openmetrics-text"))
-                                   ? PROM_FMT_OPENMETRICS
-                                   : PROM_FMT_TEXT;
-        size_t len = s->body.len;
-        s->t->last_body = len;
-        char *p = s->body.len ? sc_realloc(s->body.p, s->body.len) : NULL; /* drop the slack */
-        sc_buf_init(&s->body, 0);
-        if (p) {
-            prom_adopt(&c->snap->sets[s->idx], p, len);
+        if (!s->stream) {
+            scrape_stream(s, format_of(sc_egress_resp_header(resp, "Content-Type")));
         }
-        parse_into(c, s->idx, p ? p : "", len, fmt, "response");
+        struct prom_error e;
+        int rc = prom_stream_end(s->stream, &e);
+        parsed(c, s->idx, rc, &e, "response");
     }
-    sc_buf_cleanup(&s->body);
+    prom_stream_free(s->stream);
+    s->stream = NULL;
     if (--c->pending == 0) {
         finish(c);
     }
@@ -164,6 +202,7 @@ static int cmp_names(const void *a, const void *b)
  * in a newline is taken as partly written and reported like a malformed one. */
 static void read_textfiles(struct metrics_collection *c)
 {
+    static char block[64 * 1024]; /* the loop is single-threaded and this is not reentrant */
     const char *dir = c->conf->cfg.textfile_dir;
     DIR *d = opendir(dir);
     if (!d) {
@@ -193,10 +232,10 @@ static void read_textfiles(struct metrics_collection *c)
         sc_free(src);
         char *path = sc_asprintf("%s/%s", dir, names[i]);
         int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-        char *data = NULL;
-        size_t len = 0;
         const char *reason = NULL;
         int err = 0;
+        int prc = 0;
+        struct prom_error pe = { 0 };
         struct stat st;
         if (fd < 0) {
             err = -errno;
@@ -206,11 +245,16 @@ static void read_textfiles(struct metrics_collection *c)
         } else if ((uint64_t)st.st_size > c->conf->cfg.max_scrape_bytes) {
             reason = "file over max_scrape_bytes";
         } else {
-            /* Read straight into the set's arena so the parser need not copy it. */
-            size_t cap = (size_t)st.st_size;
-            data = prom_alloc(&c->snap->sets[idx], cap + 1);
+            /* Parsed block by block: the file is never held whole. After a parse error the
+             * rest is still read, for the partly-written check below. */
+            struct prom_limits lim = source_limits(c, idx);
+            struct prom_stream *ps = prom_stream_new(&c->snap->sets[idx], PROM_FMT_TEXT, &lim,
+                                                     (size_t)c->conf->cfg.max_scrape_bytes);
+            size_t cap = (size_t)st.st_size, len = 0;
+            char last = '\n';
             while (len < cap) {
-                ssize_t r = read(fd, data + len, cap - len);
+                size_t want = cap - len < sizeof(block) ? cap - len : sizeof(block);
+                ssize_t r = read(fd, block, want);
                 if (r < 0 && errno == EINTR) {
                     continue;
                 }
@@ -223,21 +267,29 @@ static void read_textfiles(struct metrics_collection *c)
                     break;
                 }
                 len += (size_t)r;
+                last = block[r - 1];
+                if (prc == 0) {
+                    prc = prom_stream_feed(ps, block, (size_t)r, &pe);
+                }
             }
+            if (!reason && last != '\n') {
+                reason = "does not end in a newline (partly written? write to another name and "
+                         "rename)";
+            }
+            if (!reason && prc == 0) {
+                prc = prom_stream_end(ps, &pe);
+            }
+            prom_stream_free(ps);
         }
         if (fd >= 0) {
             close(fd);
-        }
-        if (!reason && len > 0 && data[len - 1] != '\n') {
-            reason = "does not end in a newline (partly written? write to another name and "
-                     "rename)";
         }
         if (reason) {
             sc_warn("textfile unusable", SC_LS("file", path), SC_LS("reason", reason),
                     SC_LS("error", err ? sc_strerror(err) : ""));
             fail_set(c, idx);
         } else {
-            parse_into(c, idx, data, len, PROM_FMT_TEXT, path);
+            parsed(c, idx, prc, &pe, path);
         }
         c->info[idx].seconds = (double)(uv_hrtime() - t0) / 1e9;
         sc_free(path);
@@ -564,9 +616,6 @@ static struct metrics_collection *start_collection(struct metrics_role *m)
         struct scrape *s = &c->scrapes[i];
         const struct metrics_target_cfg *tc = s->t->cfg;
         s->start_ns = uv_hrtime();
-        sc_buf_init(&s->body, conf->cfg.max_scrape_bytes);
-        size_t guess = s->t->last_body + s->t->last_body / 8 + 4096;
-        (void)sc_buf_reserve(&s->body, guess < s->body.max ? guess : s->body.max);
         struct sc_egress_req req = {
             .method = "GET",
             .url = s->t->url,
@@ -583,7 +632,6 @@ static struct metrics_collection *start_collection(struct metrics_role *m)
         };
         int rc = sc_egress_send(metrics_egress(m), &req, on_scrape, s, &s->xfer);
         if (rc) {
-            sc_buf_cleanup(&s->body);
             sc_warn("scrape not started", SC_LS("source", s->t->source), SC_LERR(rc));
             fail_set(c, s->idx);
             c->pending--;
