@@ -767,6 +767,7 @@ static int metrics_start(struct sc_app *app, const void *cfgp, void **state, cha
             SC_LU("targets", conf->ntargets),
             SC_LS("textfile_dir", m->cfg->textfile_dir ? m->cfg->textfile_dir : ""),
             SC_LB("pushgateway", m->push != NULL), SC_LB("remote_write", m->rw != NULL));
+    metrics_collect_start(m); /* last: nothing after it can fail */
     sc_app_set_ready(app, true);
     *state = m;
     return 0;
@@ -880,6 +881,7 @@ struct sc_egress *metrics_egress(struct metrics_role *m)
 static void finish_stop(struct metrics_role *m)
 {
     m->finished = true;
+    metrics_collect_stop(m);
     sc_egress_close(m->egress);
     m->egress = NULL;
     sc_app_stopped(m->app, 0);

@@ -175,6 +175,11 @@ void metrics_collect(struct metrics_role *m, struct metrics_waiter *w, metrics_s
 /* Unlinks a waiting <w>; its callback is not called. */
 void metrics_collect_cancel(struct metrics_waiter *w);
 
+/* Starts and stops the timer that releases the cached snapshot once it is stale (started at the
+ * end of the role's start, closed when its drain is over). */
+void metrics_collect_start(struct metrics_role *m);
+void metrics_collect_stop(struct metrics_role *m);
+
 /* After a reload: drops the cached snapshot, and lets a running collection finish for those
  * already waiting on it without caching its result, so later requests see the new config. */
 void metrics_collect_forget(struct metrics_role *m);
@@ -193,7 +198,6 @@ struct metrics_target {
     size_t nlbls;
     struct metrics_relabel *metric_relabel; /* its metric_relabel_configs, NULL when none */
     struct sc_egress_tls tls;
-    size_t last_body; /* bytes of the last good response: the next buffer starts that big */
 };
 
 /* The effective configuration, built at start and at each reload from the loaded config: a deep
@@ -232,7 +236,9 @@ struct metrics_role {
     const struct metrics_cfg *cfg; /* &conf->cfg, for what reads it synchronously */
     struct sc_egress *egress;      /* created on first use: libcurl is loaded only when needed */
     struct metrics_statsd *statsd;
-    struct metrics_snapshot *last;
+    struct metrics_snapshot *last; /* the cached snapshot, released when the cache expires */
+    uv_timer_t cache_timer;
+    bool cache_timer_on;
     struct metrics_collection *running;
     struct metrics_http *http;
     struct metrics_push *push;

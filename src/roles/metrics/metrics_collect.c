@@ -7,6 +7,9 @@
 // sidecar_scrape_up 0, and the reason goes to the log: the output is never partial or broken.
 #include <dirent.h>
 #include <fcntl.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -517,6 +520,28 @@ static void merge(struct metrics_collection *c)
     sc_free(l.v);
 }
 
+static void on_cache_expired(uv_timer_t *t)
+{
+    struct metrics_role *m = t->data;
+    metrics_snapshot_unref(m->last);
+    m->last = NULL;
+}
+
+void metrics_collect_start(struct metrics_role *m)
+{
+    uv_timer_init(m->loop, &m->cache_timer);
+    m->cache_timer.data = m;
+    m->cache_timer_on = true;
+}
+
+void metrics_collect_stop(struct metrics_role *m)
+{
+    if (m->cache_timer_on) {
+        m->cache_timer_on = false;
+        uv_close((uv_handle_t *)&m->cache_timer, NULL);
+    }
+}
+
 static void finish(struct metrics_collection *c)
 {
     struct metrics_role *m = c->m;
@@ -550,11 +575,15 @@ static void finish(struct metrics_collection *c)
     snap->conf = c->conf;
     c->conf = NULL;
     if (m->running == c) {
-        /* Still the current configuration: the snapshot answers scrapes for cache_ms. A
-         * collection a reload left behind only answers those that waited for it. */
+        /* Still the current configuration: the snapshot answers scrapes for cache_ms, then is
+         * released. A collection a reload left behind only answers those that waited for it. */
         metrics_snapshot_unref(m->last);
-        m->last = snap;
-        metrics_snapshot_ref(snap);
+        m->last = NULL;
+        if (conf->cfg.cache_ms > 0 && m->cache_timer_on) {
+            m->last = snap;
+            metrics_snapshot_ref(snap);
+            uv_timer_start(&m->cache_timer, on_cache_expired, conf->cfg.cache_ms, 0);
+        }
         m->running = NULL;
     }
     for (size_t i = 0; i < snap->nsets; i++) {
@@ -695,5 +724,15 @@ void metrics_snapshot_unref(struct metrics_snapshot *snap)
     }
     sc_free(snap->sets);
     metrics_conf_unref(snap->conf);
+    bool big = snap->out.nsamples >= 10000;
     sc_free(snap);
+#ifdef __GLIBC__
+    if (big) {
+        /* glibc keeps freed heap pages mapped: give a large snapshot's memory back, so the
+         * resident size between scrapes is that of an idle sidecar. */
+        malloc_trim(0);
+    }
+#else
+    (void)big;
+#endif
 }
