@@ -512,12 +512,19 @@ bool prom_valid_utf8(const char *p, size_t n)
 /* Returns the <n> bytes at <st>, already validated, with their <nesc> escapes (\\, \", \n)
  * resolved: a view of the input when there are none, else a NUL-terminated copy in the scrape's
  * arena. */
-static struct sc_str unescape(struct parser *ps, const char *st, size_t n, size_t nesc)
+/* Returns the text <st>[0..n) with its <nesc> escapes resolved: a view of it when there are none
+ * (and, in copy mode, <keep> is false: the caller copies it), else a copy in the arena. */
+static struct sc_str unescape(struct parser *ps, const char *st, size_t n, size_t nesc, bool keep)
 {
-    if (nesc == 0 && !ps->copy) {
+    if (nesc == 0 && !(ps->copy && keep)) {
         return sc_str_n(st, n);
     }
     char *d = carve(ps->s, n - nesc + 1, 1);
+    if (nesc == 0) {
+        memcpy(d, st, n);
+        d[n] = '\0';
+        return sc_str_n(d, n);
+    }
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         if (st[i] == '\\') {
@@ -564,8 +571,8 @@ static int scan_quoted(struct parser *ps, struct sc_str *out)
     if (high && !prom_valid_utf8(st, n)) {
         return fail(ps, st, "label value is not valid UTF-8");
     }
-    ps->p++; /* the closing quote */
-    *out = unescape(ps, st, n, nesc);
+    ps->p++;                                 /* the closing quote */
+    *out = unescape(ps, st, n, nesc, false); /* parse_sample copies the values it keeps */
     return 0;
 }
 
@@ -844,9 +851,31 @@ static int parse_sample(struct parser *ps)
     sm->nlabels = (uint32_t)nl;
     if (nl + ps->lim->extra_labels) {
         sm->labels = prom_alloc(ps->s, (nl + ps->lim->extra_labels) * sizeof(*sm->labels));
+        /* Most samples repeat the label names of the one before: reuse its copies. */
+        const struct prom_sample *prev = f->nsamples > 1 ? &f->samples[f->nsamples - 2] : NULL;
         for (size_t i = 0; i < nl; i++) {
-            sm->labels[i].name = keep_name(ps, ps->tmp[i].name);
-            sm->labels[i].value = ps->tmp[i].value; /* copied by unescape in copy mode */
+            struct sc_str n = ps->tmp[i].name;
+            sm->labels[i].name = prev && i < prev->nlabels && sc_str_eq(prev->labels[i].name, n)
+                                     ? prev->labels[i].name
+                                     : keep_name(ps, n);
+            sm->labels[i].value = ps->tmp[i].value;
+        }
+        if (ps->copy) {
+            /* The values, in one piece of the arena. */
+            size_t total = 0;
+            for (size_t i = 0; i < nl; i++) {
+                total += sm->labels[i].value.len + 1;
+            }
+            char *d = carve(ps->s, total, 1);
+            for (size_t i = 0; i < nl; i++) {
+                struct sc_str lv = sm->labels[i].value;
+                if (lv.len) {
+                    memcpy(d, lv.p, lv.len);
+                }
+                d[lv.len] = '\0';
+                sm->labels[i].value = sc_str_n(d, lv.len);
+                d += lv.len + 1;
+            }
         }
     }
     return 0;
@@ -870,7 +899,7 @@ static int scan_help(struct parser *ps, struct sc_str *out)
         ps->p++;
     }
     size_t n = (size_t)(ps->p - st);
-    *out = unescape(ps, st, n, nesc);
+    *out = unescape(ps, st, n, nesc, true);
     return 0;
 }
 
