@@ -389,6 +389,28 @@ static bool relabel_sample(const struct metrics_conf *conf, const struct source_
                            struct metrics_lbls *l, struct prom_sample *sm, size_t cap,
                            struct prom_set *out)
 {
+    bool rules = !info->no_rules && (info->rules || conf->relabel);
+    if (!rules && sm->nlabels + info->nlbls <= cap) {
+        /* Static labels only, and room for them: append them unless one clashes with a
+         * scraped label (exported_<name> or honor_labels) or a scraped label is reserved (__x,
+         * removed): the general path below handles those. */
+        bool clash = false;
+        for (uint32_t j = 0; j < sm->nlabels && !clash; j++) {
+            struct sc_str n = sm->labels[j].name;
+            clash = n.len >= 2 && n.p[0] == '_' && n.p[1] == '_';
+            for (size_t i = 0; i < info->nlbls && !clash; i++) {
+                clash = sc_str_eq(n, info->lbls[i].name);
+            }
+        }
+        if (!clash) {
+            for (size_t i = 0; i < info->nlbls; i++) {
+                if (info->lbls[i].value.len) { /* an empty value is an absent label */
+                    sm->labels[sm->nlabels++] = info->lbls[i];
+                }
+            }
+            return true;
+        }
+    }
     l->n = 0;
     metrics_lbls_set(l, SC_STR("__name__"), sm->name);
     for (uint32_t j = 0; j < sm->nlabels; j++) {

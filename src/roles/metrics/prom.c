@@ -1278,8 +1278,58 @@ static int append_escaped(struct sc_buf *out, struct sc_str v, bool quote)
     return sc_buf_append(out, v.p + st, v.len - st);
 }
 
+/* Writes <v> escaped (and quoted label values' '"') at <d>, which has room for 2 * v.len bytes;
+ * returns the end. */
+static char *put_escaped(char *d, struct sc_str v)
+{
+    for (size_t i = 0; i < v.len; i++) {
+        char c = v.p[i];
+        if (c == '\\' || c == '"') {
+            *d++ = '\\';
+            *d++ = c;
+        } else if (c == '\n') {
+            *d++ = '\\';
+            *d++ = 'n';
+        } else {
+            *d++ = c;
+        }
+    }
+    return d;
+}
+
 static int render_sample(const struct prom_sample *sm, enum prom_format fmt, struct sc_buf *out)
 {
+    /* The common case in one reservation: name and labels (escapes at most double a value)
+     * written straight into the buffer. Near the cap, the piecewise path below decides. */
+    size_t need = sm->name.len + 2;
+    for (uint32_t i = 0; i < sm->nlabels; i++) {
+        need += sm->labels[i].name.len + 4 + 2 * sm->labels[i].value.len;
+    }
+    if (!sm->has_ts && sc_buf_reserve(out, need + 48) == 0) {
+        char *d = out->p + out->len;
+        memcpy(d, sm->name.p, sm->name.len);
+        d += sm->name.len;
+        if (sm->nlabels) {
+            *d++ = '{';
+            for (uint32_t i = 0; i < sm->nlabels; i++) {
+                if (i) {
+                    *d++ = ',';
+                }
+                memcpy(d, sm->labels[i].name.p, sm->labels[i].name.len);
+                d += sm->labels[i].name.len;
+                *d++ = '=';
+                *d++ = '"';
+                d = put_escaped(d, sm->labels[i].value);
+                *d++ = '"';
+            }
+            *d++ = '}';
+        }
+        *d++ = ' ';
+        out->len = (size_t)(d - out->p);
+        int rc = prom_format_value(out, sm->value); /* at most 40 bytes: reserved */
+        rc |= sc_buf_append(out, "\n", 1);
+        return rc ? SC_ETOOBIG : 0;
+    }
     int rc = sc_buf_append_str(out, sm->name);
     if (sm->nlabels) {
         rc |= sc_buf_append(out, "{", 1);
