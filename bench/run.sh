@@ -4,13 +4,15 @@
 # runs the HTTP/1 parser benchmark ($BUILD/bench_http1, built by `make bench`) when it is built,
 # "proxy" runs bench/proxy.sh (sidecar proxy against nginx, HAProxy and Caddy), "callgrind" runs
 # bench/callgrind.sh (the proxy's instructions per request, access log off and on), "logs" runs
-# bench/logs.sh (sidecar logs against rsyslog and syslog-ng). RESULTS.md gets a
+# bench/logs.sh (sidecar logs against rsyslog and syslog-ng), "metrics" runs bench/metrics.sh
+# (100,000 series against promtool). RESULTS.md gets a
 # header saying when, on what machine and with which command, then the sections; a section not
 # run this time keeps its previous text, so `bench/run.sh BUILD proxy` replaces only the proxy's.
 # Raw figures and logs go to bench/out/<time>/ (ignored by git). Benchmarks are measurements, not
 # tests: nothing here passes or fails on a figure.
 #
-# Usage: bench/run.sh BUILD_DIR [http1] [proxy] [callgrind] [logs]   (`make bench`: bench/run.sh <build>)
+# Usage: bench/run.sh BUILD_DIR [http1] [proxy] [callgrind] [logs] [metrics]
+# (`make bench` runs bench/run.sh <build>, every section)
 # Environment: BENCH_QUICK=1 (a smoke run of about a minute), BENCH_SECONDS, BENCH_ROUNDS and the
 # others listed in bench/proxy.sh; BENCH_OUT (default bench/out); BENCH_RESULTS (default
 # bench/RESULTS.md).
@@ -21,13 +23,13 @@ BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
 
-[ $# -ge 1 ] || die "usage: bench/run.sh BUILD_DIR [http1] [proxy] [callgrind] [logs]"
+[ $# -ge 1 ] || die "usage: bench/run.sh BUILD_DIR [http1] [proxy] [callgrind] [logs] [metrics]"
 [ -d "$1" ] || die "no build directory $1"
 BUILD=$(cd "$1" && pwd)
 shift
 SECTIONS=("$@")
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(http1 proxy callgrind logs)
-ALL_SECTIONS=(http1 proxy callgrind logs)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(http1 proxy callgrind logs metrics)
+ALL_SECTIONS=(http1 proxy callgrind logs metrics)
 RESULTS=${BENCH_RESULTS:-$BENCH_DIR/RESULTS.md}
 OUT=${BENCH_OUT:-$BENCH_DIR/out}/$(date -u +%Y%m%dT%H%M%SZ)
 CPU=$(($(nproc) > 1 ? 1 : 0)) # for bench_http1: the CPU the proxy benchmark gives the proxy
@@ -136,6 +138,18 @@ section_logs() {
     fi
 }
 
+# section_metrics: bench/metrics.sh, its report as the section.
+section_metrics() {
+    echo "## Metrics: sidecar metrics against promtool, 100,000 series (bench/metrics.sh)"
+    echo
+    stamp
+    if ! BENCH_OUT="$OUT" timeout "${BENCH_TIMEOUT:-3600}" "$BENCH_DIR/metrics.sh" "$BUILD" \
+        >"$OUT/metrics.md"; then
+        echo "bench/metrics.sh failed or timed out; its output is in $OUT."
+    fi
+    cat "$OUT/metrics.md"
+}
+
 # The first line of every section: when, where and how it was measured (a section can be older
 # than the file's header, as sections not run keep their text).
 stamp() {
@@ -157,7 +171,7 @@ main() {
     log "benchmarks: ${SECTIONS[*]}; raw output in $OUT"
     for s in "${SECTIONS[@]}"; do
         case $s in
-        http1 | proxy | callgrind | logs) "section_$s" >"$OUT/section-$s.md" ;;
+        http1 | proxy | callgrind | logs | metrics) "section_$s" >"$OUT/section-$s.md" ;;
         *) die "unknown section $s (known: ${ALL_SECTIONS[*]})" ;;
         esac
     done

@@ -743,7 +743,14 @@ struct sc_str sc_egress_resp_header(const struct sc_egress_resp *resp, const cha
     if (!resp || !resp->priv || !name) {
         return SC_STR_NULL;
     }
-    const struct sc_egress_xfer *x = resp->priv;
+    return sc_egress_xfer_header(resp->priv, name);
+}
+
+struct sc_str sc_egress_xfer_header(const struct sc_egress_xfer *x, const char *name)
+{
+    if (!x || !name) {
+        return SC_STR_NULL;
+    }
     struct sc_str rest = sc_buf_str(&x->head);
     struct sc_str want = sc_str_c(name);
     while (rest.len) {

@@ -91,6 +91,11 @@ void sc_egress_cancel(struct sc_egress_xfer *x);
  * 1xx or a proxy's CONNECT reply), or an empty view. Valid during the callback only. */
 struct sc_str sc_egress_resp_header(const struct sc_egress_resp *resp, const char *name);
 
+/* Returns the value of header <name> (case-insensitive) of the response <x> is receiving, or an
+ * empty view: from on_data, where the final response's header block is complete, to tell how to
+ * read the body as it streams. Valid until on_data returns. */
+struct sc_str sc_egress_xfer_header(const struct sc_egress_xfer *x, const char *name);
+
 /* Cancels every transfer (each callback fires once with error SC_ECLOSED), closes the handles
  * and frees the client once they have closed. NULL-safe. */
 void sc_egress_close(struct sc_egress *e);

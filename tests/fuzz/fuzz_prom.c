@@ -5,7 +5,10 @@
 //   - the return is 0, SC_EINVAL with a 1-based line:col and a message, or SC_ELIMIT;
 //   - a successful parse renders, in the same format, to text that parses back to the same
 //     families and samples (names, labels in order, values with NaN equal to NaN, timestamps);
-//   - rendering as 0.0.4 (whatever the input format) always yields text 0.0.4 accepts.
+//   - rendering as 0.0.4 (whatever the input format) always yields text 0.0.4 accepts;
+//   - the streamed parse (prom_stream), fed the input in pieces whose size the first byte picks,
+//     returns what prom_parse returns (the same error at the same line:col, or the same families,
+//     units and samples), and its set stays valid after every piece is overwritten.
 #include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -14,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/buf.h"
 #include "core/error.h"
 #include "roles/metrics/prom.h"
@@ -69,6 +73,44 @@ static void same_samples(const struct prom_set *a, const struct prom_set *b)
     }
 }
 
+/* Parses <in> with prom_stream in pieces of <piece> bytes, each from a scratch buffer that is
+ * scribbled over after the call, and compares with prom_parse's result <rc0>, <e0>, <s0>. */
+static void check_stream(const char *in, size_t len, enum prom_format fmt,
+                         const struct prom_limits *lim, size_t piece, int rc0,
+                         const struct prom_error *e0, const struct prom_set *s0)
+{
+    struct prom_set s;
+    prom_set_init(&s);
+    struct prom_stream *st = prom_stream_new(&s, fmt, lim, len + 1);
+    struct prom_error e;
+    int rc = 0;
+    char *scratch = sc_malloc(piece);
+    for (size_t off = 0; off < len && rc == 0; off += piece) {
+        size_t n = len - off < piece ? len - off : piece;
+        memcpy(scratch, in + off, n);
+        rc = prom_stream_feed(st, scratch, n, &e);
+        memset(scratch, 'x', n);
+    }
+    if (rc == 0) {
+        rc = prom_stream_end(st, &e);
+    }
+    sc_free(scratch);
+    prom_stream_free(st);
+    check(rc == rc0, "streamed parse returns what prom_parse returns");
+    if (rc != 0) {
+        check(e.line == e0->line && e.col == e0->col && strcmp(e.msg, e0->msg) == 0,
+              "streamed parse fails at the same place");
+    } else {
+        same_samples(s0, &s);
+        for (size_t i = 0; i < s0->nfams; i++) {
+            const struct prom_family *f = prom_find(&s, s0->fams[i]->name);
+            check(!s0->fams[i]->nsamples || (f && sc_str_eq(f->unit, s0->fams[i]->unit)),
+                  "streamed unit");
+        }
+    }
+    prom_set_cleanup(&s);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size == 0) {
@@ -84,6 +126,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     prom_set_init(&s);
     int rc = prom_parse(&s, in, len, fmt, &lim, &e);
     check(rc == 0 || rc == SC_EINVAL || rc == SC_ELIMIT, "return code");
+    check_stream(in, len, fmt, &lim, 1 + (data[0] >> 1) % 97, rc, &e, &s);
     if (rc != 0) {
         check(e.line >= 1 && e.col >= 1 && e.msg && *e.msg, "error position and message");
         prom_set_cleanup(&s);

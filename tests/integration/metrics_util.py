@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Helpers for the `sidecar metrics` tests: fake scrape targets (named as fakes: an app's
-/metrics that can be slow, return garbage or 500), and the real peers, Prometheus and the
-Pushgateway, started on free loopback ports with their data in a tmp dir and stopped by PID."""
+/metrics that can be slow, return garbage or 500), a fake remote_write receiver that decodes what
+it gets with the protobuf library, and the real peers, Prometheus and the Pushgateway, started on
+free loopback ports with their data in a tmp dir and stopped by PID."""
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ class FakeTarget:
         self.content_type = content_type or "text/plain; version=0.0.4; charset=utf-8"
         self.hits = 0
         self.headers = []
+        self.paths = []
         self.lock = threading.Lock()
         target = self
 
@@ -38,6 +40,7 @@ class FakeTarget:
                 with target.lock:
                     target.hits += 1
                     target.headers.append(dict(self.headers))
+                    target.paths.append(self.path)
                 if target.delay:
                     time.sleep(target.delay)
                 body = target.body() if callable(target.body) else target.body
@@ -63,6 +66,99 @@ class FakeTarget:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class FakeReceiver:
+    """A fake remote_write receiver that answers with scripted statuses, then 204."""
+
+    def __init__(self, statuses=()):
+        self.statuses = list(statuses)
+        self.requests = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802
+                n = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(n)
+                fake.requests.append((time.monotonic(), dict(self.headers), body))
+                status = fake.statuses.pop(0) if fake.statuses else 204
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.port = free_port()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.port}/api/v1/write"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+_WRITE_REQUEST = None
+
+
+def write_request_class():
+    """The prometheus.WriteRequest message of Prometheus's prompb (remote.proto, types.proto),
+    built at run time from its field numbers with the protobuf library (no generated code)."""
+    global _WRITE_REQUEST
+    if _WRITE_REQUEST is not None:
+        return _WRITE_REQUEST
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    F = descriptor_pb2.FieldDescriptorProto
+    fd = descriptor_pb2.FileDescriptorProto(name="sidecar_test_prompb.proto", package="prometheus",
+                                            syntax="proto3")
+
+    def msg(name, fields):
+        m = fd.message_type.add(name=name)
+        for fname, num, typ, label, tname in fields:
+            f = m.field.add(name=fname, number=num, type=typ, label=label)
+            if tname:
+                f.type_name = tname
+        return m
+
+    OPT, REP = F.LABEL_OPTIONAL, F.LABEL_REPEATED
+    msg("Label", [("name", 1, F.TYPE_STRING, OPT, None), ("value", 2, F.TYPE_STRING, OPT, None)])
+    msg("Sample", [("value", 1, F.TYPE_DOUBLE, OPT, None),
+                   ("timestamp", 2, F.TYPE_INT64, OPT, None)])
+    msg("TimeSeries", [("labels", 1, F.TYPE_MESSAGE, REP, ".prometheus.Label"),
+                       ("samples", 2, F.TYPE_MESSAGE, REP, ".prometheus.Sample")])
+    mm = msg("MetricMetadata", [
+        ("type", 1, F.TYPE_ENUM, OPT, ".prometheus.MetricMetadata.MetricType"),
+        ("metric_family_name", 2, F.TYPE_STRING, OPT, None),
+        ("help", 4, F.TYPE_STRING, OPT, None),
+        ("unit", 5, F.TYPE_STRING, OPT, None)])
+    e = mm.enum_type.add(name="MetricType")
+    for i, n in enumerate(["UNKNOWN", "COUNTER", "GAUGE", "HISTOGRAM", "GAUGEHISTOGRAM",
+                           "SUMMARY", "INFO", "STATESET"]):
+        e.value.add(name=n, number=i)
+    msg("WriteRequest", [("timeseries", 1, F.TYPE_MESSAGE, REP, ".prometheus.TimeSeries"),
+                         ("metadata", 3, F.TYPE_MESSAGE, REP, ".prometheus.MetricMetadata")])
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fd)
+    desc = pool.FindMessageTypeByName("prometheus.WriteRequest")
+    if hasattr(message_factory, "GetMessageClass"):
+        _WRITE_REQUEST = message_factory.GetMessageClass(desc)
+    else:
+        _WRITE_REQUEST = message_factory.MessageFactory(pool).GetPrototype(desc)
+    return _WRITE_REQUEST
+
+
+def decode_write_request(body):
+    """Decodes a snappy-compressed remote_write body into a WriteRequest message."""
+    import snappy
+
+    req = write_request_class()()
+    req.ParseFromString(snappy.uncompress(body))
+    return req
 
 
 class Peer:

@@ -2,16 +2,14 @@
 """`sidecar metrics` pushing: to a real Pushgateway (grouping by job and instance, on an interval
 and once more at SIGTERM so a Job's final values are not lost) and to a real Prometheus through
 remote_write 1.0 (read back through its query API); retries against a fake receiver (named as a
-fake: it scripts the status codes) for 5xx/429 with backoff and no retry on 4xx."""
-import signal
-import threading
+fake: it scripts the status codes) for 5xx/429 with backoff and no retry on 4xx; the metadata each
+batch carries, decoded by a fake receiver with the protobuf library."""
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from conftest import free_port, wait_until
-from metrics_util import Prometheus, Pushgateway
+from metrics_util import FakeReceiver, FakeTarget, Prometheus, Pushgateway, decode_write_request
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +65,7 @@ pushgateway:
     tmp = tf / "job.prom.tmp"
     tmp.write_text("# TYPE batch_processed_rows gauge\nbatch_processed_rows 4242\n")
     tmp.rename(tf / "job.prom")
-    sc.proc.send_signal(signal.SIGTERM)
+    # One SIGTERM (sc.stop sends it): a second one would cut the drain short, final push included.
     assert sc.stop() == 0
     _, metrics = pushed_value(pushgateway, "nightly", "batch_processed_rows")
     assert metrics[0]["value"] == "4242", sc.logs()
@@ -89,38 +87,43 @@ def test_remote_write_to_prometheus(sidecar_run, prometheus, tmp_path):
     assert up[0]["value"][1] == "1"
 
 
-class FakeReceiver:
-    """A fake remote_write receiver that answers with scripted statuses, then 204."""
-
-    def __init__(self, statuses):
-        self.statuses = list(statuses)
-        self.requests = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):  # noqa: N802
-                n = int(self.headers.get("Content-Length", 0))
-                body = self.rfile.read(n)
-                fake.requests.append((time.monotonic(), dict(self.headers), body))
-                status = fake.statuses.pop(0) if fake.statuses else 204
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.port = free_port()
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.port}/api/v1/write"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+def test_remote_write_metadata(sidecar_run):
+    """Every batch carries one MetricMetadata per family (type, HELP, UNIT), decoded here with the
+    protobuf library from Prometheus's field numbers; Prometheus's own receiver accepts such
+    batches (test_remote_write_to_prometheus)."""
+    target = FakeTarget(b"# TYPE room_temperature_celsius gauge\n"
+                        b"# UNIT room_temperature_celsius celsius\n"
+                        b"# HELP room_temperature_celsius Temperature of the room.\n"
+                        b"room_temperature_celsius 21.5\n"
+                        b"# TYPE jobs counter\n# HELP jobs Jobs done.\njobs_total 3\n"
+                        b"# TYPE rpc_seconds histogram\n"
+                        b'rpc_seconds_bucket{le="1"} 1\nrpc_seconds_bucket{le="+Inf"} 2\n'
+                        b"rpc_seconds_sum 1.5\nrpc_seconds_count 2\n"
+                        b"# TYPE q summary\nq_sum 1\nq_count 1\n"
+                        b"# EOF\n",
+                        content_type="application/openmetrics-text; version=1.0.0; charset=utf-8")
+    fake = FakeReceiver()
+    try:
+        sidecar_run("metrics", ["--listen", f"127.0.0.1:{free_port()}", "--scrape", target.url,
+                                "--remote-write-url", fake.url], config="self_metrics: false\n")
+        wait_until(lambda: fake.requests, timeout=20, what="a remote_write batch")
+        req = decode_write_request(fake.requests[0][2])
+        meta = {m.metric_family_name: m for m in req.metadata}
+        T = type(req.metadata[0])
+        t = meta["room_temperature_celsius"]
+        assert (t.type, t.help, t.unit) == (T.GAUGE, "Temperature of the room.", "celsius")
+        # As in the exposition: an OpenMetrics counter family is "jobs", its samples jobs_total.
+        assert meta["jobs"].type == T.COUNTER and meta["jobs"].help == "Jobs done."
+        assert meta["rpc_seconds"].type == T.HISTOGRAM
+        assert meta["q"].type == T.SUMMARY
+        assert meta["sidecar_scrape_up"].type == T.GAUGE
+        names = {l.value for ts in req.timeseries for l in ts.labels if l.name == "__name__"}
+        assert {"room_temperature_celsius", "jobs_total", "rpc_seconds_bucket"} <= names
+        # One entry per family, and none for a family without samples.
+        assert len(req.metadata) == len(meta)
+    finally:
+        fake.close()
+        target.close()
 
 
 def test_remote_write_retries_5xx_and_429_not_4xx(sidecar_run):

@@ -3,7 +3,10 @@
 twice, directly with metric_relabel_configs and through `sidecar metrics` configured with the very
 same rules (the examples of Prometheus's relabel_config documentation: drop by name, keep, replace
 with groups, labelmap, labeldrop, labelkeep, hashmod). The series both paths store must be equal,
-labels and values included."""
+labels and values included. Per-target rules are checked the same way: a target's
+relabel_configs (target relabeling: __address__, __metrics_path__, the static labels) and
+metric_relabel_configs against the same rules in a Prometheus scrape config, and their order
+against the global rules."""
 import json
 
 import pytest
@@ -49,10 +52,41 @@ def rules_yaml(indent, sidecar=False):
     return text.replace("$", "$$") if sidecar else text
 
 
+TARGET2 = (b"# TYPE app_requests_total counter\n"
+           b'app_requests_total{x="1",team="app"} 5\n'
+           b"# TYPE dropme gauge\ndropme 1\n")
+
+TARGET_RULES = [
+    {"source_labels": ["__address__"], "target_label": "addr"},
+    {"target_label": "__metrics_path__", "replacement": "/custom/path"},
+    {"source_labels": ["team"], "regex": "core", "target_label": "team", "replacement": "core-a"},
+]
+
+METRIC_RULES = [
+    {"source_labels": ["__name__"], "regex": "dropme", "action": "drop"},
+    {"source_labels": ["x"], "regex": "(.*)", "target_label": "x", "replacement": "t$1"},
+]
+
+
+def yaml_list(rules, indent, sidecar=False):
+    pad = " " * indent
+    text = "\n".join(f"{pad}- {json.dumps(r)}" for r in rules)
+    return text.replace("$", "$$") if sidecar else text
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     target = FakeTarget(TARGET)
-    extra = f"""  - job_name: direct
+    target2 = FakeTarget(TARGET2)
+    extra = f"""  - job_name: per_target
+    static_configs:
+      - targets: ['127.0.0.1:{target2.port}']
+        labels: {{team: core}}
+    relabel_configs:
+{yaml_list(TARGET_RULES, 6)}
+    metric_relabel_configs:
+{yaml_list(METRIC_RULES, 6)}
+  - job_name: direct
     file_sd_configs:
       - files: ['@DIRECT@']
         refresh_interval: 1s
@@ -61,9 +95,10 @@ def setup(tmp_path_factory):
 """
     prom = Prometheus(tmp_path_factory.mktemp("prom-relabel"), extra_jobs=extra)
     prom.add_target(f"127.0.0.1:{target.port}", {"test": "relabel"}, direct=True)
-    yield prom, target
+    yield prom, target, target2
     prom.stop()
     target.close()
+    target2.close()
 
 
 def series(result, drop=("job", "instance", "test")):
@@ -72,7 +107,7 @@ def series(result, drop=("job", "instance", "test")):
 
 
 def test_relabel_rules_match_prometheus(sidecar_run, setup):
-    prom, target = setup
+    prom, target, _ = setup
     port = free_port()
     cfg = f"targets:\n  - url: {target.url}\nrelabel_configs:\n{rules_yaml(2, sidecar=True)}\n"
     sc = sidecar_run("metrics", ["--listen", f"127.0.0.1:{port}"], config=cfg)
@@ -93,3 +128,69 @@ def test_relabel_rules_match_prometheus(sidecar_run, setup):
     shards = {r["metric"]["path"]: r["metric"]["shard"] for r in direct if "path" in r["metric"]}
     assert len(shards) == 3 and all(0 <= int(v) < 8 for v in shards.values())
     sc.stop()
+
+
+def test_per_target_rules_match_prometheus(sidecar_run, setup):
+    """A target's relabel_configs and metric_relabel_configs give the series Prometheus gives for
+    the same rules in a scrape config; the honor_labels clash (the target's own "team") is
+    resolved the same way (exported_team)."""
+    prom, _, target2 = setup
+    port = free_port()
+    cfg = f"""
+labels:
+  team: core
+targets:
+  - url: {target2.url}
+    name: t2
+    relabel_configs:
+{yaml_list(TARGET_RULES, 6, sidecar=True)}
+    metric_relabel_configs:
+{yaml_list(METRIC_RULES, 6, sidecar=True)}
+"""
+    sc = sidecar_run("metrics", ["--listen", f"127.0.0.1:{port}"], config=cfg)
+    s = parse_samples(http_get(f"http://127.0.0.1:{port}/metrics")[1].decode())
+    assert find(s, "app_requests_total", team="core-a", exported_team="app", x="t1",
+                addr=f"127.0.0.1:{target2.port}") == [5]
+    assert not find(s, "dropme")
+    assert "/custom/path" in target2.paths
+    # Other sources keep the static labels as they are.
+    assert find(s, "sidecar_scrape_up", source="t2", team="core") == [1]
+
+    prom.add_target(f"127.0.0.1:{port}", {"test": "per_target"})
+    direct = prom.wait_series('{job="per_target",__name__=~"app_requests_total|dropme"}')
+    via = prom.wait_series('{job="sidecar",test="per_target",__name__=~"app_requests_total|dropme"}')
+    assert series(via) == series(direct)
+    sc.stop()
+
+
+def test_per_target_rules_order_and_target_drop(sidecar_run):
+    """Order: static labels, the target's metric_relabel_configs, then the global rules. A target
+    that its relabel_configs drop is never scraped; the others are."""
+    a = FakeTarget(b'm{x="1"} 1\n')
+    b = FakeTarget(b'n{x="2"} 2\n')
+    port = free_port()
+    cfg = f"""
+labels:
+  pod: p-0
+targets:
+  - url: {a.url}
+    name: a
+    metric_relabel_configs:
+      - {{"source_labels": ["x", "pod"], "regex": "(.*);(.*)", "target_label": "x",
+          "replacement": "t$${{1}}-$$2"}}
+  - url: {b.url}
+    name: b
+    relabel_configs:
+      - {{"source_labels": ["__address__"], "regex": "nowhere:.*", "action": "keep"}}
+relabel_configs:
+  - {{"source_labels": ["x"], "regex": "t(.*)", "target_label": "x", "replacement": "g$$1"}}
+"""
+    sc = sidecar_run("metrics", ["--listen", f"127.0.0.1:{port}"], config=cfg)
+    s = parse_samples(http_get(f"http://127.0.0.1:{port}/metrics")[1].decode())
+    assert find(s, "m", x="g1-p-0", pod="p-0") == [1]
+    assert not find(s, "n") and b.hits == 0
+    assert find(s, "sidecar_scrape_up", source="a") == [1]
+    assert not find(s, "sidecar_scrape_up", source="b")
+    sc.stop()
+    a.close()
+    b.close()

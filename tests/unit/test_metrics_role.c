@@ -234,6 +234,10 @@ static void test_remote_write_encoding(void **state)
     struct prom_set s;
     prom_set_init(&s);
     struct prom_family *f = prom_family_get(&s, SC_STR("up"), PROM_GAUGE);
+    f->has_help = true;
+    f->help = SC_STR("Up.");
+    f->unit = SC_STR("s");
+    prom_family_get(&s, SC_STR("none"), PROM_COUNTER); /* no samples: no metadata either */
     struct prom_sample *sm = prom_sample_add(&s, f);
     sm->name = SC_STR("up");
     sm->value = 1.0;
@@ -244,7 +248,8 @@ static void test_remote_write_encoding(void **state)
     struct sc_buf b;
     sc_buf_init(&b, 4096);
     assert_int_equal(metrics_rw_encode(&s, 1000, &b), 0);
-    /* WriteRequest{timeseries: [{labels: [{__name__, up}, {job, a}], samples: [{1.0, 1000}]}]} */
+    /* WriteRequest{timeseries: [{labels: [{__name__, up}, {job, a}], samples: [{1.0, 1000}]}],
+     *              metadata: [{type: GAUGE, metric_family_name: up, help: "Up.", unit: s}]} */
     static const unsigned char want[] = {
         0x0a, 0x28,                                                         /* timeseries, 40 B */
         0x0a, 0x0e, 0x0a, 0x08, '_', '_', 'n', 'a',  'm',  'e',  '_',  '_', /* label __name__ */
@@ -252,6 +257,10 @@ static void test_remote_write_encoding(void **state)
         0x0a, 0x08, 0x0a, 0x03, 'j', 'o', 'b', 0x12, 0x01, 'a',             /* job = a */
         0x12, 0x0c, 0x09, 0,    0,   0,   0,   0,    0,    0xf0, 0x3f,      /* value 1.0 */
         0x10, 0xe8, 0x07,                                                   /* timestamp 1000 */
+        0x1a, 0x0e, 0x08, 0x02,      /* metadata, 14 B; type GAUGE */
+        0x12, 0x02, 'u',  'p',       /* metric_family_name */
+        0x22, 0x03, 'U',  'p',  '.', /* help */
+        0x2a, 0x01, 's',             /* unit */
     };
     assert_int_equal(b.len, sizeof(want));
     assert_memory_equal(b.p, want, sizeof(want));

@@ -226,6 +226,87 @@ static void test_errors(void **state)
     }
 }
 
+/* Parses <text> with prom_stream, fed in pieces of <piece> bytes from a buffer that is
+ * overwritten after each call. */
+static int parse_streamed(struct prom_set *s, const char *text, enum prom_format fmt, size_t piece,
+                          struct prom_error *e)
+{
+    prom_set_init(s);
+    size_t len = strlen(text);
+    struct prom_stream *st = prom_stream_new(s, fmt, NULL, len + 1);
+    char *buf = sc_malloc(piece);
+    int rc = 0;
+    for (size_t off = 0; off < len && rc == 0; off += piece) {
+        size_t n = len - off < piece ? len - off : piece;
+        memcpy(buf, text + off, n);
+        rc = prom_stream_feed(st, buf, n, e);
+        memset(buf, '?', n);
+    }
+    sc_free(buf);
+    if (rc == 0) {
+        rc = prom_stream_end(st, e);
+    }
+    prom_stream_free(st);
+    return rc;
+}
+
+/* The streamed parse gives prom_parse's result at every split: samples, or the same error. */
+static void test_stream_every_split(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in;
+        enum prom_format fmt;
+    } inputs[] = {
+        { "# HELP a_total Some \\ help\n.\n# TYPE a_total counter\n"
+          "a_total{x=\"1\",y=\"q\\\"\"} 1 1000\na_total{x=\"2\"} 2\nb 3",
+          PROM_FMT_TEXT },
+        { "# TYPE r_seconds gauge\n# UNIT r_seconds seconds\nr_seconds{le=\"x\"} 1.5\n# EOF\n",
+          PROM_FMT_OPENMETRICS },
+        { "a 1\n  \nb{c=\"d\"} 2\n# TYPE b gauge\n", PROM_FMT_TEXT },
+        { "a 1\n# EOF\nb 2\n", PROM_FMT_OPENMETRICS },
+        { "a 1\n", PROM_FMT_OPENMETRICS },
+    };
+    for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++) {
+        struct prom_set want;
+        struct prom_error we;
+        int wrc = parse(&want, inputs[i].in, inputs[i].fmt, &we);
+        for (size_t piece = 1; piece <= strlen(inputs[i].in); piece++) {
+            struct prom_set got;
+            struct prom_error ge;
+            int rc = parse_streamed(&got, inputs[i].in, inputs[i].fmt, piece, &ge);
+            assert_int_equal(rc, wrc);
+            if (rc) {
+                assert_int_equal(ge.line, we.line);
+                assert_int_equal(ge.col, we.col);
+                assert_string_equal(ge.msg, we.msg);
+            } else {
+                struct sc_buf a, b;
+                sc_buf_init(&a, 1 << 20);
+                sc_buf_init(&b, 1 << 20);
+                assert_int_equal(prom_render(&want, inputs[i].fmt, &a), 0);
+                assert_int_equal(prom_render(&got, inputs[i].fmt, &b), 0);
+                assert_int_equal(a.len, b.len);
+                assert_memory_equal(a.p, b.p, a.len);
+                sc_buf_cleanup(&a);
+                sc_buf_cleanup(&b);
+            }
+            prom_set_cleanup(&got);
+        }
+        prom_set_cleanup(&want);
+    }
+    /* A line longer than the stream allows is refused, not buffered without end. */
+    struct prom_set s;
+    prom_set_init(&s);
+    struct prom_stream *st = prom_stream_new(&s, PROM_FMT_TEXT, NULL, 8);
+    struct prom_error e;
+    assert_int_equal(prom_stream_feed(st, "a 1\nbbbbbbbbbbbb 2\n", 18, &e), SC_ELIMIT);
+    assert_int_equal(e.line, 2);
+    assert_int_equal(prom_stream_end(st, &e), SC_ELIMIT);
+    prom_stream_free(st);
+    prom_set_cleanup(&s);
+}
+
 static void test_escape_round_trip(void **state)
 {
     (void)state;
@@ -355,7 +436,7 @@ int main(void)
         cmocka_unit_test(test_openmetrics), cmocka_unit_test(test_text_counter_as_openmetrics),
         cmocka_unit_test(test_errors),      cmocka_unit_test(test_escape_round_trip),
         cmocka_unit_test(test_values),      cmocka_unit_test(test_limits),
-        cmocka_unit_test(test_guard_page),
+        cmocka_unit_test(test_guard_page),  cmocka_unit_test(test_stream_every_split),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

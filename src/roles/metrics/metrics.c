@@ -15,6 +15,50 @@
 #include "net/addr.h"
 #include "roles/metrics/metrics.h"
 
+static const char *const relabel_actions[] = { "replace",   "keep",     "drop",    "labeldrop",
+                                               "labelkeep", "labelmap", "hashmod", NULL };
+
+static const struct sc_opt relabel_opts[] = {
+    { .name = "action",
+      .type = SC_OPT_ENUM,
+      .offset = offsetof(struct metrics_relabel_cfg, action),
+      .def = "replace",
+      .enums = relabel_actions,
+      .help = "what the rule does, as in Prometheus relabel_configs" },
+    { .name = "source_labels",
+      .type = SC_OPT_STRLIST,
+      .offset = offsetof(struct metrics_relabel_cfg, source_labels),
+      .help = "labels whose values, joined by separator, are matched (__name__ is the metric "
+              "name)" },
+    { .name = "separator",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct metrics_relabel_cfg, separator),
+      .def = ";",
+      .help = "joins the source label values" },
+    { .name = "regex",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct metrics_relabel_cfg, regex),
+      .def = "(.*)",
+      .help = "PCRE2 regex, anchored at both ends like Prometheus's" },
+    { .name = "target_label",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct metrics_relabel_cfg, target_label),
+      .help = "label written by replace and hashmod ($1 / ${1} groups allowed in replace)" },
+    { .name = "replacement",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct metrics_relabel_cfg, replacement),
+      .def = "$1",
+      .help = "value for replace, new name for labelmap; $1, ${1}, ${name} refer to groups" },
+    { .name = "modulus",
+      .type = SC_OPT_INT,
+      .offset = offsetof(struct metrics_relabel_cfg, modulus),
+      .def = "0",
+      .help = "hashmod: the modulus",
+      .min = 0,
+      .max = INT64_MAX },
+    { 0 },
+};
+
 static const struct sc_opt target_opts[] = {
     { .name = "url",
       .type = SC_OPT_STR,
@@ -69,50 +113,23 @@ static const struct sc_opt target_opts[] = {
       .offset = offsetof(struct metrics_target_cfg, insecure_skip_verify),
       .def = "false",
       .help = "do not verify the target's certificate" },
-    { 0 },
-};
-
-static const char *const relabel_actions[] = { "replace",   "keep",     "drop",    "labeldrop",
-                                               "labelkeep", "labelmap", "hashmod", NULL };
-
-static const struct sc_opt relabel_opts[] = {
-    { .name = "action",
-      .type = SC_OPT_ENUM,
-      .offset = offsetof(struct metrics_relabel_cfg, action),
-      .def = "replace",
-      .enums = relabel_actions,
-      .help = "what the rule does, as in Prometheus relabel_configs" },
-    { .name = "source_labels",
-      .type = SC_OPT_STRLIST,
-      .offset = offsetof(struct metrics_relabel_cfg, source_labels),
-      .help = "labels whose values, joined by separator, are matched (__name__ is the metric "
-              "name)" },
-    { .name = "separator",
-      .type = SC_OPT_STR,
-      .offset = offsetof(struct metrics_relabel_cfg, separator),
-      .def = ";",
-      .help = "joins the source label values" },
-    { .name = "regex",
-      .type = SC_OPT_STR,
-      .offset = offsetof(struct metrics_relabel_cfg, regex),
-      .def = "(.*)",
-      .help = "PCRE2 regex, anchored at both ends like Prometheus's" },
-    { .name = "target_label",
-      .type = SC_OPT_STR,
-      .offset = offsetof(struct metrics_relabel_cfg, target_label),
-      .help = "label written by replace and hashmod ($1 / ${1} groups allowed in replace)" },
-    { .name = "replacement",
-      .type = SC_OPT_STR,
-      .offset = offsetof(struct metrics_relabel_cfg, replacement),
-      .def = "$1",
-      .help = "value for replace, new name for labelmap; $1, ${1}, ${name} refer to groups" },
-    { .name = "modulus",
-      .type = SC_OPT_INT,
-      .offset = offsetof(struct metrics_relabel_cfg, modulus),
-      .def = "0",
-      .help = "hashmod: the modulus",
-      .min = 0,
-      .max = INT64_MAX },
+    { .name = "relabel_configs",
+      .type = SC_OPT_OBJLIST,
+      .offset = offsetof(struct metrics_target_cfg, relabel_configs),
+      .sub = relabel_opts,
+      .sub_size = sizeof(struct metrics_relabel_cfg),
+      .help = "target relabeling, as Prometheus's: applied once to __address__, __scheme__, "
+              "__metrics_path__ and the static labels; keep/drop can drop the target, and the "
+              "labels without a __ prefix are what its samples get instead of the static labels",
+      .max = 1000 },
+    { .name = "metric_relabel_configs",
+      .type = SC_OPT_OBJLIST,
+      .offset = offsetof(struct metrics_target_cfg, metric_relabel_configs),
+      .sub = relabel_opts,
+      .sub_size = sizeof(struct metrics_relabel_cfg),
+      .help = "rules applied to each sample of this target (after its labels are attached), "
+              "before the global relabel_configs",
+      .max = 1000 },
     { 0 },
 };
 
@@ -301,7 +318,8 @@ static const struct sc_opt metrics_opts[] = {
       .offset = offsetof(struct metrics_cfg, relabel_configs),
       .sub = relabel_opts,
       .sub_size = sizeof(struct metrics_relabel_cfg),
-      .help = "Prometheus-style rules applied to every sample after the static labels",
+      .help = "Prometheus-style rules applied to every sample of every source, after the static "
+              "labels and a target's own metric_relabel_configs",
       .max = 1000 },
     { .name = "cache",
       .type = SC_OPT_DURATION,
@@ -425,11 +443,266 @@ static int metrics_check(const void *cfgp, char **err)
         }
         prev = b;
     }
+    struct metrics_conf *conf = metrics_conf_new(cfg, err);
+    if (!conf) {
+        return SC_ECONFIG;
+    }
+    metrics_conf_unref(conf);
+    return 0;
+}
+
+/* ---- the effective configuration ---- */
+
+/* Deep-copies the fields <table> describes from <src> into <dst>, which holds a bitwise copy of
+ * <src> already: every owned pointer is replaced by a copy, so sc_config_free() frees <dst>. */
+static void copy_rec(const struct sc_opt *table, void *dst, const void *src)
+{
+    for (const struct sc_opt *o = table; o->type != SC_OPT_END; o++) {
+        void *d = (char *)dst + o->offset;
+        const void *sp = (const char *)src + o->offset;
+        switch (o->type) {
+        case SC_OPT_STR: {
+            const char *v = *(char *const *)sp;
+            *(char **)d = v ? sc_strdup(v) : NULL;
+            break;
+        }
+        case SC_OPT_STRLIST: {
+            const struct sc_strv *sv = sp;
+            struct sc_strv *dv = d;
+            dv->v = sv->n ? sc_calloc(sv->n, sizeof(char *)) : NULL;
+            for (size_t i = 0; i < sv->n; i++) {
+                dv->v[i] = sc_strdup(sv->v[i]);
+            }
+            break;
+        }
+        case SC_OPT_STRMAP: {
+            const struct sc_kvv *sv = sp;
+            struct sc_kvv *dv = d;
+            dv->v = sv->n ? sc_calloc(sv->n, sizeof(*dv->v)) : NULL;
+            for (size_t i = 0; i < sv->n; i++) {
+                dv->v[i].key = sc_strdup(sv->v[i].key);
+                dv->v[i].value = sv->v[i].value ? sc_strdup(sv->v[i].value) : NULL;
+            }
+            break;
+        }
+        case SC_OPT_OBJ:
+        case SC_OPT_INLINE:
+            copy_rec(o->sub, d, sp);
+            break;
+        case SC_OPT_OBJLIST: {
+            const struct sc_vec *sv = sp;
+            struct sc_vec *dv = d;
+            dv->v = sv->n ? sc_calloc(sv->n, o->sub_size) : NULL;
+            for (size_t i = 0; i < sv->n; i++) {
+                void *de = (char *)dv->v + i * o->sub_size;
+                const void *se = (const char *)sv->v + i * o->sub_size;
+                memcpy(de, se, o->sub_size);
+                copy_rec(o->sub, de, se);
+            }
+            break;
+        }
+        default:
+            break; /* scalars came with the bitwise copy */
+        }
+    }
+}
+
+static struct sc_str str_dup(struct metrics_conf *c, struct sc_str v)
+{
+    return prom_strdup(&c->arena, v);
+}
+
+/* Runs target relabeling for <t> (Prometheus's relabel_configs of a scrape config): the input is
+ * __address__, __scheme__ and __metrics_path__ from its URL plus the static labels; the output
+ * decides whether it is scraped, the URL (rebuilt when one of the three changed) and its labels.
+ * Returns 0 or SC_ECONFIG with a new message in <*err>. */
+static int target_relabel(struct metrics_conf *c, struct metrics_target *t, size_t idx, char **err)
+{
+    const struct metrics_target_cfg *tc = t->cfg;
+    t->url = tc->url;
+    t->lbls = c->lbls;
+    t->nlbls = c->nlbls;
+    if (tc->relabel_configs.n == 0) {
+        return 0;
+    }
     struct metrics_relabel *r = NULL;
-    int rc = metrics_relabel_compile(cfg->relabel_configs.v, cfg->relabel_configs.n, &r, err);
+    int rc = metrics_relabel_compile(tc->relabel_configs.v, tc->relabel_configs.n, &r, err);
+    if (rc) {
+        char *e = sc_asprintf("targets[%zu].%s", idx, *err);
+        sc_free(*err);
+        *err = e;
+        return rc;
+    }
+    /* scheme://[userinfo@]address/path[?query]: the userinfo and query are kept as they are. */
+    const char *u = tc->url;
+    const char *auth = strstr(u, "://") + 3;
+    size_t alen = strcspn(auth, "/?#");
+    const char *at = memchr(auth, '@', alen);
+    const char *addr = at ? at + 1 : auth;
+    const char *path = auth + alen;
+    size_t plen = strcspn(path, "?#");
+    struct sc_str scheme = sc_str_n(u, (size_t)(auth - 3 - u));
+    struct sc_str address = sc_str_n(addr, (size_t)(auth + alen - addr));
+    struct sc_str mpath = plen ? sc_str_n(path, plen) : SC_STR("/");
+    struct metrics_lbls l = { .arena_set = &c->arena };
+    metrics_lbls_set(&l, SC_STR("__address__"), address);
+    metrics_lbls_set(&l, SC_STR("__scheme__"), scheme);
+    metrics_lbls_set(&l, SC_STR("__metrics_path__"), mpath);
+    for (size_t i = 0; i < c->nlbls; i++) {
+        metrics_lbls_set(&l, c->lbls[i].name, c->lbls[i].value);
+    }
+    bool keep = metrics_relabel_apply(r, &l);
+    if (!keep) {
+        t->dropped = true;
+        goto out;
+    }
+    struct sc_str ns = metrics_lbls_get(&l, SC_STR("__scheme__"));
+    struct sc_str na = metrics_lbls_get(&l, SC_STR("__address__"));
+    struct sc_str np = metrics_lbls_get(&l, SC_STR("__metrics_path__"));
+    if (!sc_str_eq(ns, scheme) || !sc_str_eq(na, address) || !sc_str_eq(np, mpath)) {
+        if (!na.len || !(sc_str_eq(ns, SC_STR("http")) || sc_str_eq(ns, SC_STR("https")))) {
+            *err = sc_asprintf("targets[%zu].relabel_configs: the target's __scheme__ must be "
+                               "http or https and its __address__ not empty",
+                               idx);
+            rc = SC_ECONFIG;
+            goto out;
+        }
+        char *nu = sc_asprintf("%.*s://%.*s%.*s%s%.*s", SC_STR_FMT(ns), (int)(addr - auth), auth,
+                               SC_STR_FMT(na), np.len && np.p[0] == '/' ? "" : "/", SC_STR_FMT(np));
+        char *full = sc_asprintf("%s%s", nu, path + plen);
+        t->url = str_dup(c, sc_str_c(full)).p;
+        sc_free(nu);
+        sc_free(full);
+    }
+    t->lbls = prom_alloc(&c->arena, (l.n ? l.n : 1) * sizeof(*t->lbls));
+    t->nlbls = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        if (l.v[i].name.len >= 2 && l.v[i].name.p[0] == '_' && l.v[i].name.p[1] == '_') {
+            continue; /* meta labels go after relabeling, as in Prometheus */
+        }
+        t->lbls[t->nlbls].name = str_dup(c, l.v[i].name);
+        t->lbls[t->nlbls].value = str_dup(c, l.v[i].value);
+        t->nlbls++;
+    }
+out:
+    sc_free(l.v);
     metrics_relabel_free(r);
     return rc;
 }
+
+struct metrics_conf *metrics_conf_new(const struct metrics_cfg *cfg, char **err)
+{
+    struct metrics_conf *c = SC_NEW(struct metrics_conf);
+    c->refs = 1;
+    prom_set_init(&c->arena);
+    memcpy(&c->cfg, cfg, sizeof(c->cfg));
+    copy_rec(metrics_opts, &c->cfg, cfg);
+    cfg = &c->cfg;
+    int rc =
+        metrics_relabel_compile(cfg->relabel_configs.v, cfg->relabel_configs.n, &c->relabel, err);
+    if (rc) {
+        goto fail;
+    }
+    if (cfg->relabel_configs.n == 0) {
+        metrics_relabel_free(c->relabel);
+        c->relabel = NULL;
+    }
+    /* Flag values are expanded here (the file's were when it was loaded), so that
+     * `--label pod=${POD_NAME}` works where no shell runs, as in a container's args. */
+    size_t nl = cfg->labels.n + cfg->flag_labels.n;
+    c->lbls = prom_alloc(&c->arena, (nl ? nl : 1) * sizeof(*c->lbls));
+    for (size_t i = 0; i < cfg->labels.n; i++) {
+        c->lbls[c->nlbls].name = sc_str_c(cfg->labels.v[i].key);
+        c->lbls[c->nlbls].value = sc_str_c(cfg->labels.v[i].value ? cfg->labels.v[i].value : "");
+        c->nlbls++;
+    }
+    for (size_t i = 0; i < cfg->flag_labels.n; i++) {
+        char *e = NULL;
+        size_t pos = 0;
+        char *v = sc_env_expand(cfg->flag_labels.v[i].value, &e, &pos);
+        if (!v) {
+            *err = sc_asprintf("--label %s: %s", cfg->flag_labels.v[i].key, e ? e : "invalid");
+            sc_free(e);
+            goto fail;
+        }
+        c->lbls[c->nlbls].name = sc_str_c(cfg->flag_labels.v[i].key);
+        c->lbls[c->nlbls].value = str_dup(c, sc_str_c(v));
+        c->nlbls++;
+        sc_free(v);
+    }
+
+    c->nflag_targets = cfg->scrape.n;
+    c->flag_targets = sc_calloc(cfg->scrape.n ? cfg->scrape.n : 1, sizeof(*c->flag_targets));
+    for (size_t i = 0; i < cfg->scrape.n; i++) {
+        c->flag_targets[i].url = cfg->scrape.v[i];
+        c->flag_targets[i].timeout_ms = cfg->scrape_timeout_ms;
+        c->flag_targets[i].honor_labels = cfg->honor_labels;
+    }
+    c->ntargets = cfg->scrape.n + cfg->targets.n;
+    c->targets = sc_calloc(c->ntargets ? c->ntargets : 1, sizeof(*c->targets));
+    const struct metrics_target_cfg *tc = cfg->targets.v;
+    for (size_t i = 0; i < c->ntargets; i++) {
+        struct metrics_target *t = &c->targets[i];
+        t->cfg = i < cfg->scrape.n ? &c->flag_targets[i] : &tc[i - cfg->scrape.n];
+        t->source = t->cfg->name ? t->cfg->name : t->cfg->url;
+        t->tls.ca_file = t->cfg->ca_file;
+        t->tls.cert_file = t->cfg->cert_file;
+        t->tls.key_file = t->cfg->key_file;
+        t->tls.insecure_skip_verify = t->cfg->insecure_skip_verify;
+        size_t ci = i - cfg->scrape.n;
+        if (i >= cfg->scrape.n) {
+            rc = target_relabel(c, t, ci, err);
+            if (rc) {
+                goto fail;
+            }
+            const struct sc_vec *mr = &t->cfg->metric_relabel_configs;
+            if (mr->n) {
+                rc = metrics_relabel_compile(mr->v, mr->n, &t->metric_relabel, err);
+                if (rc) {
+                    char *e = sc_asprintf("targets[%zu].metric_%s", ci, *err);
+                    sc_free(*err);
+                    *err = e;
+                    goto fail;
+                }
+            }
+        } else {
+            t->url = t->cfg->url;
+            t->lbls = c->lbls;
+            t->nlbls = c->nlbls;
+        }
+    }
+    /* The flag shorthands win over the file's URLs. */
+    c->push_url = cfg->pushgateway_url ? cfg->pushgateway_url : cfg->pushgateway.url;
+    c->rw_url = cfg->remote_write_url ? cfg->remote_write_url : cfg->remote_write.url;
+    c->statsd_addr = cfg->statsd_listen ? cfg->statsd_listen : cfg->statsd.listen;
+    return c;
+fail:
+    metrics_conf_unref(c);
+    return NULL;
+}
+
+void metrics_conf_ref(struct metrics_conf *c)
+{
+    c->refs++;
+}
+
+void metrics_conf_unref(struct metrics_conf *c)
+{
+    if (!c || --c->refs > 0) {
+        return;
+    }
+    for (size_t i = 0; i < c->ntargets; i++) {
+        metrics_relabel_free(c->targets[i].metric_relabel);
+    }
+    sc_free(c->targets);
+    sc_free(c->flag_targets); /* their URLs belong to cfg.scrape */
+    metrics_relabel_free(c->relabel);
+    prom_set_cleanup(&c->arena);
+    sc_config_free(metrics_opts, &c->cfg);
+    sc_free(c);
+}
+
+/* ---- the role ---- */
 
 static void role_free(struct metrics_role *m)
 {
@@ -437,81 +710,25 @@ static void role_free(struct metrics_role *m)
         return;
     }
     metrics_snapshot_unref(m->last);
-    metrics_relabel_free(m->relabel);
     metrics_push_free(m->push);
     metrics_rw_free(m->rw);
-    for (size_t i = 0; i < m->nflag_targets; i++) {
-        sc_free(m->flag_targets[i].url);
-    }
-    sc_free(m->flag_targets);
-    sc_free(m->targets);
-    sc_free(m->labels.v);
-    for (size_t i = 0; i < m->nlabel_values; i++) {
-        sc_free(m->label_values[i]);
-    }
-    sc_free(m->label_values);
+    metrics_conf_unref(m->conf);
     sc_free(m);
 }
 
 static int metrics_start(struct sc_app *app, const void *cfgp, void **state, char **err)
 {
-    const struct metrics_cfg *cfg = cfgp;
     struct metrics_role *m = SC_NEW(struct metrics_role);
     m->app = app;
     m->loop = sc_app_loop(app);
-    m->cfg = cfg;
-    sc_list_init(&m->waiters);
-    int rc =
-        metrics_relabel_compile(cfg->relabel_configs.v, cfg->relabel_configs.n, &m->relabel, err);
-    if (rc) {
+    int rc = 0;
+    m->conf = metrics_conf_new(cfgp, err);
+    if (!m->conf) {
+        rc = SC_ECONFIG;
         goto fail;
     }
-    if (cfg->relabel_configs.n == 0) {
-        metrics_relabel_free(m->relabel);
-        m->relabel = NULL;
-    }
-    m->labels.n = cfg->labels.n + cfg->flag_labels.n;
-    m->labels.v = sc_calloc(m->labels.n ? m->labels.n : 1, sizeof(*m->labels.v));
-    for (size_t i = 0; i < cfg->labels.n; i++) {
-        m->labels.v[i] = cfg->labels.v[i];
-    }
-    /* Flag values are expanded here (the file's were when it was loaded), so that
-     * `--label pod=${POD_NAME}` works where no shell runs, as in a container's args. */
-    m->label_values = sc_calloc(cfg->flag_labels.n ? cfg->flag_labels.n : 1, sizeof(char *));
-    for (size_t i = 0; i < cfg->flag_labels.n; i++) {
-        char *e = NULL;
-        size_t pos = 0;
-        m->label_values[i] = sc_env_expand(cfg->flag_labels.v[i].value, &e, &pos);
-        m->nlabel_values = i + 1;
-        if (!m->label_values[i]) {
-            *err = sc_asprintf("--label %s: %s", cfg->flag_labels.v[i].key, e ? e : "invalid");
-            sc_free(e);
-            rc = SC_ECONFIG;
-            goto fail;
-        }
-        m->labels.v[cfg->labels.n + i].key = cfg->flag_labels.v[i].key;
-        m->labels.v[cfg->labels.n + i].value = m->label_values[i];
-    }
-
-    m->nflag_targets = cfg->scrape.n;
-    m->flag_targets = sc_calloc(cfg->scrape.n ? cfg->scrape.n : 1, sizeof(*m->flag_targets));
-    for (size_t i = 0; i < cfg->scrape.n; i++) {
-        m->flag_targets[i].url = sc_strdup(cfg->scrape.v[i]);
-        m->flag_targets[i].timeout_ms = cfg->scrape_timeout_ms;
-        m->flag_targets[i].honor_labels = cfg->honor_labels;
-    }
-    m->ntargets = cfg->scrape.n + cfg->targets.n;
-    m->targets = sc_calloc(m->ntargets ? m->ntargets : 1, sizeof(*m->targets));
-    const struct metrics_target_cfg *tc = cfg->targets.v;
-    for (size_t i = 0; i < m->ntargets; i++) {
-        struct metrics_target *t = &m->targets[i];
-        t->cfg = i < cfg->scrape.n ? &m->flag_targets[i] : &tc[i - cfg->scrape.n];
-        t->source = t->cfg->name ? t->cfg->name : t->cfg->url;
-        t->tls.ca_file = t->cfg->ca_file;
-        t->tls.cert_file = t->cfg->cert_file;
-        t->tls.key_file = t->cfg->key_file;
-        t->tls.insecure_skip_verify = t->cfg->insecure_skip_verify;
-    }
+    m->cfg = &m->conf->cfg;
+    const struct metrics_conf *conf = m->conf;
 
     struct sc_metrics *reg = sc_app_metrics(app);
     m->m_collections = sc_metrics_counter(reg, "sidecar_metrics_collections_total",
@@ -525,36 +742,32 @@ static int metrics_start(struct sc_app *app, const void *cfgp, void **state, cha
     m->m_requests = sc_metrics_counter(reg, "sidecar_metrics_exposition_requests_total",
                                        "Requests to the exposition endpoint.");
 
-    m->egress = sc_egress_new(m->loop);
     rc = metrics_http_start(m, &m->http, err);
     if (rc) {
         goto fail;
     }
     char addr[64] = "";
     metrics_http_address(m->http, addr, sizeof(addr));
-    /* The flag shorthands win over the file's URLs. */
-    m->push_url = cfg->pushgateway_url ? cfg->pushgateway_url : cfg->pushgateway.url;
-    m->rw_url = cfg->remote_write_url ? cfg->remote_write_url : cfg->remote_write.url;
-    m->statsd_addr = cfg->statsd_listen ? cfg->statsd_listen : cfg->statsd.listen;
-    if (m->statsd_addr) {
-        rc = metrics_statsd_start(m, &m->statsd, err);
+    if (conf->statsd_addr) {
+        rc = metrics_statsd_start(m, conf, &m->statsd, err);
         if (rc) {
             goto fail;
         }
     }
-    if (m->push_url) {
+    if (conf->push_url) {
         rc = metrics_push_start(m, &m->push, err);
         if (rc) {
             goto fail;
         }
     }
-    if (m->rw_url) {
+    if (conf->rw_url) {
         metrics_rw_start(m, &m->rw); /* cannot fail: started last so nothing needs undoing */
     }
-    sc_info("metrics exposition listening", SC_LS("addr", addr), SC_LS("path", cfg->path),
-            SC_LU("targets", m->ntargets),
-            SC_LS("textfile_dir", cfg->textfile_dir ? cfg->textfile_dir : ""),
+    sc_info("metrics exposition listening", SC_LS("addr", addr), SC_LS("path", m->cfg->path),
+            SC_LU("targets", conf->ntargets),
+            SC_LS("textfile_dir", m->cfg->textfile_dir ? m->cfg->textfile_dir : ""),
             SC_LB("pushgateway", m->push != NULL), SC_LB("remote_write", m->rw != NULL));
+    metrics_collect_start(m); /* last: nothing after it can fail */
     sc_app_set_ready(app, true);
     *state = m;
     return 0;
@@ -568,8 +781,107 @@ fail:
     return rc;
 }
 
+static bool same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static bool same_push(const struct metrics_conf *a, const struct metrics_conf *b)
+{
+    const struct metrics_push_cfg *x = &a->cfg.pushgateway, *y = &b->cfg.pushgateway;
+    return same_str(a->push_url, b->push_url) && same_str(x->job, y->job) &&
+           same_str(x->instance, y->instance) && x->interval_ms == y->interval_ms &&
+           x->timeout_ms == y->timeout_ms && x->method == y->method &&
+           a->cfg.max_response_bytes == b->cfg.max_response_bytes;
+}
+
+/* Applies a new config: everything but the exposition address takes effect. A collection under
+ * way finishes on the configuration it started with (it and its snapshot hold that one), and the
+ * next request starts a collection on the new one. A StatsD listener whose address changes is
+ * replaced (its series start again from zero), otherwise it keeps its series and takes the new
+ * cap and buckets; the Pushgateway pusher is replaced when its settings change; remote_write keeps
+ * its queue. Anything that can fail is done before anything changes. */
+static int metrics_reload(struct sc_app *app, void *state, const void *cfgp, char **err)
+{
+    struct metrics_role *m = state;
+    const struct metrics_cfg *cfg = cfgp;
+    (void)app;
+    if (strcmp(cfg->listen, m->cfg->listen) != 0) {
+        *err = sc_asprintf("listen: the exposition address changes only at restart (it is %s)",
+                           m->cfg->listen);
+        return SC_ECONFIG;
+    }
+    if (m->stopping) {
+        return 0;
+    }
+    struct metrics_conf *conf = metrics_conf_new(cfg, err);
+    if (!conf) {
+        return SC_ECONFIG;
+    }
+    struct metrics_conf *old = m->conf;
+    struct metrics_statsd *nsd = NULL;
+    bool statsd_moved = !same_str(old->statsd_addr, conf->statsd_addr);
+    if (statsd_moved && conf->statsd_addr) {
+        int rc = metrics_statsd_start(m, conf, &nsd, err);
+        if (rc) {
+            metrics_conf_unref(conf);
+            return rc;
+        }
+    }
+    struct metrics_push *npush = NULL;
+    bool push_changed = !same_push(old, conf);
+    m->conf = conf;
+    m->cfg = &conf->cfg;
+    if (push_changed && conf->push_url) {
+        int rc = metrics_push_start(m, &npush, err);
+        if (rc) {
+            m->conf = old;
+            m->cfg = &old->cfg;
+            metrics_statsd_close(nsd);
+            metrics_conf_unref(conf);
+            return rc;
+        }
+    }
+    /* Nothing can fail from here on. */
+    if (statsd_moved) {
+        metrics_statsd_close(m->statsd);
+        m->statsd = nsd;
+    } else if (m->statsd) {
+        metrics_statsd_reconfigure(m->statsd, conf);
+    }
+    if (push_changed) {
+        metrics_push_retire(m->push);
+        m->push = npush;
+    }
+    if (!same_str(old->rw_url, conf->rw_url) && !conf->rw_url) {
+        metrics_rw_retire(m->rw);
+        m->rw = NULL;
+    } else if (m->rw) {
+        metrics_rw_reconfigure(m->rw, conf);
+    } else if (conf->rw_url) {
+        metrics_rw_start(m, &m->rw);
+    }
+    metrics_collect_forget(m);
+    metrics_conf_unref(old);
+    sc_info("metrics configuration reloaded", SC_LU("targets", conf->ntargets),
+            SC_LS("textfile_dir", conf->cfg.textfile_dir ? conf->cfg.textfile_dir : ""),
+            SC_LB("pushgateway", m->push != NULL), SC_LB("remote_write", m->rw != NULL),
+            SC_LB("statsd", m->statsd != NULL));
+    return 0;
+}
+
+struct sc_egress *metrics_egress(struct metrics_role *m)
+{
+    if (!m->egress && !m->finished) {
+        m->egress = sc_egress_new(m->loop);
+    }
+    return m->egress;
+}
+
 static void finish_stop(struct metrics_role *m)
 {
+    m->finished = true;
+    metrics_collect_stop(m);
     sc_egress_close(m->egress);
     m->egress = NULL;
     sc_app_stopped(m->app, 0);
@@ -602,8 +914,8 @@ static void metrics_stop(struct sc_app *app, void *state, bool now)
             return;
         }
     }
-    if (m->egress == NULL) {
-        return; /* already finished */
+    if (m->finished) {
+        return;
     }
     metrics_push_stop(m->push, now);
     metrics_rw_stop(m->rw, now);
@@ -631,6 +943,6 @@ const struct sc_role sc_role_metrics = {
     .check = metrics_check,
     .start = metrics_start,
     .stop = metrics_stop,
-    .reload = NULL,
+    .reload = metrics_reload,
     .cleanup = metrics_cleanup,
 };

@@ -34,6 +34,8 @@ struct metrics_target_cfg {
     char *cert_file;
     char *key_file;
     bool insecure_skip_verify;
+    struct sc_vec relabel_configs;        /* struct metrics_relabel_cfg: target relabeling */
+    struct sc_vec metric_relabel_configs; /* struct metrics_relabel_cfg: per sample */
 };
 
 enum metrics_relabel_action {
@@ -141,6 +143,7 @@ void metrics_lbls_set(struct metrics_lbls *l, struct sc_str name, struct sc_str 
 /* ---- collection ---- */
 
 struct metrics_role;
+struct metrics_conf;
 
 /* An immutable, reference-counted result of one collection: the merged families. Readers render
  * it piece by piece (prom_render_some), so no full rendering is ever held in memory. */
@@ -148,9 +151,10 @@ struct metrics_snapshot {
     int refs;
     struct prom_set *sets; /* per source, owning the strings the output points into */
     size_t nsets;
-    struct prom_set out; /* merged output */
-    uint64_t done_ms;    /* loop time when it was built */
-    int64_t wall_ms;     /* wall clock time when it was built, for pushed timestamps */
+    struct prom_set out;       /* merged output */
+    uint64_t done_ms;          /* loop time when it was built */
+    int64_t wall_ms;           /* wall clock time when it was built, for pushed timestamps */
+    struct metrics_conf *conf; /* the configuration it was built with, whose labels it borrows */
 };
 
 /* Called when a collection has finished, with a snapshot borrowed for the call (take a reference
@@ -171,6 +175,15 @@ void metrics_collect(struct metrics_role *m, struct metrics_waiter *w, metrics_s
 /* Unlinks a waiting <w>; its callback is not called. */
 void metrics_collect_cancel(struct metrics_waiter *w);
 
+/* Starts and stops the timer that releases the cached snapshot once it is stale (started at the
+ * end of the role's start, closed when its drain is over). */
+void metrics_collect_start(struct metrics_role *m);
+void metrics_collect_stop(struct metrics_role *m);
+
+/* After a reload: drops the cached snapshot, and lets a running collection finish for those
+ * already waiting on it without caching its result, so later requests see the new config. */
+void metrics_collect_forget(struct metrics_role *m);
+
 void metrics_snapshot_ref(struct metrics_snapshot *snap);
 void metrics_snapshot_unref(struct metrics_snapshot *snap);
 
@@ -179,36 +192,59 @@ void metrics_snapshot_unref(struct metrics_snapshot *snap);
 struct metrics_target {
     const struct metrics_target_cfg *cfg;
     const char *source; /* the source label value */
+    const char *url;    /* after target relabeling (__scheme__, __address__, __metrics_path__) */
+    bool dropped;       /* target relabeling dropped it: never scraped */
+    struct prom_label *lbls; /* its target labels: the static ones after target relabeling */
+    size_t nlbls;
+    struct metrics_relabel *metric_relabel; /* its metric_relabel_configs, NULL when none */
     struct sc_egress_tls tls;
-    size_t last_body; /* bytes of the last good response: the next buffer starts that big */
 };
+
+/* The effective configuration, built at start and at each reload from the loaded config: a deep
+ * copy of it plus everything derived (targets, compiled rules, static labels, effective URLs).
+ * It is reference counted: a collection, the snapshot it builds and a push in flight each hold the
+ * one they started with, so a reload (after which the loader frees the old config) never frees
+ * a string they borrow, and in-flight work finishes on the old configuration. */
+struct metrics_conf {
+    int refs;
+    struct metrics_cfg cfg; /* owned copy */
+    struct metrics_target *targets;
+    size_t ntargets;
+    struct metrics_target_cfg *flag_targets; /* built from --scrape */
+    size_t nflag_targets;
+    struct metrics_relabel *relabel; /* the global rules, NULL when none */
+    struct prom_label *lbls;         /* the static labels: the file's, then the flags' */
+    size_t nlbls;
+    const char *push_url; /* effective URLs (flag over file), into cfg */
+    const char *rw_url;
+    const char *statsd_addr;
+    struct prom_set arena; /* the strings of lbls and of the targets' labels and URLs */
+};
+
+/* Builds a conf from <cfg> (borrowed for the call: everything is copied). Returns it with one
+ * reference, or NULL with a new message in <*err> (a bad rule, a bad ${ENV} in a --label). */
+struct metrics_conf *metrics_conf_new(const struct metrics_cfg *cfg, char **err);
+void metrics_conf_ref(struct metrics_conf *c);
+void metrics_conf_unref(struct metrics_conf *c); /* NULL-safe */
 
 struct metrics_collection;
 
 struct metrics_role {
     struct sc_app *app;
     uv_loop_t *loop;
-    const struct metrics_cfg *cfg;
-    struct sc_egress *egress;
-    struct metrics_target *targets;
-    size_t ntargets;
-    struct metrics_target_cfg *flag_targets; /* built from --scrape */
-    size_t nflag_targets;
-    struct metrics_relabel *relabel;
-    const char *push_url; /* effective URLs (flag over file), borrowed from the config */
-    const char *rw_url;
-    const char *statsd_addr;
+    struct metrics_conf *conf;     /* the current configuration (one reference) */
+    const struct metrics_cfg *cfg; /* &conf->cfg, for what reads it synchronously */
+    struct sc_egress *egress;      /* created on first use: libcurl is loaded only when needed */
     struct metrics_statsd *statsd;
-    struct sc_kvv labels; /* static labels: the file's, then the flags' (strings borrowed) */
-    char **label_values;  /* the flags' values after ${ENV} expansion, owned */
-    size_t nlabel_values;
-    struct metrics_snapshot *last;
+    struct metrics_snapshot *last; /* the cached snapshot, released when the cache expires */
+    uv_timer_t cache_timer;
+    bool cache_timer_on;
     struct metrics_collection *running;
-    struct sc_list waiters;
     struct metrics_http *http;
     struct metrics_push *push;
     struct metrics_rw *rw;
     bool stopping;
+    bool finished;     /* the drain is over */
     int pending_stops; /* pushers still doing their final work */
     /* admin registry */
     struct sc_metric *m_collections;
@@ -240,15 +276,26 @@ void metrics_push_stop(struct metrics_push *p, bool now);
 void metrics_rw_start(struct metrics_role *m, struct metrics_rw **out);
 void metrics_rw_stop(struct metrics_rw *w, bool now);
 
+/* At a reload: retire stops a pusher at once (its push in flight is cancelled) and frees it once
+ * its timers have closed, without calling metrics_role_push_done(); reconfigure makes a running
+ * remote_write use <conf>'s settings (its queue is kept; the request in flight finishes with the
+ * old ones). NULL-safe. */
+void metrics_push_retire(struct metrics_push *p);
+void metrics_rw_retire(struct metrics_rw *w);
+void metrics_rw_reconfigure(struct metrics_rw *w, struct metrics_conf *conf);
+
 /* Free a pusher after metrics_role_push_done() was called for it. NULL-safe. */
 void metrics_push_free(struct metrics_push *p);
 void metrics_rw_free(struct metrics_rw *w);
 
-/* The StatsD listener on m->statsd_addr. start: 0 or an error with a new message in <*err>.
+/* The StatsD listener on conf->statsd_addr. start: 0 or an error with a new message in <*err>.
+ * reconfigure: takes <conf>'s cap and buckets (histograms restart when the buckets change).
  * collect: adds every series, as Prometheus families, to <out> (strings copied into its arena).
  * close: stops receiving and frees the listener once its handle has closed. NULL-safe. */
 struct metrics_statsd;
-int metrics_statsd_start(struct metrics_role *m, struct metrics_statsd **out, char **err);
+int metrics_statsd_start(struct metrics_role *m, const struct metrics_conf *conf,
+                         struct metrics_statsd **out, char **err);
+void metrics_statsd_reconfigure(struct metrics_statsd *s, const struct metrics_conf *conf);
 void metrics_statsd_collect(struct metrics_statsd *s, struct prom_set *out);
 void metrics_statsd_close(struct metrics_statsd *s);
 
@@ -282,6 +329,10 @@ struct metrics_statsd_line {
  * when the line is well-formed. */
 bool metrics_statsd_parse(struct sc_str line, struct metrics_statsd_line *out);
 
+/* Returns the role's egress client, creating it (and loading libcurl) on first use; NULL when
+ * libcurl cannot be loaded (logged) or the drain is over. */
+struct sc_egress *metrics_egress(struct metrics_role *m);
+
 /* Called by a pusher when its final push is over and its handles are closed. */
 void metrics_role_push_done(struct metrics_role *m);
 
@@ -290,7 +341,8 @@ void metrics_role_push_done(struct metrics_role *m);
 int metrics_push_group(struct sc_buf *b, const char *key, const char *value);
 
 /* Encodes the samples of <out> as a remote_write WriteRequest (protobuf) into <buf>, stamping
- * samples without a timestamp with <now_ms>. Returns 0 or SC_ETOOBIG. Exposed for tests. */
+ * samples without a timestamp with <now_ms>, followed by one MetricMetadata (type, family name,
+ * HELP, UNIT) per family with samples. Returns 0 or SC_ETOOBIG. Exposed for tests. */
 int metrics_rw_encode(const struct prom_set *out, int64_t now_ms, struct sc_buf *buf);
 
 #endif

@@ -7,6 +7,9 @@
 // sidecar_scrape_up 0, and the reason goes to the log: the output is never partial or broken.
 #include <dirent.h>
 #include <fcntl.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,19 +28,29 @@ struct source_info {
     size_t samples;
     bool honor;
     bool no_rules; /* the health families: static labels only, as Prometheus leaves "up" alone */
+    const struct prom_label *lbls; /* the labels added to its samples */
+    size_t nlbls;
+    const struct metrics_relabel *rules; /* its own metric_relabel_configs, before the global */
+    size_t extra; /* free label slots the parser left after each sample's labels */
 };
 
 struct scrape {
     struct metrics_collection *c;
-    size_t idx;
+    size_t idx; /* of its set */
+    struct metrics_target *t;
     struct sc_egress_xfer *xfer;
     uint64_t start_ns;
-    struct sc_buf body; /* streamed here, then adopted by the source's set: no copy */
+    struct prom_stream *stream; /* the body is parsed as it arrives and never held whole */
+    uint64_t bytes;
     bool toobig;
+    bool malformed;
+    struct prom_error perr;
 };
 
 struct metrics_collection {
     struct metrics_role *m;
+    struct metrics_conf *conf; /* the configuration it started with (a reference) */
+    struct sc_list waiters;
     struct metrics_snapshot *snap;
     struct scrape *scrapes;
     struct source_info *info; /* parallel to snap->sets */
@@ -50,13 +63,16 @@ static const struct sc_kv scrape_headers[] = {
                "*/*;q=0.1" },
 };
 
+/* Adds a source with the global static labels. */
 static struct prom_set *add_set(struct metrics_collection *c, const char *name, bool honor)
 {
     struct metrics_snapshot *s = c->snap;
     s->sets = sc_reallocarray(s->sets, s->nsets + 1, sizeof(*s->sets));
     c->info = sc_reallocarray(c->info, s->nsets + 1, sizeof(*c->info));
     prom_set_init(&s->sets[s->nsets]);
-    c->info[s->nsets] = (struct source_info){ .name = sc_strdup(name), .honor = honor };
+    c->info[s->nsets] = (struct source_info){
+        .name = sc_strdup(name), .honor = honor, .lbls = c->conf->lbls, .nlbls = c->conf->nlbls
+    };
     return &s->sets[s->nsets++];
 }
 
@@ -68,21 +84,29 @@ static void fail_set(struct metrics_collection *c, size_t i)
     c->info[i].samples = 0;
 }
 
-static struct prom_limits limits_of(const struct metrics_role *m)
+static struct prom_limits limits_of(const struct metrics_conf *conf)
 {
-    return (struct prom_limits){ .max_samples = (size_t)m->cfg->max_series, .max_labels = 128 };
+    return (struct prom_limits){ .max_samples = (size_t)conf->cfg.max_series, .max_labels = 128 };
 }
 
-/* Parses <body> into set <i>; on failure the set is emptied and the reason logged. */
-static void parse_into(struct metrics_collection *c, size_t i, const char *p, size_t len,
-                       enum prom_format fmt, const char *what)
+/* The limits for parsing source <i>, with room left for its static labels so that adding them
+ * needs no second labels array. */
+static struct prom_limits source_limits(struct metrics_collection *c, size_t i)
 {
-    struct prom_limits lim = limits_of(c->m);
-    struct prom_error e;
-    int rc = prom_parse(&c->snap->sets[i], p, len, fmt, &lim, &e);
+    struct prom_limits lim = limits_of(c->conf);
+    lim.extra_labels = c->info[i].nlbls < 64 ? c->info[i].nlbls : 0;
+    c->info[i].extra = lim.extra_labels;
+    return lim;
+}
+
+/* Records the outcome of parsing source <i> (<rc>, <e>); on failure the set is emptied and the
+ * reason logged. */
+static void parsed(struct metrics_collection *c, size_t i, int rc, const struct prom_error *e,
+                   const char *what)
+{
     if (rc) {
         sc_warn("source malformed", SC_LS("source", c->info[i].name), SC_LS("what", what),
-                SC_LU("line", e.line), SC_LU("col", e.col), SC_LS("reason", e.msg));
+                SC_LU("line", e->line), SC_LU("col", e->col), SC_LS("reason", e->msg));
         fail_set(c, i);
         return;
     }
@@ -90,13 +114,47 @@ static void parse_into(struct metrics_collection *c, size_t i, const char *p, si
     c->info[i].samples = c->snap->sets[i].nsamples;
 }
 
+/* Parses <body> into set <i> at once (the small, in-memory registry). */
+static void parse_into(struct metrics_collection *c, size_t i, const char *p, size_t len,
+                       enum prom_format fmt, const char *what)
+{
+    struct prom_limits lim = source_limits(c, i);
+    struct prom_error e;
+    int rc = prom_parse(&c->snap->sets[i], p, len, fmt, &lim, &e);
+    parsed(c, i, rc, &e, what);
+}
+
+static enum prom_format format_of(struct sc_str ct)
+{
+    return ct.len >= 28 && sc_str_caseeq(sc_str_n(ct.p, 28), SC_STR("application/openmetrics-text"))
+               ? PROM_FMT_OPENMETRICS
+               : PROM_FMT_TEXT;
+}
+
+static void scrape_stream(struct scrape *s, enum prom_format fmt)
+{
+    struct metrics_collection *c = s->c;
+    struct prom_limits lim = source_limits(c, s->idx);
+    s->stream =
+        prom_stream_new(&c->snap->sets[s->idx], fmt, &lim, (size_t)c->conf->cfg.max_scrape_bytes);
+}
+
 static void finish(struct metrics_collection *c);
 
 static bool on_body(void *arg, const char *p, size_t len)
 {
     struct scrape *s = arg;
-    if (sc_buf_append(&s->body, p, len) != 0) {
+    s->bytes += len;
+    if (s->bytes > s->c->conf->cfg.max_scrape_bytes) {
         s->toobig = true;
+        return false;
+    }
+    if (!s->stream) {
+        /* The headers are complete once the body starts: the format is known. */
+        scrape_stream(s, format_of(sc_egress_xfer_header(s->xfer, "Content-Type")));
+    }
+    if (prom_stream_feed(s->stream, p, len, &s->perr) != 0) {
+        s->malformed = true; /* no use reading the rest */
         return false;
     }
     return true;
@@ -108,7 +166,7 @@ static void on_scrape(void *arg, const struct sc_egress_resp *resp)
     struct metrics_collection *c = s->c;
     s->xfer = NULL;
     c->info[s->idx].seconds = (double)(uv_hrtime() - s->start_ns) / 1e9;
-    if (resp->error && !s->toobig) {
+    if (resp->error && !s->toobig && !s->malformed) {
         sc_warn("scrape failed", SC_LS("source", c->info[s->idx].name), SC_LERR(resp->error),
                 SC_LS("reason", resp->error_msg ? resp->error_msg : ""));
         fail_set(c, s->idx);
@@ -120,22 +178,18 @@ static void on_scrape(void *arg, const struct sc_egress_resp *resp)
         sc_warn("scrape failed", SC_LS("source", c->info[s->idx].name),
                 SC_LS("reason", "response over max_scrape_bytes"));
         fail_set(c, s->idx);
+    } else if (s->malformed) {
+        parsed(c, s->idx, SC_EINVAL, &s->perr, "response");
     } else {
-        struct sc_str ct = sc_egress_resp_header(resp, "Content-Type");
-        enum prom_format fmt = ct.len >= 28 && sc_str_caseeq(sc_str_n(ct.p, 28),
-                                                             SC_STR("application/openmetrics-text"))
-                                   ? PROM_FMT_OPENMETRICS
-                                   : PROM_FMT_TEXT;
-        size_t len = s->body.len;
-        c->m->targets[s->idx].last_body = len;
-        char *p = s->body.len ? sc_realloc(s->body.p, s->body.len) : NULL; /* drop the slack */
-        sc_buf_init(&s->body, 0);
-        if (p) {
-            prom_adopt(&c->snap->sets[s->idx], p, len);
+        if (!s->stream) {
+            scrape_stream(s, format_of(sc_egress_resp_header(resp, "Content-Type")));
         }
-        parse_into(c, s->idx, p ? p : "", len, fmt, "response");
+        struct prom_error e;
+        int rc = prom_stream_end(s->stream, &e);
+        parsed(c, s->idx, rc, &e, "response");
     }
-    sc_buf_cleanup(&s->body);
+    prom_stream_free(s->stream);
+    s->stream = NULL;
     if (--c->pending == 0) {
         finish(c);
     }
@@ -151,7 +205,8 @@ static int cmp_names(const void *a, const void *b)
  * in a newline is taken as partly written and reported like a malformed one. */
 static void read_textfiles(struct metrics_collection *c)
 {
-    const char *dir = c->m->cfg->textfile_dir;
+    static char block[64 * 1024]; /* the loop is single-threaded and this is not reentrant */
+    const char *dir = c->conf->cfg.textfile_dir;
     DIR *d = opendir(dir);
     if (!d) {
         sc_warn("textfile directory unreadable", SC_LS("dir", dir), SC_LERR(-errno));
@@ -175,29 +230,34 @@ static void read_textfiles(struct metrics_collection *c)
     for (size_t i = 0; i < n; i++) {
         uint64_t t0 = uv_hrtime();
         char *src = sc_asprintf("textfile:%s", names[i]);
-        add_set(c, src, c->m->cfg->honor_labels);
+        add_set(c, src, c->conf->cfg.honor_labels);
         size_t idx = c->snap->nsets - 1;
         sc_free(src);
         char *path = sc_asprintf("%s/%s", dir, names[i]);
         int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-        char *data = NULL;
-        size_t len = 0;
         const char *reason = NULL;
         int err = 0;
+        int prc = 0;
+        struct prom_error pe = { 0 };
         struct stat st;
         if (fd < 0) {
             err = -errno;
             reason = "cannot open";
         } else if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
             reason = "not a regular file";
-        } else if ((uint64_t)st.st_size > c->m->cfg->max_scrape_bytes) {
+        } else if ((uint64_t)st.st_size > c->conf->cfg.max_scrape_bytes) {
             reason = "file over max_scrape_bytes";
         } else {
-            /* Read straight into the set's arena so the parser need not copy it. */
-            size_t cap = (size_t)st.st_size;
-            data = prom_alloc(&c->snap->sets[idx], cap + 1);
+            /* Parsed block by block: the file is never held whole. After a parse error the
+             * rest is still read, for the partly-written check below. */
+            struct prom_limits lim = source_limits(c, idx);
+            struct prom_stream *ps = prom_stream_new(&c->snap->sets[idx], PROM_FMT_TEXT, &lim,
+                                                     (size_t)c->conf->cfg.max_scrape_bytes);
+            size_t cap = (size_t)st.st_size, len = 0;
+            char last = '\n';
             while (len < cap) {
-                ssize_t r = read(fd, data + len, cap - len);
+                size_t want = cap - len < sizeof(block) ? cap - len : sizeof(block);
+                ssize_t r = read(fd, block, want);
                 if (r < 0 && errno == EINTR) {
                     continue;
                 }
@@ -210,21 +270,29 @@ static void read_textfiles(struct metrics_collection *c)
                     break;
                 }
                 len += (size_t)r;
+                last = block[r - 1];
+                if (prc == 0) {
+                    prc = prom_stream_feed(ps, block, (size_t)r, &pe);
+                }
             }
+            if (!reason && last != '\n') {
+                reason = "does not end in a newline (partly written? write to another name and "
+                         "rename)";
+            }
+            if (!reason && prc == 0) {
+                prc = prom_stream_end(ps, &pe);
+            }
+            prom_stream_free(ps);
         }
         if (fd >= 0) {
             close(fd);
-        }
-        if (!reason && len > 0 && data[len - 1] != '\n') {
-            reason = "does not end in a newline (partly written? write to another name and "
-                     "rename)";
         }
         if (reason) {
             sc_warn("textfile unusable", SC_LS("file", path), SC_LS("reason", reason),
                     SC_LS("error", err ? sc_strerror(err) : ""));
             fail_set(c, idx);
         } else {
-            parse_into(c, idx, data, len, PROM_FMT_TEXT, path);
+            parsed(c, idx, prc, &pe, path);
         }
         c->info[idx].seconds = (double)(uv_hrtime() - t0) / 1e9;
         sc_free(path);
@@ -236,7 +304,7 @@ static void read_textfiles(struct metrics_collection *c)
 static void read_self(struct metrics_collection *c)
 {
     uint64_t t0 = uv_hrtime();
-    add_set(c, "sidecar", c->m->cfg->honor_labels);
+    add_set(c, "sidecar", c->conf->cfg.honor_labels);
     size_t idx = c->snap->nsets - 1;
     struct sc_buf b;
     sc_buf_init(&b, 16u << 20);
@@ -291,12 +359,11 @@ static void add_meta(struct metrics_collection *c)
 
 /* Adds our static labels: a scraped label of the same name is kept as exported_<name> unless the
  * source honors its labels, in which case the scraped one wins. */
-static void add_static(struct metrics_role *m, struct metrics_lbls *l, bool honor)
+static void add_static(const struct source_info *si, struct metrics_lbls *l, bool honor)
 {
-    const struct sc_kvv *st = &m->labels;
-    for (size_t i = 0; i < st->n; i++) {
-        struct sc_str k = sc_str_c(st->v[i].key);
-        struct sc_str v = sc_str_c(st->v[i].value);
+    for (size_t i = 0; i < si->nlbls; i++) {
+        struct sc_str k = si->lbls[i].name;
+        struct sc_str v = si->lbls[i].value;
         struct sc_str have = metrics_lbls_get(l, k);
         if (have.p) {
             if (honor) {
@@ -314,18 +381,88 @@ static void add_static(struct metrics_role *m, struct metrics_lbls *l, bool hono
     }
 }
 
+/* Relabels sample <sm> of a source (static labels, the source's rules, the global rules) and
+ * writes the result back into it: into its own labels array when the result fits in <cap> slots
+ * (the parser leaves room for the static labels), else into a new one in <out>'s arena. Returns
+ * false when the rules drop it or leave it without a valid name. */
+static bool relabel_sample(const struct metrics_conf *conf, const struct source_info *info,
+                           struct metrics_lbls *l, struct prom_sample *sm, size_t cap,
+                           struct prom_set *out)
+{
+    bool rules = !info->no_rules && (info->rules || conf->relabel);
+    if (!rules && sm->nlabels + info->nlbls <= cap) {
+        /* Static labels only, and room for them: append them unless one clashes with a
+         * scraped label (exported_<name> or honor_labels) or a scraped label is reserved (__x,
+         * removed): the general path below handles those. */
+        bool clash = false;
+        for (uint32_t j = 0; j < sm->nlabels && !clash; j++) {
+            struct sc_str n = sm->labels[j].name;
+            clash = n.len >= 2 && n.p[0] == '_' && n.p[1] == '_';
+            for (size_t i = 0; i < info->nlbls && !clash; i++) {
+                clash = sc_str_eq(n, info->lbls[i].name);
+            }
+        }
+        if (!clash) {
+            for (size_t i = 0; i < info->nlbls; i++) {
+                if (info->lbls[i].value.len) { /* an empty value is an absent label */
+                    sm->labels[sm->nlabels++] = info->lbls[i];
+                }
+            }
+            return true;
+        }
+    }
+    l->n = 0;
+    metrics_lbls_set(l, SC_STR("__name__"), sm->name);
+    for (uint32_t j = 0; j < sm->nlabels; j++) {
+        metrics_lbls_set(l, sm->labels[j].name, sm->labels[j].value);
+    }
+    add_static(info, l, info->honor);
+    if (!info->no_rules && ((info->rules && !metrics_relabel_apply(info->rules, l)) ||
+                            (conf->relabel && !metrics_relabel_apply(conf->relabel, l)))) {
+        return false;
+    }
+    struct sc_str name = metrics_lbls_get(l, SC_STR("__name__"));
+    if (!name.p || !prom_valid_name(name, false)) {
+        return false;
+    }
+    size_t nl = 0;
+    for (size_t j = 0; j < l->n; j++) {
+        nl += !(l->v[j].name.len >= 2 && l->v[j].name.p[0] == '_' && l->v[j].name.p[1] == '_');
+    }
+    if (nl > cap) {
+        sm->labels = prom_alloc(out, nl * sizeof(*sm->labels));
+    }
+    uint32_t k = 0;
+    for (size_t j = 0; j < l->n; j++) {
+        if (l->v[j].name.len >= 2 && l->v[j].name.p[0] == '_' && l->v[j].name.p[1] == '_') {
+            continue; /* __name__ and other reserved labels go after relabeling */
+        }
+        sm->labels[k++] = l->v[j];
+    }
+    sm->nlabels = k;
+    sm->name = name;
+    return true;
+}
+
+/* Merges every source into snap->out. A source's samples are rewritten in place (the snapshot
+ * owns its sources and nothing else reads them), and the output family shares the source's
+ * array when it is the family's first, so a relabeled output costs no second copy of the
+ * samples. */
 static void merge(struct metrics_collection *c)
 {
     struct metrics_role *m = c->m;
+    const struct metrics_conf *conf = c->conf;
+    const size_t max_series = (size_t)conf->cfg.max_series;
     struct metrics_snapshot *snap = c->snap;
     struct prom_set *out = &snap->out;
     struct metrics_lbls l = { .arena_set = out };
-    bool plain = m->labels.n == 0 && m->relabel == NULL;
     size_t total = 0;
     uint64_t dropped = 0;
     for (size_t si = 0; si < snap->nsets; si++) {
         struct prom_set *s = &snap->sets[si];
-        bool honor = c->info[si].honor;
+        const struct source_info *info = &c->info[si];
+        bool plain =
+            info->nlbls == 0 && (info->no_rules || (conf->relabel == NULL && !info->rules));
         for (size_t fi = 0; fi < s->nfams; fi++) {
             struct prom_family *f = s->fams[fi];
             if (f->nsamples == 0) {
@@ -334,13 +471,12 @@ static void merge(struct metrics_collection *c)
             struct prom_family *of = prom_find(out, f->name);
             if (of && of->type != f->type && of->nsamples) {
                 sc_warn("metric family type conflict: dropping the later source's family",
-                        SC_LSN("family", f->name.p, f->name.len), SC_LS("source", c->info[si].name),
+                        SC_LSN("family", f->name.p, f->name.len), SC_LS("source", info->name),
                         SC_LS("type", prom_type_name(f->type, 0)),
                         SC_LS("kept_type", prom_type_name(of->type, 0)));
                 sc_counter_inc(m->m_conflicts);
                 continue;
             }
-            bool fresh = !of;
             if (!of) {
                 of = prom_family_get(out, f->name, f->type);
             }
@@ -353,84 +489,98 @@ static void merge(struct metrics_collection *c)
             if (!of->unit.len) {
                 of->unit = f->unit;
             }
-            if (plain && fresh && total + f->nsamples <= (size_t)m->cfg->max_series) {
+            bool fresh = of->nsamples == 0;
+            if (plain && fresh && total + f->nsamples <= max_series) {
                 /* Nothing to change: the output shares the source's samples. */
                 prom_family_share(out, of, f);
                 total += f->nsamples;
                 continue;
             }
+            /* Kept samples move down in f's own array; those a rule renames into another
+             * family are copied there. */
+            size_t kept = 0;
             for (size_t k = 0; k < f->nsamples; k++) {
-                const struct prom_sample *sm = &f->samples[k];
-                if (total >= (size_t)m->cfg->max_series) {
+                struct prom_sample sm = f->samples[k];
+                if (total >= max_series) {
                     dropped++;
                     continue;
                 }
-                if (plain) {
-                    *prom_sample_add(out, of) = *sm;
-                    total++;
+                if (!plain && !relabel_sample(conf, info, &l, &sm, sm.nlabels + info->extra, out)) {
                     continue;
                 }
-                l.n = 0;
-                metrics_lbls_set(&l, SC_STR("__name__"), sm->name);
-                for (uint32_t j = 0; j < sm->nlabels; j++) {
-                    metrics_lbls_set(&l, sm->labels[j].name, sm->labels[j].value);
-                }
-                add_static(m, &l, honor);
-                if (!c->info[si].no_rules && !metrics_relabel_apply(m->relabel, &l)) {
-                    continue;
-                }
-                struct sc_str name = metrics_lbls_get(&l, SC_STR("__name__"));
-                if (!name.p || !prom_valid_name(name, false)) {
-                    continue;
-                }
-                struct prom_family *tf = of;
-                if (!sc_str_eq(name, sm->name)) {
-                    /* Renamed by a rule: it joins the family of its new name. */
-                    tf = prom_family_get(out, name, PROM_UNTYPED);
-                }
-                struct prom_sample *ns = prom_sample_add(out, tf);
-                ns->name = name;
-                ns->value = sm->value;
-                ns->has_ts = sm->has_ts;
-                ns->ts_ms = sm->ts_ms;
-                ns->labels = prom_alloc(out, (l.n ? l.n : 1) * sizeof(*ns->labels));
-                uint32_t nl = 0;
-                for (size_t j = 0; j < l.n; j++) {
-                    if (l.v[j].name.len >= 2 && l.v[j].name.p[0] == '_' &&
-                        l.v[j].name.p[1] == '_') {
-                        continue; /* __name__ and other reserved labels go after relabeling */
-                    }
-                    ns->labels[nl++] = l.v[j];
-                }
-                ns->nlabels = nl;
                 total++;
+                struct prom_family *tf = of;
+                if (!sc_str_eq(sm.name, f->samples[k].name)) {
+                    /* Renamed by a rule: it joins the family of its new name. */
+                    tf = prom_family_get(out, sm.name, PROM_UNTYPED);
+                }
+                if (tf == of) {
+                    f->samples[kept++] = sm;
+                } else {
+                    *prom_sample_add(out, tf) = sm;
+                }
+            }
+            s->nsamples -= f->nsamples - kept;
+            f->nsamples = kept;
+            if (kept == 0) {
+                continue;
+            }
+            if (of->nsamples == 0) {
+                prom_family_share(out, of, f);
+            } else {
+                for (size_t k = 0; k < kept; k++) {
+                    *prom_sample_add(out, of) = f->samples[k];
+                }
             }
         }
     }
     if (dropped) {
         sc_warn("series cap reached: samples dropped", SC_LU("dropped", dropped),
-                SC_LI("max_series", m->cfg->max_series));
+                SC_LI("max_series", conf->cfg.max_series));
         sc_counter_add(m->m_dropped_series, dropped);
     }
     sc_free(l.v);
 }
 
+static void on_cache_expired(uv_timer_t *t)
+{
+    struct metrics_role *m = t->data;
+    metrics_snapshot_unref(m->last);
+    m->last = NULL;
+}
+
+void metrics_collect_start(struct metrics_role *m)
+{
+    uv_timer_init(m->loop, &m->cache_timer);
+    m->cache_timer.data = m;
+    m->cache_timer_on = true;
+}
+
+void metrics_collect_stop(struct metrics_role *m)
+{
+    if (m->cache_timer_on) {
+        m->cache_timer_on = false;
+        uv_close((uv_handle_t *)&m->cache_timer, NULL);
+    }
+}
+
 static void finish(struct metrics_collection *c)
 {
     struct metrics_role *m = c->m;
-    if (m->cfg->textfile_dir) {
+    const struct metrics_conf *conf = c->conf;
+    if (conf->cfg.textfile_dir) {
         read_textfiles(c);
     }
     if (m->statsd) {
         uint64_t t0 = uv_hrtime();
-        struct prom_set *set = add_set(c, "statsd", m->cfg->honor_labels);
+        struct prom_set *set = add_set(c, "statsd", conf->cfg.honor_labels);
         size_t idx = c->snap->nsets - 1;
         metrics_statsd_collect(m->statsd, set);
         c->info[idx].up = true;
         c->info[idx].samples = set->nsamples;
         c->info[idx].seconds = (double)(uv_hrtime() - t0) / 1e9;
     }
-    if (m->cfg->self_metrics) {
+    if (conf->cfg.self_metrics) {
         read_self(c);
     }
     add_meta(c);
@@ -442,26 +592,38 @@ static void finish(struct metrics_collection *c)
     c->snap->wall_ms = tv.tv_sec * 1000 + tv.tv_usec / 1000;
     sc_counter_inc(m->m_collections);
 
-    metrics_snapshot_unref(m->last);
-    m->last = c->snap;
-    m->running = NULL;
-    for (size_t i = 0; i < c->snap->nsets; i++) {
+    /* The snapshot keeps the configuration its samples borrow labels from. */
+    struct metrics_snapshot *snap = c->snap;
+    snap->conf = c->conf;
+    c->conf = NULL;
+    if (m->running == c) {
+        /* Still the current configuration: the snapshot answers scrapes for cache_ms, then is
+         * released. A collection a reload left behind only answers those that waited for it. */
+        metrics_snapshot_unref(m->last);
+        m->last = NULL;
+        if (conf->cfg.cache_ms > 0 && m->cache_timer_on) {
+            m->last = snap;
+            metrics_snapshot_ref(snap);
+            uv_timer_start(&m->cache_timer, on_cache_expired, conf->cfg.cache_ms, 0);
+        }
+        m->running = NULL;
+    }
+    for (size_t i = 0; i < snap->nsets; i++) {
         sc_free(c->info[i].name);
     }
     sc_free(c->info);
     sc_free(c->scrapes);
-    sc_free(c);
 
-    /* Callbacks may start another collection (and so link new waiters): take the list first. */
+    /* Callbacks may start another collection (and so link new waiters elsewhere): take the list
+     * first. */
     struct sc_list ready;
     sc_list_init(&ready);
-    while (!sc_list_empty(&m->waiters)) {
-        struct sc_list *n = m->waiters.next;
+    while (!sc_list_empty(&c->waiters)) {
+        struct sc_list *n = c->waiters.next;
         sc_list_remove(n);
         sc_list_append(&ready, n);
     }
-    struct metrics_snapshot *snap = m->last;
-    metrics_snapshot_ref(snap);
+    sc_free(c);
     while (!sc_list_empty(&ready)) {
         struct metrics_waiter *w = sc_list_entry(ready.next, struct metrics_waiter, link);
         sc_list_remove(&w->link);
@@ -470,57 +632,63 @@ static void finish(struct metrics_collection *c)
     metrics_snapshot_unref(snap);
 }
 
-static void start_collection(struct metrics_role *m)
+static struct metrics_collection *start_collection(struct metrics_role *m)
 {
     /* The cached snapshot is stale: let it go now rather than after the new one is built, so
      * two full snapshots are not held at once (readers still writing it keep their reference). */
     metrics_snapshot_unref(m->last);
     m->last = NULL;
+    struct metrics_conf *conf = m->conf;
     struct metrics_collection *c = SC_NEW(struct metrics_collection);
     c->m = m;
+    c->conf = conf;
+    metrics_conf_ref(conf);
+    sc_list_init(&c->waiters);
     c->snap = SC_NEW(struct metrics_snapshot);
     c->snap->refs = 1;
     prom_set_init(&c->snap->out);
     m->running = c;
-    c->scrapes = sc_calloc(m->ntargets ? m->ntargets : 1, sizeof(*c->scrapes));
-    c->pending = m->ntargets + 1;
-    for (size_t i = 0; i < m->ntargets; i++) {
-        add_set(c, m->targets[i].source, m->targets[i].cfg->honor_labels);
+    c->scrapes = sc_calloc(conf->ntargets ? conf->ntargets : 1, sizeof(*c->scrapes));
+    size_t nscrapes = 0;
+    for (size_t i = 0; i < conf->ntargets; i++) {
+        struct metrics_target *t = &conf->targets[i];
+        if (t->dropped) {
+            continue;
+        }
+        add_set(c, t->source, t->cfg->honor_labels);
+        struct source_info *si = &c->info[c->snap->nsets - 1];
+        si->lbls = t->lbls;
+        si->nlbls = t->nlbls;
+        si->rules = t->metric_relabel;
+        c->scrapes[nscrapes++] = (struct scrape){ .c = c, .idx = c->snap->nsets - 1, .t = t };
     }
-    for (size_t i = 0; i < m->ntargets; i++) {
-        const struct metrics_target_cfg *tc = m->targets[i].cfg;
+    c->pending = nscrapes + 1;
+    for (size_t i = 0; i < nscrapes; i++) {
         struct scrape *s = &c->scrapes[i];
-        s->c = c;
-        s->idx = i;
+        const struct metrics_target_cfg *tc = s->t->cfg;
         s->start_ns = uv_hrtime();
-        sc_buf_init(&s->body, m->cfg->max_scrape_bytes);
-        size_t guess = m->targets[i].last_body + m->targets[i].last_body / 8 + 4096;
-        (void)sc_buf_reserve(&s->body, guess < s->body.max ? guess : s->body.max);
         struct sc_egress_req req = {
             .method = "GET",
-            .url = tc->url,
+            .url = s->t->url,
             .headers = scrape_headers,
             .nheaders = SC_ARRAY_LEN(scrape_headers),
             .timeout_ms = tc->timeout_ms,
             .connect_timeout_ms = tc->timeout_ms < 5000 ? tc->timeout_ms : 5000,
-            .max_response = m->cfg->max_scrape_bytes,
+            .max_response = conf->cfg.max_scrape_bytes,
             .bearer_token = tc->bearer_token,
             .basic_user = tc->basic_user,
             .basic_password = tc->basic_password,
-            .tls = &m->targets[i].tls,
+            .tls = &s->t->tls,
             .on_data = on_body,
         };
-        int rc = sc_egress_send(m->egress, &req, on_scrape, s, &s->xfer);
+        int rc = sc_egress_send(metrics_egress(m), &req, on_scrape, s, &s->xfer);
         if (rc) {
-            sc_buf_cleanup(&s->body);
-            sc_warn("scrape not started", SC_LS("source", m->targets[i].source), SC_LERR(rc));
-            fail_set(c, i);
+            sc_warn("scrape not started", SC_LS("source", s->t->source), SC_LERR(rc));
+            fail_set(c, s->idx);
             c->pending--;
         }
     }
-    if (--c->pending == 0) {
-        finish(c);
-    }
+    return c;
 }
 
 void metrics_collect(struct metrics_role *m, struct metrics_waiter *w, metrics_snapshot_cb cb,
@@ -537,15 +705,27 @@ void metrics_collect(struct metrics_role *m, struct metrics_waiter *w, metrics_s
         metrics_snapshot_unref(snap);
         return;
     }
-    sc_list_append(&m->waiters, &w->link);
-    if (!m->running) {
-        start_collection(m);
+    if (m->running) {
+        sc_list_append(&m->running->waiters, &w->link);
+        return;
+    }
+    struct metrics_collection *c = start_collection(m);
+    sc_list_append(&c->waiters, &w->link);
+    if (--c->pending == 0) {
+        finish(c);
     }
 }
 
 void metrics_collect_cancel(struct metrics_waiter *w)
 {
     sc_list_remove(&w->link);
+}
+
+void metrics_collect_forget(struct metrics_role *m)
+{
+    metrics_snapshot_unref(m->last);
+    m->last = NULL;
+    m->running = NULL;
 }
 
 void metrics_snapshot_ref(struct metrics_snapshot *snap)
@@ -565,5 +745,16 @@ void metrics_snapshot_unref(struct metrics_snapshot *snap)
         prom_set_cleanup(&snap->sets[i]);
     }
     sc_free(snap->sets);
+    metrics_conf_unref(snap->conf);
+    bool big = snap->out.nsamples >= 10000;
     sc_free(snap);
+#ifdef __GLIBC__
+    if (big) {
+        /* glibc keeps freed heap pages mapped: give a large snapshot's memory back, so the
+         * resident size between scrapes is that of an idle sidecar. */
+        malloc_trim(0);
+    }
+#else
+    (void)big;
+#endif
 }

@@ -25,7 +25,10 @@ struct metrics_push {
     struct sc_egress_xfer *xfer;
     struct sc_buf body;
     char *url;
+    int method;
+    uint64_t timeout_ms;
     bool stopping, final_started, final_waiting, done;
+    bool retired; /* replaced by a reload: frees itself once its timer has closed */
     struct sc_metric *m_ok, *m_fail;
 };
 
@@ -92,6 +95,10 @@ static void push_now(struct metrics_push *p);
 static void on_timer_closed(uv_handle_t *h)
 {
     struct metrics_push *p = h->data;
+    if (p->retired) {
+        metrics_push_free(p);
+        return;
+    }
     metrics_role_push_done(p->m);
 }
 
@@ -147,17 +154,16 @@ static void on_push_snapshot(void *arg, struct metrics_snapshot *snap)
     static const struct sc_kv hdr[] = {
         { .key = "Content-Type", .value = "text/plain; version=0.0.4; charset=utf-8" },
     };
-    const struct metrics_push_cfg *pc = &p->m->cfg->pushgateway;
     struct sc_egress_req req = {
-        .method = pc->method == 1 ? "POST" : "PUT",
+        .method = p->method == 1 ? "POST" : "PUT",
         .url = p->url,
         .headers = hdr,
         .nheaders = 1,
         .body = p->body.p,
         .body_len = p->body.len,
-        .timeout_ms = pc->timeout_ms,
+        .timeout_ms = p->timeout_ms,
     };
-    int rc = sc_egress_send(p->m->egress, &req, on_pushed, p, &p->xfer);
+    int rc = sc_egress_send(metrics_egress(p->m), &req, on_pushed, p, &p->xfer);
     if (rc) {
         sc_warn("pushgateway push not started", SC_LERR(rc));
         if (p->stopping) {
@@ -183,16 +189,19 @@ static void on_push_timer(uv_timer_t *t)
 int metrics_push_start(struct metrics_role *m, struct metrics_push **out, char **err)
 {
     const struct metrics_push_cfg *pc = &m->cfg->pushgateway;
+    const char *base = m->conf->push_url;
     struct metrics_push *p = SC_NEW(struct metrics_push);
     p->m = m;
+    p->method = pc->method;
+    p->timeout_ms = pc->timeout_ms;
     sc_buf_init(&p->body, m->cfg->max_response_bytes);
     struct sc_buf u;
     sc_buf_init(&u, 8192);
-    size_t l = strlen(m->push_url);
-    while (l && m->push_url[l - 1] == '/') {
+    size_t l = strlen(base);
+    while (l && base[l - 1] == '/') {
         l--;
     }
-    int rc = sc_buf_append(&u, m->push_url, l);
+    int rc = sc_buf_append(&u, base, l);
     rc |= sc_buf_append_cstr(&u, "/metrics");
     rc |= metrics_push_group(&u, "job", pc->job ? pc->job : "sidecar");
     if (pc->instance) {
@@ -250,6 +259,28 @@ void metrics_push_stop(struct metrics_push *p, bool now)
     if (!p->collecting) {
         push_now(p);
     }
+}
+
+void metrics_push_retire(struct metrics_push *p)
+{
+    if (!p) {
+        return;
+    }
+    p->retired = true;
+    p->stopping = true;
+    uv_timer_stop(&p->timer);
+    if (p->collecting) {
+        metrics_collect_cancel(&p->waiter);
+        p->collecting = false;
+    }
+    if (p->xfer) {
+        sc_egress_cancel(p->xfer);
+        p->xfer = NULL;
+    }
+    if (p->done) {
+        return; /* its timer is closing already: the close callback frees it */
+    }
+    push_finish(p);
 }
 
 void metrics_push_free(struct metrics_push *p)
@@ -310,6 +341,29 @@ static int cmp_label(const void *a, const void *b)
     return x->name.len < y->name.len ? -1 : x->name.len > y->name.len;
 }
 
+/* MetricMetadata.MetricType of prompb/types.proto for a family type. */
+static uint64_t rw_type(enum prom_type t)
+{
+    switch (t) {
+    case PROM_COUNTER:
+        return 1;
+    case PROM_GAUGE:
+        return 2;
+    case PROM_HISTOGRAM:
+        return 3;
+    case PROM_GAUGEHISTOGRAM:
+        return 4;
+    case PROM_SUMMARY:
+        return 5;
+    case PROM_INFO:
+        return 6;
+    case PROM_STATESET:
+        return 7;
+    default:
+        return 0; /* UNKNOWN */
+    }
+}
+
 int metrics_rw_encode(const struct prom_set *out, int64_t now_ms, struct sc_buf *buf)
 {
     struct prom_label *lb = NULL;
@@ -360,6 +414,35 @@ int metrics_rw_encode(const struct prom_set *out, int64_t now_ms, struct sc_buf 
         }
     }
     sc_free(lb);
+    /* The families' metadata (WriteRequest field 3), as Prometheus sends it: a receiver that
+     * keeps it shows the TYPE, HELP and UNIT of what it stores. */
+    for (size_t i = 0; i < out->nfams && rc == 0; i++) {
+        const struct prom_family *f = out->fams[i];
+        if (f->nsamples == 0) {
+            continue;
+        }
+        uint64_t type = rw_type(f->type);
+        size_t len = (type ? 1 + varint_len(type) : 0) + 1 + varint_len(f->name.len) + f->name.len;
+        if (f->has_help && f->help.len) {
+            len += 1 + varint_len(f->help.len) + f->help.len;
+        }
+        if (f->unit.len) {
+            len += 1 + varint_len(f->unit.len) + f->unit.len;
+        }
+        rc |= sc_buf_append(buf, "\x1a", 1);
+        rc |= put_varint(buf, len);
+        if (type) {
+            rc |= sc_buf_append(buf, "\x08", 1);
+            rc |= put_varint(buf, type);
+        }
+        rc |= put_bytes(buf, 0x12, f->name);
+        if (f->has_help && f->help.len) {
+            rc |= put_bytes(buf, 0x22, f->help);
+        }
+        if (f->unit.len) {
+            rc |= put_bytes(buf, 0x2a, f->unit);
+        }
+    }
     return rc ? SC_ETOOBIG : 0;
 }
 
@@ -372,6 +455,9 @@ struct batch {
 
 struct metrics_rw {
     struct metrics_role *m;
+    struct metrics_conf *conf;      /* its settings (a reference), swapped by a reload */
+    struct metrics_conf *xfer_conf; /* the one the request in flight borrows strings from */
+    bool retired;                   /* removed by a reload: frees itself once closed */
     uv_timer_t tick;
     uv_timer_t backoff;
     int handles;
@@ -394,6 +480,10 @@ static void on_rw_closed(uv_handle_t *h)
 {
     struct metrics_rw *w = h->data;
     if (--w->handles == 0) {
+        if (w->retired) {
+            metrics_rw_free(w);
+            return;
+        }
         metrics_role_push_done(w->m);
     }
 }
@@ -434,8 +524,10 @@ static void on_rw_sent(void *arg, const struct sc_egress_resp *resp)
 {
     struct metrics_rw *w = arg;
     w->xfer = NULL;
+    metrics_conf_unref(w->xfer_conf);
+    w->xfer_conf = NULL;
     struct batch *b = sc_list_entry(w->queue.next, struct batch, link);
-    const struct metrics_rw_cfg *rc = &w->m->cfg->remote_write;
+    const struct metrics_rw_cfg *rc = &w->conf->cfg.remote_write;
     bool ok = !resp->error && resp->status >= 200 && resp->status <= 299;
     bool retry = resp->error || resp->status >= 500 || resp->status == 429;
     if (ok) {
@@ -444,7 +536,7 @@ static void on_rw_sent(void *arg, const struct sc_egress_resp *resp)
         rw_send(w);
         return;
     }
-    sc_warn("remote_write failed", SC_LS("url", w->m->rw_url), SC_LI("status", resp->status),
+    sc_warn("remote_write failed", SC_LS("url", w->conf->rw_url), SC_LI("status", resp->status),
             SC_LS("reason", resp->error ? (resp->error_msg ? resp->error_msg : "") : "status"),
             SC_LSN("body", resp->body.p, resp->body.len > 512 ? 512 : resp->body.len),
             SC_LB("retry", retry && !w->stopping && b->attempts <= rc->max_retries));
@@ -475,7 +567,7 @@ static void rw_send(struct metrics_rw *w)
         rw_check_done(w);
         return;
     }
-    const struct metrics_rw_cfg *rc = &w->m->cfg->remote_write;
+    const struct metrics_rw_cfg *rc = &w->conf->cfg.remote_write;
     struct batch *b = sc_list_entry(w->queue.next, struct batch, link);
     b->attempts++;
     static const struct sc_kv hdr[] = {
@@ -486,7 +578,7 @@ static void rw_send(struct metrics_rw *w)
     };
     struct sc_egress_req req = {
         .method = "POST",
-        .url = w->m->rw_url,
+        .url = w->conf->rw_url,
         .headers = hdr,
         .nheaders = SC_ARRAY_LEN(hdr),
         .body = b->data,
@@ -496,8 +588,11 @@ static void rw_send(struct metrics_rw *w)
         .basic_user = rc->basic_user,
         .basic_password = rc->basic_password,
     };
-    int err = sc_egress_send(w->m->egress, &req, on_rw_sent, w, &w->xfer);
-    if (err) {
+    int err = sc_egress_send(metrics_egress(w->m), &req, on_rw_sent, w, &w->xfer);
+    if (err == 0) {
+        w->xfer_conf = w->conf; /* the request borrows its URL and credentials */
+        metrics_conf_ref(w->xfer_conf);
+    } else {
         sc_warn("remote_write not started", SC_LERR(err));
         sc_counter_inc(w->m_failed);
         rw_pop(w);
@@ -533,7 +628,7 @@ static void on_rw_snapshot(void *arg, struct metrics_snapshot *snap)
         rw_check_done(w);
         return;
     }
-    if (w->queued >= (size_t)w->m->cfg->remote_write.queue) {
+    if (w->queued >= (size_t)w->conf->cfg.remote_write.queue) {
         /* Keep the newest data: the oldest waiting batch (not the one in flight) goes. */
         struct sc_list *victim = w->queue.next;
         if (w->xfer || w->backing_off) {
@@ -566,6 +661,8 @@ void metrics_rw_start(struct metrics_role *m, struct metrics_rw **out)
 {
     struct metrics_rw *w = SC_NEW(struct metrics_rw);
     w->m = m;
+    w->conf = m->conf;
+    metrics_conf_ref(w->conf);
     sc_list_init(&w->queue);
     sc_buf_init(&w->enc, m->cfg->max_response_bytes);
     struct sc_metrics *r = sc_app_metrics(m->app);
@@ -603,6 +700,8 @@ void metrics_rw_stop(struct metrics_rw *w, bool now)
         if (w->xfer) {
             sc_egress_cancel(w->xfer);
             w->xfer = NULL;
+            metrics_conf_unref(w->xfer_conf);
+            w->xfer_conf = NULL;
         }
         rw_close(w);
         return;
@@ -621,11 +720,39 @@ void metrics_rw_stop(struct metrics_rw *w, bool now)
     rw_send(w);
 }
 
+void metrics_rw_reconfigure(struct metrics_rw *w, struct metrics_conf *conf)
+{
+    uint64_t old_interval = w->conf->cfg.remote_write.interval_ms;
+    metrics_conf_ref(conf);
+    metrics_conf_unref(w->conf);
+    w->conf = conf;
+    w->enc.max = conf->cfg.max_response_bytes;
+    if (conf->cfg.remote_write.interval_ms != old_interval && !w->stopping) {
+        uv_timer_start(&w->tick, on_rw_tick, conf->cfg.remote_write.interval_ms,
+                       conf->cfg.remote_write.interval_ms);
+    }
+}
+
+void metrics_rw_retire(struct metrics_rw *w)
+{
+    if (!w) {
+        return;
+    }
+    if (w->done) {
+        w->retired = true; /* closing already */
+        return;
+    }
+    metrics_rw_stop(w, true);
+    w->retired = true;
+}
+
 void metrics_rw_free(struct metrics_rw *w)
 {
     if (!w) {
         return;
     }
+    metrics_conf_unref(w->xfer_conf);
+    metrics_conf_unref(w->conf);
     while (!sc_list_empty(&w->queue)) {
         struct batch *b = sc_list_entry(w->queue.next, struct batch, link);
         sc_list_remove(&b->link);

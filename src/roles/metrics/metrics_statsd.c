@@ -390,11 +390,51 @@ static void on_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *buf, const struc
     }
 }
 
-int metrics_statsd_start(struct metrics_role *m, struct metrics_statsd **out, char **err)
+static double *parse_bounds(const struct metrics_statsd_cfg *c)
 {
-    const struct metrics_statsd_cfg *c = &m->cfg->statsd;
+    double *b = sc_calloc(c->buckets.n ? c->buckets.n : 1, sizeof(double));
+    for (size_t i = 0; i < c->buckets.n; i++) {
+        b[i] = strtod(c->buckets.v[i], NULL); /* checked when the config was loaded */
+    }
+    return b;
+}
+
+void metrics_statsd_reconfigure(struct metrics_statsd *s, const struct metrics_conf *conf)
+{
+    const struct metrics_statsd_cfg *c = &conf->cfg.statsd;
+    s->max_series = (size_t)c->max_series;
+    double *nb = parse_bounds(c);
+    bool same = c->buckets.n == s->nbounds;
+    for (size_t i = 0; same && i < s->nbounds; i++) {
+        same = nb[i] == s->bounds[i];
+    }
+    if (same) {
+        sc_free(nb);
+        return;
+    }
+    sc_free(s->bounds);
+    s->bounds = nb;
+    s->nbounds = c->buckets.n;
+    /* Counts in the old buckets cannot be split into the new ones: the histograms restart, which
+     * Prometheus reads as a counter reset. */
+    for (size_t i = 0; i < s->cap; i++) {
+        struct sd_series *e = s->tab[i];
+        if (e && !e->name_only && e->type == SD_HISTOGRAM) {
+            sc_free(e->buckets);
+            e->buckets = sc_calloc(s->nbounds + 1, sizeof(*e->buckets));
+            e->count = 0;
+            e->sum = 0;
+        }
+    }
+}
+
+int metrics_statsd_start(struct metrics_role *m, const struct metrics_conf *conf,
+                         struct metrics_statsd **out, char **err)
+{
+    const struct metrics_statsd_cfg *c = &conf->cfg.statsd;
+    const char *addr = conf->statsd_addr;
     struct sockaddr_storage ss;
-    int rc = sc_addr_parse(m->statsd_addr, &ss, err);
+    int rc = sc_addr_parse(addr, &ss, err);
     if (rc) {
         return rc;
     }
@@ -402,10 +442,7 @@ int metrics_statsd_start(struct metrics_role *m, struct metrics_statsd **out, ch
     s->m = m;
     s->max_series = (size_t)c->max_series;
     s->nbounds = c->buckets.n;
-    s->bounds = sc_calloc(s->nbounds ? s->nbounds : 1, sizeof(double));
-    for (size_t i = 0; i < c->buckets.n; i++) {
-        s->bounds[i] = strtod(c->buckets.v[i], NULL);
-    }
+    s->bounds = parse_bounds(c);
     struct sc_metrics *r = sc_app_metrics(m->app);
     s->m_lines = sc_metrics_counter(r, "sidecar_statsd_lines_total", "StatsD lines received.");
     s->m_bad = sc_metrics_counter(r, "sidecar_statsd_malformed_total",
@@ -419,7 +456,7 @@ int metrics_statsd_start(struct metrics_role *m, struct metrics_statsd **out, ch
         rc = uv_udp_recv_start(&s->udp, on_alloc, on_recv);
     }
     if (rc) {
-        *err = sc_asprintf("statsd.listen %s: %s", m->statsd_addr, uv_strerror(rc));
+        *err = sc_asprintf("statsd.listen %s: %s", addr, uv_strerror(rc));
         metrics_statsd_close(s);
         return rc;
     }

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// The exposition parser and writer. The parser works line by line on one copy of the input held
-// in the set's arena: names, label values without escapes and HELP texts without escapes are
-// views into that copy; anything unescaped is written to the arena. Families are found by an
+// The exposition parser and writer. The parser works line by line, either on one copy of the
+// input held in the set's arena (prom_parse: names, label values without escapes and HELP texts
+// without escapes are views into that copy; anything unescaped is written to the arena) or on
+// pieces of input as they arrive (prom_stream: every string kept is copied, names interned, so
+// the input is never held whole and never twice). Families are found by an
 // open-addressing index on their name, so merging and lookups stay O(1) per sample. Invariant:
 // whatever prom_render writes, prom_parse reads back to the same samples in the same format.
 #include "roles/metrics/prom.h"
@@ -52,14 +54,15 @@ void prom_set_cleanup(struct prom_set *s)
     memset(s, 0, sizeof(*s));
 }
 
-void *prom_alloc(struct prom_set *s, size_t n)
+/* Carves <n> bytes aligned to <align> (a power of two up to 16) from the set's arena. */
+static void *carve(struct prom_set *s, size_t n, size_t align)
 {
-    n = (n + 15) & ~(size_t)15;
     if (n == 0) {
-        n = 16;
+        n = 1;
     }
     struct prom_arena_block *b = s->arena.head;
-    if (!b || b->cap - b->len < n) {
+    size_t off = b ? (b->len + align - 1) & ~(align - 1) : 0;
+    if (!b || off > b->cap || b->cap - off < n) {
         size_t cap = n > ARENA_BLOCK / 4 ? n : ARENA_BLOCK;
         struct prom_arena_block *nb = sc_malloc(sizeof(*nb) + cap);
         nb->len = 0;
@@ -74,11 +77,17 @@ void *prom_alloc(struct prom_set *s, size_t n)
             s->arena.head = nb;
         }
         b = nb;
+        off = 0;
     }
-    void *p = b->data + b->len;
-    b->len += n;
+    void *p = b->data + off;
+    b->len = off + n;
     s->arena.used += n;
     return p;
+}
+
+void *prom_alloc(struct prom_set *s, size_t n)
+{
+    return carve(s, (n + 15) & ~(size_t)15, 16);
 }
 
 bool prom_owns(const struct prom_set *s, const char *p, size_t len)
@@ -260,7 +269,43 @@ struct parser {
     struct prom_family *cur;
     struct prom_label *tmp; /* labels of the sample being parsed */
     size_t tmpcap;
+    bool eof; /* "# EOF" seen */
+    /* Copy mode (prom_stream): the input goes away after each call, so every string the set
+     * keeps is copied; names, which repeat on every sample, are interned in a bounded table. */
+    bool copy;
+    struct sc_str *names; /* open addressing, NAMES_CAP slots */
+    size_t nnames;
 };
+
+#define NAMES_CAP 4096
+
+/* Returns <n> itself, or in copy mode its interned copy in the arena. */
+static struct sc_str keep_name(struct parser *ps, struct sc_str n)
+{
+    if (!ps->copy) {
+        return n;
+    }
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n.len; i++) {
+        h ^= (unsigned char)n.p[i];
+        h *= 1099511628211ull;
+    }
+    size_t i = (size_t)h & (NAMES_CAP - 1);
+    for (; ps->names[i].p; i = (i + 1) & (NAMES_CAP - 1)) {
+        if (sc_str_eq(ps->names[i], n)) {
+            return ps->names[i];
+        }
+    }
+    char *c = carve(ps->s, n.len + 1, 1);
+    memcpy(c, n.p, n.len);
+    c[n.len] = '\0';
+    struct sc_str k = sc_str_n(c, n.len);
+    if (ps->nnames < NAMES_CAP / 2) {
+        ps->names[i] = k; /* past half full, names are copied and no longer interned */
+        ps->nnames++;
+    }
+    return k;
+}
 
 static int fail(struct parser *ps, const char *at, const char *msg)
 {
@@ -467,12 +512,19 @@ bool prom_valid_utf8(const char *p, size_t n)
 /* Returns the <n> bytes at <st>, already validated, with their <nesc> escapes (\\, \", \n)
  * resolved: a view of the input when there are none, else a NUL-terminated copy in the scrape's
  * arena. */
-static struct sc_str unescape(struct parser *ps, const char *st, size_t n, size_t nesc)
+/* Returns the text <st>[0..n) with its <nesc> escapes resolved: a view of it when there are none
+ * (and, in copy mode, <keep> is false: the caller copies it), else a copy in the arena. */
+static struct sc_str unescape(struct parser *ps, const char *st, size_t n, size_t nesc, bool keep)
 {
-    if (nesc == 0) {
+    if (nesc == 0 && !(ps->copy && keep)) {
         return sc_str_n(st, n);
     }
-    char *d = prom_alloc(ps->s, n - nesc + 1);
+    char *d = carve(ps->s, n - nesc + 1, 1);
+    if (nesc == 0) {
+        memcpy(d, st, n);
+        d[n] = '\0';
+        return sc_str_n(d, n);
+    }
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         if (st[i] == '\\') {
@@ -519,8 +571,8 @@ static int scan_quoted(struct parser *ps, struct sc_str *out)
     if (high && !prom_valid_utf8(st, n)) {
         return fail(ps, st, "label value is not valid UTF-8");
     }
-    ps->p++; /* the closing quote */
-    *out = unescape(ps, st, n, nesc);
+    ps->p++;                                 /* the closing quote */
+    *out = unescape(ps, st, n, nesc, false); /* parse_sample copies the values it keeps */
     return 0;
 }
 
@@ -772,7 +824,7 @@ static int parse_sample(struct parser *ps)
             if (owner_by_suffix(ps, name)) {
                 return fail(ps, at, "sample of a typed family is not contiguous with it");
             }
-            f = prom_family_get(ps->s, name, PROM_UNTYPED);
+            f = prom_family_get(ps->s, keep_name(ps, name), PROM_UNTYPED);
         }
         ps->cur = f;
     }
@@ -798,14 +850,39 @@ static int parse_sample(struct parser *ps)
         return SC_ELIMIT;
     }
     struct prom_sample *sm = prom_sample_add(ps->s, f);
-    sm->name = name;
+    sm->name = sc_str_eq(name, f->name) ? f->name : keep_name(ps, name);
     sm->value = v;
     sm->has_ts = has_ts;
     sm->ts_ms = ts;
     sm->nlabels = (uint32_t)nl;
-    if (nl) {
-        sm->labels = prom_alloc(ps->s, nl * sizeof(*sm->labels));
-        memcpy(sm->labels, ps->tmp, nl * sizeof(*sm->labels));
+    if (nl + ps->lim->extra_labels) {
+        sm->labels = prom_alloc(ps->s, (nl + ps->lim->extra_labels) * sizeof(*sm->labels));
+        /* Most samples repeat the label names of the one before: reuse its copies. */
+        const struct prom_sample *prev = f->nsamples > 1 ? &f->samples[f->nsamples - 2] : NULL;
+        for (size_t i = 0; i < nl; i++) {
+            struct sc_str n = ps->tmp[i].name;
+            sm->labels[i].name = prev && i < prev->nlabels && sc_str_eq(prev->labels[i].name, n)
+                                     ? prev->labels[i].name
+                                     : keep_name(ps, n);
+            sm->labels[i].value = ps->tmp[i].value;
+        }
+        if (ps->copy) {
+            /* The values, in one piece of the arena. */
+            size_t total = 0;
+            for (size_t i = 0; i < nl; i++) {
+                total += sm->labels[i].value.len + 1;
+            }
+            char *d = carve(ps->s, total, 1);
+            for (size_t i = 0; i < nl; i++) {
+                struct sc_str lv = sm->labels[i].value;
+                if (lv.len) {
+                    memcpy(d, lv.p, lv.len);
+                }
+                d[lv.len] = '\0';
+                sm->labels[i].value = sc_str_n(d, lv.len);
+                d += lv.len + 1;
+            }
+        }
     }
     return 0;
 }
@@ -828,7 +905,7 @@ static int scan_help(struct parser *ps, struct sc_str *out)
         ps->p++;
     }
     size_t n = (size_t)(ps->p - st);
-    *out = unescape(ps, st, n, nesc);
+    *out = unescape(ps, st, n, nesc, true);
     return 0;
 }
 
@@ -900,7 +977,7 @@ static int parse_comment(struct parser *ps)
         return fail(ps, kwat, "metadata of a family is not contiguous");
     }
     if (!f) {
-        f = prom_family_get(ps->s, name, PROM_UNTYPED);
+        f = prom_family_get(ps->s, keep_name(ps, name), PROM_UNTYPED);
     }
     ps->cur = f;
     bool more = sep(ps);
@@ -952,12 +1029,57 @@ static int parse_comment(struct parser *ps)
                        memcmp(name.p + name.len - u.len, u.p, u.len) == 0)) {
             return fail(ps, uat, "unit is not a suffix of the metric name");
         }
-        f->unit = u;
+        f->unit = keep_name(ps, u);
     }
     return 0;
 skip:
     while (!at_eol(ps)) {
         ps->p++;
+    }
+    return 0;
+}
+
+/* Parses the lines in [ps->p, ps->end): every line but possibly the last ends in '\n', and the
+ * byte at ps->end can be read (a NUL or the next line). Returns 0 or an error with ps->err set. */
+static int parse_lines(struct parser *ps)
+{
+    while (ps->p < ps->end) {
+        ps->line = ps->p;
+        if (ps->eof) {
+            return fail(ps, ps->p, "text after # EOF");
+        }
+        skip_ws(ps);
+        int rc = 0;
+        if (*ps->p == '\n') {
+            if (ps->fmt == PROM_FMT_OPENMETRICS) {
+                return fail(ps, ps->p, "empty line");
+            }
+        } else if (*ps->p == '#') {
+            rc = parse_comment(ps);
+            if (rc == 1) {
+                ps->eof = true;
+                rc = 0;
+            }
+        } else {
+            rc = parse_sample(ps);
+        }
+        if (rc) {
+            return rc;
+        }
+        if (ps->p < ps->end) {
+            ps->p++; /* the newline */
+            ps->lineno++;
+        }
+        /* 0.0.4 wants a final newline; Prometheus accepts its absence, and so do we. */
+    }
+    return 0;
+}
+
+static int parse_end(struct parser *ps)
+{
+    if (ps->fmt == PROM_FMT_OPENMETRICS && !ps->eof) {
+        ps->line = ps->p;
+        return fail(ps, ps->p, "missing # EOF");
     }
     return 0;
 }
@@ -989,45 +1111,116 @@ int prom_parse(struct prom_set *s, const char *p, size_t len, enum prom_format f
     err->line = 0;
     err->col = 0;
     err->msg = NULL;
-    int rc = 0;
-    bool eof = false;
-    while (ps.p < ps.end) {
-        ps.line = ps.p;
-        if (eof) {
-            rc = fail(&ps, ps.p, "text after # EOF");
-            break;
-        }
-        skip_ws(&ps);
-        if (*ps.p == '\n') {
-            if (fmt == PROM_FMT_OPENMETRICS) {
-                rc = fail(&ps, ps.p, "empty line");
-                break;
-            }
-        } else if (*ps.p == '#') {
-            rc = parse_comment(&ps);
-            if (rc == 1) {
-                eof = true;
-                rc = 0;
-            }
-        } else {
-            rc = parse_sample(&ps);
-        }
-        if (rc) {
-            break;
-        }
-        if (ps.p < ps.end) {
-            ps.p++; /* the newline */
-            ps.lineno++;
-        } else if (fmt == PROM_FMT_TEXT && ps.p > ps.line) {
-            /* 0.0.4 wants a final newline; Prometheus accepts its absence, and so do we. */
-        }
-    }
-    if (rc == 0 && fmt == PROM_FMT_OPENMETRICS && !eof) {
-        ps.line = ps.p;
-        rc = fail(&ps, ps.p, "missing # EOF");
+    int rc = parse_lines(&ps);
+    if (rc == 0) {
+        rc = parse_end(&ps);
     }
     sc_free(ps.tmp);
     return rc;
+}
+
+struct prom_stream {
+    struct parser ps;
+    struct prom_limits lim;
+    struct prom_error err; /* the first error, repeated by later calls */
+    int rc;
+    struct sc_buf pending; /* input not parsed yet: at most one partial line after a call */
+};
+
+struct prom_stream *prom_stream_new(struct prom_set *s, enum prom_format fmt,
+                                    const struct prom_limits *lim, size_t max_line)
+{
+    struct prom_stream *st = SC_NEW(struct prom_stream);
+    st->lim = lim ? *lim : (struct prom_limits){ .max_samples = 1000000, .max_labels = 128 };
+    st->ps = (struct parser){
+        .s = s,
+        .fmt = fmt,
+        .lim = &st->lim,
+        .err = &st->err,
+        .lineno = 1,
+        .copy = true,
+        .names = sc_calloc(NAMES_CAP, sizeof(struct sc_str)),
+    };
+    sc_buf_init(&st->pending, max_line + 1);
+    return st;
+}
+
+/* Parses pending[0..upto) (whole lines) with a NUL after them; keeps the rest. */
+static int stream_parse(struct prom_stream *st, size_t upto)
+{
+    struct parser *ps = &st->ps;
+    char *b = st->pending.p;
+    char saved = b[upto]; /* the buffer always has room for the terminator */
+    b[upto] = '\0';
+    ps->base = b;
+    ps->p = b;
+    ps->line = b;
+    ps->end = b + upto;
+    int rc = parse_lines(ps);
+    b[upto] = saved;
+    if (rc == 0) {
+        memmove(b, b + upto, st->pending.len - upto);
+        st->pending.len -= upto;
+    }
+    return rc;
+}
+
+int prom_stream_feed(struct prom_stream *st, const char *p, size_t len, struct prom_error *err)
+{
+    while (st->rc == 0 && len > 0) {
+        /* Take what fits, leaving room for the NUL stream_parse writes. */
+        size_t room = st->pending.max - 1 - st->pending.len;
+        size_t n = len < room ? len : room;
+        if (n == 0) {
+            st->err =
+                (struct prom_error){ .line = st->ps.lineno, .col = 1, .msg = "line too long" };
+            st->rc = SC_ELIMIT;
+            break;
+        }
+        (void)sc_buf_reserve(&st->pending, n + 1);
+        memcpy(st->pending.p + st->pending.len, p, n);
+        size_t from = st->pending.len;
+        st->pending.len += n;
+        p += n;
+        len -= n;
+        const char *nl = NULL;
+        for (size_t i = st->pending.len; i > from; i--) {
+            if (st->pending.p[i - 1] == '\n') {
+                nl = st->pending.p + i - 1;
+                break;
+            }
+        }
+        if (nl) {
+            st->rc = stream_parse(st, (size_t)(nl - st->pending.p) + 1);
+        }
+    }
+    *err = st->err;
+    return st->rc;
+}
+
+int prom_stream_end(struct prom_stream *st, struct prom_error *err)
+{
+    if (st->rc == 0 && st->pending.len) {
+        (void)sc_buf_reserve(&st->pending, 1);
+        st->rc = stream_parse(st, st->pending.len);
+    }
+    if (st->rc == 0) {
+        st->ps.p = st->ps.end = st->pending.p;
+        st->rc = parse_end(&st->ps);
+    }
+    *err = st->err;
+    return st->rc;
+}
+
+void prom_stream_free(struct prom_stream *st)
+{
+    if (!st) {
+        return;
+    }
+    sc_free(st->ps.tmp);
+    sc_free(st->ps.names);
+    sc_buf_cleanup(&st->pending);
+    sc_free(st);
 }
 
 /* ---- rendering ---- */
@@ -1091,8 +1284,58 @@ static int append_escaped(struct sc_buf *out, struct sc_str v, bool quote)
     return sc_buf_append(out, v.p + st, v.len - st);
 }
 
+/* Writes <v> escaped (and quoted label values' '"') at <d>, which has room for 2 * v.len bytes;
+ * returns the end. */
+static char *put_escaped(char *d, struct sc_str v)
+{
+    for (size_t i = 0; i < v.len; i++) {
+        char c = v.p[i];
+        if (c == '\\' || c == '"') {
+            *d++ = '\\';
+            *d++ = c;
+        } else if (c == '\n') {
+            *d++ = '\\';
+            *d++ = 'n';
+        } else {
+            *d++ = c;
+        }
+    }
+    return d;
+}
+
 static int render_sample(const struct prom_sample *sm, enum prom_format fmt, struct sc_buf *out)
 {
+    /* The common case in one reservation: name and labels (escapes at most double a value)
+     * written straight into the buffer. Near the cap, the piecewise path below decides. */
+    size_t need = sm->name.len + 2;
+    for (uint32_t i = 0; i < sm->nlabels; i++) {
+        need += sm->labels[i].name.len + 4 + 2 * sm->labels[i].value.len;
+    }
+    if (!sm->has_ts && sc_buf_reserve(out, need + 48) == 0) {
+        char *d = out->p + out->len;
+        memcpy(d, sm->name.p, sm->name.len);
+        d += sm->name.len;
+        if (sm->nlabels) {
+            *d++ = '{';
+            for (uint32_t i = 0; i < sm->nlabels; i++) {
+                if (i) {
+                    *d++ = ',';
+                }
+                memcpy(d, sm->labels[i].name.p, sm->labels[i].name.len);
+                d += sm->labels[i].name.len;
+                *d++ = '=';
+                *d++ = '"';
+                d = put_escaped(d, sm->labels[i].value);
+                *d++ = '"';
+            }
+            *d++ = '}';
+        }
+        *d++ = ' ';
+        out->len = (size_t)(d - out->p);
+        int rc = prom_format_value(out, sm->value); /* at most 40 bytes: reserved */
+        rc |= sc_buf_append(out, "\n", 1);
+        return rc ? SC_ETOOBIG : 0;
+    }
     int rc = sc_buf_append_str(out, sm->name);
     if (sm->nlabels) {
         rc |= sc_buf_append(out, "{", 1);

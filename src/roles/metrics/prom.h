@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 // Strict parser and writer for the Prometheus text exposition format 0.0.4 and OpenMetrics text
 // 1.0. A parse copies the input once into the set's arena (or reads it in place when it is there
-// already) and then only makes views into it (label values with escapes are unescaped into the
-// arena), so a set owns everything it points to and stays valid after the caller's buffer is
-// gone. The parser rejects, with line:col and a static reason, anything a Prometheus server would
-// refuse: bad names, bad escapes, label values that are not UTF-8, duplicate labels, a second
-// HELP/TYPE for a family, unknown types, buckets without "le", values that are not floats, samples
-// of a typed family that are not contiguous with it. Exemplars are checked for shape and skipped.
-// Every set is capped in samples and labels, so a target cannot grow memory past what the caller
-// allows.
+// already) and then only makes views into it (or, streamed, copies only the strings it keeps)
+// (label values with escapes are unescaped into the arena), so a set owns everything it points to
+// and stays valid after the caller's buffer is gone. The parser rejects, with line:col and a static
+// reason, anything a Prometheus server would refuse: bad names, bad escapes, label values that are
+// not UTF-8, duplicate labels, a second HELP/TYPE for a family, unknown types, buckets without
+// "le", values that are not floats, samples of a typed family that are not contiguous with it.
+// Exemplars are checked for shape and skipped. Every set is capped in samples and labels, so a
+// target cannot grow memory past what the caller allows.
 #ifndef SC_ROLES_METRICS_PROM_H
 #define SC_ROLES_METRICS_PROM_H
 
@@ -70,8 +70,10 @@ struct prom_arena {
 };
 
 struct prom_limits {
-    size_t max_samples; /* over it: the parse fails */
-    size_t max_labels;  /* per sample */
+    size_t max_samples;  /* over it: the parse fails */
+    size_t max_labels;   /* per sample */
+    size_t extra_labels; /* free slots left after each sample's labels (its labels array holds
+                            nlabels + extra_labels), so labels can be added later in place */
 };
 
 struct prom_set {
@@ -116,6 +118,22 @@ struct sc_str prom_strdup(struct prom_set *s, struct sc_str v);
  * On failure <s> may hold part of the input and must still be cleaned up. */
 int prom_parse(struct prom_set *s, const char *p, size_t len, enum prom_format fmt,
                const struct prom_limits *lim, struct prom_error *err);
+
+/* An incremental parse into a set, for input that arrives in pieces (a response body, a file read
+ * in blocks): the same grammar, checks, limits and errors (line and column) as prom_parse, but
+ * the strings the set keeps are copied (names interned) so each piece can be dropped after the
+ * call, and memory holds the parsed samples plus one partial line instead of the whole input.
+ * new: <lim> is copied; a line may be up to <max_line> bytes (longer: SC_ELIMIT "line too long").
+ * feed: parses the complete lines of <p> (borrowed for the call) and keeps a partial last line.
+ * end: parses what is left (a last line without a newline) and checks the end (# EOF).
+ * Both return 0 or the error prom_parse would have returned, with <err> set; after an error every
+ * later call returns it again. The set must be cleaned up even after an error. free: NULL-safe. */
+struct prom_stream;
+struct prom_stream *prom_stream_new(struct prom_set *s, enum prom_format fmt,
+                                    const struct prom_limits *lim, size_t max_line);
+int prom_stream_feed(struct prom_stream *st, const char *p, size_t len, struct prom_error *err);
+int prom_stream_end(struct prom_stream *st, struct prom_error *err);
+void prom_stream_free(struct prom_stream *st);
 
 /* Returns the family of <s> named <name>, or NULL. */
 struct prom_family *prom_find(const struct prom_set *s, struct sc_str name);
