@@ -125,6 +125,7 @@ int proxy_build_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
     struct proxy_req *r = &dc->req;
     struct sc_buf *b = &dc->out;
     bool upgrade = m->status == 101;
+    const struct proxy_route_policy *pol = r->route->pol;
     char line[13] = { 'H',
                       'T',
                       'T',
@@ -146,7 +147,7 @@ int proxy_build_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
     conn_tokens_init(&ct, m);
     for (size_t i = 0; i < m->nheaders; i++) {
         const struct sc_http_header *h = &m->headers[i];
-        if (hop_by_hop(h->name, &ct)) {
+        if (hop_by_hop(h->name, &ct) || (pol && proxy_policy_skip_resp_header(pol, h->name))) {
             continue;
         }
         if (sc_str_caseeq(h->name, SC_STR("via"))) {
@@ -161,6 +162,9 @@ int proxy_build_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
         rc |= sc_buf_append_cstr(b, ", 1.1 sidecar\r\n");
     } else {
         rc |= sc_buf_append_cstr(b, "Via: 1.1 sidecar\r\n");
+    }
+    if (pol || r->pol.has_rl) {
+        rc |= proxy_policy_resp_headers(dc, b);
     }
     if (upgrade) {
         const struct sc_http_header *u = sc_http_find(m, SC_STR("upgrade"), NULL);
@@ -255,6 +259,9 @@ bool proxy_route_matches(const struct proxy_route *rt, const struct sc_http_msg 
         pcre2_match(rt->re, (PCRE2_SPTR)(path.p ? path.p : ""), path.len, 0, 0, md, NULL) < 0) {
         return false;
     }
+    if (rt->pol && !proxy_policy_match(rt->pol, m)) {
+        return false;
+    }
     for (size_t i = 0; i < rt->nheaders; i++) {
         const struct proxy_header_match *hm = &rt->headers[i];
         const struct sc_http_header *h = sc_http_find(m, hm->name, NULL);
@@ -294,7 +301,9 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
     struct proxy_req *r = &dc->req;
     struct proxy_worker *w = dc->w;
     struct sc_buf *b = &r->head;
-    int rc = sc_http1_write_request_line(b, m->method, r->is_connect ? m->target : origin);
+    const struct proxy_route_policy *pol = r->route->pol;
+    int rc = pol ? proxy_policy_request_line(pol, b, m->method, r->is_connect ? m->target : origin)
+                 : sc_http1_write_request_line(b, m->method, r->is_connect ? m->target : origin);
     bool have_host = false;
     const struct sc_http_header *xff = NULL, *via = NULL, *rid = NULL, *tp = NULL;
     size_t nxff = 0;
@@ -302,7 +311,7 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
     conn_tokens_init(&ct, m);
     for (size_t i = 0; i < m->nheaders; i++) {
         const struct sc_http_header *h = &m->headers[i];
-        if (hop_by_hop(h->name, &ct)) {
+        if (hop_by_hop(h->name, &ct) || (pol && proxy_policy_skip_req_header(pol, h->name))) {
             continue;
         }
         if (sc_str_caseeq(h->name, SC_STR("x-forwarded-for"))) {
@@ -332,8 +341,13 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
         }
         rc |= sc_http1_write_header(b, h->name, h->value);
     }
+    if (pol) {
+        rc |= proxy_policy_req_headers(dc, m, b);
+        have_host |= pol->host_rewrite != NULL;
+    }
     if (!have_host) {
-        rc |= sc_http1_write_header(b, SC_STR("Host"), sc_str_c(r->route->cluster->eps[0].name));
+        struct proxy_cluster *hc = r->cluster ? r->cluster : r->route->cluster;
+        rc |= sc_http1_write_header(b, SC_STR("Host"), sc_str_c(hc->eps[0].name));
     }
     if (r->body == B_CHUNKED) {
         rc |= sc_buf_append_cstr(b, "Transfer-Encoding: chunked\r\n");

@@ -30,6 +30,7 @@
 #include "net/tcp.h"
 #include "net/transport.h"
 #include "roles/proxy/proxy_conn.h"
+#include "roles/proxy/proxy_policy.h"
 
 static void dconn_close(struct proxy_dconn *dc);
 static void uconn_close(struct proxy_uconn *uc);
@@ -414,18 +415,23 @@ static void on_connect(void *owner, int status)
     upstream_ready(dc);
 }
 
-/* Picks an endpoint with addresses, preferring one other than <avoid>. */
+/* The <i>th endpoint of <c>, counting only those of subset <ss> when there is one. */
+#define SUBSET_EP(c, ss, i) (&(c)->eps[(ss) ? (ss)->idx[(i)] : (i)])
+
+/* Picks an endpoint with addresses, preferring one other than <avoid>; only within subset <ss>
+ * when it is not NULL. */
 static struct proxy_endpoint *pick_endpoint(struct proxy_worker *w, struct proxy_cluster *c,
-                                            struct proxy_endpoint *avoid)
+                                            struct proxy_subset *ss, struct proxy_endpoint *avoid)
 {
-    if (c->neps == 0) {
+    size_t neps = ss ? ss->n : c->neps;
+    if (neps == 0) {
         return NULL;
     }
     struct proxy_endpoint *best = NULL;
-    if (c->lb == PROXY_LB_LEAST_REQUEST && c->neps > 1) {
+    if (c->lb == PROXY_LB_LEAST_REQUEST && neps > 1) {
         for (int tries = 0; tries < 4 && !best; tries++) {
-            struct proxy_endpoint *a = &c->eps[proxy_rand(w) % c->neps];
-            struct proxy_endpoint *b = &c->eps[proxy_rand(w) % c->neps];
+            struct proxy_endpoint *a = SUBSET_EP(c, ss, proxy_rand(w) % neps);
+            struct proxy_endpoint *b = SUBSET_EP(c, ss, proxy_rand(w) % neps);
             if (atomic_load(&a->naddrs) == 0 || (a == avoid && b != avoid)) {
                 a = b;
             }
@@ -441,9 +447,9 @@ static struct proxy_endpoint *pick_endpoint(struct proxy_worker *w, struct proxy
             return best;
         }
     }
-    unsigned start = atomic_fetch_add_explicit(&c->rr, 1, memory_order_relaxed);
-    for (size_t i = 0; i < c->neps; i++) {
-        struct proxy_endpoint *e = &c->eps[(start + i) % c->neps];
+    unsigned start = atomic_fetch_add_explicit(ss ? &ss->rr : &c->rr, 1, memory_order_relaxed);
+    for (size_t i = 0; i < neps; i++) {
+        struct proxy_endpoint *e = SUBSET_EP(c, ss, (start + i) % neps);
         if (atomic_load(&e->naddrs) == 0) {
             continue;
         }
@@ -477,12 +483,12 @@ static void attempt(struct proxy_dconn *dc)
 {
     struct proxy_worker *w = dc->w;
     struct proxy_req *r = &dc->req;
-    struct proxy_cluster *c = r->route->cluster;
+    struct proxy_cluster *c = r->cluster;
     if (c->original_dst) {
         attempt_original_dst(dc);
         return;
     }
-    struct proxy_endpoint *ep = pick_endpoint(w, c, r->ep);
+    struct proxy_endpoint *ep = pick_endpoint(w, c, r->subset, r->ep);
     if (!ep) {
         local_reply(dc, 503, "no healthy upstream", F_UH);
         return;
@@ -606,7 +612,7 @@ static void attempt_original_dst(struct proxy_dconn *dc)
         dc->dyn = SC_NEW(struct proxy_endpoint);
     }
     struct proxy_endpoint *ep = dc->dyn;
-    ep->cluster = r->route->cluster;
+    ep->cluster = r->cluster;
     ep->name = dc->dyn_name;
     ep->pools = NULL;
     r->ep = ep;
@@ -721,7 +727,7 @@ static void schedule_retry(struct proxy_dconn *dc)
     /* Full jitter in [interval/2, interval]: spreads retry storms, keeps the backoff growing. */
     uint64_t delay = interval / 2 + (interval ? proxy_rand(dc->w) % (interval / 2 + 1) : 0);
     r->retries++;
-    sc_counter_inc(rt->cluster->m_retry);
+    sc_counter_inc(r->cluster->m_retry);
     uv_timer_start(&dc->btimer, on_backoff, delay, 0);
     dread_update(dc);
 }
@@ -864,6 +870,9 @@ static void request_body_done(struct proxy_dconn *dc)
     dc->req.body_done = true;
     dc->req.body_done_ms = uv_now(dc->w->loop);
     arm_dtimer(dc);
+    if (dc->req.pol.mirror) {
+        proxy_mirror_start(dc);
+    }
 }
 
 static void pump_req(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
@@ -931,10 +940,12 @@ static void pump_req(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
                 break;
             }
         }
-        if (!tunnel && r->retriable && n > 0 && sc_buf_append(&r->copy, p, n) < 0) {
-            /* Past the retry buffer: this request can no longer be replayed. */
+        if (!tunnel && (r->retriable || r->pol.mirror) && n > 0 &&
+            sc_buf_append(&r->copy, p, n) < 0) {
+            /* Past the retry buffer: this request can no longer be replayed (nor mirrored). */
             r->retriable = false;
             sc_buf_reset(&r->copy);
+            proxy_mirror_drop(dc);
         }
         if (n == 0 && nprefix == 0) {
             if (done_now) {
@@ -1301,9 +1312,20 @@ static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         return;
     }
     r->route = found;
+    r->cluster = found->cluster;
+    if (found->pol || r->lsn->rl) {
+        int pst = 0;
+        const char *why = NULL;
+        unsigned pfl = 0;
+        if (proxy_policy_request(dc, m, &pst, &why, &pfl) != PROXY_POL_GO) {
+            dc->close_after = r->body != B_NONE;
+            local_reply(dc, pst, why, pfl);
+            return;
+        }
+    }
     r->retriable = (proxy_idempotent(m->method) || found->retry_non_idempotent) && !r->upgrade &&
                    !r->is_connect && r->rt->retry_buffer > 0;
-    if (found->cluster->original_dst) {
+    if (r->cluster->original_dst) {
         /* The destination: an absolute-form target's authority, else Host; port 80 default. */
         struct sc_str auth = m->host;
         if (m->target.len && m->target.p[0] != '/') {
@@ -1324,7 +1346,7 @@ static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         if (dc->dyn) {
             atomic_store(&dc->dyn->naddrs, 0);
         }
-    } else if (found->cluster->neps == 0) {
+    } else if (r->cluster->neps == 0) {
         dc->close_after = r->body != B_NONE;
         local_reply(dc, 503, "no healthy upstream", F_UH);
         return;
@@ -1345,7 +1367,11 @@ static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, s
     } else {
         arm_dtimer(dc);
     }
-    attempt(dc);
+    if (r->pol.delay_ms) {
+        uv_timer_start(&dc->btimer, on_backoff, r->pol.delay_ms, 0); /* fault injection */
+    } else {
+        attempt(dc);
+    }
     dread_update(dc);
 }
 
@@ -1376,8 +1402,8 @@ static void local_reply(struct proxy_dconn *dc, int status, const char *reason, 
         n = (int)sizeof(body) - 1;
     }
     sc_buf_reset(&dc->out);
-    if (sc_http1_write_simple(&dc->out, status, "text/plain; charset=utf-8",
-                              sc_str_n(body, (size_t)n), close) < 0) {
+    if (proxy_policy_write_local(dc, &dc->out, status, "text/plain; charset=utf-8",
+                                 sc_str_n(body, (size_t)n), close) < 0) {
         dconn_close(dc);
         return;
     }
@@ -1766,8 +1792,8 @@ static void on_dtimer(uv_timer_t *t)
                 arm_dtimer(dc);
                 return;
             }
-            if (r->route->cluster) {
-                sc_counter_inc(r->route->cluster->m_timeout);
+            if (r->cluster) {
+                sc_counter_inc(r->cluster->m_timeout);
             }
             if (r->retries > 0) {
                 r->flags |= F_URX;
@@ -1913,12 +1939,17 @@ static void close_pools(struct proxy_worker *w, struct proxy_rt *rt)
 static void check_done(struct proxy_worker *w)
 {
     if ((w->draining || w->closed_all) && !atomic_load(&w->done) && w->nconns == 0 &&
-        w->nuconns == 0 && w->listeners_open == 0) {
+        w->nuconns == 0 && w->listeners_open == 0 && w->nmirrors == 0) {
         atomic_store(&w->done, true);
         proxy_log_flush(w);
         uv_close((uv_handle_t *)&w->logcheck, NULL);
         proxy_worker_done(w);
     }
+}
+
+void proxy_worker_check_done(struct proxy_worker *w)
+{
+    check_done(w);
 }
 
 void proxy_worker_poll(struct proxy_worker *w)
@@ -1934,6 +1965,7 @@ void proxy_worker_poll(struct proxy_worker *w)
         w->draining = true;
         close_listeners(w);
         close_pools(w, w->rt);
+        proxy_mirror_stop_all(w);
         struct sc_list *pos, *tmp;
         sc_list_foreach(pos, tmp, &w->conns)
         {
@@ -1949,6 +1981,7 @@ void proxy_worker_poll(struct proxy_worker *w)
         w->draining = true;
         close_listeners(w);
         close_pools(w, w->rt);
+        proxy_mirror_stop_all(w);
         struct sc_list *pos, *tmp;
         sc_list_foreach(pos, tmp, &w->conns)
         {
@@ -1997,6 +2030,7 @@ void proxy_worker_init(struct proxy_worker *w)
     sc_list_init(&w->conns);
     sc_list_init(&w->free_dc);
     sc_list_init(&w->free_uc);
+    sc_list_init(&w->mirrors);
     sc_buf_init(&w->logbuf, 65536);
     w->md = pcre2_match_data_create(32, NULL);
     if (getrandom(w->rng, sizeof(w->rng), 0) != (ssize_t)sizeof(w->rng)) {

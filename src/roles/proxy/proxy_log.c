@@ -14,8 +14,8 @@
 
 static const char *flags_str(unsigned f, char *out, size_t cap)
 {
-    static const char *const names[] = { "UF", "UT", "URX", "UH",  "UC",
-                                         "DC", "NR", "UPE", "DPE", "SI" };
+    static const char *const names[] = { "UF", "UT",  "URX", "UH", "UC", "DC", "NR",
+                                         "UPE", "DPE", "SI", "DI", "FI", "RL" };
     size_t len = 0;
     out[0] = '\0';
     for (size_t i = 0; i < SC_ARRAY_LEN(names); i++) {
@@ -95,7 +95,8 @@ void proxy_access_log(struct proxy_dconn *dc, double dur)
             w->date, r->lsn->name, (int)mlen, ua, (int)plen, path, r->minor, r->status,
             (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out, dur * 1e3,
             (double)r->upstream_total_ns / 1e6, r->retries, r->route->name,
-            r->route->cluster ? r->route->cluster->name : "", r->ep ? r->ep->name : "", (int)rlen,
+            r->cluster ? r->cluster->name : (r->route->cluster ? r->route->cluster->name : ""),
+            r->ep ? r->ep->name : "", (int)rlen,
             rid, flags_str(r->flags, flags, sizeof(flags)), dc->peer);
         if (rc == 0) {
             break;
@@ -116,15 +117,18 @@ void proxy_count_request(struct proxy_dconn *dc, double dur)
         code = 0;
     }
     struct proxy_route *rt = r->route;
+    /* A weighted route caches series per destination (their cluster label differs). */
+    _Atomic(struct sc_metric *) *codes = r->codes ? r->codes : rt->codes;
+    struct proxy_cluster *cl = r->codes && r->cluster ? r->cluster : rt->cluster;
     size_t idx = code ? (size_t)(code - 100) : 0;
-    struct sc_metric *m = code ? atomic_load_explicit(&rt->codes[idx], memory_order_acquire) : NULL;
+    struct sc_metric *m = code ? atomic_load_explicit(&codes[idx], memory_order_acquire) : NULL;
     if (!m) {
         char cs[8];
         snprintf(cs, sizeof(cs), "%d", code);
-        const char *lv[] = { r->lsn->name, rt->name, rt->cluster ? rt->cluster->name : "", cs };
+        const char *lv[] = { r->lsn->name, rt->name, cl ? cl->name : "", cs };
         m = sc_metric_get(dc->w->px->pm.requests, lv);
         if (code) {
-            atomic_store_explicit(&rt->codes[idx], m, memory_order_release);
+            atomic_store_explicit(&codes[idx], m, memory_order_release);
         }
     }
     sc_counter_inc(m);
