@@ -1318,7 +1318,9 @@ static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         const char *why = NULL;
         unsigned pfl = 0;
         if (proxy_policy_request(dc, m, &pst, &why, &pfl) != PROXY_POL_GO) {
+            /* A bodyless request keeps its connection: a 429 is no reason to reconnect. */
             dc->close_after = r->body != B_NONE;
+            r->body_done = r->body == B_NONE;
             local_reply(dc, pst, why, pfl);
             return;
         }
