@@ -83,14 +83,14 @@ static void init_metrics(struct proxy *px)
                                     "Upstream tries that timed out (per-try or route timeout).",
                                     c_labels, NULL, 0);
     static const char *const lr_labels[] = { "listener", "route", NULL };
-    pm->rate_limited = sc_metrics_family(pm->reg, SC_METRIC_COUNTER,
-                                         "sidecar_rq_rate_limited_total",
-                                         "Requests refused by a local rate limit (429), by listener "
-                                         "and route (empty route: the listener's limit).",
-                                         lr_labels, NULL, 0);
-    pm->mirror = sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_mirror_rq_total",
-                                   "Request copies sent to a mirror (shadow) cluster.", c_labels,
-                                   NULL, 0);
+    pm->rate_limited =
+        sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_rq_rate_limited_total",
+                          "Requests refused by a local rate limit (429), by listener "
+                          "and route (empty route: the listener's limit).",
+                          lr_labels, NULL, 0);
+    pm->mirror =
+        sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_mirror_rq_total",
+                          "Request copies sent to a mirror (shadow) cluster.", c_labels, NULL, 0);
     pm->mirror_dropped = sc_metrics_family(
         pm->reg, SC_METRIC_COUNTER, "sidecar_mirror_rq_dropped_total",
         "Request copies not sent or cut short: too many in flight, body past retry_buffer, no "

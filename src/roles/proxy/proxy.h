@@ -107,7 +107,7 @@ struct proxy_cfg {
     uint64_t max_request_head;
     uint64_t max_request_body;
     int64_t max_connections;
-    char *rate_limit; /* --rate-limit N/s|m|h: per client IP on the inbound listeners */
+    char *rate_limit;        /* --rate-limit N/s|m|h: per client IP on the inbound listeners */
     struct sc_vec listeners; /* struct proxy_listener_cfg */
     struct sc_vec clusters;  /* struct proxy_cluster_cfg */
 };

@@ -573,8 +573,8 @@ int proxy_config_check(const void *cfg, char **err)
         const struct proxy_labeled_ep_cfg *le = cl[i].labeled_endpoints.v;
         for (size_t k = 0; k < cl[i].endpoints.n + cl[i].labeled_endpoints.n; k++) {
             char host[256], port[8];
-            const char *e = k < cl[i].endpoints.n ? cl[i].endpoints.v[k]
-                                                  : le[k - cl[i].endpoints.n].address;
+            const char *e =
+                k < cl[i].endpoints.n ? cl[i].endpoints.v[k] : le[k - cl[i].endpoints.n].address;
             if (split_endpoint(e, host, sizeof(host), port, sizeof(port)) < 0 ||
                 !valid_dns_name(host[0] == '[' ? "x" : host)) {
                 *err =

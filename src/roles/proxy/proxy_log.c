@@ -14,8 +14,8 @@
 
 static const char *flags_str(unsigned f, char *out, size_t cap)
 {
-    static const char *const names[] = { "UF", "UT",  "URX", "UH", "UC", "DC", "NR",
-                                         "UPE", "DPE", "SI", "DI", "FI", "RL" };
+    static const char *const names[] = { "UF",  "UT",  "URX", "UH", "UC", "DC", "NR",
+                                         "UPE", "DPE", "SI",  "DI", "FI", "RL" };
     size_t len = 0;
     out[0] = '\0';
     for (size_t i = 0; i < SC_ARRAY_LEN(names); i++) {
@@ -96,8 +96,8 @@ void proxy_access_log(struct proxy_dconn *dc, double dur)
             (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out, dur * 1e3,
             (double)r->upstream_total_ns / 1e6, r->retries, r->route->name,
             r->cluster ? r->cluster->name : (r->route->cluster ? r->route->cluster->name : ""),
-            r->ep ? r->ep->name : "", (int)rlen,
-            rid, flags_str(r->flags, flags, sizeof(flags)), dc->peer);
+            r->ep ? r->ep->name : "", (int)rlen, rid, flags_str(r->flags, flags, sizeof(flags)),
+            dc->peer);
         if (rc == 0) {
             break;
         }

@@ -211,13 +211,13 @@ const struct sc_opt proxy_labeled_ep_opts[] = {
 
 enum {
     V_LIT,
-    V_REMOTE,      /* %DOWNSTREAM_REMOTE_ADDRESS% */
-    V_REMOTE_IP,   /* %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% */
-    V_REQ,         /* %REQ(name)% */
-    V_UPSTREAM,    /* %UPSTREAM_HOST% */
-    V_START_TIME,  /* %START_TIME% */
-    V_PROTOCOL,    /* %PROTOCOL% */
-    V_RESP_CODE,   /* %RESPONSE_CODE% */
+    V_REMOTE,     /* %DOWNSTREAM_REMOTE_ADDRESS% */
+    V_REMOTE_IP,  /* %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% */
+    V_REQ,        /* %REQ(name)% */
+    V_UPSTREAM,   /* %UPSTREAM_HOST% */
+    V_START_TIME, /* %START_TIME% */
+    V_PROTOCOL,   /* %PROTOCOL% */
+    V_RESP_CODE,  /* %RESPONSE_CODE% */
 };
 
 struct tmpl_part {
@@ -453,8 +453,7 @@ int proxy_rl_check(const struct proxy_rl_cfg *rl, const char *where, char **err)
     return 0;
 }
 
-static const struct proxy_cluster_cfg *find_cluster_cfg(const struct proxy_cfg *c,
-                                                        const char *name)
+static const struct proxy_cluster_cfg *find_cluster_cfg(const struct proxy_cfg *c, const char *name)
 {
     const struct proxy_cluster_cfg *cl = c->clusters.v;
     for (size_t i = 0; i < c->clusters.n; i++) {
@@ -511,8 +510,8 @@ static int check_ops(const struct proxy_hdr_ops_cfg *o, bool response, const cha
             }
             tmpl_free(t);
             if (strpbrk(kv->value, "\r\n")) {
-                *err = sc_asprintf("%s: header \"%s\": a value cannot hold CR or LF", where,
-                                   kv->key);
+                *err =
+                    sc_asprintf("%s: header \"%s\": a value cannot hold CR or LF", where, kv->key);
                 return SC_ECONFIG;
             }
         }
@@ -539,8 +538,8 @@ int proxy_policy_check_route(const struct proxy_cfg *c, const char *lname,
         return rc;
     }
     if (r->subset && !r->cluster) {
-        *err = sc_asprintf("%s: subset goes with cluster (weighted_clusters name their own)",
-                           where);
+        *err =
+            sc_asprintf("%s: subset goes with cluster (weighted_clusters name their own)", where);
         return SC_ECONFIG;
     }
     const struct proxy_weighted_cfg *wc = r->weighted_clusters.v;
@@ -551,8 +550,8 @@ int proxy_policy_check_route(const struct proxy_cfg *c, const char *lname,
         }
         const struct proxy_cluster_cfg *cc = find_cluster_cfg(c, wc[i].cluster);
         if (cc->type == PROXY_CLUSTER_ORIGINAL_DST) {
-            *err = sc_asprintf("%s: an original_dst cluster cannot be a weighted destination",
-                               where);
+            *err =
+                sc_asprintf("%s: an original_dst cluster cannot be a weighted destination", where);
             return SC_ECONFIG;
         }
         total += wc[i].weight;
@@ -692,13 +691,12 @@ static uint32_t ppm(double percent)
 
 static uint64_t unit_ns(int unit)
 {
-    return unit == PROXY_RL_HOUR ? 3600000000000ULL
+    return unit == PROXY_RL_HOUR     ? 3600000000000ULL
            : unit == PROXY_RL_MINUTE ? 60000000000ULL
                                      : 1000000000ULL;
 }
 
-static struct proxy_rl *rl_new(const struct proxy_rl_cfg *c, const char *name,
-                               struct sc_metric *m)
+static struct proxy_rl *rl_new(const struct proxy_rl_cfg *c, const char *name, struct sc_metric *m)
 {
     struct proxy_rl_params p;
     memset(&p, 0, sizeof(p));
@@ -756,8 +754,7 @@ int proxy_policy_route_init(struct proxy_route *r, const struct proxy_route_cfg 
         for (size_t i = 0; i < p->ndests; i++) {
             p->dests[i].cluster = find_cluster(rt, wc[i].cluster);
             if (!p->dests[i].cluster) {
-                *err = sc_asprintf("listener \"%s\": unknown cluster \"%s\"", lname,
-                                   wc[i].cluster);
+                *err = sc_asprintf("listener \"%s\": unknown cluster \"%s\"", lname, wc[i].cluster);
                 return SC_ECONFIG;
             }
             if (wc[i].subset) {
@@ -931,7 +928,8 @@ static struct sc_str cookie_value(const struct sc_http_msg *m, struct sc_str nam
             }
             struct sc_str k = sc_str_trim(sc_str_n(pair.p, (size_t)(eq - pair.p)));
             if (sc_str_eq(k, name)) {
-                struct sc_str v = sc_str_trim(sc_str_n(eq + 1, (size_t)(pair.p + pair.len - eq - 1)));
+                struct sc_str v =
+                    sc_str_trim(sc_str_n(eq + 1, (size_t)(pair.p + pair.len - eq - 1)));
                 if (v.len >= 2 && v.p[0] == '"' && v.p[v.len - 1] == '"') {
                     v = sc_str_n(v.p + 1, v.len - 2);
                 }
@@ -1027,8 +1025,8 @@ int proxy_policy_request(struct proxy_dconn *dc, const struct sc_http_msg *m, in
         r->flags |= F_DI;
     }
     if (pol->ndests) {
-        size_t i = pol->ndests > 1 ? proxy_weighted_pick(pol->cum, pol->ndests, proxy_rand(dc->w))
-                                   : 0;
+        size_t i =
+            pol->ndests > 1 ? proxy_weighted_pick(pol->cum, pol->ndests, proxy_rand(dc->w)) : 0;
         struct proxy_dest *d = &pol->dests[i];
         r->cluster = d->cluster;
         r->subset = d->subset;
@@ -1042,7 +1040,7 @@ int proxy_policy_request(struct proxy_dconn *dc, const struct sc_http_msg *m, in
             return PROXY_POL_REPLY;
         }
     }
-    if (pol->mirror && chance(dc->w, pol->mirror_ppm)) {
+    if (pol->mirror && !r->upgrade && !r->is_connect && chance(dc->w, pol->mirror_ppm)) {
         r->pol.mirror = true;
     }
     return PROXY_POL_GO;
@@ -1091,8 +1089,7 @@ static int write_ops(struct proxy_dconn *dc, const struct sc_http_msg *m,
     return rc;
 }
 
-int proxy_policy_req_headers(struct proxy_dconn *dc, const struct sc_http_msg *m,
-                             struct sc_buf *b)
+int proxy_policy_req_headers(struct proxy_dconn *dc, const struct sc_http_msg *m, struct sc_buf *b)
 {
     const struct proxy_route_policy *pol = dc->req.route->pol;
     int rc = 0;
@@ -1135,8 +1132,9 @@ static int rl_headers(const struct proxy_req *r, struct sc_buf *b)
         return 0;
     }
     const struct proxy_rl_result *x = &r->pol.rl;
-    int rc = sc_buf_appendf(b, "x-ratelimit-limit: %u\r\nx-ratelimit-remaining: %u\r\n"
-                               "x-ratelimit-reset: %u\r\n",
+    int rc = sc_buf_appendf(b,
+                            "x-ratelimit-limit: %u\r\nx-ratelimit-remaining: %u\r\n"
+                            "x-ratelimit-reset: %u\r\n",
                             x->limit, x->remaining, x->reset_s);
     if (!x->allowed) {
         rc |= sc_buf_appendf(b, "Retry-After: %u\r\n", x->retry_after);

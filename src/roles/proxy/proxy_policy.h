@@ -129,12 +129,12 @@ struct proxy_tb {
 };
 
 struct proxy_rl_params {
-    uint64_t capacity;    /* burst, whole tokens */
-    uint64_t per_unit;    /* tokens added per unit */
-    uint64_t unit_ns;     /* the unit */
-    uint64_t max_keys;    /* keyed limiters: the table's bound */
-    int key;              /* PROXY_RL_KEY_* */
-    char header[64];      /* PROXY_RL_KEY_HEADER: lower-case name */
+    uint64_t capacity; /* burst, whole tokens */
+    uint64_t per_unit; /* tokens added per unit */
+    uint64_t unit_ns;  /* the unit */
+    uint64_t max_keys; /* keyed limiters: the table's bound */
+    int key;           /* PROXY_RL_KEY_* */
+    char header[64];   /* PROXY_RL_KEY_HEADER: lower-case name */
 };
 
 /* The outcome of one take, for the x-ratelimit-* headers. */
@@ -286,8 +286,7 @@ bool proxy_policy_skip_req_header(const struct proxy_route_policy *pol, struct s
 
 /* Appends the route's request headers (host rewrite, set, add) for <m> to <b>. Returns 0 or
  * SC_ETOOBIG. */
-int proxy_policy_req_headers(struct proxy_dconn *dc, const struct sc_http_msg *m,
-                             struct sc_buf *b);
+int proxy_policy_req_headers(struct proxy_dconn *dc, const struct sc_http_msg *m, struct sc_buf *b);
 
 /* Writes the request line with the route's prefix rewrite applied to <origin>. */
 int proxy_policy_request_line(const struct proxy_route_policy *pol, struct sc_buf *b,

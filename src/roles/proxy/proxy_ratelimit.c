@@ -74,8 +74,8 @@ static uint64_t ns_until(const struct proxy_tb *b, const struct proxy_rl_params 
         return UINT64_MAX;
     }
     uint64_t need = want - b->tokens;
-    unsigned __int128 ns = ((unsigned __int128)need * p->unit_ns + p->per_unit * MICRO - 1) /
-                           (p->per_unit * MICRO);
+    unsigned __int128 ns =
+        ((unsigned __int128)need * p->unit_ns + p->per_unit * MICRO - 1) / (p->per_unit * MICRO);
     uint64_t lag = now_ns > b->last_ns ? now_ns - b->last_ns : 0;
     if (ns > UINT64_MAX) {
         return UINT64_MAX;
