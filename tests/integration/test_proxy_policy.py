@@ -284,7 +284,8 @@ def test_proxy_fault_delay_percentage(sidecar_run):
     delayed = [l for l in lines if l["flags"] == "DI"]
     # Binomial(300, 0.2): sd 6.9; +-6 sd.
     assert 19 <= len(delayed) <= 101, len(delayed)
-    assert all(l["duration_ms"] >= 20 for l in delayed), "a delayed request waits its delay"
+    # libuv timers count whole milliseconds: 19 ms and a fraction is a 20 ms delay.
+    assert all(l["duration_ms"] >= 19 for l in delayed), "a delayed request waits its delay"
     assert len(up.requests) == n
     up.close()
 
@@ -355,12 +356,18 @@ def test_proxy_route_timeout_off(sidecar_run):
     port = free_port()
     sc = sidecar_run("proxy", config=proxy_config(
         [listener(port, [
-            {"name": "off", "match": {"prefix": "/off"}, "cluster": "app", "timeout": "0s"},
-            {"name": "inherit", "cluster": "app", "retry_policy": {"num_retries": 0}}])],
-        [{"name": "app", "endpoints": [up.addr]}], timeout="300ms"))
+            {"name": "off", "match": {"prefix": "/off"}, "cluster": "app", "timeout": "0s",
+             "retry_policy": {"per_try_timeout": "0s"}},
+            {"name": "pertry", "match": {"prefix": "/pertry"}, "cluster": "app", "timeout": "0s"},
+            {"name": "inherit", "cluster": "app"}])],
+        [{"name": "app", "endpoints": [up.addr]}], timeout="300ms", per_try_timeout="250ms",
+        retries=0))
     assert get(port, "/inherit").status == 504
+    assert get(port, "/pertry").status == 504, "per_try_timeout is inherited"
     r = get(port, "/off")
-    assert r.status == 200 and r.body == b"slow"
+    assert r.status == 200 and r.body == b"slow", "0s turns both timeouts off"
+    lines = {l["route"]: l for l in access_lines(sc, at_least=3)}
+    assert "UT" in lines["inherit"]["flags"] and "UT" in lines["pertry"]["flags"]
     up.close()
 
 
@@ -376,6 +383,8 @@ def test_proxy_policy_check_errors(run_cli, tmp_path):
         ({"name": "r", "cluster": "app",
           "headers": {"response": {"set": {"x": "%REQ(a)%"}}}}, "for request headers"),
         ({"name": "r", "cluster": "app", "timeout": "soon"}, "not a duration"),
+        ({"name": "r", "cluster": "app", "retry_policy": {"per_try_timeout": "x"}},
+         'per_try_timeout "x" is not a duration'),
         ({"name": "r", "cluster": "app", "rate_limit": {"requests_per_unit": 1, "key": "header"}},
          "needs `header`"),
         ({"name": "r", "cluster": "app", "fault": {"abort": {"percentage": 5}}},

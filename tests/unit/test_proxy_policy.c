@@ -231,6 +231,51 @@ static void test_rate_flag(void **state)
     assert_int_equal(proxy_rl_parse_flag(NULL, &c), -EINVAL);
 }
 
+static bool cookie_match(const char *name, const char *value, bool present, const char *req)
+{
+    struct sc_http_header hdrs[16];
+    struct sc_http_msg m = { .headers = hdrs };
+    struct sc_http_error err = { 0 };
+    struct sc_http_limits lim = sc_http_default_limits;
+    int rc = sc_http1_parse_request(req, strlen(req), 0, &lim, &m, 16, &err);
+    assert_true(rc > 0);
+    struct sc_str n = sc_str_c(name), v = value ? sc_str_c(value) : SC_STR_NULL;
+    struct proxy_route_policy pol;
+    memset(&pol, 0, sizeof(pol));
+    pol.cookie_names = &n;
+    pol.cookie_values = &v;
+    pol.cookie_present = &present;
+    pol.ncookies = 1;
+    return proxy_policy_match(&pol, &m);
+}
+
+static void test_cookie_match(void **state)
+{
+    (void)state;
+    const char *one = "GET / HTTP/1.1\r\nHost: h\r\nCookie: theme=dark; user=tester\r\n\r\n";
+    assert_true(cookie_match("user", "tester", true, one));
+    assert_true(cookie_match("theme", "dark", true, one));
+    assert_true(cookie_match("user", NULL, true, one));
+    assert_false(cookie_match("user", "test", true, one));
+    assert_false(cookie_match("use", NULL, true, one));
+    assert_false(cookie_match("user", NULL, false, one));
+    assert_true(cookie_match("other", NULL, false, one));
+    /* Several Cookie headers, spaces, quoted values, empty pairs and pairs without '='. */
+    const char *many = "GET / HTTP/1.1\r\nHost: h\r\nCookie: a=1;;junk; b = \"x y\" \r\n"
+                       "Cookie: user=\"tester\"\r\n\r\n";
+    assert_true(cookie_match("user", "tester", true, many));
+    assert_true(cookie_match("b", "x y", true, many));
+    assert_false(cookie_match("junk", NULL, true, many));
+    assert_true(cookie_match("a", "1", true, many));
+    const char *none = "GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+    assert_false(cookie_match("user", NULL, true, none));
+    assert_true(cookie_match("user", NULL, false, none));
+    const char *empty = "GET / HTTP/1.1\r\nHost: h\r\nCookie: user=\r\n\r\n";
+    assert_true(cookie_match("user", "", true, empty));
+    assert_false(cookie_match("user", "x", true, empty));
+    assert_true(proxy_policy_match(NULL, NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -241,6 +286,7 @@ int main(void)
         cmocka_unit_test(test_registry_keeps_limiters),
         cmocka_unit_test(test_weighted_pick),
         cmocka_unit_test(test_rate_flag),
+        cmocka_unit_test(test_cookie_match),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -47,8 +47,8 @@ struct proxy_match_cfg {
 
 struct proxy_retry_cfg {
     struct sc_strv retry_on;
-    int64_t num_retries; /* -1: the top-level retries */
-    uint64_t per_try_timeout_ms;
+    int64_t num_retries;   /* -1: the top-level retries */
+    char *per_try_timeout; /* a duration; NULL: the top-level per_try_timeout; 0: none */
     struct sc_strv retriable_status_codes;
     bool retry_non_idempotent;
     uint64_t base_interval_ms;

@@ -83,9 +83,10 @@ static const struct sc_opt retry_opts[] = {
       .min = -1,
       .max = 10 },
     { .name = "per_try_timeout",
-      .type = SC_OPT_DURATION,
-      .offset = offsetof(struct proxy_retry_cfg, per_try_timeout_ms),
-      .help = "deadline for one try's response head (0: the top-level per_try_timeout)" },
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_retry_cfg, per_try_timeout),
+      .help = "duration: deadline for one try's response head; unset: the top-level "
+              "per_try_timeout; 0s: none" },
     { .name = "retriable_status_codes",
       .type = SC_OPT_STRLIST,
       .offset = offsetof(struct proxy_retry_cfg, retriable_status_codes),
@@ -486,7 +487,7 @@ static int check_route(const struct proxy_cfg *c, const struct proxy_listener_cf
                            ri + 1, rname, r->cluster);
         return SC_ECONFIG;
     }
-    int prc = proxy_policy_check_route(c, l->name, r, ri, err);
+    int prc = proxy_policy_check_route(c, l, ri, err);
     if (prc < 0) {
         return prc;
     }
@@ -800,8 +801,10 @@ static void route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
         r->retry_on = PROXY_RETRY_CONNECT_FAILURE | PROXY_RETRY_RESET | PROXY_RETRY_GATEWAY;
     }
     r->num_retries = (int)(rp->num_retries >= 0 ? rp->num_retries : cfg->retries);
-    r->per_try_timeout_ms =
-        rp->per_try_timeout_ms ? rp->per_try_timeout_ms : cfg->per_try_timeout_ms;
+    r->per_try_timeout_ms = cfg->per_try_timeout_ms;
+    if (rp->per_try_timeout && sc_parse_duration(rp->per_try_timeout, &r->per_try_timeout_ms) < 0) {
+        r->per_try_timeout_ms = cfg->per_try_timeout_ms; /* checked at load */
+    }
     r->nstatus_codes = 0;
     for (size_t i = 0; i < rp->retriable_status_codes.n && i < PROXY_MAX_STATUS_CODES; i++) {
         uint64_t code = 0;

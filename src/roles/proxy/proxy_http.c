@@ -1370,7 +1370,9 @@ static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         arm_dtimer(dc);
     }
     if (r->pol.delay_ms) {
-        uv_timer_start(&dc->btimer, on_backoff, r->pol.delay_ms, 0); /* fault injection */
+        /* Fault injection. The loop's cached time may be behind the request's start. */
+        uv_update_time(w->loop);
+        uv_timer_start(&dc->btimer, on_backoff, r->pol.delay_ms, 0);
     } else {
         attempt(dc);
     }

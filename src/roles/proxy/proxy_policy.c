@@ -519,13 +519,35 @@ static int check_ops(const struct proxy_hdr_ops_cfg *o, bool response, const cha
     return 0;
 }
 
-int proxy_policy_check_route(const struct proxy_cfg *c, const char *lname,
-                             const struct proxy_route_cfg *r, size_t ri, char **err)
+/* Checks an optional duration option <v> named <what>. */
+static int check_duration(const char *v, const char *what, const char *where, char **err)
 {
+    uint64_t ms;
+    if (v && sc_parse_duration(v, &ms) < 0) {
+        *err = sc_asprintf("%s: %s \"%s\" is not a duration (e.g. 250ms, 30s, 0s)", where, what, v);
+        return SC_ECONFIG;
+    }
+    return 0;
+}
+
+int proxy_policy_check_route(const struct proxy_cfg *c, const struct proxy_listener_cfg *l,
+                             size_t ri, char **err)
+{
+    const struct proxy_route_cfg *routes = l->routes.v;
+    const struct proxy_route_cfg *r = &routes[ri];
     char where[256];
-    snprintf(where, sizeof(where), "listener \"%s\" route %zu (%s)", lname, ri + 1,
+    snprintf(where, sizeof(where), "listener \"%s\" route %zu (%s)", l->name, ri + 1,
              r->name ? r->name : "(unnamed)");
     int rc;
+    /* Buckets are kept across reloads by listener and route name: the name must be unique. */
+    for (size_t i = 0; r->rate_limit.requests_per_unit > 0 && r->name && i < l->routes.n; i++) {
+        if (i != ri && routes[i].name && strcmp(routes[i].name, r->name) == 0) {
+            *err = sc_asprintf("%s: a route with a rate_limit needs a name of its own in its "
+                               "listener (its buckets are kept by name across reloads)",
+                               where);
+            return SC_ECONFIG;
+        }
+    }
     if (!r->cluster && r->weighted_clusters.n == 0) {
         *err = sc_asprintf("%s: needs cluster or weighted_clusters", where);
         return SC_ECONFIG;
@@ -564,13 +586,9 @@ int proxy_policy_check_route(const struct proxy_cfg *c, const char *lname,
         *err = sc_asprintf("%s: at most 64 weighted_clusters", where);
         return SC_ECONFIG;
     }
-    if (r->timeout) {
-        uint64_t ms;
-        if (sc_parse_duration(r->timeout, &ms) < 0) {
-            *err = sc_asprintf("%s: timeout \"%s\" is not a duration (e.g. 250ms, 30s, 0s)", where,
-                               r->timeout);
-            return SC_ECONFIG;
-        }
+    if ((rc = check_duration(r->timeout, "timeout", where, err)) < 0 ||
+        (rc = check_duration(r->retry_policy.per_try_timeout, "per_try_timeout", where, err)) < 0) {
+        return rc;
     }
     if ((rc = proxy_rl_check(&r->rate_limit, where, err)) < 0) {
         return rc;
@@ -784,7 +802,7 @@ int proxy_policy_route_init(struct proxy_route *r, const struct proxy_route_cfg 
         p->cookie_present[i] = ck[i].present;
     }
     if (rc->rate_limit.requests_per_unit > 0) {
-        char *name = sc_asprintf("%s/%s", lname, r->name);
+        char *name = sc_asprintf("route:%s/%s", lname, r->name);
         const char *lv[] = { lname, r->name };
         p->rl = rl_new(&rc->rate_limit, name, sc_metric_get(pm->rate_limited, lv));
         p->rl_headers = rc->rate_limit.headers;
@@ -904,7 +922,7 @@ void proxy_policy_listener_init(struct proxy_listener *l, const struct proxy_rl_
     if (!rc || rc->requests_per_unit <= 0) {
         return;
     }
-    char *name = sc_asprintf("%s/", l->name);
+    char *name = sc_asprintf("listener:%s", l->name);
     const char *lv[] = { l->name, "" };
     l->rl = rl_new(rc, name, sc_metric_get(pm->rate_limited, lv));
     l->rl_headers = rc->headers;

@@ -33,6 +33,7 @@ struct proxy_metrics;
 struct proxy_cfg;
 struct proxy_cluster_cfg;
 struct proxy_route_cfg;
+struct proxy_listener_cfg;
 
 /* ---- configuration as loaded ---- */
 
@@ -109,10 +110,10 @@ extern const struct sc_opt proxy_labeled_ep_opts[];
  * (keyed by client IP, burst N). Returns 0 or -EINVAL. */
 int proxy_rl_parse_flag(const char *s, struct proxy_rl_cfg *out);
 
-/* Checks the policy options of route <r> (number <ri>, for messages, of listener <lname>)
- * against the clusters of <c>. Returns 0, or SC_ECONFIG with a new message in <*err>. */
-int proxy_policy_check_route(const struct proxy_cfg *c, const char *lname,
-                             const struct proxy_route_cfg *r, size_t ri, char **err);
+/* Checks the policy options of route <ri> of listener <l> against the clusters of <c>, and the
+ * route's timeouts. Returns 0, or SC_ECONFIG with a new message in <*err>. */
+int proxy_policy_check_route(const struct proxy_cfg *c, const struct proxy_listener_cfg *l,
+                             size_t ri, char **err);
 
 /* Checks a cluster's subsets and labeled endpoints. Returns 0 or SC_ECONFIG with <*err>. */
 int proxy_policy_check_cluster(const struct proxy_cluster_cfg *cc, char **err);
