@@ -7,6 +7,7 @@
 // immutable snapshot and the worker's random state.
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "core/alloc.h"
@@ -490,15 +491,68 @@ static int check_dest(const struct proxy_cfg *c, const char *where, const char *
     return 0;
 }
 
+static bool is_token(const char *s)
+{
+    if (!*s) {
+        return false;
+    }
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              strchr("!#$%&'*+-.^_`|~", c))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* True when <s> holds only field-value bytes (visible, space, tab, obs-text). */
+static bool is_field_value(const char *s)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c < 0x20 && c != '\t') || c == 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Headers the proxy owns: they frame the message or the connection, so a transform that set or
+ * removed them would desynchronise one side or the other. */
+static bool framing_header(const char *name)
+{
+    static const char *const t[] = { "content-length",   "transfer-encoding",
+                                     "connection",       "keep-alive",
+                                     "proxy-connection", "te",
+                                     "trailer",          "upgrade" };
+    for (size_t i = 0; i < SC_ARRAY_LEN(t); i++) {
+        if (strcasecmp(name, t[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static int check_ops(const struct proxy_hdr_ops_cfg *o, bool response, const char *where,
                      char **err)
 {
+    for (size_t i = 0; i < o->remove.n; i++) {
+        if (!is_token(o->remove.v[i]) || framing_header(o->remove.v[i])) {
+            *err = sc_asprintf("%s: cannot remove \"%s\" (not a header name, or a header the "
+                               "proxy owns)",
+                               where, o->remove.v[i]);
+            return SC_ECONFIG;
+        }
+    }
     const struct sc_kvv *lists[] = { &o->set, &o->add };
     for (size_t k = 0; k < 2; k++) {
         for (size_t i = 0; i < lists[k]->n; i++) {
             const struct sc_kv *kv = &lists[k]->v[i];
-            if (!kv->key[0] || strpbrk(kv->key, " \t\r\n:")) {
-                *err = sc_asprintf("%s: \"%s\" is not a header name", where, kv->key);
+            if (!is_token(kv->key) || framing_header(kv->key)) {
+                *err = sc_asprintf("%s: cannot set \"%s\" (not a header name, or a header the "
+                                   "proxy owns)",
+                                   where, kv->key);
                 return SC_ECONFIG;
             }
             char *e = NULL;
@@ -509,9 +563,9 @@ static int check_ops(const struct proxy_hdr_ops_cfg *o, bool response, const cha
                 return SC_ECONFIG;
             }
             tmpl_free(t);
-            if (strpbrk(kv->value, "\r\n")) {
-                *err =
-                    sc_asprintf("%s: header \"%s\": a value cannot hold CR or LF", where, kv->key);
+            if (!is_field_value(kv->value)) {
+                *err = sc_asprintf("%s: header \"%s\": a value cannot hold control characters",
+                                   where, kv->key);
                 return SC_ECONFIG;
             }
         }
@@ -621,13 +675,14 @@ int proxy_policy_check_route(const struct proxy_cfg *c, const struct proxy_liste
         *err = sc_asprintf("%s: prefix_rewrite needs a match prefix and must start with /", where);
         return SC_ECONFIG;
     }
-    if (r->host_rewrite && (!r->host_rewrite[0] || strpbrk(r->host_rewrite, " \t\r\n/"))) {
+    if (r->host_rewrite && (!r->host_rewrite[0] || strpbrk(r->host_rewrite, " \t/") ||
+                            !is_field_value(r->host_rewrite))) {
         *err = sc_asprintf("%s: host_rewrite \"%s\" is not a host", where, r->host_rewrite);
         return SC_ECONFIG;
     }
     const struct proxy_header_match_cfg *ck = r->match.cookies.v;
     for (size_t i = 0; i < r->match.cookies.n; i++) {
-        if (!ck[i].name[0] || strpbrk(ck[i].name, "=; \t")) {
+        if (!is_token(ck[i].name)) {
             *err = sc_asprintf("%s: \"%s\" is not a cookie name", where, ck[i].name);
             return SC_ECONFIG;
         }
@@ -1093,7 +1148,8 @@ bool proxy_policy_skip_resp_header(const struct proxy_route_policy *pol, struct 
 }
 
 /* Renders and appends headers <ops> (count <n>) straight into <b>: names were checked at load,
- * literal text holds no CR or LF, and substituted values come from parsed (valid) fields. */
+ * literal text holds no control characters, and substituted values come from parsed (valid)
+ * fields or from the proxy itself. */
 static int write_ops(struct proxy_dconn *dc, const struct sc_http_msg *m,
                      const struct proxy_hdr_op *ops, size_t n, struct sc_buf *b)
 {
