@@ -392,10 +392,20 @@ def test_proxy_policy_check_errors(run_cli, tmp_path):
         ({"name": "r", "cluster": "app", "mirror": {"cluster": "ghost"}},
          'unknown mirror cluster "ghost"'),
         ({"name": "r", "cluster": "app", "prefix_rewrite": "/x"}, "needs a match prefix"),
+        ({"name": "r", "cluster": "app",
+          "headers": {"request": {"remove": ["Content-Length"]}}}, 'cannot remove "Content-Length"'),
+        ({"name": "r", "cluster": "app",
+          "headers": {"response": {"set": {"transfer-encoding": "x"}}}},
+         'cannot set "transfer-encoding"'),
+        ({"name": "r", "cluster": "app",
+          "headers": {"request": {"add": {"x-a": "a\u0001b"}}}}, "control characters"),
+        ([{"name": "r", "cluster": "app", "rate_limit": {"requests_per_unit": 1}},
+          {"name": "r", "cluster": "app"}], "needs a name of its own"),
     ]
     for route, want in cases:
         cfg = tmp_path / "p.yaml"
-        cfg.write_text(proxy_config([listener(1, [route])],
+        routes = route if isinstance(route, list) else [route]
+        cfg.write_text(proxy_config([listener(1, routes)],
                                     [{"name": "app", "endpoints": ["127.0.0.1:9"],
                                       "subsets": [{"name": "v1", "labels": {"v": "1"}}]}]))
         out = run_cli("proxy", "-c", str(cfg), "--check")
