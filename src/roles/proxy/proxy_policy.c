@@ -1200,34 +1200,43 @@ int proxy_policy_request_line(const struct proxy_route_policy *pol, struct sc_bu
     return rc;
 }
 
-/* Appends "<name><v>\r\n" without printf, which would cost more than the rest of the policy. */
-static int append_num_line(struct sc_buf *b, const char *name, uint32_t v)
+/* Writes "<name><v>\r\n" at <o>; returns the end. */
+static char *put_num_line(char *o, const char *name, size_t nlen, uint32_t v)
 {
+    memcpy(o, name, nlen);
+    o += nlen;
     char num[12];
     size_t n = 0;
     do {
         num[sizeof(num) - 1 - n++] = (char)('0' + v % 10);
         v /= 10;
     } while (v != 0);
-    int rc = sc_buf_append_cstr(b, name);
-    rc |= sc_buf_append(b, num + sizeof(num) - n, n);
-    rc |= sc_buf_append(b, "\r\n", 2);
-    return rc;
+    memcpy(o, num + sizeof(num) - n, n);
+    o += n;
+    *o++ = '\r';
+    *o++ = '\n';
+    return o;
 }
 
+#define NUM_LINE(o, name, v) put_num_line((o), (name), sizeof(name) - 1, (v))
+
+/* The x-ratelimit-* headers (and Retry-After when refused), composed on the stack and appended
+ * at once: printf or one append per piece would cost more than the rate limit itself. */
 static int rl_headers(const struct proxy_req *r, struct sc_buf *b)
 {
     if (!r->pol.has_rl) {
         return 0;
     }
     const struct proxy_rl_result *x = &r->pol.rl;
-    int rc = append_num_line(b, "x-ratelimit-limit: ", x->limit);
-    rc |= append_num_line(b, "x-ratelimit-remaining: ", x->remaining);
-    rc |= append_num_line(b, "x-ratelimit-reset: ", x->reset_s);
+    char line[160]; /* 4 names (< 25 bytes) and 4 numbers (<= 10 digits) with CRLFs */
+    char *o = line;
+    o = NUM_LINE(o, "x-ratelimit-limit: ", x->limit);
+    o = NUM_LINE(o, "x-ratelimit-remaining: ", x->remaining);
+    o = NUM_LINE(o, "x-ratelimit-reset: ", x->reset_s);
     if (!x->allowed) {
-        rc |= append_num_line(b, "Retry-After: ", x->retry_after);
+        o = NUM_LINE(o, "Retry-After: ", x->retry_after);
     }
-    return rc;
+    return sc_buf_append(b, line, (size_t)(o - line));
 }
 
 int proxy_policy_resp_headers(struct proxy_dconn *dc, struct sc_buf *b)
