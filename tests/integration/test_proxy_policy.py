@@ -412,3 +412,21 @@ def test_proxy_policy_check_errors(run_cli, tmp_path):
         assert out.returncode != 0 and want in out.stderr + out.stdout, (route, out.stderr)
     out = run_cli("proxy", "--listen", "127.0.0.1:1", "--rate-limit", "10/day", "--check")
     assert out.returncode != 0 and "N/s, N/m or N/h" in out.stderr + out.stdout
+
+
+def test_proxy_rate_limit_shared_by_workers(sidecar_run):
+    up = named("ok")
+    port = free_port()
+    sidecar_run("proxy", ["--workers", "3"], config=proxy_config(
+        [listener(port, [rl_route(10, per_unit=10, unit="minute")])],
+        [{"name": "app", "endpoints": [up.addr]}]))
+    t0 = time.monotonic()
+    clients = [Client(port) for _ in range(8)]
+    statuses = [c.request().status for _ in range(3) for c in clients]
+    elapsed = time.monotonic() - t0
+    for c in clients:
+        c.close()
+    # One bucket for all workers: exactly the burst, plus one token per 6 s that passed.
+    assert 10 <= statuses.count(200) <= 10 + int(elapsed / 6), (statuses, elapsed)
+    assert statuses.count(200) + statuses.count(429) == 24
+    up.close()
