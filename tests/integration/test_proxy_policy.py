@@ -7,6 +7,8 @@ transforms and rewrites; fault abort and delay percentages; mirroring that never
 client's answer and stays bounded when the shadow stalls; a route timeout of 0s turns it off."""
 import http.client
 import json
+import re
+import signal
 import socket
 import threading
 import time
@@ -204,11 +206,20 @@ def test_proxy_reload_keeps_rate_limit_state(sidecar_run):
     assert http_get(sc.admin + "/reload", method="POST")[0] == 200
     assert get(port, "/other").status == 200
     assert get(port, "/").status == 429, "bucket state survives the reload"
+    # SIGHUP too.
+    sc.config_path.write_text(cfg(3))
+    sc.proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: reloads(sc) == 2), "the SIGHUP reload went through"
+    assert get(port, "/").status == 429
     # A changed limit is a new bucket.
     sc.config_path.write_text(cfg(4, extra_route=True))
     assert http_get(sc.admin + "/reload", method="POST")[0] == 200
     assert [s for s, _ in keepalive_bodies(port, 5)] == [200, 200, 200, 200, 429]
     up.close()
+
+
+def reloads(sc):
+    return metric(sc.get("/metrics")[1].decode(), "sidecar_reloads_total", result="success")
 
 
 def test_proxy_header_transforms_and_rewrites(sidecar_run):
@@ -224,10 +235,12 @@ def test_proxy_header_transforms_and_rewrites(sidecar_run):
             "prefix_rewrite": "/v2/", "host_rewrite": "backend.internal",
             "headers": {
                 "request": {"set": {"x-client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
-                                    "x-copy": "from-%REQ(x-in)%-100%%"},
+                                    "x-copy": "from-%REQ(x-in)%-100%%",
+                                    "x-proto": "%PROTOCOL%"},
                             "add": {"x-added": "yes"},
                             "remove": ["x-drop"]},
-                "response": {"set": {"server": "sidecar", "x-upstream": "%UPSTREAM_HOST%"},
+                "response": {"set": {"server": "sidecar", "x-upstream": "%UPSTREAM_HOST%",
+                                     "x-start": "%START_TIME%", "x-code": "%RESPONSE_CODE%"},
                              "add": {"x-route": "api"},
                              "remove": ["x-secret"]}}}])],
         [{"name": "app", "endpoints": [up.addr]}]))
@@ -249,6 +262,9 @@ def test_proxy_header_transforms_and_rewrites(sidecar_run):
     assert r.header("server") == "sidecar"
     assert r.header("x-upstream") == up.addr
     assert r.header("x-route") == "api"
+    assert r.header("x-code") == "200"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r.header("x-start"))
+    assert h["x-proto"] == ["HTTP/1.1"]
     up.close()
 
 
