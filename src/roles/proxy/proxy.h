@@ -332,6 +332,10 @@ void proxy_worker_poll(struct proxy_worker *w);
 /* Frees the worker's recycled objects after its loop ended. */
 void proxy_worker_cleanup(struct proxy_worker *w);
 
+/* Reports the worker done when it drains and nothing is left open; called by the data path and
+ * when a mirror's handles have closed (proxy_mirror.c). */
+void proxy_worker_check_done(struct proxy_worker *w);
+
 /* Called on the worker's loop when it has nothing left; reports to the main loop. */
 void proxy_worker_done(struct proxy_worker *w);
 

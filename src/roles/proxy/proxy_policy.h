@@ -318,7 +318,4 @@ void proxy_mirror_drop(struct proxy_dconn *dc);
 /* Closes every mirror of worker <w> (drain and stop). */
 void proxy_mirror_stop_all(struct proxy_worker *w);
 
-/* Runs the worker's done check (after a mirror closed), as the data path does (proxy_http.c). */
-void proxy_worker_check_done(struct proxy_worker *w);
-
 #endif
