@@ -196,7 +196,8 @@ static const struct sc_opt listener_opts[] = {
     { .name = "rate_limit",
       .type = SC_OPT_OBJ,
       .offset = offsetof(struct proxy_listener_cfg, rate_limit),
-      .help = "local rate limit for every request of the listener, before routing",
+      .help = "local rate limit shared by every routed request of the listener (checked before "
+              "the route's own)",
       .sub = proxy_rl_opts },
     { 0 },
 };
