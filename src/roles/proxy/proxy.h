@@ -26,7 +26,7 @@
 #include "core/list.h"
 #include "core/metrics.h"
 #include "net/http1.h"
-#include "roles/proxy/proxy_policy.h"
+#include "roles/proxy/proxy_route_policy.h"
 
 /* ---- configuration as loaded (the option table in proxy_config.c describes these) ---- */
 

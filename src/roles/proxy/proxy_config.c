@@ -13,7 +13,7 @@
 #include "core/log.h"
 #include "net/addr.h"
 #include "roles/proxy/proxy.h"
-#include "roles/proxy/proxy_policy.h"
+#include "roles/proxy/proxy_route_policy.h"
 
 static const char *const lb_policies[] = { "round_robin", "least_request", NULL };
 static const char *const access_logs[] = { "stdout", "off", NULL };
@@ -488,7 +488,7 @@ static int check_route(const struct proxy_cfg *c, const struct proxy_listener_cf
                            ri + 1, rname, r->cluster);
         return SC_ECONFIG;
     }
-    int prc = proxy_policy_check_route(c, l, ri, err);
+    int prc = proxy_route_policy_check_route(c, l, ri, err);
     if (prc < 0) {
         return prc;
     }
@@ -568,7 +568,7 @@ int proxy_config_check(const void *cfg, char **err)
                 sc_asprintf("cluster \"%s\": an original_dst cluster has no endpoints", cl[i].name);
             return SC_ECONFIG;
         }
-        int prc = proxy_policy_check_cluster(&cl[i], err);
+        int prc = proxy_route_policy_check_cluster(&cl[i], err);
         if (prc < 0) {
             return prc;
         }
@@ -635,7 +635,7 @@ static void route_free(struct proxy_route *r)
         sc_free((char *)r->headers[i].value.p);
     }
     sc_free(r->headers);
-    proxy_policy_route_free(r);
+    proxy_route_policy_route_free(r);
 }
 
 static void rt_free(struct proxy_rt *rt)
@@ -664,7 +664,7 @@ static void rt_free(struct proxy_rt *rt)
             sc_free(ep->pools);
         }
         sc_free(c->eps);
-        proxy_policy_cluster_free(c);
+        proxy_route_policy_cluster_free(c);
         sc_free(c->name);
     }
     sc_free(rt->clusters);
@@ -749,7 +749,7 @@ static int cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg 
             return rc;
         }
     }
-    proxy_policy_cluster_init(c, cc);
+    proxy_route_policy_cluster_init(c, cc);
     const char *lv[] = { c->name };
     c->m_retry = sc_metric_get(pm->retry, lv);
     c->m_cx_active = sc_metric_get(pm->ucx_active, lv);
@@ -920,10 +920,10 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
             proxy_rl_parse_flag(cfg->rate_limit, &flag_rl) == 0) {
             lrl = &flag_rl;
         }
-        proxy_policy_listener_init(l, lrl, pm);
+        proxy_route_policy_listener_init(l, lrl, pm);
         for (size_t r = 0; r < l->nroutes; r++) {
             route_init(&l->routes[r], &rcs[r], cfg, rt, r);
-            rc = proxy_policy_route_init(&l->routes[r], &rcs[r], rt, l->name, pm, err);
+            rc = proxy_route_policy_route_init(&l->routes[r], &rcs[r], rt, l->name, pm, err);
             if (rc < 0) {
                 goto fail;
             }
@@ -944,7 +944,7 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
         }
         struct proxy_rl_cfg flag_rl;
         if (cfg->rate_limit && proxy_rl_parse_flag(cfg->rate_limit, &flag_rl) == 0) {
-            proxy_policy_listener_init(l, &flag_rl, pm);
+            proxy_route_policy_listener_init(l, &flag_rl, pm);
         }
         struct proxy_route_cfg qr = { .name = "default", .cluster = "upstream" };
         qr.retry_policy.num_retries = -1;

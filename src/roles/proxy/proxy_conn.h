@@ -44,9 +44,10 @@ enum {
     F_UPE = 1 << 7, /* upstream protocol error */
     F_DPE = 1 << 8, /* downstream protocol error */
     F_SI = 1 << 9,  /* stream idle timeout */
-    F_DI = 1 << 10, /* fault injection: delayed */
-    F_FI = 1 << 11, /* fault injection: aborted */
-    F_RL = 1 << 12, /* rate limited */
+    /* 1 << 10 is UO (upstream overflow, the circuit breakers) */
+    F_DI = 1 << 11, /* fault injection: delayed */
+    F_FI = 1 << 12, /* fault injection: aborted */
+    F_RL = 1 << 13, /* rate limited */
 };
 
 enum { COND_CONNECT = 1, COND_RESET, COND_TIMEOUT, COND_STATUS };

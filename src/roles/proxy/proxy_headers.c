@@ -147,7 +147,8 @@ int proxy_build_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
     conn_tokens_init(&ct, m);
     for (size_t i = 0; i < m->nheaders; i++) {
         const struct sc_http_header *h = &m->headers[i];
-        if (hop_by_hop(h->name, &ct) || (pol && proxy_policy_skip_resp_header(pol, h->name))) {
+        if (hop_by_hop(h->name, &ct) ||
+            (pol && proxy_route_policy_skip_resp_header(pol, h->name))) {
             continue;
         }
         if (sc_str_caseeq(h->name, SC_STR("via"))) {
@@ -164,7 +165,7 @@ int proxy_build_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
         rc |= sc_buf_append_cstr(b, "Via: 1.1 sidecar\r\n");
     }
     if (pol || r->pol.has_rl) {
-        rc |= proxy_policy_resp_headers(dc, b);
+        rc |= proxy_route_policy_resp_headers(dc, b);
     }
     if (upgrade) {
         const struct sc_http_header *u = sc_http_find(m, SC_STR("upgrade"), NULL);
@@ -259,7 +260,7 @@ bool proxy_route_matches(const struct proxy_route *rt, const struct sc_http_msg 
         pcre2_match(rt->re, (PCRE2_SPTR)(path.p ? path.p : ""), path.len, 0, 0, md, NULL) < 0) {
         return false;
     }
-    if (rt->pol && !proxy_policy_match(rt->pol, m)) {
+    if (rt->pol && !proxy_route_policy_match(rt->pol, m)) {
         return false;
     }
     for (size_t i = 0; i < rt->nheaders; i++) {
@@ -302,8 +303,9 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
     struct proxy_worker *w = dc->w;
     struct sc_buf *b = &r->head;
     const struct proxy_route_policy *pol = r->route->pol;
-    int rc = pol ? proxy_policy_request_line(pol, b, m->method, r->is_connect ? m->target : origin)
-                 : sc_http1_write_request_line(b, m->method, r->is_connect ? m->target : origin);
+    int rc =
+        pol ? proxy_route_policy_request_line(pol, b, m->method, r->is_connect ? m->target : origin)
+            : sc_http1_write_request_line(b, m->method, r->is_connect ? m->target : origin);
     bool have_host = false;
     const struct sc_http_header *xff = NULL, *via = NULL, *rid = NULL, *tp = NULL;
     size_t nxff = 0;
@@ -311,7 +313,7 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
     conn_tokens_init(&ct, m);
     for (size_t i = 0; i < m->nheaders; i++) {
         const struct sc_http_header *h = &m->headers[i];
-        if (hop_by_hop(h->name, &ct) || (pol && proxy_policy_skip_req_header(pol, h->name))) {
+        if (hop_by_hop(h->name, &ct) || (pol && proxy_route_policy_skip_req_header(pol, h->name))) {
             continue;
         }
         if (sc_str_caseeq(h->name, SC_STR("x-forwarded-for"))) {
@@ -342,7 +344,7 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
         rc |= sc_http1_write_header(b, h->name, h->value);
     }
     if (pol) {
-        rc |= proxy_policy_req_headers(dc, m, b);
+        rc |= proxy_route_policy_req_headers(dc, m, b);
         have_host |= pol->host_rewrite != NULL;
     }
     if (!have_host) {

@@ -30,7 +30,7 @@
 #include "net/tcp.h"
 #include "net/transport.h"
 #include "roles/proxy/proxy_conn.h"
-#include "roles/proxy/proxy_policy.h"
+#include "roles/proxy/proxy_route_policy.h"
 
 static void dconn_close(struct proxy_dconn *dc);
 static void uconn_close(struct proxy_uconn *uc);
@@ -1317,7 +1317,7 @@ static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         int pst = 0;
         const char *why = NULL;
         unsigned pfl = 0;
-        if (proxy_policy_request(dc, m, &pst, &why, &pfl) != PROXY_POL_GO) {
+        if (proxy_route_policy_request(dc, m, &pst, &why, &pfl) != PROXY_ROUTE_POL_GO) {
             /* A bodyless request keeps its connection: a 429 is no reason to reconnect. */
             dc->close_after = r->body != B_NONE;
             r->body_done = r->body == B_NONE;
@@ -1406,8 +1406,8 @@ static void local_reply(struct proxy_dconn *dc, int status, const char *reason, 
         n = (int)sizeof(body) - 1;
     }
     sc_buf_reset(&dc->out);
-    if (proxy_policy_write_local(dc, &dc->out, status, "text/plain; charset=utf-8",
-                                 sc_str_n(body, (size_t)n), close) < 0) {
+    if (proxy_route_policy_write_local(dc, &dc->out, status, "text/plain; charset=utf-8",
+                                       sc_str_n(body, (size_t)n), close) < 0) {
         dconn_close(dc);
         return;
     }

@@ -14,8 +14,9 @@
 
 static const char *flags_str(unsigned f, char *out, size_t cap)
 {
+    /* Indexed by bit; bit 10 (UO) is the circuit breakers'. */
     static const char *const names[] = { "UF",  "UT",  "URX", "UH", "UC", "DC", "NR",
-                                         "UPE", "DPE", "SI",  "DI", "FI", "RL" };
+                                         "UPE", "DPE", "SI",  "UO", "DI", "FI", "RL" };
     size_t len = 0;
     out[0] = '\0';
     for (size_t i = 0; i < SC_ARRAY_LEN(names); i++) {

@@ -13,7 +13,7 @@
 #include <uv.h>
 
 #include "core/alloc.h"
-#include "roles/proxy/proxy_policy.h"
+#include "roles/proxy/proxy_route_policy.h"
 
 #define MICRO 1000000ULL
 #define KEY_MAX 64

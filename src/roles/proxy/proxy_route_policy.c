@@ -584,8 +584,8 @@ static int check_duration(const char *v, const char *what, const char *where, ch
     return 0;
 }
 
-int proxy_policy_check_route(const struct proxy_cfg *c, const struct proxy_listener_cfg *l,
-                             size_t ri, char **err)
+int proxy_route_policy_check_route(const struct proxy_cfg *c, const struct proxy_listener_cfg *l,
+                                   size_t ri, char **err)
 {
     const struct proxy_route_cfg *routes = l->routes.v;
     const struct proxy_route_cfg *r = &routes[ri];
@@ -690,7 +690,7 @@ int proxy_policy_check_route(const struct proxy_cfg *c, const struct proxy_liste
     return 0;
 }
 
-int proxy_policy_check_cluster(const struct proxy_cluster_cfg *cc, char **err)
+int proxy_route_policy_check_cluster(const struct proxy_cluster_cfg *cc, char **err)
 {
     const struct proxy_subset_cfg *s = cc->subsets.v;
     for (size_t i = 0; i < cc->subsets.n; i++) {
@@ -808,9 +808,9 @@ static bool policy_wanted(const struct proxy_route_cfg *rc)
            rc->host_rewrite || rc->match.cookies.n;
 }
 
-int proxy_policy_route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
-                            struct proxy_rt *rt, const char *lname, struct proxy_metrics *pm,
-                            char **err)
+int proxy_route_policy_route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
+                                  struct proxy_rt *rt, const char *lname, struct proxy_metrics *pm,
+                                  char **err)
 {
     r->pol = NULL;
     if (!policy_wanted(rc)) {
@@ -888,7 +888,7 @@ int proxy_policy_route_init(struct proxy_route *r, const struct proxy_route_cfg 
     return 0;
 }
 
-void proxy_policy_route_free(struct proxy_route *r)
+void proxy_route_policy_route_free(struct proxy_route *r)
 {
     struct proxy_route_policy *p = r->pol;
     if (!p) {
@@ -927,7 +927,7 @@ static bool labels_match(const struct sc_kvv *want, const struct sc_kvv *have)
     return true;
 }
 
-void proxy_policy_cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg *cc)
+void proxy_route_policy_cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg *cc)
 {
     c->nsubsets = cc->subsets.n;
     c->subsets = sc_calloc(c->nsubsets ? c->nsubsets : 1, sizeof(*c->subsets));
@@ -950,7 +950,7 @@ void proxy_policy_cluster_init(struct proxy_cluster *c, const struct proxy_clust
     }
 }
 
-void proxy_policy_cluster_free(struct proxy_cluster *c)
+void proxy_route_policy_cluster_free(struct proxy_cluster *c)
 {
     for (size_t i = 0; i < c->nsubsets; i++) {
         sc_free(c->subsets[i].name);
@@ -971,8 +971,8 @@ struct proxy_subset *proxy_cluster_subset(struct proxy_cluster *c, const char *n
     return NULL;
 }
 
-void proxy_policy_listener_init(struct proxy_listener *l, const struct proxy_rl_cfg *rc,
-                                struct proxy_metrics *pm)
+void proxy_route_policy_listener_init(struct proxy_listener *l, const struct proxy_rl_cfg *rc,
+                                      struct proxy_metrics *pm)
 {
     if (!rc || rc->requests_per_unit <= 0) {
         return;
@@ -1013,7 +1013,7 @@ static struct sc_str cookie_value(const struct sc_http_msg *m, struct sc_str nam
     return SC_STR_NULL;
 }
 
-bool proxy_policy_match(const struct proxy_route_policy *pol, const struct sc_http_msg *m)
+bool proxy_route_policy_match(const struct proxy_route_policy *pol, const struct sc_http_msg *m)
 {
     if (!pol) {
         return true;
@@ -1052,8 +1052,8 @@ static bool chance(struct proxy_worker *w, uint32_t per_million)
     return per_million >= 1000000 || (per_million && proxy_rand(w) % 1000000 < per_million);
 }
 
-int proxy_policy_request(struct proxy_dconn *dc, const struct sc_http_msg *m, int *status,
-                         const char **reason, unsigned *flags)
+int proxy_route_policy_request(struct proxy_dconn *dc, const struct sc_http_msg *m, int *status,
+                               const char **reason, unsigned *flags)
 {
     struct proxy_req *r = &dc->req;
     struct proxy_listener *l = r->lsn;
@@ -1067,11 +1067,11 @@ int proxy_policy_request(struct proxy_dconn *dc, const struct sc_http_msg *m, in
             *status = 429;
             *reason = "local rate limit exceeded";
             *flags = F_RL;
-            return PROXY_POL_REPLY;
+            return PROXY_ROUTE_POL_REPLY;
         }
     }
     if (!pol) {
-        return PROXY_POL_GO;
+        return PROXY_ROUTE_POL_GO;
     }
     if (pol->rl) {
         struct proxy_rl_result res;
@@ -1084,14 +1084,14 @@ int proxy_policy_request(struct proxy_dconn *dc, const struct sc_http_msg *m, in
             *status = 429;
             *reason = "local rate limit exceeded";
             *flags = F_RL;
-            return PROXY_POL_REPLY;
+            return PROXY_ROUTE_POL_REPLY;
         }
     }
     if (pol->abort_ppm && chance(dc->w, pol->abort_ppm)) {
         *status = pol->abort_status;
         *reason = "fault filter abort";
         *flags = F_FI;
-        return PROXY_POL_REPLY;
+        return PROXY_ROUTE_POL_REPLY;
     }
     if (pol->delay_ppm && chance(dc->w, pol->delay_ppm)) {
         r->pol.delay_ms = pol->delay_ms;
@@ -1110,13 +1110,13 @@ int proxy_policy_request(struct proxy_dconn *dc, const struct sc_http_msg *m, in
             *status = 503;
             *reason = "no healthy upstream";
             *flags = F_UH;
-            return PROXY_POL_REPLY;
+            return PROXY_ROUTE_POL_REPLY;
         }
     }
     if (pol->mirror && !r->upgrade && !r->is_connect && chance(dc->w, pol->mirror_ppm)) {
         r->pol.mirror = true;
     }
-    return PROXY_POL_GO;
+    return PROXY_ROUTE_POL_GO;
 }
 
 static bool in_ops(const struct proxy_hdr_ops *o, struct sc_str name)
@@ -1134,7 +1134,7 @@ static bool in_ops(const struct proxy_hdr_ops *o, struct sc_str name)
     return false;
 }
 
-bool proxy_policy_skip_req_header(const struct proxy_route_policy *pol, struct sc_str name)
+bool proxy_route_policy_skip_req_header(const struct proxy_route_policy *pol, struct sc_str name)
 {
     if (pol->host_rewrite && sc_str_caseeq(name, SC_STR("host"))) {
         return true;
@@ -1142,7 +1142,7 @@ bool proxy_policy_skip_req_header(const struct proxy_route_policy *pol, struct s
     return in_ops(&pol->req, name);
 }
 
-bool proxy_policy_skip_resp_header(const struct proxy_route_policy *pol, struct sc_str name)
+bool proxy_route_policy_skip_resp_header(const struct proxy_route_policy *pol, struct sc_str name)
 {
     return in_ops(&pol->resp, name);
 }
@@ -1163,7 +1163,8 @@ static int write_ops(struct proxy_dconn *dc, const struct sc_http_msg *m,
     return rc;
 }
 
-int proxy_policy_req_headers(struct proxy_dconn *dc, const struct sc_http_msg *m, struct sc_buf *b)
+int proxy_route_policy_req_headers(struct proxy_dconn *dc, const struct sc_http_msg *m,
+                                   struct sc_buf *b)
 {
     const struct proxy_route_policy *pol = dc->req.route->pol;
     int rc = 0;
@@ -1175,8 +1176,8 @@ int proxy_policy_req_headers(struct proxy_dconn *dc, const struct sc_http_msg *m
     return rc ? SC_ETOOBIG : 0;
 }
 
-int proxy_policy_request_line(const struct proxy_route_policy *pol, struct sc_buf *b,
-                              struct sc_str method, struct sc_str origin)
+int proxy_route_policy_request_line(const struct proxy_route_policy *pol, struct sc_buf *b,
+                                    struct sc_str method, struct sc_str origin)
 {
     if (!pol || !pol->prefix_rewrite || origin.len < pol->match_prefix_len || origin.p[0] != '/') {
         return sc_http1_write_request_line(b, method, origin);
@@ -1239,7 +1240,7 @@ static int rl_headers(const struct proxy_req *r, struct sc_buf *b)
     return sc_buf_append(b, line, (size_t)(o - line));
 }
 
-int proxy_policy_resp_headers(struct proxy_dconn *dc, struct sc_buf *b)
+int proxy_route_policy_resp_headers(struct proxy_dconn *dc, struct sc_buf *b)
 {
     struct proxy_req *r = &dc->req;
     const struct proxy_route_policy *pol = r->route->pol;
@@ -1251,8 +1252,8 @@ int proxy_policy_resp_headers(struct proxy_dconn *dc, struct sc_buf *b)
     return rc ? SC_ETOOBIG : 0;
 }
 
-int proxy_policy_write_local(struct proxy_dconn *dc, struct sc_buf *b, int status,
-                             const char *content_type, struct sc_str body, bool close)
+int proxy_route_policy_write_local(struct proxy_dconn *dc, struct sc_buf *b, int status,
+                                   const char *content_type, struct sc_str body, bool close)
 {
     struct proxy_req *r = &dc->req;
     if (!r->pol.has_rl) {

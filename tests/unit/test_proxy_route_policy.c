@@ -12,7 +12,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "roles/proxy/proxy_policy.h"
+#include "roles/proxy/proxy_route_policy.h"
 
 #define SEC 1000000000ULL
 #define MS 1000000ULL
@@ -246,7 +246,7 @@ static bool cookie_match(const char *name, const char *value, bool present, cons
     pol.cookie_values = &v;
     pol.cookie_present = &present;
     pol.ncookies = 1;
-    return proxy_policy_match(&pol, &m);
+    return proxy_route_policy_match(&pol, &m);
 }
 
 static void test_cookie_match(void **state)
@@ -273,7 +273,7 @@ static void test_cookie_match(void **state)
     const char *empty = "GET / HTTP/1.1\r\nHost: h\r\nCookie: user=\r\n\r\n";
     assert_true(cookie_match("user", "", true, empty));
     assert_false(cookie_match("user", "x", true, empty));
-    assert_true(proxy_policy_match(NULL, NULL));
+    assert_true(proxy_route_policy_match(NULL, NULL));
 }
 
 int main(void)

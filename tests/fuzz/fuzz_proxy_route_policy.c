@@ -20,15 +20,15 @@
 #include "core/metrics.h"
 #include "net/http1.h"
 #include "roles/proxy/proxy_conn.h"
-#include "roles/proxy/proxy_policy.h"
+#include "roles/proxy/proxy_route_policy.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_proxy_policy: invariant failed: %s (%s:%d)\n", #cond, __FILE__,  \
-                    __LINE__);                                                                     \
+            fprintf(stderr, "fuzz_proxy_route_policy: invariant failed: %s (%s:%d)\n", #cond,      \
+                    __FILE__, __LINE__);                                                           \
             abort();                                                                               \
         }                                                                                          \
     } while (0)
@@ -243,13 +243,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int status = 0;
     const char *why = NULL;
     unsigned flags = 0;
-    if (proxy_policy_request(dc, &m, &status, &why, &flags) != PROXY_POL_GO) {
+    if (proxy_route_policy_request(dc, &m, &status, &why, &flags) != PROXY_ROUTE_POL_GO) {
         CHECK(strcmp(found->name, "main") != 0);
         CHECK(status == 429 || status == 503);
         CHECK(flags == (status == 429 ? (unsigned)F_RL : (unsigned)F_FI));
         sc_buf_reset(&dc->out);
-        CHECK(proxy_policy_write_local(dc, &dc->out, status, "text/plain", sc_str_c(why), true) ==
-              0);
+        CHECK(proxy_route_policy_write_local(dc, &dc->out, status, "text/plain", sc_str_c(why),
+                                             true) == 0);
         check_local(status);
         return 0;
     }

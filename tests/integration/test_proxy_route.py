@@ -387,7 +387,7 @@ def test_proxy_route_timeout_off(sidecar_run):
     up.close()
 
 
-def test_proxy_policy_check_errors(run_cli, tmp_path):
+def test_proxy_route_check_errors(run_cli, tmp_path):
     cases = [
         ({"name": "r", "cluster": "app", "subset": "nope"}, 'has no subset "nope"'),
         ({"name": "r", "cluster": "app", "weighted_clusters": [{"cluster": "app"}]},

@@ -8,8 +8,8 @@
 // Rate-limit buckets live outside the runtime snapshot: a registry keyed by the limiter's name
 // (listener/route) and its parameters hands the same limiter to every snapshot that asks for it,
 // reference counted, so a reload keeps the bucket state of routes whose limit did not change.
-#ifndef SC_ROLES_PROXY_PROXY_POLICY_H
-#define SC_ROLES_PROXY_PROXY_POLICY_H
+#ifndef SC_ROLES_PROXY_PROXY_ROUTE_POLICY_H
+#define SC_ROLES_PROXY_PROXY_ROUTE_POLICY_H
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -112,11 +112,11 @@ int proxy_rl_parse_flag(const char *s, struct proxy_rl_cfg *out);
 
 /* Checks the policy options of route <ri> of listener <l> against the clusters of <c>, and the
  * route's timeouts. Returns 0, or SC_ECONFIG with a new message in <*err>. */
-int proxy_policy_check_route(const struct proxy_cfg *c, const struct proxy_listener_cfg *l,
-                             size_t ri, char **err);
+int proxy_route_policy_check_route(const struct proxy_cfg *c, const struct proxy_listener_cfg *l,
+                                   size_t ri, char **err);
 
 /* Checks a cluster's subsets and labeled endpoints. Returns 0 or SC_ECONFIG with <*err>. */
-int proxy_policy_check_cluster(const struct proxy_cluster_cfg *cc, char **err);
+int proxy_route_policy_check_cluster(const struct proxy_cluster_cfg *cc, char **err);
 
 /* Checks a rate-limit block (<where> names it in messages). Returns 0 or SC_ECONFIG. */
 int proxy_rl_check(const struct proxy_rl_cfg *rl, const char *where, char **err);
@@ -250,60 +250,62 @@ struct proxy_req_pol {
 /* Builds the policy of route <r> from <rc> (the snapshot <rt> has its clusters already; <lname>
  * names the limiter). Sets r->pol, NULL when the route has no policy. Returns 0 or SC_ECONFIG
  * with <*err>. */
-int proxy_policy_route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
-                            struct proxy_rt *rt, const char *lname, struct proxy_metrics *pm,
-                            char **err);
+int proxy_route_policy_route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
+                                  struct proxy_rt *rt, const char *lname, struct proxy_metrics *pm,
+                                  char **err);
 
 /* Frees route <r>'s policy. */
-void proxy_policy_route_free(struct proxy_route *r);
+void proxy_route_policy_route_free(struct proxy_route *r);
 
 /* Builds cluster <c>'s subsets from <cc> (labels of endpoints listed after the plain ones). */
-void proxy_policy_cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg *cc);
+void proxy_route_policy_cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg *cc);
 
 /* Frees cluster <c>'s subsets. */
-void proxy_policy_cluster_free(struct proxy_cluster *c);
+void proxy_route_policy_cluster_free(struct proxy_cluster *c);
 
 /* Finds subset <name> of <c>, or NULL. */
 struct proxy_subset *proxy_cluster_subset(struct proxy_cluster *c, const char *name);
 
 /* Builds the listener-level limiter of <l> (config, or the --rate-limit flag). */
-void proxy_policy_listener_init(struct proxy_listener *l, const struct proxy_rl_cfg *rc,
-                                struct proxy_metrics *pm);
+void proxy_route_policy_listener_init(struct proxy_listener *l, const struct proxy_rl_cfg *rc,
+                                      struct proxy_metrics *pm);
 
 /* True when route <pol>'s cookie matches hold for <m> (NULL pol: true). */
-bool proxy_policy_match(const struct proxy_route_policy *pol, const struct sc_http_msg *m);
+bool proxy_route_policy_match(const struct proxy_route_policy *pol, const struct sc_http_msg *m);
 
-enum { PROXY_POL_GO = 0, PROXY_POL_REPLY = 1 };
+enum { PROXY_ROUTE_POL_GO = 0, PROXY_ROUTE_POL_REPLY = 1 };
 
 /* Runs the policy of dc->req's route for request <m> once routed: rate limits (listener, then
  * route), fault abort and delay decisions, the destination (r->cluster, r->subset, r->codes) and
- * the mirror decision. Returns PROXY_POL_GO, or PROXY_POL_REPLY with the local answer's <*status>,
+ * the mirror decision. Returns PROXY_ROUTE_POL_GO, or PROXY_ROUTE_POL_REPLY with the local answer's
+ * <*status>,
  * <*reason> and response <*flags> set. */
-int proxy_policy_request(struct proxy_dconn *dc, const struct sc_http_msg *m, int *status,
-                         const char **reason, unsigned *flags);
+int proxy_route_policy_request(struct proxy_dconn *dc, const struct sc_http_msg *m, int *status,
+                               const char **reason, unsigned *flags);
 
 /* True when request header <name> is replaced or removed by the route's transforms. */
-bool proxy_policy_skip_req_header(const struct proxy_route_policy *pol, struct sc_str name);
+bool proxy_route_policy_skip_req_header(const struct proxy_route_policy *pol, struct sc_str name);
 
 /* Appends the route's request headers (host rewrite, set, add) for <m> to <b>. Returns 0 or
  * SC_ETOOBIG. */
-int proxy_policy_req_headers(struct proxy_dconn *dc, const struct sc_http_msg *m, struct sc_buf *b);
+int proxy_route_policy_req_headers(struct proxy_dconn *dc, const struct sc_http_msg *m,
+                                   struct sc_buf *b);
 
 /* Writes the request line with the route's prefix rewrite applied to <origin>. */
-int proxy_policy_request_line(const struct proxy_route_policy *pol, struct sc_buf *b,
-                              struct sc_str method, struct sc_str origin);
+int proxy_route_policy_request_line(const struct proxy_route_policy *pol, struct sc_buf *b,
+                                    struct sc_str method, struct sc_str origin);
 
 /* True when response header <name> is replaced or removed by the route's transforms. */
-bool proxy_policy_skip_resp_header(const struct proxy_route_policy *pol, struct sc_str name);
+bool proxy_route_policy_skip_resp_header(const struct proxy_route_policy *pol, struct sc_str name);
 
 /* Appends the route's response headers and the rate-limit headers to <b>. Returns 0 or
  * SC_ETOOBIG. */
-int proxy_policy_resp_headers(struct proxy_dconn *dc, struct sc_buf *b);
+int proxy_route_policy_resp_headers(struct proxy_dconn *dc, struct sc_buf *b);
 
 /* Writes a local reply like sc_http1_write_simple, with the rate-limit headers of the request
  * (Retry-After on 429). */
-int proxy_policy_write_local(struct proxy_dconn *dc, struct sc_buf *b, int status,
-                             const char *content_type, struct sc_str body, bool close);
+int proxy_route_policy_write_local(struct proxy_dconn *dc, struct sc_buf *b, int status,
+                                   const char *content_type, struct sc_str body, bool close);
 
 /* ---- mirroring (proxy_mirror.c) ---- */
 
