@@ -443,8 +443,7 @@ int sc_parse_size(const char *s, uint64_t *bytes)
     return 0;
 }
 
-/* Writes the shortest exact rendering of <ms> ("250ms", "90s", "1h30s") into <out> (>= 96). */
-static void render_duration(uint64_t ms, char *out)
+void sc_format_duration(uint64_t ms, char *out)
 {
     if (ms == 0) {
         memcpy(out, "0", 2);
@@ -807,9 +806,9 @@ static int set_scalar(const struct sc_opt *o, void *field, const char *s, struct
         if (bounded(o) && ((int64_t)v < o->min || (int64_t)v > o->max)) {
             uint64_t lo = o->min < 0 ? 0 : (uint64_t)o->min, hi = o->max < 0 ? 0 : (uint64_t)o->max;
             if (dur) {
-                render_duration(v, v1);
-                render_duration(lo, v2);
-                render_duration(hi, v3);
+                sc_format_duration(v, v1);
+                sc_format_duration(lo, v2);
+                sc_format_duration(hi, v3);
             } else {
                 render_size(v, v1);
                 render_size(lo, v2);
@@ -2321,7 +2320,7 @@ static json_t *dump_value(const struct sc_opt *o, const void *field, int tdepth)
     case SC_OPT_INT:
         return json_integer((json_int_t) * (const int64_t *)field);
     case SC_OPT_DURATION:
-        render_duration(*(const uint64_t *)field, tmp);
+        sc_format_duration(*(const uint64_t *)field, tmp);
         return json_string(tmp);
     case SC_OPT_SIZE: {
         uint64_t v = *(const uint64_t *)field;
@@ -2422,8 +2421,8 @@ static void describe(struct sc_buf *b, const struct sc_opt *o, bool def)
         if (o->type == SC_OPT_DURATION || o->type == SC_OPT_SIZE) {
             uint64_t l = o->min < 0 ? 0 : (uint64_t)o->min, h = (uint64_t)o->max;
             if (o->type == SC_OPT_DURATION) {
-                render_duration(l, lo);
-                render_duration(h, hi);
+                sc_format_duration(l, lo);
+                sc_format_duration(h, hi);
             } else {
                 render_size(l, lo);
                 render_size(h, hi);

@@ -88,6 +88,20 @@ static void init_metrics(struct proxy *px)
         NULL, 0);
     pm->log_dropped = sc_metric_get(dropped, NULL);
     proxy_policy_metrics_init(pm);
+    static const char *const lr_labels[] = { "listener", "route", NULL };
+    pm->rate_limited =
+        sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_rq_rate_limited_total",
+                          "Requests refused by a local rate limit (429), by listener "
+                          "and route (empty route: the listener's limit).",
+                          lr_labels, NULL, 0);
+    pm->mirror =
+        sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_mirror_rq_total",
+                          "Request copies sent to a mirror (shadow) cluster.", c_labels, NULL, 0);
+    pm->mirror_dropped = sc_metrics_family(
+        pm->reg, SC_METRIC_COUNTER, "sidecar_mirror_rq_dropped_total",
+        "Request copies not sent or cut short: too many in flight, body past retry_buffer, no "
+        "endpoint, connect failure.",
+        c_labels, NULL, 0);
 }
 
 /* Ends the outlier ejections whose time is up before /metrics reports them. */

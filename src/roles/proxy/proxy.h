@@ -27,6 +27,7 @@
 #include "core/metrics.h"
 #include "net/http1.h"
 #include "roles/proxy/proxy_policy.h"
+#include "roles/proxy/proxy_route_policy.h"
 
 /* ---- configuration as loaded (the option table in proxy_config.c describes these) ---- */
 
@@ -42,12 +43,13 @@ struct proxy_match_cfg {
     char *regex;
     struct sc_strv methods;
     struct sc_vec headers; /* struct proxy_header_match_cfg */
+    struct sc_vec cookies; /* struct proxy_header_match_cfg */
 };
 
 struct proxy_retry_cfg {
     struct sc_strv retry_on;
-    int64_t num_retries; /* -1: the top-level retries */
-    uint64_t per_try_timeout_ms;
+    int64_t num_retries;   /* -1: the top-level retries */
+    char *per_try_timeout; /* a duration; NULL: the top-level per_try_timeout; 0: none */
     struct sc_strv retriable_status_codes;
     bool retry_non_idempotent;
     uint64_t base_interval_ms;
@@ -58,14 +60,23 @@ struct proxy_route_cfg {
     char *name;
     struct proxy_match_cfg match;
     char *cluster;
-    uint64_t timeout_ms; /* 0: the top-level timeout */
+    char *timeout; /* a duration; NULL: the top-level timeout; 0: none */
     struct proxy_retry_cfg retry_policy;
+    char *subset;
+    struct sc_vec weighted_clusters; /* struct proxy_weighted_cfg */
+    struct proxy_rl_cfg rate_limit;
+    struct proxy_fault_cfg fault;
+    struct proxy_mirror_cfg mirror;
+    struct proxy_headers_cfg headers;
+    char *prefix_rewrite;
+    char *host_rewrite;
 };
 
 struct proxy_listener_cfg {
     char *name;
     char *address;
     struct sc_vec routes; /* struct proxy_route_cfg */
+    struct proxy_rl_cfg rate_limit;
 };
 
 struct proxy_cluster_cfg {
@@ -77,7 +88,9 @@ struct proxy_cluster_cfg {
     uint64_t dns_refresh_ms;
     int64_t max_idle;
     uint64_t idle_timeout_ms;
-    struct proxy_policy_cfg policy; /* circuit_breakers, outlier_detection, health_check */
+    struct proxy_policy_cfg policy;  /* circuit_breakers, outlier_detection, health_check */
+    struct sc_vec labeled_endpoints; /* struct proxy_labeled_ep_cfg */
+    struct sc_vec subsets;           /* struct proxy_subset_cfg */
 };
 
 struct proxy_cfg {
@@ -96,6 +109,7 @@ struct proxy_cfg {
     uint64_t max_request_head;
     uint64_t max_request_body;
     int64_t max_connections;
+    char *rate_limit;        /* --rate-limit N/s|m|h: per client IP on the inbound listeners */
     struct sc_vec listeners; /* struct proxy_listener_cfg */
     struct sc_vec clusters;  /* struct proxy_cluster_cfg */
 };
@@ -161,6 +175,8 @@ struct proxy_cluster {
     struct sc_metric *m_cx_active;
     struct sc_metric *m_timeout;
     struct proxy_cluster_state *st; /* breakers, outlier, health: a reference, kept on reload */
+    struct proxy_subset *subsets;
+    size_t nsubsets;
 };
 
 struct proxy_header_match {
@@ -190,6 +206,7 @@ struct proxy_route {
     uint64_t max_interval_ms;
     /* sidecar_requests_total series by status code (100..599), filled on first use */
     _Atomic(struct sc_metric *) codes[500];
+    struct proxy_route_policy *pol; /* NULL: no traffic policy */
 };
 
 struct proxy_listener {
@@ -201,6 +218,8 @@ struct proxy_listener {
     struct proxy_route noroute; /* labels for requests that matched no route */
     struct sc_metric *m_cx_active;
     struct sc_metric *m_duration;
+    struct proxy_rl *rl; /* listener-wide rate limit, or NULL */
+    bool rl_headers;
 };
 
 struct proxy_rt {
@@ -234,6 +253,9 @@ struct proxy_metrics {
     struct sc_metric_family *ej_active;
     struct sc_metric_family *ej_total;
     struct sc_metric_family *hc_unhealthy;
+    struct sc_metric_family *rate_limited;
+    struct sc_metric_family *mirror;
+    struct sc_metric_family *mirror_dropped;
 };
 
 /* Builds a snapshot from a checked <cfg> for <nworkers> workers, copying everything it keeps.
@@ -299,6 +321,8 @@ struct proxy_worker {
     pcre2_match_data *md;
     char date[32]; /* cached access-log timestamp */
     uint64_t date_sec;
+    struct sc_list mirrors; /* mirrored requests in flight (proxy_mirror.c) */
+    size_t nmirrors;
 };
 
 struct proxy {
@@ -330,6 +354,10 @@ void proxy_worker_poll(struct proxy_worker *w);
 
 /* Frees the worker's recycled objects after its loop ended. */
 void proxy_worker_cleanup(struct proxy_worker *w);
+
+/* Reports the worker done when it drains and nothing is left open; called by the data path and
+ * when a mirror's handles have closed (proxy_mirror.c). */
+void proxy_worker_check_done(struct proxy_worker *w);
 
 /* Called on the worker's loop when it has nothing left; reports to the main loop. */
 void proxy_worker_done(struct proxy_worker *w);

@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "net/addr.h"
 #include "roles/proxy/proxy.h"
+#include "roles/proxy/proxy_route_policy.h"
 
 static const char *const lb_policies[] = { "round_robin", "least_request", NULL };
 static const char *const access_logs[] = { "stdout", "off", NULL };
@@ -59,6 +60,12 @@ static const struct sc_opt match_opts[] = {
       .help = "headers that must all match",
       .sub = header_match_opts,
       .sub_size = sizeof(struct proxy_header_match_cfg) },
+    { .name = "cookies",
+      .type = SC_OPT_OBJLIST,
+      .offset = offsetof(struct proxy_match_cfg, cookies),
+      .help = "cookies (from Cookie headers) that must all match, as headers do",
+      .sub = header_match_opts,
+      .sub_size = sizeof(struct proxy_header_match_cfg) },
     { 0 },
 };
 
@@ -76,9 +83,10 @@ static const struct sc_opt retry_opts[] = {
       .min = -1,
       .max = 10 },
     { .name = "per_try_timeout",
-      .type = SC_OPT_DURATION,
-      .offset = offsetof(struct proxy_retry_cfg, per_try_timeout_ms),
-      .help = "deadline for one try's response head (0: the top-level per_try_timeout)" },
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_retry_cfg, per_try_timeout),
+      .help = "duration: deadline for one try's response head; unset: the top-level "
+              "per_try_timeout; 0s: none" },
     { .name = "retriable_status_codes",
       .type = SC_OPT_STRLIST,
       .offset = offsetof(struct proxy_retry_cfg, retriable_status_codes),
@@ -114,18 +122,56 @@ static const struct sc_opt route_opts[] = {
     { .name = "cluster",
       .type = SC_OPT_STR,
       .offset = offsetof(struct proxy_route_cfg, cluster),
-      .help = "the cluster requests go to",
-      .flags = SC_OPT_REQUIRED },
+      .help = "the cluster requests go to (or weighted_clusters)" },
+    { .name = "subset",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_route_cfg, subset),
+      .help = "only the endpoints of this subset of the cluster" },
+    { .name = "weighted_clusters",
+      .type = SC_OPT_OBJLIST,
+      .offset = offsetof(struct proxy_route_cfg, weighted_clusters),
+      .help = "split requests between destinations by weight (instead of cluster)",
+      .sub = proxy_weighted_opts,
+      .sub_size = sizeof(struct proxy_weighted_cfg),
+      .max = 64 },
     { .name = "timeout",
-      .type = SC_OPT_DURATION,
-      .offset = offsetof(struct proxy_route_cfg, timeout_ms),
-      .help = "deadline from the request to the response head, retries included (0: the "
-              "top-level timeout)" },
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_route_cfg, timeout),
+      .help = "duration from the request to the response head, retries included; unset: the "
+              "top-level timeout; 0s: no timeout" },
     { .name = "retry_policy",
       .type = SC_OPT_OBJ,
       .offset = offsetof(struct proxy_route_cfg, retry_policy),
       .help = "when and how often to retry",
       .sub = retry_opts },
+    { .name = "rate_limit",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_route_cfg, rate_limit),
+      .help = "local rate limit of the route: token buckets, 429 beyond",
+      .sub = proxy_rl_opts },
+    { .name = "fault",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_route_cfg, fault),
+      .help = "fault injection: delay or abort a share of requests",
+      .sub = proxy_fault_opts },
+    { .name = "mirror",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_route_cfg, mirror),
+      .help = "send a copy of a share of requests to a shadow cluster, answer discarded",
+      .sub = proxy_mirror_opts },
+    { .name = "headers",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_route_cfg, headers),
+      .help = "set, add and remove request and response headers",
+      .sub = proxy_headers_opts },
+    { .name = "prefix_rewrite",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_route_cfg, prefix_rewrite),
+      .help = "replaces the matched path prefix in the request sent upstream" },
+    { .name = "host_rewrite",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_route_cfg, host_rewrite),
+      .help = "Host header sent upstream" },
     { 0 },
 };
 
@@ -147,6 +193,12 @@ static const struct sc_opt listener_opts[] = {
       .help = "routes, tried in order",
       .sub = route_opts,
       .sub_size = sizeof(struct proxy_route_cfg) },
+    { .name = "rate_limit",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_listener_cfg, rate_limit),
+      .help = "local rate limit shared by every routed request of the listener (checked before "
+              "the route's own)",
+      .sub = proxy_rl_opts },
     { 0 },
 };
 
@@ -200,8 +252,33 @@ static const struct sc_opt cluster_opts[] = {
     { .type = SC_OPT_INLINE,
       .offset = offsetof(struct proxy_cluster_cfg, policy),
       .sub = proxy_policy_opts },
+    { .name = "labeled_endpoints",
+      .type = SC_OPT_OBJLIST,
+      .offset = offsetof(struct proxy_cluster_cfg, labeled_endpoints),
+      .help = "more endpoints, with labels that subsets select on",
+      .sub = proxy_labeled_ep_opts,
+      .sub_size = sizeof(struct proxy_labeled_ep_cfg),
+      .max = 256 },
+    { .name = "subsets",
+      .type = SC_OPT_OBJLIST,
+      .offset = offsetof(struct proxy_cluster_cfg, subsets),
+      .help = "named groups of endpoints selected by labels, for routes to name",
+      .sub = proxy_subset_opts,
+      .sub_size = sizeof(struct proxy_subset_cfg),
+      .max = 64 },
     { 0 },
 };
+
+static int check_rate_flag(void *field, char **err)
+{
+    struct proxy_rl_cfg rl;
+    const char *s = *(char **)field;
+    if (s && proxy_rl_parse_flag(s, &rl) < 0) {
+        *err = sc_asprintf("rate limit \"%s\" is not N/s, N/m or N/h", s);
+        return SC_ECONFIG;
+    }
+    return 0;
+}
 
 const struct sc_opt proxy_opts[] = {
     { .name = "listen",
@@ -307,6 +384,13 @@ const struct sc_opt proxy_opts[] = {
       .flags = SC_OPT_FLAG,
       .min = 1,
       .max = 10000000 },
+    { .name = "rate_limit",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_cfg, rate_limit),
+      .help = "N/s, N/m or N/h: a local rate limit per client IP (burst N) on the inbound "
+              "listeners (--listen, inbound, and configured listeners without a rate_limit)",
+      .flags = SC_OPT_FLAG,
+      .check = check_rate_flag },
     { .name = "listeners",
       .type = SC_OPT_OBJLIST,
       .offset = offsetof(struct proxy_cfg, listeners),
@@ -402,10 +486,14 @@ static int check_route(const struct proxy_cfg *c, const struct proxy_listener_cf
 {
     const struct proxy_route_cfg *r = &((const struct proxy_route_cfg *)l->routes.v)[ri];
     const char *rname = r->name ? r->name : "(unnamed)";
-    if (!has_cluster(c, r->cluster)) {
+    if (r->cluster && !has_cluster(c, r->cluster)) {
         *err = sc_asprintf("listener \"%s\" route %zu (%s): unknown cluster \"%s\"", l->name,
                            ri + 1, rname, r->cluster);
         return SC_ECONFIG;
+    }
+    int prc = proxy_route_policy_check_route(c, l, ri, err);
+    if (prc < 0) {
+        return prc;
     }
     int n = (r->match.prefix != NULL) + (r->match.path != NULL) + (r->match.regex != NULL);
     if (n > 1) {
@@ -493,9 +581,15 @@ int proxy_config_check(const void *cfg, char **err)
         if (prc < 0) {
             return prc;
         }
-        for (size_t k = 0; k < cl[i].endpoints.n; k++) {
+        prc = proxy_route_policy_check_cluster(&cl[i], err);
+        if (prc < 0) {
+            return prc;
+        }
+        const struct proxy_labeled_ep_cfg *le = cl[i].labeled_endpoints.v;
+        for (size_t k = 0; k < cl[i].endpoints.n + cl[i].labeled_endpoints.n; k++) {
             char host[256], port[8];
-            const char *e = cl[i].endpoints.v[k];
+            const char *e =
+                k < cl[i].endpoints.n ? cl[i].endpoints.v[k] : le[k - cl[i].endpoints.n].address;
             if (split_endpoint(e, host, sizeof(host), port, sizeof(port)) < 0 ||
                 !valid_dns_name(host[0] == '[' ? "x" : host)) {
                 *err =
@@ -518,6 +612,12 @@ int proxy_config_check(const void *cfg, char **err)
                 *err = sc_asprintf("listener \"%s\" is defined twice", l[i].name);
                 return SC_ECONFIG;
             }
+        }
+        char where[160];
+        snprintf(where, sizeof(where), "listener \"%s\"", l[i].name);
+        int lrc = proxy_rl_check(&l[i].rate_limit, where, err);
+        if (lrc < 0) {
+            return lrc;
         }
         for (size_t r = 0; r < l[i].routes.n; r++) {
             int rc = check_route(c, &l[i], r, err);
@@ -548,6 +648,7 @@ static void route_free(struct proxy_route *r)
         sc_free((char *)r->headers[i].value.p);
     }
     sc_free(r->headers);
+    proxy_route_policy_route_free(r);
 }
 
 static void rt_free(struct proxy_rt *rt)
@@ -559,6 +660,7 @@ static void rt_free(struct proxy_rt *rt)
         }
         sc_free(l->routes);
         route_free(&l->noroute);
+        proxy_rl_release(l->rl);
         sc_free(l->name);
         sc_free(l->address);
     }
@@ -575,6 +677,7 @@ static void rt_free(struct proxy_rt *rt)
             sc_free(ep->pools);
         }
         sc_free(c->eps);
+        proxy_route_policy_cluster_free(c);
         sc_free(c->name);
         proxy_cluster_state_unref(c->st);
     }
@@ -648,19 +751,29 @@ static int cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg 
     c->dns_refresh_ms = cc->dns_refresh_ms ? cc->dns_refresh_ms : 5000;
     c->max_idle = (uint32_t)(cc->max_idle < 0 ? 0 : cc->max_idle);
     c->idle_timeout_ms = cc->idle_timeout_ms;
-    c->neps = cc->endpoints.n;
+    c->neps = cc->endpoints.n + cc->labeled_endpoints.n;
     c->eps = sc_calloc(c->neps ? c->neps : 1, sizeof(*c->eps));
+    const struct proxy_labeled_ep_cfg *le = cc->labeled_endpoints.v;
     for (size_t i = 0; i < c->neps; i++) {
-        int rc = endpoint_init(&c->eps[i], c, cc->endpoints.v[i], nworkers, err);
+        const char *addr =
+            i < cc->endpoints.n ? cc->endpoints.v[i] : le[i - cc->endpoints.n].address;
+        int rc = endpoint_init(&c->eps[i], c, addr, nworkers, err);
         if (rc < 0) {
             c->neps = i + 1;
             return rc;
         }
     }
-    c->st = proxy_cluster_state_new(c->name, &cc->policy, cc->endpoints.v, c->neps, pm);
+    /* The plain and the labeled endpoints, by the names they were configured with. */
+    char **names = sc_calloc(c->neps ? c->neps : 1, sizeof(*names));
+    for (size_t i = 0; i < c->neps; i++) {
+        names[i] = c->eps[i].name;
+    }
+    c->st = proxy_cluster_state_new(c->name, &cc->policy, names, c->neps, pm);
+    sc_free(names);
     for (size_t i = 0; i < c->neps; i++) {
         c->eps[i].st = &c->st->eps[i];
     }
+    proxy_route_policy_cluster_init(c, cc);
     const char *lv[] = { c->name };
     c->m_retry = sc_metric_get(pm->retry, lv);
     c->m_cx_active = sc_metric_get(pm->ucx_active, lv);
@@ -699,8 +812,11 @@ static void route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
         r->headers[i].value = h[i].value ? sc_str_c(sc_strdup(h[i].value)) : SC_STR_NULL;
         r->headers[i].present = h[i].present;
     }
-    r->cluster = proxy_rt_cluster(rt, rc->cluster);
-    r->timeout_ms = rc->timeout_ms ? rc->timeout_ms : cfg->timeout_ms;
+    r->cluster = rc->cluster ? proxy_rt_cluster(rt, rc->cluster) : NULL;
+    r->timeout_ms = cfg->timeout_ms;
+    if (rc->timeout && sc_parse_duration(rc->timeout, &r->timeout_ms) < 0) {
+        r->timeout_ms = cfg->timeout_ms; /* checked at load */
+    }
     const struct proxy_retry_cfg *rp = &rc->retry_policy;
     r->retry_on = 0;
     for (size_t i = 0; i < rp->retry_on.n; i++) {
@@ -710,8 +826,10 @@ static void route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
         r->retry_on = PROXY_RETRY_CONNECT_FAILURE | PROXY_RETRY_RESET | PROXY_RETRY_GATEWAY;
     }
     r->num_retries = (int)(rp->num_retries >= 0 ? rp->num_retries : cfg->retries);
-    r->per_try_timeout_ms =
-        rp->per_try_timeout_ms ? rp->per_try_timeout_ms : cfg->per_try_timeout_ms;
+    r->per_try_timeout_ms = cfg->per_try_timeout_ms;
+    if (rp->per_try_timeout && sc_parse_duration(rp->per_try_timeout, &r->per_try_timeout_ms) < 0) {
+        r->per_try_timeout_ms = cfg->per_try_timeout_ms; /* checked at load */
+    }
     r->nstatus_codes = 0;
     for (size_t i = 0; i < rp->retriable_status_codes.n && i < PROXY_MAX_STATUS_CODES; i++) {
         uint64_t code = 0;
@@ -838,8 +956,19 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
         l->nroutes = lcs[i].routes.n;
         l->routes = sc_calloc(l->nroutes ? l->nroutes : 1, sizeof(*l->routes));
         const struct proxy_route_cfg *rcs = lcs[i].routes.v;
+        struct proxy_rl_cfg flag_rl;
+        const struct proxy_rl_cfg *lrl = &lcs[i].rate_limit;
+        if (lrl->requests_per_unit == 0 && cfg->rate_limit &&
+            proxy_rl_parse_flag(cfg->rate_limit, &flag_rl) == 0) {
+            lrl = &flag_rl;
+        }
+        proxy_route_policy_listener_init(l, lrl, pm);
         for (size_t r = 0; r < l->nroutes; r++) {
             route_init(&l->routes[r], &rcs[r], cfg, rt, r);
+            rc = proxy_route_policy_route_init(&l->routes[r], &rcs[r], rt, l->name, pm, err);
+            if (rc < 0) {
+                goto fail;
+            }
             if (!l->routes[r].cluster) {
                 *err =
                     sc_asprintf("listener \"%s\": unknown cluster \"%s\"", l->name, rcs[r].cluster);
@@ -854,6 +983,10 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
                            cfg->listen ? cfg->listen : "0.0.0.0:15006", pm, err);
         if (rc < 0) {
             goto fail;
+        }
+        struct proxy_rl_cfg flag_rl;
+        if (cfg->rate_limit && proxy_rl_parse_flag(cfg->rate_limit, &flag_rl) == 0) {
+            proxy_route_policy_listener_init(l, &flag_rl, pm);
         }
         struct proxy_route_cfg qr = { .name = "default", .cluster = "upstream" };
         qr.retry_policy.num_retries = -1;
@@ -882,23 +1015,40 @@ fail:
 
 /* ---- GET /config: the effective listeners, routes and clusters ---- */
 
-/* <rc> with the values it inherits from the top level filled in, as route_init resolves them. */
-static struct proxy_route_cfg route_effective(const struct proxy_route_cfg *rc,
-                                              const struct proxy_cfg *cfg)
+/* A route as dumped: its config with inherited values filled in, and the text they point to. */
+struct route_eff {
+    struct proxy_route_cfg rc;
+    char timeout[SC_DURATION_MAX];
+    char per_try_timeout[SC_DURATION_MAX];
+    char name[32];
+};
+
+/* <rc> (the <i>th route) with the values it inherits from the top level filled in, as route_init
+ * resolves them. */
+static void route_effective(struct route_eff *e, const struct proxy_route_cfg *rc, size_t i,
+                            const struct proxy_cfg *cfg)
 {
     static char *def_retry_on[] = { "connect-failure", "reset", "gateway-error" };
-    struct proxy_route_cfg e = *rc;
-    struct proxy_retry_cfg *rp = &e.retry_policy;
-    e.timeout_ms = rc->timeout_ms ? rc->timeout_ms : cfg->timeout_ms;
+    e->rc = *rc;
+    struct proxy_retry_cfg *rp = &e->rc.retry_policy;
+    if (!rc->name) {
+        snprintf(e->name, sizeof(e->name), "route%zu", i + 1);
+        e->rc.name = e->name;
+    }
+    if (!rc->timeout) {
+        sc_format_duration(cfg->timeout_ms, e->timeout);
+        e->rc.timeout = e->timeout;
+    }
     if (rp->retry_on.n == 0) {
         rp->retry_on = (struct sc_strv){ def_retry_on, SC_ARRAY_LEN(def_retry_on) };
     }
     rp->num_retries = rp->num_retries >= 0 ? rp->num_retries : cfg->retries;
-    rp->per_try_timeout_ms =
-        rp->per_try_timeout_ms ? rp->per_try_timeout_ms : cfg->per_try_timeout_ms;
+    if (!rp->per_try_timeout) {
+        sc_format_duration(cfg->per_try_timeout_ms, e->per_try_timeout);
+        rp->per_try_timeout = e->per_try_timeout;
+    }
     rp->base_interval_ms = rp->base_interval_ms ? rp->base_interval_ms : 25;
     rp->max_interval_ms = rp->max_interval_ms ? rp->max_interval_ms : 250;
-    return e;
 }
 
 /* Dumps listener <lc> with its routes resolved, through the listener table. */
@@ -906,21 +1056,17 @@ static json_t *dump_listener(const struct proxy_listener_cfg *lc, const struct p
 {
     struct proxy_listener_cfg l = *lc;
     const struct proxy_route_cfg *rcs = lc->routes.v;
-    struct proxy_route_cfg *rs = sc_calloc(lc->routes.n ? lc->routes.n : 1, sizeof(*rs));
-    for (size_t i = 0; i < lc->routes.n; i++) {
-        rs[i] = route_effective(&rcs[i], cfg);
-        if (!rs[i].name) {
-            rs[i].name = sc_asprintf("route%zu", i + 1);
-        }
+    size_t n = lc->routes.n;
+    struct route_eff *es = sc_calloc(n ? n : 1, sizeof(*es));
+    struct proxy_route_cfg *rs = sc_calloc(n ? n : 1, sizeof(*rs));
+    for (size_t i = 0; i < n; i++) {
+        route_effective(&es[i], &rcs[i], i, cfg);
+        rs[i] = es[i].rc;
     }
     l.routes.v = rs;
     json_t *j = sc_config_dump(listener_opts, &l);
-    for (size_t i = 0; i < lc->routes.n; i++) {
-        if (rs[i].name != rcs[i].name) {
-            sc_free(rs[i].name);
-        }
-    }
     sc_free(rs);
+    sc_free(es);
     return j;
 }
 

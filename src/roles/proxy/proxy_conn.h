@@ -52,6 +52,9 @@ enum {
     F_DPE = 1 << 8, /* downstream protocol error */
     F_SI = 1 << 9,  /* stream idle timeout */
     F_UO = 1 << 10, /* upstream overflow: a circuit breaker refused the request */
+    F_DI = 1 << 11, /* fault injection: delayed */
+    F_FI = 1 << 12, /* fault injection: aborted */
+    F_RL = 1 << 13, /* rate limited */
 };
 
 enum { COND_CONNECT = 1, COND_RESET, COND_TIMEOUT, COND_STATUS };
@@ -89,6 +92,10 @@ struct proxy_req {
     struct proxy_rt *rt; /* a reference while the request runs */
     struct proxy_listener *lsn;
     struct proxy_route *route;
+    struct proxy_cluster *cluster;      /* the destination: the route's or a weighted one */
+    struct proxy_subset *subset;        /* NULL: all the cluster's endpoints */
+    _Atomic(struct sc_metric *) *codes; /* sidecar_requests_total cache for the destination */
+    struct proxy_req_pol pol;
     struct proxy_endpoint *ep;     /* the current or last try's endpoint */
     struct proxy_endpoint *active; /* counted in ep->active */
     struct sc_buf head;            /* the upstream request head, kept for retries */

@@ -216,6 +216,7 @@ int proxy_build_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
     struct sc_buf *b = &dc->out;
     bool upgrade = m->status == 101;
     reserve_for(b, m);
+    const struct proxy_route_policy *pol = r->route->pol;
     char line[13] = { 'H',
                       'T',
                       'T',
@@ -237,7 +238,8 @@ int proxy_build_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
     conn_tokens_init(&ct, m);
     for (size_t i = 0; i < m->nheaders; i++) {
         const struct sc_http_header *h = &m->headers[i];
-        if (hop_by_hop(h->name, &ct)) {
+        if (hop_by_hop(h->name, &ct) ||
+            (pol && proxy_route_policy_skip_resp_header(pol, h->name))) {
             continue;
         }
         if (h->name.len == 3 && IS(h->name, "via")) {
@@ -252,6 +254,9 @@ int proxy_build_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
         rc |= PUT_LIT(b, ", 1.1 sidecar\r\n");
     } else {
         rc |= PUT_LIT(b, "Via: 1.1 sidecar\r\n");
+    }
+    if (pol || r->pol.has_rl) {
+        rc |= proxy_route_policy_resp_headers(dc, b);
     }
     if (upgrade) {
         const struct sc_http_header *u = sc_http_find(m, SC_STR("upgrade"), NULL);
@@ -346,6 +351,9 @@ bool proxy_route_matches(const struct proxy_route *rt, const struct sc_http_msg 
         pcre2_match(rt->re, (PCRE2_SPTR)(path.p ? path.p : ""), path.len, 0, 0, md, NULL) < 0) {
         return false;
     }
+    if (rt->pol && !proxy_route_policy_match(rt->pol, m)) {
+        return false;
+    }
     for (size_t i = 0; i < rt->nheaders; i++) {
         const struct proxy_header_match *hm = &rt->headers[i];
         const struct sc_http_header *h = sc_http_find(m, hm->name, NULL);
@@ -410,12 +418,16 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
     struct proxy_worker *w = dc->w;
     struct sc_buf *b = &r->head;
     reserve_for(b, m);
-    int rc = sc_http1_write_request_line(b, m->method, r->is_connect ? m->target : origin);
+    const struct proxy_route_policy *pol = r->route->pol;
+    struct sc_str target = r->is_connect ? m->target : origin;
+    int rc = pol ? proxy_route_policy_request_line(pol, b, m->method, target)
+                 : sc_http1_write_request_line(b, m->method, target);
     /* RFC 9112 section 3.2.2: for an absolute-form target, Host is replaced by the target's
-     * authority, and the request goes upstream in origin form. */
+     * authority, and the request goes upstream in origin form (a host_rewrite wins over both). */
     bool absolute = false;
     struct sc_str authority = r->is_connect ? SC_STR_NULL : target_authority(m->target, &absolute);
-    if (absolute) {
+    bool host_rewrite = pol && pol->host_rewrite;
+    if (absolute && !host_rewrite) {
         rc |= put_header(b, SC_STR("Host"), authority);
     }
     bool have_host = absolute;
@@ -424,7 +436,7 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
     conn_tokens_init(&ct, m);
     for (size_t i = 0; i < m->nheaders; i++) {
         const struct sc_http_header *h = &m->headers[i];
-        if (hop_by_hop(h->name, &ct)) {
+        if (hop_by_hop(h->name, &ct) || (pol && proxy_route_policy_skip_req_header(pol, h->name))) {
             continue;
         }
         /* The headers the proxy rewrites, told apart by length first (one compare each). */
@@ -478,8 +490,13 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
         }
         rc |= put_header(b, h->name, h->value);
     }
+    if (pol) {
+        rc |= proxy_route_policy_req_headers(dc, m, b);
+        have_host |= host_rewrite;
+    }
     if (!have_host) {
-        rc |= sc_http1_write_header(b, SC_STR("Host"), sc_str_c(r->route->cluster->eps[0].name));
+        struct proxy_cluster *hc = r->cluster ? r->cluster : r->route->cluster;
+        rc |= sc_http1_write_header(b, SC_STR("Host"), sc_str_c(hc->eps[0].name));
     }
     if (r->body == B_CHUNKED) {
         rc |= PUT_LIT(b, "Transfer-Encoding: chunked\r\n");

@@ -30,6 +30,7 @@
 #include "net/tcp.h"
 #include "net/transport.h"
 #include "roles/proxy/proxy_conn.h"
+#include "roles/proxy/proxy_route_policy.h"
 
 static void dconn_close(struct proxy_dconn *dc);
 static void uconn_close(struct proxy_uconn *uc);
@@ -606,19 +607,24 @@ static void on_connect(void *owner, int status)
     upstream_ready(dc);
 }
 
-/* Picks an endpoint with addresses, preferring one other than <avoid>. */
+/* The <i>th endpoint of <c>, counting only those of subset <ss> when there is one. */
+#define SUBSET_EP(c, ss, i) (&(c)->eps[(ss) ? (ss)->idx[(i)] : (i)])
+
+/* Picks an endpoint with addresses, preferring one other than <avoid>; only within subset <ss>
+ * when it is not NULL. */
 static struct proxy_endpoint *pick_endpoint(struct proxy_worker *w, struct proxy_cluster *c,
-                                            struct proxy_endpoint *avoid)
+                                            struct proxy_subset *ss, struct proxy_endpoint *avoid)
 {
-    if (c->neps == 0) {
+    size_t neps = ss ? ss->n : c->neps;
+    if (neps == 0) {
         return NULL;
     }
     struct proxy_endpoint *best = NULL;
     uint64_t now = uv_now(w->loop);
-    if (c->lb == PROXY_LB_LEAST_REQUEST && c->neps > 1) {
+    if (c->lb == PROXY_LB_LEAST_REQUEST && neps > 1) {
         for (int tries = 0; tries < 4 && !best; tries++) {
-            struct proxy_endpoint *a = &c->eps[proxy_rand(w) % c->neps];
-            struct proxy_endpoint *b = &c->eps[proxy_rand(w) % c->neps];
+            struct proxy_endpoint *a = SUBSET_EP(c, ss, proxy_rand(w) % neps);
+            struct proxy_endpoint *b = SUBSET_EP(c, ss, proxy_rand(w) % neps);
             bool au = proxy_endpoint_usable(a, now), bu = proxy_endpoint_usable(b, now);
             if (!au || (a == avoid && b != avoid)) {
                 a = b;
@@ -636,9 +642,9 @@ static struct proxy_endpoint *pick_endpoint(struct proxy_worker *w, struct proxy
             return best;
         }
     }
-    unsigned start = atomic_fetch_add_explicit(&c->rr, 1, memory_order_relaxed);
-    for (size_t i = 0; i < c->neps; i++) {
-        struct proxy_endpoint *e = &c->eps[(start + i) % c->neps];
+    unsigned start = atomic_fetch_add_explicit(ss ? &ss->rr : &c->rr, 1, memory_order_relaxed);
+    for (size_t i = 0; i < neps; i++) {
+        struct proxy_endpoint *e = SUBSET_EP(c, ss, (start + i) % neps);
         if (!proxy_endpoint_usable(e, now)) {
             continue;
         }
@@ -672,12 +678,12 @@ static void attempt(struct proxy_dconn *dc)
 {
     struct proxy_worker *w = dc->w;
     struct proxy_req *r = &dc->req;
-    struct proxy_cluster *c = r->route->cluster;
+    struct proxy_cluster *c = r->cluster;
     if (c->original_dst) {
         attempt_original_dst(dc);
         return;
     }
-    struct proxy_endpoint *ep = pick_endpoint(w, c, r->ep);
+    struct proxy_endpoint *ep = pick_endpoint(w, c, r->subset, r->ep);
     if (!ep) {
         local_reply(dc, 503, "no healthy upstream", F_UH);
         return;
@@ -840,7 +846,7 @@ static void attempt_original_dst(struct proxy_dconn *dc)
 {
     struct proxy_req *r = &dc->req;
     struct proxy_endpoint *ep = &dc->od->ep; /* allocated by start_request */
-    ep->cluster = r->route->cluster;
+    ep->cluster = r->cluster;
     ep->name = dc->od->name;
     ep->pools = NULL;
     r->ep = ep;
@@ -955,7 +961,7 @@ static void schedule_retry(struct proxy_dconn *dc)
     /* Full jitter in [interval/2, interval]: spreads retry storms, keeps the backoff growing. */
     uint64_t delay = interval / 2 + (interval ? proxy_rand(dc->w) % (interval / 2 + 1) : 0);
     r->retries++;
-    sc_counter_inc(rt->cluster->m_retry);
+    sc_counter_inc(r->cluster->m_retry);
     uv_timer_start(&dc->btimer, on_backoff, delay, 0);
     dread_update(dc);
 }
@@ -1137,6 +1143,9 @@ static void request_body_done(struct proxy_dconn *dc)
     dc->req.body_done = true;
     dc->req.body_done_ms = uv_now(dc->w->loop);
     arm_dtimer(dc);
+    if (dc->req.pol.mirror) {
+        proxy_mirror_start(dc);
+    }
 }
 
 static void pump_req(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
@@ -1204,10 +1213,12 @@ static void pump_req(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
                 break;
             }
         }
-        if (!tunnel && r->retriable && n > 0 && sc_buf_append(&r->copy, p, n) < 0) {
-            /* Past the retry buffer: this request can no longer be replayed. */
+        if (!tunnel && (r->retriable || r->pol.mirror) && n > 0 &&
+            sc_buf_append(&r->copy, p, n) < 0) {
+            /* Past the retry buffer: this request can no longer be replayed (nor mirrored). */
             r->retriable = false;
             sc_buf_reset(&r->copy);
+            proxy_mirror_drop(dc);
         }
         if (n == 0 && nprefix == 0) {
             if (done_now) {
@@ -1579,9 +1590,22 @@ static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         return;
     }
     r->route = found;
+    r->cluster = found->cluster;
+    if (found->pol || r->lsn->rl) {
+        int pst = 0;
+        const char *why = NULL;
+        unsigned pfl = 0;
+        if (proxy_route_policy_request(dc, m, &pst, &why, &pfl) != PROXY_ROUTE_POL_GO) {
+            /* A bodyless request keeps its connection: a 429 is no reason to reconnect. */
+            dc->close_after = r->body != B_NONE;
+            r->body_done = r->body == B_NONE;
+            local_reply(dc, pst, why, pfl);
+            return;
+        }
+    }
     r->retriable = (proxy_idempotent(m->method) || found->retry_non_idempotent) && !r->upgrade &&
                    !r->is_connect && r->rt->retry_buffer > 0;
-    if (found->cluster->original_dst) {
+    if (r->cluster->original_dst) {
         /* The destination: an absolute-form target's authority, else Host; port 80 default. */
         struct sc_str auth = m->host;
         if (m->target.len && m->target.p[0] != '/') {
@@ -1603,7 +1627,7 @@ static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         }
         dc->od->name[n] = '\0';
         atomic_store(&dc->od->ep.naddrs, 0);
-    } else if (found->cluster->neps == 0) {
+    } else if (r->cluster->neps == 0) {
         dc->close_after = r->body != B_NONE;
         local_reply(dc, 503, "no healthy upstream", F_UH);
         return;
@@ -1623,7 +1647,7 @@ static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         local_reply(dc, 431, "request head too large after forwarding headers were added", F_DPE);
         return;
     }
-    if (!proxy_breaker_request(found->cluster, r)) {
+    if (!proxy_breaker_request(r->cluster, r)) {
         dc->close_after = r->body != B_NONE;
         local_reply(dc, 503, "upstream overflow: max_requests", F_UO);
         return;
@@ -1633,7 +1657,13 @@ static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, s
     } else {
         arm_dtimer(dc);
     }
-    attempt(dc);
+    if (r->pol.delay_ms) {
+        /* Fault injection. The loop's cached time may be behind the request's start. */
+        uv_update_time(w->loop);
+        uv_timer_start(&dc->btimer, on_backoff, r->pol.delay_ms, 0);
+    } else {
+        attempt(dc);
+    }
     dread_update(dc);
 }
 
@@ -1665,8 +1695,8 @@ static void local_reply(struct proxy_dconn *dc, int status, const char *reason, 
     }
     hbuf_get(dc->w, &dc->out);
     sc_buf_reset(&dc->out);
-    if (sc_http1_write_simple(&dc->out, status, "text/plain; charset=utf-8",
-                              sc_str_n(body, (size_t)n), close) < 0) {
+    if (proxy_route_policy_write_local(dc, &dc->out, status, "text/plain; charset=utf-8",
+                                       sc_str_n(body, (size_t)n), close) < 0) {
         dconn_close(dc);
         return;
     }
@@ -2065,8 +2095,8 @@ static void on_dtimer(uv_timer_t *t)
                 arm_dtimer(dc);
                 return;
             }
-            if (r->route->cluster) {
-                sc_counter_inc(r->route->cluster->m_timeout);
+            if (r->cluster) {
+                sc_counter_inc(r->cluster->m_timeout);
             }
             if (r->retries > 0) {
                 r->flags |= F_URX;
@@ -2233,11 +2263,16 @@ static void close_pools(struct proxy_worker *w, struct proxy_rt *rt)
 static void check_done(struct proxy_worker *w)
 {
     if ((w->draining || w->closed_all) && !atomic_load(&w->done) && w->nconns == 0 &&
-        w->nuconns == 0 && w->listeners_open == 0) {
+        w->nuconns == 0 && w->listeners_open == 0 && w->nmirrors == 0) {
         atomic_store(&w->done, true);
         proxy_log_finish(w);
         proxy_worker_done(w);
     }
+}
+
+void proxy_worker_check_done(struct proxy_worker *w)
+{
+    check_done(w);
 }
 
 void proxy_worker_poll(struct proxy_worker *w)
@@ -2253,6 +2288,7 @@ void proxy_worker_poll(struct proxy_worker *w)
         w->draining = true;
         close_listeners(w);
         close_pools(w, w->rt);
+        proxy_mirror_stop_all(w);
         struct sc_list *pos, *tmp;
         sc_list_foreach(pos, tmp, &w->conns)
         {
@@ -2268,6 +2304,7 @@ void proxy_worker_poll(struct proxy_worker *w)
         w->draining = true;
         close_listeners(w);
         close_pools(w, w->rt);
+        proxy_mirror_stop_all(w);
         struct sc_list *pos, *tmp;
         sc_list_foreach(pos, tmp, &w->conns)
         {
@@ -2323,6 +2360,7 @@ void proxy_worker_init(struct proxy_worker *w)
     sc_list_init(&w->free_dc);
     sc_list_init(&w->free_uc);
     sc_list_init(&w->odst);
+    sc_list_init(&w->mirrors);
     sc_buf_init(&w->logbuf, 256 * 1024); /* the bound for a slow reader; lines beyond drop */
     w->md = pcre2_match_data_create(32, NULL);
     if (getrandom(w->rng, sizeof(w->rng), 0) != (ssize_t)sizeof(w->rng)) {
@@ -2337,5 +2375,5 @@ void proxy_worker_init(struct proxy_worker *w)
 struct proxy_endpoint *proxy_pick_endpoint(struct proxy_worker *w, struct proxy_cluster *c,
                                            struct proxy_endpoint *avoid)
 {
-    return pick_endpoint(w, c, avoid);
+    return pick_endpoint(w, c, NULL, avoid);
 }

@@ -22,8 +22,8 @@
 
 static const char *flags_str(unsigned f, char *out, size_t cap)
 {
-    static const char *const names[] = { "UF", "UT",  "URX", "UH", "UC", "DC",
-                                         "NR", "UPE", "DPE", "SI", "UO" };
+    static const char *const names[] = { "UF",  "UT",  "URX", "UH", "UC", "DC", "NR",
+                                         "UPE", "DPE", "SI",  "UO", "DI", "FI", "RL" };
     size_t len = 0;
     for (size_t i = 0; i < SC_ARRAY_LEN(names); i++) {
         if (f & (1u << i)) {
@@ -265,7 +265,8 @@ void proxy_access_log(struct proxy_dconn *dc, double dur)
     size_t rlen = 0;
     escape(rid, sizeof(rid), &rlen, r->request_id, r->request_id_len);
     const char *lsn = r->lsn->name, *route = r->route->name;
-    const char *cluster = r->route->cluster ? r->route->cluster->name : "";
+    const char *cluster =
+        r->cluster ? r->cluster->name : (r->route->cluster ? r->route->cluster->name : "");
     const char *ep = r->ep ? r->ep->name : "";
     size_t datel = strlen(w->date), lsnl = strlen(lsn), routel = strlen(route);
     size_t clusterl = strlen(cluster), epl = strlen(ep), peerl = strlen(dc->peer);
@@ -336,15 +337,18 @@ void proxy_count_request(struct proxy_dconn *dc, double dur)
         code = 0;
     }
     struct proxy_route *rt = r->route;
+    /* A weighted route caches series per destination (their cluster label differs). */
+    _Atomic(struct sc_metric *) *codes = r->codes ? r->codes : rt->codes;
+    struct proxy_cluster *cl = r->codes && r->cluster ? r->cluster : rt->cluster;
     size_t idx = code ? (size_t)(code - 100) : 0;
-    struct sc_metric *m = code ? atomic_load_explicit(&rt->codes[idx], memory_order_acquire) : NULL;
+    struct sc_metric *m = code ? atomic_load_explicit(&codes[idx], memory_order_acquire) : NULL;
     if (!m) {
         char cs[8];
         snprintf(cs, sizeof(cs), "%d", code);
-        const char *lv[] = { r->lsn->name, rt->name, rt->cluster ? rt->cluster->name : "", cs };
+        const char *lv[] = { r->lsn->name, rt->name, cl ? cl->name : "", cs };
         m = sc_metric_get(dc->w->px->pm.requests, lv);
         if (code) {
-            atomic_store_explicit(&rt->codes[idx], m, memory_order_release);
+            atomic_store_explicit(&codes[idx], m, memory_order_release);
         }
     }
     sc_counter_inc(m);

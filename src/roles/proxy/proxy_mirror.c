@@ -1,0 +1,220 @@
+// SPDX-License-Identifier: Apache-2.0
+// Request mirroring: a copy of a request goes to a shadow cluster, fire and forget. The copy is the
+// upstream head already built for the real request (Host with "-shadow" appended, as Envoy does,
+// and Connection: close) plus the request body the retry buffer retained, sent on a connection of
+// its own that is never pooled; whatever comes back is read and dropped.
+//
+// The client's exchange never waits for a mirror: the copy is made once the request body is
+// complete and everything after that happens in callbacks of the mirror's own handles. A worker
+// holds at most MIRROR_MAX mirrors in flight and each has a deadline, so a shadow that cannot keep
+// up costs dropped (and counted) copies, never memory or latency.
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/log.h"
+#include "roles/proxy/proxy_conn.h"
+
+#define MIRROR_MAX 64
+#define MIRROR_DEADLINE_MS 10000
+
+struct mirror {
+    struct sc_list node;
+    struct proxy_worker *w;
+    uv_tcp_t tcp;
+    uv_connect_t creq;
+    uv_write_t wreq;
+    uv_timer_t timer;
+    struct sc_buf out;
+    char rbuf[4096];
+    int closes;
+    bool closing;
+};
+
+static void on_mirror_closed(uv_handle_t *h)
+{
+    struct mirror *mr = h->data;
+    if (--mr->closes > 0) {
+        return;
+    }
+    struct proxy_worker *w = mr->w;
+    sc_buf_cleanup(&mr->out);
+    sc_free(mr);
+    w->nmirrors--;
+    proxy_worker_check_done(w);
+}
+
+static void mirror_close(struct mirror *mr)
+{
+    if (mr->closing) {
+        return;
+    }
+    mr->closing = true;
+    sc_list_remove(&mr->node);
+    mr->closes = 2;
+    uv_close((uv_handle_t *)&mr->tcp, on_mirror_closed);
+    uv_close((uv_handle_t *)&mr->timer, on_mirror_closed);
+}
+
+static void on_mirror_timeout(uv_timer_t *t)
+{
+    mirror_close(t->data);
+}
+
+static void on_mirror_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf)
+{
+    struct mirror *mr = h->data;
+    (void)size;
+    *buf = uv_buf_init(mr->rbuf, sizeof(mr->rbuf));
+}
+
+static void on_mirror_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)buf;
+    if (nread < 0) {
+        mirror_close(s->data); /* the shadow answered and closed (we asked it to), or failed */
+    }
+}
+
+static void on_mirror_written(uv_write_t *req, int status)
+{
+    struct mirror *mr = req->data;
+    if (mr->closing) {
+        return;
+    }
+    if (status < 0 || uv_read_start((uv_stream_t *)&mr->tcp, on_mirror_alloc, on_mirror_read) < 0) {
+        mirror_close(mr);
+    }
+}
+
+static void on_mirror_connected(uv_connect_t *req, int status)
+{
+    struct mirror *mr = req->data;
+    if (mr->closing) {
+        return;
+    }
+    if (status < 0) {
+        sc_debug("mirror connect failed", SC_LS("error", uv_strerror(status)));
+        mirror_close(mr);
+        return;
+    }
+    uv_buf_t b = uv_buf_init(mr->out.p, (unsigned)mr->out.len);
+    mr->wreq.data = mr;
+    if (uv_write(&mr->wreq, (uv_stream_t *)&mr->tcp, &b, 1, on_mirror_written) < 0) {
+        mirror_close(mr);
+    }
+}
+
+/* An address of an endpoint of <c>, round robin over those that have one. */
+static int pick_addr(struct proxy_cluster *c, struct sockaddr_storage *out)
+{
+    unsigned start = atomic_fetch_add_explicit(&c->rr, 1, memory_order_relaxed);
+    for (size_t i = 0; i < c->neps; i++) {
+        struct proxy_endpoint *ep = &c->eps[(start + i) % c->neps];
+        if (ep->dns) {
+            uv_mutex_lock(&ep->mu);
+        }
+        int n = atomic_load(&ep->naddrs);
+        if (n > 0) {
+            *out = ep->addrs[atomic_fetch_add_explicit(&ep->next_addr, 1, memory_order_relaxed) %
+                             (unsigned)n];
+        }
+        if (ep->dns) {
+            uv_mutex_unlock(&ep->mu);
+        }
+        if (n > 0) {
+            return 0;
+        }
+    }
+    return -ENOENT;
+}
+
+/* Copies upstream head <h> into <out> with "-shadow" appended to the Host value and
+ * Connection: close added. Returns 0 or an error when it does not fit. */
+static int shadow_head(struct sc_str h, struct sc_buf *out)
+{
+    int rc = 0;
+    const char *p = h.p, *end = h.p + h.len;
+    bool first = true;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        size_t ll = eol ? (size_t)(eol - p) + 1 : (size_t)(end - p);
+        struct sc_str line = sc_str_n(p, ll);
+        if (ll <= 2) {
+            rc |= sc_buf_append_cstr(out, "Connection: close\r\n\r\n");
+            break;
+        }
+        if (!first && ll > 7 && sc_str_caseeq(sc_str_n(p, 5), SC_STR("host:"))) {
+            /* "Host: value\r\n" -> "Host: value-shadow\r\n" (before any port) */
+            struct sc_str v = sc_str_trim(sc_str_n(p + 5, ll - 7));
+            const char *colon = memrchr(v.p, ':', v.len);
+            const char *rb = memrchr(v.p, ']', v.len);
+            size_t hl = colon && (!rb || colon > rb) ? (size_t)(colon - v.p) : v.len;
+            rc |= sc_buf_append_cstr(out, "Host: ");
+            rc |= sc_buf_append(out, v.p, hl);
+            rc |= sc_buf_append_cstr(out, "-shadow");
+            rc |= sc_buf_append(out, v.p + hl, v.len - hl);
+            rc |= sc_buf_append(out, "\r\n", 2);
+        } else {
+            rc |= sc_buf_append_str(out, line);
+        }
+        first = false;
+        p += ll;
+    }
+    return rc;
+}
+
+void proxy_mirror_start(struct proxy_dconn *dc)
+{
+    struct proxy_worker *w = dc->w;
+    struct proxy_req *r = &dc->req;
+    const struct proxy_route_policy *pol = r->route->pol;
+    r->pol.mirror = false;
+    if (!pol || !pol->mirror) {
+        return;
+    }
+    struct sockaddr_storage ss;
+    if (w->draining || w->nmirrors >= MIRROR_MAX || pick_addr(pol->mirror, &ss) < 0) {
+        sc_counter_inc(pol->m_mirror_dropped);
+        return;
+    }
+    struct mirror *mr = SC_NEW(struct mirror);
+    mr->w = w;
+    sc_buf_init(&mr->out, r->head.len + r->copy.len + 64);
+    if (shadow_head(sc_str_n(r->head.p, r->head.len), &mr->out) < 0 ||
+        sc_buf_append(&mr->out, r->copy.p, r->copy.len) < 0) {
+        sc_buf_cleanup(&mr->out);
+        sc_free(mr);
+        sc_counter_inc(pol->m_mirror_dropped);
+        return;
+    }
+    uv_tcp_init(w->loop, &mr->tcp);
+    uv_timer_init(w->loop, &mr->timer);
+    mr->tcp.data = mr;
+    mr->timer.data = mr;
+    mr->creq.data = mr;
+    sc_list_append(&w->mirrors, &mr->node);
+    w->nmirrors++;
+    uv_timer_start(&mr->timer, on_mirror_timeout, MIRROR_DEADLINE_MS, 0);
+    if (uv_tcp_connect(&mr->creq, &mr->tcp, (struct sockaddr *)&ss, on_mirror_connected) < 0) {
+        sc_counter_inc(pol->m_mirror_dropped);
+        mirror_close(mr);
+        return;
+    }
+    sc_counter_inc(pol->m_mirror);
+}
+
+void proxy_mirror_drop(struct proxy_dconn *dc)
+{
+    struct proxy_req *r = &dc->req;
+    if (r->pol.mirror) {
+        r->pol.mirror = false;
+        sc_counter_inc(r->route->pol->m_mirror_dropped);
+    }
+}
+
+void proxy_mirror_stop_all(struct proxy_worker *w)
+{
+    while (!sc_list_empty(&w->mirrors)) {
+        mirror_close(sc_list_entry(w->mirrors.next, struct mirror, node));
+    }
+}

@@ -1,0 +1,262 @@
+// SPDX-License-Identifier: Apache-2.0
+// libFuzzer target for the proxy's route policy on untrusted requests: the input is a request head
+// (anything the strict parser accepts), routed through a listener whose routes match cookies and
+// headers, rate-limit by a header value (a 4-key table, so eviction runs), abort by fault
+// injection, split by weight between subsets, rewrite the path prefix and Host, and set, add and
+// remove request and response headers with %REQ()% and other substitutions. Invariants: a policy
+// answer (429, fault abort) is a well-formed response with the rate-limit headers where due; the
+// head sent upstream parses strictly, carries exactly one Host and one x-copy equal to the
+// client's x-user, no removed header, and the rewritten prefix; the client's response head parses,
+// lost the removed header and carries the added ones.
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/config.h"
+#include "core/metrics.h"
+#include "net/http1.h"
+#include "roles/proxy/proxy_conn.h"
+#include "roles/proxy/proxy_route_policy.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "fuzz_proxy_route_policy: invariant failed: %s (%s:%d)\n", #cond,      \
+                    __FILE__, __LINE__);                                                           \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+static const char config[] =
+    "listeners:\n"
+    "  - name: l\n"
+    "    address: 127.0.0.1:1\n"
+    "    routes:\n"
+    "      - name: canary\n"
+    "        match: { cookies: [{ name: user, value: tester }] }\n"
+    "        cluster: up\n"
+    "        subset: v2\n"
+    "        fault: { abort: { http_status: 503, percentage: 100 } }\n"
+    "      - name: limited\n"
+    "        match: { prefix: /limited, headers: [{ name: x-user }] }\n"
+    "        cluster: up\n"
+    "        rate_limit: { requests_per_unit: 1, unit: hour, burst: 1, key: header,\n"
+    "                      header: x-user, max_keys: 4 }\n"
+    "      - name: main\n"
+    "        match: { prefix: /a }\n"
+    "        prefix_rewrite: /r/\n"
+    "        host_rewrite: backend.internal\n"
+    "        weighted_clusters:\n"
+    "          - { cluster: up, subset: v1, weight: 3 }\n"
+    "          - { cluster: up, subset: v2, weight: 1 }\n"
+    "        rate_limit: { requests_per_unit: 1000000000, key: client_ip }\n"
+    "        headers:\n"
+    "          request:\n"
+    "            set: { x-copy: \"%REQ(x-user)%\", x-client: "
+    "\"%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%\" }\n"
+    "            add: { x-start: \"%START_TIME% %PROTOCOL% 100%%\" }\n"
+    "            remove: [x-drop]\n"
+    "          response:\n"
+    "            set: { x-up: \"%UPSTREAM_HOST%\" }\n"
+    "            add: { x-code: \"%RESPONSE_CODE%\" }\n"
+    "            remove: [server]\n"
+    "clusters:\n"
+    "  - name: up\n"
+    "    labeled_endpoints:\n"
+    "      - { address: \"127.0.0.1:9\", labels: { v: \"1\" } }\n"
+    "      - { address: \"127.0.0.1:10\", labels: { v: \"2\" } }\n"
+    "    subsets: [{ name: v1, labels: { v: \"1\" } }, { name: v2, labels: { v: \"2\" } }]\n";
+
+static struct proxy px;
+static struct proxy_worker worker;
+static struct proxy_rt *rt;
+static struct proxy_dconn *dc;
+static struct proxy_endpoint ep;
+
+static void setup(void)
+{
+    static struct proxy_cfg cfg;
+    char *err = NULL;
+    sc_config_defaults(proxy_opts, &cfg);
+    CHECK(sc_config_load_string(proxy_opts, &cfg, "fuzz", config, strlen(config), &err) == 0);
+    CHECK(proxy_config_check(&cfg, &err) == 0);
+    struct proxy_metrics *pm = &px.pm;
+    pm->reg = sc_metrics_new();
+    static const char *const rl[] = { "listener", "route", "cluster", "code", NULL };
+    static const char *const lr[] = { "listener", "route", NULL };
+    static const char *const ll[] = { "listener", NULL };
+    static const char *const cl[] = { "cluster", NULL };
+    pm->requests = sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "r", "r", rl, NULL, 0);
+    pm->duration = sc_metrics_family(pm->reg, SC_METRIC_HISTOGRAM, "d", "d", ll, NULL, 0);
+    pm->retry = sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "x", "x", cl, NULL, 0);
+    pm->ucx_active = sc_metrics_family(pm->reg, SC_METRIC_GAUGE, "u", "u", cl, NULL, 0);
+    pm->dcx_active = sc_metrics_family(pm->reg, SC_METRIC_GAUGE, "c", "c", ll, NULL, 0);
+    pm->timeout = sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "t", "t", cl, NULL, 0);
+    pm->rate_limited = sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "rl", "rl", lr, NULL, 0);
+    pm->mirror = sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "m", "m", cl, NULL, 0);
+    pm->mirror_dropped = sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "md", "md", cl, NULL, 0);
+    px.nworkers = 1;
+    worker.px = &px;
+    proxy_worker_init(&worker);
+    rt = proxy_rt_new(&cfg, 1, pm, &err);
+    CHECK(rt != NULL);
+    worker.rt = rt;
+    dc = SC_NEW(struct proxy_dconn);
+    dc->w = &worker;
+    sc_buf_init(&dc->out, 65536 + 8192);
+    sc_buf_init(&dc->req.head, 65536 + 8192);
+    snprintf(dc->peer, sizeof(dc->peer), "192.0.2.7");
+    ep.name = "127.0.0.1:9";
+}
+
+static const struct sc_http_header *only(const struct sc_http_msg *m, const char *name)
+{
+    size_t from = 0;
+    const struct sc_http_header *h = sc_http_find(m, sc_str_c(name), &from);
+    if (h) {
+        size_t again = from;
+        CHECK(sc_http_find(m, sc_str_c(name), &again) == NULL);
+    }
+    return h;
+}
+
+static void check_local(int status)
+{
+    struct sc_http_header h[64];
+    struct sc_http_msg m = { .headers = h };
+    struct sc_http_error err = { 0 };
+    int rc = sc_http1_parse_response(dc->out.p, dc->out.len, 0, &sc_http_default_limits, 0, &m, 64,
+                                     &err);
+    CHECK(rc > 0);
+    CHECK(m.status == status);
+    if (status == 429) {
+        CHECK(only(&m, "retry-after") != NULL);
+        CHECK(only(&m, "x-ratelimit-limit") != NULL);
+        CHECK(sc_str_eq(only(&m, "x-ratelimit-remaining")->value, SC_STR("0")));
+    }
+}
+
+static void check_upstream_head(const struct sc_http_msg *in, struct sc_str origin)
+{
+    struct proxy_req *r = &dc->req;
+    struct sc_http_header h[MAX_HEADERS + 16];
+    struct sc_http_msg m = { .headers = h };
+    struct sc_http_error err = { 0 };
+    struct sc_http_limits lim = sc_http_default_limits;
+    lim.max_head = 65536 + 8192; /* the upstream head's cap: the client's head plus ours */
+    int rc = sc_http1_parse_request(r->head.p, r->head.len, 0, &lim, &m, MAX_HEADERS + 16, &err);
+    CHECK(rc > 0 && (size_t)rc == r->head.len);
+    CHECK(only(&m, "host") != NULL);
+    if (strcmp(r->route->name, "main") != 0) {
+        return;
+    }
+    CHECK(sc_str_eq(only(&m, "host")->value, SC_STR("backend.internal")));
+    CHECK(sc_http_find(&m, SC_STR("x-drop"), NULL) == NULL);
+    const struct sc_http_header *user = sc_http_find(in, SC_STR("x-user"), NULL);
+    const struct sc_http_header *copy = only(&m, "x-copy");
+    CHECK(copy != NULL);
+    CHECK(sc_str_eq(copy->value, user ? sc_str_trim(user->value) : SC_STR("")));
+    CHECK(sc_str_eq(only(&m, "x-client")->value, SC_STR("192.0.2.7")));
+    CHECK(sc_http_find(&m, SC_STR("x-start"), NULL) != NULL);
+    if (!r->is_connect && origin.len && origin.p[0] == '/') {
+        CHECK(sc_str_startswith(m.target, SC_STR("/r")));
+    }
+    CHECK(r->subset != NULL && r->subset->n == 1);
+}
+
+static void check_response_head(void)
+{
+    static const char up[] =
+        "HTTP/1.1 200 OK\r\nServer: x\r\nX-Up: spoof\r\nContent-Length: 0\r\n\r\n";
+    struct sc_http_header uh[16];
+    struct sc_http_msg um = { .headers = uh };
+    struct sc_http_error err = { 0 };
+    CHECK(sc_http1_parse_response(up, sizeof(up) - 1, 0, &sc_http_default_limits, 0, &um, 16,
+                                  &err) > 0);
+    struct proxy_req *r = &dc->req;
+    r->status = 200;
+    r->rbody = B_LENGTH;
+    r->ep = &ep;
+    sc_buf_reset(&dc->out);
+    CHECK(proxy_build_resp_head(dc, &um) == 0);
+    struct sc_http_header h[64];
+    struct sc_http_msg m = { .headers = h };
+    CHECK(sc_http1_parse_response(dc->out.p, dc->out.len, 0, &sc_http_default_limits, 0, &m, 64,
+                                  &err) > 0);
+    if (strcmp(r->route->name, "main") == 0) {
+        CHECK(sc_http_find(&m, SC_STR("server"), NULL) == NULL);
+        CHECK(sc_str_eq(only(&m, "x-up")->value, SC_STR("127.0.0.1:9")));
+        CHECK(sc_str_eq(only(&m, "x-code")->value, SC_STR("200")));
+        CHECK(only(&m, "x-ratelimit-limit") != NULL);
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static bool ready;
+    if (!ready) {
+        setup();
+        ready = true;
+    }
+    struct sc_http_header hdrs[MAX_HEADERS];
+    struct sc_http_msg m = { .headers = hdrs };
+    struct sc_http_error err = { 0 };
+    struct sc_http_limits lim = sc_http_default_limits;
+    int rc = sc_http1_parse_request((const char *)data, size, 0, &lim, &m, MAX_HEADERS, &err);
+    if (rc <= 0) {
+        return 0;
+    }
+    struct proxy_req *r = &dc->req;
+    struct sc_buf head = r->head;
+    memset(r, 0, sizeof(*r));
+    r->head = head;
+    sc_buf_reset(&r->head);
+    r->rt = rt;
+    r->lsn = &rt->listeners[0];
+    r->start_ns = uv_hrtime();
+    r->minor = m.minor_version;
+    r->keep_alive = m.keep_alive;
+    r->is_connect = sc_str_eq(m.method, SC_STR("CONNECT"));
+    r->upgrade = m.upgrade && !r->is_connect;
+    r->body = m.body == SC_HTTP_BODY_LENGTH    ? B_LENGTH
+              : m.body == SC_HTTP_BODY_CHUNKED ? B_CHUNKED
+                                               : B_NONE;
+    struct sc_str origin;
+    struct sc_str path = proxy_target_path(m.target, &origin);
+    struct proxy_route *found = NULL;
+    for (size_t i = 0; i < r->lsn->nroutes && !found; i++) {
+        if (proxy_route_matches(&r->lsn->routes[i], &m, path, worker.md)) {
+            found = &r->lsn->routes[i];
+        }
+    }
+    if (!found) {
+        return 0;
+    }
+    r->route = found;
+    r->cluster = found->cluster;
+    int status = 0;
+    const char *why = NULL;
+    unsigned flags = 0;
+    if (proxy_route_policy_request(dc, &m, &status, &why, &flags) != PROXY_ROUTE_POL_GO) {
+        CHECK(strcmp(found->name, "main") != 0);
+        CHECK(status == 429 || status == 503);
+        CHECK(flags == (status == 429 ? (unsigned)F_RL : (unsigned)F_FI));
+        sc_buf_reset(&dc->out);
+        CHECK(proxy_route_policy_write_local(dc, &dc->out, status, "text/plain", sc_str_c(why),
+                                             true) == 0);
+        check_local(status);
+        return 0;
+    }
+    CHECK(strcmp(found->name, "canary") != 0); /* that route aborts every request */
+    if (proxy_build_req_head(dc, &m, origin) == 0) {
+        check_upstream_head(&m, origin);
+    }
+    check_response_head();
+    return 0;
+}
