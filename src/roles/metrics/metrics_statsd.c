@@ -91,6 +91,15 @@ static void grow(struct metrics_statsd *s)
     sc_free(old);
 }
 
+/* The NUL-terminated field of a series key at <*p> (before <end>); moves <*p> past it. */
+static struct sc_str key_field(const char **p, const char *end)
+{
+    const char *z = memchr(*p, '\0', (size_t)(end - *p));
+    struct sc_str f = sc_str_n(*p, z ? (size_t)(z - *p) : (size_t)(end - *p));
+    *p += f.len + 1;
+    return f;
+}
+
 static struct sd_series *insert(struct metrics_statsd *s, const char *key, size_t len)
 {
     if ((s->n + 1) * 2 > s->cap) {
@@ -302,12 +311,10 @@ static bool handle_line(struct metrics_statsd *s, struct sc_str line)
         e->name = e->key;
         e->nlabels = (uint32_t)ntags;
         e->labels = sc_calloc(ntags ? ntags : 1, sizeof(*e->labels));
-        const char *p = e->key + namelen + 1;
+        const char *p = e->key + namelen + 1, *end = e->key + e->keylen;
         for (size_t i = 0; i < ntags; i++) {
-            e->labels[i].name = sc_str_c(p);
-            p += e->labels[i].name.len + 1;
-            e->labels[i].value = sc_str_c(p);
-            p += e->labels[i].value.len + 1;
+            e->labels[i].name = key_field(&p, end);
+            e->labels[i].value = key_field(&p, end);
         }
         if (st == SD_HISTOGRAM) {
             e->buckets = sc_calloc(s->nbounds + 1, sizeof(*e->buckets));
