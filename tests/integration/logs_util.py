@@ -13,6 +13,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
+
 from conftest import http_get, wait_until
 
 
@@ -352,3 +354,18 @@ class FakeElasticsearch(FakeBackend):
             items.append({op: item})
         out = json.dumps({"took": 1, "errors": errors, "items": items}).encode()
         return 200, "application/json", out
+
+
+@pytest.fixture
+def backend():
+    """Makes fake backends (backend(FakeLoki), ...) and closes them after the test."""
+    made = []
+
+    def make(cls, *a):
+        b = cls(*a)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.close()

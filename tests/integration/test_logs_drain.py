@@ -6,24 +6,9 @@ lines received."""
 import collections
 import json
 
-import pytest
-
 from conftest import wait_until
-from logs_util import FakeHTTPSink, Writer, file_output, logs_config, read_lines
-
-
-@pytest.fixture
-def backend():
-    made = []
-
-    def make(cls, *a):
-        b = cls(*a)
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        b.close()
+from logs_util import (FakeHTTPSink, Writer, backend, file_output,  # noqa: F401 (a fixture)
+                       logs_config, read_lines)
 
 
 def start(sidecar_run, tmp_path, outputs, **kw):

@@ -17,22 +17,8 @@ import pytest
 from urllib.parse import urlencode
 
 from conftest import BIN, http_get, wait_until
-from logs_util import (LOKI_PROTO, FakeElasticsearch, FakeHTTPSink, FakeLoki, Writer,
-                       file_output, logs_config, metric, read_lines, rss_kib)
-
-
-@pytest.fixture
-def backend():
-    made = []
-
-    def make(cls, *a):
-        b = cls(*a)
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        b.close()
+from logs_util import (LOKI_PROTO, FakeElasticsearch, FakeHTTPSink, FakeLoki, Writer,  # noqa: F401
+                       backend, file_output, logs_config, metric, read_lines, rss_kib)
 
 
 @pytest.fixture(scope="module")
