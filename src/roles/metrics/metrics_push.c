@@ -229,6 +229,19 @@ int metrics_push_start(struct metrics_role *m, struct metrics_push **out, char *
     return 0;
 }
 
+/* Cancels the collection and the transfer in flight, if any: their callbacks will not run. */
+static void cancel_inflight(struct metrics_push *p)
+{
+    if (p->collecting) {
+        metrics_collect_cancel(&p->waiter);
+        p->collecting = false;
+    }
+    if (p->xfer) {
+        sc_egress_cancel(p->xfer);
+        p->xfer = NULL;
+    }
+}
+
 void metrics_push_stop(struct metrics_push *p, bool now)
 {
     if (!p) {
@@ -237,14 +250,7 @@ void metrics_push_stop(struct metrics_push *p, bool now)
     p->stopping = true;
     uv_timer_stop(&p->timer);
     if (now) {
-        if (p->collecting) {
-            metrics_collect_cancel(&p->waiter);
-            p->collecting = false;
-        }
-        if (p->xfer) {
-            sc_egress_cancel(p->xfer);
-            p->xfer = NULL;
-        }
+        cancel_inflight(p);
         push_finish(p);
         return;
     }
@@ -269,14 +275,7 @@ void metrics_push_retire(struct metrics_push *p)
     p->retired = true;
     p->stopping = true;
     uv_timer_stop(&p->timer);
-    if (p->collecting) {
-        metrics_collect_cancel(&p->waiter);
-        p->collecting = false;
-    }
-    if (p->xfer) {
-        sc_egress_cancel(p->xfer);
-        p->xfer = NULL;
-    }
+    cancel_inflight(p);
     if (p->done) {
         return; /* its timer is closing already: the close callback frees it */
     }

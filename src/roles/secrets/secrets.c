@@ -424,10 +424,9 @@ static void ann_free(struct ann *a)
 
 /* ---- Vault requests ---- */
 
-static void on_vault_resp(void *arg, const struct sc_egress_resp *resp)
+/* Takes <r> off the list of requests in flight. */
+static void req_unlink(struct secrets *sv, struct secrets_req *r)
 {
-    struct secrets_req *r = arg;
-    struct secrets *sv = r->sv;
     if (r->prev) {
         r->prev->next = r->next;
     } else {
@@ -436,6 +435,13 @@ static void on_vault_resp(void *arg, const struct sc_egress_resp *resp)
     if (r->next) {
         r->next->prev = r->prev;
     }
+}
+
+static void on_vault_resp(void *arg, const struct sc_egress_resp *resp)
+{
+    struct secrets_req *r = arg;
+    struct secrets *sv = r->sv;
+    req_unlink(sv, r);
     json_t *j = NULL;
     const char *err = NULL;
     char why[96];
@@ -538,14 +544,7 @@ static void cancel_reqs(struct secrets *sv, const void *arg)
         if (arg && r->arg != arg) {
             continue;
         }
-        if (r->prev) {
-            r->prev->next = r->next;
-        } else {
-            sv->reqs = r->next;
-        }
-        if (r->next) {
-            r->next->prev = r->prev;
-        }
+        req_unlink(sv, r);
         sc_egress_cancel(r->xfer);
         sc_free(r->url);
         sc_free_secret(r->body, r->body ? strlen(r->body) : 0);
