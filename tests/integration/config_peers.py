@@ -87,44 +87,26 @@ http {{
 """
 
 
-def nginx_static_conf(root: Path, port: int, docroot: Path) -> str:
-    """nginx serving <docroot> as static files (ETag and Last-Modified on by default)."""
-    return USER + f"""
-worker_processes 1;
-pid {root}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log {root}/logs/access.log;
-    client_body_temp_path {root}/tmp;
-    proxy_temp_path {root}/tmp;
-    fastcgi_temp_path {root}/tmp;
-    uwsgi_temp_path {root}/tmp;
-    scgi_temp_path {root}/tmp;
-    server {{
-        listen 127.0.0.1:{port};
-        root {docroot};
-    }}
-}}
-"""
-
-
-def nginx_tls_conf(root: Path, port: int, docroot: Path, cert: Path, key: Path) -> str:
-    """nginx serving <docroot> over https with <cert> (ETag and Last-Modified as over http)."""
-    return USER + f"""
-worker_processes 1;
-pid {root}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log {root}/logs/access.log;
-    client_body_temp_path {root}/tmp;
-    proxy_temp_path {root}/tmp;
-    fastcgi_temp_path {root}/tmp;
-    uwsgi_temp_path {root}/tmp;
-    scgi_temp_path {root}/tmp;
-    server {{
-        listen 127.0.0.1:{port} ssl;
+def nginx_static_conf(root: Path, port: int, docroot: Path, cert: Path = None,
+                      key: Path = None) -> str:
+    """nginx serving <docroot> as static files (ETag and Last-Modified on by default), over https
+    with <cert> and <key> when given."""
+    tls = f"""
         ssl_certificate {cert};
-        ssl_certificate_key {key};
+        ssl_certificate_key {key};""" if cert else ""
+    return USER + f"""
+worker_processes 1;
+pid {root}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+    access_log {root}/logs/access.log;
+    client_body_temp_path {root}/tmp;
+    proxy_temp_path {root}/tmp;
+    fastcgi_temp_path {root}/tmp;
+    uwsgi_temp_path {root}/tmp;
+    scgi_temp_path {root}/tmp;
+    server {{
+        listen 127.0.0.1:{port}{" ssl" if cert else ""};{tls}
         root {docroot};
     }}
 }}

@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from config_peers import (Nginx, make_cert, metric, nginx_conf, nginx_static_conf, nginx_tls_conf,
-                          write_atomic)
+from config_peers import Nginx, make_cert, metric, nginx_conf, nginx_static_conf, write_atomic
 from conftest import free_port, wait_until
 
 
@@ -187,7 +186,7 @@ def tls_server(tmp_path):
     cert, key = make_cert(tmp_path, "server")
     ngx = Nginx(root, port=port)
     ngx.conf.parent.mkdir(parents=True, exist_ok=True)
-    ngx.conf.write_text(nginx_tls_conf(root, port, docroot, cert, key))
+    ngx.conf.write_text(nginx_static_conf(root, port, docroot, cert, key))
     (root / "tmp").mkdir(exist_ok=True)
     ngx.docroot = docroot
     ngx.cert = cert
