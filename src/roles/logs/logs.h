@@ -382,8 +382,9 @@ struct logs {
     uint32_t moved_cookie[16]; /* IN_MOVED_FROM of watched names, the latest ones */
     unsigned moved_next;
     struct logs_ident {
-        uint64_t dev, ino;
-    } closed[64]; /* files read to their end and closed, the latest ones */
+        uint64_t dev, ino, size;
+        int64_t ctime_s, ctime_ns;
+    } closed[64]; /* files read to their end and closed that still exist, the latest ones */
     unsigned closed_next;
     int nhandles;
 

@@ -245,6 +245,34 @@ static void process_buf(struct logs *lg, struct logs_file *f)
     }
 }
 
+/* Notes a file about to be closed, so that a late event about it does not read it again. Its
+ * inode number alone does not name it: once the file is deleted the number goes to the next file
+ * created (at once on ext4), which may be renamed away before we see it. A deleted file is not
+ * noted, and a noted one matches only while its size and ctime are unchanged. */
+static void remember_closed(struct logs *lg, const struct logs_file *f)
+{
+    struct stat st;
+    if (f->is_stdin || fstat(f->fd, &st) < 0 || st.st_nlink == 0) {
+        return;
+    }
+    lg->closed[lg->closed_next++ % SC_ARRAY_LEN(lg->closed)] =
+        (struct logs_ident){ f->dev, f->ino, (uint64_t)st.st_size, (int64_t)st.st_ctim.tv_sec,
+                             (int64_t)st.st_ctim.tv_nsec };
+}
+
+static bool closed_already(const struct logs *lg, const struct stat *st)
+{
+    for (size_t i = 0; i < SC_ARRAY_LEN(lg->closed); i++) {
+        const struct logs_ident *c = &lg->closed[i];
+        if (c->dev == (uint64_t)st->st_dev && c->ino == (uint64_t)st->st_ino &&
+            c->size == (uint64_t)st->st_size && c->ctime_s == (int64_t)st->st_ctim.tv_sec &&
+            c->ctime_ns == (int64_t)st->st_ctim.tv_nsec) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Emits what is left of a file that will not grow any more (rotated or deleted, at its end). */
 static void finish_file(struct logs *lg, struct logs_file *f)
 {
@@ -258,6 +286,7 @@ static void finish_file(struct logs *lg, struct logs_file *f)
     f->emitted_off = f->read_off;
     stamp_mark(lg, f);
     if (f->fd >= 0) {
+        remember_closed(lg, f);
         close(f->fd);
         f->fd = -1;
         if (f->rotated && lg->nrotated) {
@@ -266,8 +295,6 @@ static void finish_file(struct logs *lg, struct logs_file *f)
     }
     f->done = true;
     if (!f->is_stdin) {
-        lg->closed[lg->closed_next++ % SC_ARRAY_LEN(lg->closed)] =
-            (struct logs_ident){ f->dev, f->ino };
         lg->nfiles--;
         sc_gauge_set(lg->m.files_watched, (double)lg->nfiles);
     }
@@ -566,10 +593,8 @@ static void follow_now(struct logs *lg, const char *dir, const char *name, bool 
         find_file(lg, (uint64_t)st.st_dev, (uint64_t)st.st_ino)) {
         return;
     }
-    for (size_t i = 0; rotated && i < SC_ARRAY_LEN(lg->closed); i++) {
-        if (lg->closed[i].dev == (uint64_t)st.st_dev && lg->closed[i].ino == (uint64_t)st.st_ino) {
-            return; /* read to its end and closed already: the event came late */
-        }
+    if (rotated && closed_already(lg, &st)) {
+        return; /* read to its end and closed already: the event came late */
     }
     if (rotated) {
         sc_info("file renamed away before it was followed: reading it", SC_LS("file", path));
