@@ -48,7 +48,7 @@ def rotation_case(sidecar_run, tmp_path, glob, rotate_pause):
     w = Writer(d / "app.log", 200000, rotate_every=20000, rotate_pause=rotate_pause)
     w.start()
     w.join()
-    wait_lines(out, w.n, timeout=30)
+    wait_lines(out, w.n, timeout=120)
     time.sleep(0.3)
     got = read_lines(out)
     print(f"rotation ({glob}): written={w.n} received={len(got)} rotations={w.rotations}")
