@@ -187,6 +187,31 @@ def test_inode_of_a_rotated_file_reused_by_a_file_renamed_away_unseen(sidecar_ru
     expect_all(out, a.expected() + b.expected() + c.expected(), "rotated inode reused")
 
 
+def test_restart_with_the_inode_number_of_a_deleted_file_reused(sidecar_run, tmp_path):
+    # While the sidecar is down the file it was reading is deleted and a new one takes its inode
+    # number (ext4 does so at once): the stored offset is not applied to the new file, whose head
+    # differs from the one stored with the offset.
+    d = indir(tmp_path)
+    p = d / "app.log"
+    a = Writer(p, 1000, prefix="a")
+    a.run()
+    sc, out = start(sidecar_run, tmp_path)
+    wait_lines(out, 1000)
+    assert sc.stop() == 0
+    ino = p.stat().st_ino
+    p.unlink()
+    reused = create_with_inode(d, ino)
+    if reused:
+        reused.rename(p)
+    b = Writer(p, 2000, prefix="b")  # longer than a: the stored offset fits in it
+    b.run()
+    print(f"inode reused: {bool(reused)}")
+    sc2, _ = start(sidecar_run, tmp_path)
+    expect_all(out, a.expected() + b.expected(), "restart, inode reused")
+    if reused:
+        assert "another file with this inode number" in sc2.logs()
+
+
 def test_copytruncate(sidecar_run, tmp_path):
     d = indir(tmp_path)
     sc, out = start(sidecar_run, tmp_path)
