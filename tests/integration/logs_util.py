@@ -41,8 +41,17 @@ def read_lines(path):
 
 
 def wait_lines(path, n, timeout=60):
-    wait_until(lambda: len(read_lines(path)) >= n, timeout=timeout,
-               what=f"{n} lines in {path} (have {len(read_lines(path))})")
+    have = [0]
+
+    def enough():
+        have[0] = len(read_lines(path))
+        return have[0] >= n
+
+    try:
+        wait_until(enough, timeout=timeout, what=f"{n} lines in {path}")
+    except AssertionError as e:
+        # The count at the deadline, not at the start of the wait.
+        raise AssertionError(f"{e} (have {have[0]})") from None
     return read_lines(path)
 
 

@@ -2,6 +2,7 @@
 """`sidecar logs` delivery: every line written is received, through rotation, truncation,
 deletion, kill -9 and many files. Each test counts lines written against lines received."""
 import collections
+import contextlib
 import os
 import signal
 import time
@@ -47,7 +48,7 @@ def rotation_case(sidecar_run, tmp_path, glob, rotate_pause):
     w = Writer(d / "app.log", 200000, rotate_every=20000, rotate_pause=rotate_pause)
     w.start()
     w.join()
-    wait_lines(out, w.n, timeout=30)
+    wait_lines(out, w.n, timeout=120)
     time.sleep(0.3)
     got = read_lines(out)
     print(f"rotation ({glob}): written={w.n} received={len(got)} rotations={w.rotations}")
@@ -75,6 +76,140 @@ def test_rotation_glob_covering_rotated_names_back_to_back(sidecar_run, tmp_path
     # With the rotated names matched too, files are followed by inode whatever their name, so
     # even back-to-back rotations lose nothing.
     rotation_case(sidecar_run, tmp_path, "app.log*", 0)
+
+
+@contextlib.contextmanager
+def stalled(sc):
+    """Keeps the sidecar stopped (SIGSTOP) for the block: what happens meanwhile piles up the way
+    it does behind one long loop pass on a loaded machine, and is seen at once on SIGCONT."""
+    os.kill(sc.proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(sc.proc.pid, signal.SIGCONT)
+
+
+def create_with_inode(d, ino, limit=5000):
+    """Creates a file in <d> that has inode number <ino>, if it comes back within <limit>
+    creations (ext4 gives a new file the lowest free number of its group); returns its path or
+    None. The names match no pattern of these tests; the others are removed."""
+    made, hit = [], None
+    for i in range(limit):
+        f = d / f"fill-{i}.tmp"
+        f.touch()
+        if f.stat().st_ino == ino:
+            hit = f
+            break
+        made.append(f)
+    for f in made:
+        f.unlink()
+    return hit
+
+
+def expect_all(out, expected, what):
+    wait_lines(out, len(expected), timeout=120)
+    time.sleep(0.3)
+    got = read_lines(out)
+    print(f"{what}: written={len(expected)} received={len(got)}")
+    assert collections.Counter(got) == collections.Counter(expected)
+
+
+def test_rotations_while_the_tailer_is_stalled(sidecar_run, tmp_path):
+    # Five files are created under the watched name, written and renamed away while the process
+    # is stopped: when it resumes none of them is under a watched name any more, so a rescan alone
+    # misses them. inotify's rename events (IN_MOVED_FROM/IN_MOVED_TO cookies) lead to each one.
+    d = indir(tmp_path)
+    sc, out = start(sidecar_run, tmp_path)
+    p = d / "app.log"
+    first = Writer(p, 1000, prefix="first")
+    first.run()
+    wait_lines(out, 1000)
+    expected = first.expected()
+    with stalled(sc):
+        for k in range(1, 6):
+            p.rename(d / f"app.log.{k}")
+            w = Writer(p, 1000, prefix=f"gen{k}")
+            w.run()
+            expected += w.expected()
+    expect_all(out, expected, "rotations while stalled")
+
+
+def test_inode_of_a_deleted_file_reused_by_a_file_renamed_away_unseen(sidecar_run, tmp_path):
+    # ext4 hands a freed inode number to the next file created: a file renamed away before it was
+    # seen must not be taken for the deleted file that had its number and was read already.
+    d = indir(tmp_path)
+    sc, out = start(sidecar_run, tmp_path)
+    p = d / "app.log"
+    a = Writer(p, 1000, prefix="a")
+    a.run()
+    wait_lines(out, 1000)
+    ino = p.stat().st_ino
+    p.unlink()
+    wait_until(lambda: metric(sc, "sidecar_logs_files_watched") == 0, what="deleted file closed")
+    with stalled(sc):
+        reused = create_with_inode(d, ino)
+        if reused:
+            reused.rename(p)
+        b = Writer(p, 1000, prefix="b")
+        b.run()
+        p.rename(d / "app.log.1")
+        c = Writer(p, 1000, prefix="c")
+        c.run()
+    print(f"inode reused: {bool(reused)}")
+    expect_all(out, a.expected() + b.expected() + c.expected(), "deleted inode reused")
+
+
+def test_inode_of_a_rotated_file_reused_by_a_file_renamed_away_unseen(sidecar_run, tmp_path):
+    # The same with a rotated file that was read to its end and closed, then deleted (logrotate's
+    # oldest generation): its inode number comes back for a file that is renamed away unseen.
+    d = indir(tmp_path)
+    sc, out = start(sidecar_run, tmp_path)
+    p = d / "app.log"
+    a = Writer(p, 1000, prefix="a")
+    a.run()
+    p.rename(d / "app.log.1")
+    p.touch()
+    wait_lines(out, 1000)
+    wait_until(lambda: "file closed" in sc.logs(), what="rotated file closed")
+    ino = (d / "app.log.1").stat().st_ino
+    (d / "app.log.1").unlink()
+    with stalled(sc):
+        p.rename(d / "app.log.2")
+        reused = create_with_inode(d, ino)
+        if reused:
+            reused.rename(p)
+        b = Writer(p, 1000, prefix="b")  # the same size as a
+        b.run()
+        p.rename(d / "app.log.3")
+        c = Writer(p, 1000, prefix="c")
+        c.run()
+    print(f"inode reused: {bool(reused)}")
+    expect_all(out, a.expected() + b.expected() + c.expected(), "rotated inode reused")
+
+
+def test_restart_with_the_inode_number_of_a_deleted_file_reused(sidecar_run, tmp_path):
+    # While the sidecar is down the file it was reading is deleted and a new one takes its inode
+    # number (ext4 does so at once): the stored offset is not applied to the new file, whose head
+    # differs from the one stored with the offset.
+    d = indir(tmp_path)
+    p = d / "app.log"
+    a = Writer(p, 1000, prefix="a")
+    a.run()
+    sc, out = start(sidecar_run, tmp_path)
+    wait_lines(out, 1000)
+    assert sc.stop() == 0
+    ino = p.stat().st_ino
+    p.unlink()
+    reused = create_with_inode(d, ino)
+    if reused:
+        reused.rename(p)
+    b = Writer(p, 2000, prefix="b")  # longer than a: the stored offset fits in it
+    b.run()
+    print(f"inode reused: {bool(reused)}")
+    sc2, _ = start(sidecar_run, tmp_path)
+    expect_all(out, a.expected() + b.expected(), "restart, inode reused")
+    if reused:
+        assert "another file with this inode number" in sc2.logs()
 
 
 def test_copytruncate(sidecar_run, tmp_path):

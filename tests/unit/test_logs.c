@@ -401,13 +401,32 @@ static void test_positions(void **state)
     char *err = NULL;
     assert_int_equal(logs_pos_load(path, &v, &n, &err), 0); /* missing: empty */
     assert_int_equal(n, 0);
-    struct logs_pos in[] = { { 1, 2, 3, "/a b/c%d\nx.log" },
-                             { 18446744073709551615ull, 0, 7, "" } };
+    struct logs_pos in[] = {
+        { .dev = 1,
+          .ino = 2,
+          .offset = 3,
+          .head_len = 3,
+          .head = logs_pos_head("a\nb", 3),
+          .path = "/a b/c%d\nx.log" },
+        { .dev = 18446744073709551615ull, .offset = 7, .head = UINT64_MAX, .path = "" }
+    };
     assert_int_equal(logs_pos_save(path, in, 2), 0);
     assert_int_equal(logs_pos_load(path, &v, &n, &err), 0);
     assert_int_equal(n, 2);
     assert_string_equal(v[0].path, in[0].path);
     assert_true(v[1].dev == in[1].dev && v[1].offset == 7 && v[0].ino == 2);
+    assert_true(v[0].head_len == 3 && v[0].head == logs_pos_head("a\nb", 3));
+    assert_true(v[1].head_len == 0 && v[1].head == UINT64_MAX);
+    assert_true(logs_pos_head("a\nb", 3) != logs_pos_head("a\nc", 3));
+    logs_pos_free(v, n);
+    /* Version 1 (no head fingerprint) is still read. */
+    FILE *f1 = fopen(path, "w");
+    fputs("sidecar-logs-positions 1\n5 6 7 /p q\n", f1);
+    fclose(f1);
+    assert_int_equal(logs_pos_load(path, &v, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_true(v[0].ino == 6 && v[0].offset == 7 && v[0].head_len == 0);
+    assert_string_equal(v[0].path, "/p q");
     logs_pos_free(v, n);
     char *tmp = sc_asprintf("%s.tmp", path);
     assert_int_equal(access(tmp, F_OK), -1); /* renamed away */

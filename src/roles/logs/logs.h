@@ -222,10 +222,18 @@ bool logs_is_continuation(struct sc_str line);
 
 /* ---- positions database (logs_pos.c) ---- */
 
+/* head_len bytes at the start of the file hash to head (FNV-1a 64; head_len 0: unknown). Inode
+ * numbers are reused once a file is deleted: a stored position applies to a file with the same
+ * (dev, ino) only when its head matches too. */
+#define LOGS_POS_HEAD_MAX 1024
+
 struct logs_pos {
     uint64_t dev, ino, offset;
+    uint64_t head_len, head;
     char *path;
 };
+
+uint64_t logs_pos_head(const char *p, size_t n);
 
 /* Loads the positions file at <path> (missing: empty). Returns 0 with a new array in <*out> and
  * its length in <*n>, or a negative error with a new message in <*err> (the file is corrupt). */
@@ -382,8 +390,9 @@ struct logs {
     uint32_t moved_cookie[16]; /* IN_MOVED_FROM of watched names, the latest ones */
     unsigned moved_next;
     struct logs_ident {
-        uint64_t dev, ino;
-    } closed[64]; /* files read to their end and closed, the latest ones */
+        uint64_t dev, ino, size;
+        int64_t ctime_s, ctime_ns;
+    } closed[64]; /* files read to their end and closed that still exist, the latest ones */
     unsigned closed_next;
     int nhandles;
 

@@ -42,6 +42,7 @@ struct logs_file {
     uint64_t read_off;    /* file offset of the end of buf */
     uint64_t emitted_off; /* every line before this offset was handed to the outputs */
     uint64_t committed_off;
+    uint64_t head_len, head; /* logs_pos_head of the first head_len bytes (stored with offsets) */
     uint64_t last_data_ms;
     uint64_t rotated_ms;
     struct sc_buf buf; /* bytes after the last complete line */
@@ -245,6 +246,63 @@ static void process_buf(struct logs *lg, struct logs_file *f)
     }
 }
 
+/* Hashes the first <len> bytes of <fd> into <*head>; false when the file holds fewer. */
+static bool read_head(int fd, uint64_t len, uint64_t *head)
+{
+    char b[LOGS_POS_HEAD_MAX];
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = pread(fd, b + got, (size_t)len - got, (off_t)got);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return false;
+        }
+        got += (size_t)n;
+    }
+    *head = logs_pos_head(b, (size_t)len);
+    return true;
+}
+
+/* Brings the file's head fingerprint up to LOGS_POS_HEAD_MAX bytes as the file grows (files only
+ * grow, so a prefix never changes; a truncation resets it). */
+static void update_head(struct logs_file *f)
+{
+    uint64_t want = f->read_off < LOGS_POS_HEAD_MAX ? f->read_off : LOGS_POS_HEAD_MAX;
+    if (f->fd >= 0 && f->head_len < want && read_head(f->fd, want, &f->head)) {
+        f->head_len = want;
+    }
+}
+
+/* Notes a file about to be closed, so that a late event about it does not read it again. Its
+ * inode number alone does not name it: once the file is deleted the number goes to the next file
+ * created (at once on ext4), which may be renamed away before we see it. A deleted file is not
+ * noted, and a noted one matches only while its size and ctime are unchanged. */
+static void remember_closed(struct logs *lg, const struct logs_file *f)
+{
+    struct stat st;
+    if (f->is_stdin || fstat(f->fd, &st) < 0 || st.st_nlink == 0) {
+        return;
+    }
+    lg->closed[lg->closed_next++ % SC_ARRAY_LEN(lg->closed)] =
+        (struct logs_ident){ f->dev, f->ino, (uint64_t)st.st_size, (int64_t)st.st_ctim.tv_sec,
+                             (int64_t)st.st_ctim.tv_nsec };
+}
+
+static bool closed_already(const struct logs *lg, const struct stat *st)
+{
+    for (size_t i = 0; i < SC_ARRAY_LEN(lg->closed); i++) {
+        const struct logs_ident *c = &lg->closed[i];
+        if (c->dev == (uint64_t)st->st_dev && c->ino == (uint64_t)st->st_ino &&
+            c->size == (uint64_t)st->st_size && c->ctime_s == (int64_t)st->st_ctim.tv_sec &&
+            c->ctime_ns == (int64_t)st->st_ctim.tv_nsec) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Emits what is left of a file that will not grow any more (rotated or deleted, at its end). */
 static void finish_file(struct logs *lg, struct logs_file *f)
 {
@@ -258,6 +316,8 @@ static void finish_file(struct logs *lg, struct logs_file *f)
     f->emitted_off = f->read_off;
     stamp_mark(lg, f);
     if (f->fd >= 0) {
+        update_head(f);
+        remember_closed(lg, f);
         close(f->fd);
         f->fd = -1;
         if (f->rotated && lg->nrotated) {
@@ -266,8 +326,6 @@ static void finish_file(struct logs *lg, struct logs_file *f)
     }
     f->done = true;
     if (!f->is_stdin) {
-        lg->closed[lg->closed_next++ % SC_ARRAY_LEN(lg->closed)] =
-            (struct logs_ident){ f->dev, f->ino };
         lg->nfiles--;
         sc_gauge_set(lg->m.files_watched, (double)lg->nfiles);
     }
@@ -293,6 +351,7 @@ static bool read_file(struct logs *lg, struct logs_file *f)
         f->nmarks = 0;
         f->mhead = 0;
         f->committed_off = 0;
+        f->head_len = 0;
         lg->db_dirty = true;
     }
     size_t budget = FILE_BUDGET;
@@ -421,11 +480,12 @@ static struct logs_file *find_file(struct logs *lg, uint64_t dev, uint64_t ino)
 
 /* Returns the stored position of (dev, ino) and forgets it: a stored position applies only to
  * the first file opened with that identity, since inode numbers are reused after deletion. */
-static bool take_known(struct logs *lg, uint64_t dev, uint64_t ino, uint64_t *off)
+static bool take_known(struct logs *lg, uint64_t dev, uint64_t ino, struct logs_pos *out)
 {
     for (size_t i = 0; i < lg->nknown; i++) {
         if (lg->known[i].dev == dev && lg->known[i].ino == ino && lg->known[i].path) {
-            *off = lg->known[i].offset;
+            *out = lg->known[i];
+            out->path = NULL;
             sc_free(lg->known[i].path);
             lg->known[i].path = NULL;
             return true;
@@ -450,10 +510,20 @@ static struct logs_file *open_file(struct logs *lg, const char *path, bool initi
         return NULL;
     }
     struct logs_file *f = file_new(lg, path, fd, &st);
-    uint64_t off = 0;
-    bool resumed = take_known(lg, f->dev, f->ino, &off);
+    uint64_t off = 0, head = 0;
+    struct logs_pos known;
+    bool resumed = take_known(lg, f->dev, f->ino, &known);
     if (resumed) {
-        off = off <= (uint64_t)st.st_size ? off : 0;
+        off = known.offset <= (uint64_t)st.st_size ? known.offset : 0;
+        if (off && known.head_len &&
+            (!read_head(fd, known.head_len, &head) || head != known.head)) {
+            /* Another file under a reused inode number (or rewritten in place). */
+            sc_warn("stored position is for another file with this inode number: reading from the "
+                    "head",
+                    SC_LS("file", path), SC_LU("stored_offset", known.offset));
+            off = 0;
+            resumed = false;
+        }
     } else if (initial && lg->cfg->read_from == 1) {
         off = (uint64_t)st.st_size;
     }
@@ -566,10 +636,8 @@ static void follow_now(struct logs *lg, const char *dir, const char *name, bool 
         find_file(lg, (uint64_t)st.st_dev, (uint64_t)st.st_ino)) {
         return;
     }
-    for (size_t i = 0; rotated && i < SC_ARRAY_LEN(lg->closed); i++) {
-        if (lg->closed[i].dev == (uint64_t)st.st_dev && lg->closed[i].ino == (uint64_t)st.st_ino) {
-            return; /* read to its end and closed already: the event came late */
-        }
+    if (rotated && closed_already(lg, &st)) {
+        return; /* read to its end and closed already: the event came late */
     }
     if (rotated) {
         sc_info("file renamed away before it was followed: reading it", SC_LS("file", path));
@@ -1078,8 +1146,9 @@ void logs_tail_commit(struct logs *lg, bool force)
                 }
             }
         }
-        v[n++] =
-            (struct logs_pos){ f->dev, f->ino, f->committed_off, path ? path : sc_strdup(f->path) };
+        update_head(f);
+        v[n++] = (struct logs_pos){ f->dev,      f->ino,  f->committed_off,
+                                    f->head_len, f->head, path ? path : sc_strdup(f->path) };
     }
     int rc = logs_pos_save(lg->cfg->db, v, n);
     logs_pos_free(v, n);
