@@ -134,6 +134,34 @@ def test_rotations_while_the_tailer_is_stalled(sidecar_run, tmp_path):
     expect_all(out, expected, "rotations while stalled")
 
 
+def test_rotated_files_closed_at_the_limit_count_what_they_skip(sidecar_run, tmp_path):
+    # max_rotated_open: 0 closes a rotated file at once, whatever is left unread in it; every byte
+    # written is then either shipped or counted in sidecar_logs_skipped_bytes_total.
+    d = indir(tmp_path)
+    sc, out = start(sidecar_run, tmp_path, max_rotated_open=0)
+    p = d / "app.log"
+    total = 0
+    with stalled(sc):
+        for k in range(1, 4):
+            w = Writer(p, 1000, prefix=f"gen{k}")
+            w.run()
+            total += sum(len(x) + 1 for x in w.expected())
+            p.rename(d / f"app.log.{k}")
+    last = Writer(p, 10, prefix="last")
+    last.run()
+    total += sum(len(x) + 1 for x in last.expected())
+    wait_lines(out, 10)
+
+    def accounted():
+        shipped = sum(len(x) + 1 for x in read_lines(out))
+        return shipped + metric(sc, "sidecar_logs_skipped_bytes_total") == total
+
+    wait_until(accounted, what="every byte shipped or counted as skipped")
+    skipped = metric(sc, "sidecar_logs_skipped_bytes_total")
+    print(f"max_rotated_open 0: written={total} bytes, skipped={skipped}")
+    assert skipped > 0 or len(read_lines(out)) == 3010
+
+
 def test_inode_of_a_deleted_file_reused_by_a_file_renamed_away_unseen(sidecar_run, tmp_path):
     # ext4 hands a freed inode number to the next file created: a file renamed away before it was
     # seen must not be taken for the deleted file that had its number and was read already.

@@ -644,6 +644,9 @@ static void init_metrics(struct logs *lg)
                                            "Files truncated in place (read again from 0).");
     lg->m.grep_dropped = sc_metrics_counter(r, "sidecar_logs_filtered_total",
                                             "Records dropped by grep_keep / grep_drop.");
+    lg->m.skipped_bytes = sc_metrics_counter(
+        r, "sidecar_logs_skipped_bytes_total",
+        "Bytes never read: rotated files closed before their end at max_rotated_open.");
     lg->m.shipped = sc_metrics_family(r, SC_METRIC_COUNTER, "sidecar_logs_lines_shipped_total",
                                       "Records acknowledged by the output.", lo, NULL, 0);
     lg->m.bytes = sc_metrics_family(r, SC_METRIC_COUNTER, "sidecar_logs_bytes_shipped_total",

@@ -343,7 +343,7 @@ struct logs_file;
 
 struct logs_metrics {
     struct sc_metric *lines_read, *parse_errors, *files_watched, *truncated, *rotations,
-        *truncations, *grep_dropped;
+        *truncations, *grep_dropped, *skipped_bytes;
     struct sc_metric_family *shipped, *bytes, *retries, *dropped, *queue_bytes;
 };
 

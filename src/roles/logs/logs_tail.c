@@ -554,8 +554,14 @@ static void bound_rotated(struct logs *lg)
         if (!old) {
             break;
         }
+        struct stat st;
+        uint64_t unread = fstat(old->fd, &st) == 0 && (uint64_t)st.st_size > old->read_off
+                              ? (uint64_t)st.st_size - old->read_off
+                              : 0;
+        sc_counter_add(lg->m.skipped_bytes, unread);
         sc_warn("too many rotated files open: closing the oldest before its end",
-                SC_LS("file", old->path), SC_LI("max_rotated_open", lg->cfg->max_rotated_open));
+                SC_LS("file", old->path), SC_LI("max_rotated_open", lg->cfg->max_rotated_open),
+                SC_LU("bytes_unread", unread));
         finish_file(lg, old);
     }
 }
