@@ -520,7 +520,7 @@ void logs_on_ack(struct logs *lg)
          * drain goes on from the idle handle, never by reading here. */
         if (!lg->drain_read) {
             if (!logs_backpressured(lg)) {
-                logs_tail_resume_drain(lg);
+                logs_tail_resume(lg);
             }
             return;
         }
@@ -534,7 +534,7 @@ void logs_on_ack(struct logs *lg)
     }
     if (lg->paused && !logs_backpressured(lg)) {
         lg->paused = false;
-        logs_tail_read_all(lg);
+        logs_tail_resume(lg);
     }
 }
 

@@ -425,8 +425,9 @@ void logs_tail_stop(struct logs *lg);
  * while more is to be read (the read idle handle is started, or an acknowledgement resumes it
  * when an output is full). */
 bool logs_tail_drain(struct logs *lg);
-/* Schedules the next drain step on the read idle handle. */
-void logs_tail_resume_drain(struct logs *lg);
+/* Schedules the next read (during a drain: the next drain step) on the read idle handle, so an
+ * acknowledgement that arrives from inside a read never reads again from there. */
+void logs_tail_resume(struct logs *lg);
 /* Bytes of the files that the drain has not handed to the outputs yet. */
 uint64_t logs_tail_unread(struct logs *lg);
 void logs_tail_read_all(struct logs *lg);

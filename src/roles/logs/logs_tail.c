@@ -1058,7 +1058,7 @@ bool logs_tail_drain(struct logs *lg)
     return true;
 }
 
-void logs_tail_resume_drain(struct logs *lg)
+void logs_tail_resume(struct logs *lg)
 {
     if (!lg->stopped && !uv_is_closing((uv_handle_t *)&lg->read_idle)) {
         uv_idle_start(&lg->read_idle, on_read_idle);
