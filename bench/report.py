@@ -205,7 +205,7 @@ def main():
     if "sidecar_cmd" in meta:
         p("The sidecar ran as `%s`." % meta["sidecar_cmd"])
     if "sidecar_policy_cmd" in meta:
-        p("With the cluster policy (issue 5) it ran as `%s`." % meta["sidecar_policy_cmd"])
+        p("With the traffic policy (issue 5) it ran as `%s`." % meta["sidecar_policy_cmd"])
     p()
     p("| figure | " + " | ".join(LABELS[t] for t in shown) + " |")
     p("| --- |" + " ---: |" * len(shown))
