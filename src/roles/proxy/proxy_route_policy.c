@@ -63,9 +63,9 @@ const struct sc_opt proxy_rl_opts[] = {
     { .name = "headers",
       .type = SC_OPT_BOOL,
       .offset = offsetof(struct proxy_rl_cfg, headers),
-      .def = "true",
-      .help = "send x-ratelimit-limit, x-ratelimit-remaining and x-ratelimit-reset on every "
-              "response of the route (429s always carry them and Retry-After)" },
+      .def = "false",
+      .help = "send x-ratelimit-limit, x-ratelimit-remaining and x-ratelimit-reset on allowed "
+              "responses too (429s always carry them and Retry-After)" },
     { 0 },
 };
 
@@ -427,7 +427,7 @@ int proxy_rl_parse_flag(const char *s, struct proxy_rl_cfg *out)
             out->burst = (int64_t)n;
             out->key = PROXY_RL_KEY_CLIENT_IP;
             out->max_keys = 10000;
-            out->headers = true;
+            out->headers = false;
             return 0;
         }
     }
@@ -1058,9 +1058,9 @@ int proxy_route_policy_request(struct proxy_dconn *dc, const struct sc_http_msg 
     struct proxy_req *r = &dc->req;
     struct proxy_listener *l = r->lsn;
     const struct proxy_route_policy *pol = r->route->pol;
-    uint64_t now = uv_hrtime();
+    uint64_t now = r->start_ns; /* taken when the request started, just before */
     if (l->rl) {
-        proxy_rl_take(l->rl, rl_key(dc, l->rl, m), now, &r->pol.rl);
+        proxy_rl_take(l->rl, rl_key(dc, l->rl, m), now, l->rl_headers, &r->pol.rl);
         r->pol.has_rl = l->rl_headers || !r->pol.rl.allowed;
         if (!r->pol.rl.allowed) {
             r->pol.has_rl = true;
@@ -1075,7 +1075,7 @@ int proxy_route_policy_request(struct proxy_dconn *dc, const struct sc_http_msg 
     }
     if (pol->rl) {
         struct proxy_rl_result res;
-        proxy_rl_take(pol->rl, rl_key(dc, pol->rl, m), now, &res);
+        proxy_rl_take(pol->rl, rl_key(dc, pol->rl, m), now, pol->rl_headers, &res);
         if (!res.allowed || pol->rl_headers) {
             r->pol.rl = res; /* the route's limit is the more specific one */
             r->pol.has_rl = true;
