@@ -89,6 +89,11 @@ def test_proxy_absolute_form_replaces_host(sidecar_run, echo):
     got = c.read_response().json()
     hosts = [v for k, v in got["headers"] if k.lower() == "host"]
     assert got["target"] == "/" and hosts == ["api.example"]
+    # a query but no path: the query is kept, after the path "/" (RFC 9112 section 3.2.1)
+    c.send(b"GET http://api.example:8080?q=1&r=%2F HTTP/1.1\r\nHost: api.example\r\n\r\n")
+    got = c.read_response().json()
+    hosts = [v for k, v in got["headers"] if k.lower() == "host"]
+    assert got["target"] == "/?q=1&r=%2F" and hosts == ["api.example:8080"]
     # origin form keeps the client's Host as sent
     c.send(b"GET /o HTTP/1.1\r\nHost: kept.example\r\n\r\n")
     got = c.read_response().json()

@@ -307,7 +307,9 @@ bool proxy_idempotent(struct sc_str m)
 }
 
 /* The path of a request target: origin-form up to '?', the path of an absolute-form target, "/"
- * for CONNECT and "*". Also returns, in <*origin>, the origin-form target sent upstream. */
+ * for CONNECT and "*". Also returns, in <*origin>, the origin-form target sent upstream, borrowed
+ * from <t>: for an absolute-form target with a query but no path ("http://h?q=1") that is the
+ * query alone ("?q=1"), which proxy_build_req_head sends as "/?q=1". */
 struct sc_str proxy_target_path(struct sc_str t, struct sc_str *origin)
 {
     *origin = t;
@@ -316,12 +318,19 @@ struct sc_str proxy_target_path(struct sc_str t, struct sc_str *origin)
         if (!s) {
             return SC_STR("/");
         }
-        const char *auth = s + 3;
-        const char *slash = memchr(auth, '/', (size_t)(t.p + t.len - auth));
-        if (!slash) {
+        const char *auth = s + 3, *end = t.p + t.len, *e = auth;
+        while (e < end && *e != '/' && *e != '?') {
+            e++;
+        }
+        if (e == end) {
             *origin = SC_STR("/");
             return SC_STR("/");
         }
+        if (*e == '?') {
+            *origin = sc_str_n(e, (size_t)(end - e));
+            return SC_STR("/");
+        }
+        const char *slash = e;
         *origin = sc_str_n(slash, (size_t)(t.p + t.len - slash));
         t = *origin;
     }
@@ -420,8 +429,20 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
     reserve_for(b, m);
     const struct proxy_route_policy *pol = r->route->pol;
     struct sc_str target = r->is_connect ? m->target : origin;
+    char qbuf[1024];
+    char *q = NULL;
+    if (!r->is_connect && origin.len && origin.p[0] == '?') {
+        /* "http://h?q=1": the query alone, sent as "/?q=1" (RFC 9112 section 3.2.1). */
+        q = origin.len < sizeof(qbuf) ? qbuf : sc_malloc(origin.len + 1);
+        q[0] = '/';
+        memcpy(q + 1, origin.p, origin.len);
+        target = sc_str_n(q, origin.len + 1);
+    }
     int rc = pol ? proxy_route_policy_request_line(pol, b, m->method, target)
                  : sc_http1_write_request_line(b, m->method, target);
+    if (q && q != qbuf) {
+        sc_free(q);
+    }
     /* RFC 9112 section 3.2.2: for an absolute-form target, Host is replaced by the target's
      * authority, and the request goes upstream in origin form (a host_rewrite wins over both). */
     bool absolute = false;
