@@ -204,6 +204,10 @@ bool proxy_idempotent(struct sc_str method);
  * <t>. */
 struct sc_str proxy_target_path(struct sc_str t, struct sc_str *origin);
 
+/* The authority of an absolute-form target ("http://user@host:port/p?q" -> "host:port"); sets
+ * <*absolute> to whether <t> is in absolute form at all. Borrows <t>. */
+struct sc_str proxy_target_authority(struct sc_str t, bool *absolute);
+
 /* True when route <rt> takes request <m> with routing path <path>. <md> is PCRE2 match data
  * (per worker). */
 bool proxy_route_matches(const struct proxy_route *rt, const struct sc_http_msg *m,

@@ -398,7 +398,7 @@ static void gen_request_id(struct proxy_worker *w, char out[37])
 
 /* The authority of an absolute-form target ("http://user@host:port/p" -> "host:port"); sets
  * <*absolute> to whether <t> is in absolute form at all. Borrows <t>. */
-static struct sc_str target_authority(struct sc_str t, bool *absolute)
+struct sc_str proxy_target_authority(struct sc_str t, bool *absolute)
 {
     *absolute = false;
     if (t.len == 0 || t.p[0] == '/' || t.p[0] == '*') {
@@ -446,7 +446,8 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
     /* RFC 9112 section 3.2.2: for an absolute-form target, Host is replaced by the target's
      * authority, and the request goes upstream in origin form (a host_rewrite wins over both). */
     bool absolute = false;
-    struct sc_str authority = r->is_connect ? SC_STR_NULL : target_authority(m->target, &absolute);
+    struct sc_str authority =
+        r->is_connect ? SC_STR_NULL : proxy_target_authority(m->target, &absolute);
     bool host_rewrite = pol && pol->host_rewrite;
     if (absolute && !host_rewrite) {
         rc |= put_header(b, SC_STR("Host"), authority);

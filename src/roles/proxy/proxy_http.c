@@ -1608,15 +1608,21 @@ static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, s
     if (r->cluster->original_dst) {
         /* The destination: an absolute-form target's authority, else Host; port 80 default. */
         struct sc_str auth = m->host;
-        if (m->target.len && m->target.p[0] != '/') {
-            const char *sch = memmem(m->target.p, m->target.len, "://", 3);
-            if (sch) {
-                const char *a = sch + 3, *end = m->target.p + m->target.len;
-                const char *slash = memchr(a, '/', (size_t)(end - a));
-                auth = sc_str_n(a, (size_t)((slash ? slash : end) - a));
-            } else if (r->is_connect) {
-                auth = m->target;
-            }
+        bool absolute = false;
+        struct sc_str ta =
+            r->is_connect ? SC_STR_NULL : proxy_target_authority(m->target, &absolute);
+        if (absolute) {
+            auth = ta; /* userinfo, path and query left out */
+        } else if (r->is_connect) {
+            auth = m->target;
+        }
+        /* The destination names the endpoint in the access log and metrics: what the config
+         * loader admits for an endpoint (proxy_endpoint_check), no more. The Host header was
+         * checked by the parser already; an absolute-form authority only for visible ASCII. */
+        if (!proxy_endpoint_chars_ok(auth)) {
+            dc->close_after = r->body != B_NONE;
+            local_reply(dc, 400, "invalid destination in the request target", F_DPE);
+            return;
         }
         if (!dc->od) {
             dc->od = SC_NEW(struct proxy_odst);

@@ -195,12 +195,74 @@ const struct sc_opt proxy_subset_opts[] = {
     { 0 },
 };
 
+#define NAME_MAX_LEN 128
+
+static bool name_char(unsigned char c, const char *extra)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr(extra, c));
+}
+
+#define EP_CHARS "-._:[]%"
+
+bool proxy_endpoint_chars_ok(struct sc_str s)
+{
+    for (size_t i = 0; i < s.len; i++) {
+        if (!name_char((unsigned char)s.p[i], EP_CHARS)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static int check_chars(const char *s, const char *what, const char *extra, char **err)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > NAME_MAX_LEN) {
+        *err = sc_asprintf("%s must be 1 to %d bytes long", what, NAME_MAX_LEN);
+        return SC_ECONFIG;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!name_char((unsigned char)s[i], extra)) {
+            *err = sc_asprintf("%s \"%s\": character %zu is not a letter, a digit or one of \"%s\"",
+                               what, s, i + 1, extra);
+            return SC_ECONFIG;
+        }
+    }
+    return 0;
+}
+
+int proxy_name_check(void *field, char **err)
+{
+    const char *s = *(char **)field;
+    return s ? check_chars(s, "name", "-._:/", err) : 0;
+}
+
+int proxy_endpoint_check(void *field, char **err)
+{
+    const char *s = *(char **)field;
+    return s ? check_chars(s, "endpoint", EP_CHARS, err) : 0;
+}
+
+int proxy_endpoints_check(void *field, char **err)
+{
+    const struct sc_strv *v = field;
+    for (size_t i = 0; i < v->n; i++) {
+        int rc = proxy_endpoint_check(&v->v[i], err);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
 const struct sc_opt proxy_labeled_ep_opts[] = {
     { .name = "address",
       .type = SC_OPT_STR,
       .offset = offsetof(struct proxy_labeled_ep_cfg, address),
       .help = "\"ip:port\" or \"name:port\", as in endpoints",
-      .flags = SC_OPT_REQUIRED },
+      .flags = SC_OPT_REQUIRED,
+      .check = proxy_endpoint_check },
     { .name = "labels",
       .type = SC_OPT_STRMAP,
       .offset = offsetof(struct proxy_labeled_ep_cfg, labels),
