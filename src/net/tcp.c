@@ -222,12 +222,12 @@ void sc_tcp_xport_init(struct sc_tcp_xport *t, uv_loop_t *loop, const struct sc_
     uv_tcp_init(loop, &t->tcp);
     t->tcp.data = t;
     t->wreq.data = t;
-    t->creq.data = t;
 }
 
 static void on_tcp_connect(uv_connect_t *req, int status)
 {
     struct sc_tcp_xport *t = req->data;
+    sc_free(req); /* libuv is done with it; the callback may free <t> */
     if (status == 0) {
         sc_tcp_tune(&t->tcp);
     }
@@ -236,5 +236,11 @@ static void on_tcp_connect(uv_connect_t *req, int status)
 
 int sc_tcp_xport_connect(struct sc_tcp_xport *t, const struct sockaddr *addr)
 {
-    return uv_tcp_connect(&t->creq, &t->tcp, addr, on_tcp_connect);
+    uv_connect_t *req = SC_NEW(uv_connect_t);
+    req->data = t;
+    int rc = uv_tcp_connect(req, &t->tcp, addr, on_tcp_connect);
+    if (rc < 0) {
+        sc_free(req);
+    }
+    return rc;
 }

@@ -89,8 +89,7 @@ static inline int sc_xport_shutdown(struct sc_xport *x)
 struct sc_tcp_xport {
     struct sc_xport base;
     uv_tcp_t tcp;
-    uv_write_t wreq;
-    uv_connect_t creq;
+    uv_write_t wreq; /* no uv_connect_t: most sockets are accepted; a connect allocates one */
     bool reading;
     bool closing;
 };
