@@ -157,7 +157,8 @@ struct proxy_odst {
 struct proxy_dconn {
     struct sc_tcp_xport tx;
     uv_timer_t timer;
-    uv_timer_t btimer;
+    uv_timer_t *btimer; /* retry backoff and fault delay: allocated on first use (most connections
+                           never wait so), closed with the connection */
     struct sc_list node;
     struct proxy_worker *w;
     size_t lidx;
