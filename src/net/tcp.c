@@ -164,13 +164,21 @@ static int tcp_write(struct sc_xport *x, uv_buf_t *iov, unsigned n)
     }
     iov[i].base += left;
     iov[i].len -= left;
-    int rc = uv_write(&t->wreq, (uv_stream_t *)&t->tcp, iov + i, n - i, on_tcp_write);
+    if (!t->wreq) {
+        t->wreq = SC_NEW(uv_write_t);
+        t->wreq->data = t;
+    }
+    int rc = uv_write(t->wreq, (uv_stream_t *)&t->tcp, iov + i, n - i, on_tcp_write);
     return rc < 0 ? rc : 1;
 }
 
 static void on_tcp_closed(uv_handle_t *h)
 {
     struct sc_tcp_xport *t = h->data;
+    /* libuv has called back a pending write (UV_ECANCELED) before the close; the callback may
+     * free <t>. */
+    sc_free(t->wreq);
+    t->wreq = NULL;
     t->base.cbs->closed(t->base.owner);
 }
 
@@ -221,7 +229,6 @@ void sc_tcp_xport_init(struct sc_tcp_xport *t, uv_loop_t *loop, const struct sc_
     t->base.owner = owner;
     uv_tcp_init(loop, &t->tcp);
     t->tcp.data = t;
-    t->wreq.data = t;
 }
 
 static void on_tcp_connect(uv_connect_t *req, int status)
