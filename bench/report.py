@@ -224,7 +224,8 @@ def main():
         rps = ratio(median(figures, "sidecar_policy", "rps"), median(figures, "sidecar", "rps"))
         cpu = ratio(median(figures, "sidecar_policy", "cpu_us_per_req"),
                     median(figures, "sidecar", "cpu_us_per_req"))
-        p("Cluster policy on (two endpoints, health checks, outlier detection, breakers) against "
+        p("Traffic policy on (a per-client-IP rate limit never hit, two endpoints, health checks, "
+          "outlier detection, breakers) against "
           "the plain data path, on the medians: throughput %s of plain (issue 5: within 5%%: %s), "
           "CPU per request %s of plain." % (
               fmt_ratio(rps), verdict(None if rps is None else rps >= 0.95), fmt_ratio(cpu)))
