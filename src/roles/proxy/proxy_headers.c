@@ -398,7 +398,7 @@ static void gen_request_id(struct proxy_worker *w, char out[37])
 
 /* The authority of an absolute-form target ("http://user@host:port/p" -> "host:port"); sets
  * <*absolute> to whether <t> is in absolute form at all. Borrows <t>. */
-struct sc_str proxy_target_authority(struct sc_str t, bool *absolute)
+static inline struct sc_str target_authority(struct sc_str t, bool *absolute)
 {
     *absolute = false;
     if (t.len == 0 || t.p[0] == '/' || t.p[0] == '*') {
@@ -420,6 +420,30 @@ struct sc_str proxy_target_authority(struct sc_str t, bool *absolute)
     return sc_str_n(a, (size_t)(e - a));
 }
 
+struct sc_str proxy_target_authority(struct sc_str t, bool *absolute)
+{
+    return target_authority(t, absolute);
+}
+
+/* The request line of an absolute-form target with a query but no path: <query> ("?q=1") is sent
+ * as "/?q=1" (RFC 9112 section 3.2.1). Out of line: the common path keeps its small frame. */
+static __attribute__((noinline)) int query_only_line(const struct proxy_route_policy *pol,
+                                                     struct sc_buf *b, struct sc_str method,
+                                                     struct sc_str query)
+{
+    char stack[1024];
+    char *t = query.len < sizeof(stack) ? stack : sc_malloc(query.len + 1);
+    t[0] = '/';
+    memcpy(t + 1, query.p, query.len);
+    struct sc_str target = sc_str_n(t, query.len + 1);
+    int rc = pol ? proxy_route_policy_request_line(pol, b, method, target)
+                 : sc_http1_write_request_line(b, method, target);
+    if (t != stack) {
+        sc_free(t);
+    }
+    return rc;
+}
+
 /* Builds the upstream request head into r->head. Returns 0 or SC_ETOOBIG. */
 int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, struct sc_str origin)
 {
@@ -429,25 +453,17 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
     reserve_for(b, m);
     const struct proxy_route_policy *pol = r->route->pol;
     struct sc_str target = r->is_connect ? m->target : origin;
-    char qbuf[1024];
-    char *q = NULL;
+    int rc;
     if (!r->is_connect && origin.len && origin.p[0] == '?') {
-        /* "http://h?q=1": the query alone, sent as "/?q=1" (RFC 9112 section 3.2.1). */
-        q = origin.len < sizeof(qbuf) ? qbuf : sc_malloc(origin.len + 1);
-        q[0] = '/';
-        memcpy(q + 1, origin.p, origin.len);
-        target = sc_str_n(q, origin.len + 1);
-    }
-    int rc = pol ? proxy_route_policy_request_line(pol, b, m->method, target)
+        rc = query_only_line(pol, b, m->method, origin); /* "http://h?q=1" */
+    } else {
+        rc = pol ? proxy_route_policy_request_line(pol, b, m->method, target)
                  : sc_http1_write_request_line(b, m->method, target);
-    if (q && q != qbuf) {
-        sc_free(q);
     }
     /* RFC 9112 section 3.2.2: for an absolute-form target, Host is replaced by the target's
      * authority, and the request goes upstream in origin form (a host_rewrite wins over both). */
     bool absolute = false;
-    struct sc_str authority =
-        r->is_connect ? SC_STR_NULL : proxy_target_authority(m->target, &absolute);
+    struct sc_str authority = r->is_connect ? SC_STR_NULL : target_authority(m->target, &absolute);
     bool host_rewrite = pol && pol->host_rewrite;
     if (absolute && !host_rewrite) {
         rc |= put_header(b, SC_STR("Host"), authority);
