@@ -151,10 +151,11 @@ start_sidecar() {
     spawn "$1/out.log" "$CPU_PROXY" "$SIDECAR" "${args[@]}"
 }
 
-# The sidecar with the cluster traffic policy of issue 5 switched on, against "sidecar" (the
-# plain data path): two endpoints (the same upstream under two names), active health checks of
-# both every second, outlier detection and circuit breakers at their defaults (on; this load
-# never trips them), round robin as in the plain run.
+# The sidecar with the traffic policy of issue 5 switched on, against "sidecar" (the plain data
+# path): a rate limit per client IP on the listener that this load never hits (the --rate-limit
+# flag's form: x-ratelimit-* headers on 429s only), two endpoints (the same upstream under two
+# names), active health checks of both every second, outlier detection and circuit breakers at
+# their defaults (on; this load never trips them), round robin as in the plain run.
 start_sidecar_policy() {
     local args
     cat >"$1/sidecar-policy.yaml" <<EOF
@@ -163,6 +164,7 @@ workers: 1
 listeners:
   - name: listen
     address: 127.0.0.1:$2
+    rate_limit: { requests_per_unit: 1000000000, unit: second, key: client_ip }
     routes: [{ name: default, cluster: app }]
 clusters:
   - name: app

@@ -205,7 +205,7 @@ def main():
     if "sidecar_cmd" in meta:
         p("The sidecar ran as `%s`." % meta["sidecar_cmd"])
     if "sidecar_policy_cmd" in meta:
-        p("With the cluster policy (issue 5) it ran as `%s`." % meta["sidecar_policy_cmd"])
+        p("With the traffic policy (issue 5) it ran as `%s`." % meta["sidecar_policy_cmd"])
     p()
     p("| figure | " + " | ".join(LABELS[t] for t in shown) + " |")
     p("| --- |" + " ---: |" * len(shown))
@@ -224,7 +224,8 @@ def main():
         rps = ratio(median(figures, "sidecar_policy", "rps"), median(figures, "sidecar", "rps"))
         cpu = ratio(median(figures, "sidecar_policy", "cpu_us_per_req"),
                     median(figures, "sidecar", "cpu_us_per_req"))
-        p("Cluster policy on (two endpoints, health checks, outlier detection, breakers) against "
+        p("Traffic policy on (a per-client-IP rate limit never hit, two endpoints, health checks, "
+          "outlier detection, breakers) against "
           "the plain data path, on the medians: throughput %s of plain (issue 5: within 5%%: %s), "
           "CPU per request %s of plain." % (
               fmt_ratio(rps), verdict(None if rps is None else rps >= 0.95), fmt_ratio(cpu)))

@@ -164,13 +164,21 @@ static int tcp_write(struct sc_xport *x, uv_buf_t *iov, unsigned n)
     }
     iov[i].base += left;
     iov[i].len -= left;
-    int rc = uv_write(&t->wreq, (uv_stream_t *)&t->tcp, iov + i, n - i, on_tcp_write);
+    if (!t->wreq) {
+        t->wreq = SC_NEW(uv_write_t);
+        t->wreq->data = t;
+    }
+    int rc = uv_write(t->wreq, (uv_stream_t *)&t->tcp, iov + i, n - i, on_tcp_write);
     return rc < 0 ? rc : 1;
 }
 
 static void on_tcp_closed(uv_handle_t *h)
 {
     struct sc_tcp_xport *t = h->data;
+    /* libuv has called back a pending write (UV_ECANCELED) before the close; the callback may
+     * free <t>. */
+    sc_free(t->wreq);
+    t->wreq = NULL;
     t->base.cbs->closed(t->base.owner);
 }
 
@@ -221,13 +229,12 @@ void sc_tcp_xport_init(struct sc_tcp_xport *t, uv_loop_t *loop, const struct sc_
     t->base.owner = owner;
     uv_tcp_init(loop, &t->tcp);
     t->tcp.data = t;
-    t->wreq.data = t;
-    t->creq.data = t;
 }
 
 static void on_tcp_connect(uv_connect_t *req, int status)
 {
     struct sc_tcp_xport *t = req->data;
+    sc_free(req); /* libuv is done with it; the callback may free <t> */
     if (status == 0) {
         sc_tcp_tune(&t->tcp);
     }
@@ -236,5 +243,11 @@ static void on_tcp_connect(uv_connect_t *req, int status)
 
 int sc_tcp_xport_connect(struct sc_tcp_xport *t, const struct sockaddr *addr)
 {
-    return uv_tcp_connect(&t->creq, &t->tcp, addr, on_tcp_connect);
+    uv_connect_t *req = SC_NEW(uv_connect_t);
+    req->data = t;
+    int rc = uv_tcp_connect(req, &t->tcp, addr, on_tcp_connect);
+    if (rc < 0) {
+        sc_free(req);
+    }
+    return rc;
 }

@@ -89,8 +89,9 @@ static inline int sc_xport_shutdown(struct sc_xport *x)
 struct sc_tcp_xport {
     struct sc_xport base;
     uv_tcp_t tcp;
-    uv_write_t wreq;
-    uv_connect_t creq;
+    uv_write_t *wreq; /* allocated by the first write the socket does not take at once, kept until
+                         the close (most writes complete in uv_try_write) */
+    /* no uv_connect_t: most sockets are accepted; a connect allocates one */
     bool reading;
     bool closing;
 };

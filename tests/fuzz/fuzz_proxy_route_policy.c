@@ -55,7 +55,7 @@ static const char config[] =
     "        weighted_clusters:\n"
     "          - { cluster: up, subset: v1, weight: 3 }\n"
     "          - { cluster: up, subset: v2, weight: 1 }\n"
-    "        rate_limit: { requests_per_unit: 1000000000, key: client_ip }\n"
+    "        rate_limit: { requests_per_unit: 1000000000, key: client_ip, headers: true }\n"
     "        headers:\n"
     "          request:\n"
     "            set: { x-copy: \"%REQ(x-user)%\", x-client: "

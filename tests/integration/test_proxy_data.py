@@ -89,11 +89,68 @@ def test_proxy_absolute_form_replaces_host(sidecar_run, echo):
     got = c.read_response().json()
     hosts = [v for k, v in got["headers"] if k.lower() == "host"]
     assert got["target"] == "/" and hosts == ["api.example"]
+    # a query but no path: the query is kept, after the path "/" (RFC 9112 section 3.2.1)
+    c.send(b"GET http://api.example:8080?q=1&r=%2F HTTP/1.1\r\nHost: api.example\r\n\r\n")
+    got = c.read_response().json()
+    hosts = [v for k, v in got["headers"] if k.lower() == "host"]
+    assert got["target"] == "/?q=1&r=%2F" and hosts == ["api.example:8080"]
     # origin form keeps the client's Host as sent
     c.send(b"GET /o HTTP/1.1\r\nHost: kept.example\r\n\r\n")
     got = c.read_response().json()
     assert [v for k, v in got["headers"] if k.lower() == "host"] == ["kept.example"]
     c.close()
+
+
+def test_proxy_names_outside_the_safe_set_are_refused_at_load(run_cli, tmp_path, echo):
+    """Listener, route, cluster and endpoint names go into JSON access-log lines unescaped, so
+    the loader refuses characters outside a safe set, at the value's file:line:col."""
+    cfg = tmp_path / "p.yaml"
+
+    def check(listener="in", route="default", cluster="app", endpoint="127.0.0.1:9"):
+        cfg.write_text("listeners:\n"
+                       f"  - name: '{listener}'\n"
+                       "    address: 127.0.0.1:1\n"
+                       f"    routes: [{{ name: '{route}', cluster: '{cluster}' }}]\n"
+                       "clusters:\n"
+                       f"  - name: '{cluster}'\n"
+                       f"    endpoints: ['{endpoint}']\n")
+        out = run_cli("proxy", "-c", str(cfg), "--check")
+        return out.returncode, out.stderr + out.stdout
+
+    assert check()[0] == 0
+    assert check(listener="in-1.a_b:c/D", route="r/1", cluster="app.v2:x")[0] == 0
+    rc, msg = check(listener='in"x')
+    assert rc != 0 and f"{cfg}:2:11: name" in msg and "character 3" in msg, msg
+    rc, msg = check(route="a b")
+    assert rc != 0 and f"{cfg}:4:" in msg and "character 2" in msg, msg
+    rc, msg = check(cluster="app\\x")
+    assert rc != 0 and (f"{cfg}:4:" in msg or f"{cfg}:6:" in msg), msg
+    rc, msg = check(endpoint="x{y:9")
+    assert rc != 0 and f"{cfg}:7:" in msg and "endpoint" in msg, msg
+    rc, msg = check(listener="x" * 129)
+    assert rc != 0 and "1 to 128 bytes" in msg, msg
+
+
+def test_proxy_original_dst_destination_is_checked_before_it_names_the_endpoint(sidecar_run,
+                                                                               echo):
+    """The destination of an original_dst request names the endpoint in the access log: userinfo
+    and query are left out, and an authority with characters no endpoint may have is a 400."""
+    port = free_port()
+    cfg = json.dumps({
+        "listeners": [{"name": "out", "address": f"127.0.0.1:{port}",
+                       "routes": [{"name": "r", "cluster": "dst"}]}],
+        "clusters": [{"name": "dst", "type": "original_dst"}]})
+    sc = sidecar_run("proxy", config=cfg)
+    c = Client(port)
+    c.send(f"GET http://user:secret@{echo.addr}?q=1 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    r = c.read_response()
+    assert r.status == 200 and r.json()["target"] == "/?q=1"
+    c.send(b'GET http://a"b\\c/ HTTP/1.1\r\nHost: x\r\n\r\n')
+    assert c.read_response().status == 400
+    c.close()
+    lines = access_lines(sc, at_least=2)
+    assert [l["status"] for l in lines] == [200, 400], "both lines are valid JSON"
+    assert lines[0]["endpoint"] == echo.addr, "no userinfo, no query"
 
 
 def read_head(sock, buf=b""):

@@ -116,7 +116,7 @@ def test_proxy_rate_limit_burst_then_429_then_refill(sidecar_run):
     port = free_port()
     # 1 token per second, burst 5.
     sc = sidecar_run("proxy", config=proxy_config(
-        [listener(port, [rl_route(5, per_unit=1, unit="second")])],
+        [listener(port, [rl_route(5, per_unit=1, unit="second", headers=True)])],
         [{"name": "app", "endpoints": [up.addr]}]))
     c = Client(port)
     t0 = time.monotonic()
@@ -164,6 +164,27 @@ def test_proxy_rate_limit_keyed_by_header(sidecar_run):
     up.close()
 
 
+def test_proxy_rate_limit_headers_only_on_429_by_default(sidecar_run):
+    up = named("ok")
+    port = free_port()
+    sidecar_run("proxy", config=proxy_config(
+        [listener(port, [rl_route(2)])], [{"name": "app", "endpoints": [up.addr]}]))
+    c = Client(port)
+    allowed = [c.request() for _ in range(2)]
+    assert [a.status for a in allowed] == [200, 200]
+    for a in allowed:
+        assert [k for k, _ in a.headers if k.lower().startswith("x-ratelimit-")] == [], \
+            "allowed responses carry no x-ratelimit-* header unless headers: true"
+    r = c.request()
+    assert r.status == 429
+    assert r.header("x-ratelimit-limit") == "2"
+    assert r.header("x-ratelimit-remaining") == "0"
+    assert 1 <= int(r.header("x-ratelimit-reset")) <= 120
+    assert 1 <= int(r.header("Retry-After")) <= 60
+    c.close()
+    up.close()
+
+
 def client_from(port, src_ip):
     s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(src_ip, 0))
     c = Client.__new__(Client)
@@ -180,8 +201,9 @@ def test_proxy_rate_limit_flag_per_client_ip(sidecar_run):
     assert [c1.request().status for _ in range(4)] == [200, 200, 200, 429]
     c2 = client_from(port, "127.0.0.2")
     r = c2.request()
-    assert r.status == 200 and r.header("x-ratelimit-limit") == "3"
-    assert r.header("x-ratelimit-remaining") == "2", "another client IP has its own bucket"
+    assert r.status == 200, "another client IP has its own bucket"
+    assert r.header("x-ratelimit-limit") is None, "the flag leaves them to 429s"
+    assert [c2.request().status for _ in range(3)] == [200, 200, 429]
     c3 = client_from(port, "127.0.0.1")
     assert c3.request().status == 429, "the bucket belongs to the IP, not the connection"
     for c in (c1, c2, c3):

@@ -71,6 +71,9 @@ static void test_target_path(void **state)
     p = proxy_target_path(SC_STR("http://h:8080"), &origin);
     assert_true(sc_str_eq(p, SC_STR("/")));
     assert_true(sc_str_eq(origin, SC_STR("/")));
+    p = proxy_target_path(SC_STR("http://h:8080?q=1"), &origin);
+    assert_true(sc_str_eq(p, SC_STR("/")));
+    assert_true(sc_str_eq(origin, SC_STR("?q=1")));
     p = proxy_target_path(SC_STR("example.test:443"), &origin);
     assert_true(sc_str_eq(p, SC_STR("/")));
     p = proxy_target_path(SC_STR("*"), &origin);

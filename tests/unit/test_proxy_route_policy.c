@@ -110,27 +110,27 @@ static void test_keyed_table_bound_and_lru(void **state)
     uint64_t t = SEC;
     const char *keys[] = { "10.0.0.1", "10.0.0.2", "10.0.0.3" };
     for (size_t i = 0; i < 3; i++) {
-        proxy_rl_take(rl, sc_str_c(keys[i]), t, &r);
+        proxy_rl_take(rl, sc_str_c(keys[i]), t, true, &r);
         assert_true(r.allowed);
-        proxy_rl_take(rl, sc_str_c(keys[i]), t, &r);
+        proxy_rl_take(rl, sc_str_c(keys[i]), t, true, &r);
         assert_false(r.allowed); /* each key has its own bucket of 1 */
     }
     assert_int_equal(proxy_rl_nkeys(rl), 3);
     /* Touch .1 so that .2 is the least recently used, then a fourth key evicts .2. */
-    proxy_rl_take(rl, sc_str_c("10.0.0.1"), t, &r);
-    proxy_rl_take(rl, sc_str_c("10.0.0.4"), t, &r);
+    proxy_rl_take(rl, sc_str_c("10.0.0.1"), t, true, &r);
+    proxy_rl_take(rl, sc_str_c("10.0.0.4"), t, true, &r);
     assert_true(r.allowed);
     assert_int_equal(proxy_rl_nkeys(rl), 3);
-    proxy_rl_take(rl, sc_str_c("10.0.0.1"), t, &r);
+    proxy_rl_take(rl, sc_str_c("10.0.0.1"), t, true, &r);
     assert_false(r.allowed); /* kept: still empty */
-    proxy_rl_take(rl, sc_str_c("10.0.0.2"), t, &r);
+    proxy_rl_take(rl, sc_str_c("10.0.0.2"), t, true, &r);
     assert_true(r.allowed); /* evicted: back with a full bucket */
     assert_int_equal(proxy_rl_nkeys(rl), 3);
     /* Many distinct keys never grow the table past its bound. */
     char k[32];
     for (int i = 0; i < 1000; i++) {
         snprintf(k, sizeof(k), "key-%d", i);
-        proxy_rl_take(rl, sc_str_c(k), t, &r);
+        proxy_rl_take(rl, sc_str_c(k), t, true, &r);
     }
     assert_int_equal(proxy_rl_nkeys(rl), 3);
     /* Long keys are told apart beyond the stored prefix. */
@@ -139,11 +139,11 @@ static void test_keyed_table_bound_and_lru(void **state)
     memcpy(b, a, sizeof(b));
     a[199] = 'a';
     b[199] = 'b';
-    proxy_rl_take(rl, sc_str_n(a, sizeof(a)), t, &r);
+    proxy_rl_take(rl, sc_str_n(a, sizeof(a)), t, true, &r);
     assert_true(r.allowed);
-    proxy_rl_take(rl, sc_str_n(b, sizeof(b)), t, &r);
+    proxy_rl_take(rl, sc_str_n(b, sizeof(b)), t, true, &r);
     assert_true(r.allowed);
-    proxy_rl_take(rl, sc_str_n(a, sizeof(a)), t, &r);
+    proxy_rl_take(rl, sc_str_n(a, sizeof(a)), t, true, &r);
     assert_false(r.allowed);
     proxy_rl_release(rl);
 }
@@ -156,7 +156,7 @@ static void test_global_limiter_ignores_key(void **state)
     struct proxy_rl_result r;
     int ok = 0; /* acquire filled the bucket at the real "now"; time 0 is before it: no refill */
     for (int i = 0; i < 5; i++) {
-        proxy_rl_take(rl, sc_str_c(i % 2 ? "a" : "b"), 0, &r);
+        proxy_rl_take(rl, sc_str_c(i % 2 ? "a" : "b"), 0, true, &r);
         ok += r.allowed;
     }
     assert_int_equal(ok, 2);

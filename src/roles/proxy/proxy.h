@@ -116,6 +116,16 @@ struct proxy_cfg {
 
 extern const struct sc_opt proxy_opts[];
 
+/* Option checks of listener, route and cluster names (letters, digits and "-._:/", 1 to 128
+ * bytes) and of endpoint addresses (letters, digits and "-._:[]%"): names and endpoints are written
+ * into JSON access log lines and metric labels unescaped, so anything else is refused at load,
+ * at the value's file:line:col. */
+int proxy_name_check(void *field, char **err);
+int proxy_endpoint_check(void *field, char **err);
+int proxy_endpoints_check(void *field, char **err);
+/* True when <s> has only the characters proxy_endpoint_check admits (empty too). */
+bool proxy_endpoint_chars_ok(struct sc_str s);
+
 /* Role check: cross references and values the table cannot check. */
 int proxy_config_check(const void *cfg, char **err);
 

@@ -157,7 +157,8 @@ struct proxy_odst {
 struct proxy_dconn {
     struct sc_tcp_xport tx;
     uv_timer_t timer;
-    uv_timer_t btimer;
+    uv_timer_t *btimer; /* retry backoff and fault delay: allocated on first use (most connections
+                           never wait so), closed with the connection */
     struct sc_list node;
     struct proxy_worker *w;
     size_t lidx;
@@ -203,6 +204,10 @@ bool proxy_idempotent(struct sc_str method);
  * target, "/" otherwise. Sets <*origin> to the origin-form target to send upstream. Both borrow
  * <t>. */
 struct sc_str proxy_target_path(struct sc_str t, struct sc_str *origin);
+
+/* The authority of an absolute-form target ("http://user@host:port/p?q" -> "host:port"); sets
+ * <*absolute> to whether <t> is in absolute form at all. Borrows <t>. */
+struct sc_str proxy_target_authority(struct sc_str t, bool *absolute);
 
 /* True when route <rt> takes request <m> with routing path <path>. <md> is PCRE2 match data
  * (per worker). */

@@ -307,7 +307,9 @@ bool proxy_idempotent(struct sc_str m)
 }
 
 /* The path of a request target: origin-form up to '?', the path of an absolute-form target, "/"
- * for CONNECT and "*". Also returns, in <*origin>, the origin-form target sent upstream. */
+ * for CONNECT and "*". Also returns, in <*origin>, the origin-form target sent upstream, borrowed
+ * from <t>: for an absolute-form target with a query but no path ("http://h?q=1") that is the
+ * query alone ("?q=1"), which proxy_build_req_head sends as "/?q=1". */
 struct sc_str proxy_target_path(struct sc_str t, struct sc_str *origin)
 {
     *origin = t;
@@ -316,12 +318,19 @@ struct sc_str proxy_target_path(struct sc_str t, struct sc_str *origin)
         if (!s) {
             return SC_STR("/");
         }
-        const char *auth = s + 3;
-        const char *slash = memchr(auth, '/', (size_t)(t.p + t.len - auth));
-        if (!slash) {
+        const char *auth = s + 3, *end = t.p + t.len, *e = auth;
+        while (e < end && *e != '/' && *e != '?') {
+            e++;
+        }
+        if (e == end) {
             *origin = SC_STR("/");
             return SC_STR("/");
         }
+        if (*e == '?') {
+            *origin = sc_str_n(e, (size_t)(end - e));
+            return SC_STR("/");
+        }
+        const char *slash = e;
         *origin = sc_str_n(slash, (size_t)(t.p + t.len - slash));
         t = *origin;
     }
@@ -389,7 +398,7 @@ static void gen_request_id(struct proxy_worker *w, char out[37])
 
 /* The authority of an absolute-form target ("http://user@host:port/p" -> "host:port"); sets
  * <*absolute> to whether <t> is in absolute form at all. Borrows <t>. */
-static struct sc_str target_authority(struct sc_str t, bool *absolute)
+static inline struct sc_str target_authority(struct sc_str t, bool *absolute)
 {
     *absolute = false;
     if (t.len == 0 || t.p[0] == '/' || t.p[0] == '*') {
@@ -411,6 +420,30 @@ static struct sc_str target_authority(struct sc_str t, bool *absolute)
     return sc_str_n(a, (size_t)(e - a));
 }
 
+struct sc_str proxy_target_authority(struct sc_str t, bool *absolute)
+{
+    return target_authority(t, absolute);
+}
+
+/* The request line of an absolute-form target with a query but no path: <query> ("?q=1") is sent
+ * as "/?q=1" (RFC 9112 section 3.2.1). Out of line: the common path keeps its small frame. */
+static __attribute__((noinline)) int query_only_line(const struct proxy_route_policy *pol,
+                                                     struct sc_buf *b, struct sc_str method,
+                                                     struct sc_str query)
+{
+    char stack[1024];
+    char *t = query.len < sizeof(stack) ? stack : sc_malloc(query.len + 1);
+    t[0] = '/';
+    memcpy(t + 1, query.p, query.len);
+    struct sc_str target = sc_str_n(t, query.len + 1);
+    int rc = pol ? proxy_route_policy_request_line(pol, b, method, target)
+                 : sc_http1_write_request_line(b, method, target);
+    if (t != stack) {
+        sc_free(t);
+    }
+    return rc;
+}
+
 /* Builds the upstream request head into r->head. Returns 0 or SC_ETOOBIG. */
 int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, struct sc_str origin)
 {
@@ -420,8 +453,13 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
     reserve_for(b, m);
     const struct proxy_route_policy *pol = r->route->pol;
     struct sc_str target = r->is_connect ? m->target : origin;
-    int rc = pol ? proxy_route_policy_request_line(pol, b, m->method, target)
+    int rc;
+    if (!r->is_connect && origin.len && origin.p[0] == '?') {
+        rc = query_only_line(pol, b, m->method, origin); /* "http://h?q=1" */
+    } else {
+        rc = pol ? proxy_route_policy_request_line(pol, b, m->method, target)
                  : sc_http1_write_request_line(b, m->method, target);
+    }
     /* RFC 9112 section 3.2.2: for an absolute-form target, Host is replaced by the target's
      * authority, and the request goes upstream in origin form (a host_rewrite wins over both). */
     bool absolute = false;

@@ -910,6 +910,23 @@ static void on_backoff(uv_timer_t *t)
     }
 }
 
+static void btimer_start(struct proxy_dconn *dc, uint64_t ms)
+{
+    if (!dc->btimer) {
+        dc->btimer = SC_NEW(uv_timer_t);
+        uv_timer_init(dc->w->loop, dc->btimer);
+        dc->btimer->data = dc;
+    }
+    uv_timer_start(dc->btimer, on_backoff, ms, 0);
+}
+
+static void btimer_stop(struct proxy_dconn *dc)
+{
+    if (dc->btimer) {
+        uv_timer_stop(dc->btimer);
+    }
+}
+
 static bool retriable_status(const struct proxy_route *rt, int status)
 {
     if ((rt->retry_on & PROXY_RETRY_5XX) && status >= 500) {
@@ -962,7 +979,7 @@ static void schedule_retry(struct proxy_dconn *dc)
     uint64_t delay = interval / 2 + (interval ? proxy_rand(dc->w) % (interval / 2 + 1) : 0);
     r->retries++;
     sc_counter_inc(r->cluster->m_retry);
-    uv_timer_start(&dc->btimer, on_backoff, delay, 0);
+    btimer_start(dc, delay);
     dread_update(dc);
 }
 
@@ -1608,15 +1625,21 @@ static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, s
     if (r->cluster->original_dst) {
         /* The destination: an absolute-form target's authority, else Host; port 80 default. */
         struct sc_str auth = m->host;
-        if (m->target.len && m->target.p[0] != '/') {
-            const char *sch = memmem(m->target.p, m->target.len, "://", 3);
-            if (sch) {
-                const char *a = sch + 3, *end = m->target.p + m->target.len;
-                const char *slash = memchr(a, '/', (size_t)(end - a));
-                auth = sc_str_n(a, (size_t)((slash ? slash : end) - a));
-            } else if (r->is_connect) {
-                auth = m->target;
-            }
+        bool absolute = false;
+        struct sc_str ta =
+            r->is_connect ? SC_STR_NULL : proxy_target_authority(m->target, &absolute);
+        if (absolute) {
+            auth = ta; /* userinfo, path and query left out */
+        } else if (r->is_connect) {
+            auth = m->target;
+        }
+        /* The destination names the endpoint in the access log and metrics: what the config
+         * loader admits for an endpoint (proxy_endpoint_check), no more. The Host header was
+         * checked by the parser already; an absolute-form authority only for visible ASCII. */
+        if (!proxy_endpoint_chars_ok(auth)) {
+            dc->close_after = r->body != B_NONE;
+            local_reply(dc, 400, "invalid destination in the request target", F_DPE);
+            return;
         }
         if (!dc->od) {
             dc->od = SC_NEW(struct proxy_odst);
@@ -1660,7 +1683,7 @@ static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, s
     if (r->pol.delay_ms) {
         /* Fault injection. The loop's cached time may be behind the request's start. */
         uv_update_time(w->loop);
-        uv_timer_start(&dc->btimer, on_backoff, r->pol.delay_ms, 0);
+        btimer_start(dc, r->pol.delay_ms);
     } else {
         attempt(dc);
     }
@@ -1672,7 +1695,7 @@ static void local_reply(struct proxy_dconn *dc, int status, const char *reason, 
 {
     struct proxy_req *r = &dc->req;
     r->flags |= flags;
-    uv_timer_stop(&dc->btimer);
+    btimer_stop(dc);
     if (dc->uc) {
         uconn_close(dc->uc);
     }
@@ -1743,7 +1766,7 @@ static void finish_request(struct proxy_dconn *dc)
     if (dc->state == D_CLOSING) {
         return;
     }
-    uv_timer_stop(&dc->btimer);
+    btimer_stop(dc);
     if (dc->close_after || dc->w->draining || !r->keep_alive || dc->state == D_TUNNEL) {
         dconn_close(dc);
         return;
@@ -1979,6 +2002,14 @@ static void on_dconn_timer_closed(uv_handle_t *h)
     dconn_closed_one(h->data);
 }
 
+static void on_btimer_closed(uv_handle_t *h)
+{
+    struct proxy_dconn *dc = h->data;
+    sc_free(h);
+    dc->btimer = NULL;
+    dconn_closed_one(dc);
+}
+
 static void on_dconn_closed(void *owner)
 {
     dconn_closed_one(owner);
@@ -2003,14 +2034,16 @@ static void dconn_close(struct proxy_dconn *dc)
     }
     dc->state = D_CLOSING;
     sc_list_remove(&dc->node);
-    dc->closes = 3;
+    dc->closes = dc->btimer ? 3 : 2;
     if (dc->od && dc->od->resolving) {
         dc->closes++; /* on_dyn_resolved releases the object */
         uv_cancel((uv_req_t *)&dc->od->gai);
     }
     sc_xport_close(&dc->tx.base);
     uv_close((uv_handle_t *)&dc->timer, on_dconn_timer_closed);
-    uv_close((uv_handle_t *)&dc->btimer, on_dconn_timer_closed);
+    if (dc->btimer) {
+        uv_close((uv_handle_t *)dc->btimer, on_btimer_closed);
+    }
 }
 
 static void on_dtimer(uv_timer_t *t);
@@ -2171,9 +2204,7 @@ static void on_accept(uv_stream_t *server, int status)
     dc->lidx = (size_t)((uv_tcp_t *)server - w->listeners);
     sc_tcp_xport_init(&dc->tx, w->loop, &dcbs, dc);
     uv_timer_init(w->loop, &dc->timer);
-    uv_timer_init(w->loop, &dc->btimer);
     dc->timer.data = dc;
-    dc->btimer.data = dc;
     sc_list_append(&w->conns, &dc->node);
     w->nconns++;
     atomic_fetch_add_explicit(&w->px->conns, 1, memory_order_relaxed);

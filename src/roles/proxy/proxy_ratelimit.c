@@ -6,8 +6,10 @@
 //
 // Invariants: a keyed table never holds more than max_keys buckets (a new key evicts the least
 // recently used one; a key idle long enough to be full again loses nothing by eviction); every
-// bucket of a limiter is touched under that limiter's one mutex, held for a hash lookup and a few
-// arithmetic operations, so all workers share the same buckets.
+// bucket of a limiter is touched under that limiter's one lock (a spin lock), held for a hash
+// lookup and a few arithmetic operations, so all workers share the same buckets.
+#include <sched.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include <uv.h>
@@ -89,22 +91,58 @@ static uint32_t ceil_s(uint64_t ns)
     return s > UINT32_MAX ? UINT32_MAX : (uint32_t)s;
 }
 
-void proxy_tb_take(struct proxy_tb *b, const struct proxy_rl_params *p, uint64_t now_ns,
-                   struct proxy_rl_result *res)
+/* True when the time from the bucket's last use to <now_ns> is worth at least what it misses: it is
+ * full again. Two multiplications, none of gained()'s divisions. */
+static inline bool refills_to_full(const struct proxy_tb *b, const struct proxy_rl_params *p,
+                                   uint64_t cap, uint64_t now_ns)
 {
+    return b->tokens >= cap ||
+           (now_ns > b->last_ns && (unsigned __int128)(now_ns - b->last_ns) * p->per_unit * MICRO >=
+                                       (unsigned __int128)(cap - b->tokens) * p->unit_ns);
+}
+
+/* proxy_tb_take; the header figures (remaining, reset) only when <info> or refused. */
+static inline void tb_take(struct proxy_tb *b, const struct proxy_rl_params *p, uint64_t now_ns,
+                           bool info, struct proxy_rl_result *res)
+{
+    uint64_t cap = p->capacity * MICRO;
+    if (!info && refills_to_full(b, p, cap, now_ns)) {
+        /* The common case of a limit not hit: full again, one token taken (capacity >= 1). */
+        b->tokens = cap - MICRO;
+        if (now_ns > b->last_ns) {
+            b->last_ns = now_ns;
+        }
+        res->allowed = true;
+        res->limit = p->capacity > UINT32_MAX ? UINT32_MAX : (uint32_t)p->capacity;
+        res->remaining = 0;
+        res->reset_s = 0;
+        res->retry_after = 0;
+        return;
+    }
     refill(b, p, now_ns);
     res->allowed = b->tokens >= MICRO;
     if (res->allowed) {
         b->tokens -= MICRO;
     }
     res->limit = p->capacity > UINT32_MAX ? UINT32_MAX : (uint32_t)p->capacity;
+    res->retry_after = 0;
+    if (!info && res->allowed) {
+        res->remaining = 0;
+        res->reset_s = 0;
+        return;
+    }
     res->remaining = (uint32_t)(b->tokens / MICRO);
     res->reset_s = ceil_s(ns_until(b, p, p->capacity * MICRO, now_ns));
-    res->retry_after = 0;
     if (!res->allowed) {
         uint32_t s = ceil_s(ns_until(b, p, MICRO, now_ns));
         res->retry_after = s ? s : 1;
     }
+}
+
+void proxy_tb_take(struct proxy_tb *b, const struct proxy_rl_params *p, uint64_t now_ns,
+                   struct proxy_rl_result *res)
+{
+    tb_take(b, p, now_ns, true, res);
 }
 
 bool proxy_tb_full(const struct proxy_tb *b, const struct proxy_rl_params *p, uint64_t now_ns)
@@ -146,7 +184,7 @@ struct proxy_rl {
     char *name;
     struct proxy_rl_params p;
     struct sc_metric *m_limited;
-    uv_mutex_t mu;
+    atomic_bool locked; /* rl_lock: held for a lookup and a few arithmetic operations */
     struct proxy_tb global;
     struct rl_entry **slots;
     size_t nslots; /* a power of two */
@@ -154,14 +192,52 @@ struct proxy_rl {
     struct sc_list lru;
 };
 
+/* The limiter's lock: a spin lock, as the section it guards is shorter than a futex call (an
+ * uncontended mutex cost as much as the rest of the take). A waiter yields its CPU after a few
+ * rounds, so a holder that lost its CPU gets it back. */
+static inline void rl_lock(struct proxy_rl *rl)
+{
+    while (atomic_exchange_explicit(&rl->locked, true, memory_order_acquire)) {
+        for (unsigned i = 0; atomic_load_explicit(&rl->locked, memory_order_relaxed); i++) {
+            if (i >= 100) {
+                sched_yield();
+                i = 0;
+            }
+        }
+    }
+}
+
+static inline void rl_unlock(struct proxy_rl *rl)
+{
+    atomic_store_explicit(&rl->locked, false, memory_order_release);
+}
+
+static inline uint64_t mix(uint64_t h, uint64_t w)
+{
+    h = (h ^ w) * 0xff51afd7ed558ccdULL;
+    return h ^ (h >> 32);
+}
+
+/* The key's hash, eight bytes at a time (FNV-1a's byte loop cost more than the rest of a take). */
 static uint64_t hash_key(struct sc_str k)
 {
-    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
-    for (size_t i = 0; i < k.len; i++) {
-        h ^= (unsigned char)k.p[i];
-        h *= 0x100000001b3ULL;
+    uint64_t h = 0xcbf29ce484222325ULL ^ k.len;
+    size_t i = 0;
+    for (; i + 8 <= k.len; i += 8) {
+        uint64_t w;
+        memcpy(&w, k.p + i, 8);
+        h = mix(h, w);
     }
-    return h;
+    if (i < k.len) {
+        uint64_t w = 0;
+        for (size_t j = 0; i + j < k.len; j++) {
+            w |= (uint64_t)(unsigned char)k.p[i + j] << (8 * j);
+        }
+        h = mix(h, w);
+    }
+    h ^= h >> 29;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    return h ^ (h >> 32);
 }
 
 static void table_remove(struct proxy_rl *rl, struct rl_entry *e)
@@ -185,8 +261,10 @@ static struct rl_entry *table_get(struct proxy_rl *rl, struct sc_str key, uint64
     size_t kl = key.len < KEY_MAX ? key.len : KEY_MAX;
     for (struct rl_entry *e = rl->slots[h & (rl->nslots - 1)]; e; e = e->hnext) {
         if (e->hash == h && e->klen == kl && memcmp(e->key, key.p, kl) == 0) {
-            sc_list_remove(&e->lru);
-            sc_list_prepend(&rl->lru, &e->lru);
+            if (rl->lru.next != &e->lru) {
+                sc_list_remove(&e->lru);
+                sc_list_prepend(&rl->lru, &e->lru);
+            }
             return e;
         }
     }
@@ -212,16 +290,14 @@ static struct rl_entry *table_get(struct proxy_rl *rl, struct sc_str key, uint64
     return e;
 }
 
-void proxy_rl_take(struct proxy_rl *rl, struct sc_str key, uint64_t now_ns,
+void proxy_rl_take(struct proxy_rl *rl, struct sc_str key, uint64_t now_ns, bool info,
                    struct proxy_rl_result *res)
 {
-    uv_mutex_lock(&rl->mu);
-    if (rl->p.key == PROXY_RL_KEY_GLOBAL) {
-        proxy_tb_take(&rl->global, &rl->p, now_ns, res);
-    } else {
-        proxy_tb_take(&table_get(rl, key, now_ns)->tb, &rl->p, now_ns, res);
-    }
-    uv_mutex_unlock(&rl->mu);
+    rl_lock(rl);
+    struct proxy_tb *b =
+        rl->p.key == PROXY_RL_KEY_GLOBAL ? &rl->global : &table_get(rl, key, now_ns)->tb;
+    tb_take(b, &rl->p, now_ns, info, res);
+    rl_unlock(rl);
     if (!res->allowed) {
         sc_counter_inc(rl->m_limited);
     }
@@ -229,9 +305,9 @@ void proxy_rl_take(struct proxy_rl *rl, struct sc_str key, uint64_t now_ns,
 
 size_t proxy_rl_nkeys(struct proxy_rl *rl)
 {
-    uv_mutex_lock(&rl->mu);
+    rl_lock(rl);
     size_t n = rl->n;
-    uv_mutex_unlock(&rl->mu);
+    rl_unlock(rl);
     return n;
 }
 
@@ -277,7 +353,7 @@ struct proxy_rl *proxy_rl_acquire(const char *name, const struct proxy_rl_params
         rl->p.max_keys = 1;
     }
     rl->m_limited = m_limited;
-    uv_mutex_init(&rl->mu);
+    atomic_init(&rl->locked, false);
     proxy_tb_init(&rl->global, &rl->p, uv_hrtime());
     sc_list_init(&rl->lru);
     rl->nslots = 16;
@@ -314,7 +390,6 @@ void proxy_rl_release(struct proxy_rl *rl)
         sc_free(e);
     }
     sc_free(rl->slots);
-    uv_mutex_destroy(&rl->mu);
     sc_free(rl->name);
     sc_free(rl);
 }

@@ -63,9 +63,9 @@ const struct sc_opt proxy_rl_opts[] = {
     { .name = "headers",
       .type = SC_OPT_BOOL,
       .offset = offsetof(struct proxy_rl_cfg, headers),
-      .def = "true",
-      .help = "send x-ratelimit-limit, x-ratelimit-remaining and x-ratelimit-reset on every "
-              "response of the route (429s always carry them and Retry-After)" },
+      .def = "false",
+      .help = "send x-ratelimit-limit, x-ratelimit-remaining and x-ratelimit-reset on allowed "
+              "responses too (429s always carry them and Retry-After)" },
     { 0 },
 };
 
@@ -195,12 +195,74 @@ const struct sc_opt proxy_subset_opts[] = {
     { 0 },
 };
 
+#define NAME_MAX_LEN 128
+
+static bool name_char(unsigned char c, const char *extra)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr(extra, c));
+}
+
+#define EP_CHARS "-._:[]%"
+
+bool proxy_endpoint_chars_ok(struct sc_str s)
+{
+    for (size_t i = 0; i < s.len; i++) {
+        if (!name_char((unsigned char)s.p[i], EP_CHARS)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static int check_chars(const char *s, const char *what, const char *extra, char **err)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > NAME_MAX_LEN) {
+        *err = sc_asprintf("%s must be 1 to %d bytes long", what, NAME_MAX_LEN);
+        return SC_ECONFIG;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!name_char((unsigned char)s[i], extra)) {
+            *err = sc_asprintf("%s \"%s\": character %zu is not a letter, a digit or one of \"%s\"",
+                               what, s, i + 1, extra);
+            return SC_ECONFIG;
+        }
+    }
+    return 0;
+}
+
+int proxy_name_check(void *field, char **err)
+{
+    const char *s = *(char **)field;
+    return s ? check_chars(s, "name", "-._:/", err) : 0;
+}
+
+int proxy_endpoint_check(void *field, char **err)
+{
+    const char *s = *(char **)field;
+    return s ? check_chars(s, "endpoint", EP_CHARS, err) : 0;
+}
+
+int proxy_endpoints_check(void *field, char **err)
+{
+    const struct sc_strv *v = field;
+    for (size_t i = 0; i < v->n; i++) {
+        int rc = proxy_endpoint_check(&v->v[i], err);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
 const struct sc_opt proxy_labeled_ep_opts[] = {
     { .name = "address",
       .type = SC_OPT_STR,
       .offset = offsetof(struct proxy_labeled_ep_cfg, address),
       .help = "\"ip:port\" or \"name:port\", as in endpoints",
-      .flags = SC_OPT_REQUIRED },
+      .flags = SC_OPT_REQUIRED,
+      .check = proxy_endpoint_check },
     { .name = "labels",
       .type = SC_OPT_STRMAP,
       .offset = offsetof(struct proxy_labeled_ep_cfg, labels),
@@ -427,7 +489,7 @@ int proxy_rl_parse_flag(const char *s, struct proxy_rl_cfg *out)
             out->burst = (int64_t)n;
             out->key = PROXY_RL_KEY_CLIENT_IP;
             out->max_keys = 10000;
-            out->headers = true;
+            out->headers = false;
             return 0;
         }
     }
@@ -1058,9 +1120,9 @@ int proxy_route_policy_request(struct proxy_dconn *dc, const struct sc_http_msg 
     struct proxy_req *r = &dc->req;
     struct proxy_listener *l = r->lsn;
     const struct proxy_route_policy *pol = r->route->pol;
-    uint64_t now = uv_hrtime();
+    uint64_t now = r->start_ns; /* taken when the request started, just before */
     if (l->rl) {
-        proxy_rl_take(l->rl, rl_key(dc, l->rl, m), now, &r->pol.rl);
+        proxy_rl_take(l->rl, rl_key(dc, l->rl, m), now, l->rl_headers, &r->pol.rl);
         r->pol.has_rl = l->rl_headers || !r->pol.rl.allowed;
         if (!r->pol.rl.allowed) {
             r->pol.has_rl = true;
@@ -1075,7 +1137,7 @@ int proxy_route_policy_request(struct proxy_dconn *dc, const struct sc_http_msg 
     }
     if (pol->rl) {
         struct proxy_rl_result res;
-        proxy_rl_take(pol->rl, rl_key(dc, pol->rl, m), now, &res);
+        proxy_rl_take(pol->rl, rl_key(dc, pol->rl, m), now, pol->rl_headers, &res);
         if (!res.allowed || pol->rl_headers) {
             r->pol.rl = res; /* the route's limit is the more specific one */
             r->pol.has_rl = true;

@@ -171,8 +171,10 @@ void proxy_rl_release(struct proxy_rl *rl);
 
 /* Takes one token from the bucket of <key> (ignored for a global limiter) at <now_ns>; a key
  * seen for the first time gets a full bucket, evicting the least recently used key when the
- * table holds max_keys. Counts refusals. Thread-safe (one short mutex per limiter). */
-void proxy_rl_take(struct proxy_rl *rl, struct sc_str key, uint64_t now_ns,
+ * table holds max_keys. Counts refusals. Fills all of <res> when <info> or refused; an allowed
+ * take without <info> leaves remaining and reset_s 0 (the headers are not wanted: spares two
+ * divisions). Thread-safe (one short mutex per limiter). */
+void proxy_rl_take(struct proxy_rl *rl, struct sc_str key, uint64_t now_ns, bool info,
                    struct proxy_rl_result *res);
 
 /* The limiter's parameters (borrowed). */
