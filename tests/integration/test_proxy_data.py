@@ -99,6 +99,9 @@ def test_proxy_absolute_form_replaces_host(sidecar_run, echo):
     got = c.read_response().json()
     assert [v for k, v in got["headers"] if k.lower() == "host"] == ["kept.example"]
     c.close()
+    # the access log shows what went upstream: no userinfo (a password) and no authority
+    paths = [line["path"] for line in access_lines(sc, at_least=4)]
+    assert paths == ["/abs?q=1", "/", "/?q=1&r=%2F", "/o"]
 
 
 def test_proxy_names_outside_the_safe_set_are_refused_at_load(run_cli, tmp_path, echo):

@@ -1591,8 +1591,14 @@ static void start_request(struct proxy_dconn *dc, const struct sc_http_msg *m, s
 
     struct sc_str origin;
     struct sc_str path = proxy_target_path(m->target, &origin);
-    r->path_len = m->target.len < sizeof(r->path) ? m->target.len : sizeof(r->path);
-    memcpy(r->path, m->target.p, r->path_len);
+    /* The access log's path: what goes upstream (an absolute-form target's userinfo and
+     * authority stay out of the log), or CONNECT's authority. */
+    struct sc_str logged = r->is_connect ? m->target : origin;
+    size_t slash = logged.len && logged.p[0] == '?';
+    r->path[0] = '/';
+    r->path_len =
+        slash + (logged.len < sizeof(r->path) - slash ? logged.len : sizeof(r->path) - slash);
+    memcpy(r->path + slash, logged.p, r->path_len - slash);
 
     struct proxy_listener *l = r->lsn;
     struct proxy_route *found = NULL;
