@@ -1,69 +1,129 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# Instructions per request of `sidecar proxy`, from callgrind: steady even on a loaded machine,
-# unlike wall-clock figures, so it compares builds (before/after a change) where bench/proxy.sh
-# cannot. The upstream is the bench's nginx (bench/peers/nginx-upstream.conf); the proxy runs
-# under valgrind --tool=callgrind with one worker and serves CONNS x PER keep-alive requests from
-# fixed_requests.py; a run with no request gives the start-up and drain cost, which is
-# subtracted. User-space instructions only: syscalls (4 per request: two reads, a write and a
-# writev) are counted by bench/proxy.sh's strace step.
+# Instructions per request of `sidecar proxy`, counted by callgrind: repeatable on a loaded
+# machine where requests/s are not, so it compares builds (before/after a change) and modes where
+# bench/proxy.sh cannot. It says nothing of cache misses or syscalls (bench/proxy.sh's strace
+# step counts those: 4 per request).
 #
-# Usage: bench/callgrind.sh SIDECAR [OUT_DIR]   (SIDECAR: binary or build dir, release build)
-# Environment: CG_CONNS [50]  CG_PER [400]  SIDECAR_ARGS [--access-log off], e.g.
-# SIDECAR_ARGS="" for the access log on. Writes OUT_DIR/callgrind.{idle,load}.out (for
-# callgrind_annotate) and prints the figure.
+# For each mode the proxy runs under valgrind --tool=callgrind (one worker) in front of the
+# bench's nginx upstream (bench/peers/nginx-upstream.conf); after a warm-up the counters are
+# zeroed (callgrind_control -z), CG_CONNS x CG_PER keep-alive requests go through
+# (fixed_requests.py), and the counters are dumped (callgrind_control -d): the instructions of
+# the whole process in that window, divided by the requests. Modes:
+#   plain        --listen/--upstream, access log off (as in bench/proxy.sh)
+#   log          the same with the JSON access log on (to stdout)
+#   policy       issue 5's scenario, as bench/proxy.sh's sidecar_policy: a per-client-IP rate
+#                limit never hit, two endpoints, health checks every second, outlier detection
+#                and circuit breakers at their defaults; access log off
+#   policy_nohc  the same without health checks (what the data path itself pays)
+#
+# Usage: bench/callgrind.sh SIDECAR OUT_DIR [MODE...]   (SIDECAR: binary or build dir; release
+# build; default modes: all four). Writes OUT_DIR/callgrind.md (a table) and prints it.
+# Environment: CG_CONNS [50], CG_PER [100], CG_WARMUP [20] (requests per connection).
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
 
-[ $# -ge 1 ] || die "usage: bench/callgrind.sh SIDECAR_BINARY_OR_BUILD_DIR [OUT_DIR]"
+[ $# -ge 2 ] || die "usage: bench/callgrind.sh SIDECAR_BINARY_OR_BUILD_DIR OUT_DIR [MODE...]"
 SIDECAR=$1
 [ -d "$SIDECAR" ] && SIDECAR=$SIDECAR/sidecar
-OUT=${2:-$(mktemp -d /tmp/sidecar-callgrind.XXXXXX)}
+[ -x "$SIDECAR" ] || die "no sidecar binary at $SIDECAR"
+OUT=$2
+shift 2
+MODES=("$@")
+[ ${#MODES[@]} -gt 0 ] || MODES=(plain log policy policy_nohc)
 CONNS=${CG_CONNS:-50}
-PER=${CG_PER:-400}
-read -r -a EXTRA <<<"${SIDECAR_ARGS---access-log off}"
-command -v valgrind >/dev/null || die "valgrind is not installed (scripts/deps.sh BENCH_PKGS)"
-mkdir -p "$OUT"
-TMP=$(mktemp -d /tmp/sidecar-callgrind-up.XXXXXX)
+PER=${CG_PER:-100}
+WARMUP=${CG_WARMUP:-20}
+command -v valgrind >/dev/null || die "valgrind is not installed (scripts/deps.sh bench)"
+TMP=$(mktemp -d /tmp/sidecar-callgrind.XXXXXX)
 chmod 755 "$TMP"
+mkdir -p "$OUT"
 trap 'stop_all; rm -rf "$TMP"' EXIT
-trap 'exit 1' INT TERM
+trap 'exit 130' INT TERM
 
-mkdir -p "$TMP/tmp"
-UP_PORT=$(free_port)
-sed -e "s#@DIR@#$TMP#g" -e "s#@PORT@#$UP_PORT#g" "$BENCH_DIR/peers/nginx-upstream.conf" \
-    >"$TMP/nginx-upstream.conf"
-spawn "$TMP/upstream.log" 0 nginx -e "$TMP/error.log" -p "$TMP/" -c "$TMP/nginx-upstream.conf"
-wait_http "$UP_PORT" "$SPAWNED_PID" "$TMP/upstream.log" || die "the upstream nginx did not start"
-
-# run NAME REQUESTS_PER_CONNECTION: one proxy under callgrind; prints its total instructions.
-run() {
-    local port admin pid total
+# measure MODE: one proxy under callgrind; prints the instructions per request of the window.
+measure() {
+    local mode=$1 dir=$TMP/$1 port pid f ir
+    mkdir -p "$dir"
     port=$(free_port)
-    admin=$(free_port)
-    spawn "$OUT/callgrind.$1.log" "0-$(($(nproc) - 1))" valgrind --tool=callgrind \
-        --callgrind-out-file="$OUT/callgrind.$1.out" "$SIDECAR" proxy \
-        --listen "127.0.0.1:$port" --upstream "127.0.0.1:$UP_PORT" \
-        --admin "127.0.0.1:$admin" "${EXTRA[@]}"
+    local args=(proxy --admin "127.0.0.1:$(free_port)" --workers 1)
+    [ "$mode" = log ] || args+=(--access-log off)
+    case $mode in
+    plain | log) args+=(--listen "127.0.0.1:$port" --upstream "127.0.0.1:$UP_PORT") ;;
+    policy | policy_nohc)
+        cat >"$dir/policy.yaml" <<EOF
+listeners:
+  - name: listen
+    address: 127.0.0.1:$port
+    rate_limit: { requests_per_unit: 1000000000, unit: second, key: client_ip }
+    routes: [{ name: default, cluster: app }]
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:$UP_PORT, localhost:$UP_PORT]
+EOF
+        if [ "$mode" = policy ]; then
+            echo "    health_check: { path: /, interval: 1s, timeout: 1s }" >>"$dir/policy.yaml"
+        fi
+        args+=(-c "$dir/policy.yaml")
+        ;;
+    *) die "unknown mode $mode (plain, log, policy, policy_nohc)" ;;
+    esac
+    spawn "$dir/out.log" 0-"$(($(nproc) - 1))" valgrind --tool=callgrind \
+        --callgrind-out-file="$dir/cg.out.%p" "$SIDECAR" "${args[@]}"
     pid=$SPAWNED_PID
-    for _ in $(seq 300); do
-        curl -sf "http://127.0.0.1:$admin/ready" >/dev/null 2>&1 && break
-        sleep 0.1
-    done
-    if [ "$2" -gt 0 ]; then
-        python3 "$BENCH_DIR/fixed_requests.py" "$port" "$CONNS" "$2" >/dev/null
-    fi
+    wait_http "$port" "$pid" "$dir/out.log" || die "$mode: the proxy did not start"
+    python3 "$BENCH_DIR/fixed_requests.py" "$port" "$CONNS" "$WARMUP" >/dev/null ||
+        die "$mode: the warm-up failed"
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    touch "$dir/zeroed"
+    sleep 1 # the dump's time stamp must follow the mark's
+    python3 "$BENCH_DIR/fixed_requests.py" "$port" "$CONNS" "$PER" >/dev/null ||
+        die "$mode: the measured requests failed"
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    f=$(find "$dir" -name 'cg.out.*' -newer "$dir/zeroed" | sort | tail -n 1)
+    [ -n "$f" ] || die "$mode: no callgrind dump"
+    ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$f")
     stop_proc "$pid"
-    total=$(sed -n 's/^totals: //p' "$OUT/callgrind.$1.out")
-    [ -n "$total" ] || die "no callgrind totals in $OUT/callgrind.$1.out"
-    echo "$total"
+    cp "$f" "$OUT/callgrind.$mode.out"
+    echo $((ir / (CONNS * PER)))
 }
 
-idle=$(run idle 0)
-load=$(run load "$PER")
-n=$((CONNS * PER))
-log "start-up and drain: $idle instructions; with $n requests: $load"
-echo "instructions per request: $(((load - idle) / n)) (${n} requests, args: ${EXTRA[*]:-none})"
+up=$TMP/upstream
+mkdir -p "$up/tmp"
+UP_PORT=$(free_port)
+sed -e "s#@DIR@#$up#g" -e "s#@PORT@#$UP_PORT#g" "$BENCH_DIR/peers/nginx-upstream.conf" \
+    >"$up/nginx-upstream.conf"
+spawn "$up/out.log" 0 nginx -e "$up/error.log" -p "$up/" -c "$up/nginx-upstream.conf"
+wait_http "$UP_PORT" "$SPAWNED_PID" "$up/out.log" || die "the upstream nginx did not start"
+
+declare -A per
+for m in "${MODES[@]}"; do
+    log "callgrind: $m, $((CONNS * PER)) requests"
+    per[$m]=$(measure "$m")
+done
+
+declare -A what=(
+    [plain]="plain data path (\`--listen --upstream\`), access log off"
+    [log]="plain data path, JSON access log on"
+    [policy]="policy on: rate limit per client IP not hit, 2 endpoints, health checks 1 s, outlier detection, breakers"
+    [policy_nohc]="policy on without health checks"
+)
+{
+    echo "\`sidecar proxy\` ($("$SIDECAR" --version 2>&1 | head -n 1)), one worker, nginx upstream;"
+    echo "$((CONNS * PER)) requests over $CONNS keep-alive connections after a warm-up; user-space"
+    echo "instructions of the whole process in that window (callgrind Ir), health checks included."
+    echo "Counts, not times: steady whatever else runs on the machine, so they compare builds."
+    echo
+    echo "| mode | instructions per request | vs plain |"
+    echo "| --- | ---: | ---: |"
+    for m in "${MODES[@]}"; do
+        rel=""
+        if [ -n "${per[plain]:-}" ] && [ "$m" != plain ]; then
+            rel=$(awk -v a="${per[$m]}" -v b="${per[plain]}" 'BEGIN { printf "%+.1f%%", (a / b - 1) * 100 }')
+        fi
+        echo "| ${what[$m]} | ${per[$m]} | $rel |"
+    done
+} | tee "$OUT/callgrind.md"
