@@ -314,10 +314,10 @@ struct proxy_worker {
     size_t nfree_dc, nfree_uc;
     struct sc_list odst; /* idle original_dst connections by destination (proxy_http.c) */
     size_t nodst, nodst_idle;
-    void *bufs; /* pooled read buffers (proxy_http.c) */
-    size_t nbufs;
-    void *hbufs; /* pooled head buffers (proxy_http.c) */
-    size_t nhbufs;
+    struct proxy_blk_pool {
+        void *head; /* free blocks of one size, linked through their first bytes */
+        size_t n;
+    } bufs, hbufs; /* read buffers and head buffers (proxy_http.c) */
     size_t nconns;
     size_t nuconns;
     bool draining;

@@ -103,19 +103,49 @@ struct pooled_buf {
     struct pooled_buf *next;
 };
 
+/* A free block of <size> bytes from <p>, or a new one. */
+static char *pool_take(struct proxy_blk_pool *p, size_t size)
+{
+    struct pooled_buf *pb = p->head;
+    if (!pb) {
+        return sc_malloc(size);
+    }
+    p->head = pb->next;
+    p->n--;
+    return (char *)pb;
+}
+
+/* Keeps block <blk> in <p> when <fits> (it has the pool's size) and the pool has room, else frees
+ * it. */
+static void pool_give(struct proxy_worker *w, struct proxy_blk_pool *p, char *blk, bool fits)
+{
+    if (fits && p->n < POOL_MAX && !w->closed_all) {
+        struct pooled_buf *pb = (struct pooled_buf *)(void *)blk;
+        pb->next = p->head;
+        p->head = pb;
+        p->n++;
+    } else {
+        sc_free(blk);
+    }
+}
+
+/* Frees every block of <p>. */
+static void pool_drain(struct proxy_blk_pool *p)
+{
+    while (p->head) {
+        struct pooled_buf *pb = p->head;
+        p->head = pb->next;
+        sc_free(pb);
+    }
+    p->n = 0;
+}
+
 static void rbuf_get(struct proxy_worker *w, struct rbuf *b)
 {
     if (b->p) {
         return;
     }
-    if (w->bufs) {
-        struct pooled_buf *pb = w->bufs;
-        w->bufs = pb->next;
-        w->nbufs--;
-        b->p = (char *)pb;
-    } else {
-        b->p = sc_malloc(BUF_INITIAL);
-    }
+    b->p = pool_take(&w->bufs, BUF_INITIAL);
     b->cap = BUF_INITIAL;
     b->start = b->end = 0;
 }
@@ -126,14 +156,7 @@ static void rbuf_put(struct proxy_worker *w, struct rbuf *b)
     if (!b->p || b->start != b->end) {
         return;
     }
-    if (b->cap == BUF_INITIAL && w->nbufs < POOL_MAX && !w->closed_all) {
-        struct pooled_buf *pb = (struct pooled_buf *)(void *)b->p;
-        pb->next = w->bufs;
-        w->bufs = pb;
-        w->nbufs++;
-    } else {
-        sc_free(b->p);
-    }
+    pool_give(w, &w->bufs, b->p, b->cap == BUF_INITIAL);
     b->p = NULL;
     b->cap = b->start = b->end = 0;
 }
@@ -149,14 +172,7 @@ static void hbuf_get(struct proxy_worker *w, struct sc_buf *b)
     if (b->p) {
         return;
     }
-    if (w->hbufs) {
-        struct pooled_buf *pb = w->hbufs;
-        w->hbufs = pb->next;
-        w->nhbufs--;
-        b->p = (char *)pb;
-    } else {
-        b->p = sc_malloc(HBUF);
-    }
+    b->p = pool_take(&w->hbufs, HBUF);
     b->cap = HBUF;
     b->len = 0;
 }
@@ -166,14 +182,7 @@ static void hbuf_put(struct proxy_worker *w, struct sc_buf *b)
     if (!b->p) {
         return;
     }
-    if (b->cap == HBUF && w->nhbufs < POOL_MAX && !w->closed_all) {
-        struct pooled_buf *pb = (struct pooled_buf *)(void *)b->p;
-        pb->next = w->hbufs;
-        w->hbufs = pb;
-        w->nhbufs++;
-    } else {
-        sc_free(b->p);
-    }
+    pool_give(w, &w->hbufs, b->p, b->cap == HBUF);
     b->p = NULL;
     b->cap = b->len = 0;
 }
@@ -2370,18 +2379,8 @@ void proxy_worker_cleanup(struct proxy_worker *w)
         sc_free(uc);
     }
     w->nfree_dc = w->nfree_uc = 0;
-    while (w->bufs) {
-        struct pooled_buf *pb = w->bufs;
-        w->bufs = pb->next;
-        sc_free(pb);
-    }
-    w->nbufs = 0;
-    while (w->hbufs) {
-        struct pooled_buf *pb = w->hbufs;
-        w->hbufs = pb->next;
-        sc_free(pb);
-    }
-    w->nhbufs = 0;
+    pool_drain(&w->bufs);
+    pool_drain(&w->hbufs);
     sc_free(w->listeners);
     w->listeners = NULL;
     sc_buf_cleanup(&w->logbuf);
