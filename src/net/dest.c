@@ -70,9 +70,9 @@
     { .name = "reload_command",                                                                    \
       .type = SC_OPT_STRLIST,                                                                      \
       .offset = offsetof(struct sc_reload_cfg, command),                                           \
-      .help =                                                                                      \
-      "reload action: run this command (argv list; as flags, one --reload-command per "            \
-      "argument); exit 0 is success",                                                              \
+      .help = (FLAGS) ? "reload action: run this command (argv list; as flags, one "               \
+                        "--reload-command per argument); exit 0 is success"                        \
+                      : "reload action: run this command (argv list); exit 0 is success",          \
       .flags = (FLAGS) },                                                                          \
     { .name = "reload_debounce",                                                                   \
       .type = SC_OPT_DURATION,                                                                     \
@@ -412,13 +412,18 @@ struct sc_reloader *sc_reloader_new(uv_loop_t *loop, struct sc_egress *egress,
 
 static void on_debounced(uv_timer_t *t);
 
+/* The log fields that say which reload action this is (a role may have one per file). */
+#define ACTION_FIELDS(c)                                                                           \
+    SC_LS("url", (c)->url), SC_LS("pid_file", (c)->pid_file), SC_LS("process", (c)->process),      \
+        SC_LS("command", (c)->command.n ? (c)->command.v[0] : NULL)
+
 static void reload_done(struct sc_reloader *r, bool ok, const char *why)
 {
     if (!ok && r->attempt < r->cfg->retries && !r->closing) {
         uint64_t backoff = 500u << (r->attempt < 6 ? r->attempt : 6);
         r->attempt++;
-        sc_warn("reload failed; retrying", SC_LS("reason", why), SC_LI("attempt", r->attempt),
-                SC_LU("backoff_ms", backoff));
+        sc_warn("reload failed; retrying", ACTION_FIELDS(r->cfg), SC_LS("reason", why),
+                SC_LI("attempt", r->attempt), SC_LU("backoff_ms", backoff));
         r->running = false;
         r->pending = true;
         uv_timer_start(&r->timer, on_debounced, backoff, 0);
@@ -428,10 +433,10 @@ static void reload_done(struct sc_reloader *r, bool ok, const char *why)
     r->attempt = 0;
     if (ok) {
         sc_counter_inc(r->ok);
-        sc_info("reload done");
+        sc_info("reload done", ACTION_FIELDS(r->cfg));
     } else {
         sc_counter_inc(r->failed);
-        sc_error("reload failed", SC_LS("reason", why));
+        sc_error("reload failed", ACTION_FIELDS(r->cfg), SC_LS("reason", why));
     }
     if (r->again && !r->closing) {
         r->again = false;
@@ -563,8 +568,7 @@ static void on_debounced(uv_timer_t *t)
     r->pending = false;
     r->running = true;
     const struct sc_reload_cfg *cfg = r->cfg;
-    sc_info("reloading the app", SC_LS("url", cfg->url), SC_LS("pid_file", cfg->pid_file),
-            SC_LS("process", cfg->process));
+    sc_info("reloading the app", ACTION_FIELDS(cfg));
     const char *why = NULL;
     if ((cfg->pid_file || cfg->process) && signal_processes(cfg, &why) < 0) {
         reload_done(r, false, why);
