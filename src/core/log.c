@@ -90,11 +90,40 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     return len;
 }
 
+/* Bytes a JSON string holds as they are: printable ASCII but the quote and the backslash. */
+// clang-format off
+static const unsigned char plain[256] = {
+    [0x20] = 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x22 '"' */
+    [0x30] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    [0x40] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    [0x50] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, /* 0x5c '\\' */
+    [0x60] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    [0x70] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, /* 0x7f DEL */
+};
+// clang-format on
+
 bool sc_json_escape(char *out, size_t cap, size_t *len, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     size_t o = *len;
     for (size_t i = 0; i < n;) {
+        /* A run of bytes that need no escaping goes in one copy (most text is one run). */
+        size_t run = i;
+        while (run < n && plain[(unsigned char)s[run]]) {
+            run++;
+        }
+        if (run > i) {
+            size_t k = run - i;
+            if (k > cap - o) {
+                memcpy(out + o, s + i, cap - o);
+                *len = cap;
+                return false;
+            }
+            memcpy(out + o, s + i, k);
+            o += k;
+            i = run;
+            continue;
+        }
         unsigned char c = (unsigned char)s[i];
         char esc[8];
         size_t elen = 0;
@@ -133,9 +162,6 @@ bool sc_json_escape(char *out, size_t cap, size_t *len, const char *s, size_t n)
                 i += in;
                 continue;
             }
-        } else {
-            esc[0] = (char)c;
-            elen = 1;
         }
         if (o + elen > cap) {
             *len = o;

@@ -216,6 +216,37 @@ static void test_log_truncates_whole_fields(void **state)
     sc_free(out);
 }
 
+/* sc_json_escape: runs of plain bytes copied whole, escapes, UTF-8 kept, invalid bytes replaced,
+ * and a stop at the capacity that keeps everything that fits (appending at *len). */
+static void test_json_escape(void **state)
+{
+    (void)state;
+    char out[64];
+    size_t len = 2;
+    memcpy(out, "[[", 2);
+    const char in[] = "GET /a?b=1 \"q\" \\ \n\t\x01\x7f \xc3\xa9 \xff end";
+    assert_true(sc_json_escape(out, sizeof(out), &len, in, sizeof(in) - 1));
+    const char want[] =
+        "[[GET /a?b=1 \\\"q\\\" \\\\ \\n\\t\\u0001\\u007f \xc3\xa9 \xef\xbf\xbd end";
+    assert_int_equal(len, sizeof(want) - 1);
+    assert_memory_equal(out, want, len);
+    /* Stops inside a plain run, inside an escape (never half of one), with what fits kept. */
+    len = 0;
+    assert_false(sc_json_escape(out, 5, &len, "abcdefgh", 8));
+    assert_int_equal(len, 5);
+    assert_memory_equal(out, "abcde", 5);
+    len = 0;
+    assert_false(sc_json_escape(out, 4, &len, "ab\"c", 4));
+    assert_int_equal(len, 4);
+    assert_memory_equal(out, "ab\\\"", 4);
+    len = 0;
+    assert_false(sc_json_escape(out, 3, &len, "ab\"c", 4));
+    assert_int_equal(len, 2);
+    len = 0;
+    assert_true(sc_json_escape(out, sizeof(out), &len, "", 0));
+    assert_int_equal(len, 0);
+}
+
 static void test_log_parse(void **state)
 {
     (void)state;
@@ -284,11 +315,12 @@ static void test_buf_sensitive_and_free_zeroed(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_str),        cmocka_unit_test(test_buf_cap),
-        cmocka_unit_test(test_buf_growth), cmocka_unit_test(test_list),
-        cmocka_unit_test(test_errors),     cmocka_unit_test(test_log_json),
-        cmocka_unit_test(test_log_text),   cmocka_unit_test(test_log_truncates_whole_fields),
-        cmocka_unit_test(test_log_parse),  cmocka_unit_test(test_buf_sensitive_and_free_zeroed),
+        cmocka_unit_test(test_str),         cmocka_unit_test(test_buf_cap),
+        cmocka_unit_test(test_buf_growth),  cmocka_unit_test(test_list),
+        cmocka_unit_test(test_errors),      cmocka_unit_test(test_log_json),
+        cmocka_unit_test(test_log_text),    cmocka_unit_test(test_log_truncates_whole_fields),
+        cmocka_unit_test(test_log_parse),   cmocka_unit_test(test_buf_sensitive_and_free_zeroed),
+        cmocka_unit_test(test_json_escape),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

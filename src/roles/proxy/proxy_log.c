@@ -223,29 +223,6 @@ static char *put_s(char *w, const char *s, size_t n)
 
 #define PUT_LIT(w, s) put_s((w), (s), sizeof(s) - 1)
 
-/* JSON-escapes <s> into <out> (see sc_json_escape), copying it as it is in the common case of
- * printable ASCII without quotes or backslashes (methods, paths, generated request ids). */
-static void escape(char *out, size_t cap, size_t *len, const char *s, size_t n)
-{
-    size_t i = 0;
-    if (n < cap) {
-        while (i < n) {
-            unsigned char c = (unsigned char)s[i];
-            if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
-                break;
-            }
-            i++;
-        }
-    }
-    if (i == n && n < cap) {
-        memcpy(out, s, n);
-        *len = n;
-        return;
-    }
-    *len = 0;
-    sc_json_escape(out, cap, len, s, n);
-}
-
 void proxy_access_log(struct proxy_dconn *dc, double dur)
 {
     struct proxy_worker *w = dc->w;
@@ -259,11 +236,11 @@ void proxy_access_log(struct proxy_dconn *dc, double dur)
     }
     char flags[64], path[600], ua[16];
     size_t plen = 0, mlen = 0;
-    escape(path, sizeof(path), &plen, r->path, r->path_len);
-    escape(ua, sizeof(ua), &mlen, r->method, strlen(r->method));
+    sc_json_escape(path, sizeof(path), &plen, r->path, r->path_len);
+    sc_json_escape(ua, sizeof(ua), &mlen, r->method, strlen(r->method));
     char rid[140];
     size_t rlen = 0;
-    escape(rid, sizeof(rid), &rlen, r->request_id, r->request_id_len);
+    sc_json_escape(rid, sizeof(rid), &rlen, r->request_id, r->request_id_len);
     const char *lsn = r->lsn->name, *route = r->route->name;
     const char *cluster =
         r->cluster ? r->cluster->name : (r->route->cluster ? r->route->cluster->name : "");
