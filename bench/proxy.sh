@@ -28,7 +28,8 @@
 #   BENCH_SECONDS [6]  length of each (a), (b), (c) run     BENCH_ROUNDS [3]
 #   BENCH_QUICK=1      smoke test in about a minute (2 s runs, 1 round, 1,000 idle connections)
 #   BENCH_STRACE_SECONDS [3]   BENCH_IDLE_CONNS [10000]   BENCH_TARGETS [direct nginx haproxy
-#   caddy sidecar sidecar_policy]   SIDECAR_ARGS (extra flags for `sidecar proxy`)   BENCH_KEEP=1 keeps the
+#   haproxy_busy caddy sidecar sidecar_policy sidecar_busy]   SIDECAR_ARGS (extra flags for
+#   `sidecar proxy`)   BENCH_KEEP=1 keeps the
 #   temp dir (configs, logs) for inspection.
 # shellcheck disable=SC2317 # functions called by name: start_$TARGET, section_$s, traps
 set -euo pipefail
@@ -52,7 +53,8 @@ ROUNDS=${BENCH_ROUNDS:-$q_rounds}
 STRACE_SECS=${BENCH_STRACE_SECONDS:-$q_strace}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-$q_idle}
 WARMUP_SECS=$q_warmup
-read -r -a TARGETS <<<"${BENCH_TARGETS:-direct nginx haproxy caddy sidecar sidecar_policy}"
+ALL_TARGETS="direct nginx haproxy haproxy_busy caddy sidecar sidecar_policy sidecar_busy"
+read -r -a TARGETS <<<"${BENCH_TARGETS:-$ALL_TARGETS}"
 MAXCONN_DEFAULT=1024 # the connection limit given to nginx and HAProxy (see bench/peers/)
 MAXCONN=$MAXCONN_DEFAULT
 LOAD_CONNS=50       # (a), (b), (e)
@@ -125,6 +127,13 @@ start_haproxy() {
     spawn "$1/out.log" "$CPU_PROXY" haproxy -db -f "$1/haproxy.cfg"
 }
 
+# HAProxy polling without sleeping (its `busy-polling`), against the sidecar's busy_poll.
+start_haproxy_busy() {
+    render haproxy.cfg "$1" "$2"
+    sed -i 's/^global$/global\n    busy-polling/' "$1/haproxy.cfg"
+    spawn "$1/out.log" "$CPU_PROXY" haproxy -db -f "$1/haproxy.cfg"
+}
+
 start_caddy() {
     render Caddyfile "$1" "$2"
     spawn "$1/out.log" "$CPU_PROXY" env GOMAXPROCS=1 HOME="$1" XDG_DATA_HOME="$1" \
@@ -133,7 +142,7 @@ start_caddy() {
 
 # The sidecar takes the flags its --help lists among --workers, --admin (a free port, so that
 # the default 15000 of anything else running here is left alone) and a switch for the access log;
-# SIDECAR_ARGS adds any others.
+# SIDECAR_ARGS adds any others, and arguments after DIR PORT more still.
 start_sidecar() {
     local help args
     help=$(timeout 5 "$SIDECAR" proxy --help 2>&1) || true
@@ -146,9 +155,14 @@ start_sidecar() {
         args+=(--access-log off)
     fi
     # shellcheck disable=SC2206 # SIDECAR_ARGS is a list of words
-    args+=(${SIDECAR_ARGS:-})
-    echo "sidecar_cmd=sidecar ${args[*]}" >>"$META"
+    args+=(${SIDECAR_ARGS:-} "${@:3}")
+    grep -q "^${TARGET}_cmd=" "$META" || echo "${TARGET}_cmd=sidecar ${args[*]}" >>"$META"
     spawn "$1/out.log" "$CPU_PROXY" "$SIDECAR" "${args[@]}"
+}
+
+# The plain sidecar with busy polling (for a proxy with a CPU of its own).
+start_sidecar_busy() {
+    start_sidecar "$1" "$2" --busy-poll 20ms
 }
 
 # The sidecar with the traffic policy of issue 5 switched on, against "sidecar" (the plain data

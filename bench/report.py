@@ -31,9 +31,11 @@ HOW = """How (bench/README.md has the details):
 - (e) `strace -c -f` attached during {ss} s of (a)'s load: total syscalls / requests (strace
   slows the proxy, so only this ratio means anything)."""
 
-TARGETS = ["direct", "nginx", "haproxy", "caddy", "sidecar", "sidecar_policy"]
+TARGETS = ["direct", "nginx", "haproxy", "haproxy_busy", "caddy", "sidecar", "sidecar_policy",
+           "sidecar_busy"]
 LABELS = {"direct": "direct (no proxy)", "nginx": "nginx", "haproxy": "HAProxy",
-          "caddy": "Caddy", "sidecar": "sidecar", "sidecar_policy": "sidecar + policy"}
+          "haproxy_busy": "HAProxy busy-polling", "caddy": "Caddy", "sidecar": "sidecar",
+          "sidecar_policy": "sidecar + policy", "sidecar_busy": "sidecar busy_poll"}
 MIB = 1024.0
 # Qualifies a throughput FAIL when the proxy was far from busy: the load side set the pace.
 LOAD_BOUND = " (the proxy was only %.0f%% busy: wrk, the upstream and wake-ups set the pace)"
@@ -179,6 +181,29 @@ def targets_table(figures):
     return out
 
 
+def busy_table(figures):
+    """Busy polling on the proxy's own CPU: the sidecar's busy_poll against HAProxy with and
+    without its busy-polling, on the latency rows it is for."""
+    m = lambda t, k: median(figures, t, k)
+    out = ["| figure (medians) | sidecar busy_poll | / HAProxy | / HAProxy busy-polling "
+           "| / sidecar | target (issue 4, against HAProxy's default) | verdict |",
+           "| --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    for metric, label, factor, target in (
+            ("added_p50_us", "added p50 latency, proxy on CPU 1 (us)", 0.5, "<= 0.5 x HAProxy's"),
+            ("added_p99_us", "added p99 latency, proxy on CPU 1 (us)", 1, "<= HAProxy's"),
+            ("rps", "throughput, proxy alone on CPU 1 (req/s)", None, "-"),
+            ("busy_pct", "proxy CPU busy during (a) (%)", None, "-")):
+        value = m("sidecar_busy", metric)
+        limit = m("haproxy", metric)
+        ok = None if factor is None or value is None or limit is None else value <= factor * limit
+        out.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+            label, "-" if value is None else "{:,.0f}".format(value),
+            fmt_ratio(ratio(value, limit)), fmt_ratio(ratio(value, m("haproxy_busy", metric))),
+            fmt_ratio(ratio(value, m("sidecar", metric))), target,
+            "-" if factor is None else verdict(ok)))
+    return out
+
+
 def main():
     tsv, notes_path, meta_path = sys.argv[1:4]
     figures = load(tsv)
@@ -206,6 +231,9 @@ def main():
         p("The sidecar ran as `%s`." % meta["sidecar_cmd"])
     if "sidecar_policy_cmd" in meta:
         p("With the traffic policy (issue 5) it ran as `%s`." % meta["sidecar_policy_cmd"])
+    if "sidecar_busy_cmd" in meta:
+        p("With busy polling it ran as `%s`; HAProxy busy-polling is `peers/haproxy.cfg` with "
+          "`busy-polling` in its global section." % meta["sidecar_busy_cmd"])
     p()
     p("| figure | " + " | ".join(LABELS[t] for t in shown) + " |")
     p("| --- |" + " ---: |" * len(shown))
@@ -235,6 +263,13 @@ def main():
         p()
         p("Verdicts on the medians: PASS meets the target; FAIL misses it; NOT-MET misses an "
           "aim (a stretch goal, not a target).")
+        if "sidecar_busy" in figures:
+            p()
+            p("Busy polling, for a proxy with a CPU of its own (`busy_poll`, off by default; "
+              "HAProxy's `busy-polling` likewise). Only the placement with the proxy alone on "
+              "CPU 1 is meant for it:")
+            p()
+            p("\n".join(busy_table(figures)))
     else:
         why = "it did not start or did not proxy; see the notes" if "version_sidecar" in meta \
             else "did not build"

@@ -3,6 +3,7 @@
 the proxy, absolute-form targets, half-close through tunnels, pooled original_dst connections, and
 an access log that never blocks the worker."""
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -416,3 +417,47 @@ def test_proxy_access_log_never_blocks_the_worker(tmp_path, echo):
             proc.kill()
             proc.wait()
         err.close()
+
+
+def cpu_ticks(pid):
+    """utime + stime of a process, in clock ticks (proc(5))."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def test_proxy_busy_poll_spins_after_traffic_and_stops_when_idle(sidecar_run, echo):
+    """busy_poll keeps a worker polling, not sleeping, for that long after each read, and no
+    longer: an idle proxy costs nothing. It is reloadable, shown in /config, and a drain while the
+    worker spins still exits 0."""
+    port = free_port()
+    cfg = lambda bp: proxy_config(  # noqa: E731
+        [{"name": "in", "address": f"127.0.0.1:{port}", "routes": [{"cluster": "app"}]}],
+        [{"name": "app", "endpoints": [echo.addr]}], busy_poll=bp)
+    sc = sidecar_run("proxy", config=cfg("400ms"))
+    assert config_json(sc)["busy_poll"] == "400ms"
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    pid = sc.proc.pid
+
+    def cpu_over(seconds):
+        before = cpu_ticks(pid)
+        time.sleep(seconds)
+        return (cpu_ticks(pid) - before) * tick
+
+    time.sleep(0.6)  # the admin reads of start-up are not proxy reads, but let them settle
+    assert cpu_over(0.5) < 0.1, "an idle worker does not spin"
+    assert get(port, "/").status == 200
+    spun = cpu_over(0.6)
+    assert spun >= 0.1, f"the worker polled busily after the request ({spun:.2f} s of CPU)"
+    assert cpu_over(0.5) < 0.1, "and stopped once busy_poll had passed with no read"
+
+    sc.config_path.write_text(cfg("0s"))
+    assert http_get(sc.admin + "/reload", method="POST")[0] == 200
+    assert config_json(sc)["busy_poll"] == "0"
+    assert get(port, "/").status == 200
+    assert cpu_over(0.5) < 0.1, "busy_poll 0s: the worker sleeps between events"
+
+    sc.config_path.write_text(cfg("1s"))
+    assert http_get(sc.admin + "/reload", method="POST")[0] == 200
+    assert get(port, "/").status == 200
+    assert sc.stop() == 0, sc.logs()

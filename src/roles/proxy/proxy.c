@@ -194,6 +194,7 @@ static int proxy_start(struct sc_app *app, const void *cfgp, void **state, char 
             } else {
                 if (w->logcheck.loop) {
                     uv_close((uv_handle_t *)&w->logcheck, NULL);
+                    uv_close((uv_handle_t *)&w->spin, NULL);
                 }
                 if (w->logtimer.loop) {
                     uv_close((uv_handle_t *)&w->logtimer, NULL);

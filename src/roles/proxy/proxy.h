@@ -109,6 +109,7 @@ struct proxy_cfg {
     uint64_t max_request_head;
     uint64_t max_request_body;
     int64_t max_connections;
+    uint64_t busy_poll_ms;
     char *rate_limit;        /* --rate-limit N/s|m|h: per client IP on the inbound listeners */
     struct sc_vec listeners; /* struct proxy_listener_cfg */
     struct sc_vec clusters;  /* struct proxy_cluster_cfg */
@@ -247,6 +248,7 @@ struct proxy_rt {
     uint32_t max_request_head;
     uint64_t max_request_body; /* 0: unlimited */
     int max_connections;
+    uint64_t busy_poll_ns; /* 0: off */
 };
 
 struct proxy_metrics {
@@ -326,7 +328,10 @@ struct proxy_worker {
     uint64_t rng[2];
     struct sc_buf logbuf; /* access-log lines, written once per loop iteration */
     uv_check_t logcheck;
-    uv_timer_t logtimer;             /* retries a write the reader was not ready for */
+    uv_idle_t spin;      /* active while busy polling: the loop polls without blocking */
+    uint64_t spin_until; /* uv_hrtime() at which busy polling stops */
+    bool spin_read;      /* a read since the spin handle last ran */
+    uv_timer_t logtimer; /* retries a write the reader was not ready for */
     struct sc_http_header hdrs[100]; /* parse scratch: heads are rewritten as soon as parsed */
     pcre2_match_data *md;
     char date[32]; /* cached access-log timestamp */

@@ -389,6 +389,14 @@ const struct sc_opt proxy_opts[] = {
       .flags = SC_OPT_FLAG,
       .min = 1,
       .max = 10000000 },
+    { .name = "busy_poll",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct proxy_cfg, busy_poll_ms),
+      .def = "0",
+      .help = "after each read, a worker keeps polling without sleeping this long (0: off); for a "
+              "proxy with a CPU of its own: it trades that CPU's idle time for latency",
+      .flags = SC_OPT_FLAG,
+      .max = 1000 },
     { .name = "rate_limit",
       .type = SC_OPT_STR,
       .offset = offsetof(struct proxy_cfg, rate_limit),
@@ -914,6 +922,7 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
     rt->max_request_head = cfg->max_request_head ? (uint32_t)cfg->max_request_head : 65536;
     rt->max_connections = cfg->max_connections > 0 ? (int)cfg->max_connections : 16384;
     rt->max_request_body = cfg->max_request_body;
+    rt->busy_poll_ns = cfg->busy_poll_ms * 1000000;
 
     bool quick = cfg->listen || cfg->listeners.n == 0;
     /* With no listener configured at all, the sidecar defaults: inbound to the app and an

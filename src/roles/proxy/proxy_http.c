@@ -18,6 +18,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <sched.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -472,9 +473,37 @@ static void on_ualloc(void *owner, uv_buf_t *buf)
 /* A try failed before its response head was forwarded. Retries when the policy allows. */
 static void attempt_failed(struct proxy_dconn *dc, int cond, unsigned flag, const char *why);
 
+/* Busy polling: while the spin idle handle is active, libuv polls with a zero timeout, so the
+ * worker sees the next event without going to sleep and being woken by an interrupt, which on
+ * a CPU of its own is most of the latency a proxy adds. Each read pushes the end back; a loop
+ * turn that read nothing yields the CPU, so a task sharing it is not starved. */
+static void on_spin(uv_idle_t *h)
+{
+    struct proxy_worker *w = h->data;
+    if (w->spin_read) {
+        w->spin_read = false;
+    } else if (uv_hrtime() >= w->spin_until) {
+        uv_idle_stop(h);
+    } else {
+        sched_yield();
+    }
+}
+
+static inline void spin_on(struct proxy_worker *w)
+{
+    if (w->rt->busy_poll_ns) {
+        w->spin_read = true;
+        w->spin_until = uv_hrtime() + w->rt->busy_poll_ns;
+        if (!uv_is_active((uv_handle_t *)&w->spin)) {
+            uv_idle_start(&w->spin, on_spin);
+        }
+    }
+}
+
 static void on_uread(void *owner, ssize_t nread)
 {
     struct proxy_uconn *uc = owner;
+    spin_on(uc->w);
     if (nread == 0 || uc->state == U_CLOSING) {
         return;
     }
@@ -1819,6 +1848,7 @@ static void on_dalloc(void *owner, uv_buf_t *buf)
 static void on_dread(void *owner, ssize_t nread)
 {
     struct proxy_dconn *dc = owner;
+    spin_on(dc->w);
     if (nread == 0 || dc->state == D_CLOSING) {
         return;
     }
@@ -2244,6 +2274,9 @@ int proxy_worker_listen(struct proxy_worker *w, char **err)
     struct proxy_rt *rt = w->rt;
     uv_check_init(w->loop, &w->logcheck);
     w->logcheck.data = w;
+    uv_idle_init(w->loop, &w->spin);
+    w->spin.data = w;
+    uv_unref((uv_handle_t *)&w->spin); /* never what keeps a draining worker alive */
     uv_timer_init(w->loop, &w->logtimer);
     w->logtimer.data = w;
     w->listeners = sc_calloc(rt->nlisteners, sizeof(*w->listeners));
@@ -2311,6 +2344,7 @@ static void check_done(struct proxy_worker *w)
     if ((w->draining || w->closed_all) && !atomic_load(&w->done) && w->nconns == 0 &&
         w->nuconns == 0 && w->listeners_open == 0 && w->nmirrors == 0) {
         atomic_store(&w->done, true);
+        uv_close((uv_handle_t *)&w->spin, NULL);
         proxy_log_finish(w);
         proxy_worker_done(w);
     }
