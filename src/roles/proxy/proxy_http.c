@@ -475,13 +475,15 @@ static void attempt_failed(struct proxy_dconn *dc, int cond, unsigned flag, cons
 
 /* Busy polling: while the spin idle handle is active, libuv polls with a zero timeout, so the
  * worker sees the next event without going to sleep and being woken by an interrupt, which on
- * a CPU of its own is most of the latency a proxy adds. Each read pushes the end back; a loop
- * turn that read nothing yields the CPU, so a task sharing it is not starved. */
+ * a CPU of its own is most of the latency a proxy adds. A loop turn after reads pushes the end
+ * back (one clock read per turn, not per read); a turn that read nothing yields the CPU, so a
+ * task sharing it is not starved. */
 static void on_spin(uv_idle_t *h)
 {
     struct proxy_worker *w = h->data;
     if (w->spin_read) {
         w->spin_read = false;
+        w->spin_until = uv_hrtime() + w->rt->busy_poll_ns;
     } else if (uv_hrtime() >= w->spin_until) {
         uv_idle_stop(h);
     } else {
@@ -493,7 +495,6 @@ static inline void spin_on(struct proxy_worker *w)
 {
     if (w->rt->busy_poll_ns) {
         w->spin_read = true;
-        w->spin_until = uv_hrtime() + w->rt->busy_poll_ns;
         if (!uv_is_active((uv_handle_t *)&w->spin)) {
             uv_idle_start(&w->spin, on_spin);
         }
