@@ -211,6 +211,40 @@ static int tcp_shutdown(struct sc_xport *x)
     return shutdown(fd, SHUT_WR) < 0 ? -errno : 0;
 }
 
+static int tcp_connect(struct sc_xport *x, const struct sockaddr *addr)
+{
+    return sc_tcp_xport_connect(tcp_of(x), addr);
+}
+
+static int tcp_query(struct sc_xport *x, enum sc_xq q, void *out)
+{
+    struct sc_tcp_xport *t = tcp_of(x);
+    switch (q) {
+    case SC_XQ_FD:
+        return uv_fileno((uv_handle_t *)&t->tcp, (uv_os_fd_t *)out);
+    case SC_XQ_TLS:
+    case SC_XQ_TLS_RESUMED:
+        *(bool *)out = false;
+        return 0;
+    default:
+        return UV_ENOTSUP;
+    }
+}
+
+/* An idle HTTP connection has nothing to read: a readable socket holds the peer's FIN, a reset or
+ * bytes nobody asked for, and any of them makes it unusable. */
+static bool tcp_alive(struct sc_xport *x)
+{
+    struct sc_tcp_xport *t = tcp_of(x);
+    uv_os_fd_t fd;
+    char c;
+    if (t->closing || uv_fileno((uv_handle_t *)&t->tcp, &fd) < 0) {
+        return false;
+    }
+    ssize_t r = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
 static const struct sc_xport_ops tcp_ops = {
     .name = "tcp",
     .read_start = tcp_read_start,
@@ -218,7 +252,54 @@ static const struct sc_xport_ops tcp_ops = {
     .write = tcp_write,
     .close = tcp_close,
     .shutdown = tcp_shutdown,
+    .connect = tcp_connect,
+    .query = tcp_query,
+    .alive = tcp_alive,
 };
+
+/* ---- chain-wide entry points (transport.h) ---- */
+
+int sc_xport_connect(struct sc_xport *x, const struct sockaddr *addr)
+{
+    for (; x; x = x->next) {
+        if (x->ops->connect) {
+            return x->ops->connect(x, addr);
+        }
+    }
+    return UV_ENOTSUP;
+}
+
+int sc_xport_query(struct sc_xport *x, enum sc_xq q, void *out)
+{
+    for (; x; x = x->next) {
+        if (x->ops->query) {
+            int rc = x->ops->query(x, q, out);
+            if (rc != UV_ENOTSUP) {
+                return rc;
+            }
+        }
+    }
+    return UV_ENOTSUP;
+}
+
+struct sc_str sc_xport_query_str(struct sc_xport *x, enum sc_xq q)
+{
+    struct sc_str s = SC_STR_NULL;
+    if (sc_xport_query(x, q, &s) < 0) {
+        return SC_STR_NULL;
+    }
+    return s;
+}
+
+bool sc_xport_alive(struct sc_xport *x)
+{
+    for (; x; x = x->next) {
+        if (x->ops->alive && !x->ops->alive(x)) {
+            return false;
+        }
+    }
+    return true;
+}
 
 void sc_tcp_xport_init(struct sc_tcp_xport *t, uv_loop_t *loop, const struct sc_xport_cbs *cbs,
                        void *owner)

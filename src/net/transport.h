@@ -1,15 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
-// Byte-stream transports as a chain of layers: TCP at the bottom, and later TLS, PROXY protocol or
-// a peer-identity check stacked on it, each a const ops table plus an instance with a `next`. The
-// owner (an HTTP/1 connection) reads, writes and closes through the top layer only and learns of
-// progress through its callbacks, so adding a layer changes no owner code.
+// Byte-stream transports as a chain of layers: TCP at the bottom, TLS (and later PROXY protocol or
+// a peer-identity check) stacked on it, each a const ops table plus an instance with a `next`. The
+// owner (an HTTP/1 or HTTP/2 connection, a health check, a mirror) holds a pointer to the top of
+// its chain, reads, writes, connects, queries and closes through it only, and learns of progress
+// through its callbacks, so adding a layer changes no owner code. A layer is the owner of the
+// layer below it: it registers its own callbacks there and reports upwards through its cbs.
 //
 // Contract shared by every layer: read bytes go into buffers the owner provides (alloc), so a
 // layer copies nothing it does not have to; write() takes effect in order, either completely at
 // once (returns 0) or with the remainder queued (returns 1, and write_done fires exactly once,
 // after which the owner may write again: at most one write is pending per transport); close() is
 // idempotent, cancels a pending write (write_done fires with UV_ECANCELED first) and fires closed
-// exactly once, after which the owner may free the memory holding the transport.
+// exactly once, after which the owner may free the memory holding the transport. connected fires
+// once per connect, after every layer's handshake: an owner never writes into a half-made chain.
+// A layer that does not implement an optional op (connect, query, alive) passes it to `next`.
 #ifndef SC_NET_TRANSPORT_H
 #define SC_NET_TRANSPORT_H
 
@@ -18,7 +22,27 @@
 
 #include <uv.h>
 
+#include "core/str.h"
+
 struct sc_xport;
+
+/* What query() can ask of a chain. Each layer answers what it knows and passes the rest down; the
+ * type <out> points to is given per key. Views borrow from the layer and stay valid until it
+ * closes. */
+enum sc_xq {
+    SC_XQ_FD,          /* uv_os_fd_t: the socket */
+    SC_XQ_TLS,         /* bool: the chain holds an established TLS session */
+    SC_XQ_ALPN,        /* struct sc_str: the protocol ALPN chose (empty: none) */
+    SC_XQ_SNI,         /* struct sc_str: the server name the client sent (server side) */
+    SC_XQ_TLS_VERSION, /* struct sc_str: "TLSv1.3", "TLSv1.2" */
+    SC_XQ_TLS_CIPHER,  /* struct sc_str: the IANA-style OpenSSL cipher name */
+    SC_XQ_TLS_RESUMED, /* bool: the session was resumed */
+    SC_XQ_PEER_CERT,   /* void *: the peer's verified leaf certificate (an X509 *, borrowed), or
+                          NULL when it sent none */
+    SC_XQ_PEER_ID,     /* struct sc_str: the peer certificate's SPIFFE ID ("spiffe://td/ns/n/sa/s"
+                          when it carries exactly one URI SAN; empty otherwise) */
+    SC_XQ_ERROR,       /* const char *: why the last handshake or read failed (static text) */
+};
 
 /* Events a transport reports to the layer or owner above it. <owner> is the pointer given at
  * init. */
@@ -42,6 +66,13 @@ struct sc_xport_ops {
     int (*write)(struct sc_xport *x, uv_buf_t *iov, unsigned n);
     void (*close)(struct sc_xport *x);
     int (*shutdown)(struct sc_xport *x);
+    /* Optional (NULL passes to next): starts an outgoing connection to <addr>. */
+    int (*connect)(struct sc_xport *x, const struct sockaddr *addr);
+    /* Optional: answers <q> into <out> (0), or UV_ENOTSUP when this layer does not know. */
+    int (*query)(struct sc_xport *x, enum sc_xq q, void *out);
+    /* Optional: whether an idle, pooled connection can still carry a request (the peer has not
+     * closed it, sent a TLS close_notify or unexpected bytes). */
+    bool (*alive)(struct sc_xport *x);
 };
 
 struct sc_xport {
@@ -85,6 +116,23 @@ static inline int sc_xport_shutdown(struct sc_xport *x)
     return x->ops->shutdown(x);
 }
 
+/* Connects the chain under <x> to <addr>; cbs->connected fires once, when every layer's handshake
+ * is done (or failed; UV_ECANCELED when closed first). Returns 0, or a negative libuv error and
+ * then no callback. */
+int sc_xport_connect(struct sc_xport *x, const struct sockaddr *addr);
+
+/* Asks the chain under <x> for <q> (see enum sc_xq for the type of <out>). Returns 0 or
+ * UV_ENOTSUP when no layer knows. */
+int sc_xport_query(struct sc_xport *x, enum sc_xq q, void *out);
+
+/* Returns a string the chain knows for <q> (ALPN, SNI, version, cipher, peer ID), or an empty
+ * view. Borrows from the chain. */
+struct sc_str sc_xport_query_str(struct sc_xport *x, enum sc_xq q);
+
+/* Whether the idle connection under <x> can be reused (see ops.alive); true when no layer can
+ * tell. */
+bool sc_xport_alive(struct sc_xport *x);
+
 /* The bottom layer: a TCP socket on a libuv loop. */
 struct sc_tcp_xport {
     struct sc_xport base;
@@ -103,7 +151,7 @@ void sc_tcp_xport_init(struct sc_tcp_xport *t, uv_loop_t *loop, const struct sc_
                        void *owner);
 
 /* Connects to <addr>; cbs->connected fires once (with UV_ECANCELED if closed first). Returns 0,
- * or a negative libuv error and then no callback. */
+ * or a negative libuv error and then no callback. The same as sc_xport_connect on the TCP layer. */
 int sc_tcp_xport_connect(struct sc_tcp_xport *t, const struct sockaddr *addr);
 
 #endif
