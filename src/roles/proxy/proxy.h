@@ -292,7 +292,7 @@ int proxy_cfg_workers(const struct proxy_cfg *cfg);
 /* Finds <name> in the snapshot. */
 struct proxy_cluster *proxy_rt_cluster(struct proxy_rt *rt, const char *name);
 
-/* ---- workers and connections (proxy_http.c) ---- */
+/* ---- workers and connections (proxy_worker.c, proxy_h1.c, proxy_upstream.c) ---- */
 
 struct proxy;
 
@@ -314,12 +314,12 @@ struct proxy_worker {
     struct sc_list free_dc; /* recycled downstream connections */
     struct sc_list free_uc; /* recycled upstream connections */
     size_t nfree_dc, nfree_uc;
-    struct sc_list odst; /* idle original_dst connections by destination (proxy_http.c) */
+    struct sc_list odst; /* idle original_dst connections by destination (proxy_worker.c) */
     size_t nodst, nodst_idle;
     struct proxy_blk_pool {
         void *head; /* free blocks of one size, linked through their first bytes */
         size_t n;
-    } bufs, hbufs; /* read buffers and head buffers (proxy_http.c) */
+    } bufs, hbufs; /* read buffers and head buffers (proxy_worker.c) */
     size_t nconns;
     size_t nuconns;
     bool draining;

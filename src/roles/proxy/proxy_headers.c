@@ -495,7 +495,7 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
             break;
         case 6:
             if (r->expect && IS(h->name, "expect")) {
-                continue; /* answered by the proxy (proxy_http.c upstream_ready) */
+                continue; /* answered by the proxy (proxy_h1.c proxy_upstream_ready) */
             }
             break;
         case 11:
