@@ -69,6 +69,7 @@ struct rbuf {
 struct proxy_uconn {
     struct sc_tcp_xport tx; /* the transport chain's bottom */
     struct sc_xport *x;     /* its top: every read, write and close goes through it */
+    struct sc_xport *tls;   /* the TLS layer (== x) when the cluster originates TLS */
     uv_timer_t timer;
     struct sc_list node; /* the endpoint's idle pool, or the free list */
     struct proxy_worker *w;
@@ -160,6 +161,8 @@ struct proxy_odst {
 struct proxy_dconn {
     struct sc_tcp_xport tx; /* the transport chain's bottom */
     struct sc_xport *x;     /* its top: every read, write and close goes through it */
+    struct sc_xport *tls;   /* the TLS layer (== x) once TLS is terminated; NULL: plaintext */
+    char *xfcc;             /* the client certificate's XFCC element, made on first use */
     uv_timer_t timer;
     uv_timer_t *btimer; /* retry backoff and fault delay: allocated on first use (most connections
                            never wait so), closed with the connection */
@@ -183,6 +186,8 @@ struct proxy_dconn {
     bool shut_dn; /* in a tunnel: the upstream's FIN was passed to the client */
     bool in_parse;
     bool reparse;
+    bool sniff;       /* PERMISSIVE: the first bytes decide between TLS and plaintext */
+    bool handshaking; /* the TLS handshake is under way (bounded by the head timeout) */
     bool close_after;
     uint64_t head_start_ms;
     uint64_t last_activity;

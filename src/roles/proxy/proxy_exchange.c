@@ -429,8 +429,11 @@ void proxy_arm_timer(struct proxy_dconn *dc)
     struct proxy_req *r = &dc->req;
     switch (dc->state) {
     case D_HEAD:
-        deadline = dc->in.end == dc->in.start ? dc->last_activity + rt->idle_timeout_ms
-                                              : dc->head_start_ms + rt->request_headers_timeout_ms;
+        /* A TLS handshake has the head's deadline: a client that never finishes it is not an
+         * idle keep-alive connection. */
+        deadline = dc->in.end == dc->in.start && !dc->handshaking && !dc->sniff
+                       ? dc->last_activity + rt->idle_timeout_ms
+                       : dc->head_start_ms + rt->request_headers_timeout_ms;
         break;
     case D_REQ:
         if (!r->resp_head_sent && r->body_done && r->route && r->route->timeout_ms) {
@@ -464,6 +467,14 @@ static void on_dtimer(uv_timer_t *t)
     uint64_t now = uv_now(w->loop);
     switch (dc->state) {
     case D_HEAD:
+        if (dc->handshaking || (dc->sniff && dc->in.end == dc->in.start)) {
+            if (now < dc->head_start_ms + rt->request_headers_timeout_ms) {
+                proxy_arm_timer(dc);
+                return;
+            }
+            proxy_dconn_close(dc); /* no HTTP to answer on yet */
+            return;
+        }
         if (dc->in.end == dc->in.start) {
             if (now < dc->last_activity + rt->idle_timeout_ms) {
                 proxy_arm_timer(dc);

@@ -33,6 +33,7 @@ static void on_dalloc(void *owner, uv_buf_t *buf);
 static void on_dread(void *owner, ssize_t nread);
 static void on_dwrite(void *owner, int status);
 static void on_dconn_closed(void *owner);
+static void on_dhandshake(void *owner, int status);
 static bool tunnel_fins(struct proxy_dconn *dc);
 static void try_parse_head(struct proxy_dconn *dc);
 
@@ -41,7 +42,7 @@ static const struct sc_xport_cbs dcbs = {
     .alloc = on_dalloc,
     .read = on_dread,
     .write_done = on_dwrite,
-    .connected = NULL,
+    .connected = on_dhandshake, /* a TLS layer's handshake */
     .closed = on_dconn_closed,
 };
 
@@ -705,6 +706,9 @@ static void on_dread(void *owner, ssize_t nread)
             dc->head_start_ms = uv_now(dc->w->loop);
             proxy_arm_timer(dc);
         }
+        if (dc->sniff && proxy_tls_sniff(dc)) {
+            break; /* more bytes needed, or TLS took them */
+        }
         proxy_parse_loop(dc);
         break;
     case D_REQ:
@@ -832,6 +836,8 @@ void proxy_dconn_closed_one(struct proxy_dconn *dc)
     }
     struct proxy_worker *w = dc->w;
     sc_gauge_add(dc->m_active, -1);
+    sc_free(dc->xfcc);
+    dc->xfcc = NULL;
     atomic_fetch_sub_explicit(&w->px->conns, 1, memory_order_relaxed);
     w->nconns--;
     dc->in.start = dc->in.end = 0;
@@ -964,8 +970,19 @@ void proxy_h1_on_accept(uv_stream_t *server, int status)
     sc_tcp_tune(&dc->tx.tcp);
     sc_tcp_peer_ip(&dc->tx.tcp, dc->peer, sizeof(dc->peer));
     dc->last_activity = uv_now(w->loop);
+    if (w->rt->listeners[dc->lidx].tls.src) {
+        proxy_tls_accepted(dc);
+    }
     proxy_arm_timer(dc);
     proxy_dread_update(dc);
+}
+
+static void on_dhandshake(void *owner, int status)
+{
+    struct proxy_dconn *dc = owner;
+    if (dc->state != D_CLOSING) {
+        proxy_tls_handshake_done(dc, status);
+    }
 }
 
 /* ---- workers ---- */

@@ -311,8 +311,22 @@ static void on_connect(void *owner, int status)
         proxy_breaker_connected(uc->ep->cluster);
     }
     if (status < 0) {
+        const char *tls = proxy_tls_upstream_error(uc);
+        char why[96];
+        if (tls) {
+            snprintf(why, sizeof(why), "upstream TLS handshake failed: %s", tls);
+        }
         if (dc) {
-            proxy_attempt_failed(dc, COND_CONNECT, F_UF, uv_strerror(status));
+            proxy_attempt_failed(dc, COND_CONNECT, F_UF, tls ? why : uv_strerror(status));
+        } else {
+            proxy_uconn_close(uc);
+        }
+        return;
+    }
+    const char *bad = proxy_tls_upstream_check(uc);
+    if (bad) {
+        if (dc) {
+            proxy_attempt_failed(dc, COND_CONNECT, F_UF, bad);
         } else {
             proxy_uconn_close(uc);
         }
@@ -454,6 +468,7 @@ static void connect_new(struct proxy_dconn *dc, struct proxy_endpoint *ep,
     uv_timer_init(w->loop, &uc->timer);
     uc->timer.data = uc;
     uc->state = U_CONNECTING;
+    proxy_tls_upstream(uc); /* the cluster's TLS layer, when it originates TLS */
     int rc = sc_xport_connect(uc->x, (const struct sockaddr *)ss);
     if (rc < 0) {
         proxy_attempt_failed(dc, COND_CONNECT, F_UF, uv_strerror(rc));
