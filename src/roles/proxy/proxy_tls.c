@@ -256,8 +256,8 @@ static struct proxy_tls_src *src_get(const char *name, const void *o, bool serve
         }
     }
     char *e = NULL;
-    struct sc_tls_store *st = server ? sc_tls_store_new_server(o, name, &e)
-                                     : sc_tls_store_new_client(o, name, &e);
+    struct sc_tls_store *st =
+        server ? sc_tls_store_new_server(o, name, &e) : sc_tls_store_new_client(o, name, &e);
     if (!st) {
         *err = sc_asprintf("%s: tls: %s", name, e ? e : "cannot build the TLS context");
         sc_free(e);
@@ -435,10 +435,10 @@ int proxy_tls_cluster_init(struct proxy_cluster_tls *out, const char *cname,
         mode = PROXY_UTLS_SIMPLE;
     }
     if (mode == PROXY_UTLS_AUTO) {
-        mode = o.cert                                                  ? PROXY_UTLS_MUTUAL
-               : o.ca || o.sni || o.subject_alt_names.n || o.alpn.n ||
-                       o.insecure_skip_verify                          ? PROXY_UTLS_SIMPLE
-                                                                       : PROXY_UTLS_DISABLE;
+        mode = o.cert ? PROXY_UTLS_MUTUAL
+               : o.ca || o.sni || o.subject_alt_names.n || o.alpn.n || o.insecure_skip_verify
+                   ? PROXY_UTLS_SIMPLE
+                   : PROXY_UTLS_DISABLE;
     }
     if (mode == PROXY_UTLS_DISABLE) {
         return 0;
@@ -506,6 +506,8 @@ void proxy_tls_accepted(struct proxy_dconn *dc)
     }
     if (t->mode == PROXY_MTLS_PERMISSIVE) {
         dc->sniff = true;
+        dc->head_start_ms = uv_now(dc->w->loop); /* the first bytes are due within the head
+                                                    timeout */
         return;
     }
     start_tls(dc, SC_STR_NULL);
@@ -640,7 +642,7 @@ void proxy_tls_upstream(struct proxy_uconn *uc)
         .below = &uc->tx.base,
         .cbs = uc->tx.base.cbs,
         .owner = uc,
-        .sni = t->sni_from_host && ep->dns ? ep->host : NULL,
+        .sni = t->sni_from_host ? ep->host : NULL, /* an IP is verified, not sent */
         .session_key = key,
     };
     uc->x = sc_tls_xport_new(ctx, &a);
