@@ -35,6 +35,9 @@ APP = HERE / "iptables_app.py"
 PY = sys.executable
 APP_UID = 1000
 PROXY_UID = 1337
+# Absolute paths: a test may run a command with a PATH that hides the tools on purpose.
+IP = shutil.which("ip") or "/usr/sbin/ip"
+SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
 
 POD4, POD6 = "10.213.1.2", "fd00:213:1::2"
 CLIENT4, CLIENT6 = "10.213.1.1", "fd00:213:1::1"
@@ -82,9 +85,9 @@ class Netns:
         return sh(*self.argv(role, cmd, uid), check=check, timeout=timeout, env=env, input=input)
 
     def argv(self, role, cmd, uid=None):
-        pre = ["ip", "netns", "exec", self.names[role]]
+        pre = [IP, "netns", "exec", self.names[role]]
         if uid is not None:
-            pre += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+            pre += [SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
         return pre + [str(c) for c in cmd]
 
     def start(self, role, *cmd, uid=None, stdout=None, stderr=None):
