@@ -274,10 +274,10 @@ static int cleanup(int backend, bool v6, bool dry)
                (backend == IPTABLES_BACKEND_AUTO && have_iptables(false));
     bool nft = backend == IPTABLES_BACKEND_NFT ||
                (backend == IPTABLES_BACKEND_AUTO && iptables_have_tool("nft"));
-    /* IPv6 rules are removed whenever ip6tables is there: they may predate --ipv6 false. */
-    bool ipt6 =
-        ipt && (v6 || (backend == IPTABLES_BACKEND_AUTO ? have_iptables(true)
-                                                        : iptables_have_tool("ip6tables-save")));
+    /* IPv6 rules are removed whenever the kernel has IPv6 and ip6tables is there: they may
+     * predate an --ipv6 false. */
+    bool ipt6 = ipt && (v6 || access("/proc/net/if_inet6", F_OK) == 0) &&
+                iptables_have_tool("ip6tables-save") && iptables_have_tool("ip6tables-restore");
     if (!ipt && !nft) {
         fprintf(stderr, "sidecar iptables: neither iptables nor nft is installed\n");
         return 1;

@@ -2,12 +2,15 @@
 // Running iptables-restore, iptables-save and nft: posix_spawnp with an argument array (never a
 // shell), the rules fed on stdin and both outputs collected through pipes into capped buffers.
 // One poll loop writes and reads at once, so a tool that writes a lot before reading all of its
-// input cannot deadlock us, and a deadline kills a tool that hangs (a held xtables lock).
+// input cannot deadlock us, and a deadline kills a tool that hangs (a held xtables lock). SIGPIPE
+// is blocked while we write (a tool that exits without reading its input must not kill us) and
+// the child starts with an empty signal mask and default dispositions.
 #include "roles/iptables/iptables.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
@@ -61,18 +64,28 @@ int iptables_exec(const char *const argv[], const char *input, size_t inlen, str
     int rc;
     pid_t pid = -1;
     posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
     bool fa_init = false;
+    sigset_t pipe_only, old_mask, none;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    sigemptyset(&none);
+    pthread_sigmask(SIG_BLOCK, &pipe_only, &old_mask);
 
     if (pipe2(in, O_CLOEXEC) < 0 || pipe2(o, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0) {
         rc = -errno;
         goto out;
     }
     posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&attr);
     fa_init = true;
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &pipe_only);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     posix_spawn_file_actions_adddup2(&fa, in[0], 0);
     posix_spawn_file_actions_adddup2(&fa, o[1], 1);
     posix_spawn_file_actions_adddup2(&fa, e[1], 2);
-    rc = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+    rc = posix_spawnp(&pid, argv[0], &fa, &attr, (char *const *)argv, environ);
     if (rc != 0) {
         rc = -rc;
         pid = -1;
@@ -170,7 +183,15 @@ out:
     }
     if (fa_init) {
         posix_spawn_file_actions_destroy(&fa);
+        posix_spawnattr_destroy(&attr);
     }
+    /* Consume a SIGPIPE our writes raised before unblocking it, unless it was already blocked. */
+    if (!sigismember(&old_mask, SIGPIPE)) {
+        struct timespec zero = { 0, 0 };
+        while (sigtimedwait(&pipe_only, NULL, &zero) == SIGPIPE) {
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     close_fd(&in[0]);
     close_fd(&in[1]);
     close_fd(&o[0]);
