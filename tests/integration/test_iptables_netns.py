@@ -133,3 +133,27 @@ def test_running_again_changes_nothing(pod):
     # Still intercepting afterwards.
     p = path()
     through_proxy(pod, "outbound", p, pod.get("pod", url(SERVER4, 8081, p), uid=APP_UID))
+
+
+def test_include_lists_replace_the_rules(pod):
+    # New options replace the rules in place (verified), and the include lists narrow capture.
+    r = pod.iptables("--backend", pod.backend, "--ipv6", "true", "--include-inbound-ports", "8082",
+                     "--include-outbound-cidrs", "10.213.3.0/24,fd00:213:3::/64")
+    assert "verified" in r.stderr
+    try:
+        for host, listener in ((SERVER_ALT4, "outbound"), (SERVER_ALT6, "outbound6")):
+            p = path()
+            through_proxy(pod, listener, p, pod.get("pod", url(host, 8081, p), uid=APP_UID))
+        for host in (SERVER4, SERVER6):
+            p = path()
+            bypassed(pod, p, pod.get("pod", url(host, 8081, p), uid=APP_UID))
+        p = path()
+        a = pod.get("client", url(POD4, 8082, p))
+        through_proxy(pod, "inbound", p, a)
+        assert a["peer"] == "127.0.0.1"
+        p = path()
+        a = pod.get("client", url(POD4, 8080, p))
+        bypassed(pod, p, a)
+        assert a["peer"] == CLIENT4
+    finally:
+        pod.iptables("--backend", pod.backend, "--ipv6", "true", *EXCLUSIONS)
