@@ -73,8 +73,9 @@ struct iptables_plan {
     size_t n_out_cidr_excl;
 };
 
-/* Option check for lists of TCP ports: each entry 1..65535; with <allow_words>, also "*" (all) and
- * "none". Returns 0, or SC_ECONFIG with a new message in <*err>. */
+/* Option checks (sc_opt_check_cb) for a struct sc_strv of TCP ports, each 1..65535; the include
+ * variant also takes "*" (every port) or "none" alone. Return 0, or SC_ECONFIG with a new message
+ * in <*err>. */
 int iptables_check_ports(void *field, char **err);
 int iptables_check_include_ports(void *field, char **err);
 
