@@ -5,7 +5,9 @@
 // options stay the same: the watch goes on, ticket keys survive, and a certificate rotated on disk
 // reaches every listener that names it. A snapshot counts its uses of a store; the main loop frees
 // the stores no snapshot counts after each reload.
+#include <netinet/in.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -385,7 +387,18 @@ int proxy_tls_listener_init(struct proxy_listener_tls *out, const char *lname,
         o.client_cert = SC_TLS_CLIENT_CERT_REQUIRE;
         own = true;
         if (mode == PROXY_MTLS_UNSET) {
-            mode = PROXY_MTLS_PERMISSIVE;
+            /* The workload's PeerAuthentication decides (PERMISSIVE when none does). */
+            struct proxy_workload wl;
+            int rc = proxy_workload_init(&wl, &cfg->workload, err);
+            if (rc < 0) {
+                return rc;
+            }
+            proxy_pa_resolve(cfg->peer_authentication.v, cfg->peer_authentication.n, &wl,
+                             cfg->mesh_root_namespace ? cfg->mesh_root_namespace : "istio-system",
+                             &out->pa);
+            proxy_workload_cleanup(&wl);
+            mode = out->pa.mode;
+            out->by_port = out->pa.nports > 0;
         }
     }
     if (!own) {
@@ -394,7 +407,7 @@ int proxy_tls_listener_init(struct proxy_listener_tls *out, const char *lname,
         return 0;
     }
     out->mode = mode == PROXY_MTLS_UNSET ? PROXY_MTLS_STRICT : mode;
-    if (out->mode == PROXY_MTLS_DISABLE) {
+    if (out->mode == PROXY_MTLS_DISABLE && !out->by_port) {
         out->xfcc = xfcc == PROXY_XFCC_AUTO ? PROXY_XFCC_SANITIZE : xfcc;
         return 0;
     }
@@ -498,13 +511,42 @@ static void start_tls(struct proxy_dconn *dc, struct sc_str pre)
     dc->head_start_ms = uv_now(dc->w->loop);
 }
 
+/* The port the client dialled: the original destination of an intercepted connection, else the
+ * listener's own. 0 when unknown. */
+static int dialled_port(struct proxy_dconn *dc)
+{
+    uv_os_fd_t fd;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (sc_xport_query(dc->x, SC_XQ_FD, &fd) < 0) {
+        return 0;
+    }
+    if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &len) < 0) {
+        len = sizeof(ss);
+        if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &ss, &len) < 0) {
+            len = sizeof(ss);
+            if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+                return 0;
+            }
+        }
+    }
+    if (ss.ss_family == AF_INET) {
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    }
+    if (ss.ss_family == AF_INET6) {
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    return 0;
+}
+
 void proxy_tls_accepted(struct proxy_dconn *dc)
 {
     const struct proxy_listener_tls *t = ltls(dc);
-    if (!t->src || t->mode == PROXY_MTLS_DISABLE) {
+    int mode = t->by_port ? proxy_pa_mode_for(&t->pa, dialled_port(dc)) : t->mode;
+    if (!t->src || mode == PROXY_MTLS_DISABLE) {
         return;
     }
-    if (t->mode == PROXY_MTLS_PERMISSIVE) {
+    if (mode == PROXY_MTLS_PERMISSIVE) {
         dc->sniff = true;
         dc->head_start_ms = uv_now(dc->w->loop); /* the first bytes are due within the head
                                                     timeout */

@@ -18,6 +18,7 @@
 
 #include "core/config.h"
 #include "net/tls.h"
+#include "roles/proxy/proxy_peerauth.h"
 
 struct proxy;
 struct proxy_cfg;
@@ -111,6 +112,8 @@ struct proxy_listener_tls {
     int mode;                  /* STRICT, PERMISSIVE or DISABLE (never UNSET) */
     int xfcc;                  /* never AUTO */
     bool verifies;             /* client certificates are verified (mutual TLS) */
+    bool by_port;              /* PeerAuthentication sets modes per port: decided at accept */
+    struct proxy_pa_effective pa;
     struct sc_metric *m_hs[SC_TLS_FAIL_PROTOCOL + 1]; /* handshakes by result (NONE: ok) */
 };
 
