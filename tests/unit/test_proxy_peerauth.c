@@ -77,7 +77,8 @@ static void test_precedence(void **state)
     (void)state;
     const char *mesh = "  - {name: m, namespace: istio-system, mode: STRICT}\n";
     const char *ns = "  - {name: n, namespace: shop, mode: DISABLE}\n";
-    const char *wl = "  - {name: w, namespace: shop, match_labels: {app: cart}, mode: PERMISSIVE}\n";
+    const char *wl =
+        "  - {name: w, namespace: shop, match_labels: {app: cart}, mode: PERMISSIVE}\n";
     char y[1024];
     snprintf(y, sizeof(y), "workload: {namespace: shop, labels: {app: cart}}\npas:\n%s", mesh);
     assert_int_equal(resolve(y).mode, PROXY_PA_STRICT);
@@ -85,8 +86,8 @@ static void test_precedence(void **state)
              ns);
     assert_int_equal(resolve(y).mode, PROXY_PA_DISABLE);
     /* Order in the list does not matter: scope does. */
-    snprintf(y, sizeof(y), "workload: {namespace: shop, labels: {app: cart}}\npas:\n%s%s%s", wl,
-             ns, mesh);
+    snprintf(y, sizeof(y), "workload: {namespace: shop, labels: {app: cart}}\npas:\n%s%s%s", wl, ns,
+             mesh);
     assert_int_equal(resolve(y).mode, PROXY_PA_PERMISSIVE);
 }
 
@@ -140,8 +141,7 @@ static void test_checks(void **state)
     for (size_t i = 0; i < 2; i++) {
         memset(&d, 0, sizeof(d));
         sc_config_defaults(doc_opts, &d);
-        assert_int_equal(sc_config_load_string(doc_opts, &d, "t", bad[i], strlen(bad[i]), &err),
-                         0);
+        assert_int_equal(sc_config_load_string(doc_opts, &d, "t", bad[i], strlen(bad[i]), &err), 0);
         assert_int_equal(proxy_pa_check(d.pas.v, d.pas.n, &err), SC_ECONFIG);
         sc_free(err);
         err = NULL;

@@ -92,8 +92,24 @@ struct proxy_uconn {
     bool bk_pending;     /* counted in the cluster's pending requests until connected */
 };
 
-struct proxy_req {
-    struct proxy_rt *rt; /* a reference while the request runs */
+/* What an exchange knows of the client connection that carries it, whatever its protocol: set
+ * when the connection is accepted, valid while it is open. */
+struct proxy_client {
+    char ip[48];                  /* the client's address (X-Forwarded-For, log, rate limits) */
+    struct sockaddr_storage addr; /* with its port (%DOWNSTREAM_REMOTE_ADDRESS%) */
+    struct sc_xport *tls;         /* the connection's TLS layer (SNI, version, peer identity);
+                                     NULL: plaintext */
+    char *xfcc;                   /* the client certificate's XFCC element, made on first use */
+};
+
+/* The exchange: one request and its response, from the parsed head to the log line. Routing,
+ * policy, tries, timers and the access log act on it; the codec that carries it (proxy_h1.c) is
+ * reached through <dc>. */
+struct proxy_exch {
+    struct proxy_worker *w;
+    struct proxy_dconn *dc;  /* the downstream connection carrying it */
+    struct proxy_client *cl; /* that connection's client */
+    struct proxy_rt *rt;     /* a reference while the request runs */
     struct proxy_listener *lsn;
     struct proxy_route *route;
     struct proxy_cluster *cluster;      /* the destination: the route's or a weighted one */
@@ -161,8 +177,6 @@ struct proxy_odst {
 struct proxy_dconn {
     struct sc_tcp_xport tx; /* the transport chain's bottom */
     struct sc_xport *x;     /* its top: every read, write and close goes through it */
-    struct sc_xport *tls;   /* the TLS layer (== x) once TLS is terminated; NULL: plaintext */
-    char *xfcc;             /* the client certificate's XFCC element, made on first use */
     uv_timer_t timer;
     uv_timer_t *btimer; /* retry backoff and fault delay: allocated on first use (most connections
                            never wait so), closed with the connection */
@@ -193,8 +207,8 @@ struct proxy_dconn {
     uint64_t last_activity;
     uint64_t timer_due;    /* loop time the timer fires at; 0: not armed */
     struct proxy_odst *od; /* original_dst state, allocated on first use, kept on recycling */
-    char peer[48];
-    struct proxy_req req;
+    struct proxy_client cl;
+    struct proxy_exch ex; /* the exchange the connection carries now */
 };
 
 /* ---- proxy_worker.c: buffers and busy polling ---- */
@@ -247,7 +261,7 @@ struct proxy_endpoint *proxy_pick_endpoint(struct proxy_worker *w, struct proxy_
 void proxy_attempt(struct proxy_dconn *dc);
 
 /* Stops counting the request on the endpoint it was sent to (least-request balancing). */
-void proxy_endpoint_release(struct proxy_req *r);
+void proxy_endpoint_release(struct proxy_exch *r);
 
 /* Closes <uc>, detaching it from its exchange or pool. Idempotent. */
 void proxy_uconn_close(struct proxy_uconn *uc);
@@ -260,6 +274,11 @@ void proxy_uconn_release(struct proxy_uconn *uc, bool reusable);
 void proxy_close_pools(struct proxy_worker *w, struct proxy_rt *rt);
 
 /* ---- proxy_exchange.c: the exchange (routing, policy, tries, local replies, timers, log) ---- */
+
+/* Readies dc->ex for a new request (zeroed but for its buffers and links, on the worker's
+ * current snapshot, routed nowhere yet). <pseudo>: for an answer to something that is not a
+ * request (a malformed head, a head timeout), logged and counted as method "-". */
+void proxy_exch_begin(struct proxy_dconn *dc, bool pseudo);
 
 /* Starts the exchange for request head <m> (<headlen> bytes of dc->in) parsed on <dc>. */
 void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, size_t headlen);
@@ -351,32 +370,33 @@ struct sc_str proxy_target_authority(struct sc_str t, bool *absolute);
 bool proxy_route_matches(const struct proxy_route *rt, const struct sc_http_msg *m,
                          struct sc_str path, pcre2_match_data *md);
 
-/* Builds dc->req.head, the upstream request head for <m>: hop-by-hop headers (and the tokens named
+/* Builds ex->head, the upstream request head for <m>: hop-by-hop headers (and the tokens named
  * in Connection) removed, Via, X-Forwarded-For (appended), X-Forwarded-Proto, X-Request-Id (kept
  * or a new UUID v4, also copied into the request for the log) and traceparent (same trace id, new
  * parent id) added, framing re-declared. <origin> is the target to send. Returns 0 or SC_ETOOBIG
  * (the head would pass its cap). */
-int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, struct sc_str origin);
+int proxy_build_req_head(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_str origin);
 
-/* Appends to dc->out the head sent to the client for upstream response <m>: HTTP/1.1 status line,
- * hop-by-hop headers removed, Via appended, framing and Connection decided by the proxy (close
- * when draining, when the client asked, or when the body ends at close). Returns 0 or
- * SC_ETOOBIG. */
-int proxy_build_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m);
+/* Appends to <b> the head sent to the client for upstream response <m>: HTTP/1.1 status line,
+ * hop-by-hop headers removed, Via appended, the route's response headers, framing re-declared and
+ * `Connection: close` when <close> (the codec decides: draining, the client asked, the body ends
+ * at close). Returns 0 or SC_ETOOBIG. */
+int proxy_build_resp_head(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_buf *b,
+                          bool close);
 
-/* Appends to dc->out an interim (1xx) head rebuilt from <m> as HTTP/1.1. Returns 0 or
+/* Appends to <b> an interim (1xx) head rebuilt from <m> as HTTP/1.1. Returns 0 or
  * SC_ETOOBIG. */
-int proxy_build_interim_head(struct proxy_dconn *dc, const struct sc_http_msg *m);
+int proxy_build_interim_head(const struct sc_http_msg *m, struct sc_buf *b);
 
 /* ---- proxy_log.c: the access log and request metrics ---- */
 
 /* Appends the request's JSON access-log line to the worker's buffer, written once per loop
  * iteration (or at once when the buffer is full). <dur> is the request's duration, seconds. */
-void proxy_access_log(struct proxy_dconn *dc, double dur);
+void proxy_access_log(struct proxy_exch *ex, double dur);
 
 /* Counts the request in sidecar_requests_total (series cached per route and status code) and
  * sidecar_request_duration_seconds. */
-void proxy_count_request(struct proxy_dconn *dc, double dur);
+void proxy_count_request(struct proxy_exch *ex, double dur);
 
 /* Writes the worker's buffered access-log lines to stdout now, without blocking: what the
  * reader does not take stays buffered and is retried shortly (on the worker's logtimer). */

@@ -81,7 +81,7 @@ static bool retriable_status(const struct proxy_route *rt, int status)
 
 bool proxy_may_retry(struct proxy_dconn *dc, int cond, int status)
 {
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     const struct proxy_route *rt = r->route;
     if (r->resp_head_sent || !r->retriable || r->retries >= rt->num_retries || dc->w->closed_all) {
         return false;
@@ -103,7 +103,7 @@ bool proxy_may_retry(struct proxy_dconn *dc, int cond, int status)
 
 void proxy_schedule_retry(struct proxy_dconn *dc)
 {
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     const struct proxy_route *rt = r->route;
     uint64_t interval = rt->base_interval_ms << (r->retries < 16 ? r->retries : 16);
     if (interval > rt->max_interval_ms) {
@@ -119,7 +119,7 @@ void proxy_schedule_retry(struct proxy_dconn *dc)
 
 void proxy_attempt_failed(struct proxy_dconn *dc, int cond, unsigned flag, const char *why)
 {
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     struct proxy_uconn *uc = dc->uc;
     bool stale = uc && uc->reused && !uc->got_bytes && cond == COND_RESET;
     if (uc) {
@@ -158,27 +158,41 @@ void proxy_attempt_failed(struct proxy_dconn *dc, int cond, unsigned flag, const
 
 void proxy_request_body_done(struct proxy_dconn *dc)
 {
-    dc->req.body_done = true;
-    dc->req.body_done_ms = uv_now(dc->w->loop);
+    dc->ex.body_done = true;
+    dc->ex.body_done_ms = uv_now(dc->w->loop);
     proxy_arm_timer(dc);
-    if (dc->req.pol.mirror) {
-        proxy_mirror_start(dc);
+    if (dc->ex.pol.mirror) {
+        proxy_mirror_start(&dc->ex);
     }
 }
-void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, size_t headlen)
+void proxy_exch_begin(struct proxy_dconn *dc, bool pseudo)
 {
-    struct proxy_worker *w = dc->w;
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     struct sc_buf head = r->head, copy = r->copy;
     memset(r, 0, sizeof(*r));
+    r->w = dc->w;
+    r->dc = dc;
+    r->cl = &dc->cl;
     r->head = head;
     r->copy = copy;
     sc_buf_reset(&r->head);
     sc_buf_reset(&r->copy);
-    r->active = NULL;
-    r->rt = proxy_rt_ref(w->rt);
+    r->rt = proxy_rt_ref(dc->w->rt);
     r->lsn = &r->rt->listeners[dc->lidx];
+    r->route = &r->lsn->noroute;
     r->start_ns = proxy_now_ns();
+    if (pseudo) {
+        r->minor = 1;
+        snprintf(r->method, sizeof(r->method), "-");
+        dc->state = D_REQ;
+    }
+}
+
+void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, size_t headlen)
+{
+    struct proxy_worker *w = dc->w;
+    struct proxy_exch *r = &dc->ex;
+    proxy_exch_begin(dc, false);
     r->minor = m->minor_version;
     r->keep_alive = m->keep_alive;
     r->is_head = sc_str_eq(m->method, SC_STR("HEAD"));
@@ -199,16 +213,10 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         r->body = B_NONE;
     }
     r->copy.max = r->rt->retry_buffer;
-    r->active = NULL;
     dc->state = D_REQ;
     dc->in.start += headlen;
     dc->last_len = 0;
     dc->last_activity = uv_now(w->loop);
-    r->active = NULL;
-    r->route = &r->lsn->noroute;
-    r->status = 0;
-    r->active = NULL;
-    r->resp_keep_alive = false;
 
     struct sc_str origin;
     struct sc_str path = proxy_target_path(m->target, &origin);
@@ -239,7 +247,7 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         int pst = 0;
         const char *why = NULL;
         unsigned pfl = 0;
-        if (proxy_route_policy_request(dc, m, &pst, &why, &pfl) != PROXY_ROUTE_POL_GO) {
+        if (proxy_route_policy_request(r, m, &pst, &why, &pfl) != PROXY_ROUTE_POL_GO) {
             /* A bodyless request keeps its connection: a 429 is no reason to reconnect. */
             dc->close_after = r->body != B_NONE;
             r->body_done = r->body == B_NONE;
@@ -292,7 +300,7 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
     if (r->body != B_NONE && r->retriable) {
         proxy_hbuf_get(w, &r->copy);
     }
-    if (proxy_build_req_head(dc, m, origin) < 0) {
+    if (proxy_build_req_head(r, m, origin) < 0) {
         dc->close_after = true;
         proxy_local_reply(dc, 431, "request head too large after forwarding headers were added",
                           F_DPE);
@@ -321,7 +329,7 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
 /* Answers the request from the proxy itself: 4xx/5xx with the reason as the body. */
 void proxy_local_reply(struct proxy_dconn *dc, int status, const char *reason, unsigned flags)
 {
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     r->flags |= flags;
     proxy_btimer_stop(dc);
     if (dc->uc) {
@@ -346,7 +354,7 @@ void proxy_local_reply(struct proxy_dconn *dc, int status, const char *reason, u
     }
     proxy_hbuf_get(dc->w, &dc->out);
     sc_buf_reset(&dc->out);
-    if (proxy_route_policy_write_local(dc, &dc->out, status, "text/plain; charset=utf-8",
+    if (proxy_route_policy_write_local(r, &dc->out, status, "text/plain; charset=utf-8",
                                        sc_str_n(body, (size_t)n), close) < 0) {
         proxy_dconn_close(dc);
         return;
@@ -364,7 +372,7 @@ void proxy_local_reply(struct proxy_dconn *dc, int status, const char *reason, u
 /* ---- access log and metrics ---- */
 void proxy_finish_request(struct proxy_dconn *dc)
 {
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     if (!r->rt) {
         return;
     }
@@ -372,9 +380,9 @@ void proxy_finish_request(struct proxy_dconn *dc)
     if (r->status == 0 && (r->flags & F_DC)) {
         r->status = 0;
     }
-    proxy_count_request(dc, dur);
+    proxy_count_request(r, dur);
     if (r->rt->access_log) {
-        proxy_access_log(dc, dur);
+        proxy_access_log(r, dur);
     }
     proxy_endpoint_release(r);
     proxy_breaker_release(r);
@@ -425,9 +433,9 @@ static void on_dtimer(uv_timer_t *t);
 void proxy_arm_timer(struct proxy_dconn *dc)
 {
     struct proxy_worker *w = dc->w;
-    struct proxy_rt *rt = dc->req.rt ? dc->req.rt : w->rt;
+    struct proxy_rt *rt = dc->ex.rt ? dc->ex.rt : w->rt;
     uint64_t now = uv_now(w->loop), deadline;
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     switch (dc->state) {
     case D_HEAD:
         /* A TLS handshake has the head's deadline: a client that never finishes it is not an
@@ -463,7 +471,7 @@ static void on_dtimer(uv_timer_t *t)
     struct proxy_dconn *dc = t->data;
     dc->timer_due = 0;
     struct proxy_worker *w = dc->w;
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     struct proxy_rt *rt = r->rt ? r->rt : w->rt;
     uint64_t now = uv_now(w->loop);
     switch (dc->state) {
@@ -490,19 +498,7 @@ static void on_dtimer(uv_timer_t *t)
         }
         dc->close_after = true;
         dc->in.start = dc->in.end = 0;
-        {
-            struct sc_buf head = r->head, copy = r->copy;
-            memset(r, 0, sizeof(*r));
-            r->head = head;
-            r->copy = copy;
-        }
-        r->rt = proxy_rt_ref(w->rt);
-        r->lsn = &r->rt->listeners[dc->lidx];
-        r->route = &r->lsn->noroute;
-        r->start_ns = proxy_now_ns();
-        r->minor = 1;
-        snprintf(r->method, sizeof(r->method), "-");
-        dc->state = D_REQ;
+        proxy_exch_begin(dc, true); /* answered on a pseudo request, logged and counted */
         proxy_local_reply(dc, 408, "request head timeout", F_DPE);
         return;
     case D_REQ:

@@ -33,6 +33,7 @@ static void on_dalloc(void *owner, uv_buf_t *buf);
 static void on_dread(void *owner, ssize_t nread);
 static void on_dwrite(void *owner, int status);
 static void on_dconn_closed(void *owner);
+static bool closing_after_response(const struct proxy_dconn *dc);
 static void on_dhandshake(void *owner, int status);
 static bool tunnel_fins(struct proxy_dconn *dc);
 static void try_parse_head(struct proxy_dconn *dc);
@@ -73,7 +74,7 @@ void proxy_h1_uread(void *owner, ssize_t nread)
     }
     dc->last_activity = uv_now(dc->w->loop);
     if (nread < 0) {
-        struct proxy_req *r = &dc->req;
+        struct proxy_exch *r = &dc->ex;
         uc->eof = true;
         if (dc->state == D_TUNNEL) {
             if (nread != UV_EOF) {
@@ -110,7 +111,7 @@ void proxy_h1_uread(void *owner, ssize_t nread)
     }
     uc->in.end += (size_t)nread;
     uc->got_bytes = true;
-    if (dc->state == D_TUNNEL || dc->req.resp_head_sent) {
+    if (dc->state == D_TUNNEL || dc->ex.resp_head_sent) {
         proxy_pump_resp(dc, NULL, 0);
     } else {
         proxy_parse_resp_head(dc);
@@ -120,7 +121,7 @@ void proxy_h1_uread(void *owner, ssize_t nread)
 void proxy_upstream_ready(struct proxy_dconn *dc)
 {
     struct proxy_uconn *uc = dc->uc;
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     uc->state = U_ACTIVE;
     uc->last_len = 0;
     if (r->route->per_try_timeout_ms) {
@@ -153,7 +154,7 @@ int proxy_dwrite(struct proxy_dconn *dc, uv_buf_t *iov, unsigned n, size_t consu
 {
     int rc = sc_xport_write(dc->x, iov, n);
     if (rc < 0) {
-        dc->req.flags |= F_DC;
+        dc->ex.flags |= F_DC;
         proxy_dconn_close(dc);
         return rc;
     }
@@ -178,7 +179,7 @@ static void on_dwrite(void *owner, int status)
         return;
     }
     if (status < 0) {
-        dc->req.flags |= F_DC;
+        dc->ex.flags |= F_DC;
         proxy_dconn_close(dc);
         return;
     }
@@ -220,10 +221,10 @@ void proxy_h1_uwrite(void *owner, int status)
     }
     struct proxy_dconn *dc = uc->dc;
     if (status < 0) {
-        if (!dc->req.resp_head_sent && dc->state != D_TUNNEL) {
+        if (!dc->ex.resp_head_sent && dc->state != D_TUNNEL) {
             proxy_attempt_failed(dc, COND_RESET, F_UC, "upstream write failed");
         } else {
-            dc->req.flags |= F_UC;
+            dc->ex.flags |= F_UC;
             proxy_dconn_close(dc);
         }
         return;
@@ -258,7 +259,7 @@ static bool tunnel_fins(struct proxy_dconn *dc)
             return true;
         }
     }
-    if (uc->eof && dc->req.resp_done && !dc->shut_dn && !dc->wpending &&
+    if (uc->eof && dc->ex.resp_done && !dc->shut_dn && !dc->wpending &&
         uc->in.start == uc->in.end) {
         dc->shut_dn = true;
         if (sc_xport_shutdown(dc->x) < 0) {
@@ -274,7 +275,7 @@ static bool tunnel_fins(struct proxy_dconn *dc)
 }
 void proxy_pump_req(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
 {
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     bool tunnel = dc->state == D_TUNNEL;
     for (;;) {
         struct proxy_uconn *uc = dc->uc;
@@ -342,7 +343,7 @@ void proxy_pump_req(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
             /* Past the retry buffer: this request can no longer be replayed (nor mirrored). */
             r->retriable = false;
             sc_buf_reset(&r->copy);
-            proxy_mirror_drop(dc);
+            proxy_mirror_drop(&dc->ex);
         }
         if (n == 0 && nprefix == 0) {
             if (done_now) {
@@ -392,7 +393,7 @@ void proxy_pump_req(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
 /* ---- response: upstream -> client ---- */
 void proxy_parse_resp_head(struct proxy_dconn *dc)
 {
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     struct proxy_worker *w = dc->w;
     for (;;) {
         struct proxy_uconn *uc = dc->uc;
@@ -440,7 +441,7 @@ void proxy_parse_resp_head(struct proxy_dconn *dc)
             }
             proxy_hbuf_get(w, &dc->out);
             sc_buf_reset(&dc->out);
-            if (proxy_build_interim_head(dc, &m) < 0) {
+            if (proxy_build_interim_head(&m, &dc->out) < 0) {
                 sc_buf_reset(&dc->out);
                 uc->in.start += len;
                 continue;
@@ -492,7 +493,7 @@ void proxy_parse_resp_head(struct proxy_dconn *dc)
         r->resp_keep_alive = m.keep_alive;
         proxy_hbuf_get(w, &dc->out);
         sc_buf_reset(&dc->out);
-        if (proxy_build_resp_head(dc, &m) < 0) {
+        if (proxy_build_resp_head(r, &m, &dc->out, closing_after_response(dc)) < 0) {
             sc_buf_reset(&dc->out);
             proxy_attempt_failed(dc, 0, F_UPE, "upstream response head too large");
             return;
@@ -518,10 +519,18 @@ void proxy_parse_resp_head(struct proxy_dconn *dc)
     }
 }
 
+/* Whether the client connection closes after this response: the proxy drains, the client asked
+ * (or cannot keep alive), or the body ends at close. */
+static bool closing_after_response(const struct proxy_dconn *dc)
+{
+    const struct proxy_exch *r = &dc->ex;
+    return dc->close_after || dc->w->draining || !r->keep_alive || r->rbody == B_EOF || r->dechunk;
+}
+
 /* Called once the whole response went out to the client. */
 static void response_complete(struct proxy_dconn *dc)
 {
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     struct proxy_uconn *uc = dc->uc;
     r->resp_done = true;
     if (uc) {
@@ -538,7 +547,7 @@ static void response_complete(struct proxy_dconn *dc)
 
 void proxy_pump_resp(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
 {
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     for (;;) {
         struct proxy_uconn *uc = dc->uc;
         if (dc->wpending) {
@@ -678,7 +687,7 @@ static void on_dread(void *owner, ssize_t nread)
             proxy_dconn_close(dc);
             return;
         }
-        if (dc->state == D_REQ && dc->req.body_done && (nread == UV_EOF || nread == UV_ENOBUFS)) {
+        if (dc->state == D_REQ && dc->ex.body_done && (nread == UV_EOF || nread == UV_ENOBUFS)) {
             /* A half-closed client still gets its answers (to every complete request it sent);
              * a full buffer waits until the current request is answered. */
             if (nread == UV_EOF) {
@@ -697,7 +706,7 @@ static void on_dread(void *owner, ssize_t nread)
             tunnel_fins(dc);
             return;
         }
-        dc->req.flags |= F_DC;
+        dc->ex.flags |= F_DC;
         proxy_dconn_close(dc);
         return;
     }
@@ -715,7 +724,7 @@ static void on_dread(void *owner, ssize_t nread)
         proxy_parse_loop(dc);
         break;
     case D_REQ:
-        if (dc->req.body_done) {
+        if (dc->ex.body_done) {
             break; /* a pipelined request: parsed once this one is answered */
         }
         proxy_pump_req(dc, NULL, 0);
@@ -744,7 +753,7 @@ static bool dread_want(const struct proxy_dconn *dc)
         if (dc->close_after || dc->rpaused) {
             return false;
         }
-        if (!dc->req.body_done) {
+        if (!dc->ex.body_done) {
             return uc && uc->state == U_ACTIVE && !uc->wpending;
         }
         return !(uc && uc->wpending);
@@ -812,18 +821,7 @@ static void try_parse_head(struct proxy_dconn *dc)
     }
     if (rc < 0) {
         /* Answer on a pseudo request so it is logged and counted like any other. */
-        struct proxy_req *r = &dc->req;
-        struct sc_buf head = r->head, copy = r->copy;
-        memset(r, 0, sizeof(*r));
-        r->head = head;
-        r->copy = copy;
-        r->rt = proxy_rt_ref(w->rt);
-        r->lsn = &r->rt->listeners[dc->lidx];
-        r->route = &r->lsn->noroute;
-        r->start_ns = proxy_now_ns();
-        r->minor = 1;
-        snprintf(r->method, sizeof(r->method), "-");
-        dc->state = D_REQ;
+        proxy_exch_begin(dc, true);
         dc->close_after = true;
         dc->in.start = dc->in.end = 0;
         proxy_local_reply(dc, err.status ? err.status : 400,
@@ -839,22 +837,22 @@ void proxy_dconn_closed_one(struct proxy_dconn *dc)
     }
     struct proxy_worker *w = dc->w;
     sc_gauge_add(dc->m_active, -1);
-    sc_free(dc->xfcc);
-    dc->xfcc = NULL;
+    sc_free(dc->cl.xfcc);
+    dc->cl.xfcc = NULL;
     atomic_fetch_sub_explicit(&w->px->conns, 1, memory_order_relaxed);
     w->nconns--;
     dc->in.start = dc->in.end = 0;
     proxy_rbuf_put(w, &dc->in);
     proxy_hbuf_put(w, &dc->out);
-    proxy_hbuf_put(w, &dc->req.head);
-    proxy_hbuf_put(w, &dc->req.copy);
+    proxy_hbuf_put(w, &dc->ex.head);
+    proxy_hbuf_put(w, &dc->ex.copy);
     if (w->nfree_dc < MAX_FREE && !w->closed_all) {
         sc_list_append(&w->free_dc, &dc->node);
         w->nfree_dc++;
     } else {
         sc_buf_cleanup(&dc->out);
-        sc_buf_cleanup(&dc->req.head);
-        sc_buf_cleanup(&dc->req.copy);
+        sc_buf_cleanup(&dc->ex.head);
+        sc_buf_cleanup(&dc->ex.copy);
         sc_free(dc->od);
         sc_free(dc);
     }
@@ -884,9 +882,9 @@ void proxy_dconn_close(struct proxy_dconn *dc)
     if (dc->state == D_CLOSING) {
         return;
     }
-    if (dc->req.rt) {
-        if (!dc->req.resp_done) {
-            dc->req.flags |= F_DC;
+    if (dc->ex.rt) {
+        if (!dc->ex.resp_done) {
+            dc->ex.flags |= F_DC;
         }
         int st = dc->state;
         dc->state = D_CLOSING;
@@ -938,7 +936,7 @@ void proxy_h1_on_accept(uv_stream_t *server, int status)
         dc = sc_list_entry(w->free_dc.next, struct proxy_dconn, node);
         sc_list_remove(&dc->node);
         w->nfree_dc--;
-        struct sc_buf out = dc->out, head = dc->req.head, copy = dc->req.copy;
+        struct sc_buf out = dc->out, head = dc->ex.head, copy = dc->ex.copy;
         struct proxy_odst *od = dc->od;
         memset(dc, 0, sizeof(*dc));
         dc->od = od;
@@ -946,16 +944,19 @@ void proxy_h1_on_accept(uv_stream_t *server, int status)
             od->checked = od->has_orig = od->stale = false; /* per connection */
         }
         dc->out = out;
-        dc->req.head = head;
-        dc->req.copy = copy;
+        dc->ex.head = head;
+        dc->ex.copy = copy;
     } else {
         dc = SC_NEW(struct proxy_dconn);
         sc_buf_init(&dc->out, 65536 + 8192);
-        sc_buf_init(&dc->req.head, 65536 + 8192);
-        sc_buf_init(&dc->req.copy, 0);
+        sc_buf_init(&dc->ex.head, 65536 + 8192);
+        sc_buf_init(&dc->ex.copy, 0);
     }
     dc->w = w;
     dc->lidx = (size_t)((uv_tcp_t *)server - w->listeners);
+    dc->ex.w = w;
+    dc->ex.dc = dc;
+    dc->ex.cl = &dc->cl;
     sc_tcp_xport_init(&dc->tx, w->loop, &dcbs, dc);
     dc->x = &dc->tx.base;
     uv_timer_init(w->loop, &dc->timer);
@@ -971,7 +972,11 @@ void proxy_h1_on_accept(uv_stream_t *server, int status)
         return;
     }
     sc_tcp_tune(&dc->tx.tcp);
-    sc_tcp_peer_ip(&dc->tx.tcp, dc->peer, sizeof(dc->peer));
+    sc_tcp_peer_ip(&dc->tx.tcp, dc->cl.ip, sizeof(dc->cl.ip));
+    int alen = sizeof(dc->cl.addr);
+    if (uv_tcp_getpeername(&dc->tx.tcp, (struct sockaddr *)&dc->cl.addr, &alen) < 0) {
+        dc->cl.addr.ss_family = AF_UNSPEC;
+    }
     dc->last_activity = uv_now(w->loop);
     if (w->rt->listeners[dc->lidx].tls.src) {
         proxy_tls_accepted(dc);

@@ -193,8 +193,8 @@ int proxy_workload_init(struct proxy_workload *w, const struct proxy_workload_cf
     memset(w, 0, sizeof(*w));
     const char *env = getenv("POD_NAMESPACE");
     w->ns = sc_strdup(c->ns ? c->ns : env && *env ? env : "default");
-    int rc = read_labels(w, c->labels_file ? c->labels_file : LABELS_FILE, c->labels_file != NULL,
-                         err);
+    int rc =
+        read_labels(w, c->labels_file ? c->labels_file : LABELS_FILE, c->labels_file != NULL, err);
     if (rc < 0) {
         proxy_workload_cleanup(w);
         return rc;

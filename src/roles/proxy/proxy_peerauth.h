@@ -33,9 +33,9 @@ struct proxy_pa_port_cfg {
 /* One PeerAuthentication (security.istio.io/v1 spec, as our keys). */
 struct proxy_pa_cfg {
     char *name;
-    char *ns;                     /* "namespace": the policy's namespace */
-    struct sc_kvv match_labels;   /* selector.matchLabels; empty: the whole namespace */
-    int mode;                     /* mtls.mode */
+    char *ns;                      /* "namespace": the policy's namespace */
+    struct sc_kvv match_labels;    /* selector.matchLabels; empty: the whole namespace */
+    int mode;                      /* mtls.mode */
     struct sc_vec port_level_mtls; /* struct proxy_pa_port_cfg; only with a selector */
 };
 

@@ -488,7 +488,7 @@ void proxy_tls_cluster_release(struct proxy_cluster_tls *t)
 
 static const struct proxy_listener_tls *ltls(struct proxy_dconn *dc)
 {
-    struct proxy_rt *rt = dc->req.rt ? dc->req.rt : dc->w->rt;
+    struct proxy_rt *rt = dc->ex.rt ? dc->ex.rt : dc->w->rt;
     return &rt->listeners[dc->lidx].tls;
 }
 
@@ -506,7 +506,7 @@ static void start_tls(struct proxy_dconn *dc, struct sc_str pre)
     };
     dc->x = sc_tls_xport_new(ctx, &a);
     sc_tls_ctx_unref(ctx);
-    dc->tls = dc->x;
+    dc->cl.tls = dc->x;
     dc->handshaking = true;
     dc->head_start_ms = uv_now(dc->w->loop);
 }
@@ -576,14 +576,14 @@ int proxy_tls_sniff(struct proxy_dconn *dc)
 void proxy_tls_handshake_done(struct proxy_dconn *dc, int status)
 {
     dc->handshaking = false;
-    enum sc_tls_fail f = status < 0 ? sc_tls_xport_fail(dc->tls) : SC_TLS_FAIL_NONE;
+    enum sc_tls_fail f = status < 0 ? sc_tls_xport_fail(dc->cl.tls) : SC_TLS_FAIL_NONE;
     if (status < 0 && f == SC_TLS_FAIL_NONE) {
         f = SC_TLS_FAIL_HANDSHAKE;
     }
     const struct proxy_listener_tls *t = ltls(dc);
     sc_counter_inc(t->m_hs[f]);
     if (status < 0) {
-        sc_debug("tls handshake failed", SC_LS("peer", dc->peer),
+        sc_debug("tls handshake failed", SC_LS("peer", dc->cl.ip),
                  SC_LS("reason", sc_tls_fail_name(f)));
         proxy_dconn_close(dc);
         return;
@@ -592,12 +592,12 @@ void proxy_tls_handshake_done(struct proxy_dconn *dc, int status)
     proxy_arm_timer(dc);
 }
 
-struct sc_str proxy_tls_peer_principal(struct proxy_dconn *dc)
+struct sc_str proxy_tls_peer_principal(struct proxy_exch *ex)
 {
-    if (!dc->tls) {
+    if (!ex->cl->tls) {
         return SC_STR_NULL;
     }
-    struct sc_str id = sc_xport_query_str(dc->x, SC_XQ_PEER_ID);
+    struct sc_str id = sc_xport_query_str(ex->cl->tls, SC_XQ_PEER_ID);
     if (sc_str_startswith(id, SC_STR("spiffe://"))) {
         id.p += 9;
         id.len -= 9;
@@ -605,9 +605,9 @@ struct sc_str proxy_tls_peer_principal(struct proxy_dconn *dc)
     return id;
 }
 
-struct sc_str proxy_tls_version(struct proxy_dconn *dc)
+struct sc_str proxy_tls_version(struct proxy_exch *ex)
 {
-    return dc->tls ? sc_xport_query_str(dc->x, SC_XQ_TLS_VERSION) : SC_STR_NULL;
+    return ex->cl->tls ? sc_xport_query_str(ex->cl->tls, SC_XQ_TLS_VERSION) : SC_STR_NULL;
 }
 
 bool proxy_tls_is_xfcc(struct sc_str name)
@@ -618,34 +618,35 @@ bool proxy_tls_is_xfcc(struct sc_str name)
 /* The connection's own XFCC element, made once: hashing and formatting the certificate is too
  * much to repeat for every request of a keep-alive connection. Empty without a client
  * certificate. */
-static struct sc_str own_element(struct proxy_dconn *dc)
+static struct sc_str own_element(struct proxy_exch *ex)
 {
-    if (!dc->tls) {
+    struct proxy_client *cl = ex->cl;
+    if (!cl->tls) {
         return SC_STR_NULL;
     }
-    if (!dc->xfcc) {
+    if (!cl->xfcc) {
         void *cert = NULL;
-        dc->xfcc = sc_malloc(4096);
-        dc->xfcc[0] = '\0';
-        if (sc_xport_query(dc->x, SC_XQ_PEER_CERT, &cert) == 0 && cert) {
-            struct sc_tls_ctx *ctx = sc_tls_store_get(ltls(dc)->src->store);
-            int n = sc_tls_xfcc(cert, sc_tls_ctx_own_uri(ctx), dc->xfcc, 4096);
+        cl->xfcc = sc_malloc(4096);
+        cl->xfcc[0] = '\0';
+        if (sc_xport_query(cl->tls, SC_XQ_PEER_CERT, &cert) == 0 && cert) {
+            struct sc_tls_ctx *ctx = sc_tls_store_get(ex->lsn->tls.src->store);
+            int n = sc_tls_xfcc(cert, sc_tls_ctx_own_uri(ctx), cl->xfcc, 4096);
             sc_tls_ctx_unref(ctx);
             if (n < 0) {
-                dc->xfcc[0] = '\0';
+                cl->xfcc[0] = '\0';
             }
         }
     }
-    return sc_str_c(dc->xfcc);
+    return sc_str_c(cl->xfcc);
 }
 
-int proxy_tls_xfcc(struct proxy_dconn *dc, const struct sc_http_msg *m, struct sc_buf *b)
+int proxy_tls_xfcc(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_buf *b)
 {
-    int mode = ltls(dc)->xfcc;
+    int mode = ex->lsn->tls.xfcc;
     if (mode == PROXY_XFCC_SANITIZE) {
         return 0;
     }
-    struct sc_str own = mode == PROXY_XFCC_FORWARD_ONLY ? SC_STR_NULL : own_element(dc);
+    struct sc_str own = mode == PROXY_XFCC_FORWARD_ONLY ? SC_STR_NULL : own_element(ex);
     bool forward = mode == PROXY_XFCC_FORWARD_ONLY || mode == PROXY_XFCC_APPEND_FORWARD;
     size_t from = 0;
     const struct sc_http_header *h = NULL;

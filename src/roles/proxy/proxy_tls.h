@@ -25,6 +25,7 @@ struct proxy_cfg;
 struct proxy_cluster;
 struct proxy_cluster_cfg;
 struct proxy_dconn;
+struct proxy_exch;
 struct proxy_listener;
 struct proxy_listener_cfg;
 struct proxy_metrics;
@@ -180,18 +181,18 @@ const char *proxy_tls_upstream_error(struct proxy_uconn *uc);
  * NULL when the peer is acceptable, else why not. */
 const char *proxy_tls_upstream_check(struct proxy_uconn *uc);
 
-/* Appends X-Forwarded-Client-Cert for the request on <dc> to head <b>, as the listener's mode
- * says, with the client's headers <m>. Returns 0 or SC_ETOOBIG. */
+/* Appends X-Forwarded-Client-Cert for exchange <ex> to head <b>, as its listener's mode says,
+ * with the client's headers <m>. Returns 0 or SC_ETOOBIG. */
 struct sc_http_msg;
-int proxy_tls_xfcc(struct proxy_dconn *dc, const struct sc_http_msg *m, struct sc_buf *b);
+int proxy_tls_xfcc(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_buf *b);
 
 /* Whether header <name> is X-Forwarded-Client-Cert (the head builder skips it and lets
  * proxy_tls_xfcc decide). */
 bool proxy_tls_is_xfcc(struct sc_str name);
 
 /* The client's Istio principal ("td/ns/x/sa/y"; empty without a SPIFFE certificate) and TLS
- * version ("TLSv1.3"; empty for plaintext). Borrow from the connection. */
-struct sc_str proxy_tls_peer_principal(struct proxy_dconn *dc);
-struct sc_str proxy_tls_version(struct proxy_dconn *dc);
+ * version ("TLSv1.3"; empty for plaintext) for exchange <ex>. Borrow from its connection. */
+struct sc_str proxy_tls_peer_principal(struct proxy_exch *ex);
+struct sc_str proxy_tls_version(struct proxy_exch *ex);
 
 #endif

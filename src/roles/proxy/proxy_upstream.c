@@ -150,7 +150,7 @@ static void on_uconn_closed(void *owner)
     uconn_closed_one(owner);
 }
 
-void proxy_endpoint_release(struct proxy_req *r)
+void proxy_endpoint_release(struct proxy_exch *r)
 {
     if (r->active) {
         atomic_fetch_sub_explicit(&r->active->active, 1, memory_order_relaxed);
@@ -182,7 +182,7 @@ void proxy_uconn_close(struct proxy_uconn *uc)
         if (dc->wpending) {
             dc->wconsume = 0;
         }
-        proxy_endpoint_release(&dc->req);
+        proxy_endpoint_release(&dc->ex);
         dc->uc = NULL;
         uc->dc = NULL;
     }
@@ -231,7 +231,7 @@ void proxy_uconn_release(struct proxy_uconn *uc, bool reusable)
     struct proxy_cluster *c = uc->ep->cluster;
     struct proxy_pool *pool = ep_pool(uc->ep, w);
     if (uc->dc) {
-        proxy_endpoint_release(&uc->dc->req);
+        proxy_endpoint_release(&uc->dc->ex);
         uc->dc->uc = NULL;
         uc->dc = NULL;
     }
@@ -408,7 +408,7 @@ static int endpoint_addr(struct proxy_endpoint *ep, struct sockaddr_storage *out
 void proxy_attempt(struct proxy_dconn *dc)
 {
     struct proxy_worker *w = dc->w;
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     struct proxy_cluster *c = r->cluster;
     if (c->original_dst) {
         attempt_original_dst(dc);
@@ -450,7 +450,7 @@ static void connect_new(struct proxy_dconn *dc, struct proxy_endpoint *ep,
                         const struct sockaddr_storage *ss)
 {
     struct proxy_worker *w = dc->w;
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     struct proxy_cluster *c = ep->cluster;
     if (!proxy_breaker_connect(c)) {
         proxy_endpoint_release(r);
@@ -562,7 +562,7 @@ static void on_dyn_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *
     }
     if (status < 0 || !a || a->ai_addrlen > sizeof(dc->od->ep.addrs[0])) {
         uv_freeaddrinfo(res);
-        proxy_endpoint_release(&dc->req);
+        proxy_endpoint_release(&dc->ex);
         proxy_local_reply(dc, 503, "cannot resolve the request's destination", F_UH);
         return;
     }
@@ -578,7 +578,7 @@ static void on_dyn_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *
  * name asynchronously. Connections are pooled per worker by destination address. */
 static void attempt_original_dst(struct proxy_dconn *dc)
 {
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     struct proxy_endpoint *ep = &dc->od->ep; /* allocated by start_request */
     ep->cluster = r->cluster;
     ep->name = dc->od->name;
