@@ -75,7 +75,7 @@ struct proxy_uconn {
     struct proxy_worker *w;
     struct proxy_rt *rt; /* a reference while open */
     struct proxy_endpoint *ep;
-    struct proxy_dconn *dc;
+    struct proxy_exch *ex; /* the exchange it carries while active */
     struct sc_metric *m_active;
     struct rbuf in;
     size_t last_len;
@@ -102,6 +102,29 @@ struct proxy_client {
     char *xfcc;                   /* the client certificate's XFCC element, made on first use */
 };
 
+struct proxy_exch;
+
+/* The downstream codec an exchange answers through: the HTTP/1 connection (proxy_h1.c) now, an
+ * HTTP/2 stream next. The exchange decides what to answer and when it is over; the codec writes
+ * and decides what becomes of its connection. */
+struct proxy_down_ops {
+    /* Whether a response of the proxy's own can be written now (nothing of another is in
+     * flight); when not, the exchange aborts instead. */
+    bool (*can_reply)(struct proxy_exch *ex);
+    /* Writes the proxy's own response (<status>, text <body>, the exchange's rate-limit
+     * headers); the exchange finishes once it is out. */
+    void (*reply)(struct proxy_exch *ex, int status, struct sc_str body);
+    /* The exchange is over and logged: read the next request, or close. */
+    void (*finish)(struct proxy_exch *ex);
+    /* Abandons the exchange: the client sees the connection (or stream) end, never a silently
+     * short message. */
+    void (*abort)(struct proxy_exch *ex);
+    /* Backpressure or state changed: start or stop reading the client's bytes. */
+    void (*read_update)(struct proxy_exch *ex);
+    /* The exchange's deadlines moved: re-arm its timer. */
+    void (*arm_timer)(struct proxy_exch *ex);
+};
+
 /* The exchange: one request and its response, from the parsed head to the log line. Routing,
  * policy, tries, timers and the access log act on it; the codec that carries it (proxy_h1.c) is
  * reached through <dc>. */
@@ -109,7 +132,9 @@ struct proxy_exch {
     struct proxy_worker *w;
     struct proxy_dconn *dc;  /* the downstream connection carrying it */
     struct proxy_client *cl; /* that connection's client */
-    struct proxy_rt *rt;     /* a reference while the request runs */
+    struct proxy_uconn *uc;  /* the upstream connection of the current try, while it has one */
+    const struct proxy_down_ops *down;
+    struct proxy_rt *rt; /* a reference while the request runs */
     struct proxy_listener *lsn;
     struct proxy_route *route;
     struct proxy_cluster *cluster;      /* the destination: the route's or a weighted one */
@@ -138,6 +163,8 @@ struct proxy_exch {
     int tries;
     int retries;
     bool keep_alive;
+    bool close_after; /* the connection carries nothing after this exchange (its request body
+                         cannot be skipped, the head was bad, ...) */
     bool body_done;
     bool retriable;
     bool is_head;
@@ -184,7 +211,6 @@ struct proxy_dconn {
     struct proxy_worker *w;
     size_t lidx;
     struct sc_metric *m_active;
-    struct proxy_uconn *uc;
     struct rbuf in;
     size_t last_len;
     struct sc_buf out;
@@ -202,7 +228,6 @@ struct proxy_dconn {
     bool reparse;
     bool sniff;       /* PERMISSIVE: the first bytes decide between TLS and plaintext */
     bool handshaking; /* the TLS handshake is under way (bounded by the head timeout) */
-    bool close_after;
     uint64_t head_start_ms;
     uint64_t last_activity;
     uint64_t timer_due;    /* loop time the timer fires at; 0: not armed */
@@ -258,7 +283,7 @@ struct proxy_endpoint *proxy_pick_endpoint(struct proxy_worker *w, struct proxy_
 
 /* Starts a try of the exchange of <dc>: picks an endpoint (or the original destination), takes
  * an idle pooled connection or opens one; answers 503 itself when there is none to use. */
-void proxy_attempt(struct proxy_dconn *dc);
+void proxy_attempt(struct proxy_exch *ex);
 
 /* Stops counting the request on the endpoint it was sent to (least-request balancing). */
 void proxy_endpoint_release(struct proxy_exch *r);
@@ -285,35 +310,38 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
 
 /* A try failed before its response head was forwarded (<cond> a COND_*, <flag> an F_*): retries
  * when the route allows, else answers 502/504 (or closes when the head is out). */
-void proxy_attempt_failed(struct proxy_dconn *dc, int cond, unsigned flag, const char *why);
+void proxy_attempt_failed(struct proxy_exch *ex, int cond, unsigned flag, const char *why);
 
 /* Whether the route retries condition <cond> (with <status> for COND_STATUS) now. */
-bool proxy_may_retry(struct proxy_dconn *dc, int cond, int status);
+bool proxy_may_retry(struct proxy_exch *ex, int cond, int status);
 
 /* Schedules the next try after the route's backoff. */
-void proxy_schedule_retry(struct proxy_dconn *dc);
+void proxy_schedule_retry(struct proxy_exch *ex);
 
 /* The per-try timeout of the upstream connection of <t>. */
 void proxy_on_per_try_timeout(uv_timer_t *t);
 
 /* Answers the request from the proxy itself: <status> with <reason> as the body. */
-void proxy_local_reply(struct proxy_dconn *dc, int status, const char *reason, unsigned flags);
+void proxy_local_reply(struct proxy_exch *ex, int status, const char *reason, unsigned flags);
 
 /* The request body has been read whole: starts the route deadline and a mirror. */
-void proxy_request_body_done(struct proxy_dconn *dc);
+void proxy_request_body_done(struct proxy_exch *ex);
 
 /* The exchange is over: counts and logs it, releases what it holds, and readies the connection
  * for the next request (or closes it). */
-void proxy_finish_request(struct proxy_dconn *dc);
+void proxy_finish_request(struct proxy_exch *ex);
 
 /* Arms the connection's one timer for its current state. */
 void proxy_arm_timer(struct proxy_dconn *dc);
 
 /* The backoff/fault-delay timer: started for <ms>, or stopped. */
-void proxy_btimer_start(struct proxy_dconn *dc, uint64_t ms);
-void proxy_btimer_stop(struct proxy_dconn *dc);
+void proxy_btimer_start(struct proxy_exch *ex, uint64_t ms);
+void proxy_btimer_stop(struct proxy_exch *ex);
 
 /* ---- proxy_h1.c: the HTTP/1 codecs ---- */
+
+/* The HTTP/1 downstream codec's side of the exchange. */
+extern const struct proxy_down_ops proxy_h1_down;
 
 /* Accepts a client on listener <server> (a worker's uv_tcp_t). */
 void proxy_h1_on_accept(uv_stream_t *server, int status);
