@@ -278,15 +278,53 @@ static void test_option_table(void **state)
     sc_config_free(wrap_table, &w);
 }
 
+/* docs/tls.md carries the tables the option tables generate (as `make docs` does for roles). */
+static void check_doc_table(const char *doc, const char *name, const struct sc_opt *table)
+{
+    char begin[64], end[64];
+    snprintf(begin, sizeof(begin), "<!-- %s:begin -->\n", name);
+    snprintf(end, sizeof(end), "<!-- %s:end -->", name);
+    const char *a = strstr(doc, begin);
+    const char *b = a ? strstr(a, end) : NULL;
+    assert_non_null(a);
+    assert_non_null(b);
+    a += strlen(begin);
+    char *gen = NULL;
+    size_t genlen = 0;
+    FILE *m = open_memstream(&gen, &genlen);
+    sc_config_doc(table, m);
+    fclose(m);
+    if (genlen != (size_t)(b - a) || memcmp(gen, a, genlen) != 0) {
+        fprintf(stderr, "docs/tls.md: the %s table is stale; it should read:\n%s", name, gen);
+        fail();
+    }
+    free(gen);
+}
+
+static void test_option_docs(void **state)
+{
+    (void)state;
+    char path[512];
+    const char *sh = SC_CERTS_SH;
+    const char *cut = strstr(sh, "tests/certs.sh");
+    assert_non_null(cut);
+    snprintf(path, sizeof(path), "%.*sdocs/tls.md", (int)(cut - sh), sh);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    static char doc[65536];
+    size_t n = fread(doc, 1, sizeof(doc) - 1, f);
+    fclose(f);
+    doc[n] = '\0';
+    check_doc_table(doc, "tls-server-options", sc_tls_server_opt_table);
+    check_doc_table(doc, "tls-client-options", sc_tls_client_opt_table);
+}
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sniff),
-        cmocka_unit_test(test_spiffe_parse),
-        cmocka_unit_test(test_cert_identity),
-        cmocka_unit_test(test_xfcc),
-        cmocka_unit_test(test_option_table),
+        cmocka_unit_test(test_sniff),         cmocka_unit_test(test_spiffe_parse),
+        cmocka_unit_test(test_cert_identity), cmocka_unit_test(test_xfcc),
+        cmocka_unit_test(test_option_table),  cmocka_unit_test(test_option_docs),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
