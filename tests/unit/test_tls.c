@@ -169,6 +169,10 @@ struct end {
     char alpn[32], sni[64], version[16], peer_id[128], peer_cn[64];
     bool resumed, tls;
     bool replied;
+    int last_write_status;
+    char *big_heap;
+    int alive_after_reply; /* -1: not checked; else sc_xport_alive once the reply was in */
+    int alive_at_eof;
     char chunk[256 * 1024];
 };
 
@@ -180,12 +184,18 @@ struct world {
     struct end srv, cli;
     const char *cli_sni;
     const char *sess_key;
-    const char *request; /* the client sends this once connected */
-    const char *reply;   /* the server answers this once it has the request */
-    uint64_t big;        /* big mode: each side sends this many pattern bytes */
-    bool pause_reads;    /* big mode: receivers pause every 1 MiB */
-    bool plain_client;   /* the client speaks no TLS */
-    bool permissive;     /* the server sniffs the first bytes and serves TLS or plaintext */
+    const char *request;  /* the client sends this once connected */
+    const char *reply;    /* the server answers this once it has the request */
+    uint64_t big;         /* big mode: each side sends this many pattern bytes */
+    bool pause_reads;     /* big mode: receivers pause every 1 MiB */
+    bool plain_client;    /* the client speaks no TLS */
+    bool permissive;      /* the server sniffs the first bytes and serves TLS or plaintext */
+    bool no_hs_cb;        /* the server layer reports a failed handshake through read */
+    bool server_first;    /* the server writes <reply> at accept, before the handshake */
+    bool srv_shutdown;    /* the server shuts its side down (close_notify) after replying */
+    bool close_on_accept; /* the client closes as soon as the server accepted */
+    bool connect_null;    /* the client's TCP connects first; the TLS layer then gets a NULL addr */
+    bool close_mid_write; /* the client writes 8 MiB at once and closes while it is queued */
     bool sniffed_tls;
     bool sniffed;
 };
@@ -256,6 +266,7 @@ static void on_read(void *owner, ssize_t n)
     struct world *w = e->w;
     if (n < 0) {
         e->read_err = (int)n;
+        e->alive_at_eof = sc_xport_alive(e->x);
         record_fail(e);
         end_close(e);
         return;
@@ -290,9 +301,16 @@ static void on_read(void *owner, ssize_t n)
         uv_buf_t b = uv_buf_init((char *)w->reply, (unsigned)strlen(w->reply));
         int rc = sc_xport_write(e->x, &b, 1);
         assert_true(rc == 0 || rc == 1);
+        if (w->srv_shutdown) {
+            assert_int_equal(rc, 0);
+            assert_int_equal(sc_xport_shutdown(e->x), 0);
+        }
     }
-    if (!e->server && w->reply && e->got_len >= strlen(w->reply)) {
-        end_close(e);
+    if (!e->server && w->reply && e->got_len >= strlen(w->reply) && e->alive_after_reply < 0) {
+        e->alive_after_reply = sc_xport_alive(e->x);
+        if (!w->srv_shutdown) {
+            end_close(e);
+        }
     }
 }
 
@@ -300,6 +318,7 @@ static void on_write_done(void *owner, int status)
 {
     struct end *e = owner;
     e->nwrite_done++;
+    e->last_write_status = status;
     e->tx_pending = false;
     if (status < 0) {
         return;
@@ -344,6 +363,16 @@ static void start_talking(struct end *e)
         snapshot(e);
     }
     assert_int_equal(sc_xport_read_start(e->x), 0);
+    if (w->close_mid_write) {
+        size_t n = 8 * 1024 * 1024;
+        e->big_heap = sc_calloc(1, n); /* freed by the test once the loop ended */
+        uv_buf_t b = uv_buf_init(e->big_heap, (unsigned)n);
+        assert_int_equal(sc_xport_write(e->x, &b, 1), 1);
+        assert_int_equal(sc_xport_write(e->x, &b, 1), UV_EBUSY);
+        end_close(e); /* write_done(UV_ECANCELED) comes before closed */
+        assert_int_equal(sc_xport_write(e->x, &b, 1), UV_EPIPE);
+        return;
+    }
     if (w->big) {
         big_send(e);
     } else if (!e->server && w->request) {
@@ -481,11 +510,22 @@ static void on_accept(uv_stream_t *lis, int status)
         assert_int_equal(sc_xport_read_start(e->x), 0);
         return;
     }
-    struct sc_tls_xport_args a = {
-        .loop = &w->loop, .below = &e->tcp.base, .cbs = &end_cbs, .owner = e, .handshake_cb = true
-    };
+    struct sc_tls_xport_args a = { .loop = &w->loop,
+                                   .below = &e->tcp.base,
+                                   .cbs = &end_cbs,
+                                   .owner = e,
+                                   .handshake_cb = !w->no_hs_cb };
     e->x = sc_tls_xport_new(w->sctx, &a);
+    if (w->server_first) {
+        /* queued until the handshake is done */
+        uv_buf_t b = uv_buf_init((char *)w->reply, (unsigned)strlen(w->reply));
+        assert_int_equal(sc_xport_write(e->x, &b, 1), 1);
+        assert_int_equal(sc_xport_write(e->x, &b, 1), UV_EBUSY);
+    }
     assert_int_equal(sc_xport_read_start(e->x), 0);
+    if (w->close_on_accept) {
+        end_close(&w->cli);
+    }
 }
 
 static void world_init(struct world *w)
@@ -495,6 +535,8 @@ static void world_init(struct world *w)
     w->srv.w = w->cli.w = w;
     w->srv.server = true;
     w->srv.rx_ok = w->cli.rx_ok = true;
+    w->srv.alive_after_reply = w->cli.alive_after_reply = -1;
+    w->srv.alive_at_eof = w->cli.alive_at_eof = -1;
     w->request = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     w->reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
     uv_tcp_init(&w->loop, &w->lis);
@@ -508,13 +550,61 @@ static void world_init(struct world *w)
     w->port = ntohs(sa.sin_port);
 }
 
+/* connect_null: the client's TCP layer connected on its own; the TLS layer goes on top now. */
+static void on_tcp_first(void *owner, int status)
+{
+    struct end *e = owner;
+    struct world *w = e->w;
+    assert_int_equal(status, 0);
+    struct sc_tls_xport_args a = {
+        .loop = &w->loop, .below = &e->tcp.base, .cbs = &end_cbs, .owner = e, .sni = w->cli_sni
+    };
+    e->x = sc_tls_xport_new(w->cctx, &a);
+    assert_int_equal(sc_xport_connect(e->x, NULL), 0);
+    assert_int_equal(sc_xport_connect(e->x, NULL), UV_EALREADY);
+}
+
+static void no_alloc(void *owner, uv_buf_t *buf)
+{
+    (void)owner;
+    *buf = uv_buf_init(NULL, 0);
+}
+
+static void no_read(void *owner, ssize_t n)
+{
+    (void)owner;
+    (void)n;
+}
+
+static void no_write_done(void *owner, int status)
+{
+    (void)owner;
+    (void)status;
+}
+
+static void no_closed(void *owner)
+{
+    (void)owner;
+}
+
+static const struct sc_xport_cbs tcp_first_cbs = {
+    .alloc = no_alloc,
+    .read = no_read,
+    .write_done = no_write_done,
+    .connected = on_tcp_first,
+    .closed = no_closed,
+};
+
 /* Connects the client end (TLS over TCP unless plain_client) and runs the loop to the end. */
 static void world_run(struct world *w)
 {
     struct end *e = &w->cli;
     e->used = true;
     sc_tcp_xport_init(&e->tcp, &w->loop, &end_cbs, e);
-    if (w->plain_client) {
+    if (w->connect_null) {
+        e->tcp.base.cbs = &tcp_first_cbs;
+        e->x = &e->tcp.base;
+    } else if (w->plain_client) {
         e->x = &e->tcp.base;
     } else {
         struct sc_tls_xport_args a = { .loop = &w->loop,
@@ -854,6 +944,90 @@ static void test_verify_failures(void **state)
     s = server_ctx(&so);
     co = client_opts();
     expect_client_fail(s, &co, "localhost", SC_TLS_FAIL_EXPIRED);
+    sc_tls_ctx_unref(s);
+}
+
+/* Connection lifecycles: a server that writes first, a client that connects below first, closes
+ * during the handshake and during a queued write, shutdown seen by the client, liveness. */
+static void test_lifecycle(void **state)
+{
+    (void)state;
+    struct sc_tls_server_opts so = server_opts("server.pem", "server.key");
+    struct sc_tls_ctx *s = server_ctx(&so);
+    struct sc_tls_client_opts co = client_opts();
+    struct sc_tls_ctx *c = client_ctx(&co);
+    struct world w;
+
+    /* the server writes before the handshake: the bytes wait for it */
+    world_init(&w);
+    w.sctx = s;
+    w.cctx = c;
+    w.cli_sni = "localhost";
+    w.server_first = true;
+    w.request = NULL;
+    world_run(&w);
+    assert_string_equal(w.cli.got, w.reply);
+    assert_int_equal(w.srv.nwrite_done, 1);
+    assert_int_equal(w.srv.last_write_status, 0);
+    assert_int_equal(w.cli.alive_after_reply, 1); /* an idle, poolable connection */
+
+    /* below connected first; the layer starts its handshake from connect(NULL) */
+    world_init(&w);
+    w.sctx = s;
+    w.cctx = c;
+    w.cli_sni = "localhost";
+    w.connect_null = true;
+    world_run(&w);
+    assert_ok(&w);
+
+    /* the server shuts down after its reply: the client reads close_notify as EOF, and the
+     * connection is not alive any more */
+    world_init(&w);
+    w.sctx = s;
+    w.cctx = c;
+    w.cli_sni = "localhost";
+    w.srv_shutdown = true;
+    world_run(&w);
+    assert_string_equal(w.cli.got, w.reply);
+    assert_int_equal(w.cli.read_err, UV_EOF);
+    assert_int_equal(w.cli.alive_at_eof, 0);
+    assert_int_equal(w.cli.fail, SC_TLS_FAIL_NONE);
+
+    /* closed during the handshake: connected(UV_ECANCELED) once, then closed once */
+    world_init(&w);
+    w.sctx = s;
+    w.cctx = c;
+    w.close_on_accept = true;
+    world_run(&w);
+    assert_int_equal(w.cli.nconnected, 1);
+    assert_int_equal(w.cli.connected_rc, UV_ECANCELED);
+    assert_int_equal(w.srv.fail, SC_TLS_FAIL_PEER_CLOSED);
+
+    /* closed with a write queued: write_done(UV_ECANCELED) once, then closed */
+    world_init(&w);
+    w.sctx = s;
+    w.cctx = c;
+    w.cli_sni = "localhost";
+    w.close_mid_write = true;
+    w.request = NULL;
+    world_run(&w);
+    assert_int_equal(w.cli.nwrite_done, 1);
+    assert_int_equal(w.cli.last_write_status, UV_ECANCELED);
+    sc_free(w.cli.big_heap);
+
+    /* without handshake_cb a failed handshake reaches the owner's read */
+    world_init(&w);
+    w.sctx = s;
+    w.cctx = c;
+    w.cli_sni = "wrong.test";
+    w.no_hs_cb = true;
+    world_run(&w);
+    assert_int_equal(w.cli.fail, SC_TLS_FAIL_BAD_SAN);
+    assert_int_equal(w.srv.nconnected, 0);
+    assert_int_equal(w.srv.read_err, UV_EPROTO);
+    assert_int_equal(w.srv.fail, SC_TLS_FAIL_BAD_CERT); /* the client's bad_certificate alert */
+
+    sc_tls_ctx_unref(c);
     sc_tls_ctx_unref(s);
 }
 
@@ -1315,6 +1489,7 @@ int main(void)
         cmocka_unit_test(test_verify_failures),
         cmocka_unit_test(test_old_versions_and_plaintext),
         cmocka_unit_test(test_close_notify),
+        cmocka_unit_test(test_lifecycle),
         cmocka_unit_test(test_big_transfer),
         cmocka_unit_test(test_permissive),
         cmocka_unit_test(test_store_reload_and_resumption),
