@@ -1479,6 +1479,63 @@ static void test_interop_s_server(void **state)
     sc_tls_ctx_unref(c);
 }
 
+struct cli_run {
+    char cmd[1024];
+    char out[16384];
+    size_t len;
+    pthread_t th;
+};
+
+static void *cli_main(void *arg)
+{
+    struct cli_run *r = arg;
+    FILE *p = popen(r->cmd, "r");
+    if (p) {
+        r->len = fread(r->out, 1, sizeof(r->out) - 1, p);
+        pclose(p);
+    }
+    r->out[r->len] = '\0';
+    return NULL;
+}
+
+/* `openssl s_client` against the server layer: verification, ALPN, then resumption with
+ * -sess_out/-sess_in, and close_notify ending its read. */
+static void test_interop_s_client(void **state)
+{
+    (void)state;
+    struct sc_tls_server_opts so = server_opts("server.pem", "server.key");
+    so.alpn = strv("h2", "http/1.1");
+    struct sc_tls_ctx *s = server_ctx(&so);
+    for (int round = 0; round < 2; round++) {
+        struct world w;
+        world_init(&w);
+        w.sctx = s;
+        w.srv_shutdown = true;
+        w.cli.nclosed = 1; /* no client end on the loop */
+        struct cli_run r = { 0 };
+        snprintf(r.cmd, sizeof(r.cmd),
+                 "printf 'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' | openssl s_client "
+                 "-connect 127.0.0.1:%d -servername localhost -CAfile %s -alpn h2,http/1.1 "
+                 "-%s %s/s_client.sess -ign_eof 2>&1",
+                 w.port, path_of("ca.pem"), round ? "sess_in" : "sess_out", pki);
+        pthread_create(&r.th, NULL, cli_main, &r);
+        uv_run(&w.loop, UV_RUN_DEFAULT);
+        pthread_join(r.th, NULL);
+        assert_int_equal(uv_loop_close(&w.loop), 0);
+        if (!strstr(r.out, "HTTP/1.1 200 OK")) {
+            fprintf(stderr, "s_client said:\n%s\n", r.out);
+        }
+        assert_non_null(strstr(r.out, "Verify return code: 0 (ok)"));
+        assert_non_null(strstr(r.out, "ALPN protocol: h2"));
+        assert_non_null(strstr(r.out, round ? "Reused, TLSv1.3" : "New, TLSv1.3"));
+        assert_non_null(strstr(r.out, "HTTP/1.1 200 OK"));
+        assert_int_equal(w.srv.resumed, round == 1);
+        assert_string_equal(w.srv.alpn, "h2");
+        assert_string_equal(w.srv.sni, "localhost");
+    }
+    sc_tls_ctx_unref(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1495,6 +1552,7 @@ int main(void)
         cmocka_unit_test(test_store_reload_and_resumption),
         cmocka_unit_test(test_store_broken_reload),
         cmocka_unit_test(test_interop_s_server),
+        cmocka_unit_test(test_interop_s_client),
     };
     if (getenv("TEST_FILTER")) {
         cmocka_set_test_filter(getenv("TEST_FILTER"));
