@@ -285,7 +285,9 @@ int sc_tls_spiffe_id(struct x509_st *cert, char *out, size_t cap);
 /* Writes an Envoy X-Forwarded-Client-Cert element for <peer> into <out> (<cap> bytes,
  * NUL-terminated): By=<by>;Hash=<hex SHA-256 of the DER>;Subject="<RFC 2253 subject>";
  * URI=<first URI SAN>;DNS=<each DNS SAN>. By is left out when <by> is empty, URI and DNS when the
- * certificate has none. A value holding ',', ';', '=' or '"' is double-quoted with '"' and '\'
+ * certificate has none; a SAN (or <by>) that is not printable ASCII without spaces is left out,
+ * and the Subject's control and non-ASCII bytes are escaped (RFC 2253), so the element is always
+ * safe in a header. A value holding ',', ';', '=' or '"' is double-quoted with '"' and '\'
  * backslash-escaped (Subject always is). Returns the length, or SC_ETOOBIG (nothing usable). */
 int sc_tls_xfcc(struct x509_st *peer, struct sc_str by, char *out, size_t cap);
 

@@ -143,6 +143,19 @@ static void put(struct wbuf *w, const char *s, size_t n)
     w->len += n;
 }
 
+/* Whether <v> can go into a header value as it is: printable ASCII without spaces. A SAN holding
+ * anything else (a NUL, CR/LF, bytes above 0x7e) is left out of the element rather than passed
+ * to the application in a header. */
+static bool header_safe(const char *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f) {
+            return false;
+        }
+    }
+    return n > 0;
+}
+
 /* Appends "key=value", double-quoting the value when it holds a separator, a quote or <force>. */
 static void put_kv(struct wbuf *w, const char *key, const char *v, size_t n, bool force)
 {
@@ -176,7 +189,7 @@ int sc_tls_xfcc(struct x509_st *peer, struct sc_str by, char *out, size_t cap)
     }
     struct wbuf w = { out, 0, cap, false };
     out[0] = '\0';
-    if (by.len > 0) {
+    if (header_safe(by.p, by.len)) {
         put_kv(&w, "By", by.p, by.len, false);
     }
     unsigned char md[32];
@@ -220,9 +233,10 @@ int sc_tls_xfcc(struct x509_st *peer, struct sc_str by, char *out, size_t cap)
             } else if (pass == 1 && g->type == GEN_DNS) {
                 v = g->d.dNSName;
             }
-            if (v) {
-                put_kv(&w, pass == 0 ? "URI" : "DNS", (const char *)ASN1_STRING_get0_data(v),
-                       (size_t)ASN1_STRING_length(v), false);
+            const char *vp = v ? (const char *)ASN1_STRING_get0_data(v) : NULL;
+            size_t vn = v ? (size_t)ASN1_STRING_length(v) : 0;
+            if (v && header_safe(vp, vn)) {
+                put_kv(&w, pass == 0 ? "URI" : "DNS", vp, vn, false);
             }
         }
     }

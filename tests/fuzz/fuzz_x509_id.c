@@ -6,7 +6,8 @@
 // scheme), the trust domain is non-empty lower-case, namespace and service account are set
 // together and only for /ns/<ns>/sa/<sa>; an extracted ID parses, has the returned length and is
 // refused (SC_ETOOBIG) by a buffer one byte short; an XFCC element has the returned length, a
-// 64-hex Hash, balanced quotes, only known keys, and is refused by a buffer one byte short.
+// 64-hex Hash, balanced quotes, only known keys, only printable ASCII (safe in a header: the
+// SANs come from the peer), and is refused by a buffer one byte short.
 #include <ctype.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -63,6 +64,9 @@ static void check_id(const char *p, size_t n)
 static void check_xfcc(const char *x, size_t n)
 {
     CHECK(strlen(x) == n);
+    for (size_t i = 0; i < n; i++) {
+        CHECK(x[i] >= 0x20 && x[i] < 0x7f); /* safe as a header value: no NUL, CR, LF */
+    }
     const char *h = strstr(x, "Hash=");
     CHECK(h != NULL);
     for (int i = 0; i < 64; i++) {

@@ -227,6 +227,10 @@ static void test_xfcc(void **state)
     n = sc_tls_xfcc(x, SC_STR("a;b=\"c\"\\"), out, sizeof(out));
     const char *quoted = "By=\"a;b=\\\"c\\\"\\\\\";Hash=";
     assert_true(strncmp(out, quoted, strlen(quoted)) == 0);
+    /* a value that is not printable ASCII never reaches the header */
+    n = sc_tls_xfcc(x, SC_STR("spiffe://a/b\r\nX-Evil: 1"), out, sizeof(out));
+    assert_true(n > 0 && strncmp(out, "Hash=", 5) == 0);
+    assert_null(strchr(out, '\r'));
     /* capped */
     assert_int_equal(sc_tls_xfcc(x, SC_STR_NULL, out, 40), SC_ETOOBIG);
     assert_string_equal(out, "");

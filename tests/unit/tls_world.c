@@ -561,8 +561,7 @@ void world_run(struct world *w)
 }
 
 /* One exchange between <sctx> and <cctx>; the caller inspects <w> afterwards. */
-void exchange(struct world *w, struct sc_tls_ctx *sctx, struct sc_tls_ctx *cctx,
-                     const char *sni)
+void exchange(struct world *w, struct sc_tls_ctx *sctx, struct sc_tls_ctx *cctx, const char *sni)
 {
     world_init(w);
     w->sctx = sctx;

@@ -80,13 +80,11 @@ struct world {
     bool sniffed;
 };
 
-
 void assert_ok(struct world *w);
 struct sc_tls_ctx *client_ctx(struct sc_tls_client_opts *o);
 struct sc_tls_client_opts client_opts(void);
 void end_close(struct end *e);
-void exchange(struct world *w, struct sc_tls_ctx *sctx, struct sc_tls_ctx *cctx,
-                     const char *sni);
+void exchange(struct world *w, struct sc_tls_ctx *sctx, struct sc_tls_ctx *cctx, const char *sni);
 int group_setup(void **state);
 int group_teardown(void **state);
 void on_alloc(void *owner, uv_buf_t *buf);
