@@ -2,7 +2,7 @@
 // A minimal HTTPS server on the TLS transport layer, for measuring the layer on its own against
 // nginx serving the same fixed response with the same certificate (bench/tls_layer.sh): one loop,
 // one thread, keep-alive, a 13-byte body, each request answered once its head is complete. Not a
-// product: it reads at most one 16 KiB head per connection and knows nothing of HTTP beyond
+// product: it reads at most one 1 KiB head per connection and knows nothing of HTTP beyond
 // "\r\n\r\n" and "Connection: close".
 // Usage: bench_tls_serve CERT KEY PORT
 #include <stdio.h>
@@ -17,7 +17,7 @@
 struct conn {
     struct sc_tcp_xport tcp;
     struct sc_xport *x;
-    char buf[16384];
+    char buf[1024];
     size_t len;
     bool close_after;
 };
