@@ -881,6 +881,10 @@ static void tls_close(struct sc_xport *xp)
         (void)SSL_shutdown(x->ssl);
         x->sent_shutdown = true;
         (void)flush(x);
+    } else if (x->hs_done && !x->fatal) {
+        /* No close_notify now, but the session is good: OpenSSL would otherwise drop it from the
+         * caches (and make it unresumable) when the SSL is freed. */
+        SSL_set_shutdown(x->ssl, SSL_get_shutdown(x->ssl) | SSL_SENT_SHUTDOWN);
     }
     x->closing = true;
     x->reading = false;

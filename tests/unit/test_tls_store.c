@@ -25,6 +25,7 @@
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/bio.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <uv.h>
@@ -195,6 +196,108 @@ static void test_store_broken_reload(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* ---- worker threads taking contexts while the main loop reloads ---------------------------- */
+
+struct worker {
+    struct sc_tls_store *srv, *cli;
+    int done, resumed;
+    pthread_t th;
+};
+
+/* A complete handshake between two SSL objects over an in-memory BIO pair. */
+static bool mem_handshake(SSL *c, SSL *s)
+{
+    for (int i = 0; i < 100; i++) {
+        int rc = SSL_do_handshake(c);
+        int rs = SSL_do_handshake(s);
+        if (rc == 1 && rs == 1) {
+            /* the client reads the server's ticket */
+            char b[16];
+            (void)SSL_read(c, b, sizeof(b));
+            return true;
+        }
+    }
+    return false;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    SSL_SESSION *last = NULL;
+    for (int i = 0; i < 150; i++) {
+        struct sc_tls_ctx *sc = sc_tls_store_get(w->srv);
+        struct sc_tls_ctx *cc = sc_tls_store_get(w->cli);
+        SSL *s = SSL_new(sc_tls_ctx_ssl_ctx(sc));
+        SSL *c = SSL_new(sc_tls_ctx_ssl_ctx(cc));
+        BIO *bs, *bc;
+        BIO_new_bio_pair(&bs, 0, &bc, 0);
+        SSL_set_bio(s, bs, bs);
+        SSL_set_bio(c, bc, bc);
+        SSL_set_accept_state(s);
+        SSL_set_connect_state(c);
+        SSL_set_tlsext_host_name(c, "localhost");
+        /* every other run resumes the session (ticket) of the run before */
+        if (last && i % 2 == 1) {
+            SSL_set_session(c, last);
+        }
+        if (mem_handshake(c, s)) {
+            w->done++;
+            w->resumed += SSL_session_reused(c);
+            SSL_SESSION_free(last);
+            last = SSL_get1_session(c);
+        }
+        /* a clean end: OpenSSL drops the session of an SSL freed without one */
+        SSL_set_shutdown(c, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+        SSL_free(c);
+        SSL_free(s);
+        sc_tls_ctx_unref(cc);
+        sc_tls_ctx_unref(sc);
+    }
+    SSL_SESSION_free(last);
+    return NULL;
+}
+
+static void test_store_threads(void **state)
+{
+    (void)state;
+    char crt[128], key[128];
+    snprintf(crt, sizeof(crt), "%s/t.crt", pki);
+    snprintf(key, sizeof(key), "%s/t.key", pki);
+    cp(path_of("server.pem"), crt);
+    cp(path_of("server.key"), key);
+    struct sc_tls_server_opts so = { .cert = crt, .key = key, .session_cache_size = 64 };
+    struct sc_tls_client_opts co = client_opts();
+    co.insecure_skip_verify = true; /* the in-memory peers check nothing but the handshake */
+    char *err = NULL;
+    struct sc_tls_store *srv = sc_tls_store_new_server(&so, "threads", &err);
+    struct sc_tls_store *cli = sc_tls_store_new_client(&co, "threads-up", &err);
+    assert_non_null(srv);
+    assert_non_null(cli);
+    struct worker w[3];
+    for (int i = 0; i < 3; i++) {
+        w[i] = (struct worker){ .srv = srv, .cli = cli };
+        pthread_create(&w[i].th, NULL, worker_main, &w[i]);
+    }
+    /* meanwhile the owning thread swaps the pair back and forth */
+    for (int i = 0; i < 12; i++) {
+        bool rsa = i % 2 == 0;
+        cp(path_of(rsa ? "rsa.pem" : "server.pem"), crt);
+        cp(path_of(rsa ? "rsa.key" : "server.key"), key);
+        assert_int_equal(sc_tls_store_check(srv, NULL), 1);
+    }
+    int done = 0, resumed = 0;
+    for (int i = 0; i < 3; i++) {
+        pthread_join(w[i].th, NULL);
+        done += w[i].done;
+        resumed += w[i].resumed;
+    }
+    assert_int_equal(done, 3 * 150);
+    assert_true(resumed > 0); /* tickets from one context resumed under later ones */
+    assert_int_equal(sc_tls_store_generation(srv), 13);
+    sc_tls_store_free(cli);
+    sc_tls_store_free(srv);
+}
+
 /* ---- interop with the openssl CLI --------------------------------------------------------- */
 
 static void test_interop_s_server(void **state)
@@ -321,6 +424,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_store_reload_and_resumption),
         cmocka_unit_test(test_store_broken_reload),
+        cmocka_unit_test(test_store_threads),
         cmocka_unit_test(test_interop_s_server),
         cmocka_unit_test(test_interop_s_client),
     };
