@@ -148,6 +148,12 @@ size_t sc_tls_ctx_certs(const struct sc_tls_ctx *c, struct sc_tls_cert_info *out
  * tests and interop code that needs OpenSSL directly. */
 struct ssl_ctx_st *sc_tls_ctx_ssl_ctx(const struct sc_tls_ctx *c);
 
+/* Returns the index (in the order of sc_tls_ctx_certs) of the server certificate whose DNS names
+ * cover <name> (exact names first, then "*." wildcards covering one label; case-insensitive, a
+ * trailing dot ignored): the one SNI <name> selects. Returns -1 when no certificate names it (SNI
+ * then gets the default, index 0) or <c> is a client context. */
+int sc_tls_ctx_select(const struct sc_tls_ctx *c, struct sc_str name);
+
 /* Returns the URI SAN of the context's own (default) certificate, or an empty view: the "By" of an
  * XFCC element. Borrows from <c>. */
 struct sc_str sc_tls_ctx_own_uri(const struct sc_tls_ctx *c);
@@ -253,6 +259,16 @@ struct sc_xport *sc_tls_xport_new(struct sc_tls_ctx *ctx, const struct sc_tls_xp
 /* Returns why the layer's handshake or last read failed (SC_TLS_FAIL_NONE when it did not).
  * <x> must be a layer made by sc_tls_xport_new. */
 enum sc_tls_fail sc_tls_xport_fail(struct sc_xport *x);
+
+/* Returns the index of the certificate the server layer <x> presented (see sc_tls_ctx_select; 0
+ * before the handshake), or -1 for a client layer. */
+int sc_tls_xport_cert_index(struct sc_xport *x);
+
+/* Whether a request for <host> (a Host or :authority value, port allowed) on the server layer <x>
+ * is misdirected: the listener has several certificates and <host> is named by another one than
+ * the connection presented, so the client must not reuse this connection for it (HTTP 421). A
+ * host no certificate names is not misdirected. */
+bool sc_tls_xport_misdirected(struct sc_xport *x, struct sc_str host);
 
 /* Whether <x> is a TLS layer (made by sc_tls_xport_new). */
 bool sc_tls_xport_is(const struct sc_xport *x);

@@ -793,37 +793,45 @@ static bool name_matches(const char *pat, const char *host, bool wildcard)
     return dot && dot != host && strcmp(dot + 1, pat + 2) == 0;
 }
 
+int sc_tls_ctx_select(const struct sc_tls_ctx *c, struct sc_str name)
+{
+    char host[256];
+    if (name.len > 0 && name.p[name.len - 1] == '.') {
+        name.len--;
+    }
+    if (!c->server || name.len == 0 || name.len >= sizeof(host)) {
+        return -1;
+    }
+    for (size_t i = 0; i < name.len; i++) {
+        char ch = name.p[i];
+        if (ch == '\0') {
+            return -1;
+        }
+        host[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch;
+    }
+    host[name.len] = '\0';
+    for (int wild = 0; wild < 2; wild++) {
+        for (size_t i = 0; i < c->ncerts; i++) {
+            for (size_t j = 0; j < c->certs[i].nnames; j++) {
+                if (name_matches(c->certs[i].names[j], host, wild)) {
+                    return (int)i;
+                }
+            }
+        }
+    }
+    return -1;
+}
+
 /* SNI: switch to the certificate whose names cover the requested one (exact before wildcard);
  * the default certificate stays otherwise. */
 static int on_servername(SSL *ssl, int *alert, void *arg)
 {
     struct sc_tls_ctx *c = arg;
     const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    if (!sni || c->ncerts < 2) {
-        return SSL_TLSEXT_ERR_OK;
-    }
-    char host[256];
-    size_t n = strlen(sni);
-    if (n >= sizeof(host)) {
-        return SSL_TLSEXT_ERR_OK;
-    }
-    for (size_t i = 0; i <= n; i++) {
-        char ch = sni[i];
-        host[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch;
-    }
-    if (n > 0 && host[n - 1] == '.') {
-        host[n - 1] = '\0';
-    }
-    for (int wild = 0; wild < 2; wild++) {
-        for (size_t i = 0; i < c->ncerts; i++) {
-            for (size_t j = 0; j < c->certs[i].nnames; j++) {
-                if (name_matches(c->certs[i].names[j], host, wild)) {
-                    if (i > 0) {
-                        SSL_set_SSL_CTX(ssl, c->certs[i].ssl);
-                    }
-                    return SSL_TLSEXT_ERR_OK;
-                }
-            }
+    if (sni && c->ncerts > 1) {
+        int i = sc_tls_ctx_select(c, sc_str_c(sni));
+        if (i > 0) {
+            SSL_set_SSL_CTX(ssl, c->certs[i].ssl);
         }
     }
     return SSL_TLSEXT_ERR_OK;

@@ -1125,6 +1125,39 @@ enum sc_tls_fail sc_tls_xport_fail(struct sc_xport *x)
     return ((struct tls_x *)x)->fail;
 }
 
+int sc_tls_xport_cert_index(struct sc_xport *xp)
+{
+    struct tls_x *x = (struct tls_x *)xp;
+    if (!x->server) {
+        return -1;
+    }
+    SSL_CTX *now = SSL_get_SSL_CTX(x->ssl);
+    for (size_t i = 0; i < x->ctx->ncerts; i++) {
+        if (x->ctx->certs[i].ssl == now) {
+            return (int)i;
+        }
+    }
+    return 0;
+}
+
+bool sc_tls_xport_misdirected(struct sc_xport *xp, struct sc_str host)
+{
+    struct tls_x *x = (struct tls_x *)xp;
+    if (!x->server || x->ctx->ncerts < 2 || host.len == 0) {
+        return false;
+    }
+    /* strip a port: "name:443", "[v6]:443" (an IP literal is named by no DNS SAN) */
+    if (host.p[0] == '[') {
+        return false;
+    }
+    const char *colon = memchr(host.p, ':', host.len);
+    if (colon) {
+        host.len = (size_t)(colon - host.p);
+    }
+    int want = sc_tls_ctx_select(x->ctx, host);
+    return want >= 0 && want != sc_tls_xport_cert_index(xp);
+}
+
 bool sc_tls_xport_is(const struct sc_xport *x)
 {
     return x && x->ops == &tls_ops;

@@ -214,15 +214,23 @@ static void test_sni_selection(void **state)
     assert_int_equal(sc_tls_ctx_certs(s, info, 4), 4);
     assert_string_equal(info[0].name, "localhost");
     assert_string_equal(info[3].name, "*.wild.test");
+    /* selection by name, as SNI does it */
+    assert_int_equal(sc_tls_ctx_select(s, SC_STR("RSA.TEST.")), 1);
+    assert_int_equal(sc_tls_ctx_select(s, SC_STR("x.wild.test")), 3);
+    assert_int_equal(sc_tls_ctx_select(s, SC_STR("localhost")), 0); /* the first that names it */
+    assert_int_equal(sc_tls_ctx_select(s, SC_STR("nobody.test")), -1);
+    assert_int_equal(sc_tls_ctx_select(s, SC_STR("wild.test")), -1);
     struct {
         const char *sni, *expect_san, *cn;
+        int index;
+        bool mis_rsa, mis_wild;
     } cases[] = {
-        { "rsa.test", "rsa.test", "rsa" },
-        { "ED.TEST", "ed.test", "ed25519" },
-        { "a.wild.test", "a.wild.test", "wild" },
-        { "a.b.wild.test", "server.test", "server" }, /* a wildcard covers one label */
-        { "unknown.test", "server.test", "server" },  /* the default */
-        { NULL, "server.test", "server" },
+        { "rsa.test", "rsa.test", "rsa", 1, false, true },
+        { "ED.TEST", "ed.test", "ed25519", 2, true, true },
+        { "a.wild.test", "a.wild.test", "wild", 3, true, false },
+        { "a.b.wild.test", "server.test", "server", 0, true, true }, /* one label only */
+        { "unknown.test", "server.test", "server", 0, true, true },  /* the default */
+        { NULL, "server.test", "server", 0, true, true },
     };
     for (size_t i = 0; i < SC_ARRAY_LEN(cases); i++) {
         struct sc_tls_client_opts co = client_opts();
@@ -232,6 +240,11 @@ static void test_sni_selection(void **state)
         exchange(&w, s, c, cases[i].sni);
         assert_ok(&w);
         assert_string_equal(w.cli.peer_cn, cases[i].cn);
+        assert_int_equal(w.srv.cert_index, cases[i].index);
+        /* a Host another certificate names is misdirected (421); one nobody names is not */
+        assert_int_equal(w.srv.mis_rsa, cases[i].mis_rsa);
+        assert_int_equal(w.srv.mis_wild, cases[i].mis_wild);
+        assert_false(w.srv.mis_none);
         sc_tls_ctx_unref(c);
     }
     sc_tls_ctx_unref(s);

@@ -158,6 +158,12 @@ static void snapshot(struct end *e)
     s = sc_xport_query_str(e->x, SC_XQ_PEER_ID);
     snprintf(e->peer_id, sizeof(e->peer_id), "%.*s", SC_STR_FMT(s));
     sc_xport_query(e->x, SC_XQ_TLS_RESUMED, &e->resumed);
+    if (e->server) {
+        e->cert_index = sc_tls_xport_cert_index(e->x);
+        e->mis_rsa = sc_tls_xport_misdirected(e->x, SC_STR("rsa.test"));
+        e->mis_wild = sc_tls_xport_misdirected(e->x, SC_STR("a.wild.test:443"));
+        e->mis_none = sc_tls_xport_misdirected(e->x, SC_STR("nobody.test"));
+    }
     sc_xport_query(e->x, SC_XQ_TLS, &e->tls);
     void *peer = NULL;
     e->peer_cn[0] = '\0';

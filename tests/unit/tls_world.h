@@ -48,6 +48,9 @@ struct end {
     /* what the end saw of the session once it was up */
     char alpn[32], sni[64], version[16], peer_id[128], peer_cn[64];
     bool resumed, tls;
+    int cert_index; /* server: the certificate presented */
+    bool mis_rsa, mis_wild,
+        mis_none; /* server: misdirected for rsa.test, a.wild.test:443, nobody.test */
     bool replied;
     int last_write_status;
     char *big_heap;
