@@ -39,7 +39,7 @@ struct tls_x {
     /* ciphertext in: leftovers [in_off, in_len) of <in>, or, while a read is processed, the
      * scratch bytes [src, src + src_len) */
     char *in;
-    size_t in_off, in_len;
+    size_t in_off, in_len, in_cap;
     const char *src;
     size_t src_len;
     bool scratch_given;
@@ -164,7 +164,7 @@ static int bio_read(BIO *b, char *buf, int len)
         if (x->in_off == x->in_len) {
             sc_free(x->in);
             x->in = NULL;
-            x->in_off = x->in_len = 0;
+            x->in_off = x->in_len = x->in_cap = 0;
         }
     }
     return (int)n;
@@ -635,7 +635,8 @@ static void stash(struct tls_x *x)
 {
     if (x->src && x->src_len > 0) {
         size_t have = x->in_len - x->in_off;
-        char *in = sc_malloc(IN_CAP > have + x->src_len ? IN_CAP : have + x->src_len);
+        size_t cap = IN_CAP > have + x->src_len ? IN_CAP : have + x->src_len;
+        char *in = sc_malloc(cap);
         if (have) {
             memcpy(in, x->in + x->in_off, have);
         }
@@ -644,6 +645,7 @@ static void stash(struct tls_x *x)
         x->in = in;
         x->in_off = 0;
         x->in_len = have + x->src_len;
+        x->in_cap = cap;
     }
     x->src = NULL;
     x->src_len = 0;
@@ -659,8 +661,7 @@ static void on_below_alloc(void *owner, uv_buf_t *buf)
             x->in_off = 0;
         }
         x->scratch_given = false;
-        *buf =
-            uv_buf_init(x->in + x->in_len, x->in_len < IN_CAP ? (unsigned)(IN_CAP - x->in_len) : 0);
+        *buf = uv_buf_init(x->in + x->in_len, (unsigned)(x->in_cap - x->in_len));
         return;
     }
     x->scratch_given = true;
@@ -747,11 +748,13 @@ static void on_below_write_done(void *owner, int status)
     }
 }
 
-/* Below reads while a handshake runs, or while the owner reads and our buffer has room. */
+/* Below reads while a handshake runs, or while the owner reads, as long as the bytes kept from
+ * earlier reads leave room (the next pump takes them first). */
 static void update_below_read(struct tls_x *x)
 {
-    bool want = !x->closing && !x->fatal && !x->got_eof && x->hs_started &&
-                (!x->hs_done || (x->reading && (x->in_len - x->in_off) < IN_CAP));
+    bool room = !x->in || x->in_len < x->in_cap || x->in_off > 0;
+    bool want = !x->closing && !x->fatal && !x->got_eof && x->hs_started && room &&
+                (!x->hs_done || x->reading);
     if (want && !x->below_reading) {
         if (sc_xport_read_start(x->base.next) == 0) {
             x->below_reading = true;
@@ -1084,7 +1087,8 @@ struct sc_xport *sc_tls_xport_new(struct sc_tls_ctx *ctx, const struct sc_tls_xp
     if (x->server) {
         SSL_set_accept_state(x->ssl);
         if (a->preread.len > 0) {
-            x->in = sc_malloc(a->preread.len > IN_CAP ? a->preread.len : IN_CAP);
+            x->in_cap = a->preread.len > IN_CAP ? a->preread.len : IN_CAP;
+            x->in = sc_malloc(x->in_cap);
             memcpy(x->in, a->preread.p, a->preread.len);
             x->in_len = a->preread.len;
             x->first_seen = true;
