@@ -419,6 +419,67 @@ static void test_interop_s_client(void **state)
     sc_tls_ctx_unref(s);
 }
 
+/* curl (its own TLS stack use: OpenSSL through libcurl) as the client of a server layer that
+ * requires a client certificate: with one the server sees its SPIFFE ID, without one curl fails
+ * and the server reports no_client_cert. Python's ssl module checks the same SPIFFE ID. */
+static void test_interop_curl_python(void **state)
+{
+    (void)state;
+    struct sc_tls_server_opts so = server_opts("server.pem", "server.key");
+    so.client_ca = path_of("ca.pem");
+    so.alpn = strv("http/1.1", NULL);
+    struct sc_tls_ctx *s = server_ctx(&so);
+    for (int round = 0; round < 3; round++) {
+        struct world w;
+        world_init(&w);
+        w.sctx = s;
+        w.cli.nclosed = 1; /* no client end on the loop */
+        struct cli_run r = { 0 };
+        if (round == 0) {
+            snprintf(r.cmd, sizeof(r.cmd),
+                     "curl -sS --max-time 10 --cacert %s --cert %s --key %s "
+                     "--resolve localhost:%d:127.0.0.1 https://localhost:%d/ 2>&1; echo rc=$?",
+                     path_of("ca.pem"), path_of("client.pem"), path_of("client.key"), w.port,
+                     w.port);
+        } else if (round == 1) {
+            snprintf(r.cmd, sizeof(r.cmd),
+                     "curl -sS --max-time 10 --cacert %s "
+                     "--resolve localhost:%d:127.0.0.1 https://localhost:%d/ 2>&1; echo rc=$?",
+                     path_of("ca.pem"), w.port, w.port);
+        } else {
+            snprintf(r.cmd, sizeof(r.cmd),
+                     "/usr/bin/python3 -c \"import socket, ssl; "
+                     "c = ssl.create_default_context(cafile='%s'); "
+                     "c.load_cert_chain('%s', '%s'); "
+                     "s = c.wrap_socket(socket.create_connection(('127.0.0.1', %d)), "
+                     "server_hostname='localhost'); "
+                     "s.sendall(b'GET / HTTP/1.1\\\\r\\\\nHost: x\\\\r\\\\n\\\\r\\\\n'); "
+                     "print(s.version(), s.recv(4096).decode()); s.close()\" 2>&1; echo rc=$?",
+                     path_of("ca.pem"), path_of("client2.pem"), path_of("client2.key"), w.port);
+        }
+        pthread_create(&r.th, NULL, cli_main, &r);
+        uv_run(&w.loop, UV_RUN_DEFAULT);
+        pthread_join(r.th, NULL);
+        assert_int_equal(uv_loop_close(&w.loop), 0);
+        if (round == 1) {
+            assert_null(strstr(r.out, "rc=0"));
+            assert_int_equal(w.srv.fail, SC_TLS_FAIL_NO_CLIENT_CERT);
+            continue;
+        }
+        if (!strstr(r.out, "rc=0")) {
+            fprintf(stderr, "client said:\n%s\n", r.out);
+        }
+        assert_non_null(strstr(r.out, "rc=0"));
+        assert_non_null(strstr(r.out, "ok"));
+        assert_string_equal(w.srv.peer_id, round ? "spiffe://cluster.local/ns/prod/sa/api"
+                                                 : "spiffe://cluster.local/ns/default/sa/client");
+        if (round == 2) {
+            assert_non_null(strstr(r.out, "TLSv1.3"));
+        }
+    }
+    sc_tls_ctx_unref(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -427,6 +488,7 @@ int main(void)
         cmocka_unit_test(test_store_threads),
         cmocka_unit_test(test_interop_s_server),
         cmocka_unit_test(test_interop_s_client),
+        cmocka_unit_test(test_interop_curl_python),
     };
     if (getenv("TEST_FILTER")) {
         cmocka_set_test_filter(getenv("TEST_FILTER"));
