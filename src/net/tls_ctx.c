@@ -528,8 +528,10 @@ static int on_ticket_key(SSL *ssl, unsigned char name[16], unsigned char iv[16],
     if (enc) {
         uint64_t now = mono_ms();
         if (now - k->born_ms >= k->rotate_ms) {
+            /* the current key becomes the previous one, unless it is too old to decrypt for a
+             * second period (an idle server) */
             k->prev = k->cur;
-            k->has_prev = true;
+            k->has_prev = now - k->born_ms < 2 * k->rotate_ms;
             tkey_make(&k->cur);
             k->born_ms = now;
         }
