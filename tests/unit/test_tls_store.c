@@ -298,6 +298,60 @@ static void test_store_threads(void **state)
     sc_tls_store_free(srv);
 }
 
+/* One in-memory handshake of a plain OpenSSL client offering <sess> (may be NULL) with a server
+ * SSL of <sc>. Returns whether it resumed; <*out> gets the client's session when not NULL. */
+static bool resume_once(struct sc_tls_ctx *sc, SSL_CTX *cctx, SSL_SESSION *sess, SSL_SESSION **out)
+{
+    SSL *s = SSL_new(sc_tls_ctx_ssl_ctx(sc));
+    SSL *c = SSL_new(cctx);
+    BIO *bs, *bc;
+    BIO_new_bio_pair(&bs, 0, &bc, 0);
+    SSL_set_bio(s, bs, bs);
+    SSL_set_bio(c, bc, bc);
+    SSL_set_accept_state(s);
+    SSL_set_connect_state(c);
+    if (sess) {
+        SSL_set_session(c, sess);
+    }
+    assert_true(mem_handshake(c, s));
+    bool reused = SSL_session_reused(c);
+    if (out) {
+        *out = SSL_get1_session(c);
+    }
+    SSL_set_shutdown(c, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+    SSL_set_shutdown(s, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+    SSL_free(c);
+    SSL_free(s);
+    return reused;
+}
+
+/* Ticket keys rotate every period (lazily, when a ticket is made); the previous key still
+ * decrypts for one more period, an older one does not. */
+static void test_ticket_key_rotation(void **state)
+{
+    (void)state;
+    struct sc_tls_ticket_keys *keys = sc_tls_ticket_keys_new(1000);
+    struct sc_tls_server_opts so = server_opts("server.pem", "server.key");
+    so.session_timeout_ms = 60000; /* sessions outlive the keys here */
+    char *err = NULL;
+    struct sc_tls_ctx *sc = sc_tls_ctx_new_server(&so, keys, &err);
+    assert_non_null(sc);
+    SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+    SSL_SESSION *s1 = NULL;
+    assert_false(resume_once(sc, cctx, NULL, &s1)); /* a ticket under key A */
+    assert_true(resume_once(sc, cctx, s1, NULL));   /* A is current */
+    usleep(1100 * 1000);
+    assert_false(resume_once(sc, cctx, NULL, NULL)); /* a new ticket: B current, A previous */
+    assert_true(resume_once(sc, cctx, s1, NULL));    /* A still decrypts */
+    usleep(1100 * 1000);
+    assert_false(resume_once(sc, cctx, NULL, NULL)); /* C current, B previous, A gone */
+    assert_false(resume_once(sc, cctx, s1, NULL));
+    SSL_SESSION_free(s1);
+    SSL_CTX_free(cctx);
+    sc_tls_ctx_unref(sc);
+    sc_tls_ticket_keys_unref(keys);
+}
+
 /* ---- interop with the openssl CLI --------------------------------------------------------- */
 
 static void test_interop_s_server(void **state)
@@ -486,6 +540,7 @@ int main(void)
         cmocka_unit_test(test_store_reload_and_resumption),
         cmocka_unit_test(test_store_broken_reload),
         cmocka_unit_test(test_store_threads),
+        cmocka_unit_test(test_ticket_key_rotation),
         cmocka_unit_test(test_interop_s_server),
         cmocka_unit_test(test_interop_s_client),
         cmocka_unit_test(test_interop_curl_python),
