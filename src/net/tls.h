@@ -158,16 +158,24 @@ int sc_tls_ctx_select(const struct sc_tls_ctx *c, struct sc_str name);
  * XFCC element. Borrows from <c>. */
 struct sc_str sc_tls_ctx_own_uri(const struct sc_tls_ctx *c);
 
-/* Returns new ticket keys that rotate every <rotate_ms> (0: one hour); a key decrypts tickets for
- * two periods. Free with sc_tls_ticket_keys_unref. */
+/* Returns new ticket keys (random, refcount 1) that rotate every <rotate_ms> (0: one hour) when a
+ * ticket is made; the previous key still decrypts (and the ticket is renewed) until the next
+ * rotation. Thread-safe once made. */
 struct sc_tls_ticket_keys *sc_tls_ticket_keys_new(uint64_t rotate_ms);
+
+/* Drops a reference to <k>; the last one wipes and frees the keys. NULL-safe, thread-safe. */
 void sc_tls_ticket_keys_unref(struct sc_tls_ticket_keys *k);
 
-/* Returns a new client session table of at most <cap> destinations (0: 1024). */
+/* Returns a new client session table (refcount 1) of at most <cap> destinations (0: 1024); when
+ * full, the destination whose session was kept longest ago is forgotten. Thread-safe. */
 struct sc_tls_sessions *sc_tls_sessions_new(size_t cap);
+
+/* Drops a reference to <s>; the last one frees it with its sessions. NULL-safe, thread-safe. */
 void sc_tls_sessions_unref(struct sc_tls_sessions *s);
+
 /* Forgets every kept session (a CA or certificate change must not resume old sessions). */
 void sc_tls_sessions_flush(struct sc_tls_sessions *s);
+
 /* Returns how many destinations have a kept session. */
 size_t sc_tls_sessions_count(struct sc_tls_sessions *s);
 
@@ -184,8 +192,9 @@ struct sc_tls_store *sc_tls_store_new_client(const struct sc_tls_client_opts *o,
                                              char **err);
 
 /* Starts polling the store's files on <loop> (the loop that owns the store) every <interval_ms>
- * (0: the options' watch_interval, which defaults to 1 s). Returns 0 or a negative libuv error.
- * The timer does not keep the loop alive. */
+ * (0: the options' watch_interval, 1 s in the option table; when both are 0 nothing is watched).
+ * Returns 0 or a negative libuv error. Harmless when already watching. The timer does not keep
+ * the loop alive, and it logs a certificate nearing its expiry once an hour. */
 int sc_tls_store_watch(struct sc_tls_store *s, uv_loop_t *loop, uint64_t interval_ms);
 
 /* Checks the files now (resolved target's device, inode, size and mtime, then a SHA-256 of the
