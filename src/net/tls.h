@@ -279,6 +279,11 @@ int sc_tls_xport_cert_index(struct sc_xport *x);
  * host no certificate names is not misdirected. */
 bool sc_tls_xport_misdirected(struct sc_xport *x, struct sc_str host);
 
+/* Writes the X-Forwarded-Client-Cert element for the verified peer of layer <x> into <out> (see
+ * sc_tls_xfcc), with By the URI SAN of the certificate this side presented. Returns the length,
+ * -ENOENT when the peer sent no certificate (or it was not verified), or SC_ETOOBIG. */
+int sc_tls_xport_xfcc(struct sc_xport *x, char *out, size_t cap);
+
 /* Whether <x> is a TLS layer (made by sc_tls_xport_new). */
 bool sc_tls_xport_is(const struct sc_xport *x);
 

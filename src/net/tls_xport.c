@@ -13,6 +13,7 @@
 #include "net/tls_int.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -1160,6 +1161,32 @@ bool sc_tls_xport_misdirected(struct sc_xport *xp, struct sc_str host)
     }
     int want = sc_tls_ctx_select(x->ctx, host);
     return want >= 0 && want != sc_tls_xport_cert_index(xp);
+}
+
+int sc_tls_xport_xfcc(struct sc_xport *xp, char *out, size_t cap)
+{
+    struct tls_x *x = (struct tls_x *)xp;
+    X509 *peer = NULL;
+    if (cap > 0) {
+        out[0] = '\0';
+    }
+    (void)tls_query(xp, SC_XQ_PEER_CERT, &peer);
+    if (!peer) {
+        return -ENOENT;
+    }
+    struct sc_str by = SC_STR_NULL;
+    X509 *own = SSL_get_certificate(x->ssl);
+    GENERAL_NAMES *gens = own ? X509_get_ext_d2i(own, NID_subject_alt_name, NULL, NULL) : NULL;
+    for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens) && !by.p; i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+        if (g->type == GEN_URI) {
+            by = sc_str_n((const char *)ASN1_STRING_get0_data(g->d.uniformResourceIdentifier),
+                          (size_t)ASN1_STRING_length(g->d.uniformResourceIdentifier));
+        }
+    }
+    int rc = sc_tls_xfcc(peer, by, out, cap);
+    GENERAL_NAMES_free(gens);
+    return rc;
 }
 
 bool sc_tls_xport_is(const struct sc_xport *x)

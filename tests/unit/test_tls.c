@@ -276,6 +276,14 @@ static void test_client_cert_modes(void **state)
     assert_ok(&w);
     assert_string_equal(w.srv.peer_id, "spiffe://cluster.local/ns/default/sa/client");
     assert_string_equal(w.srv.peer_cn, "client");
+    /* the element the app gets: By is our presented certificate's URI SAN */
+    assert_true(strncmp(w.srv.xfcc, "By=spiffe://cluster.local/ns/default/sa/server;Hash=", 52) ==
+                0);
+    assert_non_null(strstr(w.srv.xfcc, ";Subject=\"CN=client,O=sidecar test\";"
+                                       "URI=spiffe://cluster.local/ns/default/sa/client"));
+    /* the same from the client's side, about the server */
+    assert_true(strncmp(w.cli.xfcc, "By=spiffe://cluster.local/ns/default/sa/client;", 47) == 0);
+    assert_non_null(strstr(w.cli.xfcc, "URI=spiffe://cluster.local/ns/default/sa/server"));
     sc_tls_ctx_unref(c);
 
     /* a certificate from another CA */

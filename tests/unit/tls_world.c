@@ -158,6 +158,9 @@ static void snapshot(struct end *e)
     s = sc_xport_query_str(e->x, SC_XQ_PEER_ID);
     snprintf(e->peer_id, sizeof(e->peer_id), "%.*s", SC_STR_FMT(s));
     sc_xport_query(e->x, SC_XQ_TLS_RESUMED, &e->resumed);
+    if (sc_tls_xport_xfcc(e->x, e->xfcc, sizeof(e->xfcc)) < 0) {
+        e->xfcc[0] = '\0';
+    }
     if (e->server) {
         e->cert_index = sc_tls_xport_cert_index(e->x);
         e->mis_rsa = sc_tls_xport_misdirected(e->x, SC_STR("rsa.test"));

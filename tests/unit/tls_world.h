@@ -49,6 +49,7 @@ struct end {
     char alpn[32], sni[64], version[16], peer_id[128], peer_cn[64];
     bool resumed, tls;
     int cert_index; /* server: the certificate presented */
+    char xfcc[512]; /* the XFCC element for the peer ("" when none) */
     bool mis_rsa, mis_wild,
         mis_none; /* server: misdirected for rsa.test, a.wild.test:443, nobody.test */
     bool replied;
