@@ -304,9 +304,9 @@ struct sc_spiffe_id {
  * domain of lower-case letters, digits, '.', '-' and '_', a path of non-empty segments of
  * letters, digits, '.', '-' and '_' that are not "." or "..", no query, fragment, port, user
  * info or trailing slash, at most SC_SPIFFE_ID_MAX bytes. Returns 0 and fills <out>, or -EINVAL. */
-int sc_spiffe_parse(struct sc_str id, struct sc_spiffe_id *out);
+int sc_tls_spiffe_parse(struct sc_str id, struct sc_spiffe_id *out);
 
-/* Writes the SPIFFE ID of <cert> (its one URI SAN, valid per sc_spiffe_parse) into <out> (<cap>
+/* Writes the SPIFFE ID of <cert> (its one URI SAN, valid per sc_tls_spiffe_parse) into <out> (<cap>
  * bytes, NUL-terminated). Returns its length, -ENOENT when the certificate has no URI SAN or
  * several (not an identity), -EINVAL when the one it has is not a valid SPIFFE ID, or SC_ETOOBIG
  * when <cap> is too small. */

@@ -1146,7 +1146,7 @@ struct sc_tls_ctx *sc__tls_ctx_client(const struct sc_tls_client_opts *o,
     for (size_t i = 0; i < o->subject_alt_names.n; i++) {
         const char *san = o->subject_alt_names.v[i];
         struct sc_spiffe_id id;
-        if (strncmp(san, "spiffe://", 9) == 0 && sc_spiffe_parse(sc_str_c(san), &id) < 0) {
+        if (strncmp(san, "spiffe://", 9) == 0 && sc_tls_spiffe_parse(sc_str_c(san), &id) < 0) {
             *err = sc_asprintf("tls: subject_alt_names: \"%s\" is not a valid SPIFFE ID", san);
             goto fail;
         }

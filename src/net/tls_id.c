@@ -29,7 +29,7 @@ static bool path_char(unsigned char c)
            c == '-' || c == '_';
 }
 
-int sc_spiffe_parse(struct sc_str id, struct sc_spiffe_id *out)
+int sc_tls_spiffe_parse(struct sc_str id, struct sc_spiffe_id *out)
 {
     static const struct sc_str scheme = SC_STR("spiffe://");
     memset(out, 0, sizeof(*out));
@@ -109,7 +109,7 @@ int sc_tls_spiffe_id(struct x509_st *cert, char *out, size_t cap)
     struct sc_str s =
         sc_str_n((const char *)ASN1_STRING_get0_data(uri), (size_t)ASN1_STRING_length(uri));
     struct sc_spiffe_id id;
-    if (memchr(s.p, '\0', s.len) || sc_spiffe_parse(s, &id) < 0) {
+    if (memchr(s.p, '\0', s.len) || sc_tls_spiffe_parse(s, &id) < 0) {
         rc = -EINVAL;
         goto out;
     }

@@ -41,7 +41,7 @@ static bool inside(struct sc_str v, const char *p, size_t n)
 static void check_id(const char *p, size_t n)
 {
     struct sc_spiffe_id id;
-    if (sc_spiffe_parse(sc_str_n(p, n), &id) < 0) {
+    if (sc_tls_spiffe_parse(sc_str_n(p, n), &id) < 0) {
         return;
     }
     CHECK(n > 9 && memcmp(p, "spiffe://", 9) == 0 && n <= SC_SPIFFE_ID_MAX);
@@ -127,7 +127,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(strlen(id) == (size_t)rc);
         check_id(id, (size_t)rc);
         struct sc_spiffe_id parsed;
-        CHECK(sc_spiffe_parse(sc_str_n(id, (size_t)rc), &parsed) == 0);
+        CHECK(sc_tls_spiffe_parse(sc_str_n(id, (size_t)rc), &parsed) == 0);
         char small[SC_SPIFFE_ID_MAX + 1];
         CHECK(sc_tls_spiffe_id(x, small, (size_t)rc) == SC_ETOOBIG);
         CHECK(sc_tls_spiffe_id(x, small, (size_t)rc + 1) == rc);

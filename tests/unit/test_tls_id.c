@@ -137,19 +137,20 @@ static void test_spiffe_parse(void **state)
 {
     (void)state;
     struct sc_spiffe_id id;
-    assert_int_equal(sc_spiffe_parse(SC_STR("spiffe://cluster.local/ns/default/sa/web"), &id), 0);
+    assert_int_equal(sc_tls_spiffe_parse(SC_STR("spiffe://cluster.local/ns/default/sa/web"), &id),
+                     0);
     assert_true(sc_str_eq(id.trust_domain, SC_STR("cluster.local")));
     assert_true(sc_str_eq(id.path, SC_STR("/ns/default/sa/web")));
     assert_true(sc_str_eq(id.ns, SC_STR("default")));
     assert_true(sc_str_eq(id.sa, SC_STR("web")));
     assert_true(sc_str_eq(id.principal, SC_STR("cluster.local/ns/default/sa/web")));
 
-    assert_int_equal(sc_spiffe_parse(SC_STR("spiffe://example.org"), &id), 0);
+    assert_int_equal(sc_tls_spiffe_parse(SC_STR("spiffe://example.org"), &id), 0);
     assert_int_equal(id.path.len, 0);
     assert_int_equal(id.ns.len, 0);
-    assert_int_equal(sc_spiffe_parse(SC_STR("spiffe://example.org/workload/a-b_c.d"), &id), 0);
+    assert_int_equal(sc_tls_spiffe_parse(SC_STR("spiffe://example.org/workload/a-b_c.d"), &id), 0);
     assert_int_equal(id.ns.len, 0);
-    assert_int_equal(sc_spiffe_parse(SC_STR("spiffe://td/ns/a/sa/b/extra"), &id), 0);
+    assert_int_equal(sc_tls_spiffe_parse(SC_STR("spiffe://td/ns/a/sa/b/extra"), &id), 0);
     assert_int_equal(id.ns.len, 0); /* not the Istio shape */
 
     const char *bad[] = {
@@ -172,13 +173,13 @@ static void test_spiffe_parse(void **state)
         "spiffe://td/",
     };
     for (size_t i = 0; i < SC_ARRAY_LEN(bad); i++) {
-        assert_int_equal(sc_spiffe_parse(sc_str_c(bad[i]), &id), -EINVAL);
+        assert_int_equal(sc_tls_spiffe_parse(sc_str_c(bad[i]), &id), -EINVAL);
     }
     char big[SC_SPIFFE_ID_MAX + 16];
     memset(big, 'a', sizeof(big));
     memcpy(big, "spiffe://td/", 12);
-    assert_int_equal(sc_spiffe_parse(sc_str_n(big, SC_SPIFFE_ID_MAX), &id), 0);
-    assert_int_equal(sc_spiffe_parse(sc_str_n(big, SC_SPIFFE_ID_MAX + 1), &id), -EINVAL);
+    assert_int_equal(sc_tls_spiffe_parse(sc_str_n(big, SC_SPIFFE_ID_MAX), &id), 0);
+    assert_int_equal(sc_tls_spiffe_parse(sc_str_n(big, SC_SPIFFE_ID_MAX + 1), &id), -EINVAL);
 }
 
 static void test_cert_identity(void **state)
