@@ -167,6 +167,11 @@ static void test_handshake_alpn_sni(void **state)
     assert_string_equal(w.cli.alpn, "h2");
     assert_string_equal(w.srv.sni, "server.test");
     assert_string_equal(w.srv.version, "TLSv1.3");
+    assert_string_equal(w.cli.cipher, "TLS_AES_128_GCM_SHA256"); /* the server's first choice */
+    assert_true(w.cli.tls);
+    bool tls = true;
+    assert_int_equal(sc_xport_query(&w.cli.tcp.base, SC_XQ_TLS, &tls), 0);
+    assert_false(tls); /* the layer below knows no TLS */
     assert_true(w.srv.tls && w.cli.tls);
     assert_false(w.cli.resumed);
     assert_string_equal(w.cli.peer_id, "spiffe://cluster.local/ns/default/sa/server");
@@ -193,6 +198,8 @@ static void test_handshake_alpn_sni(void **state)
         exchange(&w, s2, c, pairs[i][2]);
         assert_ok(&w);
         assert_string_equal(w.cli.version, "TLSv1.2");
+        assert_non_null(strstr(w.cli.cipher, "TLS_ECDHE_"));
+        assert_non_null(strstr(w.cli.cipher, "_GCM_"));
         sc_tls_ctx_unref(c);
         sc_tls_ctx_unref(s2);
     }
@@ -568,6 +575,55 @@ static void test_old_versions_and_plaintext(void **state)
     sc_tls_ctx_unref(s);
 }
 
+/* A plaintext server answering a ClientHello with an HTTP error: the client reports not_tls. */
+struct plain_srv {
+    int fd;
+    pthread_t th;
+};
+
+static void *plain_main(void *arg)
+{
+    struct plain_srv *p = arg;
+    int c = accept(p->fd, NULL, NULL);
+    if (c >= 0) {
+        char b[512];
+        (void)!read(c, b, sizeof(b));
+        const char *r = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+        (void)!write(c, r, strlen(r));
+        close(c);
+    }
+    return NULL;
+}
+
+static void test_client_to_plaintext(void **state)
+{
+    (void)state;
+    struct plain_srv p;
+    p.fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET };
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    assert_int_equal(bind(p.fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(p.fd, 4), 0);
+    socklen_t sl = sizeof(sa);
+    getsockname(p.fd, (struct sockaddr *)&sa, &sl);
+    pthread_create(&p.th, NULL, plain_main, &p);
+    struct sc_tls_client_opts co = client_opts();
+    struct sc_tls_ctx *c = client_ctx(&co);
+    struct world w;
+    world_init(&w);
+    uv_close((uv_handle_t *)&w.lis, on_lis_closed);
+    w.port = ntohs(sa.sin_port);
+    w.cctx = c;
+    w.cli_sni = "localhost";
+    world_run(&w);
+    pthread_join(p.th, NULL);
+    close(p.fd);
+    assert_int_equal(w.cli.nconnected, 1);
+    assert_true(w.cli.connected_rc < 0);
+    assert_int_equal(w.cli.fail, SC_TLS_FAIL_NOT_TLS);
+    sc_tls_ctx_unref(c);
+}
+
 /* The server replies and shuts down (close_notify); the peer sees close_notify, not a bare FIN. */
 static void on_srv_read_shutdown(void *owner, ssize_t n);
 
@@ -707,6 +763,7 @@ int main(void)
         cmocka_unit_test(test_client_cert_modes),
         cmocka_unit_test(test_verify_failures),
         cmocka_unit_test(test_old_versions_and_plaintext),
+        cmocka_unit_test(test_client_to_plaintext),
         cmocka_unit_test(test_close_notify),
         cmocka_unit_test(test_lifecycle),
         cmocka_unit_test(test_big_transfer),

@@ -155,6 +155,8 @@ static void snapshot(struct end *e)
     snprintf(e->sni, sizeof(e->sni), "%.*s", SC_STR_FMT(s));
     s = sc_xport_query_str(e->x, SC_XQ_TLS_VERSION);
     snprintf(e->version, sizeof(e->version), "%.*s", SC_STR_FMT(s));
+    s = sc_xport_query_str(e->x, SC_XQ_TLS_CIPHER);
+    snprintf(e->cipher, sizeof(e->cipher), "%.*s", SC_STR_FMT(s));
     s = sc_xport_query_str(e->x, SC_XQ_PEER_ID);
     snprintf(e->peer_id, sizeof(e->peer_id), "%.*s", SC_STR_FMT(s));
     sc_xport_query(e->x, SC_XQ_TLS_RESUMED, &e->resumed);

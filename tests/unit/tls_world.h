@@ -46,7 +46,7 @@ struct end {
     uv_timer_t resume;
     bool resume_init;
     /* what the end saw of the session once it was up */
-    char alpn[32], sni[64], version[16], peer_id[128], peer_cn[64];
+    char alpn[32], sni[64], version[16], cipher[64], peer_id[128], peer_cn[64];
     bool resumed, tls;
     int cert_index; /* server: the certificate presented */
     char xfcc[512]; /* the XFCC element for the peer ("" when none) */
