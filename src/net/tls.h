@@ -259,10 +259,10 @@ struct sc_tls_xport_args {
 
 /* Makes a TLS layer over args->below with <ctx> (a new reference is taken): a server layer for a
  * server context, a client one otherwise. The layer registers itself as below's owner. A server
- * handshakes from the owner's first read_start; a client from sc_xport_connect (which connects
- * below first; with a NULL address below is taken as connected already). Returns the layer, whose
- * memory the layer frees itself after reporting closed; it must be closed (sc_xport_close) even
- * when nothing else happened. */
+ * handshakes from the owner's first read_start or write; a client from sc_xport_connect (which
+ * connects below first; with a NULL address below is taken as connected already). Returns the
+ * layer, whose memory the layer frees itself after reporting closed; it must be closed
+ * (sc_xport_close) even when nothing else happened. */
 struct sc_xport *sc_tls_xport_new(struct sc_tls_ctx *ctx, const struct sc_tls_xport_args *args);
 
 /* Returns why the layer's handshake or last read failed (SC_TLS_FAIL_NONE when it did not).

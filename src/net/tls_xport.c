@@ -91,6 +91,7 @@ struct tls_x {
 static const struct sc_xport_ops tls_ops;
 static void pump(struct tls_x *x);
 static void update_below_read(struct tls_x *x);
+static void defer(struct tls_x *x);
 
 /* ---- per-thread buffers ------------------------------------------------------------------- */
 
@@ -447,6 +448,14 @@ static int tls_write(struct sc_xport *xp, uv_buf_t *iov, unsigned n)
     }
     if (x->fatal) {
         return x->err ? x->err : UV_EPROTO;
+    }
+    if (x->server && !x->hs_started) {
+        /* a server that writes first: the handshake starts now, the bytes wait for it */
+        x->hs_started = true;
+        update_below_read(x);
+        if (avail(x) > 0) {
+            defer(x);
+        }
     }
     size_t total = 0;
     for (unsigned i = 0; i < n; i++) {
