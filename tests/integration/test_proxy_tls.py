@@ -128,6 +128,14 @@ def test_tls_sni_chooses_among_certificates(sidecar_run, echo, pki):
     rc, _, code = curl(f"https://rsa.test:{port}/", "--cacert", str(ca), "--resolve",
                        f"rsa.test:{port}:127.0.0.1")
     assert rc == 0 and code == 200
+    # A Host that another of the listener's certificates names: 421, the client must reconnect.
+    rc, body, code = curl(f"https://rsa.test:{port}/", "--cacert", str(ca), "--resolve",
+                          f"rsa.test:{port}:127.0.0.1", "-H", "Host: a.wild.test")
+    assert rc == 0 and code == 421 and b"misdirected" in body
+    # A Host no certificate names is not misdirected (the route decides).
+    rc, _, code = curl(f"https://rsa.test:{port}/", "--cacert", str(ca), "--resolve",
+                       f"rsa.test:{port}:127.0.0.1", "-H", "Host: elsewhere.test")
+    assert rc == 0 and code == 200
 
 
 def test_tls_resumption(sidecar_run, echo, pki, tmp_path):

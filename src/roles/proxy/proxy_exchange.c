@@ -233,6 +233,14 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         slash + (logged.len < sizeof(r->path) - slash ? logged.len : sizeof(r->path) - slash);
     memcpy(r->path + slash, logged.p, r->path_len - slash);
 
+    if (r->cl->tls && proxy_tls_misdirected(r, m->host)) {
+        r->close_after = r->body != B_NONE;
+        proxy_local_reply(r, 421,
+                          "misdirected request: the connection's certificate is for "
+                          "another host",
+                          0);
+        return;
+    }
     struct proxy_listener *l = r->lsn;
     struct proxy_route *found = NULL;
     for (size_t i = 0; i < l->nroutes && !found; i++) {

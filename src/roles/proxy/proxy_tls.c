@@ -486,6 +486,8 @@ void proxy_tls_cluster_release(struct proxy_cluster_tls *t)
 
 /* ---- the data path: downstream ---- */
 
+#define XFCC_MAX 4096
+
 static const struct proxy_listener_tls *ltls(struct proxy_dconn *dc)
 {
     struct proxy_rt *rt = dc->ex.rt ? dc->ex.rt : dc->w->rt;
@@ -610,6 +612,11 @@ struct sc_str proxy_tls_version(struct proxy_exch *ex)
     return ex->cl->tls ? sc_xport_query_str(ex->cl->tls, SC_XQ_TLS_VERSION) : SC_STR_NULL;
 }
 
+bool proxy_tls_misdirected(struct proxy_exch *ex, struct sc_str host)
+{
+    return ex->cl->tls && host.len && sc_tls_xport_misdirected(ex->cl->tls, host);
+}
+
 bool proxy_tls_is_xfcc(struct sc_str name)
 {
     return sc_str_caseeq(name, SC_STR("x-forwarded-client-cert"));
@@ -625,16 +632,9 @@ static struct sc_str own_element(struct proxy_exch *ex)
         return SC_STR_NULL;
     }
     if (!cl->xfcc) {
-        void *cert = NULL;
-        cl->xfcc = sc_malloc(4096);
-        cl->xfcc[0] = '\0';
-        if (sc_xport_query(cl->tls, SC_XQ_PEER_CERT, &cert) == 0 && cert) {
-            struct sc_tls_ctx *ctx = sc_tls_store_get(ex->lsn->tls.src->store);
-            int n = sc_tls_xfcc(cert, sc_tls_ctx_own_uri(ctx), cl->xfcc, 4096);
-            sc_tls_ctx_unref(ctx);
-            if (n < 0) {
-                cl->xfcc[0] = '\0';
-            }
+        cl->xfcc = sc_malloc(XFCC_MAX);
+        if (sc_tls_xport_xfcc(cl->tls, cl->xfcc, XFCC_MAX) < 0) {
+            cl->xfcc[0] = '\0'; /* no verified client certificate */
         }
     }
     return sc_str_c(cl->xfcc);
@@ -710,7 +710,7 @@ const char *proxy_tls_upstream_check(struct proxy_uconn *uc)
     }
     struct sc_spiffe_id id;
     struct sc_str s = sc_xport_query_str(uc->x, SC_XQ_PEER_ID);
-    if (s.len == 0 || sc_spiffe_parse(s, &id) < 0) {
+    if (s.len == 0 || sc_tls_spiffe_parse(s, &id) < 0) {
         return "upstream has no SPIFFE identity";
     }
     if (!sc_str_eq(id.trust_domain, sc_str_c(t->trust_domain))) {

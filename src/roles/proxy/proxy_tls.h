@@ -186,6 +186,11 @@ const char *proxy_tls_upstream_check(struct proxy_uconn *uc);
 struct sc_http_msg;
 int proxy_tls_xfcc(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_buf *b);
 
+/* Whether the request of <ex> for <host> came on a TLS connection whose certificate (chosen by
+ * SNI among the listener's) does not name it while another of the listener's does: such a
+ * request gets 421, so the client opens a connection for that host. */
+bool proxy_tls_misdirected(struct proxy_exch *ex, struct sc_str host);
+
 /* Whether header <name> is X-Forwarded-Client-Cert (the head builder skips it and lets
  * proxy_tls_xfcc decide). */
 bool proxy_tls_is_xfcc(struct sc_str name);
