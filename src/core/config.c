@@ -27,6 +27,7 @@
 #include "core/buf.h"
 #include "core/error.h"
 #include "core/str.h"
+#include "core/utf8.h"
 
 #define MAX_INPUT ((size_t)4 << 20)
 #define MAX_NODES 1000000
@@ -2184,41 +2185,6 @@ int sc_config_check_required(const struct sc_opt *table, const void *obj, const 
 /* ------------------------------------------------------------------------------------------ */
 /* JSON dump                                                                                   */
 
-static size_t utf8_valid_len(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    size_t len;
-    uint32_t cp;
-    if (c < 0x80) {
-        return 1;
-    } else if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-        cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len) {
-        return 0;
-    }
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) {
-            return 0;
-        }
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-        (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))) {
-        return 0;
-    }
-    return len;
-}
-
 /* Returns a JSON string for <s>; bytes that are not UTF-8 (a flag or an environment variable can
  * carry any) become U+FFFD, since jansson refuses them. */
 static json_t *jstr(const char *s)
@@ -2232,12 +2198,12 @@ static json_t *jstr(const char *s)
     const unsigned char *p = (const unsigned char *)s;
     size_t n = strlen(s);
     for (size_t i = 0; i < n;) {
-        size_t l = utf8_valid_len(p + i, n - i);
+        size_t l = sc_utf8_seq(p + i, n - i);
         if (l) {
             sc_buf_append(&b, p + i, l);
             i += l;
         } else {
-            sc_buf_append_cstr(&b, "\xEF\xBF\xBD");
+            sc_buf_append_cstr(&b, SC_UTF8_REPLACEMENT);
             i++;
         }
     }

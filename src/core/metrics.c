@@ -28,6 +28,7 @@
 #include "core/error.h"
 #include "core/list.h"
 #include "core/log.h"
+#include "core/prom.h"
 #include "core/str.h"
 
 /* Past this many live series a family refuses new ones: a label a peer controls must not grow
@@ -182,129 +183,6 @@ static bool valid_label_name(const char *s)
         }
     }
     return true;
-}
-
-/* ---- number formatting -------------------------------------------------------------------- */
-
-/* Formats a sample value: the shortest of %.15g, %.16g and %.17g that reads back as the same
- * double, so values round-trip yet 0.1 prints as "0.1" and 1e6 as "1000000". Needs the C
- * locale (we never call setlocale). <out> holds at least 32 bytes. */
-static void fmt_value(char *out, size_t n, double v)
-{
-    if (isnan(v)) {
-        snprintf(out, n, "NaN");
-        return;
-    }
-    if (isinf(v)) {
-        snprintf(out, n, "%s", v > 0 ? "+Inf" : "-Inf");
-        return;
-    }
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(out, n, "%.*g", prec, v);
-        if (strtod(out, NULL) == v) {
-            return;
-        }
-    }
-}
-
-/* Formats a bucket bound the way the Go client (the reference for the format) does, shortest
- * round-trip digits with an exponent below 1e-4 and from 1e6 up, so le="0.005", le="1",
- * le="2.5", le="1e+06". The le value is a label: a different spelling of the same bound is a
- * different series to Prometheus, and histograms from several exporters get aggregated by le. */
-static void fmt_le(char *out, size_t n, double v)
-{
-    if (isnan(v) || isinf(v)) {
-        fmt_value(out, n, v);
-        return;
-    }
-    int prec = 0;
-    for (; prec < 17; prec++) {
-        snprintf(out, n, "%.*e", prec, v);
-        if (strtod(out, NULL) == v) {
-            break;
-        }
-    }
-    const char *e = strchr(out, 'e');
-    int exp = e ? (int)strtol(e + 1, NULL, 10) : 0;
-    if (exp < -4 || exp >= 6) {
-        return; /* C's %e spelling ("1e+06", "1.5e-05") is the Go one */
-    }
-    /* Same rounding position as the %e above, so the same digits, laid out without exponent. */
-    snprintf(out, n, "%.*f", prec - exp > 0 ? prec - exp : 0, v);
-}
-
-/* ---- escaping ----------------------------------------------------------------------------- */
-
-/* Returns the length of the valid UTF-8 sequence at <s> (NUL-terminated), or 0 when it is not
- * one: overlong forms, surrogates and code points past U+10FFFF are invalid, as Prometheus's
- * parser (Go's utf8.ValidString) holds. Continuation bytes are read only while the previous
- * ones matched, so the NUL is never passed. */
-static size_t utf8_len(const unsigned char *s)
-{
-    unsigned char c = s[0];
-    unsigned char lo = 0x80, hi = 0xbf;
-    size_t n;
-    if (c < 0x80) {
-        return 1;
-    } else if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        lo = c == 0xe0 ? 0xa0 : 0x80;
-        hi = c == 0xed ? 0x9f : 0xbf;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        lo = c == 0xf0 ? 0x90 : 0x80;
-        hi = c == 0xf4 ? 0x8f : 0xbf;
-    } else {
-        return 0;
-    }
-    if (s[1] < lo || s[1] > hi) {
-        return 0;
-    }
-    for (size_t i = 2; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-    }
-    return n;
-}
-
-/* Appends <s> escaped for a HELP line (backslash, newline) or, with <quote>, for a label value
- * (also the double quote). Invalid UTF-8 becomes U+FFFD. */
-static int append_escaped(struct sc_buf *b, const char *s, bool quote)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    const unsigned char *run = p;
-    int rc = 0;
-    while (*p) {
-        const char *rep = NULL;
-        size_t skip = 1;
-        if (*p == '\\') {
-            rep = "\\\\";
-        } else if (*p == '\n') {
-            rep = "\\n";
-        } else if (*p == '"' && quote) {
-            rep = "\\\"";
-        } else if (*p >= 0x80) {
-            skip = utf8_len(p);
-            if (skip == 0) {
-                rep = "\xef\xbf\xbd";
-                skip = 1;
-            }
-        }
-        if (!rep) {
-            p += skip;
-            continue;
-        }
-        if ((rc = sc_buf_append(b, run, (size_t)(p - run))) < 0 ||
-            (rc = sc_buf_append_cstr(b, rep)) < 0) {
-            return rc;
-        }
-        p += skip;
-        run = p;
-    }
-    return sc_buf_append(b, run, (size_t)(p - run));
 }
 
 /* ---- series lookup ------------------------------------------------------------------------ */
@@ -574,7 +452,7 @@ static struct sc_metric_family *family(struct sc_metrics *r, enum sc_metric_type
     for (size_t i = 0; i < nbounds; i++) {
         char tmp[40];
         f->bounds[i] = buckets[i];
-        fmt_le(tmp, sizeof(tmp), buckets[i]);
+        sc_prom_le(tmp, sizeof(tmp), buckets[i]);
         f->le[i] = sc_strdup(tmp);
     }
     pthread_mutex_init(&f->lock, NULL);
@@ -964,7 +842,8 @@ static int render_labels(struct sc_buf *b, const struct sc_metric *m, const char
     int rc = sc_buf_append(b, "{", 1);
     for (size_t i = 0; rc == 0 && i < f->nlabels; i++) {
         if ((rc = sc_buf_appendf(b, "%s%s=\"", i ? "," : "", f->labels[i])) == 0 &&
-            (rc = append_escaped(b, m->values[i], true)) == 0) {
+            (rc = sc_prom_escape(b, m->values[i], strlen(m->values[i]),
+                                 SC_PROM_ESC_QUOTE | SC_PROM_ESC_UTF8)) == 0) {
             rc = sc_buf_append(b, "\"", 1);
         }
     }
@@ -990,11 +869,11 @@ static int render_line(struct sc_buf *b, const struct sc_metric *m, const char *
 static int render_series(struct sc_buf *b, const struct sc_metric *m)
 {
     const struct sc_metric_family *f = m->fam;
-    char num[40];
+    char num[SC_PROM_VALUE_MAX + 1];
     if (f->type != SC_METRIC_HISTOGRAM) {
         uint64_t v = atomic_load_explicit(&m->v, memory_order_relaxed);
         if (f->type == SC_METRIC_GAUGE || f->float_counter) {
-            fmt_value(num, sizeof(num), bitsd(v));
+            num[sc_prom_value_to(num, bitsd(v))] = 0;
         } else {
             snprintf(num, sizeof(num), "%llu", (unsigned long long)v);
         }
@@ -1014,8 +893,8 @@ static int render_series(struct sc_buf *b, const struct sc_metric *m)
     if ((rc = render_line(b, m, "_bucket", "le", "+Inf", num)) < 0) {
         return rc;
     }
-    char sum[40];
-    fmt_value(sum, sizeof(sum), bitsd(atomic_load_explicit(&m->sum, memory_order_relaxed)));
+    char sum[SC_PROM_VALUE_MAX + 1];
+    sum[sc_prom_value_to(sum, bitsd(atomic_load_explicit(&m->sum, memory_order_relaxed)))] = 0;
     if ((rc = render_line(b, m, "_sum", NULL, NULL, sum)) < 0) {
         return rc;
     }
@@ -1030,7 +909,7 @@ static int render_family(struct sc_buf *b, struct sc_metric_family *f)
         goto out;
     }
     if ((rc = sc_buf_appendf(b, "# HELP %s ", f->name)) < 0 ||
-        (rc = append_escaped(b, f->help, false)) < 0 ||
+        (rc = sc_prom_escape(b, f->help, strlen(f->help), SC_PROM_ESC_UTF8)) < 0 ||
         (rc = sc_buf_appendf(b, "\n# TYPE %s %s\n", f->name, type_name(f->type))) < 0) {
         goto out;
     }

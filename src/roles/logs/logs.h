@@ -20,6 +20,7 @@
 #include "app.h"
 #include "core/buf.h"
 #include "core/config.h"
+#include "core/json.h"
 #include "core/list.h"
 #include "core/metrics.h"
 #include "core/str.h"
@@ -113,7 +114,7 @@ enum logs_vt {
 /* String escaping of the encoders. FAST: \" \\ \n \r \t, other controls and DEL as \u00xx
  * (the flat-record encoder's historic form); JANSSON: jansson's (\b \f short, \u00XX, DEL as
  * is), used wherever records used to be printed by jansson. */
-enum logs_esc { LOGS_ESC_FAST, LOGS_ESC_JANSSON };
+enum logs_esc { LOGS_ESC_FAST = SC_JSON_COMPACT, LOGS_ESC_JANSSON = SC_JSON_JANSSON };
 
 struct logs_field {
     struct sc_str key; /* valid UTF-8 without NUL */
@@ -148,8 +149,6 @@ struct sc_str logs_ev_copy(struct logs_ev *ev, struct sc_str s);
 /* Returns <s> itself when it is valid UTF-8 without NUL, else a copy in the arena with every
  * invalid byte (and NUL) replaced by U+FFFD (at most 3x longer). */
 struct sc_str logs_ev_clean(struct logs_ev *ev, struct sc_str s);
-/* Length of the valid UTF-8 sequence at <p> (at most <n> bytes), or 0. */
-size_t logs_utf8_seq(const unsigned char *p, size_t n);
 /* Sets <key> (borrowed until the next reset, valid UTF-8) to a value: in place when the key
  * exists, else as the last field. */
 void logs_ev_set(struct logs_ev *ev, struct sc_str key, enum logs_vt type, struct sc_str val);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/utf8.h"
 #include "roles/logs/logs.h"
 
 #define ARENA_BLOCK 16384
@@ -133,43 +134,6 @@ struct sc_str logs_ev_copy(struct logs_ev *ev, struct sc_str s)
     return sc_str_n(p, s.len);
 }
 
-/* Returns the length of the valid UTF-8 sequence at <p> (at most <n> bytes), or 0. */
-size_t logs_utf8_seq(const unsigned char *p, size_t n)
-{
-    unsigned c = p[0];
-    if (c < 0x80) {
-        return 1;
-    }
-    size_t len;
-    unsigned min;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        min = 0x80;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        min = 0x800;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (len > n) {
-        return 0;
-    }
-    unsigned cp = c & (0x3f >> (len - 1));
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-        cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-        return 0;
-    }
-    return len;
-}
-
 struct sc_str logs_ev_clean(struct logs_ev *ev, struct sc_str s)
 {
     const unsigned char *p = (const unsigned char *)s.p;
@@ -186,7 +150,7 @@ struct sc_str logs_ev_clean(struct logs_ev *ev, struct sc_str s)
             i++;
             continue;
         }
-        size_t l = p[i] ? logs_utf8_seq(p + i, s.len - i) : 0;
+        size_t l = p[i] ? sc_utf8_seq(p + i, s.len - i) : 0;
         if (l == 0) {
             break;
         }
@@ -200,7 +164,7 @@ struct sc_str logs_ev_clean(struct logs_ev *ev, struct sc_str s)
     memcpy(out, s.p, i);
     size_t o = i;
     while (i < s.len) {
-        size_t l = p[i] ? logs_utf8_seq(p + i, s.len - i) : 0;
+        size_t l = p[i] ? sc_utf8_seq(p + i, s.len - i) : 0;
         if (l == 0) {
             memcpy(out + o, "\xef\xbf\xbd", 3);
             o += 3;
@@ -339,77 +303,13 @@ void logs_ev_rename(struct logs_ev *ev, struct sc_str from, struct sc_str to)
 
 /* ---- encoding ---- */
 
-/* Per byte: 0 copy as is, else the character after the backslash ('u' for \u00XX). */
-static unsigned char esc_fast[256], esc_jansson[256];
-
-static void esc_init(void)
-{
-    if (esc_fast['"']) {
-        return;
-    }
-    for (int c = 0; c < 0x20; c++) {
-        esc_fast[c] = esc_jansson[c] = 'u';
-    }
-    esc_fast['"'] = esc_jansson['"'] = '"';
-    esc_fast['\\'] = esc_jansson['\\'] = '\\';
-    esc_fast['\n'] = esc_jansson['\n'] = 'n';
-    esc_fast['\r'] = esc_jansson['\r'] = 'r';
-    esc_fast['\t'] = esc_jansson['\t'] = 't';
-    esc_jansson['\b'] = 'b';
-    esc_jansson['\f'] = 'f';
-    esc_fast[0x7f] = 'u';
-}
-
-/* Writes <s> quoted to <out>, which has room for s.len * 6 + 2 bytes; returns the length. */
-static size_t quote_to(char *out, struct sc_str s, enum logs_esc style)
-{
-    const unsigned char *t = style == LOGS_ESC_JANSSON ? esc_jansson : esc_fast;
-    const char *hex = style == LOGS_ESC_JANSSON ? "0123456789ABCDEF" : "0123456789abcdef";
-    const unsigned char *p = (const unsigned char *)s.p, *end = p + s.len;
-    unsigned del = style == LOGS_ESC_JANSSON ? '"' : 0x7f; /* a byte tested twice is harmless */
-    char *o = out;
-    *o++ = '"';
-    while (p < end) {
-        while (end - p >= 8) {
-            uint64_t v = load8(p);
-            if (has_less(v, 0x20) | has_byte(v, '"') | has_byte(v, '\\') | has_byte(v, del)) {
-                break;
-            }
-            memcpy(o, p, 8);
-            o += 8;
-            p += 8;
-        }
-        /* A word with something to escape: byte by byte up to its end. */
-        const unsigned char *stop = end - p > 8 ? p + 8 : end;
-        while (p < stop) {
-            unsigned char c = *p++;
-            if (!t[c]) {
-                *o++ = (char)c;
-                continue;
-            }
-            *o++ = '\\';
-            if (t[c] == 'u') {
-                memcpy(o, "u00", 3);
-                o[3] = hex[c >> 4];
-                o[4] = hex[c & 15];
-                o += 5;
-            } else {
-                *o++ = (char)t[c];
-            }
-        }
-    }
-    *o++ = '"';
-    return (size_t)(o - out);
-}
-
 int logs_json_quote(struct sc_buf *b, struct sc_str s, enum logs_esc style)
 {
-    esc_init();
     int rc = sc_buf_reserve(b, s.len * 6 + 2);
     if (rc < 0) {
         return rc;
     }
-    b->len += quote_to(b->p + b->len, s, style);
+    b->len += sc_json_quote_to(b->p + b->len, s.p, s.len, (enum sc_json_style)style);
     return 0;
 }
 
@@ -426,11 +326,11 @@ static char *put_member(char *o, bool *first, struct sc_str key, const struct lo
         *o++ = ',';
     }
     *first = false;
-    o += quote_to(o, key, style);
+    o += sc_json_quote_to(o, key.p, key.len, (enum sc_json_style)style);
     *o++ = ':';
     switch (f->type) {
     case LOGS_V_STR:
-        return o + quote_to(o, f->val, style);
+        return o + sc_json_quote_to(o, f->val.p, f->val.len, (enum sc_json_style)style);
     case LOGS_V_TRUE:
         memcpy(o, "true", 4);
         return o + 4;
@@ -459,7 +359,6 @@ enum logs_esc logs_ev_style(const struct logs_ev *ev)
 int logs_ev_dump(struct sc_buf *b, const struct logs_ev *ev, enum logs_esc style,
                  const struct logs_field *first_f, const struct logs_field *last_f)
 {
-    esc_init();
     const struct logs_field *own = first_f ? logs_ev_get(ev, first_f->key) : NULL;
     if (last_f && logs_ev_get(ev, last_f->key)) {
         last_f = NULL;
@@ -575,7 +474,7 @@ static int scan_string(struct jp *j, struct sc_str *body, bool *escaped)
             return -1;
         }
         if (c >= 0x80) {
-            size_t l = logs_utf8_seq(p, (size_t)(end - p));
+            size_t l = sc_utf8_seq(p, (size_t)(end - p));
             if (l == 0) {
                 return -1;
             }

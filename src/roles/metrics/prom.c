@@ -15,6 +15,8 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/prom.h"
+#include "core/utf8.h"
 
 #define ARENA_BLOCK (64 * 1024)
 
@@ -466,49 +468,6 @@ static struct sc_str scan_token(struct parser *ps)
     return sc_str_n(st, (size_t)(ps->p - st));
 }
 
-bool prom_valid_utf8(const char *p, size_t n)
-{
-    const unsigned char *s = (const unsigned char *)p;
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t len;
-        uint32_t cp;
-        if (c >= 0xc2 && c <= 0xdf) {
-            len = 2;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            len = 3;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            len = 4;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (n - i < len) {
-            return false;
-        }
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) {
-                return false;
-            }
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        /* overlong forms, surrogates, past U+10FFFF */
-        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-            (cp >= 0xd800 && cp <= 0xdfff)) {
-            return false;
-        }
-        i += len;
-    }
-    return true;
-}
-
 /* Returns the <n> bytes at <st>, already validated, with their <nesc> escapes (\\, \", \n)
  * resolved: a view of the input when there are none, else a NUL-terminated copy in the scrape's
  * arena. */
@@ -568,7 +527,7 @@ static int scan_quoted(struct parser *ps, struct sc_str *out)
         return fail(ps, ps->p, "unterminated label value");
     }
     size_t n = (size_t)(ps->p - st);
-    if (high && !prom_valid_utf8(st, n)) {
+    if (high && !sc_utf8_valid(st, n)) {
         return fail(ps, st, "label value is not valid UTF-8");
     }
     ps->p++;                                 /* the closing quote */
@@ -1225,84 +1184,6 @@ void prom_stream_free(struct prom_stream *st)
 
 /* ---- rendering ---- */
 
-int prom_format_value(struct sc_buf *out, double v)
-{
-    if (isnan(v)) {
-        return sc_buf_append(out, "NaN", 3);
-    }
-    if (isinf(v)) {
-        return v > 0 ? sc_buf_append(out, "+Inf", 4) : sc_buf_append(out, "-Inf", 4);
-    }
-    char buf[40];
-    size_t n;
-    if (v == floor(v) && fabs(v) < 1e15) {
-        int64_t iv = (int64_t)v;
-        uint64_t u = iv < 0 ? (uint64_t)-iv : (uint64_t)iv;
-        char tmp[24];
-        size_t k = 0;
-        do {
-            tmp[k++] = (char)('0' + u % 10);
-            u /= 10;
-        } while (u);
-        n = 0;
-        if (iv < 0 || (iv == 0 && signbit(v))) {
-            buf[n++] = '-';
-        }
-        while (k) {
-            buf[n++] = tmp[--k];
-        }
-    } else {
-        int w = snprintf(buf, sizeof(buf), "%.15g", v);
-        if (strtod(buf, NULL) != v) {
-            w = snprintf(buf, sizeof(buf), "%.17g", v);
-        }
-        n = (size_t)w;
-    }
-    return sc_buf_append(out, buf, n);
-}
-
-static int append_escaped(struct sc_buf *out, struct sc_str v, bool quote)
-{
-    size_t st = 0;
-    for (size_t i = 0; i < v.len; i++) {
-        char c = v.p[i];
-        const char *rep = NULL;
-        if (c == '\\') {
-            rep = "\\\\";
-        } else if (c == '\n') {
-            rep = "\\n";
-        } else if (c == '"' && quote) {
-            rep = "\\\"";
-        }
-        if (rep) {
-            if (sc_buf_append(out, v.p + st, i - st) || sc_buf_append(out, rep, 2)) {
-                return SC_ETOOBIG;
-            }
-            st = i + 1;
-        }
-    }
-    return sc_buf_append(out, v.p + st, v.len - st);
-}
-
-/* Writes <v> escaped (and quoted label values' '"') at <d>, which has room for 2 * v.len bytes;
- * returns the end. */
-static char *put_escaped(char *d, struct sc_str v)
-{
-    for (size_t i = 0; i < v.len; i++) {
-        char c = v.p[i];
-        if (c == '\\' || c == '"') {
-            *d++ = '\\';
-            *d++ = c;
-        } else if (c == '\n') {
-            *d++ = '\\';
-            *d++ = 'n';
-        } else {
-            *d++ = c;
-        }
-    }
-    return d;
-}
-
 static int render_sample(const struct prom_sample *sm, enum prom_format fmt, struct sc_buf *out)
 {
     /* The common case in one reservation: name and labels (escapes at most double a value)
@@ -1325,14 +1206,15 @@ static int render_sample(const struct prom_sample *sm, enum prom_format fmt, str
                 d += sm->labels[i].name.len;
                 *d++ = '=';
                 *d++ = '"';
-                d = put_escaped(d, sm->labels[i].value);
+                d = sc_prom_escape_to(d, sm->labels[i].value.p, sm->labels[i].value.len,
+                                      SC_PROM_ESC_QUOTE);
                 *d++ = '"';
             }
             *d++ = '}';
         }
         *d++ = ' ';
         out->len = (size_t)(d - out->p);
-        int rc = prom_format_value(out, sm->value); /* at most 40 bytes: reserved */
+        int rc = sc_prom_value(out, sm->value); /* at most SC_PROM_VALUE_MAX bytes: reserved */
         rc |= sc_buf_append(out, "\n", 1);
         return rc ? SC_ETOOBIG : 0;
     }
@@ -1345,13 +1227,14 @@ static int render_sample(const struct prom_sample *sm, enum prom_format fmt, str
             }
             rc |= sc_buf_append_str(out, sm->labels[i].name);
             rc |= sc_buf_append(out, "=\"", 2);
-            rc |= append_escaped(out, sm->labels[i].value, true);
+            rc |= sc_prom_escape(out, sm->labels[i].value.p, sm->labels[i].value.len,
+                                 SC_PROM_ESC_QUOTE);
             rc |= sc_buf_append(out, "\"", 1);
         }
         rc |= sc_buf_append(out, "}", 1);
     }
     rc |= sc_buf_append(out, " ", 1);
-    rc |= prom_format_value(out, sm->value);
+    rc |= sc_prom_value(out, sm->value);
     if (sm->has_ts) {
         if (fmt == PROM_FMT_OPENMETRICS) {
             uint64_t a = sm->ts_ms < 0 ? (uint64_t)0 - (uint64_t)sm->ts_ms : (uint64_t)sm->ts_ms;
@@ -1436,7 +1319,7 @@ static int render_meta(const struct prom_family *f, enum prom_format fmt, struct
     int rc = 0;
     if (meta && f->has_help) {
         rc |= sc_buf_appendf(out, "# HELP %.*s%s ", SC_STR_FMT(mname), msuffix);
-        rc |= append_escaped(out, f->help, om);
+        rc |= sc_prom_escape(out, f->help.p, f->help.len, om ? SC_PROM_ESC_QUOTE : 0);
         rc |= sc_buf_append(out, "\n", 1);
     }
     if (meta && (f->has_type || t != f->type)) {

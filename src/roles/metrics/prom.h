@@ -173,15 +173,8 @@ int prom_render_some(const struct prom_set *s, enum prom_format fmt, struct prom
 /* Returns about how many bytes prom_render will write (a little more, to size a buffer once). */
 size_t prom_render_estimate(const struct prom_set *s);
 
-/* Appends <v> formatted as the exposition formats want it (NaN, +Inf, -Inf, shortest exact). */
-int prom_format_value(struct sc_buf *out, double v);
-
 /* Returns the type's name in <fmt> ("untyped" vs "unknown"). */
 const char *prom_type_name(enum prom_type t, enum prom_format fmt);
-
-/* Returns true when <p>[0..n) is valid UTF-8 (no overlong forms, surrogates or code points past
- * U+10FFFF): Prometheus refuses a whole scrape over one label value that is not. */
-bool prom_valid_utf8(const char *p, size_t n);
 
 /* Returns true when <name> is a valid metric name ([a-zA-Z_:][a-zA-Z0-9_:]*) or, with <label>,
  * a valid label name ([a-zA-Z_][a-zA-Z0-9_]*). */
