@@ -21,13 +21,13 @@ extern const unsigned char sc_json_esc[2][256];
 
 /* Writes <s>[0..n), which must be valid UTF-8 (the caller validated or repaired it), escaped in
  * <style> but not quoted, to <out>, which has room for 6 * n bytes. Returns the bytes written. */
-static inline size_t sc_json_escape_to(char *out, const char *s, size_t n,
-                                       enum sc_json_style style)
+static inline size_t sc_json_escape_to(char *out, const char *s, size_t n, enum sc_json_style style)
 {
     const unsigned char *t = sc_json_esc[style];
     const char *hex = style == SC_JSON_JANSSON ? "0123456789ABCDEF" : "0123456789abcdef";
     const unsigned char *p = (const unsigned char *)s, *end = p + n;
-    /* The fourth byte the word test looks for: DEL, or (JANSSON, which keeps DEL) the quote again. */
+    /* The fourth byte the word test looks for: DEL, or (JANSSON, which keeps DEL) the quote again.
+     */
     const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
     const uint64_t quote = ones * '"', bslash = ones * '\\';
     const uint64_t del = ones * (style == SC_JSON_JANSSON ? '"' : 0x7f);

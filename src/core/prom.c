@@ -92,8 +92,8 @@ static const unsigned char klass[256] = {
 
 /* The end of the run of bytes at <p>[i..n) copied as they are; *<rep>/<*replen> what replaces
  * the byte there (NULL at the end) and <*skip> how many bytes it stands for. */
-static size_t scan_run(const unsigned char *p, size_t i, size_t n, unsigned flags,
-                       const char **rep, size_t *replen, size_t *skip)
+static size_t scan_run(const unsigned char *p, size_t i, size_t n, unsigned flags, const char **rep,
+                       size_t *replen, size_t *skip)
 {
     unsigned limit = flags & SC_PROM_ESC_QUOTE ? 2 : 1;
     bool utf8 = flags & SC_PROM_ESC_UTF8;

@@ -58,8 +58,8 @@ static void test_le(void **state)
     static const struct {
         double v;
         const char *want;
-    } cases[] = { { 0.005, "0.005" }, { 1, "1" },          { 2.5, "2.5" },
-                  { 1e6, "1e+06" },   { 1e-5, "1e-05" },   { 0.0001, "0.0001" },
+    } cases[] = { { 0.005, "0.005" },   { 1, "1" },          { 2.5, "2.5" },
+                  { 1e6, "1e+06" },     { 1e-5, "1e-05" },   { 0.0001, "0.0001" },
                   { 100000, "100000" }, { INFINITY, "+Inf" } };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char out[64];
