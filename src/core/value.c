@@ -36,7 +36,6 @@ size_t sc_value_put_u64(char *out, uint64_t v)
     return n;
 }
 
-
 int sc_value_parse_bool(const char *s, bool *out)
 {
     if (strcasecmp(s, "true") == 0) {
