@@ -117,7 +117,6 @@ static void vault_call(struct secrets *sv, const char *method, const char *path,
 
 /* ---- flow ---- */
 
-
 static uint64_t backoff(const struct secrets *sv, int failures)
 {
     uint64_t b = sv->cfg->retry_backoff_ms;
