@@ -176,6 +176,14 @@ size_t prom_render_estimate(const struct prom_set *s);
 /* Returns the type's name in <fmt> ("untyped" vs "unknown"). */
 const char *prom_type_name(enum prom_type t, enum prom_format fmt);
 
+/* Returns true when <n> is <base> followed by <suffix> ("x_total" is "x" + "_total"). */
+static inline bool prom_has_suffix(struct sc_str n, struct sc_str base, const char *suffix)
+{
+    size_t sl = strlen(suffix);
+    return n.len == base.len + sl && memcmp(n.p, base.p, base.len) == 0 &&
+           memcmp(n.p + base.len, suffix, sl) == 0;
+}
+
 /* Returns true when <name> is a valid metric name ([a-zA-Z_:][a-zA-Z0-9_:]*) or, with <label>,
  * a valid label name ([a-zA-Z_][a-zA-Z0-9_]*). */
 bool prom_valid_name(struct sc_str name, bool label);
