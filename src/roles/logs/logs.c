@@ -533,8 +533,7 @@ void logs_on_ack(struct logs *lg)
         return;
     }
     if (lg->paused && !logs_backpressured(lg)) {
-        lg->paused = false;
-        logs_tail_resume(lg);
+        logs_tail_unpause(lg);
     }
 }
 
@@ -738,9 +737,7 @@ static int logs_start(struct sc_app *app, const void *cfgp, void **state, char *
     lg->app = app;
     lg->cfg = c;
     lg->loop = sc_app_loop(app);
-    sc_list_init(&lg->files);
-    sc_list_init(&lg->watches);
-    lg->inotify_fd = -1;
+    logs_tail_init(lg);
     logs_ev_init(&lg->ev);
     sc_buf_init(&lg->scratch, c->max_line_size * 8 + 65536);
     if (gethostname(lg->hostname, sizeof(lg->hostname) - 1) < 0) {

@@ -370,7 +370,7 @@ struct logs {
     size_t nknown;
     uint64_t seq; /* last sequence assigned */
     uint64_t committed_seq;
-    bool paused;
+    bool paused; /* reading stopped for backpressure; written by logs_tail.c only */
     bool stopping;
     bool stopped;
     bool drain_read; /* the drain has read every file to its end and flushed partial records */
@@ -384,7 +384,7 @@ struct logs {
     uv_timer_t ml_timer;
     uv_idle_t read_idle;
     struct sc_list watches; /* struct logs_watch, one per pattern with a plain directory */
-    int inotify_fd;         /* -1: polling only */
+    int inotify_fd;         /* -1: polling only; written by logs_tail.c only */
     uv_poll_t inotify_poll;
     uint32_t moved_cookie[16]; /* IN_MOVED_FROM of watched names, the latest ones */
     unsigned moved_next;
@@ -393,7 +393,6 @@ struct logs {
         int64_t ctime_s, ctime_ns;
     } closed[64]; /* files read to their end and closed that still exist, the latest ones */
     unsigned closed_next;
-    int nhandles;
 
     /* stdin input */
     uv_pipe_t stdin_pipe;
@@ -427,6 +426,12 @@ bool logs_tail_drain(struct logs *lg);
 /* Schedules the next read (during a drain: the next drain step) on the read idle handle, so an
  * acknowledgement that arrives from inside a read never reads again from there. */
 void logs_tail_resume(struct logs *lg);
+/* Clears the backpressure pause (the tailer owns <paused>: it sets it when outputs are full) and
+ * schedules the next read. */
+void logs_tail_unpause(struct logs *lg);
+/* Prepares the tailer's state (no file, no watch, no inotify descriptor) so logs_tail_close is
+ * safe even when logs_tail_start never ran. */
+void logs_tail_init(struct logs *lg);
 /* Bytes of the files that the drain has not handed to the outputs yet. */
 uint64_t logs_tail_unread(struct logs *lg);
 void logs_tail_read_all(struct logs *lg);
