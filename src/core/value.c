@@ -319,9 +319,12 @@ char *sc_env_expand(const char *s, char **err, size_t *errpos)
     if (!strchr(s, '$')) {
         return sc_strdup(s);
     }
+    static const char bad_ref[] = "invalid variable reference: expected ${NAME} or "
+                                  "${NAME:-default}";
     struct sc_buf out;
     sc_buf_init(&out, MAX_EXPAND);
-    size_t i = 0;
+    char *name = NULL, *msg = NULL;
+    size_t i = 0, at = 0;
     while (s[i]) {
         if (s[i] != '$' || (s[i + 1] != '$' && s[i + 1] != '{')) {
             size_t j = i + 1;
@@ -329,8 +332,9 @@ char *sc_env_expand(const char *s, char **err, size_t *errpos)
                 j++;
             }
             if (sc_buf_append(&out, s + i, j - i) < 0) {
-                return expand_fail(&out, err, errpos, i,
-                                   sc_strdup("value too long after expansion"));
+                at = i;
+                msg = sc_strdup("value too long after expansion");
+                goto fail;
             }
             i = j;
             continue;
@@ -340,16 +344,16 @@ char *sc_env_expand(const char *s, char **err, size_t *errpos)
             i += 2;
             continue;
         }
-        size_t ref = i, n = i + 2;
+        size_t n = i + 2;
+        at = i;
         if (!name_start(s[n])) {
-            return expand_fail(&out, err, errpos, ref,
-                               sc_strdup("invalid variable reference: expected ${NAME} or "
-                                         "${NAME:-default}"));
+            msg = sc_strdup(bad_ref);
+            goto fail;
         }
         while (name_char(s[n])) {
             n++;
         }
-        char *name = sc_strndup(s + i + 2, n - (i + 2));
+        name = sc_strndup(s + i + 2, n - (i + 2));
         const char *def = NULL;
         size_t deflen = 0, end;
         if (s[n] == '}') {
@@ -357,39 +361,41 @@ char *sc_env_expand(const char *s, char **err, size_t *errpos)
         } else if (s[n] == ':' && s[n + 1] == '-') {
             const char *close = strchr(s + n + 2, '}');
             if (!close) {
-                sc_free(name);
-                return expand_fail(&out, err, errpos, ref, sc_strdup("unterminated \"${\""));
+                msg = sc_strdup("unterminated \"${\"");
+                goto fail;
             }
             def = s + n + 2;
             deflen = (size_t)(close - def);
             end = (size_t)(close - s) + 1;
         } else if (s[n] == '\0') {
-            sc_free(name);
-            return expand_fail(&out, err, errpos, ref, sc_strdup("unterminated \"${\""));
+            msg = sc_strdup("unterminated \"${\"");
+            goto fail;
         } else {
-            sc_free(name);
-            return expand_fail(&out, err, errpos, ref,
-                               sc_strdup("invalid variable reference: expected ${NAME} or "
-                                         "${NAME:-default}"));
+            msg = sc_strdup(bad_ref);
+            goto fail;
         }
         const char *val = getenv(name);
         int rc;
         if (def && (!val || !*val)) {
             rc = sc_buf_append(&out, def, deflen); /* ":-" as in sh: unset or empty */
         } else if (!val) {
-            char *msg = sc_asprintf("environment variable \"%s\" is not set", name);
-            sc_free(name);
-            return expand_fail(&out, err, errpos, ref, msg);
+            msg = sc_asprintf("environment variable \"%s\" is not set", name);
+            goto fail;
         } else {
             rc = sc_buf_append_cstr(&out, val);
         }
         sc_free(name);
+        name = NULL;
         if (rc < 0) {
-            return expand_fail(&out, err, errpos, ref, sc_strdup("value too long after expansion"));
+            msg = sc_strdup("value too long after expansion");
+            goto fail;
         }
         i = end;
     }
     return sc_config_buf_take(&out);
+fail:
+    sc_free(name);
+    return expand_fail(&out, err, errpos, at, msg);
 }
 
 /* Optimal string alignment distance (Levenshtein plus adjacent transpositions), ASCII case

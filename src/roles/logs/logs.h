@@ -170,8 +170,8 @@ int logs_ev_dump(struct sc_buf *b, const struct logs_ev *ev, enum logs_esc style
                  const struct logs_field *first, const struct logs_field *last);
 /* Parses <line> as one JSON object into <ev> (which must be empty), strictly as jansson's
  * json_loadb would accept it: valid UTF-8, no \u0000, integers within long long, finite reals,
- * at most 2048 levels; duplicate keys keep the first place and the last value. Returns 0, or -1
- * when the line is not such an object (<ev> then holds a prefix: reset it). */
+ * at most 2048 levels; duplicate keys keep the first place and the last value. Returns 0, or
+ * SC_EINVAL when the line is not such an object (<ev> then holds a prefix: reset it). */
 int logs_ev_parse_json(struct logs_ev *ev, struct sc_str line);
 
 /* One record on its way to the outputs: <ev> its fields; <raw> the original line(s) without the

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/error.h"
 #include "core/utf8.h"
 #include "roles/logs/logs.h"
 
@@ -430,13 +431,13 @@ static int hexval(unsigned char c)
 static int read_u4(const unsigned char *p, const unsigned char *end, unsigned *out)
 {
     if (end - p < 4) {
-        return -1;
+        return SC_EINVAL;
     }
     unsigned v = 0;
     for (int i = 0; i < 4; i++) {
         int h = hexval(p[i]);
         if (h < 0) {
-            return -1;
+            return SC_EINVAL;
         }
         v = (v << 4) | (unsigned)h;
     }
@@ -464,19 +465,19 @@ static int scan_string(struct jp *j, struct sc_str *body, bool *escaped)
             p++;
         }
         if (p >= end) {
-            return -1;
+            return SC_EINVAL;
         }
         unsigned char c = *p;
         if (c == '"') {
             break;
         }
         if (c < 0x20) {
-            return -1;
+            return SC_EINVAL;
         }
         if (c >= 0x80) {
             size_t l = sc_utf8_seq(p, (size_t)(end - p));
             if (l == 0) {
-                return -1;
+                return SC_EINVAL;
             }
             p += l;
             continue;
@@ -484,7 +485,7 @@ static int scan_string(struct jp *j, struct sc_str *body, bool *escaped)
         /* backslash */
         *escaped = true;
         if (end - p < 2) {
-            return -1;
+            return SC_EINVAL;
         }
         switch (p[1]) {
         case '"':
@@ -500,21 +501,21 @@ static int scan_string(struct jp *j, struct sc_str *body, bool *escaped)
         case 'u':
             break;
         default:
-            return -1;
+            return SC_EINVAL;
         }
         unsigned u;
         if (read_u4(p + 2, end, &u) < 0) {
-            return -1;
+            return SC_EINVAL;
         }
         p += 6;
         if (u == 0 || (u >= 0xdc00 && u <= 0xdfff)) {
-            return -1;
+            return SC_EINVAL;
         }
         if (u >= 0xd800 && u <= 0xdbff) {
             unsigned lo;
             if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || read_u4(p + 2, end, &lo) < 0 ||
                 lo < 0xdc00 || lo > 0xdfff) {
-                return -1;
+                return SC_EINVAL;
             }
             p += 6;
         }
@@ -592,7 +593,7 @@ static int parse_string(struct jp *j, struct sc_str *out)
     struct sc_str body;
     bool escaped;
     if (scan_string(j, &body, &escaped) < 0) {
-        return -1;
+        return SC_EINVAL;
     }
     *out = escaped ? unescape(j->ev, body) : body;
     return 0;
@@ -613,12 +614,12 @@ static int scan_number(struct jp *j, struct sc_str *tok, bool *real)
         p++;
     }
     if (p >= end || !is_digit(*p)) {
-        return -1;
+        return SC_EINVAL;
     }
     if (*p == '0') {
         p++;
         if (p < end && is_digit(*p)) {
-            return -1;
+            return SC_EINVAL;
         }
     } else {
         while (p < end && is_digit(*p)) {
@@ -628,7 +629,7 @@ static int scan_number(struct jp *j, struct sc_str *tok, bool *real)
     if (p < end && *p == '.') {
         p++;
         if (p >= end || !is_digit(*p)) {
-            return -1;
+            return SC_EINVAL;
         }
         while (p < end && is_digit(*p)) {
             p++;
@@ -641,7 +642,7 @@ static int scan_number(struct jp *j, struct sc_str *tok, bool *real)
             p++;
         }
         if (p >= end || !is_digit(*p)) {
-            return -1;
+            return SC_EINVAL;
         }
         while (p < end && is_digit(*p)) {
             p++;
@@ -672,7 +673,7 @@ static int number_value(struct jp *j, struct sc_str tok, bool real, enum logs_vt
     if (!real) {
         long long v = strtoll(z.p, &endp, 10);
         if (errno == ERANGE) {
-            return -1;
+            return SC_EINVAL;
         }
         char tmp[32];
         int n = snprintf(tmp, sizeof(tmp), "%lld", v);
@@ -682,14 +683,14 @@ static int number_value(struct jp *j, struct sc_str tok, bool real, enum logs_vt
     }
     double d = strtod(z.p, &endp);
     if ((d == HUGE_VAL || d == -HUGE_VAL) && errno == ERANGE) {
-        return -1;
+        return SC_EINVAL;
     }
     json_t *r = json_real(d);
     char tmp[64];
     size_t n = r ? json_dumpb(r, tmp, sizeof(tmp), JSON_ENCODE_ANY) : 0;
     json_decref(r);
     if (n == 0 || n > sizeof(tmp)) {
-        return -1;
+        return SC_EINVAL;
     }
     *type = LOGS_V_REAL;
     *val = logs_ev_copy(j->ev, sc_str_n(tmp, n));
@@ -722,7 +723,7 @@ static bool number_in_range(struct jp *j, struct sc_str tok, bool real)
 static int expect_lit(struct jp *j, const char *lit, size_t n)
 {
     if ((size_t)(j->end - j->p) < n || memcmp(j->p, lit, n) != 0) {
-        return -1;
+        return SC_EINVAL;
     }
     j->p += n;
     return 0;
@@ -739,13 +740,13 @@ static int skip_nested(struct jp *j, int depth)
     for (;;) {
         skip_ws(j);
         if (j->p >= j->end) {
-            return -1;
+            return SC_EINVAL;
         }
         unsigned char c = *j->p;
         if (need_value) {
             /* jansson counts every value: the top-level object is 1, its members 2, ... */
             if (depth + top + 1 > JSON_MAX_DEPTH) {
-                return -1;
+                return SC_EINVAL;
             }
             if (c == '{' || c == '[') {
                 bool obj = c == '{';
@@ -770,11 +771,11 @@ static int skip_nested(struct jp *j, int depth)
                     struct sc_str body;
                     bool esc;
                     if (j->p >= j->end || *j->p != '"' || scan_string(j, &body, &esc) < 0) {
-                        return -1;
+                        return SC_EINVAL;
                     }
                     skip_ws(j);
                     if (j->p >= j->end || *j->p != ':') {
-                        return -1;
+                        return SC_EINVAL;
                     }
                     j->p++;
                 }
@@ -784,31 +785,31 @@ static int skip_nested(struct jp *j, int depth)
                 struct sc_str body;
                 bool esc;
                 if (scan_string(j, &body, &esc) < 0) {
-                    return -1;
+                    return SC_EINVAL;
                 }
             } else if (c == '-' || is_digit(c)) {
                 struct sc_str tok;
                 bool real;
                 if (scan_number(j, &tok, &real) < 0) {
-                    return -1;
+                    return SC_EINVAL;
                 }
                 if (!number_in_range(j, tok, real)) {
-                    return -1;
+                    return SC_EINVAL;
                 }
             } else if (c == 't') {
                 if (expect_lit(j, "true", 4) < 0) {
-                    return -1;
+                    return SC_EINVAL;
                 }
             } else if (c == 'f') {
                 if (expect_lit(j, "false", 5) < 0) {
-                    return -1;
+                    return SC_EINVAL;
                 }
             } else if (c == 'n') {
                 if (expect_lit(j, "null", 4) < 0) {
-                    return -1;
+                    return SC_EINVAL;
                 }
             } else {
-                return -1;
+                return SC_EINVAL;
             }
             need_value = false;
             continue;
@@ -822,11 +823,11 @@ static int skip_nested(struct jp *j, int depth)
                 struct sc_str body;
                 bool esc;
                 if (j->p >= j->end || *j->p != '"' || scan_string(j, &body, &esc) < 0) {
-                    return -1;
+                    return SC_EINVAL;
                 }
                 skip_ws(j);
                 if (j->p >= j->end || *j->p != ':') {
-                    return -1;
+                    return SC_EINVAL;
                 }
                 j->p++;
             }
@@ -834,7 +835,7 @@ static int skip_nested(struct jp *j, int depth)
             continue;
         }
         if (c != (obj ? '}' : ']')) {
-            return -1;
+            return SC_EINVAL;
         }
         j->p++;
         top--;
@@ -850,12 +851,12 @@ static int nested_value(struct jp *j, struct sc_str *val)
 {
     const unsigned char *s = j->p;
     if (skip_nested(j, 1) < 0) {
-        return -1;
+        return SC_EINVAL;
     }
     json_error_t err;
     json_t *v = json_loadb((const char *)s, (size_t)(j->p - s), JSON_DECODE_ANY, &err);
     if (!v) {
-        return -1;
+        return SC_EINVAL;
     }
     size_t n = json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
     char *out = logs_ev_alloc(j->ev, n + 1);
@@ -871,7 +872,7 @@ int logs_ev_parse_json(struct logs_ev *ev, struct sc_str line)
     struct jp j = { (const unsigned char *)line.p, (const unsigned char *)line.p + line.len, ev };
     skip_ws(&j);
     if (j.p >= j.end || *j.p != '{') {
-        return -1;
+        return SC_EINVAL;
     }
     j.p++;
     skip_ws(&j);
@@ -883,56 +884,56 @@ int logs_ev_parse_json(struct logs_ev *ev, struct sc_str line)
         struct sc_str key, val = SC_STR_NULL;
         enum logs_vt type;
         if (j.p >= j.end || *j.p != '"' || parse_string(&j, &key) < 0) {
-            return -1;
+            return SC_EINVAL;
         }
         skip_ws(&j);
         if (j.p >= j.end || *j.p != ':') {
-            return -1;
+            return SC_EINVAL;
         }
         j.p++;
         skip_ws(&j);
         if (j.p >= j.end) {
-            return -1;
+            return SC_EINVAL;
         }
         unsigned char c = *j.p;
         if (c == '"') {
             if (parse_string(&j, &val) < 0) {
-                return -1;
+                return SC_EINVAL;
             }
             type = LOGS_V_STR;
         } else if (c == '-' || is_digit(c)) {
             struct sc_str tok;
             bool real;
             if (scan_number(&j, &tok, &real) < 0 || number_value(&j, tok, real, &type, &val) < 0) {
-                return -1;
+                return SC_EINVAL;
             }
         } else if (c == 't') {
             if (expect_lit(&j, "true", 4) < 0) {
-                return -1;
+                return SC_EINVAL;
             }
             type = LOGS_V_TRUE;
         } else if (c == 'f') {
             if (expect_lit(&j, "false", 5) < 0) {
-                return -1;
+                return SC_EINVAL;
             }
             type = LOGS_V_FALSE;
         } else if (c == 'n') {
             if (expect_lit(&j, "null", 4) < 0) {
-                return -1;
+                return SC_EINVAL;
             }
             type = LOGS_V_NULL;
         } else if (c == '{' || c == '[') {
             if (nested_value(&j, &val) < 0) {
-                return -1;
+                return SC_EINVAL;
             }
             type = LOGS_V_RAW;
         } else {
-            return -1;
+            return SC_EINVAL;
         }
         logs_ev_set(ev, key, type, val);
         skip_ws(&j);
         if (j.p >= j.end) {
-            return -1;
+            return SC_EINVAL;
         }
         if (*j.p == ',') {
             j.p++;
@@ -940,12 +941,12 @@ int logs_ev_parse_json(struct logs_ev *ev, struct sc_str line)
             continue;
         }
         if (*j.p != '}') {
-            return -1;
+            return SC_EINVAL;
         }
         j.p++;
         break;
     }
 tail:
     skip_ws(&j);
-    return j.p == j.end ? 0 : -1;
+    return j.p == j.end ? 0 : SC_EINVAL;
 }

@@ -407,8 +407,7 @@ static struct secrets_file *file_new(struct secrets *sv, const struct secrets_cf
     sc_free(text);
     sc_free(tname);
     if (!f->tmpl) {
-        secrets_file_free(f);
-        return NULL;
+        goto fail;
     }
     f->dest = dest ? sc_strdup(dest) : sc_asprintf("%s/%s", c->dest_dir, name);
     f->spec.path = f->dest;
@@ -416,22 +415,19 @@ static struct secrets_file *file_new(struct secrets *sv, const struct secrets_cf
     const char *m = mode ? mode : c->mode;
     if (sc_file_parse_mode(m, &f->spec.mode) < 0) {
         *err = sc_asprintf("secret %s: mode \"%s\" is not an octal file mode", name, m);
-        secrets_file_free(f);
-        return NULL;
+        goto fail;
     }
     const char *o = owner ? owner : c->owner;
     if (sc_file_parse_owner(o, &f->spec.uid, &f->spec.gid) < 0) {
         *err = sc_asprintf("secret %s: unknown owner \"%s\"", name, o);
-        secrets_file_free(f);
-        return NULL;
+        goto fail;
     }
     if (reload && (reload->url || reload->pid_file || reload->process || reload->command.n)) {
         if (sc_reload_check(reload, err) < 0) {
             char *msg = sc_asprintf("secret %s: %s", name, *err);
             sc_free(*err);
             *err = msg;
-            secrets_file_free(f);
-            return NULL;
+            goto fail;
         }
         f->reload_cfg = reload;
     } else if (command && command[0]) {
@@ -445,6 +441,9 @@ static struct secrets_file *file_new(struct secrets *sv, const struct secrets_cf
         f->reload_cfg = &f->own_reload;
     }
     return f;
+fail:
+    secrets_file_free(f);
+    return NULL;
 }
 
 static int load_annotations(const struct secrets_cfg *c, struct ann *a, char **err)
@@ -505,8 +504,7 @@ static int plan_build(struct secrets *sv, const struct secrets_cfg *c, struct se
     struct ann a = { 0 };
     int rc = load_annotations(c, &a, err);
     if (rc < 0) {
-        ann_free(&a);
-        return rc;
+        goto out;
     }
     pl->role = sc_strdup(c->role ? c->role : ann_get(&a, ANN "role"));
     pl->namespace =
@@ -526,8 +524,8 @@ static int plan_build(struct secrets *sv, const struct secrets_cfg *c, struct se
     if (pl->method == AUTH_KUBERNETES && !pl->role) {
         *err = sc_strdup("kubernetes auth needs a role (role: or the vault.hashicorp.com/role "
                          "annotation); or set token / role_id");
-        ann_free(&a);
-        return SC_ECONFIG;
+        rc = SC_ECONFIG;
+        goto out;
     }
     pl->auth_key = sc_asprintf("%s\n%s\n%s\n%d\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s", pl->address,
                                nz(pl->namespace), nz(pl->ca_file), pl->method, nz(pl->cfg_token),
@@ -572,12 +570,13 @@ static int plan_build(struct secrets *sv, const struct secrets_cfg *c, struct se
         sc_free(ck);
         sc_free(dest);
     }
-    ann_free(&a);
     if (rc == 0 && pl->nfiles == 0) {
         *err = sc_strdup("no secrets to render: give secrets: in the config or "
                          "vault.hashicorp.com/agent-inject-secret-<name> annotations");
         rc = SC_ECONFIG;
     }
+out:
+    ann_free(&a);
     return rc;
 }
 
