@@ -55,6 +55,8 @@ enum {
     SC_OPT_FLAG_ONLY = 1 << 3,  /* a flag that is not a config-file key (implies SC_OPT_FLAG) */
     SC_OPT_POSITIONAL = 1 << 4, /* a flag also given as a bare word on the command line; bare
                                    words fill such options in table order (needs SC_OPT_FLAG) */
+    SC_OPT_RESTART = 1 << 5,    /* changes only with a restart: a reload that changes it is
+                                   refused (sc_config_check_reload); the default is reloadable */
 };
 
 struct sc_opt;
@@ -131,6 +133,15 @@ int sc_config_check_required(const struct sc_opt *table, const void *obj, const 
 
 /* Frees everything the loader allocated inside <obj> and zeroes those fields. NULL-safe. */
 void sc_config_free(const struct sc_opt *table, void *obj);
+
+/* Whether the configuration <next> may replace <cur> at a reload (both structs <table>
+ * describes): every option flagged SC_OPT_RESTART must hold the same value, compared in depth
+ * (an object or a list with all it holds). A list of objects whose element table has such
+ * options must keep its length, and each element is checked in turn. Returns 0, or SC_ECONFIG
+ * with "<key path> changes only with a restart" in a new <*err> (the first option that changed;
+ * values are never quoted, so secrets stay out of messages). */
+int sc_config_check_reload(const struct sc_opt *table, const void *cur, const void *next,
+                           char **err);
 
 /* Returns a new JSON object with the effective configuration, secrets as "<redacted>". */
 json_t *sc_config_dump(const struct sc_opt *table, const void *obj);
