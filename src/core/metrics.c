@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 // Metrics registry and Prometheus text exposition (format 0.0.4). The invariant that shapes the
-// file: a series, once created, lives until the registry is freed, so a worker thread may keep a
-// raw pointer to it and update it with nothing but atomics, even after the series was removed or
-// while a render runs. Locks guard only structure: the registry mutex the list of families and
-// callbacks (both append-only, published with release stores so a render walks them unlocked),
-// and each family's mutex its hash table and its list of live series. Label values are stored raw
-// and sanitised at render time (escapes, invalid UTF-8 replaced), because they may come from peers
-// and one bad byte must not make the whole scrape unparsable.
+// file: the memory of a series, once created, lives until the registry is freed, so a worker
+// thread may keep a raw pointer to it and update it with nothing but atomics while a render runs,
+// and a late update after a removal never touches freed memory. A removed series is revived when
+// its label values come back, or its memory serves the next new series of the family, so churn
+// costs what the live series need, not every series there ever was. Locks guard only structure: the
+// registry mutex the list of families and callbacks (both append-only, published with release
+// stores so a render walks them unlocked), and each family's mutex its hash table and its list of
+// live series. Label values are stored raw and sanitised at render time (escapes, invalid UTF-8
+// replaced), because they may come from peers and one bad byte must not make the whole scrape
+// unparsable.
 #include "core/metrics.h"
 
 #include <fcntl.h>
@@ -46,8 +49,10 @@ static const double default_buckets[] = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025
                                           1,      2.5,     5,      10 };
 
 struct sc_metric {
-    struct sc_list link;     /* in family->live, creation order; unlinked once removed */
+    struct sc_list link;     /* in family->live (creation order), or once removed in
+                                family->removed (removal order) */
     struct sc_metric *hnext; /* hash chain; removed series stay chained, to be revived */
+    bool removed;
     struct sc_metric_family *fam;
     uint64_t hash;
     char **values; /* fam->nlabels copies, raw as given */
@@ -76,7 +81,9 @@ struct sc_metric_family {
     pthread_mutex_t lock; /* guards everything below */
     struct sc_list live;  /* series that render, in creation order */
     size_t nlive;
-    struct sc_metric **table; /* every series ever created, live or removed */
+    struct sc_list removed; /* removed series, oldest first: revived or reused by new series */
+    size_t nremoved;
+    struct sc_metric **table; /* every series, live or removed */
     size_t tsize;             /* a power of two */
     size_t tcount;
     bool warned; /* the cap was reported in the log once */
@@ -257,13 +264,31 @@ static void reset_values(struct sc_metric *m)
     }
 }
 
-/* Returns the series, creating it or reviving a removed one; NULL at the cap. Called with
- * f->lock held. */
+/* Takes <m> out of its hash chain. Called with f->lock held. */
+static void unchain(struct sc_metric_family *f, struct sc_metric *m)
+{
+    struct sc_metric **pp = &f->table[m->hash & (f->tsize - 1)];
+    while (*pp != m) {
+        pp = &(*pp)->hnext;
+    }
+    *pp = m->hnext;
+    m->hnext = NULL;
+}
+
+static void chain(struct sc_metric_family *f, struct sc_metric *m)
+{
+    size_t j = m->hash & (f->tsize - 1);
+    m->hnext = f->table[j];
+    f->table[j] = m;
+}
+
+/* Returns the series, creating it, reviving a removed one with the same values, or reusing the
+ * memory of the series removed longest ago; NULL at the cap. Called with f->lock held. */
 static struct sc_metric *get_locked(struct sc_metric_family *f, const char *const *values)
 {
     uint64_t h = hash_values(f->reg->seed, values, f->nlabels);
     struct sc_metric *m = find(f, values, h);
-    if (m && !sc_list_unlinked(&m->link)) {
+    if (m && !m->removed) {
         return m;
     }
     if (f->nlive >= MAX_SERIES) {
@@ -272,7 +297,21 @@ static struct sc_metric *get_locked(struct sc_metric_family *f, const char *cons
     if (m) {
         /* A removed series comes back as new, at zero; reusing it keeps churn over the same
          * label values from allocating again. */
-        reset_values(m);
+        sc_list_remove(&m->link);
+        f->nremoved--;
+    } else if (!sc_list_empty(&f->removed)) {
+        /* Churn over ever new label values (endpoints that come and go) reuses what was removed,
+         * so memory follows the live series, not every series there ever was. */
+        m = sc_list_entry(f->removed.next, struct sc_metric, link);
+        sc_list_remove(&m->link);
+        f->nremoved--;
+        unchain(f, m);
+        for (size_t i = 0; i < f->nlabels; i++) {
+            sc_free(m->values[i]);
+            m->values[i] = sc_strdup(values[i] ? values[i] : "");
+        }
+        m->hash = h;
+        chain(f, m);
     } else {
         size_t nb = f->type == SC_METRIC_HISTOGRAM ? f->nbounds : 0;
         m = sc_calloc(1, sizeof(*m) + nb * sizeof(m->buckets[0]));
@@ -282,13 +321,12 @@ static struct sc_metric *get_locked(struct sc_metric_family *f, const char *cons
         for (size_t i = 0; i < f->nlabels; i++) {
             m->values[i] = sc_strdup(values[i] ? values[i] : "");
         }
-        reset_values(m);
         maybe_grow(f);
-        size_t j = h & (f->tsize - 1);
-        m->hnext = f->table[j];
-        f->table[j] = m;
+        chain(f, m);
         f->tcount++;
     }
+    reset_values(m);
+    m->removed = false;
     sc_list_append(&f->live, &m->link);
     f->nlive++;
     return m;
@@ -457,6 +495,7 @@ static struct sc_metric_family *family(struct sc_metrics *r, enum sc_metric_type
     }
     pthread_mutex_init(&f->lock, NULL);
     sc_list_init(&f->live);
+    sc_list_init(&f->removed);
     f->tsize = 8;
     f->table = sc_calloc(f->tsize, sizeof(*f->table));
 
@@ -549,9 +588,12 @@ void sc_metric_remove(struct sc_metric_family *f, const char *const *values)
     }
     pthread_mutex_lock(&f->lock);
     struct sc_metric *m = find(f, values, hash_values(f->reg->seed, values, f->nlabels));
-    if (m && !sc_list_unlinked(&m->link)) {
+    if (m && !m->removed) {
         sc_list_remove(&m->link);
         f->nlive--;
+        m->removed = true;
+        sc_list_append(&f->removed, &m->link);
+        f->nremoved++;
     }
     pthread_mutex_unlock(&f->lock);
 }
