@@ -307,7 +307,7 @@ int sc_config_set_scalar(const struct sc_opt *o, void *field, const char *s, str
     case SC_OPT_SIZE: {
         bool dur = o->type == SC_OPT_DURATION;
         uint64_t v;
-        if ((dur ? sc_parse_duration(s, &v) : sc_parse_size(s, &v)) < 0) {
+        if ((dur ? sc_parse_duration(s, &v) : sc_value_parse_size(s, &v)) < 0) {
             sc_buf_append_cstr(m, dur ? "invalid duration " : "invalid size ");
             sc_config_append_quoted(m, s);
             sc_buf_append_cstr(m, dur ? " (expected e.g. 250ms, 30s, 5m, 1h30m)"
@@ -936,7 +936,7 @@ static char *expand(struct ld *ld, const struct node *ref, const struct node *n)
 {
     char *e = NULL;
     size_t pos = 0;
-    char *out = sc_env_expand(n->u.sc.s, &e, &pos);
+    char *out = sc_value_env_expand(n->u.sc.s, &e, &pos);
     if (!out) {
         struct sc_buf m;
         sc_buf_init(&m, MSG_MAX);
@@ -1024,7 +1024,7 @@ static int unknown_key(struct ld *ld, const struct sc_opt *table, const struct n
 {
     struct names ns = { 0 };
     collect_keys(table, &ns, 0);
-    const char *hint = sc_did_you_mean(k->u.sc.s, ns.v, ns.n);
+    const char *hint = sc_value_did_you_mean(k->u.sc.s, ns.v, ns.n);
     struct sc_buf m;
     sc_buf_init(&m, MSG_MAX);
     sc_buf_append_cstr(&m, "unknown key ");

@@ -32,6 +32,8 @@
 
 #include <jansson.h>
 
+#include "core/value.h" /* the value syntax options use */
+
 enum sc_opt_type {
     SC_OPT_END = 0,
     SC_OPT_STR,
@@ -151,25 +153,5 @@ void sc_config_help(const struct sc_opt *table, FILE *out);
 
 /* Writes the options as a Markdown reference table (key, type, default, flag, description). */
 void sc_config_doc(const struct sc_opt *table, FILE *out);
-
-/* Parses a duration ("250ms", "1h30m", "0") into milliseconds. Returns 0 or -EINVAL. */
-int sc_parse_duration(const char *s, uint64_t *ms);
-
-/* Writes the shortest exact rendering of <ms> ("250ms", "90s", "1h30s", "0") into <out>, which
- * holds at least SC_DURATION_MAX bytes: what sc_parse_duration reads back as <ms>. */
-#define SC_DURATION_MAX 96
-void sc_format_duration(uint64_t ms, char *out);
-
-/* Parses a size ("64KiB", "1MiB", "100", "10MB") into bytes. Returns 0 or -EINVAL. */
-int sc_parse_size(const char *s, uint64_t *bytes);
-
-/* Expands ${NAME} / ${NAME:-default} / $$ in <s>. Returns a new string, or NULL with a new
- * message in <*err> (unset variable, unterminated reference). <*errpos> is the byte offset of the
- * offending reference. */
-char *sc_env_expand(const char *s, char **err, size_t *errpos);
-
-/* Returns the candidate closest to <word> by edit distance when it is close enough to be a likely
- * typo (distance <= 2, or <= a third of its length), else NULL. */
-const char *sc_did_you_mean(const char *word, const char *const *candidates, size_t n);
 
 #endif

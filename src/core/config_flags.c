@@ -89,7 +89,7 @@ static int unknown_flag(const struct sc_opt *table, const char *flag, char **err
     struct names ns = { 0 };
     collect_flags(table, &ns, 0);
     char *word = sc_config_flag_name(flag ? flag : "");
-    const char *hint = sc_did_you_mean(word, ns.v, ns.n);
+    const char *hint = sc_value_did_you_mean(word, ns.v, ns.n);
     struct sc_buf m;
     sc_buf_init(&m, MSG_MAX);
     sc_buf_append_cstr(&m, "unknown flag ");

@@ -3,7 +3,7 @@
 // decimals, durations ("1h30m", "250ms"), sizes ("64KiB", "10MB"), ${NAME} and ${NAME:-default}
 // expansion from the environment, and the did-you-mean suggestion for a misspelt name. Invariant:
 // every formatter writes text its parser reads back to the same value.
-#include "core/config.h"
+#include "core/value.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -194,7 +194,7 @@ static const struct {
     { "Ti", 1ULL << 40 },
 };
 
-int sc_parse_size(const char *s, uint64_t *bytes)
+int sc_value_parse_size(const char *s, uint64_t *bytes)
 {
     if (!s) {
         return -EINVAL;
@@ -311,7 +311,7 @@ static char *expand_fail(struct sc_buf *out, char **err, size_t *errpos, size_t 
     return NULL;
 }
 
-char *sc_env_expand(const char *s, char **err, size_t *errpos)
+char *sc_value_env_expand(const char *s, char **err, size_t *errpos)
 {
     if (!s) {
         return NULL;
@@ -443,7 +443,7 @@ static size_t edit_distance(const char *a, size_t la, const char *b, size_t lb, 
     return d;
 }
 
-const char *sc_did_you_mean(const char *word, const char *const *candidates, size_t n)
+const char *sc_value_did_you_mean(const char *word, const char *const *candidates, size_t n)
 {
     if (!word || !candidates) {
         return NULL;

@@ -567,7 +567,7 @@ static void test_env(void **state)
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         char *err = NULL;
-        char *s = sc_env_expand(ok[i].in, &err, NULL);
+        char *s = sc_value_env_expand(ok[i].in, &err, NULL);
         assert_non_null(s);
         assert_string_equal(s, ok[i].out);
         sc_free(s);
@@ -586,7 +586,7 @@ static void test_env(void **state)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char *err = NULL;
         size_t pos = 99;
-        assert_null(sc_env_expand(bad[i].in, &err, &pos));
+        assert_null(sc_value_env_expand(bad[i].in, &err, &pos));
         assert_non_null(err);
         assert_string_equal(err, bad[i].msg);
         assert_int_equal(pos, bad[i].pos);
@@ -722,7 +722,7 @@ static void test_sizes(void **state)
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         uint64_t v = 1;
-        assert_int_equal(sc_parse_size(ok[i].in, &v), 0);
+        assert_int_equal(sc_value_parse_size(ok[i].in, &v), 0);
         assert_int_equal(v, ok[i].bytes);
     }
     static const char *const bad[] = {
@@ -737,7 +737,7 @@ static void test_sizes(void **state)
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         uint64_t v = 7;
-        if (sc_parse_size(bad[i], &v) != -EINVAL) {
+        if (sc_value_parse_size(bad[i], &v) != -EINVAL) {
             print_error("size \"%s\" accepted\n", bad[i]);
             fail();
         }
@@ -1010,15 +1010,15 @@ static void test_did_you_mean(void **state)
 {
     (void)state;
     static const char *const c[] = { "listener", "listeners", "address", "port", "id" };
-    assert_string_equal(sc_did_you_mean("listner", c, 5), "listener");
-    assert_string_equal(sc_did_you_mean("adress", c, 5), "address");
-    assert_string_equal(sc_did_you_mean("addrses", c, 5), "address"); /* transposition */
-    assert_string_equal(sc_did_you_mean("PORT", c, 5), "port");
-    assert_string_equal(sc_did_you_mean("prot", c, 5), "port");
-    assert_null(sc_did_you_mean("x", c, 5));
-    assert_null(sc_did_you_mean("zzzzzz", c, 5));
-    assert_null(sc_did_you_mean("completely-different", c, 5));
-    assert_null(sc_did_you_mean("listner", c, 0));
+    assert_string_equal(sc_value_did_you_mean("listner", c, 5), "listener");
+    assert_string_equal(sc_value_did_you_mean("adress", c, 5), "address");
+    assert_string_equal(sc_value_did_you_mean("addrses", c, 5), "address"); /* transposition */
+    assert_string_equal(sc_value_did_you_mean("PORT", c, 5), "port");
+    assert_string_equal(sc_value_did_you_mean("prot", c, 5), "port");
+    assert_null(sc_value_did_you_mean("x", c, 5));
+    assert_null(sc_value_did_you_mean("zzzzzz", c, 5));
+    assert_null(sc_value_did_you_mean("completely-different", c, 5));
+    assert_null(sc_value_did_you_mean("listner", c, 0));
 }
 
 static void test_anchors_and_merge(void **state)

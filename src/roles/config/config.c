@@ -108,7 +108,7 @@ static const struct sc_opt source_opts[] = {
     { .name = "reload",
       .type = SC_OPT_INLINE,
       .offset = offsetof(struct config_source_cfg, reload),
-      .sub = sc_reload_item_opts },
+      .sub = sc_dest_reload_item_opts },
     { 0 },
 };
 
@@ -211,7 +211,7 @@ static const struct sc_opt config_opts[] = {
     { .name = "reload",
       .type = SC_OPT_INLINE,
       .offset = offsetof(struct config_cfg, reload),
-      .sub = sc_reload_opts },
+      .sub = sc_dest_reload_opts },
     { 0 },
 };
 
@@ -219,7 +219,7 @@ static void source_fetch(struct config_source *s);
 
 /* The source's own reload action when it names one, else the top-level one (each debounces on
  * its own, so a burst of writes gives one run of each action concerned). */
-static struct sc_reloader *source_reloader(const struct config_source *s)
+static struct sc_dest_reloader *source_reloader(const struct config_source *s)
 {
     return s->reloader ? s->reloader : s->cf->reloader;
 }
@@ -323,7 +323,7 @@ static void retire_sources(struct config_source *src, size_t n, struct config_so
             sc_egress_cancel(s->watch_xfer);
             s->watch_xfer = NULL;
         }
-        sc_reloader_close(s->reloader);
+        sc_dest_reloader_close(s->reloader);
         s->reloader = NULL;
         retire_handle(r, (uv_handle_t *)&s->timer);
         retire_handle(r, (uv_handle_t *)&s->fs_timer);
@@ -389,10 +389,10 @@ static void maybe_finish(struct config *cf, int code)
         if (s->fs_watching) {
             close_handle((uv_handle_t *)&s->fs_event);
         }
-        sc_reloader_close(s->reloader);
+        sc_dest_reloader_close(s->reloader);
         s->reloader = NULL;
     }
-    sc_reloader_close(cf->reloader);
+    sc_dest_reloader_close(cf->reloader);
     cf->reloader = NULL;
     sc_egress_close(cf->egress);
     cf->egress = NULL;
@@ -499,13 +499,13 @@ void config_on_written(void *arg, enum sc_dest_result r)
          * the action of whatever writes that file now. */
         if (r == SC_DEST_WRITTEN && !cf->stopping && !cf->cfg->once) {
             struct config_source *now = source_by_dest(cf, s->cfg->dest);
-            sc_reloader_trigger(now ? source_reloader(now) : cf->reloader);
+            sc_dest_reloader_trigger(now ? source_reloader(now) : cf->reloader);
         }
         retired_unref(s->ret);
         return;
     }
     if (r == SC_DEST_WRITTEN && !cf->cfg->once) {
-        sc_reloader_trigger(source_reloader(s));
+        sc_dest_reloader_trigger(source_reloader(s));
     }
     if (r == SC_DEST_FAILED) {
         /* The destination does not hold what the validators describe: fetch in full again. */
@@ -563,7 +563,7 @@ void config_deliver(struct config_source *s, const char *body, size_t len, json_
         uint64_t h = fnv(body, len, 0xcbf29ce484222325ULL);
         if (s->have_hash && h != s->last_hash && !s->cf->cfg->once) {
             sc_info("source changed", SC_LS("source", s->name));
-            sc_reloader_trigger(source_reloader(s));
+            sc_dest_reloader_trigger(source_reloader(s));
         }
         s->have_hash = true;
         s->last_hash = h;
@@ -782,8 +782,8 @@ static int source_init(struct config *cf, struct config_source *s,
     s->m_invalid = sc_metric_get(cf->f_fetch, lv);
     s->m_last = sc_metric_get(cf->f_last, (const char *[]){ s->name });
 
-    s->reloader = sc_reloader_new(cf->loop, cf->egress, &c->reload, sc_app_metrics(cf->app),
-                                  "sidecar_config_reload_total");
+    s->reloader = sc_dest_reloader_new(cf->loop, cf->egress, &c->reload, sc_app_metrics(cf->app),
+                                       "sidecar_config_reload_total");
     uv_timer_init(cf->loop, &s->timer);
     s->timer.data = s;
     uv_timer_init(cf->loop, &s->fs_timer);
@@ -822,14 +822,14 @@ static int config_check(const void *vcfg, char **err)
             }
             sc_tmpl_free(t);
         }
-        if (sc_reload_check(&srcs[i].reload, err) < 0) {
+        if (sc_dest_reload_check(&srcs[i].reload, err) < 0) {
             char *m = sc_asprintf("sources[%zu]: %s", i, *err);
             sc_free(*err);
             *err = m;
             return SC_ECONFIG;
         }
     }
-    return sc_reload_check(&c->reload, err);
+    return sc_dest_reload_check(&c->reload, err);
 }
 
 static void config_free(struct config *cf)
@@ -898,19 +898,19 @@ static int config_start(struct sc_app *app, const void *vcfg, void **state, char
                           "Unix time of the source's last successful fetch.", src_labels, NULL, 0);
     cf->egress = sc_egress_new(cf->loop);
     cf->reloader =
-        sc_reloader_new(cf->loop, cf->egress, &c->reload, m, "sidecar_config_reload_total");
+        sc_dest_reloader_new(cf->loop, cf->egress, &c->reload, m, "sidecar_config_reload_total");
     int rc = build_sources(cf, c, err);
     if (rc < 0) {
         /* Close what was initialised; the state is freed by cleanup once the loop has run. */
         cf->stopping = true;
         for (size_t k = 0; k < cf->nsrc; k++) {
-            sc_reloader_close(cf->src[k].reloader);
+            sc_dest_reloader_close(cf->src[k].reloader);
             cf->src[k].reloader = NULL;
             close_handle((uv_handle_t *)&cf->src[k].timer);
             close_handle((uv_handle_t *)&cf->src[k].fs_timer);
             close_handle((uv_handle_t *)&cf->src[k].watch_timer);
         }
-        sc_reloader_close(cf->reloader);
+        sc_dest_reloader_close(cf->reloader);
         sc_egress_close(cf->egress);
         cf->reloader = NULL;
         cf->egress = NULL;
@@ -948,26 +948,26 @@ static int config_reload(struct sc_app *app, void *state, const void *vcfg, char
     }
     /* A reload action waiting for its debounce (or running) is owed to the app: the new action
      * for the same file runs instead. */
-    bool top_owed = sc_reloader_busy(cf->reloader);
+    bool top_owed = sc_dest_reloader_busy(cf->reloader);
     bool *owed = sc_calloc(cf->nsrc ? cf->nsrc : 1, sizeof(bool));
     for (size_t i = 0; i < cf->nsrc; i++) {
         for (size_t k = 0; k < nold && cf->src[i].cfg->dest; k++) {
             if (old[k].cfg->dest && strcmp(old[k].cfg->dest, cf->src[i].cfg->dest) == 0 &&
-                sc_reloader_busy(source_reloader(&old[k]))) {
+                sc_dest_reloader_busy(source_reloader(&old[k]))) {
                 owed[i] = true;
             }
         }
     }
     retire_sources(old, nold, oldfc, oldcfg->source.n);
-    sc_reloader_close(cf->reloader);
-    cf->reloader = sc_reloader_new(cf->loop, cf->egress, &c->reload, sc_app_metrics(app),
-                                   "sidecar_config_reload_total");
+    sc_dest_reloader_close(cf->reloader);
+    cf->reloader = sc_dest_reloader_new(cf->loop, cf->egress, &c->reload, sc_app_metrics(app),
+                                        "sidecar_config_reload_total");
     if (top_owed) {
-        sc_reloader_trigger(cf->reloader);
+        sc_dest_reloader_trigger(cf->reloader);
     }
     for (size_t i = 0; i < cf->nsrc; i++) {
         if (owed[i]) {
-            sc_reloader_trigger(source_reloader(&cf->src[i]));
+            sc_dest_reloader_trigger(source_reloader(&cf->src[i]));
         }
     }
     sc_free(owed);

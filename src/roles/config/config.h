@@ -42,7 +42,7 @@ struct config_source_cfg {
     char *basic_password;
     char *ca_file;
     bool insecure_skip_verify;
-    struct sc_reload_cfg reload;
+    struct sc_dest_reload_cfg reload;
 };
 
 struct config_cfg {
@@ -62,7 +62,7 @@ struct config_cfg {
     struct sc_strv validate;
     uint64_t validate_timeout_ms;
     char *ca_file;
-    struct sc_reload_cfg reload;
+    struct sc_dest_reload_cfg reload;
 };
 
 enum src_kind { SRC_HTTP, SRC_FILE, SRC_DIR, SRC_ETCD };
@@ -92,7 +92,8 @@ struct config_source {
     struct sc_tmpl *tmpl;
     struct sc_dest_spec spec;
     uint64_t interval_ms;
-    struct sc_reloader *reloader; /* the source's own reload action, or NULL: the top-level one */
+    struct sc_dest_reloader
+        *reloader; /* the source's own reload action, or NULL: the top-level one */
     uv_timer_t timer;
     uv_timer_t fs_timer;
     uv_fs_event_t fs_event;
@@ -127,7 +128,7 @@ struct config {
     uv_loop_t *loop;
     const struct config_cfg *cfg;
     struct sc_egress *egress;
-    struct sc_reloader *reloader;
+    struct sc_dest_reloader *reloader;
     struct config_source *src;
     size_t nsrc;
     struct config_source_cfg *flag_cfgs; /* sources from --source/--dest */

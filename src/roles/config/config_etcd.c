@@ -26,7 +26,7 @@ static char *b64(const char *s, size_t n)
 {
     struct sc_buf b;
     sc_buf_init(&b, 1u << 20);
-    sc_base64_encode(&b, s, n);
+    sc_template_base64_encode(&b, s, n);
     char *r = sc_strndup(b.p ? b.p : "", b.len);
     sc_buf_cleanup(&b);
     return r;
@@ -36,7 +36,7 @@ static char *b64dec(const char *s, size_t *len)
 {
     struct sc_buf b;
     sc_buf_init(&b, CONFIG_MAX_BODY);
-    if (sc_base64_decode(&b, s, strlen(s)) < 0) {
+    if (sc_template_base64_decode(&b, s, strlen(s)) < 0) {
         sc_buf_cleanup(&b);
         return NULL;
     }

@@ -619,7 +619,7 @@ struct metrics_conf *metrics_conf_new(const struct metrics_cfg *cfg, char **err)
     for (size_t i = 0; i < cfg->flag_labels.n; i++) {
         char *e = NULL;
         size_t pos = 0;
-        char *v = sc_env_expand(cfg->flag_labels.v[i].value, &e, &pos);
+        char *v = sc_value_env_expand(cfg->flag_labels.v[i].value, &e, &pos);
         if (!v) {
             *err = sc_asprintf("--label %s: %s", cfg->flag_labels.v[i].key, e ? e : "invalid");
             sc_free(e);

@@ -67,7 +67,7 @@ static const struct sc_opt item_opts[] = {
     { .name = "reload",
       .type = SC_OPT_INLINE,
       .offset = offsetof(struct secrets_item_cfg, reload),
-      .sub = sc_reload_item_opts },
+      .sub = sc_dest_reload_item_opts },
     { 0 },
 };
 
@@ -217,7 +217,7 @@ static const struct sc_opt secrets_opts[] = {
     { .name = "reload",
       .type = SC_OPT_INLINE,
       .offset = offsetof(struct secrets_cfg, reload),
-      .sub = sc_reload_opts },
+      .sub = sc_dest_reload_opts },
     { 0 },
 };
 
@@ -372,7 +372,7 @@ static void sync_paths(struct secrets *sv)
 static struct secrets_file *file_new(struct secrets *sv, const struct secrets_cfg *c,
                                      const char *name, const char *path, const char *tmpl_text,
                                      const char *tmpl_file, const char *dest, const char *mode,
-                                     const char *owner, const struct sc_reload_cfg *reload,
+                                     const char *owner, const struct sc_dest_reload_cfg *reload,
                                      const char *command, char **err)
 {
     static const char *const extra[] = { "secret", NULL };
@@ -423,7 +423,7 @@ static struct secrets_file *file_new(struct secrets *sv, const struct secrets_cf
         goto fail;
     }
     if (reload && (reload->url || reload->pid_file || reload->process || reload->command.n)) {
-        if (sc_reload_check(reload, err) < 0) {
+        if (sc_dest_reload_check(reload, err) < 0) {
             char *msg = sc_asprintf("secret %s: %s", name, *err);
             sc_free(*err);
             *err = msg;
@@ -431,7 +431,7 @@ static struct secrets_file *file_new(struct secrets *sv, const struct secrets_cf
         }
         f->reload_cfg = reload;
     } else if (command && command[0]) {
-        sc_config_defaults(sc_reload_item_opts, &f->own_reload);
+        sc_config_defaults(sc_dest_reload_item_opts, &f->own_reload);
         f->has_own_reload = true;
         f->own_reload.command.v = sc_calloc(4, sizeof(char *));
         f->own_reload.command.v[0] = sc_strdup("/bin/sh");
@@ -604,8 +604,8 @@ static void plan_apply(struct secrets *sv, struct secrets_plan *pl)
     for (size_t i = 0; i < sv->nfiles; i++) {
         struct secrets_file *f = sv->files[i];
         if (f->reload_cfg) {
-            f->reloader = sc_reloader_new(sv->loop, sv->egress, f->reload_cfg, m,
-                                          "sidecar_secrets_reload_total");
+            f->reloader = sc_dest_reloader_new(sv->loop, sv->egress, f->reload_cfg, m,
+                                               "sidecar_secrets_reload_total");
         }
         sc_info("secret file", SC_LS("name", f->name), SC_LS("dest", f->dest),
                 SC_LB("own_reload_action", f->reloader != NULL));
@@ -650,14 +650,14 @@ static int secrets_check(const void *vcfg, char **err)
     }
     const struct secrets_item_cfg *items = c->secrets.v;
     for (size_t i = 0; i < c->secrets.n; i++) {
-        if (sc_reload_check(&items[i].reload, err) < 0) {
+        if (sc_dest_reload_check(&items[i].reload, err) < 0) {
             char *m = sc_asprintf("secrets[%zu]: %s", i, *err);
             sc_free(*err);
             *err = m;
             return SC_ECONFIG;
         }
     }
-    return sc_reload_check(&c->reload, err);
+    return sc_dest_reload_check(&c->reload, err);
 }
 
 static int secrets_start(struct sc_app *app, const void *vcfg, void **state, char **err)
@@ -697,7 +697,7 @@ static int secrets_start(struct sc_app *app, const void *vcfg, void **state, cha
 
     sv->egress = sc_egress_new(sv->loop);
     sv->reloader =
-        sc_reloader_new(sv->loop, sv->egress, &c->reload, m, "sidecar_secrets_reload_total");
+        sc_dest_reloader_new(sv->loop, sv->egress, &c->reload, m, "sidecar_secrets_reload_total");
     plan_apply(sv, &pl);
     sv->paths = sc_calloc(SECRETS_MAX_PATHS, sizeof(struct secrets_path *));
     sync_paths(sv);
@@ -736,19 +736,19 @@ static int secrets_reload(struct sc_app *app, void *state, const void *vcfg, cha
     bool auth_changed = strcmp(sv->auth_key, pl.auth_key) != 0;
     /* A reload action waiting for its debounce (or running) is owed to the app: the new action
      * for the same file runs instead. */
-    bool top_owed = sc_reloader_busy(sv->reloader);
+    bool top_owed = sc_dest_reloader_busy(sv->reloader);
     bool *owed = sc_calloc(pl.nfiles, sizeof(bool));
     for (size_t i = 0; i < pl.nfiles; i++) {
         for (size_t k = 0; k < sv->nfiles; k++) {
             if (strcmp(sv->files[k]->dest, pl.files[i]->dest) == 0 &&
-                sc_reloader_busy(secrets_file_reloader(sv->files[k]))) {
+                sc_dest_reloader_busy(secrets_file_reloader(sv->files[k]))) {
                 owed[i] = true;
             }
         }
     }
     for (size_t i = 0; i < sv->nfiles; i++) {
         struct secrets_file *f = sv->files[i];
-        sc_reloader_close(f->reloader);
+        sc_dest_reloader_close(f->reloader);
         f->reloader = NULL;
         if (f->writing) {
             f->retired = true;
@@ -760,16 +760,16 @@ static int secrets_reload(struct sc_app *app, void *state, const void *vcfg, cha
     }
     sv->nfiles = 0;
     sv->cfg = c;
-    sc_reloader_close(sv->reloader);
-    sv->reloader = sc_reloader_new(sv->loop, sv->egress, &c->reload, sc_app_metrics(app),
-                                   "sidecar_secrets_reload_total");
+    sc_dest_reloader_close(sv->reloader);
+    sv->reloader = sc_dest_reloader_new(sv->loop, sv->egress, &c->reload, sc_app_metrics(app),
+                                        "sidecar_secrets_reload_total");
     plan_apply(sv, &pl);
     if (top_owed) {
-        sc_reloader_trigger(sv->reloader);
+        sc_dest_reloader_trigger(sv->reloader);
     }
     for (size_t i = 0; i < sv->nfiles; i++) {
         if (owed[i]) {
-            sc_reloader_trigger(secrets_file_reloader(sv->files[i]));
+            sc_dest_reloader_trigger(secrets_file_reloader(sv->files[i]));
         }
     }
     sc_free(owed);

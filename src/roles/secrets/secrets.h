@@ -31,7 +31,7 @@ struct secrets_item_cfg {
     char *dest;
     char *mode;
     char *owner;
-    struct sc_reload_cfg reload;
+    struct sc_dest_reload_cfg reload;
 };
 
 struct secrets_cfg {
@@ -60,7 +60,7 @@ struct secrets_cfg {
     int64_t retries;
     uint64_t timeout_ms;
     struct sc_strv validate;
-    struct sc_reload_cfg reload;
+    struct sc_dest_reload_cfg reload;
 };
 
 enum { AUTH_AUTO, AUTH_TOKEN, AUTH_APPROLE, AUTH_KUBERNETES };
@@ -89,10 +89,10 @@ struct secrets_file {
     struct sc_tmpl *tmpl;
     char *dest;
     struct sc_dest_spec spec;
-    const struct sc_reload_cfg *reload_cfg; /* the item's reload_* keys, own_reload, or NULL */
-    struct sc_reload_cfg own_reload;        /* from agent-inject-command-<name> */
+    const struct sc_dest_reload_cfg *reload_cfg; /* the item's reload_* keys, own_reload, or NULL */
+    struct sc_dest_reload_cfg own_reload;        /* from agent-inject-command-<name> */
     bool has_own_reload;
-    struct sc_reloader *reloader; /* the file's own action, or NULL: the top-level one */
+    struct sc_dest_reloader *reloader; /* the file's own action, or NULL: the top-level one */
     bool written;
     bool writing;
     bool dirty;
@@ -120,7 +120,7 @@ struct secrets {
     const struct secrets_cfg *cfg;
     struct sc_egress *egress;
     struct sc_egress_tls tls;
-    struct sc_reloader *reloader;
+    struct sc_dest_reloader *reloader;
     char *token;
     int64_t token_ttl;
     bool token_renewable;
@@ -190,7 +190,7 @@ void secrets_give_up(struct secrets *sv, const char *what, const char *why);
 struct secrets_path *secrets_find_path(struct secrets *sv, const char *path);
 
 /* The reload action of <f>: its own, or the role's top-level one (borrowed; may be NULL). */
-struct sc_reloader *secrets_file_reloader(const struct secrets_file *f);
+struct sc_dest_reloader *secrets_file_reloader(const struct secrets_file *f);
 
 /* Renders every file whose secrets have all been read and writes the ones that changed. */
 void secrets_render_all(struct secrets *sv);

@@ -52,7 +52,7 @@ static int tmpl_secret(void *arg, const char *name, json_t *const *args, size_t 
     return 0;
 }
 
-struct sc_reloader *secrets_file_reloader(const struct secrets_file *f)
+struct sc_dest_reloader *secrets_file_reloader(const struct secrets_file *f)
 {
     return f->reloader ? f->reloader : f->sv->reloader;
 }
@@ -116,12 +116,12 @@ void secrets_file_free(struct secrets_file *f)
     if (!f) {
         return;
     }
-    sc_reloader_close(f->reloader);
+    sc_dest_reloader_close(f->reloader);
     sc_free(f->name);
     sc_free(f->dest);
     sc_tmpl_free(f->tmpl);
     if (f->has_own_reload) {
-        sc_config_free(sc_reload_item_opts, &f->own_reload);
+        sc_config_free(sc_dest_reload_item_opts, &f->own_reload);
     }
     sc_free(f);
 }
@@ -143,7 +143,7 @@ static void retired_written(struct secrets *sv, struct secrets_file *f, enum sc_
         return;
     }
     if (r == SC_DEST_WRITTEN) {
-        sc_reloader_trigger(cur ? secrets_file_reloader(cur) : sv->reloader);
+        sc_dest_reloader_trigger(cur ? secrets_file_reloader(cur) : sv->reloader);
     }
     if (cur && cur->dirty && !retired_writing(sv, cur->dest)) {
         cur->dirty = false;
@@ -165,7 +165,7 @@ static void on_file_written(void *arg, enum sc_dest_result r)
         f->written = true;
     }
     if (r == SC_DEST_WRITTEN && !sv->cfg->once) {
-        sc_reloader_trigger(secrets_file_reloader(f));
+        sc_dest_reloader_trigger(secrets_file_reloader(f));
     }
     if (sv->stopping) {
         secrets_finish(sv, sv->gave_up ? 1 : 0);

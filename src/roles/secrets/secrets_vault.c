@@ -160,12 +160,12 @@ void secrets_finish(struct secrets *sv, int code)
         uv_close((uv_handle_t *)&sv->paths[i]->timer, on_closed_noop);
     }
     for (size_t i = 0; i < sv->nfiles; i++) {
-        sc_reloader_close(sv->files[i]->reloader);
+        sc_dest_reloader_close(sv->files[i]->reloader);
         sv->files[i]->reloader = NULL;
     }
     uv_close((uv_handle_t *)&sv->token_timer, on_closed_noop);
     uv_close((uv_handle_t *)&sv->retry_timer, on_closed_noop);
-    sc_reloader_close(sv->reloader);
+    sc_dest_reloader_close(sv->reloader);
     sv->reloader = NULL;
     sc_egress_close(sv->egress);
     sv->egress = NULL;
