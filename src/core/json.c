@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// The escape tables and the bounded escaper (json.h has the spellings). The bounded escaper
-// hands whole valid UTF-8 runs to the unbounded one while the room allows six bytes out per byte
-// in, and goes one character at a time only near the capacity, so its output is the unbounded
-// writer's output cut at a character boundary.
+// The escape tables and the bounded escaper (json.h has the spellings). The bounded escaper runs
+// the same word test and escape writer as the unbounded one, plus a check for bytes from 0x80 up
+// (validated, or replaced by U+FFFD), and checks the room at each step, so its output is the
+// unbounded writer's output of the repaired text, cut at a character boundary.
 #include "core/json.h"
 
 #include "core/utf8.h"
@@ -20,58 +20,58 @@ const unsigned char sc_json_esc[2][256] = {
 };
 // clang-format on
 
-/* Escapes the one character at <s> (an ASCII byte or the valid sequence of <l> bytes) into <tmp>
- * (room for 6 bytes); returns its length. */
-static size_t one_char(char *tmp, const char *s, size_t l)
-{
-    return sc_json_escape_to(tmp, s, l, SC_JSON_COMPACT);
-}
-
 bool sc_json_escape(char *out, size_t cap, size_t *len, const char *s, size_t n)
 {
-    const unsigned char *p = (const unsigned char *)s;
-    size_t o = *len, i = 0;
-    while (i < n) {
-        size_t seg = sc_utf8_valid_prefix(s + i, n - i);
-        size_t seg_end = i + seg;
-        while (i < seg_end) {
-            size_t room = cap - o, left = seg_end - i;
-            if (room / 6 >= left) {
-                o += sc_json_escape_to(out + o, s + i, left, SC_JSON_COMPACT);
-                i = seg_end;
+    const unsigned char *t = sc_json_esc[SC_JSON_COMPACT];
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    size_t o = *len;
+    while (p < end) {
+        /* Eight plain ASCII bytes at a time while they fit. */
+        while (end - p >= 8 && cap - o >= 8) {
+            uint64_t v;
+            memcpy(&v, p, 8);
+            if ((v & 0x8080808080808080ull) | sc_json_word_special(v, SC_JSON_COMPACT)) {
                 break;
             }
-            size_t m = room / 6;
-            while (m > 0 && (p[i + m] & 0xc0) == 0x80) {
-                m--; /* never cut a sequence: its lead byte starts the next piece */
-            }
-            if (m > 0) {
-                o += sc_json_escape_to(out + o, s + i, m, SC_JSON_COMPACT);
-                i += m;
-                continue;
-            }
-            size_t l = p[i] < 0x80 ? 1 : sc_utf8_seq(p + i, seg_end - i);
-            char tmp[8];
-            size_t k = one_char(tmp, s + i, l);
-            if (k > room) {
-                *len = o;
-                return false;
-            }
-            memcpy(out + o, tmp, k);
-            o += k;
-            i += l;
+            memcpy(out + o, p, 8);
+            o += 8;
+            p += 8;
         }
-        if (i < n) {
-            /* a byte that starts no valid sequence */
-            if (cap - o < 3) {
-                *len = o;
-                return false;
-            }
-            memcpy(out + o, SC_UTF8_REPLACEMENT, 3);
-            o += 3;
-            i++;
+        if (p == end) {
+            break;
         }
+        unsigned char c = *p;
+        if (c < 0x80) {
+            if (!t[c]) {
+                if (o == cap) {
+                    goto full; /* a run of plain bytes fills the room to its last byte */
+                }
+                out[o++] = (char)c;
+            } else {
+                char esc[8];
+                size_t k = sc_json_put_escape(esc, c, SC_JSON_COMPACT);
+                if (cap - o < k) {
+                    goto full;
+                }
+                memcpy(out + o, esc, k);
+                o += k;
+            }
+            p++;
+            continue;
+        }
+        size_t l = sc_utf8_seq(p, (size_t)(end - p));
+        const char *src = l ? (const char *)p : SC_UTF8_REPLACEMENT;
+        size_t k = l ? l : 3;
+        if (cap - o < k) {
+            goto full;
+        }
+        memcpy(out + o, src, k);
+        o += k;
+        p += l ? l : 1;
     }
     *len = o;
     return true;
+full:
+    *len = o;
+    return false;
 }

@@ -19,29 +19,47 @@ enum sc_json_style { SC_JSON_COMPACT, SC_JSON_JANSSON };
  * ('u' for \u00XX). Bytes from 0x80 up are 0: the unbounded writers copy UTF-8 as it is. */
 extern const unsigned char sc_json_esc[2][256];
 
+/* Nonzero when a byte of the eight in <v> needs a closer look in <style>: a control byte, the
+ * quote, the backslash, or (COMPACT) DEL. */
+static inline uint64_t sc_json_word_special(uint64_t v, enum sc_json_style style)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    /* JANSSON keeps DEL: its fourth test looks for the quote again, which is harmless. */
+    uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
+    uint64_t d = v ^ (ones * (style == SC_JSON_JANSSON ? '"' : 0x7f));
+    return ((v - ones * 0x20) & ~v & highs) | ((q - ones) & ~q & highs) |
+           ((b - ones) & ~b & highs) | ((d - ones) & ~d & highs);
+}
+
+/* Writes the escape of byte <c>, whose table entry in <style> is nonzero, to <o> (room for 6
+ * bytes). Returns its length: 2 (\n, \") or 6 (\u00XX). */
+static inline size_t sc_json_put_escape(char *o, unsigned char c, enum sc_json_style style)
+{
+    const unsigned char e = sc_json_esc[style][c];
+    o[0] = '\\';
+    if (e != 'u') {
+        o[1] = (char)e;
+        return 2;
+    }
+    const char *hex = style == SC_JSON_JANSSON ? "0123456789ABCDEF" : "0123456789abcdef";
+    memcpy(o + 1, "u00", 3);
+    o[4] = hex[c >> 4];
+    o[5] = hex[c & 15];
+    return 6;
+}
+
 /* Writes <s>[0..n), which must be valid UTF-8 (the caller validated or repaired it), escaped in
  * <style> but not quoted, to <out>, which has room for 6 * n bytes. Returns the bytes written. */
 static inline size_t sc_json_escape_to(char *out, const char *s, size_t n, enum sc_json_style style)
 {
     const unsigned char *t = sc_json_esc[style];
-    const char *hex = style == SC_JSON_JANSSON ? "0123456789ABCDEF" : "0123456789abcdef";
     const unsigned char *p = (const unsigned char *)s, *end = p + n;
-    /* The fourth byte the word test looks for: DEL, or (JANSSON, which keeps DEL) the quote again.
-     */
-    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    const uint64_t quote = ones * '"', bslash = ones * '\\';
-    const uint64_t del = ones * (style == SC_JSON_JANSSON ? '"' : 0x7f);
     char *o = out;
     while (p < end) {
         while (end - p >= 8) {
-            uint64_t v, q, b, d;
+            uint64_t v;
             memcpy(&v, p, 8);
-            q = v ^ quote;
-            b = v ^ bslash;
-            d = v ^ del;
-            /* nonzero when some byte is below 0x20 or equals one of the three */
-            if (((v - ones * 0x20) & ~v & highs) | ((q - ones) & ~q & highs) |
-                ((b - ones) & ~b & highs) | ((d - ones) & ~d & highs)) {
+            if (sc_json_word_special(v, style)) {
                 break;
             }
             memcpy(o, p, 8);
@@ -56,15 +74,7 @@ static inline size_t sc_json_escape_to(char *out, const char *s, size_t n, enum 
                 *o++ = (char)c;
                 continue;
             }
-            *o++ = '\\';
-            if (t[c] == 'u') {
-                memcpy(o, "u00", 3);
-                o[3] = hex[c >> 4];
-                o[4] = hex[c & 15];
-                o += 5;
-            } else {
-                *o++ = (char)t[c];
-            }
+            o += sc_json_put_escape(o, c, style);
         }
     }
     return (size_t)(o - out);

@@ -33,7 +33,8 @@
 #endif
 #endif
 #ifdef CHURN_ASAN
-#include <sanitizer/allocator_interface.h>
+/* From the AddressSanitizer runtime (its header is not always installed). */
+size_t __sanitizer_get_current_allocated_bytes(void);
 #endif
 
 /* Renders <r> into <b> (reset first) and returns the NUL-terminated text. */
