@@ -224,14 +224,11 @@ struct proxy_tls_src {
     char *key;       /* the options it was built from, as JSON */
     char *name;      /* the first listener or cluster that used it (metric labels) */
     atomic_int refs; /* snapshot listeners and clusters using it */
-    bool server;
     bool watching;
-    struct sc_metric *m_expiry[8]; /* per certificate, by position */
-    size_t ncerts;
 };
 
+/* Every store, on the main loop only. */
 static struct sc_list srcs = { &srcs, &srcs };
-static struct proxy_metrics *tls_pm;
 
 static char *opts_key(const struct sc_opt *table, const void *o, bool server)
 {
@@ -270,7 +267,6 @@ static struct proxy_tls_src *src_get(const char *name, const void *o, bool serve
     s->store = st;
     s->key = key;
     s->name = sc_strdup(name);
-    s->server = server;
     atomic_init(&s->refs, 1);
     sc_list_append(&srcs, &s->node);
     return s;
@@ -326,7 +322,6 @@ static const char *const exp_labels[] = { "listener", "cert", NULL };
 
 void proxy_tls_metrics_init(struct proxy_metrics *pm)
 {
-    tls_pm = pm;
     pm->tls_hs = sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_tls_handshakes_total",
                                    "TLS handshakes on a listener, by result (ok or the reason it "
                                    "failed: unknown_ca, expired, bad_san, no_client_cert, "
@@ -445,6 +440,7 @@ int proxy_tls_cluster_init(struct proxy_cluster_tls *out, const char *cname,
         o.key = f->upstream_key;
         o.sni = f->upstream_sni;
         o.subject_alt_names = f->upstream_san;
+        o.session_reuse = true;
         mode = PROXY_UTLS_SIMPLE;
     }
     if (mode == PROXY_UTLS_AUTO) {
@@ -466,7 +462,6 @@ int proxy_tls_cluster_init(struct proxy_cluster_tls *out, const char *cname,
         snprintf(out->trust_domain, sizeof(out->trust_domain), "%s",
                  cfg->identity.trust_domain ? cfg->identity.trust_domain : "cluster.local");
     }
-    o.session_reuse = true;
     out->sni_from_host = o.sni == NULL && !out->mesh;
     out->src = src_get(cname, &o, false, err);
     return out->src ? 0 : SC_ECONFIG;
