@@ -1,0 +1,254 @@
+// SPDX-License-Identifier: Apache-2.0
+// `sidecar webhook`: the mutating admission webhook. It serves POST /inject (AdmissionReview v1,
+// see webhook_review.c) with /healthz, /ready and /metrics on its listener, and counts each
+// review (sidecar_webhook_requests_total{result}) and its latency. The listener is a pluggable
+// server: plain HTTP on the admin server's HTTP/1 code today; HTTPS (which the API server
+// requires) plugs in as another server once the TLS layer (net/tls) exists, and until then
+// --tls-cert/--tls-key are refused at start with that reason rather than served in plaintext.
+// Invariant: request bodies are capped (1 MiB by the server), every request gets an answer.
+#include "roles/inject/webhook.h"
+
+#include <string.h>
+#include <time.h>
+
+#include "app.h"
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "net/addr.h"
+
+struct webhook_cfg {
+    char *listen;
+    char *tls_cert;
+    char *tls_key;
+    char *mesh_config;
+    int native;
+    char *kubernetes_version;
+    bool cni;
+};
+
+struct webhook;
+
+/* A server front end for the webhook's listener. */
+struct webhook_server {
+    const char *name;
+    /* Listens on <addr> and routes the webhook's endpoints. Returns 0 or an error with <*err>. */
+    int (*listen)(struct webhook *w, const char *addr, char **err);
+    void (*close)(struct webhook *w);
+};
+
+struct webhook {
+    struct sc_app *app;
+    struct inject_mesh mesh;
+    struct inject_opts opts;
+    struct sc_admin *server;
+    const struct webhook_server *srv;
+    struct sc_metric_family *requests;
+    struct sc_metric *latency;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void h_inject(void *arg, const struct sc_admin_req *req, struct sc_admin_resp *resp)
+{
+    struct webhook *w = arg;
+    double t0 = now_s();
+    const char *result = "error";
+    resp->status = webhook_review(&w->opts, req->body.p ? req->body.p : "", req->body.len,
+                                  &resp->body, &result);
+    resp->content_type = resp->status == 200 ? "application/json" : "text/plain; charset=utf-8";
+    const char *labels[] = { result };
+    sc_counter_inc(sc_metric_get(w->requests, labels));
+    sc_histogram_observe(w->latency, now_s() - t0);
+    if (resp->status != 200) {
+        sc_warn("admission review refused", SC_LI("status", resp->status),
+                SC_LSN("reason", resp->body.p, resp->body.len > 200 ? 200 : resp->body.len));
+    }
+}
+
+static void h_health(void *arg, const struct sc_admin_req *req, struct sc_admin_resp *resp)
+{
+    struct webhook *w = arg;
+    (void)req;
+    if (sc_app_draining(w->app)) {
+        resp->status = 503;
+        sc_buf_append_cstr(&resp->body, "draining\n");
+        return;
+    }
+    sc_buf_append_cstr(&resp->body, "ok\n");
+}
+
+static void h_metrics(void *arg, const struct sc_admin_req *req, struct sc_admin_resp *resp)
+{
+    struct webhook *w = arg;
+    (void)req;
+    resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    if (sc_metrics_render(sc_app_metrics(w->app), &resp->body) < 0) {
+        resp->status = 500;
+        sc_buf_reset(&resp->body);
+        sc_buf_append_cstr(&resp->body, "metrics exposition too large\n");
+    }
+}
+
+static int plain_listen(struct webhook *w, const char *addr, char **err)
+{
+    w->server = sc_admin_new(sc_app_loop(w->app));
+    sc_admin_handle(w->server, "POST", "/inject", h_inject, w);
+    sc_admin_handle(w->server, "GET", "/healthz", h_health, w);
+    sc_admin_handle(w->server, "GET", "/ready", h_health, w);
+    sc_admin_handle(w->server, "GET", "/metrics", h_metrics, w);
+    return sc_admin_listen(w->server, addr, err);
+}
+
+static void plain_close(struct webhook *w)
+{
+    sc_admin_close(w->server);
+    w->server = NULL;
+}
+
+static const struct webhook_server plain_server = { "http", plain_listen, plain_close };
+
+static int webhook_check(const void *cfgp, char **err)
+{
+    const struct webhook_cfg *cfg = cfgp;
+    if (!cfg->tls_cert != !cfg->tls_key) {
+        *err = sc_asprintf("--tls-cert and --tls-key go together");
+        return SC_ECONFIG;
+    }
+    if (cfg->tls_cert) {
+        *err = sc_asprintf("--tls-cert/--tls-key: this build has no TLS layer yet (net/tls); "
+                           "serve the webhook behind a TLS-terminating proxy for now, or leave "
+                           "them out for plain HTTP");
+        return SC_ECONFIG;
+    }
+    if (cfg->kubernetes_version && inject_k8s_minor(cfg->kubernetes_version) < 0) {
+        *err = sc_asprintf("--kubernetes-version: \"%s\" is not a version such as 1.29",
+                           cfg->kubernetes_version);
+        return SC_ECONFIG;
+    }
+    return 0;
+}
+
+static int webhook_start(struct sc_app *app, const void *cfgp, void **state, char **err)
+{
+    const struct webhook_cfg *cfg = cfgp;
+    struct webhook *w = sc_calloc(1, sizeof(*w));
+    w->app = app;
+    if (inject_mesh_load(&w->mesh, cfg->mesh_config, err) < 0) {
+        inject_mesh_free(&w->mesh);
+        sc_free(w);
+        return SC_ECONFIG;
+    }
+    inject_choose(&w->mesh, cfg->native, cfg->kubernetes_version, cfg->cni, &w->opts);
+    static const char *const labels[] = { "result", NULL };
+    static const double buckets[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                      0.05,   0.1,   0.25,   0.5,   1,    2.5 };
+    struct sc_metrics *m = sc_app_metrics(app);
+    w->requests = sc_metrics_family(m, SC_METRIC_COUNTER, "sidecar_webhook_requests_total",
+                                    "admission reviews answered, by result (injected, skipped, "
+                                    "denied, invalid, error)",
+                                    labels, NULL, 0);
+    struct sc_metric_family *lat =
+        sc_metrics_family(m, SC_METRIC_HISTOGRAM, "sidecar_webhook_request_duration_seconds",
+                          "time to answer one admission review", NULL, buckets,
+                          SC_ARRAY_LEN(buckets));
+    w->latency = sc_metric_get(lat, NULL);
+    w->srv = &plain_server;
+    int rc = w->srv->listen(w, cfg->listen, err);
+    if (rc < 0) {
+        w->srv->close(w);
+        inject_mesh_free(&w->mesh);
+        sc_free(w);
+        return rc;
+    }
+    char bound[80];
+    if (sc_admin_address(w->server, bound, sizeof(bound)) == 0) {
+        sc_info("webhook listening", SC_LS("address", bound), SC_LS("server", w->srv->name));
+    }
+    sc_warn("serving admission reviews over plain HTTP: the API server needs HTTPS, so put a "
+            "TLS-terminating proxy in front until the TLS layer lands");
+    sc_app_set_ready(app, true);
+    *state = w;
+    return 0;
+}
+
+static void webhook_stop(struct sc_app *app, void *state, bool now)
+{
+    struct webhook *w = state;
+    (void)now;
+    if (w->server) {
+        w->srv->close(w);
+    }
+    sc_app_stopped(app, 0);
+}
+
+static void webhook_cleanup(void *state)
+{
+    struct webhook *w = state;
+    if (w) {
+        inject_mesh_free(&w->mesh);
+        sc_free(w);
+    }
+}
+
+static const struct sc_opt webhook_opts[] = {
+    { .name = "listen",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct webhook_cfg, listen),
+      .def = "0.0.0.0:9443",
+      .help = "address of POST /inject (with /healthz, /ready, /metrics)",
+      .flags = SC_OPT_FLAG,
+      .check = sc_addr_check },
+    { .name = "tls_cert",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct webhook_cfg, tls_cert),
+      .help = "serving certificate (PEM); pending the TLS layer: refused at start for now",
+      .flags = SC_OPT_FLAG },
+    { .name = "tls_key",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct webhook_cfg, tls_key),
+      .help = "the certificate's private key (PEM); see tls_cert",
+      .flags = SC_OPT_FLAG | SC_OPT_SECRET },
+    { .name = "mesh_config",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct webhook_cfg, mesh_config),
+      .help = "the mesh config file, as for sidecar inject",
+      .flags = SC_OPT_FLAG },
+    { .name = "native_sidecars",
+      .type = SC_OPT_ENUM,
+      .offset = offsetof(struct webhook_cfg, native),
+      .def = "mesh",
+      .help = "true: native sidecars; false: classic containers; mesh: as --kubernetes-version "
+              "or the mesh config says",
+      .flags = SC_OPT_FLAG,
+      .enums = inject_natives },
+    { .name = "kubernetes_version",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct webhook_cfg, kubernetes_version),
+      .help = "the cluster's version: native sidecars from 1.29 on",
+      .flags = SC_OPT_FLAG },
+    { .name = "cni",
+      .type = SC_OPT_BOOL,
+      .offset = offsetof(struct webhook_cfg, cni),
+      .def = "false",
+      .help = "a CNI plugin sets up interception: no sidecar-iptables init container",
+      .flags = SC_OPT_FLAG },
+    { 0 },
+};
+
+const struct sc_role sc_role_webhook = {
+    .name = "webhook",
+    .summary = "mutating admission webhook: AdmissionReview in, sidecar-injecting JSONPatch out",
+    .opts = webhook_opts,
+    .cfg_size = sizeof(struct webhook_cfg),
+    .admin_default = "127.0.0.1:15040",
+    .check = webhook_check,
+    .start = webhook_start,
+    .stop = webhook_stop,
+    .cleanup = webhook_cleanup,
+};
