@@ -43,14 +43,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static struct inject_mesh mesh;
     static bool loaded;
     if (!loaded) {
-        char *err = NULL;
-        if (inject_mesh_load(&mesh, NULL, &err) < 0) {
-            abort();
-        }
+        sc_config_defaults(inject_mesh_opts, &mesh);
         loaded = true;
     }
     struct inject_opts o;
-    inject_choose(&mesh, INJECT_NATIVE_MESH, NULL, false, &o);
+    inject_choose(&mesh, true, NULL, false, &o);
     struct sc_buf out;
     sc_buf_init(&out, 256u << 20);
     const char *result = NULL;

@@ -43,12 +43,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static struct inject_mesh mesh;
     static bool loaded;
     if (!loaded) {
-        char *err = NULL;
-        if (inject_mesh_load(&mesh, NULL, &err) < 0) {
+        static const char all[] = "roles: [proxy, logs, metrics, secrets]\n";
+        char *e = NULL;
+        sc_config_defaults(inject_mesh_opts, &mesh);
+        if (sc_config_load_string(inject_mesh_opts, &mesh, "mesh", all, sizeof(all) - 1, &e) < 0) {
             abort();
         }
-        sc_free((void *)mesh.roles.v[0]);
-        mesh.roles.v[0] = sc_strdup("proxy");
         loaded = true;
     }
     json_t *docs = NULL;
@@ -63,7 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     json_decref(roundtrip(docs));
     struct inject_opts o;
-    inject_choose(&mesh, INJECT_NATIVE_MESH, NULL, false, &o);
+    inject_choose(&mesh, true, NULL, false, &o);
     size_t i;
     json_t *doc;
     json_array_foreach(docs, i, doc)

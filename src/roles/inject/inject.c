@@ -17,15 +17,15 @@
 #define INJECT_MAX_INPUT (4u << 20)
 #define INJECT_MAX_OUTPUT (64u << 20)
 
-const char *const inject_natives[] = { "mesh", "true", "false", NULL };
 
 struct inject_cfg {
     char *file;
     char *output;
     char *mesh_config;
-    int native;
+    bool native;
     char *kubernetes_version;
     bool cni;
+    struct inject_mesh mesh;
 };
 
 int inject_k8s_minor(const char *v)
@@ -53,14 +53,12 @@ static int check_cfg(const void *cfgp, char **err)
     return 0;
 }
 
-void inject_choose(const struct inject_mesh *m, int native, const char *version, bool cni,
+void inject_choose(const struct inject_mesh *m, bool native, const char *version, bool cni,
                    struct inject_opts *o)
 {
-    *o = (struct inject_opts){ .mesh = m, .native = m->native_sidecars, .cni = cni || m->cni };
-    if (native != INJECT_NATIVE_MESH) {
-        o->native = native == INJECT_NATIVE_TRUE;
-    } else if (version) {
-        o->native = inject_k8s_minor(version) >= 29;
+    *o = (struct inject_opts){ .mesh = m, .native = native, .cni = cni };
+    if (version && inject_k8s_minor(version) < 29) {
+        o->native = false;
     }
 }
 
@@ -79,19 +77,20 @@ static bool looks_json(const char *p, size_t n)
 
 static int inject_command(const void *cfgp)
 {
-    const struct inject_cfg *cfg = cfgp;
-    struct inject_mesh mesh = { 0 };
+    /* The config block is ours until the app frees it: --mesh-config loads on top of it. */
+    struct inject_cfg *cfg = (struct inject_cfg *)cfgp;
+    struct inject_mesh *mesh = &cfg->mesh;
     struct sc_buf in, out;
     sc_buf_init(&in, INJECT_MAX_INPUT);
     sc_buf_init(&out, INJECT_MAX_OUTPUT);
     json_t *docs = NULL;
     char *err = NULL;
     int code = 1;
-    if (inject_mesh_load(&mesh, cfg->mesh_config, &err) < 0) {
+    if (inject_mesh_load(mesh, cfg->mesh_config, &err) < 0) {
         goto out;
     }
     struct inject_opts o;
-    inject_choose(&mesh, cfg->native, cfg->kubernetes_version, cfg->cni, &o);
+    inject_choose(mesh, cfg->native, cfg->kubernetes_version, cfg->cni, &o);
     const char *name = strcmp(cfg->file, "-") == 0 ? "stdin" : cfg->file;
     int rc = sc_file_read(strcmp(cfg->file, "-") == 0 ? "/dev/stdin" : cfg->file, &in);
     if (rc < 0) {
@@ -151,7 +150,6 @@ out:
     json_decref(docs);
     sc_buf_cleanup(&in);
     sc_buf_cleanup(&out);
-    inject_mesh_free(&mesh);
     return code;
 }
 
@@ -177,13 +175,13 @@ static const struct sc_opt inject_opts_table[] = {
               "(see docs/kubernetes.md)",
       .flags = SC_OPT_FLAG },
     { .name = "native_sidecars",
-      .type = SC_OPT_ENUM,
+      .type = SC_OPT_BOOL,
       .offset = offsetof(struct inject_cfg, native),
-      .def = "mesh",
-      .help = "true: native sidecars (Kubernetes >= 1.29); false: classic containers, the proxy "
-              "first; mesh: as --kubernetes-version or the mesh config says",
-      .flags = SC_OPT_FLAG,
-      .enums = inject_natives },
+      .def = "true",
+      .help = "inject native sidecars (init containers with restartPolicy: Always, Kubernetes "
+              ">= 1.29; an older --kubernetes-version turns them off); false: classic "
+              "containers, the proxy first",
+      .flags = SC_OPT_FLAG },
     { .name = "kubernetes_version",
       .type = SC_OPT_STR,
       .offset = offsetof(struct inject_cfg, kubernetes_version),
@@ -195,6 +193,7 @@ static const struct sc_opt inject_opts_table[] = {
       .def = "false",
       .help = "a CNI plugin sets up interception: no sidecar-iptables init container",
       .flags = SC_OPT_FLAG },
+    { .type = SC_OPT_INLINE, .offset = offsetof(struct inject_cfg, mesh), .sub = inject_mesh_opts },
     { 0 },
 };
 

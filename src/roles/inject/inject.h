@@ -26,8 +26,6 @@ struct inject_mesh {
     char *image_pull_policy;
     struct sc_strv roles;
     char *trust_domain;
-    bool native_sidecars;
-    bool cni;
     bool rewrite_probes;
     bool hold_application;
     int identity;
@@ -54,12 +52,11 @@ struct inject_mesh {
 /* The mesh config's option table (keys of the --mesh-config file). */
 extern const struct sc_opt inject_mesh_opts[];
 
-/* Loads <path> (NULL: defaults only) into <m>, which must be zeroed. Returns 0, or SC_ECONFIG
- * with a new "file:line:col: message" in <*err>; free <m> with inject_mesh_free either way. */
+/* Loads the mesh config file <path> into <m> on top of its current values (the defaults, or
+ * what the role's own -c file set: both front ends inline the mesh keys in their option table).
+ * NULL <path> changes nothing. Returns 0, or SC_ECONFIG with a new "file:line:col: message" in
+ * <*err>. */
 int inject_mesh_load(struct inject_mesh *m, const char *path, char **err);
-
-/* Frees what inject_mesh_load allocated. NULL-safe. */
-void inject_mesh_free(struct inject_mesh *m);
 
 /* One injection run's settings: the mesh config (borrowed) and the choices the front end made
  * (native sidecars or classic containers, CNI instead of the init container). */
@@ -69,14 +66,10 @@ struct inject_opts {
     bool cni;
 };
 
-/* --native-sidecars: mesh (decided by --kubernetes-version or the mesh config), true, false. */
-enum inject_native { INJECT_NATIVE_MESH, INJECT_NATIVE_TRUE, INJECT_NATIVE_FALSE };
-extern const char *const inject_natives[]; /* the enum's names, NULL-terminated */
-
-/* Fills <o> from the mesh config <m> (borrowed) and the flags: <native> wins when not
- * INJECT_NATIVE_MESH, then <version> (native sidecars from 1.29 on; may be NULL), then the mesh
- * config; <cni> or the mesh's cni drops the init container. */
-void inject_choose(const struct inject_mesh *m, int native, const char *version, bool cni,
+/* Fills <o> from the mesh config <m> (borrowed) and the front end's flags: native sidecars when
+ * <native> and the cluster <version> (NULL: unknown) is 1.29 or later; <cni> drops the
+ * sidecar-iptables init container. */
+void inject_choose(const struct inject_mesh *m, bool native, const char *version, bool cni,
                    struct inject_opts *o);
 
 /* Reads a Kubernetes version ("1.28", "v1.30.2") into its minor number; -1 when it is not 1.x. */

@@ -28,26 +28,35 @@ static const struct {
     { "CronJob", { "spec", "jobTemplate", "spec", "template" }, "spec.jobTemplate.spec.template." },
 };
 
-static int walk(const struct inject_opts *o, json_t *obj, const char *label, const char *prefix,
+/* Injects into <obj> (a document, or an item of a List at <prefix> such as "items[2].").
+ * Errors read "document N (Kind/name): <prefix><field>: message". */
+static int walk(const struct inject_opts *o, json_t *obj, size_t index, const char *prefix,
                 int depth, char **err)
 {
     if (!json_is_object(obj)) {
-        *err = sc_asprintf("%s%s: must be a mapping", label, prefix);
+        *err = sc_asprintf("document %zu: %smust be a mapping (a Kubernetes object)", index,
+                           prefix);
         return SC_ECONFIG;
     }
     const char *kind = json_string_value(json_object_get(obj, "kind"));
     if (!kind) {
-        *err = sc_asprintf("%s%skind: missing (every document needs apiVersion and kind)", label,
-                           prefix);
+        *err = sc_asprintf("document %zu: %skind: missing (every object needs apiVersion and "
+                           "kind)",
+                           index, prefix);
         return SC_ECONFIG;
     }
+    const char *name =
+        json_string_value(json_object_get(json_object_get(obj, "metadata"), "name"));
+    char head[512];
+    snprintf(head, sizeof(head), "document %zu (%.100s%s%.200s): %s", index, kind,
+             name ? "/" : "", name ? name : "", prefix);
     size_t klen = strlen(kind);
     if (strcmp(kind, "List") == 0 || (klen > 4 && strcmp(kind + klen - 4, "List") == 0)) {
         json_t *items = json_object_get(obj, "items");
         if (depth >= LIST_MAX_DEPTH || (items && !json_is_array(items))) {
-            *err = sc_asprintf("%s%sitems: %s", label, prefix,
-                               items ? "must be a list (and Lists nest at most 4 deep)"
-                                     : "Lists nest at most 4 deep");
+            *err = sc_asprintf("%sitems: %s", head,
+                               depth >= LIST_MAX_DEPTH ? "Lists nest at most 4 deep"
+                                                       : "must be a list");
             return SC_ECONFIG;
         }
         int total = 0;
@@ -57,7 +66,7 @@ static int walk(const struct inject_opts *o, json_t *obj, const char *label, con
         {
             char sub[256];
             snprintf(sub, sizeof(sub), "%sitems[%zu].", prefix, i);
-            int rc = walk(o, it, label, sub, depth + 1, err);
+            int rc = walk(o, it, index, sub, depth + 1, err);
             if (rc < 0) {
                 return rc;
             }
@@ -70,27 +79,22 @@ static int walk(const struct inject_opts *o, json_t *obj, const char *label, con
             continue;
         }
         json_t *tmpl = obj;
-        char field[256];
-        snprintf(field, sizeof(field), "%s", prefix);
+        char field[128] = "";
         for (size_t p = 0; p < 4 && kinds[k].path[p]; p++) {
-            json_t *next = json_object_get(tmpl, kinds[k].path[p]);
             size_t n = strlen(field);
-            snprintf(field + n, sizeof(field) - n, "%s%s", n && field[n - 1] != '.' ? "." : "",
-                     kinds[k].path[p]);
+            snprintf(field + n, sizeof(field) - n, "%s%s", n ? "." : "", kinds[k].path[p]);
+            json_t *next = json_object_get(tmpl, kinds[k].path[p]);
             if (!json_is_object(next)) {
-                *err = sc_asprintf("%s%s: %s", label, field,
+                *err = sc_asprintf("%s%s: %s", head, field,
                                    next ? "must be a mapping" : "missing (no pod template)");
                 return SC_ECONFIG;
             }
             tmpl = next;
         }
-        const char *name = json_string_value(json_object_get(json_object_get(obj, "metadata"),
-                                                             "name"));
-        char *w = sc_asprintf("%s%s%s%s): %s%s", label, kind, name ? "/" : "", name ? name : "",
-                              prefix, kinds[k].field);
+        char *where = sc_asprintf("%s%s", head, kinds[k].field);
         const char *why = NULL;
-        int rc = inject_template(o, tmpl, NULL, w, &why, err);
-        sc_free(w);
+        int rc = inject_template(o, tmpl, NULL, where, &why, err);
+        sc_free(where);
         return rc;
     }
     return 0;
@@ -98,13 +102,7 @@ static int walk(const struct inject_opts *o, json_t *obj, const char *label, con
 
 int inject_document(const struct inject_opts *o, json_t *doc, size_t index, char **err)
 {
-    char label[64];
-    snprintf(label, sizeof(label), "document %zu (", index);
-    if (!json_is_object(doc)) {
-        *err = sc_asprintf("document %zu: must be a mapping (a Kubernetes object)", index);
-        return SC_ECONFIG;
-    }
-    return walk(o, doc, label, "", 0, err);
+    return walk(o, doc, index, "", 0, err);
 }
 
 /* ---- JSON Patch ---- */

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The mesh config of the injector (--mesh-config FILE, the same file for `sidecar inject` and
 // `sidecar webhook`): what is added to a pod when its annotations do not say otherwise. Declared
-// once as an option table, so defaults, validation, `file:line:col` errors and the reference docs
+// once as an option table, inlined in both roles' tables (so the keys may also sit in the role's
+// -c file, and `sidecar docs inject` lists them), so defaults, validation, `file:line:col` errors and the reference docs
 // come from the same place.
 #include "roles/inject/inject.h"
 
@@ -68,17 +69,6 @@ const struct sc_opt inject_mesh_opts[] = {
       .def = "cluster.local",
       .help = "SPIFFE trust domain of workload identities "
               "(spiffe://<trust_domain>/ns/<namespace>/sa/<service account>)" },
-    { .name = "native_sidecars",
-      .type = SC_OPT_BOOL,
-      .offset = offsetof(struct inject_mesh, native_sidecars),
-      .def = "true",
-      .help = "inject native sidecars (init containers with restartPolicy: Always, Kubernetes "
-              ">= 1.29); false: classic containers, the proxy first" },
-    { .name = "cni",
-      .type = SC_OPT_BOOL,
-      .offset = offsetof(struct inject_mesh, cni),
-      .def = "false",
-      .help = "interception is set up by a CNI plugin: no sidecar-iptables init container" },
     { .name = "rewrite_probes",
       .type = SC_OPT_BOOL,
       .offset = offsetof(struct inject_mesh, rewrite_probes),
@@ -196,16 +186,8 @@ const struct sc_opt inject_mesh_opts[] = {
 
 int inject_mesh_load(struct inject_mesh *m, const char *path, char **err)
 {
-    sc_config_defaults(inject_mesh_opts, m);
     if (path && sc_config_load_file(inject_mesh_opts, m, path, err) < 0) {
         return SC_ECONFIG;
     }
     return 0;
-}
-
-void inject_mesh_free(struct inject_mesh *m)
-{
-    if (m) {
-        sc_config_free(inject_mesh_opts, m);
-    }
 }

@@ -304,8 +304,10 @@ static int decide(struct ctx *c, const char **why)
         if (only == SC_ECONFIG || pre == SC_ECONFIG || first == SC_ECONFIG) {
             return SC_ECONFIG;
         }
-        c->secrets_init = pre != 0 || only == 1;
         c->secrets_sidecar = only != 1;
+        /* A native secrets sidecar is started (its startup probe passes) only once every file
+         * is rendered, before the user's init containers: it pre-populates by itself. */
+        c->secrets_init = only == 1 || (pre != 0 && !c->native);
         c->secrets_first = first == 1;
     }
     return 1;

@@ -30,6 +30,7 @@ struct frame {
     char *key;     /* object: the pending key, NULL when a key is expected */
     json_t *merged; /* object: keys that came from a merge key (explicit keys may replace them) */
     char *anchor;   /* the collection's anchor, recorded when it is complete */
+    bool merge;     /* the pending key is a plain << (a merge key) */
     size_t nodes;   /* nodes under this collection, aliases expanded */
 };
 
@@ -338,7 +339,7 @@ static int add_node(struct reader *r, json_t *v, size_t nodes, const yaml_event_
         return 0;
     }
     int rc = 0;
-    if (strcmp(f->key, "<<") == 0 && ev->type != YAML_SCALAR_EVENT) {
+    if (f->merge) {
         rc = merge_into(r, f, v, &ev->start_mark);
     } else if (json_object_get(f->node, f->key) && !json_object_get(f->merged, f->key)) {
         char *what = sc_asprintf("duplicate key \"%s\"", f->key);
@@ -351,6 +352,7 @@ static int add_node(struct reader *r, json_t *v, size_t nodes, const yaml_event_
     json_decref(v);
     sc_free(f->key);
     f->key = NULL;
+    f->merge = false;
     return rc;
 }
 
@@ -358,6 +360,25 @@ static int on_event(struct reader *r, yaml_event_t *ev)
 {
     switch (ev->type) {
     case YAML_SCALAR_EVENT: {
+        struct frame *top = r->depth ? &r->stack[r->depth - 1] : NULL;
+        if (top && json_is_object(top->node) && !top->key) {
+            /* Keys are taken as written: Kubernetes keys are strings, and a label key "y" or
+             * "on" stays what its author typed. */
+            const char *k = (const char *)ev->data.scalar.value;
+            json_t *chk = json_string(k);
+            if (!chk || strlen(k) != ev->data.scalar.length) {
+                json_decref(chk);
+                return fail(r, &ev->start_mark, "mapping key is not valid UTF-8 text");
+            }
+            json_decref(chk);
+            if (ev->data.scalar.anchor) {
+                return fail(r, &ev->start_mark, "anchors on mapping keys are not supported");
+            }
+            top->key = sc_strdup(k);
+            top->merge = ev->data.scalar.plain_implicit && strcmp(k, "<<") == 0;
+            r->total++;
+            return 0;
+        }
         json_t *v = scalar_value(r, ev);
         if (!v) {
             return SC_ECONFIG;

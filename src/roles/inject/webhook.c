@@ -22,9 +22,10 @@ struct webhook_cfg {
     char *tls_cert;
     char *tls_key;
     char *mesh_config;
-    int native;
+    bool native;
     char *kubernetes_version;
     bool cni;
+    struct inject_mesh mesh;
 };
 
 struct webhook;
@@ -39,7 +40,6 @@ struct webhook_server {
 
 struct webhook {
     struct sc_app *app;
-    struct inject_mesh mesh;
     struct inject_opts opts;
     struct sc_admin *server;
     const struct webhook_server *srv;
@@ -136,15 +136,14 @@ static int webhook_check(const void *cfgp, char **err)
 
 static int webhook_start(struct sc_app *app, const void *cfgp, void **state, char **err)
 {
-    const struct webhook_cfg *cfg = cfgp;
-    struct webhook *w = sc_calloc(1, sizeof(*w));
-    w->app = app;
-    if (inject_mesh_load(&w->mesh, cfg->mesh_config, err) < 0) {
-        inject_mesh_free(&w->mesh);
-        sc_free(w);
+    /* The config block is ours until cleanup: --mesh-config loads on top of it. */
+    struct webhook_cfg *cfg = (struct webhook_cfg *)cfgp;
+    if (inject_mesh_load(&cfg->mesh, cfg->mesh_config, err) < 0) {
         return SC_ECONFIG;
     }
-    inject_choose(&w->mesh, cfg->native, cfg->kubernetes_version, cfg->cni, &w->opts);
+    struct webhook *w = sc_calloc(1, sizeof(*w));
+    w->app = app;
+    inject_choose(&cfg->mesh, cfg->native, cfg->kubernetes_version, cfg->cni, &w->opts);
     static const char *const labels[] = { "result", NULL };
     static const double buckets[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                       0.05,   0.1,   0.25,   0.5,   1,    2.5 };
@@ -162,7 +161,6 @@ static int webhook_start(struct sc_app *app, const void *cfgp, void **state, cha
     int rc = w->srv->listen(w, cfg->listen, err);
     if (rc < 0) {
         w->srv->close(w);
-        inject_mesh_free(&w->mesh);
         sc_free(w);
         return rc;
     }
@@ -190,10 +188,7 @@ static void webhook_stop(struct sc_app *app, void *state, bool now)
 static void webhook_cleanup(void *state)
 {
     struct webhook *w = state;
-    if (w) {
-        inject_mesh_free(&w->mesh);
-        sc_free(w);
-    }
+    sc_free(w);
 }
 
 static const struct sc_opt webhook_opts[] = {
@@ -220,13 +215,13 @@ static const struct sc_opt webhook_opts[] = {
       .help = "the mesh config file, as for sidecar inject",
       .flags = SC_OPT_FLAG },
     { .name = "native_sidecars",
-      .type = SC_OPT_ENUM,
+      .type = SC_OPT_BOOL,
       .offset = offsetof(struct webhook_cfg, native),
-      .def = "mesh",
-      .help = "true: native sidecars; false: classic containers; mesh: as --kubernetes-version "
-              "or the mesh config says",
-      .flags = SC_OPT_FLAG,
-      .enums = inject_natives },
+      .def = "true",
+      .help = "inject native sidecars (init containers with restartPolicy: Always, Kubernetes "
+              ">= 1.29; an older --kubernetes-version turns them off); false: classic "
+              "containers, the proxy first",
+      .flags = SC_OPT_FLAG },
     { .name = "kubernetes_version",
       .type = SC_OPT_STR,
       .offset = offsetof(struct webhook_cfg, kubernetes_version),
@@ -238,6 +233,7 @@ static const struct sc_opt webhook_opts[] = {
       .def = "false",
       .help = "a CNI plugin sets up interception: no sidecar-iptables init container",
       .flags = SC_OPT_FLAG },
+    { .type = SC_OPT_INLINE, .offset = offsetof(struct webhook_cfg, mesh), .sub = inject_mesh_opts },
     { 0 },
 };
 
