@@ -121,8 +121,7 @@ static void test_json_diff(void **state)
 {
     (void)state;
     json_t *a = json_pack("{s:{s:s}, s:[i,i], s:i}", "m", "a/b~c", "x", "l", 1, 2, "gone", 1);
-    json_t *b = json_pack("{s:{s:s, s:s}, s:[i,i,i]}", "m", "a/b~c", "y", "n/k", "z", "l", 1, 2,
-                          3);
+    json_t *b = json_pack("{s:{s:s, s:s}, s:[i,i,i]}", "m", "a/b~c", "y", "n/k", "z", "l", 1, 2, 3);
     json_t *p = inject_json_diff(a, b);
     char *s = json_dumps(p, JSON_COMPACT);
     assert_string_equal(s, "[{\"op\":\"remove\",\"path\":\"/gone\"},"
@@ -154,11 +153,11 @@ static void test_inject_pod(void **state)
                         "sidecar-iptables");
     assert_string_equal(json_string_value(json_object_get(json_array_get(inits, 1), "name")),
                         "sidecar-proxy");
-    json_t *probe = json_object_get(json_array_get(json_object_get(spec, "containers"), 0),
-                                    "readinessProbe");
-    assert_string_equal(json_string_value(json_object_get(json_object_get(probe, "httpGet"),
-                                                          "path")),
-                        "/app-health/app/readyz");
+    json_t *probe =
+        json_object_get(json_array_get(json_object_get(spec, "containers"), 0), "readinessProbe");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(probe, "httpGet"), "path")),
+        "/app-health/app/readyz");
     json_t *anns = json_object_get(json_object_get(pod, "metadata"), "annotations");
     assert_string_equal(json_string_value(json_object_get(anns, "prometheus.io/port")), "9090");
     assert_non_null(json_object_get(anns, INJECT_STATUS));

@@ -17,7 +17,6 @@
 #define INJECT_MAX_INPUT (4u << 20)
 #define INJECT_MAX_OUTPUT (64u << 20)
 
-
 struct inject_cfg {
     char *file;
     char *output;
@@ -94,8 +93,7 @@ static int inject_command(const void *cfgp)
     const char *name = strcmp(cfg->file, "-") == 0 ? "stdin" : cfg->file;
     int rc = sc_file_read(strcmp(cfg->file, "-") == 0 ? "/dev/stdin" : cfg->file, &in);
     if (rc < 0) {
-        err = sc_asprintf("%s: %s", name,
-                          rc == SC_ETOOBIG ? "larger than 4 MiB" : sc_strerror(rc));
+        err = sc_asprintf("%s: %s", name, rc == SC_ETOOBIG ? "larger than 4 MiB" : sc_strerror(rc));
         goto out;
     }
     if (inject_yaml_parse(name, in.p ? in.p : "", in.len, &docs, &err) < 0) {

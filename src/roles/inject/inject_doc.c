@@ -34,8 +34,8 @@ static int walk(const struct inject_opts *o, json_t *obj, size_t index, const ch
                 int depth, char **err)
 {
     if (!json_is_object(obj)) {
-        *err = sc_asprintf("document %zu: %smust be a mapping (a Kubernetes object)", index,
-                           prefix);
+        *err =
+            sc_asprintf("document %zu: %smust be a mapping (a Kubernetes object)", index, prefix);
         return SC_ECONFIG;
     }
     const char *kind = json_string_value(json_object_get(obj, "kind"));
@@ -45,11 +45,10 @@ static int walk(const struct inject_opts *o, json_t *obj, size_t index, const ch
                            index, prefix);
         return SC_ECONFIG;
     }
-    const char *name =
-        json_string_value(json_object_get(json_object_get(obj, "metadata"), "name"));
+    const char *name = json_string_value(json_object_get(json_object_get(obj, "metadata"), "name"));
     char head[512];
-    snprintf(head, sizeof(head), "document %zu (%.100s%s%.200s): %s", index, kind,
-             name ? "/" : "", name ? name : "", prefix);
+    snprintf(head, sizeof(head), "document %zu (%.100s%s%.200s): %s", index, kind, name ? "/" : "",
+             name ? name : "", prefix);
     size_t klen = strlen(kind);
     if (strcmp(kind, "List") == 0 || (klen > 4 && strcmp(kind + klen - 4, "List") == 0)) {
         json_t *items = json_object_get(obj, "items");
@@ -161,8 +160,7 @@ static void diff(json_t *patch, struct sc_buf *path, json_t *from, json_t *to)
         }
         return;
     }
-    if (json_is_array(from) && json_is_array(to) &&
-        json_array_size(from) == json_array_size(to)) {
+    if (json_is_array(from) && json_is_array(to) && json_array_size(from) == json_array_size(to)) {
         for (size_t i = 0; i < json_array_size(to); i++) {
             sc_buf_appendf(path, "/%zu", i);
             diff(patch, path, json_array_get(from, i), json_array_get(to, i));

@@ -2,8 +2,8 @@
 // The mesh config of the injector (--mesh-config FILE, the same file for `sidecar inject` and
 // `sidecar webhook`): what is added to a pod when its annotations do not say otherwise. Declared
 // once as an option table, inlined in both roles' tables (so the keys may also sit in the role's
-// -c file, and `sidecar docs inject` lists them), so defaults, validation, `file:line:col` errors and the reference docs
-// come from the same place.
+// -c file, and `sidecar docs inject` lists them), so defaults, validation, `file:line:col` errors
+// and the reference docs come from the same place.
 #include "roles/inject/inject.h"
 
 #include <stddef.h>

@@ -325,8 +325,8 @@ static json_t *exec_wait(int port, const char *timeout)
 {
     char url[64];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/ready", port);
-    return json_pack("{s:[s,s,s,s,s,s]}", "command", "sidecar", "wait", "--url", url,
-                     "--timeout", timeout);
+    return json_pack("{s:[s,s,s,s,s,s]}", "command", "sidecar", "wait", "--url", url, "--timeout",
+                     timeout);
 }
 
 /* A sidecar container with what every one of them has: image, env from the downward API,
@@ -510,8 +510,8 @@ static int rewrite_probes(struct ctx *c, json_t *ctr, size_t idx)
         char *newpath = sc_asprintf("/app-health/%s/%s", name, kinds[k][1]);
         json_object_set_new(c->probes, newpath, entry);
         json_object_set_new(probe, "httpGet",
-                            json_pack("{s:s, s:i, s:s}", "path", newpath, "port",
-                                      PROXY_ADMIN_PORT, "scheme", "HTTP"));
+                            json_pack("{s:s, s:i, s:s}", "path", newpath, "port", PROXY_ADMIN_PORT,
+                                      "scheme", "HTTP"));
         sc_free(newpath);
     }
     return 0;
@@ -568,11 +568,10 @@ static json_t *iptables_init(struct ctx *c, json_t *excl_in, json_t *excl_out, j
     /* Only what changing the pod's netfilter rules needs: root inside the pod's own network
      * namespace with NET_ADMIN and NET_RAW, nothing else. */
     json_object_set_new(ctr, "securityContext",
-                        json_pack("{s:i, s:i, s:b, s:b, s:b, s:b, s:{s:[s,s], s:[s]}}",
-                                  "runAsUser", 0, "runAsGroup", 0, "runAsNonRoot", 0,
-                                  "readOnlyRootFilesystem", 1, "allowPrivilegeEscalation", 0,
-                                  "privileged", 0, "capabilities", "add", "NET_ADMIN", "NET_RAW",
-                                  "drop", "ALL"));
+                        json_pack("{s:i, s:i, s:b, s:b, s:b, s:b, s:{s:[s,s], s:[s]}}", "runAsUser",
+                                  0, "runAsGroup", 0, "runAsNonRoot", 0, "readOnlyRootFilesystem",
+                                  1, "allowPrivilegeEscalation", 0, "privileged", 0, "capabilities",
+                                  "add", "NET_ADMIN", "NET_RAW", "drop", "ALL"));
     return ctr;
 }
 
@@ -580,26 +579,25 @@ static json_t *identity_volume(struct ctx *c)
 {
     const struct inject_mesh *m = c->m;
     if (m->identity == INJECT_ID_CSI) {
-        char *san =
-            sc_asprintf("spiffe://%s/ns/${POD_NAMESPACE}/sa/${SERVICE_ACCOUNT_NAME}",
-                        m->trust_domain);
+        char *san = sc_asprintf("spiffe://%s/ns/${POD_NAMESPACE}/sa/${SERVICE_ACCOUNT_NAME}",
+                                m->trust_domain);
         char uid[32];
         snprintf(uid, sizeof(uid), "%lld", (long long)m->uid);
         json_t *v = json_pack(
             "{s:s, s:{s:s, s:b, s:{s:s, s:s, s:s, s:s, s:s}}}", "name", "sidecar-identity", "csi",
             "driver", "csi.cert-manager.io", "readOnly", 1, "volumeAttributes",
-            "csi.cert-manager.io/issuer-name", m->identity_issuer, "csi.cert-manager.io/issuer-kind",
-            m->identity_issuer_kind, "csi.cert-manager.io/uri-sans", san,
-            "csi.cert-manager.io/common-name", "${SERVICE_ACCOUNT_NAME}.${POD_NAMESPACE}",
-            "csi.cert-manager.io/fs-group", uid);
+            "csi.cert-manager.io/issuer-name", m->identity_issuer,
+            "csi.cert-manager.io/issuer-kind", m->identity_issuer_kind,
+            "csi.cert-manager.io/uri-sans", san, "csi.cert-manager.io/common-name",
+            "${SERVICE_ACCOUNT_NAME}.${POD_NAMESPACE}", "csi.cert-manager.io/fs-group", uid);
         sc_free(san);
         return v;
     }
     return json_pack("{s:s, s:{s:[{s:{s:s, s:i, s:s}}, {s:{s:s, s:[{s:s, s:s}], s:b}}]}}", "name",
-                     "sidecar-identity", "projected", "sources", "serviceAccountToken",
-                     "audience", m->identity_audience, "expirationSeconds", 43200, "path",
-                     "token", "configMap", "name", m->ca_configmap, "items", "key", "ca.crt",
-                     "path", "ca.crt", "optional", 1);
+                     "sidecar-identity", "projected", "sources", "serviceAccountToken", "audience",
+                     m->identity_audience, "expirationSeconds", 43200, "path", "token", "configMap",
+                     "name", m->ca_configmap, "items", "key", "ca.crt", "path", "ca.crt",
+                     "optional", 1);
 }
 
 static int first_app_port(json_t *ctrs)
@@ -612,8 +610,8 @@ static int first_app_port(json_t *ctrs)
         {
             json_t *proto = json_object_get(p, "protocol");
             json_t *num = json_object_get(p, "containerPort");
-            if ((!proto || (json_is_string(proto) &&
-                            strcmp(json_string_value(proto), "TCP") == 0)) &&
+            if ((!proto ||
+                 (json_is_string(proto) && strcmp(json_string_value(proto), "TCP") == 0)) &&
                 json_is_integer(num)) {
                 return (int)json_integer_value(num);
             }
@@ -639,8 +637,8 @@ static json_t *proxy_container(struct ctx *c, json_t *ctrs)
     }
     json_t *ctr = sidecar(c, "sidecar-proxy", args, PROXY_ADMIN_PORT);
     json_t *env = json_object_get(ctr, "env");
-    json_array_append_new(env, json_pack("{s:s, s:s}", "name", "SIDECAR_TRUST_DOMAIN", "value",
-                                         c->m->trust_domain));
+    json_array_append_new(
+        env, json_pack("{s:s, s:s}", "name", "SIDECAR_TRUST_DOMAIN", "value", c->m->trust_domain));
     if (json_object_size(c->probes)) {
         char *p = json_dumps(c->probes, JSON_COMPACT);
         json_array_append_new(env,
@@ -651,9 +649,9 @@ static json_t *proxy_container(struct ctx *c, json_t *ctrs)
         mount(ctr, "sidecar-identity", IDENTITY_DIR, true);
     }
     if (!c->native && c->hold) {
-        json_object_set_new(ctr, "lifecycle",
-                            json_pack("{s:{s:o}}", "postStart", "exec",
-                                      exec_wait(PROXY_ADMIN_PORT, "120s")));
+        json_object_set_new(
+            ctr, "lifecycle",
+            json_pack("{s:{s:o}}", "postStart", "exec", exec_wait(PROXY_ADMIN_PORT, "120s")));
     }
     return ctr;
 }
@@ -714,8 +712,8 @@ static int logs_container(struct ctx *c, json_t **out)
 static int metrics_container(struct ctx *c, json_t **out)
 {
     int rc = 0;
-    const char *port = ann_or(c, INJECT_PREFIX "metrics-port",
-                              ann_or(c, "prometheus.io/port", NULL, &rc), &rc);
+    const char *port =
+        ann_or(c, INJECT_PREFIX "metrics-port", ann_or(c, "prometheus.io/port", NULL, &rc), &rc);
     const char *path = ann_or(c, INJECT_PREFIX "metrics-path",
                               ann_or(c, "prometheus.io/path", "/metrics", &rc), &rc);
     if (rc < 0) {
@@ -846,8 +844,8 @@ static int build(struct ctx *c)
 {
     json_t *spec = c->spec;
     int rc = check_names(c, "containers", our_containers, SC_ARRAY_LEN(our_containers));
-    rc = rc < 0 ? rc : check_names(c, "initContainers", our_containers,
-                                   SC_ARRAY_LEN(our_containers));
+    rc = rc < 0 ? rc
+                : check_names(c, "initContainers", our_containers, SC_ARRAY_LEN(our_containers));
     rc = rc < 0 ? rc : check_names(c, "volumes", our_volumes, SC_ARRAY_LEN(our_volumes));
     if (rc < 0) {
         return rc;
@@ -896,7 +894,8 @@ static int build(struct ctx *c)
         add_strv(excl_out, &c->m->exclude_outbound_ports);
         add_strv(cidrs, &c->m->exclude_outbound_cidrs);
         rc = ann_list(c, INJECT_PREFIX "proxy-exclude-inbound-ports", excl_in, true);
-        rc = rc < 0 ? rc : ann_list(c, INJECT_PREFIX "proxy-exclude-outbound-ports", excl_out, true);
+        rc =
+            rc < 0 ? rc : ann_list(c, INJECT_PREFIX "proxy-exclude-outbound-ports", excl_out, true);
         rc = rc < 0 ? rc : ann_list(c, INJECT_PREFIX "proxy-exclude-outbound-cidrs", cidrs, false);
         if (rc == 0) {
             proxy = proxy_container(c, ctrs);
@@ -951,10 +950,10 @@ static int build(struct ctx *c)
         json_object_del(spec, "initContainers");
     }
     add_volume(c, vols,
-               json_pack("{s:s, s:{s:[{s:s, s:{s:s}}, {s:s, s:{s:s}}]}}", "name",
-                         "sidecar-podinfo", "downwardAPI", "items", "path", "labels", "fieldRef",
-                         "fieldPath", "metadata.labels", "path", "annotations", "fieldRef",
-                         "fieldPath", "metadata.annotations"));
+               json_pack("{s:s, s:{s:[{s:s, s:{s:s}}, {s:s, s:{s:s}}]}}", "name", "sidecar-podinfo",
+                         "downwardAPI", "items", "path", "labels", "fieldRef", "fieldPath",
+                         "metadata.labels", "path", "annotations", "fieldRef", "fieldPath",
+                         "metadata.annotations"));
     if (c->role[R_PROXY] && c->m->identity != INJECT_ID_NONE) {
         add_volume(c, vols, identity_volume(c));
     }
@@ -963,9 +962,9 @@ static int build(struct ctx *c)
         add_volume(c, vols, json_pack("{s:s, s:{}}", "name", "sidecar-state", "emptyDir"));
     }
     if (c->role[R_SECRETS]) {
-        add_volume(c, vols,
-                   json_pack("{s:s, s:{s:s}}", "name", "sidecar-secrets", "emptyDir", "medium",
-                             "Memory"));
+        add_volume(
+            c, vols,
+            json_pack("{s:s, s:{s:s}}", "name", "sidecar-secrets", "emptyDir", "medium", "Memory"));
         /* The Vault injector's own status: it must not mutate this pod a second time. */
         json_object_set_new(c->anns, "vault.hashicorp.com/agent-inject-status",
                             json_string("injected"));

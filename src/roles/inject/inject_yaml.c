@@ -26,8 +26,8 @@
 #define YAML_MAX_ANCHORS 1024
 
 struct frame {
-    json_t *node;  /* object or array being filled */
-    char *key;     /* object: the pending key, NULL when a key is expected */
+    json_t *node;   /* object or array being filled */
+    char *key;      /* object: the pending key, NULL when a key is expected */
     json_t *merged; /* object: keys that came from a merge key (explicit keys may replace them) */
     char *anchor;   /* the collection's anchor, recorded when it is complete */
     bool merge;     /* the pending key is a plain << (a merge key) */
@@ -128,9 +128,9 @@ static bool parse_int(const char *s, long long *out)
  * reported through <*special>. */
 static bool parse_float(const char *s, double *out, bool *special)
 {
-    static const char *const specials[] = { ".inf", ".Inf",  ".INF", "+.inf", "+.Inf", "+.INF",
-                                            "-.inf", "-.Inf", "-.INF", ".nan", ".NaN", ".NAN",
-                                            NULL };
+    static const char *const specials[] = { ".inf",  ".Inf",  ".INF",  "+.inf", "+.Inf",
+                                            "+.INF", "-.inf", "-.Inf", "-.INF", ".nan",
+                                            ".NaN",  ".NAN",  NULL };
     if (eq_any(s, specials)) {
         *special = true;
         return true;
@@ -149,8 +149,7 @@ static bool parse_float(const char *s, double *out, bool *special)
             dot = true;
         } else if ((c == 'e' || c == 'E') && digit && !exp) {
             exp = true;
-        } else if ((c == '-' || c == '+') &&
-                   (p == s || ((p[-1] == 'e' || p[-1] == 'E') && exp))) {
+        } else if ((c == '-' || c == '+') && (p == s || ((p[-1] == 'e' || p[-1] == 'E') && exp))) {
         } else {
             return false;
         }
@@ -173,8 +172,8 @@ static bool parse_float(const char *s, double *out, bool *special)
 }
 
 static const char *const nulls[] = { "", "~", "null", "Null", "NULL", NULL };
-static const char *const trues[] = { "y",    "Y",  "yes", "Yes", "YES", "true", "True",
-                                     "TRUE", "on", "On",  "ON",  NULL };
+static const char *const trues[] = { "y",    "Y",    "yes", "Yes", "YES", "true",
+                                     "True", "TRUE", "on",  "On",  "ON",  NULL };
 static const char *const falses[] = { "n",     "N",     "no",  "No",  "NO",  "false",
                                       "False", "FALSE", "off", "Off", "OFF", NULL };
 
@@ -415,8 +414,8 @@ static int on_event(struct reader *r, yaml_event_t *ev)
     case YAML_MAPPING_END_EVENT: {
         struct frame f = r->stack[--r->depth];
         sc_free(f.key);
-        int rc = remember_anchor(r, (const yaml_char_t *)f.anchor, f.node, f.nodes + 1,
-                                 &ev->start_mark);
+        int rc =
+            remember_anchor(r, (const yaml_char_t *)f.anchor, f.node, f.nodes + 1, &ev->start_mark);
         sc_free(f.anchor);
         json_decref(f.merged);
         if (rc < 0) {

@@ -75,12 +75,12 @@ static int attempt(const struct sockaddr_storage *ss, const char *path, uint64_t
         return -errno;
     }
     int status = -ECONNREFUSED;
-    socklen_t len = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                              : sizeof(struct sockaddr_in);
+    socklen_t len =
+        ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     char req[512];
-    int reqlen = snprintf(req, sizeof(req),
-                          "GET %.400s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-                          path);
+    int reqlen =
+        snprintf(req, sizeof(req),
+                 "GET %.400s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", path);
     char resp[64];
     size_t got = 0;
     size_t sent = 0;

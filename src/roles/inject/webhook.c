@@ -152,10 +152,9 @@ static int webhook_start(struct sc_app *app, const void *cfgp, void **state, cha
                                     "admission reviews answered, by result (injected, skipped, "
                                     "denied, invalid, error)",
                                     labels, NULL, 0);
-    struct sc_metric_family *lat =
-        sc_metrics_family(m, SC_METRIC_HISTOGRAM, "sidecar_webhook_request_duration_seconds",
-                          "time to answer one admission review", NULL, buckets,
-                          SC_ARRAY_LEN(buckets));
+    struct sc_metric_family *lat = sc_metrics_family(
+        m, SC_METRIC_HISTOGRAM, "sidecar_webhook_request_duration_seconds",
+        "time to answer one admission review", NULL, buckets, SC_ARRAY_LEN(buckets));
     w->latency = sc_metric_get(lat, NULL);
     w->srv = &plain_server;
     int rc = w->srv->listen(w, cfg->listen, err);
@@ -233,7 +232,9 @@ static const struct sc_opt webhook_opts[] = {
       .def = "false",
       .help = "a CNI plugin sets up interception: no sidecar-iptables init container",
       .flags = SC_OPT_FLAG },
-    { .type = SC_OPT_INLINE, .offset = offsetof(struct webhook_cfg, mesh), .sub = inject_mesh_opts },
+    { .type = SC_OPT_INLINE,
+      .offset = offsetof(struct webhook_cfg, mesh),
+      .sub = inject_mesh_opts },
     { 0 },
 };
 

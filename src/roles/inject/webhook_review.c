@@ -70,8 +70,9 @@ int webhook_review(const struct inject_opts *o, const char *body, size_t len, st
     const char *uid = json_string_value(json_object_get(req, "uid"));
     if (!api || strcmp(api, "admission.k8s.io/v1") != 0 || !kind ||
         strcmp(kind, "AdmissionReview") != 0) {
-        status = invalid(out, result, "apiVersion must be admission.k8s.io/v1 and kind "
-                                      "AdmissionReview");
+        status = invalid(out, result,
+                         "apiVersion must be admission.k8s.io/v1 and kind "
+                         "AdmissionReview");
         goto done;
     }
     if (!json_is_object(req) || !uid || !*uid) {
@@ -125,7 +126,7 @@ int webhook_review(const struct inject_opts *o, const char *body, size_t len, st
     json_object_set_new(resp, "patch", json_stringn(enc.p, enc.len));
     sc_buf_cleanup(&enc);
     sc_free(text);
-answer: {
+answer : {
     json_t *r = json_pack("{s:s, s:s, s:O}", "apiVersion", "admission.k8s.io/v1", "kind",
                           "AdmissionReview", "response", resp);
     char *s = json_dumps(r, JSON_COMPACT);
