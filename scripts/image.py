@@ -150,7 +150,8 @@ def sha(b):
     return "sha256:" + hashlib.sha256(b).hexdigest()
 
 
-def write_archive(out, layer, tag, version):
+def write_archive(out, layer, tag, version, entrypoint=("/usr/local/bin/sidecar",),
+                  user=f"{UID}:{UID}"):
     gz = io.BytesIO()
     with gzip.GzipFile(fileobj=gz, mode="wb", mtime=MTIME, compresslevel=9) as g:
         g.write(layer)
@@ -162,8 +163,8 @@ def write_archive(out, layer, tag, version):
         "architecture": "amd64",
         "os": "linux",
         "config": {
-            "User": f"{UID}:{UID}",
-            "Entrypoint": ["/usr/local/bin/sidecar"],
+            "User": user,
+            "Entrypoint": list(entrypoint),
             "Env": ["PATH=/usr/local/bin:/usr/bin:/bin",
                     f"SSL_CERT_FILE={CA_BUNDLE}"],
             "WorkingDir": "/",

@@ -15,7 +15,8 @@
 #include "core/buf.h"
 #include "core/config.h"
 
-/* The status annotation: present means injected; its JSON value lists what was added. */
+/* The status annotation: present means injected; its value reads
+ * "version=0.1.0;roles=proxy,logs;mode=native". */
 #define INJECT_STATUS "sidecar.dev/status"
 #define INJECT_PREFIX "sidecar.dev/"
 
@@ -28,6 +29,7 @@ struct inject_mesh {
     char *trust_domain;
     bool rewrite_probes;
     bool hold_application;
+    bool podinfo;
     int identity;
     char *identity_issuer;
     char *identity_issuer_kind;
@@ -76,14 +78,13 @@ void inject_choose(const struct inject_mesh *m, bool native, const char *version
 int inject_k8s_minor(const char *v);
 
 /* Injects into the pod template <tmpl> (an object with metadata and spec: a Pod, or a workload's
- * spec.template), in place. <ns> is the namespace when known (else metadata.namespace is used);
- * <where> prefixes field paths in errors ("document 2 (Deployment/web): spec.template.").
- * Returns 1 when it injected, 0 when it left <tmpl> unchanged (<*why> then names the reason,
- * static: "already injected", "sidecar.dev/inject is false", "hostNetwork pod", "no roles"),
- * or SC_ECONFIG with a new message in <*err> (then <tmpl> may be partly changed: callers work
- * on a copy). */
-int inject_template(const struct inject_opts *o, json_t *tmpl, const char *ns, const char *where,
-                    const char **why, char **err);
+ * spec.template), in place. <where> prefixes field paths in errors ("document 2 (Deployment/web):
+ * spec.template."). Returns 1 when it injected, 0 when it left <tmpl> unchanged (<*why> then names
+ * the reason, static: "already injected", "sidecar.dev/inject is false", "hostNetwork pod", "no
+ * roles"), or SC_ECONFIG with a new message in <*err> (then <tmpl> may be partly changed: callers
+ * work on a copy). */
+int inject_template(const struct inject_opts *o, json_t *tmpl, const char *where, const char **why,
+                    char **err);
 
 /* Injects into every pod template of the document <doc> (Pod, Deployment, StatefulSet,
  * DaemonSet, ReplicaSet, ReplicationController, Job, CronJob, or a List of those); other kinds are

@@ -92,7 +92,7 @@ static int walk(const struct inject_opts *o, json_t *obj, size_t index, const ch
         }
         char *where = sc_asprintf("%s%s", head, kinds[k].field);
         const char *why = NULL;
-        int rc = inject_template(o, tmpl, NULL, where, &why, err);
+        int rc = inject_template(o, tmpl, where, &why, err);
         sc_free(where);
         return rc;
     }

@@ -80,6 +80,13 @@ const struct sc_opt inject_mesh_opts[] = {
       .def = "true",
       .help = "classic mode: the proxy's postStart hook waits for its readiness, so the app "
               "starts after it" },
+    { .name = "podinfo",
+      .type = SC_OPT_BOOL,
+      .offset = offsetof(struct inject_mesh, podinfo),
+      .def = "true",
+      .help = "give the sidecars the downward API volume at /etc/podinfo (labels, annotations; "
+              "the secrets role needs it); false for runtimes without downwardAPI volumes "
+              "(podman kube play 4)" },
     { .name = "identity",
       .type = SC_OPT_ENUM,
       .offset = offsetof(struct inject_mesh, identity),

@@ -38,8 +38,7 @@ struct ctx {
     bool role[R_N];
     bool native, rewrite, hold;
     bool secrets_init, secrets_sidecar, secrets_first;
-    json_t *added_init, *added_ctrs, *added_vols; /* names, for the status annotation */
-    json_t *probes;                               /* SIDECAR_APP_PROBES */
+    json_t *probes; /* SIDECAR_APP_PROBES */
 };
 
 static int bad(struct ctx *c, const char *field, const char *fmt, ...)
@@ -329,6 +328,16 @@ static json_t *exec_wait(int port, const char *timeout)
                      timeout);
 }
 
+static void mount(json_t *ctr, const char *vol, const char *path, bool ro)
+{
+    json_t *mounts = json_object_get(ctr, "volumeMounts");
+    json_t *m = json_pack("{s:s, s:s}", "name", vol, "mountPath", path);
+    if (ro) {
+        json_object_set_new(m, "readOnly", json_true());
+    }
+    json_array_append_new(mounts, m);
+}
+
 /* A sidecar container with what every one of them has: image, env from the downward API,
  * resources, the podinfo mount and the hardened security context. <args> is taken. */
 static json_t *sidecar(struct ctx *c, const char *name, json_t *args, int rc_port)
@@ -362,9 +371,10 @@ static json_t *sidecar(struct ctx *c, const char *name, json_t *args, int rc_por
         json_object_set_new(lim, "memory", json_string(v));
     }
     json_object_set_new(ctr, "resources", json_pack("{s:o, s:o}", "requests", req, "limits", lim));
-    json_object_set_new(ctr, "volumeMounts",
-                        json_pack("[{s:s, s:s, s:b}]", "name", "sidecar-podinfo", "mountPath",
-                                  PODINFO_DIR, "readOnly", 1));
+    json_object_set_new(ctr, "volumeMounts", json_array());
+    if (c->m->podinfo) {
+        mount(ctr, "sidecar-podinfo", PODINFO_DIR, true);
+    }
     if (rc_port > 0 && c->native) {
         json_object_set_new(ctr, "restartPolicy", json_string("Always"));
         json_t *probe = json_pack("{s:o, s:i, s:i, s:i}", "exec", exec_wait(rc_port, "1s"),
@@ -381,16 +391,6 @@ static json_t *sidecar(struct ctx *c, const char *name, json_t *args, int rc_por
                   "runAsGroup", (json_int_t)m->uid, "runAsNonRoot", 1, "readOnlyRootFilesystem", 1,
                   "allowPrivilegeEscalation", 0, "privileged", 0, "capabilities", "drop", "ALL"));
     return ctr;
-}
-
-static void mount(json_t *ctr, const char *vol, const char *path, bool ro)
-{
-    json_t *mounts = json_object_get(ctr, "volumeMounts");
-    json_t *m = json_pack("{s:s, s:s}", "name", vol, "mountPath", path);
-    if (ro) {
-        json_object_set_new(m, "readOnly", json_true());
-    }
-    json_array_append_new(mounts, m);
 }
 
 static void add_arg(json_t *args, const char *flag, const char *value)
@@ -773,6 +773,11 @@ static int metrics_container(struct ctx *c, json_t **out)
 
 static int secrets_containers(struct ctx *c, json_t **init, json_t **side)
 {
+    if (!c->m->podinfo) {
+        return bad(c, "metadata.annotations",
+                   "the secrets role reads the pod's annotations from the podinfo volume, which "
+                   "the mesh config turns off (podinfo: false)");
+    }
     int rc = check_mount_path(c, json_object_get(c->spec, "containers"), VAULT_DIR);
     const char *addr = ann_or(c, "vault.hashicorp.com/service", c->m->vault_addr, &rc);
     if (rc < 0) {
@@ -823,16 +828,15 @@ static int secrets_containers(struct ctx *c, json_t **init, json_t **side)
 
 static void add_volume(struct ctx *c, json_t *vols, json_t *v)
 {
-    json_array_append(c->added_vols, json_object_get(v, "name"));
+    (void)c;
     json_array_append_new(vols, v);
 }
 
-static void put(json_t *list, size_t *at, json_t *ctr, json_t *names)
+static void put(json_t *list, size_t *at, json_t *ctr)
 {
     if (!ctr) {
         return;
     }
-    json_array_append(names, json_object_get(ctr, "name"));
     if (at) {
         json_array_insert_new(list, (*at)++, ctr);
     } else {
@@ -924,36 +928,38 @@ static int build(struct ctx *c)
      * containers too) has the network; then the other sidecars; the user's init containers; the
      * secrets init container last unless vault.hashicorp.com/agent-init-first. */
     size_t at = 0;
-    put(inits, &at, ipt, c->added_init);
+    put(inits, &at, ipt);
     if (c->native) {
-        put(inits, &at, proxy, c->added_init);
+        put(inits, &at, proxy);
         if (c->secrets_first) {
-            put(inits, &at, sec_init, c->added_init);
+            put(inits, &at, sec_init);
             sec_init = NULL;
         }
-        put(inits, &at, logs, c->added_init);
-        put(inits, &at, metrics, c->added_init);
-        put(inits, &at, sec, c->added_init);
+        put(inits, &at, logs);
+        put(inits, &at, metrics);
+        put(inits, &at, sec);
     } else {
         size_t front = 0;
-        put(ctrs, &front, proxy, c->added_ctrs);
+        put(ctrs, &front, proxy);
         if (c->secrets_first) {
-            put(inits, &at, sec_init, c->added_init);
+            put(inits, &at, sec_init);
             sec_init = NULL;
         }
-        put(ctrs, NULL, logs, c->added_ctrs);
-        put(ctrs, NULL, metrics, c->added_ctrs);
-        put(ctrs, NULL, sec, c->added_ctrs);
+        put(ctrs, NULL, logs);
+        put(ctrs, NULL, metrics);
+        put(ctrs, NULL, sec);
     }
-    put(inits, NULL, sec_init, c->added_init);
+    put(inits, NULL, sec_init);
     if (json_array_size(inits) == 0) {
         json_object_del(spec, "initContainers");
     }
-    add_volume(c, vols,
-               json_pack("{s:s, s:{s:[{s:s, s:{s:s}}, {s:s, s:{s:s}}]}}", "name", "sidecar-podinfo",
-                         "downwardAPI", "items", "path", "labels", "fieldRef", "fieldPath",
-                         "metadata.labels", "path", "annotations", "fieldRef", "fieldPath",
-                         "metadata.annotations"));
+    if (c->m->podinfo) {
+        add_volume(c, vols,
+                   json_pack("{s:s, s:{s:[{s:s, s:{s:s}}, {s:s, s:{s:s}}]}}", "name",
+                             "sidecar-podinfo", "downwardAPI", "items", "path", "labels",
+                             "fieldRef", "fieldPath", "metadata.labels", "path", "annotations",
+                             "fieldRef", "fieldPath", "metadata.annotations"));
+    }
     if (c->role[R_PROXY] && c->m->identity != INJECT_ID_NONE) {
         add_volume(c, vols, identity_volume(c));
     }
@@ -972,10 +978,9 @@ static int build(struct ctx *c)
     return 0;
 }
 
-int inject_template(const struct inject_opts *o, json_t *tmpl, const char *ns, const char *where,
-                    const char **why, char **err)
+int inject_template(const struct inject_opts *o, json_t *tmpl, const char *where, const char **why,
+                    char **err)
 {
-    (void)ns;
     struct ctx c = { .o = o, .m = o->mesh, .where = where ? where : "", .err = err };
     *why = NULL;
     if (!json_is_object(tmpl)) {
@@ -1000,30 +1005,26 @@ int inject_template(const struct inject_opts *o, json_t *tmpl, const char *ns, c
         }
         return rc;
     }
-    c.added_init = json_array();
-    c.added_ctrs = json_array();
-    c.added_vols = json_array();
     c.probes = json_object();
     rc = build(&c);
     if (rc == 0) {
-        json_t *roles = json_array();
+        /* Short enough for runtimes that hold annotations to label limits (63 bytes, podman
+         * kube play): the names added follow from the roles and the mode. */
+        struct sc_buf st;
+        sc_buf_init(&st, 256);
+        sc_buf_appendf(&st, "version=%s;roles=", SC_VERSION);
+        bool first = true;
         for (int r = 0; r < R_N; r++) {
             if (c.role[r]) {
-                json_array_append_new(roles, json_string(role_names[r]));
+                sc_buf_appendf(&st, "%s%s", first ? "" : ",", role_names[r]);
+                first = false;
             }
         }
-        json_t *st = json_pack("{s:s, s:o, s:b, s:O, s:O, s:O}", "version", SC_VERSION, "roles",
-                               roles, "native", c.native, "initContainers", c.added_init,
-                               "containers", c.added_ctrs, "volumes", c.added_vols);
-        char *s = json_dumps(st, JSON_COMPACT);
-        json_object_set_new(c.anns, INJECT_STATUS, json_string(s));
-        sc_free(s);
-        json_decref(st);
+        sc_buf_appendf(&st, ";mode=%s", c.native ? "native" : "classic");
+        json_object_set_new(c.anns, INJECT_STATUS, json_string(sc_buf_cstr(&st)));
+        sc_buf_cleanup(&st);
         rc = 1;
     }
-    json_decref(c.added_init);
-    json_decref(c.added_ctrs);
-    json_decref(c.added_vols);
     json_decref(c.probes);
     return rc;
 }

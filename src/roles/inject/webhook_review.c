@@ -104,7 +104,7 @@ int webhook_review(const struct inject_opts *o, const char *body, size_t len, st
     }
     pod = json_deep_copy(obj);
     const char *why = NULL;
-    int rc = inject_template(o, pod, ns, "", &why, &err);
+    int rc = inject_template(o, pod, "", &why, &err);
     if (rc < 0) {
         *result = "denied";
         json_object_set_new(resp, "allowed", json_false());
