@@ -172,3 +172,18 @@ def test_tls_flags_report_pending_tls_layer(tmp_path):
                         str(tmp_path / "k.pem")], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
     assert "no TLS layer yet" in r.stderr
+
+
+def test_patch_escaping(webhook, tmp_path):
+    """Keys with / and ~ (JSON Pointer escapes), non-ASCII, quotes and control characters
+    survive the patch."""
+    _, api, _ = webhook()
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "p", "annotations": {"a~b/c": "h\u00e9llo \u2713 \"q\"\n\t\u0001"},
+                        "labels": {"app.kubernetes.io/name": "x"}},
+           "spec": {"containers": [{"name": "app", "image": "app:1", "args": ["\\d+"]}]}}
+    _, patched = api.admit(pod)
+    f = tmp_path / "pod.json"
+    f.write_text(json.dumps(pod))
+    assert patched == json.loads(inject("-f", f).stdout)
+    assert patched["metadata"]["annotations"]["a~b/c"] == pod["metadata"]["annotations"]["a~b/c"]

@@ -12,6 +12,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/log.h"
 
 static void b64(struct sc_buf *out, const unsigned char *p, size_t n)
 {
@@ -27,6 +28,63 @@ static void b64(struct sc_buf *out, const unsigned char *p, size_t n)
         char q[4] = { tab[(v >> 18) & 63], tab[(v >> 12) & 63],
                       i + 1 < n ? tab[(v >> 6) & 63] : '=', i + 2 < n ? tab[v & 63] : '=' };
         sc_buf_append(out, q, 4);
+    }
+}
+
+static int dump(struct sc_buf *b, json_t *j);
+
+static int dump_str(struct sc_buf *b, const char *s, size_t n)
+{
+    /* An escaped byte takes at most 6 ("\u00XX"). */
+    if (n > (b->max - b->len) / 6 || sc_buf_reserve(b, n * 6 + 2) < 0) {
+        return SC_ETOOBIG;
+    }
+    b->p[b->len++] = '"';
+    sc_json_escape(b->p, b->cap, &b->len, s, n);
+    b->p[b->len++] = '"';
+    return 0;
+}
+
+/* Appends <j> as compact JSON (jansson's dumper escapes byte by byte; patches and responses are
+ * mostly long plain strings). */
+static int dump(struct sc_buf *b, json_t *j)
+{
+    int rc = 0;
+    size_t i;
+    const char *k;
+    json_t *v;
+    switch (json_typeof(j)) {
+    case JSON_OBJECT:
+        rc = sc_buf_append_cstr(b, "{");
+        i = 0;
+        json_object_foreach(j, k, v)
+        {
+            rc = rc ? rc : sc_buf_append_cstr(b, i++ ? "," : "");
+            rc = rc ? rc : dump_str(b, k, strlen(k));
+            rc = rc ? rc : sc_buf_append_cstr(b, ":");
+            rc = rc ? rc : dump(b, v);
+        }
+        return rc ? rc : sc_buf_append_cstr(b, "}");
+    case JSON_ARRAY:
+        rc = sc_buf_append_cstr(b, "[");
+        json_array_foreach(j, i, v)
+        {
+            rc = rc ? rc : sc_buf_append_cstr(b, i ? "," : "");
+            rc = rc ? rc : dump(b, v);
+        }
+        return rc ? rc : sc_buf_append_cstr(b, "]");
+    case JSON_STRING:
+        return dump_str(b, json_string_value(j), json_string_length(j));
+    case JSON_INTEGER:
+        return sc_buf_appendf(b, "%" JSON_INTEGER_FORMAT, json_integer_value(j));
+    case JSON_REAL:
+        return sc_buf_appendf(b, "%.17g", json_real_value(j));
+    case JSON_TRUE:
+        return sc_buf_append_cstr(b, "true");
+    case JSON_FALSE:
+        return sc_buf_append_cstr(b, "false");
+    default:
+        return sc_buf_append_cstr(b, "null");
     }
 }
 
@@ -118,25 +176,30 @@ int webhook_review(const struct inject_opts *o, const char *body, size_t len, st
     }
     *result = "injected";
     patch = inject_json_diff(obj, pod);
-    char *text = json_dumps(patch, JSON_COMPACT);
-    struct sc_buf enc;
-    sc_buf_init(&enc, 64u << 20);
-    b64(&enc, (const unsigned char *)text, strlen(text));
-    json_object_set_new(resp, "patchType", json_string("JSONPatch"));
-    json_object_set_new(resp, "patch", json_stringn(enc.p, enc.len));
-    sc_buf_cleanup(&enc);
-    sc_free(text);
 answer : {
-    json_t *r = json_pack("{s:s, s:s, s:O}", "apiVersion", "admission.k8s.io/v1", "kind",
-                          "AdmissionReview", "response", resp);
-    char *s = json_dumps(r, JSON_COMPACT);
-    if (!s || sc_buf_append_cstr(out, s) < 0) {
+    struct sc_buf text;
+    sc_buf_init(&text, out->max);
+    int rc2 = sc_buf_append_cstr(out, "{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":"
+                                      "\"AdmissionReview\",\"response\":");
+    rc2 = rc2 ? rc2 : dump(out, resp);
+    if (rc2 == 0 && patch) {
+        /* The patch goes in last, base64 written straight into the body. */
+        out->len--;
+        rc2 = dump(&text, patch);
+        rc2 = rc2 ? rc2 : sc_buf_append_cstr(out, ",\"patchType\":\"JSONPatch\",\"patch\":\"");
+        rc2 = rc2 ? rc2 : sc_buf_reserve(out, (text.len + 2) / 3 * 4 + 3);
+        if (rc2 == 0) {
+            b64(out, (const unsigned char *)text.p, text.len);
+            rc2 = sc_buf_append_cstr(out, "\"}");
+        }
+    }
+    rc2 = rc2 ? rc2 : sc_buf_append_cstr(out, "}");
+    sc_buf_cleanup(&text);
+    if (rc2 < 0) {
         sc_buf_reset(out);
         status = 500;
         *result = "error";
     }
-    sc_free(s);
-    json_decref(r);
 }
 done:
     sc_free(err);
