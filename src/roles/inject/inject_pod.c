@@ -702,7 +702,6 @@ static int logs_container(struct ctx *c, json_t **out)
     json_t *app;
     json_array_foreach(ctrs, i, app)
     {
-        child_arr(c, app, "volumeMounts", "");
         mount(app, "sidecar-logs", path, false);
     }
     *out = ctr;
@@ -826,12 +825,6 @@ static int secrets_containers(struct ctx *c, json_t **init, json_t **side)
 
 /* ---- the whole ---- */
 
-static void add_volume(struct ctx *c, json_t *vols, json_t *v)
-{
-    (void)c;
-    json_array_append_new(vols, v);
-}
-
 static void put(json_t *list, size_t *at, json_t *ctr)
 {
     if (!ctr) {
@@ -954,23 +947,22 @@ static int build(struct ctx *c)
         json_object_del(spec, "initContainers");
     }
     if (c->m->podinfo) {
-        add_volume(c, vols,
-                   json_pack("{s:s, s:{s:[{s:s, s:{s:s}}, {s:s, s:{s:s}}]}}", "name",
-                             "sidecar-podinfo", "downwardAPI", "items", "path", "labels",
-                             "fieldRef", "fieldPath", "metadata.labels", "path", "annotations",
-                             "fieldRef", "fieldPath", "metadata.annotations"));
+        json_array_append_new(vols, json_pack("{s:s, s:{s:[{s:s, s:{s:s}}, {s:s, s:{s:s}}]}}",
+                                              "name", "sidecar-podinfo", "downwardAPI", "items",
+                                              "path", "labels", "fieldRef", "fieldPath",
+                                              "metadata.labels", "path", "annotations", "fieldRef",
+                                              "fieldPath", "metadata.annotations"));
     }
     if (c->role[R_PROXY] && c->m->identity != INJECT_ID_NONE) {
-        add_volume(c, vols, identity_volume(c));
+        json_array_append_new(vols, identity_volume(c));
     }
     if (c->role[R_LOGS]) {
-        add_volume(c, vols, json_pack("{s:s, s:{}}", "name", "sidecar-logs", "emptyDir"));
-        add_volume(c, vols, json_pack("{s:s, s:{}}", "name", "sidecar-state", "emptyDir"));
+        json_array_append_new(vols, json_pack("{s:s, s:{}}", "name", "sidecar-logs", "emptyDir"));
+        json_array_append_new(vols, json_pack("{s:s, s:{}}", "name", "sidecar-state", "emptyDir"));
     }
     if (c->role[R_SECRETS]) {
-        add_volume(
-            c, vols,
-            json_pack("{s:s, s:{s:s}}", "name", "sidecar-secrets", "emptyDir", "medium", "Memory"));
+        json_array_append_new(vols, json_pack("{s:s, s:{s:s}}", "name", "sidecar-secrets",
+                                              "emptyDir", "medium", "Memory"));
         /* The Vault injector's own status: it must not mutate this pod a second time. */
         json_object_set_new(c->anns, "vault.hashicorp.com/agent-inject-status",
                             json_string("injected"));
@@ -986,6 +978,11 @@ int inject_template(const struct inject_opts *o, json_t *tmpl, const char *where
     if (!json_is_object(tmpl)) {
         return bad(&c, "", "must be a mapping");
     }
+    /* Created here only if missing, and removed again when nothing is injected. */
+    json_t *m0 = json_object_get(tmpl, "metadata");
+    json_t *a0 = json_object_get(m0, "annotations");
+    bool had_meta = m0 && !json_is_null(m0), meta_null = json_is_null(m0);
+    bool had_anns = a0 && !json_is_null(a0), anns_null = json_is_null(a0);
     c.meta = child_obj(&c, tmpl, "metadata", "metadata");
     c.anns = c.meta ? child_obj(&c, c.meta, "annotations", "metadata.annotations") : NULL;
     c.spec = c.anns ? json_object_get(tmpl, "spec") : NULL;
@@ -997,16 +994,43 @@ int inject_template(const struct inject_opts *o, json_t *tmpl, const char *where
     }
     int rc = decide(&c, why);
     if (rc <= 0) {
-        if (json_object_size(c.anns) == 0) {
+        if (anns_null) {
+            json_object_set_new(c.meta, "annotations", json_null());
+        } else if (!had_anns) {
             json_object_del(c.meta, "annotations");
         }
-        if (json_object_size(c.meta) == 0) {
+        if (meta_null) {
+            json_object_set_new(tmpl, "metadata", json_null());
+        } else if (!had_meta) {
             json_object_del(tmpl, "metadata");
         }
         return rc;
     }
     c.probes = json_object();
+    /* App containers without volumeMounts get the list only if a mount is added to it. */
+    json_t *bare = json_array();
+    size_t i;
+    json_t *ctr;
+    json_array_foreach(json_object_get(c.spec, "containers"), i, ctr)
+    {
+        if (json_is_object(ctr) && !json_object_get(ctr, "volumeMounts")) {
+            json_array_append(bare, ctr);
+        }
+    }
+    bool had_vols = json_object_get(c.spec, "volumes") != NULL;
     rc = build(&c);
+    json_t *vols = json_object_get(c.spec, "volumes");
+    if (!had_vols && json_is_array(vols) && json_array_size(vols) == 0) {
+        json_object_del(c.spec, "volumes");
+    }
+    json_array_foreach(bare, i, ctr)
+    {
+        json_t *vm = json_object_get(ctr, "volumeMounts");
+        if (json_is_array(vm) && json_array_size(vm) == 0) {
+            json_object_del(ctr, "volumeMounts");
+        }
+    }
+    json_decref(bare);
     if (rc == 0) {
         /* Short enough for runtimes that hold annotations to label limits (63 bytes, podman
          * kube play): the names added follow from the roles and the mode. */
