@@ -331,6 +331,10 @@ static json_t *exec_wait(int port, const char *timeout)
 static void mount(json_t *ctr, const char *vol, const char *path, bool ro)
 {
     json_t *mounts = json_object_get(ctr, "volumeMounts");
+    if (!mounts) {
+        mounts = json_array();
+        json_object_set_new(ctr, "volumeMounts", mounts);
+    }
     json_t *m = json_pack("{s:s, s:s}", "name", vol, "mountPath", path);
     if (ro) {
         json_object_set_new(m, "readOnly", json_true());
@@ -371,7 +375,6 @@ static json_t *sidecar(struct ctx *c, const char *name, json_t *args, int rc_por
         json_object_set_new(lim, "memory", json_string(v));
     }
     json_object_set_new(ctr, "resources", json_pack("{s:o, s:o}", "requests", req, "limits", lim));
-    json_object_set_new(ctr, "volumeMounts", json_array());
     if (c->m->podinfo) {
         mount(ctr, "sidecar-podinfo", PODINFO_DIR, true);
     }
