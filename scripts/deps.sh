@@ -15,6 +15,7 @@ libcmocka-dev libhttp-parser-dev
 python3 python3-pytest python3-requests python3-protobuf python3-snappy protobuf-compiler
 python3-yaml python3-jsonpatch nodejs podman runc skopeo busybox-static catatonit
 curl openssl prometheus prometheus-pushgateway etcd-server nginx-light iproute2 procps
+iptables nftables util-linux
 "
 BENCH_PKGS="wrk haproxy caddy nginx-light strace linux-perf valgrind"
 # bench/logs.sh: rsyslog, and the libraries of syslog-ng-core, which conflicts with rsyslog (both

@@ -273,3 +273,28 @@ def test_yaml_syntax_error_has_position():
     r = inject("-f", "-", stdin="kind: Pod\nspec: [a\n", check=False)
     assert r.returncode == 1
     assert "stdin:3:1:" in r.stderr
+
+
+def test_injected_command_lines_pass_their_roles_check(run_cli):
+    """Every injected container's command line is accepted by its own role (`--check`), the
+    sidecar-iptables one included: the flags the injector writes are the ones the roles have."""
+    pod = run({"sidecar.dev/roles": "proxy,logs,metrics,secrets", "prometheus.io/port": "8081",
+               "sidecar.dev/proxy-exclude-outbound-cidrs": "10.0.0.0/8,fd00::/8",
+               "sidecar.dev/proxy-exclude-outbound-ports": "5432"},
+              "--native-sidecars=false")
+    s = pod["spec"]
+    checked = []
+    for c in s.get("initContainers", []) + s["containers"]:
+        if c.get("command") != ["sidecar"]:
+            continue
+        args = [a.replace("$(POD_NAME)", "p").replace("$(POD_NAMESPACE)", "ns") for a in c["args"]]
+        r = run_cli(*args, "--check")
+        assert r.returncode == 0, f"{c['name']}: {args}: {r.stderr}"
+        checked.append(args[0])
+    assert sorted(checked) == ["iptables", "logs", "metrics", "proxy", "secrets", "secrets"]
+    for c in s["containers"] + s.get("initContainers", []):
+        for hook in [c.get("lifecycle", {}).get("postStart", {}).get("exec", {}).get("command"),
+                     (c.get("startupProbe") or c.get("readinessProbe") or {}).get("exec", {})
+                     .get("command")]:
+            if hook:
+                assert run_cli(*hook[1:], "--check").returncode == 0, hook
