@@ -1,27 +1,68 @@
 # SPDX-License-Identifier: Apache-2.0
 """`sidecar webhook` driven by a fake API server client (FakeApiServer: no API server runs on
-these machines) that sends real AdmissionReview v1 documents, as the API server does, over plain
-HTTP (TLS termination for the webhook waits for the TLS layer). The JSONPatch it gets back,
-applied with python3-jsonpatch, must give exactly what `sidecar inject` produces from the same
-pod; the decision rules, malformed and oversized reviews, and the metrics are checked too."""
+these machines) that sends real AdmissionReview v1 documents over TLS, verifying the webhook's
+certificate against the test CA and reusing its connection as the API server does. The JSONPatch
+it gets back, applied with python3-jsonpatch, must give exactly what `sidecar inject` produces
+from the same pod; the decision rules, malformed and oversized reviews, the metrics, certificate
+rotation and the plain-HTTP mode are checked too."""
 import base64
+import http.client
 import json
+import os
+import shutil
+import socket
+import ssl
 import subprocess
 import uuid
 
 import jsonpatch
 import pytest
 
-from conftest import BIN, free_port, http_get
+from conftest import BIN, free_port, http_get, wait_until
 from inject_util import DATA, inject, load_all, template_meta
+from tls_util import make_leaf, peer_serial, pki, serial_of  # noqa: F401 - pki is a fixture
 
 
 class FakeApiServer:
     """Stands in for the API server's admission client: wraps a pod in an AdmissionReview, POSTs
-    it to the webhook and applies the patch it returns."""
+    it to the webhook over one kept-alive HTTPS connection (verifying the serving certificate
+    against <ca>; plain HTTP when <ca> is None) and applies the patch it returns."""
 
-    def __init__(self, url):
-        self.url = url
+    def __init__(self, port, ca=None):
+        self.port = port
+        self.ca = ca
+        self.conn = None
+
+    def _connect(self):
+        if self.ca:
+            ctx = ssl.create_default_context(cafile=str(self.ca))
+            return http.client.HTTPSConnection("localhost", self.port, context=ctx, timeout=10)
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+
+    def request(self, method, path, body=None, headers=None):
+        """Returns (status, body bytes), reconnecting once when the kept connection closed."""
+        for attempt in range(2):
+            if self.conn is None:
+                self.conn = self._connect()
+            try:
+                self.conn.request(method, path, body, headers or {})
+                r = self.conn.getresponse()
+                data = r.read()
+                if (r.getheader("Connection") or "").lower() == "close":
+                    self.conn.close()
+                    self.conn = None
+                return r.status, data
+            except (ConnectionError, http.client.RemoteDisconnected):
+                self.conn = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def post(self, path, body, headers=None):
+        return self.request("POST", path, body, headers)
+
+    def get(self, path):
+        return self.request("GET", path)
 
     def review(self, pod, namespace="default", operation="CREATE", kind="Pod"):
         uid = str(uuid.uuid4())
@@ -36,8 +77,8 @@ class FakeApiServer:
                             "object": pod, "oldObject": None, "dryRun": False,
                             "options": {"apiVersion": "meta.k8s.io/v1",
                                         "kind": "CreateOptions"}}}
-        status, data, _ = http_get(self.url, method="POST", data=json.dumps(body).encode(),
-                                   headers={"Content-Type": "application/json"})
+        status, data = self.post("/inject", json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"})
         assert status == 200, data
         review = json.loads(data)
         assert review["apiVersion"] == "admission.k8s.io/v1"
@@ -57,11 +98,19 @@ class FakeApiServer:
 
 
 @pytest.fixture
-def webhook(sidecar_run, tmp_path):
-    def start(*args):
+def webhook(sidecar_run, tmp_path, pki):
+    """Starts `sidecar webhook` over HTTPS with the test PKI's server certificate (a copy, so a
+    test may replace it); returns (sidecar, FakeApiServer, port)."""
+    def start(*args, tls=True):
         port = free_port()
-        sc = sidecar_run("webhook", ["--listen", f"127.0.0.1:{port}", *args])
-        return sc, FakeApiServer(f"http://127.0.0.1:{port}/inject"), port
+        tls_args = []
+        if tls:
+            for f in ("server.pem", "server.key"):
+                shutil.copy(pki / f, tmp_path / f)
+            tls_args = ["--tls-cert", str(tmp_path / "server.pem"), "--tls-key",
+                        str(tmp_path / "server.key")]
+        sc = sidecar_run("webhook", ["--listen", f"127.0.0.1:{port}", *tls_args, *args])
+        return sc, FakeApiServer(port, pki / "ca.pem" if tls else None), port
     return start
 
 
@@ -135,43 +184,88 @@ def test_decisions(webhook, tmp_path):
 
 def test_malformed_and_oversized_reviews(webhook):
     sc, api, port = webhook()
-    url = f"http://127.0.0.1:{port}/inject"
     for body, reason in [(b"not json", b"not JSON"), (b"[]", b"apiVersion must be"),
                          (b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}',
                           b"request.uid is missing"),
                          (b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview",'
                           b'"request":{"uid":"x","kind":{"kind":"Pod"},"operation":"CREATE",'
                           b'"object":"pod"}}', b"request.object is not a Pod")]:
-        status, data, _ = http_get(url, method="POST", data=body)
+        status, data = api.post("/inject", body)
         assert status == 400 and reason in data, (status, data)
-    status, _, _ = http_get(url, method="POST", data=b"{" + b" " * (2 << 20) + b"}")
-    assert status == 413
-    # Still serving.
+    # A body over 1 MiB is refused from its Content-Length, before it is sent.
+    ctx = ssl.create_default_context(cafile=str(api.ca))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"POST /inject HTTP/1.1\r\nHost: localhost\r\n"
+                        b"Content-Length: 2097152\r\n\r\n")
+            assert tls.recv(4096).startswith(b"HTTP/1.1 413 ")
+    # Still serving, and plaintext on the TLS port gets nowhere.
     pod = {"metadata": {}, "spec": {"containers": [{"name": "a", "image": "b"}]}}
     assert api.review(pod)["allowed"] is True
-    st, health, _ = http_get(f"http://127.0.0.1:{port}/healthz")
-    assert st == 200
+    plain = FakeApiServer(port)
+    with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
+        plain.post("/inject", b"{}")
 
 
 def test_metrics(webhook):
-    _, api, port = webhook()
+    sc, api, port = webhook()
     pod = {"metadata": {}, "spec": {"containers": [{"name": "a", "image": "b"}]}}
     api.review(pod)
     api.review(pod, namespace="kube-system")
-    http_get(f"http://127.0.0.1:{port}/inject", method="POST", data=b"x")
-    _, text, _ = http_get(f"http://127.0.0.1:{port}/metrics")
+    api.post("/inject", b"x")
+    status, text = api.get("/metrics")
+    assert status == 200
     text = text.decode()
     assert 'sidecar_webhook_requests_total{result="injected"} 1' in text
     assert 'sidecar_webhook_requests_total{result="skipped"} 1' in text
     assert 'sidecar_webhook_requests_total{result="invalid"} 1' in text
     assert "sidecar_webhook_request_duration_seconds_count 3" in text
+    assert api.get("/ready")[0] == 200 and api.get("/healthz")[0] == 200
+    # The admin port has the same metrics.
+    assert "sidecar_webhook_requests_total" in sc.get("/metrics")[1].decode()
 
 
-def test_tls_flags_report_pending_tls_layer(tmp_path):
-    r = subprocess.run([BIN, "webhook", "--tls-cert", str(tmp_path / "c.pem"), "--tls-key",
-                        str(tmp_path / "k.pem")], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 1
-    assert "no TLS layer yet" in r.stderr
+def test_certificate_rotation(webhook, pki, tmp_path):
+    """A new certificate written over the old files serves new connections without a restart; a
+    broken one is refused and the last good pair keeps serving."""
+    sc, api, port = webhook()
+    pod = {"metadata": {}, "spec": {"containers": [{"name": "a", "image": "b"}]}}
+    assert peer_serial(port, pki / "ca.pem") == serial_of(pki / "server.pem")
+    new_cert, new_key = make_leaf(pki, "webhook-next", "DNS:localhost,IP:127.0.0.1",
+                                  out=tmp_path)
+    for src, dst in ((new_key, "server.key.tmp"), (new_cert, "server.pem.tmp")):
+        shutil.copy(src, tmp_path / dst)
+    os.replace(tmp_path / "server.key.tmp", tmp_path / "server.key")
+    os.replace(tmp_path / "server.pem.tmp", tmp_path / "server.pem")
+    want = serial_of(new_cert)
+    wait_until(lambda: peer_serial(port, pki / "ca.pem") == want, timeout=15,
+               what="the new certificate")
+    assert "TLS certificates reloaded" in sc.logs()
+    assert FakeApiServer(port, pki / "ca.pem").review(pod)["allowed"] is True
+    (tmp_path / "server.pem").write_text("not a certificate\n")
+    wait_until(lambda: "TLS reload refused" in sc.logs(), timeout=15,
+               what="the broken certificate to be refused")
+    assert peer_serial(port, pki / "ca.pem") == want
+    assert FakeApiServer(port, pki / "ca.pem").review(pod)["allowed"] is True
+
+
+def test_plain_http_mode(webhook):
+    """Without --tls-cert the webhook serves plain HTTP (tests, or behind a TLS-terminating
+    proxy) and says so."""
+    sc, api, port = webhook(tls=False)
+    pod = {"metadata": {}, "spec": {"containers": [{"name": "a", "image": "b"}]}}
+    assert "patch" in api.review(pod)
+    assert "plain HTTP" in sc.logs()
+
+
+def test_tls_flags_go_together_and_files_must_load(tmp_path, pki):
+    r = subprocess.run([BIN, "webhook", "--tls-cert", str(pki / "server.pem")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "--tls-cert and --tls-key go together" in r.stderr
+    r = subprocess.run([BIN, "webhook", "--listen", f"127.0.0.1:{free_port()}", "--admin",
+                        "127.0.0.1:0", "--tls-cert", str(pki / "notpem.pem"), "--tls-key",
+                        str(pki / "server.key")], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "notpem.pem" in r.stderr, r.stderr
 
 
 def test_patch_escaping(webhook, tmp_path):

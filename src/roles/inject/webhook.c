@@ -28,20 +28,21 @@ struct webhook_cfg {
     struct inject_mesh mesh;
 };
 
-struct webhook;
-
-/* A server front end for the webhook's listener. */
+/* The server the webhook's routes are served on: plain HTTP (the admin server's code, for tests
+ * and behind a TLS-terminating proxy) or HTTPS (webhook_https.c, what the API server needs). */
 struct webhook_server {
     const char *name;
-    /* Listens on <addr> and routes the webhook's endpoints. Returns 0 or an error with <*err>. */
-    int (*listen)(struct webhook *w, const char *addr, char **err);
-    void (*close)(struct webhook *w);
+    void (*handle)(void *srv, const char *method, const char *path, sc_admin_handler_cb cb,
+                   void *arg);
+    int (*listen)(void *srv, const char *addr, char **err);
+    int (*address)(void *srv, char *out, size_t outlen);
+    void (*close)(void *srv);
 };
 
 struct webhook {
     struct sc_app *app;
     struct inject_opts opts;
-    struct sc_admin *server;
+    void *server;
     const struct webhook_server *srv;
     struct sc_metric_family *requests;
     struct sc_metric *latency;
@@ -95,35 +96,59 @@ static void h_metrics(void *arg, const struct sc_admin_req *req, struct sc_admin
     }
 }
 
-static int plain_listen(struct webhook *w, const char *addr, char **err)
+static void plain_handle(void *srv, const char *method, const char *path, sc_admin_handler_cb cb,
+                         void *arg)
 {
-    w->server = sc_admin_new(sc_app_loop(w->app));
-    sc_admin_handle(w->server, "POST", "/inject", h_inject, w);
-    sc_admin_handle(w->server, "GET", "/healthz", h_health, w);
-    sc_admin_handle(w->server, "GET", "/ready", h_health, w);
-    sc_admin_handle(w->server, "GET", "/metrics", h_metrics, w);
-    return sc_admin_listen(w->server, addr, err);
+    sc_admin_handle(srv, method, path, cb, arg);
 }
 
-static void plain_close(struct webhook *w)
+static int plain_listen(void *srv, const char *addr, char **err)
 {
-    sc_admin_close(w->server);
-    w->server = NULL;
+    return sc_admin_listen(srv, addr, err);
 }
 
-static const struct webhook_server plain_server = { "http", plain_listen, plain_close };
+static int plain_address(void *srv, char *out, size_t outlen)
+{
+    return sc_admin_address(srv, out, outlen);
+}
+
+static void plain_close(void *srv)
+{
+    sc_admin_close(srv);
+}
+
+static const struct webhook_server plain_server = { "http", plain_handle, plain_listen,
+                                                    plain_address, plain_close };
+
+static void https_handle(void *srv, const char *method, const char *path, sc_admin_handler_cb cb,
+                         void *arg)
+{
+    webhook_https_handle(srv, method, path, cb, arg);
+}
+
+static int https_listen(void *srv, const char *addr, char **err)
+{
+    return webhook_https_listen(srv, addr, err);
+}
+
+static int https_address(void *srv, char *out, size_t outlen)
+{
+    return webhook_https_address(srv, out, outlen);
+}
+
+static void https_close(void *srv)
+{
+    webhook_https_close(srv);
+}
+
+static const struct webhook_server https_server = { "https", https_handle, https_listen,
+                                                    https_address, https_close };
 
 static int webhook_check(const void *cfgp, char **err)
 {
     const struct webhook_cfg *cfg = cfgp;
     if (!cfg->tls_cert != !cfg->tls_key) {
         *err = sc_asprintf("--tls-cert and --tls-key go together");
-        return SC_ECONFIG;
-    }
-    if (cfg->tls_cert) {
-        *err = sc_asprintf("--tls-cert/--tls-key: this build has no TLS layer yet (net/tls); "
-                           "serve the webhook behind a TLS-terminating proxy for now, or leave "
-                           "them out for plain HTTP");
         return SC_ECONFIG;
     }
     if (cfg->kubernetes_version && inject_k8s_minor(cfg->kubernetes_version) < 0) {
@@ -156,19 +181,35 @@ static int webhook_start(struct sc_app *app, const void *cfgp, void **state, cha
         m, SC_METRIC_HISTOGRAM, "sidecar_webhook_request_duration_seconds",
         "time to answer one admission review", NULL, buckets, SC_ARRAY_LEN(buckets));
     w->latency = sc_metric_get(lat, NULL);
-    w->srv = &plain_server;
-    int rc = w->srv->listen(w, cfg->listen, err);
+    if (cfg->tls_cert) {
+        w->srv = &https_server;
+        w->server = webhook_https_new(sc_app_loop(app), cfg->tls_cert, cfg->tls_key, err);
+        if (!w->server) {
+            sc_free(w);
+            return SC_ECONFIG;
+        }
+    } else {
+        w->srv = &plain_server;
+        w->server = sc_admin_new(sc_app_loop(app));
+    }
+    w->srv->handle(w->server, "POST", "/inject", h_inject, w);
+    w->srv->handle(w->server, "GET", "/healthz", h_health, w);
+    w->srv->handle(w->server, "GET", "/ready", h_health, w);
+    w->srv->handle(w->server, "GET", "/metrics", h_metrics, w);
+    int rc = w->srv->listen(w->server, cfg->listen, err);
     if (rc < 0) {
-        w->srv->close(w);
+        w->srv->close(w->server);
         sc_free(w);
         return rc;
     }
     char bound[80];
-    if (sc_admin_address(w->server, bound, sizeof(bound)) == 0) {
+    if (w->srv->address(w->server, bound, sizeof(bound)) == 0) {
         sc_info("webhook listening", SC_LS("address", bound), SC_LS("server", w->srv->name));
     }
-    sc_warn("serving admission reviews over plain HTTP: the API server needs HTTPS, so put a "
-            "TLS-terminating proxy in front until the TLS layer lands");
+    if (!cfg->tls_cert) {
+        sc_warn("serving admission reviews over plain HTTP: the API server calls webhooks over "
+                "HTTPS only (--tls-cert and --tls-key)");
+    }
     sc_app_set_ready(app, true);
     *state = w;
     return 0;
@@ -179,7 +220,8 @@ static void webhook_stop(struct sc_app *app, void *state, bool now)
     struct webhook *w = state;
     (void)now;
     if (w->server) {
-        w->srv->close(w);
+        w->srv->close(w->server);
+        w->server = NULL;
     }
     sc_app_stopped(app, 0);
 }
@@ -201,7 +243,8 @@ static const struct sc_opt webhook_opts[] = {
     { .name = "tls_cert",
       .type = SC_OPT_STR,
       .offset = offsetof(struct webhook_cfg, tls_cert),
-      .help = "serving certificate (PEM); pending the TLS layer: refused at start for now",
+      .help = "serving certificate (PEM, chain allowed): HTTPS, reloaded when the file changes; "
+              "without it the webhook serves plain HTTP",
       .flags = SC_OPT_FLAG },
     { .name = "tls_key",
       .type = SC_OPT_STR,
