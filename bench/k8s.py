@@ -3,7 +3,8 @@
 """Benchmark of the Kubernetes pieces, printed as a Markdown section on stdout (bench/run.sh's
 "k8s" section); raw figures go to OUT_DIR/k8s.json. A measurement, not a test.
 
-- Webhook latency per AdmissionReview (client-side, one keep-alive connection, p50/p99/max) for
+- Webhook latency per AdmissionReview over HTTPS (client-side, one keep-alive TLS connection as
+  the API server keeps, p50/p99/max) for
   pods of 1, 10 and 50 containers (each with two HTTP probes and a port; roles proxy, logs and
   metrics), against the API server's 10 s default webhook timeout.
 - The image (`scripts/image.py`): archive, compressed layer and unpacked sizes, libraries.
@@ -19,7 +20,7 @@ import os
 import shutil
 import signal
 import socket
-import statistics
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -78,15 +79,31 @@ def pct(xs, p):
 
 
 def bench_webhook(binary, raw):
+    pki = Path(tempfile.mkdtemp(prefix="sidecar-k8s-pki."))
+    subprocess.run(["sh", str(ROOT / "tests" / "certs.sh"), str(pki)], check=True,
+                   capture_output=True)
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
     port = free_port()
     proc = subprocess.Popen([binary, "webhook", "--listen", f"127.0.0.1:{port}", "--admin",
-                             "127.0.0.1:0", "--log-level", "warn"], stderr=subprocess.DEVNULL)
+                             "127.0.0.1:0", "--log-level", "warn", "--tls-cert",
+                             str(pki / "server.pem"), "--tls-key", str(pki / "server.key")],
+                            stderr=subprocess.DEVNULL)
     try:
-        wait_http(f"http://127.0.0.1:{port}/ready")
+        end = time.monotonic() + 15
+        while True:
+            try:
+                c = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=1)
+                c.request("GET", "/ready")
+                if c.getresponse().status == 200:
+                    break
+            except OSError:
+                if time.monotonic() > end:
+                    raise
+                time.sleep(0.05)
         rows = []
         for n in (1, 10, 50):
             count = {1: 4000, 10: 2000, 50: 500}[n] // (10 if QUICK else 1)
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=10)
             bodies = [review(pod(n), i) for i in range(count)]
             lat = []
             for b in bodies:
@@ -107,6 +124,7 @@ def bench_webhook(binary, raw):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+        shutil.rmtree(pki, ignore_errors=True)
 
 
 def bench_image(binary, out, raw):
@@ -232,7 +250,7 @@ def main():
     img = bench_image(binary, out, raw)
     rss, n = bench_rss(binary, out, raw)
     Path(out, "k8s.json").write_text(json.dumps(raw, indent=2))
-    print("### Webhook: latency per AdmissionReview (one client, keep-alive)\n")
+    print("### Webhook: latency per AdmissionReview (HTTPS, one client, keep-alive)\n")
     print("| containers | reviews | review bytes | response bytes | p50 ms | p99 ms | max ms "
           "| headroom to the 10 s timeout (p99) |")
     print("|---|---|---|---|---|---|---|---|")
