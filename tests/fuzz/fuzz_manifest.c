@@ -43,7 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static struct inject_mesh mesh;
     static bool loaded;
     if (!loaded) {
-        static const char all[] = "roles: [proxy, logs, metrics, secrets]\n";
+        static const char all[] = "roles: [proxy, logs, metrics, secrets]\nrewrite_probes: true\n";
         char *e = NULL;
         sc_config_defaults(inject_mesh_opts, &mesh);
         if (sc_config_load_string(inject_mesh_opts, &mesh, "mesh", all, sizeof(all) - 1, &e) < 0) {

@@ -123,7 +123,8 @@ def test_probe_rewriting():
                            "timeoutSeconds": 4},
          "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}},
          "startupProbe": {"tcpSocket": {"port": 8080}}}
-    pod = run({}, containers=[c])
+    assert run({}, containers=[c])["spec"]["containers"][0] == c  # off by default
+    pod = run({"sidecar.dev/rewrite-probes": "true"}, containers=[c])
     app = pod["spec"]["containers"][0]
     assert app["livenessProbe"]["httpGet"] == {"path": "/app-health/app/livez", "port": 15000,
                                                "scheme": "HTTP"}

@@ -21,7 +21,7 @@ static struct inject_opts opts;
 static int setup(void **state)
 {
     (void)state;
-    static const char all[] = "roles: [proxy, logs, metrics]\n";
+    static const char all[] = "roles: [proxy, logs, metrics]\nrewrite_probes: true\n";
     char *err = NULL;
     sc_config_defaults(inject_mesh_opts, &mesh);
     assert_int_equal(
