@@ -511,7 +511,9 @@ static int set_hmac(EVP_MAC_CTX *h, const unsigned char *key)
 }
 
 /* OpenSSL's ticket key callback: encrypt with the current key (rotating it when due), decrypt
- * with the current or the previous one (2: the ticket is renewed under the current key). */
+ * with the current or the previous one. Decryption answers 2 (renew) either way, so a resumed
+ * connection gets a fresh ticket: TLS 1.3 clients use a ticket once (RFC 8446 C.4), and OpenSSL
+ * sends none on resumption otherwise. */
 static int on_ticket_key(SSL *ssl, unsigned char name[16], unsigned char iv[16],
                          EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
 {
@@ -526,14 +528,17 @@ static int on_ticket_key(SSL *ssl, unsigned char name[16], unsigned char iv[16],
     if (enc) {
         uint64_t now = mono_ms();
         if (now - k->born_ms >= k->rotate_ms) {
+            /* the current key becomes the previous one, unless it is too old to decrypt for a
+             * second period (an idle server) */
             k->prev = k->cur;
-            k->has_prev = true;
+            k->has_prev = now - k->born_ms < 2 * k->rotate_ms;
             tkey_make(&k->cur);
             k->born_ms = now;
         }
         key = k->cur;
     } else if (memcmp(name, k->cur.name, 16) == 0) {
         key = k->cur;
+        rc = 2;
     } else if (k->has_prev && memcmp(name, k->prev.name, 16) == 0) {
         key = k->prev;
         rc = 2;
@@ -790,37 +795,45 @@ static bool name_matches(const char *pat, const char *host, bool wildcard)
     return dot && dot != host && strcmp(dot + 1, pat + 2) == 0;
 }
 
+int sc_tls_ctx_select(const struct sc_tls_ctx *c, struct sc_str name)
+{
+    char host[256];
+    if (name.len > 0 && name.p[name.len - 1] == '.') {
+        name.len--;
+    }
+    if (!c->server || name.len == 0 || name.len >= sizeof(host)) {
+        return -1;
+    }
+    for (size_t i = 0; i < name.len; i++) {
+        char ch = name.p[i];
+        if (ch == '\0') {
+            return -1;
+        }
+        host[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch;
+    }
+    host[name.len] = '\0';
+    for (int wild = 0; wild < 2; wild++) {
+        for (size_t i = 0; i < c->ncerts; i++) {
+            for (size_t j = 0; j < c->certs[i].nnames; j++) {
+                if (name_matches(c->certs[i].names[j], host, wild)) {
+                    return (int)i;
+                }
+            }
+        }
+    }
+    return -1;
+}
+
 /* SNI: switch to the certificate whose names cover the requested one (exact before wildcard);
  * the default certificate stays otherwise. */
 static int on_servername(SSL *ssl, int *alert, void *arg)
 {
     struct sc_tls_ctx *c = arg;
     const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    if (!sni || c->ncerts < 2) {
-        return SSL_TLSEXT_ERR_OK;
-    }
-    char host[256];
-    size_t n = strlen(sni);
-    if (n >= sizeof(host)) {
-        return SSL_TLSEXT_ERR_OK;
-    }
-    for (size_t i = 0; i <= n; i++) {
-        char ch = sni[i];
-        host[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch;
-    }
-    if (n > 0 && host[n - 1] == '.') {
-        host[n - 1] = '\0';
-    }
-    for (int wild = 0; wild < 2; wild++) {
-        for (size_t i = 0; i < c->ncerts; i++) {
-            for (size_t j = 0; j < c->certs[i].nnames; j++) {
-                if (name_matches(c->certs[i].names[j], host, wild)) {
-                    if (i > 0) {
-                        SSL_set_SSL_CTX(ssl, c->certs[i].ssl);
-                    }
-                    return SSL_TLSEXT_ERR_OK;
-                }
-            }
+    if (sni && c->ncerts > 1) {
+        int i = sc_tls_ctx_select(c, sc_str_c(sni));
+        if (i > 0) {
+            SSL_set_SSL_CTX(ssl, c->certs[i].ssl);
         }
     }
     return SSL_TLSEXT_ERR_OK;
@@ -995,7 +1008,7 @@ struct sc_tls_ctx *sc__tls_ctx_server(const struct sc_tls_server_opts *o,
         *err = sc_asprintf("tls: client_cert: %s needs client_ca", sc_tls_client_cert_names[mode]);
         goto fail;
     }
-    if (o->client_ca && !(ca = load_ca(o->client_ca, files, &ca_names, err))) {
+    if (mode != SC_TLS_CLIENT_CERT_NONE && !(ca = load_ca(o->client_ca, files, &ca_names, err))) {
         goto fail;
     }
     c->keys = keys ? keys : sc_tls_ticket_keys_new(o->session_timeout_ms);
@@ -1133,7 +1146,7 @@ struct sc_tls_ctx *sc__tls_ctx_client(const struct sc_tls_client_opts *o,
     for (size_t i = 0; i < o->subject_alt_names.n; i++) {
         const char *san = o->subject_alt_names.v[i];
         struct sc_spiffe_id id;
-        if (strncmp(san, "spiffe://", 9) == 0 && sc_spiffe_parse(sc_str_c(san), &id) < 0) {
+        if (strncmp(san, "spiffe://", 9) == 0 && sc_tls_spiffe_parse(sc_str_c(san), &id) < 0) {
             *err = sc_asprintf("tls: subject_alt_names: \"%s\" is not a valid SPIFFE ID", san);
             goto fail;
         }

@@ -12,7 +12,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
-#include "core/log.h"
+#include "core/json.h"
 
 static void b64(struct sc_buf *out, const unsigned char *p, size_t n)
 {

@@ -5,7 +5,9 @@
 // options stay the same: the watch goes on, ticket keys survive, and a certificate rotated on disk
 // reaches every listener that names it. A snapshot counts its uses of a store; the main loop frees
 // the stores no snapshot counts after each reload.
+#include <netinet/in.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -385,7 +387,18 @@ int proxy_tls_listener_init(struct proxy_listener_tls *out, const char *lname,
         o.client_cert = SC_TLS_CLIENT_CERT_REQUIRE;
         own = true;
         if (mode == PROXY_MTLS_UNSET) {
-            mode = PROXY_MTLS_PERMISSIVE;
+            /* The workload's PeerAuthentication decides (PERMISSIVE when none does). */
+            struct proxy_workload wl;
+            int rc = proxy_workload_init(&wl, &cfg->workload, err);
+            if (rc < 0) {
+                return rc;
+            }
+            proxy_pa_resolve(cfg->peer_authentication.v, cfg->peer_authentication.n, &wl,
+                             cfg->mesh_root_namespace ? cfg->mesh_root_namespace : "istio-system",
+                             &out->pa);
+            proxy_workload_cleanup(&wl);
+            mode = out->pa.mode;
+            out->by_port = out->pa.nports > 0;
         }
     }
     if (!own) {
@@ -394,7 +407,7 @@ int proxy_tls_listener_init(struct proxy_listener_tls *out, const char *lname,
         return 0;
     }
     out->mode = mode == PROXY_MTLS_UNSET ? PROXY_MTLS_STRICT : mode;
-    if (out->mode == PROXY_MTLS_DISABLE) {
+    if (out->mode == PROXY_MTLS_DISABLE && !out->by_port) {
         out->xfcc = xfcc == PROXY_XFCC_AUTO ? PROXY_XFCC_SANITIZE : xfcc;
         return 0;
     }
@@ -473,9 +486,11 @@ void proxy_tls_cluster_release(struct proxy_cluster_tls *t)
 
 /* ---- the data path: downstream ---- */
 
+#define XFCC_MAX 4096
+
 static const struct proxy_listener_tls *ltls(struct proxy_dconn *dc)
 {
-    struct proxy_rt *rt = dc->req.rt ? dc->req.rt : dc->w->rt;
+    struct proxy_rt *rt = dc->ex.rt ? dc->ex.rt : dc->w->rt;
     return &rt->listeners[dc->lidx].tls;
 }
 
@@ -493,18 +508,47 @@ static void start_tls(struct proxy_dconn *dc, struct sc_str pre)
     };
     dc->x = sc_tls_xport_new(ctx, &a);
     sc_tls_ctx_unref(ctx);
-    dc->tls = dc->x;
+    dc->cl.tls = dc->x;
     dc->handshaking = true;
     dc->head_start_ms = uv_now(dc->w->loop);
+}
+
+/* The port the client dialled: the original destination of an intercepted connection, else the
+ * listener's own. 0 when unknown. */
+static int dialled_port(struct proxy_dconn *dc)
+{
+    uv_os_fd_t fd;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (sc_xport_query(dc->x, SC_XQ_FD, &fd) < 0) {
+        return 0;
+    }
+    if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &len) < 0) {
+        len = sizeof(ss);
+        if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &ss, &len) < 0) {
+            len = sizeof(ss);
+            if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+                return 0;
+            }
+        }
+    }
+    if (ss.ss_family == AF_INET) {
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    }
+    if (ss.ss_family == AF_INET6) {
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    return 0;
 }
 
 void proxy_tls_accepted(struct proxy_dconn *dc)
 {
     const struct proxy_listener_tls *t = ltls(dc);
-    if (!t->src || t->mode == PROXY_MTLS_DISABLE) {
+    int mode = t->by_port ? proxy_pa_mode_for(&t->pa, dialled_port(dc)) : t->mode;
+    if (!t->src || mode == PROXY_MTLS_DISABLE) {
         return;
     }
-    if (t->mode == PROXY_MTLS_PERMISSIVE) {
+    if (mode == PROXY_MTLS_PERMISSIVE) {
         dc->sniff = true;
         dc->head_start_ms = uv_now(dc->w->loop); /* the first bytes are due within the head
                                                     timeout */
@@ -534,14 +578,14 @@ int proxy_tls_sniff(struct proxy_dconn *dc)
 void proxy_tls_handshake_done(struct proxy_dconn *dc, int status)
 {
     dc->handshaking = false;
-    enum sc_tls_fail f = status < 0 ? sc_tls_xport_fail(dc->tls) : SC_TLS_FAIL_NONE;
+    enum sc_tls_fail f = status < 0 ? sc_tls_xport_fail(dc->cl.tls) : SC_TLS_FAIL_NONE;
     if (status < 0 && f == SC_TLS_FAIL_NONE) {
         f = SC_TLS_FAIL_HANDSHAKE;
     }
     const struct proxy_listener_tls *t = ltls(dc);
     sc_counter_inc(t->m_hs[f]);
     if (status < 0) {
-        sc_debug("tls handshake failed", SC_LS("peer", dc->peer),
+        sc_debug("tls handshake failed", SC_LS("peer", dc->cl.ip),
                  SC_LS("reason", sc_tls_fail_name(f)));
         proxy_dconn_close(dc);
         return;
@@ -550,12 +594,12 @@ void proxy_tls_handshake_done(struct proxy_dconn *dc, int status)
     proxy_arm_timer(dc);
 }
 
-struct sc_str proxy_tls_peer_principal(struct proxy_dconn *dc)
+struct sc_str proxy_tls_peer_principal(struct proxy_exch *ex)
 {
-    if (!dc->tls) {
+    if (!ex->cl->tls) {
         return SC_STR_NULL;
     }
-    struct sc_str id = sc_xport_query_str(dc->x, SC_XQ_PEER_ID);
+    struct sc_str id = sc_xport_query_str(ex->cl->tls, SC_XQ_PEER_ID);
     if (sc_str_startswith(id, SC_STR("spiffe://"))) {
         id.p += 9;
         id.len -= 9;
@@ -563,9 +607,14 @@ struct sc_str proxy_tls_peer_principal(struct proxy_dconn *dc)
     return id;
 }
 
-struct sc_str proxy_tls_version(struct proxy_dconn *dc)
+struct sc_str proxy_tls_version(struct proxy_exch *ex)
 {
-    return dc->tls ? sc_xport_query_str(dc->x, SC_XQ_TLS_VERSION) : SC_STR_NULL;
+    return ex->cl->tls ? sc_xport_query_str(ex->cl->tls, SC_XQ_TLS_VERSION) : SC_STR_NULL;
+}
+
+bool proxy_tls_misdirected(struct proxy_exch *ex, struct sc_str host)
+{
+    return ex->cl->tls && host.len && sc_tls_xport_misdirected(ex->cl->tls, host);
 }
 
 bool proxy_tls_is_xfcc(struct sc_str name)
@@ -576,34 +625,28 @@ bool proxy_tls_is_xfcc(struct sc_str name)
 /* The connection's own XFCC element, made once: hashing and formatting the certificate is too
  * much to repeat for every request of a keep-alive connection. Empty without a client
  * certificate. */
-static struct sc_str own_element(struct proxy_dconn *dc)
+static struct sc_str own_element(struct proxy_exch *ex)
 {
-    if (!dc->tls) {
+    struct proxy_client *cl = ex->cl;
+    if (!cl->tls) {
         return SC_STR_NULL;
     }
-    if (!dc->xfcc) {
-        void *cert = NULL;
-        dc->xfcc = sc_malloc(4096);
-        dc->xfcc[0] = '\0';
-        if (sc_xport_query(dc->x, SC_XQ_PEER_CERT, &cert) == 0 && cert) {
-            struct sc_tls_ctx *ctx = sc_tls_store_get(ltls(dc)->src->store);
-            int n = sc_tls_xfcc(cert, sc_tls_ctx_own_uri(ctx), dc->xfcc, 4096);
-            sc_tls_ctx_unref(ctx);
-            if (n < 0) {
-                dc->xfcc[0] = '\0';
-            }
+    if (!cl->xfcc) {
+        cl->xfcc = sc_malloc(XFCC_MAX);
+        if (sc_tls_xport_xfcc(cl->tls, cl->xfcc, XFCC_MAX) < 0) {
+            cl->xfcc[0] = '\0'; /* no verified client certificate */
         }
     }
-    return sc_str_c(dc->xfcc);
+    return sc_str_c(cl->xfcc);
 }
 
-int proxy_tls_xfcc(struct proxy_dconn *dc, const struct sc_http_msg *m, struct sc_buf *b)
+int proxy_tls_xfcc(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_buf *b)
 {
-    int mode = ltls(dc)->xfcc;
+    int mode = ex->lsn->tls.xfcc;
     if (mode == PROXY_XFCC_SANITIZE) {
         return 0;
     }
-    struct sc_str own = mode == PROXY_XFCC_FORWARD_ONLY ? SC_STR_NULL : own_element(dc);
+    struct sc_str own = mode == PROXY_XFCC_FORWARD_ONLY ? SC_STR_NULL : own_element(ex);
     bool forward = mode == PROXY_XFCC_FORWARD_ONLY || mode == PROXY_XFCC_APPEND_FORWARD;
     size_t from = 0;
     const struct sc_http_header *h = NULL;
@@ -667,7 +710,7 @@ const char *proxy_tls_upstream_check(struct proxy_uconn *uc)
     }
     struct sc_spiffe_id id;
     struct sc_str s = sc_xport_query_str(uc->x, SC_XQ_PEER_ID);
-    if (s.len == 0 || sc_spiffe_parse(s, &id) < 0) {
+    if (s.len == 0 || sc_tls_spiffe_parse(s, &id) < 0) {
         return "upstream has no SPIFFE identity";
     }
     if (!sc_str_eq(id.trust_domain, sc_str_c(t->trust_domain))) {

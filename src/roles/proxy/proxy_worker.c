@@ -278,8 +278,8 @@ void proxy_worker_cleanup(struct proxy_worker *w)
         sc_list_remove(&dc->node);
         sc_free(dc->in.p);
         sc_buf_cleanup(&dc->out);
-        sc_buf_cleanup(&dc->req.head);
-        sc_buf_cleanup(&dc->req.copy);
+        sc_buf_cleanup(&dc->ex.head);
+        sc_buf_cleanup(&dc->ex.copy);
         sc_free(dc->od);
         sc_free(dc);
     }
