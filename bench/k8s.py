@@ -6,7 +6,7 @@
 - Webhook latency per AdmissionReview over HTTPS (client-side, one keep-alive TLS connection as
   the API server keeps, p50/p99/max) for
   pods of 1, 10 and 50 containers (each with two HTTP probes and a port; roles proxy, logs and
-  metrics), against the API server's 10 s default webhook timeout.
+  metrics, probes rewritten), against the API server's 10 s default webhook timeout.
 - The image (`scripts/image.py`): archive, compressed layer and unpacked sizes, libraries.
 - The injected sidecars' memory: `sidecar proxy`, `logs` and `metrics` started with the arguments
   `sidecar inject` gives them, RSS and PSS idle and after 20,000 requests through the proxy (one
@@ -62,7 +62,8 @@ def pod(n):
             for i in range(n)]
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"generateName": "bench-", "annotations": {
-                "sidecar.dev/roles": "proxy,logs,metrics", "prometheus.io/port": "8080"}},
+                "sidecar.dev/roles": "proxy,logs,metrics", "prometheus.io/port": "8080",
+                "sidecar.dev/rewrite-probes": "true"}},
             "spec": {"containers": ctrs}}
 
 
