@@ -118,3 +118,74 @@ def test_output_file(tmp_path):
     r = inject("-f", DATA / "cronjob.yaml", "-o", out)
     assert r.stdout == ""
     assert out.read_text() == golden("cronjob").read_text()
+
+
+def _strip_injected(obj, before):
+    """Removes from an injected object exactly what injection adds (entries named sidecar-*, the
+    status annotations) and restores what it rewrites (prometheus.io annotations, HTTP probes
+    from SIDECAR_APP_PROBES), so that what is left can be compared with the input."""
+    obj, before = copy.deepcopy(obj), copy.deepcopy(before)
+    try:
+        spec, bspec = pod_spec(obj), pod_spec(before)
+    except KeyError:
+        return obj
+    tmpl = obj if obj["kind"] == "Pod" else (
+        obj["spec"]["jobTemplate"]["spec"]["template"] if obj["kind"] == "CronJob"
+        else obj["spec"]["template"])
+    btmpl = before if before["kind"] == "Pod" else (
+        before["spec"]["jobTemplate"]["spec"]["template"] if before["kind"] == "CronJob"
+        else before["spec"]["template"])
+    meta, bmeta = tmpl.get("metadata", {}), btmpl.get("metadata", {})
+    ann = meta.get("annotations", {})
+    if "sidecar.dev/status" not in ann:
+        return obj
+    probes = {}
+    for c in spec.get("initContainers", []) + spec.get("containers", []):
+        for e in c.get("env", []) if c["name"] == "sidecar-proxy" else []:
+            if e["name"] == "SIDECAR_APP_PROBES":
+                probes = json.loads(e["value"])
+    for key in ("initContainers", "containers", "volumes"):
+        if key in spec:
+            spec[key] = [x for x in spec[key] if not x["name"].startswith("sidecar-")]
+            if not spec[key] and key not in bspec:
+                del spec[key]
+    for c in spec.get("containers", []) + spec.get("initContainers", []):
+        if "volumeMounts" in c:
+            c["volumeMounts"] = [m for m in c["volumeMounts"]
+                                 if not m["name"].startswith("sidecar-")]
+        for p in ("livenessProbe", "readinessProbe", "startupProbe"):
+            hg = c.get(p, {}).get("httpGet", {})
+            if hg.get("path", "") in probes:
+                orig = [b for b in bspec["containers"] if b["name"] == c["name"]][0]
+                c[p]["httpGet"] = orig[p]["httpGet"]
+    for c in spec.get("containers", []):
+        orig = [b for b in bspec["containers"] if b["name"] == c["name"]][0]
+        if "volumeMounts" in c and not c["volumeMounts"] and "volumeMounts" not in orig:
+            del c["volumeMounts"]
+    bann = bmeta.get("annotations", {})
+    for k in ("sidecar.dev/status", "vault.hashicorp.com/agent-inject-status",
+              "prometheus.io/port", "prometheus.io/path", "prometheus.io/scrape"):
+        if k in bann:
+            ann[k] = bann[k]
+        else:
+            ann.pop(k, None)
+    if not ann and "annotations" not in bmeta:
+        meta.pop("annotations", None)
+    if not meta and "metadata" not in btmpl:
+        tmpl.pop("metadata", None)
+    return obj
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_adds_nothing_else(name):
+    """What is left of the output once the injected entries are taken out is the input, exactly:
+    injection adds nothing it does not account for."""
+    src, _ = CASES[name]
+    before = load_all((DATA / src).read_text())
+    after = load_all(golden(name).read_text())
+    for b, a in zip(before, after):
+        if b.get("kind") == "List":
+            assert [_strip_injected(x, y) for x, y in zip(a["items"], b["items"])] == b["items"]
+            assert dict(a, items=[]) == dict(b, items=[])
+        else:
+            assert _strip_injected(a, b) == b
