@@ -17,9 +17,13 @@ printf 'subjectAltName=DNS:%s,DNS:%s.cluster.local\nextendedKeyUsage=serverAuth\
 openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days "$days" \
     -extfile tls.ext -out tls.crt 2>/dev/null
 rm -f tls.csr tls.ext ca.srl
+bundle=$(base64 -w0 <ca.crt)
 cat >ca-bundle.yaml <<PATCH
 - op: add
   path: /webhooks/0/clientConfig/caBundle
-  value: $(base64 -w0 <ca.crt)
+  value: $bundle
+- op: add
+  path: /webhooks/1/clientConfig/caBundle
+  value: $bundle
 PATCH
 echo "wrote $(pwd)/tls.crt, tls.key, ca.crt and ca-bundle.yaml"

@@ -63,6 +63,14 @@ def check_common(objs):
                                              "namespace": "sidecar-system", "path": "/inject",
                                              "port": 443}
     assert wh["rules"][0]["operations"] == ["CREATE"]
+    assert wh["objectSelector"]["matchExpressions"] == [
+        {"key": "sidecar.dev/inject", "operator": "NotIn", "values": ["false"]}]
+    # Pods that opt in by label where their namespace did not, and never the same pod twice.
+    by_pod = mutating["webhooks"][1]
+    assert by_pod["objectSelector"] == {"matchLabels": {"sidecar.dev/inject": "true"}}
+    assert {"key": "sidecar-injection", "operator": "NotIn",
+            "values": ["enabled", "disabled"]} in by_pod["namespaceSelector"]["matchExpressions"]
+    assert by_pod["clientConfig"]["service"] == wh["clientConfig"]["service"]
     mesh = [o for o in objs if o["kind"] == "ConfigMap"][0]
     vol = [v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "mesh"][0]
     assert vol["configMap"]["name"] == mesh["metadata"]["name"]
@@ -88,8 +96,9 @@ def test_self_signed_overlay(tmp_path):
     objs = kustomize(copy / "self-signed")
     validate(for_schema(objs))
     k = check_common(objs)
-    ca = base64.b64decode(k[("MutatingWebhookConfiguration", "sidecar-injector")]["webhooks"][0]
-                          ["clientConfig"]["caBundle"])
+    hooks = k[("MutatingWebhookConfiguration", "sidecar-injector")]["webhooks"]
+    ca = base64.b64decode(hooks[0]["clientConfig"]["caBundle"])
+    assert hooks[1]["clientConfig"]["caBundle"] == hooks[0]["clientConfig"]["caBundle"]
     (tmp_path / "ca.pem").write_bytes(ca)
     secret = k[("Secret", "sidecar-webhook-tls")]
     crt = base64.b64decode(re.sub(r"\s", "", secret["data"]["tls.crt"]))

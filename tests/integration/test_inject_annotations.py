@@ -6,6 +6,7 @@ also validated against Kubernetes' schemas."""
 import json
 
 import pytest
+import yaml
 
 from inject_util import inject, load_all, minimal_pod, names, validate
 
@@ -50,6 +51,23 @@ def test_inject_false_opts_out():
     pod = run({"sidecar.dev/inject": "false"})
     assert sidecars(pod) == []
     assert "sidecar.dev/status" not in pod["metadata"]["annotations"]
+
+
+def test_inject_label_like_the_annotation():
+    """The label sidecar.dev/inject (what the webhook's objectSelector matches) decides as the
+    annotation does; the annotation wins when both are set."""
+    def pod_with(labels, annotations=None):
+        doc = yaml.safe_load(minimal_pod(annotations))
+        doc["metadata"]["labels"] = labels
+        (out,) = load_all(inject("-f", "-", stdin=yaml.safe_dump(doc)).stdout)
+        return out
+    assert sidecars(pod_with({"sidecar.dev/inject": "false"})) == []
+    assert sidecars(pod_with({"sidecar.dev/inject": "true"})) != []
+    assert sidecars(pod_with({"sidecar.dev/inject": "false"}, {"sidecar.dev/inject": "true"})) != []
+    doc = yaml.safe_load(minimal_pod())
+    doc["metadata"]["labels"] = {"sidecar.dev/inject": "yes"}
+    r = inject("-f", "-", stdin=yaml.safe_dump(doc), check=False)
+    assert r.returncode == 1 and "metadata.labels[sidecar.dev/inject]" in r.stderr
 
 
 def test_roles_annotation_picks_roles():

@@ -265,6 +265,16 @@ static int decide(struct ctx *c, const char **why)
     if (on == SC_ECONFIG) {
         return on;
     }
+    /* The same as a label, which the webhook's objectSelector can match (the annotation wins). */
+    json_t *label = json_object_get(json_object_get(c->meta, "labels"), INJECT_PREFIX "inject");
+    if (on < 0 && json_is_string(label)) {
+        const char *l = json_string_value(label);
+        if (strcmp(l, "true") != 0 && strcmp(l, "false") != 0) {
+            return bad(c, "metadata.labels[" INJECT_PREFIX "inject]",
+                       "\"%s\" is not \"true\" or \"false\"", l);
+        }
+        on = strcmp(l, "true") == 0;
+    }
     if (on == 0) {
         *why = INJECT_PREFIX "inject is false";
         return 0;
