@@ -536,3 +536,20 @@ def test_peer_authentication_labels_file(sidecar_run, echo, pki, tmp_path):
     cfg["workload"] = {"namespace": "shop", "labels_file": str(labels)}
     sidecar_run("proxy", config=json.dumps(cfg))
     assert not plain_ok(port)
+
+
+def test_identity_dir_and_trust_domain_flags(sidecar_run, echo, pki, tmp_path):
+    """--identity-dir reads tls.crt, tls.key and ca.crt (cert-manager's CSI driver layout) as the
+    identity; --trust-domain sets the domain mesh clusters check."""
+    d = tmp_path / "identity"
+    d.mkdir()
+    for src, dst in (("server.pem", "tls.crt"), ("server.key", "tls.key"), ("ca.pem", "ca.crt")):
+        (d / dst).write_bytes((pki / src).read_bytes())
+    port = free_port()
+    sidecar_run("proxy", ["--listen", f"127.0.0.1:{port}", "--upstream", echo.addr,
+                          "--identity-dir", str(d), "--mtls", "strict",
+                          "--trust-domain", "cluster.local"])
+    rc, body, code = mtls_get(port, pki)
+    assert rc == 0 and code == 200
+    assert "sa/client" in headers_seen(body)["x-forwarded-client-cert"]
+    assert not plain_ok(port)

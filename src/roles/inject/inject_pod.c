@@ -648,6 +648,11 @@ static json_t *proxy_container(struct ctx *c, json_t *ctrs)
         snprintf(up, sizeof(up), "127.0.0.1:%d", app);
         add_arg(args, "--upstream", up);
     }
+    if (c->m->identity == INJECT_ID_CSI) {
+        /* The CSI driver writes tls.crt, tls.key and ca.crt: the proxy's mesh identity. */
+        add_arg(args, "--identity-dir", IDENTITY_DIR);
+        add_arg(args, "--trust-domain", c->m->trust_domain);
+    }
     json_t *ctr = sidecar(c, "sidecar-proxy", args, PROXY_ADMIN_PORT);
     json_t *env = json_object_get(ctr, "env");
     json_array_append_new(
