@@ -17,7 +17,9 @@
 #                   CPU per request;
 #   peak RSS        VmHWM after those loads;
 #   (i) idle conns  the proxy restarted with room for BENCH_IDLE_CONNS connections: its RSS while
-#                   idle_conns.py --tls holds that many idle TLS connections open through it;
+#                   idle_conns.py --tls holds that many idle TLS connections open through it
+#                   (in the first BENCH_IDLE_ROUNDS rounds: 10,000 Python handshakes take a
+#                   minute or two per target, and the figure hardly varies);
 # and for the two-sidecar chain (wrk -> sidecar "out" -> sidecar "in" -> upstream), once over
 # plaintext ("pair_plain") and once over mesh mTLS ("pair_mtls": a `tls: {mode: mesh}` cluster
 # on the caller's side, `mtls: strict` with the workload identity on the callee's):
@@ -31,10 +33,11 @@
 # Usage: bench/tls.sh SIDECAR OUT_DIR   (SIDECAR: the binary, or the build dir holding it; the
 # handshake client bench_tls_handshakes is taken from the same build dir, built there if missing)
 # Writes OUT_DIR/tls.tsv (raw figures), OUT_DIR/tls.md (the section), OUT_DIR/tls-logs/.
-# Environment (defaults in brackets; a full run takes about 10 minutes):
+# Environment (defaults in brackets; a full run takes about 15 minutes):
 #   BENCH_SECONDS [6]  length of each (h), (k), (m) run     BENCH_ROUNDS [3]
 #   BENCH_QUICK=1      smoke test in about two minutes (2 s runs, 1 round, 1,000 idle connections)
-#   BENCH_IDLE_CONNS [10000]   BENCH_HS_CONNS [50] connections in flight in (h)
+#   BENCH_IDLE_CONNS [10000]   BENCH_IDLE_ROUNDS [1]   BENCH_HS_CONNS [50] connections in
+#   flight in (h)
 #   BENCH_SPEED_SECONDS [3]    BENCH_TLS_TARGETS [nginx haproxy sidecar pair_plain pair_mtls]
 #   SIDECAR_ARGS (extra flags for the terminating `sidecar proxy`)   BENCH_KEEP=1 keeps the temp
 #   dir (configs, certificates, logs) for inspection.
@@ -60,6 +63,7 @@ fi
 SECS=${BENCH_SECONDS:-$q_secs}
 ROUNDS=${BENCH_ROUNDS:-$q_rounds}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-$q_idle}
+IDLE_ROUNDS=${BENCH_IDLE_ROUNDS:-1} # (i)'s idle connections: in the first round(s) only
 SPEED_SECS=${BENCH_SPEED_SECONDS:-$q_speed}
 WARMUP_SECS=$q_warmup
 ALL_TARGETS="nginx haproxy sidecar pair_plain pair_mtls"
@@ -465,7 +469,7 @@ bench_target() {
         measure_keepalive
         pin "$CPU_PROXY" "${PIDS[@]}"
         record "$TARGET" "$ROUND" rss_peak_kib "$(proc_kib VmHWM "${SERVING[@]}")"
-        measure_idle_conns
+        [ "$ROUND" -gt "$IDLE_ROUNDS" ] || measure_idle_conns
     fi
     record "$TARGET" "$ROUND" errors "$ERRORS"
     record "$TARGET" "$ROUND" non2xx "$NON2XX"
@@ -487,6 +491,7 @@ write_meta() {
         echo "rounds=$ROUNDS"
         echo "speed_seconds=$SPEED_SECS"
         echo "idle_conns=$IDLE_CONNS"
+        echo "idle_rounds=$IDLE_ROUNDS"
         echo "hs_conns=$HS_CONNS"
         echo "load_conns=$LOAD_CONNS"
         echo "rate_conns=$RATE_CONNS"

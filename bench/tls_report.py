@@ -44,8 +44,9 @@ HOW = """How (bench/README.md has the details):
 - (k) `wrk -t1 -c{lc}` over https (one handshake per connection, then keep-alive), proxy, upstream
   and wrk all on CPU {cl}: the proxy's CPU over the run divided by the requests.
 - (i) RSS of the serving process (nginx: its worker) one second after start, VmHWM after (h) and
-  (k); then the proxy restarted with room for {ic} connections and its RSS read after one request
-  and again while {ic} idle TLS connections (one request each, Python's ssl) are held open.
+  (k); then (in the first {ir} round(s)) the proxy restarted with room for {ic} connections and its
+  RSS read after one request and again while {ic} idle TLS connections (one request each, Python's
+  ssl) are held open.
 - (m) Two sidecars in a chain, wrk -> "out" (a `tls: {{mode: mesh}}` cluster with the caller's
   SPIFFE identity) -> "in" (`mtls: strict` with its own) -> upstream, against the same two
   sidecars in plaintext: {rc} connections each pausing ~{pm} ms between requests (wrk.lua, ~2,000
@@ -69,6 +70,7 @@ ROWS = [
     ("rss_peak_kib", "(i) peak RSS after (h) and (k), VmHWM (MiB)", 1 / MIB, 1),
     ("rss_conns_kib", "(i) RSS holding the idle TLS connections (MiB)", 1 / MIB, 1),
     ("rss_conns_added_kib", "(i) RSS added by the idle TLS connections (MiB)", 1 / MIB, 1),
+    ("rss_per_conn_kib", "(i) RSS added per idle TLS connection (KiB)", 1, 1),
 ]
 PAIR_ROWS = [
     ("p50_us", "(m) p50 at ~2,000 req/s, sidecars on CPU 1 (us)", 1, 0),
@@ -226,6 +228,10 @@ def main():
         for line in f:
             key, _, value = line.rstrip("\n").partition("=")
             meta[key] = value
+    conns = int(meta.get("idle_conns") or IDLE_TARGET_CONNS)
+    for target in TERMINATING:
+        for rnd, kib in figures.get(target, {}).get("rss_conns_added_kib", {}).items():
+            figures[target]["rss_per_conn_kib"][rnd] = kib / conns
     notes = []
     with open(notes_path) as f:
         for line in f:
@@ -290,6 +296,7 @@ def main():
     p(HOW.format(openssl=meta.get("version_openssl"), cl=meta.get("cpu_load"),
                  cp=meta.get("cpu_proxy"), sp=meta.get("speed_seconds"),
                  hc=meta.get("hs_conns"), lc=meta.get("load_conns"), ic=meta.get("idle_conns"),
+                 ir=meta.get("idle_rounds"),
                  rc=meta.get("rate_conns"), pm=meta.get("pace_ms")))
     print("\n".join(out))
 
