@@ -274,9 +274,9 @@ probe_tls() {
     grep -q "^${TARGET}_tls=" "$META" && return 0
     out=$(timeout 5 openssl s_client -connect "127.0.0.1:$PORT" -servername localhost \
         </dev/null 2>/dev/null) || true
-    echo "${TARGET}_tls=$(awk -F': *' '/^ *Protocol *:/ { p = $2 } /^ *Cipher *:/ { c = $2 }
-        /^Server Temp Key:/ { k = $2 } /^Peer signature type:/ { s = $2 }
-        END { printf "%s %s, key exchange %s, %s signature", p, c, k, s }' <<<"$out")" >>"$META"
+    echo "${TARGET}_tls=$(awk -F': *' '/^New, / { sub(/^New, /, ""); sub(/, Cipher is /, " ")
+        v = $0 } /^Server Temp Key:/ { k = $2 } /^Peer signature type:/ { s = $2 }
+        END { printf "%s, key exchange %s, %s signature", v, k, s }' <<<"$out")" >>"$META"
 }
 
 # (s) openssl speed pinned to CPU_PROXY: ECDSA P-256 signs/s and X25519 derivations/s, and the
