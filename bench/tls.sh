@@ -33,8 +33,8 @@
 # Usage: bench/tls.sh SIDECAR OUT_DIR   (SIDECAR: the binary, or the build dir holding it; the
 # handshake client bench_tls_handshakes is taken from the same build dir, built there if missing)
 # Writes OUT_DIR/tls.tsv (raw figures), OUT_DIR/tls.md (the section), OUT_DIR/tls-logs/.
-# Environment (defaults in brackets; a full run takes about 15 minutes):
-#   BENCH_SECONDS [6]  length of each (h), (k), (m) run     BENCH_ROUNDS [3]
+# Environment (defaults in brackets; a full run takes about 10 minutes):
+#   BENCH_SECONDS [6]  length of each (h), (k), (m) run     BENCH_ROUNDS [5]
 #   BENCH_QUICK=1      smoke test in about two minutes (2 s runs, 1 round, 1,000 idle connections)
 #   BENCH_IDLE_CONNS [10000]   BENCH_IDLE_ROUNDS [1]   BENCH_HS_CONNS [50] connections in
 #   flight in (h)
@@ -58,7 +58,7 @@ OUT=$2
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     q_secs=2 q_rounds=1 q_idle=1000 q_speed=1 q_warmup=1
 else
-    q_secs=6 q_rounds=3 q_idle=10000 q_speed=3 q_warmup=2
+    q_secs=6 q_rounds=5 q_idle=10000 q_speed=3 q_warmup=2
 fi
 SECS=${BENCH_SECONDS:-$q_secs}
 ROUNDS=${BENCH_ROUNDS:-$q_rounds}
