@@ -48,7 +48,7 @@ demo: build
 bench:
 	@scripts/deps.sh bench
 	@$(MAKE) --no-print-directory build
-	ninja -C $(BUILD) bench_http1
+	ninja -C $(BUILD) bench_http1 bench_tls_handshakes
 	bench/run.sh $(abspath $(BUILD))
 
 $(FUZZ_BUILD)/build.ninja:

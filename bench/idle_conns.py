@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
-"""Holds N idle keep-alive HTTP/1.1 client connections open through a proxy, for bench/proxy.sh.
+"""Holds N idle keep-alive HTTP/1.1 client connections open through a proxy, for bench/proxy.sh
+and (over TLS) bench/tls.sh.
 
 Opens the connections one after another (so no listen backlog overflows), sends one GET on each
 and reads the whole response, then prints "ready OK FAILED" and keeps every connection open
 until it is terminated. The caller reads the proxy's RSS while this sleeps. Loopback only.
-Usage: idle_conns.py PORT N
+With --tls each connection is a TLS one (SNI localhost, whatever version and group the server
+picks, the certificate not verified: only the server's memory is measured), with a full
+handshake each (no session is offered again).
+Usage: idle_conns.py PORT N [--tls]
 """
 
 import signal
 import socket
+import ssl
 import sys
 import time
 
@@ -47,13 +52,23 @@ def read_response(sock):
     return status_ok
 
 
+def tls_context():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def main():
     port, count = int(sys.argv[1]), int(sys.argv[2])
+    ctx = tls_context() if sys.argv[3:4] == ["--tls"] else None
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     held, failed = [], 0
     for _ in range(count):
         try:
             sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            if ctx is not None:
+                sock = ctx.wrap_socket(sock, server_hostname="localhost")
             sock.sendall(REQUEST)
             if read_response(sock):
                 held.append(sock)
