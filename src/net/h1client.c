@@ -28,9 +28,9 @@ struct sc_h1cli {
     struct sc_str send;
     struct sc_buf in;
     size_t last_len;
-    size_t hlen;      /* the final head's length once parsed, else 0 */
-    size_t body_len;  /* decoded body bytes kept at in.p + hlen */
-    uint64_t got;     /* decoded body bytes received, kept or not */
+    size_t hlen;     /* the final head's length once parsed, else 0 */
+    size_t body_len; /* decoded body bytes kept at in.p + hlen */
+    uint64_t got;    /* decoded body bytes received, kept or not */
     enum sc_http_body kind;
     uint64_t clen;
     struct sc_http1_chunked dec;
@@ -100,8 +100,8 @@ static void complete(struct sc_h1cli *c)
     struct sc_http_msg msg = { .headers = hdrs };
     struct sc_http_error err = { 0 };
     /* The head was checked when it arrived; parsed again because the buffer may have moved. */
-    if (sc_http1_parse_response(c->in.p, c->hlen, 0, &c->lim, c->rflags, &msg, MAX_HEADERS,
-                                &err) <= 0) {
+    if (sc_http1_parse_response(c->in.p, c->hlen, 0, &c->lim, c->rflags, &msg, MAX_HEADERS, &err) <=
+        0) {
         fail(c, SC_EHTTP, "malformed response");
         return;
     }

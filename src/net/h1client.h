@@ -33,9 +33,9 @@ struct sc_h1cli_req {
     struct sc_str target;                 /* origin-form, e.g. "/healthz?x=1" */
     const struct sc_http_header *headers; /* sent in order (Host among them: HTTP/1.1 needs it) */
     size_t nheaders;
-    struct sc_str body; /* with Content-Length when non-empty or the method is POST/PUT/PATCH */
-    struct sc_str raw;  /* when set, sent as it is instead of the request built from the fields
-                           above (a request a proxy already built); method still tells HEAD */
+    struct sc_str body;  /* with Content-Length when non-empty or the method is POST/PUT/PATCH */
+    struct sc_str raw;   /* when set, sent as it is instead of the request built from the fields
+                            above (a request a proxy already built); method still tells HEAD */
     uint64_t timeout_ms; /* the deadline for connect, send and the whole response [10 s] */
     uint32_t max_head;   /* response head cap, bytes [16 KiB] */
     uint64_t max_body;   /* response body cap, bytes; over it the exchange fails [1 MiB] */

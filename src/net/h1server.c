@@ -57,10 +57,10 @@ struct sc_h1srv_conn {
     uint64_t last_active;
     int state;
     bool expect_continue, sent_continue;
-    bool close_after; /* the connection ends after the current response */
-    bool is_head;     /* the current request is HEAD */
-    bool resp_done;   /* everything of the response is in <out> or written */
-    bool wpending;    /* a write is queued in the transport */
+    bool close_after;  /* the connection ends after the current response */
+    bool is_head;      /* the current request is HEAD */
+    bool resp_done;    /* everything of the response is in <out> or written */
+    bool wpending;     /* a write is queued in the transport */
     bool cont_pending; /* that write is the 100 Continue */
     bool in_flush;
     bool closing;
@@ -619,8 +619,8 @@ int sc_h1srv_respond(struct sc_h1srv_conn *c, int status, const char *content_ty
         c->close_after = true;
     }
     sc_buf_reset(&c->out);
-    int rc = write_response(&c->out, status, content_type, headers, nheaders, body,
-                            c->close_after, c->is_head);
+    int rc = write_response(&c->out, status, content_type, headers, nheaders, body, c->close_after,
+                            c->is_head);
     if (rc < 0) {
         static const char why[] = "response too large\n";
         c->close_after = true;
