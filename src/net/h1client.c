@@ -238,18 +238,7 @@ static void process(struct sc_h1cli *c)
 static void on_alloc(void *owner, uv_buf_t *buf)
 {
     struct sc_h1cli *c = owner;
-    if (sc_buf_reserve(&c->in, 4096) < 0) {
-        size_t room = c->in.max - c->in.len;
-        if (room == 0 || sc_buf_reserve(&c->in, room) < 0) {
-            *buf = uv_buf_init(NULL, 0);
-            return;
-        }
-    }
-    size_t room = c->in.cap - c->in.len;
-    if (room > c->in.max - c->in.len) {
-        room = c->in.max - c->in.len;
-    }
-    *buf = uv_buf_init(c->in.p + c->in.len, (unsigned)room);
+    sc_xport_alloc_buf(&c->in, buf);
 }
 
 static void on_read(void *owner, ssize_t nread)

@@ -24,6 +24,7 @@ enum { ST_RECV, ST_OWNER, ST_SEND, ST_LINGER };
 struct sc_h1srv {
     uv_loop_t *loop;
     struct sc_h1srv_opts o;
+    struct sc_http_limits lim; /* the parser's, with our head and header caps */
     const struct sc_h1srv_cbs *cbs;
     void *arg;
     uv_tcp_t listener;
@@ -265,11 +266,8 @@ static void dispatch(struct sc_h1srv_conn *c)
     struct sc_http_header headers[SC_H1SRV_MAX_HEADERS];
     struct sc_http_msg msg = { .headers = headers };
     struct sc_http_error err = { 0 };
-    struct sc_http_limits lim = sc_http_default_limits;
-    lim.max_head = s->o.max_head;
-    lim.max_headers = s->o.max_headers;
     /* The head was checked when it arrived; parsed again because the buffer may have moved. */
-    if (sc_http1_parse_request(c->in.p, c->hlen, 0, &lim, &msg, s->o.max_headers, &err) <= 0) {
+    if (sc_http1_parse_request(c->in.p, c->hlen, 0, &s->lim, &msg, s->o.max_headers, &err) <= 0) {
         conn_close(c);
         return;
     }
@@ -336,10 +334,7 @@ static void process(struct sc_h1srv_conn *c)
         struct sc_http_header headers[SC_H1SRV_MAX_HEADERS];
         struct sc_http_msg msg = { .headers = headers };
         struct sc_http_error err = { 0 };
-        struct sc_http_limits lim = sc_http_default_limits;
-        lim.max_head = s->o.max_head;
-        lim.max_headers = s->o.max_headers;
-        int n = sc_http1_parse_request(c->in.p, c->in.len, c->last_len, &lim, &msg,
+        int n = sc_http1_parse_request(c->in.p, c->in.len, c->last_len, &s->lim, &msg,
                                        s->o.max_headers, &err);
         if (n < 0) {
             reply_error(c, err.status, err.reason);
@@ -390,18 +385,7 @@ static void on_alloc(void *owner, uv_buf_t *buf)
     if (c->state == ST_LINGER) {
         sc_buf_reset(&c->in);
     }
-    if (sc_buf_reserve(&c->in, 4096) < 0) {
-        size_t room = c->in.max - c->in.len;
-        if (room == 0 || sc_buf_reserve(&c->in, room) < 0) {
-            *buf = uv_buf_init(NULL, 0);
-            return;
-        }
-    }
-    size_t room = c->in.cap - c->in.len;
-    if (room > c->in.max - c->in.len) {
-        room = c->in.max - c->in.len;
-    }
-    *buf = uv_buf_init(c->in.p + c->in.len, (unsigned)room);
+    sc_xport_alloc_buf(&c->in, buf);
 }
 
 static void on_read(void *owner, ssize_t nread)
@@ -527,6 +511,9 @@ struct sc_h1srv *sc_h1srv_new(uv_loop_t *loop, const struct sc_h1srv_opts *opts,
     o->idle_ms = o->idle_ms ? o->idle_ms : 60000;
     o->linger_ms = o->linger_ms ? o->linger_ms : 2000;
     o->backlog = o->backlog ? o->backlog : 128;
+    s->lim = sc_http_default_limits;
+    s->lim.max_head = o->max_head;
+    s->lim.max_headers = o->max_headers;
     sc_list_init(&s->conns);
     return s;
 }

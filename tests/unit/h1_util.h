@@ -60,7 +60,8 @@ static inline int tu_listen(int *port)
 static inline int tu_connect(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = { .sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -104,7 +105,7 @@ static inline void tu_send_bytewise(uv_loop_t *loop, int fd, const char *p, size
 /* Reads from <fd> into <out> (NUL-terminated, at most <cap> - 1 bytes) while turning the loop,
  * until <until> appears in it, the peer closes (sets <*eof>), or <ms> pass. Returns the length. */
 static inline size_t tu_recv(uv_loop_t *loop, int fd, char *out, size_t cap, const char *until,
-                      uint64_t ms, bool *eof)
+                             uint64_t ms, bool *eof)
 {
     size_t len = 0;
     uint64_t end = tu_now_ms() + ms;
@@ -168,7 +169,7 @@ struct tu_pass {
     struct sc_xport base;
     const struct sc_xport_cbs *up_cbs;
     void *up_owner;
-    size_t *read_bytes;  /* counters the test owns */
+    size_t *read_bytes; /* counters the test owns */
     size_t *write_bytes;
     int *freed;
 };

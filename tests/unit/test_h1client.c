@@ -110,7 +110,10 @@ static void test_content_length_and_request_bytes(void **state)
     struct tc *t = *state;
     const struct sc_http_header hdrs[] = { host, { SC_STR("X-Test"), SC_STR("1") } };
     struct sc_h1cli_req req = {
-        .method = SC_STR("POST"), .target = SC_STR("/p?q=1"), .headers = hdrs, .nheaders = 2,
+        .method = SC_STR("POST"),
+        .target = SC_STR("/p?q=1"),
+        .headers = hdrs,
+        .nheaders = 2,
         .body = SC_STR("abc"),
     };
     send_get(t, &req);
@@ -143,9 +146,10 @@ static void test_chunked_split_and_interim(void **state)
     send_get(t, &req);
     char in[4096];
     peer_take_request(t, in, sizeof(in));
-    const char resp[] = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\n"
-                        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                        "3\r\nabc\r\n1;x=y\r\nd\r\n10\r\n0123456789abcdef\r\n0\r\nT: 1\r\n\r\n";
+    const char resp[] =
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\n"
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "3\r\nabc\r\n1;x=y\r\nd\r\n10\r\n0123456789abcdef\r\n0\r\nT: 1\r\n\r\n";
     tu_send_bytewise(&t->loop, t->fd, resp, sizeof(resp) - 1);
     wait_done(t, 2000);
     assert_int_equal(t->calls, 1);
@@ -232,11 +236,11 @@ static void test_deadline(void **state)
 static void test_cancel_while_connecting(void **state)
 {
     struct tc *t = *state;
-    struct sc_h1cli_req req = { .method = SC_STR("GET"), .target = SC_STR("/"),
-                                .headers = &host, .nheaders = 1 };
+    struct sc_h1cli_req req = {
+        .method = SC_STR("GET"), .target = SC_STR("/"), .headers = &host, .nheaders = 1
+    };
     struct sc_h1cli *c = NULL;
-    assert_int_equal(
-        sc_h1cli_send(&t->loop, (struct sockaddr *)&t->addr, &req, on_done, t, &c), 0);
+    assert_int_equal(sc_h1cli_send(&t->loop, (struct sockaddr *)&t->addr, &req, on_done, t, &c), 0);
     assert_non_null(c);
     sc_h1cli_cancel(c); /* the connect is still pending */
     tu_spin(&t->loop, 50);
@@ -251,8 +255,9 @@ static void test_refused_and_early_close(void **state)
     close(l2); /* nobody listens there now */
     struct sockaddr_in a;
     uv_ip4_addr("127.0.0.1", port, &a);
-    struct sc_h1cli_req req = { .method = SC_STR("GET"), .target = SC_STR("/"),
-                                .headers = &host, .nheaders = 1 };
+    struct sc_h1cli_req req = {
+        .method = SC_STR("GET"), .target = SC_STR("/"), .headers = &host, .nheaders = 1
+    };
     assert_int_equal(sc_h1cli_send(&t->loop, (struct sockaddr *)&a, &req, on_done, t, NULL), 0);
     wait_done(t, 2000);
     assert_int_equal(t->calls, 1);
@@ -271,8 +276,9 @@ static void test_refused_and_early_close(void **state)
 
     /* a request that cannot be written fails at once, without a callback */
     const struct sc_http_header bad = { SC_STR("X"), SC_STR("a\r\nb") };
-    struct sc_h1cli_req breq = { .method = SC_STR("GET"), .target = SC_STR("/"),
-                                 .headers = &bad, .nheaders = 1 };
+    struct sc_h1cli_req breq = {
+        .method = SC_STR("GET"), .target = SC_STR("/"), .headers = &bad, .nheaders = 1
+    };
     t->calls = 0;
     assert_int_equal(sc_h1cli_send(&t->loop, (struct sockaddr *)&t->addr, &breq, on_done, t, NULL),
                      SC_EINVAL);
@@ -286,8 +292,11 @@ static void test_close_while_writing(void **state)
     size_t big = 8 * 1024 * 1024;
     char *body = sc_malloc(big);
     memset(body, 'b', big);
-    struct sc_h1cli_req req = { .method = SC_STR("PUT"), .target = SC_STR("/up"),
-                                .headers = &host, .nheaders = 1, .body = sc_str_n(body, big) };
+    struct sc_h1cli_req req = { .method = SC_STR("PUT"),
+                                .target = SC_STR("/up"),
+                                .headers = &host,
+                                .nheaders = 1,
+                                .body = sc_str_n(body, big) };
     assert_int_equal(sc_h1cli_send(&t->loop, (struct sockaddr *)&t->addr, &req, on_done, t, NULL),
                      0);
     sc_free(body); /* the request was formatted into the client's buffer */
@@ -335,8 +344,9 @@ static void test_head_only_and_discard(void **state)
 
     /* HEAD: Content-Length describes the GET; nothing follows */
     t->calls = 0;
-    struct sc_h1cli_req h = { .method = SC_STR("HEAD"), .target = SC_STR("/"),
-                              .headers = &host, .nheaders = 1 };
+    struct sc_h1cli_req h = {
+        .method = SC_STR("HEAD"), .target = SC_STR("/"), .headers = &host, .nheaders = 1
+    };
     send_get(t, &h);
     peer_take_request(t, in, sizeof(in));
     tu_send(&t->loop, t->fd, "HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", 40);
@@ -364,8 +374,11 @@ static void test_wrapped_transport(void **state)
 {
     struct tc *t = *state;
     memset(&pass, 0, sizeof(pass));
-    struct sc_h1cli_req req = { .method = SC_STR("GET"), .target = SC_STR("/w"),
-                                .headers = &host, .nheaders = 1, .wrap = wrap_pass,
+    struct sc_h1cli_req req = { .method = SC_STR("GET"),
+                                .target = SC_STR("/w"),
+                                .headers = &host,
+                                .nheaders = 1,
+                                .wrap = wrap_pass,
                                 .wrap_arg = &pass };
     send_get(t, &req);
     char in[4096];
@@ -381,8 +394,11 @@ static void test_wrapped_transport(void **state)
     assert_int_equal(pass.write_bytes, strlen(in));
     assert_int_equal(pass.read_bytes, sizeof(resp) - 1);
 
-    struct sc_h1cli_req no = { .method = SC_STR("GET"), .target = SC_STR("/"),
-                               .headers = &host, .nheaders = 1, .wrap = wrap_refuse };
+    struct sc_h1cli_req no = { .method = SC_STR("GET"),
+                               .target = SC_STR("/"),
+                               .headers = &host,
+                               .nheaders = 1,
+                               .wrap = wrap_refuse };
     t->calls = 0;
     assert_int_equal(sc_h1cli_send(&t->loop, (struct sockaddr *)&t->addr, &no, on_done, t, NULL),
                      SC_EINVAL);

@@ -287,7 +287,8 @@ static void test_caps_and_malformed(void **state)
                  0, 0);
     exchange(t, req, (size_t)n, out, sizeof(out));
     assert_true(strncmp(out, "HTTP/1.1 413 ", 13) == 0);
-    const char bad[] = "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+    const char bad[] =
+        "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
     exchange(t, bad, sizeof(bad) - 1, out, sizeof(out));
     assert_true(strncmp(out, "HTTP/1.1 400 ", 13) == 0);
     assert_non_null(strstr(out, "Connection: close\r\n"));
