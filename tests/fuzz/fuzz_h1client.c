@@ -157,7 +157,9 @@ static void on_done(void *arg, const struct sc_h1cli_resp *r)
     CHECK((r->error == 0) == (r->msg != NULL));
     CHECK(r->error != 0 || (r->status >= 200 && r->status <= 999));
     o->body_len = r->body.len;
-    memcpy(o->body, r->body.p, r->body.len);
+    if (r->body.len) {
+        memcpy(o->body, r->body.p, r->body.len);
+    }
 }
 
 /* Feeds <in> in pieces of at most <piece> bytes (0: as much as a read takes), then the end. */

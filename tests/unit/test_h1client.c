@@ -41,7 +41,9 @@ static void on_done(void *arg, const struct sc_h1cli_resp *r)
     t->status = r->status;
     snprintf(t->reason, sizeof(t->reason), "%s", r->reason ? r->reason : "");
     t->body_len = r->body.len;
-    memcpy(t->body, r->body.p, r->body.len < sizeof(t->body) ? r->body.len : sizeof(t->body));
+    if (r->body.len) {
+        memcpy(t->body, r->body.p, r->body.len < sizeof(t->body) ? r->body.len : sizeof(t->body));
+    }
     if (r->msg) {
         const struct sc_http_header *h = sc_http_find(r->msg, SC_STR("Content-Type"), NULL);
         if (h) {

@@ -86,7 +86,9 @@ static void on_request(void *arg, struct sc_h1srv_conn *c, const struct sc_h1srv
         t->max_outstanding = t->outstanding;
     }
     size_t n = req->body.len < sizeof(t->last_body) ? req->body.len : sizeof(t->last_body);
-    memcpy(t->last_body, req->body.p, n);
+    if (n) {
+        memcpy(t->last_body, req->body.p, n);
+    }
     t->last_body_len = req->body.len;
     sc_h1srv_set_data(c, t);
     if (sc_str_eq(req->path, SC_STR("/slow"))) {
