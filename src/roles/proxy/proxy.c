@@ -88,6 +88,7 @@ static void init_metrics(struct proxy *px)
         NULL, 0);
     pm->log_dropped = sc_metric_get(dropped, NULL);
     proxy_policy_metrics_init(pm);
+    proxy_tls_metrics_init(pm);
     static const char *const lr_labels[] = { "listener", "route", NULL };
     pm->rate_limited =
         sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_rq_rate_limited_total",
@@ -110,6 +111,7 @@ static void on_collect(struct sc_metrics *r, void *arg)
     struct proxy *px = arg;
     (void)r;
     proxy_outlier_sweep(px->rt, uv_now(sc_app_loop(px->app)));
+    proxy_tls_collect(&px->pm);
 }
 
 static void proxy_free(struct proxy *px)
@@ -129,6 +131,7 @@ static void proxy_free(struct proxy *px)
         }
     }
     proxy_rt_unref(px->rt);
+    proxy_tls_shutdown(); /* after the last snapshot let go of its stores */
     proxy_log_close(px);
     sc_free(px->workers);
     sc_free(px);
@@ -217,6 +220,7 @@ static int proxy_start(struct sc_app *app, const void *cfgp, void **state, char 
     }
     proxy_dns_start(px, px->rt);
     proxy_health_start(px, px->rt);
+    proxy_tls_watch(px);
     sc_metrics_on_collect(px->pm.reg, on_collect, px);
     for (size_t i = 0; i < px->rt->nlisteners; i++) {
         sc_info("listening", SC_LS("listener", px->rt->listeners[i].name),
@@ -344,6 +348,7 @@ static int proxy_reload(struct sc_app *app, void *state, const void *cfgp, char 
     }
     proxy_rt_unref(px->rt);
     px->rt = nrt;
+    proxy_tls_watch(px);
     return 0;
 }
 

@@ -28,6 +28,7 @@
 #include "net/http1.h"
 #include "roles/proxy/proxy_policy.h"
 #include "roles/proxy/proxy_route_policy.h"
+#include "roles/proxy/proxy_tls.h"
 
 /* ---- configuration as loaded (the option table in proxy_config.c describes these) ---- */
 
@@ -77,6 +78,7 @@ struct proxy_listener_cfg {
     char *address;
     struct sc_vec routes; /* struct proxy_route_cfg */
     struct proxy_rl_cfg rate_limit;
+    struct proxy_listener_tls_cfg tlscfg; /* tls, mtls, forward_client_cert, direction */
 };
 
 struct proxy_cluster_cfg {
@@ -91,6 +93,7 @@ struct proxy_cluster_cfg {
     struct proxy_policy_cfg policy;  /* circuit_breakers, outlier_detection, health_check */
     struct sc_vec labeled_endpoints; /* struct proxy_labeled_ep_cfg */
     struct sc_vec subsets;           /* struct proxy_subset_cfg */
+    struct proxy_cluster_tls_cfg tlscfg;
 };
 
 struct proxy_cfg {
@@ -113,6 +116,8 @@ struct proxy_cfg {
     char *rate_limit;        /* --rate-limit N/s|m|h: per client IP on the inbound listeners */
     struct sc_vec listeners; /* struct proxy_listener_cfg */
     struct sc_vec clusters;  /* struct proxy_cluster_cfg */
+    struct proxy_identity_cfg identity;
+    struct proxy_tls_flags tls_flags;
 };
 
 extern const struct sc_opt proxy_opts[];
@@ -188,6 +193,7 @@ struct proxy_cluster {
     struct proxy_cluster_state *st; /* breakers, outlier, health: a reference, kept on reload */
     struct proxy_subset *subsets;
     size_t nsubsets;
+    struct proxy_cluster_tls tls;
 };
 
 struct proxy_header_match {
@@ -231,6 +237,7 @@ struct proxy_listener {
     struct sc_metric *m_duration;
     struct proxy_rl *rl; /* listener-wide rate limit, or NULL */
     bool rl_headers;
+    struct proxy_listener_tls tls;
 };
 
 struct proxy_rt {
@@ -268,6 +275,8 @@ struct proxy_metrics {
     struct sc_metric_family *rate_limited;
     struct sc_metric_family *mirror;
     struct sc_metric_family *mirror_dropped;
+    struct sc_metric_family *tls_hs; /* proxy_tls.c */
+    struct sc_metric_family *tls_expiry;
 };
 
 /* Builds a snapshot from a checked <cfg> for <nworkers> workers, copying everything it keeps.
@@ -292,7 +301,7 @@ int proxy_cfg_workers(const struct proxy_cfg *cfg);
 /* Finds <name> in the snapshot. */
 struct proxy_cluster *proxy_rt_cluster(struct proxy_rt *rt, const char *name);
 
-/* ---- workers and connections (proxy_http.c) ---- */
+/* ---- workers and connections (proxy_worker.c, proxy_h1.c, proxy_upstream.c) ---- */
 
 struct proxy;
 
@@ -314,12 +323,12 @@ struct proxy_worker {
     struct sc_list free_dc; /* recycled downstream connections */
     struct sc_list free_uc; /* recycled upstream connections */
     size_t nfree_dc, nfree_uc;
-    struct sc_list odst; /* idle original_dst connections by destination (proxy_http.c) */
+    struct sc_list odst; /* idle original_dst connections by destination (proxy_worker.c) */
     size_t nodst, nodst_idle;
     struct proxy_blk_pool {
         void *head; /* free blocks of one size, linked through their first bytes */
         size_t n;
-    } bufs, hbufs; /* read buffers and head buffers (proxy_http.c) */
+    } bufs, hbufs; /* read buffers and head buffers (proxy_worker.c) */
     size_t nconns;
     size_t nuconns;
     bool draining;

@@ -202,6 +202,9 @@ static const struct sc_opt listener_opts[] = {
       .help = "local rate limit shared by every routed request of the listener (checked before "
               "the route's own)",
       .sub = proxy_rl_opts },
+    { .type = SC_OPT_INLINE,
+      .offset = offsetof(struct proxy_listener_cfg, tlscfg),
+      .sub = proxy_listener_tls_opts },
     { 0 },
 };
 
@@ -271,6 +274,9 @@ static const struct sc_opt cluster_opts[] = {
       .sub = proxy_subset_opts,
       .sub_size = sizeof(struct proxy_subset_cfg),
       .max = 64 },
+    { .type = SC_OPT_INLINE,
+      .offset = offsetof(struct proxy_cluster_cfg, tlscfg),
+      .sub = proxy_cluster_tls_opts },
     { 0 },
 };
 
@@ -419,6 +425,15 @@ const struct sc_opt proxy_opts[] = {
       .sub = cluster_opts,
       .sub_size = sizeof(struct proxy_cluster_cfg),
       .max = 1024 },
+    { .name = "identity",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_cfg, identity),
+      .help = "the workload's SPIFFE identity for mesh mTLS (files written by cert-manager, SPIRE "
+              "or a Kubernetes secret; reloaded when they change)",
+      .sub = proxy_identity_opts },
+    { .type = SC_OPT_INLINE,
+      .offset = offsetof(struct proxy_cfg, tls_flags),
+      .sub = proxy_tls_flag_opts },
     { 0 },
 };
 
@@ -568,6 +583,10 @@ int proxy_config_check(const void *cfg, char **err)
 {
     const struct proxy_cfg *c = cfg;
     const struct proxy_cluster_cfg *cl = c->clusters.v;
+    int trc = proxy_tls_check(c, err);
+    if (trc < 0) {
+        return trc;
+    }
     for (size_t i = 0; i < c->clusters.n; i++) {
         for (size_t j = 0; j < i; j++) {
             if (strcmp(cl[i].name, cl[j].name) == 0) {
@@ -674,6 +693,7 @@ static void rt_free(struct proxy_rt *rt)
         sc_free(l->routes);
         route_free(&l->noroute);
         proxy_rl_release(l->rl);
+        proxy_tls_listener_release(&l->tls);
         sc_free(l->name);
         sc_free(l->address);
     }
@@ -691,6 +711,7 @@ static void rt_free(struct proxy_rt *rt)
         }
         sc_free(c->eps);
         proxy_route_policy_cluster_free(c);
+        proxy_tls_cluster_release(&c->tls);
         sc_free(c->name);
         proxy_cluster_state_unref(c->st);
     }
@@ -752,7 +773,8 @@ static int endpoint_init(struct proxy_endpoint *ep, struct proxy_cluster *c, con
     return 0;
 }
 
-static int cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg *cc,
+/* <quick>: the --upstream cluster, whose TLS comes from the quick-start flags. */
+static int cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg *cc, bool quick,
                         const struct proxy_cfg *cfg, int nworkers, struct proxy_metrics *pm,
                         char **err)
 {
@@ -791,7 +813,7 @@ static int cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg 
     c->m_retry = sc_metric_get(pm->retry, lv);
     c->m_cx_active = sc_metric_get(pm->ucx_active, lv);
     c->m_timeout = sc_metric_get(pm->timeout, lv);
-    return 0;
+    return proxy_tls_cluster_init(&c->tls, c->name, quick ? NULL : cc, cfg, err);
 }
 
 static void route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
@@ -934,7 +956,7 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
     size_t nc = 0;
     int rc = 0;
     for (; nc < cfg->clusters.n; nc++) {
-        rc = cluster_init(&rt->clusters[nc], &ccs[nc], cfg, nworkers, pm, err);
+        rc = cluster_init(&rt->clusters[nc], &ccs[nc], false, cfg, nworkers, pm, err);
         if (rc < 0) {
             nc++;
             goto fail;
@@ -943,7 +965,7 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
     if (quick) {
         char *ep = (char *)quick_upstream(cfg);
         struct proxy_cluster_cfg qc = quick_cluster_cfg(&ep);
-        rc = cluster_init(&rt->clusters[nc], &qc, cfg, nworkers, pm, err);
+        rc = cluster_init(&rt->clusters[nc], &qc, true, cfg, nworkers, pm, err);
         nc++;
         if (rc < 0) {
             goto fail;
@@ -951,7 +973,7 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
     }
     if (outbound) {
         struct proxy_cluster_cfg oc = outbound_cluster_cfg();
-        rc = cluster_init(&rt->clusters[nc], &oc, cfg, nworkers, pm, err);
+        rc = cluster_init(&rt->clusters[nc], &oc, false, cfg, nworkers, pm, err);
         nc++;
         if (rc < 0) {
             goto fail;
@@ -964,6 +986,9 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
     for (size_t i = 0; i < cfg->listeners.n; i++) {
         struct proxy_listener *l = &rt->listeners[i];
         rc = listener_init(l, lcs[i].name, lcs[i].address, pm, err);
+        if (rc == 0) {
+            rc = proxy_tls_listener_init(&l->tls, l->name, &lcs[i], false, cfg, pm, err);
+        }
         if (rc < 0) {
             goto fail;
         }
@@ -995,6 +1020,9 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
         struct proxy_listener *l = &rt->listeners[cfg->listeners.n];
         rc = listener_init(l, cfg->listen ? "listen" : "inbound",
                            cfg->listen ? cfg->listen : "0.0.0.0:15006", pm, err);
+        if (rc == 0) {
+            rc = proxy_tls_listener_init(&l->tls, l->name, NULL, true, cfg, pm, err);
+        }
         if (rc < 0) {
             goto fail;
         }
@@ -1011,6 +1039,9 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
     if (outbound) {
         struct proxy_listener *l = &rt->listeners[rt->nlisteners - 1];
         rc = listener_init(l, "outbound", "127.0.0.1:15001", pm, err);
+        if (rc == 0) {
+            rc = proxy_tls_listener_init(&l->tls, l->name, NULL, false, cfg, pm, err);
+        }
         if (rc < 0) {
             goto fail;
         }

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // The proxy's connection and request types, shared by the data-path files of src/roles/proxy/:
-// proxy_http.c (connections, pumps, retries, timers), proxy_headers.c (routing and the rules that
-// rewrite heads) and proxy_log.c (access log and request metrics). A downstream connection embeds
+// proxy_worker.c (listeners, buffers), proxy_upstream.c (load balancing, upstream connections and
+// pools), proxy_exchange.c (routing, policy, tries, local replies, timers), proxy_h1.c (the
+// HTTP/1 codecs and pumps), proxy_headers.c (routing and the rules that rewrite heads) and
+// proxy_log.c (access log and request metrics). A downstream connection embeds
 // its current request; an upstream connection belongs to a request while active and to its
 // endpoint's per-worker pool while idle. Nothing here is visible outside the proxy role.
 #ifndef SC_ROLES_PROXY_PROXY_CONN_H
@@ -65,7 +67,9 @@ struct rbuf {
 };
 
 struct proxy_uconn {
-    struct sc_tcp_xport tx; /* the transport chain's bottom; the top is &tx.base for now */
+    struct sc_tcp_xport tx; /* the transport chain's bottom */
+    struct sc_xport *x;     /* its top: every read, write and close goes through it */
+    struct sc_xport *tls;   /* the TLS layer (== x) when the cluster originates TLS */
     uv_timer_t timer;
     struct sc_list node; /* the endpoint's idle pool, or the free list */
     struct proxy_worker *w;
@@ -155,7 +159,10 @@ struct proxy_odst {
 };
 
 struct proxy_dconn {
-    struct sc_tcp_xport tx;
+    struct sc_tcp_xport tx; /* the transport chain's bottom */
+    struct sc_xport *x;     /* its top: every read, write and close goes through it */
+    struct sc_xport *tls;   /* the TLS layer (== x) once TLS is terminated; NULL: plaintext */
+    char *xfcc;             /* the client certificate's XFCC element, made on first use */
     uv_timer_t timer;
     uv_timer_t *btimer; /* retry backoff and fault delay: allocated on first use (most connections
                            never wait so), closed with the connection */
@@ -179,6 +186,8 @@ struct proxy_dconn {
     bool shut_dn; /* in a tunnel: the upstream's FIN was passed to the client */
     bool in_parse;
     bool reparse;
+    bool sniff;       /* PERMISSIVE: the first bytes decide between TLS and plaintext */
+    bool handshaking; /* the TLS handshake is under way (bounded by the head timeout) */
     bool close_after;
     uint64_t head_start_ms;
     uint64_t last_activity;
@@ -188,12 +197,140 @@ struct proxy_dconn {
     struct proxy_req req;
 };
 
-/* ---- proxy_http.c ---- */
+/* ---- proxy_worker.c: buffers and busy polling ---- */
+
+static inline uint64_t proxy_now_ns(void)
+{
+    return uv_hrtime();
+}
+
+/* Lends <b> a read buffer from the worker's pool when it has none. */
+void proxy_rbuf_get(struct proxy_worker *w, struct rbuf *b);
+
+/* Gives an empty read buffer back (a grown one is freed: big heads are rare). */
+void proxy_rbuf_put(struct proxy_worker *w, struct rbuf *b);
+
+/* Makes room at the end of <b>: moves data to the front, or grows up to <max>. */
+void proxy_rbuf_room(struct rbuf *b, size_t max);
+
+/* Lends <b> a head buffer (upstream request head, response head, retry copy) while a request
+ * runs; proxy_hbuf_put gives it back (one that grew is freed). */
+void proxy_hbuf_get(struct proxy_worker *w, struct sc_buf *b);
+void proxy_hbuf_put(struct proxy_worker *w, struct sc_buf *b);
+
+/* Starts the worker's busy-polling idle handle (proxy_spin_on decides when). */
+void proxy_spin_start(struct proxy_worker *w);
+
+/* Called on every read: with busy_poll set, keeps the worker polling for that long after it. */
+static inline void proxy_spin_on(struct proxy_worker *w)
+{
+    if (w->rt->busy_poll_ns) {
+        w->spin_read = true;
+        if (!uv_is_active((uv_handle_t *)&w->spin)) {
+            proxy_spin_start(w);
+        }
+    }
+}
+
+/* Finishes the worker once it drains and nothing is left open. */
+void proxy_check_done(struct proxy_worker *w);
+
+/* ---- proxy_upstream.c: load balancing and upstream connections ---- */
 
 /* The load balancer: an endpoint of <c> that proxy_endpoint_usable() admits now, by the cluster's
  * lb_policy, preferring one other than <avoid> (the last try's). NULL when none is usable. */
 struct proxy_endpoint *proxy_pick_endpoint(struct proxy_worker *w, struct proxy_cluster *c,
                                            struct proxy_endpoint *avoid);
+
+/* Starts a try of the exchange of <dc>: picks an endpoint (or the original destination), takes
+ * an idle pooled connection or opens one; answers 503 itself when there is none to use. */
+void proxy_attempt(struct proxy_dconn *dc);
+
+/* Stops counting the request on the endpoint it was sent to (least-request balancing). */
+void proxy_endpoint_release(struct proxy_req *r);
+
+/* Closes <uc>, detaching it from its exchange or pool. Idempotent. */
+void proxy_uconn_close(struct proxy_uconn *uc);
+
+/* Returns <uc> to its endpoint's pool when <reusable> and it can carry another request, else
+ * closes it. */
+void proxy_uconn_release(struct proxy_uconn *uc, bool reusable);
+
+/* Closes the idle pooled connections of every cluster of snapshot <rt> on worker <w>. */
+void proxy_close_pools(struct proxy_worker *w, struct proxy_rt *rt);
+
+/* ---- proxy_exchange.c: the exchange (routing, policy, tries, local replies, timers, log) ---- */
+
+/* Starts the exchange for request head <m> (<headlen> bytes of dc->in) parsed on <dc>. */
+void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, size_t headlen);
+
+/* A try failed before its response head was forwarded (<cond> a COND_*, <flag> an F_*): retries
+ * when the route allows, else answers 502/504 (or closes when the head is out). */
+void proxy_attempt_failed(struct proxy_dconn *dc, int cond, unsigned flag, const char *why);
+
+/* Whether the route retries condition <cond> (with <status> for COND_STATUS) now. */
+bool proxy_may_retry(struct proxy_dconn *dc, int cond, int status);
+
+/* Schedules the next try after the route's backoff. */
+void proxy_schedule_retry(struct proxy_dconn *dc);
+
+/* The per-try timeout of the upstream connection of <t>. */
+void proxy_on_per_try_timeout(uv_timer_t *t);
+
+/* Answers the request from the proxy itself: <status> with <reason> as the body. */
+void proxy_local_reply(struct proxy_dconn *dc, int status, const char *reason, unsigned flags);
+
+/* The request body has been read whole: starts the route deadline and a mirror. */
+void proxy_request_body_done(struct proxy_dconn *dc);
+
+/* The exchange is over: counts and logs it, releases what it holds, and readies the connection
+ * for the next request (or closes it). */
+void proxy_finish_request(struct proxy_dconn *dc);
+
+/* Arms the connection's one timer for its current state. */
+void proxy_arm_timer(struct proxy_dconn *dc);
+
+/* The backoff/fault-delay timer: started for <ms>, or stopped. */
+void proxy_btimer_start(struct proxy_dconn *dc, uint64_t ms);
+void proxy_btimer_stop(struct proxy_dconn *dc);
+
+/* ---- proxy_h1.c: the HTTP/1 codecs ---- */
+
+/* Accepts a client on listener <server> (a worker's uv_tcp_t). */
+void proxy_h1_on_accept(uv_stream_t *server, int status);
+
+/* The upstream transport's callbacks (net/transport.h), owner a struct proxy_uconn. */
+void proxy_h1_ualloc(void *owner, uv_buf_t *buf);
+void proxy_h1_uread(void *owner, ssize_t nread);
+void proxy_h1_uwrite(void *owner, int status);
+
+/* The upstream connection of <dc> is ready: sends the head, any replayed body, then streams. */
+void proxy_upstream_ready(struct proxy_dconn *dc);
+
+/* Writes <iov> to the client; <consume> bytes of the upstream buffer are covered by it; <next>
+ * (a DN_*) says what follows its completion. Returns 0, 1 (queued) or a negative error (the
+ * connection is closed). */
+int proxy_dwrite(struct proxy_dconn *dc, uv_buf_t *iov, unsigned n, size_t consume, int next);
+
+/* Streams the request body (and <prefix>) upstream, and the response (and <prefix>) to the
+ * client, as far as both sides take it. */
+void proxy_pump_req(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix);
+void proxy_pump_resp(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix);
+
+/* Parses the upstream response head(s) buffered in dc->uc. */
+void proxy_parse_resp_head(struct proxy_dconn *dc);
+
+/* Starts or stops reading from the client, as the state wants. */
+void proxy_dread_update(struct proxy_dconn *dc);
+
+/* Parses and starts the requests buffered on <dc>. */
+void proxy_parse_loop(struct proxy_dconn *dc);
+
+/* Closes the client connection (and its upstream one), logging an unfinished request. */
+void proxy_dconn_close(struct proxy_dconn *dc);
+
+/* One of the handles of a closing <dc> is closed; the last one recycles it. */
+void proxy_dconn_closed_one(struct proxy_dconn *dc);
 
 /* ---- proxy_headers.c: routing and head rewriting (pure functions of the parsed head) ---- */
 

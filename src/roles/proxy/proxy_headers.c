@@ -495,7 +495,7 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
             break;
         case 6:
             if (r->expect && IS(h->name, "expect")) {
-                continue; /* answered by the proxy (proxy_http.c upstream_ready) */
+                continue; /* answered by the proxy (proxy_h1.c proxy_upstream_ready) */
             }
             break;
         case 11:
@@ -521,6 +521,11 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
         case 17:
             if (IS(h->name, "x-forwarded-proto")) {
                 continue;
+            }
+            break;
+        case 23:
+            if (IS(h->name, "x-forwarded-client-cert")) {
+                continue; /* proxy_tls_xfcc decides */
             }
             break;
         default:
@@ -563,7 +568,12 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
         }
     }
     rc |= put(b, dc->peer, strlen(dc->peer));
-    rc |= PUT_LIT(b, "\r\nX-Forwarded-Proto: http\r\nX-Request-Id: ");
+    rc |= dc->tls ? PUT_LIT(b, "\r\nX-Forwarded-Proto: https\r\n")
+                  : PUT_LIT(b, "\r\nX-Forwarded-Proto: http\r\n");
+    if (dc->tls || r->lsn->tls.xfcc != PROXY_XFCC_SANITIZE) {
+        rc |= proxy_tls_xfcc(dc, m, b);
+    }
+    rc |= PUT_LIT(b, "X-Request-Id: ");
     if (rid) {
         memcpy(r->request_id, rid->value.p, rid->value.len);
         r->request_id_len = rid->value.len;

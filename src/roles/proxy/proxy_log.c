@@ -249,10 +249,22 @@ void proxy_access_log(struct proxy_dconn *dc, double dur)
     size_t clusterl = strlen(cluster), epl = strlen(ep), peerl = strlen(dc->peer);
     flags_str(r->flags, flags, sizeof(flags));
     size_t flagsl = strlen(flags);
+    char principal[512];
+    size_t prl = 0;
+    struct sc_str tlsv = SC_STR_NULL;
+    if (dc->tls) {
+        struct sc_str pr = proxy_tls_peer_principal(dc);
+        sc_json_escape(principal, sizeof(principal), &prl, pr.p, pr.len);
+        tlsv = proxy_tls_version(dc);
+        if (tlsv.len > 16) {
+            tlsv.len = 16;
+        }
+    }
     /* The line is formatted by hand (printf's float formatting cost more than the rest of the
      * request): the fixed text is under 300 bytes, each number under 21. */
     size_t need =
-        300 + 6 * 21 + datel + lsnl + mlen + plen + routel + clusterl + epl + rlen + flagsl + peerl;
+        340 + 6 * 21 + datel + lsnl + mlen + plen + routel + clusterl + epl + rlen + flagsl + peerl +
+        prl + tlsv.len;
     struct sc_buf *b = &w->logbuf;
     if (sc_buf_reserve(b, need) < 0) {
         proxy_log_flush(w); /* makes room if the reader takes some now */
@@ -299,6 +311,13 @@ void proxy_access_log(struct proxy_dconn *dc, double dur)
     o = put_s(o, flags, flagsl);
     o = PUT_LIT(o, "\",\"peer\":\"");
     o = put_s(o, dc->peer, peerl);
+    if (dc->tls) {
+        /* TLS connections add the client's identity and the protocol version. */
+        o = PUT_LIT(o, "\",\"peer_principal\":\"");
+        o = put_s(o, principal, prl);
+        o = PUT_LIT(o, "\",\"tls_version\":\"");
+        o = put_s(o, tlsv.p, tlsv.len);
+    }
     o = PUT_LIT(o, "\"}\n");
     b->len = (size_t)(o - b->p);
     if (!uv_is_active((uv_handle_t *)&w->logcheck)) {

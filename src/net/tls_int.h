@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: Apache-2.0
+// Internals shared by the TLS files (tls_ctx.c builds contexts, tls_store.c reloads them,
+// tls_xport.c runs connections): the context's layout and the record of the files a build read,
+// which the store compares on each poll. Nothing outside src/net/tls_*.c includes this.
+#ifndef SC_NET_TLS_INT_H
+#define SC_NET_TLS_INT_H
+
+#include <stdatomic.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include <openssl/ssl.h>
+
+#include "net/tls.h"
+
+/* A file a build read, as it was when read: the resolved target's identity and a content hash. */
+struct sc__tls_file {
+    char *path;
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
+    unsigned char sha256[32];
+};
+
+struct sc__tls_files {
+    struct sc__tls_file *v;
+    size_t n;
+};
+
+/* One certificate of a context: its own SSL_CTX (servers switch to it on SNI) and names. */
+struct sc__tls_cert {
+    SSL_CTX *ssl;
+    char **names; /* DNS SANs, lower case; "*.x" for wildcards */
+    size_t nnames;
+    struct sc_tls_cert_info info;
+};
+
+struct sc_tls_ctx {
+    atomic_uint refs;
+    bool server;
+    SSL_CTX *ssl;               /* server: certs[0].ssl; client: the only one */
+    struct sc__tls_cert *certs; /* server: >= 1; client: 0 or 1 (information only) */
+    size_t ncerts;
+    unsigned char *alpn; /* wire format (length-prefixed names) */
+    size_t alpn_len;
+    char **sans; /* client: names or SPIFFE IDs the server must present */
+    size_t nsans;
+    char *sni;   /* client: default server name */
+    bool verify; /* client: verification on */
+    char *own_uri;
+    struct sc_tls_ticket_keys *keys;
+    struct sc_tls_sessions *sessions;
+};
+
+/* The SSL_CTX ex_data index that points back at the struct sc_tls_ctx. */
+int sc__tls_ctx_index(void);
+
+/* Builds contexts as the public constructors do, recording every file read in <files> (which the
+ * caller frees with sc__tls_files_free, also on failure). */
+struct sc_tls_ctx *sc__tls_ctx_server(const struct sc_tls_server_opts *o,
+                                      struct sc_tls_ticket_keys *keys, struct sc__tls_files *files,
+                                      char **err);
+struct sc_tls_ctx *sc__tls_ctx_client(const struct sc_tls_client_opts *o,
+                                      struct sc_tls_sessions *sessions,
+                                      struct sc__tls_files *files, char **err);
+void sc__tls_files_free(struct sc__tls_files *f);
+
+/* Logs a warning for each certificate of <c> past 90% of its lifetime (or expired). */
+void sc__tls_ctx_warn_expiry(const struct sc_tls_ctx *c, const char *name);
+
+/* Keeps <sess> (a new reference is taken) as the last session for <key>. */
+void sc__tls_sessions_put(struct sc_tls_sessions *s, const char *key, SSL_SESSION *sess);
+/* Returns a new reference to the session kept for <key>, or NULL. */
+SSL_SESSION *sc__tls_sessions_get(struct sc_tls_sessions *s, const char *key);
+
+#endif

@@ -1,0 +1,194 @@
+// SPDX-License-Identifier: Apache-2.0
+// TLS in the proxy: the options of a listener's `tls:` (termination with its own certificates),
+// its mutual-TLS mode (Istio's PeerAuthentication modes: STRICT, PERMISSIVE, DISABLE) and
+// X-Forwarded-Client-Cert handling, a cluster's `tls:` (origination: simple, mutual, or mesh with
+// the workload's identity), and the top-level `identity:` (the workload's SPIFFE certificate,
+// key and trust bundle). At run time, the certificate stores (net/tls.h) that listeners and
+// clusters take their contexts from, watched for changes on the main loop, and the two places the
+// data path stacks a TLS layer: on an accepted connection and on a new upstream one.
+//
+// Invariant: security fails closed. A listener that requires TLS never serves plaintext, a
+// handshake that fails closes the connection (counted by reason), verification of upstream
+// certificates is on unless a cluster says insecure_skip_verify, and a certificate reload that
+// does not build keeps the previous certificate serving.
+#ifndef SC_ROLES_PROXY_PROXY_TLS_H
+#define SC_ROLES_PROXY_PROXY_TLS_H
+
+#include <stdbool.h>
+
+#include "core/config.h"
+#include "net/tls.h"
+
+struct proxy;
+struct proxy_cfg;
+struct proxy_cluster;
+struct proxy_cluster_cfg;
+struct proxy_dconn;
+struct proxy_listener;
+struct proxy_listener_cfg;
+struct proxy_metrics;
+struct proxy_uconn;
+struct sc_buf;
+
+/* A listener's mutual-TLS mode (Istio PeerAuthentication). UNSET: STRICT when the listener has
+ * certificates of its own; PERMISSIVE on an inbound listener when the workload has an identity;
+ * DISABLE otherwise. */
+enum proxy_mtls { PROXY_MTLS_UNSET, PROXY_MTLS_STRICT, PROXY_MTLS_PERMISSIVE, PROXY_MTLS_DISABLE };
+
+/* X-Forwarded-Client-Cert towards the application (Envoy's forward_client_cert_details). AUTO:
+ * SANITIZE_SET on a listener that verifies client certificates, SANITIZE otherwise; either way a
+ * client-sent header never reaches the application. */
+enum proxy_xfcc {
+    PROXY_XFCC_AUTO,
+    PROXY_XFCC_SANITIZE,
+    PROXY_XFCC_FORWARD_ONLY,
+    PROXY_XFCC_APPEND_FORWARD,
+    PROXY_XFCC_SANITIZE_SET,
+};
+
+/* A cluster's TLS origination. AUTO: MUTUAL when a certificate is set, SIMPLE when a CA, SNI, SANs
+ * or ALPN are, DISABLE otherwise. */
+enum proxy_utls {
+    PROXY_UTLS_AUTO,
+    PROXY_UTLS_DISABLE,
+    PROXY_UTLS_SIMPLE,
+    PROXY_UTLS_MUTUAL,
+    PROXY_UTLS_MESH,
+};
+
+/* ---- configuration as loaded ---- */
+
+struct proxy_listener_tls_cfg {
+    struct sc_tls_server_opts tls; /* `tls:`; no certificate: no termination of its own */
+    int mtls;                      /* enum proxy_mtls */
+    int forward_client_cert;       /* enum proxy_xfcc */
+    int direction;                 /* 0 inbound, 1 outbound */
+};
+
+struct proxy_cluster_tls_cfg {
+    int mode; /* enum proxy_utls */
+    struct sc_tls_client_opts o;
+};
+
+struct proxy_identity_cfg {
+    char *cert;
+    char *key;
+    char *ca;
+    char *trust_domain;
+};
+
+/* The quick-start flags (--tls-cert, --upstream-tls, ...). */
+struct proxy_tls_flags {
+    char *tls_cert;
+    char *tls_key;
+    char *tls_client_ca;
+    int mtls; /* enum proxy_mtls */
+    bool upstream_tls;
+    char *upstream_ca;
+    char *upstream_cert;
+    char *upstream_key;
+    char *upstream_sni;
+    struct sc_strv upstream_san;
+};
+
+/* Option tables: a listener's keys (inline), a cluster's `tls:` object, the top-level
+ * `identity:` object and the quick-start flags (inline at the top level). */
+extern const struct sc_opt proxy_listener_tls_opts[];
+extern const struct sc_opt proxy_cluster_tls_opts[];
+extern const struct sc_opt proxy_identity_opts[];
+extern const struct sc_opt proxy_tls_flag_opts[];
+
+/* Checks what the tables cannot: an identity needs cert, key and ca together; mesh clusters need
+ * an identity; a listener's mtls mode other than DISABLE needs certificates from somewhere.
+ * <what> names the place in messages. Returns 0 or SC_ECONFIG with a new message in <*err>. */
+int proxy_tls_check(const struct proxy_cfg *cfg, char **err);
+
+/* ---- the runtime ---- */
+
+/* A listener's TLS, resolved from its options, the quick-start flags and the identity. */
+struct proxy_listener_tls {
+    struct proxy_tls_src *src; /* NULL: plaintext only */
+    int mode;                  /* STRICT, PERMISSIVE or DISABLE (never UNSET) */
+    int xfcc;                  /* never AUTO */
+    bool verifies;             /* client certificates are verified (mutual TLS) */
+    struct sc_metric *m_hs[SC_TLS_FAIL_PROTOCOL + 1]; /* handshakes by result (NONE: ok) */
+};
+
+/* A cluster's TLS origination. */
+struct proxy_cluster_tls {
+    struct proxy_tls_src *src; /* NULL: plaintext */
+    bool sni_from_host;        /* no sni configured: send the endpoint's host name */
+    bool mesh;                 /* the peer must be a workload of trust_domain */
+    char trust_domain[256];
+};
+
+/* Resolves listener <lc> (NULL for the quick-start and default listeners, <quick_inbound> telling
+ * whether it is the inbound one) into <out>. Stores are shared by every snapshot that has the
+ * same options, so a reload keeps watching, ticket keys and sessions. Returns 0 or SC_ECONFIG
+ * with a new message in <*err> (a certificate that does not load). Main loop only. */
+int proxy_tls_listener_init(struct proxy_listener_tls *out, const char *lname,
+                            const struct proxy_listener_cfg *lc, bool quick_inbound,
+                            const struct proxy_cfg *cfg, struct proxy_metrics *pm, char **err);
+
+/* The same for cluster <cc> (NULL: the quick-start upstream). */
+int proxy_tls_cluster_init(struct proxy_cluster_tls *out, const char *cname,
+                           const struct proxy_cluster_cfg *cc, const struct proxy_cfg *cfg,
+                           char **err);
+
+/* Drops the references of a snapshot's listener and cluster. Any thread. */
+void proxy_tls_listener_release(struct proxy_listener_tls *t);
+void proxy_tls_cluster_release(struct proxy_cluster_tls *t);
+
+/* Starts watching the files of every store on the main loop, and frees stores no snapshot uses
+ * any more. Call after each start and reload. */
+void proxy_tls_watch(struct proxy *px);
+
+/* Stops watching and frees every store (the proxy is finishing). */
+void proxy_tls_shutdown(void);
+
+/* Registers sidecar_tls_handshakes_total and sidecar_tls_cert_expiry_timestamp_seconds. */
+void proxy_tls_metrics_init(struct proxy_metrics *pm);
+
+/* Sets the expiry gauges from the current certificates (on collection). */
+void proxy_tls_collect(struct proxy_metrics *pm);
+
+/* ---- the data path ---- */
+
+/* A connection was accepted on a listener with TLS: stacks the TLS layer now (STRICT), or marks
+ * the connection for sniffing (PERMISSIVE). */
+void proxy_tls_accepted(struct proxy_dconn *dc);
+
+/* PERMISSIVE: decides from the bytes read so far. Returns 0 to parse them as plaintext HTTP, 1
+ * when more bytes are needed or the TLS layer took them over. */
+int proxy_tls_sniff(struct proxy_dconn *dc);
+
+/* The downstream handshake ended with <status> (the TLS layer's connected callback). */
+void proxy_tls_handshake_done(struct proxy_dconn *dc, int status);
+
+/* Stacks the cluster's TLS layer on the new upstream connection <uc> (before it connects), when
+ * the cluster originates TLS; uc->x becomes the layer. */
+void proxy_tls_upstream(struct proxy_uconn *uc);
+
+/* The text of why the upstream connection's handshake failed, or NULL when it is not TLS. */
+const char *proxy_tls_upstream_error(struct proxy_uconn *uc);
+
+/* After a successful upstream handshake: a mesh cluster's peer must present a SPIFFE ID of the
+ * workload's trust domain (subject_alt_names, when set, were checked by the handshake). Returns
+ * NULL when the peer is acceptable, else why not. */
+const char *proxy_tls_upstream_check(struct proxy_uconn *uc);
+
+/* Appends X-Forwarded-Client-Cert for the request on <dc> to head <b>, as the listener's mode
+ * says, with the client's headers <m>. Returns 0 or SC_ETOOBIG. */
+struct sc_http_msg;
+int proxy_tls_xfcc(struct proxy_dconn *dc, const struct sc_http_msg *m, struct sc_buf *b);
+
+/* Whether header <name> is X-Forwarded-Client-Cert (the head builder skips it and lets
+ * proxy_tls_xfcc decide). */
+bool proxy_tls_is_xfcc(struct sc_str name);
+
+/* The client's Istio principal ("td/ns/x/sa/y"; empty without a SPIFFE certificate) and TLS
+ * version ("TLSv1.3"; empty for plaintext). Borrow from the connection. */
+struct sc_str proxy_tls_peer_principal(struct proxy_dconn *dc);
+struct sc_str proxy_tls_version(struct proxy_dconn *dc);
+
+#endif
