@@ -468,3 +468,28 @@ def test_mtls_100mib_each_way_flat_rss(sidecar_run, pki):
         assert grown < 8 * 1024, f"peak RSS grew {grown} KiB"
     finally:
         up.close()
+
+
+def test_health_checks_use_the_cluster_tls(sidecar_run, nginx_tls, pki):
+    """Active health checks of a cluster that originates TLS are made over that TLS (with its CA and
+    SNI): nginx sees them on its TLS port and the endpoint stays in; a CA that did not sign the
+    server's certificate fails every check and takes the endpoint out."""
+    n = nginx_tls()
+    hc = {"path": "/", "interval": "100ms", "timeout": "2s", "unhealthy_threshold": 1,
+          "healthy_threshold": 1}
+
+    def cfg(port, ca):
+        return proxy_config(
+            [{"name": "l", "address": f"127.0.0.1:{port}",
+              "routes": [{"name": "r", "cluster": "up", "retry_policy": {"num_retries": 0}}]}],
+            [{"name": "up", "endpoints": [f"localhost:{n.port}"], "tls": {"ca": str(ca)},
+              "health_check": hc}])
+
+    log = n.root / "logs/access.log"
+    sc = sidecar_run("proxy", config=cfg(free_port(), pki / "ca.pem"))
+    assert wait_for(lambda: log.exists() and log.read_text().count("sidecar-health-check") >= 3,
+                    timeout=15)
+    assert metric(metrics(sc), "sidecar_upstream_endpoints_unhealthy", cluster="up") == 0
+    bad = sidecar_run("proxy", config=cfg(free_port(), pki / "other_ca.pem"))
+    assert wait_for(lambda: metric(metrics(bad), "sidecar_upstream_endpoints_unhealthy",
+                                   cluster="up") == 1, timeout=15)

@@ -5,7 +5,9 @@
 // cancel) and that the loop closes with no handle left: Content-Length, chunked and close-delimited
 // bodies split at every byte, interim responses, the head and body caps, the deadline,
 // cancel-while-connecting, a refused connection, a peer that closes while the request is being
-// written, head-only and discarded bodies, and a stacked transport layer.
+// written, head-only and discarded bodies, a stacked transport layer, and the client talking to the
+// HTTP/1 server with the TLS layer stacked on both ends through their wrap hooks (the test PKI
+// comes from tests/certs.sh, whose path is the first argument).
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -18,6 +20,8 @@
 #include "core/error.h"
 #include "h1_util.h"
 #include "net/h1client.h"
+#include "net/h1server.h"
+#include "net/tls.h"
 
 struct tc {
     uv_loop_t loop;
@@ -31,6 +35,7 @@ struct tc {
     char body[65536];
     size_t body_len;
     char ctype[64];
+    char xtls[32];
 };
 
 static void on_done(void *arg, const struct sc_h1cli_resp *r)
@@ -48,6 +53,10 @@ static void on_done(void *arg, const struct sc_h1cli_resp *r)
         const struct sc_http_header *h = sc_http_find(r->msg, SC_STR("Content-Type"), NULL);
         if (h) {
             snprintf(t->ctype, sizeof(t->ctype), "%.*s", SC_STR_FMT(h->value));
+        }
+        h = sc_http_find(r->msg, SC_STR("X-TLS"), NULL);
+        if (h) {
+            snprintf(t->xtls, sizeof(t->xtls), "%.*s", SC_STR_FMT(h->value));
         }
     }
 }
@@ -408,8 +417,110 @@ static void test_wrapped_transport(void **state)
     assert_int_equal(t->calls, 0);
 }
 
-int main(void)
+/* ---- both ends over TLS ---- */
+
+static const char *certs_sh;
+
+struct tls_end {
+    uv_loop_t *loop;
+    struct sc_tls_ctx *ctx;
+    const char *sni;
+};
+
+static struct sc_xport *wrap_tls(void *arg, struct sc_xport *bottom)
 {
+    struct tls_end *e = arg;
+    const struct sc_tls_xport_args a = {
+        .loop = e->loop,
+        .below = bottom,
+        .cbs = bottom->cbs,
+        .owner = bottom->owner,
+        .sni = e->sni,
+    };
+    return sc_tls_xport_new(e->ctx, &a);
+}
+
+static void on_tls_request(void *arg, struct sc_h1srv_conn *c, const struct sc_h1srv_req *req)
+{
+    (void)arg;
+    struct sc_str v = sc_xport_query_str(sc_h1srv_xport(c), SC_XQ_TLS_VERSION);
+    const struct sc_http_header h = { SC_STR("X-TLS"), v };
+    sc_h1srv_respond(c, 200, "text/plain", &h, 1, req->body);
+}
+
+static const struct sc_h1srv_cbs tls_srv_cbs = { .request = on_tls_request, .wrap = wrap_tls };
+
+static void test_tls_both_ends(void **state)
+{
+    struct tc *t = *state;
+    char dir[] = "/tmp/sc-h1tls-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char cmd[512], cert[300], key[300], ca[300], other[300];
+    snprintf(cmd, sizeof(cmd), "sh '%s' '%s' >/dev/null 2>&1", certs_sh, dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cert, sizeof(cert), "%s/server.pem", dir);
+    snprintf(key, sizeof(key), "%s/server.key", dir);
+    snprintf(ca, sizeof(ca), "%s/ca.pem", dir);
+    snprintf(other, sizeof(other), "%s/other_ca.pem", dir);
+    char *err = NULL;
+    struct sc_tls_server_opts so = { .cert = cert, .key = key };
+    struct tls_end srv_end = { .loop = &t->loop };
+    srv_end.ctx = sc_tls_ctx_new_server(&so, NULL, &err);
+    assert_non_null(srv_end.ctx);
+    struct sc_tls_client_opts co = { .ca = ca };
+    struct tls_end cli_end = { .loop = &t->loop, .sni = "localhost" };
+    cli_end.ctx = sc_tls_ctx_new_client(&co, NULL, &err);
+    assert_non_null(cli_end.ctx);
+
+    struct sc_h1srv *srv = sc_h1srv_new(&t->loop, NULL, &tls_srv_cbs, &srv_end);
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", 0, &a);
+    assert_int_equal(sc_h1srv_listen(srv, (struct sockaddr *)&a, &err), 0);
+    char addr[64];
+    sc_h1srv_address(srv, addr, sizeof(addr));
+    uv_ip4_addr("127.0.0.1", (int)strtol(strrchr(addr, ':') + 1, NULL, 10), &a);
+
+    struct sc_h1cli_req req = { .method = SC_STR("POST"),
+                                .target = SC_STR("/"),
+                                .headers = &host,
+                                .nheaders = 1,
+                                .body = SC_STR("over tls"),
+                                .wrap = wrap_tls,
+                                .wrap_arg = &cli_end };
+    assert_int_equal(sc_h1cli_send(&t->loop, (struct sockaddr *)&a, &req, on_done, t, NULL), 0);
+    wait_done(t, 5000);
+    assert_int_equal(t->calls, 1);
+    assert_int_equal(t->error, 0);
+    assert_int_equal(t->status, 200);
+    assert_int_equal(t->body_len, 8);
+    assert_memory_equal(t->body, "over tls", 8);
+    assert_string_equal(t->xtls, "TLSv1.3"); /* the server saw the request through its TLS layer */
+
+    /* a client trusting another CA fails the handshake: an error, once */
+    struct sc_tls_client_opts wrong = { .ca = other };
+    struct tls_end bad_end = { .loop = &t->loop, .sni = "localhost" };
+    bad_end.ctx = sc_tls_ctx_new_client(&wrong, NULL, &err);
+    assert_non_null(bad_end.ctx);
+    t->calls = 0;
+    req.wrap_arg = &bad_end;
+    assert_int_equal(sc_h1cli_send(&t->loop, (struct sockaddr *)&a, &req, on_done, t, NULL), 0);
+    wait_done(t, 5000);
+    assert_int_equal(t->calls, 1);
+    assert_true(t->error < 0);
+    assert_int_equal(t->status, 0);
+    sc_tls_ctx_unref(bad_end.ctx);
+    sc_free(err);
+    sc_h1srv_close(srv);
+    tu_spin(&t->loop, 20);
+    sc_tls_ctx_unref(srv_end.ctx);
+    sc_tls_ctx_unref(cli_end.ctx);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+int main(int argc, char **argv)
+{
+    certs_sh = argc > 1 ? argv[1] : "tests/certs.sh";
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_content_length_and_request_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chunked_split_and_interim, setup, teardown),
@@ -421,6 +532,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_while_writing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_head_only_and_discard, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrapped_transport, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tls_both_ends, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -92,7 +92,8 @@ void proxy_h1_uread(void *owner, ssize_t nread)
             if (nread == UV_ENOBUFS) {
                 proxy_attempt_failed(dc, 0, F_UPE, "upstream response head too large");
             } else {
-                proxy_attempt_failed(dc, COND_RESET, F_UC, "upstream connection closed before response");
+                proxy_attempt_failed(dc, COND_RESET, F_UC,
+                                     "upstream connection closed before response");
             }
             return;
         }
@@ -306,7 +307,7 @@ void proxy_pump_req(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
                         } else {
                             dc->close_after = true;
                             proxy_local_reply(dc, 400, err.reason ? err.reason : "bad chunked body",
-                                        F_DPE);
+                                              F_DPE);
                         }
                         return;
                     }
@@ -318,7 +319,7 @@ void proxy_pump_req(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
                         } else {
                             dc->close_after = true;
                             proxy_local_reply(dc, 413, "request body larger than max_request_body",
-                                        F_DPE);
+                                              F_DPE);
                         }
                         return;
                     }
@@ -418,7 +419,8 @@ void proxy_parse_resp_head(struct proxy_dconn *dc)
             return;
         }
         if (rc < 0) {
-            proxy_attempt_failed(dc, 0, F_UPE, err.reason ? err.reason : "malformed upstream response");
+            proxy_attempt_failed(dc, 0, F_UPE,
+                                 err.reason ? err.reason : "malformed upstream response");
             return;
         }
         uc->last_len = 0;
@@ -452,7 +454,8 @@ void proxy_parse_resp_head(struct proxy_dconn *dc)
             continue;
         }
         if (m.status == 101 && !r->upgrade) {
-            proxy_attempt_failed(dc, 0, F_UPE, "upstream switched protocols without an upgrade request");
+            proxy_attempt_failed(dc, 0, F_UPE,
+                                 "upstream switched protocols without an upgrade request");
             return;
         }
         if (r->ep && r->ep->st) {
@@ -823,8 +826,8 @@ static void try_parse_head(struct proxy_dconn *dc)
         dc->state = D_REQ;
         dc->close_after = true;
         dc->in.start = dc->in.end = 0;
-        proxy_local_reply(dc, err.status ? err.status : 400, err.reason ? err.reason : "bad request",
-                    F_DPE);
+        proxy_local_reply(dc, err.status ? err.status : 400,
+                          err.reason ? err.reason : "bad request", F_DPE);
         return;
     }
     proxy_exchange_start(dc, &m, (size_t)rc);

@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // Active health checks: on the main loop, one checker per endpoint of each cluster with a
 // health_check sends "GET <path>" every interval with the HTTP/1 client of net/h1client.h (a
-// fresh connection, Connection: close, the response head capped at 4 KiB and parsed by our strict
-// parser); the status decides. unhealthy_threshold failures in a row take the endpoint out of load
-// balancing, healthy_threshold passes bring it back. The results live in the endpoint's shared
-// state (see proxy_policy.h), so a reload that restarts the checkers keeps them. Each check is
-// bounded: one connection under the client's deadline, with its capped buffer.
+// fresh connection, over the cluster's TLS when it originates TLS, Connection: close, the response
+// head capped at 4 KiB and parsed by our strict parser); the status decides. unhealthy_threshold
+// failures in a row take the endpoint out of load balancing, healthy_threshold passes bring it
+// back. The results live in the endpoint's shared state (see proxy_policy.h), so a reload that
+// restarts the checkers keeps them. Each check is bounded: one connection under the client's
+// deadline, with its capped buffer.
 #include <stdio.h>
 #include <string.h>
 
@@ -123,6 +124,13 @@ static bool endpoint_address(struct proxy_endpoint *ep, struct sockaddr_storage 
     return n > 0;
 }
 
+/* The client's wrap hook: the cluster's TLS layer when it originates TLS. */
+static struct sc_xport *wrap_cluster(void *arg, struct sc_xport *bottom)
+{
+    struct checker *ck = arg;
+    return proxy_tls_cluster_layer(ck->ep, ck->timer.loop, bottom);
+}
+
 static void check_start(struct checker *ck)
 {
     const struct proxy_policy *p = &ck->c->st->pol;
@@ -147,6 +155,8 @@ static void check_start(struct checker *ck)
         .timeout_ms = p->hc_timeout_ms,
         .max_head = HC_MAX_HEAD,
         .head_only = true,
+        .wrap = wrap_cluster,
+        .wrap_arg = ck,
     };
     int rc =
         sc_h1cli_send(ck->timer.loop, (const struct sockaddr *)&ss, &req, on_done, ck, &ck->cli);

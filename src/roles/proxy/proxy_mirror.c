@@ -2,8 +2,8 @@
 // Request mirroring: a copy of a request goes to a shadow cluster, fire and forget. The copy is the
 // upstream head already built for the real request (Host with "-shadow" appended, as Envoy does,
 // and Connection: close) plus the request body the retry buffer retained, sent as it is by the
-// HTTP/1 client of net/h1client.h on a connection of its own that is never pooled; the response is
-// read to its end and dropped.
+// HTTP/1 client of net/h1client.h on a connection of its own that is never pooled (over the shadow
+// cluster's TLS when it originates TLS); the response is read to its end and dropped.
 //
 // The client's exchange never waits for a mirror: the copy is made once the request body is
 // complete and everything after that happens in the HTTP/1 client's callbacks. A worker
@@ -22,6 +22,7 @@
 struct mirror {
     struct sc_list node;
     struct proxy_worker *w;
+    struct proxy_endpoint *ep; /* the shadow endpoint, until the request is sent */
     struct sc_h1cli *cli;
     struct sc_buf out; /* the copy, borrowed by the client until it is done */
 };
@@ -44,8 +45,17 @@ static void on_mirror_done(void *arg, const struct sc_h1cli_resp *r)
     mirror_free(arg);
 }
 
-/* An address of an endpoint of <c>, round robin over those that have one. */
-static int pick_addr(struct proxy_cluster *c, struct sockaddr_storage *out)
+/* The client's wrap hook: the shadow cluster's TLS layer when it originates TLS. */
+static struct sc_xport *wrap_cluster(void *arg, struct sc_xport *bottom)
+{
+    struct mirror *mr = arg;
+    return proxy_tls_cluster_layer(mr->ep, mr->w->loop, bottom);
+}
+
+/* An address of an endpoint of <c>, round robin over those that have one; <*epp> is its
+ * endpoint. */
+static int pick_addr(struct proxy_cluster *c, struct sockaddr_storage *out,
+                     struct proxy_endpoint **epp)
 {
     unsigned start = atomic_fetch_add_explicit(&c->rr, 1, memory_order_relaxed);
     for (size_t i = 0; i < c->neps; i++) {
@@ -62,6 +72,7 @@ static int pick_addr(struct proxy_cluster *c, struct sockaddr_storage *out)
             uv_mutex_unlock(&ep->mu);
         }
         if (n > 0) {
+            *epp = ep;
             return 0;
         }
     }
@@ -113,12 +124,14 @@ void proxy_mirror_start(struct proxy_dconn *dc)
         return;
     }
     struct sockaddr_storage ss;
-    if (w->draining || w->nmirrors >= MIRROR_MAX || pick_addr(pol->mirror, &ss) < 0) {
+    struct proxy_endpoint *ep = NULL;
+    if (w->draining || w->nmirrors >= MIRROR_MAX || pick_addr(pol->mirror, &ss, &ep) < 0) {
         sc_counter_inc(pol->m_mirror_dropped);
         return;
     }
     struct mirror *mr = SC_NEW(struct mirror);
     mr->w = w;
+    mr->ep = ep;
     sc_buf_init(&mr->out, r->head.len + r->copy.len + 64);
     if (shadow_head(sc_str_n(r->head.p, r->head.len), &mr->out) < 0 ||
         sc_buf_append(&mr->out, r->copy.p, r->copy.len) < 0) {
@@ -134,6 +147,8 @@ void proxy_mirror_start(struct proxy_dconn *dc)
         .raw = sc_buf_str(&mr->out),
         .timeout_ms = MIRROR_DEADLINE_MS,
         .discard_body = true,
+        .wrap = wrap_cluster,
+        .wrap_arg = mr,
     };
     if (sc_h1cli_send(w->loop, (struct sockaddr *)&ss, &req, on_mirror_done, mr, &mr->cli) < 0) {
         sc_counter_inc(pol->m_mirror_dropped);

@@ -256,8 +256,8 @@ static struct proxy_tls_src *src_get(const char *name, const void *o, bool serve
         }
     }
     char *e = NULL;
-    struct sc_tls_store *st = server ? sc_tls_store_new_server(o, name, &e)
-                                     : sc_tls_store_new_client(o, name, &e);
+    struct sc_tls_store *st =
+        server ? sc_tls_store_new_server(o, name, &e) : sc_tls_store_new_client(o, name, &e);
     if (!st) {
         *err = sc_asprintf("%s: tls: %s", name, e ? e : "cannot build the TLS context");
         sc_free(e);
@@ -435,10 +435,10 @@ int proxy_tls_cluster_init(struct proxy_cluster_tls *out, const char *cname,
         mode = PROXY_UTLS_SIMPLE;
     }
     if (mode == PROXY_UTLS_AUTO) {
-        mode = o.cert                                                  ? PROXY_UTLS_MUTUAL
-               : o.ca || o.sni || o.subject_alt_names.n || o.alpn.n ||
-                       o.insecure_skip_verify                          ? PROXY_UTLS_SIMPLE
-                                                                       : PROXY_UTLS_DISABLE;
+        mode = o.cert ? PROXY_UTLS_MUTUAL
+               : o.ca || o.sni || o.subject_alt_names.n || o.alpn.n || o.insecure_skip_verify
+                   ? PROXY_UTLS_SIMPLE
+                   : PROXY_UTLS_DISABLE;
     }
     if (mode == PROXY_UTLS_DISABLE) {
         return 0;
@@ -625,27 +625,35 @@ int proxy_tls_xfcc(struct proxy_dconn *dc, const struct sc_http_msg *m, struct s
 
 /* ---- the data path: upstream ---- */
 
-void proxy_tls_upstream(struct proxy_uconn *uc)
+struct sc_xport *proxy_tls_cluster_layer(struct proxy_endpoint *ep, uv_loop_t *loop,
+                                         struct sc_xport *below)
 {
-    const struct proxy_cluster_tls *t = &uc->ep->cluster->tls;
+    const struct proxy_cluster_tls *t = &ep->cluster->tls;
     if (!t->src) {
-        return;
+        return below;
     }
-    struct proxy_endpoint *ep = uc->ep;
     char key[320];
     snprintf(key, sizeof(key), "%s|%s", ep->cluster->name, ep->name);
     struct sc_tls_ctx *ctx = sc_tls_store_get(t->src->store);
     struct sc_tls_xport_args a = {
-        .loop = uc->w->loop,
-        .below = &uc->tx.base,
-        .cbs = uc->tx.base.cbs,
-        .owner = uc,
+        .loop = loop,
+        .below = below,
+        .cbs = below->cbs,
+        .owner = below->owner,
         .sni = t->sni_from_host && ep->dns ? ep->host : NULL,
         .session_key = key,
     };
-    uc->x = sc_tls_xport_new(ctx, &a);
+    struct sc_xport *x = sc_tls_xport_new(ctx, &a);
     sc_tls_ctx_unref(ctx);
-    uc->tls = uc->x;
+    return x;
+}
+
+void proxy_tls_upstream(struct proxy_uconn *uc)
+{
+    if (uc->ep->cluster->tls.src) {
+        uc->x = proxy_tls_cluster_layer(uc->ep, uc->w->loop, &uc->tx.base);
+        uc->tls = uc->x;
+    }
 }
 
 const char *proxy_tls_upstream_error(struct proxy_uconn *uc)
