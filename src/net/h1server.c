@@ -260,18 +260,24 @@ static void send_continue(struct sc_h1srv_conn *c)
     }
 }
 
-static void dispatch(struct sc_h1srv_conn *c)
+/* Hands the complete request to the owner. <parsed> is its head when it was parsed from the buffer
+ * as it is now; NULL makes it parsed again (the buffer may have moved while the body came in). */
+static void dispatch(struct sc_h1srv_conn *c, const struct sc_http_msg *parsed)
 {
     struct sc_h1srv *s = c->s;
     struct sc_http_header headers[SC_H1SRV_MAX_HEADERS];
-    struct sc_http_msg msg = { .headers = headers };
+    struct sc_http_msg again = { .headers = headers };
     struct sc_http_error err = { 0 };
-    /* The head was checked when it arrived; parsed again because the buffer may have moved. */
-    if (sc_http1_parse_request(c->in.p, c->hlen, 0, &s->lim, &msg, s->o.max_headers, &err) <= 0) {
-        conn_close(c);
-        return;
+    if (!parsed) {
+        if (sc_http1_parse_request(c->in.p, c->hlen, 0, &s->lim, &again, s->o.max_headers, &err) <=
+            0) {
+            conn_close(c);
+            return;
+        }
+        parsed = &again;
     }
-    struct sc_h1srv_req req = { .msg = &msg, .method = msg.method };
+    const struct sc_http_msg *m = parsed;
+    struct sc_h1srv_req req = { .msg = m, .method = m->method };
     if (c->body_kind == SC_HTTP_BODY_LENGTH) {
         req.body = sc_str_n(c->in.p + c->hlen, (size_t)c->clen);
         c->req_len = c->hlen + (size_t)c->clen;
@@ -279,11 +285,11 @@ static void dispatch(struct sc_h1srv_conn *c)
         req.body = sc_buf_str(&c->body);
         c->req_len = c->hlen;
     }
-    struct sc_str target = msg.target;
+    struct sc_str target = m->target;
     req.path = sc_str_split(&target, '?');
     req.query = target;
-    c->close_after = !msg.keep_alive || msg.upgrade || s->closing;
-    c->is_head = sc_str_eq(msg.method, SC_STR("HEAD"));
+    c->close_after = !m->keep_alive || m->upgrade || s->closing;
+    c->is_head = sc_str_eq(m->method, SC_STR("HEAD"));
     c->state = ST_OWNER;
     sc_xport_read_stop(c->top);
     s->cbs->request(s->arg, c, &req);
@@ -326,13 +332,14 @@ static void process(struct sc_h1srv_conn *c)
     if (c->state != ST_RECV || c->closing) {
         return;
     }
+    struct sc_http_header headers[SC_H1SRV_MAX_HEADERS];
+    struct sc_http_msg msg = { .headers = headers };
+    bool parsed = false;
     if (c->hlen == 0) {
         if (c->in.len == 0) {
             read_on(c);
             return;
         }
-        struct sc_http_header headers[SC_H1SRV_MAX_HEADERS];
-        struct sc_http_msg msg = { .headers = headers };
         struct sc_http_error err = { 0 };
         int n = sc_http1_parse_request(c->in.p, c->in.len, c->last_len, &s->lim, &msg,
                                        s->o.max_headers, &err);
@@ -347,6 +354,7 @@ static void process(struct sc_h1srv_conn *c)
         }
         c->hlen = (size_t)n;
         c->last_len = 0;
+        parsed = true;
         c->body_kind = msg.body;
         c->clen = msg.content_length;
         c->expect_continue = msg.expect_continue && msg.minor_version == 1;
@@ -376,7 +384,9 @@ static void process(struct sc_h1srv_conn *c)
         read_on(c);
         return;
     }
-    dispatch(c);
+    /* parsed in this call: the buffer has not moved since (chunk decoding moves only the bytes
+     * after the head) */
+    dispatch(c, parsed ? &msg : NULL);
 }
 
 static void on_alloc(void *owner, uv_buf_t *buf)
@@ -579,7 +589,14 @@ static int write_response(struct sc_buf *b, int status, const char *content_type
         rc = sc_http1_write_header(b, headers[i].name, headers[i].value);
     }
     if (rc == 0 && !bodyless) {
-        rc = sc_buf_appendf(b, "Content-Length: %zu\r\n", body.len);
+        char num[24];
+        size_t n = sizeof(num);
+        size_t v = body.len;
+        do {
+            num[--n] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v);
+        rc = sc_http1_write_header(b, SC_STR("Content-Length"), sc_str_n(num + n, sizeof(num) - n));
     }
     if (rc == 0 && close) {
         rc = sc_buf_append_cstr(b, "Connection: close\r\n");
