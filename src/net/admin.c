@@ -35,7 +35,15 @@ struct sc_admin {
     size_t nroutes;
     sc_admin_after_cb after_cb; /* set by a handler during dispatch */
     void *after_arg;
+    bool dispatching; /* a handler runs: sc_admin_close defers the free to its end */
+    bool closed;
 };
+
+static void admin_free(struct sc_admin *a)
+{
+    sc_free(a->routes);
+    sc_free(a);
+}
 
 struct sc_admin *sc_admin_new(uv_loop_t *loop)
 {
@@ -101,7 +109,9 @@ static void on_request(void *arg, struct sc_h1srv_conn *c, const struct sc_h1srv
     const struct route *r = find_route(a, req.method, req.path, allow, sizeof(allow));
     if (r) {
         a->after_cb = NULL;
+        a->dispatching = true;
         r->cb(r->arg, &req, &resp);
+        a->dispatching = false;
         if (a->after_cb) {
             sc_h1srv_after(c, a->after_cb, a->after_arg);
             a->after_cb = NULL;
@@ -115,6 +125,9 @@ static void on_request(void *arg, struct sc_h1srv_conn *c, const struct sc_h1srv
     }
     sc_h1srv_respond(c, resp.status, resp.content_type, NULL, 0, sc_buf_str(&resp.body));
     sc_buf_cleanup(&resp.body);
+    if (a->closed) {
+        admin_free(a); /* closed by the handler: the answer went out first */
+    }
 }
 
 static const struct sc_h1srv_cbs admin_cbs = { .request = on_request };
@@ -152,10 +165,12 @@ int sc_admin_address(struct sc_admin *a, char *out, size_t outlen)
 
 void sc_admin_close(struct sc_admin *a)
 {
-    if (!a) {
+    if (!a || a->closed) {
         return;
     }
+    a->closed = true;
     sc_h1srv_close(a->srv);
-    sc_free(a->routes);
-    sc_free(a);
+    if (!a->dispatching) {
+        admin_free(a);
+    }
 }

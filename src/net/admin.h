@@ -57,8 +57,9 @@ int sc_admin_listen(struct sc_admin *a, const char *addr, char **err);
 /* Writes the bound address as "ip:port" into <out>. Returns 0 or a negative libuv error. */
 int sc_admin_address(struct sc_admin *a, char *out, size_t outlen);
 
-/* Stops listening, closes every connection, and frees the server once all handles have closed.
- * NULL-safe. */
+/* Stops listening and closes every connection (an answer being written goes out first, with
+ * Connection: close); the connections' handles close on the loop afterwards. May be called from
+ * inside a handler (the free waits for its return). NULL-safe. */
 void sc_admin_close(struct sc_admin *a);
 
 #endif
