@@ -78,17 +78,17 @@ struct sc_tls_server_opts {
  * wildcards in the certificate allowed, or exact spiffe:// URIs); when that list is empty, the
  * SNI name (or IP address) of the connection is checked instead. */
 struct sc_tls_client_opts {
-    char *ca;                         /* CA bundle; NULL: the system's default store */
-    char *cert;                       /* our certificate for mutual TLS (with key) */
-    char *key;                        /* its private key */
-    char *sni;                        /* the server name to send; a connection may override it */
+    char *ca;                       /* CA bundle; NULL: the system's default store */
+    char *cert;                     /* our certificate for mutual TLS (with key) */
+    char *key;                      /* its private key */
+    char *sni;                      /* the server name to send; a connection may override it */
     struct sc_strv subject_alt_names; /* names or SPIFFE IDs the server must present */
-    struct sc_strv alpn;              /* protocols to offer, in order */
-    int min_version;                  /* enum sc_tls_version */
-    int max_version;                  /* enum sc_tls_version */
-    bool insecure_skip_verify;        /* accept any server certificate (tests, debugging) */
-    bool session_reuse;               /* offer the last session per destination key */
-    uint64_t watch_interval_ms;       /* how often the store polls the files (0: never) */
+    struct sc_strv alpn;            /* protocols to offer, in order */
+    int min_version;                /* enum sc_tls_version */
+    int max_version;                /* enum sc_tls_version */
+    bool insecure_skip_verify;      /* accept any server certificate (tests, debugging) */
+    bool session_reuse;             /* offer the last session per destination key */
+    uint64_t watch_interval_ms;     /* how often the store polls the files (0: never) */
 };
 
 /* Option tables for the two structs (config.h): the proxy embeds them under its `tls:` keys with
@@ -109,9 +109,9 @@ struct sc_tls_sessions;
 
 /* What a context tells about one of its certificates (metrics, logs). */
 struct sc_tls_cert_info {
-    char path[256];     /* the certificate file as configured (truncated) */
-    char name[256];     /* the first DNS SAN, else the URI SAN, else the subject's CN */
-    char serial[80];    /* the serial number in upper-case hex */
+    char path[256];   /* the certificate file as configured (truncated) */
+    char name[256];   /* the first DNS SAN, else the URI SAN, else the subject's CN */
+    char serial[80];  /* the serial number in upper-case hex */
     int64_t not_before; /* seconds since the epoch */
     int64_t not_after;
 };
@@ -227,19 +227,19 @@ const char *sc_tls_fail_name(enum sc_tls_fail f);
 
 /* How a TLS layer is made. */
 struct sc_tls_xport_args {
-    uv_loop_t *loop;                /* the loop of <below> */
-    struct sc_xport *below;         /* borrowed; the layer becomes its owner */
-    const struct sc_xport_cbs *cbs; /* the owner's callbacks */
+    uv_loop_t *loop;                 /* the loop of <below> */
+    struct sc_xport *below;          /* borrowed; the layer becomes its owner */
+    const struct sc_xport_cbs *cbs;  /* the owner's callbacks */
     void *owner;
-    struct sc_str preread;   /* server: bytes already read from below (a sniffer's),
-                                copied, fed in before anything read later */
-    const char *sni;         /* client: server name for this connection (copied; NULL:
-                                the context's sni). An IP address is not sent but
-                                verified against the certificate's IP SANs */
-    const char *session_key; /* client: the destination key for session reuse (copied;
-                                NULL: no reuse), e.g. "10.0.0.7:443|sni" */
-    bool handshake_cb;       /* server: fire cbs->connected once when the handshake ends
-                                (0 or an error), for timers and metrics */
+    struct sc_str preread;           /* server: bytes already read from below (a sniffer's),
+                                        copied, fed in before anything read later */
+    const char *sni;                 /* client: server name for this connection (copied; NULL:
+                                        the context's sni). An IP address is not sent but
+                                        verified against the certificate's IP SANs */
+    const char *session_key;         /* client: the destination key for session reuse (copied;
+                                        NULL: no reuse), e.g. "10.0.0.7:443|sni" */
+    bool handshake_cb;               /* server: fire cbs->connected once when the handshake ends
+                                        (0 or an error), for timers and metrics */
 };
 
 /* Makes a TLS layer over args->below with <ctx> (a new reference is taken): a server layer for a

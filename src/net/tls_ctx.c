@@ -31,15 +31,15 @@
 #define FILE_MAX (1024 * 1024) /* PEM bundles larger than this are refused */
 #define DEFAULT_SESSION_TIMEOUT_MS (3600 * 1000ULL)
 #define TLS12_CIPHERS                                                                              \
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"     \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"    \
     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 #define TLS13_SUITES "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 #define GROUPS "X25519:P-256"
 
 /* ---- option tables ------------------------------------------------------------------------ */
 
-const char *const sc_tls_version_names[] = { "auto",    "TLSv1.0", "TLSv1.1",
-                                             "TLSv1.2", "TLSv1.3", NULL };
+const char *const sc_tls_version_names[] = { "auto", "TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3",
+                                             NULL };
 const char *const sc_tls_client_cert_names[] = { "auto", "none", "optional", "require", NULL };
 
 static int check_version(void *field, char **err)
@@ -318,8 +318,8 @@ static EVP_PKEY *load_key(const char *path, struct sc__tls_files *files, char **
     EVP_PKEY *k = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
     BIO_free(bio);
     if (!k) {
-        *err =
-            sc_asprintf("key %s: bad PEM or not a private key (%s)", path, ossl_reason("no key"));
+        *err = sc_asprintf("key %s: bad PEM or not a private key (%s)", path,
+                           ossl_reason("no key"));
     }
     return k;
 }
@@ -722,8 +722,7 @@ static int ctx_common(SSL_CTX *s, struct sc_tls_ctx *c, int min, int max, char *
     if (SSL_CTX_set_min_proto_version(s, version_of(min, TLS1_2_VERSION)) != 1 ||
         SSL_CTX_set_max_proto_version(s, version_of(max, TLS1_3_VERSION)) != 1 ||
         SSL_CTX_set_cipher_list(s, TLS12_CIPHERS) != 1 ||
-        SSL_CTX_set_ciphersuites(s, TLS13_SUITES) != 1 ||
-        SSL_CTX_set1_groups_list(s, GROUPS) != 1) {
+        SSL_CTX_set_ciphersuites(s, TLS13_SUITES) != 1 || SSL_CTX_set1_groups_list(s, GROUPS) != 1) {
         *err = sc_asprintf("TLS settings refused by OpenSSL: %s", ossl_reason("?"));
         return SC_ECONFIG;
     }
@@ -936,8 +935,8 @@ static char *uri_of(SSL_CTX *s)
         if (g->type == GEN_URI) {
             int n = ASN1_STRING_length(g->d.uniformResourceIdentifier);
             if (n > 0 && (size_t)n < sizeof(buf)) {
-                out = sc_strndup(
-                    (const char *)ASN1_STRING_get0_data(g->d.uniformResourceIdentifier), (size_t)n);
+                out = sc_strndup((const char *)ASN1_STRING_get0_data(g->d.uniformResourceIdentifier),
+                                 (size_t)n);
             }
         }
     }
@@ -979,12 +978,11 @@ struct sc_tls_ctx *sc__tls_ctx_server(const struct sc_tls_server_opts *o,
         goto fail;
     }
     if ((o->cert == NULL) != (o->key == NULL)) {
-        *err =
-            sc_asprintf("tls: cert and key go together (%s is missing)", o->cert ? "key" : "cert");
+        *err = sc_asprintf("tls: cert and key go together (%s is missing)",
+                           o->cert ? "key" : "cert");
         goto fail;
     }
-    if (check_versions(o->min_version, o->max_version, err) < 0 ||
-        alpn_wire(c, &o->alpn, err) < 0) {
+    if (check_versions(o->min_version, o->max_version, err) < 0 || alpn_wire(c, &o->alpn, err) < 0) {
         goto fail;
     }
     int mode = o->client_cert;
@@ -992,7 +990,8 @@ struct sc_tls_ctx *sc__tls_ctx_server(const struct sc_tls_server_opts *o,
         mode = o->client_ca ? SC_TLS_CLIENT_CERT_REQUIRE : SC_TLS_CLIENT_CERT_NONE;
     }
     if (mode != SC_TLS_CLIENT_CERT_NONE && !o->client_ca) {
-        *err = sc_asprintf("tls: client_cert: %s needs client_ca", sc_tls_client_cert_names[mode]);
+        *err = sc_asprintf("tls: client_cert: %s needs client_ca",
+                           sc_tls_client_cert_names[mode]);
         goto fail;
     }
     if (o->client_ca && !(ca = load_ca(o->client_ca, files, &ca_names, err))) {
@@ -1031,8 +1030,8 @@ struct sc_tls_ctx *sc__tls_ctx_server(const struct sc_tls_server_opts *o,
         SSL_CTX_set_tlsext_servername_arg(s, c);
         SSL_CTX_set_tlsext_ticket_key_evp_cb(s, on_ticket_key);
         SSL_CTX_set_num_tickets(s, 1);
-        uint64_t timeout =
-            o->session_timeout_ms ? o->session_timeout_ms : DEFAULT_SESSION_TIMEOUT_MS;
+        uint64_t timeout = o->session_timeout_ms ? o->session_timeout_ms
+                                                 : DEFAULT_SESSION_TIMEOUT_MS;
         SSL_CTX_set_timeout(s, (long)(timeout / 1000));
         if (o->session_cache_size > 0) {
             SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_SERVER);
@@ -1043,11 +1042,11 @@ struct sc_tls_ctx *sc__tls_ctx_server(const struct sc_tls_server_opts *o,
         if (ca) {
             SSL_CTX_set1_cert_store(s, ca);
             SSL_CTX_set0_CA_list(s, SSL_dup_CA_list(ca_names));
-            SSL_CTX_set_verify(
-                s,
-                SSL_VERIFY_PEER |
-                    (mode == SC_TLS_CLIENT_CERT_REQUIRE ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
-                NULL);
+            SSL_CTX_set_verify(s,
+                               SSL_VERIFY_PEER | (mode == SC_TLS_CLIENT_CERT_REQUIRE
+                                                      ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                                                      : 0),
+                               NULL);
         }
     }
     c->own_uri = uri_of(c->ssl);
@@ -1069,8 +1068,8 @@ static int on_verify(int ok, X509_STORE_CTX *store)
         return ok;
     }
     SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
-    struct sc_tls_ctx *c =
-        ssl ? SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), sc__tls_ctx_index()) : NULL;
+    struct sc_tls_ctx *c = ssl ? SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), sc__tls_ctx_index())
+                               : NULL;
     if (!c || c->nsans == 0) {
         return ok;
     }
@@ -1114,20 +1113,19 @@ static int on_new_session(SSL *ssl, SSL_SESSION *sess)
 }
 
 struct sc_tls_ctx *sc__tls_ctx_client(const struct sc_tls_client_opts *o,
-                                      struct sc_tls_sessions *sessions, struct sc__tls_files *files,
-                                      char **err)
+                                      struct sc_tls_sessions *sessions,
+                                      struct sc__tls_files *files, char **err)
 {
     struct sc_tls_ctx *c = SC_NEW(struct sc_tls_ctx);
     X509_STORE *ca = NULL;
     atomic_init(&c->refs, 1);
     c->verify = !o->insecure_skip_verify;
     if ((o->cert == NULL) != (o->key == NULL)) {
-        *err =
-            sc_asprintf("tls: cert and key go together (%s is missing)", o->cert ? "key" : "cert");
+        *err = sc_asprintf("tls: cert and key go together (%s is missing)",
+                           o->cert ? "key" : "cert");
         goto fail;
     }
-    if (check_versions(o->min_version, o->max_version, err) < 0 ||
-        alpn_wire(c, &o->alpn, err) < 0) {
+    if (check_versions(o->min_version, o->max_version, err) < 0 || alpn_wire(c, &o->alpn, err) < 0) {
         goto fail;
     }
     for (size_t i = 0; i < o->subject_alt_names.n; i++) {

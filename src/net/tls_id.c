@@ -25,8 +25,8 @@ static bool td_char(unsigned char c)
 
 static bool path_char(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-           c == '-' || c == '_';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '-' || c == '_';
 }
 
 int sc_spiffe_parse(struct sc_str id, struct sc_spiffe_id *out)
@@ -106,8 +106,8 @@ int sc_tls_spiffe_id(struct x509_st *cert, char *out, size_t cap)
         rc = -ENOENT;
         goto out;
     }
-    struct sc_str s =
-        sc_str_n((const char *)ASN1_STRING_get0_data(uri), (size_t)ASN1_STRING_length(uri));
+    struct sc_str s = sc_str_n((const char *)ASN1_STRING_get0_data(uri),
+                               (size_t)ASN1_STRING_length(uri));
     struct sc_spiffe_id id;
     if (memchr(s.p, '\0', s.len) || sc_spiffe_parse(s, &id) < 0) {
         rc = -EINVAL;

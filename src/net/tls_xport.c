@@ -23,11 +23,11 @@
 #include "core/error.h"
 #include "core/log.h"
 
-#define TLS_REC 16384                     /* plaintext bytes per record */
-#define REC_MAX (TLS_REC + 256)           /* a record with header, nonce, tag and padding */
-#define IN_CAP (TLS_REC + 2048)           /* what one read from below may bring */
-#define OUT_SLACK 4096                    /* room kept for alerts, tickets, key updates */
-#define OUT_CAP (2 * REC_MAX + OUT_SLACK) /* ciphertext collected for one write below */
+#define TLS_REC 16384                       /* plaintext bytes per record */
+#define REC_MAX (TLS_REC + 256)             /* a record with header, nonce, tag and padding */
+#define IN_CAP (TLS_REC + 2048)             /* what one read from below may bring */
+#define OUT_SLACK 4096                      /* room kept for alerts, tickets, key updates */
+#define OUT_CAP (2 * REC_MAX + OUT_SLACK)   /* ciphertext collected for one write below */
 
 struct tls_x {
     struct sc_xport base; /* next: the layer below; cbs/owner: ours above */
@@ -68,13 +68,13 @@ struct tls_x {
     bool handshake_cb;
     bool hs_started;
     bool hs_done;
-    bool connecting;    /* the owner's connect has not been answered */
-    bool start_pending; /* client: start the handshake on the next idle turn */
-    bool reading;       /* the owner wants reads */
+    bool connecting;     /* the owner's connect has not been answered */
+    bool start_pending;  /* client: start the handshake on the next idle turn */
+    bool reading;        /* the owner wants reads */
     bool below_reading;
     bool below_wpending;
     bool owner_wpending;
-    bool read_blocked; /* SSL_read wanted to write while a write was pending */
+    bool read_blocked;   /* SSL_read wanted to write while a write was pending */
     bool shutdown_pending;
     bool sent_shutdown;
     bool got_close_notify;
@@ -659,8 +659,8 @@ static void on_below_alloc(void *owner, uv_buf_t *buf)
             x->in_off = 0;
         }
         x->scratch_given = false;
-        *buf =
-            uv_buf_init(x->in + x->in_len, x->in_len < IN_CAP ? (unsigned)(IN_CAP - x->in_len) : 0);
+        *buf = uv_buf_init(x->in + x->in_len,
+                           x->in_len < IN_CAP ? (unsigned)(IN_CAP - x->in_len) : 0);
         return;
     }
     x->scratch_given = true;

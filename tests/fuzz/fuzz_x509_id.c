@@ -130,8 +130,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     size_t cap = 65536;
     char *out = sc_malloc(cap);
-    struct sc_str by =
-        (data[0] & 2) ? SC_STR("spiffe://cluster.local/ns/a;b/sa/\"q\"") : SC_STR_NULL;
+    struct sc_str by = (data[0] & 2) ? SC_STR("spiffe://cluster.local/ns/a;b/sa/\"q\"") : SC_STR_NULL;
     int xr = sc_tls_xfcc(x, by, out, cap);
     CHECK(xr >= 0 || xr == SC_ETOOBIG);
     if (xr >= 0) {

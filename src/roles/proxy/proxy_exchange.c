@@ -294,8 +294,7 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
     }
     if (proxy_build_req_head(dc, m, origin) < 0) {
         dc->close_after = true;
-        proxy_local_reply(dc, 431, "request head too large after forwarding headers were added",
-                          F_DPE);
+        proxy_local_reply(dc, 431, "request head too large after forwarding headers were added", F_DPE);
         return;
     }
     if (!proxy_breaker_request(r->cluster, r)) {

@@ -262,8 +262,9 @@ void proxy_access_log(struct proxy_dconn *dc, double dur)
     }
     /* The line is formatted by hand (printf's float formatting cost more than the rest of the
      * request): the fixed text is under 300 bytes, each number under 21. */
-    size_t need = 340 + 6 * 21 + datel + lsnl + mlen + plen + routel + clusterl + epl + rlen +
-                  flagsl + peerl + prl + tlsv.len;
+    size_t need =
+        340 + 6 * 21 + datel + lsnl + mlen + plen + routel + clusterl + epl + rlen + flagsl + peerl +
+        prl + tlsv.len;
     struct sc_buf *b = &w->logbuf;
     if (sc_buf_reserve(b, need) < 0) {
         proxy_log_flush(w); /* makes room if the reader takes some now */

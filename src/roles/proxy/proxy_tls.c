@@ -256,8 +256,8 @@ static struct proxy_tls_src *src_get(const char *name, const void *o, bool serve
         }
     }
     char *e = NULL;
-    struct sc_tls_store *st =
-        server ? sc_tls_store_new_server(o, name, &e) : sc_tls_store_new_client(o, name, &e);
+    struct sc_tls_store *st = server ? sc_tls_store_new_server(o, name, &e)
+                                     : sc_tls_store_new_client(o, name, &e);
     if (!st) {
         *err = sc_asprintf("%s: tls: %s", name, e ? e : "cannot build the TLS context");
         sc_free(e);
@@ -435,10 +435,10 @@ int proxy_tls_cluster_init(struct proxy_cluster_tls *out, const char *cname,
         mode = PROXY_UTLS_SIMPLE;
     }
     if (mode == PROXY_UTLS_AUTO) {
-        mode = o.cert ? PROXY_UTLS_MUTUAL
-               : o.ca || o.sni || o.subject_alt_names.n || o.alpn.n || o.insecure_skip_verify
-                   ? PROXY_UTLS_SIMPLE
-                   : PROXY_UTLS_DISABLE;
+        mode = o.cert                                                  ? PROXY_UTLS_MUTUAL
+               : o.ca || o.sni || o.subject_alt_names.n || o.alpn.n ||
+                       o.insecure_skip_verify                          ? PROXY_UTLS_SIMPLE
+                                                                       : PROXY_UTLS_DISABLE;
     }
     if (mode == PROXY_UTLS_DISABLE) {
         return 0;

@@ -454,8 +454,7 @@ static void connect_new(struct proxy_dconn *dc, struct proxy_endpoint *ep,
     struct proxy_cluster *c = ep->cluster;
     if (!proxy_breaker_connect(c)) {
         proxy_endpoint_release(r);
-        proxy_local_reply(dc, 503, "upstream overflow: max_connections or max_pending_requests",
-                          F_UO);
+        proxy_local_reply(dc, 503, "upstream overflow: max_connections or max_pending_requests", F_UO);
         return;
     }
     struct proxy_uconn *uc = uconn_get(w);
