@@ -14,6 +14,7 @@ libsqlite3-dev
 libcmocka-dev libhttp-parser-dev
 python3 python3-pytest python3-requests python3-protobuf python3-snappy protobuf-compiler
 curl openssl prometheus prometheus-pushgateway etcd-server nginx-light iproute2 procps
+iptables nftables util-linux
 "
 BENCH_PKGS="wrk haproxy caddy nginx-light strace linux-perf valgrind"
 # bench/logs.sh: rsyslog, and the libraries of syslog-ng-core, which conflicts with rsyslog (both

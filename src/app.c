@@ -350,7 +350,11 @@ static int reload(struct sc_app *app, char **err)
         sc_counter_inc(app->reloads_failed);
         return SC_ECONFIG;
     }
-    int rc = app->role->reload(app, app->state, role_cfg_of(blob), err);
+    /* What may not change at a reload is in the role's option table (SC_OPT_RESTART). */
+    int rc = sc_config_check_reload(app->role->opts, role_cfg_of(app->cfg), role_cfg_of(blob), err);
+    if (rc == 0) {
+        rc = app->role->reload(app, app->state, role_cfg_of(blob), err);
+    }
     if (rc < 0) {
         free_config(app, blob);
         sc_counter_inc(app->reloads_failed);

@@ -54,7 +54,7 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < sc_nroles && n < 32; i++) {
             names[n++] = sc_roles[i]->name;
         }
-        const char *hint = sc_did_you_mean(cmd, names, n);
+        const char *hint = sc_value_did_you_mean(cmd, names, n);
         fprintf(stderr, "sidecar: unknown role \"%s\"", cmd);
         if (hint) {
             fprintf(stderr, " (did you mean \"%s\"?)", hint);

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// The table of roles: every `sidecar <role>` the binary knows.
+// The table of roles: every `sidecar <role>` the binary knows, in the order --help lists them.
+// The table is fixed at build time and read-only; a role appears in it exactly once.
 #ifndef SC_ROLES_H
 #define SC_ROLES_H
 

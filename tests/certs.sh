@@ -13,6 +13,8 @@
 #   client2.{pem,key}        ECDSA client certificate: URI spiffe://cluster.local/ns/prod/sa/api
 #   two_uris.{pem,key}       two URI SANs (not an identity)
 #   expired.{pem,key}        DNS localhost, valid 2020-01-01 to 2020-01-02
+#   expiring.{pem,key}       DNS localhost, valid 2020-01-01 to two days from now (less than 10%
+#                            of its lifetime left)
 #   other_ca.{pem,key}       another root CA; other.{pem,key} a leaf it signed (DNS localhost,
 #                            URI spiffe://other.local/ns/x/sa/y)
 #   notpem.pem               not PEM at all
@@ -97,7 +99,12 @@ EOF
 openssl ca -batch -config ca.db/ca.cnf -in expired.csr -out expired.leaf \
     -startdate 20200101000000Z -enddate 20200102000000Z -notext 2>/dev/null
 cat expired.leaf int.pem >expired.pem
-rm -rf expired.csr expired.leaf ca.db
+ec expiring.key
+openssl req -new -key expiring.key -out expiring.csr -subj "/O=sidecar test/CN=expiring" 2>/dev/null
+openssl ca -batch -config ca.db/ca.cnf -in expiring.csr -out expiring.leaf \
+    -startdate 20200101000000Z -enddate "$(date -u -d '+2 days' +%Y%m%d%H%M%SZ)" -notext 2>/dev/null
+cat expiring.leaf int.pem >expiring.pem
+rm -rf expired.csr expired.leaf expiring.csr expiring.leaf ca.db
 
 ca other_ca "other test root"
 leaf other ec other_ca "DNS:localhost,IP:127.0.0.1,URI:spiffe://other.local/ns/x/sa/y"

@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Typed configuration driven by option tables (the contract is in config.h).
+// Typed configuration driven by option tables (the contract is in config.h): the bounded YAML tree
+// and the loader that walks it against a table. Value syntax is in value.c, flags and required keys
+// in config_flags.c, the dump, --help and the Markdown reference in config_doc.c.
 //
 // YAML goes through libyaml's event API into a small tree of our own instead of libyaml's document
 // API, so that limits bite while parsing rather than after: input is capped at 4 MiB, nodes at
@@ -25,6 +27,7 @@
 
 #include "core/alloc.h"
 #include "core/buf.h"
+#include "core/config_int.h"
 #include "core/error.h"
 #include "core/str.h"
 
@@ -34,13 +37,6 @@
 /* Bytes of values one load may produce (strings, lists, list elements), aliases expanded: an alias
  * to a 2 MiB string repeated 500,000 times passes the node limit but not this one. */
 #define MAX_VALUE_BYTES ((size_t)32 << 20)
-#define MAX_EXPAND ((size_t)16 << 20) /* one scalar after ${VAR} expansion */
-/* Data-following recursions (free, dump, required) go as deep as a load could nest (MAX_DEPTH
- * YAML levels) plus embedded objects; deeper means a table that refers to itself through OBJ or
- * INLINE, which no C struct can match. */
-#define MAX_TABLE_DEPTH 128
-#define HELP_DEPTH 8 /* help and doc stop here, so self-referencing OBJLIST tables still print */
-#define MSG_MAX 4096
 #define QUOTE_MAX 64 /* bytes of user text quoted in a message */
 
 #define NULL_TAG "tag:yaml.org,2002:null"
@@ -48,43 +44,6 @@
 
 /* ------------------------------------------------------------------------------------------ */
 /* Small helpers                                                                               */
-
-static _Noreturn void bad_table(const struct sc_opt *o, const char *why)
-{
-    /* Tables are code, not input: a bad one is a bug that every test run catches at once. */
-    fprintf(stderr, "sidecar: config table bug at option \"%s\": %s\n", o ? o->name : "?", why);
-    abort();
-}
-
-static bool bounded(const struct sc_opt *o)
-{
-    return o->max > o->min;
-}
-
-static bool is_flag(const struct sc_opt *o)
-{
-    return (o->flags & (SC_OPT_FLAG | SC_OPT_FLAG_ONLY)) != 0;
-}
-
-static bool is_key(const struct sc_opt *o)
-{
-    return (o->flags & SC_OPT_FLAG_ONLY) == 0;
-}
-
-static void *at_off(void *base, size_t off)
-{
-    return (char *)base + off;
-}
-
-static const void *cat_off(const void *base, size_t off)
-{
-    return (const char *)base + off;
-}
-
-static char ascii_lower(char c)
-{
-    return (c >= 'A' && c <= 'Z') ? (char)(c | 0x20) : c;
-}
 
 /* Counts the characters (not bytes) of UTF-8 <s> up to <n> bytes, as libyaml counts columns. */
 static size_t utf8_chars(const char *s, size_t n)
@@ -99,7 +58,7 @@ static size_t utf8_chars(const char *s, size_t n)
 }
 
 /* Returns the buffer's contents as a new NUL-terminated string and leaves the buffer empty. */
-static char *buf_take(struct sc_buf *b)
+char *sc_config_buf_take(struct sc_buf *b)
 {
     sc_buf_cstr(b);
     char *p = b->p;
@@ -155,24 +114,9 @@ static void append_capped(struct sc_buf *b, const char *s)
     sc_buf_append(b, s, n);
 }
 
-static void append_quoted_c(struct sc_buf *b, const char *s)
+void sc_config_append_quoted(struct sc_buf *b, const char *s)
 {
     append_quoted(b, s, strlen(s));
-}
-
-/* Writes <v> in decimal to <out> (at least 21 bytes, not terminated); returns the length. */
-static size_t put_u64(char *out, uint64_t v)
-{
-    char tmp[24];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++) {
-        out[i] = tmp[n - 1 - i];
-    }
-    return n;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -252,441 +196,9 @@ static void hset_free(struct hset *s)
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Number, duration and size syntax                                                            */
-
-static int parse_bool(const char *s, bool *out)
-{
-    if (strcasecmp(s, "true") == 0) {
-        *out = true;
-    } else if (strcasecmp(s, "false") == 0) {
-        *out = false;
-    } else {
-        return -EINVAL;
-    }
-    return 0;
-}
-
-static int parse_int(const char *s, int64_t *out)
-{
-    bool neg = false;
-    if (*s == '-' || *s == '+') {
-        neg = *s == '-';
-        s++;
-    }
-    uint64_t lim = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
-    uint64_t v;
-    if (sc_str_to_u64(sc_str_c(s), lim, &v) < 0) {
-        return -EINVAL;
-    }
-    if (neg) {
-        *out = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
-    } else {
-        *out = (int64_t)v;
-    }
-    return 0;
-}
-
-static int parse_double(const char *s, double *out)
-{
-    if (!*s) {
-        return -EINVAL;
-    }
-    /* Decimal only: strtod would also take "inf", "nan" and hex floats. */
-    for (const char *p = s; *p; p++) {
-        if (!((*p >= '0' && *p <= '9') || *p == '.' || *p == '-' || *p == '+' || *p == 'e' ||
-              *p == 'E')) {
-            return -EINVAL;
-        }
-    }
-    char *end = NULL;
-    double d = strtod(s, &end);
-    if (end == s || *end || !isfinite(d)) {
-        return -EINVAL;
-    }
-    *out = d;
-    return 0;
-}
-
-static const struct {
-    const char *unit;
-    uint64_t ms;
-} dur_units[] = { { "h", 3600000 }, { "m", 60000 }, { "s", 1000 }, { "ms", 1 } };
-
-int sc_parse_duration(const char *s, uint64_t *ms)
-{
-    if (!s || !*s) {
-        return -EINVAL;
-    }
-    if (strcmp(s, "0") == 0) {
-        *ms = 0;
-        return 0;
-    }
-    uint64_t total = 0;
-    size_t last = SIZE_MAX; /* index into dur_units: units must come largest first, once each */
-    const char *p = s;
-    while (*p) {
-        if (*p < '0' || *p > '9') {
-            return -EINVAL;
-        }
-        uint64_t ip = 0;
-        while (*p >= '0' && *p <= '9') {
-            unsigned d = (unsigned)(*p++ - '0');
-            if (ip > (UINT64_MAX - d) / 10) {
-                return -EINVAL;
-            }
-            ip = ip * 10 + d;
-        }
-        uint64_t frac = 0, scale = 1;
-        if (*p == '.') {
-            p++;
-            if (*p < '0' || *p > '9') {
-                return -EINVAL;
-            }
-            while (*p >= '0' && *p <= '9') {
-                if (scale == 1000000000) {
-                    return -EINVAL; /* more than nine decimals is never whole milliseconds */
-                }
-                frac = frac * 10 + (uint64_t)(*p++ - '0');
-                scale *= 10;
-            }
-        }
-        size_t u;
-        if (p[0] == 'm' && p[1] == 's') {
-            u = 3;
-            p += 2;
-        } else if (*p == 's') {
-            u = 2;
-            p++;
-        } else if (*p == 'm') {
-            u = 1;
-            p++;
-        } else if (*p == 'h') {
-            u = 0;
-            p++;
-        } else {
-            return -EINVAL;
-        }
-        if (last != SIZE_MAX && u <= last) {
-            return -EINVAL;
-        }
-        last = u;
-        uint64_t unit = dur_units[u].ms;
-        if (ip > UINT64_MAX / unit) {
-            return -EINVAL;
-        }
-        uint64_t v = ip * unit;
-        uint64_t f = frac * unit; /* frac < 10^9 and unit <= 3.6e6: no overflow */
-        if (f % scale != 0) {
-            return -EINVAL; /* finer than a millisecond */
-        }
-        if (v > UINT64_MAX - f / scale) {
-            return -EINVAL;
-        }
-        v += f / scale;
-        if (total > (uint64_t)INT64_MAX - v || v > (uint64_t)INT64_MAX) {
-            return -EINVAL; /* capped at INT64_MAX so bounds and JSON stay exact */
-        }
-        total += v;
-    }
-    *ms = total;
-    return 0;
-}
-
-static const struct {
-    const char *unit;
-    uint64_t mult;
-} size_units[] = {
-    { "B", 1 },
-    { "KB", 1000ULL },
-    { "kB", 1000ULL },
-    { "MB", 1000000ULL },
-    { "GB", 1000000000ULL },
-    { "TB", 1000000000000ULL },
-    { "KiB", 1ULL << 10 },
-    { "MiB", 1ULL << 20 },
-    { "GiB", 1ULL << 30 },
-    { "TiB", 1ULL << 40 },
-    { "Ki", 1ULL << 10 },
-    { "Mi", 1ULL << 20 },
-    { "Gi", 1ULL << 30 },
-    { "Ti", 1ULL << 40 },
-};
-
-int sc_parse_size(const char *s, uint64_t *bytes)
-{
-    if (!s) {
-        return -EINVAL;
-    }
-    size_t digits = 0;
-    while (s[digits] >= '0' && s[digits] <= '9') {
-        digits++;
-    }
-    uint64_t v;
-    if (sc_str_to_u64(sc_str_n(s, digits), (uint64_t)INT64_MAX, &v) < 0) {
-        return -EINVAL;
-    }
-    const char *unit = s + digits;
-    uint64_t mult = 0;
-    if (*unit == '\0') {
-        mult = 1;
-    }
-    /* Bare K/M/G are refused: Kubernetes reads "M" as 10^6 and many tools as 2^20. */
-    for (size_t i = 0; i < SC_ARRAY_LEN(size_units) && !mult; i++) {
-        if (strcmp(unit, size_units[i].unit) == 0) {
-            mult = size_units[i].mult;
-        }
-    }
-    if (!mult || v > (uint64_t)INT64_MAX / mult) {
-        return -EINVAL;
-    }
-    *bytes = v * mult;
-    return 0;
-}
-
-void sc_format_duration(uint64_t ms, char *out)
-{
-    if (ms == 0) {
-        memcpy(out, "0", 2);
-        return;
-    }
-    char single[32], multi[96];
-    size_t ns = 0, nm = 0;
-    for (size_t i = 0; i < SC_ARRAY_LEN(dur_units); i++) {
-        if (ms % dur_units[i].ms == 0) {
-            ns = put_u64(single, ms / dur_units[i].ms);
-            memcpy(single + ns, dur_units[i].unit, strlen(dur_units[i].unit));
-            ns += strlen(dur_units[i].unit);
-            break;
-        }
-    }
-    uint64_t rem = ms;
-    for (size_t i = 0; i < SC_ARRAY_LEN(dur_units); i++) {
-        uint64_t q = rem / dur_units[i].ms;
-        rem %= dur_units[i].ms;
-        if (q) {
-            nm += put_u64(multi + nm, q);
-            memcpy(multi + nm, dur_units[i].unit, strlen(dur_units[i].unit));
-            nm += strlen(dur_units[i].unit);
-        }
-    }
-    if (ns < nm) {
-        memcpy(out, single, ns);
-        out[ns] = '\0';
-    } else {
-        memcpy(out, multi, nm);
-        out[nm] = '\0';
-    }
-}
-
-/* Writes the shortest exact rendering of <bytes> ("512", "64KiB", "10MB") into <out> (>= 32);
- * binary units win ties. */
-static void render_size(uint64_t bytes, char *out)
-{
-    static const size_t order[] = { 9, 8, 7, 6, 5, 4, 3, 1 }; /* TiB..KiB, then TB..KB */
-    size_t n = put_u64(out, bytes);
-    out[n] = '\0';
-    for (size_t i = 0; i < SC_ARRAY_LEN(order) && bytes; i++) {
-        uint64_t m = size_units[order[i]].mult;
-        const char *unit = size_units[order[i]].unit;
-        if (bytes % m == 0) {
-            char c[32];
-            size_t cn = put_u64(c, bytes / m);
-            memcpy(c + cn, unit, strlen(unit));
-            cn += strlen(unit);
-            if (cn < n) {
-                memcpy(out, c, cn);
-                out[cn] = '\0';
-                n = cn;
-            }
-        }
-    }
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Environment expansion and did-you-mean                                                      */
-
-static bool name_start(char c)
-{
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
-}
-
-static bool name_char(char c)
-{
-    return name_start(c) || (c >= '0' && c <= '9');
-}
-
-static char *expand_fail(struct sc_buf *out, char **err, size_t *errpos, size_t pos, char *msg)
-{
-    sc_buf_cleanup(out);
-    if (err) {
-        *err = msg;
-    } else {
-        sc_free(msg);
-    }
-    if (errpos) {
-        *errpos = pos;
-    }
-    return NULL;
-}
-
-char *sc_env_expand(const char *s, char **err, size_t *errpos)
-{
-    if (!s) {
-        return NULL;
-    }
-    if (!strchr(s, '$')) {
-        return sc_strdup(s);
-    }
-    struct sc_buf out;
-    sc_buf_init(&out, MAX_EXPAND);
-    size_t i = 0;
-    while (s[i]) {
-        if (s[i] != '$' || (s[i + 1] != '$' && s[i + 1] != '{')) {
-            size_t j = i + 1;
-            while (s[j] && s[j] != '$') {
-                j++;
-            }
-            if (sc_buf_append(&out, s + i, j - i) < 0) {
-                return expand_fail(&out, err, errpos, i,
-                                   sc_strdup("value too long after expansion"));
-            }
-            i = j;
-            continue;
-        }
-        if (s[i + 1] == '$') {
-            sc_buf_append(&out, "$", 1);
-            i += 2;
-            continue;
-        }
-        size_t ref = i, n = i + 2;
-        if (!name_start(s[n])) {
-            return expand_fail(&out, err, errpos, ref,
-                               sc_strdup("invalid variable reference: expected ${NAME} or "
-                                         "${NAME:-default}"));
-        }
-        while (name_char(s[n])) {
-            n++;
-        }
-        char *name = sc_strndup(s + i + 2, n - (i + 2));
-        const char *def = NULL;
-        size_t deflen = 0, end;
-        if (s[n] == '}') {
-            end = n + 1;
-        } else if (s[n] == ':' && s[n + 1] == '-') {
-            const char *close = strchr(s + n + 2, '}');
-            if (!close) {
-                sc_free(name);
-                return expand_fail(&out, err, errpos, ref, sc_strdup("unterminated \"${\""));
-            }
-            def = s + n + 2;
-            deflen = (size_t)(close - def);
-            end = (size_t)(close - s) + 1;
-        } else if (s[n] == '\0') {
-            sc_free(name);
-            return expand_fail(&out, err, errpos, ref, sc_strdup("unterminated \"${\""));
-        } else {
-            sc_free(name);
-            return expand_fail(&out, err, errpos, ref,
-                               sc_strdup("invalid variable reference: expected ${NAME} or "
-                                         "${NAME:-default}"));
-        }
-        const char *val = getenv(name);
-        int rc;
-        if (def && (!val || !*val)) {
-            rc = sc_buf_append(&out, def, deflen); /* ":-" as in sh: unset or empty */
-        } else if (!val) {
-            char *msg = sc_asprintf("environment variable \"%s\" is not set", name);
-            sc_free(name);
-            return expand_fail(&out, err, errpos, ref, msg);
-        } else {
-            rc = sc_buf_append_cstr(&out, val);
-        }
-        sc_free(name);
-        if (rc < 0) {
-            return expand_fail(&out, err, errpos, ref, sc_strdup("value too long after expansion"));
-        }
-        i = end;
-    }
-    return buf_take(&out);
-}
-
-/* Optimal string alignment distance (Levenshtein plus adjacent transpositions), ASCII case
- * folded. Returns a value above <limit> as soon as the distance must exceed it. */
-static size_t edit_distance(const char *a, size_t la, const char *b, size_t lb, size_t limit)
-{
-    size_t *rows = sc_calloc(3 * (lb + 1), sizeof(size_t));
-    size_t *pp = rows, *prev = rows + lb + 1, *cur = rows + 2 * (lb + 1);
-    for (size_t j = 0; j <= lb; j++) {
-        prev[j] = j;
-    }
-    size_t d = 0;
-    for (size_t i = 1; i <= la; i++) {
-        cur[0] = i;
-        size_t rowmin = cur[0];
-        for (size_t j = 1; j <= lb; j++) {
-            size_t cost = ascii_lower(a[i - 1]) == ascii_lower(b[j - 1]) ? 0 : 1;
-            size_t v = prev[j] + 1;
-            if (cur[j - 1] + 1 < v) {
-                v = cur[j - 1] + 1;
-            }
-            if (prev[j - 1] + cost < v) {
-                v = prev[j - 1] + cost;
-            }
-            if (i > 1 && j > 1 && ascii_lower(a[i - 1]) == ascii_lower(b[j - 2]) &&
-                ascii_lower(a[i - 2]) == ascii_lower(b[j - 1]) && pp[j - 2] + 1 < v) {
-                v = pp[j - 2] + 1;
-            }
-            cur[j] = v;
-            if (v < rowmin) {
-                rowmin = v;
-            }
-        }
-        if (rowmin > limit) {
-            sc_free(rows);
-            return limit + 1;
-        }
-        size_t *t = pp;
-        pp = prev;
-        prev = cur;
-        cur = t;
-    }
-    d = prev[lb];
-    sc_free(rows);
-    return d;
-}
-
-const char *sc_did_you_mean(const char *word, const char *const *candidates, size_t n)
-{
-    if (!word || !candidates) {
-        return NULL;
-    }
-    size_t lw = strlen(word);
-    size_t limit = lw / 3 > 2 ? lw / 3 : 2;
-    const char *best = NULL;
-    size_t bestd = SIZE_MAX;
-    for (size_t i = 0; i < n; i++) {
-        const char *c = candidates[i];
-        if (!c) {
-            continue;
-        }
-        size_t lc = strlen(c);
-        if ((lw > lc ? lw - lc : lc - lw) > limit) {
-            continue; /* the distance is at least the difference in length */
-        }
-        size_t d = edit_distance(word, lw, c, lc, limit);
-        /* A word that shares nothing with a candidate ("x" vs "id") is not a typo of it. */
-        if (d <= limit && d < (lw > lc ? lw : lc) && d < bestd) {
-            best = c;
-            bestd = d;
-        }
-    }
-    return best;
-}
-
-/* ------------------------------------------------------------------------------------------ */
 /* Values: parse text into a field, shared by file, flags and defaults                         */
 
-static void free_str(const struct sc_opt *o, char **p)
+void sc_config_free_str(const struct sc_opt *o, char **p)
 {
     if (*p && (o->flags & SC_OPT_SECRET)) {
         sc_free_secret(*p, strlen(*p));
@@ -699,7 +211,7 @@ static void free_str(const struct sc_opt *o, char **p)
 static void free_strv(const struct sc_opt *o, struct sc_strv *v)
 {
     for (size_t i = 0; i < v->n; i++) {
-        free_str(o, &v->v[i]);
+        sc_config_free_str(o, &v->v[i]);
     }
     sc_free(v->v);
     v->v = NULL;
@@ -710,7 +222,7 @@ static void free_kvv(const struct sc_opt *o, struct sc_kvv *m)
 {
     for (size_t i = 0; i < m->n; i++) {
         sc_free(m->v[i].key);
-        free_str(o, &m->v[i].value);
+        sc_config_free_str(o, &m->v[i].value);
     }
     sc_free(m->v);
     m->v = NULL;
@@ -729,19 +241,19 @@ static void free_objlist(const struct sc_opt *o, struct sc_vec *vec, int tdepth)
     vec->n = 0;
 }
 
-static void strv_push(struct sc_strv *v, char *s)
+void sc_config_strv_push(struct sc_strv *v, char *s)
 {
     v->v = sc_reallocarray(v->v, v->n + 1, sizeof(*v->v));
     v->v[v->n++] = s;
 }
 
 /* Sets <key> to <value> (both taken), replacing the value of an existing key. */
-static void kvv_set(const struct sc_opt *o, struct sc_kvv *m, char *key, char *value)
+void sc_config_kvv_set(const struct sc_opt *o, struct sc_kvv *m, char *key, char *value)
 {
     for (size_t i = 0; i < m->n; i++) {
         if (strcmp(m->v[i].key, key) == 0) {
             sc_free(key);
-            free_str(o, &m->v[i].value);
+            sc_config_free_str(o, &m->v[i].value);
             m->v[i].value = value;
             return;
         }
@@ -752,7 +264,7 @@ static void kvv_set(const struct sc_opt *o, struct sc_kvv *m, char *key, char *v
     m->n++;
 }
 
-static void append_enums(struct sc_buf *m, const char *const *enums, const char *sep)
+void sc_config_append_enums(struct sc_buf *m, const char *const *enums, const char *sep)
 {
     for (size_t i = 0; enums && enums[i]; i++) {
         sc_buf_appendf(m, "%s%s", i ? sep : "", enums[i]);
@@ -761,15 +273,15 @@ static void append_enums(struct sc_buf *m, const char *const *enums, const char 
 
 /* Parses <s> into the field of a BOOL, INT, DURATION, SIZE, DOUBLE or ENUM option, bounds
  * included. Returns 0, or SC_ECONFIG with a message appended to <m>. */
-static int set_scalar(const struct sc_opt *o, void *field, const char *s, struct sc_buf *m)
+int sc_config_set_scalar(const struct sc_opt *o, void *field, const char *s, struct sc_buf *m)
 {
     char v1[96], v2[96], v3[96];
     switch (o->type) {
     case SC_OPT_BOOL: {
         bool b;
-        if (parse_bool(s, &b) < 0) {
+        if (sc_value_parse_bool(s, &b) < 0) {
             sc_buf_append_cstr(m, "invalid boolean ");
-            append_quoted_c(m, s);
+            sc_config_append_quoted(m, s);
             sc_buf_append_cstr(m, " (expected true or false)");
             return SC_ECONFIG;
         }
@@ -778,9 +290,9 @@ static int set_scalar(const struct sc_opt *o, void *field, const char *s, struct
     }
     case SC_OPT_INT: {
         int64_t v;
-        if (parse_int(s, &v) < 0) {
+        if (sc_value_parse_int(s, &v) < 0) {
             sc_buf_append_cstr(m, "invalid integer ");
-            append_quoted_c(m, s);
+            sc_config_append_quoted(m, s);
             return SC_ECONFIG;
         }
         if (bounded(o) && (v < o->min || v > o->max)) {
@@ -795,9 +307,9 @@ static int set_scalar(const struct sc_opt *o, void *field, const char *s, struct
     case SC_OPT_SIZE: {
         bool dur = o->type == SC_OPT_DURATION;
         uint64_t v;
-        if ((dur ? sc_parse_duration(s, &v) : sc_parse_size(s, &v)) < 0) {
+        if ((dur ? sc_parse_duration(s, &v) : sc_value_parse_size(s, &v)) < 0) {
             sc_buf_append_cstr(m, dur ? "invalid duration " : "invalid size ");
-            append_quoted_c(m, s);
+            sc_config_append_quoted(m, s);
             sc_buf_append_cstr(m, dur ? " (expected e.g. 250ms, 30s, 5m, 1h30m)"
                                       : " (expected e.g. 512, 64KiB, 1MiB, 10MB)");
             return SC_ECONFIG;
@@ -810,9 +322,9 @@ static int set_scalar(const struct sc_opt *o, void *field, const char *s, struct
                 sc_format_duration(lo, v2);
                 sc_format_duration(hi, v3);
             } else {
-                render_size(v, v1);
-                render_size(lo, v2);
-                render_size(hi, v3);
+                sc_value_render_size(v, v1);
+                sc_value_render_size(lo, v2);
+                sc_value_render_size(hi, v3);
             }
             sc_buf_appendf(m, "%s is out of range [%s, %s]", v1, v2, v3);
             return SC_ECONFIG;
@@ -822,9 +334,9 @@ static int set_scalar(const struct sc_opt *o, void *field, const char *s, struct
     }
     case SC_OPT_DOUBLE: {
         double d;
-        if (parse_double(s, &d) < 0) {
+        if (sc_value_parse_double(s, &d) < 0) {
             sc_buf_append_cstr(m, "invalid number ");
-            append_quoted_c(m, s);
+            sc_config_append_quoted(m, s);
             return SC_ECONFIG;
         }
         if (bounded(o) && (d < (double)o->min || d > (double)o->max)) {
@@ -842,9 +354,9 @@ static int set_scalar(const struct sc_opt *o, void *field, const char *s, struct
             }
         }
         sc_buf_append_cstr(m, "invalid value ");
-        append_quoted_c(m, s);
+        sc_config_append_quoted(m, s);
         sc_buf_append_cstr(m, " (expected one of: ");
-        append_enums(m, o->enums, ", ");
+        sc_config_append_enums(m, o->enums, ", ");
         sc_buf_append_cstr(m, ")");
         return SC_ECONFIG;
     default:
@@ -853,7 +365,7 @@ static int set_scalar(const struct sc_opt *o, void *field, const char *s, struct
     }
 }
 
-static int check_count(const struct sc_opt *o, size_t n, struct sc_buf *m)
+int sc_config_check_count(const struct sc_opt *o, size_t n, struct sc_buf *m)
 {
     if (bounded(o) && ((int64_t)n < o->min || (int64_t)n > o->max)) {
         sc_buf_appendf(m, "expected between %" PRId64 " and %" PRId64 " elements, got %zu", o->min,
@@ -863,7 +375,7 @@ static int check_count(const struct sc_opt *o, size_t n, struct sc_buf *m)
     return 0;
 }
 
-static int run_check(const struct sc_opt *o, void *field, struct sc_buf *m)
+int sc_config_run_check(const struct sc_opt *o, void *field, struct sc_buf *m)
 {
     if (!o->check) {
         return 0;
@@ -907,7 +419,7 @@ static void defaults_rec(const struct sc_opt *table, void *base, int tdepth)
             if (def) {
                 struct sc_buf m;
                 sc_buf_init(&m, MSG_MAX);
-                if (set_scalar(o, field, def, &m) < 0) {
+                if (sc_config_set_scalar(o, field, def, &m) < 0) {
                     bad_table(o, sc_buf_cstr(&m));
                 }
                 sc_buf_cleanup(&m);
@@ -922,7 +434,7 @@ static void defaults_rec(const struct sc_opt *table, void *base, int tdepth)
             while (rest.len) {
                 struct sc_str part = sc_str_trim(sc_str_split(&rest, ','));
                 if (part.len) {
-                    strv_push(v, sc_strndup(part.p, part.len));
+                    sc_config_strv_push(v, sc_strndup(part.p, part.len));
                 }
             }
             break;
@@ -941,7 +453,7 @@ static void defaults_rec(const struct sc_opt *table, void *base, int tdepth)
                 if (!key.len || part.p == key.p + key.len) {
                     bad_table(o, "a map default reads \"key=value,key=value\"");
                 }
-                kvv_set(o, m, sc_strndup(key.p, key.len), sc_strndup(part.p, part.len));
+                sc_config_kvv_set(o, m, sc_strndup(key.p, key.len), sc_strndup(part.p, part.len));
             }
             break;
         }
@@ -983,7 +495,7 @@ static void free_rec(const struct sc_opt *table, void *base, int tdepth)
         void *field = at_off(base, o->offset);
         switch (o->type) {
         case SC_OPT_STR:
-            free_str(o, field);
+            sc_config_free_str(o, field);
             break;
         case SC_OPT_STRLIST:
             free_strv(o, field);
@@ -1092,7 +604,7 @@ static int fail_msg(struct ld *ld, size_t line, size_t col, struct sc_buf *msg)
         } else {
             sc_buf_append_cstr(&b, "invalid value");
         }
-        ld->err = buf_take(&b);
+        ld->err = sc_config_buf_take(&b);
     }
     sc_buf_cleanup(msg);
     return SC_ECONFIG;
@@ -1241,7 +753,7 @@ static int on_alias(struct builder *b, const yaml_event_t *ev)
         }
         sc_buf_append_cstr(&m,
                            open ? "alias refers to a node that contains it: " : "undefined alias ");
-        append_quoted_c(&m, name);
+        sc_config_append_quoted(&m, name);
         return fail_at(b->ld, n, &m);
     }
     n->u.target = h->v;
@@ -1424,7 +936,7 @@ static char *expand(struct ld *ld, const struct node *ref, const struct node *n)
 {
     char *e = NULL;
     size_t pos = 0;
-    char *out = sc_env_expand(n->u.sc.s, &e, &pos);
+    char *out = sc_value_env_expand(n->u.sc.s, &e, &pos);
     if (!out) {
         struct sc_buf m;
         sc_buf_init(&m, MSG_MAX);
@@ -1493,11 +1005,6 @@ static const struct sc_opt *find_key(const struct sc_opt *table, const char *k, 
     return NULL;
 }
 
-struct names {
-    const char **v;
-    size_t n;
-};
-
 static void collect_keys(const struct sc_opt *table, struct names *ns, int tdepth)
 {
     for (const struct sc_opt *o = table; o->type != SC_OPT_END; o++) {
@@ -1517,7 +1024,7 @@ static int unknown_key(struct ld *ld, const struct sc_opt *table, const struct n
 {
     struct names ns = { 0 };
     collect_keys(table, &ns, 0);
-    const char *hint = sc_did_you_mean(k->u.sc.s, ns.v, ns.n);
+    const char *hint = sc_value_did_you_mean(k->u.sc.s, ns.v, ns.n);
     struct sc_buf m;
     sc_buf_init(&m, MSG_MAX);
     sc_buf_append_cstr(&m, "unknown key ");
@@ -1660,7 +1167,7 @@ static int load_strlist(struct ld *ld, const struct sc_opt *o, struct sc_strv *o
     size_t count = one ? 1 : n->u.co.n;
     struct sc_buf m;
     sc_buf_init(&m, MSG_MAX);
-    if (check_count(o, count, &m) < 0) {
+    if (sc_config_check_count(o, count, &m) < 0) {
         return fail_at(ld, ref, &m);
     }
     if (spend(ld, ref, count * sizeof(char *)) < 0) {
@@ -1735,7 +1242,7 @@ static int load_objlist(struct ld *ld, const struct sc_opt *o, struct sc_vec *ve
     size_t count = n->u.co.n;
     struct sc_buf m;
     sc_buf_init(&m, MSG_MAX);
-    if (check_count(o, count, &m) < 0) {
+    if (sc_config_check_count(o, count, &m) < 0) {
         return fail_at(ld, ref, &m);
     }
     /* Checked before multiplying: count * sub_size must not wrap. */
@@ -1797,13 +1304,13 @@ static int load_value(struct ld *ld, const struct sc_opt *o, void *field, const 
             return SC_ECONFIG;
         }
         if (o->type == SC_OPT_STR) {
-            free_str(o, field);
+            sc_config_free_str(o, field);
             *(char **)field = s;
             break;
         }
         struct sc_buf m;
         sc_buf_init(&m, MSG_MAX);
-        rc = set_scalar(o, field, s, &m);
+        rc = sc_config_set_scalar(o, field, s, &m);
         sc_free(s);
         if (rc < 0) {
             return fail_at(ld, ref, &m);
@@ -1835,7 +1342,7 @@ static int load_value(struct ld *ld, const struct sc_opt *o, void *field, const 
     if (rc == 0 && o->check) {
         struct sc_buf m;
         sc_buf_init(&m, MSG_MAX);
-        if (run_check(o, field, &m) < 0) {
+        if (sc_config_run_check(o, field, &m) < 0) {
             return fail_at(ld, ref, &m);
         }
         sc_buf_cleanup(&m);
@@ -1920,814 +1427,4 @@ int sc_config_load_file(const struct sc_opt *table, void *obj, const char *path,
     }
     sc_buf_cleanup(&b);
     return rc;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Flags                                                                                       */
-
-/* Compares an option name with a flag, '-' and '_' alike. */
-static bool flag_eq(const char *name, const char *flag)
-{
-    for (; *name && *flag; name++, flag++) {
-        char a = *name == '_' ? '-' : *name, b = *flag == '_' ? '-' : *flag;
-        if (a != b) {
-            return false;
-        }
-    }
-    return *name == *flag;
-}
-
-static const struct sc_opt *find_flag(const struct sc_opt *table, const char *flag, size_t *off,
-                                      int tdepth)
-{
-    for (const struct sc_opt *o = table; o->type != SC_OPT_END; o++) {
-        if (o->type == SC_OPT_INLINE) {
-            if (tdepth < MAX_TABLE_DEPTH) {
-                const struct sc_opt *r = find_flag(o->sub, flag, off, tdepth + 1);
-                if (r) {
-                    *off += o->offset;
-                    return r;
-                }
-            }
-        } else if (is_flag(o) && (flag_eq(o->name, flag) ||
-                                  (o->flag_alias && strcmp(o->flag_alias, flag) == 0))) {
-            *off = o->offset;
-            return o;
-        }
-    }
-    return NULL;
-}
-
-const struct sc_opt *sc_config_find_flag(const struct sc_opt *table, const char *flag)
-{
-    size_t off = 0;
-    return table && flag ? find_flag(table, flag, &off, 0) : NULL;
-}
-
-static char *flag_name(const char *name)
-{
-    char *s = sc_asprintf("--%s", name);
-    for (char *p = s; *p; p++) {
-        if (*p == '_') {
-            *p = '-';
-        }
-    }
-    return s;
-}
-
-static void collect_flags(const struct sc_opt *table, struct names *ns, int tdepth)
-{
-    for (const struct sc_opt *o = table; o->type != SC_OPT_END; o++) {
-        if (o->type == SC_OPT_INLINE) {
-            if (tdepth < MAX_TABLE_DEPTH) {
-                collect_flags(o->sub, ns, tdepth + 1);
-            }
-        } else if (is_flag(o)) {
-            ns->v = sc_reallocarray(ns->v, ns->n + 1, sizeof(*ns->v));
-            ns->v[ns->n++] = flag_name(o->name);
-        }
-    }
-}
-
-static int unknown_flag(const struct sc_opt *table, const char *flag, char **err)
-{
-    struct names ns = { 0 };
-    collect_flags(table, &ns, 0);
-    char *word = flag_name(flag ? flag : "");
-    const char *hint = sc_did_you_mean(word, ns.v, ns.n);
-    struct sc_buf m;
-    sc_buf_init(&m, MSG_MAX);
-    sc_buf_append_cstr(&m, "unknown flag ");
-    append_quoted_c(&m, word);
-    if (hint) {
-        sc_buf_appendf(&m, " (did you mean \"%s\"?)", hint);
-    }
-    if (err) {
-        *err = buf_take(&m);
-    }
-    sc_buf_cleanup(&m);
-    sc_free(word);
-    for (size_t i = 0; i < ns.n; i++) {
-        sc_free((char *)ns.v[i]);
-    }
-    sc_free(ns.v);
-    return -ENOENT;
-}
-
-static int set_from_flag(const struct sc_opt *o, void *field, const char *value, struct sc_buf *m)
-{
-    if (o->type == SC_OPT_BOOL && !value) {
-        *(bool *)field = true;
-        return 0;
-    }
-    if (!value) {
-        sc_buf_append_cstr(m, "requires a value");
-        return SC_ECONFIG;
-    }
-    switch (o->type) {
-    case SC_OPT_STR:
-        free_str(o, field);
-        *(char **)field = sc_strdup(value);
-        return 0;
-    case SC_OPT_STRLIST: {
-        struct sc_strv *v = field;
-        struct sc_str rest = sc_str_c(value);
-        while (rest.len) {
-            struct sc_str part = sc_str_trim(sc_str_split(&rest, ','));
-            if (part.len) {
-                strv_push(v, sc_strndup(part.p, part.len));
-            }
-        }
-        return check_count(o, v->n, m);
-    }
-    case SC_OPT_STRMAP: {
-        const char *eq = strchr(value, '=');
-        if (!eq || eq == value) {
-            sc_buf_append_cstr(m, "expected key=value, got ");
-            append_quoted_c(m, value);
-            return SC_ECONFIG;
-        }
-        kvv_set(o, field, sc_strndup(value, (size_t)(eq - value)), sc_strdup(eq + 1));
-        return 0;
-    }
-    case SC_OPT_OBJ:
-    case SC_OPT_OBJLIST:
-    case SC_OPT_INLINE:
-        sc_buf_append_cstr(m, "cannot be set from the command line");
-        return SC_ECONFIG;
-    default:
-        return set_scalar(o, field, value, m);
-    }
-}
-
-int sc_config_set_flag(const struct sc_opt *table, void *obj, const char *flag, const char *value,
-                       char **err)
-{
-    size_t off = 0;
-    const struct sc_opt *o = table && flag ? find_flag(table, flag, &off, 0) : NULL;
-    if (!o) {
-        return unknown_flag(table, flag, err);
-    }
-    void *field = at_off(obj, off);
-    struct sc_buf m;
-    sc_buf_init(&m, MSG_MAX);
-    int rc = set_from_flag(o, field, value, &m);
-    if (rc == 0) {
-        rc = run_check(o, field, &m);
-    }
-    if (rc < 0) {
-        if (err) {
-            char *fname = flag_name(o->name);
-            *err = sc_asprintf("%s: %s", fname, sc_buf_cstr(&m));
-            sc_free(fname);
-        }
-        rc = SC_ECONFIG;
-    }
-    sc_buf_cleanup(&m);
-    return rc;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Required keys                                                                               */
-
-/* Whether a required option counts as set. Scalars cannot tell "set to the default" from "set",
- * so numbers count when non-zero and booleans and enums always do. */
-static bool is_set(const struct sc_opt *o, const void *field)
-{
-    switch (o->type) {
-    case SC_OPT_STR:
-        return *(char *const *)field != NULL;
-    case SC_OPT_INT:
-        return *(const int64_t *)field != 0;
-    case SC_OPT_DURATION:
-    case SC_OPT_SIZE:
-        return *(const uint64_t *)field != 0;
-    case SC_OPT_DOUBLE:
-        return *(const double *)field != 0;
-    case SC_OPT_STRLIST:
-        return ((const struct sc_strv *)field)->n > 0;
-    case SC_OPT_STRMAP:
-        return ((const struct sc_kvv *)field)->n > 0;
-    case SC_OPT_OBJLIST:
-        return ((const struct sc_vec *)field)->n > 0;
-    default:
-        return true;
-    }
-}
-
-static const struct sc_opt *missing(const struct sc_opt *table, const void *base,
-                                    struct sc_buf *path, int tdepth)
-{
-    if (tdepth > MAX_TABLE_DEPTH) {
-        bad_table(table, "tables nested too deep (an OBJ or INLINE cycle?)");
-    }
-    for (const struct sc_opt *o = table; o->type != SC_OPT_END; o++) {
-        const void *field = cat_off(base, o->offset);
-        size_t keep = path->len;
-        if (o->type == SC_OPT_INLINE) {
-            const struct sc_opt *r = missing(o->sub, field, path, tdepth + 1);
-            if (r) {
-                return r;
-            }
-            continue;
-        }
-        sc_buf_appendf(path, "%s%s", keep ? "." : "", o->name);
-        if ((o->flags & SC_OPT_REQUIRED) && !is_set(o, field)) {
-            return o;
-        }
-        if (o->type == SC_OPT_OBJ) {
-            const struct sc_opt *r = missing(o->sub, field, path, tdepth + 1);
-            if (r) {
-                return r;
-            }
-        } else if (o->type == SC_OPT_OBJLIST) {
-            const struct sc_vec *vec = field;
-            size_t keep2 = path->len;
-            for (size_t i = 0; i < vec->n; i++) {
-                sc_buf_appendf(path, "[%zu]", i);
-                const struct sc_opt *r =
-                    missing(o->sub, cat_off(vec->v, i * o->sub_size), path, tdepth + 1);
-                if (r) {
-                    return r;
-                }
-                path->len = keep2;
-            }
-        }
-        path->len = keep;
-    }
-    return NULL;
-}
-
-int sc_config_check_required(const struct sc_opt *table, const void *obj, const char *name,
-                             char **err)
-{
-    if (!table || !obj) {
-        return 0;
-    }
-    struct sc_buf path;
-    sc_buf_init(&path, 65536);
-    const struct sc_opt *o = missing(table, obj, &path, 0);
-    if (o && err) {
-        if (o->flags & SC_OPT_FLAG_ONLY) {
-            char *fname = flag_name(o->name);
-            *err = sc_asprintf("%s: missing required flag \"%s\"", name ? name : "config", fname);
-            sc_free(fname);
-        } else {
-            *err = sc_asprintf("%s: missing required key \"%s\"", name ? name : "config",
-                               sc_buf_cstr(&path));
-        }
-    }
-    sc_buf_cleanup(&path);
-    return o ? SC_ECONFIG : 0;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* JSON dump                                                                                   */
-
-static size_t utf8_valid_len(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    size_t len;
-    uint32_t cp;
-    if (c < 0x80) {
-        return 1;
-    } else if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-        cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len) {
-        return 0;
-    }
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) {
-            return 0;
-        }
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-        (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))) {
-        return 0;
-    }
-    return len;
-}
-
-/* Returns a JSON string for <s>; bytes that are not UTF-8 (a flag or an environment variable can
- * carry any) become U+FFFD, since jansson refuses them. */
-static json_t *jstr(const char *s)
-{
-    json_t *j = json_string(s);
-    if (j) {
-        return j;
-    }
-    struct sc_buf b;
-    sc_buf_init(&b, SIZE_MAX / 4);
-    const unsigned char *p = (const unsigned char *)s;
-    size_t n = strlen(s);
-    for (size_t i = 0; i < n;) {
-        size_t l = utf8_valid_len(p + i, n - i);
-        if (l) {
-            sc_buf_append(&b, p + i, l);
-            i += l;
-        } else {
-            sc_buf_append_cstr(&b, "\xEF\xBF\xBD");
-            i++;
-        }
-    }
-    j = json_string(sc_buf_cstr(&b));
-    sc_buf_cleanup(&b);
-    return j ? j : json_null();
-}
-
-/* Sets <key> in <obj>, taking <v>. Keys from a flag may not be UTF-8, which jansson refuses (and
- * then drops <v>), so they go through jstr first. */
-static void jset(json_t *obj, const char *key, json_t *v)
-{
-    json_t *k = jstr(key);
-    const char *ks = json_string_value(k);
-    if (ks) {
-        json_object_set_new(obj, ks, v);
-    } else {
-        json_decref(v);
-    }
-    json_decref(k);
-}
-
-static void dump_rec(json_t *obj, const struct sc_opt *table, const void *base, int tdepth);
-
-static json_t *dump_value(const struct sc_opt *o, const void *field, int tdepth)
-{
-    bool secret = (o->flags & SC_OPT_SECRET) != 0;
-    char tmp[96];
-    switch (o->type) {
-    case SC_OPT_STR: {
-        const char *s = *(char *const *)field;
-        return !s ? json_null() : secret ? json_string("<redacted>") : jstr(s);
-    }
-    case SC_OPT_STRLIST: {
-        const struct sc_strv *v = field;
-        if (secret && v->n) {
-            return json_string("<redacted>");
-        }
-        json_t *a = json_array();
-        for (size_t i = 0; i < v->n; i++) {
-            json_array_append_new(a, jstr(v->v[i]));
-        }
-        return a;
-    }
-    case SC_OPT_STRMAP: {
-        const struct sc_kvv *m = field;
-        if (secret && m->n) {
-            return json_string("<redacted>");
-        }
-        json_t *j = json_object();
-        for (size_t i = 0; i < m->n; i++) {
-            jset(j, m->v[i].key, jstr(m->v[i].value));
-        }
-        return j;
-    }
-    case SC_OPT_OBJ: {
-        json_t *j = json_object();
-        dump_rec(j, o->sub, field, tdepth + 1);
-        return j;
-    }
-    case SC_OPT_OBJLIST: {
-        const struct sc_vec *vec = field;
-        json_t *a = json_array();
-        for (size_t i = 0; i < vec->n; i++) {
-            json_t *j = json_object();
-            dump_rec(j, o->sub, cat_off(vec->v, i * o->sub_size), tdepth + 1);
-            json_array_append_new(a, j);
-        }
-        return a;
-    }
-    default:
-        break;
-    }
-    if (secret) {
-        return json_string("<redacted>");
-    }
-    switch (o->type) {
-    case SC_OPT_BOOL:
-        return json_boolean(*(const bool *)field);
-    case SC_OPT_INT:
-        return json_integer((json_int_t) * (const int64_t *)field);
-    case SC_OPT_DURATION:
-        sc_format_duration(*(const uint64_t *)field, tmp);
-        return json_string(tmp);
-    case SC_OPT_SIZE: {
-        uint64_t v = *(const uint64_t *)field;
-        return json_integer((json_int_t)(v > (uint64_t)INT64_MAX ? INT64_MAX : v));
-    }
-    case SC_OPT_DOUBLE: {
-        double d = *(const double *)field;
-        return isfinite(d) ? json_real(d) : json_null();
-    }
-    case SC_OPT_ENUM: {
-        int i = *(const int *)field;
-        for (int k = 0; o->enums && o->enums[k]; k++) {
-            if (k == i) {
-                return json_string(o->enums[k]);
-            }
-        }
-        return json_null();
-    }
-    default:
-        return json_null();
-    }
-}
-
-static void dump_rec(json_t *obj, const struct sc_opt *table, const void *base, int tdepth)
-{
-    if (tdepth > MAX_TABLE_DEPTH) {
-        bad_table(table, "tables nested too deep (an OBJ or INLINE cycle?)");
-    }
-    for (const struct sc_opt *o = table; o->type != SC_OPT_END; o++) {
-        const void *field = cat_off(base, o->offset);
-        if (o->type == SC_OPT_INLINE) {
-            dump_rec(obj, o->sub, field, tdepth + 1);
-        } else {
-            jset(obj, o->name, dump_value(o, field, tdepth));
-        }
-    }
-}
-
-json_t *sc_config_dump(const struct sc_opt *table, const void *obj)
-{
-    json_t *j = json_object();
-    if (table && obj) {
-        dump_rec(j, table, obj, 0);
-    }
-    return j;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* --help and Markdown reference                                                               */
-
-static const char *type_name(const struct sc_opt *o)
-{
-    switch (o->type) {
-    case SC_OPT_STR:
-        return "string";
-    case SC_OPT_BOOL:
-        return "bool";
-    case SC_OPT_INT:
-        return "int";
-    case SC_OPT_DURATION:
-        return "duration";
-    case SC_OPT_SIZE:
-        return "size";
-    case SC_OPT_DOUBLE:
-        return "number";
-    case SC_OPT_ENUM:
-        return "enum";
-    case SC_OPT_STRLIST:
-        return "string";
-    case SC_OPT_STRMAP:
-        return "map";
-    case SC_OPT_OBJ:
-    case SC_OPT_OBJLIST:
-        return "object";
-    default:
-        return "";
-    }
-}
-
-static bool is_list(const struct sc_opt *o)
-{
-    return o->type == SC_OPT_STRLIST || o->type == SC_OPT_OBJLIST;
-}
-
-/* Appends the help text of an option with its enum values, bounds, and (with <def>) its default
- * or "(required)"; the doc table has a column for the default instead. */
-static void describe(struct sc_buf *b, const struct sc_opt *o, bool def)
-{
-    sc_buf_append_cstr(b, o->help ? o->help : "");
-    if (o->type == SC_OPT_ENUM) {
-        sc_buf_append_cstr(b, b->len ? " (one of: " : "(one of: ");
-        append_enums(b, o->enums, ", ");
-        sc_buf_append_cstr(b, ")");
-    }
-    if (bounded(o)) {
-        char lo[96], hi[96];
-        sc_buf_append_cstr(b, b->len ? " [" : "[");
-        if (o->type == SC_OPT_DURATION || o->type == SC_OPT_SIZE) {
-            uint64_t l = o->min < 0 ? 0 : (uint64_t)o->min, h = (uint64_t)o->max;
-            if (o->type == SC_OPT_DURATION) {
-                sc_format_duration(l, lo);
-                sc_format_duration(h, hi);
-            } else {
-                render_size(l, lo);
-                render_size(h, hi);
-            }
-            sc_buf_appendf(b, "%s..%s]", lo, hi);
-        } else {
-            sc_buf_appendf(b, "%" PRId64 "..%" PRId64 "]", o->min, o->max);
-        }
-    }
-    if (o->flags & SC_OPT_REQUIRED) {
-        sc_buf_append_cstr(b, b->len ? " (required)" : "(required)");
-    } else if (def && o->def && *o->def) {
-        sc_buf_appendf(b, "%s(default: %s)", b->len ? " " : "", o->def);
-    }
-}
-
-struct row {
-    char *left;
-    char *mid;
-    char *right;
-};
-
-struct rows {
-    struct row *v;
-    size_t n;
-};
-
-static void rows_push(struct rows *rs, char *left, char *mid, char *right)
-{
-    rs->v = sc_reallocarray(rs->v, rs->n + 1, sizeof(*rs->v));
-    rs->v[rs->n].left = left;
-    rs->v[rs->n].mid = mid;
-    rs->v[rs->n].right = right;
-    rs->n++;
-}
-
-static void rows_free(struct rows *rs)
-{
-    for (size_t i = 0; i < rs->n; i++) {
-        sc_free(rs->v[i].left);
-        sc_free(rs->v[i].mid);
-        sc_free(rs->v[i].right);
-    }
-    sc_free(rs->v);
-    rs->v = NULL;
-    rs->n = 0;
-}
-
-static char *describe_new(const struct sc_opt *o)
-{
-    struct sc_buf b;
-    sc_buf_init(&b, 65536);
-    describe(&b, o, true);
-    return buf_take(&b);
-}
-
-static void help_flags(const struct sc_opt *table, struct rows *rs, int tdepth)
-{
-    for (const struct sc_opt *o = table; o->type != SC_OPT_END; o++) {
-        if (o->type == SC_OPT_INLINE) {
-            if (tdepth < HELP_DEPTH) {
-                help_flags(o->sub, rs, tdepth + 1);
-            }
-            continue;
-        }
-        if (!is_flag(o)) {
-            continue;
-        }
-        struct sc_buf b;
-        sc_buf_init(&b, 65536);
-        char *fname = flag_name(o->name);
-        sc_buf_appendf(&b, "  %s%s%s%s", o->flag_alias ? "-" : "",
-                       o->flag_alias ? o->flag_alias : "", o->flag_alias ? ", " : "", fname);
-        sc_free(fname);
-        switch (o->type) {
-        case SC_OPT_BOOL:
-            break;
-        case SC_OPT_ENUM:
-            sc_buf_append_cstr(&b, " {");
-            append_enums(&b, o->enums, "|");
-            sc_buf_append_cstr(&b, "}");
-            break;
-        case SC_OPT_STRLIST:
-            sc_buf_append_cstr(&b, " VALUE[,VALUE...]");
-            break;
-        case SC_OPT_STRMAP:
-            sc_buf_append_cstr(&b, " KEY=VALUE");
-            break;
-        case SC_OPT_INT:
-            sc_buf_append_cstr(&b, " INT");
-            break;
-        case SC_OPT_DURATION:
-            sc_buf_append_cstr(&b, " DURATION");
-            break;
-        case SC_OPT_SIZE:
-            sc_buf_append_cstr(&b, " SIZE");
-            break;
-        case SC_OPT_DOUBLE:
-            sc_buf_append_cstr(&b, " NUMBER");
-            break;
-        default:
-            sc_buf_append_cstr(&b, " VALUE");
-            break;
-        }
-        rows_push(rs, buf_take(&b), NULL, describe_new(o));
-    }
-}
-
-static void help_keys(const struct sc_opt *table, size_t indent, struct rows *rs, int tdepth)
-{
-    for (const struct sc_opt *o = table; o->type != SC_OPT_END; o++) {
-        if (o->type == SC_OPT_INLINE) {
-            if (tdepth < HELP_DEPTH) {
-                help_keys(o->sub, indent, rs, tdepth + 1);
-            }
-            continue;
-        }
-        if (!is_key(o)) {
-            continue;
-        }
-        char *left = sc_asprintf("  %*s%s%s", (int)indent, "", o->name, is_list(o) ? "[]" : "");
-        rows_push(rs, left, sc_strdup(type_name(o)), describe_new(o));
-        if ((o->type == SC_OPT_OBJ || o->type == SC_OPT_OBJLIST) && o->sub) {
-            if (tdepth < HELP_DEPTH) {
-                help_keys(o->sub, indent + 2, rs, tdepth + 1);
-            } else {
-                rows_push(rs, sc_asprintf("  %*s...", (int)indent + 2, ""), NULL, NULL);
-            }
-        }
-    }
-}
-
-static size_t col_width(const struct rows *rs, bool mid, size_t cap)
-{
-    size_t w = 0;
-    for (size_t i = 0; i < rs->n; i++) {
-        const char *s = mid ? rs->v[i].mid : rs->v[i].left;
-        size_t l = s ? strlen(s) : 0;
-        if (l <= cap && l > w) {
-            w = l;
-        }
-    }
-    return w;
-}
-
-/* Writes one help line: <left> padded to <w>, then <mid> padded to <wm> (when not NULL), then
- * <right>; a <left> wider than <w> gets a line of its own. No trailing spaces. */
-static void help_line(FILE *out, const struct row *r, size_t w, size_t wm)
-{
-    struct sc_buf b;
-    sc_buf_init(&b, 1 << 20);
-    if (strlen(r->left) > w) {
-        sc_buf_appendf(&b, "%s\n%*s", r->left, (int)w, "");
-    } else {
-        sc_buf_appendf(&b, "%-*s", (int)w, r->left);
-    }
-    if (r->mid) {
-        sc_buf_appendf(&b, "   %-*s", (int)wm, r->mid);
-    }
-    if (r->right) {
-        sc_buf_appendf(&b, "   %s", r->right);
-    }
-    while (b.len && b.p[b.len - 1] == ' ') {
-        b.len--;
-    }
-    fprintf(out, "%s\n", sc_buf_cstr(&b));
-    sc_buf_cleanup(&b);
-}
-
-void sc_config_help(const struct sc_opt *table, FILE *out)
-{
-    if (!table || !out) {
-        return;
-    }
-    struct rows rs = { 0 };
-    help_flags(table, &rs, 0);
-    if (rs.n) {
-        size_t w = col_width(&rs, false, 40);
-        fputs("Flags:\n", out);
-        for (size_t i = 0; i < rs.n; i++) {
-            help_line(out, &rs.v[i], w, 0);
-        }
-    }
-    rows_free(&rs);
-    help_keys(table, 0, &rs, 0);
-    if (rs.n) {
-        size_t w = col_width(&rs, false, 40), wm = col_width(&rs, true, 16);
-        fputs("\nConfig file keys:\n", out);
-        for (size_t i = 0; i < rs.n; i++) {
-            help_line(out, &rs.v[i], w, wm);
-        }
-    }
-    rows_free(&rs);
-}
-
-/* Writes <s> as the inside of a Markdown table cell: pipes escaped, line breaks as spaces. */
-static void md_cell(FILE *out, const char *s)
-{
-    for (; s && *s; s++) {
-        if (*s == '|') {
-            fputs("\\|", out);
-        } else if (*s == '\n' || *s == '\r') {
-            fputc(' ', out);
-        } else {
-            fputc(*s, out);
-        }
-    }
-}
-
-static void doc_rows(const struct sc_opt *table, FILE *out, int tdepth)
-{
-    for (const struct sc_opt *o = table; o->type != SC_OPT_END; o++) {
-        if (o->type == SC_OPT_INLINE) {
-            if (tdepth < HELP_DEPTH) {
-                doc_rows(o->sub, out, tdepth + 1);
-            }
-            continue;
-        }
-        fputs("| ", out);
-        if (is_key(o)) {
-            fputs("`", out);
-            md_cell(out, o->name);
-            fputs("`", out);
-        }
-        fputs(" | ", out);
-        switch (o->type) {
-        case SC_OPT_STRLIST:
-            fputs("list of strings", out);
-            break;
-        case SC_OPT_STRMAP:
-            fputs("map of strings", out);
-            break;
-        case SC_OPT_OBJLIST:
-            fputs("list of objects", out);
-            break;
-        default:
-            fputs(type_name(o), out);
-            break;
-        }
-        fputs(" | ", out);
-        if (o->def && *o->def) {
-            fputs("`", out);
-            md_cell(out, o->def);
-            fputs("`", out);
-        }
-        fputs(" | ", out);
-        if (is_flag(o)) {
-            char *fname = flag_name(o->name);
-            if (o->flag_alias) {
-                fputs("`-", out);
-                md_cell(out, o->flag_alias);
-                fputs("`, ", out);
-            }
-            fputs("`", out);
-            md_cell(out, fname);
-            fputs("`", out);
-            sc_free(fname);
-        }
-        fputs(" | ", out);
-        struct sc_buf b;
-        sc_buf_init(&b, 65536);
-        describe(&b, o, false);
-        if (o->flags & SC_OPT_SECRET) {
-            sc_buf_append_cstr(&b, b.len ? " (secret: redacted in dumps)" : "(secret)");
-        }
-        if (!is_key(o)) {
-            sc_buf_append_cstr(&b, b.len ? " (command line only)" : "(command line only)");
-        }
-        md_cell(out, sc_buf_cstr(&b));
-        sc_buf_cleanup(&b);
-        fputs(" |\n", out);
-    }
-}
-
-static void doc_subs(const struct sc_opt *table, const char *path, FILE *out, int tdepth);
-
-static void doc_level(const struct sc_opt *table, const char *path, FILE *out, int tdepth)
-{
-    if (path[0]) {
-        fprintf(out, "\n#### `%s`\n\n", path);
-    }
-    fputs("| key | type | default | flag | description |\n", out);
-    fputs("|-----|------|---------|------|-------------|\n", out);
-    doc_rows(table, out, 0);
-    doc_subs(table, path, out, tdepth);
-}
-
-static void doc_subs(const struct sc_opt *table, const char *path, FILE *out, int tdepth)
-{
-    for (const struct sc_opt *o = table; o->type != SC_OPT_END; o++) {
-        if (o->type == SC_OPT_INLINE && tdepth < HELP_DEPTH) {
-            doc_subs(o->sub, path, out, tdepth + 1);
-        } else if ((o->type == SC_OPT_OBJ || o->type == SC_OPT_OBJLIST) && o->sub &&
-                   tdepth < HELP_DEPTH) {
-            char *sub = sc_asprintf("%s%s%s%s", path, path[0] ? "." : "", o->name,
-                                    o->type == SC_OPT_OBJLIST ? "[]" : "");
-            doc_level(o->sub, sub, out, tdepth + 1);
-            sc_free(sub);
-        }
-    }
-}
-
-void sc_config_doc(const struct sc_opt *table, FILE *out)
-{
-    if (table && out) {
-        doc_level(table, "", out, 0);
-    }
 }

@@ -32,6 +32,8 @@
 
 #include <jansson.h>
 
+#include "core/value.h" /* the value syntax options use */
+
 enum sc_opt_type {
     SC_OPT_END = 0,
     SC_OPT_STR,
@@ -55,6 +57,8 @@ enum {
     SC_OPT_FLAG_ONLY = 1 << 3,  /* a flag that is not a config-file key (implies SC_OPT_FLAG) */
     SC_OPT_POSITIONAL = 1 << 4, /* a flag also given as a bare word on the command line; bare
                                    words fill such options in table order (needs SC_OPT_FLAG) */
+    SC_OPT_RESTART = 1 << 5,    /* changes only with a restart: a reload that changes it is
+                                   refused (sc_config_check_reload); the default is reloadable */
 };
 
 struct sc_opt;
@@ -132,6 +136,15 @@ int sc_config_check_required(const struct sc_opt *table, const void *obj, const 
 /* Frees everything the loader allocated inside <obj> and zeroes those fields. NULL-safe. */
 void sc_config_free(const struct sc_opt *table, void *obj);
 
+/* Whether the configuration <next> may replace <cur> at a reload (both structs <table>
+ * describes): every option flagged SC_OPT_RESTART must hold the same value, compared in depth
+ * (an object or a list with all it holds). A list of objects whose element table has such
+ * options must keep its length, and each element is checked in turn. Returns 0, or SC_ECONFIG
+ * with "<key path> changes only with a restart" in a new <*err> (the first option that changed;
+ * values are never quoted, so secrets stay out of messages). */
+int sc_config_check_reload(const struct sc_opt *table, const void *cur, const void *next,
+                           char **err);
+
 /* Returns a new JSON object with the effective configuration, secrets as "<redacted>". */
 json_t *sc_config_dump(const struct sc_opt *table, const void *obj);
 
@@ -140,25 +153,5 @@ void sc_config_help(const struct sc_opt *table, FILE *out);
 
 /* Writes the options as a Markdown reference table (key, type, default, flag, description). */
 void sc_config_doc(const struct sc_opt *table, FILE *out);
-
-/* Parses a duration ("250ms", "1h30m", "0") into milliseconds. Returns 0 or -EINVAL. */
-int sc_parse_duration(const char *s, uint64_t *ms);
-
-/* Writes the shortest exact rendering of <ms> ("250ms", "90s", "1h30s", "0") into <out>, which
- * holds at least SC_DURATION_MAX bytes: what sc_parse_duration reads back as <ms>. */
-#define SC_DURATION_MAX 96
-void sc_format_duration(uint64_t ms, char *out);
-
-/* Parses a size ("64KiB", "1MiB", "100", "10MB") into bytes. Returns 0 or -EINVAL. */
-int sc_parse_size(const char *s, uint64_t *bytes);
-
-/* Expands ${NAME} / ${NAME:-default} / $$ in <s>. Returns a new string, or NULL with a new
- * message in <*err> (unset variable, unterminated reference). <*errpos> is the byte offset of the
- * offending reference. */
-char *sc_env_expand(const char *s, char **err, size_t *errpos);
-
-/* Returns the candidate closest to <word> by edit distance when it is close enough to be a likely
- * typo (distance <= 2, or <= a third of its length), else NULL. */
-const char *sc_did_you_mean(const char *word, const char *const *candidates, size_t n);
 
 #endif

@@ -83,7 +83,7 @@ static void load_crypto(void)
     }
 }
 
-int sc_md5(const void *p, size_t n, unsigned char out[16])
+int sc_lazylib_md5(const void *p, size_t n, unsigned char out[16])
 {
     pthread_once(&crypto_once, load_crypto);
     unsigned int len = 0;

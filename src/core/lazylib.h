@@ -18,6 +18,6 @@ size_t sc_snappy_max_compressed_length(size_t n);
 int sc_snappy_compress(const char *in, size_t n, char *out, size_t *outlen);
 
 /* Writes the MD5 digest of <n> bytes at <p> to <out>. Returns 0 or SC_EUNSUPPORTED. */
-int sc_md5(const void *p, size_t n, unsigned char out[16]);
+int sc_lazylib_md5(const void *p, size_t n, unsigned char out[16]);
 
 #endif

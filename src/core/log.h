@@ -10,6 +10,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "core/json.h" /* sc_json_escape, which the log writers of every layer use */
+
 enum sc_log_level { SC_LOG_DEBUG, SC_LOG_INFO, SC_LOG_WARN, SC_LOG_ERROR, SC_LOG_OFF };
 enum sc_log_format { SC_LOG_TEXT, SC_LOG_JSON };
 
@@ -71,10 +73,5 @@ void sc_log_at(enum sc_log_level level, const char *msg, ...);
 #define sc_info(...) sc_log_at(SC_LOG_INFO, __VA_ARGS__, SC_LEND)
 #define sc_warn(...) sc_log_at(SC_LOG_WARN, __VA_ARGS__, SC_LEND)
 #define sc_error(...) sc_log_at(SC_LOG_ERROR, __VA_ARGS__, SC_LEND)
-
-/* Appends <s> (<n> bytes) to <out> (capacity <cap>, at <*len>) as the inside of a JSON string:
- * quotes, backslashes and control characters escaped, invalid UTF-8 replaced by U+FFFD. Stops
- * at the capacity. Returns false when it had to stop. Shared by the log and JSON writers. */
-bool sc_json_escape(char *out, size_t cap, size_t *len, const char *s, size_t n);
 
 #endif

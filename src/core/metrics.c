@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 // Metrics registry and Prometheus text exposition (format 0.0.4). The invariant that shapes the
-// file: a series, once created, lives until the registry is freed, so a worker thread may keep a
-// raw pointer to it and update it with nothing but atomics, even after the series was removed or
-// while a render runs. Locks guard only structure: the registry mutex the list of families and
-// callbacks (both append-only, published with release stores so a render walks them unlocked),
-// and each family's mutex its hash table and its list of live series. Label values are stored raw
-// and sanitised at render time (escapes, invalid UTF-8 replaced), because they may come from peers
-// and one bad byte must not make the whole scrape unparsable.
+// file: the memory of a series, once created, lives until the registry is freed, so a worker
+// thread may keep a raw pointer to it and update it with nothing but atomics while a render runs,
+// and a late update after a removal never touches freed memory. A removed series is revived when
+// its label values come back, or its memory serves the next new series of the family, so churn
+// costs what the live series need, not every series there ever was. Locks guard only structure: the
+// registry mutex the list of families and callbacks (both append-only, published with release
+// stores so a render walks them unlocked), and each family's mutex its hash table and its list of
+// live series. Label values are stored raw and sanitised at render time (escapes, invalid UTF-8
+// replaced), because they may come from peers and one bad byte must not make the whole scrape
+// unparsable.
 #include "core/metrics.h"
 
 #include <fcntl.h>
@@ -28,6 +31,7 @@
 #include "core/error.h"
 #include "core/list.h"
 #include "core/log.h"
+#include "core/prom.h"
 #include "core/str.h"
 
 /* Past this many live series a family refuses new ones: a label a peer controls must not grow
@@ -45,8 +49,10 @@ static const double default_buckets[] = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025
                                           1,      2.5,     5,      10 };
 
 struct sc_metric {
-    struct sc_list link;     /* in family->live, creation order; unlinked once removed */
+    struct sc_list link;     /* in family->live (creation order), or once removed in
+                                family->removed (removal order) */
     struct sc_metric *hnext; /* hash chain; removed series stay chained, to be revived */
+    bool removed;
     struct sc_metric_family *fam;
     uint64_t hash;
     char **values; /* fam->nlabels copies, raw as given */
@@ -75,7 +81,9 @@ struct sc_metric_family {
     pthread_mutex_t lock; /* guards everything below */
     struct sc_list live;  /* series that render, in creation order */
     size_t nlive;
-    struct sc_metric **table; /* every series ever created, live or removed */
+    struct sc_list removed; /* removed series, oldest first: revived or reused by new series */
+    size_t nremoved;
+    struct sc_metric **table; /* every series, live or removed */
     size_t tsize;             /* a power of two */
     size_t tcount;
     bool warned; /* the cap was reported in the log once */
@@ -184,129 +192,6 @@ static bool valid_label_name(const char *s)
     return true;
 }
 
-/* ---- number formatting -------------------------------------------------------------------- */
-
-/* Formats a sample value: the shortest of %.15g, %.16g and %.17g that reads back as the same
- * double, so values round-trip yet 0.1 prints as "0.1" and 1e6 as "1000000". Needs the C
- * locale (we never call setlocale). <out> holds at least 32 bytes. */
-static void fmt_value(char *out, size_t n, double v)
-{
-    if (isnan(v)) {
-        snprintf(out, n, "NaN");
-        return;
-    }
-    if (isinf(v)) {
-        snprintf(out, n, "%s", v > 0 ? "+Inf" : "-Inf");
-        return;
-    }
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(out, n, "%.*g", prec, v);
-        if (strtod(out, NULL) == v) {
-            return;
-        }
-    }
-}
-
-/* Formats a bucket bound the way the Go client (the reference for the format) does, shortest
- * round-trip digits with an exponent below 1e-4 and from 1e6 up, so le="0.005", le="1",
- * le="2.5", le="1e+06". The le value is a label: a different spelling of the same bound is a
- * different series to Prometheus, and histograms from several exporters get aggregated by le. */
-static void fmt_le(char *out, size_t n, double v)
-{
-    if (isnan(v) || isinf(v)) {
-        fmt_value(out, n, v);
-        return;
-    }
-    int prec = 0;
-    for (; prec < 17; prec++) {
-        snprintf(out, n, "%.*e", prec, v);
-        if (strtod(out, NULL) == v) {
-            break;
-        }
-    }
-    const char *e = strchr(out, 'e');
-    int exp = e ? (int)strtol(e + 1, NULL, 10) : 0;
-    if (exp < -4 || exp >= 6) {
-        return; /* C's %e spelling ("1e+06", "1.5e-05") is the Go one */
-    }
-    /* Same rounding position as the %e above, so the same digits, laid out without exponent. */
-    snprintf(out, n, "%.*f", prec - exp > 0 ? prec - exp : 0, v);
-}
-
-/* ---- escaping ----------------------------------------------------------------------------- */
-
-/* Returns the length of the valid UTF-8 sequence at <s> (NUL-terminated), or 0 when it is not
- * one: overlong forms, surrogates and code points past U+10FFFF are invalid, as Prometheus's
- * parser (Go's utf8.ValidString) holds. Continuation bytes are read only while the previous
- * ones matched, so the NUL is never passed. */
-static size_t utf8_len(const unsigned char *s)
-{
-    unsigned char c = s[0];
-    unsigned char lo = 0x80, hi = 0xbf;
-    size_t n;
-    if (c < 0x80) {
-        return 1;
-    } else if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        lo = c == 0xe0 ? 0xa0 : 0x80;
-        hi = c == 0xed ? 0x9f : 0xbf;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        lo = c == 0xf0 ? 0x90 : 0x80;
-        hi = c == 0xf4 ? 0x8f : 0xbf;
-    } else {
-        return 0;
-    }
-    if (s[1] < lo || s[1] > hi) {
-        return 0;
-    }
-    for (size_t i = 2; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-    }
-    return n;
-}
-
-/* Appends <s> escaped for a HELP line (backslash, newline) or, with <quote>, for a label value
- * (also the double quote). Invalid UTF-8 becomes U+FFFD. */
-static int append_escaped(struct sc_buf *b, const char *s, bool quote)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    const unsigned char *run = p;
-    int rc = 0;
-    while (*p) {
-        const char *rep = NULL;
-        size_t skip = 1;
-        if (*p == '\\') {
-            rep = "\\\\";
-        } else if (*p == '\n') {
-            rep = "\\n";
-        } else if (*p == '"' && quote) {
-            rep = "\\\"";
-        } else if (*p >= 0x80) {
-            skip = utf8_len(p);
-            if (skip == 0) {
-                rep = "\xef\xbf\xbd";
-                skip = 1;
-            }
-        }
-        if (!rep) {
-            p += skip;
-            continue;
-        }
-        if ((rc = sc_buf_append(b, run, (size_t)(p - run))) < 0 ||
-            (rc = sc_buf_append_cstr(b, rep)) < 0) {
-            return rc;
-        }
-        p += skip;
-        run = p;
-    }
-    return sc_buf_append(b, run, (size_t)(p - run));
-}
-
 /* ---- series lookup ------------------------------------------------------------------------ */
 
 /* FNV-1a over the values, each followed by a NUL so ("ab","c") and ("a","bc") differ; seeded
@@ -379,13 +264,31 @@ static void reset_values(struct sc_metric *m)
     }
 }
 
-/* Returns the series, creating it or reviving a removed one; NULL at the cap. Called with
- * f->lock held. */
+/* Takes <m> out of its hash chain. Called with f->lock held. */
+static void unchain(struct sc_metric_family *f, struct sc_metric *m)
+{
+    struct sc_metric **pp = &f->table[m->hash & (f->tsize - 1)];
+    while (*pp != m) {
+        pp = &(*pp)->hnext;
+    }
+    *pp = m->hnext;
+    m->hnext = NULL;
+}
+
+static void chain(struct sc_metric_family *f, struct sc_metric *m)
+{
+    size_t j = m->hash & (f->tsize - 1);
+    m->hnext = f->table[j];
+    f->table[j] = m;
+}
+
+/* Returns the series, creating it, reviving a removed one with the same values, or reusing the
+ * memory of the series removed longest ago; NULL at the cap. Called with f->lock held. */
 static struct sc_metric *get_locked(struct sc_metric_family *f, const char *const *values)
 {
     uint64_t h = hash_values(f->reg->seed, values, f->nlabels);
     struct sc_metric *m = find(f, values, h);
-    if (m && !sc_list_unlinked(&m->link)) {
+    if (m && !m->removed) {
         return m;
     }
     if (f->nlive >= MAX_SERIES) {
@@ -394,7 +297,21 @@ static struct sc_metric *get_locked(struct sc_metric_family *f, const char *cons
     if (m) {
         /* A removed series comes back as new, at zero; reusing it keeps churn over the same
          * label values from allocating again. */
-        reset_values(m);
+        sc_list_remove(&m->link);
+        f->nremoved--;
+    } else if (!sc_list_empty(&f->removed)) {
+        /* Churn over ever new label values (endpoints that come and go) reuses what was removed,
+         * so memory follows the live series, not every series there ever was. */
+        m = sc_list_entry(f->removed.next, struct sc_metric, link);
+        sc_list_remove(&m->link);
+        f->nremoved--;
+        unchain(f, m);
+        for (size_t i = 0; i < f->nlabels; i++) {
+            sc_free(m->values[i]);
+            m->values[i] = sc_strdup(values[i] ? values[i] : "");
+        }
+        m->hash = h;
+        chain(f, m);
     } else {
         size_t nb = f->type == SC_METRIC_HISTOGRAM ? f->nbounds : 0;
         m = sc_calloc(1, sizeof(*m) + nb * sizeof(m->buckets[0]));
@@ -404,13 +321,12 @@ static struct sc_metric *get_locked(struct sc_metric_family *f, const char *cons
         for (size_t i = 0; i < f->nlabels; i++) {
             m->values[i] = sc_strdup(values[i] ? values[i] : "");
         }
-        reset_values(m);
         maybe_grow(f);
-        size_t j = h & (f->tsize - 1);
-        m->hnext = f->table[j];
-        f->table[j] = m;
+        chain(f, m);
         f->tcount++;
     }
+    reset_values(m);
+    m->removed = false;
     sc_list_append(&f->live, &m->link);
     f->nlive++;
     return m;
@@ -574,11 +490,12 @@ static struct sc_metric_family *family(struct sc_metrics *r, enum sc_metric_type
     for (size_t i = 0; i < nbounds; i++) {
         char tmp[40];
         f->bounds[i] = buckets[i];
-        fmt_le(tmp, sizeof(tmp), buckets[i]);
+        sc_prom_le(tmp, sizeof(tmp), buckets[i]);
         f->le[i] = sc_strdup(tmp);
     }
     pthread_mutex_init(&f->lock, NULL);
     sc_list_init(&f->live);
+    sc_list_init(&f->removed);
     f->tsize = 8;
     f->table = sc_calloc(f->tsize, sizeof(*f->table));
 
@@ -671,9 +588,12 @@ void sc_metric_remove(struct sc_metric_family *f, const char *const *values)
     }
     pthread_mutex_lock(&f->lock);
     struct sc_metric *m = find(f, values, hash_values(f->reg->seed, values, f->nlabels));
-    if (m && !sc_list_unlinked(&m->link)) {
+    if (m && !m->removed) {
         sc_list_remove(&m->link);
         f->nlive--;
+        m->removed = true;
+        sc_list_append(&f->removed, &m->link);
+        f->nremoved++;
     }
     pthread_mutex_unlock(&f->lock);
 }
@@ -964,7 +884,8 @@ static int render_labels(struct sc_buf *b, const struct sc_metric *m, const char
     int rc = sc_buf_append(b, "{", 1);
     for (size_t i = 0; rc == 0 && i < f->nlabels; i++) {
         if ((rc = sc_buf_appendf(b, "%s%s=\"", i ? "," : "", f->labels[i])) == 0 &&
-            (rc = append_escaped(b, m->values[i], true)) == 0) {
+            (rc = sc_prom_escape(b, m->values[i], strlen(m->values[i]),
+                                 SC_PROM_ESC_QUOTE | SC_PROM_ESC_UTF8)) == 0) {
             rc = sc_buf_append(b, "\"", 1);
         }
     }
@@ -990,11 +911,11 @@ static int render_line(struct sc_buf *b, const struct sc_metric *m, const char *
 static int render_series(struct sc_buf *b, const struct sc_metric *m)
 {
     const struct sc_metric_family *f = m->fam;
-    char num[40];
+    char num[SC_PROM_VALUE_MAX + 1];
     if (f->type != SC_METRIC_HISTOGRAM) {
         uint64_t v = atomic_load_explicit(&m->v, memory_order_relaxed);
         if (f->type == SC_METRIC_GAUGE || f->float_counter) {
-            fmt_value(num, sizeof(num), bitsd(v));
+            num[sc_prom_value_to(num, bitsd(v))] = 0;
         } else {
             snprintf(num, sizeof(num), "%llu", (unsigned long long)v);
         }
@@ -1014,8 +935,8 @@ static int render_series(struct sc_buf *b, const struct sc_metric *m)
     if ((rc = render_line(b, m, "_bucket", "le", "+Inf", num)) < 0) {
         return rc;
     }
-    char sum[40];
-    fmt_value(sum, sizeof(sum), bitsd(atomic_load_explicit(&m->sum, memory_order_relaxed)));
+    char sum[SC_PROM_VALUE_MAX + 1];
+    sum[sc_prom_value_to(sum, bitsd(atomic_load_explicit(&m->sum, memory_order_relaxed)))] = 0;
     if ((rc = render_line(b, m, "_sum", NULL, NULL, sum)) < 0) {
         return rc;
     }
@@ -1030,7 +951,7 @@ static int render_family(struct sc_buf *b, struct sc_metric_family *f)
         goto out;
     }
     if ((rc = sc_buf_appendf(b, "# HELP %s ", f->name)) < 0 ||
-        (rc = append_escaped(b, f->help, false)) < 0 ||
+        (rc = sc_prom_escape(b, f->help, strlen(f->help), SC_PROM_ESC_UTF8)) < 0 ||
         (rc = sc_buf_appendf(b, "\n# TYPE %s %s\n", f->name, type_name(f->type))) < 0) {
         goto out;
     }

@@ -39,8 +39,10 @@ struct sc_metric_family *sc_metrics_family(struct sc_metrics *r, enum sc_metric_
  * copied), creating it at zero. Returns NULL when the family's series cap is reached. */
 struct sc_metric *sc_metric_get(struct sc_metric_family *f, const char *const *values);
 
-/* Removes the series with label <values> from <f> (for endpoints and sources that went away);
- * the pointer stays valid but no longer renders until the registry is freed. */
+/* Removes the series with label <values> from <f> (for endpoints and sources that went away): it
+ * no longer renders. Its memory stays allocated until the registry is freed, but serves the next
+ * new series of <f>: the caller stops updating through its pointer once it removed the series
+ * (an update that races the removal is harmless, one much later counts for another series). */
 void sc_metric_remove(struct sc_metric_family *f, const char *const *values);
 
 /* Shorthand for a label-less family and its single series. */

@@ -79,7 +79,7 @@ static const char *const builtins[] = {
 
 static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-int sc_base64_encode(struct sc_buf *out, const void *p, size_t n)
+int sc_template_base64_encode(struct sc_buf *out, const void *p, size_t n)
 {
     const unsigned char *s = p;
     char q[4];
@@ -123,7 +123,7 @@ static int b64val(char c)
     return -1;
 }
 
-int sc_base64_decode(struct sc_buf *out, const char *s, size_t n)
+int sc_template_base64_decode(struct sc_buf *out, const char *s, size_t n)
 {
     unsigned acc = 0;
     int bits = 0;
@@ -1032,13 +1032,13 @@ static json_t *call_builtin(struct exec *x, const struct arg *f, json_t **av, si
     if (strcmp(name, "base64Encode") == 0 || strcmp(name, "base64") == 0) {
         NEED(1);
         json_t *s = as_text(av[0]);
-        sc_base64_encode(&b, json_string_value(s), json_string_length(s));
+        sc_template_base64_encode(&b, json_string_value(s), json_string_length(s));
         json_decref(s);
         r = json_stringn(b.p ? b.p : "", b.len);
     } else if (strcmp(name, "base64Decode") == 0) {
         NEED(1);
         json_t *s = as_text(av[0]);
-        int rc = sc_base64_decode(&b, json_string_value(s), json_string_length(s));
+        int rc = sc_template_base64_decode(&b, json_string_value(s), json_string_length(s));
         json_decref(s);
         if (rc < 0) {
             xerr(x, line, col, "base64Decode: invalid base64 input");

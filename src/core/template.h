@@ -53,10 +53,10 @@ void sc_tmpl_free(struct sc_tmpl *t);
 json_t *sc_tmpl_data_parse(const char *text, size_t len);
 
 /* Appends the base64 (RFC 4648, padded) of <n> bytes at <p> to <out>. Returns 0 or SC_ETOOBIG. */
-int sc_base64_encode(struct sc_buf *out, const void *p, size_t n);
+int sc_template_base64_encode(struct sc_buf *out, const void *p, size_t n);
 
 /* Appends the decoded bytes of base64 text <s> (padded or not) to <out>. Returns 0, -EINVAL on a
  * character outside the alphabet, or SC_ETOOBIG. */
-int sc_base64_decode(struct sc_buf *out, const char *s, size_t n);
+int sc_template_base64_decode(struct sc_buf *out, const char *s, size_t n);
 
 #endif

@@ -25,18 +25,18 @@
 #define RELOAD_OPTS(FLAGS)                                                                         \
     { .name = "reload_url",                                                                        \
       .type = SC_OPT_STR,                                                                          \
-      .offset = offsetof(struct sc_reload_cfg, url),                                               \
+      .offset = offsetof(struct sc_dest_reload_cfg, url),                                               \
       .help = "reload action: send an HTTP request to this URL after a file changed",              \
       .flags = (FLAGS) },                                                                          \
     { .name = "reload_method",                                                                     \
       .type = SC_OPT_STR,                                                                          \
-      .offset = offsetof(struct sc_reload_cfg, method),                                            \
+      .offset = offsetof(struct sc_dest_reload_cfg, method),                                            \
       .def = "POST",                                                                               \
       .help = "HTTP method of the reload request",                                                 \
       .flags = (FLAGS) },                                                                          \
     { .name = "reload_expect_status",                                                              \
       .type = SC_OPT_INT,                                                                          \
-      .offset = offsetof(struct sc_reload_cfg, expect_status),                                     \
+      .offset = offsetof(struct sc_dest_reload_cfg, expect_status),                                     \
       .def = "0",                                                                                  \
       .help = "status the reload request must answer (0: any 2xx)",                                \
       .flags = (FLAGS),                                                                            \
@@ -44,7 +44,7 @@
       .max = 599 },                                                                                \
     { .name = "reload_retries",                                                                    \
       .type = SC_OPT_INT,                                                                          \
-      .offset = offsetof(struct sc_reload_cfg, retries),                                           \
+      .offset = offsetof(struct sc_dest_reload_cfg, retries),                                           \
       .def = "3",                                                                                  \
       .help =                                                                                      \
       "extra attempts of a failed reload request or command (backoff 0.5 s, doubling)",            \
@@ -53,40 +53,40 @@
       .max = 20 },                                                                                 \
     { .name = "reload_signal",                                                                     \
       .type = SC_OPT_STR,                                                                          \
-      .offset = offsetof(struct sc_reload_cfg, signal),                                            \
+      .offset = offsetof(struct sc_dest_reload_cfg, signal),                                            \
       .def = "SIGHUP",                                                                             \
       .help = "signal sent by the pid-file and process reload actions",                            \
       .flags = (FLAGS) },                                                                          \
     { .name = "reload_pid_file",                                                                   \
       .type = SC_OPT_STR,                                                                          \
-      .offset = offsetof(struct sc_reload_cfg, pid_file),                                          \
+      .offset = offsetof(struct sc_dest_reload_cfg, pid_file),                                          \
       .help = "reload action: signal the process whose pid this file holds",                       \
       .flags = (FLAGS) },                                                                          \
     { .name = "reload_process",                                                                    \
       .type = SC_OPT_STR,                                                                          \
-      .offset = offsetof(struct sc_reload_cfg, process),                                           \
+      .offset = offsetof(struct sc_dest_reload_cfg, process),                                           \
       .help = "reload action: signal every process with this name (shared PID namespace)",         \
       .flags = (FLAGS) },                                                                          \
     { .name = "reload_command",                                                                    \
       .type = SC_OPT_STRLIST,                                                                      \
-      .offset = offsetof(struct sc_reload_cfg, command),                                           \
+      .offset = offsetof(struct sc_dest_reload_cfg, command),                                           \
       .help = (FLAGS) ? "reload action: run this command (argv list; as flags, one "               \
                         "--reload-command per argument); exit 0 is success"                        \
                       : "reload action: run this command (argv list); exit 0 is success",          \
       .flags = (FLAGS) },                                                                          \
     { .name = "reload_debounce",                                                                   \
       .type = SC_OPT_DURATION,                                                                     \
-      .offset = offsetof(struct sc_reload_cfg, debounce_ms),                                       \
+      .offset = offsetof(struct sc_dest_reload_cfg, debounce_ms),                                       \
       .def = "500ms",                                                                              \
       .help = "a burst of changes within this window gives one reload",                            \
       .flags = (FLAGS) },
 
-const struct sc_opt sc_reload_opts[] = {
+const struct sc_opt sc_dest_reload_opts[] = {
     RELOAD_OPTS(SC_OPT_FLAG)
     { 0 },
 };
 
-const struct sc_opt sc_reload_item_opts[] = {
+const struct sc_opt sc_dest_reload_item_opts[] = {
     RELOAD_OPTS(0)
     { 0 },
 };
@@ -120,7 +120,7 @@ int sc_signal_parse(const char *s)
     return -EINVAL;
 }
 
-int sc_reload_check(const struct sc_reload_cfg *cfg, char **err)
+int sc_dest_reload_check(const struct sc_dest_reload_cfg *cfg, char **err)
 {
     if (cfg->signal && sc_signal_parse(cfg->signal) < 0) {
         *err = sc_asprintf("reload_signal: unknown signal \"%s\"", cfg->signal);
@@ -372,12 +372,12 @@ int sc_dest_write(uv_loop_t *loop, const struct sc_dest_spec *spec, const void *
 
 /* ---- reloader ---- */
 
-struct sc_reloader {
+struct sc_dest_reloader {
     uv_loop_t *loop;
     uv_timer_t timer; /* debounce, then retry backoff */
     struct sc_egress *egress;
     struct sc_egress_xfer *xfer;
-    const struct sc_reload_cfg *cfg;
+    const struct sc_dest_reload_cfg *cfg;
     struct sc_metric *ok;
     struct sc_metric *failed;
     bool pending; /* triggered; waiting for the debounce window */
@@ -389,14 +389,14 @@ struct sc_reloader {
     int cmd_outstanding;
 };
 
-struct sc_reloader *sc_reloader_new(uv_loop_t *loop, struct sc_egress *egress,
-                                    const struct sc_reload_cfg *cfg, struct sc_metrics *metrics,
-                                    const char *metric)
+struct sc_dest_reloader *sc_dest_reloader_new(uv_loop_t *loop, struct sc_egress *egress,
+                                              const struct sc_dest_reload_cfg *cfg,
+                                              struct sc_metrics *metrics, const char *metric)
 {
     if (!cfg->url && !cfg->pid_file && !cfg->process && cfg->command.n == 0) {
         return NULL;
     }
-    struct sc_reloader *r = SC_NEW(struct sc_reloader);
+    struct sc_dest_reloader *r = SC_NEW(struct sc_dest_reloader);
     r->loop = loop;
     r->egress = egress;
     r->cfg = cfg;
@@ -417,7 +417,7 @@ static void on_debounced(uv_timer_t *t);
     SC_LS("url", (c)->url), SC_LS("pid_file", (c)->pid_file), SC_LS("process", (c)->process),      \
         SC_LS("command", (c)->command.n ? (c)->command.v[0] : NULL)
 
-static void reload_done(struct sc_reloader *r, bool ok, const char *why)
+static void reload_done(struct sc_dest_reloader *r, bool ok, const char *why)
 {
     if (!ok && r->attempt < r->cfg->retries && !r->closing) {
         uint64_t backoff = 500u << (r->attempt < 6 ? r->attempt : 6);
@@ -440,13 +440,13 @@ static void reload_done(struct sc_reloader *r, bool ok, const char *why)
     }
     if (r->again && !r->closing) {
         r->again = false;
-        sc_reloader_trigger(r);
+        sc_dest_reloader_trigger(r);
     }
 }
 
 static void on_reload_resp(void *arg, const struct sc_egress_resp *resp)
 {
-    struct sc_reloader *r = arg;
+    struct sc_dest_reloader *r = arg;
     r->xfer = NULL;
     if (resp->error) {
         reload_done(r, false, resp->error_msg ? resp->error_msg : sc_strerror(resp->error));
@@ -461,7 +461,7 @@ static void on_reload_resp(void *arg, const struct sc_egress_resp *resp)
 
 static void on_reload_cmd(void *arg, int64_t status)
 {
-    struct sc_reloader *r = arg;
+    struct sc_dest_reloader *r = arg;
     r->cmd_outstanding--;
     if (r->closing) {
         if (r->cmd_outstanding == 0 && r->timer_closed) {
@@ -509,7 +509,7 @@ static bool proc_name_matches(const char *pid, const char *name)
            (strncmp(base, name, nl) == 0 && base[nl] == ':' && strstr(base, "master"));
 }
 
-static int signal_processes(const struct sc_reload_cfg *cfg, const char **why)
+static int signal_processes(const struct sc_dest_reload_cfg *cfg, const char **why)
 {
     int sig = sc_signal_parse(cfg->signal ? cfg->signal : "SIGHUP");
     if (sig < 0) {
@@ -564,10 +564,10 @@ static int signal_processes(const struct sc_reload_cfg *cfg, const char **why)
 
 static void on_debounced(uv_timer_t *t)
 {
-    struct sc_reloader *r = t->data;
+    struct sc_dest_reloader *r = t->data;
     r->pending = false;
     r->running = true;
-    const struct sc_reload_cfg *cfg = r->cfg;
+    const struct sc_dest_reload_cfg *cfg = r->cfg;
     sc_info("reloading the app", ACTION_FIELDS(cfg));
     const char *why = NULL;
     if ((cfg->pid_file || cfg->process) && signal_processes(cfg, &why) < 0) {
@@ -607,7 +607,7 @@ static void on_debounced(uv_timer_t *t)
     }
 }
 
-void sc_reloader_trigger(struct sc_reloader *r)
+void sc_dest_reloader_trigger(struct sc_dest_reloader *r)
 {
     if (!r || r->closing) {
         return;
@@ -623,21 +623,21 @@ void sc_reloader_trigger(struct sc_reloader *r)
     uv_timer_start(&r->timer, on_debounced, r->cfg->debounce_ms, 0);
 }
 
-bool sc_reloader_busy(const struct sc_reloader *r)
+bool sc_dest_reloader_busy(const struct sc_dest_reloader *r)
 {
     return r && (r->pending || r->running);
 }
 
 static void on_reloader_closed(uv_handle_t *h)
 {
-    struct sc_reloader *r = h->data;
+    struct sc_dest_reloader *r = h->data;
     r->timer_closed = true;
     if (r->cmd_outstanding == 0) {
         sc_free(r);
     }
 }
 
-void sc_reloader_close(struct sc_reloader *r)
+void sc_dest_reloader_close(struct sc_dest_reloader *r)
 {
     if (!r || r->closing) {
         return;

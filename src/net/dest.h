@@ -18,8 +18,8 @@
 #include "core/metrics.h"
 #include "net/egress.h"
 
-/* The reload action, declared once (sc_reload_opts) and embedded by both roles. */
-struct sc_reload_cfg {
+/* The reload action, declared once (sc_dest_reload_opts) and embedded by both roles. */
+struct sc_dest_reload_cfg {
     char *url;              /* HTTP reload: request URL */
     char *method;           /* default POST */
     int64_t expect_status;  /* 0: any 2xx */
@@ -31,9 +31,9 @@ struct sc_reload_cfg {
     uint64_t debounce_ms;   /* a burst of writes within this window gives one reload */
 };
 
-extern const struct sc_opt sc_reload_opts[];
+extern const struct sc_opt sc_dest_reload_opts[];
 /* The same keys without command-line flags: a reload action of one source or template. */
-extern const struct sc_opt sc_reload_item_opts[];
+extern const struct sc_opt sc_dest_reload_item_opts[];
 
 /* Where and how one file is written (borrowed by sc_dest_write until its callback). */
 struct sc_dest_spec {
@@ -63,28 +63,28 @@ typedef void (*sc_dest_cb)(void *arg, enum sc_dest_result result);
 int sc_dest_write(uv_loop_t *loop, const struct sc_dest_spec *spec, const void *data, size_t len,
                   sc_dest_cb cb, void *arg);
 
-struct sc_reloader;
+struct sc_dest_reloader;
 
 /* Returns a new reloader for <cfg> (borrowed for its lifetime), or NULL when <cfg> names no
  * action. HTTP actions go through <egress> (borrowed). The counter <metric> (for example
  * "sidecar_config_reload_total") gets a {result} label: success or failure. */
-struct sc_reloader *sc_reloader_new(uv_loop_t *loop, struct sc_egress *egress,
-                                    const struct sc_reload_cfg *cfg, struct sc_metrics *metrics,
-                                    const char *metric);
+struct sc_dest_reloader *sc_dest_reloader_new(uv_loop_t *loop, struct sc_egress *egress,
+                                              const struct sc_dest_reload_cfg *cfg,
+                                              struct sc_metrics *metrics, const char *metric);
 
 /* Asks for a reload: runs the action once the debounce window has been quiet. NULL-safe. */
-void sc_reloader_trigger(struct sc_reloader *r);
+void sc_dest_reloader_trigger(struct sc_dest_reloader *r);
 
 /* Returns true while a reload is pending or running. NULL-safe. */
-bool sc_reloader_busy(const struct sc_reloader *r);
+bool sc_dest_reloader_busy(const struct sc_dest_reloader *r);
 
 /* Cancels what is pending, closes the handles and frees <r> once they have closed. NULL-safe. */
-void sc_reloader_close(struct sc_reloader *r);
+void sc_dest_reloader_close(struct sc_dest_reloader *r);
 
 /* Parses a signal name ("SIGHUP", "HUP", "hup") or number. Returns the number or -EINVAL. */
 int sc_signal_parse(const char *s);
 
 /* Checks <cfg> (signal name). Returns 0 or SC_ECONFIG with a new message in <*err>. */
-int sc_reload_check(const struct sc_reload_cfg *cfg, char **err);
+int sc_dest_reload_check(const struct sc_dest_reload_cfg *cfg, char **err);
 
 #endif

@@ -78,17 +78,17 @@ struct sc_tls_server_opts {
  * wildcards in the certificate allowed, or exact spiffe:// URIs); when that list is empty, the
  * SNI name (or IP address) of the connection is checked instead. */
 struct sc_tls_client_opts {
-    char *ca;                       /* CA bundle; NULL: the system's default store */
-    char *cert;                     /* our certificate for mutual TLS (with key) */
-    char *key;                      /* its private key */
-    char *sni;                      /* the server name to send; a connection may override it */
+    char *ca;                         /* CA bundle; NULL: the system's default store */
+    char *cert;                       /* our certificate for mutual TLS (with key) */
+    char *key;                        /* its private key */
+    char *sni;                        /* the server name to send; a connection may override it */
     struct sc_strv subject_alt_names; /* names or SPIFFE IDs the server must present */
-    struct sc_strv alpn;            /* protocols to offer, in order */
-    int min_version;                /* enum sc_tls_version */
-    int max_version;                /* enum sc_tls_version */
-    bool insecure_skip_verify;      /* accept any server certificate (tests, debugging) */
-    bool session_reuse;             /* offer the last session per destination key */
-    uint64_t watch_interval_ms;     /* how often the store polls the files (0: never) */
+    struct sc_strv alpn;              /* protocols to offer, in order */
+    int min_version;                  /* enum sc_tls_version */
+    int max_version;                  /* enum sc_tls_version */
+    bool insecure_skip_verify;        /* accept any server certificate (tests, debugging) */
+    bool session_reuse;               /* offer the last session per destination key */
+    uint64_t watch_interval_ms;       /* how often the store polls the files (0: never) */
 };
 
 /* Option tables for the two structs (config.h): the proxy embeds them under its `tls:` keys with
@@ -109,9 +109,9 @@ struct sc_tls_sessions;
 
 /* What a context tells about one of its certificates (metrics, logs). */
 struct sc_tls_cert_info {
-    char path[256];   /* the certificate file as configured (truncated) */
-    char name[256];   /* the first DNS SAN, else the URI SAN, else the subject's CN */
-    char serial[80];  /* the serial number in upper-case hex */
+    char path[256];     /* the certificate file as configured (truncated) */
+    char name[256];     /* the first DNS SAN, else the URI SAN, else the subject's CN */
+    char serial[80];    /* the serial number in upper-case hex */
     int64_t not_before; /* seconds since the epoch */
     int64_t not_after;
 };
@@ -148,20 +148,34 @@ size_t sc_tls_ctx_certs(const struct sc_tls_ctx *c, struct sc_tls_cert_info *out
  * tests and interop code that needs OpenSSL directly. */
 struct ssl_ctx_st *sc_tls_ctx_ssl_ctx(const struct sc_tls_ctx *c);
 
+/* Returns the index (in the order of sc_tls_ctx_certs) of the server certificate whose DNS names
+ * cover <name> (exact names first, then "*." wildcards covering one label; case-insensitive, a
+ * trailing dot ignored): the one SNI <name> selects. Returns -1 when no certificate names it (SNI
+ * then gets the default, index 0) or <c> is a client context. */
+int sc_tls_ctx_select(const struct sc_tls_ctx *c, struct sc_str name);
+
 /* Returns the URI SAN of the context's own (default) certificate, or an empty view: the "By" of an
  * XFCC element. Borrows from <c>. */
 struct sc_str sc_tls_ctx_own_uri(const struct sc_tls_ctx *c);
 
-/* Returns new ticket keys that rotate every <rotate_ms> (0: one hour); a key decrypts tickets for
- * two periods. Free with sc_tls_ticket_keys_unref. */
+/* Returns new ticket keys (random, refcount 1) that rotate every <rotate_ms> (0: one hour) when a
+ * ticket is made; the previous key still decrypts (and the ticket is renewed) until the next
+ * rotation. Thread-safe once made. */
 struct sc_tls_ticket_keys *sc_tls_ticket_keys_new(uint64_t rotate_ms);
+
+/* Drops a reference to <k>; the last one wipes and frees the keys. NULL-safe, thread-safe. */
 void sc_tls_ticket_keys_unref(struct sc_tls_ticket_keys *k);
 
-/* Returns a new client session table of at most <cap> destinations (0: 1024). */
+/* Returns a new client session table (refcount 1) of at most <cap> destinations (0: 1024); when
+ * full, the destination whose session was kept longest ago is forgotten. Thread-safe. */
 struct sc_tls_sessions *sc_tls_sessions_new(size_t cap);
+
+/* Drops a reference to <s>; the last one frees it with its sessions. NULL-safe, thread-safe. */
 void sc_tls_sessions_unref(struct sc_tls_sessions *s);
+
 /* Forgets every kept session (a CA or certificate change must not resume old sessions). */
 void sc_tls_sessions_flush(struct sc_tls_sessions *s);
+
 /* Returns how many destinations have a kept session. */
 size_t sc_tls_sessions_count(struct sc_tls_sessions *s);
 
@@ -178,8 +192,9 @@ struct sc_tls_store *sc_tls_store_new_client(const struct sc_tls_client_opts *o,
                                              char **err);
 
 /* Starts polling the store's files on <loop> (the loop that owns the store) every <interval_ms>
- * (0: the options' watch_interval, which defaults to 1 s). Returns 0 or a negative libuv error.
- * The timer does not keep the loop alive. */
+ * (0: the options' watch_interval, 1 s in the option table; when both are 0 nothing is watched).
+ * Returns 0 or a negative libuv error. Harmless when already watching. The timer does not keep
+ * the loop alive, and it logs a certificate nearing its expiry once an hour. */
 int sc_tls_store_watch(struct sc_tls_store *s, uv_loop_t *loop, uint64_t interval_ms);
 
 /* Checks the files now (resolved target's device, inode, size and mtime, then a SHA-256 of the
@@ -227,32 +242,47 @@ const char *sc_tls_fail_name(enum sc_tls_fail f);
 
 /* How a TLS layer is made. */
 struct sc_tls_xport_args {
-    uv_loop_t *loop;                 /* the loop of <below> */
-    struct sc_xport *below;          /* borrowed; the layer becomes its owner */
-    const struct sc_xport_cbs *cbs;  /* the owner's callbacks */
+    uv_loop_t *loop;                /* the loop of <below> */
+    struct sc_xport *below;         /* borrowed; the layer becomes its owner */
+    const struct sc_xport_cbs *cbs; /* the owner's callbacks */
     void *owner;
-    struct sc_str preread;           /* server: bytes already read from below (a sniffer's),
-                                        copied, fed in before anything read later */
-    const char *sni;                 /* client: server name for this connection (copied; NULL:
-                                        the context's sni). An IP address is not sent but
-                                        verified against the certificate's IP SANs */
-    const char *session_key;         /* client: the destination key for session reuse (copied;
-                                        NULL: no reuse), e.g. "10.0.0.7:443|sni" */
-    bool handshake_cb;               /* server: fire cbs->connected once when the handshake ends
-                                        (0 or an error), for timers and metrics */
+    struct sc_str preread;   /* server: bytes already read from below (a sniffer's),
+                                copied, fed in before anything read later */
+    const char *sni;         /* client: server name for this connection (copied; NULL:
+                                the context's sni). An IP address is not sent but
+                                verified against the certificate's IP SANs */
+    const char *session_key; /* client: the destination key for session reuse (copied;
+                                NULL: no reuse), e.g. "10.0.0.7:443|sni" */
+    bool handshake_cb;       /* server: fire cbs->connected once when the handshake ends
+                                (0 or an error), for timers and metrics */
 };
 
 /* Makes a TLS layer over args->below with <ctx> (a new reference is taken): a server layer for a
  * server context, a client one otherwise. The layer registers itself as below's owner. A server
- * handshakes from the owner's first read_start; a client from sc_xport_connect (which connects
- * below first; with a NULL address below is taken as connected already). Returns the layer, whose
- * memory the layer frees itself after reporting closed; it must be closed (sc_xport_close) even
- * when nothing else happened. */
+ * handshakes from the owner's first read_start or write; a client from sc_xport_connect (which
+ * connects below first; with a NULL address below is taken as connected already). Returns the
+ * layer, whose memory the layer frees itself after reporting closed; it must be closed
+ * (sc_xport_close) even when nothing else happened. */
 struct sc_xport *sc_tls_xport_new(struct sc_tls_ctx *ctx, const struct sc_tls_xport_args *args);
 
 /* Returns why the layer's handshake or last read failed (SC_TLS_FAIL_NONE when it did not).
  * <x> must be a layer made by sc_tls_xport_new. */
 enum sc_tls_fail sc_tls_xport_fail(struct sc_xport *x);
+
+/* Returns the index of the certificate the server layer <x> presented (see sc_tls_ctx_select; 0
+ * before the handshake), or -1 for a client layer. */
+int sc_tls_xport_cert_index(struct sc_xport *x);
+
+/* Whether a request for <host> (a Host or :authority value, port allowed) on the server layer <x>
+ * is misdirected: the listener has several certificates and <host> is named by another one than
+ * the connection presented, so the client must not reuse this connection for it (HTTP 421). A
+ * host no certificate names is not misdirected. */
+bool sc_tls_xport_misdirected(struct sc_xport *x, struct sc_str host);
+
+/* Writes the X-Forwarded-Client-Cert element for the verified peer of layer <x> into <out> (see
+ * sc_tls_xfcc), with By the URI SAN of the certificate this side presented. Returns the length,
+ * -ENOENT when the peer sent no certificate (or it was not verified), or SC_ETOOBIG. */
+int sc_tls_xport_xfcc(struct sc_xport *x, char *out, size_t cap);
 
 /* Whether <x> is a TLS layer (made by sc_tls_xport_new). */
 bool sc_tls_xport_is(const struct sc_xport *x);
@@ -274,9 +304,9 @@ struct sc_spiffe_id {
  * domain of lower-case letters, digits, '.', '-' and '_', a path of non-empty segments of
  * letters, digits, '.', '-' and '_' that are not "." or "..", no query, fragment, port, user
  * info or trailing slash, at most SC_SPIFFE_ID_MAX bytes. Returns 0 and fills <out>, or -EINVAL. */
-int sc_spiffe_parse(struct sc_str id, struct sc_spiffe_id *out);
+int sc_tls_spiffe_parse(struct sc_str id, struct sc_spiffe_id *out);
 
-/* Writes the SPIFFE ID of <cert> (its one URI SAN, valid per sc_spiffe_parse) into <out> (<cap>
+/* Writes the SPIFFE ID of <cert> (its one URI SAN, valid per sc_tls_spiffe_parse) into <out> (<cap>
  * bytes, NUL-terminated). Returns its length, -ENOENT when the certificate has no URI SAN or
  * several (not an identity), -EINVAL when the one it has is not a valid SPIFFE ID, or SC_ETOOBIG
  * when <cap> is too small. */
@@ -285,7 +315,9 @@ int sc_tls_spiffe_id(struct x509_st *cert, char *out, size_t cap);
 /* Writes an Envoy X-Forwarded-Client-Cert element for <peer> into <out> (<cap> bytes,
  * NUL-terminated): By=<by>;Hash=<hex SHA-256 of the DER>;Subject="<RFC 2253 subject>";
  * URI=<first URI SAN>;DNS=<each DNS SAN>. By is left out when <by> is empty, URI and DNS when the
- * certificate has none. A value holding ',', ';', '=' or '"' is double-quoted with '"' and '\'
+ * certificate has none; a SAN (or <by>) that is not printable ASCII without spaces is left out,
+ * and the Subject's control and non-ASCII bytes are escaped (RFC 2253), so the element is always
+ * safe in a header. A value holding ',', ';', '=' or '"' is double-quoted with '"' and '\'
  * backslash-escaped (Subject always is). Returns the length, or SC_ETOOBIG (nothing usable). */
 int sc_tls_xfcc(struct x509_st *peer, struct sc_str by, char *out, size_t cap);
 

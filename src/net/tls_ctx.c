@@ -31,15 +31,15 @@
 #define FILE_MAX (1024 * 1024) /* PEM bundles larger than this are refused */
 #define DEFAULT_SESSION_TIMEOUT_MS (3600 * 1000ULL)
 #define TLS12_CIPHERS                                                                              \
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"    \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"     \
     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 #define TLS13_SUITES "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 #define GROUPS "X25519:P-256"
 
 /* ---- option tables ------------------------------------------------------------------------ */
 
-const char *const sc_tls_version_names[] = { "auto", "TLSv1.0", "TLSv1.1", "TLSv1.2", "TLSv1.3",
-                                             NULL };
+const char *const sc_tls_version_names[] = { "auto",    "TLSv1.0", "TLSv1.1",
+                                             "TLSv1.2", "TLSv1.3", NULL };
 const char *const sc_tls_client_cert_names[] = { "auto", "none", "optional", "require", NULL };
 
 static int check_version(void *field, char **err)
@@ -318,8 +318,8 @@ static EVP_PKEY *load_key(const char *path, struct sc__tls_files *files, char **
     EVP_PKEY *k = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
     BIO_free(bio);
     if (!k) {
-        *err = sc_asprintf("key %s: bad PEM or not a private key (%s)", path,
-                           ossl_reason("no key"));
+        *err =
+            sc_asprintf("key %s: bad PEM or not a private key (%s)", path, ossl_reason("no key"));
     }
     return k;
 }
@@ -511,7 +511,9 @@ static int set_hmac(EVP_MAC_CTX *h, const unsigned char *key)
 }
 
 /* OpenSSL's ticket key callback: encrypt with the current key (rotating it when due), decrypt
- * with the current or the previous one (2: the ticket is renewed under the current key). */
+ * with the current or the previous one. Decryption answers 2 (renew) either way, so a resumed
+ * connection gets a fresh ticket: TLS 1.3 clients use a ticket once (RFC 8446 C.4), and OpenSSL
+ * sends none on resumption otherwise. */
 static int on_ticket_key(SSL *ssl, unsigned char name[16], unsigned char iv[16],
                          EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
 {
@@ -526,14 +528,17 @@ static int on_ticket_key(SSL *ssl, unsigned char name[16], unsigned char iv[16],
     if (enc) {
         uint64_t now = mono_ms();
         if (now - k->born_ms >= k->rotate_ms) {
+            /* the current key becomes the previous one, unless it is too old to decrypt for a
+             * second period (an idle server) */
             k->prev = k->cur;
-            k->has_prev = true;
+            k->has_prev = now - k->born_ms < 2 * k->rotate_ms;
             tkey_make(&k->cur);
             k->born_ms = now;
         }
         key = k->cur;
     } else if (memcmp(name, k->cur.name, 16) == 0) {
         key = k->cur;
+        rc = 2;
     } else if (k->has_prev && memcmp(name, k->prev.name, 16) == 0) {
         key = k->prev;
         rc = 2;
@@ -722,7 +727,8 @@ static int ctx_common(SSL_CTX *s, struct sc_tls_ctx *c, int min, int max, char *
     if (SSL_CTX_set_min_proto_version(s, version_of(min, TLS1_2_VERSION)) != 1 ||
         SSL_CTX_set_max_proto_version(s, version_of(max, TLS1_3_VERSION)) != 1 ||
         SSL_CTX_set_cipher_list(s, TLS12_CIPHERS) != 1 ||
-        SSL_CTX_set_ciphersuites(s, TLS13_SUITES) != 1 || SSL_CTX_set1_groups_list(s, GROUPS) != 1) {
+        SSL_CTX_set_ciphersuites(s, TLS13_SUITES) != 1 ||
+        SSL_CTX_set1_groups_list(s, GROUPS) != 1) {
         *err = sc_asprintf("TLS settings refused by OpenSSL: %s", ossl_reason("?"));
         return SC_ECONFIG;
     }
@@ -789,37 +795,45 @@ static bool name_matches(const char *pat, const char *host, bool wildcard)
     return dot && dot != host && strcmp(dot + 1, pat + 2) == 0;
 }
 
+int sc_tls_ctx_select(const struct sc_tls_ctx *c, struct sc_str name)
+{
+    char host[256];
+    if (name.len > 0 && name.p[name.len - 1] == '.') {
+        name.len--;
+    }
+    if (!c->server || name.len == 0 || name.len >= sizeof(host)) {
+        return -1;
+    }
+    for (size_t i = 0; i < name.len; i++) {
+        char ch = name.p[i];
+        if (ch == '\0') {
+            return -1;
+        }
+        host[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch;
+    }
+    host[name.len] = '\0';
+    for (int wild = 0; wild < 2; wild++) {
+        for (size_t i = 0; i < c->ncerts; i++) {
+            for (size_t j = 0; j < c->certs[i].nnames; j++) {
+                if (name_matches(c->certs[i].names[j], host, wild)) {
+                    return (int)i;
+                }
+            }
+        }
+    }
+    return -1;
+}
+
 /* SNI: switch to the certificate whose names cover the requested one (exact before wildcard);
  * the default certificate stays otherwise. */
 static int on_servername(SSL *ssl, int *alert, void *arg)
 {
     struct sc_tls_ctx *c = arg;
     const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    if (!sni || c->ncerts < 2) {
-        return SSL_TLSEXT_ERR_OK;
-    }
-    char host[256];
-    size_t n = strlen(sni);
-    if (n >= sizeof(host)) {
-        return SSL_TLSEXT_ERR_OK;
-    }
-    for (size_t i = 0; i <= n; i++) {
-        char ch = sni[i];
-        host[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch;
-    }
-    if (n > 0 && host[n - 1] == '.') {
-        host[n - 1] = '\0';
-    }
-    for (int wild = 0; wild < 2; wild++) {
-        for (size_t i = 0; i < c->ncerts; i++) {
-            for (size_t j = 0; j < c->certs[i].nnames; j++) {
-                if (name_matches(c->certs[i].names[j], host, wild)) {
-                    if (i > 0) {
-                        SSL_set_SSL_CTX(ssl, c->certs[i].ssl);
-                    }
-                    return SSL_TLSEXT_ERR_OK;
-                }
-            }
+    if (sni && c->ncerts > 1) {
+        int i = sc_tls_ctx_select(c, sc_str_c(sni));
+        if (i > 0) {
+            SSL_set_SSL_CTX(ssl, c->certs[i].ssl);
         }
     }
     return SSL_TLSEXT_ERR_OK;
@@ -935,8 +949,8 @@ static char *uri_of(SSL_CTX *s)
         if (g->type == GEN_URI) {
             int n = ASN1_STRING_length(g->d.uniformResourceIdentifier);
             if (n > 0 && (size_t)n < sizeof(buf)) {
-                out = sc_strndup((const char *)ASN1_STRING_get0_data(g->d.uniformResourceIdentifier),
-                                 (size_t)n);
+                out = sc_strndup(
+                    (const char *)ASN1_STRING_get0_data(g->d.uniformResourceIdentifier), (size_t)n);
             }
         }
     }
@@ -978,11 +992,12 @@ struct sc_tls_ctx *sc__tls_ctx_server(const struct sc_tls_server_opts *o,
         goto fail;
     }
     if ((o->cert == NULL) != (o->key == NULL)) {
-        *err = sc_asprintf("tls: cert and key go together (%s is missing)",
-                           o->cert ? "key" : "cert");
+        *err =
+            sc_asprintf("tls: cert and key go together (%s is missing)", o->cert ? "key" : "cert");
         goto fail;
     }
-    if (check_versions(o->min_version, o->max_version, err) < 0 || alpn_wire(c, &o->alpn, err) < 0) {
+    if (check_versions(o->min_version, o->max_version, err) < 0 ||
+        alpn_wire(c, &o->alpn, err) < 0) {
         goto fail;
     }
     int mode = o->client_cert;
@@ -990,11 +1005,10 @@ struct sc_tls_ctx *sc__tls_ctx_server(const struct sc_tls_server_opts *o,
         mode = o->client_ca ? SC_TLS_CLIENT_CERT_REQUIRE : SC_TLS_CLIENT_CERT_NONE;
     }
     if (mode != SC_TLS_CLIENT_CERT_NONE && !o->client_ca) {
-        *err = sc_asprintf("tls: client_cert: %s needs client_ca",
-                           sc_tls_client_cert_names[mode]);
+        *err = sc_asprintf("tls: client_cert: %s needs client_ca", sc_tls_client_cert_names[mode]);
         goto fail;
     }
-    if (o->client_ca && !(ca = load_ca(o->client_ca, files, &ca_names, err))) {
+    if (mode != SC_TLS_CLIENT_CERT_NONE && !(ca = load_ca(o->client_ca, files, &ca_names, err))) {
         goto fail;
     }
     c->keys = keys ? keys : sc_tls_ticket_keys_new(o->session_timeout_ms);
@@ -1030,8 +1044,8 @@ struct sc_tls_ctx *sc__tls_ctx_server(const struct sc_tls_server_opts *o,
         SSL_CTX_set_tlsext_servername_arg(s, c);
         SSL_CTX_set_tlsext_ticket_key_evp_cb(s, on_ticket_key);
         SSL_CTX_set_num_tickets(s, 1);
-        uint64_t timeout = o->session_timeout_ms ? o->session_timeout_ms
-                                                 : DEFAULT_SESSION_TIMEOUT_MS;
+        uint64_t timeout =
+            o->session_timeout_ms ? o->session_timeout_ms : DEFAULT_SESSION_TIMEOUT_MS;
         SSL_CTX_set_timeout(s, (long)(timeout / 1000));
         if (o->session_cache_size > 0) {
             SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_SERVER);
@@ -1042,11 +1056,11 @@ struct sc_tls_ctx *sc__tls_ctx_server(const struct sc_tls_server_opts *o,
         if (ca) {
             SSL_CTX_set1_cert_store(s, ca);
             SSL_CTX_set0_CA_list(s, SSL_dup_CA_list(ca_names));
-            SSL_CTX_set_verify(s,
-                               SSL_VERIFY_PEER | (mode == SC_TLS_CLIENT_CERT_REQUIRE
-                                                      ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT
-                                                      : 0),
-                               NULL);
+            SSL_CTX_set_verify(
+                s,
+                SSL_VERIFY_PEER |
+                    (mode == SC_TLS_CLIENT_CERT_REQUIRE ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+                NULL);
         }
     }
     c->own_uri = uri_of(c->ssl);
@@ -1068,8 +1082,8 @@ static int on_verify(int ok, X509_STORE_CTX *store)
         return ok;
     }
     SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
-    struct sc_tls_ctx *c = ssl ? SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), sc__tls_ctx_index())
-                               : NULL;
+    struct sc_tls_ctx *c =
+        ssl ? SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), sc__tls_ctx_index()) : NULL;
     if (!c || c->nsans == 0) {
         return ok;
     }
@@ -1113,25 +1127,26 @@ static int on_new_session(SSL *ssl, SSL_SESSION *sess)
 }
 
 struct sc_tls_ctx *sc__tls_ctx_client(const struct sc_tls_client_opts *o,
-                                      struct sc_tls_sessions *sessions,
-                                      struct sc__tls_files *files, char **err)
+                                      struct sc_tls_sessions *sessions, struct sc__tls_files *files,
+                                      char **err)
 {
     struct sc_tls_ctx *c = SC_NEW(struct sc_tls_ctx);
     X509_STORE *ca = NULL;
     atomic_init(&c->refs, 1);
     c->verify = !o->insecure_skip_verify;
     if ((o->cert == NULL) != (o->key == NULL)) {
-        *err = sc_asprintf("tls: cert and key go together (%s is missing)",
-                           o->cert ? "key" : "cert");
+        *err =
+            sc_asprintf("tls: cert and key go together (%s is missing)", o->cert ? "key" : "cert");
         goto fail;
     }
-    if (check_versions(o->min_version, o->max_version, err) < 0 || alpn_wire(c, &o->alpn, err) < 0) {
+    if (check_versions(o->min_version, o->max_version, err) < 0 ||
+        alpn_wire(c, &o->alpn, err) < 0) {
         goto fail;
     }
     for (size_t i = 0; i < o->subject_alt_names.n; i++) {
         const char *san = o->subject_alt_names.v[i];
         struct sc_spiffe_id id;
-        if (strncmp(san, "spiffe://", 9) == 0 && sc_spiffe_parse(sc_str_c(san), &id) < 0) {
+        if (strncmp(san, "spiffe://", 9) == 0 && sc_tls_spiffe_parse(sc_str_c(san), &id) < 0) {
             *err = sc_asprintf("tls: subject_alt_names: \"%s\" is not a valid SPIFFE ID", san);
             goto fail;
         }

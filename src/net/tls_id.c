@@ -25,11 +25,11 @@ static bool td_char(unsigned char c)
 
 static bool path_char(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '-' || c == '_';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '-' || c == '_';
 }
 
-int sc_spiffe_parse(struct sc_str id, struct sc_spiffe_id *out)
+int sc_tls_spiffe_parse(struct sc_str id, struct sc_spiffe_id *out)
 {
     static const struct sc_str scheme = SC_STR("spiffe://");
     memset(out, 0, sizeof(*out));
@@ -106,10 +106,10 @@ int sc_tls_spiffe_id(struct x509_st *cert, char *out, size_t cap)
         rc = -ENOENT;
         goto out;
     }
-    struct sc_str s = sc_str_n((const char *)ASN1_STRING_get0_data(uri),
-                               (size_t)ASN1_STRING_length(uri));
+    struct sc_str s =
+        sc_str_n((const char *)ASN1_STRING_get0_data(uri), (size_t)ASN1_STRING_length(uri));
     struct sc_spiffe_id id;
-    if (memchr(s.p, '\0', s.len) || sc_spiffe_parse(s, &id) < 0) {
+    if (memchr(s.p, '\0', s.len) || sc_tls_spiffe_parse(s, &id) < 0) {
         rc = -EINVAL;
         goto out;
     }
@@ -141,6 +141,19 @@ static void put(struct wbuf *w, const char *s, size_t n)
     }
     memcpy(w->p + w->len, s, n);
     w->len += n;
+}
+
+/* Whether <v> can go into a header value as it is: printable ASCII without spaces. A SAN holding
+ * anything else (a NUL, CR/LF, bytes above 0x7e) is left out of the element rather than passed
+ * to the application in a header. */
+static bool header_safe(const char *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f) {
+            return false;
+        }
+    }
+    return n > 0;
 }
 
 /* Appends "key=value", double-quoting the value when it holds a separator, a quote or <force>. */
@@ -176,7 +189,7 @@ int sc_tls_xfcc(struct x509_st *peer, struct sc_str by, char *out, size_t cap)
     }
     struct wbuf w = { out, 0, cap, false };
     out[0] = '\0';
-    if (by.len > 0) {
+    if (header_safe(by.p, by.len)) {
         put_kv(&w, "By", by.p, by.len, false);
     }
     unsigned char md[32];
@@ -220,9 +233,10 @@ int sc_tls_xfcc(struct x509_st *peer, struct sc_str by, char *out, size_t cap)
             } else if (pass == 1 && g->type == GEN_DNS) {
                 v = g->d.dNSName;
             }
-            if (v) {
-                put_kv(&w, pass == 0 ? "URI" : "DNS", (const char *)ASN1_STRING_get0_data(v),
-                       (size_t)ASN1_STRING_length(v), false);
+            const char *vp = v ? (const char *)ASN1_STRING_get0_data(v) : NULL;
+            size_t vn = v ? (size_t)ASN1_STRING_length(v) : 0;
+            if (v && header_safe(vp, vn)) {
+                put_kv(&w, pass == 0 ? "URI" : "DNS", vp, vn, false);
             }
         }
     }

@@ -62,8 +62,8 @@ struct sc_tls_ctx *sc__tls_ctx_server(const struct sc_tls_server_opts *o,
                                       struct sc_tls_ticket_keys *keys, struct sc__tls_files *files,
                                       char **err);
 struct sc_tls_ctx *sc__tls_ctx_client(const struct sc_tls_client_opts *o,
-                                      struct sc_tls_sessions *sessions,
-                                      struct sc__tls_files *files, char **err);
+                                      struct sc_tls_sessions *sessions, struct sc__tls_files *files,
+                                      char **err);
 void sc__tls_files_free(struct sc__tls_files *f);
 
 /* Logs a warning for each certificate of <c> past 90% of its lifetime (or expired). */

@@ -184,8 +184,9 @@ size_t sc_tls_store_certs(struct sc_tls_store *s, struct sc_tls_cert_info *out, 
 /* ---- watching ----------------------------------------------------------------------------- */
 
 /* Whether <f> still has the content it had: the same resolved target and stamps, or else the
- * same SHA-256. A file recorded as missing (size -1) is the same while it stays missing. */
-static bool file_same(const struct sc__tls_file *f)
+ * same SHA-256 (then the new stamps are kept, so an unchanged file is hashed once). A file
+ * recorded as missing (size -1) is the same while it stays missing. */
+static bool file_same(struct sc__tls_file *f)
 {
     struct stat st;
     if (stat(f->path, &st) < 0) {
@@ -214,7 +215,13 @@ static bool file_same(const struct sc__tls_file *f)
     fclose(fp);
     EVP_DigestFinal_ex(m, md, NULL);
     EVP_MD_CTX_free(m);
-    return !bad && memcmp(md, f->sha256, sizeof(md)) == 0;
+    if (bad || memcmp(md, f->sha256, sizeof(md)) != 0) {
+        return false;
+    }
+    f->dev = st.st_dev;
+    f->ino = st.st_ino;
+    f->mtime = st.st_mtim;
+    return true;
 }
 
 int sc_tls_store_check(struct sc_tls_store *s, char **err)

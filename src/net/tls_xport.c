@@ -13,6 +13,7 @@
 #include "net/tls_int.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -23,11 +24,11 @@
 #include "core/error.h"
 #include "core/log.h"
 
-#define TLS_REC 16384                       /* plaintext bytes per record */
-#define REC_MAX (TLS_REC + 256)             /* a record with header, nonce, tag and padding */
-#define IN_CAP (TLS_REC + 2048)             /* what one read from below may bring */
-#define OUT_SLACK 4096                      /* room kept for alerts, tickets, key updates */
-#define OUT_CAP (2 * REC_MAX + OUT_SLACK)   /* ciphertext collected for one write below */
+#define TLS_REC 16384                     /* plaintext bytes per record */
+#define REC_MAX (TLS_REC + 256)           /* a record with header, nonce, tag and padding */
+#define IN_CAP (TLS_REC + 2048)           /* what one read from below may bring */
+#define OUT_SLACK 4096                    /* room kept for alerts, tickets, key updates */
+#define OUT_CAP (2 * REC_MAX + OUT_SLACK) /* ciphertext collected for one write below */
 
 struct tls_x {
     struct sc_xport base; /* next: the layer below; cbs/owner: ours above */
@@ -39,7 +40,7 @@ struct tls_x {
     /* ciphertext in: leftovers [in_off, in_len) of <in>, or, while a read is processed, the
      * scratch bytes [src, src + src_len) */
     char *in;
-    size_t in_off, in_len;
+    size_t in_off, in_len, in_cap;
     const char *src;
     size_t src_len;
     bool scratch_given;
@@ -68,13 +69,13 @@ struct tls_x {
     bool handshake_cb;
     bool hs_started;
     bool hs_done;
-    bool connecting;     /* the owner's connect has not been answered */
-    bool start_pending;  /* client: start the handshake on the next idle turn */
-    bool reading;        /* the owner wants reads */
+    bool connecting;    /* the owner's connect has not been answered */
+    bool start_pending; /* client: start the handshake on the next idle turn */
+    bool reading;       /* the owner wants reads */
     bool below_reading;
     bool below_wpending;
     bool owner_wpending;
-    bool read_blocked;   /* SSL_read wanted to write while a write was pending */
+    bool read_blocked; /* SSL_read wanted to write while a write was pending */
     bool shutdown_pending;
     bool sent_shutdown;
     bool got_close_notify;
@@ -90,6 +91,7 @@ struct tls_x {
 static const struct sc_xport_ops tls_ops;
 static void pump(struct tls_x *x);
 static void update_below_read(struct tls_x *x);
+static void defer(struct tls_x *x);
 
 /* ---- per-thread buffers ------------------------------------------------------------------- */
 
@@ -164,7 +166,7 @@ static int bio_read(BIO *b, char *buf, int len)
         if (x->in_off == x->in_len) {
             sc_free(x->in);
             x->in = NULL;
-            x->in_off = x->in_len = 0;
+            x->in_off = x->in_len = x->in_cap = 0;
         }
     }
     return (int)n;
@@ -447,6 +449,14 @@ static int tls_write(struct sc_xport *xp, uv_buf_t *iov, unsigned n)
     if (x->fatal) {
         return x->err ? x->err : UV_EPROTO;
     }
+    if (x->server && !x->hs_started) {
+        /* a server that writes first: the handshake starts now, the bytes wait for it */
+        x->hs_started = true;
+        update_below_read(x);
+        if (avail(x) > 0) {
+            defer(x);
+        }
+    }
     size_t total = 0;
     for (unsigned i = 0; i < n; i++) {
         total += iov[i].len;
@@ -635,7 +645,8 @@ static void stash(struct tls_x *x)
 {
     if (x->src && x->src_len > 0) {
         size_t have = x->in_len - x->in_off;
-        char *in = sc_malloc(IN_CAP > have + x->src_len ? IN_CAP : have + x->src_len);
+        size_t cap = IN_CAP > have + x->src_len ? IN_CAP : have + x->src_len;
+        char *in = sc_malloc(cap);
         if (have) {
             memcpy(in, x->in + x->in_off, have);
         }
@@ -644,6 +655,7 @@ static void stash(struct tls_x *x)
         x->in = in;
         x->in_off = 0;
         x->in_len = have + x->src_len;
+        x->in_cap = cap;
     }
     x->src = NULL;
     x->src_len = 0;
@@ -659,8 +671,7 @@ static void on_below_alloc(void *owner, uv_buf_t *buf)
             x->in_off = 0;
         }
         x->scratch_given = false;
-        *buf = uv_buf_init(x->in + x->in_len,
-                           x->in_len < IN_CAP ? (unsigned)(IN_CAP - x->in_len) : 0);
+        *buf = uv_buf_init(x->in + x->in_len, (unsigned)(x->in_cap - x->in_len));
         return;
     }
     x->scratch_given = true;
@@ -747,11 +758,13 @@ static void on_below_write_done(void *owner, int status)
     }
 }
 
-/* Below reads while a handshake runs, or while the owner reads and our buffer has room. */
+/* Below reads while a handshake runs, or while the owner reads, as long as the bytes kept from
+ * earlier reads leave room (the next pump takes them first). */
 static void update_below_read(struct tls_x *x)
 {
-    bool want = !x->closing && !x->fatal && !x->got_eof && x->hs_started &&
-                (!x->hs_done || (x->reading && (x->in_len - x->in_off) < IN_CAP));
+    bool room = !x->in || x->in_len < x->in_cap || x->in_off > 0;
+    bool want = !x->closing && !x->fatal && !x->got_eof && x->hs_started && room &&
+                (!x->hs_done || x->reading);
     if (want && !x->below_reading) {
         if (sc_xport_read_start(x->base.next) == 0) {
             x->below_reading = true;
@@ -881,6 +894,10 @@ static void tls_close(struct sc_xport *xp)
         (void)SSL_shutdown(x->ssl);
         x->sent_shutdown = true;
         (void)flush(x);
+    } else if (x->hs_done && !x->fatal) {
+        /* No close_notify now, but the session is good: OpenSSL would otherwise drop it from the
+         * caches (and make it unresumable) when the SSL is freed. */
+        SSL_set_shutdown(x->ssl, SSL_get_shutdown(x->ssl) | SSL_SENT_SHUTDOWN);
     }
     x->closing = true;
     x->reading = false;
@@ -1080,7 +1097,8 @@ struct sc_xport *sc_tls_xport_new(struct sc_tls_ctx *ctx, const struct sc_tls_xp
     if (x->server) {
         SSL_set_accept_state(x->ssl);
         if (a->preread.len > 0) {
-            x->in = sc_malloc(a->preread.len > IN_CAP ? a->preread.len : IN_CAP);
+            x->in_cap = a->preread.len > IN_CAP ? a->preread.len : IN_CAP;
+            x->in = sc_malloc(x->in_cap);
             memcpy(x->in, a->preread.p, a->preread.len);
             x->in_len = a->preread.len;
             x->first_seen = true;
@@ -1119,6 +1137,65 @@ struct sc_xport *sc_tls_xport_new(struct sc_tls_ctx *ctx, const struct sc_tls_xp
 enum sc_tls_fail sc_tls_xport_fail(struct sc_xport *x)
 {
     return ((struct tls_x *)x)->fail;
+}
+
+int sc_tls_xport_cert_index(struct sc_xport *xp)
+{
+    struct tls_x *x = (struct tls_x *)xp;
+    if (!x->server) {
+        return -1;
+    }
+    SSL_CTX *now = SSL_get_SSL_CTX(x->ssl);
+    for (size_t i = 0; i < x->ctx->ncerts; i++) {
+        if (x->ctx->certs[i].ssl == now) {
+            return (int)i;
+        }
+    }
+    return 0;
+}
+
+bool sc_tls_xport_misdirected(struct sc_xport *xp, struct sc_str host)
+{
+    struct tls_x *x = (struct tls_x *)xp;
+    if (!x->server || x->ctx->ncerts < 2 || host.len == 0) {
+        return false;
+    }
+    /* strip a port: "name:443", "[v6]:443" (an IP literal is named by no DNS SAN) */
+    if (host.p[0] == '[') {
+        return false;
+    }
+    const char *colon = memchr(host.p, ':', host.len);
+    if (colon) {
+        host.len = (size_t)(colon - host.p);
+    }
+    int want = sc_tls_ctx_select(x->ctx, host);
+    return want >= 0 && want != sc_tls_xport_cert_index(xp);
+}
+
+int sc_tls_xport_xfcc(struct sc_xport *xp, char *out, size_t cap)
+{
+    struct tls_x *x = (struct tls_x *)xp;
+    X509 *peer = NULL;
+    if (cap > 0) {
+        out[0] = '\0';
+    }
+    (void)tls_query(xp, SC_XQ_PEER_CERT, &peer);
+    if (!peer) {
+        return -ENOENT;
+    }
+    struct sc_str by = SC_STR_NULL;
+    X509 *own = SSL_get_certificate(x->ssl);
+    GENERAL_NAMES *gens = own ? X509_get_ext_d2i(own, NID_subject_alt_name, NULL, NULL) : NULL;
+    for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens) && !by.p; i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+        if (g->type == GEN_URI) {
+            by = sc_str_n((const char *)ASN1_STRING_get0_data(g->d.uniformResourceIdentifier),
+                          (size_t)ASN1_STRING_length(g->d.uniformResourceIdentifier));
+        }
+    }
+    int rc = sc_tls_xfcc(peer, by, out, cap);
+    GENERAL_NAMES_free(gens);
+    return rc;
 }
 
 bool sc_tls_xport_is(const struct sc_xport *x)

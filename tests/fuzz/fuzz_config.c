@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
-// libFuzzer target for the YAML configuration loader: the input is loaded as a config file into a
-// table that uses every option type (nested OBJ, OBJLIST inside OBJLIST, INLINE, a check callback,
-// bounds, secrets). Beyond "no crash", it checks invariants and abort()s when one breaks:
+// libFuzzer target for the YAML configuration loader: the input is loaded as a config file into
+// every role's real option table (sc_roles: proxy, metrics, logs, config, secrets, pod) and into a
+// table of its own that uses every option type (nested OBJ, OBJLIST inside OBJLIST, INLINE, a check
+// callback, bounds, secrets). Beyond "no crash", it checks invariants and abort()s when one breaks:
 //   - the return is 0 or SC_ECONFIG;
 //   - an error is "fuzz:<line>:<col>: <message>" on one line, with a non-empty message;
 //   - a success dumps as a JSON object that serializes, durations render as text that parses back
 //     to the same value, and loading the same input again on top succeeds with the same dump;
+//   - a loaded configuration may always replace itself at a reload (sc_config_check_reload);
 //   - the object is always freeable (ASan reports leaks and double frees).
 #include <stdbool.h>
 #include <stddef.h>
@@ -17,6 +19,7 @@
 #include "core/alloc.h"
 #include "core/config.h"
 #include "core/error.h"
+#include "roles.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -317,6 +320,60 @@ static char *dump_text(const struct fz_cfg *c)
     return s;
 }
 
+/* Runs the invariants every table shares over <data> loaded into a fresh <obj> (<table>). */
+static void fuzz_table(const struct sc_opt *table, void *obj, const uint8_t *data, size_t size,
+                       char *(*dump)(const void *obj, const struct sc_opt *table))
+{
+    sc_config_defaults(table, obj);
+    char *err = NULL;
+    int rc = sc_config_load_string(table, obj, "fuzz", (const char *)data, size, &err);
+    check(rc == 0 || rc == SC_ECONFIG, "return is 0 or SC_ECONFIG", NULL);
+    if (rc != 0) {
+        check(err != NULL, "an error has a message", NULL);
+        check(well_formed(err), "error reads fuzz:line:col: message", err);
+        sc_free(err);
+        sc_config_free(table, obj);
+        return;
+    }
+    check(err == NULL, "success leaves err alone", NULL);
+    char *first = dump(obj, table);
+
+    /* Loading is idempotent: the same document again on top changes nothing. */
+    rc = sc_config_load_string(table, obj, "fuzz", (const char *)data, size, &err);
+    check(rc == 0, "a second load of a good document succeeds", err);
+    char *second = dump(obj, table);
+    check(strcmp(first, second) == 0, "a second load changes nothing", second);
+
+    check(sc_config_check_reload(table, obj, obj, &err) == 0, "a config reloads over itself", err);
+
+    err = NULL;
+    rc = sc_config_check_required(table, obj, "fuzz", &err);
+    check(rc == 0 ||
+              (rc == SC_ECONFIG && err && strncmp(err, "fuzz: missing required key \"", 28) == 0),
+          "required check", err);
+    sc_free(err);
+    sc_free(first); /* json_dumps allocates with the C allocator, which sc_free releases */
+    sc_free(second);
+    sc_config_free(table, obj);
+}
+
+static char *dump_own(const void *obj, const struct sc_opt *table)
+{
+    (void)table;
+    return dump_text(obj);
+}
+
+/* A role's table: the dump is an object that serializes. */
+static char *dump_role(const void *obj, const struct sc_opt *table)
+{
+    json_t *j = sc_config_dump(table, obj);
+    check(json_is_object(j), "dump is an object", NULL);
+    char *s = json_dumps(j, JSON_SORT_KEYS | JSON_COMPACT);
+    check(s != NULL, "dump serializes", NULL);
+    json_decref(j);
+    return s;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static bool env_ready;
@@ -327,37 +384,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         unsetenv("FUZZ_UNSET");
         env_ready = true;
     }
-
     struct fz_cfg c;
     memset(&c, 0, sizeof(c));
-    sc_config_defaults(cfg_opts, &c);
-    char *err = NULL;
-    int rc = sc_config_load_string(cfg_opts, &c, "fuzz", (const char *)data, size, &err);
-    check(rc == 0 || rc == SC_ECONFIG, "return is 0 or SC_ECONFIG", NULL);
-    if (rc != 0) {
-        check(err != NULL, "an error has a message", NULL);
-        check(well_formed(err), "error reads fuzz:line:col: message", err);
-        sc_free(err);
-        sc_config_free(cfg_opts, &c);
-        return 0;
+    fuzz_table(cfg_opts, &c, data, size, dump_own);
+    for (size_t i = 0; i < sc_nroles; i++) {
+        void *obj = sc_calloc(1, sc_roles[i]->cfg_size);
+        fuzz_table(sc_roles[i]->opts, obj, data, size, dump_role);
+        sc_free(obj);
     }
-    check(err == NULL, "success leaves err alone", NULL);
-    char *first = dump_text(&c);
-
-    /* Loading is idempotent: the same document again on top changes nothing. */
-    rc = sc_config_load_string(cfg_opts, &c, "fuzz", (const char *)data, size, &err);
-    check(rc == 0, "a second load of a good document succeeds", err);
-    char *second = dump_text(&c);
-    check(strcmp(first, second) == 0, "a second load changes nothing", second);
-
-    err = NULL;
-    rc = sc_config_check_required(cfg_opts, &c, "fuzz", &err);
-    check(rc == 0 ||
-              (rc == SC_ECONFIG && err && strncmp(err, "fuzz: missing required key \"", 28) == 0),
-          "required check", err);
-    sc_free(err);
-    sc_free(first); /* json_dumps allocates with the C allocator, which sc_free releases */
-    sc_free(second);
-    sc_config_free(cfg_opts, &c);
     return 0;
 }

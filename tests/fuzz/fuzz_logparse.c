@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/utf8.h"
 #include "roles/logs/logs.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -38,7 +39,7 @@ static bool inside(struct sc_str v, struct sc_str outer)
 static bool clean_utf8(struct sc_str s)
 {
     for (size_t i = 0; i < s.len;) {
-        size_t l = s.p[i] ? logs_utf8_seq((const unsigned char *)s.p + i, s.len - i) : 0;
+        size_t l = s.p[i] ? sc_utf8_seq((const unsigned char *)s.p + i, s.len - i) : 0;
         if (l == 0) {
             return false;
         }

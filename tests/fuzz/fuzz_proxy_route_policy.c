@@ -109,9 +109,12 @@ static void setup(void)
     worker.rt = rt;
     dc = SC_NEW(struct proxy_dconn);
     dc->w = &worker;
+    dc->ex.w = &worker;
+    dc->ex.dc = dc;
+    dc->ex.cl = &dc->cl;
     sc_buf_init(&dc->out, 65536 + 8192);
-    sc_buf_init(&dc->req.head, 65536 + 8192);
-    snprintf(dc->peer, sizeof(dc->peer), "192.0.2.7");
+    sc_buf_init(&dc->ex.head, 65536 + 8192);
+    snprintf(dc->cl.ip, sizeof(dc->cl.ip), "192.0.2.7");
     ep.name = "127.0.0.1:9";
 }
 
@@ -144,7 +147,7 @@ static void check_local(int status)
 
 static void check_upstream_head(const struct sc_http_msg *in, struct sc_str origin)
 {
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     struct sc_http_header h[MAX_HEADERS + 16];
     struct sc_http_msg m = { .headers = h };
     struct sc_http_error err = { 0 };
@@ -179,12 +182,12 @@ static void check_response_head(void)
     struct sc_http_error err = { 0 };
     CHECK(sc_http1_parse_response(up, sizeof(up) - 1, 0, &sc_http_default_limits, 0, &um, 16,
                                   &err) > 0);
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     r->status = 200;
     r->rbody = B_LENGTH;
     r->ep = &ep;
     sc_buf_reset(&dc->out);
-    CHECK(proxy_build_resp_head(dc, &um) == 0);
+    CHECK(proxy_build_resp_head(r, &um, &dc->out, false) == 0);
     struct sc_http_header h[64];
     struct sc_http_msg m = { .headers = h };
     CHECK(sc_http1_parse_response(dc->out.p, dc->out.len, 0, &sc_http_default_limits, 0, &m, 64,
@@ -212,9 +215,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc <= 0) {
         return 0;
     }
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     struct sc_buf head = r->head;
     memset(r, 0, sizeof(*r));
+    r->w = &worker;
+    r->dc = dc;
+    r->cl = &dc->cl;
     r->head = head;
     sc_buf_reset(&r->head);
     r->rt = rt;
@@ -243,18 +249,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int status = 0;
     const char *why = NULL;
     unsigned flags = 0;
-    if (proxy_route_policy_request(dc, &m, &status, &why, &flags) != PROXY_ROUTE_POL_GO) {
+    if (proxy_route_policy_request(r, &m, &status, &why, &flags) != PROXY_ROUTE_POL_GO) {
         CHECK(strcmp(found->name, "main") != 0);
         CHECK(status == 429 || status == 503);
         CHECK(flags == (status == 429 ? (unsigned)F_RL : (unsigned)F_FI));
         sc_buf_reset(&dc->out);
-        CHECK(proxy_route_policy_write_local(dc, &dc->out, status, "text/plain", sc_str_c(why),
+        CHECK(proxy_route_policy_write_local(r, &dc->out, status, "text/plain", sc_str_c(why),
                                              true) == 0);
         check_local(status);
         return 0;
     }
     CHECK(strcmp(found->name, "canary") != 0); /* that route aborts every request */
-    if (proxy_build_req_head(dc, &m, origin) == 0) {
+    if (proxy_build_req_head(r, &m, origin) == 0) {
         check_upstream_head(&m, origin);
     }
     check_response_head();

@@ -6,7 +6,8 @@
 // scheme), the trust domain is non-empty lower-case, namespace and service account are set
 // together and only for /ns/<ns>/sa/<sa>; an extracted ID parses, has the returned length and is
 // refused (SC_ETOOBIG) by a buffer one byte short; an XFCC element has the returned length, a
-// 64-hex Hash, balanced quotes, only known keys, and is refused by a buffer one byte short.
+// 64-hex Hash, balanced quotes, only known keys, only printable ASCII (safe in a header: the
+// SANs come from the peer), and is refused by a buffer one byte short.
 #include <ctype.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -40,7 +41,7 @@ static bool inside(struct sc_str v, const char *p, size_t n)
 static void check_id(const char *p, size_t n)
 {
     struct sc_spiffe_id id;
-    if (sc_spiffe_parse(sc_str_n(p, n), &id) < 0) {
+    if (sc_tls_spiffe_parse(sc_str_n(p, n), &id) < 0) {
         return;
     }
     CHECK(n > 9 && memcmp(p, "spiffe://", 9) == 0 && n <= SC_SPIFFE_ID_MAX);
@@ -63,6 +64,9 @@ static void check_id(const char *p, size_t n)
 static void check_xfcc(const char *x, size_t n)
 {
     CHECK(strlen(x) == n);
+    for (size_t i = 0; i < n; i++) {
+        CHECK(x[i] >= 0x20 && x[i] < 0x7f); /* safe as a header value: no NUL, CR, LF */
+    }
     const char *h = strstr(x, "Hash=");
     CHECK(h != NULL);
     for (int i = 0; i < 64; i++) {
@@ -123,14 +127,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(strlen(id) == (size_t)rc);
         check_id(id, (size_t)rc);
         struct sc_spiffe_id parsed;
-        CHECK(sc_spiffe_parse(sc_str_n(id, (size_t)rc), &parsed) == 0);
+        CHECK(sc_tls_spiffe_parse(sc_str_n(id, (size_t)rc), &parsed) == 0);
         char small[SC_SPIFFE_ID_MAX + 1];
         CHECK(sc_tls_spiffe_id(x, small, (size_t)rc) == SC_ETOOBIG);
         CHECK(sc_tls_spiffe_id(x, small, (size_t)rc + 1) == rc);
     }
     size_t cap = 65536;
     char *out = sc_malloc(cap);
-    struct sc_str by = (data[0] & 2) ? SC_STR("spiffe://cluster.local/ns/a;b/sa/\"q\"") : SC_STR_NULL;
+    struct sc_str by =
+        (data[0] & 2) ? SC_STR("spiffe://cluster.local/ns/a;b/sa/\"q\"") : SC_STR_NULL;
     int xr = sc_tls_xfcc(x, by, out, cap);
     CHECK(xr >= 0 || xr == SC_ETOOBIG);
     if (xr >= 0) {

@@ -65,8 +65,8 @@ class Nginx:
         return self.root / "nginx.pid"
 
 
-def nginx_conf(root: Path, port: int, body: str, extra_http="") -> str:
-    """A minimal nginx config whose / answers <body> (a valid app config)."""
+def nginx_http(root: Path, servers: str, extra_http="") -> str:
+    """An nginx config for one worker with its files under <root>, serving the <servers> blocks."""
     return USER + f"""
 worker_processes 1;
 pid {root}/nginx.pid;
@@ -79,12 +79,17 @@ http {{
     uwsgi_temp_path {root}/tmp;
     scgi_temp_path {root}/tmp;
     {extra_http}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{ return 200 "{body}"; }}
-    }}
+    {servers}
 }}
 """
+
+
+def nginx_conf(root: Path, port: int, body: str, extra_http="") -> str:
+    """A minimal nginx config whose / answers <body> (a valid app config)."""
+    return nginx_http(root, f"""server {{
+        listen 127.0.0.1:{port};
+        location / {{ return 200 "{body}"; }}
+    }}""", extra_http)
 
 
 def nginx_static_conf(root: Path, port: int, docroot: Path, cert: Path = None,
@@ -94,23 +99,10 @@ def nginx_static_conf(root: Path, port: int, docroot: Path, cert: Path = None,
     tls = f"""
         ssl_certificate {cert};
         ssl_certificate_key {key};""" if cert else ""
-    return USER + f"""
-worker_processes 1;
-pid {root}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log {root}/logs/access.log;
-    client_body_temp_path {root}/tmp;
-    proxy_temp_path {root}/tmp;
-    fastcgi_temp_path {root}/tmp;
-    uwsgi_temp_path {root}/tmp;
-    scgi_temp_path {root}/tmp;
-    server {{
+    return nginx_http(root, f"""server {{
         listen 127.0.0.1:{port}{" ssl" if cert else ""};{tls}
         root {docroot};
-    }}
-}}
-"""
+    }}""")
 
 
 def make_cert(tmp: Path, name: str, cn: str = "127.0.0.1"):

@@ -48,9 +48,11 @@ def serial_of(cert: Path) -> str:
 
 def s_client(port, *args, data=b"", timeout=10):
     """Runs `openssl s_client` against 127.0.0.1:<port> with <args>, writing <data> then EOF;
-    returns (exit code, stdout + stderr as text)."""
-    p = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-ign_eof",
-                        *args], input=data, capture_output=True, timeout=timeout)
+    returns (exit code, stdout + stderr as text). With <data>, s_client waits for the server to
+    close (send a request with Connection: close); without, it leaves after the handshake."""
+    ign = ["-ign_eof"] if data else []
+    p = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", *ign, *args],
+                       input=data, capture_output=True, timeout=timeout)
     return p.returncode, (p.stdout + p.stderr).decode(errors="replace")
 
 
@@ -85,7 +87,7 @@ class TLSClient:
     def __init__(self, port, ctx, server_hostname="localhost", timeout=10):
         raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.sock = ctx.wrap_socket(raw, server_hostname=server_hostname)
-        self.buf = b""
+        self.buf = bytearray()
 
     def request(self, path="/", headers=(), body=None, method="GET"):
         h = f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n"
@@ -99,7 +101,8 @@ class TLSClient:
             if not d:
                 raise EOFError("closed before the response head")
             self.buf += d
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        i = self.buf.index(b"\r\n\r\n")
+        head, self.buf = bytes(self.buf[:i]), self.buf[i + 4:]
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
         hdrs = {}
@@ -112,7 +115,7 @@ class TLSClient:
             if not d:
                 raise EOFError("closed in the body")
             self.buf += d
-        body, self.buf = self.buf[:n], self.buf[n:]
+        body, self.buf = bytes(self.buf[:n]), self.buf[n:]
         return status, hdrs, body
 
     def close(self):

@@ -567,7 +567,7 @@ static void test_env(void **state)
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         char *err = NULL;
-        char *s = sc_env_expand(ok[i].in, &err, NULL);
+        char *s = sc_value_env_expand(ok[i].in, &err, NULL);
         assert_non_null(s);
         assert_string_equal(s, ok[i].out);
         sc_free(s);
@@ -586,7 +586,7 @@ static void test_env(void **state)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char *err = NULL;
         size_t pos = 99;
-        assert_null(sc_env_expand(bad[i].in, &err, &pos));
+        assert_null(sc_value_env_expand(bad[i].in, &err, &pos));
         assert_non_null(err);
         assert_string_equal(err, bad[i].msg);
         assert_int_equal(pos, bad[i].pos);
@@ -722,7 +722,7 @@ static void test_sizes(void **state)
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         uint64_t v = 1;
-        assert_int_equal(sc_parse_size(ok[i].in, &v), 0);
+        assert_int_equal(sc_value_parse_size(ok[i].in, &v), 0);
         assert_int_equal(v, ok[i].bytes);
     }
     static const char *const bad[] = {
@@ -737,7 +737,7 @@ static void test_sizes(void **state)
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         uint64_t v = 7;
-        if (sc_parse_size(bad[i], &v) != -EINVAL) {
+        if (sc_value_parse_size(bad[i], &v) != -EINVAL) {
             print_error("size \"%s\" accepted\n", bad[i]);
             fail();
         }
@@ -1010,15 +1010,15 @@ static void test_did_you_mean(void **state)
 {
     (void)state;
     static const char *const c[] = { "listener", "listeners", "address", "port", "id" };
-    assert_string_equal(sc_did_you_mean("listner", c, 5), "listener");
-    assert_string_equal(sc_did_you_mean("adress", c, 5), "address");
-    assert_string_equal(sc_did_you_mean("addrses", c, 5), "address"); /* transposition */
-    assert_string_equal(sc_did_you_mean("PORT", c, 5), "port");
-    assert_string_equal(sc_did_you_mean("prot", c, 5), "port");
-    assert_null(sc_did_you_mean("x", c, 5));
-    assert_null(sc_did_you_mean("zzzzzz", c, 5));
-    assert_null(sc_did_you_mean("completely-different", c, 5));
-    assert_null(sc_did_you_mean("listner", c, 0));
+    assert_string_equal(sc_value_did_you_mean("listner", c, 5), "listener");
+    assert_string_equal(sc_value_did_you_mean("adress", c, 5), "address");
+    assert_string_equal(sc_value_did_you_mean("addrses", c, 5), "address"); /* transposition */
+    assert_string_equal(sc_value_did_you_mean("PORT", c, 5), "port");
+    assert_string_equal(sc_value_did_you_mean("prot", c, 5), "port");
+    assert_null(sc_value_did_you_mean("x", c, 5));
+    assert_null(sc_value_did_you_mean("zzzzzz", c, 5));
+    assert_null(sc_value_did_you_mean("completely-different", c, 5));
+    assert_null(sc_value_did_you_mean("listner", c, 0));
 }
 
 static void test_anchors_and_merge(void **state)
@@ -1364,6 +1364,147 @@ static void test_recursive_table(void **state)
     sc_config_free(cfg_opts, &c);
 }
 
+/* A table with options that change only with a restart, at the top, in an object and in the
+ * elements of a list, beside options that reload. */
+struct rl_out {
+    char *url;
+    char *token;
+    int64_t batch;
+    struct sc_kvv headers;
+};
+
+struct rl_store {
+    char *db;
+    uint64_t interval_ms;
+};
+
+struct rl_cfg {
+    char *listen;
+    int64_t workers;
+    struct rl_store store;
+    struct sc_vec outs;
+};
+
+static const struct sc_opt rl_out_opts[] = {
+    { .name = "url",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct rl_out, url),
+      .flags = SC_OPT_RESTART },
+    { .name = "token",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct rl_out, token),
+      .flags = SC_OPT_RESTART | SC_OPT_SECRET },
+    { .name = "batch", .type = SC_OPT_INT, .offset = offsetof(struct rl_out, batch) },
+    { .name = "headers",
+      .type = SC_OPT_STRMAP,
+      .offset = offsetof(struct rl_out, headers),
+      .flags = SC_OPT_RESTART },
+    { 0 },
+};
+
+static const struct sc_opt rl_store_opts[] = {
+    { .name = "db",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct rl_store, db),
+      .flags = SC_OPT_RESTART },
+    { .name = "interval",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct rl_store, interval_ms) },
+    { 0 },
+};
+
+static const struct sc_opt rl_opts[] = {
+    { .name = "listen",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct rl_cfg, listen),
+      .def = "0.0.0.0:9090",
+      .flags = SC_OPT_RESTART },
+    { .name = "workers",
+      .type = SC_OPT_INT,
+      .offset = offsetof(struct rl_cfg, workers),
+      .def = "1" },
+    { .name = "store",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct rl_cfg, store),
+      .sub = rl_store_opts },
+    { .name = "outs",
+      .type = SC_OPT_OBJLIST,
+      .offset = offsetof(struct rl_cfg, outs),
+      .sub = rl_out_opts,
+      .sub_size = sizeof(struct rl_out) },
+    { 0 },
+};
+
+/* Loads <text> over the defaults into <c>. */
+static void rl_load(struct rl_cfg *c, const char *text)
+{
+    char *err = NULL;
+    memset(c, 0, sizeof(*c));
+    sc_config_defaults(rl_opts, c);
+    if (sc_config_load_string(rl_opts, c, "t.yaml", text, strlen(text), &err) < 0) {
+        fail_msg("%s", err);
+    }
+}
+
+/* Returns the reload verdict from <a> to <b>: "" when allowed, else the message. */
+static char *rl_check(const char *a, const char *b)
+{
+    static char msg[256];
+    struct rl_cfg ca, cb;
+    rl_load(&ca, a);
+    rl_load(&cb, b);
+    char *err = NULL;
+    int rc = sc_config_check_reload(rl_opts, &ca, &cb, &err);
+    snprintf(msg, sizeof(msg), "%s", rc == 0 ? "" : err);
+    assert_int_equal(rc, err ? SC_ECONFIG : 0);
+    sc_free(err);
+    sc_config_free(rl_opts, &ca);
+    sc_config_free(rl_opts, &cb);
+    return msg;
+}
+
+static void test_check_reload(void **state)
+{
+    (void)state;
+    const char *base =
+        "store: {db: /a, interval: 1s}\n"
+        "outs: [{url: http://x, token: s1, batch: 1, headers: {a: b}}, {url: http://y}]\n";
+    /* what reloads */
+    assert_string_equal(rl_check(base, base), "");
+    assert_string_equal(rl_check(base,
+                                 "workers: 4\nstore: {db: /a, interval: 5s}\n"
+                                 "outs: [{url: http://x, token: s1, batch: 9, headers: {a: b}},"
+                                 " {url: http://y}]\n"),
+                        "");
+    /* what does not, named by its key path; secrets never quoted */
+    assert_string_equal(rl_check(base, "listen: 127.0.0.1:1\n"),
+                        "listen changes only with a restart");
+    assert_string_equal(rl_check(base,
+                                 "store: {db: /b, interval: 1s}\n"
+                                 "outs: [{url: http://x, token: s1, batch: 1, headers: {a: b}},"
+                                 " {url: http://y}]\n"),
+                        "store.db changes only with a restart");
+    assert_string_equal(rl_check(base,
+                                 "store: {db: /a, interval: 1s}\n"
+                                 "outs: [{url: http://x, token: s2, batch: 1, headers: {a: b}},"
+                                 " {url: http://y}]\n"),
+                        "outs[0].token changes only with a restart");
+    assert_string_equal(rl_check(base,
+                                 "store: {db: /a, interval: 1s}\n"
+                                 "outs: [{url: http://x, token: s1, batch: 1, headers: {a: c}},"
+                                 " {url: http://y}]\n"),
+                        "outs[0].headers changes only with a restart");
+    assert_string_equal(rl_check(base,
+                                 "store: {db: /a, interval: 1s}\n"
+                                 "outs: [{url: http://x, token: s1, batch: 1, headers: {a: b}},"
+                                 " {url: http://z}]\n"),
+                        "outs[1].url changes only with a restart");
+    assert_string_equal(rl_check(base,
+                                 "store: {db: /a, interval: 1s}\n"
+                                 "outs: [{url: http://x, token: s1, batch: 1, headers: {a: b}}]\n"),
+                        "outs changes only with a restart");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1386,6 +1527,7 @@ int main(void)
         cmocka_unit_test(test_file),
         cmocka_unit_test(test_free_zeroes),
         cmocka_unit_test(test_recursive_table),
+        cmocka_unit_test(test_check_reload),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -143,7 +143,7 @@ static void test_json_like_jansson(void **state)
         bool ok = j && json_is_object(j);
         logs_ev_reset(&ev);
         int rc = logs_ev_parse_json(&ev, sc_str_c(cases[i]));
-        if (rc != (ok ? 0 : -1)) {
+        if (rc != (ok ? 0 : SC_EINVAL)) {
             fail_msg("case %zu %s: jansson %s, ours %d", i, cases[i], ok ? "accepts" : "rejects",
                      rc);
         }
@@ -171,7 +171,7 @@ static void test_json_like_jansson(void **state)
         json_error_t err;
         json_t *j = json_loadb(s, o, 0, &err);
         logs_ev_reset(&ev);
-        assert_int_equal(logs_ev_parse_json(&ev, sc_str_n(s, o)), j ? 0 : -1);
+        assert_int_equal(logs_ev_parse_json(&ev, sc_str_n(s, o)), j ? 0 : SC_EINVAL);
         json_decref(j);
         sc_free(s);
     }
@@ -194,7 +194,7 @@ static void test_json_guard_page(void **state)
         char *p = map + pg - k;
         memcpy(p, line, k);
         logs_ev_reset(&ev);
-        assert_int_equal(logs_ev_parse_json(&ev, sc_str_n(p, k)), k == n ? 0 : -1);
+        assert_int_equal(logs_ev_parse_json(&ev, sc_str_n(p, k)), k == n ? 0 : SC_EINVAL);
     }
     munmap(map, (size_t)pg * 2);
     done();

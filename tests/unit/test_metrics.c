@@ -25,6 +25,18 @@
 #include "core/log.h"
 #include "core/metrics.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define CHURN_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CHURN_ASAN 1
+#endif
+#endif
+#ifdef CHURN_ASAN
+/* From the AddressSanitizer runtime (its header is not always installed). */
+size_t __sanitizer_get_current_allocated_bytes(void);
+#endif
+
 /* Renders <r> into <b> (reset first) and returns the NUL-terminated text. */
 static const char *render(struct sc_metrics *r, struct sc_buf *b)
 {
@@ -809,6 +821,75 @@ static void test_promtool(void **state)
     sc_metrics_free(r);
 }
 
+/* The memory the process holds: its resident set; under AddressSanitizer, whose quarantine keeps
+ * freed blocks resident on purpose, the bytes allocated and not freed. */
+static size_t mem_in_use(void)
+{
+#ifdef CHURN_ASAN
+    return __sanitizer_get_current_allocated_bytes();
+#else
+    FILE *f = fopen("/proc/self/statm", "r");
+    assert_non_null(f);
+    unsigned long size = 0, resident = 0;
+    assert_int_equal(fscanf(f, "%lu %lu", &size, &resident), 2);
+    fclose(f);
+    return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
+#endif
+}
+
+/* Endpoints that come and go: 100,000 series created and removed, 100 live at any time, leave
+ * the memory where the first thousand put it; a reused series starts at zero with its own labels.
+ */
+static void test_remove_churn(void **state)
+{
+    (void)state;
+    struct sc_metrics *r = sc_metrics_new();
+    const char *labels[] = { "endpoint", NULL };
+    struct sc_metric_family *f = sc_metrics_family(r, SC_METRIC_COUNTER, "requests_total",
+                                                   "Requests by endpoint.", labels, NULL, 0);
+    struct sc_metric_family *h =
+        sc_metrics_family(r, SC_METRIC_HISTOGRAM, "latency_seconds", "Latency.", labels, NULL, 0);
+    enum { TOTAL = 100000, LIVE = 100, WARM = 1000 };
+    size_t base = 0;
+    for (int i = 0; i < TOTAL; i++) {
+        char v[32];
+        snprintf(v, sizeof(v), "10.%d.%d.%d:8080", i >> 16, (i >> 8) & 255, i & 255);
+        const char *vals[] = { v };
+        struct sc_metric *m = sc_metric_get(f, vals);
+        assert_non_null(m);
+        assert_true(sc_metric_value(m) == 0.0);
+        sc_counter_add(m, 3);
+        sc_histogram_observe(sc_metric_get(h, vals), 0.25);
+        if (i >= LIVE) {
+            char old[32];
+            int k = i - LIVE;
+            snprintf(old, sizeof(old), "10.%d.%d.%d:8080", k >> 16, (k >> 8) & 255, k & 255);
+            sc_metric_remove(f, (const char *[]){ old });
+            sc_metric_remove(h, (const char *[]){ old });
+        }
+        if (i == WARM) {
+            base = mem_in_use();
+        }
+    }
+    size_t end = mem_in_use();
+    if (end > base + (1u << 20)) {
+        fail_msg("memory grew by %zu bytes over %d series", end - base, TOTAL - WARM);
+    }
+    /* What renders: the last LIVE endpoints, each with its own count. */
+    struct sc_buf b;
+    sc_buf_init(&b, 4 << 20);
+    const char *text = render(r, &b);
+    size_t lines = 0;
+    for (const char *p = strstr(text, "requests_total{"); p; p = strstr(p + 1, "requests_total{")) {
+        lines++;
+    }
+    assert_int_equal(lines, LIVE);
+    assert_true(sample(text, "requests_total{endpoint=\"10.1.134.159:8080\"}") == 3.0);
+    assert_false(strstr(text, "10.1.134.59:8080\"}") != NULL); /* removed */
+    sc_buf_cleanup(&b);
+    sc_metrics_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -818,7 +899,7 @@ int main(void)
         cmocka_unit_test(test_null_safety),    cmocka_unit_test(test_render_cap),
         cmocka_unit_test(test_collect),        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_process),        cmocka_unit_test(test_misuse_aborts),
-        cmocka_unit_test(test_promtool),
+        cmocka_unit_test(test_promtool),       cmocka_unit_test(test_remove_churn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,6 +19,8 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/error.h"
+#include "core/prom.h"
+#include "core/utf8.h"
 #include "roles/metrics/prom.h"
 
 static int parse(struct prom_set *s, const char *text, enum prom_format fmt, struct prom_error *e)
@@ -370,7 +372,7 @@ static void test_values(void **state)
         struct sc_buf b;
         sc_buf_init(&b, 256);
         sc_buf_append_cstr(&b, "v ");
-        prom_format_value(&b, vals[i]);
+        sc_prom_value(&b, vals[i]);
         sc_buf_append_cstr(&b, "\n");
         struct prom_set s;
         struct prom_error e;

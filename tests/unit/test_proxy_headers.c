@@ -34,9 +34,9 @@ uint64_t proxy_rand(struct proxy_worker *w)
 }
 
 /* proxy_tls.c provides this in the binary: these heads come over plaintext with XFCC sanitised. */
-int proxy_tls_xfcc(struct proxy_dconn *dc, const struct sc_http_msg *m, struct sc_buf *b)
+int proxy_tls_xfcc(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_buf *b)
 {
-    (void)dc;
+    (void)ex;
     (void)m;
     (void)b;
     return 0;
@@ -164,6 +164,7 @@ struct fixture {
     struct proxy_cluster cl;
     struct proxy_endpoint ep;
     struct proxy_route route;
+    struct proxy_listener lsn; /* plaintext: XFCC sanitised */
     struct proxy_rt rt;
 };
 
@@ -175,18 +176,23 @@ static struct fixture *fixture_new(void)
     f->cl.neps = 1;
     f->route.cluster = &f->cl;
     f->dc.w = &f->w;
-    f->dc.req.route = &f->route;
-    f->dc.req.rt = &f->rt;
-    f->dc.req.minor = 1;
-    snprintf(f->dc.peer, sizeof(f->dc.peer), "192.0.2.7");
-    sc_buf_init(&f->dc.req.head, 65536);
+    f->dc.ex.w = &f->w;
+    f->dc.ex.dc = &f->dc;
+    f->dc.ex.cl = &f->dc.cl;
+    f->dc.ex.route = &f->route;
+    f->lsn.tls.xfcc = PROXY_XFCC_SANITIZE;
+    f->dc.ex.lsn = &f->lsn;
+    f->dc.ex.rt = &f->rt;
+    f->dc.ex.minor = 1;
+    snprintf(f->dc.cl.ip, sizeof(f->dc.cl.ip), "192.0.2.7");
+    sc_buf_init(&f->dc.ex.head, 65536);
     sc_buf_init(&f->dc.out, 65536);
     return f;
 }
 
 static void fixture_free(struct fixture *f)
 {
-    sc_buf_cleanup(&f->dc.req.head);
+    sc_buf_cleanup(&f->dc.ex.head);
     sc_buf_cleanup(&f->dc.out);
     sc_free(f);
 }
@@ -197,10 +203,10 @@ static void rewrite(struct fixture *f, const char *text, struct parsed *in, stru
     parse_req(text, in);
     struct sc_str origin;
     (void)proxy_target_path(in->m.target, &origin);
-    f->dc.req.body = in->m.body == SC_HTTP_BODY_CHUNKED ? B_CHUNKED : B_NONE;
-    f->dc.req.upgrade = in->m.upgrade;
-    assert_int_equal(proxy_build_req_head(&f->dc, &in->m, origin), 0);
-    const char *head = sc_buf_cstr(&f->dc.req.head);
+    f->dc.ex.body = in->m.body == SC_HTTP_BODY_CHUNKED ? B_CHUNKED : B_NONE;
+    f->dc.ex.upgrade = in->m.upgrade;
+    assert_int_equal(proxy_build_req_head(&f->dc.ex, &in->m, origin), 0);
+    const char *head = sc_buf_cstr(&f->dc.ex.head);
     parse_req(head, out);
 }
 
@@ -236,7 +242,7 @@ static void test_request_rewrite(void **state)
     assert_string_equal(hval(&out.m, "via", v, sizeof(v)), "1.0 edge, 1.1 sidecar");
     assert_string_equal(hval(&out.m, "x-forwarded-proto", v, sizeof(v)), "http");
     assert_string_equal(hval(&out.m, "x-request-id", v, sizeof(v)), "abc");
-    assert_int_equal(f->dc.req.request_id_len, 3);
+    assert_int_equal(f->dc.ex.request_id_len, 3);
     hval(&out.m, "traceparent", v, sizeof(v));
     assert_int_equal(strlen(v), 55);
     assert_memory_equal(v, "00-0af7651916cd43dd8448eb211c80319c-", 36);
@@ -251,7 +257,7 @@ static void test_request_generated_ids_and_framing(void **state)
     struct fixture *f = fixture_new();
     struct parsed in, out;
     char v[256];
-    f->dc.req.minor = 0;
+    f->dc.ex.minor = 0;
     rewrite(f, "POST /u HTTP/1.0\r\nContent-Length: 3\r\ntraceparent: bogus\r\n\r\n", &in, &out);
     assert_string_equal(hval(&out.m, "host", v, sizeof(v)), "10.0.0.9:8080");
     assert_string_equal(hval(&out.m, "via", v, sizeof(v)), "1.0 sidecar");
@@ -293,7 +299,7 @@ static void test_request_absolute_form_and_expect(void **state)
     struct fixture *f = fixture_new();
     struct parsed in, out;
     char v[256];
-    f->dc.req.expect = true;
+    f->dc.ex.expect = true;
     rewrite(f,
             "PUT http://u:p@api.example:81/x?y HTTP/1.1\r\nHost: other\r\n"
             "Expect: 100-continue\r\nContent-Length: 1\r\n\r\n",
@@ -318,10 +324,10 @@ static int build_capped(const char *text, size_t max, size_t cap, size_t *len)
     parse_req(text, &in);
     struct sc_str origin;
     (void)proxy_target_path(in.m.target, &origin);
-    (void)sc_buf_reserve(&f->dc.req.head, cap);
-    f->dc.req.head.max = max;
-    int rc = proxy_build_req_head(&f->dc, &in.m, origin);
-    *len = f->dc.req.head.len;
+    (void)sc_buf_reserve(&f->dc.ex.head, cap);
+    f->dc.ex.head.max = max;
+    int rc = proxy_build_req_head(&f->dc.ex, &in.m, origin);
+    *len = f->dc.ex.head.len;
     assert_true(*len <= max);
     fixture_free(f);
     return rc;
@@ -360,9 +366,9 @@ static void test_response_rewrite(void **state)
     struct sc_http_error err;
     assert_true(sc_http1_parse_response(resp, strlen(resp), 0, &sc_http_default_limits, 0, &in.m,
                                         MAXH, &err) > 0);
-    f->dc.req.keep_alive = true;
-    f->dc.req.rbody = B_CHUNKED; /* passed through as chunked */
-    assert_int_equal(proxy_build_resp_head(&f->dc, &in.m), 0);
+    f->dc.ex.keep_alive = true;
+    f->dc.ex.rbody = B_CHUNKED; /* passed through as chunked */
+    assert_int_equal(proxy_build_resp_head(&f->dc.ex, &in.m, &f->dc.out, f->dc.ex.dechunk), 0);
     const char *out = sc_buf_cstr(&f->dc.out);
     assert_true(strncmp(out, "HTTP/1.1 200 Fine\r\n", 19) == 0);
     assert_non_null(strstr(out, "\r\nX-App: a\r\n"));
@@ -373,8 +379,8 @@ static void test_response_rewrite(void **state)
     assert_null(strstr(out, "Connection"));
     /* An HTTP/1.0 client is told to close when the body is chunked (it gets it de-chunked). */
     sc_buf_reset(&f->dc.out);
-    f->dc.req.dechunk = true;
-    assert_int_equal(proxy_build_resp_head(&f->dc, &in.m), 0);
+    f->dc.ex.dechunk = true;
+    assert_int_equal(proxy_build_resp_head(&f->dc.ex, &in.m, &f->dc.out, f->dc.ex.dechunk), 0);
     out = sc_buf_cstr(&f->dc.out);
     assert_null(strstr(out, "Transfer-Encoding"));
     assert_non_null(strstr(out, "\r\nConnection: close\r\n"));

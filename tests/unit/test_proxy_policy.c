@@ -323,7 +323,7 @@ static void test_breakers(void **state)
     pc.circuit_breakers.retry_budget.min_retry_concurrency = 1;
     struct fake f;
     fake_init(&f, 1, &pc, PROXY_LB_ROUND_ROBIN);
-    struct proxy_req a, b, c;
+    struct proxy_exch a, b, c;
     memset(&a, 0, sizeof(a));
     memset(&b, 0, sizeof(b));
     memset(&c, 0, sizeof(c));

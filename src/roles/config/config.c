@@ -5,7 +5,9 @@
 // a watch stream), optionally renders it through a template, and writes it atomically to its
 // destination, then runs the debounced reload action. With --once it fetches everything once
 // and exits (non-zero when a required source failed after its retries). Invariants: a source
-// that fails keeps the last good file; a destination is only ever replaced by rename.
+// that fails keeps the last good file; a destination is only ever replaced by rename. This file
+// holds the options, what becomes of a fetch, scheduling and the role's life cycle; each source
+// has its file (config_http.c, config_files.c, config_etcd.c).
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,49 +25,7 @@
 #include "net/dest.h"
 #include "net/egress.h"
 
-#define CONFIG_MAX_BODY (16u << 20)
-#define CONFIG_MAX_DIR_KEYS 1024
-
-struct config_source_cfg {
-    char *name;
-    char *url;
-    char *dest;
-    char *template;
-    char *template_file;
-    bool required;
-    bool watch;
-    uint64_t interval_ms;
-    char *mode;
-    char *owner;
-    struct sc_strv validate;
-    struct sc_kvv headers;
-    char *bearer_token;
-    char *basic_user;
-    char *basic_password;
-    char *ca_file;
-    bool insecure_skip_verify;
-    struct sc_reload_cfg reload;
-};
-
-struct config_cfg {
-    struct sc_vec sources;
-    struct sc_strv source;
-    struct sc_strv dest;
-    char *template_file;
-    bool once;
-    uint64_t interval_ms;
-    double jitter;
-    int64_t retries;
-    uint64_t retry_backoff_ms;
-    uint64_t max_backoff_ms;
-    uint64_t timeout_ms;
-    char *mode;
-    char *owner;
-    struct sc_strv validate;
-    uint64_t validate_timeout_ms;
-    char *ca_file;
-    struct sc_reload_cfg reload;
-};
+#include "roles/config/config.h"
 
 static const struct sc_opt source_opts[] = {
     { .name = "name",
@@ -148,7 +108,7 @@ static const struct sc_opt source_opts[] = {
     { .name = "reload",
       .type = SC_OPT_INLINE,
       .offset = offsetof(struct config_source_cfg, reload),
-      .sub = sc_reload_item_opts },
+      .sub = sc_dest_reload_item_opts },
     { 0 },
 };
 
@@ -251,88 +211,15 @@ static const struct sc_opt config_opts[] = {
     { .name = "reload",
       .type = SC_OPT_INLINE,
       .offset = offsetof(struct config_cfg, reload),
-      .sub = sc_reload_opts },
+      .sub = sc_dest_reload_opts },
     { 0 },
 };
 
-enum src_kind { SRC_HTTP, SRC_FILE, SRC_DIR, SRC_ETCD };
-
-struct config;
-
-/* Sources replaced by a reload: freed once their handles have closed and their writes ended. */
-struct config_retired {
-    struct config_source *src;
-    size_t nsrc;
-    struct config_source_cfg *flag_cfgs;
-    size_t nflag;
-    int pending;
-};
-
-struct config_source {
-    struct config *cf;
-    struct config_retired *ret; /* set once a reload replaced this source */
-    const struct config_source_cfg *cfg;
-    char *name;
-    enum src_kind kind;
-    char *path;     /* file / dir path; etcd key */
-    char *base_url; /* etcd: http(s)://host:port */
-    bool prefix;    /* etcd */
-    char *url;      /* http */
-    struct sc_egress_tls tls;
-    struct sc_tmpl *tmpl;
-    struct sc_dest_spec spec;
-    uint64_t interval_ms;
-    struct sc_reloader *reloader; /* the source's own reload action, or NULL: the top-level one */
-    uv_timer_t timer;
-    uv_timer_t fs_timer;
-    uv_fs_event_t fs_event;
-    bool fs_watching;
-    struct sc_egress_xfer *xfer;
-    struct sc_egress_xfer *watch_xfer;
-    uv_timer_t watch_timer;
-    struct sc_buf watch_buf;
-    char *watch_body;
-    int64_t etcd_revision;
-    int watch_failures;
-    struct sc_kv *hdrs;
-    size_t nhdrs;
-    char *req_body;
-    char *etag;
-    char *last_modified;
-    uint64_t last_hash; /* watch-only sources: the content seen last */
-    bool have_hash;
-    bool fetching;
-    bool refetch;  /* a change arrived during a fetch */
-    int writes;    /* dest writes in flight */
-    bool wrote_ok; /* first successful write done */
-    bool gave_up;  /* --once: failed after its retries */
-    bool done_once;
-    int failures;
-    char *last_error;
-    struct sc_metric *m_ok, *m_nm, *m_err, *m_invalid, *m_last;
-};
-
-struct config {
-    struct sc_app *app;
-    uv_loop_t *loop;
-    const struct config_cfg *cfg;
-    struct sc_egress *egress;
-    struct sc_reloader *reloader;
-    struct config_source *src;
-    size_t nsrc;
-    struct config_source_cfg *flag_cfgs; /* sources from --source/--dest */
-    bool stopping;
-    bool stopped;
-    uint64_t rng;
-    struct sc_metric_family *f_fetch, *f_last;
-};
-
-static void source_schedule(struct config_source *s, uint64_t ms);
 static void source_fetch(struct config_source *s);
 
 /* The source's own reload action when it names one, else the top-level one (each debounces on
  * its own, so a burst of writes gives one run of each action concerned). */
-static struct sc_reloader *source_reloader(const struct config_source *s)
+static struct sc_dest_reloader *source_reloader(const struct config_source *s)
 {
     return s->reloader ? s->reloader : s->cf->reloader;
 }
@@ -436,7 +323,7 @@ static void retire_sources(struct config_source *src, size_t n, struct config_so
             sc_egress_cancel(s->watch_xfer);
             s->watch_xfer = NULL;
         }
-        sc_reloader_close(s->reloader);
+        sc_dest_reloader_close(s->reloader);
         s->reloader = NULL;
         retire_handle(r, (uv_handle_t *)&s->timer);
         retire_handle(r, (uv_handle_t *)&s->fs_timer);
@@ -502,10 +389,10 @@ static void maybe_finish(struct config *cf, int code)
         if (s->fs_watching) {
             close_handle((uv_handle_t *)&s->fs_event);
         }
-        sc_reloader_close(s->reloader);
+        sc_dest_reloader_close(s->reloader);
         s->reloader = NULL;
     }
-    sc_reloader_close(cf->reloader);
+    sc_dest_reloader_close(cf->reloader);
     cf->reloader = NULL;
     sc_egress_close(cf->egress);
     cf->egress = NULL;
@@ -545,7 +432,7 @@ static void once_check(struct config *cf)
 
 /* ---- results ---- */
 
-static void fetch_failed(struct config_source *s, const char *why)
+void config_fetch_failed(struct config_source *s, const char *why)
 {
     struct config *cf = s->cf;
     s->fetching = false;
@@ -571,7 +458,7 @@ static void fetch_failed(struct config_source *s, const char *why)
     }
     sc_warn("source fetch failed; the last good file stays", SC_LS("source", s->name),
             SC_LS("reason", why), SC_LI("failures", s->failures), SC_LU("retry_in_ms", b));
-    source_schedule(s, b);
+    config_source_schedule(s, b);
 }
 
 static void next_poll(struct config_source *s)
@@ -582,7 +469,7 @@ static void next_poll(struct config_source *s)
     }
     if (s->refetch) {
         s->refetch = false;
-        source_schedule(s, 0);
+        config_source_schedule(s, 0);
         return;
     }
     uint64_t iv = s->interval_ms;
@@ -590,11 +477,11 @@ static void next_poll(struct config_source *s)
     if (spread > 0) {
         iv = iv - spread / 2 + rnd(cf) % (spread + 1);
     }
-    source_schedule(s, iv);
+    config_source_schedule(s, iv);
 }
 
 /* A fetch succeeded; <counter> is success or not_modified. */
-static void fetch_ok(struct config_source *s, struct sc_metric *counter)
+void config_fetch_ok(struct config_source *s, struct sc_metric *counter)
 {
     s->fetching = false;
     s->failures = 0;
@@ -602,7 +489,7 @@ static void fetch_ok(struct config_source *s, struct sc_metric *counter)
     sc_gauge_set(s->m_last, (double)time(NULL));
 }
 
-static void on_written(void *arg, enum sc_dest_result r)
+void config_on_written(void *arg, enum sc_dest_result r)
 {
     struct config_source *s = arg;
     struct config *cf = s->cf;
@@ -612,13 +499,13 @@ static void on_written(void *arg, enum sc_dest_result r)
          * the action of whatever writes that file now. */
         if (r == SC_DEST_WRITTEN && !cf->stopping && !cf->cfg->once) {
             struct config_source *now = source_by_dest(cf, s->cfg->dest);
-            sc_reloader_trigger(now ? source_reloader(now) : cf->reloader);
+            sc_dest_reloader_trigger(now ? source_reloader(now) : cf->reloader);
         }
         retired_unref(s->ret);
         return;
     }
     if (r == SC_DEST_WRITTEN && !cf->cfg->once) {
-        sc_reloader_trigger(source_reloader(s));
+        sc_dest_reloader_trigger(source_reloader(s));
     }
     if (r == SC_DEST_FAILED) {
         /* The destination does not hold what the validators describe: fetch in full again. */
@@ -637,7 +524,7 @@ static void on_written(void *arg, enum sc_dest_result r)
             s->wrote_ok = true;
         }
         if (r == SC_DEST_FAILED && !cf->stopping) {
-            fetch_failed(s, "cannot write the destination");
+            config_fetch_failed(s, "cannot write the destination");
             if (!cf->cfg->once) {
                 return;
             }
@@ -658,25 +545,25 @@ static void on_written(void *arg, enum sc_dest_result r)
     }
 }
 
-static void write_dest(struct config_source *s, const char *path, const char *data, size_t len)
+void config_write_dest(struct config_source *s, const char *path, const char *data, size_t len)
 {
     struct sc_dest_spec spec = s->spec;
     spec.path = path;
     s->writes++;
-    sc_dest_write(s->cf->loop, &spec, data, len, on_written, s);
+    sc_dest_write(s->cf->loop, &spec, data, len, config_on_written, s);
 }
 
 /* The fetched content: renders it when there is a template and writes it. <data> is the value
  * the template sees as .Data (borrowed; NULL: <body> parsed as JSON, else YAML, else a string). */
-static void deliver(struct config_source *s, const char *body, size_t len, json_t *data)
+void config_deliver(struct config_source *s, const char *body, size_t len, json_t *data)
 {
-    fetch_ok(s, s->m_ok);
+    config_fetch_ok(s, s->m_ok);
     if (!s->spec.path) {
         /* Watch-only: a change of content triggers the reload. */
         uint64_t h = fnv(body, len, 0xcbf29ce484222325ULL);
         if (s->have_hash && h != s->last_hash && !s->cf->cfg->once) {
             sc_info("source changed", SC_LS("source", s->name));
-            sc_reloader_trigger(source_reloader(s));
+            sc_dest_reloader_trigger(source_reloader(s));
         }
         s->have_hash = true;
         s->last_hash = h;
@@ -688,7 +575,7 @@ static void deliver(struct config_source *s, const char *body, size_t len, json_
         return;
     }
     if (!s->tmpl) {
-        write_dest(s, s->spec.path, body, len);
+        config_write_dest(s, s->spec.path, body, len);
         return;
     }
     json_t *own = NULL;
@@ -720,513 +607,18 @@ static void deliver(struct config_source *s, const char *body, size_t len, json_
             next_poll(s);
         }
     } else {
-        write_dest(s, s->spec.path, out.p ? out.p : "", out.len);
+        config_write_dest(s, s->spec.path, out.p ? out.p : "", out.len);
     }
     sc_buf_cleanup(&out);
 }
 
-static void not_modified(struct config_source *s)
+void config_not_modified(struct config_source *s)
 {
-    fetch_ok(s, s->m_nm);
+    config_fetch_ok(s, s->m_nm);
     s->done_once = true;
     update_ready(s->cf);
     once_check(s->cf);
     next_poll(s);
-}
-
-/* ---- http ---- */
-
-static void set_hdr(struct config_source *s, const char *k, const char *v)
-{
-    s->hdrs = sc_reallocarray(s->hdrs, s->nhdrs + 1, sizeof(struct sc_kv));
-    s->hdrs[s->nhdrs].key = (char *)k;
-    s->hdrs[s->nhdrs].value = (char *)v;
-    s->nhdrs++;
-}
-
-static void on_http(void *arg, const struct sc_egress_resp *resp)
-{
-    struct config_source *s = arg;
-    s->xfer = NULL;
-    if (resp->error) {
-        fetch_failed(s, resp->error_msg ? resp->error_msg : sc_strerror(resp->error));
-        return;
-    }
-    if (resp->status == 304 && s->wrote_ok) {
-        not_modified(s);
-        return;
-    }
-    if (resp->status != 200) {
-        char why[64];
-        snprintf(why, sizeof(why), "HTTP status %d", resp->status);
-        fetch_failed(s, why);
-        return;
-    }
-    struct sc_str etag = sc_egress_resp_header(resp, "ETag");
-    struct sc_str lm = sc_egress_resp_header(resp, "Last-Modified");
-    sc_free(s->etag);
-    sc_free(s->last_modified);
-    s->etag = etag.len ? sc_strndup(etag.p, etag.len) : NULL;
-    s->last_modified = lm.len ? sc_strndup(lm.p, lm.len) : NULL;
-    deliver(s, resp->body.p ? resp->body.p : "", resp->body.len, NULL);
-}
-
-static void fetch_http(struct config_source *s)
-{
-    const struct config_source_cfg *c = s->cfg;
-    s->nhdrs = 0;
-    for (size_t i = 0; i < c->headers.n; i++) {
-        set_hdr(s, c->headers.v[i].key, c->headers.v[i].value);
-    }
-    /* Conditional headers only once the destination holds what they describe. */
-    if (s->wrote_ok && s->etag) {
-        set_hdr(s, "If-None-Match", s->etag);
-    }
-    if (s->wrote_ok && s->last_modified) {
-        set_hdr(s, "If-Modified-Since", s->last_modified);
-    }
-    struct sc_egress_req req = {
-        .url = s->url,
-        .headers = s->hdrs,
-        .nheaders = s->nhdrs,
-        .timeout_ms = s->cf->cfg->timeout_ms,
-        .max_response = CONFIG_MAX_BODY,
-        .bearer_token = c->bearer_token,
-        .basic_user = c->basic_user,
-        .basic_password = c->basic_password,
-        .tls = &s->tls,
-    };
-    int rc = sc_egress_send(s->cf->egress, &req, on_http, s, &s->xfer);
-    if (rc < 0) {
-        fetch_failed(s, sc_strerror(rc));
-    }
-}
-
-/* ---- files and directories ---- */
-
-static int key_cmp(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Reads every visible key of a ConfigMap-style directory (entries starting with '.' such as
- * ..data and ..2024_* are Kubernetes' own; keys are symlinks through ..data, which stat
- * follows). Returns 0 and a new JSON object key -> content, or a negative errno. */
-static int read_dir(const char *path, json_t **out)
-{
-    uv_fs_t req;
-    int rc = uv_fs_scandir(NULL, &req, path, 0, NULL);
-    if (rc < 0) {
-        return rc;
-    }
-    char *names[CONFIG_MAX_DIR_KEYS];
-    size_t n = 0;
-    uv_dirent_t ent;
-    while (uv_fs_scandir_next(&req, &ent) != UV_EOF) {
-        if (ent.name[0] == '.' || n >= CONFIG_MAX_DIR_KEYS) {
-            continue;
-        }
-        names[n++] = sc_strdup(ent.name);
-    }
-    uv_fs_req_cleanup(&req);
-    qsort(names, n, sizeof(char *), key_cmp);
-    json_t *obj = json_object();
-    rc = 0;
-    for (size_t i = 0; i < n; i++) {
-        char *p = sc_asprintf("%s/%s", path, names[i]);
-        struct stat st;
-        if (stat(p, &st) == 0 && S_ISREG(st.st_mode)) {
-            struct sc_buf b;
-            sc_buf_init(&b, CONFIG_MAX_BODY);
-            int r = sc_file_read(p, &b);
-            if (r < 0) {
-                rc = r;
-            } else {
-                json_t *v = json_stringn(b.p ? b.p : "", b.len);
-                json_object_set_new(obj, names[i], v ? v : json_string(""));
-            }
-            sc_buf_cleanup(&b);
-        }
-        sc_free(p);
-        sc_free(names[i]);
-    }
-    if (rc < 0) {
-        json_decref(obj);
-        return rc;
-    }
-    *out = obj;
-    return 0;
-}
-
-static void fetch_file(struct config_source *s)
-{
-    struct sc_buf b;
-    sc_buf_init(&b, CONFIG_MAX_BODY);
-    int rc = sc_file_read(s->path, &b);
-    if (rc < 0) {
-        sc_buf_cleanup(&b);
-        fetch_failed(s, sc_strerror(rc));
-        return;
-    }
-    deliver(s, b.p ? b.p : "", b.len, NULL);
-    sc_buf_cleanup(&b);
-}
-
-static void fetch_dir(struct config_source *s)
-{
-    json_t *obj = NULL;
-    int rc = read_dir(s->path, &obj);
-    if (rc < 0) {
-        fetch_failed(s, sc_strerror(rc));
-        return;
-    }
-    char *all = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
-    if (s->spec.path && !s->tmpl) {
-        /* Mirror each key into the destination directory. */
-        fetch_ok(s, s->m_ok);
-        mkdir(s->spec.path, 0755);
-        const char *k;
-        json_t *v;
-        s->writes++;
-        json_object_foreach(obj, k, v)
-        {
-            char *p = sc_asprintf("%s/%s", s->spec.path, k);
-            write_dest(s, p, json_string_value(v), json_string_length(v));
-            sc_free(p);
-        }
-        s->writes--;
-        if (s->writes == 0) {
-            s->writes++;
-            on_written(s, SC_DEST_UNCHANGED);
-        }
-    } else {
-        deliver(s, all ? all : "", all ? strlen(all) : 0, obj);
-    }
-    sc_free(all);
-    json_decref(obj);
-}
-
-static void on_fs_settled(uv_timer_t *t)
-{
-    struct config_source *s = t->data;
-    if (s->cf->stopping) {
-        return;
-    }
-    if (s->fetching) {
-        s->refetch = true;
-        return;
-    }
-    sc_debug("file change seen", SC_LS("source", s->name));
-    source_schedule(s, 0);
-}
-
-static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
-{
-    struct config_source *s = h->data;
-    (void)events;
-    if (status < 0 || s->cf->stopping) {
-        return;
-    }
-    if (s->kind == SRC_FILE && filename) {
-        const char *base = strrchr(s->path, '/');
-        base = base ? base + 1 : s->path;
-        if (strcmp(filename, base) != 0 && strncmp(filename, "..", 2) != 0) {
-            return;
-        }
-    }
-    /* Settle: a ConfigMap update is several renames in a row. */
-    uv_timer_start(&s->fs_timer, on_fs_settled, 10, 0);
-}
-
-static void start_fs_watch(struct config_source *s)
-{
-    char *dir;
-    if (s->kind == SRC_DIR) {
-        dir = sc_strdup(s->path);
-    } else {
-        const char *slash = strrchr(s->path, '/');
-        dir = slash ? (slash == s->path ? sc_strdup("/")
-                                        : sc_strndup(s->path, (size_t)(slash - s->path)))
-                    : sc_strdup(".");
-    }
-    uv_fs_event_init(s->cf->loop, &s->fs_event);
-    s->fs_event.data = s;
-    s->fs_watching = true;
-    int rc = uv_fs_event_start(&s->fs_event, on_fs_event, dir, 0);
-    if (rc < 0) {
-        sc_warn("cannot watch for changes; polling only", SC_LS("path", dir), SC_LERR(rc));
-    }
-    sc_free(dir);
-}
-
-/* ---- etcd ---- */
-
-static char *b64(const char *s, size_t n)
-{
-    struct sc_buf b;
-    sc_buf_init(&b, 1u << 20);
-    sc_base64_encode(&b, s, n);
-    char *r = sc_strndup(b.p ? b.p : "", b.len);
-    sc_buf_cleanup(&b);
-    return r;
-}
-
-static char *b64dec(const char *s, size_t *len)
-{
-    struct sc_buf b;
-    sc_buf_init(&b, CONFIG_MAX_BODY);
-    if (sc_base64_decode(&b, s, strlen(s)) < 0) {
-        sc_buf_cleanup(&b);
-        return NULL;
-    }
-    *len = b.len;
-    char *r = sc_strndup(b.p ? b.p : "", b.len);
-    sc_buf_cleanup(&b);
-    return r;
-}
-
-/* The range_end that selects every key starting with <key>: the key with its last byte that is
- * not 0xff incremented (etcd's convention). */
-static char *prefix_end(const char *key)
-{
-    size_t n = strlen(key);
-    char *e = sc_strndup(key, n);
-    while (n > 0) {
-        if ((unsigned char)e[n - 1] < 0xff) {
-            e[n - 1]++;
-            e[n] = '\0';
-            return e;
-        }
-        n--;
-    }
-    e[0] = '\0';
-    return e; /* "\0": every key */
-}
-
-static char *etcd_range_body(struct config_source *s, bool watch)
-{
-    char *k = b64(s->path, strlen(s->path));
-    char *end = NULL;
-    if (s->prefix) {
-        char *pe = prefix_end(s->path);
-        end = pe[0] ? b64(pe, strlen(pe)) : sc_strdup("AA==");
-        sc_free(pe);
-    }
-    json_t *o = json_object();
-    json_object_set_new(o, "key", json_string(k));
-    if (end) {
-        json_object_set_new(o, "range_end", json_string(end));
-    }
-    json_t *root = o;
-    if (watch) {
-        char rev[32];
-        snprintf(rev, sizeof(rev), "%lld", (long long)(s->etcd_revision + 1));
-        json_object_set_new(o, "start_revision", json_string(rev));
-        root = json_pack("{s:o}", "create_request", o);
-    }
-    char *body = json_dumps(root, JSON_COMPACT);
-    json_decref(root);
-    sc_free(k);
-    sc_free(end);
-    return body;
-}
-
-static int64_t json_int_str(json_t *v)
-{
-    if (json_is_integer(v)) {
-        return json_integer_value(v);
-    }
-    if (json_is_string(v)) {
-        return strtoll(json_string_value(v), NULL, 10);
-    }
-    return 0;
-}
-
-static void start_watch(struct config_source *s);
-
-static void on_etcd_range(void *arg, const struct sc_egress_resp *resp)
-{
-    struct config_source *s = arg;
-    s->xfer = NULL;
-    sc_free(s->req_body);
-    s->req_body = NULL;
-    if (resp->error) {
-        fetch_failed(s, resp->error_msg ? resp->error_msg : sc_strerror(resp->error));
-        return;
-    }
-    if (resp->status != 200) {
-        char why[64];
-        snprintf(why, sizeof(why), "etcd answered HTTP status %d", resp->status);
-        fetch_failed(s, why);
-        return;
-    }
-    json_error_t je;
-    json_t *j = json_loadb(resp->body.p, resp->body.len, 0, &je);
-    if (!j) {
-        fetch_failed(s, "etcd answered invalid JSON");
-        return;
-    }
-    s->etcd_revision = json_int_str(json_object_get(json_object_get(j, "header"), "revision"));
-    json_t *kvs = json_object_get(j, "kvs");
-    size_t i;
-    json_t *kv;
-    if (!s->prefix) {
-        kv = json_array_get(kvs, 0);
-        const char *v = json_string_value(json_object_get(kv, "value"));
-        size_t len = 0;
-        char *val = kv ? b64dec(v ? v : "", &len) : NULL;
-        json_decref(j);
-        if (!val) {
-            fetch_failed(s, kv ? "etcd value is not base64" : "etcd key not found");
-            return;
-        }
-        deliver(s, val, len, NULL);
-        sc_free(val);
-    } else {
-        json_t *obj = json_object();
-        size_t plen = strlen(s->path);
-        json_array_foreach(kvs, i, kv)
-        {
-            size_t kl = 0, vl = 0;
-            const char *ks = json_string_value(json_object_get(kv, "key"));
-            const char *vs = json_string_value(json_object_get(kv, "value"));
-            char *key = b64dec(ks ? ks : "", &kl);
-            char *val = b64dec(vs ? vs : "", &vl);
-            if (key && val && kl >= plen) {
-                json_t *jv = json_stringn(val, vl);
-                json_object_set_new(obj, key + plen, jv ? jv : json_string(""));
-            }
-            sc_free(key);
-            sc_free(val);
-        }
-        json_decref(j);
-        char *all = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS | JSON_INDENT(0));
-        deliver(s, all ? all : "{}", all ? strlen(all) : 2, obj);
-        sc_free(all);
-        json_decref(obj);
-    }
-    if (s->cfg->watch && !s->watch_xfer && !s->cf->cfg->once && !s->cf->stopping) {
-        start_watch(s);
-    }
-}
-
-static void fetch_etcd(struct config_source *s)
-{
-    sc_free(s->req_body);
-    s->req_body = etcd_range_body(s, false);
-    char *url = sc_asprintf("%s/v3/kv/range", s->base_url);
-    struct sc_egress_req req = {
-        .method = "POST",
-        .url = url,
-        .body = s->req_body,
-        .body_len = strlen(s->req_body),
-        .timeout_ms = s->cf->cfg->timeout_ms,
-        .max_response = CONFIG_MAX_BODY,
-        .basic_user = s->cfg->basic_user,
-        .basic_password = s->cfg->basic_password,
-        .tls = &s->tls,
-    };
-    int rc = sc_egress_send(s->cf->egress, &req, on_etcd_range, s, &s->xfer);
-    sc_free(url);
-    if (rc < 0) {
-        fetch_failed(s, sc_strerror(rc));
-    }
-}
-
-/* Each watch message is one JSON object; any event means "fetch again". */
-static bool on_watch_data(void *arg, const char *p, size_t len)
-{
-    struct config_source *s = arg;
-    if (sc_buf_append(&s->watch_buf, p, len) < 0) {
-        sc_warn("etcd watch message too large; restarting the watch", SC_LS("source", s->name));
-        return false;
-    }
-    for (;;) {
-        size_t off = 0;
-        while (off < s->watch_buf.len &&
-               (s->watch_buf.p[off] == '\n' || s->watch_buf.p[off] == '\r' ||
-                s->watch_buf.p[off] == ' ')) {
-            off++;
-        }
-        sc_buf_consume(&s->watch_buf, off);
-        if (s->watch_buf.len == 0) {
-            return true;
-        }
-        json_error_t je;
-        json_t *m = json_loadb(s->watch_buf.p, s->watch_buf.len, JSON_DISABLE_EOF_CHECK, &je);
-        if (!m) {
-            return true; /* incomplete: wait for more */
-        }
-        sc_buf_consume(&s->watch_buf, (size_t)je.position);
-        json_t *res = json_object_get(m, "result");
-        json_t *ev = json_object_get(res, "events");
-        if (json_array_size(ev) > 0) {
-            s->watch_failures = 0;
-            sc_debug("etcd watch event", SC_LS("source", s->name));
-            if (s->fetching) {
-                s->refetch = true;
-            } else {
-                source_schedule(s, 0);
-            }
-        }
-        json_decref(m);
-    }
-}
-
-static void on_watch_retry(uv_timer_t *t)
-{
-    struct config_source *s = t->data;
-    if (!s->cf->stopping && !s->watch_xfer) {
-        start_watch(s);
-    }
-}
-
-static void on_watch_end(void *arg, const struct sc_egress_resp *resp)
-{
-    struct config_source *s = arg;
-    s->watch_xfer = NULL;
-    if (s->cf->stopping) {
-        return;
-    }
-    s->watch_failures++;
-    uint64_t b = 500u << (s->watch_failures < 6 ? s->watch_failures : 6);
-    sc_warn("etcd watch ended; polling continues and the watch restarts", SC_LS("source", s->name),
-            SC_LS("reason", resp->error ? sc_strerror(resp->error) : "stream closed"),
-            SC_LU("retry_in_ms", b));
-    /* Catch up on what the stream may have missed. */
-    if (!s->fetching) {
-        source_schedule(s, b);
-    }
-    uv_timer_start(&s->watch_timer, on_watch_retry, b, 0);
-}
-
-static void start_watch(struct config_source *s)
-{
-    char *body = etcd_range_body(s, true);
-    char *url = sc_asprintf("%s/v3/watch", s->base_url);
-    sc_buf_reset(&s->watch_buf);
-    struct sc_egress_req req = {
-        .method = "POST",
-        .url = url,
-        .body = body,
-        .body_len = strlen(body),
-        .timeout_ms = 24ull * 3600 * 1000,
-        .basic_user = s->cfg->basic_user,
-        .basic_password = s->cfg->basic_password,
-        .tls = &s->tls,
-        .on_data = on_watch_data,
-    };
-    int rc = sc_egress_send(s->cf->egress, &req, on_watch_end, s, &s->watch_xfer);
-    sc_free(url);
-    if (rc < 0) {
-        sc_free(body);
-        sc_warn("cannot start the etcd watch; polling only", SC_LS("source", s->name), SC_LERR(rc));
-        return;
-    }
-    /* The body is borrowed until the stream ends. */
-    sc_free(s->watch_body);
-    s->watch_body = body;
-    sc_debug("etcd watch started", SC_LS("source", s->name));
 }
 
 /* ---- scheduling ---- */
@@ -1240,7 +632,7 @@ static void on_timer(uv_timer_t *t)
     source_fetch(s);
 }
 
-static void source_schedule(struct config_source *s, uint64_t ms)
+void config_source_schedule(struct config_source *s, uint64_t ms)
 {
     if (s->cf->stopping) {
         return;
@@ -1257,16 +649,16 @@ static void source_fetch(struct config_source *s)
     s->fetching = true;
     switch (s->kind) {
     case SRC_HTTP:
-        fetch_http(s);
+        config_http_fetch(s);
         break;
     case SRC_FILE:
-        fetch_file(s);
+        config_files_fetch_file(s);
         break;
     case SRC_DIR:
-        fetch_dir(s);
+        config_files_fetch_dir(s);
         break;
     case SRC_ETCD:
-        fetch_etcd(s);
+        config_etcd_fetch(s);
         break;
     }
 }
@@ -1390,8 +782,8 @@ static int source_init(struct config *cf, struct config_source *s,
     s->m_invalid = sc_metric_get(cf->f_fetch, lv);
     s->m_last = sc_metric_get(cf->f_last, (const char *[]){ s->name });
 
-    s->reloader = sc_reloader_new(cf->loop, cf->egress, &c->reload, sc_app_metrics(cf->app),
-                                  "sidecar_config_reload_total");
+    s->reloader = sc_dest_reloader_new(cf->loop, cf->egress, &c->reload, sc_app_metrics(cf->app),
+                                       "sidecar_config_reload_total");
     uv_timer_init(cf->loop, &s->timer);
     s->timer.data = s;
     uv_timer_init(cf->loop, &s->fs_timer);
@@ -1430,14 +822,14 @@ static int config_check(const void *vcfg, char **err)
             }
             sc_tmpl_free(t);
         }
-        if (sc_reload_check(&srcs[i].reload, err) < 0) {
+        if (sc_dest_reload_check(&srcs[i].reload, err) < 0) {
             char *m = sc_asprintf("sources[%zu]: %s", i, *err);
             sc_free(*err);
             *err = m;
             return SC_ECONFIG;
         }
     }
-    return sc_reload_check(&c->reload, err);
+    return sc_dest_reload_check(&c->reload, err);
 }
 
 static void config_free(struct config *cf)
@@ -1478,11 +870,11 @@ static void start_sources(struct config *cf)
     for (size_t i = 0; i < cf->nsrc; i++) {
         struct config_source *s = &cf->src[i];
         if ((s->kind == SRC_FILE || s->kind == SRC_DIR) && s->cfg->watch && !cf->cfg->once) {
-            start_fs_watch(s);
+            config_files_watch(s);
         }
         sc_info("source", SC_LS("name", s->name), SC_LS("url", s->cfg->url),
                 SC_LS("dest", s->cfg->dest));
-        source_schedule(s, 0);
+        config_source_schedule(s, 0);
     }
 }
 
@@ -1506,19 +898,19 @@ static int config_start(struct sc_app *app, const void *vcfg, void **state, char
                           "Unix time of the source's last successful fetch.", src_labels, NULL, 0);
     cf->egress = sc_egress_new(cf->loop);
     cf->reloader =
-        sc_reloader_new(cf->loop, cf->egress, &c->reload, m, "sidecar_config_reload_total");
+        sc_dest_reloader_new(cf->loop, cf->egress, &c->reload, m, "sidecar_config_reload_total");
     int rc = build_sources(cf, c, err);
     if (rc < 0) {
         /* Close what was initialised; the state is freed by cleanup once the loop has run. */
         cf->stopping = true;
         for (size_t k = 0; k < cf->nsrc; k++) {
-            sc_reloader_close(cf->src[k].reloader);
+            sc_dest_reloader_close(cf->src[k].reloader);
             cf->src[k].reloader = NULL;
             close_handle((uv_handle_t *)&cf->src[k].timer);
             close_handle((uv_handle_t *)&cf->src[k].fs_timer);
             close_handle((uv_handle_t *)&cf->src[k].watch_timer);
         }
-        sc_reloader_close(cf->reloader);
+        sc_dest_reloader_close(cf->reloader);
         sc_egress_close(cf->egress);
         cf->reloader = NULL;
         cf->egress = NULL;
@@ -1556,26 +948,26 @@ static int config_reload(struct sc_app *app, void *state, const void *vcfg, char
     }
     /* A reload action waiting for its debounce (or running) is owed to the app: the new action
      * for the same file runs instead. */
-    bool top_owed = sc_reloader_busy(cf->reloader);
+    bool top_owed = sc_dest_reloader_busy(cf->reloader);
     bool *owed = sc_calloc(cf->nsrc ? cf->nsrc : 1, sizeof(bool));
     for (size_t i = 0; i < cf->nsrc; i++) {
         for (size_t k = 0; k < nold && cf->src[i].cfg->dest; k++) {
             if (old[k].cfg->dest && strcmp(old[k].cfg->dest, cf->src[i].cfg->dest) == 0 &&
-                sc_reloader_busy(source_reloader(&old[k]))) {
+                sc_dest_reloader_busy(source_reloader(&old[k]))) {
                 owed[i] = true;
             }
         }
     }
     retire_sources(old, nold, oldfc, oldcfg->source.n);
-    sc_reloader_close(cf->reloader);
-    cf->reloader = sc_reloader_new(cf->loop, cf->egress, &c->reload, sc_app_metrics(app),
-                                   "sidecar_config_reload_total");
+    sc_dest_reloader_close(cf->reloader);
+    cf->reloader = sc_dest_reloader_new(cf->loop, cf->egress, &c->reload, sc_app_metrics(app),
+                                        "sidecar_config_reload_total");
     if (top_owed) {
-        sc_reloader_trigger(cf->reloader);
+        sc_dest_reloader_trigger(cf->reloader);
     }
     for (size_t i = 0; i < cf->nsrc; i++) {
         if (owed[i]) {
-            sc_reloader_trigger(source_reloader(&cf->src[i]));
+            sc_dest_reloader_trigger(source_reloader(&cf->src[i]));
         }
     }
     sc_free(owed);

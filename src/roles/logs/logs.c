@@ -32,20 +32,23 @@ static const struct sc_opt output_opts[] = {
     { .name = "name",
       .type = SC_OPT_STR,
       .offset = OFF(name),
+      .flags = SC_OPT_RESTART,
       .help = "name in metrics and logs (default: the type)" },
     { .name = "type",
       .type = SC_OPT_ENUM,
       .offset = OFF(type),
       .enums = out_types,
-      .flags = SC_OPT_REQUIRED,
+      .flags = SC_OPT_REQUIRED | SC_OPT_RESTART,
       .help = "file, stdout, http, loki or elasticsearch" },
     { .name = "path",
       .type = SC_OPT_STR,
       .offset = OFF(path),
+      .flags = SC_OPT_RESTART,
       .help = "file: the file appended to" },
     { .name = "url",
       .type = SC_OPT_STR,
       .offset = OFF(url),
+      .flags = SC_OPT_RESTART,
       .help = "http: the endpoint; loki: the base URL (/loki/api/v1/push is added); "
               "elasticsearch: the base URL (/_bulk is added)" },
     { .name = "format",
@@ -53,18 +56,21 @@ static const struct sc_opt output_opts[] = {
       .offset = OFF(format),
       .enums = formats,
       .def = "ndjson",
+      .flags = SC_OPT_RESTART,
       .help = "file/stdout: ndjson (one JSON event per line) or raw (the original line); http: "
               "ndjson or json_array" },
     { .name = "gzip",
       .type = SC_OPT_BOOL,
       .offset = OFF(gzip),
       .def = "false",
+      .flags = SC_OPT_RESTART,
       .help = "http, loki, elasticsearch: gzip request bodies" },
     { .name = "loki_encoding",
       .type = SC_OPT_ENUM,
       .offset = OFF(loki_encoding),
       .enums = loki_encs,
       .def = "json",
+      .flags = SC_OPT_RESTART,
       .help = "loki: json or protobuf (snappy)" },
     { .name = "label_fields",
       .type = SC_OPT_STRLIST,
@@ -84,17 +90,22 @@ static const struct sc_opt output_opts[] = {
     { .name = "headers",
       .type = SC_OPT_STRMAP,
       .offset = OFF(headers),
+      .flags = SC_OPT_RESTART,
       .help = "extra request headers" },
     { .name = "bearer_token",
       .type = SC_OPT_STR,
       .offset = OFF(bearer_token),
-      .flags = SC_OPT_SECRET,
+      .flags = SC_OPT_SECRET | SC_OPT_RESTART,
       .help = "Authorization: Bearer token" },
-    { .name = "user", .type = SC_OPT_STR, .offset = OFF(user), .help = "basic auth user" },
+    { .name = "user",
+      .type = SC_OPT_STR,
+      .offset = OFF(user),
+      .flags = SC_OPT_RESTART,
+      .help = "basic auth user" },
     { .name = "password",
       .type = SC_OPT_STR,
       .offset = OFF(password),
-      .flags = SC_OPT_SECRET,
+      .flags = SC_OPT_SECRET | SC_OPT_RESTART,
       .help = "basic auth password" },
     { .name = "batch_count",
       .type = SC_OPT_INT,
@@ -179,7 +190,7 @@ static const struct sc_opt logs_opts[] = {
     { .name = "db",
       .type = SC_OPT_STR,
       .offset = OFF(db),
-      .flags = SC_OPT_FLAG,
+      .flags = SC_OPT_FLAG | SC_OPT_RESTART,
       .help = "positions database file (without it, restarts read files again from read_from)" },
     { .name = "read_from",
       .type = SC_OPT_ENUM,
@@ -193,7 +204,7 @@ static const struct sc_opt logs_opts[] = {
       .type = SC_OPT_BOOL,
       .offset = OFF(stdin_input),
       .def = "false",
-      .flags = SC_OPT_FLAG,
+      .flags = SC_OPT_FLAG | SC_OPT_RESTART,
       .help = "also read lines from standard input" },
     { .name = "poll_interval",
       .type = SC_OPT_DURATION,
@@ -234,7 +245,7 @@ static const struct sc_opt logs_opts[] = {
       .def = "1MiB",
       .min = 16,
       .max = 256LL << 20,
-      .flags = SC_OPT_FLAG,
+      .flags = SC_OPT_FLAG | SC_OPT_RESTART,
       .help = "longer lines are cut and flagged truncated=true" },
     { .name = "commit_interval",
       .type = SC_OPT_DURATION,
@@ -341,7 +352,7 @@ static const struct sc_opt logs_opts[] = {
     { .name = "output",
       .type = SC_OPT_STRLIST,
       .offset = OFF(output_flags),
-      .flags = SC_OPT_FLAG_ONLY,
+      .flags = SC_OPT_FLAG_ONLY | SC_OPT_RESTART,
       .help = "TYPE[=TARGET]: stdout, file=PATH, http=URL, loki=URL, elasticsearch=URL "
               "(repeatable)" },
     { 0 },
@@ -533,8 +544,7 @@ void logs_on_ack(struct logs *lg)
         return;
     }
     if (lg->paused && !logs_backpressured(lg)) {
-        lg->paused = false;
-        logs_tail_resume(lg);
+        logs_tail_unpause(lg);
     }
 }
 
@@ -738,9 +748,7 @@ static int logs_start(struct sc_app *app, const void *cfgp, void **state, char *
     lg->app = app;
     lg->cfg = c;
     lg->loop = sc_app_loop(app);
-    sc_list_init(&lg->files);
-    sc_list_init(&lg->watches);
-    lg->inotify_fd = -1;
+    logs_tail_init(lg);
     logs_ev_init(&lg->ev);
     sc_buf_init(&lg->scratch, c->max_line_size * 8 + 65536);
     if (gethostname(lg->hostname, sizeof(lg->hostname) - 1) < 0) {
@@ -846,11 +854,6 @@ static void logs_stop(struct sc_app *app, void *state, bool now)
     }
 }
 
-static bool same_str(const char *a, const char *b)
-{
-    return (!a && !b) || (a && b && strcmp(a, b) == 0);
-}
-
 /* Applies a new config to the running pipeline: paths, parser, multiline, enrichment, grep,
  * intervals and the outputs' batching, retry and limit settings. What the running state is built
  * around (the set of outputs and their endpoints and credentials, db, max_line_size, stdin) is
@@ -859,32 +862,9 @@ static int logs_reload(struct sc_app *app, void *state, const void *cfgp, char *
 {
     struct logs_state *st = state;
     struct logs *lg = &st->lg;
-    const struct logs_cfg *c = cfgp, *old = lg->cfg;
-    (void)app;
-    bool same = c->outputs.n == old->outputs.n && c->output_flags.n == old->output_flags.n &&
-                same_str(c->db, old->db) && c->max_line_size == old->max_line_size &&
-                c->stdin_input == old->stdin_input;
-    for (size_t i = 0; same && i < c->output_flags.n; i++) {
-        same = strcmp(c->output_flags.v[i], old->output_flags.v[i]) == 0;
-    }
-    const struct logs_output_cfg *no = c->outputs.v, *oo = old->outputs.v;
-    for (size_t i = 0; same && i < c->outputs.n; i++) {
-        same = no[i].type == oo[i].type && same_str(no[i].url, oo[i].url) &&
-               same_str(no[i].path, oo[i].path) && same_str(no[i].name, oo[i].name) &&
-               same_str(no[i].bearer_token, oo[i].bearer_token) &&
-               same_str(no[i].user, oo[i].user) && same_str(no[i].password, oo[i].password) &&
-               no[i].headers.n == oo[i].headers.n && no[i].gzip == oo[i].gzip &&
-               no[i].format == oo[i].format && no[i].loki_encoding == oo[i].loki_encoding;
-        for (size_t h = 0; same && h < no[i].headers.n; h++) {
-            same = same_str(no[i].headers.v[h].key, oo[i].headers.v[h].key) &&
-                   same_str(no[i].headers.v[h].value, oo[i].headers.v[h].value);
-        }
-    }
-    if (!same) {
-        *err = sc_asprintf("logs: outputs, their endpoints, credentials and encodings, db, "
-                           "max_line_size and stdin change only with a restart");
-        return SC_ECONFIG;
-    }
+    const struct logs_cfg *c = cfgp;
+    const struct logs_output_cfg *no = c->outputs.v;
+    (void)app; /* outputs, db, max_line_size and stdin are SC_OPT_RESTART: the app checked them */
     struct logs tmp;
     memset(&tmp, 0, sizeof(tmp));
     if (compile_cfg(&tmp, c, err) < 0) {

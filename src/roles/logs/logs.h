@@ -20,6 +20,7 @@
 #include "app.h"
 #include "core/buf.h"
 #include "core/config.h"
+#include "core/json.h"
 #include "core/list.h"
 #include "core/metrics.h"
 #include "core/str.h"
@@ -113,7 +114,7 @@ enum logs_vt {
 /* String escaping of the encoders. FAST: \" \\ \n \r \t, other controls and DEL as \u00xx
  * (the flat-record encoder's historic form); JANSSON: jansson's (\b \f short, \u00XX, DEL as
  * is), used wherever records used to be printed by jansson. */
-enum logs_esc { LOGS_ESC_FAST, LOGS_ESC_JANSSON };
+enum logs_esc { LOGS_ESC_FAST = SC_JSON_COMPACT, LOGS_ESC_JANSSON = SC_JSON_JANSSON };
 
 struct logs_field {
     struct sc_str key; /* valid UTF-8 without NUL */
@@ -148,8 +149,6 @@ struct sc_str logs_ev_copy(struct logs_ev *ev, struct sc_str s);
 /* Returns <s> itself when it is valid UTF-8 without NUL, else a copy in the arena with every
  * invalid byte (and NUL) replaced by U+FFFD (at most 3x longer). */
 struct sc_str logs_ev_clean(struct logs_ev *ev, struct sc_str s);
-/* Length of the valid UTF-8 sequence at <p> (at most <n> bytes), or 0. */
-size_t logs_utf8_seq(const unsigned char *p, size_t n);
 /* Sets <key> (borrowed until the next reset, valid UTF-8) to a value: in place when the key
  * exists, else as the last field. */
 void logs_ev_set(struct logs_ev *ev, struct sc_str key, enum logs_vt type, struct sc_str val);
@@ -171,8 +170,8 @@ int logs_ev_dump(struct sc_buf *b, const struct logs_ev *ev, enum logs_esc style
                  const struct logs_field *first, const struct logs_field *last);
 /* Parses <line> as one JSON object into <ev> (which must be empty), strictly as jansson's
  * json_loadb would accept it: valid UTF-8, no \u0000, integers within long long, finite reals,
- * at most 2048 levels; duplicate keys keep the first place and the last value. Returns 0, or -1
- * when the line is not such an object (<ev> then holds a prefix: reset it). */
+ * at most 2048 levels; duplicate keys keep the first place and the last value. Returns 0, or
+ * SC_EINVAL when the line is not such an object (<ev> then holds a prefix: reset it). */
 int logs_ev_parse_json(struct logs_ev *ev, struct sc_str line);
 
 /* One record on its way to the outputs: <ev> its fields; <raw> the original line(s) without the
@@ -371,7 +370,7 @@ struct logs {
     size_t nknown;
     uint64_t seq; /* last sequence assigned */
     uint64_t committed_seq;
-    bool paused;
+    bool paused; /* reading stopped for backpressure; written by logs_tail.c only */
     bool stopping;
     bool stopped;
     bool drain_read; /* the drain has read every file to its end and flushed partial records */
@@ -385,7 +384,7 @@ struct logs {
     uv_timer_t ml_timer;
     uv_idle_t read_idle;
     struct sc_list watches; /* struct logs_watch, one per pattern with a plain directory */
-    int inotify_fd;         /* -1: polling only */
+    int inotify_fd;         /* -1: polling only; written by logs_tail.c only */
     uv_poll_t inotify_poll;
     uint32_t moved_cookie[16]; /* IN_MOVED_FROM of watched names, the latest ones */
     unsigned moved_next;
@@ -394,7 +393,6 @@ struct logs {
         int64_t ctime_s, ctime_ns;
     } closed[64]; /* files read to their end and closed that still exist, the latest ones */
     unsigned closed_next;
-    int nhandles;
 
     /* stdin input */
     uv_pipe_t stdin_pipe;
@@ -428,6 +426,12 @@ bool logs_tail_drain(struct logs *lg);
 /* Schedules the next read (during a drain: the next drain step) on the read idle handle, so an
  * acknowledgement that arrives from inside a read never reads again from there. */
 void logs_tail_resume(struct logs *lg);
+/* Clears the backpressure pause (the tailer owns <paused>: it sets it when outputs are full) and
+ * schedules the next read. */
+void logs_tail_unpause(struct logs *lg);
+/* Prepares the tailer's state (no file, no watch, no inotify descriptor) so logs_tail_close is
+ * safe even when logs_tail_start never ran. */
+void logs_tail_init(struct logs *lg);
 /* Bytes of the files that the drain has not handed to the outputs yet. */
 uint64_t logs_tail_unread(struct logs *lg);
 void logs_tail_read_all(struct logs *lg);

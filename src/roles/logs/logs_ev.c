@@ -13,6 +13,8 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/error.h"
+#include "core/utf8.h"
 #include "roles/logs/logs.h"
 
 #define ARENA_BLOCK 16384
@@ -133,43 +135,6 @@ struct sc_str logs_ev_copy(struct logs_ev *ev, struct sc_str s)
     return sc_str_n(p, s.len);
 }
 
-/* Returns the length of the valid UTF-8 sequence at <p> (at most <n> bytes), or 0. */
-size_t logs_utf8_seq(const unsigned char *p, size_t n)
-{
-    unsigned c = p[0];
-    if (c < 0x80) {
-        return 1;
-    }
-    size_t len;
-    unsigned min;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        min = 0x80;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        min = 0x800;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (len > n) {
-        return 0;
-    }
-    unsigned cp = c & (0x3f >> (len - 1));
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-        cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-        return 0;
-    }
-    return len;
-}
-
 struct sc_str logs_ev_clean(struct logs_ev *ev, struct sc_str s)
 {
     const unsigned char *p = (const unsigned char *)s.p;
@@ -186,7 +151,7 @@ struct sc_str logs_ev_clean(struct logs_ev *ev, struct sc_str s)
             i++;
             continue;
         }
-        size_t l = p[i] ? logs_utf8_seq(p + i, s.len - i) : 0;
+        size_t l = p[i] ? sc_utf8_seq(p + i, s.len - i) : 0;
         if (l == 0) {
             break;
         }
@@ -200,7 +165,7 @@ struct sc_str logs_ev_clean(struct logs_ev *ev, struct sc_str s)
     memcpy(out, s.p, i);
     size_t o = i;
     while (i < s.len) {
-        size_t l = p[i] ? logs_utf8_seq(p + i, s.len - i) : 0;
+        size_t l = p[i] ? sc_utf8_seq(p + i, s.len - i) : 0;
         if (l == 0) {
             memcpy(out + o, "\xef\xbf\xbd", 3);
             o += 3;
@@ -339,77 +304,13 @@ void logs_ev_rename(struct logs_ev *ev, struct sc_str from, struct sc_str to)
 
 /* ---- encoding ---- */
 
-/* Per byte: 0 copy as is, else the character after the backslash ('u' for \u00XX). */
-static unsigned char esc_fast[256], esc_jansson[256];
-
-static void esc_init(void)
-{
-    if (esc_fast['"']) {
-        return;
-    }
-    for (int c = 0; c < 0x20; c++) {
-        esc_fast[c] = esc_jansson[c] = 'u';
-    }
-    esc_fast['"'] = esc_jansson['"'] = '"';
-    esc_fast['\\'] = esc_jansson['\\'] = '\\';
-    esc_fast['\n'] = esc_jansson['\n'] = 'n';
-    esc_fast['\r'] = esc_jansson['\r'] = 'r';
-    esc_fast['\t'] = esc_jansson['\t'] = 't';
-    esc_jansson['\b'] = 'b';
-    esc_jansson['\f'] = 'f';
-    esc_fast[0x7f] = 'u';
-}
-
-/* Writes <s> quoted to <out>, which has room for s.len * 6 + 2 bytes; returns the length. */
-static size_t quote_to(char *out, struct sc_str s, enum logs_esc style)
-{
-    const unsigned char *t = style == LOGS_ESC_JANSSON ? esc_jansson : esc_fast;
-    const char *hex = style == LOGS_ESC_JANSSON ? "0123456789ABCDEF" : "0123456789abcdef";
-    const unsigned char *p = (const unsigned char *)s.p, *end = p + s.len;
-    unsigned del = style == LOGS_ESC_JANSSON ? '"' : 0x7f; /* a byte tested twice is harmless */
-    char *o = out;
-    *o++ = '"';
-    while (p < end) {
-        while (end - p >= 8) {
-            uint64_t v = load8(p);
-            if (has_less(v, 0x20) | has_byte(v, '"') | has_byte(v, '\\') | has_byte(v, del)) {
-                break;
-            }
-            memcpy(o, p, 8);
-            o += 8;
-            p += 8;
-        }
-        /* A word with something to escape: byte by byte up to its end. */
-        const unsigned char *stop = end - p > 8 ? p + 8 : end;
-        while (p < stop) {
-            unsigned char c = *p++;
-            if (!t[c]) {
-                *o++ = (char)c;
-                continue;
-            }
-            *o++ = '\\';
-            if (t[c] == 'u') {
-                memcpy(o, "u00", 3);
-                o[3] = hex[c >> 4];
-                o[4] = hex[c & 15];
-                o += 5;
-            } else {
-                *o++ = (char)t[c];
-            }
-        }
-    }
-    *o++ = '"';
-    return (size_t)(o - out);
-}
-
 int logs_json_quote(struct sc_buf *b, struct sc_str s, enum logs_esc style)
 {
-    esc_init();
     int rc = sc_buf_reserve(b, s.len * 6 + 2);
     if (rc < 0) {
         return rc;
     }
-    b->len += quote_to(b->p + b->len, s, style);
+    b->len += sc_json_quote_to(b->p + b->len, s.p, s.len, (enum sc_json_style)style);
     return 0;
 }
 
@@ -426,11 +327,11 @@ static char *put_member(char *o, bool *first, struct sc_str key, const struct lo
         *o++ = ',';
     }
     *first = false;
-    o += quote_to(o, key, style);
+    o += sc_json_quote_to(o, key.p, key.len, (enum sc_json_style)style);
     *o++ = ':';
     switch (f->type) {
     case LOGS_V_STR:
-        return o + quote_to(o, f->val, style);
+        return o + sc_json_quote_to(o, f->val.p, f->val.len, (enum sc_json_style)style);
     case LOGS_V_TRUE:
         memcpy(o, "true", 4);
         return o + 4;
@@ -459,7 +360,6 @@ enum logs_esc logs_ev_style(const struct logs_ev *ev)
 int logs_ev_dump(struct sc_buf *b, const struct logs_ev *ev, enum logs_esc style,
                  const struct logs_field *first_f, const struct logs_field *last_f)
 {
-    esc_init();
     const struct logs_field *own = first_f ? logs_ev_get(ev, first_f->key) : NULL;
     if (last_f && logs_ev_get(ev, last_f->key)) {
         last_f = NULL;
@@ -531,13 +431,13 @@ static int hexval(unsigned char c)
 static int read_u4(const unsigned char *p, const unsigned char *end, unsigned *out)
 {
     if (end - p < 4) {
-        return -1;
+        return SC_EINVAL;
     }
     unsigned v = 0;
     for (int i = 0; i < 4; i++) {
         int h = hexval(p[i]);
         if (h < 0) {
-            return -1;
+            return SC_EINVAL;
         }
         v = (v << 4) | (unsigned)h;
     }
@@ -565,19 +465,19 @@ static int scan_string(struct jp *j, struct sc_str *body, bool *escaped)
             p++;
         }
         if (p >= end) {
-            return -1;
+            return SC_EINVAL;
         }
         unsigned char c = *p;
         if (c == '"') {
             break;
         }
         if (c < 0x20) {
-            return -1;
+            return SC_EINVAL;
         }
         if (c >= 0x80) {
-            size_t l = logs_utf8_seq(p, (size_t)(end - p));
+            size_t l = sc_utf8_seq(p, (size_t)(end - p));
             if (l == 0) {
-                return -1;
+                return SC_EINVAL;
             }
             p += l;
             continue;
@@ -585,7 +485,7 @@ static int scan_string(struct jp *j, struct sc_str *body, bool *escaped)
         /* backslash */
         *escaped = true;
         if (end - p < 2) {
-            return -1;
+            return SC_EINVAL;
         }
         switch (p[1]) {
         case '"':
@@ -601,21 +501,21 @@ static int scan_string(struct jp *j, struct sc_str *body, bool *escaped)
         case 'u':
             break;
         default:
-            return -1;
+            return SC_EINVAL;
         }
         unsigned u;
         if (read_u4(p + 2, end, &u) < 0) {
-            return -1;
+            return SC_EINVAL;
         }
         p += 6;
         if (u == 0 || (u >= 0xdc00 && u <= 0xdfff)) {
-            return -1;
+            return SC_EINVAL;
         }
         if (u >= 0xd800 && u <= 0xdbff) {
             unsigned lo;
             if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || read_u4(p + 2, end, &lo) < 0 ||
                 lo < 0xdc00 || lo > 0xdfff) {
-                return -1;
+                return SC_EINVAL;
             }
             p += 6;
         }
@@ -693,7 +593,7 @@ static int parse_string(struct jp *j, struct sc_str *out)
     struct sc_str body;
     bool escaped;
     if (scan_string(j, &body, &escaped) < 0) {
-        return -1;
+        return SC_EINVAL;
     }
     *out = escaped ? unescape(j->ev, body) : body;
     return 0;
@@ -714,12 +614,12 @@ static int scan_number(struct jp *j, struct sc_str *tok, bool *real)
         p++;
     }
     if (p >= end || !is_digit(*p)) {
-        return -1;
+        return SC_EINVAL;
     }
     if (*p == '0') {
         p++;
         if (p < end && is_digit(*p)) {
-            return -1;
+            return SC_EINVAL;
         }
     } else {
         while (p < end && is_digit(*p)) {
@@ -729,7 +629,7 @@ static int scan_number(struct jp *j, struct sc_str *tok, bool *real)
     if (p < end && *p == '.') {
         p++;
         if (p >= end || !is_digit(*p)) {
-            return -1;
+            return SC_EINVAL;
         }
         while (p < end && is_digit(*p)) {
             p++;
@@ -742,7 +642,7 @@ static int scan_number(struct jp *j, struct sc_str *tok, bool *real)
             p++;
         }
         if (p >= end || !is_digit(*p)) {
-            return -1;
+            return SC_EINVAL;
         }
         while (p < end && is_digit(*p)) {
             p++;
@@ -773,7 +673,7 @@ static int number_value(struct jp *j, struct sc_str tok, bool real, enum logs_vt
     if (!real) {
         long long v = strtoll(z.p, &endp, 10);
         if (errno == ERANGE) {
-            return -1;
+            return SC_EINVAL;
         }
         char tmp[32];
         int n = snprintf(tmp, sizeof(tmp), "%lld", v);
@@ -783,14 +683,14 @@ static int number_value(struct jp *j, struct sc_str tok, bool real, enum logs_vt
     }
     double d = strtod(z.p, &endp);
     if ((d == HUGE_VAL || d == -HUGE_VAL) && errno == ERANGE) {
-        return -1;
+        return SC_EINVAL;
     }
     json_t *r = json_real(d);
     char tmp[64];
     size_t n = r ? json_dumpb(r, tmp, sizeof(tmp), JSON_ENCODE_ANY) : 0;
     json_decref(r);
     if (n == 0 || n > sizeof(tmp)) {
-        return -1;
+        return SC_EINVAL;
     }
     *type = LOGS_V_REAL;
     *val = logs_ev_copy(j->ev, sc_str_n(tmp, n));
@@ -823,7 +723,7 @@ static bool number_in_range(struct jp *j, struct sc_str tok, bool real)
 static int expect_lit(struct jp *j, const char *lit, size_t n)
 {
     if ((size_t)(j->end - j->p) < n || memcmp(j->p, lit, n) != 0) {
-        return -1;
+        return SC_EINVAL;
     }
     j->p += n;
     return 0;
@@ -840,13 +740,13 @@ static int skip_nested(struct jp *j, int depth)
     for (;;) {
         skip_ws(j);
         if (j->p >= j->end) {
-            return -1;
+            return SC_EINVAL;
         }
         unsigned char c = *j->p;
         if (need_value) {
             /* jansson counts every value: the top-level object is 1, its members 2, ... */
             if (depth + top + 1 > JSON_MAX_DEPTH) {
-                return -1;
+                return SC_EINVAL;
             }
             if (c == '{' || c == '[') {
                 bool obj = c == '{';
@@ -871,11 +771,11 @@ static int skip_nested(struct jp *j, int depth)
                     struct sc_str body;
                     bool esc;
                     if (j->p >= j->end || *j->p != '"' || scan_string(j, &body, &esc) < 0) {
-                        return -1;
+                        return SC_EINVAL;
                     }
                     skip_ws(j);
                     if (j->p >= j->end || *j->p != ':') {
-                        return -1;
+                        return SC_EINVAL;
                     }
                     j->p++;
                 }
@@ -885,31 +785,31 @@ static int skip_nested(struct jp *j, int depth)
                 struct sc_str body;
                 bool esc;
                 if (scan_string(j, &body, &esc) < 0) {
-                    return -1;
+                    return SC_EINVAL;
                 }
             } else if (c == '-' || is_digit(c)) {
                 struct sc_str tok;
                 bool real;
                 if (scan_number(j, &tok, &real) < 0) {
-                    return -1;
+                    return SC_EINVAL;
                 }
                 if (!number_in_range(j, tok, real)) {
-                    return -1;
+                    return SC_EINVAL;
                 }
             } else if (c == 't') {
                 if (expect_lit(j, "true", 4) < 0) {
-                    return -1;
+                    return SC_EINVAL;
                 }
             } else if (c == 'f') {
                 if (expect_lit(j, "false", 5) < 0) {
-                    return -1;
+                    return SC_EINVAL;
                 }
             } else if (c == 'n') {
                 if (expect_lit(j, "null", 4) < 0) {
-                    return -1;
+                    return SC_EINVAL;
                 }
             } else {
-                return -1;
+                return SC_EINVAL;
             }
             need_value = false;
             continue;
@@ -923,11 +823,11 @@ static int skip_nested(struct jp *j, int depth)
                 struct sc_str body;
                 bool esc;
                 if (j->p >= j->end || *j->p != '"' || scan_string(j, &body, &esc) < 0) {
-                    return -1;
+                    return SC_EINVAL;
                 }
                 skip_ws(j);
                 if (j->p >= j->end || *j->p != ':') {
-                    return -1;
+                    return SC_EINVAL;
                 }
                 j->p++;
             }
@@ -935,7 +835,7 @@ static int skip_nested(struct jp *j, int depth)
             continue;
         }
         if (c != (obj ? '}' : ']')) {
-            return -1;
+            return SC_EINVAL;
         }
         j->p++;
         top--;
@@ -951,12 +851,12 @@ static int nested_value(struct jp *j, struct sc_str *val)
 {
     const unsigned char *s = j->p;
     if (skip_nested(j, 1) < 0) {
-        return -1;
+        return SC_EINVAL;
     }
     json_error_t err;
     json_t *v = json_loadb((const char *)s, (size_t)(j->p - s), JSON_DECODE_ANY, &err);
     if (!v) {
-        return -1;
+        return SC_EINVAL;
     }
     size_t n = json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
     char *out = logs_ev_alloc(j->ev, n + 1);
@@ -972,7 +872,7 @@ int logs_ev_parse_json(struct logs_ev *ev, struct sc_str line)
     struct jp j = { (const unsigned char *)line.p, (const unsigned char *)line.p + line.len, ev };
     skip_ws(&j);
     if (j.p >= j.end || *j.p != '{') {
-        return -1;
+        return SC_EINVAL;
     }
     j.p++;
     skip_ws(&j);
@@ -984,56 +884,56 @@ int logs_ev_parse_json(struct logs_ev *ev, struct sc_str line)
         struct sc_str key, val = SC_STR_NULL;
         enum logs_vt type;
         if (j.p >= j.end || *j.p != '"' || parse_string(&j, &key) < 0) {
-            return -1;
+            return SC_EINVAL;
         }
         skip_ws(&j);
         if (j.p >= j.end || *j.p != ':') {
-            return -1;
+            return SC_EINVAL;
         }
         j.p++;
         skip_ws(&j);
         if (j.p >= j.end) {
-            return -1;
+            return SC_EINVAL;
         }
         unsigned char c = *j.p;
         if (c == '"') {
             if (parse_string(&j, &val) < 0) {
-                return -1;
+                return SC_EINVAL;
             }
             type = LOGS_V_STR;
         } else if (c == '-' || is_digit(c)) {
             struct sc_str tok;
             bool real;
             if (scan_number(&j, &tok, &real) < 0 || number_value(&j, tok, real, &type, &val) < 0) {
-                return -1;
+                return SC_EINVAL;
             }
         } else if (c == 't') {
             if (expect_lit(&j, "true", 4) < 0) {
-                return -1;
+                return SC_EINVAL;
             }
             type = LOGS_V_TRUE;
         } else if (c == 'f') {
             if (expect_lit(&j, "false", 5) < 0) {
-                return -1;
+                return SC_EINVAL;
             }
             type = LOGS_V_FALSE;
         } else if (c == 'n') {
             if (expect_lit(&j, "null", 4) < 0) {
-                return -1;
+                return SC_EINVAL;
             }
             type = LOGS_V_NULL;
         } else if (c == '{' || c == '[') {
             if (nested_value(&j, &val) < 0) {
-                return -1;
+                return SC_EINVAL;
             }
             type = LOGS_V_RAW;
         } else {
-            return -1;
+            return SC_EINVAL;
         }
         logs_ev_set(ev, key, type, val);
         skip_ws(&j);
         if (j.p >= j.end) {
-            return -1;
+            return SC_EINVAL;
         }
         if (*j.p == ',') {
             j.p++;
@@ -1041,12 +941,12 @@ int logs_ev_parse_json(struct logs_ev *ev, struct sc_str line)
             continue;
         }
         if (*j.p != '}') {
-            return -1;
+            return SC_EINVAL;
         }
         j.p++;
         break;
     }
 tail:
     skip_ws(&j);
-    return j.p == j.end ? 0 : -1;
+    return j.p == j.end ? 0 : SC_EINVAL;
 }

@@ -556,7 +556,6 @@ static void on_out_closed(uv_handle_t *h)
     if (--o->nhandles == 0) {
         struct logs *lg = o->lg;
         out_free(o);
-        lg->nhandles--;
         logs_on_ack(lg);
     }
 }
@@ -565,7 +564,6 @@ void logs_out_close(struct logs_out *o)
 {
     o->closing = true;
     logs_http_cancel(o);
-    o->lg->nhandles++;
     uv_close((uv_handle_t *)&o->batch_timer, on_out_closed);
     uv_close((uv_handle_t *)&o->retry_timer, on_out_closed);
 }

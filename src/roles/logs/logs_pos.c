@@ -64,11 +64,12 @@ static int unescape(struct sc_str s, char **out)
 {
     char *o = sc_malloc(s.len + 1);
     size_t n = 0;
+    int rc = 0;
     for (size_t i = 0; i < s.len; i++) {
         if (s.p[i] == '%') {
             if (i + 2 >= s.len) {
-                sc_free(o);
-                return -EINVAL;
+                rc = -EINVAL;
+                goto out;
             }
             unsigned v = 0;
             for (int k = 1; k <= 2; k++) {
@@ -79,8 +80,8 @@ static int unescape(struct sc_str s, char **out)
                 } else if (c >= 'A' && c <= 'F') {
                     v |= (unsigned)(c - 'A' + 10);
                 } else {
-                    sc_free(o);
-                    return -EINVAL;
+                    rc = -EINVAL;
+                    goto out;
                 }
             }
             o[n++] = (char)v;
@@ -91,7 +92,10 @@ static int unescape(struct sc_str s, char **out)
     }
     o[n] = 0;
     *out = o;
-    return 0;
+    o = NULL;
+out:
+    sc_free(o);
+    return rc;
 }
 
 int logs_pos_load(const char *path, struct logs_pos **out, size_t *nout, char **err)

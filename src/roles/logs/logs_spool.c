@@ -172,13 +172,17 @@ struct logs_batch *logs_spool_read(struct logs_out *o, struct logs_batch *b)
         return NULL;
     }
     b->body.len = h[1];
+    /* Item ends as the writer leaves them: increasing, the last one the end of the body (the
+     * encoders take each item's length as the difference of two ends). */
+    uint32_t prev = 0;
     for (uint32_t i = 0; i < h[2]; i++) {
         uint32_t e;
         if (pread_all(o->spool_fd, &e, 4, o->spool_rd + REC_HDR + h[1] + 4ull * i) < 0 ||
-            e > h[1]) {
+            e > h[1] || e <= prev || (i + 1 == h[2] && e != h[1])) {
             return NULL;
         }
         b->items[i] = e;
+        prev = e;
     }
     b->nitems = h[2];
     b->spool_len = REC_HDR + h[1] + 4ull * h[2];

@@ -750,7 +750,6 @@ static void on_handle_closed(uv_handle_t *h)
         close(l->inotify_fd);
         l->inotify_fd = -1;
     }
-    l->nhandles--;
 }
 
 static void watches_free(struct logs *lg)
@@ -865,7 +864,6 @@ static int stdin_start(struct logs *lg, char **err)
     int rc = uv_pipe_init(lg->loop, &lg->stdin_pipe, 0);
     if (rc == 0) {
         lg->stdin_pipe.data = lg;
-        lg->nhandles++;
         rc = uv_pipe_open(&lg->stdin_pipe, 0);
         lg->stdin_open = true;
     }
@@ -904,7 +902,6 @@ int logs_tail_start(struct logs *lg, char **err)
     uv_idle_init(lg->loop, &lg->read_idle);
     lg->poll_timer.data = lg->scan_timer.data = lg->commit_timer.data = lg->ml_timer.data =
         lg->read_idle.data = lg;
-    lg->nhandles += 5;
 
     /* Files from the positions database that moved away from the watched names (rotated while we
      * were down) are finished first, so nothing written before the restart is lost. */
@@ -945,7 +942,6 @@ int logs_tail_start(struct logs *lg, char **err)
         sc_warn("inotify unavailable: polling only", SC_LS("error", strerror(errno)));
     } else if (uv_poll_init(lg->loop, &lg->inotify_poll, lg->inotify_fd) == 0) {
         lg->inotify_poll.data = lg;
-        lg->nhandles++;
         uv_poll_start(&lg->inotify_poll, UV_READABLE, on_inotify);
     } else {
         close(lg->inotify_fd);
@@ -1056,6 +1052,19 @@ bool logs_tail_drain(struct logs *lg)
     }
     lg->drain_read = true;
     return true;
+}
+
+void logs_tail_init(struct logs *lg)
+{
+    sc_list_init(&lg->files);
+    sc_list_init(&lg->watches);
+    lg->inotify_fd = -1;
+}
+
+void logs_tail_unpause(struct logs *lg)
+{
+    lg->paused = false;
+    logs_tail_resume(lg);
 }
 
 void logs_tail_resume(struct logs *lg)

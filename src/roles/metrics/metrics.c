@@ -264,7 +264,7 @@ static const struct sc_opt metrics_opts[] = {
       .offset = offsetof(struct metrics_cfg, listen),
       .def = "0.0.0.0:9090",
       .help = "address of the exposition endpoint Prometheus scrapes",
-      .flags = SC_OPT_FLAG,
+      .flags = SC_OPT_FLAG | SC_OPT_RESTART,
       .check = sc_addr_check },
     { .name = "path",
       .type = SC_OPT_STR,
@@ -619,7 +619,7 @@ struct metrics_conf *metrics_conf_new(const struct metrics_cfg *cfg, char **err)
     for (size_t i = 0; i < cfg->flag_labels.n; i++) {
         char *e = NULL;
         size_t pos = 0;
-        char *v = sc_env_expand(cfg->flag_labels.v[i].value, &e, &pos);
+        char *v = sc_value_env_expand(cfg->flag_labels.v[i].value, &e, &pos);
         if (!v) {
             *err = sc_asprintf("--label %s: %s", cfg->flag_labels.v[i].key, e ? e : "invalid");
             sc_free(e);
@@ -805,12 +805,7 @@ static int metrics_reload(struct sc_app *app, void *state, const void *cfgp, cha
 {
     struct metrics_role *m = state;
     const struct metrics_cfg *cfg = cfgp;
-    (void)app;
-    if (strcmp(cfg->listen, m->cfg->listen) != 0) {
-        *err = sc_asprintf("listen: the exposition address changes only at restart (it is %s)",
-                           m->cfg->listen);
-        return SC_ECONFIG;
-    }
+    (void)app; /* listen is SC_OPT_RESTART: the app checked it */
     if (m->stopping) {
         return 0;
     }

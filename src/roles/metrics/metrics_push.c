@@ -48,7 +48,7 @@ int metrics_push_group(struct sc_buf *b, const char *key, const char *value)
         if (rc == 0 && n == 0) {
             rc = sc_buf_append(b, "=", 1); /* its spelling of empty base64 */
         } else if (rc == 0) {
-            rc = sc_base64_encode(b, value, n);
+            rc = sc_template_base64_encode(b, value, n);
         }
         for (size_t i = from; rc == 0 && i < b->len; i++) {
             b->p[i] = b->p[i] == '+' ? '-' : b->p[i] == '/' ? '_' : b->p[i];

@@ -262,7 +262,7 @@ static struct sc_str keep_str(struct metrics_lbls *l, const struct sc_buf *b)
 static uint64_t md5_low64(struct sc_str s)
 {
     unsigned char d[16] = { 0 };
-    sc_md5(s.p, s.len, d);
+    sc_lazylib_md5(s.p, s.len, d);
     uint64_t v = 0;
     for (int i = 8; i < 16; i++) {
         v = (v << 8) | d[i];

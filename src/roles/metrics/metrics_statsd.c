@@ -13,6 +13,8 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/prom.h"
+#include "core/utf8.h"
 #include "net/addr.h"
 #include "roles/metrics/metrics.h"
 
@@ -179,7 +181,7 @@ bool metrics_statsd_parse(struct sc_str line, struct metrics_statsd_line *out)
             return false;
         }
     }
-    if (!prom_valid_utf8(line.p, line.len)) {
+    if (!sc_utf8_valid(line.p, line.len)) {
         return false;
     }
     struct sc_str rest = line;
@@ -547,7 +549,7 @@ void metrics_statsd_collect(struct metrics_statsd *s, struct prom_set *out)
             cum += e->buckets[b];
             sc_buf_reset(&tmp);
             if (b < s->nbounds) {
-                prom_format_value(&tmp, s->bounds[b]);
+                sc_prom_value(&tmp, s->bounds[b]);
             } else {
                 sc_buf_append_cstr(&tmp, "+Inf");
             }

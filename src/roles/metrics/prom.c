@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
-// The exposition parser and writer. The parser works line by line, either on one copy of the
-// input held in the set's arena (prom_parse: names, label values without escapes and HELP texts
-// without escapes are views into that copy; anything unescaped is written to the arena) or on
-// pieces of input as they arrive (prom_stream: every string kept is copied, names interned, so
-// the input is never held whole and never twice). Families are found by an
-// open-addressing index on their name, so merging and lookups stay O(1) per sample. Invariant:
+// The exposition parser and the prom_set it fills (the writer is prom_render.c). It works line by
+// line, either on one copy of the input held in the set's arena (prom_parse: names, label values
+// without escapes and HELP texts without escapes are views into that copy; anything unescaped is
+// written to the arena) or on pieces of input as they arrive (prom_stream: every string kept is
+// copied, names interned, so the input is never held whole and never twice). Families are found by
+// an open-addressing index on their name, so merging and lookups stay O(1) per sample. Invariant:
 // whatever prom_render writes, prom_parse reads back to the same samples in the same format.
 #include "roles/metrics/prom.h"
 
@@ -15,6 +15,8 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/prom.h"
+#include "core/utf8.h"
 
 #define ARENA_BLOCK (64 * 1024)
 
@@ -466,49 +468,6 @@ static struct sc_str scan_token(struct parser *ps)
     return sc_str_n(st, (size_t)(ps->p - st));
 }
 
-bool prom_valid_utf8(const char *p, size_t n)
-{
-    const unsigned char *s = (const unsigned char *)p;
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t len;
-        uint32_t cp;
-        if (c >= 0xc2 && c <= 0xdf) {
-            len = 2;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            len = 3;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            len = 4;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (n - i < len) {
-            return false;
-        }
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) {
-                return false;
-            }
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        /* overlong forms, surrogates, past U+10FFFF */
-        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-            (cp >= 0xd800 && cp <= 0xdfff)) {
-            return false;
-        }
-        i += len;
-    }
-    return true;
-}
-
 /* Returns the <n> bytes at <st>, already validated, with their <nesc> escapes (\\, \", \n)
  * resolved: a view of the input when there are none, else a NUL-terminated copy in the scrape's
  * arena. */
@@ -568,7 +527,7 @@ static int scan_quoted(struct parser *ps, struct sc_str *out)
         return fail(ps, ps->p, "unterminated label value");
     }
     size_t n = (size_t)(ps->p - st);
-    if (high && !prom_valid_utf8(st, n)) {
+    if (high && !sc_utf8_valid(st, n)) {
         return fail(ps, st, "label value is not valid UTF-8");
     }
     ps->p++;                                 /* the closing quote */
@@ -645,13 +604,6 @@ static int parse_labels(struct parser *ps, size_t *n)
     }
 }
 
-static bool has_suffix(struct sc_str n, struct sc_str base, const char *suffix)
-{
-    size_t sl = strlen(suffix);
-    return n.len == base.len + sl && memcmp(n.p, base.p, base.len) == 0 &&
-           memcmp(n.p + base.len, suffix, sl) == 0;
-}
-
 /* Returns true when the sample <n> belongs to family <f> given its type and the format. */
 static bool belongs(const struct prom_family *f, struct sc_str n, enum prom_format fmt)
 {
@@ -659,20 +611,22 @@ static bool belongs(const struct prom_family *f, struct sc_str n, enum prom_form
     switch (f->type) {
     case PROM_COUNTER:
         if (om) {
-            return has_suffix(n, f->name, "_total") || has_suffix(n, f->name, "_created");
+            return prom_has_suffix(n, f->name, "_total") || prom_has_suffix(n, f->name, "_created");
         }
         return sc_str_eq(n, f->name);
     case PROM_HISTOGRAM:
-        return has_suffix(n, f->name, "_bucket") || has_suffix(n, f->name, "_sum") ||
-               has_suffix(n, f->name, "_count") || (om && has_suffix(n, f->name, "_created"));
+        return prom_has_suffix(n, f->name, "_bucket") || prom_has_suffix(n, f->name, "_sum") ||
+               prom_has_suffix(n, f->name, "_count") ||
+               (om && prom_has_suffix(n, f->name, "_created"));
     case PROM_GAUGEHISTOGRAM:
-        return has_suffix(n, f->name, "_bucket") || has_suffix(n, f->name, "_gsum") ||
-               has_suffix(n, f->name, "_gcount");
+        return prom_has_suffix(n, f->name, "_bucket") || prom_has_suffix(n, f->name, "_gsum") ||
+               prom_has_suffix(n, f->name, "_gcount");
     case PROM_SUMMARY:
-        return sc_str_eq(n, f->name) || has_suffix(n, f->name, "_sum") ||
-               has_suffix(n, f->name, "_count") || (om && has_suffix(n, f->name, "_created"));
+        return sc_str_eq(n, f->name) || prom_has_suffix(n, f->name, "_sum") ||
+               prom_has_suffix(n, f->name, "_count") ||
+               (om && prom_has_suffix(n, f->name, "_created"));
     case PROM_INFO:
-        return has_suffix(n, f->name, "_info");
+        return prom_has_suffix(n, f->name, "_info");
     default:
         return sc_str_eq(n, f->name);
     }
@@ -829,7 +783,7 @@ static int parse_sample(struct parser *ps)
         ps->cur = f;
     }
     if (f->type == PROM_HISTOGRAM || f->type == PROM_GAUGEHISTOGRAM) {
-        if (has_suffix(name, f->name, "_bucket")) {
+        if (prom_has_suffix(name, f->name, "_bucket")) {
             const struct prom_label *le = find_label(ps->tmp, nl, "le");
             double b;
             if (!le || !parse_float(le->value, &b)) {
@@ -1221,325 +1175,4 @@ void prom_stream_free(struct prom_stream *st)
     sc_free(st->ps.names);
     sc_buf_cleanup(&st->pending);
     sc_free(st);
-}
-
-/* ---- rendering ---- */
-
-int prom_format_value(struct sc_buf *out, double v)
-{
-    if (isnan(v)) {
-        return sc_buf_append(out, "NaN", 3);
-    }
-    if (isinf(v)) {
-        return v > 0 ? sc_buf_append(out, "+Inf", 4) : sc_buf_append(out, "-Inf", 4);
-    }
-    char buf[40];
-    size_t n;
-    if (v == floor(v) && fabs(v) < 1e15) {
-        int64_t iv = (int64_t)v;
-        uint64_t u = iv < 0 ? (uint64_t)-iv : (uint64_t)iv;
-        char tmp[24];
-        size_t k = 0;
-        do {
-            tmp[k++] = (char)('0' + u % 10);
-            u /= 10;
-        } while (u);
-        n = 0;
-        if (iv < 0 || (iv == 0 && signbit(v))) {
-            buf[n++] = '-';
-        }
-        while (k) {
-            buf[n++] = tmp[--k];
-        }
-    } else {
-        int w = snprintf(buf, sizeof(buf), "%.15g", v);
-        if (strtod(buf, NULL) != v) {
-            w = snprintf(buf, sizeof(buf), "%.17g", v);
-        }
-        n = (size_t)w;
-    }
-    return sc_buf_append(out, buf, n);
-}
-
-static int append_escaped(struct sc_buf *out, struct sc_str v, bool quote)
-{
-    size_t st = 0;
-    for (size_t i = 0; i < v.len; i++) {
-        char c = v.p[i];
-        const char *rep = NULL;
-        if (c == '\\') {
-            rep = "\\\\";
-        } else if (c == '\n') {
-            rep = "\\n";
-        } else if (c == '"' && quote) {
-            rep = "\\\"";
-        }
-        if (rep) {
-            if (sc_buf_append(out, v.p + st, i - st) || sc_buf_append(out, rep, 2)) {
-                return SC_ETOOBIG;
-            }
-            st = i + 1;
-        }
-    }
-    return sc_buf_append(out, v.p + st, v.len - st);
-}
-
-/* Writes <v> escaped (and quoted label values' '"') at <d>, which has room for 2 * v.len bytes;
- * returns the end. */
-static char *put_escaped(char *d, struct sc_str v)
-{
-    for (size_t i = 0; i < v.len; i++) {
-        char c = v.p[i];
-        if (c == '\\' || c == '"') {
-            *d++ = '\\';
-            *d++ = c;
-        } else if (c == '\n') {
-            *d++ = '\\';
-            *d++ = 'n';
-        } else {
-            *d++ = c;
-        }
-    }
-    return d;
-}
-
-static int render_sample(const struct prom_sample *sm, enum prom_format fmt, struct sc_buf *out)
-{
-    /* The common case in one reservation: name and labels (escapes at most double a value)
-     * written straight into the buffer. Near the cap, the piecewise path below decides. */
-    size_t need = sm->name.len + 2;
-    for (uint32_t i = 0; i < sm->nlabels; i++) {
-        need += sm->labels[i].name.len + 4 + 2 * sm->labels[i].value.len;
-    }
-    if (!sm->has_ts && sc_buf_reserve(out, need + 48) == 0) {
-        char *d = out->p + out->len;
-        memcpy(d, sm->name.p, sm->name.len);
-        d += sm->name.len;
-        if (sm->nlabels) {
-            *d++ = '{';
-            for (uint32_t i = 0; i < sm->nlabels; i++) {
-                if (i) {
-                    *d++ = ',';
-                }
-                memcpy(d, sm->labels[i].name.p, sm->labels[i].name.len);
-                d += sm->labels[i].name.len;
-                *d++ = '=';
-                *d++ = '"';
-                d = put_escaped(d, sm->labels[i].value);
-                *d++ = '"';
-            }
-            *d++ = '}';
-        }
-        *d++ = ' ';
-        out->len = (size_t)(d - out->p);
-        int rc = prom_format_value(out, sm->value); /* at most 40 bytes: reserved */
-        rc |= sc_buf_append(out, "\n", 1);
-        return rc ? SC_ETOOBIG : 0;
-    }
-    int rc = sc_buf_append_str(out, sm->name);
-    if (sm->nlabels) {
-        rc |= sc_buf_append(out, "{", 1);
-        for (uint32_t i = 0; i < sm->nlabels; i++) {
-            if (i) {
-                rc |= sc_buf_append(out, ",", 1);
-            }
-            rc |= sc_buf_append_str(out, sm->labels[i].name);
-            rc |= sc_buf_append(out, "=\"", 2);
-            rc |= append_escaped(out, sm->labels[i].value, true);
-            rc |= sc_buf_append(out, "\"", 1);
-        }
-        rc |= sc_buf_append(out, "}", 1);
-    }
-    rc |= sc_buf_append(out, " ", 1);
-    rc |= prom_format_value(out, sm->value);
-    if (sm->has_ts) {
-        if (fmt == PROM_FMT_OPENMETRICS) {
-            uint64_t a = sm->ts_ms < 0 ? (uint64_t)0 - (uint64_t)sm->ts_ms : (uint64_t)sm->ts_ms;
-            rc |= sc_buf_appendf(out, " %s%llu.%03u", sm->ts_ms < 0 ? "-" : "",
-                                 (unsigned long long)(a / 1000), (unsigned)(a % 1000));
-        } else {
-            rc |= sc_buf_appendf(out, " %lld", (long long)sm->ts_ms);
-        }
-    }
-    rc |= sc_buf_append(out, "\n", 1);
-    return rc ? SC_ETOOBIG : 0;
-}
-
-static bool ends_with(struct sc_str s, const char *suffix)
-{
-    size_t n = strlen(suffix);
-    return s.len >= n && memcmp(s.p + s.len - n, suffix, n) == 0;
-}
-
-/* Appends <f>'s metadata lines; sets <*skip_created> when its _created samples are left out. */
-static int render_meta(const struct prom_family *f, enum prom_format fmt, struct sc_buf *out,
-                       bool *skip_created_out)
-{
-    bool om = fmt == PROM_FMT_OPENMETRICS;
-    struct sc_str mname = f->name;
-    const char *msuffix = ""; /* appended to the name in metadata lines */
-    enum prom_type t = f->type;
-    bool meta = true;
-    bool skip_created = false;
-    if (om) {
-        if (t == PROM_COUNTER) {
-            /* An OpenMetrics counter "x" has samples x_total; a 0.0.4 counter is named x_total. */
-            struct sc_str base = mname;
-            if (ends_with(mname, "_total")) {
-                base.len -= 6;
-            }
-            bool all_total = base.len > 0;
-            for (size_t i = 0; i < f->nsamples && all_total; i++) {
-                all_total = has_suffix(f->samples[i].name, base, "_total") ||
-                            has_suffix(f->samples[i].name, base, "_created");
-            }
-            if (all_total) {
-                mname = base;
-            } else {
-                t = PROM_UNTYPED;
-            }
-        }
-    } else {
-        switch (t) {
-        case PROM_COUNTER: {
-            /* A family from OpenMetrics is "x" with samples x_total (and x_created, dropped). */
-            bool plain = true, total = true;
-            for (size_t i = 0; i < f->nsamples; i++) {
-                struct sc_str n = f->samples[i].name;
-                if (has_suffix(n, f->name, "_created")) {
-                    continue;
-                }
-                plain = plain && sc_str_eq(n, f->name);
-                total = total && has_suffix(n, f->name, "_total");
-            }
-            if (!plain && total) {
-                msuffix = "_total";
-            } else if (!plain) {
-                meta = false;
-            }
-            skip_created = true;
-            break;
-        }
-        case PROM_HISTOGRAM:
-        case PROM_SUMMARY:
-            skip_created = true;
-            break;
-        case PROM_GAUGEHISTOGRAM:
-        case PROM_INFO:
-        case PROM_STATESET:
-            meta = false;
-            break;
-        default:
-            break;
-        }
-    }
-    int rc = 0;
-    if (meta && f->has_help) {
-        rc |= sc_buf_appendf(out, "# HELP %.*s%s ", SC_STR_FMT(mname), msuffix);
-        rc |= append_escaped(out, f->help, om);
-        rc |= sc_buf_append(out, "\n", 1);
-    }
-    if (meta && (f->has_type || t != f->type)) {
-        rc |= sc_buf_appendf(out, "# TYPE %.*s%s %s\n", SC_STR_FMT(mname), msuffix,
-                             prom_type_name(t, fmt));
-    }
-    if (om && meta && f->unit.len && mname.len > f->unit.len + 1 &&
-        mname.p[mname.len - f->unit.len - 1] == '_' &&
-        memcmp(mname.p + mname.len - f->unit.len, f->unit.p, f->unit.len) == 0) {
-        rc |= sc_buf_appendf(out, "# UNIT %.*s %.*s\n", SC_STR_FMT(mname), SC_STR_FMT(f->unit));
-    }
-    *skip_created_out = skip_created;
-    return rc ? SC_ETOOBIG : 0;
-}
-
-int prom_render_family(const struct prom_family *f, enum prom_format fmt, struct sc_buf *out)
-{
-    bool skip_created;
-    if (render_meta(f, fmt, out, &skip_created)) {
-        return SC_ETOOBIG;
-    }
-    for (size_t i = 0; i < f->nsamples; i++) {
-        const struct prom_sample *sm = &f->samples[i];
-        if (skip_created && has_suffix(sm->name, f->name, "_created")) {
-            continue;
-        }
-        if (render_sample(sm, fmt, out)) {
-            return SC_ETOOBIG;
-        }
-    }
-    return 0;
-}
-
-int prom_render_some(const struct prom_set *s, enum prom_format fmt, struct prom_render_state *st,
-                     struct sc_buf *out, size_t chunk)
-{
-    while (st->fam < s->nfams) {
-        const struct prom_family *f = s->fams[st->fam];
-        if (f->nsamples == 0) {
-            st->fam++;
-            continue;
-        }
-        if (!st->in_family) {
-            if (render_meta(f, fmt, out, &st->skip_created)) {
-                return SC_ETOOBIG;
-            }
-            st->in_family = true;
-            st->sample = 0;
-        }
-        while (st->sample < f->nsamples) {
-            if (out->len >= chunk) {
-                return 0;
-            }
-            const struct prom_sample *sm = &f->samples[st->sample++];
-            if (st->skip_created && has_suffix(sm->name, f->name, "_created")) {
-                continue;
-            }
-            if (render_sample(sm, fmt, out)) {
-                return SC_ETOOBIG;
-            }
-        }
-        st->in_family = false;
-        st->fam++;
-    }
-    if (fmt == PROM_FMT_OPENMETRICS && !st->eof) {
-        if (sc_buf_append(out, "# EOF\n", 6)) {
-            return SC_ETOOBIG;
-        }
-        st->eof = true;
-    }
-    return 1;
-}
-
-size_t prom_render_estimate(const struct prom_set *s)
-{
-    size_t n = 64;
-    for (size_t i = 0; i < s->nfams; i++) {
-        const struct prom_family *f = s->fams[i];
-        n += 2 * f->name.len + f->help.len + 40;
-        for (size_t k = 0; k < f->nsamples; k++) {
-            const struct prom_sample *sm = &f->samples[k];
-            n += sm->name.len + 48; /* braces, value, timestamp, newline */
-            for (uint32_t j = 0; j < sm->nlabels; j++) {
-                n += sm->labels[j].name.len + sm->labels[j].value.len + 4;
-            }
-        }
-    }
-    return n + n / 32; /* room for a few escapes */
-}
-
-int prom_render(const struct prom_set *s, enum prom_format fmt, struct sc_buf *out)
-{
-    for (size_t i = 0; i < s->nfams; i++) {
-        if (s->fams[i]->nsamples == 0) {
-            continue;
-        }
-        int rc = prom_render_family(s->fams[i], fmt, out);
-        if (rc) {
-            return rc;
-        }
-    }
-    if (fmt == PROM_FMT_OPENMETRICS) {
-        return sc_buf_append(out, "# EOF\n", 6);
-    }
-    return 0;
 }

@@ -173,15 +173,16 @@ int prom_render_some(const struct prom_set *s, enum prom_format fmt, struct prom
 /* Returns about how many bytes prom_render will write (a little more, to size a buffer once). */
 size_t prom_render_estimate(const struct prom_set *s);
 
-/* Appends <v> formatted as the exposition formats want it (NaN, +Inf, -Inf, shortest exact). */
-int prom_format_value(struct sc_buf *out, double v);
-
 /* Returns the type's name in <fmt> ("untyped" vs "unknown"). */
 const char *prom_type_name(enum prom_type t, enum prom_format fmt);
 
-/* Returns true when <p>[0..n) is valid UTF-8 (no overlong forms, surrogates or code points past
- * U+10FFFF): Prometheus refuses a whole scrape over one label value that is not. */
-bool prom_valid_utf8(const char *p, size_t n);
+/* Returns true when <n> is <base> followed by <suffix> ("x_total" is "x" + "_total"). */
+static inline bool prom_has_suffix(struct sc_str n, struct sc_str base, const char *suffix)
+{
+    size_t sl = strlen(suffix);
+    return n.len == base.len + sl && memcmp(n.p, base.p, base.len) == 0 &&
+           memcmp(n.p + base.len, suffix, sl) == 0;
+}
 
 /* Returns true when <name> is a valid metric name ([a-zA-Z_:][a-zA-Z0-9_:]*) or, with <label>,
  * a valid label name ([a-zA-Z_][a-zA-Z0-9_]*). */

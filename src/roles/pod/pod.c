@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // `sidecar pod`: runs a Pod manifest as local processes with Kubernetes' lifecycle rules (see
 // docs/pod.md and native-sidecars.md). This file is the role: it loads the manifest, prepares the
-// pod (pod_setup.c), hands it to the supervisor (pod_ctr.c), serves the status (admin GET /pod,
-// metrics, the control socket <pod-dir>/control.sock behind `sidecar pod status`), and implements
-// the one-shot `check` and `status` commands. The key invariant: the role reports stopped only
-// after every container process has exited and every handle it used has closed.
+// pod (pod_setup.c), runs the pod-wide state machine (the start sequence, readiness, the ordered
+// shutdown) over the containers the supervisor (pod_ctr.c) starts and stops, serves the status
+// (admin GET /pod, metrics, the control socket <pod-dir>/control.sock behind `sidecar pod status`),
+// and implements the one-shot `check` and `status` commands. The key invariant: the role reports
+// stopped only after every container process has exited and every handle it used has closed.
 #include <dirent.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
@@ -24,6 +25,128 @@
 static void on_closed_noop(uv_handle_t *h)
 {
     (void)h;
+}
+
+/* ---- the pod-wide state machine: start sequence, readiness, ordered shutdown ---- */
+
+void pod_update_ready(struct pod *pod)
+{
+    bool ready = pod->apps_started && pod->phase == PH_RUNNING;
+    for (size_t i = 0; i < pod->nctrs; i++) {
+        struct pod_ctr *c = &pod->ctrs[i];
+        sc_gauge_set(c->m_ready, c->ready ? 1 : 0);
+        if (c->kind != CTR_INIT && !c->ready) {
+            ready = false;
+        }
+    }
+    sc_app_set_ready(pod->app, ready);
+}
+
+void pod_advance(struct pod *pod)
+{
+    if (pod->phase != PH_STARTING) {
+        return;
+    }
+    for (size_t i = 0; i < pod->ninit; i++) {
+        struct pod_ctr *c = &pod->ctrs[i];
+        if (!c->ever_started) {
+            pod_ctr_start(c);
+            return;
+        }
+        if (c->kind == CTR_INIT && !c->done) {
+            return;
+        }
+        if (c->kind == CTR_SIDECAR && !c->was_started) {
+            return;
+        }
+    }
+    pod->phase = PH_RUNNING;
+    pod->apps_started = true;
+    sc_info("starting the app containers", SC_LU("count", pod->nctrs - pod->ninit));
+    for (size_t i = pod->ninit; i < pod->nctrs && pod->phase == PH_RUNNING; i++) {
+        pod_ctr_start(&pod->ctrs[i]);
+    }
+    pod_update_ready(pod);
+}
+
+static void on_grace_timer(uv_timer_t *t)
+{
+    struct pod *pod = t->data;
+    pod->grace_expired = true;
+}
+
+void pod_maybe_finish(struct pod *pod)
+{
+    if (pod->phase != PH_DONE || pod->finished) {
+        return;
+    }
+    for (size_t i = 0; i < pod->nctrs; i++) {
+        if (pod->ctrs[i].state == ST_RUNNING || pod->ctrs[i].hook) {
+            return;
+        }
+    }
+    pod->finished = true;
+    for (size_t i = 0; i < pod->nctrs; i++) {
+        pod_ctr_close(&pod->ctrs[i]);
+    }
+    uv_close((uv_handle_t *)&pod->grace_timer, on_closed_noop);
+    pod_ctl_close(pod);
+    /* output a detached grandchild still holds open is cut: the pod is over */
+    pod_procs_cut(pod);
+    for (struct pod_check *k = pod->checks; k; k = k->next) {
+        pod_check_cancel(k);
+    }
+    sc_info("pod stopped", SC_LS("pod", pod->m->name), SC_LI("exit_code", pod->exit_code));
+    sc_app_stopped(pod->app, pod->exit_code);
+}
+
+void pod_shutdown_step(struct pod *pod)
+{
+    if (pod->phase == PH_STOP_APPS) {
+        for (size_t i = 0; i < pod->nctrs; i++) {
+            struct pod_ctr *c = &pod->ctrs[i];
+            if (c->kind != CTR_SIDECAR && c->state == ST_RUNNING) {
+                return;
+            }
+        }
+        pod->phase = PH_STOP_SIDECARS;
+    }
+    if (pod->phase == PH_STOP_SIDECARS) {
+        for (size_t i = pod->ninit; i-- > 0;) {
+            struct pod_ctr *c = &pod->ctrs[i];
+            if (c->kind == CTR_SIDECAR && c->state == ST_RUNNING) {
+                pod_ctr_stop(c);
+                return; /* one at a time, in reverse order */
+            }
+        }
+        pod->phase = PH_DONE;
+    }
+    pod_maybe_finish(pod);
+}
+
+void pod_begin_shutdown(struct pod *pod, int code, const char *why)
+{
+    if (pod->phase >= PH_STOP_APPS) {
+        return;
+    }
+    pod->phase = PH_STOP_APPS;
+    pod->exit_code = code;
+    uint64_t grace = (uint64_t)(pod->m->spec->grace_s * 1000);
+    pod->deadline_ms = pod_now_ms(pod) + grace;
+    uv_timer_start(&pod->grace_timer, on_grace_timer, grace, 0);
+    sc_info("stopping the pod", SC_LS("reason", why), SC_LU("grace_ms", grace));
+    sc_app_set_ready(pod->app, false);
+    for (size_t i = 0; i < pod->nctrs; i++) {
+        struct pod_ctr *c = &pod->ctrs[i];
+        pod_ctr_quiesce(c);
+        if (c->kind != CTR_SIDECAR) {
+            pod_ctr_stop(c);
+        }
+    }
+    if (!sc_app_draining(pod->app)) {
+        sc_app_drain(pod->app); /* calls pod_stop, which finds the pod already stopping */
+    }
+    pod_shutdown_step(pod);
 }
 
 /* ---- status: admin JSON, control socket, metrics ---- */

@@ -19,7 +19,7 @@
 #include "core/log.h"
 #include "roles/pod/pod_run.h"
 
-static uint64_t now_ms(struct pod *pod)
+uint64_t pod_now_ms(struct pod *pod)
 {
     uv_update_time(pod->loop);
     return uv_now(pod->loop);
@@ -34,10 +34,6 @@ const char *pod_state_name(enum ctr_state s)
 {
     return s == ST_WAITING ? "waiting" : s == ST_RUNNING ? "running" : "terminated";
 }
-
-static void shutdown_step(struct pod *pod);
-static void update_ready(struct pod *pod);
-static void ctr_start(struct pod_ctr *c);
 
 /* ---- log output ---- */
 
@@ -187,7 +183,7 @@ static void on_probe_result(void *arg, bool ok, const char *why)
                 }
             }
             c->ready = !c->spec->readiness_probe.set;
-            update_ready(c->pod);
+            pod_update_ready(c->pod);
             pod_advance(c->pod);
         } else if (pr->fail >= pr->spec->failure_threshold) {
             sc_error("startup probe failed: restarting the container",
@@ -201,11 +197,11 @@ static void on_probe_result(void *arg, bool ok, const char *why)
         if (ok && !c->ready && pr->succ >= pr->spec->success_threshold) {
             c->ready = true;
             sc_info("container ready", SC_LS("container", c->spec->name));
-            update_ready(c->pod);
+            pod_update_ready(c->pod);
         } else if (!ok && c->ready && pr->fail >= pr->spec->failure_threshold) {
             c->ready = false;
             sc_warn("container not ready", SC_LS("container", c->spec->name), SC_LS("reason", why));
-            update_ready(c->pod);
+            pod_update_ready(c->pod);
         }
         break;
     case PROBE_LIVENESS:
@@ -247,7 +243,7 @@ static void on_kill_timer(uv_timer_t *t)
 
 static uint64_t remaining_ms(struct pod *pod)
 {
-    uint64_t now = now_ms(pod);
+    uint64_t now = pod_now_ms(pod);
     return pod->deadline_ms > now ? pod->deadline_ms - now : 0;
 }
 
@@ -281,13 +277,13 @@ static void on_restart_timer(uv_timer_t *t)
     if (c->pod->phase >= PH_STOP_APPS) {
         return;
     }
-    ctr_start(c);
+    pod_ctr_start(c);
 }
 
 static void schedule_restart(struct pod_ctr *c)
 {
     struct pod *pod = c->pod;
-    uint64_t ran = now_ms(pod) - c->run_start_ms;
+    uint64_t ran = pod_now_ms(pod) - c->run_start_ms;
     if (ran >= pod->cfg->backoff_reset_ms) {
         c->backoff_n = 0;
     }
@@ -343,9 +339,9 @@ static void on_ctr_exit(uv_process_t *p, int64_t status, int sig)
         sc_info("container exited", SC_LS("container", c->spec->name),
                 SC_LI("exit_code", c->exit_code));
     }
-    update_ready(pod);
+    pod_update_ready(pod);
     if (pod->phase >= PH_STOP_APPS) {
-        shutdown_step(pod);
+        pod_shutdown_step(pod);
         return;
     }
     bool failed = c->exit_code != 0 || c->liveness_kill;
@@ -411,7 +407,7 @@ static void start_probes_after_post_start(struct pod_ctr *c)
     if (c->ready) {
         sc_gauge_set(c->m_ready, 1);
     }
-    update_ready(c->pod);
+    pod_update_ready(c->pod);
     pod_advance(c->pod);
 }
 
@@ -443,7 +439,7 @@ static int open_log(struct pod_ctr *c)
     return fd;
 }
 
-static void ctr_start(struct pod_ctr *c)
+void pod_ctr_start(struct pod_ctr *c)
 {
     struct pod *pod = c->pod;
     if (c->ever_started) {
@@ -452,7 +448,7 @@ static void ctr_start(struct pod_ctr *c)
     }
     c->ever_started = true;
     c->stopping = false;
-    c->run_start_ms = now_ms(pod);
+    c->run_start_ms = pod_now_ms(pod);
     struct pod_proc *pp = SC_NEW(struct pod_proc);
     pp->pod = pod;
     pp->c = c;
@@ -535,46 +531,6 @@ static void ctr_start(struct pod_ctr *c)
 
 /* ---- the pod ---- */
 
-static void update_ready(struct pod *pod)
-{
-    bool ready = pod->apps_started && pod->phase == PH_RUNNING;
-    for (size_t i = 0; i < pod->nctrs; i++) {
-        struct pod_ctr *c = &pod->ctrs[i];
-        sc_gauge_set(c->m_ready, c->ready ? 1 : 0);
-        if (c->kind != CTR_INIT && !c->ready) {
-            ready = false;
-        }
-    }
-    sc_app_set_ready(pod->app, ready);
-}
-
-void pod_advance(struct pod *pod)
-{
-    if (pod->phase != PH_STARTING) {
-        return;
-    }
-    for (size_t i = 0; i < pod->ninit; i++) {
-        struct pod_ctr *c = &pod->ctrs[i];
-        if (!c->ever_started) {
-            ctr_start(c);
-            return;
-        }
-        if (c->kind == CTR_INIT && !c->done) {
-            return;
-        }
-        if (c->kind == CTR_SIDECAR && !c->was_started) {
-            return;
-        }
-    }
-    pod->phase = PH_RUNNING;
-    pod->apps_started = true;
-    sc_info("starting the app containers", SC_LU("count", pod->nctrs - pod->ninit));
-    for (size_t i = pod->ninit; i < pod->nctrs && pod->phase == PH_RUNNING; i++) {
-        ctr_start(&pod->ctrs[i]);
-    }
-    update_ready(pod);
-}
-
 static void on_pre_stop(void *arg, bool ok, const char *why)
 {
     struct pod_ctr *c = arg;
@@ -587,7 +543,7 @@ static void on_pre_stop(void *arg, bool ok, const char *why)
 }
 
 /* Runs <c>'s preStop hook, then SIGTERM, then SIGKILL at the end of the grace period. */
-static void ctr_stop(struct pod_ctr *c)
+void pod_ctr_stop(struct pod_ctr *c)
 {
     if (c->state != ST_RUNNING || c->stopping) {
         return;
@@ -609,20 +565,12 @@ static void ctr_stop(struct pod_ctr *c)
     ctr_term(c, rem > 0 ? rem : MIN_KILL_MS);
 }
 
-static void on_grace_timer(uv_timer_t *t)
-{
-    struct pod *pod = t->data;
-    pod->grace_expired = true;
-}
-
-void pod_ctl_close(struct pod *pod);
-
 static void on_closed_noop(uv_handle_t *h)
 {
     (void)h;
 }
 
-static void close_ctr_handles(struct pod_ctr *c)
+void pod_ctr_close(struct pod_ctr *c)
 {
     uv_close((uv_handle_t *)&c->restart_timer, on_closed_noop);
     uv_close((uv_handle_t *)&c->kill_timer, on_closed_noop);
@@ -631,24 +579,16 @@ static void close_ctr_handles(struct pod_ctr *c)
     }
 }
 
-/* Once every container has stopped: closes the pod's handles and reports the drain done. */
-void pod_maybe_finish(struct pod *pod)
+void pod_ctr_quiesce(struct pod_ctr *c)
 {
-    if (pod->phase != PH_DONE || pod->finished) {
-        return;
+    uv_timer_stop(&c->restart_timer);
+    for (int k = 0; k < 3; k++) {
+        prober_stop(&c->probes[k]);
     }
-    for (size_t i = 0; i < pod->nctrs; i++) {
-        if (pod->ctrs[i].state == ST_RUNNING || pod->ctrs[i].hook) {
-            return;
-        }
-    }
-    pod->finished = true;
-    for (size_t i = 0; i < pod->nctrs; i++) {
-        close_ctr_handles(&pod->ctrs[i]);
-    }
-    uv_close((uv_handle_t *)&pod->grace_timer, on_closed_noop);
-    pod_ctl_close(pod);
-    /* output a detached grandchild still holds open is cut: the pod is over */
+}
+
+void pod_procs_cut(struct pod *pod)
+{
     for (struct pod_proc *pp = pod->procs; pp; pp = pp->next) {
         if (!uv_is_closing((uv_handle_t *)&pp->out.pipe)) {
             uv_close((uv_handle_t *)&pp->out.pipe, on_stream_closed);
@@ -657,61 +597,4 @@ void pod_maybe_finish(struct pod *pod)
             uv_close((uv_handle_t *)&pp->err.pipe, on_stream_closed);
         }
     }
-    for (struct pod_check *k = pod->checks; k; k = k->next) {
-        pod_check_cancel(k);
-    }
-    sc_info("pod stopped", SC_LS("pod", pod->m->name), SC_LI("exit_code", pod->exit_code));
-    sc_app_stopped(pod->app, pod->exit_code);
-}
-
-static void shutdown_step(struct pod *pod)
-{
-    if (pod->phase == PH_STOP_APPS) {
-        for (size_t i = 0; i < pod->nctrs; i++) {
-            struct pod_ctr *c = &pod->ctrs[i];
-            if (c->kind != CTR_SIDECAR && c->state == ST_RUNNING) {
-                return;
-            }
-        }
-        pod->phase = PH_STOP_SIDECARS;
-    }
-    if (pod->phase == PH_STOP_SIDECARS) {
-        for (size_t i = pod->ninit; i-- > 0;) {
-            struct pod_ctr *c = &pod->ctrs[i];
-            if (c->kind == CTR_SIDECAR && c->state == ST_RUNNING) {
-                ctr_stop(c);
-                return; /* one at a time, in reverse order */
-            }
-        }
-        pod->phase = PH_DONE;
-    }
-    pod_maybe_finish(pod);
-}
-
-void pod_begin_shutdown(struct pod *pod, int code, const char *why)
-{
-    if (pod->phase >= PH_STOP_APPS) {
-        return;
-    }
-    pod->phase = PH_STOP_APPS;
-    pod->exit_code = code;
-    uint64_t grace = (uint64_t)(pod->m->spec->grace_s * 1000);
-    pod->deadline_ms = now_ms(pod) + grace;
-    uv_timer_start(&pod->grace_timer, on_grace_timer, grace, 0);
-    sc_info("stopping the pod", SC_LS("reason", why), SC_LU("grace_ms", grace));
-    sc_app_set_ready(pod->app, false);
-    for (size_t i = 0; i < pod->nctrs; i++) {
-        struct pod_ctr *c = &pod->ctrs[i];
-        uv_timer_stop(&c->restart_timer);
-        for (int k = 0; k < 3; k++) {
-            prober_stop(&c->probes[k]);
-        }
-        if (c->kind != CTR_SIDECAR) {
-            ctr_stop(c);
-        }
-    }
-    if (!sc_app_draining(pod->app)) {
-        sc_app_drain(pod->app); /* calls pod_stop, which finds the pod already stopping */
-    }
-    shutdown_step(pod);
 }

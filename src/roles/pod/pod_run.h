@@ -151,19 +151,27 @@ struct pod {
     uv_timer_t grace_timer;
 };
 
-/* ---- pod_ctr.c ---- */
+/* ---- pod_ctr.c: one container at a time ---- */
 
-/* Moves the start sequence on: starts the next init container or sidecar once the previous one
- * completed or started, then every app container. Does nothing once the pod runs or stops. */
-void pod_advance(struct pod *pod);
+/* Spawns <c>'s process, then runs its postStart hook and starts its probes. A process that cannot
+ * be spawned is restarted with back-off, or stops the pod when its restart policy says so. */
+void pod_ctr_start(struct pod_ctr *c);
 
-/* Begins the ordered shutdown (preStop, SIGTERM, grace period, SIGKILL; apps, then sidecars in
- * reverse order) and records <code> as the exit code. Idempotent; also starts the app's drain. */
-void pod_begin_shutdown(struct pod *pod, int code, const char *why);
+/* Runs <c>'s preStop hook, then SIGTERM, then SIGKILL at the end of the pod's grace period. No-op
+ * when <c> does not run or is already stopping. */
+void pod_ctr_stop(struct pod_ctr *c);
 
-/* When the shutdown is over and no container runs any more: closes the pod's handles and calls
- * sc_app_stopped(). Safe to call at any time. */
-void pod_maybe_finish(struct pod *pod);
+/* Stops <c>'s restart timer and probes (the pod is shutting down). */
+void pod_ctr_quiesce(struct pod_ctr *c);
+
+/* Closes <c>'s timers (restart, kill, probes); the pod frees them after the loop ran. */
+void pod_ctr_close(struct pod_ctr *c);
+
+/* Closes the output pipes every process still holds (a detached grandchild's included). */
+void pod_procs_cut(struct pod *pod);
+
+/* The loop's time in milliseconds, updated first. */
+uint64_t pod_now_ms(struct pod *pod);
 
 /* Returns static names for status output. */
 const char *pod_kind_name(enum ctr_kind k);
@@ -206,7 +214,27 @@ void pod_strv_free(char **v);
 /* mkdir -p. Returns 0 or a negative errno. */
 int pod_mkdirs(const char *path, mode_t mode);
 
-/* ---- pod.c ---- */
+/* ---- pod.c: the pod-wide state machine, the only writer of pod->phase ---- */
+
+/* Moves the start sequence on: starts the next init container or sidecar once the previous one
+ * completed or started, then every app container. Does nothing once the pod runs or stops. */
+void pod_advance(struct pod *pod);
+
+/* Begins the ordered shutdown (preStop, SIGTERM, grace period, SIGKILL; apps, then sidecars in
+ * reverse order) and records <code> as the exit code. Idempotent; also starts the app's drain. */
+void pod_begin_shutdown(struct pod *pod, int code, const char *why);
+
+/* Moves the shutdown on after a container exited: from the apps to the sidecars, one sidecar at a
+ * time in reverse order, then finishes. */
+void pod_shutdown_step(struct pod *pod);
+
+/* When the shutdown is over and no container runs any more: closes the pod's handles and calls
+ * sc_app_stopped(). Safe to call at any time. */
+void pod_maybe_finish(struct pod *pod);
+
+/* Publishes readiness: the pod is ready when it runs, its apps started and every non-init
+ * container is ready; also sets each container's ready gauge. */
+void pod_update_ready(struct pod *pod);
 
 /* Closes the control socket and removes its file. Idempotent. */
 void pod_ctl_close(struct pod *pod);

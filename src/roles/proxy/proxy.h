@@ -28,6 +28,7 @@
 #include "net/http1.h"
 #include "roles/proxy/proxy_policy.h"
 #include "roles/proxy/proxy_route_policy.h"
+#include "roles/proxy/proxy_peerauth.h"
 #include "roles/proxy/proxy_tls.h"
 
 /* ---- configuration as loaded (the option table in proxy_config.c describes these) ---- */
@@ -118,6 +119,9 @@ struct proxy_cfg {
     struct sc_vec clusters;  /* struct proxy_cluster_cfg */
     struct proxy_identity_cfg identity;
     struct proxy_tls_flags tls_flags;
+    struct proxy_workload_cfg workload;
+    struct sc_vec peer_authentication; /* struct proxy_pa_cfg */
+    char *mesh_root_namespace;
 };
 
 extern const struct sc_opt proxy_opts[];

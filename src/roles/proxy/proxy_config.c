@@ -434,6 +434,24 @@ const struct sc_opt proxy_opts[] = {
     { .type = SC_OPT_INLINE,
       .offset = offsetof(struct proxy_cfg, tls_flags),
       .sub = proxy_tls_flag_opts },
+    { .name = "workload",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_cfg, workload),
+      .help = "the workload PeerAuthentication selectors are matched against",
+      .sub = proxy_workload_opts },
+    { .name = "peer_authentication",
+      .type = SC_OPT_OBJLIST,
+      .offset = offsetof(struct proxy_cfg, peer_authentication),
+      .help = "Istio PeerAuthentication policies: the mTLS mode of inbound listeners that use the "
+              "identity (docs/proxy.md)",
+      .sub = proxy_pa_opts,
+      .sub_size = sizeof(struct proxy_pa_cfg),
+      .max = 256 },
+    { .name = "mesh_root_namespace",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_cfg, mesh_root_namespace),
+      .def = "istio-system",
+      .help = "a peer_authentication without selector in this namespace is mesh-wide" },
     { 0 },
 };
 
@@ -584,6 +602,9 @@ int proxy_config_check(const void *cfg, char **err)
     const struct proxy_cfg *c = cfg;
     const struct proxy_cluster_cfg *cl = c->clusters.v;
     int trc = proxy_tls_check(c, err);
+    if (trc == 0) {
+        trc = proxy_pa_check(c->peer_authentication.v, c->peer_authentication.n, err);
+    }
     if (trc < 0) {
         return trc;
     }

@@ -75,7 +75,7 @@ struct proxy_uconn {
     struct proxy_worker *w;
     struct proxy_rt *rt; /* a reference while open */
     struct proxy_endpoint *ep;
-    struct proxy_dconn *dc;
+    struct proxy_exch *ex; /* the exchange it carries while active */
     struct sc_metric *m_active;
     struct rbuf in;
     size_t last_len;
@@ -92,7 +92,48 @@ struct proxy_uconn {
     bool bk_pending;     /* counted in the cluster's pending requests until connected */
 };
 
-struct proxy_req {
+/* What an exchange knows of the client connection that carries it, whatever its protocol: set
+ * when the connection is accepted, valid while it is open. */
+struct proxy_client {
+    char ip[48];                  /* the client's address (X-Forwarded-For, log, rate limits) */
+    struct sockaddr_storage addr; /* with its port (%DOWNSTREAM_REMOTE_ADDRESS%) */
+    struct sc_xport *tls;         /* the connection's TLS layer (SNI, version, peer identity);
+                                     NULL: plaintext */
+    char *xfcc;                   /* the client certificate's XFCC element, made on first use */
+};
+
+struct proxy_exch;
+
+/* The downstream codec an exchange answers through: the HTTP/1 connection (proxy_h1.c) now, an
+ * HTTP/2 stream next. The exchange decides what to answer and when it is over; the codec writes
+ * and decides what becomes of its connection. */
+struct proxy_down_ops {
+    /* Whether a response of the proxy's own can be written now (nothing of another is in
+     * flight); when not, the exchange aborts instead. */
+    bool (*can_reply)(struct proxy_exch *ex);
+    /* Writes the proxy's own response (<status>, text <body>, the exchange's rate-limit
+     * headers); the exchange finishes once it is out. */
+    void (*reply)(struct proxy_exch *ex, int status, struct sc_str body);
+    /* The exchange is over and logged: read the next request, or close. */
+    void (*finish)(struct proxy_exch *ex);
+    /* Abandons the exchange: the client sees the connection (or stream) end, never a silently
+     * short message. */
+    void (*abort)(struct proxy_exch *ex);
+    /* Backpressure or state changed: start or stop reading the client's bytes. */
+    void (*read_update)(struct proxy_exch *ex);
+    /* The exchange's deadlines moved: re-arm its timer. */
+    void (*arm_timer)(struct proxy_exch *ex);
+};
+
+/* The exchange: one request and its response, from the parsed head to the log line. Routing,
+ * policy, tries, timers and the access log act on it; the codec that carries it (proxy_h1.c) is
+ * reached through <dc>. */
+struct proxy_exch {
+    struct proxy_worker *w;
+    struct proxy_dconn *dc;  /* the downstream connection carrying it */
+    struct proxy_client *cl; /* that connection's client */
+    struct proxy_uconn *uc;  /* the upstream connection of the current try, while it has one */
+    const struct proxy_down_ops *down;
     struct proxy_rt *rt; /* a reference while the request runs */
     struct proxy_listener *lsn;
     struct proxy_route *route;
@@ -122,6 +163,8 @@ struct proxy_req {
     int tries;
     int retries;
     bool keep_alive;
+    bool close_after; /* the connection carries nothing after this exchange (its request body
+                         cannot be skipped, the head was bad, ...) */
     bool body_done;
     bool retriable;
     bool is_head;
@@ -161,8 +204,6 @@ struct proxy_odst {
 struct proxy_dconn {
     struct sc_tcp_xport tx; /* the transport chain's bottom */
     struct sc_xport *x;     /* its top: every read, write and close goes through it */
-    struct sc_xport *tls;   /* the TLS layer (== x) once TLS is terminated; NULL: plaintext */
-    char *xfcc;             /* the client certificate's XFCC element, made on first use */
     uv_timer_t timer;
     uv_timer_t *btimer; /* retry backoff and fault delay: allocated on first use (most connections
                            never wait so), closed with the connection */
@@ -170,7 +211,6 @@ struct proxy_dconn {
     struct proxy_worker *w;
     size_t lidx;
     struct sc_metric *m_active;
-    struct proxy_uconn *uc;
     struct rbuf in;
     size_t last_len;
     struct sc_buf out;
@@ -188,13 +228,12 @@ struct proxy_dconn {
     bool reparse;
     bool sniff;       /* PERMISSIVE: the first bytes decide between TLS and plaintext */
     bool handshaking; /* the TLS handshake is under way (bounded by the head timeout) */
-    bool close_after;
     uint64_t head_start_ms;
     uint64_t last_activity;
     uint64_t timer_due;    /* loop time the timer fires at; 0: not armed */
     struct proxy_odst *od; /* original_dst state, allocated on first use, kept on recycling */
-    char peer[48];
-    struct proxy_req req;
+    struct proxy_client cl;
+    struct proxy_exch ex; /* the exchange the connection carries now */
 };
 
 /* ---- proxy_worker.c: buffers and busy polling ---- */
@@ -244,10 +283,10 @@ struct proxy_endpoint *proxy_pick_endpoint(struct proxy_worker *w, struct proxy_
 
 /* Starts a try of the exchange of <dc>: picks an endpoint (or the original destination), takes
  * an idle pooled connection or opens one; answers 503 itself when there is none to use. */
-void proxy_attempt(struct proxy_dconn *dc);
+void proxy_attempt(struct proxy_exch *ex);
 
 /* Stops counting the request on the endpoint it was sent to (least-request balancing). */
-void proxy_endpoint_release(struct proxy_req *r);
+void proxy_endpoint_release(struct proxy_exch *r);
 
 /* Closes <uc>, detaching it from its exchange or pool. Idempotent. */
 void proxy_uconn_close(struct proxy_uconn *uc);
@@ -261,40 +300,48 @@ void proxy_close_pools(struct proxy_worker *w, struct proxy_rt *rt);
 
 /* ---- proxy_exchange.c: the exchange (routing, policy, tries, local replies, timers, log) ---- */
 
+/* Readies dc->ex for a new request (zeroed but for its buffers and links, on the worker's
+ * current snapshot, routed nowhere yet). <pseudo>: for an answer to something that is not a
+ * request (a malformed head, a head timeout), logged and counted as method "-". */
+void proxy_exch_begin(struct proxy_dconn *dc, bool pseudo);
+
 /* Starts the exchange for request head <m> (<headlen> bytes of dc->in) parsed on <dc>. */
 void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, size_t headlen);
 
 /* A try failed before its response head was forwarded (<cond> a COND_*, <flag> an F_*): retries
  * when the route allows, else answers 502/504 (or closes when the head is out). */
-void proxy_attempt_failed(struct proxy_dconn *dc, int cond, unsigned flag, const char *why);
+void proxy_attempt_failed(struct proxy_exch *ex, int cond, unsigned flag, const char *why);
 
 /* Whether the route retries condition <cond> (with <status> for COND_STATUS) now. */
-bool proxy_may_retry(struct proxy_dconn *dc, int cond, int status);
+bool proxy_may_retry(struct proxy_exch *ex, int cond, int status);
 
 /* Schedules the next try after the route's backoff. */
-void proxy_schedule_retry(struct proxy_dconn *dc);
+void proxy_schedule_retry(struct proxy_exch *ex);
 
 /* The per-try timeout of the upstream connection of <t>. */
 void proxy_on_per_try_timeout(uv_timer_t *t);
 
 /* Answers the request from the proxy itself: <status> with <reason> as the body. */
-void proxy_local_reply(struct proxy_dconn *dc, int status, const char *reason, unsigned flags);
+void proxy_local_reply(struct proxy_exch *ex, int status, const char *reason, unsigned flags);
 
 /* The request body has been read whole: starts the route deadline and a mirror. */
-void proxy_request_body_done(struct proxy_dconn *dc);
+void proxy_request_body_done(struct proxy_exch *ex);
 
 /* The exchange is over: counts and logs it, releases what it holds, and readies the connection
  * for the next request (or closes it). */
-void proxy_finish_request(struct proxy_dconn *dc);
+void proxy_finish_request(struct proxy_exch *ex);
 
 /* Arms the connection's one timer for its current state. */
 void proxy_arm_timer(struct proxy_dconn *dc);
 
 /* The backoff/fault-delay timer: started for <ms>, or stopped. */
-void proxy_btimer_start(struct proxy_dconn *dc, uint64_t ms);
-void proxy_btimer_stop(struct proxy_dconn *dc);
+void proxy_btimer_start(struct proxy_exch *ex, uint64_t ms);
+void proxy_btimer_stop(struct proxy_exch *ex);
 
 /* ---- proxy_h1.c: the HTTP/1 codecs ---- */
+
+/* The HTTP/1 downstream codec's side of the exchange. */
+extern const struct proxy_down_ops proxy_h1_down;
 
 /* Accepts a client on listener <server> (a worker's uv_tcp_t). */
 void proxy_h1_on_accept(uv_stream_t *server, int status);
@@ -351,32 +398,33 @@ struct sc_str proxy_target_authority(struct sc_str t, bool *absolute);
 bool proxy_route_matches(const struct proxy_route *rt, const struct sc_http_msg *m,
                          struct sc_str path, pcre2_match_data *md);
 
-/* Builds dc->req.head, the upstream request head for <m>: hop-by-hop headers (and the tokens named
+/* Builds ex->head, the upstream request head for <m>: hop-by-hop headers (and the tokens named
  * in Connection) removed, Via, X-Forwarded-For (appended), X-Forwarded-Proto, X-Request-Id (kept
  * or a new UUID v4, also copied into the request for the log) and traceparent (same trace id, new
  * parent id) added, framing re-declared. <origin> is the target to send. Returns 0 or SC_ETOOBIG
  * (the head would pass its cap). */
-int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, struct sc_str origin);
+int proxy_build_req_head(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_str origin);
 
-/* Appends to dc->out the head sent to the client for upstream response <m>: HTTP/1.1 status line,
- * hop-by-hop headers removed, Via appended, framing and Connection decided by the proxy (close
- * when draining, when the client asked, or when the body ends at close). Returns 0 or
- * SC_ETOOBIG. */
-int proxy_build_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m);
+/* Appends to <b> the head sent to the client for upstream response <m>: HTTP/1.1 status line,
+ * hop-by-hop headers removed, Via appended, the route's response headers, framing re-declared and
+ * `Connection: close` when <close> (the codec decides: draining, the client asked, the body ends
+ * at close). Returns 0 or SC_ETOOBIG. */
+int proxy_build_resp_head(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_buf *b,
+                          bool close);
 
-/* Appends to dc->out an interim (1xx) head rebuilt from <m> as HTTP/1.1. Returns 0 or
+/* Appends to <b> an interim (1xx) head rebuilt from <m> as HTTP/1.1. Returns 0 or
  * SC_ETOOBIG. */
-int proxy_build_interim_head(struct proxy_dconn *dc, const struct sc_http_msg *m);
+int proxy_build_interim_head(const struct sc_http_msg *m, struct sc_buf *b);
 
 /* ---- proxy_log.c: the access log and request metrics ---- */
 
 /* Appends the request's JSON access-log line to the worker's buffer, written once per loop
  * iteration (or at once when the buffer is full). <dur> is the request's duration, seconds. */
-void proxy_access_log(struct proxy_dconn *dc, double dur);
+void proxy_access_log(struct proxy_exch *ex, double dur);
 
 /* Counts the request in sidecar_requests_total (series cached per route and status code) and
  * sidecar_request_duration_seconds. */
-void proxy_count_request(struct proxy_dconn *dc, double dur);
+void proxy_count_request(struct proxy_exch *ex, double dur);
 
 /* Writes the worker's buffered access-log lines to stdout now, without blocking: what the
  * reader does not take stays buffered and is retried shortly (on the worker's logtimer). */

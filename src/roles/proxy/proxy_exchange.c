@@ -27,25 +27,26 @@
 void proxy_on_per_try_timeout(uv_timer_t *t)
 {
     struct proxy_uconn *uc = t->data;
-    struct proxy_dconn *dc = uc->dc;
+    struct proxy_dconn *dc = uc->ex ? uc->ex->dc : NULL;
     if (!dc) {
         proxy_uconn_close(uc);
         return;
     }
     sc_counter_inc(uc->ep->cluster->m_timeout);
-    proxy_attempt_failed(dc, COND_TIMEOUT, F_UT, "upstream per-try timeout");
+    proxy_attempt_failed(&dc->ex, COND_TIMEOUT, F_UT, "upstream per-try timeout");
 }
 
 static void on_backoff(uv_timer_t *t)
 {
     struct proxy_dconn *dc = t->data;
-    if (dc->state == D_REQ && !dc->uc) {
-        proxy_attempt(dc);
+    if (dc->state == D_REQ && !dc->ex.uc) {
+        proxy_attempt(&dc->ex);
     }
 }
 
-void proxy_btimer_start(struct proxy_dconn *dc, uint64_t ms)
+void proxy_btimer_start(struct proxy_exch *r, uint64_t ms)
 {
+    struct proxy_dconn *dc = r->dc;
     if (!dc->btimer) {
         dc->btimer = SC_NEW(uv_timer_t);
         uv_timer_init(dc->w->loop, dc->btimer);
@@ -54,8 +55,9 @@ void proxy_btimer_start(struct proxy_dconn *dc, uint64_t ms)
     uv_timer_start(dc->btimer, on_backoff, ms, 0);
 }
 
-void proxy_btimer_stop(struct proxy_dconn *dc)
+void proxy_btimer_stop(struct proxy_exch *r)
 {
+    struct proxy_dconn *dc = r->dc;
     if (dc->btimer) {
         uv_timer_stop(dc->btimer);
     }
@@ -79,9 +81,9 @@ static bool retriable_status(const struct proxy_route *rt, int status)
     return false;
 }
 
-bool proxy_may_retry(struct proxy_dconn *dc, int cond, int status)
+bool proxy_may_retry(struct proxy_exch *r, int cond, int status)
 {
-    struct proxy_req *r = &dc->req;
+    struct proxy_dconn *dc = r->dc;
     const struct proxy_route *rt = r->route;
     if (r->resp_head_sent || !r->retriable || r->retries >= rt->num_retries || dc->w->closed_all) {
         return false;
@@ -101,9 +103,9 @@ bool proxy_may_retry(struct proxy_dconn *dc, int cond, int status)
     }
 }
 
-void proxy_schedule_retry(struct proxy_dconn *dc)
+void proxy_schedule_retry(struct proxy_exch *r)
 {
-    struct proxy_req *r = &dc->req;
+    struct proxy_dconn *dc = r->dc;
     const struct proxy_route *rt = r->route;
     uint64_t interval = rt->base_interval_ms << (r->retries < 16 ? r->retries : 16);
     if (interval > rt->max_interval_ms) {
@@ -113,14 +115,14 @@ void proxy_schedule_retry(struct proxy_dconn *dc)
     uint64_t delay = interval / 2 + (interval ? proxy_rand(dc->w) % (interval / 2 + 1) : 0);
     r->retries++;
     sc_counter_inc(r->cluster->m_retry);
-    proxy_btimer_start(dc, delay);
-    proxy_dread_update(dc);
+    proxy_btimer_start(r, delay);
+    r->down->read_update(r);
 }
 
-void proxy_attempt_failed(struct proxy_dconn *dc, int cond, unsigned flag, const char *why)
+void proxy_attempt_failed(struct proxy_exch *r, int cond, unsigned flag, const char *why)
 {
-    struct proxy_req *r = &dc->req;
-    struct proxy_uconn *uc = dc->uc;
+    struct proxy_dconn *dc = r->dc;
+    struct proxy_uconn *uc = r->uc;
     bool stale = uc && uc->reused && !uc->got_bytes && cond == COND_RESET;
     if (uc) {
         r->upstream_total_ns += proxy_now_ns() - r->upstream_ns;
@@ -137,11 +139,11 @@ void proxy_attempt_failed(struct proxy_dconn *dc, int cond, unsigned flag, const
     if (stale && r->retriable && !r->free_retry_used && !r->resp_head_sent) {
         r->free_retry_used = true;
         r->ep = NULL;
-        proxy_attempt(dc);
+        proxy_attempt(r);
         return;
     }
-    if (proxy_may_retry(dc, cond, 0) && proxy_breaker_retry(r)) {
-        proxy_schedule_retry(dc);
+    if (proxy_may_retry(r, cond, 0) && proxy_breaker_retry(r)) {
+        proxy_schedule_retry(r);
         return;
     }
     if (r->retries > 0 || (cond && r->route->num_retries > 0)) {
@@ -149,36 +151,52 @@ void proxy_attempt_failed(struct proxy_dconn *dc, int cond, unsigned flag, const
     }
     if (r->resp_head_sent) {
         r->flags |= flag;
-        proxy_dconn_close(dc);
+        r->down->abort(r);
         return;
     }
     int status = (flag & F_UT) ? 504 : 502;
-    proxy_local_reply(dc, status, why, flag);
+    proxy_local_reply(r, status, why, flag);
 }
 
-void proxy_request_body_done(struct proxy_dconn *dc)
+void proxy_request_body_done(struct proxy_exch *r)
 {
-    dc->req.body_done = true;
-    dc->req.body_done_ms = uv_now(dc->w->loop);
-    proxy_arm_timer(dc);
-    if (dc->req.pol.mirror) {
-        proxy_mirror_start(dc);
+    struct proxy_dconn *dc = r->dc;
+    r->body_done = true;
+    r->body_done_ms = uv_now(dc->w->loop);
+    r->down->arm_timer(r);
+    if (r->pol.mirror) {
+        proxy_mirror_start(r);
     }
 }
-void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, size_t headlen)
+void proxy_exch_begin(struct proxy_dconn *dc, bool pseudo)
 {
-    struct proxy_worker *w = dc->w;
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     struct sc_buf head = r->head, copy = r->copy;
     memset(r, 0, sizeof(*r));
+    r->w = dc->w;
+    r->dc = dc;
+    r->cl = &dc->cl;
     r->head = head;
     r->copy = copy;
     sc_buf_reset(&r->head);
     sc_buf_reset(&r->copy);
-    r->active = NULL;
-    r->rt = proxy_rt_ref(w->rt);
+    r->rt = proxy_rt_ref(dc->w->rt);
     r->lsn = &r->rt->listeners[dc->lidx];
+    r->route = &r->lsn->noroute;
     r->start_ns = proxy_now_ns();
+    r->down = &proxy_h1_down;
+    if (pseudo) {
+        r->minor = 1;
+        snprintf(r->method, sizeof(r->method), "-");
+        dc->state = D_REQ;
+    }
+}
+
+void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, size_t headlen)
+{
+    struct proxy_worker *w = dc->w;
+    struct proxy_exch *r = &dc->ex;
+    proxy_exch_begin(dc, false);
     r->minor = m->minor_version;
     r->keep_alive = m->keep_alive;
     r->is_head = sc_str_eq(m->method, SC_STR("HEAD"));
@@ -199,16 +217,10 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         r->body = B_NONE;
     }
     r->copy.max = r->rt->retry_buffer;
-    r->active = NULL;
     dc->state = D_REQ;
     dc->in.start += headlen;
     dc->last_len = 0;
     dc->last_activity = uv_now(w->loop);
-    r->active = NULL;
-    r->route = &r->lsn->noroute;
-    r->status = 0;
-    r->active = NULL;
-    r->resp_keep_alive = false;
 
     struct sc_str origin;
     struct sc_str path = proxy_target_path(m->target, &origin);
@@ -221,6 +233,14 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         slash + (logged.len < sizeof(r->path) - slash ? logged.len : sizeof(r->path) - slash);
     memcpy(r->path + slash, logged.p, r->path_len - slash);
 
+    if (r->cl->tls && proxy_tls_misdirected(r, m->host)) {
+        r->close_after = r->body != B_NONE;
+        proxy_local_reply(r, 421,
+                          "misdirected request: the connection's certificate is for "
+                          "another host",
+                          0);
+        return;
+    }
     struct proxy_listener *l = r->lsn;
     struct proxy_route *found = NULL;
     for (size_t i = 0; i < l->nroutes && !found; i++) {
@@ -229,8 +249,8 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         }
     }
     if (!found) {
-        dc->close_after = r->body != B_NONE;
-        proxy_local_reply(dc, 404, "no route matched the request", F_NR);
+        dc->ex.close_after = r->body != B_NONE;
+        proxy_local_reply(&dc->ex, 404, "no route matched the request", F_NR);
         return;
     }
     r->route = found;
@@ -239,11 +259,11 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         int pst = 0;
         const char *why = NULL;
         unsigned pfl = 0;
-        if (proxy_route_policy_request(dc, m, &pst, &why, &pfl) != PROXY_ROUTE_POL_GO) {
+        if (proxy_route_policy_request(r, m, &pst, &why, &pfl) != PROXY_ROUTE_POL_GO) {
             /* A bodyless request keeps its connection: a 429 is no reason to reconnect. */
-            dc->close_after = r->body != B_NONE;
+            dc->ex.close_after = r->body != B_NONE;
             r->body_done = r->body == B_NONE;
-            proxy_local_reply(dc, pst, why, pfl);
+            proxy_local_reply(&dc->ex, pst, why, pfl);
             return;
         }
     }
@@ -264,8 +284,8 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
          * loader admits for an endpoint (proxy_endpoint_check), no more. The Host header was
          * checked by the parser already; an absolute-form authority only for visible ASCII. */
         if (!proxy_endpoint_chars_ok(auth)) {
-            dc->close_after = r->body != B_NONE;
-            proxy_local_reply(dc, 400, "invalid destination in the request target", F_DPE);
+            dc->ex.close_after = r->body != B_NONE;
+            proxy_local_reply(&dc->ex, 400, "invalid destination in the request target", F_DPE);
             return;
         }
         if (!dc->od) {
@@ -278,63 +298,61 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         dc->od->name[n] = '\0';
         atomic_store(&dc->od->ep.naddrs, 0);
     } else if (r->cluster->neps == 0) {
-        dc->close_after = r->body != B_NONE;
-        proxy_local_reply(dc, 503, "no healthy upstream", F_UH);
+        dc->ex.close_after = r->body != B_NONE;
+        proxy_local_reply(&dc->ex, 503, "no healthy upstream", F_UH);
         return;
     }
     uint64_t maxb = r->rt->max_request_body;
     if (maxb && r->body == B_LENGTH && r->remaining > maxb) {
-        dc->close_after = true;
-        proxy_local_reply(dc, 413, "request body larger than max_request_body", F_DPE);
+        dc->ex.close_after = true;
+        proxy_local_reply(&dc->ex, 413, "request body larger than max_request_body", F_DPE);
         return;
     }
     proxy_hbuf_get(w, &r->head);
     if (r->body != B_NONE && r->retriable) {
         proxy_hbuf_get(w, &r->copy);
     }
-    if (proxy_build_req_head(dc, m, origin) < 0) {
-        dc->close_after = true;
-        proxy_local_reply(dc, 431, "request head too large after forwarding headers were added", F_DPE);
+    if (proxy_build_req_head(r, m, origin) < 0) {
+        dc->ex.close_after = true;
+        proxy_local_reply(&dc->ex, 431,
+                          "request head too large after forwarding headers were added", F_DPE);
         return;
     }
     if (!proxy_breaker_request(r->cluster, r)) {
-        dc->close_after = r->body != B_NONE;
-        proxy_local_reply(dc, 503, "upstream overflow: max_requests", F_UO);
+        dc->ex.close_after = r->body != B_NONE;
+        proxy_local_reply(&dc->ex, 503, "upstream overflow: max_requests", F_UO);
         return;
     }
     if (r->body == B_NONE) {
-        proxy_request_body_done(dc);
+        proxy_request_body_done(&dc->ex);
     } else {
-        proxy_arm_timer(dc);
+        r->down->arm_timer(r);
     }
     if (r->pol.delay_ms) {
         /* Fault injection. The loop's cached time may be behind the request's start. */
         uv_update_time(w->loop);
-        proxy_btimer_start(dc, r->pol.delay_ms);
+        proxy_btimer_start(&dc->ex, r->pol.delay_ms);
     } else {
-        proxy_attempt(dc);
+        proxy_attempt(&dc->ex);
     }
-    proxy_dread_update(dc);
+    r->down->read_update(r);
 }
 
 /* Answers the request from the proxy itself: 4xx/5xx with the reason as the body. */
-void proxy_local_reply(struct proxy_dconn *dc, int status, const char *reason, unsigned flags)
+void proxy_local_reply(struct proxy_exch *r, int status, const char *reason, unsigned flags)
 {
-    struct proxy_req *r = &dc->req;
     r->flags |= flags;
-    proxy_btimer_stop(dc);
-    if (dc->uc) {
-        proxy_uconn_close(dc->uc);
+    proxy_btimer_stop(r);
+    if (r->uc) {
+        proxy_uconn_close(r->uc);
     }
-    if (r->resp_head_sent || dc->wpending) {
-        proxy_dconn_close(dc);
+    if (r->resp_head_sent || !r->down->can_reply(r)) {
+        r->down->abort(r);
         return;
     }
     if (!r->body_done) {
-        dc->close_after = true;
+        r->close_after = true; /* the rest of the request body cannot be skipped safely */
     }
-    bool close = dc->close_after || dc->w->draining || !r->keep_alive;
-    dc->close_after = close;
     r->status = status;
     r->resp_head_sent = true;
     r->resp_done = true;
@@ -343,27 +361,14 @@ void proxy_local_reply(struct proxy_dconn *dc, int status, const char *reason, u
     if (n < 0 || (size_t)n >= sizeof(body)) {
         n = (int)sizeof(body) - 1;
     }
-    proxy_hbuf_get(dc->w, &dc->out);
-    sc_buf_reset(&dc->out);
-    if (proxy_route_policy_write_local(dc, &dc->out, status, "text/plain; charset=utf-8",
-                                       sc_str_n(body, (size_t)n), close) < 0) {
-        proxy_dconn_close(dc);
-        return;
-    }
-    proxy_dread_update(dc);
-    proxy_arm_timer(dc);
-    r->bytes_out += dc->out.len;
-    uv_buf_t iov = uv_buf_init(dc->out.p, (unsigned)dc->out.len);
-    int rc = proxy_dwrite(dc, &iov, 1, 0, DN_LOCAL);
-    if (rc == 0) {
-        proxy_finish_request(dc);
-    }
+    r->down->reply(r, status, sc_str_n(body, (size_t)n));
 }
 
-/* ---- access log and metrics ---- */
-void proxy_finish_request(struct proxy_dconn *dc)
+/* ---- the end: access log and metrics ---- */
+
+void proxy_finish_request(struct proxy_exch *r)
 {
-    struct proxy_req *r = &dc->req;
+    struct proxy_dconn *dc = r->dc;
     if (!r->rt) {
         return;
     }
@@ -371,9 +376,9 @@ void proxy_finish_request(struct proxy_dconn *dc)
     if (r->status == 0 && (r->flags & F_DC)) {
         r->status = 0;
     }
-    proxy_count_request(dc, dur);
+    proxy_count_request(r, dur);
     if (r->rt->access_log) {
-        proxy_access_log(dc, dur);
+        proxy_access_log(r, dur);
     }
     proxy_endpoint_release(r);
     proxy_breaker_release(r);
@@ -383,156 +388,9 @@ void proxy_finish_request(struct proxy_dconn *dc)
         dc->od->stale = true; /* its answer is for a request that is over */
         uv_cancel((uv_req_t *)&dc->od->gai);
     }
-    /* The head buffers go back to the worker's pool (a pending write still reads dc->out). */
-    proxy_hbuf_put(dc->w, &r->copy);
-    proxy_hbuf_put(dc->w, &r->head);
-    if (!dc->wpending) {
-        proxy_hbuf_put(dc->w, &dc->out);
-    }
-    if (dc->state == D_CLOSING) {
-        return;
-    }
-    proxy_btimer_stop(dc);
-    if (dc->close_after || dc->w->draining || !r->keep_alive || dc->state == D_TUNNEL) {
-        proxy_dconn_close(dc);
-        return;
-    }
-    dc->state = D_HEAD;
-    dc->last_len = 0;
-    if (dc->in.start == dc->in.end) {
-        dc->in.start = dc->in.end = 0;
-        proxy_rbuf_put(dc->w, &dc->in);
-    }
-    dc->head_start_ms = uv_now(dc->w->loop);
-    dc->rpaused = dc->eof;
-    if (dc->eof && dc->in.end == dc->in.start) {
-        proxy_dconn_close(dc);
-        return;
-    }
-    proxy_arm_timer(dc);
-    proxy_dread_update(dc);
-    if (dc->in.end > dc->in.start) {
-        proxy_parse_loop(dc); /* a pipelined request is already here */
-    }
-}
-
-/* ---- downstream connections ---- */
-static void on_dtimer(uv_timer_t *t);
-
-/* Arms the connection's one timer for its current state; on_dtimer re-evaluates when it fires,
- * so activity that moves a deadline later costs nothing until then. */
-void proxy_arm_timer(struct proxy_dconn *dc)
-{
-    struct proxy_worker *w = dc->w;
-    struct proxy_rt *rt = dc->req.rt ? dc->req.rt : w->rt;
-    uint64_t now = uv_now(w->loop), deadline;
-    struct proxy_req *r = &dc->req;
-    switch (dc->state) {
-    case D_HEAD:
-        /* A TLS handshake has the head's deadline: a client that never finishes it is not an
-         * idle keep-alive connection. */
-        deadline = dc->in.end == dc->in.start && !dc->handshaking && !dc->sniff
-                       ? dc->last_activity + rt->idle_timeout_ms
-                       : dc->head_start_ms + rt->request_headers_timeout_ms;
-        break;
-    case D_REQ:
-        if (!r->resp_head_sent && r->body_done && r->route && r->route->timeout_ms) {
-            deadline = r->body_done_ms + r->route->timeout_ms;
-        } else {
-            deadline = dc->last_activity + rt->stream_idle_timeout_ms;
-        }
-        break;
-    case D_TUNNEL:
-        deadline = dc->last_activity + rt->stream_idle_timeout_ms;
-        break;
-    default:
-        return;
-    }
-    /* Already armed for this deadline or an earlier one: on_dtimer re-evaluates when it fires,
-     * so the deadlines each request moves later cost no timer-heap work. */
-    if (dc->timer_due && dc->timer_due <= deadline) {
-        return;
-    }
-    dc->timer_due = deadline > now ? deadline : now;
-    uv_timer_start(&dc->timer, on_dtimer, dc->timer_due - now, 0);
-}
-
-static void on_dtimer(uv_timer_t *t)
-{
-    struct proxy_dconn *dc = t->data;
-    dc->timer_due = 0;
-    struct proxy_worker *w = dc->w;
-    struct proxy_req *r = &dc->req;
-    struct proxy_rt *rt = r->rt ? r->rt : w->rt;
-    uint64_t now = uv_now(w->loop);
-    switch (dc->state) {
-    case D_HEAD:
-        if (dc->handshaking || (dc->sniff && dc->in.end == dc->in.start)) {
-            if (now < dc->head_start_ms + rt->request_headers_timeout_ms) {
-                proxy_arm_timer(dc);
-                return;
-            }
-            proxy_dconn_close(dc); /* no HTTP to answer on yet */
-            return;
-        }
-        if (dc->in.end == dc->in.start) {
-            if (now < dc->last_activity + rt->idle_timeout_ms) {
-                proxy_arm_timer(dc);
-                return;
-            }
-            proxy_dconn_close(dc);
-            return;
-        }
-        if (now < dc->head_start_ms + rt->request_headers_timeout_ms) {
-            proxy_arm_timer(dc); /* armed for an earlier deadline of the connection */
-            return;
-        }
-        dc->close_after = true;
-        dc->in.start = dc->in.end = 0;
-        {
-            struct sc_buf head = r->head, copy = r->copy;
-            memset(r, 0, sizeof(*r));
-            r->head = head;
-            r->copy = copy;
-        }
-        r->rt = proxy_rt_ref(w->rt);
-        r->lsn = &r->rt->listeners[dc->lidx];
-        r->route = &r->lsn->noroute;
-        r->start_ns = proxy_now_ns();
-        r->minor = 1;
-        snprintf(r->method, sizeof(r->method), "-");
-        dc->state = D_REQ;
-        proxy_local_reply(dc, 408, "request head timeout", F_DPE);
-        return;
-    case D_REQ:
-        if (!r->resp_head_sent && r->body_done && r->route && r->route->timeout_ms) {
-            if (now < r->body_done_ms + r->route->timeout_ms) {
-                proxy_arm_timer(dc);
-                return;
-            }
-            if (r->cluster) {
-                sc_counter_inc(r->cluster->m_timeout);
-            }
-            if (r->retries > 0) {
-                r->flags |= F_URX;
-            }
-            proxy_local_reply(dc, 504, "upstream request timeout", F_UT);
-            return;
-        }
-        /* fallthrough */
-    case D_TUNNEL:
-        if (now < dc->last_activity + rt->stream_idle_timeout_ms) {
-            proxy_arm_timer(dc);
-            return;
-        }
-        if (!r->resp_head_sent) {
-            proxy_local_reply(dc, 504, "stream idle timeout", F_SI);
-        } else {
-            r->flags |= F_SI;
-            proxy_dconn_close(dc);
-        }
-        return;
-    default:
-        return;
-    }
+    /* The head buffers go back to the worker's pool. */
+    proxy_hbuf_put(r->w, &r->copy);
+    proxy_hbuf_put(r->w, &r->head);
+    proxy_btimer_stop(r);
+    r->down->finish(r);
 }

@@ -33,6 +33,7 @@ static void on_dalloc(void *owner, uv_buf_t *buf);
 static void on_dread(void *owner, ssize_t nread);
 static void on_dwrite(void *owner, int status);
 static void on_dconn_closed(void *owner);
+static bool closing_after_response(const struct proxy_dconn *dc);
 static void on_dhandshake(void *owner, int status);
 static bool tunnel_fins(struct proxy_dconn *dc);
 static void try_parse_head(struct proxy_dconn *dc);
@@ -66,14 +67,14 @@ void proxy_h1_uread(void *owner, ssize_t nread)
         proxy_uconn_close(uc);
         return;
     }
-    struct proxy_dconn *dc = uc->dc;
+    struct proxy_dconn *dc = uc->ex ? uc->ex->dc : NULL;
     if (!dc) {
         proxy_uconn_close(uc);
         return;
     }
     dc->last_activity = uv_now(dc->w->loop);
     if (nread < 0) {
-        struct proxy_req *r = &dc->req;
+        struct proxy_exch *r = &dc->ex;
         uc->eof = true;
         if (dc->state == D_TUNNEL) {
             if (nread != UV_EOF) {
@@ -90,9 +91,9 @@ void proxy_h1_uread(void *owner, ssize_t nread)
         }
         if (!r->resp_head_sent) {
             if (nread == UV_ENOBUFS) {
-                proxy_attempt_failed(dc, 0, F_UPE, "upstream response head too large");
+                proxy_attempt_failed(&dc->ex, 0, F_UPE, "upstream response head too large");
             } else {
-                proxy_attempt_failed(dc, COND_RESET, F_UC,
+                proxy_attempt_failed(&dc->ex, COND_RESET, F_UC,
                                      "upstream connection closed before response");
             }
             return;
@@ -110,7 +111,7 @@ void proxy_h1_uread(void *owner, ssize_t nread)
     }
     uc->in.end += (size_t)nread;
     uc->got_bytes = true;
-    if (dc->state == D_TUNNEL || dc->req.resp_head_sent) {
+    if (dc->state == D_TUNNEL || dc->ex.resp_head_sent) {
         proxy_pump_resp(dc, NULL, 0);
     } else {
         proxy_parse_resp_head(dc);
@@ -119,8 +120,8 @@ void proxy_h1_uread(void *owner, ssize_t nread)
 /* The connection is ready for the request: send the head, any replayed body, then stream. */
 void proxy_upstream_ready(struct proxy_dconn *dc)
 {
-    struct proxy_uconn *uc = dc->uc;
-    struct proxy_req *r = &dc->req;
+    struct proxy_uconn *uc = dc->ex.uc;
+    struct proxy_exch *r = &dc->ex;
     uc->state = U_ACTIVE;
     uc->last_len = 0;
     if (r->route->per_try_timeout_ms) {
@@ -153,7 +154,7 @@ int proxy_dwrite(struct proxy_dconn *dc, uv_buf_t *iov, unsigned n, size_t consu
 {
     int rc = sc_xport_write(dc->x, iov, n);
     if (rc < 0) {
-        dc->req.flags |= F_DC;
+        dc->ex.flags |= F_DC;
         proxy_dconn_close(dc);
         return rc;
     }
@@ -161,8 +162,8 @@ int proxy_dwrite(struct proxy_dconn *dc, uv_buf_t *iov, unsigned n, size_t consu
         dc->wpending = true;
         dc->wconsume = consume;
         dc->wnext = next;
-        if (dc->uc && dc->uc->state == U_ACTIVE) {
-            sc_xport_read_stop(dc->uc->x);
+        if (dc->ex.uc && dc->ex.uc->state == U_ACTIVE) {
+            sc_xport_read_stop(dc->ex.uc->x);
         }
         return 1;
     }
@@ -178,13 +179,13 @@ static void on_dwrite(void *owner, int status)
         return;
     }
     if (status < 0) {
-        dc->req.flags |= F_DC;
+        dc->ex.flags |= F_DC;
         proxy_dconn_close(dc);
         return;
     }
     dc->last_activity = uv_now(dc->w->loop);
     sc_buf_reset(&dc->out);
-    struct proxy_uconn *uc = dc->uc;
+    struct proxy_uconn *uc = dc->ex.uc;
     if (uc) {
         uc->in.start += dc->wconsume;
         if (uc->state == U_ACTIVE && !uc->eof) {
@@ -194,7 +195,7 @@ static void on_dwrite(void *owner, int status)
     dc->wconsume = 0;
     switch (dc->wnext) {
     case DN_LOCAL:
-        proxy_finish_request(dc);
+        proxy_finish_request(&dc->ex);
         break;
     case DN_INTERIM:
         if (uc) {
@@ -215,15 +216,15 @@ void proxy_h1_uwrite(void *owner, int status)
 {
     struct proxy_uconn *uc = owner;
     uc->wpending = false;
-    if (uc->state == U_CLOSING || !uc->dc) {
+    if (uc->state == U_CLOSING || !uc->ex) {
         return;
     }
-    struct proxy_dconn *dc = uc->dc;
+    struct proxy_dconn *dc = uc->ex ? uc->ex->dc : NULL;
     if (status < 0) {
-        if (!dc->req.resp_head_sent && dc->state != D_TUNNEL) {
-            proxy_attempt_failed(dc, COND_RESET, F_UC, "upstream write failed");
+        if (!dc->ex.resp_head_sent && dc->state != D_TUNNEL) {
+            proxy_attempt_failed(&dc->ex, COND_RESET, F_UC, "upstream write failed");
         } else {
-            dc->req.flags |= F_UC;
+            dc->ex.flags |= F_UC;
             proxy_dconn_close(dc);
         }
         return;
@@ -243,7 +244,7 @@ void proxy_h1_uwrite(void *owner, int status)
  * true when the connection was closed. */
 static bool tunnel_fins(struct proxy_dconn *dc)
 {
-    struct proxy_uconn *uc = dc->uc;
+    struct proxy_uconn *uc = dc->ex.uc;
     if (dc->state != D_TUNNEL) {
         return dc->state == D_CLOSING;
     }
@@ -258,7 +259,7 @@ static bool tunnel_fins(struct proxy_dconn *dc)
             return true;
         }
     }
-    if (uc->eof && dc->req.resp_done && !dc->shut_dn && !dc->wpending &&
+    if (uc->eof && dc->ex.resp_done && !dc->shut_dn && !dc->wpending &&
         uc->in.start == uc->in.end) {
         dc->shut_dn = true;
         if (sc_xport_shutdown(dc->x) < 0) {
@@ -274,10 +275,10 @@ static bool tunnel_fins(struct proxy_dconn *dc)
 }
 void proxy_pump_req(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
 {
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     bool tunnel = dc->state == D_TUNNEL;
     for (;;) {
-        struct proxy_uconn *uc = dc->uc;
+        struct proxy_uconn *uc = dc->ex.uc;
         if (!uc || uc->wpending || uc->state != U_ACTIVE) {
             break;
         }
@@ -305,9 +306,9 @@ void proxy_pump_req(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
                             r->flags |= F_DPE;
                             proxy_dconn_close(dc);
                         } else {
-                            dc->close_after = true;
-                            proxy_local_reply(dc, 400, err.reason ? err.reason : "bad chunked body",
-                                              F_DPE);
+                            dc->ex.close_after = true;
+                            proxy_local_reply(&dc->ex, 400,
+                                              err.reason ? err.reason : "bad chunked body", F_DPE);
                         }
                         return;
                     }
@@ -317,9 +318,9 @@ void proxy_pump_req(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
                             r->flags |= F_DPE;
                             proxy_dconn_close(dc);
                         } else {
-                            dc->close_after = true;
-                            proxy_local_reply(dc, 413, "request body larger than max_request_body",
-                                              F_DPE);
+                            dc->ex.close_after = true;
+                            proxy_local_reply(&dc->ex, 413,
+                                              "request body larger than max_request_body", F_DPE);
                         }
                         return;
                     }
@@ -342,11 +343,11 @@ void proxy_pump_req(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
             /* Past the retry buffer: this request can no longer be replayed (nor mirrored). */
             r->retriable = false;
             sc_buf_reset(&r->copy);
-            proxy_mirror_drop(dc);
+            proxy_mirror_drop(&dc->ex);
         }
         if (n == 0 && nprefix == 0) {
             if (done_now) {
-                proxy_request_body_done(dc);
+                proxy_request_body_done(&dc->ex);
             }
             break;
         }
@@ -362,14 +363,14 @@ void proxy_pump_req(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
         r->bytes_in += n;
         int rc = sc_xport_write(uc->x, iov, k);
         if (done_now) {
-            proxy_request_body_done(dc);
+            proxy_request_body_done(&dc->ex);
         }
         if (rc < 0) {
             if (tunnel || r->resp_head_sent) {
                 r->flags |= F_UC;
                 proxy_dconn_close(dc);
             } else {
-                proxy_attempt_failed(dc, COND_RESET, F_UC, "upstream write failed");
+                proxy_attempt_failed(&dc->ex, COND_RESET, F_UC, "upstream write failed");
             }
             return;
         }
@@ -392,10 +393,10 @@ void proxy_pump_req(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
 /* ---- response: upstream -> client ---- */
 void proxy_parse_resp_head(struct proxy_dconn *dc)
 {
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     struct proxy_worker *w = dc->w;
     for (;;) {
-        struct proxy_uconn *uc = dc->uc;
+        struct proxy_uconn *uc = dc->ex.uc;
         if (!uc || dc->wpending) {
             return;
         }
@@ -414,19 +415,19 @@ void proxy_parse_resp_head(struct proxy_dconn *dc)
         if (rc == 0) {
             uc->last_len = avail;
             if (avail >= r->rt->max_request_head) {
-                proxy_attempt_failed(dc, 0, F_UPE, "upstream response head too large");
+                proxy_attempt_failed(&dc->ex, 0, F_UPE, "upstream response head too large");
             }
             return;
         }
         if (rc < 0) {
-            proxy_attempt_failed(dc, 0, F_UPE,
+            proxy_attempt_failed(&dc->ex, 0, F_UPE,
                                  err.reason ? err.reason : "malformed upstream response");
             return;
         }
         uc->last_len = 0;
         if (m.status > 599) {
             /* RFC 9110 section 15: outside 100..599 is invalid; never pass one on to clients. */
-            proxy_attempt_failed(dc, 0, F_UPE, "invalid upstream status code");
+            proxy_attempt_failed(&dc->ex, 0, F_UPE, "invalid upstream status code");
             return;
         }
         if (m.status >= 100 && m.status < 200 && m.status != 101) {
@@ -440,7 +441,7 @@ void proxy_parse_resp_head(struct proxy_dconn *dc)
             }
             proxy_hbuf_get(w, &dc->out);
             sc_buf_reset(&dc->out);
-            if (proxy_build_interim_head(dc, &m) < 0) {
+            if (proxy_build_interim_head(&m, &dc->out) < 0) {
                 sc_buf_reset(&dc->out);
                 uc->in.start += len;
                 continue;
@@ -454,17 +455,17 @@ void proxy_parse_resp_head(struct proxy_dconn *dc)
             continue;
         }
         if (m.status == 101 && !r->upgrade) {
-            proxy_attempt_failed(dc, 0, F_UPE,
+            proxy_attempt_failed(&dc->ex, 0, F_UPE,
                                  "upstream switched protocols without an upgrade request");
             return;
         }
         if (r->ep && r->ep->st) {
             proxy_outlier_record(r->ep, m.status, uv_now(w->loop));
         }
-        if (proxy_may_retry(dc, COND_STATUS, m.status) && proxy_breaker_retry(r)) {
+        if (proxy_may_retry(&dc->ex, COND_STATUS, m.status) && proxy_breaker_retry(r)) {
             r->upstream_total_ns += proxy_now_ns() - r->upstream_ns;
             proxy_uconn_close(uc);
-            proxy_schedule_retry(dc);
+            proxy_schedule_retry(&dc->ex);
             return;
         }
         r->upstream_total_ns += proxy_now_ns() - r->upstream_ns;
@@ -492,9 +493,9 @@ void proxy_parse_resp_head(struct proxy_dconn *dc)
         r->resp_keep_alive = m.keep_alive;
         proxy_hbuf_get(w, &dc->out);
         sc_buf_reset(&dc->out);
-        if (proxy_build_resp_head(dc, &m) < 0) {
+        if (proxy_build_resp_head(r, &m, &dc->out, closing_after_response(dc)) < 0) {
             sc_buf_reset(&dc->out);
-            proxy_attempt_failed(dc, 0, F_UPE, "upstream response head too large");
+            proxy_attempt_failed(&dc->ex, 0, F_UPE, "upstream response head too large");
             return;
         }
         uc->in.start += (size_t)rc;
@@ -518,11 +519,20 @@ void proxy_parse_resp_head(struct proxy_dconn *dc)
     }
 }
 
+/* Whether the client connection closes after this response: the proxy drains, the client asked
+ * (or cannot keep alive), or the body ends at close. */
+static bool closing_after_response(const struct proxy_dconn *dc)
+{
+    const struct proxy_exch *r = &dc->ex;
+    return dc->ex.close_after || dc->w->draining || !r->keep_alive || r->rbody == B_EOF ||
+           r->dechunk;
+}
+
 /* Called once the whole response went out to the client. */
 static void response_complete(struct proxy_dconn *dc)
 {
-    struct proxy_req *r = &dc->req;
-    struct proxy_uconn *uc = dc->uc;
+    struct proxy_exch *r = &dc->ex;
+    struct proxy_uconn *uc = dc->ex.uc;
     r->resp_done = true;
     if (uc) {
         bool reusable =
@@ -531,16 +541,16 @@ static void response_complete(struct proxy_dconn *dc)
     }
     if (!r->body_done) {
         /* The response ended before the request body: the rest of it cannot be skipped safely. */
-        dc->close_after = true;
+        dc->ex.close_after = true;
     }
-    proxy_finish_request(dc);
+    proxy_finish_request(&dc->ex);
 }
 
 void proxy_pump_resp(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
 {
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     for (;;) {
-        struct proxy_uconn *uc = dc->uc;
+        struct proxy_uconn *uc = dc->ex.uc;
         if (dc->wpending) {
             return;
         }
@@ -671,14 +681,14 @@ static void on_dread(void *owner, ssize_t nread)
     if (nread < 0) {
         if (dc->state == D_HEAD) {
             if (nread == UV_ENOBUFS) {
-                dc->close_after = true;
-                proxy_local_reply(dc, 431, "request head too large", F_DPE);
+                dc->ex.close_after = true;
+                proxy_local_reply(&dc->ex, 431, "request head too large", F_DPE);
                 return;
             }
             proxy_dconn_close(dc);
             return;
         }
-        if (dc->state == D_REQ && dc->req.body_done && (nread == UV_EOF || nread == UV_ENOBUFS)) {
+        if (dc->state == D_REQ && dc->ex.body_done && (nread == UV_EOF || nread == UV_ENOBUFS)) {
             /* A half-closed client still gets its answers (to every complete request it sent);
              * a full buffer waits until the current request is answered. */
             if (nread == UV_EOF) {
@@ -697,7 +707,7 @@ static void on_dread(void *owner, ssize_t nread)
             tunnel_fins(dc);
             return;
         }
-        dc->req.flags |= F_DC;
+        dc->ex.flags |= F_DC;
         proxy_dconn_close(dc);
         return;
     }
@@ -715,7 +725,7 @@ static void on_dread(void *owner, ssize_t nread)
         proxy_parse_loop(dc);
         break;
     case D_REQ:
-        if (dc->req.body_done) {
+        if (dc->ex.body_done) {
             break; /* a pipelined request: parsed once this one is answered */
         }
         proxy_pump_req(dc, NULL, 0);
@@ -734,17 +744,17 @@ static void on_dread(void *owner, ssize_t nread)
  * epoll_ctl per request in the common case. */
 static bool dread_want(const struct proxy_dconn *dc)
 {
-    const struct proxy_uconn *uc = dc->uc;
+    const struct proxy_uconn *uc = dc->ex.uc;
     switch (dc->state) {
     case D_HEAD:
         return true;
     case D_TUNNEL:
         return uc && uc->state == U_ACTIVE && !uc->wpending && !dc->rpaused;
     case D_REQ:
-        if (dc->close_after || dc->rpaused) {
+        if (dc->ex.close_after || dc->rpaused) {
             return false;
         }
-        if (!dc->req.body_done) {
+        if (!dc->ex.body_done) {
             return uc && uc->state == U_ACTIVE && !uc->wpending;
         }
         return !(uc && uc->wpending);
@@ -812,21 +822,10 @@ static void try_parse_head(struct proxy_dconn *dc)
     }
     if (rc < 0) {
         /* Answer on a pseudo request so it is logged and counted like any other. */
-        struct proxy_req *r = &dc->req;
-        struct sc_buf head = r->head, copy = r->copy;
-        memset(r, 0, sizeof(*r));
-        r->head = head;
-        r->copy = copy;
-        r->rt = proxy_rt_ref(w->rt);
-        r->lsn = &r->rt->listeners[dc->lidx];
-        r->route = &r->lsn->noroute;
-        r->start_ns = proxy_now_ns();
-        r->minor = 1;
-        snprintf(r->method, sizeof(r->method), "-");
-        dc->state = D_REQ;
-        dc->close_after = true;
+        proxy_exch_begin(dc, true);
+        dc->ex.close_after = true;
         dc->in.start = dc->in.end = 0;
-        proxy_local_reply(dc, err.status ? err.status : 400,
+        proxy_local_reply(&dc->ex, err.status ? err.status : 400,
                           err.reason ? err.reason : "bad request", F_DPE);
         return;
     }
@@ -839,22 +838,22 @@ void proxy_dconn_closed_one(struct proxy_dconn *dc)
     }
     struct proxy_worker *w = dc->w;
     sc_gauge_add(dc->m_active, -1);
-    sc_free(dc->xfcc);
-    dc->xfcc = NULL;
+    sc_free(dc->cl.xfcc);
+    dc->cl.xfcc = NULL;
     atomic_fetch_sub_explicit(&w->px->conns, 1, memory_order_relaxed);
     w->nconns--;
     dc->in.start = dc->in.end = 0;
     proxy_rbuf_put(w, &dc->in);
     proxy_hbuf_put(w, &dc->out);
-    proxy_hbuf_put(w, &dc->req.head);
-    proxy_hbuf_put(w, &dc->req.copy);
+    proxy_hbuf_put(w, &dc->ex.head);
+    proxy_hbuf_put(w, &dc->ex.copy);
     if (w->nfree_dc < MAX_FREE && !w->closed_all) {
         sc_list_append(&w->free_dc, &dc->node);
         w->nfree_dc++;
     } else {
         sc_buf_cleanup(&dc->out);
-        sc_buf_cleanup(&dc->req.head);
-        sc_buf_cleanup(&dc->req.copy);
+        sc_buf_cleanup(&dc->ex.head);
+        sc_buf_cleanup(&dc->ex.copy);
         sc_free(dc->od);
         sc_free(dc);
     }
@@ -884,17 +883,17 @@ void proxy_dconn_close(struct proxy_dconn *dc)
     if (dc->state == D_CLOSING) {
         return;
     }
-    if (dc->req.rt) {
-        if (!dc->req.resp_done) {
-            dc->req.flags |= F_DC;
+    if (dc->ex.rt) {
+        if (!dc->ex.resp_done) {
+            dc->ex.flags |= F_DC;
         }
         int st = dc->state;
         dc->state = D_CLOSING;
-        proxy_finish_request(dc);
+        proxy_finish_request(&dc->ex);
         dc->state = st;
     }
-    if (dc->uc) {
-        proxy_uconn_close(dc->uc);
+    if (dc->ex.uc) {
+        proxy_uconn_close(dc->ex.uc);
     }
     dc->state = D_CLOSING;
     sc_list_remove(&dc->node);
@@ -938,7 +937,7 @@ void proxy_h1_on_accept(uv_stream_t *server, int status)
         dc = sc_list_entry(w->free_dc.next, struct proxy_dconn, node);
         sc_list_remove(&dc->node);
         w->nfree_dc--;
-        struct sc_buf out = dc->out, head = dc->req.head, copy = dc->req.copy;
+        struct sc_buf out = dc->out, head = dc->ex.head, copy = dc->ex.copy;
         struct proxy_odst *od = dc->od;
         memset(dc, 0, sizeof(*dc));
         dc->od = od;
@@ -946,16 +945,19 @@ void proxy_h1_on_accept(uv_stream_t *server, int status)
             od->checked = od->has_orig = od->stale = false; /* per connection */
         }
         dc->out = out;
-        dc->req.head = head;
-        dc->req.copy = copy;
+        dc->ex.head = head;
+        dc->ex.copy = copy;
     } else {
         dc = SC_NEW(struct proxy_dconn);
         sc_buf_init(&dc->out, 65536 + 8192);
-        sc_buf_init(&dc->req.head, 65536 + 8192);
-        sc_buf_init(&dc->req.copy, 0);
+        sc_buf_init(&dc->ex.head, 65536 + 8192);
+        sc_buf_init(&dc->ex.copy, 0);
     }
     dc->w = w;
     dc->lidx = (size_t)((uv_tcp_t *)server - w->listeners);
+    dc->ex.w = w;
+    dc->ex.dc = dc;
+    dc->ex.cl = &dc->cl;
     sc_tcp_xport_init(&dc->tx, w->loop, &dcbs, dc);
     dc->x = &dc->tx.base;
     uv_timer_init(w->loop, &dc->timer);
@@ -971,7 +973,11 @@ void proxy_h1_on_accept(uv_stream_t *server, int status)
         return;
     }
     sc_tcp_tune(&dc->tx.tcp);
-    sc_tcp_peer_ip(&dc->tx.tcp, dc->peer, sizeof(dc->peer));
+    sc_tcp_peer_ip(&dc->tx.tcp, dc->cl.ip, sizeof(dc->cl.ip));
+    int alen = sizeof(dc->cl.addr);
+    if (uv_tcp_getpeername(&dc->tx.tcp, (struct sockaddr *)&dc->cl.addr, &alen) < 0) {
+        dc->cl.addr.ss_family = AF_UNSPEC;
+    }
     dc->last_activity = uv_now(w->loop);
     if (w->rt->listeners[dc->lidx].tls.src) {
         proxy_tls_accepted(dc);
@@ -989,3 +995,199 @@ static void on_dhandshake(void *owner, int status)
 }
 
 /* ---- workers ---- */
+
+/* ---- the HTTP/1 side of the exchange (struct proxy_down_ops) ---- */
+
+static bool h1_can_reply(struct proxy_exch *ex)
+{
+    return !ex->dc->wpending;
+}
+
+static void h1_reply(struct proxy_exch *ex, int status, struct sc_str body)
+{
+    struct proxy_dconn *dc = ex->dc;
+    bool close = ex->close_after || dc->w->draining || !ex->keep_alive;
+    ex->close_after = close;
+    proxy_hbuf_get(dc->w, &dc->out);
+    sc_buf_reset(&dc->out);
+    if (proxy_route_policy_write_local(ex, &dc->out, status, "text/plain; charset=utf-8", body,
+                                       close) < 0) {
+        proxy_dconn_close(dc);
+        return;
+    }
+    proxy_dread_update(dc);
+    proxy_arm_timer(dc);
+    ex->bytes_out += dc->out.len;
+    uv_buf_t iov = uv_buf_init(dc->out.p, (unsigned)dc->out.len);
+    if (proxy_dwrite(dc, &iov, 1, 0, DN_LOCAL) == 0) {
+        proxy_finish_request(ex);
+    }
+}
+
+/* The exchange is logged: the connection reads the next request (a pipelined one may be here
+ * already) or closes. */
+static void h1_finish(struct proxy_exch *ex)
+{
+    struct proxy_dconn *dc = ex->dc;
+    if (!dc->wpending) {
+        proxy_hbuf_put(dc->w, &dc->out); /* a pending write still reads it */
+    }
+    if (dc->state == D_CLOSING) {
+        return;
+    }
+    if (ex->close_after || dc->w->draining || !ex->keep_alive || dc->state == D_TUNNEL) {
+        proxy_dconn_close(dc);
+        return;
+    }
+    dc->state = D_HEAD;
+    dc->last_len = 0;
+    if (dc->in.start == dc->in.end) {
+        dc->in.start = dc->in.end = 0;
+        proxy_rbuf_put(dc->w, &dc->in);
+    }
+    dc->head_start_ms = uv_now(dc->w->loop);
+    dc->rpaused = dc->eof;
+    if (dc->eof && dc->in.end == dc->in.start) {
+        proxy_dconn_close(dc);
+        return;
+    }
+    proxy_arm_timer(dc);
+    proxy_dread_update(dc);
+    if (dc->in.end > dc->in.start) {
+        proxy_parse_loop(dc); /* a pipelined request is already here */
+    }
+}
+
+static void h1_abort(struct proxy_exch *ex)
+{
+    proxy_dconn_close(ex->dc);
+}
+
+static void h1_read_update(struct proxy_exch *ex)
+{
+    proxy_dread_update(ex->dc);
+}
+
+static void h1_arm_timer(struct proxy_exch *ex)
+{
+    proxy_arm_timer(ex->dc);
+}
+
+const struct proxy_down_ops proxy_h1_down = {
+    .can_reply = h1_can_reply,
+    .reply = h1_reply,
+    .finish = h1_finish,
+    .abort = h1_abort,
+    .read_update = h1_read_update,
+    .arm_timer = h1_arm_timer,
+};
+
+/* ---- the connection's one timer: idle, head, route deadline, stream idle ---- */
+
+static void on_dtimer(uv_timer_t *t);
+
+/* Arms the connection's one timer for its current state; on_dtimer re-evaluates when it fires,
+ * so activity that moves a deadline later costs nothing until then. */
+void proxy_arm_timer(struct proxy_dconn *dc)
+{
+    struct proxy_worker *w = dc->w;
+    struct proxy_rt *rt = dc->ex.rt ? dc->ex.rt : w->rt;
+    uint64_t now = uv_now(w->loop), deadline;
+    struct proxy_exch *r = &dc->ex;
+    switch (dc->state) {
+    case D_HEAD:
+        /* A TLS handshake has the head's deadline: a client that never finishes it is not an
+         * idle keep-alive connection. */
+        deadline = dc->in.end == dc->in.start && !dc->handshaking && !dc->sniff
+                       ? dc->last_activity + rt->idle_timeout_ms
+                       : dc->head_start_ms + rt->request_headers_timeout_ms;
+        break;
+    case D_REQ:
+        if (!r->resp_head_sent && r->body_done && r->route && r->route->timeout_ms) {
+            deadline = r->body_done_ms + r->route->timeout_ms;
+        } else {
+            deadline = dc->last_activity + rt->stream_idle_timeout_ms;
+        }
+        break;
+    case D_TUNNEL:
+        deadline = dc->last_activity + rt->stream_idle_timeout_ms;
+        break;
+    default:
+        return;
+    }
+    /* Already armed for this deadline or an earlier one: on_dtimer re-evaluates when it fires,
+     * so the deadlines each request moves later cost no timer-heap work. */
+    if (dc->timer_due && dc->timer_due <= deadline) {
+        return;
+    }
+    dc->timer_due = deadline > now ? deadline : now;
+    uv_timer_start(&dc->timer, on_dtimer, dc->timer_due - now, 0);
+}
+
+static void on_dtimer(uv_timer_t *t)
+{
+    struct proxy_dconn *dc = t->data;
+    dc->timer_due = 0;
+    struct proxy_worker *w = dc->w;
+    struct proxy_exch *r = &dc->ex;
+    struct proxy_rt *rt = r->rt ? r->rt : w->rt;
+    uint64_t now = uv_now(w->loop);
+    switch (dc->state) {
+    case D_HEAD:
+        if (dc->handshaking || (dc->sniff && dc->in.end == dc->in.start)) {
+            if (now < dc->head_start_ms + rt->request_headers_timeout_ms) {
+                proxy_arm_timer(dc);
+                return;
+            }
+            proxy_dconn_close(dc); /* no HTTP to answer on yet */
+            return;
+        }
+        if (dc->in.end == dc->in.start) {
+            if (now < dc->last_activity + rt->idle_timeout_ms) {
+                proxy_arm_timer(dc);
+                return;
+            }
+            proxy_dconn_close(dc);
+            return;
+        }
+        if (now < dc->head_start_ms + rt->request_headers_timeout_ms) {
+            proxy_arm_timer(dc); /* armed for an earlier deadline of the connection */
+            return;
+        }
+        dc->ex.close_after = true;
+        dc->in.start = dc->in.end = 0;
+        proxy_exch_begin(dc, true); /* answered on a pseudo request, logged and counted */
+        proxy_local_reply(&dc->ex, 408, "request head timeout", F_DPE);
+        return;
+    case D_REQ:
+        if (!r->resp_head_sent && r->body_done && r->route && r->route->timeout_ms) {
+            if (now < r->body_done_ms + r->route->timeout_ms) {
+                proxy_arm_timer(dc);
+                return;
+            }
+            if (r->cluster) {
+                sc_counter_inc(r->cluster->m_timeout);
+            }
+            if (r->retries > 0) {
+                r->flags |= F_URX;
+            }
+            proxy_local_reply(&dc->ex, 504, "upstream request timeout", F_UT);
+            return;
+        }
+        /* fallthrough */
+    case D_TUNNEL:
+        if (now < dc->last_activity + rt->stream_idle_timeout_ms) {
+            proxy_arm_timer(dc);
+            return;
+        }
+        if (!r->resp_head_sent) {
+            proxy_local_reply(&dc->ex, 504, "stream idle timeout", F_SI);
+        } else {
+            r->flags |= F_SI;
+            proxy_dconn_close(dc);
+        }
+        return;
+    default:
+        return;
+    }
+}

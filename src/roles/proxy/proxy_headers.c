@@ -203,17 +203,9 @@ static bool all_zero(const char *p, size_t n)
     return true;
 }
 
-static bool closing_after_response(struct proxy_dconn *dc)
+int proxy_build_resp_head(struct proxy_exch *r, const struct sc_http_msg *m, struct sc_buf *b,
+                          bool close)
 {
-    struct proxy_req *r = &dc->req;
-    return dc->close_after || dc->w->draining || !r->keep_alive || r->rbody == B_EOF || r->dechunk;
-}
-
-/* Appends the response head for the client to dc->out. Returns 0 or SC_ETOOBIG. */
-int proxy_build_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
-{
-    struct proxy_req *r = &dc->req;
-    struct sc_buf *b = &dc->out;
     bool upgrade = m->status == 101;
     reserve_for(b, m);
     const struct proxy_route_policy *pol = r->route->pol;
@@ -256,7 +248,7 @@ int proxy_build_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
         rc |= PUT_LIT(b, "Via: 1.1 sidecar\r\n");
     }
     if (pol || r->pol.has_rl) {
-        rc |= proxy_route_policy_resp_headers(dc, b);
+        rc |= proxy_route_policy_resp_headers(r, b);
     }
     if (upgrade) {
         const struct sc_http_header *u = sc_http_find(m, SC_STR("upgrade"), NULL);
@@ -268,7 +260,7 @@ int proxy_build_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
         if (r->rbody == B_CHUNKED && !r->dechunk) {
             rc |= PUT_LIT(b, "Transfer-Encoding: chunked\r\n");
         }
-        if (closing_after_response(dc)) {
+        if (close) {
             rc |= PUT_LIT(b, "Connection: close\r\n");
         } else if (r->minor == 0) {
             rc |= PUT_LIT(b, "Connection: keep-alive\r\n");
@@ -278,10 +270,8 @@ int proxy_build_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
     return rc ? SC_ETOOBIG : 0;
 }
 
-/* Appends an interim (1xx) head for the client to dc->out. Returns 0 or SC_ETOOBIG. */
-int proxy_build_interim_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
+int proxy_build_interim_head(const struct sc_http_msg *m, struct sc_buf *b)
 {
-    struct sc_buf *b = &dc->out;
     int rc = sc_http1_write_status_line(b, 1, m->status);
     struct conn_tokens ct;
     conn_tokens_init(&ct, m);
@@ -445,10 +435,9 @@ static __attribute__((noinline)) int query_only_line(const struct proxy_route_po
 }
 
 /* Builds the upstream request head into r->head. Returns 0 or SC_ETOOBIG. */
-int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, struct sc_str origin)
+int proxy_build_req_head(struct proxy_exch *r, const struct sc_http_msg *m, struct sc_str origin)
 {
-    struct proxy_req *r = &dc->req;
-    struct proxy_worker *w = dc->w;
+    struct proxy_worker *w = r->w;
     struct sc_buf *b = &r->head;
     reserve_for(b, m);
     const struct proxy_route_policy *pol = r->route->pol;
@@ -534,7 +523,7 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
         rc |= put_header(b, h->name, h->value);
     }
     if (pol) {
-        rc |= proxy_route_policy_req_headers(dc, m, b);
+        rc |= proxy_route_policy_req_headers(r, m, b);
         have_host |= host_rewrite;
     }
     if (!have_host) {
@@ -567,11 +556,11 @@ int proxy_build_req_head(struct proxy_dconn *dc, const struct sc_http_msg *m, st
             rc |= PUT_LIT(b, ", ");
         }
     }
-    rc |= put(b, dc->peer, strlen(dc->peer));
-    rc |= dc->tls ? PUT_LIT(b, "\r\nX-Forwarded-Proto: https\r\n")
-                  : PUT_LIT(b, "\r\nX-Forwarded-Proto: http\r\n");
-    if (dc->tls || r->lsn->tls.xfcc != PROXY_XFCC_SANITIZE) {
-        rc |= proxy_tls_xfcc(dc, m, b);
+    rc |= put(b, r->cl->ip, strlen(r->cl->ip));
+    rc |= r->cl->tls ? PUT_LIT(b, "\r\nX-Forwarded-Proto: https\r\n")
+                     : PUT_LIT(b, "\r\nX-Forwarded-Proto: http\r\n");
+    if (r->cl->tls || r->lsn->tls.xfcc != PROXY_XFCC_SANITIZE) {
+        rc |= proxy_tls_xfcc(r, m, b);
     }
     rc |= PUT_LIT(b, "X-Request-Id: ");
     if (rid) {

@@ -223,10 +223,9 @@ static char *put_s(char *w, const char *s, size_t n)
 
 #define PUT_LIT(w, s) put_s((w), (s), sizeof(s) - 1)
 
-void proxy_access_log(struct proxy_dconn *dc, double dur)
+void proxy_access_log(struct proxy_exch *r, double dur)
 {
-    struct proxy_worker *w = dc->w;
-    struct proxy_req *r = &dc->req;
+    struct proxy_worker *w = r->w;
     time_t now = time(NULL);
     if ((uint64_t)now != w->date_sec) {
         struct tm tm;
@@ -246,25 +245,24 @@ void proxy_access_log(struct proxy_dconn *dc, double dur)
         r->cluster ? r->cluster->name : (r->route->cluster ? r->route->cluster->name : "");
     const char *ep = r->ep ? r->ep->name : "";
     size_t datel = strlen(w->date), lsnl = strlen(lsn), routel = strlen(route);
-    size_t clusterl = strlen(cluster), epl = strlen(ep), peerl = strlen(dc->peer);
+    size_t clusterl = strlen(cluster), epl = strlen(ep), peerl = strlen(r->cl->ip);
     flags_str(r->flags, flags, sizeof(flags));
     size_t flagsl = strlen(flags);
     char principal[512];
     size_t prl = 0;
     struct sc_str tlsv = SC_STR_NULL;
-    if (dc->tls) {
-        struct sc_str pr = proxy_tls_peer_principal(dc);
+    if (r->cl->tls) {
+        struct sc_str pr = proxy_tls_peer_principal(r);
         sc_json_escape(principal, sizeof(principal), &prl, pr.p, pr.len);
-        tlsv = proxy_tls_version(dc);
+        tlsv = proxy_tls_version(r);
         if (tlsv.len > 16) {
             tlsv.len = 16;
         }
     }
     /* The line is formatted by hand (printf's float formatting cost more than the rest of the
      * request): the fixed text is under 300 bytes, each number under 21. */
-    size_t need =
-        340 + 6 * 21 + datel + lsnl + mlen + plen + routel + clusterl + epl + rlen + flagsl + peerl +
-        prl + tlsv.len;
+    size_t need = 340 + 6 * 21 + datel + lsnl + mlen + plen + routel + clusterl + epl + rlen +
+                  flagsl + peerl + prl + tlsv.len;
     struct sc_buf *b = &w->logbuf;
     if (sc_buf_reserve(b, need) < 0) {
         proxy_log_flush(w); /* makes room if the reader takes some now */
@@ -310,8 +308,8 @@ void proxy_access_log(struct proxy_dconn *dc, double dur)
     o = PUT_LIT(o, "\",\"flags\":\"");
     o = put_s(o, flags, flagsl);
     o = PUT_LIT(o, "\",\"peer\":\"");
-    o = put_s(o, dc->peer, peerl);
-    if (dc->tls) {
+    o = put_s(o, r->cl->ip, peerl);
+    if (r->cl->tls) {
         /* TLS connections add the client's identity and the protocol version. */
         o = PUT_LIT(o, "\",\"peer_principal\":\"");
         o = put_s(o, principal, prl);
@@ -325,9 +323,8 @@ void proxy_access_log(struct proxy_dconn *dc, double dur)
     }
 }
 
-void proxy_count_request(struct proxy_dconn *dc, double dur)
+void proxy_count_request(struct proxy_exch *r, double dur)
 {
-    struct proxy_req *r = &dc->req;
     int code = r->status;
     if (code < 100 || code > 599) {
         code = 0;
@@ -342,7 +339,7 @@ void proxy_count_request(struct proxy_dconn *dc, double dur)
         char cs[8];
         snprintf(cs, sizeof(cs), "%d", code);
         const char *lv[] = { r->lsn->name, rt->name, cl ? cl->name : "", cs };
-        m = sc_metric_get(dc->w->px->pm.requests, lv);
+        m = sc_metric_get(r->w->px->pm.requests, lv);
         if (code) {
             atomic_store_explicit(&codes[idx], m, memory_order_release);
         }

@@ -114,10 +114,9 @@ static int shadow_head(struct sc_str h, struct sc_buf *out)
     return rc;
 }
 
-void proxy_mirror_start(struct proxy_dconn *dc)
+void proxy_mirror_start(struct proxy_exch *r)
 {
-    struct proxy_worker *w = dc->w;
-    struct proxy_req *r = &dc->req;
+    struct proxy_worker *w = r->w;
     const struct proxy_route_policy *pol = r->route->pol;
     r->pol.mirror = false;
     if (!pol || !pol->mirror) {
@@ -158,9 +157,8 @@ void proxy_mirror_start(struct proxy_dconn *dc)
     sc_counter_inc(pol->m_mirror);
 }
 
-void proxy_mirror_drop(struct proxy_dconn *dc)
+void proxy_mirror_drop(struct proxy_exch *r)
 {
-    struct proxy_req *r = &dc->req;
     if (r->pol.mirror) {
         r->pol.mirror = false;
         sc_counter_inc(r->route->pol->m_mirror_dropped);

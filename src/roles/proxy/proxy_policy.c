@@ -473,7 +473,7 @@ static bool take(atomic_int *ctr, uint32_t max)
     return true;
 }
 
-bool proxy_breaker_request(struct proxy_cluster *c, struct proxy_req *r)
+bool proxy_breaker_request(struct proxy_cluster *c, struct proxy_exch *r)
 {
     struct proxy_cluster_state *st = c->st;
     if (!st) {
@@ -520,7 +520,7 @@ void proxy_breaker_closed(struct proxy_cluster *c)
     }
 }
 
-bool proxy_breaker_retry(struct proxy_req *r)
+bool proxy_breaker_retry(struct proxy_exch *r)
 {
     struct proxy_cluster_state *st = r->bst;
     if (!st || r->retry_held) {
@@ -536,7 +536,7 @@ bool proxy_breaker_retry(struct proxy_req *r)
     return true;
 }
 
-void proxy_breaker_release(struct proxy_req *r)
+void proxy_breaker_release(struct proxy_exch *r)
 {
     struct proxy_cluster_state *st = r->bst;
     if (!st) {

@@ -76,7 +76,7 @@ struct proxy_endpoint;
 struct proxy_metrics;
 struct proxy_rt;
 struct proxy;
-struct proxy_req;
+struct proxy_exch;
 
 /* Per endpoint: written by every worker (outlier) and by the main loop (health checks). */
 struct proxy_ep_state {
@@ -162,7 +162,7 @@ bool proxy_endpoint_usable(struct proxy_endpoint *ep, uint64_t now_ms);
 
 /* Takes a max_requests slot for request <r> on cluster <c>. Returns false (counted as an
  * overflow) when the cluster is full. */
-bool proxy_breaker_request(struct proxy_cluster *c, struct proxy_req *r);
+bool proxy_breaker_request(struct proxy_cluster *c, struct proxy_exch *r);
 
 /* Takes a connection and a pending slot for a new upstream connection of <c>. Returns false
  * (counted) when max_connections or max_pending_requests is reached; then nothing is held. */
@@ -176,10 +176,10 @@ void proxy_breaker_closed(struct proxy_cluster *c);
 
 /* Request <r> wants to retry: true when max_retries and the retry budget allow it (the request
  * then holds one retry slot until it finishes); false is counted as a retry overflow. */
-bool proxy_breaker_retry(struct proxy_req *r);
+bool proxy_breaker_retry(struct proxy_exch *r);
 
 /* Releases what request <r> holds (request and retry slots). */
-void proxy_breaker_release(struct proxy_req *r);
+void proxy_breaker_release(struct proxy_exch *r);
 
 /* Records the outcome of one try on <ep>: an upstream <status>, or a local-origin failure
  * (connect failure, reset, timeout) reported as 503. May eject the endpoint. */

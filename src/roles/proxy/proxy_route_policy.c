@@ -400,11 +400,10 @@ static struct proxy_tmpl *tmpl_compile(const char *s, bool response, char **err)
     return t;
 }
 
-/* Renders <t> for the request on <dc> into <out>. <m>: the request head (NULL for responses). */
-static int tmpl_render(const struct proxy_tmpl *t, struct proxy_dconn *dc,
+/* Renders <t> for exchange <r> into <out>. <m>: the request head (NULL for responses). */
+static int tmpl_render(const struct proxy_tmpl *t, struct proxy_exch *r,
                        const struct sc_http_msg *m, struct sc_buf *out)
 {
-    struct proxy_req *r = &dc->req;
     int rc = 0;
     for (size_t i = 0; i < t->n; i++) {
         const struct tmpl_part *p = &t->parts[i];
@@ -413,17 +412,15 @@ static int tmpl_render(const struct proxy_tmpl *t, struct proxy_dconn *dc,
             rc |= sc_buf_append_str(out, p->s);
             break;
         case V_REMOTE: {
-            struct sockaddr_storage ss;
-            int len = sizeof(ss);
             char a[64] = "";
-            if (uv_tcp_getpeername(&dc->tx.tcp, (struct sockaddr *)&ss, &len) == 0) {
-                sc_addr_format((struct sockaddr *)&ss, a, sizeof(a));
+            if (r->cl->addr.ss_family != AF_UNSPEC) {
+                sc_addr_format((struct sockaddr *)&r->cl->addr, a, sizeof(a));
             }
             rc |= sc_buf_append_cstr(out, a);
             break;
         }
         case V_REMOTE_IP:
-            rc |= sc_buf_append_cstr(out, dc->peer);
+            rc |= sc_buf_append_cstr(out, r->cl->ip);
             break;
         case V_REQ: {
             const struct sc_http_header *h = m ? sc_http_find(m, p->s, NULL) : NULL;
@@ -1095,12 +1092,12 @@ bool proxy_route_policy_match(const struct proxy_route_policy *pol, const struct
     return true;
 }
 
-static struct sc_str rl_key(struct proxy_dconn *dc, const struct proxy_rl *rl,
+static struct sc_str rl_key(struct proxy_exch *r, const struct proxy_rl *rl,
                             const struct sc_http_msg *m)
 {
     const struct proxy_rl_params *p = proxy_rl_params_of(rl);
     if (p->key == PROXY_RL_KEY_CLIENT_IP) {
-        return sc_str_c(dc->peer);
+        return sc_str_c(r->cl->ip);
     }
     if (p->key == PROXY_RL_KEY_HEADER) {
         const struct sc_http_header *h = sc_http_find(m, sc_str_c(p->header), NULL);
@@ -1114,15 +1111,14 @@ static bool chance(struct proxy_worker *w, uint32_t per_million)
     return per_million >= 1000000 || (per_million && proxy_rand(w) % 1000000 < per_million);
 }
 
-int proxy_route_policy_request(struct proxy_dconn *dc, const struct sc_http_msg *m, int *status,
+int proxy_route_policy_request(struct proxy_exch *r, const struct sc_http_msg *m, int *status,
                                const char **reason, unsigned *flags)
 {
-    struct proxy_req *r = &dc->req;
     struct proxy_listener *l = r->lsn;
     const struct proxy_route_policy *pol = r->route->pol;
     uint64_t now = r->start_ns; /* taken when the request started, just before */
     if (l->rl) {
-        proxy_rl_take(l->rl, rl_key(dc, l->rl, m), now, l->rl_headers, &r->pol.rl);
+        proxy_rl_take(l->rl, rl_key(r, l->rl, m), now, l->rl_headers, &r->pol.rl);
         r->pol.has_rl = l->rl_headers || !r->pol.rl.allowed;
         if (!r->pol.rl.allowed) {
             r->pol.has_rl = true;
@@ -1137,7 +1133,7 @@ int proxy_route_policy_request(struct proxy_dconn *dc, const struct sc_http_msg 
     }
     if (pol->rl) {
         struct proxy_rl_result res;
-        proxy_rl_take(pol->rl, rl_key(dc, pol->rl, m), now, pol->rl_headers, &res);
+        proxy_rl_take(pol->rl, rl_key(r, pol->rl, m), now, pol->rl_headers, &res);
         if (!res.allowed || pol->rl_headers) {
             r->pol.rl = res; /* the route's limit is the more specific one */
             r->pol.has_rl = true;
@@ -1149,19 +1145,19 @@ int proxy_route_policy_request(struct proxy_dconn *dc, const struct sc_http_msg 
             return PROXY_ROUTE_POL_REPLY;
         }
     }
-    if (pol->abort_ppm && chance(dc->w, pol->abort_ppm)) {
+    if (pol->abort_ppm && chance(r->w, pol->abort_ppm)) {
         *status = pol->abort_status;
         *reason = "fault filter abort";
         *flags = F_FI;
         return PROXY_ROUTE_POL_REPLY;
     }
-    if (pol->delay_ppm && chance(dc->w, pol->delay_ppm)) {
+    if (pol->delay_ppm && chance(r->w, pol->delay_ppm)) {
         r->pol.delay_ms = pol->delay_ms;
         r->flags |= F_DI;
     }
     if (pol->ndests) {
         size_t i =
-            pol->ndests > 1 ? proxy_weighted_pick(pol->cum, pol->ndests, proxy_rand(dc->w)) : 0;
+            pol->ndests > 1 ? proxy_weighted_pick(pol->cum, pol->ndests, proxy_rand(r->w)) : 0;
         struct proxy_dest *d = &pol->dests[i];
         r->cluster = d->cluster;
         r->subset = d->subset;
@@ -1175,7 +1171,7 @@ int proxy_route_policy_request(struct proxy_dconn *dc, const struct sc_http_msg 
             return PROXY_ROUTE_POL_REPLY;
         }
     }
-    if (pol->mirror && !r->upgrade && !r->is_connect && chance(dc->w, pol->mirror_ppm)) {
+    if (pol->mirror && !r->upgrade && !r->is_connect && chance(r->w, pol->mirror_ppm)) {
         r->pol.mirror = true;
     }
     return PROXY_ROUTE_POL_GO;
@@ -1212,29 +1208,29 @@ bool proxy_route_policy_skip_resp_header(const struct proxy_route_policy *pol, s
 /* Renders and appends headers <ops> (count <n>) straight into <b>: names were checked at load,
  * literal text holds no control characters, and substituted values come from parsed (valid)
  * fields or from the proxy itself. */
-static int write_ops(struct proxy_dconn *dc, const struct sc_http_msg *m,
+static int write_ops(struct proxy_exch *r, const struct sc_http_msg *m,
                      const struct proxy_hdr_op *ops, size_t n, struct sc_buf *b)
 {
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
         rc |= sc_buf_append_str(b, ops[i].name);
         rc |= sc_buf_append(b, ": ", 2);
-        rc |= tmpl_render(ops[i].value, dc, m, b);
+        rc |= tmpl_render(ops[i].value, r, m, b);
         rc |= sc_buf_append(b, "\r\n", 2);
     }
     return rc;
 }
 
-int proxy_route_policy_req_headers(struct proxy_dconn *dc, const struct sc_http_msg *m,
+int proxy_route_policy_req_headers(struct proxy_exch *r, const struct sc_http_msg *m,
                                    struct sc_buf *b)
 {
-    const struct proxy_route_policy *pol = dc->req.route->pol;
+    const struct proxy_route_policy *pol = r->route->pol;
     int rc = 0;
     if (pol->host_rewrite) {
         rc |= sc_http1_write_header(b, SC_STR("Host"), sc_str_c(pol->host_rewrite));
     }
-    rc |= write_ops(dc, m, pol->req.set, pol->req.nset, b);
-    rc |= write_ops(dc, m, pol->req.add, pol->req.nadd, b);
+    rc |= write_ops(r, m, pol->req.set, pol->req.nset, b);
+    rc |= write_ops(r, m, pol->req.add, pol->req.nadd, b);
     return rc ? SC_ETOOBIG : 0;
 }
 
@@ -1285,7 +1281,7 @@ static char *put_num_line(char *o, const char *name, size_t nlen, uint32_t v)
 
 /* The x-ratelimit-* headers (and Retry-After when refused), composed on the stack and appended
  * at once: printf or one append per piece would cost more than the rate limit itself. */
-static int rl_headers(const struct proxy_req *r, struct sc_buf *b)
+static int rl_headers(const struct proxy_exch *r, struct sc_buf *b)
 {
     if (!r->pol.has_rl) {
         return 0;
@@ -1302,22 +1298,20 @@ static int rl_headers(const struct proxy_req *r, struct sc_buf *b)
     return sc_buf_append(b, line, (size_t)(o - line));
 }
 
-int proxy_route_policy_resp_headers(struct proxy_dconn *dc, struct sc_buf *b)
+int proxy_route_policy_resp_headers(struct proxy_exch *r, struct sc_buf *b)
 {
-    struct proxy_req *r = &dc->req;
     const struct proxy_route_policy *pol = r->route->pol;
     int rc = rl_headers(r, b);
     if (pol) {
-        rc |= write_ops(dc, NULL, pol->resp.set, pol->resp.nset, b);
-        rc |= write_ops(dc, NULL, pol->resp.add, pol->resp.nadd, b);
+        rc |= write_ops(r, NULL, pol->resp.set, pol->resp.nset, b);
+        rc |= write_ops(r, NULL, pol->resp.add, pol->resp.nadd, b);
     }
     return rc ? SC_ETOOBIG : 0;
 }
 
-int proxy_route_policy_write_local(struct proxy_dconn *dc, struct sc_buf *b, int status,
+int proxy_route_policy_write_local(struct proxy_exch *r, struct sc_buf *b, int status,
                                    const char *content_type, struct sc_str body, bool close)
 {
-    struct proxy_req *r = &dc->req;
     if (!r->pol.has_rl) {
         return sc_http1_write_simple(b, status, content_type, body, close);
     }

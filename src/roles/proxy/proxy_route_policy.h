@@ -27,7 +27,7 @@ struct proxy_cluster;
 struct proxy_route;
 struct proxy_listener;
 struct proxy_rt;
-struct proxy_dconn;
+struct proxy_exch;
 struct proxy_worker;
 struct proxy_metrics;
 struct proxy_cfg;
@@ -241,7 +241,7 @@ struct proxy_route_policy {
     char *host_rewrite;
 };
 
-/* Per-request policy state, in struct proxy_req (zeroed per request). */
+/* Per-request policy state, in struct proxy_exch (zeroed per request). */
 struct proxy_req_pol {
     struct proxy_rl_result rl;
     bool has_rl;       /* rl filled and its headers wanted */
@@ -277,12 +277,12 @@ bool proxy_route_policy_match(const struct proxy_route_policy *pol, const struct
 
 enum { PROXY_ROUTE_POL_GO = 0, PROXY_ROUTE_POL_REPLY = 1 };
 
-/* Runs the policy of dc->req's route for request <m> once routed: rate limits (listener, then
+/* Runs the policy of exchange <r>'s route for request <m> once routed: rate limits (listener, then
  * route), fault abort and delay decisions, the destination (r->cluster, r->subset, r->codes) and
  * the mirror decision. Returns PROXY_ROUTE_POL_GO, or PROXY_ROUTE_POL_REPLY with the local answer's
  * <*status>,
  * <*reason> and response <*flags> set. */
-int proxy_route_policy_request(struct proxy_dconn *dc, const struct sc_http_msg *m, int *status,
+int proxy_route_policy_request(struct proxy_exch *r, const struct sc_http_msg *m, int *status,
                                const char **reason, unsigned *flags);
 
 /* True when request header <name> is replaced or removed by the route's transforms. */
@@ -290,7 +290,7 @@ bool proxy_route_policy_skip_req_header(const struct proxy_route_policy *pol, st
 
 /* Appends the route's request headers (host rewrite, set, add) for <m> to <b>. Returns 0 or
  * SC_ETOOBIG. */
-int proxy_route_policy_req_headers(struct proxy_dconn *dc, const struct sc_http_msg *m,
+int proxy_route_policy_req_headers(struct proxy_exch *r, const struct sc_http_msg *m,
                                    struct sc_buf *b);
 
 /* Writes the request line with the route's prefix rewrite applied to <origin>. */
@@ -302,22 +302,22 @@ bool proxy_route_policy_skip_resp_header(const struct proxy_route_policy *pol, s
 
 /* Appends the route's response headers and the rate-limit headers to <b>. Returns 0 or
  * SC_ETOOBIG. */
-int proxy_route_policy_resp_headers(struct proxy_dconn *dc, struct sc_buf *b);
+int proxy_route_policy_resp_headers(struct proxy_exch *r, struct sc_buf *b);
 
 /* Writes a local reply like sc_http1_write_simple, with the rate-limit headers of the request
  * (Retry-After on 429). */
-int proxy_route_policy_write_local(struct proxy_dconn *dc, struct sc_buf *b, int status,
+int proxy_route_policy_write_local(struct proxy_exch *r, struct sc_buf *b, int status,
                                    const char *content_type, struct sc_str body, bool close);
 
 /* ---- mirroring (proxy_mirror.c) ---- */
 
-/* Sends a copy of dc->req (head and the retained body) to the route's mirror cluster, fire and
+/* Sends a copy of exchange <r> (head and the retained body) to the route's mirror cluster, fire and
  * forget: the Host gets "-shadow" appended, the answer is read and dropped. Bounded per worker;
  * a mirror beyond the bound, or that fails, is counted and dropped. */
-void proxy_mirror_start(struct proxy_dconn *dc);
+void proxy_mirror_start(struct proxy_exch *r);
 
 /* The request's body outgrew the retry buffer: its mirror is dropped and counted. */
-void proxy_mirror_drop(struct proxy_dconn *dc);
+void proxy_mirror_drop(struct proxy_exch *r);
 
 /* Closes every mirror of worker <w> (drain and stop). */
 void proxy_mirror_stop_all(struct proxy_worker *w);

@@ -5,7 +5,9 @@
 // options stay the same: the watch goes on, ticket keys survive, and a certificate rotated on disk
 // reaches every listener that names it. A snapshot counts its uses of a store; the main loop frees
 // the stores no snapshot counts after each reload.
+#include <netinet/in.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -222,14 +224,11 @@ struct proxy_tls_src {
     char *key;       /* the options it was built from, as JSON */
     char *name;      /* the first listener or cluster that used it (metric labels) */
     atomic_int refs; /* snapshot listeners and clusters using it */
-    bool server;
     bool watching;
-    struct sc_metric *m_expiry[8]; /* per certificate, by position */
-    size_t ncerts;
 };
 
+/* Every store, on the main loop only. */
 static struct sc_list srcs = { &srcs, &srcs };
-static struct proxy_metrics *tls_pm;
 
 static char *opts_key(const struct sc_opt *table, const void *o, bool server)
 {
@@ -256,8 +255,8 @@ static struct proxy_tls_src *src_get(const char *name, const void *o, bool serve
         }
     }
     char *e = NULL;
-    struct sc_tls_store *st = server ? sc_tls_store_new_server(o, name, &e)
-                                     : sc_tls_store_new_client(o, name, &e);
+    struct sc_tls_store *st =
+        server ? sc_tls_store_new_server(o, name, &e) : sc_tls_store_new_client(o, name, &e);
     if (!st) {
         *err = sc_asprintf("%s: tls: %s", name, e ? e : "cannot build the TLS context");
         sc_free(e);
@@ -268,7 +267,6 @@ static struct proxy_tls_src *src_get(const char *name, const void *o, bool serve
     s->store = st;
     s->key = key;
     s->name = sc_strdup(name);
-    s->server = server;
     atomic_init(&s->refs, 1);
     sc_list_append(&srcs, &s->node);
     return s;
@@ -324,7 +322,6 @@ static const char *const exp_labels[] = { "listener", "cert", NULL };
 
 void proxy_tls_metrics_init(struct proxy_metrics *pm)
 {
-    tls_pm = pm;
     pm->tls_hs = sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_tls_handshakes_total",
                                    "TLS handshakes on a listener, by result (ok or the reason it "
                                    "failed: unknown_ca, expired, bad_san, no_client_cert, "
@@ -385,7 +382,18 @@ int proxy_tls_listener_init(struct proxy_listener_tls *out, const char *lname,
         o.client_cert = SC_TLS_CLIENT_CERT_REQUIRE;
         own = true;
         if (mode == PROXY_MTLS_UNSET) {
-            mode = PROXY_MTLS_PERMISSIVE;
+            /* The workload's PeerAuthentication decides (PERMISSIVE when none does). */
+            struct proxy_workload wl;
+            int rc = proxy_workload_init(&wl, &cfg->workload, err);
+            if (rc < 0) {
+                return rc;
+            }
+            proxy_pa_resolve(cfg->peer_authentication.v, cfg->peer_authentication.n, &wl,
+                             cfg->mesh_root_namespace ? cfg->mesh_root_namespace : "istio-system",
+                             &out->pa);
+            proxy_workload_cleanup(&wl);
+            mode = out->pa.mode;
+            out->by_port = out->pa.nports > 0;
         }
     }
     if (!own) {
@@ -394,7 +402,7 @@ int proxy_tls_listener_init(struct proxy_listener_tls *out, const char *lname,
         return 0;
     }
     out->mode = mode == PROXY_MTLS_UNSET ? PROXY_MTLS_STRICT : mode;
-    if (out->mode == PROXY_MTLS_DISABLE) {
+    if (out->mode == PROXY_MTLS_DISABLE && !out->by_port) {
         out->xfcc = xfcc == PROXY_XFCC_AUTO ? PROXY_XFCC_SANITIZE : xfcc;
         return 0;
     }
@@ -432,13 +440,14 @@ int proxy_tls_cluster_init(struct proxy_cluster_tls *out, const char *cname,
         o.key = f->upstream_key;
         o.sni = f->upstream_sni;
         o.subject_alt_names = f->upstream_san;
+        o.session_reuse = true;
         mode = PROXY_UTLS_SIMPLE;
     }
     if (mode == PROXY_UTLS_AUTO) {
-        mode = o.cert                                                  ? PROXY_UTLS_MUTUAL
-               : o.ca || o.sni || o.subject_alt_names.n || o.alpn.n ||
-                       o.insecure_skip_verify                          ? PROXY_UTLS_SIMPLE
-                                                                       : PROXY_UTLS_DISABLE;
+        mode = o.cert ? PROXY_UTLS_MUTUAL
+               : o.ca || o.sni || o.subject_alt_names.n || o.alpn.n || o.insecure_skip_verify
+                   ? PROXY_UTLS_SIMPLE
+                   : PROXY_UTLS_DISABLE;
     }
     if (mode == PROXY_UTLS_DISABLE) {
         return 0;
@@ -453,7 +462,6 @@ int proxy_tls_cluster_init(struct proxy_cluster_tls *out, const char *cname,
         snprintf(out->trust_domain, sizeof(out->trust_domain), "%s",
                  cfg->identity.trust_domain ? cfg->identity.trust_domain : "cluster.local");
     }
-    o.session_reuse = true;
     out->sni_from_host = o.sni == NULL && !out->mesh;
     out->src = src_get(cname, &o, false, err);
     return out->src ? 0 : SC_ECONFIG;
@@ -473,9 +481,11 @@ void proxy_tls_cluster_release(struct proxy_cluster_tls *t)
 
 /* ---- the data path: downstream ---- */
 
+#define XFCC_MAX 4096
+
 static const struct proxy_listener_tls *ltls(struct proxy_dconn *dc)
 {
-    struct proxy_rt *rt = dc->req.rt ? dc->req.rt : dc->w->rt;
+    struct proxy_rt *rt = dc->ex.rt ? dc->ex.rt : dc->w->rt;
     return &rt->listeners[dc->lidx].tls;
 }
 
@@ -493,19 +503,50 @@ static void start_tls(struct proxy_dconn *dc, struct sc_str pre)
     };
     dc->x = sc_tls_xport_new(ctx, &a);
     sc_tls_ctx_unref(ctx);
-    dc->tls = dc->x;
+    dc->cl.tls = dc->x;
     dc->handshaking = true;
     dc->head_start_ms = uv_now(dc->w->loop);
+}
+
+/* The port the client dialled: the original destination of an intercepted connection, else the
+ * listener's own. 0 when unknown. */
+static int dialled_port(struct proxy_dconn *dc)
+{
+    uv_os_fd_t fd;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (sc_xport_query(dc->x, SC_XQ_FD, &fd) < 0) {
+        return 0;
+    }
+    if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &len) < 0) {
+        len = sizeof(ss);
+        if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &ss, &len) < 0) {
+            len = sizeof(ss);
+            if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+                return 0;
+            }
+        }
+    }
+    if (ss.ss_family == AF_INET) {
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    }
+    if (ss.ss_family == AF_INET6) {
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    return 0;
 }
 
 void proxy_tls_accepted(struct proxy_dconn *dc)
 {
     const struct proxy_listener_tls *t = ltls(dc);
-    if (!t->src || t->mode == PROXY_MTLS_DISABLE) {
+    int mode = t->by_port ? proxy_pa_mode_for(&t->pa, dialled_port(dc)) : t->mode;
+    if (!t->src || mode == PROXY_MTLS_DISABLE) {
         return;
     }
-    if (t->mode == PROXY_MTLS_PERMISSIVE) {
+    if (mode == PROXY_MTLS_PERMISSIVE) {
         dc->sniff = true;
+        dc->head_start_ms = uv_now(dc->w->loop); /* the first bytes are due within the head
+                                                    timeout */
         return;
     }
     start_tls(dc, SC_STR_NULL);
@@ -532,14 +573,14 @@ int proxy_tls_sniff(struct proxy_dconn *dc)
 void proxy_tls_handshake_done(struct proxy_dconn *dc, int status)
 {
     dc->handshaking = false;
-    enum sc_tls_fail f = status < 0 ? sc_tls_xport_fail(dc->tls) : SC_TLS_FAIL_NONE;
+    enum sc_tls_fail f = status < 0 ? sc_tls_xport_fail(dc->cl.tls) : SC_TLS_FAIL_NONE;
     if (status < 0 && f == SC_TLS_FAIL_NONE) {
         f = SC_TLS_FAIL_HANDSHAKE;
     }
     const struct proxy_listener_tls *t = ltls(dc);
     sc_counter_inc(t->m_hs[f]);
     if (status < 0) {
-        sc_debug("tls handshake failed", SC_LS("peer", dc->peer),
+        sc_debug("tls handshake failed", SC_LS("peer", dc->cl.ip),
                  SC_LS("reason", sc_tls_fail_name(f)));
         proxy_dconn_close(dc);
         return;
@@ -548,12 +589,12 @@ void proxy_tls_handshake_done(struct proxy_dconn *dc, int status)
     proxy_arm_timer(dc);
 }
 
-struct sc_str proxy_tls_peer_principal(struct proxy_dconn *dc)
+struct sc_str proxy_tls_peer_principal(struct proxy_exch *ex)
 {
-    if (!dc->tls) {
+    if (!ex->cl->tls) {
         return SC_STR_NULL;
     }
-    struct sc_str id = sc_xport_query_str(dc->x, SC_XQ_PEER_ID);
+    struct sc_str id = sc_xport_query_str(ex->cl->tls, SC_XQ_PEER_ID);
     if (sc_str_startswith(id, SC_STR("spiffe://"))) {
         id.p += 9;
         id.len -= 9;
@@ -561,9 +602,14 @@ struct sc_str proxy_tls_peer_principal(struct proxy_dconn *dc)
     return id;
 }
 
-struct sc_str proxy_tls_version(struct proxy_dconn *dc)
+struct sc_str proxy_tls_version(struct proxy_exch *ex)
 {
-    return dc->tls ? sc_xport_query_str(dc->x, SC_XQ_TLS_VERSION) : SC_STR_NULL;
+    return ex->cl->tls ? sc_xport_query_str(ex->cl->tls, SC_XQ_TLS_VERSION) : SC_STR_NULL;
+}
+
+bool proxy_tls_misdirected(struct proxy_exch *ex, struct sc_str host)
+{
+    return ex->cl->tls && host.len && sc_tls_xport_misdirected(ex->cl->tls, host);
 }
 
 bool proxy_tls_is_xfcc(struct sc_str name)
@@ -574,34 +620,28 @@ bool proxy_tls_is_xfcc(struct sc_str name)
 /* The connection's own XFCC element, made once: hashing and formatting the certificate is too
  * much to repeat for every request of a keep-alive connection. Empty without a client
  * certificate. */
-static struct sc_str own_element(struct proxy_dconn *dc)
+static struct sc_str own_element(struct proxy_exch *ex)
 {
-    if (!dc->tls) {
+    struct proxy_client *cl = ex->cl;
+    if (!cl->tls) {
         return SC_STR_NULL;
     }
-    if (!dc->xfcc) {
-        void *cert = NULL;
-        dc->xfcc = sc_malloc(4096);
-        dc->xfcc[0] = '\0';
-        if (sc_xport_query(dc->x, SC_XQ_PEER_CERT, &cert) == 0 && cert) {
-            struct sc_tls_ctx *ctx = sc_tls_store_get(ltls(dc)->src->store);
-            int n = sc_tls_xfcc(cert, sc_tls_ctx_own_uri(ctx), dc->xfcc, 4096);
-            sc_tls_ctx_unref(ctx);
-            if (n < 0) {
-                dc->xfcc[0] = '\0';
-            }
+    if (!cl->xfcc) {
+        cl->xfcc = sc_malloc(XFCC_MAX);
+        if (sc_tls_xport_xfcc(cl->tls, cl->xfcc, XFCC_MAX) < 0) {
+            cl->xfcc[0] = '\0'; /* no verified client certificate */
         }
     }
-    return sc_str_c(dc->xfcc);
+    return sc_str_c(cl->xfcc);
 }
 
-int proxy_tls_xfcc(struct proxy_dconn *dc, const struct sc_http_msg *m, struct sc_buf *b)
+int proxy_tls_xfcc(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_buf *b)
 {
-    int mode = ltls(dc)->xfcc;
+    int mode = ex->lsn->tls.xfcc;
     if (mode == PROXY_XFCC_SANITIZE) {
         return 0;
     }
-    struct sc_str own = mode == PROXY_XFCC_FORWARD_ONLY ? SC_STR_NULL : own_element(dc);
+    struct sc_str own = mode == PROXY_XFCC_FORWARD_ONLY ? SC_STR_NULL : own_element(ex);
     bool forward = mode == PROXY_XFCC_FORWARD_ONLY || mode == PROXY_XFCC_APPEND_FORWARD;
     size_t from = 0;
     const struct sc_http_header *h = NULL;
@@ -640,7 +680,7 @@ struct sc_xport *proxy_tls_cluster_layer(struct proxy_endpoint *ep, uv_loop_t *l
         .below = below,
         .cbs = below->cbs,
         .owner = below->owner,
-        .sni = t->sni_from_host && ep->dns ? ep->host : NULL,
+        .sni = t->sni_from_host ? ep->host : NULL, /* an IP is verified, not sent */
         .session_key = key,
     };
     struct sc_xport *x = sc_tls_xport_new(ctx, &a);
@@ -673,7 +713,7 @@ const char *proxy_tls_upstream_check(struct proxy_uconn *uc)
     }
     struct sc_spiffe_id id;
     struct sc_str s = sc_xport_query_str(uc->x, SC_XQ_PEER_ID);
-    if (s.len == 0 || sc_spiffe_parse(s, &id) < 0) {
+    if (s.len == 0 || sc_tls_spiffe_parse(s, &id) < 0) {
         return "upstream has no SPIFFE identity";
     }
     if (!sc_str_eq(id.trust_domain, sc_str_c(t->trust_domain))) {

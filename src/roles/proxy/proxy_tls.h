@@ -18,12 +18,14 @@
 
 #include "core/config.h"
 #include "net/tls.h"
+#include "roles/proxy/proxy_peerauth.h"
 
 struct proxy;
 struct proxy_cfg;
 struct proxy_cluster;
 struct proxy_cluster_cfg;
 struct proxy_dconn;
+struct proxy_exch;
 struct proxy_listener;
 struct proxy_listener_cfg;
 struct proxy_metrics;
@@ -111,6 +113,8 @@ struct proxy_listener_tls {
     int mode;                  /* STRICT, PERMISSIVE or DISABLE (never UNSET) */
     int xfcc;                  /* never AUTO */
     bool verifies;             /* client certificates are verified (mutual TLS) */
+    bool by_port;              /* PeerAuthentication sets modes per port: decided at accept */
+    struct proxy_pa_effective pa;
     struct sc_metric *m_hs[SC_TLS_FAIL_PROTOCOL + 1]; /* handshakes by result (NONE: ok) */
 };
 
@@ -183,18 +187,23 @@ const char *proxy_tls_upstream_error(struct proxy_uconn *uc);
  * NULL when the peer is acceptable, else why not. */
 const char *proxy_tls_upstream_check(struct proxy_uconn *uc);
 
-/* Appends X-Forwarded-Client-Cert for the request on <dc> to head <b>, as the listener's mode
- * says, with the client's headers <m>. Returns 0 or SC_ETOOBIG. */
+/* Appends X-Forwarded-Client-Cert for exchange <ex> to head <b>, as its listener's mode says,
+ * with the client's headers <m>. Returns 0 or SC_ETOOBIG. */
 struct sc_http_msg;
-int proxy_tls_xfcc(struct proxy_dconn *dc, const struct sc_http_msg *m, struct sc_buf *b);
+int proxy_tls_xfcc(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_buf *b);
+
+/* Whether the request of <ex> for <host> came on a TLS connection whose certificate (chosen by
+ * SNI among the listener's) does not name it while another of the listener's does: such a
+ * request gets 421, so the client opens a connection for that host. */
+bool proxy_tls_misdirected(struct proxy_exch *ex, struct sc_str host);
 
 /* Whether header <name> is X-Forwarded-Client-Cert (the head builder skips it and lets
  * proxy_tls_xfcc decide). */
 bool proxy_tls_is_xfcc(struct sc_str name);
 
 /* The client's Istio principal ("td/ns/x/sa/y"; empty without a SPIFFE certificate) and TLS
- * version ("TLSv1.3"; empty for plaintext). Borrow from the connection. */
-struct sc_str proxy_tls_peer_principal(struct proxy_dconn *dc);
-struct sc_str proxy_tls_version(struct proxy_dconn *dc);
+ * version ("TLSv1.3"; empty for plaintext) for exchange <ex>. Borrow from its connection. */
+struct sc_str proxy_tls_peer_principal(struct proxy_exch *ex);
+struct sc_str proxy_tls_version(struct proxy_exch *ex);
 
 #endif

@@ -150,7 +150,7 @@ static void on_uconn_closed(void *owner)
     uconn_closed_one(owner);
 }
 
-void proxy_endpoint_release(struct proxy_req *r)
+void proxy_endpoint_release(struct proxy_exch *r)
 {
     if (r->active) {
         atomic_fetch_sub_explicit(&r->active->active, 1, memory_order_relaxed);
@@ -171,8 +171,8 @@ void proxy_uconn_close(struct proxy_uconn *uc)
             od = sc_container_of(uc->ep, struct odst_dest, ep);
         }
     }
-    if (uc->dc) {
-        struct proxy_dconn *dc = uc->dc;
+    if (uc->ex) {
+        struct proxy_dconn *dc = uc->ex->dc;
         /* The bytes of a cancelled write are in the retry copy already: skip them in the input,
          * and forget how much of this connection's input a pending client write covers. */
         if (uc->wpending) {
@@ -182,9 +182,9 @@ void proxy_uconn_close(struct proxy_uconn *uc)
         if (dc->wpending) {
             dc->wconsume = 0;
         }
-        proxy_endpoint_release(&dc->req);
-        dc->uc = NULL;
-        uc->dc = NULL;
+        proxy_endpoint_release(&dc->ex);
+        dc->ex.uc = NULL;
+        uc->ex = NULL;
     }
     if (uc->m_active) {
         sc_gauge_add(uc->m_active, -1);
@@ -230,10 +230,10 @@ void proxy_uconn_release(struct proxy_uconn *uc, bool reusable)
     struct proxy_worker *w = uc->w;
     struct proxy_cluster *c = uc->ep->cluster;
     struct proxy_pool *pool = ep_pool(uc->ep, w);
-    if (uc->dc) {
-        proxy_endpoint_release(&uc->dc->req);
-        uc->dc->uc = NULL;
-        uc->dc = NULL;
+    if (uc->ex) {
+        proxy_endpoint_release(uc->ex);
+        uc->ex->uc = NULL;
+        uc->ex = NULL;
     }
     if (!reusable || uc->eof || w->draining || uc->rt != w->rt || uc->in.start != uc->in.end ||
         uc->wpending) {
@@ -291,9 +291,9 @@ void proxy_uconn_release(struct proxy_uconn *uc, bool reusable)
 static void on_connect_timeout(uv_timer_t *t)
 {
     struct proxy_uconn *uc = t->data;
-    struct proxy_dconn *dc = uc->dc;
+    struct proxy_dconn *dc = uc->ex ? uc->ex->dc : NULL;
     if (dc) {
-        proxy_attempt_failed(dc, COND_CONNECT, F_UF | F_UT, "upstream connect timeout");
+        proxy_attempt_failed(&dc->ex, COND_CONNECT, F_UF | F_UT, "upstream connect timeout");
     } else {
         proxy_uconn_close(uc);
     }
@@ -305,7 +305,7 @@ static void on_connect(void *owner, int status)
     if (uc->state == U_CLOSING) {
         return;
     }
-    struct proxy_dconn *dc = uc->dc;
+    struct proxy_dconn *dc = uc->ex ? uc->ex->dc : NULL;
     if (uc->bk_pending) {
         uc->bk_pending = false;
         proxy_breaker_connected(uc->ep->cluster);
@@ -317,7 +317,7 @@ static void on_connect(void *owner, int status)
             snprintf(why, sizeof(why), "upstream TLS handshake failed: %s", tls);
         }
         if (dc) {
-            proxy_attempt_failed(dc, COND_CONNECT, F_UF, tls ? why : uv_strerror(status));
+            proxy_attempt_failed(&dc->ex, COND_CONNECT, F_UF, tls ? why : uv_strerror(status));
         } else {
             proxy_uconn_close(uc);
         }
@@ -326,7 +326,7 @@ static void on_connect(void *owner, int status)
     const char *bad = proxy_tls_upstream_check(uc);
     if (bad) {
         if (dc) {
-            proxy_attempt_failed(dc, COND_CONNECT, F_UF, bad);
+            proxy_attempt_failed(&dc->ex, COND_CONNECT, F_UF, bad);
         } else {
             proxy_uconn_close(uc);
         }
@@ -405,10 +405,10 @@ static int endpoint_addr(struct proxy_endpoint *ep, struct sockaddr_storage *out
     }
     return n > 0 ? 0 : -ENOENT;
 }
-void proxy_attempt(struct proxy_dconn *dc)
+void proxy_attempt(struct proxy_exch *r)
 {
-    struct proxy_worker *w = dc->w;
-    struct proxy_req *r = &dc->req;
+    struct proxy_dconn *dc = r->dc;
+    struct proxy_worker *w = r->w;
     struct proxy_cluster *c = r->cluster;
     if (c->original_dst) {
         attempt_original_dst(dc);
@@ -416,7 +416,7 @@ void proxy_attempt(struct proxy_dconn *dc)
     }
     struct proxy_endpoint *ep = pick_endpoint(w, c, r->subset, r->ep);
     if (!ep) {
-        proxy_local_reply(dc, 503, "no healthy upstream", F_UH);
+        proxy_local_reply(r, 503, "no healthy upstream", F_UH);
         return;
     }
     r->ep = ep;
@@ -429,17 +429,17 @@ void proxy_attempt(struct proxy_dconn *dc)
         struct proxy_uconn *uc = sc_list_entry(pool->idle.next, struct proxy_uconn, node);
         sc_list_remove(&uc->node);
         pool->nidle--;
-        uc->dc = dc;
+        uc->ex = r;
         uc->reused = true;
         uc->got_bytes = false;
-        dc->uc = uc;
+        r->uc = uc;
         proxy_upstream_ready(dc);
         return;
     }
     struct sockaddr_storage ss;
     if (endpoint_addr(ep, &ss) < 0) {
         proxy_endpoint_release(r);
-        proxy_local_reply(dc, 503, "no healthy upstream", F_UH);
+        proxy_local_reply(r, 503, "no healthy upstream", F_UH);
         return;
     }
     connect_new(dc, ep, &ss);
@@ -450,19 +450,20 @@ static void connect_new(struct proxy_dconn *dc, struct proxy_endpoint *ep,
                         const struct sockaddr_storage *ss)
 {
     struct proxy_worker *w = dc->w;
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     struct proxy_cluster *c = ep->cluster;
     if (!proxy_breaker_connect(c)) {
         proxy_endpoint_release(r);
-        proxy_local_reply(dc, 503, "upstream overflow: max_connections or max_pending_requests", F_UO);
+        proxy_local_reply(&dc->ex, 503,
+                          "upstream overflow: max_connections or max_pending_requests", F_UO);
         return;
     }
     struct proxy_uconn *uc = uconn_get(w);
     uc->rt = proxy_rt_ref(r->rt);
     uc->ep = ep;
-    uc->dc = dc;
+    uc->ex = &dc->ex;
     uc->bk_cx = uc->bk_pending = true;
-    dc->uc = uc;
+    dc->ex.uc = uc;
     sc_tcp_xport_init(&uc->tx, w->loop, &ucbs, uc);
     uc->x = &uc->tx.base;
     uv_timer_init(w->loop, &uc->timer);
@@ -471,7 +472,7 @@ static void connect_new(struct proxy_dconn *dc, struct proxy_endpoint *ep,
     proxy_tls_upstream(uc); /* the cluster's TLS layer, when it originates TLS */
     int rc = sc_xport_connect(uc->x, (const struct sockaddr *)ss);
     if (rc < 0) {
-        proxy_attempt_failed(dc, COND_CONNECT, F_UF, uv_strerror(rc));
+        proxy_attempt_failed(&dc->ex, COND_CONNECT, F_UF, uv_strerror(rc));
         return;
     }
     uv_timer_start(&uc->timer, on_connect_timeout, c->connect_timeout_ms, 0);
@@ -531,10 +532,10 @@ static void odst_connect(struct proxy_dconn *dc, const struct sockaddr_storage *
         sc_list_prepend(&w->odst, &d->node);
         odst_left(w, d);
         uc->ep = ep;
-        uc->dc = dc;
+        uc->ex = &dc->ex;
         uc->reused = true;
         uc->got_bytes = false;
-        dc->uc = uc;
+        dc->ex.uc = uc;
         proxy_upstream_ready(dc);
         return;
     }
@@ -561,8 +562,8 @@ static void on_dyn_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *
     }
     if (status < 0 || !a || a->ai_addrlen > sizeof(dc->od->ep.addrs[0])) {
         uv_freeaddrinfo(res);
-        proxy_endpoint_release(&dc->req);
-        proxy_local_reply(dc, 503, "cannot resolve the request's destination", F_UH);
+        proxy_endpoint_release(&dc->ex);
+        proxy_local_reply(&dc->ex, 503, "cannot resolve the request's destination", F_UH);
         return;
     }
     memset(&dc->od->ep.addrs[0], 0, sizeof(dc->od->ep.addrs[0]));
@@ -577,7 +578,7 @@ static void on_dyn_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *
  * name asynchronously. Connections are pooled per worker by destination address. */
 static void attempt_original_dst(struct proxy_dconn *dc)
 {
-    struct proxy_req *r = &dc->req;
+    struct proxy_exch *r = &dc->ex;
     struct proxy_endpoint *ep = &dc->od->ep; /* allocated by start_request */
     ep->cluster = r->cluster;
     ep->name = dc->od->name;
@@ -599,7 +600,7 @@ static void attempt_original_dst(struct proxy_dconn *dc)
     if (dc->od->resolving) {
         /* A stale lookup is still out (cancellation is best effort): do not reuse its request. */
         proxy_endpoint_release(r);
-        proxy_local_reply(dc, 503, "destination lookup busy", F_UH);
+        proxy_local_reply(&dc->ex, 503, "destination lookup busy", F_UH);
         return;
     }
     /* dyn_name holds "host:port" from the request (start_request). */
@@ -615,7 +616,7 @@ static void attempt_original_dst(struct proxy_dconn *dc)
     }
     if (hl == 0 || hl >= sizeof(host)) {
         proxy_endpoint_release(r);
-        proxy_local_reply(dc, 400, "no destination: the request has no usable Host", F_UH);
+        proxy_local_reply(&dc->ex, 400, "no destination: the request has no usable Host", F_UH);
         return;
     }
     memcpy(host, h, hl);
@@ -629,7 +630,7 @@ static void attempt_original_dst(struct proxy_dconn *dc)
     int rc = uv_getaddrinfo(dc->w->loop, &dc->od->gai, on_dyn_resolved, host, port, &hints);
     if (rc < 0) {
         proxy_endpoint_release(r);
-        proxy_local_reply(dc, 503, "cannot resolve the request's destination", F_UH);
+        proxy_local_reply(&dc->ex, 503, "cannot resolve the request's destination", F_UH);
         return;
     }
     dc->od->resolving = true;

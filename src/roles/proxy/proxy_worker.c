@@ -232,6 +232,25 @@ void proxy_worker_check_done(struct proxy_worker *w)
     proxy_check_done(w);
 }
 
+/* Stops accepting, closes the pooled and mirrored connections, and closes the client connections
+ * that are idle (all of them with <all>); the others finish their request first. */
+static void stop(struct proxy_worker *w, bool all)
+{
+    w->draining = true;
+    close_listeners(w);
+    proxy_close_pools(w, w->rt);
+    proxy_mirror_stop_all(w);
+    struct sc_list *pos, *tmp;
+    sc_list_foreach(pos, tmp, &w->conns)
+    {
+        struct proxy_dconn *dc = sc_list_entry(pos, struct proxy_dconn, node);
+        if (all || (dc->state == D_HEAD && dc->in.start == dc->in.end && !dc->wpending)) {
+            proxy_dconn_close(dc);
+        }
+    }
+    proxy_check_done(w);
+}
+
 void proxy_worker_poll(struct proxy_worker *w)
 {
     struct proxy_rt *nrt = atomic_exchange(&w->pending_rt, NULL);
@@ -242,32 +261,11 @@ void proxy_worker_poll(struct proxy_worker *w)
         proxy_rt_unref(old);
     }
     if (atomic_load(&w->stop_requested) && !w->draining) {
-        w->draining = true;
-        close_listeners(w);
-        proxy_close_pools(w, w->rt);
-        proxy_mirror_stop_all(w);
-        struct sc_list *pos, *tmp;
-        sc_list_foreach(pos, tmp, &w->conns)
-        {
-            struct proxy_dconn *dc = sc_list_entry(pos, struct proxy_dconn, node);
-            if (dc->state == D_HEAD && dc->in.start == dc->in.end && !dc->wpending) {
-                proxy_dconn_close(dc);
-            }
-        }
-        proxy_check_done(w);
+        stop(w, false);
     }
     if (atomic_load(&w->stop_now) && !w->closed_all) {
         w->closed_all = true;
-        w->draining = true;
-        close_listeners(w);
-        proxy_close_pools(w, w->rt);
-        proxy_mirror_stop_all(w);
-        struct sc_list *pos, *tmp;
-        sc_list_foreach(pos, tmp, &w->conns)
-        {
-            proxy_dconn_close(sc_list_entry(pos, struct proxy_dconn, node));
-        }
-        proxy_check_done(w);
+        stop(w, true);
     }
 }
 
@@ -278,8 +276,8 @@ void proxy_worker_cleanup(struct proxy_worker *w)
         sc_list_remove(&dc->node);
         sc_free(dc->in.p);
         sc_buf_cleanup(&dc->out);
-        sc_buf_cleanup(&dc->req.head);
-        sc_buf_cleanup(&dc->req.copy);
+        sc_buf_cleanup(&dc->ex.head);
+        sc_buf_cleanup(&dc->ex.copy);
         sc_free(dc->od);
         sc_free(dc);
     }

@@ -9,7 +9,9 @@
 // transfers' buffers, rendered files, request bodies, tokens; see secrets_mem.h). The Vault Agent
 // injector's pod annotations can be read from a file or an environment variable, so an annotated
 // pod works unchanged. SIGHUP / POST /reload applies a new config without reading again the
-// secrets it still uses, unless the Vault settings changed.
+// secrets it still uses, unless the Vault settings changed. This file holds the options, the
+// annotations, the paths and the role's life cycle; the Vault client is in secrets_vault.c and the
+// rendering of files in secrets_render.c.
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,52 +29,9 @@
 #include "net/egress.h"
 #include "roles/secrets/secrets_mem.h"
 
-#define SECRETS_MAX_PATHS 256
-#define SECRETS_MAX_OUT (4u << 20)
-#define ANN "vault.hashicorp.com/"
+#include "roles/secrets/secrets.h"
 
-struct secrets_item_cfg {
-    char *name;
-    char *path;
-    char *template;
-    char *template_file;
-    char *dest;
-    char *mode;
-    char *owner;
-    struct sc_reload_cfg reload;
-};
-
-struct secrets_cfg {
-    char *address;
-    char *namespace;
-    char *ca_cert;
-    int auth_method;
-    char *token;
-    char *token_file;
-    char *role_id;
-    char *secret_id;
-    char *secret_id_file;
-    char *role;
-    char *auth_path;
-    char *jwt_path;
-    struct sc_vec secrets;
-    char *dest_dir;
-    char *mode;
-    char *owner;
-    char *annotations_file;
-    char *annotations_env;
-    bool once;
-    uint64_t refresh_ms;
-    uint64_t retry_backoff_ms;
-    uint64_t max_backoff_ms;
-    int64_t retries;
-    uint64_t timeout_ms;
-    struct sc_strv validate;
-    struct sc_reload_cfg reload;
-};
-
-enum { AUTH_AUTO, AUTH_TOKEN, AUTH_APPROLE, AUTH_KUBERNETES };
-static const char *const auth_methods[] = { "auto", "token", "approle", "kubernetes", NULL };
+const char *const secrets_auth_methods[] = { "auto", "token", "approle", "kubernetes", NULL };
 
 static const struct sc_opt item_opts[] = {
     { .name = "name",
@@ -108,7 +67,7 @@ static const struct sc_opt item_opts[] = {
     { .name = "reload",
       .type = SC_OPT_INLINE,
       .offset = offsetof(struct secrets_item_cfg, reload),
-      .sub = sc_reload_item_opts },
+      .sub = sc_dest_reload_item_opts },
     { 0 },
 };
 
@@ -135,7 +94,7 @@ static const struct sc_opt secrets_opts[] = {
       .help = "auto picks token when one is set, else approle when role_id is set, else "
               "kubernetes",
       .flags = SC_OPT_FLAG,
-      .enums = auth_methods },
+      .enums = secrets_auth_methods },
     { .name = "token",
       .type = SC_OPT_STR,
       .offset = offsetof(struct secrets_cfg, token),
@@ -258,105 +217,8 @@ static const struct sc_opt secrets_opts[] = {
     { .name = "reload",
       .type = SC_OPT_INLINE,
       .offset = offsetof(struct secrets_cfg, reload),
-      .sub = sc_reload_opts },
+      .sub = sc_dest_reload_opts },
     { 0 },
-};
-
-struct secrets;
-
-/* One Vault path some template reads, with its last response and lease. Heap-allocated, so a
- * reload can drop one while the others keep their place (the timer is a libuv handle). */
-struct secrets_path {
-    struct secrets *sv;
-    char *path;
-    json_t *secret; /* {Data, LeaseID, LeaseDuration, Renewable} or NULL before the first read */
-    char *lease_id;
-    int64_t lease_s;
-    bool renewable;
-    uv_timer_t timer;
-    bool busy;
-    bool used; /* a template of the config being applied reads it */
-    int failures;
-    struct sc_metric *m_expiry;
-};
-
-struct secrets_file {
-    struct secrets *sv;
-    struct secrets_file *next; /* in sv->retired */
-    char *name;
-    struct sc_tmpl *tmpl;
-    char *dest;
-    struct sc_dest_spec spec;
-    const struct sc_reload_cfg *reload_cfg; /* the item's reload_* keys, own_reload, or NULL */
-    struct sc_reload_cfg own_reload;        /* from agent-inject-command-<name> */
-    bool has_own_reload;
-    struct sc_reloader *reloader; /* the file's own action, or NULL: the top-level one */
-    bool written;
-    bool writing;
-    bool dirty;
-    bool retired; /* a reload replaced it while its write was in flight */
-};
-
-/* What a config resolves to (annotations read, templates parsed, files described), built in
- * full before anything running changes, so a config that fails changes nothing. */
-struct secrets_plan {
-    char *role;
-    char *namespace;
-    char *auth_path;
-    const char *address;   /* borrowed from the config or the environment */
-    const char *cfg_token; /* same */
-    const char *ca_file;   /* same */
-    int method;
-    char *auth_key; /* every setting authentication depends on, to tell whether it changed */
-    struct secrets_file **files;
-    size_t nfiles;
-};
-
-struct secrets {
-    struct sc_app *app;
-    uv_loop_t *loop;
-    const struct secrets_cfg *cfg;
-    struct sc_egress *egress;
-    struct sc_egress_tls tls;
-    struct sc_reloader *reloader;
-    char *token;
-    int64_t token_ttl;
-    bool token_renewable;
-    int method;
-    char *role;
-    char *auth_path;
-    char *namespace;
-    const char *address;
-    const char *cfg_token;
-    char *auth_key;
-    uv_timer_t token_timer;
-    uv_timer_t retry_timer;
-    int auth_failures;
-    bool authed;
-    struct secrets_path **paths;
-    size_t npaths;
-    struct secrets_file **files;
-    size_t nfiles;
-    struct secrets_file *retired; /* replaced files whose write is still in flight */
-    struct secrets_req *reqs;     /* in flight, for cancellation */
-    int writes;
-    bool stopping;
-    bool stopped;
-    bool gave_up;
-    struct sc_metric *m_fetch_ok, *m_fetch_err, *m_renew_ok, *m_renew_err, *m_auth_ok, *m_auth_err;
-    struct sc_metric_family *f_expiry;
-};
-
-struct secrets_req {
-    struct secrets *sv;
-    struct secrets_req *next, *prev;
-    struct sc_egress_xfer *xfer;
-    char *url;
-    char *body;
-    struct sc_kv hdrs[3];
-    size_t nhdrs;
-    void (*cb)(struct secrets *sv, void *arg, int status, json_t *j, const char *err);
-    void *arg;
 };
 
 /* ---- annotations ---- */
@@ -422,664 +284,6 @@ static void ann_free(struct ann *a)
     sc_free(a->v);
 }
 
-/* ---- Vault requests ---- */
-
-/* Takes <r> off the list of requests in flight. */
-static void req_unlink(struct secrets *sv, struct secrets_req *r)
-{
-    if (r->prev) {
-        r->prev->next = r->next;
-    } else {
-        sv->reqs = r->next;
-    }
-    if (r->next) {
-        r->next->prev = r->prev;
-    }
-}
-
-static void on_vault_resp(void *arg, const struct sc_egress_resp *resp)
-{
-    struct secrets_req *r = arg;
-    struct secrets *sv = r->sv;
-    req_unlink(sv, r);
-    json_t *j = NULL;
-    const char *err = NULL;
-    char why[96];
-    if (resp->error) {
-        err = resp->error_msg ? resp->error_msg : sc_strerror(resp->error);
-    } else {
-        json_error_t je;
-        j = resp->body.len ? json_loadb(resp->body.p, resp->body.len, 0, &je) : NULL;
-        if (resp->status < 200 || resp->status > 299) {
-            /* Vault's {"errors": [...]} never holds secret values. */
-            json_t *e = json_array_get(json_object_get(j, "errors"), 0);
-            snprintf(why, sizeof(why), "Vault answered %d%s%.60s", resp->status, e ? ": " : "",
-                     e && json_is_string(e) ? json_string_value(e) : "");
-            err = why;
-        }
-    }
-    if (!sv->stopping) {
-        r->cb(sv, r->arg, resp->status, j, err);
-    }
-    if (j) {
-        json_decref(j);
-    }
-    sc_free(r->url);
-    sc_free_secret(r->body, r->body ? strlen(r->body) : 0);
-    sc_free(r);
-}
-
-/* Sends <method> /v1/<path> with <body> (taken; may be NULL). <cb> runs once unless stopping. */
-static void vault_call(struct secrets *sv, const char *method, const char *path, char *body,
-                       void (*cb)(struct secrets *, void *, int, json_t *, const char *), void *arg)
-{
-    struct secrets_req *r = SC_NEW(struct secrets_req);
-    r->sv = sv;
-    r->cb = cb;
-    r->arg = arg;
-    const char *a = sv->address;
-    size_t alen = strlen(a);
-    while (alen > 0 && a[alen - 1] == '/') {
-        alen--;
-    }
-    r->url = sc_asprintf("%.*s/v1/%s", (int)alen, a, path[0] == '/' ? path + 1 : path);
-    r->body = body;
-    if (sv->token) {
-        r->hdrs[r->nhdrs++] = (struct sc_kv){ "X-Vault-Token", sv->token };
-    }
-    if (sv->namespace && sv->namespace[0]) {
-        r->hdrs[r->nhdrs++] = (struct sc_kv){ "X-Vault-Namespace", sv->namespace };
-    }
-    r->hdrs[r->nhdrs++] = (struct sc_kv){ "X-Vault-Request", "true" };
-    struct sc_egress_req req = {
-        .method = method,
-        .url = r->url,
-        .headers = r->hdrs,
-        .nheaders = r->nhdrs,
-        .body = body,
-        .body_len = body ? strlen(body) : 0,
-        .timeout_ms = sv->cfg->timeout_ms,
-        .max_response = 4u << 20,
-        .tls = &sv->tls,
-        .sensitive = true,
-    };
-    r->next = sv->reqs;
-    if (sv->reqs) {
-        sv->reqs->prev = r;
-    }
-    sv->reqs = r;
-    int rc = sc_egress_send(sv->egress, &req, on_vault_resp, r, &r->xfer);
-    if (rc < 0) {
-        struct sc_egress_resp fake = { .error = rc, .error_msg = sc_strerror(rc) };
-        on_vault_resp(r, &fake);
-    }
-}
-
-/* ---- flow ---- */
-
-static void authenticate(struct secrets *sv);
-static void fetch_path(struct secrets_path *p);
-static void render_all(struct secrets *sv);
-
-static uint64_t backoff(const struct secrets *sv, int failures)
-{
-    uint64_t b = sv->cfg->retry_backoff_ms;
-    for (int i = 1; i < failures && b < sv->cfg->max_backoff_ms; i++) {
-        b *= 2;
-    }
-    return b < sv->cfg->max_backoff_ms ? b : sv->cfg->max_backoff_ms;
-}
-
-static void on_closed_noop(uv_handle_t *h)
-{
-    (void)h;
-}
-
-/* Cancels the requests in flight whose callback argument is <arg>, or all of them for NULL; their
- * callbacks never run. */
-static void cancel_reqs(struct secrets *sv, const void *arg)
-{
-    for (struct secrets_req *r = sv->reqs, *next; r; r = next) {
-        next = r->next;
-        if (arg && r->arg != arg) {
-            continue;
-        }
-        req_unlink(sv, r);
-        sc_egress_cancel(r->xfer);
-        sc_free(r->url);
-        sc_free_secret(r->body, r->body ? strlen(r->body) : 0);
-        sc_free(r);
-    }
-}
-
-static void finish(struct secrets *sv, int code)
-{
-    if (sv->stopped || sv->writes > 0) {
-        return;
-    }
-    sv->stopped = true;
-    sv->stopping = true;
-    cancel_reqs(sv, NULL);
-    for (size_t i = 0; i < sv->npaths; i++) {
-        uv_close((uv_handle_t *)&sv->paths[i]->timer, on_closed_noop);
-    }
-    for (size_t i = 0; i < sv->nfiles; i++) {
-        sc_reloader_close(sv->files[i]->reloader);
-        sv->files[i]->reloader = NULL;
-    }
-    uv_close((uv_handle_t *)&sv->token_timer, on_closed_noop);
-    uv_close((uv_handle_t *)&sv->retry_timer, on_closed_noop);
-    sc_reloader_close(sv->reloader);
-    sv->reloader = NULL;
-    sc_egress_close(sv->egress);
-    sv->egress = NULL;
-    sc_app_stopped(sv->app, code);
-}
-
-static void give_up(struct secrets *sv, const char *what, const char *why)
-{
-    sc_error("secrets failed; the init step fails", SC_LS("step", what), SC_LS("reason", why));
-    sv->gave_up = true;
-    sv->stopping = true;
-    finish(sv, 1);
-}
-
-static void on_retry_auth(uv_timer_t *t)
-{
-    authenticate(t->data);
-}
-
-static void auth_failed(struct secrets *sv, const char *why)
-{
-    sc_counter_inc(sv->m_auth_err);
-    sv->auth_failures++;
-    if (sv->cfg->once && sv->auth_failures > sv->cfg->retries) {
-        give_up(sv, "auth", why);
-        return;
-    }
-    uint64_t b = backoff(sv, sv->auth_failures);
-    sc_warn("Vault authentication failed; retrying", SC_LS("reason", why), SC_LU("retry_in_ms", b));
-    uv_timer_start(&sv->retry_timer, on_retry_auth, b, 0);
-}
-
-static void on_token_timer(uv_timer_t *t);
-
-static void schedule_token_renewal(struct secrets *sv)
-{
-    if (sv->token_renewable && sv->token_ttl > 0 && !sv->cfg->once) {
-        uv_timer_start(&sv->token_timer, on_token_timer, (uint64_t)sv->token_ttl * 2000 / 3, 0);
-    }
-}
-
-static void start_fetching(struct secrets *sv)
-{
-    for (size_t i = 0; i < sv->npaths; i++) {
-        if (!sv->paths[i]->busy) {
-            fetch_path(sv->paths[i]);
-        }
-    }
-}
-
-static void on_login(struct secrets *sv, void *arg, int status, json_t *j, const char *err)
-{
-    (void)arg;
-    (void)status;
-    json_t *auth = json_object_get(j, "auth");
-    const char *tok = json_string_value(json_object_get(auth, "client_token"));
-    if (err || !tok) {
-        auth_failed(sv, err ? err : "no client_token in the login response");
-        return;
-    }
-    sc_free_secret(sv->token, sv->token ? strlen(sv->token) : 0);
-    sv->token = sc_strdup(tok);
-    sv->token_ttl = json_integer_value(json_object_get(auth, "lease_duration"));
-    sv->token_renewable = json_is_true(json_object_get(auth, "renewable"));
-    sv->auth_failures = 0;
-    sv->authed = true;
-    sc_counter_inc(sv->m_auth_ok);
-    sc_info("authenticated to Vault", SC_LS("method", auth_methods[sv->method]),
-            SC_LI("token_ttl_s", sv->token_ttl));
-    schedule_token_renewal(sv);
-    start_fetching(sv);
-}
-
-static void on_lookup_self(struct secrets *sv, void *arg, int status, json_t *j, const char *err)
-{
-    (void)arg;
-    (void)status;
-    if (err) {
-        auth_failed(sv, err);
-        return;
-    }
-    json_t *d = json_object_get(j, "data");
-    sv->token_ttl = json_integer_value(json_object_get(d, "ttl"));
-    sv->token_renewable = json_is_true(json_object_get(d, "renewable"));
-    sv->auth_failures = 0;
-    sv->authed = true;
-    sc_counter_inc(sv->m_auth_ok);
-    sc_info("using the Vault token", SC_LI("token_ttl_s", sv->token_ttl));
-    schedule_token_renewal(sv);
-    start_fetching(sv);
-}
-
-static char *read_trimmed(const char *path, char **err)
-{
-    struct sc_buf b;
-    sc_buf_init(&b, 64 * 1024);
-    b.sensitive = true;
-    int rc = sc_file_read(path, &b);
-    if (rc < 0) {
-        sc_buf_cleanup(&b);
-        *err = sc_asprintf("cannot read %s: %s", path, sc_strerror(rc));
-        return NULL;
-    }
-    struct sc_str s = sc_str_trim((struct sc_str){ b.p ? b.p : "", b.len });
-    while (s.len > 0 && (s.p[s.len - 1] == '\n' || s.p[s.len - 1] == '\r')) {
-        s.len--;
-    }
-    char *r = sc_strndup(s.p, s.len);
-    sc_buf_cleanup(&b);
-    return r;
-}
-
-static void authenticate(struct secrets *sv)
-{
-    const struct secrets_cfg *c = sv->cfg;
-    char *err = NULL;
-    sv->authed = false;
-    if (sv->method == AUTH_TOKEN) {
-        if (!sv->token) {
-            sv->token =
-                c->token_file ? read_trimmed(c->token_file, &err) : sc_strdup(sv->cfg_token);
-        }
-        if (!sv->token) {
-            auth_failed(sv, err);
-            sc_free(err);
-            return;
-        }
-        vault_call(sv, "GET", "auth/token/lookup-self", NULL, on_lookup_self, NULL);
-        return;
-    }
-    json_t *body = json_object();
-    if (sv->method == AUTH_APPROLE) {
-        char *sid = c->secret_id_file ? read_trimmed(c->secret_id_file, &err)
-                                      : sc_strdup(c->secret_id ? c->secret_id : "");
-        if (!sid) {
-            json_decref(body);
-            auth_failed(sv, err);
-            sc_free(err);
-            return;
-        }
-        json_object_set_new(body, "role_id", json_string(c->role_id ? c->role_id : ""));
-        json_object_set_new(body, "secret_id", json_string(sid));
-        sc_free_secret(sid, strlen(sid));
-    } else {
-        char *jwt = read_trimmed(c->jwt_path, &err);
-        if (!jwt) {
-            json_decref(body);
-            auth_failed(sv, err);
-            sc_free(err);
-            return;
-        }
-        json_object_set_new(body, "role", json_string(sv->role ? sv->role : ""));
-        json_object_set_new(body, "jwt", json_string(jwt));
-        sc_free_secret(jwt, strlen(jwt));
-    }
-    char *text = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
-    char *path = sc_asprintf("%s/login", sv->auth_path);
-    /* A login must not carry an old token. */
-    sc_free_secret(sv->token, sv->token ? strlen(sv->token) : 0);
-    sv->token = NULL;
-    vault_call(sv, "POST", path, text, on_login, NULL);
-    sc_free(path);
-}
-
-static void on_renew_self(struct secrets *sv, void *arg, int status, json_t *j, const char *err)
-{
-    (void)arg;
-    (void)status;
-    json_t *auth = json_object_get(j, "auth");
-    if (err || !auth) {
-        sc_counter_inc(sv->m_renew_err);
-        sc_warn("token renewal failed; authenticating again",
-                SC_LS("reason", err ? err : "no auth"));
-        if (sv->method != AUTH_TOKEN) {
-            authenticate(sv);
-        }
-        return;
-    }
-    sc_counter_inc(sv->m_renew_ok);
-    sv->token_ttl = json_integer_value(json_object_get(auth, "lease_duration"));
-    sv->token_renewable = json_is_true(json_object_get(auth, "renewable"));
-    sc_info("token renewed", SC_LI("token_ttl_s", sv->token_ttl));
-    schedule_token_renewal(sv);
-}
-
-static void on_token_timer(uv_timer_t *t)
-{
-    struct secrets *sv = t->data;
-    vault_call(sv, "POST", "auth/token/renew-self", sc_strdup("{}"), on_renew_self, NULL);
-}
-
-/* ---- secrets and leases ---- */
-
-static void on_path_timer(uv_timer_t *t);
-static void lease_renew(struct secrets_path *p);
-
-/* The timer's action is chosen when it fires: renew while there is a renewable lease, else
- * read the secret again. */
-static void schedule_path(struct secrets_path *p, uint64_t ms)
-{
-    uv_timer_start(&p->timer, on_path_timer, ms, 0);
-}
-
-static void path_failed(struct secrets_path *p, const char *why, int status)
-{
-    struct secrets *sv = p->sv;
-    p->busy = false;
-    sc_counter_inc(sv->m_fetch_err);
-    p->failures++;
-    if (sv->cfg->once && p->failures > sv->cfg->retries) {
-        give_up(sv, p->path, why);
-        return;
-    }
-    uint64_t b = backoff(sv, p->failures);
-    sc_warn("reading a secret failed; the last good file stays", SC_LS("path", p->path),
-            SC_LS("reason", why), SC_LU("retry_in_ms", b));
-    sc_free(p->lease_id);
-    p->lease_id = NULL; /* re-read, not renew */
-    if (status == 403 && sv->method != AUTH_TOKEN && sv->authed) {
-        authenticate(sv);
-        return;
-    }
-    schedule_path(p, b);
-}
-
-static void set_expiry(struct secrets_path *p)
-{
-    if (p->lease_s > 0) {
-        sc_gauge_set(p->m_expiry, (double)time(NULL) + (double)p->lease_s);
-    }
-}
-
-static void on_secret(struct secrets *sv, void *arg, int status, json_t *j, const char *err)
-{
-    struct secrets_path *p = arg;
-    if (err || !json_is_object(j)) {
-        path_failed(p, err ? err : "no JSON in the response", status);
-        return;
-    }
-    p->busy = false;
-    p->failures = 0;
-    sc_counter_inc(sv->m_fetch_ok);
-    const char *lid = json_string_value(json_object_get(j, "lease_id"));
-    sc_free(p->lease_id);
-    p->lease_id = lid && lid[0] ? sc_strdup(lid) : NULL;
-    p->lease_s = json_integer_value(json_object_get(j, "lease_duration"));
-    p->renewable = json_is_true(json_object_get(j, "renewable"));
-    json_t *data = json_object_get(j, "data");
-    json_t *sec = json_pack("{s:O,s:s,s:I,s:b}", "Data", data ? data : json_null(), "LeaseID",
-                            p->lease_id ? p->lease_id : "", "LeaseDuration", (json_int_t)p->lease_s,
-                            "Renewable", p->renewable);
-    bool changed = !p->secret || !json_equal(p->secret, sec);
-    if (p->secret) {
-        json_decref(p->secret);
-    }
-    p->secret = sec;
-    set_expiry(p);
-    sc_info("secret read", SC_LS("path", p->path), SC_LI("lease_s", p->lease_s),
-            SC_LB("renewable", p->renewable));
-    if (!sv->cfg->once) {
-        if (p->lease_id && p->lease_s > 0) {
-            schedule_path(p, (uint64_t)p->lease_s * 2000 / 3);
-        } else {
-            schedule_path(p, sv->cfg->refresh_ms);
-        }
-    }
-    if (changed) {
-        render_all(sv);
-    }
-}
-
-static void fetch_path(struct secrets_path *p)
-{
-    if (p->sv->stopping || !p->sv->authed) {
-        return;
-    }
-    p->busy = true;
-    vault_call(p->sv, "GET", p->path, NULL, on_secret, p);
-}
-
-static void on_lease_renewed(struct secrets *sv, void *arg, int status, json_t *j, const char *err)
-{
-    struct secrets_path *p = arg;
-    (void)status;
-    p->busy = false;
-    if (err || !json_is_object(j)) {
-        sc_counter_inc(sv->m_renew_err);
-        sc_warn("lease renewal failed; reading the secret again", SC_LS("path", p->path),
-                SC_LS("reason", err ? err : "bad response"));
-        sc_free(p->lease_id);
-        p->lease_id = NULL;
-        fetch_path(p);
-        return;
-    }
-    sc_counter_inc(sv->m_renew_ok);
-    int64_t asked = p->lease_s;
-    p->lease_s = json_integer_value(json_object_get(j, "lease_duration"));
-    set_expiry(p);
-    sc_info("lease renewed", SC_LS("path", p->path), SC_LI("lease_s", p->lease_s));
-    if (p->lease_s <= 0) {
-        fetch_path(p);
-    } else if (p->lease_s < asked) {
-        /* The lease hit its max TTL: new credentials before this one expires. */
-        sc_free(p->lease_id);
-        p->lease_id = NULL;
-        schedule_path(p, (uint64_t)p->lease_s * 2000 / 3);
-    } else {
-        schedule_path(p, (uint64_t)p->lease_s * 2000 / 3);
-    }
-}
-
-static void lease_renew(struct secrets_path *p)
-{
-    json_t *b =
-        json_pack("{s:s,s:I}", "lease_id", p->lease_id, "increment", (json_int_t)p->lease_s);
-    char *body = json_dumps(b, JSON_COMPACT);
-    json_decref(b);
-    p->busy = true;
-    vault_call(p->sv, "PUT", "sys/leases/renew", body, on_lease_renewed, p);
-}
-
-static void on_path_timer(uv_timer_t *t)
-{
-    struct secrets_path *p = t->data;
-    if (p->sv->stopping || p->busy) {
-        return;
-    }
-    if (p->lease_id && p->renewable) {
-        lease_renew(p);
-    } else {
-        fetch_path(p);
-    }
-}
-
-/* ---- rendering ---- */
-
-static struct secrets_path *find_path(struct secrets *sv, const char *path)
-{
-    for (size_t i = 0; i < sv->npaths; i++) {
-        if (strcmp(sv->paths[i]->path, path) == 0) {
-            return sv->paths[i];
-        }
-    }
-    return NULL;
-}
-
-static int tmpl_secret(void *arg, const char *name, json_t *const *args, size_t nargs, json_t **out,
-                       char **err)
-{
-    struct secrets *sv = arg;
-    (void)name;
-    if (nargs < 1 || !json_is_string(args[0])) {
-        *err = sc_strdup("secret takes a path string");
-        return SC_ECONFIG;
-    }
-    struct secrets_path *p = find_path(sv, json_string_value(args[0]));
-    if (!p || !p->secret) {
-        *err = sc_asprintf("secret %s has not been read", json_string_value(args[0]));
-        return -EAGAIN;
-    }
-    *out = json_incref(p->secret);
-    return 0;
-}
-
-static struct sc_reloader *file_reloader(const struct secrets_file *f)
-{
-    return f->reloader ? f->reloader : f->sv->reloader;
-}
-
-/* A file a reload replaced that still writes <dest>, or NULL. */
-static struct secrets_file *retired_writing(struct secrets *sv, const char *dest)
-{
-    for (struct secrets_file *f = sv->retired; f; f = f->next) {
-        if (strcmp(f->dest, dest) == 0) {
-            return f;
-        }
-    }
-    return NULL;
-}
-
-static struct secrets_file *current_file(struct secrets *sv, const char *dest)
-{
-    for (size_t i = 0; i < sv->nfiles; i++) {
-        if (strcmp(sv->files[i]->dest, dest) == 0) {
-            return sv->files[i];
-        }
-    }
-    return NULL;
-}
-
-static void on_file_written(void *arg, enum sc_dest_result r);
-
-static void render_file(struct secrets *sv, struct secrets_file *f)
-{
-    /* One write per destination at a time, or an older rename could land last. */
-    if (f->writing || retired_writing(sv, f->dest)) {
-        f->dirty = true;
-        return;
-    }
-    struct sc_buf out;
-    sc_buf_init(&out, SECRETS_MAX_OUT);
-    out.sensitive = true;
-    char *err = NULL;
-    int rc = sc_tmpl_render(f->tmpl, NULL, tmpl_secret, sv, &out, &err);
-    if (rc < 0) {
-        /* Not every secret read yet is ordinary at start; anything else is an error. */
-        bool fatal = !strstr(err, "has not been read");
-        if (fatal) {
-            sc_error("template failed; the last good file stays", SC_LS("file", f->name),
-                     SC_LS("reason", err));
-        }
-        sc_free(err);
-        if (fatal && sv->cfg->once) {
-            give_up(sv, f->name, "the template failed");
-        }
-    } else {
-        f->writing = true;
-        sv->writes++;
-        sc_dest_write(sv->loop, &f->spec, out.p ? out.p : "", out.len, on_file_written, f);
-    }
-    sc_buf_cleanup(&out);
-}
-
-static void file_free(struct secrets_file *f)
-{
-    if (!f) {
-        return;
-    }
-    sc_reloader_close(f->reloader);
-    sc_free(f->name);
-    sc_free(f->dest);
-    sc_tmpl_free(f->tmpl);
-    if (f->has_own_reload) {
-        sc_config_free(sc_reload_item_opts, &f->own_reload);
-    }
-    sc_free(f);
-}
-
-/* The write of a file that a reload replaced has ended: the file goes, and the file that now
- * owns the destination renders (it waited) and, when the write changed the file, reloads. */
-static void retired_written(struct secrets *sv, struct secrets_file *f, enum sc_dest_result r)
-{
-    for (struct secrets_file **pp = &sv->retired; *pp; pp = &(*pp)->next) {
-        if (*pp == f) {
-            *pp = f->next;
-            break;
-        }
-    }
-    struct secrets_file *cur = sv->stopping ? NULL : current_file(sv, f->dest);
-    file_free(f);
-    if (sv->stopping) {
-        finish(sv, sv->gave_up ? 1 : 0);
-        return;
-    }
-    if (r == SC_DEST_WRITTEN) {
-        sc_reloader_trigger(cur ? file_reloader(cur) : sv->reloader);
-    }
-    if (cur && cur->dirty && !retired_writing(sv, cur->dest)) {
-        cur->dirty = false;
-        render_file(sv, cur);
-    }
-}
-
-static void on_file_written(void *arg, enum sc_dest_result r)
-{
-    struct secrets_file *f = arg;
-    struct secrets *sv = f->sv;
-    f->writing = false;
-    sv->writes--;
-    if (f->retired) {
-        retired_written(sv, f, r);
-        return;
-    }
-    if (r >= 0) {
-        f->written = true;
-    }
-    if (r == SC_DEST_WRITTEN && !sv->cfg->once) {
-        sc_reloader_trigger(file_reloader(f));
-    }
-    if (sv->stopping) {
-        finish(sv, sv->gave_up ? 1 : 0);
-        return;
-    }
-    if (f->dirty) {
-        f->dirty = false;
-        render_file(sv, f);
-    }
-    bool all = true;
-    for (size_t i = 0; i < sv->nfiles; i++) {
-        all = all && sv->files[i]->written;
-    }
-    if (all) {
-        sc_app_set_ready(sv->app, true);
-        if (sv->cfg->once && sv->writes == 0) {
-            sc_info("all secrets rendered", SC_LU("files", sv->nfiles));
-            finish(sv, 0);
-        }
-    } else if (r < 0 && sv->cfg->once) {
-        give_up(sv, f->name, "the file could not be written or failed validation");
-    }
-}
-
-static void render_all(struct secrets *sv)
-{
-    for (size_t i = 0; i < sv->nfiles; i++) {
-        render_file(sv, sv->files[i]);
-    }
-}
-
 /* ---- paths ---- */
 
 /* sc_tmpl_calls callback: marks <path> used, adding it when it is new. */
@@ -1087,7 +291,7 @@ static void add_path(void *arg, const char *func, const char *path)
 {
     struct secrets *sv = arg;
     (void)func;
-    struct secrets_path *p = find_path(sv, path);
+    struct secrets_path *p = secrets_find_path(sv, path);
     if (p) {
         p->used = true;
         return;
@@ -1154,7 +358,7 @@ static void sync_paths(struct secrets *sv)
             continue;
         }
         sc_info("secret path no longer read", SC_LS("path", p->path));
-        cancel_reqs(sv, p);
+        secrets_vault_cancel(sv, p);
         uv_close((uv_handle_t *)&p->timer, on_path_closed);
     }
     sv->npaths = n;
@@ -1168,7 +372,7 @@ static void sync_paths(struct secrets *sv)
 static struct secrets_file *file_new(struct secrets *sv, const struct secrets_cfg *c,
                                      const char *name, const char *path, const char *tmpl_text,
                                      const char *tmpl_file, const char *dest, const char *mode,
-                                     const char *owner, const struct sc_reload_cfg *reload,
+                                     const char *owner, const struct sc_dest_reload_cfg *reload,
                                      const char *command, char **err)
 {
     static const char *const extra[] = { "secret", NULL };
@@ -1203,8 +407,7 @@ static struct secrets_file *file_new(struct secrets *sv, const struct secrets_cf
     sc_free(text);
     sc_free(tname);
     if (!f->tmpl) {
-        file_free(f);
-        return NULL;
+        goto fail;
     }
     f->dest = dest ? sc_strdup(dest) : sc_asprintf("%s/%s", c->dest_dir, name);
     f->spec.path = f->dest;
@@ -1212,26 +415,23 @@ static struct secrets_file *file_new(struct secrets *sv, const struct secrets_cf
     const char *m = mode ? mode : c->mode;
     if (sc_file_parse_mode(m, &f->spec.mode) < 0) {
         *err = sc_asprintf("secret %s: mode \"%s\" is not an octal file mode", name, m);
-        file_free(f);
-        return NULL;
+        goto fail;
     }
     const char *o = owner ? owner : c->owner;
     if (sc_file_parse_owner(o, &f->spec.uid, &f->spec.gid) < 0) {
         *err = sc_asprintf("secret %s: unknown owner \"%s\"", name, o);
-        file_free(f);
-        return NULL;
+        goto fail;
     }
     if (reload && (reload->url || reload->pid_file || reload->process || reload->command.n)) {
-        if (sc_reload_check(reload, err) < 0) {
+        if (sc_dest_reload_check(reload, err) < 0) {
             char *msg = sc_asprintf("secret %s: %s", name, *err);
             sc_free(*err);
             *err = msg;
-            file_free(f);
-            return NULL;
+            goto fail;
         }
         f->reload_cfg = reload;
     } else if (command && command[0]) {
-        sc_config_defaults(sc_reload_item_opts, &f->own_reload);
+        sc_config_defaults(sc_dest_reload_item_opts, &f->own_reload);
         f->has_own_reload = true;
         f->own_reload.command.v = sc_calloc(4, sizeof(char *));
         f->own_reload.command.v[0] = sc_strdup("/bin/sh");
@@ -1241,6 +441,9 @@ static struct secrets_file *file_new(struct secrets *sv, const struct secrets_cf
         f->reload_cfg = &f->own_reload;
     }
     return f;
+fail:
+    secrets_file_free(f);
+    return NULL;
 }
 
 static int load_annotations(const struct secrets_cfg *c, struct ann *a, char **err)
@@ -1282,7 +485,7 @@ static void plan_cleanup(struct secrets_plan *pl)
     sc_free(pl->auth_path);
     sc_free_secret(pl->auth_key, pl->auth_key ? strlen(pl->auth_key) : 0);
     for (size_t i = 0; i < pl->nfiles; i++) {
-        file_free(pl->files[i]);
+        secrets_file_free(pl->files[i]);
     }
     sc_free(pl->files);
     memset(pl, 0, sizeof(*pl));
@@ -1301,8 +504,7 @@ static int plan_build(struct secrets *sv, const struct secrets_cfg *c, struct se
     struct ann a = { 0 };
     int rc = load_annotations(c, &a, err);
     if (rc < 0) {
-        ann_free(&a);
-        return rc;
+        goto out;
     }
     pl->role = sc_strdup(c->role ? c->role : ann_get(&a, ANN "role"));
     pl->namespace =
@@ -1322,8 +524,8 @@ static int plan_build(struct secrets *sv, const struct secrets_cfg *c, struct se
     if (pl->method == AUTH_KUBERNETES && !pl->role) {
         *err = sc_strdup("kubernetes auth needs a role (role: or the vault.hashicorp.com/role "
                          "annotation); or set token / role_id");
-        ann_free(&a);
-        return SC_ECONFIG;
+        rc = SC_ECONFIG;
+        goto out;
     }
     pl->auth_key = sc_asprintf("%s\n%s\n%s\n%d\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s", pl->address,
                                nz(pl->namespace), nz(pl->ca_file), pl->method, nz(pl->cfg_token),
@@ -1368,12 +570,13 @@ static int plan_build(struct secrets *sv, const struct secrets_cfg *c, struct se
         sc_free(ck);
         sc_free(dest);
     }
-    ann_free(&a);
     if (rc == 0 && pl->nfiles == 0) {
         *err = sc_strdup("no secrets to render: give secrets: in the config or "
                          "vault.hashicorp.com/agent-inject-secret-<name> annotations");
         rc = SC_ECONFIG;
     }
+out:
+    ann_free(&a);
     return rc;
 }
 
@@ -1401,8 +604,8 @@ static void plan_apply(struct secrets *sv, struct secrets_plan *pl)
     for (size_t i = 0; i < sv->nfiles; i++) {
         struct secrets_file *f = sv->files[i];
         if (f->reload_cfg) {
-            f->reloader = sc_reloader_new(sv->loop, sv->egress, f->reload_cfg, m,
-                                          "sidecar_secrets_reload_total");
+            f->reloader = sc_dest_reloader_new(sv->loop, sv->egress, f->reload_cfg, m,
+                                               "sidecar_secrets_reload_total");
         }
         sc_info("secret file", SC_LS("name", f->name), SC_LS("dest", f->dest),
                 SC_LB("own_reload_action", f->reloader != NULL));
@@ -1416,13 +619,13 @@ static void secrets_free(struct secrets *sv)
     }
     sc_free(sv->paths);
     for (size_t i = 0; i < sv->nfiles; i++) {
-        file_free(sv->files[i]);
+        secrets_file_free(sv->files[i]);
     }
     sc_free(sv->files);
     while (sv->retired) {
         struct secrets_file *f = sv->retired;
         sv->retired = f->next;
-        file_free(f);
+        secrets_file_free(f);
     }
     sc_free_secret(sv->token, sv->token ? strlen(sv->token) : 0);
     sc_free_secret(sv->auth_key, sv->auth_key ? strlen(sv->auth_key) : 0);
@@ -1447,14 +650,14 @@ static int secrets_check(const void *vcfg, char **err)
     }
     const struct secrets_item_cfg *items = c->secrets.v;
     for (size_t i = 0; i < c->secrets.n; i++) {
-        if (sc_reload_check(&items[i].reload, err) < 0) {
+        if (sc_dest_reload_check(&items[i].reload, err) < 0) {
             char *m = sc_asprintf("secrets[%zu]: %s", i, *err);
             sc_free(*err);
             *err = m;
             return SC_ECONFIG;
         }
     }
-    return sc_reload_check(&c->reload, err);
+    return sc_dest_reload_check(&c->reload, err);
 }
 
 static int secrets_start(struct sc_app *app, const void *vcfg, void **state, char **err)
@@ -1494,7 +697,7 @@ static int secrets_start(struct sc_app *app, const void *vcfg, void **state, cha
 
     sv->egress = sc_egress_new(sv->loop);
     sv->reloader =
-        sc_reloader_new(sv->loop, sv->egress, &c->reload, m, "sidecar_secrets_reload_total");
+        sc_dest_reloader_new(sv->loop, sv->egress, &c->reload, m, "sidecar_secrets_reload_total");
     plan_apply(sv, &pl);
     sv->paths = sc_calloc(SECRETS_MAX_PATHS, sizeof(struct secrets_path *));
     sync_paths(sv);
@@ -1505,7 +708,7 @@ static int secrets_start(struct sc_app *app, const void *vcfg, void **state, cha
     sv->token_timer.data = sv;
     uv_timer_init(sv->loop, &sv->retry_timer);
     sv->retry_timer.data = sv;
-    authenticate(sv);
+    secrets_vault_authenticate(sv);
     *state = sv;
     return 0;
 }
@@ -1533,47 +736,47 @@ static int secrets_reload(struct sc_app *app, void *state, const void *vcfg, cha
     bool auth_changed = strcmp(sv->auth_key, pl.auth_key) != 0;
     /* A reload action waiting for its debounce (or running) is owed to the app: the new action
      * for the same file runs instead. */
-    bool top_owed = sc_reloader_busy(sv->reloader);
+    bool top_owed = sc_dest_reloader_busy(sv->reloader);
     bool *owed = sc_calloc(pl.nfiles, sizeof(bool));
     for (size_t i = 0; i < pl.nfiles; i++) {
         for (size_t k = 0; k < sv->nfiles; k++) {
             if (strcmp(sv->files[k]->dest, pl.files[i]->dest) == 0 &&
-                sc_reloader_busy(file_reloader(sv->files[k]))) {
+                sc_dest_reloader_busy(secrets_file_reloader(sv->files[k]))) {
                 owed[i] = true;
             }
         }
     }
     for (size_t i = 0; i < sv->nfiles; i++) {
         struct secrets_file *f = sv->files[i];
-        sc_reloader_close(f->reloader);
+        sc_dest_reloader_close(f->reloader);
         f->reloader = NULL;
         if (f->writing) {
             f->retired = true;
             f->next = sv->retired;
             sv->retired = f;
         } else {
-            file_free(f);
+            secrets_file_free(f);
         }
     }
     sv->nfiles = 0;
     sv->cfg = c;
-    sc_reloader_close(sv->reloader);
-    sv->reloader = sc_reloader_new(sv->loop, sv->egress, &c->reload, sc_app_metrics(app),
-                                   "sidecar_secrets_reload_total");
+    sc_dest_reloader_close(sv->reloader);
+    sv->reloader = sc_dest_reloader_new(sv->loop, sv->egress, &c->reload, sc_app_metrics(app),
+                                        "sidecar_secrets_reload_total");
     plan_apply(sv, &pl);
     if (top_owed) {
-        sc_reloader_trigger(sv->reloader);
+        sc_dest_reloader_trigger(sv->reloader);
     }
     for (size_t i = 0; i < sv->nfiles; i++) {
         if (owed[i]) {
-            sc_reloader_trigger(file_reloader(sv->files[i]));
+            sc_dest_reloader_trigger(secrets_file_reloader(sv->files[i]));
         }
     }
     sc_free(owed);
     sync_paths(sv);
     if (auth_changed) {
         sc_info("Vault settings changed; authenticating again");
-        cancel_reqs(sv, NULL);
+        secrets_vault_cancel(sv, NULL);
         uv_timer_stop(&sv->token_timer);
         uv_timer_stop(&sv->retry_timer);
         for (size_t i = 0; i < sv->npaths; i++) {
@@ -1583,15 +786,15 @@ static int secrets_reload(struct sc_app *app, void *state, const void *vcfg, cha
         sv->token = NULL;
         sv->authed = false;
         sv->auth_failures = 0;
-        authenticate(sv);
+        secrets_vault_authenticate(sv);
     } else {
         for (size_t i = 0; sv->authed && i < sv->npaths; i++) {
             struct secrets_path *p = sv->paths[i];
             if (!p->secret && !p->busy) {
-                fetch_path(p);
+                secrets_vault_fetch(p);
             }
         }
-        render_all(sv);
+        secrets_render_all(sv);
     }
     sc_info("secrets configuration applied", SC_LU("files", sv->nfiles), SC_LU("paths", sv->npaths),
             SC_LB("reauthenticate", auth_changed));
@@ -1606,7 +809,7 @@ static void secrets_stop(struct sc_app *app, void *state, bool now)
     if (now) {
         sv->writes = 0;
     }
-    finish(sv, sv->gave_up ? 1 : 0);
+    secrets_finish(sv, sv->gave_up ? 1 : 0);
 }
 
 static const char secrets_usage[] =

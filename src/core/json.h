@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: Apache-2.0
+// The JSON string escaper, the one copy the log writer, the access log and the logs role's
+// encoders use. Two spellings, byte for byte those the product has always written: COMPACT
+// (\n \r \t, every other control byte and DEL as lowercase \u00xx) for our own log lines, and
+// JANSSON (\b \f \n \r \t, other control bytes as uppercase \u00XX, DEL as is) for records that
+// jansson used to print. Bytes that need no escape are copied eight at a time; the unbounded
+// writers are inline because the logs role's encoder calls them for every key and value.
+#ifndef SC_CORE_JSON_H
+#define SC_CORE_JSON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+enum sc_json_style { SC_JSON_COMPACT, SC_JSON_JANSSON };
+
+/* Per style and byte: 0 when the byte is copied as is, else the character after the backslash
+ * ('u' for \u00XX). Bytes from 0x80 up are 0: the unbounded writers copy UTF-8 as it is. */
+extern const unsigned char sc_json_esc[2][256];
+
+/* Nonzero when a byte of the eight in <v> needs a closer look in <style>: a control byte, the
+ * quote, the backslash, or (COMPACT) DEL. */
+static inline uint64_t sc_json_word_special(uint64_t v, enum sc_json_style style)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    /* JANSSON keeps DEL: its fourth test looks for the quote again, which is harmless. */
+    uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
+    uint64_t d = v ^ (ones * (style == SC_JSON_JANSSON ? '"' : 0x7f));
+    return ((v - ones * 0x20) & ~v & highs) | ((q - ones) & ~q & highs) |
+           ((b - ones) & ~b & highs) | ((d - ones) & ~d & highs);
+}
+
+/* Writes the escape of byte <c>, whose table entry in <style> is nonzero, to <o> (room for 6
+ * bytes). Returns its length: 2 (\n, \") or 6 (\u00XX). */
+static inline size_t sc_json_put_escape(char *o, unsigned char c, enum sc_json_style style)
+{
+    const unsigned char e = sc_json_esc[style][c];
+    o[0] = '\\';
+    if (e != 'u') {
+        o[1] = (char)e;
+        return 2;
+    }
+    const char *hex = style == SC_JSON_JANSSON ? "0123456789ABCDEF" : "0123456789abcdef";
+    memcpy(o + 1, "u00", 3);
+    o[4] = hex[c >> 4];
+    o[5] = hex[c & 15];
+    return 6;
+}
+
+/* Writes <s>[0..n), which must be valid UTF-8 (the caller validated or repaired it), escaped in
+ * <style> but not quoted, to <out>, which has room for 6 * n bytes. Returns the bytes written. */
+static inline size_t sc_json_escape_to(char *out, const char *s, size_t n, enum sc_json_style style)
+{
+    const unsigned char *t = sc_json_esc[style];
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    char *o = out;
+    while (p < end) {
+        while (end - p >= 8) {
+            uint64_t v;
+            memcpy(&v, p, 8);
+            if (sc_json_word_special(v, style)) {
+                break;
+            }
+            memcpy(o, p, 8);
+            o += 8;
+            p += 8;
+        }
+        /* A word with something to escape: byte by byte up to its end. */
+        const unsigned char *stop = end - p > 8 ? p + 8 : end;
+        while (p < stop) {
+            unsigned char c = *p++;
+            if (!t[c]) {
+                *o++ = (char)c;
+                continue;
+            }
+            o += sc_json_put_escape(o, c, style);
+        }
+    }
+    return (size_t)(o - out);
+}
+
+/* Writes <s>[0..n) (valid UTF-8) as a quoted JSON string in <style> to <out>, which has room for
+ * 6 * n + 2 bytes. Returns the bytes written. */
+static inline size_t sc_json_quote_to(char *out, const char *s, size_t n, enum sc_json_style style)
+{
+    out[0] = '"';
+    size_t k = 1 + sc_json_escape_to(out + 1, s, n, style);
+    out[k] = '"';
+    return k + 1;
+}
+
+/* Appends <s> (<n> bytes, any bytes) to <out> (capacity <cap>, at <*len>) as the inside of a
+ * COMPACT JSON string, each byte that starts no valid UTF-8 sequence replaced by U+FFFD. Stops at
+ * the capacity without splitting an escape or a UTF-8 sequence (a run of plain bytes is filled up
+ * to the last byte). Returns false when it had to stop. */
+bool sc_json_escape(char *out, size_t cap, size_t *len, const char *s, size_t n);
+
+#endif
