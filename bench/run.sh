@@ -5,13 +5,14 @@
 # "proxy" runs bench/proxy.sh (sidecar proxy against nginx, HAProxy and Caddy), "callgrind" runs
 # bench/callgrind.sh (the proxy's instructions per request: access log and policy off and on), "logs" runs
 # bench/logs.sh (sidecar logs against rsyslog and syslog-ng), "metrics" runs bench/metrics.sh
-# (100,000 series against promtool). RESULTS.md gets a
+# (100,000 series against promtool), "k8s" runs bench/k8s.py (webhook latency, image size, the
+# injected sidecars' memory). RESULTS.md gets a
 # header saying when, on what machine and with which command, then the sections; a section not
 # run this time keeps its previous text, so `bench/run.sh BUILD proxy` replaces only the proxy's.
 # Raw figures and logs go to bench/out/<time>/ (ignored by git). Benchmarks are measurements, not
 # tests: nothing here passes or fails on a figure.
 #
-# Usage: bench/run.sh BUILD_DIR [http1] [proxy] [callgrind] [logs] [metrics]
+# Usage: bench/run.sh BUILD_DIR [http1] [proxy] [callgrind] [logs] [metrics] [k8s]
 # (`make bench` runs bench/run.sh <build>, every section)
 # Environment: BENCH_QUICK=1 (a smoke run of about a minute), BENCH_SECONDS, BENCH_ROUNDS and the
 # others listed in bench/proxy.sh; BENCH_OUT (default bench/out); BENCH_RESULTS (default
@@ -23,13 +24,13 @@ BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
 
-[ $# -ge 1 ] || die "usage: bench/run.sh BUILD_DIR [http1] [proxy] [callgrind] [logs] [metrics]"
+[ $# -ge 1 ] || die "usage: bench/run.sh BUILD_DIR [http1] [proxy] [callgrind] [logs] [metrics] [k8s]"
 [ -d "$1" ] || die "no build directory $1"
 BUILD=$(cd "$1" && pwd)
 shift
 SECTIONS=("$@")
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(http1 proxy callgrind logs metrics)
-ALL_SECTIONS=(http1 proxy callgrind logs metrics)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(http1 proxy callgrind logs metrics k8s)
+ALL_SECTIONS=(http1 proxy callgrind logs metrics k8s)
 RESULTS=${BENCH_RESULTS:-$BENCH_DIR/RESULTS.md}
 OUT=${BENCH_OUT:-$BENCH_DIR/out}/$(date -u +%Y%m%dT%H%M%SZ)
 CPU=$(($(nproc) > 1 ? 1 : 0)) # for bench_http1: the CPU the proxy benchmark gives the proxy
@@ -131,6 +132,18 @@ section_logs() {
     fi
 }
 
+# section_k8s: bench/k8s.py (webhook latency, image size, the injected sidecars' memory).
+section_k8s() {
+    echo "## Kubernetes: webhook latency, image size, injected sidecars' memory (bench/k8s.py)"
+    echo
+    stamp
+    if ! timeout "${BENCH_TIMEOUT:-3600}" /usr/bin/python3 "$BENCH_DIR/k8s.py" "$BUILD" "$OUT" \
+        >"$OUT/k8s.md"; then
+        echo "bench/k8s.py failed or timed out; its output is in $OUT."
+    fi
+    cat "$OUT/k8s.md"
+}
+
 # section_metrics: bench/metrics.sh, its report as the section.
 section_metrics() {
     echo "## Metrics: sidecar metrics against promtool, 100,000 series (bench/metrics.sh)"
@@ -164,7 +177,7 @@ main() {
     log "benchmarks: ${SECTIONS[*]}; raw output in $OUT"
     for s in "${SECTIONS[@]}"; do
         case $s in
-        http1 | proxy | callgrind | logs | metrics) "section_$s" >"$OUT/section-$s.md" ;;
+        http1 | proxy | callgrind | logs | metrics | k8s) "section_$s" >"$OUT/section-$s.md" ;;
         *) die "unknown section $s (known: ${ALL_SECTIONS[*]})" ;;
         esac
     done

@@ -13,6 +13,7 @@ libcurl4-openssl-dev zlib1g-dev libzstd-dev libsnappy-dev libprotobuf-c-dev prot
 libsqlite3-dev
 libcmocka-dev libhttp-parser-dev
 python3 python3-pytest python3-requests python3-protobuf python3-snappy protobuf-compiler
+python3-yaml python3-jsonpatch nodejs podman runc skopeo busybox-static catatonit
 curl openssl prometheus prometheus-pushgateway etcd-server nginx-light iproute2 procps
 iptables nftables util-linux
 "
@@ -23,6 +24,8 @@ BENCH_PKGS="$BENCH_PKGS rsyslog libivykis0 libnet1 libwrap0 libjson-c5 libpcre3 
 SYSLOG_NG_ROOT=/opt/sidecar-bench/syslog-ng
 
 [ "${1:-}" = bench ] && PKGS="$PKGS $BENCH_PKGS"
+# kubectl (for `kubectl kustomize deploy/`): Debian's kubernetes-client, unless one is installed.
+command -v kubectl >/dev/null || PKGS="$PKGS kubernetes-client"
 
 missing=""
 for p in $PKGS; do
@@ -42,7 +45,18 @@ if [ "${1:-}" = bench ] && ! command -v syslog-ng >/dev/null &&
     $sudo_ dpkg-deb -x "$tmp"/syslog-ng-core_*.deb "$SYSLOG_NG_ROOT"
     rm -rf "$tmp"
 fi
-[ -z "$missing" ] && exit 0
+# The schema validator of the Kubernetes tests (kubernetes-models), into tests/node/node_modules
+# from the lock file; only when it is missing.
+NODE_DIR="$(dirname "$0")/../tests/node"
+node_deps() {
+    if [ ! -d "$NODE_DIR/node_modules/kubernetes-models" ] && command -v npm >/dev/null; then
+        (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+}
+if [ -z "$missing" ]; then
+    node_deps
+    exit 0
+fi
 
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -58,3 +72,4 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 fi
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $missing
+node_deps

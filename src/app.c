@@ -219,6 +219,21 @@ static int parse_args(struct sc_app *app, int argc, char **argv, bool *check)
             app->flags[app->nflags++] = (struct flag){ sc_strdup(pos->name), sc_strdup(a) };
             continue;
         }
+        /* A one-letter alias (-f FILE) stands for its option's flag. */
+        const struct sc_opt *alias = a[0] == '-' && a[1] && a[1] != '-' && !a[2]
+                                         ? sc_config_find_flag(app->top, a + 1)
+                                         : NULL;
+        if (alias && alias->flag_alias) {
+            if (alias->type != SC_OPT_BOOL && i + 1 >= argc) {
+                fprintf(stderr, "sidecar %s: %s needs a value\n", app->role->name, a);
+                return 2;
+            }
+            app->flags = sc_reallocarray(app->flags, app->nflags + 1, sizeof(*app->flags));
+            app->flags[app->nflags++] =
+                (struct flag){ sc_strdup(alias->name),
+                               alias->type == SC_OPT_BOOL ? NULL : sc_strdup(argv[++i]) };
+            continue;
+        }
         if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
             fprintf(stderr, "sidecar %s: unexpected argument \"%s\" (see sidecar %s --help)\n",
                     app->role->name, a, app->role->name);

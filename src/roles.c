@@ -11,10 +11,13 @@ extern const struct sc_role sc_role_config;
 extern const struct sc_role sc_role_secrets;
 extern const struct sc_role sc_role_pod;
 extern const struct sc_role sc_role_iptables;
+extern const struct sc_role sc_role_inject;
+extern const struct sc_role sc_role_webhook;
+extern const struct sc_role sc_role_wait;
 
 const struct sc_role *const sc_roles[] = {
-    &sc_role_proxy,   &sc_role_metrics, &sc_role_logs,     &sc_role_config,
-    &sc_role_secrets, &sc_role_pod,     &sc_role_iptables,
+    &sc_role_proxy, &sc_role_metrics,  &sc_role_logs,   &sc_role_config,  &sc_role_secrets,
+    &sc_role_pod,   &sc_role_iptables, &sc_role_inject, &sc_role_webhook, &sc_role_wait,
 };
 
 const size_t sc_nroles = sizeof(sc_roles) / sizeof(sc_roles[0]);

@@ -411,11 +411,12 @@ static int read_string(struct parser *p, struct arg *a)
     size_t st = p->pos++;
     struct sc_buf b;
     sc_buf_init(&b, TMPL_MAX_INPUT);
+    int rc = 0;
     while (p->pos < p->len && p->s[p->pos] != q) {
         char c = p->s[p->pos++];
         if (q == '"' && c == '\n') {
-            sc_buf_cleanup(&b);
-            return perr(p, st, "newline in string");
+            rc = perr(p, st, "newline in string");
+            goto out;
         }
         if (q == '"' && c == '\\') {
             if (p->pos >= p->len) {
@@ -437,26 +438,28 @@ static int read_string(struct parser *p, struct arg *a)
             case '\'':
                 c = e;
                 break;
-            default:
-                sc_buf_cleanup(&b);
+            default: {
                 char r[8];
-                return perr(p, p->pos - 2, "unknown escape \\%s in string", repr(e, r));
+                rc = perr(p, p->pos - 2, "unknown escape \\%s in string", repr(e, r));
+                goto out;
+            }
             }
         }
         sc_buf_append(&b, &c, 1);
     }
     if (p->pos >= p->len) {
-        sc_buf_cleanup(&b);
-        return perr(p, st, "unterminated string");
+        rc = perr(p, st, "unterminated string");
+        goto out;
     }
     p->pos++;
     a->kind = A_LIT;
     a->lit = json_stringn(b.p ? b.p : "", b.len);
-    sc_buf_cleanup(&b);
     if (!a->lit) {
-        return perr(p, st, "string is not valid UTF-8");
+        rc = perr(p, st, "string is not valid UTF-8");
     }
-    return 0;
+out:
+    sc_buf_cleanup(&b);
+    return rc;
 }
 
 static int parse_pipe(struct parser *p, bool in_paren, bool allow_decl, struct pipe **out);
@@ -844,8 +847,7 @@ struct sc_tmpl *sc_tmpl_parse(const char *name, const char *text, size_t len,
     struct parser p = { .name = t->name, .s = text, .len = len, .t = t };
     if (len > TMPL_MAX_INPUT) {
         *err = sc_asprintf("%s:1:1: template larger than 1 MiB", t->name);
-        sc_tmpl_free(t);
-        return NULL;
+        goto fail;
     }
     enum stop st;
     bool trim = false;
@@ -856,10 +858,12 @@ struct sc_tmpl *sc_tmpl_parse(const char *name, const char *text, size_t len,
     }
     if (rc < 0 || p.err) {
         *err = p.err ? p.err : sc_asprintf("%s:1:1: invalid template", t->name);
-        sc_tmpl_free(t);
-        return NULL;
+        goto fail;
     }
     return t;
+fail:
+    sc_tmpl_free(t);
+    return NULL;
 }
 
 /* ---- calls ---- */

@@ -538,6 +538,23 @@ def test_peer_authentication_labels_file(sidecar_run, echo, pki, tmp_path):
     assert not plain_ok(port)
 
 
+def test_identity_dir_and_trust_domain_flags(sidecar_run, echo, pki, tmp_path):
+    """--identity-dir reads tls.crt, tls.key and ca.crt (cert-manager's CSI driver layout) as the
+    identity; --trust-domain sets the domain mesh clusters check."""
+    d = tmp_path / "identity"
+    d.mkdir()
+    for src, dst in (("server.pem", "tls.crt"), ("server.key", "tls.key"), ("ca.pem", "ca.crt")):
+        (d / dst).write_bytes((pki / src).read_bytes())
+    port = free_port()
+    sidecar_run("proxy", ["--listen", f"127.0.0.1:{port}", "--upstream", echo.addr,
+                          "--identity-dir", str(d), "--mtls", "strict",
+                          "--trust-domain", "cluster.local"])
+    rc, body, code = mtls_get(port, pki)
+    assert rc == 0 and code == 200
+    assert "sa/client" in headers_seen(body)["x-forwarded-client-cert"]
+    assert not plain_ok(port)
+
+
 def test_health_checks_use_the_cluster_tls(sidecar_run, nginx_tls, pki):
     """Active health checks of a cluster that originates TLS are made over that TLS (with its CA and
     SNI): nginx sees them on its TLS port and the endpoint stays in; a CA that did not sign the

@@ -112,6 +112,11 @@ int logs_spool_open(struct logs_out *o, char **err)
         if (off < size) {
             sc_warn("spool: cutting a torn record", SC_LS("output", o->name), SC_LU("offset", off));
         }
+        if (o->spool_pending == 0) {
+            /* Everything in it was delivered: start again after the header, so delivered bytes
+             * never count against spool_limit. */
+            o->spool_rd = o->spool_wr = SPOOL_HDR;
+        }
     } else if (size > 0) {
         *err = sc_asprintf("output %s: %s is not a sidecar spool file", o->name, path);
         return SC_ECONFIG;

@@ -5,6 +5,7 @@
 // options stay the same: the watch goes on, ticket keys survive, and a certificate rotated on disk
 // reaches every listener that names it. A snapshot counts its uses of a store; the main loop frees
 // the stores no snapshot counts after each reload.
+#include <limits.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -154,8 +155,44 @@ const struct sc_opt proxy_tls_flag_opts[] = {
       .offset = offsetof(struct proxy_tls_flags, upstream_san),
       .help = "quick start: a DNS name or SPIFFE ID --upstream must present (repeatable)",
       .flags = SC_OPT_FLAG_ONLY },
+    { .name = "identity_dir",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_tls_flags, identity_dir),
+      .help = "a directory holding the identity as tls.crt, tls.key and ca.crt (cert-manager's "
+              "CSI driver and Kubernetes TLS secrets); used when identity: is not set",
+      .flags = SC_OPT_FLAG_ONLY },
+    { .name = "trust_domain",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_tls_flags, trust_domain),
+      .help = "the identity's trust domain (overrides identity.trust_domain)",
+      .flags = SC_OPT_FLAG_ONLY },
     { 0 },
 };
+
+/* The workload's identity: identity:, else the files of --identity-dir (<buf> holds the paths),
+ * with --trust-domain over the file's. */
+struct identity_paths {
+    char cert[PATH_MAX], key[PATH_MAX], ca[PATH_MAX];
+};
+
+static struct proxy_identity_cfg identity_of(const struct proxy_cfg *cfg,
+                                             struct identity_paths *buf)
+{
+    struct proxy_identity_cfg id = cfg->identity;
+    const char *dir = cfg->tls_flags.identity_dir;
+    if (!id.cert && !id.key && !id.ca && dir) {
+        snprintf(buf->cert, sizeof(buf->cert), "%s/tls.crt", dir);
+        snprintf(buf->key, sizeof(buf->key), "%s/tls.key", dir);
+        snprintf(buf->ca, sizeof(buf->ca), "%s/ca.crt", dir);
+        id.cert = buf->cert;
+        id.key = buf->key;
+        id.ca = buf->ca;
+    }
+    if (cfg->tls_flags.trust_domain) {
+        id.trust_domain = cfg->tls_flags.trust_domain; /* a flag overrides the file */
+    }
+    return id;
+}
 
 /* ---- checks ---- */
 
@@ -171,7 +208,9 @@ static bool identity_set(const struct proxy_identity_cfg *id)
 
 int proxy_tls_check(const struct proxy_cfg *cfg, char **err)
 {
-    const struct proxy_identity_cfg *id = &cfg->identity;
+    struct identity_paths paths;
+    struct proxy_identity_cfg idc = identity_of(cfg, &paths);
+    const struct proxy_identity_cfg *id = &idc;
     if (identity_set(id) && !(id->cert && id->key && id->ca)) {
         *err = sc_asprintf("identity: cert, key and ca go together");
         return SC_ECONFIG;
@@ -354,7 +393,9 @@ int proxy_tls_listener_init(struct proxy_listener_tls *out, const char *lname,
                             const struct proxy_cfg *cfg, struct proxy_metrics *pm, char **err)
 {
     memset(out, 0, sizeof(*out));
-    const struct proxy_identity_cfg *id = &cfg->identity;
+    struct identity_paths paths;
+    struct proxy_identity_cfg idc = identity_of(cfg, &paths);
+    const struct proxy_identity_cfg *id = &idc;
     const struct proxy_tls_flags *f = &cfg->tls_flags;
     struct sc_tls_server_opts o;
     memset(&o, 0, sizeof(o));
@@ -455,12 +496,14 @@ int proxy_tls_cluster_init(struct proxy_cluster_tls *out, const char *cname,
     if (mode == PROXY_UTLS_MESH) {
         /* Workloads are known by SPIFFE IDs, not host names: the chain must lead to the trust
          * bundle and the ID be in the trust domain (or one of subject_alt_names). */
-        o.cert = cfg->identity.cert;
-        o.key = cfg->identity.key;
-        o.ca = cfg->identity.ca;
+        struct identity_paths paths;
+        struct proxy_identity_cfg id = identity_of(cfg, &paths);
+        o.cert = id.cert;
+        o.key = id.key;
+        o.ca = id.ca;
         out->mesh = true;
         snprintf(out->trust_domain, sizeof(out->trust_domain), "%s",
-                 cfg->identity.trust_domain ? cfg->identity.trust_domain : "cluster.local");
+                 id.trust_domain ? id.trust_domain : "cluster.local");
     }
     out->sni_from_host = o.sni == NULL && !out->mesh;
     out->src = src_get(cname, &o, false, err);

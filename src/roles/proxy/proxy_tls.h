@@ -91,6 +91,8 @@ struct proxy_tls_flags {
     char *upstream_key;
     char *upstream_sni;
     struct sc_strv upstream_san;
+    char *identity_dir; /* tls.crt, tls.key and ca.crt: the identity when identity: is unset */
+    char *trust_domain; /* the identity's trust domain when identity: does not say */
 };
 
 /* Option tables: a listener's keys (inline), a cluster's `tls:` object, the top-level
