@@ -35,6 +35,9 @@ struct sc_admin {
     size_t nroutes;
     sc_admin_after_cb after_cb; /* set by a handler during dispatch */
     void *after_arg;
+    struct sc_xport *(*wrap)(void *arg, struct sc_xport *bottom);
+    void *wrap_arg;
+    uint32_t max_conns;
     bool dispatching; /* a handler runs: sc_admin_close defers the free to its end */
     bool closed;
 };
@@ -130,7 +133,27 @@ static void on_request(void *arg, struct sc_h1srv_conn *c, const struct sc_h1srv
     }
 }
 
-static const struct sc_h1srv_cbs admin_cbs = { .request = on_request };
+/* The server's wrap hook: the owner's layers, if any. Only called while the server listens, so
+ * never after sc_admin_close. */
+static struct sc_xport *admin_wrap(void *arg, struct sc_xport *bottom)
+{
+    struct sc_admin *a = arg;
+    return a->wrap ? a->wrap(a->wrap_arg, bottom) : bottom;
+}
+
+static const struct sc_h1srv_cbs admin_cbs = { .request = on_request, .wrap = admin_wrap };
+
+void sc_admin_set_wrap(struct sc_admin *a, struct sc_xport *(*wrap)(void *arg, struct sc_xport *),
+                       void *arg)
+{
+    a->wrap = wrap;
+    a->wrap_arg = arg;
+}
+
+void sc_admin_set_max_conns(struct sc_admin *a, uint32_t n)
+{
+    a->max_conns = n;
+}
 
 int sc_admin_listen(struct sc_admin *a, const char *addr, char **err)
 {
@@ -141,7 +164,7 @@ int sc_admin_listen(struct sc_admin *a, const char *addr, char **err)
         return rc;
     }
     const struct sc_h1srv_opts o = {
-        .max_conns = MAX_CONNS,
+        .max_conns = a->max_conns ? a->max_conns : MAX_CONNS,
         .max_head = MAX_HEAD,
         .max_headers = MAX_HEADERS,
         .max_body = MAX_BODY,

@@ -14,6 +14,7 @@
 #include "core/buf.h"
 #include "core/str.h"
 #include "net/http1.h"
+#include "net/transport.h"
 
 struct sc_admin;
 
@@ -49,6 +50,15 @@ void sc_admin_handle(struct sc_admin *a, const char *method, const char *path,
 /* From inside a handler: runs <cb> once the current response has been written (for example, to
  * start draining after answering /quitquitquit). */
 void sc_admin_after_response(struct sc_admin *a, sc_admin_after_cb cb, void *arg);
+
+/* Stacks layers on every connection the server accepts (TLS, for a server that must speak HTTPS),
+ * as struct sc_h1srv_cbs.wrap does; NULL keeps plain TCP. Call before sc_admin_listen. */
+void sc_admin_set_wrap(struct sc_admin *a, struct sc_xport *(*wrap)(void *arg, struct sc_xport *),
+                       void *arg);
+
+/* Caps the open connections (64 unless set; one more is answered 503). Call before
+ * sc_admin_listen. */
+void sc_admin_set_max_conns(struct sc_admin *a, uint32_t n);
 
 /* Binds and listens on <addr> ("127.0.0.1:15000"; port 0 picks a free one). Returns 0, or a
  * negative error with a new message in <*err>. */
