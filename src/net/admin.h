@@ -14,6 +14,7 @@
 #include "core/buf.h"
 #include "core/str.h"
 #include "net/http1.h"
+#include "net/transport.h"
 
 struct sc_admin;
 
@@ -50,6 +51,15 @@ void sc_admin_handle(struct sc_admin *a, const char *method, const char *path,
  * start draining after answering /quitquitquit). */
 void sc_admin_after_response(struct sc_admin *a, sc_admin_after_cb cb, void *arg);
 
+/* Stacks layers on every connection the server accepts (TLS, for a server that must speak HTTPS),
+ * as struct sc_h1srv_cbs.wrap does; NULL keeps plain TCP. Call before sc_admin_listen. */
+void sc_admin_set_wrap(struct sc_admin *a, struct sc_xport *(*wrap)(void *arg, struct sc_xport *),
+                       void *arg);
+
+/* Caps the open connections (64 unless set; one more is answered 503). Call before
+ * sc_admin_listen. */
+void sc_admin_set_max_conns(struct sc_admin *a, uint32_t n);
+
 /* Binds and listens on <addr> ("127.0.0.1:15000"; port 0 picks a free one). Returns 0, or a
  * negative error with a new message in <*err>. */
 int sc_admin_listen(struct sc_admin *a, const char *addr, char **err);
@@ -57,8 +67,9 @@ int sc_admin_listen(struct sc_admin *a, const char *addr, char **err);
 /* Writes the bound address as "ip:port" into <out>. Returns 0 or a negative libuv error. */
 int sc_admin_address(struct sc_admin *a, char *out, size_t outlen);
 
-/* Stops listening, closes every connection, and frees the server once all handles have closed.
- * NULL-safe. */
+/* Stops listening and closes every connection (an answer being written goes out first, with
+ * Connection: close); the connections' handles close on the loop afterwards. May be called from
+ * inside a handler (the free waits for its return). NULL-safe. */
 void sc_admin_close(struct sc_admin *a);
 
 #endif

@@ -301,6 +301,22 @@ bool sc_xport_alive(struct sc_xport *x)
     return true;
 }
 
+void sc_xport_alloc_buf(struct sc_buf *b, uv_buf_t *out)
+{
+    if (sc_buf_reserve(b, 4096) < 0) {
+        size_t room = b->max - b->len;
+        if (room == 0 || sc_buf_reserve(b, room) < 0) {
+            *out = uv_buf_init(NULL, 0);
+            return;
+        }
+    }
+    size_t room = b->cap - b->len;
+    if (room > b->max - b->len) {
+        room = b->max - b->len;
+    }
+    *out = uv_buf_init(b->p + b->len, (unsigned)room);
+}
+
 void sc_tcp_xport_init(struct sc_tcp_xport *t, uv_loop_t *loop, const struct sc_xport_cbs *cbs,
                        void *owner)
 {

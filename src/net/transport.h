@@ -22,6 +22,7 @@
 
 #include <uv.h>
 
+#include "core/buf.h"
 #include "core/str.h"
 
 struct sc_xport;
@@ -132,6 +133,11 @@ struct sc_str sc_xport_query_str(struct sc_xport *x, enum sc_xq q);
 /* Whether the idle connection under <x> can be reused (see ops.alive); true when no layer can
  * tell. */
 bool sc_xport_alive(struct sc_xport *x);
+
+/* Offers the free room of <b> as the next read buffer (an owner's alloc callback): grows <b> by
+ * up to 4 KiB at a time within its cap, and gives a zero-length buffer when it is full, so the
+ * read reports UV_ENOBUFS instead of growing past the cap. */
+void sc_xport_alloc_buf(struct sc_buf *b, uv_buf_t *out);
 
 /* The bottom layer: a TCP socket on a libuv loop. */
 struct sc_tcp_xport {

@@ -146,6 +146,25 @@ def test_chunked_body_with_invalid_size_is_rejected(sidecar):
     assert out.startswith(b"HTTP/1.1 4"), out
 
 
+def test_bodies_chunked_or_after_100_continue(sidecar, tmp_path):
+    """curl's chunked upload and its Expect: 100-continue both reach a handler; a body over the
+    1 MiB cap is refused with 413 before it is sent."""
+    url = f"http://127.0.0.1:{sidecar.admin_port}/reload"
+    out = subprocess.run(["curl", "-sS", "-i", "-H", "Transfer-Encoding: chunked",
+                          "--data-binary", "", url], capture_output=True, timeout=20)
+    assert out.stdout.startswith(b"HTTP/1.1 200 "), out.stdout + out.stderr
+    out = subprocess.run(["curl", "-sS", "-i", "-H", "Expect: 100-continue",
+                          "--data-binary", "x", url], capture_output=True, timeout=20)
+    assert out.stdout.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 "), out.stdout
+    big = tmp_path / "big"
+    big.write_bytes(b"b" * (2 << 20))
+    out = subprocess.run(["curl", "-sS", "-i", "-H", "Expect: 100-continue",
+                          "--data-binary", f"@{big}", url], capture_output=True, timeout=20)
+    assert out.stdout.startswith(b"HTTP/1.1 413 "), out.stdout[:200]
+    assert b"too large" in out.stdout
+    assert sidecar.get("/healthz")[0] == 200
+
+
 def test_sigterm_exits_zero(sidecar):
     assert sidecar.stop(signal.SIGTERM) == 0
     assert '"msg":"draining"' in sidecar.logs()

@@ -108,3 +108,22 @@ def test_missing_config_file(run_cli, tmp_path):
     r = run_cli("proxy", "-c", str(tmp_path / "absent.yaml"), "--check")
     assert r.returncode == 1
     assert "absent.yaml" in r.stderr
+
+
+def test_wait_until_a_url_answers_2xx(run_cli, sidecar_run):
+    """`sidecar wait` exits 0 once the URL answers 2xx; 1 with the last answer or error when the
+    timeout passes first (a refused port, a 404)."""
+    import socket
+    from conftest import free_port
+    sc = sidecar_run("proxy", ["--listen", f"127.0.0.1:{free_port()}",
+                               "--upstream", f"127.0.0.1:{free_port()}"])
+    r = run_cli("wait", "--url", f"http://127.0.0.1:{sc.admin_port}/ready", "--timeout", "5s")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("wait", "--url", f"http://127.0.0.1:{sc.admin_port}/nope", "--timeout", "300ms")
+    assert r.returncode == 1 and "answered 404" in r.stderr, r.stderr
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there
+    r = run_cli("wait", "--url", f"http://127.0.0.1:{port}/ready", "--timeout", "300ms")
+    assert r.returncode == 1 and "refused" in r.stderr, r.stderr

@@ -229,6 +229,33 @@ def test_http_get_probe(pod, tmp_path):
     assert p.stop() == 0
 
 
+def test_http_get_probe_headers_replace_host(pod, tmp_path):
+    """httpHeaders naming Host replace the default one (as the kubelet does): the app, ready only
+    for that virtual host, sees exactly one Host and the probe's User-Agent."""
+    from conftest import free_port
+    port = free_port()
+    app = tmp_path / "vhost.py"
+    app.write_text(
+        "import http.server, sys\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        ok = (self.headers.get_all('Host') == ['probe.example'] and\n"
+        "              self.headers.get_all('User-Agent') == ['sidecar-pod-probe'] and\n"
+        "              self.headers.get('X-Probe') == '1')\n"
+        "        self.send_response(200 if ok else 421)\n"
+        "        self.send_header('Content-Length', '0')\n"
+        "        self.end_headers()\n"
+        "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n")
+    p = pod(manifest(containers=[
+        {"name": "web", "command": ["python3", str(app), str(port)],
+         "readinessProbe": {"httpGet": {"path": "/", "port": port, "httpHeaders": [
+             {"name": "Host", "value": "probe.example"}, {"name": "X-Probe", "value": "1"}]},
+             **FAST}}]))
+    p.wait_ready()
+    assert p.container("web")["ready"] is True
+    assert p.stop() == 0
+
+
 def test_second_signal_kills_at_once(pod, tmp_path):
     pidfile = tmp_path / "pid"
     p = pod(manifest(grace=30, containers=[

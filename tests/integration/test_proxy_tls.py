@@ -553,3 +553,53 @@ def test_identity_dir_and_trust_domain_flags(sidecar_run, echo, pki, tmp_path):
     assert rc == 0 and code == 200
     assert "sa/client" in headers_seen(body)["x-forwarded-client-cert"]
     assert not plain_ok(port)
+
+
+def test_health_checks_use_the_cluster_tls(sidecar_run, nginx_tls, pki):
+    """Active health checks of a cluster that originates TLS are made over that TLS (with its CA and
+    SNI): nginx sees them on its TLS port and the endpoint stays in; a CA that did not sign the
+    server's certificate fails every check and takes the endpoint out."""
+    n = nginx_tls()
+    hc = {"path": "/", "interval": "100ms", "timeout": "2s", "unhealthy_threshold": 1,
+          "healthy_threshold": 1}
+
+    def cfg(port, ca):
+        return proxy_config(
+            [{"name": "l", "address": f"127.0.0.1:{port}",
+              "routes": [{"name": "r", "cluster": "up", "retry_policy": {"num_retries": 0}}]}],
+            [{"name": "up", "endpoints": [f"localhost:{n.port}"], "tls": {"ca": str(ca)},
+              "health_check": hc}])
+
+    log = n.root / "logs/access.log"
+    sc = sidecar_run("proxy", config=cfg(free_port(), pki / "ca.pem"))
+    assert wait_for(lambda: log.exists() and sum(
+        1 for ln in log.read_text().splitlines()
+        if "sidecar-health-check" in ln and '" 200 ' in ln) >= 3, timeout=15)
+    assert metric(metrics(sc), "sidecar_upstream_endpoints_unhealthy", cluster="up") == 0
+    bad = sidecar_run("proxy", config=cfg(free_port(), pki / "other_ca.pem"))
+    assert wait_for(lambda: metric(metrics(bad), "sidecar_upstream_endpoints_unhealthy",
+                                   cluster="up") == 1, timeout=15)
+
+
+def test_mirror_to_a_tls_shadow(sidecar_run, echo, nginx_tls, pki):
+    """A mirror whose shadow cluster originates TLS sends its copies over that TLS: nginx logs them
+    on its TLS port with the shadow Host, and the client's answers come from the main cluster."""
+    n = nginx_tls()
+    port = free_port()
+    sidecar_run("proxy", config=proxy_config(
+        [{"name": "l", "address": f"127.0.0.1:{port}",
+          "routes": [{"name": "r", "cluster": "app", "retry_policy": {"num_retries": 0},
+                      "mirror": {"cluster": "shadow"}}]}],
+        [{"name": "app", "endpoints": [echo.addr]},
+         {"name": "shadow", "endpoints": [f"localhost:{n.port}"],
+          "tls": {"ca": str(pki / "ca.pem")}}]))
+    for i in range(3):
+        r = get(port, f"/copy/{i}")
+        assert r.status == 200 and b"tls upstream" not in r.body
+    log = n.root / "logs/access.log"
+
+    def copies():  # nginx answers plaintext on its TLS port with 400: only TLS copies get 200
+        lines = log.read_text().splitlines() if log.exists() else []
+        return sum(1 for ln in lines if "GET /copy/" in ln and '" 200 ' in ln)
+
+    assert wait_for(lambda: copies() == 3, timeout=15)

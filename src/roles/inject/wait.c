@@ -4,21 +4,19 @@
 // probe and as the classic-mode proxy's postStart hook (the app starts after the proxy is ready),
 // so the sidecars' admin ports can stay on loopback and the image needs no shell or curl.
 // Invariant: plain HTTP to a numeric loopback-style address only (what an admin port is), one
-// bounded request per attempt, never longer than the timeout.
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <poll.h>
+// bounded request per attempt (the HTTP/1 client of net/h1client.h on a loop of its own), never
+// longer than the timeout.
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
+
+#include <uv.h>
 
 #include "app.h"
 #include "core/alloc.h"
 #include "core/error.h"
 #include "net/addr.h"
+#include "net/h1client.h"
 
 struct wait_cfg {
     char *url;
@@ -66,59 +64,40 @@ static int check_url(void *field, char **err)
     return 0;
 }
 
-/* One attempt: connect, send a GET, read the status line. Returns the status or a negative
- * error; never blocks past <deadline>. */
-static int attempt(const struct sockaddr_storage *ss, const char *path, uint64_t deadline)
+struct
+try {
+    int status; /* the answer's status, or a negative error */
+};
+
+static void on_answer(void *arg, const struct sc_h1cli_resp *r)
 {
-    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        return -errno;
+    struct try *t = arg;
+    t->status = r->error ? r->error : r->status;
+}
+
+/* One attempt with the HTTP/1 client of net/h1client.h on <loop>: a GET whose status line is all
+ * that is read. Returns the status or a negative error; never runs past <timeout_ms>. */
+static int attempt(uv_loop_t *loop, const struct sockaddr_storage *ss, const char *path,
+                   uint64_t timeout_ms)
+{
+    static const struct sc_http_header host = { SC_STR("Host"), SC_STR("localhost") };
+    const struct sc_h1cli_req req = {
+        .method = SC_STR("GET"),
+        .target = sc_str_c(path),
+        .headers = &host,
+        .nheaders = 1,
+        .timeout_ms = timeout_ms ? timeout_ms : 1,
+        .max_head = 4096,
+        .head_only = true,
+    };
+    struct try t = { .status = SC_ECLOSED };
+    uv_update_time(loop); /* the loop slept between attempts: the deadline counts from now */
+    int rc = sc_h1cli_send(loop, (const struct sockaddr *)ss, &req, on_answer, &t, NULL);
+    if (rc < 0) {
+        return rc;
     }
-    int status = -ECONNREFUSED;
-    socklen_t len =
-        ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-    char req[512];
-    int reqlen =
-        snprintf(req, sizeof(req),
-                 "GET %.400s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", path);
-    char resp[64];
-    size_t got = 0;
-    size_t sent = 0;
-    bool connected = connect(fd, (const struct sockaddr *)ss, len) == 0;
-    if (!connected && errno != EINPROGRESS) {
-        goto out;
-    }
-    while (now_ms() < deadline) {
-        struct pollfd p = { .fd = fd, .events = sent < (size_t)reqlen ? POLLOUT : POLLIN };
-        int r = poll(&p, 1, (int)(deadline - now_ms()));
-        if (r <= 0) {
-            continue;
-        }
-        if (sent < (size_t)reqlen) {
-            ssize_t w = send(fd, req + sent, (size_t)reqlen - sent, MSG_NOSIGNAL);
-            if (w < 0 && errno != EAGAIN) {
-                goto out;
-            }
-            sent += w > 0 ? (size_t)w : 0;
-            continue;
-        }
-        ssize_t rd = recv(fd, resp + got, sizeof(resp) - 1 - got, 0);
-        if (rd <= 0 && !(rd < 0 && errno == EAGAIN)) {
-            break;
-        }
-        got += rd > 0 ? (size_t)rd : 0;
-        if (got >= 12 || got == sizeof(resp) - 1) {
-            break;
-        }
-    }
-    resp[got] = '\0';
-    int code;
-    if (got >= 12 && sscanf(resp, "HTTP/1.%*c %3d", &code) == 1) {
-        status = code;
-    }
-out:
-    close(fd);
-    return status;
+    uv_run(loop, UV_RUN_DEFAULT); /* until the answer, and the connection closed */
+    return t.status;
 }
 
 static int wait_command(const void *cfgp)
@@ -129,17 +108,18 @@ static int wait_command(const void *cfgp)
     if (parse_url(cfg->url, &ss, &path) < 0) {
         return 2;
     }
+    uv_loop_t loop;
+    if (uv_loop_init(&loop) < 0) {
+        return 2;
+    }
     uint64_t end = now_ms() + cfg->timeout_ms;
     int last = 0;
     for (;;) {
         uint64_t t = now_ms();
-        uint64_t deadline = t + (end > t ? end - t : 0);
-        if (deadline > t + 2000) {
-            deadline = t + 2000;
-        }
-        last = attempt(&ss, path, deadline);
+        uint64_t left = end > t ? end - t : 0;
+        last = attempt(&loop, &ss, path, left < 2000 ? left : 2000);
         if (last >= 200 && last < 300) {
-            return 0;
+            break;
         }
         if (now_ms() + cfg->interval_ms >= end) {
             break;
@@ -147,6 +127,11 @@ static int wait_command(const void *cfgp)
         struct timespec ts = { (time_t)(cfg->interval_ms / 1000),
                                (long)(cfg->interval_ms % 1000) * 1000000 };
         nanosleep(&ts, NULL);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    if (last >= 200 && last < 300) {
+        return 0;
     }
     if (last > 0) {
         fprintf(stderr, "sidecar wait: %s answered %d\n", cfg->url, last);

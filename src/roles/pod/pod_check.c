@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // One run of a probe or lifecycle hook (see pod_run.h): exec (the command in the container's
-// mounts and environment, its own process group, killed on timeout), httpGet (a plain HTTP/1.1
-// GET over a libuv TCP connection: 200-399 is a success), tcpSocket (a connection is a success)
-// or sleep. The callback fires at most once, and never after a cancel; the run frees itself when
+// mounts and environment, its own process group, killed on timeout), httpGet (a GET by the HTTP/1
+// client of net/h1client.h: 200-399 is a success), tcpSocket (a connection is a success) or
+// sleep. The callback fires at most once, and never after a cancel; the run frees itself when
 // its last handle has closed (an exec run waits for its process to be reaped first).
 #include <errno.h>
 #include <signal.h>
@@ -13,6 +13,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "net/h1client.h"
 #include "roles/pod/pod_run.h"
 
 /* ---- checks: probes and hooks ---- */
@@ -30,7 +31,6 @@ static void on_check_closed(uv_handle_t *h)
             break;
         }
     }
-    sc_free(k->req);
     sc_free(k);
     pod_maybe_finish(pod);
 }
@@ -55,6 +55,8 @@ static void check_done(struct pod_check *k, bool ok, const char *why)
         return;
     }
     k->finished = true;
+    sc_h1cli_cancel(k->cli);
+    k->cli = NULL;
     if (k->has_proc && k->proc_alive) {
         kill(-k->proc.pid, SIGKILL);
     }
@@ -92,43 +94,57 @@ static void on_check_exit(uv_process_t *p, int64_t status, int sig)
     }
 }
 
-static void on_check_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+static void on_http_done(void *arg, const struct sc_h1cli_resp *r)
 {
-    struct pod_check *k = st->data;
-    if (nread > 0) {
-        k->rlen += (size_t)nread;
-    }
-    /* "HTTP/1.1 200" is all a probe needs */
-    const char *r = k->resp;
-    if (k->rlen >= 12 || nread < 0) {
-        if (k->rlen >= 12 && strncmp(r, "HTTP/1.", 7) == 0 && r[8] == ' ' && r[9] >= '1' &&
-            r[9] <= '5' && r[10] >= '0' && r[10] <= '9' && r[11] >= '0' && r[11] <= '9') {
-            int code = (r[9] - '0') * 100 + (r[10] - '0') * 10 + (r[11] - '0');
-            snprintf(k->why, sizeof(k->why), "HTTP status %d", code);
-            check_done(k, code >= 200 && code < 400, k->why);
-        } else {
-            check_done(k, false,
-                       nread < 0 ? "connection closed without a response"
-                                 : "malformed HTTP response");
-        }
-    }
-    (void)buf;
-}
-
-static void on_check_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
-{
-    (void)hint;
-    struct pod_check *k = h->data;
-    *buf = uv_buf_init(k->resp + k->rlen, (unsigned)(sizeof(k->resp) - k->rlen));
-}
-
-static void on_check_written(uv_write_t *w, int status)
-{
-    struct pod_check *k = w->data;
-    if (status < 0 && !k->finished) {
-        snprintf(k->why, sizeof(k->why), "write: %s", uv_strerror(status));
+    struct pod_check *k = arg;
+    k->cli = NULL;
+    if (r->error) {
+        snprintf(k->why, sizeof(k->why), "HTTP probe: %s", r->reason);
         check_done(k, false, k->why);
+        return;
     }
+    snprintf(k->why, sizeof(k->why), "HTTP status %d", r->status);
+    check_done(k, r->status >= 200 && r->status < 400, k->why);
+}
+
+/* Sends the httpGet of <hg> to <sa>. Headers named in the probe replace the default Host and
+ * User-Agent, as the kubelet does. Returns 0 or a negative error (then no callback). */
+static int http_start(struct pod_check *k, const struct pod_http_get *hg, const char *host,
+                      int port, const struct sockaddr *sa, uint64_t timeout_ms)
+{
+    char hostport[300];
+    snprintf(hostport, sizeof(hostport), "%s:%d", host, port);
+    struct sc_http_header *hdrs = sc_reallocarray(NULL, hg->headers.n + 2, sizeof(*hdrs));
+    size_t n = 0;
+    bool has_host = false, has_ua = false;
+    for (size_t i = 0; i < hg->headers.n; i++) {
+        const struct pod_kv_pair *h = (const struct pod_kv_pair *)hg->headers.v + i;
+        struct sc_str name = sc_str_c(h->name ? h->name : "");
+        has_host = has_host || sc_str_caseeq(name, SC_STR("Host"));
+        has_ua = has_ua || sc_str_caseeq(name, SC_STR("User-Agent"));
+    }
+    if (!has_host) {
+        hdrs[n++] = (struct sc_http_header){ SC_STR("Host"), sc_str_c(hostport) };
+    }
+    if (!has_ua) {
+        hdrs[n++] = (struct sc_http_header){ SC_STR("User-Agent"), SC_STR("sidecar-pod-probe") };
+    }
+    for (size_t i = 0; i < hg->headers.n; i++) {
+        const struct pod_kv_pair *h = (const struct pod_kv_pair *)hg->headers.v + i;
+        hdrs[n++] = (struct sc_http_header){ sc_str_c(h->name ? h->name : ""),
+                                             sc_str_c(h->value ? h->value : "") };
+    }
+    const struct sc_h1cli_req req = {
+        .method = SC_STR("GET"),
+        .target = sc_str_c(hg->path ? hg->path : "/"),
+        .headers = hdrs,
+        .nheaders = n,
+        .timeout_ms = timeout_ms + 1000, /* the check's own timer decides first */
+        .head_only = true,
+    };
+    int rc = sc_h1cli_send(k->pod->loop, sa, &req, on_http_done, k, &k->cli);
+    sc_free(hdrs);
+    return rc;
 }
 
 static void on_check_connect(uv_connect_t *cr, int status)
@@ -142,14 +158,7 @@ static void on_check_connect(uv_connect_t *cr, int status)
         check_done(k, false, k->why);
         return;
     }
-    if (!k->req) {
-        check_done(k, true, "connected");
-        return;
-    }
-    uv_buf_t b = uv_buf_init(k->req, (unsigned)strlen(k->req));
-    k->wr.data = k;
-    uv_write(&k->wr, (uv_stream_t *)&k->tcp, &b, 1, on_check_written);
-    uv_read_start((uv_stream_t *)&k->tcp, on_check_alloc, on_check_read);
+    check_done(k, true, "connected");
 }
 
 static void on_sleep_done(uv_timer_t *t)
@@ -231,17 +240,6 @@ struct pod_check *pod_check_start(struct pod_ctr *c, const struct pod_exec_actio
     if (hg && hg->set) {
         host = hg->host ? hg->host : host;
         port = resolve_port(c->spec, hg->port);
-        struct sc_buf b;
-        sc_buf_init(&b, 65536);
-        sc_buf_appendf(&b, "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: sidecar-pod-probe\r\n",
-                       hg->path ? hg->path : "/", host, port);
-        for (size_t i = 0; i < hg->headers.n; i++) {
-            const struct pod_kv_pair *h = (const struct pod_kv_pair *)hg->headers.v + i;
-            sc_buf_appendf(&b, "%s: %s\r\n", h->name ? h->name : "", h->value ? h->value : "");
-        }
-        sc_buf_append_cstr(&b, "Connection: close\r\n\r\n");
-        k->req = sc_strdup(sc_buf_cstr(&b));
-        sc_buf_cleanup(&b);
     } else if (ts && ts->set) {
         host = ts->host ? ts->host : host;
         port = resolve_port(c->spec, ts->port);
@@ -251,17 +249,21 @@ struct pod_check *pod_check_start(struct pod_ctr *c, const struct pod_exec_actio
     if (rc < 0 && port > 0) {
         rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&sa);
     }
-    uv_tcp_init(pod->loop, &k->tcp);
-    k->tcp.data = k;
-    k->has_tcp = true;
-    k->open++;
-    if (rc == 0) {
-        k->conn.data = k;
-        rc = uv_tcp_connect(&k->conn, &k->tcp, (struct sockaddr *)&sa, on_check_connect);
+    if (rc == 0 && hg && hg->set) {
+        rc = http_start(k, hg, host, port, (struct sockaddr *)&sa, timeout_ms);
+    } else {
+        uv_tcp_init(pod->loop, &k->tcp);
+        k->tcp.data = k;
+        k->has_tcp = true;
+        k->open++;
+        if (rc == 0) {
+            k->conn.data = k;
+            rc = uv_tcp_connect(&k->conn, &k->tcp, (struct sockaddr *)&sa, on_check_connect);
+        }
     }
     if (rc < 0) {
         snprintf(k->why, sizeof(k->why), "cannot connect to %s:%d: %s", host, port,
-                 uv_strerror(rc));
+                 sc_strerror(rc));
         check_done(k, false, k->why);
     }
     return k;

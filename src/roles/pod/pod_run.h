@@ -16,6 +16,7 @@
 #include "app.h"
 #include "core/buf.h"
 #include "core/metrics.h"
+#include "net/h1client.h"
 #include "roles/pod/pod.h"
 
 #define LINE_MAX_BYTES                                                                             \
@@ -66,13 +67,10 @@ struct pod_check {
     uv_timer_t timer;
     bool has_proc, proc_alive;
     uv_process_t proc;
-    bool has_tcp;
+    bool has_tcp; /* a tcpSocket check */
     uv_tcp_t tcp;
     uv_connect_t conn;
-    uv_write_t wr;
-    char *req;
-    char resp[256];
-    size_t rlen;
+    struct sc_h1cli *cli; /* an httpGet check in flight */
     char why[160];
     struct pod_check *next;
 };

@@ -1,17 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
 // Request mirroring: a copy of a request goes to a shadow cluster, fire and forget. The copy is the
 // upstream head already built for the real request (Host with "-shadow" appended, as Envoy does,
-// and Connection: close) plus the request body the retry buffer retained, sent on a connection of
-// its own that is never pooled; whatever comes back is read and dropped.
+// and Connection: close) plus the request body the retry buffer retained, sent as it is by the
+// HTTP/1 client of net/h1client.h on a connection of its own that is never pooled (over the shadow
+// cluster's TLS when it originates TLS); the response is read to its end and dropped.
 //
 // The client's exchange never waits for a mirror: the copy is made once the request body is
-// complete and everything after that happens in callbacks of the mirror's own handles. A worker
+// complete and everything after that happens in the HTTP/1 client's callbacks. A worker
 // holds at most MIRROR_MAX mirrors in flight and each has a deadline, so a shadow that cannot keep
 // up costs dropped (and counted) copies, never memory or latency.
 #include <string.h>
 
 #include "core/alloc.h"
 #include "core/log.h"
+#include "net/h1client.h"
 #include "roles/proxy/proxy_conn.h"
 
 #define MIRROR_MAX 64
@@ -20,92 +22,40 @@
 struct mirror {
     struct sc_list node;
     struct proxy_worker *w;
-    uv_tcp_t tcp;
-    uv_connect_t creq;
-    uv_write_t wreq;
-    uv_timer_t timer;
-    struct sc_buf out;
-    char rbuf[4096];
-    int closes;
-    bool closing;
+    struct proxy_endpoint *ep; /* the shadow endpoint, until the request is sent */
+    struct sc_h1cli *cli;
+    struct sc_buf out; /* the copy, borrowed by the client until it is done */
 };
 
-static void on_mirror_closed(uv_handle_t *h)
+static void mirror_free(struct mirror *mr)
 {
-    struct mirror *mr = h->data;
-    if (--mr->closes > 0) {
-        return;
-    }
     struct proxy_worker *w = mr->w;
+    sc_list_remove(&mr->node);
     sc_buf_cleanup(&mr->out);
     sc_free(mr);
     w->nmirrors--;
     proxy_worker_check_done(w);
 }
 
-static void mirror_close(struct mirror *mr)
+static void on_mirror_done(void *arg, const struct sc_h1cli_resp *r)
 {
-    if (mr->closing) {
-        return;
+    if (r->error) {
+        sc_debug("mirror failed", SC_LS("error", r->reason));
     }
-    mr->closing = true;
-    sc_list_remove(&mr->node);
-    mr->closes = 2;
-    uv_close((uv_handle_t *)&mr->tcp, on_mirror_closed);
-    uv_close((uv_handle_t *)&mr->timer, on_mirror_closed);
+    mirror_free(arg);
 }
 
-static void on_mirror_timeout(uv_timer_t *t)
+/* The client's wrap hook: the shadow cluster's TLS layer when it originates TLS. */
+static struct sc_xport *wrap_cluster(void *arg, struct sc_xport *bottom)
 {
-    mirror_close(t->data);
+    struct mirror *mr = arg;
+    return proxy_tls_cluster_layer(mr->ep, mr->w->loop, bottom);
 }
 
-static void on_mirror_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf)
-{
-    struct mirror *mr = h->data;
-    (void)size;
-    *buf = uv_buf_init(mr->rbuf, sizeof(mr->rbuf));
-}
-
-static void on_mirror_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
-{
-    (void)buf;
-    if (nread < 0) {
-        mirror_close(s->data); /* the shadow answered and closed (we asked it to), or failed */
-    }
-}
-
-static void on_mirror_written(uv_write_t *req, int status)
-{
-    struct mirror *mr = req->data;
-    if (mr->closing) {
-        return;
-    }
-    if (status < 0 || uv_read_start((uv_stream_t *)&mr->tcp, on_mirror_alloc, on_mirror_read) < 0) {
-        mirror_close(mr);
-    }
-}
-
-static void on_mirror_connected(uv_connect_t *req, int status)
-{
-    struct mirror *mr = req->data;
-    if (mr->closing) {
-        return;
-    }
-    if (status < 0) {
-        sc_debug("mirror connect failed", SC_LS("error", uv_strerror(status)));
-        mirror_close(mr);
-        return;
-    }
-    uv_buf_t b = uv_buf_init(mr->out.p, (unsigned)mr->out.len);
-    mr->wreq.data = mr;
-    if (uv_write(&mr->wreq, (uv_stream_t *)&mr->tcp, &b, 1, on_mirror_written) < 0) {
-        mirror_close(mr);
-    }
-}
-
-/* An address of an endpoint of <c>, round robin over those that have one. */
-static int pick_addr(struct proxy_cluster *c, struct sockaddr_storage *out)
+/* An address of an endpoint of <c>, round robin over those that have one; <*epp> is its
+ * endpoint. */
+static int pick_addr(struct proxy_cluster *c, struct sockaddr_storage *out,
+                     struct proxy_endpoint **epp)
 {
     unsigned start = atomic_fetch_add_explicit(&c->rr, 1, memory_order_relaxed);
     for (size_t i = 0; i < c->neps; i++) {
@@ -122,6 +72,7 @@ static int pick_addr(struct proxy_cluster *c, struct sockaddr_storage *out)
             uv_mutex_unlock(&ep->mu);
         }
         if (n > 0) {
+            *epp = ep;
             return 0;
         }
     }
@@ -172,12 +123,14 @@ void proxy_mirror_start(struct proxy_exch *r)
         return;
     }
     struct sockaddr_storage ss;
-    if (w->draining || w->nmirrors >= MIRROR_MAX || pick_addr(pol->mirror, &ss) < 0) {
+    struct proxy_endpoint *ep = NULL;
+    if (w->draining || w->nmirrors >= MIRROR_MAX || pick_addr(pol->mirror, &ss, &ep) < 0) {
         sc_counter_inc(pol->m_mirror_dropped);
         return;
     }
     struct mirror *mr = SC_NEW(struct mirror);
     mr->w = w;
+    mr->ep = ep;
     sc_buf_init(&mr->out, r->head.len + r->copy.len + 64);
     if (shadow_head(sc_str_n(r->head.p, r->head.len), &mr->out) < 0 ||
         sc_buf_append(&mr->out, r->copy.p, r->copy.len) < 0) {
@@ -186,17 +139,19 @@ void proxy_mirror_start(struct proxy_exch *r)
         sc_counter_inc(pol->m_mirror_dropped);
         return;
     }
-    uv_tcp_init(w->loop, &mr->tcp);
-    uv_timer_init(w->loop, &mr->timer);
-    mr->tcp.data = mr;
-    mr->timer.data = mr;
-    mr->creq.data = mr;
     sc_list_append(&w->mirrors, &mr->node);
     w->nmirrors++;
-    uv_timer_start(&mr->timer, on_mirror_timeout, MIRROR_DEADLINE_MS, 0);
-    if (uv_tcp_connect(&mr->creq, &mr->tcp, (struct sockaddr *)&ss, on_mirror_connected) < 0) {
+    const struct sc_h1cli_req req = {
+        .method = r->is_head ? SC_STR("HEAD") : SC_STR("GET"),
+        .raw = sc_buf_str(&mr->out),
+        .timeout_ms = MIRROR_DEADLINE_MS,
+        .discard_body = true,
+        .wrap = wrap_cluster,
+        .wrap_arg = mr,
+    };
+    if (sc_h1cli_send(w->loop, (struct sockaddr *)&ss, &req, on_mirror_done, mr, &mr->cli) < 0) {
         sc_counter_inc(pol->m_mirror_dropped);
-        mirror_close(mr);
+        mirror_free(mr);
         return;
     }
     sc_counter_inc(pol->m_mirror);
@@ -213,6 +168,8 @@ void proxy_mirror_drop(struct proxy_exch *r)
 void proxy_mirror_stop_all(struct proxy_worker *w)
 {
     while (!sc_list_empty(&w->mirrors)) {
-        mirror_close(sc_list_entry(w->mirrors.next, struct mirror, node));
+        struct mirror *mr = sc_list_entry(w->mirrors.next, struct mirror, node);
+        sc_h1cli_cancel(mr->cli);
+        mirror_free(mr);
     }
 }

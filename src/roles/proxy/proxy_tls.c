@@ -708,27 +708,35 @@ int proxy_tls_xfcc(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc
 
 /* ---- the data path: upstream ---- */
 
-void proxy_tls_upstream(struct proxy_uconn *uc)
+struct sc_xport *proxy_tls_cluster_layer(struct proxy_endpoint *ep, uv_loop_t *loop,
+                                         struct sc_xport *below)
 {
-    const struct proxy_cluster_tls *t = &uc->ep->cluster->tls;
+    const struct proxy_cluster_tls *t = &ep->cluster->tls;
     if (!t->src) {
-        return;
+        return below;
     }
-    struct proxy_endpoint *ep = uc->ep;
     char key[320];
     snprintf(key, sizeof(key), "%s|%s", ep->cluster->name, ep->name);
     struct sc_tls_ctx *ctx = sc_tls_store_get(t->src->store);
     struct sc_tls_xport_args a = {
-        .loop = uc->w->loop,
-        .below = &uc->tx.base,
-        .cbs = uc->tx.base.cbs,
-        .owner = uc,
+        .loop = loop,
+        .below = below,
+        .cbs = below->cbs,
+        .owner = below->owner,
         .sni = t->sni_from_host ? ep->host : NULL, /* an IP is verified, not sent */
         .session_key = key,
     };
-    uc->x = sc_tls_xport_new(ctx, &a);
+    struct sc_xport *x = sc_tls_xport_new(ctx, &a);
     sc_tls_ctx_unref(ctx);
-    uc->tls = uc->x;
+    return x;
+}
+
+void proxy_tls_upstream(struct proxy_uconn *uc)
+{
+    if (uc->ep->cluster->tls.src) {
+        uc->x = proxy_tls_cluster_layer(uc->ep, uc->w->loop, &uc->tx.base);
+        uc->tls = uc->x;
+    }
 }
 
 const char *proxy_tls_upstream_error(struct proxy_uconn *uc)

@@ -175,6 +175,12 @@ void proxy_tls_handshake_done(struct proxy_dconn *dc, int status);
  * the cluster originates TLS; uc->x becomes the layer. */
 void proxy_tls_upstream(struct proxy_uconn *uc);
 
+/* Stacks the TLS layer of <ep>'s cluster on <below> (a transport not yet connected, whose owner
+ * the layer becomes) and returns the layer, or returns <below> when the cluster speaks plaintext.
+ * Health checks and mirrors pass it as their HTTP/1 client's wrap hook. */
+struct sc_xport *proxy_tls_cluster_layer(struct proxy_endpoint *ep, uv_loop_t *loop,
+                                         struct sc_xport *below);
+
 /* The text of why the upstream connection's handshake failed, or NULL when it is not TLS. */
 const char *proxy_tls_upstream_error(struct proxy_uconn *uc);
 

@@ -1,0 +1,408 @@
+// SPDX-License-Identifier: Apache-2.0
+// The HTTP/1.1 client of h1client.h. One input buffer holds the response head and, right after
+// it, the decoded body: Content-Length and close-delimited bodies are already in place, chunked
+// ones are decoded in place (data moved down over its framing), so the body is one view without a
+// second buffer; a discarded body is dropped as it arrives. The request is written as soon as the
+// chain is connected and reading starts at once, so a server that answers early (413) and closes
+// is heard even when the write fails.
+#include "net/h1client.h"
+
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "core/error.h"
+#include "net/tcp.h"
+
+#define MAX_HEADERS 64
+#define SLACK 16384 /* undecoded bytes the input buffer holds beyond head and kept body */
+
+struct sc_h1cli {
+    struct sc_tcp_xport tcp; /* the bottom of the chain */
+    struct sc_xport *top;
+    uv_timer_t timer;
+    int open; /* handles not yet closed: the transport and the timer */
+    sc_h1cli_done_cb cb;
+    void *arg;
+    struct sc_buf out; /* the formatted request */
+    struct sc_str send;
+    struct sc_buf in;
+    size_t last_len;
+    size_t hlen;     /* the final head's length once parsed, else 0 */
+    size_t body_len; /* decoded body bytes kept at in.p + hlen */
+    uint64_t got;    /* decoded body bytes received, kept or not */
+    enum sc_http_body kind;
+    uint64_t clen;
+    struct sc_http1_chunked dec;
+    struct sc_http_limits lim;
+    unsigned rflags;
+    uint64_t max_body;
+    bool head_only, discard;
+    bool done, closing;
+    int werr; /* a failed write: reading goes on, the response or the end decides */
+};
+
+static void maybe_free(struct sc_h1cli *c)
+{
+    if (--c->open > 0) {
+        return;
+    }
+    sc_buf_cleanup(&c->out);
+    sc_buf_cleanup(&c->in);
+    sc_free(c);
+}
+
+static void on_closed(void *owner)
+{
+    maybe_free(owner);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    maybe_free(h->data);
+}
+
+static void close_all(struct sc_h1cli *c)
+{
+    if (c->closing) {
+        return;
+    }
+    c->closing = true;
+    sc_xport_close(c->top);
+    uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+}
+
+/* Reports <r> once, then closes the connection. */
+static void finish(struct sc_h1cli *c, const struct sc_h1cli_resp *r)
+{
+    if (c->done) {
+        return;
+    }
+    c->done = true;
+    uv_timer_stop(&c->timer);
+    sc_h1cli_done_cb cb = c->cb;
+    c->cb = NULL;
+    if (cb) {
+        cb(c->arg, r);
+    }
+    close_all(c);
+}
+
+static void fail(struct sc_h1cli *c, int error, const char *reason)
+{
+    struct sc_h1cli_resp r = { .error = error, .reason = reason };
+    finish(c, &r);
+}
+
+static void complete(struct sc_h1cli *c)
+{
+    struct sc_http_header hdrs[MAX_HEADERS];
+    struct sc_http_msg msg = { .headers = hdrs };
+    struct sc_http_error err = { 0 };
+    /* The head was checked when it arrived; parsed again because the buffer may have moved. */
+    if (sc_http1_parse_response(c->in.p, c->hlen, 0, &c->lim, c->rflags, &msg, MAX_HEADERS, &err) <=
+        0) {
+        fail(c, SC_EHTTP, "malformed response");
+        return;
+    }
+    struct sc_h1cli_resp r = {
+        .status = msg.status,
+        .msg = &msg,
+        .body = sc_str_n(c->in.p + c->hlen, c->body_len),
+    };
+    finish(c, &r);
+}
+
+/* Keeps or drops <n> decoded bytes found at <p> (inside the undecoded region). */
+static int take(struct sc_h1cli *c, const char *p, size_t n)
+{
+    c->got += n;
+    if (c->discard) {
+        return 0;
+    }
+    if (c->body_len + n > c->max_body) {
+        return SC_ETOOBIG;
+    }
+    memmove(c->in.p + c->hlen + c->body_len, p, n);
+    c->body_len += n;
+    return 0;
+}
+
+/* Removes <n> undecoded bytes from the front of the undecoded region. */
+static void drop_raw(struct sc_h1cli *c, size_t n)
+{
+    char *raw = c->in.p + c->hlen + c->body_len;
+    size_t left = c->in.len - c->hlen - c->body_len - n;
+    memmove(raw, raw + n, left);
+    c->in.len = c->hlen + c->body_len + left;
+}
+
+/* Decodes what arrived of the body. Returns 1 when it is complete, 0 for more, or an error after
+ * failing the request. */
+static int body_progress(struct sc_h1cli *c)
+{
+    for (;;) {
+        char *raw = c->in.p + c->hlen + c->body_len;
+        size_t avail = c->in.len - c->hlen - c->body_len;
+        if (c->kind == SC_HTTP_BODY_LENGTH || c->kind == SC_HTTP_BODY_EOF) {
+            size_t n = avail;
+            if (c->kind == SC_HTTP_BODY_LENGTH && n > c->clen - c->got) {
+                n = (size_t)(c->clen - c->got);
+            }
+            if (take(c, raw, n) < 0) {
+                fail(c, SC_ETOOBIG, "response body over the cap");
+                return SC_ETOOBIG;
+            }
+            if (c->discard) {
+                drop_raw(c, n); /* kept bytes are already in place */
+            }
+            return c->kind == SC_HTTP_BODY_LENGTH && c->got == c->clen;
+        }
+        if (c->kind != SC_HTTP_BODY_CHUNKED) {
+            return 1;
+        }
+        size_t used = 0;
+        struct sc_str data = SC_STR_NULL;
+        struct sc_http_error err = { 0 };
+        int r = sc_http1_chunked_next(&c->dec, raw, avail, &used, &data, &err);
+        if (r < 0) {
+            fail(c, SC_EHTTP, err.reason ? err.reason : "malformed chunked body");
+            return r;
+        }
+        if (r == SC_HTTP1_CHUNK_DATA) {
+            /* the data ends the consumed span: keep it, then drop the framing before it */
+            size_t framing = used - data.len;
+            if (take(c, data.p, data.len) < 0) {
+                fail(c, SC_ETOOBIG, "response body over the cap");
+                return SC_ETOOBIG;
+            }
+            if (!c->discard) {
+                raw += data.len; /* the kept data now sits where the region began */
+            }
+            size_t left = avail - used;
+            memmove(raw, raw + framing + (c->discard ? data.len : 0), left);
+            c->in.len = (size_t)(raw - c->in.p) + left;
+            continue;
+        }
+        drop_raw(c, used);
+        if (r == SC_HTTP1_CHUNK_DONE) {
+            return 1;
+        }
+        return 0;
+    }
+}
+
+static void process(struct sc_h1cli *c)
+{
+    while (c->hlen == 0) {
+        struct sc_http_header hdrs[MAX_HEADERS];
+        struct sc_http_msg msg = { .headers = hdrs };
+        struct sc_http_error err = { 0 };
+        int n = sc_http1_parse_response(c->in.p, c->in.len, c->last_len, &c->lim, c->rflags, &msg,
+                                        MAX_HEADERS, &err);
+        if (n < 0) {
+            fail(c, SC_EHTTP, err.reason ? err.reason : "malformed response");
+            return;
+        }
+        if (n == 0) {
+            c->last_len = c->in.len;
+            return;
+        }
+        c->last_len = 0;
+        if (msg.status < 200) {
+            sc_buf_consume(&c->in, (size_t)n); /* an interim response: wait for the final one */
+            continue;
+        }
+        c->hlen = (size_t)n;
+        c->kind = msg.body;
+        c->clen = msg.content_length;
+        if (c->head_only) {
+            c->in.len = c->hlen;
+            complete(c);
+            return;
+        }
+        if (c->kind == SC_HTTP_BODY_LENGTH && c->clen > c->max_body && !c->discard) {
+            fail(c, SC_ETOOBIG, "response body over the cap");
+            return;
+        }
+        if (c->kind == SC_HTTP_BODY_CHUNKED) {
+            sc_http1_chunked_init(&c->dec);
+        }
+    }
+    int r = body_progress(c);
+    if (r == 1) {
+        complete(c);
+    }
+}
+
+static void on_alloc(void *owner, uv_buf_t *buf)
+{
+    struct sc_h1cli *c = owner;
+    sc_xport_alloc_buf(&c->in, buf);
+}
+
+static void on_read(void *owner, ssize_t nread)
+{
+    struct sc_h1cli *c = owner;
+    if (c->done) {
+        return;
+    }
+    if (nread == UV_ENOBUFS) {
+        fail(c, SC_ETOOBIG, c->hlen ? "response body over the cap" : "response head over the cap");
+        return;
+    }
+    if (nread == UV_EOF && c->hlen && c->kind == SC_HTTP_BODY_EOF) {
+        complete(c);
+        return;
+    }
+    if (nread < 0) {
+        if (c->werr) {
+            fail(c, c->werr, uv_strerror(c->werr));
+        } else if (nread == UV_EOF) {
+            fail(c, SC_ECLOSED,
+                 c->hlen ? "closed in the response body" : "closed before a response");
+        } else {
+            fail(c, (int)nread, uv_strerror((int)nread));
+        }
+        return;
+    }
+    c->in.len += (size_t)nread;
+    process(c);
+}
+
+static void on_write_done(void *owner, int status)
+{
+    struct sc_h1cli *c = owner;
+    if (status < 0 && !c->done) {
+        c->werr = status;
+    }
+}
+
+static void on_connected(void *owner, int status)
+{
+    struct sc_h1cli *c = owner;
+    if (c->done) {
+        return;
+    }
+    if (status < 0) {
+        fail(c, status, uv_strerror(status));
+        return;
+    }
+    int rc = sc_xport_read_start(c->top);
+    if (rc < 0) {
+        fail(c, rc, uv_strerror(rc));
+        return;
+    }
+    uv_buf_t b = uv_buf_init((char *)c->send.p, (unsigned)c->send.len);
+    rc = sc_xport_write(c->top, &b, 1);
+    if (rc < 0) {
+        c->werr = rc; /* the peer may have answered already: the read decides */
+    }
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    fail(t->data, UV_ETIMEDOUT, "timed out");
+}
+
+static const struct sc_xport_cbs cli_cbs = {
+    .alloc = on_alloc,
+    .read = on_read,
+    .write_done = on_write_done,
+    .connected = on_connected,
+    .closed = on_closed,
+};
+
+/* Formats the request of <req> into <b>. Returns 0, SC_EINVAL or SC_ETOOBIG. */
+static int format_request(struct sc_buf *b, const struct sc_h1cli_req *req)
+{
+    int rc = sc_http1_write_request_line(b, req->method, req->target);
+    for (size_t i = 0; rc == 0 && i < req->nheaders; i++) {
+        rc = sc_http1_write_header(b, req->headers[i].name, req->headers[i].value);
+    }
+    bool with_length = req->body.len > 0 || sc_str_eq(req->method, SC_STR("POST")) ||
+                       sc_str_eq(req->method, SC_STR("PUT")) ||
+                       sc_str_eq(req->method, SC_STR("PATCH"));
+    if (rc == 0 && with_length) {
+        rc = sc_buf_appendf(b, "Content-Length: %zu\r\n", req->body.len);
+    }
+    if (rc == 0) {
+        rc = sc_buf_append_cstr(b, "Connection: close\r\n\r\n");
+    }
+    if (rc == 0) {
+        rc = sc_buf_append_str(b, req->body);
+    }
+    return rc;
+}
+
+int sc_h1cli_send(uv_loop_t *loop, const struct sockaddr *addr, const struct sc_h1cli_req *req,
+                  sc_h1cli_done_cb cb, void *arg, struct sc_h1cli **out)
+{
+    struct sc_h1cli *c = SC_NEW(struct sc_h1cli);
+    c->cb = cb;
+    c->arg = arg;
+    c->head_only = req->head_only;
+    c->discard = req->discard_body;
+    c->max_body = req->max_body ? req->max_body : 1024 * 1024;
+    uint32_t max_head = req->max_head ? req->max_head : 16 * 1024;
+    c->lim = sc_http_default_limits;
+    c->lim.max_head = max_head;
+    c->lim.max_line = max_head < c->lim.max_line ? max_head : c->lim.max_line;
+    c->lim.max_headers = MAX_HEADERS;
+    c->rflags = sc_str_eq(req->method, SC_STR("HEAD")) ? SC_HTTP_RESP_TO_HEAD : 0;
+    sc_buf_init(&c->in, max_head + (c->head_only || c->discard ? 0 : c->max_body) + SLACK);
+    if (req->raw.len) {
+        sc_buf_init(&c->out, 0);
+        c->send = req->raw;
+    } else {
+        sc_buf_init(&c->out, 65536 + req->body.len);
+        int rc = format_request(&c->out, req);
+        if (rc < 0) {
+            sc_buf_cleanup(&c->out);
+            sc_buf_cleanup(&c->in);
+            sc_free(c);
+            return rc;
+        }
+        c->send = sc_buf_str(&c->out);
+    }
+    uint64_t timeout = req->timeout_ms ? req->timeout_ms : 10000;
+    c->open = 2;
+    uv_timer_init(loop, &c->timer);
+    c->timer.data = c;
+    sc_tcp_xport_init(&c->tcp, loop, &cli_cbs, c);
+    c->top = &c->tcp.base;
+    int rc = 0;
+    if (req->wrap) {
+        struct sc_xport *top = req->wrap(req->wrap_arg, &c->tcp.base);
+        if (top) {
+            c->top = top;
+        } else {
+            rc = SC_EINVAL;
+        }
+    }
+    if (rc == 0) {
+        rc = sc_xport_connect(c->top, addr);
+    }
+    if (rc < 0) {
+        c->done = true;
+        c->cb = NULL;
+        close_all(c);
+        return rc;
+    }
+    uv_timer_start(&c->timer, on_deadline, timeout, 0);
+    if (out) {
+        *out = c;
+    }
+    return 0;
+}
+
+void sc_h1cli_cancel(struct sc_h1cli *c)
+{
+    if (!c || c->done) {
+        return;
+    }
+    c->done = true;
+    c->cb = NULL;
+    uv_timer_stop(&c->timer);
+    close_all(c);
+}
