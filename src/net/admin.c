@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // The admin HTTP server: a routing table over the HTTP/1.1 server of h1server.h, which does the
 // connection work (strict in-order answers, capped heads and bodies, 431/413/400 with a reason,
-// idle and lingering closes). Handlers answer synchronously, so every request is answered from
-// inside the server's request callback.
+// idle and lingering closes). Handlers answer synchronously, from inside the server's request
+// callback, or defer: the connection then holds the pending request as its user data until the
+// answer, and a connection closing first cancels it.
 #include "net/admin.h"
 
 #include <string.h>
@@ -38,8 +39,16 @@ struct sc_admin {
     struct sc_xport *(*wrap)(void *arg, struct sc_xport *bottom);
     void *wrap_arg;
     uint32_t max_conns;
+    struct sc_h1srv_conn *cur;         /* the connection whose handler runs */
+    struct sc_admin_pending *deferred; /* set by sc_admin_defer during dispatch */
     bool dispatching; /* a handler runs: sc_admin_close defers the free to its end */
     bool closed;
+};
+
+struct sc_admin_pending {
+    struct sc_h1srv_conn *c;
+    sc_admin_cancel_cb cancel;
+    void *arg;
 };
 
 static void admin_free(struct sc_admin *a)
@@ -60,6 +69,37 @@ void sc_admin_handle(struct sc_admin *a, const char *method, const char *path,
 {
     a->routes = sc_reallocarray(a->routes, a->nroutes + 1, sizeof(*a->routes));
     a->routes[a->nroutes++] = (struct route){ method, path, cb, arg };
+}
+
+struct sc_admin_pending *sc_admin_defer(struct sc_admin *a, sc_admin_cancel_cb cancel, void *arg)
+{
+    struct sc_admin_pending *p = SC_NEW(struct sc_admin_pending);
+    p->c = a->cur;
+    p->cancel = cancel;
+    p->arg = arg;
+    a->deferred = p;
+    return p;
+}
+
+void sc_admin_answer(struct sc_admin_pending *p, int status, const char *content_type,
+                     struct sc_str body)
+{
+    sc_h1srv_set_data(p->c, NULL);
+    sc_h1srv_respond(p->c, status, content_type ? content_type : "text/plain; charset=utf-8", NULL,
+                     0, body);
+    sc_free(p);
+}
+
+/* A connection closes: a request deferred on it will never be answered. */
+static void on_conn_closed(void *arg, struct sc_h1srv_conn *c, void *data)
+{
+    struct sc_admin_pending *p = data;
+    (void)arg;
+    (void)c;
+    if (p) {
+        p->cancel(p->arg);
+        sc_free(p);
+    }
 }
 
 void sc_admin_after_response(struct sc_admin *a, sc_admin_after_cb cb, void *arg)
@@ -112,9 +152,12 @@ static void on_request(void *arg, struct sc_h1srv_conn *c, const struct sc_h1srv
     const struct route *r = find_route(a, req.method, req.path, allow, sizeof(allow));
     if (r) {
         a->after_cb = NULL;
+        a->deferred = NULL;
+        a->cur = c;
         a->dispatching = true;
         r->cb(r->arg, &req, &resp);
         a->dispatching = false;
+        a->cur = NULL;
         if (a->after_cb) {
             sc_h1srv_after(c, a->after_cb, a->after_arg);
             a->after_cb = NULL;
@@ -126,7 +169,12 @@ static void on_request(void *arg, struct sc_h1srv_conn *c, const struct sc_h1srv
         resp.status = 404;
         sc_buf_appendf(&resp.body, "not found: %.*s\n", SC_STR_FMT(req.path));
     }
-    sc_h1srv_respond(c, resp.status, resp.content_type, NULL, 0, sc_buf_str(&resp.body));
+    if (a->deferred) {
+        sc_h1srv_set_data(c, a->deferred); /* answered later, or cancelled at the close */
+        a->deferred = NULL;
+    } else {
+        sc_h1srv_respond(c, resp.status, resp.content_type, NULL, 0, sc_buf_str(&resp.body));
+    }
     sc_buf_cleanup(&resp.body);
     if (a->closed) {
         admin_free(a); /* closed by the handler: the answer went out first */
@@ -141,7 +189,11 @@ static struct sc_xport *admin_wrap(void *arg, struct sc_xport *bottom)
     return a->wrap ? a->wrap(a->wrap_arg, bottom) : bottom;
 }
 
-static const struct sc_h1srv_cbs admin_cbs = { .request = on_request, .wrap = admin_wrap };
+static const struct sc_h1srv_cbs admin_cbs = {
+    .request = on_request,
+    .conn_closed = on_conn_closed,
+    .wrap = admin_wrap,
+};
 
 void sc_admin_set_wrap(struct sc_admin *a, struct sc_xport *(*wrap)(void *arg, struct sc_xport *),
                        void *arg)

@@ -2,8 +2,8 @@
 // The admin HTTP server every role runs (default on 127.0.0.1): a small HTTP/1.1 server on the
 // role's loop that dispatches (method, path) to handlers. It knows no endpoint itself; the app
 // registers /healthz, /ready, /metrics, /config, /quitquitquit and /reload, and roles add theirs.
-// Handlers answer synchronously. Bounded: 64 connections, 64 KiB heads, 1 MiB bodies, and
-// connections idle for 60 s are closed.
+// Handlers answer synchronously, or defer the answer (sc_admin_defer) to give it later. Bounded: 64
+// connections, 64 KiB heads, 1 MiB bodies, and connections idle for 60 s are closed.
 #ifndef SC_NET_ADMIN_H
 #define SC_NET_ADMIN_H
 
@@ -46,6 +46,23 @@ struct sc_admin *sc_admin_new(uv_loop_t *loop);
  * methods answers 405 with Allow; an unknown path 404. */
 void sc_admin_handle(struct sc_admin *a, const char *method, const char *path,
                      sc_admin_handler_cb cb, void *arg);
+
+/* A request whose answer comes later (see sc_admin_defer). */
+struct sc_admin_pending;
+
+/* Called when the connection of a deferred request closes before its answer: the pending request
+ * is gone and sc_admin_answer must not be called for it. */
+typedef void (*sc_admin_cancel_cb)(void *arg);
+
+/* From inside a handler: the handler answers later, with sc_admin_answer, instead of filling its
+ * response (what it wrote there is ignored). <cancel> fires with <arg> instead if the client's
+ * connection closes first. Returns the handle to answer with. */
+struct sc_admin_pending *sc_admin_defer(struct sc_admin *a, sc_admin_cancel_cb cancel, void *arg);
+
+/* Answers deferred request <p> with <status>, <content_type> (NULL: text/plain) and <body>
+ * (borrowed for the call), and frees <p>. */
+void sc_admin_answer(struct sc_admin_pending *p, int status, const char *content_type,
+                     struct sc_str body);
 
 /* From inside a handler: runs <cb> once the current response has been written (for example, to
  * start draining after answering /quitquitquit). */

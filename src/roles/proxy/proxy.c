@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "roles/proxy/proxy.h"
+#include "roles/proxy/proxy_probe.h"
 
 static void on_done_async(uv_async_t *a);
 static void h_drain(void *arg, const struct sc_admin_req *req, struct sc_admin_resp *resp);
@@ -132,6 +133,7 @@ static void proxy_free(struct proxy *px)
     }
     proxy_rt_unref(px->rt);
     proxy_tls_shutdown(); /* after the last snapshot let go of its stores */
+    proxy_probe_stop();
     proxy_log_close(px);
     sc_free(px->workers);
     sc_free(px);
@@ -155,6 +157,11 @@ static int proxy_start(struct sc_app *app, const void *cfgp, void **state, char 
     init_metrics(px);
     proxy_log_open(px);
     px->nworkers = proxy_cfg_workers(cfg);
+    if (proxy_probe_start(sc_app_admin(app), sc_app_loop(app), err) < 0) {
+        px->nworkers = 0;
+        proxy_free(px);
+        return SC_ECONFIG;
+    }
     px->rt = proxy_rt_new(cfg, px->nworkers, &px->pm, err);
     if (!px->rt) {
         px->nworkers = 0;
