@@ -655,11 +655,6 @@ bool proxy_tls_misdirected(struct proxy_exch *ex, struct sc_str host)
     return ex->cl->tls && host.len && sc_tls_xport_misdirected(ex->cl->tls, host);
 }
 
-bool proxy_tls_is_xfcc(struct sc_str name)
-{
-    return sc_str_caseeq(name, SC_STR("x-forwarded-client-cert"));
-}
-
 /* The connection's own XFCC element, made once: hashing and formatting the certificate is too
  * much to repeat for every request of a keep-alive connection. Empty without a client
  * certificate. */

@@ -199,10 +199,6 @@ int proxy_tls_xfcc(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc
  * request gets 421, so the client opens a connection for that host. */
 bool proxy_tls_misdirected(struct proxy_exch *ex, struct sc_str host);
 
-/* Whether header <name> is X-Forwarded-Client-Cert (the head builder skips it and lets
- * proxy_tls_xfcc decide). */
-bool proxy_tls_is_xfcc(struct sc_str name);
-
 /* The client's Istio principal ("td/ns/x/sa/y"; empty without a SPIFFE certificate) and TLS
  * version ("TLSv1.3"; empty for plaintext) for exchange <ex>. Borrow from its connection. */
 struct sc_str proxy_tls_peer_principal(struct proxy_exch *ex);
