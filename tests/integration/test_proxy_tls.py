@@ -349,15 +349,19 @@ def upstream_cfg(port, nginx_port, tls):
 def test_origination_to_nginx(sidecar_run, nginx_tls, pki):
     n = nginx_tls()
     port = free_port()
-    sidecar_run("proxy", config=upstream_cfg(port, n.port, {"ca": str(pki / "ca.pem")}))
+    sc = sidecar_run("proxy", config=upstream_cfg(port, n.port, {"ca": str(pki / "ca.pem")}))
     r = get(port)
     assert r.status == 200 and b"sni=localhost" in r.body
+    assert metric(metrics(sc), "sidecar_upstream_tls_handshakes_total", cluster="up",
+                  result="ok") == 1
     # A name the certificate does not carry, and a CA that did not sign it: refused (502).
     port2 = free_port()
-    sidecar_run("proxy", config=upstream_cfg(port2, n.port, {
+    sc2 = sidecar_run("proxy", config=upstream_cfg(port2, n.port, {
         "ca": str(pki / "ca.pem"), "subject_alt_names": ["other.test"]}))
     r = get(port2)
     assert r.status == 502 and b"bad_san" in r.body
+    assert metric(metrics(sc2), "sidecar_upstream_tls_handshakes_total", cluster="up",
+                  result="bad_san") >= 1
     port3 = free_port()
     sidecar_run("proxy", config=upstream_cfg(port3, n.port, {"ca": str(pki / "other_ca.pem")}))
     r = get(port3)

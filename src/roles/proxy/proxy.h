@@ -281,6 +281,7 @@ struct proxy_metrics {
     struct sc_metric_family *mirror_dropped;
     struct sc_metric_family *tls_hs; /* proxy_tls.c */
     struct sc_metric_family *tls_expiry;
+    struct sc_metric_family *utls_hs;
 };
 
 /* Builds a snapshot from a checked <cfg> for <nworkers> workers, copying everything it keeps.

@@ -834,7 +834,7 @@ static int cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg 
     c->m_retry = sc_metric_get(pm->retry, lv);
     c->m_cx_active = sc_metric_get(pm->ucx_active, lv);
     c->m_timeout = sc_metric_get(pm->timeout, lv);
-    return proxy_tls_cluster_init(&c->tls, c->name, quick ? NULL : cc, cfg, err);
+    return proxy_tls_cluster_init(&c->tls, c->name, quick ? NULL : cc, cfg, pm, err);
 }
 
 static void route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,

@@ -371,6 +371,12 @@ void proxy_tls_metrics_init(struct proxy_metrics *pm)
         "When each certificate a listener or cluster presents expires (Unix time), by the "
         "listener or cluster and the certificate's name.",
         exp_labels, NULL, 0);
+    static const char *const uhs_labels[] = { "cluster", "result", NULL };
+    pm->utls_hs = sc_metrics_family(
+        pm->reg, SC_METRIC_COUNTER, "sidecar_upstream_tls_handshakes_total",
+        "TLS handshakes to a cluster's endpoints, by result (ok, or why they failed; bad_san also "
+        "for a mesh peer outside the trust domain).",
+        uhs_labels, NULL, 0);
 }
 
 void proxy_tls_collect(struct proxy_metrics *pm)
@@ -464,7 +470,7 @@ int proxy_tls_listener_init(struct proxy_listener_tls *out, const char *lname,
 
 int proxy_tls_cluster_init(struct proxy_cluster_tls *out, const char *cname,
                            const struct proxy_cluster_cfg *cc, const struct proxy_cfg *cfg,
-                           char **err)
+                           struct proxy_metrics *pm, char **err)
 {
     memset(out, 0, sizeof(*out));
     const struct proxy_tls_flags *f = &cfg->tls_flags;
@@ -507,7 +513,14 @@ int proxy_tls_cluster_init(struct proxy_cluster_tls *out, const char *cname,
     }
     out->sni_from_host = o.sni == NULL && !out->mesh;
     out->src = src_get(cname, &o, false, err);
-    return out->src ? 0 : SC_ECONFIG;
+    if (!out->src) {
+        return SC_ECONFIG;
+    }
+    for (int r = 0; r <= SC_TLS_FAIL_PROTOCOL; r++) {
+        const char *v[] = { cname, r == SC_TLS_FAIL_NONE ? "ok" : sc_tls_fail_name(r) };
+        out->m_hs[r] = sc_metric_get(pm->utls_hs, v);
+    }
+    return 0;
 }
 
 void proxy_tls_listener_release(struct proxy_listener_tls *t)
@@ -734,28 +747,34 @@ void proxy_tls_upstream(struct proxy_uconn *uc)
     }
 }
 
-const char *proxy_tls_upstream_error(struct proxy_uconn *uc)
+const char *proxy_tls_upstream_done(struct proxy_uconn *uc, int status)
 {
+    const struct proxy_cluster_tls *t = &uc->ep->cluster->tls;
     if (!uc->tls) {
         return NULL;
     }
-    enum sc_tls_fail f = sc_tls_xport_fail(uc->tls);
-    return f == SC_TLS_FAIL_NONE ? NULL : sc_tls_fail_name(f);
-}
-
-const char *proxy_tls_upstream_check(struct proxy_uconn *uc)
-{
-    const struct proxy_cluster_tls *t = &uc->ep->cluster->tls;
-    if (!uc->tls || !t->mesh) {
-        return NULL;
+    if (status < 0) {
+        enum sc_tls_fail f = sc_tls_xport_fail(uc->tls);
+        if (f == SC_TLS_FAIL_NONE) {
+            return NULL; /* the TCP connect failed: no handshake took place */
+        }
+        sc_counter_inc(t->m_hs[f]);
+        return sc_tls_fail_name(f);
     }
-    struct sc_spiffe_id id;
-    struct sc_str s = sc_xport_query_str(uc->x, SC_XQ_PEER_ID);
-    if (s.len == 0 || sc_tls_spiffe_parse(s, &id) < 0) {
-        return "upstream has no SPIFFE identity";
+    if (t->mesh) {
+        struct sc_spiffe_id id;
+        struct sc_str s = sc_xport_query_str(uc->x, SC_XQ_PEER_ID);
+        const char *bad = NULL;
+        if (s.len == 0 || sc_tls_spiffe_parse(s, &id) < 0) {
+            bad = "upstream has no SPIFFE identity";
+        } else if (!sc_str_eq(id.trust_domain, sc_str_c(t->trust_domain))) {
+            bad = "upstream identity is outside the trust domain";
+        }
+        if (bad) {
+            sc_counter_inc(t->m_hs[SC_TLS_FAIL_BAD_SAN]);
+            return bad;
+        }
     }
-    if (!sc_str_eq(id.trust_domain, sc_str_c(t->trust_domain))) {
-        return "upstream identity is outside the trust domain";
-    }
+    sc_counter_inc(t->m_hs[SC_TLS_FAIL_NONE]);
     return NULL;
 }

@@ -126,6 +126,7 @@ struct proxy_cluster_tls {
     bool sni_from_host;        /* no sni configured: send the endpoint's host name */
     bool mesh;                 /* the peer must be a workload of trust_domain */
     char trust_domain[256];
+    struct sc_metric *m_hs[SC_TLS_FAIL_PROTOCOL + 1]; /* handshakes by result (NONE: ok) */
 };
 
 /* Resolves listener <lc> (NULL for the quick-start and default listeners, <quick_inbound> telling
@@ -139,7 +140,7 @@ int proxy_tls_listener_init(struct proxy_listener_tls *out, const char *lname,
 /* The same for cluster <cc> (NULL: the quick-start upstream). */
 int proxy_tls_cluster_init(struct proxy_cluster_tls *out, const char *cname,
                            const struct proxy_cluster_cfg *cc, const struct proxy_cfg *cfg,
-                           char **err);
+                           struct proxy_metrics *pm, char **err);
 
 /* Drops the references of a snapshot's listener and cluster. Any thread. */
 void proxy_tls_listener_release(struct proxy_listener_tls *t);
@@ -181,13 +182,12 @@ void proxy_tls_upstream(struct proxy_uconn *uc);
 struct sc_xport *proxy_tls_cluster_layer(struct proxy_endpoint *ep, uv_loop_t *loop,
                                          struct sc_xport *below);
 
-/* The text of why the upstream connection's handshake failed, or NULL when it is not TLS. */
-const char *proxy_tls_upstream_error(struct proxy_uconn *uc);
-
-/* After a successful upstream handshake: a mesh cluster's peer must present a SPIFFE ID of the
- * workload's trust domain (subject_alt_names, when set, were checked by the handshake). Returns
- * NULL when the peer is acceptable, else why not. */
-const char *proxy_tls_upstream_check(struct proxy_uconn *uc);
+/* The connect of upstream connection <uc> ended with <status>. For a cluster that originates
+ * TLS, counts the handshake by result and returns why the connection cannot carry the request
+ * (static text): the handshake's failure (a TCP connect failure is no handshake: NULL, the caller
+ * reports the socket error), or, for a mesh cluster, a peer without a SPIFFE ID of the trust
+ * domain (subject_alt_names, when set, were checked by the handshake). NULL when it may. */
+const char *proxy_tls_upstream_done(struct proxy_uconn *uc, int status);
 
 /* Appends X-Forwarded-Client-Cert for exchange <ex> to head <b>, as its listener's mode says,
  * with the client's headers <m>. Returns 0 or SC_ETOOBIG. */

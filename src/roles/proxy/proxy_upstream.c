@@ -310,23 +310,15 @@ static void on_connect(void *owner, int status)
         uc->bk_pending = false;
         proxy_breaker_connected(uc->ep->cluster);
     }
-    if (status < 0) {
-        const char *tls = proxy_tls_upstream_error(uc);
+    const char *tls = proxy_tls_upstream_done(uc, status);
+    if (status < 0 || tls) {
         char why[96];
-        if (tls) {
+        if (tls && status < 0) {
             snprintf(why, sizeof(why), "upstream TLS handshake failed: %s", tls);
+            tls = why;
         }
         if (dc) {
-            proxy_attempt_failed(&dc->ex, COND_CONNECT, F_UF, tls ? why : uv_strerror(status));
-        } else {
-            proxy_uconn_close(uc);
-        }
-        return;
-    }
-    const char *bad = proxy_tls_upstream_check(uc);
-    if (bad) {
-        if (dc) {
-            proxy_attempt_failed(&dc->ex, COND_CONNECT, F_UF, bad);
+            proxy_attempt_failed(&dc->ex, COND_CONNECT, F_UF, tls ? tls : uv_strerror(status));
         } else {
             proxy_uconn_close(uc);
         }
