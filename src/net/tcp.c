@@ -63,18 +63,18 @@ int sc_tcp_local_address(const uv_tcp_t *h, char *out, size_t outlen)
     return 0;
 }
 
-const char *sc_tcp_peer_ip(const uv_tcp_t *h, char *out, size_t outlen)
+const char *sc_tcp_peer_ip(const uv_tcp_t *h, struct sockaddr_storage *ss, char *out, size_t outlen)
 {
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
+    int len = sizeof(*ss);
     out[0] = '\0';
-    if (uv_tcp_getpeername(h, (struct sockaddr *)&ss, &len) < 0) {
+    if (uv_tcp_getpeername(h, (struct sockaddr *)ss, &len) < 0) {
+        ss->ss_family = AF_UNSPEC;
         return out;
     }
-    if (ss.ss_family == AF_INET) {
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out, (socklen_t)outlen);
-    } else if (ss.ss_family == AF_INET6) {
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out, (socklen_t)outlen);
+    if (ss->ss_family == AF_INET) {
+        inet_ntop(AF_INET, &((struct sockaddr_in *)ss)->sin_addr, out, (socklen_t)outlen);
+    } else if (ss->ss_family == AF_INET6) {
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)ss)->sin6_addr, out, (socklen_t)outlen);
     }
     return out;
 }

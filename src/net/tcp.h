@@ -27,8 +27,10 @@ void sc_tcp_tune(uv_tcp_t *h);
  * negative libuv error. */
 int sc_tcp_local_address(const uv_tcp_t *h, char *out, size_t outlen);
 
-/* Writes the peer's IP address (no port) of <h> into <out> (at least 46 bytes); an empty string
- * when it cannot be read. Returns <out>. */
-const char *sc_tcp_peer_ip(const uv_tcp_t *h, char *out, size_t outlen);
+/* Reads the peer's address of <h> into <ss> (family AF_UNSPEC when it cannot be read) and writes
+ * its IP (no port) into <out> (at least 46 bytes; empty when unknown): one getpeername for both.
+ * Returns <out>. */
+const char *sc_tcp_peer_ip(const uv_tcp_t *h, struct sockaddr_storage *ss, char *out,
+                           size_t outlen);
 
 #endif

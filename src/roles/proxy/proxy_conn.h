@@ -295,6 +295,11 @@ void proxy_uconn_close(struct proxy_uconn *uc);
  * closes it. */
 void proxy_uconn_release(struct proxy_uconn *uc, bool reusable);
 
+/* Whether <dc> was redirected here by iptables; then dc->od->orig holds where the client meant
+ * to go (SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST for IPv6). Read once per connection; allocates
+ * dc->od on first use. */
+bool proxy_original_dst(struct proxy_dconn *dc);
+
 /* Closes the idle pooled connections of every cluster of snapshot <rt> on worker <w>. */
 void proxy_close_pools(struct proxy_worker *w, struct proxy_rt *rt);
 

@@ -973,11 +973,7 @@ void proxy_h1_on_accept(uv_stream_t *server, int status)
         return;
     }
     sc_tcp_tune(&dc->tx.tcp);
-    sc_tcp_peer_ip(&dc->tx.tcp, dc->cl.ip, sizeof(dc->cl.ip));
-    int alen = sizeof(dc->cl.addr);
-    if (uv_tcp_getpeername(&dc->tx.tcp, (struct sockaddr *)&dc->cl.addr, &alen) < 0) {
-        dc->cl.addr.ss_family = AF_UNSPEC;
-    }
+    sc_tcp_peer_ip(&dc->tx.tcp, &dc->cl.addr, dc->cl.ip, sizeof(dc->cl.ip));
     dc->last_activity = uv_now(w->loop);
     if (w->rt->listeners[dc->lidx].tls.src) {
         proxy_tls_accepted(dc);

@@ -443,12 +443,7 @@ int proxy_tls_listener_init(struct proxy_listener_tls *out, const char *lname,
             out->by_port = out->pa.nports > 0;
         }
     }
-    if (!own) {
-        out->mode = PROXY_MTLS_DISABLE;
-        out->xfcc = xfcc == PROXY_XFCC_AUTO ? PROXY_XFCC_SANITIZE : xfcc;
-        return 0;
-    }
-    out->mode = mode == PROXY_MTLS_UNSET ? PROXY_MTLS_STRICT : mode;
+    out->mode = !own ? PROXY_MTLS_DISABLE : mode == PROXY_MTLS_UNSET ? PROXY_MTLS_STRICT : mode;
     if (out->mode == PROXY_MTLS_DISABLE && !out->by_port) {
         out->xfcc = xfcc == PROXY_XFCC_AUTO ? PROXY_XFCC_SANITIZE : xfcc;
         return 0;
@@ -568,19 +563,15 @@ static void start_tls(struct proxy_dconn *dc, struct sc_str pre)
  * listener's own. 0 when unknown. */
 static int dialled_port(struct proxy_dconn *dc)
 {
-    uv_os_fd_t fd;
     struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    if (sc_xport_query(dc->x, SC_XQ_FD, &fd) < 0) {
-        return 0;
-    }
-    if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &len) < 0) {
-        len = sizeof(ss);
-        if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &ss, &len) < 0) {
-            len = sizeof(ss);
-            if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
-                return 0;
-            }
+    if (proxy_original_dst(dc)) {
+        ss = dc->od->orig;
+    } else {
+        uv_os_fd_t fd;
+        socklen_t len = sizeof(ss);
+        if (sc_xport_query(dc->x, SC_XQ_FD, &fd) < 0 ||
+            getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+            return 0;
         }
     }
     if (ss.ss_family == AF_INET) {

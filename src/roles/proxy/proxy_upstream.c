@@ -473,8 +473,11 @@ static void connect_new(struct proxy_dconn *dc, struct proxy_endpoint *ep,
 /* The address iptables redirected this connection from, when it was intercepted: IPv4 through
  * SO_ORIGINAL_DST, IPv6 through IP6T_SO_ORIGINAL_DST (an IPv4-mapped client on an IPv6 socket is
  * tracked as IPv4). */
-static bool original_dst(struct proxy_dconn *dc)
+bool proxy_original_dst(struct proxy_dconn *dc)
 {
+    if (!dc->od) {
+        dc->od = SC_NEW(struct proxy_odst);
+    }
     if (dc->od->checked) {
         return dc->od->has_orig;
     }
@@ -580,7 +583,7 @@ static void attempt_original_dst(struct proxy_dconn *dc)
     r->upstream_ns = proxy_now_ns();
     r->active = ep;
     atomic_fetch_add_explicit(&ep->active, 1, memory_order_relaxed);
-    if (original_dst(dc)) {
+    if (proxy_original_dst(dc)) {
         sc_addr_format((struct sockaddr *)&dc->od->orig, dc->od->name, sizeof(dc->od->name));
         odst_connect(dc, &dc->od->orig);
         return;
