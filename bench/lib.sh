@@ -178,23 +178,86 @@ pin() {
     done
 }
 
-# wait_http PORT PID LOG: waits up to 10 s until http://127.0.0.1:PORT/ answers 200 with the
-# upstream's body, failing early (with the log's tail) if PID exits.
-wait_http() {
-    local port=$1 pid=$2 out=$3 body
+# bench_begin NAME: what every side-by-side section needs before its first run. One benchmark
+# at a time (a lock in /tmp): two would measure each other. The raw figures go to $TSV
+# ($OUT/NAME.tsv, through record) and $NOTES (through note), $META and $LOGS beside them; $TMP is a
+# temp dir readable by servers running as nobody, removed at exit unless BENCH_KEEP=1, when every
+# spawned process is stopped. The descriptor limit is raised, and IDLE_CONNS lowered to fit it.
+bench_begin() {
+    local name=$1
+    exec 9>/tmp/sidecar-bench.lock
+    flock -n 9 || die "another benchmark is running (lock /tmp/sidecar-bench.lock)"
+    TSV=$OUT/$name.tsv
+    NOTES=$OUT/$name-notes.tsv
+    META=$OUT/$name-meta.txt
+    LOGS=$OUT/$name-logs
+    TMP=$(mktemp -d "/tmp/sidecar-bench-$name.XXXXXX")
+    chmod 755 "$TMP" # nginx workers run as nobody
+    mkdir -p "$OUT" "$LOGS"
+    : >"$TSV"
+    : >"$NOTES"
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT TERM
+    ulimit -n "$(ulimit -Hn)"
+    if [ "$(ulimit -n)" -lt $((IDLE_CONNS + 200)) ]; then
+        IDLE_CONNS=$(($(ulimit -n) - 200))
+        log "descriptor limit $(ulimit -n): holding $IDLE_CONNS idle connections"
+    fi
+}
+
+bench_cleanup() {
+    stop_all
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then
+        log "kept $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+}
+
+# record TARGET ROUND METRIC VALUE: one raw figure.
+record() {
+    printf '%s\t%s\t%s\t%s\n' "$@" >>"$TSV"
+}
+
+# note TARGET TEXT: something the report must say about TARGET.
+note() {
+    printf '%s\t%s\n' "$1" "$2" >>"$NOTES"
+    log "$1: $2"
+}
+
+# wait_url PID LOG URL [CURL_ARG...]: waits up to 10 s until URL answers the upstream's body,
+# failing early (with the log's tail) if PID exits.
+wait_url() {
+    local pid=$1 out=$2 url=$3 body
+    shift 3
     for _ in $(seq 100); do
         if ! kill -0 "$pid" 2>/dev/null; then
             log "process $pid exited; last lines of $out:"
             tail -n 5 "$out" >&2 || true
             return 1
         fi
-        body=$(curl -s --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null) || body=""
+        body=$(curl -s --max-time 1 "$@" "$url" 2>/dev/null) || body=""
         [ "$body" = "Hello, World!" ] && return 0
         sleep 0.1
     done
-    log "no answer on 127.0.0.1:$port after 10 s; last lines of $out:"
+    log "no answer on $url after 10 s; last lines of $out:"
     tail -n 5 "$out" >&2 || true
     return 1
+}
+
+# wait_http PORT PID LOG: wait_url for http://127.0.0.1:PORT/.
+wait_http() {
+    wait_url "$2" "$3" "http://127.0.0.1:$1/"
+}
+
+# wait_https_any PORT [TRIES]: waits until anything answers https on 127.0.0.1:PORT, whatever its
+# certificate (TRIES tenths of a second, 100 by default; valgrind needs more), or dies.
+wait_https_any() {
+    for _ in $(seq "${2:-100}"); do
+        curl -sk --max-time 2 "https://127.0.0.1:$1/" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    die "nothing answers https on 127.0.0.1:$1"
 }
 
 # run_wrk OUT CPU PORT CONNS SECONDS [PACE_MS]: one wrk run (one thread, keep-alive) pinned to

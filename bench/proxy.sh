@@ -65,50 +65,7 @@ CPU_PROXY=1         # the proxy alone in (a), (c), (e)
 if [ "$(nproc)" -lt 2 ]; then
     CPU_PROXY=0
 fi
-
-# One benchmark at a time: two would measure each other.
-exec 9>/tmp/sidecar-bench.lock
-flock -n 9 || die "another bench/proxy.sh is running (lock /tmp/sidecar-bench.lock)"
-
-TSV=$OUT/proxy.tsv
-NOTES=$OUT/proxy-notes.tsv
-META=$OUT/proxy-meta.txt
-LOGS=$OUT/proxy-logs
-TMP=$(mktemp -d /tmp/sidecar-bench.XXXXXX)
-chmod 755 "$TMP" # nginx workers run as nobody
-mkdir -p "$OUT" "$LOGS"
-: >"$TSV"
-: >"$NOTES"
-
-cleanup() {
-    stop_all
-    if [ "${BENCH_KEEP:-0}" = 1 ]; then
-        log "kept $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Raise the descriptor limit for the proxies and the idle-connection client.
-ulimit -n "$(ulimit -Hn)"
-if [ "$(ulimit -n)" -lt $((IDLE_CONNS + 200)) ]; then
-    IDLE_CONNS=$(($(ulimit -n) - 200))
-    log "descriptor limit $(ulimit -n): holding $IDLE_CONNS idle connections"
-fi
-
-# record TARGET ROUND METRIC VALUE: one raw figure.
-record() {
-    printf '%s\t%s\t%s\t%s\n' "$@" >>"$TSV"
-}
-
-# note TARGET TEXT: something the report must say about TARGET.
-note() {
-    printf '%s\t%s\n' "$1" "$2" >>"$NOTES"
-    log "$1: $2"
-}
-
+bench_begin proxy
 # render TEMPLATE DIR PORT: writes bench/peers/TEMPLATE into DIR with its placeholders filled.
 render() {
     sed -e "s#@DIR@#$2#g" -e "s#@PORT@#$3#g" -e "s#@UPSTREAM@#127.0.0.1:${UP_PORT:-0}#g" \

@@ -79,50 +79,7 @@ CPU_PROXY=1                    # the proxy alone in (h), the sidecar pair in (m)
 if [ "$(nproc)" -lt 2 ]; then
     CPU_PROXY=0
 fi
-
-# One benchmark at a time (the lock bench/proxy.sh takes too): two would measure each other.
-exec 9>/tmp/sidecar-bench.lock
-flock -n 9 || die "another benchmark is running (lock /tmp/sidecar-bench.lock)"
-
-TSV=$OUT/tls.tsv
-NOTES=$OUT/tls-notes.tsv
-META=$OUT/tls-meta.txt
-LOGS=$OUT/tls-logs
-TMP=$(mktemp -d /tmp/sidecar-bench-tls.XXXXXX)
-chmod 755 "$TMP" # nginx workers run as nobody
-mkdir -p "$OUT" "$LOGS"
-: >"$TSV"
-: >"$NOTES"
-
-cleanup() {
-    stop_all
-    if [ "${BENCH_KEEP:-0}" = 1 ]; then
-        log "kept $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Raise the descriptor limit for the proxies and the idle-connection client.
-ulimit -n "$(ulimit -Hn)"
-if [ "$(ulimit -n)" -lt $((IDLE_CONNS + 200)) ]; then
-    IDLE_CONNS=$(($(ulimit -n) - 200))
-    log "descriptor limit $(ulimit -n): holding $IDLE_CONNS idle connections"
-fi
-
-# record TARGET ROUND METRIC VALUE: one raw figure.
-record() {
-    printf '%s\t%s\t%s\t%s\n' "$@" >>"$TSV"
-}
-
-# note TARGET TEXT: something the report must say about TARGET.
-note() {
-    printf '%s\t%s\n' "$1" "$2" >>"$NOTES"
-    log "$1: $2"
-}
-
+bench_begin tls
 # ratio NUM DEN [SCALE]: NUM * SCALE / DEN with three decimals.
 ratio() {
     awk -v n="$1" -v d="$2" -v s="${3:-1}" 'BEGIN { if (d > 0) printf "%.3f\n", n * s / d }'
@@ -241,22 +198,8 @@ start_upstream() {
 
 # wait_https PORT PID LOG: as wait_http, over TLS verified against the test CA (name localhost).
 wait_https() {
-    local port=$1 pid=$2 out=$3 body
-    for _ in $(seq 100); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            log "process $pid exited; last lines of $out:"
-            tail -n 5 "$out" >&2 || true
-            return 1
-        fi
-        body=$(curl -s --max-time 1 --cacert "$PKI/ca.pem" \
-            --resolve "localhost:$port:127.0.0.1" "https://localhost:$port/" 2>/dev/null) ||
-            body=""
-        [ "$body" = "Hello, World!" ] && return 0
-        sleep 0.1
-    done
-    log "no answer on https://127.0.0.1:$port/ after 10 s; last lines of $out:"
-    tail -n 5 "$out" >&2 || true
-    return 1
+    wait_url "$2" "$3" "https://localhost:$1/" --cacert "$PKI/ca.pem" \
+        --resolve "localhost:$1:127.0.0.1"
 }
 
 # wait_target PORT PID LOG: waits until the current target answers through itself.

@@ -25,14 +25,6 @@ tests/certs.sh "$TMP/pki"
 chmod 644 "$TMP"/pki/*
 mkdir -p "$TMP/tmp"
 
-wait_https() {
-    for _ in $(seq 600); do
-        curl -sk --max-time 2 "https://127.0.0.1:$1/" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    die "nothing answers https on 127.0.0.1:$1"
-}
-
 # window NAME PID PORT CONNS PER: prints NAME and the instructions per request in the window.
 window() {
     local name=$1 pid=$2 port=$3 conns=$4 per=$5 before after ir
@@ -52,7 +44,7 @@ window() {
 
 measure() {
     local name=$1 pid=$2 port=$3
-    wait_https "$port"
+    wait_https_any "$port" 600
     python3 bench/tls_requests.py "$port" 2 5 "$TMP/pki/ca.pem" # warm-up
     window "$name keepalive" "$pid" "$port" "$CONNS" "$PER"
     window "$name handshake" "$pid" "$port" "$HS" 1

@@ -25,14 +25,6 @@ tests/certs.sh "$TMP/pki"
 chmod 644 "$TMP"/pki/*
 mkdir -p "$TMP/tmp"
 
-wait_https() {
-    for _ in $(seq 100); do
-        curl -sk --max-time 1 "https://127.0.0.1:$1/" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    die "nothing answers https on 127.0.0.1:$1"
-}
-
 # run NAME PORT PIDS...: prints one line per mode with requests/s and CPU us per request.
 run() {
     local name=$1 port=$2 mode t0 t1 out reqs
@@ -56,7 +48,7 @@ port=$(free_port)
 spawn "$TMP/sc.log" "$CPU_SRV" "$BUILD/bench_tls_serve" "$TMP/pki/server.pem" \
     "$TMP/pki/server.key" "$port"
 sc_pid=$SPAWNED_PID
-wait_https "$port"
+wait_https_any "$port"
 run layer "$port" "$sc_pid"
 stop_proc "$sc_pid"
 
@@ -89,6 +81,6 @@ http {
 CONF
 spawn "$TMP/nginx.log" "$CPU_SRV" nginx -e "$TMP/error.log" -p "$TMP/" -c "$TMP/nginx.conf"
 ng_pid=$SPAWNED_PID
-wait_https "$nport"
+wait_https_any "$nport"
 # shellcheck disable=SC2046 # one PID per word
 run nginx "$nport" $(proc_leaves "$ng_pid")
