@@ -357,12 +357,12 @@ static int reload(struct sc_app *app, char **err)
     if (!app->role->reload) {
         *err = sc_asprintf("the %s role does not reload its configuration; restart it instead",
                            app->role->name);
-        sc_counter_inc(app->reloads_failed);
+        sc_metrics_counter_inc(app->reloads_failed);
         return SC_EUNSUPPORTED;
     }
     void *blob = load_config(app, err);
     if (!blob) {
-        sc_counter_inc(app->reloads_failed);
+        sc_metrics_counter_inc(app->reloads_failed);
         return SC_ECONFIG;
     }
     /* What may not change at a reload is in the role's option table (SC_OPT_RESTART). */
@@ -372,7 +372,7 @@ static int reload(struct sc_app *app, char **err)
     }
     if (rc < 0) {
         free_config(app, blob);
-        sc_counter_inc(app->reloads_failed);
+        sc_metrics_counter_inc(app->reloads_failed);
         return rc;
     }
     struct sc_common *oldc = common_of(app->cfg), *newc = common_of(blob);
@@ -383,7 +383,7 @@ static int reload(struct sc_app *app, char **err)
                  app->role->name);
     free_config(app, app->cfg);
     app->cfg = blob;
-    sc_counter_inc(app->reloads_ok);
+    sc_metrics_counter_inc(app->reloads_ok);
     sc_info("configuration reloaded");
     return 0;
 }
@@ -494,7 +494,7 @@ static int start(struct sc_app *app)
         sc_metrics_family(app->metrics, SC_METRIC_GAUGE, "sidecar_build_info",
                           "Build information; the value is always 1.", build_labels, NULL, 0);
     const char *values[] = { SC_VERSION, SC_VERSION_GIT, app->role->name };
-    sc_gauge_set(sc_metric_get(f, values), 1);
+    sc_metrics_gauge_set(sc_metric_get(f, values), 1);
     static const char *const result_label[] = { "result", NULL };
     f = sc_metrics_family(
         app->metrics, SC_METRIC_COUNTER, "sidecar_reloads_total",

@@ -307,7 +307,7 @@ int sc_config_set_scalar(const struct sc_opt *o, void *field, const char *s, str
     case SC_OPT_SIZE: {
         bool dur = o->type == SC_OPT_DURATION;
         uint64_t v;
-        if ((dur ? sc_parse_duration(s, &v) : sc_value_parse_size(s, &v)) < 0) {
+        if ((dur ? sc_value_parse_duration(s, &v) : sc_value_parse_size(s, &v)) < 0) {
             sc_buf_append_cstr(m, dur ? "invalid duration " : "invalid size ");
             sc_config_append_quoted(m, s);
             sc_buf_append_cstr(m, dur ? " (expected e.g. 250ms, 30s, 5m, 1h30m)"
@@ -318,9 +318,9 @@ int sc_config_set_scalar(const struct sc_opt *o, void *field, const char *s, str
         if (bounded(o) && ((int64_t)v < o->min || (int64_t)v > o->max)) {
             uint64_t lo = o->min < 0 ? 0 : (uint64_t)o->min, hi = o->max < 0 ? 0 : (uint64_t)o->max;
             if (dur) {
-                sc_format_duration(v, v1);
-                sc_format_duration(lo, v2);
-                sc_format_duration(hi, v3);
+                sc_value_format_duration(v, v1);
+                sc_value_format_duration(lo, v2);
+                sc_value_format_duration(hi, v3);
             } else {
                 sc_value_render_size(v, v1);
                 sc_value_render_size(lo, v2);

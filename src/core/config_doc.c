@@ -125,7 +125,7 @@ static json_t *dump_value(const struct sc_opt *o, const void *field, int tdepth)
     case SC_OPT_INT:
         return json_integer((json_int_t) * (const int64_t *)field);
     case SC_OPT_DURATION:
-        sc_format_duration(*(const uint64_t *)field, tmp);
+        sc_value_format_duration(*(const uint64_t *)field, tmp);
         return json_string(tmp);
     case SC_OPT_SIZE: {
         uint64_t v = *(const uint64_t *)field;
@@ -226,8 +226,8 @@ static void describe(struct sc_buf *b, const struct sc_opt *o, bool def)
         if (o->type == SC_OPT_DURATION || o->type == SC_OPT_SIZE) {
             uint64_t l = o->min < 0 ? 0 : (uint64_t)o->min, h = (uint64_t)o->max;
             if (o->type == SC_OPT_DURATION) {
-                sc_format_duration(l, lo);
-                sc_format_duration(h, hi);
+                sc_value_format_duration(l, lo);
+                sc_value_format_duration(h, hi);
             } else {
                 sc_value_render_size(l, lo);
                 sc_value_render_size(h, hi);

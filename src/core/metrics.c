@@ -572,7 +572,7 @@ struct sc_metric *sc_metric_get(struct sc_metric_family *f, const char *const *v
     pthread_mutex_unlock(&f->lock);
     if (!m) {
         /* Outside f->lock: the drop counter's family has a lock of its own. */
-        sc_counter_inc(sc_metric_get(f->reg->dropped, NULL));
+        sc_metrics_counter_inc(sc_metric_get(f->reg->dropped, NULL));
         if (warn) {
             sc_warn("metrics: family reached its series cap; new series are dropped",
                     SC_LS("family", f->name), SC_LU("cap", MAX_SERIES));
@@ -612,7 +612,7 @@ struct sc_metric *sc_metrics_gauge(struct sc_metrics *r, const char *name, const
 
 /* Updates of the wrong type are ignored rather than fatal: they sit on hot paths, and a metric
  * bug must not take traffic down. */
-void sc_counter_add(struct sc_metric *m, uint64_t n)
+void sc_metrics_counter_add(struct sc_metric *m, uint64_t n)
 {
     if (!m || m->fam->type != SC_METRIC_COUNTER) {
         return;
@@ -624,14 +624,14 @@ void sc_counter_add(struct sc_metric *m, uint64_t n)
     }
 }
 
-void sc_gauge_set(struct sc_metric *m, double v)
+void sc_metrics_gauge_set(struct sc_metric *m, double v)
 {
     if (m && m->fam->type == SC_METRIC_GAUGE) {
         atomic_store_explicit(&m->v, dbits(v), memory_order_relaxed);
     }
 }
 
-void sc_gauge_add(struct sc_metric *m, double delta)
+void sc_metrics_gauge_add(struct sc_metric *m, double delta)
 {
     if (m && m->fam->type == SC_METRIC_GAUGE) {
         atomic_add_double(&m->v, delta);
@@ -815,16 +815,16 @@ static void on_collect_process(struct sc_metrics *r, void *arg)
             atomic_store_explicit(&cpu->v, dbits((double)(st.utime + st.stime) / pm->ticks),
                                   memory_order_relaxed);
         }
-        sc_gauge_set(sc_metric_get(pm->vsz, NULL), (double)st.vsize);
-        sc_gauge_set(sc_metric_get(pm->rss, NULL), (double)st.rss * pm->page_size);
+        sc_metrics_gauge_set(sc_metric_get(pm->vsz, NULL), (double)st.vsize);
+        sc_metrics_gauge_set(sc_metric_get(pm->rss, NULL), (double)st.rss * pm->page_size);
     }
     long fds = count_fds();
     if (fds >= 0) {
-        sc_gauge_set(sc_metric_get(pm->open_fds, NULL), (double)fds);
+        sc_metrics_gauge_set(sc_metric_get(pm->open_fds, NULL), (double)fds);
     }
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-        sc_gauge_set(sc_metric_get(pm->max_fds, NULL), (double)rl.rlim_cur);
+        sc_metrics_gauge_set(sc_metric_get(pm->max_fds, NULL), (double)rl.rlim_cur);
     }
 }
 
@@ -866,7 +866,7 @@ void sc_metrics_add_process(struct sc_metrics *r)
     struct proc_stat st;
     double bt = boot_time();
     if (bt >= 0 && read_proc_stat(&st) == 0) {
-        sc_gauge_set(sc_metric_get(pm->start, NULL), bt + (double)st.starttime / pm->ticks);
+        sc_metrics_gauge_set(sc_metric_get(pm->start, NULL), bt + (double)st.starttime / pm->ticks);
     }
     sc_metrics_on_collect(r, on_collect_process, pm);
 }

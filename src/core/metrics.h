@@ -50,13 +50,13 @@ struct sc_metric *sc_metrics_counter(struct sc_metrics *r, const char *name, con
 struct sc_metric *sc_metrics_gauge(struct sc_metrics *r, const char *name, const char *help);
 
 /* Updates. All are NULL-safe and thread-safe. Counters only go up. */
-void sc_counter_add(struct sc_metric *m, uint64_t n);
-static inline void sc_counter_inc(struct sc_metric *m)
+void sc_metrics_counter_add(struct sc_metric *m, uint64_t n);
+static inline void sc_metrics_counter_inc(struct sc_metric *m)
 {
-    sc_counter_add(m, 1);
+    sc_metrics_counter_add(m, 1);
 }
-void sc_gauge_set(struct sc_metric *m, double v);
-void sc_gauge_add(struct sc_metric *m, double delta);
+void sc_metrics_gauge_set(struct sc_metric *m, double v);
+void sc_metrics_gauge_add(struct sc_metric *m, double delta);
 void sc_histogram_observe(struct sc_metric *m, double v);
 
 /* Reads a counter or gauge value (tests, admin). 0 for NULL. */

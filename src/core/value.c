@@ -94,7 +94,7 @@ static const struct {
     uint64_t ms;
 } dur_units[] = { { "h", 3600000 }, { "m", 60000 }, { "s", 1000 }, { "ms", 1 } };
 
-int sc_parse_duration(const char *s, uint64_t *ms)
+int sc_value_parse_duration(const char *s, uint64_t *ms)
 {
     if (!s || !*s) {
         return -EINVAL;
@@ -225,7 +225,7 @@ int sc_value_parse_size(const char *s, uint64_t *bytes)
     return 0;
 }
 
-void sc_format_duration(uint64_t ms, char *out)
+void sc_value_format_duration(uint64_t ms, char *out)
 {
     if (ms == 0) {
         memcpy(out, "0", 2);

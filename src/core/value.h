@@ -10,12 +10,12 @@
 #include <stdint.h>
 
 /* Parses a duration ("250ms", "1h30m", "0") into milliseconds. Returns 0 or -EINVAL. */
-int sc_parse_duration(const char *s, uint64_t *ms);
+int sc_value_parse_duration(const char *s, uint64_t *ms);
 
 /* Writes the shortest exact rendering of <ms> ("250ms", "90s", "1h30s", "0") into <out>, which
- * holds at least SC_DURATION_MAX bytes: what sc_parse_duration reads back as <ms>. */
+ * holds at least SC_DURATION_MAX bytes: what sc_value_parse_duration reads back as <ms>. */
 #define SC_DURATION_MAX 96
-void sc_format_duration(uint64_t ms, char *out);
+void sc_value_format_duration(uint64_t ms, char *out);
 
 /* Parses a size ("64KiB", "1MiB", "100", "10MB") into bytes. Returns 0 or -EINVAL. */
 int sc_value_parse_size(const char *s, uint64_t *bytes);

@@ -432,10 +432,10 @@ static void reload_done(struct sc_dest_reloader *r, bool ok, const char *why)
     r->running = false;
     r->attempt = 0;
     if (ok) {
-        sc_counter_inc(r->ok);
+        sc_metrics_counter_inc(r->ok);
         sc_info("reload done", ACTION_FIELDS(r->cfg));
     } else {
-        sc_counter_inc(r->failed);
+        sc_metrics_counter_inc(r->failed);
         sc_error("reload failed", ACTION_FIELDS(r->cfg), SC_LS("reason", why));
     }
     if (r->again && !r->closing) {

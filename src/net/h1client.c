@@ -345,7 +345,7 @@ int sc_h1cli_send(uv_loop_t *loop, const struct sockaddr *addr, const struct sc_
     c->discard = req->discard_body;
     c->max_body = req->max_body ? req->max_body : 1024 * 1024;
     uint32_t max_head = req->max_head ? req->max_head : 16 * 1024;
-    c->lim = sc_http_default_limits;
+    c->lim = sc_http1_default_limits;
     c->lim.max_head = max_head;
     c->lim.max_line = max_head < c->lim.max_line ? max_head : c->lim.max_line;
     c->lim.max_headers = MAX_HEADERS;

@@ -521,7 +521,7 @@ struct sc_h1srv *sc_h1srv_new(uv_loop_t *loop, const struct sc_h1srv_opts *opts,
     o->idle_ms = o->idle_ms ? o->idle_ms : 60000;
     o->linger_ms = o->linger_ms ? o->linger_ms : 2000;
     o->backlog = o->backlog ? o->backlog : 128;
-    s->lim = sc_http_default_limits;
+    s->lim = sc_http1_default_limits;
     s->lim.max_head = o->max_head;
     s->lim.max_headers = o->max_headers;
     sc_list_init(&s->conns);

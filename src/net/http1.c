@@ -20,7 +20,7 @@
 
 #include "core/error.h"
 
-const struct sc_http_limits sc_http_default_limits = {
+const struct sc_http_limits sc_http1_default_limits = {
     .max_line = 8 * 1024,
     .max_head = 64 * 1024,
     .max_headers = 100,
@@ -259,7 +259,7 @@ static void ps_init(struct ps *ps, const char *buf, size_t len, const struct sc_
                     struct sc_http_error *err)
 {
     if (lim == NULL) {
-        lim = &sc_http_default_limits;
+        lim = &sc_http1_default_limits;
     }
     ps->buf = buf;
     ps->len = len;
@@ -486,7 +486,7 @@ static int known_field(struct ps *ps, struct sc_http_msg *msg, struct fields *f,
         }
         break;
     case 6:
-        if (token_is(n, "expect", 6) && sc_http_has_token(v, SC_STR("100-continue"))) {
+        if (token_is(n, "expect", 6) && sc_http1_has_token(v, SC_STR("100-continue"))) {
             f->expect_continue = true;
         }
         break;
@@ -1197,8 +1197,8 @@ int sc_http1_chunked_next(struct sc_http1_chunked *d, const char *buf, size_t le
     return SC_HTTP1_CHUNK_MORE;
 }
 
-const struct sc_http_header *sc_http_find(const struct sc_http_msg *m, struct sc_str name,
-                                          size_t *from)
+const struct sc_http_header *sc_http1_find(const struct sc_http_msg *m, struct sc_str name,
+                                           size_t *from)
 {
     for (size_t i = from ? *from : 0; i < m->nheaders; i++) {
         if (sc_str_caseeq(m->headers[i].name, name)) {
@@ -1214,7 +1214,7 @@ const struct sc_http_header *sc_http_find(const struct sc_http_msg *m, struct sc
     return NULL;
 }
 
-bool sc_http_has_token(struct sc_str list, struct sc_str token)
+bool sc_http1_has_token(struct sc_str list, struct sc_str token)
 {
     size_t pos = 0;
     if (list.p == NULL) {
@@ -1296,7 +1296,7 @@ static const struct {
     { 511, "Network Authentication Required" },
 };
 
-const char *sc_http_reason(int status)
+const char *sc_http1_reason(int status)
 {
     size_t lo = 0, hi = sizeof(reasons) / sizeof(reasons[0]);
     while (lo < hi) {
@@ -1339,7 +1339,7 @@ int sc_http1_write_status_line(struct sc_buf *b, int minor_version, int status)
     if (status < 100 || status > 999 || minor_version < 0 || minor_version > 1) {
         return SC_EINVAL;
     }
-    const char *reason = sc_http_reason(status);
+    const char *reason = sc_http1_reason(status);
     size_t rlen = strlen(reason);
     size_t n = 13 + rlen + 2; /* "HTTP/1.x ddd " reason CRLF */
     int rc = sc_buf_reserve(b, n);

@@ -56,7 +56,7 @@ struct sc_http_limits {
 };
 
 /* Defaults: 8 KiB line, 64 KiB head, 100 headers. */
-extern const struct sc_http_limits sc_http_default_limits;
+extern const struct sc_http_limits sc_http1_default_limits;
 
 struct sc_http_error {
     int status;         /* the response status to send: 400, 414, 431, 501, 505 (requests) or
@@ -123,14 +123,14 @@ int sc_http1_chunked_next(struct sc_http1_chunked *d, const char *buf, size_t le
 
 /* Returns the header named <name> (case-insensitive) from index <*from> on, advancing <*from> past
  * it so the caller can find repeats; NULL when there is none. <from> may be NULL. */
-const struct sc_http_header *sc_http_find(const struct sc_http_msg *m, struct sc_str name,
-                                          size_t *from);
+const struct sc_http_header *sc_http1_find(const struct sc_http_msg *m, struct sc_str name,
+                                           size_t *from);
 
 /* Returns true when the comma-separated <list> holds <token> (case-insensitive, OWS ignored). */
-bool sc_http_has_token(struct sc_str list, struct sc_str token);
+bool sc_http1_has_token(struct sc_str list, struct sc_str token);
 
 /* Returns the standard reason phrase of <status>, or "Unknown". */
-const char *sc_http_reason(int status);
+const char *sc_http1_reason(int status);
 
 /* Writers: append to <b>, return 0, SC_ETOOBIG from the buffer's cap, or SC_EINVAL for input that
  * would break the framing (a method or name that is not a token, a target, value or content type

@@ -288,7 +288,7 @@ static void check_duration(uint64_t ms, json_t *text)
     const char *s = json_string_value(text);
     check(s != NULL, "duration dumps as a string", NULL);
     uint64_t back = 0;
-    check(sc_parse_duration(s, &back) == 0 && back == ms, "duration text parses back", s);
+    check(sc_value_parse_duration(s, &back) == 0 && back == ms, "duration text parses back", s);
 }
 
 static char *dump_text(const struct fz_cfg *c)

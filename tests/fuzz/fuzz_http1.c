@@ -120,7 +120,7 @@ static size_t count_field(const struct sc_http_msg *m, const char *name,
     size_t n = 0;
     size_t from = 0;
     const struct sc_http_header *h;
-    while ((h = sc_http_find(m, sc_str_c(name), &from)) != NULL) {
+    while ((h = sc_http1_find(m, sc_str_c(name), &from)) != NULL) {
         n++;
         *last = h;
     }

@@ -6,9 +6,10 @@
 //   - a successful parse renders, in the same format, to text that parses back to the same
 //     families and samples (names, labels in order, values with NaN equal to NaN, timestamps);
 //   - rendering as 0.0.4 (whatever the input format) always yields text 0.0.4 accepts;
-//   - the streamed parse (prom_stream), fed the input in pieces whose size the first byte picks,
-//     returns what prom_parse returns (the same error at the same line:col, or the same families,
-//     units and samples), and its set stays valid after every piece is overwritten.
+//   - the streamed parse (metrics_prom_stream), fed the input in pieces whose size the first byte
+//   picks,
+//     returns what metrics_prom_parse returns (the same error at the same line:col, or the same
+//     families, units and samples), and its set stays valid after every piece is overwritten.
 #include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -37,7 +38,7 @@ static bool same_value(double a, double b)
     return (isnan(a) && isnan(b)) || a == b;
 }
 
-static size_t nonempty(const struct prom_set *s)
+static size_t nonempty(const struct metrics_prom_set *s)
 {
     size_t n = 0;
     for (size_t i = 0; i < s->nfams; i++) {
@@ -46,21 +47,21 @@ static size_t nonempty(const struct prom_set *s)
     return n;
 }
 
-static void same_samples(const struct prom_set *a, const struct prom_set *b)
+static void same_samples(const struct metrics_prom_set *a, const struct metrics_prom_set *b)
 {
     check(nonempty(a) == nonempty(b), "family count");
     for (size_t i = 0; i < a->nfams; i++) {
-        const struct prom_family *fa = a->fams[i];
+        const struct metrics_prom_family *fa = a->fams[i];
         if (fa->nsamples == 0) {
             continue;
         }
-        const struct prom_family *fb = prom_find(b, fa->name);
+        const struct metrics_prom_family *fb = metrics_prom_find(b, fa->name);
         check(fb != NULL, "family missing after round trip");
         check(fb->type == fa->type, "family type");
         check(fb->nsamples == fa->nsamples, "sample count");
         check(sc_str_eq(fa->help, fb->help), "help");
         for (size_t j = 0; j < fa->nsamples; j++) {
-            const struct prom_sample *x = &fa->samples[j], *y = &fb->samples[j];
+            const struct metrics_prom_sample *x = &fa->samples[j], *y = &fb->samples[j];
             check(sc_str_eq(x->name, y->name), "sample name");
             check(same_value(x->value, y->value), "sample value");
             check(x->has_ts == y->has_ts && x->ts_ms == y->ts_ms, "timestamp");
@@ -73,42 +74,43 @@ static void same_samples(const struct prom_set *a, const struct prom_set *b)
     }
 }
 
-/* Parses <in> with prom_stream in pieces of <piece> bytes, each from a scratch buffer that is
- * scribbled over after the call, and compares with prom_parse's result <rc0>, <e0>, <s0>. */
-static void check_stream(const char *in, size_t len, enum prom_format fmt,
-                         const struct prom_limits *lim, size_t piece, int rc0,
-                         const struct prom_error *e0, const struct prom_set *s0)
+/* Parses <in> with metrics_prom_stream in pieces of <piece> bytes, each from a scratch buffer that
+ * is scribbled over after the call, and compares with metrics_prom_parse's result <rc0>, <e0>,
+ * <s0>. */
+static void check_stream(const char *in, size_t len, enum metrics_prom_format fmt,
+                         const struct metrics_prom_limits *lim, size_t piece, int rc0,
+                         const struct metrics_prom_error *e0, const struct metrics_prom_set *s0)
 {
-    struct prom_set s;
-    prom_set_init(&s);
-    struct prom_stream *st = prom_stream_new(&s, fmt, lim, len + 1);
-    struct prom_error e;
+    struct metrics_prom_set s;
+    metrics_prom_set_init(&s);
+    struct metrics_prom_stream *st = metrics_prom_stream_new(&s, fmt, lim, len + 1);
+    struct metrics_prom_error e;
     int rc = 0;
     char *scratch = sc_malloc(piece);
     for (size_t off = 0; off < len && rc == 0; off += piece) {
         size_t n = len - off < piece ? len - off : piece;
         memcpy(scratch, in + off, n);
-        rc = prom_stream_feed(st, scratch, n, &e);
+        rc = metrics_prom_stream_feed(st, scratch, n, &e);
         memset(scratch, 'x', n);
     }
     if (rc == 0) {
-        rc = prom_stream_end(st, &e);
+        rc = metrics_prom_stream_end(st, &e);
     }
     sc_free(scratch);
-    prom_stream_free(st);
-    check(rc == rc0, "streamed parse returns what prom_parse returns");
+    metrics_prom_stream_free(st);
+    check(rc == rc0, "streamed parse returns what metrics_prom_parse returns");
     if (rc != 0) {
         check(e.line == e0->line && e.col == e0->col && strcmp(e.msg, e0->msg) == 0,
               "streamed parse fails at the same place");
     } else {
         same_samples(s0, &s);
         for (size_t i = 0; i < s0->nfams; i++) {
-            const struct prom_family *f = prom_find(&s, s0->fams[i]->name);
+            const struct metrics_prom_family *f = metrics_prom_find(&s, s0->fams[i]->name);
             check(!s0->fams[i]->nsamples || (f && sc_str_eq(f->unit, s0->fams[i]->unit)),
                   "streamed unit");
         }
     }
-    prom_set_cleanup(&s);
+    metrics_prom_set_cleanup(&s);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -116,49 +118,50 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size == 0) {
         return 0;
     }
-    enum prom_format fmt = (data[0] & 1) ? PROM_FMT_OPENMETRICS : PROM_FMT_TEXT;
+    enum metrics_prom_format fmt =
+        (data[0] & 1) ? METRICS_PROM_FMT_OPENMETRICS : METRICS_PROM_FMT_TEXT;
     const char *in = (const char *)data + 1;
     size_t len = size - 1;
-    struct prom_limits lim = { .max_samples = 10000, .max_labels = 64 };
+    struct metrics_prom_limits lim = { .max_samples = 10000, .max_labels = 64 };
 
-    struct prom_set s;
-    struct prom_error e;
-    prom_set_init(&s);
-    int rc = prom_parse(&s, in, len, fmt, &lim, &e);
+    struct metrics_prom_set s;
+    struct metrics_prom_error e;
+    metrics_prom_set_init(&s);
+    int rc = metrics_prom_parse(&s, in, len, fmt, &lim, &e);
     check(rc == 0 || rc == SC_EINVAL || rc == SC_ELIMIT, "return code");
     check_stream(in, len, fmt, &lim, 1 + (data[0] >> 1) % 97, rc, &e, &s);
     if (rc != 0) {
         check(e.line >= 1 && e.col >= 1 && e.msg && *e.msg, "error position and message");
-        prom_set_cleanup(&s);
+        metrics_prom_set_cleanup(&s);
         return 0;
     }
 
     struct sc_buf out;
     sc_buf_init(&out, 64u << 20);
-    check(prom_render(&s, fmt, &out) == 0, "render");
-    struct prom_set t;
-    prom_set_init(&t);
-    rc = prom_parse(&t, out.p, out.len, fmt, &lim, &e);
+    check(metrics_prom_render(&s, fmt, &out) == 0, "render");
+    struct metrics_prom_set t;
+    metrics_prom_set_init(&t);
+    rc = metrics_prom_parse(&t, out.p, out.len, fmt, &lim, &e);
     if (rc != 0) {
         fprintf(stderr, "reparse failed at %u:%u: %s\n%.*s\n", e.line, e.col, e.msg, (int)out.len,
                 out.p);
     }
     check(rc == 0, "rendered output parses");
     same_samples(&s, &t);
-    prom_set_cleanup(&t);
+    metrics_prom_set_cleanup(&t);
 
     sc_buf_reset(&out);
-    check(prom_render(&s, PROM_FMT_TEXT, &out) == 0, "render as text");
-    prom_set_init(&t);
-    rc = prom_parse(&t, out.p, out.len, PROM_FMT_TEXT, &lim, &e);
+    check(metrics_prom_render(&s, METRICS_PROM_FMT_TEXT, &out) == 0, "render as text");
+    metrics_prom_set_init(&t);
+    rc = metrics_prom_parse(&t, out.p, out.len, METRICS_PROM_FMT_TEXT, &lim, &e);
     if (rc != 0) {
         fprintf(stderr, "text reparse failed at %u:%u: %s\n%.*s\n", e.line, e.col, e.msg,
                 (int)out.len, out.p);
     }
     check(rc == 0, "rendered text parses");
-    prom_set_cleanup(&t);
+    metrics_prom_set_cleanup(&t);
 
     sc_buf_cleanup(&out);
-    prom_set_cleanup(&s);
+    metrics_prom_set_cleanup(&s);
     return 0;
 }

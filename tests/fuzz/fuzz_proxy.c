@@ -88,21 +88,21 @@ static void check_forwarded(const char *p, size_t len)
     struct sc_http_header h[128];
     struct sc_http_msg m = { .headers = h };
     struct sc_http_error err;
-    int rc = sc_http1_parse_request(p, len, 0, &sc_http_default_limits, &m, 128, &err);
+    int rc = sc_http1_parse_request(p, len, 0, &sc_http1_default_limits, &m, 128, &err);
     if (rc == 0) {
         /* The head was cut by the proxy closing early; it must at least be a request line. */
         CHECK(memchr(p, ' ', len) != NULL);
         return;
     }
     CHECK(rc > 0);
-    CHECK(sc_http_find(&m, SC_STR("via"), NULL) != NULL);
-    CHECK(sc_http_find(&m, SC_STR("x-request-id"), NULL) != NULL);
-    CHECK(sc_http_find(&m, SC_STR("traceparent"), NULL) != NULL);
-    CHECK(sc_http_find(&m, SC_STR("x-forwarded-for"), NULL) != NULL);
-    CHECK(sc_http_find(&m, SC_STR("keep-alive"), NULL) == NULL);
-    CHECK(sc_http_find(&m, SC_STR("proxy-connection"), NULL) == NULL);
-    CHECK(sc_http_find(&m, SC_STR("te"), NULL) == NULL);
-    const struct sc_http_header *c = sc_http_find(&m, SC_STR("connection"), NULL);
+    CHECK(sc_http1_find(&m, SC_STR("via"), NULL) != NULL);
+    CHECK(sc_http1_find(&m, SC_STR("x-request-id"), NULL) != NULL);
+    CHECK(sc_http1_find(&m, SC_STR("traceparent"), NULL) != NULL);
+    CHECK(sc_http1_find(&m, SC_STR("x-forwarded-for"), NULL) != NULL);
+    CHECK(sc_http1_find(&m, SC_STR("keep-alive"), NULL) == NULL);
+    CHECK(sc_http1_find(&m, SC_STR("proxy-connection"), NULL) == NULL);
+    CHECK(sc_http1_find(&m, SC_STR("te"), NULL) == NULL);
+    const struct sc_http_header *c = sc_http1_find(&m, SC_STR("connection"), NULL);
     CHECK(c == NULL || sc_str_caseeq(c->value, SC_STR("upgrade")));
     CHECK(m.minor_version == 1);
 }

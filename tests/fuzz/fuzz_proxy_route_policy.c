@@ -121,10 +121,10 @@ static void setup(void)
 static const struct sc_http_header *only(const struct sc_http_msg *m, const char *name)
 {
     size_t from = 0;
-    const struct sc_http_header *h = sc_http_find(m, sc_str_c(name), &from);
+    const struct sc_http_header *h = sc_http1_find(m, sc_str_c(name), &from);
     if (h) {
         size_t again = from;
-        CHECK(sc_http_find(m, sc_str_c(name), &again) == NULL);
+        CHECK(sc_http1_find(m, sc_str_c(name), &again) == NULL);
     }
     return h;
 }
@@ -134,7 +134,7 @@ static void check_local(int status)
     struct sc_http_header h[64];
     struct sc_http_msg m = { .headers = h };
     struct sc_http_error err = { 0 };
-    int rc = sc_http1_parse_response(dc->out.p, dc->out.len, 0, &sc_http_default_limits, 0, &m, 64,
+    int rc = sc_http1_parse_response(dc->out.p, dc->out.len, 0, &sc_http1_default_limits, 0, &m, 64,
                                      &err);
     CHECK(rc > 0);
     CHECK(m.status == status);
@@ -151,7 +151,7 @@ static void check_upstream_head(const struct sc_http_msg *in, struct sc_str orig
     struct sc_http_header h[MAX_HEADERS + 16];
     struct sc_http_msg m = { .headers = h };
     struct sc_http_error err = { 0 };
-    struct sc_http_limits lim = sc_http_default_limits;
+    struct sc_http_limits lim = sc_http1_default_limits;
     lim.max_head = 65536 + 8192; /* the upstream head's cap: the client's head plus ours */
     int rc = sc_http1_parse_request(r->head.p, r->head.len, 0, &lim, &m, MAX_HEADERS + 16, &err);
     CHECK(rc > 0 && (size_t)rc == r->head.len);
@@ -160,13 +160,13 @@ static void check_upstream_head(const struct sc_http_msg *in, struct sc_str orig
         return;
     }
     CHECK(sc_str_eq(only(&m, "host")->value, SC_STR("backend.internal")));
-    CHECK(sc_http_find(&m, SC_STR("x-drop"), NULL) == NULL);
-    const struct sc_http_header *user = sc_http_find(in, SC_STR("x-user"), NULL);
+    CHECK(sc_http1_find(&m, SC_STR("x-drop"), NULL) == NULL);
+    const struct sc_http_header *user = sc_http1_find(in, SC_STR("x-user"), NULL);
     const struct sc_http_header *copy = only(&m, "x-copy");
     CHECK(copy != NULL);
     CHECK(sc_str_eq(copy->value, user ? sc_str_trim(user->value) : SC_STR("")));
     CHECK(sc_str_eq(only(&m, "x-client")->value, SC_STR("192.0.2.7")));
-    CHECK(sc_http_find(&m, SC_STR("x-start"), NULL) != NULL);
+    CHECK(sc_http1_find(&m, SC_STR("x-start"), NULL) != NULL);
     if (!r->is_connect && origin.len && origin.p[0] == '/') {
         CHECK(sc_str_startswith(m.target, SC_STR("/r")));
     }
@@ -180,7 +180,7 @@ static void check_response_head(void)
     struct sc_http_header uh[16];
     struct sc_http_msg um = { .headers = uh };
     struct sc_http_error err = { 0 };
-    CHECK(sc_http1_parse_response(up, sizeof(up) - 1, 0, &sc_http_default_limits, 0, &um, 16,
+    CHECK(sc_http1_parse_response(up, sizeof(up) - 1, 0, &sc_http1_default_limits, 0, &um, 16,
                                   &err) > 0);
     struct proxy_exch *r = &dc->ex;
     r->status = 200;
@@ -190,10 +190,10 @@ static void check_response_head(void)
     CHECK(proxy_build_resp_head(r, &um, &dc->out, false) == 0);
     struct sc_http_header h[64];
     struct sc_http_msg m = { .headers = h };
-    CHECK(sc_http1_parse_response(dc->out.p, dc->out.len, 0, &sc_http_default_limits, 0, &m, 64,
+    CHECK(sc_http1_parse_response(dc->out.p, dc->out.len, 0, &sc_http1_default_limits, 0, &m, 64,
                                   &err) > 0);
     if (strcmp(r->route->name, "main") == 0) {
-        CHECK(sc_http_find(&m, SC_STR("server"), NULL) == NULL);
+        CHECK(sc_http1_find(&m, SC_STR("server"), NULL) == NULL);
         CHECK(sc_str_eq(only(&m, "x-up")->value, SC_STR("127.0.0.1:9")));
         CHECK(sc_str_eq(only(&m, "x-code")->value, SC_STR("200")));
         CHECK(only(&m, "x-ratelimit-limit") != NULL);
@@ -210,7 +210,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct sc_http_header hdrs[MAX_HEADERS];
     struct sc_http_msg m = { .headers = hdrs };
     struct sc_http_error err = { 0 };
-    struct sc_http_limits lim = sc_http_default_limits;
+    struct sc_http_limits lim = sc_http1_default_limits;
     int rc = sc_http1_parse_request((const char *)data, size, 0, &lim, &m, MAX_HEADERS, &err);
     if (rc <= 0) {
         return 0;

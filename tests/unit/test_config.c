@@ -659,7 +659,7 @@ static void test_durations(void **state)
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         uint64_t v = 1;
-        assert_int_equal(sc_parse_duration(ok[i].in, &v), 0);
+        assert_int_equal(sc_value_parse_duration(ok[i].in, &v), 0);
         assert_int_equal(v, ok[i].ms);
     }
     static const char *const bad[] = {
@@ -688,7 +688,7 @@ static void test_durations(void **state)
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         uint64_t v = 7;
-        if (sc_parse_duration(bad[i], &v) != -EINVAL) {
+        if (sc_value_parse_duration(bad[i], &v) != -EINVAL) {
             print_error("duration \"%s\" accepted\n", bad[i]);
             fail();
         }
@@ -914,7 +914,7 @@ static void test_dump(void **state)
         const char *s = json_string_value(json_object_get(j, "timeout"));
         assert_string_equal(s, durs[i].text);
         uint64_t back;
-        assert_int_equal(sc_parse_duration(s, &back), 0);
+        assert_int_equal(sc_value_parse_duration(s, &back), 0);
         assert_int_equal(back, durs[i].ms);
         json_decref(j);
     }

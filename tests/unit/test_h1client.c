@@ -50,11 +50,11 @@ static void on_done(void *arg, const struct sc_h1cli_resp *r)
         memcpy(t->body, r->body.p, r->body.len < sizeof(t->body) ? r->body.len : sizeof(t->body));
     }
     if (r->msg) {
-        const struct sc_http_header *h = sc_http_find(r->msg, SC_STR("Content-Type"), NULL);
+        const struct sc_http_header *h = sc_http1_find(r->msg, SC_STR("Content-Type"), NULL);
         if (h) {
             snprintf(t->ctype, sizeof(t->ctype), "%.*s", SC_STR_FMT(h->value));
         }
-        h = sc_http_find(r->msg, SC_STR("X-TLS"), NULL);
+        h = sc_http1_find(r->msg, SC_STR("X-TLS"), NULL);
         if (h) {
             snprintf(t->xtls, sizeof(t->xtls), "%.*s", SC_STR_FMT(h->value));
         }

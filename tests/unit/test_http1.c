@@ -77,7 +77,7 @@ static void parse(const struct popts *o, const char *buf, size_t len, size_t las
     memset(out, 0, sizeof(*out));
     out->msg.headers = out->h;
     out->base = buf;
-    const struct sc_http_limits *lim = o->lim ? o->lim : &sc_http_default_limits;
+    const struct sc_http_limits *lim = o->lim ? o->lim : &sc_http1_default_limits;
     if (o->response) {
         out->rc =
             sc_http1_parse_response(buf, len, last, lim, o->flags, &out->msg, MAXH, &out->err);
@@ -1288,29 +1288,29 @@ static void test_helpers(void **state)
     struct sc_http_error err;
     assert_true(sc_http1_parse_request(in, strlen(in), 0, NULL, &msg, 8, &err) > 0);
     size_t from = 0;
-    const struct sc_http_header *h = sc_http_find(&msg, SC_STR("X-a"), &from);
+    const struct sc_http_header *h = sc_http1_find(&msg, SC_STR("X-a"), &from);
     assert_non_null(h);
     assert_true(sc_str_eq(h->value, SC_STR("1")));
-    h = sc_http_find(&msg, SC_STR("X-a"), &from);
+    h = sc_http1_find(&msg, SC_STR("X-a"), &from);
     assert_non_null(h);
     assert_true(sc_str_eq(h->value, SC_STR("2")));
-    assert_null(sc_http_find(&msg, SC_STR("X-a"), &from));
-    assert_null(sc_http_find(&msg, SC_STR("Z"), NULL));
-    assert_non_null(sc_http_find(&msg, SC_STR("y"), NULL));
+    assert_null(sc_http1_find(&msg, SC_STR("X-a"), &from));
+    assert_null(sc_http1_find(&msg, SC_STR("Z"), NULL));
+    assert_non_null(sc_http1_find(&msg, SC_STR("y"), NULL));
 
-    assert_true(sc_http_has_token(SC_STR("keep-alive, Upgrade"), SC_STR("upgrade")));
-    assert_true(sc_http_has_token(SC_STR(" \tclose\t "), SC_STR("close")));
-    assert_true(sc_http_has_token(SC_STR("a,,b"), SC_STR("b")));
-    assert_false(sc_http_has_token(SC_STR("closed"), SC_STR("close")));
-    assert_false(sc_http_has_token(SC_STR(""), SC_STR("close")));
-    assert_false(sc_http_has_token(SC_STR_NULL, SC_STR("close")));
+    assert_true(sc_http1_has_token(SC_STR("keep-alive, Upgrade"), SC_STR("upgrade")));
+    assert_true(sc_http1_has_token(SC_STR(" \tclose\t "), SC_STR("close")));
+    assert_true(sc_http1_has_token(SC_STR("a,,b"), SC_STR("b")));
+    assert_false(sc_http1_has_token(SC_STR("closed"), SC_STR("close")));
+    assert_false(sc_http1_has_token(SC_STR(""), SC_STR("close")));
+    assert_false(sc_http1_has_token(SC_STR_NULL, SC_STR("close")));
 
-    assert_string_equal(sc_http_reason(200), "OK");
-    assert_string_equal(sc_http_reason(431), "Request Header Fields Too Large");
-    assert_string_equal(sc_http_reason(511), "Network Authentication Required");
-    assert_string_equal(sc_http_reason(100), "Continue");
-    assert_string_equal(sc_http_reason(299), "Unknown");
-    assert_string_equal(sc_http_reason(-1), "Unknown");
+    assert_string_equal(sc_http1_reason(200), "OK");
+    assert_string_equal(sc_http1_reason(431), "Request Header Fields Too Large");
+    assert_string_equal(sc_http1_reason(511), "Network Authentication Required");
+    assert_string_equal(sc_http1_reason(100), "Continue");
+    assert_string_equal(sc_http1_reason(299), "Unknown");
+    assert_string_equal(sc_http1_reason(-1), "Unknown");
 }
 
 static void expect_bytes(struct sc_buf *b, const char *exp, size_t len)

@@ -81,11 +81,11 @@ static void test_counter_labels(void **state)
     assert_non_null(get200);
     assert_ptr_equal(sc_metric_get(f, (const char *[]){ "GET", "200" }), get200);
     assert_ptr_not_equal(get200, post500);
-    sc_counter_add(get200, 41);
-    sc_counter_inc(get200);
-    sc_counter_inc(post500);
-    sc_counter_add(sc_metrics_counter(r, "sidecar_reloads_total", "Configuration reloads."),
-                   18446744073709551615ULL);
+    sc_metrics_counter_add(get200, 41);
+    sc_metrics_counter_inc(get200);
+    sc_metrics_counter_inc(post500);
+    sc_metrics_counter_add(sc_metrics_counter(r, "sidecar_reloads_total", "Configuration reloads."),
+                           18446744073709551615ULL);
     /* Registering again with the same shape hands back the same family and series. */
     assert_ptr_equal(sc_metrics_family(r, SC_METRIC_COUNTER, "http_requests_total", "other help",
                                        labels, NULL, 0),
@@ -115,8 +115,8 @@ static void test_gauge_values(void **state)
     struct sc_buf b;
     sc_buf_init(&b, 1 << 20);
     struct sc_metric *t = sc_metrics_gauge(r, "room_temperature_celsius", "Temperature.");
-    sc_gauge_set(t, 1.5);
-    sc_gauge_add(t, -5.0);
+    sc_metrics_gauge_set(t, 1.5);
+    sc_metrics_gauge_add(t, -5.0);
     assert_true(sc_metric_value(t) == -3.5);
 
     const char *labels[] = { "case", NULL };
@@ -131,7 +131,7 @@ static void test_gauge_values(void **state)
         { "pinf", INFINITY }, { "ninf", -INFINITY }, { "nan", NAN },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        sc_gauge_set(sc_metric_get(f, (const char *[]){ cases[i].label }), cases[i].v);
+        sc_metrics_gauge_set(sc_metric_get(f, (const char *[]){ cases[i].label }), cases[i].v);
     }
     assert_string_equal(render(r, &b), "# HELP room_temperature_celsius Temperature.\n"
                                        "# TYPE room_temperature_celsius gauge\n"
@@ -270,8 +270,8 @@ static void test_escaping(void **state)
         sc_metrics_family(r, SC_METRIC_COUNTER, "escape_total",
                           "Help with a \\ backslash,\na newline and \"quotes\".", labels, NULL, 0);
     const char *nasty = "C:\\dir\\\"quoted\"\nnext \xc3\xa9\xe2\x9c\x93\xf0\x9f\x98\x80";
-    sc_counter_inc(sc_metric_get(f, (const char *[]){ nasty }));
-    sc_counter_inc(sc_metric_get(f, (const char *[]){ "" }));
+    sc_metrics_counter_inc(sc_metric_get(f, (const char *[]){ nasty }));
+    sc_metrics_counter_inc(sc_metric_get(f, (const char *[]){ "" }));
     assert_string_equal(render(r, &b),
                         "# HELP escape_total Help with a \\\\ backslash,\\na newline and "
                         "\"quotes\".\n"
@@ -303,7 +303,7 @@ static void test_escaping(void **state)
                                                         "b\xe2\x9c"
                                                         "c\xc0\xaf\xed\xa0\x80" }),
                      m);
-    sc_gauge_set(m, 1);
+    sc_metrics_gauge_set(m, 1);
     assert_string_equal(render(r2, &b), "# HELP utf8_value UTF-8.\n"
                                         "# TYPE utf8_value gauge\n"
                                         "utf8_value{path=\"a\xef\xbf\xbd"
@@ -328,7 +328,7 @@ static void test_series_cap(void **state)
         snprintf(id, sizeof(id), "10.0.%d.%d", i / 256, i % 256);
         struct sc_metric *m = sc_metric_get(f, (const char *[]){ id });
         assert_non_null(m);
-        sc_counter_add(m, (uint64_t)i);
+        sc_metrics_counter_add(m, (uint64_t)i);
     }
     /* Lookups of existing series still work at the cap. */
     struct sc_metric *first = sc_metric_get(f, (const char *[]){ "10.0.0.0" });
@@ -340,7 +340,7 @@ static void test_series_cap(void **state)
     assert_null(sc_metric_get(f, (const char *[]){ "192.168.0.1" }));
     assert_null(sc_metric_get(f, (const char *[]){ "192.168.0.2" }));
     sc_log_setup(saved, SC_LOG_TEXT, NULL);
-    sc_counter_inc(NULL); /* what a caller does with the NULL */
+    sc_metrics_counter_inc(NULL); /* what a caller does with the NULL */
 
     const char *text = render(r, &b);
     assert_true(sample(text, "sidecar_metrics_series_dropped_total") == 2.0);
@@ -372,13 +372,13 @@ static void test_remove(void **state)
     struct sc_metric *a = sc_metric_get(f, (const char *[]){ "a" });
     struct sc_metric *bb = sc_metric_get(f, (const char *[]){ "b" });
     struct sc_metric *c = sc_metric_get(f, (const char *[]){ "c" });
-    sc_gauge_set(a, 1);
-    sc_gauge_set(bb, 2);
-    sc_gauge_set(c, 3);
+    sc_metrics_gauge_set(a, 1);
+    sc_metrics_gauge_set(bb, 2);
+    sc_metrics_gauge_set(c, 3);
     sc_metric_remove(f, (const char *[]){ "b" });
     sc_metric_remove(f, (const char *[]){ "b" });       /* twice is harmless */
     sc_metric_remove(f, (const char *[]){ "missing" }); /* so is an unknown one */
-    sc_gauge_set(bb, 7); /* a stale pointer stays valid, it just no longer renders */
+    sc_metrics_gauge_set(bb, 7); /* a stale pointer stays valid, it just no longer renders */
     assert_string_equal(render(r, &b), "# HELP endpoint_up Endpoint health.\n"
                                        "# TYPE endpoint_up gauge\n"
                                        "endpoint_up{endpoint=\"a\"} 1\n"
@@ -410,10 +410,10 @@ static void test_remove(void **state)
 
 static void test_null_safety(void **state)
 {
-    sc_counter_add(NULL, 1);
-    sc_counter_inc(NULL);
-    sc_gauge_set(NULL, 1);
-    sc_gauge_add(NULL, 1);
+    sc_metrics_counter_add(NULL, 1);
+    sc_metrics_counter_inc(NULL);
+    sc_metrics_gauge_set(NULL, 1);
+    sc_metrics_gauge_add(NULL, 1);
     sc_histogram_observe(NULL, 1);
     assert_true(sc_metric_value(NULL) == 0.0);
     assert_null(sc_metric_get(NULL, NULL));
@@ -433,9 +433,9 @@ static void test_null_safety(void **state)
     struct sc_metrics *r = sc_metrics_new();
     struct sc_metric *c = sc_metrics_counter(r, "typed_total", "Counter.");
     struct sc_metric *g = sc_metrics_gauge(r, "typed_gauge", "Gauge.");
-    sc_gauge_set(c, 5);
+    sc_metrics_gauge_set(c, 5);
     sc_histogram_observe(c, 5);
-    sc_counter_add(g, 5);
+    sc_metrics_counter_add(g, 5);
     sc_histogram_observe(g, 5);
     assert_true(sc_metric_value(c) == 0.0);
     assert_true(sc_metric_value(g) == 0.0);
@@ -446,7 +446,8 @@ static void test_null_safety(void **state)
 static void test_render_cap(void **state)
 {
     struct sc_metrics *r = sc_metrics_new();
-    sc_counter_inc(sc_metrics_counter(r, "some_total", "A counter with a long enough help text."));
+    sc_metrics_counter_inc(
+        sc_metrics_counter(r, "some_total", "A counter with a long enough help text."));
     struct sc_buf b;
     sc_buf_init(&b, 40);
     assert_int_equal(sc_metrics_render(r, &b), SC_ETOOBIG);
@@ -467,7 +468,7 @@ static void on_collect_first(struct sc_metrics *r, void *arg)
     struct collect_state *s = arg;
     s->calls[0]++;
     s->order[s->n++ % 4] = 0;
-    sc_gauge_set(s->g, s->calls[0] * 10);
+    sc_metrics_gauge_set(s->g, s->calls[0] * 10);
 }
 
 static void on_collect_second(struct sc_metrics *r, void *arg)
@@ -512,10 +513,10 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     for (int i = 0; i < ITERATIONS; i++) {
-        sc_counter_inc(w->counter);
+        sc_metrics_counter_inc(w->counter);
         /* Values exact in binary, so the sum has an exact expected total. */
         sc_histogram_observe(w->hist, (i & 1) ? 0.5 : 2.0);
-        sc_gauge_add(w->gauge, (i & 1) ? 1.0 : -0.5);
+        sc_metrics_gauge_add(w->gauge, (i & 1) ? 1.0 : -0.5);
     }
     return NULL;
 }
@@ -738,18 +739,19 @@ static struct sc_metrics *realistic_registry(void)
     struct sc_metric_family *req = sc_metrics_family(
         r, SC_METRIC_COUNTER, "sidecar_proxy_requests_total",
         "HTTP requests proxied, by listener, method and status code.", req_labels, NULL, 0);
-    sc_counter_add(sc_metric_get(req, (const char *[]){ "outbound", "GET", "200" }), 1234);
-    sc_counter_add(sc_metric_get(req, (const char *[]){ "outbound", "POST", "503" }), 7);
-    sc_counter_add(sc_metric_get(req, (const char *[]){ "inbound", "GET", "200" }), 99);
+    sc_metrics_counter_add(sc_metric_get(req, (const char *[]){ "outbound", "GET", "200" }), 1234);
+    sc_metrics_counter_add(sc_metric_get(req, (const char *[]){ "outbound", "POST", "503" }), 7);
+    sc_metrics_counter_add(sc_metric_get(req, (const char *[]){ "inbound", "GET", "200" }), 99);
     const char *up_labels[] = { "upstream", NULL };
     struct sc_metric_family *up = sc_metrics_family(
         r, SC_METRIC_GAUGE, "sidecar_upstream_healthy",
         "Whether the upstream passed its last health check (1) or not (0).", up_labels, NULL, 0);
-    sc_gauge_set(sc_metric_get(up, (const char *[]){ "127.0.0.1:8080" }), 1);
-    sc_gauge_set(sc_metric_get(up, (const char *[]){ "weird \"name\"\\with\nnewline" }), 0);
-    sc_gauge_set(sc_metrics_gauge(r, "sidecar_proxy_connections", "Open client connections."), 12);
-    sc_gauge_set(sc_metrics_gauge(r, "sidecar_temperature_ratio", "Odd values.\nSecond line."),
-                 NAN);
+    sc_metrics_gauge_set(sc_metric_get(up, (const char *[]){ "127.0.0.1:8080" }), 1);
+    sc_metrics_gauge_set(sc_metric_get(up, (const char *[]){ "weird \"name\"\\with\nnewline" }), 0);
+    sc_metrics_gauge_set(
+        sc_metrics_gauge(r, "sidecar_proxy_connections", "Open client connections."), 12);
+    sc_metrics_gauge_set(
+        sc_metrics_gauge(r, "sidecar_temperature_ratio", "Odd values.\nSecond line."), NAN);
     const char *lat_labels[] = { "listener", NULL };
     struct sc_metric_family *lat =
         sc_metrics_family(r, SC_METRIC_HISTOGRAM, "sidecar_proxy_added_latency_seconds",
@@ -858,7 +860,7 @@ static void test_remove_churn(void **state)
         struct sc_metric *m = sc_metric_get(f, vals);
         assert_non_null(m);
         assert_true(sc_metric_value(m) == 0.0);
-        sc_counter_add(m, 3);
+        sc_metrics_counter_add(m, 3);
         sc_histogram_observe(sc_metric_get(h, vals), 0.25);
         if (i >= LIVE) {
             char old[32];

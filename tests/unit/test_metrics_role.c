@@ -19,14 +19,14 @@
 #include "roles/metrics/metrics.h"
 
 struct fixture {
-    struct prom_set arena;
+    struct metrics_prom_set arena;
     struct metrics_lbls l;
     struct metrics_relabel *r;
 };
 
 static void setup_labels(struct fixture *f, const char *const *kv)
 {
-    prom_set_init(&f->arena);
+    metrics_prom_set_init(&f->arena);
     memset(&f->l, 0, sizeof(f->l));
     f->l.arena_set = &f->arena;
     for (size_t i = 0; kv[i]; i += 2) {
@@ -37,7 +37,7 @@ static void setup_labels(struct fixture *f, const char *const *kv)
 static void teardown_labels(struct fixture *f)
 {
     sc_free(f->l.v);
-    prom_set_cleanup(&f->arena);
+    metrics_prom_set_cleanup(&f->arena);
     metrics_relabel_free(f->r);
     f->r = NULL;
 }
@@ -231,17 +231,18 @@ static void test_config_errors(void **state)
 static void test_remote_write_encoding(void **state)
 {
     (void)state;
-    struct prom_set s;
-    prom_set_init(&s);
-    struct prom_family *f = prom_family_get(&s, SC_STR("up"), PROM_GAUGE);
+    struct metrics_prom_set s;
+    metrics_prom_set_init(&s);
+    struct metrics_prom_family *f = metrics_prom_family_get(&s, SC_STR("up"), METRICS_PROM_GAUGE);
     f->has_help = true;
     f->help = SC_STR("Up.");
     f->unit = SC_STR("s");
-    prom_family_get(&s, SC_STR("none"), PROM_COUNTER); /* no samples: no metadata either */
-    struct prom_sample *sm = prom_sample_add(&s, f);
+    metrics_prom_family_get(&s, SC_STR("none"),
+                            METRICS_PROM_COUNTER); /* no samples: no metadata either */
+    struct metrics_prom_sample *sm = metrics_prom_sample_add(&s, f);
     sm->name = SC_STR("up");
     sm->value = 1.0;
-    sm->labels = prom_alloc(&s, sizeof(struct prom_label));
+    sm->labels = metrics_prom_alloc(&s, sizeof(struct metrics_prom_label));
     sm->labels[0].name = SC_STR("job");
     sm->labels[0].value = SC_STR("a");
     sm->nlabels = 1;
@@ -265,7 +266,7 @@ static void test_remote_write_encoding(void **state)
     assert_int_equal(b.len, sizeof(want));
     assert_memory_equal(b.p, want, sizeof(want));
     sc_buf_cleanup(&b);
-    prom_set_cleanup(&s);
+    metrics_prom_set_cleanup(&s);
 }
 
 static void test_push_group(void **state)

@@ -53,13 +53,13 @@ static void parse_req(const char *text, struct parsed *p)
     p->m.headers = p->h;
     struct sc_http_error err;
     int rc =
-        sc_http1_parse_request(text, strlen(text), 0, &sc_http_default_limits, &p->m, MAXH, &err);
+        sc_http1_parse_request(text, strlen(text), 0, &sc_http1_default_limits, &p->m, MAXH, &err);
     assert_true(rc > 0);
 }
 
 static const char *hval(const struct sc_http_msg *m, const char *name, char *out, size_t cap)
 {
-    const struct sc_http_header *h = sc_http_find(m, sc_str_c(name), NULL);
+    const struct sc_http_header *h = sc_http1_find(m, sc_str_c(name), NULL);
     if (!h) {
         return NULL;
     }
@@ -228,14 +228,14 @@ static void test_request_rewrite(void **state)
     const char *gone[] = { "connection", "x-hop",   "keep-alive", "proxy-connection",
                            "te",         "trailer", "upgrade" };
     for (size_t i = 0; i < SC_ARRAY_LEN(gone); i++) {
-        assert_null(sc_http_find(&out.m, sc_str_c(gone[i]), NULL));
+        assert_null(sc_http1_find(&out.m, sc_str_c(gone[i]), NULL));
     }
     assert_string_equal(hval(&out.m, "x-keep", v, sizeof(v)), "k");
     assert_string_equal(hval(&out.m, "host", v, sizeof(v)), "h");
     assert_string_equal(hval(&out.m, "x-forwarded-for", v, sizeof(v)),
                         "1.1.1.1, 2.2.2.2, 3.3.3.3, 192.0.2.7");
     size_t from = 0, n = 0;
-    while (sc_http_find(&out.m, SC_STR("x-forwarded-for"), &from)) {
+    while (sc_http1_find(&out.m, SC_STR("x-forwarded-for"), &from)) {
         n++;
     }
     assert_int_equal(n, 1);
@@ -279,7 +279,7 @@ static void test_request_generated_ids_and_framing(void **state)
             &out);
     assert_int_equal(out.m.body, SC_HTTP_BODY_CHUNKED);
     size_t from = 0, nte = 0;
-    while (sc_http_find(&out.m, SC_STR("transfer-encoding"), &from)) {
+    while (sc_http1_find(&out.m, SC_STR("transfer-encoding"), &from)) {
         nte++;
     }
     assert_int_equal(nte, 1);
@@ -307,11 +307,11 @@ static void test_request_absolute_form_and_expect(void **state)
     assert_true(sc_str_eq(out.m.target, SC_STR("/x?y")));
     assert_string_equal(hval(&out.m, "host", v, sizeof(v)), "api.example:81");
     size_t from = 0, n = 0;
-    while (sc_http_find(&out.m, SC_STR("host"), &from)) {
+    while (sc_http1_find(&out.m, SC_STR("host"), &from)) {
         n++;
     }
     assert_int_equal(n, 1);
-    assert_null(sc_http_find(&out.m, SC_STR("expect"), NULL));
+    assert_null(sc_http1_find(&out.m, SC_STR("expect"), NULL));
     fixture_free(f);
 }
 
@@ -364,7 +364,7 @@ static void test_response_rewrite(void **state)
     memset(&in, 0, sizeof(in));
     in.m.headers = in.h;
     struct sc_http_error err;
-    assert_true(sc_http1_parse_response(resp, strlen(resp), 0, &sc_http_default_limits, 0, &in.m,
+    assert_true(sc_http1_parse_response(resp, strlen(resp), 0, &sc_http1_default_limits, 0, &in.m,
                                         MAXH, &err) > 0);
     f->dc.ex.keep_alive = true;
     f->dc.ex.rbody = B_CHUNKED; /* passed through as chunked */

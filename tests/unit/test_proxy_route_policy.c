@@ -236,7 +236,7 @@ static bool cookie_match(const char *name, const char *value, bool present, cons
     struct sc_http_header hdrs[16];
     struct sc_http_msg m = { .headers = hdrs };
     struct sc_http_error err = { 0 };
-    struct sc_http_limits lim = sc_http_default_limits;
+    struct sc_http_limits lim = sc_http1_default_limits;
     int rc = sc_http1_parse_request(req, strlen(req), 0, &lim, &m, 16, &err);
     assert_true(rc > 0);
     struct sc_str n = sc_str_c(name), v = value ? sc_str_c(value) : SC_STR_NULL;

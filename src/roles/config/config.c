@@ -436,7 +436,7 @@ void config_fetch_failed(struct config_source *s, const char *why)
 {
     struct config *cf = s->cf;
     s->fetching = false;
-    sc_counter_inc(s->m_err);
+    sc_metrics_counter_inc(s->m_err);
     s->failures++;
     sc_free(s->last_error);
     s->last_error = sc_strdup(why);
@@ -485,8 +485,8 @@ void config_fetch_ok(struct config_source *s, struct sc_metric *counter)
 {
     s->fetching = false;
     s->failures = 0;
-    sc_counter_inc(counter);
-    sc_gauge_set(s->m_last, (double)time(NULL));
+    sc_metrics_counter_inc(counter);
+    sc_metrics_gauge_set(s->m_last, (double)time(NULL));
 }
 
 void config_on_written(void *arg, enum sc_dest_result r)
@@ -515,7 +515,7 @@ void config_on_written(void *arg, enum sc_dest_result r)
         s->last_modified = NULL;
     }
     if (r == SC_DEST_INVALID) {
-        sc_counter_inc(s->m_invalid);
+        sc_metrics_counter_inc(s->m_invalid);
         sc_free(s->last_error);
         s->last_error = sc_strdup("validation failed");
     }
@@ -597,7 +597,7 @@ void config_deliver(struct config_source *s, const char *body, size_t len, json_
     if (rc < 0) {
         sc_error("template failed; the last good file stays", SC_LS("source", s->name),
                  SC_LS("reason", err));
-        sc_counter_inc(s->m_invalid);
+        sc_metrics_counter_inc(s->m_invalid);
         sc_free(s->last_error);
         s->last_error = err;
         if (s->cf->cfg->once) {

@@ -64,7 +64,7 @@ static void h_inject(void *arg, const struct sc_admin_req *req, struct sc_admin_
                                   &resp->body, &result);
     resp->content_type = resp->status == 200 ? "application/json" : "text/plain; charset=utf-8";
     const char *labels[] = { result };
-    sc_counter_inc(sc_metric_get(w->requests, labels));
+    sc_metrics_counter_inc(sc_metric_get(w->requests, labels));
     sc_histogram_observe(w->latency, now_s() - t0);
     if (resp->status != 200) {
         sc_warn("admission review refused", SC_LI("status", resp->status),

@@ -412,7 +412,7 @@ void logs_emit(struct logs *lg, struct sc_str raw, const char *file_path, struct
     bool perr = false;
     logs_parse_line(&lg->pc, raw, ev, &r.ts_ns, &perr);
     if (perr) {
-        sc_counter_inc(lg->m.parse_errors);
+        sc_metrics_counter_inc(lg->m.parse_errors);
     }
     if (flags & LOGS_REC_PARSE_ERROR) {
         logs_ev_set(ev, SC_STR("parse_error"), LOGS_V_TRUE, SC_STR_NULL);
@@ -447,7 +447,7 @@ void logs_emit(struct logs *lg, struct sc_str raw, const char *file_path, struct
         bool m = field_matches(lg->grep[i].re, lg->grep[i].md,
                                logs_ev_get(ev, sc_str_c(lg->grep[i].field)));
         if (m == lg->grep[i].drop) {
-            sc_counter_inc(lg->m.grep_dropped);
+            sc_metrics_counter_inc(lg->m.grep_dropped);
             return;
         }
     }
@@ -633,7 +633,7 @@ static void on_metrics(struct sc_metrics *r, void *arg)
     struct logs *lg = arg;
     (void)r;
     for (size_t i = 0; i < lg->nouts; i++) {
-        sc_gauge_set(lg->outs[i]->m.queue_bytes, (double)lg->outs[i]->queue_bytes);
+        sc_metrics_gauge_set(lg->outs[i]->m.queue_bytes, (double)lg->outs[i]->queue_bytes);
     }
 }
 

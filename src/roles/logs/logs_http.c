@@ -264,8 +264,8 @@ static void on_es_resp(struct logs_out *o, struct logs_batch *b, struct sc_str b
         }
     }
     json_decref(r);
-    sc_counter_add(o->m.shipped, ok);
-    sc_counter_add(o->m.dropped_rejected, dropped);
+    sc_metrics_counter_add(o->m.shipped, ok);
+    sc_metrics_counter_add(o->m.dropped_rejected, dropped);
     size_t old = b->body.len;
     sc_buf_cleanup(&b->body);
     b->body = keep;

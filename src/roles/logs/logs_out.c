@@ -56,7 +56,7 @@ static struct logs_batch *batch_new(struct logs_out *o)
 
 static void update_gauge(struct logs_out *o)
 {
-    sc_gauge_set(o->m.queue_bytes, (double)o->queue_bytes);
+    sc_metrics_gauge_set(o->m.queue_bytes, (double)o->queue_bytes);
 }
 
 static void seal(struct logs_out *o)
@@ -242,7 +242,7 @@ void logs_out_append(struct logs_out *o, const struct logs_rec *r)
     int rc = encode(o, &b->body, r);
     if (rc < 0) {
         b->body.len = before;
-        sc_counter_inc(o->m.dropped_oversize);
+        sc_metrics_counter_inc(o->m.dropped_oversize);
         sc_warn("record dropped: cannot encode it for the output", SC_LS("output", o->name),
                 SC_LERR(rc));
         o->last_seq = r->seq;
@@ -377,7 +377,7 @@ void logs_out_done(struct logs_out *o, bool ok, bool retry, const char *reason)
     if (!ok && retry && !o->closing) {
         b->attempts++;
         if (o->cfg->max_retries == 0 || b->attempts <= (uint32_t)o->cfg->max_retries) {
-            sc_counter_inc(o->m.retries);
+            sc_metrics_counter_inc(o->m.retries);
             uint64_t d = o->cfg->retry_initial_ms;
             for (uint32_t i = 1; i < b->attempts && d < o->cfg->retry_max_ms; i++) {
                 d *= 2;
@@ -399,13 +399,13 @@ void logs_out_done(struct logs_out *o, bool ok, bool retry, const char *reason)
         dead_letter(o, b);
     }
     if (ok) {
-        sc_counter_add(o->m.shipped, b->nitems);
-        sc_counter_add(o->m.bytes, b->body.len);
+        sc_metrics_counter_add(o->m.shipped, b->nitems);
+        sc_metrics_counter_add(o->m.bytes, b->body.len);
     } else if (!retry || reason) {
         struct sc_metric *m = reason && strcmp(reason, "retries_exhausted") == 0
                                   ? o->m.dropped_retries
                                   : o->m.dropped_rejected;
-        sc_counter_add(m, b->nitems);
+        sc_metrics_counter_add(m, b->nitems);
     } else {
         /* closing: leave the batch unacknowledged (it is read again after a restart) */
         return;

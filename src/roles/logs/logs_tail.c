@@ -151,13 +151,13 @@ static void on_line(struct logs *lg, struct logs_file *f, struct sc_str line, bo
                     uint64_t end_off)
 {
     const struct logs_cfg *c = lg->cfg;
-    sc_counter_inc(lg->m.lines_read);
+    sc_metrics_counter_inc(lg->m.lines_read);
     if (c->parser == LOGS_P_CRI) {
         struct sc_str t, stream, msg;
         bool partial = false;
         if (logs_cri_split(line, &t, &stream, &partial, &msg) < 0) {
             agg_flush(lg, f);
-            sc_counter_inc(lg->m.parse_errors);
+            sc_metrics_counter_inc(lg->m.parse_errors);
             logs_emit(lg, line, f->path, SC_STR_NULL,
                       LOGS_REC_PARSE_ERROR | (truncated ? LOGS_REC_TRUNCATED : 0), 0);
             f->emitted_off = end_off;
@@ -224,7 +224,7 @@ static void process_buf(struct logs *lg, struct logs_file *f)
             if (line.len > max) {
                 line.len = max;
                 trunc = true;
-                sc_counter_inc(lg->m.truncated);
+                sc_metrics_counter_inc(lg->m.truncated);
             }
             on_line(lg, f, line, trunc, base + end + 1);
         }
@@ -233,7 +233,7 @@ static void process_buf(struct logs *lg, struct logs_file *f)
     sc_buf_consume(&f->buf, pos);
     if (f->buf.len >= max && !f->skipping) {
         /* An over-long line: ship its head now, flagged, and skip to its newline. */
-        sc_counter_inc(lg->m.truncated);
+        sc_metrics_counter_inc(lg->m.truncated);
         sc_warn("line over max_line_size truncated", SC_LS("file", f->path),
                 SC_LU("max_line_size", max));
         /* Its offset stays at the line's start until the newline is found, so a restart in
@@ -327,7 +327,7 @@ static void finish_file(struct logs *lg, struct logs_file *f)
     f->done = true;
     if (!f->is_stdin) {
         lg->nfiles--;
-        sc_gauge_set(lg->m.files_watched, (double)lg->nfiles);
+        sc_metrics_gauge_set(lg->m.files_watched, (double)lg->nfiles);
     }
     sc_info("file closed", SC_LS("file", f->path), SC_LU("offset", f->read_off));
 }
@@ -342,7 +342,7 @@ static bool read_file(struct logs *lg, struct logs_file *f)
     if (fstat(f->fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size < f->read_off) {
         sc_warn("file truncated: reading from the start", SC_LS("file", f->path),
                 SC_LU("size", (uint64_t)st.st_size), SC_LU("offset", f->read_off));
-        sc_counter_inc(lg->m.truncations);
+        sc_metrics_counter_inc(lg->m.truncations);
         agg_flush(lg, f);
         sc_buf_reset(&f->buf);
         f->skipping = false;
@@ -448,7 +448,7 @@ static struct logs_file *file_new(struct logs *lg, const char *path, int fd, con
     f->last_data_ms = now_ms(lg);
     sc_list_append(&lg->files, &f->node);
     lg->nfiles++;
-    sc_gauge_set(lg->m.files_watched, (double)lg->nfiles);
+    sc_metrics_gauge_set(lg->m.files_watched, (double)lg->nfiles);
     return f;
 }
 
@@ -558,7 +558,7 @@ static void bound_rotated(struct logs *lg)
         uint64_t unread = fstat(old->fd, &st) == 0 && (uint64_t)st.st_size > old->read_off
                               ? (uint64_t)st.st_size - old->read_off
                               : 0;
-        sc_counter_add(lg->m.skipped_bytes, unread);
+        sc_metrics_counter_add(lg->m.skipped_bytes, unread);
         sc_warn("too many rotated files open: closing the oldest before its end",
                 SC_LS("file", old->path), SC_LI("max_rotated_open", lg->cfg->max_rotated_open),
                 SC_LU("bytes_unread", unread));
@@ -612,7 +612,7 @@ static void scan(struct logs *lg, bool initial)
             f->rotated = true;
             f->rotated_ms = now_ms(lg);
             lg->nrotated++;
-            sc_counter_inc(lg->m.rotations);
+            sc_metrics_counter_inc(lg->m.rotations);
             sc_info("file rotated or removed: reading it to its end", SC_LS("file", f->path));
         }
     }

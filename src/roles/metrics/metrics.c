@@ -427,7 +427,7 @@ static int metrics_check(const void *cfgp, char **err)
     for (size_t i = 0; i < cfg->labels.n + cfg->flag_labels.n; i++) {
         const char *k =
             i < cfg->labels.n ? cfg->labels.v[i].key : cfg->flag_labels.v[i - cfg->labels.n].key;
-        if (!prom_valid_name(sc_str_c(k), true) || strncmp(k, "__", 2) == 0) {
+        if (!metrics_prom_valid_name(sc_str_c(k), true) || strncmp(k, "__", 2) == 0) {
             *err = sc_asprintf("labels: %s: not a valid label name", k);
             return SC_ECONFIG;
         }
@@ -509,7 +509,7 @@ static void copy_rec(const struct sc_opt *table, void *dst, const void *src)
 
 static struct sc_str str_dup(struct metrics_conf *c, struct sc_str v)
 {
-    return prom_strdup(&c->arena, v);
+    return metrics_prom_strdup(&c->arena, v);
 }
 
 /* Runs target relabeling for <t> (Prometheus's relabel_configs of a scrape config): the input is
@@ -574,7 +574,7 @@ static int target_relabel(struct metrics_conf *c, struct metrics_target *t, size
         sc_free(nu);
         sc_free(full);
     }
-    t->lbls = prom_alloc(&c->arena, (l.n ? l.n : 1) * sizeof(*t->lbls));
+    t->lbls = metrics_prom_alloc(&c->arena, (l.n ? l.n : 1) * sizeof(*t->lbls));
     t->nlbls = 0;
     for (size_t i = 0; i < l.n; i++) {
         if (l.v[i].name.len >= 2 && l.v[i].name.p[0] == '_' && l.v[i].name.p[1] == '_') {
@@ -594,7 +594,7 @@ struct metrics_conf *metrics_conf_new(const struct metrics_cfg *cfg, char **err)
 {
     struct metrics_conf *c = SC_NEW(struct metrics_conf);
     c->refs = 1;
-    prom_set_init(&c->arena);
+    metrics_prom_set_init(&c->arena);
     memcpy(&c->cfg, cfg, sizeof(c->cfg));
     copy_rec(metrics_opts, &c->cfg, cfg);
     cfg = &c->cfg;
@@ -610,7 +610,7 @@ struct metrics_conf *metrics_conf_new(const struct metrics_cfg *cfg, char **err)
     /* Flag values are expanded here (the file's were when it was loaded), so that
      * `--label pod=${POD_NAME}` works where no shell runs, as in a container's args. */
     size_t nl = cfg->labels.n + cfg->flag_labels.n;
-    c->lbls = prom_alloc(&c->arena, (nl ? nl : 1) * sizeof(*c->lbls));
+    c->lbls = metrics_prom_alloc(&c->arena, (nl ? nl : 1) * sizeof(*c->lbls));
     for (size_t i = 0; i < cfg->labels.n; i++) {
         c->lbls[c->nlbls].name = sc_str_c(cfg->labels.v[i].key);
         c->lbls[c->nlbls].value = sc_str_c(cfg->labels.v[i].value ? cfg->labels.v[i].value : "");
@@ -697,7 +697,7 @@ void metrics_conf_unref(struct metrics_conf *c)
     sc_free(c->targets);
     sc_free(c->flag_targets); /* their URLs belong to cfg.scrape */
     metrics_relabel_free(c->relabel);
-    prom_set_cleanup(&c->arena);
+    metrics_prom_set_cleanup(&c->arena);
     sc_config_free(metrics_opts, &c->cfg);
     sc_free(c);
 }

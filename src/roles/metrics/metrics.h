@@ -126,9 +126,9 @@ void metrics_relabel_free(struct metrics_relabel *r);
 /* A growable label vector, __name__ included, used while a sample is relabeled. Strings are
  * views; new ones are allocated in <arena_set>'s arena. */
 struct metrics_lbls {
-    struct prom_label *v;
+    struct metrics_prom_label *v;
     size_t n, cap;
-    struct prom_set *arena_set;
+    struct metrics_prom_set *arena_set;
 };
 
 /* Applies the rules in order to <l>. Returns false when the sample is to be dropped. */
@@ -146,15 +146,15 @@ struct metrics_role;
 struct metrics_conf;
 
 /* An immutable, reference-counted result of one collection: the merged families. Readers render
- * it piece by piece (prom_render_some), so no full rendering is ever held in memory. */
+ * it piece by piece (metrics_prom_render_some), so no full rendering is ever held in memory. */
 struct metrics_snapshot {
     int refs;
-    struct prom_set *sets; /* per source, owning the strings the output points into */
+    struct metrics_prom_set *sets; /* per source, owning the strings the output points into */
     size_t nsets;
-    struct prom_set out;       /* merged output */
-    uint64_t done_ms;          /* loop time when it was built */
-    int64_t wall_ms;           /* wall clock time when it was built, for pushed timestamps */
-    struct metrics_conf *conf; /* the configuration it was built with, whose labels it borrows */
+    struct metrics_prom_set out; /* merged output */
+    uint64_t done_ms;            /* loop time when it was built */
+    int64_t wall_ms;             /* wall clock time when it was built, for pushed timestamps */
+    struct metrics_conf *conf;   /* the configuration it was built with, whose labels it borrows */
 };
 
 /* Called when a collection has finished, with a snapshot borrowed for the call (take a reference
@@ -194,7 +194,8 @@ struct metrics_target {
     const char *source; /* the source label value */
     const char *url;    /* after target relabeling (__scheme__, __address__, __metrics_path__) */
     bool dropped;       /* target relabeling dropped it: never scraped */
-    struct prom_label *lbls; /* its target labels: the static ones after target relabeling */
+    struct metrics_prom_label
+        *lbls; /* its target labels: the static ones after target relabeling */
     size_t nlbls;
     struct metrics_relabel *metric_relabel; /* its metric_relabel_configs, NULL when none */
     struct sc_egress_tls tls;
@@ -213,12 +214,12 @@ struct metrics_conf {
     struct metrics_target_cfg *flag_targets; /* built from --scrape */
     size_t nflag_targets;
     struct metrics_relabel *relabel; /* the global rules, NULL when none */
-    struct prom_label *lbls;         /* the static labels: the file's, then the flags' */
+    struct metrics_prom_label *lbls; /* the static labels: the file's, then the flags' */
     size_t nlbls;
     const char *push_url; /* effective URLs (flag over file), into cfg */
     const char *rw_url;
     const char *statsd_addr;
-    struct prom_set arena; /* the strings of lbls and of the targets' labels and URLs */
+    struct metrics_prom_set arena; /* the strings of lbls and of the targets' labels and URLs */
 };
 
 /* Builds a conf from <cfg> (borrowed for the call: everything is copied). Returns it with one
@@ -296,7 +297,7 @@ struct metrics_statsd;
 int metrics_statsd_start(struct metrics_role *m, const struct metrics_conf *conf,
                          struct metrics_statsd **out, char **err);
 void metrics_statsd_reconfigure(struct metrics_statsd *s, const struct metrics_conf *conf);
-void metrics_statsd_collect(struct metrics_statsd *s, struct prom_set *out);
+void metrics_statsd_collect(struct metrics_statsd *s, struct metrics_prom_set *out);
 void metrics_statsd_close(struct metrics_statsd *s);
 
 #define METRICS_STATSD_MAX_TAGS 32
@@ -343,6 +344,6 @@ int metrics_push_group(struct sc_buf *b, const char *key, const char *value);
 /* Encodes the samples of <out> as a remote_write WriteRequest (protobuf) into <buf>, stamping
  * samples without a timestamp with <now_ms>, followed by one MetricMetadata (type, family name,
  * HELP, UNIT) per family with samples. Returns 0 or SC_ETOOBIG. Exposed for tests. */
-int metrics_rw_encode(const struct prom_set *out, int64_t now_ms, struct sc_buf *buf);
+int metrics_rw_encode(const struct metrics_prom_set *out, int64_t now_ms, struct sc_buf *buf);
 
 #endif

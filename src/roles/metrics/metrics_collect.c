@@ -28,7 +28,7 @@ struct source_info {
     size_t samples;
     bool honor;
     bool no_rules; /* the health families: static labels only, as Prometheus leaves "up" alone */
-    const struct prom_label *lbls; /* the labels added to its samples */
+    const struct metrics_prom_label *lbls; /* the labels added to its samples */
     size_t nlbls;
     const struct metrics_relabel *rules; /* its own metric_relabel_configs, before the global */
     size_t extra; /* free label slots the parser left after each sample's labels */
@@ -40,11 +40,11 @@ struct scrape {
     struct metrics_target *t;
     struct sc_egress_xfer *xfer;
     uint64_t start_ns;
-    struct prom_stream *stream; /* the body is parsed as it arrives and never held whole */
+    struct metrics_prom_stream *stream; /* the body is parsed as it arrives and never held whole */
     uint64_t bytes;
     bool toobig;
     bool malformed;
-    struct prom_error perr;
+    struct metrics_prom_error perr;
 };
 
 struct metrics_collection {
@@ -64,12 +64,12 @@ static const struct sc_kv scrape_headers[] = {
 };
 
 /* Adds a source with the global static labels. */
-static struct prom_set *add_set(struct metrics_collection *c, const char *name, bool honor)
+static struct metrics_prom_set *add_set(struct metrics_collection *c, const char *name, bool honor)
 {
     struct metrics_snapshot *s = c->snap;
     s->sets = sc_reallocarray(s->sets, s->nsets + 1, sizeof(*s->sets));
     c->info = sc_reallocarray(c->info, s->nsets + 1, sizeof(*c->info));
-    prom_set_init(&s->sets[s->nsets]);
+    metrics_prom_set_init(&s->sets[s->nsets]);
     c->info[s->nsets] = (struct source_info){
         .name = sc_strdup(name), .honor = honor, .lbls = c->conf->lbls, .nlbls = c->conf->nlbls
     };
@@ -78,22 +78,23 @@ static struct prom_set *add_set(struct metrics_collection *c, const char *name, 
 
 static void fail_set(struct metrics_collection *c, size_t i)
 {
-    prom_set_cleanup(&c->snap->sets[i]);
-    prom_set_init(&c->snap->sets[i]);
+    metrics_prom_set_cleanup(&c->snap->sets[i]);
+    metrics_prom_set_init(&c->snap->sets[i]);
     c->info[i].up = false;
     c->info[i].samples = 0;
 }
 
-static struct prom_limits limits_of(const struct metrics_conf *conf)
+static struct metrics_prom_limits limits_of(const struct metrics_conf *conf)
 {
-    return (struct prom_limits){ .max_samples = (size_t)conf->cfg.max_series, .max_labels = 128 };
+    return (struct metrics_prom_limits){ .max_samples = (size_t)conf->cfg.max_series,
+                                         .max_labels = 128 };
 }
 
 /* The limits for parsing source <i>, with room left for its static labels so that adding them
  * needs no second labels array. */
-static struct prom_limits source_limits(struct metrics_collection *c, size_t i)
+static struct metrics_prom_limits source_limits(struct metrics_collection *c, size_t i)
 {
-    struct prom_limits lim = limits_of(c->conf);
+    struct metrics_prom_limits lim = limits_of(c->conf);
     lim.extra_labels = c->info[i].nlbls < 64 ? c->info[i].nlbls : 0;
     c->info[i].extra = lim.extra_labels;
     return lim;
@@ -101,8 +102,8 @@ static struct prom_limits source_limits(struct metrics_collection *c, size_t i)
 
 /* Records the outcome of parsing source <i> (<rc>, <e>); on failure the set is emptied and the
  * reason logged. */
-static void parsed(struct metrics_collection *c, size_t i, int rc, const struct prom_error *e,
-                   const char *what)
+static void parsed(struct metrics_collection *c, size_t i, int rc,
+                   const struct metrics_prom_error *e, const char *what)
 {
     if (rc) {
         sc_warn("source malformed", SC_LS("source", c->info[i].name), SC_LS("what", what),
@@ -116,27 +117,27 @@ static void parsed(struct metrics_collection *c, size_t i, int rc, const struct 
 
 /* Parses <body> into set <i> at once (the small, in-memory registry). */
 static void parse_into(struct metrics_collection *c, size_t i, const char *p, size_t len,
-                       enum prom_format fmt, const char *what)
+                       enum metrics_prom_format fmt, const char *what)
 {
-    struct prom_limits lim = source_limits(c, i);
-    struct prom_error e;
-    int rc = prom_parse(&c->snap->sets[i], p, len, fmt, &lim, &e);
+    struct metrics_prom_limits lim = source_limits(c, i);
+    struct metrics_prom_error e;
+    int rc = metrics_prom_parse(&c->snap->sets[i], p, len, fmt, &lim, &e);
     parsed(c, i, rc, &e, what);
 }
 
-static enum prom_format format_of(struct sc_str ct)
+static enum metrics_prom_format format_of(struct sc_str ct)
 {
     return ct.len >= 28 && sc_str_caseeq(sc_str_n(ct.p, 28), SC_STR("application/openmetrics-text"))
-               ? PROM_FMT_OPENMETRICS
-               : PROM_FMT_TEXT;
+               ? METRICS_PROM_FMT_OPENMETRICS
+               : METRICS_PROM_FMT_TEXT;
 }
 
-static void scrape_stream(struct scrape *s, enum prom_format fmt)
+static void scrape_stream(struct scrape *s, enum metrics_prom_format fmt)
 {
     struct metrics_collection *c = s->c;
-    struct prom_limits lim = source_limits(c, s->idx);
-    s->stream =
-        prom_stream_new(&c->snap->sets[s->idx], fmt, &lim, (size_t)c->conf->cfg.max_scrape_bytes);
+    struct metrics_prom_limits lim = source_limits(c, s->idx);
+    s->stream = metrics_prom_stream_new(&c->snap->sets[s->idx], fmt, &lim,
+                                        (size_t)c->conf->cfg.max_scrape_bytes);
 }
 
 static void finish(struct metrics_collection *c);
@@ -153,7 +154,7 @@ static bool on_body(void *arg, const char *p, size_t len)
         /* The headers are complete once the body starts: the format is known. */
         scrape_stream(s, format_of(sc_egress_xfer_header(s->xfer, "Content-Type")));
     }
-    if (prom_stream_feed(s->stream, p, len, &s->perr) != 0) {
+    if (metrics_prom_stream_feed(s->stream, p, len, &s->perr) != 0) {
         s->malformed = true; /* no use reading the rest */
         return false;
     }
@@ -184,11 +185,11 @@ static void on_scrape(void *arg, const struct sc_egress_resp *resp)
         if (!s->stream) {
             scrape_stream(s, format_of(sc_egress_resp_header(resp, "Content-Type")));
         }
-        struct prom_error e;
-        int rc = prom_stream_end(s->stream, &e);
+        struct metrics_prom_error e;
+        int rc = metrics_prom_stream_end(s->stream, &e);
         parsed(c, s->idx, rc, &e, "response");
     }
-    prom_stream_free(s->stream);
+    metrics_prom_stream_free(s->stream);
     s->stream = NULL;
     if (--c->pending == 0) {
         finish(c);
@@ -238,7 +239,7 @@ static void read_textfiles(struct metrics_collection *c)
         const char *reason = NULL;
         int err = 0;
         int prc = 0;
-        struct prom_error pe = { 0 };
+        struct metrics_prom_error pe = { 0 };
         struct stat st;
         if (fd < 0) {
             err = -errno;
@@ -250,9 +251,10 @@ static void read_textfiles(struct metrics_collection *c)
         } else {
             /* Parsed block by block: the file is never held whole. After a parse error the
              * rest is still read, for the partly-written check below. */
-            struct prom_limits lim = source_limits(c, idx);
-            struct prom_stream *ps = prom_stream_new(&c->snap->sets[idx], PROM_FMT_TEXT, &lim,
-                                                     (size_t)c->conf->cfg.max_scrape_bytes);
+            struct metrics_prom_limits lim = source_limits(c, idx);
+            struct metrics_prom_stream *ps =
+                metrics_prom_stream_new(&c->snap->sets[idx], METRICS_PROM_FMT_TEXT, &lim,
+                                        (size_t)c->conf->cfg.max_scrape_bytes);
             size_t cap = (size_t)st.st_size, len = 0;
             char last = '\n';
             while (len < cap) {
@@ -272,7 +274,7 @@ static void read_textfiles(struct metrics_collection *c)
                 len += (size_t)r;
                 last = block[r - 1];
                 if (prc == 0) {
-                    prc = prom_stream_feed(ps, block, (size_t)r, &pe);
+                    prc = metrics_prom_stream_feed(ps, block, (size_t)r, &pe);
                 }
             }
             if (!reason && last != '\n') {
@@ -280,9 +282,9 @@ static void read_textfiles(struct metrics_collection *c)
                          "rename)";
             }
             if (!reason && prc == 0) {
-                prc = prom_stream_end(ps, &pe);
+                prc = metrics_prom_stream_end(ps, &pe);
             }
-            prom_stream_free(ps);
+            metrics_prom_stream_free(ps);
         }
         if (fd >= 0) {
             close(fd);
@@ -309,7 +311,7 @@ static void read_self(struct metrics_collection *c)
     struct sc_buf b;
     sc_buf_init(&b, 16u << 20);
     if (sc_metrics_render(sc_app_metrics(c->m->app), &b) == 0) {
-        parse_into(c, idx, b.p, b.len, PROM_FMT_TEXT, "registry");
+        parse_into(c, idx, b.p, b.len, METRICS_PROM_FMT_TEXT, "registry");
     } else {
         fail_set(c, idx);
     }
@@ -317,21 +319,23 @@ static void read_self(struct metrics_collection *c)
     c->info[idx].seconds = (double)(uv_hrtime() - t0) / 1e9;
 }
 
-static struct prom_family *meta_family(struct prom_set *s, const char *name, const char *help)
+static struct metrics_prom_family *meta_family(struct metrics_prom_set *s, const char *name,
+                                               const char *help)
 {
-    struct prom_family *f = prom_family_get(s, sc_str_c(name), PROM_GAUGE);
+    struct metrics_prom_family *f = metrics_prom_family_get(s, sc_str_c(name), METRICS_PROM_GAUGE);
     f->has_type = true;
     f->has_help = true;
     f->help = sc_str_c(help);
     return f;
 }
 
-static void meta_sample(struct prom_set *s, struct prom_family *f, const char *source, double v)
+static void meta_sample(struct metrics_prom_set *s, struct metrics_prom_family *f,
+                        const char *source, double v)
 {
-    struct prom_sample *sm = prom_sample_add(s, f);
+    struct metrics_prom_sample *sm = metrics_prom_sample_add(s, f);
     sm->name = f->name;
     sm->value = v;
-    sm->labels = prom_alloc(s, sizeof(*sm->labels));
+    sm->labels = metrics_prom_alloc(s, sizeof(*sm->labels));
     sm->labels[0].name = SC_STR("source");
     sm->labels[0].value = sc_str_c(source);
     sm->nlabels = 1;
@@ -341,16 +345,16 @@ static void meta_sample(struct prom_set *s, struct prom_family *f, const char *s
 static void add_meta(struct metrics_collection *c)
 {
     size_t nsrc = c->snap->nsets;
-    struct prom_set *s = add_set(c, "meta", false);
+    struct metrics_prom_set *s = add_set(c, "meta", false);
     c->info[c->snap->nsets - 1].no_rules = true;
-    struct prom_family *up =
+    struct metrics_prom_family *up =
         meta_family(s, "sidecar_scrape_up", "1 when the source was collected and parsed, else 0.");
-    struct prom_family *du = meta_family(s, "sidecar_scrape_duration_seconds",
-                                         "Time the source took to collect and parse.");
-    struct prom_family *sa = meta_family(s, "sidecar_scrape_samples",
-                                         "Samples the source contributed before relabeling.");
+    struct metrics_prom_family *du = meta_family(s, "sidecar_scrape_duration_seconds",
+                                                 "Time the source took to collect and parse.");
+    struct metrics_prom_family *sa = meta_family(
+        s, "sidecar_scrape_samples", "Samples the source contributed before relabeling.");
     for (size_t i = 0; i < nsrc; i++) {
-        const char *name = prom_strdup(s, sc_str_c(c->info[i].name)).p;
+        const char *name = metrics_prom_strdup(s, sc_str_c(c->info[i].name)).p;
         meta_sample(s, up, name, c->info[i].up ? 1 : 0);
         meta_sample(s, du, name, c->info[i].seconds);
         meta_sample(s, sa, name, (double)c->info[i].samples);
@@ -372,7 +376,7 @@ static void add_static(const struct source_info *si, struct metrics_lbls *l, boo
             struct sc_str en = k;
             do {
                 char *t = sc_asprintf("exported_%.*s", SC_STR_FMT(en));
-                en = prom_strdup(l->arena_set, sc_str_c(t));
+                en = metrics_prom_strdup(l->arena_set, sc_str_c(t));
                 sc_free(t);
             } while (metrics_lbls_get(l, en).p);
             metrics_lbls_set(l, en, have);
@@ -386,8 +390,8 @@ static void add_static(const struct source_info *si, struct metrics_lbls *l, boo
  * (the parser leaves room for the static labels), else into a new one in <out>'s arena. Returns
  * false when the rules drop it or leave it without a valid name. */
 static bool relabel_sample(const struct metrics_conf *conf, const struct source_info *info,
-                           struct metrics_lbls *l, struct prom_sample *sm, size_t cap,
-                           struct prom_set *out)
+                           struct metrics_lbls *l, struct metrics_prom_sample *sm, size_t cap,
+                           struct metrics_prom_set *out)
 {
     bool rules = !info->no_rules && (info->rules || conf->relabel);
     if (!rules && sm->nlabels + info->nlbls <= cap) {
@@ -422,7 +426,7 @@ static bool relabel_sample(const struct metrics_conf *conf, const struct source_
         return false;
     }
     struct sc_str name = metrics_lbls_get(l, SC_STR("__name__"));
-    if (!name.p || !prom_valid_name(name, false)) {
+    if (!name.p || !metrics_prom_valid_name(name, false)) {
         return false;
     }
     size_t nl = 0;
@@ -430,7 +434,7 @@ static bool relabel_sample(const struct metrics_conf *conf, const struct source_
         nl += !(l->v[j].name.len >= 2 && l->v[j].name.p[0] == '_' && l->v[j].name.p[1] == '_');
     }
     if (nl > cap) {
-        sm->labels = prom_alloc(out, nl * sizeof(*sm->labels));
+        sm->labels = metrics_prom_alloc(out, nl * sizeof(*sm->labels));
     }
     uint32_t k = 0;
     for (size_t j = 0; j < l->n; j++) {
@@ -454,31 +458,31 @@ static void merge(struct metrics_collection *c)
     const struct metrics_conf *conf = c->conf;
     const size_t max_series = (size_t)conf->cfg.max_series;
     struct metrics_snapshot *snap = c->snap;
-    struct prom_set *out = &snap->out;
+    struct metrics_prom_set *out = &snap->out;
     struct metrics_lbls l = { .arena_set = out };
     size_t total = 0;
     uint64_t dropped = 0;
     for (size_t si = 0; si < snap->nsets; si++) {
-        struct prom_set *s = &snap->sets[si];
+        struct metrics_prom_set *s = &snap->sets[si];
         const struct source_info *info = &c->info[si];
         bool plain =
             info->nlbls == 0 && (info->no_rules || (conf->relabel == NULL && !info->rules));
         for (size_t fi = 0; fi < s->nfams; fi++) {
-            struct prom_family *f = s->fams[fi];
+            struct metrics_prom_family *f = s->fams[fi];
             if (f->nsamples == 0) {
                 continue;
             }
-            struct prom_family *of = prom_find(out, f->name);
+            struct metrics_prom_family *of = metrics_prom_find(out, f->name);
             if (of && of->type != f->type && of->nsamples) {
                 sc_warn("metric family type conflict: dropping the later source's family",
                         SC_LSN("family", f->name.p, f->name.len), SC_LS("source", info->name),
-                        SC_LS("type", prom_type_name(f->type, 0)),
-                        SC_LS("kept_type", prom_type_name(of->type, 0)));
-                sc_counter_inc(m->m_conflicts);
+                        SC_LS("type", metrics_prom_type_name(f->type, 0)),
+                        SC_LS("kept_type", metrics_prom_type_name(of->type, 0)));
+                sc_metrics_counter_inc(m->m_conflicts);
                 continue;
             }
             if (!of) {
-                of = prom_family_get(out, f->name, f->type);
+                of = metrics_prom_family_get(out, f->name, f->type);
             }
             of->type = f->type;
             of->has_type = of->has_type || f->has_type;
@@ -492,7 +496,7 @@ static void merge(struct metrics_collection *c)
             bool fresh = of->nsamples == 0;
             if (plain && fresh && total + f->nsamples <= max_series) {
                 /* Nothing to change: the output shares the source's samples. */
-                prom_family_share(out, of, f);
+                metrics_prom_family_share(out, of, f);
                 total += f->nsamples;
                 continue;
             }
@@ -500,7 +504,7 @@ static void merge(struct metrics_collection *c)
              * family are copied there. */
             size_t kept = 0;
             for (size_t k = 0; k < f->nsamples; k++) {
-                struct prom_sample sm = f->samples[k];
+                struct metrics_prom_sample sm = f->samples[k];
                 if (total >= max_series) {
                     dropped++;
                     continue;
@@ -509,15 +513,15 @@ static void merge(struct metrics_collection *c)
                     continue;
                 }
                 total++;
-                struct prom_family *tf = of;
+                struct metrics_prom_family *tf = of;
                 if (!sc_str_eq(sm.name, f->samples[k].name)) {
                     /* Renamed by a rule: it joins the family of its new name. */
-                    tf = prom_family_get(out, sm.name, PROM_UNTYPED);
+                    tf = metrics_prom_family_get(out, sm.name, METRICS_PROM_UNTYPED);
                 }
                 if (tf == of) {
                     f->samples[kept++] = sm;
                 } else {
-                    *prom_sample_add(out, tf) = sm;
+                    *metrics_prom_sample_add(out, tf) = sm;
                 }
             }
             s->nsamples -= f->nsamples - kept;
@@ -526,10 +530,10 @@ static void merge(struct metrics_collection *c)
                 continue;
             }
             if (of->nsamples == 0) {
-                prom_family_share(out, of, f);
+                metrics_prom_family_share(out, of, f);
             } else {
                 for (size_t k = 0; k < kept; k++) {
-                    *prom_sample_add(out, of) = f->samples[k];
+                    *metrics_prom_sample_add(out, of) = f->samples[k];
                 }
             }
         }
@@ -537,7 +541,7 @@ static void merge(struct metrics_collection *c)
     if (dropped) {
         sc_warn("series cap reached: samples dropped", SC_LU("dropped", dropped),
                 SC_LI("max_series", conf->cfg.max_series));
-        sc_counter_add(m->m_dropped_series, dropped);
+        sc_metrics_counter_add(m->m_dropped_series, dropped);
     }
     sc_free(l.v);
 }
@@ -573,7 +577,7 @@ static void finish(struct metrics_collection *c)
     }
     if (m->statsd) {
         uint64_t t0 = uv_hrtime();
-        struct prom_set *set = add_set(c, "statsd", conf->cfg.honor_labels);
+        struct metrics_prom_set *set = add_set(c, "statsd", conf->cfg.honor_labels);
         size_t idx = c->snap->nsets - 1;
         metrics_statsd_collect(m->statsd, set);
         c->info[idx].up = true;
@@ -590,7 +594,7 @@ static void finish(struct metrics_collection *c)
     uv_timeval64_t tv;
     uv_gettimeofday(&tv);
     c->snap->wall_ms = tv.tv_sec * 1000 + tv.tv_usec / 1000;
-    sc_counter_inc(m->m_collections);
+    sc_metrics_counter_inc(m->m_collections);
 
     /* The snapshot keeps the configuration its samples borrow labels from. */
     struct metrics_snapshot *snap = c->snap;
@@ -646,7 +650,7 @@ static struct metrics_collection *start_collection(struct metrics_role *m)
     sc_list_init(&c->waiters);
     c->snap = SC_NEW(struct metrics_snapshot);
     c->snap->refs = 1;
-    prom_set_init(&c->snap->out);
+    metrics_prom_set_init(&c->snap->out);
     m->running = c;
     c->scrapes = sc_calloc(conf->ntargets ? conf->ntargets : 1, sizeof(*c->scrapes));
     size_t nscrapes = 0;
@@ -740,9 +744,9 @@ void metrics_snapshot_unref(struct metrics_snapshot *snap)
     if (!snap || --snap->refs > 0) {
         return;
     }
-    prom_set_cleanup(&snap->out);
+    metrics_prom_set_cleanup(&snap->out);
     for (size_t i = 0; i < snap->nsets; i++) {
-        prom_set_cleanup(&snap->sets[i]);
+        metrics_prom_set_cleanup(&snap->sets[i]);
     }
     sc_free(snap->sets);
     metrics_conf_unref(snap->conf);

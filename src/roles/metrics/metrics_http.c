@@ -39,7 +39,7 @@ struct scrape {
     bool waiting, is_head, want_om, want_gzip;
     bool minor0; /* an HTTP/1.0 request: no chunked encoding, the body ends at close */
     struct sc_buf head;
-    struct prom_render_state rs;
+    struct metrics_prom_render_state rs;
     struct sc_buf piece; /* rendered text of one piece */
     z_stream z;
     bool z_init;
@@ -76,7 +76,8 @@ static void on_conn_closed(void *arg, struct sc_h1srv_conn *c, void *data)
 static int fill(void *arg, struct sc_buf *wire)
 {
     struct scrape *sc = arg;
-    enum prom_format fmt = sc->want_om ? PROM_FMT_OPENMETRICS : PROM_FMT_TEXT;
+    enum metrics_prom_format fmt =
+        sc->want_om ? METRICS_PROM_FMT_OPENMETRICS : METRICS_PROM_FMT_TEXT;
     if (sc->head.len) {
         sc_buf_append(wire, sc->head.p, sc->head.len); /* fits: the wire cap is larger */
         sc_buf_reset(&sc->head);
@@ -84,7 +85,7 @@ static int fill(void *arg, struct sc_buf *wire)
     int done = sc->is_head ? 1 : 0;
     while (!done) {
         sc_buf_reset(&sc->piece);
-        done = prom_render_some(&sc->snap->out, fmt, &sc->rs, &sc->piece, PIECE);
+        done = metrics_prom_render_some(&sc->snap->out, fmt, &sc->rs, &sc->piece, PIECE);
         if (done < 0) {
             /* The status line is gone already: cut the body so the scraper sees an error. */
             sc_error("exposition render failed: one line over max_response_bytes");
@@ -147,12 +148,13 @@ static void on_snapshot(void *arg, struct metrics_snapshot *snap)
 {
     struct scrape *sc = arg;
     sc->waiting = false;
-    enum prom_format fmt = sc->want_om ? PROM_FMT_OPENMETRICS : PROM_FMT_TEXT;
+    enum metrics_prom_format fmt =
+        sc->want_om ? METRICS_PROM_FMT_OPENMETRICS : METRICS_PROM_FMT_TEXT;
     if (sc->minor0) {
         sc_h1srv_close_after(sc->c); /* without chunked framing the body ends when we close */
     }
     sc_buf_init(&sc->head, 4096);
-    const char *ct = fmt == PROM_FMT_OPENMETRICS
+    const char *ct = fmt == METRICS_PROM_FMT_OPENMETRICS
                          ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
                          : "text/plain; version=0.0.4; charset=utf-8";
     int rc = sc_buf_appendf(&sc->head, "HTTP/1.1 200 OK\r\nContent-Type: %s\r\n%s%s%s\r\n", ct,
@@ -219,7 +221,7 @@ static void on_request(void *arg, struct sc_h1srv_conn *c, const struct sc_h1srv
 {
     struct metrics_http *h = arg;
     const struct sc_http_msg *msg = req->msg;
-    sc_counter_inc(h->m->m_requests);
+    sc_metrics_counter_inc(h->m->m_requests);
     if (req->body.len) {
         sc_h1srv_close_after(c);
         reply_text(c, 400, "request bodies are not accepted here\n");
@@ -252,12 +254,12 @@ static void on_request(void *arg, struct sc_h1srv_conn *c, const struct sc_h1srv
     }
     sc->is_head = is_head;
     sc->minor0 = msg->minor_version == 0;
-    const struct sc_http_header *acc = sc_http_find(msg, SC_STR("Accept"), NULL);
+    const struct sc_http_header *acc = sc_http1_find(msg, SC_STR("Accept"), NULL);
     sc->want_om = acc && wants_openmetrics(acc->value);
     sc->want_gzip = false;
     size_t from = 0;
     const struct sc_http_header *ae;
-    while ((ae = sc_http_find(msg, SC_STR("Accept-Encoding"), &from)) != NULL) {
+    while ((ae = sc_http1_find(msg, SC_STR("Accept-Encoding"), &from)) != NULL) {
         struct sc_str rest = ae->value;
         while (rest.len) {
             struct sc_str item = sc_str_trim(sc_str_split(&rest, ','));

@@ -67,20 +67,20 @@ int metrics_push_group(struct sc_buf *b, const char *key, const char *value)
 }
 
 /* Pushgateway refuses samples with timestamps: render the output without them. */
-static int render_untimed(const struct prom_set *s, struct sc_buf *out)
+static int render_untimed(const struct metrics_prom_set *s, struct sc_buf *out)
 {
     for (size_t i = 0; i < s->nfams; i++) {
-        const struct prom_family *f = s->fams[i];
+        const struct metrics_prom_family *f = s->fams[i];
         if (f->nsamples == 0) {
             continue;
         }
-        struct prom_family copy = *f;
+        struct metrics_prom_family copy = *f;
         copy.samples = sc_reallocarray(NULL, f->nsamples, sizeof(*copy.samples));
         memcpy(copy.samples, f->samples, f->nsamples * sizeof(*copy.samples));
         for (size_t k = 0; k < f->nsamples; k++) {
             copy.samples[k].has_ts = false;
         }
-        int rc = prom_render_family(&copy, PROM_FMT_TEXT, out);
+        int rc = metrics_prom_render_family(&copy, METRICS_PROM_FMT_TEXT, out);
         sc_free(copy.samples);
         if (rc) {
             return rc;
@@ -116,13 +116,13 @@ static void on_pushed(void *arg, const struct sc_egress_resp *resp)
     struct metrics_push *p = arg;
     p->xfer = NULL;
     if (resp->error || resp->status < 200 || resp->status > 299) {
-        sc_counter_inc(p->m_fail);
+        sc_metrics_counter_inc(p->m_fail);
         sc_warn("pushgateway push failed", SC_LS("url", p->url), SC_LI("status", resp->status),
                 SC_LS("reason",
                       resp->error ? (resp->error_msg ? resp->error_msg : "") : "unexpected status"),
                 SC_LSN("body", resp->body.p, resp->body.len > 512 ? 512 : resp->body.len));
     } else {
-        sc_counter_inc(p->m_ok);
+        sc_metrics_counter_inc(p->m_ok);
         sc_debug("pushed to pushgateway", SC_LS("url", p->url), SC_LU("bytes", p->body.len));
     }
     if (p->stopping && p->final_waiting) {
@@ -142,7 +142,7 @@ static void on_push_snapshot(void *arg, struct metrics_snapshot *snap)
     struct metrics_push *p = arg;
     p->collecting = false;
     sc_buf_reset(&p->body);
-    size_t est = prom_render_estimate(&snap->out);
+    size_t est = metrics_prom_render_estimate(&snap->out);
     (void)sc_buf_reserve(&p->body, est < p->body.max ? est : p->body.max);
     if (render_untimed(&snap->out, &p->body) != 0) {
         sc_warn("pushgateway: output over max_response_bytes, not pushed");
@@ -324,14 +324,14 @@ static int put_bytes(struct sc_buf *b, unsigned char tag, struct sc_str s)
     return rc;
 }
 
-static size_t label_msg_len(const struct prom_label *l)
+static size_t label_msg_len(const struct metrics_prom_label *l)
 {
     return 1 + varint_len(l->name.len) + l->name.len + 1 + varint_len(l->value.len) + l->value.len;
 }
 
 static int cmp_label(const void *a, const void *b)
 {
-    const struct prom_label *x = a, *y = b;
+    const struct metrics_prom_label *x = a, *y = b;
     size_t n = x->name.len < y->name.len ? x->name.len : y->name.len;
     int c = memcmp(x->name.p, y->name.p, n);
     if (c) {
@@ -341,37 +341,37 @@ static int cmp_label(const void *a, const void *b)
 }
 
 /* MetricMetadata.MetricType of prompb/types.proto for a family type. */
-static uint64_t rw_type(enum prom_type t)
+static uint64_t rw_type(enum metrics_prom_type t)
 {
     switch (t) {
-    case PROM_COUNTER:
+    case METRICS_PROM_COUNTER:
         return 1;
-    case PROM_GAUGE:
+    case METRICS_PROM_GAUGE:
         return 2;
-    case PROM_HISTOGRAM:
+    case METRICS_PROM_HISTOGRAM:
         return 3;
-    case PROM_GAUGEHISTOGRAM:
+    case METRICS_PROM_GAUGEHISTOGRAM:
         return 4;
-    case PROM_SUMMARY:
+    case METRICS_PROM_SUMMARY:
         return 5;
-    case PROM_INFO:
+    case METRICS_PROM_INFO:
         return 6;
-    case PROM_STATESET:
+    case METRICS_PROM_STATESET:
         return 7;
     default:
         return 0; /* UNKNOWN */
     }
 }
 
-int metrics_rw_encode(const struct prom_set *out, int64_t now_ms, struct sc_buf *buf)
+int metrics_rw_encode(const struct metrics_prom_set *out, int64_t now_ms, struct sc_buf *buf)
 {
-    struct prom_label *lb = NULL;
+    struct metrics_prom_label *lb = NULL;
     size_t cap = 0;
     int rc = 0;
     for (size_t i = 0; i < out->nfams && rc == 0; i++) {
-        const struct prom_family *f = out->fams[i];
+        const struct metrics_prom_family *f = out->fams[i];
         for (size_t k = 0; k < f->nsamples && rc == 0; k++) {
-            const struct prom_sample *sm = &f->samples[k];
+            const struct metrics_prom_sample *sm = &f->samples[k];
             size_t n = sm->nlabels + 1;
             if (n > cap) {
                 cap = n * 2;
@@ -416,7 +416,7 @@ int metrics_rw_encode(const struct prom_set *out, int64_t now_ms, struct sc_buf 
     /* The families' metadata (WriteRequest field 3), as Prometheus sends it: a receiver that
      * keeps it shows the TYPE, HELP and UNIT of what it stores. */
     for (size_t i = 0; i < out->nfams && rc == 0; i++) {
-        const struct prom_family *f = out->fams[i];
+        const struct metrics_prom_family *f = out->fams[i];
         if (f->nsamples == 0) {
             continue;
         }
@@ -509,7 +509,7 @@ static void rw_pop(struct metrics_rw *w)
     sc_list_remove(&b->link);
     batch_free(b);
     w->queued--;
-    sc_gauge_set(w->m_queue, (double)w->queued);
+    sc_metrics_gauge_set(w->m_queue, (double)w->queued);
 }
 
 static void on_backoff(uv_timer_t *t)
@@ -530,7 +530,7 @@ static void on_rw_sent(void *arg, const struct sc_egress_resp *resp)
     bool ok = !resp->error && resp->status >= 200 && resp->status <= 299;
     bool retry = resp->error || resp->status >= 500 || resp->status == 429;
     if (ok) {
-        sc_counter_inc(w->m_sent);
+        sc_metrics_counter_inc(w->m_sent);
         rw_pop(w);
         rw_send(w);
         return;
@@ -540,12 +540,12 @@ static void on_rw_sent(void *arg, const struct sc_egress_resp *resp)
             SC_LSN("body", resp->body.p, resp->body.len > 512 ? 512 : resp->body.len),
             SC_LB("retry", retry && !w->stopping && b->attempts <= rc->max_retries));
     if (!retry || b->attempts > rc->max_retries || w->stopping) {
-        sc_counter_inc(w->m_failed);
+        sc_metrics_counter_inc(w->m_failed);
         rw_pop(w);
         rw_send(w);
         return;
     }
-    sc_counter_inc(w->m_retries);
+    sc_metrics_counter_inc(w->m_retries);
     uint64_t delay = rc->min_backoff_ms;
     for (int i = 1; i < b->attempts && delay < rc->max_backoff_ms; i++) {
         delay *= 2;
@@ -593,7 +593,7 @@ static void rw_send(struct metrics_rw *w)
         metrics_conf_ref(w->xfer_conf);
     } else {
         sc_warn("remote_write not started", SC_LERR(err));
-        sc_counter_inc(w->m_failed);
+        sc_metrics_counter_inc(w->m_failed);
         rw_pop(w);
         rw_send(w);
     }
@@ -613,7 +613,7 @@ static void on_rw_snapshot(void *arg, struct metrics_snapshot *snap)
     sc_buf_reset(&w->enc);
     if (metrics_rw_encode(&snap->out, snap->wall_ms, &w->enc) != 0) {
         sc_warn("remote_write: batch over max_response_bytes, dropped");
-        sc_counter_inc(w->m_dropped);
+        sc_metrics_counter_inc(w->m_dropped);
         rw_check_done(w);
         return;
     }
@@ -623,7 +623,7 @@ static void on_rw_snapshot(void *arg, struct metrics_snapshot *snap)
     b->len = max;
     if (sc_snappy_compress(w->enc.p, w->enc.len, b->data, &b->len) != 0) {
         batch_free(b);
-        sc_counter_inc(w->m_dropped);
+        sc_metrics_counter_inc(w->m_dropped);
         rw_check_done(w);
         return;
     }
@@ -637,12 +637,12 @@ static void on_rw_snapshot(void *arg, struct metrics_snapshot *snap)
             sc_list_remove(victim);
             batch_free(sc_list_entry(victim, struct batch, link));
             w->queued--;
-            sc_counter_inc(w->m_dropped);
+            sc_metrics_counter_inc(w->m_dropped);
         }
     }
     sc_list_append(&w->queue, &b->link);
     w->queued++;
-    sc_gauge_set(w->m_queue, (double)w->queued);
+    sc_metrics_gauge_set(w->m_queue, (double)w->queued);
     rw_send(w);
 }
 

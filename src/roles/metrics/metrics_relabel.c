@@ -256,7 +256,7 @@ static void expand(struct metrics_relabel *r, const struct rule *ru, struct sc_s
 
 static struct sc_str keep_str(struct metrics_lbls *l, const struct sc_buf *b)
 {
-    return prom_strdup(l->arena_set, sc_buf_str(b));
+    return metrics_prom_strdup(l->arena_set, sc_buf_str(b));
 }
 
 static uint64_t md5_low64(struct sc_str s)
@@ -307,7 +307,7 @@ bool metrics_relabel_apply(const struct metrics_relabel *rc, struct metrics_lbls
             sc_buf_reset(&r->expand);
             expand(r, ru, ru->target, val, &r->expand);
             struct sc_str target = keep_str(l, &r->expand);
-            if (!prom_valid_name(target, true) && !sc_str_eq(target, SC_STR("__name__"))) {
+            if (!metrics_prom_valid_name(target, true) && !sc_str_eq(target, SC_STR("__name__"))) {
                 break; /* Prometheus skips an invalid target label */
             }
             sc_buf_reset(&r->expand);
@@ -319,7 +319,8 @@ bool metrics_relabel_apply(const struct metrics_relabel *rc, struct metrics_lbls
             char num[24];
             int nn = snprintf(num, sizeof(num), "%llu",
                               (unsigned long long)(md5_low64(val) % ru->modulus));
-            metrics_lbls_set(l, ru->target, prom_strdup(l->arena_set, sc_str_n(num, (size_t)nn)));
+            metrics_lbls_set(l, ru->target,
+                             metrics_prom_strdup(l->arena_set, sc_str_n(num, (size_t)nn)));
             break;
         }
         case RELABEL_LABELMAP: {
@@ -332,7 +333,7 @@ bool metrics_relabel_apply(const struct metrics_relabel *rc, struct metrics_lbls
                 sc_buf_reset(&r->expand);
                 expand(r, ru, ru->replacement, name, &r->expand);
                 struct sc_str nn = keep_str(l, &r->expand);
-                if (prom_valid_name(nn, true)) {
+                if (metrics_prom_valid_name(nn, true)) {
                     metrics_lbls_set(l, nn, l->v[k].value);
                 }
             }

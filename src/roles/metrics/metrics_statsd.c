@@ -34,7 +34,7 @@ struct sd_series {
     bool name_only; /* registers the family's type */
     enum sd_type type;
     char *name; /* points into key */
-    struct prom_label *labels;
+    struct metrics_prom_label *labels;
     uint32_t nlabels;
     double value;
     uint64_t count;
@@ -278,12 +278,12 @@ static bool handle_line(struct metrics_statsd *s, struct sc_str line)
     size_t namelen = key.len - 1;
     struct sd_series *fam = lookup(s, key.p, key.len);
     if (fam && fam->type != st) {
-        sc_counter_inc(s->m_dropped);
+        sc_metrics_counter_inc(s->m_dropped);
         return true; /* a type clash is not malformed input, but it is not stored */
     }
     if (!fam) {
         if (s->nseries >= s->max_series) {
-            sc_counter_inc(s->m_dropped);
+            sc_metrics_counter_inc(s->m_dropped);
             return true;
         }
         fam = insert(s, key.p, key.len);
@@ -304,7 +304,7 @@ static bool handle_line(struct metrics_statsd *s, struct sc_str line)
     struct sd_series *e = lookup(s, key.p + 1, key.len - 1);
     if (!e) {
         if (s->nseries >= s->max_series) {
-            sc_counter_inc(s->m_dropped);
+            sc_metrics_counter_inc(s->m_dropped);
             return true;
         }
         e = insert(s, key.p + 1, key.len - 1);
@@ -390,9 +390,9 @@ static void on_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *buf, const struc
         if (line.len == 0) {
             continue;
         }
-        sc_counter_inc(s->m_lines);
+        sc_metrics_counter_inc(s->m_lines);
         if (!handle_line(s, line)) {
-            sc_counter_inc(s->m_bad);
+            sc_metrics_counter_inc(s->m_bad);
             sc_debug("statsd line malformed",
                      SC_LSN("line", line.p, line.len > 256 ? 256 : line.len));
         }
@@ -500,21 +500,21 @@ void metrics_statsd_close(struct metrics_statsd *s)
     uv_close((uv_handle_t *)&s->udp, on_closed);
 }
 
-static void add_sample(struct prom_set *out, struct prom_family *f, struct sc_str name,
-                       const struct sd_series *e, const char *le, double v)
+static void add_sample(struct metrics_prom_set *out, struct metrics_prom_family *f,
+                       struct sc_str name, const struct sd_series *e, const char *le, double v)
 {
-    struct prom_sample *sm = prom_sample_add(out, f);
+    struct metrics_prom_sample *sm = metrics_prom_sample_add(out, f);
     sm->name = name;
     sm->value = v;
     sm->nlabels = e->nlabels + (le ? 1 : 0);
-    sm->labels = prom_alloc(out, (sm->nlabels ? sm->nlabels : 1) * sizeof(*sm->labels));
+    sm->labels = metrics_prom_alloc(out, (sm->nlabels ? sm->nlabels : 1) * sizeof(*sm->labels));
     for (uint32_t i = 0; i < e->nlabels; i++) {
-        sm->labels[i].name = prom_strdup(out, e->labels[i].name);
-        sm->labels[i].value = prom_strdup(out, e->labels[i].value);
+        sm->labels[i].name = metrics_prom_strdup(out, e->labels[i].name);
+        sm->labels[i].value = metrics_prom_strdup(out, e->labels[i].value);
     }
     if (le) {
         sm->labels[e->nlabels].name = SC_STR("le");
-        sm->labels[e->nlabels].value = prom_strdup(out, sc_str_c(le));
+        sm->labels[e->nlabels].value = metrics_prom_strdup(out, sc_str_c(le));
     }
 }
 
@@ -526,9 +526,10 @@ static const char *with_suffix(struct sc_buf *b, const char *name, const char *s
     return sc_buf_cstr(b);
 }
 
-void metrics_statsd_collect(struct metrics_statsd *s, struct prom_set *out)
+void metrics_statsd_collect(struct metrics_statsd *s, struct metrics_prom_set *out)
 {
-    static const enum prom_type types[] = { PROM_COUNTER, PROM_GAUGE, PROM_HISTOGRAM, PROM_GAUGE };
+    static const enum metrics_prom_type types[] = { METRICS_PROM_COUNTER, METRICS_PROM_GAUGE,
+                                                    METRICS_PROM_HISTOGRAM, METRICS_PROM_GAUGE };
     struct sc_buf tmp;
     sc_buf_init(&tmp, 4096);
     for (size_t i = 0; i < s->cap; i++) {
@@ -536,15 +537,16 @@ void metrics_statsd_collect(struct metrics_statsd *s, struct prom_set *out)
         if (!e || e->name_only) {
             continue;
         }
-        struct sc_str name = prom_strdup(out, sc_str_c(e->name));
-        struct prom_family *f = prom_family_get(out, name, types[e->type]);
+        struct sc_str name = metrics_prom_strdup(out, sc_str_c(e->name));
+        struct metrics_prom_family *f = metrics_prom_family_get(out, name, types[e->type]);
         f->has_type = true;
         if (e->type != SD_HISTOGRAM) {
             add_sample(out, f, name, e, NULL, e->value);
             continue;
         }
         uint64_t cum = 0;
-        struct sc_str bn = prom_strdup(out, sc_str_c(with_suffix(&tmp, e->name, "_bucket")));
+        struct sc_str bn =
+            metrics_prom_strdup(out, sc_str_c(with_suffix(&tmp, e->name, "_bucket")));
         for (size_t b = 0; b <= s->nbounds; b++) {
             cum += e->buckets[b];
             sc_buf_reset(&tmp);
@@ -555,9 +557,9 @@ void metrics_statsd_collect(struct metrics_statsd *s, struct prom_set *out)
             }
             add_sample(out, f, bn, e, sc_buf_cstr(&tmp), (double)cum);
         }
-        struct sc_str sn = prom_strdup(out, sc_str_c(with_suffix(&tmp, e->name, "_sum")));
+        struct sc_str sn = metrics_prom_strdup(out, sc_str_c(with_suffix(&tmp, e->name, "_sum")));
         add_sample(out, f, sn, e, NULL, e->sum);
-        struct sc_str cn = prom_strdup(out, sc_str_c(with_suffix(&tmp, e->name, "_count")));
+        struct sc_str cn = metrics_prom_strdup(out, sc_str_c(with_suffix(&tmp, e->name, "_count")));
         add_sample(out, f, cn, e, NULL, (double)e->count);
     }
     sc_buf_cleanup(&tmp);

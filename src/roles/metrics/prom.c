@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// The exposition parser and the prom_set it fills (the writer is prom_render.c). It works line by
-// line, either on one copy of the input held in the set's arena (prom_parse: names, label values
-// without escapes and HELP texts without escapes are views into that copy; anything unescaped is
-// written to the arena) or on pieces of input as they arrive (prom_stream: every string kept is
-// copied, names interned, so the input is never held whole and never twice). Families are found by
-// an open-addressing index on their name, so merging and lookups stay O(1) per sample. Invariant:
-// whatever prom_render writes, prom_parse reads back to the same samples in the same format.
+// The exposition parser and the metrics_prom_set it fills (the writer is prom_render.c). It works
+// line by line, either on one copy of the input held in the set's arena (metrics_prom_parse: names,
+// label values without escapes and HELP texts without escapes are views into that copy; anything
+// unescaped is written to the arena) or on pieces of input as they arrive (metrics_prom_stream:
+// every string kept is copied, names interned, so the input is never held whole and never twice).
+// Families are found by an open-addressing index on their name, so merging and lookups stay O(1)
+// per sample. Invariant: whatever metrics_prom_render writes, metrics_prom_parse reads back to the
+// same samples in the same format.
 #include "roles/metrics/prom.h"
 
 #include <math.h>
@@ -20,19 +21,19 @@
 
 #define ARENA_BLOCK (64 * 1024)
 
-struct prom_arena_block {
-    struct prom_arena_block *next;
+struct metrics_prom_arena_block {
+    struct metrics_prom_arena_block *next;
     size_t len, cap;
-    char *ext; /* an adopted buffer (prom_adopt): the block holds no data of its own */
+    char *ext; /* an adopted buffer (metrics_prom_adopt): the block holds no data of its own */
     _Alignas(16) char data[];
 };
 
-void prom_set_init(struct prom_set *s)
+void metrics_prom_set_init(struct metrics_prom_set *s)
 {
     memset(s, 0, sizeof(*s));
 }
 
-void prom_set_cleanup(struct prom_set *s)
+void metrics_prom_set_cleanup(struct metrics_prom_set *s)
 {
     if (!s) {
         return;
@@ -44,9 +45,9 @@ void prom_set_cleanup(struct prom_set *s)
             sc_free(s->fams[i]->samples);
         }
     }
-    struct prom_arena_block *b = s->arena.head;
+    struct metrics_prom_arena_block *b = s->arena.head;
     while (b) {
-        struct prom_arena_block *next = b->next;
+        struct metrics_prom_arena_block *next = b->next;
         sc_free(b->ext);
         sc_free(b);
         b = next;
@@ -57,16 +58,16 @@ void prom_set_cleanup(struct prom_set *s)
 }
 
 /* Carves <n> bytes aligned to <align> (a power of two up to 16) from the set's arena. */
-static void *carve(struct prom_set *s, size_t n, size_t align)
+static void *carve(struct metrics_prom_set *s, size_t n, size_t align)
 {
     if (n == 0) {
         n = 1;
     }
-    struct prom_arena_block *b = s->arena.head;
+    struct metrics_prom_arena_block *b = s->arena.head;
     size_t off = b ? (b->len + align - 1) & ~(align - 1) : 0;
     if (!b || off > b->cap || b->cap - off < n) {
         size_t cap = n > ARENA_BLOCK / 4 ? n : ARENA_BLOCK;
-        struct prom_arena_block *nb = sc_malloc(sizeof(*nb) + cap);
+        struct metrics_prom_arena_block *nb = sc_malloc(sizeof(*nb) + cap);
         nb->len = 0;
         nb->cap = cap;
         nb->ext = NULL;
@@ -87,14 +88,14 @@ static void *carve(struct prom_set *s, size_t n, size_t align)
     return p;
 }
 
-void *prom_alloc(struct prom_set *s, size_t n)
+void *metrics_prom_alloc(struct metrics_prom_set *s, size_t n)
 {
     return carve(s, (n + 15) & ~(size_t)15, 16);
 }
 
-bool prom_owns(const struct prom_set *s, const char *p, size_t len)
+bool metrics_prom_owns(const struct metrics_prom_set *s, const char *p, size_t len)
 {
-    for (const struct prom_arena_block *b = s->arena.head; b; b = b->next) {
+    for (const struct metrics_prom_arena_block *b = s->arena.head; b; b = b->next) {
         const char *d = b->ext ? b->ext : b->data;
         if (p >= d && p + len <= d + b->len) {
             return true;
@@ -103,10 +104,10 @@ bool prom_owns(const struct prom_set *s, const char *p, size_t len)
     return false;
 }
 
-void prom_adopt(struct prom_set *s, char *p, size_t len)
+void metrics_prom_adopt(struct metrics_prom_set *s, char *p, size_t len)
 {
     /* A full block (len == cap): the bump allocator never carves from it. */
-    struct prom_arena_block *nb = sc_malloc(sizeof(*nb));
+    struct metrics_prom_arena_block *nb = sc_malloc(sizeof(*nb));
     nb->len = len;
     nb->cap = len;
     nb->ext = p;
@@ -115,9 +116,9 @@ void prom_adopt(struct prom_set *s, char *p, size_t len)
     s->arena.used += len;
 }
 
-struct sc_str prom_strdup(struct prom_set *s, struct sc_str v)
+struct sc_str metrics_prom_strdup(struct metrics_prom_set *s, struct sc_str v)
 {
-    char *p = prom_alloc(s, v.len + 1);
+    char *p = metrics_prom_alloc(s, v.len + 1);
     if (v.len) {
         memcpy(p, v.p, v.len);
     }
@@ -135,14 +136,14 @@ static uint64_t hash_name(struct sc_str n)
     return h;
 }
 
-struct prom_family *prom_find(const struct prom_set *s, struct sc_str name)
+struct metrics_prom_family *metrics_prom_find(const struct metrics_prom_set *s, struct sc_str name)
 {
     if (!s->icap) {
         return NULL;
     }
     size_t mask = s->icap - 1;
     for (size_t i = hash_name(name) & mask;; i = (i + 1) & mask) {
-        struct prom_family *f = s->index[i];
+        struct metrics_prom_family *f = s->index[i];
         if (!f) {
             return NULL;
         }
@@ -152,7 +153,7 @@ struct prom_family *prom_find(const struct prom_set *s, struct sc_str name)
     }
 }
 
-static void index_put(struct prom_family **idx, size_t cap, struct prom_family *f)
+static void index_put(struct metrics_prom_family **idx, size_t cap, struct metrics_prom_family *f)
 {
     size_t mask = cap - 1;
     size_t i = hash_name(f->name) & mask;
@@ -162,15 +163,16 @@ static void index_put(struct prom_family **idx, size_t cap, struct prom_family *
     idx[i] = f;
 }
 
-struct prom_family *prom_family_get(struct prom_set *s, struct sc_str name, enum prom_type type)
+struct metrics_prom_family *metrics_prom_family_get(struct metrics_prom_set *s, struct sc_str name,
+                                                    enum metrics_prom_type type)
 {
-    struct prom_family *f = prom_find(s, name);
+    struct metrics_prom_family *f = metrics_prom_find(s, name);
     if (f) {
         return f;
     }
     if ((s->nfams + 1) * 2 > s->icap) {
         size_t cap = s->icap ? s->icap * 2 : 64;
-        struct prom_family **idx = sc_calloc(cap, sizeof(*idx));
+        struct metrics_prom_family **idx = sc_calloc(cap, sizeof(*idx));
         for (size_t i = 0; i < s->nfams; i++) {
             index_put(idx, cap, s->fams[i]);
         }
@@ -182,7 +184,7 @@ struct prom_family *prom_family_get(struct prom_set *s, struct sc_str name, enum
         s->fcap = s->fcap ? s->fcap * 2 : 32;
         s->fams = sc_reallocarray(s->fams, s->fcap, sizeof(*s->fams));
     }
-    f = prom_alloc(s, sizeof(*f));
+    f = metrics_prom_alloc(s, sizeof(*f));
     memset(f, 0, sizeof(*f));
     f->name = name;
     f->type = type;
@@ -191,11 +193,12 @@ struct prom_family *prom_family_get(struct prom_set *s, struct sc_str name, enum
     return f;
 }
 
-struct prom_sample *prom_sample_add(struct prom_set *s, struct prom_family *f)
+struct metrics_prom_sample *metrics_prom_sample_add(struct metrics_prom_set *s,
+                                                    struct metrics_prom_family *f)
 {
     if (f->cap == 0 && f->nsamples) {
-        /* Borrowed from another set (prom_family_share): copy before writing. */
-        struct prom_sample *own = sc_reallocarray(NULL, f->nsamples * 2, sizeof(*own));
+        /* Borrowed from another set (metrics_prom_family_share): copy before writing. */
+        struct metrics_prom_sample *own = sc_reallocarray(NULL, f->nsamples * 2, sizeof(*own));
         memcpy(own, f->samples, f->nsamples * sizeof(*own));
         f->samples = own;
         f->cap = f->nsamples * 2;
@@ -204,13 +207,14 @@ struct prom_sample *prom_sample_add(struct prom_set *s, struct prom_family *f)
         f->cap = f->cap ? f->cap * 2 : 4;
         f->samples = sc_reallocarray(f->samples, f->cap, sizeof(*f->samples));
     }
-    struct prom_sample *sm = &f->samples[f->nsamples++];
+    struct metrics_prom_sample *sm = &f->samples[f->nsamples++];
     memset(sm, 0, sizeof(*sm));
     s->nsamples++;
     return sm;
 }
 
-void prom_family_share(struct prom_set *s, struct prom_family *dst, const struct prom_family *src)
+void metrics_prom_family_share(struct metrics_prom_set *s, struct metrics_prom_family *dst,
+                               const struct metrics_prom_family *src)
 {
     dst->samples = src->samples;
     dst->nsamples = src->nsamples;
@@ -218,7 +222,7 @@ void prom_family_share(struct prom_set *s, struct prom_family *dst, const struct
     s->nsamples += src->nsamples;
 }
 
-bool prom_valid_name(struct sc_str name, bool label)
+bool metrics_prom_valid_name(struct sc_str name, bool label)
 {
     if (name.len == 0) {
         return false;
@@ -234,45 +238,45 @@ bool prom_valid_name(struct sc_str name, bool label)
     return true;
 }
 
-const char *prom_type_name(enum prom_type t, enum prom_format fmt)
+const char *metrics_prom_type_name(enum metrics_prom_type t, enum metrics_prom_format fmt)
 {
     switch (t) {
-    case PROM_COUNTER:
+    case METRICS_PROM_COUNTER:
         return "counter";
-    case PROM_GAUGE:
+    case METRICS_PROM_GAUGE:
         return "gauge";
-    case PROM_HISTOGRAM:
+    case METRICS_PROM_HISTOGRAM:
         return "histogram";
-    case PROM_SUMMARY:
+    case METRICS_PROM_SUMMARY:
         return "summary";
-    case PROM_GAUGEHISTOGRAM:
+    case METRICS_PROM_GAUGEHISTOGRAM:
         return "gaugehistogram";
-    case PROM_INFO:
+    case METRICS_PROM_INFO:
         return "info";
-    case PROM_STATESET:
+    case METRICS_PROM_STATESET:
         return "stateset";
-    case PROM_UNTYPED:
+    case METRICS_PROM_UNTYPED:
         break;
     }
-    return fmt == PROM_FMT_OPENMETRICS ? "unknown" : "untyped";
+    return fmt == METRICS_PROM_FMT_OPENMETRICS ? "unknown" : "untyped";
 }
 
 /* ---- parsing ---- */
 
 struct parser {
-    struct prom_set *s;
+    struct metrics_prom_set *s;
     const char *base; /* the arena copy of the input */
     const char *p, *end;
     const char *line; /* start of the current line */
     uint32_t lineno;
-    enum prom_format fmt;
-    const struct prom_limits *lim;
-    struct prom_error *err;
-    struct prom_family *cur;
-    struct prom_label *tmp; /* labels of the sample being parsed */
+    enum metrics_prom_format fmt;
+    const struct metrics_prom_limits *lim;
+    struct metrics_prom_error *err;
+    struct metrics_prom_family *cur;
+    struct metrics_prom_label *tmp; /* labels of the sample being parsed */
     size_t tmpcap;
     bool eof; /* "# EOF" seen */
-    /* Copy mode (prom_stream): the input goes away after each call, so every string the set
+    /* Copy mode (metrics_prom_stream): the input goes away after each call, so every string the set
      * keeps is copied; names, which repeat on every sample, are interned in a bounded table. */
     bool copy;
     struct sc_str *names; /* open addressing, NAMES_CAP slots */
@@ -335,7 +339,7 @@ static struct sc_str scan_name(struct parser *ps, bool label)
 /* Skips blanks: in 0.0.4 any run of spaces and tabs, in OpenMetrics none. */
 static void skip_ws(struct parser *ps)
 {
-    if (ps->fmt == PROM_FMT_TEXT) {
+    if (ps->fmt == METRICS_PROM_FMT_TEXT) {
         while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t')) {
             ps->p++;
         }
@@ -345,7 +349,8 @@ static void skip_ws(struct parser *ps)
 /* Consumes the separator between tokens: one space in OpenMetrics, blanks in 0.0.4. */
 static bool sep(struct parser *ps)
 {
-    if (ps->p >= ps->end || (*ps->p != ' ' && !(ps->fmt == PROM_FMT_TEXT && *ps->p == '\t'))) {
+    if (ps->p >= ps->end ||
+        (*ps->p != ' ' && !(ps->fmt == METRICS_PROM_FMT_TEXT && *ps->p == '\t'))) {
         return false;
     }
     ps->p++;
@@ -554,7 +559,7 @@ static int parse_labels(struct parser *ps, size_t *n)
             ps->p++;
             skip_ws(ps);
             if (ps->p < ps->end && *ps->p == '}') {
-                if (ps->fmt == PROM_FMT_OPENMETRICS) {
+                if (ps->fmt == METRICS_PROM_FMT_OPENMETRICS) {
                     return fail(ps, ps->p, "trailing comma in label set");
                 }
                 ps->p++;
@@ -605,35 +610,40 @@ static int parse_labels(struct parser *ps, size_t *n)
 }
 
 /* Returns true when the sample <n> belongs to family <f> given its type and the format. */
-static bool belongs(const struct prom_family *f, struct sc_str n, enum prom_format fmt)
+static bool belongs(const struct metrics_prom_family *f, struct sc_str n,
+                    enum metrics_prom_format fmt)
 {
-    bool om = fmt == PROM_FMT_OPENMETRICS;
+    bool om = fmt == METRICS_PROM_FMT_OPENMETRICS;
     switch (f->type) {
-    case PROM_COUNTER:
+    case METRICS_PROM_COUNTER:
         if (om) {
-            return prom_has_suffix(n, f->name, "_total") || prom_has_suffix(n, f->name, "_created");
+            return metrics_prom_has_suffix(n, f->name, "_total") ||
+                   metrics_prom_has_suffix(n, f->name, "_created");
         }
         return sc_str_eq(n, f->name);
-    case PROM_HISTOGRAM:
-        return prom_has_suffix(n, f->name, "_bucket") || prom_has_suffix(n, f->name, "_sum") ||
-               prom_has_suffix(n, f->name, "_count") ||
-               (om && prom_has_suffix(n, f->name, "_created"));
-    case PROM_GAUGEHISTOGRAM:
-        return prom_has_suffix(n, f->name, "_bucket") || prom_has_suffix(n, f->name, "_gsum") ||
-               prom_has_suffix(n, f->name, "_gcount");
-    case PROM_SUMMARY:
-        return sc_str_eq(n, f->name) || prom_has_suffix(n, f->name, "_sum") ||
-               prom_has_suffix(n, f->name, "_count") ||
-               (om && prom_has_suffix(n, f->name, "_created"));
-    case PROM_INFO:
-        return prom_has_suffix(n, f->name, "_info");
+    case METRICS_PROM_HISTOGRAM:
+        return metrics_prom_has_suffix(n, f->name, "_bucket") ||
+               metrics_prom_has_suffix(n, f->name, "_sum") ||
+               metrics_prom_has_suffix(n, f->name, "_count") ||
+               (om && metrics_prom_has_suffix(n, f->name, "_created"));
+    case METRICS_PROM_GAUGEHISTOGRAM:
+        return metrics_prom_has_suffix(n, f->name, "_bucket") ||
+               metrics_prom_has_suffix(n, f->name, "_gsum") ||
+               metrics_prom_has_suffix(n, f->name, "_gcount");
+    case METRICS_PROM_SUMMARY:
+        return sc_str_eq(n, f->name) || metrics_prom_has_suffix(n, f->name, "_sum") ||
+               metrics_prom_has_suffix(n, f->name, "_count") ||
+               (om && metrics_prom_has_suffix(n, f->name, "_created"));
+    case METRICS_PROM_INFO:
+        return metrics_prom_has_suffix(n, f->name, "_info");
     default:
         return sc_str_eq(n, f->name);
     }
 }
 
 /* Returns the typed family that a sample named <name> would belong to by its suffix, if any. */
-static const struct prom_family *owner_by_suffix(const struct parser *ps, struct sc_str name)
+static const struct metrics_prom_family *owner_by_suffix(const struct parser *ps,
+                                                         struct sc_str name)
 {
     static const char *const suffixes[] = { "_bucket",  "_sum",  "_count", "_total",
                                             "_created", "_info", "_gsum",  "_gcount" };
@@ -642,7 +652,8 @@ static const struct prom_family *owner_by_suffix(const struct parser *ps, struct
         if (name.len <= sl || memcmp(name.p + name.len - sl, suffixes[i], sl) != 0) {
             continue;
         }
-        const struct prom_family *f = prom_find(ps->s, sc_str_n(name.p, name.len - sl));
+        const struct metrics_prom_family *f =
+            metrics_prom_find(ps->s, sc_str_n(name.p, name.len - sl));
         if (f && f->has_type && belongs(f, name, ps->fmt)) {
             return f;
         }
@@ -650,7 +661,8 @@ static const struct prom_family *owner_by_suffix(const struct parser *ps, struct
     return NULL;
 }
 
-static const struct prom_label *find_label(const struct prom_label *l, size_t n, const char *name)
+static const struct metrics_prom_label *find_label(const struct metrics_prom_label *l, size_t n,
+                                                   const char *name)
 {
     struct sc_str k = sc_str_c(name);
     for (size_t i = 0; i < n; i++) {
@@ -692,7 +704,7 @@ static int parse_sample(struct parser *ps)
     if (sep(ps) && !at_eol(ps) && *ps->p != '#') {
         const char *tat = ps->p;
         struct sc_str t = scan_token(ps);
-        if (ps->fmt == PROM_FMT_TEXT) {
+        if (ps->fmt == METRICS_PROM_FMT_TEXT) {
             if (!parse_int64(t, &ts)) {
                 return fail(ps, tat, "invalid timestamp");
             }
@@ -712,14 +724,14 @@ static int parse_sample(struct parser *ps)
         has_ts = true;
         sep(ps);
     }
-    if (!at_eol(ps) && *ps->p == '#' && ps->fmt == PROM_FMT_OPENMETRICS) {
+    if (!at_eol(ps) && *ps->p == '#' && ps->fmt == METRICS_PROM_FMT_OPENMETRICS) {
         /* An exemplar: " # {labels} value [timestamp]". Checked for shape, then skipped. */
         ps->p++;
         if (!sep(ps) || ps->p >= ps->end || *ps->p != '{') {
             return fail(ps, ps->p, "invalid exemplar");
         }
         size_t saved = nl;
-        struct prom_label *keep = ps->tmp;
+        struct metrics_prom_label *keep = ps->tmp;
         /* parse the exemplar's labels after the sample's, in the same scratch array */
         ps->tmp = NULL;
         size_t cap = ps->tmpcap;
@@ -748,50 +760,50 @@ static int parse_sample(struct parser *ps)
             }
         }
     }
-    if (ps->fmt == PROM_FMT_TEXT) {
+    if (ps->fmt == METRICS_PROM_FMT_TEXT) {
         skip_ws(ps);
     }
     if (!at_eol(ps)) {
         return fail(ps, ps->p, "unexpected text after the sample");
     }
 
-    struct prom_family *f = ps->cur;
+    struct metrics_prom_family *f = ps->cur;
     if (f && belongs(f, name, ps->fmt) && !sc_str_eq(name, f->name)) {
-        struct prom_family *other = prom_find(ps->s, name);
+        struct metrics_prom_family *other = metrics_prom_find(ps->s, name);
         if (other && other != f) {
             return fail(ps, at, "sample name clashes with another family");
         }
     }
     if (!f || !belongs(f, name, ps->fmt)) {
-        f = prom_find(ps->s, name);
-        if (f && f->nsamples && ps->fmt == PROM_FMT_OPENMETRICS) {
+        f = metrics_prom_find(ps->s, name);
+        if (f && f->nsamples && ps->fmt == METRICS_PROM_FMT_OPENMETRICS) {
             return fail(ps, at, "samples of a family are not contiguous");
         }
         if (f && f->has_type && !belongs(f, name, ps->fmt)) {
             return fail(ps, at, "sample name does not fit its family's type");
         }
         if (!f) {
-            if (ps->fmt == PROM_FMT_OPENMETRICS && ps->cur && ps->cur->type == PROM_COUNTER &&
-                sc_str_eq(name, ps->cur->name)) {
+            if (ps->fmt == METRICS_PROM_FMT_OPENMETRICS && ps->cur &&
+                ps->cur->type == METRICS_PROM_COUNTER && sc_str_eq(name, ps->cur->name)) {
                 return fail(ps, at, "counter samples must end in _total");
             }
             if (owner_by_suffix(ps, name)) {
                 return fail(ps, at, "sample of a typed family is not contiguous with it");
             }
-            f = prom_family_get(ps->s, keep_name(ps, name), PROM_UNTYPED);
+            f = metrics_prom_family_get(ps->s, keep_name(ps, name), METRICS_PROM_UNTYPED);
         }
         ps->cur = f;
     }
-    if (f->type == PROM_HISTOGRAM || f->type == PROM_GAUGEHISTOGRAM) {
-        if (prom_has_suffix(name, f->name, "_bucket")) {
-            const struct prom_label *le = find_label(ps->tmp, nl, "le");
+    if (f->type == METRICS_PROM_HISTOGRAM || f->type == METRICS_PROM_GAUGEHISTOGRAM) {
+        if (metrics_prom_has_suffix(name, f->name, "_bucket")) {
+            const struct metrics_prom_label *le = find_label(ps->tmp, nl, "le");
             double b;
             if (!le || !parse_float(le->value, &b)) {
                 return fail(ps, at, "histogram bucket without a valid \"le\" label");
             }
         }
-    } else if (f->type == PROM_SUMMARY && sc_str_eq(name, f->name)) {
-        const struct prom_label *q = find_label(ps->tmp, nl, "quantile");
+    } else if (f->type == METRICS_PROM_SUMMARY && sc_str_eq(name, f->name)) {
+        const struct metrics_prom_label *q = find_label(ps->tmp, nl, "quantile");
         double b;
         if (!q || !parse_float(q->value, &b)) {
             return fail(ps, at, "summary sample without a valid \"quantile\" label");
@@ -803,16 +815,17 @@ static int parse_sample(struct parser *ps)
         ps->err->msg = "too many samples";
         return SC_ELIMIT;
     }
-    struct prom_sample *sm = prom_sample_add(ps->s, f);
+    struct metrics_prom_sample *sm = metrics_prom_sample_add(ps->s, f);
     sm->name = sc_str_eq(name, f->name) ? f->name : keep_name(ps, name);
     sm->value = v;
     sm->has_ts = has_ts;
     sm->ts_ms = ts;
     sm->nlabels = (uint32_t)nl;
     if (nl + ps->lim->extra_labels) {
-        sm->labels = prom_alloc(ps->s, (nl + ps->lim->extra_labels) * sizeof(*sm->labels));
+        sm->labels = metrics_prom_alloc(ps->s, (nl + ps->lim->extra_labels) * sizeof(*sm->labels));
         /* Most samples repeat the label names of the one before: reuse its copies. */
-        const struct prom_sample *prev = f->nsamples > 1 ? &f->samples[f->nsamples - 2] : NULL;
+        const struct metrics_prom_sample *prev =
+            f->nsamples > 1 ? &f->samples[f->nsamples - 2] : NULL;
         for (size_t i = 0; i < nl; i++) {
             struct sc_str n = ps->tmp[i].name;
             sm->labels[i].name = prev && i < prev->nlabels && sc_str_eq(prev->labels[i].name, n)
@@ -849,7 +862,7 @@ static int scan_help(struct parser *ps, struct sc_str *out)
     while (!at_eol(ps)) {
         if (*ps->p == '\\') {
             char c = ps->p + 1 < ps->end ? ps->p[1] : '\0';
-            if (c != '\\' && c != 'n' && !(c == '"' && ps->fmt == PROM_FMT_OPENMETRICS)) {
+            if (c != '\\' && c != 'n' && !(c == '"' && ps->fmt == METRICS_PROM_FMT_OPENMETRICS)) {
                 return fail(ps, ps->p, "invalid escape sequence in HELP");
             }
             nesc++;
@@ -865,19 +878,19 @@ static int scan_help(struct parser *ps, struct sc_str *out)
 
 static const struct {
     const char *name;
-    enum prom_type type;
+    enum metrics_prom_type type;
     bool om;   /* valid in OpenMetrics */
     bool text; /* valid in 0.0.4 */
 } type_names[] = {
-    { "counter", PROM_COUNTER, true, true },
-    { "gauge", PROM_GAUGE, true, true },
-    { "histogram", PROM_HISTOGRAM, true, true },
-    { "summary", PROM_SUMMARY, true, true },
-    { "untyped", PROM_UNTYPED, false, true },
-    { "unknown", PROM_UNTYPED, true, false },
-    { "gaugehistogram", PROM_GAUGEHISTOGRAM, true, false },
-    { "info", PROM_INFO, true, false },
-    { "stateset", PROM_STATESET, true, false },
+    { "counter", METRICS_PROM_COUNTER, true, true },
+    { "gauge", METRICS_PROM_GAUGE, true, true },
+    { "histogram", METRICS_PROM_HISTOGRAM, true, true },
+    { "summary", METRICS_PROM_SUMMARY, true, true },
+    { "untyped", METRICS_PROM_UNTYPED, false, true },
+    { "unknown", METRICS_PROM_UNTYPED, true, false },
+    { "gaugehistogram", METRICS_PROM_GAUGEHISTOGRAM, true, false },
+    { "info", METRICS_PROM_INFO, true, false },
+    { "stateset", METRICS_PROM_STATESET, true, false },
 };
 
 /* A line starting with '#'. Returns 1 for "# EOF". */
@@ -885,7 +898,7 @@ static int parse_comment(struct parser *ps)
 {
     const char *hash = ps->p;
     ps->p++;
-    bool om = ps->fmt == PROM_FMT_OPENMETRICS;
+    bool om = ps->fmt == METRICS_PROM_FMT_OPENMETRICS;
     if (ps->p >= ps->end || (*ps->p != ' ' && *ps->p != '\t') || (om && *ps->p != ' ')) {
         if (om) {
             return fail(ps, hash, "invalid comment line");
@@ -923,7 +936,7 @@ static int parse_comment(struct parser *ps)
     if (name.len == 0 || (!at_eol(ps) && *ps->p != ' ' && *ps->p != '\t')) {
         return fail(ps, nat, "invalid metric name");
     }
-    struct prom_family *f = prom_find(ps->s, name);
+    struct metrics_prom_family *f = metrics_prom_find(ps->s, name);
     if (f && f->nsamples) {
         return fail(ps, kwat, "metadata after the family's samples");
     }
@@ -931,7 +944,7 @@ static int parse_comment(struct parser *ps)
         return fail(ps, kwat, "metadata of a family is not contiguous");
     }
     if (!f) {
-        f = prom_family_get(ps->s, keep_name(ps, name), PROM_UNTYPED);
+        f = metrics_prom_family_get(ps->s, keep_name(ps, name), METRICS_PROM_UNTYPED);
     }
     ps->cur = f;
     bool more = sep(ps);
@@ -1005,7 +1018,7 @@ static int parse_lines(struct parser *ps)
         skip_ws(ps);
         int rc = 0;
         if (*ps->p == '\n') {
-            if (ps->fmt == PROM_FMT_OPENMETRICS) {
+            if (ps->fmt == METRICS_PROM_FMT_OPENMETRICS) {
                 return fail(ps, ps->p, "empty line");
             }
         } else if (*ps->p == '#') {
@@ -1031,17 +1044,18 @@ static int parse_lines(struct parser *ps)
 
 static int parse_end(struct parser *ps)
 {
-    if (ps->fmt == PROM_FMT_OPENMETRICS && !ps->eof) {
+    if (ps->fmt == METRICS_PROM_FMT_OPENMETRICS && !ps->eof) {
         ps->line = ps->p;
         return fail(ps, ps->p, "missing # EOF");
     }
     return 0;
 }
 
-int prom_parse(struct prom_set *s, const char *p, size_t len, enum prom_format fmt,
-               const struct prom_limits *lim, struct prom_error *err)
+int metrics_prom_parse(struct metrics_prom_set *s, const char *p, size_t len,
+                       enum metrics_prom_format fmt, const struct metrics_prom_limits *lim,
+                       struct metrics_prom_error *err)
 {
-    static const struct prom_limits deflim = { .max_samples = 1000000, .max_labels = 128 };
+    static const struct metrics_prom_limits deflim = { .max_samples = 1000000, .max_labels = 128 };
     struct parser ps = {
         .s = s,
         .fmt = fmt,
@@ -1050,8 +1064,8 @@ int prom_parse(struct prom_set *s, const char *p, size_t len, enum prom_format f
         .lineno = 1,
     };
     const char *copy = p;
-    if (!prom_owns(s, p, len)) {
-        char *c = prom_alloc(s, len + 1);
+    if (!metrics_prom_owns(s, p, len)) {
+        char *c = metrics_prom_alloc(s, len + 1);
         if (len) {
             memcpy(c, p, len);
         }
@@ -1073,19 +1087,22 @@ int prom_parse(struct prom_set *s, const char *p, size_t len, enum prom_format f
     return rc;
 }
 
-struct prom_stream {
+struct metrics_prom_stream {
     struct parser ps;
-    struct prom_limits lim;
-    struct prom_error err; /* the first error, repeated by later calls */
+    struct metrics_prom_limits lim;
+    struct metrics_prom_error err; /* the first error, repeated by later calls */
     int rc;
     struct sc_buf pending; /* input not parsed yet: at most one partial line after a call */
 };
 
-struct prom_stream *prom_stream_new(struct prom_set *s, enum prom_format fmt,
-                                    const struct prom_limits *lim, size_t max_line)
+struct metrics_prom_stream *metrics_prom_stream_new(struct metrics_prom_set *s,
+                                                    enum metrics_prom_format fmt,
+                                                    const struct metrics_prom_limits *lim,
+                                                    size_t max_line)
 {
-    struct prom_stream *st = SC_NEW(struct prom_stream);
-    st->lim = lim ? *lim : (struct prom_limits){ .max_samples = 1000000, .max_labels = 128 };
+    struct metrics_prom_stream *st = SC_NEW(struct metrics_prom_stream);
+    st->lim =
+        lim ? *lim : (struct metrics_prom_limits){ .max_samples = 1000000, .max_labels = 128 };
     st->ps = (struct parser){
         .s = s,
         .fmt = fmt,
@@ -1100,7 +1117,7 @@ struct prom_stream *prom_stream_new(struct prom_set *s, enum prom_format fmt,
 }
 
 /* Parses pending[0..upto) (whole lines) with a NUL after them; keeps the rest. */
-static int stream_parse(struct prom_stream *st, size_t upto)
+static int stream_parse(struct metrics_prom_stream *st, size_t upto)
 {
     struct parser *ps = &st->ps;
     char *b = st->pending.p;
@@ -1119,15 +1136,17 @@ static int stream_parse(struct prom_stream *st, size_t upto)
     return rc;
 }
 
-int prom_stream_feed(struct prom_stream *st, const char *p, size_t len, struct prom_error *err)
+int metrics_prom_stream_feed(struct metrics_prom_stream *st, const char *p, size_t len,
+                             struct metrics_prom_error *err)
 {
     while (st->rc == 0 && len > 0) {
         /* Take what fits, leaving room for the NUL stream_parse writes. */
         size_t room = st->pending.max - 1 - st->pending.len;
         size_t n = len < room ? len : room;
         if (n == 0) {
-            st->err =
-                (struct prom_error){ .line = st->ps.lineno, .col = 1, .msg = "line too long" };
+            st->err = (struct metrics_prom_error){ .line = st->ps.lineno,
+                                                   .col = 1,
+                                                   .msg = "line too long" };
             st->rc = SC_ELIMIT;
             break;
         }
@@ -1152,7 +1171,7 @@ int prom_stream_feed(struct prom_stream *st, const char *p, size_t len, struct p
     return st->rc;
 }
 
-int prom_stream_end(struct prom_stream *st, struct prom_error *err)
+int metrics_prom_stream_end(struct metrics_prom_stream *st, struct metrics_prom_error *err)
 {
     if (st->rc == 0 && st->pending.len) {
         (void)sc_buf_reserve(&st->pending, 1);
@@ -1166,7 +1185,7 @@ int prom_stream_end(struct prom_stream *st, struct prom_error *err)
     return st->rc;
 }
 
-void prom_stream_free(struct prom_stream *st)
+void metrics_prom_stream_free(struct metrics_prom_stream *st)
 {
     if (!st) {
         return;

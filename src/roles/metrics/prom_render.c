@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// The exposition writer of the metrics role: a prom_set rendered as text 0.0.4 or OpenMetrics, in
-// one go or a piece at a time (prom_render_some, for a scrape streamed out under a cap), with the
-// values and escapes of core/prom.c. Invariant: whatever it writes, prom_parse reads back to the
-// same samples in the same format.
+// The exposition writer of the metrics role: a metrics_prom_set rendered as text 0.0.4 or
+// OpenMetrics, in one go or a piece at a time (metrics_prom_render_some, for a scrape streamed out
+// under a cap), with the values and escapes of core/prom.c. Invariant: whatever it writes,
+// metrics_prom_parse reads back to the same samples in the same format.
 #include "roles/metrics/prom.h"
 
 #include <math.h>
@@ -13,7 +13,8 @@
 #include "core/error.h"
 #include "core/prom.h"
 
-static int render_sample(const struct prom_sample *sm, enum prom_format fmt, struct sc_buf *out)
+static int render_sample(const struct metrics_prom_sample *sm, enum metrics_prom_format fmt,
+                         struct sc_buf *out)
 {
     /* The common case in one reservation: name and labels (escapes at most double a value)
      * written straight into the buffer. Near the cap, the piecewise path below decides. */
@@ -65,7 +66,7 @@ static int render_sample(const struct prom_sample *sm, enum prom_format fmt, str
     rc |= sc_buf_append(out, " ", 1);
     rc |= sc_prom_value(out, sm->value);
     if (sm->has_ts) {
-        if (fmt == PROM_FMT_OPENMETRICS) {
+        if (fmt == METRICS_PROM_FMT_OPENMETRICS) {
             uint64_t a = sm->ts_ms < 0 ? (uint64_t)0 - (uint64_t)sm->ts_ms : (uint64_t)sm->ts_ms;
             rc |= sc_buf_appendf(out, " %s%llu.%03u", sm->ts_ms < 0 ? "-" : "",
                                  (unsigned long long)(a / 1000), (unsigned)(a % 1000));
@@ -84,17 +85,17 @@ static bool ends_with(struct sc_str s, const char *suffix)
 }
 
 /* Appends <f>'s metadata lines; sets <*skip_created> when its _created samples are left out. */
-static int render_meta(const struct prom_family *f, enum prom_format fmt, struct sc_buf *out,
-                       bool *skip_created_out)
+static int render_meta(const struct metrics_prom_family *f, enum metrics_prom_format fmt,
+                       struct sc_buf *out, bool *skip_created_out)
 {
-    bool om = fmt == PROM_FMT_OPENMETRICS;
+    bool om = fmt == METRICS_PROM_FMT_OPENMETRICS;
     struct sc_str mname = f->name;
     const char *msuffix = ""; /* appended to the name in metadata lines */
-    enum prom_type t = f->type;
+    enum metrics_prom_type t = f->type;
     bool meta = true;
     bool skip_created = false;
     if (om) {
-        if (t == PROM_COUNTER) {
+        if (t == METRICS_PROM_COUNTER) {
             /* An OpenMetrics counter "x" has samples x_total; a 0.0.4 counter is named x_total. */
             struct sc_str base = mname;
             if (ends_with(mname, "_total")) {
@@ -102,27 +103,27 @@ static int render_meta(const struct prom_family *f, enum prom_format fmt, struct
             }
             bool all_total = base.len > 0;
             for (size_t i = 0; i < f->nsamples && all_total; i++) {
-                all_total = prom_has_suffix(f->samples[i].name, base, "_total") ||
-                            prom_has_suffix(f->samples[i].name, base, "_created");
+                all_total = metrics_prom_has_suffix(f->samples[i].name, base, "_total") ||
+                            metrics_prom_has_suffix(f->samples[i].name, base, "_created");
             }
             if (all_total) {
                 mname = base;
             } else {
-                t = PROM_UNTYPED;
+                t = METRICS_PROM_UNTYPED;
             }
         }
     } else {
         switch (t) {
-        case PROM_COUNTER: {
+        case METRICS_PROM_COUNTER: {
             /* A family from OpenMetrics is "x" with samples x_total (and x_created, dropped). */
             bool plain = true, total = true;
             for (size_t i = 0; i < f->nsamples; i++) {
                 struct sc_str n = f->samples[i].name;
-                if (prom_has_suffix(n, f->name, "_created")) {
+                if (metrics_prom_has_suffix(n, f->name, "_created")) {
                     continue;
                 }
                 plain = plain && sc_str_eq(n, f->name);
-                total = total && prom_has_suffix(n, f->name, "_total");
+                total = total && metrics_prom_has_suffix(n, f->name, "_total");
             }
             if (!plain && total) {
                 msuffix = "_total";
@@ -132,13 +133,13 @@ static int render_meta(const struct prom_family *f, enum prom_format fmt, struct
             skip_created = true;
             break;
         }
-        case PROM_HISTOGRAM:
-        case PROM_SUMMARY:
+        case METRICS_PROM_HISTOGRAM:
+        case METRICS_PROM_SUMMARY:
             skip_created = true;
             break;
-        case PROM_GAUGEHISTOGRAM:
-        case PROM_INFO:
-        case PROM_STATESET:
+        case METRICS_PROM_GAUGEHISTOGRAM:
+        case METRICS_PROM_INFO:
+        case METRICS_PROM_STATESET:
             meta = false;
             break;
         default:
@@ -153,7 +154,7 @@ static int render_meta(const struct prom_family *f, enum prom_format fmt, struct
     }
     if (meta && (f->has_type || t != f->type)) {
         rc |= sc_buf_appendf(out, "# TYPE %.*s%s %s\n", SC_STR_FMT(mname), msuffix,
-                             prom_type_name(t, fmt));
+                             metrics_prom_type_name(t, fmt));
     }
     if (om && meta && f->unit.len && mname.len > f->unit.len + 1 &&
         mname.p[mname.len - f->unit.len - 1] == '_' &&
@@ -164,15 +165,16 @@ static int render_meta(const struct prom_family *f, enum prom_format fmt, struct
     return rc ? SC_ETOOBIG : 0;
 }
 
-int prom_render_family(const struct prom_family *f, enum prom_format fmt, struct sc_buf *out)
+int metrics_prom_render_family(const struct metrics_prom_family *f, enum metrics_prom_format fmt,
+                               struct sc_buf *out)
 {
     bool skip_created;
     if (render_meta(f, fmt, out, &skip_created)) {
         return SC_ETOOBIG;
     }
     for (size_t i = 0; i < f->nsamples; i++) {
-        const struct prom_sample *sm = &f->samples[i];
-        if (skip_created && prom_has_suffix(sm->name, f->name, "_created")) {
+        const struct metrics_prom_sample *sm = &f->samples[i];
+        if (skip_created && metrics_prom_has_suffix(sm->name, f->name, "_created")) {
             continue;
         }
         if (render_sample(sm, fmt, out)) {
@@ -182,11 +184,11 @@ int prom_render_family(const struct prom_family *f, enum prom_format fmt, struct
     return 0;
 }
 
-int prom_render_some(const struct prom_set *s, enum prom_format fmt, struct prom_render_state *st,
-                     struct sc_buf *out, size_t chunk)
+int metrics_prom_render_some(const struct metrics_prom_set *s, enum metrics_prom_format fmt,
+                             struct metrics_prom_render_state *st, struct sc_buf *out, size_t chunk)
 {
     while (st->fam < s->nfams) {
-        const struct prom_family *f = s->fams[st->fam];
+        const struct metrics_prom_family *f = s->fams[st->fam];
         if (f->nsamples == 0) {
             st->fam++;
             continue;
@@ -202,8 +204,8 @@ int prom_render_some(const struct prom_set *s, enum prom_format fmt, struct prom
             if (out->len >= chunk) {
                 return 0;
             }
-            const struct prom_sample *sm = &f->samples[st->sample++];
-            if (st->skip_created && prom_has_suffix(sm->name, f->name, "_created")) {
+            const struct metrics_prom_sample *sm = &f->samples[st->sample++];
+            if (st->skip_created && metrics_prom_has_suffix(sm->name, f->name, "_created")) {
                 continue;
             }
             if (render_sample(sm, fmt, out)) {
@@ -213,7 +215,7 @@ int prom_render_some(const struct prom_set *s, enum prom_format fmt, struct prom
         st->in_family = false;
         st->fam++;
     }
-    if (fmt == PROM_FMT_OPENMETRICS && !st->eof) {
+    if (fmt == METRICS_PROM_FMT_OPENMETRICS && !st->eof) {
         if (sc_buf_append(out, "# EOF\n", 6)) {
             return SC_ETOOBIG;
         }
@@ -222,14 +224,14 @@ int prom_render_some(const struct prom_set *s, enum prom_format fmt, struct prom
     return 1;
 }
 
-size_t prom_render_estimate(const struct prom_set *s)
+size_t metrics_prom_render_estimate(const struct metrics_prom_set *s)
 {
     size_t n = 64;
     for (size_t i = 0; i < s->nfams; i++) {
-        const struct prom_family *f = s->fams[i];
+        const struct metrics_prom_family *f = s->fams[i];
         n += 2 * f->name.len + f->help.len + 40;
         for (size_t k = 0; k < f->nsamples; k++) {
-            const struct prom_sample *sm = &f->samples[k];
+            const struct metrics_prom_sample *sm = &f->samples[k];
             n += sm->name.len + 48; /* braces, value, timestamp, newline */
             for (uint32_t j = 0; j < sm->nlabels; j++) {
                 n += sm->labels[j].name.len + sm->labels[j].value.len + 4;
@@ -239,18 +241,19 @@ size_t prom_render_estimate(const struct prom_set *s)
     return n + n / 32; /* room for a few escapes */
 }
 
-int prom_render(const struct prom_set *s, enum prom_format fmt, struct sc_buf *out)
+int metrics_prom_render(const struct metrics_prom_set *s, enum metrics_prom_format fmt,
+                        struct sc_buf *out)
 {
     for (size_t i = 0; i < s->nfams; i++) {
         if (s->fams[i]->nsamples == 0) {
             continue;
         }
-        int rc = prom_render_family(s->fams[i], fmt, out);
+        int rc = metrics_prom_render_family(s->fams[i], fmt, out);
         if (rc) {
             return rc;
         }
     }
-    if (fmt == PROM_FMT_OPENMETRICS) {
+    if (fmt == METRICS_PROM_FMT_OPENMETRICS) {
         return sc_buf_append(out, "# EOF\n", 6);
     }
     return 0;

@@ -34,7 +34,7 @@ void pod_update_ready(struct pod *pod)
     bool ready = pod->apps_started && pod->phase == PH_RUNNING;
     for (size_t i = 0; i < pod->nctrs; i++) {
         struct pod_ctr *c = &pod->ctrs[i];
-        sc_gauge_set(c->m_ready, c->ready ? 1 : 0);
+        sc_metrics_gauge_set(c->m_ready, c->ready ? 1 : 0);
         if (c->kind != CTR_INIT && !c->ready) {
             ready = false;
         }
@@ -298,8 +298,8 @@ static void on_collect(struct sc_metrics *r, void *arg)
     struct pod *pod = arg;
     for (size_t i = 0; i < pod->nctrs; i++) {
         struct pod_ctr *c = &pod->ctrs[i];
-        sc_gauge_set(c->m_running, c->state == ST_RUNNING);
-        sc_gauge_set(c->m_ready, c->ready);
+        sc_metrics_gauge_set(c->m_running, c->state == ST_RUNNING);
+        sc_metrics_gauge_set(c->m_ready, c->ready);
     }
 }
 

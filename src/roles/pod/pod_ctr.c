@@ -330,8 +330,8 @@ static void on_ctr_exit(uv_process_t *p, int64_t status, int sig)
     c->exit_code = sig ? 128 + sig : (int)status;
     c->started = false;
     c->ready = false;
-    sc_gauge_set(c->m_running, 0);
-    sc_gauge_set(c->m_ready, 0);
+    sc_metrics_gauge_set(c->m_running, 0);
+    sc_metrics_gauge_set(c->m_ready, 0);
     if (sig) {
         sc_info("container exited", SC_LS("container", c->spec->name), SC_LI("signal", sig),
                 SC_LI("exit_code", c->exit_code));
@@ -405,7 +405,7 @@ static void start_probes_after_post_start(struct pod_ctr *c)
     }
     c->ready = !c->spec->readiness_probe.set;
     if (c->ready) {
-        sc_gauge_set(c->m_ready, 1);
+        sc_metrics_gauge_set(c->m_ready, 1);
     }
     pod_update_ready(c->pod);
     pod_advance(c->pod);
@@ -444,7 +444,7 @@ void pod_ctr_start(struct pod_ctr *c)
     struct pod *pod = c->pod;
     if (c->ever_started) {
         c->restarts++;
-        sc_counter_inc(c->m_restarts);
+        sc_metrics_counter_inc(c->m_restarts);
     }
     c->ever_started = true;
     c->stopping = false;
@@ -514,7 +514,7 @@ void pod_ctr_start(struct pod_ctr *c)
     c->pp = pp;
     c->pid = pp->proc.pid;
     c->state = ST_RUNNING;
-    sc_gauge_set(c->m_running, 1);
+    sc_metrics_gauge_set(c->m_running, 1);
     pod_cgroup_add(c);
     sc_info("container started", SC_LS("container", c->spec->name),
             SC_LS("type", pod_kind_name(c->kind)), SC_LI("pid", c->pid),

@@ -870,7 +870,7 @@ static void route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
     }
     r->cluster = rc->cluster ? proxy_rt_cluster(rt, rc->cluster) : NULL;
     r->timeout_ms = cfg->timeout_ms;
-    if (rc->timeout && sc_parse_duration(rc->timeout, &r->timeout_ms) < 0) {
+    if (rc->timeout && sc_value_parse_duration(rc->timeout, &r->timeout_ms) < 0) {
         r->timeout_ms = cfg->timeout_ms; /* checked at load */
     }
     const struct proxy_retry_cfg *rp = &rc->retry_policy;
@@ -883,7 +883,8 @@ static void route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
     }
     r->num_retries = (int)(rp->num_retries >= 0 ? rp->num_retries : cfg->retries);
     r->per_try_timeout_ms = cfg->per_try_timeout_ms;
-    if (rp->per_try_timeout && sc_parse_duration(rp->per_try_timeout, &r->per_try_timeout_ms) < 0) {
+    if (rp->per_try_timeout &&
+        sc_value_parse_duration(rp->per_try_timeout, &r->per_try_timeout_ms) < 0) {
         r->per_try_timeout_ms = cfg->per_try_timeout_ms; /* checked at load */
     }
     r->nstatus_codes = 0;
@@ -1102,7 +1103,7 @@ static void route_effective(struct route_eff *e, const struct proxy_route_cfg *r
         e->rc.name = e->name;
     }
     if (!rc->timeout) {
-        sc_format_duration(cfg->timeout_ms, e->timeout);
+        sc_value_format_duration(cfg->timeout_ms, e->timeout);
         e->rc.timeout = e->timeout;
     }
     if (rp->retry_on.n == 0) {
@@ -1110,7 +1111,7 @@ static void route_effective(struct route_eff *e, const struct proxy_route_cfg *r
     }
     rp->num_retries = rp->num_retries >= 0 ? rp->num_retries : cfg->retries;
     if (!rp->per_try_timeout) {
-        sc_format_duration(cfg->per_try_timeout_ms, e->per_try_timeout);
+        sc_value_format_duration(cfg->per_try_timeout_ms, e->per_try_timeout);
         rp->per_try_timeout = e->per_try_timeout;
     }
     rp->base_interval_ms = rp->base_interval_ms ? rp->base_interval_ms : 25;

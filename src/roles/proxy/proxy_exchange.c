@@ -32,7 +32,7 @@ void proxy_on_per_try_timeout(uv_timer_t *t)
         proxy_uconn_close(uc);
         return;
     }
-    sc_counter_inc(uc->ep->cluster->m_timeout);
+    sc_metrics_counter_inc(uc->ep->cluster->m_timeout);
     proxy_attempt_failed(&dc->ex, COND_TIMEOUT, F_UT, "upstream per-try timeout");
 }
 
@@ -114,7 +114,7 @@ void proxy_schedule_retry(struct proxy_exch *r)
     /* Full jitter in [interval/2, interval]: spreads retry storms, keeps the backoff growing. */
     uint64_t delay = interval / 2 + (interval ? proxy_rand(dc->w) % (interval / 2 + 1) : 0);
     r->retries++;
-    sc_counter_inc(r->cluster->m_retry);
+    sc_metrics_counter_inc(r->cluster->m_retry);
     proxy_btimer_start(r, delay);
     r->down->read_update(r);
 }
@@ -357,7 +357,7 @@ void proxy_local_reply(struct proxy_exch *r, int status, const char *reason, uns
     r->resp_head_sent = true;
     r->resp_done = true;
     char body[256];
-    int n = snprintf(body, sizeof(body), "%s\n", reason ? reason : sc_http_reason(status));
+    int n = snprintf(body, sizeof(body), "%s\n", reason ? reason : sc_http1_reason(status));
     if (n < 0 || (size_t)n >= sizeof(body)) {
         n = (int)sizeof(body) - 1;
     }

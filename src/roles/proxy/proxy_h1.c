@@ -406,7 +406,7 @@ void proxy_parse_resp_head(struct proxy_dconn *dc)
         }
         struct sc_http_msg m = { .headers = w->hdrs };
         struct sc_http_error err = { 0 };
-        struct sc_http_limits lim = sc_http_default_limits;
+        struct sc_http_limits lim = sc_http1_default_limits;
         lim.max_head = r->rt->max_request_head;
         unsigned flags =
             (r->is_head ? SC_HTTP_RESP_TO_HEAD : 0) | (r->is_connect ? SC_HTTP_RESP_TO_CONNECT : 0);
@@ -801,7 +801,7 @@ static void try_parse_head(struct proxy_dconn *dc)
     }
     struct sc_http_msg m = { .headers = w->hdrs };
     struct sc_http_error err = { 0 };
-    struct sc_http_limits lim = sc_http_default_limits;
+    struct sc_http_limits lim = sc_http1_default_limits;
     lim.max_head = w->rt->max_request_head;
     size_t avail = dc->in.end - dc->in.start;
     int rc = sc_http1_parse_request(dc->in.p + dc->in.start, avail, dc->last_len, &lim, &m,
@@ -837,7 +837,7 @@ void proxy_dconn_closed_one(struct proxy_dconn *dc)
         return;
     }
     struct proxy_worker *w = dc->w;
-    sc_gauge_add(dc->m_active, -1);
+    sc_metrics_gauge_add(dc->m_active, -1);
     sc_free(dc->cl.xfcc);
     dc->cl.xfcc = NULL;
     atomic_fetch_sub_explicit(&w->px->conns, 1, memory_order_relaxed);
@@ -966,7 +966,7 @@ void proxy_h1_on_accept(uv_stream_t *server, int status)
     w->nconns++;
     atomic_fetch_add_explicit(&w->px->conns, 1, memory_order_relaxed);
     dc->m_active = w->rt->listeners[dc->lidx].m_cx_active;
-    sc_gauge_add(dc->m_active, 1);
+    sc_metrics_gauge_add(dc->m_active, 1);
     dc->state = D_HEAD;
     if (uv_accept(server, (uv_stream_t *)&dc->tx.tcp) < 0) {
         proxy_dconn_close(dc);
@@ -1162,7 +1162,7 @@ static void on_dtimer(uv_timer_t *t)
                 return;
             }
             if (r->cluster) {
-                sc_counter_inc(r->cluster->m_timeout);
+                sc_metrics_counter_inc(r->cluster->m_timeout);
             }
             if (r->retries > 0) {
                 r->flags |= F_URX;

@@ -167,15 +167,15 @@ static bool hop_by_hop(struct sc_str name, const struct conn_tokens *ct)
     if (ct->slow) {
         size_t from = 0;
         const struct sc_http_header *h;
-        while ((h = sc_http_find(ct->slow, SC_STR("connection"), &from)) != NULL) {
-            if (sc_http_has_token(h->value, name)) {
+        while ((h = sc_http1_find(ct->slow, SC_STR("connection"), &from)) != NULL) {
+            if (sc_http1_has_token(h->value, name)) {
                 return true;
             }
         }
         return false;
     }
     for (size_t i = 0; i < ct->n; i++) {
-        if (sc_http_has_token(ct->v[i], name)) {
+        if (sc_http1_has_token(ct->v[i], name)) {
             return true;
         }
     }
@@ -223,7 +223,7 @@ int proxy_build_resp_head(struct proxy_exch *r, const struct sc_http_msg *m, str
                       (char)('0' + m->status % 10),
                       ' ' };
     int rc = put(b, line, sizeof(line));
-    rc |= put_str(b, m->reason.len ? m->reason : sc_str_c(sc_http_reason(m->status)));
+    rc |= put_str(b, m->reason.len ? m->reason : sc_str_c(sc_http1_reason(m->status)));
     rc |= PUT_LIT(b, "\r\n");
     struct sc_str via = SC_STR_NULL;
     struct conn_tokens ct;
@@ -251,7 +251,7 @@ int proxy_build_resp_head(struct proxy_exch *r, const struct sc_http_msg *m, str
         rc |= proxy_route_policy_resp_headers(r, b);
     }
     if (upgrade) {
-        const struct sc_http_header *u = sc_http_find(m, SC_STR("upgrade"), NULL);
+        const struct sc_http_header *u = sc_http1_find(m, SC_STR("upgrade"), NULL);
         rc |= PUT_LIT(b, "Connection: upgrade\r\n");
         if (u) {
             rc |= put_header(b, SC_STR("Upgrade"), u->value);
@@ -355,7 +355,7 @@ bool proxy_route_matches(const struct proxy_route *rt, const struct sc_http_msg 
     }
     for (size_t i = 0; i < rt->nheaders; i++) {
         const struct proxy_header_match *hm = &rt->headers[i];
-        const struct sc_http_header *h = sc_http_find(m, hm->name, NULL);
+        const struct sc_http_header *h = sc_http1_find(m, hm->name, NULL);
         if (!hm->present) {
             if (h) {
                 return false;
@@ -534,7 +534,7 @@ int proxy_build_req_head(struct proxy_exch *r, const struct sc_http_msg *m, stru
         rc |= PUT_LIT(b, "Transfer-Encoding: chunked\r\n");
     }
     if (r->upgrade) {
-        const struct sc_http_header *u = sc_http_find(m, SC_STR("upgrade"), NULL);
+        const struct sc_http_header *u = sc_http1_find(m, SC_STR("upgrade"), NULL);
         rc |= PUT_LIT(b, "Connection: upgrade\r\n");
         if (u) {
             rc |= put_header(b, SC_STR("Upgrade"), u->value);
@@ -551,7 +551,7 @@ int proxy_build_req_head(struct proxy_exch *r, const struct sc_http_msg *m, stru
     if (xff) {
         size_t from = 0;
         const struct sc_http_header *h;
-        while ((h = sc_http_find(m, SC_STR("x-forwarded-for"), &from)) != NULL) {
+        while ((h = sc_http1_find(m, SC_STR("x-forwarded-for"), &from)) != NULL) {
             rc |= put_str(b, h->value);
             rc |= PUT_LIT(b, ", ");
         }

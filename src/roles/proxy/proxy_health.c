@@ -65,7 +65,7 @@ static void record(struct checker *ck, bool ok, const char *why)
         es->hc_ok++;
         if (failed && es->hc_ok >= p->hc_healthy) {
             atomic_store(&es->hc_failed, false);
-            sc_gauge_add(ck->c->st->m_hc_unhealthy, -1);
+            sc_metrics_gauge_add(ck->c->st->m_hc_unhealthy, -1);
             sc_info("health check passed; endpoint back in load balancing",
                     SC_LS("cluster", ck->c->name), SC_LS("endpoint", ck->ep->name));
         }
@@ -74,7 +74,7 @@ static void record(struct checker *ck, bool ok, const char *why)
         es->hc_fail++;
         if (!failed && es->hc_fail >= p->hc_unhealthy) {
             atomic_store(&es->hc_failed, true);
-            sc_gauge_add(ck->c->st->m_hc_unhealthy, 1);
+            sc_metrics_gauge_add(ck->c->st->m_hc_unhealthy, 1);
             sc_warn("health check failed; endpoint out of load balancing",
                     SC_LS("cluster", ck->c->name), SC_LS("endpoint", ck->ep->name),
                     SC_LS("reason", why));

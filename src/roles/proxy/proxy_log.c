@@ -98,7 +98,7 @@ static void count_dropped(struct proxy_worker *w, const char *p, size_t n)
         lines++;
     }
     if (lines) {
-        sc_counter_add(w->px->pm.log_dropped, lines);
+        sc_metrics_counter_add(w->px->pm.log_dropped, lines);
     }
 }
 
@@ -267,7 +267,8 @@ void proxy_access_log(struct proxy_exch *r, double dur)
     if (sc_buf_reserve(b, need) < 0) {
         proxy_log_flush(w); /* makes room if the reader takes some now */
         if (sc_buf_reserve(b, need) < 0) {
-            sc_counter_inc(w->px->pm.log_dropped); /* full: the line is dropped, never waited on */
+            sc_metrics_counter_inc(
+                w->px->pm.log_dropped); /* full: the line is dropped, never waited on */
             return;
         }
     }
@@ -344,6 +345,6 @@ void proxy_count_request(struct proxy_exch *r, double dur)
             atomic_store_explicit(&codes[idx], m, memory_order_release);
         }
     }
-    sc_counter_inc(m);
+    sc_metrics_counter_inc(m);
     sc_histogram_observe(r->lsn->m_duration, dur);
 }

@@ -125,7 +125,7 @@ void proxy_mirror_start(struct proxy_exch *r)
     struct sockaddr_storage ss;
     struct proxy_endpoint *ep = NULL;
     if (w->draining || w->nmirrors >= MIRROR_MAX || pick_addr(pol->mirror, &ss, &ep) < 0) {
-        sc_counter_inc(pol->m_mirror_dropped);
+        sc_metrics_counter_inc(pol->m_mirror_dropped);
         return;
     }
     struct mirror *mr = SC_NEW(struct mirror);
@@ -136,7 +136,7 @@ void proxy_mirror_start(struct proxy_exch *r)
         sc_buf_append(&mr->out, r->copy.p, r->copy.len) < 0) {
         sc_buf_cleanup(&mr->out);
         sc_free(mr);
-        sc_counter_inc(pol->m_mirror_dropped);
+        sc_metrics_counter_inc(pol->m_mirror_dropped);
         return;
     }
     sc_list_append(&w->mirrors, &mr->node);
@@ -150,18 +150,18 @@ void proxy_mirror_start(struct proxy_exch *r)
         .wrap_arg = mr,
     };
     if (sc_h1cli_send(w->loop, (struct sockaddr *)&ss, &req, on_mirror_done, mr, &mr->cli) < 0) {
-        sc_counter_inc(pol->m_mirror_dropped);
+        sc_metrics_counter_inc(pol->m_mirror_dropped);
         mirror_free(mr);
         return;
     }
-    sc_counter_inc(pol->m_mirror);
+    sc_metrics_counter_inc(pol->m_mirror);
 }
 
 void proxy_mirror_drop(struct proxy_exch *r)
 {
     if (r->pol.mirror) {
         r->pol.mirror = false;
-        sc_counter_inc(r->route->pol->m_mirror_dropped);
+        sc_metrics_counter_inc(r->route->pol->m_mirror_dropped);
     }
 }
 

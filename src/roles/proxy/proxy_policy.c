@@ -363,11 +363,11 @@ void proxy_cluster_state_unref(struct proxy_cluster_state *st)
     /* Its ejections end with it: the series is shared with whatever replaces it. */
     int ej = atomic_load(&st->ejected);
     if (ej && st->m_ej_active) {
-        sc_gauge_add(st->m_ej_active, -(double)ej);
+        sc_metrics_gauge_add(st->m_ej_active, -(double)ej);
     }
     for (size_t i = 0; i < st->neps; i++) {
         if (atomic_load(&st->eps[i].hc_failed)) {
-            sc_gauge_add(st->m_hc_unhealthy, -1);
+            sc_metrics_gauge_add(st->m_hc_unhealthy, -1);
         }
         sc_free(st->eps[i].name);
     }
@@ -480,7 +480,7 @@ bool proxy_breaker_request(struct proxy_cluster *c, struct proxy_exch *r)
         return true;
     }
     if (!take(&st->rq, st->pol.max_requests)) {
-        sc_counter_inc(st->m_overflow);
+        sc_metrics_counter_inc(st->m_overflow);
         return false;
     }
     r->bst = st;
@@ -495,12 +495,12 @@ bool proxy_breaker_connect(struct proxy_cluster *c)
         return true;
     }
     if (!take(&st->cx, st->pol.max_connections)) {
-        sc_counter_inc(st->m_overflow);
+        sc_metrics_counter_inc(st->m_overflow);
         return false;
     }
     if (!take(&st->pending, st->pol.max_pending_requests)) {
         atomic_fetch_sub_explicit(&st->cx, 1, memory_order_relaxed);
-        sc_counter_inc(st->m_overflow);
+        sc_metrics_counter_inc(st->m_overflow);
         return false;
     }
     return true;
@@ -529,7 +529,7 @@ bool proxy_breaker_retry(struct proxy_exch *r)
     int active = atomic_load_explicit(&st->rq, memory_order_relaxed);
     uint32_t limit = proxy_retry_limit(&st->pol, active > 0 ? (uint32_t)active : 0);
     if (!take(&st->retries, limit)) {
-        sc_counter_inc(st->m_retry_overflow);
+        sc_metrics_counter_inc(st->m_retry_overflow);
         return false;
     }
     r->retry_held = true;
@@ -577,7 +577,7 @@ static bool readmit_if_due(struct proxy_cluster_state *st, struct proxy_ep_state
         atomic_store_explicit(&es->admitted_ms, now_ms, memory_order_relaxed);
         reset_errors(es);
         atomic_fetch_sub_explicit(&st->ejected, 1, memory_order_relaxed);
-        sc_gauge_add(st->m_ej_active, -1);
+        sc_metrics_gauge_add(st->m_ej_active, -1);
         sc_info("outlier detection readmitted an endpoint", SC_LS("cluster", st->name),
                 SC_LS("endpoint", es->name));
     }
@@ -610,8 +610,8 @@ static void eject(struct proxy_cluster_state *st, struct proxy_ep_state *es, uin
     }
     atomic_store_explicit(&es->ejections, n, memory_order_relaxed);
     reset_errors(es);
-    sc_gauge_add(st->m_ej_active, 1);
-    sc_counter_inc(st->m_ej_total);
+    sc_metrics_gauge_add(st->m_ej_active, 1);
+    sc_metrics_counter_inc(st->m_ej_total);
     sc_warn("outlier detection ejected an endpoint", SC_LS("cluster", st->name),
             SC_LS("endpoint", es->name), SC_LU("ejections", n), SC_LU("ejection_ms", dur));
 }

@@ -299,7 +299,7 @@ void proxy_rl_take(struct proxy_rl *rl, struct sc_str key, uint64_t now_ns, bool
     tb_take(b, &rl->p, now_ns, info, res);
     rl_unlock(rl);
     if (!res->allowed) {
-        sc_counter_inc(rl->m_limited);
+        sc_metrics_counter_inc(rl->m_limited);
     }
 }
 

@@ -423,7 +423,7 @@ static int tmpl_render(const struct proxy_tmpl *t, struct proxy_exch *r,
             rc |= sc_buf_append_cstr(out, r->cl->ip);
             break;
         case V_REQ: {
-            const struct sc_http_header *h = m ? sc_http_find(m, p->s, NULL) : NULL;
+            const struct sc_http_header *h = m ? sc_http1_find(m, p->s, NULL) : NULL;
             if (h) {
                 rc |= sc_buf_append_str(out, h->value);
             }
@@ -636,7 +636,7 @@ static int check_ops(const struct proxy_hdr_ops_cfg *o, bool response, const cha
 static int check_duration(const char *v, const char *what, const char *where, char **err)
 {
     uint64_t ms;
-    if (v && sc_parse_duration(v, &ms) < 0) {
+    if (v && sc_value_parse_duration(v, &ms) < 0) {
         *err = sc_asprintf("%s: %s \"%s\" is not a duration (e.g. 250ms, 30s, 0s)", where, what, v);
         return SC_ECONFIG;
     }
@@ -1050,7 +1050,7 @@ static struct sc_str cookie_value(const struct sc_http_msg *m, struct sc_str nam
 {
     size_t from = 0;
     const struct sc_http_header *h;
-    while ((h = sc_http_find(m, SC_STR("cookie"), &from)) != NULL) {
+    while ((h = sc_http1_find(m, SC_STR("cookie"), &from)) != NULL) {
         struct sc_str rest = h->value;
         while (rest.len) {
             struct sc_str pair = sc_str_trim(sc_str_split(&rest, ';'));
@@ -1100,7 +1100,7 @@ static struct sc_str rl_key(struct proxy_exch *r, const struct proxy_rl *rl,
         return sc_str_c(r->cl->ip);
     }
     if (p->key == PROXY_RL_KEY_HEADER) {
-        const struct sc_http_header *h = sc_http_find(m, sc_str_c(p->header), NULL);
+        const struct sc_http_header *h = sc_http1_find(m, sc_str_c(p->header), NULL);
         return h ? h->value : SC_STR("");
     }
     return SC_STR("");

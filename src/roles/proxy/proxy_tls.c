@@ -389,7 +389,7 @@ void proxy_tls_collect(struct proxy_metrics *pm)
         size_t n = sc_tls_store_certs(s->store, ci, SC_ARRAY_LEN(ci));
         for (size_t i = 0; i < n && i < SC_ARRAY_LEN(ci); i++) {
             const char *v[] = { s->name, ci[i].name };
-            sc_gauge_set(sc_metric_get(pm->tls_expiry, v), (double)ci[i].not_after);
+            sc_metrics_gauge_set(sc_metric_get(pm->tls_expiry, v), (double)ci[i].not_after);
         }
     }
 }
@@ -625,7 +625,7 @@ void proxy_tls_handshake_done(struct proxy_dconn *dc, int status)
         f = SC_TLS_FAIL_HANDSHAKE;
     }
     const struct proxy_listener_tls *t = ltls(dc);
-    sc_counter_inc(t->m_hs[f]);
+    sc_metrics_counter_inc(t->m_hs[f]);
     if (status < 0) {
         sc_debug("tls handshake failed", SC_LS("peer", dc->cl.ip),
                  SC_LS("reason", sc_tls_fail_name(f)));
@@ -689,7 +689,7 @@ int proxy_tls_xfcc(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc
     const struct sc_http_header *h = NULL;
     bool any = false;
     int rc = 0;
-    while (forward && (h = sc_http_find(m, SC_STR("x-forwarded-client-cert"), &from)) != NULL) {
+    while (forward && (h = sc_http1_find(m, SC_STR("x-forwarded-client-cert"), &from)) != NULL) {
         rc |= sc_buf_append_cstr(b, any ? "," : "X-Forwarded-Client-Cert: ");
         rc |= sc_buf_append(b, h->value.p, h->value.len);
         any = true;
@@ -749,7 +749,7 @@ const char *proxy_tls_upstream_done(struct proxy_uconn *uc, int status)
         if (f == SC_TLS_FAIL_NONE) {
             return NULL; /* the TCP connect failed: no handshake took place */
         }
-        sc_counter_inc(t->m_hs[f]);
+        sc_metrics_counter_inc(t->m_hs[f]);
         return sc_tls_fail_name(f);
     }
     if (t->mesh) {
@@ -762,10 +762,10 @@ const char *proxy_tls_upstream_done(struct proxy_uconn *uc, int status)
             bad = "upstream identity is outside the trust domain";
         }
         if (bad) {
-            sc_counter_inc(t->m_hs[SC_TLS_FAIL_BAD_SAN]);
+            sc_metrics_counter_inc(t->m_hs[SC_TLS_FAIL_BAD_SAN]);
             return bad;
         }
     }
-    sc_counter_inc(t->m_hs[SC_TLS_FAIL_NONE]);
+    sc_metrics_counter_inc(t->m_hs[SC_TLS_FAIL_NONE]);
     return NULL;
 }

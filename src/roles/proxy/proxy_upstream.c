@@ -187,7 +187,7 @@ void proxy_uconn_close(struct proxy_uconn *uc)
         uc->ex = NULL;
     }
     if (uc->m_active) {
-        sc_gauge_add(uc->m_active, -1);
+        sc_metrics_gauge_add(uc->m_active, -1);
         uc->m_active = NULL;
     }
     if (uc->bk_pending) {
@@ -325,7 +325,7 @@ static void on_connect(void *owner, int status)
         return;
     }
     uc->m_active = uc->ep->cluster->m_cx_active;
-    sc_gauge_add(uc->m_active, 1);
+    sc_metrics_gauge_add(uc->m_active, 1);
     if (!dc) {
         proxy_uconn_close(uc);
         return;

@@ -187,7 +187,7 @@ static void on_retry_auth(uv_timer_t *t)
 
 static void auth_failed(struct secrets *sv, const char *why)
 {
-    sc_counter_inc(sv->m_auth_err);
+    sc_metrics_counter_inc(sv->m_auth_err);
     sv->auth_failures++;
     if (sv->cfg->once && sv->auth_failures > sv->cfg->retries) {
         secrets_give_up(sv, "auth", why);
@@ -232,7 +232,7 @@ static void on_login(struct secrets *sv, void *arg, int status, json_t *j, const
     sv->token_renewable = json_is_true(json_object_get(auth, "renewable"));
     sv->auth_failures = 0;
     sv->authed = true;
-    sc_counter_inc(sv->m_auth_ok);
+    sc_metrics_counter_inc(sv->m_auth_ok);
     sc_info("authenticated to Vault", SC_LS("method", secrets_auth_methods[sv->method]),
             SC_LI("token_ttl_s", sv->token_ttl));
     schedule_token_renewal(sv);
@@ -252,7 +252,7 @@ static void on_lookup_self(struct secrets *sv, void *arg, int status, json_t *j,
     sv->token_renewable = json_is_true(json_object_get(d, "renewable"));
     sv->auth_failures = 0;
     sv->authed = true;
-    sc_counter_inc(sv->m_auth_ok);
+    sc_metrics_counter_inc(sv->m_auth_ok);
     sc_info("using the Vault token", SC_LI("token_ttl_s", sv->token_ttl));
     schedule_token_renewal(sv);
     start_fetching(sv);
@@ -337,7 +337,7 @@ static void on_renew_self(struct secrets *sv, void *arg, int status, json_t *j, 
     (void)status;
     json_t *auth = json_object_get(j, "auth");
     if (err || !auth) {
-        sc_counter_inc(sv->m_renew_err);
+        sc_metrics_counter_inc(sv->m_renew_err);
         sc_warn("token renewal failed; authenticating again",
                 SC_LS("reason", err ? err : "no auth"));
         if (sv->method != AUTH_TOKEN) {
@@ -345,7 +345,7 @@ static void on_renew_self(struct secrets *sv, void *arg, int status, json_t *j, 
         }
         return;
     }
-    sc_counter_inc(sv->m_renew_ok);
+    sc_metrics_counter_inc(sv->m_renew_ok);
     sv->token_ttl = json_integer_value(json_object_get(auth, "lease_duration"));
     sv->token_renewable = json_is_true(json_object_get(auth, "renewable"));
     sc_info("token renewed", SC_LI("token_ttl_s", sv->token_ttl));
@@ -374,7 +374,7 @@ static void path_failed(struct secrets_path *p, const char *why, int status)
 {
     struct secrets *sv = p->sv;
     p->busy = false;
-    sc_counter_inc(sv->m_fetch_err);
+    sc_metrics_counter_inc(sv->m_fetch_err);
     p->failures++;
     if (sv->cfg->once && p->failures > sv->cfg->retries) {
         secrets_give_up(sv, p->path, why);
@@ -395,7 +395,7 @@ static void path_failed(struct secrets_path *p, const char *why, int status)
 static void set_expiry(struct secrets_path *p)
 {
     if (p->lease_s > 0) {
-        sc_gauge_set(p->m_expiry, (double)time(NULL) + (double)p->lease_s);
+        sc_metrics_gauge_set(p->m_expiry, (double)time(NULL) + (double)p->lease_s);
     }
 }
 
@@ -408,7 +408,7 @@ static void on_secret(struct secrets *sv, void *arg, int status, json_t *j, cons
     }
     p->busy = false;
     p->failures = 0;
-    sc_counter_inc(sv->m_fetch_ok);
+    sc_metrics_counter_inc(sv->m_fetch_ok);
     const char *lid = json_string_value(json_object_get(j, "lease_id"));
     sc_free(p->lease_id);
     p->lease_id = lid && lid[0] ? sc_strdup(lid) : NULL;
@@ -453,7 +453,7 @@ static void on_lease_renewed(struct secrets *sv, void *arg, int status, json_t *
     (void)status;
     p->busy = false;
     if (err || !json_is_object(j)) {
-        sc_counter_inc(sv->m_renew_err);
+        sc_metrics_counter_inc(sv->m_renew_err);
         sc_warn("lease renewal failed; reading the secret again", SC_LS("path", p->path),
                 SC_LS("reason", err ? err : "bad response"));
         sc_free(p->lease_id);
@@ -461,7 +461,7 @@ static void on_lease_renewed(struct secrets *sv, void *arg, int status, json_t *
         secrets_vault_fetch(p);
         return;
     }
-    sc_counter_inc(sv->m_renew_ok);
+    sc_metrics_counter_inc(sv->m_renew_ok);
     int64_t asked = p->lease_s;
     p->lease_s = json_integer_value(json_object_get(j, "lease_duration"));
     set_expiry(p);
