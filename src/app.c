@@ -420,6 +420,12 @@ static void h_ready(void *arg, const struct sc_admin_req *req, struct sc_admin_r
     }
 }
 
+void sc_app_serve_health(struct sc_app *app, struct sc_admin *a)
+{
+    sc_admin_handle(a, "GET", "/healthz", h_healthz, app);
+    sc_admin_handle(a, "GET", "/ready", h_ready, app);
+}
+
 static void h_metrics(void *arg, const struct sc_admin_req *req, struct sc_admin_resp *resp)
 {
     struct sc_app *app = arg;
@@ -507,8 +513,7 @@ static int start(struct sc_app *app)
     app->drain_timer.data = app;
 
     app->admin = sc_admin_new(&app->loop);
-    sc_admin_handle(app->admin, "GET", "/healthz", h_healthz, app);
-    sc_admin_handle(app->admin, "GET", "/ready", h_ready, app);
+    sc_app_serve_health(app, app->admin);
     sc_admin_handle(app->admin, "GET", "/metrics", h_metrics, app);
     sc_admin_handle(app->admin, "GET", "/config", h_config, app);
     sc_admin_handle(app->admin, "POST", "/quitquitquit", h_quit, app);

@@ -69,6 +69,11 @@ uv_loop_t *sc_app_loop(struct sc_app *app);
 struct sc_metrics *sc_app_metrics(struct sc_app *app);
 struct sc_admin *sc_app_admin(struct sc_app *app);
 
+/* Registers GET /healthz and GET /ready, answered as on the admin port, on another server <a> of
+ * the role's (a status port the kubelet may reach, where the admin port's other routes must not
+ * be). */
+void sc_app_serve_health(struct sc_app *app, struct sc_admin *a);
+
 /* Sets the role's readiness; /ready answers 200 only while ready and not draining. */
 void sc_app_set_ready(struct sc_app *app, bool ready);
 

@@ -124,7 +124,7 @@ def test_iptables_least_privilege_and_exclusions():
     assert sc["capabilities"] == {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]}
     assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False
     a = ipt["args"]
-    assert a[a.index("--exclude-inbound-ports") + 1] == "15000,9090,8443,9443"
+    assert a[a.index("--exclude-inbound-ports") + 1] == "15000,15024,9090,8443,9443"
     assert a[a.index("--exclude-outbound-ports") + 1] == "5432"
     assert a[a.index("--exclude-outbound-cidrs") + 1] == "10.0.0.0/8"
     assert a[a.index("--proxy-uid") + 1] == "1337"
@@ -141,10 +141,10 @@ def test_probe_rewriting():
                            "timeoutSeconds": 4},
          "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}},
          "startupProbe": {"tcpSocket": {"port": 8080}}}
-    assert run({}, containers=[c])["spec"]["containers"][0] == c  # off by default
-    pod = run({"sidecar.dev/rewrite-probes": "true"}, containers=[c])
+    pod = run({}, containers=[c])  # on by default
+    assert pod["spec"] == run({"sidecar.dev/rewrite-probes": "true"}, containers=[c])["spec"]
     app = pod["spec"]["containers"][0]
-    assert app["livenessProbe"]["httpGet"] == {"path": "/app-health/app/livez", "port": 15000,
+    assert app["livenessProbe"]["httpGet"] == {"path": "/app-health/app/livez", "port": 15024,
                                                "scheme": "HTTP"}
     assert app["livenessProbe"]["timeoutSeconds"] == 4
     assert app["readinessProbe"]["httpGet"]["path"] == "/app-health/app/readyz"
@@ -154,10 +154,16 @@ def test_probe_rewriting():
     assert probes["/app-health/app/livez"] == {
         "httpGet": {"path": "/live", "port": 8080, "scheme": "HTTP"}, "timeoutSeconds": 4}
     assert probes["/app-health/app/readyz"]["httpGet"] == {"path": "/ready", "port": 8080}
-    assert "0.0.0.0:15000" in ctr(pod, "sidecar-proxy")["args"]
+    # The kubelet reaches the status port on the pod's address; the admin port stays on loopback,
+    # and inbound capture leaves the status port alone.
+    args = ctr(pod, "sidecar-proxy")["args"]
+    assert args[args.index("--status-listen") + 1] == "0.0.0.0:15024"
+    assert not any(a.startswith("0.0.0.0:15000") for a in args)
+    ipt = ctr(pod, "sidecar-iptables")["args"]
+    assert "15024" in ipt[ipt.index("--exclude-inbound-ports") + 1].split(",")
     off = run({"sidecar.dev/rewrite-probes": "false"}, containers=[c])
-    assert off["spec"]["containers"][0]["readinessProbe"] == c["readinessProbe"]
-    assert "0.0.0.0:15000" not in ctr(off, "sidecar-proxy")["args"]
+    assert off["spec"]["containers"][0] == c
+    assert "--status-listen" not in ctr(off, "sidecar-proxy")["args"]
 
 
 def test_logs_path_output_parser():

@@ -19,8 +19,8 @@
 #include "core/error.h"
 #include "roles/iptables/iptables.h"
 
-static char *excl_in[] = { "15000", "15001", "15006", "15020", "15021",
-                           "15022", "15023", "15030", "15040", "15090" };
+static char *excl_in[] = { "15000", "15001", "15006", "15020", "15021", "15022",
+                           "15023", "15024", "15030", "15040", "15090" };
 
 /* The defaults of the option table. */
 static void defaults(struct iptables_cfg *c)
@@ -62,6 +62,7 @@ static const char default_v4[] =
     "-A SIDECAR_INBOUND -p tcp -m tcp --dport 15021 -j RETURN\n"
     "-A SIDECAR_INBOUND -p tcp -m tcp --dport 15022 -j RETURN\n"
     "-A SIDECAR_INBOUND -p tcp -m tcp --dport 15023 -j RETURN\n"
+    "-A SIDECAR_INBOUND -p tcp -m tcp --dport 15024 -j RETURN\n"
     "-A SIDECAR_INBOUND -p tcp -m tcp --dport 15030 -j RETURN\n"
     "-A SIDECAR_INBOUND -p tcp -m tcp --dport 15040 -j RETURN\n"
     "-A SIDECAR_INBOUND -p tcp -m tcp --dport 15090 -j RETURN\n"
@@ -424,6 +425,7 @@ static const char default_nft[] = "table inet sidecar {\n"
                                   "\t\ttcp dport 15021 return\n"
                                   "\t\ttcp dport 15022 return\n"
                                   "\t\ttcp dport 15023 return\n"
+                                  "\t\ttcp dport 15024 return\n"
                                   "\t\ttcp dport 15030 return\n"
                                   "\t\ttcp dport 15040 return\n"
                                   "\t\ttcp dport 15090 return\n"

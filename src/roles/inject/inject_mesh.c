@@ -72,10 +72,10 @@ const struct sc_opt inject_mesh_opts[] = {
     { .name = "rewrite_probes",
       .type = SC_OPT_BOOL,
       .offset = offsetof(struct inject_mesh, rewrite_probes),
-      .def = "false",
-      .help = "rewrite the app's HTTP probes to /app-health/... on the proxy's admin port, so "
-              "STRICT mTLS does not break kubelet probes (needs a proxy that serves those paths; "
-              "see docs/kubernetes.md)" },
+      .def = "true",
+      .help = "rewrite the app's HTTP probes to /app-health/... on the proxy's status port "
+              "(15024), which forwards them to the app, so STRICT mTLS does not break kubelet "
+              "probes (see docs/kubernetes.md)" },
     { .name = "hold_application",
       .type = SC_OPT_BOOL,
       .offset = offsetof(struct inject_mesh, hold_application),

@@ -20,6 +20,7 @@ enum { R_PROXY, R_LOGS, R_METRICS, R_SECRETS, R_N };
 static const char *const role_names[R_N] = { "proxy", "logs", "metrics", "secrets" };
 
 #define PROXY_ADMIN_PORT 15000
+#define PROXY_STATUS_PORT 15024 /* health and the rewritten probes, for the kubelet */
 #define LOGS_ADMIN_PORT 15020
 #define METRICS_ADMIN_PORT 15021
 #define SECRETS_ADMIN_PORT 15023
@@ -482,7 +483,7 @@ static int resolve_port(struct ctx *c, json_t *ctr, json_t *port, const char *fi
     return bad(c, field, "must be a port number or a port name");
 }
 
-/* Istio's probe rewriting: an HTTP probe of an app container goes to the proxy's admin port at
+/* Istio's probe rewriting: an HTTP probe of an app container goes to the proxy's status port at
  * /app-health/<container>/<kind>; the original is kept in SIDECAR_APP_PROBES for the proxy. */
 static int rewrite_probes(struct ctx *c, json_t *ctr, size_t idx)
 {
@@ -523,7 +524,7 @@ static int rewrite_probes(struct ctx *c, json_t *ctr, size_t idx)
         char *newpath = sc_asprintf("/app-health/%s/%s", name, kinds[k][1]);
         json_object_set_new(c->probes, newpath, entry);
         json_object_set_new(probe, "httpGet",
-                            json_pack("{s:s, s:i, s:s}", "path", newpath, "port", PROXY_ADMIN_PORT,
+                            json_pack("{s:s, s:i, s:s}", "path", newpath, "port", PROXY_STATUS_PORT,
                                       "scheme", "HTTP"));
         sc_free(newpath);
     }
@@ -637,10 +638,11 @@ static json_t *proxy_container(struct ctx *c, json_t *ctrs)
 {
     json_t *args = json_pack("[s]", "proxy");
     if (c->rewrite) {
-        /* The kubelet reaches the rewritten probes on the pod's address. */
-        char admin[32];
-        snprintf(admin, sizeof(admin), "0.0.0.0:%d", PROXY_ADMIN_PORT);
-        add_arg(args, "--admin", admin);
+        /* The kubelet reaches the rewritten probes on the pod's address; the admin port stays on
+         * loopback. */
+        char status[32];
+        snprintf(status, sizeof(status), "0.0.0.0:%d", PROXY_STATUS_PORT);
+        add_arg(args, "--status-listen", status);
     }
     int app = first_app_port(ctrs);
     if (app > 0) {
@@ -901,6 +903,10 @@ static int build(struct ctx *c)
         char port[16];
         snprintf(port, sizeof(port), "%d", PROXY_ADMIN_PORT);
         json_array_append_new(excl_in, json_string(port));
+        if (c->rewrite) {
+            snprintf(port, sizeof(port), "%d", PROXY_STATUS_PORT);
+            json_array_append_new(excl_in, json_string(port));
+        }
         if (c->role[R_METRICS]) {
             snprintf(port, sizeof(port), "%lld", (long long)c->m->metrics_port);
             json_array_append_new(excl_in, json_string(port));

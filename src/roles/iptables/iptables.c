@@ -356,9 +356,10 @@ static int check_cfg(const void *cfgv, char **err)
 
 /* The ports of the sidecar's own servers a kubelet or Prometheus may reach from outside: admin
  * servers of every role (proxy 15000, logs 15020, metrics 15021, config 15022, secrets 15023, pod
- * runner 15030, webhook 15040), the proxy's outbound and inbound ports, and 15090, where Envoy
- * users' scrape configs look for proxy metrics. */
-#define DEFAULT_EXCLUDED_INBOUND "15000,15001,15006,15020,15021,15022,15023,15030,15040,15090"
+ * runner 15030, webhook 15040), the proxy's status port (15024, the kubelet's probes), its
+ * outbound and inbound ports, and 15090, where Envoy users' scrape configs look for proxy
+ * metrics. */
+#define DEFAULT_EXCLUDED_INBOUND "15000,15001,15006,15020,15021,15022,15023,15024,15030,15040,15090"
 
 static const struct sc_opt iptables_opts[] = {
     { .name = "backend",

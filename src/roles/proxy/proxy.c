@@ -51,6 +51,8 @@ static void on_done_async(uv_async_t *a)
     }
     px->stopped = true;
     uv_close((uv_handle_t *)&px->done_async, on_done_closed);
+    sc_admin_close(px->status);
+    px->status = NULL;
     sc_app_stopped(px->app, 0);
 }
 
@@ -133,6 +135,7 @@ static void proxy_free(struct proxy *px)
     }
     proxy_rt_unref(px->rt);
     proxy_tls_shutdown(); /* after the last snapshot let go of its stores */
+    sc_admin_close(px->status);
     proxy_probe_stop();
     proxy_log_close(px);
     sc_free(px->workers);
@@ -147,6 +150,29 @@ static void walk_close(uv_handle_t *h, void *arg)
     }
 }
 
+/* The status port, when configured: /healthz and /ready as on the admin port, and (registered
+ * by proxy_probe_start) the app's rewritten probes. */
+static int status_start(struct proxy *px, const struct proxy_cfg *cfg, char **err)
+{
+    const char *addr = cfg->status.listen;
+    if (!addr || !*addr) {
+        return 0;
+    }
+    px->status = sc_admin_new(sc_app_loop(px->app));
+    sc_app_serve_health(px->app, px->status);
+    char *why = NULL;
+    if (sc_admin_listen(px->status, addr, &why) < 0) {
+        *err = sc_asprintf("status_listen %s: %s", addr, why ? why : "cannot listen");
+        sc_free(why);
+        return SC_ECONFIG;
+    }
+    char bound[80];
+    if (sc_admin_address(px->status, bound, sizeof(bound)) == 0) {
+        sc_info("status listening", SC_LS("address", bound));
+    }
+    return 0;
+}
+
 static int proxy_start(struct sc_app *app, const void *cfgp, void **state, char **err)
 {
     const struct proxy_cfg *cfg = cfgp;
@@ -157,7 +183,8 @@ static int proxy_start(struct sc_app *app, const void *cfgp, void **state, char 
     init_metrics(px);
     proxy_log_open(px);
     px->nworkers = proxy_cfg_workers(cfg);
-    if (proxy_probe_start(sc_app_admin(app), sc_app_loop(app), err) < 0) {
+    if (status_start(px, cfg, err) < 0 ||
+        proxy_probe_start(px->status ? px->status : sc_app_admin(app), sc_app_loop(app), err) < 0) {
         px->nworkers = 0;
         proxy_free(px);
         return SC_ECONFIG;

@@ -29,6 +29,7 @@
 #include "roles/proxy/proxy_policy.h"
 #include "roles/proxy/proxy_route_policy.h"
 #include "roles/proxy/proxy_peerauth.h"
+#include "roles/proxy/proxy_probe.h"
 #include "roles/proxy/proxy_tls.h"
 
 /* ---- configuration as loaded (the option table in proxy_config.c describes these) ---- */
@@ -122,6 +123,7 @@ struct proxy_cfg {
     struct proxy_workload_cfg workload;
     struct sc_vec peer_authentication; /* struct proxy_pa_cfg */
     char *mesh_root_namespace;
+    struct proxy_status_cfg status;
 };
 
 extern const struct sc_opt proxy_opts[];
@@ -367,6 +369,7 @@ struct proxy {
     int log_fd;              /* the access log: stdout, or a non-blocking description of it */
     bool log_sock;           /* stdout is a socket: written with MSG_DONTWAIT */
     struct sc_list checkers; /* active health checks (proxy_health.c) */
+    struct sc_admin *status; /* the status port (status_listen), NULL without one */
     bool stopping;
     bool stopped;
 };

@@ -452,6 +452,9 @@ const struct sc_opt proxy_opts[] = {
       .offset = offsetof(struct proxy_cfg, mesh_root_namespace),
       .def = "istio-system",
       .help = "a peer_authentication without selector in this namespace is mesh-wide" },
+    { .type = SC_OPT_INLINE,
+      .offset = offsetof(struct proxy_cfg, status),
+      .sub = proxy_status_opts },
     { 0 },
 };
 

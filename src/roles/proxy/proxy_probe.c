@@ -1,15 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
-// Application probes through the proxy's admin port, as Istio's probe rewriting does: `sidecar
+// The status port and application probes through it, as Istio's probe rewriting does: `sidecar
 // inject` points the app's httpGet probes at /app-health/<container>/<livez|readyz|startupz> on
-// the admin port and leaves the originals in $SIDECAR_APP_PROBES (a JSON object from each such
-// path to {"httpGet": {path, port, host, scheme, httpHeaders}, "timeoutSeconds"}). The kubelet's
-// probe then reaches the app in plaintext on loopback whatever the inbound listener's mTLS mode,
-// so STRICT does not fail the probes. The answer is the app's status code, or 503 with the reason
-// when the app cannot be reached; each probe is bounded by its timeout (1 s by default, as the
-// kubelet's) and cancelled when the kubelet goes away.
+// the proxy's status port (--status-listen 0.0.0.0:15024, which serves only those paths,
+// /healthz and /ready: the admin port's /config, /drain and /quitquitquit stay on loopback) and
+// leaves the originals in $SIDECAR_APP_PROBES (a JSON object from each such path to {"httpGet":
+// {path, port, host, scheme, httpHeaders}, "timeoutSeconds"}). The kubelet's probe then reaches
+// the app on loopback whatever the inbound listener's mTLS mode, so STRICT does not fail the
+// probes. HTTPS probes go over TLS without verifying the app's certificate, as the kubelet's do.
+// The answer is the app's status code, or 503 with the reason when the app cannot be reached; each
+// probe is bounded by its timeout (1 s by default, as the kubelet's) and cancelled when the
+// kubelet goes away.
 #include "roles/proxy/proxy_probe.h"
 
 #include <arpa/inet.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,8 +22,10 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "net/addr.h"
 #include "net/admin.h"
 #include "net/h1client.h"
+#include "net/tls.h"
 
 #define MAX_PROBES 64
 #define MAX_PROBE_HEADERS 16
@@ -36,7 +42,7 @@ struct probe {
     char *values[MAX_PROBE_HEADERS];
     uv_loop_t *loop;
     struct sc_admin *admin;
-    bool https; /* not forwarded: answered 503 with the reason */
+    bool https; /* over TLS, the certificate not verified (the kubelet's way) */
 };
 
 /* One probe in flight: the kubelet's pending request and the client request to the app. */
@@ -47,6 +53,32 @@ struct flight {
 
 static struct probe probes[MAX_PROBES];
 static size_t nprobes;
+static struct sc_tls_ctx *probe_tls; /* made with the first HTTPS probe */
+
+const struct sc_opt proxy_status_opts[] = {
+    { .name = "status_listen",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_status_cfg, listen),
+      .help = "serve /healthz, /ready and the app's rewritten probes (/app-health/...) on this "
+              "address, apart from the admin port, for the kubelet (`sidecar inject` sets "
+              "0.0.0.0:15024); unset: the probes are served on the admin port",
+      .flags = SC_OPT_FLAG | SC_OPT_RESTART,
+      .check = sc_addr_check },
+    { 0 },
+};
+
+/* The client's wrap hook of an HTTPS probe: a TLS layer that accepts any certificate. */
+static struct sc_xport *wrap_tls(void *arg, struct sc_xport *bottom)
+{
+    struct probe *p = arg;
+    struct sc_tls_xport_args a = {
+        .loop = p->loop,
+        .below = bottom,
+        .cbs = bottom->cbs,
+        .owner = bottom->owner,
+    };
+    return sc_tls_xport_new(probe_tls, &a);
+}
 
 static void on_cancel(void *arg)
 {
@@ -74,11 +106,6 @@ static void h_probe(void *arg, const struct sc_admin_req *req, struct sc_admin_r
 {
     struct probe *p = arg;
     (void)req;
-    if (p->https) {
-        resp->status = 503;
-        sc_buf_append_cstr(&resp->body, "HTTPS app probes are not forwarded by the proxy\n");
-        return;
-    }
     struct sc_h1cli_req r = {
         .method = SC_STR("GET"),
         .target = sc_str_c(p->target),
@@ -86,6 +113,8 @@ static void h_probe(void *arg, const struct sc_admin_req *req, struct sc_admin_r
         .nheaders = p->nheaders,
         .timeout_ms = p->timeout_ms,
         .head_only = true,
+        .wrap = p->https ? wrap_tls : NULL,
+        .wrap_arg = p,
     };
     struct flight *f = SC_NEW(struct flight);
     int rc = sc_h1cli_send(p->loop, (struct sockaddr *)&p->addr, &r, on_done, f, &f->cli);
@@ -184,6 +213,23 @@ static int probe_load(struct probe *p, const char *path, json_t *entry, const ch
     return 0;
 }
 
+/* The client context of HTTPS probes: no verification, as the kubelet's. */
+static int probe_tls_init(char **err)
+{
+    if (probe_tls) {
+        return 0;
+    }
+    struct sc_tls_client_opts o = { .insecure_skip_verify = true };
+    char *why = NULL;
+    probe_tls = sc_tls_ctx_new_client(&o, NULL, &why);
+    if (!probe_tls) {
+        *err = sc_asprintf("HTTPS app probes: %s", why ? why : "no TLS client context");
+        sc_free(why);
+        return SC_ECONFIG;
+    }
+    return 0;
+}
+
 int proxy_probe_start(struct sc_admin *admin, uv_loop_t *loop, char **err)
 {
     const char *env = getenv("SIDECAR_APP_PROBES");
@@ -197,6 +243,7 @@ int proxy_probe_start(struct sc_admin *admin, uv_loop_t *loop, char **err)
         json_decref(all);
         return SC_ECONFIG;
     }
+    int rc = 0;
     const char *path;
     json_t *entry;
     json_object_foreach(all, path, entry)
@@ -209,20 +256,20 @@ int proxy_probe_start(struct sc_admin *admin, uv_loop_t *loop, char **err)
         if (probe_load(p, path, entry, &why) < 0) {
             *err = sc_asprintf("SIDECAR_APP_PROBES: %s: %s", path, why);
             probe_free(p);
-            json_decref(all);
-            return SC_ECONFIG;
+            rc = SC_ECONFIG;
+            break;
+        }
+        if (p->https && (rc = probe_tls_init(err)) < 0) {
+            probe_free(p);
+            break;
         }
         p->loop = loop;
         p->admin = admin;
-        if (p->https) {
-            sc_warn("app probe over HTTPS is answered 503: the proxy forwards HTTP probes only",
-                    SC_LS("path", p->path));
-        }
         sc_admin_handle(admin, "GET", p->path, h_probe, p);
         nprobes++;
     }
     json_decref(all);
-    return 0;
+    return rc;
 }
 
 void proxy_probe_stop(void)
@@ -231,4 +278,6 @@ void proxy_probe_stop(void)
         probe_free(&probes[i]);
     }
     nprobes = 0;
+    sc_tls_ctx_unref(probe_tls);
+    probe_tls = NULL;
 }
