@@ -20,11 +20,7 @@
 struct inject_cfg {
     char *file;
     char *output;
-    char *mesh_config;
-    bool native;
-    char *kubernetes_version;
-    bool cni;
-    struct inject_mesh mesh;
+    struct inject_front front;
 };
 
 int inject_k8s_minor(const char *v)
@@ -41,15 +37,28 @@ int inject_k8s_minor(const char *v)
     return sc_str_to_u64(minor, 1000, &m) == 0 ? (int)m : -1;
 }
 
-static int check_cfg(const void *cfgp, char **err)
+int inject_front_check(const struct inject_front *f, char **err)
 {
-    const struct inject_cfg *cfg = cfgp;
-    if (cfg->kubernetes_version && inject_k8s_minor(cfg->kubernetes_version) < 0) {
+    if (f->kubernetes_version && inject_k8s_minor(f->kubernetes_version) < 0) {
         *err = sc_asprintf("--kubernetes-version: \"%s\" is not a version such as 1.29",
-                           cfg->kubernetes_version);
+                           f->kubernetes_version);
         return SC_ECONFIG;
     }
     return 0;
+}
+
+int inject_front_load(struct inject_front *f, struct inject_opts *o, char **err)
+{
+    if (inject_mesh_load(&f->mesh, f->mesh_config, err) < 0) {
+        return SC_ECONFIG;
+    }
+    inject_choose(&f->mesh, f->native, f->kubernetes_version, f->cni, o);
+    return 0;
+}
+
+static int check_cfg(const void *cfgp, char **err)
+{
+    return inject_front_check(&((const struct inject_cfg *)cfgp)->front, err);
 }
 
 void inject_choose(const struct inject_mesh *m, bool native, const char *version, bool cni,
@@ -78,18 +87,16 @@ static int inject_command(const void *cfgp)
 {
     /* The config block is ours until the app frees it: --mesh-config loads on top of it. */
     struct inject_cfg *cfg = (struct inject_cfg *)cfgp;
-    struct inject_mesh *mesh = &cfg->mesh;
     struct sc_buf in, out;
     sc_buf_init(&in, INJECT_MAX_INPUT);
     sc_buf_init(&out, INJECT_MAX_OUTPUT);
     json_t *docs = NULL;
     char *err = NULL;
     int code = 1;
-    if (inject_mesh_load(mesh, cfg->mesh_config, &err) < 0) {
+    struct inject_opts o;
+    if (inject_front_load(&cfg->front, &o, &err) < 0) {
         goto out;
     }
-    struct inject_opts o;
-    inject_choose(mesh, cfg->native, cfg->kubernetes_version, cfg->cni, &o);
     const char *name = strcmp(cfg->file, "-") == 0 ? "stdin" : cfg->file;
     int rc = sc_file_read(strcmp(cfg->file, "-") == 0 ? "/dev/stdin" : cfg->file, &in);
     if (rc < 0) {
@@ -151,6 +158,38 @@ out:
     return code;
 }
 
+const struct sc_opt inject_front_opts[] = {
+    { .name = "mesh_config",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct inject_front, mesh_config),
+      .help = "the mesh config file: image, default roles, resources, identity, excluded ports "
+              "(see docs/kubernetes.md)",
+      .flags = SC_OPT_FLAG },
+    { .name = "native_sidecars",
+      .type = SC_OPT_BOOL,
+      .offset = offsetof(struct inject_front, native),
+      .def = "true",
+      .help = "inject native sidecars (init containers with restartPolicy: Always, Kubernetes "
+              ">= 1.29; an older --kubernetes-version turns them off); false: classic "
+              "containers, the proxy first",
+      .flags = SC_OPT_FLAG },
+    { .name = "kubernetes_version",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct inject_front, kubernetes_version),
+      .help = "the cluster's version (1.28, v1.30.2): native sidecars from 1.29 on",
+      .flags = SC_OPT_FLAG },
+    { .name = "cni",
+      .type = SC_OPT_BOOL,
+      .offset = offsetof(struct inject_front, cni),
+      .def = "false",
+      .help = "a CNI plugin sets up interception: no sidecar-iptables init container",
+      .flags = SC_OPT_FLAG },
+    { .type = SC_OPT_INLINE,
+      .offset = offsetof(struct inject_front, mesh),
+      .sub = inject_mesh_opts },
+    { 0 },
+};
+
 static const struct sc_opt inject_opts_table[] = {
     { .name = "file",
       .type = SC_OPT_STR,
@@ -166,32 +205,9 @@ static const struct sc_opt inject_opts_table[] = {
       .help = "where the injected manifests go, in the input's format (- for stdout)",
       .flags = SC_OPT_FLAG,
       .flag_alias = "o" },
-    { .name = "mesh_config",
-      .type = SC_OPT_STR,
-      .offset = offsetof(struct inject_cfg, mesh_config),
-      .help = "the mesh config file: image, default roles, resources, identity, excluded ports "
-              "(see docs/kubernetes.md)",
-      .flags = SC_OPT_FLAG },
-    { .name = "native_sidecars",
-      .type = SC_OPT_BOOL,
-      .offset = offsetof(struct inject_cfg, native),
-      .def = "true",
-      .help = "inject native sidecars (init containers with restartPolicy: Always, Kubernetes "
-              ">= 1.29; an older --kubernetes-version turns them off); false: classic "
-              "containers, the proxy first",
-      .flags = SC_OPT_FLAG },
-    { .name = "kubernetes_version",
-      .type = SC_OPT_STR,
-      .offset = offsetof(struct inject_cfg, kubernetes_version),
-      .help = "the cluster's version (1.28, v1.30.2): native sidecars from 1.29 on",
-      .flags = SC_OPT_FLAG },
-    { .name = "cni",
-      .type = SC_OPT_BOOL,
-      .offset = offsetof(struct inject_cfg, cni),
-      .def = "false",
-      .help = "a CNI plugin sets up interception: no sidecar-iptables init container",
-      .flags = SC_OPT_FLAG },
-    { .type = SC_OPT_INLINE, .offset = offsetof(struct inject_cfg, mesh), .sub = inject_mesh_opts },
+    { .type = SC_OPT_INLINE,
+      .offset = offsetof(struct inject_cfg, front),
+      .sub = inject_front_opts },
     { 0 },
 };
 

@@ -74,6 +74,27 @@ struct inject_opts {
 void inject_choose(const struct inject_mesh *m, bool native, const char *version, bool cni,
                    struct inject_opts *o);
 
+/* What both front ends (`sidecar inject` and `sidecar webhook`) take, from one option table that
+ * each embeds inline: the mesh config file, the mesh keys themselves, and the choices of native
+ * sidecars, cluster version and CNI. */
+struct inject_front {
+    char *mesh_config;
+    bool native;
+    char *kubernetes_version;
+    bool cni;
+    struct inject_mesh mesh;
+};
+
+extern const struct sc_opt inject_front_opts[];
+
+/* Checks what the option table cannot (the version's form). Returns 0 or SC_ECONFIG with a new
+ * message in <*err>. */
+int inject_front_check(const struct inject_front *f, char **err);
+
+/* Loads the mesh config file over the inline keys, then fills <o> (which borrows f->mesh).
+ * Returns 0 or SC_ECONFIG with a new message in <*err>. */
+int inject_front_load(struct inject_front *f, struct inject_opts *o, char **err);
+
 /* Reads a Kubernetes version ("1.28", "v1.30.2") into its minor number; -1 when it is not 1.x. */
 int inject_k8s_minor(const char *v);
 

@@ -21,11 +21,7 @@ struct webhook_cfg {
     char *listen;
     char *tls_cert;
     char *tls_key;
-    char *mesh_config;
-    bool native;
-    char *kubernetes_version;
-    bool cni;
-    struct inject_mesh mesh;
+    struct inject_front front;
 };
 
 /* The server the webhook's routes are served on: plain HTTP (the admin server's code, for tests
@@ -151,24 +147,20 @@ static int webhook_check(const void *cfgp, char **err)
         *err = sc_asprintf("--tls-cert and --tls-key go together");
         return SC_ECONFIG;
     }
-    if (cfg->kubernetes_version && inject_k8s_minor(cfg->kubernetes_version) < 0) {
-        *err = sc_asprintf("--kubernetes-version: \"%s\" is not a version such as 1.29",
-                           cfg->kubernetes_version);
-        return SC_ECONFIG;
-    }
-    return 0;
+    return inject_front_check(&cfg->front, err);
 }
 
 static int webhook_start(struct sc_app *app, const void *cfgp, void **state, char **err)
 {
     /* The config block is ours until cleanup: --mesh-config loads on top of it. */
     struct webhook_cfg *cfg = (struct webhook_cfg *)cfgp;
-    if (inject_mesh_load(&cfg->mesh, cfg->mesh_config, err) < 0) {
+    struct inject_opts opts;
+    if (inject_front_load(&cfg->front, &opts, err) < 0) {
         return SC_ECONFIG;
     }
     struct webhook *w = sc_calloc(1, sizeof(*w));
     w->app = app;
-    inject_choose(&cfg->mesh, cfg->native, cfg->kubernetes_version, cfg->cni, &w->opts);
+    w->opts = opts;
     static const char *const labels[] = { "result", NULL };
     static const double buckets[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                       0.05,   0.1,   0.25,   0.5,   1,    2.5 };
@@ -251,33 +243,9 @@ static const struct sc_opt webhook_opts[] = {
       .offset = offsetof(struct webhook_cfg, tls_key),
       .help = "the certificate's private key (PEM); see tls_cert",
       .flags = SC_OPT_FLAG | SC_OPT_SECRET },
-    { .name = "mesh_config",
-      .type = SC_OPT_STR,
-      .offset = offsetof(struct webhook_cfg, mesh_config),
-      .help = "the mesh config file, as for sidecar inject",
-      .flags = SC_OPT_FLAG },
-    { .name = "native_sidecars",
-      .type = SC_OPT_BOOL,
-      .offset = offsetof(struct webhook_cfg, native),
-      .def = "true",
-      .help = "inject native sidecars (init containers with restartPolicy: Always, Kubernetes "
-              ">= 1.29; an older --kubernetes-version turns them off); false: classic "
-              "containers, the proxy first",
-      .flags = SC_OPT_FLAG },
-    { .name = "kubernetes_version",
-      .type = SC_OPT_STR,
-      .offset = offsetof(struct webhook_cfg, kubernetes_version),
-      .help = "the cluster's version: native sidecars from 1.29 on",
-      .flags = SC_OPT_FLAG },
-    { .name = "cni",
-      .type = SC_OPT_BOOL,
-      .offset = offsetof(struct webhook_cfg, cni),
-      .def = "false",
-      .help = "a CNI plugin sets up interception: no sidecar-iptables init container",
-      .flags = SC_OPT_FLAG },
     { .type = SC_OPT_INLINE,
-      .offset = offsetof(struct webhook_cfg, mesh),
-      .sub = inject_mesh_opts },
+      .offset = offsetof(struct webhook_cfg, front),
+      .sub = inject_front_opts },
     { 0 },
 };
 
