@@ -35,7 +35,7 @@ static const struct sc_opt common_opts[] = {
       .offset = offsetof(struct sc_common, admin),
       .help = "admin server address: /healthz, /ready, /metrics, /config, POST /quitquitquit, "
               "POST /reload",
-      .flags = SC_OPT_FLAG,
+      .flags = SC_OPT_FLAG | SC_OPT_RESTART,
       .check = sc_addr_check },
     { .name = "log_format",
       .type = SC_OPT_ENUM,
@@ -365,8 +365,11 @@ static int reload(struct sc_app *app, char **err)
         sc_metrics_counter_inc(app->reloads_failed);
         return SC_ECONFIG;
     }
-    /* What may not change at a reload is in the role's option table (SC_OPT_RESTART). */
-    int rc = sc_config_check_reload(app->role->opts, role_cfg_of(app->cfg), role_cfg_of(blob), err);
+    /* What may not change at a reload is in the option tables (SC_OPT_RESTART). */
+    int rc = sc_config_check_reload(common_opts, app->cfg, blob, err);
+    if (rc == 0) {
+        rc = sc_config_check_reload(app->role->opts, role_cfg_of(app->cfg), role_cfg_of(blob), err);
+    }
     if (rc == 0) {
         rc = app->role->reload(app, app->state, role_cfg_of(blob), err);
     }
@@ -375,10 +378,7 @@ static int reload(struct sc_app *app, char **err)
         sc_metrics_counter_inc(app->reloads_failed);
         return rc;
     }
-    struct sc_common *oldc = common_of(app->cfg), *newc = common_of(blob);
-    if (strcmp(oldc->admin ? oldc->admin : "", newc->admin ? newc->admin : "") != 0) {
-        sc_warn("the admin address changes only at restart", SC_LS("admin", oldc->admin));
-    }
+    struct sc_common *newc = common_of(blob);
     sc_log_setup((enum sc_log_level)newc->log_level, (enum sc_log_format)newc->log_format,
                  app->role->name);
     free_config(app, app->cfg);

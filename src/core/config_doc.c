@@ -210,8 +210,9 @@ static bool is_list(const struct sc_opt *o)
     return o->type == SC_OPT_STRLIST || o->type == SC_OPT_OBJLIST;
 }
 
-/* Appends the help text of an option with its enum values, bounds, and (with <def>) its default
- * or "(required)"; the doc table has a column for the default instead. */
+/* Appends the help text of an option with its enum values, bounds, whether a reload may change it,
+ * and (with <def>) its default or "(required)"; the doc table has a column for the default
+ * instead. */
 static void describe(struct sc_buf *b, const struct sc_opt *o, bool def)
 {
     sc_buf_append_cstr(b, o->help ? o->help : "");
@@ -236,6 +237,10 @@ static void describe(struct sc_buf *b, const struct sc_opt *o, bool def)
         } else {
             sc_buf_appendf(b, "%" PRId64 "..%" PRId64 "]", o->min, o->max);
         }
+    }
+    if (o->flags & SC_OPT_RESTART) {
+        sc_buf_append_cstr(b, b->len ? " (changes only with a restart)"
+                                     : "(changes only with a restart)");
     }
     if (o->flags & SC_OPT_REQUIRED) {
         sc_buf_append_cstr(b, b->len ? " (required)" : "(required)");

@@ -131,7 +131,18 @@ def test_proxy_rejected_reload_keeps_serving(sidecar_run):
         [{"name": "l", "address": f"127.0.0.1:{other}", "routes": [{"cluster": "a"}]}],
         [{"name": "a", "endpoints": [a.addr]}]))
     status, body, _ = http_get(sc.admin + "/reload", method="POST")
-    assert status == 400 and b"restart" in body
+    assert status == 400 and b"listeners[0].address changes only with a restart" in body
+    # What needs a restart is in the option tables: a listener added, the workers. (The admin
+    # address is flagged too; here --admin, which a file cannot override, sets it.)
+    lsn = {"name": "l", "address": f"127.0.0.1:{port}", "routes": [{"cluster": "a"}]}
+    clusters = [{"name": "a", "endpoints": [a.addr]}]
+    for cfg, key in (
+            (proxy_config([lsn, {**lsn, "name": "m", "address": f"127.0.0.1:{other}"}], clusters),
+             b"listeners changes"),
+            (proxy_config([lsn], clusters, workers=2), b"workers changes")):
+        sc.config_path.write_text(cfg)
+        status, body, _ = http_get(sc.admin + "/reload", method="POST")
+        assert status == 400 and key + b" only with a restart" in body, body
     assert get(port, "/").body == b"A"
     a.close()
 

@@ -344,26 +344,11 @@ static int proxy_reload(struct sc_app *app, void *state, const void *cfgp, char 
     struct proxy *px = state;
     const struct proxy_cfg *cfg = cfgp;
     (void)app;
-    if (proxy_cfg_workers(cfg) != px->nworkers) {
-        sc_warn("the number of workers changes only at restart", SC_LI("workers", px->nworkers));
-    }
+    /* workers, the listeners' number, names and addresses, and status_listen are SC_OPT_RESTART:
+     * the app checked them. */
     struct proxy_rt *nrt = proxy_rt_new(cfg, px->nworkers, &px->pm, err);
     if (!nrt) {
         return SC_ECONFIG;
-    }
-    if (nrt->nlisteners != px->rt->nlisteners) {
-        *err = sc_asprintf("listeners can be added or removed only at restart");
-        proxy_rt_unref(nrt);
-        return SC_ECONFIG;
-    }
-    for (size_t i = 0; i < nrt->nlisteners; i++) {
-        if (strcmp(nrt->listeners[i].name, px->rt->listeners[i].name) != 0 ||
-            strcmp(nrt->listeners[i].address, px->rt->listeners[i].address) != 0) {
-            *err = sc_asprintf("listener \"%s\" changed its name or address; that needs a restart",
-                               px->rt->listeners[i].name);
-            proxy_rt_unref(nrt);
-            return SC_ECONFIG;
-        }
     }
     if (px->stopping) {
         proxy_rt_unref(nrt);
