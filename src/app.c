@@ -74,6 +74,8 @@ struct sc_app {
     const char *config_path;
     struct flag *flags;
     size_t nflags;
+    struct sc_strv notes; /* what the last load_file translation could not use (logged) */
+    char *derived;        /* the native configuration it derived (--print) */
 
     struct sc_metrics *metrics;
     struct sc_metric *reloads_ok;
@@ -120,7 +122,19 @@ static void *load_config(struct sc_app *app, char **err)
     void *blob = sc_calloc(1, ROLE_OFF + app->role->cfg_size);
     sc_config_defaults(app->top, blob);
     const char *name = app->config_path ? app->config_path : "flags";
-    if (app->config_path && sc_config_load_file(app->top, blob, app->config_path, err) < 0) {
+    if (app->config_path && app->role->load_file) {
+        for (size_t i = 0; i < app->notes.n; i++) {
+            sc_free(app->notes.v[i]);
+        }
+        app->notes.n = 0;
+        sc_free(app->derived);
+        app->derived = NULL;
+        if (app->role->load_file(app->top, blob, app->config_path, &app->notes, &app->derived,
+                                 err) < 0) {
+            goto fail;
+        }
+    } else if (app->config_path &&
+               sc_config_load_file(app->top, blob, app->config_path, err) < 0) {
         goto fail;
     }
     for (size_t i = 0; i < app->nflags; i++) {
@@ -159,6 +173,8 @@ static void print_help(struct sc_app *app, FILE *out)
     fprintf(out, "\nCommon options:\n"
                  "  -c, --config FILE      YAML config file; flags given too override its values\n"
                  "      --check            validate the configuration and exit (0 valid, 1 not)\n"
+                 "      --print            with --check, print the configuration derived from a "
+                 "translated file\n"
                  "  -h, --help             show this help\n\n");
     sc_config_help(app->top, out);
 }
@@ -187,7 +203,7 @@ static const struct sc_opt *positional(const struct sc_app *app, size_t n)
 
 /* Collects the flags; bare words set the positional options in order. Returns -1 to continue, or
  * an exit code. */
-static int parse_args(struct sc_app *app, int argc, char **argv, bool *check)
+static int parse_args(struct sc_app *app, int argc, char **argv, bool *check, bool *print)
 {
     size_t npos = 0;
     for (int i = 0; i < argc; i++) {
@@ -198,6 +214,10 @@ static int parse_args(struct sc_app *app, int argc, char **argv, bool *check)
         }
         if (strcmp(a, "--check") == 0) {
             *check = true;
+            continue;
+        }
+        if (strcmp(a, "--print") == 0) {
+            *print = true;
             continue;
         }
         if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
@@ -549,8 +569,8 @@ int sc_app_main(const struct sc_role *role, int argc, char **argv)
     struct sc_app *app = SC_NEW(struct sc_app);
     app->role = role;
     build_tables(app);
-    bool check = false;
-    int code = parse_args(app, argc, argv, &check);
+    bool check = false, print = false;
+    int code = parse_args(app, argc, argv, &check, &print);
     if (code >= 0) {
         goto out;
     }
@@ -562,6 +582,12 @@ int sc_app_main(const struct sc_role *role, int argc, char **argv)
         sc_free(err);
         code = 1;
         goto out;
+    }
+    for (size_t i = 0; check && i < app->notes.n; i++) {
+        fprintf(stderr, "sidecar %s: note: %s\n", role->name, app->notes.v[i]);
+    }
+    if (check && print && app->derived) {
+        fputs(app->derived, stdout);
     }
     if (check) {
         printf("%s: configuration is valid\n", app->config_path ? app->config_path : role->name);
@@ -578,6 +604,9 @@ int sc_app_main(const struct sc_role *role, int argc, char **argv)
     uv_loop_init(&app->loop);
     sc_info("starting", SC_LS("version", SC_VERSION), SC_LS("revision", SC_VERSION_GIT),
             SC_LS("config", app->config_path));
+    for (size_t i = 0; i < app->notes.n; i++) {
+        sc_warn("config note", SC_LS("note", app->notes.v[i]));
+    }
     start(app);
     uv_run(&app->loop, UV_RUN_DEFAULT);
     code = app->exit_code;
@@ -598,6 +627,11 @@ out:
         sc_free(app->flags[i].value);
     }
     sc_free(app->flags);
+    for (size_t i = 0; i < app->notes.n; i++) {
+        sc_free(app->notes.v[i]);
+    }
+    sc_free(app->notes.v);
+    sc_free(app->derived);
     sc_free(app);
     return code;
 }

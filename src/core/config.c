@@ -32,7 +32,6 @@
 #include "core/str.h"
 
 #define MAX_INPUT ((size_t)4 << 20)
-#define MAX_NODES 1000000
 #define MAX_DEPTH 64
 /* Bytes of values one load may produce (strings, lists, list elements), aliases expanded: an alias
  * to a 2 MiB string repeated 500,000 times passes the node limit but not this one. */
@@ -121,18 +120,6 @@ void sc_config_append_quoted(struct sc_buf *b, const char *s)
 
 /* ------------------------------------------------------------------------------------------ */
 /* A string-keyed hash set (anchors, keys seen in one mapping). Keys are borrowed.             */
-
-struct hent {
-    const char *k;
-    size_t len;
-    const void *v;
-};
-
-struct hset {
-    struct hent *e;
-    size_t cap; /* 0 or a power of two */
-    size_t n;
-};
 
 static uint64_t hash(const char *k, size_t len)
 {
@@ -526,52 +513,8 @@ void sc_config_free(const struct sc_opt *table, void *obj)
 /* ------------------------------------------------------------------------------------------ */
 /* The YAML tree                                                                               */
 
-enum { N_SCALAR, N_SEQ, N_MAP, N_ALIAS };
-enum { ST_PLAIN, ST_SINGLE, ST_OTHER };
 
-struct node {
-    unsigned char kind;
-    unsigned char style;
-    bool null;          /* plain "", "~" or "null" without a !!str tag: "not set" */
-    bool one_line;      /* a scalar that starts and ends on one line */
-    uint32_t line, col; /* libyaml's 0-based start mark (input <= 4 MiB, so these fit) */
-    char *anchor;       /* registered once the node is complete, so aliases never form cycles */
-    union {
-        struct {
-            char *s; /* NUL-terminated; NUL bytes inside are rejected while building */
-            size_t len;
-        } sc;
-        struct {
-            struct node **v; /* a mapping holds key, value, key, value... */
-            size_t n, cap;
-        } co;
-        const struct node *target;
-    } u;
-};
-
-#define CHUNK_NODES 256
-
-struct chunk {
-    struct chunk *next;
-    size_t used;
-    struct node nodes[CHUNK_NODES];
-};
-
-struct tree {
-    struct chunk *chunks;
-    size_t count;
-    struct node *root;
-    struct hset anchors;
-};
-
-struct ld {
-    const char *name;
-    char *err; /* the first error, complete with its position */
-    size_t visits;
-    size_t bytes;
-};
-
-static void tree_free(struct tree *t)
+void sc_config_tree_free(struct tree *t)
 {
     struct chunk *c = t->chunks;
     while (c) {
@@ -589,6 +532,7 @@ static void tree_free(struct tree *t)
         c = next;
     }
     hset_free(&t->anchors);
+    sc_free(t->docs);
     memset(t, 0, sizeof(*t));
 }
 
@@ -636,14 +580,12 @@ struct builder {
     size_t depth;
     int docs;
     bool done;
+    bool multi; /* a stream of documents (t->docs) rather than one (t->root) */
 };
 
-static struct node *new_node(struct builder *b, int kind, const yaml_mark_t *mark)
+struct node *sc_config_tree_node(struct tree *t, int kind, size_t line, size_t col)
 {
-    struct tree *t = b->t;
     if (t->count >= MAX_NODES) {
-        struct node at = { .line = (uint32_t)mark->line, .col = (uint32_t)mark->column };
-        fail(b->ld, &at, "too many YAML nodes (limit %d)", MAX_NODES);
         return NULL;
     }
     if (!t->chunks || t->chunks->used == CHUNK_NODES) {
@@ -654,15 +596,30 @@ static struct node *new_node(struct builder *b, int kind, const yaml_mark_t *mar
     struct node *n = &t->chunks->nodes[t->chunks->used++];
     t->count++;
     n->kind = (unsigned char)kind;
-    n->line = (uint32_t)mark->line;
-    n->col = (uint32_t)mark->column;
+    n->line = (uint32_t)line;
+    n->col = (uint32_t)col;
+    return n;
+}
+
+static struct node *new_node(struct builder *b, int kind, const yaml_mark_t *mark)
+{
+    struct node *n = sc_config_tree_node(b->t, kind, mark->line, mark->column);
+    if (!n) {
+        struct node at = { .line = (uint32_t)mark->line, .col = (uint32_t)mark->column };
+        fail(b->ld, &at, "too many YAML nodes (limit %d)", MAX_NODES);
+    }
     return n;
 }
 
 static void attach(struct builder *b, struct node *n)
 {
     if (b->depth == 0) {
-        b->t->root = n;
+        struct tree *t = b->t;
+        t->root = t->root ? t->root : n;
+        if (b->multi) {
+            t->docs = sc_reallocarray(t->docs, t->ndocs + 1, sizeof(*t->docs));
+            t->docs[t->ndocs++] = n;
+        }
         return;
     }
     struct node *p = b->stack[b->depth - 1];
@@ -765,7 +722,7 @@ static int on_event(struct builder *b, const yaml_event_t *ev)
 {
     switch (ev->type) {
     case YAML_DOCUMENT_START_EVENT:
-        if (++b->docs > 1) {
+        if (++b->docs > 1 && !b->multi) {
             struct node at = { .line = (uint32_t)ev->start_mark.line,
                                .col = (uint32_t)ev->start_mark.column };
             return fail(b->ld, &at, "only one YAML document is allowed");
@@ -831,14 +788,14 @@ static int yaml_fail(struct ld *ld, const yaml_parser_t *p, const char *text, si
     return fail_msg(ld, line, col, &m);
 }
 
-static int build(struct ld *ld, const char *text, size_t len, struct tree *t)
+static int build(struct ld *ld, const char *text, size_t len, struct tree *t, bool multi)
 {
     yaml_parser_t p;
     if (!yaml_parser_initialize(&p)) {
         return fail(ld, NULL, "out of memory while parsing YAML");
     }
     yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
-    struct builder b = { .ld = ld, .t = t };
+    struct builder b = { .ld = ld, .t = t, .multi = multi };
     int rc = 0;
     while (rc == 0 && !b.done) {
         yaml_event_t ev;
@@ -936,7 +893,7 @@ static char *expand(struct ld *ld, const struct node *ref, const struct node *n)
 {
     char *e = NULL;
     size_t pos = 0;
-    char *out = sc_value_env_expand(n->u.sc.s, &e, &pos);
+    char *out = n->raw ? sc_strdup(n->u.sc.s) : sc_value_env_expand(n->u.sc.s, &e, &pos);
     if (!out) {
         struct sc_buf m;
         sc_buf_init(&m, MSG_MAX);
@@ -1359,7 +1316,7 @@ int sc_config_load_string(const struct sc_opt *table, void *obj, const char *nam
     if (len > MAX_INPUT) {
         rc = fail(&ld, NULL, "input too large (over %zu MiB)", MAX_INPUT >> 20);
     } else {
-        rc = build(&ld, text && len ? text : "", text ? len : 0, &t);
+        rc = build(&ld, text && len ? text : "", text ? len : 0, &t, false);
     }
     if (rc == 0 && t.root) {
         const struct node *root = deref(t.root);
@@ -1372,7 +1329,7 @@ int sc_config_load_string(const struct sc_opt *table, void *obj, const char *nam
             rc = wrong_type(&ld, t.root, "a mapping at the top level", root);
         }
     }
-    tree_free(&t);
+    sc_config_tree_free(&t);
     if (rc < 0) {
         if (!ld.err) {
             ld.err = sc_asprintf("%s:1:1: invalid configuration", ld.name);
@@ -1427,4 +1384,41 @@ int sc_config_load_file(const struct sc_opt *table, void *obj, const char *path,
     }
     sc_buf_cleanup(&b);
     return rc;
+}
+
+int sc_config_tree_parse(const char *name, const char *text, size_t len, struct tree *t, char **err)
+{
+    struct ld ld = { .name = name ? name : "config" };
+    int rc;
+    if (len > MAX_INPUT) {
+        rc = fail(&ld, NULL, "input too large (over %zu MiB)", MAX_INPUT >> 20);
+    } else {
+        rc = build(&ld, text && len ? text : "", text ? len : 0, t, true);
+    }
+    if (rc < 0) {
+        *err = ld.err ? ld.err : sc_asprintf("%s:1:1: invalid YAML", ld.name);
+        return SC_ECONFIG;
+    }
+    return 0;
+}
+
+int sc_config_tree_load(const struct sc_opt *table, void *obj, const char *name,
+                        const struct node *root, char **err)
+{
+    struct ld ld = { .name = name ? name : "config" };
+    const struct node *n = deref(root);
+    int rc = 0;
+    if (n->kind == N_MAP) {
+        rc = visit(&ld, root);
+        if (rc == 0) {
+            rc = load_map(&ld, table, obj, root, 1);
+        }
+    } else if (!(n->kind == N_SCALAR && n->null)) {
+        rc = wrong_type(&ld, root, "a mapping at the top level", n);
+    }
+    if (rc < 0) {
+        *err = ld.err ? ld.err : sc_asprintf("%s:1:1: invalid configuration", ld.name);
+        return SC_ECONFIG;
+    }
+    return 0;
 }

@@ -66,6 +66,87 @@ struct names {
     size_t n;
 };
 
+/* ---- the YAML tree (config.c builds and loads it; ytree.c gives it to other modules) ---- */
+
+#define MAX_NODES 1000000
+
+/* A string-keyed hash set (anchors, keys seen in one mapping). Keys are borrowed. */
+struct hent {
+    const char *k;
+    size_t len;
+    const void *v;
+};
+
+struct hset {
+    struct hent *e;
+    size_t cap; /* 0 or a power of two */
+    size_t n;
+};
+
+enum { N_SCALAR, N_SEQ, N_MAP, N_ALIAS };
+enum { ST_PLAIN, ST_SINGLE, ST_OTHER };
+
+struct node {
+    unsigned char kind;
+    unsigned char style;
+    bool null;          /* plain "", "~" or "null" without a !!str tag: "not set" */
+    bool one_line;      /* a scalar that starts and ends on one line */
+    bool raw;           /* translated from another format: no ${VAR} expansion */
+    uint32_t line, col; /* libyaml's 0-based start mark (input <= 4 MiB, so these fit) */
+    char *anchor;       /* registered once the node is complete, so aliases never form cycles */
+    union {
+        struct {
+            char *s; /* NUL-terminated; NUL bytes inside are rejected while building */
+            size_t len;
+        } sc;
+        struct {
+            struct node **v; /* a mapping holds key, value, key, value... */
+            size_t n, cap;
+        } co;
+        const struct node *target;
+    } u;
+};
+
+#define CHUNK_NODES 256
+
+struct chunk {
+    struct chunk *next;
+    size_t used;
+    struct node nodes[CHUNK_NODES];
+};
+
+struct tree {
+    struct chunk *chunks;
+    size_t count;
+    struct node *root;
+    struct node **docs; /* every document of a stream (sc_config_tree_parse) */
+    size_t ndocs;
+    struct hset anchors;
+};
+
+struct ld {
+    const char *name;
+    char *err; /* the first error, complete with its position */
+    size_t visits;
+    size_t bytes;
+};
+
+/* Returns a new node of <kind> at the 0-based <line>, <col> in <t>, or NULL past MAX_NODES. */
+struct node *sc_config_tree_node(struct tree *t, int kind, size_t line, size_t col);
+
+/* Parses every document of the YAML stream <text> into <t> (zeroed; its docs in order). Returns 0,
+ * or SC_ECONFIG with "name:line:col: message" in a new <*err>; <t> must be freed either way. */
+int sc_config_tree_parse(const char *name, const char *text, size_t len, struct tree *t,
+                         char **err);
+
+/* Loads the mapping <root> (of any tree) into <obj> as sc_config_load_string loads a document;
+ * errors carry <name> and the nodes' own positions. */
+int sc_config_tree_load(const struct sc_opt *table, void *obj, const char *name,
+                        const struct node *root, char **err);
+
+/* Frees every node of <t> and zeroes it. */
+void sc_config_tree_free(struct tree *t);
+
 /* ---- value syntax (value.c) ---- */
 
 /* Parses "true" or "false" (any case). Returns 0 or -EINVAL. */

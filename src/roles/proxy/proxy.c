@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "roles/proxy/proxy.h"
+#include "roles/proxy/proxy_front.h"
 #include "roles/proxy/proxy_probe.h"
 
 static void on_done_async(uv_async_t *a);
@@ -398,4 +399,5 @@ const struct sc_role sc_role_proxy = {
     .reload = proxy_reload,
     .cleanup = proxy_cleanup,
     .dump = proxy_config_dump,
+    .load_file = proxy_front_load,
 };

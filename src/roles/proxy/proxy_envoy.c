@@ -1,0 +1,1338 @@
+// SPDX-License-Identifier: Apache-2.0
+// An Envoy v3 bootstrap as proxy configuration (see proxy_front.h): static listeners with one
+// filter chain holding an http_connection_manager with an inline route_config, static clusters
+// (STATIC, STRICT_DNS, LOGICAL_DNS, ORIGINAL_DST) with their policies and TLS, and the admin
+// address. Envoy's defaults where they differ from ours are written out (a 15s route timeout, no
+// retries without a retry_policy, a 5s connect timeout, outlier detection every 10s ejecting at
+// most 10%, no access log unless one is configured). Invariant: every field is either translated,
+// noted as having no effect (statistics, runtime, identification), or refused with its path.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "roles/proxy/proxy_front.h"
+
+#define T_PREFIX "type.googleapis.com/"
+#define T_HCM                                                                                      \
+    T_PREFIX "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+#define T_TCP_PROXY T_PREFIX "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+#define T_ROUTER T_PREFIX "envoy.extensions.filters.http.router.v3.Router"
+#define T_DOWN_TLS T_PREFIX "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+#define T_UP_TLS T_PREFIX "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+
+#define ADDR_MAX 300
+
+struct env {
+    struct proxy_front *f;
+    bool access_log; /* some connection manager logs */
+};
+
+/* ---- helpers ---- */
+
+static struct sc_ynode *omap(struct proxy_front *f, const struct sc_ynode *at)
+{
+    struct sc_ynode *m = sc_ytree_map(f->out, at);
+    if (!m) {
+        proxy_front_refuse(f, at, NULL, "configuration too large");
+    }
+    return m;
+}
+
+static struct sc_ynode *oseq(struct proxy_front *f, const struct sc_ynode *at)
+{
+    struct sc_ynode *m = sc_ytree_seq(f->out, at);
+    if (!m) {
+        proxy_front_refuse(f, at, NULL, "configuration too large");
+    }
+    return m;
+}
+
+static void put(struct proxy_front *f, struct sc_ynode *map, const char *key, struct sc_ynode *v,
+                const struct sc_ynode *at)
+{
+    if (!map || !v || sc_ynode_put(f->out, map, key, v) < 0) {
+        proxy_front_refuse(f, at, NULL, "configuration too large");
+    }
+}
+
+static void push(struct proxy_front *f, struct sc_ynode *seq, struct sc_ynode *v,
+                 const struct sc_ynode *at)
+{
+    if (!seq || !v || sc_ynode_push(f->out, seq, v) < 0) {
+        proxy_front_refuse(f, at, NULL, "configuration too large");
+    }
+}
+
+static void copy(struct proxy_front *f, struct sc_ynode *dst, const char *key2,
+                 const struct sc_ynode *src, const char *key)
+{
+    const struct sc_ynode *v = sc_ynode_get(src, key);
+    if (v && sc_ynode_kind(v) != SC_Y_NULL) {
+        put(f, dst, key2, sc_ytree_copy(f->out, v), v);
+    }
+}
+
+static const char *str(struct proxy_front *f, const struct sc_ynode *m, const char *key,
+                       const char *path)
+{
+    int rc;
+    return proxy_front_scalar(f, sc_ynode_get(m, key), path, &rc);
+}
+
+static bool is(const char *s, const char *v)
+{
+    return s && strcmp(s, v) == 0;
+}
+
+/* A google.protobuf.Duration field ("5s", "0.25s") put as ours, or <def> when absent. */
+static void duration(struct proxy_front *f, struct sc_ynode *dst, const char *key2,
+                     const struct sc_ynode *src, const char *key, const char *path,
+                     const char *def)
+{
+    const struct sc_ynode *v = sc_ynode_get(src, key);
+    const char *s = str(f, src, key, path);
+    if (!s) {
+        if (def && !f->err) {
+            proxy_front_put(f, dst, key2, v ? v : src, def);
+        }
+        return;
+    }
+    char d[32];
+    if (proxy_front_duration(s, d, sizeof(d)) < 0) {
+        proxy_front_refuse(f, v, path, "%s: invalid duration \"%.64s\" (expected e.g. 5s, 0.25s)",
+                           key, s);
+        return;
+    }
+    proxy_front_put(f, dst, key2, v, d);
+}
+
+/* Checks that typed_config's @type is <want> (with the field path for the message). */
+static int want_type(struct proxy_front *f, const struct sc_ynode *tc, const char *path,
+                     const char *want)
+{
+    const struct sc_ynode *t = sc_ynode_get(tc, "@type");
+    const char *s = sc_ynode_str(t);
+    if (!s) {
+        return proxy_front_refuse(f, tc ? tc : t, path, "typed_config needs an @type");
+    }
+    if (strcmp(s, want) != 0) {
+        return proxy_front_refuse(f, t, path, "@type %.200s is not supported here (expected %s)",
+                                  s, want);
+    }
+    return 0;
+}
+
+/* The Envoy name of what a typed extension is: its @type's last part, else its name. */
+static const char *ext_name(const struct sc_ynode *ext)
+{
+    const char *t = sc_ynode_str(sc_ynode_get(sc_ynode_get(ext, "typed_config"), "@type"));
+    const char *n = sc_ynode_str(sc_ynode_get(ext, "name"));
+    return n ? n : t ? t : "?";
+}
+
+/* Writes "host:port" of an Envoy address {socket_address: {address, port_value}} into <out>. */
+static int address(struct proxy_front *f, const struct sc_ynode *a, const char *path, char *out,
+                   size_t len)
+{
+    static const char *const a_keys[] = { "socket_address", NULL };
+    static const char *const sa_keys[] = { "address", "port_value", "protocol", NULL };
+    static const char *const sa_noted[] = { "ipv4_compat", NULL };
+    if (!a) {
+        return proxy_front_refuse(f, a, path, "address is required");
+    }
+    if (proxy_front_keys(f, a, path, a_keys, NULL) < 0) {
+        return SC_ECONFIG;
+    }
+    const struct sc_ynode *sa = sc_ynode_get(a, "socket_address");
+    char p[PROXY_FRONT_PATH];
+    proxy_front_path(p, path, ".socket_address");
+    if (!sa || proxy_front_keys(f, sa, p, sa_keys, sa_noted) < 0) {
+        return sa ? SC_ECONFIG : proxy_front_refuse(f, a, path, "socket_address is required");
+    }
+    const char *host = str(f, sa, "address", p), *port = str(f, sa, "port_value", p);
+    const char *proto = str(f, sa, "protocol", p);
+    if (proto && strcmp(proto, "TCP") != 0) {
+        return proxy_front_refuse(f, sc_ynode_get(sa, "protocol"), p,
+                                  "protocol %.16s is not supported", proto);
+    }
+    if (!host || !port) {
+        return proxy_front_refuse(f, sa, p, "address and port_value are required");
+    }
+    snprintf(out, len, strchr(host, ':') ? "[%s]:%s" : "%s:%s", host, port);
+    return 0;
+}
+
+/* A DataSource {filename} (inline data is refused: the proxy watches files). */
+static void data_source(struct proxy_front *f, struct sc_ynode *dst, const char *key2,
+                        const struct sc_ynode *src, const char *key, const char *path)
+{
+    const struct sc_ynode *ds = sc_ynode_get(src, key);
+    if (!ds) {
+        return;
+    }
+    static const char *const ds_keys[] = { "filename", NULL };
+    char p[PROXY_FRONT_PATH];
+    proxy_front_path(p, path, ".%s", key);
+    if (proxy_front_keys(f, ds, p, ds_keys, NULL) == 0) {
+        copy(f, dst, key2, ds, "filename");
+    }
+}
+
+static const char *tls_version(const char *v)
+{
+    return is(v, "TLSv1_0")   ? "TLSv1.0"
+           : is(v, "TLSv1_1") ? "TLSv1.1"
+           : is(v, "TLSv1_2") ? "TLSv1.2"
+           : is(v, "TLSv1_3") ? "TLSv1.3"
+           : is(v, "TLS_AUTO") ? "auto"
+                              : NULL;
+}
+
+/* CommonTlsContext into our tls object <t>; <down> for a listener. */
+static void common_tls(struct proxy_front *f, struct sc_ynode *t, const struct sc_ynode *ctx,
+                       const char *path, bool down)
+{
+    static const char *const c_keys[] = { "tls_certificates", "validation_context",
+                                          "alpn_protocols", "tls_params", NULL };
+    if (!ctx || proxy_front_keys(f, ctx, path, c_keys, NULL) < 0) {
+        return;
+    }
+    const struct sc_ynode *certs = sc_ynode_get(ctx, "tls_certificates");
+    static const char *const cert_keys[] = { "certificate_chain", "private_key", NULL };
+    struct sc_ynode *more = down ? oseq(f, certs) : NULL;
+    for (size_t i = 0; i < sc_ynode_count(certs) && !f->err; i++) {
+        const struct sc_ynode *c = sc_ynode_at(certs, i);
+        char p[PROXY_FRONT_PATH];
+        proxy_front_path(p, path, ".tls_certificates[%zu]", i);
+        if (proxy_front_keys(f, c, p, cert_keys, NULL) < 0) {
+            return;
+        }
+        if (i > 0 && !down) {
+            proxy_front_refuse(f, c, p, "one client certificate only");
+            return;
+        }
+        struct sc_ynode *dst = i == 0 ? t : omap(f, c);
+        data_source(f, dst, "cert", c, "certificate_chain", p);
+        data_source(f, dst, "key", c, "private_key", p);
+        if (i > 0) {
+            push(f, more, dst, c);
+        }
+    }
+    if (sc_ynode_count(more)) {
+        put(f, t, "certificates", more, certs);
+    }
+    const struct sc_ynode *vc = sc_ynode_get(ctx, "validation_context");
+    static const char *const vc_keys[] = { "trusted_ca", "match_subject_alt_names",
+                                           "match_typed_subject_alt_names", NULL };
+    char vp[PROXY_FRONT_PATH];
+    proxy_front_path(vp, path, ".validation_context");
+    if (vc && proxy_front_keys(f, vc, vp, vc_keys, NULL) == 0) {
+        data_source(f, t, down ? "client_ca" : "ca", vc, "trusted_ca", vp);
+        struct sc_ynode *sans = oseq(f, vc);
+        for (int typed = 0; typed < 2; typed++) {
+            const struct sc_ynode *l =
+                sc_ynode_get(vc, typed ? "match_typed_subject_alt_names" : "match_subject_alt_names");
+            for (size_t i = 0; i < sc_ynode_count(l) && !f->err; i++) {
+                const struct sc_ynode *m = sc_ynode_at(l, i);
+                static const char *const tk[] = { "san_type", "matcher", NULL };
+                static const char *const mk[] = { "exact", NULL };
+                if (down) {
+                    proxy_front_refuse(f, m, vp, "subject alt name checks of clients are not "
+                                                 "supported (authorization policies check "
+                                                 "principals)");
+                    return;
+                }
+                if (typed && proxy_front_keys(f, m, vp, tk, NULL) < 0) {
+                    return;
+                }
+                const struct sc_ynode *mm = typed ? sc_ynode_get(m, "matcher") : m;
+                if (proxy_front_keys(f, mm, vp, mk, NULL) < 0) {
+                    return; /* prefix, suffix, regex matchers: only exact names */
+                }
+                const struct sc_ynode *e = sc_ynode_get(mm, "exact");
+                push(f, sans, sc_ytree_copy(f->out, e), e ? e : mm);
+            }
+        }
+        if (sc_ynode_count(sans)) {
+            put(f, t, "subject_alt_names", sans, vc);
+        }
+    } else if (!vc && !down && !f->err) {
+        proxy_front_note(f, ctx, path, "without a validation_context the server's certificate is "
+                                       "not verified (as Envoy does): insecure_skip_verify");
+        proxy_front_put(f, t, "insecure_skip_verify", ctx, "true");
+    }
+    copy(f, t, "alpn", ctx, "alpn_protocols");
+    const struct sc_ynode *tp = sc_ynode_get(ctx, "tls_params");
+    static const char *const tp_keys[] = { "tls_minimum_protocol_version",
+                                           "tls_maximum_protocol_version", NULL };
+    static const char *const tp_noted[] = { "cipher_suites", "ecdh_curves",
+                                            "signature_algorithms", NULL };
+    if (tp && proxy_front_keys(f, tp, path, tp_keys, tp_noted) == 0) {
+        for (int mx = 0; mx < 2; mx++) {
+            const char *k = mx ? "tls_maximum_protocol_version" : "tls_minimum_protocol_version";
+            const char *v = str(f, tp, k, path);
+            if (v && !tls_version(v)) {
+                proxy_front_refuse(f, sc_ynode_get(tp, k), path, "%s %.16s is not supported", k,
+                                   v);
+                return;
+            }
+            if (v) {
+                proxy_front_put(f, t, mx ? "max_version" : "min_version", sc_ynode_get(tp, k),
+                                tls_version(v));
+            }
+        }
+    }
+}
+
+/* transport_socket {name, typed_config: Downstream/UpstreamTlsContext} into our tls object. */
+static struct sc_ynode *transport_socket(struct proxy_front *f, const struct sc_ynode *ts,
+                                         const char *path, bool down)
+{
+    static const char *const ts_keys[] = { "name", "typed_config", NULL };
+    if (proxy_front_keys(f, ts, path, ts_keys, NULL) < 0) {
+        return NULL;
+    }
+    const struct sc_ynode *tc = sc_ynode_get(ts, "typed_config");
+    char p[PROXY_FRONT_PATH];
+    proxy_front_path(p, path, ".typed_config");
+    if (want_type(f, tc, p, down ? T_DOWN_TLS : T_UP_TLS) < 0) {
+        return NULL;
+    }
+    static const char *const down_keys[] = { "@type", "common_tls_context",
+                                             "require_client_certificate", "session_timeout",
+                                             NULL };
+    static const char *const up_keys[] = { "@type", "common_tls_context", "sni",
+                                           "max_session_keys", NULL };
+    static const char *const noted[] = { "disable_stateless_session_resumption",
+                                         "ocsp_staple_policy", "allow_renegotiation", NULL };
+    if (proxy_front_keys(f, tc, p, down ? down_keys : up_keys, noted) < 0) {
+        return NULL;
+    }
+    struct sc_ynode *t = omap(f, ts);
+    char cp[PROXY_FRONT_PATH];
+    proxy_front_path(cp, p, ".common_tls_context");
+    common_tls(f, t, sc_ynode_get(tc, "common_tls_context"), cp, down);
+    if (down) {
+        const char *req = str(f, tc, "require_client_certificate", p);
+        if (sc_ynode_get(t, "client_ca")) {
+            proxy_front_put(f, t, "client_cert", tc, is(req, "true") ? "require" : "optional");
+        } else if (is(req, "true")) {
+            proxy_front_refuse(f, sc_ynode_get(tc, "require_client_certificate"), p,
+                               "require_client_certificate needs a validation_context");
+        }
+        duration(f, t, "session_timeout", tc, "session_timeout", p, NULL);
+    } else {
+        copy(f, t, "sni", tc, "sni");
+        if (is(str(f, tc, "max_session_keys", p), "0")) {
+            proxy_front_put(f, t, "session_reuse", sc_ynode_get(tc, "max_session_keys"), "false");
+        }
+        if (!sc_ynode_get(t, "cert")) {
+            proxy_front_put(f, t, "mode", ts, "simple");
+        }
+    }
+    return f->err ? NULL : t;
+}
+
+/* ---- routes ---- */
+
+/* Header mutations of one level (route, virtual host or route_config) into <ops> {request,
+ * response}{set, add, remove}; the most specific level comes first and wins a name. */
+static void header_ops(struct proxy_front *f, struct sc_ynode *ops, const struct sc_ynode *src,
+                       const char *path)
+{
+    for (int resp = 0; resp < 2 && !f->err; resp++) {
+        const struct sc_ynode *add = sc_ynode_get(src, resp ? "response_headers_to_add"
+                                                             : "request_headers_to_add");
+        const struct sc_ynode *rm = sc_ynode_get(src, resp ? "response_headers_to_remove"
+                                                            : "request_headers_to_remove");
+        if (!add && !rm) {
+            continue;
+        }
+        const char *side = resp ? "response" : "request";
+        struct sc_ynode *o = sc_ynode_get_mut(ops, side);
+        if (!o) {
+            o = omap(f, add ? add : rm);
+            put(f, ops, side, o, add ? add : rm);
+        }
+        for (size_t i = 0; i < sc_ynode_count(add) && !f->err; i++) {
+            const struct sc_ynode *h = sc_ynode_at(add, i);
+            static const char *const hk[] = { "header", "append", "append_action", NULL };
+            static const char *const hn[] = { "keep_empty_value", NULL };
+            static const char *const kv[] = { "key", "value", NULL };
+            if (proxy_front_keys(f, h, path, hk, hn) < 0 ||
+                proxy_front_keys(f, sc_ynode_get(h, "header"), path, kv, NULL) < 0) {
+                return;
+            }
+            const char *app = str(f, h, "append", path);
+            const char *act = str(f, h, "append_action", path);
+            bool set = is(app, "false") || is(act, "OVERWRITE_IF_EXISTS_OR_ADD");
+            if (act && !is(act, "APPEND_IF_EXISTS_OR_ADD") &&
+                !is(act, "OVERWRITE_IF_EXISTS_OR_ADD")) {
+                proxy_front_refuse(f, sc_ynode_get(h, "append_action"), path,
+                                   "append_action %.32s is not supported", act);
+                return;
+            }
+            const struct sc_ynode *hd = sc_ynode_get(h, "header");
+            const char *k = str(f, hd, "key", path);
+            if (!k) {
+                proxy_front_refuse(f, h, path, "header.key is required");
+                return;
+            }
+            struct sc_ynode *m = sc_ynode_get_mut(o, set ? "set" : "add");
+            if (!m) {
+                m = omap(f, h);
+                put(f, o, set ? "set" : "add", m, h);
+            }
+            if (!sc_ynode_get(m, k)) {
+                const struct sc_ynode *v = sc_ynode_get(hd, "value");
+                put(f, m, k, v ? sc_ytree_copy(f->out, v) : sc_ytree_str(f->out, hd, ""), hd);
+            }
+        }
+        if (rm) {
+            struct sc_ynode *l = sc_ynode_get_mut(o, "remove");
+            if (!l) {
+                l = oseq(f, rm);
+                put(f, o, "remove", l, rm);
+            }
+            for (size_t i = 0; i < sc_ynode_count(rm); i++) {
+                push(f, l, sc_ytree_copy(f->out, sc_ynode_at(rm, i)), rm);
+            }
+        }
+    }
+}
+
+static void retry_policy(struct proxy_front *f, struct sc_ynode *rt, const struct sc_ynode *rp,
+                         const char *path)
+{
+    static const char *const rk[] = { "retry_on",        "num_retries",
+                                      "per_try_timeout", "retry_back_off",
+                                      "retriable_status_codes", NULL };
+    static const char *const rn[] = { "host_selection_retry_max_attempts", NULL };
+    struct sc_ynode *o = omap(f, rp ? rp : rt);
+    if (!rp) {
+        proxy_front_put(f, o, "num_retries", rt, "0"); /* Envoy retries only when told */
+        put(f, rt, "retry_policy", o, rt);
+        return;
+    }
+    if (proxy_front_keys(f, rp, path, rk, rn) < 0) {
+        return;
+    }
+    copy(f, o, "num_retries", rp, "num_retries");
+    if (!sc_ynode_get(rp, "num_retries")) {
+        proxy_front_put(f, o, "num_retries", rp, "1");
+    }
+    duration(f, o, "per_try_timeout", rp, "per_try_timeout", path, NULL);
+    const struct sc_ynode *bo = sc_ynode_get(rp, "retry_back_off");
+    static const char *const bk[] = { "base_interval", "max_interval", NULL };
+    if (bo && proxy_front_keys(f, bo, path, bk, NULL) == 0) {
+        duration(f, o, "base_interval", bo, "base_interval", path, NULL);
+        duration(f, o, "max_interval", bo, "max_interval", path, NULL);
+    }
+    const struct sc_ynode *codes = sc_ynode_get(rp, "retriable_status_codes");
+    if (codes) {
+        copy(f, o, "retriable_status_codes", rp, "retriable_status_codes");
+    }
+    const struct sc_ynode *on = sc_ynode_get(rp, "retry_on");
+    const char *s = str(f, rp, "retry_on", path);
+    struct sc_ynode *l = oseq(f, on ? on : rp);
+    while (s && *s && !f->err) {
+        size_t n = strcspn(s, ",");
+        char part[64];
+        snprintf(part, sizeof(part), "%.*s", (int)(n < 63 ? n : 63), s);
+        s += n + (s[n] == ',');
+        const char *ours = is(part, "refused-stream") ? "reset" : part;
+        if (!is(ours, "5xx") && !is(ours, "gateway-error") && !is(ours, "connect-failure") &&
+            !is(ours, "reset") && !is(ours, "retriable-status-codes")) {
+            proxy_front_refuse(f, on, path, "retry_on %.32s is not supported", part);
+            return;
+        }
+        push(f, l, sc_ytree_str(f->out, on, ours), on);
+    }
+    if (sc_ynode_count(l)) {
+        put(f, o, "retry_on", l, on);
+    }
+    put(f, rt, "retry_policy", o, rp);
+}
+
+/* A route's match into ours; <host> (NULL: any) adds the virtual host's domain. */
+static struct sc_ynode *route_match(struct proxy_front *f, const struct sc_ynode *mn,
+                                    const struct sc_ynode *dom, const char *path)
+{
+    static const char *const mk[] = { "prefix", "path", "safe_regex", "headers", "case_sensitive",
+                                      NULL };
+    struct sc_ynode *m = omap(f, mn);
+    if (proxy_front_keys(f, mn, path, mk, NULL) < 0) {
+        return NULL;
+    }
+    if (is(str(f, mn, "case_sensitive", path), "false")) {
+        proxy_front_refuse(f, sc_ynode_get(mn, "case_sensitive"), path,
+                           "case_sensitive: false is not supported");
+        return NULL;
+    }
+    copy(f, m, "prefix", mn, "prefix");
+    copy(f, m, "path", mn, "path");
+    const struct sc_ynode *re = sc_ynode_get(mn, "safe_regex");
+    static const char *const rk[] = { "regex", NULL };
+    static const char *const rn[] = { "google_re2", NULL };
+    if (re && proxy_front_keys(f, re, path, rk, rn) == 0) {
+        copy(f, m, "regex", re, "regex");
+    }
+    struct sc_ynode *hs = oseq(f, mn);
+    const struct sc_ynode *hl = sc_ynode_get(mn, "headers");
+    for (size_t i = 0; i < sc_ynode_count(hl) && !f->err; i++) {
+        const struct sc_ynode *h = sc_ynode_at(hl, i);
+        char p[PROXY_FRONT_PATH];
+        proxy_front_path(p, path, ".headers[%zu]", i);
+        static const char *const hk[] = { "name", "exact_match", "string_match", "present_match",
+                                          "invert_match", NULL };
+        if (proxy_front_keys(f, h, p, hk, NULL) < 0) {
+            return NULL; /* prefix, suffix, contains and regex header matches: no equivalent */
+        }
+        struct sc_ynode *e = omap(f, h);
+        copy(f, e, "name", h, "name");
+        copy(f, e, "value", h, "exact_match");
+        const struct sc_ynode *sm = sc_ynode_get(h, "string_match");
+        static const char *const sk[] = { "exact", NULL };
+        if (sm && proxy_front_keys(f, sm, p, sk, NULL) == 0) {
+            copy(f, e, "value", sm, "exact");
+        }
+        bool invert = is(str(f, h, "invert_match", p), "true");
+        const char *pm = str(f, h, "present_match", p);
+        if (invert && (sc_ynode_get(e, "value") || is(pm, "false"))) {
+            proxy_front_refuse(f, sc_ynode_get(h, "invert_match"), p,
+                               "invert_match is supported with present_match: true only");
+            return NULL;
+        }
+        if (invert || is(pm, "false")) {
+            proxy_front_put(f, e, "present", h, "false");
+        }
+        push(f, hs, e, h);
+    }
+    if (dom) {
+        struct sc_ynode *e = omap(f, dom);
+        proxy_front_put(f, e, "name", dom, "host");
+        put(f, e, "value", sc_ytree_copy(f->out, dom), dom);
+        push(f, hs, e, dom);
+    }
+    if (sc_ynode_count(hs)) {
+        put(f, m, "headers", hs, mn);
+    }
+    return f->err ? NULL : m;
+}
+
+/* The action of one route (cluster, weights, timeout, retries, rewrites, mirror) into <rt>. */
+static void route_action(struct proxy_front *f, struct sc_ynode *rt, const struct sc_ynode *ra,
+                         const struct sc_ynode *vh_retry, const char *path)
+{
+    static const char *const ak[] = { "cluster",           "weighted_clusters",
+                                      "timeout",           "retry_policy",
+                                      "prefix_rewrite",    "host_rewrite_literal",
+                                      "request_mirror_policies", "hash_policy", NULL };
+    static const char *const an[] = { NULL };
+    if (proxy_front_keys(f, ra, path, ak, an) < 0) {
+        return;
+    }
+    if (sc_ynode_get(ra, "hash_policy")) {
+        proxy_front_note(f, sc_ynode_get(ra, "hash_policy"), path,
+                         "hash_policy only acts with ring hash or maglev balancing, which are not "
+                         "supported");
+    }
+    copy(f, rt, "cluster", ra, "cluster");
+    const struct sc_ynode *wc = sc_ynode_get(ra, "weighted_clusters");
+    static const char *const wk[] = { "clusters", NULL };
+    static const char *const wn[] = { "total_weight", NULL };
+    if (wc && proxy_front_keys(f, wc, path, wk, wn) == 0) {
+        const struct sc_ynode *cl = sc_ynode_get(wc, "clusters");
+        struct sc_ynode *l = oseq(f, cl ? cl : wc);
+        static const char *const ck[] = { "name", "weight", NULL };
+        for (size_t i = 0; i < sc_ynode_count(cl) && !f->err; i++) {
+            const struct sc_ynode *c = sc_ynode_at(cl, i);
+            if (proxy_front_keys(f, c, path, ck, NULL) < 0) {
+                return;
+            }
+            struct sc_ynode *e = omap(f, c);
+            copy(f, e, "cluster", c, "name");
+            copy(f, e, "weight", c, "weight");
+            push(f, l, e, c);
+        }
+        put(f, rt, "weighted_clusters", l, wc);
+    }
+    if (!sc_ynode_get(ra, "cluster") && !wc && !f->err) {
+        proxy_front_refuse(f, ra, path, "cluster or weighted_clusters is required "
+                                        "(cluster_header is not supported)");
+        return;
+    }
+    duration(f, rt, "timeout", ra, "timeout", path, "15s"); /* Envoy's default */
+    const struct sc_ynode *rp = sc_ynode_get(ra, "retry_policy");
+    char rpath[PROXY_FRONT_PATH];
+    proxy_front_path(rpath, path, ".retry_policy");
+    retry_policy(f, rt, rp ? rp : vh_retry, rpath);
+    copy(f, rt, "prefix_rewrite", ra, "prefix_rewrite");
+    copy(f, rt, "host_rewrite", ra, "host_rewrite_literal");
+    const struct sc_ynode *mp = sc_ynode_get(ra, "request_mirror_policies");
+    if (sc_ynode_count(mp) > 1) {
+        proxy_front_refuse(f, sc_ynode_at(mp, 1), path, "one request mirror policy only");
+        return;
+    }
+    if (sc_ynode_count(mp) == 1) {
+        const struct sc_ynode *m = sc_ynode_at(mp, 0);
+        static const char *const mk[] = { "cluster", "runtime_fraction", NULL };
+        if (proxy_front_keys(f, m, path, mk, NULL) < 0) {
+            return;
+        }
+        struct sc_ynode *o = omap(f, m);
+        copy(f, o, "cluster", m, "cluster");
+        const struct sc_ynode *rf = sc_ynode_get(m, "runtime_fraction");
+        const struct sc_ynode *dv = sc_ynode_get(rf, "default_value");
+        if (rf) {
+            const char *num = sc_ynode_str(sc_ynode_get(dv, "numerator"));
+            const char *den = sc_ynode_str(sc_ynode_get(dv, "denominator"));
+            double d = is(den, "TEN_THOUSAND") ? 10000 : is(den, "MILLION") ? 1000000 : 100;
+            if (!num) {
+                proxy_front_refuse(f, rf, path, "runtime_fraction.default_value.numerator is "
+                                                "required");
+                return;
+            }
+            char pc[32];
+            snprintf(pc, sizeof(pc), "%g", strtod(num, NULL) * 100.0 / d);
+            proxy_front_put(f, o, "percentage", rf, pc);
+        }
+        put(f, rt, "mirror", o, m);
+    }
+}
+
+struct vhost_levels {
+    const struct sc_ynode *rc, *vh; /* route_config and virtual host, for header mutations */
+};
+
+/* One Envoy route (for one domain, NULL: any) into a native route appended to <routes>. */
+static void route(struct proxy_front *f, struct sc_ynode *routes, const struct sc_ynode *r,
+                  const struct sc_ynode *dom, const struct vhost_levels *lv, const char *path)
+{
+    static const char *const rk[] = { "name",
+                                      "match",
+                                      "route",
+                                      "request_headers_to_add",
+                                      "request_headers_to_remove",
+                                      "response_headers_to_add",
+                                      "response_headers_to_remove",
+                                      NULL };
+    static const char *const rn[] = { "decorator", "metadata", NULL };
+    if (proxy_front_keys(f, r, path, rk, rn) < 0) {
+        return;
+    }
+    if (!sc_ynode_get(r, "route")) {
+        proxy_front_refuse(f, r, path, "only route actions are supported (redirect, "
+                                       "direct_response and filter_action are not)");
+        return;
+    }
+    struct sc_ynode *rt = omap(f, r);
+    copy(f, rt, "name", r, "name");
+    char p[PROXY_FRONT_PATH];
+    proxy_front_path(p, path, ".match");
+    const struct sc_ynode *mn = sc_ynode_get(r, "match");
+    if (!mn) {
+        proxy_front_refuse(f, r, path, "match is required");
+        return;
+    }
+    put(f, rt, "match", route_match(f, mn, dom, p), mn);
+    proxy_front_path(p, path, ".route");
+    route_action(f, rt, sc_ynode_get(r, "route"), sc_ynode_get(lv->vh, "retry_policy"), p);
+    struct sc_ynode *ops = omap(f, r);
+    header_ops(f, ops, r, path);
+    header_ops(f, ops, lv->vh, path);
+    header_ops(f, ops, lv->rc, path);
+    if (sc_ynode_count(ops)) {
+        put(f, rt, "headers", ops, r);
+    }
+    push(f, routes, rt, r);
+}
+
+/* route_config: virtual hosts with exact domains first (each domain a Host match), then "*". */
+static void route_config(struct proxy_front *f, struct sc_ynode *routes,
+                         const struct sc_ynode *rc, const char *path)
+{
+    static const char *const rk[] = { "name",
+                                      "virtual_hosts",
+                                      "request_headers_to_add",
+                                      "request_headers_to_remove",
+                                      "response_headers_to_add",
+                                      "response_headers_to_remove",
+                                      NULL };
+    static const char *const rn[] = { "validate_clusters", NULL };
+    if (proxy_front_keys(f, rc, path, rk, rn) < 0) {
+        return;
+    }
+    const struct sc_ynode *vhs = sc_ynode_get(rc, "virtual_hosts");
+    for (int any = 0; any < 2 && !f->err; any++) {
+        for (size_t i = 0; i < sc_ynode_count(vhs) && !f->err; i++) {
+            const struct sc_ynode *vh = sc_ynode_at(vhs, i);
+            char p[PROXY_FRONT_PATH];
+            proxy_front_path(p, path, ".virtual_hosts[%zu]", i);
+            static const char *const vk[] = { "name",
+                                              "domains",
+                                              "routes",
+                                              "retry_policy",
+                                              "request_headers_to_add",
+                                              "request_headers_to_remove",
+                                              "response_headers_to_add",
+                                              "response_headers_to_remove",
+                                              NULL };
+            if (proxy_front_keys(f, vh, p, vk, NULL) < 0) {
+                return;
+            }
+            const struct sc_ynode *doms = sc_ynode_get(vh, "domains");
+            bool star = false;
+            for (size_t d = 0; d < sc_ynode_count(doms); d++) {
+                const char *s = sc_ynode_str(sc_ynode_at(doms, d));
+                star = star || is(s, "*");
+                if (s && strchr(s, '*') && !is(s, "*")) {
+                    proxy_front_refuse(f, sc_ynode_at(doms, d), p,
+                                       "wildcard domain %.64s is not supported (exact names "
+                                       "and \"*\" are)",
+                                       s);
+                    return;
+                }
+            }
+            if (sc_ynode_count(doms) == 0) {
+                proxy_front_refuse(f, vh, p, "domains is required");
+                return;
+            }
+            if ((any == 1) != star) {
+                continue;
+            }
+            struct vhost_levels lv = { rc, vh };
+            const struct sc_ynode *rs = sc_ynode_get(vh, "routes");
+            size_t nd = star ? 1 : sc_ynode_count(doms);
+            for (size_t d = 0; d < nd && !f->err; d++) {
+                for (size_t r = 0; r < sc_ynode_count(rs) && !f->err; r++) {
+                    char rp[PROXY_FRONT_PATH];
+                    proxy_front_path(rp, p, ".routes[%zu]", r);
+                    route(f, routes, sc_ynode_at(rs, r), star ? NULL : sc_ynode_at(doms, d), &lv,
+                          rp);
+                }
+            }
+        }
+    }
+}
+
+/* The HTTP filters: the router must be last; every other filter is refused by name until the
+ * proxy has its equivalent. */
+static void http_filters(struct proxy_front *f, const struct sc_ynode *hf, const char *path)
+{
+    size_t n = sc_ynode_count(hf);
+    if (n == 0) {
+        proxy_front_refuse(f, hf, path, "http_filters must end with envoy.filters.http.router");
+        return;
+    }
+    for (size_t i = 0; i < n && !f->err; i++) {
+        const struct sc_ynode *h = sc_ynode_at(hf, i);
+        char p[PROXY_FRONT_PATH];
+        proxy_front_path(p, path, "[%zu]", i);
+        const char *t = sc_ynode_str(sc_ynode_get(sc_ynode_get(h, "typed_config"), "@type"));
+        const char *nm = sc_ynode_str(sc_ynode_get(h, "name"));
+        bool router = t ? is(t, T_ROUTER) : is(nm, "envoy.filters.http.router");
+        if (!router) {
+            proxy_front_refuse(f, h, p, "%.200s is not supported", ext_name(h));
+            return;
+        }
+        if (i + 1 != n) {
+            proxy_front_refuse(f, h, p, "the router must be the last HTTP filter");
+            return;
+        }
+        static const char *const k[] = { "name", "typed_config", NULL };
+        static const char *const tk[] = { "@type", NULL };
+        static const char *const tn[] = { "dynamic_stats", "suppress_envoy_headers",
+                                          "start_child_span", NULL };
+        if (proxy_front_keys(f, h, p, k, NULL) == 0 && sc_ynode_get(h, "typed_config")) {
+            proxy_front_keys(f, sc_ynode_get(h, "typed_config"), p, tk, tn);
+        }
+    }
+}
+
+static const char *const fcc_modes[][2] = {
+    { "SANITIZE", "sanitize" },
+    { "FORWARD_ONLY", "forward_only" },
+    { "APPEND_FORWARD", "append_forward" },
+    { "SANITIZE_SET", "sanitize_set" },
+};
+
+/* http_connection_manager into listener <l>. */
+static void hcm(struct env *e, struct sc_ynode *l, const struct sc_ynode *tc, const char *path)
+{
+    struct proxy_front *f = e->f;
+    if (want_type(f, tc, path, T_HCM) < 0) {
+        return;
+    }
+    static const char *const hk[] = { "@type",
+                                      "codec_type",
+                                      "route_config",
+                                      "rds",
+                                      "http_filters",
+                                      "access_log",
+                                      "stream_idle_timeout",
+                                      "forward_client_cert_details",
+                                      "common_http_protocol_options",
+                                      NULL };
+    static const char *const hn[] = { "stat_prefix", "generate_request_id", "server_name",
+                                      "use_remote_address", "set_current_client_cert_details",
+                                      "tracing", "upgrade_configs", NULL };
+    if (proxy_front_keys(f, tc, path, hk, hn) < 0) {
+        return;
+    }
+    if (sc_ynode_get(tc, "rds")) {
+        proxy_front_refuse(f, sc_ynode_get(tc, "rds"), path,
+                           "rds is not supported: write the route_config inline");
+        return;
+    }
+    const char *codec = str(f, tc, "codec_type", path);
+    if (codec && !is(codec, "AUTO") && !is(codec, "HTTP1")) {
+        proxy_front_refuse(f, sc_ynode_get(tc, "codec_type"), path,
+                           "codec_type %.16s is not supported (HTTP/1.1 listeners)", codec);
+        return;
+    }
+    char p[PROXY_FRONT_PATH];
+    proxy_front_path(p, path, ".http_filters");
+    http_filters(f, sc_ynode_get(tc, "http_filters"), p);
+    if (sc_ynode_get(tc, "access_log")) {
+        e->access_log = true;
+        proxy_front_note(f, sc_ynode_get(tc, "access_log"), path,
+                         "access_log: the proxy writes its own JSON access log to stdout");
+    }
+    if (!sc_ynode_get(f->root, "stream_idle_timeout")) {
+        duration(f, f->root, "stream_idle_timeout", tc, "stream_idle_timeout", path, NULL);
+    }
+    const struct sc_ynode *cho = sc_ynode_get(tc, "common_http_protocol_options");
+    static const char *const ck[] = { "idle_timeout", NULL };
+    if (cho && proxy_front_keys(f, cho, path, ck, NULL) == 0 &&
+        !sc_ynode_get(f->root, "idle_timeout")) {
+        duration(f, f->root, "idle_timeout", cho, "idle_timeout", path, NULL);
+    }
+    const char *fcc = str(f, tc, "forward_client_cert_details", path);
+    if (fcc) {
+        const char *ours = NULL;
+        for (size_t i = 0; i < sizeof(fcc_modes) / sizeof(fcc_modes[0]); i++) {
+            ours = is(fcc, fcc_modes[i][0]) ? fcc_modes[i][1] : ours;
+        }
+        if (!ours) {
+            proxy_front_refuse(f, sc_ynode_get(tc, "forward_client_cert_details"), path,
+                               "forward_client_cert_details %.32s is not supported", fcc);
+            return;
+        }
+        proxy_front_put(f, l, "forward_client_cert", sc_ynode_get(tc, "forward_client_cert_details"),
+                        ours);
+    }
+    const struct sc_ynode *rc = sc_ynode_get(tc, "route_config");
+    if (!rc) {
+        proxy_front_refuse(f, tc, path, "route_config is required");
+        return;
+    }
+    struct sc_ynode *routes = oseq(f, rc);
+    proxy_front_path(p, path, ".route_config");
+    route_config(f, routes, rc, p);
+    put(f, l, "routes", routes, rc);
+}
+
+/* ---- listeners ---- */
+
+static void listener_filters(struct proxy_front *f, const struct sc_ynode *lf, const char *path)
+{
+    for (size_t i = 0; i < sc_ynode_count(lf) && !f->err; i++) {
+        const struct sc_ynode *x = sc_ynode_at(lf, i);
+        const char *n = ext_name(x);
+        char p[PROXY_FRONT_PATH];
+        proxy_front_path(p, path, "[%zu]", i);
+        if (strstr(n, "tls_inspector") || strstr(n, "original_dst") ||
+            strstr(n, "http_inspector") || strstr(n, "TlsInspector") ||
+            strstr(n, "OriginalDst") || strstr(n, "HttpInspector")) {
+            proxy_front_note(f, x, p, "%.128s: the proxy detects TLS and recovers the original "
+                                      "destination by itself",
+                             n);
+        } else {
+            proxy_front_refuse(f, x, p, "%.200s is not supported", n);
+        }
+    }
+}
+
+static void listener(struct env *e, const struct sc_ynode *ln, size_t i, struct sc_ynode *out)
+{
+    struct proxy_front *f = e->f;
+    char path[PROXY_FRONT_PATH];
+    snprintf(path, sizeof(path), "static_resources.listeners[%zu]", i);
+    static const char *const lk[] = { "name",           "address",           "filter_chains",
+                                      "listener_filters", "use_original_dst", "traffic_direction",
+                                      NULL };
+    static const char *const ln_noted[] = { "per_connection_buffer_limit_bytes",
+                                            "stat_prefix",
+                                            "listener_filters_timeout",
+                                            "continue_on_listener_filters_timeout",
+                                            "enable_reuse_port",
+                                            "connection_balance_config",
+                                            "metadata",
+                                            NULL };
+    if (proxy_front_keys(f, ln, path, lk, ln_noted) < 0) {
+        return;
+    }
+    struct sc_ynode *l = omap(f, ln);
+    const char *name = str(f, ln, "name", path);
+    char gen[32];
+    snprintf(gen, sizeof(gen), "listener_%zu", i);
+    proxy_front_put(f, l, "name", sc_ynode_get(ln, "name") ? sc_ynode_get(ln, "name") : ln,
+                    name ? name : gen);
+    char addr[ADDR_MAX], p[PROXY_FRONT_PATH];
+    proxy_front_path(p, path, ".address");
+    if (address(f, sc_ynode_get(ln, "address"), p, addr, sizeof(addr)) < 0) {
+        return;
+    }
+    proxy_front_put(f, l, "address", sc_ynode_get(ln, "address"), addr);
+    const char *dir = str(f, ln, "traffic_direction", path);
+    if (is(dir, "OUTBOUND") || is(dir, "INBOUND")) {
+        proxy_front_put(f, l, "direction", sc_ynode_get(ln, "traffic_direction"),
+                        is(dir, "OUTBOUND") ? "outbound" : "inbound");
+    } else if (dir && !is(dir, "UNSPECIFIED")) {
+        proxy_front_refuse(f, sc_ynode_get(ln, "traffic_direction"), path,
+                           "traffic_direction %.16s is not supported", dir);
+        return;
+    }
+    if (sc_ynode_get(ln, "use_original_dst")) {
+        proxy_front_note(f, sc_ynode_get(ln, "use_original_dst"), path,
+                         "use_original_dst: an original_dst cluster reads each connection's "
+                         "original destination itself");
+    }
+    proxy_front_path(p, path, ".listener_filters");
+    listener_filters(f, sc_ynode_get(ln, "listener_filters"), p);
+    const struct sc_ynode *fcs = sc_ynode_get(ln, "filter_chains");
+    if (sc_ynode_count(fcs) != 1) {
+        proxy_front_refuse(f, fcs ? fcs : ln, path,
+                           "exactly one filter chain is supported (got %zu)", sc_ynode_count(fcs));
+        return;
+    }
+    const struct sc_ynode *fc = sc_ynode_at(fcs, 0);
+    proxy_front_path(p, path, ".filter_chains[0]");
+    static const char *const fk[] = { "filters", "filter_chain_match", "transport_socket", NULL };
+    static const char *const fn[] = { "name", "transport_socket_connect_timeout", "metadata",
+                                      NULL };
+    if (proxy_front_keys(f, fc, p, fk, fn) < 0) {
+        return;
+    }
+    const struct sc_ynode *ts = sc_ynode_get(fc, "transport_socket");
+    if (ts) {
+        char tp[PROXY_FRONT_PATH];
+        proxy_front_path(tp, p, ".transport_socket");
+        put(f, l, "tls", transport_socket(f, ts, tp, true), ts);
+    }
+    const struct sc_ynode *m = sc_ynode_get(fc, "filter_chain_match");
+    static const char *const mk[] = { "destination_port", "server_names", "transport_protocol",
+                                      "application_protocols", NULL };
+    if (m && proxy_front_keys(f, m, p, mk, NULL) == 0) {
+        const char *dp = str(f, m, "destination_port", p);
+        const char *lp = strrchr(addr, ':');
+        if (dp && !(lp && strcmp(lp + 1, dp) == 0)) {
+            proxy_front_refuse(f, sc_ynode_get(m, "destination_port"), p,
+                               "destination_port %.8s differs from the listener's port: one "
+                               "chain per listener is supported",
+                               dp);
+            return;
+        }
+        const char *tpn = str(f, m, "transport_protocol", p);
+        if (tpn && !(is(tpn, "tls") && ts) && !(is(tpn, "raw_buffer") && !ts)) {
+            proxy_front_refuse(f, sc_ynode_get(m, "transport_protocol"), p,
+                               "transport_protocol %.16s does not match the chain's "
+                               "transport_socket",
+                               tpn);
+            return;
+        }
+        if (sc_ynode_get(m, "server_names")) {
+            if (!ts) {
+                proxy_front_refuse(f, sc_ynode_get(m, "server_names"), p,
+                                   "server_names needs a TLS transport_socket");
+                return;
+            }
+            proxy_front_note(f, sc_ynode_get(m, "server_names"), p,
+                             "server_names: the listener's certificates are chosen by SNI");
+        }
+        if (sc_ynode_get(m, "application_protocols")) {
+            proxy_front_note(f, sc_ynode_get(m, "application_protocols"), p,
+                             "application_protocols: the listener speaks HTTP/1.1");
+        }
+    }
+    const struct sc_ynode *fs = sc_ynode_get(fc, "filters");
+    if (sc_ynode_count(fs) != 1) {
+        proxy_front_refuse(f, fs ? fs : fc, p, "exactly one network filter is supported");
+        return;
+    }
+    const struct sc_ynode *nf = sc_ynode_at(fs, 0);
+    char np[PROXY_FRONT_PATH];
+    proxy_front_path(np, p, ".filters[0]");
+    static const char *const nk[] = { "name", "typed_config", NULL };
+    if (proxy_front_keys(f, nf, np, nk, NULL) < 0) {
+        return;
+    }
+    const struct sc_ynode *tc = sc_ynode_get(nf, "typed_config");
+    const char *t = sc_ynode_str(sc_ynode_get(tc, "@type"));
+    if (is(t, T_TCP_PROXY)) {
+        proxy_front_refuse(f, nf, np, "envoy.filters.network.tcp_proxy is not yet supported");
+        return;
+    }
+    proxy_front_path(np, p, ".filters[0].typed_config");
+    if (t && !is(t, T_HCM)) {
+        proxy_front_refuse(f, nf, np, "%.200s is not supported", t);
+        return;
+    }
+    hcm(e, l, tc, np);
+    push(f, out, l, ln);
+}
+
+/* ---- clusters ---- */
+
+static void cluster_policy(struct proxy_front *f, struct sc_ynode *c, const struct sc_ynode *cn,
+                           const char *path)
+{
+    const struct sc_ynode *cb = sc_ynode_get(cn, "circuit_breakers");
+    static const char *const cbk[] = { "thresholds", NULL };
+    if (cb && proxy_front_keys(f, cb, path, cbk, NULL) == 0) {
+        const struct sc_ynode *th = sc_ynode_get(cb, "thresholds");
+        for (size_t i = 0; i < sc_ynode_count(th) && !f->err; i++) {
+            const struct sc_ynode *t = sc_ynode_at(th, i);
+            static const char *const tk[] = { "priority",     "max_connections",
+                                              "max_pending_requests", "max_requests",
+                                              "max_retries",  "retry_budget", NULL };
+            static const char *const tn[] = { "track_remaining", "max_connection_pools", NULL };
+            if (proxy_front_keys(f, t, path, tk, tn) < 0) {
+                return;
+            }
+            const char *pr = str(f, t, "priority", path);
+            if (pr && is(pr, "HIGH")) {
+                proxy_front_note(f, t, path, "thresholds for priority HIGH: routes have no "
+                                             "priorities here");
+                continue;
+            }
+            struct sc_ynode *o = omap(f, t);
+            copy(f, o, "max_connections", t, "max_connections");
+            copy(f, o, "max_pending_requests", t, "max_pending_requests");
+            copy(f, o, "max_requests", t, "max_requests");
+            copy(f, o, "max_retries", t, "max_retries");
+            const struct sc_ynode *rb = sc_ynode_get(t, "retry_budget");
+            static const char *const rbk[] = { "budget_percent", "min_retry_concurrency", NULL };
+            if (rb && proxy_front_keys(f, rb, path, rbk, NULL) == 0) {
+                struct sc_ynode *b = omap(f, rb);
+                copy(f, b, "budget_percent", sc_ynode_get(rb, "budget_percent"), "value");
+                copy(f, b, "min_retry_concurrency", rb, "min_retry_concurrency");
+                put(f, o, "retry_budget", b, rb);
+            }
+            put(f, c, "circuit_breakers", o, t);
+        }
+    }
+    const struct sc_ynode *od = sc_ynode_get(cn, "outlier_detection");
+    static const char *const ok[] = { "consecutive_5xx",
+                                      "consecutive_gateway_failure",
+                                      "enforcing_consecutive_5xx",
+                                      "enforcing_consecutive_gateway_failure",
+                                      "interval",
+                                      "base_ejection_time",
+                                      "max_ejection_time",
+                                      "max_ejection_percent",
+                                      NULL };
+    static const char *const on[] = { "success_rate_minimum_hosts",
+                                      "success_rate_request_volume",
+                                      "success_rate_stdev_factor",
+                                      "enforcing_success_rate",
+                                      "split_external_local_origin_errors",
+                                      "failure_percentage_threshold",
+                                      "enforcing_failure_percentage",
+                                      NULL };
+    if (od && proxy_front_keys(f, od, path, ok, on) == 0) {
+        struct sc_ynode *o = omap(f, od);
+        const char *e5 = str(f, od, "enforcing_consecutive_5xx", path);
+        const char *eg = str(f, od, "enforcing_consecutive_gateway_failure", path);
+        if ((e5 && !is(e5, "100") && !is(e5, "0")) || (eg && !is(eg, "100") && !is(eg, "0"))) {
+            proxy_front_refuse(f, od, path, "enforcing percentages other than 0 and 100 are not "
+                                            "supported");
+            return;
+        }
+        if (is(e5, "0")) {
+            proxy_front_put(f, o, "consecutive_5xx", od, "0");
+        } else {
+            copy(f, o, "consecutive_5xx", od, "consecutive_5xx");
+        }
+        /* Envoy counts gateway failures but enforces them only when told to. */
+        if (is(eg, "100")) {
+            copy(f, o, "consecutive_gateway_errors", od, "consecutive_gateway_failure");
+            if (!sc_ynode_get(od, "consecutive_gateway_failure")) {
+                proxy_front_put(f, o, "consecutive_gateway_errors", od, "5");
+            }
+        }
+        duration(f, o, "interval", od, "interval", path, "10s");
+        duration(f, o, "base_ejection_time", od, "base_ejection_time", path, NULL);
+        duration(f, o, "max_ejection_time", od, "max_ejection_time", path, NULL);
+        copy(f, o, "max_ejection_percent", od, "max_ejection_percent");
+        if (!sc_ynode_get(od, "max_ejection_percent")) {
+            proxy_front_put(f, o, "max_ejection_percent", od, "10");
+        }
+        put(f, c, "outlier_detection", o, od);
+    }
+    const struct sc_ynode *hcs = sc_ynode_get(cn, "health_checks");
+    if (sc_ynode_count(hcs) > 1) {
+        proxy_front_refuse(f, sc_ynode_at(hcs, 1), path, "one health check per cluster");
+        return;
+    }
+    if (sc_ynode_count(hcs) == 1) {
+        const struct sc_ynode *h = sc_ynode_at(hcs, 0);
+        static const char *const hk[] = { "timeout",           "interval",
+                                          "unhealthy_threshold", "healthy_threshold",
+                                          "http_health_check", NULL };
+        static const char *const hn[] = { "interval_jitter", "no_traffic_interval",
+                                          "unhealthy_interval", "event_log_path", NULL };
+        char p[PROXY_FRONT_PATH];
+        proxy_front_path(p, path, ".health_checks[0]");
+        if (proxy_front_keys(f, h, p, hk, hn) < 0) {
+            return; /* tcp_health_check and grpc_health_check are not supported */
+        }
+        const struct sc_ynode *hh = sc_ynode_get(h, "http_health_check");
+        if (!hh) {
+            proxy_front_refuse(f, h, p, "http_health_check is required (tcp and grpc health "
+                                        "checks are not supported)");
+            return;
+        }
+        struct sc_ynode *o = omap(f, h);
+        duration(f, o, "timeout", h, "timeout", p, NULL);
+        duration(f, o, "interval", h, "interval", p, NULL);
+        copy(f, o, "unhealthy_threshold", h, "unhealthy_threshold");
+        copy(f, o, "healthy_threshold", h, "healthy_threshold");
+        static const char *const hhk[] = { "path", "host", "expected_statuses", NULL };
+        static const char *const hhn[] = { "request_headers_to_add", "codec_client_type", NULL };
+        if (proxy_front_keys(f, hh, p, hhk, hhn) < 0) {
+            return;
+        }
+        copy(f, o, "path", hh, "path");
+        copy(f, o, "host", hh, "host");
+        const struct sc_ynode *es = sc_ynode_get(hh, "expected_statuses");
+        if (es) {
+            struct sc_ynode *l = oseq(f, es);
+            for (size_t i = 0; i < sc_ynode_count(es) && !f->err; i++) {
+                const char *a = sc_ynode_str(sc_ynode_get(sc_ynode_at(es, i), "start"));
+                const char *b = sc_ynode_str(sc_ynode_get(sc_ynode_at(es, i), "end"));
+                long lo = a ? strtol(a, NULL, 10) : 0, hi = b ? strtol(b, NULL, 10) : 0;
+                if (!a || !b || hi <= lo) {
+                    proxy_front_refuse(f, sc_ynode_at(es, i), p,
+                                       "expected_statuses need start < end");
+                    return;
+                }
+                char r[48];
+                snprintf(r, sizeof(r), "%ld-%ld", lo, hi - 1); /* Envoy's end is exclusive */
+                push(f, l, sc_ytree_str(f->out, sc_ynode_at(es, i), r), es);
+            }
+            put(f, o, "expected_statuses", l, es);
+        }
+        put(f, c, "health_check", o, h);
+    }
+}
+
+static void load_assignment(struct proxy_front *f, struct sc_ynode *c, const struct sc_ynode *la,
+                            const char *path)
+{
+    static const char *const lk[] = { "cluster_name", "endpoints", NULL };
+    static const char *const ln[] = { "policy", NULL };
+    if (proxy_front_keys(f, la, path, lk, ln) < 0) {
+        return;
+    }
+    const struct sc_ynode *eps = sc_ynode_get(la, "endpoints");
+    struct sc_ynode *l = oseq(f, eps ? eps : la);
+    for (size_t i = 0; i < sc_ynode_count(eps) && !f->err; i++) {
+        const struct sc_ynode *le = sc_ynode_at(eps, i);
+        char p[PROXY_FRONT_PATH];
+        proxy_front_path(p, path, ".endpoints[%zu]", i);
+        static const char *const ek[] = { "lb_endpoints", "priority", NULL };
+        static const char *const en[] = { "locality", "load_balancing_weight", NULL };
+        if (proxy_front_keys(f, le, p, ek, en) < 0) {
+            return;
+        }
+        const char *prio = str(f, le, "priority", p);
+        if (prio && !is(prio, "0")) {
+            proxy_front_refuse(f, sc_ynode_get(le, "priority"), p,
+                               "priorities other than 0 are not supported");
+            return;
+        }
+        const struct sc_ynode *lbs = sc_ynode_get(le, "lb_endpoints");
+        for (size_t j = 0; j < sc_ynode_count(lbs) && !f->err; j++) {
+            const struct sc_ynode *lb = sc_ynode_at(lbs, j);
+            char q[PROXY_FRONT_PATH];
+            proxy_front_path(q, p, ".lb_endpoints[%zu]", j);
+            static const char *const bk[] = { "endpoint", "load_balancing_weight",
+                                              "health_status", NULL };
+            static const char *const bn[] = { "metadata", NULL };
+            if (proxy_front_keys(f, lb, q, bk, bn) < 0) {
+                return;
+            }
+            const char *w = str(f, lb, "load_balancing_weight", q);
+            if (w && !is(w, "1")) {
+                proxy_front_refuse(f, sc_ynode_get(lb, "load_balancing_weight"), q,
+                                   "endpoint weights are not supported (all endpoints weigh "
+                                   "the same)");
+                return;
+            }
+            const char *hs = str(f, lb, "health_status", q);
+            if (hs && !is(hs, "HEALTHY") && !is(hs, "UNKNOWN")) {
+                proxy_front_refuse(f, sc_ynode_get(lb, "health_status"), q,
+                                   "health_status %.16s is not supported (health checks decide)",
+                                   hs);
+                return;
+            }
+            const struct sc_ynode *ep = sc_ynode_get(lb, "endpoint");
+            static const char *const epk[] = { "address", NULL };
+            static const char *const epn[] = { "health_check_config", "hostname", NULL };
+            if (proxy_front_keys(f, ep, q, epk, epn) < 0) {
+                return;
+            }
+            char addr[ADDR_MAX], ap[PROXY_FRONT_PATH];
+            proxy_front_path(ap, q, ".endpoint.address");
+            if (address(f, sc_ynode_get(ep, "address"), ap, addr, sizeof(addr)) < 0) {
+                return;
+            }
+            push(f, l, sc_ytree_str(f->out, sc_ynode_get(ep, "address"), addr), ep);
+        }
+    }
+    put(f, c, "endpoints", l, la);
+}
+
+static void cluster(struct env *e, const struct sc_ynode *cn, size_t i, struct sc_ynode *out)
+{
+    struct proxy_front *f = e->f;
+    char path[PROXY_FRONT_PATH];
+    snprintf(path, sizeof(path), "static_resources.clusters[%zu]", i);
+    static const char *const ck[] = { "name",
+                                      "type",
+                                      "connect_timeout",
+                                      "lb_policy",
+                                      "load_assignment",
+                                      "dns_refresh_rate",
+                                      "circuit_breakers",
+                                      "outlier_detection",
+                                      "health_checks",
+                                      "transport_socket",
+                                      "common_http_protocol_options",
+                                      NULL };
+    static const char *const cnote[] = { "per_connection_buffer_limit_bytes",
+                                         "dns_lookup_family",
+                                         "respect_dns_ttl",
+                                         "common_lb_config",
+                                         "upstream_connection_options",
+                                         "close_connections_on_host_health_failure",
+                                         "ignore_health_on_host_removal",
+                                         "track_cluster_stats",
+                                         "alt_stat_name",
+                                         "metadata",
+                                         NULL };
+    if (proxy_front_keys(f, cn, path, ck, cnote) < 0) {
+        return;
+    }
+    struct sc_ynode *c = omap(f, cn);
+    copy(f, c, "name", cn, "name");
+    if (!sc_ynode_get(cn, "name")) {
+        proxy_front_refuse(f, cn, path, "name is required");
+        return;
+    }
+    const char *type = str(f, cn, "type", path);
+    const struct sc_ynode *tn = sc_ynode_get(cn, "type");
+    bool odst = is(type, "ORIGINAL_DST");
+    if (odst) {
+        proxy_front_put(f, c, "type", tn, "original_dst");
+    } else if (type && !is(type, "STATIC") && !is(type, "STRICT_DNS") &&
+               !is(type, "LOGICAL_DNS")) {
+        proxy_front_refuse(f, tn, path, "type %.16s is not supported", type);
+        return;
+    }
+    duration(f, c, "connect_timeout", cn, "connect_timeout", path, "5s"); /* Envoy's default */
+    const char *lb = str(f, cn, "lb_policy", path);
+    const struct sc_ynode *lbn = sc_ynode_get(cn, "lb_policy");
+    if (is(lb, "LEAST_REQUEST")) {
+        proxy_front_put(f, c, "lb_policy", lbn, "least_request");
+    } else if (is(lb, "RANDOM")) {
+        proxy_front_note(f, lbn, path, "lb_policy RANDOM is served by round_robin");
+    } else if (lb && !is(lb, "ROUND_ROBIN") && !(odst && is(lb, "CLUSTER_PROVIDED"))) {
+        proxy_front_refuse(f, lbn, path, "lb_policy %.32s is not supported", lb);
+        return;
+    }
+    duration(f, c, "dns_refresh", cn, "dns_refresh_rate", path, NULL);
+    const struct sc_ynode *la = sc_ynode_get(cn, "load_assignment");
+    char p[PROXY_FRONT_PATH];
+    if (la && !odst) {
+        proxy_front_path(p, path, ".load_assignment");
+        load_assignment(f, c, la, p);
+    } else if (la) {
+        proxy_front_refuse(f, la, path, "an ORIGINAL_DST cluster has no load_assignment");
+        return;
+    } else if (!odst) {
+        proxy_front_refuse(f, cn, path, "load_assignment is required");
+        return;
+    }
+    cluster_policy(f, c, cn, path);
+    const struct sc_ynode *cho = sc_ynode_get(cn, "common_http_protocol_options");
+    static const char *const hk[] = { "idle_timeout", NULL };
+    if (cho && proxy_front_keys(f, cho, path, hk, NULL) == 0) {
+        duration(f, c, "idle_timeout", cho, "idle_timeout", path, NULL);
+    }
+    const struct sc_ynode *ts = sc_ynode_get(cn, "transport_socket");
+    if (ts) {
+        proxy_front_path(p, path, ".transport_socket");
+        put(f, c, "tls", transport_socket(f, ts, p, false), ts);
+    }
+    push(f, out, c, cn);
+}
+
+/* ---- the bootstrap ---- */
+
+int proxy_envoy_translate(struct proxy_front *f, const struct sc_ynode *doc)
+{
+    struct env e = { .f = f };
+    static const char *const bk[] = { "static_resources", "admin", NULL };
+    static const char *const bn[] = { "node",
+                                      "layered_runtime",
+                                      "stats_sinks",
+                                      "stats_config",
+                                      "stats_flush_interval",
+                                      "watchdogs",
+                                      "overload_manager",
+                                      "cluster_manager",
+                                      "tracing",
+                                      NULL };
+    if (proxy_front_keys(f, doc, "", bk, bn) < 0) {
+        return SC_ECONFIG;
+    }
+    const struct sc_ynode *admin = sc_ynode_get(doc, "admin");
+    static const char *const ak[] = { "address", NULL };
+    static const char *const an[] = { "access_log", "access_log_path", "profile_path", NULL };
+    if (admin && proxy_front_keys(f, admin, "admin", ak, an) == 0) {
+        char addr[ADDR_MAX];
+        if (address(f, sc_ynode_get(admin, "address"), "admin.address", addr, sizeof(addr)) < 0) {
+            return SC_ECONFIG;
+        }
+        proxy_front_put(f, f->root, "admin", sc_ynode_get(admin, "address"), addr);
+    }
+    const struct sc_ynode *sr = sc_ynode_get(doc, "static_resources");
+    static const char *const sk[] = { "listeners", "clusters", NULL };
+    if (proxy_front_keys(f, sr, "static_resources", sk, NULL) < 0) {
+        return SC_ECONFIG; /* secrets: SDS is not supported */
+    }
+    const struct sc_ynode *ls = sc_ynode_get(sr, "listeners");
+    const struct sc_ynode *cs = sc_ynode_get(sr, "clusters");
+    struct sc_ynode *lout = oseq(f, ls ? ls : sr), *cout = oseq(f, cs ? cs : sr);
+    for (size_t i = 0; i < sc_ynode_count(ls) && !f->err; i++) {
+        listener(&e, sc_ynode_at(ls, i), i, lout);
+    }
+    for (size_t i = 0; i < sc_ynode_count(cs) && !f->err; i++) {
+        cluster(&e, sc_ynode_at(cs, i), i, cout);
+    }
+    if (f->err) {
+        return SC_ECONFIG;
+    }
+    if (sc_ynode_count(lout) == 0) {
+        return proxy_front_refuse(f, sr, "static_resources", "no listeners");
+    }
+    put(f, f->root, "listeners", lout, ls);
+    put(f, f->root, "clusters", cout, cs ? cs : sr);
+    proxy_front_put(f, f->root, "access_log", sr, e.access_log ? "stdout" : "off");
+    return f->err ? SC_ECONFIG : 0;
+}

@@ -1,0 +1,398 @@
+// SPDX-License-Identifier: Apache-2.0
+// The configuration front end (see proxy_front.h): it tells the formats apart, dispatches each
+// document to the translator of its kind through one registry, and loads the native document the
+// translators built with the proxy's own option tables, so every value is validated exactly as if
+// the user had written it in our format, at the position of the text they wrote.
+#include "roles/proxy/proxy_front.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "core/error.h"
+#include "core/file.h"
+
+#define MAX_INPUT ((size_t)4 << 20)
+#define MSG_MAX 2048
+
+/* The registry of Kubernetes-style kinds: one line per translator. Authorization kinds
+ * (AuthorizationPolicy, RequestAuthentication) join here with their module. */
+static const struct proxy_front_kind *const registries[] = { proxy_istio_kinds, NULL };
+
+static void vmsg(struct proxy_front *f, struct sc_buf *b, const struct sc_ynode *at,
+                 const char *path, const char *fmt, va_list ap)
+{
+    sc_buf_init(b, MSG_MAX + strlen(f->name) + PROXY_FRONT_PATH);
+    sc_buf_appendf(b, "%s:%u:%u: ", f->name, sc_ynode_line(at), sc_ynode_col(at));
+    if (path && *path) {
+        sc_buf_appendf(b, "%s: ", path);
+    }
+    sc_buf_vappendf(b, fmt, ap);
+}
+
+void proxy_front_path(char *out, const char *parent, const char *fmt, ...)
+{
+    int n = snprintf(out, PROXY_FRONT_PATH, "%s", parent ? parent : "");
+    if (n < 0 || n >= PROXY_FRONT_PATH) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out + n, PROXY_FRONT_PATH - (size_t)n, fmt, ap);
+    va_end(ap);
+}
+
+int proxy_front_refuse(struct proxy_front *f, const struct sc_ynode *at, const char *path,
+                       const char *fmt, ...)
+{
+    if (f->err) {
+        return SC_ECONFIG;
+    }
+    struct sc_buf b;
+    va_list ap;
+    va_start(ap, fmt);
+    vmsg(f, &b, at, path, fmt, ap);
+    va_end(ap);
+    f->err = sc_strdup(sc_buf_cstr(&b));
+    sc_buf_cleanup(&b);
+    return SC_ECONFIG;
+}
+
+void proxy_front_note(struct proxy_front *f, const struct sc_ynode *at, const char *path,
+                      const char *fmt, ...)
+{
+    if (f->notes->n >= 1024) {
+        return; /* bounded: a file of 100,000 ignored fields still loads with the first notes */
+    }
+    struct sc_buf b;
+    va_list ap;
+    va_start(ap, fmt);
+    vmsg(f, &b, at, path, fmt, ap);
+    va_end(ap);
+    f->notes->v = sc_reallocarray(f->notes->v, f->notes->n + 1, sizeof(*f->notes->v));
+    f->notes->v[f->notes->n++] = sc_strdup(sc_buf_cstr(&b));
+    sc_buf_cleanup(&b);
+}
+
+static bool in_list(const char *const *l, const char *k)
+{
+    for (size_t i = 0; l && l[i]; i++) {
+        if (strcmp(l[i], k) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+int proxy_front_keys(struct proxy_front *f, const struct sc_ynode *n, const char *path,
+                     const char *const *handled, const char *const *noted)
+{
+    if (sc_ynode_kind(n) == SC_Y_NULL) {
+        return 0;
+    }
+    if (sc_ynode_kind(n) != SC_Y_MAP) {
+        return proxy_front_refuse(f, n, path, "expected a mapping");
+    }
+    for (size_t i = 0; i < sc_ynode_count(n); i++) {
+        const struct sc_ynode *k = sc_ynode_key(n, i);
+        const char *ks = sc_ynode_str(k);
+        if (!ks) {
+            return proxy_front_refuse(f, k, path, "expected a string as key");
+        }
+        for (size_t j = 0; j < i; j++) {
+            const char *prev = sc_ynode_str(sc_ynode_key(n, j));
+            if (prev && strcmp(prev, ks) == 0) {
+                return proxy_front_refuse(f, k, path, "duplicate key \"%.64s\"", ks);
+            }
+        }
+        if (in_list(handled, ks)) {
+            continue;
+        }
+        if (in_list(noted, ks)) {
+            proxy_front_note(f, k, path, "%.64s is accepted and has no effect here", ks);
+            continue;
+        }
+        return proxy_front_refuse(f, k, path, "%.64s is not supported", ks);
+    }
+    return 0;
+}
+
+const char *proxy_front_scalar(struct proxy_front *f, const struct sc_ynode *n, const char *path,
+                               int *rc)
+{
+    *rc = 0;
+    enum sc_ykind k = sc_ynode_kind(n);
+    if (k == SC_Y_STR) {
+        return sc_ynode_str(n);
+    }
+    if (k != SC_Y_NULL) {
+        *rc = proxy_front_refuse(f, n, path, "expected a single value");
+    }
+    return NULL;
+}
+
+void proxy_front_put(struct proxy_front *f, struct sc_ynode *map, const char *key,
+                     const struct sc_ynode *at, const char *value)
+{
+    struct sc_ynode *v = sc_ytree_str(f->out, at, value);
+    if (!v || sc_ynode_put(f->out, map, key, v) < 0) {
+        proxy_front_refuse(f, at, NULL, "configuration too large");
+    }
+}
+
+struct sc_ynode *proxy_front_list(struct proxy_front *f, const char *key, const struct sc_ynode *at)
+{
+    struct sc_ynode *l = sc_ynode_get_mut(f->root, key);
+    if (l && sc_ynode_kind(l) == SC_Y_SEQ) {
+        return l;
+    }
+    if (l) {
+        proxy_front_refuse(f, l, key, "expected a list");
+        return NULL;
+    }
+    l = sc_ytree_seq(f->out, at);
+    if (!l || sc_ynode_put(f->out, f->root, key, l) < 0) {
+        proxy_front_refuse(f, at, NULL, "configuration too large");
+        return NULL;
+    }
+    return l;
+}
+
+int proxy_front_duration(const char *s, char *out, size_t outlen)
+{
+    /* Digits, an optional fraction, then a unit: protobuf JSON writes seconds with up to nine
+     * fractional digits; Istio also writes ms, m and h. Rounded to whole milliseconds. */
+    const char *p = s;
+    uint64_t whole = 0, frac_ms = 0;
+    int fd = 0;
+    if (*p < '0' || *p > '9') {
+        return -EINVAL;
+    }
+    while (*p >= '0' && *p <= '9') {
+        if (whole > UINT64_MAX / 10 / 3600000) {
+            return -EINVAL;
+        }
+        whole = whole * 10 + (uint64_t)(*p++ - '0');
+    }
+    uint64_t frac = 0, scale = 1;
+    if (*p == '.') {
+        p++;
+        if (*p < '0' || *p > '9') {
+            return -EINVAL;
+        }
+        while (*p >= '0' && *p <= '9') {
+            if (fd < 9) {
+                frac = frac * 10 + (uint64_t)(*p - '0');
+                scale *= 10;
+                fd++;
+            }
+            p++;
+        }
+    }
+    uint64_t unit_ms;
+    if (strcmp(p, "s") == 0) {
+        unit_ms = 1000;
+    } else if (strcmp(p, "ms") == 0) {
+        unit_ms = 1;
+    } else if (strcmp(p, "m") == 0) {
+        unit_ms = 60000;
+    } else if (strcmp(p, "h") == 0) {
+        unit_ms = 3600000;
+    } else {
+        return -EINVAL;
+    }
+    frac_ms = (frac * unit_ms + scale / 2) / scale;
+    uint64_t ms = whole * unit_ms + frac_ms;
+    if (ms && ms % 3600000 == 0) {
+        snprintf(out, outlen, "%" PRIu64 "h", ms / 3600000);
+    } else if (ms && ms % 60000 == 0) {
+        snprintf(out, outlen, "%" PRIu64 "m", ms / 60000);
+    } else if (ms && ms % 1000 == 0) {
+        snprintf(out, outlen, "%" PRIu64 "s", ms / 1000);
+    } else {
+        snprintf(out, outlen, "%" PRIu64 "ms", ms);
+    }
+    return 0;
+}
+
+static bool version_ok(const struct proxy_front_kind *k, const char *v)
+{
+    return v && in_list(k->api_versions, v);
+}
+
+/* Dispatches one Kubernetes-style document to its kind's translator. */
+static int add_resource(struct proxy_front *f, const struct sc_ynode *doc, size_t i)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "document %zu", i + 1);
+    const struct sc_ynode *kn = sc_ynode_get(doc, "kind");
+    const struct sc_ynode *vn = sc_ynode_get(doc, "apiVersion");
+    const char *kind = sc_ynode_str(kn), *ver = sc_ynode_str(vn);
+    if (!kind || !ver) {
+        return proxy_front_refuse(f, kind ? doc : kn ? kn : doc, path,
+                                  "a resource needs apiVersion and kind");
+    }
+    for (size_t r = 0; registries[r]; r++) {
+        for (const struct proxy_front_kind *k = registries[r]; k->kind; k++) {
+            if (strcmp(k->kind, kind) != 0) {
+                continue;
+            }
+            if (!version_ok(k, ver)) {
+                return proxy_front_refuse(f, vn, path, "%s %.64s is not supported", kind, ver);
+            }
+            snprintf(path, sizeof(path), "%s", kind);
+            return k->add(f, doc, path);
+        }
+    }
+    return proxy_front_refuse(f, kn, path, "kind %.64s is not supported", kind);
+}
+
+static bool is_resource(const struct sc_ynode *doc)
+{
+    return sc_ynode_get(doc, "kind") || sc_ynode_get(doc, "apiVersion");
+}
+
+static void front_free(struct proxy_front *f)
+{
+    sc_free(f->vs);
+    sc_free(f->dr);
+    sc_free(f->se);
+    sc_free(f->err);
+}
+
+/* The workload's namespace for Istio's short names: the native document's workload.namespace
+ * when written literally, else $POD_NAMESPACE, else "default" (as the peer authentication). */
+static const char *workload_ns(const struct sc_ynode *native)
+{
+    const char *ns = sc_ynode_str(sc_ynode_get(sc_ynode_get(native, "workload"), "namespace"));
+    if (ns && *ns && !strchr(ns, '$')) {
+        return ns;
+    }
+    const char *env = getenv("POD_NAMESPACE");
+    return env && *env ? env : "default";
+}
+
+int proxy_front_translate(const char *name, const char *text, size_t len, struct sc_strv *notes,
+                          struct sc_ytree **out, struct sc_ynode **root, bool *native, char **err)
+{
+    struct sc_ytree *in = NULL;
+    struct proxy_front f = { .name = name, .notes = notes };
+    *out = NULL;
+    *root = NULL;
+    *native = false;
+    if (sc_ytree_parse(name, text, len, &in, err) < 0) {
+        return SC_ECONFIG;
+    }
+    size_t ndocs = sc_ytree_ndocs(in);
+    const struct sc_ynode *envoy = NULL;
+    size_t nres = 0;
+    for (size_t i = 0; i < ndocs; i++) {
+        const struct sc_ynode *d = sc_ytree_doc(in, i);
+        if (sc_ynode_kind(d) == SC_Y_NULL) {
+            continue;
+        }
+        if (sc_ynode_kind(d) != SC_Y_MAP) {
+            proxy_front_refuse(&f, d, NULL, "expected a mapping at the top level");
+            goto done;
+        }
+        if (sc_ynode_get(d, "static_resources")) {
+            if (envoy || ndocs > 1) {
+                proxy_front_refuse(&f, d, NULL, "an Envoy bootstrap must be the file's only "
+                                                "document");
+                goto done;
+            }
+            envoy = d;
+        } else if (is_resource(d)) {
+            nres++;
+        } else if (f.native) {
+            proxy_front_refuse(&f, d, NULL, "a second document of the proxy's own format "
+                                            "(put resources next to one proxy document)");
+            goto done;
+        } else {
+            f.native = d;
+        }
+    }
+    if (!envoy && nres == 0) {
+        *native = true; /* the proxy's own format: loaded as it always was */
+        goto done;
+    }
+    if (ndocs > PROXY_FRONT_MAX_DOCS) {
+        proxy_front_refuse(&f, sc_ytree_doc(in, PROXY_FRONT_MAX_DOCS), NULL,
+                           "more than %d documents", PROXY_FRONT_MAX_DOCS);
+        goto done;
+    }
+    f.out = sc_ytree_new(name);
+    f.root = f.native ? sc_ytree_copy(f.out, f.native) : sc_ytree_map(f.out, NULL);
+    if (!f.root) {
+        proxy_front_refuse(&f, f.native, NULL, "configuration too large");
+        goto done;
+    }
+    f.ns = workload_ns(f.native);
+    if (envoy) {
+        proxy_envoy_translate(&f, envoy);
+        goto done;
+    }
+    for (size_t i = 0; i < ndocs && !f.err; i++) {
+        const struct sc_ynode *d = sc_ytree_doc(in, i);
+        if (sc_ynode_kind(d) == SC_Y_MAP && is_resource(d)) {
+            add_resource(&f, d, i);
+        }
+    }
+    if (!f.err) {
+        proxy_istio_finish(&f);
+    }
+done:
+    if (f.err) {
+        *err = f.err;
+        f.err = NULL;
+        sc_ytree_free(f.out);
+        sc_ytree_free(in);
+        front_free(&f);
+        return SC_ECONFIG;
+    }
+    /* The output borrows nothing from the input: copies and built strings own their text. */
+    sc_ytree_free(in);
+    front_free(&f);
+    *out = f.out;
+    *root = f.root;
+    return 0;
+}
+
+int proxy_front_load(const struct sc_opt *table, void *blob, const char *path,
+                     struct sc_strv *notes, char **derived, char **err)
+{
+    struct sc_buf b;
+    sc_buf_init(&b, MAX_INPUT);
+    int rc = sc_file_read(path, &b);
+    if (rc == SC_ETOOBIG) {
+        *err = sc_asprintf("%s:1:1: input too large (over %zu MiB)", path, MAX_INPUT >> 20);
+        sc_buf_cleanup(&b);
+        return SC_ECONFIG;
+    }
+    if (rc < 0) {
+        *err = sc_asprintf("%s: cannot read: %s", path, sc_strerror(rc));
+        sc_buf_cleanup(&b);
+        return SC_ECONFIG;
+    }
+    struct sc_ytree *out = NULL;
+    struct sc_ynode *root = NULL;
+    bool native = false;
+    rc = proxy_front_translate(path, b.p, b.len, notes, &out, &root, &native, err);
+    if (rc == 0 && native) {
+        rc = sc_config_load_string(table, blob, path, b.p, b.len, err);
+    } else if (rc == 0) {
+        rc = sc_ytree_load(table, blob, path, root, err);
+        json_t *j = sc_ynode_json(root);
+        char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        *derived = s ? sc_asprintf("%s\n", s) : NULL;
+        free(s);
+        json_decref(j);
+    }
+    sc_ytree_free(out);
+    sc_buf_cleanup(&b);
+    return rc;
+}

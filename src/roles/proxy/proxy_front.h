@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: Apache-2.0
+// The proxy's front end for configuration files: it recognises what a -c file holds (the proxy's
+// own YAML, an Envoy v3 bootstrap, or a stream of Kubernetes-style resources such as Istio's
+// PeerAuthentication, VirtualService, DestinationRule and ServiceEntry, possibly next to one
+// document of the proxy's own) and translates the foreign parts into a native document that the
+// proxy's option tables then load, so nothing downstream knows which format came in. Invariant:
+// nothing is dropped silently: a field that would change behaviour and has no equivalent is
+// refused with its position and path, one that concerns only the other product's statistics or
+// runtime is accepted with a note.
+#ifndef SC_ROLES_PROXY_PROXY_FRONT_H
+#define SC_ROLES_PROXY_PROXY_FRONT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/config.h"
+#include "core/ytree.h"
+
+#define PROXY_FRONT_PATH 512 /* longest field path kept in a message */
+#define PROXY_FRONT_MAX_DOCS 4096
+
+/* The translation in progress. */
+struct proxy_front {
+    const char *name;          /* the file, as messages name it */
+    struct sc_ytree *out;      /* the native document being built */
+    struct sc_ynode *root;     /* its top-level mapping */
+    struct sc_strv *notes;     /* accepted without effect (new strings) */
+    char *err;                 /* the first refusal, complete with its position */
+    const char *ns;            /* the workload's namespace (short Istio host names) */
+    const struct sc_ynode *native; /* the proxy's own document, when the stream has one */
+    /* Istio traffic resources, gathered first and translated together at the end. */
+    const struct sc_ynode **vs, **dr, **se;
+    size_t nvs, ndr, nse;
+};
+
+/* One kind of Kubernetes-style document: its kind, the apiVersions accepted, and what to do with
+ * one document (translate it at once or gather it). Returns 0 or SC_ECONFIG after a refusal. */
+struct proxy_front_kind {
+    const char *kind;
+    const char *const *api_versions;
+    int (*add)(struct proxy_front *f, const struct sc_ynode *doc, const char *path);
+};
+
+/* The app's load_file hook for the proxy (struct sc_role, app.h). A file of one document without
+ * `apiVersion`, `kind` or `static_resources` loads exactly as the proxy's own YAML always did. */
+int proxy_front_load(const struct sc_opt *table, void *blob, const char *path,
+                     struct sc_strv *notes, char **derived, char **err);
+
+/* Translates the text of a -c file into a new native tree (NULL with *native set when the file is
+ * the proxy's own format). Returns 0 or SC_ECONFIG with a new message in <*err>; notes are added
+ * to <notes>. The fuzz target drives this directly. */
+int proxy_front_translate(const char *name, const char *text, size_t len, struct sc_strv *notes,
+                          struct sc_ytree **out, struct sc_ynode **root, bool *native, char **err);
+
+/* Writes <parent> followed by the formatted suffix into <out> (PROXY_FRONT_PATH bytes), cut
+ * when too long: a field path for messages. */
+void proxy_front_path(char *out, const char *parent, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Records a refusal "file:line:col: <path>: <message>" at <at> (the first one wins). Returns
+ * SC_ECONFIG. */
+int proxy_front_refuse(struct proxy_front *f, const struct sc_ynode *at, const char *path,
+                       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Adds the note "file:line:col: <path>: <message>" (accepted, without effect here). */
+void proxy_front_note(struct proxy_front *f, const struct sc_ynode *at, const char *path,
+                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Checks the keys of mapping <n> at <path>: those in <handled> (NULL-terminated) are the caller's,
+ * those in <noted> are accepted with a note, any other is refused as not supported. A non-mapping
+ * is refused too. Returns 0 or SC_ECONFIG. */
+int proxy_front_keys(struct proxy_front *f, const struct sc_ynode *n, const char *path,
+                     const char *const *handled, const char *const *noted);
+
+/* Returns the scalar text of <n>, or NULL after refusing a list or mapping at <path>. A null is
+ * NULL without a refusal; <*rc> tells them apart. */
+const char *proxy_front_scalar(struct proxy_front *f, const struct sc_ynode *n, const char *path,
+                               int *rc);
+
+/* Puts <key>: <value> (a string at <at>'s position) into mapping <map> of the output. */
+void proxy_front_put(struct proxy_front *f, struct sc_ynode *map, const char *key,
+                     const struct sc_ynode *at, const char *value);
+
+/* Returns the list <key> of the native document, creating it (at <at>) when absent. */
+struct sc_ynode *proxy_front_list(struct proxy_front *f, const char *key, const struct sc_ynode *at);
+
+/* Converts a protobuf-JSON duration ("5s", "0.250s", "1.5s"; Istio's "10ms", "1m", "1h" too)
+ * into the proxy's syntax ("250ms"), into <out> of at least 32 bytes. Returns 0 or -EINVAL. */
+int proxy_front_duration(const char *s, char *out, size_t outlen);
+
+/* proxy_envoy.c: translates the bootstrap <doc> (a mapping with static_resources). */
+int proxy_envoy_translate(struct proxy_front *f, const struct sc_ynode *doc);
+
+/* proxy_istio.c: the kinds it reads, and the translation of the gathered traffic resources. */
+extern const struct proxy_front_kind proxy_istio_kinds[];
+int proxy_istio_finish(struct proxy_front *f);
+
+#endif

@@ -1,0 +1,1244 @@
+// SPDX-License-Identifier: Apache-2.0
+// Istio resources as proxy configuration (see proxy_front.h). PeerAuthentication becomes a
+// peer_authentication entry at once. VirtualService, DestinationRule and ServiceEntry are gathered
+// and translated together: each destination host becomes one cluster named "<fqdn>:<port>" whose
+// endpoints come from a ServiceEntry (labelled, so subsets select on them) or from DNS (a
+// Kubernetes Service name), whose policy and subsets come from the DestinationRule of the host, and
+// each VirtualService http route becomes routes of the outbound listeners matching the request's
+// Host against every form of the virtual service's hosts. Invariant: a field without an equivalent
+// is refused at its position; a subset that selects no endpoint is refused at the route naming it.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "roles/proxy/proxy_front.h"
+
+#define NAME_MAX_LEN 253
+#define DEFAULT_PORT "80"
+
+static const char *const networking_versions[] = { "networking.istio.io/v1alpha3",
+                                                   "networking.istio.io/v1beta1",
+                                                   "networking.istio.io/v1", NULL };
+static const char *const security_versions[] = { "security.istio.io/v1beta1",
+                                                 "security.istio.io/v1", NULL };
+
+static const char *const top_keys[] = { "apiVersion", "kind", "metadata", "spec", NULL };
+static const char *const top_noted[] = { "status", NULL };
+static const char *const meta_keys[] = { "name", "namespace", NULL };
+static const char *const meta_noted[] = { "labels",          "annotations",
+                                          "uid",             "resourceVersion",
+                                          "generation",      "creationTimestamp",
+                                          "managedFields",   "ownerReferences",
+                                          "generateName",    "finalizers",
+                                          "deletionTimestamp", NULL };
+
+/* ---- small helpers ---- */
+
+static struct sc_ynode *new_map(struct proxy_front *f, const struct sc_ynode *at)
+{
+    struct sc_ynode *m = sc_ytree_map(f->out, at);
+    if (!m) {
+        proxy_front_refuse(f, at, NULL, "configuration too large");
+    }
+    return m;
+}
+
+static struct sc_ynode *new_seq(struct proxy_front *f, const struct sc_ynode *at)
+{
+    struct sc_ynode *m = sc_ytree_seq(f->out, at);
+    if (!m) {
+        proxy_front_refuse(f, at, NULL, "configuration too large");
+    }
+    return m;
+}
+
+static void put_node(struct proxy_front *f, struct sc_ynode *map, const char *key,
+                     struct sc_ynode *v, const struct sc_ynode *at)
+{
+    if (!map || !v || sc_ynode_put(f->out, map, key, v) < 0) {
+        proxy_front_refuse(f, at, NULL, "configuration too large");
+    }
+}
+
+static void push_node(struct proxy_front *f, struct sc_ynode *seq, struct sc_ynode *v,
+                      const struct sc_ynode *at)
+{
+    if (!seq || !v || sc_ynode_push(f->out, seq, v) < 0) {
+        proxy_front_refuse(f, at, NULL, "configuration too large");
+    }
+}
+
+/* Copies the value of <key> in <src>, when present, to <key2> of <dst>. */
+static void copy_key(struct proxy_front *f, struct sc_ynode *dst, const char *key2,
+                     const struct sc_ynode *src, const char *key)
+{
+    const struct sc_ynode *v = sc_ynode_get(src, key);
+    if (v && sc_ynode_kind(v) != SC_Y_NULL) {
+        put_node(f, dst, key2, sc_ytree_copy(f->out, v), v);
+    }
+}
+
+/* A duration field of Istio's (protobuf JSON) put as ours. */
+static void put_duration(struct proxy_front *f, struct sc_ynode *dst, const char *key2,
+                         const struct sc_ynode *src, const char *key, const char *path)
+{
+    const struct sc_ynode *v = sc_ynode_get(src, key);
+    int rc;
+    const char *s = proxy_front_scalar(f, v, path, &rc);
+    if (!s) {
+        return;
+    }
+    char d[32];
+    if (proxy_front_duration(s, d, sizeof(d)) < 0) {
+        proxy_front_refuse(f, v, path, "%s: invalid duration \"%.64s\" (expected e.g. 1s, 0.5s)",
+                           key, s);
+        return;
+    }
+    proxy_front_put(f, dst, key2, v, d);
+}
+
+static const char *get_str(struct proxy_front *f, const struct sc_ynode *m, const char *key,
+                           const char *path)
+{
+    int rc;
+    return proxy_front_scalar(f, sc_ynode_get(m, key), path, &rc);
+}
+
+/* The resource's namespace: metadata.namespace, else the workload's. */
+static const char *res_ns(const struct proxy_front *f, const struct sc_ynode *doc)
+{
+    const char *ns = sc_ynode_str(sc_ynode_get(sc_ynode_get(doc, "metadata"), "namespace"));
+    return ns && *ns ? ns : f->ns;
+}
+
+static const char *res_name(const struct sc_ynode *doc)
+{
+    const char *n = sc_ynode_str(sc_ynode_get(sc_ynode_get(doc, "metadata"), "name"));
+    return n ? n : "";
+}
+
+/* Checks the document's top and metadata keys; <*spec> gets spec. */
+static int check_top(struct proxy_front *f, const struct sc_ynode *doc, const char *path,
+                     const struct sc_ynode **spec)
+{
+    if (proxy_front_keys(f, doc, path, top_keys, top_noted) < 0 ||
+        proxy_front_keys(f, sc_ynode_get(doc, "metadata"), path, meta_keys, meta_noted) < 0) {
+        return SC_ECONFIG;
+    }
+    if (!*res_name(doc)) {
+        return proxy_front_refuse(f, doc, path, "metadata.name is required");
+    }
+    *spec = sc_ynode_get(doc, "spec");
+    if (sc_ynode_kind(*spec) != SC_Y_MAP) {
+        return proxy_front_refuse(f, *spec ? *spec : doc, path, "spec must be a mapping");
+    }
+    return 0;
+}
+
+/* Expands Istio's short host name <h> ("reviews") in namespace <ns> into <out>. */
+static void fqdn(const char *h, const char *ns, char *out, size_t len)
+{
+    if (strchr(h, '.') || strcmp(h, "*") == 0) {
+        snprintf(out, len, "%s", h);
+    } else {
+        snprintf(out, len, "%s.%s.svc.cluster.local", h, ns);
+    }
+}
+
+/* ---- PeerAuthentication ---- */
+
+static int add_peer_auth(struct proxy_front *f, const struct sc_ynode *doc, const char *kind)
+{
+    char path[PROXY_FRONT_PATH];
+    proxy_front_path(path, kind, "/%.128s", res_name(doc));
+    const struct sc_ynode *spec;
+    if (check_top(f, doc, path, &spec) < 0) {
+        return SC_ECONFIG;
+    }
+    static const char *const spec_keys[] = { "selector", "mtls", "portLevelMtls", NULL };
+    if (proxy_front_keys(f, spec, path, spec_keys, NULL) < 0) {
+        return SC_ECONFIG;
+    }
+    struct sc_ynode *pa = new_map(f, doc);
+    struct sc_ynode *list = proxy_front_list(f, "peer_authentication", doc);
+    if (!pa || !list) {
+        return SC_ECONFIG;
+    }
+    const struct sc_ynode *meta = sc_ynode_get(doc, "metadata");
+    copy_key(f, pa, "name", meta, "name");
+    copy_key(f, pa, "namespace", meta, "namespace");
+    const struct sc_ynode *sel = sc_ynode_get(spec, "selector");
+    static const char *const sel_keys[] = { "matchLabels", NULL };
+    if (proxy_front_keys(f, sel, path, sel_keys, NULL) < 0) {
+        return SC_ECONFIG;
+    }
+    copy_key(f, pa, "match_labels", sel, "matchLabels");
+    const struct sc_ynode *mtls = sc_ynode_get(spec, "mtls");
+    static const char *const mtls_keys[] = { "mode", NULL };
+    if (proxy_front_keys(f, mtls, path, mtls_keys, NULL) < 0) {
+        return SC_ECONFIG;
+    }
+    copy_key(f, pa, "mode", mtls, "mode");
+    const struct sc_ynode *plm = sc_ynode_get(spec, "portLevelMtls");
+    if (plm && sc_ynode_kind(plm) != SC_Y_NULL) {
+        if (sc_ynode_kind(plm) != SC_Y_MAP) {
+            return proxy_front_refuse(f, plm, path, "portLevelMtls must map ports to modes");
+        }
+        struct sc_ynode *ports = new_seq(f, plm);
+        for (size_t i = 0; i < sc_ynode_count(plm) && !f->err; i++) {
+            const struct sc_ynode *k = sc_ynode_key(plm, i), *v = sc_ynode_val(plm, i);
+            if (proxy_front_keys(f, v, path, mtls_keys, NULL) < 0) {
+                return SC_ECONFIG;
+            }
+            struct sc_ynode *e = new_map(f, k);
+            put_node(f, e, "port", sc_ytree_copy(f->out, k), k);
+            copy_key(f, e, "mode", v, "mode");
+            push_node(f, ports, e, k);
+        }
+        put_node(f, pa, "port_level_mtls", ports, plm);
+    }
+    push_node(f, list, pa, doc);
+    return f->err ? SC_ECONFIG : 0;
+}
+
+static int add_pa(struct proxy_front *f, const struct sc_ynode *doc, const char *path)
+{
+    return add_peer_auth(f, doc, path);
+}
+
+/* ---- gathering the traffic resources ---- */
+
+static int gather(struct proxy_front *f, const struct sc_ynode ***v, size_t *n,
+                  const struct sc_ynode *doc, const char *path)
+{
+    const struct sc_ynode *spec;
+    char p[PROXY_FRONT_PATH];
+    proxy_front_path(p, path, "/%.128s", res_name(doc));
+    if (check_top(f, doc, p, &spec) < 0) {
+        return SC_ECONFIG;
+    }
+    *v = sc_reallocarray(*v, *n + 1, sizeof(**v));
+    (*v)[(*n)++] = doc;
+    return 0;
+}
+
+static int add_vs(struct proxy_front *f, const struct sc_ynode *doc, const char *path)
+{
+    return gather(f, &f->vs, &f->nvs, doc, path);
+}
+
+static int add_dr(struct proxy_front *f, const struct sc_ynode *doc, const char *path)
+{
+    return gather(f, &f->dr, &f->ndr, doc, path);
+}
+
+static int add_se(struct proxy_front *f, const struct sc_ynode *doc, const char *path)
+{
+    return gather(f, &f->se, &f->nse, doc, path);
+}
+
+const struct proxy_front_kind proxy_istio_kinds[] = {
+    { "PeerAuthentication", security_versions, add_pa },
+    { "VirtualService", networking_versions, add_vs },
+    { "DestinationRule", networking_versions, add_dr },
+    { "ServiceEntry", networking_versions, add_se },
+    { 0 },
+};
+
+/* ---- hosts and clusters ---- */
+
+/* Finds the resource among <v> whose host (spec.host, or one of spec.hosts) is <host> after
+ * expansion in the resource's namespace. */
+static const struct sc_ynode *find_host(const struct proxy_front *f, const struct sc_ynode **v,
+                                        size_t n, const char *host)
+{
+    char h[NAME_MAX_LEN + 64];
+    for (size_t i = 0; i < n; i++) {
+        const struct sc_ynode *spec = sc_ynode_get(v[i], "spec");
+        const char *one = sc_ynode_str(sc_ynode_get(spec, "host"));
+        if (one) {
+            fqdn(one, res_ns(f, v[i]), h, sizeof(h));
+            if (strcmp(h, host) == 0) {
+                return v[i];
+            }
+        }
+        const struct sc_ynode *hs = sc_ynode_get(spec, "hosts");
+        for (size_t j = 0; j < sc_ynode_count(hs); j++) {
+            const char *s = sc_ynode_str(sc_ynode_at(hs, j));
+            if (s) {
+                fqdn(s, res_ns(f, v[i]), h, sizeof(h));
+                if (strcmp(h, host) == 0) {
+                    return v[i];
+                }
+            }
+        }
+    }
+    return NULL;
+}
+
+/* The clusters made so far, by name, so a host used by several routes is one cluster. */
+struct made {
+    char **names;
+    struct sc_ynode **nodes;
+    size_t n;
+};
+
+static struct sc_ynode *made_find(const struct made *m, const char *name)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        if (strcmp(m->names[i], name) == 0) {
+            return m->nodes[i];
+        }
+    }
+    return NULL;
+}
+
+static void traffic_policy(struct proxy_front *f, struct sc_ynode *c, const struct sc_ynode *tp,
+                           const char *path)
+{
+    static const char *const tp_keys[] = { "loadBalancer", "connectionPool", "outlierDetection",
+                                           "tls", NULL };
+    if (!tp || proxy_front_keys(f, tp, path, tp_keys, NULL) < 0) {
+        return;
+    }
+    const struct sc_ynode *lb = sc_ynode_get(tp, "loadBalancer");
+    static const char *const lb_keys[] = { "simple", NULL };
+    static const char *const lb_noted[] = { "localityLbSetting", "warmupDurationSecs", NULL };
+    if (lb && proxy_front_keys(f, lb, path, lb_keys, lb_noted) == 0) {
+        const char *s = get_str(f, lb, "simple", path);
+        const struct sc_ynode *at = sc_ynode_get(lb, "simple");
+        if (!s || strcmp(s, "UNSPECIFIED") == 0) {
+        } else if (strcmp(s, "ROUND_ROBIN") == 0) {
+            proxy_front_put(f, c, "lb_policy", at, "round_robin");
+        } else if (strcmp(s, "LEAST_REQUEST") == 0 || strcmp(s, "LEAST_CONN") == 0) {
+            proxy_front_put(f, c, "lb_policy", at, "least_request");
+        } else if (strcmp(s, "RANDOM") == 0) {
+            proxy_front_note(f, at, path, "RANDOM is served by round_robin (the same spread)");
+            proxy_front_put(f, c, "lb_policy", at, "round_robin");
+        } else {
+            proxy_front_refuse(f, at, path, "loadBalancer.simple %.32s is not supported", s);
+        }
+    }
+    const struct sc_ynode *cp = sc_ynode_get(tp, "connectionPool");
+    static const char *const cp_keys[] = { "tcp", "http", NULL };
+    if (cp && proxy_front_keys(f, cp, path, cp_keys, NULL) == 0) {
+        struct sc_ynode *cb = new_map(f, cp);
+        const struct sc_ynode *tcp = sc_ynode_get(cp, "tcp");
+        static const char *const tcp_keys[] = { "maxConnections", "connectTimeout", NULL };
+        static const char *const tcp_noted[] = { "tcpKeepalive", "maxConnectionDuration",
+                                                 "idleTimeout", NULL };
+        if (proxy_front_keys(f, tcp, path, tcp_keys, tcp_noted) == 0) {
+            copy_key(f, cb, "max_connections", tcp, "maxConnections");
+            put_duration(f, c, "connect_timeout", tcp, "connectTimeout", path);
+        }
+        const struct sc_ynode *http = sc_ynode_get(cp, "http");
+        static const char *const http_keys[] = { "http1MaxPendingRequests", "http2MaxRequests",
+                                                 "maxRetries", "idleTimeout",
+                                                 "maxRequestsPerConnection", "h2UpgradePolicy",
+                                                 "useClientProtocol", NULL };
+        static const char *const http_noted[] = { "maxConcurrentStreams", NULL };
+        if (proxy_front_keys(f, http, path, http_keys, http_noted) == 0) {
+            copy_key(f, cb, "max_pending_requests", http, "http1MaxPendingRequests");
+            copy_key(f, cb, "max_requests", http, "http2MaxRequests");
+            copy_key(f, cb, "max_retries", http, "maxRetries");
+            put_duration(f, c, "idle_timeout", http, "idleTimeout", path);
+            const struct sc_ynode *mr = sc_ynode_get(http, "maxRequestsPerConnection");
+            const char *s = sc_ynode_str(mr);
+            if (s && strcmp(s, "1") == 0) {
+                proxy_front_put(f, c, "max_idle", mr, "0"); /* a new connection per request */
+            } else if (s && strcmp(s, "0") != 0) {
+                proxy_front_refuse(f, mr, path,
+                                   "maxRequestsPerConnection other than 0 or 1 is not supported");
+            }
+            const char *up = get_str(f, http, "h2UpgradePolicy", path);
+            if (up && strcmp(up, "UPGRADE") == 0) {
+                proxy_front_refuse(f, sc_ynode_get(http, "h2UpgradePolicy"), path,
+                                   "h2UpgradePolicy UPGRADE is not supported (HTTP/1.1 upstream)");
+            }
+            const char *ucp = get_str(f, http, "useClientProtocol", path);
+            if (ucp && strcmp(ucp, "true") == 0) {
+                proxy_front_refuse(f, sc_ynode_get(http, "useClientProtocol"), path,
+                                   "useClientProtocol is not supported");
+            }
+        }
+        if (sc_ynode_count(cb)) {
+            put_node(f, c, "circuit_breakers", cb, cp);
+        }
+    }
+    const struct sc_ynode *od = sc_ynode_get(tp, "outlierDetection");
+    static const char *const od_keys[] = { "consecutive5xxErrors", "consecutiveGatewayErrors",
+                                           "consecutiveErrors", "interval", "baseEjectionTime",
+                                           "maxEjectionPercent", NULL };
+    static const char *const od_noted[] = { "minHealthPercent", NULL };
+    if (od && proxy_front_keys(f, od, path, od_keys, od_noted) == 0) {
+        struct sc_ynode *o = new_map(f, od);
+        copy_key(f, o, "consecutive_5xx", od, "consecutive5xxErrors");
+        copy_key(f, o, "consecutive_gateway_errors", od, "consecutiveGatewayErrors");
+        copy_key(f, o, "consecutive_gateway_errors", od, "consecutiveErrors");
+        /* Istio's defaults where they differ from the proxy's: 10s and 10%. */
+        if (sc_ynode_get(od, "interval")) {
+            put_duration(f, o, "interval", od, "interval", path);
+        } else {
+            proxy_front_put(f, o, "interval", od, "10s");
+        }
+        if (sc_ynode_get(od, "maxEjectionPercent")) {
+            copy_key(f, o, "max_ejection_percent", od, "maxEjectionPercent");
+        } else {
+            proxy_front_put(f, o, "max_ejection_percent", od, "10");
+        }
+        put_duration(f, o, "base_ejection_time", od, "baseEjectionTime", path);
+        put_node(f, c, "outlier_detection", o, od);
+    }
+    const struct sc_ynode *tls = sc_ynode_get(tp, "tls");
+    static const char *const tls_keys[] = { "mode",      "clientCertificate", "privateKey",
+                                            "caCertificates", "sni",          "subjectAltNames",
+                                            "insecureSkipVerify", NULL };
+    if (tls && proxy_front_keys(f, tls, path, tls_keys, NULL) == 0) {
+        struct sc_ynode *t = new_map(f, tls);
+        const char *mode = get_str(f, tls, "mode", path);
+        const struct sc_ynode *at = sc_ynode_get(tls, "mode");
+        const char *ours = !mode                             ? NULL
+                           : strcmp(mode, "DISABLE") == 0      ? "disable"
+                           : strcmp(mode, "SIMPLE") == 0       ? "simple"
+                           : strcmp(mode, "MUTUAL") == 0       ? "mutual"
+                           : strcmp(mode, "ISTIO_MUTUAL") == 0 ? "mesh"
+                                                               : "";
+        if (ours && !*ours) {
+            proxy_front_refuse(f, at, path, "tls.mode %.32s is not supported", mode);
+        } else if (ours) {
+            proxy_front_put(f, t, "mode", at, ours);
+        }
+        copy_key(f, t, "cert", tls, "clientCertificate");
+        copy_key(f, t, "key", tls, "privateKey");
+        copy_key(f, t, "ca", tls, "caCertificates");
+        copy_key(f, t, "sni", tls, "sni");
+        copy_key(f, t, "subject_alt_names", tls, "subjectAltNames");
+        copy_key(f, t, "insecure_skip_verify", tls, "insecureSkipVerify");
+        put_node(f, c, "tls", t, tls);
+    }
+}
+
+/* Adds to cluster <c> the endpoints of ServiceEntry <se> for <port> (its port number). Returns
+ * whether any endpoint carries labels. */
+static bool se_endpoints(struct proxy_front *f, struct sc_ynode *c, const struct sc_ynode *se,
+                         const char *host, const char *port, const char *path)
+{
+    const struct sc_ynode *spec = sc_ynode_get(se, "spec");
+    static const char *const se_keys[] = { "hosts", "ports", "resolution", "endpoints",
+                                           "location", "addresses", NULL };
+    static const char *const se_noted[] = { "exportTo", "subjectAltNames",
+                                            "workloadSelector", NULL };
+    if (proxy_front_keys(f, spec, path, se_keys, se_noted) < 0) {
+        return false;
+    }
+    const char *res = get_str(f, spec, "resolution", path);
+    if (res && strcmp(res, "STATIC") != 0 && strcmp(res, "DNS") != 0 &&
+        strcmp(res, "DNS_ROUND_ROBIN") != 0 && strcmp(res, "NONE") != 0) {
+        proxy_front_refuse(f, sc_ynode_get(spec, "resolution"), path,
+                           "resolution %.32s is not supported", res);
+        return false;
+    }
+    /* The port's name, for endpoints that map it to a port of their own. */
+    const char *pname = NULL;
+    const struct sc_ynode *ports = sc_ynode_get(spec, "ports");
+    for (size_t i = 0; i < sc_ynode_count(ports); i++) {
+        const struct sc_ynode *p = sc_ynode_at(ports, i);
+        const char *num = sc_ynode_str(sc_ynode_get(p, "number"));
+        if (num && strcmp(num, port) == 0) {
+            pname = sc_ynode_str(sc_ynode_get(p, "name"));
+            const char *tport = sc_ynode_str(sc_ynode_get(p, "targetPort"));
+            port = tport ? tport : port;
+        }
+    }
+    const struct sc_ynode *eps = sc_ynode_get(spec, "endpoints");
+    char addr[NAME_MAX_LEN + 16];
+    bool labelled = false;
+    if (sc_ynode_count(eps) == 0) {
+        if (res && strcmp(res, "STATIC") == 0) {
+            proxy_front_refuse(f, spec, path, "resolution STATIC needs endpoints");
+            return false;
+        }
+        struct sc_ynode *l = new_seq(f, spec);
+        proxy_front_path(addr, host, ":%s", port);
+        push_node(f, l, sc_ytree_str(f->out, spec, addr), spec);
+        put_node(f, c, "endpoints", l, spec);
+        return false;
+    }
+    struct sc_ynode *l = new_seq(f, eps);
+    static const char *const ep_keys[] = { "address", "ports", "labels", NULL };
+    static const char *const ep_noted[] = { "network", "locality", "weight", "serviceAccount",
+                                            NULL };
+    for (size_t i = 0; i < sc_ynode_count(eps) && !f->err; i++) {
+        const struct sc_ynode *ep = sc_ynode_at(eps, i);
+        if (proxy_front_keys(f, ep, path, ep_keys, ep_noted) < 0) {
+            return false;
+        }
+        const char *a = get_str(f, ep, "address", path);
+        if (!a) {
+            proxy_front_refuse(f, ep, path, "endpoints[%zu].address is required", i);
+            return false;
+        }
+        const char *p = pname ? sc_ynode_str(sc_ynode_get(sc_ynode_get(ep, "ports"), pname)) : NULL;
+        snprintf(addr, sizeof(addr), strchr(a, ':') ? "[%s]:%s" : "%s:%s", a, p ? p : port);
+        struct sc_ynode *e = new_map(f, ep);
+        proxy_front_put(f, e, "address", sc_ynode_get(ep, "address"), addr);
+        copy_key(f, e, "labels", ep, "labels");
+        labelled = labelled || sc_ynode_count(sc_ynode_get(ep, "labels")) > 0;
+        push_node(f, l, e, ep);
+    }
+    put_node(f, c, "labeled_endpoints", l, eps);
+    return labelled;
+}
+
+/* Does any labelled endpoint of ServiceEntry <se> carry all <labels>? */
+static bool subset_selects(const struct sc_ynode *se, const struct sc_ynode *labels)
+{
+    const struct sc_ynode *eps = sc_ynode_get(sc_ynode_get(se, "spec"), "endpoints");
+    for (size_t i = 0; i < sc_ynode_count(eps); i++) {
+        const struct sc_ynode *el = sc_ynode_get(sc_ynode_at(eps, i), "labels");
+        bool all = true;
+        for (size_t j = 0; j < sc_ynode_count(labels) && all; j++) {
+            const char *k = sc_ynode_str(sc_ynode_key(labels, j));
+            const char *v = sc_ynode_str(sc_ynode_val(labels, j));
+            const char *have = k ? sc_ynode_str(sc_ynode_get(el, k)) : NULL;
+            all = have && v && strcmp(have, v) == 0;
+        }
+        if (all) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Returns the name of the cluster for <host> (a FQDN) on <port> (NULL: the ServiceEntry's first
+ * port, else 80), making it on first use; <at> is where the destination was named. */
+static const char *cluster_for(struct proxy_front *f, struct made *m, const char *host,
+                               const char *port, const struct sc_ynode *at)
+{
+    const struct sc_ynode *se = find_host(f, f->se, f->nse, host);
+    if (!port) {
+        const struct sc_ynode *ports = sc_ynode_get(sc_ynode_get(se, "spec"), "ports");
+        port = sc_ynode_str(sc_ynode_get(sc_ynode_at(ports, 0), "number"));
+        port = port ? port : DEFAULT_PORT;
+    }
+    char name[NAME_MAX_LEN + 16];
+    proxy_front_path(name, host, ":%s", port);
+    if (made_find(m, name)) {
+        for (size_t i = 0; i < m->n; i++) {
+            if (strcmp(m->names[i], name) == 0) {
+                return m->names[i];
+            }
+        }
+    }
+    struct sc_ynode *c = new_map(f, at);
+    struct sc_ynode *clusters = proxy_front_list(f, "clusters", at);
+    if (!c || !clusters) {
+        return NULL;
+    }
+    proxy_front_put(f, c, "name", at, name);
+    char path[PROXY_FRONT_PATH];
+    if (se) {
+        snprintf(path, sizeof(path), "ServiceEntry/%.128s.spec", res_name(se));
+        se_endpoints(f, c, se, host, port, path);
+    } else {
+        struct sc_ynode *l = new_seq(f, at);
+        push_node(f, l, sc_ytree_str(f->out, at, name), at);
+        put_node(f, c, "endpoints", l, at);
+    }
+    const struct sc_ynode *dr = find_host(f, f->dr, f->ndr, host);
+    if (dr) {
+        const struct sc_ynode *spec = sc_ynode_get(dr, "spec");
+        snprintf(path, sizeof(path), "DestinationRule/%.128s.spec", res_name(dr));
+        static const char *const dr_keys[] = { "host", "trafficPolicy", "subsets", NULL };
+        static const char *const dr_noted[] = { "exportTo", "workloadSelector", NULL };
+        if (proxy_front_keys(f, spec, path, dr_keys, dr_noted) < 0) {
+            return NULL;
+        }
+        const struct sc_ynode *tp = sc_ynode_get(spec, "trafficPolicy");
+        if (sc_ynode_get(tp, "portLevelSettings")) {
+            proxy_front_refuse(f, sc_ynode_get(tp, "portLevelSettings"), path,
+                               "trafficPolicy.portLevelSettings is not supported");
+            return NULL;
+        }
+        traffic_policy(f, c, tp, path);
+        const struct sc_ynode *subs = sc_ynode_get(spec, "subsets");
+        if (sc_ynode_count(subs)) {
+            struct sc_ynode *l = new_seq(f, subs);
+            static const char *const sub_keys[] = { "name", "labels", NULL };
+            for (size_t i = 0; i < sc_ynode_count(subs) && !f->err; i++) {
+                const struct sc_ynode *s = sc_ynode_at(subs, i);
+                if (sc_ynode_get(s, "trafficPolicy")) {
+                    proxy_front_refuse(f, sc_ynode_get(s, "trafficPolicy"), path,
+                                       "subsets[%zu].trafficPolicy is not supported (one policy "
+                                       "per host)",
+                                       i);
+                    return NULL;
+                }
+                if (proxy_front_keys(f, s, path, sub_keys, NULL) < 0) {
+                    return NULL;
+                }
+                struct sc_ynode *e = new_map(f, s);
+                copy_key(f, e, "name", s, "name");
+                copy_key(f, e, "labels", s, "labels");
+                push_node(f, l, e, s);
+            }
+            put_node(f, c, "subsets", l, subs);
+        }
+    }
+    push_node(f, clusters, c, at);
+    if (f->err) {
+        return NULL;
+    }
+    m->names = sc_reallocarray(m->names, m->n + 1, sizeof(*m->names));
+    m->nodes = sc_reallocarray(m->nodes, m->n + 1, sizeof(*m->nodes));
+    m->names[m->n] = sc_strdup(name);
+    m->nodes[m->n] = c;
+    return m->names[m->n++];
+}
+
+/* Checks that <subset> of <host> exists in its DestinationRule and selects an endpoint. */
+static int check_subset(struct proxy_front *f, const char *host, const struct sc_ynode *sn,
+                        const char *path)
+{
+    const char *subset = sc_ynode_str(sn);
+    const struct sc_ynode *dr = find_host(f, f->dr, f->ndr, host);
+    const struct sc_ynode *subs = sc_ynode_get(sc_ynode_get(dr, "spec"), "subsets");
+    for (size_t i = 0; subset && i < sc_ynode_count(subs); i++) {
+        const struct sc_ynode *s = sc_ynode_at(subs, i);
+        const char *n = sc_ynode_str(sc_ynode_get(s, "name"));
+        if (n && strcmp(n, subset) == 0) {
+            const struct sc_ynode *se = find_host(f, f->se, f->nse, host);
+            if (!se || !subset_selects(se, sc_ynode_get(s, "labels"))) {
+                return proxy_front_refuse(f, sn, path,
+                                          "subset %.64s of %.128s selects no endpoint (subsets "
+                                          "select the labelled endpoints of a ServiceEntry)",
+                                          subset, host);
+            }
+            return 0;
+        }
+    }
+    return proxy_front_refuse(f, sn, path, "no DestinationRule defines subset %.64s of %.128s",
+                              subset ? subset : "?", host);
+}
+
+/* ---- VirtualService routes ---- */
+
+struct dest {
+    const char *cluster;
+    const struct sc_ynode *subset;
+    const struct sc_ynode *weight;
+    const struct sc_ynode *at;
+};
+
+/* Resolves a destination {host, subset, port} into a cluster. */
+static int destination(struct proxy_front *f, struct made *m, const struct sc_ynode *d,
+                       const char *ns, const char *path, struct dest *out)
+{
+    static const char *const d_keys[] = { "host", "subset", "port", NULL };
+    if (proxy_front_keys(f, d, path, d_keys, NULL) < 0) {
+        return SC_ECONFIG;
+    }
+    const char *h = get_str(f, d, "host", path);
+    if (!h || !*h) {
+        return proxy_front_refuse(f, d, path, "destination.host is required");
+    }
+    char host[NAME_MAX_LEN + 64];
+    fqdn(h, ns, host, sizeof(host));
+    const struct sc_ynode *pn = sc_ynode_get(d, "port");
+    static const char *const p_keys[] = { "number", NULL };
+    if (pn && proxy_front_keys(f, pn, path, p_keys, NULL) < 0) {
+        return SC_ECONFIG;
+    }
+    const char *port = sc_ynode_str(sc_ynode_get(pn, "number"));
+    out->cluster = cluster_for(f, m, host, port, sc_ynode_get(d, "host"));
+    out->subset = sc_ynode_get(d, "subset");
+    if (out->subset && check_subset(f, host, out->subset, path) < 0) {
+        return SC_ECONFIG;
+    }
+    return out->cluster ? 0 : SC_ECONFIG;
+}
+
+/* Istio's retryOn conditions as ours; gRPC statuses concern gRPC traffic only. */
+static int retry_on(struct proxy_front *f, struct sc_ynode *rp, const struct sc_ynode *rn,
+                    const char *path)
+{
+    const char *s = sc_ynode_str(rn);
+    if (!s) {
+        return 0;
+    }
+    struct sc_ynode *on = new_seq(f, rn), *codes = new_seq(f, rn);
+    char part[64];
+    const char *p = s;
+    while (*p && !f->err) {
+        size_t n = strcspn(p, ",");
+        snprintf(part, sizeof(part), "%.*s", (int)(n < 63 ? n : 63), p);
+        p += n + (p[n] == ',');
+        char *t = part;
+        while (*t == ' ') {
+            t++;
+        }
+        if (!*t) {
+            continue;
+        }
+        const char *ours = NULL;
+        if (strcmp(t, "5xx") == 0 || strcmp(t, "gateway-error") == 0 ||
+            strcmp(t, "connect-failure") == 0 || strcmp(t, "reset") == 0 ||
+            strcmp(t, "retriable-status-codes") == 0) {
+            ours = t;
+        } else if (strcmp(t, "refused-stream") == 0) {
+            ours = "reset";
+        } else if (t[0] >= '1' && t[0] <= '5' && strlen(t) == 3) {
+            push_node(f, codes, sc_ytree_str(f->out, rn, t), rn);
+            ours = "retriable-status-codes";
+        } else if (strcmp(t, "cancelled") == 0 || strcmp(t, "deadline-exceeded") == 0 ||
+                   strcmp(t, "internal") == 0 || strcmp(t, "resource-exhausted") == 0 ||
+                   strcmp(t, "unavailable") == 0) {
+            proxy_front_note(f, rn, path, "retryOn %s concerns gRPC statuses only", t);
+            continue;
+        } else {
+            return proxy_front_refuse(f, rn, path, "retryOn %.32s is not supported", t);
+        }
+        push_node(f, on, sc_ytree_str(f->out, rn, ours), rn);
+    }
+    if (sc_ynode_count(on)) {
+        put_node(f, rp, "retry_on", on, rn);
+    }
+    if (sc_ynode_count(codes)) {
+        put_node(f, rp, "retriable_status_codes", codes, rn);
+    }
+    return f->err ? SC_ECONFIG : 0;
+}
+
+/* A percentage {value: N} (or the deprecated integer <old>) into <key> of <dst>. */
+static void percentage(struct proxy_front *f, struct sc_ynode *dst, const struct sc_ynode *src,
+                       const char *old, const char *path)
+{
+    const struct sc_ynode *pc = sc_ynode_get(src, "percentage");
+    static const char *const pk[] = { "value", NULL };
+    if (pc && proxy_front_keys(f, pc, path, pk, NULL) == 0) {
+        copy_key(f, dst, "percentage", pc, "value");
+    } else if (!pc && old) {
+        copy_key(f, dst, "percentage", src, old);
+    }
+    if (!sc_ynode_get(dst, "percentage") && !f->err) {
+        proxy_front_put(f, dst, "percentage", src, "100");
+    }
+}
+
+static void fault(struct proxy_front *f, struct sc_ynode *rt, const struct sc_ynode *fn,
+                  const char *path)
+{
+    static const char *const f_keys[] = { "delay", "abort", NULL };
+    static const char *const d_keys[] = { "fixedDelay", "percentage", "percent", NULL };
+    static const char *const a_keys[] = { "httpStatus", "percentage", NULL };
+    if (proxy_front_keys(f, fn, path, f_keys, NULL) < 0) {
+        return;
+    }
+    struct sc_ynode *out = new_map(f, fn);
+    const struct sc_ynode *d = sc_ynode_get(fn, "delay");
+    if (d && proxy_front_keys(f, d, path, d_keys, NULL) == 0) {
+        struct sc_ynode *o = new_map(f, d);
+        put_duration(f, o, "fixed_delay", d, "fixedDelay", path);
+        percentage(f, o, d, "percent", path);
+        put_node(f, out, "delay", o, d);
+    }
+    const struct sc_ynode *a = sc_ynode_get(fn, "abort");
+    if (a && proxy_front_keys(f, a, path, a_keys, NULL) == 0) {
+        struct sc_ynode *o = new_map(f, a);
+        copy_key(f, o, "http_status", a, "httpStatus");
+        percentage(f, o, a, NULL, path);
+        put_node(f, out, "abort", o, a);
+    }
+    put_node(f, rt, "fault", out, fn);
+}
+
+/* Istio's headers {request, response} {set, add, remove} are our own shape. */
+static void headers(struct proxy_front *f, struct sc_ynode *rt, const struct sc_ynode *hn,
+                    const char *path)
+{
+    static const char *const h_keys[] = { "request", "response", NULL };
+    static const char *const o_keys[] = { "set", "add", "remove", NULL };
+    if (proxy_front_keys(f, hn, path, h_keys, NULL) < 0 ||
+        proxy_front_keys(f, sc_ynode_get(hn, "request"), path, o_keys, NULL) < 0 ||
+        proxy_front_keys(f, sc_ynode_get(hn, "response"), path, o_keys, NULL) < 0) {
+        return;
+    }
+    put_node(f, rt, "headers", sc_ytree_copy(f->out, hn), hn);
+}
+
+/* The Host header values a request for <host> may carry: for a Kubernetes service name, the
+ * short forms that resolve to it in the workload's namespace, each with and without a port. */
+static size_t host_forms(const struct proxy_front *f, const char *host, const char *port,
+                         char out[][NAME_MAX_LEN + 16], size_t max)
+{
+    size_t n = 0;
+    char base[4][NAME_MAX_LEN + 1];
+    size_t nb = 0;
+    snprintf(base[nb++], sizeof(base[0]), "%s", host);
+    const char *suffix = strstr(host, ".svc.cluster.local");
+    if (suffix && suffix[strlen(".svc.cluster.local")] == '\0') {
+        size_t svc = (size_t)(suffix - host); /* "name.ns" */
+        snprintf(base[nb++], sizeof(base[0]), "%.*s.svc", (int)svc, host);
+        snprintf(base[nb++], sizeof(base[0]), "%.*s", (int)svc, host);
+        const char *dot = memchr(host, '.', svc);
+        if (dot && strlen(f->ns) == svc - (size_t)(dot - host) - 1 &&
+            strncmp(dot + 1, f->ns, strlen(f->ns)) == 0) {
+            snprintf(base[nb++], sizeof(base[0]), "%.*s", (int)(dot - host), host);
+        }
+    }
+    for (size_t i = 0; i < nb && n + 2 <= max; i++) {
+        snprintf(out[n++], NAME_MAX_LEN + 16, "%.253s", base[i]);
+        if (port) {
+            snprintf(out[n++], NAME_MAX_LEN + 16, "%.253s:%.10s", base[i], port);
+        }
+    }
+    return n;
+}
+
+/* The match part of one native route from an Istio HTTPMatchRequest (NULL: match all). */
+static struct sc_ynode *match(struct proxy_front *f, const struct sc_ynode *mn, const char *hostv,
+                              const struct sc_ynode *at, const char *path)
+{
+    static const char *const m_keys[] = { "uri", "method", "headers", "withoutHeaders", "name",
+                                          "ignoreUriCase", NULL };
+    struct sc_ynode *m = new_map(f, mn ? mn : at);
+    struct sc_ynode *hs = new_seq(f, mn ? mn : at);
+    if (mn && proxy_front_keys(f, mn, path, m_keys, NULL) == 0) {
+        const char *icase = get_str(f, mn, "ignoreUriCase", path);
+        if (icase && strcmp(icase, "true") == 0) {
+            proxy_front_refuse(f, sc_ynode_get(mn, "ignoreUriCase"), path,
+                               "ignoreUriCase is not supported");
+            return NULL;
+        }
+        static const char *const sm_keys[] = { "exact", "prefix", "regex", NULL };
+        const struct sc_ynode *uri = sc_ynode_get(mn, "uri");
+        if (uri && proxy_front_keys(f, uri, path, sm_keys, NULL) == 0) {
+            copy_key(f, m, "path", uri, "exact");
+            copy_key(f, m, "prefix", uri, "prefix");
+            copy_key(f, m, "regex", uri, "regex");
+        }
+        const struct sc_ynode *meth = sc_ynode_get(mn, "method");
+        static const char *const ex_keys[] = { "exact", NULL };
+        if (meth && proxy_front_keys(f, meth, path, ex_keys, NULL) == 0) {
+            const struct sc_ynode *e = sc_ynode_get(meth, "exact");
+            struct sc_ynode *l = new_seq(f, e);
+            push_node(f, l, sc_ytree_copy(f->out, e), e);
+            put_node(f, m, "methods", l, e);
+        }
+        for (int w = 0; w < 2; w++) {
+            const struct sc_ynode *hn = sc_ynode_get(mn, w ? "withoutHeaders" : "headers");
+            for (size_t i = 0; i < sc_ynode_count(hn) && !f->err; i++) {
+                const struct sc_ynode *k = sc_ynode_key(hn, i), *v = sc_ynode_val(hn, i);
+                static const char *const hv_keys[] = { "exact", NULL };
+                if (proxy_front_keys(f, v, path, hv_keys, NULL) < 0) {
+                    return NULL; /* prefix and regex header matches have no equivalent */
+                }
+                struct sc_ynode *e = new_map(f, k);
+                put_node(f, e, "name", sc_ytree_copy(f->out, k), k);
+                copy_key(f, e, "value", v, "exact");
+                if (w) {
+                    proxy_front_put(f, e, "present", k, "false");
+                }
+                push_node(f, hs, e, k);
+            }
+        }
+    }
+    if (hostv) {
+        struct sc_ynode *e = new_map(f, at);
+        proxy_front_put(f, e, "name", at, "host");
+        proxy_front_put(f, e, "value", at, hostv);
+        push_node(f, hs, e, at);
+    }
+    if (sc_ynode_count(hs)) {
+        put_node(f, m, "headers", hs, at);
+    }
+    return f->err ? NULL : m;
+}
+
+/* Appends to <routes> the native routes of http[<i>] of VirtualService <vs>. */
+static int http_route(struct proxy_front *f, struct made *m, const struct sc_ynode *vs,
+                      const struct sc_ynode *h, size_t i, struct sc_ynode *routes,
+                      char hosts[][NAME_MAX_LEN + 16], size_t nhosts, const char *vpath)
+{
+    char path[PROXY_FRONT_PATH];
+    proxy_front_path(path, vpath, ".http[%zu]", i);
+    static const char *const h_keys[] = { "name",    "match",   "route",   "timeout",
+                                          "retries", "fault",   "rewrite", "mirror",
+                                          "mirrorPercentage", "mirror_percent", "headers",
+                                          NULL };
+    if (proxy_front_keys(f, h, path, h_keys, NULL) < 0) {
+        return SC_ECONFIG;
+    }
+    const char *ns = res_ns(f, vs);
+    /* The action, shared by every (match x host) route. */
+    struct sc_ynode *act = new_map(f, h);
+    char rname[160];
+    const char *hn = sc_ynode_str(sc_ynode_get(h, "name"));
+    if (hn) {
+        snprintf(rname, sizeof(rname), "%.64s.%.64s", res_name(vs), hn);
+    } else {
+        snprintf(rname, sizeof(rname), "%.64s.%zu", res_name(vs), i);
+    }
+    proxy_front_put(f, act, "name", h, rname);
+    const struct sc_ynode *rl = sc_ynode_get(h, "route");
+    if (sc_ynode_count(rl) == 0) {
+        return proxy_front_refuse(f, h, path, "route is required (redirect, directResponse and "
+                                              "delegate are not supported)");
+    }
+    struct sc_ynode *wl = new_seq(f, rl);
+    long total = 0;
+    for (size_t r = 0; r < sc_ynode_count(rl) && !f->err; r++) {
+        char rp[PROXY_FRONT_PATH];
+        proxy_front_path(rp, path, ".route[%zu]", r);
+        const struct sc_ynode *rd = sc_ynode_at(rl, r);
+        static const char *const rd_keys[] = { "destination", "weight", NULL };
+        if (proxy_front_keys(f, rd, rp, rd_keys, NULL) < 0) {
+            return SC_ECONFIG;
+        }
+        struct dest d = { 0 };
+        if (destination(f, m, sc_ynode_get(rd, "destination"), ns, rp, &d) < 0) {
+            return SC_ECONFIG;
+        }
+        const struct sc_ynode *w = sc_ynode_get(rd, "weight");
+        const char *ws = sc_ynode_str(w);
+        char *end = NULL;
+        long wv = ws ? strtol(ws, &end, 10) : 0;
+        if (ws && (*end || wv < 0 || wv > 100)) {
+            return proxy_front_refuse(f, w, rp, "weight must be 0 to 100");
+        }
+        total += ws ? wv : 0;
+        struct sc_ynode *e = new_map(f, rd);
+        proxy_front_put(f, e, "cluster", sc_ynode_get(rd, "destination"), d.cluster);
+        if (d.subset) {
+            put_node(f, e, "subset", sc_ytree_copy(f->out, d.subset), d.subset);
+        }
+        proxy_front_put(f, e, "weight", w ? w : rd, ws ? ws : "100");
+        push_node(f, wl, e, rd);
+    }
+    if (sc_ynode_count(rl) > 1 && total != 100) {
+        return proxy_front_refuse(f, rl, path, "route weights add up to %ld, not 100", total);
+    }
+    if (sc_ynode_count(rl) == 1) {
+        const struct sc_ynode *d = sc_ynode_get(sc_ynode_at(rl, 0), "destination");
+        copy_key(f, act, "cluster", sc_ynode_at(wl, 0), "cluster");
+        (void)d;
+        copy_key(f, act, "subset", sc_ynode_at(wl, 0), "subset");
+    } else {
+        put_node(f, act, "weighted_clusters", wl, rl);
+    }
+    /* Istio routes have no timeout unless one is given, and retry twice by default. */
+    if (sc_ynode_get(h, "timeout")) {
+        put_duration(f, act, "timeout", h, "timeout", path);
+    } else {
+        proxy_front_put(f, act, "timeout", h, "0ms");
+    }
+    struct sc_ynode *rp = new_map(f, h);
+    const struct sc_ynode *rt = sc_ynode_get(h, "retries");
+    static const char *const rt_keys[] = { "attempts", "perTryTimeout", "retryOn", NULL };
+    static const char *const rt_noted[] = { "retryRemoteLocalities", NULL };
+    if (rt) {
+        if (proxy_front_keys(f, rt, path, rt_keys, rt_noted) < 0) {
+            return SC_ECONFIG;
+        }
+        copy_key(f, rp, "num_retries", rt, "attempts");
+        if (!sc_ynode_get(rt, "attempts")) {
+            proxy_front_put(f, rp, "num_retries", rt, "2");
+        }
+        put_duration(f, rp, "per_try_timeout", rt, "perTryTimeout", path);
+        if (retry_on(f, rp, sc_ynode_get(rt, "retryOn"), path) < 0) {
+            return SC_ECONFIG;
+        }
+    } else {
+        proxy_front_put(f, rp, "num_retries", h, "2");
+    }
+    if (!sc_ynode_get(rp, "retry_on")) {
+        /* Istio's default: connect-failure, refused-stream, unavailable, cancelled and 503. */
+        struct sc_ynode *on = new_seq(f, h), *codes = new_seq(f, h);
+        push_node(f, on, sc_ytree_str(f->out, h, "connect-failure"), h);
+        push_node(f, on, sc_ytree_str(f->out, h, "reset"), h);
+        push_node(f, on, sc_ytree_str(f->out, h, "retriable-status-codes"), h);
+        push_node(f, codes, sc_ytree_str(f->out, h, "503"), h);
+        put_node(f, rp, "retry_on", on, h);
+        if (!sc_ynode_get(rp, "retriable_status_codes")) {
+            put_node(f, rp, "retriable_status_codes", codes, h);
+        }
+    }
+    put_node(f, act, "retry_policy", rp, h);
+    if (sc_ynode_get(h, "fault")) {
+        fault(f, act, sc_ynode_get(h, "fault"), path);
+    }
+    if (sc_ynode_get(h, "headers")) {
+        headers(f, act, sc_ynode_get(h, "headers"), path);
+    }
+    const struct sc_ynode *mir = sc_ynode_get(h, "mirror");
+    if (mir) {
+        struct dest d = { 0 };
+        if (sc_ynode_get(mir, "subset")) {
+            return proxy_front_refuse(f, sc_ynode_get(mir, "subset"), path,
+                                      "mirror.subset is not supported");
+        }
+        if (destination(f, m, mir, ns, path, &d) < 0) {
+            return SC_ECONFIG;
+        }
+        struct sc_ynode *o = new_map(f, mir);
+        proxy_front_put(f, o, "cluster", mir, d.cluster);
+        const struct sc_ynode *mp = sc_ynode_get(h, "mirrorPercentage");
+        static const char *const pk[] = { "value", NULL };
+        if (mp && proxy_front_keys(f, mp, path, pk, NULL) == 0) {
+            copy_key(f, o, "percentage", mp, "value");
+        } else {
+            copy_key(f, o, "percentage", h, "mirror_percent");
+        }
+        put_node(f, act, "mirror", o, mir);
+    }
+    const struct sc_ynode *rw = sc_ynode_get(h, "rewrite");
+    static const char *const rw_keys[] = { "uri", "authority", NULL };
+    if (rw && proxy_front_keys(f, rw, path, rw_keys, NULL) == 0) {
+        copy_key(f, act, "host_rewrite", rw, "authority");
+        if (sc_ynode_get(rw, "uri")) {
+            /* Istio replaces the matched prefix: every match must then be a prefix match. */
+            const struct sc_ynode *ms = sc_ynode_get(h, "match");
+            bool prefixes = sc_ynode_count(ms) > 0;
+            for (size_t k = 0; k < sc_ynode_count(ms); k++) {
+                prefixes = prefixes &&
+                           sc_ynode_get(sc_ynode_get(sc_ynode_at(ms, k), "uri"), "prefix");
+            }
+            if (!prefixes) {
+                return proxy_front_refuse(f, sc_ynode_get(rw, "uri"), path,
+                                          "rewrite.uri is supported with uri prefix matches only");
+            }
+            copy_key(f, act, "prefix_rewrite", rw, "uri");
+        }
+    }
+    if (f->err) {
+        return SC_ECONFIG;
+    }
+    /* One route per (match, host form); the same name, so metrics count them together. */
+    const struct sc_ynode *ms = sc_ynode_get(h, "match");
+    size_t nm = sc_ynode_count(ms) ? sc_ynode_count(ms) : 1;
+    for (size_t k = 0; k < nm && !f->err; k++) {
+        char mp[PROXY_FRONT_PATH];
+        proxy_front_path(mp, path, ".match[%zu]", k);
+        for (size_t hi = 0; hi < (nhosts ? nhosts : 1) && !f->err; hi++) {
+            struct sc_ynode *route = sc_ytree_copy(f->out, act);
+            struct sc_ynode *mt = match(f, sc_ynode_at(ms, k), nhosts ? hosts[hi] : NULL, h, mp);
+            if (!route || !mt) {
+                return proxy_front_refuse(f, h, path, "configuration too large");
+            }
+            put_node(f, route, "match", mt, h);
+            push_node(f, routes, route, h);
+        }
+    }
+    return f->err ? SC_ECONFIG : 0;
+}
+
+#define MAX_FORMS 64
+
+/* The Host values of VirtualService <vs> (none when it has "*"); <*n> gets their count. */
+static int vs_hosts(struct proxy_front *f, const struct sc_ynode *vs, const char *path,
+                    char forms[][NAME_MAX_LEN + 16], size_t *n)
+{
+    const struct sc_ynode *spec = sc_ynode_get(vs, "spec");
+    const struct sc_ynode *hs = sc_ynode_get(spec, "hosts");
+    *n = 0;
+    if (sc_ynode_count(hs) == 0) {
+        return proxy_front_refuse(f, spec, path, "hosts is required");
+    }
+    for (size_t i = 0; i < sc_ynode_count(hs); i++) {
+        const char *h = sc_ynode_str(sc_ynode_at(hs, i));
+        if (!h) {
+            return proxy_front_refuse(f, sc_ynode_at(hs, i), path, "hosts[%zu] is not a name", i);
+        }
+        if (strcmp(h, "*") == 0) {
+            *n = 0;
+            return 0;
+        }
+        if (h[0] == '*') {
+            return proxy_front_refuse(f, sc_ynode_at(hs, i), path,
+                                      "wildcard host %.64s is not supported", h);
+        }
+        char fq[NAME_MAX_LEN + 64];
+        fqdn(h, res_ns(f, vs), fq, sizeof(fq));
+        const struct sc_ynode *se = find_host(f, f->se, f->nse, fq);
+        const char *port = sc_ynode_str(sc_ynode_get(
+            sc_ynode_at(sc_ynode_get(sc_ynode_get(se, "spec"), "ports"), 0), "number"));
+        *n += host_forms(f, fq, port, forms + *n, MAX_FORMS - *n);
+    }
+    return 0;
+}
+
+/* The outbound listeners VirtualService routes go to, made (with the proxy's default inbound
+ * listener and its cluster) when the configuration has no listeners of its own. */
+static int outbound_listeners(struct proxy_front *f, const struct sc_ynode *at,
+                              struct sc_ynode **out, size_t *n)
+{
+    struct sc_ynode *ls = sc_ynode_get_mut(f->root, "listeners");
+    *n = 0;
+    if (sc_ynode_count(ls) == 0) {
+        ls = proxy_front_list(f, "listeners", at);
+        struct sc_ynode *clusters = proxy_front_list(f, "clusters", at);
+        if (!ls || !clusters) {
+            return SC_ECONFIG;
+        }
+        const char *app = sc_ynode_str(sc_ynode_get(f->root, "upstream"));
+        struct sc_ynode *in = new_map(f, at), *ir = new_seq(f, at), *r = new_map(f, at);
+        proxy_front_put(f, in, "name", at, "inbound");
+        proxy_front_put(f, in, "address", at, "0.0.0.0:15006");
+        proxy_front_put(f, r, "name", at, "inbound");
+        proxy_front_put(f, r, "cluster", at, "inbound");
+        push_node(f, ir, r, at);
+        put_node(f, in, "routes", ir, at);
+        push_node(f, ls, in, at);
+        struct sc_ynode *ob = new_map(f, at);
+        proxy_front_put(f, ob, "name", at, "outbound");
+        proxy_front_put(f, ob, "address", at, "127.0.0.1:15001");
+        proxy_front_put(f, ob, "direction", at, "outbound");
+        struct sc_ynode *orl = new_seq(f, at), *orr = new_map(f, at);
+        proxy_front_put(f, orr, "name", at, "outbound");
+        proxy_front_put(f, orr, "cluster", at, "outbound");
+        push_node(f, orl, orr, at);
+        put_node(f, ob, "routes", orl, at);
+        push_node(f, ls, ob, at);
+        struct sc_ynode *ic = new_map(f, at), *eps = new_seq(f, at);
+        proxy_front_put(f, ic, "name", at, "inbound");
+        push_node(f, eps, sc_ytree_str(f->out, at, app ? app : "127.0.0.1:8080"), at);
+        put_node(f, ic, "endpoints", eps, at);
+        push_node(f, clusters, ic, at);
+        struct sc_ynode *oc = new_map(f, at);
+        proxy_front_put(f, oc, "name", at, "outbound");
+        proxy_front_put(f, oc, "type", at, "original_dst");
+        push_node(f, clusters, oc, at);
+        if (f->err) {
+            return SC_ECONFIG;
+        }
+    }
+    for (size_t i = 0; i < sc_ynode_count(ls) && *n < 64; i++) {
+        struct sc_ynode *l = (struct sc_ynode *)sc_ynode_at(ls, i);
+        const char *dir = sc_ynode_str(sc_ynode_get(l, "direction"));
+        if (dir && strcmp(dir, "outbound") == 0) {
+            out[(*n)++] = l;
+        }
+    }
+    if (*n == 0) {
+        return proxy_front_refuse(f, at, NULL,
+                                  "VirtualService routes go to outbound listeners, and the "
+                                  "proxy configuration has none (direction: outbound)");
+    }
+    return 0;
+}
+
+int proxy_istio_finish(struct proxy_front *f)
+{
+    if (f->nvs == 0 && f->ndr == 0 && f->nse == 0) {
+        return 0;
+    }
+    struct made m = { 0 };
+    struct sc_ynode *routes = NULL;
+    const struct sc_ynode *at = f->nvs ? f->vs[0] : f->ndr ? f->dr[0] : f->se[0];
+    struct sc_ynode *ols[64];
+    size_t nols = 0;
+    char(*forms)[NAME_MAX_LEN + 16] = sc_calloc(MAX_FORMS, sizeof(*forms));
+    if (outbound_listeners(f, at, ols, &nols) < 0) {
+        goto out;
+    }
+    routes = new_seq(f, at);
+    for (size_t v = 0; v < f->nvs && !f->err; v++) {
+        const struct sc_ynode *vs = f->vs[v];
+        const struct sc_ynode *spec = sc_ynode_get(vs, "spec");
+        char path[PROXY_FRONT_PATH];
+        snprintf(path, sizeof(path), "VirtualService/%.128s.spec", res_name(vs));
+        static const char *const vs_keys[] = { "hosts", "http", "gateways", NULL };
+        static const char *const vs_noted[] = { "exportTo", NULL };
+        if (proxy_front_keys(f, spec, path, vs_keys, vs_noted) < 0) {
+            break;
+        }
+        const struct sc_ynode *gw = sc_ynode_get(spec, "gateways");
+        for (size_t g = 0; g < sc_ynode_count(gw); g++) {
+            const char *s = sc_ynode_str(sc_ynode_at(gw, g));
+            if (!s || strcmp(s, "mesh") != 0) {
+                proxy_front_refuse(f, sc_ynode_at(gw, g), path,
+                                   "gateways other than mesh are not supported");
+                goto out;
+            }
+        }
+        size_t nforms;
+        if (vs_hosts(f, vs, path, forms, &nforms) < 0) {
+            break;
+        }
+        const struct sc_ynode *http = sc_ynode_get(spec, "http");
+        for (size_t i = 0; i < sc_ynode_count(http) && !f->err; i++) {
+            http_route(f, &m, vs, sc_ynode_at(http, i), i, routes, forms, nforms, path);
+        }
+    }
+    /* Hosts with a DestinationRule or ServiceEntry and no VirtualService still get a route, so
+     * their endpoints and policy apply as Istio applies them. */
+    for (int pass = 0; pass < 2 && !f->err; pass++) {
+        const struct sc_ynode **v = pass ? f->se : f->dr;
+        size_t n = pass ? f->nse : f->ndr;
+        for (size_t i = 0; i < n && !f->err; i++) {
+            const struct sc_ynode *spec = sc_ynode_get(v[i], "spec");
+            const struct sc_ynode *one = sc_ynode_get(spec, "host");
+            const struct sc_ynode *hs = sc_ynode_get(spec, "hosts");
+            size_t nh = one ? 1 : sc_ynode_count(hs);
+            for (size_t j = 0; j < nh && !f->err; j++) {
+                const struct sc_ynode *hn = one ? one : sc_ynode_at(hs, j);
+                const char *h = sc_ynode_str(hn);
+                if (!h || h[0] == '*') {
+                    proxy_front_refuse(f, hn, pass ? "ServiceEntry" : "DestinationRule",
+                                       "host must be a name (wildcards are not supported)");
+                    break;
+                }
+                char fq[NAME_MAX_LEN + 64];
+                fqdn(h, res_ns(f, v[i]), fq, sizeof(fq));
+                if (find_host(f, f->vs, f->nvs, fq)) {
+                    continue;
+                }
+                const struct sc_ynode *se = find_host(f, f->se, f->nse, fq);
+                const char *port = sc_ynode_str(sc_ynode_get(
+                    sc_ynode_at(sc_ynode_get(sc_ynode_get(se, "spec"), "ports"), 0), "number"));
+                char pname[NAME_MAX_LEN + 64];
+                proxy_front_path(pname, fq, ":%s", port ? port : DEFAULT_PORT);
+                if (made_find(&m, pname)) {
+                    continue;
+                }
+                const char *c = cluster_for(f, &m, fq, port, hn);
+                size_t nforms = host_forms(f, fq, port, forms, MAX_FORMS);
+                for (size_t k = 0; c && k < nforms && !f->err; k++) {
+                    struct sc_ynode *r = new_map(f, hn), *mt = match(f, NULL, forms[k], hn, "");
+                    proxy_front_put(f, r, "name", hn, fq);
+                    proxy_front_put(f, r, "cluster", hn, c);
+                    put_node(f, r, "match", mt, hn);
+                    push_node(f, routes, r, hn);
+                }
+            }
+        }
+    }
+    /* The routes go first in every outbound listener, before its own. */
+    for (size_t i = 0; i < nols && !f->err; i++) {
+        struct sc_ynode *lr = sc_ynode_get_mut(ols[i], "routes");
+        struct sc_ynode *merged = sc_ytree_copy(f->out, routes);
+        for (size_t k = 0; merged && k < sc_ynode_count(lr); k++) {
+            push_node(f, merged, sc_ytree_copy(f->out, sc_ynode_at(lr, k)), sc_ynode_at(lr, k));
+        }
+        if (lr) {
+            /* Replace the listener's list in place: its key keeps its position. */
+            for (size_t k = 0; k < sc_ynode_count(ols[i]); k++) {
+                if (sc_ynode_val(ols[i], k) == lr) {
+                    sc_ynode_replace(ols[i], k, merged);
+                }
+            }
+        } else {
+            put_node(f, ols[i], "routes", merged, at);
+        }
+    }
+out:
+    for (size_t i = 0; i < m.n; i++) {
+        sc_free(m.names[i]);
+    }
+    sc_free(m.names);
+    sc_free(m.nodes);
+    sc_free(forms);
+    return f->err ? SC_ECONFIG : 0;
+}
