@@ -45,7 +45,8 @@ struct proxy_match_cfg {
     char *path;
     char *regex;
     struct sc_strv methods;
-    struct sc_vec headers; /* struct proxy_header_match_cfg */
+    struct sc_strv authority; /* Host names (Envoy's domains, Istio's hosts) */
+    struct sc_vec headers;    /* struct proxy_header_match_cfg */
     struct sc_vec cookies; /* struct proxy_header_match_cfg */
 };
 
@@ -215,6 +216,8 @@ struct proxy_route {
     pcre2_code *re;
     char **methods;
     size_t nmethods;
+    char **authority;
+    size_t nauthority;
     struct proxy_header_match *headers;
     size_t nheaders;
     struct proxy_cluster *cluster;

@@ -54,6 +54,12 @@ static const struct sc_opt match_opts[] = {
       .type = SC_OPT_STRLIST,
       .offset = offsetof(struct proxy_match_cfg, methods),
       .help = "request methods (any when empty)" },
+    { .name = "authority",
+      .type = SC_OPT_STRLIST,
+      .offset = offsetof(struct proxy_match_cfg, authority),
+      .help = "Host names, exact or with a leading \"*.\" or trailing \".*\" wildcard, \"*\" "
+              "for any; a name without a port matches the Host with any port (any when empty)",
+      .max = 256 },
     { .name = "headers",
       .type = SC_OPT_OBJLIST,
       .offset = offsetof(struct proxy_match_cfg, headers),
@@ -699,6 +705,10 @@ static void route_free(struct proxy_route *r)
         sc_free(r->methods[i]);
     }
     sc_free(r->methods);
+    for (size_t i = 0; i < r->nauthority; i++) {
+        sc_free(r->authority[i]);
+    }
+    sc_free(r->authority);
     for (size_t i = 0; i < r->nheaders; i++) {
         sc_free((char *)r->headers[i].name.p);
         sc_free((char *)r->headers[i].value.p);
@@ -862,6 +872,11 @@ static void route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
     r->methods = sc_calloc(r->nmethods ? r->nmethods : 1, sizeof(char *));
     for (size_t i = 0; i < r->nmethods; i++) {
         r->methods[i] = sc_strdup(rc->match.methods.v[i]);
+    }
+    r->nauthority = rc->match.authority.n;
+    r->authority = sc_calloc(r->nauthority ? r->nauthority : 1, sizeof(char *));
+    for (size_t i = 0; i < r->nauthority; i++) {
+        r->authority[i] = sc_strdup(rc->match.authority.v[i]);
     }
     const struct proxy_header_match_cfg *h = rc->match.headers.v;
     r->nheaders = rc->match.headers.n;

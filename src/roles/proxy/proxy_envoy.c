@@ -456,9 +456,10 @@ static void retry_policy(struct proxy_front *f, struct sc_ynode *rt, const struc
     put(f, rt, "retry_policy", o, rp);
 }
 
-/* A route's match into ours; <host> (NULL: any) adds the virtual host's domain. */
+/* A route's match into ours; <dom> (a list of the output, NULL: any) is the virtual host's
+ * domains. */
 static struct sc_ynode *route_match(struct proxy_front *f, const struct sc_ynode *mn,
-                                    const struct sc_ynode *dom, const char *path)
+                                    struct sc_ynode *dom, const char *path)
 {
     static const char *const mk[] = { "prefix", "path", "safe_regex", "headers", "case_sensitive",
                                       NULL };
@@ -511,10 +512,7 @@ static struct sc_ynode *route_match(struct proxy_front *f, const struct sc_ynode
         push(f, hs, e, h);
     }
     if (dom) {
-        struct sc_ynode *e = omap(f, dom);
-        proxy_front_put(f, e, "name", dom, "host");
-        put(f, e, "value", sc_ytree_copy(f->out, dom), dom);
-        push(f, hs, e, dom);
+        put(f, m, "authority", dom, mn);
     }
     if (sc_ynode_count(hs)) {
         put(f, m, "headers", hs, mn);
@@ -607,7 +605,7 @@ struct vhost_levels {
     const struct sc_ynode *rc, *vh; /* route_config and virtual host, for header mutations */
 };
 
-/* One Envoy route (for one domain, NULL: any) into a native route appended to <routes>. */
+/* One Envoy route (for the domains <dom>, NULL: any) into a native route appended to <routes>. */
 static void route(struct proxy_front *f, struct sc_ynode *routes, const struct sc_ynode *r,
                   const struct sc_ynode *dom, const struct vhost_levels *lv, const char *path)
 {
@@ -637,7 +635,7 @@ static void route(struct proxy_front *f, struct sc_ynode *routes, const struct s
         proxy_front_refuse(f, r, path, "match is required");
         return;
     }
-    put(f, rt, "match", route_match(f, mn, dom, p), mn);
+    put(f, rt, "match", route_match(f, mn, dom ? sc_ytree_copy(f->out, dom) : NULL, p), mn);
     proxy_front_path(p, path, ".route");
     route_action(f, rt, sc_ynode_get(r, "route"), sc_ynode_get(lv->vh, "retry_policy"), p);
     struct sc_ynode *ops = omap(f, r);
@@ -650,7 +648,25 @@ static void route(struct proxy_front *f, struct sc_ynode *routes, const struct s
     push(f, routes, rt, r);
 }
 
-/* route_config: virtual hosts with exact domains first (each domain a Host match), then "*". */
+/* Envoy's order of domain matching: exact names, then suffix wildcards, then prefix wildcards,
+ * then "*". */
+static int domain_class(const char *d)
+{
+    size_t n = strlen(d);
+    if (strcmp(d, "*") == 0) {
+        return 3;
+    }
+    if (n > 1 && d[0] == '*') {
+        return 1;
+    }
+    if (n > 1 && d[n - 1] == '*') {
+        return 2;
+    }
+    return 0;
+}
+
+/* route_config: the virtual hosts' routes, grouped by domain class in Envoy's order of
+ * precedence, each with the domains of that class as its authority match. */
 static void route_config(struct proxy_front *f, struct sc_ynode *routes,
                          const struct sc_ynode *rc, const char *path)
 {
@@ -666,7 +682,7 @@ static void route_config(struct proxy_front *f, struct sc_ynode *routes,
         return;
     }
     const struct sc_ynode *vhs = sc_ynode_get(rc, "virtual_hosts");
-    for (int any = 0; any < 2 && !f->err; any++) {
+    for (int cls = 0; cls < 4 && !f->err; cls++) {
         for (size_t i = 0; i < sc_ynode_count(vhs) && !f->err; i++) {
             const struct sc_ynode *vh = sc_ynode_at(vhs, i);
             char p[PROXY_FRONT_PATH];
@@ -684,35 +700,33 @@ static void route_config(struct proxy_front *f, struct sc_ynode *routes,
                 return;
             }
             const struct sc_ynode *doms = sc_ynode_get(vh, "domains");
-            bool star = false;
-            for (size_t d = 0; d < sc_ynode_count(doms); d++) {
-                const char *s = sc_ynode_str(sc_ynode_at(doms, d));
-                star = star || is(s, "*");
-                if (s && strchr(s, '*') && !is(s, "*")) {
-                    proxy_front_refuse(f, sc_ynode_at(doms, d), p,
-                                       "wildcard domain %.64s is not supported (exact names "
-                                       "and \"*\" are)",
-                                       s);
-                    return;
-                }
-            }
             if (sc_ynode_count(doms) == 0) {
                 proxy_front_refuse(f, vh, p, "domains is required");
                 return;
             }
-            if ((any == 1) != star) {
+            struct sc_ynode *mine = oseq(f, doms);
+            for (size_t d = 0; d < sc_ynode_count(doms) && !f->err; d++) {
+                const char *s = sc_ynode_str(sc_ynode_at(doms, d));
+                if (!s || !*s) {
+                    proxy_front_refuse(f, sc_ynode_at(doms, d), p, "a domain must be a name");
+                    return;
+                }
+                if (domain_class(s) == cls && cls < 3) {
+                    push(f, mine, sc_ytree_copy(f->out, sc_ynode_at(doms, d)), doms);
+                } else if (domain_class(s) == cls) {
+                    mine = NULL; /* "*": any Host */
+                    break;
+                }
+            }
+            if (mine && sc_ynode_count(mine) == 0) {
                 continue;
             }
             struct vhost_levels lv = { rc, vh };
             const struct sc_ynode *rs = sc_ynode_get(vh, "routes");
-            size_t nd = star ? 1 : sc_ynode_count(doms);
-            for (size_t d = 0; d < nd && !f->err; d++) {
-                for (size_t r = 0; r < sc_ynode_count(rs) && !f->err; r++) {
-                    char rp[PROXY_FRONT_PATH];
-                    proxy_front_path(rp, p, ".routes[%zu]", r);
-                    route(f, routes, sc_ynode_at(rs, r), star ? NULL : sc_ynode_at(doms, d), &lv,
-                          rp);
-                }
+            for (size_t r = 0; r < sc_ynode_count(rs) && !f->err; r++) {
+                char rp[PROXY_FRONT_PATH];
+                proxy_front_path(rp, p, ".routes[%zu]", r);
+                route(f, routes, sc_ynode_at(rs, r), mine, &lv, rp);
             }
         }
     }
@@ -738,10 +752,6 @@ static void http_filters(struct proxy_front *f, const struct sc_ynode *hf, const
             proxy_front_refuse(f, h, p, "%.200s is not supported", ext_name(h));
             return;
         }
-        if (i + 1 != n) {
-            proxy_front_refuse(f, h, p, "the router must be the last HTTP filter");
-            return;
-        }
         static const char *const k[] = { "name", "typed_config", NULL };
         static const char *const tk[] = { "@type", NULL };
         static const char *const tn[] = { "dynamic_stats", "suppress_envoy_headers",
@@ -749,6 +759,11 @@ static void http_filters(struct proxy_front *f, const struct sc_ynode *hf, const
         if (proxy_front_keys(f, h, p, k, NULL) == 0 && sc_ynode_get(h, "typed_config")) {
             proxy_front_keys(f, sc_ynode_get(h, "typed_config"), p, tk, tn);
         }
+    }
+    /* Every filter is a router by now: there must be one. */
+    if (n > 1 && !f->err) {
+        proxy_front_refuse(f, sc_ynode_at(hf, 0), path, "the router must be the only and last "
+                                                         "HTTP filter");
     }
 }
 

@@ -3,6 +3,7 @@
 // a parsed head and write into capped buffers: the forwarding rules (hop-by-hop removal, Via,
 // X-Forwarded-*, X-Request-Id, traceparent) live here and nowhere else.
 #include <string.h>
+#include <strings.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -328,9 +329,52 @@ struct sc_str proxy_target_path(struct sc_str t, struct sc_str *origin)
     return q ? sc_str_n(t.p, (size_t)(q - t.p)) : t;
 }
 
+/* Whether the Host <host> matches one of <names> (see the authority option): case-insensitive,
+ * a name without a port ignores the Host's port, "*.x" and "x.*" are suffix and prefix
+ * wildcards that need at least one character in place of the star. */
+static bool authority_matches(char *const *names, size_t n, struct sc_str host)
+{
+    struct sc_str bare = host;
+    for (size_t i = bare.len; i > 0; i--) {
+        if (bare.p[i - 1] == ':') {
+            bare.len = i - 1;
+            break;
+        }
+        if (bare.p[i - 1] == ']' || bare.p[i - 1] < '0' || bare.p[i - 1] > '9') {
+            break; /* no port (an IPv6 literal ends with ']') */
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct sc_str name = sc_str_c(names[i]);
+        struct sc_str h = memchr(name.p, ':', name.len) ? host : bare;
+        if (name.len == 1 && name.p[0] == '*') {
+            return true;
+        }
+        if (name.len > 1 && name.p[0] == '*') {
+            struct sc_str suf = { name.p + 1, name.len - 1 };
+            if (h.len > suf.len && strncasecmp(h.p + h.len - suf.len, suf.p, suf.len) == 0) {
+                return true;
+            }
+        } else if (name.len > 1 && name.p[name.len - 1] == '*') {
+            if (h.len > name.len - 1 && strncasecmp(h.p, name.p, name.len - 1) == 0) {
+                return true;
+            }
+        } else if (h.len == name.len && strncasecmp(h.p, name.p, name.len) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 bool proxy_route_matches(const struct proxy_route *rt, const struct sc_http_msg *m,
                          struct sc_str path, pcre2_match_data *md)
 {
+    if (rt->nauthority) {
+        const struct sc_http_header *host = sc_http1_find(m, SC_STR("host"), NULL);
+        if (!host || !authority_matches(rt->authority, rt->nauthority, host->value)) {
+            return false;
+        }
+    }
     if (rt->nmethods) {
         bool ok = false;
         for (size_t i = 0; i < rt->nmethods && !ok; i++) {

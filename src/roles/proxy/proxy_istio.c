@@ -769,7 +769,7 @@ static void headers(struct proxy_front *f, struct sc_ynode *rt, const struct sc_
 }
 
 /* The Host header values a request for <host> may carry: for a Kubernetes service name, the
- * short forms that resolve to it in the workload's namespace, each with and without a port. */
+ * short forms that resolve to it in the workload's namespace. */
 static size_t host_forms(const struct proxy_front *f, const char *host, const char *port,
                          char out[][NAME_MAX_LEN + 16], size_t max)
 {
@@ -788,17 +788,16 @@ static size_t host_forms(const struct proxy_front *f, const char *host, const ch
             snprintf(base[nb++], sizeof(base[0]), "%.*s", (int)(dot - host), host);
         }
     }
-    for (size_t i = 0; i < nb && n + 2 <= max; i++) {
+    (void)port; /* a name without a port matches the Host with any port */
+    for (size_t i = 0; i < nb && n < max; i++) {
         snprintf(out[n++], NAME_MAX_LEN + 16, "%.253s", base[i]);
-        if (port) {
-            snprintf(out[n++], NAME_MAX_LEN + 16, "%.253s:%.10s", base[i], port);
-        }
     }
     return n;
 }
 
 /* The match part of one native route from an Istio HTTPMatchRequest (NULL: match all). */
-static struct sc_ynode *match(struct proxy_front *f, const struct sc_ynode *mn, const char *hostv,
+static struct sc_ynode *match(struct proxy_front *f, const struct sc_ynode *mn,
+                              char forms[][NAME_MAX_LEN + 16], size_t nforms,
                               const struct sc_ynode *at, const char *path)
 {
     static const char *const m_keys[] = { "uri", "method", "headers", "withoutHeaders", "name",
@@ -845,11 +844,12 @@ static struct sc_ynode *match(struct proxy_front *f, const struct sc_ynode *mn, 
             }
         }
     }
-    if (hostv) {
-        struct sc_ynode *e = new_map(f, at);
-        proxy_front_put(f, e, "name", at, "host");
-        proxy_front_put(f, e, "value", at, hostv);
-        push_node(f, hs, e, at);
+    if (nforms) {
+        struct sc_ynode *l = new_seq(f, at);
+        for (size_t i = 0; i < nforms; i++) {
+            push_node(f, l, sc_ytree_str(f->out, at, forms[i]), at);
+        }
+        put_node(f, m, "authority", l, at);
     }
     if (sc_ynode_count(hs)) {
         put_node(f, m, "headers", hs, at);
@@ -1015,21 +1015,19 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
     if (f->err) {
         return SC_ECONFIG;
     }
-    /* One route per (match, host form); the same name, so metrics count them together. */
+    /* One route per match (Istio ORs them); the same name, so metrics count them together. */
     const struct sc_ynode *ms = sc_ynode_get(h, "match");
     size_t nm = sc_ynode_count(ms) ? sc_ynode_count(ms) : 1;
     for (size_t k = 0; k < nm && !f->err; k++) {
         char mp[PROXY_FRONT_PATH];
         proxy_front_path(mp, path, ".match[%zu]", k);
-        for (size_t hi = 0; hi < (nhosts ? nhosts : 1) && !f->err; hi++) {
-            struct sc_ynode *route = sc_ytree_copy(f->out, act);
-            struct sc_ynode *mt = match(f, sc_ynode_at(ms, k), nhosts ? hosts[hi] : NULL, h, mp);
-            if (!route || !mt) {
-                return proxy_front_refuse(f, h, path, "configuration too large");
-            }
-            put_node(f, route, "match", mt, h);
-            push_node(f, routes, route, h);
+        struct sc_ynode *route = sc_ytree_copy(f->out, act);
+        struct sc_ynode *mt = match(f, sc_ynode_at(ms, k), hosts, nhosts, h, mp);
+        if (!route || !mt) {
+            return proxy_front_refuse(f, h, path, "configuration too large");
         }
+        put_node(f, route, "match", mt, h);
+        push_node(f, routes, route, h);
     }
     return f->err ? SC_ECONFIG : 0;
 }
@@ -1205,8 +1203,8 @@ int proxy_istio_finish(struct proxy_front *f)
                 }
                 const char *c = cluster_for(f, &m, fq, port, hn);
                 size_t nforms = host_forms(f, fq, port, forms, MAX_FORMS);
-                for (size_t k = 0; c && k < nforms && !f->err; k++) {
-                    struct sc_ynode *r = new_map(f, hn), *mt = match(f, NULL, forms[k], hn, "");
+                if (c) {
+                    struct sc_ynode *r = new_map(f, hn), *mt = match(f, NULL, forms, nforms, hn, "");
                     proxy_front_put(f, r, "name", hn, fq);
                     proxy_front_put(f, r, "cluster", hn, c);
                     put_node(f, r, "match", mt, hn);
