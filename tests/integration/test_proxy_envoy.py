@@ -378,7 +378,7 @@ def test_yaml_positions_and_notes(run_cli, tmp_path):
     # A value our tables reject is reported where the user wrote it.
     f.write_text(text.replace("name: local_app\n    connect", "name: \"local app\"\n    connect"))
     p = run_cli("proxy", "-c", str(f), "--check")
-    assert p.returncode == 1 and f"{f}:27:11:" in p.stderr, p.stderr
+    assert p.returncode == 1 and f"{f}:26:11: name \"local app\"" in p.stderr, p.stderr
 
 
 def test_native_config_is_unchanged(run_cli, tmp_path):
