@@ -800,11 +800,9 @@ static struct sc_ynode *match(struct proxy_front *f, const struct sc_ynode *mn,
                               char forms[][NAME_MAX_LEN + 16], size_t nforms,
                               const struct sc_ynode *at, const char *path)
 {
-    static const char *const m_keys[] = { "uri", "method", "headers", "withoutHeaders", "name",
-                                          "ignoreUriCase", NULL };
     struct sc_ynode *m = new_map(f, mn ? mn : at);
     struct sc_ynode *hs = new_seq(f, mn ? mn : at);
-    if (mn && proxy_front_keys(f, mn, path, m_keys, NULL) == 0) {
+    if (mn) { /* its keys were checked by http_route */
         const char *icase = get_str(f, mn, "ignoreUriCase", path);
         if (icase && strcmp(icase, "true") == 0) {
             proxy_front_refuse(f, sc_ynode_get(mn, "ignoreUriCase"), path,
@@ -872,7 +870,18 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
         return SC_ECONFIG;
     }
     const char *ns = res_ns(f, vs);
-    /* The action, shared by every (match x host) route. */
+    /* The matches first, as the document reads. */
+    static const char *const m_keys[] = { "uri", "method", "headers", "withoutHeaders", "name",
+                                          "ignoreUriCase", NULL };
+    const struct sc_ynode *ms0 = sc_ynode_get(h, "match");
+    for (size_t k = 0; k < sc_ynode_count(ms0); k++) {
+        char mp[PROXY_FRONT_PATH];
+        proxy_front_path(mp, path, ".match[%zu]", k);
+        if (proxy_front_keys(f, sc_ynode_at(ms0, k), mp, m_keys, NULL) < 0) {
+            return SC_ECONFIG;
+        }
+    }
+    /* The action, shared by the route of every match. */
     struct sc_ynode *act = new_map(f, h);
     char rname[160];
     const char *hn = sc_ynode_str(sc_ynode_get(h, "name"));
