@@ -133,8 +133,7 @@ static void *load_config(struct sc_app *app, char **err)
                                  err) < 0) {
             goto fail;
         }
-    } else if (app->config_path &&
-               sc_config_load_file(app->top, blob, app->config_path, err) < 0) {
+    } else if (app->config_path && sc_config_load_file(app->top, blob, app->config_path, err) < 0) {
         goto fail;
     }
     for (size_t i = 0; i < app->nflags; i++) {

@@ -513,7 +513,6 @@ void sc_config_free(const struct sc_opt *table, void *obj)
 /* ------------------------------------------------------------------------------------------ */
 /* The YAML tree                                                                               */
 
-
 void sc_config_tree_free(struct tree *t)
 {
     struct chunk *c = t->chunks;

@@ -44,8 +44,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct sc_ynode *root = NULL;
     bool native = false;
     char *err = NULL;
-    int rc = proxy_front_translate("fuzz", (const char *)data, size, &notes, &out, &root, &native,
-                                   &err);
+    int rc =
+        proxy_front_translate("fuzz", (const char *)data, size, &notes, &out, &root, &native, &err);
     if (rc != 0 && rc != SC_ECONFIG) {
         abort();
     }
@@ -64,7 +64,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!s) {
             abort();
         }
-        free(s);
+        sc_free(s);
         json_decref(j);
         struct proxy_cfg *cfg = sc_calloc(1, sizeof(*cfg));
         sc_config_defaults(proxy_opts, cfg);

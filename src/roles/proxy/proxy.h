@@ -47,7 +47,7 @@ struct proxy_match_cfg {
     struct sc_strv methods;
     struct sc_strv authority; /* Host names (Envoy's domains, Istio's hosts) */
     struct sc_vec headers;    /* struct proxy_header_match_cfg */
-    struct sc_vec cookies; /* struct proxy_header_match_cfg */
+    struct sc_vec cookies;    /* struct proxy_header_match_cfg */
 };
 
 struct proxy_retry_cfg {

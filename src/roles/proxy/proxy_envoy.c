@@ -88,8 +88,7 @@ static bool is(const char *s, const char *v)
 
 /* A google.protobuf.Duration field ("5s", "0.25s") put as ours, or <def> when absent. */
 static void duration(struct proxy_front *f, struct sc_ynode *dst, const char *key2,
-                     const struct sc_ynode *src, const char *key, const char *path,
-                     const char *def)
+                     const struct sc_ynode *src, const char *key, const char *path, const char *def)
 {
     const struct sc_ynode *v = sc_ynode_get(src, key);
     const char *s = str(f, src, key, path);
@@ -118,8 +117,8 @@ static int want_type(struct proxy_front *f, const struct sc_ynode *tc, const cha
         return proxy_front_refuse(f, tc ? tc : t, path, "typed_config needs an @type");
     }
     if (strcmp(s, want) != 0) {
-        return proxy_front_refuse(f, t, path, "@type %.200s is not supported here (expected %s)",
-                                  s, want);
+        return proxy_front_refuse(f, t, path, "@type %.200s is not supported here (expected %s)", s,
+                                  want);
     }
     return 0;
 }
@@ -182,12 +181,12 @@ static void data_source(struct proxy_front *f, struct sc_ynode *dst, const char 
 
 static const char *tls_version(const char *v)
 {
-    return is(v, "TLSv1_0")   ? "TLSv1.0"
-           : is(v, "TLSv1_1") ? "TLSv1.1"
-           : is(v, "TLSv1_2") ? "TLSv1.2"
-           : is(v, "TLSv1_3") ? "TLSv1.3"
+    return is(v, "TLSv1_0")    ? "TLSv1.0"
+           : is(v, "TLSv1_1")  ? "TLSv1.1"
+           : is(v, "TLSv1_2")  ? "TLSv1.2"
+           : is(v, "TLSv1_3")  ? "TLSv1.3"
            : is(v, "TLS_AUTO") ? "auto"
-                              : NULL;
+                               : NULL;
 }
 
 /* CommonTlsContext into our tls object <t>; <down> for a listener. */
@@ -232,16 +231,17 @@ static void common_tls(struct proxy_front *f, struct sc_ynode *t, const struct s
         data_source(f, t, down ? "client_ca" : "ca", vc, "trusted_ca", vp);
         struct sc_ynode *sans = oseq(f, vc);
         for (int typed = 0; typed < 2; typed++) {
-            const struct sc_ynode *l =
-                sc_ynode_get(vc, typed ? "match_typed_subject_alt_names" : "match_subject_alt_names");
+            const struct sc_ynode *l = sc_ynode_get(vc, typed ? "match_typed_subject_alt_names"
+                                                              : "match_subject_alt_names");
             for (size_t i = 0; i < sc_ynode_count(l) && !f->err; i++) {
                 const struct sc_ynode *m = sc_ynode_at(l, i);
                 static const char *const tk[] = { "san_type", "matcher", NULL };
                 static const char *const mk[] = { "exact", NULL };
                 if (down) {
-                    proxy_front_refuse(f, m, vp, "subject alt name checks of clients are not "
-                                                 "supported (authorization policies check "
-                                                 "principals)");
+                    proxy_front_refuse(f, m, vp,
+                                       "subject alt name checks of clients are not "
+                                       "supported (authorization policies check "
+                                       "principals)");
                     return;
                 }
                 if (typed && proxy_front_keys(f, m, vp, tk, NULL) < 0) {
@@ -259,23 +259,23 @@ static void common_tls(struct proxy_front *f, struct sc_ynode *t, const struct s
             put(f, t, "subject_alt_names", sans, vc);
         }
     } else if (!vc && !down && !f->err) {
-        proxy_front_note(f, ctx, path, "without a validation_context the server's certificate is "
-                                       "not verified (as Envoy does): insecure_skip_verify");
+        proxy_front_note(f, ctx, path,
+                         "without a validation_context the server's certificate is "
+                         "not verified (as Envoy does): insecure_skip_verify");
         proxy_front_put(f, t, "insecure_skip_verify", ctx, "true");
     }
     copy(f, t, "alpn", ctx, "alpn_protocols");
     const struct sc_ynode *tp = sc_ynode_get(ctx, "tls_params");
     static const char *const tp_keys[] = { "tls_minimum_protocol_version",
                                            "tls_maximum_protocol_version", NULL };
-    static const char *const tp_noted[] = { "cipher_suites", "ecdh_curves",
-                                            "signature_algorithms", NULL };
+    static const char *const tp_noted[] = { "cipher_suites", "ecdh_curves", "signature_algorithms",
+                                            NULL };
     if (tp && proxy_front_keys(f, tp, path, tp_keys, tp_noted) == 0) {
         for (int mx = 0; mx < 2; mx++) {
             const char *k = mx ? "tls_maximum_protocol_version" : "tls_minimum_protocol_version";
             const char *v = str(f, tp, k, path);
             if (v && !tls_version(v)) {
-                proxy_front_refuse(f, sc_ynode_get(tp, k), path, "%s %.16s is not supported", k,
-                                   v);
+                proxy_front_refuse(f, sc_ynode_get(tp, k), path, "%s %.16s is not supported", k, v);
                 return;
             }
             if (v) {
@@ -303,8 +303,8 @@ static struct sc_ynode *transport_socket(struct proxy_front *f, const struct sc_
     static const char *const down_keys[] = { "@type", "common_tls_context",
                                              "require_client_certificate", "session_timeout",
                                              NULL };
-    static const char *const up_keys[] = { "@type", "common_tls_context", "sni",
-                                           "max_session_keys", NULL };
+    static const char *const up_keys[] = { "@type", "common_tls_context", "sni", "max_session_keys",
+                                           NULL };
     static const char *const noted[] = { "disable_stateless_session_resumption",
                                          "ocsp_staple_policy", "allow_renegotiation", NULL };
     if (proxy_front_keys(f, tc, p, down ? down_keys : up_keys, noted) < 0) {
@@ -343,10 +343,10 @@ static void header_ops(struct proxy_front *f, struct sc_ynode *ops, const struct
                        const char *path)
 {
     for (int resp = 0; resp < 2 && !f->err; resp++) {
-        const struct sc_ynode *add = sc_ynode_get(src, resp ? "response_headers_to_add"
-                                                             : "request_headers_to_add");
-        const struct sc_ynode *rm = sc_ynode_get(src, resp ? "response_headers_to_remove"
-                                                            : "request_headers_to_remove");
+        const struct sc_ynode *add =
+            sc_ynode_get(src, resp ? "response_headers_to_add" : "request_headers_to_add");
+        const struct sc_ynode *rm =
+            sc_ynode_get(src, resp ? "response_headers_to_remove" : "request_headers_to_remove");
         if (!add && !rm) {
             continue;
         }
@@ -406,9 +406,10 @@ static void header_ops(struct proxy_front *f, struct sc_ynode *ops, const struct
 static void retry_policy(struct proxy_front *f, struct sc_ynode *rt, const struct sc_ynode *rp,
                          const char *path)
 {
-    static const char *const rk[] = { "retry_on",        "num_retries",
-                                      "per_try_timeout", "retry_back_off",
-                                      "retriable_status_codes", NULL };
+    static const char *const rk[] = {
+        "retry_on", "num_retries", "per_try_timeout", "retry_back_off", "retriable_status_codes",
+        NULL
+    };
     static const char *const rn[] = { "host_selection_retry_max_attempts", NULL };
     struct sc_ynode *o = omap(f, rp ? rp : rt);
     if (!rp) {
@@ -461,8 +462,8 @@ static void retry_policy(struct proxy_front *f, struct sc_ynode *rt, const struc
 static struct sc_ynode *route_match(struct proxy_front *f, const struct sc_ynode *mn,
                                     struct sc_ynode *dom, const char *path)
 {
-    static const char *const mk[] = { "prefix", "path", "safe_regex", "headers", "case_sensitive",
-                                      NULL };
+    static const char *const mk[] = { "prefix",  "path",           "safe_regex",
+                                      "headers", "case_sensitive", NULL };
     struct sc_ynode *m = omap(f, mn);
     if (proxy_front_keys(f, mn, path, mk, NULL) < 0) {
         return NULL;
@@ -486,8 +487,8 @@ static struct sc_ynode *route_match(struct proxy_front *f, const struct sc_ynode
         const struct sc_ynode *h = sc_ynode_at(hl, i);
         char p[PROXY_FRONT_PATH];
         proxy_front_path(p, path, ".headers[%zu]", i);
-        static const char *const hk[] = { "name", "exact_match", "string_match", "present_match",
-                                          "invert_match", NULL };
+        static const char *const hk[] = { "name",          "exact_match",  "string_match",
+                                          "present_match", "invert_match", NULL };
         if (proxy_front_keys(f, h, p, hk, NULL) < 0) {
             return NULL; /* prefix, suffix, contains and regex header matches: no equivalent */
         }
@@ -524,10 +525,15 @@ static struct sc_ynode *route_match(struct proxy_front *f, const struct sc_ynode
 static void route_action(struct proxy_front *f, struct sc_ynode *rt, const struct sc_ynode *ra,
                          const struct sc_ynode *vh_retry, const char *path)
 {
-    static const char *const ak[] = { "cluster",           "weighted_clusters",
-                                      "timeout",           "retry_policy",
-                                      "prefix_rewrite",    "host_rewrite_literal",
-                                      "request_mirror_policies", "hash_policy", NULL };
+    static const char *const ak[] = { "cluster",
+                                      "weighted_clusters",
+                                      "timeout",
+                                      "retry_policy",
+                                      "prefix_rewrite",
+                                      "host_rewrite_literal",
+                                      "request_mirror_policies",
+                                      "hash_policy",
+                                      NULL };
     static const char *const an[] = { NULL };
     if (proxy_front_keys(f, ra, path, ak, an) < 0) {
         return;
@@ -558,8 +564,9 @@ static void route_action(struct proxy_front *f, struct sc_ynode *rt, const struc
         put(f, rt, "weighted_clusters", l, wc);
     }
     if (!sc_ynode_get(ra, "cluster") && !wc && !f->err) {
-        proxy_front_refuse(f, ra, path, "cluster or weighted_clusters is required "
-                                        "(cluster_header is not supported)");
+        proxy_front_refuse(f, ra, path,
+                           "cluster or weighted_clusters is required "
+                           "(cluster_header is not supported)");
         return;
     }
     duration(f, rt, "timeout", ra, "timeout", path, "15s"); /* Envoy's default */
@@ -589,8 +596,9 @@ static void route_action(struct proxy_front *f, struct sc_ynode *rt, const struc
             const char *den = sc_ynode_str(sc_ynode_get(dv, "denominator"));
             double d = is(den, "TEN_THOUSAND") ? 10000 : is(den, "MILLION") ? 1000000 : 100;
             if (!num) {
-                proxy_front_refuse(f, rf, path, "runtime_fraction.default_value.numerator is "
-                                                "required");
+                proxy_front_refuse(f, rf, path,
+                                   "runtime_fraction.default_value.numerator is "
+                                   "required");
                 return;
             }
             char pc[32];
@@ -622,8 +630,9 @@ static void route(struct proxy_front *f, struct sc_ynode *routes, const struct s
         return;
     }
     if (!sc_ynode_get(r, "route")) {
-        proxy_front_refuse(f, r, path, "only route actions are supported (redirect, "
-                                       "direct_response and filter_action are not)");
+        proxy_front_refuse(f, r, path,
+                           "only route actions are supported (redirect, "
+                           "direct_response and filter_action are not)");
         return;
     }
     struct sc_ynode *rt = omap(f, r);
@@ -667,8 +676,8 @@ static int domain_class(const char *d)
 
 /* route_config: the virtual hosts' routes, grouped by domain class in Envoy's order of
  * precedence, each with the domains of that class as its authority match. */
-static void route_config(struct proxy_front *f, struct sc_ynode *routes,
-                         const struct sc_ynode *rc, const char *path)
+static void route_config(struct proxy_front *f, struct sc_ynode *routes, const struct sc_ynode *rc,
+                         const char *path)
 {
     static const char *const rk[] = { "name",
                                       "virtual_hosts",
@@ -762,8 +771,9 @@ static void http_filters(struct proxy_front *f, const struct sc_ynode *hf, const
     }
     /* Every filter is a router by now: there must be one. */
     if (n > 1 && !f->err) {
-        proxy_front_refuse(f, sc_ynode_at(hf, 0), path, "the router must be the only and last "
-                                                         "HTTP filter");
+        proxy_front_refuse(f, sc_ynode_at(hf, 0), path,
+                           "the router must be the only and last "
+                           "HTTP filter");
     }
 }
 
@@ -791,9 +801,14 @@ static void hcm(struct env *e, struct sc_ynode *l, const struct sc_ynode *tc, co
                                       "forward_client_cert_details",
                                       "common_http_protocol_options",
                                       NULL };
-    static const char *const hn[] = { "stat_prefix", "generate_request_id", "server_name",
-                                      "use_remote_address", "set_current_client_cert_details",
-                                      "tracing", "upgrade_configs", NULL };
+    static const char *const hn[] = { "stat_prefix",
+                                      "generate_request_id",
+                                      "server_name",
+                                      "use_remote_address",
+                                      "set_current_client_cert_details",
+                                      "tracing",
+                                      "upgrade_configs",
+                                      NULL };
     if (proxy_front_keys(f, tc, path, hk, hn) < 0) {
         return;
     }
@@ -836,8 +851,8 @@ static void hcm(struct env *e, struct sc_ynode *l, const struct sc_ynode *tc, co
                                "forward_client_cert_details %.32s is not supported", fcc);
             return;
         }
-        proxy_front_put(f, l, "forward_client_cert", sc_ynode_get(tc, "forward_client_cert_details"),
-                        ours);
+        proxy_front_put(f, l, "forward_client_cert",
+                        sc_ynode_get(tc, "forward_client_cert_details"), ours);
     }
     const struct sc_ynode *rc = sc_ynode_get(tc, "route_config");
     if (!rc) {
@@ -860,10 +875,11 @@ static void listener_filters(struct proxy_front *f, const struct sc_ynode *lf, c
         char p[PROXY_FRONT_PATH];
         proxy_front_path(p, path, "[%zu]", i);
         if (strstr(n, "tls_inspector") || strstr(n, "original_dst") ||
-            strstr(n, "http_inspector") || strstr(n, "TlsInspector") ||
-            strstr(n, "OriginalDst") || strstr(n, "HttpInspector")) {
-            proxy_front_note(f, x, p, "%.128s: the proxy detects TLS and recovers the original "
-                                      "destination by itself",
+            strstr(n, "http_inspector") || strstr(n, "TlsInspector") || strstr(n, "OriginalDst") ||
+            strstr(n, "HttpInspector")) {
+            proxy_front_note(f, x, p,
+                             "%.128s: the proxy detects TLS and recovers the original "
+                             "destination by itself",
                              n);
         } else {
             proxy_front_refuse(f, x, p, "%.200s is not supported", n);
@@ -876,8 +892,12 @@ static void listener(struct env *e, const struct sc_ynode *ln, size_t i, struct 
     struct proxy_front *f = e->f;
     char path[PROXY_FRONT_PATH];
     snprintf(path, sizeof(path), "static_resources.listeners[%zu]", i);
-    static const char *const lk[] = { "name",           "address",           "filter_chains",
-                                      "listener_filters", "use_original_dst", "traffic_direction",
+    static const char *const lk[] = { "name",
+                                      "address",
+                                      "filter_chains",
+                                      "listener_filters",
+                                      "use_original_dst",
+                                      "traffic_direction",
                                       NULL };
     static const char *const ln_noted[] = { "per_connection_buffer_limit_bytes",
                                             "stat_prefix",
@@ -1011,17 +1031,22 @@ static void cluster_policy(struct proxy_front *f, struct sc_ynode *c, const stru
         const struct sc_ynode *th = sc_ynode_get(cb, "thresholds");
         for (size_t i = 0; i < sc_ynode_count(th) && !f->err; i++) {
             const struct sc_ynode *t = sc_ynode_at(th, i);
-            static const char *const tk[] = { "priority",     "max_connections",
-                                              "max_pending_requests", "max_requests",
-                                              "max_retries",  "retry_budget", NULL };
+            static const char *const tk[] = { "priority",
+                                              "max_connections",
+                                              "max_pending_requests",
+                                              "max_requests",
+                                              "max_retries",
+                                              "retry_budget",
+                                              NULL };
             static const char *const tn[] = { "track_remaining", "max_connection_pools", NULL };
             if (proxy_front_keys(f, t, path, tk, tn) < 0) {
                 return;
             }
             const char *pr = str(f, t, "priority", path);
             if (pr && is(pr, "HIGH")) {
-                proxy_front_note(f, t, path, "thresholds for priority HIGH: routes have no "
-                                             "priorities here");
+                proxy_front_note(f, t, path,
+                                 "thresholds for priority HIGH: routes have no "
+                                 "priorities here");
                 continue;
             }
             struct sc_ynode *o = omap(f, t);
@@ -1050,21 +1075,20 @@ static void cluster_policy(struct proxy_front *f, struct sc_ynode *c, const stru
                                       "max_ejection_time",
                                       "max_ejection_percent",
                                       NULL };
-    static const char *const on[] = { "success_rate_minimum_hosts",
-                                      "success_rate_request_volume",
-                                      "success_rate_stdev_factor",
-                                      "enforcing_success_rate",
-                                      "split_external_local_origin_errors",
-                                      "failure_percentage_threshold",
-                                      "enforcing_failure_percentage",
-                                      NULL };
+    static const char *const on[] = {
+        "success_rate_minimum_hosts",         "success_rate_request_volume",
+        "success_rate_stdev_factor",          "enforcing_success_rate",
+        "split_external_local_origin_errors", "failure_percentage_threshold",
+        "enforcing_failure_percentage",       NULL
+    };
     if (od && proxy_front_keys(f, od, path, ok, on) == 0) {
         struct sc_ynode *o = omap(f, od);
         const char *e5 = str(f, od, "enforcing_consecutive_5xx", path);
         const char *eg = str(f, od, "enforcing_consecutive_gateway_failure", path);
         if ((e5 && !is(e5, "100") && !is(e5, "0")) || (eg && !is(eg, "100") && !is(eg, "0"))) {
-            proxy_front_refuse(f, od, path, "enforcing percentages other than 0 and 100 are not "
-                                            "supported");
+            proxy_front_refuse(f, od, path,
+                               "enforcing percentages other than 0 and 100 are not "
+                               "supported");
             return;
         }
         if (is(e5, "0")) {
@@ -1095,9 +1119,10 @@ static void cluster_policy(struct proxy_front *f, struct sc_ynode *c, const stru
     }
     if (sc_ynode_count(hcs) == 1) {
         const struct sc_ynode *h = sc_ynode_at(hcs, 0);
-        static const char *const hk[] = { "timeout",           "interval",
-                                          "unhealthy_threshold", "healthy_threshold",
-                                          "http_health_check", NULL };
+        static const char *const hk[] = {
+            "timeout",           "interval",          "unhealthy_threshold",
+            "healthy_threshold", "http_health_check", NULL
+        };
         static const char *const hn[] = { "interval_jitter", "no_traffic_interval",
                                           "unhealthy_interval", "event_log_path", NULL };
         char p[PROXY_FRONT_PATH];
@@ -1107,8 +1132,9 @@ static void cluster_policy(struct proxy_front *f, struct sc_ynode *c, const stru
         }
         const struct sc_ynode *hh = sc_ynode_get(h, "http_health_check");
         if (!hh) {
-            proxy_front_refuse(f, h, p, "http_health_check is required (tcp and grpc health "
-                                        "checks are not supported)");
+            proxy_front_refuse(f, h, p,
+                               "http_health_check is required (tcp and grpc health "
+                               "checks are not supported)");
             return;
         }
         struct sc_ynode *o = omap(f, h);
@@ -1175,8 +1201,8 @@ static void load_assignment(struct proxy_front *f, struct sc_ynode *c, const str
             const struct sc_ynode *lb = sc_ynode_at(lbs, j);
             char q[PROXY_FRONT_PATH];
             proxy_front_path(q, p, ".lb_endpoints[%zu]", j);
-            static const char *const bk[] = { "endpoint", "load_balancing_weight",
-                                              "health_status", NULL };
+            static const char *const bk[] = { "endpoint", "load_balancing_weight", "health_status",
+                                              NULL };
             static const char *const bn[] = { "metadata", NULL };
             if (proxy_front_keys(f, lb, q, bk, bn) < 0) {
                 return;
@@ -1254,8 +1280,7 @@ static void cluster(struct env *e, const struct sc_ynode *cn, size_t i, struct s
     bool odst = is(type, "ORIGINAL_DST");
     if (odst) {
         proxy_front_put(f, c, "type", tn, "original_dst");
-    } else if (type && !is(type, "STATIC") && !is(type, "STRICT_DNS") &&
-               !is(type, "LOGICAL_DNS")) {
+    } else if (type && !is(type, "STATIC") && !is(type, "STRICT_DNS") && !is(type, "LOGICAL_DNS")) {
         proxy_front_refuse(f, tn, path, "type %.16s is not supported", type);
         return;
     }
@@ -1303,16 +1328,10 @@ int proxy_envoy_translate(struct proxy_front *f, const struct sc_ynode *doc)
 {
     struct env e = { .f = f };
     static const char *const bk[] = { "static_resources", "admin", NULL };
-    static const char *const bn[] = { "node",
-                                      "layered_runtime",
-                                      "stats_sinks",
-                                      "stats_config",
-                                      "stats_flush_interval",
-                                      "watchdogs",
-                                      "overload_manager",
-                                      "cluster_manager",
-                                      "tracing",
-                                      NULL };
+    static const char *const bn[] = {
+        "node",      "layered_runtime",  "stats_sinks",     "stats_config", "stats_flush_interval",
+        "watchdogs", "overload_manager", "cluster_manager", "tracing",      NULL
+    };
     if (proxy_front_keys(f, doc, "", bk, bn) < 0) {
         return SC_ECONFIG;
     }

@@ -233,8 +233,11 @@ static int add_resource(struct proxy_front *f, const struct sc_ynode *doc, size_
     const struct sc_ynode *vn = sc_ynode_get(doc, "apiVersion");
     const char *kind = sc_ynode_str(kn), *ver = sc_ynode_str(vn);
     if (!kind || !ver) {
-        return proxy_front_refuse(f, kind ? doc : kn ? kn : doc, path,
-                                  "a resource needs apiVersion and kind");
+        return proxy_front_refuse(f,
+                                  kind ? doc
+                                  : kn ? kn
+                                       : doc,
+                                  path, "a resource needs apiVersion and kind");
     }
     for (size_t r = 0; registries[r]; r++) {
         for (const struct proxy_front_kind *k = registries[r]; k->kind; k++) {
@@ -301,16 +304,18 @@ int proxy_front_translate(const char *name, const char *text, size_t len, struct
         }
         if (sc_ynode_get(d, "static_resources")) {
             if (envoy || ndocs > 1) {
-                proxy_front_refuse(&f, d, NULL, "an Envoy bootstrap must be the file's only "
-                                                "document");
+                proxy_front_refuse(&f, d, NULL,
+                                   "an Envoy bootstrap must be the file's only "
+                                   "document");
                 goto done;
             }
             envoy = d;
         } else if (is_resource(d)) {
             nres++;
         } else if (f.native) {
-            proxy_front_refuse(&f, d, NULL, "a second document of the proxy's own format "
-                                            "(put resources next to one proxy document)");
+            proxy_front_refuse(&f, d, NULL,
+                               "a second document of the proxy's own format "
+                               "(put resources next to one proxy document)");
             goto done;
         } else {
             f.native = d;
@@ -389,7 +394,7 @@ int proxy_front_load(const struct sc_opt *table, void *blob, const char *path,
         json_t *j = sc_ynode_json(root);
         char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         *derived = s ? sc_asprintf("%s\n", s) : NULL;
-        free(s);
+        sc_free(s);
         json_decref(j);
     }
     sc_ytree_free(out);

@@ -21,12 +21,12 @@
 
 /* The translation in progress. */
 struct proxy_front {
-    const char *name;          /* the file, as messages name it */
-    struct sc_ytree *out;      /* the native document being built */
-    struct sc_ynode *root;     /* its top-level mapping */
-    struct sc_strv *notes;     /* accepted without effect (new strings) */
-    char *err;                 /* the first refusal, complete with its position */
-    const char *ns;            /* the workload's namespace (short Istio host names) */
+    const char *name;              /* the file, as messages name it */
+    struct sc_ytree *out;          /* the native document being built */
+    struct sc_ynode *root;         /* its top-level mapping */
+    struct sc_strv *notes;         /* accepted without effect (new strings) */
+    char *err;                     /* the first refusal, complete with its position */
+    const char *ns;                /* the workload's namespace (short Istio host names) */
     const struct sc_ynode *native; /* the proxy's own document, when the stream has one */
     /* Istio traffic resources, gathered first and translated together at the end. */
     const struct sc_ynode **vs, **dr, **se;
@@ -82,7 +82,8 @@ void proxy_front_put(struct proxy_front *f, struct sc_ynode *map, const char *ke
                      const struct sc_ynode *at, const char *value);
 
 /* Returns the list <key> of the native document, creating it (at <at>) when absent. */
-struct sc_ynode *proxy_front_list(struct proxy_front *f, const char *key, const struct sc_ynode *at);
+struct sc_ynode *proxy_front_list(struct proxy_front *f, const char *key,
+                                  const struct sc_ynode *at);
 
 /* Converts a protobuf-JSON duration ("5s", "0.250s", "1.5s"; Istio's "10ms", "1m", "1h" too)
  * into the proxy's syntax ("250ms"), into <out> of at least 32 bytes. Returns 0 or -EINVAL. */

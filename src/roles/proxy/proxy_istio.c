@@ -27,12 +27,12 @@ static const char *const security_versions[] = { "security.istio.io/v1beta1",
 static const char *const top_keys[] = { "apiVersion", "kind", "metadata", "spec", NULL };
 static const char *const top_noted[] = { "status", NULL };
 static const char *const meta_keys[] = { "name", "namespace", NULL };
-static const char *const meta_noted[] = { "labels",          "annotations",
-                                          "uid",             "resourceVersion",
-                                          "generation",      "creationTimestamp",
-                                          "managedFields",   "ownerReferences",
-                                          "generateName",    "finalizers",
-                                          "deletionTimestamp", NULL };
+static const char *const meta_noted[] = {
+    "labels",          "annotations",       "uid",
+    "resourceVersion", "generation",        "creationTimestamp",
+    "managedFields",   "ownerReferences",   "generateName",
+    "finalizers",      "deletionTimestamp", NULL
+};
 
 /* ---- small helpers ---- */
 
@@ -334,10 +334,10 @@ static void traffic_policy(struct proxy_front *f, struct sc_ynode *c, const stru
             put_duration(f, c, "connect_timeout", tcp, "connectTimeout", path);
         }
         const struct sc_ynode *http = sc_ynode_get(cp, "http");
-        static const char *const http_keys[] = { "http1MaxPendingRequests", "http2MaxRequests",
-                                                 "maxRetries", "idleTimeout",
-                                                 "maxRequestsPerConnection", "h2UpgradePolicy",
-                                                 "useClientProtocol", NULL };
+        static const char *const http_keys[] = {
+            "http1MaxPendingRequests",  "http2MaxRequests", "maxRetries",        "idleTimeout",
+            "maxRequestsPerConnection", "h2UpgradePolicy",  "useClientProtocol", NULL
+        };
         static const char *const http_noted[] = { "maxConcurrentStreams", NULL };
         if (proxy_front_keys(f, http, path, http_keys, http_noted) == 0) {
             copy_key(f, cb, "max_pending_requests", http, "http1MaxPendingRequests");
@@ -368,9 +368,13 @@ static void traffic_policy(struct proxy_front *f, struct sc_ynode *c, const stru
         }
     }
     const struct sc_ynode *od = sc_ynode_get(tp, "outlierDetection");
-    static const char *const od_keys[] = { "consecutive5xxErrors", "consecutiveGatewayErrors",
-                                           "consecutiveErrors", "interval", "baseEjectionTime",
-                                           "maxEjectionPercent", NULL };
+    static const char *const od_keys[] = { "consecutive5xxErrors",
+                                           "consecutiveGatewayErrors",
+                                           "consecutiveErrors",
+                                           "interval",
+                                           "baseEjectionTime",
+                                           "maxEjectionPercent",
+                                           NULL };
     static const char *const od_noted[] = { "minHealthPercent", NULL };
     if (od && proxy_front_keys(f, od, path, od_keys, od_noted) == 0) {
         struct sc_ynode *o = new_map(f, od);
@@ -392,14 +396,15 @@ static void traffic_policy(struct proxy_front *f, struct sc_ynode *c, const stru
         put_node(f, c, "outlier_detection", o, od);
     }
     const struct sc_ynode *tls = sc_ynode_get(tp, "tls");
-    static const char *const tls_keys[] = { "mode",      "clientCertificate", "privateKey",
-                                            "caCertificates", "sni",          "subjectAltNames",
-                                            "insecureSkipVerify", NULL };
+    static const char *const tls_keys[] = {
+        "mode", "clientCertificate", "privateKey",         "caCertificates",
+        "sni",  "subjectAltNames",   "insecureSkipVerify", NULL
+    };
     if (tls && proxy_front_keys(f, tls, path, tls_keys, NULL) == 0) {
         struct sc_ynode *t = new_map(f, tls);
         const char *mode = get_str(f, tls, "mode", path);
         const struct sc_ynode *at = sc_ynode_get(tls, "mode");
-        const char *ours = !mode                             ? NULL
+        const char *ours = !mode                               ? NULL
                            : strcmp(mode, "DISABLE") == 0      ? "disable"
                            : strcmp(mode, "SIMPLE") == 0       ? "simple"
                            : strcmp(mode, "MUTUAL") == 0       ? "mutual"
@@ -426,10 +431,9 @@ static bool se_endpoints(struct proxy_front *f, struct sc_ynode *c, const struct
                          const char *host, const char *port, const char *path)
 {
     const struct sc_ynode *spec = sc_ynode_get(se, "spec");
-    static const char *const se_keys[] = { "hosts", "ports", "resolution", "endpoints",
-                                           "location", "addresses", NULL };
-    static const char *const se_noted[] = { "exportTo", "subjectAltNames",
-                                            "workloadSelector", NULL };
+    static const char *const se_keys[] = { "hosts", "ports", "resolution", "endpoints", NULL };
+    static const char *const se_noted[] = { "exportTo", "subjectAltNames", "workloadSelector",
+                                            "location", "addresses",       NULL };
     if (proxy_front_keys(f, spec, path, se_keys, se_noted) < 0) {
         return false;
     }
@@ -862,22 +866,23 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
 {
     char path[PROXY_FRONT_PATH];
     proxy_front_path(path, vpath, ".http[%zu]", i);
-    static const char *const h_keys[] = { "name",    "match",   "route",   "timeout",
-                                          "retries", "fault",   "rewrite", "mirror",
-                                          "mirrorPercentage", "mirror_percent", "headers",
-                                          NULL };
+    static const char *const h_keys[] = { "name",           "match",   "route",
+                                          "timeout",        "retries", "fault",
+                                          "rewrite",        "mirror",  "mirrorPercentage",
+                                          "mirror_percent", "headers", NULL };
     if (proxy_front_keys(f, h, path, h_keys, NULL) < 0) {
         return SC_ECONFIG;
     }
     const char *ns = res_ns(f, vs);
     /* The matches first, as the document reads. */
-    static const char *const m_keys[] = { "uri", "method", "headers", "withoutHeaders", "name",
+    static const char *const m_keys[] = { "uri",           "method", "headers", "withoutHeaders",
                                           "ignoreUriCase", NULL };
+    static const char *const m_noted[] = { "name", NULL };
     const struct sc_ynode *ms0 = sc_ynode_get(h, "match");
     for (size_t k = 0; k < sc_ynode_count(ms0); k++) {
         char mp[PROXY_FRONT_PATH];
         proxy_front_path(mp, path, ".match[%zu]", k);
-        if (proxy_front_keys(f, sc_ynode_at(ms0, k), mp, m_keys, NULL) < 0) {
+        if (proxy_front_keys(f, sc_ynode_at(ms0, k), mp, m_keys, m_noted) < 0) {
             return SC_ECONFIG;
         }
     }
@@ -893,8 +898,9 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
     proxy_front_put(f, act, "name", h, rname);
     const struct sc_ynode *rl = sc_ynode_get(h, "route");
     if (sc_ynode_count(rl) == 0) {
-        return proxy_front_refuse(f, h, path, "route is required (redirect, directResponse and "
-                                              "delegate are not supported)");
+        return proxy_front_refuse(f, h, path,
+                                  "route is required (redirect, directResponse and "
+                                  "delegate are not supported)");
     }
     struct sc_ynode *wl = new_seq(f, rl);
     long total = 0;
@@ -1011,8 +1017,8 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
             const struct sc_ynode *ms = sc_ynode_get(h, "match");
             bool prefixes = sc_ynode_count(ms) > 0;
             for (size_t k = 0; k < sc_ynode_count(ms); k++) {
-                prefixes = prefixes &&
-                           sc_ynode_get(sc_ynode_get(sc_ynode_at(ms, k), "uri"), "prefix");
+                prefixes =
+                    prefixes && sc_ynode_get(sc_ynode_get(sc_ynode_at(ms, k), "uri"), "prefix");
             }
             if (!prefixes) {
                 return proxy_front_refuse(f, sc_ynode_get(rw, "uri"), path,
@@ -1213,7 +1219,8 @@ int proxy_istio_finish(struct proxy_front *f)
                 const char *c = cluster_for(f, &m, fq, port, hn);
                 size_t nforms = host_forms(f, fq, port, forms, MAX_FORMS);
                 if (c) {
-                    struct sc_ynode *r = new_map(f, hn), *mt = match(f, NULL, forms, nforms, hn, "");
+                    struct sc_ynode *r = new_map(f, hn),
+                                    *mt = match(f, NULL, forms, nforms, hn, "");
                     proxy_front_put(f, r, "name", hn, fq);
                     proxy_front_put(f, r, "cluster", hn, c);
                     put_node(f, r, "match", mt, hn);
