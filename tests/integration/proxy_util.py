@@ -342,3 +342,18 @@ def wait_for(pred, timeout=10, interval=0.02):
             return True
         time.sleep(interval)
     return False
+
+
+def flaky_upstream(failures=2, slow_path="/slow", delay=2.0):
+    """A fake upstream that answers 503 to its first <failures> requests and 200 after, and holds
+    requests for <slow_path> <delay> seconds; returns (upstream, list of targets seen)."""
+    calls = []
+
+    def handler(up, conn, req):
+        calls.append(req.target)
+        if req.target == slow_path:
+            time.sleep(delay)
+            return respond(conn, 200, b"late")
+        return respond(conn, 503 if len(calls) <= failures else 200, b"ok")
+
+    return FakeUpstream(handler), calls

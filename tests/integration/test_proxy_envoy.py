@@ -13,7 +13,8 @@ import pytest
 
 from config_peers import Nginx, nginx_conf
 from conftest import free_port
-from proxy_util import Client, FakeUpstream, echo_handler, get, metric, respond
+from proxy_util import (Client, FakeUpstream, echo_handler, flaky_upstream, get, metric,
+                        respond)
 from tls_util import curl, pki  # noqa: F401 (fixture)
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3." \
@@ -223,17 +224,7 @@ def test_route_matches_weights_and_header_mutations(sidecar_run, echo_up):
 
 
 def test_retry_policy_and_timeout(sidecar_run):
-    calls = []
-
-    def flaky(up, conn, req):
-        calls.append(req.target)
-        if req.target == "/slow":
-            import time
-            time.sleep(2)
-            return respond(conn, 200, b"late")
-        return respond(conn, 503 if len(calls) < 3 else 200, b"x")
-
-    up = FakeUpstream(flaky)
+    up, calls = flaky_upstream()
     port = free_port()
     vhs = [{"name": "v", "domains": ["*"], "routes": [
         {"match": {"path": "/slow"}, "route": {"cluster": "up", "timeout": "0.3s"}},

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import free_port
-from proxy_util import FakeUpstream, echo_handler, get, metric, respond
+from proxy_util import FakeUpstream, echo_handler, flaky_upstream, get, metric, respond
 from tls_util import curl, pki  # noqa: F401 (fixture)
 
 
@@ -132,16 +132,7 @@ def test_canary_90_10_over_1000_requests(sidecar_run):
 
 
 def test_retries_and_timeout_from_the_virtual_service(sidecar_run):
-    calls = []
-
-    def flaky(up, conn, req):
-        calls.append(req.target)
-        if req.target == "/slow":
-            time.sleep(2)
-            return respond(conn, 200, b"late")
-        return respond(conn, 503 if len(calls) < 3 else 200, b"ok")
-
-    up = FakeUpstream(flaky)
+    up, calls = flaky_upstream()
     port = free_port()
     vs = """apiVersion: networking.istio.io/v1beta1
 kind: VirtualService

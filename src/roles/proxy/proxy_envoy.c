@@ -31,80 +31,9 @@ struct env {
 
 /* ---- helpers ---- */
 
-static struct sc_ynode *omap(struct proxy_front *f, const struct sc_ynode *at)
-{
-    struct sc_ynode *m = sc_ytree_map(f->out, at);
-    if (!m) {
-        proxy_front_refuse(f, at, NULL, "configuration too large");
-    }
-    return m;
-}
-
-static struct sc_ynode *oseq(struct proxy_front *f, const struct sc_ynode *at)
-{
-    struct sc_ynode *m = sc_ytree_seq(f->out, at);
-    if (!m) {
-        proxy_front_refuse(f, at, NULL, "configuration too large");
-    }
-    return m;
-}
-
-static void put(struct proxy_front *f, struct sc_ynode *map, const char *key, struct sc_ynode *v,
-                const struct sc_ynode *at)
-{
-    if (!map || !v || sc_ynode_put(f->out, map, key, v) < 0) {
-        proxy_front_refuse(f, at, NULL, "configuration too large");
-    }
-}
-
-static void push(struct proxy_front *f, struct sc_ynode *seq, struct sc_ynode *v,
-                 const struct sc_ynode *at)
-{
-    if (!seq || !v || sc_ynode_push(f->out, seq, v) < 0) {
-        proxy_front_refuse(f, at, NULL, "configuration too large");
-    }
-}
-
-static void copy(struct proxy_front *f, struct sc_ynode *dst, const char *key2,
-                 const struct sc_ynode *src, const char *key)
-{
-    const struct sc_ynode *v = sc_ynode_get(src, key);
-    if (v && sc_ynode_kind(v) != SC_Y_NULL) {
-        put(f, dst, key2, sc_ytree_copy(f->out, v), v);
-    }
-}
-
-static const char *str(struct proxy_front *f, const struct sc_ynode *m, const char *key,
-                       const char *path)
-{
-    int rc;
-    return proxy_front_scalar(f, sc_ynode_get(m, key), path, &rc);
-}
-
 static bool is(const char *s, const char *v)
 {
     return s && strcmp(s, v) == 0;
-}
-
-/* A google.protobuf.Duration field ("5s", "0.25s") put as ours, or <def> when absent. */
-static void duration(struct proxy_front *f, struct sc_ynode *dst, const char *key2,
-                     const struct sc_ynode *src, const char *key, const char *path, const char *def)
-{
-    const struct sc_ynode *v = sc_ynode_get(src, key);
-    const char *s = str(f, src, key, path);
-    if (!s) {
-        if (def && !f->err) {
-            proxy_front_put(f, dst, key2, v ? v : src, def);
-        }
-        return;
-    }
-    char d[32];
-    if (proxy_front_duration(s, d, sizeof(d)) < 0) {
-        proxy_front_refuse(f, v, path, "%s: invalid duration \"%.64s\" (expected e.g. 5s, 0.25s)",
-                           key, s);
-        return;
-    }
-    proxy_front_put(f, dst, key2, v, d);
 }
 
 /* Checks that typed_config's @type is <want> (with the field path for the message). */
@@ -150,8 +79,9 @@ static int address(struct proxy_front *f, const struct sc_ynode *a, const char *
     if (!sa || proxy_front_keys(f, sa, p, sa_keys, sa_noted) < 0) {
         return sa ? SC_ECONFIG : proxy_front_refuse(f, a, path, "socket_address is required");
     }
-    const char *host = str(f, sa, "address", p), *port = str(f, sa, "port_value", p);
-    const char *proto = str(f, sa, "protocol", p);
+    const char *host = proxy_front_str(f, sa, "address", p),
+               *port = proxy_front_str(f, sa, "port_value", p);
+    const char *proto = proxy_front_str(f, sa, "protocol", p);
     if (proto && strcmp(proto, "TCP") != 0) {
         return proxy_front_refuse(f, sc_ynode_get(sa, "protocol"), p,
                                   "protocol %.16s is not supported", proto);
@@ -175,7 +105,7 @@ static void data_source(struct proxy_front *f, struct sc_ynode *dst, const char 
     char p[PROXY_FRONT_PATH];
     proxy_front_path(p, path, ".%s", key);
     if (proxy_front_keys(f, ds, p, ds_keys, NULL) == 0) {
-        copy(f, dst, key2, ds, "filename");
+        proxy_front_copy(f, dst, key2, ds, "filename");
     }
 }
 
@@ -200,7 +130,7 @@ static void common_tls(struct proxy_front *f, struct sc_ynode *t, const struct s
     }
     const struct sc_ynode *certs = sc_ynode_get(ctx, "tls_certificates");
     static const char *const cert_keys[] = { "certificate_chain", "private_key", NULL };
-    struct sc_ynode *more = down ? oseq(f, certs) : NULL;
+    struct sc_ynode *more = down ? proxy_front_seq(f, certs) : NULL;
     for (size_t i = 0; i < sc_ynode_count(certs) && !f->err; i++) {
         const struct sc_ynode *c = sc_ynode_at(certs, i);
         char p[PROXY_FRONT_PATH];
@@ -212,15 +142,15 @@ static void common_tls(struct proxy_front *f, struct sc_ynode *t, const struct s
             proxy_front_refuse(f, c, p, "one client certificate only");
             return;
         }
-        struct sc_ynode *dst = i == 0 ? t : omap(f, c);
+        struct sc_ynode *dst = i == 0 ? t : proxy_front_map(f, c);
         data_source(f, dst, "cert", c, "certificate_chain", p);
         data_source(f, dst, "key", c, "private_key", p);
         if (i > 0) {
-            push(f, more, dst, c);
+            proxy_front_push(f, more, dst, c);
         }
     }
     if (sc_ynode_count(more)) {
-        put(f, t, "certificates", more, certs);
+        proxy_front_set(f, t, "certificates", more, certs);
     }
     const struct sc_ynode *vc = sc_ynode_get(ctx, "validation_context");
     static const char *const vc_keys[] = { "trusted_ca", "match_subject_alt_names",
@@ -229,7 +159,7 @@ static void common_tls(struct proxy_front *f, struct sc_ynode *t, const struct s
     proxy_front_path(vp, path, ".validation_context");
     if (vc && proxy_front_keys(f, vc, vp, vc_keys, NULL) == 0) {
         data_source(f, t, down ? "client_ca" : "ca", vc, "trusted_ca", vp);
-        struct sc_ynode *sans = oseq(f, vc);
+        struct sc_ynode *sans = proxy_front_seq(f, vc);
         for (int typed = 0; typed < 2; typed++) {
             const struct sc_ynode *l = sc_ynode_get(vc, typed ? "match_typed_subject_alt_names"
                                                               : "match_subject_alt_names");
@@ -252,11 +182,11 @@ static void common_tls(struct proxy_front *f, struct sc_ynode *t, const struct s
                     return; /* prefix, suffix, regex matchers: only exact names */
                 }
                 const struct sc_ynode *e = sc_ynode_get(mm, "exact");
-                push(f, sans, sc_ytree_copy(f->out, e), e ? e : mm);
+                proxy_front_push(f, sans, sc_ytree_copy(f->out, e), e ? e : mm);
             }
         }
         if (sc_ynode_count(sans)) {
-            put(f, t, "subject_alt_names", sans, vc);
+            proxy_front_set(f, t, "subject_alt_names", sans, vc);
         }
     } else if (!vc && !down && !f->err) {
         proxy_front_note(f, ctx, path,
@@ -264,7 +194,7 @@ static void common_tls(struct proxy_front *f, struct sc_ynode *t, const struct s
                          "not verified (as Envoy does): insecure_skip_verify");
         proxy_front_put(f, t, "insecure_skip_verify", ctx, "true");
     }
-    copy(f, t, "alpn", ctx, "alpn_protocols");
+    proxy_front_copy(f, t, "alpn", ctx, "alpn_protocols");
     const struct sc_ynode *tp = sc_ynode_get(ctx, "tls_params");
     static const char *const tp_keys[] = { "tls_minimum_protocol_version",
                                            "tls_maximum_protocol_version", NULL };
@@ -273,7 +203,7 @@ static void common_tls(struct proxy_front *f, struct sc_ynode *t, const struct s
     if (tp && proxy_front_keys(f, tp, path, tp_keys, tp_noted) == 0) {
         for (int mx = 0; mx < 2; mx++) {
             const char *k = mx ? "tls_maximum_protocol_version" : "tls_minimum_protocol_version";
-            const char *v = str(f, tp, k, path);
+            const char *v = proxy_front_str(f, tp, k, path);
             if (v && !tls_version(v)) {
                 proxy_front_refuse(f, sc_ynode_get(tp, k), path, "%s %.16s is not supported", k, v);
                 return;
@@ -310,22 +240,22 @@ static struct sc_ynode *transport_socket(struct proxy_front *f, const struct sc_
     if (proxy_front_keys(f, tc, p, down ? down_keys : up_keys, noted) < 0) {
         return NULL;
     }
-    struct sc_ynode *t = omap(f, ts);
+    struct sc_ynode *t = proxy_front_map(f, ts);
     char cp[PROXY_FRONT_PATH];
     proxy_front_path(cp, p, ".common_tls_context");
     common_tls(f, t, sc_ynode_get(tc, "common_tls_context"), cp, down);
     if (down) {
-        const char *req = str(f, tc, "require_client_certificate", p);
+        const char *req = proxy_front_str(f, tc, "require_client_certificate", p);
         if (sc_ynode_get(t, "client_ca")) {
             proxy_front_put(f, t, "client_cert", tc, is(req, "true") ? "require" : "optional");
         } else if (is(req, "true")) {
             proxy_front_refuse(f, sc_ynode_get(tc, "require_client_certificate"), p,
                                "require_client_certificate needs a validation_context");
         }
-        duration(f, t, "session_timeout", tc, "session_timeout", p, NULL);
+        proxy_front_put_duration(f, t, "session_timeout", tc, "session_timeout", p, NULL);
     } else {
-        copy(f, t, "sni", tc, "sni");
-        if (is(str(f, tc, "max_session_keys", p), "0")) {
+        proxy_front_copy(f, t, "sni", tc, "sni");
+        if (is(proxy_front_str(f, tc, "max_session_keys", p), "0")) {
             proxy_front_put(f, t, "session_reuse", sc_ynode_get(tc, "max_session_keys"), "false");
         }
         if (!sc_ynode_get(t, "cert")) {
@@ -353,8 +283,8 @@ static void header_ops(struct proxy_front *f, struct sc_ynode *ops, const struct
         const char *side = resp ? "response" : "request";
         struct sc_ynode *o = sc_ynode_get_mut(ops, side);
         if (!o) {
-            o = omap(f, add ? add : rm);
-            put(f, ops, side, o, add ? add : rm);
+            o = proxy_front_map(f, add ? add : rm);
+            proxy_front_set(f, ops, side, o, add ? add : rm);
         }
         for (size_t i = 0; i < sc_ynode_count(add) && !f->err; i++) {
             const struct sc_ynode *h = sc_ynode_at(add, i);
@@ -365,8 +295,8 @@ static void header_ops(struct proxy_front *f, struct sc_ynode *ops, const struct
                 proxy_front_keys(f, sc_ynode_get(h, "header"), path, kv, NULL) < 0) {
                 return;
             }
-            const char *app = str(f, h, "append", path);
-            const char *act = str(f, h, "append_action", path);
+            const char *app = proxy_front_str(f, h, "append", path);
+            const char *act = proxy_front_str(f, h, "append_action", path);
             bool set = is(app, "false") || is(act, "OVERWRITE_IF_EXISTS_OR_ADD");
             if (act && !is(act, "APPEND_IF_EXISTS_OR_ADD") &&
                 !is(act, "OVERWRITE_IF_EXISTS_OR_ADD")) {
@@ -375,29 +305,30 @@ static void header_ops(struct proxy_front *f, struct sc_ynode *ops, const struct
                 return;
             }
             const struct sc_ynode *hd = sc_ynode_get(h, "header");
-            const char *k = str(f, hd, "key", path);
+            const char *k = proxy_front_str(f, hd, "key", path);
             if (!k) {
                 proxy_front_refuse(f, h, path, "header.key is required");
                 return;
             }
             struct sc_ynode *m = sc_ynode_get_mut(o, set ? "set" : "add");
             if (!m) {
-                m = omap(f, h);
-                put(f, o, set ? "set" : "add", m, h);
+                m = proxy_front_map(f, h);
+                proxy_front_set(f, o, set ? "set" : "add", m, h);
             }
             if (!sc_ynode_get(m, k)) {
                 const struct sc_ynode *v = sc_ynode_get(hd, "value");
-                put(f, m, k, v ? sc_ytree_copy(f->out, v) : sc_ytree_str(f->out, hd, ""), hd);
+                proxy_front_set(f, m, k,
+                                v ? sc_ytree_copy(f->out, v) : sc_ytree_str(f->out, hd, ""), hd);
             }
         }
         if (rm) {
             struct sc_ynode *l = sc_ynode_get_mut(o, "remove");
             if (!l) {
-                l = oseq(f, rm);
-                put(f, o, "remove", l, rm);
+                l = proxy_front_seq(f, rm);
+                proxy_front_set(f, o, "remove", l, rm);
             }
             for (size_t i = 0; i < sc_ynode_count(rm); i++) {
-                push(f, l, sc_ytree_copy(f->out, sc_ynode_at(rm, i)), rm);
+                proxy_front_push(f, l, sc_ytree_copy(f->out, sc_ynode_at(rm, i)), rm);
             }
         }
     }
@@ -411,33 +342,33 @@ static void retry_policy(struct proxy_front *f, struct sc_ynode *rt, const struc
         NULL
     };
     static const char *const rn[] = { "host_selection_retry_max_attempts", NULL };
-    struct sc_ynode *o = omap(f, rp ? rp : rt);
+    struct sc_ynode *o = proxy_front_map(f, rp ? rp : rt);
     if (!rp) {
         proxy_front_put(f, o, "num_retries", rt, "0"); /* Envoy retries only when told */
-        put(f, rt, "retry_policy", o, rt);
+        proxy_front_set(f, rt, "retry_policy", o, rt);
         return;
     }
     if (proxy_front_keys(f, rp, path, rk, rn) < 0) {
         return;
     }
-    copy(f, o, "num_retries", rp, "num_retries");
+    proxy_front_copy(f, o, "num_retries", rp, "num_retries");
     if (!sc_ynode_get(rp, "num_retries")) {
         proxy_front_put(f, o, "num_retries", rp, "1");
     }
-    duration(f, o, "per_try_timeout", rp, "per_try_timeout", path, NULL);
+    proxy_front_put_duration(f, o, "per_try_timeout", rp, "per_try_timeout", path, NULL);
     const struct sc_ynode *bo = sc_ynode_get(rp, "retry_back_off");
     static const char *const bk[] = { "base_interval", "max_interval", NULL };
     if (bo && proxy_front_keys(f, bo, path, bk, NULL) == 0) {
-        duration(f, o, "base_interval", bo, "base_interval", path, NULL);
-        duration(f, o, "max_interval", bo, "max_interval", path, NULL);
+        proxy_front_put_duration(f, o, "base_interval", bo, "base_interval", path, NULL);
+        proxy_front_put_duration(f, o, "max_interval", bo, "max_interval", path, NULL);
     }
     const struct sc_ynode *codes = sc_ynode_get(rp, "retriable_status_codes");
     if (codes) {
-        copy(f, o, "retriable_status_codes", rp, "retriable_status_codes");
+        proxy_front_copy(f, o, "retriable_status_codes", rp, "retriable_status_codes");
     }
     const struct sc_ynode *on = sc_ynode_get(rp, "retry_on");
-    const char *s = str(f, rp, "retry_on", path);
-    struct sc_ynode *l = oseq(f, on ? on : rp);
+    const char *s = proxy_front_str(f, rp, "retry_on", path);
+    struct sc_ynode *l = proxy_front_seq(f, on ? on : rp);
     while (s && *s && !f->err) {
         size_t n = strcspn(s, ",");
         char part[64];
@@ -449,12 +380,12 @@ static void retry_policy(struct proxy_front *f, struct sc_ynode *rt, const struc
             proxy_front_refuse(f, on, path, "retry_on %.32s is not supported", part);
             return;
         }
-        push(f, l, sc_ytree_str(f->out, on, ours), on);
+        proxy_front_push(f, l, sc_ytree_str(f->out, on, ours), on);
     }
     if (sc_ynode_count(l)) {
-        put(f, o, "retry_on", l, on);
+        proxy_front_set(f, o, "retry_on", l, on);
     }
-    put(f, rt, "retry_policy", o, rp);
+    proxy_front_set(f, rt, "retry_policy", o, rp);
 }
 
 /* A route's match into ours; <dom> (a list of the output, NULL: any) is the virtual host's
@@ -464,24 +395,24 @@ static struct sc_ynode *route_match(struct proxy_front *f, const struct sc_ynode
 {
     static const char *const mk[] = { "prefix",  "path",           "safe_regex",
                                       "headers", "case_sensitive", NULL };
-    struct sc_ynode *m = omap(f, mn);
+    struct sc_ynode *m = proxy_front_map(f, mn);
     if (proxy_front_keys(f, mn, path, mk, NULL) < 0) {
         return NULL;
     }
-    if (is(str(f, mn, "case_sensitive", path), "false")) {
+    if (is(proxy_front_str(f, mn, "case_sensitive", path), "false")) {
         proxy_front_refuse(f, sc_ynode_get(mn, "case_sensitive"), path,
                            "case_sensitive: false is not supported");
         return NULL;
     }
-    copy(f, m, "prefix", mn, "prefix");
-    copy(f, m, "path", mn, "path");
+    proxy_front_copy(f, m, "prefix", mn, "prefix");
+    proxy_front_copy(f, m, "path", mn, "path");
     const struct sc_ynode *re = sc_ynode_get(mn, "safe_regex");
     static const char *const rk[] = { "regex", NULL };
     static const char *const rn[] = { "google_re2", NULL };
     if (re && proxy_front_keys(f, re, path, rk, rn) == 0) {
-        copy(f, m, "regex", re, "regex");
+        proxy_front_copy(f, m, "regex", re, "regex");
     }
-    struct sc_ynode *hs = oseq(f, mn);
+    struct sc_ynode *hs = proxy_front_seq(f, mn);
     const struct sc_ynode *hl = sc_ynode_get(mn, "headers");
     for (size_t i = 0; i < sc_ynode_count(hl) && !f->err; i++) {
         const struct sc_ynode *h = sc_ynode_at(hl, i);
@@ -492,16 +423,16 @@ static struct sc_ynode *route_match(struct proxy_front *f, const struct sc_ynode
         if (proxy_front_keys(f, h, p, hk, NULL) < 0) {
             return NULL; /* prefix, suffix, contains and regex header matches: no equivalent */
         }
-        struct sc_ynode *e = omap(f, h);
-        copy(f, e, "name", h, "name");
-        copy(f, e, "value", h, "exact_match");
+        struct sc_ynode *e = proxy_front_map(f, h);
+        proxy_front_copy(f, e, "name", h, "name");
+        proxy_front_copy(f, e, "value", h, "exact_match");
         const struct sc_ynode *sm = sc_ynode_get(h, "string_match");
         static const char *const sk[] = { "exact", NULL };
         if (sm && proxy_front_keys(f, sm, p, sk, NULL) == 0) {
-            copy(f, e, "value", sm, "exact");
+            proxy_front_copy(f, e, "value", sm, "exact");
         }
-        bool invert = is(str(f, h, "invert_match", p), "true");
-        const char *pm = str(f, h, "present_match", p);
+        bool invert = is(proxy_front_str(f, h, "invert_match", p), "true");
+        const char *pm = proxy_front_str(f, h, "present_match", p);
         if (invert && (sc_ynode_get(e, "value") || is(pm, "false"))) {
             proxy_front_refuse(f, sc_ynode_get(h, "invert_match"), p,
                                "invert_match is supported with present_match: true only");
@@ -510,13 +441,13 @@ static struct sc_ynode *route_match(struct proxy_front *f, const struct sc_ynode
         if (invert || is(pm, "false")) {
             proxy_front_put(f, e, "present", h, "false");
         }
-        push(f, hs, e, h);
+        proxy_front_push(f, hs, e, h);
     }
     if (dom) {
-        put(f, m, "authority", dom, mn);
+        proxy_front_set(f, m, "authority", dom, mn);
     }
     if (sc_ynode_count(hs)) {
-        put(f, m, "headers", hs, mn);
+        proxy_front_set(f, m, "headers", hs, mn);
     }
     return f->err ? NULL : m;
 }
@@ -543,25 +474,25 @@ static void route_action(struct proxy_front *f, struct sc_ynode *rt, const struc
                          "hash_policy only acts with ring hash or maglev balancing, which are not "
                          "supported");
     }
-    copy(f, rt, "cluster", ra, "cluster");
+    proxy_front_copy(f, rt, "cluster", ra, "cluster");
     const struct sc_ynode *wc = sc_ynode_get(ra, "weighted_clusters");
     static const char *const wk[] = { "clusters", NULL };
     static const char *const wn[] = { "total_weight", NULL };
     if (wc && proxy_front_keys(f, wc, path, wk, wn) == 0) {
         const struct sc_ynode *cl = sc_ynode_get(wc, "clusters");
-        struct sc_ynode *l = oseq(f, cl ? cl : wc);
+        struct sc_ynode *l = proxy_front_seq(f, cl ? cl : wc);
         static const char *const ck[] = { "name", "weight", NULL };
         for (size_t i = 0; i < sc_ynode_count(cl) && !f->err; i++) {
             const struct sc_ynode *c = sc_ynode_at(cl, i);
             if (proxy_front_keys(f, c, path, ck, NULL) < 0) {
                 return;
             }
-            struct sc_ynode *e = omap(f, c);
-            copy(f, e, "cluster", c, "name");
-            copy(f, e, "weight", c, "weight");
-            push(f, l, e, c);
+            struct sc_ynode *e = proxy_front_map(f, c);
+            proxy_front_copy(f, e, "cluster", c, "name");
+            proxy_front_copy(f, e, "weight", c, "weight");
+            proxy_front_push(f, l, e, c);
         }
-        put(f, rt, "weighted_clusters", l, wc);
+        proxy_front_set(f, rt, "weighted_clusters", l, wc);
     }
     if (!sc_ynode_get(ra, "cluster") && !wc && !f->err) {
         proxy_front_refuse(f, ra, path,
@@ -569,13 +500,13 @@ static void route_action(struct proxy_front *f, struct sc_ynode *rt, const struc
                            "(cluster_header is not supported)");
         return;
     }
-    duration(f, rt, "timeout", ra, "timeout", path, "15s"); /* Envoy's default */
+    proxy_front_put_duration(f, rt, "timeout", ra, "timeout", path, "15s"); /* Envoy's default */
     const struct sc_ynode *rp = sc_ynode_get(ra, "retry_policy");
     char rpath[PROXY_FRONT_PATH];
     proxy_front_path(rpath, path, ".retry_policy");
     retry_policy(f, rt, rp ? rp : vh_retry, rpath);
-    copy(f, rt, "prefix_rewrite", ra, "prefix_rewrite");
-    copy(f, rt, "host_rewrite", ra, "host_rewrite_literal");
+    proxy_front_copy(f, rt, "prefix_rewrite", ra, "prefix_rewrite");
+    proxy_front_copy(f, rt, "host_rewrite", ra, "host_rewrite_literal");
     const struct sc_ynode *mp = sc_ynode_get(ra, "request_mirror_policies");
     if (sc_ynode_count(mp) > 1) {
         proxy_front_refuse(f, sc_ynode_at(mp, 1), path, "one request mirror policy only");
@@ -587,8 +518,8 @@ static void route_action(struct proxy_front *f, struct sc_ynode *rt, const struc
         if (proxy_front_keys(f, m, path, mk, NULL) < 0) {
             return;
         }
-        struct sc_ynode *o = omap(f, m);
-        copy(f, o, "cluster", m, "cluster");
+        struct sc_ynode *o = proxy_front_map(f, m);
+        proxy_front_copy(f, o, "cluster", m, "cluster");
         const struct sc_ynode *rf = sc_ynode_get(m, "runtime_fraction");
         const struct sc_ynode *dv = sc_ynode_get(rf, "default_value");
         if (rf) {
@@ -605,7 +536,7 @@ static void route_action(struct proxy_front *f, struct sc_ynode *rt, const struc
             snprintf(pc, sizeof(pc), "%g", strtod(num, NULL) * 100.0 / d);
             proxy_front_put(f, o, "percentage", rf, pc);
         }
-        put(f, rt, "mirror", o, m);
+        proxy_front_set(f, rt, "mirror", o, m);
     }
 }
 
@@ -635,8 +566,8 @@ static void route(struct proxy_front *f, struct sc_ynode *routes, const struct s
                            "direct_response and filter_action are not)");
         return;
     }
-    struct sc_ynode *rt = omap(f, r);
-    copy(f, rt, "name", r, "name");
+    struct sc_ynode *rt = proxy_front_map(f, r);
+    proxy_front_copy(f, rt, "name", r, "name");
     char p[PROXY_FRONT_PATH];
     proxy_front_path(p, path, ".match");
     const struct sc_ynode *mn = sc_ynode_get(r, "match");
@@ -644,17 +575,18 @@ static void route(struct proxy_front *f, struct sc_ynode *routes, const struct s
         proxy_front_refuse(f, r, path, "match is required");
         return;
     }
-    put(f, rt, "match", route_match(f, mn, dom ? sc_ytree_copy(f->out, dom) : NULL, p), mn);
+    proxy_front_set(f, rt, "match", route_match(f, mn, dom ? sc_ytree_copy(f->out, dom) : NULL, p),
+                    mn);
     proxy_front_path(p, path, ".route");
     route_action(f, rt, sc_ynode_get(r, "route"), sc_ynode_get(lv->vh, "retry_policy"), p);
-    struct sc_ynode *ops = omap(f, r);
+    struct sc_ynode *ops = proxy_front_map(f, r);
     header_ops(f, ops, r, path);
     header_ops(f, ops, lv->vh, path);
     header_ops(f, ops, lv->rc, path);
     if (sc_ynode_count(ops)) {
-        put(f, rt, "headers", ops, r);
+        proxy_front_set(f, rt, "headers", ops, r);
     }
-    push(f, routes, rt, r);
+    proxy_front_push(f, routes, rt, r);
 }
 
 /* Envoy's order of domain matching: exact names, then suffix wildcards, then prefix wildcards,
@@ -713,7 +645,7 @@ static void route_config(struct proxy_front *f, struct sc_ynode *routes, const s
                 proxy_front_refuse(f, vh, p, "domains is required");
                 return;
             }
-            struct sc_ynode *mine = oseq(f, doms);
+            struct sc_ynode *mine = proxy_front_seq(f, doms);
             for (size_t d = 0; d < sc_ynode_count(doms) && !f->err; d++) {
                 const char *s = sc_ynode_str(sc_ynode_at(doms, d));
                 if (!s || !*s) {
@@ -721,7 +653,7 @@ static void route_config(struct proxy_front *f, struct sc_ynode *routes, const s
                     return;
                 }
                 if (domain_class(s) == cls && cls < 3) {
-                    push(f, mine, sc_ytree_copy(f->out, sc_ynode_at(doms, d)), doms);
+                    proxy_front_push(f, mine, sc_ytree_copy(f->out, sc_ynode_at(doms, d)), doms);
                 } else if (domain_class(s) == cls) {
                     mine = NULL; /* "*": any Host */
                     break;
@@ -817,7 +749,7 @@ static void hcm(struct env *e, struct sc_ynode *l, const struct sc_ynode *tc, co
                            "rds is not supported: write the route_config inline");
         return;
     }
-    const char *codec = str(f, tc, "codec_type", path);
+    const char *codec = proxy_front_str(f, tc, "codec_type", path);
     if (codec && !is(codec, "AUTO") && !is(codec, "HTTP1")) {
         proxy_front_refuse(f, sc_ynode_get(tc, "codec_type"), path,
                            "codec_type %.16s is not supported (HTTP/1.1 listeners)", codec);
@@ -832,15 +764,16 @@ static void hcm(struct env *e, struct sc_ynode *l, const struct sc_ynode *tc, co
                          "access_log: the proxy writes its own JSON access log to stdout");
     }
     if (!sc_ynode_get(f->root, "stream_idle_timeout")) {
-        duration(f, f->root, "stream_idle_timeout", tc, "stream_idle_timeout", path, NULL);
+        proxy_front_put_duration(f, f->root, "stream_idle_timeout", tc, "stream_idle_timeout", path,
+                                 NULL);
     }
     const struct sc_ynode *cho = sc_ynode_get(tc, "common_http_protocol_options");
     static const char *const ck[] = { "idle_timeout", NULL };
     if (cho && proxy_front_keys(f, cho, path, ck, NULL) == 0 &&
         !sc_ynode_get(f->root, "idle_timeout")) {
-        duration(f, f->root, "idle_timeout", cho, "idle_timeout", path, NULL);
+        proxy_front_put_duration(f, f->root, "idle_timeout", cho, "idle_timeout", path, NULL);
     }
-    const char *fcc = str(f, tc, "forward_client_cert_details", path);
+    const char *fcc = proxy_front_str(f, tc, "forward_client_cert_details", path);
     if (fcc) {
         const char *ours = NULL;
         for (size_t i = 0; i < sizeof(fcc_modes) / sizeof(fcc_modes[0]); i++) {
@@ -859,10 +792,10 @@ static void hcm(struct env *e, struct sc_ynode *l, const struct sc_ynode *tc, co
         proxy_front_refuse(f, tc, path, "route_config is required");
         return;
     }
-    struct sc_ynode *routes = oseq(f, rc);
+    struct sc_ynode *routes = proxy_front_seq(f, rc);
     proxy_front_path(p, path, ".route_config");
     route_config(f, routes, rc, p);
-    put(f, l, "routes", routes, rc);
+    proxy_front_set(f, l, "routes", routes, rc);
 }
 
 /* ---- listeners ---- */
@@ -910,8 +843,8 @@ static void listener(struct env *e, const struct sc_ynode *ln, size_t i, struct 
     if (proxy_front_keys(f, ln, path, lk, ln_noted) < 0) {
         return;
     }
-    struct sc_ynode *l = omap(f, ln);
-    const char *name = str(f, ln, "name", path);
+    struct sc_ynode *l = proxy_front_map(f, ln);
+    const char *name = proxy_front_str(f, ln, "name", path);
     char gen[32];
     snprintf(gen, sizeof(gen), "listener_%zu", i);
     proxy_front_put(f, l, "name", sc_ynode_get(ln, "name") ? sc_ynode_get(ln, "name") : ln,
@@ -922,7 +855,7 @@ static void listener(struct env *e, const struct sc_ynode *ln, size_t i, struct 
         return;
     }
     proxy_front_put(f, l, "address", sc_ynode_get(ln, "address"), addr);
-    const char *dir = str(f, ln, "traffic_direction", path);
+    const char *dir = proxy_front_str(f, ln, "traffic_direction", path);
     if (is(dir, "OUTBOUND") || is(dir, "INBOUND")) {
         proxy_front_put(f, l, "direction", sc_ynode_get(ln, "traffic_direction"),
                         is(dir, "OUTBOUND") ? "outbound" : "inbound");
@@ -956,13 +889,13 @@ static void listener(struct env *e, const struct sc_ynode *ln, size_t i, struct 
     if (ts) {
         char tp[PROXY_FRONT_PATH];
         proxy_front_path(tp, p, ".transport_socket");
-        put(f, l, "tls", transport_socket(f, ts, tp, true), ts);
+        proxy_front_set(f, l, "tls", transport_socket(f, ts, tp, true), ts);
     }
     const struct sc_ynode *m = sc_ynode_get(fc, "filter_chain_match");
     static const char *const mk[] = { "destination_port", "server_names", "transport_protocol",
                                       "application_protocols", NULL };
     if (m && proxy_front_keys(f, m, p, mk, NULL) == 0) {
-        const char *dp = str(f, m, "destination_port", p);
+        const char *dp = proxy_front_str(f, m, "destination_port", p);
         const char *lp = strrchr(addr, ':');
         if (dp && !(lp && strcmp(lp + 1, dp) == 0)) {
             proxy_front_refuse(f, sc_ynode_get(m, "destination_port"), p,
@@ -971,7 +904,7 @@ static void listener(struct env *e, const struct sc_ynode *ln, size_t i, struct 
                                dp);
             return;
         }
-        const char *tpn = str(f, m, "transport_protocol", p);
+        const char *tpn = proxy_front_str(f, m, "transport_protocol", p);
         if (tpn && !(is(tpn, "tls") && ts) && !(is(tpn, "raw_buffer") && !ts)) {
             proxy_front_refuse(f, sc_ynode_get(m, "transport_protocol"), p,
                                "transport_protocol %.16s does not match the chain's "
@@ -1017,7 +950,7 @@ static void listener(struct env *e, const struct sc_ynode *ln, size_t i, struct 
         return;
     }
     hcm(e, l, tc, np);
-    push(f, out, l, ln);
+    proxy_front_push(f, out, l, ln);
 }
 
 /* ---- clusters ---- */
@@ -1042,27 +975,28 @@ static void cluster_policy(struct proxy_front *f, struct sc_ynode *c, const stru
             if (proxy_front_keys(f, t, path, tk, tn) < 0) {
                 return;
             }
-            const char *pr = str(f, t, "priority", path);
+            const char *pr = proxy_front_str(f, t, "priority", path);
             if (pr && is(pr, "HIGH")) {
                 proxy_front_note(f, t, path,
                                  "thresholds for priority HIGH: routes have no "
                                  "priorities here");
                 continue;
             }
-            struct sc_ynode *o = omap(f, t);
-            copy(f, o, "max_connections", t, "max_connections");
-            copy(f, o, "max_pending_requests", t, "max_pending_requests");
-            copy(f, o, "max_requests", t, "max_requests");
-            copy(f, o, "max_retries", t, "max_retries");
+            struct sc_ynode *o = proxy_front_map(f, t);
+            proxy_front_copy(f, o, "max_connections", t, "max_connections");
+            proxy_front_copy(f, o, "max_pending_requests", t, "max_pending_requests");
+            proxy_front_copy(f, o, "max_requests", t, "max_requests");
+            proxy_front_copy(f, o, "max_retries", t, "max_retries");
             const struct sc_ynode *rb = sc_ynode_get(t, "retry_budget");
             static const char *const rbk[] = { "budget_percent", "min_retry_concurrency", NULL };
             if (rb && proxy_front_keys(f, rb, path, rbk, NULL) == 0) {
-                struct sc_ynode *b = omap(f, rb);
-                copy(f, b, "budget_percent", sc_ynode_get(rb, "budget_percent"), "value");
-                copy(f, b, "min_retry_concurrency", rb, "min_retry_concurrency");
-                put(f, o, "retry_budget", b, rb);
+                struct sc_ynode *b = proxy_front_map(f, rb);
+                proxy_front_copy(f, b, "budget_percent", sc_ynode_get(rb, "budget_percent"),
+                                 "value");
+                proxy_front_copy(f, b, "min_retry_concurrency", rb, "min_retry_concurrency");
+                proxy_front_set(f, o, "retry_budget", b, rb);
             }
-            put(f, c, "circuit_breakers", o, t);
+            proxy_front_set(f, c, "circuit_breakers", o, t);
         }
     }
     const struct sc_ynode *od = sc_ynode_get(cn, "outlier_detection");
@@ -1082,9 +1016,9 @@ static void cluster_policy(struct proxy_front *f, struct sc_ynode *c, const stru
         "enforcing_failure_percentage",       NULL
     };
     if (od && proxy_front_keys(f, od, path, ok, on) == 0) {
-        struct sc_ynode *o = omap(f, od);
-        const char *e5 = str(f, od, "enforcing_consecutive_5xx", path);
-        const char *eg = str(f, od, "enforcing_consecutive_gateway_failure", path);
+        struct sc_ynode *o = proxy_front_map(f, od);
+        const char *e5 = proxy_front_str(f, od, "enforcing_consecutive_5xx", path);
+        const char *eg = proxy_front_str(f, od, "enforcing_consecutive_gateway_failure", path);
         if ((e5 && !is(e5, "100") && !is(e5, "0")) || (eg && !is(eg, "100") && !is(eg, "0"))) {
             proxy_front_refuse(f, od, path,
                                "enforcing percentages other than 0 and 100 are not "
@@ -1094,23 +1028,23 @@ static void cluster_policy(struct proxy_front *f, struct sc_ynode *c, const stru
         if (is(e5, "0")) {
             proxy_front_put(f, o, "consecutive_5xx", od, "0");
         } else {
-            copy(f, o, "consecutive_5xx", od, "consecutive_5xx");
+            proxy_front_copy(f, o, "consecutive_5xx", od, "consecutive_5xx");
         }
         /* Envoy counts gateway failures but enforces them only when told to. */
         if (is(eg, "100")) {
-            copy(f, o, "consecutive_gateway_errors", od, "consecutive_gateway_failure");
+            proxy_front_copy(f, o, "consecutive_gateway_errors", od, "consecutive_gateway_failure");
             if (!sc_ynode_get(od, "consecutive_gateway_failure")) {
                 proxy_front_put(f, o, "consecutive_gateway_errors", od, "5");
             }
         }
-        duration(f, o, "interval", od, "interval", path, "10s");
-        duration(f, o, "base_ejection_time", od, "base_ejection_time", path, NULL);
-        duration(f, o, "max_ejection_time", od, "max_ejection_time", path, NULL);
-        copy(f, o, "max_ejection_percent", od, "max_ejection_percent");
+        proxy_front_put_duration(f, o, "interval", od, "interval", path, "10s");
+        proxy_front_put_duration(f, o, "base_ejection_time", od, "base_ejection_time", path, NULL);
+        proxy_front_put_duration(f, o, "max_ejection_time", od, "max_ejection_time", path, NULL);
+        proxy_front_copy(f, o, "max_ejection_percent", od, "max_ejection_percent");
         if (!sc_ynode_get(od, "max_ejection_percent")) {
             proxy_front_put(f, o, "max_ejection_percent", od, "10");
         }
-        put(f, c, "outlier_detection", o, od);
+        proxy_front_set(f, c, "outlier_detection", o, od);
     }
     const struct sc_ynode *hcs = sc_ynode_get(cn, "health_checks");
     if (sc_ynode_count(hcs) > 1) {
@@ -1137,21 +1071,21 @@ static void cluster_policy(struct proxy_front *f, struct sc_ynode *c, const stru
                                "checks are not supported)");
             return;
         }
-        struct sc_ynode *o = omap(f, h);
-        duration(f, o, "timeout", h, "timeout", p, NULL);
-        duration(f, o, "interval", h, "interval", p, NULL);
-        copy(f, o, "unhealthy_threshold", h, "unhealthy_threshold");
-        copy(f, o, "healthy_threshold", h, "healthy_threshold");
+        struct sc_ynode *o = proxy_front_map(f, h);
+        proxy_front_put_duration(f, o, "timeout", h, "timeout", p, NULL);
+        proxy_front_put_duration(f, o, "interval", h, "interval", p, NULL);
+        proxy_front_copy(f, o, "unhealthy_threshold", h, "unhealthy_threshold");
+        proxy_front_copy(f, o, "healthy_threshold", h, "healthy_threshold");
         static const char *const hhk[] = { "path", "host", "expected_statuses", NULL };
         static const char *const hhn[] = { "request_headers_to_add", "codec_client_type", NULL };
         if (proxy_front_keys(f, hh, p, hhk, hhn) < 0) {
             return;
         }
-        copy(f, o, "path", hh, "path");
-        copy(f, o, "host", hh, "host");
+        proxy_front_copy(f, o, "path", hh, "path");
+        proxy_front_copy(f, o, "host", hh, "host");
         const struct sc_ynode *es = sc_ynode_get(hh, "expected_statuses");
         if (es) {
-            struct sc_ynode *l = oseq(f, es);
+            struct sc_ynode *l = proxy_front_seq(f, es);
             for (size_t i = 0; i < sc_ynode_count(es) && !f->err; i++) {
                 const char *a = sc_ynode_str(sc_ynode_get(sc_ynode_at(es, i), "start"));
                 const char *b = sc_ynode_str(sc_ynode_get(sc_ynode_at(es, i), "end"));
@@ -1163,11 +1097,11 @@ static void cluster_policy(struct proxy_front *f, struct sc_ynode *c, const stru
                 }
                 char r[48];
                 snprintf(r, sizeof(r), "%ld-%ld", lo, hi - 1); /* Envoy's end is exclusive */
-                push(f, l, sc_ytree_str(f->out, sc_ynode_at(es, i), r), es);
+                proxy_front_push(f, l, sc_ytree_str(f->out, sc_ynode_at(es, i), r), es);
             }
-            put(f, o, "expected_statuses", l, es);
+            proxy_front_set(f, o, "expected_statuses", l, es);
         }
-        put(f, c, "health_check", o, h);
+        proxy_front_set(f, c, "health_check", o, h);
     }
 }
 
@@ -1180,7 +1114,7 @@ static void load_assignment(struct proxy_front *f, struct sc_ynode *c, const str
         return;
     }
     const struct sc_ynode *eps = sc_ynode_get(la, "endpoints");
-    struct sc_ynode *l = oseq(f, eps ? eps : la);
+    struct sc_ynode *l = proxy_front_seq(f, eps ? eps : la);
     for (size_t i = 0; i < sc_ynode_count(eps) && !f->err; i++) {
         const struct sc_ynode *le = sc_ynode_at(eps, i);
         char p[PROXY_FRONT_PATH];
@@ -1190,7 +1124,7 @@ static void load_assignment(struct proxy_front *f, struct sc_ynode *c, const str
         if (proxy_front_keys(f, le, p, ek, en) < 0) {
             return;
         }
-        const char *prio = str(f, le, "priority", p);
+        const char *prio = proxy_front_str(f, le, "priority", p);
         if (prio && !is(prio, "0")) {
             proxy_front_refuse(f, sc_ynode_get(le, "priority"), p,
                                "priorities other than 0 are not supported");
@@ -1207,14 +1141,14 @@ static void load_assignment(struct proxy_front *f, struct sc_ynode *c, const str
             if (proxy_front_keys(f, lb, q, bk, bn) < 0) {
                 return;
             }
-            const char *w = str(f, lb, "load_balancing_weight", q);
+            const char *w = proxy_front_str(f, lb, "load_balancing_weight", q);
             if (w && !is(w, "1")) {
                 proxy_front_refuse(f, sc_ynode_get(lb, "load_balancing_weight"), q,
                                    "endpoint weights are not supported (all endpoints weigh "
                                    "the same)");
                 return;
             }
-            const char *hs = str(f, lb, "health_status", q);
+            const char *hs = proxy_front_str(f, lb, "health_status", q);
             if (hs && !is(hs, "HEALTHY") && !is(hs, "UNKNOWN")) {
                 proxy_front_refuse(f, sc_ynode_get(lb, "health_status"), q,
                                    "health_status %.16s is not supported (health checks decide)",
@@ -1232,10 +1166,10 @@ static void load_assignment(struct proxy_front *f, struct sc_ynode *c, const str
             if (address(f, sc_ynode_get(ep, "address"), ap, addr, sizeof(addr)) < 0) {
                 return;
             }
-            push(f, l, sc_ytree_str(f->out, sc_ynode_get(ep, "address"), addr), ep);
+            proxy_front_push(f, l, sc_ytree_str(f->out, sc_ynode_get(ep, "address"), addr), ep);
         }
     }
-    put(f, c, "endpoints", l, la);
+    proxy_front_set(f, c, "endpoints", l, la);
 }
 
 static void cluster(struct env *e, const struct sc_ynode *cn, size_t i, struct sc_ynode *out)
@@ -1269,13 +1203,13 @@ static void cluster(struct env *e, const struct sc_ynode *cn, size_t i, struct s
     if (proxy_front_keys(f, cn, path, ck, cnote) < 0) {
         return;
     }
-    struct sc_ynode *c = omap(f, cn);
-    copy(f, c, "name", cn, "name");
+    struct sc_ynode *c = proxy_front_map(f, cn);
+    proxy_front_copy(f, c, "name", cn, "name");
     if (!sc_ynode_get(cn, "name")) {
         proxy_front_refuse(f, cn, path, "name is required");
         return;
     }
-    const char *type = str(f, cn, "type", path);
+    const char *type = proxy_front_str(f, cn, "type", path);
     const struct sc_ynode *tn = sc_ynode_get(cn, "type");
     bool odst = is(type, "ORIGINAL_DST");
     if (odst) {
@@ -1284,8 +1218,9 @@ static void cluster(struct env *e, const struct sc_ynode *cn, size_t i, struct s
         proxy_front_refuse(f, tn, path, "type %.16s is not supported", type);
         return;
     }
-    duration(f, c, "connect_timeout", cn, "connect_timeout", path, "5s"); /* Envoy's default */
-    const char *lb = str(f, cn, "lb_policy", path);
+    proxy_front_put_duration(f, c, "connect_timeout", cn, "connect_timeout", path,
+                             "5s"); /* Envoy's default */
+    const char *lb = proxy_front_str(f, cn, "lb_policy", path);
     const struct sc_ynode *lbn = sc_ynode_get(cn, "lb_policy");
     if (is(lb, "LEAST_REQUEST")) {
         proxy_front_put(f, c, "lb_policy", lbn, "least_request");
@@ -1295,7 +1230,7 @@ static void cluster(struct env *e, const struct sc_ynode *cn, size_t i, struct s
         proxy_front_refuse(f, lbn, path, "lb_policy %.32s is not supported", lb);
         return;
     }
-    duration(f, c, "dns_refresh", cn, "dns_refresh_rate", path, NULL);
+    proxy_front_put_duration(f, c, "dns_refresh", cn, "dns_refresh_rate", path, NULL);
     const struct sc_ynode *la = sc_ynode_get(cn, "load_assignment");
     char p[PROXY_FRONT_PATH];
     if (la && !odst) {
@@ -1312,14 +1247,14 @@ static void cluster(struct env *e, const struct sc_ynode *cn, size_t i, struct s
     const struct sc_ynode *cho = sc_ynode_get(cn, "common_http_protocol_options");
     static const char *const hk[] = { "idle_timeout", NULL };
     if (cho && proxy_front_keys(f, cho, path, hk, NULL) == 0) {
-        duration(f, c, "idle_timeout", cho, "idle_timeout", path, NULL);
+        proxy_front_put_duration(f, c, "idle_timeout", cho, "idle_timeout", path, NULL);
     }
     const struct sc_ynode *ts = sc_ynode_get(cn, "transport_socket");
     if (ts) {
         proxy_front_path(p, path, ".transport_socket");
-        put(f, c, "tls", transport_socket(f, ts, p, false), ts);
+        proxy_front_set(f, c, "tls", transport_socket(f, ts, p, false), ts);
     }
-    push(f, out, c, cn);
+    proxy_front_push(f, out, c, cn);
 }
 
 /* ---- the bootstrap ---- */
@@ -1352,7 +1287,8 @@ int proxy_envoy_translate(struct proxy_front *f, const struct sc_ynode *doc)
     }
     const struct sc_ynode *ls = sc_ynode_get(sr, "listeners");
     const struct sc_ynode *cs = sc_ynode_get(sr, "clusters");
-    struct sc_ynode *lout = oseq(f, ls ? ls : sr), *cout = oseq(f, cs ? cs : sr);
+    struct sc_ynode *lout = proxy_front_seq(f, ls ? ls : sr),
+                    *cout = proxy_front_seq(f, cs ? cs : sr);
     for (size_t i = 0; i < sc_ynode_count(ls) && !f->err; i++) {
         listener(&e, sc_ynode_at(ls, i), i, lout);
     }
@@ -1365,8 +1301,8 @@ int proxy_envoy_translate(struct proxy_front *f, const struct sc_ynode *doc)
     if (sc_ynode_count(lout) == 0) {
         return proxy_front_refuse(f, sr, "static_resources", "no listeners");
     }
-    put(f, f->root, "listeners", lout, ls);
-    put(f, f->root, "clusters", cout, cs ? cs : sr);
+    proxy_front_set(f, f->root, "listeners", lout, ls);
+    proxy_front_set(f, f->root, "clusters", cout, cs ? cs : sr);
     proxy_front_put(f, f->root, "access_log", sr, e.access_log ? "stdout" : "off");
     return f->err ? SC_ECONFIG : 0;
 }

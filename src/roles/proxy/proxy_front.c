@@ -6,7 +6,6 @@
 #include "roles/proxy/proxy_front.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +14,7 @@
 #include "core/buf.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "core/value.h"
 
 #define MAX_INPUT ((size_t)4 << 20)
 #define MSG_MAX 2048
@@ -135,6 +135,13 @@ const char *proxy_front_scalar(struct proxy_front *f, const struct sc_ynode *n, 
     return NULL;
 }
 
+const char *proxy_front_str(struct proxy_front *f, const struct sc_ynode *m, const char *key,
+                            const char *path)
+{
+    int rc;
+    return proxy_front_scalar(f, sc_ynode_get(m, key), path, &rc);
+}
+
 void proxy_front_put(struct proxy_front *f, struct sc_ynode *map, const char *key,
                      const struct sc_ynode *at, const char *value)
 {
@@ -164,59 +171,80 @@ struct sc_ynode *proxy_front_list(struct proxy_front *f, const char *key, const 
 
 int proxy_front_duration(const char *s, char *out, size_t outlen)
 {
-    /* Digits, an optional fraction, then a unit: protobuf JSON writes seconds with up to nine
-     * fractional digits; Istio also writes ms, m and h. Rounded to whole milliseconds. */
-    const char *p = s;
-    uint64_t whole = 0, frac_ms = 0;
-    int fd = 0;
-    if (*p < '0' || *p > '9') {
+    /* protobuf JSON's "0.250s" and Istio's "10ms", "1m", "1h" are our syntax already. */
+    uint64_t ms;
+    char d[SC_DURATION_MAX];
+    if (sc_value_parse_duration(s, &ms) < 0) {
         return -EINVAL;
     }
-    while (*p >= '0' && *p <= '9') {
-        if (whole > UINT64_MAX / 10 / 3600000) {
-            return -EINVAL;
-        }
-        whole = whole * 10 + (uint64_t)(*p++ - '0');
-    }
-    uint64_t frac = 0, scale = 1;
-    if (*p == '.') {
-        p++;
-        if (*p < '0' || *p > '9') {
-            return -EINVAL;
-        }
-        while (*p >= '0' && *p <= '9') {
-            if (fd < 9) {
-                frac = frac * 10 + (uint64_t)(*p - '0');
-                scale *= 10;
-                fd++;
-            }
-            p++;
-        }
-    }
-    uint64_t unit_ms;
-    if (strcmp(p, "s") == 0) {
-        unit_ms = 1000;
-    } else if (strcmp(p, "ms") == 0) {
-        unit_ms = 1;
-    } else if (strcmp(p, "m") == 0) {
-        unit_ms = 60000;
-    } else if (strcmp(p, "h") == 0) {
-        unit_ms = 3600000;
-    } else {
-        return -EINVAL;
-    }
-    frac_ms = (frac * unit_ms + scale / 2) / scale;
-    uint64_t ms = whole * unit_ms + frac_ms;
-    if (ms && ms % 3600000 == 0) {
-        snprintf(out, outlen, "%" PRIu64 "h", ms / 3600000);
-    } else if (ms && ms % 60000 == 0) {
-        snprintf(out, outlen, "%" PRIu64 "m", ms / 60000);
-    } else if (ms && ms % 1000 == 0) {
-        snprintf(out, outlen, "%" PRIu64 "s", ms / 1000);
-    } else {
-        snprintf(out, outlen, "%" PRIu64 "ms", ms);
-    }
+    sc_value_format_duration(ms, d);
+    snprintf(out, outlen, "%s", d);
     return 0;
+}
+
+struct sc_ynode *proxy_front_map(struct proxy_front *f, const struct sc_ynode *at)
+{
+    struct sc_ynode *m = sc_ytree_map(f->out, at);
+    if (!m) {
+        proxy_front_refuse(f, at, NULL, "configuration too large");
+    }
+    return m;
+}
+
+struct sc_ynode *proxy_front_seq(struct proxy_front *f, const struct sc_ynode *at)
+{
+    struct sc_ynode *m = sc_ytree_seq(f->out, at);
+    if (!m) {
+        proxy_front_refuse(f, at, NULL, "configuration too large");
+    }
+    return m;
+}
+
+void proxy_front_set(struct proxy_front *f, struct sc_ynode *map, const char *key,
+                     struct sc_ynode *v, const struct sc_ynode *at)
+{
+    if (!map || !v || sc_ynode_put(f->out, map, key, v) < 0) {
+        proxy_front_refuse(f, at, NULL, "configuration too large");
+    }
+}
+
+void proxy_front_push(struct proxy_front *f, struct sc_ynode *seq, struct sc_ynode *v,
+                      const struct sc_ynode *at)
+{
+    if (!seq || !v || sc_ynode_push(f->out, seq, v) < 0) {
+        proxy_front_refuse(f, at, NULL, "configuration too large");
+    }
+}
+
+void proxy_front_copy(struct proxy_front *f, struct sc_ynode *dst, const char *key2,
+                      const struct sc_ynode *src, const char *key)
+{
+    const struct sc_ynode *v = sc_ynode_get(src, key);
+    if (v && sc_ynode_kind(v) != SC_Y_NULL) {
+        proxy_front_set(f, dst, key2, sc_ytree_copy(f->out, v), v);
+    }
+}
+
+void proxy_front_put_duration(struct proxy_front *f, struct sc_ynode *dst, const char *key2,
+                              const struct sc_ynode *src, const char *key, const char *path,
+                              const char *def)
+{
+    const struct sc_ynode *v = sc_ynode_get(src, key);
+    int rc;
+    const char *s = proxy_front_scalar(f, v, path, &rc);
+    if (!s) {
+        if (def && rc == 0) {
+            proxy_front_put(f, dst, key2, v ? v : src, def);
+        }
+        return;
+    }
+    char d[32];
+    if (proxy_front_duration(s, d, sizeof(d)) < 0) {
+        proxy_front_refuse(f, v, path, "%s: invalid duration \"%.64s\" (expected e.g. 5s, 0.25s)",
+                           key, s);
+        return;
+    }
+    proxy_front_put(f, dst, key2, v, d);
 }
 
 static bool version_ok(const struct proxy_front_kind *k, const char *v)

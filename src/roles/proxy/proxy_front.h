@@ -77,6 +77,10 @@ int proxy_front_keys(struct proxy_front *f, const struct sc_ynode *n, const char
 const char *proxy_front_scalar(struct proxy_front *f, const struct sc_ynode *n, const char *path,
                                int *rc);
 
+/* The scalar value of <key> in mapping <m> (NULL when absent, null, or refused as not a scalar). */
+const char *proxy_front_str(struct proxy_front *f, const struct sc_ynode *m, const char *key,
+                            const char *path);
+
 /* Puts <key>: <value> (a string at <at>'s position) into mapping <map> of the output. */
 void proxy_front_put(struct proxy_front *f, struct sc_ynode *map, const char *key,
                      const struct sc_ynode *at, const char *value);
@@ -85,8 +89,26 @@ void proxy_front_put(struct proxy_front *f, struct sc_ynode *map, const char *ke
 struct sc_ynode *proxy_front_list(struct proxy_front *f, const char *key,
                                   const struct sc_ynode *at);
 
-/* Converts a protobuf-JSON duration ("5s", "0.250s", "1.5s"; Istio's "10ms", "1m", "1h" too)
- * into the proxy's syntax ("250ms"), into <out> of at least 32 bytes. Returns 0 or -EINVAL. */
+/* Output builders: a new mapping or list at <at>'s position; <v> set as <key> of <map> or pushed
+ * onto <seq>; the value of <key> in <src>, when present and not null, copied as <key2> of <dst>.
+ * Past the node limit they refuse the configuration ("configuration too large"). */
+struct sc_ynode *proxy_front_map(struct proxy_front *f, const struct sc_ynode *at);
+struct sc_ynode *proxy_front_seq(struct proxy_front *f, const struct sc_ynode *at);
+void proxy_front_set(struct proxy_front *f, struct sc_ynode *map, const char *key,
+                     struct sc_ynode *v, const struct sc_ynode *at);
+void proxy_front_push(struct proxy_front *f, struct sc_ynode *seq, struct sc_ynode *v,
+                      const struct sc_ynode *at);
+void proxy_front_copy(struct proxy_front *f, struct sc_ynode *dst, const char *key2,
+                      const struct sc_ynode *src, const char *key);
+
+/* The duration <key> of <src> put as <key2> of <dst> in our syntax, <def> when absent (NULL:
+ * nothing); an invalid one is refused at its position. */
+void proxy_front_put_duration(struct proxy_front *f, struct sc_ynode *dst, const char *key2,
+                              const struct sc_ynode *src, const char *key, const char *path,
+                              const char *def);
+
+/* Converts a protobuf-JSON duration ("5s", "0.250s"; Istio's "10ms", "1m", "1h" too) into the
+ * proxy's syntax, into <out> of at least 32 bytes. Returns 0 or -EINVAL. */
 int proxy_front_duration(const char *s, char *out, size_t outlen);
 
 /* proxy_envoy.c: translates the bootstrap <doc> (a mapping with static_resources). */

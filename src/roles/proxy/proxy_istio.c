@@ -36,76 +36,6 @@ static const char *const meta_noted[] = {
 
 /* ---- small helpers ---- */
 
-static struct sc_ynode *new_map(struct proxy_front *f, const struct sc_ynode *at)
-{
-    struct sc_ynode *m = sc_ytree_map(f->out, at);
-    if (!m) {
-        proxy_front_refuse(f, at, NULL, "configuration too large");
-    }
-    return m;
-}
-
-static struct sc_ynode *new_seq(struct proxy_front *f, const struct sc_ynode *at)
-{
-    struct sc_ynode *m = sc_ytree_seq(f->out, at);
-    if (!m) {
-        proxy_front_refuse(f, at, NULL, "configuration too large");
-    }
-    return m;
-}
-
-static void put_node(struct proxy_front *f, struct sc_ynode *map, const char *key,
-                     struct sc_ynode *v, const struct sc_ynode *at)
-{
-    if (!map || !v || sc_ynode_put(f->out, map, key, v) < 0) {
-        proxy_front_refuse(f, at, NULL, "configuration too large");
-    }
-}
-
-static void push_node(struct proxy_front *f, struct sc_ynode *seq, struct sc_ynode *v,
-                      const struct sc_ynode *at)
-{
-    if (!seq || !v || sc_ynode_push(f->out, seq, v) < 0) {
-        proxy_front_refuse(f, at, NULL, "configuration too large");
-    }
-}
-
-/* Copies the value of <key> in <src>, when present, to <key2> of <dst>. */
-static void copy_key(struct proxy_front *f, struct sc_ynode *dst, const char *key2,
-                     const struct sc_ynode *src, const char *key)
-{
-    const struct sc_ynode *v = sc_ynode_get(src, key);
-    if (v && sc_ynode_kind(v) != SC_Y_NULL) {
-        put_node(f, dst, key2, sc_ytree_copy(f->out, v), v);
-    }
-}
-
-/* A duration field of Istio's (protobuf JSON) put as ours. */
-static void put_duration(struct proxy_front *f, struct sc_ynode *dst, const char *key2,
-                         const struct sc_ynode *src, const char *key, const char *path)
-{
-    const struct sc_ynode *v = sc_ynode_get(src, key);
-    int rc;
-    const char *s = proxy_front_scalar(f, v, path, &rc);
-    if (!s) {
-        return;
-    }
-    char d[32];
-    if (proxy_front_duration(s, d, sizeof(d)) < 0) {
-        proxy_front_refuse(f, v, path, "%s: invalid duration \"%.64s\" (expected e.g. 1s, 0.5s)",
-                           key, s);
-        return;
-    }
-    proxy_front_put(f, dst, key2, v, d);
-}
-
-static const char *get_str(struct proxy_front *f, const struct sc_ynode *m, const char *key,
-                           const char *path)
-{
-    int rc;
-    return proxy_front_scalar(f, sc_ynode_get(m, key), path, &rc);
-}
-
 /* The resource's namespace: metadata.namespace, else the workload's. */
 static const char *res_ns(const struct proxy_front *f, const struct sc_ynode *doc)
 {
@@ -161,45 +91,45 @@ static int add_peer_auth(struct proxy_front *f, const struct sc_ynode *doc, cons
     if (proxy_front_keys(f, spec, path, spec_keys, NULL) < 0) {
         return SC_ECONFIG;
     }
-    struct sc_ynode *pa = new_map(f, doc);
+    struct sc_ynode *pa = proxy_front_map(f, doc);
     struct sc_ynode *list = proxy_front_list(f, "peer_authentication", doc);
     if (!pa || !list) {
         return SC_ECONFIG;
     }
     const struct sc_ynode *meta = sc_ynode_get(doc, "metadata");
-    copy_key(f, pa, "name", meta, "name");
-    copy_key(f, pa, "namespace", meta, "namespace");
+    proxy_front_copy(f, pa, "name", meta, "name");
+    proxy_front_copy(f, pa, "namespace", meta, "namespace");
     const struct sc_ynode *sel = sc_ynode_get(spec, "selector");
     static const char *const sel_keys[] = { "matchLabels", NULL };
     if (proxy_front_keys(f, sel, path, sel_keys, NULL) < 0) {
         return SC_ECONFIG;
     }
-    copy_key(f, pa, "match_labels", sel, "matchLabels");
+    proxy_front_copy(f, pa, "match_labels", sel, "matchLabels");
     const struct sc_ynode *mtls = sc_ynode_get(spec, "mtls");
     static const char *const mtls_keys[] = { "mode", NULL };
     if (proxy_front_keys(f, mtls, path, mtls_keys, NULL) < 0) {
         return SC_ECONFIG;
     }
-    copy_key(f, pa, "mode", mtls, "mode");
+    proxy_front_copy(f, pa, "mode", mtls, "mode");
     const struct sc_ynode *plm = sc_ynode_get(spec, "portLevelMtls");
     if (plm && sc_ynode_kind(plm) != SC_Y_NULL) {
         if (sc_ynode_kind(plm) != SC_Y_MAP) {
             return proxy_front_refuse(f, plm, path, "portLevelMtls must map ports to modes");
         }
-        struct sc_ynode *ports = new_seq(f, plm);
+        struct sc_ynode *ports = proxy_front_seq(f, plm);
         for (size_t i = 0; i < sc_ynode_count(plm) && !f->err; i++) {
             const struct sc_ynode *k = sc_ynode_key(plm, i), *v = sc_ynode_val(plm, i);
             if (proxy_front_keys(f, v, path, mtls_keys, NULL) < 0) {
                 return SC_ECONFIG;
             }
-            struct sc_ynode *e = new_map(f, k);
-            put_node(f, e, "port", sc_ytree_copy(f->out, k), k);
-            copy_key(f, e, "mode", v, "mode");
-            push_node(f, ports, e, k);
+            struct sc_ynode *e = proxy_front_map(f, k);
+            proxy_front_set(f, e, "port", sc_ytree_copy(f->out, k), k);
+            proxy_front_copy(f, e, "mode", v, "mode");
+            proxy_front_push(f, ports, e, k);
         }
-        put_node(f, pa, "port_level_mtls", ports, plm);
+        proxy_front_set(f, pa, "port_level_mtls", ports, plm);
     }
-    push_node(f, list, pa, doc);
+    proxy_front_push(f, list, pa, doc);
     return f->err ? SC_ECONFIG : 0;
 }
 
@@ -307,7 +237,7 @@ static void traffic_policy(struct proxy_front *f, struct sc_ynode *c, const stru
     static const char *const lb_keys[] = { "simple", NULL };
     static const char *const lb_noted[] = { "localityLbSetting", "warmupDurationSecs", NULL };
     if (lb && proxy_front_keys(f, lb, path, lb_keys, lb_noted) == 0) {
-        const char *s = get_str(f, lb, "simple", path);
+        const char *s = proxy_front_str(f, lb, "simple", path);
         const struct sc_ynode *at = sc_ynode_get(lb, "simple");
         if (!s || strcmp(s, "UNSPECIFIED") == 0) {
         } else if (strcmp(s, "ROUND_ROBIN") == 0) {
@@ -324,14 +254,14 @@ static void traffic_policy(struct proxy_front *f, struct sc_ynode *c, const stru
     const struct sc_ynode *cp = sc_ynode_get(tp, "connectionPool");
     static const char *const cp_keys[] = { "tcp", "http", NULL };
     if (cp && proxy_front_keys(f, cp, path, cp_keys, NULL) == 0) {
-        struct sc_ynode *cb = new_map(f, cp);
+        struct sc_ynode *cb = proxy_front_map(f, cp);
         const struct sc_ynode *tcp = sc_ynode_get(cp, "tcp");
         static const char *const tcp_keys[] = { "maxConnections", "connectTimeout", NULL };
         static const char *const tcp_noted[] = { "tcpKeepalive", "maxConnectionDuration",
                                                  "idleTimeout", NULL };
         if (proxy_front_keys(f, tcp, path, tcp_keys, tcp_noted) == 0) {
-            copy_key(f, cb, "max_connections", tcp, "maxConnections");
-            put_duration(f, c, "connect_timeout", tcp, "connectTimeout", path);
+            proxy_front_copy(f, cb, "max_connections", tcp, "maxConnections");
+            proxy_front_put_duration(f, c, "connect_timeout", tcp, "connectTimeout", path, NULL);
         }
         const struct sc_ynode *http = sc_ynode_get(cp, "http");
         static const char *const http_keys[] = {
@@ -340,10 +270,10 @@ static void traffic_policy(struct proxy_front *f, struct sc_ynode *c, const stru
         };
         static const char *const http_noted[] = { "maxConcurrentStreams", NULL };
         if (proxy_front_keys(f, http, path, http_keys, http_noted) == 0) {
-            copy_key(f, cb, "max_pending_requests", http, "http1MaxPendingRequests");
-            copy_key(f, cb, "max_requests", http, "http2MaxRequests");
-            copy_key(f, cb, "max_retries", http, "maxRetries");
-            put_duration(f, c, "idle_timeout", http, "idleTimeout", path);
+            proxy_front_copy(f, cb, "max_pending_requests", http, "http1MaxPendingRequests");
+            proxy_front_copy(f, cb, "max_requests", http, "http2MaxRequests");
+            proxy_front_copy(f, cb, "max_retries", http, "maxRetries");
+            proxy_front_put_duration(f, c, "idle_timeout", http, "idleTimeout", path, NULL);
             const struct sc_ynode *mr = sc_ynode_get(http, "maxRequestsPerConnection");
             const char *s = sc_ynode_str(mr);
             if (s && strcmp(s, "1") == 0) {
@@ -352,19 +282,19 @@ static void traffic_policy(struct proxy_front *f, struct sc_ynode *c, const stru
                 proxy_front_refuse(f, mr, path,
                                    "maxRequestsPerConnection other than 0 or 1 is not supported");
             }
-            const char *up = get_str(f, http, "h2UpgradePolicy", path);
+            const char *up = proxy_front_str(f, http, "h2UpgradePolicy", path);
             if (up && strcmp(up, "UPGRADE") == 0) {
                 proxy_front_refuse(f, sc_ynode_get(http, "h2UpgradePolicy"), path,
                                    "h2UpgradePolicy UPGRADE is not supported (HTTP/1.1 upstream)");
             }
-            const char *ucp = get_str(f, http, "useClientProtocol", path);
+            const char *ucp = proxy_front_str(f, http, "useClientProtocol", path);
             if (ucp && strcmp(ucp, "true") == 0) {
                 proxy_front_refuse(f, sc_ynode_get(http, "useClientProtocol"), path,
                                    "useClientProtocol is not supported");
             }
         }
         if (sc_ynode_count(cb)) {
-            put_node(f, c, "circuit_breakers", cb, cp);
+            proxy_front_set(f, c, "circuit_breakers", cb, cp);
         }
     }
     const struct sc_ynode *od = sc_ynode_get(tp, "outlierDetection");
@@ -377,23 +307,23 @@ static void traffic_policy(struct proxy_front *f, struct sc_ynode *c, const stru
                                            NULL };
     static const char *const od_noted[] = { "minHealthPercent", NULL };
     if (od && proxy_front_keys(f, od, path, od_keys, od_noted) == 0) {
-        struct sc_ynode *o = new_map(f, od);
-        copy_key(f, o, "consecutive_5xx", od, "consecutive5xxErrors");
-        copy_key(f, o, "consecutive_gateway_errors", od, "consecutiveGatewayErrors");
-        copy_key(f, o, "consecutive_gateway_errors", od, "consecutiveErrors");
+        struct sc_ynode *o = proxy_front_map(f, od);
+        proxy_front_copy(f, o, "consecutive_5xx", od, "consecutive5xxErrors");
+        proxy_front_copy(f, o, "consecutive_gateway_errors", od, "consecutiveGatewayErrors");
+        proxy_front_copy(f, o, "consecutive_gateway_errors", od, "consecutiveErrors");
         /* Istio's defaults where they differ from the proxy's: 10s and 10%. */
         if (sc_ynode_get(od, "interval")) {
-            put_duration(f, o, "interval", od, "interval", path);
+            proxy_front_put_duration(f, o, "interval", od, "interval", path, NULL);
         } else {
             proxy_front_put(f, o, "interval", od, "10s");
         }
         if (sc_ynode_get(od, "maxEjectionPercent")) {
-            copy_key(f, o, "max_ejection_percent", od, "maxEjectionPercent");
+            proxy_front_copy(f, o, "max_ejection_percent", od, "maxEjectionPercent");
         } else {
             proxy_front_put(f, o, "max_ejection_percent", od, "10");
         }
-        put_duration(f, o, "base_ejection_time", od, "baseEjectionTime", path);
-        put_node(f, c, "outlier_detection", o, od);
+        proxy_front_put_duration(f, o, "base_ejection_time", od, "baseEjectionTime", path, NULL);
+        proxy_front_set(f, c, "outlier_detection", o, od);
     }
     const struct sc_ynode *tls = sc_ynode_get(tp, "tls");
     static const char *const tls_keys[] = {
@@ -401,8 +331,8 @@ static void traffic_policy(struct proxy_front *f, struct sc_ynode *c, const stru
         "sni",  "subjectAltNames",   "insecureSkipVerify", NULL
     };
     if (tls && proxy_front_keys(f, tls, path, tls_keys, NULL) == 0) {
-        struct sc_ynode *t = new_map(f, tls);
-        const char *mode = get_str(f, tls, "mode", path);
+        struct sc_ynode *t = proxy_front_map(f, tls);
+        const char *mode = proxy_front_str(f, tls, "mode", path);
         const struct sc_ynode *at = sc_ynode_get(tls, "mode");
         const char *ours = !mode                               ? NULL
                            : strcmp(mode, "DISABLE") == 0      ? "disable"
@@ -415,13 +345,13 @@ static void traffic_policy(struct proxy_front *f, struct sc_ynode *c, const stru
         } else if (ours) {
             proxy_front_put(f, t, "mode", at, ours);
         }
-        copy_key(f, t, "cert", tls, "clientCertificate");
-        copy_key(f, t, "key", tls, "privateKey");
-        copy_key(f, t, "ca", tls, "caCertificates");
-        copy_key(f, t, "sni", tls, "sni");
-        copy_key(f, t, "subject_alt_names", tls, "subjectAltNames");
-        copy_key(f, t, "insecure_skip_verify", tls, "insecureSkipVerify");
-        put_node(f, c, "tls", t, tls);
+        proxy_front_copy(f, t, "cert", tls, "clientCertificate");
+        proxy_front_copy(f, t, "key", tls, "privateKey");
+        proxy_front_copy(f, t, "ca", tls, "caCertificates");
+        proxy_front_copy(f, t, "sni", tls, "sni");
+        proxy_front_copy(f, t, "subject_alt_names", tls, "subjectAltNames");
+        proxy_front_copy(f, t, "insecure_skip_verify", tls, "insecureSkipVerify");
+        proxy_front_set(f, c, "tls", t, tls);
     }
 }
 
@@ -437,7 +367,7 @@ static bool se_endpoints(struct proxy_front *f, struct sc_ynode *c, const struct
     if (proxy_front_keys(f, spec, path, se_keys, se_noted) < 0) {
         return false;
     }
-    const char *res = get_str(f, spec, "resolution", path);
+    const char *res = proxy_front_str(f, spec, "resolution", path);
     if (res && strcmp(res, "STATIC") != 0 && strcmp(res, "DNS") != 0 &&
         strcmp(res, "DNS_ROUND_ROBIN") != 0 && strcmp(res, "NONE") != 0) {
         proxy_front_refuse(f, sc_ynode_get(spec, "resolution"), path,
@@ -464,13 +394,13 @@ static bool se_endpoints(struct proxy_front *f, struct sc_ynode *c, const struct
             proxy_front_refuse(f, spec, path, "resolution STATIC needs endpoints");
             return false;
         }
-        struct sc_ynode *l = new_seq(f, spec);
+        struct sc_ynode *l = proxy_front_seq(f, spec);
         proxy_front_path(addr, host, ":%s", port);
-        push_node(f, l, sc_ytree_str(f->out, spec, addr), spec);
-        put_node(f, c, "endpoints", l, spec);
+        proxy_front_push(f, l, sc_ytree_str(f->out, spec, addr), spec);
+        proxy_front_set(f, c, "endpoints", l, spec);
         return false;
     }
-    struct sc_ynode *l = new_seq(f, eps);
+    struct sc_ynode *l = proxy_front_seq(f, eps);
     static const char *const ep_keys[] = { "address", "ports", "labels", NULL };
     static const char *const ep_noted[] = { "network", "locality", "weight", "serviceAccount",
                                             NULL };
@@ -479,20 +409,20 @@ static bool se_endpoints(struct proxy_front *f, struct sc_ynode *c, const struct
         if (proxy_front_keys(f, ep, path, ep_keys, ep_noted) < 0) {
             return false;
         }
-        const char *a = get_str(f, ep, "address", path);
+        const char *a = proxy_front_str(f, ep, "address", path);
         if (!a) {
             proxy_front_refuse(f, ep, path, "endpoints[%zu].address is required", i);
             return false;
         }
         const char *p = pname ? sc_ynode_str(sc_ynode_get(sc_ynode_get(ep, "ports"), pname)) : NULL;
         snprintf(addr, sizeof(addr), strchr(a, ':') ? "[%s]:%s" : "%s:%s", a, p ? p : port);
-        struct sc_ynode *e = new_map(f, ep);
+        struct sc_ynode *e = proxy_front_map(f, ep);
         proxy_front_put(f, e, "address", sc_ynode_get(ep, "address"), addr);
-        copy_key(f, e, "labels", ep, "labels");
+        proxy_front_copy(f, e, "labels", ep, "labels");
         labelled = labelled || sc_ynode_count(sc_ynode_get(ep, "labels")) > 0;
-        push_node(f, l, e, ep);
+        proxy_front_push(f, l, e, ep);
     }
-    put_node(f, c, "labeled_endpoints", l, eps);
+    proxy_front_set(f, c, "labeled_endpoints", l, eps);
     return labelled;
 }
 
@@ -536,7 +466,7 @@ static const char *cluster_for(struct proxy_front *f, struct made *m, const char
             }
         }
     }
-    struct sc_ynode *c = new_map(f, at);
+    struct sc_ynode *c = proxy_front_map(f, at);
     struct sc_ynode *clusters = proxy_front_list(f, "clusters", at);
     if (!c || !clusters) {
         return NULL;
@@ -547,9 +477,9 @@ static const char *cluster_for(struct proxy_front *f, struct made *m, const char
         snprintf(path, sizeof(path), "ServiceEntry/%.128s.spec", res_name(se));
         se_endpoints(f, c, se, host, port, path);
     } else {
-        struct sc_ynode *l = new_seq(f, at);
-        push_node(f, l, sc_ytree_str(f->out, at, name), at);
-        put_node(f, c, "endpoints", l, at);
+        struct sc_ynode *l = proxy_front_seq(f, at);
+        proxy_front_push(f, l, sc_ytree_str(f->out, at, name), at);
+        proxy_front_set(f, c, "endpoints", l, at);
     }
     const struct sc_ynode *dr = find_host(f, f->dr, f->ndr, host);
     if (dr) {
@@ -569,7 +499,7 @@ static const char *cluster_for(struct proxy_front *f, struct made *m, const char
         traffic_policy(f, c, tp, path);
         const struct sc_ynode *subs = sc_ynode_get(spec, "subsets");
         if (sc_ynode_count(subs)) {
-            struct sc_ynode *l = new_seq(f, subs);
+            struct sc_ynode *l = proxy_front_seq(f, subs);
             static const char *const sub_keys[] = { "name", "labels", NULL };
             for (size_t i = 0; i < sc_ynode_count(subs) && !f->err; i++) {
                 const struct sc_ynode *s = sc_ynode_at(subs, i);
@@ -583,15 +513,15 @@ static const char *cluster_for(struct proxy_front *f, struct made *m, const char
                 if (proxy_front_keys(f, s, path, sub_keys, NULL) < 0) {
                     return NULL;
                 }
-                struct sc_ynode *e = new_map(f, s);
-                copy_key(f, e, "name", s, "name");
-                copy_key(f, e, "labels", s, "labels");
-                push_node(f, l, e, s);
+                struct sc_ynode *e = proxy_front_map(f, s);
+                proxy_front_copy(f, e, "name", s, "name");
+                proxy_front_copy(f, e, "labels", s, "labels");
+                proxy_front_push(f, l, e, s);
             }
-            put_node(f, c, "subsets", l, subs);
+            proxy_front_set(f, c, "subsets", l, subs);
         }
     }
-    push_node(f, clusters, c, at);
+    proxy_front_push(f, clusters, c, at);
     if (f->err) {
         return NULL;
     }
@@ -644,7 +574,7 @@ static int destination(struct proxy_front *f, struct made *m, const struct sc_yn
     if (proxy_front_keys(f, d, path, d_keys, NULL) < 0) {
         return SC_ECONFIG;
     }
-    const char *h = get_str(f, d, "host", path);
+    const char *h = proxy_front_str(f, d, "host", path);
     if (!h || !*h) {
         return proxy_front_refuse(f, d, path, "destination.host is required");
     }
@@ -672,7 +602,7 @@ static int retry_on(struct proxy_front *f, struct sc_ynode *rp, const struct sc_
     if (!s) {
         return 0;
     }
-    struct sc_ynode *on = new_seq(f, rn), *codes = new_seq(f, rn);
+    struct sc_ynode *on = proxy_front_seq(f, rn), *codes = proxy_front_seq(f, rn);
     char part[64];
     const char *p = s;
     while (*p && !f->err) {
@@ -694,7 +624,7 @@ static int retry_on(struct proxy_front *f, struct sc_ynode *rp, const struct sc_
         } else if (strcmp(t, "refused-stream") == 0) {
             ours = "reset";
         } else if (t[0] >= '1' && t[0] <= '5' && strlen(t) == 3) {
-            push_node(f, codes, sc_ytree_str(f->out, rn, t), rn);
+            proxy_front_push(f, codes, sc_ytree_str(f->out, rn, t), rn);
             ours = "retriable-status-codes";
         } else if (strcmp(t, "cancelled") == 0 || strcmp(t, "deadline-exceeded") == 0 ||
                    strcmp(t, "internal") == 0 || strcmp(t, "resource-exhausted") == 0 ||
@@ -704,13 +634,13 @@ static int retry_on(struct proxy_front *f, struct sc_ynode *rp, const struct sc_
         } else {
             return proxy_front_refuse(f, rn, path, "retryOn %.32s is not supported", t);
         }
-        push_node(f, on, sc_ytree_str(f->out, rn, ours), rn);
+        proxy_front_push(f, on, sc_ytree_str(f->out, rn, ours), rn);
     }
     if (sc_ynode_count(on)) {
-        put_node(f, rp, "retry_on", on, rn);
+        proxy_front_set(f, rp, "retry_on", on, rn);
     }
     if (sc_ynode_count(codes)) {
-        put_node(f, rp, "retriable_status_codes", codes, rn);
+        proxy_front_set(f, rp, "retriable_status_codes", codes, rn);
     }
     return f->err ? SC_ECONFIG : 0;
 }
@@ -722,9 +652,9 @@ static void percentage(struct proxy_front *f, struct sc_ynode *dst, const struct
     const struct sc_ynode *pc = sc_ynode_get(src, "percentage");
     static const char *const pk[] = { "value", NULL };
     if (pc && proxy_front_keys(f, pc, path, pk, NULL) == 0) {
-        copy_key(f, dst, "percentage", pc, "value");
+        proxy_front_copy(f, dst, "percentage", pc, "value");
     } else if (!pc && old) {
-        copy_key(f, dst, "percentage", src, old);
+        proxy_front_copy(f, dst, "percentage", src, old);
     }
     if (!sc_ynode_get(dst, "percentage") && !f->err) {
         proxy_front_put(f, dst, "percentage", src, "100");
@@ -740,22 +670,22 @@ static void fault(struct proxy_front *f, struct sc_ynode *rt, const struct sc_yn
     if (proxy_front_keys(f, fn, path, f_keys, NULL) < 0) {
         return;
     }
-    struct sc_ynode *out = new_map(f, fn);
+    struct sc_ynode *out = proxy_front_map(f, fn);
     const struct sc_ynode *d = sc_ynode_get(fn, "delay");
     if (d && proxy_front_keys(f, d, path, d_keys, NULL) == 0) {
-        struct sc_ynode *o = new_map(f, d);
-        put_duration(f, o, "fixed_delay", d, "fixedDelay", path);
+        struct sc_ynode *o = proxy_front_map(f, d);
+        proxy_front_put_duration(f, o, "fixed_delay", d, "fixedDelay", path, NULL);
         percentage(f, o, d, "percent", path);
-        put_node(f, out, "delay", o, d);
+        proxy_front_set(f, out, "delay", o, d);
     }
     const struct sc_ynode *a = sc_ynode_get(fn, "abort");
     if (a && proxy_front_keys(f, a, path, a_keys, NULL) == 0) {
-        struct sc_ynode *o = new_map(f, a);
-        copy_key(f, o, "http_status", a, "httpStatus");
+        struct sc_ynode *o = proxy_front_map(f, a);
+        proxy_front_copy(f, o, "http_status", a, "httpStatus");
         percentage(f, o, a, NULL, path);
-        put_node(f, out, "abort", o, a);
+        proxy_front_set(f, out, "abort", o, a);
     }
-    put_node(f, rt, "fault", out, fn);
+    proxy_front_set(f, rt, "fault", out, fn);
 }
 
 /* Istio's headers {request, response} {set, add, remove} are our own shape. */
@@ -769,7 +699,7 @@ static void headers(struct proxy_front *f, struct sc_ynode *rt, const struct sc_
         proxy_front_keys(f, sc_ynode_get(hn, "response"), path, o_keys, NULL) < 0) {
         return;
     }
-    put_node(f, rt, "headers", sc_ytree_copy(f->out, hn), hn);
+    proxy_front_set(f, rt, "headers", sc_ytree_copy(f->out, hn), hn);
 }
 
 /* The Host header values a request for <host> may carry: for a Kubernetes service name, the
@@ -804,10 +734,10 @@ static struct sc_ynode *match(struct proxy_front *f, const struct sc_ynode *mn,
                               char forms[][NAME_MAX_LEN + 16], size_t nforms,
                               const struct sc_ynode *at, const char *path)
 {
-    struct sc_ynode *m = new_map(f, mn ? mn : at);
-    struct sc_ynode *hs = new_seq(f, mn ? mn : at);
+    struct sc_ynode *m = proxy_front_map(f, mn ? mn : at);
+    struct sc_ynode *hs = proxy_front_seq(f, mn ? mn : at);
     if (mn) { /* its keys were checked by http_route */
-        const char *icase = get_str(f, mn, "ignoreUriCase", path);
+        const char *icase = proxy_front_str(f, mn, "ignoreUriCase", path);
         if (icase && strcmp(icase, "true") == 0) {
             proxy_front_refuse(f, sc_ynode_get(mn, "ignoreUriCase"), path,
                                "ignoreUriCase is not supported");
@@ -816,17 +746,17 @@ static struct sc_ynode *match(struct proxy_front *f, const struct sc_ynode *mn,
         static const char *const sm_keys[] = { "exact", "prefix", "regex", NULL };
         const struct sc_ynode *uri = sc_ynode_get(mn, "uri");
         if (uri && proxy_front_keys(f, uri, path, sm_keys, NULL) == 0) {
-            copy_key(f, m, "path", uri, "exact");
-            copy_key(f, m, "prefix", uri, "prefix");
-            copy_key(f, m, "regex", uri, "regex");
+            proxy_front_copy(f, m, "path", uri, "exact");
+            proxy_front_copy(f, m, "prefix", uri, "prefix");
+            proxy_front_copy(f, m, "regex", uri, "regex");
         }
         const struct sc_ynode *meth = sc_ynode_get(mn, "method");
         static const char *const ex_keys[] = { "exact", NULL };
         if (meth && proxy_front_keys(f, meth, path, ex_keys, NULL) == 0) {
             const struct sc_ynode *e = sc_ynode_get(meth, "exact");
-            struct sc_ynode *l = new_seq(f, e);
-            push_node(f, l, sc_ytree_copy(f->out, e), e);
-            put_node(f, m, "methods", l, e);
+            struct sc_ynode *l = proxy_front_seq(f, e);
+            proxy_front_push(f, l, sc_ytree_copy(f->out, e), e);
+            proxy_front_set(f, m, "methods", l, e);
         }
         for (int w = 0; w < 2; w++) {
             const struct sc_ynode *hn = sc_ynode_get(mn, w ? "withoutHeaders" : "headers");
@@ -836,25 +766,25 @@ static struct sc_ynode *match(struct proxy_front *f, const struct sc_ynode *mn,
                 if (proxy_front_keys(f, v, path, hv_keys, NULL) < 0) {
                     return NULL; /* prefix and regex header matches have no equivalent */
                 }
-                struct sc_ynode *e = new_map(f, k);
-                put_node(f, e, "name", sc_ytree_copy(f->out, k), k);
-                copy_key(f, e, "value", v, "exact");
+                struct sc_ynode *e = proxy_front_map(f, k);
+                proxy_front_set(f, e, "name", sc_ytree_copy(f->out, k), k);
+                proxy_front_copy(f, e, "value", v, "exact");
                 if (w) {
                     proxy_front_put(f, e, "present", k, "false");
                 }
-                push_node(f, hs, e, k);
+                proxy_front_push(f, hs, e, k);
             }
         }
     }
     if (nforms) {
-        struct sc_ynode *l = new_seq(f, at);
+        struct sc_ynode *l = proxy_front_seq(f, at);
         for (size_t i = 0; i < nforms; i++) {
-            push_node(f, l, sc_ytree_str(f->out, at, forms[i]), at);
+            proxy_front_push(f, l, sc_ytree_str(f->out, at, forms[i]), at);
         }
-        put_node(f, m, "authority", l, at);
+        proxy_front_set(f, m, "authority", l, at);
     }
     if (sc_ynode_count(hs)) {
-        put_node(f, m, "headers", hs, at);
+        proxy_front_set(f, m, "headers", hs, at);
     }
     return f->err ? NULL : m;
 }
@@ -887,7 +817,7 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
         }
     }
     /* The action, shared by the route of every match. */
-    struct sc_ynode *act = new_map(f, h);
+    struct sc_ynode *act = proxy_front_map(f, h);
     char rname[160];
     const char *hn = sc_ynode_str(sc_ynode_get(h, "name"));
     if (hn) {
@@ -902,7 +832,7 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
                                   "route is required (redirect, directResponse and "
                                   "delegate are not supported)");
     }
-    struct sc_ynode *wl = new_seq(f, rl);
+    struct sc_ynode *wl = proxy_front_seq(f, rl);
     long total = 0;
     for (size_t r = 0; r < sc_ynode_count(rl) && !f->err; r++) {
         char rp[PROXY_FRONT_PATH];
@@ -924,32 +854,32 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
             return proxy_front_refuse(f, w, rp, "weight must be 0 to 100");
         }
         total += ws ? wv : 0;
-        struct sc_ynode *e = new_map(f, rd);
+        struct sc_ynode *e = proxy_front_map(f, rd);
         proxy_front_put(f, e, "cluster", sc_ynode_get(rd, "destination"), d.cluster);
         if (d.subset) {
-            put_node(f, e, "subset", sc_ytree_copy(f->out, d.subset), d.subset);
+            proxy_front_set(f, e, "subset", sc_ytree_copy(f->out, d.subset), d.subset);
         }
         proxy_front_put(f, e, "weight", w ? w : rd, ws ? ws : "100");
-        push_node(f, wl, e, rd);
+        proxy_front_push(f, wl, e, rd);
     }
     if (sc_ynode_count(rl) > 1 && total != 100) {
         return proxy_front_refuse(f, rl, path, "route weights add up to %ld, not 100", total);
     }
     if (sc_ynode_count(rl) == 1) {
         const struct sc_ynode *d = sc_ynode_get(sc_ynode_at(rl, 0), "destination");
-        copy_key(f, act, "cluster", sc_ynode_at(wl, 0), "cluster");
+        proxy_front_copy(f, act, "cluster", sc_ynode_at(wl, 0), "cluster");
         (void)d;
-        copy_key(f, act, "subset", sc_ynode_at(wl, 0), "subset");
+        proxy_front_copy(f, act, "subset", sc_ynode_at(wl, 0), "subset");
     } else {
-        put_node(f, act, "weighted_clusters", wl, rl);
+        proxy_front_set(f, act, "weighted_clusters", wl, rl);
     }
     /* Istio routes have no timeout unless one is given, and retry twice by default. */
     if (sc_ynode_get(h, "timeout")) {
-        put_duration(f, act, "timeout", h, "timeout", path);
+        proxy_front_put_duration(f, act, "timeout", h, "timeout", path, NULL);
     } else {
         proxy_front_put(f, act, "timeout", h, "0ms");
     }
-    struct sc_ynode *rp = new_map(f, h);
+    struct sc_ynode *rp = proxy_front_map(f, h);
     const struct sc_ynode *rt = sc_ynode_get(h, "retries");
     static const char *const rt_keys[] = { "attempts", "perTryTimeout", "retryOn", NULL };
     static const char *const rt_noted[] = { "retryRemoteLocalities", NULL };
@@ -957,11 +887,11 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
         if (proxy_front_keys(f, rt, path, rt_keys, rt_noted) < 0) {
             return SC_ECONFIG;
         }
-        copy_key(f, rp, "num_retries", rt, "attempts");
+        proxy_front_copy(f, rp, "num_retries", rt, "attempts");
         if (!sc_ynode_get(rt, "attempts")) {
             proxy_front_put(f, rp, "num_retries", rt, "2");
         }
-        put_duration(f, rp, "per_try_timeout", rt, "perTryTimeout", path);
+        proxy_front_put_duration(f, rp, "per_try_timeout", rt, "perTryTimeout", path, NULL);
         if (retry_on(f, rp, sc_ynode_get(rt, "retryOn"), path) < 0) {
             return SC_ECONFIG;
         }
@@ -970,17 +900,17 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
     }
     if (!sc_ynode_get(rp, "retry_on")) {
         /* Istio's default: connect-failure, refused-stream, unavailable, cancelled and 503. */
-        struct sc_ynode *on = new_seq(f, h), *codes = new_seq(f, h);
-        push_node(f, on, sc_ytree_str(f->out, h, "connect-failure"), h);
-        push_node(f, on, sc_ytree_str(f->out, h, "reset"), h);
-        push_node(f, on, sc_ytree_str(f->out, h, "retriable-status-codes"), h);
-        push_node(f, codes, sc_ytree_str(f->out, h, "503"), h);
-        put_node(f, rp, "retry_on", on, h);
+        struct sc_ynode *on = proxy_front_seq(f, h), *codes = proxy_front_seq(f, h);
+        proxy_front_push(f, on, sc_ytree_str(f->out, h, "connect-failure"), h);
+        proxy_front_push(f, on, sc_ytree_str(f->out, h, "reset"), h);
+        proxy_front_push(f, on, sc_ytree_str(f->out, h, "retriable-status-codes"), h);
+        proxy_front_push(f, codes, sc_ytree_str(f->out, h, "503"), h);
+        proxy_front_set(f, rp, "retry_on", on, h);
         if (!sc_ynode_get(rp, "retriable_status_codes")) {
-            put_node(f, rp, "retriable_status_codes", codes, h);
+            proxy_front_set(f, rp, "retriable_status_codes", codes, h);
         }
     }
-    put_node(f, act, "retry_policy", rp, h);
+    proxy_front_set(f, act, "retry_policy", rp, h);
     if (sc_ynode_get(h, "fault")) {
         fault(f, act, sc_ynode_get(h, "fault"), path);
     }
@@ -997,21 +927,21 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
         if (destination(f, m, mir, ns, path, &d) < 0) {
             return SC_ECONFIG;
         }
-        struct sc_ynode *o = new_map(f, mir);
+        struct sc_ynode *o = proxy_front_map(f, mir);
         proxy_front_put(f, o, "cluster", mir, d.cluster);
         const struct sc_ynode *mp = sc_ynode_get(h, "mirrorPercentage");
         static const char *const pk[] = { "value", NULL };
         if (mp && proxy_front_keys(f, mp, path, pk, NULL) == 0) {
-            copy_key(f, o, "percentage", mp, "value");
+            proxy_front_copy(f, o, "percentage", mp, "value");
         } else {
-            copy_key(f, o, "percentage", h, "mirror_percent");
+            proxy_front_copy(f, o, "percentage", h, "mirror_percent");
         }
-        put_node(f, act, "mirror", o, mir);
+        proxy_front_set(f, act, "mirror", o, mir);
     }
     const struct sc_ynode *rw = sc_ynode_get(h, "rewrite");
     static const char *const rw_keys[] = { "uri", "authority", NULL };
     if (rw && proxy_front_keys(f, rw, path, rw_keys, NULL) == 0) {
-        copy_key(f, act, "host_rewrite", rw, "authority");
+        proxy_front_copy(f, act, "host_rewrite", rw, "authority");
         if (sc_ynode_get(rw, "uri")) {
             /* Istio replaces the matched prefix: every match must then be a prefix match. */
             const struct sc_ynode *ms = sc_ynode_get(h, "match");
@@ -1024,7 +954,7 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
                 return proxy_front_refuse(f, sc_ynode_get(rw, "uri"), path,
                                           "rewrite.uri is supported with uri prefix matches only");
             }
-            copy_key(f, act, "prefix_rewrite", rw, "uri");
+            proxy_front_copy(f, act, "prefix_rewrite", rw, "uri");
         }
     }
     if (f->err) {
@@ -1041,8 +971,8 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
         if (!route || !mt) {
             return proxy_front_refuse(f, h, path, "configuration too large");
         }
-        put_node(f, route, "match", mt, h);
-        push_node(f, routes, route, h);
+        proxy_front_set(f, route, "match", mt, h);
+        proxy_front_push(f, routes, route, h);
     }
     return f->err ? SC_ECONFIG : 0;
 }
@@ -1096,33 +1026,34 @@ static int outbound_listeners(struct proxy_front *f, const struct sc_ynode *at,
             return SC_ECONFIG;
         }
         const char *app = sc_ynode_str(sc_ynode_get(f->root, "upstream"));
-        struct sc_ynode *in = new_map(f, at), *ir = new_seq(f, at), *r = new_map(f, at);
+        struct sc_ynode *in = proxy_front_map(f, at), *ir = proxy_front_seq(f, at),
+                        *r = proxy_front_map(f, at);
         proxy_front_put(f, in, "name", at, "inbound");
         proxy_front_put(f, in, "address", at, "0.0.0.0:15006");
         proxy_front_put(f, r, "name", at, "inbound");
         proxy_front_put(f, r, "cluster", at, "inbound");
-        push_node(f, ir, r, at);
-        put_node(f, in, "routes", ir, at);
-        push_node(f, ls, in, at);
-        struct sc_ynode *ob = new_map(f, at);
+        proxy_front_push(f, ir, r, at);
+        proxy_front_set(f, in, "routes", ir, at);
+        proxy_front_push(f, ls, in, at);
+        struct sc_ynode *ob = proxy_front_map(f, at);
         proxy_front_put(f, ob, "name", at, "outbound");
         proxy_front_put(f, ob, "address", at, "127.0.0.1:15001");
         proxy_front_put(f, ob, "direction", at, "outbound");
-        struct sc_ynode *orl = new_seq(f, at), *orr = new_map(f, at);
+        struct sc_ynode *orl = proxy_front_seq(f, at), *orr = proxy_front_map(f, at);
         proxy_front_put(f, orr, "name", at, "outbound");
         proxy_front_put(f, orr, "cluster", at, "outbound");
-        push_node(f, orl, orr, at);
-        put_node(f, ob, "routes", orl, at);
-        push_node(f, ls, ob, at);
-        struct sc_ynode *ic = new_map(f, at), *eps = new_seq(f, at);
+        proxy_front_push(f, orl, orr, at);
+        proxy_front_set(f, ob, "routes", orl, at);
+        proxy_front_push(f, ls, ob, at);
+        struct sc_ynode *ic = proxy_front_map(f, at), *eps = proxy_front_seq(f, at);
         proxy_front_put(f, ic, "name", at, "inbound");
-        push_node(f, eps, sc_ytree_str(f->out, at, app ? app : "127.0.0.1:8080"), at);
-        put_node(f, ic, "endpoints", eps, at);
-        push_node(f, clusters, ic, at);
-        struct sc_ynode *oc = new_map(f, at);
+        proxy_front_push(f, eps, sc_ytree_str(f->out, at, app ? app : "127.0.0.1:8080"), at);
+        proxy_front_set(f, ic, "endpoints", eps, at);
+        proxy_front_push(f, clusters, ic, at);
+        struct sc_ynode *oc = proxy_front_map(f, at);
         proxy_front_put(f, oc, "name", at, "outbound");
         proxy_front_put(f, oc, "type", at, "original_dst");
-        push_node(f, clusters, oc, at);
+        proxy_front_push(f, clusters, oc, at);
         if (f->err) {
             return SC_ECONFIG;
         }
@@ -1156,7 +1087,7 @@ int proxy_istio_finish(struct proxy_front *f)
     if (outbound_listeners(f, at, ols, &nols) < 0) {
         goto out;
     }
-    routes = new_seq(f, at);
+    routes = proxy_front_seq(f, at);
     for (size_t v = 0; v < f->nvs && !f->err; v++) {
         const struct sc_ynode *vs = f->vs[v];
         const struct sc_ynode *spec = sc_ynode_get(vs, "spec");
@@ -1219,12 +1150,12 @@ int proxy_istio_finish(struct proxy_front *f)
                 const char *c = cluster_for(f, &m, fq, port, hn);
                 size_t nforms = host_forms(f, fq, port, forms, MAX_FORMS);
                 if (c) {
-                    struct sc_ynode *r = new_map(f, hn),
+                    struct sc_ynode *r = proxy_front_map(f, hn),
                                     *mt = match(f, NULL, forms, nforms, hn, "");
                     proxy_front_put(f, r, "name", hn, fq);
                     proxy_front_put(f, r, "cluster", hn, c);
-                    put_node(f, r, "match", mt, hn);
-                    push_node(f, routes, r, hn);
+                    proxy_front_set(f, r, "match", mt, hn);
+                    proxy_front_push(f, routes, r, hn);
                 }
             }
         }
@@ -1234,7 +1165,8 @@ int proxy_istio_finish(struct proxy_front *f)
         struct sc_ynode *lr = sc_ynode_get_mut(ols[i], "routes");
         struct sc_ynode *merged = sc_ytree_copy(f->out, routes);
         for (size_t k = 0; merged && k < sc_ynode_count(lr); k++) {
-            push_node(f, merged, sc_ytree_copy(f->out, sc_ynode_at(lr, k)), sc_ynode_at(lr, k));
+            proxy_front_push(f, merged, sc_ytree_copy(f->out, sc_ynode_at(lr, k)),
+                             sc_ynode_at(lr, k));
         }
         if (lr) {
             /* Replace the listener's list in place: its key keeps its position. */
@@ -1244,7 +1176,7 @@ int proxy_istio_finish(struct proxy_front *f)
                 }
             }
         } else {
-            put_node(f, ols[i], "routes", merged, at);
+            proxy_front_set(f, ols[i], "routes", merged, at);
         }
     }
 out:
