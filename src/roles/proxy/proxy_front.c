@@ -97,6 +97,10 @@ int proxy_front_keys(struct proxy_front *f, const struct sc_ynode *n, const char
     if (sc_ynode_kind(n) != SC_Y_MAP) {
         return proxy_front_refuse(f, n, path, "expected a mapping");
     }
+    if (sc_ynode_count(n) > PROXY_FRONT_MAX_KEYS) {
+        /* No Envoy or Istio object has that many fields; the bound keeps the checks linear. */
+        return proxy_front_refuse(f, n, path, "more than %d keys", PROXY_FRONT_MAX_KEYS);
+    }
     for (size_t i = 0; i < sc_ynode_count(n); i++) {
         const struct sc_ynode *k = sc_ynode_key(n, i);
         const char *ks = sc_ynode_str(k);

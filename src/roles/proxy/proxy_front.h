@@ -18,6 +18,7 @@
 
 #define PROXY_FRONT_PATH 512 /* longest field path kept in a message */
 #define PROXY_FRONT_MAX_DOCS 4096
+#define PROXY_FRONT_MAX_KEYS 256 /* fields of one object of theirs (checked pairwise) */
 
 /* The translation in progress. */
 struct proxy_front {

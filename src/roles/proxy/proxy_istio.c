@@ -64,6 +64,10 @@ static int check_top(struct proxy_front *f, const struct sc_ynode *doc, const ch
     if (sc_ynode_kind(*spec) != SC_Y_MAP) {
         return proxy_front_refuse(f, *spec ? *spec : doc, path, "spec must be a mapping");
     }
+    if (sc_ynode_count(*spec) > PROXY_FRONT_MAX_KEYS) {
+        return proxy_front_refuse(f, *spec, path, "spec has more than %d keys",
+                                  PROXY_FRONT_MAX_KEYS);
+    }
     return 0;
 }
 
