@@ -16,9 +16,11 @@
 #                limit never hit, two endpoints, health checks every second, outlier detection
 #                and circuit breakers at their defaults; access log off
 #   policy_nohc  the same without health checks (what the data path itself pays)
+#   envoy        plain's listener, route and cluster written as an Envoy v3 bootstrap
+#                (docs/envoy.md): the translated configuration must cost what plain costs
 #
 # Usage: bench/callgrind.sh SIDECAR OUT_DIR [MODE...]   (SIDECAR: binary or build dir; release
-# build; default modes: all four). Writes OUT_DIR/callgrind.md (a table) and prints it.
+# build; default modes: plain, log, policy, policy_nohc). Writes OUT_DIR/callgrind.md (a table) and prints it.
 # Environment: CG_CONNS [50], CG_PER [100], CG_WARMUP [20] (requests per connection).
 set -euo pipefail
 
@@ -69,7 +71,38 @@ EOF
         fi
         args+=(-c "$dir/policy.yaml")
         ;;
-    *) die "unknown mode $mode (plain, log, policy, policy_nohc)" ;;
+    envoy)
+        cat >"$dir/envoy.yaml" <<EOF
+static_resources:
+  listeners:
+  - name: listen
+    address: { socket_address: { address: 127.0.0.1, port_value: $port } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: [{ match: { prefix: "/" }, route: { cluster: upstream } }]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  clusters:
+  - name: upstream
+    type: STATIC
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $UP_PORT } } }
+EOF
+        args+=(-c "$dir/envoy.yaml")
+        ;;
+    *) die "unknown mode $mode (plain, log, policy, policy_nohc, envoy)" ;;
     esac
     spawn "$dir/out.log" 0-"$(($(nproc) - 1))" valgrind --tool=callgrind \
         --callgrind-out-file="$dir/cg.out.%p" "$SIDECAR" "${args[@]}"
@@ -110,6 +143,7 @@ declare -A what=(
     [log]="plain data path, JSON access log on"
     [policy]="policy on: rate limit per client IP not hit, 2 endpoints, health checks 1 s, outlier detection, breakers"
     [policy_nohc]="policy on without health checks"
+    [envoy]="plain's listener, route and cluster from an Envoy bootstrap"
 )
 {
     echo "\`sidecar proxy\` ($("$SIDECAR" --version 2>&1 | head -n 1)), one worker, nginx upstream;"

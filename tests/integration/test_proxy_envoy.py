@@ -239,6 +239,38 @@ def test_retry_policy_and_timeout(sidecar_run):
     up.close()
 
 
+def test_fault_and_local_ratelimit_filters(sidecar_run, echo_up):
+    """envoy.filters.http.fault aborts its share of every route's requests; local_ratelimit is the
+    listener's token bucket: max_tokens at once, then 429."""
+    port = free_port()
+    vhs = [{"name": "v", "domains": ["*"], "routes": [
+        {"match": {"prefix": "/"}, "route": {"cluster": "app"}}]}]
+    fault = {"name": "envoy.filters.http.fault", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+        "abort": {"http_status": 418, "percentage": {"numerator": 500000,
+                                                     "denominator": "MILLION"}}}}
+    rl = {"name": "envoy.filters.http.local_ratelimit", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3."
+                 "LocalRateLimit",
+        "stat_prefix": "rl",
+        "token_bucket": {"max_tokens": 40, "tokens_per_fill": 1, "fill_interval": "3600s"},
+        "filter_enabled": {"runtime_key": "rl_enabled",
+                           "default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+        "filter_enforced": {"runtime_key": "rl_enforced",
+                            "default_value": {"numerator": 100, "denominator": "HUNDRED"}}}}
+    cfg = bootstrap(port, vhs, [static_cluster("app", echo_up.addr)])
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"]
+    hcm["http_filters"][:0] = [rl, fault]
+    sidecar_run("proxy", config=json.dumps(cfg))
+    c = Client(port)
+    codes = [c.request(path="/").status for _ in range(60)]
+    c.close()
+    assert codes[40:] == [429] * 20
+    served = codes[:40]
+    assert set(served) == {200, 418} and 8 <= served.count(418) <= 32, codes
+
+
 def test_outlier_detection_ejects_the_failing_endpoint(sidecar_run):
     good, bad = named("good"), named("bad", status=500)
     port = free_port()
@@ -304,8 +336,8 @@ def refusal_cases(port):
     cases = []
     c = json.loads(json.dumps(base))
     c["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
-        "http_filters"].insert(1, LUA)
-    cases.append((c, f"{hcm_path}.http_filters[1]: envoy.filters.http.lua is not supported"))
+        "http_filters"].insert(0, LUA)
+    cases.append((c, f"{hcm_path}.http_filters[0]: envoy.filters.http.lua is not supported"))
     c = json.loads(json.dumps(base))
     hc = c["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     del hc["route_config"]

@@ -132,7 +132,8 @@ static void test_copy_of_alias_bomb_is_bounded(void **state)
     sc_buf_init(&b, 1 << 20);
     sc_buf_append_cstr(&b, "l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
     for (int i = 1; i < 10; i++) {
-        sc_buf_appendf(&b, "l%d: &l%d [*l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d]\n",
+        sc_buf_appendf(&b,
+                       "l%d: &l%d [*l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d]\n",
                        i, i, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1);
     }
     struct sc_ytree *in = NULL, *out = sc_ytree_new("bomb");

@@ -12,6 +12,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/value.h"
 #include "roles/proxy/proxy_front.h"
 
 #define T_PREFIX "type.googleapis.com/"
@@ -19,6 +20,8 @@
     T_PREFIX "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 #define T_TCP_PROXY T_PREFIX "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 #define T_ROUTER T_PREFIX "envoy.extensions.filters.http.router.v3.Router"
+#define T_FAULT T_PREFIX "envoy.extensions.filters.http.fault.v3.HTTPFault"
+#define T_LOCAL_RL T_PREFIX "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 #define T_DOWN_TLS T_PREFIX "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 #define T_UP_TLS T_PREFIX "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 
@@ -673,40 +676,212 @@ static void route_config(struct proxy_front *f, struct sc_ynode *routes, const s
     }
 }
 
-/* The HTTP filters: the router must be last; every other filter is refused by name until the
- * proxy has its equivalent. */
-static void http_filters(struct proxy_front *f, const struct sc_ynode *hf, const char *path)
+/* A FractionalPercent {numerator, denominator} (or a RuntimeFractionalPercent's default_value)
+ * as a percentage into <out>. Returns 0 or SC_ECONFIG after a refusal. */
+static int fraction(struct proxy_front *f, const struct sc_ynode *fp, const char *path, double *out)
+{
+    static const char *const k[] = { "numerator", "denominator", NULL };
+    if (proxy_front_keys(f, fp, path, k, NULL) < 0) {
+        return SC_ECONFIG;
+    }
+    const char *num = proxy_front_str(f, fp, "numerator", path);
+    const char *den = proxy_front_str(f, fp, "denominator", path);
+    char *end = NULL;
+    double n = num ? strtod(num, &end) : 0;
+    if (num && (*end || n < 0)) {
+        return proxy_front_refuse(f, sc_ynode_get(fp, "numerator"), path,
+                                  "numerator must be a non-negative integer");
+    }
+    double d = !den || is(den, "HUNDRED") ? 100
+               : is(den, "TEN_THOUSAND")  ? 10000
+               : is(den, "MILLION")       ? 1000000
+                                          : 0;
+    if (d == 0) {
+        return proxy_front_refuse(f, sc_ynode_get(fp, "denominator"), path,
+                                  "denominator %.16s is not supported", den);
+    }
+    *out = n * 100.0 / d > 100 ? 100 : n * 100.0 / d;
+    return 0;
+}
+
+static void put_percent(struct proxy_front *f, struct sc_ynode *dst, const struct sc_ynode *at,
+                        double pc)
+{
+    char s[32];
+    snprintf(s, sizeof(s), "%.6g", pc);
+    proxy_front_put(f, dst, "percentage", at, s);
+}
+
+/* envoy.filters.http.fault: delay and abort for every route of the connection manager. */
+static struct sc_ynode *fault_filter(struct proxy_front *f, const struct sc_ynode *tc,
+                                     const char *path)
+{
+    static const char *const k[] = { "@type", "delay", "abort", NULL };
+    static const char *const dk[] = { "fixed_delay", "percentage", NULL };
+    static const char *const ak[] = { "http_status", "percentage", NULL };
+    if (proxy_front_keys(f, tc, path, k, NULL) < 0) {
+        return NULL; /* headers, upstream_cluster, downstream_nodes, max_active_faults */
+    }
+    struct sc_ynode *out = proxy_front_map(f, tc);
+    for (int ab = 0; ab < 2 && !f->err; ab++) {
+        const struct sc_ynode *x = sc_ynode_get(tc, ab ? "abort" : "delay");
+        if (!x || proxy_front_keys(f, x, path, ab ? ak : dk, NULL) < 0) {
+            continue; /* header_delay, header_abort, grpc_status, http3_error: refused */
+        }
+        struct sc_ynode *o = proxy_front_map(f, x);
+        if (ab) {
+            proxy_front_copy(f, o, "http_status", x, "http_status");
+        } else {
+            proxy_front_put_duration(f, o, "fixed_delay", x, "fixed_delay", path, NULL);
+        }
+        double pc = 100;
+        const struct sc_ynode *fp = sc_ynode_get(x, "percentage");
+        if (fp && fraction(f, fp, path, &pc) < 0) {
+            return NULL;
+        }
+        put_percent(f, o, fp ? fp : x, pc);
+        proxy_front_set(f, out, ab ? "abort" : "delay", o, x);
+    }
+    return f->err ? NULL : out;
+}
+
+/* Whether a RuntimeFractionalPercent <rf> (filter_enabled, filter_enforced) is 100%; absent is
+ * 0%, as in Envoy. Any other share is refused. */
+static bool all_of(struct proxy_front *f, const struct sc_ynode *rf, const char *path)
+{
+    static const char *const k[] = { "default_value", "runtime_key", NULL };
+    double pc = 0;
+    if (!rf || proxy_front_keys(f, rf, path, k, NULL) < 0 ||
+        fraction(f, sc_ynode_get(rf, "default_value"), path, &pc) < 0) {
+        return false;
+    }
+    if (pc != 0 && pc != 100) {
+        proxy_front_refuse(f, rf, path, "only 0%% or 100%% of requests is supported");
+        return false;
+    }
+    return pc == 100;
+}
+
+/* envoy.filters.http.local_ratelimit: one token bucket for the listener. */
+static void local_ratelimit(struct proxy_front *f, struct sc_ynode *l, const struct sc_ynode *tc,
+                            const char *path)
+{
+    static const char *const k[] = { "@type",
+                                     "stat_prefix",
+                                     "token_bucket",
+                                     "filter_enabled",
+                                     "filter_enforced",
+                                     "enable_x_ratelimit_headers",
+                                     NULL };
+    if (proxy_front_keys(f, tc, path, k, NULL) < 0) {
+        return; /* descriptors, status, response_headers_to_add, per-connection buckets */
+    }
+    bool enabled = all_of(f, sc_ynode_get(tc, "filter_enabled"), path);
+    bool enforced = all_of(f, sc_ynode_get(tc, "filter_enforced"), path);
+    if (f->err) {
+        return;
+    }
+    if (!enabled || !enforced) {
+        proxy_front_note(f, tc, path,
+                         "local_ratelimit with filter_enabled or filter_enforced "
+                         "at 0%% limits nothing (as in Envoy)");
+        return;
+    }
+    const struct sc_ynode *tb = sc_ynode_get(tc, "token_bucket");
+    static const char *const tk[] = { "max_tokens", "tokens_per_fill", "fill_interval", NULL };
+    if (!tb) {
+        proxy_front_refuse(f, tc, path, "token_bucket is required");
+        return;
+    }
+    if (proxy_front_keys(f, tb, path, tk, NULL) < 0) {
+        return;
+    }
+    const char *iv = proxy_front_str(f, tb, "fill_interval", path);
+    uint64_t ms = 0;
+    if (!iv || sc_value_parse_duration(iv, &ms) < 0 ||
+        (ms != 1000 && ms != 60000 && ms != 3600000)) {
+        proxy_front_refuse(
+            f, sc_ynode_get(tb, "fill_interval") ? sc_ynode_get(tb, "fill_interval") : tb, path,
+            "fill_interval must be 1s, 60s or 3600s");
+        return;
+    }
+    struct sc_ynode *rl = proxy_front_map(f, tc);
+    proxy_front_copy(f, rl, "requests_per_unit", tb, "tokens_per_fill");
+    if (!sc_ynode_get(tb, "tokens_per_fill")) {
+        proxy_front_put(f, rl, "requests_per_unit", tb, "1");
+    }
+    proxy_front_put(f, rl, "unit", tb, ms == 1000 ? "second" : ms == 60000 ? "minute" : "hour");
+    proxy_front_copy(f, rl, "burst", tb, "max_tokens");
+    const char *xh = proxy_front_str(f, tc, "enable_x_ratelimit_headers", path);
+    if (xh && is(xh, "DRAFT_VERSION_03")) {
+        proxy_front_put(f, rl, "headers", sc_ynode_get(tc, "enable_x_ratelimit_headers"), "true");
+    } else if (xh && !is(xh, "OFF")) {
+        proxy_front_refuse(f, sc_ynode_get(tc, "enable_x_ratelimit_headers"), path,
+                           "enable_x_ratelimit_headers %.32s is not supported", xh);
+        return;
+    }
+    proxy_front_set(f, l, "rate_limit", rl, tc);
+}
+
+/* The HTTP filters: fault and local_ratelimit map onto the routes' fault and the listener's rate
+ * limit, the router must be last, and every other filter is refused by name until the proxy has
+ * its equivalent. Returns the fault every route gets, or NULL. */
+static struct sc_ynode *http_filters(struct proxy_front *f, struct sc_ynode *l,
+                                     const struct sc_ynode *hf, const char *path)
 {
     size_t n = sc_ynode_count(hf);
+    struct sc_ynode *fault = NULL;
     if (n == 0) {
         proxy_front_refuse(f, hf, path, "http_filters must end with envoy.filters.http.router");
-        return;
+        return NULL;
     }
     for (size_t i = 0; i < n && !f->err; i++) {
         const struct sc_ynode *h = sc_ynode_at(hf, i);
         char p[PROXY_FRONT_PATH];
         proxy_front_path(p, path, "[%zu]", i);
-        const char *t = sc_ynode_str(sc_ynode_get(sc_ynode_get(h, "typed_config"), "@type"));
+        const struct sc_ynode *tc = sc_ynode_get(h, "typed_config");
+        const char *t = sc_ynode_str(sc_ynode_get(tc, "@type"));
         const char *nm = sc_ynode_str(sc_ynode_get(h, "name"));
+        static const char *const k[] = { "name", "typed_config", NULL };
         bool router = t ? is(t, T_ROUTER) : is(nm, "envoy.filters.http.router");
+        if (router != (i + 1 == n)) {
+            proxy_front_refuse(f, h, p,
+                               router ? "the router must be the last HTTP filter"
+                                      : "the last HTTP filter must be the router");
+            return NULL;
+        }
+        if (is(t, T_FAULT) || is(t, T_LOCAL_RL)) {
+            if (proxy_front_keys(f, h, p, k, NULL) < 0) {
+                return NULL;
+            }
+            proxy_front_path(p, path, "[%zu].typed_config", i);
+            if (is(t, T_FAULT) && fault) {
+                proxy_front_refuse(f, h, p, "one fault filter only");
+            } else if (is(t, T_FAULT)) {
+                fault = fault_filter(f, tc, p);
+            } else if (sc_ynode_get(l, "rate_limit")) {
+                proxy_front_refuse(f, h, p, "one local_ratelimit filter only");
+            } else if (fault) {
+                proxy_front_refuse(f, h, p,
+                                   "local_ratelimit must come before fault (rate limits "
+                                   "are checked first)");
+            } else {
+                local_ratelimit(f, l, tc, p);
+            }
+            continue;
+        }
         if (!router) {
             proxy_front_refuse(f, h, p, "%.200s is not supported", ext_name(h));
-            return;
+            return NULL;
         }
-        static const char *const k[] = { "name", "typed_config", NULL };
         static const char *const tk[] = { "@type", NULL };
         static const char *const tn[] = { "dynamic_stats", "suppress_envoy_headers",
                                           "start_child_span", NULL };
-        if (proxy_front_keys(f, h, p, k, NULL) == 0 && sc_ynode_get(h, "typed_config")) {
-            proxy_front_keys(f, sc_ynode_get(h, "typed_config"), p, tk, tn);
+        if (proxy_front_keys(f, h, p, k, NULL) == 0 && tc) {
+            proxy_front_keys(f, tc, p, tk, tn);
         }
     }
-    /* Every filter is a router by now: there must be one. */
-    if (n > 1 && !f->err) {
-        proxy_front_refuse(f, sc_ynode_at(hf, 0), path,
-                           "the router must be the only and last "
-                           "HTTP filter");
-    }
+    return f->err ? NULL : fault;
 }
 
 static const char *const fcc_modes[][2] = {
@@ -757,7 +932,7 @@ static void hcm(struct env *e, struct sc_ynode *l, const struct sc_ynode *tc, co
     }
     char p[PROXY_FRONT_PATH];
     proxy_front_path(p, path, ".http_filters");
-    http_filters(f, sc_ynode_get(tc, "http_filters"), p);
+    struct sc_ynode *fault = http_filters(f, l, sc_ynode_get(tc, "http_filters"), p);
     if (sc_ynode_get(tc, "access_log")) {
         e->access_log = true;
         proxy_front_note(f, sc_ynode_get(tc, "access_log"), path,
@@ -795,6 +970,10 @@ static void hcm(struct env *e, struct sc_ynode *l, const struct sc_ynode *tc, co
     struct sc_ynode *routes = proxy_front_seq(f, rc);
     proxy_front_path(p, path, ".route_config");
     route_config(f, routes, rc, p);
+    for (size_t i = 0; fault && i < sc_ynode_count(routes) && !f->err; i++) {
+        proxy_front_set(f, (struct sc_ynode *)sc_ynode_at(routes, i), "fault",
+                        sc_ytree_copy(f->out, fault), fault);
+    }
     proxy_front_set(f, l, "routes", routes, rc);
 }
 
