@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, http_get
 from proxy_util import FakeUpstream, echo_handler, flaky_upstream, get, metric, respond
 from tls_util import curl, pki  # noqa: F401 (fixture)
 
@@ -127,6 +127,26 @@ def test_canary_90_10_over_1000_requests(sidecar_run):
                   code="200") == n
     # Another Host is not this service: it falls through to the listener's own routes (none).
     assert request(port, "ratings")[0][0] == 404
+    v1.close()
+    v2.close()
+
+
+def test_reload_shifts_the_canary(sidecar_run):
+    """The same file, edited and reloaded (POST /reload), moves all traffic to v2; a broken edit
+    is refused and the running configuration stays."""
+    v1, v2 = named("v1"), named("v2")
+    port = free_port()
+    docs = [own(port), service_entry("reviews", 9080, [(v1, {"version": "v1"}),
+                                                      (v2, {"version": "v2"})]), DR_SUBSETS]
+    sc = sidecar_run("proxy", config=stream(*docs, CANARY))
+    sc.config_path.write_text(stream(*docs, CANARY.replace("weight: 90", "weight: 0").replace(
+        "weight: 10", "weight: 100")))
+    assert http_get(sc.admin + "/reload", method="POST")[0] == 200
+    assert {b for _, b in request(port, "reviews", n=50)} == {b"v2"}
+    sc.config_path.write_text(stream(*docs, CANARY.replace("weight: 10", "weight: 11")))
+    code, body, _ = http_get(sc.admin + "/reload", method="POST")
+    assert code != 200 and b"route weights add up to 101" in body
+    assert {b for _, b in request(port, "reviews", n=20)} == {b"v2"}
     v1.close()
     v2.close()
 
