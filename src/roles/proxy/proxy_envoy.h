@@ -1,0 +1,41 @@
+// SPDX-License-Identifier: Apache-2.0
+// What the two files of the Envoy bootstrap translation share (proxy_envoy.c: bootstrap,
+// listeners, connection manager, routes, HTTP filters; proxy_envoy_cluster.c: clusters, addresses,
+// TLS contexts). Included by nothing else.
+#ifndef SC_ROLES_PROXY_PROXY_ENVOY_H
+#define SC_ROLES_PROXY_PROXY_ENVOY_H
+
+#include <stdbool.h>
+#include <string.h>
+
+#include "roles/proxy/proxy_front.h"
+
+#define T_PREFIX "type.googleapis.com/"
+#define T_DOWN_TLS T_PREFIX "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+#define T_UP_TLS T_PREFIX "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+#define ADDR_MAX 300
+
+static inline bool is(const char *s, const char *v)
+{
+    return s && strcmp(s, v) == 0;
+}
+
+/* Checks that typed_config <tc>'s @type is <want>. Returns 0 or SC_ECONFIG after a refusal. */
+int proxy_envoy_want_type(struct proxy_front *f, const struct sc_ynode *tc, const char *path,
+                          const char *want);
+
+/* Writes "host:port" of an Envoy address {socket_address: {address, port_value}} at <path> into
+ * <out> of <len> bytes. Returns 0 or SC_ECONFIG after a refusal. */
+int proxy_envoy_address(struct proxy_front *f, const struct sc_ynode *a, const char *path,
+                        char *out, size_t len);
+
+/* A transport_socket with a Downstream (<down>) or UpstreamTlsContext as our tls object, or NULL
+ * after a refusal. */
+struct sc_ynode *proxy_envoy_transport_socket(struct proxy_front *f, const struct sc_ynode *ts,
+                                              const char *path, bool down);
+
+/* Translates static_resources.clusters[<i>] <cn> and appends it to <out>. */
+void proxy_envoy_cluster(struct proxy_front *f, const struct sc_ynode *cn, size_t i,
+                         struct sc_ynode *out);
+
+#endif
