@@ -44,8 +44,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct sc_ynode *root = NULL;
     bool native = false;
     char *err = NULL;
-    int rc =
-        proxy_front_translate("fuzz", (const char *)data, size, &notes, &out, &root, &native, &err);
+    /* The first byte chooses a file or a directory's joined files. */
+    bool joined = size > 0 && (data[0] & 1);
+    int rc = proxy_front_translate("fuzz", (const char *)data, size, joined, &notes, &out, &root,
+                                   &native, &err);
     if (rc != 0 && rc != SC_ECONFIG) {
         abort();
     }

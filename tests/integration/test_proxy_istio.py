@@ -356,3 +356,38 @@ def test_resources_alone_make_the_default_listeners(run_cli, tmp_path):
                                                "reviews.shop.svc", "reviews.shop", "reviews"]
     assert routes[-1] == {"name": "outbound", "cluster": "outbound"}
     assert "status is accepted and has no effect here" in p.stderr
+
+
+def test_config_directory_like_a_mounted_configmap(sidecar_run, run_cli, tmp_path, pki):
+    """-c DIR reads its *.yaml, *.yml and *.json files in name order as one stream (hidden
+    entries, such as a ConfigMap's ..data, skipped); messages name the file and its own line."""
+    echo = FakeUpstream(echo_handler)
+    port = free_port()
+    d = tmp_path / "conf"
+    d.mkdir()
+    (d / "..data").mkdir()
+    (d / "..data" / "ignored.yaml").write_text("this: is not read\n")
+    (d / "README").write_text("not a config\n")
+    (d / "00-proxy.json").write_text(json.dumps({
+        "listeners": [{"name": "in", "address": f"127.0.0.1:{port}",
+                       "routes": [{"name": "r", "cluster": "app"}]}],
+        "clusters": [{"name": "app", "endpoints": [echo.addr]}],
+        "identity": {"cert": str(pki / "server.pem"), "key": str(pki / "server.key"),
+                     "ca": str(pki / "ca.pem")},
+        "workload": {"namespace": "shop"}}))
+    (d / "10-mtls.yaml").write_text("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+                                    "metadata: {name: default, namespace: shop}\n"
+                                    "spec:\n  mtls: {mode: STRICT}\n")
+    sc = sidecar_run("proxy", args=["-c", str(d)])
+    with pytest.raises((OSError, EOFError)):
+        get(port)
+    assert sc.proc.poll() is None
+    # An error in the second file is reported in that file, at its own line.
+    (d / "10-mtls.yaml").write_text("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
+                                    "metadata: {name: default, namespace: shop}\n"
+                                    "spec:\n  mtls: {mode: STRICT, extra: 1}\n")
+    p = run_cli("proxy", "-c", str(d), "--check")
+    assert p.returncode == 1
+    assert f"{d}/10-mtls.yaml:5:24: PeerAuthentication/default.spec.mtls: extra is not supported" \
+        in p.stderr, p.stderr
+    echo.close()

@@ -5,10 +5,12 @@
 // the user had written it in our format, at the position of the text they wrote.
 #include "roles/proxy/proxy_front.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/alloc.h"
 #include "core/buf.h"
@@ -16,7 +18,7 @@
 #include "core/file.h"
 #include "core/value.h"
 
-#define MAX_INPUT ((size_t)4 << 20)
+#define FRONT_MAX_INPUT ((size_t)4 << 20)
 #define MSG_MAX 2048
 
 /* The registry of Kubernetes-style kinds: one line per translator. Authorization kinds
@@ -311,8 +313,9 @@ static const char *workload_ns(const struct sc_ynode *native)
     return env && *env ? env : "default";
 }
 
-int proxy_front_translate(const char *name, const char *text, size_t len, struct sc_strv *notes,
-                          struct sc_ytree **out, struct sc_ynode **root, bool *native, char **err)
+int proxy_front_translate(const char *name, const char *text, size_t len, bool joined,
+                          struct sc_strv *notes, struct sc_ytree **out, struct sc_ynode **root,
+                          bool *native, char **err)
 {
     struct sc_ytree *in = NULL;
     struct proxy_front f = { .name = name, .notes = notes };
@@ -353,7 +356,7 @@ int proxy_front_translate(const char *name, const char *text, size_t len, struct
             f.native = d;
         }
     }
-    if (!envoy && nres == 0) {
+    if (!envoy && nres == 0 && !joined) {
         *native = true; /* the proxy's own format: loaded as it always was */
         goto done;
     }
@@ -399,37 +402,197 @@ done:
     return 0;
 }
 
+/* The files of a -c directory, joined into one stream with a document marker between them; <starts>
+ * holds the line where each file begins, so messages can name it. */
+struct joined {
+    struct sc_buf text;
+    char **names; /* "<dir>/<file>" */
+    size_t *starts;
+    size_t n;
+};
+
+static bool config_name(const char *n)
+{
+    size_t len = strlen(n);
+    /* Hidden entries include Kubernetes' "..data" and "..<timestamp>" of a mounted ConfigMap. */
+    return n[0] != '.' && ((len > 5 && strcmp(n + len - 5, ".yaml") == 0) ||
+                           (len > 4 && strcmp(n + len - 4, ".yml") == 0) ||
+                           (len > 5 && strcmp(n + len - 5, ".json") == 0));
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Whether YAML text starts (after blank and comment lines) with a directive ("%YAML 1.2"). */
+static bool directives(const char *p, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        while (i < len && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r')) {
+            i++;
+        }
+        if (i < len && (p[i] == '#' || p[i] == '\n')) {
+            while (i < len && p[i] != '\n') {
+                i++;
+            }
+            i++;
+            continue;
+        }
+        return i < len && p[i] == '%';
+    }
+    return false;
+}
+
+static size_t count_lines(const char *p, size_t len)
+{
+    size_t n = 0;
+    for (const char *q = p; (q = memchr(q, '\n', len - (size_t)(q - p))) != NULL; q++) {
+        n++;
+    }
+    return n;
+}
+
+/* Reads the configuration files of directory <dir> in name order into <j>. */
+static int join_dir(const char *dir, struct joined *j, char **err)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        *err = sc_asprintf("%s: cannot read: %s", dir, sc_strerror(-errno));
+        return SC_ECONFIG;
+    }
+    char **files = NULL;
+    size_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && n < PROXY_FRONT_MAX_FILES) {
+        if (config_name(e->d_name)) {
+            files = sc_reallocarray(files, n + 1, sizeof(*files));
+            files[n++] = sc_strdup(e->d_name);
+        }
+    }
+    closedir(d);
+    if (n) {
+        qsort(files, n, sizeof(*files), by_name);
+    }
+    int rc = 0;
+    size_t line = 1;
+    for (size_t i = 0; i < n; i++) {
+        if (rc == 0) {
+            char *name = sc_asprintf("%s/%s", dir, files[i]);
+            struct sc_buf one;
+            sc_buf_init(&one, FRONT_MAX_INPUT);
+            int r = sc_file_read(name, &one);
+            if (r < 0 || one.len + 8 > j->text.max - j->text.len) {
+                *err = r < 0 && r != SC_ETOOBIG
+                           ? sc_asprintf("%s: cannot read: %s", name, sc_strerror(r))
+                           : sc_asprintf("%s:1:1: input too large (over %zu MiB with the "
+                                         "directory's other files)",
+                                         name, FRONT_MAX_INPUT >> 20);
+                sc_free(name);
+                rc = SC_ECONFIG;
+            } else {
+                if (j->n) {
+                    /* A new document: "---", or "..." before a file with directives of its own. */
+                    sc_buf_append_cstr(&j->text, directives(one.p, one.len) ? "...\n" : "---\n");
+                    line++;
+                }
+                j->names = sc_reallocarray(j->names, j->n + 1, sizeof(*j->names));
+                j->starts = sc_reallocarray(j->starts, j->n + 1, sizeof(*j->starts));
+                j->names[j->n] = name;
+                j->starts[j->n++] = line;
+                sc_buf_append(&j->text, one.p, one.len);
+                bool nl = one.len && one.p[one.len - 1] != '\n';
+                if (nl) {
+                    sc_buf_append_cstr(&j->text, "\n");
+                }
+                line += count_lines(one.p, one.len) + nl;
+            }
+            sc_buf_cleanup(&one);
+        }
+        sc_free(files[i]);
+    }
+    sc_free(files);
+    if (rc == 0 && j->n == 0) {
+        *err = sc_asprintf("%s: no .yaml, .yml or .json files", dir);
+        rc = SC_ECONFIG;
+    }
+    return rc;
+}
+
+/* Rewrites "<joined>:<line>:<col>: ..." in <*msg> into the file and line it came from. */
+static void unjoin(const struct joined *j, const char *dir, char **msg)
+{
+    size_t dl = strlen(dir);
+    if (!*msg || strncmp(*msg, dir, dl) != 0 || (*msg)[dl] != ':') {
+        return;
+    }
+    char *end = NULL;
+    unsigned long line = strtoul(*msg + dl + 1, &end, 10);
+    if (*end != ':' || line == 0) {
+        return;
+    }
+    size_t i = 0;
+    while (i + 1 < j->n && j->starts[i + 1] <= line) {
+        i++;
+    }
+    char *out = sc_asprintf("%s:%lu%s", j->names[i], line - j->starts[i] + 1, end);
+    sc_free(*msg);
+    *msg = out;
+}
+
 int proxy_front_load(const struct sc_opt *table, void *blob, const char *path,
                      struct sc_strv *notes, char **derived, char **err)
 {
-    struct sc_buf b;
-    sc_buf_init(&b, MAX_INPUT);
-    int rc = sc_file_read(path, &b);
-    if (rc == SC_ETOOBIG) {
-        *err = sc_asprintf("%s:1:1: input too large (over %zu MiB)", path, MAX_INPUT >> 20);
-        sc_buf_cleanup(&b);
-        return SC_ECONFIG;
-    }
-    if (rc < 0) {
-        *err = sc_asprintf("%s: cannot read: %s", path, sc_strerror(rc));
-        sc_buf_cleanup(&b);
-        return SC_ECONFIG;
+    struct stat st;
+    struct joined j = { 0 };
+    sc_buf_init(&j.text, FRONT_MAX_INPUT);
+    struct sc_buf *b = &j.text;
+    int rc;
+    bool dir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    if (dir) {
+        rc = join_dir(path, &j, err);
+    } else {
+        rc = sc_file_read(path, b);
+        if (rc == SC_ETOOBIG) {
+            *err =
+                sc_asprintf("%s:1:1: input too large (over %zu MiB)", path, FRONT_MAX_INPUT >> 20);
+        } else if (rc < 0) {
+            *err = sc_asprintf("%s: cannot read: %s", path, sc_strerror(rc));
+        }
+        rc = rc < 0 ? SC_ECONFIG : 0;
     }
     struct sc_ytree *out = NULL;
     struct sc_ynode *root = NULL;
     bool native = false;
-    rc = proxy_front_translate(path, b.p, b.len, notes, &out, &root, &native, err);
+    size_t first_note = notes->n;
+    if (rc == 0) {
+        rc = proxy_front_translate(path, b->p, b->len, dir, notes, &out, &root, &native, err);
+    }
     if (rc == 0 && native) {
-        rc = sc_config_load_string(table, blob, path, b.p, b.len, err);
+        rc = sc_config_load_string(table, blob, path, b->p, b->len, err);
     } else if (rc == 0) {
         rc = sc_ytree_load(table, blob, path, root, err);
-        json_t *j = sc_ynode_json(root);
-        char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        json_t *js = sc_ynode_json(root);
+        char *s = json_dumps(js, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         *derived = s ? sc_asprintf("%s\n", s) : NULL;
         sc_free(s);
-        json_decref(j);
+        json_decref(js);
+    }
+    if (dir) {
+        for (size_t i = first_note; i < notes->n; i++) {
+            unjoin(&j, path, &notes->v[i]);
+        }
+        if (rc < 0) {
+            unjoin(&j, path, err);
+        }
     }
     sc_ytree_free(out);
-    sc_buf_cleanup(&b);
+    for (size_t i = 0; i < j.n; i++) {
+        sc_free(j.names[i]);
+    }
+    sc_free(j.names);
+    sc_free(j.starts);
+    sc_buf_cleanup(b);
     return rc;
 }

@@ -18,7 +18,8 @@
 
 #define PROXY_FRONT_PATH 512 /* longest field path kept in a message */
 #define PROXY_FRONT_MAX_DOCS 4096
-#define PROXY_FRONT_MAX_KEYS 256 /* fields of one object of theirs (checked pairwise) */
+#define PROXY_FRONT_MAX_FILES 256 /* files read from a -c directory */
+#define PROXY_FRONT_MAX_KEYS 256  /* fields of one object of theirs (checked pairwise) */
 
 /* The translation in progress. */
 struct proxy_front {
@@ -43,15 +44,20 @@ struct proxy_front_kind {
 };
 
 /* The app's load_file hook for the proxy (struct sc_role, app.h). A file of one document without
- * `apiVersion`, `kind` or `static_resources` loads exactly as the proxy's own YAML always did. */
+ * `apiVersion`, `kind` or `static_resources` loads exactly as the proxy's own YAML always did.
+ * <path> may be a directory: its *.yaml, *.yml and *.json files (not hidden ones, so a mounted
+ * ConfigMap's "..data" is skipped), in name order, are read as one stream of documents, and
+ * messages name the file and line each came from. */
 int proxy_front_load(const struct sc_opt *table, void *blob, const char *path,
                      struct sc_strv *notes, char **derived, char **err);
 
 /* Translates the text of a -c file into a new native tree (NULL with *native set when the file is
- * the proxy's own format). Returns 0 or SC_ECONFIG with a new message in <*err>; notes are added
- * to <notes>. The fuzz target drives this directly. */
-int proxy_front_translate(const char *name, const char *text, size_t len, struct sc_strv *notes,
-                          struct sc_ytree **out, struct sc_ynode **root, bool *native, char **err);
+ * the proxy's own format, unless <joined>: the files of a directory always give a tree). Returns 0
+ * or SC_ECONFIG with a new message in <*err>; notes are added to <notes>. The fuzz target drives
+ * this directly. */
+int proxy_front_translate(const char *name, const char *text, size_t len, bool joined,
+                          struct sc_strv *notes, struct sc_ytree **out, struct sc_ynode **root,
+                          bool *native, char **err);
 
 /* Writes <parent> followed by the formatted suffix into <out> (PROXY_FRONT_PATH bytes), cut
  * when too long: a field path for messages. */

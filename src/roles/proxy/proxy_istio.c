@@ -92,7 +92,9 @@ static int add_peer_auth(struct proxy_front *f, const struct sc_ynode *doc, cons
         return SC_ECONFIG;
     }
     static const char *const spec_keys[] = { "selector", "mtls", "portLevelMtls", NULL };
-    if (proxy_front_keys(f, spec, path, spec_keys, NULL) < 0) {
+    char p[PROXY_FRONT_PATH];
+    proxy_front_path(p, path, ".spec");
+    if (proxy_front_keys(f, spec, p, spec_keys, NULL) < 0) {
         return SC_ECONFIG;
     }
     struct sc_ynode *pa = proxy_front_map(f, doc);
@@ -105,25 +107,29 @@ static int add_peer_auth(struct proxy_front *f, const struct sc_ynode *doc, cons
     proxy_front_copy(f, pa, "namespace", meta, "namespace");
     const struct sc_ynode *sel = sc_ynode_get(spec, "selector");
     static const char *const sel_keys[] = { "matchLabels", NULL };
-    if (proxy_front_keys(f, sel, path, sel_keys, NULL) < 0) {
+    proxy_front_path(p, path, ".spec.selector");
+    if (proxy_front_keys(f, sel, p, sel_keys, NULL) < 0) {
         return SC_ECONFIG;
     }
     proxy_front_copy(f, pa, "match_labels", sel, "matchLabels");
     const struct sc_ynode *mtls = sc_ynode_get(spec, "mtls");
     static const char *const mtls_keys[] = { "mode", NULL };
-    if (proxy_front_keys(f, mtls, path, mtls_keys, NULL) < 0) {
+    proxy_front_path(p, path, ".spec.mtls");
+    if (proxy_front_keys(f, mtls, p, mtls_keys, NULL) < 0) {
         return SC_ECONFIG;
     }
     proxy_front_copy(f, pa, "mode", mtls, "mode");
     const struct sc_ynode *plm = sc_ynode_get(spec, "portLevelMtls");
     if (plm && sc_ynode_kind(plm) != SC_Y_NULL) {
         if (sc_ynode_kind(plm) != SC_Y_MAP) {
-            return proxy_front_refuse(f, plm, path, "portLevelMtls must map ports to modes");
+            return proxy_front_refuse(f, plm, path, "spec.portLevelMtls must map ports to modes");
         }
         struct sc_ynode *ports = proxy_front_seq(f, plm);
         for (size_t i = 0; i < sc_ynode_count(plm) && !f->err; i++) {
             const struct sc_ynode *k = sc_ynode_key(plm, i), *v = sc_ynode_val(plm, i);
-            if (proxy_front_keys(f, v, path, mtls_keys, NULL) < 0) {
+            proxy_front_path(p, path, ".spec.portLevelMtls.%.16s",
+                             sc_ynode_str(k) ? sc_ynode_str(k) : "?");
+            if (proxy_front_keys(f, v, p, mtls_keys, NULL) < 0) {
                 return SC_ECONFIG;
             }
             struct sc_ynode *e = proxy_front_map(f, k);
