@@ -405,7 +405,7 @@ static bool se_endpoints(struct proxy_front *f, struct sc_ynode *c, const struct
             return false;
         }
         struct sc_ynode *l = proxy_front_seq(f, spec);
-        proxy_front_path(addr, host, ":%s", port);
+        snprintf(addr, sizeof(addr), "%.253s:%.10s", host, port);
         proxy_front_push(f, l, sc_ytree_str(f->out, spec, addr), spec);
         proxy_front_set(f, c, "endpoints", l, spec);
         return false;
@@ -468,7 +468,7 @@ static const char *cluster_for(struct proxy_front *f, struct made *m, const char
         port = port ? port : DEFAULT_PORT;
     }
     char name[NAME_MAX_LEN + 16];
-    proxy_front_path(name, host, ":%s", port);
+    snprintf(name, sizeof(name), "%.253s:%.10s", host, port);
     if (made_find(m, name)) {
         for (size_t i = 0; i < m->n; i++) {
             if (strcmp(m->names[i], name) == 0) {
@@ -587,6 +587,10 @@ static int destination(struct proxy_front *f, struct made *m, const struct sc_yn
     const char *h = proxy_front_str(f, d, "host", path);
     if (!h || !*h) {
         return proxy_front_refuse(f, d, path, "destination.host is required");
+    }
+    if (strlen(h) > NAME_MAX_LEN) {
+        return proxy_front_refuse(f, sc_ynode_get(d, "host"), path,
+                                  "a host name has at most %d characters", NAME_MAX_LEN);
     }
     char host[NAME_MAX_LEN + 64];
     fqdn(h, ns, host, sizeof(host));
@@ -1008,6 +1012,10 @@ static int vs_hosts(struct proxy_front *f, const struct sc_ynode *vs, const char
             *n = 0;
             return 0;
         }
+        if (strlen(h) > NAME_MAX_LEN) {
+            return proxy_front_refuse(f, sc_ynode_at(hs, i), path,
+                                      "a host name has at most %d characters", NAME_MAX_LEN);
+        }
         if (h[0] == '*') {
             return proxy_front_refuse(f, sc_ynode_at(hs, i), path,
                                       "wildcard host %.64s is not supported", h);
@@ -1139,9 +1147,10 @@ int proxy_istio_finish(struct proxy_front *f)
             for (size_t j = 0; j < nh && !f->err; j++) {
                 const struct sc_ynode *hn = one ? one : sc_ynode_at(hs, j);
                 const char *h = sc_ynode_str(hn);
-                if (!h || h[0] == '*') {
+                if (!h || h[0] == '*' || strlen(h) > NAME_MAX_LEN) {
                     proxy_front_refuse(f, hn, pass ? "ServiceEntry" : "DestinationRule",
-                                       "host must be a name (wildcards are not supported)");
+                                       "host must be a name of at most 253 characters "
+                                       "(wildcards are not supported)");
                     break;
                 }
                 char fq[NAME_MAX_LEN + 64];
@@ -1153,7 +1162,7 @@ int proxy_istio_finish(struct proxy_front *f)
                 const char *port = sc_ynode_str(sc_ynode_get(
                     sc_ynode_at(sc_ynode_get(sc_ynode_get(se, "spec"), "ports"), 0), "number"));
                 char pname[NAME_MAX_LEN + 64];
-                proxy_front_path(pname, fq, ":%s", port ? port : DEFAULT_PORT);
+                snprintf(pname, sizeof(pname), "%.253s:%.10s", fq, port ? port : DEFAULT_PORT);
                 if (made_find(&m, pname)) {
                     continue;
                 }
