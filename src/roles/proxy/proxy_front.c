@@ -27,13 +27,30 @@ static const struct proxy_front_kind *const registries[] = { proxy_istio_kinds, 
 
 static void vmsg(struct proxy_front *f, struct sc_buf *b, const struct sc_ynode *at,
                  const char *path, const char *fmt, va_list ap)
+    __attribute__((format(printf, 5, 0)));
+
+static void vmsg(struct proxy_front *f, struct sc_buf *b, const struct sc_ynode *at,
+                 const char *path, const char *fmt, va_list ap)
 {
-    sc_buf_init(b, MSG_MAX + strlen(f->name) + PROXY_FRONT_PATH);
-    sc_buf_appendf(b, "%s:%u:%u: ", f->name, sc_ynode_line(at), sc_ynode_col(at));
+    struct sc_buf raw;
+    sc_buf_init(&raw, MSG_MAX + PROXY_FRONT_PATH);
     if (path && *path) {
-        sc_buf_appendf(b, "%s: ", path);
+        sc_buf_appendf(&raw, "%s: ", path);
     }
-    sc_buf_vappendf(b, fmt, ap);
+    sc_buf_vappendf(&raw, fmt, ap);
+    /* Paths and messages quote the user's keys and values: control bytes are escaped, so a
+     * message stays one readable line. */
+    sc_buf_init(b, 4 * raw.len + strlen(f->name) + 64);
+    sc_buf_appendf(b, "%s:%u:%u: ", f->name, sc_ynode_line(at), sc_ynode_col(at));
+    for (size_t i = 0; i < raw.len; i++) {
+        unsigned char c = (unsigned char)raw.p[i];
+        if (c < 0x20 || c == 0x7f) {
+            sc_buf_appendf(b, "\\x%02x", c);
+        } else {
+            sc_buf_append(b, raw.p + i, 1);
+        }
+    }
+    sc_buf_cleanup(&raw);
 }
 
 void proxy_front_path(char *out, const char *parent, const char *fmt, ...)
