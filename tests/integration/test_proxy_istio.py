@@ -391,3 +391,35 @@ def test_config_directory_like_a_mounted_configmap(sidecar_run, run_cli, tmp_pat
     assert f"{d}/10-mtls.yaml:5:24: PeerAuthentication/default.spec.mtls: extra is not supported" \
         in p.stderr, p.stderr
     echo.close()
+
+
+SIDECAR = """apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+  egress:
+  - hosts: ["./reviews", "istio-system/*"]
+"""
+
+
+def test_sidecar_egress_hosts(sidecar_run, run_cli, tmp_path):
+    """A Sidecar's egress hosts limit the services the workload reaches: routes for other hosts
+    are left out (404, no route); REGISTRY_ONLY drops the default outbound listener's
+    original-destination route."""
+    reviews, ratings = named("reviews"), named("ratings")
+    port = free_port()
+    sidecar_run("proxy", config=stream(
+        own(port), SIDECAR, service_entry("reviews", 9080, [(reviews, {})]),
+        service_entry("ratings", 9080, [(ratings, {})])))
+    assert request(port, "reviews") == [(200, b"reviews")]
+    assert request(port, "ratings")[0][0] == 404
+    f = tmp_path / "alone.yaml"
+    f.write_text(stream(SIDECAR, service_entry("ratings", 9080, [(ratings, {})])))
+    p = run_cli("proxy", "-c", str(f), "--check", "--print", env={"POD_NAMESPACE": "shop"})
+    assert p.returncode == 0, p.stderr
+    derived = json.loads(p.stdout[:p.stdout.rindex("}") + 1])
+    assert derived["listeners"][1]["name"] == "outbound"
+    assert derived["listeners"][1]["routes"] == []
+    reviews.close()
+    ratings.close()

@@ -315,6 +315,7 @@ static void front_free(struct proxy_front *f)
     sc_free(f->vs);
     sc_free(f->dr);
     sc_free(f->se);
+    sc_free(f->sidecar);
     sc_free(f->err);
 }
 

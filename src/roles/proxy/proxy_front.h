@@ -31,8 +31,8 @@ struct proxy_front {
     const char *ns;                /* the workload's namespace (short Istio host names) */
     const struct sc_ynode *native; /* the proxy's own document, when the stream has one */
     /* Istio traffic resources, gathered first and translated together at the end. */
-    const struct sc_ynode **vs, **dr, **se;
-    size_t nvs, ndr, nse;
+    const struct sc_ynode **vs, **dr, **se, **sidecar;
+    size_t nvs, ndr, nse, nsidecar;
 };
 
 /* One kind of Kubernetes-style document: its kind, the apiVersions accepted, and what to do with

@@ -179,11 +179,17 @@ static int add_se(struct proxy_front *f, const struct sc_ynode *doc, const char 
     return gather(f, &f->se, &f->nse, doc, path);
 }
 
+static int add_sidecar(struct proxy_front *f, const struct sc_ynode *doc, const char *path)
+{
+    return gather(f, &f->sidecar, &f->nsidecar, doc, path);
+}
+
 const struct proxy_front_kind proxy_istio_kinds[] = {
     { "PeerAuthentication", security_versions, add_pa },
     { "VirtualService", networking_versions, add_vs },
     { "DestinationRule", networking_versions, add_dr },
     { "ServiceEntry", networking_versions, add_se },
+    { "Sidecar", networking_versions, add_sidecar },
     { 0 },
 };
 
@@ -991,12 +997,157 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
     return f->err ? SC_ECONFIG : 0;
 }
 
+/* ---- Sidecar: which hosts the workload's outbound traffic may reach ---- */
+
+#define MAX_EGRESS 64
+
+struct scope {
+    bool active;        /* a Sidecar applies */
+    bool registry_only; /* outboundTrafficPolicy.mode REGISTRY_ONLY */
+    size_t n;
+    struct {
+        char ns[64];
+        char host[NAME_MAX_LEN + 1];
+    } eg[MAX_EGRESS];
+};
+
+/* The namespace a host belongs to: a Kubernetes service name's own, else the namespace of the
+ * resource that declares it. */
+static void host_ns(const char *fq, const char *res_namespace, char *out, size_t len)
+{
+    const char *dot = strchr(fq, '.');
+    const char *suffix = strstr(fq, ".svc.cluster.local");
+    if (dot && suffix && suffix[strlen(".svc.cluster.local")] == '\0' && suffix > dot) {
+        snprintf(out, len, "%.*s", (int)(suffix - dot - 1), dot + 1);
+    } else {
+        snprintf(out, len, "%s", res_namespace);
+    }
+}
+
+/* Whether the scope lets the workload reach <fq> of namespace <ns> (Istio's "ns/host" egress
+ * hosts: "*" any namespace, "." the Sidecar's, "~" none; "*" any host, "*.x" a suffix). */
+static bool allowed(const struct scope *sc, const char *fq, const char *ns)
+{
+    if (!sc->active) {
+        return true;
+    }
+    for (size_t i = 0; i < sc->n; i++) {
+        const char *en = sc->eg[i].ns, *eh = sc->eg[i].host;
+        if (strcmp(en, "*") != 0 && strcmp(en, ns) != 0) {
+            continue;
+        }
+        size_t hl = strlen(eh), fl = strlen(fq);
+        if (strcmp(eh, "*") == 0 || strcmp(eh, fq) == 0 ||
+            (eh[0] == '*' && hl > 1 && fl > hl - 1 && strcmp(fq + fl - (hl - 1), eh + 1) == 0)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Reads the workload's Sidecar (one without workloadSelector, or whose selector the proxy
+ * document's workload.labels satisfy) into <sc>. */
+static int sidecar_scope(struct proxy_front *f, struct scope *sc)
+{
+    const struct sc_ynode *labels = sc_ynode_get(sc_ynode_get(f->native, "workload"), "labels");
+    for (size_t i = 0; i < f->nsidecar; i++) {
+        const struct sc_ynode *doc = f->sidecar[i], *spec = sc_ynode_get(doc, "spec");
+        char path[PROXY_FRONT_PATH];
+        snprintf(path, sizeof(path), "Sidecar/%.128s.spec", res_name(doc));
+        static const char *const k[] = { "egress", "outboundTrafficPolicy", "workloadSelector",
+                                         NULL };
+        if (proxy_front_keys(f, spec, path, k, NULL) < 0) {
+            return SC_ECONFIG;
+        }
+        if (strcmp(res_ns(f, doc), f->ns) != 0) {
+            proxy_front_note(f, doc, path,
+                             "a Sidecar of namespace %.64s does not apply to this "
+                             "workload (namespace %.64s)",
+                             res_ns(f, doc), f->ns);
+            continue;
+        }
+        const struct sc_ynode *sel = sc_ynode_get(spec, "workloadSelector");
+        static const char *const sk[] = { "labels", NULL };
+        if (sel && proxy_front_keys(f, sel, path, sk, NULL) < 0) {
+            return SC_ECONFIG;
+        }
+        const struct sc_ynode *want = sc_ynode_get(sel, "labels");
+        bool match = true;
+        for (size_t j = 0; j < sc_ynode_count(want) && match; j++) {
+            const char *key = sc_ynode_str(sc_ynode_key(want, j));
+            const char *have = key ? sc_ynode_str(sc_ynode_get(labels, key)) : NULL;
+            const char *v = sc_ynode_str(sc_ynode_val(want, j));
+            match = have && v && strcmp(have, v) == 0;
+        }
+        if (!match) {
+            proxy_front_note(f, sel, path,
+                             "workloadSelector does not select this workload "
+                             "(workload.labels of the proxy document)");
+            continue;
+        }
+        if (sc->active) {
+            return proxy_front_refuse(f, doc, path, "a second Sidecar applies to this workload");
+        }
+        sc->active = true;
+        const struct sc_ynode *otp = sc_ynode_get(spec, "outboundTrafficPolicy");
+        static const char *const ok[] = { "mode", NULL };
+        if (otp && proxy_front_keys(f, otp, path, ok, NULL) < 0) {
+            return SC_ECONFIG;
+        }
+        const char *mode = proxy_front_str(f, otp, "mode", path);
+        if (mode && strcmp(mode, "REGISTRY_ONLY") != 0 && strcmp(mode, "ALLOW_ANY") != 0) {
+            return proxy_front_refuse(f, sc_ynode_get(otp, "mode"), path,
+                                      "outboundTrafficPolicy.mode %.32s is not supported", mode);
+        }
+        sc->registry_only = mode && strcmp(mode, "REGISTRY_ONLY") == 0;
+        const struct sc_ynode *eg = sc_ynode_get(spec, "egress");
+        if (!eg) {
+            sc->eg[0].ns[0] = '*';
+            sc->eg[0].host[0] = '*';
+            sc->n = 1; /* no egress: every host, as Istio */
+        }
+        for (size_t j = 0; j < sc_ynode_count(eg); j++) {
+            const struct sc_ynode *e = sc_ynode_at(eg, j);
+            static const char *const ek[] = { "hosts", NULL };
+            if (proxy_front_keys(f, e, path, ek, NULL) < 0) {
+                return SC_ECONFIG; /* port, bind, captureMode */
+            }
+            const struct sc_ynode *hs = sc_ynode_get(e, "hosts");
+            for (size_t h = 0; h < sc_ynode_count(hs); h++) {
+                const char *s = sc_ynode_str(sc_ynode_at(hs, h));
+                const char *slash = s ? strchr(s, '/') : NULL;
+                if (!slash || slash == s || !slash[1] || slash - s >= 64 ||
+                    strlen(slash + 1) > NAME_MAX_LEN) {
+                    return proxy_front_refuse(f, sc_ynode_at(hs, h), path,
+                                              "egress hosts read \"namespace/host\"");
+                }
+                if (sc->n == MAX_EGRESS) {
+                    return proxy_front_refuse(f, sc_ynode_at(hs, h), path,
+                                              "more than %d egress hosts", MAX_EGRESS);
+                }
+                snprintf(sc->eg[sc->n].ns, sizeof(sc->eg[0].ns), "%.*s", (int)(slash - s), s);
+                if (strcmp(sc->eg[sc->n].ns, ".") == 0) {
+                    snprintf(sc->eg[sc->n].ns, sizeof(sc->eg[0].ns), "%.63s", f->ns);
+                }
+                char fq[NAME_MAX_LEN + 64];
+                fqdn(slash + 1, strcmp(sc->eg[sc->n].ns, "*") ? sc->eg[sc->n].ns : f->ns, fq,
+                     sizeof(fq));
+                snprintf(sc->eg[sc->n].host, sizeof(sc->eg[0].host), "%.253s",
+                         strchr(slash + 1, '*') ? slash + 1 : fq);
+                sc->n++;
+            }
+        }
+    }
+    return 0;
+}
+
 #define MAX_FORMS 64
 
 /* The Host values of VirtualService <vs> (none when it has "*"); <*n> gets their count. */
 static int vs_hosts(struct proxy_front *f, const struct sc_ynode *vs, const char *path,
-                    char forms[][NAME_MAX_LEN + 16], size_t *n)
+                    const struct scope *sc, char forms[][NAME_MAX_LEN + 16], size_t *n, bool *none)
 {
+    *none = true;
     const struct sc_ynode *spec = sc_ynode_get(vs, "spec");
     const struct sc_ynode *hs = sc_ynode_get(spec, "hosts");
     *n = 0;
@@ -1010,6 +1161,7 @@ static int vs_hosts(struct proxy_front *f, const struct sc_ynode *vs, const char
         }
         if (strcmp(h, "*") == 0) {
             *n = 0;
+            *none = !allowed(sc, "*", "*");
             return 0;
         }
         if (strlen(h) > NAME_MAX_LEN) {
@@ -1020,9 +1172,14 @@ static int vs_hosts(struct proxy_front *f, const struct sc_ynode *vs, const char
             return proxy_front_refuse(f, sc_ynode_at(hs, i), path,
                                       "wildcard host %.64s is not supported", h);
         }
-        char fq[NAME_MAX_LEN + 64];
+        char fq[NAME_MAX_LEN + 64], ns[NAME_MAX_LEN + 64];
         fqdn(h, res_ns(f, vs), fq, sizeof(fq));
         const struct sc_ynode *se = find_host(f, f->se, f->nse, fq);
+        host_ns(fq, se ? res_ns(f, se) : res_ns(f, vs), ns, sizeof(ns));
+        if (!allowed(sc, fq, ns)) {
+            continue; /* outside the Sidecar's egress hosts */
+        }
+        *none = false;
         const char *port = sc_ynode_str(sc_ynode_get(
             sc_ynode_at(sc_ynode_get(sc_ynode_get(se, "spec"), "ports"), 0), "number"));
         *n += host_forms(f, fq, port, forms + *n, MAX_FORMS - *n);
@@ -1033,7 +1190,7 @@ static int vs_hosts(struct proxy_front *f, const struct sc_ynode *vs, const char
 /* The outbound listeners VirtualService routes go to, made (with the proxy's default inbound
  * listener and its cluster) when the configuration has no listeners of its own. */
 static int outbound_listeners(struct proxy_front *f, const struct sc_ynode *at,
-                              struct sc_ynode **out, size_t *n)
+                              const struct scope *sc, struct sc_ynode **out, size_t *n)
 {
     struct sc_ynode *ls = sc_ynode_get_mut(f->root, "listeners");
     *n = 0;
@@ -1060,7 +1217,10 @@ static int outbound_listeners(struct proxy_front *f, const struct sc_ynode *at,
         struct sc_ynode *orl = proxy_front_seq(f, at), *orr = proxy_front_map(f, at);
         proxy_front_put(f, orr, "name", at, "outbound");
         proxy_front_put(f, orr, "cluster", at, "outbound");
-        proxy_front_push(f, orl, orr, at);
+        if (!sc->registry_only) {
+            /* ALLOW_ANY: what no route takes goes to its original destination. */
+            proxy_front_push(f, orl, orr, at);
+        }
         proxy_front_set(f, ob, "routes", orl, at);
         proxy_front_push(f, ls, ob, at);
         struct sc_ynode *ic = proxy_front_map(f, at), *eps = proxy_front_seq(f, at);
@@ -1085,24 +1245,35 @@ static int outbound_listeners(struct proxy_front *f, const struct sc_ynode *at,
     }
     if (*n == 0) {
         return proxy_front_refuse(f, at, NULL,
-                                  "VirtualService routes go to outbound listeners, and the "
+                                  "Istio traffic resources route on outbound listeners, and the "
                                   "proxy configuration has none (direction: outbound)");
+    }
+    if (sc->registry_only && sc_ynode_count(sc_ynode_get(f->native, "listeners"))) {
+        proxy_front_note(f, at, NULL,
+                         "outboundTrafficPolicy REGISTRY_ONLY leaves the proxy "
+                         "document's own outbound routes as they are");
     }
     return 0;
 }
 
 int proxy_istio_finish(struct proxy_front *f)
 {
-    if (f->nvs == 0 && f->ndr == 0 && f->nse == 0) {
-        return 0;
+    struct scope *sc = sc_calloc(1, sizeof(*sc));
+    if (sidecar_scope(f, sc) < 0 ||
+        (f->nvs == 0 && f->ndr == 0 && f->nse == 0 && !sc->registry_only)) {
+        sc_free(sc);
+        return f->err ? SC_ECONFIG : 0;
     }
     struct made m = { 0 };
     struct sc_ynode *routes = NULL;
-    const struct sc_ynode *at = f->nvs ? f->vs[0] : f->ndr ? f->dr[0] : f->se[0];
+    const struct sc_ynode *at = f->nvs   ? f->vs[0]
+                                : f->ndr ? f->dr[0]
+                                : f->nse ? f->se[0]
+                                         : f->sidecar[0];
     struct sc_ynode *ols[64];
     size_t nols = 0;
     char(*forms)[NAME_MAX_LEN + 16] = sc_calloc(MAX_FORMS, sizeof(*forms));
-    if (outbound_listeners(f, at, ols, &nols) < 0) {
+    if (outbound_listeners(f, at, sc, ols, &nols) < 0) {
         goto out;
     }
     routes = proxy_front_seq(f, at);
@@ -1126,8 +1297,15 @@ int proxy_istio_finish(struct proxy_front *f)
             }
         }
         size_t nforms;
-        if (vs_hosts(f, vs, path, forms, &nforms) < 0) {
+        bool none;
+        if (vs_hosts(f, vs, path, sc, forms, &nforms, &none) < 0) {
             break;
+        }
+        if (none) {
+            proxy_front_note(f, vs, path,
+                             "no host of this VirtualService is among the "
+                             "Sidecar's egress hosts");
+            continue;
         }
         const struct sc_ynode *http = sc_ynode_get(spec, "http");
         for (size_t i = 0; i < sc_ynode_count(http) && !f->err; i++) {
@@ -1159,6 +1337,11 @@ int proxy_istio_finish(struct proxy_front *f)
                     continue;
                 }
                 const struct sc_ynode *se = find_host(f, f->se, f->nse, fq);
+                char hns[NAME_MAX_LEN + 64];
+                host_ns(fq, se ? res_ns(f, se) : res_ns(f, v[i]), hns, sizeof(hns));
+                if (!allowed(sc, fq, hns)) {
+                    continue;
+                }
                 const char *port = sc_ynode_str(sc_ynode_get(
                     sc_ynode_at(sc_ynode_get(sc_ynode_get(se, "spec"), "ports"), 0), "number"));
                 char pname[NAME_MAX_LEN + 64];
@@ -1205,5 +1388,6 @@ out:
     sc_free(m.names);
     sc_free(m.nodes);
     sc_free(forms);
+    sc_free(sc);
     return f->err ? SC_ECONFIG : 0;
 }
