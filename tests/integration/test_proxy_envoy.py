@@ -14,7 +14,7 @@ import pytest
 from config_peers import Nginx, nginx_conf
 from conftest import free_port
 from proxy_util import (Client, FakeUpstream, echo_handler, flaky_upstream, get, metric,
-                        respond)
+                        respond, wait_for)
 from tls_util import curl, pki  # noqa: F401 (fixture)
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3." \
@@ -285,6 +285,29 @@ def test_outlier_detection_ejects_the_failing_endpoint(sidecar_run):
                   cluster="app") == 1
     good.close()
     bad.close()
+
+
+def test_http_health_check_takes_a_failing_endpoint_out(sidecar_run):
+    def app(name, healthy):
+        def handler(up, conn, req):
+            if req.target == "/healthz":
+                return respond(conn, 200 if healthy else 503, b"")
+            return respond(conn, 200, name.encode())
+        return FakeUpstream(handler)
+
+    good, sick = app("good", True), app("sick", False)
+    port = free_port()
+    cl = static_cluster("app", good.addr, sick.addr, health_checks=[{
+        "timeout": "1s", "interval": "0.05s", "unhealthy_threshold": 1, "healthy_threshold": 1,
+        "http_health_check": {"path": "/healthz",
+                              "expected_statuses": [{"start": 200, "end": 300}]}}])
+    vhs = [{"name": "v", "domains": ["*"], "routes": [
+        {"match": {"prefix": "/"}, "route": {"cluster": "app"}}]}]
+    sidecar_run("proxy", config=json.dumps(bootstrap(port, vhs, [cl])))
+    assert wait_for(lambda: any(r.target == "/healthz" for r in sick.requests))
+    assert wait_for(lambda: {get(port, "/").body for _ in range(10)} == {b"good"})
+    good.close()
+    sick.close()
 
 
 def test_downstream_and_upstream_tls(sidecar_run, pki, echo_up):

@@ -14,7 +14,8 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import free_port, http_get
-from proxy_util import FakeUpstream, echo_handler, flaky_upstream, get, metric, respond
+from proxy_util import (FakeUpstream, echo_handler, flaky_upstream, get, metric, respond,
+                        wait_for)
 from tls_util import curl, pki  # noqa: F401 (fixture)
 
 
@@ -423,3 +424,30 @@ def test_sidecar_egress_hosts(sidecar_run, run_cli, tmp_path):
     assert derived["listeners"][1]["routes"] == []
     reviews.close()
     ratings.close()
+
+
+def test_mirror_from_the_virtual_service(sidecar_run):
+    """mirror + mirrorPercentage: the shadow gets a copy of every request (Host with -shadow, as
+    Istio does) and the client sees only the primary's answer."""
+    primary = named("primary")
+    shadow = FakeUpstream(echo_handler)
+    port = free_port()
+    vs = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: orders}
+spec:
+  hosts: [orders]
+  http:
+  - route:
+    - destination: {host: orders}
+    mirror: {host: orders-shadow}
+    mirrorPercentage: {value: 100}
+"""
+    sidecar_run("proxy", config=stream(own(port), service_entry("orders", 9080, [(primary, {})]),
+                                       service_entry("orders-shadow", 9080, [(shadow, {})]), vs))
+    assert request(port, "orders", "/o/1", n=5) == [(200, b"primary")] * 5
+    assert wait_for(lambda: len(shadow.requests) == 5)
+    assert {r.header("host") for r in shadow.requests} == {"orders-shadow"}
+    assert {r.target for r in shadow.requests} == {"/o/1"}
+    primary.close()
+    shadow.close()
