@@ -43,20 +43,21 @@ enum body { B_NONE, B_LENGTH, B_CHUNKED, B_EOF, B_RAW };
 enum dnext { DN_NONE, DN_LOCAL, DN_INTERIM, DN_BODY, DN_TUNNEL };
 
 enum {
-    F_UF = 1 << 0,  /* upstream connection failure */
-    F_UT = 1 << 1,  /* upstream request timeout */
-    F_URX = 1 << 2, /* retry limit reached / not retriable */
-    F_UH = 1 << 3,  /* no healthy upstream */
-    F_UC = 1 << 4,  /* upstream connection termination */
-    F_DC = 1 << 5,  /* downstream connection termination */
-    F_NR = 1 << 6,  /* no route */
-    F_UPE = 1 << 7, /* upstream protocol error */
-    F_DPE = 1 << 8, /* downstream protocol error */
-    F_SI = 1 << 9,  /* stream idle timeout */
-    F_UO = 1 << 10, /* upstream overflow: a circuit breaker refused the request */
-    F_DI = 1 << 11, /* fault injection: delayed */
-    F_FI = 1 << 12, /* fault injection: aborted */
-    F_RL = 1 << 13, /* rate limited */
+    F_UF = 1 << 0,    /* upstream connection failure */
+    F_UT = 1 << 1,    /* upstream request timeout */
+    F_URX = 1 << 2,   /* retry limit reached / not retriable */
+    F_UH = 1 << 3,    /* no healthy upstream */
+    F_UC = 1 << 4,    /* upstream connection termination */
+    F_DC = 1 << 5,    /* downstream connection termination */
+    F_NR = 1 << 6,    /* no route */
+    F_UPE = 1 << 7,   /* upstream protocol error */
+    F_DPE = 1 << 8,   /* downstream protocol error */
+    F_SI = 1 << 9,    /* stream idle timeout */
+    F_UO = 1 << 10,   /* upstream overflow: a circuit breaker refused the request */
+    F_DI = 1 << 11,   /* fault injection: delayed */
+    F_FI = 1 << 12,   /* fault injection: aborted */
+    F_RL = 1 << 13,   /* rate limited */
+    F_RBAC = 1 << 14, /* denied by an authorization policy (proxy_authz.c) */
 };
 
 enum { COND_CONNECT = 1, COND_RESET, COND_TIMEOUT, COND_STATUS };
@@ -185,6 +186,10 @@ struct proxy_exch {
     size_t path_len;
     char request_id[64];
     size_t request_id_len;
+    const char *authz_policy;  /* the policy that decided ("": none matched); NULL: none ran */
+    const char *authz_audit;   /* the AUDIT policy that matched */
+    const char *authz_dry_run; /* the dry-run policy that decided differently */
+    bool authz_dry_denied;
 };
 
 /* original_dst clusters: the destination of a connection or of its current request, resolved
@@ -342,6 +347,15 @@ void proxy_arm_timer(struct proxy_dconn *dc);
 /* The backoff/fault-delay timer: started for <ms>, or stopped. */
 void proxy_btimer_start(struct proxy_exch *ex, uint64_t ms);
 void proxy_btimer_stop(struct proxy_exch *ex);
+
+/* ---- proxy_authz_req.c: the normalised request and its authorization ---- */
+
+/* Normalises the target of <ex> (<origin> and <path>, replaced by the normalised ones, valid
+ * until the calling proxy_exchange_start returns) and runs the snapshot's authorization on it.
+ * Returns 0 to go on, or the status of the local reply to send (400 for a refused target, 403
+ * when denied) with its static reason in <*why> and access-log flags in <*flags>. */
+int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_str *origin,
+                        struct sc_str *path, const char **why, unsigned *flags);
 
 /* ---- proxy_h1.c: the HTTP/1 codecs ---- */
 

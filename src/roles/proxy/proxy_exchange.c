@@ -224,6 +224,9 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
 
     struct sc_str origin;
     struct sc_str path = proxy_target_path(m->target, &origin);
+    const char *azwhy = NULL;
+    unsigned azfl = 0;
+    int azst = proxy_authz_request(r, m, &origin, &path, &azwhy, &azfl);
     /* The access log's path: what goes upstream (an absolute-form target's userinfo and
      * authority stay out of the log), or CONNECT's authority. */
     struct sc_str logged = r->is_connect ? m->target : origin;
@@ -232,6 +235,13 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
     r->path_len =
         slash + (logged.len < sizeof(r->path) - slash ? logged.len : sizeof(r->path) - slash);
     memcpy(r->path + slash, logged.p, r->path_len - slash);
+    if (azst) {
+        /* A refused target or a denied request: answered before routing, as Envoy's RBAC
+         * filter does. */
+        r->close_after = r->body != B_NONE;
+        proxy_local_reply(r, azst, azwhy, azfl);
+        return;
+    }
 
     if (r->cl->tls && proxy_tls_misdirected(r, m->host)) {
         r->close_after = r->body != B_NONE;
