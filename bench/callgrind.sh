@@ -16,6 +16,8 @@
 #                limit never hit, two endpoints, health checks every second, outlier detection
 #                and circuit breakers at their defaults; access log off
 #   policy_nohc  the same without health checks (what the data path itself pays)
+#   authzN       the plain data path with N AuthorizationPolicies (authz1, authz20, authz200):
+#                N-1 DENY policies that do not match, then an ALLOW that does
 #
 # Usage: bench/callgrind.sh SIDECAR OUT_DIR [MODE...]   (SIDECAR: binary or build dir; release
 # build; default modes: all four). Writes OUT_DIR/callgrind.md (a table) and prints it.
@@ -69,7 +71,20 @@ EOF
         fi
         args+=(-c "$dir/policy.yaml")
         ;;
-    *) die "unknown mode $mode (plain, log, policy, policy_nohc)" ;;
+    authz*)
+        # AuthorizationPolicy evaluation: N-1 DENY policies that do not match, then an ALLOW
+        # that does (every policy is walked), on the plain data path.
+        local n=${mode#authz} i
+        args+=(--listen "127.0.0.1:$port" --upstream "127.0.0.1:$UP_PORT" -c "$dir/authz.yaml")
+        {
+            echo "authorization:"
+            for ((i = 1; i < n; i++)); do
+                echo "  - { name: deny-$i, action: DENY, rules: [{ from: [{ source: { not_ip_blocks: [127.0.0.0/8] } }] }, { to: [{ operation: { paths: ['/deny-$i/*', '*.php'], methods: [DELETE] } }] }] }"
+            done
+            echo "  - { name: allow, rules: [{ to: [{ operation: { methods: [GET, HEAD], paths: ['/*'] } }] }] }"
+        } >"$dir/authz.yaml"
+        ;;
+    *) die "unknown mode $mode (plain, log, policy, policy_nohc, authzN)" ;;
     esac
     spawn "$dir/out.log" 0-"$(($(nproc) - 1))" valgrind --tool=callgrind \
         --callgrind-out-file="$dir/cg.out.%p" "$SIDECAR" "${args[@]}"
@@ -110,6 +125,9 @@ declare -A what=(
     [log]="plain data path, JSON access log on"
     [policy]="policy on: rate limit per client IP not hit, 2 endpoints, health checks 1 s, outlier detection, breakers"
     [policy_nohc]="policy on without health checks"
+    [authz1]="authorization: 1 ALLOW policy"
+    [authz20]="authorization: 19 DENY policies not matching, then 1 ALLOW"
+    [authz200]="authorization: 199 DENY policies not matching, then 1 ALLOW"
 )
 {
     echo "\`sidecar proxy\` ($("$SIDECAR" --version 2>&1 | head -n 1)), one worker, nginx upstream;"

@@ -27,7 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_proxy_authz: invariant failed: %s (%s:%d)\n", #cond, __FILE__,  \
+            fprintf(stderr, "fuzz_proxy_authz: invariant failed: %s (%s:%d)\n", #cond, __FILE__,   \
                     __LINE__);                                                                     \
             abort();                                                                               \
         }                                                                                          \
@@ -88,8 +88,8 @@ static struct proxy_az_decision decide(const struct sc_http_msg *m, struct sc_st
 
 static bool unreserved(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '.' || c == '_' || c == '~';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~';
 }
 
 /* Respells normal path <p> into <out> by <seed>: the same path once normalised. */

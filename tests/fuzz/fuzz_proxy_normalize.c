@@ -20,7 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_proxy_normalize: invariant failed: %s (%s:%d)\n", #cond,        \
+            fprintf(stderr, "fuzz_proxy_normalize: invariant failed: %s (%s:%d)\n", #cond,         \
                     __FILE__, __LINE__);                                                           \
             abort();                                                                               \
         }                                                                                          \
@@ -54,7 +54,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *out = malloc(n);
     size_t olen = 0, plen = 0;
     const char *why = NULL;
-    int rc = proxy_normalize_target((struct sc_str){ t, n }, level, esc, out, n, &olen, &plen, &why);
+    int rc =
+        proxy_normalize_target((struct sc_str){ t, n }, level, esc, out, n, &olen, &plen, &why);
     const char *res = t;
     size_t rlen = n;
     if (rc < 0) {

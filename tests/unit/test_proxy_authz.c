@@ -174,22 +174,26 @@ static void test_payment_example(void **state)
              "        to:\n"
              "          - operation: {methods: [POST], paths: [/api/v1/charge, /api/v1/refund]}\n");
     const char *order = "cluster.local/ns/shop/sa/order-service";
-    assert_true(allowed(az, (struct req){ .method = "POST", .path = "/api/v1/charge",
-                                          .principal = order }));
-    assert_true(allowed(az, (struct req){ .method = "POST", .path = "/api/v1/refund",
-                                          .principal = "cluster.local/ns/shop/sa/refund-service" }));
-    assert_false(allowed(az, (struct req){ .method = "GET", .path = "/api/v1/charge",
-                                           .principal = order }));
-    assert_false(allowed(az, (struct req){ .method = "POST", .path = "/api/v1/charge",
+    assert_true(allowed(
+        az, (struct req){ .method = "POST", .path = "/api/v1/charge", .principal = order }));
+    assert_true(
+        allowed(az, (struct req){ .method = "POST",
+                                  .path = "/api/v1/refund",
+                                  .principal = "cluster.local/ns/shop/sa/refund-service" }));
+    assert_false(
+        allowed(az, (struct req){ .method = "GET", .path = "/api/v1/charge", .principal = order }));
+    assert_false(allowed(az, (struct req){ .method = "POST",
+                                           .path = "/api/v1/charge",
                                            .principal = "cluster.local/ns/shop/sa/web" }));
     assert_false(allowed(az, (struct req){ .method = "POST", .path = "/api/v1/charge" }));
-    assert_false(allowed(az, (struct req){ .method = "POST", .path = "/api/v1/charge/x",
-                                           .principal = order }));
+    assert_false(allowed(
+        az, (struct req){ .method = "POST", .path = "/api/v1/charge/x", .principal = order }));
     /* Respellings the normaliser merges reach the same decision. */
-    assert_true(allowed(az, (struct req){ .method = "POST", .path = "//api/v1/./x/../charge",
-                                          .principal = order }));
-    assert_true(allowed(az, (struct req){ .method = "POST", .path = "/api/v1/%63harge",
-                                          .principal = order }));
+    assert_true(allowed(
+        az,
+        (struct req){ .method = "POST", .path = "//api/v1/./x/../charge", .principal = order }));
+    assert_true(allowed(
+        az, (struct req){ .method = "POST", .path = "/api/v1/%63harge", .principal = order }));
     proxy_authz_free(az);
 }
 
@@ -200,9 +204,9 @@ static void test_deny_prefix_bypasses(void **state)
         load("authorization:\n"
              "  - {name: deny-admin, action: DENY, rules: [{to: [{operation: {paths: "
              "[/admin*], hosts: [admin.shop]}}]}]}\n");
-    const char *paths[] = { "/admin",        "/admin/x",          "//admin",
-                            "/x/../admin",   "/%61dmin",          "/./admin",
-                            "/x/%2e%2e/admin", "/admin;a=b/x",    "/ADMIN-not" };
+    const char *paths[] = { "/admin",          "/admin/x",     "//admin",
+                            "/x/../admin",     "/%61dmin",     "/./admin",
+                            "/x/%2e%2e/admin", "/admin;a=b/x", "/ADMIN-not" };
     for (size_t i = 0; i + 1 < SC_ARRAY_LEN(paths); i++) {
         for (size_t h = 0; h < 4; h++) {
             const char *hosts[] = { "admin.shop", "ADMIN.Shop", "admin.shop.", "admin.shop:80" };
@@ -237,8 +241,9 @@ static void test_sources(void **state)
     assert_false(allowed(az, (struct req){ .ip = "10.1.1.1" }));
     proxy_authz_free(az);
     /* principals "*" needs an identity; not_principals "*" matches plaintext. */
-    az = load("authorization:\n"
-              "  - {name: d, action: DENY, rules: [{from: [{source: {not_principals: ['*']}}]}]}\n");
+    az =
+        load("authorization:\n"
+             "  - {name: d, action: DENY, rules: [{from: [{source: {not_principals: ['*']}}]}]}\n");
     assert_false(allowed(az, (struct req){ 0 }));
     assert_true(allowed(az, (struct req){ .principal = "td/ns/a/sa/b" }));
     proxy_authz_free(az);
@@ -298,10 +303,10 @@ static void test_operations(void **state)
     assert_true(allowed(az, (struct req){ .host = "a.shop.svc", .path = "/files/a/b/c" }));
     assert_true(allowed(az, (struct req){ .host = "a.shop.svc", .path = "/files" }));
     assert_false(allowed(az, (struct req){ .host = "a.shop.svc", .path = "/filesx" }));
-    assert_false(allowed(az, (struct req){ .host = "a.shop.svc", .path = "/static/a",
-                                           .method = "DELETE" }));
-    assert_false(allowed(az, (struct req){ .host = "a.shop.svc", .path = "/static/a",
-                                           .dport = 9090 }));
+    assert_false(
+        allowed(az, (struct req){ .host = "a.shop.svc", .path = "/static/a", .method = "DELETE" }));
+    assert_false(
+        allowed(az, (struct req){ .host = "a.shop.svc", .path = "/static/a", .dport = 9090 }));
     assert_false(allowed(az, (struct req){ .host = "shop.svc", .path = "/static/a" }));
     /* A pattern with a port compares the authority. */
     assert_true(allowed(az, (struct req){ .host = "API.shop:9000", .path = "/x" }));
@@ -324,7 +329,8 @@ static void test_when(void **state)
              "          - {key: destination.port, values: ['8080']}\n"
              "          - {key: source.namespace, values: [shop]}\n"
              "          - {key: connection.sni, values: ['*.shop']}\n");
-    struct req r = { .hdrs = { "x-tenant", "acme" }, .principal = "td/ns/shop/sa/x",
+    struct req r = { .hdrs = { "x-tenant", "acme" },
+                     .principal = "td/ns/shop/sa/x",
                      .sni = "api.shop" };
     assert_true(allowed(az, r));
     r.hdrs[1] = "beta-1";
@@ -387,7 +393,8 @@ static void test_scoping(void **state)
     assert_true(allowed(az, (struct req){ .path = "/x" }));
     assert_false(allowed(az, (struct req){ .path = "/mesh" }));
     proxy_authz_free(az);
-    assert_null(load("workload: {namespace: shop}\nauthorization:\n  - {name: x, namespace: web}\n"));
+    assert_null(
+        load("workload: {namespace: shop}\nauthorization:\n  - {name: x, namespace: web}\n"));
 }
 
 static void test_config_errors(void **state)
@@ -400,7 +407,8 @@ static void test_config_errors(void **state)
         "authorization:\n  - {name: a, rules: [{to: [{operation: {paths: ['/a/{**}/b']}}]}]}\n",
         "authorization:\n  - {name: a, rules: [{to: [{operation: {paths: ['/a{*}']}}]}]}\n",
         "authorization:\n  - {name: a, rules: [{when: [{key: request.bogus, values: [x]}]}]}\n",
-        "authorization:\n  - {name: a, rules: [{when: [{key: 'request.headers[]', values: [x]}]}]}\n",
+        "authorization:\n  - {name: a, rules: [{when: [{key: 'request.headers[]', values: "
+        "[x]}]}]}\n",
         "authorization:\n  - {name: a, rules: [{when: [{key: source.ip}]}]}\n",
         "authorization:\n  - {name: a, action: CUSTOM, provider: oauth}\n",
         "authorization:\n  - {name: a, action: DENY, provider: oauth}\n",
@@ -436,11 +444,16 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_order_and_defaults), cmocka_unit_test(test_payment_example),
-        cmocka_unit_test(test_deny_prefix_bypasses), cmocka_unit_test(test_sources),
-        cmocka_unit_test(test_remote_ip),          cmocka_unit_test(test_operations),
-        cmocka_unit_test(test_when),               cmocka_unit_test(test_audit_and_dry_run),
-        cmocka_unit_test(test_scoping),            cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_order_and_defaults),
+        cmocka_unit_test(test_payment_example),
+        cmocka_unit_test(test_deny_prefix_bypasses),
+        cmocka_unit_test(test_sources),
+        cmocka_unit_test(test_remote_ip),
+        cmocka_unit_test(test_operations),
+        cmocka_unit_test(test_when),
+        cmocka_unit_test(test_audit_and_dry_run),
+        cmocka_unit_test(test_scoping),
+        cmocka_unit_test(test_config_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -27,6 +27,7 @@
 #include "core/metrics.h"
 #include "net/http1.h"
 #include "roles/proxy/proxy_authz.h"
+#include "roles/proxy/proxy_jwt.h"
 #include "roles/proxy/proxy_policy.h"
 #include "roles/proxy/proxy_route_policy.h"
 #include "roles/proxy/proxy_peerauth.h"
@@ -126,6 +127,7 @@ struct proxy_cfg {
     char *mesh_root_namespace;
     struct proxy_status_cfg status;
     struct proxy_authz_cfg authz; /* path_normalization, escaped_slashes, authorization, ... */
+    struct proxy_jwt_cfg jwt;     /* request_authentication, jwt_clock_skew, ... */
 };
 
 extern const struct sc_opt proxy_opts[];
@@ -268,6 +270,7 @@ struct proxy_rt {
     int path_normalization;    /* enum proxy_pathnorm */
     int escaped_slashes;       /* enum proxy_escslash */
     struct proxy_authz *authz; /* the policies that apply to the workload; NULL: none */
+    struct proxy_jwt *jwt;     /* the RequestAuthentication rules that apply; NULL: none */
 };
 
 struct proxy_metrics {
@@ -314,8 +317,8 @@ int proxy_cfg_workers(const struct proxy_cfg *cfg);
 
 /* Fills the snapshot's normalisation settings and compiles the authorization policies that
  * apply to the workload (proxy_authz_req.c). Returns 0 or SC_ECONFIG with a new <*err>. */
-int proxy_authz_rt_init(struct proxy_rt *rt, const struct proxy_cfg *cfg,
-                        struct sc_metric_family *fam, char **err);
+int proxy_authz_rt_init(struct proxy_rt *rt, const struct proxy_cfg *cfg, struct proxy_metrics *pm,
+                        char **err);
 
 /* Finds <name> in the snapshot. */
 struct proxy_cluster *proxy_rt_cluster(struct proxy_rt *rt, const char *name);
@@ -362,7 +365,8 @@ struct proxy_worker {
     uv_timer_t logtimer; /* retries a write the reader was not ready for */
     struct sc_http_header hdrs[100]; /* parse scratch: heads are rewritten as soon as parsed */
     pcre2_match_data *md;
-    char date[32]; /* cached access-log timestamp */
+    struct proxy_jwt_cache *jwt_cache; /* verified tokens (proxy_jwt.c), made on first use */
+    char date[32];                     /* cached access-log timestamp */
     uint64_t date_sec;
     struct sc_list mirrors; /* mirrored requests in flight (proxy_mirror.c) */
     size_t nmirrors;

@@ -27,11 +27,10 @@ const char *const proxy_az_action_names[] = { "ALLOW", "DENY", "AUDIT", "CUSTOM"
 /* ---- option tables ---- */
 
 #define STRV(st, field, what)                                                                      \
-    { .name = #field,                                                                              \
-      .type = SC_OPT_STRLIST,                                                                      \
-      .offset = offsetof(struct st, field),                                                        \
-      .help = what,                                                                                \
-      .max = AZ_MAX_VALUES }
+    {                                                                                              \
+        .name = #field, .type = SC_OPT_STRLIST, .offset = offsetof(struct st, field),              \
+        .help = what, .max = AZ_MAX_VALUES                                                         \
+    }
 
 static const struct sc_opt source_opts[] = {
     STRV(proxy_az_source_cfg, principals, "peer identities (mTLS) \"td/ns/N/sa/S\"; patterns"),
@@ -629,8 +628,9 @@ static int compile_src(const struct proxy_az_source_cfg *s, struct az_src *o, un
 
 static void free_src(struct az_src *o)
 {
-    struct az_strs *strs[] = { &o->principals, &o->not_principals, &o->rprincipals,
-                               &o->not_rprincipals, &o->ns, &o->not_ns };
+    struct az_strs *strs[] = { &o->principals,  &o->not_principals,
+                               &o->rprincipals, &o->not_rprincipals,
+                               &o->ns,          &o->not_ns };
     for (size_t i = 0; i < SC_ARRAY_LEN(strs); i++) {
         free_strs(strs[i]);
     }
@@ -673,8 +673,8 @@ static int compile_op(const struct proxy_az_operation_cfg *s, struct az_op *o, u
 
 static void free_op(struct az_op *o)
 {
-    struct az_strs *strs[] = { &o->hosts,   &o->not_hosts, &o->methods,
-                               &o->not_methods, &o->paths, &o->not_paths };
+    struct az_strs *strs[] = { &o->hosts,       &o->not_hosts, &o->methods,
+                               &o->not_methods, &o->paths,     &o->not_paths };
     for (size_t i = 0; i < SC_ARRAY_LEN(strs); i++) {
         free_strs(strs[i]);
     }
@@ -951,7 +951,8 @@ static bool str_match(const struct az_str *m, struct sc_str v, bool ci)
         return v.len >= m->len && (ci ? lower_eq(p, m->s, m->len) : memcmp(p, m->s, m->len) == 0);
     }
     default:
-        return v.len == m->len && (ci ? lower_eq(v.p, m->s, m->len) : memcmp(v.p, m->s, v.len) == 0);
+        return v.len == m->len &&
+               (ci ? lower_eq(v.p, m->s, m->len) : memcmp(v.p, m->s, v.len) == 0);
     }
 }
 
@@ -1214,7 +1215,7 @@ void proxy_authz_remote_ip(const struct sc_http_msg *m, int hops, const struct p
             continue;
         }
         size_t end = h->value.len;
-        for (size_t k = end; ; k--) {
+        for (size_t k = end;; k--) {
             if (k == 0 || h->value.p[k - 1] == ',') {
                 if (++seen == hops) {
                     struct sc_str e = sc_str_trim(sc_str_n(h->value.p + k, end - k));
@@ -1269,7 +1270,7 @@ void proxy_authz_eval(const struct proxy_authz *az, const struct proxy_az_req *r
     }
     for (int pass = PROXY_AZ_CUSTOM; pass >= 0; pass = pass == PROXY_AZ_CUSTOM ? PROXY_AZ_DENY
                                                        : pass == PROXY_AZ_DENY ? PROXY_AZ_AUDIT
-                                                                                : -1) {
+                                                                               : -1) {
         for (size_t i = 0; i < az->npol; i++) {
             const struct az_policy *p = &az->pol[i];
             if (p->dry_run || p->action != pass || !policy_match(p, rq)) {

@@ -153,12 +153,12 @@ struct proxy_az_req {
 enum proxy_az_result { PROXY_AZ_RES_ALLOW, PROXY_AZ_RES_DENY, PROXY_AZ_RES_CUSTOM };
 
 struct proxy_az_decision {
-    int result;            /* enum proxy_az_result */
-    const char *policy;    /* the policy that decided; NULL: the default */
-    const char *audit;     /* the first AUDIT policy that matched, or NULL */
-    const char *provider;  /* PROXY_AZ_RES_CUSTOM: the provider to ask */
-    const char *dry_run;   /* a dry-run policy whose decision differs from the enforced one */
-    bool dry_run_denied;   /* what that dry run decided */
+    int result;           /* enum proxy_az_result */
+    const char *policy;   /* the policy that decided; NULL: the default */
+    const char *audit;    /* the first AUDIT policy that matched, or NULL */
+    const char *provider; /* PROXY_AZ_RES_CUSTOM: the provider to ask */
+    const char *dry_run;  /* a dry-run policy whose decision differs from the enforced one */
+    bool dry_run_denied;  /* what that dry run decided */
 };
 
 /* The remote address by X-Forwarded-For of <m> for <hops> trusted hops: the <hops>th address

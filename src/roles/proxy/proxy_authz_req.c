@@ -4,6 +4,7 @@
 // attributes the applicable policies need (peer identity, addresses, SNI) and takes the decision.
 // Codecs never see any of it, so HTTP/1 and HTTP/2 requests are judged alike.
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 
 #include "core/error.h"
@@ -42,9 +43,8 @@ static void dest_of(struct proxy_exch *ex, struct proxy_az_ip *ip, int *port)
                                        : 0;
 }
 
-int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m,
-                        struct sc_str *origin, struct sc_str *path, const char **why,
-                        unsigned *flags)
+int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_str *origin,
+                        struct sc_str *path, const char **why, unsigned *flags)
 {
     const struct proxy_rt *rt = ex->rt;
     if (!ex->is_connect && origin->len && origin->p[0] == '/') {
@@ -60,7 +60,31 @@ int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m,
             *path = sc_str_n(norm_buf, plen);
         }
     }
-    const struct proxy_authz *az = ex->lsn->inbound ? rt->authz : NULL;
+    if (!ex->lsn->inbound || (!rt->authz && !rt->jwt)) {
+        return 0;
+    }
+    struct proxy_jwt_result jr = { 0 };
+    if (rt->jwt) {
+        struct proxy_worker *w = ex->w;
+        size_t want = proxy_jwt_cache_want(rt->jwt);
+        if (proxy_jwt_cache_size(w->jwt_cache) != want) {
+            proxy_jwt_cache_free(w->jwt_cache);
+            w->jwt_cache = proxy_jwt_cache_new(want);
+        }
+        const char *q = ex->is_connect ? NULL : memchr(origin->p, '?', origin->len);
+        struct sc_str query =
+            q ? sc_str_n(q + 1, (size_t)(origin->p + origin->len - q - 1)) : SC_STR_NULL;
+        if (proxy_jwt_authenticate(rt->jwt, w->jwt_cache, m, query, (int64_t)time(NULL), &jr, why) <
+            0) {
+            ex->www_authenticate = true;
+            *flags = 0;
+            return 401;
+        }
+        ex->authn_drop = proxy_jwt_drop_names(rt->jwt, &ex->nauthn_drop);
+        ex->authn_strip = jr.strip;
+        ex->authn_add = jr.add;
+    }
+    const struct proxy_authz *az = rt->authz;
     if (!az) {
         return 0;
     }
@@ -77,6 +101,7 @@ int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m,
         .method = m->method,
         .path = ex->is_connect ? SC_STR_NULL : *path,
         .authority = authority,
+        .auth = jr.auth,
     };
     rq.host = sc_str_n(host, proxy_host_normalize(authority, host, sizeof(host)));
     proxy_az_ip_from_sa(&ex->cl->addr, &rq.source);
@@ -97,8 +122,8 @@ int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m,
             ex->authz_policy = "";
             *why = "RBAC: access denied";
             *flags = F_RBAC;
-            sc_debug("authorization failed closed", SC_LS("reason",
-                     "unparsable X-Forwarded-For entry at the trusted hop"));
+            sc_debug("authorization failed closed",
+                     SC_LS("reason", "unparsable X-Forwarded-For entry at the trusted hop"));
             return 403;
         }
     }
@@ -120,13 +145,14 @@ int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m,
     return 0;
 }
 
-int proxy_authz_rt_init(struct proxy_rt *rt, const struct proxy_cfg *cfg,
-                        struct sc_metric_family *fam, char **err)
+int proxy_authz_rt_init(struct proxy_rt *rt, const struct proxy_cfg *cfg, struct proxy_metrics *pm,
+                        char **err)
 {
     rt->path_normalization = cfg->authz.path_normalization;
     rt->escaped_slashes = cfg->authz.escaped_slashes;
     rt->authz = NULL;
-    if (cfg->authz.authorization.n == 0) {
+    rt->jwt = NULL;
+    if (cfg->authz.authorization.n == 0 && cfg->jwt.request_authentication.n == 0) {
         return 0;
     }
     struct proxy_workload wl;
@@ -135,10 +161,11 @@ int proxy_authz_rt_init(struct proxy_rt *rt, const struct proxy_cfg *cfg,
         return rc;
     }
     char *e = NULL;
-    rt->authz = proxy_authz_new(&cfg->authz, &wl,
-                                cfg->mesh_root_namespace ? cfg->mesh_root_namespace
-                                                         : "istio-system",
-                                fam, &e);
+    const char *root = cfg->mesh_root_namespace ? cfg->mesh_root_namespace : "istio-system";
+    rt->authz = proxy_authz_new(&cfg->authz, &wl, root, pm->authz, &e);
+    if (!e) {
+        rt->jwt = proxy_jwt_new(&cfg->jwt, &wl, root, pm->reg, &e);
+    }
     proxy_workload_cleanup(&wl);
     if (e) {
         *err = e;

@@ -456,6 +456,7 @@ const struct sc_opt proxy_opts[] = {
       .offset = offsetof(struct proxy_cfg, status),
       .sub = proxy_status_opts },
     { .type = SC_OPT_INLINE, .offset = offsetof(struct proxy_cfg, authz), .sub = proxy_authz_opts },
+    { .type = SC_OPT_INLINE, .offset = offsetof(struct proxy_cfg, jwt), .sub = proxy_jwt_opts },
     { 0 },
 };
 
@@ -612,6 +613,9 @@ int proxy_config_check(const void *cfg, char **err)
     if (trc == 0) {
         trc = proxy_authz_check(&c->authz, err);
     }
+    if (trc == 0) {
+        trc = proxy_jwt_check(&c->jwt, err);
+    }
     if (trc < 0) {
         return trc;
     }
@@ -745,6 +749,7 @@ static void rt_free(struct proxy_rt *rt)
     }
     sc_free(rt->clusters);
     proxy_authz_free(rt->authz);
+    proxy_jwt_free(rt->jwt);
     sc_free(rt);
 }
 
@@ -975,9 +980,9 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
     rt->max_connections = cfg->max_connections > 0 ? (int)cfg->max_connections : 16384;
     rt->max_request_body = cfg->max_request_body;
     rt->busy_poll_ns = cfg->busy_poll_ms * 1000000;
-    int rc = proxy_authz_rt_init(rt, cfg, pm->authz, err);
+    int rc = proxy_authz_rt_init(rt, cfg, pm, err);
     if (rc < 0) {
-        sc_free(rt);
+        rt_free(rt);
         return NULL;
     }
 

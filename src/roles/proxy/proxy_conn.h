@@ -190,6 +190,11 @@ struct proxy_exch {
     const char *authz_audit;   /* the AUDIT policy that matched */
     const char *authz_dry_run; /* the dry-run policy that decided differently */
     bool authz_dry_denied;
+    bool www_authenticate;           /* a 401 for an invalid token (proxy_jwt.c) */
+    const struct sc_str *authn_drop; /* client headers dropped: the JWT rules' output names */
+    size_t nauthn_drop;
+    struct sc_str authn_strip; /* the header value that carried the token, not forwarded */
+    struct sc_str authn_add;   /* header lines to add upstream */
 };
 
 /* original_dst clusters: the destination of a connection or of its current request, resolved

@@ -26,8 +26,8 @@ static int hexval(unsigned char c)
 /* RFC 3986 2.3: ALPHA / DIGIT / "-" / "." / "_" / "~" */
 static bool unreserved(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '.' || c == '_' || c == '~';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~';
 }
 
 /* Checks the whole target for what every level refuses, and tells whether its path part might
@@ -70,8 +70,8 @@ static const char *scan(struct sc_str t, size_t pl, int level, int esc, bool *wo
     return NULL;
 }
 
-int proxy_normalize_target(struct sc_str t, int level, int esc, char *out, size_t cap,
-                           size_t *olen, size_t *plen, const char **why)
+int proxy_normalize_target(struct sc_str t, int level, int esc, char *out, size_t cap, size_t *olen,
+                           size_t *plen, const char **why)
 {
     const char *q = t.len ? memchr(t.p, '?', t.len) : NULL;
     size_t pl = q ? (size_t)(q - t.p) : t.len;

@@ -45,8 +45,8 @@ enum {
  * %2F/%5C with PROXY_ES_REJECT. Returns 0 with the result's length in <*olen> and the length of
  * its path part in <*plen>, PROXY_NORM_SAME when <t> is already normal (nothing written; <*plen>
  * still set), or -1 with a static reason in <*why> (answer 400). Borrows <t>. */
-int proxy_normalize_target(struct sc_str t, int level, int esc, char *out, size_t cap,
-                           size_t *olen, size_t *plen, const char **why);
+int proxy_normalize_target(struct sc_str t, int level, int esc, char *out, size_t cap, size_t *olen,
+                           size_t *plen, const char **why);
 
 /* The host of Host value or authority <h> as policies compare it: lower case, without its port
  * and without a trailing dot ("Example.COM.:8080" -> "example.com"; "[::1]:80" -> "[::1]").
