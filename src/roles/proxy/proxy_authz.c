@@ -283,10 +283,14 @@ struct az_policy {
     struct sc_metric *m[R_COUNT];
 };
 
+/* Policy lists walked by evaluation: the enforced ones by action, and the dry-run ones. */
+enum { L_CUSTOM, L_DENY, L_AUDIT, L_ALLOW, L_DRY, L_COUNT };
+
 struct proxy_authz {
     struct az_policy *pol;
     size_t npol;
-    bool has_allow;     /* an enforced ALLOW policy applies */
+    const struct az_policy **list[L_COUNT];
+    size_t nlist[L_COUNT];
     bool has_dry_allow; /* a dry-run ALLOW policy applies */
     unsigned needs;
     int xff_hops;
@@ -840,13 +844,7 @@ struct proxy_authz *proxy_authz_new(const struct proxy_authz_cfg *c,
             proxy_authz_free(az);
             return NULL;
         }
-        if (p->action == PROXY_AZ_ALLOW) {
-            if (p->dry_run) {
-                az->has_dry_allow = true;
-            } else {
-                az->has_allow = true;
-            }
-        }
+        az->has_dry_allow |= p->action == PROXY_AZ_ALLOW && p->dry_run;
         for (int r = 0; r < R_COUNT; r++) {
             const char *v[] = { p->name, proxy_az_action_names[p->action], result_names[r] };
             p->m[r] = fam ? sc_metric_get(fam, v) : NULL;
@@ -855,6 +853,18 @@ struct proxy_authz *proxy_authz_new(const struct proxy_authz_cfg *c,
     for (int r = 0; r < R_COUNT; r++) {
         const char *v[] = { "", "ALLOW", result_names[r] };
         az->m_default[r] = fam ? sc_metric_get(fam, v) : NULL;
+    }
+    static const int list_of[] = { [PROXY_AZ_ALLOW] = L_ALLOW,
+                                   [PROXY_AZ_DENY] = L_DENY,
+                                   [PROXY_AZ_AUDIT] = L_AUDIT,
+                                   [PROXY_AZ_CUSTOM] = L_CUSTOM };
+    for (int l = 0; l < L_COUNT; l++) {
+        az->list[l] = sc_calloc(az->npol, sizeof(*az->list[l]));
+    }
+    for (size_t i = 0; i < az->npol; i++) {
+        const struct az_policy *p = &az->pol[i];
+        int l = p->dry_run ? L_DRY : list_of[p->action];
+        az->list[l][az->nlist[l]++] = p;
     }
     return az;
 }
@@ -866,6 +876,9 @@ void proxy_authz_free(struct proxy_authz *az)
     }
     for (size_t i = 0; i < az->npol; i++) {
         free_policy(&az->pol[i]);
+    }
+    for (int l = 0; l < L_COUNT; l++) {
+        sc_free(az->list[l]);
     }
     sc_free(az->pol);
     sc_free(az);
@@ -1249,9 +1262,9 @@ void proxy_authz_eval(const struct proxy_authz *az, const struct proxy_az_req *r
     d->result = PROXY_AZ_RES_ALLOW;
     /* Dry-run policies first: they only mark and count, whatever the enforced ones decide. */
     bool dry_allow_hit = false;
-    for (size_t i = 0; i < az->npol; i++) {
-        const struct az_policy *p = &az->pol[i];
-        if (!p->dry_run || !policy_match(p, rq)) {
+    for (size_t i = 0; i < az->nlist[L_DRY]; i++) {
+        const struct az_policy *p = az->list[L_DRY][i];
+        if (!policy_match(p, rq)) {
             continue;
         }
         if (p->action == PROXY_AZ_DENY && !d->dry_run_denied) {
@@ -1268,39 +1281,39 @@ void proxy_authz_eval(const struct proxy_authz *az, const struct proxy_az_req *r
         d->dry_run_denied = true;
         count(az->m_default[R_DRY_DENIED]);
     }
-    for (int pass = PROXY_AZ_CUSTOM; pass >= 0; pass = pass == PROXY_AZ_CUSTOM ? PROXY_AZ_DENY
-                                                       : pass == PROXY_AZ_DENY ? PROXY_AZ_AUDIT
-                                                                               : -1) {
-        for (size_t i = 0; i < az->npol; i++) {
-            const struct az_policy *p = &az->pol[i];
-            if (p->dry_run || p->action != pass || !policy_match(p, rq)) {
-                continue;
-            }
-            if (pass == PROXY_AZ_CUSTOM) {
-                d->result = PROXY_AZ_RES_CUSTOM;
-                d->policy = p->name;
-                d->provider = p->provider;
-                return;
-            }
-            if (pass == PROXY_AZ_DENY) {
-                d->result = PROXY_AZ_RES_DENY;
-                d->policy = p->name;
-                count(p->m[R_DENIED]);
-                return;
-            }
-            if (!d->audit) {
-                d->audit = p->name;
-                count(p->m[R_AUDITED]);
-            }
+    for (size_t i = 0; i < az->nlist[L_CUSTOM]; i++) {
+        const struct az_policy *p = az->list[L_CUSTOM][i];
+        if (policy_match(p, rq)) {
+            d->result = PROXY_AZ_RES_CUSTOM;
+            d->policy = p->name;
+            d->provider = p->provider;
+            return;
         }
     }
-    if (!az->has_allow) {
+    for (size_t i = 0; i < az->nlist[L_DENY]; i++) {
+        const struct az_policy *p = az->list[L_DENY][i];
+        if (policy_match(p, rq)) {
+            d->result = PROXY_AZ_RES_DENY;
+            d->policy = p->name;
+            count(p->m[R_DENIED]);
+            return;
+        }
+    }
+    for (size_t i = 0; i < az->nlist[L_AUDIT]; i++) {
+        const struct az_policy *p = az->list[L_AUDIT][i];
+        if (policy_match(p, rq)) {
+            d->audit = p->name;
+            count(p->m[R_AUDITED]);
+            break;
+        }
+    }
+    if (az->nlist[L_ALLOW] == 0) {
         count(az->m_default[R_ALLOWED]);
         return;
     }
-    for (size_t i = 0; i < az->npol; i++) {
-        const struct az_policy *p = &az->pol[i];
-        if (!p->dry_run && p->action == PROXY_AZ_ALLOW && policy_match(p, rq)) {
+    for (size_t i = 0; i < az->nlist[L_ALLOW]; i++) {
+        const struct az_policy *p = az->list[L_ALLOW][i];
+        if (policy_match(p, rq)) {
             d->policy = p->name;
             count(p->m[R_ALLOWED]);
             return;

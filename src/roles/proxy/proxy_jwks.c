@@ -288,7 +288,14 @@ struct proxy_jwks_src {
 
 static struct sc_list srcs = { &srcs, &srcs };
 static uv_loop_t *src_loop;
-static uv_async_t *kick_async;
+static uv_async_t *kick_async; /* under kick_mu: workers send while the main loop may close */
+static uv_mutex_t kick_mu;
+static uv_once_t kick_once = UV_ONCE_INIT;
+
+static void kick_mu_init(void)
+{
+    uv_mutex_init(&kick_mu);
+}
 static struct sc_egress *egress;
 
 static struct proxy_jwks_src *src_new(void)
@@ -384,9 +391,12 @@ void proxy_jwks_src_kick(struct proxy_jwks_src *s)
     }
     if (atomic_compare_exchange_strong(&s->last_kick_ms, &last, now)) {
         atomic_store(&s->kicked, true);
+        uv_once(&kick_once, kick_mu_init);
+        uv_mutex_lock(&kick_mu);
         if (kick_async) {
             uv_async_send(kick_async);
         }
+        uv_mutex_unlock(&kick_mu);
     }
 }
 
@@ -497,9 +507,13 @@ void proxy_jwks_start(uv_loop_t *loop)
         struct proxy_jwks_src *s = sc_list_entry(pos, struct proxy_jwks_src, node);
         any_uri |= s->uri != NULL && atomic_load(&s->refs) > 0;
     }
+    uv_once(&kick_once, kick_mu_init);
     if (!kick_async) {
-        kick_async = SC_NEW(uv_async_t);
-        uv_async_init(loop, kick_async, on_kick);
+        uv_async_t *a = SC_NEW(uv_async_t);
+        uv_async_init(loop, a, on_kick);
+        uv_mutex_lock(&kick_mu);
+        kick_async = a;
+        uv_mutex_unlock(&kick_mu);
     }
     if (any_uri && !egress) {
         egress = sc_egress_new(loop); /* NULL (logged) without libcurl: tokens then fail */
@@ -527,9 +541,13 @@ void proxy_jwks_stop(void)
             s->timer = NULL;
         }
     }
-    if (kick_async) {
-        uv_close((uv_handle_t *)kick_async, on_async_closed);
-        kick_async = NULL;
+    uv_once(&kick_once, kick_mu_init);
+    uv_mutex_lock(&kick_mu);
+    uv_async_t *a = kick_async;
+    kick_async = NULL;
+    uv_mutex_unlock(&kick_mu);
+    if (a) {
+        uv_close((uv_handle_t *)a, on_async_closed);
     }
     sc_egress_close(egress);
     egress = NULL;

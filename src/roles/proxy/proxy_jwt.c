@@ -3,13 +3,15 @@
 // token extraction from headers, query parameters and cookies, the JWS parse (base64url, JSON
 // with duplicate members refused), issuer, audience and time checks, signature verification
 // through proxy_jwt_crypto.c with the key the issuer's set holds for the token's kid and
-// algorithm, and the per-worker cache of verified tokens (direct-mapped, bounded, by SHA-256).
+// algorithm, and the per-worker cache of verified tokens (direct-mapped, bounded, by a seeded hash
+// of the token, a hit compared whole).
 #include "roles/proxy/proxy_jwt.h"
 
 #include <jansson.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "core/alloc.h"
 #include "core/buf.h"
@@ -274,11 +276,12 @@ int proxy_jwt_check(const struct proxy_jwt_cfg *c, char **err)
                 }
             }
             char *perr = NULL;
-            struct proxy_jwks *ks = !why && rc->jwks ? proxy_jwks_parse(rc->jwks, strlen(rc->jwks), &perr) : NULL;
+            struct proxy_jwks *ks =
+                !why && rc->jwks ? proxy_jwks_parse(rc->jwks, strlen(rc->jwks), &perr) : NULL;
             proxy_jwks_unref(ks);
             if (why || perr) {
-                *err = sc_asprintf("request_authentication \"%s\" rule %zu (%s): %s",
-                                   ras[i].name, r + 1, rc->issuer, why ? why : perr);
+                *err = sc_asprintf("request_authentication \"%s\" rule %zu (%s): %s", ras[i].name,
+                                   r + 1, rc->issuer, why ? why : perr);
                 sc_free(perr);
                 return SC_ECONFIG;
             }
@@ -317,23 +320,23 @@ static int compile_rule(struct proxy_jwt *j, const struct proxy_jwt_rule_cfg *rc
     }
     const struct proxy_jwt_header_cfg *hs = rc->from_headers.v;
     for (size_t i = 0; i < rc->from_headers.n; i++) {
-        r->locs[r->nlocs++] = (struct loc){ LOC_HEADER, sc_str_c(hs[i].name),
-                                            sc_str_c(hs[i].prefix), false };
+        r->locs[r->nlocs++] =
+            (struct loc){ LOC_HEADER, sc_str_c(hs[i].name), sc_str_c(hs[i].prefix), false };
     }
     for (size_t i = 0; i < rc->from_params.n; i++) {
-        r->locs[r->nlocs++] = (struct loc){ LOC_PARAM, sc_str_c(rc->from_params.v[i]),
-                                            SC_STR_NULL, false };
+        r->locs[r->nlocs++] =
+            (struct loc){ LOC_PARAM, sc_str_c(rc->from_params.v[i]), SC_STR_NULL, false };
     }
     for (size_t i = 0; i < rc->from_cookies.n; i++) {
-        r->locs[r->nlocs++] = (struct loc){ LOC_COOKIE, sc_str_c(rc->from_cookies.v[i]),
-                                            SC_STR_NULL, false };
+        r->locs[r->nlocs++] =
+            (struct loc){ LOC_COOKIE, sc_str_c(rc->from_cookies.v[i]), SC_STR_NULL, false };
     }
     /* The location names point into the config: copy them so the snapshot owns them. */
     for (size_t i = dflt ? 2 : 0; i < r->nlocs; i++) {
         r->locs[i].owned = true;
         r->locs[i].name = sc_str_c(sc_strdup(r->locs[i].name.p));
-        r->locs[i].prefix = r->locs[i].prefix.p ? sc_str_c(sc_strdup(r->locs[i].prefix.p))
-                                                : SC_STR_NULL;
+        r->locs[i].prefix =
+            r->locs[i].prefix.p ? sc_str_c(sc_strdup(r->locs[i].prefix.p)) : SC_STR_NULL;
     }
     r->forward = rc->forward_original_token;
     if (rc->output_payload_to_header) {
@@ -448,8 +451,8 @@ struct proxy_jwt *proxy_jwt_new(const struct proxy_jwt_cfg *c, const struct prox
         }
         const struct proxy_jwt_rule_cfg *rs = ras[i].jwt_rules.v;
         for (size_t r = 0; r < ras[i].jwt_rules.n; r++) {
-            int rc = compile_rule(j, &rs[r], &j->rules[j->nrules], c->jwks_refresh_ms, fetches,
-                                  err);
+            int rc =
+                compile_rule(j, &rs[r], &j->rules[j->nrules], c->jwks_refresh_ms, fetches, err);
             j->nrules++;
             if (rc < 0) {
                 char *e = *err;
@@ -487,8 +490,28 @@ const struct sc_str *proxy_jwt_drop_names(const struct proxy_jwt *j, size_t *n)
 
 /* ---- the cache ---- */
 
+#define CACHE_MAX_TOKEN 4096 /* longer tokens are verified each time: entries stay small */
+
+/* A seeded 64-bit hash of <t>, eight bytes a step (a token is hashed on every request). */
+static uint64_t token_hash(struct sc_str t, uint64_t seed)
+{
+    uint64_t h = seed ^ (t.len * 0x9e3779b97f4a7c15ull);
+    size_t i = 0;
+    for (; i + 8 <= t.len; i += 8) {
+        uint64_t w;
+        memcpy(&w, t.p + i, 8);
+        h = (h ^ w) * 0xbf58476d1ce4e5b9ull;
+        h ^= h >> 31;
+    }
+    uint64_t w = 0;
+    memcpy(&w, t.p + i, t.len - i);
+    h = (h ^ w) * 0x94d049bb133111ebull;
+    return h ^ (h >> 29);
+}
+
 struct entry {
-    uint8_t hash[32];
+    char *token; /* the verified token itself: a hit compares it whole */
+    size_t token_len;
     uint64_t owner; /* the proxy_jwt id; 0: empty */
     int64_t exp;    /* INT64_MAX: none */
     json_t *payload;
@@ -501,6 +524,7 @@ struct entry {
 };
 
 struct proxy_jwt_cache {
+    uint64_t seed; /* random: slots cannot be aimed at from outside */
     size_t n;
     struct entry *e;
 };
@@ -519,12 +543,16 @@ struct proxy_jwt_cache *proxy_jwt_cache_new(size_t entries)
 {
     struct proxy_jwt_cache *c = SC_NEW(struct proxy_jwt_cache);
     c->n = entries ? entries : 1;
+    if (getrandom(&c->seed, sizeof(c->seed), 0) != sizeof(c->seed)) {
+        c->seed = uv_hrtime() ^ (uint64_t)(uintptr_t)c;
+    }
     c->e = sc_calloc(c->n, sizeof(*c->e));
     return c;
 }
 
 static void entry_clear(struct entry *e)
 {
+    sc_free(e->token);
     json_decref(e->payload);
     sc_free(e->principal);
     sc_free(e->presenter);
@@ -568,7 +596,8 @@ static int claim_cb(const void *ctx, const struct sc_str *path, size_t n,
         json_t *x;
         json_array_foreach(v, i, x)
         {
-            if (json_is_string(x) && !cb(arg, sc_str_n(json_string_value(x), json_string_length(x)))) {
+            if (json_is_string(x) &&
+                !cb(arg, sc_str_n(json_string_value(x), json_string_length(x)))) {
                 break;
             }
         }
@@ -592,7 +621,8 @@ static struct sc_str find_token(const struct loc *l, const struct sc_http_msg *m
             }
             struct sc_str v = h->value;
             if (l->prefix.len) {
-                if (v.len < l->prefix.len || !sc_str_caseeq(sc_str_n(v.p, l->prefix.len), l->prefix)) {
+                if (v.len < l->prefix.len ||
+                    !sc_str_caseeq(sc_str_n(v.p, l->prefix.len), l->prefix)) {
                     continue;
                 }
                 v.p += l->prefix.len;
@@ -703,16 +733,16 @@ static const char *verify(const struct proxy_jwt *j, struct sc_str tok, int64_t 
            sl = (size_t)(tok.p + tok.len - d2 - 1);
     static _Thread_local uint8_t buf[MAX_TOKEN];
     long n = proxy_jwt_b64url(tok.p, hl, buf, sizeof(buf));
-    json_t *hdr = n > 0 ? json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL)
-                        : NULL;
+    json_t *hdr =
+        n > 0 ? json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL) : NULL;
     if (!json_is_object(hdr)) {
         json_decref(hdr);
         return "Jwt header is an invalid JSON";
     }
     json_t *algv = json_object_get(hdr, "alg"), *kidv = json_object_get(hdr, "kid");
-    int alg = json_is_string(algv) ? proxy_jwt_alg(sc_str_n(json_string_value(algv),
-                                                            json_string_length(algv)))
-                                   : PROXY_JWS_NONE;
+    int alg = json_is_string(algv)
+                  ? proxy_jwt_alg(sc_str_n(json_string_value(algv), json_string_length(algv)))
+                  : PROXY_JWS_NONE;
     const char *why = NULL;
     char kid[128] = "";
     if (alg == PROXY_JWS_NONE) {
@@ -800,8 +830,7 @@ static const char *verify(const struct proxy_jwt *j, struct sc_str tok, int64_t 
         json_t *v = claim_at(payload, path, np);
         char num[64];
         if (json_is_string(v)) {
-            add_header(&b, r->claim_headers[i].header, json_string_value(v),
-                       json_string_length(v));
+            add_header(&b, r->claim_headers[i].header, json_string_value(v), json_string_length(v));
         } else if (json_is_integer(v) || json_is_boolean(v)) {
             int nl = json_is_integer(v)
                          ? snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(v))
@@ -843,16 +872,15 @@ int proxy_jwt_authenticate(const struct proxy_jwt *j, struct proxy_jwt_cache *ca
         *why = "Jwt is too large";
         return -1;
     }
-    /* The token's slot holds what requests need once it is verified; with caching off (or no
-     * hash) slot 0 only holds it for this request. */
-    uint8_t hash[32];
-    bool hashed = j->cache_entries > 0 && proxy_jwt_sha256(tok.p, tok.len, hash) == 0;
+    /* The token's slot (by a seeded hash) holds what requests need once it is verified; a hit
+     * compares the whole token, so a collision only evicts. With caching off, or a token over
+     * CACHE_MAX_TOKEN, slot 0 holds it for this request only. */
+    bool cached = j->cache_entries > 0 && tok.len <= CACHE_MAX_TOKEN;
     struct entry *e = &cache->e[0];
-    if (hashed) {
-        uint64_t h;
-        memcpy(&h, hash, sizeof(h));
-        e = &cache->e[h % cache->n];
-        if (e->owner == j->id && memcmp(e->hash, hash, 32) == 0 && e->exp > now_s - j->skew_s) {
+    if (cached) {
+        e = &cache->e[token_hash(tok, cache->seed) % cache->n];
+        if (e->owner == j->id && e->token_len == tok.len && memcmp(e->token, tok.p, tok.len) == 0 &&
+            e->exp > now_s - j->skew_s) {
             sc_metrics_counter_inc(j->m_cached);
             fill(e, res, line);
             return 0;
@@ -864,8 +892,9 @@ int proxy_jwt_authenticate(const struct proxy_jwt *j, struct proxy_jwt_cache *ca
         sc_metrics_counter_inc(j->m_invalid);
         return -1;
     }
-    if (hashed) {
-        memcpy(e->hash, hash, 32);
+    if (cached) {
+        e->token = sc_strndup(tok.p, tok.len);
+        e->token_len = tok.len;
     } else {
         e->owner = 0; /* never found by a lookup */
     }

@@ -3,10 +3,11 @@
 // (audiences, key sets inline, from a file or fetched from a jwks_uri, token locations, what goes
 // upstream), a token verified by the key its issuer publishes with the algorithm that key allows,
 // exp/nbf with a bounded clock skew. A request without a token passes without an identity; one
-// with an invalid token is answered 401. Verified tokens are cached per worker (bounded, keyed by
-// the token's SHA-256, until exp). Key sets fetched from a URI are refreshed on an interval and on
-// an unknown kid; a failed refresh keeps the last good set. Config structs mirror Istio's spec key
-// for key (snake_case) so `kind: RequestAuthentication` translates into them.
+// with an invalid token is answered 401. Verified tokens are cached per worker (bounded, in slots
+// chosen by a seeded hash of the token and compared whole, until exp). Key sets fetched from a URI
+// are refreshed on an interval and on an unknown kid; a failed refresh keeps the last good set.
+// Config structs mirror Istio's spec key for key (snake_case) so `kind: RequestAuthentication`
+// translates into them.
 #ifndef SC_ROLES_PROXY_PROXY_JWT_H
 #define SC_ROLES_PROXY_PROXY_JWT_H
 
@@ -35,9 +36,9 @@ struct proxy_jwt_claim_header_cfg {
 struct proxy_jwt_rule_cfg {
     char *issuer;
     struct sc_strv audiences;
-    char *jwks;      /* inline JWKS JSON */
-    char *jwks_file; /* a JWKS file, read at load and reload */
-    char *jwks_uri;  /* fetched, cached, refreshed */
+    char *jwks;                 /* inline JWKS JSON */
+    char *jwks_file;            /* a JWKS file, read at load and reload */
+    char *jwks_uri;             /* fetched, cached, refreshed */
     struct sc_vec from_headers; /* struct proxy_jwt_header_cfg */
     struct sc_strv from_params;
     struct sc_strv from_cookies;
@@ -93,9 +94,6 @@ void proxy_jwt_key_free(void *key);
  * the key's family allows the algorithm). Returns 0 when valid, -1 otherwise. */
 int proxy_jwt_verify(const void *key, int alg, const char *input, size_t ilen, const uint8_t *sig,
                      size_t slen);
-
-/* SHA-256 of <n> bytes. Returns 0, or -1 (then <out> is not to be used). */
-int proxy_jwt_sha256(const void *p, size_t n, uint8_t out[32]);
 
 /* ---- key sets (proxy_jwks.c) ---- */
 
@@ -188,8 +186,8 @@ struct proxy_jwt_result {
 };
 
 /* Authenticates request <m> whose query is <query> (may be empty) with <j>, caching in <cache>
- * (of proxy_jwt_cache_want(j) entries). Returns 0 (with or without a token) or -1 for an invalid token with a static
- * reason in <*why>. <now_s> is the wall clock, seconds. */
+ * (of proxy_jwt_cache_want(j) entries). Returns 0 (with or without a token) or -1 for an invalid
+ * token with a static reason in <*why>. <now_s> is the wall clock, seconds. */
 int proxy_jwt_authenticate(const struct proxy_jwt *j, struct proxy_jwt_cache *cache,
                            const struct sc_http_msg *m, struct sc_str query, int64_t now_s,
                            struct proxy_jwt_result *res, const char **why);

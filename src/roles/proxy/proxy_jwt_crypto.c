@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Every OpenSSL call of JWT verification (see proxy_jwt.h): public keys built from JWK members
-// (RSA n/e, EC P-256/P-384 x/y, Ed25519 x), JWS signature checks with EVP, and the SHA-256 that
-// keys the verified-token cache. The key decides what it may verify: an RSA key RS256/384/512
-// and PS256/384/512, an EC key the one ES algorithm of its curve, an Ed25519 key EdDSA; nothing
-// here knows HMAC, so a public key can never serve as a shared secret.
+// (RSA n/e, EC P-256/P-384 x/y, Ed25519 x) and JWS signature checks with EVP. The key decides
+// what it may verify: an RSA key RS256/384/512 and PS256/384/512, an EC key the one ES algorithm
+// of its curve, an Ed25519 key EdDSA; nothing here knows HMAC, so a public key can never serve
+// as a shared secret.
 #include "roles/proxy/proxy_jwt.h"
 
 #include <string.h>
@@ -164,10 +164,4 @@ int proxy_jwt_verify(const void *key, int alg, const char *input, size_t ilen, c
     EVP_MD_CTX_free(ctx);
     OPENSSL_free(der);
     return ok ? 0 : -1;
-}
-
-int proxy_jwt_sha256(const void *p, size_t n, uint8_t out[32])
-{
-    unsigned int len = 32;
-    return EVP_Digest(p, n, out, &len, EVP_sha256(), NULL) == 1 && len == 32 ? 0 : -1;
 }
