@@ -10,19 +10,11 @@ outbound listeners are not subject to the workload's policies; a bad policy at r
 old set."""
 import signal
 
-import pytest
 
 from conftest import free_port, http_get
-from proxy_util import (Client, FakeUpstream, access_lines, echo_handler, get, metric,
+from proxy_util import (Client, access_lines, echo, get, metric,  # noqa: F401
                         proxy_config, wait_for)
 from tls_util import TLSClient, make_leaf, pki, tls_context  # noqa: F401 - pki is a fixture
-
-
-@pytest.fixture
-def echo():
-    up = FakeUpstream(echo_handler)
-    yield up
-    up.close()
 
 
 def inbound(port, **extra):

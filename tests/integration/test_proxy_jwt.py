@@ -21,16 +21,10 @@ from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from conftest import free_port
-from proxy_util import FakeUpstream, access_lines, echo_handler, get, metric, proxy_config, wait_for
+from proxy_util import (access_lines, echo, get, metric,  # noqa: F401
+                        proxy_config, wait_for)
 
 ISS = "https://issuer.example"
-
-
-@pytest.fixture
-def echo():
-    up = FakeUpstream(echo_handler)
-    yield up
-    up.close()
 
 
 @pytest.fixture(scope="module")

@@ -1004,7 +1004,9 @@ static bool hosts_any(const struct az_strs *s, const struct proxy_az_req *rq)
             size_t pl = colon ? (size_t)(rq->authority.p + rq->authority.len - colon) : 0;
             if (rq->host.len + pl <= sizeof(auth)) {
                 memcpy(auth, rq->host.p, rq->host.len);
-                memcpy(auth + rq->host.len, colon, pl);
+                if (pl) {
+                    memcpy(auth + rq->host.len, colon, pl);
+                }
                 al = rq->host.len + pl;
             }
         }

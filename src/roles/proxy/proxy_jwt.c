@@ -232,17 +232,7 @@ static char *dup_lower(const char *s)
 
 static bool header_name_ok(const char *s)
 {
-    if (!*s) {
-        return false;
-    }
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              strchr("!#$%&'*+-.^_`|~", c))) {
-            return false;
-        }
-    }
-    return true;
+    return sc_http1_is_token(sc_str_c(s));
 }
 
 int proxy_jwt_check(const struct proxy_jwt_cfg *c, char **err)
