@@ -18,6 +18,7 @@
 #   policy_nohc  the same without health checks (what the data path itself pays)
 #   authzN       the plain data path with N AuthorizationPolicies (authz1, authz20, authz200):
 #                N-1 DENY policies that do not match, then an ALLOW that does
+#   plain_token  plain, with the jwt mode's Authorization header (what parsing it costs alone)
 #   jwt          an RS256 JWT (PyJWT, key by openssl) on every request, verified once, cached
 #   authz20jwt   authz20 whose ALLOW requires a request principal, with that JWT
 #
@@ -73,13 +74,13 @@ EOF
         fi
         args+=(-c "$dir/policy.yaml")
         ;;
-    authz* | jwt)
+    authz* | jwt | plain_token)
         # AuthorizationPolicy evaluation: N-1 DENY policies that do not match, then an ALLOW
         # that does (every policy is walked), on the plain data path. "...jwt": with an RS256
         # token on every request (verified once, then from the cache) that the ALLOW requires.
         local n=${mode#authz} i need=""
         n=${n%jwt}
-        [ "$mode" = jwt ] && n=0
+        case $mode in jwt | plain_token) n=0 ;; esac
         args+=(--listen "127.0.0.1:$port" --upstream "127.0.0.1:$UP_PORT" -c "$dir/authz.yaml")
         {
             echo "authorization:"
@@ -89,7 +90,7 @@ EOF
             case $mode in *jwt) need="from: [{ source: { request_principals: ['*'] } }], " ;; esac
             [ "$n" -gt 0 ] && echo "  - { name: allow, rules: [{ ${need}to: [{ operation: { methods: [GET, HEAD], paths: ['/*'] } }] }] }"
             case $mode in
-            *jwt)
+            *jwt | plain_token)
                 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$dir/jwt.key" 2>/dev/null
                 python3 - "$dir/jwt.key" "$dir/jwks.json" "$dir/token" <<'PY'
 import json, sys, time
@@ -106,20 +107,27 @@ open(sys.argv[3], "w").write(jwt.encode(
      "scope": "read write", "groups": ["a", "b"]}, key, algorithm="RS256",
     headers={"kid": "bench"}))
 PY
-                echo "request_authentication:"
-                echo "  - { name: bench, jwt_rules: [{ issuer: https://bench, audiences: [bench], jwks_file: $dir/jwks.json }] }"
+                if [ "$mode" != plain_token ]; then
+                    echo "request_authentication:"
+                    echo "  - { name: bench, jwt_rules: [{ issuer: https://bench, audiences: [bench], jwks_file: $dir/jwks.json }] }"
+                fi
                 hdr="Authorization: Bearer $(cat "$dir/token")"
                 ;;
             esac
         } >"$dir/authz.yaml"
-        [ "$mode" = jwt ] && sed -i '/^authorization:$/d' "$dir/authz.yaml"
+        case $mode in jwt | plain_token) sed -i '/^authorization:$/d' "$dir/authz.yaml" ;; esac
         ;;
     *) die "unknown mode $mode (plain, log, policy, policy_nohc, authzN)" ;;
     esac
     spawn "$dir/out.log" 0-"$(($(nproc) - 1))" valgrind --tool=callgrind \
         --callgrind-out-file="$dir/cg.out.%p" "$SIDECAR" "${args[@]}"
     pid=$SPAWNED_PID
-    wait_http "$port" "$pid" "$dir/out.log" || die "$mode: the proxy did not start"
+    if [ -n "$hdr" ]; then
+        wait_url "$pid" "$dir/out.log" "http://127.0.0.1:$port/" -H "$hdr" ||
+            die "$mode: the proxy did not start"
+    else
+        wait_http "$port" "$pid" "$dir/out.log" || die "$mode: the proxy did not start"
+    fi
     FR_HEADER=$hdr python3 "$BENCH_DIR/fixed_requests.py" "$port" "$CONNS" "$WARMUP" >/dev/null ||
         die "$mode: the warm-up failed"
     callgrind_control -z "$pid" >/dev/null 2>&1
@@ -158,6 +166,7 @@ declare -A what=(
     [authz1]="authorization: 1 ALLOW policy"
     [authz20]="authorization: 19 DENY policies not matching, then 1 ALLOW"
     [authz200]="authorization: 199 DENY policies not matching, then 1 ALLOW"
+    [plain_token]="plain data path, the same Authorization: Bearer header on every request, no JWT rules"
     [jwt]="an RS256 JWT on every request (cached), no policy"
     [authz20jwt]="authorization: 19 DENY, then 1 ALLOW requiring a JWT; an RS256 JWT on every request (cached)"
 )
