@@ -59,8 +59,7 @@ static struct proxy_authz *load(const char *yaml)
     }
     struct proxy_workload w;
     assert_int_equal(proxy_workload_init(&w, &d.wl, &err), 0);
-    struct proxy_authz *az =
-        proxy_authz_new(&d.az, &w, "istio-system", proxy_authz_metrics(reg), &err);
+    struct proxy_authz *az = proxy_authz_new(&d.az, &w, "istio-system", reg, &err);
     assert_null(err);
     proxy_workload_cleanup(&w);
     sc_config_free(doc_opts, &d);
@@ -395,6 +394,27 @@ static void test_scoping(void **state)
     proxy_authz_free(az);
     assert_null(
         load("workload: {namespace: shop}\nauthorization:\n  - {name: x, namespace: web}\n"));
+}
+
+static void test_custom_first(void **state)
+{
+    (void)state;
+    struct proxy_authz *az =
+        load("extension_providers: [{name: ext, service: 127.0.0.1, port: 9}]\n"
+             "authorization:\n"
+             "  - {name: c, action: CUSTOM, provider: ext, rules: [{to: [{operation: "
+             "{paths: ['/ext*']}}]}]}\n"
+             "  - {name: d, action: DENY, rules: [{to: [{operation: {paths: [/ext/deny]}}]}]}\n");
+    struct proxy_az_decision d = eval(az, 0, (struct req){ .path = "/ext/a" });
+    assert_non_null(d.ext);
+    assert_string_equal(d.custom, "c");
+    assert_int_equal(d.result, PROXY_AZ_RES_ALLOW);
+    d = eval(az, 0, (struct req){ .path = "/ext/deny" });
+    assert_non_null(d.ext);
+    assert_int_equal(d.result, PROXY_AZ_RES_DENY); /* applies after the authorizer allows */
+    d = eval(az, 0, (struct req){ .path = "/other" });
+    assert_null(d.ext);
+    proxy_authz_free(az);
 }
 
 static void test_config_errors(void **state)

@@ -15,6 +15,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "roles/proxy/proxy.h"
+#include "roles/proxy/proxy_extauthz.h"
 #include "roles/proxy/proxy_normalize.h"
 #include "roles/proxy/proxy_peerauth.h"
 
@@ -183,6 +184,13 @@ const struct sc_opt proxy_authz_opts[] = {
               "is the Nth address from the right (0: the connection's peer)",
       .min = 0,
       .max = 16 },
+    { .name = "extension_providers",
+      .type = SC_OPT_OBJLIST,
+      .offset = offsetof(struct proxy_authz_cfg, extension_providers),
+      .help = "external authorizers for CUSTOM policies (Istio's envoyExtAuthzHttp)",
+      .sub = proxy_extauthz_opts,
+      .sub_size = sizeof(struct proxy_extauthz_cfg),
+      .max = 16 },
     { .name = "authorization",
       .type = SC_OPT_OBJLIST,
       .offset = offsetof(struct proxy_authz_cfg, authorization),
@@ -275,7 +283,7 @@ static const char *const result_names[] = { "allowed", "denied", "audited", "dry
 
 struct az_policy {
     char *name;
-    char *provider;
+    size_t provider; /* CUSTOM: index in extension_providers */
     int action;
     bool dry_run;
     struct az_rule *rules;
@@ -290,6 +298,8 @@ struct proxy_authz {
     struct az_policy *pol;
     size_t npol;
     const struct az_policy **list[L_COUNT];
+    struct proxy_extauthz **ext; /* extension_providers, compiled */
+    size_t next;
     size_t nlist[L_COUNT];
     bool has_dry_allow; /* a dry-run ALLOW policy applies */
     unsigned needs;
@@ -734,12 +744,12 @@ static void free_policy(struct az_policy *p)
     }
     sc_free(p->rules);
     sc_free(p->name);
-    sc_free(p->provider);
 }
 
-/* Compiles <pc> into <p>; on error the message is prefixed with the policy and rule. */
-static int compile_policy(const struct proxy_az_policy_cfg *pc, struct az_policy *p,
-                          unsigned *needs, char **err)
+/* Compiles <pc> into <p> (CUSTOM providers looked up in <c>); on error the message is prefixed
+ * with the policy and rule. */
+static int compile_policy(const struct proxy_authz_cfg *c, const struct proxy_az_policy_cfg *pc,
+                          struct az_policy *p, unsigned *needs, char **err)
 {
     memset(p, 0, sizeof(*p));
     p->name = sc_strdup(pc->name);
@@ -747,11 +757,20 @@ static int compile_policy(const struct proxy_az_policy_cfg *pc, struct az_policy
     p->dry_run = pc->dry_run;
     char *why = NULL;
     int rc = 0;
+    const struct proxy_extauthz_cfg *eps = c->extension_providers.v;
     if (pc->action == PROXY_AZ_CUSTOM) {
-        why = sc_asprintf("CUSTOM policies (external authorization) are not supported yet; "
-                          "provider \"%s\" is not defined",
-                          pc->provider ? pc->provider : "");
-        rc = SC_ECONFIG;
+        p->provider = c->extension_providers.n;
+        for (size_t i = 0; pc->provider && i < c->extension_providers.n; i++) {
+            if (strcmp(eps[i].name, pc->provider) == 0) {
+                p->provider = i;
+            }
+        }
+        if (p->provider == c->extension_providers.n) {
+            why = sc_asprintf("CUSTOM needs provider naming one of extension_providers (\"%s\" "
+                              "is not)",
+                              pc->provider ? pc->provider : "");
+            rc = SC_ECONFIG;
+        }
     } else if (pc->provider) {
         why = sc_asprintf("provider is for CUSTOM policies only");
         rc = SC_ECONFIG;
@@ -782,7 +801,7 @@ int proxy_authz_check(const struct proxy_authz_cfg *c, char **err)
     for (size_t i = 0; i < c->authorization.n; i++) {
         struct az_policy p;
         unsigned needs = 0;
-        int rc = compile_policy(&pcs[i], &p, &needs, err);
+        int rc = compile_policy(c, &pcs[i], &p, &needs, err);
         free_policy(&p);
         if (rc < 0) {
             return rc;
@@ -822,8 +841,9 @@ static bool applies(const struct proxy_az_policy_cfg *pc, const struct proxy_wor
 
 struct proxy_authz *proxy_authz_new(const struct proxy_authz_cfg *c,
                                     const struct proxy_workload *wl, const char *root_ns,
-                                    struct sc_metric_family *fam, char **err)
+                                    struct sc_metrics *reg, char **err)
 {
+    struct sc_metric_family *fam = reg ? proxy_authz_metrics(reg) : NULL;
     const struct proxy_az_policy_cfg *pcs = c->authorization.v;
     size_t n = 0;
     for (size_t i = 0; i < c->authorization.n; i++) {
@@ -834,13 +854,25 @@ struct proxy_authz *proxy_authz_new(const struct proxy_authz_cfg *c,
     }
     struct proxy_authz *az = SC_NEW(struct proxy_authz);
     az->pol = sc_calloc(n, sizeof(*az->pol));
+    const struct proxy_extauthz_cfg *eps = c->extension_providers.v;
+    az->ext =
+        c->extension_providers.n ? sc_calloc(c->extension_providers.n, sizeof(*az->ext)) : NULL;
+    struct sc_metric_family *efam = reg ? proxy_extauthz_metrics(reg) : NULL;
+    for (size_t i = 0; i < c->extension_providers.n; i++) {
+        az->ext[i] = proxy_extauthz_new(&eps[i], efam, err);
+        if (!az->ext[i]) {
+            proxy_authz_free(az);
+            return NULL;
+        }
+        az->next++;
+    }
     az->xff_hops = (int)c->xff_num_trusted_hops;
     for (size_t i = 0; i < c->authorization.n; i++) {
         if (!applies(&pcs[i], wl, root_ns)) {
             continue;
         }
         struct az_policy *p = &az->pol[az->npol++];
-        if (compile_policy(&pcs[i], p, &az->needs, err) < 0) {
+        if (compile_policy(c, &pcs[i], p, &az->needs, err) < 0) {
             proxy_authz_free(az);
             return NULL;
         }
@@ -880,6 +912,10 @@ void proxy_authz_free(struct proxy_authz *az)
     for (int l = 0; l < L_COUNT; l++) {
         sc_free(az->list[l]);
     }
+    for (size_t i = 0; i < az->next; i++) {
+        proxy_extauthz_free(az->ext[i]);
+    }
+    sc_free(az->ext);
     sc_free(az->pol);
     sc_free(az);
 }
@@ -1285,13 +1321,13 @@ void proxy_authz_eval(const struct proxy_authz *az, const struct proxy_az_req *r
         d->dry_run_denied = true;
         count(az->m_default[R_DRY_DENIED]);
     }
-    for (size_t i = 0; i < az->nlist[L_CUSTOM]; i++) {
+    /* A matching CUSTOM policy sends the request to its authorizer first; the DENY and ALLOW
+     * verdict below still applies when the authorizer allows (Istio's order). */
+    for (size_t i = 0; i < az->nlist[L_CUSTOM] && !d->ext; i++) {
         const struct az_policy *p = az->list[L_CUSTOM][i];
         if (policy_match(p, rq)) {
-            d->result = PROXY_AZ_RES_CUSTOM;
-            d->policy = p->name;
-            d->provider = p->provider;
-            return;
+            d->custom = p->name;
+            d->ext = az->ext[p->provider];
         }
     }
     for (size_t i = 0; i < az->nlist[L_DENY]; i++) {

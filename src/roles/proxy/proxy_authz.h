@@ -72,10 +72,11 @@ struct proxy_az_policy_cfg {
 
 /* The proxy's top-level keys for this module (inlined into struct proxy_cfg). */
 struct proxy_authz_cfg {
-    int path_normalization;       /* enum proxy_pathnorm */
-    int escaped_slashes;          /* enum proxy_escslash */
-    int64_t xff_num_trusted_hops; /* remote.ip: the Nth X-Forwarded-For entry from the right */
-    struct sc_vec authorization;  /* struct proxy_az_policy_cfg */
+    int path_normalization;            /* enum proxy_pathnorm */
+    int escaped_slashes;               /* enum proxy_escslash */
+    int64_t xff_num_trusted_hops;      /* remote.ip: the Nth X-Forwarded-For entry from the right */
+    struct sc_vec authorization;       /* struct proxy_az_policy_cfg */
+    struct sc_vec extension_providers; /* struct proxy_extauthz_cfg: CUSTOM policies' */
 };
 
 extern const struct sc_opt proxy_authz_opts[];     /* the inlined top-level keys */
@@ -86,15 +87,16 @@ extern const char *const proxy_az_action_names[];
 
 struct proxy_workload;
 struct proxy_authz;
+struct proxy_extauthz;
 
 /* Compiles the policies of <c> that apply to workload <wl> (namespace <root_ns> makes a policy
- * mesh-wide) into a new evaluator with its metric series in <fam>
- * (sidecar_authz_decisions_total). Returns it, NULL when no policy applies (nothing to
+ * mesh-wide), and the extension providers, into a new evaluator with its metric series in <reg>
+ * (NULL: none). Returns it, NULL when no policy applies (nothing to
  * evaluate), or NULL with a new message in <*err> when a value does not compile (a CIDR, a port,
  * a `when` key, a path template, a CUSTOM policy without a known provider). */
 struct proxy_authz *proxy_authz_new(const struct proxy_authz_cfg *c,
                                     const struct proxy_workload *wl, const char *root_ns,
-                                    struct sc_metric_family *fam, char **err);
+                                    struct sc_metrics *reg, char **err);
 
 /* Frees <az>. NULL-safe. */
 void proxy_authz_free(struct proxy_authz *az);
@@ -150,15 +152,16 @@ struct proxy_az_req {
     const struct proxy_az_auth *auth; /* NULL: no verified token */
 };
 
-enum proxy_az_result { PROXY_AZ_RES_ALLOW, PROXY_AZ_RES_DENY, PROXY_AZ_RES_CUSTOM };
+enum proxy_az_result { PROXY_AZ_RES_ALLOW, PROXY_AZ_RES_DENY };
 
 struct proxy_az_decision {
-    int result;           /* enum proxy_az_result */
-    const char *policy;   /* the policy that decided; NULL: the default */
-    const char *audit;    /* the first AUDIT policy that matched, or NULL */
-    const char *provider; /* PROXY_AZ_RES_CUSTOM: the provider to ask */
-    const char *dry_run;  /* a dry-run policy whose decision differs from the enforced one */
-    bool dry_run_denied;  /* what that dry run decided */
+    int result;                       /* enum proxy_az_result */
+    const char *policy;               /* the policy that decided; NULL: the default */
+    const char *audit;                /* the first AUDIT policy that matched, or NULL */
+    const struct proxy_extauthz *ext; /* a CUSTOM policy matched: the authorizer to ask first */
+    const char *custom;               /* that policy */
+    const char *dry_run; /* a dry-run policy whose decision differs from the enforced one */
+    bool dry_run_denied; /* what that dry run decided */
 };
 
 /* The remote address by X-Forwarded-For of <m> for <hops> trusted hops: the <hops>th address
@@ -166,17 +169,17 @@ struct proxy_az_decision {
 void proxy_authz_remote_ip(const struct sc_http_msg *m, int hops, const struct proxy_az_ip *src,
                            struct proxy_az_ip *out);
 
-/* Evaluates <rq> against <az> in Istio's order: a matching CUSTOM policy hands the request to
- * its provider, then a matching DENY denies, then no ALLOW policy allows, a matching ALLOW
- * allows, anything else denies. AUDIT and dry-run policies only mark <d>. Counts the decision in
- * sidecar_authz_decisions_total. */
+/* Evaluates <rq> against <az> in Istio's order: a matching CUSTOM policy names the authorizer
+ * to ask first (<d>->ext; the verdict below applies only if it allows), then a matching DENY
+ * denies, then no ALLOW policy allows, a matching ALLOW allows, anything else denies. AUDIT and
+ * dry-run policies only mark <d>. Counts the decision in sidecar_authz_decisions_total. */
 void proxy_authz_eval(const struct proxy_authz *az, const struct proxy_az_req *rq,
                       struct proxy_az_decision *d);
 
 /* The X-Forwarded-For hops option of <az>. */
 int proxy_authz_xff_hops(const struct proxy_authz *az);
 
-/* Registers sidecar_authz_decisions_total{policy,action,result} in <reg>. */
+/* Registers sidecar_authz_decisions_total{policy,action,result} in <reg> (again: the same). */
 struct sc_metric_family *proxy_authz_metrics(struct sc_metrics *reg);
 
 #endif

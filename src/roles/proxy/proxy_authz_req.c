@@ -43,8 +43,9 @@ static void dest_of(struct proxy_exch *ex, struct proxy_az_ip *ip, int *port)
                                        : 0;
 }
 
-int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_str *origin,
-                        struct sc_str *path, const char **why, unsigned *flags)
+int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_str raw,
+                        struct sc_str *origin, struct sc_str *path, const char **why,
+                        unsigned *flags)
 {
     const struct proxy_rt *rt = ex->rt;
     if (!ex->is_connect && origin->len && origin->p[0] == '/') {
@@ -133,8 +134,19 @@ int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, stru
     ex->authz_dry_run = d.dry_run;
     ex->authz_dry_denied = d.dry_run_denied;
     ex->authz_policy = d.policy;
+    if (d.ext) {
+        size_t ndrop = 0;
+        const struct sc_str *drop = rt->jwt ? proxy_jwt_drop_names(rt->jwt, &ndrop) : NULL;
+        size_t plen = origin->len && origin->p[0] == '/' ? path->len : 0;
+        if (proxy_extauthz_start(ex, d.ext, m, raw, *origin, plen, jr.strip, jr.add, drop, ndrop,
+                                 d.result == PROXY_AZ_RES_DENY) == 0) {
+            return PROXY_AUTHZ_PENDING;
+        }
+        *why = "external authorization failed";
+        *flags = F_UAEX;
+        return 403; /* the check could not even be sent: fail closed */
+    }
     if (d.result != PROXY_AZ_RES_ALLOW) {
-        /* CUSTOM cannot be reached (its policies are refused at load); either way: denied. */
         if (!ex->authz_policy) {
             ex->authz_policy = "";
         }
@@ -162,7 +174,7 @@ int proxy_authz_rt_init(struct proxy_rt *rt, const struct proxy_cfg *cfg, struct
     }
     char *e = NULL;
     const char *root = cfg->mesh_root_namespace ? cfg->mesh_root_namespace : "istio-system";
-    rt->authz = proxy_authz_new(&cfg->authz, &wl, root, pm->authz, &e);
+    rt->authz = proxy_authz_new(&cfg->authz, &wl, root, pm->reg, &e);
     if (!e) {
         rt->jwt = proxy_jwt_new(&cfg->jwt, &wl, root, pm->reg, &e);
     }

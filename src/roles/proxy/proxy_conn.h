@@ -58,6 +58,7 @@ enum {
     F_FI = 1 << 12,   /* fault injection: aborted */
     F_RL = 1 << 13,   /* rate limited */
     F_RBAC = 1 << 14, /* denied by an authorization policy (proxy_authz.c) */
+    F_UAEX = 1 << 15, /* denied or failed by an external authorizer (proxy_extauthz.c) */
 };
 
 enum { COND_CONNECT = 1, COND_RESET, COND_TIMEOUT, COND_STATUS };
@@ -195,6 +196,8 @@ struct proxy_exch {
     size_t nauthn_drop;
     struct sc_str authn_strip; /* the header value that carried the token, not forwarded */
     struct sc_str authn_add;   /* header lines to add upstream */
+    struct proxy_extauthz_call *authz_call; /* an external check in flight */
+    struct sc_str reply_headers; /* header lines a local reply carries (ext_authz deny) */
 };
 
 /* original_dst clusters: the destination of a connection or of its current request, resolved
@@ -339,6 +342,14 @@ void proxy_on_per_try_timeout(uv_timer_t *t);
 /* Answers the request from the proxy itself: <status> with <reason> as the body. */
 void proxy_local_reply(struct proxy_exch *ex, int status, const char *reason, unsigned flags);
 
+/* The same with <body> as it is (borrowed for the call), and ex->reply_headers when set. */
+void proxy_local_reply_body(struct proxy_exch *ex, int status, struct sc_str body, unsigned flags);
+
+/* The second half of proxy_exchange_start, once the request is authorized: routing, policy,
+ * the upstream head (from <m> and the normalised <origin> and <path>) and the first try. */
+void proxy_exchange_route(struct proxy_dconn *dc, const struct sc_http_msg *m, struct sc_str origin,
+                          struct sc_str path);
+
 /* The request body has been read whole: starts the route deadline and a mirror. */
 void proxy_request_body_done(struct proxy_exch *ex);
 
@@ -355,12 +366,35 @@ void proxy_btimer_stop(struct proxy_exch *ex);
 
 /* ---- proxy_authz_req.c: the normalised request and its authorization ---- */
 
+enum { PROXY_AUTHZ_PENDING = 1 };
+
 /* Normalises the target of <ex> (<origin> and <path>, replaced by the normalised ones, valid
  * until the calling proxy_exchange_start returns) and runs the snapshot's authorization on it.
- * Returns 0 to go on, or the status of the local reply to send (400 for a refused target, 403
- * when denied) with its static reason in <*why> and access-log flags in <*flags>. */
-int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_str *origin,
-                        struct sc_str *path, const char **why, unsigned *flags);
+ * <raw> is the request head as received (kept by an external check). Returns 0 to go on,
+ * PROXY_AUTHZ_PENDING when an external authorizer decides (proxy_exchange_route follows, or a
+ * local reply), or the status of the local reply to send (400 for a refused target, 401 for an
+ * invalid token, 403 when denied) with its static reason in <*why> and access-log flags in
+ * <*flags>. */
+int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_str raw,
+                        struct sc_str *origin, struct sc_str *path, const char **why,
+                        unsigned *flags);
+
+/* ---- proxy_extauthz.c: CUSTOM policies' external authorizer ---- */
+
+struct proxy_extauthz;
+
+/* Starts the check of <ex> (request <m>, head <head> as received, normalised <origin> whose path
+ * is <path_len> bytes) with provider <p>; the JWT rules' results (<strip>, <add>, <drop>) are
+ * kept for the upstream request; <then_deny>: the DENY/ALLOW policies deny it even if the
+ * authorizer allows (403 after the check). Reading from the client stops until it answers. Returns
+ * 0 or a negative error (then nothing is pending). */
+int proxy_extauthz_start(struct proxy_exch *ex, const struct proxy_extauthz *p,
+                         const struct sc_http_msg *m, struct sc_str head, struct sc_str origin,
+                         size_t path_len, struct sc_str strip, struct sc_str add,
+                         const struct sc_str *drop, size_t ndrop, bool then_deny);
+
+/* Abandons the check of <ex> if one is running. */
+void proxy_extauthz_cancel(struct proxy_exch *ex);
 
 /* ---- proxy_h1.c: the HTTP/1 codecs ---- */
 
