@@ -431,6 +431,9 @@ static void test_config_errors(void **state)
         "[x]}]}]}\n",
         "authorization:\n  - {name: a, rules: [{when: [{key: source.ip}]}]}\n",
         "authorization:\n  - {name: a, action: CUSTOM, provider: oauth}\n",
+        "extension_providers: [{name: x, service: 127.0.0.1, port: 9}]\n"
+        "authorization:\n  - {name: a, action: CUSTOM}\n",
+        "extension_providers: [{name: x, service: 127.0.0.1}]\n",
         "authorization:\n  - {name: a, action: DENY, provider: oauth}\n",
         "authorization:\n  - {name: a}\n  - {name: a}\n",
         "authorization:\n  - {name: 'a b'}\n",
@@ -474,6 +477,7 @@ int main(void)
         cmocka_unit_test(test_audit_and_dry_run),
         cmocka_unit_test(test_scoping),
         cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_custom_first),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

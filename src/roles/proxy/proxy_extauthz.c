@@ -153,10 +153,10 @@ struct proxy_extauthz *proxy_extauthz_new(const struct proxy_extauthz_cfg *c,
     copy_strv(&p->include, &c->include_request_headers_in_check);
     copy_strv(&p->to_upstream, &c->headers_to_upstream_on_allow);
     copy_strv(&p->to_downstream, &c->headers_to_downstream_on_deny);
-    p->additional.v = c->include_additional_headers_in_check.n
-                          ? sc_calloc(c->include_additional_headers_in_check.n,
-                                      sizeof(struct sc_kv))
-                          : NULL;
+    p->additional.v =
+        c->include_additional_headers_in_check.n
+            ? sc_calloc(c->include_additional_headers_in_check.n, sizeof(struct sc_kv))
+            : NULL;
     for (size_t i = 0; i < c->include_additional_headers_in_check.n; i++) {
         p->additional.v[i].key = sc_strdup(c->include_additional_headers_in_check.v[i].key);
         p->additional.v[i].value = sc_strdup(c->include_additional_headers_in_check.v[i].value);
@@ -201,8 +201,8 @@ struct proxy_extauthz_call {
     size_t headlen;
     char *origin; /* the normalised target */
     size_t origin_len, path_len;
-    long strip_off;   /* offset in head of the value that carried a JWT not forwarded; -1 */
-    bool then_deny;   /* the DENY/ALLOW verdict denies after an allowing check */
+    long strip_off;    /* offset in head of the value that carried a JWT not forwarded; -1 */
+    bool then_deny;    /* the DENY/ALLOW verdict denies after an allowing check */
     struct sc_buf add; /* upstream header lines: the JWT rules' and the authorizer's */
     struct sc_str drop[2 * MAX_NAMES + 64];
     size_t ndrop;
@@ -222,10 +222,10 @@ static bool name_in(const struct sc_strv *v, struct sc_str name)
 /* Framing, routing and hop-by-hop fields never copied from the authorizer to the client. */
 static bool hop_or_framing(struct sc_str n)
 {
-    static const char *const names[] = { "content-length", "transfer-encoding", "connection",
-                                         "keep-alive",     "host",              "upgrade",
-                                         "te",             "trailer",           "proxy-connection",
-                                         "content-type" };
+    static const char *const names[] = {
+        "content-length", "transfer-encoding", "connection",  "keep-alive", "host", "upgrade", "te",
+        "trailer",        "proxy-connection",  "content-type"
+    };
     for (size_t i = 0; i < SC_ARRAY_LEN(names); i++) {
         if (sc_str_caseeq(n, sc_str_c(names[i]))) {
             return true;
@@ -340,8 +340,8 @@ static void on_checked(void *arg, const struct sc_h1cli_resp *resp)
     sc_buf_init(&hb, 64 * 1024);
     for (size_t i = 0; i < resp->msg->nheaders; i++) {
         const struct sc_http_header *h = &resp->msg->headers[i];
-        bool pass = p->to_downstream.n ? name_in(&p->to_downstream, h->name)
-                                       : !hop_or_framing(h->name);
+        bool pass =
+            p->to_downstream.n ? name_in(&p->to_downstream, h->name) : !hop_or_framing(h->name);
         if (pass && !hop_or_framing(h->name)) {
             sc_http1_write_header(&hb, h->name, h->value);
         }
@@ -373,9 +373,8 @@ int proxy_extauthz_start(struct proxy_exch *ex, const struct proxy_extauthz *p,
     c->origin = sc_strndup(origin.p, origin.len);
     c->origin_len = origin.len;
     c->path_len = path_len;
-    c->strip_off = strip.p && strip.p >= head.p && strip.p < head.p + head.len
-                       ? (long)(strip.p - head.p)
-                       : -1;
+    c->strip_off =
+        strip.p && strip.p >= head.p && strip.p < head.p + head.len ? (long)(strip.p - head.p) : -1;
     sc_buf_init(&c->add, 64 * 1024);
     sc_buf_append_str(&c->add, add);
     for (size_t i = 0; i < ndrop && c->ndrop < 64; i++) {
@@ -408,8 +407,8 @@ int proxy_extauthz_start(struct proxy_exch *ex, const struct proxy_extauthz *p,
         .timeout_ms = p->timeout_ms,
         .max_body = DENY_BODY_MAX,
     };
-    int rc = sc_h1cli_send(ex->w->loop, (const struct sockaddr *)&p->addr, &req, on_checked, c,
-                           &c->cli);
+    int rc =
+        sc_h1cli_send(ex->w->loop, (const struct sockaddr *)&p->addr, &req, on_checked, c, &c->cli);
     sc_free(target);
     if (rc < 0) {
         call_free(c);
