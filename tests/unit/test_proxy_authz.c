@@ -73,7 +73,8 @@ static char *refused(const char *yaml)
     memset(&d, 0, sizeof(d));
     char *err = NULL;
     sc_config_defaults(doc_opts, &d);
-    if (sc_config_load_string(doc_opts, &d, "t.yaml", yaml, strlen(yaml), &err) == 0) {
+    if (sc_config_load_string(doc_opts, &d, "t.yaml", yaml, strlen(yaml), &err) == 0 &&
+        sc_config_check_required(doc_opts, &d, "t.yaml", &err) == 0) {
         proxy_authz_check(&d.az, &err);
     }
     sc_config_free(doc_opts, &d);
