@@ -179,7 +179,8 @@ void proxy_authz_eval(const struct proxy_authz *az, const struct proxy_az_req *r
 /* The X-Forwarded-For hops option of <az>. */
 int proxy_authz_xff_hops(const struct proxy_authz *az);
 
-/* Registers sidecar_authz_decisions_total{policy,action,result} in <reg> (again: the same). */
+/* Registers sidecar_authz_decisions_total{policy,action,result} in <reg>, or returns the family
+ * registered before (the proxy registers it at start, so it is exported before any policy). */
 struct sc_metric_family *proxy_authz_metrics(struct sc_metrics *reg);
 
 #endif
