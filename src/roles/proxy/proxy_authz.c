@@ -233,12 +233,19 @@ struct az_ports {
     size_t n;
 };
 
+/* Which field groups a source or an operation sets: matching looks at those only (most rules
+ * set one or two of ten). */
+enum { G_PRINC = 1, G_RPRINC = 2, G_NS = 4, G_IP = 8, G_RIP = 16 };
+enum { G_HOST = 1, G_METHOD = 2, G_PATH = 4, G_PORT = 8 };
+
 struct az_src {
+    unsigned set;
     struct az_strs principals, not_principals, rprincipals, not_rprincipals, ns, not_ns;
     struct az_cidrs ip, not_ip, rip, not_rip;
 };
 
 struct az_op {
+    unsigned set;
     struct az_strs hosts, not_hosts, methods, not_methods, paths, not_paths;
     struct az_ports ports, not_ports;
 };
@@ -631,7 +638,11 @@ static int compile_src(const struct proxy_az_source_cfg *s, struct az_src *o, un
     for (size_t i = 0; i < SC_ARRAY_LEN(cidrs) && rc == 0; i++) {
         rc = compile_cidrs(cidrs[i].in, cidrs[i].out, err);
     }
-    if (o->principals.n || o->not_principals.n || o->ns.n || o->not_ns.n) {
+    o->set = (o->principals.n || o->not_principals.n ? G_PRINC : 0) |
+             (o->rprincipals.n || o->not_rprincipals.n ? G_RPRINC : 0) |
+             (o->ns.n || o->not_ns.n ? G_NS : 0) | (o->ip.n || o->not_ip.n ? G_IP : 0) |
+             (o->rip.n || o->not_rip.n ? G_RIP : 0);
+    if (o->set & (G_PRINC | G_NS)) {
         *needs |= PROXY_AZ_NEED_PEER;
     }
     if (o->rip.n || o->not_rip.n) {
@@ -679,7 +690,11 @@ static int compile_op(const struct proxy_az_operation_cfg *s, struct az_op *o, u
     if (rc == 0) {
         rc = compile_ports(&s->not_ports, &o->not_ports, err);
     }
-    if (o->ports.n || o->not_ports.n) {
+    o->set = (o->hosts.n || o->not_hosts.n ? G_HOST : 0) |
+             (o->methods.n || o->not_methods.n ? G_METHOD : 0) |
+             (o->paths.n || o->not_paths.n ? G_PATH : 0) |
+             (o->ports.n || o->not_ports.n ? G_PORT : 0);
+    if (o->set & G_PORT) {
         *needs |= PROXY_AZ_NEED_DEST;
     }
     return rc;
@@ -1109,30 +1124,58 @@ static struct sc_str principal_ns(struct sc_str p)
 
 static bool src_match(const struct az_src *s, const struct proxy_az_req *rq)
 {
-    struct sc_str rp = rq->auth ? rq->auth->principal : SC_STR_NULL;
-    struct sc_str ns = s->ns.n || s->not_ns.n ? principal_ns(rq->principal) : SC_STR_NULL;
-    const struct proxy_az_ip *remote = rq->remote.fam ? &rq->remote : &rq->source;
-    return POS(s->principals, strs_any(&s->principals, rq->principal)) &&
-           NEG(s->not_principals, strs_any(&s->not_principals, rq->principal)) &&
-           POS(s->rprincipals, strs_any(&s->rprincipals, rp)) &&
-           NEG(s->not_rprincipals, strs_any(&s->not_rprincipals, rp)) &&
-           POS(s->ns, strs_any(&s->ns, ns)) && NEG(s->not_ns, strs_any(&s->not_ns, ns)) &&
-           POS(s->ip, cidrs_any(&s->ip, &rq->source)) &&
-           NEG(s->not_ip, cidrs_any(&s->not_ip, &rq->source)) &&
-           POS(s->rip, cidrs_any(&s->rip, remote)) &&
-           NEG(s->not_rip, cidrs_any(&s->not_rip, remote));
+    unsigned set = s->set;
+    if ((set & G_IP) && !(POS(s->ip, cidrs_any(&s->ip, &rq->source)) &&
+                          NEG(s->not_ip, cidrs_any(&s->not_ip, &rq->source)))) {
+        return false;
+    }
+    if (set & G_RIP) {
+        const struct proxy_az_ip *remote = rq->remote.fam ? &rq->remote : &rq->source;
+        if (!(POS(s->rip, cidrs_any(&s->rip, remote)) &&
+              NEG(s->not_rip, cidrs_any(&s->not_rip, remote)))) {
+            return false;
+        }
+    }
+    if ((set & G_PRINC) && !(POS(s->principals, strs_any(&s->principals, rq->principal)) &&
+                             NEG(s->not_principals, strs_any(&s->not_principals, rq->principal)))) {
+        return false;
+    }
+    if (set & G_RPRINC) {
+        struct sc_str rp = rq->auth ? rq->auth->principal : SC_STR_NULL;
+        if (!(POS(s->rprincipals, strs_any(&s->rprincipals, rp)) &&
+              NEG(s->not_rprincipals, strs_any(&s->not_rprincipals, rp)))) {
+            return false;
+        }
+    }
+    if (set & G_NS) {
+        struct sc_str ns = principal_ns(rq->principal);
+        if (!(POS(s->ns, strs_any(&s->ns, ns)) && NEG(s->not_ns, strs_any(&s->not_ns, ns)))) {
+            return false;
+        }
+    }
+    return true;
 }
 
 static bool op_match(const struct az_op *o, const struct proxy_az_req *rq)
 {
-    return POS(o->hosts, hosts_any(&o->hosts, rq)) &&
-           NEG(o->not_hosts, hosts_any(&o->not_hosts, rq)) &&
-           POS(o->methods, strs_any(&o->methods, rq->method)) &&
-           NEG(o->not_methods, strs_any(&o->not_methods, rq->method)) &&
-           POS(o->paths, strs_any(&o->paths, rq->path)) &&
-           NEG(o->not_paths, strs_any(&o->not_paths, rq->path)) &&
-           POS(o->ports, ports_any(&o->ports, rq->dport)) &&
-           NEG(o->not_ports, ports_any(&o->not_ports, rq->dport));
+    unsigned set = o->set;
+    if ((set & G_METHOD) && !(POS(o->methods, strs_any(&o->methods, rq->method)) &&
+                              NEG(o->not_methods, strs_any(&o->not_methods, rq->method)))) {
+        return false;
+    }
+    if ((set & G_PATH) && !(POS(o->paths, strs_any(&o->paths, rq->path)) &&
+                            NEG(o->not_paths, strs_any(&o->not_paths, rq->path)))) {
+        return false;
+    }
+    if ((set & G_HOST) && !(POS(o->hosts, hosts_any(&o->hosts, rq)) &&
+                            NEG(o->not_hosts, hosts_any(&o->not_hosts, rq)))) {
+        return false;
+    }
+    if ((set & G_PORT) && !(POS(o->ports, ports_any(&o->ports, rq->dport)) &&
+                            NEG(o->not_ports, ports_any(&o->not_ports, rq->dport)))) {
+        return false;
+    }
+    return true;
 }
 
 struct claim_acc {
