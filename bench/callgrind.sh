@@ -18,6 +18,11 @@
 #   policy_nohc  the same without health checks (what the data path itself pays)
 #   envoy        plain's listener, route and cluster written as an Envoy v3 bootstrap
 #                (docs/envoy.md): the translated configuration must cost what plain costs
+#   authzN       the plain data path with N AuthorizationPolicies (authz1, authz20, authz200):
+#                N-1 DENY policies that do not match, then an ALLOW that does
+#   plain_token  plain, with the jwt mode's Authorization header (what parsing it costs alone)
+#   jwt          an RS256 JWT (PyJWT, key by openssl) on every request, verified once, cached
+#   authz20jwt   authz20 whose ALLOW requires a request principal, with that JWT
 #
 # Usage: bench/callgrind.sh SIDECAR OUT_DIR [MODE...]   (SIDECAR: binary or build dir; release
 # build; default modes: plain, log, policy, policy_nohc). Writes OUT_DIR/callgrind.md (a table) and prints it.
@@ -48,7 +53,7 @@ trap 'exit 130' INT TERM
 
 # measure MODE: one proxy under callgrind; prints the instructions per request of the window.
 measure() {
-    local mode=$1 dir=$TMP/$1 port pid f ir
+    local mode=$1 dir=$TMP/$1 port pid f ir hdr=""
     mkdir -p "$dir"
     port=$(free_port)
     local args=(proxy --admin "127.0.0.1:$(free_port)" --workers 1)
@@ -102,18 +107,66 @@ static_resources:
 EOF
         args+=(-c "$dir/envoy.yaml")
         ;;
-    *) die "unknown mode $mode (plain, log, policy, policy_nohc, envoy)" ;;
+    authz* | jwt | plain_token)
+        # AuthorizationPolicy evaluation: N-1 DENY policies that do not match, then an ALLOW
+        # that does (every policy is walked), on the plain data path. "...jwt": with an RS256
+        # token on every request (verified once, then from the cache) that the ALLOW requires.
+        local n=${mode#authz} i need=""
+        n=${n%jwt}
+        case $mode in jwt | plain_token) n=0 ;; esac
+        args+=(--listen "127.0.0.1:$port" --upstream "127.0.0.1:$UP_PORT" -c "$dir/authz.yaml")
+        {
+            echo "authorization:"
+            for ((i = 1; i < n; i++)); do
+                echo "  - { name: deny-$i, action: DENY, rules: [{ from: [{ source: { not_ip_blocks: [127.0.0.0/8] } }] }, { to: [{ operation: { paths: ['/deny-$i/*', '*.php'], methods: [DELETE] } }] }] }"
+            done
+            case $mode in *jwt) need="from: [{ source: { request_principals: ['*'] } }], " ;; esac
+            [ "$n" -gt 0 ] && echo "  - { name: allow, rules: [{ ${need}to: [{ operation: { methods: [GET, HEAD], paths: ['/*'] } }] }] }"
+            case $mode in
+            *jwt | plain_token)
+                openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$dir/jwt.key" 2>/dev/null
+                python3 - "$dir/jwt.key" "$dir/jwks.json" "$dir/token" <<'PY'
+import json, sys, time
+import jwt
+from cryptography.hazmat.primitives import serialization
+from jwt.algorithms import RSAAlgorithm
+key = serialization.load_pem_private_key(open(sys.argv[1], "rb").read(), password=None)
+k = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+k["kid"] = "bench"
+json.dump({"keys": [k]}, open(sys.argv[2], "w"))
+now = int(time.time())
+open(sys.argv[3], "w").write(jwt.encode(
+    {"iss": "https://bench", "sub": "client", "aud": "bench", "iat": now, "exp": now + 3600,
+     "scope": "read write", "groups": ["a", "b"]}, key, algorithm="RS256",
+    headers={"kid": "bench"}))
+PY
+                if [ "$mode" != plain_token ]; then
+                    echo "request_authentication:"
+                    echo "  - { name: bench, jwt_rules: [{ issuer: https://bench, audiences: [bench], jwks_file: $dir/jwks.json }] }"
+                fi
+                hdr="Authorization: Bearer $(cat "$dir/token")"
+                ;;
+            esac
+        } >"$dir/authz.yaml"
+        case $mode in jwt | plain_token) sed -i '/^authorization:$/d' "$dir/authz.yaml" ;; esac
+        ;;
+    *) die "unknown mode $mode (plain, log, policy, policy_nohc, envoy, authzN, jwt, plain_token)" ;;
     esac
     spawn "$dir/out.log" 0-"$(($(nproc) - 1))" valgrind --tool=callgrind \
         --callgrind-out-file="$dir/cg.out.%p" "$SIDECAR" "${args[@]}"
     pid=$SPAWNED_PID
-    wait_http "$port" "$pid" "$dir/out.log" || die "$mode: the proxy did not start"
-    python3 "$BENCH_DIR/fixed_requests.py" "$port" "$CONNS" "$WARMUP" >/dev/null ||
+    if [ -n "$hdr" ]; then
+        wait_url "$pid" "$dir/out.log" "http://127.0.0.1:$port/" -H "$hdr" ||
+            die "$mode: the proxy did not start"
+    else
+        wait_http "$port" "$pid" "$dir/out.log" || die "$mode: the proxy did not start"
+    fi
+    FR_HEADER=$hdr python3 "$BENCH_DIR/fixed_requests.py" "$port" "$CONNS" "$WARMUP" >/dev/null ||
         die "$mode: the warm-up failed"
     callgrind_control -z "$pid" >/dev/null 2>&1
     touch "$dir/zeroed"
     sleep 1 # the dump's time stamp must follow the mark's
-    python3 "$BENCH_DIR/fixed_requests.py" "$port" "$CONNS" "$PER" >/dev/null ||
+    FR_HEADER=$hdr python3 "$BENCH_DIR/fixed_requests.py" "$port" "$CONNS" "$PER" >/dev/null ||
         die "$mode: the measured requests failed"
     callgrind_control -d "$pid" >/dev/null 2>&1
     f=$(find "$dir" -name 'cg.out.*' -newer "$dir/zeroed" | sort | tail -n 1)
@@ -144,6 +197,12 @@ declare -A what=(
     [policy]="policy on: rate limit per client IP not hit, 2 endpoints, health checks 1 s, outlier detection, breakers"
     [policy_nohc]="policy on without health checks"
     [envoy]="plain's listener, route and cluster from an Envoy bootstrap"
+    [authz1]="authorization: 1 ALLOW policy"
+    [authz20]="authorization: 19 DENY policies not matching, then 1 ALLOW"
+    [authz200]="authorization: 199 DENY policies not matching, then 1 ALLOW"
+    [plain_token]="plain data path, the same Authorization: Bearer header on every request, no JWT rules"
+    [jwt]="an RS256 JWT on every request (cached), no policy"
+    [authz20jwt]="authorization: 19 DENY, then 1 ALLOW requiring a JWT; an RS256 JWT on every request (cached)"
 )
 {
     echo "\`sidecar proxy\` ($("$SIDECAR" --version 2>&1 | head -n 1)), one worker, nginx upstream;"

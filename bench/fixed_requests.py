@@ -4,7 +4,9 @@
 bench/callgrind.sh: a fixed request count (wrk's runs are timed) makes instruction counts
 comparable between builds. Expects the bench upstream's fixed body. Loopback only.
 Usage: fixed_requests.py PORT CONNS PER   (prints the number of responses)
+Environment: FR_HEADER, one more header line for every request ("Authorization: Bearer ...").
 """
+import os
 import selectors
 import socket
 import sys
@@ -14,7 +16,9 @@ BODY = b"Hello, World!"
 
 def main():
     port, conns, per = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    req = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    extra = os.environ.get("FR_HEADER", "")
+    extra = f"{extra}\r\n" if extra else ""
+    req = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}\r\n".encode()
     sel = selectors.DefaultSelector()
     left = {}
     for _ in range(conns):

@@ -423,6 +423,11 @@ static bool all_tchar(struct sc_str s)
     return true;
 }
 
+bool sc_http1_is_token(struct sc_str s)
+{
+    return all_tchar(s);
+}
+
 /* Reads the codings of one Transfer-Encoding field. Codings before a final chunked may be anything
  * well-formed: a proxy passes them on and the origin answers 501 if it must. A final coding other
  * than chunked is always 400, never 501: whatever the coding, the body cannot be delimited.

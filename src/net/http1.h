@@ -126,6 +126,9 @@ int sc_http1_chunked_next(struct sc_http1_chunked *d, const char *buf, size_t le
 const struct sc_http_header *sc_http1_find(const struct sc_http_msg *m, struct sc_str name,
                                            size_t *from);
 
+/* Returns true when <s> is a token (RFC 9110 5.6.2: a header name, a method); empty is not. */
+bool sc_http1_is_token(struct sc_str s);
+
 /* Returns true when the comma-separated <list> holds <token> (case-insensitive, OWS ignored). */
 bool sc_http1_has_token(struct sc_str list, struct sc_str token);
 

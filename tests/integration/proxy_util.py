@@ -12,6 +12,8 @@ import struct
 import threading
 import time
 
+import pytest
+
 
 class Request:
     def __init__(self, method, target, version, headers, body, trailers, raw_head):
@@ -177,6 +179,14 @@ def respond(conn, status=200, body=b"ok", headers=(), reason="OK"):
         h += f"{k}: {v}\r\n"
     conn.sendall(h.encode() + b"\r\n" + body)
     return True
+
+
+@pytest.fixture
+def echo():
+    """A FakeUpstream answering with echo_handler, closed after the test."""
+    up = FakeUpstream(echo_handler)
+    yield up
+    up.close()
 
 
 def echo_handler(up, conn, req):

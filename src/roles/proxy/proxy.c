@@ -93,6 +93,7 @@ static void init_metrics(struct proxy *px)
     pm->log_dropped = sc_metric_get(dropped, NULL);
     proxy_policy_metrics_init(pm);
     proxy_tls_metrics_init(pm);
+    pm->authz = proxy_authz_metrics(pm->reg);
     static const char *const lr_labels[] = { "listener", "route", NULL };
     pm->rate_limited =
         sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_rq_rate_limited_total",
@@ -136,6 +137,7 @@ static void proxy_free(struct proxy *px)
     }
     proxy_rt_unref(px->rt);
     proxy_tls_shutdown(); /* after the last snapshot let go of its stores */
+    proxy_jwks_cleanup(); /* and of its key sets */
     sc_admin_close(px->status);
     proxy_probe_stop();
     proxy_log_close(px);
@@ -256,6 +258,7 @@ static int proxy_start(struct sc_app *app, const void *cfgp, void **state, char 
     proxy_dns_start(px, px->rt);
     proxy_health_start(px, px->rt);
     proxy_tls_watch(px);
+    proxy_jwks_start(sc_app_loop(app));
     sc_metrics_on_collect(px->pm.reg, on_collect, px);
     for (size_t i = 0; i < px->rt->nlisteners; i++) {
         sc_info("listening", SC_LS("listener", px->rt->listeners[i].name),
@@ -297,6 +300,7 @@ static void proxy_stop(struct sc_app *app, void *state, bool now)
         px->stopping = true;
         proxy_dns_stop(px);
         proxy_health_stop(px);
+        proxy_jwks_stop();
     }
     sc_app_set_ready(app, false);
     drain_workers(px, now);
@@ -369,6 +373,7 @@ static int proxy_reload(struct sc_app *app, void *state, const void *cfgp, char 
     proxy_rt_unref(px->rt);
     px->rt = nrt;
     proxy_tls_watch(px);
+    proxy_jwks_start(sc_app_loop(px->app));
     return 0;
 }
 

@@ -26,6 +26,8 @@
 #include "core/list.h"
 #include "core/metrics.h"
 #include "net/http1.h"
+#include "roles/proxy/proxy_authz.h"
+#include "roles/proxy/proxy_jwt.h"
 #include "roles/proxy/proxy_policy.h"
 #include "roles/proxy/proxy_route_policy.h"
 #include "roles/proxy/proxy_peerauth.h"
@@ -125,6 +127,8 @@ struct proxy_cfg {
     struct sc_vec peer_authentication; /* struct proxy_pa_cfg */
     char *mesh_root_namespace;
     struct proxy_status_cfg status;
+    struct proxy_authz_cfg authz; /* path_normalization, escaped_slashes, authorization, ... */
+    struct proxy_jwt_cfg jwt;     /* request_authentication, jwt_clock_skew, ... */
 };
 
 extern const struct sc_opt proxy_opts[];
@@ -247,6 +251,7 @@ struct proxy_listener {
     struct proxy_rl *rl; /* listener-wide rate limit, or NULL */
     bool rl_headers;
     struct proxy_listener_tls tls;
+    bool inbound; /* traffic to the workload: authorization applies */
 };
 
 struct proxy_rt {
@@ -264,7 +269,11 @@ struct proxy_rt {
     uint32_t max_request_head;
     uint64_t max_request_body; /* 0: unlimited */
     int max_connections;
-    uint64_t busy_poll_ns; /* 0: off */
+    uint64_t busy_poll_ns;     /* 0: off */
+    int path_normalization;    /* enum proxy_pathnorm */
+    int escaped_slashes;       /* enum proxy_escslash */
+    struct proxy_authz *authz; /* the policies that apply to the workload; NULL: none */
+    struct proxy_jwt *jwt;     /* the RequestAuthentication rules that apply; NULL: none */
 };
 
 struct proxy_metrics {
@@ -287,6 +296,7 @@ struct proxy_metrics {
     struct sc_metric_family *tls_hs; /* proxy_tls.c */
     struct sc_metric_family *tls_expiry;
     struct sc_metric_family *utls_hs;
+    struct sc_metric_family *authz; /* proxy_authz.c */
 };
 
 /* Builds a snapshot from a checked <cfg> for <nworkers> workers, copying everything it keeps.
@@ -307,6 +317,11 @@ void proxy_rt_unref(struct proxy_rt *rt);
 
 /* The number of workers <cfg> asks for (at least 1). */
 int proxy_cfg_workers(const struct proxy_cfg *cfg);
+
+/* Fills the snapshot's normalisation settings and compiles the authorization policies that
+ * apply to the workload (proxy_authz_req.c). Returns 0 or SC_ECONFIG with a new <*err>. */
+int proxy_authz_rt_init(struct proxy_rt *rt, const struct proxy_cfg *cfg, struct proxy_metrics *pm,
+                        char **err);
 
 /* Finds <name> in the snapshot. */
 struct proxy_cluster *proxy_rt_cluster(struct proxy_rt *rt, const char *name);
@@ -353,7 +368,8 @@ struct proxy_worker {
     uv_timer_t logtimer; /* retries a write the reader was not ready for */
     struct sc_http_header hdrs[100]; /* parse scratch: heads are rewritten as soon as parsed */
     pcre2_match_data *md;
-    char date[32]; /* cached access-log timestamp */
+    struct proxy_jwt_cache *jwt_cache; /* verified tokens (proxy_jwt.c), made on first use */
+    char date[32];                     /* cached access-log timestamp */
     uint64_t date_sec;
     struct sc_list mirrors; /* mirrored requests in flight (proxy_mirror.c) */
     size_t nmirrors;

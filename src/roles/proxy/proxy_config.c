@@ -461,6 +461,8 @@ const struct sc_opt proxy_opts[] = {
     { .type = SC_OPT_INLINE,
       .offset = offsetof(struct proxy_cfg, status),
       .sub = proxy_status_opts },
+    { .type = SC_OPT_INLINE, .offset = offsetof(struct proxy_cfg, authz), .sub = proxy_authz_opts },
+    { .type = SC_OPT_INLINE, .offset = offsetof(struct proxy_cfg, jwt), .sub = proxy_jwt_opts },
     { 0 },
 };
 
@@ -614,6 +616,12 @@ int proxy_config_check(const void *cfg, char **err)
     if (trc == 0) {
         trc = proxy_pa_check(c->peer_authentication.v, c->peer_authentication.n, err);
     }
+    if (trc == 0) {
+        trc = proxy_authz_check(&c->authz, err);
+    }
+    if (trc == 0) {
+        trc = proxy_jwt_check(&c->jwt, err);
+    }
     if (trc < 0) {
         return trc;
     }
@@ -750,6 +758,8 @@ static void rt_free(struct proxy_rt *rt)
         proxy_cluster_state_unref(c->st);
     }
     sc_free(rt->clusters);
+    proxy_authz_free(rt->authz);
+    proxy_jwt_free(rt->jwt);
     sc_free(rt);
 }
 
@@ -985,6 +995,11 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
     rt->max_connections = cfg->max_connections > 0 ? (int)cfg->max_connections : 16384;
     rt->max_request_body = cfg->max_request_body;
     rt->busy_poll_ns = cfg->busy_poll_ms * 1000000;
+    int rc = proxy_authz_rt_init(rt, cfg, pm, err);
+    if (rc < 0) {
+        rt_free(rt);
+        return NULL;
+    }
 
     bool quick = cfg->listen || cfg->listeners.n == 0;
     /* With no listener configured at all, the sidecar defaults: inbound to the app and an
@@ -994,7 +1009,6 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
     rt->clusters = sc_calloc(rt->nclusters ? rt->nclusters : 1, sizeof(*rt->clusters));
     const struct proxy_cluster_cfg *ccs = cfg->clusters.v;
     size_t nc = 0;
-    int rc = 0;
     for (; nc < cfg->clusters.n; nc++) {
         rc = cluster_init(&rt->clusters[nc], &ccs[nc], false, cfg, nworkers, pm, err);
         if (rc < 0) {
@@ -1026,6 +1040,7 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
     for (size_t i = 0; i < cfg->listeners.n; i++) {
         struct proxy_listener *l = &rt->listeners[i];
         rc = listener_init(l, lcs[i].name, lcs[i].address, pm, err);
+        l->inbound = lcs[i].tlscfg.direction == 0;
         if (rc == 0) {
             rc = proxy_tls_listener_init(&l->tls, l->name, &lcs[i], false, cfg, pm, err);
         }
@@ -1060,6 +1075,7 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
         struct proxy_listener *l = &rt->listeners[cfg->listeners.n];
         rc = listener_init(l, cfg->listen ? "listen" : "inbound",
                            cfg->listen ? cfg->listen : "0.0.0.0:15006", pm, err);
+        l->inbound = true;
         if (rc == 0) {
             rc = proxy_tls_listener_init(&l->tls, l->name, NULL, true, cfg, pm, err);
         }

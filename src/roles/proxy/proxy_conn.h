@@ -43,20 +43,22 @@ enum body { B_NONE, B_LENGTH, B_CHUNKED, B_EOF, B_RAW };
 enum dnext { DN_NONE, DN_LOCAL, DN_INTERIM, DN_BODY, DN_TUNNEL };
 
 enum {
-    F_UF = 1 << 0,  /* upstream connection failure */
-    F_UT = 1 << 1,  /* upstream request timeout */
-    F_URX = 1 << 2, /* retry limit reached / not retriable */
-    F_UH = 1 << 3,  /* no healthy upstream */
-    F_UC = 1 << 4,  /* upstream connection termination */
-    F_DC = 1 << 5,  /* downstream connection termination */
-    F_NR = 1 << 6,  /* no route */
-    F_UPE = 1 << 7, /* upstream protocol error */
-    F_DPE = 1 << 8, /* downstream protocol error */
-    F_SI = 1 << 9,  /* stream idle timeout */
-    F_UO = 1 << 10, /* upstream overflow: a circuit breaker refused the request */
-    F_DI = 1 << 11, /* fault injection: delayed */
-    F_FI = 1 << 12, /* fault injection: aborted */
-    F_RL = 1 << 13, /* rate limited */
+    F_UF = 1 << 0,    /* upstream connection failure */
+    F_UT = 1 << 1,    /* upstream request timeout */
+    F_URX = 1 << 2,   /* retry limit reached / not retriable */
+    F_UH = 1 << 3,    /* no healthy upstream */
+    F_UC = 1 << 4,    /* upstream connection termination */
+    F_DC = 1 << 5,    /* downstream connection termination */
+    F_NR = 1 << 6,    /* no route */
+    F_UPE = 1 << 7,   /* upstream protocol error */
+    F_DPE = 1 << 8,   /* downstream protocol error */
+    F_SI = 1 << 9,    /* stream idle timeout */
+    F_UO = 1 << 10,   /* upstream overflow: a circuit breaker refused the request */
+    F_DI = 1 << 11,   /* fault injection: delayed */
+    F_FI = 1 << 12,   /* fault injection: aborted */
+    F_RL = 1 << 13,   /* rate limited */
+    F_RBAC = 1 << 14, /* denied by an authorization policy (proxy_authz.c) */
+    F_UAEX = 1 << 15, /* denied or failed by an external authorizer (proxy_extauthz.c) */
 };
 
 enum { COND_CONNECT = 1, COND_RESET, COND_TIMEOUT, COND_STATUS };
@@ -185,6 +187,17 @@ struct proxy_exch {
     size_t path_len;
     char request_id[64];
     size_t request_id_len;
+    const char *authz_policy;  /* the policy that decided ("": none matched); NULL: none ran */
+    const char *authz_audit;   /* the AUDIT policy that matched */
+    const char *authz_dry_run; /* the dry-run policy that decided differently */
+    bool authz_dry_denied;
+    bool www_authenticate;           /* a 401 for an invalid token (proxy_jwt.c) */
+    const struct sc_str *authn_drop; /* client headers dropped: the JWT rules' output names */
+    size_t nauthn_drop;
+    struct sc_str authn_strip; /* the header value that carried the token, not forwarded */
+    struct sc_str authn_add;   /* header lines to add upstream */
+    struct proxy_extauthz_call *authz_call; /* an external check in flight */
+    struct sc_str reply_headers; /* header lines a local reply carries (ext_authz deny) */
 };
 
 /* original_dst clusters: the destination of a connection or of its current request, resolved
@@ -329,6 +342,14 @@ void proxy_on_per_try_timeout(uv_timer_t *t);
 /* Answers the request from the proxy itself: <status> with <reason> as the body. */
 void proxy_local_reply(struct proxy_exch *ex, int status, const char *reason, unsigned flags);
 
+/* The same with <body> as it is (borrowed for the call), and ex->reply_headers when set. */
+void proxy_local_reply_body(struct proxy_exch *ex, int status, struct sc_str body, unsigned flags);
+
+/* The second half of proxy_exchange_start, once the request is authorized: routing, policy,
+ * the upstream head (from <m> and the normalised <origin> and <path>) and the first try. */
+void proxy_exchange_route(struct proxy_dconn *dc, const struct sc_http_msg *m, struct sc_str origin,
+                          struct sc_str path);
+
 /* The request body has been read whole: starts the route deadline and a mirror. */
 void proxy_request_body_done(struct proxy_exch *ex);
 
@@ -342,6 +363,38 @@ void proxy_arm_timer(struct proxy_dconn *dc);
 /* The backoff/fault-delay timer: started for <ms>, or stopped. */
 void proxy_btimer_start(struct proxy_exch *ex, uint64_t ms);
 void proxy_btimer_stop(struct proxy_exch *ex);
+
+/* ---- proxy_authz_req.c: the normalised request and its authorization ---- */
+
+enum { PROXY_AUTHZ_PENDING = 1 };
+
+/* Normalises the target of <ex> (<origin> and <path>, replaced by the normalised ones, valid
+ * until the calling proxy_exchange_start returns) and runs the snapshot's authorization on it.
+ * <raw> is the request head as received (kept by an external check). Returns 0 to go on,
+ * PROXY_AUTHZ_PENDING when an external authorizer decides (proxy_exchange_route follows, or a
+ * local reply), or the status of the local reply to send (400 for a refused target, 401 for an
+ * invalid token, 403 when denied) with its static reason in <*why> and access-log flags in
+ * <*flags>. */
+int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_str raw,
+                        struct sc_str *origin, struct sc_str *path, const char **why,
+                        unsigned *flags);
+
+/* ---- proxy_extauthz.c: CUSTOM policies' external authorizer ---- */
+
+struct proxy_extauthz;
+
+/* Starts the check of <ex> (request <m>, head <head> as received, normalised <origin> whose path
+ * is <path_len> bytes) with provider <p>; the JWT rules' results (<strip>, <add>, <drop>) are
+ * kept for the upstream request; <then_deny>: the DENY/ALLOW policies deny it even if the
+ * authorizer allows (403 after the check). Reading from the client stops until it answers. Returns
+ * 0 or a negative error (then nothing is pending). */
+int proxy_extauthz_start(struct proxy_exch *ex, const struct proxy_extauthz *p,
+                         const struct sc_http_msg *m, struct sc_str head, struct sc_str origin,
+                         size_t path_len, struct sc_str strip, struct sc_str add,
+                         const struct sc_str *drop, size_t ndrop, bool then_deny);
+
+/* Abandons the check of <ex> if one is running. */
+void proxy_extauthz_cancel(struct proxy_exch *ex);
 
 /* ---- proxy_h1.c: the HTTP/1 codecs ---- */
 

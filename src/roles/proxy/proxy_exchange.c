@@ -224,6 +224,10 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
 
     struct sc_str origin;
     struct sc_str path = proxy_target_path(m->target, &origin);
+    const char *azwhy = NULL;
+    unsigned azfl = 0;
+    struct sc_str raw = sc_str_n(dc->in.p + dc->in.start - headlen, headlen);
+    int azst = proxy_authz_request(r, m, raw, &origin, &path, &azwhy, &azfl);
     /* The access log's path: what goes upstream (an absolute-form target's userinfo and
      * authority stay out of the log), or CONNECT's authority. */
     struct sc_str logged = r->is_connect ? m->target : origin;
@@ -232,7 +236,24 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
     r->path_len =
         slash + (logged.len < sizeof(r->path) - slash ? logged.len : sizeof(r->path) - slash);
     memcpy(r->path + slash, logged.p, r->path_len - slash);
+    if (azst == PROXY_AUTHZ_PENDING) {
+        return; /* an external authorizer decides; proxy_exchange_route goes on */
+    }
+    if (azst) {
+        /* A refused target or a denied request: answered before routing, as Envoy's RBAC
+         * filter does. */
+        r->close_after = r->body != B_NONE;
+        proxy_local_reply(r, azst, azwhy, azfl);
+        return;
+    }
+    proxy_exchange_route(dc, m, origin, path);
+}
 
+void proxy_exchange_route(struct proxy_dconn *dc, const struct sc_http_msg *m, struct sc_str origin,
+                          struct sc_str path)
+{
+    struct proxy_worker *w = dc->w;
+    struct proxy_exch *r = &dc->ex;
     if (r->cl->tls && proxy_tls_misdirected(r, m->host)) {
         r->close_after = r->body != B_NONE;
         proxy_local_reply(r, 421,
@@ -341,6 +362,16 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
 /* Answers the request from the proxy itself: 4xx/5xx with the reason as the body. */
 void proxy_local_reply(struct proxy_exch *r, int status, const char *reason, unsigned flags)
 {
+    char body[256];
+    int n = snprintf(body, sizeof(body), "%s\n", reason ? reason : sc_http1_reason(status));
+    if (n < 0 || (size_t)n >= sizeof(body)) {
+        n = (int)sizeof(body) - 1;
+    }
+    proxy_local_reply_body(r, status, sc_str_n(body, (size_t)n), flags);
+}
+
+void proxy_local_reply_body(struct proxy_exch *r, int status, struct sc_str body, unsigned flags)
+{
     r->flags |= flags;
     proxy_btimer_stop(r);
     if (r->uc) {
@@ -356,12 +387,7 @@ void proxy_local_reply(struct proxy_exch *r, int status, const char *reason, uns
     r->status = status;
     r->resp_head_sent = true;
     r->resp_done = true;
-    char body[256];
-    int n = snprintf(body, sizeof(body), "%s\n", reason ? reason : sc_http1_reason(status));
-    if (n < 0 || (size_t)n >= sizeof(body)) {
-        n = (int)sizeof(body) - 1;
-    }
-    r->down->reply(r, status, sc_str_n(body, (size_t)n));
+    r->down->reply(r, status, body);
 }
 
 /* ---- the end: access log and metrics ---- */
@@ -372,6 +398,7 @@ void proxy_finish_request(struct proxy_exch *r)
     if (!r->rt) {
         return;
     }
+    proxy_extauthz_cancel(r); /* a check still running (the client went away, a timeout) */
     double dur = (double)(proxy_now_ns() - r->start_ns) / 1e9;
     if (r->status == 0 && (r->flags & F_DC)) {
         r->status = 0;

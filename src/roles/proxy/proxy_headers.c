@@ -478,6 +478,16 @@ static __attribute__((noinline)) int query_only_line(const struct proxy_route_po
     return rc;
 }
 
+static bool authn_drops(const struct proxy_exch *r, struct sc_str name)
+{
+    for (size_t i = 0; i < r->nauthn_drop; i++) {
+        if (sc_str_caseeq(r->authn_drop[i], name)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Builds the upstream request head into r->head. Returns 0 or SC_ETOOBIG. */
 int proxy_build_req_head(struct proxy_exch *r, const struct sc_http_msg *m, struct sc_str origin)
 {
@@ -509,6 +519,12 @@ int proxy_build_req_head(struct proxy_exch *r, const struct sc_http_msg *m, stru
         const struct sc_http_header *h = &m->headers[i];
         if (hop_by_hop(h->name, &ct) || (pol && proxy_route_policy_skip_req_header(pol, h->name))) {
             continue;
+        }
+        if (r->authn_strip.p && h->value.p == r->authn_strip.p) {
+            continue; /* the token, when its rule does not forward it */
+        }
+        if (r->nauthn_drop && authn_drops(r, h->name)) {
+            continue; /* headers only the proxy writes (JWT outputs) */
         }
         /* The headers the proxy rewrites, told apart by length first (one compare each). */
         switch (h->name.len) {
@@ -565,6 +581,9 @@ int proxy_build_req_head(struct proxy_exch *r, const struct sc_http_msg *m, stru
             break;
         }
         rc |= put_header(b, h->name, h->value);
+    }
+    if (r->authn_add.len) {
+        rc |= sc_buf_append_str(b, r->authn_add);
     }
     if (pol) {
         rc |= proxy_route_policy_req_headers(r, m, b);

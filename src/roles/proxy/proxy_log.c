@@ -22,8 +22,8 @@
 
 static const char *flags_str(unsigned f, char *out, size_t cap)
 {
-    static const char *const names[] = { "UF",  "UT",  "URX", "UH", "UC", "DC", "NR",
-                                         "UPE", "DPE", "SI",  "UO", "DI", "FI", "RL" };
+    static const char *const names[] = { "UF",  "UT", "URX", "UH", "UC", "DC", "NR",   "UPE",
+                                         "DPE", "SI", "UO",  "DI", "FI", "RL", "RBAC", "UAEX" };
     size_t len = 0;
     for (size_t i = 0; i < SC_ARRAY_LEN(names); i++) {
         if (f & (1u << i)) {
@@ -262,7 +262,10 @@ void proxy_access_log(struct proxy_exch *r, double dur)
     /* The line is formatted by hand (printf's float formatting cost more than the rest of the
      * request): the fixed text is under 300 bytes, each number under 21. */
     size_t need = 340 + 6 * 21 + datel + lsnl + mlen + plen + routel + clusterl + epl + rlen +
-                  flagsl + peerl + prl + tlsv.len;
+                  flagsl + peerl + prl + tlsv.len + 80 +
+                  (r->authz_policy ? strlen(r->authz_policy) : 0) +
+                  (r->authz_audit ? strlen(r->authz_audit) : 0) +
+                  (r->authz_dry_run ? strlen(r->authz_dry_run) : 0);
     struct sc_buf *b = &w->logbuf;
     if (sc_buf_reserve(b, need) < 0) {
         proxy_log_flush(w); /* makes room if the reader takes some now */
@@ -316,6 +319,22 @@ void proxy_access_log(struct proxy_exch *r, double dur)
         o = put_s(o, principal, prl);
         o = PUT_LIT(o, "\",\"tls_version\":\"");
         o = put_s(o, tlsv.p, tlsv.len);
+    }
+    if (r->authz_policy || r->authz_audit || r->authz_dry_run) {
+        /* Policy names are checked at load to need no escaping. */
+        o = PUT_LIT(o, "\",\"authz_policy\":\"");
+        o = put_s(o, r->authz_policy ? r->authz_policy : "",
+                  r->authz_policy ? strlen(r->authz_policy) : 0);
+        if (r->authz_audit) {
+            o = PUT_LIT(o, "\",\"authz_audit\":\"");
+            o = put_s(o, r->authz_audit, strlen(r->authz_audit));
+        }
+        if (r->authz_dry_run) {
+            o = PUT_LIT(o, "\",\"authz_dry_run\":\"");
+            o = put_s(o, r->authz_dry_run, strlen(r->authz_dry_run));
+            o = r->authz_dry_denied ? PUT_LIT(o, "\",\"authz_dry_run_result\":\"denied")
+                                    : PUT_LIT(o, "\",\"authz_dry_run_result\":\"allowed");
+        }
     }
     o = PUT_LIT(o, "\"}\n");
     b->len = (size_t)(o - b->p);

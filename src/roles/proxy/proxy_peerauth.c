@@ -228,11 +228,11 @@ static const char *label(const struct proxy_workload *w, const char *k)
     return NULL;
 }
 
-static bool selects(const struct proxy_pa_cfg *p, const struct proxy_workload *w)
+bool proxy_workload_selected(const struct proxy_workload *w, const struct sc_kvv *match_labels)
 {
-    for (size_t i = 0; i < p->match_labels.n; i++) {
-        const char *v = label(w, p->match_labels.v[i].key);
-        if (!v || strcmp(v, p->match_labels.v[i].value) != 0) {
+    for (size_t i = 0; i < match_labels->n; i++) {
+        const char *v = label(w, match_labels->v[i].key);
+        if (!v || strcmp(v, match_labels->v[i].value) != 0) {
             return false;
         }
     }
@@ -252,7 +252,7 @@ void proxy_pa_resolve(const struct proxy_pa_cfg *pas, size_t n, const struct pro
             } else if (strcmp(ns, root_ns) == 0 && !mesh) {
                 mesh = p;
             }
-        } else if (strcmp(ns, w->ns) == 0 && selects(p, w) && !wl) {
+        } else if (strcmp(ns, w->ns) == 0 && proxy_workload_selected(w, &p->match_labels) && !wl) {
             wl = p;
         }
     }

@@ -8,6 +8,7 @@
 #ifndef SC_ROLES_PROXY_PROXY_PEERAUTH_H
 #define SC_ROLES_PROXY_PROXY_PEERAUTH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -57,6 +58,9 @@ struct proxy_workload {
  * cannot be read or a line is not key="value". Free with proxy_workload_cleanup. */
 int proxy_workload_init(struct proxy_workload *w, const struct proxy_workload_cfg *c, char **err);
 void proxy_workload_cleanup(struct proxy_workload *w);
+
+/* Whether workload <w> has every label of <match_labels> (an empty selector selects it). */
+bool proxy_workload_selected(const struct proxy_workload *w, const struct sc_kvv *match_labels);
 
 /* The effective policy for a workload: its mode and per-port overrides. */
 struct proxy_pa_effective {

@@ -1312,16 +1312,26 @@ int proxy_route_policy_resp_headers(struct proxy_exch *r, struct sc_buf *b)
 int proxy_route_policy_write_local(struct proxy_exch *r, struct sc_buf *b, int status,
                                    const char *content_type, struct sc_str body, bool close)
 {
-    if (!r->pol.has_rl) {
+    if (!r->pol.has_rl && !r->www_authenticate && !r->reply_headers.len) {
         return sc_http1_write_simple(b, status, content_type, body, close);
     }
     int rc = sc_http1_write_status_line(b, 1, status);
+    if (r->www_authenticate) {
+        /* RFC 6750 3: an invalid token (proxy_jwt.c); the realm is the proxy's. */
+        rc |= sc_buf_append_cstr(b, "WWW-Authenticate: Bearer realm=\"sidecar\", "
+                                    "error=\"invalid_token\"\r\n");
+    }
+    if (r->reply_headers.len) {
+        rc |= sc_buf_append_str(b, r->reply_headers); /* an external authorizer's (ext_authz) */
+    }
     rc |= sc_http1_write_header(b, SC_STR("Content-Type"), sc_str_c(content_type));
     rc |= sc_buf_appendf(b, "Content-Length: %zu\r\n", body.len);
     if (close) {
         rc |= sc_buf_append_cstr(b, "Connection: close\r\n");
     }
-    rc |= rl_headers(r, b);
+    if (r->pol.has_rl) {
+        rc |= rl_headers(r, b);
+    }
     rc |= sc_buf_append(b, "\r\n", 2);
     rc |= sc_buf_append_str(b, body);
     return rc ? SC_ETOOBIG : 0;

@@ -293,6 +293,8 @@ void proxy_worker_cleanup(struct proxy_worker *w)
     sc_free(w->listeners);
     w->listeners = NULL;
     sc_buf_cleanup(&w->logbuf);
+    proxy_jwt_cache_free(w->jwt_cache);
+    w->jwt_cache = NULL;
     if (w->md) {
         pcre2_match_data_free(w->md);
         w->md = NULL;

@@ -1,0 +1,187 @@
+// SPDX-License-Identifier: Apache-2.0
+// The exchange's side of normalisation and authorization: normalises the request target once
+// (the result is what routing, policies, the access log and the upstream all see), gathers the
+// attributes the applicable policies need (peer identity, addresses, SNI) and takes the decision.
+// Codecs never see any of it, so HTTP/1 and HTTP/2 requests are judged alike.
+#include <string.h>
+#include <time.h>
+#include <sys/socket.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "net/transport.h"
+#include "roles/proxy/proxy_authz.h"
+#include "roles/proxy/proxy_conn.h"
+#include "roles/proxy/proxy_normalize.h"
+
+/* The normalised target lives here until the upstream head is built, within one call of
+ * proxy_exchange_start on this thread. A target longer than this that needs normalising is
+ * refused (the parser's request-line cap is smaller by default). */
+#define NORM_CAP 65536
+static _Thread_local char norm_buf[NORM_CAP];
+
+/* The address the client connected to: its original destination when iptables redirected it,
+ * else the socket's own address. */
+static void dest_of(struct proxy_exch *ex, struct proxy_az_ip *ip, int *port)
+{
+    struct proxy_dconn *dc = ex->dc;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    if (proxy_original_dst(dc)) {
+        ss = dc->od->orig;
+    } else {
+        uv_os_fd_t fd;
+        socklen_t sl = sizeof(ss);
+        if (sc_xport_query(dc->x, SC_XQ_FD, &fd) < 0 ||
+            getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) {
+            memset(&ss, 0, sizeof(ss));
+        }
+    }
+    proxy_az_ip_from_sa(&ss, ip);
+    *port = ss.ss_family == AF_INET    ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
+            : ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                       : 0;
+}
+
+int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_str raw,
+                        struct sc_str *origin, struct sc_str *path, const char **why,
+                        unsigned *flags)
+{
+    const struct proxy_rt *rt = ex->rt;
+    if (!ex->is_connect && origin->len && origin->p[0] == '/') {
+        size_t olen = 0, plen = 0;
+        int rc = proxy_normalize_target(*origin, rt->path_normalization, rt->escaped_slashes,
+                                        norm_buf, sizeof(norm_buf), &olen, &plen, why);
+        if (rc < 0) {
+            *flags = F_DPE;
+            return 400;
+        }
+        if (rc == 0) {
+            *origin = sc_str_n(norm_buf, olen);
+            *path = sc_str_n(norm_buf, plen);
+        }
+    }
+    if (!ex->lsn->inbound || (!rt->authz && !rt->jwt)) {
+        return 0;
+    }
+    struct proxy_jwt_result jr = { 0 };
+    if (rt->jwt) {
+        struct proxy_worker *w = ex->w;
+        size_t want = proxy_jwt_cache_want(rt->jwt);
+        if (proxy_jwt_cache_size(w->jwt_cache) != want) {
+            proxy_jwt_cache_free(w->jwt_cache);
+            w->jwt_cache = proxy_jwt_cache_new(want);
+        }
+        const char *q = ex->is_connect ? NULL : memchr(origin->p, '?', origin->len);
+        struct sc_str query =
+            q ? sc_str_n(q + 1, (size_t)(origin->p + origin->len - q - 1)) : SC_STR_NULL;
+        if (proxy_jwt_authenticate(rt->jwt, w->jwt_cache, m, query, (int64_t)time(NULL), &jr, why) <
+            0) {
+            ex->www_authenticate = true;
+            *flags = 0;
+            return 401;
+        }
+        ex->authn_drop = proxy_jwt_drop_names(rt->jwt, &ex->nauthn_drop);
+        ex->authn_strip = jr.strip;
+        ex->authn_add = jr.add;
+    }
+    const struct proxy_authz *az = rt->authz;
+    if (!az) {
+        return 0;
+    }
+    unsigned needs = proxy_authz_needs(az);
+    char host[256];
+    struct sc_str authority = m->host;
+    bool absolute = false;
+    struct sc_str ta = ex->is_connect ? m->target : proxy_target_authority(m->target, &absolute);
+    if (absolute || ex->is_connect) {
+        authority = ta;
+    }
+    struct proxy_az_req rq = {
+        .m = m,
+        .method = m->method,
+        .path = ex->is_connect ? SC_STR_NULL : *path,
+        .authority = authority,
+        .auth = jr.auth,
+    };
+    rq.host = sc_str_n(host, proxy_host_normalize(authority, host, sizeof(host)));
+    proxy_az_ip_from_sa(&ex->cl->addr, &rq.source);
+    if ((needs & PROXY_AZ_NEED_PEER) && ex->cl->tls) {
+        rq.principal = proxy_tls_peer_principal(ex);
+    }
+    if ((needs & PROXY_AZ_NEED_SNI) && ex->cl->tls) {
+        rq.sni = sc_xport_query_str(ex->cl->tls, SC_XQ_SNI);
+    }
+    if (needs & PROXY_AZ_NEED_DEST) {
+        dest_of(ex, &rq.dest, &rq.dport);
+    }
+    if (needs & PROXY_AZ_NEED_REMOTE) {
+        proxy_authz_remote_ip(m, proxy_authz_xff_hops(az), &rq.source, &rq.remote);
+        if (rq.remote.fam < 0) {
+            /* A trusted hop wrote something that is not an address: no decision can be
+             * trusted, so none is taken (fail closed). */
+            ex->authz_policy = "";
+            *why = "RBAC: access denied";
+            *flags = F_RBAC;
+            sc_debug("authorization failed closed",
+                     SC_LS("reason", "unparsable X-Forwarded-For entry at the trusted hop"));
+            return 403;
+        }
+    }
+    struct proxy_az_decision d;
+    proxy_authz_eval(az, &rq, &d);
+    ex->authz_audit = d.audit;
+    ex->authz_dry_run = d.dry_run;
+    ex->authz_dry_denied = d.dry_run_denied;
+    ex->authz_policy = d.policy;
+    if (d.ext) {
+        size_t ndrop = 0;
+        const struct sc_str *drop = rt->jwt ? proxy_jwt_drop_names(rt->jwt, &ndrop) : NULL;
+        size_t plen = origin->len && origin->p[0] == '/' ? path->len : 0;
+        if (proxy_extauthz_start(ex, d.ext, m, raw, *origin, plen, jr.strip, jr.add, drop, ndrop,
+                                 d.result == PROXY_AZ_RES_DENY) == 0) {
+            return PROXY_AUTHZ_PENDING;
+        }
+        *why = "external authorization failed";
+        *flags = F_UAEX;
+        return 403; /* the check could not even be sent: fail closed */
+    }
+    if (d.result != PROXY_AZ_RES_ALLOW) {
+        if (!ex->authz_policy) {
+            ex->authz_policy = "";
+        }
+        *why = "RBAC: access denied";
+        *flags = F_RBAC;
+        return 403;
+    }
+    return 0;
+}
+
+int proxy_authz_rt_init(struct proxy_rt *rt, const struct proxy_cfg *cfg, struct proxy_metrics *pm,
+                        char **err)
+{
+    rt->path_normalization = cfg->authz.path_normalization;
+    rt->escaped_slashes = cfg->authz.escaped_slashes;
+    rt->authz = NULL;
+    rt->jwt = NULL;
+    if (cfg->authz.authorization.n == 0 && cfg->jwt.request_authentication.n == 0) {
+        return 0;
+    }
+    struct proxy_workload wl;
+    int rc = proxy_workload_init(&wl, &cfg->workload, err);
+    if (rc < 0) {
+        return rc;
+    }
+    char *e = NULL;
+    const char *root = cfg->mesh_root_namespace ? cfg->mesh_root_namespace : "istio-system";
+    rt->authz = proxy_authz_new(&cfg->authz, &wl, root, pm->reg, &e);
+    if (!e) {
+        rt->jwt = proxy_jwt_new(&cfg->jwt, &wl, root, pm->reg, &e);
+    }
+    proxy_workload_cleanup(&wl);
+    if (e) {
+        *err = e;
+        return SC_ECONFIG;
+    }
+    return 0;
+}
