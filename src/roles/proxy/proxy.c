@@ -94,6 +94,7 @@ static void init_metrics(struct proxy *px)
     proxy_policy_metrics_init(pm);
     proxy_tls_metrics_init(pm);
     pm->authz = proxy_authz_metrics(pm->reg);
+    proxy_tcp_metrics_init(pm);
     static const char *const lr_labels[] = { "listener", "route", NULL };
     pm->rate_limited =
         sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_rq_rate_limited_total",

@@ -33,6 +33,7 @@
 #include "roles/proxy/proxy_peerauth.h"
 #include "roles/proxy/proxy_probe.h"
 #include "roles/proxy/proxy_tls.h"
+#include "roles/proxy/proxy_tcp.h"
 
 /* ---- configuration as loaded (the option table in proxy_config.c describes these) ---- */
 
@@ -84,6 +85,7 @@ struct proxy_listener_cfg {
     struct sc_vec routes; /* struct proxy_route_cfg */
     struct proxy_rl_cfg rate_limit;
     struct proxy_listener_tls_cfg tlscfg; /* tls, mtls, forward_client_cert, direction */
+    struct proxy_icpt_listener_cfg icpt;  /* protocol, detection, tcp_routes (proxy_tcp.h) */
 };
 
 struct proxy_cluster_cfg {
@@ -99,6 +101,7 @@ struct proxy_cluster_cfg {
     struct sc_vec labeled_endpoints; /* struct proxy_labeled_ep_cfg */
     struct sc_vec subsets;           /* struct proxy_subset_cfg */
     struct proxy_cluster_tls_cfg tlscfg;
+    struct proxy_icpt_cluster_cfg icpt; /* upstream_bind_address (proxy_tcp.h) */
 };
 
 struct proxy_cfg {
@@ -205,6 +208,7 @@ struct proxy_cluster {
     struct proxy_subset *subsets;
     size_t nsubsets;
     struct proxy_cluster_tls tls;
+    struct proxy_cluster_bind bind; /* upstream source addresses (proxy_tcp.h) */
 };
 
 struct proxy_header_match {
@@ -252,6 +256,7 @@ struct proxy_listener {
     bool rl_headers;
     struct proxy_listener_tls tls;
     bool inbound; /* traffic to the workload: authorization applies */
+    struct proxy_listener_icpt icpt; /* protocol, detection, TCP routes (proxy_tcp.h) */
 };
 
 struct proxy_rt {
@@ -297,6 +302,9 @@ struct proxy_metrics {
     struct sc_metric_family *tls_expiry;
     struct sc_metric_family *utls_hs;
     struct sc_metric_family *authz; /* proxy_authz.c */
+    struct sc_metric_family *tcp_total; /* proxy_tcp.c */
+    struct sc_metric_family *tcp_active;
+    struct sc_metric_family *tcp_bytes;
 };
 
 /* Builds a snapshot from a checked <cfg> for <nworkers> workers, copying everything it keeps.
@@ -373,6 +381,8 @@ struct proxy_worker {
     uint64_t date_sec;
     struct sc_list mirrors; /* mirrored requests in flight (proxy_mirror.c) */
     size_t nmirrors;
+    struct sc_list tcps; /* relayed and detecting TCP connections (proxy_tcp.c) */
+    size_t ntcps;
 };
 
 struct proxy {

@@ -211,6 +211,9 @@ static const struct sc_opt listener_opts[] = {
     { .type = SC_OPT_INLINE,
       .offset = offsetof(struct proxy_listener_cfg, tlscfg),
       .sub = proxy_listener_tls_opts },
+    { .type = SC_OPT_INLINE,
+      .offset = offsetof(struct proxy_listener_cfg, icpt),
+      .sub = proxy_icpt_listener_opts },
     { 0 },
 };
 
@@ -283,6 +286,9 @@ static const struct sc_opt cluster_opts[] = {
     { .type = SC_OPT_INLINE,
       .offset = offsetof(struct proxy_cluster_cfg, tlscfg),
       .sub = proxy_cluster_tls_opts },
+    { .type = SC_OPT_INLINE,
+      .offset = offsetof(struct proxy_cluster_cfg, icpt),
+      .sub = proxy_icpt_cluster_opts },
     { 0 },
 };
 
@@ -622,6 +628,9 @@ int proxy_config_check(const void *cfg, char **err)
     if (trc == 0) {
         trc = proxy_jwt_check(&c->jwt, err);
     }
+    if (trc == 0) {
+        trc = proxy_icpt_check(c, err);
+    }
     if (trc < 0) {
         return trc;
     }
@@ -736,6 +745,7 @@ static void rt_free(struct proxy_rt *rt)
         route_free(&l->noroute);
         proxy_rl_release(l->rl);
         proxy_tls_listener_release(&l->tls);
+        proxy_icpt_listener_free(l);
         sc_free(l->name);
         sc_free(l->address);
     }
@@ -857,6 +867,7 @@ static int cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg 
     c->m_retry = sc_metric_get(pm->retry, lv);
     c->m_cx_active = sc_metric_get(pm->ucx_active, lv);
     c->m_timeout = sc_metric_get(pm->timeout, lv);
+    proxy_icpt_cluster_init(c, cc);
     return proxy_tls_cluster_init(&c->tls, c->name, quick ? NULL : cc, cfg, pm, err);
 }
 
@@ -1070,6 +1081,10 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
                 goto fail;
             }
         }
+        rc = proxy_icpt_listener_init(l, &lcs[i], cfg, rt, pm, err);
+        if (rc < 0) {
+            goto fail;
+        }
     }
     if (quick) {
         struct proxy_listener *l = &rt->listeners[cfg->listeners.n];
@@ -1078,6 +1093,9 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
         l->inbound = true;
         if (rc == 0) {
             rc = proxy_tls_listener_init(&l->tls, l->name, NULL, true, cfg, pm, err);
+        }
+        if (rc == 0) {
+            rc = proxy_icpt_listener_init(l, NULL, cfg, rt, pm, err);
         }
         if (rc < 0) {
             goto fail;
@@ -1097,6 +1115,9 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
         rc = listener_init(l, "outbound", "127.0.0.1:15001", pm, err);
         if (rc == 0) {
             rc = proxy_tls_listener_init(&l->tls, l->name, NULL, false, cfg, pm, err);
+        }
+        if (rc == 0) {
+            rc = proxy_icpt_listener_init(l, NULL, cfg, rt, pm, err);
         }
         if (rc < 0) {
             goto fail;

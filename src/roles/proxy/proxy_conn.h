@@ -313,6 +313,14 @@ void proxy_uconn_release(struct proxy_uconn *uc, bool reusable);
  * dc->od on first use. */
 bool proxy_original_dst(struct proxy_dconn *dc);
 
+/* The original destination of accepted socket <fd> into <*out>, when iptables redirected it
+ * (SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST); false when it was not redirected. */
+bool proxy_sock_original_dst(int fd, struct sockaddr_storage *out);
+
+/* One address of endpoint <ep> (round robin over a DNS endpoint's addresses) into <*out>.
+ * Returns 0, or -ENOENT when it has none (yet). */
+int proxy_endpoint_addr(struct proxy_endpoint *ep, struct sockaddr_storage *out);
+
 /* Closes the idle pooled connections of every cluster of snapshot <rt> on worker <w>. */
 void proxy_close_pools(struct proxy_worker *w, struct proxy_rt *rt);
 
@@ -404,6 +412,11 @@ extern const struct proxy_down_ops proxy_h1_down;
 /* Accepts a client on listener <server> (a worker's uv_tcp_t). */
 void proxy_h1_on_accept(uv_stream_t *server, int status);
 
+/* Takes over a client socket <fd> of listener <lidx> whose first <n> bytes <p> (an HTTP/1
+ * request line, told by proxy_tcp.c's detection) were read already: they are parsed as if read
+ * here. Closes <fd> on failure. */
+void proxy_h1_adopt(struct proxy_worker *w, size_t lidx, uv_os_sock_t fd, const char *p, size_t n);
+
 /* The upstream transport's callbacks (net/transport.h), owner a struct proxy_uconn. */
 void proxy_h1_ualloc(void *owner, uv_buf_t *buf);
 void proxy_h1_uread(void *owner, ssize_t nread);
@@ -483,6 +496,13 @@ void proxy_access_log(struct proxy_exch *ex, double dur);
 /* Counts the request in sidecar_requests_total (series cached per route and status code) and
  * sidecar_request_duration_seconds. */
 void proxy_count_request(struct proxy_exch *ex, double dur);
+
+/* Appends a complete access-log line <line> (<n> bytes, its newline included) to the worker's
+ * buffer, as proxy_access_log does (dropped and counted when the buffer is full). */
+void proxy_log_line(struct proxy_worker *w, const char *line, size_t n);
+
+/* Writes response flags <f> (F_*) as Envoy's short names ("UF,URX") into <out>. */
+const char *proxy_log_flags(unsigned f, char *out, size_t cap);
 
 /* Writes the worker's buffered access-log lines to stdout now, without blocking: what the
  * reader does not take stays buffered and is retried shortly (on the worker's logtimer). */

@@ -37,6 +37,8 @@ static bool closing_after_response(const struct proxy_dconn *dc);
 static void on_dhandshake(void *owner, int status);
 static bool tunnel_fins(struct proxy_dconn *dc);
 static void try_parse_head(struct proxy_dconn *dc);
+static struct proxy_dconn *dconn_new(struct proxy_worker *w, size_t lidx);
+static void dconn_start(struct proxy_dconn *dc);
 
 /* What a downstream transport reports (it never connects). */
 static const struct sc_xport_cbs dcbs = {
@@ -932,6 +934,41 @@ void proxy_h1_on_accept(uv_stream_t *server, int status)
         uv_close((uv_handle_t *)h, on_refused_closed);
         return;
     }
+    struct proxy_dconn *dc = dconn_new(w, (size_t)((uv_tcp_t *)server - w->listeners));
+    if (uv_accept(server, (uv_stream_t *)&dc->tx.tcp) < 0) {
+        proxy_dconn_close(dc);
+        return;
+    }
+    dconn_start(dc);
+}
+
+void proxy_h1_adopt(struct proxy_worker *w, size_t lidx, uv_os_sock_t fd, const char *p, size_t n)
+{
+    struct proxy_dconn *dc = dconn_new(w, lidx);
+    if (uv_tcp_open(&dc->tx.tcp, fd) < 0) {
+        close(fd);
+        proxy_dconn_close(dc);
+        return;
+    }
+    dconn_start(dc);
+    if (n > 0 && dc->state == D_HEAD) {
+        proxy_rbuf_get(w, &dc->in);
+        if (dc->in.cap - dc->in.end < n) {
+            proxy_dconn_close(dc); /* more than a head can be: cannot happen from detection */
+            return;
+        }
+        memcpy(dc->in.p + dc->in.end, p, n);
+        dc->in.end += n;
+        dc->head_start_ms = uv_now(w->loop);
+        proxy_arm_timer(dc);
+        proxy_parse_loop(dc);
+    }
+}
+
+/* A downstream connection of listener <lidx> from the worker's free list or new, counted and
+ * linked, its socket handle initialised but not yet holding a socket. */
+static struct proxy_dconn *dconn_new(struct proxy_worker *w, size_t lidx)
+{
     struct proxy_dconn *dc;
     if (!sc_list_empty(&w->free_dc)) {
         dc = sc_list_entry(w->free_dc.next, struct proxy_dconn, node);
@@ -954,7 +991,7 @@ void proxy_h1_on_accept(uv_stream_t *server, int status)
         sc_buf_init(&dc->ex.copy, 0);
     }
     dc->w = w;
-    dc->lidx = (size_t)((uv_tcp_t *)server - w->listeners);
+    dc->lidx = lidx;
     dc->ex.w = w;
     dc->ex.dc = dc;
     dc->ex.cl = &dc->cl;
@@ -968,10 +1005,13 @@ void proxy_h1_on_accept(uv_stream_t *server, int status)
     dc->m_active = w->rt->listeners[dc->lidx].m_cx_active;
     sc_metrics_gauge_add(dc->m_active, 1);
     dc->state = D_HEAD;
-    if (uv_accept(server, (uv_stream_t *)&dc->tx.tcp) < 0) {
-        proxy_dconn_close(dc);
-        return;
-    }
+    return dc;
+}
+
+/* <dc> holds its socket: reads the client's address, stacks TLS, starts reading. */
+static void dconn_start(struct proxy_dconn *dc)
+{
+    struct proxy_worker *w = dc->w;
     sc_tcp_tune(&dc->tx.tcp);
     sc_tcp_peer_ip(&dc->tx.tcp, &dc->cl.addr, dc->cl.ip, sizeof(dc->cl.ip));
     dc->last_activity = uv_now(w->loop);

@@ -190,6 +190,11 @@ static void on_logcheck(uv_check_t *c)
     }
 }
 
+const char *proxy_log_flags(unsigned f, char *out, size_t cap)
+{
+    return flags_str(f, out, cap);
+}
+
 /* Appends the decimal digits of <v> at <w>; returns the end. */
 static char *put_u64(char *w, uint64_t v)
 {
@@ -338,6 +343,23 @@ void proxy_access_log(struct proxy_exch *r, double dur)
     }
     o = PUT_LIT(o, "\"}\n");
     b->len = (size_t)(o - b->p);
+    if (!uv_is_active((uv_handle_t *)&w->logcheck)) {
+        uv_check_start(&w->logcheck, on_logcheck);
+    }
+}
+
+void proxy_log_line(struct proxy_worker *w, const char *line, size_t n)
+{
+    struct sc_buf *b = &w->logbuf;
+    if (sc_buf_reserve(b, n) < 0) {
+        proxy_log_flush(w);
+        if (sc_buf_reserve(b, n) < 0) {
+            sc_metrics_counter_inc(w->px->pm.log_dropped);
+            return;
+        }
+    }
+    memcpy(b->p + b->len, line, n);
+    b->len += n;
     if (!uv_is_active((uv_handle_t *)&w->logcheck)) {
         uv_check_start(&w->logcheck, on_logcheck);
     }

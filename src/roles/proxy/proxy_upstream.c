@@ -397,6 +397,11 @@ static int endpoint_addr(struct proxy_endpoint *ep, struct sockaddr_storage *out
     }
     return n > 0 ? 0 : -ENOENT;
 }
+int proxy_endpoint_addr(struct proxy_endpoint *ep, struct sockaddr_storage *out)
+{
+    return endpoint_addr(ep, out);
+}
+
 void proxy_attempt(struct proxy_exch *r)
 {
     struct proxy_dconn *dc = r->dc;
@@ -462,7 +467,11 @@ static void connect_new(struct proxy_dconn *dc, struct proxy_endpoint *ep,
     uc->timer.data = uc;
     uc->state = U_CONNECTING;
     proxy_tls_upstream(uc); /* the cluster's TLS layer, when it originates TLS */
-    int rc = sc_xport_connect(uc->x, (const struct sockaddr *)ss);
+    /* The cluster's source address (the inbound passthrough's 127.0.0.6), when it has one. */
+    int rc = proxy_icpt_bind(&uc->tx.tcp, c, ss->ss_family);
+    if (rc == 0) {
+        rc = sc_xport_connect(uc->x, (const struct sockaddr *)ss);
+    }
     if (rc < 0) {
         proxy_attempt_failed(&dc->ex, COND_CONNECT, F_UF, uv_strerror(rc));
         return;
@@ -486,6 +495,12 @@ bool proxy_original_dst(struct proxy_dconn *dc)
     if (sc_xport_query(dc->x, SC_XQ_FD, &fd) < 0) {
         return false;
     }
+    dc->od->has_orig = proxy_sock_original_dst(fd, &dc->od->orig);
+    return dc->od->has_orig;
+}
+
+bool proxy_sock_original_dst(int fd, struct sockaddr_storage *out)
+{
     struct sockaddr_storage od, local;
     socklen_t olen = sizeof(od), llen = sizeof(local);
     memset(&od, 0, sizeof(od));
@@ -504,8 +519,7 @@ bool proxy_original_dst(struct proxy_dconn *dc)
     if (od.ss_family == local.ss_family && same_addr(&od, &local)) {
         return false; /* not redirected: the client connected to us directly */
     }
-    dc->od->orig = od;
-    dc->od->has_orig = true;
+    *out = od;
     return true;
 }
 

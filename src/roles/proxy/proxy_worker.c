@@ -189,8 +189,13 @@ int proxy_worker_listen(struct proxy_worker *w, char **err)
     for (size_t i = 0; i < rt->nlisteners; i++) {
         uv_tcp_t *h = &w->listeners[i];
         h->data = w;
+        /* Listeners of protocol tcp or auto accept into the TCP relay (proxy_tcp.c), which hands
+         * connections it detects as HTTP/1 back to proxy_h1.c. */
+        uv_connection_cb on_accept = rt->listeners[i].icpt.protocol == PROXY_LP_HTTP
+                                         ? proxy_h1_on_accept
+                                         : proxy_tcp_on_accept;
         int rc = sc_tcp_listen(w->loop, h, (struct sockaddr *)&rt->listeners[i].ss, 511,
-                               w->px->nworkers > 1, proxy_h1_on_accept, err);
+                               w->px->nworkers > 1, on_accept, err);
         w->listeners_open++;
         if (rc < 0) {
             return rc;
@@ -219,7 +224,7 @@ static void close_listeners(struct proxy_worker *w)
 void proxy_check_done(struct proxy_worker *w)
 {
     if ((w->draining || w->closed_all) && !atomic_load(&w->done) && w->nconns == 0 &&
-        w->nuconns == 0 && w->listeners_open == 0 && w->nmirrors == 0) {
+        w->nuconns == 0 && w->listeners_open == 0 && w->nmirrors == 0 && w->ntcps == 0) {
         atomic_store(&w->done, true);
         uv_close((uv_handle_t *)&w->spin, NULL);
         proxy_log_finish(w);
@@ -240,6 +245,7 @@ static void stop(struct proxy_worker *w, bool all)
     close_listeners(w);
     proxy_close_pools(w, w->rt);
     proxy_mirror_stop_all(w);
+    proxy_tcp_stop(w, all);
     struct sc_list *pos, *tmp;
     sc_list_foreach(pos, tmp, &w->conns)
     {
@@ -308,6 +314,7 @@ void proxy_worker_init(struct proxy_worker *w)
     sc_list_init(&w->free_uc);
     sc_list_init(&w->odst);
     sc_list_init(&w->mirrors);
+    sc_list_init(&w->tcps);
     sc_buf_init(&w->logbuf, 256 * 1024); /* the bound for a slow reader; lines beyond drop */
     w->md = pcre2_match_data_create(32, NULL);
     if (getrandom(w->rng, sizeof(w->rng), 0) != (ssize_t)sizeof(w->rng)) {

@@ -1,0 +1,728 @@
+// SPDX-License-Identifier: Apache-2.0
+// The TCP side of the proxy: listeners of protocol tcp or auto accept here. On an auto listener the
+// first bytes decide (proxy_detect.c), within protocol_detection_timeout: an HTTP/1 request line
+// is handed to the HTTP/1 codec (proxy_h1_adopt, with the bytes read so far), the HTTP/2 preface,
+// a TLS ClientHello and anything else are relayed as bytes; opaque_ports and http_ports decide by
+// the original destination port without reading. A relayed connection goes to the cluster of the
+// first tcp_route that takes it (destination port, TLS SNI and ALPN, read without terminating
+// TLS), else tcp_cluster, else its original destination, from the cluster's source address when
+// it has one (the inbound passthrough's 127.0.0.6).
+//
+// The relay copies each direction through one block of the worker's buffer pool: a read is written
+// to the other side at once (uv_try_write); what the other side does not take is queued and the
+// reading side paused until it drains, so a slow reader holds one block per direction and no
+// more (backpressure reaches the writer through TCP flow control). A block is given back to the
+// pool as soon as it is empty, so an idle relayed connection costs its struct. A FIN read on one
+// side is passed to the other once the bytes before it are written (half-close); the connection
+// ends when both directions have ended, on an error (reset), or after tcp_idle_timeout without a
+// byte either way. Each connection writes one access-log line when it ends and is counted in
+// sidecar_tcp_connections_total, sidecar_tcp_connections_active and sidecar_tcp_bytes_total.
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "net/addr.h"
+#include "net/tcp.h"
+#include "roles/proxy/proxy_conn.h"
+#include "roles/proxy/proxy_detect.h"
+#include "roles/proxy/proxy_tcp.h"
+
+enum { T_DETECT, T_CONNECTING, T_RELAY, T_CLOSING };
+
+/* How the protocol was decided, for the log. */
+enum { DET_LISTENER, DET_PORT, DET_BYTES, DET_TIMEOUT, DET_EOF };
+
+struct proxy_tcp {
+    struct sc_list node;
+    struct proxy_worker *w;
+    struct proxy_rt *rt; /* a reference while open */
+    struct proxy_listener *lsn;
+    size_t lidx;
+    uv_tcp_t d; /* the client */
+    uv_tcp_t u; /* the upstream (initialised once a destination is chosen) */
+    uv_timer_t timer;
+    uv_connect_t creq;
+    uv_write_t dwr, uwr;     /* the pending write to the client, to the upstream */
+    uv_shutdown_t dsh, ush;  /* the FIN to the client, to the upstream */
+    struct rbuf up;          /* client bytes not yet written upstream */
+    struct rbuf down;        /* upstream bytes not yet written to the client */
+    struct proxy_cluster *cluster;
+    struct proxy_endpoint *ep; /* a static cluster's endpoint (outlier detection) */
+    const char *route;
+    struct sockaddr_storage orig;  /* where the client meant to go (has_orig) */
+    struct sockaddr_storage uaddr; /* where the relay connects */
+    struct sockaddr_storage peer;
+    char peer_ip[48];
+    char sni[PROXY_SNI_MAX + 1];
+    uint64_t start_ns;
+    uint64_t connect_ns; /* connect time, once connected */
+    uint64_t rx, tx;     /* bytes from the client, to the client */
+    uint64_t last_ms;    /* loop time of the last byte either way */
+    uint16_t port;       /* the destination port (original, else the listener's) */
+    unsigned flags;
+    int state;
+    int closes;
+    int proto; /* enum proxy_proto */
+    int how;   /* DET_* */
+    bool has_orig;
+    bool u_init;
+    bool counted;   /* in the sidecar_tcp_* gauges and counters */
+    bool bk_cx;     /* holds a connection of the cluster's breaker */
+    bool bk_pending;
+    bool d_eof, u_eof;         /* the FIN of that side was read */
+    bool u_shut, d_shut;       /* the FIN was sent to that side */
+    bool uw_pending, dw_pending;
+};
+
+static void tcp_close(struct proxy_tcp *t);
+static void relay_start(struct proxy_tcp *t);
+static void decide(struct proxy_tcp *t, enum proxy_proto proto, const struct proxy_hello *hello);
+
+void proxy_tcp_metrics_init(struct proxy_metrics *pm)
+{
+    static const char *const l_labels[] = { "listener", NULL };
+    static const char *const ld_labels[] = { "listener", "direction", NULL };
+    pm->tcp_total = sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_tcp_connections_total",
+                                      "TCP connections relayed (opaque, TLS passthrough, "
+                                      "undetected), by listener.",
+                                      l_labels, NULL, 0);
+    pm->tcp_active = sc_metrics_family(pm->reg, SC_METRIC_GAUGE, "sidecar_tcp_connections_active",
+                                       "TCP connections being relayed now, by listener.", l_labels,
+                                       NULL, 0);
+    pm->tcp_bytes = sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_tcp_bytes_total",
+                                      "Bytes relayed on TCP connections: received from clients, "
+                                      "sent to clients.",
+                                      ld_labels, NULL, 0);
+}
+
+/* ---- closing and the log line ---- */
+
+static void tcp_log(struct proxy_tcp *t)
+{
+    struct proxy_worker *w = t->w;
+    if (!t->rt->access_log) {
+        return;
+    }
+    char date[32], ua[64] = "", od[64] = "", flags[64], sni[PROXY_SNI_MAX * 6 + 1];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (t->uaddr.ss_family) {
+        sc_addr_format((const struct sockaddr *)&t->uaddr, ua, sizeof(ua));
+    }
+    if (t->has_orig) {
+        sc_addr_format((const struct sockaddr *)&t->orig, od, sizeof(od));
+    }
+    size_t sl = 0;
+    sc_json_escape(sni, sizeof(sni), &sl, t->sni, strlen(t->sni));
+    sni[sl] = 0;
+    proxy_log_flags(t->flags, flags, sizeof(flags));
+    static const char *const hows[] = { "listener", "port", "bytes", "timeout", "eof" };
+    uint64_t dur_us = (proxy_now_ns() - t->start_ns) / 1000;
+    uint64_t conn_us = t->connect_ns ? (t->connect_ns - t->start_ns) / 1000 : 0;
+    char line[2048];
+    int n = snprintf(line, sizeof(line),
+                     "{\"time\":\"%s\",\"listener\":\"%s\",\"protocol\":\"%s\",\"detection\":\"%s\","
+                     "\"sni\":\"%s\",\"route\":\"%s\",\"cluster\":\"%s\",\"upstream\":\"%s\","
+                     "\"original_dst\":\"%s\",\"bytes_received\":%" PRIu64
+                     ",\"bytes_sent\":%" PRIu64 ",\"duration_ms\":%" PRIu64 ".%03u,"
+                     "\"connect_ms\":%" PRIu64 ".%03u,\"flags\":\"%s\",\"peer\":\"%s\"}\n",
+                     date, t->lsn->name, proxy_proto_name(t->proto), hows[t->how], sni,
+                     t->route ? t->route : "", t->cluster ? t->cluster->name : "", ua, od, t->rx,
+                     t->tx, dur_us / 1000, (unsigned)(dur_us % 1000), conn_us / 1000,
+                     (unsigned)(conn_us % 1000), flags, t->peer_ip);
+    if (n > 0 && (size_t)n < sizeof(line)) {
+        proxy_log_line(w, line, (size_t)n);
+    }
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct proxy_tcp *t = h->data;
+    if (--t->closes > 0) {
+        return;
+    }
+    struct proxy_worker *w = t->w;
+    t->up.start = t->up.end = t->down.start = t->down.end = 0;
+    proxy_rbuf_put(w, &t->up);
+    proxy_rbuf_put(w, &t->down);
+    sc_list_remove(&t->node);
+    w->ntcps--;
+    atomic_fetch_sub_explicit(&w->px->conns, 1, memory_order_relaxed);
+    proxy_rt_unref(t->rt);
+    sc_free(t);
+    proxy_check_done(w);
+}
+
+/* Closes both sockets and the timer; logs a relayed connection. Idempotent. */
+static void tcp_close(struct proxy_tcp *t)
+{
+    if (t->state == T_CLOSING) {
+        return;
+    }
+    bool relayed = t->state != T_DETECT;
+    t->state = T_CLOSING;
+    if (t->bk_pending) {
+        proxy_breaker_connected(t->cluster);
+    }
+    if (t->bk_cx) {
+        proxy_breaker_closed(t->cluster);
+    }
+    if (t->counted) {
+        sc_metrics_gauge_add(t->lsn->icpt.m_active, -1);
+    }
+    if (relayed) {
+        tcp_log(t);
+    }
+    t->closes = 2 + (t->u_init ? 1 : 0);
+    uv_close((uv_handle_t *)&t->d, on_closed);
+    uv_close((uv_handle_t *)&t->timer, on_closed);
+    if (t->u_init) {
+        uv_close((uv_handle_t *)&t->u, on_closed);
+    }
+}
+
+void proxy_tcp_stop(struct proxy_worker *w, bool all)
+{
+    struct sc_list *pos, *tmp;
+    sc_list_foreach(pos, tmp, &w->tcps)
+    {
+        struct proxy_tcp *t = sc_list_entry(pos, struct proxy_tcp, node);
+        if (all || (t->state == T_DETECT && t->up.start == t->up.end)) {
+            tcp_close(t);
+        }
+    }
+}
+
+/* ---- the relay ---- */
+
+/* One direction: bytes read from <src> into <b>, written to <dst>. */
+struct dir {
+    uv_tcp_t *src, *dst;
+    struct rbuf *b;
+    uv_write_t *wr;
+    uv_shutdown_t *sh;
+    bool *src_eof, *dst_shut, *wpending;
+};
+
+static struct dir dir_up(struct proxy_tcp *t)
+{
+    return (struct dir){ &t->d, &t->u, &t->up, &t->uwr, &t->ush, &t->d_eof, &t->u_shut,
+                         &t->uw_pending };
+}
+
+static struct dir dir_down(struct proxy_tcp *t)
+{
+    return (struct dir){ &t->u, &t->d, &t->down, &t->dwr, &t->dsh, &t->u_eof, &t->d_shut,
+                         &t->dw_pending };
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    (void)hint;
+    struct proxy_tcp *t = h->data;
+    struct rbuf *b = h == (uv_handle_t *)&t->d ? &t->up : &t->down;
+    proxy_rbuf_get(t->w, b);
+    if (b->start == b->end) {
+        b->start = b->end = 0;
+    }
+    *buf = uv_buf_init(b->p + b->end, (unsigned)(b->cap - b->end));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_shutdown(uv_shutdown_t *req, int status);
+
+/* Ends the connection once both directions have ended and nothing is left to write. */
+static void maybe_done(struct proxy_tcp *t)
+{
+    if (t->u_shut && t->d_shut && !t->uw_pending && !t->dw_pending) {
+        tcp_close(t);
+    }
+}
+
+/* Passes <d>'s FIN on once its bytes are out. */
+static void pass_fin(struct proxy_tcp *t, struct dir d)
+{
+    if (!*d.src_eof || *d.dst_shut || *d.wpending || d.b->start != d.b->end) {
+        return;
+    }
+    *d.dst_shut = true;
+    d.sh->data = t;
+    if (uv_shutdown(d.sh, (uv_stream_t *)d.dst, on_shutdown) < 0) {
+        tcp_close(t);
+    }
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct proxy_tcp *t = req->data;
+    if (status == UV_ECANCELED || t->state == T_CLOSING) {
+        return;
+    }
+    if (status < 0) {
+        tcp_close(t);
+        return;
+    }
+    maybe_done(t);
+}
+
+/* Reading <d>'s source is wanted while its buffer is empty and it has not ended. */
+static void read_update(struct proxy_tcp *t, struct dir d)
+{
+    if (t->state != T_RELAY) {
+        return;
+    }
+    if (!*d.src_eof && !*d.wpending && d.b->start == d.b->end) {
+        (void)uv_read_start((uv_stream_t *)d.src, on_alloc, on_read);
+    } else {
+        (void)uv_read_stop((uv_stream_t *)d.src);
+    }
+}
+
+static void on_write(uv_write_t *req, int status);
+
+/* Writes what <d>'s buffer holds: at once when the socket takes it, else queued with reading
+ * paused. Gives the empty buffer back. */
+static void flush(struct proxy_tcp *t, struct dir d)
+{
+    struct rbuf *b = d.b;
+    if (*d.wpending || b->start == b->end) {
+        return;
+    }
+    uv_buf_t iov = uv_buf_init(b->p + b->start, (unsigned)(b->end - b->start));
+    int n = uv_try_write((uv_stream_t *)d.dst, &iov, 1);
+    if (n == UV_EAGAIN || n == UV_ENOSYS) {
+        n = 0;
+    }
+    if (n < 0) {
+        t->flags |= d.dst == &t->u ? F_UC : F_DC;
+        tcp_close(t);
+        return;
+    }
+    b->start += (size_t)n;
+    if (d.dst == &t->d) {
+        t->tx += (uint64_t)n;
+        sc_metrics_counter_add(t->lsn->icpt.m_tx, (uint64_t)n);
+    }
+    if (b->start == b->end) {
+        b->start = b->end = 0;
+        proxy_rbuf_put(t->w, b);
+        return;
+    }
+    iov = uv_buf_init(b->p + b->start, (unsigned)(b->end - b->start));
+    d.wr->data = t;
+    if (uv_write(d.wr, (uv_stream_t *)d.dst, &iov, 1, on_write) < 0) {
+        tcp_close(t);
+        return;
+    }
+    *d.wpending = true;
+    (void)uv_read_stop((uv_stream_t *)d.src);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct proxy_tcp *t = req->data;
+    if (status == UV_ECANCELED || t->state == T_CLOSING) {
+        return;
+    }
+    struct dir d = req == &t->uwr ? dir_up(t) : dir_down(t);
+    *d.wpending = false;
+    if (status < 0) {
+        t->flags |= d.dst == &t->u ? F_UC : F_DC;
+        tcp_close(t);
+        return;
+    }
+    if (d.dst == &t->d) {
+        uint64_t n = d.b->end - d.b->start;
+        t->tx += n;
+        sc_metrics_counter_add(t->lsn->icpt.m_tx, n);
+    }
+    t->last_ms = uv_now(t->w->loop);
+    d.b->start = d.b->end = 0;
+    proxy_rbuf_put(t->w, d.b);
+    read_update(t, d);
+    pass_fin(t, d);
+    maybe_done(t);
+}
+
+static void on_detect_read(struct proxy_tcp *t, ssize_t nread);
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)buf;
+    struct proxy_tcp *t = s->data;
+    if (nread == 0 || t->state == T_CLOSING) {
+        return;
+    }
+    proxy_spin_on(t->w);
+    if (t->state == T_DETECT) {
+        on_detect_read(t, nread);
+        return;
+    }
+    struct dir d = s == (uv_stream_t *)&t->d ? dir_up(t) : dir_down(t);
+    if (nread < 0) {
+        if (nread == UV_EOF) {
+            *d.src_eof = true;
+            (void)uv_read_stop(s);
+            pass_fin(t, d);
+            maybe_done(t);
+            return;
+        }
+        t->flags |= s == (uv_stream_t *)&t->u ? F_UC : F_DC;
+        tcp_close(t);
+        return;
+    }
+    t->last_ms = uv_now(t->w->loop);
+    d.b->end += (size_t)nread;
+    if (s == (uv_stream_t *)&t->d) {
+        t->rx += (uint64_t)nread;
+        sc_metrics_counter_add(t->lsn->icpt.m_rx, (uint64_t)nread);
+    }
+    flush(t, d);
+}
+
+static void on_timer(uv_timer_t *h)
+{
+    struct proxy_tcp *t = h->data;
+    uint64_t now = uv_now(t->w->loop);
+    switch (t->state) {
+    case T_DETECT:
+        if (t->lsn->icpt.detect_timeout_ms) {
+            t->how = DET_TIMEOUT;
+            decide(t, t->up.end > t->up.start ? proxy_detect((const uint8_t *)t->up.p + t->up.start,
+                                                             t->up.end - t->up.start, NULL)
+                                              : PROXY_PROTO_TCP,
+                   NULL);
+        } else {
+            tcp_close(t); /* waited tcp_idle_timeout for a first byte */
+        }
+        break;
+    case T_CONNECTING:
+        t->flags |= F_UF;
+        if (t->cluster) {
+            sc_metrics_counter_inc(t->cluster->m_timeout);
+        }
+        if (t->ep && t->ep->st) {
+            proxy_outlier_record(t->ep, 503, now);
+        }
+        tcp_close(t);
+        break;
+    case T_RELAY: {
+        uint64_t idle = t->lsn->icpt.idle_timeout_ms;
+        if (now - t->last_ms >= idle) {
+            t->flags |= F_SI;
+            tcp_close(t);
+        } else {
+            uv_timer_start(&t->timer, on_timer, idle - (now - t->last_ms), 0);
+        }
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    struct proxy_tcp *t = req->data;
+    if (status == UV_ECANCELED || t->state == T_CLOSING) {
+        return;
+    }
+    uint64_t now = uv_now(t->w->loop);
+    if (t->bk_pending) {
+        t->bk_pending = false;
+        proxy_breaker_connected(t->cluster);
+    }
+    if (status < 0) {
+        t->flags |= F_UF;
+        if (t->ep && t->ep->st) {
+            proxy_outlier_record(t->ep, 503, now);
+        }
+        sc_debug("tcp upstream connect failed", SC_LERR(status));
+        tcp_close(t);
+        return;
+    }
+    if (t->ep && t->ep->st) {
+        proxy_outlier_record(t->ep, 200, now);
+    }
+    t->connect_ns = proxy_now_ns();
+    sc_tcp_tune(&t->u);
+    relay_start(t);
+}
+
+static void relay_start(struct proxy_tcp *t)
+{
+    t->state = T_RELAY;
+    t->last_ms = uv_now(t->w->loop);
+    if (t->lsn->icpt.idle_timeout_ms) {
+        uv_timer_start(&t->timer, on_timer, t->lsn->icpt.idle_timeout_ms, 0);
+    } else {
+        uv_timer_stop(&t->timer);
+    }
+    struct dir up = dir_up(t), down = dir_down(t);
+    flush(t, up); /* the bytes detection read */
+    if (t->state != T_RELAY) {
+        return;
+    }
+    read_update(t, up);
+    read_update(t, down);
+    pass_fin(t, up);
+}
+
+/* ---- choosing the destination ---- */
+
+static bool port_in(uint16_t port, const uint16_t *ports, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (ports[i] == port) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Whether TCP route <r> takes the connection (<hello>: its ClientHello, NULL when not TLS). */
+static bool route_takes(const struct proxy_tcp_route *r, uint16_t port,
+                        const struct proxy_hello *hello)
+{
+    if (r->nports && !port_in(port, r->ports, r->nports)) {
+        return false;
+    }
+    if (r->nserver_names) {
+        bool any = false;
+        for (size_t i = 0; hello && !any && i < r->nserver_names; i++) {
+            any = proxy_sni_match(r->server_names[i], hello->sni);
+        }
+        if (!any) {
+            return false;
+        }
+    }
+    if (r->nalpn) {
+        bool any = false;
+        for (size_t i = 0; hello && !any && i < r->nalpn; i++) {
+            for (size_t k = 0; !any && k < hello->nalpn; k++) {
+                any = strcmp(r->alpn[i], hello->alpn[k]) == 0;
+            }
+        }
+        if (!any) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Routes and connects a connection to be relayed. */
+static void relay_connect(struct proxy_tcp *t, const struct proxy_hello *hello)
+{
+    struct proxy_listener_icpt *ic = &t->lsn->icpt;
+    struct proxy_worker *w = t->w;
+    t->cluster = ic->cluster;
+    t->route = "";
+    for (size_t i = 0; i < ic->nroutes; i++) {
+        if (route_takes(&ic->routes[i], t->port, hello)) {
+            t->cluster = ic->routes[i].cluster;
+            t->route = ic->routes[i].name;
+            break;
+        }
+    }
+    sc_metrics_counter_inc(ic->m_total);
+    sc_metrics_gauge_add(ic->m_active, 1);
+    sc_metrics_counter_add(ic->m_rx, t->rx); /* what detection read */
+    t->counted = true;
+    t->state = T_CONNECTING;
+    struct proxy_cluster *c = t->cluster;
+    if (!c || c->original_dst) {
+        if (!t->has_orig) {
+            t->flags |= F_NR; /* nowhere to go: not redirected and no cluster */
+            tcp_close(t);
+            return;
+        }
+        t->uaddr = t->orig;
+    } else {
+        t->ep = proxy_pick_endpoint(w, c, NULL);
+        if (!t->ep || proxy_endpoint_addr(t->ep, &t->uaddr) < 0) {
+            t->flags |= F_UH;
+            tcp_close(t);
+            return;
+        }
+    }
+    if (c) {
+        if (!proxy_breaker_connect(c)) {
+            t->flags |= F_UO;
+            tcp_close(t);
+            return;
+        }
+        t->bk_cx = t->bk_pending = true;
+    }
+    uv_tcp_init(w->loop, &t->u);
+    t->u.data = t;
+    t->u_init = true;
+    int rc = proxy_icpt_bind(&t->u, c, t->uaddr.ss_family);
+    if (rc == 0) {
+        t->creq.data = t;
+        rc = uv_tcp_connect(&t->creq, &t->u, (const struct sockaddr *)&t->uaddr, on_connect);
+    }
+    if (rc < 0) {
+        sc_warn("tcp upstream connect failed", SC_LS("listener", t->lsn->name), SC_LERR(rc));
+        t->flags |= F_UF;
+        tcp_close(t);
+        return;
+    }
+    uint64_t cto = c ? c->connect_timeout_ms : ic->connect_timeout_ms;
+    uv_timer_start(&t->timer, on_timer, cto ? cto : 10000, 0);
+}
+
+/* Hands the connection to the HTTP/1 codec with the bytes read so far. */
+static void to_http1(struct proxy_tcp *t)
+{
+    uv_os_fd_t fd;
+    int nfd = -1;
+    if (uv_fileno((uv_handle_t *)&t->d, &fd) == 0) {
+        nfd = dup(fd);
+    }
+    if (nfd < 0) {
+        sc_warn("cannot hand a connection to HTTP/1", SC_LERR(-errno));
+        tcp_close(t);
+        return;
+    }
+    (void)uv_read_stop((uv_stream_t *)&t->d);
+    proxy_h1_adopt(t->w, t->lidx, nfd, t->up.p ? t->up.p + t->up.start : NULL,
+                   t->up.end - t->up.start);
+    t->up.start = t->up.end = 0;
+    tcp_close(t); /* closes this descriptor; the socket lives on in the HTTP/1 connection */
+}
+
+/* The protocol is known: HTTP/1 goes to the HTTP path, everything else is relayed. */
+static void decide(struct proxy_tcp *t, enum proxy_proto proto, const struct proxy_hello *hello)
+{
+    if (proto == PROXY_PROTO_MORE) {
+        proto = PROXY_PROTO_TCP;
+    }
+    t->proto = proto;
+    (void)uv_read_stop((uv_stream_t *)&t->d);
+    switch (proto) {
+    case PROXY_PROTO_HTTP1:
+        to_http1(t);
+        return;
+    case PROXY_PROTO_H2C:
+        /* The hook for the HTTP/2 codec: once it can take over a connection with the preface
+         * read, h2c goes there as HTTP/1 does above. Until then it is relayed as bytes, so
+         * prior-knowledge HTTP/2 still reaches its destination (without HTTP features). */
+        break;
+    case PROXY_PROTO_TLS:
+        if (hello) {
+            memcpy(t->sni, hello->sni, sizeof(t->sni));
+        }
+        break;
+    default:
+        break;
+    }
+    relay_connect(t, hello);
+}
+
+static void on_detect_read(struct proxy_tcp *t, ssize_t nread)
+{
+    if (nread < 0) {
+        if (nread != UV_EOF) {
+            tcp_close(t);
+            return;
+        }
+        /* The client ended its side before the protocol was clear: relay what it sent. */
+        t->d_eof = true;
+        t->how = DET_EOF;
+        decide(t, PROXY_PROTO_TCP, NULL);
+        return;
+    }
+    t->up.end += (size_t)nread;
+    t->rx += (uint64_t)nread; /* counted in the metrics once relayed */
+    struct proxy_hello hello;
+    size_t n = t->up.end - t->up.start;
+    enum proxy_proto p = proxy_detect((const uint8_t *)t->up.p + t->up.start, n, &hello);
+    if (p == PROXY_PROTO_MORE && n < t->up.cap) {
+        return;
+    }
+    t->how = DET_BYTES;
+    decide(t, p, p == PROXY_PROTO_TLS ? &hello : NULL);
+}
+
+/* ---- accepting ---- */
+
+void proxy_tcp_on_accept(uv_stream_t *server, int status)
+{
+    struct proxy_worker *w = server->data;
+    if (status < 0) {
+        sc_warn("accept failed", SC_LERR(status));
+        return;
+    }
+    struct proxy_tcp *t = SC_NEW(struct proxy_tcp);
+    t->w = w;
+    t->rt = proxy_rt_ref(w->rt);
+    t->lidx = (size_t)((uv_tcp_t *)server - w->listeners);
+    t->lsn = &t->rt->listeners[t->lidx];
+    t->start_ns = proxy_now_ns();
+    uv_tcp_init(w->loop, &t->d);
+    t->d.data = t;
+    uv_timer_init(w->loop, &t->timer);
+    t->timer.data = t;
+    sc_list_append(&w->tcps, &t->node);
+    w->ntcps++;
+    int conns = atomic_fetch_add_explicit(&w->px->conns, 1, memory_order_relaxed);
+    t->state = T_DETECT;
+    if (uv_accept(server, (uv_stream_t *)&t->d) < 0) {
+        tcp_close(t);
+        return;
+    }
+    if (conns >= t->rt->max_connections) {
+        sc_warn("max_connections reached; connection refused",
+                SC_LI("max_connections", t->rt->max_connections));
+        tcp_close(t);
+        return;
+    }
+    sc_tcp_peer_ip(&t->d, &t->peer, t->peer_ip, sizeof(t->peer_ip));
+    uv_os_fd_t fd;
+    struct sockaddr_storage local;
+    int llen = sizeof(local);
+    if (uv_fileno((uv_handle_t *)&t->d, &fd) == 0) {
+        t->has_orig = proxy_sock_original_dst(fd, &t->orig);
+    }
+    if (t->has_orig) {
+        t->port = ntohs(t->orig.ss_family == AF_INET6
+                            ? ((const struct sockaddr_in6 *)&t->orig)->sin6_port
+                            : ((const struct sockaddr_in *)&t->orig)->sin_port);
+    } else if (uv_tcp_getsockname(&t->d, (struct sockaddr *)&local, &llen) == 0) {
+        t->port = ntohs(local.ss_family == AF_INET6
+                            ? ((const struct sockaddr_in6 *)&local)->sin6_port
+                            : ((const struct sockaddr_in *)&local)->sin_port);
+    }
+    sc_tcp_tune(&t->d);
+    const struct proxy_listener_icpt *ic = &t->lsn->icpt;
+    if (ic->protocol == PROXY_LP_TCP) {
+        t->how = DET_LISTENER;
+        decide(t, PROXY_PROTO_TCP, NULL);
+        return;
+    }
+    if (port_in(t->port, ic->opaque, ic->nopaque)) {
+        t->how = DET_PORT;
+        decide(t, PROXY_PROTO_TCP, NULL);
+        return;
+    }
+    if (port_in(t->port, ic->http, ic->nhttp)) {
+        t->how = DET_PORT;
+        decide(t, PROXY_PROTO_HTTP1, NULL);
+        return;
+    }
+    uint64_t to = ic->detect_timeout_ms ? ic->detect_timeout_ms : ic->idle_timeout_ms;
+    if (to) {
+        uv_timer_start(&t->timer, on_timer, to, 0);
+    }
+    (void)uv_read_start((uv_stream_t *)&t->d, on_alloc, on_read);
+}

@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: Apache-2.0
+// Transparent interception in the proxy: a listener's protocol (http, tcp, or detected from the
+// first bytes), its TCP routes (by destination port, TLS server name and ALPN), the TCP relay
+// (proxy_tcp.c) and the source address a cluster binds its upstream sockets to (127.0.0.6 for the
+// inbound passthrough). Options and the runtime built from them live in proxy_tcp_config.c; the
+// listener and cluster option tables include them inline.
+#ifndef SC_ROLES_PROXY_PROXY_TCP_H
+#define SC_ROLES_PROXY_PROXY_TCP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+
+#include <uv.h>
+
+#include "core/config.h"
+#include "core/list.h"
+
+struct proxy_cfg;
+struct proxy_rt;
+struct proxy_listener;
+struct proxy_listener_cfg;
+struct proxy_cluster;
+struct proxy_cluster_cfg;
+struct proxy_metrics;
+struct proxy_worker;
+struct sc_metric;
+
+enum { PROXY_LP_HTTP, PROXY_LP_TCP, PROXY_LP_AUTO };
+
+/* ---- configuration as loaded ---- */
+
+struct proxy_tcp_route_cfg {
+    char *name;
+    struct sc_strv server_names; /* TLS SNI patterns ("a.b", "*.b", "*"); empty: any */
+    struct sc_strv application_protocols; /* ALPN: any one offered matches; empty: any */
+    struct sc_strv destination_ports;     /* original destination ports; empty: any */
+    char *cluster;
+};
+
+struct proxy_icpt_listener_cfg {
+    int protocol;
+    uint64_t detect_timeout_ms;
+    struct sc_strv opaque_ports;
+    struct sc_strv http_ports;
+    struct sc_vec tcp_routes; /* struct proxy_tcp_route_cfg */
+    char *tcp_cluster;
+    uint64_t tcp_idle_timeout_ms;
+};
+
+struct proxy_icpt_cluster_cfg {
+    struct sc_strv upstream_bind_address;
+};
+
+extern const struct sc_opt proxy_icpt_listener_opts[];
+extern const struct sc_opt proxy_icpt_cluster_opts[];
+
+/* ---- runtime ---- */
+
+#define PROXY_ICPT_MAX_PORTS 64
+
+struct proxy_tcp_route {
+    char *name;
+    char **server_names;
+    size_t nserver_names;
+    char **alpn;
+    size_t nalpn;
+    uint16_t ports[PROXY_ICPT_MAX_PORTS];
+    size_t nports;
+    struct proxy_cluster *cluster;
+};
+
+struct proxy_listener_icpt {
+    int protocol;
+    uint64_t detect_timeout_ms;
+    uint64_t idle_timeout_ms;
+    uint64_t connect_timeout_ms; /* the top-level connect_timeout, without tcp_cluster */
+    uint16_t opaque[PROXY_ICPT_MAX_PORTS];
+    size_t nopaque;
+    uint16_t http[PROXY_ICPT_MAX_PORTS];
+    size_t nhttp;
+    struct proxy_tcp_route *routes;
+    size_t nroutes;
+    struct proxy_cluster *cluster; /* tcp_cluster; NULL: the original destination */
+    struct sc_metric *m_total;
+    struct sc_metric *m_active;
+    struct sc_metric *m_rx; /* bytes from the client */
+    struct sc_metric *m_tx; /* bytes to the client */
+};
+
+struct proxy_cluster_bind {
+    bool has4, has6;
+    struct sockaddr_in a4;
+    struct sockaddr_in6 a6;
+};
+
+/* Cross-checks the interception options of <cfg> (cluster names, port lists). */
+int proxy_icpt_check(const struct proxy_cfg *cfg, char **err);
+
+/* Builds <l>'s interception runtime from <lc> (NULL: a listener of the defaults: HTTP only) on
+ * snapshot <rt>, whose clusters exist. Returns 0 or SC_ECONFIG with a message. */
+int proxy_icpt_listener_init(struct proxy_listener *l, const struct proxy_listener_cfg *lc,
+                             const struct proxy_cfg *cfg, struct proxy_rt *rt,
+                             struct proxy_metrics *pm, char **err);
+void proxy_icpt_listener_free(struct proxy_listener *l);
+
+/* Fills <c>'s bind addresses from <cc> (checked at load). */
+void proxy_icpt_cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg *cc);
+
+/* Binds the not yet opened handle <h> to <c>'s source address for <family>, when it has one.
+ * Returns 0 or a negative libuv error. */
+int proxy_icpt_bind(uv_tcp_t *h, const struct proxy_cluster *c, int family);
+
+/* Registers sidecar_tcp_* families. */
+void proxy_tcp_metrics_init(struct proxy_metrics *pm);
+
+/* Accepts a client on a listener whose protocol is tcp or auto (a worker's uv_tcp_t). */
+void proxy_tcp_on_accept(uv_stream_t *server, int status);
+
+/* Closes every TCP connection of <w> (<all>), or only those still being detected. */
+void proxy_tcp_stop(struct proxy_worker *w, bool all);
+
+#endif
