@@ -159,9 +159,11 @@ clusters:
 
 
 class Pod:
-    """The three namespaces with the app, the server and the proxy running (rules not applied)."""
+    """The three namespaces with the app, the server and the proxy running (rules not applied).
+    <config>: the proxy's configuration; <setup(ns)>: starts more servers before the proxy."""
 
-    def __init__(self):
+    def __init__(self, config=PROXY_CONFIG, setup=None):
+        self.config, self.setup = config, setup
         self.ns = Netns("client", "pod", "server")
         try:
             self._start()
@@ -176,7 +178,7 @@ class Pod:
         self.dir = Path(tempfile.mkdtemp(prefix="sidecar-ipt-"))
         os.chmod(self.dir, 0o755)
         cfg = self.dir / "proxy.yaml"
-        cfg.write_text(PROXY_CONFIG)
+        cfg.write_text(self.config)
         os.chmod(cfg, 0o644)
         self.access_log = self.dir / "access.log"
         self.proxy_err = self.dir / "proxy.err"
@@ -184,6 +186,8 @@ class Pod:
         self._err = open(self.proxy_err, "wb")
         ns.start("server", PY, APP, 8081, 9999)
         ns.start("pod", PY, APP, 8080, 8082, uid=APP_UID)
+        if self.setup:
+            self.setup(ns)
         self.proxy = ns.start("pod", BIN, "proxy", "-c", cfg, "--log-format", "json",
                               uid=PROXY_UID, stdout=self._out, stderr=self._err)
         for role, url in (("server", "http://127.0.0.1:8081/"), ("server", "http://127.0.0.1:9999/"),
