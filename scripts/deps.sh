@@ -18,6 +18,8 @@ curl openssl prometheus prometheus-pushgateway etcd-server nginx-light iproute2 
 iptables nftables util-linux
 "
 BENCH_PKGS="wrk haproxy caddy nginx-light strace linux-perf valgrind"
+# bench/intercept.sh: TCP relay throughput against HAProxy in mode tcp.
+BENCH_PKGS="$BENCH_PKGS iperf3"
 # bench/logs.sh: rsyslog, and the libraries of syslog-ng-core, which conflicts with rsyslog (both
 # provide system-log-daemon) and is unpacked below instead of installed.
 BENCH_PKGS="$BENCH_PKGS rsyslog libivykis0 libnet1 libwrap0 libjson-c5 libpcre3 libglib2.0-0"

@@ -50,10 +50,10 @@ struct proxy_tcp {
     uv_tcp_t u; /* the upstream (initialised once a destination is chosen) */
     uv_timer_t timer;
     uv_connect_t creq;
-    uv_write_t dwr, uwr;     /* the pending write to the client, to the upstream */
-    uv_shutdown_t dsh, ush;  /* the FIN to the client, to the upstream */
-    struct rbuf up;          /* client bytes not yet written upstream */
-    struct rbuf down;        /* upstream bytes not yet written to the client */
+    uv_write_t dwr, uwr;    /* the pending write to the client, to the upstream */
+    uv_shutdown_t dsh, ush; /* the FIN to the client, to the upstream */
+    struct rbuf up;         /* client bytes not yet written upstream */
+    struct rbuf down;       /* upstream bytes not yet written to the client */
     struct proxy_cluster *cluster;
     struct proxy_endpoint *ep; /* a static cluster's endpoint (outlier detection) */
     const char *route;
@@ -74,11 +74,11 @@ struct proxy_tcp {
     int how;   /* DET_* */
     bool has_orig;
     bool u_init;
-    bool counted;   /* in the sidecar_tcp_* gauges and counters */
-    bool bk_cx;     /* holds a connection of the cluster's breaker */
+    bool counted; /* in the sidecar_tcp_* gauges and counters */
+    bool bk_cx;   /* holds a connection of the cluster's breaker */
     bool bk_pending;
-    bool d_eof, u_eof;         /* the FIN of that side was read */
-    bool u_shut, d_shut;       /* the FIN was sent to that side */
+    bool d_eof, u_eof;   /* the FIN of that side was read */
+    bool u_shut, d_shut; /* the FIN was sent to that side */
     bool uw_pending, dw_pending;
 };
 
@@ -94,9 +94,9 @@ void proxy_tcp_metrics_init(struct proxy_metrics *pm)
                                       "TCP connections relayed (opaque, TLS passthrough, "
                                       "undetected), by listener.",
                                       l_labels, NULL, 0);
-    pm->tcp_active = sc_metrics_family(pm->reg, SC_METRIC_GAUGE, "sidecar_tcp_connections_active",
-                                       "TCP connections being relayed now, by listener.", l_labels,
-                                       NULL, 0);
+    pm->tcp_active =
+        sc_metrics_family(pm->reg, SC_METRIC_GAUGE, "sidecar_tcp_connections_active",
+                          "TCP connections being relayed now, by listener.", l_labels, NULL, 0);
     pm->tcp_bytes = sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_tcp_bytes_total",
                                       "Bytes relayed on TCP connections: received from clients, "
                                       "sent to clients.",
@@ -130,16 +130,16 @@ static void tcp_log(struct proxy_tcp *t)
     uint64_t dur_us = (proxy_now_ns() - t->start_ns) / 1000;
     uint64_t conn_us = t->connect_ns ? (t->connect_ns - t->start_ns) / 1000 : 0;
     char line[2048];
-    int n = snprintf(line, sizeof(line),
-                     "{\"time\":\"%s\",\"listener\":\"%s\",\"protocol\":\"%s\",\"detection\":\"%s\","
-                     "\"sni\":\"%s\",\"route\":\"%s\",\"cluster\":\"%s\",\"upstream\":\"%s\","
-                     "\"original_dst\":\"%s\",\"bytes_received\":%" PRIu64
-                     ",\"bytes_sent\":%" PRIu64 ",\"duration_ms\":%" PRIu64 ".%03u,"
-                     "\"connect_ms\":%" PRIu64 ".%03u,\"flags\":\"%s\",\"peer\":\"%s\"}\n",
-                     date, t->lsn->name, proxy_proto_name(t->proto), hows[t->how], sni,
-                     t->route ? t->route : "", t->cluster ? t->cluster->name : "", ua, od, t->rx,
-                     t->tx, dur_us / 1000, (unsigned)(dur_us % 1000), conn_us / 1000,
-                     (unsigned)(conn_us % 1000), flags, t->peer_ip);
+    int n = snprintf(
+        line, sizeof(line),
+        "{\"time\":\"%s\",\"listener\":\"%s\",\"protocol\":\"%s\",\"detection\":\"%s\","
+        "\"sni\":\"%s\",\"route\":\"%s\",\"cluster\":\"%s\",\"upstream\":\"%s\","
+        "\"original_dst\":\"%s\",\"bytes_received\":%" PRIu64 ",\"bytes_sent\":%" PRIu64
+        ",\"duration_ms\":%" PRIu64 ".%03u,"
+        "\"connect_ms\":%" PRIu64 ".%03u,\"flags\":\"%s\",\"peer\":\"%s\"}\n",
+        date, t->lsn->name, proxy_proto_name(t->proto), hows[t->how], sni, t->route ? t->route : "",
+        t->cluster ? t->cluster->name : "", ua, od, t->rx, t->tx, dur_us / 1000,
+        (unsigned)(dur_us % 1000), conn_us / 1000, (unsigned)(conn_us % 1000), flags, t->peer_ip);
     if (n > 0 && (size_t)n < sizeof(line)) {
         proxy_log_line(w, line, (size_t)n);
     }
@@ -216,14 +216,14 @@ struct dir {
 
 static struct dir dir_up(struct proxy_tcp *t)
 {
-    return (struct dir){ &t->d, &t->u, &t->up, &t->uwr, &t->ush, &t->d_eof, &t->u_shut,
-                         &t->uw_pending };
+    return (struct dir){ &t->d,   &t->u,     &t->up,     &t->uwr,
+                         &t->ush, &t->d_eof, &t->u_shut, &t->uw_pending };
 }
 
 static struct dir dir_down(struct proxy_tcp *t)
 {
-    return (struct dir){ &t->u, &t->d, &t->down, &t->dwr, &t->dsh, &t->u_eof, &t->d_shut,
-                         &t->dw_pending };
+    return (struct dir){ &t->u,   &t->d,     &t->down,   &t->dwr,
+                         &t->dsh, &t->u_eof, &t->d_shut, &t->dw_pending };
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -398,9 +398,10 @@ static void on_timer(uv_timer_t *h)
     case T_DETECT:
         if (t->lsn->icpt.detect_timeout_ms) {
             t->how = DET_TIMEOUT;
-            decide(t, t->up.end > t->up.start ? proxy_detect((const uint8_t *)t->up.p + t->up.start,
-                                                             t->up.end - t->up.start, NULL)
-                                              : PROXY_PROTO_TCP,
+            decide(t,
+                   t->up.end > t->up.start ? proxy_detect((const uint8_t *)t->up.p + t->up.start,
+                                                          t->up.end - t->up.start, NULL)
+                                           : PROXY_PROTO_TCP,
                    NULL);
         } else {
             tcp_close(t); /* waited tcp_idle_timeout for a first byte */
@@ -695,13 +696,13 @@ void proxy_tcp_on_accept(uv_stream_t *server, int status)
         t->has_orig = proxy_sock_original_dst(fd, &t->orig);
     }
     if (t->has_orig) {
-        t->port = ntohs(t->orig.ss_family == AF_INET6
-                            ? ((const struct sockaddr_in6 *)&t->orig)->sin6_port
-                            : ((const struct sockaddr_in *)&t->orig)->sin_port);
+        t->port =
+            ntohs(t->orig.ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)&t->orig)->sin6_port
+                                                : ((const struct sockaddr_in *)&t->orig)->sin_port);
     } else if (uv_tcp_getsockname(&t->d, (struct sockaddr *)&local, &llen) == 0) {
-        t->port = ntohs(local.ss_family == AF_INET6
-                            ? ((const struct sockaddr_in6 *)&local)->sin6_port
-                            : ((const struct sockaddr_in *)&local)->sin_port);
+        t->port =
+            ntohs(local.ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)&local)->sin6_port
+                                              : ((const struct sockaddr_in *)&local)->sin_port);
     }
     sc_tcp_tune(&t->d);
     const struct proxy_listener_icpt *ic = &t->lsn->icpt;

@@ -33,7 +33,7 @@ enum { PROXY_LP_HTTP, PROXY_LP_TCP, PROXY_LP_AUTO };
 
 struct proxy_tcp_route_cfg {
     char *name;
-    struct sc_strv server_names; /* TLS SNI patterns ("a.b", "*.b", "*"); empty: any */
+    struct sc_strv server_names;          /* TLS SNI patterns ("a.b", "*.b", "*"); empty: any */
     struct sc_strv application_protocols; /* ALPN: any one offered matches; empty: any */
     struct sc_strv destination_ports;     /* original destination ports; empty: any */
     char *cluster;
