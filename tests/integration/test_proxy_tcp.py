@@ -187,10 +187,11 @@ def test_h2c_preface_relayed_as_tcp(sidecar_run):
     assert line["protocol"] == "h2c" and line["detection"] == "bytes"
 
 
-def test_half_close_both_ways(sidecar_run):
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "copy"])
+def test_half_close_both_ways(sidecar_run, splice):
     srv = TcpServer(echo_after_eof)
     port = free_port()
-    sc = tcp_proxy(sidecar_run, port, srv.port, protocol="tcp")
+    sc = tcp_proxy(sidecar_run, port, srv.port, protocol="tcp", tcp_splice=splice)
     payload = bytes(range(256)) * 4096  # 1 MiB, more than one buffer
     s = socket.create_connection(("127.0.0.1", port))
     s.settimeout(10)
@@ -216,7 +217,8 @@ def test_half_close_both_ways(sidecar_run):
     assert metric(text, "sidecar_tcp_bytes_total", listener="tcp", direction="sent") == len(got)
 
 
-def test_slow_reader_backpressure_bounded_memory(sidecar_run):
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "copy"])
+def test_slow_reader_backpressure_bounded_memory(sidecar_run, splice):
     total = 256 << 20
     sent = {"n": 0}
 
@@ -229,7 +231,7 @@ def test_slow_reader_backpressure_bounded_memory(sidecar_run):
 
     srv = TcpServer(firehose)
     port = free_port()
-    sc = tcp_proxy(sidecar_run, port, srv.port, protocol="tcp")
+    sc = tcp_proxy(sidecar_run, port, srv.port, protocol="tcp", tcp_splice=splice)
     s = socket.create_connection(("127.0.0.1", port))
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     s.settimeout(10)

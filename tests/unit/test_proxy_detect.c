@@ -61,9 +61,9 @@ static size_t hello(uint8_t *out, const char *sni, const char *const *alpn, bool
     size_t n = 0;
     body[n++] = 3, body[n++] = 3;
     memset(body + n, 0x11, 32), n += 32;
-    body[n++] = 0;                                    /* session id */
+    body[n++] = 0;                                                 /* session id */
     body[n++] = 0, body[n++] = 2, body[n++] = 0x13, body[n++] = 1; /* one suite */
-    body[n++] = 1, body[n++] = 0;                     /* compression: null */
+    body[n++] = 1, body[n++] = 0;                                  /* compression: null */
     if (!no_ext) {
         size_t ext_at = n;
         n += 2;

@@ -18,6 +18,7 @@
 // byte either way. Each connection writes one access-log line when it ends and is counted in
 // sidecar_tcp_connections_total, sidecar_tcp_connections_active and sidecar_tcp_bytes_total.
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -69,21 +70,34 @@ struct proxy_tcp {
     uint16_t port;       /* the destination port (original, else the listener's) */
     unsigned flags;
     int state;
-    int closes;
-    int proto; /* enum proxy_proto */
-    int how;   /* DET_* */
+    int handles; /* libuv handles open (the last one closed frees the connection) */
+    int proto;   /* enum proxy_proto */
+    int how;     /* DET_* */
     bool has_orig;
-    bool u_init;
+    bool d_open;  /* the uv_tcp_t of the client is open (not yet handed to splice mode) */
+    bool u_init;  /* the uv_tcp_t of the upstream is open */
     bool counted; /* in the sidecar_tcp_* gauges and counters */
     bool bk_cx;   /* holds a connection of the cluster's breaker */
     bool bk_pending;
     bool d_eof, u_eof;   /* the FIN of that side was read */
     bool u_shut, d_shut; /* the FIN was sent to that side */
     bool uw_pending, dw_pending;
+    /* splice mode: both sockets (dup'ed out of their uv_tcp_t) polled directly, one pipe per
+     * direction ([0] client to upstream, [1] upstream to client) */
+    bool spliced;
+    int dfd, ufd;
+    uv_poll_t dpoll, upoll;
+    int pipes[2][2];
+    size_t inpipe[2];
+    int want[2]; /* W_* per direction */
+    int dmask, umask;
 };
+
+enum { W_NONE, W_SRC, W_DST };
 
 static void tcp_close(struct proxy_tcp *t);
 static void relay_start(struct proxy_tcp *t);
+static void splice_start(struct proxy_tcp *t);
 static void decide(struct proxy_tcp *t, enum proxy_proto proto, const struct proxy_hello *hello);
 
 void proxy_tcp_metrics_init(struct proxy_metrics *pm)
@@ -148,10 +162,18 @@ static void tcp_log(struct proxy_tcp *t)
 static void on_closed(uv_handle_t *h)
 {
     struct proxy_tcp *t = h->data;
-    if (--t->closes > 0) {
-        return;
+    if (--t->handles > 0 || t->state != T_CLOSING) {
+        return; /* another handle, or the uv_tcp_t's given up for splice mode */
     }
     struct proxy_worker *w = t->w;
+    if (t->spliced) {
+        close(t->dfd);
+        close(t->ufd);
+        for (int i = 0; i < 2; i++) {
+            close(t->pipes[i][0]);
+            close(t->pipes[i][1]);
+        }
+    }
     t->up.start = t->up.end = t->down.start = t->down.end = 0;
     proxy_rbuf_put(w, &t->up);
     proxy_rbuf_put(w, &t->down);
@@ -183,11 +205,16 @@ static void tcp_close(struct proxy_tcp *t)
     if (relayed) {
         tcp_log(t);
     }
-    t->closes = 2 + (t->u_init ? 1 : 0);
-    uv_close((uv_handle_t *)&t->d, on_closed);
+    if (t->d_open) {
+        uv_close((uv_handle_t *)&t->d, on_closed);
+    }
     uv_close((uv_handle_t *)&t->timer, on_closed);
     if (t->u_init) {
         uv_close((uv_handle_t *)&t->u, on_closed);
+    }
+    if (t->spliced) {
+        uv_close((uv_handle_t *)&t->dpoll, on_closed);
+        uv_close((uv_handle_t *)&t->upoll, on_closed);
     }
 }
 
@@ -352,6 +379,7 @@ static void on_write(uv_write_t *req, int status)
     read_update(t, d);
     pass_fin(t, d);
     maybe_done(t);
+    splice_start(t);
 }
 
 static void on_detect_read(struct proxy_tcp *t, ssize_t nread);
@@ -477,6 +505,188 @@ static void relay_start(struct proxy_tcp *t)
     read_update(t, up);
     read_update(t, down);
     pass_fin(t, up);
+    splice_start(t);
+}
+
+/* ---- splice mode ---- */
+
+/* Bytes moved per splice(2) into an empty pipe (its default capacity), and pipe fills per
+ * direction per poll event before the loop gets a turn (a fast sender cannot starve the
+ * worker's other connections). */
+#define SPLICE_CHUNK 65536
+#define SPLICE_BUDGET 16
+
+static void on_poll(uv_poll_t *h, int status, int events);
+
+/* Moves bytes of direction <dir> (0: client to upstream, 1: upstream to client) from its source
+ * through its pipe to its destination until one side would block, the source ends (its FIN is
+ * passed on once the pipe is empty) or the budget is spent. The pipe is only refilled once empty,
+ * so a slow reader holds at most one pipe's worth per direction. */
+static void sp_pump(struct proxy_tcp *t, int dir)
+{
+    int src = dir == 0 ? t->dfd : t->ufd, dst = dir == 0 ? t->ufd : t->dfd;
+    bool *src_eof = dir == 0 ? &t->d_eof : &t->u_eof;
+    bool *dst_shut = dir == 0 ? &t->u_shut : &t->d_shut;
+    int *p = t->pipes[dir];
+    struct proxy_listener_icpt *ic = &t->lsn->icpt;
+    int budget = SPLICE_BUDGET;
+    t->want[dir] = W_NONE;
+    while (t->state == T_RELAY) {
+        if (t->inpipe[dir]) {
+            ssize_t k =
+                splice(p[0], NULL, dst, NULL, t->inpipe[dir], SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            if (k > 0) {
+                t->inpipe[dir] -= (size_t)k;
+                if (dir == 1) {
+                    t->tx += (uint64_t)k;
+                    sc_metrics_counter_add(ic->m_tx, (uint64_t)k);
+                }
+                continue;
+            }
+            if (k < 0 && errno == EINTR) {
+                continue;
+            }
+            if (k < 0 && errno == EAGAIN) {
+                t->want[dir] = W_DST;
+                return;
+            }
+            t->flags |= dst == t->ufd ? F_UC : F_DC;
+            tcp_close(t);
+            return;
+        }
+        if (*src_eof) {
+            if (!*dst_shut) {
+                *dst_shut = true;
+                (void)shutdown(dst, SHUT_WR); /* a peer already gone shows on its side's read */
+            }
+            return;
+        }
+        if (budget-- == 0) {
+            t->want[dir] = W_SRC; /* level-triggered: the poll fires again at once */
+            return;
+        }
+        ssize_t k = splice(src, NULL, p[1], NULL, SPLICE_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (k > 0) {
+            t->inpipe[dir] += (size_t)k;
+            t->last_ms = uv_now(t->w->loop);
+            if (dir == 0) {
+                t->rx += (uint64_t)k;
+                sc_metrics_counter_add(ic->m_rx, (uint64_t)k);
+            }
+            continue;
+        }
+        if (k == 0) {
+            *src_eof = true;
+            continue;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno == EAGAIN) {
+            t->want[dir] = W_SRC;
+            return;
+        }
+        t->flags |= src == t->ufd ? F_UC : F_DC;
+        tcp_close(t);
+        return;
+    }
+}
+
+/* Polls each socket for what its directions wait on; ends a connection whose both directions
+ * have ended. */
+static void sp_update(struct proxy_tcp *t)
+{
+    if (t->state != T_RELAY) {
+        return;
+    }
+    if (t->d_eof && t->u_eof && t->d_shut && t->u_shut && !t->inpipe[0] && !t->inpipe[1]) {
+        tcp_close(t);
+        return;
+    }
+    int dm = (t->want[0] == W_SRC ? UV_READABLE : 0) | (t->want[1] == W_DST ? UV_WRITABLE : 0);
+    int um = (t->want[1] == W_SRC ? UV_READABLE : 0) | (t->want[0] == W_DST ? UV_WRITABLE : 0);
+    if (dm != t->dmask) {
+        t->dmask = dm;
+        dm ? uv_poll_start(&t->dpoll, dm, on_poll) : uv_poll_stop(&t->dpoll);
+    }
+    if (um != t->umask) {
+        t->umask = um;
+        um ? uv_poll_start(&t->upoll, um, on_poll) : uv_poll_stop(&t->upoll);
+    }
+}
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    struct proxy_tcp *t = h->data;
+    if (t->state != T_RELAY) {
+        return;
+    }
+    proxy_spin_on(t->w);
+    bool client = h == &t->dpoll;
+    if (status < 0) {
+        t->flags |= client ? F_DC : F_UC;
+        tcp_close(t);
+        return;
+    }
+    /* The client's socket: readable feeds direction 0, writable drains direction 1; the
+     * upstream's the other way round. */
+    if (events & UV_READABLE) {
+        sp_pump(t, client ? 0 : 1);
+    }
+    if ((events & UV_WRITABLE) && t->state == T_RELAY) {
+        sp_pump(t, client ? 1 : 0);
+    }
+    sp_update(t);
+}
+
+/* Moves an established relay to splice mode, when the listener asks for it and nothing is in
+ * flight in the copy path (buffers empty, no write or FIN pending). Stays in copy mode when a
+ * descriptor or pipe cannot be had. */
+static void splice_start(struct proxy_tcp *t)
+{
+    if (!t->lsn->icpt.splice || t->spliced || t->state != T_RELAY || t->d_eof || t->u_eof ||
+        t->uw_pending || t->dw_pending || t->up.start != t->up.end ||
+        t->down.start != t->down.end) {
+        return;
+    }
+    uv_os_fd_t dfd, ufd;
+    if (uv_fileno((uv_handle_t *)&t->d, &dfd) < 0 || uv_fileno((uv_handle_t *)&t->u, &ufd) < 0) {
+        return;
+    }
+    int fds[6] = { -1, -1, -1, -1, -1, -1 };
+    fds[0] = fcntl(dfd, F_DUPFD_CLOEXEC, 0);
+    fds[1] = fcntl(ufd, F_DUPFD_CLOEXEC, 0);
+    if (fds[0] < 0 || fds[1] < 0 || pipe2(fds + 2, O_NONBLOCK | O_CLOEXEC) < 0 ||
+        pipe2(fds + 4, O_NONBLOCK | O_CLOEXEC) < 0) {
+        sc_debug("tcp relay stays in copy mode", SC_LERR(-errno));
+        for (int i = 0; i < 6; i++) {
+            if (fds[i] >= 0) {
+                close(fds[i]);
+            }
+        }
+        return;
+    }
+    (void)uv_read_stop((uv_stream_t *)&t->d);
+    (void)uv_read_stop((uv_stream_t *)&t->u);
+    t->dfd = fds[0];
+    t->ufd = fds[1];
+    memcpy(t->pipes, fds + 2, sizeof(t->pipes));
+    uv_poll_init_socket(t->w->loop, &t->dpoll, t->dfd);
+    uv_poll_init_socket(t->w->loop, &t->upoll, t->ufd);
+    t->dpoll.data = t->upoll.data = t;
+    t->handles += 2;
+    t->spliced = true;
+    t->d_open = t->u_init = false;
+    uv_close((uv_handle_t *)&t->d, on_closed); /* the dup'ed descriptors keep the sockets */
+    uv_close((uv_handle_t *)&t->u, on_closed);
+    t->up.start = t->up.end = t->down.start = t->down.end = 0;
+    proxy_rbuf_put(t->w, &t->up);
+    proxy_rbuf_put(t->w, &t->down);
+    sp_pump(t, 0);
+    if (t->state == T_RELAY) {
+        sp_pump(t, 1);
+    }
+    sp_update(t);
 }
 
 /* ---- choosing the destination ---- */
@@ -567,6 +777,7 @@ static void relay_connect(struct proxy_tcp *t, const struct proxy_hello *hello)
     uv_tcp_init(w->loop, &t->u);
     t->u.data = t;
     t->u_init = true;
+    t->handles++;
     int rc = proxy_icpt_bind(&t->u, c, t->uaddr.ss_family);
     if (rc == 0) {
         t->creq.data = t;
@@ -672,8 +883,10 @@ void proxy_tcp_on_accept(uv_stream_t *server, int status)
     t->start_ns = proxy_now_ns();
     uv_tcp_init(w->loop, &t->d);
     t->d.data = t;
+    t->d_open = true;
     uv_timer_init(w->loop, &t->timer);
     t->timer.data = t;
+    t->handles = 2;
     sc_list_append(&w->tcps, &t->node);
     w->ntcps++;
     int conns = atomic_fetch_add_explicit(&w->px->conns, 1, memory_order_relaxed);

@@ -47,6 +47,7 @@ struct proxy_icpt_listener_cfg {
     struct sc_vec tcp_routes; /* struct proxy_tcp_route_cfg */
     char *tcp_cluster;
     uint64_t tcp_idle_timeout_ms;
+    bool tcp_splice;
 };
 
 struct proxy_icpt_cluster_cfg {
@@ -76,6 +77,7 @@ struct proxy_listener_icpt {
     uint64_t detect_timeout_ms;
     uint64_t idle_timeout_ms;
     uint64_t connect_timeout_ms; /* the top-level connect_timeout, without tcp_cluster */
+    bool splice;                 /* relay through pipes with splice(2) */
     uint16_t opaque[PROXY_ICPT_MAX_PORTS];
     size_t nopaque;
     uint16_t http[PROXY_ICPT_MAX_PORTS];

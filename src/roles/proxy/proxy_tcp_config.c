@@ -171,6 +171,12 @@ const struct sc_opt proxy_icpt_listener_opts[] = {
       .offset = offsetof(struct proxy_icpt_listener_cfg, tcp_idle_timeout_ms),
       .def = "1h",
       .help = "a relayed connection with no bytes either way this long is closed (0: never)" },
+    { .name = "tcp_splice",
+      .type = SC_OPT_BOOL,
+      .offset = offsetof(struct proxy_icpt_listener_cfg, tcp_splice),
+      .def = "true",
+      .help = "relay established TCP connections with splice(2) through a pipe per direction "
+              "(the bytes never enter the proxy's memory); false: through user-space buffers" },
     { 0 },
 };
 
@@ -284,6 +290,7 @@ int proxy_icpt_listener_init(struct proxy_listener *l, const struct proxy_listen
     }
     ic->detect_timeout_ms = c->detect_timeout_ms;
     ic->idle_timeout_ms = c->tcp_idle_timeout_ms;
+    ic->splice = c->tcp_splice;
     parse_ports(&c->opaque_ports, ic->opaque, &ic->nopaque);
     parse_ports(&c->http_ports, ic->http, &ic->nhttp);
     if (c->tcp_cluster && !(ic->cluster = proxy_rt_cluster(rt, c->tcp_cluster))) {
