@@ -182,20 +182,14 @@ EOF
     alive "$HAPROXY_PID" || die "HAProxy did not start: $(tail -n 3 "$TMP/haproxy.log")"
 }
 
-# wrk_in_pod OUT URL CLOSE: wrk as uid 1000 in the pod; fills WRK[] from its BENCH line.
-declare -A WRK
+# wrk_in_pod OUT URL CLOSE: wrk (-c50) as uid 1000 in the pod (run_wrk), a new connection per
+# request with CLOSE=1.
 wrk_in_pod() {
-    local out=$1 url=$2 close=$3 line kv hdr=()
-    [ "$close" = 1 ] && hdr=(-H "Connection: close")
-    timeout $((SECS + 30)) taskset -c "$CPU_LOAD" ip netns exec "$POD" setpriv --reuid=1000 \
-        --regid=1000 --clear-groups wrk -t1 -c50 -d"${SECS}s" --timeout 5s "${hdr[@]}" \
-        -s "$BENCH_DIR/wrk.lua" "$url" >"$out" 2>&1 || true
-    line=$(grep '^BENCH ' "$out" | tail -n 1) || true
-    WRK=()
-    [ -n "$line" ] || return 1
-    for kv in ${line#BENCH }; do
-        WRK[${kv%%=*}]=${kv#*=}
-    done
+    WRK_URL=$2
+    WRK_WRAP=(ip netns exec "$POD" setpriv --reuid=1000 --regid=1000 --clear-groups)
+    WRK_ARGS=()
+    [ "$3" = 1 ] && WRK_ARGS=(-H "Connection: close")
+    run_wrk "$1" "$CPU_LOAD" 0 50 "$SECS"
 }
 
 # (a) one round of every HTTP mode for the proxy running now (<modes> for it).

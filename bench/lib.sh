@@ -264,13 +264,16 @@ wait_https_any() {
 # CPU, to http://127.0.0.1:PORT/ (https with WRK_SCHEME=https), output kept in OUT; sets the
 # associative array WRK from wrk.lua's summary line (requests, duration_us, connect_errors,
 # read_errors, write_errors, timeouts, non2xx, p50_us, p90_us,
-# p99_us, max_us). Returns 1 when wrk printed no summary.
+# p99_us, max_us). Returns 1 when wrk printed no summary. WRK_URL replaces the URL, WRK_ARGS
+# adds arguments (headers), WRK_WRAP is a command wrk runs under (ip netns exec ..., setpriv ...).
 declare -A WRK
+WRK_WRAP=()
+WRK_ARGS=()
 run_wrk() {
     local out=$1 cpu=$2 port=$3 conns=$4 secs=$5 pace=${6:-} line kv
-    BENCH_PACE_MS=$pace timeout $((secs + 30)) taskset -c "$cpu" \
-        wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s -s "$BENCH_LIB_DIR/wrk.lua" \
-        "${WRK_SCHEME:-http}://127.0.0.1:$port/" >"$out" 2>&1 || true
+    BENCH_PACE_MS=$pace timeout $((secs + 30)) taskset -c "$cpu" "${WRK_WRAP[@]}" \
+        wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s -s "$BENCH_LIB_DIR/wrk.lua" "${WRK_ARGS[@]}" \
+        "${WRK_URL:-${WRK_SCHEME:-http}://127.0.0.1:$port/}" >"$out" 2>&1 || true
     line=$(grep '^BENCH ' "$out" | tail -n 1) || true
     WRK=()
     [ -n "$line" ] || return 1

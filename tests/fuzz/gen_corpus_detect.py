@@ -5,26 +5,10 @@
 # Python's ssl module (with and without SNI and ALPN, one split across two records), a
 # server-first protocol's client reply, and near misses. Re-running rewrites these files and
 # leaves others (inputs the fuzzer found) alone. Run with /usr/bin/python3.
-import os
 import ssl
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def client_hello(sni, alpn, maximum):
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.maximum_version = maximum
-    if alpn:
-        ctx.set_alpn_protocols(alpn)
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(inc, out, server_hostname=sni)
-    try:
-        obj.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    return out.read()
+# Run as a script: its directory is on the path.
+from gen_corpus_tls import client_hello, write
 
 
 def split_records(hello, at):
@@ -57,8 +41,5 @@ SEEDS = {
     "empty": b"",
 }
 
-d = os.path.join(HERE, "corpus", "proxy_detect")
-os.makedirs(d, exist_ok=True)
 for name, data in SEEDS.items():
-    with open(os.path.join(d, name), "wb") as f:
-        f.write(data)
+    write("proxy_detect", name, data)

@@ -209,6 +209,10 @@ class Pod:
 
     def log_lines(self, path):
         """The proxy's access-log lines for requests to <path>."""
+        return self.log_json(lambda j: j.get("path") == path)
+
+    def log_json(self, pred):
+        """The proxy's JSON access-log lines <pred> takes."""
         self._out.flush()
         out = []
         for line in self.access_log.read_text(errors="replace").splitlines():
@@ -216,7 +220,7 @@ class Pod:
                 j = json.loads(line)
             except ValueError:
                 continue
-            if j.get("path") == path:
+            if pred(j):
                 out.append(j)
         return out
 

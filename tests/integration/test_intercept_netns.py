@@ -80,23 +80,10 @@ def pod(request):
         p.close()
 
 
-def tcp_lines(pod):
-    pod._out.flush()
-    out = []
-    for line in pod.access_log.read_text(errors="replace").splitlines():
-        try:
-            j = json.loads(line)
-        except ValueError:
-            continue
-        if "detection" in j:
-            out.append(j)
-    return out
-
-
 def wait_line(pod, pred, timeout=5):
     deadline = time.monotonic() + timeout
     while True:
-        found = [x for x in tcp_lines(pod) if pred(x)]
+        found = pod.log_json(lambda x: "detection" in x and pred(x))
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
