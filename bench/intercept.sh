@@ -249,7 +249,7 @@ except Exception:
 measure_idle() {
     local target=$1 port=$2 pid=$3 before after hold
     before=$(proc_kib VmRSS "$pid")
-    ip netns exec "$POD" setpriv --reuid=1337 --regid=1337 --clear-groups python3 \
+    ip netns exec "$POD" setpriv --reuid=1337 --regid=1337 --clear-groups /usr/bin/python3 \
         "$BENCH_DIR/idle_conns.py" "$port" "$IDLE" >"$TMP/idle-$target.out" 2>&1 &
     hold=$!
     for _ in $(seq 600); do
@@ -328,6 +328,7 @@ EOF
 main() {
     local round
     log "intercept: $ROUNDS rounds of $SECS s; raw figures in $TSV"
+    note machine "load of everything else before the run: $(busy_pct 2)% of all CPUs"
     topology
     start_servers
     ip netns exec "$POD" "$SIDECAR" iptables --backend auto >"$LOGS/iptables.log" 2>&1 ||

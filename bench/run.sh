@@ -7,13 +7,14 @@
 # bench/logs.sh (sidecar logs against rsyslog and syslog-ng), "metrics" runs bench/metrics.sh
 # (100,000 series against promtool), "k8s" runs bench/k8s.py (webhook latency, image size, the
 # injected sidecars' memory), "tls" runs bench/tls.sh (the proxy terminating TLS against nginx and
-# HAProxy, and two sidecars over mTLS against plaintext). RESULTS.md gets a
+# HAProxy, and two sidecars over mTLS against plaintext), "intercept" runs bench/intercept.sh
+# (interception cost, the TCP relay against HAProxy in mode tcp). RESULTS.md gets a
 # header saying when, on what machine and with which command, then the sections; a section not
 # run this time keeps its previous text, so `bench/run.sh BUILD proxy` replaces only the proxy's.
 # Raw figures and logs go to bench/out/<time>/ (ignored by git). Benchmarks are measurements, not
 # tests: nothing here passes or fails on a figure.
 #
-# Usage: bench/run.sh BUILD_DIR [http1] [proxy] [callgrind] [logs] [metrics] [k8s] [tls]
+# Usage: bench/run.sh BUILD_DIR [http1] [proxy] [callgrind] [logs] [metrics] [k8s] [tls] [intercept]
 # (`make bench` runs bench/run.sh <build>, every section)
 # Environment: BENCH_QUICK=1 (a smoke run of about a minute), BENCH_SECONDS, BENCH_ROUNDS and the
 # others listed in bench/proxy.sh and bench/tls.sh; BENCH_OUT (default bench/out); BENCH_RESULTS
@@ -26,13 +27,13 @@ BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 source "$BENCH_DIR/lib.sh"
 
 [ $# -ge 1 ] ||
-    die "usage: bench/run.sh BUILD_DIR [http1] [proxy] [callgrind] [logs] [metrics] [k8s] [tls]"
+    die "usage: bench/run.sh BUILD_DIR [http1] [proxy] [callgrind] [logs] [metrics] [k8s] [tls] [intercept]"
 [ -d "$1" ] || die "no build directory $1"
 BUILD=$(cd "$1" && pwd)
 shift
 SECTIONS=("$@")
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(http1 proxy callgrind logs metrics k8s tls)
-ALL_SECTIONS=(http1 proxy callgrind logs metrics k8s tls)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(http1 proxy callgrind logs metrics k8s tls intercept)
+ALL_SECTIONS=(http1 proxy callgrind logs metrics k8s tls intercept)
 RESULTS=${BENCH_RESULTS:-$BENCH_DIR/RESULTS.md}
 OUT=${BENCH_OUT:-$BENCH_DIR/out}/$(date -u +%Y%m%dT%H%M%SZ)
 CPU=$(($(nproc) > 1 ? 1 : 0)) # for bench_http1: the CPU the proxy benchmark gives the proxy
@@ -172,6 +173,20 @@ section_tls() {
     fi
 }
 
+# section_intercept: bench/intercept.sh (interception cost, the TCP relay against HAProxy).
+section_intercept() {
+    echo "## Interception: REDIRECT + original destination, and the TCP relay against HAProxy" \
+        "(bench/intercept.sh)"
+    echo
+    stamp
+    if ! timeout "${BENCH_TIMEOUT:-3600}" "$BENCH_DIR/intercept.sh" "$BUILD/sidecar" "$OUT" >&2; then
+        echo "bench/intercept.sh failed or timed out; its output is in $OUT."
+    fi
+    if [ -s "$OUT/intercept.md" ]; then
+        cat "$OUT/intercept.md"
+    fi
+}
+
 # The first line of every section: when, where and how it was measured (a section can be older
 # than the file's header, as sections not run keep their text).
 stamp() {
@@ -193,7 +208,9 @@ main() {
     log "benchmarks: ${SECTIONS[*]}; raw output in $OUT"
     for s in "${SECTIONS[@]}"; do
         case $s in
-        http1 | proxy | callgrind | logs | metrics | k8s | tls) "section_$s" >"$OUT/section-$s.md" ;;
+        http1 | proxy | callgrind | logs | metrics | k8s | tls | intercept)
+            "section_$s" >"$OUT/section-$s.md"
+            ;;
         *) die "unknown section $s (known: ${ALL_SECTIONS[*]})" ;;
         esac
     done
