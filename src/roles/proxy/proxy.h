@@ -383,6 +383,8 @@ struct proxy_worker {
     size_t nmirrors;
     struct sc_list tcps; /* relayed and detecting TCP connections (proxy_tcp.c) */
     size_t ntcps;
+    int tcp_pipes[64][2]; /* empty pipes for splice, lent while bytes are in flight */
+    size_t ntcp_pipes;
 };
 
 struct proxy {

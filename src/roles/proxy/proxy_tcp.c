@@ -8,15 +8,19 @@
 // TLS), else tcp_cluster, else its original destination, from the cluster's source address when
 // it has one (the inbound passthrough's 127.0.0.6).
 //
-// The relay copies each direction through one block of the worker's buffer pool: a read is written
-// to the other side at once (uv_try_write); what the other side does not take is queued and the
-// reading side paused until it drains, so a slow reader holds one block per direction and no
-// more (backpressure reaches the writer through TCP flow control). A block is given back to the
-// pool as soon as it is empty, so an idle relayed connection costs its struct. A FIN read on one
-// side is passed to the other once the bytes before it are written (half-close); the connection
-// ends when both directions have ended, on an error (reset), or after tcp_idle_timeout without a
-// byte either way. Each connection writes one access-log line when it ends and is counted in
-// sidecar_tcp_connections_total, sidecar_tcp_connections_active and sidecar_tcp_bytes_total.
+// Once connected, the relay moves the bytes with splice(2) (tcp_splice, the default): each
+// direction fills a pipe from its source and drains it into its destination, refilling only an
+// empty pipe, so a slow reader holds one pipe's worth (64 KiB) per direction and backpressure
+// reaches the writer through TCP flow control. Pipes are lent from a per-worker pool while bytes
+// are in them, so an idle connection holds none. In copy mode (the bytes detection read, a listener
+// with tcp_splice false, no descriptor to spare) each direction goes through one block of the
+// worker's buffer pool in the same way: a read is written to the other side at once
+// (uv_try_write); what it does not take is queued and the reading side paused until it drains. A
+// FIN read on one side is passed to the other once the bytes before it are written (half-close);
+// the connection ends when both directions have ended, on an error (reset), or after
+// tcp_idle_timeout without a byte either way. Each connection writes one access-log line when it
+// ends and is counted in sidecar_tcp_connections_total, sidecar_tcp_connections_active and
+// sidecar_tcp_bytes_total.
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -87,7 +91,7 @@ struct proxy_tcp {
     bool spliced;
     int dfd, ufd;
     uv_poll_t dpoll, upoll;
-    int pipes[2][2];
+    int pipes[2][2]; /* -1: none held (taken from the worker's pool while bytes are in it) */
     size_t inpipe[2];
     int want[2]; /* W_* per direction */
     int dmask, umask;
@@ -159,6 +163,44 @@ static void tcp_log(struct proxy_tcp *t)
     }
 }
 
+/* An empty pipe from the worker's pool, or a new one, into <p>. Returns 0 or -1 (errno). */
+static int pipe_take(struct proxy_worker *w, int p[2])
+{
+    if (w->ntcp_pipes) {
+        w->ntcp_pipes--;
+        p[0] = w->tcp_pipes[w->ntcp_pipes][0];
+        p[1] = w->tcp_pipes[w->ntcp_pipes][1];
+        return 0;
+    }
+    return pipe2(p, O_NONBLOCK | O_CLOEXEC);
+}
+
+/* Gives empty pipe <p> (-1: none) back to the pool, or closes it when the pool is full. */
+static void pipe_give(struct proxy_worker *w, int p[2])
+{
+    if (p[0] < 0) {
+        return;
+    }
+    if (w->ntcp_pipes < SC_ARRAY_LEN(w->tcp_pipes) && !w->closed_all) {
+        w->tcp_pipes[w->ntcp_pipes][0] = p[0];
+        w->tcp_pipes[w->ntcp_pipes][1] = p[1];
+        w->ntcp_pipes++;
+    } else {
+        close(p[0]);
+        close(p[1]);
+    }
+    p[0] = p[1] = -1;
+}
+
+void proxy_tcp_cleanup(struct proxy_worker *w)
+{
+    while (w->ntcp_pipes) {
+        w->ntcp_pipes--;
+        close(w->tcp_pipes[w->ntcp_pipes][0]);
+        close(w->tcp_pipes[w->ntcp_pipes][1]);
+    }
+}
+
 static void on_closed(uv_handle_t *h)
 {
     struct proxy_tcp *t = h->data;
@@ -170,8 +212,12 @@ static void on_closed(uv_handle_t *h)
         close(t->dfd);
         close(t->ufd);
         for (int i = 0; i < 2; i++) {
-            close(t->pipes[i][0]);
-            close(t->pipes[i][1]);
+            if (t->inpipe[i] && t->pipes[i][0] >= 0) {
+                close(t->pipes[i][0]); /* bytes left inside: not reusable */
+                close(t->pipes[i][1]);
+                t->pipes[i][0] = t->pipes[i][1] = -1;
+            }
+            pipe_give(w, t->pipes[i]);
         }
     }
     t->up.start = t->up.end = t->down.start = t->down.end = 0;
@@ -541,6 +587,9 @@ static void sp_pump(struct proxy_tcp *t, int dir)
                     t->tx += (uint64_t)k;
                     sc_metrics_counter_add(ic->m_tx, (uint64_t)k);
                 }
+                if (!t->inpipe[dir]) {
+                    pipe_give(t->w, p); /* an idle connection holds no pipe */
+                }
                 continue;
             }
             if (k < 0 && errno == EINTR) {
@@ -565,7 +614,16 @@ static void sp_pump(struct proxy_tcp *t, int dir)
             t->want[dir] = W_SRC; /* level-triggered: the poll fires again at once */
             return;
         }
+        if (p[0] < 0 && pipe_take(t->w, p) < 0) {
+            sc_warn("tcp relay: no descriptor for a pipe; connection closed",
+                    SC_LS("listener", t->lsn->name), SC_LERR(-errno));
+            tcp_close(t);
+            return;
+        }
         ssize_t k = splice(src, NULL, p[1], NULL, SPLICE_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (k == 0 || (k < 0 && errno != EINTR)) {
+            pipe_give(t->w, p); /* still empty */
+        }
         if (k > 0) {
             t->inpipe[dir] += (size_t)k;
             t->last_ms = uv_now(t->w->loop);
@@ -653,24 +711,19 @@ static void splice_start(struct proxy_tcp *t)
     if (uv_fileno((uv_handle_t *)&t->d, &dfd) < 0 || uv_fileno((uv_handle_t *)&t->u, &ufd) < 0) {
         return;
     }
-    int fds[6] = { -1, -1, -1, -1, -1, -1 };
-    fds[0] = fcntl(dfd, F_DUPFD_CLOEXEC, 0);
-    fds[1] = fcntl(ufd, F_DUPFD_CLOEXEC, 0);
-    if (fds[0] < 0 || fds[1] < 0 || pipe2(fds + 2, O_NONBLOCK | O_CLOEXEC) < 0 ||
-        pipe2(fds + 4, O_NONBLOCK | O_CLOEXEC) < 0) {
+    int nd = fcntl(dfd, F_DUPFD_CLOEXEC, 0), nu = nd < 0 ? -1 : fcntl(ufd, F_DUPFD_CLOEXEC, 0);
+    if (nu < 0) {
         sc_debug("tcp relay stays in copy mode", SC_LERR(-errno));
-        for (int i = 0; i < 6; i++) {
-            if (fds[i] >= 0) {
-                close(fds[i]);
-            }
+        if (nd >= 0) {
+            close(nd);
         }
         return;
     }
     (void)uv_read_stop((uv_stream_t *)&t->d);
     (void)uv_read_stop((uv_stream_t *)&t->u);
-    t->dfd = fds[0];
-    t->ufd = fds[1];
-    memcpy(t->pipes, fds + 2, sizeof(t->pipes));
+    t->dfd = nd;
+    t->ufd = nu;
+    t->pipes[0][0] = t->pipes[0][1] = t->pipes[1][0] = t->pipes[1][1] = -1;
     uv_poll_init_socket(t->w->loop, &t->dpoll, t->dfd);
     uv_poll_init_socket(t->w->loop, &t->upoll, t->ufd);
     t->dpoll.data = t->upoll.data = t;

@@ -123,4 +123,7 @@ void proxy_tcp_on_accept(uv_stream_t *server, int status);
 /* Closes every TCP connection of <w> (<all>), or only those still being detected. */
 void proxy_tcp_stop(struct proxy_worker *w, bool all);
 
+/* Closes the worker's pooled pipes (after its loop ended). */
+void proxy_tcp_cleanup(struct proxy_worker *w);
+
 #endif

@@ -296,6 +296,7 @@ void proxy_worker_cleanup(struct proxy_worker *w)
     w->nfree_dc = w->nfree_uc = 0;
     pool_drain(&w->bufs);
     pool_drain(&w->hbufs);
+    proxy_tcp_cleanup(w);
     sc_free(w->listeners);
     w->listeners = NULL;
     sc_buf_cleanup(&w->logbuf);
