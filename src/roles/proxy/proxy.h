@@ -255,7 +255,7 @@ struct proxy_listener {
     struct proxy_rl *rl; /* listener-wide rate limit, or NULL */
     bool rl_headers;
     struct proxy_listener_tls tls;
-    bool inbound; /* traffic to the workload: authorization applies */
+    bool inbound;                    /* traffic to the workload: authorization applies */
     struct proxy_listener_icpt icpt; /* protocol, detection, TCP routes (proxy_tcp.h) */
 };
 
@@ -301,7 +301,7 @@ struct proxy_metrics {
     struct sc_metric_family *tls_hs; /* proxy_tls.c */
     struct sc_metric_family *tls_expiry;
     struct sc_metric_family *utls_hs;
-    struct sc_metric_family *authz; /* proxy_authz.c */
+    struct sc_metric_family *authz;     /* proxy_authz.c */
     struct sc_metric_family *tcp_total; /* proxy_tcp.c */
     struct sc_metric_family *tcp_active;
     struct sc_metric_family *tcp_bytes;
