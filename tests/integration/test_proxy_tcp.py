@@ -378,3 +378,43 @@ def test_config_errors(run_cli, tmp_path):
         "  - { name: x, endpoints: [127.0.0.1:2], upstream_bind_address: [127.0.0.6, 127.0.0.7] }\n")
     r = run_cli("proxy", "--check", "-c", str(bad))
     assert r.returncode != 0 and "one IPv4" in r.stderr
+
+
+def test_inbound_tcp_authorization(sidecar_run):
+    # On an inbound listener, relayed connections are judged by the workload's authorization
+    # policies on what a connection has, with Istio's TCP rules: a DENY rule's HTTP-only fields
+    # are ignored (its port still applies), an ALLOW rule with HTTP-only fields never matches. A
+    # denied connection is closed before any upstream connection, logged with flag RBAC.
+    srv = TcpServer(greeter)
+    ok, denied, unlisted = free_port(), free_port(), free_port()
+    listeners = [{"name": name, "address": f"127.0.0.1:{port}", "protocol": "tcp",
+                  "tcp_cluster": "backend", "direction": "inbound"}
+                 for name, port in (("in-ok", ok), ("in-deny", denied), ("in-unlisted", unlisted))]
+    policies = [
+        {"name": "deny-get", "action": "DENY",
+         "rules": [{"to": [{"operation": {"methods": ["GET"], "ports": [str(denied)]}}]}]},
+        {"name": "allow-http", "action": "ALLOW",
+         "rules": [{"to": [{"operation": {"paths": ["/x"], "ports": [str(unlisted)]}}]}]},
+        {"name": "allow-ports", "action": "ALLOW",
+         "rules": [{"to": [{"operation": {"ports": [str(ok), str(denied)]}}]}]}]
+    cfg = proxy_config(listeners, [{"name": "backend", "endpoints": [f"127.0.0.1:{srv.port}"]}],
+                       access_log="stdout", authorization=policies)
+    sc = sidecar_run("proxy", config=cfg)
+    s = socket.create_connection(("127.0.0.1", ok))
+    s.settimeout(5)
+    assert recv_until(s, b"\r\n") == b"220 greeter ready\r\n"
+    s.close()
+    for port in (denied, unlisted):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.settimeout(5)
+        assert s.recv(100) == b""
+        s.close()
+    lines = {x["listener"]: x for x in tcp_lines(sc, at_least=3)}
+    assert lines["in-ok"]["flags"] == "-"
+    assert lines["in-deny"]["flags"] == "RBAC" and lines["in-deny"]["upstream"] == ""
+    assert lines["in-unlisted"]["flags"] == "RBAC"
+    assert len(srv.peers) == 1
+    m = sc.get("/metrics")[1].decode()
+    assert metric(m, "sidecar_authz_decisions_total", policy="deny-get", action="DENY",
+                  result="denied") == 1
+    srv.close()

@@ -1122,9 +1122,38 @@ static struct sc_str principal_ns(struct sc_str p)
     return sc_str_n(s, (size_t)((e ? e : end) - s));
 }
 
+/* Condition keys only HTTP has (request headers, request.auth.*). */
+static bool cond_http_only(int key)
+{
+    return key == K_HEADER || key == K_AUTH_PRINCIPAL || key == K_AUTH_AUDIENCES ||
+           key == K_AUTH_PRESENTER || key == K_AUTH_CLAIMS;
+}
+
+/* Whether rule <r> names a field only HTTP has: request principals, hosts, methods, paths, or
+ * such a condition. */
+static bool rule_http_only(const struct az_rule *r)
+{
+    for (size_t i = 0; i < r->nfrom; i++) {
+        if (r->from[i].set & G_RPRINC) {
+            return true;
+        }
+    }
+    for (size_t i = 0; i < r->nto; i++) {
+        if (r->to[i].set & (G_HOST | G_METHOD | G_PATH)) {
+            return true;
+        }
+    }
+    for (size_t i = 0; i < r->nwhen; i++) {
+        if (cond_http_only(r->when[i].key)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static bool src_match(const struct az_src *s, const struct proxy_az_req *rq)
 {
-    unsigned set = s->set;
+    unsigned set = s->set & (rq->tcp ? ~(unsigned)G_RPRINC : ~0u);
     if ((set & G_IP) && !(POS(s->ip, cidrs_any(&s->ip, &rq->source)) &&
                           NEG(s->not_ip, cidrs_any(&s->not_ip, &rq->source)))) {
         return false;
@@ -1158,7 +1187,7 @@ static bool src_match(const struct az_src *s, const struct proxy_az_req *rq)
 
 static bool op_match(const struct az_op *o, const struct proxy_az_req *rq)
 {
-    unsigned set = o->set;
+    unsigned set = o->set & (rq->tcp ? ~(unsigned)(G_HOST | G_METHOD | G_PATH) : ~0u);
     if ((set & G_METHOD) && !(POS(o->methods, strs_any(&o->methods, rq->method)) &&
                               NEG(o->not_methods, strs_any(&o->not_methods, rq->method)))) {
         return false;
@@ -1221,6 +1250,9 @@ static bool multi_any(const struct az_cond *c, const struct proxy_az_req *rq,
 
 static bool cond_match(const struct az_cond *c, const struct proxy_az_req *rq)
 {
+    if (rq->tcp && cond_http_only(c->key)) {
+        return true; /* reached only for DENY policies (policy_match) */
+    }
     const struct proxy_az_ip *ip = NULL;
     struct sc_str v = SC_STR_NULL;
     switch (c->key) {
@@ -1289,6 +1321,9 @@ static bool rule_match(const struct az_rule *r, const struct proxy_az_req *rq)
 static bool policy_match(const struct az_policy *p, const struct proxy_az_req *rq)
 {
     for (size_t i = 0; i < p->nrules; i++) {
+        if (rq->tcp && p->action != PROXY_AZ_DENY && rule_http_only(&p->rules[i])) {
+            continue;
+        }
         if (rule_match(&p->rules[i], rq)) {
             return true;
         }

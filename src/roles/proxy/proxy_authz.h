@@ -150,6 +150,9 @@ struct proxy_az_req {
     struct proxy_az_ip dest;
     int dport;
     const struct proxy_az_auth *auth; /* NULL: no verified token */
+    bool tcp; /* a relayed TCP connection, no HTTP attributes (Istio's TCP rules): a DENY policy
+                 ignores the HTTP-only fields of its rules (matching on the rest: more is
+                 denied), a rule of any other action that has them never matches */
 };
 
 enum proxy_az_result { PROXY_AZ_RES_ALLOW, PROXY_AZ_RES_DENY };

@@ -784,6 +784,38 @@ static bool route_takes(const struct proxy_tcp_route *r, uint16_t port,
     return true;
 }
 
+/* Authorization of a relayed connection on an inbound listener, with Istio's TCP semantics
+ * (proxy_az_req.tcp): the policies see the connection's source, destination address and port
+ * and the ClientHello's SNI; a DENY rule's HTTP-only fields are ignored (more is denied), an
+ * ALLOW rule with them never matches, and the peer's mTLS identity is absent (the relay does not
+ * terminate TLS). A CUSTOM policy (an HTTP external authorizer) cannot judge bytes: denied.
+ * Returns true when the connection may go on. */
+static bool tcp_authorized(struct proxy_tcp *t)
+{
+    const struct proxy_authz *az = t->rt->authz;
+    if (!t->lsn->inbound || !az) {
+        return true;
+    }
+    struct proxy_az_req rq = { .sni = sc_str_c(t->sni), .tcp = true };
+    proxy_az_ip_from_sa(&t->peer, &rq.source);
+    struct sockaddr_storage dst;
+    int len = sizeof(dst);
+    if (t->has_orig) {
+        dst = t->orig;
+    } else if (uv_tcp_getsockname(&t->d, (struct sockaddr *)&dst, &len) < 0) {
+        memset(&dst, 0, sizeof(dst));
+    }
+    proxy_az_ip_from_sa(&dst, &rq.dest);
+    rq.dport = t->port;
+    struct proxy_az_decision d;
+    proxy_authz_eval(az, &rq, &d);
+    if (d.ext || d.result != PROXY_AZ_RES_ALLOW) {
+        t->flags |= d.ext ? F_UAEX : F_RBAC;
+        return false;
+    }
+    return true;
+}
+
 /* Routes and connects a connection to be relayed. */
 static void relay_connect(struct proxy_tcp *t, const struct proxy_hello *hello)
 {
@@ -803,6 +835,10 @@ static void relay_connect(struct proxy_tcp *t, const struct proxy_hello *hello)
     sc_metrics_counter_add(ic->m_rx, t->rx); /* what detection read */
     t->counted = true;
     t->state = T_CONNECTING;
+    if (!tcp_authorized(t)) {
+        tcp_close(t);
+        return;
+    }
     struct proxy_cluster *c = t->cluster;
     if (!c || c->original_dst) {
         if (!t->has_orig) {
