@@ -159,32 +159,30 @@ section_metrics() {
     cat "$OUT/metrics.md"
 }
 
-# section_tls: bench/tls.sh, then its report.
-section_tls() {
-    echo "## TLS: sidecar proxy terminating TLS against nginx and HAProxy, and two sidecars over" \
-        "mTLS (bench/tls.sh)"
+# script_section NAME TITLE: the section of bench/NAME.sh (run on $BUILD/sidecar, writing
+# $OUT/NAME.md): TITLE, the stamp, then the script's report.
+script_section() {
+    echo "## $2 (bench/$1.sh)"
     echo
     stamp
-    if ! timeout "${BENCH_TIMEOUT:-3600}" "$BENCH_DIR/tls.sh" "$BUILD/sidecar" "$OUT" >&2; then
-        echo "bench/tls.sh failed or timed out; its output is in $OUT."
+    if ! timeout "${BENCH_TIMEOUT:-3600}" "$BENCH_DIR/$1.sh" "$BUILD/sidecar" "$OUT" >&2; then
+        echo "bench/$1.sh failed or timed out; its output is in $OUT."
     fi
-    if [ -s "$OUT/tls.md" ]; then
-        cat "$OUT/tls.md"
+    if [ -s "$OUT/$1.md" ]; then
+        cat "$OUT/$1.md"
     fi
+}
+
+# section_tls: bench/tls.sh, then its report.
+section_tls() {
+    script_section tls "TLS: sidecar proxy terminating TLS against nginx and HAProxy, and two \
+sidecars over mTLS"
 }
 
 # section_intercept: bench/intercept.sh (interception cost, the TCP relay against HAProxy).
 section_intercept() {
-    echo "## Interception: REDIRECT + original destination, and the TCP relay against HAProxy" \
-        "(bench/intercept.sh)"
-    echo
-    stamp
-    if ! timeout "${BENCH_TIMEOUT:-3600}" "$BENCH_DIR/intercept.sh" "$BUILD/sidecar" "$OUT" >&2; then
-        echo "bench/intercept.sh failed or timed out; its output is in $OUT."
-    fi
-    if [ -s "$OUT/intercept.md" ]; then
-        cat "$OUT/intercept.md"
-    fi
+    script_section intercept "Interception: REDIRECT + original destination, and the TCP relay \
+against HAProxy"
 }
 
 # The first line of every section: when, where and how it was measured (a section can be older
