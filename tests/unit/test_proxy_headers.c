@@ -34,7 +34,7 @@ uint64_t proxy_rand(struct proxy_worker *w)
 }
 
 /* proxy_tls.c provides this in the binary: these heads come over plaintext with XFCC sanitised. */
-int proxy_tls_xfcc(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_buf *b)
+int proxy_tls_xfcc(struct proxy_exch *ex, const struct sc_http_msg *m, struct proxy_hsink *b)
 {
     (void)ex;
     (void)m;

@@ -487,6 +487,15 @@ int proxy_build_resp_head(struct proxy_exch *ex, const struct sc_http_msg *m, st
  * SC_ETOOBIG. */
 int proxy_build_interim_head(const struct sc_http_msg *m, struct sc_buf *b);
 
+/* The same rules for any codec, through header sink <s> (proxy_hsink.h): the HTTP/1 builders
+ * above are these with the HTTP/1 sink and the framing the exchange calls for. Each starts the
+ * head, adds its fields and ends it. Return 0 or SC_ETOOBIG. */
+struct proxy_hsink;
+int proxy_head_request(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_str origin,
+                       struct proxy_hsink *s);
+int proxy_head_response(struct proxy_exch *ex, const struct sc_http_msg *m, struct proxy_hsink *s);
+int proxy_head_interim(const struct sc_http_msg *m, struct proxy_hsink *s);
+
 /* ---- proxy_log.c: the access log and request metrics ---- */
 
 /* Appends the request's JSON access-log line to the worker's buffer, written once per loop

@@ -8,6 +8,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "roles/proxy/proxy_conn.h"
+#include "roles/proxy/proxy_hsink.h"
 
 /* Writes the low <digits> (even) hex digits of <v>, two per table lookup: request ids and trace
  * ids take 80 digits per request. */
@@ -48,7 +49,7 @@ static inline bool is_lit(struct sc_str s, const char *lower, size_t n)
 
 /* Appends <n> bytes: a plain copy when they fit the capacity the head reserved up front, else
  * through sc_buf_append (growth, and the cap that makes a head too large). */
-static inline int put(struct sc_buf *b, const void *p, size_t n)
+static inline __attribute__((always_inline)) int put(struct sc_buf *b, const void *p, size_t n)
 {
     if (n == 0) {
         return 0;
@@ -70,7 +71,8 @@ static inline int put_str(struct sc_buf *b, struct sc_str s)
 
 /* Appends a header line whose name and value come from a parsed head (the parser validated them,
  * so the fast path skips sc_http1_write_header's checks; the slow path keeps them). */
-static inline int put_header(struct sc_buf *b, struct sc_str name, struct sc_str value)
+static inline __attribute__((always_inline)) int put_header(struct sc_buf *b, struct sc_str name,
+                                                            struct sc_str value)
 {
     size_t n = name.len + 4 + value.len;
     if (n <= b->cap - b->len && b->len + n <= b->max) {
@@ -204,12 +206,19 @@ static bool all_zero(const char *p, size_t n)
     return true;
 }
 
-int proxy_build_resp_head(struct proxy_exch *r, const struct sc_http_msg *m, struct sc_buf *b,
-                          bool close)
+/* ---- the HTTP/1 sink: text straight into the buffer ---- */
+
+static int h1_request(struct proxy_hsink *s, struct sc_str method, struct sc_str target)
 {
-    bool upgrade = m->status == 101;
-    reserve_for(b, m);
-    const struct proxy_route_policy *pol = r->route->pol;
+    return sc_http1_write_request_line(s->b, method, target);
+}
+
+static inline __attribute__((always_inline)) int h1_status(struct proxy_hsink *s, int status,
+                                                           struct sc_str reason)
+{
+    if (status < 100 || status > 999) {
+        return SC_EINVAL;
+    }
     char line[13] = { 'H',
                       'T',
                       'T',
@@ -219,13 +228,159 @@ int proxy_build_resp_head(struct proxy_exch *r, const struct sc_http_msg *m, str
                       '.',
                       '1',
                       ' ',
-                      (char)('0' + m->status / 100),
-                      (char)('0' + m->status / 10 % 10),
-                      (char)('0' + m->status % 10),
+                      (char)('0' + status / 100),
+                      (char)('0' + status / 10 % 10),
+                      (char)('0' + status % 10),
                       ' ' };
-    int rc = put(b, line, sizeof(line));
-    rc |= put_str(b, m->reason.len ? m->reason : sc_str_c(sc_http1_reason(m->status)));
+    int rc = put(s->b, line, sizeof(line));
+    rc |= put_str(s->b, reason.len ? reason : sc_str_c(sc_http1_reason(status)));
+    rc |= PUT_LIT(s->b, "\r\n");
+    return rc ? SC_ETOOBIG : 0;
+}
+
+/* Through the ops (fields from the config or the proxy itself): checked as it writes. */
+static int h1_header(struct proxy_hsink *s, struct sc_str name, struct sc_str value)
+{
+    return sc_http1_write_header(s->b, name, value);
+}
+
+static inline __attribute__((always_inline)) struct sc_buf *h1_open(struct proxy_hsink *s,
+                                                                    struct sc_str name)
+{
+    size_t n = name.len + 2;
+    struct sc_buf *b = s->b;
+    if (n <= b->cap - b->len && b->len + n <= b->max) {
+        char *w = b->p + b->len;
+        memcpy(w, name.p, name.len);
+        w[name.len] = ':';
+        w[name.len + 1] = ' ';
+        b->len += n;
+        return b;
+    }
+    return put_str(b, name) == 0 && PUT_LIT(b, ": ") == 0 ? b : NULL;
+}
+
+static struct sc_buf *h1_open_op(struct proxy_hsink *s, struct sc_str name)
+{
+    return h1_open(s, name);
+}
+
+static int h1_close(struct proxy_hsink *s)
+{
+    return PUT_LIT(s->b, "\r\n");
+}
+
+/* The framing the codec asked for, then the blank line. */
+static inline __attribute__((always_inline)) int h1_end(struct proxy_hsink *s)
+{
+    struct sc_buf *b = s->b;
+    int rc = 0;
+    if (s->chunked) {
+        rc |= PUT_LIT(b, "Transfer-Encoding: chunked\r\n");
+    }
+    if (s->upgrade) {
+        rc |= PUT_LIT(b, "Connection: upgrade\r\n");
+        if (s->upgrade_value.p) {
+            rc |= put_header(b, SC_STR("Upgrade"), s->upgrade_value);
+        }
+    } else if (s->close) {
+        rc |= PUT_LIT(b, "Connection: close\r\n");
+    } else if (s->keep_alive) {
+        rc |= PUT_LIT(b, "Connection: keep-alive\r\n");
+    }
     rc |= PUT_LIT(b, "\r\n");
+    return rc ? SC_ETOOBIG : 0;
+}
+
+static int h1_status_op(struct proxy_hsink *s, int status, struct sc_str reason)
+{
+    return h1_status(s, status, reason);
+}
+
+static int h1_end_op(struct proxy_hsink *s)
+{
+    return h1_end(s);
+}
+
+const struct proxy_hsink_ops proxy_h1_hsink_ops = {
+    .request = h1_request,
+    .status = h1_status_op,
+    .header = h1_header,
+    .open = h1_open_op,
+    .close = h1_close,
+    .end = h1_end_op,
+};
+
+int proxy_hsink_lines(struct proxy_hsink *s, struct sc_str lines)
+{
+    if (s->ops == &proxy_h1_hsink_ops) {
+        return put_str(s->b, lines) ? SC_ETOOBIG : 0;
+    }
+    const char *p = lines.p, *end = lines.p + lines.len;
+    int rc = 0;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *le = eol ? eol : end;
+        if (le > p && le[-1] == '\r') {
+            le--;
+        }
+        const char *colon = le > p ? memchr(p, ':', (size_t)(le - p)) : NULL;
+        if (colon && colon > p) {
+            const char *v = colon + 1, *ve = le;
+            while (v < ve && (*v == ' ' || *v == '\t')) {
+                v++;
+            }
+            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) {
+                ve--;
+            }
+            rc |=
+                s->ops->header(s, sc_str_n(p, (size_t)(colon - p)), sc_str_n(v, (size_t)(ve - v)));
+        }
+        p = eol ? eol + 1 : end;
+    }
+    return rc ? SC_ETOOBIG : 0;
+}
+
+/* The builders below are inlined twice: into the HTTP/1 builders with <h1> true, where every
+ * field is a plain copy into the buffer (no indirect call, no check of the sink), and into the
+ * generic ones with <h1> false, which go through the sink's ops. */
+#define AI static inline __attribute__((always_inline))
+
+AI int s_header(bool h1, struct proxy_hsink *s, struct sc_str name, struct sc_str value)
+{
+    return h1 ? put_header(s->b, name, value) : s->ops->header(s, name, value);
+}
+
+AI struct sc_buf *s_open(bool h1, struct proxy_hsink *s, struct sc_str name)
+{
+    return h1 ? h1_open(s, name) : s->ops->open(s, name);
+}
+
+AI int s_close(bool h1, struct proxy_hsink *s)
+{
+    return h1 ? PUT_LIT(s->b, "\r\n") : s->ops->close(s);
+}
+
+AI int s_end(bool h1, struct proxy_hsink *s)
+{
+    return h1 ? h1_end(s) : s->ops->end(s);
+}
+
+/* A field of literal name and value: one copy of "Name: value\r\n" for HTTP/1. */
+#define S_LIT(h1, s, name, value)                                                                  \
+    ((h1) ? PUT_LIT((s)->b, name ": " value "\r\n")                                                \
+          : (s)->ops->header((s), SC_STR(name), SC_STR(value)))
+
+/* ---- head rewriting, through a sink ---- */
+
+AI int head_response(struct proxy_exch *r, const struct sc_http_msg *m, struct proxy_hsink *s,
+                     bool h1)
+{
+    if (h1) {
+        reserve_for(s->b, m);
+    }
+    const struct proxy_route_policy *pol = r->route->pol;
+    int rc = h1 ? h1_status(s, m->status, m->reason) : s->ops->status(s, m->status, m->reason);
     struct sc_str via = SC_STR_NULL;
     struct conn_tokens ct;
     conn_tokens_init(&ct, m);
@@ -239,50 +394,65 @@ int proxy_build_resp_head(struct proxy_exch *r, const struct sc_http_msg *m, str
             via = h->value;
             continue;
         }
-        rc |= put_header(b, h->name, h->value);
+        rc |= s_header(h1, s, h->name, h->value);
     }
     if (via.len) {
-        rc |= PUT_LIT(b, "Via: ");
-        rc |= put_str(b, via);
-        rc |= PUT_LIT(b, ", 1.1 sidecar\r\n");
+        struct sc_buf *vb = s_open(h1, s, SC_STR("Via"));
+        if (!vb) {
+            return SC_ETOOBIG;
+        }
+        rc |= put_str(vb, via);
+        rc |= PUT_LIT(vb, ", 1.1 sidecar");
+        rc |= s_close(h1, s);
     } else {
-        rc |= PUT_LIT(b, "Via: 1.1 sidecar\r\n");
+        rc |= S_LIT(h1, s, "Via", "1.1 sidecar");
     }
     if (pol || r->pol.has_rl) {
-        rc |= proxy_route_policy_resp_headers(r, b);
+        rc |= proxy_route_policy_resp_headers(r, s);
     }
-    if (upgrade) {
+    rc |= s_end(h1, s);
+    return rc ? SC_ETOOBIG : 0;
+}
+
+int proxy_head_response(struct proxy_exch *r, const struct sc_http_msg *m, struct proxy_hsink *s)
+{
+    return head_response(r, m, s, false);
+}
+
+int proxy_build_resp_head(struct proxy_exch *r, const struct sc_http_msg *m, struct sc_buf *b,
+                          bool close)
+{
+    struct proxy_hsink s = proxy_h1_hsink(b);
+    if (m->status == 101) {
+        s.upgrade = true;
         const struct sc_http_header *u = sc_http1_find(m, SC_STR("upgrade"), NULL);
-        rc |= PUT_LIT(b, "Connection: upgrade\r\n");
-        if (u) {
-            rc |= put_header(b, SC_STR("Upgrade"), u->value);
-        }
+        s.upgrade_value = u ? u->value : SC_STR_NULL;
     } else {
-        if (r->rbody == B_CHUNKED && !r->dechunk) {
-            rc |= PUT_LIT(b, "Transfer-Encoding: chunked\r\n");
-        }
-        if (close) {
-            rc |= PUT_LIT(b, "Connection: close\r\n");
-        } else if (r->minor == 0) {
-            rc |= PUT_LIT(b, "Connection: keep-alive\r\n");
+        s.chunked = r->rbody == B_CHUNKED && !r->dechunk;
+        s.close = close;
+        s.keep_alive = r->minor == 0;
+    }
+    return head_response(r, m, &s, true);
+}
+
+int proxy_head_interim(const struct sc_http_msg *m, struct proxy_hsink *s)
+{
+    int rc = s->ops->status(s, m->status, SC_STR_NULL);
+    struct conn_tokens ct;
+    conn_tokens_init(&ct, m);
+    for (size_t i = 0; i < m->nheaders; i++) {
+        if (!hop_by_hop(m->headers[i].name, &ct)) {
+            rc |= s->ops->header(s, m->headers[i].name, m->headers[i].value);
         }
     }
-    rc |= PUT_LIT(b, "\r\n");
+    rc |= s->ops->end(s);
     return rc ? SC_ETOOBIG : 0;
 }
 
 int proxy_build_interim_head(const struct sc_http_msg *m, struct sc_buf *b)
 {
-    int rc = sc_http1_write_status_line(b, 1, m->status);
-    struct conn_tokens ct;
-    conn_tokens_init(&ct, m);
-    for (size_t i = 0; i < m->nheaders; i++) {
-        if (!hop_by_hop(m->headers[i].name, &ct)) {
-            rc |= put_header(b, m->headers[i].name, m->headers[i].value);
-        }
-    }
-    rc |= PUT_LIT(b, "\r\n");
-    return rc ? SC_ETOOBIG : 0;
+    struct proxy_hsink s = proxy_h1_hsink(b);
+    return proxy_head_interim(m, &s);
 }
 
 bool proxy_idempotent(struct sc_str m)
@@ -462,7 +632,7 @@ struct sc_str proxy_target_authority(struct sc_str t, bool *absolute)
 /* The request line of an absolute-form target with a query but no path: <query> ("?q=1") is sent
  * as "/?q=1" (RFC 9112 section 3.2.1). Out of line: the common path keeps its small frame. */
 static __attribute__((noinline)) int query_only_line(const struct proxy_route_policy *pol,
-                                                     struct sc_buf *b, struct sc_str method,
+                                                     struct proxy_hsink *s, struct sc_str method,
                                                      struct sc_str query)
 {
     char stack[1024];
@@ -470,8 +640,7 @@ static __attribute__((noinline)) int query_only_line(const struct proxy_route_po
     t[0] = '/';
     memcpy(t + 1, query.p, query.len);
     struct sc_str target = sc_str_n(t, query.len + 1);
-    int rc = pol ? proxy_route_policy_request_line(pol, b, method, target)
-                 : sc_http1_write_request_line(b, method, target);
+    int rc = proxy_route_policy_request_line(pol, s, method, target);
     if (t != stack) {
         sc_free(t);
     }
@@ -488,20 +657,24 @@ static bool authn_drops(const struct proxy_exch *r, struct sc_str name)
     return false;
 }
 
-/* Builds the upstream request head into r->head. Returns 0 or SC_ETOOBIG. */
-int proxy_build_req_head(struct proxy_exch *r, const struct sc_http_msg *m, struct sc_str origin)
+/* Builds the upstream request head through <s>. Returns 0 or SC_ETOOBIG. */
+AI int head_request(struct proxy_exch *r, const struct sc_http_msg *m, struct sc_str origin,
+                    struct proxy_hsink *s, bool h1)
 {
     struct proxy_worker *w = r->w;
-    struct sc_buf *b = &r->head;
-    reserve_for(b, m);
+    if (h1) {
+        reserve_for(s->b, m);
+    }
     const struct proxy_route_policy *pol = r->route->pol;
     struct sc_str target = r->is_connect ? m->target : origin;
     int rc;
     if (!r->is_connect && origin.len && origin.p[0] == '?') {
-        rc = query_only_line(pol, b, m->method, origin); /* "http://h?q=1" */
+        rc = query_only_line(pol, s, m->method, origin); /* "http://h?q=1" */
+    } else if (pol) {
+        rc = proxy_route_policy_request_line(pol, s, m->method, target);
     } else {
-        rc = pol ? proxy_route_policy_request_line(pol, b, m->method, target)
-                 : sc_http1_write_request_line(b, m->method, target);
+        rc = h1 ? sc_http1_write_request_line(s->b, m->method, target)
+                : s->ops->request(s, m->method, target);
     }
     /* RFC 9112 section 3.2.2: for an absolute-form target, Host is replaced by the target's
      * authority, and the request goes upstream in origin form (a host_rewrite wins over both). */
@@ -509,7 +682,7 @@ int proxy_build_req_head(struct proxy_exch *r, const struct sc_http_msg *m, stru
     struct sc_str authority = r->is_connect ? SC_STR_NULL : target_authority(m->target, &absolute);
     bool host_rewrite = pol && pol->host_rewrite;
     if (absolute && !host_rewrite) {
-        rc |= put_header(b, SC_STR("Host"), authority);
+        rc |= s_header(h1, s, SC_STR("Host"), authority);
     }
     bool have_host = absolute;
     const struct sc_http_header *xff = NULL, *via = NULL, *rid = NULL, *tp = NULL;
@@ -580,52 +753,49 @@ int proxy_build_req_head(struct proxy_exch *r, const struct sc_http_msg *m, stru
         default:
             break;
         }
-        rc |= put_header(b, h->name, h->value);
+        rc |= s_header(h1, s, h->name, h->value);
     }
     if (r->authn_add.len) {
-        rc |= sc_buf_append_str(b, r->authn_add);
+        rc |= h1 ? put_str(s->b, r->authn_add) : proxy_hsink_lines(s, r->authn_add);
     }
     if (pol) {
-        rc |= proxy_route_policy_req_headers(r, m, b);
+        rc |= proxy_route_policy_req_headers(r, m, s);
         have_host |= host_rewrite;
     }
     if (!have_host) {
         struct proxy_cluster *hc = r->cluster ? r->cluster : r->route->cluster;
-        rc |= sc_http1_write_header(b, SC_STR("Host"), sc_str_c(hc->eps[0].name));
-    }
-    if (r->body == B_CHUNKED) {
-        rc |= PUT_LIT(b, "Transfer-Encoding: chunked\r\n");
-    }
-    if (r->upgrade) {
-        const struct sc_http_header *u = sc_http1_find(m, SC_STR("upgrade"), NULL);
-        rc |= PUT_LIT(b, "Connection: upgrade\r\n");
-        if (u) {
-            rc |= put_header(b, SC_STR("Upgrade"), u->value);
-        }
+        rc |= s->ops->header(s, SC_STR("Host"), sc_str_c(hc->eps[0].name));
     }
     /* Via: the received protocol version, appended to what earlier proxies wrote. */
-    rc |= PUT_LIT(b, "Via: ");
-    if (via) {
-        rc |= put_str(b, via->value);
-        rc |= PUT_LIT(b, ", ");
+    struct sc_buf *vb = s_open(h1, s, SC_STR("Via"));
+    if (!vb) {
+        return SC_ETOOBIG;
     }
-    rc |= r->minor == 0 ? PUT_LIT(b, "1.0 sidecar\r\n") : PUT_LIT(b, "1.1 sidecar\r\n");
-    rc |= PUT_LIT(b, "X-Forwarded-For: ");
+    if (via) {
+        rc |= put_str(vb, via->value);
+        rc |= PUT_LIT(vb, ", ");
+    }
+    rc |= r->minor == 0 ? PUT_LIT(vb, "1.0 sidecar") : PUT_LIT(vb, "1.1 sidecar");
+    rc |= s_close(h1, s);
+    vb = s_open(h1, s, SC_STR("X-Forwarded-For"));
+    if (!vb) {
+        return SC_ETOOBIG;
+    }
     if (xff) {
         size_t from = 0;
         const struct sc_http_header *h;
         while ((h = sc_http1_find(m, SC_STR("x-forwarded-for"), &from)) != NULL) {
-            rc |= put_str(b, h->value);
-            rc |= PUT_LIT(b, ", ");
+            rc |= put_str(vb, h->value);
+            rc |= PUT_LIT(vb, ", ");
         }
     }
-    rc |= put(b, r->cl->ip, strlen(r->cl->ip));
-    rc |= r->cl->tls ? PUT_LIT(b, "\r\nX-Forwarded-Proto: https\r\n")
-                     : PUT_LIT(b, "\r\nX-Forwarded-Proto: http\r\n");
+    rc |= put(vb, r->cl->ip, strlen(r->cl->ip));
+    rc |= s_close(h1, s);
+    rc |= r->cl->tls ? S_LIT(h1, s, "X-Forwarded-Proto", "https")
+                     : S_LIT(h1, s, "X-Forwarded-Proto", "http");
     if (r->cl->tls || r->lsn->tls.xfcc != PROXY_XFCC_SANITIZE) {
-        rc |= proxy_tls_xfcc(r, m, b);
+        rc |= proxy_tls_xfcc(r, m, s);
     }
-    rc |= PUT_LIT(b, "X-Request-Id: ");
     if (rid) {
         memcpy(r->request_id, rid->value.p, rid->value.len);
         r->request_id_len = rid->value.len;
@@ -633,7 +803,7 @@ int proxy_build_req_head(struct proxy_exch *r, const struct sc_http_msg *m, stru
         gen_request_id(w, r->request_id);
         r->request_id_len = 36;
     }
-    rc |= put(b, r->request_id, r->request_id_len);
+    rc |= s_header(h1, s, SC_STR("X-Request-Id"), sc_str_n(r->request_id, r->request_id_len));
     /* traceparent: keep the trace id and flags, new parent id for this hop. */
     char t[56];
     memcpy(t, "00-", 3);
@@ -653,8 +823,25 @@ int proxy_build_req_head(struct proxy_exch *r, const struct sc_http_msg *m, stru
     t[35] = '-';
     hex(t + 36, proxy_rand(w) | 1, 16);
     t[52] = '-';
-    rc |= PUT_LIT(b, "\r\ntraceparent: ");
-    rc |= put(b, t, 55);
-    rc |= PUT_LIT(b, "\r\n\r\n");
+    rc |= s_header(h1, s, SC_STR("traceparent"), sc_str_n(t, 55));
+    rc |= s_end(h1, s);
     return rc ? SC_ETOOBIG : 0;
+}
+
+int proxy_head_request(struct proxy_exch *r, const struct sc_http_msg *m, struct sc_str origin,
+                       struct proxy_hsink *s)
+{
+    return head_request(r, m, origin, s, false);
+}
+
+int proxy_build_req_head(struct proxy_exch *r, const struct sc_http_msg *m, struct sc_str origin)
+{
+    struct proxy_hsink s = proxy_h1_hsink(&r->head);
+    s.chunked = r->body == B_CHUNKED;
+    if (r->upgrade) {
+        s.upgrade = true;
+        const struct sc_http_header *u = sc_http1_find(m, SC_STR("upgrade"), NULL);
+        s.upgrade_value = u ? u->value : SC_STR_NULL;
+    }
+    return head_request(r, m, origin, &s, true);
 }

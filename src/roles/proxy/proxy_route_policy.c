@@ -1205,40 +1205,42 @@ bool proxy_route_policy_skip_resp_header(const struct proxy_route_policy *pol, s
     return in_ops(&pol->resp, name);
 }
 
-/* Renders and appends headers <ops> (count <n>) straight into <b>: names were checked at load,
- * literal text holds no control characters, and substituted values come from parsed (valid)
- * fields or from the proxy itself. */
+/* Renders and adds headers <ops> (count <n>) to <s>: names were checked at load, literal text
+ * holds no control characters, and substituted values come from parsed (valid) fields or from
+ * the proxy itself. */
 static int write_ops(struct proxy_exch *r, const struct sc_http_msg *m,
-                     const struct proxy_hdr_op *ops, size_t n, struct sc_buf *b)
+                     const struct proxy_hdr_op *ops, size_t n, struct proxy_hsink *s)
 {
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
-        rc |= sc_buf_append_str(b, ops[i].name);
-        rc |= sc_buf_append(b, ": ", 2);
-        rc |= tmpl_render(ops[i].value, r, m, b);
-        rc |= sc_buf_append(b, "\r\n", 2);
+        struct sc_buf *vb = proxy_hsink_open(s, ops[i].name);
+        if (!vb) {
+            return SC_ETOOBIG;
+        }
+        rc |= tmpl_render(ops[i].value, r, m, vb);
+        rc |= proxy_hsink_close(s);
     }
     return rc;
 }
 
 int proxy_route_policy_req_headers(struct proxy_exch *r, const struct sc_http_msg *m,
-                                   struct sc_buf *b)
+                                   struct proxy_hsink *s)
 {
     const struct proxy_route_policy *pol = r->route->pol;
     int rc = 0;
     if (pol->host_rewrite) {
-        rc |= sc_http1_write_header(b, SC_STR("Host"), sc_str_c(pol->host_rewrite));
+        rc |= proxy_hsink_header(s, SC_STR("Host"), sc_str_c(pol->host_rewrite));
     }
-    rc |= write_ops(r, m, pol->req.set, pol->req.nset, b);
-    rc |= write_ops(r, m, pol->req.add, pol->req.nadd, b);
+    rc |= write_ops(r, m, pol->req.set, pol->req.nset, s);
+    rc |= write_ops(r, m, pol->req.add, pol->req.nadd, s);
     return rc ? SC_ETOOBIG : 0;
 }
 
-int proxy_route_policy_request_line(const struct proxy_route_policy *pol, struct sc_buf *b,
+int proxy_route_policy_request_line(const struct proxy_route_policy *pol, struct proxy_hsink *s,
                                     struct sc_str method, struct sc_str origin)
 {
     if (!pol || !pol->prefix_rewrite || origin.len < pol->match_prefix_len || origin.p[0] != '/') {
-        return sc_http1_write_request_line(b, method, origin);
+        return s->ops->request(s, method, origin);
     }
     /* The matched prefix of the origin-form target is replaced; the rest (query too) stays. */
     size_t keep = origin.len - pol->match_prefix_len;
@@ -1252,59 +1254,47 @@ int proxy_route_policy_request_line(const struct proxy_route_policy *pol, struct
     if (nt.len >= 2 && nt.p[0] == '/' && nt.p[1] == '/') {
         nt = sc_str_n(nt.p + 1, nt.len - 1);
     }
-    int rc = sc_http1_write_request_line(b, method, nt);
+    int rc = s->ops->request(s, method, nt);
     if (t != stack) {
         sc_free(t);
     }
     return rc;
 }
 
-/* Writes "<name><v>\r\n" at <o>; returns the end. */
-static char *put_num_line(char *o, const char *name, size_t nlen, uint32_t v)
+/* Adds header <name> with decimal value <v> to <s>, formatted on the stack. */
+static int num_header(struct proxy_hsink *s, struct sc_str name, uint32_t v)
 {
-    memcpy(o, name, nlen);
-    o += nlen;
     char num[12];
     size_t n = 0;
     do {
         num[sizeof(num) - 1 - n++] = (char)('0' + v % 10);
         v /= 10;
     } while (v != 0);
-    memcpy(o, num + sizeof(num) - n, n);
-    o += n;
-    *o++ = '\r';
-    *o++ = '\n';
-    return o;
+    return proxy_hsink_header(s, name, sc_str_n(num + sizeof(num) - n, n));
 }
 
-#define NUM_LINE(o, name, v) put_num_line((o), (name), sizeof(name) - 1, (v))
-
-/* The x-ratelimit-* headers (and Retry-After when refused), composed on the stack and appended
- * at once: printf or one append per piece would cost more than the rate limit itself. */
-static int rl_headers(const struct proxy_exch *r, struct sc_buf *b)
+int proxy_route_policy_rl_headers(const struct proxy_exch *r, struct proxy_hsink *s)
 {
     if (!r->pol.has_rl) {
         return 0;
     }
     const struct proxy_rl_result *x = &r->pol.rl;
-    char line[160]; /* 4 names (< 25 bytes) and 4 numbers (<= 10 digits) with CRLFs */
-    char *o = line;
-    o = NUM_LINE(o, "x-ratelimit-limit: ", x->limit);
-    o = NUM_LINE(o, "x-ratelimit-remaining: ", x->remaining);
-    o = NUM_LINE(o, "x-ratelimit-reset: ", x->reset_s);
+    int rc = num_header(s, SC_STR("x-ratelimit-limit"), x->limit);
+    rc |= num_header(s, SC_STR("x-ratelimit-remaining"), x->remaining);
+    rc |= num_header(s, SC_STR("x-ratelimit-reset"), x->reset_s);
     if (!x->allowed) {
-        o = NUM_LINE(o, "Retry-After: ", x->retry_after);
+        rc |= num_header(s, SC_STR("Retry-After"), x->retry_after);
     }
-    return sc_buf_append(b, line, (size_t)(o - line));
+    return rc ? SC_ETOOBIG : 0;
 }
 
-int proxy_route_policy_resp_headers(struct proxy_exch *r, struct sc_buf *b)
+int proxy_route_policy_resp_headers(struct proxy_exch *r, struct proxy_hsink *s)
 {
     const struct proxy_route_policy *pol = r->route->pol;
-    int rc = rl_headers(r, b);
+    int rc = proxy_route_policy_rl_headers(r, s);
     if (pol) {
-        rc |= write_ops(r, NULL, pol->resp.set, pol->resp.nset, b);
-        rc |= write_ops(r, NULL, pol->resp.add, pol->resp.nadd, b);
+        rc |= write_ops(r, NULL, pol->resp.set, pol->resp.nset, s);
+        rc |= write_ops(r, NULL, pol->resp.add, pol->resp.nadd, s);
     }
     return rc ? SC_ETOOBIG : 0;
 }
@@ -1315,24 +1305,21 @@ int proxy_route_policy_write_local(struct proxy_exch *r, struct sc_buf *b, int s
     if (!r->pol.has_rl && !r->www_authenticate && !r->reply_headers.len) {
         return sc_http1_write_simple(b, status, content_type, body, close);
     }
-    int rc = sc_http1_write_status_line(b, 1, status);
+    struct proxy_hsink s = proxy_h1_hsink(b);
+    s.close = close;
+    int rc = s.ops->status(&s, status, SC_STR_NULL);
     if (r->www_authenticate) {
         /* RFC 6750 3: an invalid token (proxy_jwt.c); the realm is the proxy's. */
-        rc |= sc_buf_append_cstr(b, "WWW-Authenticate: Bearer realm=\"sidecar\", "
-                                    "error=\"invalid_token\"\r\n");
+        rc |= proxy_hsink_header(&s, SC_STR("WWW-Authenticate"),
+                                 SC_STR("Bearer realm=\"sidecar\", error=\"invalid_token\""));
     }
     if (r->reply_headers.len) {
-        rc |= sc_buf_append_str(b, r->reply_headers); /* an external authorizer's (ext_authz) */
+        rc |= proxy_hsink_lines(&s, r->reply_headers); /* an external authorizer's (ext_authz) */
     }
-    rc |= sc_http1_write_header(b, SC_STR("Content-Type"), sc_str_c(content_type));
-    rc |= sc_buf_appendf(b, "Content-Length: %zu\r\n", body.len);
-    if (close) {
-        rc |= sc_buf_append_cstr(b, "Connection: close\r\n");
-    }
-    if (r->pol.has_rl) {
-        rc |= rl_headers(r, b);
-    }
-    rc |= sc_buf_append(b, "\r\n", 2);
+    rc |= proxy_hsink_header(&s, SC_STR("Content-Type"), sc_str_c(content_type));
+    rc |= num_header(&s, SC_STR("Content-Length"), (uint32_t)body.len);
+    rc |= proxy_route_policy_rl_headers(r, &s);
+    rc |= s.ops->end(&s);
     rc |= sc_buf_append_str(b, body);
     return rc ? SC_ETOOBIG : 0;
 }

@@ -22,6 +22,7 @@
 #include "core/metrics.h"
 #include "core/str.h"
 #include "net/http1.h"
+#include "roles/proxy/proxy_hsink.h"
 
 struct proxy_cluster;
 struct proxy_route;
@@ -288,21 +289,26 @@ int proxy_route_policy_request(struct proxy_exch *r, const struct sc_http_msg *m
 /* True when request header <name> is replaced or removed by the route's transforms. */
 bool proxy_route_policy_skip_req_header(const struct proxy_route_policy *pol, struct sc_str name);
 
-/* Appends the route's request headers (host rewrite, set, add) for <m> to <b>. Returns 0 or
+/* Adds the route's request headers (host rewrite, set, add) for <m> to sink <s>. Returns 0 or
  * SC_ETOOBIG. */
 int proxy_route_policy_req_headers(struct proxy_exch *r, const struct sc_http_msg *m,
-                                   struct sc_buf *b);
+                                   struct proxy_hsink *s);
 
-/* Writes the request line with the route's prefix rewrite applied to <origin>. */
-int proxy_route_policy_request_line(const struct proxy_route_policy *pol, struct sc_buf *b,
+/* Starts request head <s> with the route's prefix rewrite applied to <origin> (<pol> may be
+ * NULL). */
+int proxy_route_policy_request_line(const struct proxy_route_policy *pol, struct proxy_hsink *s,
                                     struct sc_str method, struct sc_str origin);
 
 /* True when response header <name> is replaced or removed by the route's transforms. */
 bool proxy_route_policy_skip_resp_header(const struct proxy_route_policy *pol, struct sc_str name);
 
-/* Appends the route's response headers and the rate-limit headers to <b>. Returns 0 or
+/* Adds the route's response headers and the rate-limit headers to sink <s>. Returns 0 or
  * SC_ETOOBIG. */
-int proxy_route_policy_resp_headers(struct proxy_exch *r, struct sc_buf *b);
+int proxy_route_policy_resp_headers(struct proxy_exch *r, struct proxy_hsink *s);
+
+/* Adds the request's rate-limit headers (x-ratelimit-*, Retry-After when refused) to <s>: for
+ * the local replies of any codec. Returns 0 or SC_ETOOBIG. */
+int proxy_route_policy_rl_headers(const struct proxy_exch *r, struct proxy_hsink *s);
 
 /* Writes a local reply like sc_http1_write_simple, with the rate-limit headers of the request
  * (Retry-After on 429). */

@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "net/http1.h"
 #include "roles/proxy/proxy_conn.h"
+#include "roles/proxy/proxy_hsink.h"
 #include "roles/proxy/proxy_tls.h"
 
 static const char *const mtls_modes[] = { "unset", "strict", "permissive", "disable", NULL };
@@ -677,7 +678,7 @@ static struct sc_str own_element(struct proxy_exch *ex)
     return sc_str_c(cl->xfcc);
 }
 
-int proxy_tls_xfcc(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_buf *b)
+int proxy_tls_xfcc(struct proxy_exch *ex, const struct sc_http_msg *m, struct proxy_hsink *s)
 {
     int mode = ex->lsn->tls.xfcc;
     if (mode == PROXY_XFCC_SANITIZE) {
@@ -687,20 +688,26 @@ int proxy_tls_xfcc(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc
     bool forward = mode == PROXY_XFCC_FORWARD_ONLY || mode == PROXY_XFCC_APPEND_FORWARD;
     size_t from = 0;
     const struct sc_http_header *h = NULL;
-    bool any = false;
+    struct sc_buf *b = NULL;
     int rc = 0;
     while (forward && (h = sc_http1_find(m, SC_STR("x-forwarded-client-cert"), &from)) != NULL) {
-        rc |= sc_buf_append_cstr(b, any ? "," : "X-Forwarded-Client-Cert: ");
+        if (b) {
+            rc |= sc_buf_append(b, ",", 1);
+        } else if ((b = proxy_hsink_open(s, SC_STR("X-Forwarded-Client-Cert"))) == NULL) {
+            return SC_ETOOBIG;
+        }
         rc |= sc_buf_append(b, h->value.p, h->value.len);
-        any = true;
     }
     if (own.len) {
-        rc |= sc_buf_append_cstr(b, any ? "," : "X-Forwarded-Client-Cert: ");
+        if (b) {
+            rc |= sc_buf_append(b, ",", 1);
+        } else if ((b = proxy_hsink_open(s, SC_STR("X-Forwarded-Client-Cert"))) == NULL) {
+            return SC_ETOOBIG;
+        }
         rc |= sc_buf_append(b, own.p, own.len);
-        any = true;
     }
-    if (any) {
-        rc |= sc_buf_append_cstr(b, "\r\n");
+    if (b) {
+        rc |= proxy_hsink_close(s);
     }
     return rc ? SC_ETOOBIG : 0;
 }

@@ -189,10 +189,11 @@ struct sc_xport *proxy_tls_cluster_layer(struct proxy_endpoint *ep, uv_loop_t *l
  * domain (subject_alt_names, when set, were checked by the handshake). NULL when it may. */
 const char *proxy_tls_upstream_done(struct proxy_uconn *uc, int status);
 
-/* Appends X-Forwarded-Client-Cert for exchange <ex> to head <b>, as its listener's mode says,
- * with the client's headers <m>. Returns 0 or SC_ETOOBIG. */
+/* Adds X-Forwarded-Client-Cert for exchange <ex> to header sink <s>, as its listener's mode
+ * says, with the client's headers <m>. Returns 0 or SC_ETOOBIG. */
 struct sc_http_msg;
-int proxy_tls_xfcc(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_buf *b);
+struct proxy_hsink;
+int proxy_tls_xfcc(struct proxy_exch *ex, const struct sc_http_msg *m, struct proxy_hsink *s);
 
 /* Whether the request of <ex> for <host> came on a TLS connection whose certificate (chosen by
  * SNI among the listener's) does not name it while another of the listener's does: such a
