@@ -13,7 +13,8 @@ libcurl4-openssl-dev zlib1g-dev libzstd-dev libsnappy-dev libprotobuf-c-dev prot
 libsqlite3-dev
 libcmocka-dev libhttp-parser-dev
 python3 python3-pytest python3-requests python3-protobuf python3-snappy protobuf-compiler
-python3-yaml python3-jsonpatch python3-jwt python3-cryptography nodejs podman runc skopeo busybox-static catatonit
+python3-yaml python3-jsonpatch python3-jwt python3-cryptography python3-h2 python3-grpcio
+nghttp2-client nghttp2-server nodejs podman runc skopeo busybox-static catatonit
 curl openssl prometheus prometheus-pushgateway etcd-server nginx-light iproute2 procps
 iptables nftables util-linux
 "

@@ -371,6 +371,11 @@ static bool valid_authority(const char *p, size_t n, bool need_port)
     return true;
 }
 
+bool sc_http1_valid_authority(struct sc_str s, bool need_port)
+{
+    return valid_authority(s.p, s.len, need_port);
+}
+
 /* Checks absolute-form: scheme "://" and a non-empty authority (RFC 9110 4.2.1 rejects an http
  * URI with an empty host). The rest is visible ASCII, which the line scan already ensured. */
 static bool valid_absolute(const char *p, size_t n)

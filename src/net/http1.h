@@ -135,6 +135,10 @@ bool sc_http1_has_token(struct sc_str list, struct sc_str token);
 /* Returns the standard reason phrase of <status>, or "Unknown". */
 const char *sc_http1_reason(int status);
 
+/* True when <s> is a valid Host value or authority-form target: uri-host [":" port] (RFC 9110
+ * section 7.2), the port required when <need_port>. */
+bool sc_http1_valid_authority(struct sc_str s, bool need_port);
+
 /* Writers: append to <b>, return 0, SC_ETOOBIG from the buffer's cap, or SC_EINVAL for input that
  * would break the framing (a method or name that is not a token, a target, value or content type
  * with CR, LF, NUL or another CTL, a status outside 100..999, a minor version other than 0 or 1).

@@ -691,6 +691,10 @@ AI int head_request(struct proxy_exch *r, const struct sc_http_msg *m, struct sc
     for (size_t i = 0; i < m->nheaders; i++) {
         const struct sc_http_header *h = &m->headers[i];
         if (hop_by_hop(h->name, &ct) || (pol && proxy_route_policy_skip_req_header(pol, h->name))) {
+            if (!h1 && h->name.len == 2 && IS(h->name, "te") &&
+                !(pol && proxy_route_policy_skip_req_header(pol, h->name))) {
+                rc |= s->ops->header(s, h->name, h->value); /* HTTP/2 keeps "trailers" */
+            }
             continue;
         }
         if (r->authn_strip.p && h->value.p == r->authn_strip.p) {

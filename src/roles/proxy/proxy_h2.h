@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: Apache-2.0
+// HTTP/2 <-> HTTP/1.1 translation for the proxy (proxy_h2_msg.c), the part of HTTP/2 the proxy
+// writes itself (nghttp2 parses and writes the frames): a header block received on a stream,
+// checked against RFC 9113 section 8 and turned into the protocol-neutral struct sc_http_msg
+// that routing and head rewriting read; the header sink (proxy_hsink.h) that turns a rewritten
+// head into HTTP/2 fields; and gRPC's status rules (content type, grpc-timeout, the HTTP status
+// and local-reply mappings).
+#ifndef SC_ROLES_PROXY_PROXY_H2_H
+#define SC_ROLES_PROXY_PROXY_H2_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nghttp2/nghttp2.h>
+
+#include "core/buf.h"
+#include "core/str.h"
+#include "net/http1.h"
+#include "roles/proxy/proxy_hsink.h"
+
+/* Fields in one header block, pseudo-header fields included (as MAX_HEADERS for HTTP/1). */
+#define PROXY_H2_MAX_FIELDS 100
+/* Default SETTINGS_MAX_HEADER_LIST_SIZE: 64 KiB, counted as RFC 9113 section 6.5.2 does (name,
+ * value and 32 bytes per field). */
+#define PROXY_H2_MAX_HEADER_LIST 65536
+
+enum proxy_h2_kind { PROXY_H2_REQUEST, PROXY_H2_RESPONSE, PROXY_H2_TRAILERS };
+
+/* Outcome of adding a field or finishing a block. */
+enum {
+    PROXY_H2_OK = 0,
+    PROXY_H2_MALFORMED = -1, /* RFC 9113 section 8.1.1: a stream error (PROTOCOL_ERROR) */
+    PROXY_H2_TOO_BIG = -2,   /* over the header list size or the field count: 431, or a reset */
+};
+
+/* A field kept as offsets into its block's store (which may move while the block grows). */
+struct proxy_h2_field {
+    uint32_t name, name_len, value, value_len;
+};
+
+/* A header block received on a stream, field by field (nghttp2's on_header callback lends each
+ * name and value for the call only: they are copied into <store>, bounded by the list size). */
+struct proxy_h2_head {
+    int kind;
+    struct sc_buf store;
+    struct proxy_h2_field f[PROXY_H2_MAX_FIELDS];
+    size_t n;
+    size_t list_size;
+    size_t max_list_size;
+    int method, scheme, authority, path, status, protocol; /* pseudo-header fields: index or -1 */
+    int host;                                              /* the Host field: index or -1 */
+    size_t ncookies;
+    bool regular; /* a regular field was seen: a pseudo-header field after it is malformed */
+    /* Filled by proxy_h2_head_finish, borrowing the store: */
+    struct sc_http_msg m;
+    struct sc_http_header h[PROXY_H2_MAX_FIELDS + 1];
+};
+
+/* Readies <hd> (zeroed before its first use) for a block of <kind>, bounded by <max_list_size>
+ * (0: the default). */
+void proxy_h2_head_init(struct proxy_h2_head *hd, int kind, size_t max_list_size);
+
+/* Frees what <hd> holds; it may be initialised again. */
+void proxy_h2_head_free(struct proxy_h2_head *hd);
+
+/* Adds a field as received (RFC 9113 sections 8.2 and 8.3: lowercase names, no connection-
+ * specific fields, `te` only as "trailers", pseudo-header fields first, each known one at most
+ * once and only in its kind of block). Returns PROXY_H2_OK, PROXY_H2_MALFORMED or
+ * PROXY_H2_TOO_BIG, with <*why> a static reason. */
+int proxy_h2_head_add(struct proxy_h2_head *hd, struct sc_str name, struct sc_str value,
+                      const char **why);
+
+/* Completes the block into hd->m: a request's method, target (the :path, or the :authority of a
+ * CONNECT), Host (the :authority, added as a field when the client sent no Host; one that differs
+ * from it is malformed), crumbled cookies joined with "; " (RFC 9113 section 8.2.3), body framing
+ * from Content-Length and <end_stream> (a body of unknown length is SC_HTTP_BODY_CHUNKED: the
+ * HTTP/1 side re-frames it); a response's status; trailers must end the stream. Returns
+ * PROXY_H2_OK, PROXY_H2_MALFORMED or PROXY_H2_TOO_BIG with <*why>. */
+int proxy_h2_head_finish(struct proxy_h2_head *hd, bool end_stream, const char **why);
+
+/* Fields to send on a stream, gathered by the HTTP/2 header sink: names lowercased,
+ * connection-specific fields dropped (`te` kept as "trailers" only), Host moved to :authority,
+ * pseudo-header fields sent first. */
+struct proxy_h2_out {
+    struct sc_buf store;
+    struct proxy_h2_field f[PROXY_H2_MAX_FIELDS + 8];
+    size_t n;
+    int authority;       /* index of :authority, or -1 */
+    size_t open_name;    /* the field open() started: its name's offset */
+    size_t open_len;     /* and length */
+    struct sc_str scheme; /* :scheme of requests ("http" or "https") */
+    int err;
+};
+
+/* Readies <o> (zeroed before its first use; bounded by <max> bytes of names and values, 0: the
+ * default) and returns a sink writing into it. */
+struct proxy_hsink proxy_h2_out_sink(struct proxy_h2_out *o, struct sc_str scheme, size_t max);
+
+/* Frees what <o> holds. */
+void proxy_h2_out_free(struct proxy_h2_out *o);
+
+/* Fills <nv> (room for <cap>) with o's fields, pseudo-header fields first, borrowing o's store
+ * (nghttp2 copies them when the frame is submitted). Authorization fields are never indexed
+ * (HPACK). Returns the count, or -1 when <cap> is short. */
+int proxy_h2_out_nv(const struct proxy_h2_out *o, nghttp2_nv *nv, size_t cap);
+
+/* ---- gRPC ---- */
+
+enum {
+    PROXY_GRPC_OK = 0,
+    PROXY_GRPC_CANCELLED = 1,
+    PROXY_GRPC_UNKNOWN = 2,
+    PROXY_GRPC_DEADLINE_EXCEEDED = 4,
+    PROXY_GRPC_PERMISSION_DENIED = 7,
+    PROXY_GRPC_RESOURCE_EXHAUSTED = 8,
+    PROXY_GRPC_UNIMPLEMENTED = 12,
+    PROXY_GRPC_INTERNAL = 13,
+    PROXY_GRPC_UNAVAILABLE = 14,
+    PROXY_GRPC_UNAUTHENTICATED = 16,
+};
+
+/* True for `application/grpc` and its `+proto`, `+json`, ... and `;params` forms (not
+ * grpc-web). */
+bool proxy_grpc_is(struct sc_str content_type);
+
+/* Parses a grpc-timeout value (1 to 8 digits and a unit of H, M, S, m, u or n) into
+ * milliseconds, rounded up (a nanosecond deadline is still a deadline). Returns 0 or -1. */
+int proxy_grpc_timeout_parse(struct sc_str v, uint64_t *ms);
+
+/* The gRPC status of an upstream response that carries none, from its HTTP status (gRPC's
+ * table: 400 INTERNAL, 401 UNAUTHENTICATED, 403 PERMISSION_DENIED, 404 UNIMPLEMENTED,
+ * 429/502/503/504 UNAVAILABLE, other UNKNOWN). */
+int proxy_grpc_from_http(int status);
+
+/* The gRPC status of the proxy's own answer <status>: timeouts (408, 504) DEADLINE_EXCEEDED,
+ * rate limited (429) RESOURCE_EXHAUSTED, others as proxy_grpc_from_http (no endpoint or overflow,
+ * 503: UNAVAILABLE; denied, 403: PERMISSION_DENIED; 401: UNAUTHENTICATED; 400: INTERNAL). */
+int proxy_grpc_for_local(int status);
+
+/* Percent-encodes <msg> into <out> as grpc-message wants (bytes outside 0x20..0x7E, and '%',
+ * as %XX). Returns 0 or SC_ETOOBIG. */
+int proxy_grpc_message_encode(struct sc_buf *out, struct sc_str msg);
+
+/* Writes the proxy's own answer to a gRPC client through <s>, whatever the codec: a trailers-only
+ * response (`:status 200`, content-type application/grpc, grpc-status from <status> by
+ * proxy_grpc_for_local, grpc-message <reason> percent-encoded) with the exchange's rate-limit
+ * headers. Returns 0 or SC_ETOOBIG. */
+struct proxy_exch;
+int proxy_grpc_local_reply(const struct proxy_exch *ex, int status, struct sc_str reason,
+                           struct proxy_hsink *s);
+
+#endif
