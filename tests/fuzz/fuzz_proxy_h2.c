@@ -25,7 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_proxy_h2: invariant failed: %s (%s:%d)\n", #cond, __FILE__,     \
+            fprintf(stderr, "fuzz_proxy_h2: invariant failed: %s (%s:%d)\n", #cond, __FILE__,      \
                     __LINE__);                                                                     \
             abort();                                                                               \
         }                                                                                          \
@@ -96,7 +96,7 @@ static struct sc_str ready(struct world *wd, const struct sc_http_msg *m)
     ex->rt = &wd->rt;
     ex->minor = 1;
     ex->is_connect = sc_str_eq(m->method, SC_STR("CONNECT"));
-    ex->body = m->body == SC_HTTP_BODY_CHUNKED ? B_CHUNKED
+    ex->body = m->body == SC_HTTP_BODY_CHUNKED  ? B_CHUNKED
                : m->body == SC_HTTP_BODY_LENGTH ? B_LENGTH
                                                 : B_NONE;
     struct sc_str origin = SC_STR_NULL;

@@ -57,11 +57,11 @@ static void test_request(void **state)
     struct proxy_h2_head *hd = SC_NEW(struct proxy_h2_head);
     const char *why;
     char v[256];
-    const struct kv get[] = { { ":method", "GET" },     { ":scheme", "https" },
-                              { ":authority", "api.example:8443" },
-                              { ":path", "/a/b?x=1" },  { "cookie", "a=1" },
-                              { "user-agent", "t/1" },  { "cookie", "b=2" },
-                              { "te", "trailers" },     { NULL, NULL } };
+    const struct kv get[] = {
+        { ":method", "GET" },    { ":scheme", "https" }, { ":authority", "api.example:8443" },
+        { ":path", "/a/b?x=1" }, { "cookie", "a=1" },    { "user-agent", "t/1" },
+        { "cookie", "b=2" },     { "te", "trailers" },   { NULL, NULL }
+    };
     assert_int_equal(feed(hd, PROXY_H2_REQUEST, get, true, 0, &why), PROXY_H2_OK);
     assert_true(sc_str_eq(hd->m.method, SC_STR("GET")));
     assert_true(sc_str_eq(hd->m.target, SC_STR("/a/b?x=1")));
@@ -81,26 +81,26 @@ static void test_request(void **state)
     }
 
     /* Body framing: a length, or unknown (re-framed as chunked towards HTTP/1). */
-    const struct kv post[] = { { ":method", "POST" },
-                               { ":scheme", "http" },
-                               { ":path", "/p" },
-                               { "host", "h" },
-                               { "content-length", "5" },
-                               { NULL, NULL } };
+    const struct kv post[] = { { ":method", "POST" }, { ":scheme", "http" },     { ":path", "/p" },
+                               { "host", "h" },       { "content-length", "5" }, { NULL, NULL } };
     assert_int_equal(feed(hd, PROXY_H2_REQUEST, post, false, 0, &why), PROXY_H2_OK);
     assert_int_equal(hd->m.body, SC_HTTP_BODY_LENGTH);
     assert_int_equal(hd->m.content_length, 5);
     assert_true(sc_str_eq(hd->m.host, SC_STR("h")));
     assert_int_equal(feed(hd, PROXY_H2_REQUEST, post, true, 0, &why), PROXY_H2_MALFORMED);
     assert_string_equal(why, "content-length with no body");
-    const struct kv stream[] = { { ":method", "POST" }, { ":scheme", "http" },
-                                 { ":path", "/p" },     { ":authority", "h" },
+    const struct kv stream[] = { { ":method", "POST" },
+                                 { ":scheme", "http" },
+                                 { ":path", "/p" },
+                                 { ":authority", "h" },
                                  { NULL, NULL } };
     assert_int_equal(feed(hd, PROXY_H2_REQUEST, stream, false, 0, &why), PROXY_H2_OK);
     assert_int_equal(hd->m.body, SC_HTTP_BODY_CHUNKED);
 
     /* CONNECT: the authority is the target. */
-    const struct kv conn[] = { { ":method", "CONNECT" }, { ":authority", "db:5432" }, { NULL, NULL } };
+    const struct kv conn[] = { { ":method", "CONNECT" },
+                               { ":authority", "db:5432" },
+                               { NULL, NULL } };
     assert_int_equal(feed(hd, PROXY_H2_REQUEST, conn, false, 0, &why), PROXY_H2_OK);
     assert_true(sc_str_eq(hd->m.target, SC_STR("db:5432")));
     proxy_h2_head_free(hd);
@@ -128,13 +128,17 @@ static void test_malformed(void **state)
           "pseudo-header field after a regular field" },
         { { { ":method", "GET" }, { ":path", "/" }, { ":path", "/x" } },
           "repeated pseudo-header field" },
-        { { { ":method", "GET" }, { ":status", "200" } }, "unknown or misplaced pseudo-header field" },
+        { { { ":method", "GET" }, { ":status", "200" } },
+          "unknown or misplaced pseudo-header field" },
         { { { ":method", "GET" }, { ":bogus", "1" } }, "unknown or misplaced pseudo-header field" },
         { { { ":method", "GET" }, { ":scheme", "http" } }, "request without :scheme or :path" },
         { { { ":scheme", "http" }, { ":path", "/" } }, "request without :method" },
         { { { ":method", "CONNECT" }, { ":authority", "h:1" }, { ":path", "/" } },
           "CONNECT needs :authority and no :scheme or :path" },
-        { { { ":method", "GET" }, { ":scheme", "http" }, { ":path", "/" }, { ":authority", "a" },
+        { { { ":method", "GET" },
+            { ":scheme", "http" },
+            { ":path", "/" },
+            { ":authority", "a" },
             { "host", "b" } },
           "host differs from :authority" },
         { { { ":method", "GET" }, { ":scheme", "http" }, { ":path", "/" }, { "x", "a\rb" } },
@@ -146,12 +150,35 @@ static void test_malformed(void **state)
         { { { ":method", "G T" }, { ":scheme", "http" }, { ":path", "/" } }, "invalid :method" },
         { { { ":method", "GET" }, { ":scheme", "http" }, { ":path", "/" }, { ":protocol", "ws" } },
           "extended CONNECT (:protocol) is not supported" },
-        { { { ":method", "POST" }, { ":scheme", "http" }, { ":path", "/" },
+        { { { ":method", "POST" },
+            { ":scheme", "http" },
+            { ":path", "/" },
             { "content-length", "1x" } },
           "invalid content-length" },
-        { { { ":method", "GET" }, { ":scheme", "http" }, { ":path", "/" }, { "host", "a" },
+        { { { ":method", "GET" },
+            { ":scheme", "http" },
+            { ":path", "/" },
+            { "host", "a" },
             { "host", "a" } },
           "more than one host field" },
+        { { { ":method", "POST" },
+            { ":scheme", "http" },
+            { ":path", "/" },
+            { "content-length", "5" },
+            { "content-length", "5" } },
+          "more than one content-length" },
+        { { { ":method", "POST" },
+            { ":scheme", "http" },
+            { ":path", "/" },
+            { "content-length", "9223372036854775808" } },
+          "invalid content-length" },
+        { { { ":method", "GET" }, { ":scheme", "http" }, { ":path", "/a b" } },
+          "invalid character in :path" },
+        { { { ":method", "GET" },
+            { ":scheme", "http" },
+            { ":path", "/" },
+            { ":authority", "a b" } },
+          "invalid :authority" },
     };
     for (size_t i = 0; i < SC_ARRAY_LEN(cases); i++) {
         assert_int_equal(feed(hd, PROXY_H2_REQUEST, cases[i].f, true, 0, &why), PROXY_H2_MALFORMED);
@@ -338,8 +365,8 @@ static void test_sink_rules(void **state)
     const char *req = "POST /rpc HTTP/1.1\r\nHost: api:81\r\nTE: trailers\r\nConnection: TE\r\n"
                       "Content-Type: application/grpc\r\nTransfer-Encoding: chunked\r\n"
                       "X-Request-Id: r1\r\n\r\n";
-    assert_true(sc_http1_parse_request(req, strlen(req), 0, &sc_http1_default_limits, &m, 16,
-                                       &err) > 0);
+    assert_true(
+        sc_http1_parse_request(req, strlen(req), 0, &sc_http1_default_limits, &m, 16, &err) > 0);
     struct proxy_h2_out *o = SC_NEW(struct proxy_h2_out);
     struct proxy_hsink s = proxy_h2_out_sink(o, SC_STR("http"), 0);
     assert_int_equal(proxy_head_request(ex, &m, m.target, &s), 0);
@@ -347,7 +374,8 @@ static void test_sink_rules(void **state)
     nv_text(o, text, sizeof(text));
     /* Pseudo-header fields first, Host as :authority, te kept as trailers, no framing fields,
      * the forwarding fields added as for HTTP/1. */
-    assert_non_null(strstr(text, ":method: POST\n:scheme: http\n:path: /rpc\n:authority: api:81\n"));
+    assert_non_null(
+        strstr(text, ":method: POST\n:scheme: http\n:path: /rpc\n:authority: api:81\n"));
     assert_non_null(strstr(text, "\nte: trailers\n"));
     assert_non_null(strstr(text, "\ncontent-type: application/grpc\n"));
     assert_non_null(strstr(text, "\nvia: 1.1 sidecar\n"));
@@ -466,10 +494,10 @@ static void test_grpc_local(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_request),   cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_bounds),    cmocka_unit_test(test_response),
-        cmocka_unit_test(test_sink_ops),  cmocka_unit_test(test_sink_rules),
-        cmocka_unit_test(test_grpc),      cmocka_unit_test(test_grpc_local),
+        cmocka_unit_test(test_request),  cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_bounds),   cmocka_unit_test(test_response),
+        cmocka_unit_test(test_sink_ops), cmocka_unit_test(test_sink_rules),
+        cmocka_unit_test(test_grpc),     cmocka_unit_test(test_grpc_local),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -86,9 +86,9 @@ struct proxy_h2_out {
     struct sc_buf store;
     struct proxy_h2_field f[PROXY_H2_MAX_FIELDS + 8];
     size_t n;
-    int authority;       /* index of :authority, or -1 */
-    size_t open_name;    /* the field open() started: its name's offset */
-    size_t open_len;     /* and length */
+    int authority;        /* index of :authority, or -1 */
+    size_t open_name;     /* the field open() started: its name's offset */
+    size_t open_len;      /* and length */
     struct sc_str scheme; /* :scheme of requests ("http" or "https") */
     int err;
 };

@@ -2,6 +2,7 @@
 // HTTP/2 <-> HTTP/1.1 translation (contracts in proxy_h2.h). Everything here reads what a peer
 // sent: bounded by the header list size and the field count, never trusting a length, and
 // fuzzed (tests/fuzz/fuzz_proxy_h2.c).
+#include <stdint.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -59,8 +60,8 @@ static bool lower_token(struct sc_str s)
  * controls are refused as the HTTP/1 parser refuses them (the value goes out as HTTP/1). */
 static bool valid_value(struct sc_str v)
 {
-    if (v.len && (v.p[0] == ' ' || v.p[0] == '\t' || v.p[v.len - 1] == ' ' ||
-                  v.p[v.len - 1] == '\t')) {
+    if (v.len &&
+        (v.p[0] == ' ' || v.p[0] == '\t' || v.p[v.len - 1] == ' ' || v.p[v.len - 1] == '\t')) {
         return false;
     }
     for (size_t i = 0; i < v.len; i++) {
@@ -217,7 +218,7 @@ int proxy_h2_head_add(struct proxy_h2_head *hd, struct sc_str name, struct sc_st
     return rc;
 }
 
-/* Parses a Content-Length value: digits only, at most 19 of them. */
+/* Parses a Content-Length value: digits only, at most INT64_MAX. */
 static bool parse_length(struct sc_str v, uint64_t *out)
 {
     if (v.len == 0 || v.len > 19) {
@@ -228,7 +229,11 @@ static bool parse_length(struct sc_str v, uint64_t *out)
         if (v.p[i] < '0' || v.p[i] > '9') {
             return false;
         }
-        n = n * 10 + (uint64_t)(v.p[i] - '0');
+        uint64_t d = (uint64_t)(v.p[i] - '0');
+        if (n > ((uint64_t)INT64_MAX - d) / 10) {
+            return false; /* as the HTTP/1 parser: no length past INT64_MAX */
+        }
+        n = n * 10 + d;
     }
     *out = n;
     return true;
@@ -272,8 +277,8 @@ static int join_cookies(struct proxy_h2_head *hd)
         return PROXY_H2_TOO_BIG;
     }
     hd->n = w;
-    hd->f[first] = (struct proxy_h2_field){ (uint32_t)at, 6, (uint32_t)vat,
-                                            (uint32_t)(hd->store.len - vat) };
+    hd->f[first] =
+        (struct proxy_h2_field){ (uint32_t)at, 6, (uint32_t)vat, (uint32_t)(hd->store.len - vat) };
     return PROXY_H2_OK;
 }
 
@@ -359,7 +364,11 @@ static int finish_request(struct proxy_h2_head *hd, bool end_stream, const char 
         struct sc_str v = fvalue(hd, (int)i);
         if (LIT(n, "content-length")) {
             uint64_t cl;
-            if (!parse_length(v, &cl) || (has_length && cl != m->content_length)) {
+            if (has_length) {
+                *why = "more than one content-length"; /* refused as the HTTP/1 parser does */
+                return PROXY_H2_MALFORMED;
+            }
+            if (!parse_length(v, &cl)) {
                 *why = "invalid content-length";
                 return PROXY_H2_MALFORMED;
             }
@@ -414,7 +423,11 @@ static int finish_response(struct proxy_h2_head *hd, bool end_stream, const char
         struct sc_str v = fvalue(hd, (int)i);
         if (LIT(n, "content-length")) {
             uint64_t cl;
-            if (!parse_length(v, &cl) || (has_length && cl != m->content_length)) {
+            if (has_length) {
+                *why = "more than one content-length"; /* refused as the HTTP/1 parser does */
+                return PROXY_H2_MALFORMED;
+            }
+            if (!parse_length(v, &cl)) {
                 *why = "invalid content-length";
                 return PROXY_H2_MALFORMED;
             }
