@@ -282,6 +282,39 @@ static int join_cookies(struct proxy_h2_head *hd)
     return PROXY_H2_OK;
 }
 
+/* Fills hd->h with the regular fields (<*nh> of them), reading Content-Length (one at most, as
+ * the HTTP/1 parser wants) and Expect into hd->m. Returns 0 or PROXY_H2_MALFORMED. */
+static int regular_fields(struct proxy_h2_head *hd, size_t *nh, bool *has_length, const char **why)
+{
+    struct sc_http_msg *m = &hd->m;
+    *nh = 0;
+    for (size_t i = 0; i < hd->n; i++) {
+        struct sc_str n = fname(hd, (int)i);
+        if (n.p[0] == ':') {
+            continue;
+        }
+        struct sc_str v = fvalue(hd, (int)i);
+        if (LIT(n, "content-length")) {
+            uint64_t cl;
+            if (*has_length) {
+                *why = "more than one content-length";
+                return PROXY_H2_MALFORMED;
+            }
+            if (!parse_length(v, &cl)) {
+                *why = "invalid content-length";
+                return PROXY_H2_MALFORMED;
+            }
+            *has_length = true;
+            m->content_length = cl;
+        } else if (hd->kind == PROXY_H2_REQUEST && LIT(n, "expect") &&
+                   caseeq(v, SC_STR("100-continue"))) {
+            m->expect_continue = true;
+        }
+        hd->h[(*nh)++] = (struct sc_http_header){ n, v };
+    }
+    return 0;
+}
+
 static int finish_request(struct proxy_h2_head *hd, bool end_stream, const char **why)
 {
     struct sc_http_msg *m = &hd->m;
@@ -354,30 +387,10 @@ static int finish_request(struct proxy_h2_head *hd, bool end_stream, const char 
     m->minor_version = 1;
     m->keep_alive = true;
     /* Regular fields, then Host from :authority when the client sent none (HTTP/1.1 needs it). */
-    size_t nh = 0;
     bool has_length = false;
-    for (size_t i = 0; i < hd->n; i++) {
-        struct sc_str n = fname(hd, (int)i);
-        if (n.p[0] == ':') {
-            continue;
-        }
-        struct sc_str v = fvalue(hd, (int)i);
-        if (LIT(n, "content-length")) {
-            uint64_t cl;
-            if (has_length) {
-                *why = "more than one content-length"; /* refused as the HTTP/1 parser does */
-                return PROXY_H2_MALFORMED;
-            }
-            if (!parse_length(v, &cl)) {
-                *why = "invalid content-length";
-                return PROXY_H2_MALFORMED;
-            }
-            has_length = true;
-            m->content_length = cl;
-        } else if (LIT(n, "expect") && caseeq(v, SC_STR("100-continue"))) {
-            m->expect_continue = true;
-        }
-        hd->h[nh++] = (struct sc_http_header){ n, v };
+    size_t nh;
+    if (regular_fields(hd, &nh, &has_length, why) < 0) {
+        return PROXY_H2_MALFORMED;
     }
     if (hd->host < 0 && hd->authority >= 0) {
         hd->h[nh++] = (struct sc_http_header){ SC_STR("host"), authority };
@@ -413,28 +426,10 @@ static int finish_response(struct proxy_h2_head *hd, bool end_stream, const char
     }
     m->minor_version = 1;
     m->keep_alive = true;
-    size_t nh = 0;
     bool has_length = false;
-    for (size_t i = 0; i < hd->n; i++) {
-        struct sc_str n = fname(hd, (int)i);
-        if (n.p[0] == ':') {
-            continue;
-        }
-        struct sc_str v = fvalue(hd, (int)i);
-        if (LIT(n, "content-length")) {
-            uint64_t cl;
-            if (has_length) {
-                *why = "more than one content-length"; /* refused as the HTTP/1 parser does */
-                return PROXY_H2_MALFORMED;
-            }
-            if (!parse_length(v, &cl)) {
-                *why = "invalid content-length";
-                return PROXY_H2_MALFORMED;
-            }
-            has_length = true;
-            m->content_length = cl;
-        }
-        hd->h[nh++] = (struct sc_http_header){ n, v };
+    size_t nh;
+    if (regular_fields(hd, &nh, &has_length, why) < 0) {
+        return PROXY_H2_MALFORMED;
     }
     m->headers = hd->h;
     m->nheaders = nh;
