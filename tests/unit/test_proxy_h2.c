@@ -409,6 +409,48 @@ static void test_sink_rules(void **state)
     sc_free(rt);
 }
 
+static void test_trailers(void **state)
+{
+    (void)state;
+    struct proxy_h2_head *hd = SC_NEW(struct proxy_h2_head);
+    const char *why;
+    const struct kv tr[] = { { "grpc-status", "3" },
+                             { "grpc-message", "bad%20arg" },
+                             { "content-length", "7" },
+                             { "x-sum", "abc" },
+                             { NULL, NULL } };
+    assert_int_equal(feed(hd, PROXY_H2_TRAILERS, tr, true, 0, &why), PROXY_H2_OK);
+    struct sc_buf b;
+    sc_buf_init(&b, 4096);
+    assert_int_equal(proxy_h2_trailers_to_h1(&hd->m, &b), 0);
+    assert_string_equal(sc_buf_cstr(&b),
+                        "0\r\ngrpc-status: 3\r\ngrpc-message: bad%20arg\r\nx-sum: abc\r\n\r\n");
+    /* What the chunked decoder takes whole. */
+    struct sc_http1_chunked ch;
+    sc_http1_chunked_init(&ch);
+    size_t used = 0;
+    struct sc_str data;
+    struct sc_http_error err;
+    assert_int_equal(sc_http1_chunked_next(&ch, b.p, b.len, &used, &data, &err),
+                     SC_HTTP1_CHUNK_DONE);
+    assert_int_equal(used, b.len);
+    /* And back: an HTTP/1 trailer section into the HTTP/2 sink. */
+    struct proxy_h2_out *o = SC_NEW(struct proxy_h2_out);
+    struct proxy_hsink s = proxy_h2_out_sink(o, SC_STR_NULL, 0);
+    assert_int_equal(proxy_h2_trailers_from_h1(SC_STR("Grpc-Status: 0\r\nX-Sum:  abc \r\n"
+                                                      "Transfer-Encoding: x\r\nHost: h\r\n\r\n"),
+                                               &s),
+                     0);
+    char text[256];
+    nv_text(o, text, sizeof(text));
+    assert_string_equal(text, "grpc-status: 0\nx-sum: abc\n");
+    sc_buf_cleanup(&b);
+    proxy_h2_out_free(o);
+    sc_free(o);
+    proxy_h2_head_free(hd);
+    sc_free(hd);
+}
+
 static void test_grpc(void **state)
 {
     (void)state;
@@ -498,6 +540,7 @@ int main(void)
         cmocka_unit_test(test_bounds),   cmocka_unit_test(test_response),
         cmocka_unit_test(test_sink_ops), cmocka_unit_test(test_sink_rules),
         cmocka_unit_test(test_grpc),     cmocka_unit_test(test_grpc_local),
+        cmocka_unit_test(test_trailers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

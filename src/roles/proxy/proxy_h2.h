@@ -105,6 +105,20 @@ void proxy_h2_out_free(struct proxy_h2_out *o);
  * (HPACK). Returns the count, or -1 when <cap> is short. */
 int proxy_h2_out_nv(const struct proxy_h2_out *o, nghttp2_nv *nv, size_t cap);
 
+/* ---- trailers ---- */
+
+/* Writes HTTP/2 trailers <t> (a finished PROXY_H2_TRAILERS block) as the end of an HTTP/1.1
+ * chunked body: the last chunk, the trailer fields, the blank line. Fields that cannot follow
+ * the content (framing, routing, connection-specific: content-length, transfer-encoding, host,
+ * te, trailer, connection, keep-alive, proxy-connection, upgrade) are dropped. Returns 0 or
+ * SC_ETOOBIG. */
+int proxy_h2_trailers_to_h1(const struct sc_http_msg *t, struct sc_buf *out);
+
+/* Adds the fields of an HTTP/1.1 trailer section <section> ("name: value" lines, each ending in
+ * CRLF, as the chunked decoder validated them; the blank line may follow) to sink <s> and ends
+ * it, dropping the same fields. Returns 0 or the sink's error. */
+int proxy_h2_trailers_from_h1(struct sc_str section, struct proxy_hsink *s);
+
 /* ---- gRPC ---- */
 
 enum {

@@ -663,6 +663,59 @@ int proxy_h2_out_nv(const struct proxy_h2_out *o, nghttp2_nv *nv, size_t cap)
     return (int)k;
 }
 
+/* ---- trailers ---- */
+
+static bool trailer_dropped(struct sc_str n)
+{
+    return caseeq(n, SC_STR("content-length")) || caseeq(n, SC_STR("transfer-encoding")) ||
+           caseeq(n, SC_STR("host")) || caseeq(n, SC_STR("te")) || caseeq(n, SC_STR("trailer")) ||
+           caseeq(n, SC_STR("connection")) || caseeq(n, SC_STR("keep-alive")) ||
+           caseeq(n, SC_STR("proxy-connection")) || caseeq(n, SC_STR("upgrade"));
+}
+
+int proxy_h2_trailers_to_h1(const struct sc_http_msg *t, struct sc_buf *out)
+{
+    int rc = sc_buf_append(out, "0\r\n", 3);
+    for (size_t i = 0; i < t->nheaders; i++) {
+        const struct sc_http_header *h = &t->headers[i];
+        if (!trailer_dropped(h->name)) {
+            rc |= sc_http1_write_header(out, h->name, h->value);
+        }
+    }
+    rc |= sc_buf_append(out, "\r\n", 2);
+    return rc ? SC_ETOOBIG : 0;
+}
+
+int proxy_h2_trailers_from_h1(struct sc_str section, struct proxy_hsink *s)
+{
+    const char *p = section.p, *end = section.p + section.len;
+    int rc = 0;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *le = eol ? eol : end;
+        if (le > p && le[-1] == '\r') {
+            le--;
+        }
+        const char *colon = le > p ? memchr(p, ':', (size_t)(le - p)) : NULL;
+        if (colon && colon > p) {
+            struct sc_str name = sc_str_n(p, (size_t)(colon - p));
+            const char *v = colon + 1, *ve = le;
+            while (v < ve && (*v == ' ' || *v == '\t')) {
+                v++;
+            }
+            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) {
+                ve--;
+            }
+            if (!trailer_dropped(name)) {
+                rc |= s->ops->header(s, name, sc_str_n(v, (size_t)(ve - v)));
+            }
+        }
+        p = eol ? eol + 1 : end;
+    }
+    rc |= s->ops->end(s);
+    return rc ? SC_ETOOBIG : 0;
+}
+
 /* ---- gRPC ---- */
 
 bool proxy_grpc_is(struct sc_str ct)
