@@ -771,16 +771,18 @@ AI int head_request(struct proxy_exch *r, const struct sc_http_msg *m, struct sc
         rc |= s->ops->header(s, SC_STR("Host"), sc_str_c(hc->eps[0].name));
     }
     /* Via: the received protocol version, appended to what earlier proxies wrote. */
-    struct sc_buf *vb = s_open(h1, s, SC_STR("Via"));
-    if (!vb) {
-        return SC_ETOOBIG;
-    }
+    struct sc_buf *vb;
     if (via) {
+        if ((vb = s_open(h1, s, SC_STR("Via"))) == NULL) {
+            return SC_ETOOBIG;
+        }
         rc |= put_str(vb, via->value);
-        rc |= PUT_LIT(vb, ", ");
+        rc |= r->minor == 0 ? PUT_LIT(vb, ", 1.0 sidecar") : PUT_LIT(vb, ", 1.1 sidecar");
+        rc |= s_close(h1, s);
+    } else {
+        rc |=
+            r->minor == 0 ? S_LIT(h1, s, "Via", "1.0 sidecar") : S_LIT(h1, s, "Via", "1.1 sidecar");
     }
-    rc |= r->minor == 0 ? PUT_LIT(vb, "1.0 sidecar") : PUT_LIT(vb, "1.1 sidecar");
-    rc |= s_close(h1, s);
     vb = s_open(h1, s, SC_STR("X-Forwarded-For"));
     if (!vb) {
         return SC_ETOOBIG;
