@@ -688,30 +688,7 @@ int proxy_h2_trailers_to_h1(const struct sc_http_msg *t, struct sc_buf *out)
 
 int proxy_h2_trailers_from_h1(struct sc_str section, struct proxy_hsink *s)
 {
-    const char *p = section.p, *end = section.p + section.len;
-    int rc = 0;
-    while (p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        const char *le = eol ? eol : end;
-        if (le > p && le[-1] == '\r') {
-            le--;
-        }
-        const char *colon = le > p ? memchr(p, ':', (size_t)(le - p)) : NULL;
-        if (colon && colon > p) {
-            struct sc_str name = sc_str_n(p, (size_t)(colon - p));
-            const char *v = colon + 1, *ve = le;
-            while (v < ve && (*v == ' ' || *v == '\t')) {
-                v++;
-            }
-            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) {
-                ve--;
-            }
-            if (!trailer_dropped(name)) {
-                rc |= s->ops->header(s, name, sc_str_n(v, (size_t)(ve - v)));
-            }
-        }
-        p = eol ? eol + 1 : end;
-    }
+    int rc = proxy_hsink_lines(s, section, trailer_dropped);
     rc |= s->ops->end(s);
     return rc ? SC_ETOOBIG : 0;
 }

@@ -311,9 +311,9 @@ const struct proxy_hsink_ops proxy_h1_hsink_ops = {
     .end = h1_end_op,
 };
 
-int proxy_hsink_lines(struct proxy_hsink *s, struct sc_str lines)
+int proxy_hsink_lines(struct proxy_hsink *s, struct sc_str lines, bool (*drop)(struct sc_str name))
 {
-    if (s->ops == &proxy_h1_hsink_ops) {
+    if (!drop && s->ops == &proxy_h1_hsink_ops) {
         return put_str(s->b, lines) ? SC_ETOOBIG : 0;
     }
     const char *p = lines.p, *end = lines.p + lines.len;
@@ -333,8 +333,10 @@ int proxy_hsink_lines(struct proxy_hsink *s, struct sc_str lines)
             while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) {
                 ve--;
             }
-            rc |=
-                s->ops->header(s, sc_str_n(p, (size_t)(colon - p)), sc_str_n(v, (size_t)(ve - v)));
+            struct sc_str name = sc_str_n(p, (size_t)(colon - p));
+            if (!drop || !drop(name)) {
+                rc |= s->ops->header(s, name, sc_str_n(v, (size_t)(ve - v)));
+            }
         }
         p = eol ? eol + 1 : end;
     }
@@ -760,7 +762,7 @@ AI int head_request(struct proxy_exch *r, const struct sc_http_msg *m, struct sc
         rc |= s_header(h1, s, h->name, h->value);
     }
     if (r->authn_add.len) {
-        rc |= h1 ? put_str(s->b, r->authn_add) : proxy_hsink_lines(s, r->authn_add);
+        rc |= h1 ? put_str(s->b, r->authn_add) : proxy_hsink_lines(s, r->authn_add, NULL);
     }
     if (pol) {
         rc |= proxy_route_policy_req_headers(r, m, s);

@@ -62,10 +62,11 @@ static inline int proxy_hsink_header(struct proxy_hsink *s, struct sc_str name, 
     return s->ops->header(s, name, value);
 }
 
-/* Adds header lines already in HTTP/1 form ("Name: value" lines, each ending in CRLF, made by
- * the proxy: an authenticator's or authorizer's output) to <s>: copied as they are into an
- * HTTP/1 sink, split into fields for any other. Returns 0 or SC_ETOOBIG. */
-int proxy_hsink_lines(struct proxy_hsink *s, struct sc_str lines);
+/* Adds header lines in HTTP/1 form ("Name: value" lines, each ending in CRLF, already checked:
+ * an authenticator's or authorizer's output, a trailer section the chunked decoder validated) to
+ * <s>, leaving out the fields <drop> (may be NULL) names: copied as they are into an HTTP/1 sink
+ * when nothing is dropped, split into fields otherwise. Returns 0 or SC_ETOOBIG. */
+int proxy_hsink_lines(struct proxy_hsink *s, struct sc_str lines, bool (*drop)(struct sc_str name));
 
 /* Opens a field written in pieces: appends to the returned buffer, then proxy_hsink_close. */
 static inline struct sc_buf *proxy_hsink_open(struct proxy_hsink *s, struct sc_str name)

@@ -1314,7 +1314,8 @@ int proxy_route_policy_write_local(struct proxy_exch *r, struct sc_buf *b, int s
                                  SC_STR("Bearer realm=\"sidecar\", error=\"invalid_token\""));
     }
     if (r->reply_headers.len) {
-        rc |= proxy_hsink_lines(&s, r->reply_headers); /* an external authorizer's (ext_authz) */
+        rc |= proxy_hsink_lines(&s, r->reply_headers,
+                                NULL); /* an external authorizer's (ext_authz) */
     }
     rc |= proxy_hsink_header(&s, SC_STR("Content-Type"), sc_str_c(content_type));
     rc |= num_header(&s, SC_STR("Content-Length"), (uint32_t)body.len);
