@@ -428,6 +428,13 @@ void logs_tail_read_all(struct logs *lg)
         }
         more |= read_file(lg, f);
     }
+    if (logs_backpressured(lg)) {
+        /* A file read stopped at the limit: the acknowledgement that makes room resumes
+         * reading (logs_on_ack). Left unpaused, nothing but the next poll tick would. */
+        lg->paused = true;
+        logs_tail_commit(lg, false);
+        return;
+    }
     lg->paused = false;
     stdin_resume(lg);
     if (more) {
