@@ -449,21 +449,6 @@ static int setup_easy(struct sc_egress_xfer *x, const struct sc_egress_req *req)
 
 /* ---- driving curl from the loop ------------------------------------------------------------ */
 
-static void on_timer(uv_timer_t *t);
-
-/* Starts the transfers just added on the next pass of the loop. curl_multi_add_handle asks for
- * a 0 ms timeout through CURLMOPT_TIMERFUNCTION only when that moves curl's earliest deadline as
- * it last reported it; when it does not (a transfer added from a completion callback, while an
- * older deadline such as a connection's idle check is armed) the new request waited for that
- * deadline: up to tens of milliseconds between two requests on a connection, which capped one
- * connection's bodies at about 30 MB/s. Arming the timer here never depends on that report. */
-static void kick(struct sc_egress *e)
-{
-    if (!e->closed) {
-        uv_timer_start(&e->timer, on_timer, 0, 0);
-    }
-}
-
 static void finish_close(struct sc_egress *e);
 
 /* Completes every transfer curl has finished. Runs with curl off the stack, so callbacks may
@@ -500,7 +485,6 @@ restart:
             CURLMcode mc = lc.multi_add_handle(e->multi, x->easy);
             if (mc == CURLM_OK) {
                 x->added = true;
-                kick(e);
                 continue;
             }
             sc_error("egress: curl_multi_add_handle failed", SC_LS("error", lc.multi_strerror(mc)));
@@ -733,7 +717,6 @@ int sc_egress_send(struct sc_egress *e, const struct sc_egress_req *req, sc_egre
             return -EIO;
         }
         x->added = true;
-        kick(e);
     }
     if (out) {
         *out = x;

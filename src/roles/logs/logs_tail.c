@@ -1105,8 +1105,8 @@ void logs_tail_commit(struct logs *lg, bool force)
 {
     uint64_t acked = UINT64_MAX;
     for (size_t i = 0; i < lg->nouts; i++) {
-        if (lg->outs[i]->acked_seq < acked) {
-            acked = lg->outs[i]->acked_seq;
+        if (lg->outs[i]->ack.acked < acked) {
+            acked = lg->outs[i]->ack.acked;
         }
     }
     if (lg->nouts == 0) {
