@@ -166,7 +166,8 @@ def test_backend_down_then_back_nothing_lost_rss_bounded(sidecar_run, tmp_path, 
     wait_until(lambda: sum(b.count(b"\n") for b in sink.bodies()) >= w.n, timeout=60)
     got = [json.loads(x)["message"].encode() for b in sink.bodies() for x in b.splitlines()]
     print(f"backend down: written={w.n} received={len(got)} peak_rss={peak} KiB")
-    assert got == w.expected()
+    # Several batches go out at once after the outage: each arrives whole, in any order.
+    assert sorted(got) == w.expected()
     # Sanitizer builds keep freed memory in quarantine: allow them more.
     limit = 96 * 1024 if "asan" in BIN else 32 * 1024
     assert peak < limit, f"RSS grew to {peak} KiB with a 40 MB backlog"

@@ -174,6 +174,13 @@ static const struct sc_opt output_opts[] = {
       .help = "http, loki, elasticsearch: start with one batch in flight, add one while "
               "round-trip times stay flat, cut by a tenth on 429, 503, timeouts and rising "
               "latency (within max_in_flight); false: always max_in_flight" },
+    { .name = "ordered",
+      .type = SC_OPT_BOOL,
+      .offset = OFF(ordered),
+      .def = "true",
+      .help = "loki: keep each stream's entries in order across batches in flight (a batch waits "
+              "while an older one holding one of its streams is unacknowledged), as Loki with "
+              "unordered_writes off requires; false lets every batch go at once" },
     { .name = "spool",
       .type = SC_OPT_STR,
       .offset = OFF(spool),

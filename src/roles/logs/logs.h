@@ -58,6 +58,7 @@ struct logs_output_cfg {
     char *dead_letter;
     int64_t max_in_flight;      /* batches in flight at most */
     bool adaptive_concurrency;  /* AIMD between 1 and max_in_flight; false: max_in_flight */
+    bool ordered;               /* loki: one batch of a stream in flight at a time, in order */
     char *spool;          /* file of the on-disk spool; NULL: none */
     uint64_t spool_limit; /* bytes */
 };
@@ -275,6 +276,8 @@ struct logs_batch {
     uint64_t spool_len;    /* bytes of its spool record */
     struct sc_egress_xfer *xfer;
     struct sc_buf send;    /* the request body when it differs from body (encoded, gzipped) */
+    uint64_t *streams;     /* loki: hashes of the batch's stream label sets, sorted, unique */
+    size_t nstreams;
 };
 
 struct logs_out {
@@ -288,7 +291,6 @@ struct logs_out {
     unsigned inflight;   /* batches whose request is running */
     bool closing;
     bool pumping, repump;
-    bool held;                      /* loki: a failed batch goes first (per-stream order) */
     struct logs_batch *spool_batch; /* reused for batches read back from the spool */
     int spool_fd;
     uint64_t spool_rd, spool_wr, spool_pending;

@@ -54,6 +54,7 @@ static void batch_free(struct logs_batch *b)
     sc_buf_cleanup(&b->body);
     sc_buf_cleanup(&b->send);
     sc_free(b->items);
+    sc_free(b->streams);
     sc_free(b);
 }
 
@@ -81,6 +82,49 @@ static void unqueue(struct logs_out *o, struct logs_batch *b)
     update_gauge(o);
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* loki: notes the batch's streams (each item starts with its labels' JSON and a tab). */
+static void note_streams(struct logs_batch *b)
+{
+    b->streams = sc_calloc(b->nitems + 1, sizeof(uint64_t));
+    size_t start = 0;
+    for (size_t i = 0; i < b->nitems; i++) {
+        const char *p = b->body.p + start;
+        const char *tab = memchr(p, '\t', b->items[i] - start);
+        size_t n = tab ? (size_t)(tab - p) : b->items[i] - start;
+        uint64_t h = 0xcbf29ce484222325ull;
+        for (size_t k = 0; k < n; k++) {
+            h = (h ^ (uint8_t)p[k]) * 0x100000001b3ull;
+        }
+        b->streams[i] = h;
+        start = b->items[i];
+    }
+    qsort(b->streams, b->nitems, sizeof(uint64_t), cmp_u64);
+    size_t k = 0;
+    for (size_t i = 0; i < b->nitems; i++) {
+        if (k == 0 || b->streams[k - 1] != b->streams[i]) {
+            b->streams[k++] = b->streams[i];
+        }
+    }
+    b->nstreams = k;
+}
+
+/* Whether <b> shares a stream with the sorted set <v>[<n>]. */
+static bool shares_stream(const struct logs_batch *b, const uint64_t *v, size_t n)
+{
+    for (size_t i = 0; i < b->nstreams; i++) {
+        if (bsearch(&b->streams[i], v, n, sizeof(uint64_t), cmp_u64)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static void seal(struct logs_out *o)
 {
     struct logs_batch *b = o->building;
@@ -105,6 +149,9 @@ static void seal(struct logs_out *o)
         logs_ack_done(&o->ack, b->unit); /* durable: positions may move past it */
         batch_free(b);
     } else {
+        if (o->cfg->type == LOGS_O_LOKI && o->cfg->ordered) {
+            note_streams(b);
+        }
         sc_list_append(&o->queue, &b->node);
     }
     pump(o);
@@ -357,6 +404,10 @@ static void pump(struct logs_out *o)
                 start(o, b);
             }
         }
+        /* loki, ordered: the streams of older batches not acknowledged yet. */
+        bool ordered = o->cfg->type == LOGS_O_LOKI && o->cfg->ordered;
+        uint64_t *busy = NULL;
+        size_t nbusy = 0, cbusy = 0;
         struct sc_list *pos, *tmp;
         sc_list_foreach(pos, tmp, &o->queue)
         {
@@ -364,11 +415,21 @@ static void pump(struct logs_out *o)
                 break; /* the queue changed under us: walk it again */
             }
             struct logs_batch *b = sc_list_entry(pos, struct logs_batch, node);
+            if (ordered) {
+                bool wait = shares_stream(b, busy, nbusy);
+                if (nbusy + b->nstreams > cbusy) {
+                    cbusy = (nbusy + b->nstreams) * 2;
+                    busy = sc_reallocarray(busy, cbusy, sizeof(uint64_t));
+                }
+                memcpy(busy + nbusy, b->streams, b->nstreams * sizeof(uint64_t));
+                nbusy += b->nstreams;
+                qsort(busy, nbusy, sizeof(uint64_t), cmp_u64);
+                if (wait) {
+                    continue; /* an older batch of one of its streams goes first */
+                }
+            }
             if (b->in_flight) {
                 continue;
-            }
-            if (o->held && b->attempts == 0) {
-                continue; /* loki: the failed batch is delivered before newer ones go out */
             }
             if (b->retry_at_ms > now) {
                 next = b->retry_at_ms < next ? b->retry_at_ms : next;
@@ -380,6 +441,7 @@ static void pump(struct logs_out *o)
             }
             start(o, b);
         }
+        sc_free(busy);
         if (next != UINT64_MAX && !o->closing) {
             uv_timer_start(&o->retry_timer, on_retry_timer, next - now, 0);
         }
@@ -495,12 +557,8 @@ void logs_out_done(struct logs_out *o, struct logs_batch *b, bool ok, bool retry
         if (o->cfg->max_retries == 0 || b->attempts <= (uint32_t)o->cfg->max_retries) {
             sc_metrics_counter_inc(o->m.retries);
             b->retry_at_ms = uv_now(o->lg->loop) + retry_delay(o, b->attempts, retry_after_ms);
-            if (o->cfg->type == LOGS_O_LOKI && !b->from_spool) {
-                o->held = true;
-            }
             if (o->spool_fd >= 0 && !b->from_spool) {
                 spill(o);
-                o->held = false;
                 logs_on_ack(o->lg);
             }
             pump(o);
@@ -528,16 +586,6 @@ void logs_out_done(struct logs_out *o, struct logs_batch *b, bool ok, bool retry
         b->nitems = 0;
         sc_buf_reset(&b->body);
     } else {
-        if (b->attempts && o->held) {
-            /* loki: the oldest failed batch is through; are others still failing? */
-            o->held = false;
-            struct sc_list *pos, *tmp;
-            sc_list_foreach(pos, tmp, &o->queue)
-            {
-                struct logs_batch *q = sc_list_entry(pos, struct logs_batch, node);
-                o->held |= q != b && q->attempts > 0;
-            }
-        }
         unqueue(o, b);
         logs_ack_done(&o->ack, b->unit);
         batch_free(b);
