@@ -17,8 +17,10 @@ import pytest
 from urllib.parse import urlencode
 
 from conftest import BIN, http_get, wait_until
-from logs_util import (LOKI_PROTO, FakeElasticsearch, FakeHTTPSink, FakeLoki, Writer,  # noqa: F401
-                       backend, file_output, logs_config, metric, read_lines, rss_kib)
+from fake_elasticsearch import FakeElasticsearch
+from fake_loki import LOKI_PROTO, FakeLoki
+from logs_util import (FakeHTTPSink, Writer, backend, file_output,  # noqa: F401 (a fixture)
+                       logs_config, metric, read_lines, rss_kib)
 
 
 @pytest.fixture(scope="module")

@@ -299,10 +299,10 @@ struct logs_out {
     int nhandles;
     int fd; /* file output */
     /* Adaptive concurrency (AIMD): the current limit, the mean round-trip time, when the limit
-     * last went down, and whether sending waited for the limit since it last went up. */
+     * last went down and up, and whether sending waited for the limit since it last went up. */
     double limit;
     double rtt_ms;
-    uint64_t decreased_ms;
+    uint64_t decreased_ms, increased_ms;
     bool limited;
     char *endpoint;         /* owned copies: a reload frees the config while a request runs */
     char *bearer, *user, *password;

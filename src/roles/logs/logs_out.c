@@ -13,8 +13,8 @@
 // limit starts at 1; a response whose round-trip time stays within 1.5x (+1 ms) of the mean,
 // while sending had to wait for the limit, adds one (up to max_in_flight); a 429, a 503, a
 // timeout, a transport error, or a round-trip time over twice the mean (+5 ms) cuts it by a tenth
-// (at least one), at most once per mean round-trip time, so one burst of failures in flight
-// counts once.
+// (at least one). Either step is taken at most once per mean round-trip time, so that a burst of
+// responses in flight counts once and the limit grows by about one per round trip.
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -469,9 +469,11 @@ void logs_out_feedback(struct logs_out *o, double rtt_s, bool pushed_back)
             o->decreased_ms = now;
             o->limited = false;
         }
-    } else if (o->limited && rtt <= o->rtt_ms * 1.5 + 1 && o->limit < max) {
+    } else if (o->limited && rtt <= o->rtt_ms * 1.5 + 1 && o->limit < max &&
+               (double)(now - o->increased_ms) >= o->rtt_ms) {
         o->limit += 1;
         o->limited = false;
+        o->increased_ms = now;
     }
     if (!pushed_back) {
         o->rtt_ms = o->rtt_ms > 0 ? o->rtt_ms * 0.6 + rtt * 0.4 : rtt;
