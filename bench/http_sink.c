@@ -10,13 +10,13 @@
 // is never what limits a run; the tests' fakes of real backends are tests/integration/fake_*.py.
 //
 // Usage: bench_http_sink PORT [LATENCY_MS] [MARKER]
-#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <snappy-c.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

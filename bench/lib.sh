@@ -281,3 +281,20 @@ run_wrk() {
         WRK[${kv%%=*}]=${kv#*=}
     done
 }
+
+# logs_input N PATH: writes the logs benchmarks' input, N JSON lines of about 200 bytes (a
+# realistic mix of levels, paths, statuses and durations), each with "request handled <i>" once.
+logs_input() {
+    python3 - "$1" "$2" <<'EOF'
+import json, sys
+n, path = int(sys.argv[1]), sys.argv[2]
+lv = ["info", "info", "info", "warn", "error", "debug"]
+with open(path, "w") as f:
+    for i in range(n):
+        f.write(json.dumps({"ts": "2026-11-23T05:00:%02d.%06dZ" % (i % 60, i % 1000000),
+                            "level": lv[i % len(lv)], "msg": "request handled %d" % i,
+                            "path": "/api/v1/items/%d" % (i % 977), "status": 200 + i % 3,
+                            "duration_ms": i % 250, "user": "u%d" % (i % 100),
+                            "trace": "%016x" % (i * 2654435761)}) + "\n")
+EOF
+}

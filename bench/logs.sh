@@ -45,18 +45,7 @@ CPU=$(($(nproc) > 1 ? 1 : 0))
 SNG_ROOT=${BENCH_SYSLOG_NG_ROOT:-/opt/sidecar-bench/syslog-ng}
 
 log "logs: writing $LINES JSON lines"
-python3 - "$LINES" "$OUT/in/app.log" <<'EOF'
-import json, sys
-n, path = int(sys.argv[1]), sys.argv[2]
-lv = ["info", "info", "info", "warn", "error", "debug"]
-with open(path, "w") as f:
-    for i in range(n):
-        f.write(json.dumps({"ts": "2026-11-23T05:00:%02d.%06dZ" % (i % 60, i % 1000000),
-                            "level": lv[i % len(lv)], "msg": "request handled %d" % i,
-                            "path": "/api/v1/items/%d" % (i % 977), "status": 200 + i % 3,
-                            "duration_ms": i % 250, "user": "u%d" % (i % 100),
-                            "trace": "%016x" % (i * 2654435761)}) + "\n")
-EOF
+logs_input "$LINES" "$OUT/in/app.log"
 BYTES=$(stat -c %s "$OUT/in/app.log")
 
 # The peers' commands, or empty when not installed.

@@ -911,6 +911,10 @@ static int logs_reload(struct sc_app *app, void *state, const void *cfgp, char *
     for (size_t i = st->nflag_outs; i < lg->nouts; i++) {
         lg->outs[i]->cfg = &no[i - st->nflag_outs];
     }
+    for (size_t i = 0; i < lg->nouts; i++) {
+        sc_free(lg->outs[i]->labels_json); /* the static labels may have changed */
+        lg->outs[i]->labels_json = NULL;
+    }
     logs_tail_reconfigure(lg);
     sc_info("logs reloaded", SC_LU("paths", c->paths.n));
     return 0;

@@ -304,6 +304,8 @@ struct logs_out {
     double rtt_ms;
     uint64_t decreased_ms, increased_ms;
     bool limited;
+    char *labels_json;       /* loki without label_fields: the labels' JSON, made once */
+    char *es_index, *es_action; /* elasticsearch: the last index name and its action line */
     char *endpoint;         /* owned copies: a reload frees the config while a request runs */
     char *bearer, *user, *password;
     struct sc_kv *hdrs;

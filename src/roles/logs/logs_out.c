@@ -201,6 +201,17 @@ static int dump_json(struct sc_buf *b, json_t *v)
 static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_rec *r)
 {
     const struct logs_cfg *c = o->lg->cfg;
+    if (o->cfg->label_fields.n == 0 && o->labels_json) {
+        /* The same labels for every record: their JSON is made once. */
+        int rc = sc_buf_append_cstr(b, o->labels_json);
+        if (rc == 0) {
+            rc = sc_buf_appendf(b, "\t%lld\t", (long long)r->ts_ns);
+        }
+        if (rc < 0) {
+            return rc;
+        }
+        goto line;
+    }
     json_t *labels = json_object();
     for (size_t i = 0; i < c->labels.n; i++) {
         json_object_set_new(labels, c->labels.v[i].key, json_string(c->labels.v[i].value));
@@ -219,6 +230,9 @@ static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_r
     int rc = sc_buf_reserve(b, need + 32);
     if (rc == 0) {
         json_dumpb(labels, b->p + b->len, need, JSON_COMPACT | JSON_SORT_KEYS);
+        if (o->cfg->label_fields.n == 0) {
+            o->labels_json = sc_strndup(b->p + b->len, need);
+        }
         b->len += need;
         rc = sc_buf_appendf(b, "\t%lld\t", (long long)r->ts_ns);
     }
@@ -226,6 +240,7 @@ static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_r
     if (rc < 0) {
         return rc;
     }
+line:;
     /* The line: the original text when the record is just a message, else the record's JSON. */
     const struct logs_field *msg = logs_ev_get(r->ev, SC_STR("message"));
     if (r->ev->live == 1 && msg && msg->type == LOGS_V_STR) {
@@ -258,9 +273,24 @@ static int encode_es(struct logs_out *o, struct sc_buf *b, const struct logs_rec
     if (n == 0) {
         return -EINVAL;
     }
-    json_t *act = json_pack("{s:{s:s}}", "create", "_index", index);
-    int rc = act ? dump_json(b, act) : -EINVAL;
-    json_decref(act);
+    /* The action line changes with the index name only (once a day with the default). */
+    if (!o->es_index || strcmp(o->es_index, index) != 0) {
+        json_t *act = json_pack("{s:{s:s}}", "create", "_index", index);
+        struct sc_buf line;
+        sc_buf_init(&line, sizeof(index) * 6 + 64);
+        int rc = act ? dump_json(&line, act) : -EINVAL;
+        json_decref(act);
+        if (rc < 0) {
+            sc_buf_cleanup(&line);
+            return rc;
+        }
+        sc_free(o->es_index);
+        sc_free(o->es_action);
+        o->es_index = sc_strdup(index);
+        o->es_action = sc_strndup(line.p, line.len);
+        sc_buf_cleanup(&line);
+    }
+    int rc = sc_buf_append_cstr(b, o->es_action);
     if (rc == 0) {
         rc = sc_buf_append(b, "\n", 1);
     }
@@ -709,6 +739,9 @@ static void out_free(struct logs_out *o)
     }
     sc_free(o->hdrs);
     sc_free(o->endpoint);
+    sc_free(o->labels_json);
+    sc_free(o->es_index);
+    sc_free(o->es_action);
     sc_free(o->bearer);
     sc_free(o->user);
     if (o->password) {
