@@ -23,34 +23,16 @@ source "$BENCH_DIR/lib.sh"
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
-[ $# -ge 1 ] && [ -d "$1" ] || die "usage: bench/logs_outputs.sh BUILD_DIR [OUT_DIR]"
+if [ $# -lt 1 ] || [ ! -d "$1" ]; then
+    die "usage: bench/logs_outputs.sh BUILD_DIR [OUT_DIR]"
+fi
 BUILD=$(cd "$1" && pwd)
 BIN=$BUILD/sidecar
 [ -x "$BIN" ] || die "no sidecar binary in $BUILD"
 ninja -C "$BUILD" bench_http_sink >/dev/null || die "cannot build bench_http_sink"
 SINK=$BUILD/bench_http_sink
-if [ "${BENCH_QUICK:-0}" = 1 ]; then
-    LINES=${BENCH_LINES:-200000}
-    ROUNDS=${BENCH_ROUNDS:-1}
-else
-    LINES=${BENCH_LINES:-1000000}
-    ROUNDS=${BENCH_ROUNDS:-3}
-fi
 LAT=${BENCH_LATENCY_MS:-20}
-TOP=${2:-${BENCH_OUT:-$BENCH_DIR/out}/$(date -u +%Y%m%dT%H%M%SZ)}
-OUT=$TOP/logs_outputs
-mkdir -p "$OUT/in"
-CPU=$(($(nproc) > 1 ? 1 : 0))
-[ "$CPU" = 1 ] && taskset -p -c 0 $$ >/dev/null
-SNG_ROOT=${BENCH_SYSLOG_NG_ROOT:-/opt/sidecar-bench/syslog-ng}
-SYSLOG_NG=$(command -v syslog-ng || true)
-SNG_ENV=()
-SNG_MODS=()
-if [ -z "$SYSLOG_NG" ] && [ -x "$SNG_ROOT/usr/sbin/syslog-ng" ]; then
-    SYSLOG_NG=$SNG_ROOT/usr/sbin/syslog-ng
-    SNG_ENV=(env "LD_LIBRARY_PATH=$SNG_ROOT/usr/lib/syslog-ng")
-    SNG_MODS=("--module-path=$(echo "$SNG_ROOT"/usr/lib/syslog-ng/3.*)")
-fi
+logs_bench_setup logs_outputs "${2:-}"
 SNG_HTTP=0
 if [ -n "$SYSLOG_NG" ] && { [ -z "${SNG_MODS[*]:-}" ] ||
     ls "$SNG_ROOT"/usr/lib/syslog-ng/3.*/libhttp.so >/dev/null 2>&1; }; then

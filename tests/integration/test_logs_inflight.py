@@ -15,8 +15,10 @@ import time
 
 from fake_elasticsearch import FakeElasticsearch
 from fake_loki import FakeLoki
-from logs_util import FakeHTTPSink, backend, logs_config, metric, rss_kib  # noqa: F401 (a fixture)
+from logs_util import FakeHTTPSink, backend, metric, rss_kib  # noqa: F401 (a fixture)
+from test_logs_outputs import http_out as http_out_fast
 from test_logs_outputs import loki_pb  # noqa: F401 (a fixture)
+from test_logs_outputs import start as start_logs
 
 from conftest import wait_until
 
@@ -31,18 +33,19 @@ def write_lines(path, n, first=0, prefix="line"):
 
 
 def start(sidecar_run, tmp_path, outputs, **kw):
-    d = tmp_path / "in"
-    d.mkdir(exist_ok=True)
-    cfg = logs_config([str(d / "*.log")], outputs, db=str(tmp_path / "pos.db"),
-                      commit_interval="0s", **kw)
-    return sidecar_run("logs", config=cfg), d
+    """The sidecar on tmp_path/in, committing positions after every acknowledgement."""
+    return start_logs(sidecar_run, tmp_path, outputs, commit_interval="0s", **kw)
 
 
 def http_out(url, **kw):
-    o = {"type": "http", "url": url, "batch_wait": "50ms", "retry_initial": "100ms",
-         "retry_max": "2s"}
-    o.update(kw)
-    return o
+    return http_out_fast(url, **{"retry_initial": "100ms", "retry_max": "2s", **kw})
+
+
+def input_lines(tmp_path, n):
+    """Writes <n> numbered lines into tmp_path/in/app.log before the sidecar starts."""
+    d = tmp_path / "in"
+    d.mkdir()
+    return write_lines(d / "app.log", n)
 
 
 def committed(tmp_path):
@@ -69,9 +72,7 @@ def test_out_of_order_acks_commit_only_the_delivered_prefix(sidecar_run, tmp_pat
 
     sink.inject = inject
     out = http_out(sink.url, batch_count=100, max_in_flight=8, adaptive_concurrency=False)
-    d = tmp_path / "in"
-    d.mkdir()
-    lines = write_lines(d / "app.log", 2000)
+    lines = input_lines(tmp_path, 2000)
     sc, _ = start(sidecar_run, tmp_path, [out])
     # Later batches are acknowledged while the first is held: nothing may be committed.
     wait_until(lambda: len(messages(sink)) >= 1000, timeout=20, what="later batches delivered")
@@ -100,9 +101,7 @@ def test_failed_batch_in_the_middle_holds_commits_not_sending(sidecar_run, tmp_p
     sink.inject = inject
     out = http_out(sink.url, batch_count=100, max_in_flight=4, adaptive_concurrency=False,
                    retry_initial="400ms")
-    d = tmp_path / "in"
-    d.mkdir()
-    lines = write_lines(d / "app.log", 3000)
+    lines = input_lines(tmp_path, 3000)
     sc, _ = start(sidecar_run, tmp_path, [out])
     limit = 500 * LINE  # the failing batch starts at line 500
     checks = 0
@@ -137,9 +136,7 @@ def test_later_batches_sent_while_one_waits_for_its_retry(sidecar_run, tmp_path,
     sink.inject = inject
     out = http_out(sink.url, batch_count=100, max_in_flight=4, adaptive_concurrency=False,
                    retry_initial="1s", retry_max="1s")
-    d = tmp_path / "in"
-    d.mkdir()
-    lines = write_lines(d / "app.log", 1000)
+    lines = input_lines(tmp_path, 1000)
     start(sidecar_run, tmp_path, [out])
     wait_until(lambda: sorted(messages(sink)) == lines, timeout=20)
     # The first batch failed once; the ones behind it went out before its retry.
@@ -152,9 +149,7 @@ def test_kill9_with_batches_in_flight_reships_from_committed(sidecar_run, tmp_pa
     sink.delay = 0.3
     out = http_out(sink.url, batch_count=100, max_in_flight=8, adaptive_concurrency=False,
                    buffer_limit="256KiB")
-    d = tmp_path / "in"
-    d.mkdir()
-    lines = write_lines(d / "app.log", 6000)
+    lines = input_lines(tmp_path, 6000)
     sc, _ = start(sidecar_run, tmp_path, [out])
     wait_until(lambda: committed(tmp_path) > 0, timeout=20, what="a first commit")
     wait_until(lambda: metric(sc, "sidecar_logs_output_in_flight", {"output": "http"}) >= 4,
@@ -201,9 +196,7 @@ def test_429_retry_after_backs_concurrency_off(sidecar_run, tmp_path, backend):
 
     sink.inject = inject
     out = http_out(sink.url, batch_count=50, max_in_flight=16, retry_initial="10ms")
-    d = tmp_path / "in"
-    d.mkdir()
-    lines = write_lines(d / "app.log", 60000)
+    lines = input_lines(tmp_path, 60000)
     sc, _ = start(sidecar_run, tmp_path, [out])
 
     def gauge():
@@ -231,9 +224,7 @@ def test_slow_sink_backpressure_bounded_memory(sidecar_run, tmp_path, backend):
     sink = backend(FakeHTTPSink)
     sink.delay = 0.2
     out = http_out(sink.url, batch_count=500, buffer_limit="1MiB", max_in_flight=4)
-    d = tmp_path / "in"
-    d.mkdir()
-    lines = write_lines(d / "app.log", 200000)  # 12 MB: far more than the queue may hold
+    lines = input_lines(tmp_path, 200000)  # 12 MB: far more than the queue may hold
     sc, _ = start(sidecar_run, tmp_path, [out])
     peak_rss = peak_queue = 0
     t_end = time.monotonic() + 6
@@ -303,9 +294,7 @@ def test_elasticsearch_rejected_items_go_to_dead_letter_with_reason(sidecar_run,
     dl = tmp_path / "dead.ndjson"
     out = {"type": "elasticsearch", "url": es.url, "batch_wait": "50ms", "batch_count": 50,
            "retry_initial": "50ms", "dead_letter": str(dl), "max_in_flight": 4}
-    d = tmp_path / "in"
-    d.mkdir()
-    lines = write_lines(d / "app.log", 500)
+    lines = input_lines(tmp_path, 500)
     sc, _ = start(sidecar_run, tmp_path, [out])
     wait_until(lambda: len(es.docs) >= 450, timeout=20, what="accepted documents")
     wait_until(lambda: committed(tmp_path) == len(lines) * LINE, timeout=10)
