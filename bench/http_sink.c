@@ -196,7 +196,7 @@ static int process(struct conn *c)
             bool gz = ce && vl == 4 && strncasecmp(ce, "gzip", 4) == 0;
             const char *ct = header(p, hlen, "Content-Type", &vl);
             bool pb = ct && vl >= 22 && strncasecmp(ct, "application/x-protobuf", 22) == 0;
-            c->pending_records = gz ? count_gzip(body, blen)
+            c->pending_records = gz   ? count_gzip(body, blen)
                                  : pb ? count_snappy(body, blen)
                                       : count(body, blen);
             c->pending_bulk = memmem(p, hlen, "/_bulk", 6) != NULL;

@@ -56,11 +56,11 @@ struct logs_output_cfg {
     uint64_t retry_max_ms;
     uint64_t timeout_ms;
     char *dead_letter;
-    int64_t max_in_flight;      /* batches in flight at most */
-    bool adaptive_concurrency;  /* AIMD between 1 and max_in_flight; false: max_in_flight */
-    bool ordered;               /* loki: one batch of a stream in flight at a time, in order */
-    char *spool;          /* file of the on-disk spool; NULL: none */
-    uint64_t spool_limit; /* bytes */
+    int64_t max_in_flight;     /* batches in flight at most */
+    bool adaptive_concurrency; /* AIMD between 1 and max_in_flight; false: max_in_flight */
+    bool ordered;              /* loki: one batch of a stream in flight at a time, in order */
+    char *spool;               /* file of the on-disk spool; NULL: none */
+    uint64_t spool_limit;      /* bytes */
 };
 
 struct logs_cfg {
@@ -272,11 +272,11 @@ struct logs_batch {
     uint32_t attempts;
     bool from_spool;
     bool in_flight;
-    uint64_t retry_at_ms;  /* not sent again before this loop time (a failed attempt) */
-    uint64_t spool_len;    /* bytes of its spool record */
+    uint64_t retry_at_ms; /* not sent again before this loop time (a failed attempt) */
+    uint64_t spool_len;   /* bytes of its spool record */
     struct sc_egress_xfer *xfer;
-    struct sc_buf send;    /* the request body when it differs from body (encoded, gzipped) */
-    uint64_t *streams;     /* loki: hashes of the batch's stream label sets, sorted, unique */
+    struct sc_buf send; /* the request body when it differs from body (encoded, gzipped) */
+    uint64_t *streams;  /* loki: hashes of the batch's stream label sets, sorted, unique */
     size_t nstreams;
 };
 
@@ -304,9 +304,9 @@ struct logs_out {
     double rtt_ms;
     uint64_t decreased_ms, increased_ms;
     bool limited;
-    char *labels_json;       /* loki without label_fields: the labels' JSON, made once */
+    char *labels_json;          /* loki without label_fields: the labels' JSON, made once */
     char *es_index, *es_action; /* elasticsearch: the last index name and its action line */
-    char *endpoint;         /* owned copies: a reload frees the config while a request runs */
+    char *endpoint;             /* owned copies: a reload frees the config while a request runs */
     char *bearer, *user, *password;
     struct sc_kv *hdrs;
     size_t nhdrs;

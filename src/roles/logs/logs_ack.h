@@ -13,13 +13,13 @@
 #include <stdint.h>
 
 struct logs_ack {
-    uint64_t acked; /* every record with a sequence <= acked is delivered or durable */
-    uint64_t last;  /* highest sequence noted */
+    uint64_t acked;    /* every record with a sequence <= acked is delivered or durable */
+    uint64_t last;     /* highest sequence noted */
     uint64_t first_id; /* id of the oldest open unit (ring[head]) */
     struct logs_ack_unit {
         uint64_t end; /* highest sequence of the unit */
         bool done;
-    } *ring;
+    } * ring;
     size_t head, n, cap;
 };
 

@@ -334,7 +334,6 @@ static int encode(struct logs_out *o, struct sc_buf *b, const struct logs_rec *r
     return rc;
 }
 
-
 void logs_out_append(struct logs_out *o, const struct logs_rec *r)
 {
     if (!o->building) {
