@@ -117,6 +117,9 @@ static void note_streams(struct logs_batch *b)
 /* Whether <b> shares a stream with the sorted set <v>[<n>]. */
 static bool shares_stream(const struct logs_batch *b, const uint64_t *v, size_t n)
 {
+    if (n == 0) {
+        return false;
+    }
     for (size_t i = 0; i < b->nstreams; i++) {
         if (bsearch(&b->streams[i], v, n, sizeof(uint64_t), cmp_u64)) {
             return true;
@@ -446,13 +449,15 @@ static void pump(struct logs_out *o)
             struct logs_batch *b = sc_list_entry(pos, struct logs_batch, node);
             if (ordered) {
                 bool wait = shares_stream(b, busy, nbusy);
-                if (nbusy + b->nstreams > cbusy) {
-                    cbusy = (nbusy + b->nstreams) * 2;
-                    busy = sc_reallocarray(busy, cbusy, sizeof(uint64_t));
+                if (b->nstreams) {
+                    if (nbusy + b->nstreams > cbusy) {
+                        cbusy = (nbusy + b->nstreams) * 2;
+                        busy = sc_reallocarray(busy, cbusy, sizeof(uint64_t));
+                    }
+                    memcpy(busy + nbusy, b->streams, b->nstreams * sizeof(uint64_t));
+                    nbusy += b->nstreams;
+                    qsort(busy, nbusy, sizeof(uint64_t), cmp_u64);
                 }
-                memcpy(busy + nbusy, b->streams, b->nstreams * sizeof(uint64_t));
-                nbusy += b->nstreams;
-                qsort(busy, nbusy, sizeof(uint64_t), cmp_u64);
                 if (wait) {
                     continue; /* an older batch of one of its streams goes first */
                 }
