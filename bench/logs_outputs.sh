@@ -10,7 +10,7 @@
 # seconds per million lines (user + system, all threads), peak RSS, requests and the most
 # requests the sink had open at once. Rounds rotate the order. A measurement, not a test.
 #
-# Usage: bench/logs_outputs.sh BUILD_DIR [OUT_DIR]
+# Usage: bench/logs_outputs.sh SIDECAR_BINARY_OR_BUILD_DIR [OUT_DIR] (a build directory's binary)
 #   writes OUT_DIR/logs_outputs.md (the RESULTS.md section) and prints it; raw figures in
 #   OUT_DIR/logs_outputs/.
 # Environment: BENCH_LINES (1000000), BENCH_ROUNDS (3), BENCH_LATENCY_MS (20), BENCH_QUICK=1
@@ -23,12 +23,12 @@ source "$BENCH_DIR/lib.sh"
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
-if [ $# -lt 1 ] || [ ! -d "$1" ]; then
-    die "usage: bench/logs_outputs.sh BUILD_DIR [OUT_DIR]"
-fi
-BUILD=$(cd "$1" && pwd)
-BIN=$BUILD/sidecar
-[ -x "$BIN" ] || die "no sidecar binary in $BUILD"
+[ $# -ge 1 ] || die "usage: bench/logs_outputs.sh SIDECAR_BINARY_OR_BUILD_DIR [OUT_DIR]"
+BIN=$1
+[ -d "$BIN" ] && BIN=$BIN/sidecar
+[ -x "$BIN" ] || die "no sidecar binary at $BIN"
+BUILD=$(cd "$(dirname "$BIN")" && pwd) # bench_http_sink is built there
+BIN=$BUILD/$(basename "$BIN")
 ninja -C "$BUILD" bench_http_sink >/dev/null || die "cannot build bench_http_sink"
 SINK=$BUILD/bench_http_sink
 LAT=${BENCH_LATENCY_MS:-20}
@@ -196,7 +196,7 @@ for c in names:
               f"{med(u):.2f} [{min(u):.2f}-{max(u):.2f}] | "
               f"{med([r / 1024 for _, _, r, _, _, _ in rs]):.1f} | "
               f"{med([q for *_, q, _ in rs]):,.0f} | {max(m for *_, m in rs)} | "
-              f"{med(v) / b_lps:.2f}x | {med(u) / b_cpu:.2f}x | {vs0} |")
+              f"{med(v) / b_lps:.2f}x | {f'{med(u) / b_cpu:.2f}x' if b_cpu else ''} | {vs0} |")
 print()
 if not sng:
     print("syslog-ng's http() destination: not installed (scripts/deps.sh bench unpacks "

@@ -137,18 +137,10 @@ section_logs() {
     fi
 }
 
-# section_logs_outputs: bench/logs_outputs.sh, then its report.
+# section_logs_outputs: bench/logs_outputs.sh (the logs outputs to a counting HTTP sink).
 section_logs_outputs() {
-    echo "## Logs outputs: file against HTTP, Loki and Elasticsearch, and syslog-ng http()" \
-        "(bench/logs_outputs.sh)"
-    echo
-    stamp
-    if ! timeout "${BENCH_TIMEOUT:-3600}" "$BENCH_DIR/logs_outputs.sh" "$BUILD" "$OUT" >&2; then
-        echo "bench/logs_outputs.sh failed or timed out; its output is in $OUT."
-    fi
-    if [ -s "$OUT/logs_outputs.md" ]; then
-        cat "$OUT/logs_outputs.md"
-    fi
+    script_section logs_outputs "Logs outputs: file against HTTP, Loki and Elasticsearch, and \
+syslog-ng http()"
 }
 
 # section_k8s: bench/k8s.py (webhook latency, image size, the injected sidecars' memory).
