@@ -281,3 +281,50 @@ run_wrk() {
         WRK[${kv%%=*}]=${kv#*=}
     done
 }
+
+# logs_input N PATH: writes the logs benchmarks' input, N JSON lines of about 200 bytes (a
+# realistic mix of levels, paths, statuses and durations), each with "request handled <i>" once.
+logs_input() {
+    python3 - "$1" "$2" <<'EOF'
+import json, sys
+n, path = int(sys.argv[1]), sys.argv[2]
+lv = ["info", "info", "info", "warn", "error", "debug"]
+with open(path, "w") as f:
+    for i in range(n):
+        f.write(json.dumps({"ts": "2026-11-23T05:00:%02d.%06dZ" % (i % 60, i % 1000000),
+                            "level": lv[i % len(lv)], "msg": "request handled %d" % i,
+                            "path": "/api/v1/items/%d" % (i % 977), "status": 200 + i % 3,
+                            "duration_ms": i % 250, "user": "u%d" % (i % 100),
+                            "trace": "%016x" % (i * 2654435761)}) + "\n")
+EOF
+}
+
+# logs_bench_setup NAME [TOP]: the logs benchmarks' common settings. Sets LINES and ROUNDS (from
+# BENCH_LINES, BENCH_ROUNDS, BENCH_QUICK), TOP (the output directory) and OUT ($TOP/NAME, with
+# in/ made), CPU (the shippers' CPU; the calling script moves itself to CPU 0), and syslog-ng's
+# command: SYSLOG_NG (empty when not installed), SNG_ENV and SNG_MODS to run it from
+# BENCH_SYSLOG_NG_ROOT (where scripts/deps.sh unpacks it: /opt/sidecar-bench/syslog-ng).
+logs_bench_setup() {
+    if [ "${BENCH_QUICK:-0}" = 1 ]; then
+        LINES=${BENCH_LINES:-200000}
+        ROUNDS=${BENCH_ROUNDS:-1}
+    else
+        LINES=${BENCH_LINES:-1000000}
+        ROUNDS=${BENCH_ROUNDS:-3}
+    fi
+    TOP=${2:-${BENCH_OUT:-$BENCH_LIB_DIR/out}/$(date -u +%Y%m%dT%H%M%SZ)}
+    OUT=$TOP/$1
+    mkdir -p "$OUT/in"
+    CPU=$(($(nproc) > 1 ? 1 : 0))
+    # The script and what it runs to watch the sinks stay on CPU 0; shippers go to $CPU.
+    [ "$CPU" = 1 ] && taskset -p -c 0 $$ >/dev/null
+    SNG_ROOT=${BENCH_SYSLOG_NG_ROOT:-/opt/sidecar-bench/syslog-ng}
+    SYSLOG_NG=$(command -v syslog-ng || true)
+    SNG_ENV=()
+    SNG_MODS=()
+    if [ -z "$SYSLOG_NG" ] && [ -x "$SNG_ROOT/usr/sbin/syslog-ng" ]; then
+        SYSLOG_NG=$SNG_ROOT/usr/sbin/syslog-ng
+        SNG_ENV=(env "LD_LIBRARY_PATH=$SNG_ROOT/usr/lib/syslog-ng")
+        SNG_MODS=("--module-path=$(echo "$SNG_ROOT"/usr/lib/syslog-ng/3.*)")
+    fi
+}

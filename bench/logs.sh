@@ -29,46 +29,14 @@ BIN=$1
 [ -d "$BIN" ] && BIN=$BIN/sidecar
 [ -x "$BIN" ] || die "no sidecar binary at $BIN"
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
-if [ "${BENCH_QUICK:-0}" = 1 ]; then
-    LINES=${BENCH_LINES:-200000}
-    ROUNDS=${BENCH_ROUNDS:-1}
-else
-    LINES=${BENCH_LINES:-1000000}
-    ROUNDS=${BENCH_ROUNDS:-3}
-fi
-TOP=${2:-${BENCH_OUT:-$BENCH_DIR/out}/$(date -u +%Y%m%dT%H%M%SZ)}
-OUT=$TOP/logs
-mkdir -p "$OUT/in"
-CPU=$(($(nproc) > 1 ? 1 : 0))
-# This script and what it runs to watch the sinks stay on CPU 0; shippers are moved to $CPU.
-[ "$CPU" = 1 ] && taskset -p -c 0 $$ >/dev/null
-SNG_ROOT=${BENCH_SYSLOG_NG_ROOT:-/opt/sidecar-bench/syslog-ng}
+logs_bench_setup logs "${2:-}"
 
 log "logs: writing $LINES JSON lines"
-python3 - "$LINES" "$OUT/in/app.log" <<'EOF'
-import json, sys
-n, path = int(sys.argv[1]), sys.argv[2]
-lv = ["info", "info", "info", "warn", "error", "debug"]
-with open(path, "w") as f:
-    for i in range(n):
-        f.write(json.dumps({"ts": "2026-11-23T05:00:%02d.%06dZ" % (i % 60, i % 1000000),
-                            "level": lv[i % len(lv)], "msg": "request handled %d" % i,
-                            "path": "/api/v1/items/%d" % (i % 977), "status": 200 + i % 3,
-                            "duration_ms": i % 250, "user": "u%d" % (i % 100),
-                            "trace": "%016x" % (i * 2654435761)}) + "\n")
-EOF
+logs_input "$LINES" "$OUT/in/app.log"
 BYTES=$(stat -c %s "$OUT/in/app.log")
 
 # The peers' commands, or empty when not installed.
 RSYSLOGD=$(command -v rsyslogd || true)
-SYSLOG_NG=$(command -v syslog-ng || true)
-SNG_ENV=()
-SNG_MODS=()
-if [ -z "$SYSLOG_NG" ] && [ -x "$SNG_ROOT/usr/sbin/syslog-ng" ]; then
-    SYSLOG_NG=$SNG_ROOT/usr/sbin/syslog-ng
-    SNG_ENV=(env "LD_LIBRARY_PATH=$SNG_ROOT/usr/lib/syslog-ng")
-    SNG_MODS=("--module-path=$(echo "$SNG_ROOT"/usr/lib/syslog-ng/3.*)")
-fi
 
 # config SHIPPER WORKLOAD DIR: writes the shipper's config for the workload into DIR.
 config() {

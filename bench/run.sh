@@ -4,7 +4,9 @@
 # runs the HTTP/1 parser benchmark ($BUILD/bench_http1, built by `make bench`) when it is built,
 # "proxy" runs bench/proxy.sh (sidecar proxy against nginx, HAProxy and Caddy), "callgrind" runs
 # bench/callgrind.sh (the proxy's instructions per request: access log and policy off and on), "logs" runs
-# bench/logs.sh (sidecar logs against rsyslog and syslog-ng), "metrics" runs bench/metrics.sh
+# bench/logs.sh (sidecar logs against rsyslog and syslog-ng), "logs_outputs" runs
+# bench/logs_outputs.sh (the file output against the HTTP, Loki and Elasticsearch outputs and
+# syslog-ng's http() to a counting HTTP sink), "metrics" runs bench/metrics.sh
 # (100,000 series against promtool), "k8s" runs bench/k8s.py (webhook latency, image size, the
 # injected sidecars' memory), "tls" runs bench/tls.sh (the proxy terminating TLS against nginx and
 # HAProxy, and two sidecars over mTLS against plaintext), "intercept" runs bench/intercept.sh
@@ -14,7 +16,7 @@
 # Raw figures and logs go to bench/out/<time>/ (ignored by git). Benchmarks are measurements, not
 # tests: nothing here passes or fails on a figure.
 #
-# Usage: bench/run.sh BUILD_DIR [http1] [proxy] [callgrind] [logs] [metrics] [k8s] [tls] [intercept]
+# Usage: bench/run.sh BUILD_DIR [http1] [proxy] [callgrind] [logs] [logs_outputs] [metrics] [k8s] [tls] [intercept]
 # (`make bench` runs bench/run.sh <build>, every section)
 # Environment: BENCH_QUICK=1 (a smoke run of about a minute), BENCH_SECONDS, BENCH_ROUNDS and the
 # others listed in bench/proxy.sh and bench/tls.sh; BENCH_OUT (default bench/out); BENCH_RESULTS
@@ -27,13 +29,13 @@ BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 source "$BENCH_DIR/lib.sh"
 
 [ $# -ge 1 ] ||
-    die "usage: bench/run.sh BUILD_DIR [http1] [proxy] [callgrind] [logs] [metrics] [k8s] [tls] [intercept]"
+    die "usage: bench/run.sh BUILD_DIR [http1] [proxy] [callgrind] [logs] [logs_outputs] [metrics] [k8s] [tls] [intercept]"
 [ -d "$1" ] || die "no build directory $1"
 BUILD=$(cd "$1" && pwd)
 shift
 SECTIONS=("$@")
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(http1 proxy callgrind logs metrics k8s tls intercept)
-ALL_SECTIONS=(http1 proxy callgrind logs metrics k8s tls intercept)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(http1 proxy callgrind logs logs_outputs metrics k8s tls intercept)
+ALL_SECTIONS=(http1 proxy callgrind logs logs_outputs metrics k8s tls intercept)
 RESULTS=${BENCH_RESULTS:-$BENCH_DIR/RESULTS.md}
 OUT=${BENCH_OUT:-$BENCH_DIR/out}/$(date -u +%Y%m%dT%H%M%SZ)
 CPU=$(($(nproc) > 1 ? 1 : 0)) # for bench_http1: the CPU the proxy benchmark gives the proxy
@@ -135,6 +137,12 @@ section_logs() {
     fi
 }
 
+# section_logs_outputs: bench/logs_outputs.sh (the logs outputs to a counting HTTP sink).
+section_logs_outputs() {
+    script_section logs_outputs "Logs outputs: file against HTTP, Loki and Elasticsearch, and \
+syslog-ng http()"
+}
+
 # section_k8s: bench/k8s.py (webhook latency, image size, the injected sidecars' memory).
 section_k8s() {
     echo "## Kubernetes: webhook latency, image size, injected sidecars' memory (bench/k8s.py)"
@@ -206,7 +214,7 @@ main() {
     log "benchmarks: ${SECTIONS[*]}; raw output in $OUT"
     for s in "${SECTIONS[@]}"; do
         case $s in
-        http1 | proxy | callgrind | logs | metrics | k8s | tls | intercept)
+        http1 | proxy | callgrind | logs | logs_outputs | metrics | k8s | tls | intercept)
             "section_$s" >"$OUT/section-$s.md"
             ;;
         *) die "unknown section $s (known: ${ALL_SECTIONS[*]})" ;;

@@ -36,16 +36,21 @@ for p in $PKGS; do
         missing="$missing $p"
     fi
 done
-# syslog-ng for bench/logs.sh: the Debian package's files under $SYSLOG_NG_ROOT, run from there in
-# the foreground by the benchmark (never a service; nothing under /etc or /usr changes).
+# syslog-ng for bench/logs.sh: the Debian packages' files (the core, and the http() destination
+# of syslog-ng-mod-http) under $SYSLOG_NG_ROOT, run from there in the foreground by the benchmark
+# (never a service; nothing under /etc or /usr changes).
 if [ "${1:-}" = bench ] && ! command -v syslog-ng >/dev/null &&
-    [ ! -x "$SYSLOG_NG_ROOT/usr/sbin/syslog-ng" ]; then
+    { [ ! -x "$SYSLOG_NG_ROOT/usr/sbin/syslog-ng" ] ||
+        ! ls "$SYSLOG_NG_ROOT"/usr/lib/syslog-ng/3.*/libhttp.so >/dev/null 2>&1; }; then
     sudo_="" && [ "$(id -u)" -ne 0 ] && sudo_="sudo"
     tmp=$(mktemp -d)
-    (cd "$tmp" && { apt-get download -qq syslog-ng-core 2>/dev/null ||
-        { $sudo_ apt-get update -qq && apt-get download -qq syslog-ng-core; }; })
+    (cd "$tmp" && { apt-get download -qq syslog-ng-core syslog-ng-mod-http 2>/dev/null ||
+        { $sudo_ apt-get update -qq &&
+            apt-get download -qq syslog-ng-core syslog-ng-mod-http; }; })
     $sudo_ mkdir -p "$SYSLOG_NG_ROOT"
-    $sudo_ dpkg-deb -x "$tmp"/syslog-ng-core_*.deb "$SYSLOG_NG_ROOT"
+    for deb in "$tmp"/*.deb; do
+        $sudo_ dpkg-deb -x "$deb" "$SYSLOG_NG_ROOT"
+    done
     rm -rf "$tmp"
 fi
 # The schema validator of the Kubernetes tests (kubernetes-models), into tests/node/node_modules

@@ -513,6 +513,61 @@ static void test_spool(void **state)
     sc_free(cfg.spool);
 }
 
+/* The at-least-once invariant: the acknowledged sequence covers only a contiguous prefix of
+ * delivered units, whatever order they complete in; skipped records ride with the newest unit. */
+static void test_ack(void **state)
+{
+    (void)state;
+    struct logs_ack a;
+    logs_ack_init(&a);
+    /* A record skipped with nothing open is acknowledged at once. */
+    logs_ack_skip(&a, 1);
+    assert_int_equal(a.acked, 1);
+    /* Units 1..4 of records 2-3, 4-5, 6-7, 8-9 (ids 0..3). */
+    uint64_t id[4];
+    for (int i = 0; i < 4; i++) {
+        id[i] = logs_ack_open(&a);
+        logs_ack_extend(&a, (uint64_t)(2 + 2 * i));
+        logs_ack_extend(&a, (uint64_t)(3 + 2 * i));
+    }
+    assert_int_equal(logs_ack_open_units(&a), 4);
+    /* Out of order: the later ones do not move the acknowledged sequence. */
+    assert_false(logs_ack_done(&a, id[1]));
+    assert_false(logs_ack_done(&a, id[3]));
+    assert_int_equal(a.acked, 1);
+    /* Twice, or an id never opened: no effect. */
+    assert_false(logs_ack_done(&a, id[1]));
+    assert_false(logs_ack_done(&a, 99));
+    /* The first one: the prefix 0..1 is through, 2 still holds 3 back. */
+    assert_true(logs_ack_done(&a, id[0]));
+    assert_int_equal(a.acked, 5);
+    assert_int_equal(logs_ack_open_units(&a), 2);
+    /* A skipped record joins the newest open unit, not the acknowledged prefix. */
+    logs_ack_skip(&a, 10);
+    assert_int_equal(a.acked, 5);
+    assert_true(logs_ack_done(&a, id[2]));
+    assert_int_equal(a.acked, 10);
+    assert_int_equal(logs_ack_open_units(&a), 0);
+    /* Many units: the ring grows and wraps with ids kept. */
+    uint64_t seq = 10, ids[100];
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 100; i++) {
+            ids[i] = logs_ack_open(&a);
+            logs_ack_extend(&a, ++seq);
+        }
+        for (int i = 99; i >= 1; i--) {
+            assert_false(logs_ack_done(&a, ids[i]));
+        }
+        assert_true(logs_ack_done(&a, ids[0]));
+        assert_int_equal(a.acked, seq);
+    }
+    /* A unit opened and never extended covers nothing beyond what came before. */
+    uint64_t e = logs_ack_open(&a);
+    assert_false(logs_ack_done(&a, e));
+    assert_int_equal(a.acked, seq);
+    logs_ack_cleanup(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -529,6 +584,7 @@ int main(void)
         cmocka_unit_test(test_continuation),
         cmocka_unit_test(test_positions),
         cmocka_unit_test(test_spool),
+        cmocka_unit_test(test_ack),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -159,6 +159,28 @@ static const struct sc_opt output_opts[] = {
       .type = SC_OPT_STR,
       .offset = OFF(dead_letter),
       .help = "file that receives batches dropped after max_retries" },
+    { .name = "max_in_flight",
+      .type = SC_OPT_INT,
+      .offset = OFF(max_in_flight),
+      .def = "16",
+      .min = 1,
+      .max = 256,
+      .help = "http, loki, elasticsearch: batches sent at once at most; positions are committed "
+              "only past a contiguous prefix of delivered batches" },
+    { .name = "adaptive_concurrency",
+      .type = SC_OPT_BOOL,
+      .offset = OFF(adaptive_concurrency),
+      .def = "true",
+      .help = "http, loki, elasticsearch: start with one batch in flight, add one while "
+              "round-trip times stay flat, cut by a tenth on 429, 503, timeouts and rising "
+              "latency (within max_in_flight); false: always max_in_flight" },
+    { .name = "ordered",
+      .type = SC_OPT_BOOL,
+      .offset = OFF(ordered),
+      .def = "true",
+      .help = "loki: keep each stream's entries in order across batches in flight (a batch waits "
+              "while an older one holding one of its streams is unacknowledged), as Loki with "
+              "unordered_writes off requires; false lets every batch go at once" },
     { .name = "spool",
       .type = SC_OPT_STR,
       .offset = OFF(spool),
@@ -490,8 +512,8 @@ static uint64_t acked_all(const struct logs *lg)
 {
     uint64_t acked = lg->seq;
     for (size_t i = 0; i < lg->nouts; i++) {
-        if (lg->outs[i]->acked_seq < acked) {
-            acked = lg->outs[i]->acked_seq;
+        if (lg->outs[i]->ack.acked < acked) {
+            acked = lg->outs[i]->ack.acked;
         }
     }
     return acked;
@@ -633,7 +655,10 @@ static void on_metrics(struct sc_metrics *r, void *arg)
     struct logs *lg = arg;
     (void)r;
     for (size_t i = 0; i < lg->nouts; i++) {
-        sc_metrics_gauge_set(lg->outs[i]->m.queue_bytes, (double)lg->outs[i]->queue_bytes);
+        struct logs_out *o = lg->outs[i];
+        sc_metrics_gauge_set(o->m.queue_bytes, (double)o->queue_bytes);
+        sc_metrics_gauge_set(o->m.concurrency, o->limit);
+        sc_metrics_gauge_set(o->m.in_flight, (double)o->inflight);
     }
 }
 
@@ -667,6 +692,11 @@ static void init_metrics(struct logs *lg)
                                       "Records given up, by reason.", lor, NULL, 0);
     lg->m.queue_bytes = sc_metrics_family(r, SC_METRIC_GAUGE, "sidecar_logs_queue_bytes",
                                           "Bytes queued in the output.", lo, NULL, 0);
+    lg->m.concurrency = sc_metrics_family(
+        r, SC_METRIC_GAUGE, "sidecar_logs_output_concurrency",
+        "Batches the output may have in flight now (adaptive concurrency's limit).", lo, NULL, 0);
+    lg->m.in_flight = sc_metrics_family(r, SC_METRIC_GAUGE, "sidecar_logs_output_in_flight",
+                                        "Batches whose request is running.", lo, NULL, 0);
     sc_metrics_on_collect(r, on_metrics, lg);
 }
 
@@ -880,6 +910,10 @@ static int logs_reload(struct sc_app *app, void *state, const void *cfgp, char *
     lg->cfg = c;
     for (size_t i = st->nflag_outs; i < lg->nouts; i++) {
         lg->outs[i]->cfg = &no[i - st->nflag_outs];
+    }
+    for (size_t i = 0; i < lg->nouts; i++) {
+        sc_free(lg->outs[i]->labels_json); /* the static labels may have changed */
+        lg->outs[i]->labels_json = NULL;
     }
     logs_tail_reconfigure(lg);
     sc_info("logs reloaded", SC_LU("paths", c->paths.n));

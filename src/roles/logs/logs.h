@@ -25,6 +25,7 @@
 #include "core/metrics.h"
 #include "core/str.h"
 #include "net/egress.h"
+#include "roles/logs/logs_ack.h"
 
 enum logs_parser { LOGS_P_NONE, LOGS_P_JSON, LOGS_P_LOGFMT, LOGS_P_CRI, LOGS_P_REGEX };
 enum logs_out_type { LOGS_O_FILE, LOGS_O_STDOUT, LOGS_O_HTTP, LOGS_O_LOKI, LOGS_O_ES };
@@ -55,8 +56,11 @@ struct logs_output_cfg {
     uint64_t retry_max_ms;
     uint64_t timeout_ms;
     char *dead_letter;
-    char *spool;          /* file of the on-disk spool; NULL: none */
-    uint64_t spool_limit; /* bytes */
+    int64_t max_in_flight;     /* batches in flight at most */
+    bool adaptive_concurrency; /* AIMD between 1 and max_in_flight; false: max_in_flight */
+    bool ordered;              /* loki: one batch of a stream in flight at a time, in order */
+    char *spool;               /* file of the on-disk spool; NULL: none */
+    uint64_t spool_limit;      /* bytes */
 };
 
 struct logs_cfg {
@@ -252,18 +256,28 @@ struct logs_out;
 struct logs_out_metrics {
     struct sc_metric *shipped, *bytes, *retries, *queue_bytes;
     struct sc_metric *dropped_rejected, *dropped_retries, *dropped_oversize;
+    struct sc_metric *concurrency, *in_flight;
 };
 
-/* A sealed batch: a body plus item boundaries, the highest sequence it holds. */
+/* A sealed batch: a body plus item boundaries, the highest sequence it holds, and its unit in the
+ * output's acknowledgement state (logs_ack.h). Several may be in flight at once. */
 struct logs_batch {
     struct sc_list node;
+    struct logs_out *out;
     struct sc_buf body;
     size_t *items; /* end offset of each item in body */
     size_t nitems;
     uint64_t last_seq;
+    uint64_t unit; /* logs_ack unit; unused for batches read back from the spool */
     uint32_t attempts;
     bool from_spool;
-    uint64_t spool_len; /* bytes of its spool record */
+    bool in_flight;
+    uint64_t retry_at_ms; /* not sent again before this loop time (a failed attempt) */
+    uint64_t spool_len;   /* bytes of its spool record */
+    struct sc_egress_xfer *xfer;
+    struct sc_buf send; /* the request body when it differs from body (encoded, gzipped) */
+    uint64_t *streams;  /* loki: hashes of the batch's stream label sets, sorted, unique */
+    size_t nstreams;
 };
 
 struct logs_out {
@@ -273,11 +287,10 @@ struct logs_out {
     struct sc_list queue; /* struct logs_batch, oldest first; the head is in flight */
     struct logs_batch *building;
     size_t queue_bytes;
-    uint64_t acked_seq;
-    uint64_t last_seq; /* highest sequence appended */
-    bool in_flight;
+    struct logs_ack ack; /* what positions may be committed past (the at-least-once invariant) */
+    unsigned inflight;   /* batches whose request is running */
     bool closing;
-    struct logs_batch *cur;         /* the batch being sent or waiting for its retry */
+    bool pumping, repump;
     struct logs_batch *spool_batch; /* reused for batches read back from the spool */
     int spool_fd;
     uint64_t spool_rd, spool_wr, spool_pending;
@@ -285,9 +298,15 @@ struct logs_out {
     uv_timer_t retry_timer;
     int nhandles;
     int fd; /* file output */
-    struct sc_egress_xfer *xfer;
-    struct sc_buf send_buf; /* encoded/compressed request body */
-    char *endpoint;         /* owned copies: a reload frees the config while a request runs */
+    /* Adaptive concurrency (AIMD): the current limit, the mean round-trip time, when the limit
+     * last went down and up, and whether sending waited for the limit since it last went up. */
+    double limit;
+    double rtt_ms;
+    uint64_t decreased_ms, increased_ms;
+    bool limited;
+    char *labels_json;          /* loki without label_fields: the labels' JSON, made once */
+    char *es_index, *es_action; /* elasticsearch: the last index name and its action line */
+    char *endpoint;             /* owned copies: a reload frees the config while a request runs */
     char *bearer, *user, *password;
     struct sc_kv *hdrs;
     size_t nhdrs;
@@ -329,12 +348,21 @@ void logs_spool_reset(struct logs_out *o);
 /* Sends one batch for the HTTP-based outputs (logs_http.c): calls logs_out_done when finished. */
 void logs_http_send(struct logs_out *o, struct logs_batch *b);
 
-/* Cancels the head batch's transfer, if any (its callback never fires). */
-void logs_http_cancel(struct logs_out *o);
+/* Cancels <b>'s transfer, if any (its callback never fires). */
+void logs_http_cancel(struct logs_batch *b);
 
-/* Reports the end of an attempt on the head batch: <ok> acknowledges it; <retry> schedules a retry
- * with backoff (else it is dropped and counted with <reason>). */
-void logs_out_done(struct logs_out *o, bool ok, bool retry, const char *reason);
+/* Reports the end of an attempt on <b>: <ok> acknowledges it; <retry> schedules a retry with
+ * backoff, or after <retry_after_ms> when the backend asked for it (else it is dropped and counted
+ * with <reason>). */
+void logs_out_done(struct logs_out *o, struct logs_batch *b, bool ok, bool retry,
+                   const char *reason, uint64_t retry_after_ms);
+
+/* Feeds one response to the adaptive concurrency: its round-trip time, and whether the backend
+ * pushed back (429, 503, a timeout or a transport error). */
+void logs_out_feedback(struct logs_out *o, double rtt_s, bool pushed_back);
+
+/* Appends a line to the output's dead-letter file (when configured). */
+void logs_out_dead_letter(struct logs_out *o, const char *p, size_t n);
 
 /* ---- the role (logs.c) ---- */
 
@@ -343,7 +371,8 @@ struct logs_file;
 struct logs_metrics {
     struct sc_metric *lines_read, *parse_errors, *files_watched, *truncated, *rotations,
         *truncations, *grep_dropped, *skipped_bytes;
-    struct sc_metric_family *shipped, *bytes, *retries, *dropped, *queue_bytes;
+    struct sc_metric_family *shipped, *bytes, *retries, *dropped, *queue_bytes, *concurrency,
+        *in_flight;
 };
 
 struct logs {

@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 // The HTTP-based outputs on the egress client: generic HTTP (NDJSON or a JSON array), Loki's push
 // API (JSON, or protobuf PushRequest hand-encoded and snappy-compressed) and Elasticsearch _bulk.
-// A batch is acknowledged only on a 2xx answer; 408, 429, 5xx and transport errors are retried;
-// other 4xx are counted as dropped and logged, never retried forever. For _bulk, a 200 with
-// errors:true is split per item: 429/5xx items are retried alone, the others dropped and counted.
+// A batch is acknowledged only on a 2xx answer; 408, 429, 5xx and transport errors are retried
+// (after Retry-After when the answer has one); other 4xx are counted as dropped and logged, never
+// retried forever. For _bulk, a 200 with errors:true is split per item: 429/5xx items are retried
+// alone, the others dropped, counted and written to the dead-letter file with their reason. Every
+// batch in flight has its own request (and its own encoded body when it differs from the batch's).
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #include <zlib.h>
 
@@ -217,6 +221,27 @@ static int loki_protobuf(const struct logs_batch *b, struct sc_buf *out)
     return rc;
 }
 
+/* Writes a rejected _bulk item to the dead-letter file: one JSON object with the output, the
+ * item's status, error type and reason, and the item itself (its action and document lines). */
+static void es_dead_letter(struct logs_out *o, json_int_t st, json_t *err, struct sc_str item)
+{
+    if (!o->cfg->dead_letter) {
+        return;
+    }
+    json_t *j = json_pack("{s:s,s:I,s:O?,s:O?,s:s%}", "output", o->name, "status", st, "type",
+                          json_object_get(err, "type"), "reason", json_object_get(err, "reason"),
+                          "item", item.len ? item.p : "", item.len);
+    size_t n = j ? json_dumpb(j, NULL, 0, JSON_COMPACT | JSON_PRESERVE_ORDER) : 0;
+    if (n) {
+        char *line = sc_malloc(n + 1);
+        json_dumpb(j, line, n, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        line[n] = '\n';
+        logs_out_dead_letter(o, line, n + 1);
+        sc_free(line);
+    }
+    json_decref(j);
+}
+
 static void on_es_resp(struct logs_out *o, struct logs_batch *b, struct sc_str body)
 {
     json_error_t e;
@@ -224,14 +249,14 @@ static void on_es_resp(struct logs_out *o, struct logs_batch *b, struct sc_str b
     json_t *items = json_object_get(r, "items");
     if (!json_is_true(json_object_get(r, "errors"))) {
         json_decref(r);
-        logs_out_done(o, true, false, NULL);
+        logs_out_done(o, b, true, false, NULL, 0);
         return;
     }
     if (!json_is_array(items) || json_array_size(items) != b->nitems) {
         sc_warn("elasticsearch: errors without a matching items list: retrying the batch",
                 SC_LS("output", o->name));
         json_decref(r);
-        logs_out_done(o, false, true, NULL);
+        logs_out_done(o, b, false, true, NULL, 0);
         return;
     }
     struct sc_buf keep;
@@ -261,6 +286,7 @@ static void on_es_resp(struct logs_out *o, struct logs_batch *b, struct sc_str b
                     SC_LI("status", (long long)st),
                     SC_LS("type", json_string_value(json_object_get(err, "type"))),
                     SC_LS("reason", json_string_value(json_object_get(err, "reason"))));
+            es_dead_letter(o, st, err, item);
         }
     }
     json_decref(r);
@@ -276,46 +302,72 @@ static void on_es_resp(struct logs_out *o, struct logs_batch *b, struct sc_str b
         o->queue_bytes -= old - b->body.len;
     }
     if (nk == 0) {
-        logs_out_done(o, true, false, NULL);
+        logs_out_done(o, b, true, false, NULL, 0);
     } else {
-        logs_out_done(o, false, true, NULL);
+        logs_out_done(o, b, false, true, NULL, 0);
     }
+}
+
+/* Retry-After (RFC 9110 10.2.3): delay-seconds or an HTTP-date. Returns milliseconds, or 0 when
+ * absent or unreadable. */
+static uint64_t retry_after_ms(struct sc_str v)
+{
+    uint64_t secs = 0;
+    if (!v.len) {
+        return 0;
+    }
+    if (sc_str_to_u64(v, 86400, &secs) == 0) {
+        return secs ? secs * 1000 : 1;
+    }
+    char tmp[64];
+    if (v.len >= sizeof(tmp)) {
+        return 0;
+    }
+    memcpy(tmp, v.p, v.len);
+    tmp[v.len] = 0;
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    const char *end = strptime(tmp, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    if (!end || *end) {
+        return 0;
+    }
+    time_t when = timegm(&tm), now = time(NULL);
+    return when > now ? (uint64_t)(when - now) * 1000 : 1;
 }
 
 static void on_resp(void *arg, const struct sc_egress_resp *resp)
 {
-    struct logs_out *o = arg;
-    o->xfer = NULL;
-    struct logs_batch *b = o->cur;
-    if (!b) {
-        o->in_flight = false;
-        return;
-    }
+    struct logs_batch *b = arg;
+    struct logs_out *o = b->out;
+    b->xfer = NULL;
     if (resp->error) {
         sc_warn("output request failed: retrying", SC_LS("output", o->name),
                 SC_LS("error", resp->error_msg ? resp->error_msg : sc_strerror(resp->error)));
-        logs_out_done(o, false, true, NULL);
+        logs_out_feedback(o, resp->seconds, true);
+        logs_out_done(o, b, false, true, NULL, 0);
         return;
     }
     int st = resp->status;
+    logs_out_feedback(o, resp->seconds, st == 429 || st == 503);
     if (st >= 200 && st < 300) {
         if (o->cfg->type == LOGS_O_ES) {
             on_es_resp(o, b, resp->body);
             return;
         }
-        logs_out_done(o, true, false, NULL);
+        logs_out_done(o, b, true, false, NULL, 0);
         return;
     }
     size_t show = resp->body.len < 300 ? resp->body.len : 300;
     if (st == 408 || st == 429 || st >= 500) {
+        uint64_t after = retry_after_ms(sc_egress_resp_header(resp, "Retry-After"));
         sc_warn("output answered a retryable status", SC_LS("output", o->name), SC_LI("status", st),
-                SC_LSN("body", resp->body.p, show));
-        logs_out_done(o, false, true, NULL);
+                SC_LU("retry_after_ms", after), SC_LSN("body", resp->body.p, show));
+        logs_out_done(o, b, false, true, NULL, after);
         return;
     }
     sc_error("output rejected a batch: dropped", SC_LS("output", o->name), SC_LI("status", st),
              SC_LU("lines", b->nitems), SC_LSN("body", resp->body.p, show));
-    logs_out_done(o, false, false, "rejected");
+    logs_out_done(o, b, false, false, "rejected", 0);
 }
 
 static void add_hdr(struct logs_out *o, const char *k, const char *v)
@@ -366,7 +418,7 @@ void logs_http_send(struct logs_out *o, struct logs_batch *b)
         build_hdrs(o);
     }
     struct sc_buf plain;
-    sc_buf_init(&plain, o->send_buf.max);
+    sc_buf_init(&plain, b->send.max);
     int rc = 0;
     const char *body = b->body.p;
     size_t blen = b->body.len;
@@ -388,16 +440,21 @@ void logs_http_send(struct logs_out *o, struct logs_batch *b)
             blen = plain.len;
         }
     }
-    sc_buf_reset(&o->send_buf);
+    sc_buf_reset(&b->send);
     if (rc == 0 && c->gzip && !(c->type == LOGS_O_LOKI && c->loki_encoding == LOGS_LOKI_PROTOBUF)) {
-        rc = gzip_into(&o->send_buf, body ? body : "", blen);
-    } else if (rc == 0) {
-        rc = sc_buf_append(&o->send_buf, body ? body : "", blen);
+        rc = gzip_into(&b->send, body ? body : "", blen);
+        body = b->send.p;
+        blen = b->send.len;
+    } else if (rc == 0 && body == plain.p && blen) {
+        /* Keep the encoded body with the batch for as long as its request runs. */
+        sc_buf_cleanup(&b->send);
+        b->send = plain;
+        sc_buf_init(&plain, b->send.max);
     }
     sc_buf_cleanup(&plain);
     if (rc < 0) {
         sc_error("cannot encode a batch: dropped", SC_LS("output", o->name), SC_LERR(rc));
-        logs_out_done(o, false, false, "rejected");
+        logs_out_done(o, b, false, false, "rejected", 0);
         return;
     }
     struct sc_egress_req req = {
@@ -405,26 +462,25 @@ void logs_http_send(struct logs_out *o, struct logs_batch *b)
         .url = o->endpoint,
         .headers = o->hdrs,
         .nheaders = o->nhdrs,
-        .body = o->send_buf.p,
-        .body_len = o->send_buf.len,
+        .body = blen ? body : "",
+        .body_len = blen,
         .timeout_ms = c->timeout_ms,
         .max_response = 64u << 20,
         .bearer_token = o->bearer,
         .basic_user = o->user,
         .basic_password = o->password,
     };
-    rc = sc_egress_send(o->lg->egress, &req, on_resp, o, &o->xfer);
+    rc = sc_egress_send(o->lg->egress, &req, on_resp, b, &b->xfer);
     if (rc < 0) {
         sc_warn("cannot start a request: retrying", SC_LS("output", o->name), SC_LERR(rc));
-        logs_out_done(o, false, true, NULL);
+        logs_out_done(o, b, false, true, NULL, 0);
     }
 }
 
-void logs_http_cancel(struct logs_out *o)
+void logs_http_cancel(struct logs_batch *b)
 {
-    if (o->xfer) {
-        sc_egress_cancel(o->xfer);
-        o->xfer = NULL;
-        o->in_flight = false;
+    if (b->xfer) {
+        sc_egress_cancel(b->xfer);
+        b->xfer = NULL;
     }
 }

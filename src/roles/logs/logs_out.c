@@ -1,11 +1,23 @@
 // SPDX-License-Identifier: Apache-2.0
-// Outputs: each has its own queue of batches (sealed by count, bytes or time), sends one batch at a
-// time so acknowledgements arrive in sequence order, retries with exponential backoff and jitter
-// (forever, or up to a limit and then into a dead-letter file), and counts what it ships and drops.
-// The queue's bytes are capped by buffer_limit: the tailer stops reading while any output is at its
-// cap, so a slow or dead backend leaves the backlog in the files, not in memory.
+// Outputs: each has its own queue of batches (sealed by count, bytes or time), sends several at
+// once (max_in_flight, or fewer while adaptive concurrency finds what the backend takes), retries
+// a failed batch with exponential backoff and jitter, or after the Retry-After the backend asked
+// for, without holding back the batches behind it (forever, or up to a limit and then into a
+// dead-letter file), and counts what it ships and drops. Batches may be acknowledged in any order;
+// logs_ack.c turns that into the acknowledged sequence, which only covers a contiguous prefix of
+// delivered batches, so positions never pass a batch that could still be lost. The queue's bytes
+// (in-flight batches included) are capped by buffer_limit: the tailer stops reading while any
+// output is at its cap, so a slow or dead backend leaves the backlog in the files, not in memory.
+//
+// Adaptive concurrency is additive-increase, multiplicative-decrease on the request outcome: the
+// limit starts at 1; a response whose round-trip time stays within 1.5x (+1 ms) of the mean,
+// while sending had to wait for the limit, adds one (up to max_in_flight); a 429, a 503, a
+// timeout, a transport error, or a round-trip time over twice the mean (+5 ms) cuts it by a tenth
+// (at least one). Either step is taken at most once per mean round-trip time, so that a burst of
+// responses in flight counts once and the limit grows by about one per round trip.
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <string.h>
 #include <time.h>
 #include <sys/stat.h>
@@ -32,7 +44,7 @@ static uint64_t rnd(void)
     return jitter_state;
 }
 
-static void send_head(struct logs_out *o);
+static void pump(struct logs_out *o);
 
 static void batch_free(struct logs_batch *b)
 {
@@ -40,7 +52,9 @@ static void batch_free(struct logs_batch *b)
         return;
     }
     sc_buf_cleanup(&b->body);
+    sc_buf_cleanup(&b->send);
     sc_free(b->items);
+    sc_free(b->streams);
     sc_free(b);
 }
 
@@ -48,8 +62,10 @@ static struct logs_batch *batch_new(struct logs_out *o)
 {
     struct logs_batch *b = SC_NEW(struct logs_batch);
     sc_list_init(&b->node);
+    b->out = o;
     /* One record may exceed batch_bytes; the per-output limit bounds it anyway. */
     sc_buf_init(&b->body, o->cfg->buffer_limit + o->lg->cfg->max_line_size * 6 + 65536);
+    sc_buf_init(&b->send, o->cfg->buffer_limit * 2 + (64u << 20));
     b->items = sc_calloc((size_t)o->cfg->batch_count, sizeof(size_t));
     return b;
 }
@@ -59,10 +75,70 @@ static void update_gauge(struct logs_out *o)
     sc_metrics_gauge_set(o->m.queue_bytes, (double)o->queue_bytes);
 }
 
+static void unqueue(struct logs_out *o, struct logs_batch *b)
+{
+    sc_list_remove(&b->node);
+    o->queue_bytes -= o->queue_bytes >= b->body.len ? b->body.len : o->queue_bytes;
+    update_gauge(o);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* loki: notes the batch's streams (each item starts with its labels' JSON and a tab). */
+static void note_streams(struct logs_batch *b)
+{
+    b->streams = sc_calloc(b->nitems + 1, sizeof(uint64_t));
+    size_t start = 0;
+    for (size_t i = 0; i < b->nitems; i++) {
+        const char *p = b->body.p + start;
+        const char *tab = memchr(p, '\t', b->items[i] - start);
+        size_t n = tab ? (size_t)(tab - p) : b->items[i] - start;
+        uint64_t h = 0xcbf29ce484222325ull;
+        for (size_t k = 0; k < n; k++) {
+            h = (h ^ (uint8_t)p[k]) * 0x100000001b3ull;
+        }
+        b->streams[i] = h;
+        start = b->items[i];
+    }
+    qsort(b->streams, b->nitems, sizeof(uint64_t), cmp_u64);
+    size_t k = 0;
+    for (size_t i = 0; i < b->nitems; i++) {
+        if (k == 0 || b->streams[k - 1] != b->streams[i]) {
+            b->streams[k++] = b->streams[i];
+        }
+    }
+    b->nstreams = k;
+}
+
+/* Whether <b> shares a stream with the sorted set <v>[<n>]. */
+static bool shares_stream(const struct logs_batch *b, const uint64_t *v, size_t n)
+{
+    if (n == 0) {
+        return false;
+    }
+    for (size_t i = 0; i < b->nstreams; i++) {
+        if (bsearch(&b->streams[i], v, n, sizeof(uint64_t), cmp_u64)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static void seal(struct logs_out *o)
 {
     struct logs_batch *b = o->building;
-    if (!b || b->nitems == 0) {
+    if (!b) {
+        return;
+    }
+    if (b->nitems == 0) {
+        /* Only records that could not be encoded: nothing to send, they are acknowledged. */
+        o->building = NULL;
+        logs_ack_done(&o->ack, b->unit);
+        batch_free(b);
         return;
     }
     o->building = NULL;
@@ -73,16 +149,15 @@ static void seal(struct logs_out *o)
         logs_spool_append(o, b) == 0) {
         o->queue_bytes -= o->queue_bytes >= b->body.len ? b->body.len : o->queue_bytes;
         update_gauge(o);
-        if (b->last_seq > o->acked_seq) {
-            o->acked_seq = b->last_seq; /* durable: positions may move past it */
-        }
+        logs_ack_done(&o->ack, b->unit); /* durable: positions may move past it */
         batch_free(b);
     } else {
+        if (o->cfg->type == LOGS_O_LOKI && o->cfg->ordered) {
+            note_streams(b);
+        }
         sc_list_append(&o->queue, &b->node);
     }
-    if (!o->in_flight && !uv_is_active((uv_handle_t *)&o->retry_timer)) {
-        send_head(o);
-    }
+    pump(o);
 }
 
 static void on_batch_timer(uv_timer_t *t)
@@ -129,6 +204,17 @@ static int dump_json(struct sc_buf *b, json_t *v)
 static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_rec *r)
 {
     const struct logs_cfg *c = o->lg->cfg;
+    if (o->cfg->label_fields.n == 0 && o->labels_json) {
+        /* The same labels for every record: their JSON is made once. */
+        int rc = sc_buf_append_cstr(b, o->labels_json);
+        if (rc == 0) {
+            rc = sc_buf_appendf(b, "\t%lld\t", (long long)r->ts_ns);
+        }
+        if (rc < 0) {
+            return rc;
+        }
+        goto line;
+    }
     json_t *labels = json_object();
     for (size_t i = 0; i < c->labels.n; i++) {
         json_object_set_new(labels, c->labels.v[i].key, json_string(c->labels.v[i].value));
@@ -147,6 +233,9 @@ static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_r
     int rc = sc_buf_reserve(b, need + 32);
     if (rc == 0) {
         json_dumpb(labels, b->p + b->len, need, JSON_COMPACT | JSON_SORT_KEYS);
+        if (o->cfg->label_fields.n == 0) {
+            o->labels_json = sc_strndup(b->p + b->len, need);
+        }
         b->len += need;
         rc = sc_buf_appendf(b, "\t%lld\t", (long long)r->ts_ns);
     }
@@ -154,6 +243,7 @@ static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_r
     if (rc < 0) {
         return rc;
     }
+line:;
     /* The line: the original text when the record is just a message, else the record's JSON. */
     const struct logs_field *msg = logs_ev_get(r->ev, SC_STR("message"));
     if (r->ev->live == 1 && msg && msg->type == LOGS_V_STR) {
@@ -186,9 +276,24 @@ static int encode_es(struct logs_out *o, struct sc_buf *b, const struct logs_rec
     if (n == 0) {
         return -EINVAL;
     }
-    json_t *act = json_pack("{s:{s:s}}", "create", "_index", index);
-    int rc = act ? dump_json(b, act) : -EINVAL;
-    json_decref(act);
+    /* The action line changes with the index name only (once a day with the default). */
+    if (!o->es_index || strcmp(o->es_index, index) != 0) {
+        json_t *act = json_pack("{s:{s:s}}", "create", "_index", index);
+        struct sc_buf line;
+        sc_buf_init(&line, sizeof(index) * 6 + 64);
+        int rc = act ? dump_json(&line, act) : -EINVAL;
+        json_decref(act);
+        if (rc < 0) {
+            sc_buf_cleanup(&line);
+            return rc;
+        }
+        sc_free(o->es_index);
+        sc_free(o->es_action);
+        o->es_index = sc_strdup(index);
+        o->es_action = sc_strndup(line.p, line.len);
+        sc_buf_cleanup(&line);
+    }
+    int rc = sc_buf_append_cstr(b, o->es_action);
     if (rc == 0) {
         rc = sc_buf_append(b, "\n", 1);
     }
@@ -236,6 +341,7 @@ void logs_out_append(struct logs_out *o, const struct logs_rec *r)
 {
     if (!o->building) {
         o->building = batch_new(o);
+        o->building->unit = logs_ack_open(&o->ack);
     }
     struct logs_batch *b = o->building;
     size_t before = b->body.len;
@@ -245,18 +351,12 @@ void logs_out_append(struct logs_out *o, const struct logs_rec *r)
         sc_metrics_counter_inc(o->m.dropped_oversize);
         sc_warn("record dropped: cannot encode it for the output", SC_LS("output", o->name),
                 SC_LERR(rc));
-        o->last_seq = r->seq;
-        /* Keep acknowledgements in order: an empty building batch acknowledges at once. */
-        if (b->nitems == 0 && sc_list_empty(&o->queue) && !o->in_flight) {
-            o->acked_seq = r->seq;
-        } else {
-            b->last_seq = r->seq;
-        }
+        logs_ack_skip(&o->ack, r->seq);
         return;
     }
     b->items[b->nitems++] = b->body.len;
     b->last_seq = r->seq;
-    o->last_seq = r->seq;
+    logs_ack_extend(&o->ack, r->seq);
     o->queue_bytes += b->body.len - before;
     update_gauge(o);
     if (b->nitems == 1 && o->cfg->batch_wait_ms) {
@@ -268,61 +368,160 @@ void logs_out_append(struct logs_out *o, const struct logs_rec *r)
     }
 }
 
-static void send_head(struct logs_out *o)
+static bool is_http(const struct logs_out *o)
 {
-    if (o->in_flight || o->closing) {
-        return;
-    }
-    struct logs_batch *b = o->cur;
-    if (!b && !sc_list_empty(&o->queue)) {
-        b = sc_list_entry(o->queue.next, struct logs_batch, node);
-    } else if (!b && o->spool_pending) {
-        if (!o->spool_batch) {
-            o->spool_batch = batch_new(o);
-            o->spool_batch->from_spool = true;
-        }
-        o->spool_batch->attempts = 0;
-        b = logs_spool_read(o, o->spool_batch);
-        if (!b) {
-            sc_error("spool unreadable: its batches are dropped", SC_LS("output", o->name),
-                     SC_LU("batches", o->spool_pending));
-            logs_spool_reset(o);
-            return;
-        }
-    }
-    if (!b) {
-        return;
-    }
-    o->cur = b;
-    o->in_flight = true;
-    switch (o->cfg->type) {
-    case LOGS_O_FILE:
-    case LOGS_O_STDOUT: {
-        int rc = sc_file_write_all(o->fd, b->body.p, b->body.len);
-        if (rc < 0) {
-            sc_warn("output write failed", SC_LS("output", o->name), SC_LERR(rc));
-        }
-        logs_out_done(o, rc == 0, true, NULL);
-        break;
-    }
-    default:
-        logs_http_send(o, b);
-        break;
-    }
+    return o->cfg->type != LOGS_O_FILE && o->cfg->type != LOGS_O_STDOUT;
 }
 
 static void on_retry_timer(uv_timer_t *t)
 {
-    send_head(t->data);
+    pump(t->data);
 }
 
-static void dead_letter(struct logs_out *o, struct logs_batch *b)
+/* Starts <b>: the HTTP outputs call logs_out_done from their response; file and stdout write
+ * now and call it before returning. */
+static void start(struct logs_out *o, struct logs_batch *b)
+{
+    b->in_flight = true;
+    o->inflight++;
+    if (is_http(o)) {
+        logs_http_send(o, b);
+        return;
+    }
+    int rc = sc_file_write_all(o->fd, b->body.p, b->body.len);
+    if (rc < 0) {
+        sc_warn("output write failed", SC_LS("output", o->name), SC_LERR(rc));
+    }
+    logs_out_done(o, b, rc == 0, true, NULL, 0);
+}
+
+/* Sends what the limits allow: spooled batches one at a time once the memory queue is empty;
+ * queued batches oldest first, skipping those waiting for their retry, up to the concurrency
+ * limit. Re-entrant calls (a file write acknowledges from inside) are folded into the running
+ * one. Arms the retry timer for the earliest batch left waiting. */
+static void pump(struct logs_out *o)
+{
+    if (o->closing) {
+        return;
+    }
+    if (o->pumping) {
+        o->repump = true;
+        return;
+    }
+    o->pumping = true;
+    do {
+        o->repump = false;
+        uint64_t now = uv_now(o->lg->loop), next = UINT64_MAX;
+        unsigned limit = is_http(o) ? (unsigned)o->limit : 1;
+        if (sc_list_empty(&o->queue) && o->spool_pending &&
+            !(o->spool_batch && o->spool_batch->in_flight)) {
+            struct logs_batch *b = o->spool_batch;
+            if (b && b->nitems && b->retry_at_ms > now) {
+                next = b->retry_at_ms;
+            } else {
+                if (!b) {
+                    b = o->spool_batch = batch_new(o);
+                    b->from_spool = true;
+                }
+                if (!b->nitems) {
+                    b->attempts = 0;
+                    b->retry_at_ms = 0;
+                    if (!logs_spool_read(o, b)) {
+                        sc_error("spool unreadable: its batches are dropped",
+                                 SC_LS("output", o->name), SC_LU("batches", o->spool_pending));
+                        logs_spool_reset(o);
+                        continue;
+                    }
+                }
+                start(o, b);
+            }
+        }
+        /* loki, ordered: the streams of older batches not acknowledged yet. */
+        bool ordered = o->cfg->type == LOGS_O_LOKI && o->cfg->ordered;
+        uint64_t *busy = NULL;
+        size_t nbusy = 0, cbusy = 0;
+        struct sc_list *pos, *tmp;
+        sc_list_foreach(pos, tmp, &o->queue)
+        {
+            if (o->repump || o->closing) {
+                break; /* the queue changed under us: walk it again */
+            }
+            struct logs_batch *b = sc_list_entry(pos, struct logs_batch, node);
+            if (ordered) {
+                bool wait = shares_stream(b, busy, nbusy);
+                if (b->nstreams) {
+                    if (nbusy + b->nstreams > cbusy) {
+                        cbusy = (nbusy + b->nstreams) * 2;
+                        busy = sc_reallocarray(busy, cbusy, sizeof(uint64_t));
+                    }
+                    memcpy(busy + nbusy, b->streams, b->nstreams * sizeof(uint64_t));
+                    nbusy += b->nstreams;
+                    qsort(busy, nbusy, sizeof(uint64_t), cmp_u64);
+                }
+                if (wait) {
+                    continue; /* an older batch of one of its streams goes first */
+                }
+            }
+            if (b->in_flight) {
+                continue;
+            }
+            if (b->retry_at_ms > now) {
+                next = b->retry_at_ms < next ? b->retry_at_ms : next;
+                continue;
+            }
+            if (o->inflight >= limit) {
+                o->limited = true;
+                break;
+            }
+            start(o, b);
+        }
+        sc_free(busy);
+        if (next != UINT64_MAX && !o->closing) {
+            uv_timer_start(&o->retry_timer, on_retry_timer, next - now, 0);
+        }
+    } while (o->repump && !o->closing);
+    o->pumping = false;
+    sc_metrics_gauge_set(o->m.in_flight, (double)o->inflight);
+}
+
+void logs_out_feedback(struct logs_out *o, double rtt_s, bool pushed_back)
+{
+    if (!o->cfg->adaptive_concurrency) {
+        return;
+    }
+    double rtt = rtt_s * 1000;
+    uint64_t now = uv_now(o->lg->loop);
+    double max = (double)o->cfg->max_in_flight;
+    bool rising = o->rtt_ms > 0 && rtt > o->rtt_ms * 2 + 5;
+    if (pushed_back || rising) {
+        if (o->decreased_ms == 0 || (double)(now - o->decreased_ms) >= o->rtt_ms) {
+            double l = floor(o->limit * 0.9);
+            o->limit = l < o->limit - 1 ? l : o->limit - 1;
+            if (o->limit < 1) {
+                o->limit = 1;
+            }
+            o->decreased_ms = now;
+            o->limited = false;
+        }
+    } else if (o->limited && rtt <= o->rtt_ms * 1.5 + 1 && o->limit < max &&
+               (double)(now - o->increased_ms) >= o->rtt_ms) {
+        o->limit += 1;
+        o->limited = false;
+        o->increased_ms = now;
+    }
+    if (!pushed_back) {
+        o->rtt_ms = o->rtt_ms > 0 ? o->rtt_ms * 0.6 + rtt * 0.4 : rtt;
+    }
+    sc_metrics_gauge_set(o->m.concurrency, o->limit);
+}
+
+void logs_out_dead_letter(struct logs_out *o, const char *p, size_t n)
 {
     if (!o->cfg->dead_letter) {
         return;
     }
     int fd = open(o->cfg->dead_letter, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (fd < 0 || sc_file_write_all(fd, b->body.p, b->body.len) < 0) {
+    if (fd < 0 || sc_file_write_all(fd, p, n) < 0) {
         sc_error("cannot write the dead-letter file", SC_LS("path", o->cfg->dead_letter),
                  SC_LS("error", strerror(errno)));
     }
@@ -332,7 +531,9 @@ static void dead_letter(struct logs_out *o, struct logs_batch *b)
 }
 
 /* Moves every batch of the memory queue to the spool, in order, so that during an outage
- * nothing waits in memory only and positions can move past it. Stops when the spool is full. */
+ * nothing waits in memory only and positions can move past it. Requests still running are
+ * cancelled: their batches are sent again from the spool (at-least-once: perhaps twice). Stops
+ * when the spool is full. */
 static void spill(struct logs_out *o)
 {
     while (!sc_list_empty(&o->queue)) {
@@ -340,20 +541,15 @@ static void spill(struct logs_out *o)
         if (logs_spool_append(o, b) < 0) {
             break;
         }
-        sc_list_remove(&b->node);
-        o->queue_bytes -= o->queue_bytes >= b->body.len ? b->body.len : o->queue_bytes;
-        if (b->last_seq > o->acked_seq) {
-            o->acked_seq = b->last_seq;
+        if (b->in_flight) {
+            logs_http_cancel(b);
+            b->in_flight = false;
+            o->inflight--;
         }
-        if (o->cur == b) {
-            o->cur = NULL;
-        }
+        unqueue(o, b);
+        logs_ack_done(&o->ack, b->unit);
         batch_free(b);
     }
-    if (sc_list_empty(&o->queue) && (!o->building || o->building->nitems == 0)) {
-        o->acked_seq = o->last_seq;
-    }
-    update_gauge(o);
 }
 
 bool logs_out_full(const struct logs_out *o)
@@ -366,37 +562,48 @@ bool logs_out_full(const struct logs_out *o)
     return !(o->spool_pending > 0 && sc_list_empty(&o->queue) && logs_spool_has_room(o, batch));
 }
 
-void logs_out_done(struct logs_out *o, bool ok, bool retry, const char *reason)
+/* The delay before attempt <attempts> + 1: exponential from retry_initial up to retry_max, with
+ * jitter over its upper half; or the backend's Retry-After (capped at retry_max). */
+static uint64_t retry_delay(const struct logs_out *o, uint32_t attempts, uint64_t retry_after_ms)
 {
-    o->in_flight = false;
-    o->xfer = NULL;
-    struct logs_batch *b = o->cur;
-    if (!b) {
-        return;
+    if (retry_after_ms) {
+        return retry_after_ms < o->cfg->retry_max_ms ? retry_after_ms : o->cfg->retry_max_ms;
     }
+    uint64_t d = o->cfg->retry_initial_ms;
+    for (uint32_t i = 1; i < attempts && d < o->cfg->retry_max_ms; i++) {
+        d *= 2;
+    }
+    if (d > o->cfg->retry_max_ms) {
+        d = o->cfg->retry_max_ms;
+    }
+    return d / 2 + (d ? rnd() % (d / 2 + 1) : 0);
+}
+
+void logs_out_done(struct logs_out *o, struct logs_batch *b, bool ok, bool retry,
+                   const char *reason, uint64_t retry_after_ms)
+{
+    if (b->in_flight) {
+        b->in_flight = false;
+        o->inflight--;
+    }
+    b->xfer = NULL;
+    sc_buf_reset(&b->send);
     if (!ok && retry && !o->closing) {
         b->attempts++;
         if (o->cfg->max_retries == 0 || b->attempts <= (uint32_t)o->cfg->max_retries) {
             sc_metrics_counter_inc(o->m.retries);
-            uint64_t d = o->cfg->retry_initial_ms;
-            for (uint32_t i = 1; i < b->attempts && d < o->cfg->retry_max_ms; i++) {
-                d *= 2;
-            }
-            if (d > o->cfg->retry_max_ms) {
-                d = o->cfg->retry_max_ms;
-            }
-            d = d / 2 + (d ? rnd() % (d / 2 + 1) : 0);
-            uv_timer_start(&o->retry_timer, on_retry_timer, d, 0);
+            b->retry_at_ms = uv_now(o->lg->loop) + retry_delay(o, b->attempts, retry_after_ms);
             if (o->spool_fd >= 0 && !b->from_spool) {
                 spill(o);
                 logs_on_ack(o->lg);
             }
+            pump(o);
             return;
         }
         reason = "retries_exhausted";
         sc_error("batch dropped after its last retry", SC_LS("output", o->name),
                  SC_LU("lines", b->nitems), SC_LS("dead_letter", o->cfg->dead_letter));
-        dead_letter(o, b);
+        logs_out_dead_letter(o, b->body.p, b->body.len);
     }
     if (ok) {
         sc_metrics_counter_add(o->m.shipped, b->nitems);
@@ -410,24 +617,16 @@ void logs_out_done(struct logs_out *o, bool ok, bool retry, const char *reason)
         /* closing: leave the batch unacknowledged (it is read again after a restart) */
         return;
     }
-    o->cur = NULL;
     if (b->from_spool) {
         logs_spool_consume(o, b); /* its records were acknowledged when spooled */
         b->nitems = 0;
         sc_buf_reset(&b->body);
     } else {
-        sc_list_remove(&b->node);
-        o->queue_bytes -= o->queue_bytes >= b->body.len ? b->body.len : o->queue_bytes;
-        update_gauge(o);
-        if (b->last_seq > o->acked_seq) {
-            o->acked_seq = b->last_seq;
-        }
-        if (sc_list_empty(&o->queue) && (!o->building || o->building->nitems == 0)) {
-            o->acked_seq = o->last_seq;
-        }
+        unqueue(o, b);
+        logs_ack_done(&o->ack, b->unit);
         batch_free(b);
     }
-    send_head(o);
+    pump(o);
     logs_on_ack(o->lg);
 }
 
@@ -465,7 +664,8 @@ int logs_out_new(struct logs *lg, const struct logs_output_cfg *cfg, struct logs
     o->fd = -1;
     o->spool_fd = -1;
     sc_list_init(&o->queue);
-    sc_buf_init(&o->send_buf, cfg->buffer_limit * 2 + (64u << 20));
+    logs_ack_init(&o->ack);
+    o->limit = cfg->adaptive_concurrency ? 1 : (double)cfg->max_in_flight;
     if (cfg->type == LOGS_O_FILE) {
         if (!cfg->path) {
             *err = sc_asprintf("output %s: a file output needs a path", o->name);
@@ -502,7 +702,10 @@ int logs_out_new(struct logs *lg, const struct logs_output_cfg *cfg, struct logs
     const char *l4[] = { o->name, "unencodable", NULL };
     o->m.dropped_oversize = sc_metric_get(lg->m.dropped, l4);
     *out = o;
-    send_head(o); /* batches spooled by the last run */
+    o->m.concurrency = sc_metric_get(lg->m.concurrency, l1);
+    o->m.in_flight = sc_metric_get(lg->m.in_flight, l1);
+    sc_metrics_gauge_set(o->m.concurrency, o->limit);
+    pump(o); /* batches spooled by the last run */
     return 0;
 fail:
     if (o->spool_fd >= 0) {
@@ -511,7 +714,6 @@ fail:
     if (o->fd > 2) {
         close(o->fd);
     }
-    sc_buf_cleanup(&o->send_buf);
     sc_free(o->name);
     sc_free(o);
     return SC_ECONFIG;
@@ -534,13 +736,16 @@ static void out_free(struct logs_out *o)
     if (o->fd > 2) {
         close(o->fd);
     }
-    sc_buf_cleanup(&o->send_buf);
+    logs_ack_cleanup(&o->ack);
     for (size_t i = 0; i < o->nhdrs; i++) {
         sc_free(o->hdrs[i].key);
         sc_free(o->hdrs[i].value);
     }
     sc_free(o->hdrs);
     sc_free(o->endpoint);
+    sc_free(o->labels_json);
+    sc_free(o->es_index);
+    sc_free(o->es_action);
     sc_free(o->bearer);
     sc_free(o->user);
     if (o->password) {
@@ -563,7 +768,14 @@ static void on_out_closed(uv_handle_t *h)
 void logs_out_close(struct logs_out *o)
 {
     o->closing = true;
-    logs_http_cancel(o);
+    struct sc_list *pos, *tmp;
+    sc_list_foreach(pos, tmp, &o->queue)
+    {
+        logs_http_cancel(sc_list_entry(pos, struct logs_batch, node));
+    }
+    if (o->spool_batch) {
+        logs_http_cancel(o->spool_batch);
+    }
     uv_close((uv_handle_t *)&o->batch_timer, on_out_closed);
     uv_close((uv_handle_t *)&o->retry_timer, on_out_closed);
 }

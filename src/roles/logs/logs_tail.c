@@ -428,6 +428,13 @@ void logs_tail_read_all(struct logs *lg)
         }
         more |= read_file(lg, f);
     }
+    if (logs_backpressured(lg)) {
+        /* A file read stopped at the limit: the acknowledgement that makes room resumes
+         * reading (logs_on_ack). Left unpaused, nothing but the next poll tick would. */
+        lg->paused = true;
+        logs_tail_commit(lg, false);
+        return;
+    }
     lg->paused = false;
     stdin_resume(lg);
     if (more) {
@@ -1098,8 +1105,8 @@ void logs_tail_commit(struct logs *lg, bool force)
 {
     uint64_t acked = UINT64_MAX;
     for (size_t i = 0; i < lg->nouts; i++) {
-        if (lg->outs[i]->acked_seq < acked) {
-            acked = lg->outs[i]->acked_seq;
+        if (lg->outs[i]->ack.acked < acked) {
+            acked = lg->outs[i]->ack.acked;
         }
     }
     if (lg->nouts == 0) {
