@@ -208,6 +208,9 @@ int proxy_build_resp_head(struct proxy_exch *r, const struct sc_http_msg *m, str
                           bool close)
 {
     bool upgrade = m->status == 101;
+    if (r->span) {
+        proxy_trace_response(r, m); /* gRPC status */
+    }
     reserve_for(b, m);
     const struct proxy_route_policy *pol = r->route->pol;
     char line[13] = { 'H',
@@ -517,7 +520,8 @@ int proxy_build_req_head(struct proxy_exch *r, const struct sc_http_msg *m, stru
     conn_tokens_init(&ct, m);
     for (size_t i = 0; i < m->nheaders; i++) {
         const struct sc_http_header *h = &m->headers[i];
-        if (hop_by_hop(h->name, &ct) || (pol && proxy_route_policy_skip_req_header(pol, h->name))) {
+        if (hop_by_hop(h->name, &ct) || (pol && proxy_route_policy_skip_req_header(pol, h->name)) ||
+            (r->tr.on && proxy_trace_owns_header(h->name))) {
             continue;
         }
         if (r->authn_strip.p && h->value.p == r->authn_strip.p) {
@@ -634,6 +638,13 @@ int proxy_build_req_head(struct proxy_exch *r, const struct sc_http_msg *m, stru
         r->request_id_len = 36;
     }
     rc |= put(b, r->request_id, r->request_id_len);
+    if (r->tr.on) {
+        /* Tracing: this hop's span is the next one's parent (proxy_trace.c). */
+        rc |= PUT_LIT(b, "\r\n");
+        rc |= proxy_trace_headers(r, NULL, b);
+        rc |= PUT_LIT(b, "\r\n");
+        return rc ? SC_ETOOBIG : 0;
+    }
     /* traceparent: keep the trace id and flags, new parent id for this hop. */
     char t[56];
     memcpy(t, "00-", 3);
