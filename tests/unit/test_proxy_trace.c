@@ -24,9 +24,9 @@ static void test_traceparent(void **state)
 {
     (void)state;
     struct proxy_trace_ctx c;
-    assert_int_equal(
-        proxy_traceparent_parse(SC_STR("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), &c),
-        0);
+    assert_int_equal(proxy_traceparent_parse(
+                         SC_STR("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), &c),
+                     0);
     assert_true(c.has_ids);
     assert_int_equal(c.sampling, PROXY_TRACE_ACCEPT);
     assert_int_equal(c.trace_id[0], 0x4b);
@@ -34,14 +34,15 @@ static void test_traceparent(void **state)
     char out[55];
     proxy_traceparent_format(out, c.trace_id, c.span_id, true);
     assert_memory_equal(out, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", 55);
-    assert_int_equal(
-        proxy_traceparent_parse(SC_STR("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"), &c),
-        0);
+    assert_int_equal(proxy_traceparent_parse(
+                         SC_STR("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"), &c),
+                     0);
     assert_int_equal(c.sampling, PROXY_TRACE_DENY);
     /* A later version may append fields after a dash. */
-    assert_int_equal(proxy_traceparent_parse(
-                         SC_STR("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what"), &c),
-                     0);
+    assert_int_equal(
+        proxy_traceparent_parse(
+            SC_STR("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what"), &c),
+        0);
     static const char *const bad[] = {
         "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  /* version ff */
         "00-00000000000000000000000000000000-00f067aa0ba902b7-01",  /* zero trace id */
@@ -65,11 +66,11 @@ static void test_tracestate(void **state)
     assert_true(proxy_tracestate_valid(SC_STR("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE")));
     assert_true(proxy_tracestate_valid(SC_STR("fw529a3039@dt=abc, ,a*b/c-d_e=x y")));
     assert_true(proxy_tracestate_valid(SC_STR("")));
-    assert_false(proxy_tracestate_valid(SC_STR("Rojo=1")));       /* upper-case key */
-    assert_false(proxy_tracestate_valid(SC_STR("a=b=c")));        /* '=' in the value */
-    assert_false(proxy_tracestate_valid(SC_STR("a")));            /* no value */
-    assert_false(proxy_tracestate_valid(SC_STR("a=")));           /* empty value */
-    assert_false(proxy_tracestate_valid(SC_STR("a=b\x01")));      /* control byte */
+    assert_false(proxy_tracestate_valid(SC_STR("Rojo=1")));  /* upper-case key */
+    assert_false(proxy_tracestate_valid(SC_STR("a=b=c")));   /* '=' in the value */
+    assert_false(proxy_tracestate_valid(SC_STR("a")));       /* no value */
+    assert_false(proxy_tracestate_valid(SC_STR("a=")));      /* empty value */
+    assert_false(proxy_tracestate_valid(SC_STR("a=b\x01"))); /* control byte */
     assert_false(proxy_tracestate_valid(SC_STR("t@toolongsystemid=1")));
     char many[400] = "";
     size_t n = 0;
@@ -88,8 +89,8 @@ static void test_b3(void **state)
     (void)state;
     struct proxy_trace_ctx c;
     assert_int_equal(
-        proxy_b3_parse(SC_STR("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90"),
-                       &c),
+        proxy_b3_parse(
+            SC_STR("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90"), &c),
         0);
     assert_true(c.has_ids);
     assert_int_equal(c.sampling, PROXY_TRACE_ACCEPT);
@@ -105,10 +106,14 @@ static void test_b3(void **state)
     assert_false(c.has_ids);
     assert_int_equal(c.sampling, PROXY_TRACE_DENY);
     static const char *const bad[] = {
-        "2", "a3ce929d0e0e4736", "a3ce929d0e0e4736-e457b5a2e4d86bd1-x",
+        "2",
+        "a3ce929d0e0e4736",
+        "a3ce929d0e0e4736-e457b5a2e4d86bd1-x",
         "a3ce929d0e0e4736-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b9",
         "a3ce929d0e0e4736-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90-1",
-        "A3CE929D0E0E4736-e457b5a2e4d86bd1", "0000000000000000-e457b5a2e4d86bd1", "",
+        "A3CE929D0E0E4736-e457b5a2e4d86bd1",
+        "0000000000000000-e457b5a2e4d86bd1",
+        "",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         assert_int_equal(proxy_b3_parse(sc_str_c(bad[i]), &c), -1);
@@ -118,8 +123,8 @@ static void test_b3(void **state)
                      0);
     assert_true(c.has_ids);
     assert_int_equal(c.sampling, PROXY_TRACE_ACCEPT);
-    assert_int_equal(
-        proxy_b3_multi_parse(SC_STR(""), SC_STR(""), SC_STR("true"), SC_STR(""), &c), 0);
+    assert_int_equal(proxy_b3_multi_parse(SC_STR(""), SC_STR(""), SC_STR("true"), SC_STR(""), &c),
+                     0);
     assert_false(c.has_ids);
     assert_int_equal(c.sampling, PROXY_TRACE_ACCEPT);
     assert_int_equal(proxy_b3_multi_parse(SC_STR(""), SC_STR(""), SC_STR(""), SC_STR("1"), &c), 0);
@@ -128,8 +133,8 @@ static void test_b3(void **state)
     assert_int_equal(proxy_b3_multi_parse(SC_STR("80f198ee56343ba864fe8b2a57d3eff7"), SC_STR(""),
                                           SC_STR("1"), SC_STR(""), &c),
                      -1);
-    assert_int_equal(
-        proxy_b3_multi_parse(SC_STR(""), SC_STR(""), SC_STR("yes"), SC_STR(""), &c), -1);
+    assert_int_equal(proxy_b3_multi_parse(SC_STR(""), SC_STR(""), SC_STR("yes"), SC_STR(""), &c),
+                     -1);
 }
 
 static struct proxy_span *mkspan(int kind, bool parent)
@@ -190,7 +195,8 @@ static struct proxy_trace_resource resource(void)
 static void test_otlp_proto(void **state)
 {
     (void)state;
-    struct proxy_span *sp[2] = { mkspan(PROXY_SPAN_SERVER, true), mkspan(PROXY_SPAN_CLIENT, false) };
+    struct proxy_span *sp[2] = { mkspan(PROXY_SPAN_SERVER, true),
+                                 mkspan(PROXY_SPAN_CLIENT, false) };
     struct proxy_trace_resource res = resource();
     struct sc_buf b;
     sc_buf_init(&b, 1 << 20);
@@ -225,7 +231,7 @@ static void test_otlp_proto(void **state)
     assert_int_equal(rs->scope_spans[0]->spans[1]->kind, 3);
     assert_int_equal(rs->scope_spans[0]->spans[1]->parent_span_id.len, 0);
     opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(r,
-                                                                                          NULL);
+                                                                                            NULL);
     sc_buf_cleanup(&b);
     sc_free(sp[0]);
     sc_free(sp[1]);
@@ -243,11 +249,11 @@ static void test_json(void **state)
     json_t *j = json_loadb(b.p, b.len, 0, &je);
     assert_non_null(j);
     json_t *s = json_array_get(
-        json_object_get(json_array_get(json_object_get(json_array_get(json_object_get(j, "resourceSpans"),
-                                                                       0),
-                                                       "scopeSpans"),
-                                       0),
-                        "spans"),
+        json_object_get(
+            json_array_get(json_object_get(json_array_get(json_object_get(j, "resourceSpans"), 0),
+                                           "scopeSpans"),
+                           0),
+            "spans"),
         0);
     assert_string_equal(json_string_value(json_object_get(s, "traceId")),
                         "0102030405060708090a0b0c0d0e0f10");

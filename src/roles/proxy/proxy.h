@@ -281,7 +281,6 @@ struct proxy_rt {
     int escaped_slashes;       /* enum proxy_escslash */
     struct proxy_authz *authz; /* the policies that apply to the workload; NULL: none */
     struct proxy_jwt *jwt;     /* the RequestAuthentication rules that apply; NULL: none */
-    uint64_t busy_poll_ns; /* 0: off */
     struct proxy_trace_rt *trace; /* NULL: tracing off (proxy_trace.c) */
 };
 

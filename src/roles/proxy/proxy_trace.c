@@ -235,9 +235,9 @@ static struct proxy_trace_resource make_resource(const struct proxy_cfg *cfg)
     }
     const char *svc = cfg->tracing.service_name && *cfg->tracing.service_name
                           ? cfg->tracing.service_name
-                      : app                ? app
-                      : (pod && *pod)      ? pod
-                                           : host;
+                      : app           ? app
+                      : (pod && *pod) ? pod
+                                      : host;
     add_kv(&r, "service.name", svc);
     if (have_wl) {
         add_kv(&r, "service.namespace", wl.ns);
@@ -483,8 +483,9 @@ void proxy_trace_end(struct proxy_exch *ex)
     uint64_t now = proxy_now_ns();
     s->end_ns = at(s, ex->start_ns, now);
     const struct proxy_route *rt = ex->route;
-    struct sc_str route_tpl = rt->path ? sc_str_c(rt->path) : rt->prefix ? sc_str_c(rt->prefix)
-                                                                         : SC_STR_NULL;
+    struct sc_str route_tpl = rt->path     ? sc_str_c(rt->path)
+                              : rt->prefix ? sc_str_c(rt->prefix)
+                                           : SC_STR_NULL;
     char name[300];
     size_t ml = strlen(ex->method);
     memcpy(name, ex->method, ml);
@@ -517,8 +518,7 @@ void proxy_trace_end(struct proxy_exch *ex)
         proxy_span_int(s, "sidecar.retries", ex->retries);
     }
     if (ex->upstream_total_ns) {
-        proxy_span_int(s, "sidecar.upstream.duration_us",
-                       (int64_t)(ex->upstream_total_ns / 1000));
+        proxy_span_int(s, "sidecar.upstream.duration_us", (int64_t)(ex->upstream_total_ns / 1000));
     }
     if (ex->flags) {
         char fl[64];

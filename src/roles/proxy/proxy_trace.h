@@ -80,8 +80,8 @@ struct proxy_span {
     uint8_t span_id[8];
     uint8_t parent_id[8];
     bool has_parent;
-    uint8_t kind;   /* PROXY_SPAN_* */
-    uint8_t status; /* OTLP StatusCode: 0 unset, 2 error */
+    uint8_t kind;      /* PROXY_SPAN_* */
+    uint8_t status;    /* OTLP StatusCode: 0 unset, 2 error */
     uint64_t start_ns; /* since the Unix epoch */
     uint64_t end_ns;
     uint16_t name_off, name_len;

@@ -211,7 +211,7 @@ static int b3_state(struct sc_str s)
     if (s.len != 1) {
         return -1;
     }
-    return s.p[0] == '0' ? PROXY_TRACE_DENY
+    return s.p[0] == '0'   ? PROXY_TRACE_DENY
            : s.p[0] == '1' ? PROXY_TRACE_ACCEPT
            : s.p[0] == 'd' ? PROXY_TRACE_DEBUG
                            : -1;

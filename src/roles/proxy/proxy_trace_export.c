@@ -70,6 +70,7 @@ struct proxy_tracer {
     void *flush_arg;
     uint64_t last_drop_log;
     uint64_t drops_unlogged;
+    double full_logged; /* m_full's value when queue drops were last reported */
     struct sc_metric *m_sampled, *m_exported, *m_full, *m_failed, *m_latency, *m_queued;
 };
 
@@ -148,11 +149,11 @@ int proxy_trace_encode_otlp_json(struct sc_buf *out, const struct proxy_trace_re
         }
         rc |= JLIT(out, ",\"name\":");
         rc |= jstr(out, s->arena + s->name_off, s->name_len);
-        rc |= sc_buf_appendf(out,
-                             ",\"kind\":%d,\"startTimeUnixNano\":\"%llu\",\"endTimeUnixNano\":"
-                             "\"%llu\",\"attributes\":[",
-                             s->kind, (unsigned long long)s->start_ns,
-                             (unsigned long long)s->end_ns);
+        rc |=
+            sc_buf_appendf(out,
+                           ",\"kind\":%d,\"startTimeUnixNano\":\"%llu\",\"endTimeUnixNano\":"
+                           "\"%llu\",\"attributes\":[",
+                           s->kind, (unsigned long long)s->start_ns, (unsigned long long)s->end_ns);
         for (size_t a = 0; a < s->nattrs; a++) {
             const struct proxy_span_attr *at = &s->attrs[a];
             rc |= a ? JLIT(out, ",") : 0;
@@ -423,7 +424,7 @@ static void on_sent(void *arg, const struct sc_egress_resp *resp)
     sc_histogram_observe(t->m_latency, resp->seconds);
     int st = resp->status;
     if (resp->error == 0 && st >= 200 && st < 300) {
-        int64_t rej = t->provider == PROXY_TRACE_OTLP_HTTP   ? proxy_trace_rejected_proto(resp->body)
+        int64_t rej = t->provider == PROXY_TRACE_OTLP_HTTP ? proxy_trace_rejected_proto(resp->body)
                       : t->provider == PROXY_TRACE_OTLP_JSON ? proxy_trace_rejected_json(resp->body)
                                                              : 0;
         if (rej > (int64_t)t->nspans) {
@@ -472,8 +473,8 @@ static void send_body(struct proxy_tracer *t)
 {
     struct sc_kv hdr[40];
     size_t nh = 0;
-    const char *ctype = t->provider == PROXY_TRACE_OTLP_HTTP ? "application/x-protobuf"
-                                                             : "application/json";
+    const char *ctype =
+        t->provider == PROXY_TRACE_OTLP_HTTP ? "application/x-protobuf" : "application/json";
     hdr[nh++] = (struct sc_kv){ .key = "Content-Type", .value = (char *)ctype };
     hdr[nh++] = (struct sc_kv){ .key = "User-Agent", .value = "sidecar/" SC_VERSION };
     if (t->gzip) {
@@ -551,7 +552,18 @@ static void on_async(uv_async_t *a)
 
 static void on_timer(uv_timer_t *h)
 {
-    kick(h->data);
+    struct proxy_tracer *t = h->data;
+    /* Workers drop from a full queue without logging (they must not wait on anything): the
+     * exporter reports those drops here, rate-limited like its own. */
+    double full = sc_metric_value(t->m_full);
+    if (full > t->full_logged) {
+        uint64_t now = uv_now(t->loop);
+        if (!t->last_drop_log || now - t->last_drop_log >= DROP_LOG_MS) {
+            log_drops(t, (uint64_t)(full - t->full_logged), "the export queue is full");
+            t->full_logged = full;
+        }
+    }
+    kick(t);
 }
 
 static struct texp_conf *conf_new(const struct proxy_trace_cfg *cfg)

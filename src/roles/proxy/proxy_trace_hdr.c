@@ -136,8 +136,7 @@ bool proxy_trace_owns_header(struct sc_str n)
     case 11:
         return sc_str_caseeq(n, SC_STR("x-b3-spanid")) || sc_str_caseeq(n, SC_STR("traceparent"));
     case 12:
-        return sc_str_caseeq(n, SC_STR("x-b3-traceid")) ||
-               sc_str_caseeq(n, SC_STR("x-b3-sampled"));
+        return sc_str_caseeq(n, SC_STR("x-b3-traceid")) || sc_str_caseeq(n, SC_STR("x-b3-sampled"));
     case 17:
         return sc_str_caseeq(n, SC_STR("x-b3-parentspanid"));
     default:
@@ -163,4 +162,3 @@ void proxy_trace_response(struct proxy_exch *ex, const struct sc_http_msg *m)
         }
     }
 }
-

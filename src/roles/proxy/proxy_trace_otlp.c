@@ -74,8 +74,8 @@ int proxy_trace_encode_otlp_proto(struct sc_buf *out, const struct proxy_trace_r
         }
     }
     size_t per = 16 * 4; /* alignment slack per allocation, generously */
-    size_t cap = bytes + (nattrs + nevents + n) * per + nattrs * (sizeof(pb_kv) + sizeof(pb_any) +
-                                                                  sizeof(pb_kv *)) +
+    size_t cap = bytes + (nattrs + nevents + n) * per +
+                 nattrs * (sizeof(pb_kv) + sizeof(pb_any) + sizeof(pb_kv *)) +
                  nevents * (sizeof(pb_event) + sizeof(pb_event *)) +
                  n * (sizeof(pb_span) + sizeof(pb_span *) + sizeof(pb_status) + 24 + 8 * per) +
                  4096;
