@@ -438,7 +438,7 @@ void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
     }
     struct sc_str origin;
     struct sc_str path = proxy_target_path(m->target, &origin);
-    const char *q = memchr(origin.p, '?', origin.len);
+    const char *q = origin.len ? memchr(origin.p, '?', origin.len) : NULL;
     proxy_span_str(s, "http.request.method", m->method);
     proxy_span_str(s, "url.path", ex->is_connect ? m->target : path);
     if (q && !ex->is_connect) {
