@@ -20,6 +20,7 @@ from conftest import free_port, http_get
 from config_peers import Nginx, nginx_http
 from fake_otlp import FakeOTLP, FakeZipkin
 from proxy_util import Client, metric, proxy_config, wait_for
+from tls_util import curl, pki  # noqa: F401 - pki is a fixture
 
 ECHO = ("tp=$http_traceparent|ts=$http_tracestate|b3=$http_b3|tid=$http_x_b3_traceid|"
         "sid=$http_x_b3_spanid|pid=$http_x_b3_parentspanid|sampled=$http_x_b3_sampled|"
@@ -164,6 +165,28 @@ def test_new_trace_error_status_and_grpc(sidecar_run, nginx, otlp):
     g = spans["/grpc"]
     assert g["attrs"]["rpc.grpc.status_code"] == 5 and g["attrs"]["rpc.system"] == "grpc"
     assert not g["error"]
+    sc.stop()
+
+
+def test_mtls_principal_https_and_app_label(sidecar_run, nginx, otlp, pki):  # noqa: F811
+    """The peer's mTLS identity lands on the span; service.name comes from the app label."""
+    port = free_port()
+    cfg = json.loads(config(port, nginx.port, tracing(otlp)))
+    cfg["listeners"][0]["tls"] = {"cert": str(pki / "server.pem"), "key": str(pki / "server.key"),
+                                  "client_ca": str(pki / "ca.pem"), "client_cert": "require"}
+    cfg["listeners"][0]["mtls"] = "strict"
+    cfg["workload"] = {"namespace": "shop", "labels": {"app": "reviews", "version": "v1"}}
+    sc = sidecar_run("proxy", config=json.dumps(cfg))
+    rc, body, code = curl(f"https://localhost:{port}/secure", "--cacert", str(pki / "ca.pem"),
+                          "--cert", str(pki / "client.pem"), "--key", str(pki / "client.key"))
+    assert rc == 0 and code == 200
+    (s,) = otlp.wait_spans(1)
+    assert s["attrs"]["sidecar.peer.principal"] == "cluster.local/ns/default/sa/client"
+    assert s["attrs"]["url.scheme"] == "https"
+    assert s["attrs"]["server.address"] == "localhost"
+    assert s["attrs"]["server.port"] == port
+    assert s["resource"]["service.name"] == "reviews"
+    assert s["resource"]["k8s.namespace.name"] == "shop"
     sc.stop()
 
 
