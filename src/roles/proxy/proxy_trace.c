@@ -303,25 +303,14 @@ static uint64_t at(const struct proxy_span *s, uint64_t start, uint64_t mono)
     return s->start_ns + (mono > start ? mono - start : 0);
 }
 
-static void rand_bytes(struct proxy_worker *w, uint8_t *out, size_t n)
+/* A random non-zero id of 8 bytes (a span id, half a trace id). */
+static void rand_id(struct proxy_worker *w, uint8_t out[8])
 {
-    while (n) {
-        uint64_t r = proxy_rand(w);
-        size_t k = n < 8 ? n : 8;
-        memcpy(out, &r, k);
-        out += k;
-        n -= k;
-    }
-}
-
-static bool zero(const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (p[i]) {
-            return false;
-        }
-    }
-    return true;
+    uint64_t r;
+    do {
+        r = proxy_rand(w);
+    } while (r == 0);
+    memcpy(out, &r, 8);
 }
 
 /* The port of a Host value ("h:8080", "[::1]:8080"), or <def>; sets <*host> to the name. */
@@ -411,13 +400,10 @@ void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
         memcpy(t->parent_id, c.span_id, 8);
         t->has_parent = true;
     } else {
-        do {
-            rand_bytes(ex->w, t->trace_id, 16);
-        } while (zero(t->trace_id, 16));
+        rand_id(ex->w, t->trace_id);
+        rand_id(ex->w, t->trace_id + 8);
     }
-    do {
-        rand_bytes(ex->w, t->span_id, 8);
-    } while (zero(t->span_id, 8));
+    rand_id(ex->w, t->span_id);
     if (!t->sampled) {
         return;
     }

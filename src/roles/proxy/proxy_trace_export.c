@@ -38,7 +38,7 @@ struct texp_conf {
 
 struct proxy_tracer {
     uv_loop_t *loop;
-    struct sc_egress *eg; /* created on the first export */
+    struct sc_egress *eg; /* NULL: libcurl could not be loaded (every export fails, counted) */
     uv_mutex_t mu;        /* guards the ring, from every worker */
     struct proxy_span **ring;
     size_t cap, head, count;
@@ -493,9 +493,6 @@ static void send_body(struct proxy_tracer *t)
         .timeout_ms = t->timeout_ms,
         .max_response = 1 << 20,
     };
-    if (!t->eg) {
-        t->eg = sc_egress_new(t->loop);
-    }
     t->attempts++;
     int err = t->eg ? sc_egress_send(t->eg, &req, on_sent, t, &t->xfer) : SC_EUNSUPPORTED;
     if (err < 0) {
@@ -686,6 +683,9 @@ struct proxy_tracer *proxy_tracer_new(uv_loop_t *loop, struct sc_metrics *reg,
         "Spans waiting in the export queue (as of the last export).", NULL, NULL, 0);
     t->m_queued = sc_metric_get(q, NULL);
     proxy_tracer_configure(t, cfg);
+    /* libcurl is loaded now rather than at the first export: its loading and initialisation
+     * (millions of instructions) are start-up work, not a stall of the loop under traffic. */
+    t->eg = sc_egress_new(loop);
     return t;
 }
 

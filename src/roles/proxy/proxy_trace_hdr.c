@@ -5,6 +5,7 @@
 // the span's bounded attribute store (strings copied into its arena as valid UTF-8).
 #include <string.h>
 
+#include "core/error.h"
 #include "core/utf8.h"
 #include "roles/proxy/proxy_conn.h"
 #include "roles/proxy/proxy_trace.h"
@@ -18,6 +19,18 @@ uint16_t proxy_span_put(struct proxy_span *s, struct sc_str v, uint16_t *off)
     size_t n = v.len < room ? v.len : room;
     char *o = s->arena + s->arena_len;
     size_t i = 0, w = 0;
+    /* ASCII, the common case, is copied eight bytes at a time; anything else is checked one
+     * UTF-8 sequence at a time. */
+    while (i + 8 <= n) {
+        uint64_t x;
+        memcpy(&x, v.p + i, 8);
+        if (x & 0x8080808080808080ull) {
+            break;
+        }
+        memcpy(o + i, &x, 8);
+        i += 8;
+    }
+    w = i;
     while (i < n) {
         size_t k = sc_utf8_seq((const unsigned char *)v.p + i, v.len - i);
         if (k == 0) {
@@ -72,10 +85,22 @@ void proxy_span_event(struct proxy_span *s, const char *name, uint64_t time_ns)
     s->nevents++;
 }
 
+/* Appends "<name>: <value>\r\n" to the sc_buf <arg>. The values are ours (hex digits, dashes),
+ * so the checks of sc_http1_write_header are not needed on this path. */
 static int put_h1(void *arg, struct sc_str name, struct sc_str value)
 {
     struct sc_buf *b = arg;
-    return sc_http1_write_header(b, name, value);
+    if (sc_buf_reserve(b, name.len + value.len + 4) < 0) {
+        return SC_ETOOBIG;
+    }
+    char *o = b->p + b->len;
+    memcpy(o, name.p, name.len);
+    o += name.len;
+    memcpy(o, ": ", 2);
+    memcpy(o + 2, value.p, value.len);
+    memcpy(o + 2 + value.len, "\r\n", 2);
+    b->len += name.len + value.len + 4;
+    return 0;
 }
 
 int proxy_trace_headers(struct proxy_exch *ex, proxy_trace_put_cb put, void *arg)
@@ -86,36 +111,35 @@ int proxy_trace_headers(struct proxy_exch *ex, proxy_trace_put_cb put, void *arg
     if (!put) {
         put = put_h1;
     }
+    /* One buffer: "<trace>-<span>-<s>-<parent>", the single b3 form, whose pieces the other forms
+     * reuse (traceparent copies the ids around its own prefix and flags). */
+    char b3[32 + 1 + 16 + 2 + 1 + 16];
+    proxy_trace_hex(b3, t->trace_id, 16);
+    b3[32] = '-';
+    proxy_trace_hex(b3 + 33, t->span_id, 8);
+    b3[49] = '-';
+    b3[50] = t->debug ? 'd' : t->sampled ? '1' : '0';
+    size_t b3len = 51;
+    if (t->has_parent) {
+        b3[51] = '-';
+        proxy_trace_hex(b3 + 52, t->parent_id, 8);
+        b3len = 68;
+    }
     if (p & PROXY_PROP_W3C) {
         char v[55];
-        proxy_traceparent_format(v, t->trace_id, t->span_id, t->sampled);
+        memcpy(v, "00-", 3);
+        memcpy(v + 3, b3, 49); /* trace id, dash, span id */
+        memcpy(v + 52, t->sampled ? "-01" : "-00", 3);
         rc |= put(arg, SC_STR("traceparent"), sc_str_n(v, sizeof(v)));
     }
     if (p & PROXY_PROP_B3) {
-        char v[32 + 1 + 16 + 2 + 1 + 16];
-        size_t n = 0;
-        proxy_trace_hex(v, t->trace_id, 16);
-        v[32] = '-';
-        proxy_trace_hex(v + 33, t->span_id, 8);
-        v[49] = '-';
-        v[50] = t->debug ? 'd' : t->sampled ? '1' : '0';
-        n = 51;
-        if (t->has_parent) {
-            v[51] = '-';
-            proxy_trace_hex(v + 52, t->parent_id, 8);
-            n = 68;
-        }
-        rc |= put(arg, SC_STR("b3"), sc_str_n(v, n));
+        rc |= put(arg, SC_STR("b3"), sc_str_n(b3, b3len));
     }
     if (p & PROXY_PROP_B3MULTI) {
-        char tid[32], sid[16], pid[16];
-        proxy_trace_hex(tid, t->trace_id, 16);
-        proxy_trace_hex(sid, t->span_id, 8);
-        rc |= put(arg, SC_STR("x-b3-traceid"), sc_str_n(tid, 32));
-        rc |= put(arg, SC_STR("x-b3-spanid"), sc_str_n(sid, 16));
+        rc |= put(arg, SC_STR("x-b3-traceid"), sc_str_n(b3, 32));
+        rc |= put(arg, SC_STR("x-b3-spanid"), sc_str_n(b3 + 33, 16));
         if (t->has_parent) {
-            proxy_trace_hex(pid, t->parent_id, 8);
-            rc |= put(arg, SC_STR("x-b3-parentspanid"), sc_str_n(pid, 16));
+            rc |= put(arg, SC_STR("x-b3-parentspanid"), sc_str_n(b3 + 52, 16));
         }
         if (t->debug) {
             rc |= put(arg, SC_STR("x-b3-flags"), SC_STR("1"));
