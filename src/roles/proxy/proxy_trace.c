@@ -115,10 +115,10 @@ const struct sc_opt proxy_trace_opts[] = {
     { .name = "propagation",
       .type = SC_OPT_STRLIST,
       .offset = offsetof(struct proxy_trace_cfg, propagation),
-      .def = "w3c,b3multi",
       .help = "trace headers written upstream: w3c (traceparent; tracestate passes through), b3 "
               "(the single b3 header), b3multi (x-b3-traceid, x-b3-spanid, x-b3-parentspanid, "
-              "x-b3-sampled); every format is read",
+              "x-b3-sampled); every format is read (default: w3c for OTLP, b3multi for Zipkin, "
+              "as Envoy's tracers write)",
       .max = 3,
       .check = check_propagation },
     { .name = "service_name",
@@ -275,6 +275,9 @@ void proxy_trace_setup(struct proxy *px, struct proxy_rt *rt, const struct proxy
     }
     for (size_t i = 0; i < tc->propagation.n; i++) {
         tr->propagate |= prop_bit(tc->propagation.v[i]);
+    }
+    if (!tr->propagate) {
+        tr->propagate = tc->provider == PROXY_TRACE_ZIPKIN ? PROXY_PROP_B3MULTI : PROXY_PROP_W3C;
     }
     tr->nkinds = rt->nlisteners;
     tr->kinds = sc_calloc(rt->nlisteners ? rt->nlisteners : 1, 1);
@@ -452,10 +455,10 @@ void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
     proxy_span_str(s, "sidecar.listener", sc_str_c(ex->lsn->name));
 }
 
-void proxy_trace_event(struct proxy_exch *ex, const char *name)
+void proxy_trace_event_n(struct proxy_exch *ex, const char *name, size_t nlen)
 {
     if (ex->span) {
-        proxy_span_event(ex->span, name, at(ex->span, ex->start_ns, proxy_now_ns()));
+        proxy_span_event_n(ex->span, name, nlen, at(ex->span, ex->start_ns, proxy_now_ns()));
     }
 }
 

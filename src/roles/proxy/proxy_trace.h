@@ -63,14 +63,17 @@ enum { PROXY_ATTR_STR, PROXY_ATTR_INT };
 
 struct proxy_span_attr {
     const char *key; /* a string literal */
-    int type;        /* PROXY_ATTR_* */
-    int64_t i;
+    uint8_t klen;
+    uint8_t type; /* PROXY_ATTR_* */
     uint16_t off, len; /* a string value: arena[off..off+len), valid UTF-8 */
+    uint16_t esz;      /* its encoded KeyValue size (OTLP protobuf, set while encoding) */
+    int64_t i;
 };
 
 struct proxy_span_event {
     uint64_t time_ns;
     const char *name; /* a string literal */
+    size_t nlen;
 };
 
 /* One finished or running span. Strings live in its arena (valid UTF-8, truncated to fit); the
@@ -89,6 +92,7 @@ struct proxy_span {
     uint16_t nattrs, nevents;
     uint16_t dropped_attrs, dropped_events;
     uint16_t arena_len;
+    uint32_t esz; /* its encoded size (OTLP protobuf, set while encoding) */
     struct proxy_span_attr attrs[PROXY_SPAN_MAX_ATTRS];
     struct proxy_span_event events[PROXY_SPAN_MAX_EVENTS];
     char arena[PROXY_SPAN_ARENA];
@@ -99,11 +103,15 @@ struct proxy_span {
 uint16_t proxy_span_put(struct proxy_span *s, struct sc_str v, uint16_t *off);
 
 /* Adds a string attribute (copied, made valid UTF-8, truncated to what the arena holds; dropped
- * and counted when no slot is left). */
-void proxy_span_str(struct proxy_span *s, const char *key, struct sc_str v);
-void proxy_span_int(struct proxy_span *s, const char *key, int64_t v);
-/* Adds event <name> (a literal) at <time_ns> (Unix epoch). */
-void proxy_span_event(struct proxy_span *s, const char *name, uint64_t time_ns);
+ * and counted when no slot is left). <key> is a string literal of <klen> bytes (under 256): the
+ * macros below pass its length, known at compile time. */
+void proxy_span_str_n(struct proxy_span *s, const char *key, size_t klen, struct sc_str v);
+void proxy_span_int_n(struct proxy_span *s, const char *key, size_t klen, int64_t v);
+#define proxy_span_str(s, key, v) proxy_span_str_n((s), "" key, sizeof(key) - 1, (v))
+#define proxy_span_int(s, key, v) proxy_span_int_n((s), "" key, sizeof(key) - 1, (v))
+/* Adds event <name> (a literal of <nlen> bytes) at <time_ns> (Unix epoch). */
+void proxy_span_event_n(struct proxy_span *s, const char *name, size_t nlen, uint64_t time_ns);
+#define proxy_span_event(s, name, t) proxy_span_event_n((s), "" name, sizeof(name) - 1, (t))
 
 /* ---- encoders (proxy_trace_export.c, proxy_trace_otlp.c) ---- */
 
@@ -201,7 +209,8 @@ bool proxy_trace_owns_header(struct sc_str name);
 void proxy_trace_response(struct proxy_exch *ex, const struct sc_http_msg *m);
 
 /* Adds event <name> (a literal: "retry", "per_try_timeout") to the exchange's span, if any. */
-void proxy_trace_event(struct proxy_exch *ex, const char *name);
+void proxy_trace_event_n(struct proxy_exch *ex, const char *name, size_t nlen);
+#define proxy_trace_event(ex, name) proxy_trace_event_n((ex), "" name, sizeof(name) - 1)
 
 /* Ends the exchange's span (status, attributes) and queues it for export. */
 void proxy_trace_end(struct proxy_exch *ex);

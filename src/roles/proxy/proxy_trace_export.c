@@ -157,7 +157,7 @@ int proxy_trace_encode_otlp_json(struct sc_buf *out, const struct proxy_trace_re
         for (size_t a = 0; a < s->nattrs; a++) {
             const struct proxy_span_attr *at = &s->attrs[a];
             rc |= a ? JLIT(out, ",") : 0;
-            rc |= otlp_kv(out, at->key, strlen(at->key), attr_str(s, at),
+            rc |= otlp_kv(out, at->key, at->klen, attr_str(s, at),
                           at->type == PROXY_ATTR_INT, at->i);
         }
         rc |= JLIT(out, "]");
@@ -168,7 +168,7 @@ int proxy_trace_encode_otlp_json(struct sc_buf *out, const struct proxy_trace_re
         for (size_t e = 0; e < s->nevents; e++) {
             rc |= sc_buf_appendf(out, "%s{\"timeUnixNano\":\"%llu\",\"name\":", e ? "," : "",
                                  (unsigned long long)s->events[e].time_ns);
-            rc |= jstr(out, s->events[e].name, strlen(s->events[e].name));
+            rc |= jstr(out, s->events[e].name, s->events[e].nlen);
             rc |= JLIT(out, "}");
         }
         rc |= JLIT(out, "]");
@@ -247,7 +247,7 @@ int proxy_trace_encode_zipkin(struct sc_buf *out, const struct proxy_trace_resou
             const struct proxy_span_attr *at = &s->attrs[a];
             rc |= first ? 0 : JLIT(out, ",");
             first = false;
-            rc |= jstr(out, at->key, strlen(at->key));
+            rc |= jstr(out, at->key, at->klen);
             if (at->type == PROXY_ATTR_INT) {
                 rc |= sc_buf_appendf(out, ":\"%lld\"", (long long)at->i);
             } else {
@@ -266,7 +266,7 @@ int proxy_trace_encode_zipkin(struct sc_buf *out, const struct proxy_trace_resou
             for (size_t e = 0; e < s->nevents; e++) {
                 rc |= sc_buf_appendf(out, "%s{\"timestamp\":%llu,\"value\":", e ? "," : "",
                                      (unsigned long long)(s->events[e].time_ns / 1000));
-                rc |= jstr(out, s->events[e].name, strlen(s->events[e].name));
+                rc |= jstr(out, s->events[e].name, s->events[e].nlen);
                 rc |= JLIT(out, "}");
             }
             rc |= JLIT(out, "]");

@@ -32,6 +32,10 @@ uint16_t proxy_span_put(struct proxy_span *s, struct sc_str v, uint16_t *off)
     }
     w = i;
     while (i < n) {
+        if ((unsigned char)v.p[i] < 0x80) {
+            o[w++] = v.p[i++];
+            continue;
+        }
         size_t k = sc_utf8_seq((const unsigned char *)v.p + i, v.len - i);
         if (k == 0) {
             o[w++] = '?';
@@ -50,7 +54,7 @@ uint16_t proxy_span_put(struct proxy_span *s, struct sc_str v, uint16_t *off)
     return (uint16_t)w;
 }
 
-void proxy_span_str(struct proxy_span *s, const char *key, struct sc_str v)
+void proxy_span_str_n(struct proxy_span *s, const char *key, size_t klen, struct sc_str v)
 {
     if (s->nattrs == PROXY_SPAN_MAX_ATTRS) {
         s->dropped_attrs++;
@@ -58,11 +62,12 @@ void proxy_span_str(struct proxy_span *s, const char *key, struct sc_str v)
     }
     struct proxy_span_attr *a = &s->attrs[s->nattrs++];
     a->key = key;
+    a->klen = (uint8_t)klen;
     a->type = PROXY_ATTR_STR;
     a->len = proxy_span_put(s, v, &a->off);
 }
 
-void proxy_span_int(struct proxy_span *s, const char *key, int64_t v)
+void proxy_span_int_n(struct proxy_span *s, const char *key, size_t klen, int64_t v)
 {
     if (s->nattrs == PROXY_SPAN_MAX_ATTRS) {
         s->dropped_attrs++;
@@ -70,11 +75,12 @@ void proxy_span_int(struct proxy_span *s, const char *key, int64_t v)
     }
     struct proxy_span_attr *a = &s->attrs[s->nattrs++];
     a->key = key;
+    a->klen = (uint8_t)klen;
     a->type = PROXY_ATTR_INT;
     a->i = v;
 }
 
-void proxy_span_event(struct proxy_span *s, const char *name, uint64_t time_ns)
+void proxy_span_event_n(struct proxy_span *s, const char *name, size_t nlen, uint64_t time_ns)
 {
     if (s->nevents == PROXY_SPAN_MAX_EVENTS) {
         s->dropped_events++;
@@ -82,6 +88,7 @@ void proxy_span_event(struct proxy_span *s, const char *name, uint64_t time_ns)
     }
     s->events[s->nevents].time_ns = time_ns;
     s->events[s->nevents].name = name;
+    s->events[s->nevents].nlen = nlen;
     s->nevents++;
 }
 

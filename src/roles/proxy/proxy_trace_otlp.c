@@ -81,10 +81,11 @@ static size_t kv_size(size_t klen, bool is_int, int64_t i, size_t vlen)
     return len_field(klen) + len_field(any_size(is_int, i, vlen));
 }
 
-static char *put_kv(char *o, unsigned field, const char *key, size_t klen, bool is_int, int64_t i,
-                    const char *val, size_t vlen)
+/* Writes a KeyValue field whose payload size is <size> (kv_size). */
+static char *put_kv(char *o, unsigned field, size_t size, const char *key, size_t klen, bool is_int,
+                    int64_t i, const char *val, size_t vlen)
 {
-    o = put_len(o, field, kv_size(klen, is_int, i, vlen));
+    o = put_len(o, field, size);
     o = put_bytes(o, 1, key, klen);
     o = put_len(o, 2, any_size(is_int, i, vlen));
     if (is_int) {
@@ -94,14 +95,9 @@ static char *put_kv(char *o, unsigned field, const char *key, size_t klen, bool 
     return put_bytes(o, 1, val, vlen);
 }
 
-static size_t attr_size(const struct proxy_span_attr *a)
-{
-    return kv_size(strlen(a->key), a->type == PROXY_ATTR_INT, a->i, a->len);
-}
-
 static size_t event_size(const struct proxy_span_event *e)
 {
-    return 9 + len_field(strlen(e->name)); /* time_unix_nano = 1 (fixed64), name = 2 */
+    return 9 + len_field(e->nlen); /* time_unix_nano = 1 (fixed64), name = 2 */
 }
 
 static size_t status_size(const struct proxy_span *s)
@@ -109,8 +105,8 @@ static size_t status_size(const struct proxy_span *s)
     return s->status ? 1 + vsz(s->status) : 0; /* code = 3 */
 }
 
-/* Span's payload size. */
-static size_t span_size(const struct proxy_span *s)
+/* The span's payload size, kept in s->esz with each attribute's in a->esz for the writing. */
+static size_t span_size(struct proxy_span *s)
 {
     size_t n = len_field(16) + len_field(8); /* trace_id = 1, span_id = 2 */
     if (s->state_len) {
@@ -124,7 +120,9 @@ static size_t span_size(const struct proxy_span *s)
     n += 1 + vsz(s->kind);                             /* kind = 6 */
     n += 9 + 9;                                        /* start = 7, end = 8 (fixed64) */
     for (size_t a = 0; a < s->nattrs; a++) {
-        n += len_field(attr_size(&s->attrs[a])); /* attributes = 9 */
+        struct proxy_span_attr *at = &s->attrs[a];
+        at->esz = (uint16_t)kv_size(at->klen, at->type == PROXY_ATTR_INT, at->i, at->len);
+        n += len_field(at->esz); /* attributes = 9 */
     }
     if (s->dropped_attrs) {
         n += 1 + vsz(s->dropped_attrs); /* dropped_attributes_count = 10 */
@@ -136,12 +134,13 @@ static size_t span_size(const struct proxy_span *s)
         n += 1 + vsz(s->dropped_events); /* dropped_events_count = 12 */
     }
     n += len_field(status_size(s)); /* status = 15 */
+    s->esz = (uint32_t)n;
     return n;
 }
 
-static char *put_span(char *o, const struct proxy_span *s, size_t size)
+static char *put_span(char *o, const struct proxy_span *s)
 {
-    o = put_len(o, 2, size); /* ScopeSpans.spans = 2 */
+    o = put_len(o, 2, s->esz); /* ScopeSpans.spans = 2 */
     o = put_bytes(o, 1, s->trace_id, 16);
     o = put_bytes(o, 2, s->span_id, 8);
     if (s->state_len) {
@@ -157,7 +156,7 @@ static char *put_span(char *o, const struct proxy_span *s, size_t size)
     o = put_fixed64(o, 8, s->end_ns);
     for (size_t a = 0; a < s->nattrs; a++) {
         const struct proxy_span_attr *at = &s->attrs[a];
-        o = put_kv(o, 9, at->key, strlen(at->key), at->type == PROXY_ATTR_INT, at->i,
+        o = put_kv(o, 9, at->esz, at->key, at->klen, at->type == PROXY_ATTR_INT, at->i,
                    s->arena + at->off, at->len);
     }
     if (s->dropped_attrs) {
@@ -168,7 +167,7 @@ static char *put_span(char *o, const struct proxy_span *s, size_t size)
         const struct proxy_span_event *ev = &s->events[e];
         o = put_len(o, 11, event_size(ev));
         o = put_fixed64(o, 1, ev->time_ns);
-        o = put_bytes(o, 2, ev->name, strlen(ev->name));
+        o = put_bytes(o, 2, ev->name, ev->nlen);
     }
     if (s->dropped_events) {
         o = put_tag(o, 12, WT_VARINT);
@@ -214,14 +213,15 @@ int proxy_trace_encode_otlp_proto(struct sc_buf *out, const struct proxy_trace_r
     o = put_len(o, 1, res_size); /* ResourceSpans.resource = 1 */
     for (size_t i = 0; i < res->n; i++) {
         const char *k = res->kv[i].key, *v = res->kv[i].value;
-        o = put_kv(o, 1, k, strlen(k), false, 0, v, strlen(v)); /* Resource.attributes = 1 */
+        size_t kl = strlen(k), vl = strlen(v);
+        o = put_kv(o, 1, kv_size(kl, false, 0, vl), k, kl, false, 0, v, vl); /* attributes = 1 */
     }
     o = put_len(o, 2, ss_size);    /* ResourceSpans.scope_spans = 2 */
     o = put_len(o, 1, scope_size); /* ScopeSpans.scope = 1 */
     o = put_bytes(o, 1, scope_name, sizeof(scope_name) - 1);
     o = put_bytes(o, 2, scope_version, sizeof(scope_version) - 1);
     for (size_t i = 0; i < n; i++) {
-        o = put_span(o, spans[i], span_size(spans[i]));
+        o = put_span(o, spans[i]);
     }
     out->len = (size_t)(o - out->p);
     return 0;
