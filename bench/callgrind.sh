@@ -26,7 +26,8 @@
 #   trace_0      plain with tracing on at 0% sampling: every request's context is read and
 #                propagated (traceparent and x-b3-* written), no span is recorded
 #   trace_1      tracing at 1% (the default), spans exported over OTLP/HTTP protobuf to a local
-#                receiver (bench/otlp_sink.py) that acknowledges every batch
+#                receiver (bench/otlp_sink.py) that acknowledges every batch; batching at its
+#                defaults (512 spans or 5 s)
 #   trace_100    tracing at 100%, exported the same way (encoding and export included: the
 #                exporter runs on the worker's loop with one worker)
 #
@@ -162,7 +163,6 @@ tracing:
   provider: otlp_http
   endpoint: http://127.0.0.1:$SINK_PORT/v1/traces
   sampling: ${mode#trace_}
-  batch_interval: 200ms
   max_queue_size: 20000
 EOF
         args+=(--listen "127.0.0.1:$port" --upstream "127.0.0.1:$UP_PORT" -c "$dir/trace.yaml")
