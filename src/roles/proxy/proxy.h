@@ -276,11 +276,11 @@ struct proxy_rt {
     uint32_t max_request_head;
     uint64_t max_request_body; /* 0: unlimited */
     int max_connections;
-    uint64_t busy_poll_ns;     /* 0: off */
-    int path_normalization;    /* enum proxy_pathnorm */
-    int escaped_slashes;       /* enum proxy_escslash */
-    struct proxy_authz *authz; /* the policies that apply to the workload; NULL: none */
-    struct proxy_jwt *jwt;     /* the RequestAuthentication rules that apply; NULL: none */
+    uint64_t busy_poll_ns;        /* 0: off */
+    int path_normalization;       /* enum proxy_pathnorm */
+    int escaped_slashes;          /* enum proxy_escslash */
+    struct proxy_authz *authz;    /* the policies that apply to the workload; NULL: none */
+    struct proxy_jwt *jwt;        /* the RequestAuthentication rules that apply; NULL: none */
     struct proxy_trace_rt *trace; /* NULL: tracing off (proxy_trace.c) */
 };
 

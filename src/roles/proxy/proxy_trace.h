@@ -64,7 +64,7 @@ enum { PROXY_ATTR_STR, PROXY_ATTR_INT };
 struct proxy_span_attr {
     const char *key; /* a string literal */
     uint8_t klen;
-    uint8_t type; /* PROXY_ATTR_* */
+    uint8_t type;      /* PROXY_ATTR_* */
     uint16_t off, len; /* a string value: arena[off..off+len), valid UTF-8 */
     uint16_t esz;      /* its encoded KeyValue size (OTLP protobuf, set while encoding) */
     int64_t i;

@@ -157,8 +157,8 @@ int proxy_trace_encode_otlp_json(struct sc_buf *out, const struct proxy_trace_re
         for (size_t a = 0; a < s->nattrs; a++) {
             const struct proxy_span_attr *at = &s->attrs[a];
             rc |= a ? JLIT(out, ",") : 0;
-            rc |= otlp_kv(out, at->key, at->klen, attr_str(s, at),
-                          at->type == PROXY_ATTR_INT, at->i);
+            rc |=
+                otlp_kv(out, at->key, at->klen, attr_str(s, at), at->type == PROXY_ATTR_INT, at->i);
         }
         rc |= JLIT(out, "]");
         if (s->dropped_attrs) {

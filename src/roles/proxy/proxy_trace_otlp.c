@@ -115,10 +115,10 @@ static size_t span_size(struct proxy_span *s)
     if (s->has_parent) {
         n += len_field(8); /* parent_span_id = 4 */
     }
-    n += 2 + 4;                                        /* flags = 16 (fixed32, two-byte tag) */
-    n += len_field(s->name_len);                       /* name = 5 */
-    n += 1 + vsz(s->kind);                             /* kind = 6 */
-    n += 9 + 9;                                        /* start = 7, end = 8 (fixed64) */
+    n += 2 + 4;                  /* flags = 16 (fixed32, two-byte tag) */
+    n += len_field(s->name_len); /* name = 5 */
+    n += 1 + vsz(s->kind);       /* kind = 6 */
+    n += 9 + 9;                  /* start = 7, end = 8 (fixed64) */
     for (size_t a = 0; a < s->nattrs; a++) {
         struct proxy_span_attr *at = &s->attrs[a];
         at->esz = (uint16_t)kv_size(at->klen, at->type == PROXY_ATTR_INT, at->i, at->len);
