@@ -66,12 +66,12 @@ def echoed(body):
     return dict(kv.split("=", 1) for kv in body.decode().split("|"))
 
 
-def config(port, up_port, tracing, direction="inbound", name="in"):
+def config(port, up_port, tracing, direction="inbound", name="in", **extra):
     return proxy_config(
         [{"name": name, "address": f"127.0.0.1:{port}", "direction": direction,
           "routes": [{"name": "api", "match": {"prefix": "/"}, "cluster": "app"}]}],
         [{"name": "app", "endpoints": [f"127.0.0.1:{up_port}"]}],
-        tracing=tracing, access_log="off")
+        tracing=tracing, access_log="off", **extra)
 
 
 def tracing(collector, provider="otlp_http", **kw):
@@ -319,10 +319,13 @@ def test_unsampled_requests_propagate_without_spans(sidecar_run, nginx, otlp):
 
 def test_reload_changes_sampling(sidecar_run, nginx, otlp):
     port = free_port()
-    sc = sidecar_run("proxy", config=config(port, nginx.port, tracing(otlp, sampling=0)))
+    # One worker: it adopts the new snapshot before /reload answers (a second worker would take
+    # it on its own loop a moment later).
+    sc = sidecar_run("proxy", config=config(port, nginx.port, tracing(otlp, sampling=0),
+                                            workers=1))
     keepalive(port, 100)
     assert spans_metric(sc, "sampled") == 0
-    sc.config_path.write_text(config(port, nginx.port, tracing(otlp, sampling=100)))
+    sc.config_path.write_text(config(port, nginx.port, tracing(otlp, sampling=100), workers=1))
     assert http_get(sc.admin + "/reload", method="POST")[0] == 200
     keepalive(port, 100)
     assert spans_metric(sc, "sampled") == 100
