@@ -23,6 +23,13 @@
 #   plain_token  plain, with the jwt mode's Authorization header (what parsing it costs alone)
 #   jwt          an RS256 JWT (PyJWT, key by openssl) on every request, verified once, cached
 #   authz20jwt   authz20 whose ALLOW requires a request principal, with that JWT
+#   trace_0      plain with tracing on at 0% sampling: every request's context is read and
+#                propagated (traceparent and x-b3-* written), no span is recorded
+#   trace_1      tracing at 1% (the default), spans exported over OTLP/HTTP protobuf to a local
+#                receiver (bench/otlp_sink.py) that acknowledges every batch; batching at its
+#                defaults (512 spans or 5 s)
+#   trace_100    tracing at 100%, exported the same way (encoding and export included: the
+#                exporter runs on the worker's loop with one worker)
 #
 # Usage: bench/callgrind.sh SIDECAR OUT_DIR [MODE...]   (SIDECAR: binary or build dir; release
 # build; default modes: plain, log, policy, policy_nohc). Writes OUT_DIR/callgrind.md (a table) and prints it.
@@ -150,7 +157,17 @@ PY
         } >"$dir/authz.yaml"
         case $mode in jwt | plain_token) sed -i '/^authorization:$/d' "$dir/authz.yaml" ;; esac
         ;;
-    *) die "unknown mode $mode (plain, log, policy, policy_nohc, envoy, authzN, jwt, plain_token)" ;;
+    trace_*)
+        cat >"$dir/trace.yaml" <<EOF
+tracing:
+  provider: otlp_http
+  endpoint: http://127.0.0.1:$SINK_PORT/v1/traces
+  sampling: ${mode#trace_}
+  max_queue_size: 20000
+EOF
+        args+=(--listen "127.0.0.1:$port" --upstream "127.0.0.1:$UP_PORT" -c "$dir/trace.yaml")
+        ;;
+    *) die "unknown mode $mode (plain, log, policy, policy_nohc, envoy, authzN, jwt, plain_token, trace_0, trace_1, trace_100)" ;;
     esac
     spawn "$dir/out.log" 0-"$(($(nproc) - 1))" valgrind --tool=callgrind \
         --callgrind-out-file="$dir/cg.out.%p" "$SIDECAR" "${args[@]}"
@@ -185,6 +202,12 @@ sed -e "s#@DIR@#$up#g" -e "s#@PORT@#$UP_PORT#g" "$BENCH_DIR/peers/nginx-upstream
 spawn "$up/out.log" 0 nginx -e "$up/error.log" -p "$up/" -c "$up/nginx-upstream.conf"
 wait_http "$UP_PORT" "$SPAWNED_PID" "$up/out.log" || die "the upstream nginx did not start"
 
+SINK_PORT=$(free_port)
+if [[ " ${MODES[*]} " == *" trace_"* ]]; then
+    spawn "$TMP/sink.log" 0 python3 "$BENCH_DIR/otlp_sink.py" "$SINK_PORT"
+    wait_http "$SINK_PORT" "$SPAWNED_PID" "$TMP/sink.log" || die "the OTLP sink did not start"
+fi
+
 declare -A per
 for m in "${MODES[@]}"; do
     log "callgrind: $m, $((CONNS * PER)) requests"
@@ -203,6 +226,9 @@ declare -A what=(
     [plain_token]="plain data path, the same Authorization: Bearer header on every request, no JWT rules"
     [jwt]="an RS256 JWT on every request (cached), no policy"
     [authz20jwt]="authorization: 19 DENY, then 1 ALLOW requiring a JWT; an RS256 JWT on every request (cached)"
+    [trace_0]="tracing on, 0% sampled (context read and propagated, no span)"
+    [trace_1]="tracing on, 1% sampled, OTLP/HTTP protobuf export to a local receiver"
+    [trace_100]="tracing on, 100% sampled, OTLP/HTTP protobuf export to a local receiver"
 )
 {
     echo "\`sidecar proxy\` ($("$SIDECAR" --version 2>&1 | head -n 1)), one worker, nginx upstream;"

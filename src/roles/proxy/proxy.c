@@ -43,6 +43,14 @@ static void on_done_closed(uv_handle_t *h)
     (void)h;
 }
 
+static void on_traces_flushed(void *arg)
+{
+    struct proxy *px = arg;
+    proxy_tracer_close(px->tracer);
+    px->tracer = NULL;
+    sc_app_stopped(px->app, 0);
+}
+
 static void on_done_async(uv_async_t *a)
 {
     struct proxy *px = a->data;
@@ -54,6 +62,11 @@ static void on_done_async(uv_async_t *a)
     uv_close((uv_handle_t *)&px->done_async, on_done_closed);
     sc_admin_close(px->status);
     px->status = NULL;
+    if (px->tracer) {
+        /* The spans of the last requests go out (within one export timeout) before the exit. */
+        proxy_tracer_flush(px->tracer, on_traces_flushed, px);
+        return;
+    }
     sc_app_stopped(px->app, 0);
 }
 
@@ -199,6 +212,7 @@ static int proxy_start(struct sc_app *app, const void *cfgp, void **state, char 
         proxy_free(px);
         return SC_ECONFIG;
     }
+    proxy_trace_setup(px, px->rt, cfg);
     px->workers = sc_calloc((size_t)px->nworkers, sizeof(*px->workers));
     int started = 0;
     int rc = 0;
@@ -248,6 +262,7 @@ static int proxy_start(struct sc_app *app, const void *cfgp, void **state, char 
             }
         }
         uv_close((uv_handle_t *)&px->done_async, NULL);
+        proxy_tracer_close(px->tracer);
         uv_run(sc_app_loop(app), UV_RUN_NOWAIT);
         proxy_free(px);
         return rc;
@@ -360,6 +375,7 @@ static int proxy_reload(struct sc_app *app, void *state, const void *cfgp, char 
         proxy_rt_unref(nrt);
         return 0;
     }
+    proxy_trace_setup(px, nrt, cfg);
     carry_dns(nrt, px->rt);
     proxy_policy_carry(nrt, px->rt);
     proxy_dns_stop(px);

@@ -34,6 +34,7 @@
 #include "roles/proxy/proxy_probe.h"
 #include "roles/proxy/proxy_tls.h"
 #include "roles/proxy/proxy_tcp.h"
+#include "roles/proxy/proxy_trace.h"
 
 /* ---- configuration as loaded (the option table in proxy_config.c describes these) ---- */
 
@@ -132,6 +133,7 @@ struct proxy_cfg {
     struct proxy_status_cfg status;
     struct proxy_authz_cfg authz; /* path_normalization, escaped_slashes, authorization, ... */
     struct proxy_jwt_cfg jwt;     /* request_authentication, jwt_clock_skew, ... */
+    struct proxy_trace_cfg tracing;
 };
 
 extern const struct sc_opt proxy_opts[];
@@ -274,11 +276,12 @@ struct proxy_rt {
     uint32_t max_request_head;
     uint64_t max_request_body; /* 0: unlimited */
     int max_connections;
-    uint64_t busy_poll_ns;     /* 0: off */
-    int path_normalization;    /* enum proxy_pathnorm */
-    int escaped_slashes;       /* enum proxy_escslash */
-    struct proxy_authz *authz; /* the policies that apply to the workload; NULL: none */
-    struct proxy_jwt *jwt;     /* the RequestAuthentication rules that apply; NULL: none */
+    uint64_t busy_poll_ns;        /* 0: off */
+    int path_normalization;       /* enum proxy_pathnorm */
+    int escaped_slashes;          /* enum proxy_escslash */
+    struct proxy_authz *authz;    /* the policies that apply to the workload; NULL: none */
+    struct proxy_jwt *jwt;        /* the RequestAuthentication rules that apply; NULL: none */
+    struct proxy_trace_rt *trace; /* NULL: tracing off (proxy_trace.c) */
 };
 
 struct proxy_metrics {
@@ -403,6 +406,7 @@ struct proxy {
     struct sc_admin *status; /* the status port (status_listen), NULL without one */
     bool stopping;
     bool stopped;
+    struct proxy_tracer *tracer; /* the span exporter, from the first config that traces */
 };
 
 /* Prepares the lists, buffers and random state of <w> (id and px set). */

@@ -469,6 +469,12 @@ const struct sc_opt proxy_opts[] = {
       .sub = proxy_status_opts },
     { .type = SC_OPT_INLINE, .offset = offsetof(struct proxy_cfg, authz), .sub = proxy_authz_opts },
     { .type = SC_OPT_INLINE, .offset = offsetof(struct proxy_cfg, jwt), .sub = proxy_jwt_opts },
+    { .name = "tracing",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_cfg, tracing),
+      .help = "distributed tracing: a span per request exported over OTLP or Zipkin, W3C and B3 "
+              "propagation, sampling (docs/proxy.md)",
+      .sub = proxy_trace_opts },
     { 0 },
 };
 
@@ -770,6 +776,7 @@ static void rt_free(struct proxy_rt *rt)
     sc_free(rt->clusters);
     proxy_authz_free(rt->authz);
     proxy_jwt_free(rt->jwt);
+    proxy_trace_rt_free(rt->trace);
     sc_free(rt);
 }
 

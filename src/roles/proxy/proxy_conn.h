@@ -20,6 +20,7 @@
 #include "net/http1.h"
 #include "net/transport.h"
 #include "roles/proxy/proxy.h"
+#include "roles/proxy/proxy_trace_ctx.h"
 
 #define BUF_INITIAL 16384
 #define MAX_HEADERS 100
@@ -198,6 +199,8 @@ struct proxy_exch {
     struct sc_str authn_add;   /* header lines to add upstream */
     struct proxy_extauthz_call *authz_call; /* an external check in flight */
     struct sc_str reply_headers; /* header lines a local reply carries (ext_authz deny) */
+    struct proxy_exch_trace tr;  /* trace context, when the snapshot traces */
+    struct proxy_span *span;     /* the span of a sampled request (proxy_trace.c) */
 };
 
 /* original_dst clusters: the destination of a connection or of its current request, resolved

@@ -33,6 +33,7 @@ void proxy_on_per_try_timeout(uv_timer_t *t)
         return;
     }
     sc_metrics_counter_inc(uc->ep->cluster->m_timeout);
+    proxy_trace_event(&dc->ex, "per_try_timeout");
     proxy_attempt_failed(&dc->ex, COND_TIMEOUT, F_UT, "upstream per-try timeout");
 }
 
@@ -115,6 +116,7 @@ void proxy_schedule_retry(struct proxy_exch *r)
     uint64_t delay = interval / 2 + (interval ? proxy_rand(dc->w) % (interval / 2 + 1) : 0);
     r->retries++;
     sc_metrics_counter_inc(r->cluster->m_retry);
+    proxy_trace_event(r, "retry");
     proxy_btimer_start(r, delay);
     r->down->read_update(r);
 }
@@ -236,6 +238,9 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
     r->path_len =
         slash + (logged.len < sizeof(r->path) - slash ? logged.len : sizeof(r->path) - slash);
     memcpy(r->path + slash, logged.p, r->path_len - slash);
+    if (r->rt->trace) {
+        proxy_trace_begin(r, m);
+    }
     if (azst == PROXY_AUTHZ_PENDING) {
         return; /* an external authorizer decides; proxy_exchange_route goes on */
     }
@@ -404,6 +409,9 @@ void proxy_finish_request(struct proxy_exch *r)
         r->status = 0;
     }
     proxy_count_request(r, dur);
+    if (r->span) {
+        proxy_trace_end(r);
+    }
     if (r->rt->access_log) {
         proxy_access_log(r, dur);
     }

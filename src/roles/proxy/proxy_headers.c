@@ -373,11 +373,21 @@ AI int s_end(bool h1, struct proxy_hsink *s)
     ((h1) ? PUT_LIT((s)->b, name ": " value "\r\n")                                                \
           : (s)->ops->header((s), SC_STR(name), SC_STR(value)))
 
+/* A field for a sink that is not HTTP/1's (the tracer's put callback). */
+static int sink_put(void *arg, struct sc_str name, struct sc_str value)
+{
+    struct proxy_hsink *s = arg;
+    return s->ops->header(s, name, value);
+}
+
 /* ---- head rewriting, through a sink ---- */
 
 AI int head_response(struct proxy_exch *r, const struct sc_http_msg *m, struct proxy_hsink *s,
                      bool h1)
 {
+    if (r->span) {
+        proxy_trace_response(r, m); /* gRPC status */
+    }
     if (h1) {
         reserve_for(s->b, m);
     }
@@ -692,7 +702,8 @@ AI int head_request(struct proxy_exch *r, const struct sc_http_msg *m, struct sc
     conn_tokens_init(&ct, m);
     for (size_t i = 0; i < m->nheaders; i++) {
         const struct sc_http_header *h = &m->headers[i];
-        if (hop_by_hop(h->name, &ct) || (pol && proxy_route_policy_skip_req_header(pol, h->name))) {
+        if (hop_by_hop(h->name, &ct) || (pol && proxy_route_policy_skip_req_header(pol, h->name)) ||
+            (r->tr.on && proxy_trace_owns_header(h->name))) {
             if (!h1 && h->name.len == 2 && IS(h->name, "te") &&
                 !(pol && proxy_route_policy_skip_req_header(pol, h->name))) {
                 rc |= s->ops->header(s, h->name, h->value); /* HTTP/2 keeps "trailers" */
@@ -812,6 +823,12 @@ AI int head_request(struct proxy_exch *r, const struct sc_http_msg *m, struct sc
         r->request_id_len = 36;
     }
     rc |= s_header(h1, s, SC_STR("X-Request-Id"), sc_str_n(r->request_id, r->request_id_len));
+    if (r->tr.on) {
+        /* Tracing: this hop's span is the next one's parent (proxy_trace.c). */
+        rc |= h1 ? proxy_trace_headers(r, NULL, s->b) : proxy_trace_headers(r, sink_put, s);
+        rc |= s_end(h1, s);
+        return rc ? SC_ETOOBIG : 0;
+    }
     /* traceparent: keep the trace id and flags, new parent id for this hop. */
     char t[56];
     memcpy(t, "00-", 3);

@@ -1,0 +1,555 @@
+// SPDX-License-Identifier: Apache-2.0
+// The proxy's side of tracing: the `tracing:` options, the sampling settings a snapshot carries,
+// and one span per exchange (SERVER on inbound listeners, CLIENT on outbound ones) with the
+// OpenTelemetry HTTP semantic conventions and the proxy's own attributes. The incoming context
+// (W3C traceparent first, then B3 single, then B3 multi) is parsed once per request; an exchange
+// that is not sampled keeps its ids in place and allocates nothing.
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/utf8.h"
+#include "roles/proxy/proxy.h"
+#include "roles/proxy/proxy_conn.h"
+#include "roles/proxy/proxy_trace.h"
+#include "roles/proxy/proxy_trace_ctx.h"
+
+/* ---- options ---- */
+
+static const char *const providers[] = { "none", "otlp_http", "otlp_json", "zipkin", NULL };
+static const char *const compressions[] = { "none", "gzip", NULL };
+
+static int check_sampling(void *field, char **err)
+{
+    double v = *(double *)field;
+    if (!(v >= 0 && v <= 100)) {
+        *err = sc_asprintf("sampling is a percentage from 0 to 100");
+        return SC_ECONFIG;
+    }
+    return 0;
+}
+
+static int check_endpoint(void *field, char **err)
+{
+    const char *s = *(char **)field;
+    if (s && strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0) {
+        *err = sc_asprintf("endpoint must be an http:// or https:// URL");
+        return SC_ECONFIG;
+    }
+    return 0;
+}
+
+static int check_force(void *field, char **err)
+{
+    const char *s = *(char **)field;
+    size_t n = s ? strlen(s) : 0;
+    if (n >= 64) {
+        *err = sc_asprintf("force_header is a header name under 64 bytes");
+        return SC_ECONFIG;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_')) {
+            *err = sc_asprintf("force_header must be a header name");
+            return SC_ECONFIG;
+        }
+    }
+    return 0;
+}
+
+static unsigned prop_bit(const char *s)
+{
+    return strcmp(s, "w3c") == 0       ? PROXY_PROP_W3C
+           : strcmp(s, "b3") == 0      ? PROXY_PROP_B3
+           : strcmp(s, "b3multi") == 0 ? PROXY_PROP_B3MULTI
+                                       : 0;
+}
+
+static int check_propagation(void *field, char **err)
+{
+    const struct sc_strv *v = field;
+    for (size_t i = 0; i < v->n; i++) {
+        if (!prop_bit(v->v[i])) {
+            *err = sc_asprintf("unknown propagation \"%s\" (w3c, b3, b3multi)", v->v[i]);
+            return SC_ECONFIG;
+        }
+    }
+    return 0;
+}
+
+const struct sc_opt proxy_trace_opts[] = {
+    { .name = "provider",
+      .type = SC_OPT_ENUM,
+      .offset = offsetof(struct proxy_trace_cfg, provider),
+      .def = "none",
+      .help = "where spans go: none (tracing off), otlp_http (OTLP/HTTP protobuf), otlp_json "
+              "(OTLP/HTTP JSON) or zipkin (Zipkin v2 JSON)",
+      .enums = providers },
+    { .name = "endpoint",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_trace_cfg, endpoint),
+      .help = "the collector's URL (default: http://localhost:4318/v1/traces for OTLP, "
+              "http://localhost:9411/api/v2/spans for Zipkin)",
+      .check = check_endpoint },
+    { .name = "sampling",
+      .type = SC_OPT_DOUBLE,
+      .offset = offsetof(struct proxy_trace_cfg, sampling),
+      .def = "1",
+      .help = "percentage of requests without a sampling decision that are traced, 0.01 "
+              "precision (Istio's randomSamplingPercentage); a caller's decision "
+              "(traceparent flags, x-b3-sampled) is kept",
+      .check = check_sampling },
+    { .name = "force_header",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_trace_cfg, force_header),
+      .def = "x-client-trace-id",
+      .help = "a request carrying this header is always sampled (empty: none); so is one with "
+              "B3 debug (x-b3-flags: 1, b3: ...-d)",
+      .check = check_force },
+    { .name = "propagation",
+      .type = SC_OPT_STRLIST,
+      .offset = offsetof(struct proxy_trace_cfg, propagation),
+      .help = "trace headers written upstream: w3c (traceparent; tracestate passes through), b3 "
+              "(the single b3 header), b3multi (x-b3-traceid, x-b3-spanid, x-b3-parentspanid, "
+              "x-b3-sampled); every format is read (default: w3c for OTLP, b3multi for Zipkin, "
+              "as Envoy's tracers write)",
+      .max = 3,
+      .check = check_propagation },
+    { .name = "service_name",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_trace_cfg, service_name),
+      .help = "the service.name resource attribute (default: the workload's app label, else "
+              "$POD_NAME, else the host name)" },
+    { .name = "headers",
+      .type = SC_OPT_STRMAP,
+      .offset = offsetof(struct proxy_trace_cfg, headers),
+      .help = "extra headers sent with every export (an API key)",
+      .flags = SC_OPT_SECRET },
+    { .name = "max_batch_size",
+      .type = SC_OPT_INT,
+      .offset = offsetof(struct proxy_trace_cfg, max_batch_size),
+      .def = "512",
+      .help = "spans sent in one export at most; a full batch is sent at once",
+      .min = 1,
+      .max = 8192 },
+    { .name = "batch_interval",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct proxy_trace_cfg, batch_interval_ms),
+      .def = "5s",
+      .help = "queued spans are sent at least this often",
+      .min = 10,
+      .max = 3600000 },
+    { .name = "max_queue_size",
+      .type = SC_OPT_INT,
+      .offset = offsetof(struct proxy_trace_cfg, max_queue_size),
+      .def = "2048",
+      .help = "spans waiting for export at most; when full, the oldest are dropped and counted "
+              "(sidecar_tracing_spans_total{result=\"dropped_queue_full\"})",
+      .min = 1,
+      .max = 1000000 },
+    { .name = "timeout",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct proxy_trace_cfg, timeout_ms),
+      .def = "10s",
+      .help = "deadline of one export request",
+      .min = 1,
+      .max = 300000 },
+    { .name = "compression",
+      .type = SC_OPT_ENUM,
+      .offset = offsetof(struct proxy_trace_cfg, compression),
+      .def = "none",
+      .help = "export body compression: none or gzip",
+      .enums = compressions },
+    { .name = "max_retries",
+      .type = SC_OPT_INT,
+      .offset = offsetof(struct proxy_trace_cfg, max_retries),
+      .def = "5",
+      .help = "retries of a batch after a connection error, a timeout or 429/502/503/504 "
+              "(then its spans are dropped and counted)",
+      .min = 0,
+      .max = 100 },
+    { .name = "initial_backoff",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct proxy_trace_cfg, initial_backoff_ms),
+      .def = "1s",
+      .help = "wait before the first retry, doubled (with jitter) for each next one; a "
+              "Retry-After from the collector wins",
+      .min = 1,
+      .max = 3600000 },
+    { .name = "max_backoff",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct proxy_trace_cfg, max_backoff_ms),
+      .def = "30s",
+      .help = "longest wait between retries (Retry-After included)",
+      .min = 1,
+      .max = 3600000 },
+    { 0 },
+};
+
+/* ---- setup ---- */
+
+void proxy_trace_rt_free(struct proxy_trace_rt *tr)
+{
+    if (tr) {
+        sc_free(tr->kinds);
+        sc_free(tr);
+    }
+}
+
+static void add_kv(struct proxy_trace_resource *r, const char *k, const char *v)
+{
+    r->kv = sc_reallocarray(r->kv, r->n + 1, sizeof(*r->kv));
+    r->kv[r->n].key = sc_strdup(k);
+    r->kv[r->n].value = sc_strdup(v);
+    r->n++;
+}
+
+/* service.name from the config, the workload's app label, $POD_NAME or the host name;
+ * service.namespace and k8s.namespace.name from the workload; k8s.pod.name from $POD_NAME. */
+static struct proxy_trace_resource make_resource(const struct proxy_cfg *cfg)
+{
+    struct proxy_trace_resource r = { 0 };
+    struct proxy_workload wl;
+    char *err = NULL;
+    bool have_wl = proxy_workload_init(&wl, &cfg->workload, &err) == 0;
+    sc_free(err);
+    const char *app = NULL;
+    for (size_t i = 0; have_wl && i < wl.nlabels && !app; i++) {
+        if (strcmp(wl.labels[i].key, "app") == 0 ||
+            strcmp(wl.labels[i].key, "app.kubernetes.io/name") == 0) {
+            app = wl.labels[i].value;
+        }
+    }
+    const char *pod = getenv("POD_NAME");
+    char host[256] = "sidecar";
+    if (!pod || !*pod) {
+        if (gethostname(host, sizeof(host) - 1) == 0) {
+            host[sizeof(host) - 1] = '\0';
+        }
+    }
+    const char *svc = cfg->tracing.service_name && *cfg->tracing.service_name
+                          ? cfg->tracing.service_name
+                      : app           ? app
+                      : (pod && *pod) ? pod
+                                      : host;
+    add_kv(&r, "service.name", svc);
+    if (have_wl) {
+        add_kv(&r, "service.namespace", wl.ns);
+        add_kv(&r, "k8s.namespace.name", wl.ns);
+    }
+    add_kv(&r, "k8s.pod.name", pod && *pod ? pod : host);
+    add_kv(&r, "telemetry.sdk.name", "sidecar");
+    if (have_wl) {
+        proxy_workload_cleanup(&wl);
+    }
+    return r;
+}
+
+void proxy_trace_setup(struct proxy *px, struct proxy_rt *rt, const struct proxy_cfg *cfg)
+{
+    const struct proxy_trace_cfg *tc = &cfg->tracing;
+    if (tc->provider == PROXY_TRACE_NONE) {
+        return; /* an exporter started earlier drains what it holds; nothing new arrives */
+    }
+    if (!px->tracer) {
+        px->tracer = proxy_tracer_new(sc_app_loop(px->app), px->pm.reg, tc, make_resource(cfg));
+    } else {
+        proxy_tracer_configure(px->tracer, tc);
+    }
+    struct proxy_trace_rt *tr = SC_NEW(struct proxy_trace_rt);
+    tr->tracer = px->tracer;
+    tr->threshold = (uint32_t)(tc->sampling * 10000.0 + 0.5);
+    if (tc->force_header) {
+        size_t n = strlen(tc->force_header);
+        for (size_t i = 0; i < n; i++) {
+            char c = tc->force_header[i];
+            tr->force[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+        }
+        tr->force_len = n;
+    }
+    for (size_t i = 0; i < tc->propagation.n; i++) {
+        tr->propagate |= prop_bit(tc->propagation.v[i]);
+    }
+    if (!tr->propagate) {
+        tr->propagate = tc->provider == PROXY_TRACE_ZIPKIN ? PROXY_PROP_B3MULTI : PROXY_PROP_W3C;
+    }
+    tr->nkinds = rt->nlisteners;
+    tr->kinds = sc_calloc(rt->nlisteners ? rt->nlisteners : 1, 1);
+    const struct proxy_listener_cfg *lcs = cfg->listeners.v;
+    for (size_t i = 0; i < rt->nlisteners; i++) {
+        bool outbound = i < cfg->listeners.n ? lcs[i].tlscfg.direction == 1
+                                             : strcmp(rt->listeners[i].name, "outbound") == 0;
+        tr->kinds[i] = outbound ? PROXY_SPAN_CLIENT : PROXY_SPAN_SERVER;
+    }
+    rt->trace = tr;
+}
+
+/* ---- spans ---- */
+
+static uint64_t wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The wall-clock time of monotonic instant <mono> of an exchange that started at wall time
+ * span->start_ns and monotonic time <start>. */
+static uint64_t at(const struct proxy_span *s, uint64_t start, uint64_t mono)
+{
+    return s->start_ns + (mono > start ? mono - start : 0);
+}
+
+/* A random non-zero id of 8 bytes (a span id, half a trace id). */
+static void rand_id(struct proxy_worker *w, uint8_t out[8])
+{
+    uint64_t r;
+    do {
+        r = proxy_rand(w);
+    } while (r == 0);
+    memcpy(out, &r, 8);
+}
+
+/* The port of a Host value ("h:8080", "[::1]:8080"), or <def>; sets <*host> to the name. */
+static int64_t host_port(struct sc_str v, struct sc_str *host, int64_t def)
+{
+    *host = v;
+    const char *end = v.p + v.len, *c = end;
+    while (c > v.p && c[-1] >= '0' && c[-1] <= '9') {
+        c--;
+    }
+    if (c == end || c == v.p || c[-1] != ':' || end - c > 5) {
+        return def;
+    }
+    if (memchr(v.p, ':', (size_t)(c - 1 - v.p)) && v.p[0] != '[') {
+        return def; /* a bare IPv6 address */
+    }
+    int64_t port = 0;
+    for (const char *p = c; p < end; p++) {
+        port = port * 10 + (*p - '0');
+    }
+    host->len = (size_t)(c - 1 - v.p);
+    return port;
+}
+
+void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
+{
+    const struct proxy_trace_rt *tr = ex->rt->trace;
+    struct proxy_exch_trace *t = &ex->tr;
+    struct sc_str tp = SC_STR_NULL, ts = SC_STR_NULL, b3 = SC_STR_NULL, bt = SC_STR_NULL,
+                  bs = SC_STR_NULL, bsm = SC_STR_NULL, bf = SC_STR_NULL, ua = SC_STR_NULL;
+    bool forced = false;
+    for (size_t i = 0; i < m->nheaders; i++) {
+        struct sc_str n = m->headers[i].name, v = m->headers[i].value;
+        switch (n.len) {
+        case 2:
+            if (sc_str_caseeq(n, SC_STR("b3"))) {
+                b3 = b3.p ? b3 : v;
+            }
+            break;
+        case 10:
+            if (sc_str_caseeq(n, SC_STR("tracestate"))) {
+                ts = ts.p ? ts : v;
+            } else if (sc_str_caseeq(n, SC_STR("user-agent"))) {
+                ua = v;
+            } else if (sc_str_caseeq(n, SC_STR("x-b3-flags"))) {
+                bf = v;
+            }
+            break;
+        case 11:
+            if (sc_str_caseeq(n, SC_STR("traceparent"))) {
+                tp = tp.p ? tp : v;
+            } else if (sc_str_caseeq(n, SC_STR("x-b3-spanid"))) {
+                bs = v;
+            }
+            break;
+        case 12:
+            if (sc_str_caseeq(n, SC_STR("x-b3-traceid"))) {
+                bt = v;
+            } else if (sc_str_caseeq(n, SC_STR("x-b3-sampled"))) {
+                bsm = v;
+            }
+            break;
+        default:
+            break;
+        }
+        if (tr->force_len && n.len == tr->force_len &&
+            sc_str_caseeq(n, sc_str_n(tr->force, tr->force_len))) {
+            forced = true;
+        }
+    }
+    struct proxy_trace_ctx c = { 0 };
+    bool w3c = tp.p && proxy_traceparent_parse(tp, &c) == 0;
+    if (!w3c && !(b3.p && proxy_b3_parse(b3, &c) == 0)) {
+        (void)proxy_b3_multi_parse(bt, bs, bsm, bf, &c);
+    }
+    t->on = true;
+    t->debug = c.sampling == PROXY_TRACE_DEBUG;
+    if (forced || c.sampling == PROXY_TRACE_DEBUG || c.sampling == PROXY_TRACE_ACCEPT) {
+        t->sampled = true;
+    } else if (c.sampling == PROXY_TRACE_DENY) {
+        t->sampled = false;
+    } else {
+        t->sampled = tr->threshold && proxy_rand(ex->w) % 1000000 < tr->threshold;
+    }
+    if (c.has_ids) {
+        memcpy(t->trace_id, c.trace_id, 16);
+        memcpy(t->parent_id, c.span_id, 8);
+        t->has_parent = true;
+    } else {
+        rand_id(ex->w, t->trace_id);
+        rand_id(ex->w, t->trace_id + 8);
+    }
+    rand_id(ex->w, t->span_id);
+    if (!t->sampled) {
+        return;
+    }
+    proxy_tracer_sampled(tr->tracer);
+    struct proxy_span *s = sc_malloc(sizeof(*s));
+    memset(s, 0, offsetof(struct proxy_span, attrs));
+    ex->span = s;
+    memcpy(s->trace_id, t->trace_id, 16);
+    memcpy(s->span_id, t->span_id, 8);
+    memcpy(s->parent_id, t->parent_id, 8);
+    s->has_parent = t->has_parent;
+    s->start_ns = wall_ns();
+    s->kind = ex->lsn - ex->rt->listeners < (ptrdiff_t)tr->nkinds
+                  ? tr->kinds[ex->lsn - ex->rt->listeners]
+                  : PROXY_SPAN_SERVER;
+    if (w3c && ts.p && proxy_tracestate_valid(ts)) {
+        s->state_len = proxy_span_put(s, ts, &s->state_off);
+    }
+    struct sc_str origin;
+    struct sc_str path = proxy_target_path(m->target, &origin);
+    const char *q = origin.len ? memchr(origin.p, '?', origin.len) : NULL;
+    proxy_span_str(s, "http.request.method", m->method);
+    proxy_span_str(s, "url.path", ex->is_connect ? m->target : path);
+    if (q && !ex->is_connect) {
+        proxy_span_str(s, "url.query", sc_str_n(q + 1, origin.len - (size_t)(q + 1 - origin.p)));
+    }
+    bool tls = ex->cl->tls != NULL;
+    proxy_span_str(s, "url.scheme", tls ? SC_STR("https") : SC_STR("http"));
+    proxy_span_str(s, "network.protocol.version", m->minor_version ? SC_STR("1.1") : SC_STR("1.0"));
+    if (m->host.len) {
+        struct sc_str h;
+        int64_t port = host_port(m->host, &h, tls ? 443 : 80);
+        proxy_span_str(s, "server.address", h);
+        proxy_span_int(s, "server.port", port);
+    }
+    proxy_span_str(s, "network.peer.address", sc_str_c(ex->cl->ip));
+    const struct sockaddr *sa = (const struct sockaddr *)&ex->cl->addr;
+    if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) {
+        uint16_t p = sa->sa_family == AF_INET ? ((const struct sockaddr_in *)sa)->sin_port
+                                              : ((const struct sockaddr_in6 *)sa)->sin6_port;
+        proxy_span_int(s, "network.peer.port", ntohs(p));
+    }
+    if (ua.p) {
+        proxy_span_str(s, "user_agent.original", ua);
+    }
+    proxy_span_str(s, "sidecar.listener", sc_str_c(ex->lsn->name));
+}
+
+void proxy_trace_event_n(struct proxy_exch *ex, const char *name, size_t nlen)
+{
+    if (ex->span) {
+        proxy_span_event_n(ex->span, name, nlen, at(ex->span, ex->start_ns, proxy_now_ns()));
+    }
+}
+
+static const char *const flag_names[] = { "UF",  "UT",  "URX", "UH", "UC", "DC", "NR",
+                                          "UPE", "DPE", "SI",  "UO", "DI", "FI", "RL" };
+
+void proxy_trace_end(struct proxy_exch *ex)
+{
+    struct proxy_span *s = ex->span;
+    ex->span = NULL;
+    uint64_t now = proxy_now_ns();
+    s->end_ns = at(s, ex->start_ns, now);
+    const struct proxy_route *rt = ex->route;
+    struct sc_str route_tpl = rt->path     ? sc_str_c(rt->path)
+                              : rt->prefix ? sc_str_c(rt->prefix)
+                                           : SC_STR_NULL;
+    char name[300];
+    size_t ml = strlen(ex->method);
+    memcpy(name, ex->method, ml);
+    if (route_tpl.len) {
+        size_t n = route_tpl.len < sizeof(name) - ml - 1 ? route_tpl.len : sizeof(name) - ml - 1;
+        name[ml] = ' ';
+        memcpy(name + ml + 1, route_tpl.p, n);
+        ml += 1 + n;
+    }
+    s->name_len = proxy_span_put(s, sc_str_n(name, ml), &s->name_off);
+    if (route_tpl.len) {
+        proxy_span_str(s, "http.route", route_tpl);
+    }
+    if (ex->status > 0) {
+        proxy_span_int(s, "http.response.status_code", ex->status);
+    }
+    if (ex->request_id_len) {
+        proxy_span_str(s, "http.request.header.x-request-id",
+                       sc_str_n(ex->request_id, ex->request_id_len));
+    }
+    proxy_span_str(s, "sidecar.route", sc_str_c(rt->name));
+    const struct proxy_cluster *c = ex->cluster ? ex->cluster : rt->cluster;
+    if (c) {
+        proxy_span_str(s, "sidecar.cluster", sc_str_c(c->name));
+    }
+    if (ex->ep) {
+        proxy_span_str(s, "sidecar.upstream.endpoint", sc_str_c(ex->ep->name));
+    }
+    if (ex->retries > 0) {
+        proxy_span_int(s, "sidecar.retries", ex->retries);
+    }
+    if (ex->upstream_total_ns) {
+        proxy_span_int(s, "sidecar.upstream.duration_us", (int64_t)(ex->upstream_total_ns / 1000));
+    }
+    if (ex->flags) {
+        char fl[64];
+        size_t n = 0;
+        for (size_t i = 0; i < SC_ARRAY_LEN(flag_names); i++) {
+            if (ex->flags & (1u << i)) {
+                size_t k = strlen(flag_names[i]);
+                if (n + k + 1 >= sizeof(fl)) {
+                    break;
+                }
+                if (n) {
+                    fl[n++] = ',';
+                }
+                memcpy(fl + n, flag_names[i], k);
+                n += k;
+            }
+        }
+        proxy_span_str(s, "sidecar.response_flags", sc_str_n(fl, n));
+        if (ex->flags & F_UT) {
+            proxy_span_event(s, "upstream_timeout", s->end_ns);
+        }
+        if (ex->flags & F_SI) {
+            proxy_span_event(s, "stream_idle_timeout", s->end_ns);
+        }
+    }
+    if (ex->cl->tls) {
+        struct sc_str pr = proxy_tls_peer_principal(ex);
+        if (pr.len) {
+            proxy_span_str(s, "sidecar.peer.principal", pr);
+        }
+    }
+    /* OpenTelemetry: 5xx is an error on both sides, 4xx on the client side only; no status at
+     * all (the client or the upstream went away) is one too. */
+    int st = ex->status;
+    bool err = st >= 500 || st <= 0 || (s->kind == PROXY_SPAN_CLIENT && st >= 400);
+    if (err) {
+        s->status = 2;
+        char et[16];
+        int n = st > 0 ? snprintf(et, sizeof(et), "%d", st) : snprintf(et, sizeof(et), "_OTHER");
+        proxy_span_str(s, "error.type", sc_str_n(et, (size_t)n));
+    }
+    struct proxy_span *shrunk =
+        sc_realloc(s, offsetof(struct proxy_span, arena) + (s->arena_len ? s->arena_len : 1));
+    proxy_tracer_push(ex->rt->trace->tracer, shrunk);
+}

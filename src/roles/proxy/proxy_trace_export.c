@@ -1,0 +1,768 @@
+// SPDX-License-Identifier: Apache-2.0
+// The span exporter: a bounded queue that workers append finished spans to, and one exporter on
+// the main loop that takes batches from it (by size, or every batch_interval), encodes them (OTLP
+// protobuf or JSON, Zipkin v2 JSON; gzip when asked) and POSTs them with the egress client. One
+// export is in flight at a time; a failed one is retried with backoff (Retry-After honoured) on
+// connection errors, timeouts and 429/502/503/504, then dropped. Spans are counted as exported
+// only once the collector acknowledged them (a 2xx, less what an OTLP partial success rejected);
+// every span that leaves otherwise is counted by why. Workers never wait for the exporter: a full
+// queue drops its oldest span.
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <zlib.h>
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "net/egress.h"
+#include "roles/proxy/proxy_trace.h"
+#include "roles/proxy/proxy_trace_ctx.h"
+
+/* Body cap of one export: a batch that encodes larger is dropped (counted) rather than sent. */
+#define EXPORT_MAX_BODY (64u << 20)
+/* A log line about dropped spans at most this often. */
+#define DROP_LOG_MS 10000
+
+/* What an export request borrows until its callback: kept while a reload replaces it. */
+struct texp_conf {
+    char *url;
+    struct sc_kv *hdrs;
+    size_t nhdrs;
+};
+
+struct proxy_tracer {
+    uv_loop_t *loop;
+    struct sc_egress *eg; /* NULL: libcurl could not be loaded (every export fails, counted) */
+    uv_mutex_t mu;        /* guards the ring, from every worker */
+    struct proxy_span **ring;
+    size_t cap, head, count;
+    atomic_bool kicked; /* an async wake-up is pending */
+    uv_async_t async;
+    uv_timer_t timer;       /* batch_interval */
+    uv_timer_t retry_timer; /* backoff */
+    int handles;            /* open handles, for close */
+    /* settings (main loop) */
+    int provider;
+    size_t max_batch;
+    uint64_t interval_ms;
+    uint64_t timeout_ms;
+    bool gzip;
+    int64_t max_retries;
+    uint64_t initial_backoff_ms, max_backoff_ms;
+    struct texp_conf *conf, *retired;
+    struct proxy_trace_resource res;
+    /* the export in flight or backing off */
+    struct sc_egress_xfer *xfer;
+    struct texp_conf *xfer_conf;
+    struct sc_buf body;
+    size_t nspans;
+    int attempts;
+    bool backing_off;
+    bool closing;
+    bool flushing;
+    void (*flush_cb)(void *arg);
+    void *flush_arg;
+    uint64_t last_drop_log;
+    uint64_t drops_unlogged;
+    double full_logged; /* m_full's value when queue drops were last reported */
+    struct sc_metric *m_sampled, *m_exported, *m_full, *m_failed, *m_latency, *m_queued;
+};
+
+/* ---- JSON encoders ---- */
+
+static int jraw(struct sc_buf *b, const char *s, size_t n)
+{
+    return sc_buf_append(b, s, n);
+}
+
+#define JLIT(b, s) jraw((b), (s), sizeof(s) - 1)
+
+/* Appends <s> (valid UTF-8) quoted. */
+static int jstr(struct sc_buf *b, const char *s, size_t n)
+{
+    if (sc_buf_reserve(b, 6 * n + 2) < 0) {
+        return SC_ETOOBIG;
+    }
+    b->len += sc_json_quote_to(b->p + b->len, s, n, SC_JSON_COMPACT);
+    return 0;
+}
+
+static int jhex(struct sc_buf *b, const uint8_t *id, size_t n)
+{
+    char h[34];
+    h[0] = '"';
+    proxy_trace_hex(h + 1, id, n);
+    h[2 * n + 1] = '"';
+    return jraw(b, h, 2 * n + 2);
+}
+
+static struct sc_str attr_str(const struct proxy_span *s, const struct proxy_span_attr *a)
+{
+    return sc_str_n(s->arena + a->off, a->len);
+}
+
+static int otlp_kv(struct sc_buf *b, const char *key, size_t klen, struct sc_str sv, bool is_int,
+                   int64_t iv)
+{
+    int rc = JLIT(b, "{\"key\":");
+    rc |= jstr(b, key, klen);
+    if (is_int) {
+        rc |= sc_buf_appendf(b, ",\"value\":{\"intValue\":\"%lld\"}}", (long long)iv);
+    } else {
+        rc |= JLIT(b, ",\"value\":{\"stringValue\":");
+        rc |= jstr(b, sv.p, sv.len);
+        rc |= JLIT(b, "}}");
+    }
+    return rc;
+}
+
+int proxy_trace_encode_otlp_json(struct sc_buf *out, const struct proxy_trace_resource *res,
+                                 struct proxy_span *const *spans, size_t n)
+{
+    int rc = JLIT(out, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
+    for (size_t i = 0; i < res->n; i++) {
+        rc |= i ? JLIT(out, ",") : 0;
+        rc |= otlp_kv(out, res->kv[i].key, strlen(res->kv[i].key), sc_str_c(res->kv[i].value),
+                      false, 0);
+    }
+    rc |= JLIT(out, "]},\"scopeSpans\":[{\"scope\":{\"name\":\"sidecar\",\"version\":\"" SC_VERSION
+                    "\"},\"spans\":[");
+    for (size_t i = 0; i < n; i++) {
+        const struct proxy_span *s = spans[i];
+        rc |= i ? JLIT(out, ",{\"traceId\":") : JLIT(out, "{\"traceId\":");
+        rc |= jhex(out, s->trace_id, 16);
+        rc |= JLIT(out, ",\"spanId\":");
+        rc |= jhex(out, s->span_id, 8);
+        if (s->has_parent) {
+            rc |= JLIT(out, ",\"parentSpanId\":");
+            rc |= jhex(out, s->parent_id, 8);
+        }
+        if (s->state_len) {
+            rc |= JLIT(out, ",\"traceState\":");
+            rc |= jstr(out, s->arena + s->state_off, s->state_len);
+        }
+        rc |= JLIT(out, ",\"name\":");
+        rc |= jstr(out, s->arena + s->name_off, s->name_len);
+        rc |=
+            sc_buf_appendf(out,
+                           ",\"kind\":%d,\"startTimeUnixNano\":\"%llu\",\"endTimeUnixNano\":"
+                           "\"%llu\",\"attributes\":[",
+                           s->kind, (unsigned long long)s->start_ns, (unsigned long long)s->end_ns);
+        for (size_t a = 0; a < s->nattrs; a++) {
+            const struct proxy_span_attr *at = &s->attrs[a];
+            rc |= a ? JLIT(out, ",") : 0;
+            rc |=
+                otlp_kv(out, at->key, at->klen, attr_str(s, at), at->type == PROXY_ATTR_INT, at->i);
+        }
+        rc |= JLIT(out, "]");
+        if (s->dropped_attrs) {
+            rc |= sc_buf_appendf(out, ",\"droppedAttributesCount\":%u", s->dropped_attrs);
+        }
+        rc |= JLIT(out, ",\"events\":[");
+        for (size_t e = 0; e < s->nevents; e++) {
+            rc |= sc_buf_appendf(out, "%s{\"timeUnixNano\":\"%llu\",\"name\":", e ? "," : "",
+                                 (unsigned long long)s->events[e].time_ns);
+            rc |= jstr(out, s->events[e].name, s->events[e].nlen);
+            rc |= JLIT(out, "}");
+        }
+        rc |= JLIT(out, "]");
+        if (s->dropped_events) {
+            rc |= sc_buf_appendf(out, ",\"droppedEventsCount\":%u", s->dropped_events);
+        }
+        rc |= sc_buf_appendf(out, ",\"status\":{\"code\":%d}}", s->status);
+    }
+    rc |= JLIT(out, "]}]}]}");
+    return rc ? SC_ETOOBIG : 0;
+}
+
+static const char *res_value(const struct proxy_trace_resource *res, const char *key)
+{
+    for (size_t i = 0; i < res->n; i++) {
+        if (strcmp(res->kv[i].key, key) == 0) {
+            return res->kv[i].value;
+        }
+    }
+    return "";
+}
+
+/* Zipkin's remoteEndpoint: the peer's address and port when the span has them. */
+static int zipkin_remote(struct sc_buf *out, const struct proxy_span *s)
+{
+    struct sc_str ip = SC_STR_NULL;
+    int64_t port = -1;
+    for (size_t a = 0; a < s->nattrs; a++) {
+        if (strcmp(s->attrs[a].key, "network.peer.address") == 0) {
+            ip = attr_str(s, &s->attrs[a]);
+        } else if (strcmp(s->attrs[a].key, "network.peer.port") == 0) {
+            port = s->attrs[a].i;
+        }
+    }
+    if (!ip.len) {
+        return 0;
+    }
+    bool v6 = memchr(ip.p, ':', ip.len) != NULL;
+    int rc = v6 ? JLIT(out, ",\"remoteEndpoint\":{\"ipv6\":")
+                : JLIT(out, ",\"remoteEndpoint\":{\"ipv4\":");
+    rc |= jstr(out, ip.p, ip.len);
+    if (port > 0) {
+        rc |= sc_buf_appendf(out, ",\"port\":%lld", (long long)port);
+    }
+    return rc | JLIT(out, "}");
+}
+
+int proxy_trace_encode_zipkin(struct sc_buf *out, const struct proxy_trace_resource *res,
+                              struct proxy_span *const *spans, size_t n)
+{
+    const char *svc = res_value(res, "service.name");
+    int rc = JLIT(out, "[");
+    for (size_t i = 0; i < n; i++) {
+        const struct proxy_span *s = spans[i];
+        rc |= i ? JLIT(out, ",{\"traceId\":") : JLIT(out, "{\"traceId\":");
+        rc |= jhex(out, s->trace_id, 16);
+        rc |= JLIT(out, ",\"id\":");
+        rc |= jhex(out, s->span_id, 8);
+        if (s->has_parent) {
+            rc |= JLIT(out, ",\"parentId\":");
+            rc |= jhex(out, s->parent_id, 8);
+        }
+        rc |= s->kind == PROXY_SPAN_CLIENT ? JLIT(out, ",\"kind\":\"CLIENT\",\"name\":")
+                                           : JLIT(out, ",\"kind\":\"SERVER\",\"name\":");
+        rc |= jstr(out, s->arena + s->name_off, s->name_len);
+        uint64_t ts = s->start_ns / 1000, dur = (s->end_ns - s->start_ns) / 1000;
+        rc |= sc_buf_appendf(out, ",\"timestamp\":%llu,\"duration\":%llu", (unsigned long long)ts,
+                             (unsigned long long)(dur ? dur : 1));
+        rc |= JLIT(out, ",\"localEndpoint\":{\"serviceName\":");
+        rc |= jstr(out, svc, strlen(svc));
+        rc |= JLIT(out, "}");
+        rc |= zipkin_remote(out, s);
+        rc |= JLIT(out, ",\"tags\":{");
+        bool first = true;
+        for (size_t a = 0; a < s->nattrs; a++) {
+            const struct proxy_span_attr *at = &s->attrs[a];
+            rc |= first ? 0 : JLIT(out, ",");
+            first = false;
+            rc |= jstr(out, at->key, at->klen);
+            if (at->type == PROXY_ATTR_INT) {
+                rc |= sc_buf_appendf(out, ":\"%lld\"", (long long)at->i);
+            } else {
+                rc |= JLIT(out, ":");
+                struct sc_str v = attr_str(s, at);
+                rc |= jstr(out, v.p, v.len);
+            }
+        }
+        if (s->status == 2) {
+            /* Zipkin marks a failed span with an "error" tag. */
+            rc |= first ? JLIT(out, "\"error\":\"true\"") : JLIT(out, ",\"error\":\"true\"");
+        }
+        rc |= JLIT(out, "}");
+        if (s->nevents) {
+            rc |= JLIT(out, ",\"annotations\":[");
+            for (size_t e = 0; e < s->nevents; e++) {
+                rc |= sc_buf_appendf(out, "%s{\"timestamp\":%llu,\"value\":", e ? "," : "",
+                                     (unsigned long long)(s->events[e].time_ns / 1000));
+                rc |= jstr(out, s->events[e].name, s->events[e].nlen);
+                rc |= JLIT(out, "}");
+            }
+            rc |= JLIT(out, "]");
+        }
+        rc |= JLIT(out, "}");
+    }
+    rc |= JLIT(out, "]");
+    return rc ? SC_ETOOBIG : 0;
+}
+
+int64_t proxy_trace_rejected_json(struct sc_str body)
+{
+    if (!body.len) {
+        return 0;
+    }
+    json_t *j = json_loadb(body.p, body.len, 0, NULL);
+    json_t *ps = j ? json_object_get(j, "partialSuccess") : NULL;
+    json_t *r = ps ? json_object_get(ps, "rejectedSpans") : NULL;
+    int64_t n = 0;
+    if (json_is_integer(r)) {
+        n = json_integer_value(r);
+    } else if (json_is_string(r)) {
+        n = strtoll(json_string_value(r), NULL, 10); /* int64 travels as a string in OTLP JSON */
+    }
+    json_decref(j);
+    return n > 0 ? n : 0;
+}
+
+/* ---- the queue ---- */
+
+static void log_drops(struct proxy_tracer *t, uint64_t n, const char *why)
+{
+    t->drops_unlogged += n;
+    uint64_t now = uv_now(t->loop);
+    if (t->last_drop_log && now - t->last_drop_log < DROP_LOG_MS) {
+        return;
+    }
+    t->last_drop_log = now;
+    sc_warn("tracing: spans dropped", SC_LU("spans", t->drops_unlogged), SC_LS("reason", why));
+    t->drops_unlogged = 0;
+}
+
+void proxy_tracer_sampled(struct proxy_tracer *t)
+{
+    sc_metrics_counter_inc(t->m_sampled);
+}
+
+void proxy_tracer_push(struct proxy_tracer *t, struct proxy_span *s)
+{
+    struct proxy_span *old = NULL;
+    uv_mutex_lock(&t->mu);
+    if (t->count == t->cap) {
+        old = t->ring[t->head];
+        t->head = (t->head + 1) % t->cap;
+        t->count--;
+    }
+    t->ring[(t->head + t->count) % t->cap] = s;
+    t->count++;
+    bool full = t->count >= t->max_batch;
+    uv_mutex_unlock(&t->mu);
+    if (old) {
+        sc_free(old);
+        sc_metrics_counter_inc(t->m_full);
+    }
+    if (full && !atomic_exchange(&t->kicked, true)) {
+        uv_async_send(&t->async);
+    }
+}
+
+/* Takes up to <max> spans, oldest first, into <out>. */
+static size_t take(struct proxy_tracer *t, struct proxy_span **out, size_t max)
+{
+    uv_mutex_lock(&t->mu);
+    size_t n = t->count < max ? t->count : max;
+    for (size_t i = 0; i < n; i++) {
+        out[i] = t->ring[(t->head + i) % t->cap];
+    }
+    t->head = (t->head + n) % t->cap;
+    t->count -= n;
+    size_t left = t->count;
+    uv_mutex_unlock(&t->mu);
+    sc_metrics_gauge_set(t->m_queued, (double)left);
+    return n;
+}
+
+/* ---- exporting ---- */
+
+static void kick(struct proxy_tracer *t);
+static void on_flush_deadline(uv_timer_t *h);
+
+static int gzip_body(struct sc_buf *b)
+{
+    z_stream z;
+    memset(&z, 0, sizeof(z));
+    if (deflateInit2(&z, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+        return -ENOMEM;
+    }
+    struct sc_buf out;
+    sc_buf_init(&out, EXPORT_MAX_BODY);
+    size_t bound = deflateBound(&z, (uLong)b->len) + 32;
+    int rc = sc_buf_reserve(&out, bound);
+    if (rc == 0) {
+        z.next_in = (Bytef *)b->p;
+        z.avail_in = (uInt)b->len;
+        z.next_out = (Bytef *)out.p;
+        z.avail_out = (uInt)bound;
+        rc = deflate(&z, Z_FINISH) == Z_STREAM_END ? 0 : -EIO;
+        out.len = bound - z.avail_out;
+    }
+    deflateEnd(&z);
+    if (rc == 0) {
+        sc_buf_cleanup(b);
+        *b = out;
+    } else {
+        sc_buf_cleanup(&out);
+    }
+    return rc;
+}
+
+static void conf_free(struct texp_conf *c);
+
+static void finish_batch(struct proxy_tracer *t)
+{
+    t->xfer = NULL;
+    t->nspans = 0;
+    t->attempts = 0;
+    sc_buf_cleanup(&t->body);
+    if (t->retired && t->retired == t->xfer_conf) {
+        conf_free(t->retired);
+        t->retired = NULL;
+    }
+    t->xfer_conf = NULL;
+}
+
+static void drop_batch(struct proxy_tracer *t, const char *why)
+{
+    sc_metrics_counter_add(t->m_failed, t->nspans);
+    log_drops(t, t->nspans, why);
+    finish_batch(t);
+}
+
+static void send_body(struct proxy_tracer *t);
+
+static void on_retry(uv_timer_t *h)
+{
+    struct proxy_tracer *t = h->data;
+    t->backing_off = false;
+    send_body(t);
+}
+
+static void on_sent(void *arg, const struct sc_egress_resp *resp)
+{
+    struct proxy_tracer *t = arg;
+    t->xfer = NULL;
+    sc_histogram_observe(t->m_latency, resp->seconds);
+    int st = resp->status;
+    if (resp->error == 0 && st >= 200 && st < 300) {
+        int64_t rej = t->provider == PROXY_TRACE_OTLP_HTTP ? proxy_trace_rejected_proto(resp->body)
+                      : t->provider == PROXY_TRACE_OTLP_JSON ? proxy_trace_rejected_json(resp->body)
+                                                             : 0;
+        if (rej > (int64_t)t->nspans) {
+            rej = (int64_t)t->nspans;
+        }
+        sc_metrics_counter_add(t->m_exported, t->nspans - (size_t)rej);
+        if (rej > 0) {
+            sc_metrics_counter_add(t->m_failed, (uint64_t)rej);
+            log_drops(t, (uint64_t)rej, "the collector rejected them (partial success)");
+        }
+        finish_batch(t);
+        kick(t);
+        return;
+    }
+    bool retriable = resp->error != 0 ? resp->error != SC_ECLOSED && resp->error != SC_ETOOBIG
+                                      : st == 429 || st == 502 || st == 503 || st == 504;
+    if (!retriable || t->flushing || t->closing || t->attempts > t->max_retries) {
+        char why[96];
+        if (resp->error) {
+            snprintf(why, sizeof(why), "export failed: %s",
+                     resp->error_msg ? resp->error_msg : sc_strerror(resp->error));
+        } else {
+            snprintf(why, sizeof(why), "the collector answered %d", st);
+        }
+        drop_batch(t, why);
+        kick(t);
+        return;
+    }
+    /* Backoff: doubled per attempt with jitter in [d/2, d]; a Retry-After in seconds wins. */
+    uint64_t d = t->initial_backoff_ms << (t->attempts - 1 < 20 ? t->attempts - 1 : 20);
+    if (d > t->max_backoff_ms) {
+        d = t->max_backoff_ms;
+    }
+    d = d / 2 + (uint64_t)rand() % (d / 2 + 1);
+    struct sc_str ra = resp->error ? SC_STR_NULL : sc_egress_resp_header(resp, "retry-after");
+    uint64_t secs;
+    if (ra.len && sc_str_to_u64(ra, 86400, &secs) == 0) {
+        d = secs * 1000 < t->max_backoff_ms ? secs * 1000 : t->max_backoff_ms;
+    }
+    sc_debug("tracing: export retried", SC_LI("status", st), SC_LU("delay_ms", d));
+    t->backing_off = true;
+    uv_timer_start(&t->retry_timer, on_retry, d, 0);
+}
+
+static void send_body(struct proxy_tracer *t)
+{
+    struct sc_kv hdr[40];
+    size_t nh = 0;
+    const char *ctype =
+        t->provider == PROXY_TRACE_OTLP_HTTP ? "application/x-protobuf" : "application/json";
+    hdr[nh++] = (struct sc_kv){ .key = "Content-Type", .value = (char *)ctype };
+    hdr[nh++] = (struct sc_kv){ .key = "User-Agent", .value = "sidecar/" SC_VERSION };
+    if (t->gzip) {
+        hdr[nh++] = (struct sc_kv){ .key = "Content-Encoding", .value = "gzip" };
+    }
+    for (size_t i = 0; i < t->conf->nhdrs && nh < SC_ARRAY_LEN(hdr); i++) {
+        hdr[nh++] = t->conf->hdrs[i];
+    }
+    struct sc_egress_req req = {
+        .method = "POST",
+        .url = t->conf->url,
+        .headers = hdr,
+        .nheaders = nh,
+        .body = t->body.p,
+        .body_len = t->body.len,
+        .timeout_ms = t->timeout_ms,
+        .max_response = 1 << 20,
+    };
+    t->attempts++;
+    int err = t->eg ? sc_egress_send(t->eg, &req, on_sent, t, &t->xfer) : SC_EUNSUPPORTED;
+    if (err < 0) {
+        t->xfer = NULL;
+        drop_batch(t, "export not started");
+        return;
+    }
+    t->xfer_conf = t->conf;
+}
+
+/* Starts the next export when none is in flight: up to max_batch spans from the queue. */
+static void kick(struct proxy_tracer *t)
+{
+    if (t->xfer || t->backing_off || t->nspans || t->closing) {
+        return;
+    }
+    struct proxy_span **batch = sc_calloc(t->max_batch, sizeof(*batch));
+    size_t n = take(t, batch, t->max_batch);
+    if (n == 0) {
+        sc_free(batch);
+        if (t->flushing && t->flush_cb) {
+            /* Called back from a timer of its own, never from inside the egress callback. */
+            uv_timer_start(&t->retry_timer, on_flush_deadline, 0, 0);
+        }
+        return;
+    }
+    sc_buf_init(&t->body, EXPORT_MAX_BODY);
+    int rc = t->provider == PROXY_TRACE_OTLP_HTTP
+                 ? proxy_trace_encode_otlp_proto(&t->body, &t->res, batch, n)
+             : t->provider == PROXY_TRACE_OTLP_JSON
+                 ? proxy_trace_encode_otlp_json(&t->body, &t->res, batch, n)
+                 : proxy_trace_encode_zipkin(&t->body, &t->res, batch, n);
+    for (size_t i = 0; i < n; i++) {
+        sc_free(batch[i]);
+    }
+    sc_free(batch);
+    t->nspans = n;
+    if (rc == 0 && t->gzip) {
+        rc = gzip_body(&t->body);
+    }
+    if (rc < 0) {
+        drop_batch(t, "batch too large to encode");
+        return;
+    }
+    send_body(t);
+}
+
+static void on_async(uv_async_t *a)
+{
+    struct proxy_tracer *t = a->data;
+    atomic_store(&t->kicked, false);
+    kick(t);
+}
+
+static void on_timer(uv_timer_t *h)
+{
+    struct proxy_tracer *t = h->data;
+    /* Workers drop from a full queue without logging (they must not wait on anything): the
+     * exporter reports those drops here, rate-limited like its own. */
+    double full = sc_metric_value(t->m_full);
+    if (full > t->full_logged) {
+        uint64_t now = uv_now(t->loop);
+        if (!t->last_drop_log || now - t->last_drop_log >= DROP_LOG_MS) {
+            log_drops(t, (uint64_t)(full - t->full_logged), "the export queue is full");
+            t->full_logged = full;
+        }
+    }
+    kick(t);
+}
+
+static struct texp_conf *conf_new(const struct proxy_trace_cfg *cfg)
+{
+    struct texp_conf *c = SC_NEW(struct texp_conf);
+    const char *def = cfg->provider == PROXY_TRACE_ZIPKIN ? "http://localhost:9411/api/v2/spans"
+                                                          : "http://localhost:4318/v1/traces";
+    c->url = sc_strdup(cfg->endpoint && *cfg->endpoint ? cfg->endpoint : def);
+    c->nhdrs = cfg->headers.n;
+    c->hdrs = sc_calloc(c->nhdrs ? c->nhdrs : 1, sizeof(*c->hdrs));
+    for (size_t i = 0; i < c->nhdrs; i++) {
+        c->hdrs[i].key = sc_strdup(cfg->headers.v[i].key);
+        c->hdrs[i].value = sc_strdup(cfg->headers.v[i].value);
+    }
+    return c;
+}
+
+static void conf_free(struct texp_conf *c)
+{
+    if (!c) {
+        return;
+    }
+    sc_free(c->url);
+    for (size_t i = 0; i < c->nhdrs; i++) {
+        sc_free(c->hdrs[i].key);
+        sc_free(c->hdrs[i].value);
+    }
+    sc_free(c->hdrs);
+    sc_free(c);
+}
+
+/* Resizes the ring to <cap>, keeping the newest spans (the oldest are dropped and counted). */
+static void resize(struct proxy_tracer *t, size_t cap)
+{
+    struct proxy_span **ring = sc_calloc(cap, sizeof(*ring));
+    uint64_t dropped = 0;
+    uv_mutex_lock(&t->mu);
+    while (t->count > cap) {
+        sc_free(t->ring[t->head]);
+        t->head = (t->head + 1) % t->cap;
+        t->count--;
+        dropped++;
+    }
+    for (size_t i = 0; i < t->count; i++) {
+        ring[i] = t->ring[(t->head + i) % t->cap];
+    }
+    sc_free(t->ring);
+    t->ring = ring;
+    t->cap = cap;
+    t->head = 0;
+    uv_mutex_unlock(&t->mu);
+    if (dropped) {
+        sc_metrics_counter_add(t->m_full, dropped);
+    }
+}
+
+void proxy_tracer_configure(struct proxy_tracer *t, const struct proxy_trace_cfg *cfg)
+{
+    t->provider = cfg->provider;
+    t->timeout_ms = cfg->timeout_ms;
+    t->gzip = cfg->compression == 1;
+    t->max_retries = cfg->max_retries;
+    t->initial_backoff_ms = cfg->initial_backoff_ms;
+    t->max_backoff_ms = cfg->max_backoff_ms;
+    uv_mutex_lock(&t->mu);
+    t->max_batch = (size_t)cfg->max_batch_size;
+    uv_mutex_unlock(&t->mu);
+    if ((size_t)cfg->max_queue_size != t->cap) {
+        resize(t, (size_t)cfg->max_queue_size);
+    }
+    if (t->conf) {
+        if (t->conf == t->xfer_conf) {
+            conf_free(t->retired); /* not in flight: the one in flight is this one */
+            t->retired = t->conf;
+        } else {
+            conf_free(t->conf);
+        }
+    }
+    t->conf = conf_new(cfg);
+    if (t->interval_ms != cfg->batch_interval_ms) {
+        t->interval_ms = cfg->batch_interval_ms;
+        uv_timer_start(&t->timer, on_timer, t->interval_ms, t->interval_ms);
+    }
+}
+
+struct proxy_tracer *proxy_tracer_new(uv_loop_t *loop, struct sc_metrics *reg,
+                                      const struct proxy_trace_cfg *cfg,
+                                      struct proxy_trace_resource res)
+{
+    struct proxy_tracer *t = SC_NEW(struct proxy_tracer);
+    t->loop = loop;
+    t->res = res;
+    uv_mutex_init(&t->mu);
+    uv_async_init(loop, &t->async, on_async);
+    t->async.data = t;
+    uv_timer_init(loop, &t->timer);
+    t->timer.data = t;
+    uv_timer_init(loop, &t->retry_timer);
+    t->retry_timer.data = t;
+    t->handles = 3;
+    static const char *const labels[] = { "result", NULL };
+    struct sc_metric_family *f = sc_metrics_family(
+        reg, SC_METRIC_COUNTER, "sidecar_tracing_spans_total",
+        "Spans by what became of them: sampled (recorded), exported (acknowledged by the "
+        "collector), dropped_queue_full (the oldest when the export queue was full), "
+        "dropped_export_failed (the collector refused them, or retries ran out).",
+        labels, NULL, 0);
+    t->m_sampled = sc_metric_get(f, (const char *[]){ "sampled" });
+    t->m_exported = sc_metric_get(f, (const char *[]){ "exported" });
+    t->m_full = sc_metric_get(f, (const char *[]){ "dropped_queue_full" });
+    t->m_failed = sc_metric_get(f, (const char *[]){ "dropped_export_failed" });
+    static const double buckets[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 };
+    struct sc_metric_family *lat = sc_metrics_family(
+        reg, SC_METRIC_HISTOGRAM, "sidecar_tracing_export_duration_seconds",
+        "Time of each export request to the trace collector, retries counted one by one.", NULL,
+        buckets, SC_ARRAY_LEN(buckets));
+    t->m_latency = sc_metric_get(lat, NULL);
+    struct sc_metric_family *q = sc_metrics_family(
+        reg, SC_METRIC_GAUGE, "sidecar_tracing_queue_spans",
+        "Spans waiting in the export queue (as of the last export).", NULL, NULL, 0);
+    t->m_queued = sc_metric_get(q, NULL);
+    proxy_tracer_configure(t, cfg);
+    /* libcurl is loaded now rather than at the first export: its loading and initialisation
+     * (millions of instructions) are start-up work, not a stall of the loop under traffic. */
+    t->eg = sc_egress_new(loop);
+    return t;
+}
+
+static void on_flush_deadline(uv_timer_t *h)
+{
+    struct proxy_tracer *t = h->data;
+    void (*cb)(void *) = t->flush_cb;
+    t->flush_cb = NULL;
+    if (cb) {
+        cb(t->flush_arg); /* proxy_tracer_close counts what is still queued or in flight */
+    }
+}
+
+void proxy_tracer_flush(struct proxy_tracer *t, void (*cb)(void *arg), void *arg)
+{
+    t->flushing = true;
+    t->flush_cb = cb;
+    t->flush_arg = arg;
+    uv_timer_stop(&t->timer);
+    if (t->backing_off) {
+        t->backing_off = false;
+        drop_batch(t, "shutting down");
+    }
+    /* The whole flush is bounded by one export timeout, however many batches are queued. */
+    uv_timer_start(&t->retry_timer, on_flush_deadline, t->timeout_ms, 0);
+    kick(t);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct proxy_tracer *t = h->data;
+    if (--t->handles > 0) {
+        return;
+    }
+    uv_mutex_destroy(&t->mu);
+    sc_free(t->ring);
+    conf_free(t->conf);
+    if (t->retired != t->conf) {
+        conf_free(t->retired);
+    }
+    for (size_t i = 0; i < t->res.n; i++) {
+        sc_free(t->res.kv[i].key);
+        sc_free(t->res.kv[i].value);
+    }
+    sc_free(t->res.kv);
+    sc_free(t);
+}
+
+void proxy_tracer_close(struct proxy_tracer *t)
+{
+    if (!t) {
+        return;
+    }
+    t->closing = true;
+    if (t->xfer) {
+        sc_egress_cancel(t->xfer);
+        t->xfer = NULL;
+    }
+    if (t->nspans) {
+        drop_batch(t, "shutting down");
+    }
+    uint64_t left = 0;
+    uv_mutex_lock(&t->mu);
+    while (t->count) {
+        sc_free(t->ring[t->head]);
+        t->head = (t->head + 1) % t->cap;
+        t->count--;
+        left++;
+    }
+    uv_mutex_unlock(&t->mu);
+    if (left) {
+        sc_metrics_counter_add(t->m_failed, left);
+        log_drops(t, left, "shutting down");
+    }
+    sc_egress_close(t->eg);
+    t->eg = NULL;
+    uv_close((uv_handle_t *)&t->async, on_closed);
+    uv_close((uv_handle_t *)&t->timer, on_closed);
+    uv_close((uv_handle_t *)&t->retry_timer, on_closed);
+}

@@ -1,0 +1,247 @@
+// SPDX-License-Identifier: Apache-2.0
+// OTLP/HTTP protobuf: span batches written as an ExportTraceServiceRequest (one ResourceSpans,
+// one ScopeSpans) with the field numbers and wire types of proto/*.proto, and the collector's
+// ExportTraceServiceResponse read with the protoc-c code generated from those files. The request
+// is written directly rather than through protobuf-c's reflective packer, which measured about
+// 17,000 instructions per span under callgrind (sizing and packing each of a span's ~50 nested
+// messages through their descriptors) against under 2,000 here; the unit test decodes what this
+// writes with the generated protobuf-c decoder, and the integration test's fake collector with
+// python3-protobuf and a wire walker, so both stay tied to the .proto files. Lengths are exact:
+// every message is sized before it is written.
+#include <string.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "core/error.h"
+#include "roles/proxy/otlp_trace_service.pb-c.h"
+#include "roles/proxy/proxy_trace.h"
+
+enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
+
+static size_t vsz(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static char *put_varint(char *o, uint64_t v)
+{
+    while (v >= 0x80) {
+        *o++ = (char)(v | 0x80);
+        v >>= 7;
+    }
+    *o++ = (char)v;
+    return o;
+}
+
+static char *put_tag(char *o, unsigned field, unsigned wt)
+{
+    return put_varint(o, (uint64_t)field << 3 | wt);
+}
+
+/* A length-delimited field of <len> payload bytes: its whole size (fields here are < 16). */
+static size_t len_field(size_t len)
+{
+    return 1 + vsz(len) + len;
+}
+
+static char *put_len(char *o, unsigned field, size_t len)
+{
+    return put_varint(put_tag(o, field, WT_LEN), len);
+}
+
+static char *put_bytes(char *o, unsigned field, const void *p, size_t n)
+{
+    o = put_len(o, field, n);
+    memcpy(o, p, n);
+    return o + n;
+}
+
+static char *put_fixed64(char *o, unsigned field, uint64_t v)
+{
+    o = put_tag(o, field, WT_I64);
+    for (int i = 0; i < 8; i++) {
+        *o++ = (char)(v >> (8 * i));
+    }
+    return o;
+}
+
+/* KeyValue{key = 1; value = 2: AnyValue{string_value = 1 | int_value = 3}}: its payload size. */
+static size_t any_size(bool is_int, int64_t i, size_t vlen)
+{
+    return is_int ? 1 + vsz((uint64_t)i) : len_field(vlen);
+}
+
+static size_t kv_size(size_t klen, bool is_int, int64_t i, size_t vlen)
+{
+    return len_field(klen) + len_field(any_size(is_int, i, vlen));
+}
+
+/* Writes a KeyValue field whose payload size is <size> (kv_size). */
+static char *put_kv(char *o, unsigned field, size_t size, const char *key, size_t klen, bool is_int,
+                    int64_t i, const char *val, size_t vlen)
+{
+    o = put_len(o, field, size);
+    o = put_bytes(o, 1, key, klen);
+    o = put_len(o, 2, any_size(is_int, i, vlen));
+    if (is_int) {
+        o = put_tag(o, 3, WT_VARINT);
+        return put_varint(o, (uint64_t)i);
+    }
+    return put_bytes(o, 1, val, vlen);
+}
+
+static size_t event_size(const struct proxy_span_event *e)
+{
+    return 9 + len_field(e->nlen); /* time_unix_nano = 1 (fixed64), name = 2 */
+}
+
+static size_t status_size(const struct proxy_span *s)
+{
+    return s->status ? 1 + vsz(s->status) : 0; /* code = 3 */
+}
+
+/* The span's payload size, kept in s->esz with each attribute's in a->esz for the writing. */
+static size_t span_size(struct proxy_span *s)
+{
+    size_t n = len_field(16) + len_field(8); /* trace_id = 1, span_id = 2 */
+    if (s->state_len) {
+        n += len_field(s->state_len); /* trace_state = 3 */
+    }
+    if (s->has_parent) {
+        n += len_field(8); /* parent_span_id = 4 */
+    }
+    n += 2 + 4;                  /* flags = 16 (fixed32, two-byte tag) */
+    n += len_field(s->name_len); /* name = 5 */
+    n += 1 + vsz(s->kind);       /* kind = 6 */
+    n += 9 + 9;                  /* start = 7, end = 8 (fixed64) */
+    for (size_t a = 0; a < s->nattrs; a++) {
+        struct proxy_span_attr *at = &s->attrs[a];
+        at->esz = (uint16_t)kv_size(at->klen, at->type == PROXY_ATTR_INT, at->i, at->len);
+        n += len_field(at->esz); /* attributes = 9 */
+    }
+    if (s->dropped_attrs) {
+        n += 1 + vsz(s->dropped_attrs); /* dropped_attributes_count = 10 */
+    }
+    for (size_t e = 0; e < s->nevents; e++) {
+        n += len_field(event_size(&s->events[e])); /* events = 11 */
+    }
+    if (s->dropped_events) {
+        n += 1 + vsz(s->dropped_events); /* dropped_events_count = 12 */
+    }
+    n += len_field(status_size(s)); /* status = 15 */
+    s->esz = (uint32_t)n;
+    return n;
+}
+
+static char *put_span(char *o, const struct proxy_span *s)
+{
+    o = put_len(o, 2, s->esz); /* ScopeSpans.spans = 2 */
+    o = put_bytes(o, 1, s->trace_id, 16);
+    o = put_bytes(o, 2, s->span_id, 8);
+    if (s->state_len) {
+        o = put_bytes(o, 3, s->arena + s->state_off, s->state_len);
+    }
+    if (s->has_parent) {
+        o = put_bytes(o, 4, s->parent_id, 8);
+    }
+    o = put_bytes(o, 5, s->arena + s->name_off, s->name_len);
+    o = put_tag(o, 6, WT_VARINT);
+    o = put_varint(o, s->kind);
+    o = put_fixed64(o, 7, s->start_ns);
+    o = put_fixed64(o, 8, s->end_ns);
+    for (size_t a = 0; a < s->nattrs; a++) {
+        const struct proxy_span_attr *at = &s->attrs[a];
+        o = put_kv(o, 9, at->esz, at->key, at->klen, at->type == PROXY_ATTR_INT, at->i,
+                   s->arena + at->off, at->len);
+    }
+    if (s->dropped_attrs) {
+        o = put_tag(o, 10, WT_VARINT);
+        o = put_varint(o, s->dropped_attrs);
+    }
+    for (size_t e = 0; e < s->nevents; e++) {
+        const struct proxy_span_event *ev = &s->events[e];
+        o = put_len(o, 11, event_size(ev));
+        o = put_fixed64(o, 1, ev->time_ns);
+        o = put_bytes(o, 2, ev->name, ev->nlen);
+    }
+    if (s->dropped_events) {
+        o = put_tag(o, 12, WT_VARINT);
+        o = put_varint(o, s->dropped_events);
+    }
+    o = put_len(o, 15, status_size(s));
+    if (s->status) {
+        o = put_tag(o, 3, WT_VARINT);
+        o = put_varint(o, s->status);
+    }
+    /* flags = 16: W3C trace flags (sampled) and SpanFlags: whether the parent is remote is known
+     * (0x100), and it is (0x200) when it came in a request's headers. */
+    uint32_t flags = 0x101u | (s->has_parent ? 0x200u : 0);
+    o = put_tag(o, 16, WT_I32);
+    for (int i = 0; i < 4; i++) {
+        *o++ = (char)(flags >> (8 * i));
+    }
+    return o;
+}
+
+static const char scope_name[] = "sidecar";
+static const char scope_version[] = SC_VERSION;
+
+int proxy_trace_encode_otlp_proto(struct sc_buf *out, const struct proxy_trace_resource *res,
+                                  struct proxy_span *const *spans, size_t n)
+{
+    size_t res_size = 0;
+    for (size_t i = 0; i < res->n; i++) {
+        res_size += len_field(kv_size(strlen(res->kv[i].key), false, 0, strlen(res->kv[i].value)));
+    }
+    size_t scope_size = len_field(sizeof(scope_name) - 1) + len_field(sizeof(scope_version) - 1);
+    size_t ss_size = len_field(scope_size);
+    for (size_t i = 0; i < n; i++) {
+        ss_size += len_field(span_size(spans[i]));
+    }
+    size_t rs_size = len_field(res_size) + len_field(ss_size);
+    size_t total = len_field(rs_size);
+    if (sc_buf_reserve(out, total) < 0) {
+        return SC_ETOOBIG;
+    }
+    char *o = out->p + out->len;
+    o = put_len(o, 1, rs_size);  /* ExportTraceServiceRequest.resource_spans = 1 */
+    o = put_len(o, 1, res_size); /* ResourceSpans.resource = 1 */
+    for (size_t i = 0; i < res->n; i++) {
+        const char *k = res->kv[i].key, *v = res->kv[i].value;
+        size_t kl = strlen(k), vl = strlen(v);
+        o = put_kv(o, 1, kv_size(kl, false, 0, vl), k, kl, false, 0, v, vl); /* attributes = 1 */
+    }
+    o = put_len(o, 2, ss_size);    /* ResourceSpans.scope_spans = 2 */
+    o = put_len(o, 1, scope_size); /* ScopeSpans.scope = 1 */
+    o = put_bytes(o, 1, scope_name, sizeof(scope_name) - 1);
+    o = put_bytes(o, 2, scope_version, sizeof(scope_version) - 1);
+    for (size_t i = 0; i < n; i++) {
+        o = put_span(o, spans[i]);
+    }
+    out->len = (size_t)(o - out->p);
+    return 0;
+}
+
+int64_t proxy_trace_rejected_proto(struct sc_str body)
+{
+    if (!body.len) {
+        return 0;
+    }
+    Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceResponse *r =
+        opentelemetry__proto__collector__trace__v1__export_trace_service_response__unpack(
+            NULL, body.len, (const uint8_t *)body.p);
+    int64_t n = 0;
+    if (r && r->partial_success && r->partial_success->rejected_spans > 0) {
+        n = r->partial_success->rejected_spans;
+    }
+    if (r) {
+        opentelemetry__proto__collector__trace__v1__export_trace_service_response__free_unpacked(
+            r, NULL);
+    }
+    return n;
+}

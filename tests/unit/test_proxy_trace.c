@@ -1,0 +1,320 @@
+// SPDX-License-Identifier: Apache-2.0
+// Unit tests for tracing (src/roles/proxy/proxy_trace_ctx.c, proxy_trace.c, proxy_trace_export.c,
+// proxy_trace_otlp.c): W3C traceparent and tracestate against the specification's examples and
+// its invalid forms; B3 single and multi header forms (64- and 128-bit ids, debug, bare states);
+// span strings made valid UTF-8 and bounded; the three encoders read back (OTLP protobuf through
+// the generated decoder, OTLP and Zipkin JSON through jansson) with the fields the specifications
+// name; and the collector's partial-success answers.
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "roles/proxy/otlp_trace_service.pb-c.h"
+#include "roles/proxy/proxy_trace.h"
+#include "roles/proxy/proxy_trace_ctx.h"
+
+static void test_traceparent(void **state)
+{
+    (void)state;
+    struct proxy_trace_ctx c;
+    assert_int_equal(proxy_traceparent_parse(
+                         SC_STR("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), &c),
+                     0);
+    assert_true(c.has_ids);
+    assert_int_equal(c.sampling, PROXY_TRACE_ACCEPT);
+    assert_int_equal(c.trace_id[0], 0x4b);
+    assert_int_equal(c.span_id[7], 0xb7);
+    char out[55];
+    proxy_traceparent_format(out, c.trace_id, c.span_id, true);
+    assert_memory_equal(out, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", 55);
+    assert_int_equal(proxy_traceparent_parse(
+                         SC_STR("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"), &c),
+                     0);
+    assert_int_equal(c.sampling, PROXY_TRACE_DENY);
+    /* A later version may append fields after a dash. */
+    assert_int_equal(
+        proxy_traceparent_parse(
+            SC_STR("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what"), &c),
+        0);
+    static const char *const bad[] = {
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  /* version ff */
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",  /* zero trace id */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",  /* zero span id */
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",  /* upper case */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-", /* 00 with more */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",     /* short */
+        "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  /* separator */
+        "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x", /* no dash after */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        memset(&c, 0x33, sizeof(c));
+        assert_int_equal(proxy_traceparent_parse(sc_str_c(bad[i]), &c), -1);
+        assert_int_equal(c.trace_id[0], 0x33); /* untouched */
+    }
+}
+
+static void test_tracestate(void **state)
+{
+    (void)state;
+    assert_true(proxy_tracestate_valid(SC_STR("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE")));
+    assert_true(proxy_tracestate_valid(SC_STR("fw529a3039@dt=abc, ,a*b/c-d_e=x y")));
+    assert_true(proxy_tracestate_valid(SC_STR("")));
+    assert_false(proxy_tracestate_valid(SC_STR("Rojo=1")));  /* upper-case key */
+    assert_false(proxy_tracestate_valid(SC_STR("a=b=c")));   /* '=' in the value */
+    assert_false(proxy_tracestate_valid(SC_STR("a")));       /* no value */
+    assert_false(proxy_tracestate_valid(SC_STR("a=")));      /* empty value */
+    assert_false(proxy_tracestate_valid(SC_STR("a=b\x01"))); /* control byte */
+    assert_false(proxy_tracestate_valid(SC_STR("t@toolongsystemid=1")));
+    char many[400] = "";
+    size_t n = 0;
+    for (int i = 0; i < 33; i++) {
+        n += (size_t)snprintf(many + n, sizeof(many) - n, "%sk%d=v", i ? "," : "", i);
+    }
+    assert_false(proxy_tracestate_valid(sc_str_n(many, n))); /* 33 members */
+    char big[600];
+    memset(big, 'v', sizeof(big));
+    memcpy(big, "k=", 2);
+    assert_false(proxy_tracestate_valid(sc_str_n(big, sizeof(big))));
+}
+
+static void test_b3(void **state)
+{
+    (void)state;
+    struct proxy_trace_ctx c;
+    assert_int_equal(
+        proxy_b3_parse(
+            SC_STR("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90"), &c),
+        0);
+    assert_true(c.has_ids);
+    assert_int_equal(c.sampling, PROXY_TRACE_ACCEPT);
+    assert_int_equal(c.trace_id[0], 0x80);
+    assert_int_equal(c.span_id[0], 0xe4);
+    assert_int_equal(proxy_b3_parse(SC_STR("a3ce929d0e0e4736-e457b5a2e4d86bd1-d"), &c), 0);
+    assert_int_equal(c.sampling, PROXY_TRACE_DEBUG);
+    assert_int_equal(c.trace_id[0], 0); /* 64-bit trace id, left-padded */
+    assert_int_equal(c.trace_id[8], 0xa3);
+    assert_int_equal(proxy_b3_parse(SC_STR("a3ce929d0e0e4736-e457b5a2e4d86bd1"), &c), 0);
+    assert_int_equal(c.sampling, PROXY_TRACE_DEFER);
+    assert_int_equal(proxy_b3_parse(SC_STR("0"), &c), 0);
+    assert_false(c.has_ids);
+    assert_int_equal(c.sampling, PROXY_TRACE_DENY);
+    static const char *const bad[] = {
+        "2",
+        "a3ce929d0e0e4736",
+        "a3ce929d0e0e4736-e457b5a2e4d86bd1-x",
+        "a3ce929d0e0e4736-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b9",
+        "a3ce929d0e0e4736-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90-1",
+        "A3CE929D0E0E4736-e457b5a2e4d86bd1",
+        "0000000000000000-e457b5a2e4d86bd1",
+        "",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(proxy_b3_parse(sc_str_c(bad[i]), &c), -1);
+    }
+    assert_int_equal(proxy_b3_multi_parse(SC_STR("80f198ee56343ba864fe8b2a57d3eff7"),
+                                          SC_STR("e457b5a2e4d86bd1"), SC_STR("1"), SC_STR(""), &c),
+                     0);
+    assert_true(c.has_ids);
+    assert_int_equal(c.sampling, PROXY_TRACE_ACCEPT);
+    assert_int_equal(proxy_b3_multi_parse(SC_STR(""), SC_STR(""), SC_STR("true"), SC_STR(""), &c),
+                     0);
+    assert_false(c.has_ids);
+    assert_int_equal(c.sampling, PROXY_TRACE_ACCEPT);
+    assert_int_equal(proxy_b3_multi_parse(SC_STR(""), SC_STR(""), SC_STR(""), SC_STR("1"), &c), 0);
+    assert_int_equal(c.sampling, PROXY_TRACE_DEBUG);
+    assert_int_equal(proxy_b3_multi_parse(SC_STR(""), SC_STR(""), SC_STR(""), SC_STR(""), &c), -1);
+    assert_int_equal(proxy_b3_multi_parse(SC_STR("80f198ee56343ba864fe8b2a57d3eff7"), SC_STR(""),
+                                          SC_STR("1"), SC_STR(""), &c),
+                     -1);
+    assert_int_equal(proxy_b3_multi_parse(SC_STR(""), SC_STR(""), SC_STR("yes"), SC_STR(""), &c),
+                     -1);
+}
+
+static struct proxy_span *mkspan(int kind, bool parent)
+{
+    struct proxy_span *s = sc_calloc(1, sizeof(*s));
+    for (int i = 0; i < 16; i++) {
+        s->trace_id[i] = (uint8_t)(i + 1);
+    }
+    for (int i = 0; i < 8; i++) {
+        s->span_id[i] = (uint8_t)(0x10 + i);
+        s->parent_id[i] = (uint8_t)(0x20 + i);
+    }
+    s->has_parent = parent;
+    s->kind = (uint8_t)kind;
+    s->start_ns = 1700000000000000000ull;
+    s->end_ns = s->start_ns + 2500000;
+    proxy_span_str(s, "http.request.method", SC_STR("GET"));
+    proxy_span_str(s, "url.path", SC_STR("/caf\xc3\xa9/\xff\"q\""));
+    proxy_span_int(s, "http.response.status_code", 503);
+    proxy_span_str(s, "network.peer.address", SC_STR("127.0.0.1"));
+    proxy_span_int(s, "network.peer.port", 40000);
+    proxy_span_event(s, "retry", s->start_ns + 1000);
+    s->status = 2;
+    uint16_t off;
+    (void)off;
+    s->name_off = s->arena_len;
+    memcpy(s->arena + s->arena_len, "GET /caf", 8);
+    s->name_len = 8;
+    s->arena_len = (uint16_t)(s->arena_len + 8);
+    return s;
+}
+
+static void test_span_strings(void **state)
+{
+    (void)state;
+    struct proxy_span *s = mkspan(PROXY_SPAN_SERVER, false);
+    /* The invalid byte became '?', the valid two-byte character stayed. */
+    assert_int_equal(s->attrs[1].len, strlen("/caf\xc3\xa9/?\"q\""));
+    assert_memory_equal(s->arena + s->attrs[1].off, "/caf\xc3\xa9/?\"q\"", s->attrs[1].len);
+    char big[4000];
+    memset(big, 'x', sizeof(big));
+    proxy_span_str(s, "big", sc_str_n(big, sizeof(big)));
+    assert_true(s->arena_len <= PROXY_SPAN_ARENA);
+    for (int i = 0; i < 40; i++) {
+        proxy_span_int(s, "n", i);
+    }
+    assert_int_equal(s->nattrs, PROXY_SPAN_MAX_ATTRS);
+    assert_true(s->dropped_attrs > 0);
+    sc_free(s);
+}
+
+static struct proxy_trace_resource resource(void)
+{
+    static struct sc_kv kv[] = { { "service.name", "reviews" }, { "k8s.pod.name", "reviews-1" } };
+    return (struct proxy_trace_resource){ kv, 2 };
+}
+
+static void test_otlp_proto(void **state)
+{
+    (void)state;
+    struct proxy_span *sp[2] = { mkspan(PROXY_SPAN_SERVER, true),
+                                 mkspan(PROXY_SPAN_CLIENT, false) };
+    struct proxy_trace_resource res = resource();
+    struct sc_buf b;
+    sc_buf_init(&b, 1 << 20);
+    assert_int_equal(proxy_trace_encode_otlp_proto(&b, &res, sp, 2), 0);
+    Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest *r =
+        opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(
+            NULL, b.len, (const uint8_t *)b.p);
+    assert_non_null(r);
+    assert_int_equal(r->n_resource_spans, 1);
+    Opentelemetry__Proto__Trace__V1__ResourceSpans *rs = r->resource_spans[0];
+    assert_int_equal(rs->resource->n_attributes, 2);
+    assert_string_equal(rs->resource->attributes[0]->key, "service.name");
+    assert_string_equal(rs->resource->attributes[0]->value->string_value, "reviews");
+    assert_int_equal(rs->n_scope_spans, 1);
+    assert_int_equal(rs->scope_spans[0]->n_spans, 2);
+    Opentelemetry__Proto__Trace__V1__Span *s = rs->scope_spans[0]->spans[0];
+    assert_int_equal(s->trace_id.len, 16);
+    assert_int_equal(s->trace_id.data[0], 1);
+    assert_int_equal(s->span_id.len, 8);
+    assert_int_equal(s->parent_span_id.len, 8);
+    assert_int_equal(s->parent_span_id.data[0], 0x20);
+    assert_int_equal(s->kind, 2);
+    assert_string_equal(s->name, "GET /caf");
+    assert_true(s->start_time_unix_nano == 1700000000000000000ull);
+    assert_true(s->end_time_unix_nano == 1700000000002500000ull);
+    assert_int_equal(s->n_attributes, 5);
+    assert_string_equal(s->attributes[2]->key, "http.response.status_code");
+    assert_int_equal(s->attributes[2]->value->int_value, 503);
+    assert_int_equal(s->n_events, 1);
+    assert_string_equal(s->events[0]->name, "retry");
+    assert_int_equal(s->status->code, 2);
+    assert_int_equal(rs->scope_spans[0]->spans[1]->kind, 3);
+    assert_int_equal(rs->scope_spans[0]->spans[1]->parent_span_id.len, 0);
+    opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(r,
+                                                                                            NULL);
+    sc_buf_cleanup(&b);
+    sc_free(sp[0]);
+    sc_free(sp[1]);
+}
+
+static void test_json(void **state)
+{
+    (void)state;
+    struct proxy_span *sp[1] = { mkspan(PROXY_SPAN_SERVER, true) };
+    struct proxy_trace_resource res = resource();
+    struct sc_buf b;
+    sc_buf_init(&b, 1 << 20);
+    assert_int_equal(proxy_trace_encode_otlp_json(&b, &res, sp, 1), 0);
+    json_error_t je;
+    json_t *j = json_loadb(b.p, b.len, 0, &je);
+    assert_non_null(j);
+    json_t *s = json_array_get(
+        json_object_get(
+            json_array_get(json_object_get(json_array_get(json_object_get(j, "resourceSpans"), 0),
+                                           "scopeSpans"),
+                           0),
+            "spans"),
+        0);
+    assert_string_equal(json_string_value(json_object_get(s, "traceId")),
+                        "0102030405060708090a0b0c0d0e0f10");
+    assert_string_equal(json_string_value(json_object_get(s, "parentSpanId")), "2021222324252627");
+    assert_int_equal(json_integer_value(json_object_get(s, "kind")), 2);
+    assert_string_equal(json_string_value(json_object_get(s, "startTimeUnixNano")),
+                        "1700000000000000000");
+    json_t *a1 = json_object_get(json_array_get(json_object_get(s, "attributes"), 1), "value");
+    assert_string_equal(json_string_value(json_object_get(a1, "stringValue")),
+                        "/caf\xc3\xa9/?\"q\"");
+    json_decref(j);
+
+    sc_buf_reset(&b);
+    assert_int_equal(proxy_trace_encode_zipkin(&b, &res, sp, 1), 0);
+    j = json_loadb(b.p, b.len, 0, &je);
+    assert_non_null(j);
+    s = json_array_get(j, 0);
+    assert_string_equal(json_string_value(json_object_get(s, "id")), "1011121314151617");
+    assert_string_equal(json_string_value(json_object_get(s, "kind")), "SERVER");
+    assert_int_equal(json_integer_value(json_object_get(s, "duration")), 2500);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(s, "localEndpoint"), "serviceName")),
+        "reviews");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(s, "remoteEndpoint"), "ipv4")),
+        "127.0.0.1");
+    json_t *tags = json_object_get(s, "tags");
+    assert_string_equal(json_string_value(json_object_get(tags, "http.response.status_code")),
+                        "503");
+    assert_string_equal(json_string_value(json_object_get(tags, "error")), "true");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(s, "annotations"), 0), "value")),
+                        "retry");
+    json_decref(j);
+    sc_buf_cleanup(&b);
+    sc_free(sp[0]);
+}
+
+static void test_rejected(void **state)
+{
+    (void)state;
+    assert_int_equal(proxy_trace_rejected_json(SC_STR("{}")), 0);
+    assert_int_equal(
+        proxy_trace_rejected_json(SC_STR("{\"partialSuccess\":{\"rejectedSpans\":\"3\"}}")), 3);
+    assert_int_equal(
+        proxy_trace_rejected_json(SC_STR("{\"partialSuccess\":{\"rejectedSpans\":4}}")), 4);
+    assert_int_equal(proxy_trace_rejected_json(SC_STR("not json")), 0);
+    /* ExportTraceServiceResponse{partial_success{rejected_spans: 7}}: field 1 (len 2), field 1
+     * varint 7. */
+    assert_int_equal(proxy_trace_rejected_proto(sc_str_n("\x0a\x02\x08\x07", 4)), 7);
+    assert_int_equal(proxy_trace_rejected_proto(SC_STR("")), 0);
+    assert_int_equal(proxy_trace_rejected_proto(sc_str_n("\xff\xff", 2)), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_traceparent), cmocka_unit_test(test_tracestate),
+        cmocka_unit_test(test_b3),          cmocka_unit_test(test_span_strings),
+        cmocka_unit_test(test_otlp_proto),  cmocka_unit_test(test_json),
+        cmocka_unit_test(test_rejected),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
