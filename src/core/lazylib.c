@@ -6,9 +6,12 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/alloc.h"
 
 /* Resolves <n> symbols named in <names> from <soname> into <fns>. Returns false (logged) when the
  * library or a symbol is missing. */
@@ -91,4 +94,48 @@ int sc_lazylib_md5(const void *p, size_t n, unsigned char out[16])
         return SC_EUNSUPPORTED;
     }
     return 0;
+}
+
+/* OpenSSL 3 (net/ossl.h): libssl, whose handle also finds libcrypto's symbols (its dependency). */
+static void *ssl_lib;
+static char ssl_why[256];
+static pthread_once_t ssl_once = PTHREAD_ONCE_INIT;
+
+static void load_ssl(void)
+{
+    ssl_lib = dlopen("libssl.so.3", RTLD_NOW | RTLD_LOCAL);
+    if (!ssl_lib) {
+        const char *e = dlerror();
+        snprintf(ssl_why, sizeof(ssl_why), "%s", e ? e : "libssl.so.3: not found");
+    }
+}
+
+int sc_lazylib_ssl_load(char **err)
+{
+    pthread_once(&ssl_once, load_ssl);
+    if (ssl_lib) {
+        return 0;
+    }
+    if (err) {
+        *err = sc_asprintf("TLS needs OpenSSL 3 (libssl.so.3 and libcrypto.so.3), which cannot be "
+                           "loaded: %s",
+                           ssl_why);
+    }
+    return SC_EUNSUPPORTED;
+}
+
+void *sc_lazylib_ssl_resolve(void **slot, const char *name)
+{
+    char *err = NULL;
+    if (sc_lazylib_ssl_load(&err) < 0) {
+        sc_error("cannot load OpenSSL", SC_LS("reason", err));
+        abort();
+    }
+    void *fn = dlsym(ssl_lib, name);
+    if (!fn) {
+        sc_error("OpenSSL lacks a function", SC_LS("symbol", name));
+        abort();
+    }
+    __atomic_store_n(slot, fn, __ATOMIC_RELEASE);
+    return fn;
 }

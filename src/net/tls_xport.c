@@ -17,8 +17,7 @@
 #include <pthread.h>
 #include <string.h>
 
-#include <openssl/err.h>
-#include <openssl/x509v3.h>
+#include "net/ossl.h"
 
 #include "core/alloc.h"
 #include "core/error.h"
