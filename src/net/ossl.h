@@ -71,6 +71,7 @@
 #define CRYPTO_free SC_OSSL(CRYPTO_free)
 #define CRYPTO_get_ex_new_index SC_OSSL(CRYPTO_get_ex_new_index)
 #define ERR_clear_error SC_OSSL(ERR_clear_error)
+#define ERR_peek_error SC_OSSL(ERR_peek_error)
 #define ERR_peek_last_error SC_OSSL(ERR_peek_last_error)
 #define ERR_reason_error_string SC_OSSL(ERR_reason_error_string)
 #define EVP_DecryptInit_ex SC_OSSL(EVP_DecryptInit_ex)
