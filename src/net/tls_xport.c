@@ -194,13 +194,17 @@ static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
 {
     (void)num;
     (void)ptr;
-    struct tls_x *x = BIO_get_data(b);
+    /* OpenSSL asks about a dozen times per request, mostly for kTLS (answered 0 here): the
+     * layer is looked up only for the two questions that need it. */
+    struct tls_x *x;
     switch (cmd) {
     case BIO_CTRL_FLUSH:
         return 1;
     case BIO_CTRL_EOF:
+        x = BIO_get_data(b);
         return x && x->got_eof && avail(x) == 0;
     case BIO_CTRL_PENDING:
+        x = BIO_get_data(b);
         return x ? (long)avail(x) : 0;
     default:
         return 0;
