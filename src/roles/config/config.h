@@ -127,7 +127,7 @@ struct config {
     struct sc_app *app;
     uv_loop_t *loop;
     const struct config_cfg *cfg;
-    struct sc_egress *egress;
+    struct sc_egress *egress; /* made by config_egress when first needed */
     struct sc_dest_reloader *reloader;
     struct config_source *src;
     size_t nsrc;
@@ -137,6 +137,11 @@ struct config {
     uint64_t rng;
     struct sc_metric_family *f_fetch, *f_last;
 };
+
+/* The role's HTTP client, made on first use: file and directory sources without an HTTP reload
+ * never load libcurl (and the OpenSSL it links), so such a config role idles as small as the
+ * others. */
+struct sc_egress *config_egress(struct config *cf);
 
 /* ---- results (config.c), called by the sources ---- */
 

@@ -82,7 +82,7 @@ void config_http_fetch(struct config_source *s)
         .basic_password = c->basic_password,
         .tls = &s->tls,
     };
-    int rc = sc_egress_send(s->cf->egress, &req, on_http, s, &s->xfer);
+    int rc = sc_egress_send(config_egress(s->cf), &req, on_http, s, &s->xfer);
     if (rc < 0) {
         config_fetch_failed(s, sc_strerror(rc));
     }
