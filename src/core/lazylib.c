@@ -109,7 +109,8 @@ static pthread_once_t ssl_once = PTHREAD_ONCE_INIT;
  * rounded up to one size and up to POOL_CAP freed ones are kept per thread for the next, which
  * costs a usable-size check on each free. Installed with CRYPTO_set_mem_functions before OpenSSL
  * allocates anything (when it already has, in a test that called OpenSSL first, nothing is
- * pooled). Bounded: POOL_CAP x 17 KiB per thread, freed when the thread exits. */
+ * pooled). Bounded: POOL_CAP x 17 KiB per thread, freed when the thread exits. Out of memory
+ * ends the process, as everywhere else (core/alloc.h). */
 enum { POOL_LOW = 16384, POOL_SIZE = 17408, POOL_CAP = 8 };
 
 struct ssl_pool {
@@ -125,9 +126,9 @@ static void pool_drop(void *arg)
 {
     struct ssl_pool *p = arg;
     for (unsigned i = 0; i < p->n; i++) {
-        free(p->v[i]);
+        sc_free(p->v[i]);
     }
-    free(p);
+    sc_free(p);
 }
 
 static void *ossl_malloc(size_t n, const char *file, int line)
@@ -135,20 +136,24 @@ static void *ossl_malloc(size_t n, const char *file, int line)
     (void)file;
     (void)line;
     if (n < POOL_LOW || n > POOL_SIZE) {
-        return malloc(n);
+        return sc_malloc(n);
     }
     struct ssl_pool *p = pool_mine;
     if (p && p->n > 0) {
         return p->v[--p->n];
     }
-    return malloc(POOL_SIZE);
+    return sc_malloc(POOL_SIZE);
 }
 
 static void *ossl_realloc(void *ptr, size_t n, const char *file, int line)
 {
     (void)file;
     (void)line;
-    return realloc(ptr, n);
+    if (n == 0) { /* as OpenSSL's own: frees */
+        sc_free(ptr);
+        return NULL;
+    }
+    return sc_realloc(ptr, n);
 }
 
 static void ossl_free(void *ptr, const char *file, int line)
@@ -158,9 +163,9 @@ static void ossl_free(void *ptr, const char *file, int line)
     if (ptr && malloc_usable_size(ptr) == pool_usable) {
         struct ssl_pool *p = pool_mine;
         if (!p) {
-            p = calloc(1, sizeof(*p));
-            if (p && pthread_setspecific(pool_key, p) != 0) {
-                free(p);
+            p = sc_calloc(1, sizeof(*p));
+            if (pthread_setspecific(pool_key, p) != 0) {
+                sc_free(p);
                 p = NULL;
             }
             pool_mine = p;
@@ -170,7 +175,7 @@ static void ossl_free(void *ptr, const char *file, int line)
             return;
         }
     }
-    free(ptr);
+    sc_free(ptr);
 }
 
 static void pool_install(void)
@@ -178,13 +183,12 @@ static void pool_install(void)
     int (*set)(void *(*)(size_t, const char *, int), void *(*)(void *, size_t, const char *, int),
                void (*)(void *, const char *, int));
     *(void **)&set = dlsym(ssl_lib, "CRYPTO_set_mem_functions");
-    void *probe = malloc(POOL_SIZE);
-    if (!set || !probe || pthread_key_create(&pool_key, pool_drop) != 0) {
-        free(probe);
+    if (!set || pthread_key_create(&pool_key, pool_drop) != 0) {
         return;
     }
+    void *probe = sc_malloc(POOL_SIZE);
     pool_usable = malloc_usable_size(probe);
-    free(probe);
+    sc_free(probe);
     if (!set(ossl_malloc, ossl_realloc, ossl_free)) {
         pool_usable = 0; /* OpenSSL already allocated: its own functions stay */
     }

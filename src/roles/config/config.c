@@ -797,8 +797,7 @@ static int source_init(struct config *cf, struct config_source *s,
     s->m_last = sc_metric_get(cf->f_last, (const char *[]){ s->name });
 
     s->reloader = sc_dest_reloader_new(cf->loop, reload_egress(cf, &c->reload), &c->reload,
-                                       sc_app_metrics(cf->app),
-                                       "sidecar_config_reload_total");
+                                       sc_app_metrics(cf->app), "sidecar_config_reload_total");
     uv_timer_init(cf->loop, &s->timer);
     s->timer.data = s;
     uv_timer_init(cf->loop, &s->fs_timer);
@@ -975,8 +974,7 @@ static int config_reload(struct sc_app *app, void *state, const void *vcfg, char
     retire_sources(old, nold, oldfc, oldcfg->source.n);
     sc_dest_reloader_close(cf->reloader);
     cf->reloader = sc_dest_reloader_new(cf->loop, reload_egress(cf, &c->reload), &c->reload,
-                                        sc_app_metrics(app),
-                                        "sidecar_config_reload_total");
+                                        sc_app_metrics(app), "sidecar_config_reload_total");
     if (top_owed) {
         sc_dest_reloader_trigger(cf->reloader);
     }
