@@ -319,6 +319,7 @@ static void retire_sources(struct config_source *src, size_t n, struct config_so
             sc_egress_cancel(s->xfer);
             s->xfer = NULL;
         }
+        config_http_cancel(s);
         if (s->watch_xfer) {
             sc_egress_cancel(s->watch_xfer);
             s->watch_xfer = NULL;
@@ -379,6 +380,7 @@ static void maybe_finish(struct config *cf, int code)
             sc_egress_cancel(s->xfer);
             s->xfer = NULL;
         }
+        config_http_cancel(s);
         if (s->watch_xfer) {
             sc_egress_cancel(s->watch_xfer);
             s->watch_xfer = NULL;
