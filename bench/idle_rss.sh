@@ -9,7 +9,7 @@
 #
 # Roles: proxy (plain HTTP/1 listener), proxy with a TLS listener (ECDSA P-256, tests/certs.sh),
 # logs (one file tailed to a file output), metrics (a textfile directory), config (a file://
-# source), secrets (a token and one secret from an unreachable Vault at http://127.0.0.1:1: it
+# source; config-http: a plain http:// source, served by python3 -m http.server), secrets (a token and one secret from an unreachable Vault at http://127.0.0.1:1: it
 # idles in its retry backoff), pod (a manifest with one `sleep` container; the role's own process).
 set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -26,7 +26,7 @@ trap 'stop_all; rm -rf "$DIR"' EXIT
 trap 'exit 1' INT TERM
 
 sh "$ROOT/tests/certs.sh" "$DIR/pki" >/dev/null 2>&1 || die "tests/certs.sh failed"
-mkdir -p "$DIR/logs" "$DIR/textfiles" "$DIR/secrets"
+mkdir -p "$DIR/logs" "$DIR/textfiles" "$DIR/secrets" "$DIR/www"
 echo 'a line' >"$DIR/logs/app.log"
 echo 'key: value' >"$DIR/source.yaml"
 cat >"$DIR/pod.yaml" <<'EOF'
@@ -61,6 +61,10 @@ role_args() {
     logs) echo "logs --admin $admin --path $DIR/logs/*.log --output file=$DIR/out.log" ;;
     metrics) echo "metrics --admin $admin --listen 127.0.0.1:$port --textfile-dir $DIR/textfiles" ;;
     config) echo "config --admin $admin --source file://$DIR/source.yaml --dest $DIR/dest.yaml" ;;
+    config-http)
+        echo "config --admin $admin --source http://127.0.0.1:$port/source.yaml" \
+            "--dest $DIR/dest-http.yaml"
+        ;;
     secrets) echo "secrets --admin $admin -c $DIR/secrets.yaml" ;;
     pod) echo "pod run $DIR/pod.yaml --admin $admin --pod-dir $DIR/pod-$port" ;;
     esac
@@ -77,11 +81,18 @@ median() {
 
 echo "| role | idle RSS (MiB) | RssAnon (MiB) | OpenSSL mapped | libcurl mapped |"
 echo "|---|---|---|---|---|"
-for name in proxy proxy-tls logs metrics config secrets pod; do
+for name in proxy proxy-tls logs metrics config config-http secrets pod; do
     rss=() anon=() ssl=no curl=no
     for _ in $(seq "$ROUNDS"); do
         admin=$(free_port)
         port=$(free_port)
+        if [ "$name" = config-http ]; then
+            cp "$DIR/source.yaml" "$DIR/www/source.yaml"
+            spawn "$DIR/www.out" 0 python3 -m http.server "$port" --bind 127.0.0.1 \
+                --directory "$DIR/www"
+            web=$SPAWNED_PID
+            sleep 1
+        fi
         # shellcheck disable=SC2046 # the arguments are split on purpose
         spawn "$DIR/$name.out" 0 "$BIN" $(role_args "$name" "$admin" "$port")
         pid=$SPAWNED_PID
@@ -92,6 +103,7 @@ for name in proxy proxy-tls logs metrics config secrets pod; do
         ssl=$(maps "$pid" 'libssl\|libcrypto')
         curl=$(maps "$pid" libcurl)
         stop_proc "$pid"
+        [ "$name" != config-http ] || stop_proc "$web"
     done
     r=$(printf '%s\n' "${rss[@]}" | median)
     a=$(printf '%s\n' "${anon[@]}" | median)
