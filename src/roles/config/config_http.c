@@ -216,6 +216,7 @@ static bool h1_fetch(struct config_source *s)
     if (c->bearer_token || c->basic_user || proxy_in_env()) {
         return false;
     }
+    config_http_cancel(s); /* never two fetches of one source at once */
     struct config_h1fetch *f = SC_NEW(struct config_h1fetch);
     if (!h1_split(s->url, f)) {
         h1fetch_free(f);
