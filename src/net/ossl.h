@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // OpenSSL (libssl and libcrypto 3), loaded at run time. The binary does not link OpenSSL: a role
-// or proxy without TLS never maps it (about 1.7 MiB of resident memory), and the first TLS
+// or proxy without TLS never maps it (1.5 to 2 MiB of resident memory), and the first TLS
 // context, certificate store or libcrypto user loads it with sc_lazylib_ssl_load (core/lazylib.h).
 //
 // How it works: a file that calls OpenSSL includes this header instead of <openssl/...> (it
