@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# Instructions per HTTPS request of the TLS layer (bench/tls_serve.c) and of nginx with the same
-# certificate and OpenSSL, counted by callgrind: repeatable on a loaded machine where CPU times are
+# Instructions per HTTPS request of the TLS layer (bench/tls_serve.c), of nginx with the same
+# certificate and OpenSSL, and of `sidecar proxy` terminating TLS in front of a plain nginx
+# (which runs outside valgrind), counted by callgrind: repeatable on a loaded machine where CPU times are
 # not. Each server runs under valgrind --tool=callgrind; after a warm-up the counters are zeroed
 # (callgrind_control -z), a fixed set of requests goes through (bench/tls_requests.py) and the
 # counters are dumped (callgrind_control -d): the whole process's instructions in that window over
@@ -17,7 +18,7 @@ CONNS=${TLS_CONNS:-10}
 PER=${TLS_PER:-100}
 HS=${TLS_HS:-100}
 command -v valgrind >/dev/null || die "valgrind is not installed (scripts/deps.sh bench)"
-ninja -C "$BUILD" bench_tls_serve >/dev/null
+ninja -C "$BUILD" bench_tls_serve sidecar >/dev/null
 TMP=$(mktemp -d)
 trap 'stop_all; rm -rf "$TMP"' EXIT
 chmod 755 "$TMP"
@@ -90,3 +91,41 @@ CONF
 spawn "$TMP/nginx.log" 0-"$(($(nproc) - 1))" valgrind --tool=callgrind \
     --callgrind-out-file="$TMP/cg.out.%p" nginx -e "$TMP/error.log" -p "$TMP/" -c "$TMP/nginx.conf"
 measure nginx "$SPAWNED_PID" "$nport"
+stop_proc "$SPAWNED_PID"
+rm -f "$TMP"/cg.out.*
+
+# The proxy terminating TLS (its quick start, access log off) in front of a plain nginx that runs
+# outside valgrind: the layer plus the proxy's HTTP/1 path, what bench/tls.sh's (k) times.
+uport=$(free_port)
+mkdir -p "$TMP/up/tmp"
+cat >"$TMP/up/nginx.conf" <<CONF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $TMP/up/nginx.pid;
+error_log $TMP/up/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/up/tmp/body;
+    proxy_temp_path $TMP/up/tmp/proxy;
+    fastcgi_temp_path $TMP/up/tmp/fastcgi;
+    uwsgi_temp_path $TMP/up/tmp/uwsgi;
+    scgi_temp_path $TMP/up/tmp/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    default_type text/plain;
+    server {
+        listen 127.0.0.1:$uport;
+        location / { return 200 "Hello, World!"; }
+    }
+}
+CONF
+spawn "$TMP/up.log" 0-"$(($(nproc) - 1))" nginx -e "$TMP/up/error.log" -p "$TMP/up/" \
+    -c "$TMP/up/nginx.conf"
+pport=$(free_port)
+spawn "$TMP/proxy.log" 0-"$(($(nproc) - 1))" valgrind --tool=callgrind \
+    --callgrind-out-file="$TMP/cg.out.%p" "$BUILD/sidecar" proxy --listen "127.0.0.1:$pport" \
+    --upstream "127.0.0.1:$uport" --workers 1 --access-log off --admin "127.0.0.1:$(free_port)" \
+    --tls-cert "$TMP/pki/server.pem" --tls-key "$TMP/pki/server.key"
+measure proxy "$SPAWNED_PID" "$pport"

@@ -4,11 +4,15 @@
 #include "core/lazylib.h"
 
 #include <dlfcn.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/alloc.h"
 
 /* Resolves <n> symbols named in <names> from <soname> into <fns>. Returns false (logged) when the
  * library or a symbol is missing. */
@@ -91,4 +95,142 @@ int sc_lazylib_md5(const void *p, size_t n, unsigned char out[16])
         return SC_EUNSUPPORTED;
     }
     return 0;
+}
+
+/* OpenSSL 3 (net/ossl.h): libssl, whose handle also finds libcrypto's symbols (its dependency). */
+static void *ssl_lib;
+static char ssl_why[256];
+static pthread_once_t ssl_once = PTHREAD_ONCE_INIT;
+
+/* OpenSSL's record buffers: with SSL_MODE_RELEASE_BUFFERS (idle connections hold none) each
+ * connection allocates a read buffer for every record it reads and a write buffer for every write,
+ * and frees them when they empty: two 16.5 KiB malloc/free pairs per keep-alive request, which
+ * glibc serves from its bins at about 1,300 instructions. Allocations of that size class are
+ * rounded up to one size and up to POOL_CAP freed ones are kept per thread for the next, which
+ * costs a usable-size check on each free. Installed with CRYPTO_set_mem_functions before OpenSSL
+ * allocates anything (when it already has, in a test that called OpenSSL first, nothing is
+ * pooled). Bounded: POOL_CAP x 17 KiB per thread, freed when the thread exits. Out of memory
+ * ends the process, as everywhere else (core/alloc.h). */
+enum { POOL_LOW = 16384, POOL_SIZE = 17408, POOL_CAP = 8 };
+
+struct ssl_pool {
+    void *v[POOL_CAP];
+    unsigned n;
+};
+
+static __thread struct ssl_pool *pool_mine;
+static pthread_key_t pool_key;
+static size_t pool_usable; /* malloc_usable_size of a POOL_SIZE allocation */
+
+static void pool_drop(void *arg)
+{
+    struct ssl_pool *p = arg;
+    for (unsigned i = 0; i < p->n; i++) {
+        sc_free(p->v[i]);
+    }
+    sc_free(p);
+}
+
+static void *ossl_malloc(size_t n, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    if (n < POOL_LOW || n > POOL_SIZE) {
+        return sc_malloc(n);
+    }
+    struct ssl_pool *p = pool_mine;
+    if (p && p->n > 0) {
+        return p->v[--p->n];
+    }
+    return sc_malloc(POOL_SIZE);
+}
+
+static void *ossl_realloc(void *ptr, size_t n, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    if (n == 0) { /* as OpenSSL's own: frees */
+        sc_free(ptr);
+        return NULL;
+    }
+    return sc_realloc(ptr, n);
+}
+
+static void ossl_free(void *ptr, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    if (ptr && malloc_usable_size(ptr) == pool_usable) {
+        struct ssl_pool *p = pool_mine;
+        if (!p) {
+            p = sc_calloc(1, sizeof(*p));
+            if (pthread_setspecific(pool_key, p) != 0) {
+                sc_free(p);
+                p = NULL;
+            }
+            pool_mine = p;
+        }
+        if (p && p->n < POOL_CAP) {
+            p->v[p->n++] = ptr;
+            return;
+        }
+    }
+    sc_free(ptr);
+}
+
+static void pool_install(void)
+{
+    int (*set)(void *(*)(size_t, const char *, int), void *(*)(void *, size_t, const char *, int),
+               void (*)(void *, const char *, int));
+    *(void **)&set = dlsym(ssl_lib, "CRYPTO_set_mem_functions");
+    if (!set || pthread_key_create(&pool_key, pool_drop) != 0) {
+        return;
+    }
+    void *probe = sc_malloc(POOL_SIZE);
+    pool_usable = malloc_usable_size(probe);
+    sc_free(probe);
+    if (!set(ossl_malloc, ossl_realloc, ossl_free)) {
+        pool_usable = 0; /* OpenSSL already allocated: its own functions stay */
+    }
+}
+
+static void load_ssl(void)
+{
+    ssl_lib = dlopen("libssl.so.3", RTLD_NOW | RTLD_LOCAL);
+    if (!ssl_lib) {
+        const char *e = dlerror();
+        snprintf(ssl_why, sizeof(ssl_why), "%s", e ? e : "libssl.so.3: not found");
+        return;
+    }
+    pool_install();
+}
+
+int sc_lazylib_ssl_load(char **err)
+{
+    pthread_once(&ssl_once, load_ssl);
+    if (ssl_lib) {
+        return 0;
+    }
+    if (err) {
+        *err = sc_asprintf("TLS needs OpenSSL 3 (libssl.so.3 and libcrypto.so.3), which cannot be "
+                           "loaded: %s",
+                           ssl_why);
+    }
+    return SC_EUNSUPPORTED;
+}
+
+void *sc_lazylib_ssl_resolve(void **slot, const char *name)
+{
+    char *err = NULL;
+    if (sc_lazylib_ssl_load(&err) < 0) {
+        sc_error("cannot load OpenSSL", SC_LS("reason", err));
+        abort();
+    }
+    void *fn = dlsym(ssl_lib, name);
+    if (!fn) {
+        sc_error("OpenSSL lacks a function", SC_LS("symbol", name));
+        abort();
+    }
+    __atomic_store_n(slot, fn, __ATOMIC_RELEASE);
+    return fn;
 }

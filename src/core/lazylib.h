@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Libraries that a few roles need and most do not, loaded with dlopen on first use: snappy (Loki
-// and remote_write payloads) and OpenSSL's libcrypto (MD5 for hashmod). A role that never
+// and remote_write payloads), OpenSSL's libcrypto (MD5 for hashmod) and OpenSSL as a whole (TLS,
+// through net/ossl.h). A role that never
 // calls these does not carry them, nor what they pull in (libstdc++ for snappy), in resident
 // memory. Each library is loaded once per process and stays loaded; a missing library is an
 // ordinary error, logged once.
@@ -19,5 +20,16 @@ int sc_snappy_compress(const char *in, size_t n, char *out, size_t *outlen);
 
 /* Writes the MD5 digest of <n> bytes at <p> to <out>. Returns 0 or SC_EUNSUPPORTED. */
 int sc_lazylib_md5(const void *p, size_t n, unsigned char out[16]);
+
+/* Loads OpenSSL 3 (libssl.so.3 and libcrypto.so.3) once per process. Returns 0, or
+ * SC_EUNSUPPORTED with a new message naming the library and the loader's reason in <*err> (when
+ * <err> is not NULL). Whatever configures TLS calls this first, so that a missing library is a
+ * configuration error and not a crash later. */
+int sc_lazylib_ssl_load(char **err);
+
+/* Resolves OpenSSL's function <name> into <*slot> and returns it (net/ossl.h's call sites). Loads
+ * OpenSSL if needed; a library or function that cannot be found is logged and ends the process,
+ * since the caller has no way to fail. */
+void *sc_lazylib_ssl_resolve(void **slot, const char *name);
 
 #endif

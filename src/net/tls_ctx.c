@@ -17,12 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/core_names.h>
-#include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/rand.h>
-#include <openssl/x509v3.h>
+#include "net/ossl.h"
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -980,6 +975,9 @@ struct sc_tls_ctx *sc__tls_ctx_server(const struct sc_tls_server_opts *o,
                                       struct sc_tls_ticket_keys *keys, struct sc__tls_files *files,
                                       char **err)
 {
+    if (sc_lazylib_ssl_load(err) < 0) {
+        return NULL;
+    }
     struct sc_tls_ctx *c = SC_NEW(struct sc_tls_ctx);
     X509_STORE *ca = NULL;
     STACK_OF(X509_NAME) *ca_names = NULL;
@@ -1130,6 +1128,9 @@ struct sc_tls_ctx *sc__tls_ctx_client(const struct sc_tls_client_opts *o,
                                       struct sc_tls_sessions *sessions, struct sc__tls_files *files,
                                       char **err)
 {
+    if (sc_lazylib_ssl_load(err) < 0) {
+        return NULL;
+    }
     struct sc_tls_ctx *c = SC_NEW(struct sc_tls_ctx);
     X509_STORE *ca = NULL;
     atomic_init(&c->refs, 1);

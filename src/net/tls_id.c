@@ -8,10 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <openssl/bio.h>
-#include <openssl/evp.h>
-#include <openssl/x509.h>
-#include <openssl/x509v3.h>
+#include "net/ossl.h"
 
 #include "core/alloc.h"
 #include "core/error.h"

@@ -9,7 +9,7 @@
 #include <sys/types.h>
 #include <time.h>
 
-#include <openssl/ssl.h>
+#include "net/ossl.h"
 
 #include "net/tls.h"
 

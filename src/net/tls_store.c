@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
+#include "net/ossl.h"
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -122,6 +122,9 @@ static struct sc_tls_ctx *build(struct sc_tls_store *s, struct sc__tls_files *fi
 
 static struct sc_tls_store *store_new(bool server, const void *opts, const char *name, char **err)
 {
+    if (sc_lazylib_ssl_load(err) < 0) {
+        return NULL;
+    }
     struct sc_tls_store *s = SC_NEW(struct sc_tls_store);
     s->server = server;
     s->name = sc_strdup(name ? name : "tls");

@@ -17,8 +17,7 @@
 #include <pthread.h>
 #include <string.h>
 
-#include <openssl/err.h>
-#include <openssl/x509v3.h>
+#include "net/ossl.h"
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -195,13 +194,17 @@ static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
 {
     (void)num;
     (void)ptr;
-    struct tls_x *x = BIO_get_data(b);
+    /* OpenSSL asks about a dozen times per request, mostly for kTLS (answered 0 here): the
+     * layer is looked up only for the two questions that need it. */
+    struct tls_x *x;
     switch (cmd) {
     case BIO_CTRL_FLUSH:
         return 1;
     case BIO_CTRL_EOF:
+        x = BIO_get_data(b);
         return x && x->got_eof && avail(x) == 0;
     case BIO_CTRL_PENDING:
+        x = BIO_get_data(b);
         return x ? (long)avail(x) : 0;
     default:
         return 0;
@@ -379,6 +382,16 @@ static void clear_write(struct tls_x *x)
     x->wretry = 0;
 }
 
+/* Empties this thread's OpenSSL error queue before an I/O call, as SSL_get_error needs. The queue
+ * is almost always empty already (failures clear it), and ERR_clear_error walks all of its slots
+ * (about 800 instructions), so it runs only when something is queued. */
+static inline void err_clear(void)
+{
+    if (ERR_peek_error() != 0) {
+        ERR_clear_error();
+    }
+}
+
 /* Encrypts the owner's pending plaintext while there is room and below takes it. Returns 0 when
  * everything went below, 1 when some waits (a write below is pending or the handshake is not
  * done), or a negative error. */
@@ -409,7 +422,7 @@ static int pump_write(struct tls_x *x)
             chunk = left < fit ? left : fit;
         }
         size_t n = 0;
-        ERR_clear_error();
+        err_clear();
         int r = SSL_write_ex(x->ssl, b->base + x->woff, chunk, &n);
         if (r == 1) {
             x->wretry = 0;
@@ -526,7 +539,7 @@ static void handshake_done(struct tls_x *x)
 /* Advances the handshake. Returns 1 when done, 0 when waiting, -1 when it failed. */
 static int handshake(struct tls_x *x)
 {
-    ERR_clear_error();
+    err_clear();
     int r = SSL_do_handshake(x->ssl);
     int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(x->ssl, r);
     if (e != SSL_ERROR_NONE && e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
@@ -579,7 +592,7 @@ static void deliver(struct tls_x *x)
             break;
         }
         size_t n = 0;
-        ERR_clear_error();
+        err_clear();
         int r = SSL_read_ex(x->ssl, b.base, b.len, &n);
         if (r == 1) {
             cbs->read(x->base.owner, (ssize_t)n);
@@ -890,7 +903,7 @@ static void tls_close(struct sc_xport *xp)
     }
     if (x->hs_done && !x->fatal && !x->sent_shutdown && !x->below_wpending) {
         /* best-effort close_notify: it goes out only when the socket takes it now */
-        ERR_clear_error();
+        err_clear();
         (void)SSL_shutdown(x->ssl);
         x->sent_shutdown = true;
         (void)flush(x);
@@ -920,7 +933,7 @@ static int tls_shutdown(struct sc_xport *xp)
         return x->fatal ? UV_EPIPE : UV_ENOTCONN;
     }
     if (!x->sent_shutdown) {
-        ERR_clear_error();
+        err_clear();
         (void)SSL_shutdown(x->ssl);
         x->sent_shutdown = true;
     }

@@ -394,3 +394,15 @@ sources:
     wait_until(lambda: count() == 2, timeout=15, what="the owed reload")
     time.sleep(1.5)
     assert count() == 2
+
+
+def test_file_source_does_not_load_libcurl(sidecar_run, tmp_path):
+    """A file source with no HTTP reload never needs the HTTP client: libcurl (and the OpenSSL it
+    links) stays out of the process, so the role idles as small as the others."""
+    src = tmp_path / "in.yaml"
+    src.write_text("key: value\n")
+    dest = tmp_path / "out.yaml"
+    sc = sidecar_run("config", ["--source", f"file://{src}", "--dest", str(dest)])
+    wait_until(lambda: dest.exists())
+    maps = open(f"/proc/{sc.proc.pid}/maps").read()
+    assert "libcurl" not in maps and "libssl" not in maps

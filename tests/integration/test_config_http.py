@@ -248,3 +248,37 @@ def test_https_source_untrusted_certificate_fails_clearly(run_cli, sidecar_run, 
     assert "source fetch failed; the last good file stays" in sc.logs()
     assert sc.get("/ready")[0] == 503
     assert not dest.exists()
+
+
+def test_plain_http_source_without_libcurl(sidecar_run, static_server, tmp_path):
+    """A plain http:// source goes through the HTTP/1.1 client of net/ (the host name resolved):
+    libcurl and OpenSSL are never loaded. Credentials are libcurl's, which is then loaded."""
+    ngx = static_server
+    write_atomic(ngx.docroot / "app.json", json.dumps({"v": 1}))
+    ngx.start()
+    dest = tmp_path / "app.json"
+    sc = sidecar_run("config", ["--source", f"http://localhost:{ngx.port}/app.json?x=1",
+                                "--dest", str(dest), "--interval", "100ms",
+                                "--validate", "json"])
+    assert json.loads(dest.read_text()) == {"v": 1}
+    labels = {"source": "app.json", "result": "not_modified"}
+    wait_until(lambda: (metric(sc, "sidecar_config_fetch_total", labels) or 0) >= 2, timeout=5,
+               what="304s")
+    maps = open(f"/proc/{sc.proc.pid}/maps").read()
+    assert "libcurl" not in maps and "libssl" not in maps
+    log = (ngx.root / "logs/access.log").read_text()
+    assert re.search(r'"GET /app.json\?x=1 HTTP/1.1" 304 0 ', log), log
+
+    cfg = tmp_path / "auth.yaml"
+    dest2 = tmp_path / "auth.json"
+    cfg.write_text(f"""
+sources:
+  - url: http://127.0.0.1:{ngx.port}/app.json
+    dest: {dest2}
+    basic_user: reader
+    basic_password: secret
+""")
+    sc2 = sidecar_run("config", config=cfg.read_text())
+    wait_until(lambda: dest2.exists(), timeout=5, what="the basic-auth fetch")
+    assert json.loads(dest2.read_text()) == {"v": 1}
+    assert "libcurl" in open(f"/proc/{sc2.proc.pid}/maps").read()

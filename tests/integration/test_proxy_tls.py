@@ -115,6 +115,30 @@ def test_tls_config_refuses_old_versions_and_bad_files(run_cli, pki, tmp_path):
     assert r.returncode != 0 and "key" in r.stderr.lower()
 
 
+def test_openssl_loaded_only_with_tls(sidecar_run, run_cli, echo, pki, tmp_path):
+    """OpenSSL is opened at run time: a proxy without TLS does not map it, one with TLS does, and
+    a TLS listener whose library cannot be loaded is refused with the loader's reason."""
+    def mapped(sc):
+        return "libssl.so" in (open(f"/proc/{sc.proc.pid}/maps").read())
+
+    plain = sidecar_run("proxy", ["--listen", f"127.0.0.1:{free_port()}", "--upstream", echo.addr])
+    assert not mapped(plain)
+    port = free_port()
+    tls = sidecar_run("proxy", ["--listen", f"127.0.0.1:{port}", "--upstream", echo.addr,
+                                "--tls-cert", str(pki / "server.pem"),
+                                "--tls-key", str(pki / "server.key")])
+    assert mapped(tls)
+    broken = tmp_path / "lib"
+    broken.mkdir()
+    (broken / "libssl.so.3").write_bytes(b"not a library")
+    r = run_cli("proxy", "--admin", f"127.0.0.1:{free_port()}", "--listen",
+                f"127.0.0.1:{free_port()}", "--upstream", echo.addr,
+                "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
+                env={"LD_LIBRARY_PATH": str(broken)}, timeout=20)
+    assert r.returncode != 0
+    assert "TLS needs OpenSSL 3" in r.stderr and "libssl.so.3" in r.stderr
+
+
 def test_tls_sni_chooses_among_certificates(sidecar_run, echo, pki):
     port = free_port()
     sidecar_run("proxy", config=tls_listener(port, echo.addr, {

@@ -306,6 +306,20 @@ static void test_rejected(void **state)
     assert_int_equal(proxy_trace_rejected_proto(sc_str_n("\x0a\x02\x08\x07", 4)), 7);
     assert_int_equal(proxy_trace_rejected_proto(SC_STR("")), 0);
     assert_int_equal(proxy_trace_rejected_proto(sc_str_n("\xff\xff", 2)), 0);
+    /* What a collector packs, error_message included, read back by the proxy's wire reader. */
+    Opentelemetry__Proto__Collector__Trace__V1__ExportTracePartialSuccess ps =
+        OPENTELEMETRY__PROTO__COLLECTOR__TRACE__V1__EXPORT_TRACE_PARTIAL_SUCCESS__INIT;
+    Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceResponse r =
+        OPENTELEMETRY__PROTO__COLLECTOR__TRACE__V1__EXPORT_TRACE_SERVICE_RESPONSE__INIT;
+    ps.rejected_spans = 300;
+    ps.error_message = "span too large";
+    r.partial_success = &ps;
+    uint8_t buf[64];
+    size_t n =
+        opentelemetry__proto__collector__trace__v1__export_trace_service_response__pack(&r, buf);
+    assert_int_equal(proxy_trace_rejected_proto(sc_str_n((const char *)buf, n)), 300);
+    /* Truncated inside partial_success: nothing rejected is claimed. */
+    assert_int_equal(proxy_trace_rejected_proto(sc_str_n((const char *)buf, n - 1)), 0);
 }
 
 int main(void)

@@ -319,6 +319,7 @@ static void retire_sources(struct config_source *src, size_t n, struct config_so
             sc_egress_cancel(s->xfer);
             s->xfer = NULL;
         }
+        config_http_cancel(s);
         if (s->watch_xfer) {
             sc_egress_cancel(s->watch_xfer);
             s->watch_xfer = NULL;
@@ -379,6 +380,7 @@ static void maybe_finish(struct config *cf, int code)
             sc_egress_cancel(s->xfer);
             s->xfer = NULL;
         }
+        config_http_cancel(s);
         if (s->watch_xfer) {
             sc_egress_cancel(s->watch_xfer);
             s->watch_xfer = NULL;
@@ -731,6 +733,20 @@ static int load_template(const char *name, const char *inline_text, const char *
     return *out ? 0 : SC_ECONFIG;
 }
 
+struct sc_egress *config_egress(struct config *cf)
+{
+    if (!cf->egress) {
+        cf->egress = sc_egress_new(cf->loop);
+    }
+    return cf->egress;
+}
+
+/* The client a reload action needs: only an HTTP reload (a url) uses one. */
+static struct sc_egress *reload_egress(struct config *cf, const struct sc_dest_reload_cfg *r)
+{
+    return r->url ? config_egress(cf) : NULL;
+}
+
 static int source_init(struct config *cf, struct config_source *s,
                        const struct config_source_cfg *c, size_t idx, char **err)
 {
@@ -782,8 +798,8 @@ static int source_init(struct config *cf, struct config_source *s,
     s->m_invalid = sc_metric_get(cf->f_fetch, lv);
     s->m_last = sc_metric_get(cf->f_last, (const char *[]){ s->name });
 
-    s->reloader = sc_dest_reloader_new(cf->loop, cf->egress, &c->reload, sc_app_metrics(cf->app),
-                                       "sidecar_config_reload_total");
+    s->reloader = sc_dest_reloader_new(cf->loop, reload_egress(cf, &c->reload), &c->reload,
+                                       sc_app_metrics(cf->app), "sidecar_config_reload_total");
     uv_timer_init(cf->loop, &s->timer);
     s->timer.data = s;
     uv_timer_init(cf->loop, &s->fs_timer);
@@ -896,9 +912,8 @@ static int config_start(struct sc_app *app, const void *vcfg, void **state, char
     cf->f_last =
         sc_metrics_family(m, SC_METRIC_GAUGE, "sidecar_config_last_success_timestamp_seconds",
                           "Unix time of the source's last successful fetch.", src_labels, NULL, 0);
-    cf->egress = sc_egress_new(cf->loop);
-    cf->reloader =
-        sc_dest_reloader_new(cf->loop, cf->egress, &c->reload, m, "sidecar_config_reload_total");
+    cf->reloader = sc_dest_reloader_new(cf->loop, reload_egress(cf, &c->reload), &c->reload, m,
+                                        "sidecar_config_reload_total");
     int rc = build_sources(cf, c, err);
     if (rc < 0) {
         /* Close what was initialised; the state is freed by cleanup once the loop has run. */
@@ -960,8 +975,8 @@ static int config_reload(struct sc_app *app, void *state, const void *vcfg, char
     }
     retire_sources(old, nold, oldfc, oldcfg->source.n);
     sc_dest_reloader_close(cf->reloader);
-    cf->reloader = sc_dest_reloader_new(cf->loop, cf->egress, &c->reload, sc_app_metrics(app),
-                                        "sidecar_config_reload_total");
+    cf->reloader = sc_dest_reloader_new(cf->loop, reload_egress(cf, &c->reload), &c->reload,
+                                        sc_app_metrics(app), "sidecar_config_reload_total");
     if (top_owed) {
         sc_dest_reloader_trigger(cf->reloader);
     }

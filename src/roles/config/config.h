@@ -99,6 +99,7 @@ struct config_source {
     uv_fs_event_t fs_event;
     bool fs_watching;
     struct sc_egress_xfer *xfer;
+    struct config_h1fetch *h1; /* a plain http:// fetch in flight (config_http.c) */
     struct sc_egress_xfer *watch_xfer;
     uv_timer_t watch_timer;
     struct sc_buf watch_buf;
@@ -127,7 +128,7 @@ struct config {
     struct sc_app *app;
     uv_loop_t *loop;
     const struct config_cfg *cfg;
-    struct sc_egress *egress;
+    struct sc_egress *egress; /* made by config_egress when first needed */
     struct sc_dest_reloader *reloader;
     struct config_source *src;
     size_t nsrc;
@@ -137,6 +138,11 @@ struct config {
     uint64_t rng;
     struct sc_metric_family *f_fetch, *f_last;
 };
+
+/* The role's HTTP client, made on first use: file and directory sources without an HTTP reload
+ * never load libcurl (and the OpenSSL it links), so such a config role idles as small as the
+ * others. */
+struct sc_egress *config_egress(struct config *cf);
 
 /* ---- results (config.c), called by the sources ---- */
 
@@ -169,6 +175,9 @@ void config_source_schedule(struct config_source *s, uint64_t ms);
 
 /* Fetches an http(s) source, with If-None-Match / If-Modified-Since from the last response. */
 void config_http_fetch(struct config_source *s);
+
+/* Abandons the source's plain-HTTP fetch in flight, if any: its callback never runs. */
+void config_http_cancel(struct config_source *s);
 
 /* Reads a file source. */
 void config_files_fetch_file(struct config_source *s);

@@ -187,7 +187,7 @@ void config_etcd_fetch(struct config_source *s)
         .basic_password = s->cfg->basic_password,
         .tls = &s->tls,
     };
-    int rc = sc_egress_send(s->cf->egress, &req, on_etcd_range, s, &s->xfer);
+    int rc = sc_egress_send(config_egress(s->cf), &req, on_etcd_range, s, &s->xfer);
     sc_free(url);
     if (rc < 0) {
         config_fetch_failed(s, sc_strerror(rc));
@@ -277,7 +277,7 @@ static void start_watch(struct config_source *s)
         .tls = &s->tls,
         .on_data = on_watch_data,
     };
-    int rc = sc_egress_send(s->cf->egress, &req, on_watch_end, s, &s->watch_xfer);
+    int rc = sc_egress_send(config_egress(s->cf), &req, on_watch_end, s, &s->watch_xfer);
     sc_free(url);
     if (rc < 0) {
         sc_free(body);

@@ -103,6 +103,17 @@ static int parse_decimal(const char *s, double *v, const char **end)
     return 0;
 }
 
+/* ceil() for the non-negative values parse_decimal returns, without libm: a release build that
+ * calls ceil maps libm into every role (about 270 KiB of resident memory) for these two lines. */
+static double ceil_nonneg(double v)
+{
+    if (v >= 9.0e18) {
+        return v; /* past 2^53 every double is an integer */
+    }
+    uint64_t i = (uint64_t)v;
+    return (double)i < v ? (double)(i + 1) : (double)i;
+}
+
 int pod_parse_cpu(const char *s, uint64_t *millis)
 {
     double v;
@@ -111,9 +122,9 @@ int pod_parse_cpu(const char *s, uint64_t *millis)
         return -EINVAL;
     }
     if (strcmp(e, "m") == 0) {
-        *millis = (uint64_t)ceil(v);
+        *millis = (uint64_t)ceil_nonneg(v);
     } else if (*e == '\0') {
-        *millis = (uint64_t)ceil(v * 1000);
+        *millis = (uint64_t)ceil_nonneg(v * 1000);
     } else {
         return -EINVAL;
     }
@@ -143,7 +154,7 @@ int pod_parse_memory(const char *s, uint64_t *bytes)
     }
     for (size_t i = 0; i < SC_ARRAY_LEN(units); i++) {
         if (strcmp(e, units[i].suffix) == 0) {
-            double b = ceil(v * units[i].mult);
+            double b = ceil_nonneg(v * units[i].mult);
             if (b >= 1.8e19) {
                 return -EINVAL;
             }

@@ -8,14 +8,20 @@
 
 #include <string.h>
 
-#include <openssl/bn.h>
-#include <openssl/core_names.h>
-#include <openssl/ec.h>
-#include <openssl/evp.h>
-#include <openssl/param_build.h>
-#include <openssl/rsa.h>
+#include "net/ossl.h"
 
 #define MIN_RSA_BITS 2048
+
+/* OpenSSL is loaded at run time (net/ossl.h): a key cannot be built without it, which is the
+ * key's error rather than the process's end. */
+static bool crypto_ready(const char **why)
+{
+    if (sc_lazylib_ssl_load(NULL) < 0) {
+        *why = "OpenSSL 3 (libssl.so.3, libcrypto.so.3) cannot be loaded";
+        return false;
+    }
+    return true;
+}
 
 static EVP_PKEY *from_params(const char *type, OSSL_PARAM_BLD *bld)
 {
@@ -35,6 +41,9 @@ static EVP_PKEY *from_params(const char *type, OSSL_PARAM_BLD *bld)
 void *proxy_jwt_key_rsa(const uint8_t *n, size_t nlen, const uint8_t *e, size_t elen,
                         const char **why)
 {
+    if (!crypto_ready(why)) {
+        return NULL;
+    }
     BIGNUM *bn = BN_bin2bn(n, (int)nlen, NULL), *be = BN_bin2bn(e, (int)elen, NULL);
     OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
     EVP_PKEY *pkey = NULL;
@@ -59,6 +68,9 @@ void *proxy_jwt_key_ec(int fam, const uint8_t *x, size_t xlen, const uint8_t *y,
                        const char **why)
 {
     size_t cl = fam == PROXY_JWK_EC256 ? 32 : 48;
+    if (!crypto_ready(why)) {
+        return NULL;
+    }
     if (xlen != cl || ylen != cl) {
         *why = "EC key coordinates of the wrong length for the curve";
         return NULL;
@@ -83,6 +95,9 @@ void *proxy_jwt_key_ec(int fam, const uint8_t *x, size_t xlen, const uint8_t *y,
 
 void *proxy_jwt_key_ed25519(const uint8_t *x, size_t xlen, const char **why)
 {
+    if (!crypto_ready(why)) {
+        return NULL;
+    }
     EVP_PKEY *pkey =
         xlen == 32 ? EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, x, xlen) : NULL;
     if (!pkey) {
