@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -369,6 +370,37 @@ static int teardown(void **state)
     return 0;
 }
 
+/* A P-256 key whose x coordinate starts with a zero byte, given with that byte dropped (as some
+ * JWK writers do), loads as the same key; a coordinate longer than the curve's is refused. */
+static void test_ec_short_coordinate(void **state)
+{
+    (void)state;
+    uint8_t pub[65];
+    size_t len = 0;
+    EVP_PKEY *orig = NULL;
+    for (int i = 0; i < 4096; i++) {
+        EVP_PKEY_free(orig);
+        orig = EVP_EC_gen("P-256");
+        assert_non_null(orig);
+        assert_int_equal(
+            EVP_PKEY_get_octet_string_param(orig, "encoded-pub-key", pub, sizeof(pub), &len), 1);
+        if (len == 65 && pub[1] == 0) {
+            break;
+        }
+    }
+    assert_int_equal(pub[1], 0);
+    const char *why = NULL;
+    EVP_PKEY *k = proxy_jwt_key_ec(PROXY_JWK_EC256, pub + 2, 31, pub + 33, 32, &why);
+    assert_non_null(k);
+    assert_int_equal(EVP_PKEY_eq(k, orig), 1);
+    proxy_jwt_key_free(k);
+    uint8_t longer[33] = { 0 };
+    memcpy(longer + 1, pub + 1, 32);
+    assert_null(proxy_jwt_key_ec(PROXY_JWK_EC256, longer, 33, pub + 33, 32, &why));
+    assert_non_null(strstr(why, "wrong length"));
+    EVP_PKEY_free(orig);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -377,6 +409,7 @@ int main(void)
         cmocka_unit_test(test_alg_names_and_jwks),
         cmocka_unit_test(test_tokens),
         cmocka_unit_test(test_claims_and_outputs),
+        cmocka_unit_test(test_ec_short_coordinate),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -71,14 +71,16 @@ void *proxy_jwt_key_ec(int fam, const uint8_t *x, size_t xlen, const uint8_t *y,
     if (!crypto_ready(why)) {
         return NULL;
     }
-    if (xlen != cl || ylen != cl) {
+    /* RFC 7518 wants full-length coordinates; shorter ones (leading zero bytes dropped, as some
+     * JWK writers do) are the same integers, so they are left-padded, as big-number readers do. */
+    if (!xlen || !ylen || xlen > cl || ylen > cl) {
         *why = "EC key coordinates of the wrong length for the curve";
         return NULL;
     }
-    uint8_t pub[1 + 2 * 48];
+    uint8_t pub[1 + 2 * 48] = { 0 };
     pub[0] = 0x04; /* uncompressed point */
-    memcpy(pub + 1, x, cl);
-    memcpy(pub + 1 + cl, y, cl);
+    memcpy(pub + 1 + (cl - xlen), x, xlen);
+    memcpy(pub + 1 + cl + (cl - ylen), y, ylen);
     OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
     EVP_PKEY *pkey = NULL;
     const char *group = fam == PROXY_JWK_EC256 ? "prime256v1" : "secp384r1";
