@@ -611,7 +611,8 @@ static void local_ratelimit(struct proxy_front *f, struct sc_ynode *l, const str
  * limit, the router must be last, and every other filter is refused by name until the proxy has
  * its equivalent. Returns the fault every route gets, or NULL. */
 static struct sc_ynode *http_filters(struct proxy_front *f, struct sc_ynode *l,
-                                     const struct sc_ynode *hf, const char *path)
+                                     const struct sc_ynode *hcm, const struct sc_ynode *hf,
+                                     const char *path)
 {
     size_t n = sc_ynode_count(hf);
     struct sc_ynode *fault = NULL;
@@ -654,6 +655,16 @@ static struct sc_ynode *http_filters(struct proxy_front *f, struct sc_ynode *l,
             }
             continue;
         }
+        if (proxy_envoy_authz_filter_is(t)) {
+            if (proxy_front_keys(f, h, p, k, NULL) < 0) {
+                return NULL;
+            }
+            proxy_front_path(p, path, "[%zu].typed_config", i);
+            if (proxy_envoy_authz_filter(f, hcm, l, tc, p) < 0) {
+                return NULL;
+            }
+            continue;
+        }
         if (!router) {
             proxy_front_refuse(f, h, p, "%.200s is not supported", ext_name(h));
             return NULL;
@@ -691,6 +702,9 @@ static void hcm(struct env *e, struct sc_ynode *l, const struct sc_ynode *tc, co
                                       "stream_idle_timeout",
                                       "forward_client_cert_details",
                                       "common_http_protocol_options",
+                                      "normalize_path",
+                                      "merge_slashes",
+                                      "path_with_escaped_slashes_action",
                                       NULL };
     static const char *const hn[] = { "stat_prefix",
                                       "generate_request_id",
@@ -716,7 +730,10 @@ static void hcm(struct env *e, struct sc_ynode *l, const struct sc_ynode *tc, co
     }
     char p[PROXY_FRONT_PATH];
     proxy_front_path(p, path, ".http_filters");
-    struct sc_ynode *fault = http_filters(f, l, sc_ynode_get(tc, "http_filters"), p);
+    struct sc_ynode *fault = http_filters(f, l, tc, sc_ynode_get(tc, "http_filters"), p);
+    if (proxy_envoy_paths(f, tc, path) < 0) {
+        return;
+    }
     if (sc_ynode_get(tc, "access_log")) {
         e->access_log = true;
         proxy_front_note(f, sc_ynode_get(tc, "access_log"), path,
@@ -960,6 +977,9 @@ int proxy_envoy_translate(struct proxy_front *f, const struct sc_ynode *doc)
     }
     if (sc_ynode_count(lout) == 0) {
         return proxy_front_refuse(f, sr, "static_resources", "no listeners");
+    }
+    if (proxy_envoy_authz_listeners(f, sc_ynode_count(lout)) < 0) {
+        return SC_ECONFIG;
     }
     proxy_front_set(f, f->root, "listeners", lout, ls);
     proxy_front_set(f, f->root, "clusters", cout, cs ? cs : sr);

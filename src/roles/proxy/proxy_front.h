@@ -33,6 +33,10 @@ struct proxy_front {
     /* Istio traffic resources, gathered first and translated together at the end. */
     const struct sc_ynode **vs, **dr, **se, **sidecar;
     size_t nvs, ndr, nse, nsidecar;
+    /* Envoy authorization filters (proxy_envoy_authz.c): the first one and its listener. */
+    const struct sc_ynode *authz_at;
+    const struct sc_ynode *authz_listener;
+    bool rbac_seen;
 };
 
 /* One kind of Kubernetes-style document: its kind, the apiVersions accepted, and what to do with

@@ -36,9 +36,9 @@ static const struct rename source_keys[] = {
 };
 
 static const struct rename operation_keys[] = {
-    { "hosts", "hosts" }, { "notHosts", "not_hosts" },     { "ports", "ports" },
-    { "notPorts", "not_ports" }, { "methods", "methods" }, { "notMethods", "not_methods" },
-    { "paths", "paths" }, { "notPaths", "not_paths" },     { 0 },
+    { "hosts", "hosts" },        { "notHosts", "not_hosts" }, { "ports", "ports" },
+    { "notPorts", "not_ports" }, { "methods", "methods" },    { "notMethods", "not_methods" },
+    { "paths", "paths" },        { "notPaths", "not_paths" }, { 0 },
 };
 
 static const struct rename cond_keys[] = {
@@ -94,8 +94,7 @@ static int refuse_known(struct proxy_front *f, const struct sc_ynode *n, const c
 /* Checks mapping <src> against the renames <rn> plus <extra> handled keys (NULL-terminated),
  * then copies each renamed key present into a new mapping. Returns it, or NULL after a refusal. */
 static struct sc_ynode *renamed(struct proxy_front *f, const struct sc_ynode *src,
-                                const struct rename *rn, const char *const *extra,
-                                const char *path)
+                                const struct rename *rn, const char *const *extra, const char *path)
 {
     const char *handled[32];
     size_t n = 0;
@@ -216,8 +215,7 @@ static struct sc_ynode *wrapped(struct proxy_front *f, const struct sc_ynode *e,
     return f->err ? NULL : out;
 }
 
-static struct sc_ynode *from_one(struct proxy_front *f, const struct sc_ynode *e,
-                                 const char *path)
+static struct sc_ynode *from_one(struct proxy_front *f, const struct sc_ynode *e, const char *path)
 {
     return wrapped(f, e, path, "source", source_keys);
 }
@@ -227,14 +225,12 @@ static struct sc_ynode *to_one(struct proxy_front *f, const struct sc_ynode *e, 
     return wrapped(f, e, path, "operation", operation_keys);
 }
 
-static struct sc_ynode *when_one(struct proxy_front *f, const struct sc_ynode *e,
-                                 const char *path)
+static struct sc_ynode *when_one(struct proxy_front *f, const struct sc_ynode *e, const char *path)
 {
     return renamed(f, e, cond_keys, NULL, path);
 }
 
-static struct sc_ynode *rule_one(struct proxy_front *f, const struct sc_ynode *e,
-                                 const char *path)
+static struct sc_ynode *rule_one(struct proxy_front *f, const struct sc_ynode *e, const char *path)
 {
     static const char *const keys[] = { "from", "to", "when", NULL };
     if (proxy_front_keys(f, e, path, keys, NULL) < 0) {
@@ -335,16 +331,14 @@ static struct sc_ynode *header_one(struct proxy_front *f, const struct sc_ynode 
     return renamed(f, e, header_keys, NULL, path);
 }
 
-static struct sc_ynode *claim_one(struct proxy_front *f, const struct sc_ynode *e,
-                                  const char *path)
+static struct sc_ynode *claim_one(struct proxy_front *f, const struct sc_ynode *e, const char *path)
 {
     return renamed(f, e, claim_keys, NULL, path);
 }
 
 static struct sc_ynode *jwt_one(struct proxy_front *f, const struct sc_ynode *e, const char *path)
 {
-    static const char *const extra[] = { "fromHeaders", "outputClaimToHeaders", "timeout",
-                                         NULL };
+    static const char *const extra[] = { "fromHeaders", "outputClaimToHeaders", "timeout", NULL };
     struct sc_ynode *out = renamed(f, e, jwt_keys, extra, path);
     if (!out || each(f, out, "from_headers", e, "fromHeaders", path, header_one) < 0 ||
         each(f, out, "output_claim_to_headers", e, "outputClaimToHeaders", path, claim_one) < 0) {
