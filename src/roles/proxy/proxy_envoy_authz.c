@@ -116,9 +116,10 @@ static int pattern(struct proxy_front *f, const struct sc_ynode *sm, const char 
 static int header_matcher(struct proxy_front *f, const struct sc_ynode *h, const char *path,
                           const char **name, char *pat, bool *inv)
 {
-    static const char *const k[] = { "name",          "exact_match",  "prefix_match",
-                                     "suffix_match",  "string_match", "present_match",
-                                     "invert_match",  NULL };
+    static const char *const k[] = { "name",         "exact_match",
+                                     "prefix_match", "suffix_match",
+                                     "string_match", "present_match",
+                                     "invert_match", NULL };
     if (proxy_front_keys(f, h, path, k, NULL) < 0) {
         return SC_ECONFIG;
     }
@@ -249,8 +250,9 @@ static int principal_leaf(struct proxy_front *f, const struct sc_ynode *hcm, con
         snprintf(key, sizeof(key), "request.headers[%s]", name);
         add_when(f, out, key, neg != inv, pat, v);
     } else if (is(k, "url_path")) {
-        return proxy_front_refuse(f, v, path, "url_path in principals is not supported (match "
-                                              "it in permissions)");
+        return proxy_front_refuse(f, v, path,
+                                  "url_path in principals is not supported (match "
+                                  "it in permissions)");
     } else {
         return proxy_front_refuse(f, v, path, "%.64s is not supported", k);
     }
@@ -321,10 +323,10 @@ static int permission_leaf(struct proxy_front *f, const struct sc_ynode *hcm, co
     return f->err ? SC_ECONFIG : 0;
 }
 
-static const struct side principals_side = { "and_ids", "or_ids", "ids", "not_id", "principal",
-                                             principal_leaf };
-static const struct side permissions_side = { "and_rules", "or_rules", "rules", "not_rule",
-                                              "permission", permission_leaf };
+static const struct side principals_side = { "and_ids", "or_ids",    "ids",
+                                             "not_id",  "principal", principal_leaf };
+static const struct side permissions_side = { "and_rules", "or_rules",   "rules",
+                                              "not_rule",  "permission", permission_leaf };
 
 /* <a> AND <b> into <c>: the fields of both (one field set on both sides has no equivalent) and
  * the conditions of both. */
@@ -544,8 +546,7 @@ static int policy(struct proxy_front *f, const struct sc_ynode *hcm, struct sc_y
                     for (int s = 0; s < 2; s++) {
                         const struct sc_ynode *src = s ? qg[j].when : pg[i].when;
                         for (size_t c = 0; c < sc_ynode_count(src); c++) {
-                            proxy_front_push(f, w, sc_ytree_copy(f->out, sc_ynode_at(src, c)),
-                                             pol);
+                            proxy_front_push(f, w, sc_ytree_copy(f->out, sc_ynode_at(src, c)), pol);
                         }
                     }
                     proxy_front_set(f, r, "when", w, pol);
@@ -620,8 +621,7 @@ static int rbac(struct proxy_front *f, const struct sc_ynode *hcm, const struct 
     static const char *const k[] = { "@type", "rules", "shadow_rules", NULL };
     static const char *const n[] = { "shadow_rules_stat_prefix", "rules_stat_prefix",
                                      "track_per_rule_stats", NULL };
-    if (proxy_envoy_want_type(f, tc, path, T_RBAC) < 0 ||
-        proxy_front_keys(f, tc, path, k, n) < 0) {
+    if (proxy_envoy_want_type(f, tc, path, T_RBAC) < 0 || proxy_front_keys(f, tc, path, k, n) < 0) {
         return SC_ECONFIG;
     }
     if (f->rbac_seen) {
@@ -714,9 +714,9 @@ static int jwt_provider(struct proxy_front *f, const struct sc_ynode *pv, const 
                                      "pad_forward_payload_header",
                                      "clock_skew_seconds",
                                      NULL };
-    static const char *const n[] = { "payload_in_metadata", "header_in_metadata",
+    static const char *const n[] = { "payload_in_metadata",       "header_in_metadata",
                                      "failed_status_in_metadata", "normalize_payload_in_metadata",
-                                     "jwt_cache_config", NULL };
+                                     "jwt_cache_config",          NULL };
     if (proxy_front_keys(f, pv, path, k, n) < 0) {
         return SC_ECONFIG;
     }
@@ -737,8 +737,7 @@ static int jwt_provider(struct proxy_front *f, const struct sc_ynode *pv, const 
         remote_jwks(f, r, sc_ynode_get(pv, "remote_jwks"), p);
     }
     static const char *const hk[2][2] = { { "name", "name" }, { "value_prefix", "prefix" } };
-    static const char *const ck[2][2] = { { "header_name", "header" },
-                                          { "claim_name", "claim" } };
+    static const char *const ck[2][2] = { { "header_name", "header" }, { "claim_name", "claim" } };
     const struct sc_ynode *l;
     if ((l = sc_ynode_get(pv, "from_headers")) != NULL) {
         proxy_front_path(p, path, ".from_headers");
@@ -843,8 +842,7 @@ static int jwt_authn(struct proxy_front *f, const struct sc_ynode *tc, const cha
 {
     static const char *const k[] = { "@type", "providers", "rules", NULL };
     static const char *const n[] = { "stat_prefix", NULL };
-    if (proxy_envoy_want_type(f, tc, path, T_JWT) < 0 ||
-        proxy_front_keys(f, tc, path, k, n) < 0) {
+    if (proxy_envoy_want_type(f, tc, path, T_JWT) < 0 || proxy_front_keys(f, tc, path, k, n) < 0) {
         return SC_ECONFIG;
     }
     if (sc_ynode_get(f->root, "request_authentication")) {
@@ -945,8 +943,7 @@ bool proxy_envoy_authz_filter_is(const char *type)
 }
 
 int proxy_envoy_authz_filter(struct proxy_front *f, const struct sc_ynode *hcm,
-                             const struct sc_ynode *l, const struct sc_ynode *tc,
-                             const char *path)
+                             const struct sc_ynode *l, const struct sc_ynode *tc, const char *path)
 {
     const char *dir = sc_ynode_str(sc_ynode_get(l, "direction"));
     if (is(dir, "outbound")) {
