@@ -13,7 +13,7 @@ import pytest
 
 from conftest import free_port
 from proxy_util import FakeUpstream, echo_handler, get, metric
-from test_proxy_envoy import bootstrap, static_cluster
+from test_proxy_envoy import bootstrap, downstream_tls, static_cluster
 from test_proxy_jwt import ISS, bearer, jwk, keys, token  # noqa: F401 - keys: fixture
 from tls_util import curl, make_leaf, pki  # noqa: F401 - pki is a fixture
 
@@ -54,14 +54,7 @@ def test_rbac_one_principal_may_charge_over_mtls(sidecar_run, pki):
     port = free_port()
     cfg = json.loads(envoy(port, echo.addr, [CHARGE_RBAC]))
     chain = cfg["static_resources"]["listeners"][0]["filter_chains"][0]
-    chain["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
-                 "DownstreamTlsContext",
-        "require_client_certificate": True,
-        "common_tls_context": {
-            "tls_certificates": [{"certificate_chain": {"filename": str(pki / "server.pem")},
-                                  "private_key": {"filename": str(pki / "server.key")}}],
-            "validation_context": {"trusted_ca": {"filename": str(pki / "ca.pem")}}}}}
+    chain["transport_socket"] = downstream_tls(pki)
     chain["filter_chain_match"] = {"transport_protocol": "tls"}
     sc = sidecar_run("proxy", config=json.dumps(cfg))
     order = make_leaf(pki, "order", "URI:spiffe://cluster.local/ns/shop/sa/order-service")

@@ -722,12 +722,17 @@ static int jwt_provider(struct proxy_front *f, const struct sc_ynode *pv, const 
     }
     char p[PROXY_FRONT_PATH];
     struct sc_ynode *r = proxy_front_map(f, pv);
-    proxy_front_copy(f, r, "issuer", pv, "issuer");
-    proxy_front_copy(f, r, "audiences", pv, "audiences");
-    proxy_front_copy(f, r, "forward_original_token", pv, "forward");
-    proxy_front_copy(f, r, "from_params", pv, "from_params");
-    proxy_front_copy(f, r, "from_cookies", pv, "from_cookies");
-    proxy_front_copy(f, r, "output_payload_to_header", pv, "forward_payload_header");
+    static const char *const same[][2] = {
+        { "issuer", "issuer" },
+        { "audiences", "audiences" },
+        { "forward", "forward_original_token" },
+        { "from_params", "from_params" },
+        { "from_cookies", "from_cookies" },
+        { "forward_payload_header", "output_payload_to_header" },
+    };
+    for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+        proxy_front_copy(f, r, same[i][1], pv, same[i][0]);
+    }
     proxy_front_path(p, path, ".local_jwks");
     if (sc_ynode_get(pv, "local_jwks")) {
         local_jwks(f, r, sc_ynode_get(pv, "local_jwks"), p);
