@@ -14,6 +14,7 @@ import pytest
 from conftest import free_port
 from proxy_util import FakeUpstream, echo_handler, get, metric
 from test_proxy_envoy import bootstrap, downstream_tls, static_cluster
+from test_proxy_extauthz import FakeOAuth2Proxy
 from test_proxy_jwt import ISS, bearer, jwk, keys, token  # noqa: F401 - keys: fixture
 from tls_util import curl, make_leaf, pki  # noqa: F401 - pki is a fixture
 
@@ -139,6 +140,35 @@ def test_jwt_authn_requires_and_allow_missing(sidecar_run, keys):
     echo.close()
 
 
+def test_ext_authz_http_service_against_fake_oauth2_proxy(sidecar_run):
+    echo = FakeUpstream(echo_handler)
+    fake = FakeOAuth2Proxy()
+    port = free_port()
+    f = {"name": "envoy.filters.http.ext_authz", "typed_config": {
+        "@type": T + "ext_authz.v3.ExtAuthz",
+        "transport_api_version": "V3",
+        "http_service": {
+            "server_uri": {"uri": "http://oauth2", "cluster": "oauth2", "timeout": "0.5s"},
+            "path_prefix": "/oauth2/auth",
+            "authorization_request": {"allowed_headers": {"patterns": [{"exact": "cookie"}]}},
+            "authorization_response": {"allowed_upstream_headers": {"patterns": [
+                {"exact": "x-auth-request-user"}]}}}}}
+    cfg = json.loads(envoy(port, echo.addr, [f]))
+    cfg["static_resources"]["clusters"].append(static_cluster("oauth2", f"127.0.0.1:{fake.port}"))
+    sidecar_run("proxy", config=json.dumps(cfg))
+    r = get(port, "/app/x")
+    assert r.status == 401 and r.body == b"Unauthorized"
+    assert not echo.requests
+    r = get(port, "/app/x", headers=[("Cookie", "_oauth2_proxy=alice"),
+                                     ("X-Auth-Request-User", "mallory")])
+    assert r.status == 200
+    users = [v for k, v in r.json()["headers"] if k.lower() == "x-auth-request-user"]
+    assert users == ["alice"]
+    assert fake.seen[-1][1] == "/oauth2/auth/app/x"
+    fake.close()
+    echo.close()
+
+
 @pytest.mark.parametrize("opts,sent,seen", [
     ({"normalize_path": True, "merge_slashes": True,
       "path_with_escaped_slashes_action": "REJECT_REQUEST"}, "/a//b/../c", "/a/c"),
@@ -203,8 +233,12 @@ def refusals():
         ([], {"path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT"},
          "path_with_escaped_slashes_action UNESCAPE_AND_REDIRECT is not supported"),
         ([{"name": "envoy.filters.http.ext_authz", "typed_config": {
-            "@type": T + "ext_authz.v3.ExtAuthz"}}], None,
-         "envoy.filters.http.ext_authz is not supported"),
+            "@type": T + "ext_authz.v3.ExtAuthz", "grpc_service": {}}}], None,
+         f"{f0}: grpc_service is not supported"),
+        ([{"name": "envoy.filters.http.ext_authz", "typed_config": {
+            "@type": T + "ext_authz.v3.ExtAuthz", "http_service": {"server_uri": {
+                "uri": "http://x", "cluster": "nowhere", "timeout": "1s"}}}}], None,
+         f"{f0}.http_service.server_uri: no cluster nowhere"),
     ]
 
 

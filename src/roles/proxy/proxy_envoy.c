@@ -938,6 +938,7 @@ static void listener(struct env *e, const struct sc_ynode *ln, size_t i, struct 
 int proxy_envoy_translate(struct proxy_front *f, const struct sc_ynode *doc)
 {
     struct env e = { .f = f };
+    f->envoy = doc;
     static const char *const bk[] = { "static_resources", "admin", NULL };
     static const char *const bn[] = {
         "node",      "layered_runtime",  "stats_sinks",     "stats_config", "stats_flush_interval",

@@ -34,8 +34,8 @@ int proxy_envoy_address(struct proxy_front *f, const struct sc_ynode *a, const c
 struct sc_ynode *proxy_envoy_transport_socket(struct proxy_front *f, const struct sc_ynode *ts,
                                               const char *path, bool down);
 
-/* proxy_envoy_authz.c: whether HTTP filter @type <type> is rbac or jwt_authn; the filter with
- * typed_config <tc> of connection manager <hcm> in output listener <l> onto the native
+/* proxy_envoy_authz.c: whether HTTP filter @type <type> is rbac, jwt_authn or ext_authz; the filter
+ * with typed_config <tc> of connection manager <hcm> in output listener <l> onto the native
  * authorization and request_authentication blocks; the check that such filters are in a bootstrap
  * of one listener; the manager's normalize_path, merge_slashes and
  * path_with_escaped_slashes_action onto path_normalization and escaped_slashes. Each returns 0 or

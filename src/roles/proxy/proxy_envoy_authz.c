@@ -2,13 +2,14 @@
 // Envoy's authorization HTTP filters as proxy configuration (see proxy_front.h):
 // envoy.filters.http.rbac onto `authorization:` policies (ALLOW, DENY, LOG -> AUDIT; shadow_rules
 // -> dry_run), envoy.filters.http.jwt_authn onto `request_authentication:` and, for rules that
-// require a token, DENY policies; the connection manager's path options onto path_normalization
-// and escaped_slashes. An RBAC policy matches when one permission and one principal match; each
-// principal and permission becomes a set of alternatives (source or operation fields plus `when`
-// conditions), and the policy becomes native rules whose sources and operations are those
-// alternatives. Invariant: what has no equivalent with the same decision (regex and contains
-// matchers, ':path' headers that include the query, AND of two values of one field, metadata) is
-// refused at its position, never approximated.
+// require a token, DENY policies; envoy.filters.http.ext_authz (http_service) onto an
+// `extension_providers:` entry and a CUSTOM policy for every request; the connection manager's path
+// options onto path_normalization and escaped_slashes. An RBAC policy matches when one permission
+// and one principal match; each principal and permission becomes a set of alternatives (source or
+// operation fields plus `when` conditions), and the policy becomes native rules whose sources and
+// operations are those alternatives. Invariant: what has no equivalent with the same decision
+// (regex and contains matchers, ':path' headers that include the query, AND of two values of one
+// field, metadata) is refused at its position, never approximated.
 #include <stdio.h>
 #include <string.h>
 
@@ -18,6 +19,7 @@
 
 #define T_RBAC T_PREFIX "envoy.extensions.filters.http.rbac.v3.RBAC"
 #define T_JWT T_PREFIX "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
+#define T_EXTAUTHZ T_PREFIX "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
 #define ALTS_MAX 64 /* alternatives of one principal or permission */
 #define DEPTH_MAX 8 /* nested and/or/not */
 #define PATTERN_MAX 1024
@@ -940,11 +942,176 @@ static int jwt_authn(struct proxy_front *f, const struct sc_ynode *tc, const cha
     return f->err ? SC_ECONFIG : 0;
 }
 
+/* ---- ext_authz ---- */
+
+/* The one endpoint of bootstrap cluster <name> as <host> and <port>. */
+static int authorizer(struct proxy_front *f, const struct sc_ynode *at, const char *name,
+                      const char *path, const struct sc_ynode **host, const struct sc_ynode **port)
+{
+    const struct sc_ynode *cs =
+        sc_ynode_get(sc_ynode_get(f->envoy, "static_resources"), "clusters");
+    for (size_t i = 0; name && i < sc_ynode_count(cs); i++) {
+        const struct sc_ynode *c = sc_ynode_at(cs, i);
+        if (!is(sc_ynode_str(sc_ynode_get(c, "name")), name)) {
+            continue;
+        }
+        if (sc_ynode_get(c, "transport_socket")) {
+            return proxy_front_refuse(
+                f, at, path, "cluster %.64s: an authorizer over TLS is not supported", name);
+        }
+        const struct sc_ynode *eps = sc_ynode_get(sc_ynode_get(c, "load_assignment"), "endpoints");
+        const struct sc_ynode *lbs = sc_ynode_get(sc_ynode_at(eps, 0), "lb_endpoints");
+        const struct sc_ynode *sa =
+            sc_ynode_get(sc_ynode_get(sc_ynode_get(sc_ynode_at(lbs, 0), "endpoint"), "address"),
+                         "socket_address");
+        *host = sc_ynode_get(sa, "address");
+        *port = sc_ynode_get(sa, "port_value");
+        if (sc_ynode_count(eps) != 1 || sc_ynode_count(lbs) != 1 || !*host || !*port) {
+            return proxy_front_refuse(f, at, path,
+                                      "cluster %.64s: the authorizer's cluster needs exactly one "
+                                      "endpoint with an address and port_value",
+                                      name);
+        }
+        return 0;
+    }
+    return proxy_front_refuse(f, at, path, "no cluster %.64s", name ? name : "?");
+}
+
+/* A ListStringMatcher of header names (exact only) as a list. */
+static struct sc_ynode *header_names(struct proxy_front *f, const struct sc_ynode *lsm,
+                                     const char *path)
+{
+    static const char *const k[] = { "patterns", NULL };
+    if (proxy_front_keys(f, lsm, path, k, NULL) < 0) {
+        return NULL;
+    }
+    const struct sc_ynode *pats = sc_ynode_get(lsm, "patterns");
+    struct sc_ynode *out = proxy_front_seq(f, lsm);
+    for (size_t i = 0; i < sc_ynode_count(pats) && !f->err; i++) {
+        const struct sc_ynode *pm = sc_ynode_at(pats, i);
+        static const char *const pk[] = { "exact", "ignore_case", NULL };
+        char p[PROXY_FRONT_PATH];
+        proxy_front_path(p, path, ".patterns[%zu]", i);
+        if (proxy_front_keys(f, pm, p, pk, NULL) < 0) {
+            return NULL;
+        }
+        /* Header names compare without case: ignore_case changes nothing. */
+        const char *s = proxy_front_str(f, pm, "exact", p);
+        if (!s) {
+            return proxy_front_refuse(f, pm, p, "needs exact (header names)"), NULL;
+        }
+        proxy_front_push(f, out, sc_ytree_str(f->out, pm, s), pm);
+    }
+    return f->err ? NULL : out;
+}
+
+/* envoy.filters.http.ext_authz with an http_service: an extension provider "ext_authz" and a
+ * CUSTOM policy for every request. */
+static int ext_authz(struct proxy_front *f, const struct sc_ynode *tc, const char *path)
+{
+    static const char *const k[] = { "@type", "http_service", "failure_mode_allow",
+                                     "status_on_error", NULL };
+    static const char *const n[] = { "transport_api_version", "stat_prefix", "clear_route_cache",
+                                     NULL };
+    if (proxy_envoy_want_type(f, tc, path, T_EXTAUTHZ) < 0 ||
+        proxy_front_keys(f, tc, path, k, n) < 0) {
+        return SC_ECONFIG;
+    }
+    if (sc_ynode_get(f->root, "extension_providers")) {
+        return proxy_front_refuse(f, tc, path, "one ext_authz filter only");
+    }
+    const struct sc_ynode *hs = sc_ynode_get(tc, "http_service");
+    char p[PROXY_FRONT_PATH], q[PROXY_FRONT_PATH];
+    proxy_front_path(p, path, ".http_service");
+    static const char *const hk[] = { "server_uri", "path_prefix", "authorization_request",
+                                      "authorization_response", NULL };
+    if (!hs) {
+        return proxy_front_refuse(f, tc, path,
+                                  "http_service is required (grpc_service is not "
+                                  "supported)");
+    }
+    if (proxy_front_keys(f, hs, p, hk, NULL) < 0) {
+        return SC_ECONFIG;
+    }
+    const struct sc_ynode *su = sc_ynode_get(hs, "server_uri");
+    static const char *const sk[] = { "uri", "cluster", "timeout", NULL };
+    proxy_front_path(q, p, ".server_uri");
+    if (!su) {
+        return proxy_front_refuse(f, hs, p, "server_uri is required");
+    }
+    if (proxy_front_keys(f, su, q, sk, NULL) < 0) {
+        return SC_ECONFIG;
+    }
+    const struct sc_ynode *host = NULL, *port = NULL;
+    if (authorizer(f, sc_ynode_get(su, "cluster") ? sc_ynode_get(su, "cluster") : su,
+                   proxy_front_str(f, su, "cluster", q), q, &host, &port) < 0) {
+        return SC_ECONFIG;
+    }
+    struct sc_ynode *ep = proxy_front_map(f, hs);
+    proxy_front_put(f, ep, "name", hs, "ext_authz");
+    proxy_front_set(f, ep, "service", sc_ytree_copy(f->out, host), host);
+    proxy_front_set(f, ep, "port", sc_ytree_copy(f->out, port), port);
+    proxy_front_copy(f, ep, "path_prefix", hs, "path_prefix");
+    proxy_front_put_duration(f, ep, "timeout", su, "timeout", q, "200ms"); /* Envoy's default */
+    proxy_front_copy(f, ep, "fail_open", tc, "failure_mode_allow");
+    const struct sc_ynode *se = sc_ynode_get(tc, "status_on_error");
+    static const char *const ek[] = { "code", NULL };
+    if (se && proxy_front_keys(f, se, path, ek, NULL) == 0) {
+        proxy_front_copy(f, ep, "status_on_error", se, "code");
+    }
+    const struct sc_ynode *rq = sc_ynode_get(hs, "authorization_request");
+    static const char *const rk[] = { "allowed_headers", "headers_to_add", NULL };
+    proxy_front_path(q, p, ".authorization_request");
+    if (rq && proxy_front_keys(f, rq, q, rk, NULL) == 0) {
+        const struct sc_ynode *ah = sc_ynode_get(rq, "allowed_headers");
+        if (ah) {
+            proxy_front_set(f, ep, "include_request_headers_in_check", header_names(f, ah, q), ah);
+        }
+        const struct sc_ynode *ha = sc_ynode_get(rq, "headers_to_add");
+        struct sc_ynode *add = ha ? proxy_front_map(f, ha) : NULL;
+        for (size_t i = 0; add && i < sc_ynode_count(ha) && !f->err; i++) {
+            const struct sc_ynode *h = sc_ynode_at(ha, i);
+            static const char *const kv[] = { "key", "value", NULL };
+            const char *key = proxy_front_str(f, h, "key", q);
+            if (proxy_front_keys(f, h, q, kv, NULL) < 0 || !key) {
+                return proxy_front_refuse(f, h, q, "headers_to_add: key and value");
+            }
+            proxy_front_copy(f, add, key, h, "value");
+        }
+        if (add) {
+            proxy_front_set(f, ep, "include_additional_headers_in_check", add, ha);
+        }
+    }
+    const struct sc_ynode *rs = sc_ynode_get(hs, "authorization_response");
+    static const char *const ak[] = { "allowed_upstream_headers", "allowed_client_headers", NULL };
+    proxy_front_path(q, p, ".authorization_response");
+    if (rs && proxy_front_keys(f, rs, q, ak, NULL) == 0) {
+        const struct sc_ynode *up = sc_ynode_get(rs, "allowed_upstream_headers");
+        const struct sc_ynode *cl = sc_ynode_get(rs, "allowed_client_headers");
+        if (up) {
+            proxy_front_set(f, ep, "headers_to_upstream_on_allow", header_names(f, up, q), up);
+        }
+        if (cl) {
+            proxy_front_set(f, ep, "headers_to_downstream_on_deny", header_names(f, cl, q), cl);
+        }
+    }
+    proxy_front_push(f, proxy_front_list(f, "extension_providers", tc), ep, tc);
+    /* Every request is checked: a CUSTOM policy with one rule that matches everything. */
+    struct sc_ynode *pol = proxy_front_map(f, tc), *rules = proxy_front_seq(f, tc);
+    proxy_front_put(f, pol, "name", tc, "ext_authz");
+    proxy_front_put(f, pol, "action", tc, "CUSTOM");
+    proxy_front_put(f, pol, "provider", tc, "ext_authz");
+    proxy_front_push(f, rules, proxy_front_map(f, tc), tc);
+    proxy_front_set(f, pol, "rules", rules, tc);
+    proxy_front_push(f, proxy_front_list(f, "authorization", tc), pol, tc);
+    return f->err ? SC_ECONFIG : 0;
+}
+
 /* ---- entry points ---- */
 
 bool proxy_envoy_authz_filter_is(const char *type)
 {
-    return is(type, T_RBAC) || is(type, T_JWT);
+    return is(type, T_RBAC) || is(type, T_JWT) || is(type, T_EXTAUTHZ);
 }
 
 int proxy_envoy_authz_filter(struct proxy_front *f, const struct sc_ynode *hcm,
@@ -963,7 +1130,9 @@ int proxy_envoy_authz_filter(struct proxy_front *f, const struct sc_ynode *hcm,
     f->authz_at = tc;
     f->authz_listener = l;
     const char *t = sc_ynode_str(sc_ynode_get(tc, "@type"));
-    return is(t, T_RBAC) ? rbac(f, hcm, tc, path) : jwt_authn(f, tc, path);
+    return is(t, T_RBAC)  ? rbac(f, hcm, tc, path)
+           : is(t, T_JWT) ? jwt_authn(f, tc, path)
+                          : ext_authz(f, tc, path);
 }
 
 int proxy_envoy_authz_listeners(struct proxy_front *f, size_t nlisteners)

@@ -37,6 +37,7 @@ struct proxy_front {
     const struct sc_ynode *authz_at;
     const struct sc_ynode *authz_listener;
     bool rbac_seen;
+    const struct sc_ynode *envoy; /* the bootstrap being translated (its clusters) */
 };
 
 /* One kind of Kubernetes-style document: its kind, the apiVersions accepted, and what to do with
