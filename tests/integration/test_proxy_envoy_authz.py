@@ -215,6 +215,9 @@ def refusals():
          "remote_ip needs the connection manager's use_remote_address: true"),
         (rb({"permissions": allp, "principals": [{"authenticated": {"principal_name": exact(
             "CN=client")}}]}), None, "principal_name must match a SPIFFE ID"),
+        (rb({"permissions": allp, "principals": [{"authenticated": {"principal_name": {
+            "suffix": ".example.com"}}}]}, action="DENY"), None,
+         "a suffix without '/' is not supported"),
         (rb({"permissions": allp, "principals": anyone}, action="MAYBE"), None,
          "action MAYBE is not supported"),
         (rb({"permissions": allp, "principals": anyone, "condition": {}}), None,

@@ -193,9 +193,16 @@ static int principal_name(struct proxy_front *f, const struct sc_ynode *au, cons
     }
     static const char spiffe[] = "spiffe://";
     const char *s = pat;
-    if (*s == '*') {
-        snprintf(out, PATTERN_MAX, "%s", s); /* a suffix or any */
+    if (*s == '*' && (!s[1] || strchr(s, '/'))) {
+        snprintf(out, PATTERN_MAX, "%s", s); /* any, or the end of a SPIFFE path */
         return 0;
+    }
+    if (*s == '*') {
+        /* Envoy also compares DNS SANs and the subject: a suffix without '/' may mean those,
+         * and a DENY on them would silently match nothing here. */
+        return proxy_front_refuse(f, pn, p,
+                                  "a suffix without '/' is not supported (peers are known by their "
+                                  "SPIFFE ID here, not DNS names or subjects)");
     }
     if (strncmp(s, spiffe, sizeof(spiffe) - 1) != 0) {
         return proxy_front_refuse(f, pn, p,
