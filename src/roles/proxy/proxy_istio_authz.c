@@ -148,8 +148,8 @@ static int each(struct proxy_front *f, struct sc_ynode *dst, const char *key2,
 /* Loads the translated <entry> alone as native key <key> (an AuthorizationPolicy with the native
  * document's extension_providers) and runs the module's own check, so a value only the check
  * refuses (a CIDR, a `when` key, a provider no extension_providers names, a missing jwks) is
- * reported at the resource's position. A value the loader refuses is left to the final load,
- * which names it at its own position. */
+ * reported at the resource's position. A value the loader refuses, or a required key missing,
+ * is left to the final load, which reports it (the checks assume required keys are set). */
 static int native_check(struct proxy_front *f, const char *key, struct sc_ynode *entry,
                         const struct sc_ynode *doc, const char *path)
 {
@@ -172,13 +172,15 @@ static int native_check(struct proxy_front *f, const char *key, struct sc_ynode 
     char *err = NULL;
     if (authz) {
         struct proxy_authz_cfg c = { 0 };
-        if (sc_ytree_load(proxy_authz_opts, &c, f->name, root, &err) == 0) {
+        if (sc_ytree_load(proxy_authz_opts, &c, f->name, root, &err) == 0 &&
+            sc_config_check_required(proxy_authz_opts, &c, f->name, &err) == 0) {
             rc = proxy_authz_check(&c, &err);
         }
         sc_config_free(proxy_authz_opts, &c);
     } else {
         struct proxy_jwt_cfg c = { 0 };
-        if (sc_ytree_load(proxy_jwt_opts, &c, f->name, root, &err) == 0) {
+        if (sc_ytree_load(proxy_jwt_opts, &c, f->name, root, &err) == 0 &&
+            sc_config_check_required(proxy_jwt_opts, &c, f->name, &err) == 0) {
             rc = proxy_jwt_check(&c, &err);
         }
         sc_config_free(proxy_jwt_opts, &c);
