@@ -705,14 +705,11 @@ static void hcm(struct env *e, struct sc_ynode *l, const struct sc_ynode *tc, co
                                       "normalize_path",
                                       "merge_slashes",
                                       "path_with_escaped_slashes_action",
-                                      NULL };
-    static const char *const hn[] = { "stat_prefix",
-                                      "generate_request_id",
-                                      "server_name",
                                       "use_remote_address",
-                                      "set_current_client_cert_details",
-                                      "tracing",
-                                      "upgrade_configs",
+                                      NULL };
+    static const char *const hn[] = { "stat_prefix", "generate_request_id",
+                                      "server_name", "set_current_client_cert_details",
+                                      "tracing",     "upgrade_configs",
                                       NULL };
     if (proxy_front_keys(f, tc, path, hk, hn) < 0) {
         return;
@@ -733,6 +730,11 @@ static void hcm(struct env *e, struct sc_ynode *l, const struct sc_ynode *tc, co
     struct sc_ynode *fault = http_filters(f, l, tc, sc_ynode_get(tc, "http_filters"), p);
     if (proxy_envoy_paths(f, tc, path) < 0) {
         return;
+    }
+    if (sc_ynode_get(tc, "use_remote_address")) {
+        /* rbac's remote_ip is accepted only with it (proxy_envoy_authz.c). */
+        proxy_front_note(f, sc_ynode_get(tc, "use_remote_address"), path,
+                         "use_remote_address: the client address is the connection's peer here");
     }
     if (sc_ynode_get(tc, "access_log")) {
         e->access_log = true;
