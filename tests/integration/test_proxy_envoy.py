@@ -310,18 +310,24 @@ def test_http_health_check_takes_a_failing_endpoint_out(sidecar_run):
     sick.close()
 
 
-def test_downstream_and_upstream_tls(sidecar_run, pki, echo_up):
-    """A listener with a DownstreamTlsContext requiring client certificates, and a second
-    sidecar whose cluster originates mutual TLS to it with an UpstreamTlsContext."""
-    front, back = free_port(), free_port()
-    down = {"transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+def downstream_tls(pki):
+    """A transport_socket with a DownstreamTlsContext (server.pem) requiring client
+    certificates of the test PKI."""
+    return {"name": "envoy.transport_sockets.tls", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
                  "DownstreamTlsContext",
         "require_client_certificate": True,
         "common_tls_context": {
             "tls_certificates": [{"certificate_chain": {"filename": str(pki / "server.pem")},
                                   "private_key": {"filename": str(pki / "server.key")}}],
-            "validation_context": {"trusted_ca": {"filename": str(pki / "ca.pem")}}}}}}
+            "validation_context": {"trusted_ca": {"filename": str(pki / "ca.pem")}}}}}
+
+
+def test_downstream_and_upstream_tls(sidecar_run, pki, echo_up):
+    """A listener with a DownstreamTlsContext requiring client certificates, and a second
+    sidecar whose cluster originates mutual TLS to it with an UpstreamTlsContext."""
+    front, back = free_port(), free_port()
+    down = {"transport_socket": downstream_tls(pki)}
     vhs = [{"name": "v", "domains": ["*"], "routes": [
         {"match": {"prefix": "/"}, "route": {"cluster": "app"}}]}]
     cfg = bootstrap(back, vhs, [static_cluster("app", echo_up.addr)])

@@ -312,8 +312,8 @@ REFUSALS = [
      "VirtualService/reviews.spec.http[0].match[0]: queryParams is not supported"),
     ([CANARY.replace("  http:", "  tcp:\n  - route: []\n  http:")],
      "VirtualService/reviews.spec: tcp is not supported"),
-    (["apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a}\n"
-      "spec: {}\n"], "kind AuthorizationPolicy is not supported"),
+    (["apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: a}\n"
+      "spec: {}\n"], "kind WasmPlugin is not supported"),
     (["apiVersion: networking.istio.io/v2\nkind: VirtualService\nmetadata: {name: a}\n"
       "spec: {}\n"], "VirtualService networking.istio.io/v2 is not supported"),
     ([DR_SUBSETS.replace("  subsets:", "  trafficPolicy:\n    loadBalancer:\n"

@@ -611,7 +611,8 @@ static void local_ratelimit(struct proxy_front *f, struct sc_ynode *l, const str
  * limit, the router must be last, and every other filter is refused by name until the proxy has
  * its equivalent. Returns the fault every route gets, or NULL. */
 static struct sc_ynode *http_filters(struct proxy_front *f, struct sc_ynode *l,
-                                     const struct sc_ynode *hf, const char *path)
+                                     const struct sc_ynode *hcm, const struct sc_ynode *hf,
+                                     const char *path)
 {
     size_t n = sc_ynode_count(hf);
     struct sc_ynode *fault = NULL;
@@ -654,6 +655,16 @@ static struct sc_ynode *http_filters(struct proxy_front *f, struct sc_ynode *l,
             }
             continue;
         }
+        if (proxy_envoy_authz_filter_is(t)) {
+            if (proxy_front_keys(f, h, p, k, NULL) < 0) {
+                return NULL;
+            }
+            proxy_front_path(p, path, "[%zu].typed_config", i);
+            if (proxy_envoy_authz_filter(f, hcm, l, tc, p) < 0) {
+                return NULL;
+            }
+            continue;
+        }
         if (!router) {
             proxy_front_refuse(f, h, p, "%.200s is not supported", ext_name(h));
             return NULL;
@@ -691,14 +702,14 @@ static void hcm(struct env *e, struct sc_ynode *l, const struct sc_ynode *tc, co
                                       "stream_idle_timeout",
                                       "forward_client_cert_details",
                                       "common_http_protocol_options",
-                                      NULL };
-    static const char *const hn[] = { "stat_prefix",
-                                      "generate_request_id",
-                                      "server_name",
+                                      "normalize_path",
+                                      "merge_slashes",
+                                      "path_with_escaped_slashes_action",
                                       "use_remote_address",
-                                      "set_current_client_cert_details",
-                                      "tracing",
-                                      "upgrade_configs",
+                                      NULL };
+    static const char *const hn[] = { "stat_prefix", "generate_request_id",
+                                      "server_name", "set_current_client_cert_details",
+                                      "tracing",     "upgrade_configs",
                                       NULL };
     if (proxy_front_keys(f, tc, path, hk, hn) < 0) {
         return;
@@ -716,7 +727,15 @@ static void hcm(struct env *e, struct sc_ynode *l, const struct sc_ynode *tc, co
     }
     char p[PROXY_FRONT_PATH];
     proxy_front_path(p, path, ".http_filters");
-    struct sc_ynode *fault = http_filters(f, l, sc_ynode_get(tc, "http_filters"), p);
+    struct sc_ynode *fault = http_filters(f, l, tc, sc_ynode_get(tc, "http_filters"), p);
+    if (proxy_envoy_paths(f, tc, path) < 0) {
+        return;
+    }
+    if (sc_ynode_get(tc, "use_remote_address")) {
+        /* rbac's remote_ip is accepted only with it (proxy_envoy_authz.c). */
+        proxy_front_note(f, sc_ynode_get(tc, "use_remote_address"), path,
+                         "use_remote_address: the client address is the connection's peer here");
+    }
     if (sc_ynode_get(tc, "access_log")) {
         e->access_log = true;
         proxy_front_note(f, sc_ynode_get(tc, "access_log"), path,
@@ -921,6 +940,7 @@ static void listener(struct env *e, const struct sc_ynode *ln, size_t i, struct 
 int proxy_envoy_translate(struct proxy_front *f, const struct sc_ynode *doc)
 {
     struct env e = { .f = f };
+    f->envoy = doc;
     static const char *const bk[] = { "static_resources", "admin", NULL };
     static const char *const bn[] = {
         "node",      "layered_runtime",  "stats_sinks",     "stats_config", "stats_flush_interval",
@@ -960,6 +980,9 @@ int proxy_envoy_translate(struct proxy_front *f, const struct sc_ynode *doc)
     }
     if (sc_ynode_count(lout) == 0) {
         return proxy_front_refuse(f, sr, "static_resources", "no listeners");
+    }
+    if (proxy_envoy_authz_listeners(f, sc_ynode_count(lout)) < 0) {
+        return SC_ECONFIG;
     }
     proxy_front_set(f, f->root, "listeners", lout, ls);
     proxy_front_set(f, f->root, "clusters", cout, cs ? cs : sr);

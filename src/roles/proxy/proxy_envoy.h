@@ -34,6 +34,18 @@ int proxy_envoy_address(struct proxy_front *f, const struct sc_ynode *a, const c
 struct sc_ynode *proxy_envoy_transport_socket(struct proxy_front *f, const struct sc_ynode *ts,
                                               const char *path, bool down);
 
+/* proxy_envoy_authz.c: whether HTTP filter @type <type> is rbac, jwt_authn or ext_authz; the filter
+ * with typed_config <tc> of connection manager <hcm> in output listener <l> onto the native
+ * authorization and request_authentication blocks; the check that such filters are in a bootstrap
+ * of one listener; the manager's normalize_path, merge_slashes and
+ * path_with_escaped_slashes_action onto path_normalization and escaped_slashes. Each returns 0 or
+ * SC_ECONFIG after a refusal. */
+bool proxy_envoy_authz_filter_is(const char *type);
+int proxy_envoy_authz_filter(struct proxy_front *f, const struct sc_ynode *hcm,
+                             const struct sc_ynode *l, const struct sc_ynode *tc, const char *path);
+int proxy_envoy_authz_listeners(struct proxy_front *f, size_t nlisteners);
+int proxy_envoy_paths(struct proxy_front *f, const struct sc_ynode *hcm, const char *path);
+
 /* Translates static_resources.clusters[<i>] <cn> and appends it to <out>. */
 void proxy_envoy_cluster(struct proxy_front *f, const struct sc_ynode *cn, size_t i,
                          struct sc_ynode *out);

@@ -21,9 +21,9 @@
 #define FRONT_MAX_INPUT ((size_t)4 << 20)
 #define MSG_MAX 2048
 
-/* The registry of Kubernetes-style kinds: one line per translator. Authorization kinds
- * (AuthorizationPolicy, RequestAuthentication) join here with their module. */
-static const struct proxy_front_kind *const registries[] = { proxy_istio_kinds, NULL };
+/* The registry of Kubernetes-style kinds: one line per translator. */
+static const struct proxy_front_kind *const registries[] = { proxy_istio_kinds,
+                                                             proxy_istio_authz_kinds, NULL };
 
 static void vmsg(struct proxy_front *f, struct sc_buf *b, const struct sc_ynode *at,
                  const char *path, const char *fmt, va_list ap)

@@ -33,6 +33,11 @@ struct proxy_front {
     /* Istio traffic resources, gathered first and translated together at the end. */
     const struct sc_ynode **vs, **dr, **se, **sidecar;
     size_t nvs, ndr, nse, nsidecar;
+    /* Envoy authorization filters (proxy_envoy_authz.c): the first one and its listener. */
+    const struct sc_ynode *authz_at;
+    const struct sc_ynode *authz_listener;
+    bool rbac_seen;
+    const struct sc_ynode *envoy; /* the bootstrap being translated (its clusters) */
 };
 
 /* One kind of Kubernetes-style document: its kind, the apiVersions accepted, and what to do with
@@ -124,5 +129,17 @@ int proxy_envoy_translate(struct proxy_front *f, const struct sc_ynode *doc);
 /* proxy_istio.c: the kinds it reads, and the translation of the gathered traffic resources. */
 extern const struct proxy_front_kind proxy_istio_kinds[];
 int proxy_istio_finish(struct proxy_front *f);
+
+/* Checks an Istio document's top and metadata keys (refusing or noting the rest); <*spec> gets
+ * spec. With <annotations>, metadata.annotations is left to the caller. Returns 0 or SC_ECONFIG. */
+int proxy_istio_top(struct proxy_front *f, const struct sc_ynode *doc, const char *path,
+                    const struct sc_ynode **spec, bool annotations);
+/* metadata.name ("" when absent) and metadata.namespace (else the workload's). */
+const char *proxy_istio_name(const struct sc_ynode *doc);
+const char *proxy_istio_ns(const struct proxy_front *f, const struct sc_ynode *doc);
+extern const char *const proxy_istio_security_versions[]; /* security.istio.io v1beta1, v1 */
+
+/* proxy_istio_authz.c: AuthorizationPolicy and RequestAuthentication (security.istio.io). */
+extern const struct proxy_front_kind proxy_istio_authz_kinds[];
 
 #endif

@@ -21,43 +21,53 @@
 static const char *const networking_versions[] = { "networking.istio.io/v1alpha3",
                                                    "networking.istio.io/v1beta1",
                                                    "networking.istio.io/v1", NULL };
-static const char *const security_versions[] = { "security.istio.io/v1beta1",
-                                                 "security.istio.io/v1", NULL };
+const char *const proxy_istio_security_versions[] = { "security.istio.io/v1beta1",
+                                                      "security.istio.io/v1", NULL };
 
 static const char *const top_keys[] = { "apiVersion", "kind", "metadata", "spec", NULL };
 static const char *const top_noted[] = { "status", NULL };
 static const char *const meta_keys[] = { "name", "namespace", NULL };
-static const char *const meta_noted[] = {
-    "labels",          "annotations",       "uid",
-    "resourceVersion", "generation",        "creationTimestamp",
-    "managedFields",   "ownerReferences",   "generateName",
-    "finalizers",      "deletionTimestamp", NULL
-};
+static const char *const meta_noted[] = { "annotations",
+                                          "labels",
+                                          "uid",
+                                          "resourceVersion",
+                                          "generation",
+                                          "creationTimestamp",
+                                          "managedFields",
+                                          "ownerReferences",
+                                          "generateName",
+                                          "finalizers",
+                                          "deletionTimestamp",
+                                          NULL };
 
 /* ---- small helpers ---- */
 
 /* The resource's namespace: metadata.namespace, else the workload's. */
-static const char *res_ns(const struct proxy_front *f, const struct sc_ynode *doc)
+const char *proxy_istio_ns(const struct proxy_front *f, const struct sc_ynode *doc)
 {
     const char *ns = sc_ynode_str(sc_ynode_get(sc_ynode_get(doc, "metadata"), "namespace"));
     return ns && *ns ? ns : f->ns;
 }
 
-static const char *res_name(const struct sc_ynode *doc)
+const char *proxy_istio_name(const struct sc_ynode *doc)
 {
     const char *n = sc_ynode_str(sc_ynode_get(sc_ynode_get(doc, "metadata"), "name"));
     return n ? n : "";
 }
 
-/* Checks the document's top and metadata keys; <*spec> gets spec. */
-static int check_top(struct proxy_front *f, const struct sc_ynode *doc, const char *path,
-                     const struct sc_ynode **spec)
+int proxy_istio_top(struct proxy_front *f, const struct sc_ynode *doc, const char *path,
+                    const struct sc_ynode **spec, bool annotations)
 {
+    /* With <annotations>, the caller reads metadata.annotations itself (meta_noted's first). */
     if (proxy_front_keys(f, doc, path, top_keys, top_noted) < 0 ||
-        proxy_front_keys(f, sc_ynode_get(doc, "metadata"), path, meta_keys, meta_noted) < 0) {
+        proxy_front_keys(f, sc_ynode_get(doc, "metadata"), path,
+                         annotations
+                             ? (const char *const[]){ "name", "namespace", "annotations", NULL }
+                             : meta_keys,
+                         annotations ? meta_noted + 1 : meta_noted) < 0) {
         return SC_ECONFIG;
     }
-    if (!*res_name(doc)) {
+    if (!*proxy_istio_name(doc)) {
         return proxy_front_refuse(f, doc, path, "metadata.name is required");
     }
     *spec = sc_ynode_get(doc, "spec");
@@ -86,9 +96,9 @@ static void fqdn(const char *h, const char *ns, char *out, size_t len)
 static int add_peer_auth(struct proxy_front *f, const struct sc_ynode *doc, const char *kind)
 {
     char path[PROXY_FRONT_PATH];
-    proxy_front_path(path, kind, "/%.128s", res_name(doc));
+    proxy_front_path(path, kind, "/%.128s", proxy_istio_name(doc));
     const struct sc_ynode *spec;
-    if (check_top(f, doc, path, &spec) < 0) {
+    if (proxy_istio_top(f, doc, path, &spec, false) < 0) {
         return SC_ECONFIG;
     }
     static const char *const spec_keys[] = { "selector", "mtls", "portLevelMtls", NULL };
@@ -155,8 +165,8 @@ static int gather(struct proxy_front *f, const struct sc_ynode ***v, size_t *n,
 {
     const struct sc_ynode *spec;
     char p[PROXY_FRONT_PATH];
-    proxy_front_path(p, path, "/%.128s", res_name(doc));
-    if (check_top(f, doc, p, &spec) < 0) {
+    proxy_front_path(p, path, "/%.128s", proxy_istio_name(doc));
+    if (proxy_istio_top(f, doc, p, &spec, false) < 0) {
         return SC_ECONFIG;
     }
     *v = sc_reallocarray(*v, *n + 1, sizeof(**v));
@@ -185,7 +195,7 @@ static int add_sidecar(struct proxy_front *f, const struct sc_ynode *doc, const 
 }
 
 const struct proxy_front_kind proxy_istio_kinds[] = {
-    { "PeerAuthentication", security_versions, add_pa },
+    { "PeerAuthentication", proxy_istio_security_versions, add_pa },
     { "VirtualService", networking_versions, add_vs },
     { "DestinationRule", networking_versions, add_dr },
     { "ServiceEntry", networking_versions, add_se },
@@ -205,7 +215,7 @@ static const struct sc_ynode *find_host(const struct proxy_front *f, const struc
         const struct sc_ynode *spec = sc_ynode_get(v[i], "spec");
         const char *one = sc_ynode_str(sc_ynode_get(spec, "host"));
         if (one) {
-            fqdn(one, res_ns(f, v[i]), h, sizeof(h));
+            fqdn(one, proxy_istio_ns(f, v[i]), h, sizeof(h));
             if (strcmp(h, host) == 0) {
                 return v[i];
             }
@@ -214,7 +224,7 @@ static const struct sc_ynode *find_host(const struct proxy_front *f, const struc
         for (size_t j = 0; j < sc_ynode_count(hs); j++) {
             const char *s = sc_ynode_str(sc_ynode_at(hs, j));
             if (s) {
-                fqdn(s, res_ns(f, v[i]), h, sizeof(h));
+                fqdn(s, proxy_istio_ns(f, v[i]), h, sizeof(h));
                 if (strcmp(h, host) == 0) {
                     return v[i];
                 }
@@ -490,7 +500,7 @@ static const char *cluster_for(struct proxy_front *f, struct made *m, const char
     proxy_front_put(f, c, "name", at, name);
     char path[PROXY_FRONT_PATH];
     if (se) {
-        snprintf(path, sizeof(path), "ServiceEntry/%.128s.spec", res_name(se));
+        snprintf(path, sizeof(path), "ServiceEntry/%.128s.spec", proxy_istio_name(se));
         se_endpoints(f, c, se, host, port, path);
     } else {
         struct sc_ynode *l = proxy_front_seq(f, at);
@@ -500,7 +510,7 @@ static const char *cluster_for(struct proxy_front *f, struct made *m, const char
     const struct sc_ynode *dr = find_host(f, f->dr, f->ndr, host);
     if (dr) {
         const struct sc_ynode *spec = sc_ynode_get(dr, "spec");
-        snprintf(path, sizeof(path), "DestinationRule/%.128s.spec", res_name(dr));
+        snprintf(path, sizeof(path), "DestinationRule/%.128s.spec", proxy_istio_name(dr));
         static const char *const dr_keys[] = { "host", "trafficPolicy", "subsets", NULL };
         static const char *const dr_noted[] = { "exportTo", "workloadSelector", NULL };
         if (proxy_front_keys(f, spec, path, dr_keys, dr_noted) < 0) {
@@ -823,7 +833,7 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
     if (proxy_front_keys(f, h, path, h_keys, NULL) < 0) {
         return SC_ECONFIG;
     }
-    const char *ns = res_ns(f, vs);
+    const char *ns = proxy_istio_ns(f, vs);
     /* The matches first, as the document reads. */
     static const char *const m_keys[] = { "uri",           "method", "headers", "withoutHeaders",
                                           "ignoreUriCase", NULL };
@@ -841,9 +851,9 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
     char rname[160];
     const char *hn = sc_ynode_str(sc_ynode_get(h, "name"));
     if (hn) {
-        snprintf(rname, sizeof(rname), "%.64s.%.64s", res_name(vs), hn);
+        snprintf(rname, sizeof(rname), "%.64s.%.64s", proxy_istio_name(vs), hn);
     } else {
-        snprintf(rname, sizeof(rname), "%.64s.%zu", res_name(vs), i);
+        snprintf(rname, sizeof(rname), "%.64s.%zu", proxy_istio_name(vs), i);
     }
     proxy_front_put(f, act, "name", h, rname);
     const struct sc_ynode *rl = sc_ynode_get(h, "route");
@@ -1053,17 +1063,17 @@ static int sidecar_scope(struct proxy_front *f, struct scope *sc)
     for (size_t i = 0; i < f->nsidecar; i++) {
         const struct sc_ynode *doc = f->sidecar[i], *spec = sc_ynode_get(doc, "spec");
         char path[PROXY_FRONT_PATH];
-        snprintf(path, sizeof(path), "Sidecar/%.128s.spec", res_name(doc));
+        snprintf(path, sizeof(path), "Sidecar/%.128s.spec", proxy_istio_name(doc));
         static const char *const k[] = { "egress", "outboundTrafficPolicy", "workloadSelector",
                                          NULL };
         if (proxy_front_keys(f, spec, path, k, NULL) < 0) {
             return SC_ECONFIG;
         }
-        if (strcmp(res_ns(f, doc), f->ns) != 0) {
+        if (strcmp(proxy_istio_ns(f, doc), f->ns) != 0) {
             proxy_front_note(f, doc, path,
                              "a Sidecar of namespace %.64s does not apply to this "
                              "workload (namespace %.64s)",
-                             res_ns(f, doc), f->ns);
+                             proxy_istio_ns(f, doc), f->ns);
             continue;
         }
         const struct sc_ynode *sel = sc_ynode_get(spec, "workloadSelector");
@@ -1173,9 +1183,9 @@ static int vs_hosts(struct proxy_front *f, const struct sc_ynode *vs, const char
                                       "wildcard host %.64s is not supported", h);
         }
         char fq[NAME_MAX_LEN + 64], ns[NAME_MAX_LEN + 64];
-        fqdn(h, res_ns(f, vs), fq, sizeof(fq));
+        fqdn(h, proxy_istio_ns(f, vs), fq, sizeof(fq));
         const struct sc_ynode *se = find_host(f, f->se, f->nse, fq);
-        host_ns(fq, se ? res_ns(f, se) : res_ns(f, vs), ns, sizeof(ns));
+        host_ns(fq, se ? proxy_istio_ns(f, se) : proxy_istio_ns(f, vs), ns, sizeof(ns));
         if (!allowed(sc, fq, ns)) {
             continue; /* outside the Sidecar's egress hosts */
         }
@@ -1281,7 +1291,7 @@ int proxy_istio_finish(struct proxy_front *f)
         const struct sc_ynode *vs = f->vs[v];
         const struct sc_ynode *spec = sc_ynode_get(vs, "spec");
         char path[PROXY_FRONT_PATH];
-        snprintf(path, sizeof(path), "VirtualService/%.128s.spec", res_name(vs));
+        snprintf(path, sizeof(path), "VirtualService/%.128s.spec", proxy_istio_name(vs));
         static const char *const vs_keys[] = { "hosts", "http", "gateways", NULL };
         static const char *const vs_noted[] = { "exportTo", NULL };
         if (proxy_front_keys(f, spec, path, vs_keys, vs_noted) < 0) {
@@ -1332,13 +1342,13 @@ int proxy_istio_finish(struct proxy_front *f)
                     break;
                 }
                 char fq[NAME_MAX_LEN + 64];
-                fqdn(h, res_ns(f, v[i]), fq, sizeof(fq));
+                fqdn(h, proxy_istio_ns(f, v[i]), fq, sizeof(fq));
                 if (find_host(f, f->vs, f->nvs, fq)) {
                     continue;
                 }
                 const struct sc_ynode *se = find_host(f, f->se, f->nse, fq);
                 char hns[NAME_MAX_LEN + 64];
-                host_ns(fq, se ? res_ns(f, se) : res_ns(f, v[i]), hns, sizeof(hns));
+                host_ns(fq, se ? proxy_istio_ns(f, se) : proxy_istio_ns(f, v[i]), hns, sizeof(hns));
                 if (!allowed(sc, fq, hns)) {
                     continue;
                 }
