@@ -395,6 +395,25 @@ void proxy_tls_collect(struct proxy_metrics *pm)
     }
 }
 
+/* The protocols an HTTP listener's server may select by ALPN: its `alpn` list without h2 (and h2c),
+ * which the HTTP/1 codec cannot serve. An Envoy-style `[h2, http/1.1]` list then lets clients that
+ * offer both fall back to HTTP/1.1 rather than getting HTTP/1 bytes on an HTTP/2 connection. <v>
+ * has room for the list (at most 16 entries, as its option says). */
+static void http_listener_alpn(const char *lname, struct sc_strv *alpn, char **v)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < alpn->n && n < 16; i++) {
+        if (strcmp(alpn->v[i], "h2") == 0 || strcmp(alpn->v[i], "h2c") == 0) {
+            sc_warn("tls: HTTP/2 is not served on HTTP listeners yet; ALPN protocol not offered",
+                    SC_LS("listener", lname), SC_LS("alpn", alpn->v[i]));
+            continue;
+        }
+        v[n++] = alpn->v[i];
+    }
+    alpn->v = v;
+    alpn->n = n;
+}
+
 int proxy_tls_listener_init(struct proxy_listener_tls *out, const char *lname,
                             const struct proxy_listener_cfg *lc, bool quick_inbound,
                             const struct proxy_cfg *cfg, struct proxy_metrics *pm, char **err)
@@ -408,8 +427,10 @@ int proxy_tls_listener_init(struct proxy_listener_tls *out, const char *lname,
     memset(&o, 0, sizeof(o));
     int mode = PROXY_MTLS_UNSET, xfcc = PROXY_XFCC_AUTO;
     bool inbound = quick_inbound;
+    char *alpn[16];
     if (lc) {
         o = lc->tlscfg.tls;
+        http_listener_alpn(lname, &o.alpn, alpn);
         mode = lc->tlscfg.mtls;
         xfcc = lc->tlscfg.forward_client_cert;
         inbound = lc->tlscfg.direction == 0;
