@@ -542,9 +542,16 @@ static int fail_msg(struct ld *ld, size_t line, size_t col, struct sc_buf *msg)
         struct sc_buf b;
         sc_buf_init(&b, MSG_MAX + strlen(ld->name) + 64);
         sc_buf_appendf(&b, "%s:%zu:%zu: ", ld->name, line + 1, col + 1);
-        if (msg->len) {
-            sc_buf_append(&b, msg->p, msg->len);
-        } else {
+        /* One line whatever the message quotes: control bytes from the input are escaped. */
+        for (size_t i = 0; i < msg->len; i++) {
+            unsigned char c = (unsigned char)msg->p[i];
+            if (c < 0x20 || c == 0x7f) {
+                sc_buf_appendf(&b, "\\x%02x", c);
+            } else {
+                sc_buf_append(&b, (const char *)&c, 1);
+            }
+        }
+        if (!msg->len) {
             sc_buf_append_cstr(&b, "invalid value");
         }
         ld->err = sc_config_buf_take(&b);

@@ -495,6 +495,9 @@ static void test_errors(void **state)
     expect_err("ratio: [1]\n", "t.yaml:1:8: expected a number, got a list");
     expect_err("log_level: [info]\n", "t.yaml:1:12: expected a string, got a list");
     expect_err("debug: yes\n", "t.yaml:1:8: invalid boolean \"yes\" (expected true or false)");
+    /* A message stays one line: control bytes it quotes from the input are escaped. */
+    expect_err("debug: \"a\\r\\nb\"\n",
+               "t.yaml:1:8: invalid boolean \"a\\x0d\\x0ab\" (expected true or false)");
     expect_err("[a, b]\n", "t.yaml:1:1: expected a mapping at the top level, got a list");
     expect_err("hello\n", "t.yaml:1:1: expected a mapping at the top level, got \"hello\"");
     expect_err("? [a]\n: b\n", "t.yaml:1:3: expected a string as key, got a list");
