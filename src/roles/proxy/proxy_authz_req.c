@@ -61,6 +61,13 @@ int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, stru
             *path = sc_str_n(norm_buf, plen);
         }
     }
+    if (rt->oidc && ex->lsn->inbound && !ex->is_connect) {
+        int st = proxy_oidc_request(ex, rt->oidc, m, *origin, *path, why);
+        if (st) {
+            *flags = 0;
+            return st;
+        }
+    }
     if (!ex->lsn->inbound || (!rt->authz && !rt->jwt)) {
         return 0;
     }
@@ -164,6 +171,10 @@ int proxy_authz_rt_init(struct proxy_rt *rt, const struct proxy_cfg *cfg, struct
     rt->escaped_slashes = cfg->authz.escaped_slashes;
     rt->authz = NULL;
     rt->jwt = NULL;
+    rt->oidc = proxy_oidc_new(&cfg->oidc, pm->reg, err);
+    if (!rt->oidc && cfg->oidc.issuer) {
+        return SC_ECONFIG;
+    }
     if (cfg->authz.authorization.n == 0 && cfg->jwt.request_authentication.n == 0) {
         return 0;
     }

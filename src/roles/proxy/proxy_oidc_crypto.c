@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: Apache-2.0
+// Every OpenSSL call of the OpenID Connect login (see proxy_oidc.h): random bytes for state,
+// nonce, PKCE verifiers and GCM nonces; SHA-256 for the PKCE challenge; AES-256-GCM sealing of the
+// pre-login and session cookies. ID token signatures go through proxy_jwt_crypto.c.
+#include "roles/proxy/proxy_oidc.h"
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#define NONCE_LEN 12
+#define TAG_LEN 16
+
+int proxy_oidc_random(uint8_t *p, size_t n)
+{
+    return RAND_bytes(p, (int)n) == 1 ? 0 : -1;
+}
+
+void proxy_oidc_sha256(const void *p, size_t n, uint8_t out[32])
+{
+    unsigned int ol = 32;
+    EVP_Digest(p, n, out, &ol, EVP_sha256(), NULL);
+}
+
+int proxy_oidc_seal(const uint8_t key[PROXY_OIDC_KEY_LEN], const uint8_t *in, size_t n,
+                    struct sc_str aad, uint8_t *out)
+{
+    if (proxy_oidc_random(out, NONCE_LEN) < 0) {
+        return -1;
+    }
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    int l = 0, ok = ctx && EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, out) == 1 &&
+                    (!aad.len || EVP_EncryptUpdate(ctx, NULL, &l, (const unsigned char *)aad.p,
+                                                   (int)aad.len) == 1) &&
+                    EVP_EncryptUpdate(ctx, out + NONCE_LEN, &l, in, (int)n) == 1 &&
+                    EVP_EncryptFinal_ex(ctx, out + NONCE_LEN + l, &l) == 1 &&
+                    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN,
+                                        out + NONCE_LEN + n) == 1;
+    EVP_CIPHER_CTX_free(ctx);
+    return ok ? 0 : -1;
+}
+
+long proxy_oidc_open(const uint8_t key[PROXY_OIDC_KEY_LEN], const uint8_t *in, size_t n,
+                     struct sc_str aad, uint8_t *out)
+{
+    if (n < NONCE_LEN + TAG_LEN) {
+        return -1;
+    }
+    size_t cl = n - NONCE_LEN - TAG_LEN;
+    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    int l = 0, ok = ctx && EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, in) == 1 &&
+                    (!aad.len || EVP_DecryptUpdate(ctx, NULL, &l, (const unsigned char *)aad.p,
+                                                   (int)aad.len) == 1) &&
+                    EVP_DecryptUpdate(ctx, out, &l, in + NONCE_LEN, (int)cl) == 1 &&
+                    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_LEN,
+                                        (void *)(in + NONCE_LEN + cl)) == 1 &&
+                    EVP_DecryptFinal_ex(ctx, out + l, &l) == 1;
+    EVP_CIPHER_CTX_free(ctx);
+    return ok ? (long)cl : -1;
+}
