@@ -101,9 +101,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t i = 0; i < 6 && rest.len; i++) {
             f[i] = sc_str_split(&rest, '|');
         }
-        struct proxy_oidc_session s = { .expires = (int64_t)size * 1000003, .iss = f[0],
-                                        .sub = f[1], .email = f[2], .user = f[3],
-                                        .groups = f[4], .id_token = f[5] };
+        struct proxy_oidc_session s = { .expires = (int64_t)size * 1000003,
+                                        .iss = f[0],
+                                        .sub = f[1],
+                                        .email = f[2],
+                                        .user = f[3],
+                                        .groups = f[4],
+                                        .id_token = f[5] };
         roundtrip(&s);
     }
     return 0;

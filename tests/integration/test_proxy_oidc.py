@@ -43,7 +43,7 @@ def idp(rsa_keys):
     f.close()
 
 
-def start(sidecar_run, echo, idp, tmp_path, **oidc):  # noqa: F811
+def start(sidecar_run, echo, idp, tmp_path, extra=None, **oidc):  # noqa: F811
     port = free_port()
     secret = tmp_path / "client_secret"
     secret.write_text("s3cret\n")
@@ -52,7 +52,7 @@ def start(sidecar_run, echo, idp, tmp_path, **oidc):  # noqa: F811
     sc = sidecar_run("proxy", config=proxy_config(
         [{"name": "in", "address": f"127.0.0.1:{port}",
           "routes": [{"name": "r", "cluster": "app"}]}],
-        [{"name": "app", "endpoints": [echo.addr]}], oidc=cfg))
+        [{"name": "app", "endpoints": [echo.addr]}], oidc=cfg, **(extra or {})))
     return sc, port
 
 
@@ -242,6 +242,27 @@ def test_oidc_skip_paths_and_redirect_targets(sidecar_run, echo, idp, tmp_path):
     # A login started from a target keeps it as a local path.
     s, r = login(port, "/deep/path?a=b&c=d")
     assert r.json()["target"] == "/deep/path?a=b&c=d"
+
+
+def test_oidc_identity_for_authorization_policies(sidecar_run, echo, idp, tmp_path):  # noqa: F811
+    sc, port = start(sidecar_run, echo, idp, tmp_path, extra={"authorization": [
+        {"name": "admins", "action": "DENY", "rules": [
+            {"to": [{"operation": {"paths": ["/admin*"]}}],
+             "when": [{"key": "request.auth.claims[groups]", "not_values": ["admin"]}]}]},
+        {"name": "who", "rules": [
+            {"from": [{"source": {"request_principals": [f"{idp.issuer}/u-1"]}}]},
+            {"to": [{"operation": {"paths": ["/oauth2/*"]}}]}]}]})
+    wait_discovered(port)
+    s, _ = login(port, "/")
+    assert s.get(f"http://127.0.0.1:{port}/page", timeout=10).status_code == 200
+    assert s.get(f"http://127.0.0.1:{port}/admin", timeout=10).status_code == 403
+    idp.user.update(sub="u-2", groups=["admin"])
+    s2, _ = login(port, "/oauth2/x", check=False)
+    # Another user: in the admin group but not the allowed principal.
+    assert s2.get(f"http://127.0.0.1:{port}/page", timeout=10).status_code == 403
+    idp.user.update(sub="u-1")
+    s3, r = login(port, "/admin")
+    assert r.json()["target"] == "/admin"
 
 
 def test_oidc_provider_down(sidecar_run, echo, idp, tmp_path):  # noqa: F811

@@ -415,10 +415,14 @@ struct proxy_oidc;
 /* Runs login <o> on request <m> (normalised <origin> and <path>). Returns 0 to go on (identity
  * headers and cookie stripping set on <ex>), PROXY_AUTHZ_PENDING while a code is exchanged (a
  * local reply follows), or the status of a local reply (302 to log in, 401, 403, 502, ...) with
- * its headers in ex->reply_headers and static reason in <*why>. */
+ * its headers in ex->reply_headers and static reason in <*why>. With a session, <*auth> is the
+ * user's identity for the authorization policies (principal "<iss>/<sub>"; claims sub, iss,
+ * email, preferred_username and the groups claim), valid until the calling
+ * proxy_exchange_start returns. */
+struct proxy_az_auth;
 int proxy_oidc_request(struct proxy_exch *ex, const struct proxy_oidc *o,
                        const struct sc_http_msg *m, struct sc_str origin, struct sc_str path,
-                       const char **why);
+                       const char **why, const struct proxy_az_auth **auth);
 
 /* Abandons the token request of <ex> if one is running. */
 void proxy_oidc_cancel(struct proxy_exch *ex);

@@ -28,13 +28,13 @@ int proxy_oidc_seal(const uint8_t key[PROXY_OIDC_KEY_LEN], const uint8_t *in, si
         return -1;
     }
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    int l = 0, ok = ctx && EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, out) == 1 &&
-                    (!aad.len || EVP_EncryptUpdate(ctx, NULL, &l, (const unsigned char *)aad.p,
-                                                   (int)aad.len) == 1) &&
-                    EVP_EncryptUpdate(ctx, out + NONCE_LEN, &l, in, (int)n) == 1 &&
-                    EVP_EncryptFinal_ex(ctx, out + NONCE_LEN + l, &l) == 1 &&
-                    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN,
-                                        out + NONCE_LEN + n) == 1;
+    int l = 0,
+        ok = ctx && EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, out) == 1 &&
+             (!aad.len ||
+              EVP_EncryptUpdate(ctx, NULL, &l, (const unsigned char *)aad.p, (int)aad.len) == 1) &&
+             EVP_EncryptUpdate(ctx, out + NONCE_LEN, &l, in, (int)n) == 1 &&
+             EVP_EncryptFinal_ex(ctx, out + NONCE_LEN + l, &l) == 1 &&
+             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN, out + NONCE_LEN + n) == 1;
     EVP_CIPHER_CTX_free(ctx);
     return ok ? 0 : -1;
 }

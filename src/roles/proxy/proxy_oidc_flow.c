@@ -6,6 +6,7 @@
 // verified as Core 3.1.3.7 says), sign-out and oauth2-proxy's /oauth2/auth. Identity goes
 // upstream in X-Auth-Request-* headers; the client's copies of those and the proxy's cookies never
 // do.
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -461,8 +462,7 @@ static bool aud_ok(const struct proxy_oidc *o, json_t *p)
 }
 
 /* Verifies ID token <tok>. Returns its payload or NULL with a static reason. */
-static json_t *verify_id_token(const struct proxy_oidc_call *c, struct sc_str tok,
-                               const char **why)
+static json_t *verify_id_token(const struct proxy_oidc_call *c, struct sc_str tok, const char **why)
 {
     const struct proxy_oidc *o = c->o;
     const char *d1 = memchr(tok.p, '.', tok.len);
@@ -679,8 +679,8 @@ static void form_add(struct lines *l, const char *k, struct sc_str v)
     put_enc(l, v);
 }
 
-static int callback(struct proxy_exch *ex, const struct proxy_oidc *o,
-                    const struct sc_http_msg *m, struct sc_str origin, const char **why)
+static int callback(struct proxy_exch *ex, const struct proxy_oidc *o, const struct sc_http_msg *m,
+                    struct sc_str origin, const char **why)
 {
     const char *qp = memchr(origin.p, '?', origin.len);
     struct sc_str q = qp ? sc_str_n(qp + 1, (size_t)(origin.p + origin.len - qp - 1)) : SC_STR_NULL;
@@ -776,9 +776,58 @@ static int callback(struct proxy_exch *ex, const struct proxy_oidc *o,
 
 /* ---- every request ---- */
 
+/* The identity the authorization policies see: the session's fields (views into sess_buf). */
+static _Thread_local struct proxy_oidc_session cur;
+static _Thread_local const struct proxy_oidc *cur_o;
+static _Thread_local char principal[1024];
+
+static int claim_cb(const void *ctx, const struct sc_str *path, size_t n,
+                    bool (*cb)(void *arg, struct sc_str v), void *arg)
+{
+    (void)ctx;
+    if (n != 1) {
+        return -1;
+    }
+    struct sc_str k = path[0];
+    struct sc_str v = sc_str_eq(k, SC_STR("sub"))                  ? cur.sub
+                      : sc_str_eq(k, SC_STR("iss"))                ? cur.iss
+                      : sc_str_eq(k, SC_STR("email"))              ? cur.email
+                      : sc_str_eq(k, SC_STR("preferred_username")) ? cur.user
+                                                                   : SC_STR_NULL;
+    if (v.len) {
+        cb(arg, v);
+        return 0;
+    }
+    if (!sc_str_eq(k, sc_str_c(cur_o->groups_claim)) || !cur.groups.len) {
+        return -1;
+    }
+    struct sc_str rest = cur.groups;
+    while (rest.len) {
+        if (!cb(arg, sc_str_split(&rest, ','))) {
+            break;
+        }
+    }
+    return 0;
+}
+
+static const struct proxy_az_auth *auth_of(const struct proxy_oidc *o,
+                                           const struct proxy_oidc_session *s)
+{
+    static _Thread_local struct proxy_az_auth a;
+    cur = *s;
+    cur_o = o;
+    int n = snprintf(principal, sizeof(principal), "%.*s/%.*s", (int)s->iss.len, s->iss.p,
+                     (int)s->sub.len, s->sub.p);
+    a.principal = sc_str_n(principal, n > 0 && (size_t)n < sizeof(principal) ? (size_t)n : 0);
+    a.presenter = SC_STR_NULL;
+    a.claim = claim_cb;
+    a.ctx = NULL;
+    return &a;
+}
+
 int proxy_oidc_request(struct proxy_exch *ex, const struct proxy_oidc *o,
                        const struct sc_http_msg *m, struct sc_str origin, struct sc_str path,
-                       const char **why)
+                       const char **why, const struct proxy_az_auth **auth)
 {
     ex->authn_drop = o->drop;
     ex->nauthn_drop = o->ndrop;
@@ -815,6 +864,7 @@ int proxy_oidc_request(struct proxy_exch *ex, const struct proxy_oidc *o,
     struct lines l = { line_buf, 0, sizeof(line_buf), false };
     if (ok) {
         identity(&l, o, &s);
+        *auth = auth_of(o, &s);
     }
     if (!in) {
         cookie(m, o->csrf_name, &in);

@@ -46,8 +46,8 @@ struct proxy_oidc {
     bool pass_auth;
     struct sc_str drop[OIDC_NDROP];
     size_t ndrop;
-    struct sc_metric *m_login_ok, *m_login_state, *m_login_token, *m_login_idtoken,
-        *m_login_denied, *m_login_provider;
+    struct sc_metric *m_login_ok, *m_login_state, *m_login_token, *m_login_idtoken, *m_login_denied,
+        *m_login_provider;
     struct sc_metric *m_sess_ok, *m_sess_invalid, *m_sess_expired, *m_sess_none;
 };
 
