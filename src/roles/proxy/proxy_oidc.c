@@ -97,7 +97,8 @@ const struct sc_opt proxy_oidc_opts[] = {
       .def = "8h",
       .min = 60000,
       .max = 30ULL * 24 * 3600 * 1000,
-      .help = "how long a session lasts (never past the ID token's exp when shorter... see docs)" },
+      .help = "how long a session lasts from the login (the ID token's own exp is checked at "
+              "the login only)" },
     { .name = "login_timeout",
       .type = SC_OPT_DURATION,
       .offset = offsetof(struct proxy_oidc_cfg, login_timeout_ms),
