@@ -745,8 +745,8 @@ static int callback(struct proxy_exch *ex, const struct proxy_oidc *o, const str
     memset(form, 0, sizeof(form));
     c->hdr = (struct sc_kv){ .key = "Content-Type", .value = "application/x-www-form-urlencoded" };
     struct proxy_worker *w = ex->w;
-    if (!w->oidc_egress) {
-        w->oidc_egress = sc_egress_new(w->loop);
+    if (!w->oidc_egress && !w->draining) {
+        w->oidc_egress = sc_egress_new(w->loop); /* closed when the worker stops */
     }
     struct sc_egress_req req = {
         .method = "POST",
