@@ -3,10 +3,11 @@
 // picks the mode: 0, the rest is a session cookie value decoded with a fixed key; 1, a callback
 // query whose code, state and error parameters are read; 2, a redirect target judged local or
 // not; 3, a session made of the bytes (split in six fields) is sealed and must decode to the same
-// fields. Invariants: a decoded session's fields lie within the decode buffer and re-encode to a
-// value that decodes to the same fields; a parameter is shorter than its buffer, holds no NUL,
-// and asking twice gives the same answer; a local target starts with one '/' and holds no '\',
-// no control character and no "//" at its start.
+// fields. Invariants: the cached AES-GCM contexts decode as the uncached path does; a decoded
+// session's fields lie within the decode buffer and re-encode to a value that decodes to the same
+// fields; a parameter is shorter than its buffer, holds no NUL, and asking twice gives the same
+// answer; a local target starts with one '/' and holds no '\', no control character and no "//" at
+// its start.
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -53,11 +54,11 @@ static void roundtrip(const struct proxy_oidc_session *s)
     }
     struct proxy_oidc_session t;
     CHECK(proxy_oidc_session_decode(key, SC_STR("c"), sc_str_n(out, (size_t)n), &t, buf2,
-                                    sizeof(buf2)) == 0);
+                                    sizeof(buf2), NULL) == 0);
     same_fields(s, &t);
     /* another associated name (the pre-login cookie's) does not open it */
     CHECK(proxy_oidc_session_decode(key, SC_STR("c_csrf"), sc_str_n(out, (size_t)n), &t, buf2,
-                                    sizeof(buf2)) < 0);
+                                    sizeof(buf2), NULL) < 0);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -69,8 +70,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct sc_str in = sc_str_n((const char *)data + 1, size - 1);
     static uint8_t buf[16384];
     if (mode == 0) {
-        struct proxy_oidc_session s;
-        if (proxy_oidc_session_decode(key, SC_STR("c"), in, &s, buf, sizeof(buf)) == 0) {
+        struct proxy_oidc_session s, t;
+        static struct proxy_oidc_aead *aead; /* the cached contexts answer as the plain path */
+        static uint8_t buf3[16384];
+        int rc = proxy_oidc_session_decode(key, SC_STR("c"), in, &s, buf, sizeof(buf), NULL);
+        CHECK(proxy_oidc_session_decode(key, SC_STR("c"), in, &t, buf3, sizeof(buf3), &aead) == rc);
+        if (rc == 0) {
+            CHECK(s.expires == t.expires && sc_str_eq(s.sub, t.sub) && sc_str_eq(s.iss, t.iss));
             CHECK(within(s.iss, buf, sizeof(buf)) && within(s.sub, buf, sizeof(buf)));
             CHECK(within(s.email, buf, sizeof(buf)) && within(s.user, buf, sizeof(buf)));
             CHECK(within(s.groups, buf, sizeof(buf)) && within(s.id_token, buf, sizeof(buf)));

@@ -166,7 +166,8 @@ def test_oidc_callback_refusals(sidecar_run, echo, idp, tmp_path, rsa_keys):  # 
     for override in [{"nonce": "other"}, {"aud": "another-client"},
                      {"aud": ["app", "x"]},  # several audiences without azp
                      {"azp": "x"}, {"iss": "https://evil.example"},
-                     {"exp": int(time.time()) - 3600}, {"sub": None}]:
+                     {"exp": int(time.time()) - 3600}, {"sub": None},
+                     {"preferred_username": "x\r\nX-Injected: 1"}]:
         idp.id_token_overrides = override
         s = requests.Session()
         r = s.get(callback_url(port, s), allow_redirects=False, timeout=10)

@@ -36,29 +36,29 @@ static void test_session_round_trip(void **state)
                      (size_t)n);
     uint8_t buf[4096];
     struct proxy_oidc_session t;
-    assert_int_equal(
-        proxy_oidc_session_decode(key1, SC_STR("_c"), sc_str_n(v, (size_t)n), &t, buf, sizeof(buf)),
-        0);
+    assert_int_equal(proxy_oidc_session_decode(key1, SC_STR("_c"), sc_str_n(v, (size_t)n), &t, buf,
+                                               sizeof(buf), NULL),
+                     0);
     assert_int_equal(t.expires, s.expires);
     assert_true(sc_str_eq(t.iss, s.iss) && sc_str_eq(t.sub, s.sub));
     assert_true(sc_str_eq(t.email, s.email) && sc_str_eq(t.user, s.user));
     assert_true(sc_str_eq(t.groups, s.groups) && t.id_token.len == 0);
     /* another key, another cookie name, a truncated or flipped value: refused */
-    assert_int_equal(
-        proxy_oidc_session_decode(key2, SC_STR("_c"), sc_str_n(v, (size_t)n), &t, buf, sizeof(buf)),
-        -1);
+    assert_int_equal(proxy_oidc_session_decode(key2, SC_STR("_c"), sc_str_n(v, (size_t)n), &t, buf,
+                                               sizeof(buf), NULL),
+                     -1);
     assert_int_equal(proxy_oidc_session_decode(key1, SC_STR("_c_csrf"), sc_str_n(v, (size_t)n), &t,
-                                               buf, sizeof(buf)),
+                                               buf, sizeof(buf), NULL),
                      -1);
     assert_int_equal(proxy_oidc_session_decode(key1, SC_STR("_c"), sc_str_n(v, (size_t)n - 1), &t,
-                                               buf, sizeof(buf)),
+                                               buf, sizeof(buf), NULL),
                      -1);
     for (long i = 0; i < n; i++) {
         char w[1024];
         memcpy(w, v, (size_t)n);
         w[i] = w[i] == 'A' ? 'B' : 'A';
         assert_int_equal(proxy_oidc_session_decode(key1, SC_STR("_c"), sc_str_n(w, (size_t)n), &t,
-                                                   buf, sizeof(buf)),
+                                                   buf, sizeof(buf), NULL),
                          -1);
     }
     /* two seals of the same session differ (a fresh nonce each) */
@@ -101,8 +101,16 @@ static void test_local_targets(void **state)
 {
     (void)state;
     const char *ok[] = { "/", "/a", "/a/b?c=//d", "/%2F%2Fevil" };
-    const char *bad[] = { "",          "//evil",  "/\\evil", "\\\\evil",        "https://evil/",
-                          "http:evil", "evil",    "/\tx",    "/a\r\nSet-Cookie: x", "/a b",
+    const char *bad[] = { "",
+                          "//evil",
+                          "/\\evil",
+                          "\\\\evil",
+                          "https://evil/",
+                          "http:evil",
+                          "evil",
+                          "/\tx",
+                          "/a\r\nSet-Cookie: x",
+                          "/a b",
                           "javascript:alert(1)" };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         assert_true(proxy_oidc_local_target(sc_str_c(ok[i])));
@@ -124,6 +132,22 @@ static void test_seal_open(void **state)
                      -1);
     assert_int_equal(proxy_oidc_open(key1, box, PROXY_OIDC_SEAL_OVERHEAD - 1, SC_STR("a"), out),
                      -1);
+    /* cached contexts: two keys alternate, a third evicts, every answer as uncached */
+    struct proxy_oidc_aead *a = NULL;
+    const uint8_t key3[PROXY_OIDC_KEY_LEN] = "k3k3k3k3k3k3k3k3k3k3k3k3k3k3k3k3";
+    const uint8_t *keys[] = { key1, key2, key1, key3, key2, key1 };
+    for (size_t i = 0; i < 6; i++) {
+        assert_int_equal(proxy_oidc_seal(keys[i], msg, 5, SC_STR("a"), box), 0);
+        assert_int_equal(proxy_oidc_open_cached(&a, keys[i], box, 5 + PROXY_OIDC_SEAL_OVERHEAD,
+                                                SC_STR("a"), out),
+                         5);
+        assert_memory_equal(out, msg, 5);
+        const uint8_t *other = keys[i] == key1 ? key2 : key1;
+        assert_int_equal(
+            proxy_oidc_open_cached(&a, other, box, 5 + PROXY_OIDC_SEAL_OVERHEAD, SC_STR("a"), out),
+            -1);
+    }
+    proxy_oidc_aead_free(a);
     uint8_t d[32];
     proxy_oidc_sha256("abc", 3, d);
     assert_int_equal(d[0], 0xba); /* FIPS 180-2's "abc" example: ba7816bf... */

@@ -382,9 +382,11 @@ struct proxy_worker {
     uv_timer_t logtimer; /* retries a write the reader was not ready for */
     struct sc_http_header hdrs[100]; /* parse scratch: heads are rewritten as soon as parsed */
     pcre2_match_data *md;
-    struct proxy_jwt_cache *jwt_cache; /* verified tokens (proxy_jwt.c), made on first use */
-    struct sc_egress *oidc_egress;     /* token requests of logins (proxy_oidc_flow.c) */
-    char date[32];                     /* cached access-log timestamp */
+    struct proxy_jwt_cache *jwt_cache;   /* verified tokens (proxy_jwt.c), made on first use */
+    struct sc_egress *oidc_egress;       /* token requests of logins (proxy_oidc_flow.c) */
+    struct proxy_oidc_aead *oidc_aead;   /* session cookies' AES-GCM key schedules */
+    struct proxy_oidc_cache *oidc_cache; /* opened session cookies, made on first use */
+    char date[32];                       /* cached access-log timestamp */
     uint64_t date_sec;
     struct sc_list mirrors; /* mirrored requests in flight (proxy_mirror.c) */
     size_t nmirrors;

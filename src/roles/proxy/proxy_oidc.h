@@ -86,6 +86,17 @@ int proxy_oidc_seal(const uint8_t key[PROXY_OIDC_KEY_LEN], const uint8_t *in, si
 long proxy_oidc_open(const uint8_t key[PROXY_OIDC_KEY_LEN], const uint8_t *in, size_t n,
                      struct sc_str aad, uint8_t *out);
 
+/* The same keeping each key's schedule in <*a> (made on first use; one per thread, freed with
+ * proxy_oidc_aead_free): what every request with a session pays. */
+struct proxy_oidc_aead;
+long proxy_oidc_open_cached(struct proxy_oidc_aead **a, const uint8_t key[PROXY_OIDC_KEY_LEN],
+                            const uint8_t *in, size_t n, struct sc_str aad, uint8_t *out);
+void proxy_oidc_aead_free(struct proxy_oidc_aead *a);
+
+/* A worker's cache of opened session cookies (proxy_oidc_flow.c). */
+struct proxy_oidc_cache;
+void proxy_oidc_cache_free(struct proxy_oidc_cache *c);
+
 /* ---- pieces exposed for tests and fuzzing ---- */
 
 /* Whether <rd> is a redirect target of this origin: one path starting with a single '/', no
@@ -107,10 +118,11 @@ struct proxy_oidc_session {
  * its length or -1 when it does not fit. */
 long proxy_oidc_session_encode(const uint8_t key[PROXY_OIDC_KEY_LEN], struct sc_str aad,
                                const struct proxy_oidc_session *s, char *out, size_t cap);
-/* Decodes cookie value <v> with <key> into <s> (views into <buf>, <cap> bytes). Returns 0, or -1
- * when it is malformed, tampered, or of another key. */
+/* Decodes cookie value <v> with <key> into <s> (views into <buf>, <cap> bytes), with the
+ * contexts of <*a> when <a> is not NULL. Returns 0, or -1 when it is malformed, tampered, or of
+ * another key. */
 int proxy_oidc_session_decode(const uint8_t key[PROXY_OIDC_KEY_LEN], struct sc_str aad,
                               struct sc_str v, struct proxy_oidc_session *s, uint8_t *buf,
-                              size_t cap);
+                              size_t cap, struct proxy_oidc_aead **a);
 
 #endif

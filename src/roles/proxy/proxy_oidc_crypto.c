@@ -4,6 +4,9 @@
 // pre-login and session cookies. ID token signatures go through proxy_jwt_crypto.c.
 #include "roles/proxy/proxy_oidc.h"
 
+#include <string.h>
+
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
@@ -37,6 +40,75 @@ int proxy_oidc_seal(const uint8_t key[PROXY_OIDC_KEY_LEN], const uint8_t *in, si
              EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN, out + NONCE_LEN + n) == 1;
     EVP_CIPHER_CTX_free(ctx);
     return ok ? 0 : -1;
+}
+
+struct slot {
+    EVP_CIPHER_CTX *ctx; /* the key schedule of <key>, kept */
+    uint8_t key[PROXY_OIDC_KEY_LEN];
+};
+
+struct proxy_oidc_aead {
+    EVP_CIPHER *cipher; /* fetched once */
+    struct slot s[2];   /* the current and the previous key */
+    unsigned next;
+};
+
+void proxy_oidc_aead_free(struct proxy_oidc_aead *a)
+{
+    if (!a) {
+        return;
+    }
+    for (size_t i = 0; i < 2; i++) {
+        EVP_CIPHER_CTX_free(a->s[i].ctx);
+        OPENSSL_cleanse(a->s[i].key, sizeof(a->s[i].key));
+    }
+    EVP_CIPHER_free(a->cipher);
+    OPENSSL_free(a);
+}
+
+/* The context of <a> holding <key>'s schedule, made on first use. */
+static EVP_CIPHER_CTX *ctx_for(struct proxy_oidc_aead *a, const uint8_t *key)
+{
+    for (size_t i = 0; i < 2; i++) {
+        if (a->s[i].ctx && memcmp(a->s[i].key, key, PROXY_OIDC_KEY_LEN) == 0) {
+            return a->s[i].ctx;
+        }
+    }
+    struct slot *s = &a->s[a->next++ % 2];
+    EVP_CIPHER_CTX_free(s->ctx);
+    s->ctx = EVP_CIPHER_CTX_new();
+    if (s->ctx && EVP_DecryptInit_ex2(s->ctx, a->cipher, key, NULL, NULL) != 1) {
+        EVP_CIPHER_CTX_free(s->ctx);
+        s->ctx = NULL;
+    }
+    memcpy(s->key, key, PROXY_OIDC_KEY_LEN);
+    return s->ctx;
+}
+
+long proxy_oidc_open_cached(struct proxy_oidc_aead **ap, const uint8_t key[PROXY_OIDC_KEY_LEN],
+                            const uint8_t *in, size_t n, struct sc_str aad, uint8_t *out)
+{
+    if (!*ap) {
+        struct proxy_oidc_aead *a = OPENSSL_zalloc(sizeof(*a));
+        if (!a || !(a->cipher = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL))) {
+            OPENSSL_free(a);
+            return proxy_oidc_open(key, in, n, aad, out);
+        }
+        *ap = a;
+    }
+    if (n < NONCE_LEN + TAG_LEN) {
+        return -1;
+    }
+    EVP_CIPHER_CTX *ctx = ctx_for(*ap, key);
+    size_t cl = n - NONCE_LEN - TAG_LEN;
+    int l = 0, ok = ctx && EVP_DecryptInit_ex2(ctx, NULL, NULL, in, NULL) == 1 &&
+                    (!aad.len || EVP_DecryptUpdate(ctx, NULL, &l, (const unsigned char *)aad.p,
+                                                   (int)aad.len) == 1) &&
+                    EVP_DecryptUpdate(ctx, out, &l, in + NONCE_LEN, (int)cl) == 1 &&
+                    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_LEN,
+                                        (void *)(in + NONCE_LEN + cl)) == 1 &&
+                    EVP_DecryptFinal_ex(ctx, out + l, &l) == 1;
+    return ok ? (long)cl : -1;
 }
 
 long proxy_oidc_open(const uint8_t key[PROXY_OIDC_KEY_LEN], const uint8_t *in, size_t n,

@@ -76,12 +76,24 @@ static void put_enc(struct lines *l, struct sc_str s)
 }
 
 /* A header value without CR, LF or NUL (claims are the provider's, still not trusted blindly). */
+/* A header value from a session: the login refused claims with control characters (see
+ * clean_claims), and the session is sealed, so it is copied as it is. */
 static void put_value(struct lines *l, struct sc_str v)
 {
-    for (size_t i = 0; i < v.len; i++) {
-        char c = v.p[i];
-        put(l, c == '\r' || c == '\n' || c == '\0' ? " " : &v.p[i], 1);
+    put(l, v.p, v.len);
+}
+
+/* Whether <s> can be a header value: no control character but tab, nothing past 0x7e unless
+ * UTF-8 bytes (>= 0x80). */
+static bool clean_value(struct sc_str s)
+{
+    for (size_t i = 0; i < s.len; i++) {
+        unsigned char c = (unsigned char)s.p[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f) {
+            return false;
+        }
     }
+    return true;
 }
 
 static struct sc_str header(const struct sc_http_msg *m, const char *name)
@@ -150,19 +162,21 @@ static void set_cookie(struct lines *l, const struct proxy_oidc *o, const char *
     puts_c(l, num);
 }
 
-/* Decodes <v> with the current key, then the previous one (a rotation). */
-static int open_cookie(const struct proxy_oidc *o, const char *aad, struct sc_str v,
-                       struct proxy_oidc_session *s)
+/* Decodes <v> with the current key, then the previous one (a rotation), with the worker's
+ * AES-GCM contexts <a>. */
+static int open_cookie(const struct proxy_oidc *o, struct proxy_oidc_aead **a, const char *aad,
+                       struct sc_str v, struct proxy_oidc_session *s)
 {
     if (!v.len || v.len > COOKIE_MAX) {
         return -1;
     }
-    if (proxy_oidc_session_decode(o->key, sc_str_c(aad), v, s, sess_buf, sizeof(sess_buf)) == 0) {
+    struct sc_str ad = sc_str_c(aad);
+    if (proxy_oidc_session_decode(o->key, ad, v, s, sess_buf, sizeof(sess_buf), a) == 0) {
         return 0;
     }
-    return o->has_prev ? proxy_oidc_session_decode(o->prev_key, sc_str_c(aad), v, s, sess_buf,
-                                                   sizeof(sess_buf))
-                       : -1;
+    return o->has_prev
+               ? proxy_oidc_session_decode(o->prev_key, ad, v, s, sess_buf, sizeof(sess_buf), a)
+               : -1;
 }
 
 static bool skipped(const struct proxy_oidc *o, struct sc_str path)
@@ -266,8 +280,88 @@ static int64_t now_s(void)
     return (int64_t)time(NULL);
 }
 
+/* ---- the per-worker cache of opened sessions ---- */
+
+/* Direct-mapped, a slot chosen by the value's last bytes (the GCM tag: random per seal), a hit
+ * compares the whole value; entries belong to one compiled login (its id), so a reload with
+ * other keys never sees them. Bounded: SESS_CACHE entries of at most COOKIE_MAX + the fields. */
+#define SESS_CACHE 256
+
+struct sess_entry {
+    uint64_t owner; /* 0: empty */
+    char *block;    /* the value, then the fields */
+    size_t vlen;
+    struct proxy_oidc_session s;
+};
+
+struct proxy_oidc_cache {
+    struct sess_entry e[SESS_CACHE];
+};
+
+void proxy_oidc_cache_free(struct proxy_oidc_cache *c)
+{
+    if (!c) {
+        return;
+    }
+    for (size_t i = 0; i < SESS_CACHE; i++) {
+        sc_free(c->e[i].block);
+    }
+    sc_free(c);
+}
+
+static size_t slot_of(struct sc_str v)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = v.len > 8 ? v.len - 8 : 0; i < v.len; i++) {
+        h = (h ^ (unsigned char)v.p[i]) * 16777619u;
+    }
+    return h % SESS_CACHE;
+}
+
+static void cache_put(struct proxy_worker *w, const struct proxy_oidc *o, struct sc_str v,
+                      const struct proxy_oidc_session *s)
+{
+    if (!w->oidc_cache) {
+        w->oidc_cache = SC_NEW(struct proxy_oidc_cache);
+    }
+    struct sess_entry *e = &w->oidc_cache->e[slot_of(v)];
+    struct sc_str f[] = { v, s->iss, s->sub, s->email, s->user, s->groups, s->id_token };
+    size_t n = 0;
+    for (size_t i = 0; i < SC_ARRAY_LEN(f); i++) {
+        n += f[i].len;
+    }
+    sc_free(e->block);
+    e->block = sc_malloc(n ? n : 1);
+    struct sc_str *to[] = { NULL,       &e->s.iss,    &e->s.sub,     &e->s.email,
+                            &e->s.user, &e->s.groups, &e->s.id_token };
+    size_t o2 = 0;
+    for (size_t i = 0; i < SC_ARRAY_LEN(f); i++) {
+        if (f[i].len) {
+            memcpy(e->block + o2, f[i].p, f[i].len);
+        }
+        if (to[i]) {
+            *to[i] = sc_str_n(e->block + o2, f[i].len);
+        }
+        o2 += f[i].len;
+    }
+    e->vlen = v.len;
+    e->s.expires = s->expires;
+    e->owner = o->id;
+}
+
+static const struct proxy_oidc_session *cache_get(struct proxy_worker *w,
+                                                  const struct proxy_oidc *o, struct sc_str v)
+{
+    if (!w->oidc_cache) {
+        return NULL;
+    }
+    const struct sess_entry *e = &w->oidc_cache->e[slot_of(v)];
+    return e->owner == o->id && e->vlen == v.len && memcmp(e->block, v.p, v.len) == 0 ? &e->s
+                                                                                      : NULL;
+}
+
 /* The session of the request, when valid. Counts what the cookie was. */
-static bool session(const struct proxy_oidc *o, const struct sc_http_msg *m,
+static bool session(const struct proxy_oidc *o, struct proxy_worker *w, const struct sc_http_msg *m,
                     struct proxy_oidc_session *s, const struct sc_http_header **in)
 {
     struct sc_str v = cookie(m, o->cookie_name, in);
@@ -275,9 +369,15 @@ static bool session(const struct proxy_oidc *o, const struct sc_http_msg *m,
         sc_metrics_counter_inc(o->m_sess_none);
         return false;
     }
-    if (open_cookie(o, o->cookie_name, v, s) < 0 || !sc_str_eq(s->iss, sc_str_c(o->issuer))) {
+    const struct proxy_oidc_session *hit = cache_get(w, o, v);
+    if (hit) {
+        *s = *hit;
+    } else if (open_cookie(o, &w->oidc_aead, o->cookie_name, v, s) < 0 ||
+               !sc_str_eq(s->iss, sc_str_c(o->issuer))) {
         sc_metrics_counter_inc(o->m_sess_invalid);
         return false;
+    } else {
+        cache_put(w, o, v, s);
     }
     if (s->expires <= now_s()) {
         sc_metrics_counter_inc(o->m_sess_expired);
@@ -647,9 +747,18 @@ static void on_token(void *arg, const struct sc_egress_resp *resp)
         .id_token = o->pass_auth ? sc_str_c(idt) : SC_STR_NULL,
     };
     char cv[COOKIE_MAX + 1];
-    long cl = proxy_oidc_session_encode(o->key, sc_str_c(o->cookie_name), &s, cv, sizeof(cv));
+    bool clean = clean_value(s.sub) && clean_value(s.email) && clean_value(s.user) &&
+                 clean_value(s.groups) && clean_value(s.id_token);
+    long cl = clean
+                  ? proxy_oidc_session_encode(o->key, sc_str_c(o->cookie_name), &s, cv, sizeof(cv))
+                  : -1;
     json_decref(p);
     json_decref(j);
+    if (!clean) {
+        fail(c, o->m_login_idtoken, 403, "the ID token's claims hold control characters");
+        call_free(c);
+        return;
+    }
     if (cl < 0) {
         fail(c, o->m_login_idtoken, 502, "the session does not fit in a cookie");
         call_free(c);
@@ -699,7 +808,7 @@ static int callback(struct proxy_exch *ex, const struct proxy_oidc *o, const str
         *why = "the callback has no code or state";
         return 400;
     }
-    if (open_cookie(o, o->csrf_name, cv, &pre) < 0 || pre.expires <= now_s() ||
+    if (open_cookie(o, &ex->w->oidc_aead, o->csrf_name, cv, &pre) < 0 || pre.expires <= now_s() ||
         pre.iss.len != (size_t)sl || !same(pre.iss.p, state, (size_t)sl)) {
         sc_metrics_counter_inc(o->m_login_state);
         *why = "the login state does not match this browser's: start again";
@@ -816,9 +925,13 @@ static const struct proxy_az_auth *auth_of(const struct proxy_oidc *o,
     static _Thread_local struct proxy_az_auth a;
     cur = *s;
     cur_o = o;
-    int n = snprintf(principal, sizeof(principal), "%.*s/%.*s", (int)s->iss.len, s->iss.p,
-                     (int)s->sub.len, s->sub.p);
-    a.principal = sc_str_n(principal, n > 0 && (size_t)n < sizeof(principal) ? (size_t)n : 0);
+    size_t n = s->iss.len + 1 + s->sub.len;
+    if (n <= sizeof(principal)) {
+        memcpy(principal, s->iss.p, s->iss.len);
+        principal[s->iss.len] = '/';
+        memcpy(principal + s->iss.len + 1, s->sub.p, s->sub.len);
+    }
+    a.principal = sc_str_n(principal, n <= sizeof(principal) ? n : 0);
     a.presenter = SC_STR_NULL;
     a.claim = claim_cb;
     a.ctx = NULL;
@@ -840,7 +953,7 @@ int proxy_oidc_request(struct proxy_exch *ex, const struct proxy_oidc *o,
     struct proxy_oidc_session s;
     const struct sc_http_header *in = NULL;
     if (sc_str_eq(path, SC_STR(AUTH_PATH))) {
-        if (!session(o, m, &s, &in)) {
+        if (!session(o, ex->w, m, &s, &in)) {
             *why = "unauthorized";
             return 401;
         }
@@ -851,7 +964,7 @@ int proxy_oidc_request(struct proxy_exch *ex, const struct proxy_oidc *o,
         return 202;
     }
     bool skip = o->skip.n && skipped(o, path);
-    bool ok = session(o, m, &s, &in);
+    bool ok = session(o, ex->w, m, &s, &in);
     if (!ok && !skip) {
         bool browser = wants_html(m) && (sc_str_eq(m->method, SC_STR("GET")) ||
                                          sc_str_eq(m->method, SC_STR("HEAD")));

@@ -23,6 +23,7 @@ struct proxy_oidc_doc {
 struct proxy_oidc_disc; /* a provider's discovery source, shared by snapshots */
 
 struct proxy_oidc {
+    uint64_t id; /* unique per compiled login: the session cache's owner */
     struct proxy_oidc_disc *disc;
     char *issuer;
     char *client_id;

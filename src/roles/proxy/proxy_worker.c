@@ -306,6 +306,10 @@ void proxy_worker_cleanup(struct proxy_worker *w)
     sc_buf_cleanup(&w->logbuf);
     proxy_jwt_cache_free(w->jwt_cache);
     w->jwt_cache = NULL;
+    proxy_oidc_aead_free(w->oidc_aead);
+    w->oidc_aead = NULL;
+    proxy_oidc_cache_free(w->oidc_cache);
+    w->oidc_cache = NULL;
     if (w->md) {
         pcre2_match_data_free(w->md);
         w->md = NULL;
