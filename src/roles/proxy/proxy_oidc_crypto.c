@@ -42,6 +42,25 @@ int proxy_oidc_seal(const uint8_t key[PROXY_OIDC_KEY_LEN], const uint8_t *in, si
     return ok ? 0 : -1;
 }
 
+/* Opens nonce || ciphertext || tag <in> with <ctx> (set up with <cipher> and <key> first when
+ * given; else its key schedule is kept and only the nonce changes). */
+static long decrypt(EVP_CIPHER_CTX *ctx, const EVP_CIPHER *cipher, const uint8_t *key,
+                    const uint8_t *in, size_t n, struct sc_str aad, uint8_t *out)
+{
+    if (!ctx || n < NONCE_LEN + TAG_LEN) {
+        return -1;
+    }
+    size_t cl = n - NONCE_LEN - TAG_LEN;
+    int l = 0, ok = EVP_DecryptInit_ex2(ctx, cipher, key, in, NULL) == 1 &&
+                    (!aad.len || EVP_DecryptUpdate(ctx, NULL, &l, (const unsigned char *)aad.p,
+                                                   (int)aad.len) == 1) &&
+                    EVP_DecryptUpdate(ctx, out, &l, in + NONCE_LEN, (int)cl) == 1 &&
+                    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_LEN,
+                                        (void *)(in + NONCE_LEN + cl)) == 1 &&
+                    EVP_DecryptFinal_ex(ctx, out + l, &l) == 1;
+    return ok ? (long)cl : -1;
+}
+
 struct slot {
     EVP_CIPHER_CTX *ctx; /* the key schedule of <key>, kept */
     uint8_t key[PROXY_OIDC_KEY_LEN];
@@ -99,33 +118,14 @@ long proxy_oidc_open_cached(struct proxy_oidc_aead **ap, const uint8_t key[PROXY
     if (n < NONCE_LEN + TAG_LEN) {
         return -1;
     }
-    EVP_CIPHER_CTX *ctx = ctx_for(*ap, key);
-    size_t cl = n - NONCE_LEN - TAG_LEN;
-    int l = 0, ok = ctx && EVP_DecryptInit_ex2(ctx, NULL, NULL, in, NULL) == 1 &&
-                    (!aad.len || EVP_DecryptUpdate(ctx, NULL, &l, (const unsigned char *)aad.p,
-                                                   (int)aad.len) == 1) &&
-                    EVP_DecryptUpdate(ctx, out, &l, in + NONCE_LEN, (int)cl) == 1 &&
-                    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_LEN,
-                                        (void *)(in + NONCE_LEN + cl)) == 1 &&
-                    EVP_DecryptFinal_ex(ctx, out + l, &l) == 1;
-    return ok ? (long)cl : -1;
+    return decrypt(ctx_for(*ap, key), NULL, NULL, in, n, aad, out);
 }
 
 long proxy_oidc_open(const uint8_t key[PROXY_OIDC_KEY_LEN], const uint8_t *in, size_t n,
                      struct sc_str aad, uint8_t *out)
 {
-    if (n < NONCE_LEN + TAG_LEN) {
-        return -1;
-    }
-    size_t cl = n - NONCE_LEN - TAG_LEN;
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    int l = 0, ok = ctx && EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, in) == 1 &&
-                    (!aad.len || EVP_DecryptUpdate(ctx, NULL, &l, (const unsigned char *)aad.p,
-                                                   (int)aad.len) == 1) &&
-                    EVP_DecryptUpdate(ctx, out, &l, in + NONCE_LEN, (int)cl) == 1 &&
-                    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_LEN,
-                                        (void *)(in + NONCE_LEN + cl)) == 1 &&
-                    EVP_DecryptFinal_ex(ctx, out + l, &l) == 1;
+    long rc = decrypt(ctx, EVP_aes_256_gcm(), key, in, n, aad, out);
     EVP_CIPHER_CTX_free(ctx);
-    return ok ? (long)cl : -1;
+    return rc;
 }

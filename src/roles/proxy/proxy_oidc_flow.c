@@ -107,18 +107,6 @@ static struct sc_str header(const struct sc_http_msg *m, const char *name)
     return SC_STR_NULL;
 }
 
-static struct sc_str trim(struct sc_str s)
-{
-    while (s.len && (s.p[0] == ' ' || s.p[0] == '\t')) {
-        s.p++;
-        s.len--;
-    }
-    while (s.len && (s.p[s.len - 1] == ' ' || s.p[s.len - 1] == '\t')) {
-        s.len--;
-    }
-    return s;
-}
-
 /* The value of cookie <name> in the request's Cookie headers, and the header holding it. */
 static struct sc_str cookie(const struct sc_http_msg *m, const char *name,
                             const struct sc_http_header **in)
@@ -130,7 +118,7 @@ static struct sc_str cookie(const struct sc_http_msg *m, const char *name,
         }
         struct sc_str rest = m->headers[i].value;
         while (rest.len) {
-            struct sc_str kv = trim(sc_str_split(&rest, ';'));
+            struct sc_str kv = sc_str_trim(sc_str_split(&rest, ';'));
             if (kv.len > n.len && kv.p[n.len] == '=' && memcmp(kv.p, n.p, n.len) == 0) {
                 if (in) {
                     *in = &m->headers[i];
@@ -247,7 +235,7 @@ static void rewrite_cookie(struct lines *l, const struct proxy_oidc *o,
     size_t mark = l->len;
     puts_c(l, "Cookie: ");
     while (rest.len) {
-        struct sc_str kv = trim(sc_str_split(&rest, ';'));
+        struct sc_str kv = sc_str_trim(sc_str_split(&rest, ';'));
         if (!kv.len || (kv.len > a.len && kv.p[a.len] == '=' && memcmp(kv.p, a.p, a.len) == 0) ||
             (kv.len > b.len && kv.p[b.len] == '=' && memcmp(kv.p, b.p, b.len) == 0)) {
             continue;
