@@ -333,6 +333,8 @@ def test_oidc_config_errors(run_cli, tmp_path):
         ({"issuer": "https://x", "client_id": "a"}, "client_secret"),
         ({"issuer": "https://x", "client_id": "a", "client_secret": "b",
           "redirect_path": "//cb"}, "redirect_path"),
+        ({"issuer": "https://x", "client_id": "a", "client_secret": "b",
+          "redirect_url": "https://app.example/cb"}, "redirect_url"),
         ({"issuer": "https://x", "client_id": "a", "client_secret": "b", "scopes": "email"},
          "openid"),
         ({"issuer": "https://x", "client_id": "a", "client_secret": "b",

@@ -283,28 +283,29 @@ long proxy_oidc_session_encode(const uint8_t key[PROXY_OIDC_KEY_LEN], struct sc_
     return rc;
 }
 
+/* The value of base64url digit <c>, or -1. */
+static int b64v(unsigned char c)
+{
+    return c >= 'A' && c <= 'Z'   ? c - 'A'
+           : c >= 'a' && c <= 'z' ? c - 'a' + 26
+           : c >= '0' && c <= '9' ? c - '0' + 52
+           : c == '-'             ? 62
+           : c == '_'             ? 63
+                                  : -1;
+}
+
 /* Decodes unpadded base64url <s> into <out> (<cap> bytes). Returns the length or -1 when <s> is
- * not canonical base64url or does not fit. A table, since every request with a session pays
- * this. */
+ * not canonical base64url or does not fit. (A session seen before is found in the worker's cache
+ * without decoding.) */
 static long b64url_decode(const char *s, size_t n, uint8_t *out, size_t cap)
 {
-    static int8_t t[256];
-    static bool made;
-    if (!made) {
-        memset(t, -1, sizeof(t));
-        const char *a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        for (int i = 0; i < 64; i++) {
-            t[(unsigned char)a[i]] = (int8_t)i;
-        }
-        made = true; /* the same bytes whichever thread writes them first */
-    }
     if (n % 4 == 1 || n / 4 * 3 + (n % 4 ? n % 4 - 1 : 0) > cap) {
         return -1;
     }
     size_t o = 0, i = 0;
     for (; i + 4 <= n; i += 4) {
-        int a = t[(unsigned char)s[i]], b = t[(unsigned char)s[i + 1]],
-            c = t[(unsigned char)s[i + 2]], d = t[(unsigned char)s[i + 3]];
+        int a = b64v((unsigned char)s[i]), b = b64v((unsigned char)s[i + 1]),
+            c = b64v((unsigned char)s[i + 2]), d = b64v((unsigned char)s[i + 3]);
         if ((a | b | c | d) < 0) {
             return -1;
         }
@@ -315,8 +316,8 @@ static long b64url_decode(const char *s, size_t n, uint8_t *out, size_t cap)
     }
     size_t r = n - i;
     if (r) {
-        int a = t[(unsigned char)s[i]], b = t[(unsigned char)s[i + 1]],
-            c = r == 3 ? t[(unsigned char)s[i + 2]] : 0;
+        int a = b64v((unsigned char)s[i]), b = b64v((unsigned char)s[i + 1]),
+            c = r == 3 ? b64v((unsigned char)s[i + 2]) : 0;
         if ((a | b | c) < 0 || (r == 2 && (b & 15)) || (r == 3 && (c & 3))) {
             return -1; /* not canonical: bits past the last byte set */
         }
@@ -413,6 +414,14 @@ struct proxy_oidc_doc *proxy_oidc_doc_get(const struct proxy_oidc *o)
 static bool http_url(const char *s)
 {
     return s && (strncmp(s, "https://", 8) == 0 || strncmp(s, "http://", 7) == 0);
+}
+
+/* Whether absolute URL <u>'s path (no query) is <path>. */
+static bool url_path_is(const char *u, const char *path)
+{
+    const char *p = strstr(u, "://");
+    p = p ? strchr(p + 3, '/') : NULL;
+    return p && strcmp(p, path) == 0;
 }
 
 /* Parses a discovery document for <d>. Returns a new document or NULL with a static reason. */
@@ -613,6 +622,8 @@ int proxy_oidc_check(const struct proxy_oidc_cfg *c, char **err)
         why = "oidc.redirect_path: must be a path starting with one /";
     } else if (c->redirect_url && !http_url(c->redirect_url)) {
         why = "oidc.redirect_url: not an http(s) URL";
+    } else if (c->redirect_url && !url_path_is(c->redirect_url, c->redirect_path)) {
+        why = "oidc.redirect_url: its path must be redirect_path (where callbacks are served)";
     } else if (!c->cookie_name || !sc_http1_is_token(sc_str_c(c->cookie_name))) {
         why = "oidc.cookie_name: not a cookie name (an HTTP token)";
     } else if (c->cookie_domain && strpbrk(c->cookie_domain, ";, \t\r\n")) {
