@@ -135,7 +135,7 @@ struct proxy_cfg {
     struct proxy_authz_cfg authz; /* path_normalization, escaped_slashes, authorization, ... */
     struct proxy_jwt_cfg jwt;     /* request_authentication, jwt_clock_skew, ... */
     struct proxy_trace_cfg tracing;
-    struct proxy_oidc_cfg oidc;   /* login in front of the app (proxy_oidc.c) */
+    struct proxy_oidc_cfg oidc; /* login in front of the app (proxy_oidc.c) */
 };
 
 extern const struct sc_opt proxy_opts[];
