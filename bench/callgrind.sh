@@ -30,6 +30,9 @@
 #                defaults (512 spans or 5 s)
 #   trace_100    tracing at 100%, exported the same way (encoding and export included: the
 #                exporter runs on the worker's loop with one worker)
+#   plain_cookie plain, with the oidc mode's Cookie header (what carrying it costs alone)
+#   oidc         an OpenID Connect login (docs/oidc.md) with a valid session cookie on every
+#                request: one AES-GCM open, identity headers added, the cookie removed upstream
 #
 # Usage: bench/callgrind.sh SIDECAR OUT_DIR [MODE...]   (SIDECAR: binary or build dir; release
 # build; default modes: plain, log, policy, policy_nohc). Writes OUT_DIR/callgrind.md (a table) and prints it.
@@ -167,7 +170,31 @@ tracing:
 EOF
         args+=(--listen "127.0.0.1:$port" --upstream "127.0.0.1:$UP_PORT" -c "$dir/trace.yaml")
         ;;
-    *) die "unknown mode $mode (plain, log, policy, policy_nohc, envoy, authzN, jwt, plain_token, trace_0, trace_1, trace_100)" ;;
+    oidc | plain_cookie)
+        # A session sealed the way proxy_oidc.c seals it, under a key file the proxy reads. The
+        # issuer is never reached (discovery fails and backs off): sessions need no provider.
+        printf '%064x\n' 7 >"$dir/cookie.key"
+        args+=(--listen "127.0.0.1:$port" --upstream "127.0.0.1:$UP_PORT")
+        if [ "$mode" = oidc ]; then
+            args+=(-c "$dir/oidc.yaml")
+            printf 'oidc:\n  issuer: http://127.0.0.1:1\n  client_id: bench\n  client_secret: bench\n  cookie_secret_file: %s\n' \
+                "$dir/cookie.key" >"$dir/oidc.yaml"
+        fi
+        python3 - "$dir/cookie.key" "$dir/cookie" <<'PY'
+import base64, os, struct, sys, time
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+key = bytes.fromhex(open(sys.argv[1]).read().strip())
+fields = [b"http://127.0.0.1:1", b"0b5e6c1a-7f6e-4a51-9a7e-3c2d1e0f9a8b", b"alice@example.com",
+          b"alice", b"dev,ops,shop-admins", b""]
+plain = b"\x01" + struct.pack(">Q", int(time.time()) + 3600)
+plain += b"".join(struct.pack(">H", len(f)) + f for f in fields)
+nonce = os.urandom(12)
+box = nonce + AESGCM(key).encrypt(nonce, plain, b"_sidecar_oidc")
+open(sys.argv[2], "w").write(base64.urlsafe_b64encode(box).rstrip(b"=").decode())
+PY
+        hdr="Cookie: _sidecar_oidc=$(cat "$dir/cookie")"
+        ;;
+    *) die "unknown mode $mode (plain, log, policy, policy_nohc, envoy, authzN, jwt, plain_token, trace_0, trace_1, trace_100, plain_cookie, oidc)" ;;
     esac
     spawn "$dir/out.log" 0-"$(($(nproc) - 1))" valgrind --tool=callgrind \
         --callgrind-out-file="$dir/cg.out.%p" "$SIDECAR" "${args[@]}"
@@ -229,6 +256,8 @@ declare -A what=(
     [trace_0]="tracing on, 0% sampled (context read and propagated, no span)"
     [trace_1]="tracing on, 1% sampled, OTLP/HTTP protobuf export to a local receiver"
     [trace_100]="tracing on, 100% sampled, OTLP/HTTP protobuf export to a local receiver"
+    [plain_cookie]="plain data path, the same session Cookie header on every request, no login"
+    [oidc]="OpenID Connect login, a valid session cookie on every request"
 )
 {
     echo "\`sidecar proxy\` ($("$SIDECAR" --version 2>&1 | head -n 1)), one worker, nginx upstream;"

@@ -152,6 +152,7 @@ static void proxy_free(struct proxy *px)
     proxy_rt_unref(px->rt);
     proxy_tls_shutdown(); /* after the last snapshot let go of its stores */
     proxy_jwks_cleanup(); /* and of its key sets */
+    proxy_oidc_cleanup();
     sc_admin_close(px->status);
     proxy_probe_stop();
     proxy_log_close(px);
@@ -275,6 +276,7 @@ static int proxy_start(struct sc_app *app, const void *cfgp, void **state, char 
     proxy_health_start(px, px->rt);
     proxy_tls_watch(px);
     proxy_jwks_start(sc_app_loop(app));
+    proxy_oidc_start(sc_app_loop(app));
     sc_metrics_on_collect(px->pm.reg, on_collect, px);
     for (size_t i = 0; i < px->rt->nlisteners; i++) {
         sc_info("listening", SC_LS("listener", px->rt->listeners[i].name),
@@ -316,6 +318,7 @@ static void proxy_stop(struct sc_app *app, void *state, bool now)
         px->stopping = true;
         proxy_dns_stop(px);
         proxy_health_stop(px);
+        proxy_oidc_stop();
         proxy_jwks_stop();
     }
     sc_app_set_ready(app, false);
@@ -391,6 +394,7 @@ static int proxy_reload(struct sc_app *app, void *state, const void *cfgp, char 
     px->rt = nrt;
     proxy_tls_watch(px);
     proxy_jwks_start(sc_app_loop(px->app));
+    proxy_oidc_start(sc_app_loop(px->app));
     return 0;
 }
 

@@ -28,6 +28,7 @@
 #include "net/http1.h"
 #include "roles/proxy/proxy_authz.h"
 #include "roles/proxy/proxy_jwt.h"
+#include "roles/proxy/proxy_oidc.h"
 #include "roles/proxy/proxy_policy.h"
 #include "roles/proxy/proxy_route_policy.h"
 #include "roles/proxy/proxy_peerauth.h"
@@ -134,6 +135,7 @@ struct proxy_cfg {
     struct proxy_authz_cfg authz; /* path_normalization, escaped_slashes, authorization, ... */
     struct proxy_jwt_cfg jwt;     /* request_authentication, jwt_clock_skew, ... */
     struct proxy_trace_cfg tracing;
+    struct proxy_oidc_cfg oidc; /* login in front of the app (proxy_oidc.c) */
 };
 
 extern const struct sc_opt proxy_opts[];
@@ -282,6 +284,7 @@ struct proxy_rt {
     struct proxy_authz *authz;    /* the policies that apply to the workload; NULL: none */
     struct proxy_jwt *jwt;        /* the RequestAuthentication rules that apply; NULL: none */
     struct proxy_trace_rt *trace; /* NULL: tracing off (proxy_trace.c) */
+    struct proxy_oidc *oidc;      /* the login on inbound listeners; NULL: none */
 };
 
 struct proxy_metrics {
@@ -379,8 +382,11 @@ struct proxy_worker {
     uv_timer_t logtimer; /* retries a write the reader was not ready for */
     struct sc_http_header hdrs[100]; /* parse scratch: heads are rewritten as soon as parsed */
     pcre2_match_data *md;
-    struct proxy_jwt_cache *jwt_cache; /* verified tokens (proxy_jwt.c), made on first use */
-    char date[32];                     /* cached access-log timestamp */
+    struct proxy_jwt_cache *jwt_cache;   /* verified tokens (proxy_jwt.c), made on first use */
+    struct sc_egress *oidc_egress;       /* token requests of logins (proxy_oidc_flow.c) */
+    struct proxy_oidc_aead *oidc_aead;   /* session cookies' AES-GCM key schedules */
+    struct proxy_oidc_cache *oidc_cache; /* opened session cookies, made on first use */
+    char date[32];                       /* cached access-log timestamp */
     uint64_t date_sec;
     struct sc_list mirrors; /* mirrored requests in flight (proxy_mirror.c) */
     size_t nmirrors;

@@ -61,10 +61,19 @@ int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, stru
             *path = sc_str_n(norm_buf, plen);
         }
     }
+    const struct proxy_az_auth *login = NULL;
+    if (rt->oidc && ex->lsn->inbound && !ex->is_connect) {
+        int st = proxy_oidc_request(ex, rt->oidc, m, *origin, *path, why, &login);
+        if (st) {
+            *flags = 0;
+            return st;
+        }
+    }
     if (!ex->lsn->inbound || (!rt->authz && !rt->jwt)) {
         return 0;
     }
-    struct proxy_jwt_result jr = { 0 };
+    /* A login's identity stands where a JWT's would (they are never configured together). */
+    struct proxy_jwt_result jr = { .auth = login, .strip = ex->authn_strip, .add = ex->authn_add };
     if (rt->jwt) {
         struct proxy_worker *w = ex->w;
         size_t want = proxy_jwt_cache_want(rt->jwt);
@@ -137,6 +146,10 @@ int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, stru
     if (d.ext) {
         size_t ndrop = 0;
         const struct sc_str *drop = rt->jwt ? proxy_jwt_drop_names(rt->jwt, &ndrop) : NULL;
+        if (rt->oidc) {
+            drop = ex->authn_drop;
+            ndrop = ex->nauthn_drop;
+        }
         size_t plen = origin->len && origin->p[0] == '/' ? path->len : 0;
         if (proxy_extauthz_start(ex, d.ext, m, raw, *origin, plen, jr.strip, jr.add, drop, ndrop,
                                  d.result == PROXY_AZ_RES_DENY) == 0) {
@@ -164,6 +177,10 @@ int proxy_authz_rt_init(struct proxy_rt *rt, const struct proxy_cfg *cfg, struct
     rt->escaped_slashes = cfg->authz.escaped_slashes;
     rt->authz = NULL;
     rt->jwt = NULL;
+    rt->oidc = proxy_oidc_new(&cfg->oidc, pm->reg, err);
+    if (!rt->oidc && cfg->oidc.issuer) {
+        return SC_ECONFIG;
+    }
     if (cfg->authz.authorization.n == 0 && cfg->jwt.request_authentication.n == 0) {
         return 0;
     }

@@ -475,6 +475,11 @@ const struct sc_opt proxy_opts[] = {
       .help = "distributed tracing: a span per request exported over OTLP or Zipkin, W3C and B3 "
               "propagation, sampling (docs/proxy.md)",
       .sub = proxy_trace_opts },
+    { .name = "oidc",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_cfg, oidc),
+      .sub = proxy_oidc_opts,
+      .help = "OpenID Connect login in front of the app on the inbound listeners (docs/oidc.md)" },
     { 0 },
 };
 
@@ -637,6 +642,14 @@ int proxy_config_check(const void *cfg, char **err)
     if (trc == 0) {
         trc = proxy_icpt_check(c, err);
     }
+    if (trc == 0) {
+        trc = proxy_oidc_check(&c->oidc, err);
+    }
+    if (trc == 0 && c->oidc.issuer && c->jwt.request_authentication.n) {
+        /* Both would set the request's identity and its upstream headers. */
+        *err = sc_strdup("oidc and request_authentication cannot be configured together");
+        trc = SC_ECONFIG;
+    }
     if (trc < 0) {
         return trc;
     }
@@ -777,6 +790,7 @@ static void rt_free(struct proxy_rt *rt)
     proxy_authz_free(rt->authz);
     proxy_jwt_free(rt->jwt);
     proxy_trace_rt_free(rt->trace);
+    proxy_oidc_free(rt->oidc);
     sc_free(rt);
 }
 

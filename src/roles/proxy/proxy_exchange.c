@@ -404,6 +404,7 @@ void proxy_finish_request(struct proxy_exch *r)
         return;
     }
     proxy_extauthz_cancel(r); /* a check still running (the client went away, a timeout) */
+    proxy_oidc_cancel(r);     /* a login's token request */
     double dur = (double)(proxy_now_ns() - r->start_ns) / 1e9;
     if (r->status == 0 && (r->flags & F_DC)) {
         r->status = 0;

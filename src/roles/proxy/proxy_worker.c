@@ -14,6 +14,8 @@
 #include <unistd.h>
 #include <sys/random.h>
 
+#include "net/egress.h"
+
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -243,6 +245,8 @@ static void stop(struct proxy_worker *w, bool all)
 {
     w->draining = true;
     close_listeners(w);
+    sc_egress_close(w->oidc_egress); /* a login still exchanging its code answers 502 */
+    w->oidc_egress = NULL;
     proxy_close_pools(w, w->rt);
     proxy_mirror_stop_all(w);
     proxy_tcp_stop(w, all);
@@ -302,6 +306,10 @@ void proxy_worker_cleanup(struct proxy_worker *w)
     sc_buf_cleanup(&w->logbuf);
     proxy_jwt_cache_free(w->jwt_cache);
     w->jwt_cache = NULL;
+    proxy_oidc_aead_free(w->oidc_aead);
+    w->oidc_aead = NULL;
+    proxy_oidc_cache_free(w->oidc_cache);
+    w->oidc_cache = NULL;
     if (w->md) {
         pcre2_match_data_free(w->md);
         w->md = NULL;

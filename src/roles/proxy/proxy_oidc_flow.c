@@ -1,0 +1,983 @@
+// SPDX-License-Identifier: Apache-2.0
+// The OpenID Connect login on the exchange (see proxy_oidc.h): the session check of every
+// request, the redirect to the provider (authorization code flow with PKCE S256, OpenID Connect
+// Core 3.1.2.1), the callback (state checked against the pre-login cookie, the code exchanged at
+// the token endpoint with the worker's egress client while the exchange waits, the ID token
+// verified as Core 3.1.3.7 says), sign-out and oauth2-proxy's /oauth2/auth. Identity goes
+// upstream in X-Auth-Request-* headers; the client's copies of those and the proxy's cookies never
+// do.
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "net/egress.h"
+#include "roles/proxy/proxy_authz.h"
+#include "roles/proxy/proxy_conn.h"
+#include "roles/proxy/proxy_oidc_int.h"
+
+#define COOKIE_MAX 3800 /* a cookie value stays well under the 4 KiB browsers keep */
+#define PARAM_MAX 2048
+#define TOKEN_MAX 16384
+#define SIGN_OUT_PATH "/oauth2/sign_out"
+#define AUTH_PATH "/oauth2/auth"
+#define CLOCK_SKEW_S 60
+
+/* Header lines of a local reply or for upstream: built here, used within the call that made
+ * them (the exchange writes or copies them before returning). */
+static _Thread_local char line_buf[16384];
+static _Thread_local uint8_t sess_buf[2 * COOKIE_MAX];
+
+struct lines {
+    char *p;
+    size_t len, cap;
+    bool over;
+};
+
+static void put(struct lines *l, const char *p, size_t n)
+{
+    if (l->over || l->len + n > l->cap) {
+        l->over = true;
+        return;
+    }
+    memcpy(l->p + l->len, p, n);
+    l->len += n;
+}
+
+static void puts_c(struct lines *l, const char *s)
+{
+    put(l, s, strlen(s));
+}
+
+static void put_str(struct lines *l, struct sc_str s)
+{
+    put(l, s.p, s.len);
+}
+
+/* Percent-encodes everything but RFC 3986 unreserved characters. */
+static void put_enc(struct lines *l, struct sc_str s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (size_t i = 0; i < s.len; i++) {
+        unsigned char c = (unsigned char)s.p[i];
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '.' || c == '_' || c == '~') {
+            put(l, (const char *)&c, 1);
+        } else {
+            char e[3] = { '%', hex[c >> 4], hex[c & 15] };
+            put(l, e, 3);
+        }
+    }
+}
+
+/* A header value without CR, LF or NUL (claims are the provider's, still not trusted blindly). */
+/* A header value from a session: the login refused claims with control characters (see
+ * clean_claims), and the session is sealed, so it is copied as it is. */
+static void put_value(struct lines *l, struct sc_str v)
+{
+    put(l, v.p, v.len);
+}
+
+/* Whether <s> can be a header value: no control character but tab, nothing past 0x7e unless
+ * UTF-8 bytes (>= 0x80). */
+static bool clean_value(struct sc_str s)
+{
+    for (size_t i = 0; i < s.len; i++) {
+        unsigned char c = (unsigned char)s.p[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static struct sc_str header(const struct sc_http_msg *m, const char *name)
+{
+    struct sc_str n = sc_str_c(name);
+    for (size_t i = 0; i < m->nheaders; i++) {
+        if (sc_str_caseeq(m->headers[i].name, n)) {
+            return m->headers[i].value;
+        }
+    }
+    return SC_STR_NULL;
+}
+
+/* The value of cookie <name> in the request's Cookie headers, and the header holding it. */
+static struct sc_str cookie(const struct sc_http_msg *m, const char *name,
+                            const struct sc_http_header **in)
+{
+    struct sc_str n = sc_str_c(name);
+    for (size_t i = 0; i < m->nheaders; i++) {
+        if (!sc_str_caseeq(m->headers[i].name, SC_STR("cookie"))) {
+            continue;
+        }
+        struct sc_str rest = m->headers[i].value;
+        while (rest.len) {
+            struct sc_str kv = sc_str_trim(sc_str_split(&rest, ';'));
+            if (kv.len > n.len && kv.p[n.len] == '=' && memcmp(kv.p, n.p, n.len) == 0) {
+                if (in) {
+                    *in = &m->headers[i];
+                }
+                return sc_str_n(kv.p + n.len + 1, kv.len - n.len - 1);
+            }
+        }
+    }
+    return SC_STR_NULL;
+}
+
+static void set_cookie(struct lines *l, const struct proxy_oidc *o, const char *name,
+                       struct sc_str value, int64_t max_age)
+{
+    char num[32];
+    puts_c(l, "Set-Cookie: ");
+    puts_c(l, name);
+    puts_c(l, "=");
+    put_str(l, value);
+    puts_c(l, "; Path=/; HttpOnly; SameSite=Lax");
+    if (o->secure) {
+        puts_c(l, "; Secure");
+    }
+    if (o->cookie_domain) {
+        puts_c(l, "; Domain=");
+        puts_c(l, o->cookie_domain);
+    }
+    snprintf(num, sizeof(num), "; Max-Age=%lld\r\n", (long long)max_age);
+    puts_c(l, num);
+}
+
+/* Decodes <v> with the current key, then the previous one (a rotation), with the worker's
+ * AES-GCM contexts <a>. */
+static int open_cookie(const struct proxy_oidc *o, struct proxy_oidc_aead **a, const char *aad,
+                       struct sc_str v, struct proxy_oidc_session *s)
+{
+    if (!v.len || v.len > COOKIE_MAX) {
+        return -1;
+    }
+    struct sc_str ad = sc_str_c(aad);
+    if (proxy_oidc_session_decode(o->key, ad, v, s, sess_buf, sizeof(sess_buf), a) == 0) {
+        return 0;
+    }
+    return o->has_prev
+               ? proxy_oidc_session_decode(o->prev_key, ad, v, s, sess_buf, sizeof(sess_buf), a)
+               : -1;
+}
+
+static bool skipped(const struct proxy_oidc *o, struct sc_str path)
+{
+    for (size_t i = 0; i < o->skip.n; i++) {
+        struct sc_str p = sc_str_c(o->skip.v[i]);
+        if (p.len && p.p[p.len - 1] == '*') {
+            p.len--;
+            if (sc_str_startswith(path, p)) {
+                return true;
+            }
+        } else if (sc_str_eq(path, p)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool wants_html(const struct sc_http_msg *m)
+{
+    struct sc_str xrw = header(m, "x-requested-with"), acc = header(m, "accept");
+    if (sc_str_caseeq(xrw, SC_STR("XMLHttpRequest"))) {
+        return false;
+    }
+    for (size_t i = 0; i + 9 <= acc.len; i++) {
+        if (sc_str_caseeq(sc_str_n(acc.p + i, 9), SC_STR("text/html"))) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The identity headers of session <s> for upstream or for /oauth2/auth's answer. */
+static void identity(struct lines *l, const struct proxy_oidc *o,
+                     const struct proxy_oidc_session *s)
+{
+    puts_c(l, "X-Auth-Request-User: ");
+    put_value(l, s->sub);
+    puts_c(l, "\r\n");
+    if (s->email.len) {
+        puts_c(l, "X-Auth-Request-Email: ");
+        put_value(l, s->email);
+        puts_c(l, "\r\n");
+    }
+    if (s->user.len) {
+        puts_c(l, "X-Auth-Request-Preferred-Username: ");
+        put_value(l, s->user);
+        puts_c(l, "\r\n");
+    }
+    if (s->groups.len) {
+        puts_c(l, "X-Auth-Request-Groups: ");
+        put_value(l, s->groups);
+        puts_c(l, "\r\n");
+    }
+    if (o->pass_auth && s->id_token.len) {
+        puts_c(l, "Authorization: Bearer ");
+        put_value(l, s->id_token);
+        puts_c(l, "\r\n");
+    }
+}
+
+/* The upstream Cookie header without the proxy's cookies (removed from <in>'s value). */
+static void rewrite_cookie(struct lines *l, const struct proxy_oidc *o,
+                           const struct sc_http_header *in)
+{
+    struct sc_str rest = in->value, a = sc_str_c(o->cookie_name), b = sc_str_c(o->csrf_name);
+    bool any = false;
+    size_t mark = l->len;
+    puts_c(l, "Cookie: ");
+    while (rest.len) {
+        struct sc_str kv = sc_str_trim(sc_str_split(&rest, ';'));
+        if (!kv.len || (kv.len > a.len && kv.p[a.len] == '=' && memcmp(kv.p, a.p, a.len) == 0) ||
+            (kv.len > b.len && kv.p[b.len] == '=' && memcmp(kv.p, b.p, b.len) == 0)) {
+            continue;
+        }
+        if (any) {
+            puts_c(l, "; ");
+        }
+        put_str(l, kv);
+        any = true;
+    }
+    if (any) {
+        puts_c(l, "\r\n");
+    } else if (!l->over) {
+        l->len = mark;
+    }
+}
+
+/* Compares in time independent of where the bytes differ. */
+static bool same(const char *a, const char *b, size_t n)
+{
+    unsigned char d = 0;
+    for (size_t i = 0; i < n; i++) {
+        d |= (unsigned char)(a[i] ^ b[i]);
+    }
+    return d == 0;
+}
+
+static int64_t now_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+/* ---- the per-worker cache of opened sessions ---- */
+
+/* Direct-mapped, a slot chosen by the value's last bytes (the GCM tag: random per seal), a hit
+ * compares the whole value; entries belong to one compiled login (its id), so a reload with
+ * other keys never sees them. Bounded: SESS_CACHE entries of at most COOKIE_MAX + the fields. */
+#define SESS_CACHE 256
+
+struct sess_entry {
+    uint64_t owner; /* 0: empty */
+    char *block;    /* the value, then the fields */
+    size_t vlen;
+    struct proxy_oidc_session s;
+};
+
+struct proxy_oidc_cache {
+    struct sess_entry e[SESS_CACHE];
+};
+
+void proxy_oidc_cache_free(struct proxy_oidc_cache *c)
+{
+    if (!c) {
+        return;
+    }
+    for (size_t i = 0; i < SESS_CACHE; i++) {
+        sc_free(c->e[i].block);
+    }
+    sc_free(c);
+}
+
+static size_t slot_of(struct sc_str v)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = v.len > 8 ? v.len - 8 : 0; i < v.len; i++) {
+        h = (h ^ (unsigned char)v.p[i]) * 16777619u;
+    }
+    return h % SESS_CACHE;
+}
+
+static void cache_put(struct proxy_worker *w, const struct proxy_oidc *o, struct sc_str v,
+                      const struct proxy_oidc_session *s)
+{
+    if (!w->oidc_cache) {
+        w->oidc_cache = SC_NEW(struct proxy_oidc_cache);
+    }
+    struct sess_entry *e = &w->oidc_cache->e[slot_of(v)];
+    struct sc_str f[] = { v, s->iss, s->sub, s->email, s->user, s->groups, s->id_token };
+    size_t n = 0;
+    for (size_t i = 0; i < SC_ARRAY_LEN(f); i++) {
+        n += f[i].len;
+    }
+    sc_free(e->block);
+    e->block = sc_malloc(n ? n : 1);
+    struct sc_str *to[] = { NULL,       &e->s.iss,    &e->s.sub,     &e->s.email,
+                            &e->s.user, &e->s.groups, &e->s.id_token };
+    size_t o2 = 0;
+    for (size_t i = 0; i < SC_ARRAY_LEN(f); i++) {
+        if (f[i].len) {
+            memcpy(e->block + o2, f[i].p, f[i].len);
+        }
+        if (to[i]) {
+            *to[i] = sc_str_n(e->block + o2, f[i].len);
+        }
+        o2 += f[i].len;
+    }
+    e->vlen = v.len;
+    e->s.expires = s->expires;
+    e->owner = o->id;
+}
+
+static const struct proxy_oidc_session *cache_get(struct proxy_worker *w,
+                                                  const struct proxy_oidc *o, struct sc_str v)
+{
+    if (!w->oidc_cache) {
+        return NULL;
+    }
+    const struct sess_entry *e = &w->oidc_cache->e[slot_of(v)];
+    return e->owner == o->id && e->vlen == v.len && memcmp(e->block, v.p, v.len) == 0 ? &e->s
+                                                                                      : NULL;
+}
+
+/* The session of the request, when valid. Counts what the cookie was. */
+static bool session(const struct proxy_oidc *o, struct proxy_worker *w, const struct sc_http_msg *m,
+                    struct proxy_oidc_session *s, const struct sc_http_header **in)
+{
+    struct sc_str v = cookie(m, o->cookie_name, in);
+    if (!v.len) {
+        sc_metrics_counter_inc(o->m_sess_none);
+        return false;
+    }
+    const struct proxy_oidc_session *hit = cache_get(w, o, v);
+    if (hit) {
+        *s = *hit;
+    } else if (open_cookie(o, &w->oidc_aead, o->cookie_name, v, s) < 0 ||
+               !sc_str_eq(s->iss, sc_str_c(o->issuer))) {
+        sc_metrics_counter_inc(o->m_sess_invalid);
+        return false;
+    } else {
+        cache_put(w, o, v, s);
+    }
+    if (s->expires <= now_s()) {
+        sc_metrics_counter_inc(o->m_sess_expired);
+        return false;
+    }
+    sc_metrics_counter_inc(o->m_sess_ok);
+    return true;
+}
+
+static void redirect_uri(struct lines *l, const struct proxy_oidc *o, const struct proxy_exch *ex,
+                         const struct sc_http_msg *m)
+{
+    if (o->redirect_url) {
+        puts_c(l, o->redirect_url);
+        return;
+    }
+    puts_c(l, ex->cl->tls ? "https://" : "http://");
+    put_str(l, m->host);
+    puts_c(l, o->redirect_path);
+}
+
+static void b64_random(char *out, size_t nbytes)
+{
+    uint8_t r[48];
+    if (proxy_oidc_random(r, nbytes) < 0) {
+        memset(r, 0, sizeof(r)); /* never: then the login fails at the state check */
+    }
+    out[proxy_oidc_b64url(r, nbytes, out)] = '\0';
+}
+
+/* Starts a login: the pre-login cookie and the 302 to the authorization endpoint. */
+static int start_login(struct proxy_exch *ex, const struct proxy_oidc *o,
+                       const struct sc_http_msg *m, struct sc_str origin, const char **why)
+{
+    struct proxy_oidc_doc *doc = proxy_oidc_doc_get(o);
+    if (!doc) {
+        *why = "the identity provider is unavailable: try again later";
+        return 502;
+    }
+    char state[48], nonce[48], verifier[64], challenge[48], cv[COOKIE_MAX + 1];
+    uint8_t dg[32];
+    b64_random(state, 24);
+    b64_random(nonce, 24);
+    b64_random(verifier, 32); /* 43 characters (RFC 7636 4.1) */
+    proxy_oidc_sha256(verifier, strlen(verifier), dg);
+    challenge[proxy_oidc_b64url(dg, 32, challenge)] = '\0';
+    struct proxy_oidc_session pre = {
+        .expires = now_s() + o->login_s,
+        .iss = sc_str_c(state),
+        .sub = sc_str_c(nonce),
+        .email = sc_str_c(verifier),
+        .user = proxy_oidc_local_target(origin) ? origin : SC_STR("/"),
+    };
+    long cl = proxy_oidc_session_encode(o->key, sc_str_c(o->csrf_name), &pre, cv, sizeof(cv));
+    if (cl < 0) {
+        proxy_oidc_doc_unref(doc);
+        *why = "the request target is too long to log in with";
+        return 414;
+    }
+    struct lines l = { line_buf, 0, sizeof(line_buf), false };
+    puts_c(&l, "Location: ");
+    puts_c(&l, doc->authorization_endpoint);
+    puts_c(&l, strchr(doc->authorization_endpoint, '?') ? "&" : "?");
+    puts_c(&l, "response_type=code&client_id=");
+    put_enc(&l, sc_str_c(o->client_id));
+    puts_c(&l, "&redirect_uri=");
+    char ru[2048];
+    struct lines rl = { ru, 0, sizeof(ru), false };
+    redirect_uri(&rl, o, ex, m);
+    put_enc(&l, sc_str_n(ru, rl.len));
+    puts_c(&l, "&scope=");
+    puts_c(&l, o->scopes);
+    puts_c(&l, "&state=");
+    puts_c(&l, state);
+    puts_c(&l, "&nonce=");
+    puts_c(&l, nonce);
+    puts_c(&l, "&code_challenge=");
+    puts_c(&l, challenge);
+    puts_c(&l, "&code_challenge_method=S256\r\n");
+    set_cookie(&l, o, o->csrf_name, sc_str_n(cv, (size_t)cl), o->login_s);
+    puts_c(&l, "Cache-Control: no-store\r\n");
+    proxy_oidc_doc_unref(doc);
+    if (l.over || rl.over) {
+        *why = "the login redirect is too long";
+        return 414;
+    }
+    ex->reply_headers = sc_str_n(l.p, l.len);
+    *why = "redirecting to the identity provider";
+    return 302;
+}
+
+static int sign_out(struct proxy_exch *ex, const struct proxy_oidc *o, struct sc_str origin,
+                    const char **why)
+{
+    const char *q = memchr(origin.p, '?', origin.len);
+    char rd[PARAM_MAX];
+    long rl = q ? proxy_oidc_query_param(sc_str_n(q + 1, (size_t)(origin.p + origin.len - q - 1)),
+                                         "rd", rd, sizeof(rd))
+                : -1;
+    struct lines l = { line_buf, 0, sizeof(line_buf), false };
+    puts_c(&l, "Location: ");
+    if (rl > 0 && proxy_oidc_local_target(sc_str_n(rd, (size_t)rl))) {
+        put(&l, rd, (size_t)rl);
+    } else {
+        puts_c(&l, "/");
+    }
+    puts_c(&l, "\r\n");
+    set_cookie(&l, o, o->cookie_name, SC_STR(""), 0);
+    set_cookie(&l, o, o->csrf_name, SC_STR(""), 0);
+    ex->reply_headers = sc_str_n(l.p, l.len);
+    *why = "signed out";
+    return 302;
+}
+
+/* ---- the callback ---- */
+
+struct proxy_oidc_call {
+    struct proxy_exch *ex;
+    const struct proxy_oidc *o;
+    struct sc_egress_xfer *xfer;
+    struct proxy_oidc_doc *doc;
+    char nonce[48];
+    char rd[PARAM_MAX];
+    char *form;
+    struct sc_kv hdr;
+};
+
+static void call_free(struct proxy_oidc_call *c)
+{
+    proxy_oidc_doc_unref(c->doc);
+    if (c->form) {
+        sc_free_secret(c->form, strlen(c->form));
+    }
+    sc_free(c);
+}
+
+void proxy_oidc_cancel(struct proxy_exch *ex)
+{
+    struct proxy_oidc_call *c = ex->oidc_call;
+    if (!c) {
+        return;
+    }
+    ex->oidc_call = NULL;
+    if (c->xfer) {
+        sc_egress_cancel(c->xfer);
+    }
+    call_free(c);
+}
+
+static bool in_list(const struct sc_strv *v, struct sc_str s)
+{
+    for (size_t i = 0; i < v->n; i++) {
+        if (sc_str_caseeq(sc_str_c(v->v[i]), s)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool aud_ok(const struct proxy_oidc *o, json_t *p)
+{
+    json_t *aud = json_object_get(p, "aud");
+    const char *azp = json_string_value(json_object_get(p, "azp"));
+    if (json_object_get(p, "azp") && (!azp || strcmp(azp, o->client_id) != 0)) {
+        return false; /* Core 3.1.3.7 (5): azp, when present, is this client */
+    }
+    if (json_is_string(aud)) {
+        return strcmp(json_string_value(aud), o->client_id) == 0;
+    }
+    if (!json_is_array(aud)) {
+        return false;
+    }
+    bool found = false;
+    size_t i;
+    json_t *v;
+    json_array_foreach(aud, i, v)
+    {
+        found = found || (json_is_string(v) && strcmp(json_string_value(v), o->client_id) == 0);
+    }
+    /* (4): several audiences need an azp (checked above to be this client) */
+    return found && (json_array_size(aud) == 1 || azp);
+}
+
+/* Verifies ID token <tok>. Returns its payload or NULL with a static reason. */
+static json_t *verify_id_token(const struct proxy_oidc_call *c, struct sc_str tok, const char **why)
+{
+    const struct proxy_oidc *o = c->o;
+    const char *d1 = memchr(tok.p, '.', tok.len);
+    const char *d2 = d1 ? memchr(d1 + 1, '.', (size_t)(tok.p + tok.len - d1 - 1)) : NULL;
+    if (!d1 || !d2 || tok.len > TOKEN_MAX) {
+        *why = "the ID token is not a JWS";
+        return NULL;
+    }
+    size_t hl = (size_t)(d1 - tok.p), pl = (size_t)(d2 - d1 - 1),
+           sl = (size_t)(tok.p + tok.len - d2 - 1);
+    static _Thread_local uint8_t buf[TOKEN_MAX];
+    long n = proxy_jwt_b64url(tok.p, hl, buf, sizeof(buf));
+    json_t *hdr =
+        n > 0 ? json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    const char *algs = json_string_value(json_object_get(hdr, "alg"));
+    const char *kid = json_string_value(json_object_get(hdr, "kid"));
+    int alg = algs ? proxy_jwt_alg(sc_str_c(algs)) : PROXY_JWS_NONE;
+    char kidc[128] = "";
+    if (kid && strlen(kid) < sizeof(kidc)) {
+        memcpy(kidc, kid, strlen(kid) + 1);
+    }
+    bool crit = json_object_get(hdr, "crit") != NULL;
+    json_decref(hdr);
+    if (!algs || alg == PROXY_JWS_NONE || crit) {
+        *why = "the ID token's algorithm is not allowed";
+        return NULL;
+    }
+    struct proxy_jwks *ks = proxy_jwks_src_get(c->doc->jwks);
+    bool kid_known = false;
+    const void *key = ks ? proxy_jwks_find(ks, sc_str_c(kidc), alg, &kid_known) : NULL;
+    long sn = key ? proxy_jwt_b64url(d2 + 1, sl, buf, sizeof(buf)) : -1;
+    int vr = sn > 0 ? proxy_jwt_verify(key, alg, tok.p, hl + 1 + pl, buf, (size_t)sn) : -1;
+    if (!key && kidc[0] && !kid_known) {
+        proxy_jwks_src_kick(c->doc->jwks);
+    }
+    proxy_jwks_unref(ks);
+    if (!key) {
+        *why = "no key of the provider's JWKS matches the ID token";
+        return NULL;
+    }
+    if (vr < 0) {
+        *why = "the ID token's signature does not verify";
+        return NULL;
+    }
+    n = proxy_jwt_b64url(d1 + 1, pl, buf, sizeof(buf));
+    json_t *p =
+        n > 0 ? json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    const char *iss = json_string_value(json_object_get(p, "iss"));
+    const char *nonce = json_string_value(json_object_get(p, "nonce"));
+    json_t *exp = json_object_get(p, "exp");
+    json_t *sub = json_object_get(p, "sub");
+    int64_t now = now_s();
+    if (!json_is_object(p)) {
+        *why = "the ID token's payload is not a JSON object";
+    } else if (!iss || strcmp(iss, o->issuer) != 0) {
+        *why = "the ID token's issuer is not the provider";
+    } else if (!aud_ok(o, p)) {
+        *why = "the ID token is not for this client";
+    } else if (!json_is_integer(exp) && !json_is_real(exp)) {
+        *why = "the ID token has no exp";
+    } else if ((int64_t)json_number_value(exp) <= now - CLOCK_SKEW_S) {
+        *why = "the ID token has expired";
+    } else if (!nonce || strcmp(nonce, c->nonce) != 0) {
+        *why = "the ID token's nonce is not the login's";
+    } else if (!json_is_string(sub) || json_string_length(sub) == 0) {
+        *why = "the ID token has no sub";
+    } else {
+        return p;
+    }
+    json_decref(p);
+    return NULL;
+}
+
+/* The user's groups from the configured claim, comma-joined into <l>; whether one is allowed. */
+static bool groups_of(const struct proxy_oidc *o, json_t *p, struct lines *l)
+{
+    json_t *g = json_object_get(p, o->groups_claim);
+    bool allowed = o->groups.n == 0;
+    if (json_is_string(g)) {
+        put_str(l, sc_str_c(json_string_value(g)));
+        return allowed || in_list(&o->groups, sc_str_c(json_string_value(g)));
+    }
+    size_t i;
+    json_t *v;
+    bool first = true;
+    json_array_foreach(g, i, v)
+    {
+        if (!json_is_string(v) || strchr(json_string_value(v), ',')) {
+            continue;
+        }
+        if (!first) {
+            puts_c(l, ",");
+        }
+        first = false;
+        put_str(l, sc_str_c(json_string_value(v)));
+        allowed = allowed || in_list(&o->groups, sc_str_c(json_string_value(v)));
+    }
+    return allowed;
+}
+
+static bool email_allowed(const struct proxy_oidc *o, json_t *p)
+{
+    if (!o->emails.n && !o->domains.n) {
+        return true;
+    }
+    const char *email = json_string_value(json_object_get(p, "email"));
+    json_t *ev = json_object_get(p, "email_verified");
+    if (!email || json_is_false(ev)) {
+        return false; /* an unverified address is anybody's claim */
+    }
+    if (in_list(&o->emails, sc_str_c(email))) {
+        return true;
+    }
+    const char *at = strrchr(email, '@');
+    return at && in_list(&o->domains, sc_str_c(at + 1));
+}
+
+static void fail(struct proxy_oidc_call *c, struct sc_metric *mt, int status, const char *why)
+{
+    struct proxy_exch *ex = c->ex;
+    sc_metrics_counter_inc(mt);
+    sc_warn("oidc login failed", SC_LS("reason", why));
+    struct lines l = { line_buf, 0, sizeof(line_buf), false };
+    set_cookie(&l, c->o, c->o->csrf_name, SC_STR(""), 0);
+    ex->reply_headers = sc_str_n(l.p, l.len);
+    proxy_local_reply(ex, status, why, 0);
+    ex->reply_headers = SC_STR_NULL;
+}
+
+static void on_token(void *arg, const struct sc_egress_resp *resp)
+{
+    struct proxy_oidc_call *c = arg;
+    struct proxy_exch *ex = c->ex;
+    const struct proxy_oidc *o = c->o;
+    c->xfer = NULL;
+    ex->oidc_call = NULL;
+    ex->dc->rpaused = false;
+    if (resp->error || resp->status == 0 || resp->status >= 500) {
+        fail(c, o->m_login_provider, 502,
+             "the identity provider's token endpoint failed: try again later");
+        call_free(c);
+        return;
+    }
+    json_t *j = json_loadb(resp->body.p, resp->body.len, JSON_REJECT_DUPLICATES, NULL);
+    const char *idt = json_string_value(json_object_get(j, "id_token"));
+    if (resp->status != 200 || !idt) {
+        const char *err = json_string_value(json_object_get(j, "error"));
+        sc_warn("oidc token endpoint refused the code", SC_LI("status", resp->status),
+                SC_LS("error", err ? err : ""));
+        json_decref(j);
+        fail(c, o->m_login_token, 403, "the identity provider refused the login code");
+        call_free(c);
+        return;
+    }
+    const char *why = NULL;
+    json_t *p = verify_id_token(c, sc_str_c(idt), &why);
+    if (!p) {
+        json_decref(j);
+        fail(c, o->m_login_idtoken, 403, why);
+        call_free(c);
+        return;
+    }
+    char groups[4096];
+    struct lines gl = { groups, 0, sizeof(groups), false };
+    bool gok = groups_of(o, p, &gl);
+    if (!gok || !email_allowed(o, p)) {
+        json_decref(p);
+        json_decref(j);
+        fail(c, o->m_login_denied, 403, "this user is not allowed in");
+        call_free(c);
+        return;
+    }
+    const char *email = json_string_value(json_object_get(p, "email"));
+    const char *pu = json_string_value(json_object_get(p, "preferred_username"));
+    struct proxy_oidc_session s = {
+        .expires = now_s() + o->ttl_s,
+        .iss = sc_str_c(o->issuer),
+        .sub = sc_str_c(json_string_value(json_object_get(p, "sub"))),
+        .email = email ? sc_str_c(email) : SC_STR_NULL,
+        .user = pu ? sc_str_c(pu) : SC_STR_NULL,
+        .groups = gl.over ? SC_STR_NULL : sc_str_n(groups, gl.len),
+        .id_token = o->pass_auth ? sc_str_c(idt) : SC_STR_NULL,
+    };
+    char cv[COOKIE_MAX + 1];
+    bool clean = clean_value(s.sub) && clean_value(s.email) && clean_value(s.user) &&
+                 clean_value(s.groups) && clean_value(s.id_token);
+    long cl = clean
+                  ? proxy_oidc_session_encode(o->key, sc_str_c(o->cookie_name), &s, cv, sizeof(cv))
+                  : -1;
+    json_decref(p);
+    json_decref(j);
+    if (!clean) {
+        fail(c, o->m_login_idtoken, 403, "the ID token's claims hold control characters");
+        call_free(c);
+        return;
+    }
+    if (cl < 0) {
+        fail(c, o->m_login_idtoken, 502, "the session does not fit in a cookie");
+        call_free(c);
+        return;
+    }
+    sc_metrics_counter_inc(o->m_login_ok);
+    struct lines l = { line_buf, 0, sizeof(line_buf), false };
+    puts_c(&l, "Location: ");
+    puts_c(&l, c->rd);
+    puts_c(&l, "\r\n");
+    set_cookie(&l, o, o->cookie_name, sc_str_n(cv, (size_t)cl), o->ttl_s);
+    set_cookie(&l, o, o->csrf_name, SC_STR(""), 0);
+    puts_c(&l, "Cache-Control: no-store\r\n");
+    ex->reply_headers = sc_str_n(l.p, l.len);
+    proxy_local_reply(ex, 302, "logged in", 0);
+    ex->reply_headers = SC_STR_NULL;
+    call_free(c);
+}
+
+static void form_add(struct lines *l, const char *k, struct sc_str v)
+{
+    if (l->len) {
+        puts_c(l, "&");
+    }
+    puts_c(l, k);
+    puts_c(l, "=");
+    put_enc(l, v);
+}
+
+static int callback(struct proxy_exch *ex, const struct proxy_oidc *o, const struct sc_http_msg *m,
+                    struct sc_str origin, const char **why)
+{
+    const char *qp = memchr(origin.p, '?', origin.len);
+    struct sc_str q = qp ? sc_str_n(qp + 1, (size_t)(origin.p + origin.len - qp - 1)) : SC_STR_NULL;
+    char code[PARAM_MAX], state[PARAM_MAX], err[256];
+    long cl = proxy_oidc_query_param(q, "code", code, sizeof(code));
+    long sl = proxy_oidc_query_param(q, "state", state, sizeof(state));
+    if (proxy_oidc_query_param(q, "error", err, sizeof(err)) >= 0) {
+        sc_metrics_counter_inc(o->m_login_provider);
+        *why = "the identity provider refused the login";
+        return 403;
+    }
+    struct proxy_oidc_session pre;
+    struct sc_str cv = cookie(m, o->csrf_name, NULL);
+    if (cl <= 0 || sl <= 0) {
+        sc_metrics_counter_inc(o->m_login_state);
+        *why = "the callback has no code or state";
+        return 400;
+    }
+    if (open_cookie(o, &ex->w->oidc_aead, o->csrf_name, cv, &pre) < 0 || pre.expires <= now_s() ||
+        pre.iss.len != (size_t)sl || !same(pre.iss.p, state, (size_t)sl)) {
+        sc_metrics_counter_inc(o->m_login_state);
+        *why = "the login state does not match this browser's: start again";
+        return 403;
+    }
+    struct proxy_oidc_doc *doc = proxy_oidc_doc_get(o);
+    if (!doc) {
+        sc_metrics_counter_inc(o->m_login_provider);
+        *why = "the identity provider is unavailable: try again later";
+        return 502;
+    }
+    struct proxy_oidc_call *c = SC_NEW(struct proxy_oidc_call);
+    c->ex = ex;
+    c->o = o;
+    c->doc = doc;
+    if (pre.sub.len >= sizeof(c->nonce) || pre.user.len >= sizeof(c->rd) ||
+        !proxy_oidc_local_target(pre.user)) {
+        call_free(c);
+        sc_metrics_counter_inc(o->m_login_state);
+        *why = "the login state is malformed";
+        return 400;
+    }
+    memcpy(c->nonce, pre.sub.p, pre.sub.len);
+    memcpy(c->rd, pre.user.p, pre.user.len);
+    char form[8192], ru[2048];
+    struct lines f = { form, 0, sizeof(form) - 1, false }, rl = { ru, 0, sizeof(ru), false };
+    redirect_uri(&rl, o, ex, m);
+    form_add(&f, "grant_type", SC_STR("authorization_code"));
+    form_add(&f, "code", sc_str_n(code, (size_t)cl));
+    form_add(&f, "redirect_uri", sc_str_n(ru, rl.len));
+    form_add(&f, "code_verifier", pre.email);
+    if (o->auth_method == 1) {
+        form_add(&f, "client_id", sc_str_c(o->client_id));
+        form_add(&f, "client_secret", sc_str_c(o->client_secret));
+    }
+    if (f.over || rl.over) {
+        call_free(c);
+        *why = "the callback is too long";
+        return 414;
+    }
+    form[f.len] = '\0';
+    c->form = sc_strndup(form, f.len);
+    memset(form, 0, sizeof(form));
+    c->hdr = (struct sc_kv){ .key = "Content-Type", .value = "application/x-www-form-urlencoded" };
+    struct proxy_worker *w = ex->w;
+    if (!w->oidc_egress && !w->draining) {
+        w->oidc_egress = sc_egress_new(w->loop); /* closed when the worker stops */
+    }
+    struct sc_egress_req req = {
+        .method = "POST",
+        .url = doc->token_endpoint,
+        .headers = &c->hdr,
+        .nheaders = 1,
+        .body = c->form,
+        .body_len = strlen(c->form),
+        .timeout_ms = 10000,
+        .max_response = 256 * 1024,
+        .basic_user = o->auth_method == 0 ? o->client_id : NULL,
+        .basic_password = o->auth_method == 0 ? o->client_secret : NULL,
+        .sensitive = true,
+    };
+    if (!w->oidc_egress || sc_egress_send(w->oidc_egress, &req, on_token, c, &c->xfer) < 0) {
+        call_free(c);
+        sc_metrics_counter_inc(o->m_login_provider);
+        *why = "the token endpoint cannot be reached";
+        return 502;
+    }
+    ex->oidc_call = c;
+    ex->dc->rpaused = true;
+    proxy_dread_update(ex->dc);
+    ex->down->arm_timer(ex);
+    return PROXY_AUTHZ_PENDING;
+}
+
+/* ---- every request ---- */
+
+/* The identity the authorization policies see: the session's fields (views into sess_buf). */
+static _Thread_local struct proxy_oidc_session cur;
+static _Thread_local const struct proxy_oidc *cur_o;
+static _Thread_local char principal[1024];
+
+static int claim_cb(const void *ctx, const struct sc_str *path, size_t n,
+                    bool (*cb)(void *arg, struct sc_str v), void *arg)
+{
+    (void)ctx;
+    if (n != 1) {
+        return -1;
+    }
+    struct sc_str k = path[0];
+    struct sc_str v = sc_str_eq(k, SC_STR("sub"))                  ? cur.sub
+                      : sc_str_eq(k, SC_STR("iss"))                ? cur.iss
+                      : sc_str_eq(k, SC_STR("email"))              ? cur.email
+                      : sc_str_eq(k, SC_STR("preferred_username")) ? cur.user
+                                                                   : SC_STR_NULL;
+    if (v.len) {
+        cb(arg, v);
+        return 0;
+    }
+    if (!sc_str_eq(k, sc_str_c(cur_o->groups_claim)) || !cur.groups.len) {
+        return -1;
+    }
+    struct sc_str rest = cur.groups;
+    while (rest.len) {
+        if (!cb(arg, sc_str_split(&rest, ','))) {
+            break;
+        }
+    }
+    return 0;
+}
+
+static const struct proxy_az_auth *auth_of(const struct proxy_oidc *o,
+                                           const struct proxy_oidc_session *s)
+{
+    static _Thread_local struct proxy_az_auth a;
+    cur = *s;
+    cur_o = o;
+    size_t n = s->iss.len + 1 + s->sub.len;
+    if (n <= sizeof(principal)) {
+        memcpy(principal, s->iss.p, s->iss.len);
+        principal[s->iss.len] = '/';
+        memcpy(principal + s->iss.len + 1, s->sub.p, s->sub.len);
+    }
+    a.principal = sc_str_n(principal, n <= sizeof(principal) ? n : 0);
+    a.presenter = SC_STR_NULL;
+    a.claim = claim_cb;
+    a.ctx = NULL;
+    return &a;
+}
+
+int proxy_oidc_request(struct proxy_exch *ex, const struct proxy_oidc *o,
+                       const struct sc_http_msg *m, struct sc_str origin, struct sc_str path,
+                       const char **why, const struct proxy_az_auth **auth)
+{
+    ex->authn_drop = o->drop;
+    ex->nauthn_drop = o->ndrop;
+    if (sc_str_eq(path, sc_str_c(o->redirect_path))) {
+        return callback(ex, o, m, origin, why);
+    }
+    if (sc_str_eq(path, SC_STR(SIGN_OUT_PATH))) {
+        return sign_out(ex, o, origin, why);
+    }
+    struct proxy_oidc_session s;
+    const struct sc_http_header *in = NULL;
+    if (sc_str_eq(path, SC_STR(AUTH_PATH))) {
+        if (!session(o, ex->w, m, &s, &in)) {
+            *why = "unauthorized";
+            return 401;
+        }
+        struct lines l = { line_buf, 0, sizeof(line_buf), false };
+        identity(&l, o, &s);
+        ex->reply_headers = l.over ? SC_STR_NULL : sc_str_n(l.p, l.len);
+        *why = "authenticated";
+        return 202;
+    }
+    bool skip = o->skip.n && skipped(o, path);
+    bool ok = session(o, ex->w, m, &s, &in);
+    if (!ok && !skip) {
+        bool browser = wants_html(m) && (sc_str_eq(m->method, SC_STR("GET")) ||
+                                         sc_str_eq(m->method, SC_STR("HEAD")));
+        if (browser) {
+            return start_login(ex, o, m, origin, why);
+        }
+        *why = "unauthorized: log in first";
+        return 401;
+    }
+    struct lines l = { line_buf, 0, sizeof(line_buf), false };
+    if (ok) {
+        identity(&l, o, &s);
+        *auth = auth_of(o, &s);
+    }
+    if (!in) {
+        cookie(m, o->csrf_name, &in);
+    }
+    if (in) {
+        rewrite_cookie(&l, o, in);
+        ex->authn_strip = in->value;
+    }
+    if (l.over) {
+        *why = "the identity headers are too long";
+        return 431;
+    }
+    ex->authn_add = sc_str_n(l.p, l.len);
+    return 0;
+}
