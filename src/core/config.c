@@ -503,6 +503,25 @@ static void free_rec(const struct sc_opt *table, void *base, int tdepth)
     }
 }
 
+void sc_config_strv_copy(struct sc_strv *dst, const struct sc_strv *src)
+{
+    dst->n = src->n;
+    dst->v = src->n ? sc_calloc(src->n, sizeof(char *)) : NULL;
+    for (size_t i = 0; i < src->n; i++) {
+        dst->v[i] = sc_strdup(src->v[i]);
+    }
+}
+
+void sc_config_strv_free(struct sc_strv *v)
+{
+    for (size_t i = 0; i < v->n; i++) {
+        sc_free(v->v[i]);
+    }
+    sc_free(v->v);
+    v->v = NULL;
+    v->n = 0;
+}
+
 void sc_config_free(const struct sc_opt *table, void *obj)
 {
     if (table && obj) {

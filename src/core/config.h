@@ -136,6 +136,12 @@ int sc_config_check_required(const struct sc_opt *table, const void *obj, const 
 /* Frees everything the loader allocated inside <obj> and zeroes those fields. NULL-safe. */
 void sc_config_free(const struct sc_opt *table, void *obj);
 
+/* Makes <dst> a deep copy of the string list <src> (for a struct that outlives its config). */
+void sc_config_strv_copy(struct sc_strv *dst, const struct sc_strv *src);
+
+/* Frees a list made by sc_config_strv_copy (or the loader) and empties it. */
+void sc_config_strv_free(struct sc_strv *v);
+
 /* Whether the configuration <next> may replace <cur> at a reload (both structs <table>
  * describes): every option flagged SC_OPT_RESTART must hold the same value, compared in depth
  * (an object or a list with all it holds). A list of objects whose element table has such

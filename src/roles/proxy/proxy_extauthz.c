@@ -112,23 +112,6 @@ struct sc_metric_family *proxy_extauthz_metrics(struct sc_metrics *reg)
                              labels, NULL, 0);
 }
 
-static void copy_strv(struct sc_strv *dst, const struct sc_strv *src)
-{
-    dst->n = 0;
-    dst->v = src->n ? sc_calloc(src->n, sizeof(char *)) : NULL;
-    for (size_t i = 0; i < src->n; i++) {
-        dst->v[dst->n++] = sc_strdup(src->v[i]);
-    }
-}
-
-static void free_strv(struct sc_strv *v)
-{
-    for (size_t i = 0; i < v->n; i++) {
-        sc_free(v->v[i]);
-    }
-    sc_free(v->v);
-}
-
 struct proxy_extauthz *proxy_extauthz_new(const struct proxy_extauthz_cfg *c,
                                           struct sc_metric_family *fam, char **err)
 {
@@ -150,9 +133,9 @@ struct proxy_extauthz *proxy_extauthz_new(const struct proxy_extauthz_cfg *c,
     p->timeout_ms = c->timeout_ms;
     p->fail_open = c->fail_open;
     p->status_on_error = (int)c->status_on_error;
-    copy_strv(&p->include, &c->include_request_headers_in_check);
-    copy_strv(&p->to_upstream, &c->headers_to_upstream_on_allow);
-    copy_strv(&p->to_downstream, &c->headers_to_downstream_on_deny);
+    sc_config_strv_copy(&p->include, &c->include_request_headers_in_check);
+    sc_config_strv_copy(&p->to_upstream, &c->headers_to_upstream_on_allow);
+    sc_config_strv_copy(&p->to_downstream, &c->headers_to_downstream_on_deny);
     p->additional.v =
         c->include_additional_headers_in_check.n
             ? sc_calloc(c->include_additional_headers_in_check.n, sizeof(struct sc_kv))
@@ -180,9 +163,9 @@ void proxy_extauthz_free(struct proxy_extauthz *p)
     sc_free(p->name);
     sc_free(p->host);
     sc_free(p->prefix);
-    free_strv(&p->include);
-    free_strv(&p->to_upstream);
-    free_strv(&p->to_downstream);
+    sc_config_strv_free(&p->include);
+    sc_config_strv_free(&p->to_upstream);
+    sc_config_strv_free(&p->to_downstream);
     for (size_t i = 0; i < p->additional.n; i++) {
         sc_free(p->additional.v[i].key);
         sc_free(p->additional.v[i].value);

@@ -684,23 +684,6 @@ static int read_key(const char *path, uint8_t out[PROXY_OIDC_KEY_LEN], char **er
     return rc;
 }
 
-static void copy_strv(struct sc_strv *dst, const struct sc_strv *src)
-{
-    dst->n = 0;
-    dst->v = src->n ? sc_calloc(src->n, sizeof(char *)) : NULL;
-    for (size_t i = 0; i < src->n; i++) {
-        dst->v[dst->n++] = sc_strdup(src->v[i]);
-    }
-}
-
-static void free_strv(struct sc_strv *v)
-{
-    for (size_t i = 0; i < v->n; i++) {
-        sc_free(v->v[i]);
-    }
-    sc_free(v->v);
-}
-
 static uint8_t process_key[PROXY_OIDC_KEY_LEN];
 static bool process_key_made;
 
@@ -788,10 +771,10 @@ struct proxy_oidc *proxy_oidc_new(const struct proxy_oidc_cfg *c, struct sc_metr
     o->secure = c->cookie_secure;
     o->ttl_s = (int64_t)(c->session_ttl_ms / 1000);
     o->login_s = (int64_t)(c->login_timeout_ms / 1000);
-    copy_strv(&o->emails, &c->allowed_emails);
-    copy_strv(&o->domains, &c->allowed_domains);
-    copy_strv(&o->groups, &c->allowed_groups);
-    copy_strv(&o->skip, &c->skip);
+    sc_config_strv_copy(&o->emails, &c->allowed_emails);
+    sc_config_strv_copy(&o->domains, &c->allowed_domains);
+    sc_config_strv_copy(&o->groups, &c->allowed_groups);
+    sc_config_strv_copy(&o->skip, &c->skip);
     o->groups_claim = sc_strdup(c->groups_claim);
     o->pass_auth = c->pass_authorization_header;
     o->drop[o->ndrop++] = SC_STR("x-auth-request-user");
@@ -847,10 +830,10 @@ void proxy_oidc_free(struct proxy_oidc *o)
     sc_free(o->csrf_name);
     sc_free(o->cookie_domain);
     sc_free(o->groups_claim);
-    free_strv(&o->emails);
-    free_strv(&o->domains);
-    free_strv(&o->groups);
-    free_strv(&o->skip);
+    sc_config_strv_free(&o->emails);
+    sc_config_strv_free(&o->domains);
+    sc_config_strv_free(&o->groups);
+    sc_config_strv_free(&o->skip);
     memset(o->key, 0, sizeof(o->key));
     memset(o->prev_key, 0, sizeof(o->prev_key));
     sc_free(o);
