@@ -54,30 +54,36 @@ uint16_t proxy_span_put(struct proxy_span *s, struct sc_str v, uint16_t *off)
     return (uint16_t)w;
 }
 
-void proxy_span_str_n(struct proxy_span *s, const char *key, size_t klen, struct sc_str v)
+/* A new attribute slot of <type> named <key>, or NULL (counted as dropped) when the span is
+ * full. */
+static struct proxy_span_attr *span_attr(struct proxy_span *s, const char *key, size_t klen,
+                                         int type)
 {
     if (s->nattrs == PROXY_SPAN_MAX_ATTRS) {
         s->dropped_attrs++;
-        return;
+        return NULL;
     }
     struct proxy_span_attr *a = &s->attrs[s->nattrs++];
     a->key = key;
     a->klen = (uint8_t)klen;
-    a->type = PROXY_ATTR_STR;
-    a->len = proxy_span_put(s, v, &a->off);
+    a->type = type;
+    return a;
+}
+
+void proxy_span_str_n(struct proxy_span *s, const char *key, size_t klen, struct sc_str v)
+{
+    struct proxy_span_attr *a = span_attr(s, key, klen, PROXY_ATTR_STR);
+    if (a) {
+        a->len = proxy_span_put(s, v, &a->off);
+    }
 }
 
 void proxy_span_int_n(struct proxy_span *s, const char *key, size_t klen, int64_t v)
 {
-    if (s->nattrs == PROXY_SPAN_MAX_ATTRS) {
-        s->dropped_attrs++;
-        return;
+    struct proxy_span_attr *a = span_attr(s, key, klen, PROXY_ATTR_INT);
+    if (a) {
+        a->i = v;
     }
-    struct proxy_span_attr *a = &s->attrs[s->nattrs++];
-    a->key = key;
-    a->klen = (uint8_t)klen;
-    a->type = PROXY_ATTR_INT;
-    a->i = v;
 }
 
 void proxy_span_event_n(struct proxy_span *s, const char *name, size_t nlen, uint64_t time_ns)
