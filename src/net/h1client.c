@@ -7,6 +7,9 @@
 // is heard even when the write fails.
 #include "net/h1client.h"
 
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -351,11 +354,13 @@ int sc_h1cli_send(uv_loop_t *loop, const struct sockaddr *addr, const struct sc_
     c->lim.max_headers = MAX_HEADERS;
     c->rflags = sc_str_eq(req->method, SC_STR("HEAD")) ? SC_HTTP_RESP_TO_HEAD : 0;
     sc_buf_init(&c->in, max_head + (c->head_only || c->discard ? 0 : c->max_body) + SLACK);
+    c->in.sensitive = req->sensitive;
     if (req->raw.len) {
         sc_buf_init(&c->out, 0);
         c->send = req->raw;
     } else {
         sc_buf_init(&c->out, 65536 + req->body.len);
+        c->out.sensitive = req->sensitive;
         int rc = format_request(&c->out, req);
         if (rc < 0) {
             sc_buf_cleanup(&c->out);
@@ -405,4 +410,196 @@ void sc_h1cli_cancel(struct sc_h1cli *c)
     c->cb = NULL;
     uv_timer_stop(&c->timer);
     close_all(c);
+}
+
+/* ---- by host name ---- */
+
+/* True when a proxy variable libcurl would honour for http:// is set. */
+static bool proxy_in_env(void)
+{
+    static const char *const vars[] = { "http_proxy", "all_proxy", "ALL_PROXY" };
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void sc_h1cli_url_free(struct sc_h1cli_url *u)
+{
+    sc_free(u->host);
+    sc_free(u->authority);
+    sc_free(u->target);
+    *u = (struct sc_h1cli_url){ 0 };
+}
+
+bool sc_h1cli_url_parse(const char *url, struct sc_h1cli_url *u)
+{
+    *u = (struct sc_h1cli_url){ 0 };
+    if (strncmp(url, "http://", 7) != 0 || proxy_in_env()) {
+        return false;
+    }
+    const char *a = url + 7;
+    size_t alen = strcspn(a, "/?#");
+    if (alen == 0 || memchr(a, '@', alen)) {
+        return false;
+    }
+    const char *port = NULL;
+    size_t hlen = 0;
+    const char *h = a;
+    if (a[0] == '[') {
+        const char *close = memchr(a, ']', alen);
+        if (!close) {
+            return false;
+        }
+        h = a + 1;
+        hlen = (size_t)(close - h);
+        if (close + 1 < a + alen && close[1] != ':') {
+            return false;
+        }
+        port = close + 1 < a + alen ? close + 2 : NULL;
+    } else {
+        const char *colon = memchr(a, ':', alen);
+        hlen = colon ? (size_t)(colon - a) : alen;
+        port = colon ? colon + 1 : NULL;
+    }
+    uint64_t pn = 80;
+    if (port &&
+        (sc_str_to_u64((struct sc_str){ port, (size_t)(a + alen - port) }, 65535, &pn) < 0 ||
+         pn == 0)) {
+        return false;
+    }
+    if (hlen == 0) {
+        return false;
+    }
+    const char *rest = a + alen;
+    size_t tlen = strcspn(rest, "#");
+    u->host = sc_strndup(h, hlen);
+    u->port = (uint16_t)pn;
+    u->authority = sc_strndup(a, alen);
+    u->target = *rest == '/' ? sc_strndup(rest, tlen) : sc_asprintf("/%.*s", (int)tlen, rest);
+    return true;
+}
+
+struct sc_h1cli_named {
+    uv_loop_t *loop;
+    uv_getaddrinfo_t gai;
+    bool resolving;
+    bool cancelled;
+    struct sc_h1cli *cli;
+    sc_h1cli_done_cb cb;
+    void *arg;
+    struct sc_h1cli_req req; /* the options; the request itself is in <raw> */
+    struct sc_buf raw;
+    char *host;
+    char port[8];
+};
+
+static void named_free(struct sc_h1cli_named *n)
+{
+    sc_buf_cleanup(&n->raw);
+    sc_free(n->host);
+    sc_free(n);
+}
+
+static void on_named_done(void *arg, const struct sc_h1cli_resp *resp)
+{
+    struct sc_h1cli_named *n = arg;
+    n->cli = NULL;
+    n->cb(n->arg, resp);
+    named_free(n);
+}
+
+static int named_send(struct sc_h1cli_named *n, const struct sockaddr *addr)
+{
+    n->req.raw = sc_buf_str(&n->raw);
+    return sc_h1cli_send(n->loop, addr, &n->req, on_named_done, n, &n->cli);
+}
+
+static void named_fail(struct sc_h1cli_named *n, int error, const char *what)
+{
+    char why[200];
+    snprintf(why, sizeof(why), "cannot %s %s: %s", what, n->host, uv_strerror(error));
+    struct sc_h1cli_resp r = { .error = error, .reason = why };
+    n->cb(n->arg, &r);
+    named_free(n);
+}
+
+static void on_named_resolved(uv_getaddrinfo_t *gai, int status, struct addrinfo *res)
+{
+    struct sc_h1cli_named *n = gai->data;
+    n->resolving = false;
+    if (n->cancelled) {
+        uv_freeaddrinfo(res);
+        named_free(n);
+        return;
+    }
+    if (status < 0 || !res) {
+        uv_freeaddrinfo(res);
+        named_fail(n, status < 0 ? status : UV_EAI_NONAME, "resolve");
+        return;
+    }
+    struct sockaddr_storage ss;
+    memcpy(&ss, res->ai_addr, res->ai_addrlen);
+    uv_freeaddrinfo(res);
+    int rc = named_send(n, (struct sockaddr *)&ss);
+    if (rc < 0) {
+        named_fail(n, rc, "connect to");
+    }
+}
+
+int sc_h1cli_send_host(uv_loop_t *loop, const char *host, uint16_t port,
+                       const struct sc_h1cli_req *req, sc_h1cli_done_cb cb, void *arg,
+                       struct sc_h1cli_named **out)
+{
+    struct sc_h1cli_named *n = SC_NEW(struct sc_h1cli_named);
+    n->loop = loop;
+    n->cb = cb;
+    n->arg = arg;
+    n->req = *req;
+    n->req.headers = NULL;
+    n->req.nheaders = 0;
+    n->req.body = SC_STR_NULL;
+    n->host = sc_strdup(host);
+    snprintf(n->port, sizeof(n->port), "%u", (unsigned)port);
+    sc_buf_init(&n->raw, 65536 + req->body.len);
+    n->raw.sensitive = req->sensitive;
+    int rc = format_request(&n->raw, req);
+    struct sockaddr_in a4;
+    struct sockaddr_in6 a6;
+    if (rc == 0 && uv_ip4_addr(host, port, &a4) == 0) {
+        rc = named_send(n, (struct sockaddr *)&a4);
+    } else if (rc == 0 && uv_ip6_addr(host, port, &a6) == 0) {
+        rc = named_send(n, (struct sockaddr *)&a6);
+    } else if (rc == 0) {
+        struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+        n->gai.data = n;
+        n->resolving = true;
+        rc = uv_getaddrinfo(loop, &n->gai, on_named_resolved, n->host, n->port, &hints);
+        n->resolving = rc == 0;
+    }
+    if (rc < 0) {
+        named_free(n);
+        return rc;
+    }
+    if (out) {
+        *out = n;
+    }
+    return 0;
+}
+
+void sc_h1cli_named_cancel(struct sc_h1cli_named *n)
+{
+    if (!n) {
+        return;
+    }
+    if (n->resolving) {
+        n->cancelled = true; /* on_named_resolved frees it, whether or not the cancel takes */
+        uv_cancel((uv_req_t *)&n->gai);
+        return;
+    }
+    sc_h1cli_cancel(n->cli);
+    named_free(n);
 }

@@ -42,6 +42,8 @@ struct sc_h1cli_req {
     bool head_only;      /* done at the final response head: the body is neither read nor
                             waited for (a probe needs the status only) */
     bool discard_body;   /* read the body to its end but keep none of it (a mirror) */
+    bool sensitive;      /* the request and response buffers are zeroed when freed (tokens,
+                            secrets) */
     /* Stacks layers on the connection: receives the bottom (TCP) transport, which reports to the
      * client, and returns the new top, as sc_h1srv_cbs.wrap does. NULL from it fails the request
      * before connecting. Optional. */
@@ -54,7 +56,7 @@ struct sc_h1cli_resp {
     int error;          /* 0, or negative: UV_ETIMEDOUT (the deadline), a connect, read or write
                            error, SC_EHTTP (malformed response), SC_ETOOBIG (a cap), SC_ECLOSED
                            (the peer closed before the response was complete) */
-    const char *reason; /* when error != 0: what went wrong, static text */
+    const char *reason; /* when error != 0: what went wrong, valid during the callback */
     int status;         /* the final status, or 0 with an error */
     const struct sc_http_msg *msg; /* the final head (NULL with an error) */
     struct sc_str body;            /* decoded; empty with head_only or discard_body */
@@ -74,5 +76,38 @@ int sc_h1cli_send(uv_loop_t *loop, const struct sockaddr *addr, const struct sc_
  * never fires. The client frees itself once its handles have closed. NULL-safe; not for use
  * after the callback. */
 void sc_h1cli_cancel(struct sc_h1cli *c);
+
+/* ---- by host name ---- */
+
+/* A plain http:// URL split for this client. */
+struct sc_h1cli_url {
+    char *host;      /* without brackets */
+    uint16_t port;   /* 80 when the URL has none */
+    char *authority; /* for the Host header: host[:port] as in the URL */
+    char *target;    /* origin-form: path and query, never empty */
+};
+
+/* Splits <url> into <u> when this client can fetch it directly: http://, no userinfo, a valid
+ * port, and no proxy variable libcurl would honour for http:// in the environment (http_proxy,
+ * all_proxy, ALL_PROXY). Returns false otherwise, with nothing to free: the caller then uses the
+ * egress client, which also reports malformed URLs. */
+bool sc_h1cli_url_parse(const char *url, struct sc_h1cli_url *u);
+void sc_h1cli_url_free(struct sc_h1cli_url *u);
+
+/* A request sent by host name: the name resolved on the loop's thread pool (uv_getaddrinfo, the
+ * first address), then sent as sc_h1cli_send does. */
+struct sc_h1cli_named;
+
+/* Sends <req> to <host>:<port> (an IP literal is used as it is). The request is formatted at once
+ * (views borrowed for the call only; <raw> is not taken), so the exchange holds its own copy.
+ * <cb> fires once as for sc_h1cli_send; a name that does not resolve is reported through it with
+ * the resolver's error and the reason "cannot resolve <host>: ...". Returns 0, or a negative error
+ * and then no callback. */
+int sc_h1cli_send_host(uv_loop_t *loop, const char *host, uint16_t port,
+                       const struct sc_h1cli_req *req, sc_h1cli_done_cb cb, void *arg,
+                       struct sc_h1cli_named **out);
+
+/* As sc_h1cli_cancel, also while the name is still being resolved. NULL-safe. */
+void sc_h1cli_named_cancel(struct sc_h1cli_named *n);
 
 #endif

@@ -339,3 +339,53 @@ secrets:
     wait_until(lambda: count() == 2, timeout=15, what="the owed reload")
     time.sleep(1.5)
     assert count() == 2
+
+
+def test_plain_http_vault_without_libcurl(sidecar_run, vault, tmp_path):
+    """A plain http:// Vault address (a host name, resolved) goes through the HTTP/1.1 client of
+    net/: an AppRole login with a JSON body, the namespace header and a KV read work, and libcurl
+    and OpenSSL are never loaded. With a proxy in the environment libcurl sends, and is loaded."""
+    vault.approles["role-1"] = "secret-1"
+    vault.kv1["secret/plain"] = {"k": "v"}
+    port = vault.addr.rsplit(":", 1)[1]
+    out = tmp_path / "o"
+    out.mkdir()
+    cfg = f"""
+vault_addr: http://localhost:{port}/
+role_id: role-1
+secret_id: secret-1
+dest_dir: {out}
+secrets:
+  - name: p
+    path: secret/plain
+"""
+    sc = sidecar_run("secrets", config=cfg, env={"VAULT_NAMESPACE": "team-b"})
+    assert (out / "p").read_text() == "k: v\n"
+    assert vault.count("POST", "/v1/auth/approle/login") == 1
+    assert set(vault.namespace_seen) == {"team-b"}
+    maps = open(f"/proc/{sc.proc.pid}/maps").read()
+    assert "libcurl" not in maps and "libssl" not in maps
+    assert "secret-1" not in sc.logs()
+    assert sc.stop() == 0
+
+    # A proxy libcurl would honour (bypassed for this host by no_proxy): libcurl sends.
+    out2 = tmp_path / "o2"
+    out2.mkdir()
+    sc2 = sidecar_run("secrets", config=cfg.replace(str(out), str(out2)),
+                      env={"http_proxy": "http://127.0.0.1:9", "no_proxy": "localhost"})
+    assert (out2 / "p").read_text() == "k: v\n"
+    assert "libcurl" in open(f"/proc/{sc2.proc.pid}/maps").read()
+
+
+def test_unresolvable_vault_host_fails_clearly_after_retries(run_cli, tmp_path):
+    """A Vault host name that does not resolve: each attempt says so, retries with backoff, and
+    --once gives up after the attempts allowed."""
+    r = run_cli("secrets", "--admin", "127.0.0.1:0", "--once", "--retries", "2",
+                "--retry-backoff", "50ms", "--dest-dir", str(tmp_path),
+                "--vault-addr", "http://vault.invalid:8200", "-c", "/dev/null",
+                env={"VAULT_TOKEN": "t", "SIDECAR_VAULT_ANNOTATIONS":
+                     'vault.hashicorp.com/agent-inject-secret-a="secret/a"'})
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.count("cannot resolve vault.invalid") == 3, r.stderr
+    assert r.stderr.count("Vault authentication failed; retrying") == 2, r.stderr
+    assert "secrets failed; the init step fails" in r.stderr

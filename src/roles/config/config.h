@@ -20,6 +20,7 @@
 #include "core/template.h"
 #include "net/dest.h"
 #include "net/egress.h"
+#include "net/h1client.h"
 
 #define CONFIG_MAX_BODY (16u << 20)
 #define CONFIG_MAX_DIR_KEYS 1024
@@ -99,7 +100,7 @@ struct config_source {
     uv_fs_event_t fs_event;
     bool fs_watching;
     struct sc_egress_xfer *xfer;
-    struct config_h1fetch *h1; /* a plain http:// fetch in flight (config_http.c) */
+    struct sc_h1cli_named *h1; /* a plain http:// fetch in flight (config_http.c) */
     struct sc_egress_xfer *watch_xfer;
     uv_timer_t watch_timer;
     struct sc_buf watch_buf;

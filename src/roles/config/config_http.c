@@ -3,13 +3,11 @@
 // Last-Modified), so an unchanged config costs a 304. Bodies past CONFIG_MAX_BODY fail the fetch
 // rather than growing memory. A plain http:// URL without credentials, with no proxy in the
 // environment, goes through the HTTP/1.1 client of net/ (the host name resolved on the loop's
-// thread pool); https, credentials and proxies go through the egress client (libcurl), which is
-// then loaded on first use. Neither follows redirects.
+// thread pool by sc_h1cli_send_host); https, credentials and proxies go through the egress client
+// (libcurl), which is then loaded on first use. Neither follows redirects.
 #include <errno.h>
-#include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -71,81 +69,10 @@ static void on_http(void *arg, const struct sc_egress_resp *resp)
 
 /* ---- plain http:// through net/h1client ---- */
 
-/* One fetch: the name resolution, then the exchange. Owned by its source until the source cancels
- * it; a resolution that cannot be cancelled any more frees it from its callback. */
-struct config_h1fetch {
-    struct config_source *s; /* NULL once cancelled */
-    uv_getaddrinfo_t gai;
-    bool resolving;
-    struct sc_h1cli *cli;
-    char *host;      /* the host as in the URL, without brackets */
-    char *port;      /* "80" when the URL has none */
-    char *authority; /* the Host header: host[:port] as in the URL */
-    char *target;    /* origin-form: path and query */
-};
-
-static void h1fetch_free(struct config_h1fetch *f)
-{
-    sc_free(f->host);
-    sc_free(f->port);
-    sc_free(f->authority);
-    sc_free(f->target);
-    sc_free(f);
-}
-
-/* Splits http://authority/path?query (no userinfo: credentials go to libcurl). Returns false for
- * what this client does not take. */
-static bool h1_split(const char *url, struct config_h1fetch *f)
-{
-    if (strncmp(url, "http://", 7) != 0) {
-        return false;
-    }
-    const char *a = url + 7;
-    size_t alen = strcspn(a, "/?#");
-    if (alen == 0 || memchr(a, '@', alen)) {
-        return false;
-    }
-    const char *rest = a + alen;
-    size_t tlen = strcspn(rest, "#");
-    f->authority = sc_strndup(a, alen);
-    f->target = *rest == '/' ? sc_strndup(rest, tlen) : sc_asprintf("/%.*s", (int)tlen, rest);
-    const char *port = NULL;
-    if (a[0] == '[') {
-        const char *close = memchr(a, ']', alen);
-        if (!close) {
-            return false;
-        }
-        f->host = sc_strndup(a + 1, (size_t)(close - a - 1));
-        port = close + 1 < a + alen && close[1] == ':' ? close + 2 : NULL;
-    } else {
-        const char *colon = memchr(a, ':', alen);
-        f->host = sc_strndup(a, colon ? (size_t)(colon - a) : alen);
-        port = colon ? colon + 1 : NULL;
-    }
-    f->port =
-        port && port < a + alen ? sc_strndup(port, (size_t)(a + alen - port)) : sc_strdup("80");
-    return f->host[0] != '\0';
-}
-
-/* True when a proxy variable libcurl would honour for http:// is set. */
-static bool proxy_in_env(void)
-{
-    static const char *const vars[] = { "http_proxy", "all_proxy", "ALL_PROXY" };
-    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
-        const char *v = getenv(vars[i]);
-        if (v && *v) {
-            return true;
-        }
-    }
-    return false;
-}
-
 static void on_h1(void *arg, const struct sc_h1cli_resp *resp)
 {
-    struct config_h1fetch *f = arg;
-    struct config_source *s = f->s;
+    struct config_source *s = arg;
     s->h1 = NULL;
-    h1fetch_free(f);
     if (resp->error) {
         config_fetch_failed(s, resp->reason ? resp->reason : sc_strerror(resp->error));
         return;
@@ -156,118 +83,46 @@ static void on_h1(void *arg, const struct sc_h1cli_resp *resp)
                 resp->body);
 }
 
-static void h1_send(struct config_h1fetch *f, const struct sockaddr *addr)
+/* Starts the fetch through net/h1client when the source is plain HTTP without credentials or a
+ * proxy. Returns false when libcurl must do it. */
+static bool h1_fetch(struct config_source *s)
 {
-    struct config_source *s = f->s;
+    const struct config_source_cfg *c = s->cfg;
+    struct sc_h1cli_url u;
+    if (c->bearer_token || c->basic_user || !sc_h1cli_url_parse(s->url, &u)) {
+        return false;
+    }
+    config_http_cancel(s); /* never two fetches of one source at once */
     struct sc_http_header *h = sc_calloc(s->nhdrs + 2, sizeof(*h));
     size_t n = 0;
-    h[n++] = (struct sc_http_header){ SC_STR("Host"), sc_str_c(f->authority) };
+    h[n++] = (struct sc_http_header){ SC_STR("Host"), sc_str_c(u.authority) };
     h[n++] = (struct sc_http_header){ SC_STR("Accept"), SC_STR("*/*") };
     for (size_t i = 0; i < s->nhdrs; i++) {
         h[n++] = (struct sc_http_header){ sc_str_c(s->hdrs[i].key), sc_str_c(s->hdrs[i].value) };
     }
     struct sc_h1cli_req req = {
         .method = SC_STR("GET"),
-        .target = sc_str_c(f->target),
+        .target = sc_str_c(u.target),
         .headers = h,
         .nheaders = n,
         .timeout_ms = s->cf->cfg->timeout_ms,
         .max_body = CONFIG_MAX_BODY,
     };
-    int rc = sc_h1cli_send(s->cf->loop, addr, &req, on_h1, f, &f->cli);
+    int rc = sc_h1cli_send_host(s->cf->loop, u.host, u.port, &req, on_h1, s, &s->h1);
     sc_free(h);
     if (rc < 0) {
-        s->h1 = NULL;
-        h1fetch_free(f);
-        config_fetch_failed(s, sc_strerror(rc));
-    }
-}
-
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
-{
-    struct config_h1fetch *f = req->data;
-    f->resolving = false;
-    struct config_source *s = f->s;
-    if (!s) { /* cancelled while the resolver ran */
-        uv_freeaddrinfo(res);
-        h1fetch_free(f);
-        return;
-    }
-    if (status < 0 || !res) {
-        char why[160];
-        snprintf(why, sizeof(why), "cannot resolve %s: %s", f->host, uv_strerror(status));
-        uv_freeaddrinfo(res);
-        s->h1 = NULL;
-        h1fetch_free(f);
-        config_fetch_failed(s, why);
-        return;
-    }
-    struct sockaddr_storage ss;
-    memcpy(&ss, res->ai_addr, res->ai_addrlen);
-    uv_freeaddrinfo(res);
-    h1_send(f, (struct sockaddr *)&ss);
-}
-
-/* Starts the fetch through net/h1client when the source is plain HTTP without credentials or a
- * proxy. Returns false when libcurl must do it. */
-static bool h1_fetch(struct config_source *s)
-{
-    const struct config_source_cfg *c = s->cfg;
-    if (c->bearer_token || c->basic_user || proxy_in_env()) {
-        return false;
-    }
-    config_http_cancel(s); /* never two fetches of one source at once */
-    struct config_h1fetch *f = SC_NEW(struct config_h1fetch);
-    if (!h1_split(s->url, f)) {
-        h1fetch_free(f);
-        return false;
-    }
-    uint64_t port = 0;
-    if (sc_str_to_u64(sc_str_c(f->port), 65535, &port) < 0 || port == 0) {
-        h1fetch_free(f); /* libcurl reports the malformed URL */
-        return false;
-    }
-    f->s = s;
-    s->h1 = f;
-    struct sockaddr_in6 a6;
-    struct sockaddr_in a4;
-    if (uv_ip4_addr(f->host, (int)port, &a4) == 0) {
-        h1_send(f, (struct sockaddr *)&a4);
-        return true;
-    }
-    if (uv_ip6_addr(f->host, (int)port, &a6) == 0) {
-        h1_send(f, (struct sockaddr *)&a6);
-        return true;
-    }
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
-    f->gai.data = f;
-    f->resolving = true;
-    int rc = uv_getaddrinfo(s->cf->loop, &f->gai, on_resolved, f->host, f->port, &hints);
-    if (rc < 0) {
-        f->resolving = false;
-        s->h1 = NULL;
-        char why[160];
-        snprintf(why, sizeof(why), "cannot resolve %s: %s", f->host, uv_strerror(rc));
-        h1fetch_free(f);
+        char why[200];
+        snprintf(why, sizeof(why), "cannot fetch from %s: %s", u.host, sc_strerror(rc));
         config_fetch_failed(s, why);
     }
+    sc_h1cli_url_free(&u);
     return true;
 }
 
 void config_http_cancel(struct config_source *s)
 {
-    struct config_h1fetch *f = s->h1;
-    if (!f) {
-        return;
-    }
+    sc_h1cli_named_cancel(s->h1);
     s->h1 = NULL;
-    if (f->resolving) {
-        f->s = NULL; /* on_resolved frees it, whether or not the cancel takes */
-        uv_cancel((uv_req_t *)&f->gai);
-        return;
-    }
-    sc_h1cli_cancel(f->cli);
-    h1fetch_free(f);
 }
 
 void config_http_fetch(struct config_source *s)

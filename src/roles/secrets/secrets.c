@@ -582,6 +582,12 @@ out:
 
 /* Moves the settings and files of <pl> into <sv> (whose old files must be gone) and gives each
  * file that names one its own reloader. */
+/* The egress client for a reload action: only one with a URL needs it. */
+static struct sc_egress *reload_egress(struct secrets *sv, const struct sc_dest_reload_cfg *r)
+{
+    return r->url ? secrets_egress(sv) : NULL;
+}
+
 static void plan_apply(struct secrets *sv, struct secrets_plan *pl)
 {
     sc_free(sv->role);
@@ -604,8 +610,8 @@ static void plan_apply(struct secrets *sv, struct secrets_plan *pl)
     for (size_t i = 0; i < sv->nfiles; i++) {
         struct secrets_file *f = sv->files[i];
         if (f->reload_cfg) {
-            f->reloader = sc_dest_reloader_new(sv->loop, sv->egress, f->reload_cfg, m,
-                                               "sidecar_secrets_reload_total");
+            f->reloader = sc_dest_reloader_new(sv->loop, reload_egress(sv, f->reload_cfg),
+                                               f->reload_cfg, m, "sidecar_secrets_reload_total");
         }
         sc_info("secret file", SC_LS("name", f->name), SC_LS("dest", f->dest),
                 SC_LB("own_reload_action", f->reloader != NULL));
@@ -695,9 +701,8 @@ static int secrets_start(struct sc_app *app, const void *vcfg, void **state, cha
     sv->m_auth_ok = sc_metric_get(f, (const char *[]){ "success" });
     sv->m_auth_err = sc_metric_get(f, (const char *[]){ "error" });
 
-    sv->egress = sc_egress_new(sv->loop);
-    sv->reloader =
-        sc_dest_reloader_new(sv->loop, sv->egress, &c->reload, m, "sidecar_secrets_reload_total");
+    sv->reloader = sc_dest_reloader_new(sv->loop, reload_egress(sv, &c->reload), &c->reload, m,
+                                        "sidecar_secrets_reload_total");
     plan_apply(sv, &pl);
     sv->paths = sc_calloc(SECRETS_MAX_PATHS, sizeof(struct secrets_path *));
     sync_paths(sv);
@@ -761,8 +766,8 @@ static int secrets_reload(struct sc_app *app, void *state, const void *vcfg, cha
     sv->nfiles = 0;
     sv->cfg = c;
     sc_dest_reloader_close(sv->reloader);
-    sv->reloader = sc_dest_reloader_new(sv->loop, sv->egress, &c->reload, sc_app_metrics(app),
-                                        "sidecar_secrets_reload_total");
+    sv->reloader = sc_dest_reloader_new(sv->loop, reload_egress(sv, &c->reload), &c->reload,
+                                        sc_app_metrics(app), "sidecar_secrets_reload_total");
     plan_apply(sv, &pl);
     if (top_owed) {
         sc_dest_reloader_trigger(sv->reloader);

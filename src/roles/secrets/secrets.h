@@ -19,6 +19,7 @@
 #include "core/template.h"
 #include "net/dest.h"
 #include "net/egress.h"
+#include "net/h1client.h"
 #define SECRETS_MAX_PATHS 256
 #define SECRETS_MAX_OUT (4u << 20)
 #define ANN "vault.hashicorp.com/"
@@ -152,10 +153,11 @@ struct secrets {
 struct secrets_req {
     struct secrets *sv;
     struct secrets_req *next, *prev;
-    struct sc_egress_xfer *xfer;
+    struct sc_egress_xfer *xfer; /* through libcurl (https, proxies) */
+    struct sc_h1cli_named *h1;   /* or through net/h1client (plain http://) */
     char *url;
     char *body;
-    struct sc_kv hdrs[3];
+    struct sc_kv hdrs[4];
     size_t nhdrs;
     void (*cb)(struct secrets *sv, void *arg, int status, json_t *j, const char *err);
     void *arg;
@@ -169,6 +171,10 @@ extern const char *const secrets_auth_methods[];
 /* Logs in (token, AppRole or Kubernetes JWT, as configured) and, once authenticated, starts
  * reading every path; a failure retries with backoff or gives up past the attempts allowed. */
 void secrets_vault_authenticate(struct secrets *sv);
+
+/* The egress client (libcurl), created on first use: Vault over https or a proxy, reload
+ * actions with a URL. */
+struct sc_egress *secrets_egress(struct secrets *sv);
 
 /* Reads <p> from Vault now (its callback schedules the next read or renewal). */
 void secrets_vault_fetch(struct secrets_path *p);

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-// The secrets role's Vault client: requests over the egress client (every body and token zeroed
-// when freed), authentication (token, AppRole, Kubernetes service-account JWT), token renewal,
-// reads of KV v1, KV v2 and dynamic secrets, and lease renewal at 2/3 of the lease with a fresh
-// read before expiry when a lease cannot be extended. Invariant: a request's callback runs once,
-// or never when the request was cancelled (secrets_vault_cancel), so no callback sees a freed path.
+// The secrets role's Vault client: requests to a plain http:// address (no proxy in the
+// environment) over net/h1client, others (https, proxies) over the egress client, libcurl, which is
+// then loaded on first use; every body, token and response zeroed when freed; authentication
+// (token, AppRole, Kubernetes service-account JWT), token renewal, reads of KV v1, KV v2 and
+// dynamic secrets, and lease renewal at 2/3 of the lease with a fresh read before expiry when a
+// lease cannot be extended. Invariant: a request's callback runs once, or never when the request
+// was cancelled (secrets_vault_cancel), so no callback sees a freed path.
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +26,8 @@
 
 /* ---- Vault requests ---- */
 
+#define SECRETS_MAX_RESPONSE (4u << 20) /* a Vault response body, bytes */
+
 /* Takes <r> off the list of requests in flight. */
 static void req_unlink(struct secrets *sv, struct secrets_req *r)
 {
@@ -37,29 +41,36 @@ static void req_unlink(struct secrets *sv, struct secrets_req *r)
     }
 }
 
-static void on_vault_resp(void *arg, const struct sc_egress_resp *resp)
+struct sc_egress *secrets_egress(struct secrets *sv)
 {
-    struct secrets_req *r = arg;
+    if (!sv->egress) {
+        sv->egress = sc_egress_new(sv->loop);
+    }
+    return sv->egress;
+}
+
+/* The outcome of a request from either client: <error_msg> when it failed, else the status and
+ * the body. */
+static void vault_done(struct secrets_req *r, const char *error_msg, int status, struct sc_str body)
+{
     struct secrets *sv = r->sv;
     req_unlink(sv, r);
     json_t *j = NULL;
-    const char *err = NULL;
+    const char *err = error_msg;
     char why[96];
-    if (resp->error) {
-        err = resp->error_msg ? resp->error_msg : sc_strerror(resp->error);
-    } else {
+    if (!err) {
         json_error_t je;
-        j = resp->body.len ? json_loadb(resp->body.p, resp->body.len, 0, &je) : NULL;
-        if (resp->status < 200 || resp->status > 299) {
+        j = body.len ? json_loadb(body.p, body.len, 0, &je) : NULL;
+        if (status < 200 || status > 299) {
             /* Vault's {"errors": [...]} never holds secret values. */
             json_t *e = json_array_get(json_object_get(j, "errors"), 0);
-            snprintf(why, sizeof(why), "Vault answered %d%s%.60s", resp->status, e ? ": " : "",
+            snprintf(why, sizeof(why), "Vault answered %d%s%.60s", status, e ? ": " : "",
                      e && json_is_string(e) ? json_string_value(e) : "");
             err = why;
         }
     }
     if (!sv->stopping) {
-        r->cb(sv, r->arg, resp->status, j, err);
+        r->cb(sv, r->arg, status, j, err);
     }
     if (j) {
         json_decref(j);
@@ -67,6 +78,57 @@ static void on_vault_resp(void *arg, const struct sc_egress_resp *resp)
     sc_free(r->url);
     sc_free_secret(r->body, r->body ? strlen(r->body) : 0);
     sc_free(r);
+}
+
+static void on_vault_resp(void *arg, const struct sc_egress_resp *resp)
+{
+    vault_done(arg,
+               resp->error ? (resp->error_msg ? resp->error_msg : sc_strerror(resp->error)) : NULL,
+               resp->status, resp->body);
+}
+
+static void on_vault_h1(void *arg, const struct sc_h1cli_resp *resp)
+{
+    struct secrets_req *r = arg;
+    r->h1 = NULL;
+    vault_done(r, resp->error ? (resp->reason ? resp->reason : sc_strerror(resp->error)) : NULL,
+               resp->status, resp->body);
+}
+
+/* Sends <r> through net/h1client when the Vault address is plain http:// without a proxy in the
+ * environment. Returns false when libcurl must send it; otherwise the outcome is reported. */
+static bool vault_h1(struct secrets_req *r, const char *method)
+{
+    struct secrets *sv = r->sv;
+    struct sc_h1cli_url u;
+    if (!sc_h1cli_url_parse(r->url, &u)) {
+        return false;
+    }
+    struct sc_http_header h[6];
+    size_t n = 0;
+    h[n++] = (struct sc_http_header){ SC_STR("Host"), sc_str_c(u.authority) };
+    h[n++] = (struct sc_http_header){ SC_STR("Accept"), SC_STR("*/*") };
+    for (size_t i = 0; i < r->nhdrs; i++) {
+        h[n++] = (struct sc_http_header){ sc_str_c(r->hdrs[i].key), sc_str_c(r->hdrs[i].value) };
+    }
+    struct sc_h1cli_req req = {
+        .method = sc_str_c(method),
+        .target = sc_str_c(u.target),
+        .headers = h,
+        .nheaders = n,
+        .body = r->body ? sc_str_c(r->body) : SC_STR_NULL,
+        .timeout_ms = sv->cfg->timeout_ms,
+        .max_body = SECRETS_MAX_RESPONSE,
+        .sensitive = true,
+    };
+    int rc = sc_h1cli_send_host(sv->loop, u.host, u.port, &req, on_vault_h1, r, &r->h1);
+    if (rc < 0) {
+        char why[200];
+        snprintf(why, sizeof(why), "cannot reach %s: %s", u.host, sc_strerror(rc));
+        vault_done(r, why, 0, SC_STR_NULL);
+    }
+    sc_h1cli_url_free(&u);
+    return true;
 }
 
 /* Sends <method> /v1/<path> with <body> (taken; may be NULL). <cb> runs once unless stopping. */
@@ -91,6 +153,17 @@ static void vault_call(struct secrets *sv, const char *method, const char *path,
         r->hdrs[r->nhdrs++] = (struct sc_kv){ "X-Vault-Namespace", sv->namespace };
     }
     r->hdrs[r->nhdrs++] = (struct sc_kv){ "X-Vault-Request", "true" };
+    if (body) {
+        r->hdrs[r->nhdrs++] = (struct sc_kv){ "Content-Type", "application/json" };
+    }
+    r->next = sv->reqs;
+    if (sv->reqs) {
+        sv->reqs->prev = r;
+    }
+    sv->reqs = r;
+    if (vault_h1(r, method)) {
+        return;
+    }
     struct sc_egress_req req = {
         .method = method,
         .url = r->url,
@@ -99,16 +172,11 @@ static void vault_call(struct secrets *sv, const char *method, const char *path,
         .body = body,
         .body_len = body ? strlen(body) : 0,
         .timeout_ms = sv->cfg->timeout_ms,
-        .max_response = 4u << 20,
+        .max_response = SECRETS_MAX_RESPONSE,
         .tls = &sv->tls,
         .sensitive = true,
     };
-    r->next = sv->reqs;
-    if (sv->reqs) {
-        sv->reqs->prev = r;
-    }
-    sv->reqs = r;
-    int rc = sc_egress_send(sv->egress, &req, on_vault_resp, r, &r->xfer);
+    int rc = sc_egress_send(secrets_egress(sv), &req, on_vault_resp, r, &r->xfer);
     if (rc < 0) {
         struct sc_egress_resp fake = { .error = rc, .error_msg = sc_strerror(rc) };
         on_vault_resp(r, &fake);
@@ -142,6 +210,7 @@ void secrets_vault_cancel(struct secrets *sv, const void *arg)
         }
         req_unlink(sv, r);
         sc_egress_cancel(r->xfer);
+        sc_h1cli_named_cancel(r->h1);
         sc_free(r->url);
         sc_free_secret(r->body, r->body ? strlen(r->body) : 0);
         sc_free(r);
