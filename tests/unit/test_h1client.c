@@ -518,6 +518,92 @@ static void test_tls_both_ends(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* Which URLs the client takes directly, and how they split. */
+static void test_url_parse(void **state)
+{
+    (void)state;
+    unsetenv("http_proxy");
+    unsetenv("all_proxy");
+    unsetenv("ALL_PROXY");
+    struct sc_h1cli_url u;
+    assert_true(sc_h1cli_url_parse("http://vault:8200/v1/x?y=1#f", &u));
+    assert_string_equal(u.host, "vault");
+    assert_int_equal(u.port, 8200);
+    assert_string_equal(u.authority, "vault:8200");
+    assert_string_equal(u.target, "/v1/x?y=1");
+    sc_h1cli_url_free(&u);
+    assert_true(sc_h1cli_url_parse("http://[::1]?q", &u));
+    assert_string_equal(u.host, "::1");
+    assert_int_equal(u.port, 80);
+    assert_string_equal(u.authority, "[::1]");
+    assert_string_equal(u.target, "/?q");
+    sc_h1cli_url_free(&u);
+    static const char *const refused[] = { "https://h/",      "http://u:p@h/", "http://h:0/",
+                                           "http://h:70000/", "http://h:x/",   "http://[::1/",
+                                           "http:///x",       "http://:80/" };
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        assert_false(sc_h1cli_url_parse(refused[i], &u));
+    }
+    setenv("http_proxy", "http://127.0.0.1:9", 1);
+    assert_false(sc_h1cli_url_parse("http://h/", &u));
+    unsetenv("http_proxy");
+}
+
+/* A host name resolved on the loop, then the request sent as formatted at the call. */
+static void test_send_by_host_name(void **state)
+{
+    struct tc *t = *state;
+    const struct sc_http_header hdrs[] = { { SC_STR("Host"), SC_STR("localhost") } };
+    char body[] = "{\"a\":1}";
+    struct sc_h1cli_req req = {
+        .method = SC_STR("POST"),
+        .target = SC_STR("/login"),
+        .headers = hdrs,
+        .nheaders = 1,
+        .body = sc_str_c(body),
+        .sensitive = true,
+    };
+    struct sc_h1cli_named *n = NULL;
+    assert_int_equal(
+        sc_h1cli_send_host(&t->loop, "localhost", (uint16_t)t->port, &req, on_done, t, &n), 0);
+    memset(body, 'x', sizeof(body) - 1); /* borrowed for the call only */
+    char in[4096];
+    peer_take_request(t, in, sizeof(in));
+    bool eof;
+    if (!strstr(in, "\r\n\r\n{\"a\":1}")) {
+        tu_recv(&t->loop, t->fd, in + strlen(in), sizeof(in) - strlen(in), "}", 2000, &eof);
+    }
+    assert_string_equal(in, "POST /login HTTP/1.1\r\nHost: localhost\r\nContent-Length: 7\r\n"
+                            "Connection: close\r\n\r\n{\"a\":1}");
+    const char resp[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    tu_send_bytewise(&t->loop, t->fd, resp, sizeof(resp) - 1);
+    wait_done(t, 2000);
+    assert_int_equal(t->calls, 1);
+    assert_int_equal(t->status, 200);
+    assert_memory_equal(t->body, "ok", 2);
+}
+
+/* A name that does not resolve is reported through the callback; a request cancelled while its
+ * name is resolving never calls back and frees itself. */
+static void test_unresolvable_and_cancel_while_resolving(void **state)
+{
+    struct tc *t = *state;
+    struct sc_h1cli_req req = {
+        .method = SC_STR("GET"), .target = SC_STR("/"), .headers = &host, .nheaders = 1
+    };
+    assert_int_equal(sc_h1cli_send_host(&t->loop, "name.invalid", 80, &req, on_done, t, NULL), 0);
+    assert_int_equal(t->calls, 0);
+    wait_done(t, 5000);
+    assert_int_equal(t->calls, 1);
+    assert_true(t->error < 0);
+    assert_non_null(strstr(t->reason, "cannot resolve name.invalid"));
+    struct sc_h1cli_named *n = NULL;
+    assert_int_equal(sc_h1cli_send_host(&t->loop, "localhost", 80, &req, on_done, t, &n), 0);
+    sc_h1cli_named_cancel(n);
+    tu_spin(&t->loop, 200);
+    assert_int_equal(t->calls, 1);
+}
+
 int main(int argc, char **argv)
 {
     certs_sh = argc > 1 ? argv[1] : "tests/certs.sh";
@@ -533,6 +619,10 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_head_only_and_discard, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrapped_transport, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_both_ends, setup, teardown),
+        cmocka_unit_test(test_url_parse),
+        cmocka_unit_test_setup_teardown(test_send_by_host_name, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unresolvable_and_cancel_while_resolving, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
