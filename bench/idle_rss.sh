@@ -9,8 +9,9 @@
 #
 # Roles: proxy (plain HTTP/1 listener), proxy with a TLS listener (ECDSA P-256, tests/certs.sh),
 # logs (one file tailed to a file output), metrics (a textfile directory), config (a file://
-# source; config-http: a plain http:// source, served by python3 -m http.server), secrets (a token and one secret from an unreachable Vault at http://127.0.0.1:1: it
-# idles in its retry backoff), pod (a manifest with one `sleep` container; the role's own process).
+# source; config-http: a plain http:// source, served by python3 -m http.server), secrets (a token
+# and one secret from an unreachable plain-http Vault at http://127.0.0.1:1: it idles in its retry
+# backoff, without libcurl), pod (a manifest with one `sleep` container; the role's own process).
 set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$BENCH_DIR")
