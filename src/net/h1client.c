@@ -518,10 +518,10 @@ static int named_send(struct sc_h1cli_named *n, const struct sockaddr *addr)
     return sc_h1cli_send(n->loop, addr, &n->req, on_named_done, n, &n->cli);
 }
 
-static void named_fail(struct sc_h1cli_named *n, int error, const char *what)
+static void named_fail(struct sc_h1cli_named *n, int error, const char *what, const char *msg)
 {
     char why[200];
-    snprintf(why, sizeof(why), "cannot %s %s: %s", what, n->host, uv_strerror(error));
+    snprintf(why, sizeof(why), "cannot %s %s: %s", what, n->host, msg);
     struct sc_h1cli_resp r = { .error = error, .reason = why };
     n->cb(n->arg, &r);
     named_free(n);
@@ -538,7 +538,8 @@ static void on_named_resolved(uv_getaddrinfo_t *gai, int status, struct addrinfo
     }
     if (status < 0 || !res) {
         uv_freeaddrinfo(res);
-        named_fail(n, status < 0 ? status : UV_EAI_NONAME, "resolve");
+        int err = status < 0 ? status : UV_EAI_NONAME;
+        named_fail(n, err, "resolve", uv_strerror(err));
         return;
     }
     struct sockaddr_storage ss;
@@ -546,7 +547,7 @@ static void on_named_resolved(uv_getaddrinfo_t *gai, int status, struct addrinfo
     uv_freeaddrinfo(res);
     int rc = named_send(n, (struct sockaddr *)&ss);
     if (rc < 0) {
-        named_fail(n, rc, "connect to");
+        named_fail(n, rc, "connect to", sc_strerror(rc));
     }
 }
 
