@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from iptables_util import (APP_UID, CLIENT4, CLIENT6, PY, POD4, POD6, SERVER4, SERVER6, Pod,
-                           need_netns, sh)
+                           need_netns)
 
 HERE = Path(__file__).resolve().parent
 PEERS = HERE / "intercept_peers.py"
@@ -63,9 +63,8 @@ def start_peers(ns):
     ns.start("server", PY, PEERS, "greet", SERVER4, 9998)
     ns.start("server", PY, PEERS, "greet", SERVER6, 9998)
     ns.start("pod", PY, PEERS, "http", POD6, 8083, uid=APP_UID)
-    # The app's answers to ::6 route back through loopback only when ::6 is an address of lo
-    # (docs/interception.md: `sidecar iptables` does not add it).
-    sh("ip", "-n", ns["pod"], "-6", "addr", "add", "::6/128", "dev", "lo", "nodad")
+    # The app's answers to ::6 route back through loopback because `sidecar iptables --ipv6
+    # true` adds ::6/128 to lo (not the test).
 
 
 @pytest.fixture(scope="module", params=["iptables", "nft"])

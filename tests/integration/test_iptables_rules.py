@@ -67,6 +67,33 @@ def test_cleanup_restores_exactly(ns, backend, foreign):
     assert nat_snapshot(ns, "pod") == before
 
 
+def lo6(ns):
+    return "inet6 ::6/128" in ns.run("pod", "ip", "-6", "addr", "show", "dev", "lo").stdout
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nft"])
+def test_ipv6_adds_inbound_passthrough_address_to_lo_and_cleanup_removes_it(ns, backend):
+    assert not lo6(ns)
+    r = sidecar(ns, "--backend", backend, "--ipv6", "true")
+    assert r.returncode == 0, r.stderr
+    assert "::6/128 on lo" in r.stderr
+    assert lo6(ns)
+    # Twice is once: the address already there is not an error.
+    assert sidecar(ns, "--backend", backend, "--ipv6", "true").returncode == 0
+    assert ns.run("pod", "ip", "-6", "addr", "show", "dev", "lo").stdout.count("::6/128") == 1
+    r = sidecar(ns, "--cleanup", "--backend", backend)
+    assert r.returncode == 0, r.stderr
+    assert not lo6(ns)
+
+
+def test_ipv4_only_leaves_lo_alone(ns):
+    r = sidecar(ns, "--backend", "nft", "--ipv6", "false")
+    assert r.returncode == 0, r.stderr
+    assert not lo6(ns)
+    r = sidecar(ns, "--dry-run", "--ipv6", "true")
+    assert "would add ::6/128 to lo" in r.stderr and not lo6(ns)
+
+
 def test_cleanup_with_auto_removes_both_backends(ns):
     add_foreign_rules(ns)
     before = nat_snapshot(ns, "pod")

@@ -7,6 +7,9 @@
 // non-zero, so a pod never starts with its traffic silently not intercepted. --cleanup removes
 // exactly what it added; --dry-run prints the rules. Running it twice changes nothing.
 #include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -224,6 +227,58 @@ out:
     return rc;
 }
 
+/* ---- ::6 on lo: the IPv6 inbound passthrough's source address ---- */
+
+/* The kernel's struct in6_ifreq (linux/ipv6.h, which clashes with netinet/in.h). */
+struct lo6_ifreq {
+    struct in6_addr addr;
+    uint32_t prefixlen;
+    int ifindex;
+};
+
+/* Returns true when /proc/net/if_inet6 lists ::6 on lo. */
+static bool lo6_present(void)
+{
+    FILE *f = fopen("/proc/net/if_inet6", "re");
+    if (!f) {
+        return false;
+    }
+    char line[256];
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f)) {
+        char addr[33], dev[IF_NAMESIZE + 1];
+        unsigned idx, plen, scope, flags;
+        found = sscanf(line, "%32s %x %x %x %x %16s", addr, &idx, &plen, &scope, &flags, dev) == 6 &&
+                strcmp(addr, "00000000000000000000000000000006") == 0 && plen == 128 &&
+                strcmp(dev, "lo") == 0;
+    }
+    fclose(f);
+    return found;
+}
+
+/* Adds (<add>) or removes ::6/128 on lo with SIOCSIFADDR / SIOCDIFADDR, as `ip -6 addr add ::6/128
+ * dev lo` does, without needing iproute2 in the image. Returns 0 or a negative errno; adding an
+ * address that is there, or removing one that is not, is 0. */
+static int lo6_set(bool add)
+{
+    unsigned idx = if_nametoindex("lo");
+    if (idx == 0) {
+        return -errno;
+    }
+    int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -errno;
+    }
+    struct lo6_ifreq r = { .prefixlen = 128, .ifindex = (int)idx };
+    r.addr.s6_addr[15] = 6;
+    int rc = ioctl(fd, add ? SIOCSIFADDR : SIOCDIFADDR, &r) < 0 ? -errno : 0;
+    close(fd);
+    if ((add && rc == -EEXIST) || (!add && (rc == -EADDRNOTAVAIL || rc == -ENOENT))) {
+        rc = 0;
+    }
+    return rc;
+}
+
 /* ---- the command ---- */
 
 static bool have_iptables(bool v6)
@@ -292,6 +347,15 @@ static int cleanup(int backend, bool v6, bool dry)
     if (nft) {
         failed |= nft_cleanup(dry) < 0;
     }
+    if (lo6_present()) {
+        int rc = dry ? 0 : lo6_set(false);
+        if (dry) {
+            fprintf(stderr, "sidecar iptables: would remove ::6/128 from lo\n");
+        } else if (rc < 0) {
+            fprintf(stderr, "sidecar iptables: cannot remove ::6/128 from lo: %s\n", strerror(-rc));
+            failed = 1;
+        }
+    }
     if (!failed && !dry) {
         fprintf(stderr, "sidecar iptables: cleanup done (%s%s%s)\n", ipt ? "iptables" : "",
                 ipt && nft ? ", " : "", nft ? "nft" : "");
@@ -317,6 +381,10 @@ static int iptables_command(const void *cfgv)
     int backend = pick_backend(cfg->backend, v6);
     if (cfg->dry_run) {
         code = print_rules(p, backend < 0 ? IPTABLES_BACKEND_IPTABLES : backend);
+        if (v6 && code == 0) {
+            fprintf(stderr, "sidecar iptables: would add ::6/128 to lo (the IPv6 inbound "
+                            "passthrough source)\n");
+        }
         goto out;
     }
     if (backend < 0) {
@@ -331,10 +399,22 @@ static int iptables_command(const void *cfgv)
     } else if (ipt_apply(p, AF_INET) < 0 || (v6 && ipt_apply(p, AF_INET6) < 0)) {
         goto out;
     }
+    /* The proxy's IPv6 inbound passthrough connects from ::6 (Istio's), which the rules let
+     * through: the app's answers come back only when ::6 is an address of lo. */
+    if (v6) {
+        int rc = lo6_set(true);
+        if (rc < 0 || !lo6_present()) {
+            fprintf(stderr,
+                    "sidecar iptables: cannot add ::6/128 to lo (IPv6 inbound passthrough): %s; "
+                    "run with --ipv6 false if the pod has no IPv6\n",
+                    rc < 0 ? strerror(-rc) : "not listed in /proc/net/if_inet6 afterwards");
+            goto out;
+        }
+    }
     fprintf(stderr,
             "sidecar iptables: interception in place and verified (%s, %s): inbound -> :%u, "
             "outbound -> :%u, proxy uid %u gid %u\n",
-            backend == IPTABLES_BACKEND_NFT ? "nft" : "iptables", v6 ? "IPv4 and IPv6" : "IPv4",
+            backend == IPTABLES_BACKEND_NFT ? "nft" : "iptables", v6 ? "IPv4 and IPv6, ::6/128 on lo" : "IPv4",
             p->inbound_port, p->outbound_port, p->uid, p->gid);
     code = 0;
 out:
