@@ -3,9 +3,12 @@
 answers every GET with JSON naming the peer address it saw, the local address and port it was
 reached on, and the request headers, so a test can tell a connection that came through the proxy
 (peer 127.0.0.1, a Via header) from one that did not. Listens on every port given, IPv4 and IPv6.
+GET /call/HOST:PORT/PATH makes the app itself call http://HOST:PORT/PATH (the pod's own outbound
+request) and adds that answer as "upstream".
 
     iptables_app.py PORT [PORT...]
 """
+import http.client
 import json
 import socket
 import socketserver
@@ -23,13 +26,22 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         local = self.connection.getsockname()
-        body = json.dumps({
+        answer = {
             "peer": plain(self.client_address[0]),
             "local": plain(local[0]),
             "port": local[1],
             "path": self.path,
             "headers": {k.lower(): v for k, v in self.headers.items()},
-        }).encode()
+        }
+        if self.path.startswith("/call/"):
+            hostport, _, path = self.path[6:].partition("/")
+            host, _, port = hostport.rpartition(":")
+            c = http.client.HTTPConnection(host, int(port), timeout=5)
+            c.request("GET", "/" + path)
+            r = c.getresponse()
+            answer["upstream"] = {"status": r.status, "body": json.loads(r.read() or b"null")}
+            c.close()
+        body = json.dumps(answer).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

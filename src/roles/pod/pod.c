@@ -175,6 +175,9 @@ static json_t *status_json(struct pod *pod)
     json_object_set_new(j, "name", json_string(pod->m->name));
     json_object_set_new(j, "dir", json_string(pod->dir));
     json_object_set_new(j, "phase", json_string(phase));
+    json_object_set_new(j, "network", json_string(pod->net ? "pod" : "host"));
+    json_object_set_new(j, "podIP", json_string(pod_net_pod_ip(pod)));
+    json_object_set_new(j, "netns", pod->net ? json_string(pod->netns) : json_null());
     json_object_set_new(j, "containers", cs);
     return j;
 }
@@ -350,7 +353,7 @@ static int pod_start(struct sc_app *app, const void *cfgp, void **state, char **
     mkdir(logs, 0755);
     sc_free(logs);
     pod->config_dir = cfg->config_dir ? sc_strdup(cfg->config_dir) : dir_of(cfg->manifest);
-    if (pod_setup_volumes(pod, err) < 0) {
+    if (pod_net_setup(pod, err) < 0 || pod_setup_volumes(pod, err) < 0) {
         goto fail;
     }
     const struct pod_spec *s = pod->m->spec;
@@ -469,6 +472,10 @@ static void pod_free(struct pod *pod)
         sc_free(pod->tmpfs[i]);
     }
     sc_free(pod->tmpfs);
+    pod_net_teardown(pod);
+    sc_free(pod->netns);
+    sc_free(pod->ip_bin);
+    sc_free(pod->setpriv_bin);
     pod_manifest_free(pod->m);
     sc_free(pod->dir);
     sc_free(pod->config_dir);
@@ -642,6 +649,33 @@ static const struct sc_opt pod_opts[] = {
       .type = SC_OPT_BOOL,
       .offset = offsetof(struct pod_cfg, no_color),
       .help = "never colour the container prefixes",
+      .flags = SC_OPT_FLAG },
+    { .name = "pod_network",
+      .type = SC_OPT_BOOL,
+      .offset = offsetof(struct pod_cfg, pod_network),
+      .help = "run the pod in its own network namespace (loopback and a veth pair to this "
+              "machine) unless it says spec.hostNetwork: true; spec.hostNetwork: false does the "
+              "same without the flag. Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) and ip",
+      .flags = SC_OPT_FLAG },
+    { .name = "pod_ip",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct pod_cfg, pod_ip),
+      .def = "10.215.0.2/30",
+      .help = "pod network: the pod's address with its prefix length (eth0 in the namespace; "
+              "status.podIP, what probes connect to)",
+      .flags = SC_OPT_FLAG },
+    { .name = "host_ip",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct pod_cfg, host_ip),
+      .def = "10.215.0.1",
+      .help = "pod network: the address of the runner's end of the veth pair, in pod_ip's "
+              "network: the pod's default gateway and status.hostIP",
+      .flags = SC_OPT_FLAG },
+    { .name = "netns",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct pod_cfg, netns),
+      .help = "pod network: the namespace's name (ip netns exec NAME ...); default "
+              "sidecar-<pod name>",
       .flags = SC_OPT_FLAG },
     { 0 },
 };

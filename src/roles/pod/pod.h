@@ -27,6 +27,10 @@ struct pod_cfg {
     uint64_t backoff_reset_ms;
     bool color;
     bool no_color;
+    bool pod_network; /* own network namespace unless spec.hostNetwork: true */
+    char *pod_ip;     /* "10.213.0.2/30": the pod's end of the veth pair */
+    char *host_ip;    /* "10.213.0.1": the runner's end, the pod's default gateway */
+    char *netns;      /* the namespace's name (ip netns); default sidecar-<pod name> */
 };
 
 /* Objects whose mere presence matters ("emptyDir: {}") start with <set>, which the loader's check
@@ -144,6 +148,23 @@ struct pod_resources {
     struct sc_kvv requests;
 };
 
+struct pod_capabilities {
+    bool set;
+    struct sc_strv add;
+    struct sc_strv drop;
+};
+
+/* securityContext of a container (every field) or of the pod (run_as_* only). -1: unset. */
+struct pod_security {
+    bool set;
+    int64_t run_as_user;
+    int64_t run_as_group;
+    char *run_as_non_root;            /* "true" / "false" / NULL */
+    char *allow_privilege_escalation; /* "true" / "false" / NULL */
+    bool privileged;
+    struct pod_capabilities capabilities;
+};
+
 struct pod_container {
     char *name;
     char *image;
@@ -161,6 +182,7 @@ struct pod_container {
     struct pod_lifecycle lifecycle;
     struct pod_resources resources;
     char *restart_policy; /* only "Always", only on init containers */
+    struct pod_security security;
     char *termination_message_path;
     char *termination_message_policy;
 };
@@ -202,6 +224,8 @@ struct pod_spec {
     char *hostname;
     char *node_name;
     char *service_account_name;
+    char *host_network; /* "true" / "false" / NULL (unset) */
+    struct pod_security security;
 };
 
 struct pod_meta {
@@ -252,6 +276,16 @@ struct pod_manifest {
     const char *name; /* never NULL */
     char *path;
 };
+
+/* Returns true when <s> (a manifest boolean kept as text, may be NULL) is true / false. */
+bool pod_is_true(const char *s);
+bool pod_is_false(const char *s);
+
+/* Returns the capability number of <name> ("NET_ADMIN" or "CAP_NET_ADMIN", any case), or -1. */
+int pod_cap_number(const char *name);
+
+/* Returns the name setpriv(1) knows capability <n> by ("net_admin"), or NULL. */
+const char *pod_cap_name(int n);
 
 /* Loads and validates the manifest at <path>: a v1 Pod, or the pod template of a Deployment,
  * ReplicaSet, StatefulSet, DaemonSet or Job. Returns a new manifest, or NULL with a new

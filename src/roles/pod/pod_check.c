@@ -235,7 +235,8 @@ struct pod_check *pod_check_start(struct pod_ctr *c, const struct pod_exec_actio
         }
         return k;
     }
-    const char *host = "127.0.0.1";
+    /* the kubelet probes the pod's address */
+    const char *host = pod_net_pod_ip(pod);
     int port = -1;
     if (hg && hg->set) {
         host = hg->host ? hg->host : host;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <yaml.h>
 
 #include "core/alloc.h"
@@ -183,6 +184,35 @@ static const struct sc_opt resources_opts[] = {
     { 0 },
 };
 
+static const struct sc_opt caps_opts[] = {
+    { .name = "add", .type = SC_OPT_STRLIST, .offset = offsetof(struct pod_capabilities, add) },
+    { .name = "drop", .type = SC_OPT_STRLIST, .offset = offsetof(struct pod_capabilities, drop) },
+    { 0 },
+};
+
+#define RUN_AS(n, f)                                                                               \
+    {                                                                                              \
+        .name = (n), .type = SC_OPT_INT, .offset = offsetof(struct pod_security, f), .def = "-1"   \
+    }
+
+static const struct sc_opt security_opts[] = {
+    RUN_AS("runAsUser", run_as_user),
+    RUN_AS("runAsGroup", run_as_group),
+    STR("runAsNonRoot", struct pod_security, run_as_non_root),
+    STR("allowPrivilegeEscalation", struct pod_security, allow_privilege_escalation),
+    { .name = "privileged", .type = SC_OPT_BOOL, .offset = offsetof(struct pod_security, privileged) },
+    OBJ("capabilities", struct pod_security, capabilities, caps_opts),
+    { 0 },
+};
+
+/* The pod's securityContext: the defaults of its containers' user and group. */
+static const struct sc_opt pod_security_opts[] = {
+    RUN_AS("runAsUser", run_as_user),
+    RUN_AS("runAsGroup", run_as_group),
+    STR("runAsNonRoot", struct pod_security, run_as_non_root),
+    { 0 },
+};
+
 static const struct sc_opt container_opts[] = {
     STR("name", struct pod_container, name),
     STR("image", struct pod_container, image),
@@ -202,6 +232,7 @@ static const struct sc_opt container_opts[] = {
     OBJ("lifecycle", struct pod_container, lifecycle, lifecycle_opts),
     OBJ("resources", struct pod_container, resources, resources_opts),
     STR("restartPolicy", struct pod_container, restart_policy),
+    OBJ("securityContext", struct pod_container, security, security_opts),
     STR("terminationMessagePath", struct pod_container, termination_message_path),
     STR("terminationMessagePolicy", struct pod_container, termination_message_policy),
     { 0 },
@@ -276,6 +307,8 @@ static const struct sc_opt pod_spec_opts[] = {
     STR("hostname", struct pod_spec, hostname),
     STR("nodeName", struct pod_spec, node_name),
     STR("serviceAccountName", struct pod_spec, service_account_name),
+    STR("hostNetwork", struct pod_spec, host_network),
+    OBJ("securityContext", struct pod_spec, security, pod_security_opts),
     { 0 },
 };
 
@@ -536,6 +569,46 @@ static bool field_path_ok(const char *p)
            strncmp(p, "metadata.annotations['", 22) == 0;
 }
 
+static bool is_bool(const char *v)
+{
+    return !v || pod_is_true(v) || pod_is_false(v);
+}
+
+/* securityContext of a container (<caps> true) or of the pod. */
+static int check_security(const char *file, const char *path, const struct pod_security *sc,
+                          bool caps, char **err)
+{
+    if (!sc->set) {
+        return 0;
+    }
+    char sub[200];
+    snprintf(sub, sizeof(sub), "%s.securityContext", path);
+    const int64_t ids[] = { sc->run_as_user, sc->run_as_group };
+    for (size_t k = 0; k < 2; k++) {
+        if (ids[k] < -1 || ids[k] > 2147483647) {
+            return bad(err, file, sub, "%s must be 0..2147483647",
+                       k ? "runAsGroup" : "runAsUser");
+        }
+    }
+    if (!is_bool(sc->run_as_non_root) || !is_bool(sc->allow_privilege_escalation)) {
+        return bad(err, file, sub, "runAsNonRoot and allowPrivilegeEscalation are true or false");
+    }
+    if (pod_is_true(sc->run_as_non_root) && sc->run_as_user == 0) {
+        return bad(err, file, sub, "runAsNonRoot is true but runAsUser is 0");
+    }
+    const struct sc_strv *lists[] = { &sc->capabilities.add, &sc->capabilities.drop };
+    for (size_t k = 0; caps && k < 2; k++) {
+        for (size_t i = 0; i < lists[k]->n; i++) {
+            const char *n = lists[k]->v[i];
+            if (pod_cap_number(n) < 0 && !(k == 1 && strcasecmp(n, "ALL") == 0)) {
+                return bad(err, file, sub, "capabilities.%s: unknown capability \"%s\"%s",
+                           k ? "drop" : "add", n, k ? "" : " (ALL is only for drop)");
+            }
+        }
+    }
+    return 0;
+}
+
 static int check_container(const char *file, const struct pod_spec *s,
                            const struct pod_container *c, const char *list, size_t i, bool init,
                            char **err)
@@ -657,6 +730,9 @@ static int check_container(const char *file, const struct pod_spec *s,
             return bad(err, file, sub, "subPath must be relative, without \"..\"");
         }
     }
+    if (check_security(file, path, &c->security, true, err) < 0) {
+        return SC_ECONFIG;
+    }
     if (c->resources.set) {
         const struct sc_kvv *kv[] = { &c->resources.limits, &c->resources.requests };
         for (size_t k = 0; k < 2; k++) {
@@ -684,6 +760,13 @@ static int check_spec(const char *file, const struct pod_spec *s, char **err)
 {
     if (s->containers.n == 0) {
         return bad(err, file, "spec.containers", "at least one container is required");
+    }
+    if (!is_bool(s->host_network)) {
+        return bad(err, file, "spec.hostNetwork", "must be true or false, not \"%s\"",
+                   s->host_network);
+    }
+    if (check_security(file, "spec", &s->security, false, err) < 0) {
+        return SC_ECONFIG;
     }
     for (size_t i = 0; i < s->volumes.n; i++) {
         const struct pod_volume *v = (const struct pod_volume *)s->volumes.v + i;

@@ -149,6 +149,16 @@ struct pod {
     char **tmpfs;      /* emptyDir medium Memory mounts, unmounted at the end */
     size_t ntmpfs;
     uv_timer_t grace_timer;
+    /* the pod network (pod_net.c): set when the pod runs in its own network namespace */
+    bool net;
+    bool net_made;       /* the namespace exists: pod_net_teardown removes it */
+    char *netns;         /* its name, /run/netns/<netns> */
+    char *ip_bin;        /* the ip command, absolute */
+    char *setpriv_bin;   /* setpriv, for securityContext users and capabilities */
+    char veth[16];       /* the runner's end of the veth pair */
+    char pod_addr[64];   /* the pod's address (no prefix), status.podIP */
+    char host_addr[64];  /* the runner's end, status.hostIP and the pod's gateway */
+    unsigned prefix;
 };
 
 /* ---- pod_ctr.c: one container at a time ---- */
@@ -213,6 +223,30 @@ void pod_strv_free(char **v);
 
 /* mkdir -p. Returns 0 or a negative errno. */
 int pod_mkdirs(const char *path, mode_t mode);
+
+/* ---- pod_net.c: the pod's network namespace and its containers' identity ---- */
+
+/* Decides the pod's network (spec.hostNetwork, else --pod-network) and, for a pod network,
+ * checks the privileges and tools it needs, then creates the namespace with loopback up and a veth
+ * pair to the runner's namespace (addresses, default route). Also refuses a `sidecar iptables`
+ * container on the host network. Returns 0 or SC_ECONFIG with a new message in <*err>; what was
+ * made before a failure is removed by pod_net_teardown. */
+int pod_net_setup(struct pod *pod, char **err);
+
+/* Kills what still runs in the pod's namespace, deletes the veth pair and the namespace (its
+ * rules go with it). Idempotent; no-op on the host network. */
+void pod_net_teardown(struct pod *pod);
+
+/* The address probes and status.podIP use: the pod's address, or 127.0.0.1 on the host network. */
+const char *pod_net_pod_ip(const struct pod *pod);
+const char *pod_net_host_ip(const struct pod *pod);
+
+/* Checks <c>'s effective securityContext against the runner (runAsNonRoot, runAsUser without
+ * root) and appends to <v> (at <*n>) the words that run its command in the pod's namespace and as
+ * its user with its capabilities: "ip netns exec NAME" first when <netns>, or the setpriv part
+ * when not. Returns 0 or SC_ECONFIG with a new message in <*err>. */
+int pod_sec_check(struct pod *pod, const struct pod_container *c, char **err);
+size_t pod_net_words(struct pod *pod, const struct pod_container *c, bool netns, char **v);
 
 /* ---- pod.c: the pod-wide state machine, the only writer of pod->phase ---- */
 

@@ -45,8 +45,10 @@ static const char mount_script[] =
 /* Returns a new argv running <cmd> (the container's expanded words) in <c>'s mounts. */
 static char **wrap_argv(struct pod_ctr *c, char **cmd, size_t ncmd)
 {
-    size_t n = 0, cap = ncmd + 3 * c->nmnts + 12;
+    size_t n = 0, cap = ncmd + 3 * c->nmnts + 32;
     char **v = sc_calloc(cap, sizeof(char *));
+    /* in order: the pod's network namespace, the mounts, then the user and capabilities */
+    n += pod_net_words(c->pod, c->spec, true, v + n);
     if (c->nmnts > 0) {
         v[n++] = sc_strdup(unshare_bin());
         v[n++] = sc_strdup("--mount");
@@ -63,6 +65,7 @@ static char **wrap_argv(struct pod_ctr *c, char **cmd, size_t ncmd)
         }
         v[n++] = sc_strdup("--");
     }
+    n += pod_net_words(c->pod, c->spec, false, v + n);
     for (size_t i = 0; i < ncmd; i++) {
         v[n++] = sc_strdup(cmd[i]);
     }
@@ -312,8 +315,11 @@ static const char *field_value(struct pod *pod, const char *fp)
     if (strcmp(fp, "spec.serviceAccountName") == 0) {
         return pod->m->spec->service_account_name ? pod->m->spec->service_account_name : "default";
     }
+    if (strcmp(fp, "status.hostIP") == 0) {
+        return pod_net_host_ip(pod);
+    }
     if (strncmp(fp, "status.", 7) == 0) {
-        return "127.0.0.1";
+        return pod_net_pod_ip(pod); /* podIP, podIPs: one address */
     }
     bool labels = strncmp(fp, "metadata.labels['", 17) == 0;
     const char *k = fp + (labels ? 17 : 22);
@@ -508,6 +514,9 @@ int pod_setup_ctr(struct pod *pod, struct pod_ctr *c, char **err)
     c->envp = e.v;
     if (rc < 0) {
         return rc;
+    }
+    if (pod_sec_check(pod, s, err) < 0) {
+        return SC_ECONFIG;
     }
     /* command and args, expanded against the container's environment */
     size_t n = s->command.n + s->args.n;

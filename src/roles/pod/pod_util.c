@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "core/alloc.h"
@@ -163,4 +164,50 @@ int pod_parse_memory(const char *s, uint64_t *bytes)
         }
     }
     return -EINVAL;
+}
+
+bool pod_is_true(const char *s)
+{
+    return s && strcasecmp(s, "true") == 0;
+}
+
+bool pod_is_false(const char *s)
+{
+    return s && strcasecmp(s, "false") == 0;
+}
+
+/* Linux capabilities by number (linux/capability.h), as setpriv(1) names them. */
+static const char *const cap_names[] = {
+    "chown",           "dac_override",     "dac_read_search", "fowner",
+    "fsetid",          "kill",             "setgid",          "setuid",
+    "setpcap",         "linux_immutable",  "net_bind_service", "net_broadcast",
+    "net_admin",       "net_raw",          "ipc_lock",        "ipc_owner",
+    "sys_module",      "sys_rawio",        "sys_chroot",      "sys_ptrace",
+    "sys_pacct",       "sys_admin",        "sys_boot",        "sys_nice",
+    "sys_resource",    "sys_time",         "sys_tty_config",  "mknod",
+    "lease",           "audit_write",      "audit_control",   "setfcap",
+    "mac_override",    "mac_admin",        "syslog",          "wake_alarm",
+    "block_suspend",   "audit_read",       "perfmon",         "bpf",
+    "checkpoint_restore",
+};
+
+int pod_cap_number(const char *name)
+{
+    if (!name) {
+        return -1;
+    }
+    if (strncasecmp(name, "CAP_", 4) == 0) {
+        name += 4;
+    }
+    for (size_t i = 0; i < sizeof(cap_names) / sizeof(cap_names[0]); i++) {
+        if (strcasecmp(cap_names[i], name) == 0) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+const char *pod_cap_name(int n)
+{
+    return n >= 0 && (size_t)n < sizeof(cap_names) / sizeof(cap_names[0]) ? cap_names[n] : NULL;
 }
