@@ -41,13 +41,12 @@ def test_unsupported_field_rejected_with_its_path(run_cli, tmp_path):
             command: [sleep, "1"]
           - name: b
             command: [sleep, "1"]
-            securityContext:
-              runAsUser: 1000
+            stdin: true
         """)
     r = run_cli("pod", "check", path)
     assert r.returncode == 1
-    assert f"{path}:10:5: unknown key \"securityContext\"" in r.stderr, r.stderr
-    assert "(at spec.containers[1].securityContext)" in r.stderr, r.stderr
+    assert f"{path}:10:5: unknown key \"stdin\"" in r.stderr, r.stderr
+    assert "(at spec.containers[1].stdin)" in r.stderr, r.stderr
 
 
 def test_nested_unsupported_field(run_cli, tmp_path):

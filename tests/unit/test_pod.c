@@ -138,9 +138,19 @@ static void test_manifest_errors(void **state)
     (void)state;
     char *err = load_err("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n"
                          "  - name: a\n    command: [true]\n  - name: b\n    command: [true]\n"
-                         "    securityContext: {}\n");
-    assert_non_null(strstr(err, ":10:5: unknown key \"securityContext\""));
-    assert_non_null(strstr(err, "(at spec.containers[1].securityContext)"));
+                         "    stdin: true\n");
+    assert_non_null(strstr(err, ":10:5: unknown key \"stdin\""));
+    assert_non_null(strstr(err, "(at spec.containers[1].stdin)"));
+    sc_free(err);
+    err = load_err(
+        "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - name: a\n"
+        "    command: [true]\n    securityContext:\n      capabilities: {drop: [BOGUS]}\n");
+    assert_non_null(strstr(err, "spec.containers[0].securityContext: capabilities.drop: unknown "
+                                "capability \"BOGUS\""));
+    sc_free(err);
+    err = load_err("apiVersion: v1\nkind: Pod\nspec:\n  hostNetwork: 1\n  containers:\n"
+                   "  - name: a\n    command: [true]\n");
+    assert_non_null(strstr(err, "spec.hostNetwork: must be true or false"));
     sc_free(err);
     err = load_err("apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - name: a\n"
                    "    command: [true]\n    restartPolicy: Always\n");
@@ -170,12 +180,29 @@ static void test_manifest_errors(void **state)
     sc_free(path);
 }
 
+static void test_capabilities(void **state)
+{
+    (void)state;
+    assert_int_equal(pod_cap_number("NET_ADMIN"), 12);
+    assert_int_equal(pod_cap_number("CAP_NET_RAW"), 13);
+    assert_int_equal(pod_cap_number("sys_admin"), 21);
+    assert_int_equal(pod_cap_number("CHECKPOINT_RESTORE"), 40);
+    assert_int_equal(pod_cap_number("ALL"), -1);
+    assert_int_equal(pod_cap_number("CAP_"), -1);
+    assert_int_equal(pod_cap_number(NULL), -1);
+    assert_string_equal(pod_cap_name(12), "net_admin");
+    assert_null(pod_cap_name(41));
+    assert_null(pod_cap_name(-1));
+    assert_true(pod_is_true("True") && pod_is_false("FALSE"));
+    assert_false(pod_is_true(NULL) || pod_is_false(NULL) || pod_is_true("yes"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backoff),         cmocka_unit_test(test_expand),
         cmocka_unit_test(test_cri_line),        cmocka_unit_test(test_quantities),
-        cmocka_unit_test(test_manifest_errors),
+        cmocka_unit_test(test_manifest_errors), cmocka_unit_test(test_capabilities),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

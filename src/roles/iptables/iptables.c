@@ -248,9 +248,10 @@ static bool lo6_present(void)
     while (!found && fgets(line, sizeof(line), f)) {
         char addr[33], dev[IF_NAMESIZE + 1];
         unsigned idx, plen, scope, flags;
-        found = sscanf(line, "%32s %x %x %x %x %16s", addr, &idx, &plen, &scope, &flags, dev) == 6 &&
-                strcmp(addr, "00000000000000000000000000000006") == 0 && plen == 128 &&
-                strcmp(dev, "lo") == 0;
+        found =
+            sscanf(line, "%32s %x %x %x %x %16s", addr, &idx, &plen, &scope, &flags, dev) == 6 &&
+            strcmp(addr, "00000000000000000000000000000006") == 0 && plen == 128 &&
+            strcmp(dev, "lo") == 0;
     }
     fclose(f);
     return found;
@@ -414,8 +415,9 @@ static int iptables_command(const void *cfgv)
     fprintf(stderr,
             "sidecar iptables: interception in place and verified (%s, %s): inbound -> :%u, "
             "outbound -> :%u, proxy uid %u gid %u\n",
-            backend == IPTABLES_BACKEND_NFT ? "nft" : "iptables", v6 ? "IPv4 and IPv6, ::6/128 on lo" : "IPv4",
-            p->inbound_port, p->outbound_port, p->uid, p->gid);
+            backend == IPTABLES_BACKEND_NFT ? "nft" : "iptables",
+            v6 ? "IPv4 and IPv6, ::6/128 on lo" : "IPv4", p->inbound_port, p->outbound_port, p->uid,
+            p->gid);
     code = 0;
 out:
     sc_free(err);

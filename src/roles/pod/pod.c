@@ -334,6 +334,10 @@ static int pod_start(struct sc_app *app, const void *cfgp, void **state, char **
         snprintf(pod->hostname, sizeof(pod->hostname), "localhost");
     }
     pod->color = !cfg->no_color && (cfg->color || isatty(STDOUT_FILENO));
+    /* first: a pod network that cannot be made is the clearest error */
+    if (pod_net_setup(pod, err) < 0) {
+        goto fail;
+    }
     if (cfg->pod_dir) {
         pod->dir = sc_strdup(cfg->pod_dir);
         if (pod_mkdirs(pod->dir, 0755) < 0) {
@@ -353,7 +357,7 @@ static int pod_start(struct sc_app *app, const void *cfgp, void **state, char **
     mkdir(logs, 0755);
     sc_free(logs);
     pod->config_dir = cfg->config_dir ? sc_strdup(cfg->config_dir) : dir_of(cfg->manifest);
-    if (pod_net_setup(pod, err) < 0 || pod_setup_volumes(pod, err) < 0) {
+    if (pod_setup_volumes(pod, err) < 0) {
         goto fail;
     }
     const struct pod_spec *s = pod->m->spec;

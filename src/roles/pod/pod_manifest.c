@@ -200,7 +200,9 @@ static const struct sc_opt security_opts[] = {
     RUN_AS("runAsGroup", run_as_group),
     STR("runAsNonRoot", struct pod_security, run_as_non_root),
     STR("allowPrivilegeEscalation", struct pod_security, allow_privilege_escalation),
-    { .name = "privileged", .type = SC_OPT_BOOL, .offset = offsetof(struct pod_security, privileged) },
+    { .name = "privileged",
+      .type = SC_OPT_BOOL,
+      .offset = offsetof(struct pod_security, privileged) },
     OBJ("capabilities", struct pod_security, capabilities, caps_opts),
     { 0 },
 };
@@ -586,8 +588,7 @@ static int check_security(const char *file, const char *path, const struct pod_s
     const int64_t ids[] = { sc->run_as_user, sc->run_as_group };
     for (size_t k = 0; k < 2; k++) {
         if (ids[k] < -1 || ids[k] > 2147483647) {
-            return bad(err, file, sub, "%s must be 0..2147483647",
-                       k ? "runAsGroup" : "runAsUser");
+            return bad(err, file, sub, "%s must be 0..2147483647", k ? "runAsGroup" : "runAsUser");
         }
     }
     if (!is_bool(sc->run_as_non_root) || !is_bool(sc->allow_privilege_escalation)) {

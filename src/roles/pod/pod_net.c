@@ -257,7 +257,8 @@ int pod_net_setup(struct pod *pod, char **err)
                            cfg->pod_ip ? cfg->pod_ip : "");
         return SC_ECONFIG;
     }
-    if (!parse_v4(cfg->host_ip, pod->host_addr, &hp, &ha) || (strchr(cfg->host_ip, '/') && hp != pp)) {
+    if (!parse_v4(cfg->host_ip, pod->host_addr, &hp, &ha) ||
+        (strchr(cfg->host_ip, '/') && hp != pp)) {
         *err = sc_asprintf("--host-ip %s: an IPv4 address in --pod-ip's network", cfg->host_ip);
         return SC_ECONFIG;
     }
@@ -419,7 +420,8 @@ int pod_sec_check(struct pod *pod, const struct pod_container *c, char **err)
                            c->name);
         return SC_ECONFIG;
     }
-    if (!root && ((uid >= 0 && uid != (int64_t)geteuid()) || (gid >= 0 && gid != (int64_t)getegid()))) {
+    if (!root &&
+        ((uid >= 0 && uid != (int64_t)geteuid()) || (gid >= 0 && gid != (int64_t)getegid()))) {
         *err = sc_asprintf("container %s: securityContext.runAsUser/runAsGroup need the runner "
                            "to run as root",
                            c->name);

@@ -151,13 +151,13 @@ struct pod {
     uv_timer_t grace_timer;
     /* the pod network (pod_net.c): set when the pod runs in its own network namespace */
     bool net;
-    bool net_made;       /* the namespace exists: pod_net_teardown removes it */
-    char *netns;         /* its name, /run/netns/<netns> */
-    char *ip_bin;        /* the ip command, absolute */
-    char *setpriv_bin;   /* setpriv, for securityContext users and capabilities */
-    char veth[16];       /* the runner's end of the veth pair */
-    char pod_addr[64];   /* the pod's address (no prefix), status.podIP */
-    char host_addr[64];  /* the runner's end, status.hostIP and the pod's gateway */
+    bool net_made;      /* the namespace exists: pod_net_teardown removes it */
+    char *netns;        /* its name, /run/netns/<netns> */
+    char *ip_bin;       /* the ip command, absolute */
+    char *setpriv_bin;  /* setpriv, for securityContext users and capabilities */
+    char veth[16];      /* the runner's end of the veth pair */
+    char pod_addr[64];  /* the pod's address (no prefix), status.podIP */
+    char host_addr[64]; /* the runner's end, status.hostIP and the pod's gateway */
     unsigned prefix;
 };
 
