@@ -36,12 +36,16 @@ listeners:
   - name: inbound
     address: "0.0.0.0:15006"
     protocol: auto
-    routes: [{ name: app, cluster: inbound-passthrough }]
+    routes:
+      - { name: app-8080, match: { destination_ports: ["8080"] }, cluster: inbound-passthrough }
+      - { name: app, cluster: inbound-passthrough }
     tcp_cluster: inbound-passthrough
   - name: outbound
     address: 127.0.0.1:15001
     protocol: auto
-    routes: [{ name: passthrough, cluster: passthrough }]
+    routes:   # by the port the app addressed (its original destination)
+      - { name: to-8081, match: { destination_ports: ["8081"] }, cluster: passthrough }
+      - { name: passthrough, cluster: passthrough }
     tcp_cluster: passthrough
 clusters:
   - name: inbound-passthrough
@@ -97,7 +101,7 @@ class Node:
         self.shared.mkdir(mode=0o777)
         os.chmod(self.shared, 0o777)
         self.runners = []
-        self.ns.start("node", PY, APP, 8081)
+        self.ns.start("node", PY, APP, 8081, 8082)
 
     def run(self, text, *args, env=None, pre=()):
         """Starts the runner on manifest <text>; returns (process, output path, pod dir)."""
@@ -224,6 +228,14 @@ def test_app_traffic_goes_through_the_proxy_both_ways(node, backend):
     assert ins[0]["endpoint"] == "10.215.0.2:8080" and ins[0]["peer"] == "10.215.0.1"
     assert outs[0]["endpoint"] == "10.215.0.1:8081" and outs[0]["cluster"] == "passthrough"
     assert outs[0]["status"] == 200
+    # HTTP routes matched on the original destination port, both ways
+    assert ins[0]["route"] == "app-8080" and outs[0]["route"] == "to-8081"
+    b = wait_call(node, "http://10.215.0.2:8080/call/10.215.0.1:8082/other")
+    assert b["upstream"]["body"]["port"] == 8082
+    wait_until(lambda: [j for j in access_log(pod_dir) if j.get("path") == "/other"], timeout=5,
+               what="the access-log line of /other")
+    other = [j for j in access_log(pod_dir) if j.get("path") == "/other"][0]
+    assert other["route"] == "passthrough" and other["endpoint"] == "10.215.0.1:8082"
 
     st = node.status()
     assert st["network"] == "pod" and st["podIP"] == "10.215.0.2" and st["netns"] == node.netns

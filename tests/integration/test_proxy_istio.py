@@ -359,6 +359,22 @@ def test_resources_alone_make_the_default_listeners(run_cli, tmp_path):
     assert "status is accepted and has no effect here" in p.stderr
 
 
+def test_match_port_becomes_destination_ports(run_cli, tmp_path):
+    """HTTPMatchRequest.port: the port the client addressed (the original destination's under
+    interception), as a native route's match.destination_ports."""
+    f = tmp_path / "istio.yaml"
+    vs = CANARY.replace("weight: 90", "weight: 100").replace(
+        "    - destination:\n        host: reviews\n        subset: v2\n      weight: 10\n", "")
+    vs = vs.replace("  - route:", "  - match:\n    - port: 9080\n    route:")
+    f.write_text(stream(service_entry("reviews", 9080, [(named("x"), {"version": "v1"})]),
+                        DR_SUBSETS, vs))
+    p = run_cli("proxy", "-c", str(f), "--check", "--print", env={"POD_NAMESPACE": "shop"})
+    assert p.returncode == 0, p.stderr
+    derived = json.loads(p.stdout[:p.stdout.rindex("}") + 1])
+    routes = derived["listeners"][1]["routes"]
+    assert routes[0]["match"]["destination_ports"] == ["9080"]
+
+
 def test_config_directory_like_a_mounted_configmap(sidecar_run, run_cli, tmp_path, pki):
     """-c DIR reads its *.yaml, *.yml and *.json files in name order as one stream (hidden
     entries, such as a ConfigMap's ..data, skipped); messages name the file and its own line."""

@@ -468,3 +468,31 @@ def test_proxy_rate_limit_shared_by_workers(sidecar_run):
     assert 10 <= statuses.count(200) <= 10 + int(elapsed / 6), (statuses, elapsed)
     assert statuses.count(200) + statuses.count(429) == 24
     up.close()
+
+
+def test_proxy_route_destination_ports_without_interception_use_the_listener_port(sidecar_run):
+    # Two listeners share one route table shape: a connection that was not redirected is matched
+    # on the port it reached, so each listener takes its own route.
+    a, b = named("a"), named("b")
+    pa, pb = free_port(), free_port()
+    routes = [{"name": "on-a", "match": {"destination_ports": [str(pa)]}, "cluster": "a"},
+              {"name": "other", "cluster": "b"}]
+    sc = sidecar_run("proxy", config=proxy_config(
+        [{"name": "la", "address": f"127.0.0.1:{pa}", "routes": routes},
+         {"name": "lb", "address": f"127.0.0.1:{pb}", "routes": routes}],
+        [{"name": "a", "endpoints": [a.addr]}, {"name": "b", "endpoints": [b.addr]}],
+        access_log="off"))
+    sc.wait_ready()
+    # every request of a keep-alive connection, not only its first
+    assert keepalive_bodies(pa, 3) == [(200, b"a")] * 3
+    assert keepalive_bodies(pb, 3) == [(200, b"b")] * 3
+
+
+def test_proxy_route_destination_ports_are_checked(tmp_path, run_cli):
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("listeners:\n  - name: l\n    address: 127.0.0.1:1\n    routes:\n"
+                   "      - {name: r, cluster: c, match: {destination_ports: [\"0\"]}}\n"
+                   "clusters:\n  - {name: c, endpoints: [\"127.0.0.1:2\"]}\n")
+    r = run_cli("proxy", "-c", str(cfg), "--check")
+    assert r.returncode != 0
+    assert "p.yaml:5:58: \"0\" is not a port (1 to 65535)" in r.stderr, r.stderr

@@ -50,9 +50,10 @@ struct proxy_match_cfg {
     char *path;
     char *regex;
     struct sc_strv methods;
-    struct sc_strv authority; /* Host names (Envoy's domains, Istio's hosts) */
-    struct sc_vec headers;    /* struct proxy_header_match_cfg */
-    struct sc_vec cookies;    /* struct proxy_header_match_cfg */
+    struct sc_strv authority;         /* Host names (Envoy's domains, Istio's hosts) */
+    struct sc_vec headers;            /* struct proxy_header_match_cfg */
+    struct sc_vec cookies;            /* struct proxy_header_match_cfg */
+    struct sc_strv destination_ports; /* the connection's original destination port */
 };
 
 struct proxy_retry_cfg {
@@ -230,6 +231,8 @@ struct proxy_route {
     size_t nmethods;
     char **authority;
     size_t nauthority;
+    uint16_t *dports; /* original destination ports (proxy_tcp_config.c); none: any */
+    size_t ndports;
     struct proxy_header_match *headers;
     size_t nheaders;
     struct proxy_cluster *cluster;

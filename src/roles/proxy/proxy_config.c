@@ -60,6 +60,13 @@ static const struct sc_opt match_opts[] = {
       .help = "Host names, exact or with a leading \"*.\" or trailing \".*\" wildcard, \"*\" "
               "for any; a name without a port matches the Host with any port (any when empty)",
       .max = 256 },
+    { .name = "destination_ports",
+      .type = SC_OPT_STRLIST,
+      .offset = offsetof(struct proxy_match_cfg, destination_ports),
+      .help = "ports the client connected to: the original destination's port of a connection "
+              "redirected by sidecar iptables, else the listener's (any when empty)",
+      .max = PROXY_ICPT_MAX_PORTS,
+      .check = proxy_icpt_ports_check },
     { .name = "headers",
       .type = SC_OPT_OBJLIST,
       .offset = offsetof(struct proxy_match_cfg, headers),
@@ -745,6 +752,7 @@ static void route_free(struct proxy_route *r)
         sc_free(r->authority[i]);
     }
     sc_free(r->authority);
+    sc_free(r->dports);
     for (size_t i = 0; i < r->nheaders; i++) {
         sc_free((char *)r->headers[i].name.p);
         sc_free((char *)r->headers[i].value.p);
@@ -920,6 +928,7 @@ static void route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
     for (size_t i = 0; i < r->nauthority; i++) {
         r->authority[i] = sc_strdup(rc->match.authority.v[i]);
     }
+    r->dports = proxy_icpt_parse_ports(&rc->match.destination_ports, &r->ndports);
     const struct proxy_header_match_cfg *h = rc->match.headers.v;
     r->nheaders = rc->match.headers.n;
     r->headers = sc_calloc(r->nheaders ? r->nheaders : 1, sizeof(*r->headers));

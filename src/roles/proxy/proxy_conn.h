@@ -214,6 +214,7 @@ struct proxy_odst {
     bool stale;   /* the lookup in flight is for a request that is over */
     bool checked; /* SO_ORIGINAL_DST was read for this connection */
     bool has_orig;
+    uint16_t dport; /* with <checked>: the original destination's port, else the local port */
     struct sockaddr_storage orig;
     char name[264];
 };
@@ -316,6 +317,10 @@ void proxy_uconn_release(struct proxy_uconn *uc, bool reusable);
  * to go (SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST for IPv6). Read once per connection; allocates
  * dc->od on first use. */
 bool proxy_original_dst(struct proxy_dconn *dc);
+
+/* Returns the port the client connected to: the original destination's when the connection was
+ * redirected to the proxy, else the listener's own. Read once per connection. */
+uint16_t proxy_dest_port(struct proxy_dconn *dc);
 
 /* The original destination of accepted socket <fd> into <*out>, when iptables redirected it
  * (SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST); false when it was not redirected. */

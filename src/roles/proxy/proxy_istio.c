@@ -788,6 +788,13 @@ static struct sc_ynode *match(struct proxy_front *f, const struct sc_ynode *mn,
             proxy_front_push(f, l, sc_ytree_copy(f->out, e), e);
             proxy_front_set(f, m, "methods", l, e);
         }
+        /* the port the client addressed: the original destination's under interception */
+        const struct sc_ynode *pn = sc_ynode_get(mn, "port");
+        if (pn) {
+            struct sc_ynode *l = proxy_front_seq(f, pn);
+            proxy_front_push(f, l, sc_ytree_copy(f->out, pn), pn);
+            proxy_front_set(f, m, "destination_ports", l, pn);
+        }
         for (int w = 0; w < 2; w++) {
             const struct sc_ynode *hn = sc_ynode_get(mn, w ? "withoutHeaders" : "headers");
             for (size_t i = 0; i < sc_ynode_count(hn) && !f->err; i++) {
@@ -836,7 +843,7 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
     const char *ns = proxy_istio_ns(f, vs);
     /* The matches first, as the document reads. */
     static const char *const m_keys[] = { "uri",           "method", "headers", "withoutHeaders",
-                                          "ignoreUriCase", NULL };
+                                          "ignoreUriCase", "port",   NULL };
     static const char *const m_noted[] = { "name", NULL };
     const struct sc_ynode *ms0 = sc_ynode_get(h, "match");
     for (size_t k = 0; k < sc_ynode_count(ms0); k++) {

@@ -97,6 +97,16 @@ struct proxy_cluster_bind {
     struct sockaddr_in6 a6;
 };
 
+/* Option check for a list of TCP ports, each 1..65535 (sc_opt_check_cb). */
+int proxy_icpt_ports_check(void *field, char **err);
+
+/* Returns the ports of <v> (checked at load) as a new array of <*n>. */
+uint16_t *proxy_icpt_parse_ports(const struct sc_strv *v, size_t *n);
+
+/* Returns true when HTTP route <r>'s destination_ports hold <port>. */
+struct proxy_route;
+bool proxy_route_port_in(const struct proxy_route *r, uint16_t port);
+
 /* Cross-checks the interception options of <cfg> (cluster names, port lists). */
 int proxy_icpt_check(const struct proxy_cfg *cfg, char **err);
 

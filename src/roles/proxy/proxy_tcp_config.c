@@ -24,7 +24,7 @@
 static const char *const protocols[] = { "http", "tcp", "auto", NULL };
 
 /* A list of ports: each 1 to 65535. */
-static int ports_check(void *field, char **err)
+int proxy_icpt_ports_check(void *field, char **err)
 {
     const struct sc_strv *v = field;
     for (size_t i = 0; i < v->n; i++) {
@@ -110,7 +110,7 @@ static const struct sc_opt tcp_route_opts[] = {
       .offset = offsetof(struct proxy_tcp_route_cfg, destination_ports),
       .help = "original destination ports the route takes; empty: any",
       .max = PROXY_ICPT_MAX_PORTS,
-      .check = ports_check },
+      .check = proxy_icpt_ports_check },
     { .name = "cluster",
       .type = SC_OPT_STR,
       .offset = offsetof(struct proxy_tcp_route_cfg, cluster),
@@ -144,13 +144,13 @@ const struct sc_opt proxy_icpt_listener_opts[] = {
       .help = "protocol auto: original destination ports relayed as TCP without detection "
               "(server-first protocols: MySQL 3306, SMTP 25, ...)",
       .max = PROXY_ICPT_MAX_PORTS,
-      .check = ports_check },
+      .check = proxy_icpt_ports_check },
     { .name = "http_ports",
       .type = SC_OPT_STRLIST,
       .offset = offsetof(struct proxy_icpt_listener_cfg, http_ports),
       .help = "protocol auto: original destination ports taken as HTTP/1 without detection",
       .max = PROXY_ICPT_MAX_PORTS,
-      .check = ports_check },
+      .check = proxy_icpt_ports_check },
     { .name = "tcp_routes",
       .type = SC_OPT_OBJLIST,
       .offset = offsetof(struct proxy_icpt_listener_cfg, tcp_routes),
@@ -249,6 +249,29 @@ static void parse_ports(const struct sc_strv *v, uint16_t *out, size_t *n)
             out[(*n)++] = (uint16_t)p;
         }
     }
+}
+
+uint16_t *proxy_icpt_parse_ports(const struct sc_strv *v, size_t *n)
+{
+    uint16_t *out = sc_calloc(v->n ? v->n : 1, sizeof(uint16_t));
+    *n = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        uint64_t p = 0;
+        if (sc_str_to_u64(sc_str_c(v->v[i]), 65535, &p) == 0) {
+            out[(*n)++] = (uint16_t)p;
+        }
+    }
+    return out;
+}
+
+bool proxy_route_port_in(const struct proxy_route *r, uint16_t port)
+{
+    for (size_t i = 0; i < r->ndports; i++) {
+        if (r->dports[i] == port) {
+            return true;
+        }
+    }
+    return false;
 }
 
 static char **copy_strv(const struct sc_strv *v, size_t *n, bool lower)

@@ -496,7 +496,23 @@ bool proxy_original_dst(struct proxy_dconn *dc)
         return false;
     }
     dc->od->has_orig = proxy_sock_original_dst(fd, &dc->od->orig);
+    struct sockaddr_storage local;
+    socklen_t llen = sizeof(local);
+    const struct sockaddr_storage *ss = &dc->od->orig;
+    if (!dc->od->has_orig) {
+        ss = getsockname(fd, (struct sockaddr *)&local, &llen) == 0 ? &local : NULL;
+    }
+    dc->od->dport = !ss ? 0
+                    : ss->ss_family == AF_INET6
+                        ? ntohs(((const struct sockaddr_in6 *)ss)->sin6_port)
+                        : ntohs(((const struct sockaddr_in *)ss)->sin_port);
     return dc->od->has_orig;
+}
+
+uint16_t proxy_dest_port(struct proxy_dconn *dc)
+{
+    (void)proxy_original_dst(dc);
+    return dc->od->dport;
 }
 
 bool proxy_sock_original_dst(int fd, struct sockaddr_storage *out)
