@@ -581,34 +581,10 @@ static void start_tls(struct proxy_dconn *dc, struct sc_str pre)
     dc->head_start_ms = uv_now(dc->w->loop);
 }
 
-/* The port the client dialled: the original destination of an intercepted connection, else the
- * listener's own. 0 when unknown. */
-static int dialled_port(struct proxy_dconn *dc)
-{
-    struct sockaddr_storage ss;
-    if (proxy_original_dst(dc)) {
-        ss = dc->od->orig;
-    } else {
-        uv_os_fd_t fd;
-        socklen_t len = sizeof(ss);
-        if (sc_xport_query(dc->x, SC_XQ_FD, &fd) < 0 ||
-            getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
-            return 0;
-        }
-    }
-    if (ss.ss_family == AF_INET) {
-        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    }
-    if (ss.ss_family == AF_INET6) {
-        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    }
-    return 0;
-}
-
 void proxy_tls_accepted(struct proxy_dconn *dc)
 {
     const struct proxy_listener_tls *t = ltls(dc);
-    int mode = t->by_port ? proxy_pa_mode_for(&t->pa, dialled_port(dc)) : t->mode;
+    int mode = t->by_port ? proxy_pa_mode_for(&t->pa, proxy_dest_port(dc)) : t->mode;
     if (!t->src || mode == PROXY_MTLS_DISABLE) {
         return;
     }
