@@ -77,6 +77,13 @@ spec:
   containers:
     - name: app
       command: {json.dumps(app_cmd)}
+      # exec probes run in the pod's namespace; httpGet probes go to the pod's address
+      startupProbe:
+        exec: {{ command: [/bin/sh, -c, "grep -q eth0: /proc/net/dev"] }}
+        periodSeconds: 0.2
+      readinessProbe:
+        httpGet: {{ path: /probe, port: 8080 }}
+        periodSeconds: 0.2
       securityContext:
         runAsUser: 1000
         runAsGroup: 1000
@@ -237,7 +244,15 @@ def test_app_traffic_goes_through_the_proxy_both_ways(node, backend):
     other = [j for j in access_log(pod_dir) if j.get("path") == "/other"][0]
     assert other["route"] == "passthrough" and other["endpoint"] == "10.215.0.1:8082"
 
+    # the readiness probe reached the app at the pod's address, through the inbound listener
+    wait_until(lambda: node.ns.run("node", "curl", "-sf", "-m", "2", "http://127.0.0.1:15030/ready",
+                                   check=False).returncode == 0 and
+               [j for j in access_log(pod_dir) if j.get("path") == "/probe"], timeout=10,
+               what="the app ready by its httpGet probe")
+    probe = [j for j in access_log(pod_dir) if j.get("path") == "/probe"][0]
+    assert probe["listener"] == "inbound" and probe["peer"] == "10.215.0.1"
     st = node.status()
+    assert all(c["ready"] for c in st["containers"] if c["name"] != "sidecar-iptables")
     assert st["network"] == "pod" and st["podIP"] == "10.215.0.2" and st["netns"] == node.netns
     pids = {c["name"]: c["pid"] for c in st["containers"] if c["pid"]}
     # securityContext: the proxy as 1337, the app as 1000 with no capabilities and no_new_privs
