@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/str.h"
 #include "roles/iptables/iptables.h"
 #include "roles/pod/pod_run.h"
 
@@ -115,8 +117,9 @@ static int ns_procs(const char *path, int sig)
         struct stat st;
         if (stat(p, &st) == 0 && st.st_ino == ns.st_ino && st.st_dev == ns.st_dev) {
             n++;
-            if (sig) {
-                kill(atoi(e->d_name), sig);
+            uint64_t pid = 0;
+            if (sig && sc_str_to_u64(sc_str_c(e->d_name), INT32_MAX, &pid) == 0) {
+                kill((pid_t)pid, sig);
             }
         }
     }
