@@ -265,6 +265,9 @@ def test_app_traffic_goes_through_the_proxy_both_ways(node, backend):
     pod_ns = os.stat(f"/run/netns/{node.netns}").st_ino
     for pid in pids.values():
         assert os.stat(f"/proc/{pid}/ns/net").st_ino == pod_ns
+    r = subprocess.run([BIN, "pod", "status", "--pod-dir", str(pod_dir)], capture_output=True,
+                       text=True)
+    assert f"network: pod 10.215.0.2 (ip netns exec {node.netns} ...)" in r.stdout, r.stdout
     # the runner's end of the veth pair is in the node's namespace, addressed
     assert "inet 10.215.0.1/30" in sh("ip", "-n", node.node, "-o", "-4", "addr").stdout
 

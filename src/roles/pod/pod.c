@@ -519,6 +519,11 @@ static int print_status(const char *dir)
     printf("pod %s  %s  (%s)\n", json_string_value(json_object_get(j, "name")),
            json_string_value(json_object_get(j, "phase")),
            json_string_value(json_object_get(j, "dir")));
+    const char *netns = json_string_value(json_object_get(j, "netns"));
+    if (netns) {
+        printf("  network: pod %s (ip netns exec %s ...)\n",
+               json_string_value(json_object_get(j, "podIP")), netns);
+    }
     printf("  %-20s %-8s %-11s %-6s %-9s %s\n", "CONTAINER", "TYPE", "STATE", "READY", "RESTARTS",
            "PID");
     size_t i;
