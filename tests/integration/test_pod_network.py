@@ -151,6 +151,7 @@ class Node:
                 except ProcessLookupError:
                     pass
             sh("ip", "netns", "del", self.netns, check=False)
+        Path(f"/run/sidecar-pod/netns-{self.netns}").unlink(missing_ok=True)
         self.ns.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -202,8 +203,9 @@ def wait_call(node, url, timeout=20):
     return box["answer"]
 
 
-def assert_cleaned(node, runner_pid=None):
+def assert_cleaned(node):
     assert not os.path.exists(f"/run/netns/{node.netns}")
+    assert not os.path.exists(f"/run/sidecar-pod/netns-{node.netns}")
     assert node.netns not in sh("ip", "netns", "list").stdout
     links = node.links()
     assert "scp" not in links and "veth" not in links, links
@@ -350,6 +352,12 @@ def test_refusals_are_clear_and_leave_nothing(node):
     assert "would rewrite this machine's own rules" in out.read_text()
     assert sh("ip", "netns", "exec", node.node, "iptables-save").stdout == before
     assert_cleaned(node)
+    # a namespace of that name the runner did not make is never deleted, even with nothing in it
+    sh("ip", "netns", "add", node.netns)
+    p, out, _ = node.run(m)
+    assert p.wait(timeout=30) != 0
+    assert "was not made by sidecar pod run: it is left alone" in out.read_text()
+    assert os.path.exists(f"/run/netns/{node.netns}")
 
 
 @pytest.mark.parametrize("snippet,message", [

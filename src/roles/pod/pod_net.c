@@ -10,6 +10,7 @@
 // namespace and go with it). The tools are run with argument arrays, never a shell.
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <errno.h>
 #include <signal.h>
@@ -130,6 +131,38 @@ static int ns_procs(const char *path, int sig)
 static char *ns_path(const char *name)
 {
     return sc_asprintf("/run/netns/%s", name);
+}
+
+/* Namespaces the runner made carry a marker file here, so that only those are ever deleted as
+ * stale: a namespace of the same name made by someone else is left alone. */
+#define MARK_DIR "/run/sidecar-pod"
+
+static char *mark_path(const char *name)
+{
+    return sc_asprintf(MARK_DIR "/netns-%s", name);
+}
+
+static void mark_set(const char *name, bool on)
+{
+    char *p = mark_path(name);
+    if (on) {
+        (void)pod_mkdirs(MARK_DIR, 0755);
+        int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            char pid[32];
+            int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+            ssize_t w = write(fd, pid, (size_t)n);
+            (void)w;
+            close(fd);
+        } else {
+            sc_warn("cannot write the pod network's marker: a stale namespace will need ip netns "
+                    "del",
+                    SC_LS("path", p), SC_LERR(-errno));
+        }
+    } else {
+        unlink(p);
+    }
+    sc_free(p);
 }
 
 /* Parses "A.B.C.D" or "A.B.C.D/P" into <out> (the address text) and <*prefix> (32 when absent). */
@@ -293,8 +326,18 @@ int pod_net_setup(struct pod *pod, char **err)
     sc_free(path);
     if (in_use > 0) {
         *err = sc_asprintf("the network namespace %s exists and %d processes run in it (another "
-                           "runner of this pod?); stop them, or choose another --netns",
+                           "runner of this pod, or not ours?); stop them, or choose another "
+                           "--netns",
                            pod->netns, in_use);
+        return SC_ECONFIG;
+    }
+    char *mark = mark_path(pod->netns);
+    bool ours = access(mark, F_OK) == 0;
+    sc_free(mark);
+    if (in_use == 0 && !ours) {
+        *err = sc_asprintf("the network namespace %s exists and was not made by sidecar pod run: "
+                           "it is left alone; choose another --netns",
+                           pod->netns);
         return SC_ECONFIG;
     }
     if (in_use == 0) {
@@ -321,6 +364,7 @@ int pod_net_setup(struct pod *pod, char **err)
         return SC_ECONFIG;
     }
     pod->net_made = true;
+    mark_set(ns, true);
     const char *lo[] = { "-n", ns, "link", "set", "lo", "up", NULL };
     const char *veth[] = { "link", "add",  pod->veth, "type", "veth", "peer",
                            "name", "eth0", "netns",   ns,     NULL };
@@ -379,6 +423,7 @@ void pod_net_teardown(struct pod *pod)
                  SC_LS("error", err));
         sc_free(err);
     } else {
+        mark_set(pod->netns, false);
         sc_info("pod network removed", SC_LS("netns", pod->netns), SC_LS("veth", pod->veth));
     }
     sc_free(path);
