@@ -36,7 +36,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.startswith("/call/"):
             hostport, _, path = self.path[6:].partition("/")
             host, _, port = hostport.rpartition(":")
-            c = http.client.HTTPConnection(host, int(port), timeout=5)
+            c = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=5)
             c.request("GET", "/" + path)
             r = c.getresponse()
             answer["upstream"] = {"status": r.status, "body": json.loads(r.read() or b"null")}

@@ -34,7 +34,7 @@ access_log: stdout
 retries: 0
 listeners:
   - name: inbound
-    address: "0.0.0.0:15006"
+    address: "[::]:15006"
     protocol: auto
     routes:
       - { name: app-8080, match: { destination_ports: ["8080"] }, cluster: inbound-passthrough }
@@ -47,10 +47,15 @@ listeners:
       - { name: to-8081, match: { destination_ports: ["8081"] }, cluster: passthrough }
       - { name: passthrough, cluster: passthrough }
     tcp_cluster: passthrough
+  - name: outbound6
+    address: "[::1]:15001"
+    protocol: auto
+    routes: [{ name: passthrough, cluster: passthrough }]
+    tcp_cluster: passthrough
 clusters:
   - name: inbound-passthrough
     type: original_dst
-    upstream_bind_address: [127.0.0.6]
+    upstream_bind_address: [127.0.0.6, "::6"]
   - name: passthrough
     type: original_dst
 """
@@ -213,7 +218,8 @@ def assert_cleaned(node):
 
 @pytest.mark.parametrize("backend", ["iptables", "nft"])
 def test_app_traffic_goes_through_the_proxy_both_ways(node, backend):
-    p, out, pod_dir = node.run(manifest(node.dir, backend))
+    p, out, pod_dir = node.run(manifest(node.dir, backend), "--pod-ip6", "fd00:215::2/64",
+                               "--host-ip6", "fd00:215::1")
     # inbound: the node calls the pod's address; the app then calls the outside server
     a = wait_call(node, "http://10.215.0.2:8080/call/10.215.0.1:8081/out")
     # the inbound proxy reached the app from the passthrough source, adding its headers
@@ -234,7 +240,9 @@ def test_app_traffic_goes_through_the_proxy_both_ways(node, backend):
 
     wait_until(lambda: all(lines()), timeout=5, what="both access-log lines")
     ins, outs = lines()
-    assert ins[0]["endpoint"] == "10.215.0.2:8080" and ins[0]["peer"] == "10.215.0.1"
+    assert ins[0]["endpoint"] == "10.215.0.2:8080"
+    # the inbound listener is dual-stack ([::]): an IPv4 client shows as its v4-mapped address
+    assert ins[0]["peer"] in ("10.215.0.1", "::ffff:10.215.0.1")
     assert outs[0]["endpoint"] == "10.215.0.1:8081" and outs[0]["cluster"] == "passthrough"
     assert outs[0]["status"] == 200
     # HTTP routes matched on the original destination port, both ways
@@ -252,8 +260,19 @@ def test_app_traffic_goes_through_the_proxy_both_ways(node, backend):
                [j for j in access_log(pod_dir) if j.get("path") == "/probe"], timeout=10,
                what="the app ready by its httpGet probe")
     probe = [j for j in access_log(pod_dir) if j.get("path") == "/probe"][0]
-    assert probe["listener"] == "inbound" and probe["peer"] == "10.215.0.1"
+    assert probe["listener"] == "inbound" and probe["peer"].endswith("10.215.0.1")
+    # IPv6 both ways: inbound from ::6 (which `sidecar iptables` put on lo), outbound to the
+    # server's IPv6 address
+    a6 = wait_call(node, "http://[fd00:215::2]:8080/call/[fd00:215::1]:8081/out6")
+    assert a6["peer"] == "::6" and a6["local"] == "fd00:215::2"
+    assert a6["upstream"]["body"]["peer"] == "fd00:215::2"
+    assert a6["upstream"]["body"]["headers"]["via"] == "1.1 sidecar"
+    wait_until(lambda: [j for j in access_log(pod_dir) if j.get("path") == "/out6"], timeout=5,
+               what="the access-log line of /out6")
+    out6 = [j for j in access_log(pod_dir) if j.get("path") == "/out6"][0]
+    assert out6["listener"] == "outbound6" and out6["endpoint"] == "[fd00:215::1]:8081"
     st = node.status()
+    assert st["podIPs"] == ["10.215.0.2", "fd00:215::2"]
     assert all(c["ready"] for c in st["containers"] if c["name"] != "sidecar-iptables")
     assert st["network"] == "pod" and st["podIP"] == "10.215.0.2" and st["netns"] == node.netns
     pids = {c["name"]: c["pid"] for c in st["containers"] if c["pid"]}
@@ -342,6 +361,9 @@ def test_refusals_are_clear_and_leave_nothing(node):
     p, out, _ = node.run(m, "--pod-ip", "10.215.0.2/30", "--host-ip", "10.99.0.1")
     assert p.wait(timeout=30) != 0
     assert "must be two different addresses of one network" in out.read_text()
+    p, out, _ = node.run(m, "--pod-ip6", "fd00:215::2/64", "--host-ip6", "fd00:216::1")
+    assert p.wait(timeout=30) != 0
+    assert "two different IPv6 addresses of one network" in out.read_text()
     # sidecar iptables on the host's network would rewrite this machine's rules
     before = sh("ip", "netns", "exec", node.node, "iptables-save").stdout
     p, out, _ = node.run(manifest(node.dir, host_network="true"))

@@ -177,6 +177,12 @@ static json_t *status_json(struct pod *pod)
     json_object_set_new(j, "phase", json_string(phase));
     json_object_set_new(j, "network", json_string(pod->net ? "pod" : "host"));
     json_object_set_new(j, "podIP", json_string(pod_net_pod_ip(pod)));
+    json_t *ips = json_array();
+    json_array_append_new(ips, json_string(pod_net_pod_ip(pod)));
+    if (pod->net && pod->pod_addr6[0]) {
+        json_array_append_new(ips, json_string(pod->pod_addr6));
+    }
+    json_object_set_new(j, "podIPs", ips);
     json_object_set_new(j, "netns", pod->net ? json_string(pod->netns) : json_null());
     json_object_set_new(j, "containers", cs);
     return j;
@@ -679,6 +685,19 @@ static const struct sc_opt pod_opts[] = {
       .def = "10.215.0.1",
       .help = "pod network: the address of the runner's end of the veth pair, in pod_ip's "
               "network: the pod's default gateway and status.hostIP",
+      .flags = SC_OPT_FLAG },
+    { .name = "pod_ip6",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct pod_cfg, pod_ip6),
+      .help = "pod network: also an IPv6 address with its prefix length for the pod "
+              "(fd00:215::2/64; with host_ip6), in status.podIPs after the IPv4 one; none by "
+              "default",
+      .flags = SC_OPT_FLAG },
+    { .name = "host_ip6",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct pod_cfg, host_ip6),
+      .help = "pod network: the IPv6 address of the runner's end, in pod_ip6's network (the "
+              "pod's IPv6 default gateway)",
       .flags = SC_OPT_FLAG },
     { .name = "netns",
       .type = SC_OPT_STR,

@@ -31,6 +31,8 @@ struct pod_cfg {
     char *pod_ip;     /* "10.213.0.2/30": the pod's end of the veth pair */
     char *host_ip;    /* "10.213.0.1": the runner's end, the pod's default gateway */
     char *netns;      /* the namespace's name (ip netns); default sidecar-<pod name> */
+    char *pod_ip6;    /* optional IPv6 pair: "fd00:215::2/64" */
+    char *host_ip6;
 };
 
 /* Objects whose mere presence matters ("emptyDir: {}") start with <set>, which the loader's check

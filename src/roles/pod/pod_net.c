@@ -190,15 +190,55 @@ static bool parse_v4(const char *s, char out[64], unsigned *prefix, struct in_ad
     return inet_pton(AF_INET, out, a) == 1;
 }
 
+/* Parses "ADDR/P" (IPv6, <need_prefix>) or a bare "ADDR" into its canonical text <out> and
+ * <*prefix> (128 when bare). */
+static bool parse_v6(const char *s, bool need_prefix, char out[64], unsigned *prefix,
+                     struct in6_addr *a)
+{
+    if (!s) {
+        return false;
+    }
+    const char *slash = strchr(s, '/');
+    size_t n = slash ? (size_t)(slash - s) : strlen(s);
+    char tmp[64];
+    if (n == 0 || n >= sizeof(tmp) || (need_prefix && !slash)) {
+        return false;
+    }
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    *prefix = 128;
+    if (slash) {
+        char *end = NULL;
+        unsigned long p = strtoul(slash + 1, &end, 10);
+        if (!end || *end || end == slash + 1 || p < 1 || p > 126) {
+            return false;
+        }
+        *prefix = (unsigned)p;
+    }
+    return inet_pton(AF_INET6, tmp, a) == 1 && inet_ntop(AF_INET6, a, out, 64) != NULL;
+}
+
+static bool same_net6(const struct in6_addr *a, const struct in6_addr *b, unsigned prefix)
+{
+    for (unsigned i = 0; i < prefix; i++) {
+        unsigned bit = 7 - (i % 8);
+        if (((a->s6_addr[i / 8] >> bit) & 1) != ((b->s6_addr[i / 8] >> bit) & 1)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Returns true when <addr> is already an address of an interface of the runner's namespace. */
 static bool addr_in_use(struct pod *pod, const char *addr)
 {
-    const char *argv[] = { pod->ip_bin, "-o", "-4", "addr", "show", NULL };
+    bool v6 = strchr(addr, ':') != NULL;
+    const char *argv[] = { pod->ip_bin, "-o", v6 ? "-6" : "-4", "addr", "show", NULL };
     struct sc_buf out;
     sc_buf_init(&out, 1 << 20);
     bool used = false;
     if (iptables_exec(argv, NULL, 0, &out, NULL, IP_TIMEOUT_MS) == 0) {
-        char *needle = sc_asprintf(" inet %s/", addr);
+        char *needle = sc_asprintf(" inet%s %s/", v6 ? "6" : "", addr);
         used = strstr(sc_buf_cstr(&out), needle) != NULL;
         sc_free(needle);
     }
@@ -256,6 +296,11 @@ const char *pod_net_pod_ip(const struct pod *pod)
     return pod->net ? pod->pod_addr : "127.0.0.1";
 }
 
+const char *pod_net_pod_ips(const struct pod *pod)
+{
+    return pod->net ? pod->pod_ips : "127.0.0.1";
+}
+
 const char *pod_net_host_ip(const struct pod *pod)
 {
     return pod->net ? pod->host_addr : "127.0.0.1";
@@ -306,6 +351,22 @@ int pod_net_setup(struct pod *pod, char **err)
         return SC_ECONFIG;
     }
     pod->prefix = pp;
+    snprintf(pod->pod_ips, sizeof(pod->pod_ips), "%s", pod->pod_addr);
+    if (cfg->pod_ip6 || cfg->host_ip6) {
+        struct in6_addr p6, h6;
+        unsigned hp6 = 0;
+        if (!parse_v6(cfg->pod_ip6, true, pod->pod_addr6, &pod->prefix6, &p6) ||
+            !parse_v6(cfg->host_ip6, false, pod->host_addr6, &hp6, &h6) ||
+            (hp6 != 128 && hp6 != pod->prefix6) || !same_net6(&p6, &h6, pod->prefix6) ||
+            memcmp(&p6, &h6, sizeof(p6)) == 0) {
+            *err = sc_asprintf("--pod-ip6 %s and --host-ip6 %s: two different IPv6 addresses of "
+                               "one network, the pod's with its prefix length (fd00:215::2/64)",
+                               cfg->pod_ip6 ? cfg->pod_ip6 : "(none)",
+                               cfg->host_ip6 ? cfg->host_ip6 : "(none)");
+            return SC_ECONFIG;
+        }
+        snprintf(pod->pod_ips, sizeof(pod->pod_ips), "%s,%s", pod->pod_addr, pod->pod_addr6);
+    }
     if (cfg->netns) {
         pod->netns = sc_strdup(cfg->netns);
     } else {
@@ -348,7 +409,9 @@ int pod_net_setup(struct pod *pod, char **err)
             return SC_ECONFIG;
         }
     }
-    if (addr_in_use(pod, pod->host_addr) || addr_in_use(pod, pod->pod_addr)) {
+    if (addr_in_use(pod, pod->host_addr) || addr_in_use(pod, pod->pod_addr) ||
+        (pod->pod_addr6[0] &&
+         (addr_in_use(pod, pod->host_addr6) || addr_in_use(pod, pod->pod_addr6)))) {
         *err = sc_asprintf("pod network: %s or %s is already an address here (another pod?); "
                            "choose --pod-ip and --host-ip",
                            pod->host_addr, pod->pod_addr);
@@ -382,8 +445,25 @@ int pod_net_setup(struct pod *pod, char **err)
         ip_run(pod, route, "adding the default route", err) < 0) {
         return SC_ECONFIG;
     }
+    if (pod->pod_addr6[0]) {
+        /* nodad: the pair is ours alone, and an address in duplicate detection cannot be used */
+        char h6[80], p6[80];
+        snprintf(h6, sizeof(h6), "%s/%u", pod->host_addr6, pod->prefix6);
+        snprintf(p6, sizeof(p6), "%s/%u", pod->pod_addr6, pod->prefix6);
+        const char *ha6[] = { "-6", "addr", "add", h6, "dev", pod->veth, "nodad", NULL };
+        const char *pa6[] = { "-n", ns, "-6", "addr", "add", p6, "dev", "eth0", "nodad", NULL };
+        const char *rt6[] = { "-n",  ns,        "-6",  "route",
+                              "add", "default", "via", pod->host_addr6,
+                              "dev", "eth0",    NULL };
+        if (ip_run(pod, ha6, "addressing the runner's end (IPv6)", err) < 0 ||
+            ip_run(pod, pa6, "addressing the pod's end (IPv6)", err) < 0 ||
+            ip_run(pod, rt6, "adding the IPv6 default route", err) < 0) {
+            return SC_ECONFIG;
+        }
+    }
     sc_info("pod network ready", SC_LS("netns", ns), SC_LS("pod_ip", pod_cidr),
-            SC_LS("host_ip", pod->host_addr), SC_LS("veth", pod->veth), SC_LS("reason", why));
+            SC_LS("pod_ip6", pod->pod_addr6), SC_LS("host_ip", pod->host_addr),
+            SC_LS("veth", pod->veth), SC_LS("reason", why));
     return 0;
 }
 

@@ -159,6 +159,10 @@ struct pod {
     char pod_addr[64];  /* the pod's address (no prefix), status.podIP */
     char host_addr[64]; /* the runner's end, status.hostIP and the pod's gateway */
     unsigned prefix;
+    char pod_addr6[64]; /* the IPv6 pair, when given ("" otherwise) */
+    char host_addr6[64];
+    unsigned prefix6;
+    char pod_ips[132]; /* status.podIPs: "v4" or "v4,v6" */
 };
 
 /* ---- pod_ctr.c: one container at a time ---- */
@@ -239,6 +243,7 @@ void pod_net_teardown(struct pod *pod);
 
 /* The address probes and status.podIP use: the pod's address, or 127.0.0.1 on the host network. */
 const char *pod_net_pod_ip(const struct pod *pod);
+const char *pod_net_pod_ips(const struct pod *pod); /* status.podIPs: comma-separated */
 const char *pod_net_host_ip(const struct pod *pod);
 
 /* Checks <c>'s effective securityContext against the runner (runAsNonRoot, runAsUser without

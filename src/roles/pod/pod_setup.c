@@ -318,8 +318,11 @@ static const char *field_value(struct pod *pod, const char *fp)
     if (strcmp(fp, "status.hostIP") == 0) {
         return pod_net_host_ip(pod);
     }
+    if (strcmp(fp, "status.podIPs") == 0) {
+        return pod_net_pod_ips(pod);
+    }
     if (strncmp(fp, "status.", 7) == 0) {
-        return pod_net_pod_ip(pod); /* podIP, podIPs: one address */
+        return pod_net_pod_ip(pod);
     }
     bool labels = strncmp(fp, "metadata.labels['", 17) == 0;
     const char *k = fp + (labels ? 17 : 22);
