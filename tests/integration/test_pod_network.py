@@ -410,3 +410,20 @@ def test_container_security_context_checks(tmp_path, ctx, message):
     r = subprocess.run([BIN, "pod", "check", str(m)], capture_output=True, text=True)
     assert r.returncode == 1 and message in r.stderr, r.stderr
     assert "spec.containers[0].securityContext" in r.stderr
+
+
+def test_no_iptables_or_nft_fails_the_init_container_and_the_pod(node):
+    # The pod's PATH has ip and setpriv but neither iptables nor nft: `sidecar iptables` says so,
+    # the init container fails, the pod (restartPolicy Never) stops without its app ever
+    # starting, and its network is removed.
+    bin_dir = node.dir / "bin"
+    bin_dir.mkdir()
+    for tool in ("ip", "setpriv"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    env = dict(os.environ, PATH=str(bin_dir))
+    p, out, _ = node.run(manifest(node.dir, restart="Never"), env=env)
+    assert p.wait(timeout=30) == 1, out.read_text()
+    text = out.read_text()
+    assert "neither iptables/ip6tables nor nft is installed" in text, text
+    assert "container started container=app" not in text
+    assert_cleaned(node)
