@@ -63,7 +63,7 @@ int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, stru
     }
     const struct proxy_az_auth *login = NULL;
     if (rt->oidc && ex->lsn->inbound && !ex->is_connect) {
-        int st = proxy_oidc_request(ex, rt->oidc, m, *origin, *path, why, &login);
+        int st = proxy_oidc_request(ex, rt->oidc, m, raw, *origin, *path, why, &login);
         if (st) {
             *flags = 0;
             return st;

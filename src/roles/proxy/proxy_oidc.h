@@ -44,6 +44,10 @@ struct proxy_oidc_cfg {
     char *groups_claim;
     struct sc_strv skip;
     bool pass_authorization_header;
+    bool use_refresh_token;
+    uint64_t refresh_before_ms;
+    bool end_provider_session;
+    char *post_logout_redirect_url;
 };
 
 /* The proxy's `oidc:` block (issuer unset: no login). */
@@ -110,8 +114,10 @@ long proxy_oidc_query_param(struct sc_str q, const char *name, char *out, size_t
 
 /* A session as the cookie holds it. */
 struct proxy_oidc_session {
-    int64_t expires; /* unix seconds */
+    int64_t expires;   /* unix seconds: the session ends */
+    int64_t token_exp; /* unix seconds: the provider's tokens expire (0: unknown) */
     struct sc_str iss, sub, email, user, groups, id_token;
+    struct sc_str refresh_token; /* empty: none was granted */
 };
 
 /* Encodes <s> sealed under <key> as a cookie value (base64url) into <out> (<cap> bytes). Returns
