@@ -117,39 +117,6 @@ static inline bool is_cookie(struct sc_str kv, struct sc_str name, struct sc_str
     return true;
 }
 
-/* The request's Cookie fields as the login sees them. */
-struct cookies {
-    struct sc_str sess, csrf;           /* the proxy's cookies (the first of each name) */
-    const struct sc_http_header *field; /* the last Cookie field */
-    size_t nfields;                     /* how many Cookie fields the request has */
-    bool theirs;                        /* a field holds cookies other than the proxy's */
-};
-
-static void scan_cookies(const struct proxy_oidc *o, const struct sc_http_msg *m,
-                         struct cookies *ck)
-{
-    memset(ck, 0, sizeof(*ck));
-    for (size_t i = 0; i < m->nheaders; i++) {
-        const struct sc_http_header *h = &m->headers[i];
-        if (h->name.len != 6 || !sc_str_caseeq(h->name, SC_STR("cookie"))) {
-            continue;
-        }
-        ck->nfields++;
-        ck->field = h;
-        struct sc_str rest = h->value, v;
-        while (rest.len) {
-            struct sc_str kv = sc_str_trim(sc_str_split(&rest, ';'));
-            if (is_cookie(kv, o->name_s, &v)) {
-                ck->sess = ck->sess.p ? ck->sess : v;
-            } else if (is_cookie(kv, o->csrf_s, &v)) {
-                ck->csrf = ck->csrf.p ? ck->csrf : v;
-            } else if (kv.len) {
-                ck->theirs = true;
-            }
-        }
-    }
-}
-
 static void set_cookie(struct lines *l, const struct proxy_oidc *o, const char *name,
                        struct sc_str value, int64_t max_age)
 {
@@ -374,13 +341,18 @@ static void entry_fill(struct sess_entry *e, const struct proxy_oidc *o, struct 
     *e = ne;
 }
 
+/* A value's slot: from its first 8 characters (the AES-GCM nonce's: random per seal), so that a
+ * request's cookie is found before its end is known. */
+static inline size_t slot_at(const char *p, size_t len)
+{
+    uint64_t x = 0;
+    memcpy(&x, p, len < 8 ? len : 8);
+    return (size_t)((x * 0x9E3779B97F4A7C15ull) >> 56); /* SESS_CACHE: 256 */
+}
+
 static size_t slot_of(struct sc_str v)
 {
-    uint32_t h = 2166136261u;
-    for (size_t i = v.len > 8 ? v.len - 8 : 0; i < v.len; i++) {
-        h = (h ^ (unsigned char)v.p[i]) * 16777619u;
-    }
-    return h % SESS_CACHE;
+    return slot_at(v.p, v.len);
 }
 
 static struct sess_entry *cache_put(struct proxy_worker *w, const struct proxy_oidc *o,
@@ -402,6 +374,77 @@ static struct sess_entry *cache_get(struct proxy_worker *w, const struct proxy_o
     }
     struct sess_entry *e = &w->oidc_cache->e[slot_of(v)];
     return e->owner == o->id && e->vlen == v.len && memcmp(e->block, v.p, v.len) == 0 ? e : NULL;
+}
+
+/* The cached session whose value starts at <p> and ends at <end> or at a ';' there. */
+static inline struct sess_entry *cache_at(struct proxy_worker *w, const struct proxy_oidc *o,
+                                          const char *p, const char *end)
+{
+    size_t left = (size_t)(end - p);
+    if (!w->oidc_cache || left < 8) {
+        return NULL;
+    }
+    struct sess_entry *e = &w->oidc_cache->e[slot_at(p, left)];
+    return e->owner == o->id && e->vlen <= left && (e->vlen == left || p[e->vlen] == ';') &&
+                   memcmp(e->block, p, e->vlen) == 0
+               ? e
+               : NULL;
+}
+
+/* The request's Cookie fields as the login sees them. */
+struct cookies {
+    struct sc_str sess, csrf;           /* the proxy's cookies (the first of each name) */
+    struct sess_entry *hit;             /* the session cookie's cache entry, when cached */
+    const struct sc_http_header *field; /* the last Cookie field */
+    size_t nfields;                     /* how many Cookie fields the request has */
+    bool theirs;                        /* a field holds cookies other than the proxy's */
+};
+
+/* Reads the Cookie fields (RFC 6265 5.4: pairs separated by "; "). A cached session cookie is
+ * matched where its name ends, without looking for its end first. */
+static void scan_cookies(const struct proxy_oidc *o, struct proxy_worker *w,
+                         const struct sc_http_msg *m, struct cookies *ck)
+{
+    memset(ck, 0, sizeof(*ck));
+    const struct sc_str name = o->name_s;
+    for (size_t i = 0; i < m->nheaders; i++) {
+        const struct sc_http_header *h = &m->headers[i];
+        if (h->name.len != 6 || !sc_str_caseeq(h->name, SC_STR("cookie"))) {
+            continue;
+        }
+        ck->nfields++;
+        ck->field = h;
+        const char *p = h->value.p, *end = p + h->value.len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == '\t')) {
+                p++;
+            }
+            if (p == end) {
+                break;
+            }
+            if (!ck->sess.p && (size_t)(end - p) > name.len && p[name.len] == '=' &&
+                memcmp(p, name.p, name.len) == 0) {
+                struct sess_entry *e = cache_at(w, o, p + name.len + 1, end);
+                if (e) {
+                    ck->sess = sc_str_n(p + name.len + 1, e->vlen);
+                    ck->hit = e;
+                    p += name.len + 1 + e->vlen;
+                    p += p < end; /* past the ';' */
+                    continue;
+                }
+            }
+            const char *semi = memchr(p, ';', (size_t)(end - p));
+            struct sc_str kv = sc_str_trim(sc_str_n(p, (size_t)((semi ? semi : end) - p))), v;
+            p = semi ? semi + 1 : end;
+            if (is_cookie(kv, name, &v)) {
+                ck->sess = ck->sess.p ? ck->sess : v;
+            } else if (is_cookie(kv, o->csrf_s, &v)) {
+                ck->csrf = ck->csrf.p ? ck->csrf : v;
+            } else if (kv.len) {
+                ck->theirs = true;
+            }
+        }
+    }
 }
 
 /* The entry of session cookie value <v>, opened and cached when new; NULL when it is not one of
@@ -429,7 +472,7 @@ static struct sess_entry *session(const struct proxy_oidc *o, struct proxy_worke
         sc_metrics_counter_inc(o->m_sess_none);
         return NULL;
     }
-    struct sess_entry *e = lookup(o, w, ck->sess);
+    struct sess_entry *e = ck->hit ? ck->hit : lookup(o, w, ck->sess);
     if (!e) {
         return NULL;
     }
@@ -561,7 +604,7 @@ static int sign_out(struct proxy_exch *ex, const struct proxy_oidc *o, const str
     struct sc_str hint = SC_STR_NULL;
     if (doc && doc->end_session_endpoint) {
         struct cookies ck;
-        scan_cookies(o, m, &ck);
+        scan_cookies(o, ex->w, m, &ck);
         const struct sess_entry *e = ck.sess.len ? lookup(o, ex->w, ck.sess) : NULL;
         hint = e ? e->s.id_token : SC_STR_NULL; /* an expired session's too (section 2) */
     }
@@ -1030,7 +1073,7 @@ static int callback(struct proxy_exch *ex, const struct proxy_oidc *o, const str
     }
     struct proxy_oidc_session pre;
     struct cookies ck;
-    scan_cookies(o, m, &ck);
+    scan_cookies(o, ex->w, m, &ck);
     if (cl <= 0 || sl <= 0) {
         sc_metrics_counter_inc(o->m_login_state);
         *why = "the callback has no code or state";
@@ -1329,7 +1372,7 @@ static int resumed(struct proxy_exch *ex, const struct proxy_oidc *o, const stru
         *auth = auth_of(o, &c->use);
     }
     struct cookies ck;
-    scan_cookies(o, m, &ck);
+    scan_cookies(o, ex->w, m, &ck);
     return forward(ex, o, m, &ck, c->use.lines, why);
 }
 
@@ -1349,7 +1392,7 @@ int proxy_oidc_request(struct proxy_exch *ex, const struct proxy_oidc *o,
         return sign_out(ex, o, m, origin, why);
     }
     struct cookies ck;
-    scan_cookies(o, m, &ck);
+    scan_cookies(o, ex->w, m, &ck);
     int64_t now = now_s();
     struct sess_entry *e = session(o, ex->w, &ck, now);
     if (sc_str_eq(path, SC_STR(AUTH_PATH))) {
