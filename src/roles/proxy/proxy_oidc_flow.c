@@ -107,6 +107,24 @@ static struct sc_str header(const struct sc_http_msg *m, const char *name)
     return SC_STR_NULL;
 }
 
+/* Whether header name <n> is Cookie, any case (one load: OR-ing 0x20 turns only 'A'-'Z' into
+ * the letters compared). */
+static inline bool cookie_field(struct sc_str n)
+{
+    if (n.len != 6) {
+        return false;
+    }
+    uint32_t a;
+    uint16_t b;
+    memcpy(&a, n.p, 4);
+    memcpy(&b, n.p + 4, 2);
+    uint32_t ca;
+    uint16_t cb;
+    memcpy(&ca, "cook", 4);
+    memcpy(&cb, "ie", 2);
+    return (a | 0x20202020u) == ca && (uint16_t)(b | 0x2020u) == cb;
+}
+
 /* Whether cookie pair <kv> ("name=value") is cookie <name>; then <*v> is its value. */
 static inline bool is_cookie(struct sc_str kv, struct sc_str name, struct sc_str *v)
 {
@@ -221,7 +239,7 @@ static void rewrite_cookies(struct lines *l, const struct proxy_oidc *o,
     bool any = false;
     for (size_t i = 0; i < m->nheaders; i++) {
         const struct sc_http_header *h = &m->headers[i];
-        if (h->name.len != 6 || !sc_str_caseeq(h->name, SC_STR("cookie"))) {
+        if (!cookie_field(h->name)) {
             continue;
         }
         struct sc_str rest = h->value, v;
@@ -409,7 +427,7 @@ static void scan_cookies(const struct proxy_oidc *o, struct proxy_worker *w,
     const struct sc_str name = o->name_s;
     for (size_t i = 0; i < m->nheaders; i++) {
         const struct sc_http_header *h = &m->headers[i];
-        if (h->name.len != 6 || !sc_str_caseeq(h->name, SC_STR("cookie"))) {
+        if (!cookie_field(h->name)) {
             continue;
         }
         ck->nfields++;
@@ -1421,6 +1439,11 @@ int proxy_oidc_request(struct proxy_exch *ex, const struct proxy_oidc *o,
     }
     if (ex->rt->authz) {
         *auth = auth_of(o, e);
+    }
+    if (ck.nfields == 1 && !ck.theirs) { /* forward()'s usual case, inline */
+        ex->authn_add = e->lines;
+        ex->authn_strip = ck.field->value;
+        return 0;
     }
     return forward(ex, o, m, &ck, e->lines, why);
 }
