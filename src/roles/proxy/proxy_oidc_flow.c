@@ -704,15 +704,14 @@ static void call_free(struct proxy_oidc_call *c)
     sc_free(c);
 }
 
-/* The refresh of the session <c> came with is over: this worker may start another. */
-static void refresh_done(struct proxy_oidc_call *c, int64_t retry_at)
+/* The refresh of the session <c> came with is over: this worker may start another, from
+ * <next> on (0: never; -1: as it was). */
+static void refresh_done(struct proxy_oidc_call *c, int64_t next)
 {
     struct sess_entry *e = cache_get(c->ex->w, c->o, sc_str_c(c->value));
     if (e) {
         e->refreshing = false;
-        if (retry_at) {
-            e->refresh_at = retry_at;
-        }
+        e->refresh_at = next < 0 ? e->refresh_at : next;
     }
 }
 
@@ -726,7 +725,7 @@ void proxy_oidc_cancel(struct proxy_exch *ex)
     if (c->xfer) {
         sc_egress_cancel(c->xfer);
         if (c->kind == CALL_REFRESH) {
-            refresh_done(c, 0);
+            refresh_done(c, -1);
         }
     }
     call_free(c);
@@ -1174,11 +1173,11 @@ static void resume(struct proxy_oidc_call *c)
     proxy_exchange_route(ex->dc, &m, origin, path);
 }
 
-/* Ends the worker's refresh of the cookie <c> came with: <retry_at> is when the next request of
- * that cookie tries again (0: unchanged); <dead>: the provider ended the session. */
-static void refresh_end(struct proxy_oidc_call *c, int64_t retry_at, bool dead)
+/* Ends the worker's refresh of the cookie <c> came with: <next> as refresh_done's; <dead>: the
+ * provider ended the session. */
+static void refresh_end(struct proxy_oidc_call *c, int64_t next, bool dead)
 {
-    refresh_done(c, retry_at);
+    refresh_done(c, next);
     struct sess_entry *e = dead ? cache_get(c->ex->w, c->o, sc_str_c(c->value)) : NULL;
     if (e) {
         e->s.expires = 0; /* its other requests log in again too */
@@ -1235,8 +1234,9 @@ static void on_refreshed(void *arg, const struct sc_egress_resp *resp)
     json_decref(j);
     if (c->outcome == RES_NEW) {
         sc_metrics_counter_inc(o->m_refresh_ok);
-        /* the old cookie's other requests go on without refreshing it again */
-        refresh_end(c, c->use.refresh_at ? c->use.refresh_at : INT64_MAX, false);
+        /* the old cookie's other requests go on without refreshing it again (its refresh
+         * token may be rotated away: the browser has the new cookie) */
+        refresh_end(c, 0, false);
     } else if (c->outcome == RES_KEEP) {
         sc_metrics_counter_inc(o->m_refresh_error);
         sc_warn("oidc session refresh failed; the session goes on and is refreshed later",
@@ -1246,7 +1246,7 @@ static void on_refreshed(void *arg, const struct sc_egress_resp *resp)
         sc_metrics_counter_inc(o->m_refresh_failed);
         sc_info("oidc session refresh refused; the user logs in again", SC_LS("reason", why),
                 SC_LI("status", resp->status), SC_LS("error", err ? err : ""));
-        refresh_end(c, 0, true);
+        refresh_end(c, -1, true);
     }
     resume(c);
 }
@@ -1367,6 +1367,19 @@ static bool browser(const struct sc_http_msg *m)
            (sc_str_eq(m->method, SC_STR("GET")) || sc_str_eq(m->method, SC_STR("HEAD")));
 }
 
+/* A 401 for an API call without a valid session; <clear>: the one it came with is cleared. */
+static int unauthorized(struct proxy_exch *ex, const struct proxy_oidc *o, bool clear,
+                        const char *reason, const char **why)
+{
+    if (clear) {
+        struct lines l = { line_buf, 0, sizeof(line_buf), false };
+        set_cookie(&l, o, o->cookie_name, SC_STR(""), 0);
+        ex->reply_headers = sc_str_n(l.p, l.len);
+    }
+    *why = reason;
+    return 401;
+}
+
 /* The exchange comes back from a refresh (resume): the outcome decides. */
 static int resumed(struct proxy_exch *ex, const struct proxy_oidc *o, const struct sc_http_msg *m,
                    struct sc_str origin, struct proxy_oidc_call *c, const char **why,
@@ -1377,11 +1390,7 @@ static int resumed(struct proxy_exch *ex, const struct proxy_oidc *o, const stru
         if (browser(m)) {
             return start_login(ex, o, m, origin, true, why);
         }
-        struct lines l = { line_buf, 0, sizeof(line_buf), false };
-        set_cookie(&l, o, o->cookie_name, SC_STR(""), 0);
-        ex->reply_headers = sc_str_n(l.p, l.len);
-        *why = "unauthorized: the session ended, log in again";
-        return 401;
+        return unauthorized(ex, o, true, "unauthorized: the session ended, log in again", why);
     }
     if (c->outcome == RES_NEW) {
         ex->resp_add = sc_str_c(c->set_cookie);
@@ -1428,10 +1437,9 @@ int proxy_oidc_request(struct proxy_exch *ex, const struct proxy_oidc *o,
             return forward(ex, o, m, &ck, SC_STR_NULL, why);
         }
         if (browser(m)) {
-            return start_login(ex, o, m, origin, false, why);
+            return start_login(ex, o, m, origin, ck.sess.len > 0, why);
         }
-        *why = "unauthorized: log in first";
-        return 401;
+        return unauthorized(ex, o, ck.sess.len > 0, "unauthorized: log in first", why);
     }
     if (e->refresh_at && now >= e->refresh_at && !e->refreshing && !skip &&
         start_refresh(ex, o, raw, ck.sess, e, now) == PROXY_AUTHZ_PENDING) {
