@@ -13,7 +13,7 @@ import requests
 
 from conftest import free_port
 from fake_oidc import FakeOIDC
-from proxy_util import echo, metric, proxy_config  # noqa: F401
+from proxy_util import echo, get, metric, proxy_config  # noqa: F401
 from test_proxy_oidc import HTML, idp, login, rsa_keys, upstream_headers  # noqa: F401
 from test_proxy_oidc import wait_discovered
 
@@ -202,3 +202,34 @@ def test_oidc_client_secret_basic_is_form_encoded(sidecar_run, echo, rsa_keys,  
         assert "app%3A1+x:" in base64.b64decode(want).decode()
     finally:
         f.close()
+
+
+def test_oidc_cookie_fields_upstream(sidecar_run, echo, idp, tmp_path):  # noqa: F811
+    # The proxy's cookies never go upstream, whatever the Cookie fields look like; a field of the
+    # session cookie alone is dropped as it is, several fields are joined into one (RFC 6265 5.4).
+    sc, port = start(sidecar_run, echo, idp, tmp_path)
+    s, _ = login(port, "/")
+    v = s.cookies.get("_sidecar_oidc")
+    cases = [
+        ([f"_sidecar_oidc={v}"], None),
+        ([f"_sidecar_oidc={v}; theme=dark"], "theme=dark"),
+        ([f"a=1; _sidecar_oidc={v};b=2"], "a=1; b=2"),
+        (["a=1", f"_sidecar_oidc={v}; _sidecar_oidc_csrf=x", "b=2"], "a=1; b=2"),
+        (["_sidecar_oidc_csrf=x", f"_sidecar_oidc={v}"], None),
+        ([f"_sidecar_oidc={v} ; c=3"], "c=3"),
+    ]
+    for fields, want in cases:
+        r = get_fields(port, fields)
+        assert r.status == 200, (fields, r.status)
+        got = [val for k, val in r.json()["headers"] if k.lower() == "cookie"]
+        assert got == ([want] if want else []), (fields, got)
+        assert ["u-1"] == [val for k, val in r.json()["headers"]
+                           if k.lower() == "x-auth-request-user"]
+    # A value that is the session's plus more is not the session.
+    r = get_fields(port, [f"_sidecar_oidc={v}x"])
+    assert r.status == 401
+
+
+
+def get_fields(port, cookie_fields):
+    return get(port, "/c", headers=[("Cookie", c) for c in cookie_fields])

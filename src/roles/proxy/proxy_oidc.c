@@ -98,8 +98,8 @@ const struct sc_opt proxy_oidc_opts[] = {
       .def = "8h",
       .min = 60000,
       .max = 30ULL * 24 * 3600 * 1000,
-      .help = "how long a session lasts from the login (the ID token's own exp is checked at "
-              "the login only)" },
+      .help = "how long a session lasts from the login or its last renewal (the ID token's "
+              "own exp is checked when it is received)" },
     { .name = "login_timeout",
       .type = SC_OPT_DURATION,
       .offset = offsetof(struct proxy_oidc_cfg, login_timeout_ms),
