@@ -210,10 +210,8 @@ static void test_seal_open(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_session_round_trip),
-        cmocka_unit_test(test_session_v1),
-        cmocka_unit_test(test_query_params),
-        cmocka_unit_test(test_local_targets),
+        cmocka_unit_test(test_session_round_trip), cmocka_unit_test(test_session_v1),
+        cmocka_unit_test(test_query_params),       cmocka_unit_test(test_local_targets),
         cmocka_unit_test(test_seal_open),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -198,11 +198,11 @@ struct proxy_exch {
     struct sc_str authn_strip; /* the header value that carried the token, not forwarded */
     struct sc_str authn_add;   /* header lines to add upstream */
     struct proxy_extauthz_call *authz_call; /* an external check in flight */
-    struct sc_str reply_headers;       /* header lines a local reply carries (ext_authz deny) */
-    struct sc_str resp_add; /* header lines every response carries, upstream's or local (a
-                               renewed login session's cookie) */
-    struct proxy_exch_trace tr;        /* trace context, when the snapshot traces */
-    struct proxy_span *span;           /* the span of a sampled request (proxy_trace.c) */
+    struct sc_str reply_headers; /* header lines a local reply carries (ext_authz deny) */
+    struct sc_str resp_add;      /* header lines every response carries, upstream's or local (a
+                                    renewed login session's cookie) */
+    struct proxy_exch_trace tr;  /* trace context, when the snapshot traces */
+    struct proxy_span *span;     /* the span of a sampled request (proxy_trace.c) */
     struct proxy_oidc_call *oidc_call; /* a login's token request in flight */
 };
 

@@ -276,7 +276,7 @@ long proxy_oidc_query_param(struct sc_str q, const char *name, char *out, size_t
 long proxy_oidc_session_encode(const uint8_t key[PROXY_OIDC_KEY_LEN], struct sc_str aad,
                                const struct proxy_oidc_session *s, char *out, size_t cap)
 {
-    const struct sc_str f[SESS_FIELDS] = { s->iss,    s->sub,    s->email,        s->user,
+    const struct sc_str f[SESS_FIELDS] = { s->iss,    s->sub,      s->email,        s->user,
                                            s->groups, s->id_token, s->refresh_token };
     size_t n = 1 + 8 + 8;
     for (size_t i = 0; i < SESS_FIELDS; i++) {

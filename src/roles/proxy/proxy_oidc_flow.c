@@ -325,15 +325,14 @@ static void entry_fill(struct sess_entry *e, const struct proxy_oidc *o, struct 
     struct lines l = { line_buf, 0, sizeof(line_buf), false };
     identity(&l, o, s);
     /* iss, "/", sub last: together they are the principal */
-    struct sc_str f[] = { v,         s->iss,      s->sub,
-                          s->email,  s->user,     s->groups,
+    struct sc_str f[] = { v,           s->iss,           s->sub,
+                          s->email,    s->user,          s->groups,
                           s->id_token, s->refresh_token, sc_str_n(l.p, l.over ? 0 : l.len),
-                          s->iss,    SC_STR("/"), s->sub };
+                          s->iss,      SC_STR("/"),      s->sub };
     struct sess_entry ne = { .owner = o->id, .vlen = v.len };
-    struct sc_str *to[] = { NULL,           &ne.s.iss,           &ne.s.sub,   &ne.s.email,
-                            &ne.s.user,     &ne.s.groups,        &ne.s.id_token,
-                            &ne.s.refresh_token, &ne.lines,      NULL,
-                            NULL,           NULL };
+    struct sc_str *to[] = { NULL,       &ne.s.iss,    &ne.s.sub,      &ne.s.email,
+                            &ne.s.user, &ne.s.groups, &ne.s.id_token, &ne.s.refresh_token,
+                            &ne.lines,  NULL,         NULL,           NULL };
     for (size_t i = 0; i < SC_ARRAY_LEN(f); i++) {
         ne.blen += f[i].len;
     }
@@ -352,9 +351,8 @@ static void entry_fill(struct sess_entry *e, const struct proxy_oidc *o, struct 
     ne.principal = sc_str_n(ne.block + poff, off - poff);
     ne.s.expires = s->expires;
     ne.s.token_exp = s->token_exp;
-    ne.refresh_at = o->refresh && s->refresh_token.len && s->token_exp
-                        ? s->token_exp - o->refresh_early
-                        : 0;
+    ne.refresh_at =
+        o->refresh && s->refresh_token.len && s->token_exp ? s->token_exp - o->refresh_early : 0;
     entry_clear(e);
     *e = ne;
 }
@@ -682,7 +680,7 @@ struct proxy_oidc_call {
     /* a refresh: */
     char *head; /* the request head as received, parsed again to go on */
     size_t headlen;
-    char *value;          /* the session cookie the request came with */
+    char *value;           /* the session cookie the request came with */
     struct sess_entry use; /* the session the request goes on with */
     char *set_cookie;      /* the renewed session's Set-Cookie line for the response */
     int outcome;
@@ -900,8 +898,8 @@ static void fail(struct proxy_oidc_call *c, struct sc_metric *mt, int status, co
  * answer without one, <base>'s claims kept), <j> the response. Fills <s> (views into <p>, <j>,
  * <base> and <gl>). Returns NULL, or why the user cannot have it with the metric in <*mt>. */
 static const char *session_of(const struct proxy_oidc *o, json_t *p, json_t *j, const char *idt,
-                              const struct proxy_oidc_session *base, struct lines *gl,
-                              int64_t now, struct proxy_oidc_session *s, struct sc_metric **mt)
+                              const struct proxy_oidc_session *base, struct lines *gl, int64_t now,
+                              struct proxy_oidc_session *s, struct sc_metric **mt)
 {
     *s = base ? *base : (struct proxy_oidc_session){ 0 };
     s->expires = now + o->ttl_s;
@@ -1097,7 +1095,8 @@ static int callback(struct proxy_exch *ex, const struct proxy_oidc *o, const str
         return 400;
     }
     if (open_cookie(o, &ex->w->oidc_aead, o->csrf_name, ck.csrf, &pre) < 0 ||
-        pre.expires <= now_s() || pre.iss.len != (size_t)sl || !same(pre.iss.p, state, (size_t)sl)) {
+        pre.expires <= now_s() || pre.iss.len != (size_t)sl ||
+        !same(pre.iss.p, state, (size_t)sl)) {
         sc_metrics_counter_inc(o->m_login_state);
         *why = "the login state does not match this browser's: start again";
         return 403;
