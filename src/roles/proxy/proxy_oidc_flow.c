@@ -687,6 +687,17 @@ struct proxy_oidc_call {
     bool resume; /* the exchange goes on: proxy_oidc_request takes the outcome */
 };
 
+static struct proxy_oidc_call *call_new(struct proxy_exch *ex, const struct proxy_oidc *o,
+                                        struct proxy_oidc_doc *doc, int kind)
+{
+    struct proxy_oidc_call *c = SC_NEW(struct proxy_oidc_call);
+    c->ex = ex;
+    c->o = o;
+    c->doc = doc; /* the reference is the call's */
+    c->kind = kind;
+    return c;
+}
+
 static void call_free(struct proxy_oidc_call *c)
 {
     proxy_oidc_doc_unref(c->doc);
@@ -1107,11 +1118,7 @@ static int callback(struct proxy_exch *ex, const struct proxy_oidc *o, const str
         *why = "the identity provider is unavailable: try again later";
         return 502;
     }
-    struct proxy_oidc_call *c = SC_NEW(struct proxy_oidc_call);
-    c->ex = ex;
-    c->o = o;
-    c->doc = doc;
-    c->kind = CALL_LOGIN;
+    struct proxy_oidc_call *c = call_new(ex, o, doc, CALL_LOGIN);
     if (pre.sub.len >= sizeof(c->nonce) || pre.user.len >= sizeof(c->rd) ||
         !proxy_oidc_local_target(pre.user)) {
         call_free(c);
@@ -1260,11 +1267,7 @@ static int start_refresh(struct proxy_exch *ex, const struct proxy_oidc *o, stru
         e->refresh_at = now + REFRESH_RETRY_S; /* no provider yet: later */
         return 0;
     }
-    struct proxy_oidc_call *c = SC_NEW(struct proxy_oidc_call);
-    c->ex = ex;
-    c->o = o;
-    c->doc = doc;
-    c->kind = CALL_REFRESH;
+    struct proxy_oidc_call *c = call_new(ex, o, doc, CALL_REFRESH);
     c->head = sc_malloc(raw.len);
     memcpy(c->head, raw.p, raw.len);
     c->headlen = raw.len;
