@@ -27,7 +27,8 @@
 Knobs the tests turn: user claims, `down` (every endpoint 503), `id_token_overrides` (claims
 replaced in the next ID tokens: a wrong aud, nonce, exp), `sign_with` (another key),
 `token_ttl` (ID and access token lifetime), `refresh_overrides` (claims of refreshed ID tokens),
-`revoke_all()` (every refresh token refused).
+`revoke_all()` (every refresh token refused), `token_delay` (seconds the token endpoint waits),
+`refresh_token_size`.
 """
 import base64
 import hashlib
@@ -58,6 +59,8 @@ class FakeOIDC:
         self.token_requests = []
         self.hits = 0
         self.posts = 0
+        self.token_delay = 0
+        self.refresh_token_size = 43
         self.token_ttl = 300
         self.always_refresh = False
         self.rotate = True
@@ -105,6 +108,7 @@ class FakeOIDC:
                 outer.posts += 1
                 if outer.down:
                     return self.send(503)
+                time.sleep(outer.token_delay)
                 n = int(self.headers.get("Content-Length", "0"))
                 form = parse_qs(self.rfile.read(n).decode())
                 if urlparse(self.path).path != "/token":
@@ -160,7 +164,7 @@ class FakeOIDC:
         return idt
 
     def new_refresh_token(self, sub):
-        rt = secrets.token_urlsafe(32)
+        rt = secrets.token_urlsafe(self.refresh_token_size)[:self.refresh_token_size]
         self.refresh_tokens[rt] = {"sub": sub, "live": True}
         return rt
 

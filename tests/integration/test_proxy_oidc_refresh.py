@@ -7,13 +7,15 @@ waits, then goes upstream with the renewed identity, and its response carries th
 refused refresh sends a browser to log in again and an API call gets 401; the provider down keeps
 the session. Sign-out ends the provider's session when asked to."""
 import base64
+import socket
+import time
 from urllib.parse import parse_qs, quote_plus, urlparse
 
 import requests
 
 from conftest import free_port
 from fake_oidc import FakeOIDC
-from proxy_util import echo, get, metric, proxy_config  # noqa: F401
+from proxy_util import echo, get, metric, proxy_config, wait_for  # noqa: F401
 from test_proxy_oidc import HTML, idp, login, rsa_keys, upstream_headers  # noqa: F401
 from test_proxy_oidc import wait_discovered
 
@@ -233,3 +235,36 @@ def test_oidc_cookie_fields_upstream(sidecar_run, echo, idp, tmp_path):  # noqa:
 
 def get_fields(port, cookie_fields):
     return get(port, "/c", headers=[("Cookie", c) for c in cookie_fields])
+
+
+def test_oidc_refresh_client_gone_and_big_tokens(sidecar_run, echo, idp, tmp_path):  # noqa: F811
+    idp.token_ttl = 30
+    sc, port = start(sidecar_run, echo, idp, tmp_path, pass_authorization_header=True)
+    s, r = login(port, "/")
+    # With pass_authorization_header the renewed ID token goes upstream.
+    assert upstream_headers(r)["authorization"] == f"Bearer {idp.issued_id_tokens[-1]}"
+    # A client that leaves while its request waits for the token endpoint: the renewal still
+    # completes (the rotated token is the provider's now) and the proxy carries on.
+    idp.token_delay = 1.0
+    old = s.cookies.get("_sidecar_oidc")
+    raw = socket.create_connection(("127.0.0.1", port))
+    raw.sendall(f"GET /gone HTTP/1.1\r\nHost: x\r\nCookie: _sidecar_oidc={old}\r\n\r\n"
+                .encode())
+    time.sleep(0.3)
+    raw.close()
+    assert wait_for(lambda: len(idp.refresh_requests) == 2, timeout=10)
+    idp.token_delay = 0
+    time.sleep(0.3)
+    # The proxy carries on: a new login and its renewal work.
+    s, r = login(port, "/back")
+    assert r.json()["target"] == "/back" and len(idp.refresh_requests) == 3
+    sc.stop()
+    # A refresh token too big for the cookie is left out: the login works, nothing is renewed.
+    idp.refresh_token_size = 3000
+    sc, port = start(sidecar_run, echo, idp, tmp_path)
+    n = len(idp.refresh_requests)
+    s, r = login(port, "/")
+    assert len(s.cookies.get("_sidecar_oidc")) < 3800
+    assert s.get(f"http://127.0.0.1:{port}/page", timeout=10).status_code == 200
+    assert len(idp.refresh_requests) == n
+    assert "kept without its refresh token" in sc.logs()
