@@ -1199,7 +1199,8 @@ static void on_refreshed(void *arg, const struct sc_egress_resp *resp)
     ex->dc->rpaused = false;
     int64_t now = now_s();
     json_t *j = NULL, *p = NULL;
-    const char *why = NULL, *err = NULL;
+    const char *why = NULL;
+    char err[128] = ""; /* the provider's error code, kept past the answer */
     c->outcome = RES_LOGIN;
     if (resp->error || resp->status == 0 || resp->status >= 500) {
         why = "the token endpoint failed";
@@ -1208,7 +1209,8 @@ static void on_refreshed(void *arg, const struct sc_egress_resp *resp)
         j = json_loadb(resp->body.p, resp->body.len, JSON_REJECT_DUPLICATES, NULL);
         const char *at = json_string_value(json_object_get(j, "access_token"));
         const char *idt = json_string_value(json_object_get(j, "id_token"));
-        err = json_string_value(json_object_get(j, "error"));
+        const char *e = json_string_value(json_object_get(j, "error"));
+        snprintf(err, sizeof(err), "%s", e ? e : "");
         if (resp->status != 200 || !at) {
             why = "the provider refused the refresh token";
         } else if (idt && (p = verify_id_token(c, sc_str_c(idt), &why)) == NULL) {
@@ -1251,7 +1253,7 @@ static void on_refreshed(void *arg, const struct sc_egress_resp *resp)
     } else {
         sc_metrics_counter_inc(o->m_refresh_failed);
         sc_info("oidc session refresh refused; the user logs in again", SC_LS("reason", why),
-                SC_LI("status", resp->status), SC_LS("error", err ? err : ""));
+                SC_LI("status", resp->status), SC_LS("error", err));
         refresh_end(c, -1, true);
     }
     resume(c);
