@@ -275,8 +275,8 @@ static int64_t now_s(void)
 
 /* ---- the per-worker cache of opened sessions ---- */
 
-/* Direct-mapped, a slot chosen by the value's last bytes (the GCM tag: random per seal), a hit
- * compares the whole value; entries belong to one compiled login (its id), so a reload with
+/* Direct-mapped, a slot chosen by the value's first bytes (the GCM nonce: random per seal), a
+ * hit compares the whole value; entries belong to one compiled login (its id), so a reload with
  * other keys never sees them. Bounded: SESS_CACHE entries of at most COOKIE_MAX + the fields.
  * An entry also keeps what every request of the session writes, made once: the identity header
  * lines for upstream and the principal. */
@@ -323,7 +323,7 @@ static void entry_fill(struct sess_entry *e, const struct proxy_oidc *o, struct 
                        const struct proxy_oidc_session *s)
 {
     struct lines l = { line_buf, 0, sizeof(line_buf), false };
-    identity(&l, o, s);
+    identity(&l, o, s); /* fits: the fields came from (or went into) a cookie of COOKIE_MAX */
     /* iss, "/", sub last: together they are the principal */
     struct sc_str f[] = { v,           s->iss,           s->sub,
                           s->email,    s->user,          s->groups,
