@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""sidecar proxy: the OpenID Connect login's session renewal, provider logout and client
-authentication, against fake_oidc (RFC 6749 6 refresh_token grant with rotation, OpenID Connect
+"""sidecar proxy: the OpenID Connect login's session renewal, provider logout, client
+authentication, Cookie fields and per-listener logins, against fake_oidc (RFC 6749 6 refresh_token grant with rotation, OpenID Connect
 Core 12 refreshed ID tokens, RP-Initiated Logout 1.0, RFC 6749 2.3.1 Basic encoding) and the echo
 upstream. A session whose tokens are near expiry is renewed on its next request (the request
 waits, then goes upstream with the renewed identity, and its response carries the new cookie); a
@@ -268,3 +268,58 @@ def test_oidc_refresh_client_gone_and_big_tokens(sidecar_run, echo, idp, tmp_pat
     assert s.get(f"http://127.0.0.1:{port}/page", timeout=10).status_code == 200
     assert len(idp.refresh_requests) == n
     assert "kept without its refresh token" in sc.logs()
+
+
+def test_oidc_per_listener(sidecar_run, echo, rsa_keys, tmp_path, run_cli):  # noqa: F811
+    # Three listeners: the top-level login, none (enabled: false), and one of another provider
+    # under its own cookie name.
+    a, b = FakeOIDC(rsa_keys[0]), FakeOIDC(rsa_keys[1], client_id="other", client_secret="x2")
+    try:
+        secret = tmp_path / "client_secret"
+        secret.write_text("s3cret\n")
+        pa, pn, pb = free_port(), free_port(), free_port()
+        top = {"issuer": a.issuer, "client_id": "app", "client_secret_file": str(secret),
+               "cookie_secure": False}
+        own = {"issuer": b.issuer, "client_id": "other", "client_secret": "x2",
+               "cookie_secure": False, "cookie_name": "_other"}
+        route = [{"name": "r", "cluster": "app"}]
+        sc = sidecar_run("proxy", config=proxy_config(
+            [{"name": "a", "address": f"127.0.0.1:{pa}", "routes": route},
+             {"name": "n", "address": f"127.0.0.1:{pn}", "routes": route,
+              "oidc": {"enabled": False}},
+             {"name": "b", "address": f"127.0.0.1:{pb}", "routes": route, "oidc": own}],
+            [{"name": "app", "endpoints": [echo.addr]}], oidc=top))
+        wait_discovered(pa)
+        wait_discovered(pb)
+        s, r = login(pa, "/")
+        assert s.cookies.get("_sidecar_oidc") and a.token_requests and not b.token_requests
+        # No login on n: a browser navigation goes straight to the app.
+        r = get(pn, "/free", headers=[("Accept", "text/html")])
+        assert r.status == 200 and r.json()["target"] == "/free"
+        # b: its own provider, client and cookie.
+        r = get(pb, "/api")
+        assert r.status == 401
+        s2, r = login(pb, "/b")
+        assert r.json()["target"] == "/b" and s2.cookies.get("_other")
+        assert b.token_requests and "_sidecar_oidc" not in s2.cookies
+        assert upstream_headers(r)["x-auth-request-user"] == "u-1"
+        # a's session is not b's.
+        assert requests.get(f"http://127.0.0.1:{pb}/api", cookies={
+            "_other": s.cookies.get("_sidecar_oidc")}, timeout=10).status_code == 401
+    finally:
+        a.close()
+        b.close()
+    # Two providers under one cookie name: refused at load.
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(proxy_config(
+        [{"name": "x", "address": "127.0.0.1:1", "routes": [],
+          "oidc": {"issuer": "https://other.example", "client_id": "c", "client_secret": "s"}}],
+        [], oidc={"issuer": "https://x.example", "client_id": "c", "client_secret": "s"}))
+    r = run_cli("proxy", "-c", str(cfg), "--check")
+    assert r.returncode != 0 and "cookie_name" in r.stderr, r.stderr
+    # A listener's login checked as the top-level one is.
+    cfg.write_text(proxy_config(
+        [{"name": "x", "address": "127.0.0.1:1", "routes": [],
+          "oidc": {"issuer": "ftp://x", "client_id": "c", "client_secret": "s"}}], []))
+    r = run_cli("proxy", "-c", str(cfg), "--check")
+    assert r.returncode != 0 and 'listener "x": oidc.issuer' in r.stderr, r.stderr

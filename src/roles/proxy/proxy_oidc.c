@@ -30,6 +30,12 @@
 static const char *const auth_methods[] = { "client_secret_basic", "client_secret_post", NULL };
 
 const struct sc_opt proxy_oidc_opts[] = {
+    { .name = "enabled",
+      .type = SC_OPT_BOOL,
+      .offset = offsetof(struct proxy_oidc_cfg, enabled),
+      .def = "true",
+      .help = "false: no login (in a listener's oidc: that listener has none, whatever the "
+              "top-level oidc says)" },
     { .name = "issuer",
       .type = SC_OPT_STR,
       .offset = offsetof(struct proxy_oidc_cfg, issuer),
@@ -648,7 +654,7 @@ void proxy_oidc_cleanup(void)
 
 int proxy_oidc_check(const struct proxy_oidc_cfg *c, char **err)
 {
-    if (!c->issuer) {
+    if (!c->issuer || !c->enabled) {
         return 0;
     }
     const char *why = NULL;
@@ -764,7 +770,7 @@ static struct sc_metric *metric(struct sc_metric_family *f, const char *v)
 struct proxy_oidc *proxy_oidc_new(const struct proxy_oidc_cfg *c, struct sc_metrics *reg,
                                   char **err)
 {
-    if (!c->issuer) {
+    if (!c->issuer || !c->enabled) {
         return NULL;
     }
     char *why = NULL;
@@ -932,4 +938,64 @@ void proxy_oidc_free(struct proxy_oidc *o)
     memset(o->key, 0, sizeof(o->key));
     memset(o->prev_key, 0, sizeof(o->prev_key));
     sc_free(o);
+}
+
+/* ---- the proxy's logins ---- */
+
+static bool login_on(const struct proxy_oidc_cfg *c)
+{
+    return c->issuer && c->enabled;
+}
+
+int proxy_oidc_check_all(const struct proxy_cfg *c, char **err)
+{
+    const struct proxy_listener_cfg *lcs = c->listeners.v;
+    const struct proxy_oidc_cfg *top = &c->oidc;
+    int rc = proxy_oidc_check(top, err);
+    bool any = login_on(top);
+    for (size_t i = 0; rc == 0 && i < c->listeners.n; i++) {
+        const struct proxy_oidc_cfg *a = &lcs[i].oidc;
+        if ((rc = proxy_oidc_check(a, err)) < 0) {
+            char *e = sc_asprintf("listener \"%s\": %s", lcs[i].name, *err);
+            sc_free(*err);
+            *err = e;
+            break;
+        }
+        any = any || login_on(a);
+        /* A browser sends a host's cookies to all its ports: two providers cannot share a
+         * cookie name (their sessions would replace each other's). */
+        for (size_t j = 0; login_on(a) && j <= i; j++) {
+            const struct proxy_oidc_cfg *b = j < i ? &lcs[j].oidc : top;
+            if (login_on(b) && strcmp(a->cookie_name, b->cookie_name) == 0 &&
+                (strcmp(a->issuer, b->issuer) != 0 || strcmp(a->client_id, b->client_id) != 0)) {
+                *err = sc_asprintf("listener \"%s\": oidc.cookie_name \"%s\" is used by another "
+                                   "provider or client: give each its own",
+                                   lcs[i].name, a->cookie_name);
+                rc = SC_ECONFIG;
+            }
+        }
+    }
+    if (rc == 0 && any && c->jwt.request_authentication.n) {
+        /* Both would set the request's identity and its upstream headers. */
+        *err = sc_strdup("oidc and request_authentication cannot be configured together");
+        rc = SC_ECONFIG;
+    }
+    return rc;
+}
+
+int proxy_oidc_listener_init(struct proxy_listener *l, const struct proxy_listener_cfg *lc,
+                             struct sc_metrics *reg, char **err)
+{
+    l->oidc_off = !lc->oidc.enabled;
+    if (!login_on(&lc->oidc)) {
+        return 0;
+    }
+    char *e = NULL;
+    l->oidc = proxy_oidc_new(&lc->oidc, reg, &e);
+    if (!l->oidc) {
+        *err = sc_asprintf("listener \"%s\": %s", l->name, e ? e : "oidc");
+        sc_free(e);
+        return SC_ECONFIG;
+    }
+    return 0;
 }

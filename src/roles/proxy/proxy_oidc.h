@@ -22,6 +22,7 @@
 #include "core/str.h"
 
 struct proxy_oidc_cfg {
+    bool enabled;
     char *issuer;
     char *client_id;
     char *client_secret;
@@ -58,6 +59,18 @@ struct proxy_oidc; /* compiled, immutable, owned by a snapshot */
 /* Checks what the table cannot (client secret given once, paths, cookie name). Returns 0 or
  * SC_ECONFIG with a new message in <*err>. */
 int proxy_oidc_check(const struct proxy_oidc_cfg *c, char **err);
+
+/* Checks the proxy's logins: the top-level one and every listener's (each as proxy_oidc_check,
+ * none beside request_authentication, distinct cookie names for distinct providers). */
+struct proxy_cfg;
+int proxy_oidc_check_all(const struct proxy_cfg *c, char **err);
+
+/* Compiles listener <l>'s own login from its config <lc> (none: the top-level one applies;
+ * enabled false: none). Returns 0 or SC_ECONFIG with a new message in <*err>. */
+struct proxy_listener;
+struct proxy_listener_cfg;
+int proxy_oidc_listener_init(struct proxy_listener *l, const struct proxy_listener_cfg *lc,
+                             struct sc_metrics *reg, char **err);
 
 /* Compiles <c> (reads the secret and cookie key files). NULL with no error when no issuer is
  * set; NULL with a new message in <*err> otherwise. Main loop only. */
