@@ -185,8 +185,8 @@ import base64, os, struct, sys, time
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 key = bytes.fromhex(open(sys.argv[1]).read().strip())
 fields = [b"http://127.0.0.1:1", b"0b5e6c1a-7f6e-4a51-9a7e-3c2d1e0f9a8b", b"alice@example.com",
-          b"alice", b"dev,ops,shop-admins", b""]
-plain = b"\x01" + struct.pack(">Q", int(time.time()) + 3600)
+          b"alice", b"dev,ops,shop-admins", b"", b""]
+plain = b"\x02" + struct.pack(">QQ", int(time.time()) + 3600, int(time.time()) + 300)
 plain += b"".join(struct.pack(">H", len(f)) + f for f in fields)
 nonce = os.urandom(12)
 box = nonce + AESGCM(key).encrypt(nonce, plain, b"_sidecar_oidc")

@@ -2,7 +2,7 @@
 // libFuzzer target for the OpenID Connect login's parsers of untrusted input. The first byte
 // picks the mode: 0, the rest is a session cookie value decoded with a fixed key; 1, a callback
 // query whose code, state and error parameters are read; 2, a redirect target judged local or
-// not; 3, a session made of the bytes (split in six fields) is sealed and must decode to the same
+// not; 3, a session made of the bytes (split in seven fields) is sealed and must decode to the same
 // fields. Invariants: the cached AES-GCM contexts decode as the uncached path does; a decoded
 // session's fields lie within the decode buffer and re-encode to a value that decodes to the same
 // fields; a parameter is shorter than its buffer, holds no NUL, and asking twice gives the same
@@ -38,7 +38,8 @@ static bool within(struct sc_str s, const uint8_t *buf, size_t cap)
 
 static void same_fields(const struct proxy_oidc_session *a, const struct proxy_oidc_session *b)
 {
-    CHECK(a->expires == b->expires);
+    CHECK(a->expires == b->expires && a->token_exp == b->token_exp);
+    CHECK(sc_str_eq(a->refresh_token, b->refresh_token));
     CHECK(sc_str_eq(a->iss, b->iss) && sc_str_eq(a->sub, b->sub));
     CHECK(sc_str_eq(a->email, b->email) && sc_str_eq(a->user, b->user));
     CHECK(sc_str_eq(a->groups, b->groups) && sc_str_eq(a->id_token, b->id_token));
@@ -80,6 +81,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             CHECK(within(s.iss, buf, sizeof(buf)) && within(s.sub, buf, sizeof(buf)));
             CHECK(within(s.email, buf, sizeof(buf)) && within(s.user, buf, sizeof(buf)));
             CHECK(within(s.groups, buf, sizeof(buf)) && within(s.id_token, buf, sizeof(buf)));
+            CHECK(within(s.refresh_token, buf, sizeof(buf)));
             roundtrip(&s);
         }
     } else if (mode == 1) {
@@ -102,12 +104,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
         }
     } else {
-        struct sc_str f[6] = { 0 };
+        struct sc_str f[7] = { 0 };
         struct sc_str rest = in;
-        for (size_t i = 0; i < 6 && rest.len; i++) {
+        for (size_t i = 0; i < 7 && rest.len; i++) {
             f[i] = sc_str_split(&rest, '|');
         }
         struct proxy_oidc_session s = { .expires = (int64_t)size * 1000003,
+                                        .token_exp = (int64_t)size * 7,
+                                        .refresh_token = f[6],
                                         .iss = f[0],
                                         .sub = f[1],
                                         .email = f[2],

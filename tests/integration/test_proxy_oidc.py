@@ -343,6 +343,10 @@ def test_oidc_config_errors(run_cli, tmp_path):
           "skip": ["healthz"]}, "skip"),
         ({"issuer": "https://x", "client_id": "a", "client_secret": "b",
           "cookie_secret_file": str(tmp_path / "missing")}, "key"),
+        ({"issuer": "https://x", "client_id": "a", "client_secret": "b",
+          "post_logout_redirect_url": "/bye"}, "post_logout_redirect_url"),
+        ({"issuer": "https://x", "client_id": "a", "client_secret": "b",
+          "refresh_before": "25h"}, "out of range"),
     ]
     for oidc, word in bad:
         cfg = tmp_path / "c.yaml"

@@ -4,6 +4,7 @@
 // character, another key, another cookie name, a truncated value refused), query parameters
 // (percent-decoding, '+', repeats and malformed escapes refused, prefixes of other names not
 // matched), local redirect targets (every open-redirect shape refused), and AES-GCM itself.
+// Sessions of format version 1 (before token expiry and refresh tokens) are still read.
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -13,7 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "roles/proxy/proxy_oidc.h"
+#include "roles/proxy/proxy_oidc_int.h"
 
 static const uint8_t key1[PROXY_OIDC_KEY_LEN] = "0123456789abcdef0123456789abcdef";
 static const uint8_t key2[PROXY_OIDC_KEY_LEN] = "fedcba9876543210fedcba9876543210";
@@ -28,6 +29,8 @@ static void test_session_round_trip(void **state)
         .email = SC_STR("alice@example.com"),
         .user = SC_STR("alice"),
         .groups = SC_STR("dev,ops"),
+        .token_exp = 1800000000,
+        .refresh_token = SC_STR("rt-1.abc"),
     };
     char v[1024];
     long n = proxy_oidc_session_encode(key1, SC_STR("_c"), &s, v, sizeof(v));
@@ -43,6 +46,8 @@ static void test_session_round_trip(void **state)
     assert_true(sc_str_eq(t.iss, s.iss) && sc_str_eq(t.sub, s.sub));
     assert_true(sc_str_eq(t.email, s.email) && sc_str_eq(t.user, s.user));
     assert_true(sc_str_eq(t.groups, s.groups) && t.id_token.len == 0);
+    assert_int_equal(t.token_exp, s.token_exp);
+    assert_true(sc_str_eq(t.refresh_token, s.refresh_token));
     /* another key, another cookie name, a truncated or flipped value: refused */
     assert_int_equal(proxy_oidc_session_decode(key2, SC_STR("_c"), sc_str_n(v, (size_t)n), &t, buf,
                                                sizeof(buf), NULL),
@@ -67,6 +72,54 @@ static void test_session_round_trip(void **state)
     assert_true(memcmp(v, v2, (size_t)n) != 0);
     /* too small an output: refused, not truncated */
     assert_int_equal(proxy_oidc_session_encode(key1, SC_STR("_c"), &s, v2, 64), -1);
+}
+
+/* A version-1 session (expiry, then six fields: no token expiry, no refresh token) sealed by
+ * hand: still opened, with neither. */
+static void test_session_v1(void **state)
+{
+    (void)state;
+    uint8_t plain[64], box[64 + PROXY_OIDC_SEAL_OVERHEAD];
+    size_t n = 0;
+    plain[n++] = 1;
+    for (int i = 7; i >= 0; i--) {
+        plain[n++] = (uint8_t)((uint64_t)1900000000 >> (i * 8));
+    }
+    const char *f[6] = { "https://login.example", "u-1", "a@b", "alice", "", "" };
+    for (size_t i = 0; i < 6; i++) {
+        size_t l = strlen(f[i]);
+        plain[n++] = 0;
+        plain[n++] = (uint8_t)l;
+        memcpy(plain + n, f[i], l);
+        n += l;
+    }
+    assert_int_equal(proxy_oidc_seal(key1, plain, n, SC_STR("_c"), box), 0);
+    char v[256];
+    size_t vl = proxy_oidc_b64url(box, n + PROXY_OIDC_SEAL_OVERHEAD, v);
+    uint8_t buf[1024];
+    struct proxy_oidc_session t;
+    assert_int_equal(
+        proxy_oidc_session_decode(key1, SC_STR("_c"), sc_str_n(v, vl), &t, buf, sizeof(buf), NULL),
+        0);
+    assert_int_equal(t.expires, 1900000000);
+    assert_int_equal(t.token_exp, 0);
+    assert_true(sc_str_eq(t.sub, SC_STR("u-1")) && sc_str_eq(t.user, SC_STR("alice")));
+    assert_int_equal(t.refresh_token.len, 0);
+    /* a version-1 body with a seventh field, or another version: refused */
+    plain[0] = 3;
+    assert_int_equal(proxy_oidc_seal(key1, plain, n, SC_STR("_c"), box), 0);
+    vl = proxy_oidc_b64url(box, n + PROXY_OIDC_SEAL_OVERHEAD, v);
+    assert_int_equal(
+        proxy_oidc_session_decode(key1, SC_STR("_c"), sc_str_n(v, vl), &t, buf, sizeof(buf), NULL),
+        -1);
+    plain[0] = 1;
+    plain[n++] = 0;
+    plain[n++] = 0;
+    assert_int_equal(proxy_oidc_seal(key1, plain, n, SC_STR("_c"), box), 0);
+    vl = proxy_oidc_b64url(box, n + PROXY_OIDC_SEAL_OVERHEAD, v);
+    assert_int_equal(
+        proxy_oidc_session_decode(key1, SC_STR("_c"), sc_str_n(v, vl), &t, buf, sizeof(buf), NULL),
+        -1);
 }
 
 static long param(const char *q, const char *name, char *out)
@@ -157,9 +210,8 @@ static void test_seal_open(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_session_round_trip),
-        cmocka_unit_test(test_query_params),
-        cmocka_unit_test(test_local_targets),
+        cmocka_unit_test(test_session_round_trip), cmocka_unit_test(test_session_v1),
+        cmocka_unit_test(test_query_params),       cmocka_unit_test(test_local_targets),
         cmocka_unit_test(test_seal_open),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

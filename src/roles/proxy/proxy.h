@@ -89,6 +89,7 @@ struct proxy_listener_cfg {
     struct proxy_rl_cfg rate_limit;
     struct proxy_listener_tls_cfg tlscfg; /* tls, mtls, forward_client_cert, direction */
     struct proxy_icpt_listener_cfg icpt;  /* protocol, detection, tcp_routes (proxy_tcp.h) */
+    struct proxy_oidc_cfg oidc;           /* this listener's own login (proxy_oidc.c) */
 };
 
 struct proxy_cluster_cfg {
@@ -264,6 +265,8 @@ struct proxy_listener {
     struct proxy_listener_tls tls;
     bool inbound;                    /* traffic to the workload: authorization applies */
     struct proxy_listener_icpt icpt; /* protocol, detection, TCP routes (proxy_tcp.h) */
+    struct proxy_oidc *oidc;         /* its own login; NULL: the snapshot's (inbound) */
+    bool oidc_off;                   /* no login at all */
 };
 
 struct proxy_rt {

@@ -62,8 +62,12 @@ int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, stru
         }
     }
     const struct proxy_az_auth *login = NULL;
-    if (rt->oidc && ex->lsn->inbound && !ex->is_connect) {
-        int st = proxy_oidc_request(ex, rt->oidc, m, *origin, *path, why, &login);
+    /* The listener's own login, else the top-level one on inbound listeners. */
+    const struct proxy_listener *lsn = ex->lsn;
+    const struct proxy_oidc *oidc =
+        lsn->oidc ? lsn->oidc : (rt->oidc && lsn->inbound && !lsn->oidc_off ? rt->oidc : NULL);
+    if (oidc && !ex->is_connect) {
+        int st = proxy_oidc_request(ex, oidc, m, raw, *origin, *path, why, &login);
         if (st) {
             *flags = 0;
             return st;
@@ -146,7 +150,7 @@ int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, stru
     if (d.ext) {
         size_t ndrop = 0;
         const struct sc_str *drop = rt->jwt ? proxy_jwt_drop_names(rt->jwt, &ndrop) : NULL;
-        if (rt->oidc) {
+        if (oidc) {
             drop = ex->authn_drop;
             ndrop = ex->nauthn_drop;
         }
@@ -178,7 +182,7 @@ int proxy_authz_rt_init(struct proxy_rt *rt, const struct proxy_cfg *cfg, struct
     rt->authz = NULL;
     rt->jwt = NULL;
     rt->oidc = proxy_oidc_new(&cfg->oidc, pm->reg, err);
-    if (!rt->oidc && cfg->oidc.issuer) {
+    if (!rt->oidc && cfg->oidc.issuer && cfg->oidc.enabled) {
         return SC_ECONFIG;
     }
     if (cfg->authz.authorization.n == 0 && cfg->jwt.request_authentication.n == 0) {

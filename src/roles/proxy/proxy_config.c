@@ -221,6 +221,12 @@ static const struct sc_opt listener_opts[] = {
     { .type = SC_OPT_INLINE,
       .offset = offsetof(struct proxy_listener_cfg, icpt),
       .sub = proxy_icpt_listener_opts },
+    { .name = "oidc",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_listener_cfg, oidc),
+      .help = "this listener's own OpenID Connect login (docs/oidc.md), instead of the "
+              "top-level one; enabled: false turns the login off here",
+      .sub = proxy_oidc_opts },
     { 0 },
 };
 
@@ -650,12 +656,7 @@ int proxy_config_check(const void *cfg, char **err)
         trc = proxy_icpt_check(c, err);
     }
     if (trc == 0) {
-        trc = proxy_oidc_check(&c->oidc, err);
-    }
-    if (trc == 0 && c->oidc.issuer && c->jwt.request_authentication.n) {
-        /* Both would set the request's identity and its upstream headers. */
-        *err = sc_strdup("oidc and request_authentication cannot be configured together");
-        trc = SC_ECONFIG;
+        trc = proxy_oidc_check_all(c, err);
     }
     if (trc < 0) {
         return trc;
@@ -773,6 +774,7 @@ static void rt_free(struct proxy_rt *rt)
         proxy_rl_release(l->rl);
         proxy_tls_listener_release(&l->tls);
         proxy_icpt_listener_free(l);
+        proxy_oidc_free(l->oidc);
         sc_free(l->name);
         sc_free(l->address);
     }
@@ -1112,6 +1114,9 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
             }
         }
         rc = proxy_icpt_listener_init(l, &lcs[i], cfg, rt, pm, err);
+        if (rc == 0) {
+            rc = proxy_oidc_listener_init(l, &lcs[i], pm->reg, err);
+        }
         if (rc < 0) {
             goto fail;
         }

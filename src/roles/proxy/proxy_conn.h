@@ -198,9 +198,11 @@ struct proxy_exch {
     struct sc_str authn_strip; /* the header value that carried the token, not forwarded */
     struct sc_str authn_add;   /* header lines to add upstream */
     struct proxy_extauthz_call *authz_call; /* an external check in flight */
-    struct sc_str reply_headers;       /* header lines a local reply carries (ext_authz deny) */
-    struct proxy_exch_trace tr;        /* trace context, when the snapshot traces */
-    struct proxy_span *span;           /* the span of a sampled request (proxy_trace.c) */
+    struct sc_str reply_headers; /* header lines a local reply carries (ext_authz deny) */
+    struct sc_str resp_add;      /* header lines every response carries, upstream's or local (a
+                                    renewed login session's cookie) */
+    struct proxy_exch_trace tr;  /* trace context, when the snapshot traces */
+    struct proxy_span *span;     /* the span of a sampled request (proxy_trace.c) */
     struct proxy_oidc_call *oidc_call; /* a login's token request in flight */
 };
 
@@ -417,17 +419,19 @@ void proxy_extauthz_cancel(struct proxy_exch *ex);
 
 struct proxy_oidc;
 
-/* Runs login <o> on request <m> (normalised <origin> and <path>). Returns 0 to go on (identity
- * headers and cookie stripping set on <ex>), PROXY_AUTHZ_PENDING while a code is exchanged (a
- * local reply follows), or the status of a local reply (302 to log in, 401, 403, 502, ...) with
+/* Runs login <o> on request <m> (head <raw> as received, normalised <origin> and <path>).
+ * Returns 0 to go on (identity headers and cookie stripping set on <ex>), PROXY_AUTHZ_PENDING
+ * while a code is exchanged (a local reply follows) or a session is refreshed (the exchange goes
+ * on from <raw> through proxy_authz_request again, a renewed cookie in ex->resp_add), or the
+ * status of a local reply (302 to log in, 401, 403, 502, ...) with
  * its headers in ex->reply_headers and static reason in <*why>. With a session, <*auth> is the
  * user's identity for the authorization policies (principal "<iss>/<sub>"; claims sub, iss,
  * email, preferred_username and the groups claim), valid until the calling
  * proxy_exchange_start returns. */
 struct proxy_az_auth;
 int proxy_oidc_request(struct proxy_exch *ex, const struct proxy_oidc *o,
-                       const struct sc_http_msg *m, struct sc_str origin, struct sc_str path,
-                       const char **why, const struct proxy_az_auth **auth);
+                       const struct sc_http_msg *m, struct sc_str raw, struct sc_str origin,
+                       struct sc_str path, const char **why, const struct proxy_az_auth **auth);
 
 /* Abandons the token request of <ex> if one is running. */
 void proxy_oidc_cancel(struct proxy_exch *ex);

@@ -422,6 +422,9 @@ AI int head_response(struct proxy_exch *r, const struct sc_http_msg *m, struct p
     if (pol || r->pol.has_rl) {
         rc |= proxy_route_policy_resp_headers(r, s);
     }
+    if (r->resp_add.len) {
+        rc |= h1 ? put_str(s->b, r->resp_add) : proxy_hsink_lines(s, r->resp_add, NULL);
+    }
     rc |= s_end(h1, s);
     return rc ? SC_ETOOBIG : 0;
 }
@@ -662,7 +665,7 @@ static __attribute__((noinline)) int query_only_line(const struct proxy_route_po
 static bool authn_drops(const struct proxy_exch *r, struct sc_str name)
 {
     for (size_t i = 0; i < r->nauthn_drop; i++) {
-        if (sc_str_caseeq(r->authn_drop[i], name)) {
+        if (r->authn_drop[i].len == name.len && sc_str_caseeq(r->authn_drop[i], name)) {
             return true;
         }
     }

@@ -30,6 +30,12 @@
 static const char *const auth_methods[] = { "client_secret_basic", "client_secret_post", NULL };
 
 const struct sc_opt proxy_oidc_opts[] = {
+    { .name = "enabled",
+      .type = SC_OPT_BOOL,
+      .offset = offsetof(struct proxy_oidc_cfg, enabled),
+      .def = "true",
+      .help = "false: no login (in a listener's oidc: that listener has none, whatever the "
+              "top-level oidc says)" },
     { .name = "issuer",
       .type = SC_OPT_STR,
       .offset = offsetof(struct proxy_oidc_cfg, issuer),
@@ -98,8 +104,8 @@ const struct sc_opt proxy_oidc_opts[] = {
       .def = "8h",
       .min = 60000,
       .max = 30ULL * 24 * 3600 * 1000,
-      .help = "how long a session lasts from the login (the ID token's own exp is checked at "
-              "the login only)" },
+      .help = "how long a session lasts from the login or its last renewal (the ID token's "
+              "own exp is checked when it is received)" },
     { .name = "login_timeout",
       .type = SC_OPT_DURATION,
       .offset = offsetof(struct proxy_oidc_cfg, login_timeout_ms),
@@ -147,6 +153,34 @@ const struct sc_opt proxy_oidc_opts[] = {
       .def = "false",
       .help = "send the ID token upstream as Authorization: Bearer (kept in the session "
               "cookie, which then grows by the token's size)" },
+    { .name = "use_refresh_token",
+      .type = SC_OPT_BOOL,
+      .offset = offsetof(struct proxy_oidc_cfg, use_refresh_token),
+      .def = "true",
+      .help = "keep the provider's refresh token in the session cookie (when it grants one, "
+              "e.g. with the offline_access scope) and renew the session with it before the "
+              "tokens expire; false: sessions end at session_ttl" },
+    { .name = "refresh_before",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct proxy_oidc_cfg, refresh_before_ms),
+      .def = "1m",
+      .max = 24ULL * 3600 * 1000,
+      .help = "how long before the ID or access token expires the next request refreshes them "
+              "(the request waits for the token endpoint)" },
+    { .name = "end_provider_session",
+      .type = SC_OPT_BOOL,
+      .offset = offsetof(struct proxy_oidc_cfg, end_provider_session),
+      .def = "false",
+      .help = "/oauth2/sign_out also ends the session at the provider (OpenID Connect "
+              "RP-Initiated Logout: a redirect to the discovery document's "
+              "end_session_endpoint, when it lists one; the session then keeps the ID token "
+              "for id_token_hint)" },
+    { .name = "post_logout_redirect_url",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_oidc_cfg, post_logout_redirect_url),
+      .help = "where the provider sends the browser after ending its session (registered at "
+              "the provider; unset: the request's scheme and Host with sign_out's local rd, or "
+              "/)" },
     { 0 },
 };
 
@@ -238,18 +272,19 @@ long proxy_oidc_query_param(struct sc_str q, const char *name, char *out, size_t
     return found;
 }
 
-/* Session plaintext: version 1, expiry (8 bytes big-endian), then six fields each a 16-bit
- * big-endian length and its bytes: iss, sub, email, user, groups, id_token. */
-#define SESS_VERSION 1
-#define SESS_FIELDS 6
+/* Session plaintext: version 2, the session's expiry and the tokens' (8 bytes big-endian each),
+ * then seven fields each a 16-bit big-endian length and its bytes: iss, sub, email, user, groups,
+ * id_token, refresh_token. Version 1 (no token expiry, no refresh_token) is still read. */
+#define SESS_VERSION 2
+#define SESS_V1 1
+#define SESS_FIELDS 7
 
 long proxy_oidc_session_encode(const uint8_t key[PROXY_OIDC_KEY_LEN], struct sc_str aad,
                                const struct proxy_oidc_session *s, char *out, size_t cap)
 {
-    const struct sc_str f[SESS_FIELDS] = {
-        s->iss, s->sub, s->email, s->user, s->groups, s->id_token
-    };
-    size_t n = 1 + 8;
+    const struct sc_str f[SESS_FIELDS] = { s->iss,    s->sub,      s->email,        s->user,
+                                           s->groups, s->id_token, s->refresh_token };
+    size_t n = 1 + 8 + 8;
     for (size_t i = 0; i < SESS_FIELDS; i++) {
         if (f[i].len > 0xffff) {
             return -1;
@@ -263,8 +298,11 @@ long proxy_oidc_session_encode(const uint8_t key[PROXY_OIDC_KEY_LEN], struct sc_
     uint8_t *plain = sc_malloc(n), *box = sc_malloc(sealed);
     size_t o = 0;
     plain[o++] = SESS_VERSION;
-    for (int i = 7; i >= 0; i--) {
-        plain[o++] = (uint8_t)((uint64_t)s->expires >> (i * 8));
+    const int64_t t[2] = { s->expires, s->token_exp };
+    for (size_t k = 0; k < 2; k++) {
+        for (int i = 7; i >= 0; i--) {
+            plain[o++] = (uint8_t)((uint64_t)t[k] >> (i * 8));
+        }
     }
     for (size_t i = 0; i < SESS_FIELDS; i++) {
         plain[o++] = (uint8_t)(f[i].len >> 8);
@@ -344,18 +382,28 @@ int proxy_oidc_session_decode(const uint8_t key[PROXY_OIDC_KEY_LEN], struct sc_s
     uint8_t *plain = buf + half;
     long n = a ? proxy_oidc_open_cached(a, key, buf, (size_t)bl, aad, plain)
                : proxy_oidc_open(key, buf, (size_t)bl, aad, plain);
-    if (n < 1 + 8 || plain[0] != SESS_VERSION) {
+    if (n < 1 || (plain[0] != SESS_VERSION && plain[0] != SESS_V1)) {
         return -1;
     }
-    uint64_t exp = 0;
-    for (int i = 1; i <= 8; i++) {
-        exp = exp << 8 | plain[i];
+    size_t ntimes = plain[0] == SESS_V1 ? 1 : 2, nfields = SESS_FIELDS - (plain[0] == SESS_V1);
+    if ((size_t)n < 1 + 8 * ntimes) {
+        return -1;
     }
-    s->expires = (int64_t)exp;
-    struct sc_str *f[SESS_FIELDS] = { &s->iss,  &s->sub,    &s->email,
-                                      &s->user, &s->groups, &s->id_token };
-    size_t o = 9;
-    for (size_t i = 0; i < SESS_FIELDS; i++) {
+    int64_t t[2] = { 0, 0 };
+    size_t o = 1;
+    for (size_t k = 0; k < ntimes; k++) {
+        uint64_t x = 0;
+        for (int i = 0; i < 8; i++) {
+            x = x << 8 | plain[o++];
+        }
+        t[k] = (int64_t)x;
+    }
+    s->expires = t[0];
+    s->token_exp = t[1];
+    s->refresh_token = SC_STR_NULL;
+    struct sc_str *f[SESS_FIELDS] = { &s->iss,    &s->sub,      &s->email,        &s->user,
+                                      &s->groups, &s->id_token, &s->refresh_token };
+    for (size_t i = 0; i < nfields; i++) {
         if (o + 2 > (size_t)n) {
             return -1;
         }
@@ -606,7 +654,7 @@ void proxy_oidc_cleanup(void)
 
 int proxy_oidc_check(const struct proxy_oidc_cfg *c, char **err)
 {
-    if (!c->issuer) {
+    if (!c->issuer || !c->enabled) {
         return 0;
     }
     const char *why = NULL;
@@ -629,6 +677,8 @@ int proxy_oidc_check(const struct proxy_oidc_cfg *c, char **err)
         why = "oidc.cookie_name: not a cookie name (an HTTP token)";
     } else if (c->cookie_domain && strpbrk(c->cookie_domain, ";, \t\r\n")) {
         why = "oidc.cookie_domain: not a domain";
+    } else if (c->post_logout_redirect_url && !http_url(c->post_logout_redirect_url)) {
+        why = "oidc.post_logout_redirect_url: not an http(s) URL";
     }
     const char *files[] = { c->client_secret_file, c->cookie_secret_file,
                             c->cookie_secret_previous_file };
@@ -684,6 +734,30 @@ static int read_key(const char *path, uint8_t out[PROXY_OIDC_KEY_LEN], char **er
     return rc;
 }
 
+/* <s> as application/x-www-form-urlencoded (RFC 6749 2.3.1 and appendix B: client_secret_basic's
+ * id and secret are encoded so before they are joined by ':'): every byte but ALPHA, DIGIT and
+ * "-._*" percent-encoded, space as '+'. */
+static char *form_encode(const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = strlen(s);
+    char *out = sc_malloc(3 * n + 1), *p = out;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '*') {
+            *p++ = (char)c;
+        } else if (c == ' ') {
+            *p++ = '+';
+        } else {
+            *p++ = '%';
+            *p++ = hex[c >> 4];
+            *p++ = hex[c & 15];
+        }
+    }
+    *p = '\0';
+    return out;
+}
+
 static uint8_t process_key[PROXY_OIDC_KEY_LEN];
 static bool process_key_made;
 
@@ -696,7 +770,7 @@ static struct sc_metric *metric(struct sc_metric_family *f, const char *v)
 struct proxy_oidc *proxy_oidc_new(const struct proxy_oidc_cfg *c, struct sc_metrics *reg,
                                   char **err)
 {
-    if (!c->issuer) {
+    if (!c->issuer || !c->enabled) {
         return NULL;
     }
     char *why = NULL;
@@ -751,6 +825,8 @@ struct proxy_oidc *proxy_oidc_new(const struct proxy_oidc_cfg *c, struct sc_metr
     o->issuer = sc_strdup(c->issuer);
     o->client_id = sc_strdup(c->client_id);
     o->auth_method = c->token_auth_method;
+    o->basic_id = form_encode(o->client_id);
+    o->basic_secret = form_encode(o->client_secret);
     /* Scopes go into a query: spaces as %20, nothing else allowed to need escaping. */
     struct sc_buf sb;
     sc_buf_init(&sb, 4096);
@@ -777,6 +853,15 @@ struct proxy_oidc *proxy_oidc_new(const struct proxy_oidc_cfg *c, struct sc_metr
     sc_config_strv_copy(&o->skip, &c->skip);
     o->groups_claim = sc_strdup(c->groups_claim);
     o->pass_auth = c->pass_authorization_header;
+    o->refresh = c->use_refresh_token;
+    o->refresh_early = (int64_t)(c->refresh_before_ms / 1000);
+    o->end_session = c->end_provider_session;
+    o->post_logout_url =
+        c->post_logout_redirect_url ? sc_strdup(c->post_logout_redirect_url) : NULL;
+    o->name_s = sc_str_c(o->cookie_name);
+    o->csrf_s = sc_str_c(o->csrf_name);
+    o->rpath_s = sc_str_c(o->redirect_path);
+    o->iss_s = sc_str_c(o->issuer);
     o->drop[o->ndrop++] = SC_STR("x-auth-request-user");
     o->drop[o->ndrop++] = SC_STR("x-auth-request-email");
     o->drop[o->ndrop++] = SC_STR("x-auth-request-groups");
@@ -784,6 +869,7 @@ struct proxy_oidc *proxy_oidc_new(const struct proxy_oidc_cfg *c, struct sc_metr
     if (o->pass_auth) {
         o->drop[o->ndrop++] = SC_STR("authorization");
     }
+    o->drop[o->ndrop] = SC_STR("cookie"); /* past ndrop: used only with several Cookie fields */
     static const char *const l1[] = { "result", NULL }, *const l2[] = { "reason", NULL },
                              *const l3[] = { "issuer", "result", NULL };
     struct sc_metric_family *logins = NULL, *sess = NULL, *disc = NULL;
@@ -809,6 +895,16 @@ struct proxy_oidc *proxy_oidc_new(const struct proxy_oidc_cfg *c, struct sc_metr
     o->m_sess_none = metric(sess, "none");
     o->m_sess_invalid = metric(sess, "invalid");
     o->m_sess_expired = metric(sess, "expired");
+    struct sc_metric_family *refr =
+        reg ? sc_metrics_family(reg, SC_METRIC_COUNTER, "sidecar_oidc_refreshes_total",
+                                "Sessions renewed with the refresh token, by result (success; "
+                                "refused: the provider said no, the user logs in again; error: "
+                                "the token endpoint failed or answered something unusable).",
+                                l1, NULL, 0)
+            : NULL;
+    o->m_refresh_ok = metric(refr, "success");
+    o->m_refresh_failed = metric(refr, "refused");
+    o->m_refresh_error = metric(refr, "error");
     o->disc = disc_get(o->issuer, c->discovery_refresh_ms, disc);
     return o;
 }
@@ -818,9 +914,14 @@ void proxy_oidc_free(struct proxy_oidc *o)
     if (!o) {
         return;
     }
-    if (o->client_secret) {
-        sc_free_secret(o->client_secret, strlen(o->client_secret));
+    char *secrets[] = { o->client_secret, o->basic_secret };
+    for (size_t i = 0; i < SC_ARRAY_LEN(secrets); i++) {
+        if (secrets[i]) {
+            sc_free_secret(secrets[i], strlen(secrets[i]));
+        }
     }
+    sc_free(o->basic_id);
+    sc_free(o->post_logout_url);
     sc_free(o->issuer);
     sc_free(o->client_id);
     sc_free(o->scopes);
@@ -837,4 +938,64 @@ void proxy_oidc_free(struct proxy_oidc *o)
     memset(o->key, 0, sizeof(o->key));
     memset(o->prev_key, 0, sizeof(o->prev_key));
     sc_free(o);
+}
+
+/* ---- the proxy's logins ---- */
+
+static bool login_on(const struct proxy_oidc_cfg *c)
+{
+    return c->issuer && c->enabled;
+}
+
+int proxy_oidc_check_all(const struct proxy_cfg *c, char **err)
+{
+    const struct proxy_listener_cfg *lcs = c->listeners.v;
+    const struct proxy_oidc_cfg *top = &c->oidc;
+    int rc = proxy_oidc_check(top, err);
+    bool any = login_on(top);
+    for (size_t i = 0; rc == 0 && i < c->listeners.n; i++) {
+        const struct proxy_oidc_cfg *a = &lcs[i].oidc;
+        if ((rc = proxy_oidc_check(a, err)) < 0) {
+            char *e = sc_asprintf("listener \"%s\": %s", lcs[i].name, *err);
+            sc_free(*err);
+            *err = e;
+            break;
+        }
+        any = any || login_on(a);
+        /* A browser sends a host's cookies to all its ports: two providers cannot share a
+         * cookie name (their sessions would replace each other's). */
+        for (size_t j = 0; login_on(a) && j <= i; j++) {
+            const struct proxy_oidc_cfg *b = j < i ? &lcs[j].oidc : top;
+            if (login_on(b) && strcmp(a->cookie_name, b->cookie_name) == 0 &&
+                (strcmp(a->issuer, b->issuer) != 0 || strcmp(a->client_id, b->client_id) != 0)) {
+                *err = sc_asprintf("listener \"%s\": oidc.cookie_name \"%s\" is used by another "
+                                   "provider or client: give each its own",
+                                   lcs[i].name, a->cookie_name);
+                rc = SC_ECONFIG;
+            }
+        }
+    }
+    if (rc == 0 && any && c->jwt.request_authentication.n) {
+        /* Both would set the request's identity and its upstream headers. */
+        *err = sc_strdup("oidc and request_authentication cannot be configured together");
+        rc = SC_ECONFIG;
+    }
+    return rc;
+}
+
+int proxy_oidc_listener_init(struct proxy_listener *l, const struct proxy_listener_cfg *lc,
+                             struct sc_metrics *reg, char **err)
+{
+    l->oidc_off = !lc->oidc.enabled;
+    if (!login_on(&lc->oidc)) {
+        return 0;
+    }
+    char *e = NULL;
+    l->oidc = proxy_oidc_new(&lc->oidc, reg, &e);
+    if (!l->oidc) {
+        *err = sc_asprintf("listener \"%s\": %s", l->name, e ? e : "oidc");
+        sc_free(e);
+        return SC_ECONFIG;
+    }
+    return 0;
 }

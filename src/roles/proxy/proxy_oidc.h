@@ -22,6 +22,7 @@
 #include "core/str.h"
 
 struct proxy_oidc_cfg {
+    bool enabled;
     char *issuer;
     char *client_id;
     char *client_secret;
@@ -44,6 +45,10 @@ struct proxy_oidc_cfg {
     char *groups_claim;
     struct sc_strv skip;
     bool pass_authorization_header;
+    bool use_refresh_token;
+    uint64_t refresh_before_ms;
+    bool end_provider_session;
+    char *post_logout_redirect_url;
 };
 
 /* The proxy's `oidc:` block (issuer unset: no login). */
@@ -54,6 +59,18 @@ struct proxy_oidc; /* compiled, immutable, owned by a snapshot */
 /* Checks what the table cannot (client secret given once, paths, cookie name). Returns 0 or
  * SC_ECONFIG with a new message in <*err>. */
 int proxy_oidc_check(const struct proxy_oidc_cfg *c, char **err);
+
+/* Checks the proxy's logins: the top-level one and every listener's (each as proxy_oidc_check,
+ * none beside request_authentication, distinct cookie names for distinct providers). */
+struct proxy_cfg;
+int proxy_oidc_check_all(const struct proxy_cfg *c, char **err);
+
+/* Compiles listener <l>'s own login from its config <lc> (none: the top-level one applies;
+ * enabled false: none). Returns 0 or SC_ECONFIG with a new message in <*err>. */
+struct proxy_listener;
+struct proxy_listener_cfg;
+int proxy_oidc_listener_init(struct proxy_listener *l, const struct proxy_listener_cfg *lc,
+                             struct sc_metrics *reg, char **err);
 
 /* Compiles <c> (reads the secret and cookie key files). NULL with no error when no issuer is
  * set; NULL with a new message in <*err> otherwise. Main loop only. */
@@ -110,8 +127,10 @@ long proxy_oidc_query_param(struct sc_str q, const char *name, char *out, size_t
 
 /* A session as the cookie holds it. */
 struct proxy_oidc_session {
-    int64_t expires; /* unix seconds */
+    int64_t expires;   /* unix seconds: the session ends */
+    int64_t token_exp; /* unix seconds: the provider's tokens expire (0: unknown) */
     struct sc_str iss, sub, email, user, groups, id_token;
+    struct sc_str refresh_token; /* empty: none was granted */
 };
 
 /* Encodes <s> sealed under <key> as a cookie value (base64url) into <out> (<cap> bytes). Returns

@@ -107,27 +107,32 @@ static struct sc_str header(const struct sc_http_msg *m, const char *name)
     return SC_STR_NULL;
 }
 
-/* The value of cookie <name> in the request's Cookie headers, and the header holding it. */
-static struct sc_str cookie(const struct sc_http_msg *m, const char *name,
-                            const struct sc_http_header **in)
+/* Whether header name <n> is Cookie, any case (one load: OR-ing 0x20 turns only 'A'-'Z' into
+ * the letters compared). */
+static inline bool cookie_field(struct sc_str n)
 {
-    struct sc_str n = sc_str_c(name);
-    for (size_t i = 0; i < m->nheaders; i++) {
-        if (!sc_str_caseeq(m->headers[i].name, SC_STR("cookie"))) {
-            continue;
-        }
-        struct sc_str rest = m->headers[i].value;
-        while (rest.len) {
-            struct sc_str kv = sc_str_trim(sc_str_split(&rest, ';'));
-            if (kv.len > n.len && kv.p[n.len] == '=' && memcmp(kv.p, n.p, n.len) == 0) {
-                if (in) {
-                    *in = &m->headers[i];
-                }
-                return sc_str_n(kv.p + n.len + 1, kv.len - n.len - 1);
-            }
-        }
+    if (n.len != 6) {
+        return false;
     }
-    return SC_STR_NULL;
+    uint32_t a;
+    uint16_t b;
+    memcpy(&a, n.p, 4);
+    memcpy(&b, n.p + 4, 2);
+    uint32_t ca;
+    uint16_t cb;
+    memcpy(&ca, "cook", 4);
+    memcpy(&cb, "ie", 2);
+    return (a | 0x20202020u) == ca && (uint16_t)(b | 0x2020u) == cb;
+}
+
+/* Whether cookie pair <kv> ("name=value") is cookie <name>; then <*v> is its value. */
+static inline bool is_cookie(struct sc_str kv, struct sc_str name, struct sc_str *v)
+{
+    if (kv.len <= name.len || kv.p[name.len] != '=' || memcmp(kv.p, name.p, name.len) != 0) {
+        return false;
+    }
+    *v = sc_str_n(kv.p + name.len + 1, kv.len - name.len - 1);
+    return true;
 }
 
 static void set_cookie(struct lines *l, const struct proxy_oidc *o, const char *name,
@@ -226,30 +231,30 @@ static void identity(struct lines *l, const struct proxy_oidc *o,
     }
 }
 
-/* The upstream Cookie header without the proxy's cookies (removed from <in>'s value). */
-static void rewrite_cookie(struct lines *l, const struct proxy_oidc *o,
-                           const struct sc_http_header *in)
+/* One upstream Cookie field joining the request's Cookie fields without the proxy's cookies
+ * (nothing when no other cookie is left). */
+static void rewrite_cookies(struct lines *l, const struct proxy_oidc *o,
+                            const struct sc_http_msg *m)
 {
-    struct sc_str rest = in->value, a = sc_str_c(o->cookie_name), b = sc_str_c(o->csrf_name);
     bool any = false;
-    size_t mark = l->len;
-    puts_c(l, "Cookie: ");
-    while (rest.len) {
-        struct sc_str kv = sc_str_trim(sc_str_split(&rest, ';'));
-        if (!kv.len || (kv.len > a.len && kv.p[a.len] == '=' && memcmp(kv.p, a.p, a.len) == 0) ||
-            (kv.len > b.len && kv.p[b.len] == '=' && memcmp(kv.p, b.p, b.len) == 0)) {
+    for (size_t i = 0; i < m->nheaders; i++) {
+        const struct sc_http_header *h = &m->headers[i];
+        if (!cookie_field(h->name)) {
             continue;
         }
-        if (any) {
-            puts_c(l, "; ");
+        struct sc_str rest = h->value, v;
+        while (rest.len) {
+            struct sc_str kv = sc_str_trim(sc_str_split(&rest, ';'));
+            if (!kv.len || is_cookie(kv, o->name_s, &v) || is_cookie(kv, o->csrf_s, &v)) {
+                continue;
+            }
+            puts_c(l, any ? "; " : "Cookie: ");
+            put_str(l, kv);
+            any = true;
         }
-        put_str(l, kv);
-        any = true;
     }
     if (any) {
         puts_c(l, "\r\n");
-    } else if (!l->over) {
-        l->len = mark;
     }
 }
 
@@ -270,21 +275,36 @@ static int64_t now_s(void)
 
 /* ---- the per-worker cache of opened sessions ---- */
 
-/* Direct-mapped, a slot chosen by the value's last bytes (the GCM tag: random per seal), a hit
- * compares the whole value; entries belong to one compiled login (its id), so a reload with
- * other keys never sees them. Bounded: SESS_CACHE entries of at most COOKIE_MAX + the fields. */
+/* Direct-mapped, a slot chosen by the value's first bytes (the GCM nonce: random per seal), a
+ * hit compares the whole value; entries belong to one compiled login (its id), so a reload with
+ * other keys never sees them. Bounded: SESS_CACHE entries of at most COOKIE_MAX + the fields.
+ * An entry also keeps what every request of the session writes, made once: the identity header
+ * lines for upstream and the principal. */
 #define SESS_CACHE 256
+#define REFRESH_RETRY_S 30 /* after a token endpoint failure, the next try of a session */
 
 struct sess_entry {
     uint64_t owner; /* 0: empty */
-    char *block;    /* the value, then the fields */
-    size_t vlen;
+    char *block;    /* the value, the fields, the identity lines, the principal */
+    size_t vlen, blen;
     struct proxy_oidc_session s;
+    struct sc_str lines;     /* identity header lines for upstream (or /oauth2/auth's answer) */
+    struct sc_str principal; /* <iss>/<sub> */
+    int64_t refresh_at;      /* a request from then on refreshes the tokens (0: never) */
+    bool refreshing;         /* a request of this worker is refreshing them */
 };
 
 struct proxy_oidc_cache {
     struct sess_entry e[SESS_CACHE];
 };
+
+static void entry_clear(struct sess_entry *e)
+{
+    if (e->block) {
+        sc_free_secret(e->block, e->blen); /* it holds the refresh token */
+    }
+    memset(e, 0, sizeof(*e));
+}
 
 void proxy_oidc_cache_free(struct proxy_oidc_cache *c)
 {
@@ -292,87 +312,192 @@ void proxy_oidc_cache_free(struct proxy_oidc_cache *c)
         return;
     }
     for (size_t i = 0; i < SESS_CACHE; i++) {
-        sc_free(c->e[i].block);
+        entry_clear(&c->e[i]);
     }
     sc_free(c);
 }
 
-static size_t slot_of(struct sc_str v)
+/* Makes <e> hold session <s> of cookie value <v> (copied: <s> may point anywhere, even into
+ * <e>'s old block). */
+static void entry_fill(struct sess_entry *e, const struct proxy_oidc *o, struct sc_str v,
+                       const struct proxy_oidc_session *s)
 {
-    uint32_t h = 2166136261u;
-    for (size_t i = v.len > 8 ? v.len - 8 : 0; i < v.len; i++) {
-        h = (h ^ (unsigned char)v.p[i]) * 16777619u;
+    struct lines l = { line_buf, 0, sizeof(line_buf), false };
+    identity(&l, o, s); /* fits: the fields came from (or went into) a cookie of COOKIE_MAX */
+    /* iss, "/", sub last: together they are the principal */
+    struct sc_str f[] = { v,           s->iss,           s->sub,
+                          s->email,    s->user,          s->groups,
+                          s->id_token, s->refresh_token, sc_str_n(l.p, l.over ? 0 : l.len),
+                          s->iss,      SC_STR("/"),      s->sub };
+    struct sess_entry ne = { .owner = o->id, .vlen = v.len };
+    struct sc_str *to[] = { NULL,       &ne.s.iss,    &ne.s.sub,      &ne.s.email,
+                            &ne.s.user, &ne.s.groups, &ne.s.id_token, &ne.s.refresh_token,
+                            &ne.lines,  NULL,         NULL,           NULL };
+    for (size_t i = 0; i < SC_ARRAY_LEN(f); i++) {
+        ne.blen += f[i].len;
     }
-    return h % SESS_CACHE;
+    ne.block = sc_malloc(ne.blen ? ne.blen : 1);
+    size_t off = 0, poff = 0;
+    for (size_t i = 0; i < SC_ARRAY_LEN(f); i++) {
+        if (f[i].len) {
+            memcpy(ne.block + off, f[i].p, f[i].len);
+        }
+        if (to[i]) {
+            *to[i] = sc_str_n(ne.block + off, f[i].len);
+        }
+        poff = i == 9 ? off : poff;
+        off += f[i].len;
+    }
+    ne.principal = sc_str_n(ne.block + poff, off - poff);
+    ne.s.expires = s->expires;
+    ne.s.token_exp = s->token_exp;
+    ne.refresh_at =
+        o->refresh && s->refresh_token.len && s->token_exp ? s->token_exp - o->refresh_early : 0;
+    entry_clear(e);
+    *e = ne;
 }
 
-static void cache_put(struct proxy_worker *w, const struct proxy_oidc *o, struct sc_str v,
-                      const struct proxy_oidc_session *s)
+/* A value's slot: from its first 8 characters (the AES-GCM nonce's: random per seal), so that a
+ * request's cookie is found before its end is known. */
+static inline size_t slot_at(const char *p, size_t len)
+{
+    uint64_t x = 0;
+    memcpy(&x, p, len < 8 ? len : 8);
+    return (size_t)((x * 0x9E3779B97F4A7C15ull) >> 56); /* SESS_CACHE: 256 */
+}
+
+static size_t slot_of(struct sc_str v)
+{
+    return slot_at(v.p, v.len);
+}
+
+static struct sess_entry *cache_put(struct proxy_worker *w, const struct proxy_oidc *o,
+                                    struct sc_str v, const struct proxy_oidc_session *s)
 {
     if (!w->oidc_cache) {
         w->oidc_cache = SC_NEW(struct proxy_oidc_cache);
     }
     struct sess_entry *e = &w->oidc_cache->e[slot_of(v)];
-    struct sc_str f[] = { v, s->iss, s->sub, s->email, s->user, s->groups, s->id_token };
-    size_t n = 0;
-    for (size_t i = 0; i < SC_ARRAY_LEN(f); i++) {
-        n += f[i].len;
-    }
-    sc_free(e->block);
-    e->block = sc_malloc(n ? n : 1);
-    struct sc_str *to[] = { NULL,       &e->s.iss,    &e->s.sub,     &e->s.email,
-                            &e->s.user, &e->s.groups, &e->s.id_token };
-    size_t o2 = 0;
-    for (size_t i = 0; i < SC_ARRAY_LEN(f); i++) {
-        if (f[i].len) {
-            memcpy(e->block + o2, f[i].p, f[i].len);
-        }
-        if (to[i]) {
-            *to[i] = sc_str_n(e->block + o2, f[i].len);
-        }
-        o2 += f[i].len;
-    }
-    e->vlen = v.len;
-    e->s.expires = s->expires;
-    e->owner = o->id;
+    entry_fill(e, o, v, s);
+    return e;
 }
 
-static const struct proxy_oidc_session *cache_get(struct proxy_worker *w,
-                                                  const struct proxy_oidc *o, struct sc_str v)
+static struct sess_entry *cache_get(struct proxy_worker *w, const struct proxy_oidc *o,
+                                    struct sc_str v)
 {
     if (!w->oidc_cache) {
         return NULL;
     }
-    const struct sess_entry *e = &w->oidc_cache->e[slot_of(v)];
-    return e->owner == o->id && e->vlen == v.len && memcmp(e->block, v.p, v.len) == 0 ? &e->s
-                                                                                      : NULL;
+    struct sess_entry *e = &w->oidc_cache->e[slot_of(v)];
+    return e->owner == o->id && e->vlen == v.len && memcmp(e->block, v.p, v.len) == 0 ? e : NULL;
 }
 
-/* The session of the request, when valid. Counts what the cookie was. */
-static bool session(const struct proxy_oidc *o, struct proxy_worker *w, const struct sc_http_msg *m,
-                    struct proxy_oidc_session *s, const struct sc_http_header **in)
+/* The cached session whose value starts at <p> and ends at <end> or at a ';' there. */
+static inline struct sess_entry *cache_at(struct proxy_worker *w, const struct proxy_oidc *o,
+                                          const char *p, const char *end)
 {
-    struct sc_str v = cookie(m, o->cookie_name, in);
-    if (!v.len) {
-        sc_metrics_counter_inc(o->m_sess_none);
-        return false;
+    size_t left = (size_t)(end - p);
+    if (!w->oidc_cache || left < 8) {
+        return NULL;
     }
-    const struct proxy_oidc_session *hit = cache_get(w, o, v);
-    if (hit) {
-        *s = *hit;
-    } else if (open_cookie(o, &w->oidc_aead, o->cookie_name, v, s) < 0 ||
-               !sc_str_eq(s->iss, sc_str_c(o->issuer))) {
+    struct sess_entry *e = &w->oidc_cache->e[slot_at(p, left)];
+    return e->owner == o->id && e->vlen <= left && (e->vlen == left || p[e->vlen] == ';') &&
+                   memcmp(e->block, p, e->vlen) == 0
+               ? e
+               : NULL;
+}
+
+/* The request's Cookie fields as the login sees them. */
+struct cookies {
+    struct sc_str sess, csrf;           /* the proxy's cookies (the first of each name) */
+    struct sess_entry *hit;             /* the session cookie's cache entry, when cached */
+    const struct sc_http_header *field; /* the last Cookie field */
+    size_t nfields;                     /* how many Cookie fields the request has */
+    bool theirs;                        /* a field holds cookies other than the proxy's */
+};
+
+/* Reads the Cookie fields (RFC 6265 5.4: pairs separated by "; "). A cached session cookie is
+ * matched where its name ends, without looking for its end first. */
+static void scan_cookies(const struct proxy_oidc *o, struct proxy_worker *w,
+                         const struct sc_http_msg *m, struct cookies *ck)
+{
+    memset(ck, 0, sizeof(*ck));
+    const struct sc_str name = o->name_s;
+    for (size_t i = 0; i < m->nheaders; i++) {
+        const struct sc_http_header *h = &m->headers[i];
+        if (!cookie_field(h->name)) {
+            continue;
+        }
+        ck->nfields++;
+        ck->field = h;
+        const char *p = h->value.p, *end = p + h->value.len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == '\t')) {
+                p++;
+            }
+            if (p == end) {
+                break;
+            }
+            if (!ck->sess.p && (size_t)(end - p) > name.len && p[name.len] == '=' &&
+                memcmp(p, name.p, name.len) == 0) {
+                struct sess_entry *e = cache_at(w, o, p + name.len + 1, end);
+                if (e) {
+                    ck->sess = sc_str_n(p + name.len + 1, e->vlen);
+                    ck->hit = e;
+                    p += name.len + 1 + e->vlen;
+                    p += p < end; /* past the ';' */
+                    continue;
+                }
+            }
+            const char *semi = memchr(p, ';', (size_t)(end - p));
+            struct sc_str kv = sc_str_trim(sc_str_n(p, (size_t)((semi ? semi : end) - p))), v;
+            p = semi ? semi + 1 : end;
+            if (is_cookie(kv, name, &v)) {
+                ck->sess = ck->sess.p ? ck->sess : v;
+            } else if (is_cookie(kv, o->csrf_s, &v)) {
+                ck->csrf = ck->csrf.p ? ck->csrf : v;
+            } else if (kv.len) {
+                ck->theirs = true;
+            }
+        }
+    }
+}
+
+/* The entry of session cookie value <v>, opened and cached when new; NULL when it is not one of
+ * this login's (counted). Expired sessions too. */
+static struct sess_entry *lookup(const struct proxy_oidc *o, struct proxy_worker *w,
+                                 struct sc_str v)
+{
+    struct sess_entry *e = cache_get(w, o, v);
+    if (e) {
+        return e;
+    }
+    struct proxy_oidc_session s;
+    if (open_cookie(o, &w->oidc_aead, o->cookie_name, v, &s) < 0 || !sc_str_eq(s.iss, o->iss_s)) {
         sc_metrics_counter_inc(o->m_sess_invalid);
-        return false;
-    } else {
-        cache_put(w, o, v, s);
+        return NULL;
     }
-    if (s->expires <= now_s()) {
+    return cache_put(w, o, v, &s);
+}
+
+/* The request's valid session, or NULL. Counts what the cookie was. */
+static struct sess_entry *session(const struct proxy_oidc *o, struct proxy_worker *w,
+                                  const struct cookies *ck, int64_t now)
+{
+    if (!ck->sess.len) {
+        sc_metrics_counter_inc(o->m_sess_none);
+        return NULL;
+    }
+    struct sess_entry *e = ck->hit ? ck->hit : lookup(o, w, ck->sess);
+    if (!e) {
+        return NULL;
+    }
+    if (e->s.expires <= now) {
         sc_metrics_counter_inc(o->m_sess_expired);
-        return false;
+        return NULL;
     }
     sc_metrics_counter_inc(o->m_sess_ok);
-    return true;
+    return e;
 }
 
 static void redirect_uri(struct lines *l, const struct proxy_oidc *o, const struct proxy_exch *ex,
@@ -398,7 +523,8 @@ static void b64_random(char *out, size_t nbytes)
 
 /* Starts a login: the pre-login cookie and the 302 to the authorization endpoint. */
 static int start_login(struct proxy_exch *ex, const struct proxy_oidc *o,
-                       const struct sc_http_msg *m, struct sc_str origin, const char **why)
+                       const struct sc_http_msg *m, struct sc_str origin, bool clear,
+                       const char **why)
 {
     struct proxy_oidc_doc *doc = proxy_oidc_doc_get(o);
     if (!doc) {
@@ -446,6 +572,9 @@ static int start_login(struct proxy_exch *ex, const struct proxy_oidc *o,
     puts_c(&l, challenge);
     puts_c(&l, "&code_challenge_method=S256\r\n");
     set_cookie(&l, o, o->csrf_name, sc_str_n(cv, (size_t)cl), o->login_s);
+    if (clear) {
+        set_cookie(&l, o, o->cookie_name, SC_STR(""), 0); /* a session that cannot go on */
+    }
     puts_c(&l, "Cache-Control: no-store\r\n");
     proxy_oidc_doc_unref(doc);
     if (l.over || rl.over) {
@@ -457,24 +586,75 @@ static int start_login(struct proxy_exch *ex, const struct proxy_oidc *o,
     return 302;
 }
 
-static int sign_out(struct proxy_exch *ex, const struct proxy_oidc *o, struct sc_str origin,
-                    const char **why)
+/* Where the provider sends the browser after ending its session: the configured URL, or this
+ * origin's <rd>. */
+static void post_logout_uri(struct lines *l, const struct proxy_oidc *o,
+                            const struct proxy_exch *ex, const struct sc_http_msg *m,
+                            struct sc_str rd)
+{
+    if (o->post_logout_url) {
+        puts_c(l, o->post_logout_url);
+        return;
+    }
+    puts_c(l, ex->cl->tls ? "https://" : "http://");
+    put_str(l, m->host);
+    put_str(l, rd);
+}
+
+/* /oauth2/sign_out: both cookies cleared; then to the local <rd> (or /), or, with
+ * end_provider_session and an end_session_endpoint, to the provider (OpenID Connect
+ * RP-Initiated Logout 1.0 section 2: id_token_hint when the session holds the ID token,
+ * client_id, post_logout_redirect_uri, state). */
+static int sign_out(struct proxy_exch *ex, const struct proxy_oidc *o, const struct sc_http_msg *m,
+                    struct sc_str origin, const char **why)
 {
     const char *q = memchr(origin.p, '?', origin.len);
-    char rd[PARAM_MAX];
+    char rdb[PARAM_MAX];
     long rl = q ? proxy_oidc_query_param(sc_str_n(q + 1, (size_t)(origin.p + origin.len - q - 1)),
-                                         "rd", rd, sizeof(rd))
+                                         "rd", rdb, sizeof(rdb))
                 : -1;
+    struct sc_str rd = rl > 0 && proxy_oidc_local_target(sc_str_n(rdb, (size_t)rl))
+                           ? sc_str_n(rdb, (size_t)rl)
+                           : SC_STR("/");
+    struct proxy_oidc_doc *doc = o->end_session ? proxy_oidc_doc_get(o) : NULL;
+    struct sc_str hint = SC_STR_NULL;
+    if (doc && doc->end_session_endpoint) {
+        struct cookies ck;
+        scan_cookies(o, ex->w, m, &ck);
+        const struct sess_entry *e = ck.sess.len ? lookup(o, ex->w, ck.sess) : NULL;
+        hint = e ? e->s.id_token : SC_STR_NULL; /* an expired session's too (section 2) */
+    }
     struct lines l = { line_buf, 0, sizeof(line_buf), false };
     puts_c(&l, "Location: ");
-    if (rl > 0 && proxy_oidc_local_target(sc_str_n(rd, (size_t)rl))) {
-        put(&l, rd, (size_t)rl);
+    if (doc && doc->end_session_endpoint) {
+        char state[48], pl[PARAM_MAX + 512];
+        b64_random(state, 24);
+        puts_c(&l, doc->end_session_endpoint);
+        puts_c(&l, strchr(doc->end_session_endpoint, '?') ? "&" : "?");
+        puts_c(&l, "client_id=");
+        put_enc(&l, sc_str_c(o->client_id));
+        if (hint.len) {
+            puts_c(&l, "&id_token_hint=");
+            put_str(&l, hint); /* a JWS: base64url and dots only */
+        }
+        struct lines pll = { pl, 0, sizeof(pl), false };
+        post_logout_uri(&pll, o, ex, m, rd);
+        puts_c(&l, "&post_logout_redirect_uri=");
+        put_enc(&l, sc_str_n(pl, pll.over ? 0 : pll.len));
+        puts_c(&l, "&state=");
+        puts_c(&l, state);
     } else {
-        puts_c(&l, "/");
+        put_str(&l, rd);
     }
+    proxy_oidc_doc_unref(doc);
     puts_c(&l, "\r\n");
     set_cookie(&l, o, o->cookie_name, SC_STR(""), 0);
     set_cookie(&l, o, o->csrf_name, SC_STR(""), 0);
+    puts_c(&l, "Cache-Control: no-store\r\n");
+    if (l.over) {
+        *why = "the sign-out redirect is too long";
+        return 414;
+    }
     ex->reply_headers = sc_str_n(l.p, l.len);
     *why = "signed out";
     return 302;
@@ -482,16 +662,41 @@ static int sign_out(struct proxy_exch *ex, const struct proxy_oidc *o, struct sc
 
 /* ---- the callback ---- */
 
+enum { CALL_LOGIN, CALL_REFRESH };
+enum { RES_KEEP, RES_NEW, RES_LOGIN }; /* what a refresh left: the old session, a new one, none */
+
+/* A token request of an exchange: a login's code exchange, or a session's refresh (then the
+ * call lives until the exchange ends: the upstream request and response use its session). */
 struct proxy_oidc_call {
     struct proxy_exch *ex;
     const struct proxy_oidc *o;
     struct sc_egress_xfer *xfer;
     struct proxy_oidc_doc *doc;
-    char nonce[48];
+    int kind;
+    char nonce[48]; /* a login's; empty for a refresh (OpenID Connect Core 12.2) */
     char rd[PARAM_MAX];
     char *form;
     struct sc_kv hdr;
+    /* a refresh: */
+    char *head; /* the request head as received, parsed again to go on */
+    size_t headlen;
+    char *value;           /* the session cookie the request came with */
+    struct sess_entry use; /* the session the request goes on with */
+    char *set_cookie;      /* the renewed session's Set-Cookie line for the response */
+    int outcome;
+    bool resume; /* the exchange goes on: proxy_oidc_request takes the outcome */
 };
+
+static struct proxy_oidc_call *call_new(struct proxy_exch *ex, const struct proxy_oidc *o,
+                                        struct proxy_oidc_doc *doc, int kind)
+{
+    struct proxy_oidc_call *c = SC_NEW(struct proxy_oidc_call);
+    c->ex = ex;
+    c->o = o;
+    c->doc = doc; /* the reference is the call's */
+    c->kind = kind;
+    return c;
+}
 
 static void call_free(struct proxy_oidc_call *c)
 {
@@ -499,7 +704,24 @@ static void call_free(struct proxy_oidc_call *c)
     if (c->form) {
         sc_free_secret(c->form, strlen(c->form));
     }
+    if (c->set_cookie) {
+        sc_free_secret(c->set_cookie, strlen(c->set_cookie));
+    }
+    sc_free(c->head);
+    sc_free(c->value);
+    entry_clear(&c->use);
     sc_free(c);
+}
+
+/* The refresh of the session <c> came with is over: this worker may start another, from
+ * <next> on (0: never; -1: as it was). */
+static void refresh_done(struct proxy_oidc_call *c, int64_t next)
+{
+    struct sess_entry *e = cache_get(c->ex->w, c->o, sc_str_c(c->value));
+    if (e) {
+        e->refreshing = false;
+        e->refresh_at = next < 0 ? e->refresh_at : next;
+    }
 }
 
 void proxy_oidc_cancel(struct proxy_exch *ex)
@@ -511,6 +733,9 @@ void proxy_oidc_cancel(struct proxy_exch *ex)
     ex->oidc_call = NULL;
     if (c->xfer) {
         sc_egress_cancel(c->xfer);
+        if (c->kind == CALL_REFRESH) {
+            refresh_done(c, -1);
+        }
     }
     call_free(c);
 }
@@ -613,7 +838,7 @@ static json_t *verify_id_token(const struct proxy_oidc_call *c, struct sc_str to
         *why = "the ID token has no exp";
     } else if ((int64_t)json_number_value(exp) <= now - CLOCK_SKEW_S) {
         *why = "the ID token has expired";
-    } else if (!nonce || strcmp(nonce, c->nonce) != 0) {
+    } else if (c->kind == CALL_LOGIN && (!nonce || strcmp(nonce, c->nonce) != 0)) {
         *why = "the ID token's nonce is not the login's";
     } else if (!json_is_string(sub) || json_string_length(sub) == 0) {
         *why = "the ID token has no sub";
@@ -680,6 +905,67 @@ static void fail(struct proxy_oidc_call *c, struct sc_metric *mt, int status, co
     ex->reply_headers = SC_STR_NULL;
 }
 
+/* The session a token response gives: <p> the verified ID token's payload (NULL: a refresh
+ * answer without one, <base>'s claims kept), <j> the response. Fills <s> (views into <p>, <j>,
+ * <base> and <gl>). Returns NULL, or why the user cannot have it with the metric in <*mt>. */
+static const char *session_of(const struct proxy_oidc *o, json_t *p, json_t *j, const char *idt,
+                              const struct proxy_oidc_session *base, struct lines *gl, int64_t now,
+                              struct proxy_oidc_session *s, struct sc_metric **mt)
+{
+    *s = base ? *base : (struct proxy_oidc_session){ 0 };
+    s->expires = now + o->ttl_s;
+    s->iss = o->iss_s;
+    s->token_exp = 0;
+    *mt = o->m_login_denied;
+    if (p) {
+        if (!groups_of(o, p, gl) || !email_allowed(o, p)) {
+            return "this user is not allowed in";
+        }
+        const char *email = json_string_value(json_object_get(p, "email"));
+        const char *pu = json_string_value(json_object_get(p, "preferred_username"));
+        s->sub = sc_str_c(json_string_value(json_object_get(p, "sub")));
+        s->email = email ? sc_str_c(email) : SC_STR_NULL;
+        s->user = pu ? sc_str_c(pu) : SC_STR_NULL;
+        s->groups = gl->over ? SC_STR_NULL : sc_str_n(gl->p, gl->len);
+        s->id_token = o->pass_auth || o->end_session ? sc_str_c(idt) : SC_STR_NULL;
+        s->token_exp = (int64_t)json_number_value(json_object_get(p, "exp"));
+    }
+    /* RFC 6749 5.1: the access token's lifetime; the earlier of the two is refreshed */
+    json_t *ei = json_object_get(j, "expires_in");
+    if (json_is_integer(ei) && json_integer_value(ei) > 0) {
+        int64_t t = now + (int64_t)json_integer_value(ei);
+        s->token_exp = s->token_exp && s->token_exp < t ? s->token_exp : t;
+    }
+    /* RFC 6749 6: a refresh answer without a refresh_token leaves the old one in force */
+    const char *rt = json_string_value(json_object_get(j, "refresh_token"));
+    if (rt && o->refresh) {
+        s->refresh_token = sc_str_c(rt);
+    } else if (!base || !o->refresh) {
+        s->refresh_token = SC_STR_NULL;
+    }
+    *mt = o->m_login_idtoken;
+    if (!clean_value(s->sub) || !clean_value(s->email) || !clean_value(s->user) ||
+        !clean_value(s->groups) || !clean_value(s->id_token) || !clean_value(s->refresh_token)) {
+        return "the ID token's claims hold control characters";
+    }
+    return NULL;
+}
+
+/* Seals <s> into cookie value <cv>; a refresh token that does not fit is left out (the session
+ * then ends at session_ttl). Returns the length or -1. */
+static long seal_session(const struct proxy_oidc *o, struct proxy_oidc_session *s, char *cv,
+                         size_t cap)
+{
+    long cl = proxy_oidc_session_encode(o->key, o->name_s, s, cv, cap);
+    if (cl < 0 && s->refresh_token.len) {
+        sc_warn("oidc session kept without its refresh token: it does not fit in a cookie",
+                SC_LI("refresh_token_bytes", (long long)s->refresh_token.len));
+        s->refresh_token = SC_STR_NULL;
+        cl = proxy_oidc_session_encode(o->key, o->name_s, s, cv, cap);
+    }
+    return cl;
+}
+
 static void on_token(void *arg, const struct sc_egress_resp *resp)
 {
     struct proxy_oidc_call *c = arg;
@@ -713,37 +999,16 @@ static void on_token(void *arg, const struct sc_egress_resp *resp)
         call_free(c);
         return;
     }
-    char groups[4096];
+    char groups[4096], cv[COOKIE_MAX + 1];
     struct lines gl = { groups, 0, sizeof(groups), false };
-    bool gok = groups_of(o, p, &gl);
-    if (!gok || !email_allowed(o, p)) {
-        json_decref(p);
-        json_decref(j);
-        fail(c, o->m_login_denied, 403, "this user is not allowed in");
-        call_free(c);
-        return;
-    }
-    const char *email = json_string_value(json_object_get(p, "email"));
-    const char *pu = json_string_value(json_object_get(p, "preferred_username"));
-    struct proxy_oidc_session s = {
-        .expires = now_s() + o->ttl_s,
-        .iss = sc_str_c(o->issuer),
-        .sub = sc_str_c(json_string_value(json_object_get(p, "sub"))),
-        .email = email ? sc_str_c(email) : SC_STR_NULL,
-        .user = pu ? sc_str_c(pu) : SC_STR_NULL,
-        .groups = gl.over ? SC_STR_NULL : sc_str_n(groups, gl.len),
-        .id_token = o->pass_auth ? sc_str_c(idt) : SC_STR_NULL,
-    };
-    char cv[COOKIE_MAX + 1];
-    bool clean = clean_value(s.sub) && clean_value(s.email) && clean_value(s.user) &&
-                 clean_value(s.groups) && clean_value(s.id_token);
-    long cl = clean
-                  ? proxy_oidc_session_encode(o->key, sc_str_c(o->cookie_name), &s, cv, sizeof(cv))
-                  : -1;
+    struct proxy_oidc_session s;
+    struct sc_metric *mt = NULL;
+    why = session_of(o, p, j, idt, NULL, &gl, now_s(), &s, &mt);
+    long cl = why ? -1 : seal_session(o, &s, cv, sizeof(cv));
     json_decref(p);
     json_decref(j);
-    if (!clean) {
-        fail(c, o->m_login_idtoken, 403, "the ID token's claims hold control characters");
+    if (why) {
+        fail(c, mt, 403, why);
         call_free(c);
         return;
     }
@@ -776,6 +1041,49 @@ static void form_add(struct lines *l, const char *k, struct sc_str v)
     put_enc(l, v);
 }
 
+/* Sends form <f> to the token endpoint for <c> (RFC 6749 3.2, the client authenticated as
+ * configured, 2.3.1) and pauses the exchange until <cb>. Returns 0, or -1 (nothing sent). */
+static int token_post(struct proxy_exch *ex, struct proxy_oidc_call *c, struct lines *f,
+                      sc_egress_cb cb)
+{
+    const struct proxy_oidc *o = c->o;
+    if (o->auth_method == 1) {
+        form_add(f, "client_id", sc_str_c(o->client_id));
+        form_add(f, "client_secret", sc_str_c(o->client_secret));
+    }
+    if (f->over) {
+        return -1;
+    }
+    c->form = sc_strndup(f->p, f->len);
+    memset(f->p, 0, f->len);
+    c->hdr = (struct sc_kv){ .key = "Content-Type", .value = "application/x-www-form-urlencoded" };
+    struct proxy_worker *w = ex->w;
+    if (!w->oidc_egress && !w->draining) {
+        w->oidc_egress = sc_egress_new(w->loop); /* closed when the worker stops */
+    }
+    struct sc_egress_req req = {
+        .method = "POST",
+        .url = c->doc->token_endpoint,
+        .headers = &c->hdr,
+        .nheaders = 1,
+        .body = c->form,
+        .body_len = strlen(c->form),
+        .timeout_ms = 10000,
+        .max_response = 256 * 1024,
+        .basic_user = o->auth_method == 0 ? o->basic_id : NULL,
+        .basic_password = o->auth_method == 0 ? o->basic_secret : NULL,
+        .sensitive = true,
+    };
+    if (!w->oidc_egress || sc_egress_send(w->oidc_egress, &req, cb, c, &c->xfer) < 0) {
+        return -1;
+    }
+    ex->oidc_call = c;
+    ex->dc->rpaused = true;
+    proxy_dread_update(ex->dc);
+    ex->down->arm_timer(ex);
+    return 0;
+}
+
 static int callback(struct proxy_exch *ex, const struct proxy_oidc *o, const struct sc_http_msg *m,
                     struct sc_str origin, const char **why)
 {
@@ -790,14 +1098,16 @@ static int callback(struct proxy_exch *ex, const struct proxy_oidc *o, const str
         return 403;
     }
     struct proxy_oidc_session pre;
-    struct sc_str cv = cookie(m, o->csrf_name, NULL);
+    struct cookies ck;
+    scan_cookies(o, ex->w, m, &ck);
     if (cl <= 0 || sl <= 0) {
         sc_metrics_counter_inc(o->m_login_state);
         *why = "the callback has no code or state";
         return 400;
     }
-    if (open_cookie(o, &ex->w->oidc_aead, o->csrf_name, cv, &pre) < 0 || pre.expires <= now_s() ||
-        pre.iss.len != (size_t)sl || !same(pre.iss.p, state, (size_t)sl)) {
+    if (open_cookie(o, &ex->w->oidc_aead, o->csrf_name, ck.csrf, &pre) < 0 ||
+        pre.expires <= now_s() || pre.iss.len != (size_t)sl ||
+        !same(pre.iss.p, state, (size_t)sl)) {
         sc_metrics_counter_inc(o->m_login_state);
         *why = "the login state does not match this browser's: start again";
         return 403;
@@ -808,10 +1118,7 @@ static int callback(struct proxy_exch *ex, const struct proxy_oidc *o, const str
         *why = "the identity provider is unavailable: try again later";
         return 502;
     }
-    struct proxy_oidc_call *c = SC_NEW(struct proxy_oidc_call);
-    c->ex = ex;
-    c->o = o;
-    c->doc = doc;
+    struct proxy_oidc_call *c = call_new(ex, o, doc, CALL_LOGIN);
     if (pre.sub.len >= sizeof(c->nonce) || pre.user.len >= sizeof(c->rd) ||
         !proxy_oidc_local_target(pre.user)) {
         call_free(c);
@@ -822,61 +1129,171 @@ static int callback(struct proxy_exch *ex, const struct proxy_oidc *o, const str
     memcpy(c->nonce, pre.sub.p, pre.sub.len);
     memcpy(c->rd, pre.user.p, pre.user.len);
     char form[8192], ru[2048];
-    struct lines f = { form, 0, sizeof(form) - 1, false }, rl = { ru, 0, sizeof(ru), false };
+    struct lines f = { form, 0, sizeof(form), false }, rl = { ru, 0, sizeof(ru), false };
     redirect_uri(&rl, o, ex, m);
     form_add(&f, "grant_type", SC_STR("authorization_code"));
     form_add(&f, "code", sc_str_n(code, (size_t)cl));
     form_add(&f, "redirect_uri", sc_str_n(ru, rl.len));
     form_add(&f, "code_verifier", pre.email);
-    if (o->auth_method == 1) {
-        form_add(&f, "client_id", sc_str_c(o->client_id));
-        form_add(&f, "client_secret", sc_str_c(o->client_secret));
-    }
-    if (f.over || rl.over) {
-        call_free(c);
-        *why = "the callback is too long";
-        return 414;
-    }
-    form[f.len] = '\0';
-    c->form = sc_strndup(form, f.len);
-    memset(form, 0, sizeof(form));
-    c->hdr = (struct sc_kv){ .key = "Content-Type", .value = "application/x-www-form-urlencoded" };
-    struct proxy_worker *w = ex->w;
-    if (!w->oidc_egress && !w->draining) {
-        w->oidc_egress = sc_egress_new(w->loop); /* closed when the worker stops */
-    }
-    struct sc_egress_req req = {
-        .method = "POST",
-        .url = doc->token_endpoint,
-        .headers = &c->hdr,
-        .nheaders = 1,
-        .body = c->form,
-        .body_len = strlen(c->form),
-        .timeout_ms = 10000,
-        .max_response = 256 * 1024,
-        .basic_user = o->auth_method == 0 ? o->client_id : NULL,
-        .basic_password = o->auth_method == 0 ? o->client_secret : NULL,
-        .sensitive = true,
-    };
-    if (!w->oidc_egress || sc_egress_send(w->oidc_egress, &req, on_token, c, &c->xfer) < 0) {
+    if (rl.over || token_post(ex, c, &f, on_token) < 0) {
         call_free(c);
         sc_metrics_counter_inc(o->m_login_provider);
         *why = "the token endpoint cannot be reached";
         return 502;
     }
-    ex->oidc_call = c;
-    ex->dc->rpaused = true;
-    proxy_dread_update(ex->dc);
-    ex->down->arm_timer(ex);
+    return PROXY_AUTHZ_PENDING;
+}
+
+/* ---- refreshing a session (RFC 6749 section 6, OpenID Connect Core 12) ---- */
+
+/* The refresh is over: the exchange goes on from its head, as the client sent it, through the
+ * normalisation and authorization again (the login then takes the outcome from the call). */
+static void resume(struct proxy_oidc_call *c)
+{
+    struct proxy_exch *ex = c->ex;
+    struct proxy_worker *w = ex->w;
+    struct sc_http_msg m = { .headers = w->hdrs };
+    struct sc_http_error herr;
+    struct sc_http_limits lim = sc_http1_default_limits;
+    lim.max_head = (uint32_t)c->headlen;
+    c->resume = true;
+    if (sc_http1_parse_request(c->head, c->headlen, 0, &lim, &m, SC_ARRAY_LEN(w->hdrs), &herr) <=
+        0) {
+        proxy_local_reply(ex, 500, "the request head could not be read again", F_DPE);
+        return; /* cannot happen: it parsed before */
+    }
+    struct sc_str origin;
+    struct sc_str path = proxy_target_path(m.target, &origin);
+    const char *why = NULL;
+    unsigned fl = 0;
+    int st = proxy_authz_request(ex, &m, sc_str_n(c->head, c->headlen), &origin, &path, &why, &fl);
+    /* <c> may be gone from here on: a local reply ends the exchange */
+    if (st == PROXY_AUTHZ_PENDING) {
+        return;
+    }
+    if (st) {
+        ex->close_after = ex->body != B_NONE;
+        proxy_local_reply(ex, st, why, fl);
+        return;
+    }
+    proxy_exchange_route(ex->dc, &m, origin, path);
+}
+
+/* Ends the worker's refresh of the cookie <c> came with: <next> as refresh_done's; <dead>: the
+ * provider ended the session. */
+static void refresh_end(struct proxy_oidc_call *c, int64_t next, bool dead)
+{
+    refresh_done(c, next);
+    struct sess_entry *e = dead ? cache_get(c->ex->w, c->o, sc_str_c(c->value)) : NULL;
+    if (e) {
+        e->s.expires = 0; /* its other requests log in again too */
+    }
+}
+
+static void on_refreshed(void *arg, const struct sc_egress_resp *resp)
+{
+    struct proxy_oidc_call *c = arg;
+    struct proxy_exch *ex = c->ex;
+    const struct proxy_oidc *o = c->o;
+    c->xfer = NULL;
+    ex->dc->rpaused = false;
+    int64_t now = now_s();
+    json_t *j = NULL, *p = NULL;
+    const char *why = NULL;
+    char err[128] = ""; /* the provider's error code, kept past the answer */
+    c->outcome = RES_LOGIN;
+    if (resp->error || resp->status == 0 || resp->status >= 500) {
+        why = "the token endpoint failed";
+        c->outcome = RES_KEEP;
+    } else {
+        j = json_loadb(resp->body.p, resp->body.len, JSON_REJECT_DUPLICATES, NULL);
+        const char *at = json_string_value(json_object_get(j, "access_token"));
+        const char *idt = json_string_value(json_object_get(j, "id_token"));
+        const char *e = json_string_value(json_object_get(j, "error"));
+        snprintf(err, sizeof(err), "%s", e ? e : "");
+        if (resp->status != 200 || !at) {
+            why = "the provider refused the refresh token";
+        } else if (idt && (p = verify_id_token(c, sc_str_c(idt), &why)) == NULL) {
+            /* why: the check that failed */
+        } else if (p && !sc_str_eq(sc_str_c(json_string_value(json_object_get(p, "sub"))),
+                                   c->use.s.sub)) {
+            why = "the refreshed ID token is another user's"; /* Core 12.2 */
+        } else {
+            char groups[4096], cv[COOKIE_MAX + 1];
+            struct lines gl = { groups, 0, sizeof(groups), false };
+            struct proxy_oidc_session ns;
+            struct sc_metric *mt = NULL;
+            why = session_of(o, p, j, idt, &c->use.s, &gl, now, &ns, &mt);
+            long cl = why ? -1 : seal_session(o, &ns, cv, sizeof(cv));
+            if (!why && cl < 0) {
+                why = "the renewed session does not fit in a cookie";
+                c->outcome = RES_KEEP;
+            } else if (!why) {
+                struct lines l = { line_buf, 0, sizeof(line_buf), false };
+                set_cookie(&l, o, o->cookie_name, sc_str_n(cv, (size_t)cl), o->ttl_s);
+                c->set_cookie = sc_strndup(l.p, l.len);
+                entry_fill(&c->use, o, sc_str_n(cv, (size_t)cl), &ns); /* copies ns first */
+                cache_put(ex->w, o, sc_str_n(cv, (size_t)cl), &c->use.s);
+                c->outcome = RES_NEW;
+            }
+        }
+    }
+    json_decref(p);
+    json_decref(j);
+    if (c->outcome == RES_NEW) {
+        sc_metrics_counter_inc(o->m_refresh_ok);
+        /* the old cookie's other requests go on without refreshing it again (its refresh
+         * token may be rotated away: the browser has the new cookie) */
+        refresh_end(c, 0, false);
+    } else if (c->outcome == RES_KEEP) {
+        sc_metrics_counter_inc(o->m_refresh_error);
+        sc_warn("oidc session refresh failed; the session goes on and is refreshed later",
+                SC_LS("reason", why), SC_LI("status", resp->status));
+        refresh_end(c, now + REFRESH_RETRY_S, false);
+    } else {
+        sc_metrics_counter_inc(o->m_refresh_failed);
+        sc_info("oidc session refresh refused; the user logs in again", SC_LS("reason", why),
+                SC_LI("status", resp->status), SC_LS("error", err));
+        refresh_end(c, -1, true);
+    }
+    resume(c);
+}
+
+/* Starts refreshing session <e> (cookie value <v>) of the exchange, whose head as received is
+ * <raw>. Returns PROXY_AUTHZ_PENDING, or 0 when it cannot start (the session goes on). */
+static int start_refresh(struct proxy_exch *ex, const struct proxy_oidc *o, struct sc_str raw,
+                         struct sc_str v, struct sess_entry *e, int64_t now)
+{
+    struct proxy_oidc_doc *doc = raw.len ? proxy_oidc_doc_get(o) : NULL;
+    if (!doc) {
+        e->refresh_at = now + REFRESH_RETRY_S; /* no provider yet: later */
+        return 0;
+    }
+    struct proxy_oidc_call *c = call_new(ex, o, doc, CALL_REFRESH);
+    c->head = sc_malloc(raw.len);
+    memcpy(c->head, raw.p, raw.len);
+    c->headlen = raw.len;
+    c->value = sc_strndup(v.p, v.len);
+    entry_fill(&c->use, o, v, &e->s);
+    char form[8192];
+    struct lines f = { form, 0, sizeof(form), false };
+    form_add(&f, "grant_type", SC_STR("refresh_token"));
+    form_add(&f, "refresh_token", e->s.refresh_token);
+    if (token_post(ex, c, &f, on_refreshed) < 0) {
+        call_free(c);
+        e->refresh_at = now + REFRESH_RETRY_S;
+        return 0;
+    }
+    e->refreshing = true;
     return PROXY_AUTHZ_PENDING;
 }
 
 /* ---- every request ---- */
 
-/* The identity the authorization policies see: the session's fields (views into sess_buf). */
+/* The identity the authorization policies see: the session's fields (views into the session's
+ * cache entry or refresh call). */
 static _Thread_local struct proxy_oidc_session cur;
 static _Thread_local const struct proxy_oidc *cur_o;
-static _Thread_local char principal[1024];
 
 static int claim_cb(const void *ctx, const struct sc_str *path, size_t n,
                     bool (*cb)(void *arg, struct sc_str v), void *arg)
@@ -907,77 +1324,138 @@ static int claim_cb(const void *ctx, const struct sc_str *path, size_t n,
     return 0;
 }
 
-static const struct proxy_az_auth *auth_of(const struct proxy_oidc *o,
-                                           const struct proxy_oidc_session *s)
+static const struct proxy_az_auth *auth_of(const struct proxy_oidc *o, const struct sess_entry *e)
 {
     static _Thread_local struct proxy_az_auth a;
-    cur = *s;
+    cur = e->s;
     cur_o = o;
-    size_t n = s->iss.len + 1 + s->sub.len;
-    if (n <= sizeof(principal)) {
-        memcpy(principal, s->iss.p, s->iss.len);
-        principal[s->iss.len] = '/';
-        memcpy(principal + s->iss.len + 1, s->sub.p, s->sub.len);
-    }
-    a.principal = sc_str_n(principal, n <= sizeof(principal) ? n : 0);
+    a.principal = e->principal;
     a.presenter = SC_STR_NULL;
     a.claim = claim_cb;
     a.ctx = NULL;
     return &a;
 }
 
-int proxy_oidc_request(struct proxy_exch *ex, const struct proxy_oidc *o,
-                       const struct sc_http_msg *m, struct sc_str origin, struct sc_str path,
-                       const char **why, const struct proxy_az_auth **auth)
+/* What goes upstream with the request: identity lines <lines> (may be empty) and the request's
+ * cookies without the proxy's. Returns 0 or 431. */
+static int forward(struct proxy_exch *ex, const struct proxy_oidc *o, const struct sc_http_msg *m,
+                   const struct cookies *ck, struct sc_str lines, const char **why)
 {
-    ex->authn_drop = o->drop;
-    ex->nauthn_drop = o->ndrop;
-    if (sc_str_eq(path, sc_str_c(o->redirect_path))) {
-        return callback(ex, o, m, origin, why);
+    ex->authn_add = lines;
+    if (!ck->nfields) {
+        return 0;
     }
-    if (sc_str_eq(path, SC_STR(SIGN_OUT_PATH))) {
-        return sign_out(ex, o, origin, why);
-    }
-    struct proxy_oidc_session s;
-    const struct sc_http_header *in = NULL;
-    if (sc_str_eq(path, SC_STR(AUTH_PATH))) {
-        if (!session(o, ex->w, m, &s, &in)) {
-            *why = "unauthorized";
-            return 401;
-        }
-        struct lines l = { line_buf, 0, sizeof(line_buf), false };
-        identity(&l, o, &s);
-        ex->reply_headers = l.over ? SC_STR_NULL : sc_str_n(l.p, l.len);
-        *why = "authenticated";
-        return 202;
-    }
-    bool skip = o->skip.n && skipped(o, path);
-    bool ok = session(o, ex->w, m, &s, &in);
-    if (!ok && !skip) {
-        bool browser = wants_html(m) && (sc_str_eq(m->method, SC_STR("GET")) ||
-                                         sc_str_eq(m->method, SC_STR("HEAD")));
-        if (browser) {
-            return start_login(ex, o, m, origin, why);
-        }
-        *why = "unauthorized: log in first";
-        return 401;
+    if (ck->nfields == 1 && !ck->theirs) {
+        ex->authn_strip = ck->field->value; /* the proxy's cookies only: the field goes */
+        return 0;
     }
     struct lines l = { line_buf, 0, sizeof(line_buf), false };
-    if (ok) {
-        identity(&l, o, &s);
-        *auth = auth_of(o, &s);
-    }
-    if (!in) {
-        cookie(m, o->csrf_name, &in);
-    }
-    if (in) {
-        rewrite_cookie(&l, o, in);
-        ex->authn_strip = in->value;
-    }
+    put_str(&l, lines);
+    rewrite_cookies(&l, o, m);
     if (l.over) {
         *why = "the identity headers are too long";
         return 431;
     }
+    if (ck->nfields == 1) {
+        ex->authn_strip = ck->field->value;
+    } else {
+        ex->nauthn_drop = o->ndrop + 1; /* every Cookie field: one joined field replaces them */
+    }
     ex->authn_add = sc_str_n(l.p, l.len);
     return 0;
+}
+
+static bool browser(const struct sc_http_msg *m)
+{
+    return wants_html(m) &&
+           (sc_str_eq(m->method, SC_STR("GET")) || sc_str_eq(m->method, SC_STR("HEAD")));
+}
+
+/* A 401 for an API call without a valid session; <clear>: the one it came with is cleared. */
+static int unauthorized(struct proxy_exch *ex, const struct proxy_oidc *o, bool clear,
+                        const char *reason, const char **why)
+{
+    if (clear) {
+        struct lines l = { line_buf, 0, sizeof(line_buf), false };
+        set_cookie(&l, o, o->cookie_name, SC_STR(""), 0);
+        ex->reply_headers = sc_str_n(l.p, l.len);
+    }
+    *why = reason;
+    return 401;
+}
+
+/* The exchange comes back from a refresh (resume): the outcome decides. */
+static int resumed(struct proxy_exch *ex, const struct proxy_oidc *o, const struct sc_http_msg *m,
+                   struct sc_str origin, struct proxy_oidc_call *c, const char **why,
+                   const struct proxy_az_auth **auth)
+{
+    c->resume = false;
+    if (c->outcome == RES_LOGIN) {
+        if (browser(m)) {
+            return start_login(ex, o, m, origin, true, why);
+        }
+        return unauthorized(ex, o, true, "unauthorized: the session ended, log in again", why);
+    }
+    if (c->outcome == RES_NEW) {
+        ex->resp_add = sc_str_c(c->set_cookie);
+    }
+    if (ex->rt->authz) {
+        *auth = auth_of(o, &c->use);
+    }
+    struct cookies ck;
+    scan_cookies(o, ex->w, m, &ck);
+    return forward(ex, o, m, &ck, c->use.lines, why);
+}
+
+int proxy_oidc_request(struct proxy_exch *ex, const struct proxy_oidc *o,
+                       const struct sc_http_msg *m, struct sc_str raw, struct sc_str origin,
+                       struct sc_str path, const char **why, const struct proxy_az_auth **auth)
+{
+    ex->authn_drop = o->drop;
+    ex->nauthn_drop = o->ndrop;
+    if (ex->oidc_call && ex->oidc_call->resume) {
+        return resumed(ex, o, m, origin, ex->oidc_call, why, auth);
+    }
+    if (sc_str_eq(path, o->rpath_s)) {
+        return callback(ex, o, m, origin, why);
+    }
+    if (sc_str_eq(path, SC_STR(SIGN_OUT_PATH))) {
+        return sign_out(ex, o, m, origin, why);
+    }
+    struct cookies ck;
+    scan_cookies(o, ex->w, m, &ck);
+    int64_t now = now_s();
+    struct sess_entry *e = session(o, ex->w, &ck, now);
+    if (sc_str_eq(path, SC_STR(AUTH_PATH))) {
+        if (!e) {
+            *why = "unauthorized";
+            return 401;
+        }
+        ex->reply_headers = e->lines;
+        *why = "authenticated";
+        return 202;
+    }
+    bool skip = o->skip.n && skipped(o, path);
+    if (!e) {
+        if (skip) {
+            return forward(ex, o, m, &ck, SC_STR_NULL, why);
+        }
+        if (browser(m)) {
+            return start_login(ex, o, m, origin, ck.sess.len > 0, why);
+        }
+        return unauthorized(ex, o, ck.sess.len > 0, "unauthorized: log in first", why);
+    }
+    if (e->refresh_at && now >= e->refresh_at && !e->refreshing && !skip &&
+        start_refresh(ex, o, raw, ck.sess, e, now) == PROXY_AUTHZ_PENDING) {
+        return PROXY_AUTHZ_PENDING;
+    }
+    if (ex->rt->authz) {
+        *auth = auth_of(o, e);
+    }
+    if (ck.nfields == 1 && !ck.theirs) { /* forward()'s usual case, inline */
+        ex->authn_add = e->lines;
+        ex->authn_strip = ck.field->value;
+        return 0;
+    }
+    return forward(ex, o, m, &ck, e->lines, why);
 }

@@ -9,7 +9,7 @@
 #include "roles/proxy/proxy_jwt.h"
 #include "roles/proxy/proxy_oidc.h"
 
-#define OIDC_NDROP 5
+#define OIDC_NDROP 6
 
 /* One fetched discovery document (immutable, reference-counted). */
 struct proxy_oidc_doc {
@@ -28,6 +28,7 @@ struct proxy_oidc {
     char *issuer;
     char *client_id;
     char *client_secret;
+    char *basic_id, *basic_secret; /* form-urlencoded for Basic auth (RFC 6749 2.3.1) */
     int auth_method;
     char *scopes; /* percent-encoded for the authorization request */
     char *redirect_path;
@@ -35,6 +36,7 @@ struct proxy_oidc {
     char *cookie_name;
     char *csrf_name;
     char *cookie_domain;
+    struct sc_str name_s, csrf_s, rpath_s, iss_s; /* the strings above, measured once */
     bool secure;
     uint8_t key[PROXY_OIDC_KEY_LEN];
     uint8_t prev_key[PROXY_OIDC_KEY_LEN];
@@ -45,11 +47,18 @@ struct proxy_oidc {
     char *groups_claim;
     struct sc_strv skip;
     bool pass_auth;
+    bool refresh;          /* keep and use the provider's refresh token */
+    int64_t refresh_early; /* seconds before the tokens' expiry a request refreshes them */
+    bool end_session;      /* sign-out also ends the provider's session */
+    char *post_logout_url; /* NULL: the request's scheme and Host with the local rd */
+    /* Client headers never forwarded: the identity names (ndrop), then "cookie" (dropped when
+     * several Cookie fields are joined into one rewritten field). */
     struct sc_str drop[OIDC_NDROP];
     size_t ndrop;
     struct sc_metric *m_login_ok, *m_login_state, *m_login_token, *m_login_idtoken, *m_login_denied,
         *m_login_provider;
     struct sc_metric *m_sess_ok, *m_sess_invalid, *m_sess_expired, *m_sess_none;
+    struct sc_metric *m_refresh_ok, *m_refresh_failed, *m_refresh_error;
 };
 
 /* The current discovery document of <o> with a reference, or NULL before a first fetch. */

@@ -1302,7 +1302,7 @@ int proxy_route_policy_resp_headers(struct proxy_exch *r, struct proxy_hsink *s)
 int proxy_route_policy_write_local(struct proxy_exch *r, struct sc_buf *b, int status,
                                    const char *content_type, struct sc_str body, bool close)
 {
-    if (!r->pol.has_rl && !r->www_authenticate && !r->reply_headers.len) {
+    if (!r->pol.has_rl && !r->www_authenticate && !r->reply_headers.len && !r->resp_add.len) {
         return sc_http1_write_simple(b, status, content_type, body, close);
     }
     struct proxy_hsink s = proxy_h1_hsink(b);
@@ -1316,6 +1316,9 @@ int proxy_route_policy_write_local(struct proxy_exch *r, struct sc_buf *b, int s
     if (r->reply_headers.len) {
         rc |= proxy_hsink_lines(&s, r->reply_headers,
                                 NULL); /* an external authorizer's (ext_authz) */
+    }
+    if (r->resp_add.len) {
+        rc |= proxy_hsink_lines(&s, r->resp_add, NULL);
     }
     rc |= proxy_hsink_header(&s, SC_STR("Content-Type"), sc_str_c(content_type));
     rc |= num_header(&s, SC_STR("Content-Length"), (uint32_t)body.len);
