@@ -140,6 +140,7 @@ static void test_b3(void **state)
 static struct proxy_span *mkspan(int kind, bool parent)
 {
     struct proxy_span *s = sc_calloc(1, sizeof(*s));
+    proxy_span_reset(s);
     for (int i = 0; i < 16; i++) {
         s->trace_id[i] = (uint8_t)(i + 1);
     }
@@ -158,12 +159,7 @@ static struct proxy_span *mkspan(int kind, bool parent)
     proxy_span_int(s, "network.peer.port", 40000);
     proxy_span_event(s, "retry", s->start_ns + 1000);
     s->status = 2;
-    uint16_t off;
-    (void)off;
-    s->name_off = s->arena_len;
-    memcpy(s->arena + s->arena_len, "GET /caf", 8);
-    s->name_len = 8;
-    s->arena_len = (uint16_t)(s->arena_len + 8);
+    s->name_len = proxy_span_put(s, SC_STR("GET /caf"), &s->name_off);
     return s;
 }
 
@@ -171,18 +167,57 @@ static void test_span_strings(void **state)
 {
     (void)state;
     struct proxy_span *s = mkspan(PROXY_SPAN_SERVER, false);
-    /* The invalid byte became '?', the valid two-byte character stayed. */
-    assert_int_equal(s->attrs[1].len, strlen("/caf\xc3\xa9/?\"q\""));
-    assert_memory_equal(s->arena + s->attrs[1].off, "/caf\xc3\xa9/?\"q\"", s->attrs[1].len);
+    /* Read back in order: the invalid byte became '?', the valid two-byte character stayed. */
+    struct proxy_span_attr a;
+    size_t pos = 0;
+    assert_true(proxy_span_attr_next(s, &pos, &a));
+    assert_true(sc_str_eq(a.key, SC_STR("http.request.method")) && !a.is_int);
+    assert_true(sc_str_eq(a.str, SC_STR("GET")));
+    assert_true(proxy_span_attr_next(s, &pos, &a));
+    assert_true(sc_str_eq(a.key, SC_STR("url.path")));
+    assert_true(sc_str_eq(a.str, SC_STR("/caf\xc3\xa9/?\"q\"")));
+    assert_true(proxy_span_attr_next(s, &pos, &a));
+    assert_true(sc_str_eq(a.key, SC_STR("http.response.status_code")) && a.is_int);
+    assert_int_equal(a.i, 503);
+    assert_true(proxy_span_attr_next(s, &pos, &a));
+    assert_true(proxy_span_attr_next(s, &pos, &a));
+    assert_int_equal(a.i, 40000);
+    assert_false(proxy_span_attr_next(s, &pos, &a));
+    assert_memory_equal(s->arena + s->name_off, "GET /caf", 8);
+    /* A value of 200 bytes has two-byte lengths; one of 4000 is cut to what is left, at a
+     * character boundary (the two-byte character at the cut is not split). */
+    char mid[200];
+    memset(mid, 'm', sizeof(mid));
+    proxy_span_str(s, "mid", sc_str_n(mid, sizeof(mid)));
     char big[4000];
     memset(big, 'x', sizeof(big));
+    for (size_t i = 0; i + 1 < sizeof(big); i += 2) {
+        big[i] = (char)0xc3;
+        big[i + 1] = (char)0xa9;
+    }
     proxy_span_str(s, "big", sc_str_n(big, sizeof(big)));
-    assert_true(s->arena_len <= PROXY_SPAN_ARENA);
+    assert_true(s->attr_len <= s->str_off);
+    assert_true(proxy_span_attr_next(s, &pos, &a));
+    assert_true(sc_str_eq(a.key, SC_STR("mid")) && a.str.len == 200);
+    assert_true(proxy_span_attr_next(s, &pos, &a));
+    assert_true(sc_str_eq(a.key, SC_STR("big")));
+    assert_true(a.str.len > 1000 && a.str.len % 2 == 0);
+    assert_true(memcmp(a.str.p, big, a.str.len) == 0);
+    assert_memory_equal(s->arena + s->name_off, "GET /caf", 8);
+    /* Full: further attributes are dropped and counted. */
+    for (int i = 0; i < 40; i++) {
+        proxy_span_int(s, "n", i);
+    }
+    assert_true(s->nattrs <= PROXY_SPAN_MAX_ATTRS);
+    assert_true(s->dropped_attrs > 0);
+    sc_free(s);
+    /* Only slots run out: 32 attributes at most. */
+    s = mkspan(PROXY_SPAN_SERVER, false);
     for (int i = 0; i < 40; i++) {
         proxy_span_int(s, "n", i);
     }
     assert_int_equal(s->nattrs, PROXY_SPAN_MAX_ATTRS);
-    assert_true(s->dropped_attrs > 0);
+    assert_int_equal(s->dropped_attrs, 40 - (PROXY_SPAN_MAX_ATTRS - 5));
     sc_free(s);
 }
 

@@ -396,7 +396,9 @@ void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
     } else if (c.sampling == PROXY_TRACE_DENY) {
         t->sampled = false;
     } else {
-        t->sampled = tr->threshold && proxy_rand(ex->w) % 1000000 < tr->threshold;
+        /* A draw in [0, 1000000) by multiply and shift (no division). */
+        t->sampled = tr->threshold &&
+                     (uint32_t)(((proxy_rand(ex->w) >> 32) * 1000000u) >> 32) < tr->threshold;
     }
     if (c.has_ids) {
         memcpy(t->trace_id, c.trace_id, 16);
@@ -410,9 +412,7 @@ void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
     if (!t->sampled) {
         return;
     }
-    proxy_tracer_sampled(tr->tracer);
-    struct proxy_span *s = sc_malloc(sizeof(*s));
-    memset(s, 0, offsetof(struct proxy_span, attrs));
+    struct proxy_span *s = proxy_tracer_span(tr->tracer);
     ex->span = s;
     memcpy(s->trace_id, t->trace_id, 16);
     memcpy(s->span_id, t->span_id, 8);
@@ -549,7 +549,5 @@ void proxy_trace_end(struct proxy_exch *ex)
         int n = st > 0 ? snprintf(et, sizeof(et), "%d", st) : snprintf(et, sizeof(et), "_OTHER");
         proxy_span_str(s, "error.type", sc_str_n(et, (size_t)n));
     }
-    struct proxy_span *shrunk =
-        sc_realloc(s, offsetof(struct proxy_span, arena) + (s->arena_len ? s->arena_len : 1));
-    proxy_tracer_push(ex->rt->trace->tracer, shrunk);
+    proxy_tracer_push(ex->rt->trace->tracer, s);
 }

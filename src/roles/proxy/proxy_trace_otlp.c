@@ -104,7 +104,7 @@ static size_t status_size(const struct proxy_span *s)
     return s->status ? 1 + vsz(s->status) : 0; /* code = 3 */
 }
 
-/* The span's payload size, kept in s->esz with each attribute's in a->esz for the writing. */
+/* The span's payload size, kept in s->esz for the writing. */
 static size_t span_size(struct proxy_span *s)
 {
     size_t n = len_field(16) + len_field(8); /* trace_id = 1, span_id = 2 */
@@ -118,11 +118,7 @@ static size_t span_size(struct proxy_span *s)
     n += len_field(s->name_len); /* name = 5 */
     n += 1 + vsz(s->kind);       /* kind = 6 */
     n += 9 + 9;                  /* start = 7, end = 8 (fixed64) */
-    for (size_t a = 0; a < s->nattrs; a++) {
-        struct proxy_span_attr *at = &s->attrs[a];
-        at->esz = (uint16_t)kv_size(at->klen, at->type == PROXY_ATTR_INT, at->i, at->len);
-        n += len_field(at->esz); /* attributes = 9 */
-    }
+    n += s->attr_len; /* attributes = 9, recorded encoded (proxy_span_str_n) */
     if (s->dropped_attrs) {
         n += 1 + vsz(s->dropped_attrs); /* dropped_attributes_count = 10 */
     }
@@ -153,11 +149,8 @@ static char *put_span(char *o, const struct proxy_span *s)
     o = put_varint(o, s->kind);
     o = put_fixed64(o, 7, s->start_ns);
     o = put_fixed64(o, 8, s->end_ns);
-    for (size_t a = 0; a < s->nattrs; a++) {
-        const struct proxy_span_attr *at = &s->attrs[a];
-        o = put_kv(o, 9, at->esz, at->key, at->klen, at->type == PROXY_ATTR_INT, at->i,
-                   s->arena + at->off, at->len);
-    }
+    memcpy(o, s->arena, s->attr_len);
+    o += s->attr_len;
     if (s->dropped_attrs) {
         o = put_tag(o, 10, WT_VARINT);
         o = put_varint(o, s->dropped_attrs);
