@@ -39,7 +39,8 @@ struct proxy_trace_cfg {
     char *force_header;
     struct sc_strv propagation;
     char *service_name;
-    struct sc_kvv headers; /* extra export request headers (API keys) */
+    struct sc_kvv headers;     /* extra export request headers (API keys) */
+    struct sc_kvv custom_tags; /* attributes added to every span */
     int64_t max_batch_size;
     uint64_t batch_interval_ms;
     int64_t max_queue_size;
@@ -188,6 +189,8 @@ struct proxy_trace_rt {
     uint8_t *kinds;     /* per listener: PROXY_SPAN_SERVER or PROXY_SPAN_CLIENT */
     size_t nkinds;
     struct proxy_tracer *tracer; /* borrowed: the proxy's, outlives every snapshot */
+    struct sc_kv *tags;          /* custom_tags (copies) */
+    size_t ntags;
 };
 
 /* Frees <tr>. NULL-safe. */
