@@ -29,6 +29,7 @@
 #                receiver (bench/otlp_sink.py) that acknowledges every batch; batching at its
 #                defaults (512 spans or 5 s)
 #   trace_100    tracing at 100%, exported the same way
+#   trace_100_gzip  the same with compression: gzip
 #                In the trace modes the window holds exactly its own spans' whole cost: the
 #                warm-up's spans are exported before the counters are zeroed, and the dump waits
 #                one batch interval for the window's last export (checked: exported = sampled).
@@ -186,9 +187,10 @@ PY
 tracing:
   provider: otlp_http
   endpoint: http://127.0.0.1:$SINK_PORT/v1/traces
-  sampling: ${mode#trace_}
+  sampling: $(sed 's/_gzip$//' <<<"${mode#trace_}")
   max_queue_size: 20000
 EOF
+        if [[ $mode == *_gzip ]]; then echo "  compression: gzip" >>"$dir/trace.yaml"; fi
         args+=(--listen "127.0.0.1:$port" --upstream "127.0.0.1:$UP_PORT" -c "$dir/trace.yaml")
         ;;
     oidc | plain_cookie)
@@ -215,7 +217,7 @@ open(sys.argv[2], "w").write(base64.urlsafe_b64encode(box).rstrip(b"=").decode()
 PY
         hdr="Cookie: _sidecar_oidc=$(cat "$dir/cookie")"
         ;;
-    *) die "unknown mode $mode (plain, log, policy, policy_nohc, envoy, authzN, jwt, plain_token, trace_0, trace_1, trace_100, plain_cookie, oidc)" ;;
+    *) die "unknown mode $mode (plain, log, policy, policy_nohc, envoy, authzN, jwt, plain_token, trace_0, trace_1, trace_100, trace_100_gzip, plain_cookie, oidc)" ;;
     esac
     # Names uncompressed: each dump file then names its own functions (callgrind_annotate).
     spawn "$dir/out.log" 0-"$(($(nproc) - 1))" valgrind --tool=callgrind --compress-strings=no \
@@ -285,6 +287,7 @@ declare -A what=(
     [trace_0]="tracing on, 0% sampled (context read and propagated, no span)"
     [trace_1]="tracing on, 1% sampled, OTLP/HTTP protobuf export to a local receiver"
     [trace_100]="tracing on, 100% sampled, OTLP/HTTP protobuf export to a local receiver"
+    [trace_100_gzip]="tracing on, 100% sampled, OTLP/HTTP protobuf gzip-compressed"
     [plain_cookie]="plain data path, the same session Cookie header on every request, no login"
     [oidc]="OpenID Connect login, a valid session cookie on every request"
 )

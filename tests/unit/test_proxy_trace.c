@@ -16,6 +16,7 @@
 
 #include "core/alloc.h"
 #include "core/buf.h"
+#include "core/utf8.h"
 #include "roles/proxy/otlp_trace_service.pb-c.h"
 #include "roles/proxy/proxy_trace.h"
 #include "roles/proxy/proxy_trace_ctx.h"
@@ -221,6 +222,57 @@ static void test_span_strings(void **state)
     sc_free(s);
 }
 
+/* The copy's fast paths (8-byte blocks, the overlapping last block, 4-byte halves) against a
+ * byte-at-a-time reference, for every length to 40 and a non-ASCII byte at every place. */
+static void test_span_copy_paths(void **state)
+{
+    (void)state;
+    static const char *const odd[] = { "\xc3\xa9", "\xff", "\xe2\x82" };
+    for (size_t len = 0; len <= 40; len++) {
+        for (size_t at = 0; at <= len; at++) {
+            for (size_t k = 0; k < 3; k++) {
+                char in[64], want[64];
+                for (size_t i = 0; i < len; i++) {
+                    in[i] = (char)('a' + i % 26);
+                }
+                size_t n = len;
+                if (at < len) {
+                    size_t ol = strlen(odd[k]);
+                    memcpy(in + at, odd[k], ol);
+                    n = at + ol > len ? at + ol : len;
+                }
+                size_t w = 0;
+                for (size_t i = 0; i < n;) {
+                    size_t q = (unsigned char)in[i] < 0x80
+                                   ? 1
+                                   : sc_utf8_seq((const unsigned char *)in + i, n - i);
+                    if (q == 0) {
+                        want[w++] = '?';
+                        i++;
+                    } else {
+                        memcpy(want + w, in + i, q);
+                        w += q;
+                        i += q;
+                    }
+                }
+                struct proxy_span *s = sc_calloc(1, sizeof(*s));
+                proxy_span_reset(s);
+                uint16_t off;
+                uint16_t got = proxy_span_put(s, sc_str_n(in, n), &off);
+                assert_int_equal(got, w);
+                assert_memory_equal(s->arena + off, want, w);
+                proxy_span_str(s, "k", sc_str_n(in, n));
+                struct proxy_span_attr a;
+                size_t pos = 0;
+                assert_true(proxy_span_attr_next(s, &pos, &a));
+                assert_int_equal(a.str.len, w);
+                assert_memory_equal(a.str.p, want, w);
+                sc_free(s);
+            }
+        }
+    }
+}
+
 static struct proxy_trace_resource resource(void)
 {
     static struct sc_kv kv[] = { { "service.name", "reviews" }, { "k8s.pod.name", "reviews-1" } };
@@ -362,6 +414,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_traceparent), cmocka_unit_test(test_tracestate),
         cmocka_unit_test(test_b3),          cmocka_unit_test(test_span_strings),
+        cmocka_unit_test(test_span_copy_paths),
         cmocka_unit_test(test_otlp_proto),  cmocka_unit_test(test_json),
         cmocka_unit_test(test_rejected),
     };

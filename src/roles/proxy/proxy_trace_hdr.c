@@ -57,6 +57,15 @@ static size_t utf8_copy(char *o, struct sc_str v, size_t room)
             memcpy(o + n - 8, &x, 8);
             return n;
         }
+    } else if (n >= 4) {
+        uint32_t a, b; /* the first four and the last four, overlapping */
+        memcpy(&a, v.p, 4);
+        memcpy(&b, v.p + n - 4, 4);
+        if (!((a | b) & 0x80808080u)) {
+            memcpy(o, &a, 4);
+            memcpy(o + n - 4, &b, 4);
+            return n;
+        }
     }
     w = i;
     while (i < n) {
