@@ -412,10 +412,13 @@ static void test_rejected(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_traceparent), cmocka_unit_test(test_tracestate),
-        cmocka_unit_test(test_b3),          cmocka_unit_test(test_span_strings),
+        cmocka_unit_test(test_traceparent),
+        cmocka_unit_test(test_tracestate),
+        cmocka_unit_test(test_b3),
+        cmocka_unit_test(test_span_strings),
         cmocka_unit_test(test_span_copy_paths),
-        cmocka_unit_test(test_otlp_proto),  cmocka_unit_test(test_json),
+        cmocka_unit_test(test_otlp_proto),
+        cmocka_unit_test(test_json),
         cmocka_unit_test(test_rejected),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -22,9 +22,9 @@
 #define MSG_MAX 2048
 
 /* The registry of Kubernetes-style kinds: one line per translator. */
-static const struct proxy_front_kind *const registries[] = {
-    proxy_istio_kinds, proxy_istio_authz_kinds, proxy_istio_telemetry_kinds, NULL
-};
+static const struct proxy_front_kind *const registries[] = { proxy_istio_kinds,
+                                                             proxy_istio_authz_kinds,
+                                                             proxy_istio_telemetry_kinds, NULL };
 
 static void vmsg(struct proxy_front *f, struct sc_buf *b, const struct sc_ynode *at,
                  const char *path, const char *fmt, va_list ap)

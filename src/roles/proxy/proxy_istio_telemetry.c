@@ -46,9 +46,18 @@ bool proxy_istio_is_mesh(const struct sc_ynode *doc)
 
 /* The kinds of extension provider Istio defines that are not tracing ones here. */
 static const char *const other_providers[] = {
-    "envoyExtAuthzHttp", "envoyExtAuthzGrpc", "envoyFileAccessLog", "envoyHttpAls",
-    "envoyTcpAls",       "envoyOtelAls",      "prometheus",         "stackdriver",
-    "skywalking",        "datadog",           "lightstep",          "sds",
+    "envoyExtAuthzHttp",
+    "envoyExtAuthzGrpc",
+    "envoyFileAccessLog",
+    "envoyHttpAls",
+    "envoyTcpAls",
+    "envoyOtelAls",
+    "prometheus",
+    "stackdriver",
+    "skywalking",
+    "datadog",
+    "lightstep",
+    "sds",
     NULL,
 };
 
@@ -137,6 +146,22 @@ static void max_tag_length(struct proxy_front *f, const struct sc_ynode *pv, con
     }
 }
 
+/* provider, endpoint, headers and timeout of provider <pv>, whose path, headers and timeout are
+ * in <h> (at <hpath>). */
+static int destination(struct proxy_front *f, struct sc_ynode *out, const char *provider,
+                       const struct sc_ynode *pv, const struct sc_ynode *h, const char *def_path,
+                       const char *path, const char *hpath)
+{
+    proxy_front_put(f, out, "provider", pv, provider);
+    max_tag_length(f, pv, path);
+    if (endpoint(f, out, pv, sc_ynode_get(h, "path"), def_path, path) < 0 ||
+        export_headers(f, out, sc_ynode_get(h, "headers"), hpath) < 0) {
+        return SC_ECONFIG;
+    }
+    proxy_front_put_duration(f, out, "timeout", h, "timeout", hpath, NULL);
+    return f->err ? SC_ECONFIG : 0;
+}
+
 /* opentelemetry: OTLP/HTTP only (`http` set); Istio's default without it is OTLP/gRPC. */
 static int otel_provider(struct proxy_front *f, struct sc_ynode *out, const struct sc_ynode *pv,
                          const char *path)
@@ -159,23 +184,22 @@ static int otel_provider(struct proxy_front *f, struct sc_ynode *out, const stru
     if (sc_ynode_kind(http) != SC_Y_NULL && proxy_front_keys(f, http, p, http_keys, NULL) < 0) {
         return SC_ECONFIG;
     }
-    proxy_front_put(f, out, "provider", pv, "otlp_http");
-    max_tag_length(f, pv, path);
-    if (endpoint(f, out, pv, sc_ynode_get(http, "path"), "/v1/traces", path) < 0 ||
-        export_headers(f, out, sc_ynode_get(http, "headers"), p) < 0) {
-        return SC_ECONFIG;
-    }
-    proxy_front_put_duration(f, out, "timeout", http, "timeout", p, NULL);
-    return f->err ? SC_ECONFIG : 0;
+    return destination(f, out, "otlp_http", pv, http, "/v1/traces", path, p);
 }
 
 /* zipkin: Zipkin v2 JSON; B3 written (and W3C with USE_B3_WITH_W3C_PROPAGATION). */
 static int zipkin_provider(struct proxy_front *f, struct sc_ynode *out, const struct sc_ynode *pv,
                            const char *path)
 {
-    static const char *const keys[] = { "service",           "port",    "path",
-                                        "maxTagLength",      "timeout", "headers",
-                                        "enable64bitTraceId", "traceContextOption", NULL };
+    static const char *const keys[] = { "service",
+                                        "port",
+                                        "path",
+                                        "maxTagLength",
+                                        "timeout",
+                                        "headers",
+                                        "enable64bitTraceId",
+                                        "traceContextOption",
+                                        NULL };
     if (proxy_front_keys(f, pv, path, keys, NULL) < 0) {
         return SC_ECONFIG;
     }
@@ -185,13 +209,9 @@ static int zipkin_provider(struct proxy_front *f, struct sc_ynode *out, const st
         return proxy_front_refuse(f, b64, path,
                                   "enable64bitTraceId is not supported (trace ids are 128-bit)");
     }
-    proxy_front_put(f, out, "provider", pv, "zipkin");
-    max_tag_length(f, pv, path);
-    if (endpoint(f, out, pv, sc_ynode_get(pv, "path"), "/api/v2/spans", path) < 0 ||
-        export_headers(f, out, sc_ynode_get(pv, "headers"), path) < 0) {
+    if (destination(f, out, "zipkin", pv, pv, "/api/v2/spans", path, path) < 0) {
         return SC_ECONFIG;
     }
-    proxy_front_put_duration(f, out, "timeout", pv, "timeout", path, NULL);
     const struct sc_ynode *tco = sc_ynode_get(pv, "traceContextOption");
     const char *tc = tco ? proxy_front_scalar(f, tco, path, &(int){ 0 }) : NULL;
     if (tc && strcmp(tc, "USE_B3") != 0 && strcmp(tc, "USE_B3_WITH_W3C_PROPAGATION") != 0 &&
@@ -248,7 +268,8 @@ static int check_mesh(struct proxy_front *f)
         if (!name || !*name) {
             return f->err ? SC_ECONFIG : proxy_front_refuse(f, e, p, "name is required");
         }
-        const struct sc_ynode *ot = sc_ynode_get(e, "opentelemetry"), *zk = sc_ynode_get(e, "zipkin");
+        const struct sc_ynode *ot = sc_ynode_get(e, "opentelemetry"),
+                              *zk = sc_ynode_get(e, "zipkin");
         if (!ot == !zk) {
             return proxy_front_refuse(f, e, p, "one of opentelemetry and zipkin is required");
         }
@@ -262,7 +283,8 @@ static int check_mesh(struct proxy_front *f)
         struct sc_ynode *scratch = proxy_front_map(f, e);
         proxy_front_path(p, "MeshConfig", ".extensionProviders[%zu].%s", i,
                          ot ? "opentelemetry" : "zipkin");
-        if (!scratch || (ot ? otel_provider(f, scratch, ot, p) : zipkin_provider(f, scratch, zk, p)) < 0) {
+        if (!scratch ||
+            (ot ? otel_provider(f, scratch, ot, p) : zipkin_provider(f, scratch, zk, p)) < 0) {
             return SC_ECONFIG;
         }
     }
@@ -283,7 +305,7 @@ struct merged {
     const struct sc_ynode *sampling;
     const struct sc_ynode *disable;
     const struct sc_ynode *tags;
-    const struct sc_ynode *at; /* the last Telemetry that set anything */
+    const struct sc_ynode *at;    /* the last Telemetry that set anything */
     char where[PROXY_FRONT_PATH]; /* its path, for messages */
 };
 
@@ -352,8 +374,9 @@ static int tracing_entry(struct proxy_front *f, struct merged *m, const struct s
     }
     const struct sc_ynode *e = sc_ynode_at(tl, 0);
     proxy_front_path(p, path, ".spec.tracing[0]");
-    static const char *const keys[] = { "match",           "providers",  "randomSamplingPercentage",
-                                        "disableSpanReporting", "customTags", NULL };
+    static const char *const keys[] = {
+        "match", "providers", "randomSamplingPercentage", "disableSpanReporting", "customTags", NULL
+    };
     static const char *const noted[] = { "useRequestIdForTraceSampling", NULL };
     if (proxy_front_keys(f, e, p, keys, noted) < 0) {
         return SC_ECONFIG;

@@ -87,9 +87,9 @@ struct proxy_span {
     uint16_t state_off, state_len; /* tracestate */
     uint16_t nattrs, nevents;
     uint16_t dropped_attrs, dropped_events;
-    uint16_t attr_len; /* encoded attributes: arena[0, attr_len) */
-    uint16_t str_off;  /* strings: arena[str_off, PROXY_SPAN_ARENA) */
-    uint32_t esz;      /* its encoded size (OTLP protobuf, set while encoding) */
+    uint16_t attr_len;       /* encoded attributes: arena[0, attr_len) */
+    uint16_t str_off;        /* strings: arena[str_off, PROXY_SPAN_ARENA) */
+    uint32_t esz;            /* its encoded size (OTLP protobuf, set while encoding) */
     struct proxy_span *next; /* the exporter's free list */
     struct proxy_span_event events[PROXY_SPAN_MAX_EVENTS];
     char arena[PROXY_SPAN_ARENA];
@@ -126,6 +126,28 @@ struct proxy_span_attr {
 bool proxy_span_attr_next(const struct proxy_span *s, size_t *pos, struct proxy_span_attr *a);
 
 /* ---- encoders (proxy_trace_export.c, proxy_trace_otlp.c) ---- */
+
+/* Protobuf varints (the span's attributes and the OTLP request): the size of <v>, and <v> written
+ * at <o> (returns the end). */
+static inline size_t proxy_pb_vsz(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static inline char *proxy_pb_varint(char *o, uint64_t v)
+{
+    while (v >= 0x80) {
+        *o++ = (char)(v | 0x80);
+        v >>= 7;
+    }
+    *o++ = (char)v;
+    return o;
+}
 
 /* The resource the spans describe (service.name, k8s.pod.name, ...): <n> string pairs. */
 struct proxy_trace_resource {

@@ -96,7 +96,8 @@ static inline void proxy_trace_hex(char *out, const uint8_t *in, size_t n)
         proxy_hex_sse2(out + 2 * i + 16, x, true);
     }
     for (; i + 8 <= n; i += 8) {
-        proxy_hex_sse2(out + 2 * i, _mm_loadl_epi64((const __m128i *)(const void *)(in + i)), false);
+        proxy_hex_sse2(out + 2 * i, _mm_loadl_epi64((const __m128i *)(const void *)(in + i)),
+                       false);
     }
 #endif
     for (; i < n; i++) {

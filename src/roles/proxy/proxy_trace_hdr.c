@@ -105,41 +105,26 @@ uint16_t proxy_span_put(struct proxy_span *s, struct sc_str v, uint16_t *off)
 
 /* Protobuf wire bits for the attributes (proxy_trace_otlp.c writes the rest): Span.attributes = 9
  * and KeyValue/AnyValue fields, all length-delimited but AnyValue.int_value = 3 (varint). */
-enum { PB_ATTR = 9 << 3 | 2, PB_KEY = 1 << 3 | 2, PB_VALUE = 2 << 3 | 2, PB_STR = 1 << 3 | 2,
-       PB_INT = 3 << 3 };
-
-static size_t vsz(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static char *varint(char *o, uint64_t v)
-{
-    while (v >= 0x80) {
-        *o++ = (char)(v | 0x80);
-        v >>= 7;
-    }
-    *o++ = (char)v;
-    return o;
-}
+enum {
+    PB_ATTR = 9 << 3 | 2,
+    PB_KEY = 1 << 3 | 2,
+    PB_VALUE = 2 << 3 | 2,
+    PB_STR = 1 << 3 | 2,
+    PB_INT = 3 << 3
+};
 
 /* Writes an attribute's header (field tag and length, KeyValue key, AnyValue's tag and length) for
  * a value part of <any> bytes at <o>. Returns the end. */
 static char *attr_head(char *o, const char *key, size_t klen, size_t any)
 {
     *o++ = (char)PB_ATTR;
-    o = varint(o, 2 + klen + 1 + vsz(any) + any);
+    o = proxy_pb_varint(o, 2 + klen + 1 + proxy_pb_vsz(any) + any);
     *o++ = (char)PB_KEY;
     *o++ = (char)klen;
     copy_short(o, key, klen);
     o += klen;
     *o++ = (char)PB_VALUE;
-    return varint(o, any);
+    return proxy_pb_varint(o, any);
 }
 
 /* Whether another attribute may be recorded; counts it dropped when not. */
@@ -182,9 +167,9 @@ void proxy_span_str_n(struct proxy_span *s, const char *key, size_t klen, struct
     }
     size_t head = max_head;
     size_t w = utf8_copy(o + head, v, room);
-    char *e = attr_head(o, key, klen, 1 + vsz(w) + w);
+    char *e = attr_head(o, key, klen, 1 + proxy_pb_vsz(w) + w);
     *e++ = (char)PB_STR;
-    e = varint(e, w);
+    e = proxy_pb_varint(e, w);
     if (e != o + head) {
         memmove(e, o + head, w);
     }
@@ -193,13 +178,13 @@ void proxy_span_str_n(struct proxy_span *s, const char *key, size_t klen, struct
 
 void proxy_span_int_n(struct proxy_span *s, const char *key, size_t klen, int64_t v)
 {
-    size_t any = 1 + vsz((uint64_t)v);
+    size_t any = 1 + proxy_pb_vsz((uint64_t)v);
     if (!attr_slot(s, klen + 7 + any)) {
         return;
     }
     char *o = attr_head(s->arena + s->attr_len, key, klen, any);
     *o++ = (char)PB_INT;
-    o = varint(o, (uint64_t)v);
+    o = proxy_pb_varint(o, (uint64_t)v);
     s->attr_len = (uint16_t)(o - s->arena);
 }
 
@@ -221,7 +206,7 @@ static bool get_varint(const char **p, const char *end, uint64_t *v)
 static bool get_len(const char **p, const char *end, unsigned tag, struct sc_str *out)
 {
     uint64_t n;
-    if (*p >= end || (uint8_t)**p != tag) {
+    if (*p >= end || (uint8_t) * *p != tag) {
         return false;
     }
     (*p)++;
