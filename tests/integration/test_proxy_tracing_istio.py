@@ -5,7 +5,7 @@
 real upstream and echoes the trace headers it got."""
 import json
 
-from conftest import free_port
+from conftest import free_port, http_get
 from fake_otlp import FakeOTLP, FakeZipkin  # noqa: F401
 from proxy_util import wait_for
 from test_proxy_tracing import (  # noqa: F401 - fixtures
@@ -178,3 +178,25 @@ def test_check_prints_translated_tracing(run_cli, tmp_path):
     assert tr["provider"] == "otlp_http"
     assert tr["endpoint"] == "http://127.0.0.1:4318/v1/traces"
     assert tr["sampling"] == "2.5" and tr["timeout"] == "2s"
+
+
+def test_reload_applies_telemetry_change(sidecar_run, nginx, otlp):  # noqa: F811
+    """A changed Telemetry takes effect at reload, the exporter kept (one worker: it adopts the
+    new snapshot before /reload answers)."""
+    port = free_port()
+
+    def cfg(pct):
+        return stream(native(port, nginx.port, workers=1, tracing={"batch_interval": "50ms"}),
+                      mesh(otlp_port=otlp.port, default="otel"),
+                      telemetry("mesh-default", "istio-system",
+                                {"randomSamplingPercentage": pct}))
+
+    sc = sidecar_run("proxy", config=cfg(0))
+    keepalive(port, 50)
+    assert spans_metric(sc, "sampled") == 0
+    sc.config_path.write_text(cfg(100))
+    assert http_get(sc.admin + "/reload", method="POST")[0] == 200
+    keepalive(port, 50)
+    assert spans_metric(sc, "sampled") == 50
+    assert len(otlp.wait_spans(50)) == 50
+    sc.stop()
