@@ -328,7 +328,7 @@ struct proxy_span *proxy_tracer_span(struct proxy_tracer *t)
 /* Gives span <s> back: kept for reuse while the pool has room, else freed. Holds t->mu. */
 static void recycle_locked(struct proxy_tracer *t, struct proxy_span *s)
 {
-    if (t->npool < t->max_batch && t->npool < POOL_MAX && !t->closing) {
+    if (t->npool < t->max_batch && t->npool < POOL_MAX) {
         s->next = t->pool;
         t->pool = s;
         t->npool++;
