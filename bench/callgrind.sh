@@ -24,12 +24,17 @@
 #   jwt          an RS256 JWT (PyJWT, key by openssl) on every request, verified once, cached
 #   authz20jwt   authz20 whose ALLOW requires a request principal, with that JWT
 #   trace_0      plain with tracing on at 0% sampling: every request's context is read and
-#                propagated (traceparent and x-b3-* written), no span is recorded
+#                propagated (a traceparent written, OTLP's default), no span is recorded
 #   trace_1      tracing at 1% (the default), spans exported over OTLP/HTTP protobuf to a local
 #                receiver (bench/otlp_sink.py) that acknowledges every batch; batching at its
 #                defaults (512 spans or 5 s)
-#   trace_100    tracing at 100%, exported the same way (encoding and export included: the
-#                exporter runs on the worker's loop with one worker)
+#   trace_100    tracing at 100%, exported the same way
+#   trace_100_gzip  the same with compression: gzip
+#                In the trace modes the window holds exactly its own spans' whole cost: the
+#                warm-up's spans are exported before the counters are zeroed, and the dump waits
+#                one batch interval for the window's last export (checked: exported = sampled).
+#                Recording, encoding, compression and the HTTP export (libcurl) are all counted:
+#                the exporter runs on the main loop, a thread of the same process.
 #   plain_cookie plain, with the oidc mode's Cookie header (what carrying it costs alone)
 #   oidc         an OpenID Connect login (docs/oidc.md) with a valid session cookie on every
 #                request: one AES-GCM open, identity headers added, the cookie removed upstream
@@ -61,12 +66,29 @@ mkdir -p "$OUT"
 trap 'stop_all; rm -rf "$TMP"' EXIT
 trap 'exit 130' INT TERM
 
+# drain ADMIN_PORT MODE [TRIES]: waits until every sampled span has left the exporter's queue and
+# its export has been acknowledged (sidecar_tracing_spans_total: exported = sampled), 60 s at most
+# (TRIES x 0.1 s).
+drain() {
+    local i m s e
+    for ((i = 0; i < ${3:-600}; i++)); do
+        m=$(curl -s "http://127.0.0.1:$1/metrics") || true
+        s=$(awk '/^sidecar_tracing_spans_total\{result="sampled"\}/ { print $2 }' <<<"$m")
+        e=$(awk '/^sidecar_tracing_spans_total\{result="exported"\}/ { print $2 }' <<<"$m")
+        [ -n "$s" ] && [ "$s" = "$e" ] && return 0
+        sleep 0.1
+    done
+    die "$2: spans were not all exported before the dump (sampled $s, exported $e)"
+}
+
 # measure MODE: one proxy under callgrind; prints the instructions per request of the window.
 measure() {
     local mode=$1 dir=$TMP/$1 port pid f ir hdr=""
     mkdir -p "$dir"
     port=$(free_port)
-    local args=(proxy --admin "127.0.0.1:$(free_port)" --workers 1)
+    local admin
+    admin=$(free_port)
+    local args=(proxy --admin "127.0.0.1:$admin" --workers 1)
     [ "$mode" = log ] || args+=(--access-log off)
     case $mode in
     plain | log) args+=(--listen "127.0.0.1:$port" --upstream "127.0.0.1:$UP_PORT") ;;
@@ -165,9 +187,10 @@ PY
 tracing:
   provider: otlp_http
   endpoint: http://127.0.0.1:$SINK_PORT/v1/traces
-  sampling: ${mode#trace_}
+  sampling: $(sed 's/_gzip$//' <<<"${mode#trace_}")
   max_queue_size: 20000
 EOF
+        if [[ $mode == *_gzip ]]; then echo "  compression: gzip" >>"$dir/trace.yaml"; fi
         args+=(--listen "127.0.0.1:$port" --upstream "127.0.0.1:$UP_PORT" -c "$dir/trace.yaml")
         ;;
     oidc | plain_cookie)
@@ -194,9 +217,10 @@ open(sys.argv[2], "w").write(base64.urlsafe_b64encode(box).rstrip(b"=").decode()
 PY
         hdr="Cookie: _sidecar_oidc=$(cat "$dir/cookie")"
         ;;
-    *) die "unknown mode $mode (plain, log, policy, policy_nohc, envoy, authzN, jwt, plain_token, trace_0, trace_1, trace_100, plain_cookie, oidc)" ;;
+    *) die "unknown mode $mode (plain, log, policy, policy_nohc, envoy, authzN, jwt, plain_token, trace_0, trace_1, trace_100, trace_100_gzip, plain_cookie, oidc)" ;;
     esac
-    spawn "$dir/out.log" 0-"$(($(nproc) - 1))" valgrind --tool=callgrind \
+    # Names uncompressed: each dump file then names its own functions (callgrind_annotate).
+    spawn "$dir/out.log" 0-"$(($(nproc) - 1))" valgrind --tool=callgrind --compress-strings=no \
         --callgrind-out-file="$dir/cg.out.%p" "$SIDECAR" "${args[@]}"
     pid=$SPAWNED_PID
     if [ -n "$hdr" ]; then
@@ -207,12 +231,19 @@ PY
     fi
     FR_HEADER=$hdr python3 "$BENCH_DIR/fixed_requests.py" "$port" "$CONNS" "$WARMUP" >/dev/null ||
         die "$mode: the warm-up failed"
+    # Tracing: the warm-up's spans are exported before the window opens, and the window's own
+    # before it closes, so the window holds exactly the encoding and export of its requests.
+    case $mode in trace_*) drain "$admin" "$mode" ;; esac
     callgrind_control -z "$pid" >/dev/null 2>&1
     touch "$dir/zeroed"
     sleep 1 # the dump's time stamp must follow the mark's
     FR_HEADER=$hdr python3 "$BENCH_DIR/fixed_requests.py" "$port" "$CONNS" "$PER" >/dev/null ||
         die "$mode: the measured requests failed"
+    # The window's spans: waited for without polling the admin port (its /metrics would be
+    # counted), one batch interval and a second; checked right after the dump.
+    case $mode in trace_*) sleep 6 ;; esac
     callgrind_control -d "$pid" >/dev/null 2>&1
+    case $mode in trace_*) drain "$admin" "$mode" 1 ;; esac
     f=$(find "$dir" -name 'cg.out.*' -newer "$dir/zeroed" | sort | tail -n 1)
     [ -n "$f" ] || die "$mode: no callgrind dump"
     ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$f")
@@ -256,6 +287,7 @@ declare -A what=(
     [trace_0]="tracing on, 0% sampled (context read and propagated, no span)"
     [trace_1]="tracing on, 1% sampled, OTLP/HTTP protobuf export to a local receiver"
     [trace_100]="tracing on, 100% sampled, OTLP/HTTP protobuf export to a local receiver"
+    [trace_100_gzip]="tracing on, 100% sampled, OTLP/HTTP protobuf gzip-compressed"
     [plain_cookie]="plain data path, the same session Cookie header on every request, no login"
     [oidc]="OpenID Connect login, a valid session cookie on every request"
 )

@@ -16,6 +16,7 @@
 
 #include "core/alloc.h"
 #include "core/buf.h"
+#include "core/utf8.h"
 #include "roles/proxy/otlp_trace_service.pb-c.h"
 #include "roles/proxy/proxy_trace.h"
 #include "roles/proxy/proxy_trace_ctx.h"
@@ -140,6 +141,7 @@ static void test_b3(void **state)
 static struct proxy_span *mkspan(int kind, bool parent)
 {
     struct proxy_span *s = sc_calloc(1, sizeof(*s));
+    proxy_span_reset(s);
     for (int i = 0; i < 16; i++) {
         s->trace_id[i] = (uint8_t)(i + 1);
     }
@@ -158,12 +160,7 @@ static struct proxy_span *mkspan(int kind, bool parent)
     proxy_span_int(s, "network.peer.port", 40000);
     proxy_span_event(s, "retry", s->start_ns + 1000);
     s->status = 2;
-    uint16_t off;
-    (void)off;
-    s->name_off = s->arena_len;
-    memcpy(s->arena + s->arena_len, "GET /caf", 8);
-    s->name_len = 8;
-    s->arena_len = (uint16_t)(s->arena_len + 8);
+    s->name_len = proxy_span_put(s, SC_STR("GET /caf"), &s->name_off);
     return s;
 }
 
@@ -171,19 +168,109 @@ static void test_span_strings(void **state)
 {
     (void)state;
     struct proxy_span *s = mkspan(PROXY_SPAN_SERVER, false);
-    /* The invalid byte became '?', the valid two-byte character stayed. */
-    assert_int_equal(s->attrs[1].len, strlen("/caf\xc3\xa9/?\"q\""));
-    assert_memory_equal(s->arena + s->attrs[1].off, "/caf\xc3\xa9/?\"q\"", s->attrs[1].len);
+    /* Read back in order: the invalid byte became '?', the valid two-byte character stayed. */
+    struct proxy_span_attr a;
+    size_t pos = 0;
+    assert_true(proxy_span_attr_next(s, &pos, &a));
+    assert_true(sc_str_eq(a.key, SC_STR("http.request.method")) && !a.is_int);
+    assert_true(sc_str_eq(a.str, SC_STR("GET")));
+    assert_true(proxy_span_attr_next(s, &pos, &a));
+    assert_true(sc_str_eq(a.key, SC_STR("url.path")));
+    assert_true(sc_str_eq(a.str, SC_STR("/caf\xc3\xa9/?\"q\"")));
+    assert_true(proxy_span_attr_next(s, &pos, &a));
+    assert_true(sc_str_eq(a.key, SC_STR("http.response.status_code")) && a.is_int);
+    assert_int_equal(a.i, 503);
+    assert_true(proxy_span_attr_next(s, &pos, &a));
+    assert_true(proxy_span_attr_next(s, &pos, &a));
+    assert_int_equal(a.i, 40000);
+    assert_false(proxy_span_attr_next(s, &pos, &a));
+    assert_memory_equal(s->arena + s->name_off, "GET /caf", 8);
+    /* A value of 200 bytes has two-byte lengths; one of 4000 is cut to what is left, at a
+     * character boundary (the two-byte character at the cut is not split). */
+    char mid[200];
+    memset(mid, 'm', sizeof(mid));
+    proxy_span_str(s, "mid", sc_str_n(mid, sizeof(mid)));
     char big[4000];
     memset(big, 'x', sizeof(big));
+    for (size_t i = 0; i + 1 < sizeof(big); i += 2) {
+        big[i] = (char)0xc3;
+        big[i + 1] = (char)0xa9;
+    }
     proxy_span_str(s, "big", sc_str_n(big, sizeof(big)));
-    assert_true(s->arena_len <= PROXY_SPAN_ARENA);
+    assert_true(s->attr_len <= s->str_off);
+    assert_true(proxy_span_attr_next(s, &pos, &a));
+    assert_true(sc_str_eq(a.key, SC_STR("mid")) && a.str.len == 200);
+    assert_true(proxy_span_attr_next(s, &pos, &a));
+    assert_true(sc_str_eq(a.key, SC_STR("big")));
+    assert_true(a.str.len > 1000 && a.str.len % 2 == 0);
+    assert_true(memcmp(a.str.p, big, a.str.len) == 0);
+    assert_memory_equal(s->arena + s->name_off, "GET /caf", 8);
+    /* Full: further attributes are dropped and counted. */
+    for (int i = 0; i < 40; i++) {
+        proxy_span_int(s, "n", i);
+    }
+    assert_true(s->nattrs <= PROXY_SPAN_MAX_ATTRS);
+    assert_true(s->dropped_attrs > 0);
+    sc_free(s);
+    /* Only slots run out: 32 attributes at most. */
+    s = mkspan(PROXY_SPAN_SERVER, false);
     for (int i = 0; i < 40; i++) {
         proxy_span_int(s, "n", i);
     }
     assert_int_equal(s->nattrs, PROXY_SPAN_MAX_ATTRS);
-    assert_true(s->dropped_attrs > 0);
+    assert_int_equal(s->dropped_attrs, 40 - (PROXY_SPAN_MAX_ATTRS - 5));
     sc_free(s);
+}
+
+/* The copy's fast paths (8-byte blocks, the overlapping last block, 4-byte halves) against a
+ * byte-at-a-time reference, for every length to 40 and a non-ASCII byte at every place. */
+static void test_span_copy_paths(void **state)
+{
+    (void)state;
+    static const char *const odd[] = { "\xc3\xa9", "\xff", "\xe2\x82" };
+    for (size_t len = 0; len <= 40; len++) {
+        for (size_t at = 0; at <= len; at++) {
+            for (size_t k = 0; k < 3; k++) {
+                char in[64], want[64];
+                for (size_t i = 0; i < len; i++) {
+                    in[i] = (char)('a' + i % 26);
+                }
+                size_t n = len;
+                if (at < len) {
+                    size_t ol = strlen(odd[k]);
+                    memcpy(in + at, odd[k], ol);
+                    n = at + ol > len ? at + ol : len;
+                }
+                size_t w = 0;
+                for (size_t i = 0; i < n;) {
+                    size_t q = (unsigned char)in[i] < 0x80
+                                   ? 1
+                                   : sc_utf8_seq((const unsigned char *)in + i, n - i);
+                    if (q == 0) {
+                        want[w++] = '?';
+                        i++;
+                    } else {
+                        memcpy(want + w, in + i, q);
+                        w += q;
+                        i += q;
+                    }
+                }
+                struct proxy_span *s = sc_calloc(1, sizeof(*s));
+                proxy_span_reset(s);
+                uint16_t off;
+                uint16_t got = proxy_span_put(s, sc_str_n(in, n), &off);
+                assert_int_equal(got, w);
+                assert_memory_equal(s->arena + off, want, w);
+                proxy_span_str(s, "k", sc_str_n(in, n));
+                struct proxy_span_attr a;
+                size_t pos = 0;
+                assert_true(proxy_span_attr_next(s, &pos, &a));
+                assert_int_equal(a.str.len, w);
+                assert_memory_equal(a.str.p, want, w);
+                sc_free(s);
+            }
+        }
+    }
 }
 
 static struct proxy_trace_resource resource(void)
@@ -325,9 +412,13 @@ static void test_rejected(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_traceparent), cmocka_unit_test(test_tracestate),
-        cmocka_unit_test(test_b3),          cmocka_unit_test(test_span_strings),
-        cmocka_unit_test(test_otlp_proto),  cmocka_unit_test(test_json),
+        cmocka_unit_test(test_traceparent),
+        cmocka_unit_test(test_tracestate),
+        cmocka_unit_test(test_b3),
+        cmocka_unit_test(test_span_strings),
+        cmocka_unit_test(test_span_copy_paths),
+        cmocka_unit_test(test_otlp_proto),
+        cmocka_unit_test(test_json),
         cmocka_unit_test(test_rejected),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

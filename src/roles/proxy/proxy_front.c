@@ -23,7 +23,8 @@
 
 /* The registry of Kubernetes-style kinds: one line per translator. */
 static const struct proxy_front_kind *const registries[] = { proxy_istio_kinds,
-                                                             proxy_istio_authz_kinds, NULL };
+                                                             proxy_istio_authz_kinds,
+                                                             proxy_istio_telemetry_kinds, NULL };
 
 static void vmsg(struct proxy_front *f, struct sc_buf *b, const struct sc_ynode *at,
                  const char *path, const char *fmt, va_list ap)
@@ -316,6 +317,7 @@ static void front_free(struct proxy_front *f)
     sc_free(f->dr);
     sc_free(f->se);
     sc_free(f->sidecar);
+    sc_free(f->tel);
     sc_free(f->err);
 }
 
@@ -365,6 +367,13 @@ int proxy_front_translate(const char *name, const char *text, size_t len, bool j
             envoy = d;
         } else if (is_resource(d)) {
             nres++;
+        } else if (proxy_istio_is_mesh(d)) {
+            if (f.mesh) {
+                proxy_front_refuse(&f, d, NULL, "a second MeshConfig document");
+                goto done;
+            }
+            f.mesh = d;
+            nres++;
         } else if (f.native) {
             proxy_front_refuse(&f, d, NULL,
                                "a second document of the proxy's own format "
@@ -402,6 +411,9 @@ int proxy_front_translate(const char *name, const char *text, size_t len, bool j
     }
     if (!f.err) {
         proxy_istio_finish(&f);
+    }
+    if (!f.err) {
+        proxy_istio_telemetry_finish(&f);
     }
 done:
     if (f.err) {

@@ -38,6 +38,10 @@ struct proxy_front {
     const struct sc_ynode *authz_listener;
     bool rbac_seen;
     const struct sc_ynode *envoy; /* the bootstrap being translated (its clusters) */
+    /* Istio tracing (proxy_istio_telemetry.c): Telemetry resources and the MeshConfig document. */
+    const struct sc_ynode **tel;
+    size_t ntel;
+    const struct sc_ynode *mesh;
 };
 
 /* One kind of Kubernetes-style document: its kind, the apiVersions accepted, and what to do with
@@ -141,5 +145,11 @@ extern const char *const proxy_istio_security_versions[]; /* security.istio.io v
 
 /* proxy_istio_authz.c: AuthorizationPolicy and RequestAuthentication (security.istio.io). */
 extern const struct proxy_front_kind proxy_istio_authz_kinds[];
+
+/* proxy_istio_telemetry.c: Telemetry, and a MeshConfig document (one without apiVersion and
+ * kind holding extensionProviders or defaultProviders); the `tracing:` block they make. */
+extern const struct proxy_front_kind proxy_istio_telemetry_kinds[];
+bool proxy_istio_is_mesh(const struct sc_ynode *doc);
+int proxy_istio_telemetry_finish(struct proxy_front *f);
 
 #endif

@@ -83,6 +83,23 @@ static int check_propagation(void *field, char **err)
     return 0;
 }
 
+static int check_tags(void *field, char **err)
+{
+    const struct sc_kvv *v = field;
+    if (v->n > 16) {
+        *err = sc_asprintf("custom_tags: 16 tags at most");
+        return SC_ECONFIG;
+    }
+    for (size_t i = 0; i < v->n; i++) {
+        size_t n = strlen(v->v[i].key);
+        if (n == 0 || n > 64) {
+            *err = sc_asprintf("custom_tags: a tag name is 1 to 64 bytes");
+            return SC_ECONFIG;
+        }
+    }
+    return 0;
+}
+
 const struct sc_opt proxy_trace_opts[] = {
     { .name = "provider",
       .type = SC_OPT_ENUM,
@@ -131,6 +148,12 @@ const struct sc_opt proxy_trace_opts[] = {
       .offset = offsetof(struct proxy_trace_cfg, headers),
       .help = "extra headers sent with every export (an API key)",
       .flags = SC_OPT_SECRET },
+    { .name = "custom_tags",
+      .type = SC_OPT_STRMAP,
+      .offset = offsetof(struct proxy_trace_cfg, custom_tags),
+      .help = "attributes added to every span, name: value (Istio's customTags: literal and "
+              "environment tags become these)",
+      .check = check_tags },
     { .name = "max_batch_size",
       .type = SC_OPT_INT,
       .offset = offsetof(struct proxy_trace_cfg, max_batch_size),
@@ -197,6 +220,11 @@ const struct sc_opt proxy_trace_opts[] = {
 void proxy_trace_rt_free(struct proxy_trace_rt *tr)
 {
     if (tr) {
+        for (size_t i = 0; i < tr->ntags; i++) {
+            sc_free(tr->tags[i].key);
+            sc_free(tr->tags[i].value);
+        }
+        sc_free(tr->tags);
         sc_free(tr->kinds);
         sc_free(tr);
     }
@@ -278,6 +306,14 @@ void proxy_trace_setup(struct proxy *px, struct proxy_rt *rt, const struct proxy
     }
     if (!tr->propagate) {
         tr->propagate = tc->provider == PROXY_TRACE_ZIPKIN ? PROXY_PROP_B3MULTI : PROXY_PROP_W3C;
+    }
+    if (tc->custom_tags.n) {
+        tr->tags = sc_calloc(tc->custom_tags.n, sizeof(*tr->tags));
+        for (size_t i = 0; i < tc->custom_tags.n; i++) {
+            tr->tags[i].key = sc_strdup(tc->custom_tags.v[i].key);
+            tr->tags[i].value = sc_strdup(tc->custom_tags.v[i].value);
+        }
+        tr->ntags = tc->custom_tags.n;
     }
     tr->nkinds = rt->nlisteners;
     tr->kinds = sc_calloc(rt->nlisteners ? rt->nlisteners : 1, 1);
@@ -396,7 +432,9 @@ void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
     } else if (c.sampling == PROXY_TRACE_DENY) {
         t->sampled = false;
     } else {
-        t->sampled = tr->threshold && proxy_rand(ex->w) % 1000000 < tr->threshold;
+        /* A draw in [0, 1000000) by multiply and shift (no division). */
+        t->sampled = tr->threshold &&
+                     (uint32_t)(((proxy_rand(ex->w) >> 32) * 1000000u) >> 32) < tr->threshold;
     }
     if (c.has_ids) {
         memcpy(t->trace_id, c.trace_id, 16);
@@ -410,9 +448,7 @@ void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
     if (!t->sampled) {
         return;
     }
-    proxy_tracer_sampled(tr->tracer);
-    struct proxy_span *s = sc_malloc(sizeof(*s));
-    memset(s, 0, offsetof(struct proxy_span, attrs));
+    struct proxy_span *s = proxy_tracer_span(tr->tracer);
     ex->span = s;
     memcpy(s->trace_id, t->trace_id, 16);
     memcpy(s->span_id, t->span_id, 8);
@@ -539,6 +575,10 @@ void proxy_trace_end(struct proxy_exch *ex)
             proxy_span_str(s, "sidecar.peer.principal", pr);
         }
     }
+    const struct proxy_trace_rt *tr = ex->rt->trace;
+    for (size_t i = 0; i < tr->ntags; i++) {
+        proxy_span_str_n(s, tr->tags[i].key, strlen(tr->tags[i].key), sc_str_c(tr->tags[i].value));
+    }
     /* OpenTelemetry: 5xx is an error on both sides, 4xx on the client side only; no status at
      * all (the client or the upstream went away) is one too. */
     int st = ex->status;
@@ -549,7 +589,5 @@ void proxy_trace_end(struct proxy_exch *ex)
         int n = st > 0 ? snprintf(et, sizeof(et), "%d", st) : snprintf(et, sizeof(et), "_OTHER");
         proxy_span_str(s, "error.type", sc_str_n(et, (size_t)n));
     }
-    struct proxy_span *shrunk =
-        sc_realloc(s, offsetof(struct proxy_span, arena) + (s->arena_len ? s->arena_len : 1));
-    proxy_tracer_push(ex->rt->trace->tracer, shrunk);
+    proxy_tracer_push(tr->tracer, s);
 }

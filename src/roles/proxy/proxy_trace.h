@@ -39,7 +39,8 @@ struct proxy_trace_cfg {
     char *force_header;
     struct sc_strv propagation;
     char *service_name;
-    struct sc_kvv headers; /* extra export request headers (API keys) */
+    struct sc_kvv headers;     /* extra export request headers (API keys) */
+    struct sc_kvv custom_tags; /* attributes added to every span */
     int64_t max_batch_size;
     uint64_t batch_interval_ms;
     int64_t max_queue_size;
@@ -61,23 +62,18 @@ enum { PROXY_ATTR_STR, PROXY_ATTR_INT };
 #define PROXY_SPAN_MAX_EVENTS 8
 #define PROXY_SPAN_ARENA 2048
 
-struct proxy_span_attr {
-    const char *key; /* a string literal */
-    uint8_t klen;
-    uint8_t type;      /* PROXY_ATTR_* */
-    uint16_t off, len; /* a string value: arena[off..off+len), valid UTF-8 */
-    uint16_t esz;      /* its encoded KeyValue size (OTLP protobuf, set while encoding) */
-    int64_t i;
-};
-
 struct proxy_span_event {
     uint64_t time_ns;
     const char *name; /* a string literal */
     size_t nlen;
 };
 
-/* One finished or running span. Strings live in its arena (valid UTF-8, truncated to fit); the
- * allocation is shrunk to the arena's use when the span ends. */
+/* One finished or running span, a fixed block the exporter recycles (proxy_tracer_span). Its
+ * attributes are kept as they go on the wire: each is recorded once as an OTLP protobuf
+ * `Span.attributes` field (a KeyValue with a string or int AnyValue) appended at the front of the
+ * arena, so the protobuf encoder copies them in one piece and the JSON encoders read them back
+ * (proxy_span_attr_next). The span's name and tracestate sit at the arena's back. Strings are
+ * valid UTF-8, truncated to what the arena holds. */
 struct proxy_span {
     uint8_t trace_id[16];
     uint8_t span_id[8];
@@ -91,20 +87,24 @@ struct proxy_span {
     uint16_t state_off, state_len; /* tracestate */
     uint16_t nattrs, nevents;
     uint16_t dropped_attrs, dropped_events;
-    uint16_t arena_len;
-    uint32_t esz; /* its encoded size (OTLP protobuf, set while encoding) */
-    struct proxy_span_attr attrs[PROXY_SPAN_MAX_ATTRS];
+    uint16_t attr_len;       /* encoded attributes: arena[0, attr_len) */
+    uint16_t str_off;        /* strings: arena[str_off, PROXY_SPAN_ARENA) */
+    uint32_t esz;            /* its encoded size (OTLP protobuf, set while encoding) */
+    struct proxy_span *next; /* the exporter's free list */
     struct proxy_span_event events[PROXY_SPAN_MAX_EVENTS];
     char arena[PROXY_SPAN_ARENA];
 };
 
-/* Copies <v> into the span's arena as valid UTF-8 (an invalid byte becomes '?'), truncated at a
- * character boundary to the room left. Returns the copied length and sets <*off>. */
+/* Empties <s> for a new recording (everything before the events and the arena). */
+void proxy_span_reset(struct proxy_span *s);
+
+/* Copies <v> into the back of the span's arena as valid UTF-8 (an invalid byte becomes '?'),
+ * truncated at a character boundary to the room left. Returns the copied length and sets <*off>. */
 uint16_t proxy_span_put(struct proxy_span *s, struct sc_str v, uint16_t *off);
 
-/* Adds a string attribute (copied, made valid UTF-8, truncated to what the arena holds; dropped
- * and counted when no slot is left). <key> is a string literal of <klen> bytes (under 256): the
- * macros below pass its length, known at compile time. */
+/* Adds a string attribute (copied once, made valid UTF-8, truncated to what the arena holds;
+ * dropped and counted when no slot or room is left). <key> is a string literal of <klen> bytes
+ * (under 100): the macros below pass its length, known at compile time. */
 void proxy_span_str_n(struct proxy_span *s, const char *key, size_t klen, struct sc_str v);
 void proxy_span_int_n(struct proxy_span *s, const char *key, size_t klen, int64_t v);
 #define proxy_span_str(s, key, v) proxy_span_str_n((s), "" key, sizeof(key) - 1, (v))
@@ -113,7 +113,41 @@ void proxy_span_int_n(struct proxy_span *s, const char *key, size_t klen, int64_
 void proxy_span_event_n(struct proxy_span *s, const char *name, size_t nlen, uint64_t time_ns);
 #define proxy_span_event(s, name, t) proxy_span_event_n((s), "" name, sizeof(name) - 1, (t))
 
+/* One attribute read back from a span's encoded ones. */
+struct proxy_span_attr {
+    struct sc_str key;
+    bool is_int;
+    int64_t i;         /* is_int */
+    struct sc_str str; /* !is_int */
+};
+
+/* Reads the attribute at <*pos> (start at 0) of <s> and moves <*pos> past it. Returns false after
+ * the last one. */
+bool proxy_span_attr_next(const struct proxy_span *s, size_t *pos, struct proxy_span_attr *a);
+
 /* ---- encoders (proxy_trace_export.c, proxy_trace_otlp.c) ---- */
+
+/* Protobuf varints (the span's attributes and the OTLP request): the size of <v>, and <v> written
+ * at <o> (returns the end). */
+static inline size_t proxy_pb_vsz(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static inline char *proxy_pb_varint(char *o, uint64_t v)
+{
+    while (v >= 0x80) {
+        *o++ = (char)(v | 0x80);
+        v >>= 7;
+    }
+    *o++ = (char)v;
+    return o;
+}
 
 /* The resource the spans describe (service.name, k8s.pod.name, ...): <n> string pairs. */
 struct proxy_trace_resource {
@@ -150,8 +184,9 @@ struct proxy_tracer *proxy_tracer_new(uv_loop_t *loop, struct sc_metrics *reg,
 /* Applies a reloaded <cfg> (batching, endpoint, retries); spans queued stay queued. Main loop. */
 void proxy_tracer_configure(struct proxy_tracer *t, const struct proxy_trace_cfg *cfg);
 
-/* Counts a sampled span (any thread). */
-void proxy_tracer_sampled(struct proxy_tracer *t);
+/* Counts a sampled span and returns an empty one to record it in (proxy_span_reset done): from
+ * the exporter's free list of spans already exported, else a new one. Any thread. */
+struct proxy_span *proxy_tracer_span(struct proxy_tracer *t);
 
 /* Queues finished span <s> (taken), from any thread: when the queue is full the oldest span is
  * dropped and counted; a full batch wakes the exporter. Never blocks but on the queue's mutex. */
@@ -176,6 +211,8 @@ struct proxy_trace_rt {
     uint8_t *kinds;     /* per listener: PROXY_SPAN_SERVER or PROXY_SPAN_CLIENT */
     size_t nkinds;
     struct proxy_tracer *tracer; /* borrowed: the proxy's, outlives every snapshot */
+    struct sc_kv *tags;          /* custom_tags (copies) */
+    size_t ntags;
 };
 
 /* Frees <tr>. NULL-safe. */

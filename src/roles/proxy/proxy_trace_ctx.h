@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "core/str.h"
 
@@ -63,7 +64,45 @@ int proxy_b3_parse(struct sc_str v, struct proxy_trace_ctx *out);
 int proxy_b3_multi_parse(struct sc_str trace, struct sc_str span, struct sc_str sampled,
                          struct sc_str flags, struct proxy_trace_ctx *out);
 
-/* Writes <n> bytes of <in> as 2*<n> lower-case hex digits to <out>. */
-void proxy_trace_hex(char *out, const uint8_t *in, size_t n);
+extern const char proxy_hex_pairs[513];
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+
+/* The nibbles of the bytes in <x> (the low 8 when <hi> is false, else the high 8) as 16
+ * lower-case hex digits at <out>: nibbles split and interleaved, then '0' added and 39 more for
+ * those above 9. About ten instructions where a table takes three a byte. */
+static inline void proxy_hex_sse2(char *out, __m128i x, bool hi)
+{
+    const __m128i m = _mm_set1_epi8(0x0f);
+    __m128i h = _mm_and_si128(_mm_srli_epi16(x, 4), m), l = _mm_and_si128(x, m);
+    __m128i n = hi ? _mm_unpackhi_epi8(h, l) : _mm_unpacklo_epi8(h, l);
+    __m128i letters = _mm_and_si128(_mm_cmpgt_epi8(n, _mm_set1_epi8(9)), _mm_set1_epi8(39));
+    n = _mm_add_epi8(_mm_add_epi8(n, _mm_set1_epi8('0')), letters);
+    _mm_storeu_si128((__m128i *)(void *)out, n);
+}
+#endif
+
+/* Writes <n> bytes of <in> as 2*<n> lower-case hex digits to <out>: ids (8 or 16 bytes) are
+ * written on every traced request, with SSE2 where the machine has it (x86-64 always does), else
+ * one table lookup a byte. */
+static inline void proxy_trace_hex(char *out, const uint8_t *in, size_t n)
+{
+    size_t i = 0;
+#if defined(__SSE2__)
+    for (; i + 16 <= n; i += 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(in + i));
+        proxy_hex_sse2(out + 2 * i, x, false);
+        proxy_hex_sse2(out + 2 * i + 16, x, true);
+    }
+    for (; i + 8 <= n; i += 8) {
+        proxy_hex_sse2(out + 2 * i, _mm_loadl_epi64((const __m128i *)(const void *)(in + i)),
+                       false);
+    }
+#endif
+    for (; i < n; i++) {
+        memcpy(out + 2 * i, proxy_hex_pairs + 2 * in[i], 2);
+    }
+}
 
 #endif

@@ -42,6 +42,8 @@ struct proxy_tracer {
     uv_mutex_t mu;        /* guards the ring, from every worker */
     struct proxy_span **ring;
     size_t cap, head, count;
+    struct proxy_span *pool; /* spans exported, kept for reuse (npool at most max_batch) */
+    size_t npool;
     atomic_bool kicked; /* an async wake-up is pending */
     uv_async_t async;
     uv_timer_t timer;       /* batch_interval */
@@ -102,11 +104,6 @@ static int jhex(struct sc_buf *b, const uint8_t *id, size_t n)
     return jraw(b, h, 2 * n + 2);
 }
 
-static struct sc_str attr_str(const struct proxy_span *s, const struct proxy_span_attr *a)
-{
-    return sc_str_n(s->arena + a->off, a->len);
-}
-
 static int otlp_kv(struct sc_buf *b, const char *key, size_t klen, struct sc_str sv, bool is_int,
                    int64_t iv)
 {
@@ -154,11 +151,10 @@ int proxy_trace_encode_otlp_json(struct sc_buf *out, const struct proxy_trace_re
                            ",\"kind\":%d,\"startTimeUnixNano\":\"%llu\",\"endTimeUnixNano\":"
                            "\"%llu\",\"attributes\":[",
                            s->kind, (unsigned long long)s->start_ns, (unsigned long long)s->end_ns);
-        for (size_t a = 0; a < s->nattrs; a++) {
-            const struct proxy_span_attr *at = &s->attrs[a];
+        struct proxy_span_attr at;
+        for (size_t pos = 0, a = 0; proxy_span_attr_next(s, &pos, &at); a++) {
             rc |= a ? JLIT(out, ",") : 0;
-            rc |=
-                otlp_kv(out, at->key, at->klen, attr_str(s, at), at->type == PROXY_ATTR_INT, at->i);
+            rc |= otlp_kv(out, at.key.p, at.key.len, at.str, at.is_int, at.i);
         }
         rc |= JLIT(out, "]");
         if (s->dropped_attrs) {
@@ -196,11 +192,12 @@ static int zipkin_remote(struct sc_buf *out, const struct proxy_span *s)
 {
     struct sc_str ip = SC_STR_NULL;
     int64_t port = -1;
-    for (size_t a = 0; a < s->nattrs; a++) {
-        if (strcmp(s->attrs[a].key, "network.peer.address") == 0) {
-            ip = attr_str(s, &s->attrs[a]);
-        } else if (strcmp(s->attrs[a].key, "network.peer.port") == 0) {
-            port = s->attrs[a].i;
+    struct proxy_span_attr at;
+    for (size_t pos = 0; proxy_span_attr_next(s, &pos, &at);) {
+        if (sc_str_eq(at.key, SC_STR("network.peer.address"))) {
+            ip = at.str;
+        } else if (sc_str_eq(at.key, SC_STR("network.peer.port"))) {
+            port = at.i;
         }
     }
     if (!ip.len) {
@@ -243,17 +240,16 @@ int proxy_trace_encode_zipkin(struct sc_buf *out, const struct proxy_trace_resou
         rc |= zipkin_remote(out, s);
         rc |= JLIT(out, ",\"tags\":{");
         bool first = true;
-        for (size_t a = 0; a < s->nattrs; a++) {
-            const struct proxy_span_attr *at = &s->attrs[a];
+        struct proxy_span_attr at;
+        for (size_t pos = 0; proxy_span_attr_next(s, &pos, &at);) {
             rc |= first ? 0 : JLIT(out, ",");
             first = false;
-            rc |= jstr(out, at->key, at->klen);
-            if (at->type == PROXY_ATTR_INT) {
-                rc |= sc_buf_appendf(out, ":\"%lld\"", (long long)at->i);
+            rc |= jstr(out, at.key.p, at.key.len);
+            if (at.is_int) {
+                rc |= sc_buf_appendf(out, ":\"%lld\"", (long long)at.i);
             } else {
                 rc |= JLIT(out, ":");
-                struct sc_str v = attr_str(s, at);
-                rc |= jstr(out, v.p, v.len);
+                rc |= jstr(out, at.str.p, at.str.len);
             }
         }
         if (s->status == 2) {
@@ -309,9 +305,36 @@ static void log_drops(struct proxy_tracer *t, uint64_t n, const char *why)
     t->drops_unlogged = 0;
 }
 
-void proxy_tracer_sampled(struct proxy_tracer *t)
+/* Spans kept for reuse at most: a batch's worth, so a steady rate allocates nothing. */
+#define POOL_MAX 1024
+
+struct proxy_span *proxy_tracer_span(struct proxy_tracer *t)
 {
     sc_metrics_counter_inc(t->m_sampled);
+    uv_mutex_lock(&t->mu);
+    struct proxy_span *s = t->pool;
+    if (s) {
+        t->pool = s->next;
+        t->npool--;
+    }
+    uv_mutex_unlock(&t->mu);
+    if (!s) {
+        s = sc_malloc(sizeof(*s));
+    }
+    proxy_span_reset(s);
+    return s;
+}
+
+/* Gives span <s> back: kept for reuse while the pool has room, else freed. Holds t->mu. */
+static void recycle_locked(struct proxy_tracer *t, struct proxy_span *s)
+{
+    if (t->npool < t->max_batch && t->npool < POOL_MAX) {
+        s->next = t->pool;
+        t->pool = s;
+        t->npool++;
+    } else {
+        sc_free(s);
+    }
 }
 
 void proxy_tracer_push(struct proxy_tracer *t, struct proxy_span *s)
@@ -326,9 +349,11 @@ void proxy_tracer_push(struct proxy_tracer *t, struct proxy_span *s)
     t->ring[(t->head + t->count) % t->cap] = s;
     t->count++;
     bool full = t->count >= t->max_batch;
+    if (old) {
+        recycle_locked(t, old);
+    }
     uv_mutex_unlock(&t->mu);
     if (old) {
-        sc_free(old);
         sc_metrics_counter_inc(t->m_full);
     }
     if (full && !atomic_exchange(&t->kicked, true)) {
@@ -417,6 +442,19 @@ static void on_retry(uv_timer_t *h)
     send_body(t);
 }
 
+/* After an export: the next one goes at once when a whole batch waits (or when flushing), else
+ * at the next batch interval, so a busy proxy sends full batches rather than whatever arrived
+ * while the last one was in flight (each export costs about as much as 50 spans' encoding). */
+static void kick_full(struct proxy_tracer *t)
+{
+    uv_mutex_lock(&t->mu);
+    bool full = t->count >= t->max_batch;
+    uv_mutex_unlock(&t->mu);
+    if (full || t->flushing) {
+        kick(t);
+    }
+}
+
 static void on_sent(void *arg, const struct sc_egress_resp *resp)
 {
     struct proxy_tracer *t = arg;
@@ -436,7 +474,7 @@ static void on_sent(void *arg, const struct sc_egress_resp *resp)
             log_drops(t, (uint64_t)rej, "the collector rejected them (partial success)");
         }
         finish_batch(t);
-        kick(t);
+        kick_full(t);
         return;
     }
     bool retriable = resp->error != 0 ? resp->error != SC_ECLOSED && resp->error != SC_ETOOBIG
@@ -450,7 +488,7 @@ static void on_sent(void *arg, const struct sc_egress_resp *resp)
             snprintf(why, sizeof(why), "the collector answered %d", st);
         }
         drop_batch(t, why);
-        kick(t);
+        kick_full(t);
         return;
     }
     /* Backoff: doubled per attempt with jitter in [d/2, d]; a Retry-After in seconds wins. */
@@ -525,9 +563,11 @@ static void kick(struct proxy_tracer *t)
              : t->provider == PROXY_TRACE_OTLP_JSON
                  ? proxy_trace_encode_otlp_json(&t->body, &t->res, batch, n)
                  : proxy_trace_encode_zipkin(&t->body, &t->res, batch, n);
+    uv_mutex_lock(&t->mu);
     for (size_t i = 0; i < n; i++) {
-        sc_free(batch[i]);
+        recycle_locked(t, batch[i]);
     }
+    uv_mutex_unlock(&t->mu);
     sc_free(batch);
     t->nspans = n;
     if (rc == 0 && t->gzip) {
@@ -722,6 +762,11 @@ static void on_closed(uv_handle_t *h)
     }
     uv_mutex_destroy(&t->mu);
     sc_free(t->ring);
+    while (t->pool) {
+        struct proxy_span *s = t->pool;
+        t->pool = s->next;
+        sc_free(s);
+    }
     conf_free(t->conf);
     if (t->retired != t->conf) {
         conf_free(t->retired);

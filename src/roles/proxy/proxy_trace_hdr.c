@@ -3,6 +3,7 @@
 // trace headers written for the next hop (through a header sink, HTTP/1 lines by default), the
 // client's B3 headers the proxy rewrites instead of forwarding, the response's gRPC status, and
 // the span's bounded attribute store (strings copied into its arena as valid UTF-8).
+#include <stddef.h>
 #include <string.h>
 
 #include "core/error.h"
@@ -11,24 +12,60 @@
 #include "roles/proxy/proxy_trace.h"
 #include "roles/proxy/proxy_trace_ctx.h"
 
-/* Copies <v> into the arena as valid UTF-8 (an invalid byte becomes '?'), truncated at a
- * character boundary to what is left. Returns the copied length; sets <*off>. */
-uint16_t proxy_span_put(struct proxy_span *s, struct sc_str v, uint16_t *off)
+void proxy_span_reset(struct proxy_span *s)
 {
-    size_t room = PROXY_SPAN_ARENA - s->arena_len;
+    memset(s, 0, offsetof(struct proxy_span, events));
+    s->str_off = PROXY_SPAN_ARENA;
+}
+
+static inline bool ascii8(const char *p, uint64_t *x)
+{
+    memcpy(x, p, 8);
+    return !(*x & 0x8080808080808080ull);
+}
+
+/* Copies <n> bytes (under 128) from <p> to <o> in 8-byte moves, the last one overlapping: keys
+ * are short literals, and a call to memcpy costs more than the copy. */
+static inline void copy_short(char *o, const char *p, size_t n)
+{
+    if (n < 8) {
+        memcpy(o, p, n);
+        return;
+    }
+    for (size_t i = 0; i + 8 < n; i += 8) {
+        memcpy(o + i, p + i, 8);
+    }
+    memcpy(o + n - 8, p + n - 8, 8);
+}
+
+/* Copies up to <room> bytes of <v> to <o> as valid UTF-8 (an invalid byte becomes '?'), cut at a
+ * character boundary. Returns the length written (never more than v.len or room). */
+static size_t utf8_copy(char *o, struct sc_str v, size_t room)
+{
     size_t n = v.len < room ? v.len : room;
-    char *o = s->arena + s->arena_len;
-    size_t i = 0, w = 0;
-    /* ASCII, the common case, is copied eight bytes at a time; anything else is checked one
-     * UTF-8 sequence at a time. */
-    while (i + 8 <= n) {
-        uint64_t x;
-        memcpy(&x, v.p + i, 8);
-        if (x & 0x8080808080808080ull) {
-            break;
+    size_t i = 0, w;
+    uint64_t x;
+    /* ASCII, the common case, is copied eight bytes at a time, the last eight overlapping the
+     * ones before; anything else is checked one UTF-8 sequence at a time from the first
+     * eight-byte block that is not ASCII. */
+    if (n >= 8) {
+        while (i + 8 <= n && ascii8(v.p + i, &x)) {
+            memcpy(o + i, &x, 8);
+            i += 8;
         }
-        memcpy(o + i, &x, 8);
-        i += 8;
+        if (i == n || (i + 8 > n && ascii8(v.p + n - 8, &x))) {
+            memcpy(o + n - 8, &x, 8);
+            return n;
+        }
+    } else if (n >= 4) {
+        uint32_t a, b; /* the first four and the last four, overlapping */
+        memcpy(&a, v.p, 4);
+        memcpy(&b, v.p + n - 4, 4);
+        if (!((a | b) & 0x80808080u)) {
+            memcpy(o, &a, 4);
+            memcpy(o + n - 4, &b, 4);
+            return n;
+        }
     }
     w = i;
     while (i < n) {
@@ -42,48 +79,171 @@ uint16_t proxy_span_put(struct proxy_span *s, struct sc_str v, uint16_t *off)
             i++;
             continue;
         }
-        if (w + k > room) {
+        if (w + k > n) {
             break;
         }
         memcpy(o + w, v.p + i, k);
         w += k;
         i += k;
     }
-    *off = s->arena_len;
-    s->arena_len = (uint16_t)(s->arena_len + w);
+    return w;
+}
+
+uint16_t proxy_span_put(struct proxy_span *s, struct sc_str v, uint16_t *off)
+{
+    size_t room = (size_t)(s->str_off - s->attr_len);
+    size_t n = v.len < room ? v.len : room;
+    char *o = s->arena + s->str_off - n;
+    size_t w = utf8_copy(o, v, n);
+    if (w < n) {
+        memmove(o + (n - w), o, w);
+    }
+    s->str_off = (uint16_t)(s->str_off - w);
+    *off = s->str_off;
     return (uint16_t)w;
 }
 
-/* A new attribute slot of <type> named <key>, or NULL (counted as dropped) when the span is
- * full. */
-static struct proxy_span_attr *span_attr(struct proxy_span *s, const char *key, size_t klen,
-                                         int type)
+/* Protobuf wire bits for the attributes (proxy_trace_otlp.c writes the rest): Span.attributes = 9
+ * and KeyValue/AnyValue fields, all length-delimited but AnyValue.int_value = 3 (varint). */
+enum {
+    PB_ATTR = 9 << 3 | 2,
+    PB_KEY = 1 << 3 | 2,
+    PB_VALUE = 2 << 3 | 2,
+    PB_STR = 1 << 3 | 2,
+    PB_INT = 3 << 3
+};
+
+/* Writes an attribute's header (field tag and length, KeyValue key, AnyValue's tag and length) for
+ * a value part of <any> bytes at <o>. Returns the end. */
+static char *attr_head(char *o, const char *key, size_t klen, size_t any)
 {
-    if (s->nattrs == PROXY_SPAN_MAX_ATTRS) {
+    *o++ = (char)PB_ATTR;
+    o = proxy_pb_varint(o, 2 + klen + 1 + proxy_pb_vsz(any) + any);
+    *o++ = (char)PB_KEY;
+    *o++ = (char)klen;
+    copy_short(o, key, klen);
+    o += klen;
+    *o++ = (char)PB_VALUE;
+    return proxy_pb_varint(o, any);
+}
+
+/* Whether another attribute may be recorded; counts it dropped when not. */
+static bool attr_slot(struct proxy_span *s, size_t need)
+{
+    if (s->nattrs == PROXY_SPAN_MAX_ATTRS || (size_t)(s->str_off - s->attr_len) < need) {
         s->dropped_attrs++;
-        return NULL;
+        return false;
     }
-    struct proxy_span_attr *a = &s->attrs[s->nattrs++];
-    a->key = key;
-    a->klen = (uint8_t)klen;
-    a->type = type;
-    return a;
+    s->nattrs++;
+    return true;
 }
 
 void proxy_span_str_n(struct proxy_span *s, const char *key, size_t klen, struct sc_str v)
 {
-    struct proxy_span_attr *a = span_attr(s, key, klen, PROXY_ATTR_STR);
-    if (a) {
-        a->len = proxy_span_put(s, v, &a->off);
+    /* Besides key and value: four tags, the key's length (one byte) and three lengths under the
+     * arena's size (two bytes each at most): 8 to 11 bytes. A short value has one-byte lengths,
+     * so it is copied straight into place; a long one is copied after the longest header and
+     * moved down if it gets a shorter one (after truncation). */
+    size_t max_head = klen + 11;
+    if (!attr_slot(s, max_head + 1)) {
+        return;
     }
+    char *o = s->arena + s->attr_len;
+    size_t room = (size_t)(s->str_off - s->attr_len) - max_head;
+    if (v.len + klen + 6 < 0x80) {
+        /* Every length fits one byte: the header is written by hand. */
+        size_t w = utf8_copy(o + klen + 8, v, room);
+        o[0] = (char)PB_ATTR;
+        o[1] = (char)(klen + 6 + w);
+        o[2] = (char)PB_KEY;
+        o[3] = (char)klen;
+        copy_short(o + 4, key, klen);
+        o[klen + 4] = (char)PB_VALUE;
+        o[klen + 5] = (char)(2 + w);
+        o[klen + 6] = (char)PB_STR;
+        o[klen + 7] = (char)w;
+        s->attr_len = (uint16_t)(s->attr_len + klen + 8 + w);
+        return;
+    }
+    size_t head = max_head;
+    size_t w = utf8_copy(o + head, v, room);
+    char *e = attr_head(o, key, klen, 1 + proxy_pb_vsz(w) + w);
+    *e++ = (char)PB_STR;
+    e = proxy_pb_varint(e, w);
+    if (e != o + head) {
+        memmove(e, o + head, w);
+    }
+    s->attr_len = (uint16_t)(e + w - s->arena);
 }
 
 void proxy_span_int_n(struct proxy_span *s, const char *key, size_t klen, int64_t v)
 {
-    struct proxy_span_attr *a = span_attr(s, key, klen, PROXY_ATTR_INT);
-    if (a) {
-        a->i = v;
+    size_t any = 1 + proxy_pb_vsz((uint64_t)v);
+    if (!attr_slot(s, klen + 7 + any)) {
+        return;
     }
+    char *o = attr_head(s->arena + s->attr_len, key, klen, any);
+    *o++ = (char)PB_INT;
+    o = proxy_pb_varint(o, (uint64_t)v);
+    s->attr_len = (uint16_t)(o - s->arena);
+}
+
+/* Reads a varint at <*p> (before <end>). */
+static bool get_varint(const char **p, const char *end, uint64_t *v)
+{
+    *v = 0;
+    for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t c = (uint8_t) * (*p)++;
+        *v |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Reads a length-delimited field of tag <tag> at <*p>: its bytes. */
+static bool get_len(const char **p, const char *end, unsigned tag, struct sc_str *out)
+{
+    uint64_t n;
+    if (*p >= end || (uint8_t) * *p != tag) {
+        return false;
+    }
+    (*p)++;
+    if (!get_varint(p, end, &n) || n > (uint64_t)(end - *p)) {
+        return false;
+    }
+    *out = sc_str_n(*p, (size_t)n);
+    *p += n;
+    return true;
+}
+
+bool proxy_span_attr_next(const struct proxy_span *s, size_t *pos, struct proxy_span_attr *a)
+{
+    const char *p = s->arena + *pos, *end = s->arena + s->attr_len;
+    struct sc_str kv, any;
+    if (!get_len(&p, end, PB_ATTR, &kv)) {
+        return false;
+    }
+    *pos = (size_t)(p - s->arena);
+    const char *q = kv.p, *ke = kv.p + kv.len;
+    if (!get_len(&q, ke, PB_KEY, &a->key) || !get_len(&q, ke, PB_VALUE, &any)) {
+        return false;
+    }
+    const char *r = any.p;
+    a->is_int = any.len && (uint8_t)*r == PB_INT;
+    if (a->is_int) {
+        uint64_t v;
+        r++;
+        if (!get_varint(&r, any.p + any.len, &v)) {
+            return false;
+        }
+        a->i = (int64_t)v;
+        a->str = SC_STR_NULL;
+        return true;
+    }
+    a->i = 0;
+    return get_len(&r, any.p + any.len, PB_STR, &a->str);
 }
 
 void proxy_span_event_n(struct proxy_span *s, const char *name, size_t nlen, uint64_t time_ns)
@@ -121,6 +281,24 @@ int proxy_trace_headers(struct proxy_exch *ex, proxy_trace_put_cb put, void *arg
     const struct proxy_exch_trace *t = &ex->tr;
     unsigned p = ex->rt->trace ? ex->rt->trace->propagate : PROXY_PROP_W3C;
     int rc = 0;
+    if (!put && p == PROXY_PROP_W3C) {
+        /* OTLP's default, on HTTP/1: "traceparent: 00-<trace>-<span>-<flags>" straight into the
+         * head, the ids hex-coded in place. */
+        struct sc_buf *b = arg;
+        static const char name[] = "traceparent: 00-";
+        size_t len = sizeof(name) - 1 + 52 + 2;
+        if (sc_buf_reserve(b, len) < 0) {
+            return SC_ETOOBIG;
+        }
+        char *o = b->p + b->len;
+        memcpy(o, name, 16);
+        proxy_trace_hex(o + 16, t->trace_id, 16);
+        o[48] = '-';
+        proxy_trace_hex(o + 49, t->span_id, 8);
+        memcpy(o + 65, t->sampled ? "-01\r\n" : "-00\r\n", 5);
+        b->len += len;
+        return 0;
+    }
     if (!put) {
         put = put_h1;
     }

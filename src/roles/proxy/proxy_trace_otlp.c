@@ -17,40 +17,20 @@
 
 enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
 
-static size_t vsz(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static char *put_varint(char *o, uint64_t v)
-{
-    while (v >= 0x80) {
-        *o++ = (char)(v | 0x80);
-        v >>= 7;
-    }
-    *o++ = (char)v;
-    return o;
-}
-
 static char *put_tag(char *o, unsigned field, unsigned wt)
 {
-    return put_varint(o, (uint64_t)field << 3 | wt);
+    return proxy_pb_varint(o, (uint64_t)field << 3 | wt);
 }
 
 /* A length-delimited field of <len> payload bytes: its whole size (fields here are < 16). */
 static size_t len_field(size_t len)
 {
-    return 1 + vsz(len) + len;
+    return 1 + proxy_pb_vsz(len) + len;
 }
 
 static char *put_len(char *o, unsigned field, size_t len)
 {
-    return put_varint(put_tag(o, field, WT_LEN), len);
+    return proxy_pb_varint(put_tag(o, field, WT_LEN), len);
 }
 
 static char *put_bytes(char *o, unsigned field, const void *p, size_t n)
@@ -72,7 +52,7 @@ static char *put_fixed64(char *o, unsigned field, uint64_t v)
 /* KeyValue{key = 1; value = 2: AnyValue{string_value = 1 | int_value = 3}}: its payload size. */
 static size_t any_size(bool is_int, int64_t i, size_t vlen)
 {
-    return is_int ? 1 + vsz((uint64_t)i) : len_field(vlen);
+    return is_int ? 1 + proxy_pb_vsz((uint64_t)i) : len_field(vlen);
 }
 
 static size_t kv_size(size_t klen, bool is_int, int64_t i, size_t vlen)
@@ -89,7 +69,7 @@ static char *put_kv(char *o, unsigned field, size_t size, const char *key, size_
     o = put_len(o, 2, any_size(is_int, i, vlen));
     if (is_int) {
         o = put_tag(o, 3, WT_VARINT);
-        return put_varint(o, (uint64_t)i);
+        return proxy_pb_varint(o, (uint64_t)i);
     }
     return put_bytes(o, 1, val, vlen);
 }
@@ -101,10 +81,10 @@ static size_t event_size(const struct proxy_span_event *e)
 
 static size_t status_size(const struct proxy_span *s)
 {
-    return s->status ? 1 + vsz(s->status) : 0; /* code = 3 */
+    return s->status ? 1 + proxy_pb_vsz(s->status) : 0; /* code = 3 */
 }
 
-/* The span's payload size, kept in s->esz with each attribute's in a->esz for the writing. */
+/* The span's payload size, kept in s->esz for the writing. */
 static size_t span_size(struct proxy_span *s)
 {
     size_t n = len_field(16) + len_field(8); /* trace_id = 1, span_id = 2 */
@@ -114,23 +94,19 @@ static size_t span_size(struct proxy_span *s)
     if (s->has_parent) {
         n += len_field(8); /* parent_span_id = 4 */
     }
-    n += 2 + 4;                  /* flags = 16 (fixed32, two-byte tag) */
-    n += len_field(s->name_len); /* name = 5 */
-    n += 1 + vsz(s->kind);       /* kind = 6 */
-    n += 9 + 9;                  /* start = 7, end = 8 (fixed64) */
-    for (size_t a = 0; a < s->nattrs; a++) {
-        struct proxy_span_attr *at = &s->attrs[a];
-        at->esz = (uint16_t)kv_size(at->klen, at->type == PROXY_ATTR_INT, at->i, at->len);
-        n += len_field(at->esz); /* attributes = 9 */
-    }
+    n += 2 + 4;                     /* flags = 16 (fixed32, two-byte tag) */
+    n += len_field(s->name_len);    /* name = 5 */
+    n += 1 + proxy_pb_vsz(s->kind); /* kind = 6 */
+    n += 9 + 9;                     /* start = 7, end = 8 (fixed64) */
+    n += s->attr_len;               /* attributes = 9, recorded encoded (proxy_span_str_n) */
     if (s->dropped_attrs) {
-        n += 1 + vsz(s->dropped_attrs); /* dropped_attributes_count = 10 */
+        n += 1 + proxy_pb_vsz(s->dropped_attrs); /* dropped_attributes_count = 10 */
     }
     for (size_t e = 0; e < s->nevents; e++) {
         n += len_field(event_size(&s->events[e])); /* events = 11 */
     }
     if (s->dropped_events) {
-        n += 1 + vsz(s->dropped_events); /* dropped_events_count = 12 */
+        n += 1 + proxy_pb_vsz(s->dropped_events); /* dropped_events_count = 12 */
     }
     n += len_field(status_size(s)); /* status = 15 */
     s->esz = (uint32_t)n;
@@ -150,17 +126,14 @@ static char *put_span(char *o, const struct proxy_span *s)
     }
     o = put_bytes(o, 5, s->arena + s->name_off, s->name_len);
     o = put_tag(o, 6, WT_VARINT);
-    o = put_varint(o, s->kind);
+    o = proxy_pb_varint(o, s->kind);
     o = put_fixed64(o, 7, s->start_ns);
     o = put_fixed64(o, 8, s->end_ns);
-    for (size_t a = 0; a < s->nattrs; a++) {
-        const struct proxy_span_attr *at = &s->attrs[a];
-        o = put_kv(o, 9, at->esz, at->key, at->klen, at->type == PROXY_ATTR_INT, at->i,
-                   s->arena + at->off, at->len);
-    }
+    memcpy(o, s->arena, s->attr_len);
+    o += s->attr_len;
     if (s->dropped_attrs) {
         o = put_tag(o, 10, WT_VARINT);
-        o = put_varint(o, s->dropped_attrs);
+        o = proxy_pb_varint(o, s->dropped_attrs);
     }
     for (size_t e = 0; e < s->nevents; e++) {
         const struct proxy_span_event *ev = &s->events[e];
@@ -170,12 +143,12 @@ static char *put_span(char *o, const struct proxy_span *s)
     }
     if (s->dropped_events) {
         o = put_tag(o, 12, WT_VARINT);
-        o = put_varint(o, s->dropped_events);
+        o = proxy_pb_varint(o, s->dropped_events);
     }
     o = put_len(o, 15, status_size(s));
     if (s->status) {
         o = put_tag(o, 3, WT_VARINT);
-        o = put_varint(o, s->status);
+        o = proxy_pb_varint(o, s->status);
     }
     /* flags = 16: W3C trace flags (sampled) and SpanFlags: whether the parent is remote is known
      * (0x100), and it is (0x200) when it came in a request's headers. */
