@@ -40,7 +40,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote_plus, urlencode, urlparse
 
 import jwt
-from jwt.algorithms import RSAAlgorithm
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 
 class FakeOIDC:
@@ -138,8 +138,11 @@ class FakeOIDC:
                 **({"end_session_endpoint": f"{i}/logout"} if self.end_session else {})}
 
     def jwks(self):
-        d = json.loads(RSAAlgorithm.to_jwk(self.key.public_key()))
+        pub = self.key.public_key()
+        rsa = "RSA" in type(pub).__name__
+        d = json.loads((RSAAlgorithm if rsa else ECAlgorithm).to_jwk(pub))
         d["kid"] = self.kid
+        d["use"] = "sig"
         return {"keys": [d]}
 
     def authorize(self, h, q):
@@ -233,7 +236,7 @@ class FakeOIDC:
         hint = one.get("id_token_hint")
         if hint:
             try:
-                claims = jwt.decode(hint, self.key.public_key(), algorithms=["RS256"],
+                claims = jwt.decode(hint, self.key.public_key(), algorithms=["RS256", "ES256"],
                                     audience=self.client_id, issuer=self.issuer,
                                     options={"verify_exp": False})
             except jwt.InvalidTokenError:

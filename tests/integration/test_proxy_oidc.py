@@ -12,6 +12,7 @@ import subprocess
 import time
 from urllib.parse import parse_qs, quote, urlparse
 
+import jwt
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
@@ -353,3 +354,35 @@ def test_oidc_config_errors(run_cli, tmp_path):
         cfg.write_text(proxy_config([], [], oidc=oidc))
         r = run_cli("proxy", "-c", str(cfg), "--check")
         assert r.returncode != 0 and word in (r.stderr + r.stdout), (oidc, r.stderr)
+
+
+def test_oidc_es256_provider(sidecar_run, echo, tmp_path):  # noqa: F811
+    """A provider signing its ID tokens with ES256 (a P-256 key made by openssl): the login round
+    trip, and an ID token signed by another P-256 key is refused."""
+    keys = []
+    for i in range(2):
+        path = tmp_path / f"ec{i}.pem"
+        subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-out", str(path)], check=True,
+                       capture_output=True)
+        keys.append(serialization.load_pem_private_key(path.read_bytes(), password=None))
+    idp = FakeOIDC(keys[0], kid="ec1")
+    try:
+        assert idp.jwks()["keys"][0]["kty"] == "EC"
+        sc, port = start(sidecar_run, echo, idp, tmp_path)
+        wait_discovered(port)
+        s, r = login(port, "/es?y=2")
+        assert r.json()["target"] == "/es?y=2"
+        assert jwt.get_unverified_header(idp.issued_id_tokens[-1])["alg"] == "ES256"
+        assert upstream_headers(r)["x-auth-request-email"] == "alice@example.com"
+        # The same key id, another key: the signature check fails and no session is made.
+        idp.sign_with = (keys[1], "ec1")
+        s2 = requests.Session()
+        r = s2.get(callback_url(port, s2), allow_redirects=False, timeout=10)
+        assert r.status_code == 403, r.status_code
+        assert "_sidecar_oidc" not in s2.cookies
+        m = sc.get("/metrics")[1].decode()
+        assert metric(m, "sidecar_oidc_logins_total", result="success") == 1
+        assert metric(m, "sidecar_oidc_logins_total", result="id_token") >= 1
+    finally:
+        idp.close()
