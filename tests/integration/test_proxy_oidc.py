@@ -101,6 +101,7 @@ def test_oidc_login_round_trip(sidecar_run, echo, idp, tmp_path):  # noqa: F811
     cookie = s.cookies.get("_sidecar_oidc")
     assert cookie and len(cookie) < 1024, len(cookie or "")
     assert "_sidecar_oidc_csrf" not in s.cookies  # cleared by the callback
+    assert metric(sc.get("/metrics")[1].decode(), "sidecar_oidc_sessions_active") == 1
     # The code was exchanged with Basic client authentication and the PKCE verifier.
     form = idp.token_requests[-1]
     assert "client_secret" not in form and len(form["code_verifier"][0]) == 43
@@ -128,6 +129,7 @@ def test_oidc_login_round_trip(sidecar_run, echo, idp, tmp_path):  # noqa: F811
     assert "_sidecar_oidc=;" in r.headers["Set-Cookie"] and "Max-Age=0" in r.headers["Set-Cookie"]
     assert s.get(f"http://127.0.0.1:{port}/api", timeout=10).status_code == 401
     m = sc.get("/metrics")[1].decode()
+    assert metric(m, "sidecar_oidc_sessions_active") == 0
     assert metric(m, "sidecar_oidc_logins_total", result="success") == 1
     assert metric(m, "sidecar_oidc_sessions_total", reason="valid") >= 2
     assert metric(m, "sidecar_oidc_discovery_fetches_total", issuer=idp.issuer,

@@ -71,6 +71,7 @@ def test_oidc_refresh_renews_the_session(sidecar_run, echo, idp, tmp_path):  # n
     assert len(idp.refresh_requests) == 3
     m = sc.get("/metrics")[1].decode()
     assert metric(m, "sidecar_oidc_refreshes_total", result="success") == 3
+    assert metric(m, "sidecar_oidc_sessions_active") == 1  # renewed, still one session
 
 
 def test_oidc_refresh_refused_logs_in_again(sidecar_run, echo, idp, tmp_path):  # noqa: F811
@@ -98,6 +99,7 @@ def test_oidc_refresh_refused_logs_in_again(sidecar_run, echo, idp, tmp_path):  
     assert r.status_code == 401
     m = sc.get("/metrics")[1].decode()
     assert metric(m, "sidecar_oidc_refreshes_total", result="refused") >= 2
+    assert metric(m, "sidecar_oidc_sessions_active") == 0  # both sessions ended by the provider
 
 
 def test_oidc_refresh_provider_down_keeps_the_session(sidecar_run, echo, idp,  # noqa: F811

@@ -131,6 +131,7 @@ static void on_collect(struct sc_metrics *r, void *arg)
     (void)r;
     proxy_outlier_sweep(px->rt, uv_now(sc_app_loop(px->app)));
     proxy_tls_collect(&px->pm);
+    proxy_oidc_collect();
 }
 
 static void proxy_free(struct proxy *px)

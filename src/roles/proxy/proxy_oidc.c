@@ -7,7 +7,9 @@
 #include "roles/proxy/proxy_oidc.h"
 
 #include <ctype.h>
+#include <pthread.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -761,6 +763,57 @@ static char *form_encode(const char *s)
 static uint8_t process_key[PROXY_OIDC_KEY_LEN];
 static bool process_key_made;
 
+/* Sessions active: made by a login (or renewed) in this process and neither expired nor signed
+ * out. A cookie session leaves nothing on the proxy, so they are counted by end time in LIVE_N
+ * buckets LIVE_WIDTH seconds wide: bounded memory, exact to a bucket, kept across reloads. The
+ * live buckets are the LIVE_N from now on, so two never share a slot; an end further away is
+ * counted in the farthest one. */
+#define LIVE_WIDTH 60
+#define LIVE_N 4096 /* 68 hours */
+
+static struct {
+    pthread_mutex_t mu;
+    int64_t epoch[LIVE_N]; /* the bucket a slot counts: end / LIVE_WIDTH */
+    uint32_t n[LIVE_N];
+    struct sc_metric *gauge;
+} live = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+void proxy_oidc_live(int64_t expires, int64_t now, int d)
+{
+    if (expires <= now) {
+        return;
+    }
+    int64_t b = expires / LIVE_WIDTH, far = now / LIVE_WIDTH + LIVE_N - 1;
+    b = b < far ? b : far;
+    size_t i = (size_t)(b % LIVE_N);
+    pthread_mutex_lock(&live.mu);
+    if (live.epoch[i] != b) {
+        live.epoch[i] = b;
+        live.n[i] = 0;
+    }
+    if (d > 0) {
+        live.n[i]++;
+    } else if (live.n[i] > 0) { /* a session of an earlier process: not counted here */
+        live.n[i]--;
+    }
+    pthread_mutex_unlock(&live.mu);
+}
+
+void proxy_oidc_collect(void)
+{
+    if (!live.gauge) {
+        return;
+    }
+    int64_t now = (int64_t)time(NULL) / LIVE_WIDTH;
+    uint64_t sum = 0;
+    pthread_mutex_lock(&live.mu);
+    for (size_t i = 0; i < LIVE_N; i++) {
+        sum += live.epoch[i] >= now ? live.n[i] : 0;
+    }
+    pthread_mutex_unlock(&live.mu);
+    sc_metrics_gauge_set(live.gauge, (double)sum);
+}
+
 static struct sc_metric *metric(struct sc_metric_family *f, const char *v)
 {
     const char *vals[] = { v };
@@ -884,6 +937,12 @@ struct proxy_oidc *proxy_oidc_new(const struct proxy_oidc_cfg *c, struct sc_metr
                                  l2, NULL, 0);
         disc = sc_metrics_family(reg, SC_METRIC_COUNTER, "sidecar_oidc_discovery_fetches_total",
                                  "Discovery document fetches by issuer and result.", l3, NULL, 0);
+        live.gauge = sc_metric_get(
+            sc_metrics_family(reg, SC_METRIC_GAUGE, "sidecar_oidc_sessions_active",
+                              "Sessions made by a login or renewed by this process, not yet "
+                              "expired nor signed out (to the minute).",
+                              NULL, NULL, 0),
+            NULL);
     }
     o->m_login_ok = metric(logins, "success");
     o->m_login_state = metric(logins, "state");

@@ -85,6 +85,12 @@ void proxy_oidc_start(uv_loop_t *loop);
 void proxy_oidc_stop(void);
 void proxy_oidc_cleanup(void);
 
+/* Sessions active (sidecar_oidc_sessions_active): a session made (<d> 1) or ended (<d> -1) that
+ * lasts until <expires> (unix seconds), at <now>. Any thread. proxy_oidc_collect sets the gauge
+ * (the metrics render). */
+void proxy_oidc_live(int64_t expires, int64_t now, int d);
+void proxy_oidc_collect(void);
+
 /* ---- the crypto (proxy_oidc_crypto.c: every OpenSSL call of the login) ---- */
 
 #define PROXY_OIDC_KEY_LEN 32

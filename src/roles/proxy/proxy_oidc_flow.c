@@ -617,11 +617,16 @@ static int sign_out(struct proxy_exch *ex, const struct proxy_oidc *o, const str
                            ? sc_str_n(rdb, (size_t)rl)
                            : SC_STR("/");
     struct proxy_oidc_doc *doc = o->end_session ? proxy_oidc_doc_get(o) : NULL;
+    struct cookies ck;
+    scan_cookies(o, ex->w, m, &ck);
+    struct sess_entry *e = ck.sess.len ? lookup(o, ex->w, ck.sess) : NULL;
+    int64_t now = now_s();
+    if (e && e->s.expires > now) {
+        proxy_oidc_live(e->s.expires, now, -1);
+        e->s.expires = 0; /* this worker refuses the cookie from now on */
+    }
     struct sc_str hint = SC_STR_NULL;
     if (doc && doc->end_session_endpoint) {
-        struct cookies ck;
-        scan_cookies(o, ex->w, m, &ck);
-        const struct sess_entry *e = ck.sess.len ? lookup(o, ex->w, ck.sess) : NULL;
         hint = e ? e->s.id_token : SC_STR_NULL; /* an expired session's too (section 2) */
     }
     struct lines l = { line_buf, 0, sizeof(line_buf), false };
@@ -1018,6 +1023,7 @@ static void on_token(void *arg, const struct sc_egress_resp *resp)
         return;
     }
     sc_metrics_counter_inc(o->m_login_ok);
+    proxy_oidc_live(s.expires, now_s(), 1);
     struct lines l = { line_buf, 0, sizeof(line_buf), false };
     puts_c(&l, "Location: ");
     puts_c(&l, c->rd);
@@ -1197,7 +1203,7 @@ static void on_refreshed(void *arg, const struct sc_egress_resp *resp)
     const struct proxy_oidc *o = c->o;
     c->xfer = NULL;
     ex->dc->rpaused = false;
-    int64_t now = now_s();
+    int64_t now = now_s(), old_expires = c->use.s.expires;
     json_t *j = NULL, *p = NULL;
     const char *why = NULL;
     char err[128] = ""; /* the provider's error code, kept past the answer */
@@ -1242,6 +1248,8 @@ static void on_refreshed(void *arg, const struct sc_egress_resp *resp)
     json_decref(j);
     if (c->outcome == RES_NEW) {
         sc_metrics_counter_inc(o->m_refresh_ok);
+        proxy_oidc_live(old_expires, now, -1);
+        proxy_oidc_live(c->use.s.expires, now, 1);
         /* the old cookie's other requests go on without refreshing it again (its refresh
          * token may be rotated away: the browser has the new cookie) */
         refresh_end(c, 0, false);
@@ -1252,6 +1260,7 @@ static void on_refreshed(void *arg, const struct sc_egress_resp *resp)
         refresh_end(c, now + REFRESH_RETRY_S, false);
     } else {
         sc_metrics_counter_inc(o->m_refresh_failed);
+        proxy_oidc_live(old_expires, now, -1);
         sc_info("oidc session refresh refused; the user logs in again", SC_LS("reason", why),
                 SC_LI("status", resp->status), SC_LS("error", err));
         refresh_end(c, -1, true);
