@@ -92,6 +92,32 @@ struct proxy_listener_cfg {
     struct proxy_oidc_cfg oidc;           /* this listener's own login (proxy_oidc.c) */
 };
 
+/* ---- upstream HTTP/2 (proxy_h2_up.c): a cluster's protocol and HTTP/2 settings ---- */
+enum { PROXY_UP_HTTP1, PROXY_UP_HTTP2, PROXY_UP_AUTO };
+struct proxy_h2_up_opts_cfg {
+    int64_t max_concurrent_streams;
+    uint64_t initial_stream_window_size;
+    uint64_t initial_connection_window_size;
+    uint64_t max_header_list_size;
+    uint64_t keepalive_interval_ms;
+    uint64_t keepalive_timeout_ms;
+};
+struct proxy_h2_up_cfg {
+    int protocol; /* PROXY_UP_* */
+    struct proxy_h2_up_opts_cfg http2;
+};
+struct proxy_h2_up_cluster {
+    int protocol;
+    uint32_t max_streams;
+    uint32_t stream_window;
+    uint32_t conn_window;
+    uint32_t max_header_list;
+    uint64_t ka_interval_ms;
+    uint64_t ka_timeout_ms;
+};
+extern const struct sc_opt proxy_h2_up_cluster_opts[];
+/* ---- end of upstream HTTP/2 ---- */
+
 struct proxy_cluster_cfg {
     char *name;
     int type;
@@ -106,6 +132,7 @@ struct proxy_cluster_cfg {
     struct sc_vec subsets;           /* struct proxy_subset_cfg */
     struct proxy_cluster_tls_cfg tlscfg;
     struct proxy_icpt_cluster_cfg icpt; /* upstream_bind_address (proxy_tcp.h) */
+    struct proxy_h2_up_cfg h2up;        /* protocol and http2 (proxy_h2_up.c) */
 };
 
 struct proxy_cfg {
@@ -179,6 +206,7 @@ enum { PROXY_CLUSTER_STATIC, PROXY_CLUSTER_ORIGINAL_DST };
 struct proxy_pool {
     struct sc_list idle; /* struct proxy_uconn, most recently used first */
     uint32_t nidle;
+    struct sc_list h2; /* HTTP/2 connections (struct proxy_uconn with ->h2; proxy_h2_up.c) */
 };
 
 struct proxy_endpoint {
@@ -215,6 +243,7 @@ struct proxy_cluster {
     size_t nsubsets;
     struct proxy_cluster_tls tls;
     struct proxy_cluster_bind bind; /* upstream source addresses (proxy_tcp.h) */
+    struct proxy_h2_up_cluster h2up; /* protocol and HTTP/2 settings (proxy_h2_up.c) */
 };
 
 struct proxy_header_match {
