@@ -383,6 +383,10 @@ static int st_write(struct sc_xport *x, uv_buf_t *iov, unsigned n)
     if (!hc || hc->dead || st->h2closed) {
         return UV_ECONNRESET;
     }
+    if (st->out_off) {
+        sc_buf_consume(&st->out, st->out_off); /* what went out as DATA already */
+        st->out_off = 0;
+    }
     unsigned i = 0;
     if (!st->submitted) {
         if (n == 0) {
