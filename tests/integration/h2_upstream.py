@@ -67,7 +67,8 @@ class H2Upstream:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
-        self.addr = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.port = self.sock.getsockname()[1]
+        self.addr = f"127.0.0.1:{self.port}"
         self.closed = False
         self.threads = []
         t = threading.Thread(target=self._accept, daemon=True)

@@ -4,6 +4,7 @@ peers: nghttpd (plaintext with prior knowledge and TLS), nginx with an http2 TLS
 upstream written with the Python h2 library (h2_upstream.py) for trailers, GOAWAY, RST_STREAM,
 slow readers and stream limits. Bodies are compared byte for byte both ways."""
 import hashlib
+import json
 import socket
 import struct
 import subprocess
@@ -15,6 +16,8 @@ from config_peers import Nginx, nginx_http
 from conftest import free_port
 from h2_upstream import H2Upstream, pattern
 from proxy_util import Client, access_lines, get, metric, proxy_config, wait_for
+from test_proxy_envoy import bootstrap, static_cluster
+from test_proxy_istio import own, request, service_entry, stream
 from tls_util import curl, pki  # noqa: F401
 
 NGHTTPD = "/usr/sbin/nghttpd"
@@ -400,3 +403,67 @@ def test_config_protocol_refused_when_unknown(run_cli, tmp_path):
     cfg.write_text(config(free_port(), "127.0.0.1:1", {"protocol": "spdy"}))
     r = run_cli("proxy", "--config", str(cfg), "--check")
     assert r.returncode != 0 and "protocol" in (r.stdout + r.stderr)
+
+
+def test_envoy_cluster_http2_protocol_options(sidecar_run, run_cli, h2up):
+    up = h2up(max_streams=1)
+    port = free_port()
+    po = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http2_protocol_options": {
+            "max_concurrent_streams": 50, "initial_stream_window_size": 131072,
+            "connection_keepalive": {"interval": "30s", "timeout": "5s"}}}}}
+    doc = bootstrap(port, [{"name": "all", "domains": ["*"], "routes": [
+        {"match": {"prefix": "/"}, "route": {"cluster": "app"}}]}],
+        [static_cluster("app", up.addr, typed_extension_protocol_options=po)])
+    sc = sidecar_run("proxy", config=json.dumps(doc))
+    r = get(port, "/echo", method="POST", body=b"through envoy's config")
+    assert r.status == 200 and r.body == b"through envoy's config"
+    assert up.requests[-1].header(":scheme") == "http"
+    p = run_cli("proxy", "-c", str(sc.config_path), "--check", "--print")
+    assert p.returncode == 0, p.stderr
+    c = json.loads(p.stdout[:p.stdout.rindex("}") + 1])["clusters"][0]
+    assert c["protocol"] == "http2"
+    assert c["http2"] == {"max_concurrent_streams": "50", "initial_stream_window_size": "131072",
+                          "keepalive_interval": "30s", "keepalive_timeout": "5s"}
+    # The older cluster field means the same; use_downstream_protocol_config is refused.
+    doc["static_resources"]["clusters"] = [static_cluster("app", up.addr,
+                                                          http2_protocol_options={})]
+    f = sc.config_path.parent / "old.json"
+    f.write_text(json.dumps(doc))
+    p = run_cli("proxy", "-c", str(f), "--check", "--print")
+    assert p.returncode == 0 and '"protocol": "http2"' in p.stdout, p.stderr
+    po["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].pop("explicit_http_config")
+    po["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"][
+        "use_downstream_protocol_config"] = {}
+    doc["static_resources"]["clusters"] = [static_cluster("app", up.addr,
+                                                          typed_extension_protocol_options=po)]
+    f.write_text(json.dumps(doc))
+    p = run_cli("proxy", "-c", str(f), "--check")
+    assert p.returncode == 1 and "use_downstream_protocol_config" in p.stderr
+
+
+def test_istio_h2_upgrade_policy(sidecar_run, h2up):
+    up = h2up()
+    port = free_port()
+    dr = """apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: reviews, namespace: shop}
+spec:
+  host: reviews.shop.svc.cluster.local
+  trafficPolicy:
+    connectionPool:
+      http: {h2UpgradePolicy: UPGRADE, http2MaxRequests: 100, maxConcurrentStreams: 1}
+"""
+    sidecar_run("proxy", config=stream(own(port), service_entry("reviews", 9080, [(up, {})]), dr))
+    assert request(port, "reviews", "/echo") == [(200, b"")]
+    rs = []
+    ts = [threading.Thread(target=lambda: rs.extend(request(port, "reviews", "/sleep")))
+          for _ in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert rs == [(200, b"slept")] * 2
+    assert up.connections == 2, "maxConcurrentStreams: 1 opens a second HTTP/2 connection"
+    assert {q.header(":authority") for q in up.requests} == {"reviews"}

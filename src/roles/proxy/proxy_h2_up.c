@@ -615,8 +615,10 @@ static int head_to_h1(struct proxy_h2_stream *st, const struct sc_http_msg *m, b
 {
     struct sc_buf *b = &st->rx;
     int e = sc_buf_appendf(b, "HTTP/1.1 %d %s\r\n", m->status, sc_http1_reason(m->status));
+    bool has_cl = false;
     for (size_t i = 0; i < m->nheaders; i++) {
         const struct sc_http_header *h = &m->headers[i];
+        has_cl = has_cl || sc_str_eq(h->name, SC_STR("content-length"));
         e |= sc_buf_append_str(b, h->name);
         e |= sc_buf_append(b, ": ", 2);
         e |= sc_buf_append_str(b, h->value);
@@ -625,7 +627,7 @@ static int head_to_h1(struct proxy_h2_stream *st, const struct sc_http_msg *m, b
     bool interim = m->status < 200;
     bool bodiless = m->status == 204 || m->status == 304 || (st->uc && st->uc->ex &&
                                                              st->uc->ex->is_head);
-    if (!interim && !bodiless && m->body != SC_HTTP_BODY_LENGTH) {
+    if (!interim && !bodiless && !has_cl) {
         if (end_stream) {
             e |= sc_buf_append_cstr(b, "content-length: 0\r\n");
         } else {
