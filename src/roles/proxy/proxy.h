@@ -106,8 +106,11 @@ struct proxy_h2_up_cfg {
     int protocol; /* PROXY_UP_* */
     struct proxy_h2_up_opts_cfg http2;
 };
+enum { PROXY_H2E_GOAWAY, PROXY_H2E_REFUSED, PROXY_H2E_RESET, PROXY_H2E_PROTOCOL,
+       PROXY_H2E_PING_TIMEOUT, PROXY_H2E_N };
 struct proxy_h2_up_cluster {
     int protocol;
+    struct sc_metric *m_ev[PROXY_H2E_N]; /* sidecar_upstream_http2_events_total */
     uint32_t max_streams;
     uint32_t stream_window;
     uint32_t conn_window;
@@ -346,6 +349,7 @@ struct proxy_metrics {
     struct sc_metric_family *tcp_total; /* proxy_tcp.c */
     struct sc_metric_family *tcp_active;
     struct sc_metric_family *tcp_bytes;
+    struct sc_metric_family *h2_events; /* proxy_h2_up.c */
 };
 
 /* Builds a snapshot from a checked <cfg> for <nworkers> workers, copying everything it keeps.

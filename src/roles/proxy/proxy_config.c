@@ -904,7 +904,7 @@ static int cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg 
     c->m_cx_active = sc_metric_get(pm->ucx_active, lv);
     c->m_timeout = sc_metric_get(pm->timeout, lv);
     proxy_icpt_cluster_init(c, cc);
-    proxy_h2_up_cluster_init(c, quick ? NULL : cc);
+    proxy_h2_up_cluster_init(c, quick ? NULL : cc, pm);
     return proxy_tls_cluster_init(&c->tls, c->name, quick ? NULL : cc, cfg, pm, err);
 }
 

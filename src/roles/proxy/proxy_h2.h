@@ -174,7 +174,12 @@ struct proxy_uconn;
 struct sc_strv;
 
 /* Fills c->h2up from the cluster's `protocol` and `http2` options (<cc> NULL: defaults). */
-void proxy_h2_up_cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg *cc);
+struct proxy_metrics;
+void proxy_h2_up_cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg *cc,
+                              struct proxy_metrics *pm);
+
+/* Registers sidecar_upstream_http2_events_total. */
+void proxy_h2_up_metrics_init(struct proxy_metrics *pm);
 
 /* The ALPN list a TLS cluster offers when its config names none: h2 for http2, h2 and http/1.1
  * for auto; left alone otherwise. */

@@ -188,8 +188,22 @@ const struct sc_opt proxy_h2_up_cluster_opts[] = {
     { 0 },
 };
 
-void proxy_h2_up_cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg *cc)
+void proxy_h2_up_metrics_init(struct proxy_metrics *pm)
 {
+    static const char *const labels[] = { "cluster", "event", NULL };
+    pm->h2_events = sc_metrics_family(
+        pm->reg, SC_METRIC_COUNTER, "sidecar_upstream_http2_events_total",
+        "Events on HTTP/2 upstream connections: goaway (received), refused and reset (streams "
+        "the server refused or reset), protocol_error (a malformed answer or session), "
+        "ping_timeout (an unanswered keepalive PING).",
+        labels, NULL, 0);
+}
+
+void proxy_h2_up_cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg *cc,
+                              struct proxy_metrics *pm)
+{
+    static const char *const ev[PROXY_H2E_N] = { "goaway", "refused", "reset", "protocol_error",
+                                                 "ping_timeout" };
     const struct proxy_h2_up_opts_cfg *o = cc ? &cc->h2up.http2 : NULL;
     struct proxy_h2_up_cluster *h = &c->h2up;
     h->protocol = cc ? cc->h2up.protocol : PROXY_UP_HTTP1;
@@ -205,6 +219,10 @@ void proxy_h2_up_cluster_init(struct proxy_cluster *c, const struct proxy_cluste
     h->ka_timeout_ms = o && o->keepalive_timeout_ms ? o->keepalive_timeout_ms : 20000;
     if (c->original_dst) {
         h->protocol = PROXY_UP_HTTP1; /* each request's own destination: not pooled by name */
+    }
+    for (int i = 0; i < PROXY_H2E_N && h->protocol != PROXY_UP_HTTP1; i++) {
+        const char *lv[] = { c->name, ev[i] };
+        h->m_ev[i] = sc_metric_get(pm->h2_events, lv);
     }
 }
 
@@ -657,6 +675,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
         /* No new streams; nghttp2 closes those above last_stream_id as refused. */
         hc->goaway = true;
         hc->why = "upstream sent GOAWAY";
+        sc_metrics_counter_inc(hc->cfg->m_ev[PROXY_H2E_GOAWAY]);
         return 0;
     }
     if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK)) {
@@ -754,6 +773,7 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
         st->err = UV_ECONNRESET;
         st->refused = code == NGHTTP2_REFUSED_STREAM;
         st->why = st->refused ? "upstream refused the stream" : "upstream reset the stream";
+        sc_metrics_counter_inc(hc->cfg->m_ev[st->refused ? PROXY_H2E_REFUSED : PROXY_H2E_RESET]);
     }
     ready_push(st);
     return 0;
@@ -805,6 +825,9 @@ static bool stream_step(struct proxy_h2_stream *st)
         st->err = 0;
         struct proxy_exch *ex = uc->ex;
         if (ex && err == UV_EPROTO) {
+            if (hc) {
+                sc_metrics_counter_inc(hc->cfg->m_ev[PROXY_H2E_PROTOCOL]);
+            }
             proxy_attempt_failed(ex, 0, F_UPE, st->why ? st->why : "malformed upstream response");
             return true;
         }
@@ -991,6 +1014,7 @@ static void on_conn_timer(uv_timer_t *t)
     uint64_t now = uv_now(hc->w->loop);
     const struct proxy_h2_up_cluster *cfg = hc->cfg;
     if (hc->ping_sent && now >= hc->ping_sent + cfg->ka_timeout_ms) {
+        sc_metrics_counter_inc(cfg->m_ev[PROXY_H2E_PING_TIMEOUT]);
         conn_fail(hc, "upstream HTTP/2 PING timeout");
         return;
     }
@@ -1056,6 +1080,7 @@ static void h2_read(void *owner, ssize_t nread)
     ssize_t rc = nghttp2_session_mem_recv(hc->s, (const uint8_t *)hc->rbuf, (size_t)nread);
     if (rc < 0) {
         hc->why = nghttp2_strerror((int)rc);
+        sc_metrics_counter_inc(hc->cfg->m_ev[PROXY_H2E_PROTOCOL]);
         (void)conn_flush(hc); /* the GOAWAY nghttp2 queued, if any */
         hc->dead = true;
         conn_fail(hc, hc->why);
