@@ -106,8 +106,14 @@ struct proxy_h2_up_cfg {
     int protocol; /* PROXY_UP_* */
     struct proxy_h2_up_opts_cfg http2;
 };
-enum { PROXY_H2E_GOAWAY, PROXY_H2E_REFUSED, PROXY_H2E_RESET, PROXY_H2E_PROTOCOL,
-       PROXY_H2E_PING_TIMEOUT, PROXY_H2E_N };
+enum {
+    PROXY_H2E_GOAWAY,
+    PROXY_H2E_REFUSED,
+    PROXY_H2E_RESET,
+    PROXY_H2E_PROTOCOL,
+    PROXY_H2E_PING_TIMEOUT,
+    PROXY_H2E_N
+};
 struct proxy_h2_up_cluster {
     int protocol;
     struct sc_metric *m_ev[PROXY_H2E_N]; /* sidecar_upstream_http2_events_total */
@@ -245,7 +251,7 @@ struct proxy_cluster {
     struct proxy_subset *subsets;
     size_t nsubsets;
     struct proxy_cluster_tls tls;
-    struct proxy_cluster_bind bind; /* upstream source addresses (proxy_tcp.h) */
+    struct proxy_cluster_bind bind;  /* upstream source addresses (proxy_tcp.h) */
     struct proxy_h2_up_cluster h2up; /* protocol and HTTP/2 settings (proxy_h2_up.c) */
 };
 

@@ -94,8 +94,8 @@ struct proxy_uconn {
     bool bk_cx;          /* counted in the cluster's connections (circuit breaker) */
     bool bk_pending;     /* counted in the cluster's pending requests until connected */
     /* ---- upstream HTTP/2 (proxy_h2_up.c) ---- */
-    struct proxy_h2_conn *h2;     /* an HTTP/2 connection: its session and streams */
-    struct proxy_h2_stream *h2s;  /* one stream of an HTTP/2 connection: x is the stream */
+    struct proxy_h2_conn *h2;    /* an HTTP/2 connection: its session and streams */
+    struct proxy_h2_stream *h2s; /* one stream of an HTTP/2 connection: x is the stream */
 };
 
 /* What an exchange knows of the client connection that carries it, whatever its protocol: set

@@ -391,8 +391,7 @@ static void http2_options(struct proxy_front *f, struct sc_ynode *c, const struc
     struct sc_ynode *h = proxy_front_map(f, at);
     proxy_front_copy(f, h, "max_concurrent_streams", at, "max_concurrent_streams");
     proxy_front_copy(f, h, "initial_stream_window_size", at, "initial_stream_window_size");
-    proxy_front_copy(f, h, "initial_connection_window_size", at,
-                     "initial_connection_window_size");
+    proxy_front_copy(f, h, "initial_connection_window_size", at, "initial_connection_window_size");
     const struct sc_ynode *ka = sc_ynode_get(at, "connection_keepalive");
     static const char *const kk[] = { "interval", "timeout", NULL };
     static const char *const kn[] = { "interval_jitter", "connection_idle_interval", NULL };

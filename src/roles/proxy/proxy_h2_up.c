@@ -57,12 +57,12 @@ struct proxy_h2_stream {
     int32_t id; /* 0: no HEADERS submitted yet */
     /* request: HTTP/1 head and body in, HEADERS/DATA/trailers out */
     bool submitted;
-    bool req_end;      /* the whole body is in <out> */
-    bool req_sent;     /* END_STREAM went out */
-    bool deferred;     /* the data provider waits for more */
-    bool wpending;     /* a write returned 1: write_done is owed */
-    bool wdone_due;    /* and is due now */
-    int body;          /* B_NONE, B_LENGTH, B_CHUNKED */
+    bool req_end;   /* the whole body is in <out> */
+    bool req_sent;  /* END_STREAM went out */
+    bool deferred;  /* the data provider waits for more */
+    bool wpending;  /* a write returned 1: write_done is owed */
+    bool wdone_due; /* and is due now */
+    int body;       /* B_NONE, B_LENGTH, B_CHUNKED */
     uint64_t remaining;
     struct sc_http1_chunked ch;
     struct sc_buf tail; /* framing after the last chunk's data: the trailer section */
@@ -96,13 +96,12 @@ struct proxy_h2_conn {
     struct sc_list streams; /* every struct proxy_h2_stream not yet freed */
     struct sc_list ready;
     uint32_t nstreams; /* streams with an owner */
-    uint64_t nused;    /* streams ever opened */
     uv_idle_t kick;
     bool kicked;
     bool running;
     bool again;
-    bool dead;    /* failed or closing: takes nothing more */
-    bool goaway;  /* the peer sent GOAWAY (or we did): no new streams */
+    bool dead;   /* failed or closing: takes nothing more */
+    bool goaway; /* the peer sent GOAWAY (or we did): no new streams */
     bool wpending;
     uint64_t last_rx;
     uint64_t ping_sent; /* loop time of the PING awaiting its ACK, 0: none */
@@ -210,9 +209,9 @@ void proxy_h2_up_cluster_init(struct proxy_cluster *c, const struct proxy_cluste
     h->max_streams = o && o->max_concurrent_streams > 0 ? (uint32_t)o->max_concurrent_streams : 100;
     h->stream_window =
         o && o->initial_stream_window_size ? (uint32_t)o->initial_stream_window_size : 65536;
-    h->conn_window =
-        o && o->initial_connection_window_size ? (uint32_t)o->initial_connection_window_size
-                                               : 1048576;
+    h->conn_window = o && o->initial_connection_window_size
+                         ? (uint32_t)o->initial_connection_window_size
+                         : 1048576;
     h->max_header_list =
         o && o->max_header_list_size ? (uint32_t)o->max_header_list_size : PROXY_H2_MAX_HEADER_LIST;
     h->ka_interval_ms = o ? o->keepalive_interval_ms : 0;
@@ -279,8 +278,8 @@ static void st_read_stop(struct sc_xport *x)
     ((struct proxy_h2_stream *)x)->reading = false;
 }
 
-static ssize_t data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
-                         uint32_t *flags, nghttp2_data_source *src, void *ud);
+static ssize_t data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                         nghttp2_data_source *src, void *ud);
 
 /* The HTTP/1 request head <h> (as proxy_build_req_head wrote it) becomes a HEADERS frame. */
 static int submit_head(struct proxy_h2_stream *st, struct sc_str h)
@@ -321,8 +320,8 @@ static int submit_head(struct proxy_h2_stream *st, struct sc_str h)
     }
     st->req_end = st->body == B_NONE;
     nghttp2_data_provider prd = { .source.ptr = st, .read_callback = data_read };
-    int32_t id = nghttp2_submit_request(hc->s, NULL, nv, (size_t)n,
-                                        st->body == B_NONE ? NULL : &prd, st);
+    int32_t id =
+        nghttp2_submit_request(hc->s, NULL, nv, (size_t)n, st->body == B_NONE ? NULL : &prd, st);
     if (id < 0) {
         st->refused = id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE;
         hc->goaway = hc->goaway || st->refused;
@@ -538,7 +537,9 @@ static void stream_open(struct proxy_h2_conn *hc, struct proxy_exch *ex)
     uc->ex = ex;
     uc->x = &st->x;
     uc->h2s = st;
-    uc->reused = hc->nused++ > 0;
+    /* A stream is never "stale" as an idle HTTP/1 connection can be: only a refused one is
+     * sent again without counting a retry (stream_step). */
+    uc->reused = false;
     uc->state = U_CONNECTING;
     uv_timer_init(w->loop, &uc->timer);
     uc->timer.data = uc;
@@ -553,8 +554,8 @@ static struct proxy_h2_stream *stream_of(struct proxy_h2_conn *hc, int32_t id)
     return nghttp2_session_get_stream_user_data(hc->s, id);
 }
 
-static ssize_t data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
-                         uint32_t *flags, nghttp2_data_source *src, void *ud)
+static ssize_t data_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                         nghttp2_data_source *src, void *ud)
 {
     (void)s;
     (void)id;
@@ -643,8 +644,8 @@ static int head_to_h1(struct proxy_h2_stream *st, const struct sc_http_msg *m, b
         e |= sc_buf_append(b, "\r\n", 2);
     }
     bool interim = m->status < 200;
-    bool bodiless = m->status == 204 || m->status == 304 || (st->uc && st->uc->ex &&
-                                                             st->uc->ex->is_head);
+    bool bodiless =
+        m->status == 204 || m->status == 304 || (st->uc && st->uc->ex && st->uc->ex->is_head);
     if (!interim && !bodiless && !has_cl) {
         if (end_stream) {
             e |= sc_buf_append_cstr(b, "content-length: 0\r\n");
@@ -1321,8 +1322,8 @@ void proxy_h2_up_close_pool(struct proxy_pool *pool)
             /* Streams in flight finish; the connection closes after the last one. */
             hc->goaway = true;
             nghttp2_submit_goaway(hc->s, NGHTTP2_FLAG_NONE,
-                                  nghttp2_session_get_last_proc_stream_id(hc->s),
-                                  NGHTTP2_NO_ERROR, NULL, 0);
+                                  nghttp2_session_get_last_proc_stream_id(hc->s), NGHTTP2_NO_ERROR,
+                                  NULL, 0);
             conn_kick(hc);
         }
     }

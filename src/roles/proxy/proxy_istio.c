@@ -290,11 +290,15 @@ static void traffic_policy(struct proxy_front *f, struct sc_ynode *c, const stru
             proxy_front_put_duration(f, c, "connect_timeout", tcp, "connectTimeout", path, NULL);
         }
         const struct sc_ynode *http = sc_ynode_get(cp, "http");
-        static const char *const http_keys[] = {
-            "http1MaxPendingRequests",  "http2MaxRequests", "maxRetries",        "idleTimeout",
-            "maxRequestsPerConnection", "h2UpgradePolicy",  "useClientProtocol",
-            "maxConcurrentStreams",     NULL
-        };
+        static const char *const http_keys[] = { "http1MaxPendingRequests",
+                                                 "http2MaxRequests",
+                                                 "maxRetries",
+                                                 "idleTimeout",
+                                                 "maxRequestsPerConnection",
+                                                 "h2UpgradePolicy",
+                                                 "useClientProtocol",
+                                                 "maxConcurrentStreams",
+                                                 NULL };
         if (proxy_front_keys(f, http, path, http_keys, NULL) == 0) {
             proxy_front_copy(f, cb, "max_pending_requests", http, "http1MaxPendingRequests");
             proxy_front_copy(f, cb, "max_requests", http, "http2MaxRequests");
