@@ -76,7 +76,6 @@ struct proxy_h2_stream {
     bool resp_end; /* END_STREAM received */
     bool h2closed; /* nghttp2 closed the stream */
     bool busy;     /* a callback into the exchange runs: closing defers the free */
-    bool dead;     /* closed by its owner while busy: freed afterwards */
     int err;       /* the failure to report once <rx> is delivered (a UV_* code), 0: none */
     bool refused;  /* the server did not process it (REFUSED_STREAM, above GOAWAY's last id) */
     const char *why;
@@ -101,6 +100,8 @@ struct proxy_h2_conn {
     bool running;
     bool again;
     bool dead;   /* failed or closing: takes nothing more */
+    bool logged;
+    bool closing; /* its handles are closing: no more kicks */
     bool goaway; /* the peer sent GOAWAY (or we did): no new streams */
     bool wpending;
     uint64_t last_rx;
@@ -117,8 +118,11 @@ static const struct sc_xport_cbs h2cbs;
 static void conn_run(struct proxy_h2_conn *hc);
 static void conn_kick(struct proxy_h2_conn *hc);
 static void conn_fail(struct proxy_h2_conn *hc, const char *why);
+static void fail_streams(struct proxy_h2_conn *hc, bool keep_complete);
+static void on_kick(uv_idle_t *h);
 static void conn_arm(struct proxy_h2_conn *hc);
 static void stream_free(struct proxy_h2_stream *st);
+static bool stream_maybe_free(struct proxy_h2_stream *st);
 
 /* ---- options ---- */
 
@@ -481,11 +485,7 @@ static void st_close(struct sc_xport *x)
         conn_kick(hc);
     }
     st->x.cbs->closed(uc);
-    if (st->busy) {
-        st->dead = true;
-    } else if (!hc || st->id <= 0 || st->h2closed || hc->dead) {
-        stream_free(st);
-    }
+    stream_maybe_free(st);
 }
 
 static const struct sc_xport_ops stream_ops = {
@@ -514,6 +514,21 @@ static void stream_free(struct proxy_h2_stream *st)
         sc_free(st->trailers);
     }
     sc_free(st);
+}
+
+/* Frees <st> once nothing refers to it: its owner let go, no callback of its runs, and nghttp2
+ * is done with it (closed it, or never had it, or the session is going). Returns true when
+ * freed. */
+static bool stream_maybe_free(struct proxy_h2_stream *st)
+{
+    if (st->uc || st->busy) {
+        return false;
+    }
+    if (st->hc && st->id > 0 && !st->h2closed && !st->hc->dead) {
+        return false; /* on_stream_close frees it (the data provider may still read <out>) */
+    }
+    stream_free(st);
+    return true;
 }
 
 /* Opens a stream on <hc> for the try of <ex> and sends the request on it. */
@@ -764,10 +779,7 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
         return 0;
     }
     st->h2closed = true;
-    if (!st->uc) {
-        if (!st->busy) {
-            stream_free(st);
-        }
+    if (stream_maybe_free(st) || !st->uc) {
         return 0;
     }
     if (!st->resp_end && !st->err) {
@@ -854,8 +866,7 @@ static void run_streams(struct proxy_h2_conn *hc)
         st->busy = true;
         bool more = stream_step(st);
         st->busy = false;
-        if (st->dead || (!st->uc && (!st->hc || st->h2closed))) {
-            stream_free(st);
+        if (stream_maybe_free(st)) {
             continue;
         }
         if (more) {
@@ -880,7 +891,7 @@ static void conn_kick(struct proxy_h2_conn *hc)
         hc->again = true;
         return;
     }
-    if (!hc->kicked && !hc->dead) {
+    if (!hc->kicked && !hc->closing) {
         hc->kicked = true;
         uv_idle_start(&hc->kick, on_kick);
     }
@@ -994,7 +1005,8 @@ static void conn_fail(struct proxy_h2_conn *hc, const char *why)
         hc->again = true;
         return;
     }
-    if (why) {
+    if (why && !hc->logged) {
+        hc->logged = true;
         sc_debug("upstream HTTP/2 connection closed", SC_LS("reason", why),
                  SC_LS("endpoint", hc->uc->ep ? hc->uc->ep->name : ""));
     }
@@ -1005,7 +1017,21 @@ static void conn_fail(struct proxy_h2_conn *hc, const char *why)
         (void)conn_flush(hc);
     }
     hc->dead = true;
-    proxy_uconn_close(hc->uc); /* proxy_h2_up_conn_closing fails the streams */
+    unpool(hc);
+    /* Streams that have their whole response keep delivering it (on the kick handle); the
+     * connection closes after the last one lets go. */
+    hc->running = true;
+    fail_streams(hc, true);
+    hc->running = false;
+    if (hc->nstreams == 0) {
+        proxy_uconn_close(hc->uc); /* proxy_h2_up_conn_closing fails any stream left */
+    } else {
+        uv_timer_stop(&hc->uc->timer);
+        if (!sc_list_empty(&hc->ready) && !hc->kicked) {
+            hc->kicked = true;
+            uv_idle_start(&hc->kick, on_kick);
+        }
+    }
 }
 
 static void on_conn_timer(uv_timer_t *t)
@@ -1247,15 +1273,23 @@ bool proxy_h2_up_connected(struct proxy_uconn *uc)
     return true;
 }
 
-unsigned proxy_h2_up_conn_closing(struct proxy_uconn *uc)
+/* Fails the streams of dying <hc> as a reset connection would (a refused one is safe to send
+ * again). With <keep_complete>, a stream whose whole response arrived keeps it: its client still
+ * gets it, and the connection closes after the last such stream. */
+static void fail_streams(struct proxy_h2_conn *hc, bool keep_complete)
 {
-    struct proxy_h2_conn *hc = uc->h2;
-    hc->dead = true;
-    unpool(hc);
-    uv_timer_stop(&uc->timer);
-    /* Streams with an owner fail as a reset connection would; refused ones are safe to retry. */
-    while (!sc_list_empty(&hc->streams)) {
-        struct proxy_h2_stream *st = sc_list_entry(hc->streams.next, struct proxy_h2_stream, node);
+    struct sc_list doomed, *pos, *tmp;
+    sc_list_init(&doomed);
+    sc_list_foreach(pos, tmp, &hc->streams)
+    {
+        struct proxy_h2_stream *st = sc_list_entry(pos, struct proxy_h2_stream, node);
+        if (!(keep_complete && st->uc && st->resp_end && !st->err)) {
+            sc_list_remove(&st->node);
+            sc_list_append(&doomed, &st->node);
+        }
+    }
+    while (!sc_list_empty(&doomed)) {
+        struct proxy_h2_stream *st = sc_list_entry(doomed.next, struct proxy_h2_stream, node);
         sc_list_remove(&st->node);
         sc_list_init(&st->node);
         ready_drop(st);
@@ -1264,21 +1298,21 @@ unsigned proxy_h2_up_conn_closing(struct proxy_uconn *uc)
             stream_free(st);
             continue;
         }
-        if (st->busy) {
-            continue; /* its running callback sees the connection gone on its next call */
-        }
         struct proxy_uconn *suc = st->uc;
-        bool refused = st->refused;
+        hc->nstreams--;
         st->busy = true;
         if (st->err == UV_EPROTO && suc->ex) {
             proxy_attempt_failed(suc->ex, 0, F_UPE, st->why);
         } else {
-            if (refused && suc->ex) {
+            if (st->refused && suc->ex) {
                 suc->reused = true;
                 suc->got_bytes = false;
+                if (suc->ex->body == B_NONE) {
+                    suc->ex->retriable = true;
+                }
             }
-            if (suc->ex && suc->ex->resp_head_sent && st->rx_off < st->rx.len) {
-                suc->ex->flags |= F_UC; /* what was received but not delivered is lost */
+            if (suc->ex && suc->ex->resp_head_sent) {
+                suc->ex->flags |= F_UC;
             }
             st->x.cbs->read(suc, UV_ECONNRESET);
         }
@@ -1289,10 +1323,20 @@ unsigned proxy_h2_up_conn_closing(struct proxy_uconn *uc)
             stream_free(st);
         }
     }
+}
+
+unsigned proxy_h2_up_conn_closing(struct proxy_uconn *uc)
+{
+    struct proxy_h2_conn *hc = uc->h2;
+    hc->dead = true;
+    unpool(hc);
+    uv_timer_stop(&uc->timer);
+    fail_streams(hc, false);
     if (hc->s) {
         nghttp2_session_del(hc->s);
         hc->s = NULL;
     }
+    hc->closing = true;
     uv_close((uv_handle_t *)&hc->kick, on_kick_closed);
     return 1;
 }
