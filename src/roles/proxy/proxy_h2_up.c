@@ -99,10 +99,10 @@ struct proxy_h2_conn {
     bool kicked;
     bool running;
     bool again;
-    bool dead;   /* failed or closing: takes nothing more */
+    bool dead; /* failed or closing: takes nothing more */
     bool logged;
     bool closing; /* its handles are closing: no more kicks */
-    bool goaway; /* the peer sent GOAWAY (or we did): no new streams */
+    bool goaway;  /* the peer sent GOAWAY (or we did): no new streams */
     bool wpending;
     uint64_t last_rx;
     uint64_t ping_sent; /* loop time of the PING awaiting its ACK, 0: none */
