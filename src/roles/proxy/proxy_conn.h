@@ -353,10 +353,6 @@ void proxy_uconn_closed_one(struct proxy_uconn *uc);
 /* The worker's pool of <ep> (NULL for a request's own original destination). */
 struct proxy_pool *proxy_ep_pool(struct proxy_endpoint *ep, struct proxy_worker *w);
 
-/* Opens a new upstream connection for exchange <ex> to <ss>, counted on <ep>. */
-void proxy_connect_new(struct proxy_exch *ex, struct proxy_endpoint *ep,
-                       const struct sockaddr_storage *ss);
-
 /* ---- proxy_exchange.c: the exchange (routing, policy, tries, local replies, timers, log) ---- */
 
 /* Readies dc->ex for a new request (zeroed but for its buffers and links, on the worker's
