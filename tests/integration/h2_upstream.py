@@ -13,6 +13,8 @@ behaviours chosen by the request path:
   /reset-mid        a head and some data, then RST_STREAM INTERNAL_ERROR
   /die-mid          a head and some data, then the connection is closed
   /sleep            answers after 0.5 s (streams that overlap)
+  /bytes-close/N    N pseudo-random bytes with Content-Length, then GOAWAY and the connection
+                    closed as soon as the last byte is out
   /status/N         answers status N
 Everything received is recorded (head, body, the connection it came on, the trailers)."""
 import socket
@@ -98,6 +100,12 @@ class H2Upstream:
             if self.tls_ctx:
                 s = self.tls_ctx.wrap_socket(s, server_side=True)
             Conn(self, s, no).run()
+            # A graceful close: FIN after everything sent, then what the peer still sends is
+            # read (closing with unread input would reset the connection and lose the output).
+            s.shutdown(socket.SHUT_WR)
+            s.settimeout(2)
+            while s.recv(65536):
+                pass
         except (OSError, ssl.SSLError, h2.exceptions.ProtocolError):
             pass
         finally:
@@ -118,6 +126,7 @@ class Conn:
         self.reqs = {}
         self.pending = {}  # stream id -> [bytes left, trailers or None]
         self.timers = []  # (when, callable)
+        self.close_after = set()
         self.done = False
 
     def send(self):
@@ -195,6 +204,10 @@ class Conn:
                     self.c.send_headers(sid, trailers, end_stream=True)
                 else:
                     self.c.end_stream(sid)
+                if sid in self.close_after:
+                    self.c.close_connection(error_code=h2.errors.ErrorCodes.NO_ERROR)
+                    self.send()
+                    self.done = True
             except h2.exceptions.StreamClosedError:
                 self.pending.pop(sid, None)
 
@@ -204,6 +217,9 @@ class Conn:
             self.respond(r, body=r.body)
         elif path.startswith("/stream"):
             self.respond(r, body=r.body, length=False)
+        elif path.startswith("/bytes-close/"):
+            self.close_after.add(r.stream_id)
+            self.respond(r, body=pattern(int(path.split("/")[2])))
         elif path.startswith("/bytes/"):
             self.respond(r, body=pattern(int(path.split("/")[2])), length=False)
         elif path == "/trailers":

@@ -474,3 +474,25 @@ spec:
     assert rs == [(200, b"slept")] * 2
     assert up.connections == 2, "maxConcurrentStreams: 1 opens a second HTTP/2 connection"
     assert {q.header(":authority") for q in up.requests} == {"reviews"}
+
+
+def test_complete_response_outlives_its_connection(sidecar_run, h2up):
+    """The server sends a whole 6 MB response (the windows allow it), then GOAWAY and closes;
+    the client, which had not read yet, still gets every byte."""
+    up = h2up()
+    port = free_port()
+    sc = sidecar_run("proxy", config=config(port, up.addr, {"http2": {
+        "initial_stream_window_size": "16MiB", "initial_connection_window_size": "16MiB"}}))
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    slow.connect(("127.0.0.1", port))
+    slow.sendall(b"GET /bytes-close/6000000 HTTP/1.1\r\nHost: test\r\n\r\n")
+    time.sleep(1.0)  # the server has sent everything and closed
+    c = Client.__new__(Client)
+    c.sock, c.buf = slow, b""
+    slow.settimeout(10)
+    r = c.read_response()
+    assert r.status == 200 and r.body == pattern(6_000_000)
+    assert access_lines(sc)[-1]["flags"] == "-"
+    slow.close()
+    assert get(port, "/").status == 200 and up.connections == 2
