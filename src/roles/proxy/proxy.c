@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "roles/proxy/proxy.h"
 #include "roles/proxy/proxy_front.h"
+#include "roles/proxy/proxy_h2.h"
 #include "roles/proxy/proxy_probe.h"
 
 static void on_done_async(uv_async_t *a);
@@ -108,6 +109,7 @@ static void init_metrics(struct proxy *px)
     proxy_tls_metrics_init(pm);
     pm->authz = proxy_authz_metrics(pm->reg);
     proxy_tcp_metrics_init(pm);
+    proxy_h2_up_metrics_init(pm);
     static const char *const lr_labels[] = { "listener", "route", NULL };
     pm->rate_limited =
         sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_rq_rate_limited_total",

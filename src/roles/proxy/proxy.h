@@ -92,6 +92,41 @@ struct proxy_listener_cfg {
     struct proxy_oidc_cfg oidc;           /* this listener's own login (proxy_oidc.c) */
 };
 
+/* ---- upstream HTTP/2 (proxy_h2_up.c): a cluster's protocol and HTTP/2 settings ---- */
+enum { PROXY_UP_HTTP1, PROXY_UP_HTTP2, PROXY_UP_AUTO };
+struct proxy_h2_up_opts_cfg {
+    int64_t max_concurrent_streams;
+    uint64_t initial_stream_window_size;
+    uint64_t initial_connection_window_size;
+    uint64_t max_header_list_size;
+    uint64_t keepalive_interval_ms;
+    uint64_t keepalive_timeout_ms;
+};
+struct proxy_h2_up_cfg {
+    int protocol; /* PROXY_UP_* */
+    struct proxy_h2_up_opts_cfg http2;
+};
+enum {
+    PROXY_H2E_GOAWAY,
+    PROXY_H2E_REFUSED,
+    PROXY_H2E_RESET,
+    PROXY_H2E_PROTOCOL,
+    PROXY_H2E_PING_TIMEOUT,
+    PROXY_H2E_N
+};
+struct proxy_h2_up_cluster {
+    int protocol;
+    struct sc_metric *m_ev[PROXY_H2E_N]; /* sidecar_upstream_http2_events_total */
+    uint32_t max_streams;
+    uint32_t stream_window;
+    uint32_t conn_window;
+    uint32_t max_header_list;
+    uint64_t ka_interval_ms;
+    uint64_t ka_timeout_ms;
+};
+extern const struct sc_opt proxy_h2_up_cluster_opts[];
+/* ---- end of upstream HTTP/2 ---- */
+
 struct proxy_cluster_cfg {
     char *name;
     int type;
@@ -106,6 +141,7 @@ struct proxy_cluster_cfg {
     struct sc_vec subsets;           /* struct proxy_subset_cfg */
     struct proxy_cluster_tls_cfg tlscfg;
     struct proxy_icpt_cluster_cfg icpt; /* upstream_bind_address (proxy_tcp.h) */
+    struct proxy_h2_up_cfg h2up;        /* protocol and http2 (proxy_h2_up.c) */
 };
 
 struct proxy_cfg {
@@ -179,6 +215,7 @@ enum { PROXY_CLUSTER_STATIC, PROXY_CLUSTER_ORIGINAL_DST };
 struct proxy_pool {
     struct sc_list idle; /* struct proxy_uconn, most recently used first */
     uint32_t nidle;
+    struct sc_list h2; /* HTTP/2 connections (struct proxy_uconn with ->h2; proxy_h2_up.c) */
 };
 
 struct proxy_endpoint {
@@ -214,7 +251,8 @@ struct proxy_cluster {
     struct proxy_subset *subsets;
     size_t nsubsets;
     struct proxy_cluster_tls tls;
-    struct proxy_cluster_bind bind; /* upstream source addresses (proxy_tcp.h) */
+    struct proxy_cluster_bind bind;  /* upstream source addresses (proxy_tcp.h) */
+    struct proxy_h2_up_cluster h2up; /* protocol and HTTP/2 settings (proxy_h2_up.c) */
 };
 
 struct proxy_header_match {
@@ -317,6 +355,7 @@ struct proxy_metrics {
     struct sc_metric_family *tcp_total; /* proxy_tcp.c */
     struct sc_metric_family *tcp_active;
     struct sc_metric_family *tcp_bytes;
+    struct sc_metric_family *h2_events; /* proxy_h2_up.c */
 };
 
 /* Builds a snapshot from a checked <cfg> for <nworkers> workers, copying everything it keeps.

@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "net/addr.h"
 #include "roles/proxy/proxy.h"
+#include "roles/proxy/proxy_h2.h"
 #include "roles/proxy/proxy_route_policy.h"
 
 static const char *const lb_policies[] = { "round_robin", "least_request", NULL };
@@ -302,6 +303,9 @@ static const struct sc_opt cluster_opts[] = {
     { .type = SC_OPT_INLINE,
       .offset = offsetof(struct proxy_cluster_cfg, icpt),
       .sub = proxy_icpt_cluster_opts },
+    { .type = SC_OPT_INLINE,
+      .offset = offsetof(struct proxy_cluster_cfg, h2up),
+      .sub = proxy_h2_up_cluster_opts },
     { 0 },
 };
 
@@ -830,6 +834,7 @@ static int endpoint_init(struct proxy_endpoint *ep, struct proxy_cluster *c, con
     ep->pools = sc_calloc((size_t)nworkers, sizeof(*ep->pools));
     for (int w = 0; w < nworkers; w++) {
         sc_list_init(&ep->pools[w].idle);
+        sc_list_init(&ep->pools[w].h2);
     }
     if (split_endpoint(s, host, sizeof(host), ep->port, sizeof(ep->port)) < 0) {
         *err = sc_asprintf("cluster \"%s\": endpoint \"%s\" is not host:port", c->name, s);
@@ -899,6 +904,7 @@ static int cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg 
     c->m_cx_active = sc_metric_get(pm->ucx_active, lv);
     c->m_timeout = sc_metric_get(pm->timeout, lv);
     proxy_icpt_cluster_init(c, cc);
+    proxy_h2_up_cluster_init(c, quick ? NULL : cc, pm);
     return proxy_tls_cluster_init(&c->tls, c->name, quick ? NULL : cc, cfg, pm, err);
 }
 

@@ -93,6 +93,9 @@ struct proxy_uconn {
     uint64_t idle_since; /* when it last went back to the pool */
     bool bk_cx;          /* counted in the cluster's connections (circuit breaker) */
     bool bk_pending;     /* counted in the cluster's pending requests until connected */
+    /* ---- upstream HTTP/2 (proxy_h2_up.c) ---- */
+    struct proxy_h2_conn *h2;    /* an HTTP/2 connection: its session and streams */
+    struct proxy_h2_stream *h2s; /* one stream of an HTTP/2 connection: x is the stream */
 };
 
 /* What an exchange knows of the client connection that carries it, whatever its protocol: set
@@ -334,6 +337,21 @@ int proxy_endpoint_addr(struct proxy_endpoint *ep, struct sockaddr_storage *out)
 
 /* Closes the idle pooled connections of every cluster of snapshot <rt> on worker <w>. */
 void proxy_close_pools(struct proxy_worker *w, struct proxy_rt *rt);
+
+/* ---- upstream HTTP/2 hooks (proxy_h2_up.c; the rest is in proxy_h2.h) ---- */
+
+/* The transport callbacks of HTTP/1 upstream connections (proxy_upstream.c), which a stream
+ * reports to as a connection would. */
+extern const struct sc_xport_cbs proxy_upstream_cbs;
+
+/* A recycled or new upstream connection of <w>, counted in w->nuconns. */
+struct proxy_uconn *proxy_uconn_new(struct proxy_worker *w);
+
+/* One of the handles of a closing <uc> is closed; the last one recycles it. */
+void proxy_uconn_closed_one(struct proxy_uconn *uc);
+
+/* The worker's pool of <ep> (NULL for a request's own original destination). */
+struct proxy_pool *proxy_ep_pool(struct proxy_endpoint *ep, struct proxy_worker *w);
 
 /* ---- proxy_exchange.c: the exchange (routing, policy, tries, local replies, timers, log) ---- */
 

@@ -368,6 +368,94 @@ static void cluster_policy(struct proxy_front *f, struct sc_ynode *c, const stru
     }
 }
 
+/* An http2_protocol_options message at <at> as the cluster's `http2` settings. */
+static void http2_options(struct proxy_front *f, struct sc_ynode *c, const struct sc_ynode *at,
+                          const char *path)
+{
+    static const char *const keys[] = { "max_concurrent_streams", "initial_stream_window_size",
+                                        "initial_connection_window_size", "connection_keepalive",
+                                        NULL };
+    static const char *const noted[] = { "hpack_table_size",
+                                         "allow_connect",
+                                         "allow_metadata",
+                                         "max_outbound_frames",
+                                         "max_outbound_control_frames",
+                                         "max_consecutive_inbound_frames_with_empty_payload",
+                                         "max_inbound_priority_frames_per_stream",
+                                         "max_inbound_window_update_frames_per_data_frame_sent",
+                                         "override_stream_error_on_invalid_http_message",
+                                         NULL };
+    if (proxy_front_keys(f, at, path, keys, noted) < 0) {
+        return;
+    }
+    struct sc_ynode *h = proxy_front_map(f, at);
+    proxy_front_copy(f, h, "max_concurrent_streams", at, "max_concurrent_streams");
+    proxy_front_copy(f, h, "initial_stream_window_size", at, "initial_stream_window_size");
+    proxy_front_copy(f, h, "initial_connection_window_size", at, "initial_connection_window_size");
+    const struct sc_ynode *ka = sc_ynode_get(at, "connection_keepalive");
+    static const char *const kk[] = { "interval", "timeout", NULL };
+    static const char *const kn[] = { "interval_jitter", "connection_idle_interval", NULL };
+    if (ka && proxy_front_keys(f, ka, path, kk, kn) == 0) {
+        proxy_front_put_duration(f, h, "keepalive_interval", ka, "interval", path, NULL);
+        proxy_front_put_duration(f, h, "keepalive_timeout", ka, "timeout", path, NULL);
+    }
+    proxy_front_set(f, c, "http2", h, at);
+}
+
+/* The upstream protocol: the deprecated http2_protocol_options (HTTP/2 with prior knowledge), or
+ * typed_extension_protocol_options' HttpProtocolOptions with explicit_http_config (http2 or
+ * HTTP/1.1) or auto_config (ALPN). use_downstream_protocol_config is refused. */
+static void upstream_protocol(struct proxy_front *f, struct sc_ynode *c, const struct sc_ynode *cn,
+                              const char *path)
+{
+    const struct sc_ynode *h2 = sc_ynode_get(cn, "http2_protocol_options");
+    if (h2) {
+        proxy_front_put(f, c, "protocol", h2, "http2");
+        http2_options(f, c, h2, path);
+    }
+    const struct sc_ynode *te = sc_ynode_get(cn, "typed_extension_protocol_options");
+    static const char *const tk[] = { "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                                      NULL };
+    if (!te || proxy_front_keys(f, te, path, tk, NULL) < 0) {
+        return;
+    }
+    const struct sc_ynode *po =
+        sc_ynode_get(te, "envoy.extensions.upstreams.http.v3.HttpProtocolOptions");
+    static const char *const pk[] = { "@type", "explicit_http_config", "auto_config",
+                                      "common_http_protocol_options", NULL };
+    static const char *const pn[] = { "upstream_http_protocol_options", NULL };
+    if (proxy_front_keys(f, po, path, pk, pn) < 0) {
+        return;
+    }
+    const struct sc_ynode *cho = sc_ynode_get(po, "common_http_protocol_options");
+    static const char *const hk[] = { "idle_timeout", NULL };
+    if (cho && proxy_front_keys(f, cho, path, hk, NULL) == 0) {
+        proxy_front_put_duration(f, c, "idle_timeout", cho, "idle_timeout", path, NULL);
+    }
+    const struct sc_ynode *ex = sc_ynode_get(po, "explicit_http_config");
+    const struct sc_ynode *ac = sc_ynode_get(po, "auto_config");
+    static const char *const ek[] = { "http2_protocol_options", "http_protocol_options", NULL };
+    const struct sc_ynode *cfg = ex ? ex : ac;
+    if (!cfg) {
+        proxy_front_refuse(f, po, path,
+                           "HttpProtocolOptions needs explicit_http_config or auto_config "
+                           "(use_downstream_protocol_config is not supported)");
+        return;
+    }
+    if (proxy_front_keys(f, cfg, path, ek, NULL) < 0) {
+        return;
+    }
+    const struct sc_ynode *o2 = sc_ynode_get(cfg, "http2_protocol_options");
+    if (ac) {
+        proxy_front_put(f, c, "protocol", ac, "auto");
+    } else if (o2) {
+        proxy_front_put(f, c, "protocol", o2, "http2");
+    }
+    if (o2) {
+        http2_options(f, c, o2, path);
+    }
+}
+
 static void load_assignment(struct proxy_front *f, struct sc_ynode *c, const struct sc_ynode *la,
                             const char *path)
 {
@@ -451,6 +539,8 @@ void proxy_envoy_cluster(struct proxy_front *f, const struct sc_ynode *cn, size_
                                       "health_checks",
                                       "transport_socket",
                                       "common_http_protocol_options",
+                                      "http2_protocol_options",
+                                      "typed_extension_protocol_options",
                                       NULL };
     static const char *const cnote[] = { "per_connection_buffer_limit_bytes",
                                          "dns_lookup_family",
@@ -517,5 +607,6 @@ void proxy_envoy_cluster(struct proxy_front *f, const struct sc_ynode *cn, size_
         proxy_front_path(p, path, ".transport_socket");
         proxy_front_set(f, c, "tls", proxy_envoy_transport_socket(f, ts, p, false), ts);
     }
+    upstream_protocol(f, c, cn, path);
     proxy_front_push(f, out, c, cn);
 }

@@ -164,4 +164,44 @@ struct proxy_exch;
 int proxy_grpc_local_reply(const struct proxy_exch *ex, int status, struct sc_str reason,
                            struct proxy_hsink *s);
 
+/* ---- upstream HTTP/2 (proxy_h2_up.c) ---- */
+
+struct proxy_cluster;
+struct proxy_cluster_cfg;
+struct proxy_endpoint;
+struct proxy_pool;
+struct proxy_uconn;
+struct sc_strv;
+
+/* Fills c->h2up from the cluster's `protocol` and `http2` options (<cc> NULL: defaults). */
+struct proxy_metrics;
+void proxy_h2_up_cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg *cc,
+                              struct proxy_metrics *pm);
+
+/* Registers sidecar_upstream_http2_events_total. */
+void proxy_h2_up_metrics_init(struct proxy_metrics *pm);
+
+/* The ALPN list a TLS cluster offers when its config names none: h2 for http2, h2 and http/1.1
+ * for auto; left alone otherwise. */
+void proxy_h2_up_alpn(const struct proxy_cluster_cfg *cc, struct sc_strv *alpn);
+
+/* Starts the try of <ex> on a stream of a pooled HTTP/2 connection to <ep> with one free.
+ * Returns false when there is none (the caller opens a connection). */
+bool proxy_h2_up_attempt(struct proxy_exch *ex, struct proxy_endpoint *ep);
+
+/* <uc> (carrying uc->ex) is connected: when the cluster speaks HTTP/2 on it (prior knowledge, or
+ * ALPN h2), it becomes an HTTP/2 connection, pooled, and the exchange's try its first stream.
+ * Returns false when it stays an HTTP/1 connection. */
+bool proxy_h2_up_connected(struct proxy_uconn *uc);
+
+/* proxy_uconn_close of an HTTP/2 connection: fails its streams, ends the session and closes
+ * its own handles; returns how many (their closes end in proxy_uconn_closed_one). */
+unsigned proxy_h2_up_conn_closing(struct proxy_uconn *uc);
+
+/* The last handle of an HTTP/2 connection closed: frees its session state. */
+void proxy_h2_up_free(struct proxy_uconn *uc);
+
+/* Closes <pool>'s idle HTTP/2 connections; busy ones finish their streams (GOAWAY) and close. */
+void proxy_h2_up_close_pool(struct proxy_pool *pool);
+
 #endif

@@ -290,12 +290,16 @@ static void traffic_policy(struct proxy_front *f, struct sc_ynode *c, const stru
             proxy_front_put_duration(f, c, "connect_timeout", tcp, "connectTimeout", path, NULL);
         }
         const struct sc_ynode *http = sc_ynode_get(cp, "http");
-        static const char *const http_keys[] = {
-            "http1MaxPendingRequests",  "http2MaxRequests", "maxRetries",        "idleTimeout",
-            "maxRequestsPerConnection", "h2UpgradePolicy",  "useClientProtocol", NULL
-        };
-        static const char *const http_noted[] = { "maxConcurrentStreams", NULL };
-        if (proxy_front_keys(f, http, path, http_keys, http_noted) == 0) {
+        static const char *const http_keys[] = { "http1MaxPendingRequests",
+                                                 "http2MaxRequests",
+                                                 "maxRetries",
+                                                 "idleTimeout",
+                                                 "maxRequestsPerConnection",
+                                                 "h2UpgradePolicy",
+                                                 "useClientProtocol",
+                                                 "maxConcurrentStreams",
+                                                 NULL };
+        if (proxy_front_keys(f, http, path, http_keys, NULL) == 0) {
             proxy_front_copy(f, cb, "max_pending_requests", http, "http1MaxPendingRequests");
             proxy_front_copy(f, cb, "max_requests", http, "http2MaxRequests");
             proxy_front_copy(f, cb, "max_retries", http, "maxRetries");
@@ -308,10 +312,21 @@ static void traffic_policy(struct proxy_front *f, struct sc_ynode *c, const stru
                 proxy_front_refuse(f, mr, path,
                                    "maxRequestsPerConnection other than 0 or 1 is not supported");
             }
+            /* HTTP/2 to the destination (proxy_h2_up.c): UPGRADE speaks it with prior
+             * knowledge (or ALPN h2 under TLS); maxConcurrentStreams bounds each connection. */
             const char *up = proxy_front_str(f, http, "h2UpgradePolicy", path);
             if (up && strcmp(up, "UPGRADE") == 0) {
+                proxy_front_put(f, c, "protocol", sc_ynode_get(http, "h2UpgradePolicy"), "http2");
+            } else if (up && strcmp(up, "DEFAULT") != 0 && strcmp(up, "DO_NOT_UPGRADE") != 0) {
                 proxy_front_refuse(f, sc_ynode_get(http, "h2UpgradePolicy"), path,
-                                   "h2UpgradePolicy UPGRADE is not supported (HTTP/1.1 upstream)");
+                                   "h2UpgradePolicy %.32s is not one of DEFAULT, DO_NOT_UPGRADE, "
+                                   "UPGRADE",
+                                   up);
+            }
+            if (sc_ynode_get(http, "maxConcurrentStreams")) {
+                struct sc_ynode *h2 = proxy_front_map(f, http);
+                proxy_front_copy(f, h2, "max_concurrent_streams", http, "maxConcurrentStreams");
+                proxy_front_set(f, c, "http2", h2, http);
             }
             const char *ucp = proxy_front_str(f, http, "useClientProtocol", path);
             if (ucp && strcmp(ucp, "true") == 0) {

@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "net/http1.h"
 #include "roles/proxy/proxy_conn.h"
+#include "roles/proxy/proxy_h2.h"
 #include "roles/proxy/proxy_hsink.h"
 #include "roles/proxy/proxy_tls.h"
 
@@ -516,6 +517,7 @@ int proxy_tls_cluster_init(struct proxy_cluster_tls *out, const char *cname,
     if (mode == PROXY_UTLS_DISABLE) {
         return 0;
     }
+    proxy_h2_up_alpn(cc, &o.alpn); /* h2 offered to a cluster that speaks HTTP/2 */
     if (mode == PROXY_UTLS_MESH) {
         /* Workloads are known by SPIFFE IDs, not host names: the chain must lead to the trust
          * bundle and the ID be in the trust domain (or one of subject_alt_names). */

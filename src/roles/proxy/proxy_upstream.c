@@ -22,6 +22,7 @@
 #include "net/tcp.h"
 #include "net/transport.h"
 #include "roles/proxy/proxy_conn.h"
+#include "roles/proxy/proxy_h2.h"
 #include "roles/proxy/proxy_route_policy.h"
 
 static void on_connect(void *owner, int status);
@@ -32,7 +33,7 @@ static void attempt_original_dst(struct proxy_dconn *dc);
 
 /* What an upstream transport reports: the HTTP/1 codec reads and writes, this file connects and
  * closes. */
-static const struct sc_xport_cbs ucbs = {
+const struct sc_xport_cbs proxy_upstream_cbs = {
     .alloc = proxy_h1_ualloc,
     .read = proxy_h1_uread,
     .write_done = proxy_h1_uwrite,
@@ -49,6 +50,11 @@ static struct proxy_pool *ep_pool(struct proxy_endpoint *ep, struct proxy_worker
         return NULL;
     }
     return ep->cluster->original_dst ? ep->pools : &ep->pools[w->id];
+}
+
+struct proxy_pool *proxy_ep_pool(struct proxy_endpoint *ep, struct proxy_worker *w)
+{
+    return ep_pool(ep, w);
 }
 
 /* An original_dst destination with idle connections: it exists while its pool is not empty, so
@@ -126,6 +132,9 @@ static void uconn_closed_one(struct proxy_uconn *uc)
         return;
     }
     struct proxy_worker *w = uc->w;
+    if (uc->h2) {
+        proxy_h2_up_free(uc);
+    }
     proxy_rt_unref(uc->rt);
     uc->rt = NULL;
     w->nuconns--;
@@ -138,6 +147,16 @@ static void uconn_closed_one(struct proxy_uconn *uc)
         sc_free(uc);
     }
     proxy_check_done(w);
+}
+
+struct proxy_uconn *proxy_uconn_new(struct proxy_worker *w)
+{
+    return uconn_get(w);
+}
+
+void proxy_uconn_closed_one(struct proxy_uconn *uc)
+{
+    uconn_closed_one(uc);
 }
 
 static void on_uconn_timer_closed(uv_handle_t *h)
@@ -200,6 +219,9 @@ void proxy_uconn_close(struct proxy_uconn *uc)
     }
     uc->state = U_CLOSING;
     uc->closes = 2;
+    if (uc->h2) {
+        uc->closes += proxy_h2_up_conn_closing(uc); /* fails its streams */
+    }
     sc_xport_close(uc->x);
     uv_close((uv_handle_t *)&uc->timer, on_uconn_timer_closed);
     if (od) {
@@ -236,7 +258,7 @@ void proxy_uconn_release(struct proxy_uconn *uc, bool reusable)
         uc->ex = NULL;
     }
     if (!reusable || uc->eof || w->draining || uc->rt != w->rt || uc->in.start != uc->in.end ||
-        uc->wpending) {
+        uc->wpending || uc->h2s) {
         proxy_uconn_close(uc);
         return;
     }
@@ -330,6 +352,9 @@ static void on_connect(void *owner, int status)
         proxy_uconn_close(uc);
         return;
     }
+    if (uc->ep->cluster->h2up.protocol != PROXY_UP_HTTP1 && proxy_h2_up_connected(uc)) {
+        return; /* an HTTP/2 connection now, the exchange's try its first stream */
+    }
     proxy_upstream_ready(dc);
 }
 
@@ -421,6 +446,9 @@ void proxy_attempt(struct proxy_exch *r)
     r->upstream_ns = proxy_now_ns();
     r->active = ep;
     atomic_fetch_add_explicit(&ep->active, 1, memory_order_relaxed);
+    if (c->h2up.protocol != PROXY_UP_HTTP1 && proxy_h2_up_attempt(r, ep)) {
+        return; /* a stream of a pooled HTTP/2 connection */
+    }
     struct proxy_pool *pool = ep_pool(ep, w);
     if (!sc_list_empty(&pool->idle)) {
         struct proxy_uconn *uc = sc_list_entry(pool->idle.next, struct proxy_uconn, node);
@@ -461,7 +489,7 @@ static void connect_new(struct proxy_dconn *dc, struct proxy_endpoint *ep,
     uc->ex = &dc->ex;
     uc->bk_cx = uc->bk_pending = true;
     dc->ex.uc = uc;
-    sc_tcp_xport_init(&uc->tx, w->loop, &ucbs, uc);
+    sc_tcp_xport_init(&uc->tx, w->loop, &proxy_upstream_cbs, uc);
     uc->x = &uc->tx.base;
     uv_timer_init(w->loop, &uc->timer);
     uc->timer.data = uc;
@@ -690,6 +718,9 @@ void proxy_close_pools(struct proxy_worker *w, struct proxy_rt *rt)
             struct proxy_pool *pool = &rt->clusters[c].eps[e].pools[w->id];
             while (!sc_list_empty(&pool->idle)) {
                 proxy_uconn_close(sc_list_entry(pool->idle.next, struct proxy_uconn, node));
+            }
+            if (rt->clusters[c].h2up.protocol != PROXY_UP_HTTP1) {
+                proxy_h2_up_close_pool(pool);
             }
         }
     }
