@@ -116,8 +116,11 @@ int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, stru
         .path = ex->is_connect ? SC_STR_NULL : *path,
         .authority = authority,
         .auth = jr.auth,
+        .conn = &ex->cl->azc,
     };
-    rq.host = sc_str_n(host, proxy_host_normalize(authority, host, sizeof(host)));
+    if (needs & PROXY_AZ_NEED_HOST) {
+        rq.host = sc_str_n(host, proxy_host_normalize(authority, host, sizeof(host)));
+    }
     proxy_az_ip_from_sa(&ex->cl->addr, &rq.source);
     if ((needs & PROXY_AZ_NEED_PEER) && ex->cl->tls) {
         rq.principal = proxy_tls_peer_principal(ex);

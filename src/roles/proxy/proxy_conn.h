@@ -20,6 +20,7 @@
 #include "net/http1.h"
 #include "net/transport.h"
 #include "roles/proxy/proxy.h"
+#include "roles/proxy/proxy_authz.h"
 #include "roles/proxy/proxy_trace_ctx.h"
 
 #define BUF_INITIAL 16384
@@ -103,6 +104,7 @@ struct proxy_client {
     struct sc_xport *tls;         /* the connection's TLS layer (SNI, version, peer identity);
                                      NULL: plaintext */
     char *xfcc;                   /* the client certificate's XFCC element, made on first use */
+    struct proxy_az_conn azc;     /* the rules this connection's attributes rule out */
 };
 
 struct proxy_exch;
