@@ -919,15 +919,13 @@ static bool str_match(const struct az_str *m, struct sc_str v, bool ci)
     case M_TEMPLATE:
         return template_match(m->s, m->len, v);
     case M_PREFIX:
-        return v.len >= m->len &&
-               (ci ? lower_eq(v.p, m->s, m->len) : bytes_eq(v.p, m->s, m->len));
+        return v.len >= m->len && (ci ? lower_eq(v.p, m->s, m->len) : bytes_eq(v.p, m->s, m->len));
     case M_SUFFIX: {
         const char *p = v.p + v.len - m->len;
         return v.len >= m->len && (ci ? lower_eq(p, m->s, m->len) : bytes_eq(p, m->s, m->len));
     }
     default:
-        return v.len == m->len &&
-               (ci ? lower_eq(v.p, m->s, m->len) : bytes_eq(v.p, m->s, v.len));
+        return v.len == m->len && (ci ? lower_eq(v.p, m->s, m->len) : bytes_eq(v.p, m->s, v.len));
     }
 }
 

@@ -161,7 +161,7 @@ struct proxy_az_req {
     struct proxy_az_ip dest;
     int dport;
     const struct proxy_az_auth *auth; /* NULL: no verified token */
-    struct proxy_az_conn *conn; /* the connection's cache, or NULL (then nothing is kept) */
+    struct proxy_az_conn *conn;       /* the connection's cache, or NULL (then nothing is kept) */
     bool tcp; /* a relayed TCP connection, no HTTP attributes (Istio's TCP rules): a DENY policy
                  ignores the HTTP-only fields of its rules (matching on the rest: more is
                  denied), a rule of any other action that has them never matches */

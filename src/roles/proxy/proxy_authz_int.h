@@ -10,8 +10,6 @@
 
 #define AZ_MAX_CLAIM_DEPTH 8 /* request.auth.claims[a][b]...: levels */
 
-
-
 enum { M_EXACT, M_PREFIX, M_SUFFIX, M_ANY, M_TEMPLATE };
 
 struct az_str {
@@ -109,8 +107,19 @@ struct az_policy {
 enum { L_CUSTOM, L_DENY, L_AUDIT, L_ALLOW, L_DRY, L_COUNT };
 
 /* Method classes the index keys rules by; AZ_MC_OTHER: any other method (compared in full). */
-enum { AZ_MC_GET, AZ_MC_HEAD, AZ_MC_POST, AZ_MC_PUT, AZ_MC_DELETE, AZ_MC_PATCH, AZ_MC_OPTIONS,
-       AZ_MC_CONNECT, AZ_MC_TRACE, AZ_MC_OTHER, AZ_MC_COUNT };
+enum {
+    AZ_MC_GET,
+    AZ_MC_HEAD,
+    AZ_MC_POST,
+    AZ_MC_PUT,
+    AZ_MC_DELETE,
+    AZ_MC_PATCH,
+    AZ_MC_OPTIONS,
+    AZ_MC_CONNECT,
+    AZ_MC_TRACE,
+    AZ_MC_OTHER,
+    AZ_MC_COUNT
+};
 
 struct az_seg {
     const char *s; /* a first path segment (borrowed from a compiled pattern) */
@@ -124,16 +133,16 @@ struct az_seg {
  * bitset of the rules a request with that attribute can still match. */
 struct az_index {
     size_t nrules;
-    size_t words;                      /* 64-bit words of a rule bitset */
-    const struct az_rule **rule;       /* rule number -> rule */
-    const struct az_policy **pol;      /* rule number -> its policy */
+    size_t words;                 /* 64-bit words of a rule bitset */
+    const struct az_rule **rule;  /* rule number -> rule */
+    const struct az_policy **pol; /* rule number -> its policy */
     size_t start[L_COUNT + 1]; /* the rules of the list at position o of the order: from start[o] */
-    uint64_t *method[AZ_MC_COUNT];     /* by the request's method class */
-    uint64_t *path_any;                /* rules with no first segment required (or none known) */
-    struct az_seg *seg;                /* open addressing, nseg_slots a power of two */
+    uint64_t *method[AZ_MC_COUNT]; /* by the request's method class */
+    uint64_t *path_any;            /* rules with no first segment required (or none known) */
+    struct az_seg *seg;            /* open addressing, nseg_slots a power of two */
     size_t nseg_slots;
-    bool conn;                         /* some rule tests connection attributes */
-    uint64_t *store;                   /* every bitset above, one allocation */
+    bool conn;       /* some rule tests connection attributes */
+    uint64_t *store; /* every bitset above, one allocation */
 };
 
 struct proxy_authz {
@@ -146,7 +155,7 @@ struct proxy_authz {
     bool has_dry_allow; /* a dry-run ALLOW policy applies */
     unsigned needs;
     int xff_hops;
-    uint64_t gen;                         /* unique per evaluator: per-connection caches key on it */
+    uint64_t gen; /* unique per evaluator: per-connection caches key on it */
     struct az_index ix;
     struct sc_metric *m_default[R_COUNT]; /* decisions no policy took (policy="") */
 };
