@@ -175,6 +175,14 @@ const struct sc_opt proxy_authz_opts[] = {
       .help = "%2F and %5C in a path: reject (400), decode (to '/'), or keep (forwarded "
               "encoded; not with decode_and_merge_slashes)",
       .enums = proxy_escslash_names },
+    { .name = "headers_with_underscores",
+      .type = SC_OPT_ENUM,
+      .offset = offsetof(struct proxy_authz_cfg, headers_with_underscores),
+      .def = "drop",
+      .help = "request headers whose name holds '_' (\"Content_Length\" reads as framing to "
+              "an upstream that maps '_' to '-'): allow, drop (before routing, policies and the "
+              "upstream see them), or reject (400)",
+      .enums = proxy_underscores_names },
     { .name = "xff_num_trusted_hops",
       .type = SC_OPT_INT,
       .offset = offsetof(struct proxy_authz_cfg, xff_num_trusted_hops),

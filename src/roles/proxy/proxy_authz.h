@@ -74,6 +74,7 @@ struct proxy_az_policy_cfg {
 struct proxy_authz_cfg {
     int path_normalization;            /* enum proxy_pathnorm */
     int escaped_slashes;               /* enum proxy_escslash */
+    int headers_with_underscores;      /* enum proxy_underscores */
     int64_t xff_num_trusted_hops;      /* remote.ip: the Nth X-Forwarded-For entry from the right */
     struct sc_vec authorization;       /* struct proxy_az_policy_cfg */
     struct sc_vec extension_providers; /* struct proxy_extauthz_cfg: CUSTOM policies' */

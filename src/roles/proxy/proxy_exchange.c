@@ -214,6 +214,7 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
     r->remaining = m->content_length;
     if (r->body == B_CHUNKED) {
         sc_http1_chunked_init(&r->ch);
+        r->ch.strict_trailers = true; /* forwarded: no framing, routing or credentials there */
     }
     if (r->body == B_LENGTH && r->remaining == 0) {
         r->body = B_NONE;
