@@ -7,6 +7,7 @@
 #include <time.h>
 #include <sys/socket.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "net/transport.h"
@@ -63,6 +64,14 @@ int proxy_underscores(const struct proxy_rt *rt, struct sc_http_msg *m)
     return 0;
 }
 
+/* Keeps the request principal of <a> for the access log (the first identity found wins). */
+static void keep_principal(struct proxy_exch *ex, const struct proxy_az_auth *a)
+{
+    if (a && a->principal.len && ex->rt->access_log && !ex->request_principal) {
+        ex->request_principal = sc_strndup(a->principal.p, a->principal.len);
+    }
+}
+
 int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_str raw,
                         struct sc_str *origin, struct sc_str *path, const char **why,
                         unsigned *flags)
@@ -92,6 +101,7 @@ int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, stru
             *flags = 0;
             return st;
         }
+        keep_principal(ex, login);
     }
     if (!ex->lsn->inbound || (!rt->authz && !rt->jwt)) {
         return 0;
@@ -117,6 +127,7 @@ int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, stru
         ex->authn_drop = proxy_jwt_drop_names(rt->jwt, &ex->nauthn_drop);
         ex->authn_strip = jr.strip;
         ex->authn_add = jr.add;
+        keep_principal(ex, jr.auth);
     }
     const struct proxy_authz *az = rt->authz;
     if (!az) {

@@ -199,6 +199,9 @@ struct proxy_exch {
     size_t nauthn_drop;
     struct sc_str authn_strip; /* the header value that carried the token, not forwarded */
     struct sc_str authn_add;   /* header lines to add upstream */
+    char *request_principal;   /* the verified identity ("<iss>/<sub>") for the access log, a copy
+                                  (the token cache may reuse its slot before the line is written);
+                                  NULL: none, or the access log is off */
     struct proxy_extauthz_call *authz_call; /* an external check in flight */
     struct sc_str reply_headers; /* header lines a local reply carries (ext_authz deny) */
     struct sc_str resp_add;      /* header lines every response carries, upstream's or local (a

@@ -420,6 +420,8 @@ void proxy_finish_request(struct proxy_exch *r)
     if (r->rt->access_log) {
         proxy_access_log(r, dur);
     }
+    sc_free(r->request_principal);
+    r->request_principal = NULL;
     proxy_endpoint_release(r);
     proxy_breaker_release(r);
     proxy_rt_unref(r->rt);
