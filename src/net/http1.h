@@ -97,9 +97,9 @@ int sc_http1_parse_response(const char *buf, size_t len, size_t last_len,
  * overflow), extensions (token [= token / quoted-string]), the CRLF after each chunk's data and
  * trailer fields (with <strict_trailers>, refusing those RFC 9110 6.5.1 forbids in trailers:
  * framing, routing, request modifiers, authentication, response control and content processing,
- * e.g. Content-Length, Transfer-Encoding, Host, Authorization, Cookie), and reports where the body's data lies,
- * without copying. A proxy that forwards
- * the chunked framing as received forwards exactly the bytes the decoder consumed. */
+ * e.g. Content-Length, Transfer-Encoding, Host, Authorization, Cookie), and reports where the
+ * body's data lies, without copying. A proxy that forwards the chunked framing as received forwards
+ * exactly the bytes the decoder consumed. */
 struct sc_http1_chunked {
     int state;
     uint64_t remaining;   /* data bytes left in the current chunk */

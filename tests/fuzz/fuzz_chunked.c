@@ -127,8 +127,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         strict = false;
         decode(in, size, NULL, 0, &lax);
         strict = true;
-        CHECK(whole.rc == lax.rc || (whole.rc == SC_EHTTP &&
-                                     strcmp(whole.reason, "forbidden trailer field") == 0));
+        CHECK(whole.rc == lax.rc ||
+              (whole.rc == SC_EHTTP && strcmp(whole.reason, "forbidden trailer field") == 0));
         sc_buf_cleanup(&lax.body);
     }
     CHECK(whole.used <= size);

@@ -1232,7 +1232,8 @@ static void test_chunked(void **state)
 
 /* Field names with '_' mark the message (headers_with_underscores), wherever the '_' is; a
  * Connection naming TE (as RFC 9110 7.6.1 wants with "TE: trailers") is not framing; with
- * strict_trailers the decoder refuses the trailer fields RFC 9110 6.5.1 forbids, and takes others. */
+ * strict_trailers the decoder refuses the trailer fields RFC 9110 6.5.1 forbids, and takes others.
+ */
 static void test_framing_rules(void **state)
 {
     (void)state;
@@ -1303,7 +1304,7 @@ static void test_framing_rules(void **state)
         struct sc_http_error err = { 0 };
         assert_int_equal(sc_http1_chunked_next(&d, tr[i].in, strlen(tr[i].in), &used, &data, &err),
                          strncmp(tr[i].in, "1\r\n", 3) == 0 ? SC_HTTP1_CHUNK_DATA
-                                                             : SC_HTTP1_CHUNK_DONE);
+                                                            : SC_HTTP1_CHUNK_DONE);
     }
 }
 

@@ -284,15 +284,15 @@ struct proxy_rt {
     uint32_t max_request_head;
     uint64_t max_request_body; /* 0: unlimited */
     int max_connections;
-    uint64_t busy_poll_ns;        /* 0: off */
-    int path_normalization;       /* enum proxy_pathnorm */
-    int escaped_slashes;          /* enum proxy_escslash */
-    int headers_with_underscores; /* enum proxy_underscores */
+    uint64_t busy_poll_ns;              /* 0: off */
+    int path_normalization;             /* enum proxy_pathnorm */
+    int escaped_slashes;                /* enum proxy_escslash */
+    int headers_with_underscores;       /* enum proxy_underscores */
     struct sc_metric *m_underscores[3]; /* by enum proxy_underscores: [DROP], [REJECT] counted */
-    struct proxy_authz *authz;    /* the policies that apply to the workload; NULL: none */
-    struct proxy_jwt *jwt;        /* the RequestAuthentication rules that apply; NULL: none */
-    struct proxy_trace_rt *trace; /* NULL: tracing off (proxy_trace.c) */
-    struct proxy_oidc *oidc;      /* the login on inbound listeners; NULL: none */
+    struct proxy_authz *authz;          /* the policies that apply to the workload; NULL: none */
+    struct proxy_jwt *jwt;              /* the RequestAuthentication rules that apply; NULL: none */
+    struct proxy_trace_rt *trace;       /* NULL: tracing off (proxy_trace.c) */
+    struct proxy_oidc *oidc;            /* the login on inbound listeners; NULL: none */
 };
 
 struct proxy_metrics {

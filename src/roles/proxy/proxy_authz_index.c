@@ -256,8 +256,9 @@ struct cands {
 
 /* The first policy of list position <o> with a matching rule, from rule <*k> on (<*k> is left
  * past that policy's rules, or at the list's end), or NULL. */
-static const struct az_policy *first_match(const struct az_index *ix, const struct cands *cs, int o,
-                                           size_t *k, const struct proxy_az_req *rq)
+__attribute__((always_inline)) static inline const struct az_policy *
+first_match(const struct az_index *ix, const struct cands *cs, int o, size_t *k,
+            const struct proxy_az_req *rq)
 {
     size_t end = ix->start[o + 1];
     while (*k < end) {

@@ -753,9 +753,9 @@ static void hcm(struct env *e, struct sc_ynode *l, const struct sc_ynode *tc, co
     }
     const char *us = cho ? proxy_front_str(f, cho, "headers_with_underscores_action", path) : NULL;
     if (us && !sc_ynode_get(f->root, "headers_with_underscores")) {
-        static const char *const us_modes[][2] = {
-            { "ALLOW", "allow" }, { "DROP_HEADER", "drop" }, { "REJECT_REQUEST", "reject" }
-        };
+        static const char *const us_modes[][2] = { { "ALLOW", "allow" },
+                                                   { "DROP_HEADER", "drop" },
+                                                   { "REJECT_REQUEST", "reject" } };
         const char *ours = NULL;
         for (size_t i = 0; i < sizeof(us_modes) / sizeof(us_modes[0]); i++) {
             ours = is(us, us_modes[i][0]) ? us_modes[i][1] : ours;
