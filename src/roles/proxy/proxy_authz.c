@@ -1324,6 +1324,27 @@ static void count(struct sc_metric *m)
     sc_metrics_counter_inc(m);
 }
 
+void proxy_az_dry_mark(struct proxy_az_decision *d, const struct az_policy *p, bool *allow_hit)
+{
+    if (p->action == PROXY_AZ_DENY && !d->dry_run_denied) {
+        d->dry_run = p->name;
+        d->dry_run_denied = true;
+        count(p->m[R_DRY_DENIED]);
+    } else if (p->action == PROXY_AZ_ALLOW && !*allow_hit) {
+        *allow_hit = true;
+        count(p->m[R_DRY_ALLOWED]);
+    }
+}
+
+void proxy_az_dry_end(const struct proxy_authz *az, struct proxy_az_decision *d, bool allow_hit)
+{
+    if (az->has_dry_allow && !allow_hit && !d->dry_run_denied) {
+        d->dry_run = "";
+        d->dry_run_denied = true;
+        count(az->m_default[R_DRY_DENIED]);
+    }
+}
+
 void proxy_authz_eval_linear(const struct proxy_authz *az, const struct proxy_az_req *rq,
                              struct proxy_az_decision *d)
 {
@@ -1333,23 +1354,11 @@ void proxy_authz_eval_linear(const struct proxy_authz *az, const struct proxy_az
     bool dry_allow_hit = false;
     for (size_t i = 0; i < az->nlist[L_DRY]; i++) {
         const struct az_policy *p = az->list[L_DRY][i];
-        if (!policy_match(p, rq)) {
-            continue;
-        }
-        if (p->action == PROXY_AZ_DENY && !d->dry_run_denied) {
-            d->dry_run = p->name;
-            d->dry_run_denied = true;
-            count(p->m[R_DRY_DENIED]);
-        } else if (p->action == PROXY_AZ_ALLOW && !dry_allow_hit) {
-            dry_allow_hit = true;
-            count(p->m[R_DRY_ALLOWED]);
+        if (policy_match(p, rq)) {
+            proxy_az_dry_mark(d, p, &dry_allow_hit);
         }
     }
-    if (az->has_dry_allow && !dry_allow_hit && !d->dry_run_denied) {
-        d->dry_run = "";
-        d->dry_run_denied = true;
-        count(az->m_default[R_DRY_DENIED]);
-    }
+    proxy_az_dry_end(az, d, dry_allow_hit);
     /* A matching CUSTOM policy sends the request to its authorizer first; the DENY and ALLOW
      * verdict below still applies when the authorizer allows (Istio's order). */
     for (size_t i = 0; i < az->nlist[L_CUSTOM] && !d->ext; i++) {

@@ -325,20 +325,9 @@ void proxy_authz_eval(const struct proxy_authz *az, const struct proxy_az_req *r
     bool dry_allow_hit = false;
     const struct az_policy *p;
     while (has_rules(ix, 0) && (p = first_match(ix, &cs, 0, &k, rq)) != NULL) {
-        if (p->action == PROXY_AZ_DENY && !d->dry_run_denied) {
-            d->dry_run = p->name;
-            d->dry_run_denied = true;
-            sc_metrics_counter_inc(p->m[R_DRY_DENIED]);
-        } else if (p->action == PROXY_AZ_ALLOW && !dry_allow_hit) {
-            dry_allow_hit = true;
-            sc_metrics_counter_inc(p->m[R_DRY_ALLOWED]);
-        }
+        proxy_az_dry_mark(d, p, &dry_allow_hit);
     }
-    if (az->has_dry_allow && !dry_allow_hit && !d->dry_run_denied) {
-        d->dry_run = "";
-        d->dry_run_denied = true;
-        sc_metrics_counter_inc(az->m_default[R_DRY_DENIED]);
-    }
+    proxy_az_dry_end(az, d, dry_allow_hit);
     k = ix->start[1];
     if (has_rules(ix, 1) && (p = first_match(ix, &cs, 1, &k, rq)) != NULL) {
         d->custom = p->name;

@@ -171,6 +171,12 @@ bool proxy_az_rule_match(const struct az_rule *r, const struct proxy_az_req *rq,
 /* Whether <r> tests any connection attribute (AZ_MATCH_CONN can fail for it). */
 bool proxy_az_rule_has_conn(const struct az_rule *r);
 
+/* Dry-run policy <p> matched: marks <d> with the first DENY and counts it, counts the first
+ * ALLOW (<*allow_hit>). After the dry-run list, proxy_az_dry_end marks a dry-run denial when
+ * dry-run ALLOW policies apply and none matched. Shared by both evaluators. */
+void proxy_az_dry_mark(struct proxy_az_decision *d, const struct az_policy *p, bool *allow_hit);
+void proxy_az_dry_end(const struct proxy_authz *az, struct proxy_az_decision *d, bool allow_hit);
+
 /* Builds <az>'s index from its lists; frees it. */
 void proxy_az_index_build(struct proxy_authz *az);
 void proxy_az_index_free(struct az_index *ix);
