@@ -48,6 +48,8 @@ enum {
     C_HEX = 1 << 3,
     C_QDTEXT = 1 << 4, /* quoted-string text (RFC 9110 5.6.4) */
     C_HOST = 1 << 5,   /* reg-name: unreserved, sub-delims and '%' (RFC 3986) */
+    C_NAME = 1 << 6,   /* token without '_': field names are scanned with it, and a stop at '_'
+                          marks the message (headers_with_underscores) at no cost otherwise */
 };
 
 #define IS_DIGIT(c) ((c) >= '0' && (c) <= '9')
@@ -66,7 +68,8 @@ enum {
      (c) == '*' || (c) == '+' || (c) == ',' || (c) == ';' || (c) == '=' || (c) == '%')
 #define CLASS(c)                                                                                   \
     ((IS_TCHAR(c) ? C_TCHAR : 0) | (IS_VCHAR(c) ? C_VCHAR : 0) | (IS_FIELD(c) ? C_FIELD : 0) |     \
-     (IS_HEX(c) ? C_HEX : 0) | (IS_QDTEXT(c) ? C_QDTEXT : 0) | (IS_HOST(c) ? C_HOST : 0))
+     (IS_HEX(c) ? C_HEX : 0) | (IS_QDTEXT(c) ? C_QDTEXT : 0) | (IS_HOST(c) ? C_HOST : 0) |         \
+     (IS_TCHAR(c) && (c) != '_' ? C_NAME : 0))
 #define ROW(b)                                                                                     \
     CLASS(b), CLASS(b + 1), CLASS(b + 2), CLASS(b + 3), CLASS(b + 4), CLASS(b + 5), CLASS(b + 6),  \
         CLASS(b + 7), CLASS(b + 8), CLASS(b + 9), CLASS(b + 10), CLASS(b + 11), CLASS(b + 12),     \
@@ -291,6 +294,7 @@ static void msg_reset(struct sc_http_msg *msg)
     msg->upgrade = false;
     msg->expect_continue = false;
     msg->host = SC_STR_NULL;
+    msg->underscore = false;
 }
 
 /* The previous call saw buf[0..last_len), validated every complete line in it and asked for more.
@@ -460,8 +464,11 @@ static int te_field(struct ps *ps, struct fields *f, struct sc_str v, size_t at)
     return 0;
 }
 
-/* Notes the Connection options this parser acts on. */
-static void connection_field(struct fields *f, struct sc_str v)
+/* Notes the Connection options this parser acts on. A Connection header naming a field that
+ * frames or routes the message (Content-Length, Transfer-Encoding, Host, Trailer) is refused: a
+ * proxy drops the fields Connection names, and dropping the framing turns the body into a second
+ * request (smuggling). Returns false for those. */
+static bool connection_field(struct fields *f, struct sc_str v)
 {
     size_t pos = 0;
     while (pos <= v.len) {
@@ -472,8 +479,14 @@ static void connection_field(struct fields *f, struct sc_str v)
             f->keep_alive = true;
         } else if (t.len == 7 && token_is(t.p, "upgrade", 7)) {
             f->conn_upgrade = true;
+        } else if ((t.len == 14 && token_is(t.p, "content-length", 14)) ||
+                   (t.len == 17 && token_is(t.p, "transfer-encoding", 17)) ||
+                   (t.len == 4 && token_is(t.p, "host", 4)) ||
+                   (t.len == 7 && token_is(t.p, "trailer", 7))) {
+            return false;
         }
     }
+    return true;
 }
 
 /* Acts on the fields that decide framing, routing and the connection, once their line is complete
@@ -506,8 +519,8 @@ static int known_field(struct ps *ps, struct sc_http_msg *msg, struct fields *f,
         }
         break;
     case 10:
-        if (token_is(n, "connection", 10)) {
-            connection_field(f, v);
+        if (token_is(n, "connection", 10) && !connection_field(f, v)) {
+            return fail(ps, 400, at, "Connection names a framing or routing field");
         }
         break;
     case 14:
@@ -582,28 +595,43 @@ static int parse_fields(struct ps *ps, size_t p, struct sc_http_msg *msg, struct
             }
             return (int)(p + 2);
         }
-        if (!is(c, C_TCHAR)) {
-            const char *why = "invalid character in field name";
-            if (c == '\n') {
-                why = "bare LF";
-            } else if (ows((char)c)) {
-                why = "obs-fold or whitespace before a field line";
-            } else if (c == ':') {
-                why = "empty field name";
+        /* The name: a '_' in it only costs off the common path. */
+        if (!is(c, C_NAME)) {
+            if (c != '_') {
+                const char *why = "invalid character in field name";
+                if (c == '\n') {
+                    why = "bare LF";
+                } else if (ows((char)c)) {
+                    why = "obs-fold or whitespace before a field line";
+                } else if (c == ':') {
+                    why = "empty field name";
+                }
+                return bad_line(ps, s, p, LINE_OTHER, 400, why);
             }
-            return bad_line(ps, s, p, LINE_OTHER, 400, why);
+            msg->underscore = true;
         }
         p++;
-        while (p < len && is((unsigned char)buf[p], C_TCHAR)) {
+        while (p < len && is((unsigned char)buf[p], C_NAME)) {
             p++;
         }
         if (p == len) {
             return need_more(ps, s, LINE_OTHER);
         }
         if (buf[p] != ':') {
-            return bad_line(ps, s, p, LINE_OTHER, 400,
-                            ows(buf[p]) ? "whitespace before colon"
-                                        : "invalid character in field name");
+            if (buf[p] == '_') {
+                msg->underscore = true;
+                while (p < len && is((unsigned char)buf[p], C_TCHAR)) {
+                    p++;
+                }
+                if (p == len) {
+                    return need_more(ps, s, LINE_OTHER);
+                }
+            }
+            if (buf[p] != ':') {
+                return bad_line(ps, s, p, LINE_OTHER, 400,
+                                ows(buf[p]) ? "whitespace before colon"
+                                            : "invalid character in field name");
+            }
         }
         size_t name_end = p++;
         while (p < len && ows(buf[p])) {
@@ -946,6 +974,8 @@ void sc_http1_chunked_init(struct sc_http1_chunked *d)
     d->max_line = CHUNK_MAX_LINE;
     d->max_trailers = CHUNK_MAX_TRAILERS;
     d->body_bytes = 0;
+    d->strict_trailers = false;
+    d->tname_len = 0;
 }
 
 static int chunk_fail(struct sc_http1_chunked *d, struct sc_http_error *err, size_t at,
@@ -1079,6 +1109,72 @@ static int size_line_step(struct sc_http1_chunked *d, unsigned char c, const cha
     return -1;
 }
 
+/* Keeps the first bytes of a trailer field name, lower-cased, for trailer_forbidden; a longer
+ * name than any forbidden one is only counted. */
+static void tname_add(struct sc_http1_chunked *d, unsigned char c)
+{
+    if (d->tname_len < sizeof(d->tname)) {
+        d->tname[d->tname_len] = (char)(c >= 'A' && c <= 'Z' ? c | 0x20 : c);
+    }
+    if (d->tname_len <= sizeof(d->tname)) {
+        d->tname_len++;
+    }
+}
+
+/* Whether the trailer field just named may not be sent in a trailer section (RFC 9110 6.5.1):
+ * fields that frame or route the message, modify or condition the request, authenticate, or
+ * control the response or how its content is processed. A recipient that merged them into the
+ * head (as some do) would be steered by bytes the proxy judged as body: they are refused. */
+static bool trailer_forbidden(const struct sc_http1_chunked *d)
+{
+    static const char *const names[] = {
+        "content-length",
+        "transfer-encoding",
+        "trailer",
+        "te",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "upgrade",
+        "host",
+        "expect",
+        "max-forwards",
+        "range",
+        "if-match",
+        "if-none-match",
+        "if-modified-since",
+        "if-unmodified-since",
+        "if-range",
+        "cache-control",
+        "pragma",
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "www-authenticate",
+        "proxy-authenticate",
+        "age",
+        "expires",
+        "date",
+        "location",
+        "retry-after",
+        "vary",
+        "warning",
+        "content-encoding",
+        "content-type",
+        "content-range",
+    };
+    if (d->tname_len > sizeof(d->tname)) {
+        return false;
+    }
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (strlen(names[i]) == d->tname_len && memcmp(names[i], d->tname, d->tname_len) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 int sc_http1_chunked_next(struct sc_http1_chunked *d, const char *buf, size_t len, size_t *consumed,
                           struct sc_str *data, struct sc_http_error *err)
 {
@@ -1149,6 +1245,8 @@ int sc_http1_chunked_next(struct sc_http1_chunked *d, const char *buf, size_t le
                     d->state = CH_FINAL_LF;
                 } else if (is(c, C_TCHAR)) {
                     d->state = CH_TRAILER_NAME;
+                    d->tname_len = 0;
+                    tname_add(d, c);
                 } else {
                     why = c == '\n'      ? "bare LF in trailer section"
                           : ows((char)c) ? "obs-fold in trailer section"
@@ -1158,7 +1256,12 @@ int sc_http1_chunked_next(struct sc_http1_chunked *d, const char *buf, size_t le
             case CH_TRAILER_NAME:
                 if (c == ':') {
                     d->state = CH_TRAILER_VALUE;
-                } else if (!is(c, C_TCHAR)) {
+                    if (d->strict_trailers && trailer_forbidden(d)) {
+                        why = "forbidden trailer field";
+                    }
+                } else if (is(c, C_TCHAR)) {
+                    tname_add(d, c);
+                } else {
                     why = ows((char)c) ? "whitespace before colon in trailer"
                                        : "invalid trailer field name";
                 }
@@ -1236,91 +1339,6 @@ bool sc_http1_has_token(struct sc_str list, struct sc_str token)
         }
     }
     return false;
-}
-
-/* Standard reason phrases (RFC 9110 15 and the IANA registry), sorted by status. */
-static const struct {
-    int status;
-    const char *reason;
-} reasons[] = {
-    { 100, "Continue" },
-    { 101, "Switching Protocols" },
-    { 102, "Processing" },
-    { 103, "Early Hints" },
-    { 200, "OK" },
-    { 201, "Created" },
-    { 202, "Accepted" },
-    { 203, "Non-Authoritative Information" },
-    { 204, "No Content" },
-    { 205, "Reset Content" },
-    { 206, "Partial Content" },
-    { 207, "Multi-Status" },
-    { 208, "Already Reported" },
-    { 226, "IM Used" },
-    { 300, "Multiple Choices" },
-    { 301, "Moved Permanently" },
-    { 302, "Found" },
-    { 303, "See Other" },
-    { 304, "Not Modified" },
-    { 305, "Use Proxy" },
-    { 307, "Temporary Redirect" },
-    { 308, "Permanent Redirect" },
-    { 400, "Bad Request" },
-    { 401, "Unauthorized" },
-    { 402, "Payment Required" },
-    { 403, "Forbidden" },
-    { 404, "Not Found" },
-    { 405, "Method Not Allowed" },
-    { 406, "Not Acceptable" },
-    { 407, "Proxy Authentication Required" },
-    { 408, "Request Timeout" },
-    { 409, "Conflict" },
-    { 410, "Gone" },
-    { 411, "Length Required" },
-    { 412, "Precondition Failed" },
-    { 413, "Content Too Large" },
-    { 414, "URI Too Long" },
-    { 415, "Unsupported Media Type" },
-    { 416, "Range Not Satisfiable" },
-    { 417, "Expectation Failed" },
-    { 418, "I'm a teapot" },
-    { 421, "Misdirected Request" },
-    { 422, "Unprocessable Content" },
-    { 423, "Locked" },
-    { 424, "Failed Dependency" },
-    { 425, "Too Early" },
-    { 426, "Upgrade Required" },
-    { 428, "Precondition Required" },
-    { 429, "Too Many Requests" },
-    { 431, "Request Header Fields Too Large" },
-    { 451, "Unavailable For Legal Reasons" },
-    { 500, "Internal Server Error" },
-    { 501, "Not Implemented" },
-    { 502, "Bad Gateway" },
-    { 503, "Service Unavailable" },
-    { 504, "Gateway Timeout" },
-    { 505, "HTTP Version Not Supported" },
-    { 506, "Variant Also Negotiates" },
-    { 507, "Insufficient Storage" },
-    { 508, "Loop Detected" },
-    { 511, "Network Authentication Required" },
-};
-
-const char *sc_http1_reason(int status)
-{
-    size_t lo = 0, hi = sizeof(reasons) / sizeof(reasons[0]);
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (reasons[mid].status == status) {
-            return reasons[mid].reason;
-        }
-        if (reasons[mid].status < status) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    return "Unknown";
 }
 
 /* Writers reserve the whole line first and then copy, so a failed write leaves <b> unchanged. */

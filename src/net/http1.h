@@ -7,7 +7,8 @@
 // incomplete, passing the length it had before, so that the end-of-head scan resumes. It rejects,
 // with a status and a static reason, everything a request smuggler or a confused peer could use:
 // Content-Length together with Transfer-Encoding, repeated or malformed Content-Length, a
-// Transfer-Encoding whose final coding is not chunked, obs-fold, bare LF or bare CR, whitespace
+// Transfer-Encoding whose final coding is not chunked, a Connection header naming Content-Length,
+// Transfer-Encoding, Host or Trailer, obs-fold, bare LF or bare CR, whitespace
 // before a header colon, invalid header names, NUL/CR/LF/CTL in values, malformed request lines and
 // versions, and heads over the configured limits (414 for the request line, 431 for the head).
 #ifndef SC_NET_HTTP1_H
@@ -47,6 +48,7 @@ struct sc_http_msg {
     bool upgrade;         /* requests: Connection has "upgrade" and an Upgrade header is present */
     bool expect_continue; /* requests: Expect: 100-continue */
     struct sc_str host; /* requests: the single Host value (required for HTTP/1.1); may be empty */
+    bool underscore;    /* a field name holds '_' (a proxy's headers_with_underscores acts on it) */
 };
 
 struct sc_http_limits {
@@ -93,8 +95,11 @@ int sc_http1_parse_response(const char *buf, size_t len, size_t last_len,
 
 /* Incremental decoder for chunked bodies. It validates chunk sizes (hex, at most 16 digits, no
  * overflow), extensions (token [= token / quoted-string]), the CRLF after each chunk's data and
- * trailer fields, and reports where the body's data lies, without copying. A proxy that forwards
- * the chunked framing as received forwards exactly the bytes the decoder consumed. */
+ * trailer fields (with <strict_trailers>, refusing those RFC 9110 6.5.1 forbids in trailers:
+ * framing, routing, request modifiers, authentication, response control and content processing,
+ * e.g. Content-Length, Transfer-Encoding, Host, Authorization, Cookie), and reports where the
+ * body's data lies, without copying. A proxy that forwards the chunked framing as received forwards
+ * exactly the bytes the decoder consumed. */
 struct sc_http1_chunked {
     int state;
     uint64_t remaining;   /* data bytes left in the current chunk */
@@ -103,6 +108,10 @@ struct sc_http1_chunked {
     size_t max_line;      /* cap for a chunk-size line with extensions */
     size_t max_trailers;  /* cap for the whole trailer section */
     uint64_t body_bytes;  /* total data bytes decoded so far */
+    bool strict_trailers; /* refuse trailer fields RFC 9110 6.5.1 forbids (a proxy, which
+                             forwards them, sets it after init) */
+    char tname[20];       /* the current trailer field's name, lower-cased (its first bytes) */
+    size_t tname_len;
 };
 
 enum {

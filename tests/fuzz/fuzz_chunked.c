@@ -3,7 +3,9 @@
 // at a point taken from the data, and (when short) one byte per call; every way must decode the
 // same body bytes and end the same way (done at the same offset, still incomplete, or the same
 // error). Every data span must lie inside the bytes handed in and end the consumed bytes, and a
-// completed body decoded again alone must complete at the same length. Any violation aborts.
+// completed body decoded again alone must complete at the same length. Inputs of odd length are
+// decoded with strict_trailers (forbidden trailer fields refused): that refuses more, never less.
+// Any violation aborts.
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -36,10 +38,13 @@ struct outcome {
 
 /* Decodes <in> handing over pieces that end at the offsets in <cuts> (then the rest), each piece
  * copied to its own exact-size block so that overreads are caught. */
+static bool strict; /* this input's strict_trailers */
+
 static void decode(const char *in, size_t len, const size_t *cuts, size_t ncuts, struct outcome *o)
 {
     struct sc_http1_chunked d;
     sc_http1_chunked_init(&d);
+    d.strict_trailers = strict;
     sc_buf_init(&o->body, len + 1);
     o->rc = SC_HTTP1_CHUNK_MORE;
     o->reason = NULL;
@@ -113,7 +118,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *in = (const char *)data;
     struct outcome whole, split, bytes;
+    strict = size % 2 == 1;
     decode(in, size, NULL, 0, &whole);
+    if (strict) {
+        /* Strictness only adds refusals: without it the same bytes end the same way or complete
+         * further, and an error it adds is the forbidden field. */
+        struct outcome lax;
+        strict = false;
+        decode(in, size, NULL, 0, &lax);
+        strict = true;
+        CHECK(whole.rc == lax.rc ||
+              (whole.rc == SC_EHTTP && strcmp(whole.reason, "forbidden trailer field") == 0));
+        sc_buf_cleanup(&lax.body);
+    }
     CHECK(whole.used <= size);
     CHECK(whole.body.len <= size);
 

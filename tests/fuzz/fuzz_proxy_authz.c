@@ -6,7 +6,8 @@
 // policy that exists; the path it was taken on is normal (normalising it again changes nothing);
 // and a decision never depends on a spelling the normaliser merges: the normalised path respelled
 // (an extra "./", a doubled slash, "x/../", unreserved characters percent-encoded, hex case
-// flipped) normalises back to the same path and gets the same decision.
+// flipped) normalises back to the same path and gets the same decision; the indexed evaluator,
+// with and without a connection's cache, decides as the linear walk of every policy.
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -40,6 +41,10 @@ static const char config[] =
     "'*/secret', '/u/{*}/keys'], hosts: ['*.shop', 'shop']}}]}]}\n"
     "  - {name: deny-net, action: DENY, rules: [{from: [{source: {remote_ip_blocks: "
     "[203.0.113.0/24]}}]}]}\n"
+    "  - {name: deny-outside, action: DENY, rules: [{from: [{source: {not_ip_blocks: "
+    "[10.0.0.0/8]}}]}, {to: [{operation: {methods: [DELETE], paths: ['/api/*']}}]}]}\n"
+    "  - {name: dry-deny, action: DENY, dry_run: true, rules: [{to: [{operation: {paths: "
+    "['/dry/*', '/api/v1/x']}}]}]}\n"
     "  - {name: audit-pay, action: AUDIT, rules: [{to: [{operation: {paths: ['/pay/{**}']}}]}]}\n"
     "  - name: allow\n"
     "    rules:\n"
@@ -81,8 +86,19 @@ static struct proxy_az_decision decide(const struct sc_http_msg *m, struct sc_st
     rq.host = sc_str_n(host, proxy_host_normalize(m->host, host, sizeof(host)));
     proxy_az_ip_parse(SC_STR("10.0.0.5"), &rq.source);
     proxy_authz_remote_ip(m, 1, &rq.source, &rq.remote);
-    struct proxy_az_decision d;
+    struct proxy_az_decision d, lin, cached;
     proxy_authz_eval(az, &rq, &d);
+    /* The index (with and without the connection's cache) decides as the linear walk. */
+    static struct proxy_az_conn conn;
+    proxy_authz_eval_linear(az, &rq, &lin);
+    rq.conn = &conn;
+    proxy_authz_eval(az, &rq, &cached);
+    const struct proxy_az_decision *v[] = { &d, &cached };
+    for (int k = 0; k < 2; k++) {
+        CHECK(v[k]->result == lin.result && v[k]->policy == lin.policy &&
+              v[k]->audit == lin.audit && v[k]->dry_run == lin.dry_run &&
+              v[k]->dry_run_denied == lin.dry_run_denied);
+    }
     return d;
 }
 

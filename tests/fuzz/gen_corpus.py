@@ -146,6 +146,20 @@ HTTP1 = {
     "bad-resp-cl-te": b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
     "bad-resp-status": b"HTTP/1.1 2000 OK\r\n\r\n",
     "bad-resp-lf": b"HTTP/1.1 200 OK\nContent-Length: 0\n\n",
+    # a Connection header naming framing or routing fields (a proxy would drop them)
+    "bad-conn-names-cl": req(b"POST / HTTP/1.1", H, b"Content-Length: 5",
+                             b"Connection: content-length", body=b"GET /"),
+    "bad-conn-names-te": req(b"POST / HTTP/1.1", H, b"Connection: keep-alive, Transfer-Encoding",
+                             b"Transfer-Encoding: chunked", body=b"0\r\n\r\n"),
+    "bad-conn-names-host": req(b"GET / HTTP/1.1", H, b"Connection: host"),
+    "bad-conn-names-trailer": req(b"GET / HTTP/1.1", H, b"Connection: Trailer"),
+    "ok-conn-te": req(b"GET / HTTP/1.1", H, b"Connection: TE", b"TE: trailers"),
+    # field names spelling framing with '_' (headers_with_underscores acts on them)
+    "ok-underscore-te": req(b"POST / HTTP/1.1", H, b"Content-Length: 5",
+                            b"Transfer_Encoding: chunked", body=b"0\r\n\r\n"),
+    "ok-underscore-cl": req(b"POST / HTTP/1.1", H, b"Transfer-Encoding: chunked",
+                            b"Content_Length: 0", body=b"0\r\n\r\n"),
+    "ok-underscore-first": req(b"GET / HTTP/1.1", H, b"_x: 1"),
 }
 
 CHUNKED = {
@@ -181,6 +195,11 @@ CHUNKED = {
     "bad-final-lf": b"0\r\n\n",
     "bad-size-line-long": b"1;" + b"e" * 5000 + b"\r\na\r\n0\r\n\r\n",
     "bad-trailers-large": b"0\r\n" + b"X: " + b"v" * 17000 + b"\r\n\r\n",
+    # forbidden trailer fields (refused when strict: inputs of odd length in fuzz_chunked)
+    "trailer-cl": b"1\r\na\r\n0\r\nContent-Length: 5\r\n\r\n",
+    "trailer-te": b"1\r\na\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n ",
+    "trailer-host": b"0\r\nHost: evil\r\n\r\n",
+    "trailer-authorization": b"0\r\nauthorization: Bearer x\r\n\r\n ",
 }
 
 

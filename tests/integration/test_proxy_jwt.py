@@ -165,6 +165,26 @@ def test_jwt_inline_and_policies(sidecar_run, echo, keys):
     assert any(ln["status"] == 401 for ln in lines)
 
 
+def test_jwt_request_principal_in_access_log(sidecar_run, echo, keys):
+    """The verified identity <iss>/<sub> is logged as request_principal, on the first request and
+    on cache hits, JSON-escaped; a request without a token logs none."""
+    port = free_port()
+    jwks = json.dumps({"keys": [jwk(keys["rsa"], "k1")]})
+    sc = sidecar_run("proxy", config=proxy_config(
+        [inbound(port)], [{"name": "app", "endpoints": [echo.addr]}],
+        request_authentication=[{"name": "jwt", "jwt_rules": [{"issuer": ISS, "jwks": jwks}]}]))
+    alice = token(keys["rsa"])
+    odd = token(keys["rsa"], sub='a "quoted" \\ sub')
+    for path, hdrs in [("/one", bearer(alice)), ("/two", bearer(alice)), ("/none", []),
+                       ("/odd", bearer(odd))]:
+        assert get(port, path, headers=hdrs).status == 200
+    lines = {ln["path"]: ln for ln in access_lines(sc, 4)}
+    assert lines["/one"]["request_principal"] == f"{ISS}/alice"
+    assert lines["/two"]["request_principal"] == f"{ISS}/alice"
+    assert "request_principal" not in lines["/none"]
+    assert lines["/odd"]["request_principal"] == f'{ISS}/a "quoted" \\ sub'
+
+
 @pytest.mark.parametrize("name,alg", [("rsa", "RS256"), ("rsa", "RS512"), ("rsa", "PS256"),
                                       ("ec256", "ES256"), ("ec384", "ES384"), ("ed", "EdDSA")])
 def test_jwt_algorithms_follow_the_key(sidecar_run, echo, keys, name, alg):

@@ -27,6 +27,24 @@ static void test_str(void **state)
     assert_false(sc_str_eq(SC_STR("abc"), SC_STR("abd")));
     assert_true(sc_str_caseeq(SC_STR("Content-Length"), SC_STR("content-LENGTH")));
     assert_false(sc_str_caseeq(SC_STR("a"), SC_STR("ab")));
+    /* Every byte pair at every position of lengths 1..19 (the word-wise compare), against the
+     * definition: equal after lower-casing ASCII letters only. */
+    for (size_t len = 1; len < 20; len++) {
+        for (size_t pos = 0; pos < len; pos += (len > 9 ? 3 : 1)) {
+            for (int x = 0; x < 256; x++) {
+                for (int y = 0; y < 256; y++) {
+                    char a[20], b[20];
+                    memset(a, 'q', len);
+                    memset(b, 'Q', len);
+                    a[pos] = (char)x;
+                    b[pos] = (char)y;
+                    int lx = x >= 'A' && x <= 'Z' ? x | 0x20 : x;
+                    int ly = y >= 'A' && y <= 'Z' ? y | 0x20 : y;
+                    assert_int_equal(sc_str_caseeq(sc_str_n(a, len), sc_str_n(b, len)), lx == ly);
+                }
+            }
+        }
+    }
     struct sc_str t = sc_str_trim(SC_STR(" \t x y \t"));
     assert_true(sc_str_eq(t, SC_STR("x y")));
     struct sc_str s = SC_STR("a,b,,c");

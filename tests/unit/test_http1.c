@@ -584,6 +584,16 @@ static const struct bad_case bad_requests[] = {
     { "TE empty", "POST / HTTP/1.1\r\n" H "Transfer-Encoding:\r\n\r\n", 0, 400 },
     { "TE in HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 0, 400 },
     { "TE vertical tab", "POST / HTTP/1.1\r\n" H "Transfer-Encoding:\vchunked\r\n\r\n", 0, 400 },
+    /* a Connection header may not take framing or routing away (a proxy drops what it names) */
+    { "Connection names Content-Length",
+      "POST / HTTP/1.1\r\n" H "Content-Length: 5\r\nConnection: content-length\r\n\r\n", 0, 400 },
+    { "Connection names Transfer-Encoding first",
+      "POST / HTTP/1.1\r\n" H "Connection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n",
+      0, 400 },
+    { "Connection names Host", "GET / HTTP/1.1\r\n" H "Connection: keep-alive, host\r\n\r\n", 0,
+      400 },
+    { "Connection names Trailer", "GET / HTTP/1.1\r\n" H "Connection: close,TRAILER\r\n\r\n", 0,
+      400 },
     /* field syntax */
     { "obs-fold", "GET / HTTP/1.1\r\n" H "X-A: a\r\n b\r\n\r\n", 0, 400 },
     { "obs-fold with tab", "GET / HTTP/1.1\r\n" H "X-A: a\r\n\tb\r\n\r\n", 0, 400 },
@@ -1220,6 +1230,84 @@ static void test_chunked(void **state)
     sc_buf_cleanup(&b);
 }
 
+/* Field names with '_' mark the message (headers_with_underscores), wherever the '_' is; a
+ * Connection naming TE (as RFC 9110 7.6.1 wants with "TE: trailers") is not framing; with
+ * strict_trailers the decoder refuses the trailer fields RFC 9110 6.5.1 forbids, and takes others.
+ */
+static void test_framing_rules(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in;
+        bool underscore;
+    } us[] = {
+        { "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n\r\n", false },
+        { "GET / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\n\r\n", true },
+        { "GET / HTTP/1.1\r\nHost: a\r\n_x: b\r\n\r\n", true },
+        { "GET / HTTP/1.1\r\nHost: a\r\nx_: b\r\nY: c\r\n\r\n", true },
+        { "GET /a_b HTTP/1.1\r\nHost: a\r\nX: b_c\r\n\r\n", false },
+        { "GET / HTTP/1.1\r\nHost: a\r\nConnection: TE\r\nTE: trailers\r\n\r\n", false },
+    };
+    for (size_t i = 0; i < sizeof(us) / sizeof(us[0]); i++) {
+        struct sc_http_header h[8];
+        struct sc_http_msg m = { .headers = h };
+        struct sc_http_error err = { 0 };
+        int rc = sc_http1_parse_request(us[i].in, strlen(us[i].in), 0, &sc_http1_default_limits, &m,
+                                        8, &err);
+        assert_int_equal(rc, (int)strlen(us[i].in));
+        assert_int_equal(m.underscore, us[i].underscore);
+    }
+    static const struct {
+        const char *in;
+        bool ok;
+    } tr[] = {
+        { "0\r\nX-Checksum: 1\r\n\r\n", true },
+        { "0\r\nContent-Length: 5\r\n\r\n", false },
+        { "0\r\ntransfer-encoding: chunked\r\n\r\n", false },
+        { "0\r\nHOST: evil\r\n\r\n", false },
+        { "0\r\nAuthorization: Bearer x\r\n\r\n", false },
+        { "0\r\nX: 1\r\nCookie: a=b\r\n\r\n", false },
+        { "0\r\nproxy-authorization-extra: 1\r\n\r\n", true },
+        { "1\r\na\r\n0\r\nhostx: 1\r\n\r\n", true },
+    };
+    for (size_t i = 0; i < sizeof(tr) / sizeof(tr[0]); i++) {
+        for (size_t step = 1; step <= strlen(tr[i].in); step += strlen(tr[i].in) - 1) {
+            struct sc_http1_chunked d;
+            sc_http1_chunked_init(&d);
+            d.strict_trailers = true;
+            const char *in = tr[i].in;
+            size_t len = strlen(in), off = 0;
+            int rc = 0;
+            struct sc_http_error err = { 0 };
+            while (off < len) {
+                size_t n = len - off < step ? len - off : step, used = 0;
+                struct sc_str data;
+                rc = sc_http1_chunked_next(&d, in + off, n, &used, &data, &err);
+                if (rc < 0 || rc == SC_HTTP1_CHUNK_DONE) {
+                    break;
+                }
+                off += used;
+            }
+            if (tr[i].ok) {
+                assert_int_equal(rc, SC_HTTP1_CHUNK_DONE);
+            } else {
+                assert_int_equal(rc, SC_EHTTP);
+                assert_int_equal(err.status, 400);
+                assert_string_equal(err.reason, "forbidden trailer field");
+            }
+        }
+        /* Without strict_trailers (a server that does not forward them) every name passes. */
+        struct sc_http1_chunked d;
+        sc_http1_chunked_init(&d);
+        size_t used;
+        struct sc_str data;
+        struct sc_http_error err = { 0 };
+        assert_int_equal(sc_http1_chunked_next(&d, tr[i].in, strlen(tr[i].in), &used, &data, &err),
+                         strncmp(tr[i].in, "1\r\n", 3) == 0 ? SC_HTTP1_CHUNK_DATA
+                                                            : SC_HTTP1_CHUNK_DONE);
+    }
+}
+
 static void test_chunked_caps(void **state)
 {
     (void)state;
@@ -1416,6 +1504,7 @@ int main(void)
         cmocka_unit_test(test_valid_responses), cmocka_unit_test(test_invalid_responses),
         cmocka_unit_test(test_chunked),         cmocka_unit_test(test_chunked_caps),
         cmocka_unit_test(test_helpers),         cmocka_unit_test(test_writers),
+        cmocka_unit_test(test_framing_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,7 +5,8 @@
 // without enforcing, sources (principals, namespaces, CIDRs, remote addresses by
 // X-Forwarded-For, not* forms), operations (hosts without case, port or trailing dot; methods;
 // paths with prefix, suffix, "*" and templates; ports), `when` keys, scoping by namespace and
-// selector, service-account names matched literally, and config errors.
+// selector, service-account names matched literally, and config errors; and the indexed
+// evaluator against the linear one on random policy sets and requests.
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -465,6 +466,258 @@ static int teardown(void **state)
     return 0;
 }
 
+/* ---- the index against the linear evaluator ---- */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static unsigned rnd(unsigned n)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (unsigned)(rng_state % n);
+}
+
+static const char *pick(const char *const *v, size_t n)
+{
+    return v[rnd((unsigned)n)];
+}
+
+#define PICK(v) pick(v, sizeof(v) / sizeof(v[0]))
+
+static const char *const methods[] = { "GET",   "HEAD",    "POST",  "PUT", "DELETE",
+                                       "PATCH", "OPTIONS", "PURGE", "get" };
+static const char *const method_pats[] = { "GET", "HEAD", "POST", "DELETE", "PURGE",
+                                           "get", "G*",   "*T",   "*" };
+static const char *const paths[] = { "/",         "/a",       "/a/",      "/a/b",
+                                     "/a/b/c",    "/ab",      "/ab/x",    "/b/a",
+                                     "/x.php",    "/a/x.php", "/api/v1",  "/api/v1/charge",
+                                     "/api/v2/x", "/apis/v1", "/deny-1/x" };
+static const char *const path_pats[] = {
+    "/a",        "/a/*",     "/a*",   "/ab",    "/a/b",    "/*",     "*.php",           "*",
+    "/api/v1/*", "/api/*",   "/api*", "/a/{*}", "/a/{**}", "/{*}/a", "/api/{*}/charge", "/",
+    "/b/*",      "/deny-1/*"
+};
+static const char *const ips[] = { "10.0.0.5", "10.1.2.3", "127.0.0.1", "192.168.1.9" };
+static const char *const cidrs[] = { "10.0.0.0/8", "10.0.0.5", "127.0.0.0/8", "192.168.0.0/16",
+                                     "10.1.0.0/16" };
+static const char *const princs[] = { "cluster.local/ns/shop/sa/order",
+                                      "cluster.local/ns/shop/sa/refund",
+                                      "cluster.local/ns/ops/sa/admin", "" };
+static const char *const princ_pats[] = { "cluster.local/ns/shop/sa/order", "*/sa/refund",
+                                          "cluster.local/ns/ops/*", "*" };
+static const char *const nss[] = { "shop", "ops", "sh*", "*" };
+static const char *const rprincs[] = { "https://iss/alice", "https://iss/bob", "" };
+static const char *const rprinc_pats[] = { "https://iss/alice", "https://iss/*", "*" };
+static const char *const hosts[] = { "svc.shop", "Admin.Shop", "x.example.com:8080" };
+static const char *const host_pats[] = { "svc.shop", "admin.shop", "*.example.com", "*" };
+static const char *const ports[] = { "8080", "9090", "443" };
+static const char *const snis[] = { "svc.shop", "other", "" };
+
+/* A random list value: "[a, b]" of <k> picks. */
+static void list(char *out, size_t cap, const char *const *v, size_t n)
+{
+    size_t k = 1 + rnd(2), len = 0;
+    len += (size_t)snprintf(out + len, cap - len, "[");
+    for (size_t i = 0; i < k; i++) {
+        len += (size_t)snprintf(out + len, cap - len, "%s\"%s\"", i ? ", " : "", pick(v, n));
+    }
+    snprintf(out + len, cap - len, "]");
+}
+
+#define LIST(buf, v) list(buf, sizeof(buf), v, sizeof(v) / sizeof(v[0]))
+
+/* Appends to <y> one random field "key: [values]" of kind <kind> (0-4: a source's, 5-10 an
+ * operation's). */
+static void field(struct sc_buf *y, bool source, unsigned kind)
+{
+    char l[256];
+    bool neg = rnd(4) == 0;
+    if (source) {
+        switch (kind) {
+        case 0:
+            LIST(l, princ_pats);
+            sc_buf_appendf(y, "%sprincipals: %s", neg ? "not_" : "", l);
+            break;
+        case 1:
+            LIST(l, nss);
+            sc_buf_appendf(y, "%snamespaces: %s", neg ? "not_" : "", l);
+            break;
+        case 2:
+            LIST(l, cidrs);
+            sc_buf_appendf(y, "%sip_blocks: %s", neg ? "not_" : "", l);
+            break;
+        case 3:
+            LIST(l, cidrs);
+            sc_buf_appendf(y, "%sremote_ip_blocks: %s", neg ? "not_" : "", l);
+            break;
+        default:
+            LIST(l, rprinc_pats);
+            sc_buf_appendf(y, "%srequest_principals: %s", neg ? "not_" : "", l);
+        }
+        return;
+    }
+    switch (kind) {
+    case 0:
+    case 1:
+        LIST(l, method_pats);
+        sc_buf_appendf(y, "%smethods: %s", neg ? "not_" : "", l);
+        break;
+    case 2:
+    case 3:
+        LIST(l, path_pats);
+        sc_buf_appendf(y, "%spaths: %s", neg ? "not_" : "", l);
+        break;
+    case 4:
+        LIST(l, host_pats);
+        sc_buf_appendf(y, "%shosts: %s", neg ? "not_" : "", l);
+        break;
+    default:
+        LIST(l, ports);
+        sc_buf_appendf(y, "%sports: %s", neg ? "not_" : "", l);
+    }
+}
+
+/* A random rule: sources, operations (one to three fields each) and conditions. */
+static void rule(struct sc_buf *y)
+{
+    static const char *const when_keys[] = { "source.ip",        "destination.port",
+                                             "connection.sni",   "request.headers[x-a]",
+                                             "source.namespace", "request.auth.principal" };
+    static const char *const when_vals[] = { "10.0.0.0/8", "8080", "svc.shop",
+                                             "1",          "shop", "https://iss/alice" };
+    sc_buf_appendf(y, "{");
+    const char *sep = "";
+    for (int part = 0; part < 2; part++) {
+        if (rnd(3) == 0) {
+            continue;
+        }
+        sc_buf_appendf(y, "%s%s: [", sep, part ? "to" : "from");
+        unsigned n = 1 + rnd(2);
+        for (unsigned i = 0; i < n; i++) {
+            sc_buf_appendf(y, "%s{%s: {", i ? ", " : "", part ? "operation" : "source");
+            /* One to three fields of distinct kinds (methods and paths twice as likely). */
+            static const unsigned src_kinds[] = { 0, 1, 2, 3, 4 }, op_kinds[] = { 0, 2, 4, 5 };
+            const unsigned *kinds = part ? op_kinds : src_kinds;
+            unsigned nk = part ? 4 : 5, used = 0, f = 1 + rnd(3);
+            for (unsigned k = 0; k < f; k++) {
+                unsigned kind = kinds[rnd(nk)];
+                if (part && kind != 5 && rnd(2)) {
+                    kind++; /* 1: methods, 3: paths (the same keys as 0 and 2) */
+                }
+                unsigned bit = 1u << (part && kind < 4 ? kind / 2 * 2 : kind);
+                if (used & bit) {
+                    continue;
+                }
+                sc_buf_appendf(y, "%s", used ? ", " : "");
+                used |= bit;
+                field(y, part == 0, kind);
+            }
+            sc_buf_appendf(y, "}}");
+        }
+        sc_buf_appendf(y, "]");
+        sep = ", ";
+    }
+    if (rnd(4) == 0) {
+        unsigned k = rnd(6);
+        sc_buf_appendf(y, "%swhen: [{key: \"%s\", %svalues: [\"%s\"]}]", sep, when_keys[k],
+                       rnd(3) == 0 ? "not_" : "", when_vals[k]);
+    }
+    sc_buf_appendf(y, "}");
+}
+
+static bool same(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* The indexed evaluator, with and without a connection's cache, decides as the linear one on
+ * random policy sets (every action, dry runs, every indexed and unindexed field kind) and random
+ * requests, several on each connection. */
+static void test_index_differential(void **state)
+{
+    (void)state;
+    for (int set = 0; set < 400; set++) {
+        struct sc_buf y;
+        sc_buf_init(&y, 1 << 20);
+        sc_buf_appendf(&y, "xff_num_trusted_hops: 1\n"
+                           "extension_providers: [{name: ext, service: 127.0.0.1, port: 9}]\n"
+                           "authorization:\n");
+        unsigned npol = 1 + rnd(24);
+        for (unsigned i = 0; i < npol; i++) {
+            static const char *const actions[] = { "ALLOW", "ALLOW", "DENY",
+                                                   "DENY",  "AUDIT", "CUSTOM" };
+            const char *a = PICK(actions);
+            sc_buf_appendf(&y, "  - {name: p%u, action: %s%s%s, rules: [", i, a,
+                           strcmp(a, "CUSTOM") == 0 ? ", provider: ext" : "",
+                           rnd(6) == 0 ? ", dry_run: true" : "");
+            unsigned nr = rnd(4);
+            for (unsigned r = 0; r < nr; r++) {
+                if (r) {
+                    sc_buf_appendf(&y, ", ");
+                }
+                rule(&y);
+            }
+            sc_buf_appendf(&y, "]}\n");
+        }
+        sc_buf_append(&y, "", 1);
+        struct proxy_authz *az = load(y.p);
+        assert_non_null(az);
+        for (int c = 0; c < 12; c++) {
+            struct proxy_az_conn conn;
+            memset(&conn, 0, sizeof(conn));
+            const char *ip = PICK(ips), *princ = PICK(princs), *sni = PICK(snis);
+            static const int dports[] = { 8080, 9090, 443 };
+            int dport = dports[rnd(3)];
+            for (int q = 0; q < 8; q++) {
+                const char *method = PICK(methods), *path = PICK(paths), *host = PICK(hosts);
+                const char *rp = PICK(rprincs), *xff = PICK(ips);
+                struct sc_http_header h[2] = {
+                    { SC_STR("X-Forwarded-For"), sc_str_c(xff) },
+                    { SC_STR("x-a"), rnd(2) ? SC_STR("1") : SC_STR("2") },
+                };
+                struct sc_http_msg m = { .headers = h, .nheaders = 2 };
+                char hb[256];
+                struct proxy_az_auth auth = { .principal = sc_str_c(rp) };
+                struct proxy_az_req rq = {
+                    .m = &m,
+                    .method = sc_str_c(method),
+                    .path = sc_str_c(path),
+                    .authority = sc_str_c(host),
+                    .principal = sc_str_c(princ),
+                    .sni = sc_str_c(sni),
+                    .dport = dport,
+                    .auth = *rp ? &auth : NULL,
+                };
+                rq.host = sc_str_n(hb, proxy_host_normalize(rq.authority, hb, sizeof(hb)));
+                assert_int_equal(proxy_az_ip_parse(sc_str_c(ip), &rq.source), 0);
+                assert_int_equal(proxy_az_ip_parse(SC_STR("10.0.0.1"), &rq.dest), 0);
+                proxy_authz_remote_ip(&m, 1, &rq.source, &rq.remote);
+                struct proxy_az_decision lin, ix, ixc;
+                proxy_authz_eval_linear(az, &rq, &lin);
+                proxy_authz_eval(az, &rq, &ix);
+                rq.conn = &conn;
+                proxy_authz_eval(az, &rq, &ixc);
+                const struct proxy_az_decision *v[] = { &ix, &ixc };
+                for (int k = 0; k < 2; k++) {
+                    const struct proxy_az_decision *d = v[k];
+                    if (d->result != lin.result || !same(d->policy, lin.policy) ||
+                        !same(d->audit, lin.audit) || !same(d->custom, lin.custom) ||
+                        d->ext != lin.ext || !same(d->dry_run, lin.dry_run) ||
+                        d->dry_run_denied != lin.dry_run_denied) {
+                        fail_msg("indexed (%s cache) differs from linear: %s %s host %s from %s "
+                                 "%s sni %s port %d rp %s xff %s\n%s",
+                                 k ? "with" : "without", method, path, host, ip, princ, sni, dport,
+                                 rp, xff, y.p);
+                    }
+                }
+            }
+        }
+        proxy_authz_free(az);
+        sc_buf_cleanup(&y);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -479,6 +732,7 @@ int main(void)
         cmocka_unit_test(test_scoping),
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_custom_first),
+        cmocka_unit_test(test_index_differential),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

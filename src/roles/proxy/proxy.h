@@ -322,13 +322,15 @@ struct proxy_rt {
     uint32_t max_request_head;
     uint64_t max_request_body; /* 0: unlimited */
     int max_connections;
-    uint64_t busy_poll_ns;        /* 0: off */
-    int path_normalization;       /* enum proxy_pathnorm */
-    int escaped_slashes;          /* enum proxy_escslash */
-    struct proxy_authz *authz;    /* the policies that apply to the workload; NULL: none */
-    struct proxy_jwt *jwt;        /* the RequestAuthentication rules that apply; NULL: none */
-    struct proxy_trace_rt *trace; /* NULL: tracing off (proxy_trace.c) */
-    struct proxy_oidc *oidc;      /* the login on inbound listeners; NULL: none */
+    uint64_t busy_poll_ns;              /* 0: off */
+    int path_normalization;             /* enum proxy_pathnorm */
+    int escaped_slashes;                /* enum proxy_escslash */
+    int headers_with_underscores;       /* enum proxy_underscores */
+    struct sc_metric *m_underscores[3]; /* by enum proxy_underscores: [DROP], [REJECT] counted */
+    struct proxy_authz *authz;          /* the policies that apply to the workload; NULL: none */
+    struct proxy_jwt *jwt;              /* the RequestAuthentication rules that apply; NULL: none */
+    struct proxy_trace_rt *trace;       /* NULL: tracing off (proxy_trace.c) */
+    struct proxy_oidc *oidc;            /* the login on inbound listeners; NULL: none */
 };
 
 struct proxy_metrics {
@@ -379,6 +381,11 @@ int proxy_cfg_workers(const struct proxy_cfg *cfg);
 
 /* Fills the snapshot's normalisation settings and compiles the authorization policies that
  * apply to the workload (proxy_authz_req.c). Returns 0 or SC_ECONFIG with a new <*err>. */
+/* Applies headers_with_underscores to request <m> when a field name holds '_': drop removes
+ * those headers from <m> (everything after sees the request without them), reject returns 400.
+ * Returns 0 or 400. Called by each downstream codec before the exchange starts. */
+int proxy_underscores(const struct proxy_rt *rt, struct sc_http_msg *m);
+
 int proxy_authz_rt_init(struct proxy_rt *rt, const struct proxy_cfg *cfg, struct proxy_metrics *pm,
                         char **err);
 

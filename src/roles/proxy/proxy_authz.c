@@ -5,7 +5,7 @@
 // the templates "{*}" (one segment) and "{**}" (the rest, last only). Nothing is a regular
 // expression: a '.' in a service-account name is a dot. Memory is fixed at compile time; the
 // evaluator allocates nothing.
-#include "roles/proxy/proxy_authz.h"
+#include "roles/proxy/proxy_authz_int.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -23,7 +23,6 @@ const char *const proxy_az_action_names[] = { "ALLOW", "DENY", "AUDIT", "CUSTOM"
 
 #define AZ_MAX_VALUES 256
 #define AZ_MAX_SEGS 32
-#define AZ_MAX_CLAIM_DEPTH 8
 
 /* ---- option tables ---- */
 
@@ -176,6 +175,14 @@ const struct sc_opt proxy_authz_opts[] = {
       .help = "%2F and %5C in a path: reject (400), decode (to '/'), or keep (forwarded "
               "encoded; not with decode_and_merge_slashes)",
       .enums = proxy_escslash_names },
+    { .name = "headers_with_underscores",
+      .type = SC_OPT_ENUM,
+      .offset = offsetof(struct proxy_authz_cfg, headers_with_underscores),
+      .def = "drop",
+      .help = "request headers whose name holds '_' (\"Content_Length\" reads as framing to "
+              "an upstream that maps '_' to '-'): allow, drop (before routing, policies and the "
+              "upstream see them), or reject (400)",
+      .enums = proxy_underscores_names },
     { .name = "xff_num_trusted_hops",
       .type = SC_OPT_INT,
       .offset = offsetof(struct proxy_authz_cfg, xff_num_trusted_hops),
@@ -201,118 +208,8 @@ const struct sc_opt proxy_authz_opts[] = {
     { 0 },
 };
 
-/* ---- compiled matchers ---- */
-
-enum { M_EXACT, M_PREFIX, M_SUFFIX, M_ANY, M_TEMPLATE };
-
-struct az_str {
-    char *s; /* the literal part (M_TEMPLATE: the whole template) */
-    size_t len;
-    int kind;
-    bool port; /* a host pattern with a port: compared with the authority */
-};
-
-struct az_strs {
-    struct az_str *v;
-    size_t n;
-};
-
-struct az_cidr {
-    int fam;
-    int bits;
-    uint8_t a[16];
-};
-
-struct az_cidrs {
-    struct az_cidr *v;
-    size_t n;
-};
-
-struct az_ports {
-    int *v;
-    size_t n;
-};
-
-/* Which field groups a source or an operation sets: matching looks at those only (most rules
- * set one or two of ten). */
-enum { G_PRINC = 1, G_RPRINC = 2, G_NS = 4, G_IP = 8, G_RIP = 16 };
-enum { G_HOST = 1, G_METHOD = 2, G_PATH = 4, G_PORT = 8 };
-
-struct az_src {
-    unsigned set;
-    struct az_strs principals, not_principals, rprincipals, not_rprincipals, ns, not_ns;
-    struct az_cidrs ip, not_ip, rip, not_rip;
-};
-
-struct az_op {
-    unsigned set;
-    struct az_strs hosts, not_hosts, methods, not_methods, paths, not_paths;
-    struct az_ports ports, not_ports;
-};
-
-enum {
-    K_HEADER,
-    K_SOURCE_IP,
-    K_REMOTE_IP,
-    K_SOURCE_NS,
-    K_SOURCE_PRINCIPAL,
-    K_AUTH_PRINCIPAL,
-    K_AUTH_AUDIENCES,
-    K_AUTH_PRESENTER,
-    K_AUTH_CLAIMS,
-    K_DEST_IP,
-    K_DEST_PORT,
-    K_SNI,
-};
-
-struct az_cond {
-    int key;
-    char *arg; /* K_HEADER: the header name */
-    struct sc_str claim[AZ_MAX_CLAIM_DEPTH];
-    size_t nclaim;
-    struct az_strs values, not_values;
-    struct az_cidrs cvalues, not_cvalues;
-    struct az_ports pvalues, not_pvalues;
-};
-
-struct az_rule {
-    struct az_src *from;
-    size_t nfrom;
-    struct az_op *to;
-    size_t nto;
-    struct az_cond *when;
-    size_t nwhen;
-};
-
-enum { R_ALLOWED, R_DENIED, R_AUDITED, R_DRY_ALLOWED, R_DRY_DENIED, R_COUNT };
 static const char *const result_names[] = { "allowed", "denied", "audited", "dry_run_allowed",
                                             "dry_run_denied" };
-
-struct az_policy {
-    char *name;
-    size_t provider; /* CUSTOM: index in extension_providers */
-    int action;
-    bool dry_run;
-    struct az_rule *rules;
-    size_t nrules;
-    struct sc_metric *m[R_COUNT];
-};
-
-/* Policy lists walked by evaluation: the enforced ones by action, and the dry-run ones. */
-enum { L_CUSTOM, L_DENY, L_AUDIT, L_ALLOW, L_DRY, L_COUNT };
-
-struct proxy_authz {
-    struct az_policy *pol;
-    size_t npol;
-    const struct az_policy **list[L_COUNT];
-    struct proxy_extauthz **ext; /* extension_providers, compiled */
-    size_t next;
-    size_t nlist[L_COUNT];
-    bool has_dry_allow; /* a dry-run ALLOW policy applies */
-    unsigned needs;
-    int xff_hops;
-    struct sc_metric *m_default[R_COUNT]; /* decisions no policy took (policy="") */
-};
 
 /* ---- compiling ---- */
 
@@ -697,6 +594,9 @@ static int compile_op(const struct proxy_az_operation_cfg *s, struct az_op *o, u
     if (o->set & G_PORT) {
         *needs |= PROXY_AZ_NEED_DEST;
     }
+    if (o->set & G_HOST) {
+        *needs |= PROXY_AZ_NEED_HOST;
+    }
     return rc;
 }
 
@@ -913,6 +813,9 @@ struct proxy_authz *proxy_authz_new(const struct proxy_authz_cfg *c,
         int l = p->dry_run ? L_DRY : list_of[p->action];
         az->list[l][az->nlist[l]++] = p;
     }
+    static _Atomic uint64_t gens;
+    az->gen = ++gens;
+    proxy_az_index_build(az);
     return az;
 }
 
@@ -924,6 +827,7 @@ void proxy_authz_free(struct proxy_authz *az)
     for (size_t i = 0; i < az->npol; i++) {
         free_policy(&az->pol[i]);
     }
+    proxy_az_index_free(&az->ix);
     for (int l = 0; l < L_COUNT; l++) {
         sc_free(az->list[l]);
     }
@@ -996,6 +900,21 @@ static bool template_match(const char *t, size_t tl, struct sc_str v)
     return vi == v.len;
 }
 
+/* memcmp(a, b, n) == 0 without a call for the short values policies mostly hold (methods,
+ * path prefixes, names). */
+static inline bool bytes_eq(const char *a, const char *b, size_t n)
+{
+    if (n > 16) {
+        return memcmp(a, b, n) == 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (a[i] != b[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* One pattern against value <v> (empty: absent). <ci>: compare <v> lower-cased. */
 static bool str_match(const struct az_str *m, struct sc_str v, bool ci)
 {
@@ -1008,15 +927,13 @@ static bool str_match(const struct az_str *m, struct sc_str v, bool ci)
     case M_TEMPLATE:
         return template_match(m->s, m->len, v);
     case M_PREFIX:
-        return v.len >= m->len &&
-               (ci ? lower_eq(v.p, m->s, m->len) : memcmp(v.p, m->s, m->len) == 0);
+        return v.len >= m->len && (ci ? lower_eq(v.p, m->s, m->len) : bytes_eq(v.p, m->s, m->len));
     case M_SUFFIX: {
         const char *p = v.p + v.len - m->len;
-        return v.len >= m->len && (ci ? lower_eq(p, m->s, m->len) : memcmp(p, m->s, m->len) == 0);
+        return v.len >= m->len && (ci ? lower_eq(p, m->s, m->len) : bytes_eq(p, m->s, m->len));
     }
     default:
-        return v.len == m->len &&
-               (ci ? lower_eq(v.p, m->s, m->len) : memcmp(v.p, m->s, v.len) == 0);
+        return v.len == m->len && (ci ? lower_eq(v.p, m->s, m->len) : bytes_eq(v.p, m->s, v.len));
     }
 }
 
@@ -1151,9 +1068,10 @@ static bool rule_http_only(const struct az_rule *r)
     return false;
 }
 
-static bool src_match(const struct az_src *s, const struct proxy_az_req *rq)
+/* Source <s> against <rq>, in the field groups of <mask> only. */
+static bool src_match(const struct az_src *s, const struct proxy_az_req *rq, unsigned mask)
 {
-    unsigned set = s->set & (rq->tcp ? ~(unsigned)G_RPRINC : ~0u);
+    unsigned set = s->set & mask & (rq->tcp ? ~(unsigned)G_RPRINC : ~0u);
     if ((set & G_IP) && !(POS(s->ip, cidrs_any(&s->ip, &rq->source)) &&
                           NEG(s->not_ip, cidrs_any(&s->not_ip, &rq->source)))) {
         return false;
@@ -1185,9 +1103,10 @@ static bool src_match(const struct az_src *s, const struct proxy_az_req *rq)
     return true;
 }
 
-static bool op_match(const struct az_op *o, const struct proxy_az_req *rq)
+/* Operation <o> against <rq>, in the field groups of <mask> only. */
+static bool op_match(const struct az_op *o, const struct proxy_az_req *rq, unsigned mask)
 {
-    unsigned set = o->set & (rq->tcp ? ~(unsigned)(G_HOST | G_METHOD | G_PATH) : ~0u);
+    unsigned set = o->set & mask & (rq->tcp ? ~(unsigned)(G_HOST | G_METHOD | G_PATH) : ~0u);
     if ((set & G_METHOD) && !(POS(o->methods, strs_any(&o->methods, rq->method)) &&
                               NEG(o->not_methods, strs_any(&o->not_methods, rq->method)))) {
         return false;
@@ -1299,23 +1218,55 @@ static bool cond_match(const struct az_cond *c, const struct proxy_az_req *rq)
            NEG(c->not_values, strs_any(&c->not_values, v));
 }
 
-static bool rule_match(const struct az_rule *r, const struct proxy_az_req *rq)
+/* Condition keys a connection fixes (the same for every request on it). */
+static bool cond_conn(int key)
 {
+    return key == K_SOURCE_IP || key == K_SOURCE_NS || key == K_SOURCE_PRINCIPAL ||
+           key == K_DEST_IP || key == K_DEST_PORT || key == K_SNI;
+}
+
+bool proxy_az_rule_match(const struct az_rule *r, const struct proxy_az_req *rq, int what)
+{
+    bool conn = what == AZ_MATCH_CONN;
+    unsigned smask = conn ? (unsigned)(G_IP | G_PRINC | G_NS) : ~0u;
+    unsigned omask = conn ? (unsigned)G_PORT : ~0u;
     bool ok = r->nfrom == 0;
     for (size_t i = 0; i < r->nfrom && !ok; i++) {
-        ok = src_match(&r->from[i], rq);
+        ok = src_match(&r->from[i], rq, smask);
     }
     if (!ok) {
         return false;
     }
     ok = r->nto == 0;
     for (size_t i = 0; i < r->nto && !ok; i++) {
-        ok = op_match(&r->to[i], rq);
+        ok = op_match(&r->to[i], rq, omask);
     }
     for (size_t i = 0; i < r->nwhen && ok; i++) {
-        ok = cond_match(&r->when[i], rq);
+        if (!conn || cond_conn(r->when[i].key)) {
+            ok = cond_match(&r->when[i], rq);
+        }
     }
     return ok;
+}
+
+bool proxy_az_rule_has_conn(const struct az_rule *r)
+{
+    for (size_t i = 0; i < r->nfrom; i++) {
+        if (r->from[i].set & (G_IP | G_PRINC | G_NS)) {
+            return true;
+        }
+    }
+    for (size_t i = 0; i < r->nto; i++) {
+        if (r->to[i].set & G_PORT) {
+            return true;
+        }
+    }
+    for (size_t i = 0; i < r->nwhen; i++) {
+        if (cond_conn(r->when[i].key)) {
+            return true;
+        }
+    }
+    return false;
 }
 
 static bool policy_match(const struct az_policy *p, const struct proxy_az_req *rq)
@@ -1324,7 +1275,7 @@ static bool policy_match(const struct az_policy *p, const struct proxy_az_req *r
         if (rq->tcp && p->action != PROXY_AZ_DENY && rule_http_only(&p->rules[i])) {
             continue;
         }
-        if (rule_match(&p->rules[i], rq)) {
+        if (proxy_az_rule_match(&p->rules[i], rq, AZ_MATCH_ALL)) {
             return true;
         }
     }
@@ -1373,8 +1324,29 @@ static void count(struct sc_metric *m)
     sc_metrics_counter_inc(m);
 }
 
-void proxy_authz_eval(const struct proxy_authz *az, const struct proxy_az_req *rq,
-                      struct proxy_az_decision *d)
+void proxy_az_dry_mark(struct proxy_az_decision *d, const struct az_policy *p, bool *allow_hit)
+{
+    if (p->action == PROXY_AZ_DENY && !d->dry_run_denied) {
+        d->dry_run = p->name;
+        d->dry_run_denied = true;
+        count(p->m[R_DRY_DENIED]);
+    } else if (p->action == PROXY_AZ_ALLOW && !*allow_hit) {
+        *allow_hit = true;
+        count(p->m[R_DRY_ALLOWED]);
+    }
+}
+
+void proxy_az_dry_end(const struct proxy_authz *az, struct proxy_az_decision *d, bool allow_hit)
+{
+    if (az->has_dry_allow && !allow_hit && !d->dry_run_denied) {
+        d->dry_run = "";
+        d->dry_run_denied = true;
+        count(az->m_default[R_DRY_DENIED]);
+    }
+}
+
+void proxy_authz_eval_linear(const struct proxy_authz *az, const struct proxy_az_req *rq,
+                             struct proxy_az_decision *d)
 {
     memset(d, 0, sizeof(*d));
     d->result = PROXY_AZ_RES_ALLOW;
@@ -1382,23 +1354,11 @@ void proxy_authz_eval(const struct proxy_authz *az, const struct proxy_az_req *r
     bool dry_allow_hit = false;
     for (size_t i = 0; i < az->nlist[L_DRY]; i++) {
         const struct az_policy *p = az->list[L_DRY][i];
-        if (!policy_match(p, rq)) {
-            continue;
-        }
-        if (p->action == PROXY_AZ_DENY && !d->dry_run_denied) {
-            d->dry_run = p->name;
-            d->dry_run_denied = true;
-            count(p->m[R_DRY_DENIED]);
-        } else if (p->action == PROXY_AZ_ALLOW && !dry_allow_hit) {
-            dry_allow_hit = true;
-            count(p->m[R_DRY_ALLOWED]);
+        if (policy_match(p, rq)) {
+            proxy_az_dry_mark(d, p, &dry_allow_hit);
         }
     }
-    if (az->has_dry_allow && !dry_allow_hit && !d->dry_run_denied) {
-        d->dry_run = "";
-        d->dry_run_denied = true;
-        count(az->m_default[R_DRY_DENIED]);
-    }
+    proxy_az_dry_end(az, d, dry_allow_hit);
     /* A matching CUSTOM policy sends the request to its authorizer first; the DENY and ALLOW
      * verdict below still applies when the authorizer allows (Istio's order). */
     for (size_t i = 0; i < az->nlist[L_CUSTOM] && !d->ext; i++) {

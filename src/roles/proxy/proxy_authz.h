@@ -74,6 +74,7 @@ struct proxy_az_policy_cfg {
 struct proxy_authz_cfg {
     int path_normalization;            /* enum proxy_pathnorm */
     int escaped_slashes;               /* enum proxy_escslash */
+    int headers_with_underscores;      /* enum proxy_underscores */
     int64_t xff_num_trusted_hops;      /* remote.ip: the Nth X-Forwarded-For entry from the right */
     struct sc_vec authorization;       /* struct proxy_az_policy_cfg */
     struct sc_vec extension_providers; /* struct proxy_extauthz_cfg: CUSTOM policies' */
@@ -111,6 +112,7 @@ enum {
     PROXY_AZ_NEED_DEST = 1 << 1,   /* destination.ip / destination.port / ports */
     PROXY_AZ_NEED_PEER = 1 << 2,   /* principals, namespaces, source.* identity keys */
     PROXY_AZ_NEED_SNI = 1 << 3,
+    PROXY_AZ_NEED_HOST = 1 << 4, /* hosts / not_hosts: the normalised Host */
 };
 unsigned proxy_authz_needs(const struct proxy_authz *az);
 
@@ -136,6 +138,16 @@ struct proxy_az_auth {
     const void *ctx;
 };
 
+/* What evaluation keeps per connection (struct proxy_client holds one): which rules the
+ * connection's own attributes (source address, peer principal and namespace, SNI, destination)
+ * already rule out, for the evaluator of generation <gen>. Filled on first use; a new evaluator
+ * (a reload) refills it. Rules past the first PROXY_AZ_CONN_WORDS * 64 are never ruled out. */
+#define PROXY_AZ_CONN_WORDS 8
+struct proxy_az_conn {
+    uint64_t gen; /* 0: empty */
+    uint64_t may[PROXY_AZ_CONN_WORDS];
+};
+
 /* The request's attributes, all borrowed. Empty views: absent. */
 struct proxy_az_req {
     const struct sc_http_msg *m; /* headers for request.headers[...] and X-Forwarded-For */
@@ -150,6 +162,7 @@ struct proxy_az_req {
     struct proxy_az_ip dest;
     int dport;
     const struct proxy_az_auth *auth; /* NULL: no verified token */
+    struct proxy_az_conn *conn;       /* the connection's cache, or NULL (then nothing is kept) */
     bool tcp; /* a relayed TCP connection, no HTTP attributes (Istio's TCP rules): a DENY policy
                  ignores the HTTP-only fields of its rules (matching on the rest: more is
                  denied), a rule of any other action that has them never matches */
@@ -178,6 +191,11 @@ void proxy_authz_remote_ip(const struct sc_http_msg *m, int hops, const struct p
  * dry-run policies only mark <d>. Counts the decision in sidecar_authz_decisions_total. */
 void proxy_authz_eval(const struct proxy_authz *az, const struct proxy_az_req *rq,
                       struct proxy_az_decision *d);
+
+/* The same decision, every policy of every list walked in order without the index: the
+ * reference the indexed evaluator is tested against (and what TCP connections use). */
+void proxy_authz_eval_linear(const struct proxy_authz *az, const struct proxy_az_req *rq,
+                             struct proxy_az_decision *d);
 
 /* The X-Forwarded-For hops option of <az>. */
 int proxy_authz_xff_hops(const struct proxy_authz *az);

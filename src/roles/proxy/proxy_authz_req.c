@@ -7,6 +7,7 @@
 #include <time.h>
 #include <sys/socket.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "net/transport.h"
@@ -43,6 +44,34 @@ static void dest_of(struct proxy_exch *ex, struct proxy_az_ip *ip, int *port)
                                        : 0;
 }
 
+int proxy_underscores(const struct proxy_rt *rt, struct sc_http_msg *m)
+{
+    if (!m->underscore || rt->headers_with_underscores == PROXY_US_ALLOW) {
+        return 0;
+    }
+    sc_metrics_counter_inc(rt->m_underscores[rt->headers_with_underscores]);
+    if (rt->headers_with_underscores == PROXY_US_REJECT) {
+        return 400;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < m->nheaders; i++) {
+        if (!memchr(m->headers[i].name.p, '_', m->headers[i].name.len)) {
+            m->headers[k++] = m->headers[i];
+        }
+    }
+    m->nheaders = k;
+    m->underscore = false;
+    return 0;
+}
+
+/* Keeps the request principal of <a> for the access log (the first identity found wins). */
+static void keep_principal(struct proxy_exch *ex, const struct proxy_az_auth *a)
+{
+    if (a && a->principal.len && ex->rt->access_log && !ex->request_principal) {
+        ex->request_principal = sc_strndup(a->principal.p, a->principal.len);
+    }
+}
+
 int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_str raw,
                         struct sc_str *origin, struct sc_str *path, const char **why,
                         unsigned *flags)
@@ -72,6 +101,7 @@ int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, stru
             *flags = 0;
             return st;
         }
+        keep_principal(ex, login);
     }
     if (!ex->lsn->inbound || (!rt->authz && !rt->jwt)) {
         return 0;
@@ -97,6 +127,7 @@ int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, stru
         ex->authn_drop = proxy_jwt_drop_names(rt->jwt, &ex->nauthn_drop);
         ex->authn_strip = jr.strip;
         ex->authn_add = jr.add;
+        keep_principal(ex, jr.auth);
     }
     const struct proxy_authz *az = rt->authz;
     if (!az) {
@@ -116,8 +147,11 @@ int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, stru
         .path = ex->is_connect ? SC_STR_NULL : *path,
         .authority = authority,
         .auth = jr.auth,
+        .conn = &ex->cl->azc,
     };
-    rq.host = sc_str_n(host, proxy_host_normalize(authority, host, sizeof(host)));
+    if (needs & PROXY_AZ_NEED_HOST) {
+        rq.host = sc_str_n(host, proxy_host_normalize(authority, host, sizeof(host)));
+    }
     proxy_az_ip_from_sa(&ex->cl->addr, &rq.source);
     if ((needs & PROXY_AZ_NEED_PEER) && ex->cl->tls) {
         rq.principal = proxy_tls_peer_principal(ex);
@@ -179,6 +213,16 @@ int proxy_authz_rt_init(struct proxy_rt *rt, const struct proxy_cfg *cfg, struct
 {
     rt->path_normalization = cfg->authz.path_normalization;
     rt->escaped_slashes = cfg->authz.escaped_slashes;
+    rt->headers_with_underscores = cfg->authz.headers_with_underscores;
+    static const char *const us_labels[] = { "action", NULL };
+    struct sc_metric_family *us =
+        sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_headers_with_underscores_total",
+                          "Requests with a header name holding '_', by what was done "
+                          "(headers_with_underscores): dropped (the headers) or rejected (400).",
+                          us_labels, NULL, 0);
+    const char *drop[] = { "dropped" }, *reject[] = { "rejected" };
+    rt->m_underscores[PROXY_US_DROP] = sc_metric_get(us, drop);
+    rt->m_underscores[PROXY_US_REJECT] = sc_metric_get(us, reject);
     rt->authz = NULL;
     rt->jwt = NULL;
     rt->oidc = proxy_oidc_new(&cfg->oidc, pm->reg, err);

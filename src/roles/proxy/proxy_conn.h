@@ -20,6 +20,7 @@
 #include "net/http1.h"
 #include "net/transport.h"
 #include "roles/proxy/proxy.h"
+#include "roles/proxy/proxy_authz.h"
 #include "roles/proxy/proxy_trace_ctx.h"
 
 #define BUF_INITIAL 16384
@@ -106,6 +107,7 @@ struct proxy_client {
     struct sc_xport *tls;         /* the connection's TLS layer (SNI, version, peer identity);
                                      NULL: plaintext */
     char *xfcc;                   /* the client certificate's XFCC element, made on first use */
+    struct proxy_az_conn azc;     /* the rules this connection's attributes rule out */
 };
 
 struct proxy_exch;
@@ -200,6 +202,9 @@ struct proxy_exch {
     size_t nauthn_drop;
     struct sc_str authn_strip; /* the header value that carried the token, not forwarded */
     struct sc_str authn_add;   /* header lines to add upstream */
+    char *request_principal;   /* the verified identity ("<iss>/<sub>") for the access log, a copy
+                                  (the token cache may reuse its slot before the line is written);
+                                  NULL: none, or the access log is off */
     struct proxy_extauthz_call *authz_call; /* an external check in flight */
     struct sc_str reply_headers; /* header lines a local reply carries (ext_authz deny) */
     struct sc_str resp_add;      /* header lines every response carries, upstream's or local (a

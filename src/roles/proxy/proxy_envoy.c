@@ -746,10 +746,29 @@ static void hcm(struct env *e, struct sc_ynode *l, const struct sc_ynode *tc, co
                                  NULL);
     }
     const struct sc_ynode *cho = sc_ynode_get(tc, "common_http_protocol_options");
-    static const char *const ck[] = { "idle_timeout", NULL };
+    static const char *const ck[] = { "idle_timeout", "headers_with_underscores_action", NULL };
     if (cho && proxy_front_keys(f, cho, path, ck, NULL) == 0 &&
         !sc_ynode_get(f->root, "idle_timeout")) {
         proxy_front_put_duration(f, f->root, "idle_timeout", cho, "idle_timeout", path, NULL);
+    }
+    const char *us = cho ? proxy_front_str(f, cho, "headers_with_underscores_action", path) : NULL;
+    if (us && !sc_ynode_get(f->root, "headers_with_underscores")) {
+        static const char *const us_modes[][2] = { { "ALLOW", "allow" },
+                                                   { "DROP_HEADER", "drop" },
+                                                   { "REJECT_REQUEST", "reject" } };
+        const char *ours = NULL;
+        for (size_t i = 0; i < sizeof(us_modes) / sizeof(us_modes[0]); i++) {
+            ours = is(us, us_modes[i][0]) ? us_modes[i][1] : ours;
+        }
+        if (!ours) {
+            proxy_front_refuse(f, sc_ynode_get(cho, "headers_with_underscores_action"), path,
+                               "headers_with_underscores_action %.32s is not one of ALLOW, "
+                               "DROP_HEADER, REJECT_REQUEST",
+                               us);
+        } else {
+            proxy_front_put(f, f->root, "headers_with_underscores",
+                            sc_ynode_get(cho, "headers_with_underscores_action"), ours);
+        }
     }
     const char *fcc = proxy_front_str(f, tc, "forward_client_cert_details", path);
     if (fcc) {

@@ -214,6 +214,7 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
     r->remaining = m->content_length;
     if (r->body == B_CHUNKED) {
         sc_http1_chunked_init(&r->ch);
+        r->ch.strict_trailers = true; /* forwarded: no framing, routing or credentials there */
     }
     if (r->body == B_LENGTH && r->remaining == 0) {
         r->body = B_NONE;
@@ -419,6 +420,8 @@ void proxy_finish_request(struct proxy_exch *r)
     if (r->rt->access_log) {
         proxy_access_log(r, dur);
     }
+    sc_free(r->request_principal);
+    r->request_principal = NULL;
     proxy_endpoint_release(r);
     proxy_breaker_release(r);
     proxy_rt_unref(r->rt);

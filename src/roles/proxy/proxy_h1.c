@@ -822,6 +822,11 @@ static void try_parse_head(struct proxy_dconn *dc)
             return;
         }
     }
+    if (rc > 0 && proxy_underscores(w->rt, &m) != 0) {
+        rc = SC_EHTTP;
+        err.status = 400;
+        err.reason = "header name with underscore (headers_with_underscores: reject)";
+    }
     if (rc < 0) {
         /* Answer on a pseudo request so it is logged and counted like any other. */
         proxy_exch_begin(dc, true);

@@ -253,8 +253,12 @@ void proxy_access_log(struct proxy_exch *r, double dur)
     size_t clusterl = strlen(cluster), epl = strlen(ep), peerl = strlen(r->cl->ip);
     flags_str(r->flags, flags, sizeof(flags));
     size_t flagsl = strlen(flags);
-    char principal[512];
-    size_t prl = 0;
+    char principal[512], rprincipal[512];
+    size_t prl = 0, rprl = 0;
+    if (r->request_principal) {
+        sc_json_escape(rprincipal, sizeof(rprincipal), &rprl, r->request_principal,
+                       strlen(r->request_principal));
+    }
     struct sc_str tlsv = SC_STR_NULL;
     if (r->cl->tls) {
         struct sc_str pr = proxy_tls_peer_principal(r);
@@ -267,7 +271,7 @@ void proxy_access_log(struct proxy_exch *r, double dur)
     /* The line is formatted by hand (printf's float formatting cost more than the rest of the
      * request): the fixed text is under 300 bytes, each number under 21. */
     size_t need = 340 + 6 * 21 + datel + lsnl + mlen + plen + routel + clusterl + epl + rlen +
-                  flagsl + peerl + prl + tlsv.len + 80 +
+                  flagsl + peerl + prl + rprl + tlsv.len + 110 +
                   (r->authz_policy ? strlen(r->authz_policy) : 0) +
                   (r->authz_audit ? strlen(r->authz_audit) : 0) +
                   (r->authz_dry_run ? strlen(r->authz_dry_run) : 0);
@@ -324,6 +328,10 @@ void proxy_access_log(struct proxy_exch *r, double dur)
         o = put_s(o, principal, prl);
         o = PUT_LIT(o, "\",\"tls_version\":\"");
         o = put_s(o, tlsv.p, tlsv.len);
+    }
+    if (r->request_principal) {
+        o = PUT_LIT(o, "\",\"request_principal\":\"");
+        o = put_s(o, rprincipal, rprl);
     }
     if (r->authz_policy || r->authz_audit || r->authz_dry_run) {
         /* Policy names are checked at load to need no escaping. */

@@ -10,6 +10,7 @@
 const char *const proxy_pathnorm_names[] = { "none", "base", "merge_slashes",
                                              "decode_and_merge_slashes", NULL };
 const char *const proxy_escslash_names[] = { "reject", "decode", "keep", NULL };
+const char *const proxy_underscores_names[] = { "allow", "drop", "reject", NULL };
 
 static int hexval(unsigned char c)
 {

@@ -33,6 +33,16 @@ enum proxy_escslash {
 extern const char *const proxy_pathnorm_names[];
 extern const char *const proxy_escslash_names[];
 
+/* What becomes of a request header whose name holds '_' (Envoy's
+ * headers_with_underscores_action): an upstream that maps '_' to '-' (CGI, many frameworks)
+ * would read "Content_Length" as the framing the proxy never saw. */
+enum proxy_underscores {
+    PROXY_US_ALLOW,  /* forwarded as it is */
+    PROXY_US_DROP,   /* removed before routing, policies and the upstream see the request */
+    PROXY_US_REJECT, /* 400 */
+};
+extern const char *const proxy_underscores_names[]; /* "allow", "drop", "reject" */
+
 enum {
     PROXY_NORM_SAME = 1, /* the target is already normal: use it as it is */
 };
