@@ -232,6 +232,7 @@ struct proxy_odst {
 struct proxy_dconn {
     struct sc_tcp_xport tx; /* the transport chain's bottom */
     struct sc_xport *x;     /* its top: every read, write and close goes through it */
+    struct sc_tcp_xport *ext; /* an adopted chain's bottom (instead of tx), freed at the close */
     uv_timer_t timer;
     uv_timer_t *btimer; /* retry backoff and fault delay: allocated on first use (most connections
                            never wait so), closed with the connection */
@@ -471,6 +472,11 @@ void proxy_h1_on_accept(uv_stream_t *server, int status);
  * request line, told by proxy_tcp.c's detection) were read already: they are parsed as if read
  * here. Closes <fd> on failure. */
 void proxy_h1_adopt(struct proxy_worker *w, size_t lidx, uv_os_sock_t fd, const char *p, size_t n);
+/* The same for a connection whose TLS a TCP listener terminated (mesh mTLS): the chain <top> over
+ * <bottom> (allocated with sc_malloc, freed by the HTTP/1 connection once closed) becomes the
+ * connection's transport, with the <n> decrypted bytes at <p> read so far. */
+void proxy_h1_adopt_tls(struct proxy_worker *w, size_t lidx, struct sc_tcp_xport *bottom,
+                        struct sc_xport *top, const char *p, size_t n);
 
 /* The upstream transport's callbacks (net/transport.h), owner a struct proxy_uconn. */
 void proxy_h1_ualloc(void *owner, uv_buf_t *buf);

@@ -37,8 +37,8 @@ static bool closing_after_response(const struct proxy_dconn *dc);
 static void on_dhandshake(void *owner, int status);
 static bool tunnel_fins(struct proxy_dconn *dc);
 static void try_parse_head(struct proxy_dconn *dc);
-static struct proxy_dconn *dconn_new(struct proxy_worker *w, size_t lidx);
-static void dconn_start(struct proxy_dconn *dc);
+static struct proxy_dconn *dconn_new(struct proxy_worker *w, size_t lidx, struct sc_xport *top);
+static void dconn_start(struct proxy_dconn *dc, uv_tcp_t *tcp);
 
 /* What a downstream transport reports (it never connects). */
 static const struct sc_xport_cbs dcbs = {
@@ -882,7 +882,12 @@ static void on_btimer_closed(uv_handle_t *h)
 
 static void on_dconn_closed(void *owner)
 {
-    proxy_dconn_closed_one(owner);
+    struct proxy_dconn *dc = owner;
+    if (dc->ext) {
+        sc_free(dc->ext); /* an adopted chain's bottom, closed before its top reports */
+        dc->ext = NULL;
+    }
+    proxy_dconn_closed_one(dc);
 }
 
 void proxy_dconn_close(struct proxy_dconn *dc)
@@ -939,23 +944,18 @@ void proxy_h1_on_accept(uv_stream_t *server, int status)
         uv_close((uv_handle_t *)h, on_refused_closed);
         return;
     }
-    struct proxy_dconn *dc = dconn_new(w, (size_t)((uv_tcp_t *)server - w->listeners));
+    struct proxy_dconn *dc = dconn_new(w, (size_t)((uv_tcp_t *)server - w->listeners), NULL);
     if (uv_accept(server, (uv_stream_t *)&dc->tx.tcp) < 0) {
         proxy_dconn_close(dc);
         return;
     }
-    dconn_start(dc);
+    dconn_start(dc, &dc->tx.tcp);
 }
 
-void proxy_h1_adopt(struct proxy_worker *w, size_t lidx, uv_os_sock_t fd, const char *p, size_t n)
+/* Feeds <n> bytes read before the hand-over to the new connection <dc>. */
+static void adopt_bytes(struct proxy_dconn *dc, const char *p, size_t n)
 {
-    struct proxy_dconn *dc = dconn_new(w, lidx);
-    if (uv_tcp_open(&dc->tx.tcp, fd) < 0) {
-        close(fd);
-        proxy_dconn_close(dc);
-        return;
-    }
-    dconn_start(dc);
+    struct proxy_worker *w = dc->w;
     if (n > 0 && dc->state == D_HEAD) {
         proxy_rbuf_get(w, &dc->in);
         if (dc->in.cap - dc->in.end < n) {
@@ -970,9 +970,34 @@ void proxy_h1_adopt(struct proxy_worker *w, size_t lidx, uv_os_sock_t fd, const 
     }
 }
 
+void proxy_h1_adopt(struct proxy_worker *w, size_t lidx, uv_os_sock_t fd, const char *p, size_t n)
+{
+    struct proxy_dconn *dc = dconn_new(w, lidx, NULL);
+    if (uv_tcp_open(&dc->tx.tcp, fd) < 0) {
+        close(fd);
+        proxy_dconn_close(dc);
+        return;
+    }
+    dconn_start(dc, &dc->tx.tcp);
+    adopt_bytes(dc, p, n);
+}
+
+void proxy_h1_adopt_tls(struct proxy_worker *w, size_t lidx, struct sc_tcp_xport *bottom,
+                        struct sc_xport *top, const char *p, size_t n)
+{
+    struct proxy_dconn *dc = dconn_new(w, lidx, top);
+    dc->ext = bottom;
+    top->cbs = &dcbs;
+    top->owner = dc;
+    dc->cl.tls = top;
+    dconn_start(dc, &bottom->tcp);
+    adopt_bytes(dc, p, n);
+}
+
 /* A downstream connection of listener <lidx> from the worker's free list or new, counted and
- * linked, its socket handle initialised but not yet holding a socket. */
-static struct proxy_dconn *dconn_new(struct proxy_worker *w, size_t lidx)
+ * linked, its socket handle initialised but not yet holding a socket; with <top>, a chain made
+ * elsewhere (its TLS established) takes the place of the connection's own socket. */
+static struct proxy_dconn *dconn_new(struct proxy_worker *w, size_t lidx, struct sc_xport *top)
 {
     struct proxy_dconn *dc;
     if (!sc_list_empty(&w->free_dc)) {
@@ -1000,8 +1025,12 @@ static struct proxy_dconn *dconn_new(struct proxy_worker *w, size_t lidx)
     dc->ex.w = w;
     dc->ex.dc = dc;
     dc->ex.cl = &dc->cl;
-    sc_tcp_xport_init(&dc->tx, w->loop, &dcbs, dc);
-    dc->x = &dc->tx.base;
+    if (top) {
+        dc->x = top;
+    } else {
+        sc_tcp_xport_init(&dc->tx, w->loop, &dcbs, dc);
+        dc->x = &dc->tx.base;
+    }
     uv_timer_init(w->loop, &dc->timer);
     dc->timer.data = dc;
     sc_list_append(&w->conns, &dc->node);
@@ -1013,14 +1042,15 @@ static struct proxy_dconn *dconn_new(struct proxy_worker *w, size_t lidx)
     return dc;
 }
 
-/* <dc> holds its socket: reads the client's address, stacks TLS, starts reading. */
-static void dconn_start(struct proxy_dconn *dc)
+/* <dc> holds its socket <tcp>: reads the client's address, stacks TLS (unless an adopted chain
+ * has it already), starts reading. */
+static void dconn_start(struct proxy_dconn *dc, uv_tcp_t *tcp)
 {
     struct proxy_worker *w = dc->w;
-    sc_tcp_tune(&dc->tx.tcp);
-    sc_tcp_peer_ip(&dc->tx.tcp, &dc->cl.addr, dc->cl.ip, sizeof(dc->cl.ip));
+    sc_tcp_tune(tcp);
+    sc_tcp_peer_ip(tcp, &dc->cl.addr, dc->cl.ip, sizeof(dc->cl.ip));
     dc->last_activity = uv_now(w->loop);
-    if (w->rt->listeners[dc->lidx].tls.src) {
+    if (w->rt->listeners[dc->lidx].tls.src && !dc->ext) {
         proxy_tls_accepted(dc);
     }
     proxy_arm_timer(dc);

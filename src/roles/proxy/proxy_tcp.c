@@ -36,9 +36,11 @@
 #include "core/log.h"
 #include "net/addr.h"
 #include "net/tcp.h"
+#include "net/tls.h"
 #include "roles/proxy/proxy_conn.h"
 #include "roles/proxy/proxy_detect.h"
 #include "roles/proxy/proxy_tcp.h"
+#include "roles/proxy/proxy_tls.h"
 
 enum { T_DETECT, T_CONNECTING, T_RELAY, T_CLOSING };
 
@@ -95,6 +97,14 @@ struct proxy_tcp {
     size_t inpipe[2];
     int want[2]; /* W_* per direction */
     int dmask, umask;
+    /* mesh mTLS (a STRICT listener): the client's socket moves out of <d> into a transport chain
+     * (<dtx> below, the TLS layer <dx> on top) once its ClientHello is seen; detection and the
+     * relay then read and write the decrypted bytes through <dx> (copy mode only) */
+    bool mesh;
+    bool hs_done;
+    struct sc_tcp_xport *dtx;
+    struct sc_xport *dx;
+    const char *tls_fail; /* why the handshake failed, for the log */
 };
 
 enum { W_NONE, W_SRC, W_DST };
@@ -144,6 +154,15 @@ static void tcp_log(struct proxy_tcp *t)
     sc_json_escape(sni, sizeof(sni), &sl, t->sni, strlen(t->sni));
     sni[sl] = 0;
     proxy_log_flags(t->flags, flags, sizeof(flags));
+    char pr[512] = "";
+    if (t->dx && t->hs_done) {
+        struct sc_str id = sc_xport_query_str(t->dx, SC_XQ_PEER_ID);
+        size_t pl = 0;
+        if (sc_str_startswith(id, SC_STR("spiffe://"))) {
+            sc_json_escape(pr, sizeof(pr), &pl, id.p + 9, id.len - 9);
+        }
+        pr[pl] = 0;
+    }
     static const char *const hows[] = { "listener", "port", "bytes", "timeout", "eof" };
     uint64_t dur_us = (proxy_now_ns() - t->start_ns) / 1000;
     uint64_t conn_us = t->connect_ns ? (t->connect_ns - t->start_ns) / 1000 : 0;
@@ -154,10 +173,12 @@ static void tcp_log(struct proxy_tcp *t)
         "\"sni\":\"%s\",\"route\":\"%s\",\"cluster\":\"%s\",\"upstream\":\"%s\","
         "\"original_dst\":\"%s\",\"bytes_received\":%" PRIu64 ",\"bytes_sent\":%" PRIu64
         ",\"duration_ms\":%" PRIu64 ".%03u,"
-        "\"connect_ms\":%" PRIu64 ".%03u,\"flags\":\"%s\",\"peer\":\"%s\"}\n",
+        "\"connect_ms\":%" PRIu64 ".%03u,\"flags\":\"%s\",\"peer\":\"%s\","
+        "\"peer_principal\":\"%s\",\"tls_failure\":\"%s\"}\n",
         date, t->lsn->name, proxy_proto_name(t->proto), hows[t->how], sni, t->route ? t->route : "",
         t->cluster ? t->cluster->name : "", ua, od, t->rx, t->tx, dur_us / 1000,
-        (unsigned)(dur_us % 1000), conn_us / 1000, (unsigned)(conn_us % 1000), flags, t->peer_ip);
+        (unsigned)(dur_us % 1000), conn_us / 1000, (unsigned)(conn_us % 1000), flags, t->peer_ip,
+        pr, t->tls_fail ? t->tls_fail : "");
     if (n > 0 && (size_t)n < sizeof(line)) {
         proxy_log_line(w, line, (size_t)n);
     }
@@ -201,9 +222,8 @@ void proxy_tcp_cleanup(struct proxy_worker *w)
     }
 }
 
-static void on_closed(uv_handle_t *h)
+static void closed_one(struct proxy_tcp *t)
 {
-    struct proxy_tcp *t = h->data;
     if (--t->handles > 0 || t->state != T_CLOSING) {
         return; /* another handle, or the uv_tcp_t's given up for splice mode */
     }
@@ -227,8 +247,14 @@ static void on_closed(uv_handle_t *h)
     w->ntcps--;
     atomic_fetch_sub_explicit(&w->px->conns, 1, memory_order_relaxed);
     proxy_rt_unref(t->rt);
+    sc_free(t->dtx);
     sc_free(t);
     proxy_check_done(w);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    closed_one(h->data);
 }
 
 /* Closes both sockets and the timer; logs a relayed connection. Idempotent. */
@@ -237,7 +263,7 @@ static void tcp_close(struct proxy_tcp *t)
     if (t->state == T_CLOSING) {
         return;
     }
-    bool relayed = t->state != T_DETECT;
+    bool relayed = t->state != T_DETECT || t->tls_fail;
     t->state = T_CLOSING;
     if (t->bk_pending) {
         proxy_breaker_connected(t->cluster);
@@ -255,6 +281,9 @@ static void tcp_close(struct proxy_tcp *t)
         uv_close((uv_handle_t *)&t->d, on_closed);
     }
     uv_close((uv_handle_t *)&t->timer, on_closed);
+    if (t->dx) {
+        sc_xport_close(t->dx);
+    }
     if (t->u_init) {
         uv_close((uv_handle_t *)&t->u, on_closed);
     }
@@ -329,6 +358,12 @@ static void pass_fin(struct proxy_tcp *t, struct dir d)
         return;
     }
     *d.dst_shut = true;
+    if (d.dst == &t->d && t->dx) {
+        if (sc_xport_shutdown(t->dx) < 0) { /* close_notify then FIN; the caller checks the end */
+            tcp_close(t);
+        }
+        return;
+    }
     d.sh->data = t;
     if (uv_shutdown(d.sh, (uv_stream_t *)d.dst, on_shutdown) < 0) {
         tcp_close(t);
@@ -354,10 +389,23 @@ static void read_update(struct proxy_tcp *t, struct dir d)
     if (t->state != T_RELAY) {
         return;
     }
-    if (!*d.src_eof && !*d.wpending && d.b->start == d.b->end) {
+    bool on = !*d.src_eof && !*d.wpending && d.b->start == d.b->end;
+    if (d.src == &t->d && t->dx) {
+        on ? (void)sc_xport_read_start(t->dx) : sc_xport_read_stop(t->dx);
+    } else if (on) {
         (void)uv_read_start((uv_stream_t *)d.src, on_alloc, on_read);
     } else {
         (void)uv_read_stop((uv_stream_t *)d.src);
+    }
+}
+
+/* Stops reading <s> (the client: through its TLS layer when it has one). */
+static void src_stop(struct proxy_tcp *t, uv_tcp_t *s)
+{
+    if (s == &t->d && t->dx) {
+        sc_xport_read_stop(t->dx);
+    } else {
+        (void)uv_read_stop((uv_stream_t *)s);
     }
 }
 
@@ -372,6 +420,23 @@ static void flush(struct proxy_tcp *t, struct dir d)
         return;
     }
     uv_buf_t iov = uv_buf_init(b->p + b->start, (unsigned)(b->end - b->start));
+    if (d.dst == &t->d && t->dx) {
+        /* the TLS layer takes all of it, now (0) or queued (1: write_done follows) */
+        int rc = sc_xport_write(t->dx, &iov, 1);
+        if (rc < 0) {
+            t->flags |= F_DC;
+            tcp_close(t);
+        } else if (rc == 1) {
+            *d.wpending = true;
+            src_stop(t, d.src);
+        } else {
+            t->tx += iov.len;
+            sc_metrics_counter_add(t->lsn->icpt.m_tx, iov.len);
+            b->start = b->end = 0;
+            proxy_rbuf_put(t->w, b);
+        }
+        return;
+    }
     int n = uv_try_write((uv_stream_t *)d.dst, &iov, 1);
     if (n == UV_EAGAIN || n == UV_ENOSYS) {
         n = 0;
@@ -398,16 +463,14 @@ static void flush(struct proxy_tcp *t, struct dir d)
         return;
     }
     *d.wpending = true;
-    (void)uv_read_stop((uv_stream_t *)d.src);
+    src_stop(t, d.src);
 }
 
-static void on_write(uv_write_t *req, int status)
+static void write_done(struct proxy_tcp *t, struct dir d, int status)
 {
-    struct proxy_tcp *t = req->data;
     if (status == UV_ECANCELED || t->state == T_CLOSING) {
         return;
     }
-    struct dir d = req == &t->uwr ? dir_up(t) : dir_down(t);
     *d.wpending = false;
     if (status < 0) {
         t->flags |= d.dst == &t->u ? F_UC : F_DC;
@@ -428,12 +491,16 @@ static void on_write(uv_write_t *req, int status)
     splice_start(t);
 }
 
+static void on_write(uv_write_t *req, int status)
+{
+    struct proxy_tcp *t = req->data;
+    write_done(t, req == &t->uwr ? dir_up(t) : dir_down(t), status);
+}
+
 static void on_detect_read(struct proxy_tcp *t, ssize_t nread);
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static void relay_read(struct proxy_tcp *t, uv_tcp_t *s, ssize_t nread)
 {
-    (void)buf;
-    struct proxy_tcp *t = s->data;
     if (nread == 0 || t->state == T_CLOSING) {
         return;
     }
@@ -442,26 +509,32 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         on_detect_read(t, nread);
         return;
     }
-    struct dir d = s == (uv_stream_t *)&t->d ? dir_up(t) : dir_down(t);
+    struct dir d = s == &t->d ? dir_up(t) : dir_down(t);
     if (nread < 0) {
         if (nread == UV_EOF) {
             *d.src_eof = true;
-            (void)uv_read_stop(s);
+            src_stop(t, s);
             pass_fin(t, d);
             maybe_done(t);
             return;
         }
-        t->flags |= s == (uv_stream_t *)&t->u ? F_UC : F_DC;
+        t->flags |= s == &t->u ? F_UC : F_DC;
         tcp_close(t);
         return;
     }
     t->last_ms = uv_now(t->w->loop);
     d.b->end += (size_t)nread;
-    if (s == (uv_stream_t *)&t->d) {
+    if (s == &t->d) {
         t->rx += (uint64_t)nread;
         sc_metrics_counter_add(t->lsn->icpt.m_rx, (uint64_t)nread);
     }
     flush(t, d);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)buf;
+    relay_read(s->data, (uv_tcp_t *)s, nread);
 }
 
 static void on_timer(uv_timer_t *h)
@@ -470,7 +543,10 @@ static void on_timer(uv_timer_t *h)
     uint64_t now = uv_now(t->w->loop);
     switch (t->state) {
     case T_DETECT:
-        if (t->lsn->icpt.detect_timeout_ms) {
+        if (t->mesh && !t->hs_done) {
+            t->tls_fail = t->dx ? "handshake_timeout" : "not_tls";
+            tcp_close(t); /* no ClientHello, or no handshake, in time: STRICT admits neither */
+        } else if (t->lsn->icpt.detect_timeout_ms) {
             t->how = DET_TIMEOUT;
             decide(t,
                    t->up.end > t->up.start ? proxy_detect((const uint8_t *)t->up.p + t->up.start,
@@ -702,7 +778,7 @@ static void on_poll(uv_poll_t *h, int status, int events)
  * descriptor or pipe cannot be had. */
 static void splice_start(struct proxy_tcp *t)
 {
-    if (!t->lsn->icpt.splice || t->spliced || t->state != T_RELAY || t->d_eof || t->u_eof ||
+    if (!t->lsn->icpt.splice || t->dx || t->spliced || t->state != T_RELAY || t->d_eof || t->u_eof ||
         t->uw_pending || t->dw_pending || t->up.start != t->up.end ||
         t->down.start != t->down.end) {
         return;
@@ -797,12 +873,22 @@ static bool tcp_authorized(struct proxy_tcp *t)
         return true;
     }
     struct proxy_az_req rq = { .sni = sc_str_c(t->sni), .tcp = true };
+    if (t->dx) {
+        rq.principal = sc_xport_query_str(t->dx, SC_XQ_PEER_ID);
+        if (sc_str_startswith(rq.principal, SC_STR("spiffe://"))) {
+            rq.principal.p += 9;
+            rq.principal.len -= 9;
+        }
+    }
     proxy_az_ip_from_sa(&t->peer, &rq.source);
     struct sockaddr_storage dst;
-    int len = sizeof(dst);
+    socklen_t len = sizeof(dst);
+    uv_os_fd_t fd = -1;
     if (t->has_orig) {
         dst = t->orig;
-    } else if (uv_tcp_getsockname(&t->d, (struct sockaddr *)&dst, &len) < 0) {
+    } else if ((t->dx ? sc_xport_query(t->dx, SC_XQ_FD, &fd)
+                      : uv_fileno((uv_handle_t *)&t->d, &fd)) < 0 ||
+               getsockname(fd, (struct sockaddr *)&dst, &len) < 0) {
         memset(&dst, 0, sizeof(dst));
     }
     proxy_az_ip_from_sa(&dst, &rq.dest);
@@ -885,6 +971,20 @@ static void relay_connect(struct proxy_tcp *t, const struct proxy_hello *hello)
 /* Hands the connection to the HTTP/1 codec with the bytes read so far. */
 static void to_http1(struct proxy_tcp *t)
 {
+    if (t->dx) {
+        /* mesh mTLS: the HTTP/1 connection takes the chain with its established session */
+        struct sc_tcp_xport *bottom = t->dtx;
+        struct sc_xport *top = t->dx;
+        sc_xport_read_stop(top);
+        t->dtx = NULL;
+        t->dx = NULL;
+        t->handles--; /* the chain's close is the HTTP/1 connection's now */
+        proxy_h1_adopt_tls(t->w, t->lidx, bottom, top, t->up.p ? t->up.p + t->up.start : NULL,
+                           t->up.end - t->up.start);
+        t->up.start = t->up.end = 0;
+        tcp_close(t);
+        return;
+    }
     uv_os_fd_t fd;
     int nfd = -1;
     if (uv_fileno((uv_handle_t *)&t->d, &fd) == 0) {
@@ -909,7 +1009,7 @@ static void decide(struct proxy_tcp *t, enum proxy_proto proto, const struct pro
         proto = PROXY_PROTO_TCP;
     }
     t->proto = proto;
-    (void)uv_read_stop((uv_stream_t *)&t->d);
+    src_stop(t, &t->d);
     switch (proto) {
     case PROXY_PROTO_HTTP1:
         to_http1(t);
@@ -920,7 +1020,7 @@ static void decide(struct proxy_tcp *t, enum proxy_proto proto, const struct pro
          * prior-knowledge HTTP/2 still reaches its destination (without HTTP features). */
         break;
     case PROXY_PROTO_TLS:
-        if (hello) {
+        if (hello && !t->dx) {
             memcpy(t->sni, hello->sni, sizeof(t->sni));
         }
         break;
@@ -930,8 +1030,148 @@ static void decide(struct proxy_tcp *t, enum proxy_proto proto, const struct pro
     relay_connect(t, hello);
 }
 
+/* ---- mesh mTLS (a STRICT listener) ---- */
+
+/* The client chain's callbacks: reads and writes go to the relay (or to detection while it
+ * decides), the end of the handshake is counted and checked, the close is one of the handles. */
+static void x_alloc(void *owner, uv_buf_t *buf)
+{
+    struct proxy_tcp *t = owner;
+    proxy_rbuf_get(t->w, &t->up);
+    if (t->up.start == t->up.end) {
+        t->up.start = t->up.end = 0;
+    }
+    *buf = uv_buf_init(t->up.p + t->up.end, (unsigned)(t->up.cap - t->up.end));
+}
+
+static void x_read(void *owner, ssize_t nread)
+{
+    relay_read(owner, &((struct proxy_tcp *)owner)->d, nread);
+}
+
+static void x_write_done(void *owner, int status)
+{
+    struct proxy_tcp *t = owner;
+    write_done(t, dir_down(t), status);
+}
+
+static void x_handshake(void *owner, int status)
+{
+    struct proxy_tcp *t = owner;
+    if (t->state == T_CLOSING) {
+        return;
+    }
+    enum sc_tls_fail f = status < 0 ? sc_tls_xport_fail(t->dx) : SC_TLS_FAIL_NONE;
+    if (status < 0 && f == SC_TLS_FAIL_NONE) {
+        f = SC_TLS_FAIL_HANDSHAKE;
+    }
+    sc_metrics_counter_inc(t->lsn->tls.m_hs[f]);
+    if (status < 0) {
+        sc_debug("tls handshake failed", SC_LS("listener", t->lsn->name), SC_LS("peer", t->peer_ip),
+                 SC_LS("reason", sc_tls_fail_name(f)));
+        t->tls_fail = sc_tls_fail_name(f);
+        tcp_close(t);
+        return;
+    }
+    t->hs_done = true;
+    /* the inner protocol: by the listener or the port lists, else detected on the decrypted
+     * bytes within the detection timeout */
+    const struct proxy_listener_icpt *ic = &t->lsn->icpt;
+    if (ic->protocol == PROXY_LP_TCP || port_in(t->port, ic->opaque, ic->nopaque)) {
+        t->how = ic->protocol == PROXY_LP_TCP ? DET_LISTENER : DET_PORT;
+        decide(t, PROXY_PROTO_TCP, NULL);
+        return;
+    }
+    if (port_in(t->port, ic->http, ic->nhttp)) {
+        t->how = DET_PORT;
+        decide(t, PROXY_PROTO_HTTP1, NULL);
+        return;
+    }
+    uint64_t to = ic->detect_timeout_ms ? ic->detect_timeout_ms : ic->idle_timeout_ms;
+    to ? uv_timer_start(&t->timer, on_timer, to, 0) : uv_timer_stop(&t->timer);
+}
+
+static void x_closed(void *owner)
+{
+    closed_one(owner);
+}
+
+static const struct sc_xport_cbs xcbs = { x_alloc, x_read, x_write_done, x_handshake, x_closed };
+
+/* A ClientHello arrived: the client's socket moves into a chain with a TLS layer fed the bytes
+ * read so far; the handshake starts. */
+static void mesh_start(struct proxy_tcp *t)
+{
+    uv_os_fd_t fd;
+    int nfd = uv_fileno((uv_handle_t *)&t->d, &fd) == 0 ? dup(fd) : -1;
+    if (nfd < 0) {
+        sc_warn("tcp listener: no descriptor to terminate TLS", SC_LERR(-errno));
+        tcp_close(t);
+        return;
+    }
+    (void)uv_read_stop((uv_stream_t *)&t->d);
+    t->dtx = SC_NEW(struct sc_tcp_xport);
+    sc_tcp_xport_init(t->dtx, t->w->loop, &xcbs, t);
+    t->handles++;
+    t->d_open = false;
+    uv_close((uv_handle_t *)&t->d, on_closed); /* the dup keeps the socket */
+    if (uv_tcp_open(&t->dtx->tcp, nfd) < 0) {
+        close(nfd);
+        t->dx = &t->dtx->base;
+        tcp_close(t);
+        return;
+    }
+    struct sc_tls_ctx *ctx = proxy_tls_listener_ctx(&t->lsn->tls);
+    struct sc_tls_xport_args a = {
+        .loop = t->w->loop,
+        .below = &t->dtx->base,
+        .cbs = &xcbs,
+        .owner = t,
+        .preread = sc_str_n(t->up.p + t->up.start, t->up.end - t->up.start),
+        .handshake_cb = true,
+    };
+    t->dx = sc_tls_xport_new(ctx, &a);
+    sc_tls_ctx_unref(ctx);
+    t->up.start = t->up.end = 0; /* the layer copied them */
+    (void)sc_xport_read_start(t->dx);
+}
+
+/* The first bytes on a STRICT listener: a ClientHello starts the handshake, anything else is
+ * closed. Returns true when the bytes were taken here. */
+static bool mesh_first_bytes(struct proxy_tcp *t)
+{
+    size_t n = t->up.end - t->up.start;
+    enum sc_tls_sniff s = sc_tls_sniff(t->up.p + t->up.start, n);
+    if (s == SC_TLS_SNIFF_MORE) {
+        return true;
+    }
+    if (s == SC_TLS_SNIFF_PLAIN) {
+        sc_metrics_counter_inc(t->lsn->tls.m_hs[SC_TLS_FAIL_NOT_TLS]);
+        sc_debug("plaintext on a STRICT mTLS listener; connection closed",
+                 SC_LS("listener", t->lsn->name), SC_LS("peer", t->peer_ip));
+        t->tls_fail = sc_tls_fail_name(SC_TLS_FAIL_NOT_TLS);
+        tcp_close(t);
+        return true;
+    }
+    struct proxy_hello hello;
+    enum proxy_proto p = proxy_detect((const uint8_t *)t->up.p + t->up.start, n, &hello);
+    if (p == PROXY_PROTO_MORE && n < t->up.cap) {
+        return true; /* the SNI is wanted for the log and the policies */
+    }
+    if (p == PROXY_PROTO_TLS) {
+        memcpy(t->sni, hello.sni, sizeof(t->sni));
+    }
+    mesh_start(t);
+    return true;
+}
+
 static void on_detect_read(struct proxy_tcp *t, ssize_t nread)
 {
+    if (nread < 0 && t->mesh && !t->hs_done) {
+        t->tls_fail = sc_tls_fail_name(SC_TLS_FAIL_PEER_CLOSED);
+        tcp_close(t);
+        return;
+    }
     if (nread < 0) {
         if (nread != UV_EOF) {
             tcp_close(t);
@@ -944,7 +1184,11 @@ static void on_detect_read(struct proxy_tcp *t, ssize_t nread)
         return;
     }
     t->up.end += (size_t)nread;
-    t->rx += (uint64_t)nread; /* counted in the metrics once relayed */
+    if (t->mesh && !t->dx) {
+        (void)mesh_first_bytes(t);
+        return;
+    }
+    t->rx += (uint64_t)nread; /* counted in the metrics once relayed (decrypted, under mTLS) */
     struct proxy_hello hello;
     size_t n = t->up.end - t->up.start;
     enum proxy_proto p = proxy_detect((const uint8_t *)t->up.p + t->up.start, n, &hello);
@@ -1008,6 +1252,14 @@ void proxy_tcp_on_accept(uv_stream_t *server, int status)
     }
     sc_tcp_tune(&t->d);
     const struct proxy_listener_icpt *ic = &t->lsn->icpt;
+    if (t->lsn->tls.src && t->lsn->tls.mode == PROXY_MTLS_STRICT) {
+        /* every connection is mesh mTLS: the port lists apply to what is inside */
+        t->mesh = true;
+        uint64_t to = ic->detect_timeout_ms ? ic->detect_timeout_ms : ic->idle_timeout_ms;
+        uv_timer_start(&t->timer, on_timer, to ? to : 10000, 0);
+        (void)uv_read_start((uv_stream_t *)&t->d, on_alloc, on_read);
+        return;
+    }
     if (ic->protocol == PROXY_LP_TCP) {
         t->how = DET_LISTENER;
         decide(t, PROXY_PROTO_TCP, NULL);

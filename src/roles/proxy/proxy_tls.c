@@ -564,6 +564,11 @@ static const struct proxy_listener_tls *ltls(struct proxy_dconn *dc)
     return &rt->listeners[dc->lidx].tls;
 }
 
+struct sc_tls_ctx *proxy_tls_listener_ctx(const struct proxy_listener_tls *t)
+{
+    return sc_tls_store_get(t->src->store);
+}
+
 /* Stacks a server TLS layer on dc's TCP transport, feeding it <pre> (bytes a sniffer read). */
 static void start_tls(struct proxy_dconn *dc, struct sc_str pre)
 {

@@ -144,6 +144,8 @@ int proxy_tls_cluster_init(struct proxy_cluster_tls *out, const char *cname,
 
 /* Drops the references of a snapshot's listener and cluster. Any thread. */
 void proxy_tls_listener_release(struct proxy_listener_tls *t);
+/* Returns a new reference to the current server context of <t> (which terminates: src set). */
+struct sc_tls_ctx *proxy_tls_listener_ctx(const struct proxy_listener_tls *t);
 void proxy_tls_cluster_release(struct proxy_cluster_tls *t);
 
 /* Starts watching the files of every store on the main loop, and frees stores no snapshot uses
