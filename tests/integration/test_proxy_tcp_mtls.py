@@ -6,7 +6,8 @@ listener) carry HTTP with the caller's principal seen by an AuthorizationPolicy 
 TCP protocol inside the mTLS session (Python's ssl with the mesh client certificate) is relayed
 through the TLS transport with the peer identity in the TCP authorization and the access log;
 plaintext, a TLS client without a certificate and one from another CA are refused and counted;
-a slow reader stays bounded; PERMISSIVE on such a listener is refused at load."""
+a slow reader stays bounded. Under PERMISSIVE the mesh's TLS (told by its ALPN) is terminated the
+same way, plaintext is accepted and an application's own TLS passes through by SNI."""
 import json
 import os
 import socket
@@ -17,8 +18,8 @@ import pytest
 
 from conftest import free_port
 from proxy_util import FakeUpstream, echo_handler, get, metric, proxy_config, vm_hwm_kib
-from test_proxy_tcp import TcpServer, recv_until, tcp_lines
-from tls_util import pki, tls_context  # noqa: F401 (fixture)
+from test_proxy_tcp import TcpServer, recv_until, tcp_lines, tls_server
+from tls_util import make_leaf, pki, tls_context  # noqa: F401 (fixture)
 
 CLIENT = "cluster.local/ns/default/sa/client"  # client.pem; client2.pem is .../ns/prod/sa/api
 
@@ -44,7 +45,8 @@ def identity(pki, name):
             "ca": str(pki / "ca.pem")}
 
 
-def strict_inbound(sidecar_run, pki, http_app, tcp_app, env=None, **lopts):
+def strict_inbound(sidecar_run, pki, http_app, tcp_app, env=None, clusters=(), policy=True,
+                   **lopts):
     """The server side: an inbound auto listener under STRICT with the identity server.pem, HTTP
     routes to <http_app>, everything else relayed to <tcp_app>, and a policy that admits only the
     principal of client.pem (for HTTP and for relayed TCP alike)."""
@@ -55,10 +57,11 @@ def strict_inbound(sidecar_run, pki, http_app, tcp_app, env=None, **lopts):
     sc = sidecar_run("proxy", env=env, config=proxy_config(
         [listener],
         [{"name": "app", "endpoints": [http_app]},
-         {"name": "tcpapp", "endpoints": [f"127.0.0.1:{tcp_app}"]}],
+         {"name": "tcpapp", "endpoints": [f"127.0.0.1:{tcp_app}"]}, *clusters],
         identity=identity(pki, "server"), access_log="stdout",
         authorization=[{"name": "only-client", "action": "ALLOW",
-                        "rules": [{"from": [{"source": {"principals": [CLIENT]}}]}]}]))
+                        "rules": [{"from": [{"source": {"principals": [CLIENT]}}]}]}]
+        if policy else []))
     return sc, port
 
 
@@ -74,9 +77,11 @@ def outbound(sidecar_run, pki, inbound_port, who):
     return port
 
 
-def mesh_socket(pki, port, who="client"):
+def mesh_socket(pki, port, who="client", alpn=None):
     """A TLS connection with a mesh certificate, as another sidecar would make."""
     ctx = tls_context(pki / "ca.pem", pki / f"{who}.pem", pki / f"{who}.key")
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
     return ctx.wrap_socket(raw, server_hostname="localhost")
 
@@ -216,15 +221,46 @@ def test_slow_reader_inside_mtls_bounded(sidecar_run, pki, echo):
     srv.close()
 
 
-def test_permissive_on_auto_listener_refused_at_load(run_cli, tmp_path, pki):
-    cfg = tmp_path / "p.yaml"
-    cfg.write_text(
-        "identity: {cert: %s, key: %s, ca: %s}\n"
-        "listeners:\n"
-        "  - { name: l, address: 127.0.0.1:1, direction: inbound, protocol: auto,\n"
-        "      mtls: permissive, tcp_cluster: x }\n"
-        "clusters:\n"
-        "  - { name: x, endpoints: [127.0.0.1:2] }\n"
-        % (pki / "server.pem", pki / "server.key", pki / "ca.pem"))
-    r = run_cli("proxy", "--check", "-c", str(cfg))
-    assert r.returncode != 0 and "permissive" in r.stderr.lower()
+def test_permissive_terminates_mesh_tls_passes_the_rest(sidecar_run, pki, echo, tmp_path):
+    # PERMISSIVE: a ClientHello offering the mesh's ALPN (what mesh clusters send) is terminated
+    # as under STRICT; plaintext goes on as without mTLS; an application's own TLS (no mesh ALPN)
+    # passes through untouched, by SNI, to a server presenting its own certificate.
+    tcp = TcpServer(line_echo)
+    app_cert, app_key = make_leaf(pki, "app", "DNS:app.example.test", out=tmp_path)
+    tls_app = tls_server(str(app_cert), str(app_key), "tls-app")
+    sc_in, inbound = strict_inbound(
+        sidecar_run, pki, echo.addr, tcp.port, mtls="permissive",
+        tcp_routes=[{"server_names": ["app.example.test"], "cluster": "tlsapp"}],
+        clusters=[{"name": "tlsapp", "endpoints": [f"127.0.0.1:{tls_app.port}"]}],
+        policy=False)
+    # mesh HTTP through the outbound sidecar: terminated, the principal in XFCC and the log
+    out = outbound(sidecar_run, pki, inbound, "client")
+    r = get(out, path="/mesh")
+    assert r.status == 200 and f"URI=spiffe://{CLIENT}".encode() in r.body
+    # mesh TCP with the mesh ALPN: terminated and relayed
+    s = mesh_socket(pki, inbound, alpn=["istio-peer-exchange", "istio"])
+    s.sendall(b"\x00\x01mesh tcp")
+    assert recv_until(s, b"tcp") == b"echo:\x00\x01mesh tcp"
+    s.close()
+    # plaintext HTTP and plaintext TCP: accepted as they are
+    r = get(inbound, path="/plain")
+    assert r.status == 200 and b"x-forwarded-client-cert" not in r.body.lower()
+    s = socket.create_connection(("127.0.0.1", inbound), timeout=5)
+    s.sendall(b"\x00\x01plain tcp")
+    assert recv_until(s, b"tcp") == b"echo:\x00\x01plain tcp"
+    s.close()
+    # the application's own TLS: passed through, its certificate seen by the client
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    ctx.set_alpn_protocols(["http/1.1"])
+    raw = socket.create_connection(("127.0.0.1", inbound), timeout=5)
+    t = ctx.wrap_socket(raw, server_hostname="app.example.test")
+    t.sendall(b"GET / HTTP/1.1\r\nHost: app.example.test\r\n\r\n")
+    assert recv_until(t, b"tls-app").endswith(b"tls-app")
+    t.close()
+    lines = tcp_lines(sc_in, at_least=3)
+    by = {(x["protocol"], x["peer_principal"]) for x in lines}
+    assert ("tcp", CLIENT) in by and ("tcp", "") in by and ("tls", "") in by, lines
+    assert [x for x in lines if x["protocol"] == "tls"][0]["sni"] == "app.example.test"
+    assert hs(sc_in, "ok") == 2  # the two mesh connections only
+    tcp.close()
+    tls_app.close()

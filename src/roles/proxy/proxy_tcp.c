@@ -101,6 +101,7 @@ struct proxy_tcp {
      * (<dtx> below, the TLS layer <dx> on top) once its ClientHello is seen; detection and the
      * relay then read and write the decrypted bytes through <dx> (copy mode only) */
     bool mesh;
+    bool permissive; /* PERMISSIVE: a ClientHello offering the mesh's ALPN is terminated */
     bool hs_done;
     struct sc_tcp_xport *dtx;
     struct sc_xport *dx;
@@ -1196,6 +1197,17 @@ static void on_detect_read(struct proxy_tcp *t, ssize_t nread)
         return;
     }
     t->how = DET_BYTES;
+    if (p == PROXY_PROTO_TLS && t->permissive && !t->dx) {
+        for (size_t i = 0; i < hello.nalpn; i++) {
+            if (proxy_tls_mesh_alpn(hello.alpn[i])) {
+                memcpy(t->sni, hello.sni, sizeof(t->sni));
+                t->mesh = true;
+                t->rx = 0; /* the relay counts decrypted bytes */
+                mesh_start(t);
+                return;
+            }
+        }
+    }
     decide(t, p, p == PROXY_PROTO_TLS ? &hello : NULL);
 }
 
@@ -1252,7 +1264,12 @@ void proxy_tcp_on_accept(uv_stream_t *server, int status)
     }
     sc_tcp_tune(&t->d);
     const struct proxy_listener_icpt *ic = &t->lsn->icpt;
-    if (t->lsn->tls.src && t->lsn->tls.mode == PROXY_MTLS_STRICT) {
+    const struct proxy_listener_tls *lt = &t->lsn->tls;
+    int mode = !lt->src ? PROXY_MTLS_DISABLE
+               : lt->by_port ? proxy_pa_mode_for(&lt->pa, t->port)
+                             : lt->mode;
+    t->permissive = mode == PROXY_MTLS_PERMISSIVE;
+    if (mode == PROXY_MTLS_STRICT) {
         /* every connection is mesh mTLS: the port lists apply to what is inside */
         t->mesh = true;
         uint64_t to = ic->detect_timeout_ms ? ic->detect_timeout_ms : ic->idle_timeout_ms;

@@ -209,12 +209,6 @@ int proxy_icpt_check(const struct proxy_cfg *cfg, char **err)
     const struct proxy_listener_cfg *ls = cfg->listeners.v;
     for (size_t i = 0; i < cfg->listeners.n; i++) {
         const struct proxy_icpt_listener_cfg *ic = &ls[i].icpt;
-        if (ic->protocol != PROXY_LP_HTTP && ls[i].tlscfg.mtls == PROXY_MTLS_PERMISSIVE) {
-            *err = sc_asprintf("listener \"%s\": protocol %s terminates TLS only under mtls "
-                               "strict (permissive is not supported there yet)",
-                               ls[i].name, ic->protocol == PROXY_LP_TCP ? "tcp" : "auto");
-            return SC_ECONFIG;
-        }
         if (ic->tcp_cluster && !cluster_known(cfg, ic->tcp_cluster)) {
             *err = sc_asprintf("listener \"%s\": tcp_cluster: unknown cluster \"%s\"", ls[i].name,
                                ic->tcp_cluster);
@@ -303,16 +297,6 @@ int proxy_icpt_listener_init(struct proxy_listener *l, const struct proxy_listen
     }
     const struct proxy_icpt_listener_cfg *c = &lc->icpt;
     ic->protocol = c->protocol;
-    if (ic->protocol != PROXY_LP_HTTP && l->tls.src &&
-        (l->tls.mode != PROXY_MTLS_STRICT || l->tls.by_port)) {
-        /* STRICT terminates every connection (proxy_tcp.c); PERMISSIVE, here or per port by a
-         * PeerAuthentication, would have to tell the mesh's TLS from an application's own */
-        *err = sc_asprintf("listener \"%s\": protocol tcp or auto terminates TLS only under "
-                           "mtls strict (PERMISSIVE, also from a PeerAuthentication, is not "
-                           "supported there yet: set mtls: strict or disable, or protocol: http)",
-                           l->name);
-        return SC_ECONFIG;
-    }
     ic->detect_timeout_ms = c->detect_timeout_ms;
     ic->idle_timeout_ms = c->tcp_idle_timeout_ms;
     ic->splice = c->tcp_splice;

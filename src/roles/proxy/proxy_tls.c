@@ -529,6 +529,13 @@ int proxy_tls_cluster_init(struct proxy_cluster_tls *out, const char *cname,
         out->mesh = true;
         snprintf(out->trust_domain, sizeof(out->trust_domain), "%s",
                  id.trust_domain ? id.trust_domain : "cluster.local");
+        if (!o.alpn.n) {
+            /* Istio's mesh ALPN: a PERMISSIVE inbound tells the mesh's TLS from an application's
+             * own by it; a server that knows neither ignores it */
+            static char *mesh_alpn[] = { (char *)"istio-peer-exchange", (char *)"istio" };
+            o.alpn.v = mesh_alpn;
+            o.alpn.n = 2;
+        }
     }
     out->sni_from_host = o.sni == NULL && !out->mesh;
     out->src = src_get(cname, &o, false, err);
@@ -562,6 +569,18 @@ static const struct proxy_listener_tls *ltls(struct proxy_dconn *dc)
 {
     struct proxy_rt *rt = dc->ex.rt ? dc->ex.rt : dc->w->rt;
     return &rt->listeners[dc->lidx].tls;
+}
+
+bool proxy_tls_mesh_alpn(const char *p)
+{
+    static const char *const names[] = { "istio-peer-exchange", "istio", "istio-http/1.0",
+                                         "istio-http/1.1", "istio-h2" };
+    for (size_t i = 0; i < SC_ARRAY_LEN(names); i++) {
+        if (strcmp(p, names[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
 }
 
 struct sc_tls_ctx *proxy_tls_listener_ctx(const struct proxy_listener_tls *t)

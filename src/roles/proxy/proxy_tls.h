@@ -144,6 +144,9 @@ int proxy_tls_cluster_init(struct proxy_cluster_tls *out, const char *cname,
 
 /* Drops the references of a snapshot's listener and cluster. Any thread. */
 void proxy_tls_listener_release(struct proxy_listener_tls *t);
+/* Whether ALPN protocol <p> names the mesh (Istio's values: "istio-peer-exchange", "istio",
+ * "istio-http/1.0", "istio-http/1.1", "istio-h2"); mesh clusters offer the first two. */
+bool proxy_tls_mesh_alpn(const char *p);
 /* Returns a new reference to the current server context of <t> (which terminates: src set). */
 struct sc_tls_ctx *proxy_tls_listener_ctx(const struct proxy_listener_tls *t);
 void proxy_tls_cluster_release(struct proxy_cluster_tls *t);
