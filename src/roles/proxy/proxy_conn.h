@@ -230,8 +230,8 @@ struct proxy_odst {
 };
 
 struct proxy_dconn {
-    struct sc_tcp_xport tx; /* the transport chain's bottom */
-    struct sc_xport *x;     /* its top: every read, write and close goes through it */
+    struct sc_tcp_xport tx;   /* the transport chain's bottom */
+    struct sc_xport *x;       /* its top: every read, write and close goes through it */
     struct sc_tcp_xport *ext; /* an adopted chain's bottom (instead of tx), freed at the close */
     uv_timer_t timer;
     uv_timer_t *btimer; /* retry backoff and fault delay: allocated on first use (most connections

@@ -168,18 +168,18 @@ static void tcp_log(struct proxy_tcp *t)
     uint64_t dur_us = (proxy_now_ns() - t->start_ns) / 1000;
     uint64_t conn_us = t->connect_ns ? (t->connect_ns - t->start_ns) / 1000 : 0;
     char line[2048];
-    int n = snprintf(
-        line, sizeof(line),
-        "{\"time\":\"%s\",\"listener\":\"%s\",\"protocol\":\"%s\",\"detection\":\"%s\","
-        "\"sni\":\"%s\",\"route\":\"%s\",\"cluster\":\"%s\",\"upstream\":\"%s\","
-        "\"original_dst\":\"%s\",\"bytes_received\":%" PRIu64 ",\"bytes_sent\":%" PRIu64
-        ",\"duration_ms\":%" PRIu64 ".%03u,"
-        "\"connect_ms\":%" PRIu64 ".%03u,\"flags\":\"%s\",\"peer\":\"%s\","
-        "\"peer_principal\":\"%s\",\"tls_failure\":\"%s\"}\n",
-        date, t->lsn->name, proxy_proto_name(t->proto), hows[t->how], sni, t->route ? t->route : "",
-        t->cluster ? t->cluster->name : "", ua, od, t->rx, t->tx, dur_us / 1000,
-        (unsigned)(dur_us % 1000), conn_us / 1000, (unsigned)(conn_us % 1000), flags, t->peer_ip,
-        pr, t->tls_fail ? t->tls_fail : "");
+    int n =
+        snprintf(line, sizeof(line),
+                 "{\"time\":\"%s\",\"listener\":\"%s\",\"protocol\":\"%s\",\"detection\":\"%s\","
+                 "\"sni\":\"%s\",\"route\":\"%s\",\"cluster\":\"%s\",\"upstream\":\"%s\","
+                 "\"original_dst\":\"%s\",\"bytes_received\":%" PRIu64 ",\"bytes_sent\":%" PRIu64
+                 ",\"duration_ms\":%" PRIu64 ".%03u,"
+                 "\"connect_ms\":%" PRIu64 ".%03u,\"flags\":\"%s\",\"peer\":\"%s\","
+                 "\"peer_principal\":\"%s\",\"tls_failure\":\"%s\"}\n",
+                 date, t->lsn->name, proxy_proto_name(t->proto), hows[t->how], sni,
+                 t->route ? t->route : "", t->cluster ? t->cluster->name : "", ua, od, t->rx, t->tx,
+                 dur_us / 1000, (unsigned)(dur_us % 1000), conn_us / 1000,
+                 (unsigned)(conn_us % 1000), flags, t->peer_ip, pr, t->tls_fail ? t->tls_fail : "");
     if (n > 0 && (size_t)n < sizeof(line)) {
         proxy_log_line(w, line, (size_t)n);
     }
@@ -779,8 +779,8 @@ static void on_poll(uv_poll_t *h, int status, int events)
  * descriptor or pipe cannot be had. */
 static void splice_start(struct proxy_tcp *t)
 {
-    if (!t->lsn->icpt.splice || t->dx || t->spliced || t->state != T_RELAY || t->d_eof || t->u_eof ||
-        t->uw_pending || t->dw_pending || t->up.start != t->up.end ||
+    if (!t->lsn->icpt.splice || t->dx || t->spliced || t->state != T_RELAY || t->d_eof ||
+        t->u_eof || t->uw_pending || t->dw_pending || t->up.start != t->up.end ||
         t->down.start != t->down.end) {
         return;
     }
@@ -1265,7 +1265,7 @@ void proxy_tcp_on_accept(uv_stream_t *server, int status)
     sc_tcp_tune(&t->d);
     const struct proxy_listener_icpt *ic = &t->lsn->icpt;
     const struct proxy_listener_tls *lt = &t->lsn->tls;
-    int mode = !lt->src ? PROXY_MTLS_DISABLE
+    int mode = !lt->src      ? PROXY_MTLS_DISABLE
                : lt->by_port ? proxy_pa_mode_for(&lt->pa, t->port)
                              : lt->mode;
     t->permissive = mode == PROXY_MTLS_PERMISSIVE;
