@@ -221,29 +221,42 @@ def test_half_close_both_ways(sidecar_run, splice):
 def test_slow_reader_backpressure_bounded_memory(sidecar_run, splice):
     total = 256 << 20
     sent = {"n": 0}
-
-    def firehose(conn):
-        chunk = b"x" * (1 << 20)
-        conn.settimeout(30)
-        while sent["n"] < total:
-            conn.sendall(chunk)
-            sent["n"] += len(chunk)
-
-    srv = TcpServer(firehose)
+    srv = firehose(total, sent)
     port = free_port()
     sc = tcp_proxy(sidecar_run, port, srv.port, protocol="tcp", tcp_splice=splice)
     s = socket.create_connection(("127.0.0.1", port))
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     s.settimeout(10)
-    s.recv(1)
+    read_slowly(sc, s, sent, total, 64 << 20)
+    srv.close()
+
+
+def firehose(total, sent, client_first=False):
+    """A server that writes <total> bytes as fast as it may (after the client's first bytes when
+    <client_first>), counting them in sent["n"]."""
+
+    def handle(conn):
+        if client_first:
+            conn.recv(100)
+        chunk = b"x" * (1 << 20)
+        conn.settimeout(30)
+        while sent["n"] < total:
+            conn.sendall(chunk)
+            sent["n"] += len(chunk)
+    return TcpServer(handle)
+
+
+def read_slowly(sc, s, sent, total, stall_max):
+    """Reads one byte from <s>, then nothing for a while: the upstream must stall (sent["n"] stops
+    below <stall_max>) with the proxy's peak RSS flat; then reads all <total> bytes."""
+    got = len(s.recv(1))
     base = vm_hwm_kib(sc.proc.pid)
     time.sleep(1.0)  # not reading: the proxy must stop reading the upstream, not buffer
     stalled = sent["n"]
     time.sleep(0.5)
     assert sent["n"] == stalled, "the upstream kept writing while the client read nothing"
-    assert stalled < 64 << 20
+    assert stalled < stall_max
     assert vm_hwm_kib(sc.proc.pid) - base < 8 * 1024
-    got = 1
     while got < total:  # now read it all: the flow resumes
         b = s.recv(1 << 20)
         assert b
@@ -251,7 +264,6 @@ def test_slow_reader_backpressure_bounded_memory(sidecar_run, splice):
     assert got == total
     s.close()
     assert vm_hwm_kib(sc.proc.pid) - base < 8 * 1024
-    srv.close()
 
 
 def test_idle_timeout_closes_with_flag(sidecar_run):

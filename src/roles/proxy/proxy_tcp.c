@@ -1031,7 +1031,31 @@ static void decide(struct proxy_tcp *t, enum proxy_proto proto, const struct pro
     relay_connect(t, hello);
 }
 
-/* ---- mesh mTLS (a STRICT listener) ---- */
+/* Decides by the listener's protocol or the port lists, without reading. Otherwise arms the
+ * detection timer and returns false: the first bytes decide. */
+static bool decide_unread(struct proxy_tcp *t)
+{
+    const struct proxy_listener_icpt *ic = &t->lsn->icpt;
+    if (ic->protocol == PROXY_LP_TCP || port_in(t->port, ic->opaque, ic->nopaque)) {
+        t->how = ic->protocol == PROXY_LP_TCP ? DET_LISTENER : DET_PORT;
+        decide(t, PROXY_PROTO_TCP, NULL);
+        return true;
+    }
+    if (port_in(t->port, ic->http, ic->nhttp)) {
+        t->how = DET_PORT;
+        decide(t, PROXY_PROTO_HTTP1, NULL);
+        return true;
+    }
+    uint64_t to = ic->detect_timeout_ms ? ic->detect_timeout_ms : ic->idle_timeout_ms;
+    if (to) {
+        uv_timer_start(&t->timer, on_timer, to, 0);
+    } else {
+        uv_timer_stop(&t->timer);
+    }
+    return false;
+}
+
+/* ---- mesh mTLS (STRICT, or PERMISSIVE and the mesh's ALPN) ---- */
 
 /* The client chain's callbacks: reads and writes go to the relay (or to detection while it
  * decides), the end of the handshake is counted and checked, the close is one of the handles. */
@@ -1075,21 +1099,7 @@ static void x_handshake(void *owner, int status)
         return;
     }
     t->hs_done = true;
-    /* the inner protocol: by the listener or the port lists, else detected on the decrypted
-     * bytes within the detection timeout */
-    const struct proxy_listener_icpt *ic = &t->lsn->icpt;
-    if (ic->protocol == PROXY_LP_TCP || port_in(t->port, ic->opaque, ic->nopaque)) {
-        t->how = ic->protocol == PROXY_LP_TCP ? DET_LISTENER : DET_PORT;
-        decide(t, PROXY_PROTO_TCP, NULL);
-        return;
-    }
-    if (port_in(t->port, ic->http, ic->nhttp)) {
-        t->how = DET_PORT;
-        decide(t, PROXY_PROTO_HTTP1, NULL);
-        return;
-    }
-    uint64_t to = ic->detect_timeout_ms ? ic->detect_timeout_ms : ic->idle_timeout_ms;
-    to ? uv_timer_start(&t->timer, on_timer, to, 0) : uv_timer_stop(&t->timer);
+    (void)decide_unread(t); /* else detected on the decrypted bytes */
 }
 
 static void x_closed(void *owner)
@@ -1277,24 +1287,7 @@ void proxy_tcp_on_accept(uv_stream_t *server, int status)
         (void)uv_read_start((uv_stream_t *)&t->d, on_alloc, on_read);
         return;
     }
-    if (ic->protocol == PROXY_LP_TCP) {
-        t->how = DET_LISTENER;
-        decide(t, PROXY_PROTO_TCP, NULL);
-        return;
+    if (!decide_unread(t)) {
+        (void)uv_read_start((uv_stream_t *)&t->d, on_alloc, on_read);
     }
-    if (port_in(t->port, ic->opaque, ic->nopaque)) {
-        t->how = DET_PORT;
-        decide(t, PROXY_PROTO_TCP, NULL);
-        return;
-    }
-    if (port_in(t->port, ic->http, ic->nhttp)) {
-        t->how = DET_PORT;
-        decide(t, PROXY_PROTO_HTTP1, NULL);
-        return;
-    }
-    uint64_t to = ic->detect_timeout_ms ? ic->detect_timeout_ms : ic->idle_timeout_ms;
-    if (to) {
-        uv_timer_start(&t->timer, on_timer, to, 0);
-    }
-    (void)uv_read_start((uv_stream_t *)&t->d, on_alloc, on_read);
 }
