@@ -168,8 +168,9 @@ def test_strict_refuses_plaintext_and_non_mesh_tls(sidecar_run, pki, echo):
     assert hs(sc_in, "no_client_cert") == 1
     assert hs(sc_in, "unknown_ca") == 1
     assert tcp.peers == []
-    failures = [x["tls_failure"] for x in tcp_lines(sc_in, at_least=4)]
-    assert sorted(failures) == ["no_client_cert", "not_tls", "not_tls", "unknown_ca"]
+    failures = sorted((x["tls_failure"], x["protocol"]) for x in tcp_lines(sc_in, at_least=4))
+    assert failures == [("no_client_cert", "tls"), ("not_tls", "http/1.1"), ("not_tls", "tcp"),
+                        ("unknown_ca", "tls")]
     tcp.close()
 
 

@@ -1121,6 +1121,7 @@ static void mesh_start(struct proxy_tcp *t)
         return;
     }
     (void)uv_read_stop((uv_stream_t *)&t->d);
+    t->proto = PROXY_PROTO_TLS; /* until the protocol inside is known */
     t->dtx = SC_NEW(struct sc_tcp_xport);
     sc_tcp_xport_init(t->dtx, t->w->loop, &xcbs, t);
     t->handles++;
@@ -1161,6 +1162,8 @@ static bool mesh_first_bytes(struct proxy_tcp *t)
         sc_debug("plaintext on a STRICT mTLS listener; connection closed",
                  SC_LS("listener", t->lsn->name), SC_LS("peer", t->peer_ip));
         t->tls_fail = sc_tls_fail_name(SC_TLS_FAIL_NOT_TLS);
+        enum proxy_proto p = proxy_detect((const uint8_t *)t->up.p + t->up.start, n, NULL);
+        t->proto = p == PROXY_PROTO_MORE ? PROXY_PROTO_TCP : p; /* what it was, for the log */
         tcp_close(t);
         return true;
     }
