@@ -517,6 +517,7 @@ int proxy_tls_cluster_init(struct proxy_cluster_tls *out, const char *cname,
     if (mode == PROXY_UTLS_DISABLE) {
         return 0;
     }
+    char *mesh_alpn[18];
     proxy_h2_up_alpn(cc, &o.alpn); /* h2 offered to a cluster that speaks HTTP/2 */
     if (mode == PROXY_UTLS_MESH) {
         /* Workloads are known by SPIFFE IDs, not host names: the chain must lead to the trust
@@ -529,13 +530,17 @@ int proxy_tls_cluster_init(struct proxy_cluster_tls *out, const char *cname,
         out->mesh = true;
         snprintf(out->trust_domain, sizeof(out->trust_domain), "%s",
                  id.trust_domain ? id.trust_domain : "cluster.local");
-        if (!o.alpn.n) {
-            /* Istio's mesh ALPN: a PERMISSIVE inbound tells the mesh's TLS from an application's
-             * own by it; a server that knows neither ignores it */
-            static char *mesh_alpn[] = { (char *)"istio-peer-exchange", (char *)"istio" };
-            o.alpn.v = mesh_alpn;
-            o.alpn.n = 2;
+        /* Istio's mesh ALPN after the application's protocols (h2): a PERMISSIVE inbound tells
+         * the mesh's TLS from an application's own by it; a server that knows neither ignores
+         * it */
+        size_t n = 0;
+        for (size_t i = 0; i < o.alpn.n && n < SC_ARRAY_LEN(mesh_alpn) - 2; i++) {
+            mesh_alpn[n++] = o.alpn.v[i];
         }
+        mesh_alpn[n++] = (char *)"istio-peer-exchange";
+        mesh_alpn[n++] = (char *)"istio";
+        o.alpn.v = mesh_alpn;
+        o.alpn.n = n;
     }
     out->sni_from_host = o.sni == NULL && !out->mesh;
     out->src = src_get(cname, &o, false, err);
