@@ -1148,14 +1148,14 @@ static void mesh_start(struct proxy_tcp *t)
     (void)sc_xport_read_start(t->dx);
 }
 
-/* The first bytes on a STRICT listener: a ClientHello starts the handshake, anything else is
- * closed. Returns true when the bytes were taken here. */
-static bool mesh_first_bytes(struct proxy_tcp *t)
+/* The first bytes on a STRICT listener: a ClientHello starts the handshake (once it is whole),
+ * anything else is closed. */
+static void mesh_first_bytes(struct proxy_tcp *t)
 {
     size_t n = t->up.end - t->up.start;
     enum sc_tls_sniff s = sc_tls_sniff(t->up.p + t->up.start, n);
     if (s == SC_TLS_SNIFF_MORE) {
-        return true;
+        return;
     }
     if (s == SC_TLS_SNIFF_PLAIN) {
         sc_metrics_counter_inc(t->lsn->tls.m_hs[SC_TLS_FAIL_NOT_TLS]);
@@ -1165,18 +1165,17 @@ static bool mesh_first_bytes(struct proxy_tcp *t)
         enum proxy_proto p = proxy_detect((const uint8_t *)t->up.p + t->up.start, n, NULL);
         t->proto = p == PROXY_PROTO_MORE ? PROXY_PROTO_TCP : p; /* what it was, for the log */
         tcp_close(t);
-        return true;
+        return;
     }
     struct proxy_hello hello;
     enum proxy_proto p = proxy_detect((const uint8_t *)t->up.p + t->up.start, n, &hello);
     if (p == PROXY_PROTO_MORE && n < t->up.cap) {
-        return true; /* the SNI is wanted for the log and the policies */
+        return; /* the SNI is wanted for the log and the policies */
     }
     if (p == PROXY_PROTO_TLS) {
         memcpy(t->sni, hello.sni, sizeof(t->sni));
     }
     mesh_start(t);
-    return true;
 }
 
 static void on_detect_read(struct proxy_tcp *t, ssize_t nread)
@@ -1199,7 +1198,7 @@ static void on_detect_read(struct proxy_tcp *t, ssize_t nread)
     }
     t->up.end += (size_t)nread;
     if (t->mesh && !t->dx) {
-        (void)mesh_first_bytes(t);
+        mesh_first_bytes(t);
         return;
     }
     t->rx += (uint64_t)nread; /* counted in the metrics once relayed (decrypted, under mTLS) */
