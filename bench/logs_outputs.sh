@@ -14,7 +14,9 @@
 #   writes OUT_DIR/logs_outputs.md (the RESULTS.md section) and prints it; raw figures in
 #   OUT_DIR/logs_outputs/.
 # Environment: BENCH_LINES (1000000), BENCH_ROUNDS (3), BENCH_LATENCY_MS (20), BENCH_QUICK=1
-# (200000 lines, 1 round), BENCH_SYSLOG_NG_ROOT (/opt/sidecar-bench/syslog-ng).
+# (200000 lines, 1 round), BENCH_SYSLOG_NG_ROOT (/opt/sidecar-bench/syslog-ng), BENCH_CASES (a
+# space-separated subset of: sidecar-file sidecar-http sidecar-loki sidecar-loki-unordered
+# sidecar-elasticsearch syslog-ng).
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -83,7 +85,7 @@ EOF
 # run CASE LATENCY_MS ROUND: one fresh run; prints
 # "CASE LATENCY seconds cpu_s rss_kib lines requests max_open".
 run() {
-    local c=$1 lat=$2 r=$3 d port aport start end pid sink_pid ticks hwm n=0 stats
+    local c=$1 lat=$2 r=$3 d port aport start end pid wpid sink_pid ticks hwm n= stats got reqs maxo
     d=$OUT/$c-$lat-$r
     rm -rf "$d"
     mkdir -p "$d"
@@ -106,32 +108,44 @@ run() {
         spawn "$d/run.log" "$CPU" "$BIN" logs --admin "127.0.0.1:$aport" -c "$d/sidecar.yaml"
     fi
     pid=$SPAWNED_PID
-    for _ in $(seq 12000); do
-        if [ "$c" = sidecar-file ]; then
+    if [ "$c" = sidecar-file ]; then
+        for _ in $(seq 12000); do
             n=$(curl -s "http://127.0.0.1:$aport/metrics" |
                 awk '/^sidecar_logs_lines_shipped_total/ { print int($2) }')
-        else
-            n=$(curl -s "http://127.0.0.1:$port/count" | cut -d' ' -f1)
-        fi
-        [ "${n:-0}" -ge "$LINES" ] && break
-        alive "$pid" || break
-        sleep 0.02
-    done
-    end=$(date +%s.%N)
+            [ "${n:-0}" -ge "$LINES" ] && break
+            alive "$pid" || break
+            sleep 0.02
+        done
+        end=$(date +%s.%N)
+    else
+        # The sink holds this request until every line is in and answers with the wall clock
+        # of that moment, so the end is exact and nothing polls the sink meanwhile.
+        spawn "$d/wait.out" 0 curl -s --max-time 240 "http://127.0.0.1:$port/wait?n=$LINES"
+        wpid=$SPAWNED_PID
+        while alive "$wpid" && alive "$pid"; do
+            sleep 0.05
+        done
+        stop_proc "$wpid"
+        read -r n end <"$d/wait.out" || true
+        end=${end:-$(date +%s.%N)}
+    fi
     ticks=$(cpu_ticks "$pid")
     hwm=$(proc_kib VmHWM "$pid")
     stats=$(curl -s "http://127.0.0.1:$port/count")
     stop_proc "$pid"
     stop_proc "$sink_pid"
     rm -f "$d/sink.log"
+    read -r got reqs _ maxo <<<"$stats"
+    n=${n:-${got:-0}}
     [ "${n:-0}" -ge "$LINES" ] || log "$c/$lat: only ${n:-0} of $LINES lines arrived (see $d)"
-    read -r _ reqs _ maxo <<<"$stats"
     echo "$c $lat $(echo "$end - $start" | bc) $(echo "scale=3; $ticks / $CLK_TCK" | bc)" \
         "$hwm ${n:-0} ${reqs:-0} ${maxo:-0}"
 }
 
 CASES=(sidecar-file sidecar-http sidecar-loki sidecar-loki-unordered sidecar-elasticsearch)
 [ "$SNG_HTTP" = 1 ] && CASES+=(syslog-ng)
+# shellcheck disable=SC2206 # a space-separated list by design
+[ -n "${BENCH_CASES:-}" ] && CASES=(${BENCH_CASES})
 : >"$OUT/raw.txt"
 for r in $(seq "$ROUNDS"); do
     k=$(((r - 1) % ${#CASES[@]}))
