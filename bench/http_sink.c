@@ -42,11 +42,11 @@ struct conn {
     uint64_t pending_records;
     int pending_bulk;
     struct conn *next_due; /* unsorted list of connections with a pending answer */
-    char *out; /* answers not yet written (the socket was full) */
+    char *out;             /* answers not yet written (the socket was full) */
     size_t out_len, out_cap;
-    bool want_out;       /* registered for EPOLLOUT */
-    bool continued;      /* the 100 for the request at the head of buf was sent */
-    uint64_t wait_n;     /* a GET /wait is held until records >= wait_n (0: none) */
+    bool want_out;   /* registered for EPOLLOUT */
+    bool continued;  /* the 100 for the request at the head of buf was sent */
+    uint64_t wait_n; /* a GET /wait is held until records >= wait_n (0: none) */
     struct conn *next_wait;
 };
 
