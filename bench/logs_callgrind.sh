@@ -85,8 +85,11 @@ arrived() {
     fi
 }
 
-# measure WORKLOAD: one `sidecar logs` under callgrind; prints the instructions per line.
+# measure WORKLOAD: one `sidecar logs` under callgrind; prints the instructions per line. Runs in
+# a command substitution's subshell, whose spawned processes the parent does not know: stop them
+# here whatever way it ends.
 measure() {
+    trap stop_all EXIT
     local wl=$1 dir=$TMP/$1 port pid f ir parser=none format=raw out sport="" spid="" n
     mkdir -p "$dir/in"
     out="{type: file, path: \"$dir/sink.log\", format: raw, batch_wait: 100ms}"
