@@ -6,8 +6,12 @@
 // application/x-protobuf), and answered 200 with "{}" (for /_bulk: an errors:false result) at
 // once or after LATENCY_MS, without holding up other connections meanwhile. Records count once
 // answered, i.e. once the shipper may acknowledge them. GET /count answers
-// "records requests body_bytes max_concurrent". A measuring tool, written in C so that the sink
-// is never what limits a run; the tests' fakes of real backends are tests/integration/fake_*.py.
+// "records requests body_bytes max_concurrent"; GET /wait?n=N is held until N records have been
+// answered and then answers "records realtime_seconds" (the wall clock at that moment), so that a
+// harness waits without polling. A request with `Expect: 100-continue` gets its interim 100 as
+// soon as its head is in; answers that do not fit the socket at once are kept and written when it
+// is writable. A measuring tool, written in C so that the sink is never what limits a run; the
+// tests' fakes of real backends are tests/integration/fake_*.py.
 //
 // Usage: bench_http_sink PORT [LATENCY_MS] [MARKER]
 #include <arpa/inet.h>
@@ -38,12 +42,19 @@ struct conn {
     uint64_t pending_records;
     int pending_bulk;
     struct conn *next_due; /* unsorted list of connections with a pending answer */
+    char *out;             /* answers not yet written (the socket was full) */
+    size_t out_len, out_cap;
+    bool want_out;   /* registered for EPOLLOUT */
+    bool continued;  /* the 100 for the request at the head of buf was sent */
+    uint64_t wait_n; /* a GET /wait is held until records >= wait_n (0: none) */
+    struct conn *next_wait;
 };
 
 static uint64_t records, requests, body_bytes, active, max_active;
 static const char *marker = "request handled";
 static uint64_t latency_ms;
-static struct conn *due_list;
+static struct conn *due_list, *wait_list;
+static int ep;
 static char *tmp;
 static size_t tmp_cap;
 
@@ -107,19 +118,47 @@ static uint64_t count_snappy(const char *p, size_t n)
     return count(tmp, out);
 }
 
-static void write_all(int fd, const char *p, size_t n)
+/* Writes what is queued on <c>; what the socket does not take stays queued, and the connection
+ * waits for EPOLLOUT. Returns -1 when the peer is gone. */
+static int flush_out(struct conn *c)
 {
-    while (n) {
-        ssize_t w = write(fd, p, n);
+    size_t off = 0;
+    while (off < c->out_len) {
+        ssize_t w = write(c->fd, c->out + off, c->out_len - off);
         if (w < 0 && errno == EINTR) {
             continue;
         }
-        if (w <= 0) {
-            return; /* a closed peer: nothing to answer */
+        if (w < 0 && errno == EAGAIN) {
+            break;
         }
-        p += w;
-        n -= (size_t)w;
+        if (w <= 0) {
+            return -1;
+        }
+        off += (size_t)w;
     }
+    memmove(c->out, c->out + off, c->out_len - off);
+    c->out_len -= off;
+    bool want = c->out_len > 0;
+    if (want != c->want_out) {
+        struct epoll_event ev = { .events = EPOLLIN | (want ? EPOLLOUT : 0), .data.ptr = c };
+        epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+        c->want_out = want;
+    }
+    return 0;
+}
+
+static void write_all(struct conn *c, const char *p, size_t n)
+{
+    if (c->out_len + n > c->out_cap) {
+        c->out_cap = (c->out_len + n) * 2;
+        c->out = realloc(c->out, c->out_cap);
+        if (!c->out) {
+            abort();
+        }
+    }
+    memcpy(c->out + c->out_len, p, n);
+    c->out_len += n;
+    flush_out(c); /* a closed peer shows up as a read error */
 }
 
 static void answer(struct conn *c, const char *body, const char *ctype)
@@ -128,7 +167,31 @@ static void answer(struct conn *c, const char *body, const char *ctype)
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %zu\r\n\r\n%s", ctype,
                      strlen(body), body);
-    write_all(c->fd, head, (size_t)n);
+    write_all(c, head, (size_t)n);
+}
+
+static double realtime(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Answers the held GET /wait requests whose count has been reached. */
+static void wake_waiters(void)
+{
+    for (struct conn **pp = &wait_list; *pp;) {
+        struct conn *c = *pp;
+        if (records < c->wait_n) {
+            pp = &c->next_wait;
+            continue;
+        }
+        *pp = c->next_wait;
+        c->wait_n = 0;
+        char out[80];
+        snprintf(out, sizeof(out), "%llu %.6f\n", (unsigned long long)records, realtime());
+        answer(c, out, "text/plain");
+    }
 }
 
 static void finish(struct conn *c)
@@ -138,6 +201,7 @@ static void finish(struct conn *c)
     answer(c, c->pending_bulk ? "{\"took\":1,\"errors\":false,\"items\":[]}" : "{}",
            "application/json");
     c->due_ms = 0;
+    wake_waiters();
 }
 
 /* Finds header <name> in the head [p, p+n); returns its value (trimmed) or NULL. */
@@ -166,7 +230,7 @@ static const char *header(const char *p, size_t n, const char *name, size_t *vle
 static int process(struct conn *c)
 {
     size_t off = 0;
-    while (!c->due_ms) {
+    while (!c->due_ms && !c->wait_n) {
         char *p = c->buf + off;
         size_t avail = c->len - off;
         char *eoh = memmem(p, avail, "\r\n\r\n", 4);
@@ -180,10 +244,23 @@ static int process(struct conn *c)
             return -1;
         }
         if (avail < hlen + blen) {
+            const char *ex = header(p, hlen, "Expect", &vl);
+            if (!c->continued && ex && vl == 12 && strncasecmp(ex, "100-continue", 12) == 0) {
+                static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+                write_all(c, cont, sizeof(cont) - 1);
+                c->continued = true;
+            }
             break;
         }
+        c->continued = false;
         const char *body = p + hlen;
-        if (strncmp(p, "GET /count", 10) == 0) {
+        if (strncmp(p, "GET /wait?n=", 12) == 0) {
+            c->wait_n = strtoull(p + 12, NULL, 10);
+            c->wait_n = c->wait_n ? c->wait_n : 1;
+            c->next_wait = wait_list;
+            wait_list = c;
+            wake_waiters();
+        } else if (strncmp(p, "GET /count", 10) == 0) {
             char out[160];
             snprintf(out, sizeof(out), "%llu %llu %llu %llu\n", (unsigned long long)records,
                      (unsigned long long)requests, (unsigned long long)body_bytes,
@@ -218,7 +295,7 @@ static int process(struct conn *c)
     return 0;
 }
 
-static void conn_close(int ep, struct conn *c)
+static void conn_close(struct conn *c)
 {
     for (struct conn **pp = &due_list; *pp; pp = &(*pp)->next_due) {
         if (*pp == c) {
@@ -227,9 +304,16 @@ static void conn_close(int ep, struct conn *c)
             break;
         }
     }
+    for (struct conn **pp = &wait_list; *pp; pp = &(*pp)->next_wait) {
+        if (*pp == c) {
+            *pp = c->next_wait;
+            break;
+        }
+    }
     epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     free(c->buf);
+    free(c->out);
     free(c);
 }
 
@@ -280,7 +364,7 @@ int main(int argc, char **argv)
         perror("bind/listen");
         return 1;
     }
-    int ep = epoll_create1(EPOLL_CLOEXEC);
+    ep = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
     epoll_ctl(ep, EPOLL_CTL_ADD, ls, &ev);
     struct epoll_event evs[64];
@@ -293,7 +377,7 @@ int main(int argc, char **argv)
                 *pp = c->next_due;
                 finish(c);
                 if (process(c) < 0) {
-                    conn_close(ep, c);
+                    conn_close(c);
                 }
                 continue;
             }
@@ -315,8 +399,12 @@ int main(int argc, char **argv)
                 }
                 continue;
             }
-            if (on_readable(c) < 0) {
-                conn_close(ep, c);
+            if ((evs[i].events & EPOLLOUT) && flush_out(c) < 0) {
+                conn_close(c);
+                continue;
+            }
+            if ((evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && on_readable(c) < 0) {
+                conn_close(c);
             }
         }
     }

@@ -10,9 +10,14 @@
 # runs read the same bytes. Workloads:
 #   json   JSON lines (quotes, backslashes, tabs and UTF-8 in the messages), parser json, ndjson out
 #   raw    plain text lines with UTF-8, parser none, raw out
+#   http, loki, loki_json, elasticsearch   the json input, parser json, to that HTTP output
+#          (ndjson; protobuf + snappy; JSON; _bulk; the rest their defaults) shipping to
+#          bench_http_sink on loopback (bench/http_sink.c, built next to SIDECAR), which counts the
+#          lines by their "level" key
 #
 # Usage: bench/logs_callgrind.sh SIDECAR OUT_DIR [WORKLOAD...]   (SIDECAR: binary or build dir).
-# Writes OUT_DIR/logs_callgrind.md (a table) and prints it. Environment: CG_LINES [40000].
+# Writes OUT_DIR/logs_callgrind.md (a table) and prints it. Environment: CG_LINES [40000], CG_KEEP=1
+# (keep the temporary directory with the configs and logs).
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -24,6 +29,7 @@ SIDECAR=$1
 [ -d "$SIDECAR" ] && SIDECAR=$SIDECAR/sidecar
 [ -x "$SIDECAR" ] || die "no sidecar binary at $SIDECAR"
 OUT=$2
+SINK=$(dirname "$SIDECAR")/bench_http_sink
 shift 2
 WORKLOADS=("$@")
 [ ${#WORKLOADS[@]} -gt 0 ] || WORKLOADS=(json raw)
@@ -31,7 +37,7 @@ LINES=${CG_LINES:-40000}
 command -v valgrind >/dev/null || die "valgrind is not installed (scripts/deps.sh bench)"
 TMP=$(mktemp -d /tmp/sidecar-logs-callgrind.XXXXXX)
 mkdir -p "$OUT"
-trap 'stop_all; rm -rf "$TMP"' EXIT
+trap 'stop_all; [ -n "${CG_KEEP:-}" ] || rm -rf "$TMP"' EXIT
 trap 'exit 130' INT TERM
 
 # gen WORKLOAD FILE: writes the fixed input.
@@ -70,17 +76,49 @@ wait_ready() {
     return 1
 }
 
-# measure WORKLOAD: one `sidecar logs` under callgrind; prints the instructions per line.
+# arrived DIR SINK_PORT: prints how many lines the sink holds.
+arrived() {
+    if [ -n "$2" ]; then
+        curl -s "http://127.0.0.1:$2/count" | cut -d' ' -f1
+    else
+        [ -f "$1/sink.log" ] && wc -l <"$1/sink.log" || echo 0
+    fi
+}
+
+# measure WORKLOAD: one `sidecar logs` under callgrind; prints the instructions per line. Runs in
+# a command substitution's subshell, whose spawned processes the parent does not know: stop them
+# here whatever way it ends.
 measure() {
-    local wl=$1 dir=$TMP/$1 port pid f ir parser=none format=raw
+    trap stop_all EXIT
+    local wl=$1 dir=$TMP/$1 port pid f ir parser=none format=raw out sport="" spid="" n
     mkdir -p "$dir/in"
-    [ "$wl" = json ] && parser=json format=ndjson
-    gen "$wl" "$dir/app.log"
+    out="{type: file, path: \"$dir/sink.log\", format: raw, batch_wait: 100ms}"
+    case $wl in
+    raw) gen raw "$dir/app.log" ;;
+    json) out="{type: file, path: \"$dir/sink.log\", format: ndjson, batch_wait: 100ms}" ;;
+    http | loki | loki_json | elasticsearch)
+        [ -x "$SINK" ] || die "no $SINK (ninja -C BUILD_DIR bench_http_sink)"
+        sport=$(free_port)
+        spawn "$dir/sink.out" 0-"$(($(nproc) - 1))" "$SINK" "$sport" 0 level
+        spid=$SPAWNED_PID
+        local type=$wl extra=""
+        case $wl in
+        loki) extra=", loki_encoding: protobuf" ;;
+        loki_json) type=loki extra=", loki_encoding: json" ;;
+        esac
+        out="{type: $type, url: \"http://127.0.0.1:$sport\", batch_wait: 100ms$extra}"
+        ;;
+    *) die "unknown workload $wl" ;;
+    esac
+    if [ "$wl" != raw ]; then
+        parser=json
+        gen json "$dir/app.log"
+    fi
     cat >"$dir/logs.yaml" <<EOF
 paths: ["$dir/in/*.log"]
 db: $dir/positions.db
 parser: $parser
-outputs: [{type: file, path: "$dir/sink.log", format: $format, batch_wait: 100ms}]
+outputs: [$out]
 EOF
     port=$(free_port)
     spawn "$dir/out.log" 0-"$(($(nproc) - 1))" valgrind --tool=callgrind \
@@ -93,17 +131,21 @@ EOF
     sleep 1 # the dump's time stamp must follow the mark's
     mv "$dir/app.log" "$dir/in/app.log"
     for _ in $(seq 1200); do
-        [ -f "$dir/sink.log" ] && [ "$(wc -l <"$dir/sink.log")" -ge "$LINES" ] && break
+        n=$(arrived "$dir" "$sport")
+        [ "${n:-0}" -ge "$LINES" ] && break
         sleep 0.5
     done
-    [ "$(wc -l <"$dir/sink.log")" -ge "$LINES" ] || die "$wl: the sink did not receive every line"
+    [ "${n:-0}" -ge "$LINES" ] || die "$wl: the sink did not receive every line ($n)"
     callgrind_control -d "$pid" >/dev/null 2>&1
     f=$(find "$dir" -name 'cg.out.*' -newer "$dir/zeroed" | sort | tail -n 1)
     [ -n "$f" ] || die "$wl: no callgrind dump"
     ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$f")
     stop_proc "$pid"
     cp "$f" "$OUT/logs_callgrind.$wl.out"
-    md5sum <"$dir/sink.log" | cut -d' ' -f1 >"$OUT/logs_callgrind.$wl.sink.md5"
+    [ -z "$spid" ] || stop_proc "$spid"
+    if [ -f "$dir/sink.log" ]; then
+        md5sum <"$dir/sink.log" | cut -d' ' -f1 >"$OUT/logs_callgrind.$wl.sink.md5"
+    fi
     echo $((ir / LINES))
 }
 
@@ -116,12 +158,17 @@ done
 declare -A what=(
     [json]="JSON lines, parser json, ndjson file output"
     [raw]="text lines, parser none, raw file output"
+    [http]="JSON lines, parser json, http output (ndjson) to the counting sink"
+    [loki]="JSON lines, parser json, loki output (protobuf + snappy) to the counting sink"
+    [loki_json]="JSON lines, parser json, loki output (JSON) to the counting sink"
+    [elasticsearch]="JSON lines, parser json, elasticsearch output (_bulk) to the counting sink"
 )
 {
-    echo "\`sidecar logs\` ($("$SIDECAR" --version 2>&1 | head -n 1)), one file in, one file out;"
+    echo "\`sidecar logs\` ($("$SIDECAR" --version 2>&1 | head -n 1)), one file in, one output (a"
+    echo "file, or an HTTP output to the counting sink, whose CPU is not counted);"
     echo "$LINES lines dropped into a watched directory after start-up; user-space instructions of"
     echo "the whole process until the sink holds every line (callgrind Ir), idle timers included."
-    echo "Counts, not times: they compare builds. The sink's MD5 is in OUT_DIR/*.sink.md5."
+    echo "Counts, not times: they compare builds. A file sink's MD5 is in OUT_DIR/*.sink.md5."
     echo
     echo "| workload | instructions per line |"
     echo "| --- | ---: |"

@@ -98,6 +98,21 @@ int sc_str_to_u64(struct sc_str s, uint64_t max, uint64_t *out)
         return -EINVAL;
     }
     uint64_t v = 0;
+    if (s.len <= 19) {
+        /* Up to 19 digits cannot overflow 64 bits: one check of the limit at the end. */
+        for (size_t i = 0; i < s.len; i++) {
+            unsigned d = (unsigned)(unsigned char)s.p[i] - '0';
+            if (d > 9) {
+                return -EINVAL;
+            }
+            v = v * 10 + d;
+        }
+        if (v > max) {
+            return -EINVAL;
+        }
+        *out = v;
+        return 0;
+    }
     for (size_t i = 0; i < s.len; i++) {
         unsigned d = (unsigned)(unsigned char)s.p[i] - '0';
         if (d > 9 || v > (max - d) / 10) {

@@ -7,6 +7,9 @@
 //     string bytes, integers and reals of equal value, nested values equal (json_equal);
 //   - the record printed in jansson's style is not byte for byte jansson's own compact,
 //     order-preserving dump of the object (what the outputs wrote before).
+// The same input is also decoded as one JSON string by logs_json_unquote (the Loki protobuf
+// encoder's way back from the JSON text kept in a batch), which must accept exactly the inputs
+// that are one JSON string to jansson (quote first and last) and give jansson's bytes.
 // One known difference is allowed: jansson skips a NUL byte that directly follows a number or a
 // literal (its stream takes a pushed-back NUL for an empty buffer), so it accepts {"a":1<NUL>}.
 // No JSON text contains a raw NUL, so our parser must reject every line holding one.
@@ -78,6 +81,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bool ok = j && json_is_object(j);
     logs_ev_reset(&ev);
     int rc = logs_ev_parse_json(&ev, line);
+    static char *text;
+    static size_t text_cap;
+    if (size + 1 > text_cap) {
+        text_cap = size + 1;
+        text = sc_realloc(text, text_cap);
+    }
+    ssize_t un = logs_json_unquote(text, line);
+    json_t *js = size ? json_loadb(line.p, line.len, JSON_DECODE_ANY, &err) : NULL;
+    bool is_str = js && json_is_string(js) && data[0] == '"' && data[size - 1] == '"' &&
+                  !memchr(data, 0, size);
+    check((un >= 0) == is_str);
+    check(!is_str || ((size_t)un == json_string_length(js) &&
+                      memcmp(text, json_string_value(js), (size_t)un) == 0));
+    json_decref(js);
     if (size && memchr(data, 0, size)) {
         check(rc < 0);
         json_decref(j);

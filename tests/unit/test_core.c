@@ -59,6 +59,14 @@ static void test_str(void **state)
     assert_true(v == UINT64_MAX);
     assert_int_equal(sc_str_to_u64(SC_STR("18446744073709551616"), UINT64_MAX, &v), -EINVAL);
     assert_int_equal(sc_str_to_u64(SC_STR("65536"), 65535, &v), -EINVAL);
+    /* 19 digits take the path without per-digit overflow checks: the limit still holds. */
+    assert_int_equal(sc_str_to_u64(SC_STR("9999999999999999999"), UINT64_MAX, &v), 0);
+    assert_true(v == 9999999999999999999ull);
+    assert_int_equal(sc_str_to_u64(SC_STR("9223372036854775808"), INT64_MAX, &v), -EINVAL);
+    assert_int_equal(sc_str_to_u64(SC_STR("9223372036854775807"), INT64_MAX, &v), 0);
+    assert_int_equal(sc_str_to_u64(SC_STR("00000000000000000001"), 10, &v), 0);
+    assert_true(v == 1);
+    assert_int_equal(sc_str_to_u64(SC_STR("1x"), 10, &v), -EINVAL);
     assert_int_equal(sc_str_to_u64(SC_STR(""), 10, &v), -EINVAL);
     assert_int_equal(sc_str_to_u64(SC_STR("+1"), 10, &v), -EINVAL);
     assert_int_equal(sc_str_to_u64(SC_STR("1 "), 10, &v), -EINVAL);

@@ -217,6 +217,37 @@ static void test_escape_styles(void **state)
     sc_buf_cleanup(&b);
 }
 
+static void test_json_unquote(void **state)
+{
+    (void)state;
+    char out[64];
+    struct sc_buf b;
+    sc_buf_init(&b, 4096);
+    /* Whatever logs_json_quote writes, in either style, comes back byte for byte. */
+    static const char text[] = "a\"\\\b\f\n\r\t\x01\x7f/\xc3\xa9\xf0\x9f\x98\x80z";
+    struct sc_str s = sc_str_n(text, sizeof(text) - 1);
+    for (int style = 0; style < 2; style++) {
+        sc_buf_reset(&b);
+        assert_int_equal(logs_json_quote(&b, s, style ? LOGS_ESC_JANSSON : LOGS_ESC_FAST), 0);
+        assert_int_equal(logs_json_unquote(out, sc_buf_str(&b)), (ssize_t)s.len);
+        assert_memory_equal(out, s.p, s.len);
+    }
+    /* Escapes others write: \/, \u with both cases, a surrogate pair. */
+    const char *in = "\"\\/\\u00E9\\u00e9\\ud83d\\ude00x\"";
+    assert_int_equal(logs_json_unquote(out, sc_str_c(in)), 10);
+    assert_memory_equal(out, "/\xc3\xa9\xc3\xa9\xf0\x9f\x98\x80x", 10);
+    assert_int_equal(logs_json_unquote(out, sc_str_c("\"\"")), 0);
+    /* Not exactly one valid string: refused. */
+    const char *bad[] = { "",          "\"",          "abc",         "\"abc",
+                          "\"a\"b",    "\"a\" ",      " \"a\"",      "\"\\x\"",
+                          "\"\\u12\"", "\"\\u0000\"", "\"\\ud83d\"", "\"\\ude00\"",
+                          "\"\x01\"",  "\"\xc3\"",    "\"\xff\"",    "\"a\\\"" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(logs_json_unquote(out, sc_str_c(bad[i])), -1);
+    }
+    sc_buf_cleanup(&b);
+}
+
 static void test_record_ops(void **state)
 {
     (void)state;
@@ -575,6 +606,7 @@ int main(void)
         cmocka_unit_test(test_json_like_jansson),
         cmocka_unit_test(test_json_guard_page),
         cmocka_unit_test(test_escape_styles),
+        cmocka_unit_test(test_json_unquote),
         cmocka_unit_test(test_record_ops),
         cmocka_unit_test(test_utf8_repair),
         cmocka_unit_test(test_logfmt),

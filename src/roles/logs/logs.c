@@ -69,9 +69,10 @@ static const struct sc_opt output_opts[] = {
       .type = SC_OPT_ENUM,
       .offset = OFF(loki_encoding),
       .enums = loki_encs,
-      .def = "json",
+      .def = "protobuf",
       .flags = SC_OPT_RESTART,
-      .help = "loki: json or protobuf (snappy)" },
+      .help = "loki: protobuf (a snappy-compressed PushRequest, as Loki's own clients send; needs "
+              "libsnappy.so.1) or json" },
     { .name = "label_fields",
       .type = SC_OPT_STRLIST,
       .offset = OFF(label_fields),
@@ -914,6 +915,7 @@ static int logs_reload(struct sc_app *app, void *state, const void *cfgp, char *
     for (size_t i = 0; i < lg->nouts; i++) {
         sc_free(lg->outs[i]->labels_json); /* the static labels may have changed */
         lg->outs[i]->labels_json = NULL;
+        lg->outs[i]->es_index_stale = true; /* and the index pattern */
     }
     logs_tail_reconfigure(lg);
     sc_info("logs reloaded", SC_LU("paths", c->paths.n));

@@ -31,6 +31,8 @@ enum logs_parser { LOGS_P_NONE, LOGS_P_JSON, LOGS_P_LOGFMT, LOGS_P_CRI, LOGS_P_R
 enum logs_out_type { LOGS_O_FILE, LOGS_O_STDOUT, LOGS_O_HTTP, LOGS_O_LOKI, LOGS_O_ES };
 enum logs_format { LOGS_F_NDJSON, LOGS_F_RAW, LOGS_F_JSON_ARRAY };
 enum logs_loki_enc { LOGS_LOKI_JSON, LOGS_LOKI_PROTOBUF };
+/* Marks a Loki record's line kept unquoted in a batch (logs_out.c encode_loki). */
+#define LOKI_RAW "="
 
 struct logs_output_cfg {
     char *name;
@@ -167,6 +169,11 @@ void logs_ev_rename(struct logs_ev *ev, struct sc_str from, struct sc_str to);
 enum logs_esc logs_ev_style(const struct logs_ev *ev);
 /* Appends <s> as a JSON string. Returns 0 or the buffer's error. */
 int logs_json_quote(struct sc_buf *b, struct sc_str s, enum logs_esc style);
+/* Decodes <q>, one JSON string with its quotes (as logs_json_quote writes it), into <out>, which
+ * must have room for q.len bytes (decoding never grows the text). Returns the decoded length, or
+ * -1 when <q> is not exactly one string that logs_ev_parse_json would accept (bad escapes, control
+ * characters, invalid UTF-8, \u0000, trailing bytes); <out> is then undefined. */
+ssize_t logs_json_unquote(char *out, struct sc_str q);
 /* Appends <ev> as one compact JSON object. <first> (may be NULL) is put first, with the value
  * of a field of the same name when the record has one; <last> (may be NULL) is put last unless
  * the record has a field of that name. On error the buffer is left as it was. */
@@ -306,7 +313,14 @@ struct logs_out {
     bool limited;
     char *labels_json;          /* loki without label_fields: the labels' JSON, made once */
     char *es_index, *es_action; /* elasticsearch: the last index name and its action line */
-    char *endpoint;             /* owned copies: a reload frees the config while a request runs */
+    /* The last second formatted (RFC 3339 timestamps, elasticsearch index names): its broken-down
+     * time and "YYYY-MM-DDTHH:MM:SS", so that gmtime and strftime run once a second. */
+    int64_t ts_secs;
+    bool ts_valid, es_index_stale;
+    struct tm ts_tm;
+    char ts_prefix[32];
+    size_t ts_prefix_len;
+    char *endpoint; /* owned copies: a reload frees the config while a request runs */
     char *bearer, *user, *password;
     struct sc_kv *hdrs;
     size_t nhdrs;

@@ -525,15 +525,19 @@ static int scan_string(struct jp *j, struct sc_str *body, bool *escaped)
     return 0;
 }
 
-/* Decodes a string body that scan_string accepted (escapes included) into the arena. */
-static struct sc_str unescape(struct logs_ev *ev, struct sc_str s)
+/* Decodes a string body that scan_string accepted (escapes included) into <out>, which has room
+ * for s.len bytes (decoding never grows it); returns the decoded length. */
+static size_t unescape_to(char *out, struct sc_str s)
 {
-    char *out = logs_ev_alloc(ev, s.len + 1);
     const unsigned char *p = (const unsigned char *)s.p, *end = p + s.len;
     size_t o = 0;
     while (p < end) {
         if (*p != '\\') {
-            out[o++] = (char)*p++;
+            const unsigned char *bs = memchr(p, '\\', (size_t)(end - p));
+            size_t run = (size_t)((bs ? bs : end) - p);
+            memcpy(out + o, p, run);
+            o += run;
+            p += run;
             continue;
         }
         unsigned char c = p[1];
@@ -584,8 +588,31 @@ static struct sc_str unescape(struct logs_ev *ev, struct sc_str s)
             out[o++] = (char)(0x80 | (u & 0x3f));
         }
     }
+    return o;
+}
+
+/* Decodes a string body that scan_string accepted into the arena (NUL-terminated). */
+static struct sc_str unescape(struct logs_ev *ev, struct sc_str s)
+{
+    char *out = logs_ev_alloc(ev, s.len + 1);
+    size_t o = unescape_to(out, s);
     out[o] = 0;
     return sc_str_n(out, o);
+}
+
+ssize_t logs_json_unquote(char *out, struct sc_str q)
+{
+    struct jp j = { (const unsigned char *)q.p, (const unsigned char *)q.p + q.len, NULL };
+    struct sc_str body;
+    bool escaped;
+    if (q.len < 2 || q.p[0] != '"' || scan_string(&j, &body, &escaped) < 0 || j.p != j.end) {
+        return -1;
+    }
+    if (!escaped) {
+        memcpy(out, body.p, body.len);
+        return (ssize_t)body.len;
+    }
+    return (ssize_t)unescape_to(out, body);
 }
 
 static int parse_string(struct jp *j, struct sc_str *out)

@@ -43,7 +43,8 @@ static int gzip_into(struct sc_buf *out, const char *p, size_t n)
 struct loki_ent {
     struct sc_str labels;
     int64_t ts;
-    struct sc_str line; /* JSON string text */
+    struct sc_str ts_text; /* the decimal nanoseconds as the batch holds them */
+    struct sc_str line;    /* a JSON string, or LOKI_RAW and the bytes (encode_loki) */
     size_t idx;
 };
 
@@ -65,6 +66,7 @@ static struct loki_ent *loki_split(const struct logs_batch *b, size_t *n)
 {
     struct loki_ent *v = sc_calloc(b->nitems + 1, sizeof(*v));
     size_t start = 0, k = 0;
+    bool sorted = true;
     for (size_t i = 0; i < b->nitems; i++) {
         struct sc_str rec = sc_str_n(b->body.p + start, b->items[i] - start - 1);
         start = b->items[i];
@@ -75,14 +77,18 @@ static struct loki_ent *loki_split(const struct logs_batch *b, size_t *n)
         if (neg || sc_str_to_u64(ts, INT64_MAX, &t) < 0) {
             t = 0;
         }
-        v[k++] = (struct loki_ent){ labels, (int64_t)t, rec, i };
+        v[k++] = (struct loki_ent){ labels, (int64_t)t, t ? ts : SC_STR("0"), rec, i };
+        sorted = sorted && (k == 1 || loki_cmp(&v[k - 2], &v[k - 1]) < 0);
     }
-    qsort(v, k, sizeof(*v), loki_cmp);
+    /* Records mostly come in time order with one set of labels: sort only when they do not. */
+    if (!sorted) {
+        qsort(v, k, sizeof(*v), loki_cmp);
+    }
     *n = k;
     return v;
 }
 
-static int loki_json(struct logs_out *o, const struct logs_batch *b, struct sc_buf *out)
+static int loki_json(const struct logs_batch *b, struct sc_buf *out)
 {
     size_t n;
     struct loki_ent *v = loki_split(b, &n);
@@ -95,39 +101,54 @@ static int loki_json(struct logs_out *o, const struct logs_batch *b, struct sc_b
         } else {
             rc = sc_buf_append(out, ",", 1);
         }
-        if (rc == 0) {
-            rc = sc_buf_appendf(out, "[\"%lld\",%.*s]", (long long)v[i].ts, SC_STR_FMT(v[i].line));
+        rc = rc ? rc : sc_buf_append(out, "[\"", 2);
+        rc = rc ? rc : sc_buf_append_str(out, v[i].ts_text);
+        rc = rc ? rc : sc_buf_append(out, "\",", 2);
+        if (rc == 0 && v[i].line.len && v[i].line.p[0] == LOKI_RAW[0]) {
+            rc = logs_json_quote(out, sc_str_n(v[i].line.p + 1, v[i].line.len - 1),
+                                 LOGS_ESC_JANSSON);
+        } else if (rc == 0) {
+            rc = sc_buf_append_str(out, v[i].line);
         }
+        rc = rc ? rc : sc_buf_append(out, "]", 1);
     }
     if (rc == 0) {
         rc = sc_buf_append_cstr(out, n ? "]}]}" : "]}");
     }
     sc_free(v);
-    (void)o;
     return rc;
 }
 
-static int pb_varint(struct sc_buf *b, uint64_t v)
+static size_t varint_len(uint64_t v)
 {
-    char tmp[10];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+    size_t n = 1;
+    while (v > 0x7f) {
         v >>= 7;
-    } while (v);
-    return sc_buf_append(b, tmp, n);
+        n++;
+    }
+    return n;
 }
 
-static int pb_bytes(struct sc_buf *b, unsigned field, const char *p, size_t n)
+static char *put_varint(char *p, uint64_t v)
 {
-    int rc = pb_varint(b, (uint64_t)(field << 3 | 2));
-    if (rc == 0) {
-        rc = pb_varint(b, n);
+    while (v > 0x7f) {
+        *p++ = (char)((v & 0x7f) | 0x80);
+        v >>= 7;
     }
-    if (rc == 0) {
-        rc = sc_buf_append(b, p, n);
-    }
-    return rc;
+    *p++ = (char)v;
+    return p;
+}
+
+/* A length-delimited field's key and length; the caller copies the bytes after them. */
+static char *put_len(char *p, unsigned field, size_t n)
+{
+    return put_varint(put_varint(p, field << 3 | 2), n);
+}
+
+/* The size of a field of <n> bytes with its key and length (fields below 16: a one-byte key). */
+static size_t len_field(size_t n)
+{
+    return 1 + varint_len(n) + n;
 }
 
 /* {"a":"x","b":"y"} -> {a="x", b="y"} (Prometheus label syntax, as Loki's protobuf wants). */
@@ -165,59 +186,94 @@ static char *labels_prom(struct sc_str json)
     return r;
 }
 
+/* Entry { Timestamp timestamp = 1 { seconds = 1; nanos = 2 }; string line = 2 }: the size of
+ * the timestamp message. */
+static size_t ts_size(int64_t ts)
+{
+    uint64_t secs = (uint64_t)(ts / 1000000000), nanos = (uint64_t)(ts % 1000000000);
+    return (secs ? 1 + varint_len(secs) : 0) + (nanos ? 1 + varint_len(nanos) : 0);
+}
+
+static size_t entry_size(const struct loki_ent *e)
+{
+    return len_field(ts_size(e->ts)) + len_field(e->line.len);
+}
+
+/* PushRequest { repeated StreamAdapter streams = 1 { string labels = 1; repeated Entry entries =
+ * 2 } } (Loki's push.proto), written straight into one buffer: each stream's size is summed
+ * before it is written, and the whole message is snappy-compressed into <out>. */
 static int loki_protobuf(const struct logs_batch *b, struct sc_buf *out)
 {
     size_t n;
     struct loki_ent *v = loki_split(b, &n);
-    struct sc_buf pb, stream, ent, ts;
-    size_t cap = b->body.len * 2 + 4096;
-    sc_buf_init(&pb, cap);
-    sc_buf_init(&stream, cap);
-    sc_buf_init(&ent, cap);
-    sc_buf_init(&ts, 64);
-    int rc = 0;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        if (i == 0 || !sc_str_eq(v[i].labels, v[i - 1].labels)) {
-            sc_buf_reset(&stream);
-            char *l = labels_prom(v[i].labels);
-            rc = pb_bytes(&stream, 1, l, strlen(l));
-            sc_free(l);
+    /* Decoding never grows a line, so the batch's size bounds all of them together (lines kept
+     * unquoted are sent from the batch itself). */
+    char *text = sc_malloc(b->body.len + 1);
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].line.len && v[i].line.p[0] == LOKI_RAW[0]) {
+            v[i].line = sc_str_n(v[i].line.p + 1, v[i].line.len - 1);
+            continue;
         }
-        json_error_t e;
-        json_t *line = json_loadb(v[i].line.p, v[i].line.len, JSON_DECODE_ANY, &e);
-        sc_buf_reset(&ts);
-        sc_buf_reset(&ent);
-        if (v[i].ts / 1000000000) {
-            rc = rc ? rc : pb_varint(&ts, 1 << 3);
-            rc = rc ? rc : pb_varint(&ts, (uint64_t)(v[i].ts / 1000000000));
+        /* Kept as a JSON string (spooled while loki_encoding was json). Only a damaged spool
+         * record fails to decode: its line is sent empty, not garbled. */
+        ssize_t l = logs_json_unquote(text + used, v[i].line);
+        v[i].line = sc_str_n(text + used, l < 0 ? 0 : (size_t)l);
+        used += l < 0 ? 0 : (size_t)l;
+    }
+    /* Per stream (a run of equal labels): its labels in Prometheus syntax and its size. */
+    size_t nstreams = 0, total = 0;
+    char **labels = sc_calloc(n + 1, sizeof(char *));
+    size_t *ssize = sc_calloc(n + 1, sizeof(size_t));
+    for (size_t i = 0; i < n;) {
+        size_t j = i, sz;
+        labels[nstreams] = labels_prom(v[i].labels);
+        sz = len_field(strlen(labels[nstreams]));
+        for (; j < n && sc_str_eq(v[j].labels, v[i].labels); j++) {
+            sz += len_field(entry_size(&v[j]));
         }
-        if (v[i].ts % 1000000000) {
-            rc = rc ? rc : pb_varint(&ts, 2 << 3);
-            rc = rc ? rc : pb_varint(&ts, (uint64_t)(v[i].ts % 1000000000));
-        }
-        rc = rc ? rc : pb_bytes(&ent, 1, ts.p ? ts.p : "", ts.len);
-        const char *ls = json_string_value(line);
-        rc = rc ? rc : pb_bytes(&ent, 2, ls ? ls : "", ls ? json_string_length(line) : 0);
-        json_decref(line);
-        rc = rc ? rc : pb_bytes(&stream, 2, ent.p, ent.len);
-        if (rc == 0 && (i + 1 == n || !sc_str_eq(v[i].labels, v[i + 1].labels))) {
-            rc = pb_bytes(&pb, 1, stream.p, stream.len);
+        ssize[nstreams++] = sz;
+        total += len_field(sz);
+        i = j;
+    }
+    char *pb = sc_malloc(total + 1), *p = pb;
+    for (size_t i = 0, s = 0; i < n; s++) {
+        size_t ll = strlen(labels[s]);
+        p = put_len(p, 1, ssize[s]);
+        p = put_len(p, 1, ll);
+        memcpy(p, labels[s], ll);
+        p += ll;
+        for (size_t j = i; i < n && sc_str_eq(v[i].labels, v[j].labels); i++) {
+            uint64_t secs = (uint64_t)(v[i].ts / 1000000000);
+            uint64_t nanos = (uint64_t)(v[i].ts % 1000000000);
+            p = put_len(p, 2, entry_size(&v[i]));
+            p = put_len(p, 1, ts_size(v[i].ts));
+            if (secs) {
+                p = put_varint(put_varint(p, 1 << 3), secs);
+            }
+            if (nanos) {
+                p = put_varint(put_varint(p, 2 << 3), nanos);
+            }
+            p = put_len(p, 2, v[i].line.len);
+            memcpy(p, v[i].line.p, v[i].line.len);
+            p += v[i].line.len;
         }
     }
+    for (size_t s = 0; s < nstreams; s++) {
+        sc_free(labels[s]);
+    }
+    sc_free(labels);
+    sc_free(ssize);
+    sc_free(text);
     sc_free(v);
+    size_t max = sc_snappy_max_compressed_length(total);
+    int rc = sc_buf_reserve(out, max);
     if (rc == 0) {
-        size_t max = sc_snappy_max_compressed_length(pb.len);
-        rc = sc_buf_reserve(out, max);
-        if (rc == 0) {
-            size_t olen = max;
-            rc = sc_snappy_compress(pb.p ? pb.p : "", pb.len, out->p + out->len, &olen);
-            out->len += olen;
-        }
+        size_t olen = max;
+        rc = sc_snappy_compress(pb, total, out->p + out->len, &olen);
+        out->len += olen;
     }
-    sc_buf_cleanup(&pb);
-    sc_buf_cleanup(&stream);
-    sc_buf_cleanup(&ent);
-    sc_buf_cleanup(&ts);
+    sc_free(pb);
     return rc;
 }
 
@@ -424,7 +480,7 @@ void logs_http_send(struct logs_out *o, struct logs_batch *b)
     size_t blen = b->body.len;
     if (c->type == LOGS_O_LOKI) {
         rc = c->loki_encoding == LOGS_LOKI_PROTOBUF ? loki_protobuf(b, &plain)
-                                                    : loki_json(o, b, &plain);
+                                                    : loki_json(b, &plain);
         body = plain.p;
         blen = plain.len;
     } else if (c->type == LOGS_O_HTTP && c->format == LOGS_F_JSON_ARRAY) {

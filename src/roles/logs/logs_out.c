@@ -26,6 +26,7 @@
 #include "core/alloc.h"
 #include "core/file.h"
 #include "core/error.h"
+#include "core/lazylib.h"
 #include "core/log.h"
 #include "roles/logs/logs.h"
 
@@ -92,21 +93,28 @@ static int cmp_u64(const void *a, const void *b)
 static void note_streams(struct logs_batch *b)
 {
     b->streams = sc_calloc(b->nitems + 1, sizeof(uint64_t));
-    size_t start = 0;
+    size_t start = 0, n0 = 0, prev_len = 0;
+    const char *prev = NULL;
     for (size_t i = 0; i < b->nitems; i++) {
         const char *p = b->body.p + start;
         const char *tab = memchr(p, '\t', b->items[i] - start);
         size_t n = tab ? (size_t)(tab - p) : b->items[i] - start;
+        if (prev && n == prev_len && memcmp(p, prev, n) == 0) {
+            start = b->items[i];
+            continue; /* the same labels as the record before */
+        }
+        prev = p;
+        prev_len = n;
         uint64_t h = 0xcbf29ce484222325ull;
         for (size_t k = 0; k < n; k++) {
             h = (h ^ (uint8_t)p[k]) * 0x100000001b3ull;
         }
-        b->streams[i] = h;
+        b->streams[n0++] = h;
         start = b->items[i];
     }
-    qsort(b->streams, b->nitems, sizeof(uint64_t), cmp_u64);
+    qsort(b->streams, n0, sizeof(uint64_t), cmp_u64);
     size_t k = 0;
-    for (size_t i = 0; i < b->nitems; i++) {
+    for (size_t i = 0; i < n0; i++) {
         if (k == 0 || b->streams[k - 1] != b->streams[i]) {
             b->streams[k++] = b->streams[i];
         }
@@ -176,13 +184,58 @@ bool logs_out_idle(const struct logs_out *o)
     return sc_list_empty(&o->queue) && (!o->building || o->building->nitems == 0);
 }
 
-static void ts_rfc3339(int64_t ns, char *out, size_t cap)
+/* Writes <v> in decimal to <out> (room for 20 digits); returns the end. Two digits a step. */
+static char *put_u64(char *out, uint64_t v)
 {
-    time_t secs = (time_t)(ns / 1000000000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    size_t n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, cap - n, ".%09lldZ", (long long)(ns % 1000000000));
+    static const char pairs[] =
+        "00010203040506070809101112131415161718192021222324252627282930313233"
+        "34353637383940414243444546474849505152535455565758596061626364656667"
+        "6869707172737475767778798081828384858687888990919293949596979899";
+    char tmp[20];
+    size_t n = sizeof(tmp);
+    while (v >= 100) {
+        unsigned d = (unsigned)(v % 100) * 2;
+        v /= 100;
+        tmp[--n] = pairs[d + 1];
+        tmp[--n] = pairs[d];
+    }
+    if (v >= 10) {
+        tmp[--n] = pairs[v * 2 + 1];
+        tmp[--n] = pairs[v * 2];
+    } else {
+        tmp[--n] = (char)('0' + v);
+    }
+    memcpy(out, tmp + n, sizeof(tmp) - n);
+    return out + sizeof(tmp) - n;
+}
+
+/* <ns> as RFC 3339 UTC with nanoseconds into <out> (room for 40 bytes), NUL-terminated. The date
+ * and time of day are formatted once per second and kept on <o>. */
+static void ts_rfc3339(struct logs_out *o, int64_t ns, char *out)
+{
+    int64_t secs = ns / 1000000000, frac = ns % 1000000000;
+    if (frac < 0) {
+        frac += 1000000000;
+        secs--;
+    }
+    if (!o->ts_valid || secs != o->ts_secs) {
+        time_t t = (time_t)secs;
+        gmtime_r(&t, &o->ts_tm);
+        o->ts_prefix_len =
+            strftime(o->ts_prefix, sizeof(o->ts_prefix), "%Y-%m-%dT%H:%M:%S", &o->ts_tm);
+        o->ts_secs = secs;
+        o->ts_valid = true;
+        o->es_index_stale = true;
+    }
+    memcpy(out, o->ts_prefix, o->ts_prefix_len);
+    char *p = out + o->ts_prefix_len;
+    *p++ = '.';
+    for (int i = 8; i >= 0; i--) {
+        p[i] = (char)('0' + frac % 10);
+        frac /= 10;
+    }
+    p[9] = 'Z';
+    p[10] = 0;
 }
 
 /* Appends the JSON of <v> (compact, key order kept) to <b>. */
@@ -201,14 +254,33 @@ static int dump_json(struct sc_buf *b, json_t *v)
     return 0;
 }
 
+/* Appends "\t<ts_ns>\t" (Loki entries are never before 1970: a negative time is written as 0). */
+static int append_ts(struct sc_buf *b, int64_t ns)
+{
+    int rc = sc_buf_reserve(b, 24);
+    if (rc == 0) {
+        char *p = b->p + b->len;
+        *p++ = '\t';
+        p = put_u64(p, ns < 0 ? 0 : (uint64_t)ns);
+        *p++ = '\t';
+        b->len = (size_t)(p - b->p);
+    }
+    return rc;
+}
+
+/* A Loki record in a batch is "<labels JSON>\t<ts_ns>\t<line>\n", where <line> is either the
+ * line as a JSON string (for loki_encoding json, which sends it as it is) or, for protobuf, which
+ * sends the bytes, LOKI_RAW followed by the line's bytes unquoted. A JSON string never starts with
+ * LOKI_RAW, so a batch read back from the spool after the encoding changed is still read right. */
 static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_rec *r)
 {
     const struct logs_cfg *c = o->lg->cfg;
+    int rc;
     if (o->cfg->label_fields.n == 0 && o->labels_json) {
         /* The same labels for every record: their JSON is made once. */
-        int rc = sc_buf_append_cstr(b, o->labels_json);
+        rc = sc_buf_append_cstr(b, o->labels_json);
         if (rc == 0) {
-            rc = sc_buf_appendf(b, "\t%lld\t", (long long)r->ts_ns);
+            rc = append_ts(b, r->ts_ns);
         }
         if (rc < 0) {
             return rc;
@@ -230,14 +302,14 @@ static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_r
         json_object_set_new(labels, "job", json_string("sidecar"));
     }
     size_t need = json_dumpb(labels, NULL, 0, JSON_COMPACT | JSON_SORT_KEYS);
-    int rc = sc_buf_reserve(b, need + 32);
+    rc = sc_buf_reserve(b, need + 32);
     if (rc == 0) {
         json_dumpb(labels, b->p + b->len, need, JSON_COMPACT | JSON_SORT_KEYS);
         if (o->cfg->label_fields.n == 0) {
             o->labels_json = sc_strndup(b->p + b->len, need);
         }
         b->len += need;
-        rc = sc_buf_appendf(b, "\t%lld\t", (long long)r->ts_ns);
+        rc = append_ts(b, r->ts_ns);
     }
     json_decref(labels);
     if (rc < 0) {
@@ -246,7 +318,14 @@ static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_r
 line:;
     /* The line: the original text when the record is just a message, else the record's JSON. */
     const struct logs_field *msg = logs_ev_get(r->ev, SC_STR("message"));
-    if (r->ev->live == 1 && msg && msg->type == LOGS_V_STR) {
+    bool plain = r->ev->live == 1 && msg && msg->type == LOGS_V_STR;
+    if (o->cfg->loki_encoding == LOGS_LOKI_PROTOBUF) {
+        rc = sc_buf_append(b, LOKI_RAW, 1);
+        if (rc == 0) {
+            rc = plain ? sc_buf_append_str(b, msg->val)
+                       : logs_ev_dump(b, r->ev, LOGS_ESC_JANSSON, NULL, NULL);
+        }
+    } else if (plain) {
         rc = logs_json_quote(b, msg->val, LOGS_ESC_JANSSON);
     } else {
         struct sc_buf *tmp = &o->lg->scratch;
@@ -264,34 +343,37 @@ line:;
 
 static int encode_es(struct logs_out *o, struct sc_buf *b, const struct logs_rec *r)
 {
-    time_t secs = (time_t)(r->ts_ns / 1000000000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    char index[512];
+    char ts[48];
+    ts_rfc3339(o, r->ts_ns, ts);
+    /* The index name can only change with the second; its action line only with the name (once
+     * a day with the default pattern). */
+    if (o->es_index_stale || !o->es_index) {
+        char index[512];
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
-    /* The pattern is operator config (strftime only reads the struct tm). */
-    size_t n = strftime(index, sizeof(index), o->cfg->index, &tm);
+        /* The pattern is operator config (strftime only reads the struct tm). */
+        size_t n = strftime(index, sizeof(index), o->cfg->index, &o->ts_tm);
 #pragma GCC diagnostic pop
-    if (n == 0) {
-        return -EINVAL;
-    }
-    /* The action line changes with the index name only (once a day with the default). */
-    if (!o->es_index || strcmp(o->es_index, index) != 0) {
-        json_t *act = json_pack("{s:{s:s}}", "create", "_index", index);
-        struct sc_buf line;
-        sc_buf_init(&line, sizeof(index) * 6 + 64);
-        int rc = act ? dump_json(&line, act) : -EINVAL;
-        json_decref(act);
-        if (rc < 0) {
-            sc_buf_cleanup(&line);
-            return rc;
+        if (n == 0) {
+            return -EINVAL;
         }
-        sc_free(o->es_index);
-        sc_free(o->es_action);
-        o->es_index = sc_strdup(index);
-        o->es_action = sc_strndup(line.p, line.len);
-        sc_buf_cleanup(&line);
+        if (!o->es_index || strcmp(o->es_index, index) != 0) {
+            json_t *act = json_pack("{s:{s:s}}", "create", "_index", index);
+            struct sc_buf line;
+            sc_buf_init(&line, sizeof(index) * 6 + 64);
+            int rc = act ? dump_json(&line, act) : -EINVAL;
+            json_decref(act);
+            if (rc < 0) {
+                sc_buf_cleanup(&line);
+                return rc;
+            }
+            sc_free(o->es_index);
+            sc_free(o->es_action);
+            o->es_index = sc_strdup(index);
+            o->es_action = sc_strndup(line.p, line.len);
+            sc_buf_cleanup(&line);
+        }
+        o->es_index_stale = false;
     }
     int rc = sc_buf_append_cstr(b, o->es_action);
     if (rc == 0) {
@@ -300,8 +382,6 @@ static int encode_es(struct logs_out *o, struct sc_buf *b, const struct logs_rec
     if (rc < 0) {
         return rc;
     }
-    char ts[64];
-    ts_rfc3339(r->ts_ns, ts, sizeof(ts));
     struct logs_field at = { SC_STR("@timestamp"), sc_str_c(ts), LOGS_V_STR };
     rc = logs_ev_dump(b, r->ev, LOGS_ESC_JANSSON, NULL, &at);
     if (rc == 0) {
@@ -324,8 +404,8 @@ static int encode(struct logs_out *o, struct sc_buf *b, const struct logs_rec *r
     if (o->cfg->format == LOGS_F_RAW) {
         rc = sc_buf_append(b, r->raw.len ? r->raw.p : "", r->raw.len);
     } else if (o->cfg->timestamp_field && o->cfg->timestamp_field[0]) {
-        char ts[64];
-        ts_rfc3339(r->ts_ns, ts, sizeof(ts));
+        char ts[48];
+        ts_rfc3339(o, r->ts_ns, ts);
         struct logs_field tf = { sc_str_c(o->cfg->timestamp_field), sc_str_c(ts), LOGS_V_STR };
         rc = logs_ev_dump(b, r->ev, LOGS_ESC_JANSSON, &tf, NULL);
     } else {
@@ -681,6 +761,13 @@ int logs_out_new(struct logs *lg, const struct logs_output_cfg *cfg, struct logs
         o->fd = 1;
     } else if (!cfg->url) {
         *err = sc_asprintf("output %s: needs a url", o->name);
+        goto fail;
+    } else if (cfg->type == LOGS_O_LOKI && cfg->loki_encoding == LOGS_LOKI_PROTOBUF &&
+               sc_snappy_max_compressed_length(1) == 0) {
+        /* Refused now rather than every batch dropped later. */
+        *err = sc_asprintf("output %s: loki_encoding protobuf needs libsnappy.so.1, which cannot "
+                           "be loaded (install libsnappy1v5, or set loki_encoding: json)",
+                           o->name);
         goto fail;
     }
     if (cfg->spool && logs_spool_open(o, err) < 0) {
