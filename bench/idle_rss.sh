@@ -8,7 +8,9 @@
 #   bench/idle_rss.sh BUILD_DIR        (BENCH_ROUNDS=3, BENCH_SETTLE=2)
 #
 # Roles: proxy (plain HTTP/1 listener), proxy with a TLS listener (ECDSA P-256, tests/certs.sh),
-# logs (one file tailed to a file output), metrics (a textfile directory), config (a file://
+# logs (one file tailed to a file output), metrics (a textfile directory; metrics-scrape: a plain
+# http:// target, served by python3 -m http.server, scraped once through the exposition before the
+# reading), config (a file://
 # source; config-http: a plain http:// source, served by python3 -m http.server), secrets (a token
 # and one secret from an unreachable plain-http Vault at http://127.0.0.1:1: it idles in its retry
 # backoff, without libcurl), pod (a manifest with one `sleep` container; the role's own process).
@@ -30,6 +32,7 @@ sh "$ROOT/tests/certs.sh" "$DIR/pki" >/dev/null 2>&1 || die "tests/certs.sh fail
 mkdir -p "$DIR/logs" "$DIR/textfiles" "$DIR/secrets" "$DIR/www"
 echo 'a line' >"$DIR/logs/app.log"
 echo 'key: value' >"$DIR/source.yaml"
+printf '# TYPE app_requests_total counter\napp_requests_total{code="200"} 1027\n' >"$DIR/www/metrics"
 cat >"$DIR/pod.yaml" <<'EOF'
 apiVersion: v1
 kind: Pod
@@ -61,6 +64,9 @@ role_args() {
         ;;
     logs) echo "logs --admin $admin --path $DIR/logs/*.log --output file=$DIR/out.log" ;;
     metrics) echo "metrics --admin $admin --listen 127.0.0.1:$port --textfile-dir $DIR/textfiles" ;;
+    metrics-scrape)
+        echo "metrics --admin $admin --listen 127.0.0.1:$port --scrape http://127.0.0.1:$web_port/metrics"
+        ;;
     config) echo "config --admin $admin --source file://$DIR/source.yaml --dest $DIR/dest.yaml" ;;
     config-http)
         echo "config --admin $admin --source http://127.0.0.1:$port/source.yaml" \
@@ -82,14 +88,16 @@ median() {
 
 echo "| role | idle RSS (MiB) | RssAnon (MiB) | OpenSSL mapped | libcurl mapped |"
 echo "|---|---|---|---|---|"
-for name in proxy proxy-tls logs metrics config config-http secrets pod; do
+for name in proxy proxy-tls logs metrics metrics-scrape config config-http secrets pod; do
     rss=() anon=() ssl=no curl=no
     for _ in $(seq "$ROUNDS"); do
         admin=$(free_port)
         port=$(free_port)
-        if [ "$name" = config-http ]; then
+        web_port=$port
+        [ "$name" != metrics-scrape ] || web_port=$(free_port)
+        if [ "$name" = config-http ] || [ "$name" = metrics-scrape ]; then
             cp "$DIR/source.yaml" "$DIR/www/source.yaml"
-            spawn "$DIR/www.out" 0 python3 -m http.server "$port" --bind 127.0.0.1 \
+            spawn "$DIR/www.out" 0 python3 -m http.server "$web_port" --bind 127.0.0.1 \
                 --directory "$DIR/www"
             web=$SPAWNED_PID
             sleep 1
@@ -97,6 +105,11 @@ for name in proxy proxy-tls logs metrics config config-http secrets pod; do
         # shellcheck disable=SC2046 # the arguments are split on purpose
         spawn "$DIR/$name.out" 0 "$BIN" $(role_args "$name" "$admin" "$port")
         pid=$SPAWNED_PID
+        if [ "$name" = metrics-scrape ]; then
+            sleep 1
+            curl -sf "http://127.0.0.1:$port/metrics" | grep -q '^app_requests_total' ||
+                die "metrics-scrape: the target's samples are not in the exposition"
+        fi
         sleep "$SETTLE"
         alive "$pid" || die "$name exited: $(tail -n 3 "$DIR/$name.out")"
         rss+=("$(proc_kib VmRSS "$pid")")
@@ -104,7 +117,7 @@ for name in proxy proxy-tls logs metrics config config-http secrets pod; do
         ssl=$(maps "$pid" 'libssl\|libcrypto')
         curl=$(maps "$pid" libcurl)
         stop_proc "$pid"
-        [ "$name" != config-http ] || stop_proc "$web"
+        [ "$name" != config-http ] && [ "$name" != metrics-scrape ] || stop_proc "$web"
     done
     r=$(printf '%s\n' "${rss[@]}" | median)
     a=$(printf '%s\n' "${anon[@]}" | median)

@@ -398,6 +398,9 @@ static int setup_easy(struct sc_egress_xfer *x, const struct sc_egress_req *req)
     if (x->headers) {
         SET(CURLOPT_HTTPHEADER, x->headers);
     }
+    if (req->accept_encoding) {
+        SET(CURLOPT_ACCEPT_ENCODING, req->accept_encoding);
+    }
 
     if (is_head) {
         SET(CURLOPT_NOBODY, 1L);

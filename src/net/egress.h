@@ -39,6 +39,10 @@ struct sc_egress_req {
     const char *url;             /* http:// or https:// */
     const struct sc_kv *headers; /* extra request headers (borrowed until the callback) */
     size_t nheaders;
+    /* Content codings to ask for ("gzip"), sent as Accept-Encoding (the way a caller adds that
+     * header); the body is then decoded before it is kept or handed to on_data. NULL: none asked,
+     * none decoded. */
+    const char *accept_encoding;
     const void *body; /* request body (borrowed until the callback), may be NULL */
     size_t body_len;
     uint64_t timeout_ms;         /* whole transfer deadline; 0: 30 s */

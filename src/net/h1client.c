@@ -2,9 +2,9 @@
 // The HTTP/1.1 client of h1client.h. One input buffer holds the response head and, right after
 // it, the decoded body: Content-Length and close-delimited bodies are already in place, chunked
 // ones are decoded in place (data moved down over its framing), so the body is one view without a
-// second buffer; a discarded body is dropped as it arrives. The request is written as soon as the
-// chain is connected and reading starts at once, so a server that answers early (413) and closes
-// is heard even when the write fails.
+// second buffer; a discarded or streamed body is dropped as it arrives. The request is written as
+// soon as the chain is connected and reading starts at once, so a server that answers early (413)
+// and closes is heard even when the write fails.
 #include "net/h1client.h"
 
 #include <netdb.h>
@@ -40,7 +40,10 @@ struct sc_h1cli {
     struct sc_http_limits lim;
     unsigned rflags;
     uint64_t max_body;
-    bool head_only, discard;
+    int (*on_head)(void *arg, const struct sc_http_msg *head);
+    int (*on_body)(void *arg, const char *p, size_t n);
+    void *stream_arg;
+    bool head_only, discard; /* discard: nothing kept (also when streamed to on_body) */
     bool done, closing;
     int werr; /* a failed write: reading goes on, the response or the end decides */
 };
@@ -116,19 +119,31 @@ static void complete(struct sc_h1cli *c)
     finish(c, &r);
 }
 
-/* Keeps or drops <n> decoded bytes found at <p> (inside the undecoded region). */
+/* Keeps, streams or drops <n> decoded bytes found at <p> (inside the undecoded region). Returns 0,
+ * or an error after failing the request. */
 static int take(struct sc_h1cli *c, const char *p, size_t n)
 {
     c->got += n;
-    if (c->discard) {
-        return 0;
+    int rc = 0;
+    if (c->on_body) {
+        if (c->got > c->max_body) {
+            rc = SC_ETOOBIG;
+        } else if (n > 0 && (rc = c->on_body(c->stream_arg, p, n)) < 0) {
+            fail(c, rc, "stopped by the receiver of the body");
+            return rc;
+        }
+    } else if (!c->discard) {
+        if (c->body_len + n > c->max_body) {
+            rc = SC_ETOOBIG;
+        } else {
+            memmove(c->in.p + c->hlen + c->body_len, p, n);
+            c->body_len += n;
+        }
     }
-    if (c->body_len + n > c->max_body) {
-        return SC_ETOOBIG;
+    if (rc < 0) {
+        fail(c, rc, "response body over the cap");
     }
-    memmove(c->in.p + c->hlen + c->body_len, p, n);
-    c->body_len += n;
-    return 0;
+    return rc;
 }
 
 /* Removes <n> undecoded bytes from the front of the undecoded region. */
@@ -152,9 +167,9 @@ static int body_progress(struct sc_h1cli *c)
             if (c->kind == SC_HTTP_BODY_LENGTH && n > c->clen - c->got) {
                 n = (size_t)(c->clen - c->got);
             }
-            if (take(c, raw, n) < 0) {
-                fail(c, SC_ETOOBIG, "response body over the cap");
-                return SC_ETOOBIG;
+            int rc = take(c, raw, n);
+            if (rc < 0) {
+                return rc;
             }
             if (c->discard) {
                 drop_raw(c, n); /* kept bytes are already in place */
@@ -175,9 +190,9 @@ static int body_progress(struct sc_h1cli *c)
         if (r == SC_HTTP1_CHUNK_DATA) {
             /* the data ends the consumed span: keep it, then drop the framing before it */
             size_t framing = used - data.len;
-            if (take(c, data.p, data.len) < 0) {
-                fail(c, SC_ETOOBIG, "response body over the cap");
-                return SC_ETOOBIG;
+            int rc = take(c, data.p, data.len);
+            if (rc < 0) {
+                return rc;
             }
             if (!c->discard) {
                 raw += data.len; /* the kept data now sits where the region began */
@@ -224,7 +239,13 @@ static void process(struct sc_h1cli *c)
             complete(c);
             return;
         }
-        if (c->kind == SC_HTTP_BODY_LENGTH && c->clen > c->max_body && !c->discard) {
+        int rc = c->on_head ? c->on_head(c->stream_arg, &msg) : 0;
+        if (rc < 0) {
+            fail(c, rc, "stopped by the receiver of the head");
+            return;
+        }
+        if (c->kind == SC_HTTP_BODY_LENGTH && c->clen > c->max_body &&
+            (!c->discard || c->on_body)) {
             fail(c, SC_ETOOBIG, "response body over the cap");
             return;
         }
@@ -345,7 +366,10 @@ int sc_h1cli_send(uv_loop_t *loop, const struct sockaddr *addr, const struct sc_
     c->cb = cb;
     c->arg = arg;
     c->head_only = req->head_only;
-    c->discard = req->discard_body;
+    c->discard = req->discard_body || req->on_body;
+    c->on_head = req->on_body ? req->on_head : NULL;
+    c->on_body = req->on_body;
+    c->stream_arg = req->stream_arg;
     c->max_body = req->max_body ? req->max_body : 1024 * 1024;
     uint32_t max_head = req->max_head ? req->max_head : 16 * 1024;
     c->lim = sc_http1_default_limits;
@@ -486,8 +510,13 @@ bool sc_h1cli_url_parse(const char *url, struct sc_h1cli_url *u)
 struct sc_h1cli_named {
     uv_loop_t *loop;
     uv_getaddrinfo_t gai;
+    uv_timer_t timer; /* the deadline while resolving */
+    uint64_t started; /* loop time of sc_h1cli_send_host */
+    uint64_t timeout_ms;
     bool resolving;
-    bool cancelled;
+    bool timer_open;
+    bool cancelled; /* by the caller or the deadline: the resolver's answer is dropped */
+    bool dead;      /* released: freed once the resolver and the timer are done */
     struct sc_h1cli *cli;
     sc_h1cli_done_cb cb;
     void *arg;
@@ -497,11 +526,32 @@ struct sc_h1cli_named {
     char port[8];
 };
 
-static void named_free(struct sc_h1cli_named *n)
+/* Frees <n> once neither the resolver nor the timer can call back into it. */
+static void named_release(struct sc_h1cli_named *n)
 {
+    n->dead = true;
+    if (n->resolving || n->timer_open) {
+        return;
+    }
     sc_buf_cleanup(&n->raw);
     sc_free(n->host);
     sc_free(n);
+}
+
+static void on_named_timer_closed(uv_handle_t *h)
+{
+    struct sc_h1cli_named *n = h->data;
+    n->timer_open = false;
+    if (n->dead) {
+        named_release(n);
+    }
+}
+
+static void named_timer_close(struct sc_h1cli_named *n)
+{
+    if (n->timer_open && !uv_is_closing((uv_handle_t *)&n->timer)) {
+        uv_close((uv_handle_t *)&n->timer, on_named_timer_closed);
+    }
 }
 
 static void on_named_done(void *arg, const struct sc_h1cli_resp *resp)
@@ -509,7 +559,7 @@ static void on_named_done(void *arg, const struct sc_h1cli_resp *resp)
     struct sc_h1cli_named *n = arg;
     n->cli = NULL;
     n->cb(n->arg, resp);
-    named_free(n);
+    named_release(n);
 }
 
 static int named_send(struct sc_h1cli_named *n, const struct sockaddr *addr)
@@ -518,22 +568,43 @@ static int named_send(struct sc_h1cli_named *n, const struct sockaddr *addr)
     return sc_h1cli_send(n->loop, addr, &n->req, on_named_done, n, &n->cli);
 }
 
+/* Reports <error> with the reason "cannot <what> <host>: <msg>" (or <msg> alone when <what> is
+ * NULL); <n> is released. */
 static void named_fail(struct sc_h1cli_named *n, int error, const char *what, const char *msg)
 {
     char why[200];
-    snprintf(why, sizeof(why), "cannot %s %s: %s", what, n->host, msg);
+    if (what) {
+        snprintf(why, sizeof(why), "cannot %s %s: %s", what, n->host, msg);
+    } else {
+        snprintf(why, sizeof(why), "%s %s", msg, n->host);
+    }
     struct sc_h1cli_resp r = { .error = error, .reason = why };
     n->cb(n->arg, &r);
-    named_free(n);
+    named_release(n);
+}
+
+/* The deadline passed while resolving: reported at once; the resolver's answer, whenever it
+ * comes, is dropped. */
+static void on_named_deadline(uv_timer_t *t)
+{
+    struct sc_h1cli_named *n = t->data;
+    named_timer_close(n);
+    if (!n->resolving || n->cancelled) {
+        return;
+    }
+    n->cancelled = true;
+    uv_cancel((uv_req_t *)&n->gai);
+    named_fail(n, UV_ETIMEDOUT, NULL, "timed out resolving");
 }
 
 static void on_named_resolved(uv_getaddrinfo_t *gai, int status, struct addrinfo *res)
 {
     struct sc_h1cli_named *n = gai->data;
     n->resolving = false;
+    named_timer_close(n);
     if (n->cancelled) {
         uv_freeaddrinfo(res);
-        named_free(n);
+        named_release(n); /* released already by the cancel or the deadline */
         return;
     }
     if (status < 0 || !res) {
@@ -545,6 +616,8 @@ static void on_named_resolved(uv_getaddrinfo_t *gai, int status, struct addrinfo
     struct sockaddr_storage ss;
     memcpy(&ss, res->ai_addr, res->ai_addrlen);
     uv_freeaddrinfo(res);
+    uint64_t spent = uv_now(n->loop) - n->started;
+    n->req.timeout_ms = spent < n->timeout_ms ? n->timeout_ms - spent : 1;
     int rc = named_send(n, (struct sockaddr *)&ss);
     if (rc < 0) {
         named_fail(n, rc, "connect to", sc_strerror(rc));
@@ -563,6 +636,8 @@ int sc_h1cli_send_host(uv_loop_t *loop, const char *host, uint16_t port,
     n->req.headers = NULL;
     n->req.nheaders = 0;
     n->req.body = SC_STR_NULL;
+    n->timeout_ms = req->timeout_ms ? req->timeout_ms : 10000;
+    n->started = uv_now(loop);
     n->host = sc_strdup(host);
     snprintf(n->port, sizeof(n->port), "%u", (unsigned)port);
     sc_buf_init(&n->raw, 65536 + req->body.len);
@@ -580,9 +655,15 @@ int sc_h1cli_send_host(uv_loop_t *loop, const char *host, uint16_t port,
         n->resolving = true;
         rc = uv_getaddrinfo(loop, &n->gai, on_named_resolved, n->host, n->port, &hints);
         n->resolving = rc == 0;
+        if (rc == 0) {
+            uv_timer_init(loop, &n->timer);
+            n->timer.data = n;
+            n->timer_open = true;
+            uv_timer_start(&n->timer, on_named_deadline, n->timeout_ms, 0);
+        }
     }
     if (rc < 0) {
-        named_free(n);
+        named_release(n);
         return rc;
     }
     if (out) {
@@ -599,8 +680,10 @@ void sc_h1cli_named_cancel(struct sc_h1cli_named *n)
     if (n->resolving) {
         n->cancelled = true; /* on_named_resolved frees it, whether or not the cancel takes */
         uv_cancel((uv_req_t *)&n->gai);
+        named_timer_close(n);
+        named_release(n);
         return;
     }
     sc_h1cli_cancel(n->cli);
-    named_free(n);
+    named_release(n);
 }

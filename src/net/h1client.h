@@ -44,6 +44,15 @@ struct sc_h1cli_req {
     bool discard_body;   /* read the body to its end but keep none of it (a mirror) */
     bool sensitive;      /* the request and response buffers are zeroed when freed (tokens,
                             secrets) */
+    /* Streaming: when on_body is set, on_head is first called once with the final response head
+     * (optional), then on_body with the decoded body piece by piece as it arrives, instead of the
+     * body being kept (resp.body is then empty); max_body still bounds the bytes received. Both
+     * get <stream_arg> and views borrowed for the call, return 0 to go on or a negative error
+     * that ends the exchange with that error (the callback then fires with it), and must not
+     * cancel the request. */
+    int (*on_head)(void *arg, const struct sc_http_msg *head);
+    int (*on_body)(void *arg, const char *p, size_t n);
+    void *stream_arg;
     /* Stacks layers on the connection: receives the bottom (TCP) transport, which reports to the
      * client, and returns the new top, as sc_h1srv_cbs.wrap does. NULL from it fails the request
      * before connecting. Optional. */
@@ -101,8 +110,10 @@ struct sc_h1cli_named;
 /* Sends <req> to <host>:<port> (an IP literal is used as it is). The request is formatted at once
  * (views borrowed for the call only; <raw> is not taken), so the exchange holds its own copy.
  * <cb> fires once as for sc_h1cli_send; a name that does not resolve is reported through it with
- * the resolver's error and the reason "cannot resolve <host>: ...". Returns 0, or a negative error
- * and then no callback. */
+ * the resolver's error and the reason "cannot resolve <host>: ...". The request's deadline
+ * (timeout_ms) counts from this call, resolution included: a resolver slower than it is reported
+ * as UV_ETIMEDOUT ("timed out resolving <host>"). Returns 0, or a negative error and then no
+ * callback. */
 int sc_h1cli_send_host(uv_loop_t *loop, const char *host, uint16_t port,
                        const struct sc_h1cli_req *req, sc_h1cli_done_cb cb, void *arg,
                        struct sc_h1cli_named **out);

@@ -3,6 +3,7 @@
 /metrics that can be slow, return garbage or 500), a fake remote_write receiver that decodes what
 it gets with the protobuf library, and the real peers, Prometheus and the Pushgateway, started on
 free loopback ports with their data in a tmp dir and stopped by PID."""
+import gzip
 import json
 import os
 import shutil
@@ -20,12 +21,18 @@ class FakeTarget:
     """A fake application /metrics endpoint (an in-process thread, not a process).
 
     `body` (bytes or a callable returning bytes) is served with `status` after `delay` seconds;
-    `content_type` defaults to text 0.0.4. `hits` counts requests."""
+    `content_type` defaults to text 0.0.4. `encoding` "gzip" compresses the body when the request
+    accepts gzip (as Go's promhttp does); any other value is sent as Content-Encoding with the body
+    as given. `chunked` frames the body in chunks instead of Content-Length. `hits` counts
+    requests."""
 
-    def __init__(self, body=b"", status=200, delay=0.0, content_type=None):
+    def __init__(self, body=b"", status=200, delay=0.0, content_type=None, encoding=None,
+                 chunked=False):
         self.body = body
         self.status = status
         self.delay = delay
+        self.encoding = encoding
+        self.chunked = chunked
         self.content_type = content_type or "text/plain; version=0.0.4; charset=utf-8"
         self.hits = 0
         self.headers = []
@@ -44,12 +51,28 @@ class FakeTarget:
                 if target.delay:
                     time.sleep(target.delay)
                 body = target.body() if callable(target.body) else target.body
+                coding = target.encoding
+                if coding == "gzip":
+                    if "gzip" in self.headers.get("Accept-Encoding", ""):
+                        body = gzip.compress(body)
+                    else:
+                        coding = None
                 try:
                     self.send_response(target.status)
                     self.send_header("Content-Type", target.content_type)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
+                    if coding:
+                        self.send_header("Content-Encoding", coding)
+                    if target.chunked:
+                        self.send_header("Transfer-Encoding", "chunked")
+                        self.end_headers()
+                        for i in range(0, len(body), 1000):
+                            piece = body[i:i + 1000]
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                        self.wfile.write(b"0\r\n\r\n")
+                    else:
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 

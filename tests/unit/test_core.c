@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <uv.h>
 
 #include "core/alloc.h"
 #include "core/buf.h"
@@ -148,6 +149,9 @@ static void test_errors(void **state)
     assert_string_equal(sc_strerror(-ENOENT), "No such file or directory");
     assert_string_equal(sc_strerror(0), "success");
     assert_string_equal(sc_strerror(-4999), "unknown error");
+    /* libuv codes without an errno (its resolver's) are described by libuv */
+    assert_string_equal(sc_strerror(UV_EAI_NONAME), "unknown node or service");
+    assert_string_equal(sc_strerror(-3999), "unknown error");
 }
 
 /* Runs sc_log_at with stderr redirected to a temp file and returns what it wrote. */

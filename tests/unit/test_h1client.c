@@ -5,9 +5,9 @@
 // cancel) and that the loop closes with no handle left: Content-Length, chunked and close-delimited
 // bodies split at every byte, interim responses, the head and body caps, the deadline,
 // cancel-while-connecting, a refused connection, a peer that closes while the request is being
-// written, head-only and discarded bodies, a stacked transport layer, and the client talking to the
-// HTTP/1 server with the TLS layer stacked on both ends through their wrap hooks (the test PKI
-// comes from tests/certs.sh, whose path is the first argument).
+// written, head-only, discarded and streamed bodies, a stacked transport layer, and the client
+// talking to the HTTP/1 server with the TLS layer stacked on both ends through their wrap hooks
+// (the test PKI comes from tests/certs.sh, whose path is the first argument).
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -366,6 +366,101 @@ static void test_head_only_and_discard(void **state)
     assert_int_equal(t->status, 200);
 }
 
+/* What the streaming hooks saw. */
+struct streamed {
+    int heads;
+    int status;
+    char body[256];
+    size_t len;
+    int stop_after; /* on_body fails once this many bytes came (0: never) */
+};
+
+static int on_stream_head(void *arg, const struct sc_http_msg *head)
+{
+    struct streamed *s = arg;
+    s->heads++;
+    s->status = head->status;
+    return 0;
+}
+
+static int on_stream_body(void *arg, const char *p, size_t n)
+{
+    struct streamed *s = arg;
+    assert_int_equal(s->heads, 1); /* the head always comes first */
+    assert_true(n > 0 && s->len + n <= sizeof(s->body));
+    memcpy(s->body + s->len, p, n);
+    s->len += n;
+    return s->stop_after && s->len >= (size_t)s->stop_after ? SC_EINVAL : 0;
+}
+
+/* A streamed body reaches on_body piece by piece after on_head, is not kept, and is still held to
+ * max_body; an error from on_body ends the exchange with it. */
+static void test_streamed_body(void **state)
+{
+    struct tc *t = *state;
+    struct streamed st = { 0 };
+    struct sc_h1cli_req req = {
+        .on_head = on_stream_head, .on_body = on_stream_body, .stream_arg = &st, .max_body = 20
+    };
+    send_get(t, &req);
+    char in[4096];
+    peer_take_request(t, in, sizeof(in));
+    const char chunked[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           "3\r\nabc\r\n1;x=y\r\nd\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n";
+    tu_send_bytewise(&t->loop, t->fd, chunked, sizeof(chunked) - 1);
+    wait_done(t, 2000);
+    assert_int_equal(t->calls, 1);
+    assert_int_equal(t->error, 0);
+    assert_int_equal(t->status, 200);
+    assert_int_equal(t->body_len, 0);
+    assert_int_equal(st.heads, 1);
+    assert_int_equal(st.status, 200);
+    assert_int_equal(st.len, 20);
+    assert_memory_equal(st.body, "abcd0123456789abcdef", 20);
+    close(t->fd);
+
+    /* over max_body as it streams (no Content-Length to refuse up front) */
+    t->calls = 0;
+    st = (struct streamed){ 0 };
+    send_get(t, &req);
+    peer_take_request(t, in, sizeof(in));
+    const char eof[] = "HTTP/1.0 200 OK\r\n\r\n0123456789012345678901234";
+    tu_send(&t->loop, t->fd, eof, sizeof(eof) - 1);
+    wait_done(t, 2000);
+    assert_int_equal(t->calls, 1);
+    assert_int_equal(t->error, SC_ETOOBIG);
+    assert_true(st.len <= 20);
+    close(t->fd);
+
+    /* a Content-Length over max_body is refused before any of the body is streamed */
+    t->calls = 0;
+    st = (struct streamed){ 0 };
+    send_get(t, &req);
+    peer_take_request(t, in, sizeof(in));
+    const char big[] = "HTTP/1.1 200 OK\r\nContent-Length: 21\r\n\r\n012345678901234567890";
+    tu_send(&t->loop, t->fd, big, sizeof(big) - 1);
+    wait_done(t, 2000);
+    assert_int_equal(t->calls, 1);
+    assert_int_equal(t->error, SC_ETOOBIG);
+    assert_int_equal(st.heads, 1); /* the head was seen */
+    assert_int_equal(st.len, 0);
+    close(t->fd);
+
+    /* the receiver stops the exchange */
+    t->calls = 0;
+    st = (struct streamed){ .stop_after = 4 };
+    send_get(t, &req);
+    peer_take_request(t, in, sizeof(in));
+    const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789";
+    tu_send_bytewise(&t->loop, t->fd, ok, sizeof(ok) - 1);
+    wait_done(t, 2000);
+    assert_int_equal(t->calls, 1);
+    assert_int_equal(t->error, SC_EINVAL);
+    assert_int_equal(st.len, 4);
+    tu_spin(&t->loop, 20);
+    assert_int_equal(t->calls, 1);
+}
+
 static struct tu_pass_counters pass;
 
 static struct sc_xport *wrap_pass(void *arg, struct sc_xport *bottom)
@@ -617,6 +712,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_refused_and_early_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_while_writing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_head_only_and_discard, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_streamed_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrapped_transport, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_both_ends, setup, teardown),
         cmocka_unit_test(test_url_parse),

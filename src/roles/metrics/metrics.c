@@ -345,7 +345,8 @@ static const struct sc_opt metrics_opts[] = {
       .type = SC_OPT_SIZE,
       .offset = offsetof(struct metrics_cfg, max_scrape_bytes),
       .def = "64MiB",
-      .help = "cap on one target's response or one textfile",
+      .help = "cap on one target's response (as received, and once decompressed) or one "
+              "textfile",
       .min = 1024,
       .max = (int64_t)4 << 30 },
     { .name = "max_response_bytes",
@@ -721,6 +722,7 @@ static int metrics_start(struct sc_app *app, const void *cfgp, void **state, cha
     struct metrics_role *m = SC_NEW(struct metrics_role);
     m->app = app;
     m->loop = sc_app_loop(app);
+    sc_list_init(&m->h1_scrapes);
     int rc = 0;
     m->conf = metrics_conf_new(cfgp, err);
     if (!m->conf) {

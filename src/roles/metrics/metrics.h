@@ -176,7 +176,8 @@ void metrics_collect(struct metrics_role *m, struct metrics_waiter *w, metrics_s
 void metrics_collect_cancel(struct metrics_waiter *w);
 
 /* Starts and stops the timer that releases the cached snapshot once it is stale (started at the
- * end of the role's start, closed when its drain is over). */
+ * end of the role's start, closed when its drain is over); stop also ends the scrapes still in
+ * flight through net/h1client, as closing the egress client ends its own. */
 void metrics_collect_start(struct metrics_role *m);
 void metrics_collect_stop(struct metrics_role *m);
 
@@ -236,6 +237,7 @@ struct metrics_role {
     struct metrics_conf *conf;     /* the current configuration (one reference) */
     const struct metrics_cfg *cfg; /* &conf->cfg, for what reads it synchronously */
     struct sc_egress *egress;      /* created on first use: libcurl is loaded only when needed */
+    struct sc_list h1_scrapes;     /* scrapes in flight through net/h1client (metrics_collect.c) */
     struct metrics_statsd *statsd;
     struct metrics_snapshot *last; /* the cached snapshot, released when the cache expires */
     uv_timer_t cache_timer;

@@ -1,11 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
-// Collection: one pass over every source (scrape targets concurrently through the egress client,
-// the textfile directory, the sidecar's own registry), then one merge into an immutable snapshot.
+// Collection: one pass over every source (scrape targets concurrently, the textfile directory,
+// the sidecar's own registry), then one merge into an immutable snapshot. A plain http:// target
+// (no proxy in the environment) is scraped through net/h1client, gzip-compressed bodies inflated
+// here, so a role that scrapes only such targets never loads libcurl; https targets and proxies go
+// through the egress client (libcurl), which then decompresses itself. Either way the body is
+// parsed as it arrives and never held whole, and max_scrape_bytes bounds the received bytes and,
+// separately, the decompressed ones.
 // Requests that arrive while a pass runs wait for it, and a finished snapshot is reused for
 // cache_ms, so any number of concurrent scrapes of our endpoint cost one scrape of each target.
 // A source that fails (timeout, refused, non-200, malformed, too big) contributes no samples and
 // sidecar_scrape_up 0, and the reason goes to the log: the output is never partial or broken.
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -16,9 +22,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/template.h"
+#include "net/h1client.h"
 #include "roles/metrics/metrics.h"
 
 struct source_info {
@@ -39,6 +49,12 @@ struct scrape {
     size_t idx; /* of its set */
     struct metrics_target *t;
     struct sc_egress_xfer *xfer;
+    struct sc_h1cli_named *h1;
+    struct sc_list link; /* in metrics_role.h1_scrapes while <h1> is in flight */
+    z_stream *z;         /* a gzip body being inflated (h1 only) */
+    bool z_end;          /* the gzip stream ended (more members may follow) */
+    int status;          /* the final status, from the head (h1 only) */
+    const char *bad;     /* why the body cannot be read (h1 only): an encoding, a broken gzip */
     uint64_t start_ns;
     struct metrics_prom_stream *stream; /* the body is parsed as it arrives and never held whole */
     uint64_t bytes;
@@ -57,10 +73,11 @@ struct metrics_collection {
     size_t pending;
 };
 
+#define SCRAPE_ACCEPT                                                                              \
+    "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=1,*/*;q=0.1"
+
 static const struct sc_kv scrape_headers[] = {
-    { .key = "Accept",
-      .value = "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=1,"
-               "*/*;q=0.1" },
+    { .key = "Accept", .value = SCRAPE_ACCEPT },
 };
 
 /* Adds a source with the global static labels. */
@@ -142,17 +159,14 @@ static void scrape_stream(struct scrape *s, enum metrics_prom_format fmt)
 
 static void finish(struct metrics_collection *c);
 
-static bool on_body(void *arg, const char *p, size_t len)
+/* Parses <len> decoded body bytes. Returns false when reading should stop: over
+ * max_scrape_bytes, or malformed. */
+static bool scrape_feed(struct scrape *s, const char *p, size_t len)
 {
-    struct scrape *s = arg;
     s->bytes += len;
     if (s->bytes > s->c->conf->cfg.max_scrape_bytes) {
         s->toobig = true;
         return false;
-    }
-    if (!s->stream) {
-        /* The headers are complete once the body starts: the format is known. */
-        scrape_stream(s, format_of(sc_egress_xfer_header(s->xfer, "Content-Type")));
     }
     if (metrics_prom_stream_feed(s->stream, p, len, &s->perr) != 0) {
         s->malformed = true; /* no use reading the rest */
@@ -161,19 +175,30 @@ static bool on_body(void *arg, const char *p, size_t len)
     return true;
 }
 
-static void on_scrape(void *arg, const struct sc_egress_resp *resp)
+static bool on_body(void *arg, const char *p, size_t len)
 {
     struct scrape *s = arg;
+    if (!s->stream) {
+        /* The headers are complete once the body starts: the format is known. */
+        scrape_stream(s, format_of(sc_egress_xfer_header(s->xfer, "Content-Type")));
+    }
+    return scrape_feed(s, p, len);
+}
+
+/* The outcome of a scrape through either client: <error> (with <reason>) when the exchange
+ * failed, else <status>; <ctype> tells the format when no body byte came. */
+static void scrape_done(struct scrape *s, int error, const char *reason, int status,
+                        struct sc_str ctype)
+{
     struct metrics_collection *c = s->c;
-    s->xfer = NULL;
     c->info[s->idx].seconds = (double)(uv_hrtime() - s->start_ns) / 1e9;
-    if (resp->error && !s->toobig && !s->malformed) {
-        sc_warn("scrape failed", SC_LS("source", c->info[s->idx].name), SC_LERR(resp->error),
-                SC_LS("reason", resp->error_msg ? resp->error_msg : ""));
+    if (error && !s->toobig && !s->malformed) {
+        sc_warn("scrape failed", SC_LS("source", c->info[s->idx].name), SC_LERR(error),
+                SC_LS("reason", reason ? reason : ""));
         fail_set(c, s->idx);
-    } else if (resp->status != 200) {
-        sc_warn("scrape failed", SC_LS("source", c->info[s->idx].name),
-                SC_LI("status", resp->status), SC_LS("reason", "HTTP status is not 200"));
+    } else if (status != 200) {
+        sc_warn("scrape failed", SC_LS("source", c->info[s->idx].name), SC_LI("status", status),
+                SC_LS("reason", "HTTP status is not 200"));
         fail_set(c, s->idx);
     } else if (s->toobig) {
         sc_warn("scrape failed", SC_LS("source", c->info[s->idx].name),
@@ -183,7 +208,7 @@ static void on_scrape(void *arg, const struct sc_egress_resp *resp)
         parsed(c, s->idx, SC_EINVAL, &s->perr, "response");
     } else {
         if (!s->stream) {
-            scrape_stream(s, format_of(sc_egress_resp_header(resp, "Content-Type")));
+            scrape_stream(s, format_of(ctype));
         }
         struct metrics_prom_error e;
         int rc = metrics_prom_stream_end(s->stream, &e);
@@ -191,9 +216,171 @@ static void on_scrape(void *arg, const struct sc_egress_resp *resp)
     }
     metrics_prom_stream_free(s->stream);
     s->stream = NULL;
+    if (s->z) {
+        inflateEnd(s->z);
+        sc_free(s->z);
+        s->z = NULL;
+    }
     if (--c->pending == 0) {
         finish(c);
     }
+}
+
+static void on_scrape(void *arg, const struct sc_egress_resp *resp)
+{
+    struct scrape *s = arg;
+    s->xfer = NULL;
+    scrape_done(s, resp->error, resp->error_msg, resp->status,
+                sc_egress_resp_header(resp, "Content-Type"));
+}
+
+/* ---- plain http:// targets through net/h1client ---- */
+
+/* The final head: anything but 200 ends the exchange (reported from <status>); the body's format
+ * and content coding are known from here on. */
+static int on_h1_head(void *arg, const struct sc_http_msg *head)
+{
+    struct scrape *s = arg;
+    s->status = head->status;
+    if (head->status != 200) {
+        return SC_EHTTP;
+    }
+    const struct sc_http_header *ce = sc_http1_find(head, SC_STR("Content-Encoding"), NULL);
+    struct sc_str coding = ce ? sc_str_trim(ce->value) : SC_STR_NULL;
+    if (sc_str_caseeq(coding, SC_STR("gzip")) || sc_str_caseeq(coding, SC_STR("x-gzip"))) {
+        s->z = SC_NEW(z_stream);
+        if (inflateInit2(s->z, 16 + MAX_WBITS) != Z_OK) { /* gzip framing only */
+            sc_free(s->z);
+            s->z = NULL;
+            s->bad = "cannot start decompressing";
+            return SC_EHTTP;
+        }
+    } else if (coding.len && !sc_str_caseeq(coding, SC_STR("identity"))) {
+        s->bad = "unsupported Content-Encoding";
+        return SC_EHTTP;
+    }
+    const struct sc_http_header *ct = sc_http1_find(head, SC_STR("Content-Type"), NULL);
+    scrape_stream(s, format_of(ct ? ct->value : SC_STR_NULL));
+    return 0;
+}
+
+/* Inflates <n> gzip bytes into the parser. Members may follow one another (as gzip -c a b > c
+ * writes, and Go's reader accepts); anything else after the end is malformed. */
+static int inflate_feed(struct scrape *s, const char *p, size_t n)
+{
+    char out[16384];
+    s->z->next_in = (Bytef *)(uintptr_t)p;
+    s->z->avail_in = (uInt)n;
+    while (s->z->avail_in > 0) {
+        if (s->z_end) {
+            inflateReset(s->z);
+            s->z_end = false;
+        }
+        s->z->next_out = (Bytef *)out;
+        s->z->avail_out = sizeof(out);
+        int zr = inflate(s->z, Z_NO_FLUSH);
+        if (zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR) {
+            s->bad = "malformed gzip body";
+            return SC_EHTTP;
+        }
+        size_t got = sizeof(out) - s->z->avail_out;
+        if (got && !scrape_feed(s, out, got)) {
+            return -ECANCELED;
+        }
+        s->z_end = zr == Z_STREAM_END;
+        if (zr == Z_BUF_ERROR && got == 0) {
+            break; /* needs more input */
+        }
+    }
+    return 0;
+}
+
+static int on_h1_body(void *arg, const char *p, size_t n)
+{
+    struct scrape *s = arg;
+    if (s->z) {
+        return inflate_feed(s, p, n);
+    }
+    return scrape_feed(s, p, n) ? 0 : -ECANCELED;
+}
+
+static void on_h1_done(void *arg, const struct sc_h1cli_resp *resp)
+{
+    struct scrape *s = arg;
+    s->h1 = NULL;
+    sc_list_remove(&s->link);
+    int error = resp->error;
+    const char *reason = resp->reason;
+    if (error == SC_ETOOBIG) {
+        s->toobig = true; /* the received bytes passed max_scrape_bytes */
+    }
+    if (s->bad) {
+        error = SC_EHTTP;
+        reason = s->bad;
+    } else if (!error && s->z && !s->z_end) {
+        error = SC_EHTTP;
+        reason = "truncated gzip body";
+    } else if (s->status && s->status != 200) {
+        error = 0; /* the head ended it: reported as the status */
+    }
+    scrape_done(s, error, reason, s->status, SC_STR_NULL);
+}
+
+/* Starts <s> through net/h1client when its URL is plain http:// without a proxy in the
+ * environment. Returns false when libcurl must scrape it; otherwise 0 or an error in <*rc>. */
+static bool h1_scrape(struct metrics_role *m, struct scrape *s, int *rc)
+{
+    const struct metrics_target_cfg *tc = s->t->cfg;
+    struct sc_h1cli_url u;
+    if (!sc_h1cli_url_parse(s->t->url, &u)) {
+        return false;
+    }
+    struct sc_buf auth; /* the Authorization value, zeroed when freed */
+    sc_buf_init(&auth, 65536);
+    auth.sensitive = true;
+    if (tc->bearer_token) {
+        *rc = sc_buf_appendf(&auth, "Bearer %s", tc->bearer_token);
+    } else if (tc->basic_user) {
+        struct sc_buf up;
+        sc_buf_init(&up, 65536);
+        up.sensitive = true;
+        *rc = sc_buf_appendf(&up, "%s:%s", tc->basic_user,
+                             tc->basic_password ? tc->basic_password : "");
+        *rc = *rc ? *rc : sc_buf_append_cstr(&auth, "Basic ");
+        *rc = *rc ? *rc : sc_template_base64_encode(&auth, up.p, up.len);
+        sc_buf_cleanup(&up);
+    } else {
+        *rc = 0;
+    }
+    const struct sc_http_header h[] = {
+        { SC_STR("Host"), sc_str_c(u.authority) },
+        { SC_STR("Accept"), SC_STR(SCRAPE_ACCEPT) },
+        { SC_STR("Accept-Encoding"), SC_STR("gzip") },
+        { SC_STR("Authorization"), sc_buf_str(&auth) },
+    };
+    struct sc_h1cli_req req = {
+        .method = SC_STR("GET"),
+        .target = sc_str_c(u.target),
+        .headers = h,
+        .nheaders = auth.len ? 4 : 3,
+        .timeout_ms = tc->timeout_ms,
+        .max_body = m->conf->cfg.max_scrape_bytes,
+        .sensitive = auth.len > 0,
+        .on_head = on_h1_head,
+        .on_body = on_h1_body,
+        .stream_arg = s,
+    };
+    if (*rc == 0) {
+        *rc = m->finished
+                  ? SC_ECLOSED
+                  : sc_h1cli_send_host(m->loop, u.host, u.port, &req, on_h1_done, s, &s->h1);
+    }
+    if (*rc == 0) {
+        sc_list_append(&m->h1_scrapes, &s->link);
+    }
+    sc_buf_cleanup(&auth);
+    sc_h1cli_url_free(&u);
+    return true;
 }
 
 static int cmp_names(const void *a, const void *b)
@@ -566,6 +753,15 @@ void metrics_collect_stop(struct metrics_role *m)
         m->cache_timer_on = false;
         uv_close((uv_handle_t *)&m->cache_timer, NULL);
     }
+    /* Scrapes still under way end as the egress client ends its own at close: each reports
+     * SC_ECLOSED, and a collection with nothing left pending finishes. */
+    while (!sc_list_empty(&m->h1_scrapes)) {
+        struct scrape *s = sc_list_entry(m->h1_scrapes.next, struct scrape, link);
+        sc_list_remove(&s->link);
+        sc_h1cli_named_cancel(s->h1);
+        s->h1 = NULL;
+        scrape_done(s, SC_ECLOSED, "the role is stopping", 0, SC_STR_NULL);
+    }
 }
 
 static void finish(struct metrics_collection *c)
@@ -636,6 +832,29 @@ static void finish(struct metrics_collection *c)
     metrics_snapshot_unref(snap);
 }
 
+/* Starts <s> through the egress client (libcurl, loaded on first use), which decompresses gzip
+ * itself. Returns 0 or an error. */
+static int egress_scrape(struct metrics_role *m, struct scrape *s)
+{
+    const struct metrics_target_cfg *tc = s->t->cfg;
+    struct sc_egress_req req = {
+        .method = "GET",
+        .url = s->t->url,
+        .headers = scrape_headers,
+        .nheaders = SC_ARRAY_LEN(scrape_headers),
+        .accept_encoding = "gzip",
+        .timeout_ms = tc->timeout_ms,
+        .connect_timeout_ms = tc->timeout_ms < 5000 ? tc->timeout_ms : 5000,
+        .max_response = m->conf->cfg.max_scrape_bytes,
+        .bearer_token = tc->bearer_token,
+        .basic_user = tc->basic_user,
+        .basic_password = tc->basic_password,
+        .tls = &s->t->tls,
+        .on_data = on_body,
+    };
+    return sc_egress_send(metrics_egress(m), &req, on_scrape, s, &s->xfer);
+}
+
 static struct metrics_collection *start_collection(struct metrics_role *m)
 {
     /* The cached snapshot is stale: let it go now rather than after the new one is built, so
@@ -669,23 +888,12 @@ static struct metrics_collection *start_collection(struct metrics_role *m)
     c->pending = nscrapes + 1;
     for (size_t i = 0; i < nscrapes; i++) {
         struct scrape *s = &c->scrapes[i];
-        const struct metrics_target_cfg *tc = s->t->cfg;
         s->start_ns = uv_hrtime();
-        struct sc_egress_req req = {
-            .method = "GET",
-            .url = s->t->url,
-            .headers = scrape_headers,
-            .nheaders = SC_ARRAY_LEN(scrape_headers),
-            .timeout_ms = tc->timeout_ms,
-            .connect_timeout_ms = tc->timeout_ms < 5000 ? tc->timeout_ms : 5000,
-            .max_response = conf->cfg.max_scrape_bytes,
-            .bearer_token = tc->bearer_token,
-            .basic_user = tc->basic_user,
-            .basic_password = tc->basic_password,
-            .tls = &s->t->tls,
-            .on_data = on_body,
-        };
-        int rc = sc_egress_send(metrics_egress(m), &req, on_scrape, s, &s->xfer);
+        sc_list_init(&s->link);
+        int rc = 0;
+        if (!h1_scrape(m, s, &rc)) {
+            rc = egress_scrape(m, s);
+        }
         if (rc) {
             sc_warn("scrape not started", SC_LS("source", s->t->source), SC_LERR(rc));
             fail_set(c, s->idx);
