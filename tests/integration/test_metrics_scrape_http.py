@@ -4,12 +4,16 @@ no OpenSSL in the process): gzip and identity bodies, Content-Length and chunked
 resolved on the loop, credentials, and each way a target can fail (too slow, too big, before and
 after decompression, a broken or unknown content coding, a name that does not resolve), each
 isolated to its own sidecar_scrape_up 0. With a proxy in the environment the egress client
-(libcurl) scrapes instead, asking for gzip too."""
+(libcurl) scrapes instead, asking for gzip too. The pushers (a real Pushgateway, a fake
+remote_write receiver) reached over plain http:// do without libcurl as well."""
 import gzip
 import os
 
-from conftest import free_port, http_get
-from metrics_util import FakeTarget, find, parse_samples, promtool_check
+import pytest
+
+from conftest import free_port, http_get, wait_until
+from metrics_util import (FakeReceiver, FakeTarget, Pushgateway, decode_write_request, find,
+                          parse_samples, promtool_check)
 
 
 
@@ -153,3 +157,52 @@ def test_proxy_in_environment_uses_libcurl_with_gzip(sidecar_run):
         assert "libcurl" in mapped(sc)
     finally:
         zipped.close()
+
+
+@pytest.fixture(scope="module")
+def pushgateway(tmp_path_factory):
+    p = Pushgateway(tmp_path_factory.mktemp("pushgw"))
+    yield p
+    p.stop()
+
+
+def test_pushers_over_plain_http_without_libcurl(sidecar_run, pushgateway, tmp_path):
+    tf = tmp_path / "tf"
+    tf.mkdir()
+    (tf / "job.prom").write_text("# TYPE batch_rows gauge\nbatch_rows 7\n")
+    receiver = FakeReceiver(statuses=[503])  # one retry, then accepted
+    try:
+        sc = start(sidecar_run, ["--textfile-dir", str(tf), "--cache", "0s"], config=f"""
+self_metrics: false
+pushgateway:
+  url: http://localhost:{pushgateway.port}/
+  job: plain
+  interval: 300ms
+remote_write:
+  url: http://localhost:{receiver.port}/api/v1/write
+  interval: 300ms
+  min_backoff: 50ms
+  basic_user: writer
+  basic_password: pw
+""", env=no_proxy_env())
+
+        def pushed():
+            for g in pushgateway.groups():
+                if g["labels"].get("job") == "plain" and g.get("batch_rows"):
+                    return g["batch_rows"]["metrics"][0]["value"] == "7"
+            return False
+
+        wait_until(pushed, timeout=10, what="push to the Pushgateway")
+        wait_until(lambda: len(receiver.requests) >= 2, timeout=10, what="remote_write retry")
+        _, headers, body = receiver.requests[-1]
+        assert headers["Authorization"] == "Basic d3JpdGVyOnB3"  # writer:pw
+        assert headers["Content-Encoding"] == "snappy"
+        assert headers["Host"] == f"localhost:{receiver.port}"
+        names = {lb.value for ts in decode_write_request(body).timeseries for lb in ts.labels
+                 if lb.name == "__name__"}
+        assert "batch_rows" in names
+        assert "remote_write failed" in sc.logs()  # the 503, retried
+        maps = mapped(sc)
+        assert "libcurl" not in maps and "libssl" not in maps
+    finally:
+        receiver.close()

@@ -336,6 +336,26 @@ bool metrics_statsd_parse(struct sc_str line, struct metrics_statsd_line *out);
  * libcurl cannot be loaded (logged) or the drain is over. */
 struct sc_egress *metrics_egress(struct metrics_role *m);
 
+/* A pusher's request in flight (metrics_call.c). */
+struct metrics_call;
+
+/* Sends <req> (borrowed until the callback, as sc_egress_send borrows it) through net/h1client
+ * when its URL is plain http:// without a proxy in the environment, else through the egress client
+ * (libcurl, loaded then). <cb> fires once with the outcome as an sc_egress_resp (no response
+ * headers), never after metrics_call_cancel. Returns 0 and the call in <*out> (set before the
+ * callback can fire), or a negative error and then no callback. */
+int metrics_call_send(struct metrics_role *m, const struct sc_egress_req *req, sc_egress_cb cb,
+                      void *arg, struct metrics_call **out);
+
+/* Abandons a call whose callback has not fired; it never fires. NULL-safe. */
+void metrics_call_cancel(struct metrics_call *call);
+
+/* Appends the value of an Authorization header to <out>: "Bearer <bearer>" when <bearer> is set,
+ * else "Basic <base64(user:password)>" when <user> is, else nothing. Make <out> sensitive.
+ * Returns 0 or SC_ETOOBIG. */
+int metrics_auth_header(struct sc_buf *out, const char *bearer, const char *user,
+                        const char *password);
+
 /* Called by a pusher when its final push is over and its handles are closed. */
 void metrics_role_push_done(struct metrics_role *m);
 

@@ -27,7 +27,6 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/log.h"
-#include "core/template.h"
 #include "net/h1client.h"
 #include "roles/metrics/metrics.h"
 
@@ -338,20 +337,7 @@ static bool h1_scrape(struct metrics_role *m, struct scrape *s, int *rc)
     struct sc_buf auth; /* the Authorization value, zeroed when freed */
     sc_buf_init(&auth, 65536);
     auth.sensitive = true;
-    if (tc->bearer_token) {
-        *rc = sc_buf_appendf(&auth, "Bearer %s", tc->bearer_token);
-    } else if (tc->basic_user) {
-        struct sc_buf up;
-        sc_buf_init(&up, 65536);
-        up.sensitive = true;
-        *rc = sc_buf_appendf(&up, "%s:%s", tc->basic_user,
-                             tc->basic_password ? tc->basic_password : "");
-        *rc = *rc ? *rc : sc_buf_append_cstr(&auth, "Basic ");
-        *rc = *rc ? *rc : sc_template_base64_encode(&auth, up.p, up.len);
-        sc_buf_cleanup(&up);
-    } else {
-        *rc = 0;
-    }
+    *rc = metrics_auth_header(&auth, tc->bearer_token, tc->basic_user, tc->basic_password);
     const struct sc_http_header h[] = {
         { SC_STR("Host"), sc_str_c(u.authority) },
         { SC_STR("Accept"), SC_STR(SCRAPE_ACCEPT) },

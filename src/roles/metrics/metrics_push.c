@@ -4,7 +4,8 @@
 // are not lost) and to a Prometheus remote_write 1.0 receiver (a WriteRequest encoded by hand,
 // snappy-compressed, sent in order from a bounded queue; 5xx, 429 and network errors are retried
 // with exponential backoff, other 4xx dropped, the oldest batch dropped when the queue is full).
-// Both take their samples from the same snapshots as the exposition endpoint.
+// Both take their samples from the same snapshots as the exposition endpoint, and send through
+// metrics_call_send: a plain http:// receiver without libcurl, https and proxies with it.
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,7 +23,7 @@ struct metrics_push {
     uv_timer_t timer;
     struct metrics_waiter waiter;
     bool collecting;
-    struct sc_egress_xfer *xfer;
+    struct metrics_call *call;
     struct sc_buf body;
     char *url;
     int method;
@@ -114,7 +115,7 @@ static void push_finish(struct metrics_push *p)
 static void on_pushed(void *arg, const struct sc_egress_resp *resp)
 {
     struct metrics_push *p = arg;
-    p->xfer = NULL;
+    p->call = NULL;
     if (resp->error || resp->status < 200 || resp->status > 299) {
         sc_metrics_counter_inc(p->m_fail);
         sc_warn("pushgateway push failed", SC_LS("url", p->url), SC_LI("status", resp->status),
@@ -163,7 +164,7 @@ static void on_push_snapshot(void *arg, struct metrics_snapshot *snap)
         .body_len = p->body.len,
         .timeout_ms = p->timeout_ms,
     };
-    int rc = sc_egress_send(metrics_egress(p->m), &req, on_pushed, p, &p->xfer);
+    int rc = metrics_call_send(p->m, &req, on_pushed, p, &p->call);
     if (rc) {
         sc_warn("pushgateway push not started", SC_LERR(rc));
         if (p->stopping) {
@@ -174,7 +175,7 @@ static void on_push_snapshot(void *arg, struct metrics_snapshot *snap)
 
 static void push_now(struct metrics_push *p)
 {
-    if (p->collecting || p->xfer) {
+    if (p->collecting || p->call) {
         return; /* the previous push is still going: skip this tick */
     }
     p->collecting = true;
@@ -236,9 +237,9 @@ static void cancel_inflight(struct metrics_push *p)
         metrics_collect_cancel(&p->waiter);
         p->collecting = false;
     }
-    if (p->xfer) {
-        sc_egress_cancel(p->xfer);
-        p->xfer = NULL;
+    if (p->call) {
+        metrics_call_cancel(p->call);
+        p->call = NULL;
     }
 }
 
@@ -258,7 +259,7 @@ void metrics_push_stop(struct metrics_push *p, bool now)
         return;
     }
     p->final_started = true;
-    if (p->xfer) {
+    if (p->call) {
         p->final_waiting = true; /* on_pushed starts the final push */
         return;
     }
@@ -464,7 +465,7 @@ struct metrics_rw {
     bool collecting;
     struct sc_list queue;
     size_t queued;
-    struct sc_egress_xfer *xfer;
+    struct metrics_call *call;
     bool backing_off;
     bool stopping, final_started, done;
     struct sc_buf enc;
@@ -522,7 +523,7 @@ static void on_backoff(uv_timer_t *t)
 static void on_rw_sent(void *arg, const struct sc_egress_resp *resp)
 {
     struct metrics_rw *w = arg;
-    w->xfer = NULL;
+    w->call = NULL;
     metrics_conf_unref(w->xfer_conf);
     w->xfer_conf = NULL;
     struct batch *b = sc_list_entry(w->queue.next, struct batch, link);
@@ -559,7 +560,7 @@ static void on_rw_sent(void *arg, const struct sc_egress_resp *resp)
 
 static void rw_send(struct metrics_rw *w)
 {
-    if (w->xfer || w->backing_off || w->done) {
+    if (w->call || w->backing_off || w->done) {
         return;
     }
     if (sc_list_empty(&w->queue)) {
@@ -587,7 +588,7 @@ static void rw_send(struct metrics_rw *w)
         .basic_user = rc->basic_user,
         .basic_password = rc->basic_password,
     };
-    int err = sc_egress_send(metrics_egress(w->m), &req, on_rw_sent, w, &w->xfer);
+    int err = metrics_call_send(w->m, &req, on_rw_sent, w, &w->call);
     if (err == 0) {
         w->xfer_conf = w->conf; /* the request borrows its URL and credentials */
         metrics_conf_ref(w->xfer_conf);
@@ -601,7 +602,7 @@ static void rw_send(struct metrics_rw *w)
 
 static void rw_check_done(struct metrics_rw *w)
 {
-    if (w->stopping && w->final_started && !w->collecting && !w->xfer && sc_list_empty(&w->queue)) {
+    if (w->stopping && w->final_started && !w->collecting && !w->call && sc_list_empty(&w->queue)) {
         rw_close(w);
     }
 }
@@ -630,7 +631,7 @@ static void on_rw_snapshot(void *arg, struct metrics_snapshot *snap)
     if (w->queued >= (size_t)w->conf->cfg.remote_write.queue) {
         /* Keep the newest data: the oldest waiting batch (not the one in flight) goes. */
         struct sc_list *victim = w->queue.next;
-        if (w->xfer || w->backing_off) {
+        if (w->call || w->backing_off) {
             victim = victim->next;
         }
         if (victim != &w->queue) {
@@ -696,9 +697,9 @@ void metrics_rw_stop(struct metrics_rw *w, bool now)
             metrics_collect_cancel(&w->waiter);
             w->collecting = false;
         }
-        if (w->xfer) {
-            sc_egress_cancel(w->xfer);
-            w->xfer = NULL;
+        if (w->call) {
+            metrics_call_cancel(w->call);
+            w->call = NULL;
             metrics_conf_unref(w->xfer_conf);
             w->xfer_conf = NULL;
         }
