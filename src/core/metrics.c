@@ -695,13 +695,13 @@ void sc_metrics_on_collect(struct sc_metrics *r, sc_metrics_collect_cb cb, void 
     pthread_mutex_unlock(&r->lock);
 }
 
-/* Reads <path> into <buf> (NUL-terminated), up to <cap> - 1 bytes; returns the length or -1. A
- * stack buffer and plain read(2): this runs at every scrape. */
+/* Reads <path> into <buf> (NUL-terminated), up to <cap> - 1 bytes; returns the length or a
+ * negative errno. A stack buffer and plain read(2): this runs at every scrape. */
 static ssize_t read_small(const char *path, char *buf, size_t cap)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        return -1;
+        return -errno;
     }
     size_t len = 0;
     while (len < cap - 1) {
@@ -728,16 +728,17 @@ struct proc_stat {
     uint64_t rss;       /* 24, pages */
 };
 
+/* Returns 0, or SC_EINVAL when /proc/self/stat cannot be read or parsed. */
 static int read_proc_stat(struct proc_stat *st)
 {
     char buf[2048];
     if (read_small("/proc/self/stat", buf, sizeof(buf)) <= 0) {
-        return -1;
+        return SC_EINVAL;
     }
     /* The command name (field 2) is in parentheses and may itself hold spaces and ')'. */
     const char *p = strrchr(buf, ')');
     if (!p) {
-        return -1;
+        return SC_EINVAL;
     }
     struct sc_str rest = sc_str_c(p + 1);
     rest = sc_str_trim(rest);
@@ -750,18 +751,19 @@ static int read_proc_stat(struct proc_stat *st)
     for (int field = 3; field <= 24; field++) {
         struct sc_str tok = sc_str_split(&rest, ' ');
         if (want[field] && sc_str_to_u64(tok, UINT64_MAX, want[field]) < 0) {
-            return -1;
+            return SC_EINVAL;
         }
     }
     return 0;
 }
 
-/* Returns the number of open descriptors, not counting the one used to count them, or -1. */
+/* Returns the number of open descriptors, not counting the one used to count them, or a negative
+ * errno. */
 static long count_fds(void)
 {
     int fd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
-        return -1;
+        return -errno;
     }
     long n = 0;
     char buf[4096] __attribute__((aligned(8)));

@@ -528,11 +528,11 @@ static int signal_processes(const struct sc_dest_reload_cfg *cfg, const char **w
         sc_buf_cleanup(&b);
         if (rc < 0 || pid == 0) {
             *why = "cannot read a pid from the pid file";
-            return -1;
+            return rc < 0 ? rc : SC_EINVAL;
         }
         if (kill((pid_t)pid, sig) < 0) {
             *why = "kill failed for the pid in the pid file";
-            return -1;
+            return -errno;
         }
         sent++;
     }
@@ -556,7 +556,7 @@ static int signal_processes(const struct sc_dest_reload_cfg *cfg, const char **w
         }
         if (sent == 0) {
             *why = "no process with that name";
-            return -1;
+            return -ESRCH;
         }
     }
     return sent;

@@ -684,21 +684,19 @@ static int logs_container(struct ctx *c, json_t **out)
     json_t *outputs = json_array();
     rc = rc < 0 ? rc : ann_list(c, INJECT_PREFIX "logs-output", outputs, false);
     if (rc < 0) {
-        json_decref(outputs);
-        return rc;
+        goto out;
     }
     if (json_array_size(outputs) == 0) {
         add_strv(outputs, &c->m->logs_output);
     }
     if (path[0] != '/') {
-        json_decref(outputs);
-        return bad(c, "metadata.annotations[" INJECT_PREFIX "logs-path]",
-                   "\"%s\" is not an absolute path", path);
+        rc = bad(c, "metadata.annotations[" INJECT_PREFIX "logs-path]",
+                 "\"%s\" is not an absolute path", path);
+        goto out;
     }
     rc = check_mount_path(c, json_object_get(c->spec, "containers"), path);
     if (rc < 0) {
-        json_decref(outputs);
-        return rc;
+        goto out;
     }
     json_t *args = json_pack("[s]", "logs");
     char *glob = sc_asprintf("%s%s*.log", path, path[strlen(path) - 1] == '/' ? "" : "/");
@@ -714,7 +712,6 @@ static int logs_container(struct ctx *c, json_t **out)
     {
         add_arg(args, "--output", json_string_value(o));
     }
-    json_decref(outputs);
     json_t *ctr = sidecar(c, "sidecar-logs", args, LOGS_ADMIN_PORT);
     mount(ctr, "sidecar-logs", path, true);
     mount(ctr, "sidecar-state", STATE_DIR, false);
@@ -725,7 +722,9 @@ static int logs_container(struct ctx *c, json_t **out)
         mount(app, "sidecar-logs", path, false);
     }
     *out = ctr;
-    return 0;
+out:
+    json_decref(outputs);
+    return rc;
 }
 
 static int metrics_container(struct ctx *c, json_t **out)

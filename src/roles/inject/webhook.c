@@ -173,12 +173,13 @@ static int webhook_start(struct sc_app *app, const void *cfgp, void **state, cha
         m, SC_METRIC_HISTOGRAM, "sidecar_webhook_request_duration_seconds",
         "time to answer one admission review", NULL, buckets, SC_ARRAY_LEN(buckets));
     w->latency = sc_metric_get(lat, NULL);
+    int rc = 0;
     if (cfg->tls_cert) {
         w->srv = &https_server;
         w->server = webhook_https_new(sc_app_loop(app), cfg->tls_cert, cfg->tls_key, err);
         if (!w->server) {
-            sc_free(w);
-            return SC_ECONFIG;
+            rc = SC_ECONFIG;
+            goto fail;
         }
     } else {
         w->srv = &plain_server;
@@ -188,11 +189,9 @@ static int webhook_start(struct sc_app *app, const void *cfgp, void **state, cha
     w->srv->handle(w->server, "GET", "/healthz", h_health, w);
     w->srv->handle(w->server, "GET", "/ready", h_health, w);
     w->srv->handle(w->server, "GET", "/metrics", h_metrics, w);
-    int rc = w->srv->listen(w->server, cfg->listen, err);
+    rc = w->srv->listen(w->server, cfg->listen, err);
     if (rc < 0) {
-        w->srv->close(w->server);
-        sc_free(w);
-        return rc;
+        goto fail;
     }
     char bound[80];
     if (w->srv->address(w->server, bound, sizeof(bound)) == 0) {
@@ -205,6 +204,12 @@ static int webhook_start(struct sc_app *app, const void *cfgp, void **state, cha
     sc_app_set_ready(app, true);
     *state = w;
     return 0;
+fail:
+    if (w->server) {
+        w->srv->close(w->server);
+    }
+    sc_free(w);
+    return rc;
 }
 
 static void webhook_stop(struct sc_app *app, void *state, bool now)

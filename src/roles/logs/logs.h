@@ -223,7 +223,7 @@ int logs_cri_split(struct sc_str line, struct sc_str *time, struct sc_str *strea
  * strptime format read as UTC). Returns 0 and sets <*ns>, or -EINVAL. */
 int logs_parse_time(struct sc_str s, const char *format, int64_t *ns);
 
-/* Parses logfmt <line> into <ev> (empty). Returns 0, or -1 when it is not logfmt. */
+/* Parses logfmt <line> into <ev> (empty). Returns 0, or SC_EINVAL when it is not logfmt. */
 int logs_parse_logfmt(struct sc_str line, struct logs_ev *ev);
 
 /* Returns true when <line> continues the previous record by the built-in rule: it starts with a

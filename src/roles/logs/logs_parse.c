@@ -204,12 +204,12 @@ int logs_parse_logfmt(struct sc_str line, struct logs_ev *ev)
         }
         size_t klen = (size_t)(p - k);
         if (klen == 0 || klen >= 256) {
-            return -1;
+            return SC_EINVAL;
         }
         struct sc_str key = logs_ev_clean(ev, sc_str_n(k, klen));
         if (p == end || *p != '=') {
             if (p < end && *p != ' ' && *p != '\t') {
-                return -1;
+                return SC_EINVAL;
             }
             logs_ev_set(ev, key, LOGS_V_TRUE, SC_STR_NULL);
             npairs++;
@@ -235,14 +235,14 @@ int logs_parse_logfmt(struct sc_str line, struct logs_ev *ev)
                 }
             }
             if (!closed || (p < end && *p != ' ' && *p != '\t')) {
-                return -1;
+                return SC_EINVAL;
             }
             logs_ev_set(ev, key, LOGS_V_STR, logs_ev_clean(ev, sc_str_n(val, vl)));
         } else {
             const char *v = p;
             while (p < end && *p != ' ' && *p != '\t') {
                 if (*p == '"') {
-                    return -1;
+                    return SC_EINVAL;
                 }
                 p++;
             }
@@ -250,7 +250,7 @@ int logs_parse_logfmt(struct sc_str line, struct logs_ev *ev)
         }
         npairs++;
     }
-    return npairs ? 0 : -1;
+    return npairs ? 0 : SC_EINVAL;
 }
 
 static int parse_regex(const struct logs_parse_cfg *pc, struct sc_str line, struct logs_ev *ev)
@@ -258,7 +258,7 @@ static int parse_regex(const struct logs_parse_cfg *pc, struct sc_str line, stru
     int rc =
         pcre2_match(pc->re, (PCRE2_SPTR)(line.len ? line.p : ""), line.len, 0, 0, pc->md, NULL);
     if (rc < 0) {
-        return -1;
+        return SC_EINVAL;
     }
     uint32_t count = 0, esize = 0;
     PCRE2_SPTR table = NULL;
@@ -322,7 +322,7 @@ static void extract_time(const struct logs_parse_cfg *pc, struct logs_ev *ev, in
 void logs_parse_line(const struct logs_parse_cfg *pc, struct sc_str line, struct logs_ev *ev,
                      int64_t *ts_ns, bool *parse_error)
 {
-    int rc = -1;
+    int rc = SC_EINVAL;
     *parse_error = false;
     logs_ev_reset(ev);
     switch (pc->parser) {
@@ -333,7 +333,7 @@ void logs_parse_line(const struct logs_parse_cfg *pc, struct sc_str line, struct
         rc = logs_parse_logfmt(line, ev);
         break;
     case LOGS_P_REGEX:
-        rc = pc->re ? parse_regex(pc, line, ev) : -1;
+        rc = pc->re ? parse_regex(pc, line, ev) : SC_EINVAL;
         break;
     case LOGS_P_NONE:
     case LOGS_P_CRI:

@@ -785,8 +785,7 @@ static void add_watch(struct logs *lg, const char *pattern)
         dir = sc_strdup("/");
     }
     if (lg->inotify_fd < 0 || strpbrk(dir, "*?[") != NULL) {
-        sc_free(dir);
-        return;
+        goto out;
     }
     int wd = inotify_add_watch(lg->inotify_fd, dir,
                                IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO | IN_MODIFY | IN_DELETE |
@@ -794,14 +793,16 @@ static void add_watch(struct logs *lg, const char *pattern)
     if (wd < 0) {
         sc_warn("inotify unavailable for directory: polling only", SC_LS("dir", dir),
                 SC_LS("error", strerror(errno)));
-        sc_free(dir);
-        return;
+        goto out;
     }
     struct logs_watch *w = SC_NEW(struct logs_watch);
     w->wd = wd;
     w->dir = dir;
+    dir = NULL; /* the watch owns it */
     w->base = sc_strdup(slash ? slash + 1 : pattern);
     sc_list_append(&lg->watches, &w->node);
+out:
+    sc_free(dir);
 }
 
 static void watch_paths(struct logs *lg)

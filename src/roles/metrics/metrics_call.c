@@ -97,9 +97,9 @@ static bool h1_send(struct metrics_role *m, struct metrics_call *call,
         .sensitive = auth.len > 0,
     };
     if (*rc == 0) {
-        *rc = m->finished ? SC_ECLOSED
-                          : sc_h1cli_send_host(m->loop, u.host, u.port, &hr, on_h1_done, call,
-                                               &call->h1);
+        *rc = m->finished
+                  ? SC_ECLOSED
+                  : sc_h1cli_send_host(m->loop, u.host, u.port, &hr, on_h1_done, call, &call->h1);
     }
     sc_buf_cleanup(&auth);
     sc_h1cli_url_free(&u);

@@ -351,6 +351,7 @@ void secrets_vault_authenticate(struct secrets *sv)
 {
     const struct secrets_cfg *c = sv->cfg;
     char *err = NULL;
+    char *cred = NULL; /* the secret_id or the JWT */
     sv->authed = false;
     if (sv->method == AUTH_TOKEN) {
         if (!sv->token) {
@@ -358,38 +359,30 @@ void secrets_vault_authenticate(struct secrets *sv)
                 c->token_file ? read_trimmed(c->token_file, &err) : sc_strdup(sv->cfg_token);
         }
         if (!sv->token) {
-            auth_failed(sv, err);
-            sc_free(err);
-            return;
+            goto fail;
         }
         vault_call(sv, "GET", "auth/token/lookup-self", NULL, on_lookup_self, NULL);
         return;
     }
-    json_t *body = json_object();
-    if (sv->method == AUTH_APPROLE) {
-        char *sid = c->secret_id_file ? read_trimmed(c->secret_id_file, &err)
-                                      : sc_strdup(c->secret_id ? c->secret_id : "");
-        if (!sid) {
-            json_decref(body);
-            auth_failed(sv, err);
-            sc_free(err);
-            return;
-        }
-        json_object_set_new(body, "role_id", json_string(c->role_id ? c->role_id : ""));
-        json_object_set_new(body, "secret_id", json_string(sid));
-        sc_free_secret(sid, strlen(sid));
+    bool approle = sv->method == AUTH_APPROLE;
+    if (approle) {
+        cred = c->secret_id_file ? read_trimmed(c->secret_id_file, &err)
+                                 : sc_strdup(c->secret_id ? c->secret_id : "");
     } else {
-        char *jwt = read_trimmed(c->jwt_path, &err);
-        if (!jwt) {
-            json_decref(body);
-            auth_failed(sv, err);
-            sc_free(err);
-            return;
-        }
-        json_object_set_new(body, "role", json_string(sv->role ? sv->role : ""));
-        json_object_set_new(body, "jwt", json_string(jwt));
-        sc_free_secret(jwt, strlen(jwt));
+        cred = read_trimmed(c->jwt_path, &err);
     }
+    if (!cred) {
+        goto fail;
+    }
+    json_t *body = json_object();
+    if (approle) {
+        json_object_set_new(body, "role_id", json_string(c->role_id ? c->role_id : ""));
+        json_object_set_new(body, "secret_id", json_string(cred));
+    } else {
+        json_object_set_new(body, "role", json_string(sv->role ? sv->role : ""));
+        json_object_set_new(body, "jwt", json_string(cred));
+    }
+    sc_free_secret(cred, strlen(cred));
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     char *path = sc_asprintf("%s/login", sv->auth_path);
@@ -398,6 +391,10 @@ void secrets_vault_authenticate(struct secrets *sv)
     sv->token = NULL;
     vault_call(sv, "POST", path, text, on_login, NULL);
     sc_free(path);
+    return;
+fail:
+    auth_failed(sv, err);
+    sc_free(err);
 }
 
 static void on_renew_self(struct secrets *sv, void *arg, int status, json_t *j, const char *err)
