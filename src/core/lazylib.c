@@ -52,13 +52,13 @@ static void load_snappy(void)
     }
 }
 
-size_t sc_snappy_max_compressed_length(size_t n)
+size_t sc_lazylib_snappy_max_compressed_length(size_t n)
 {
     pthread_once(&snappy_once, load_snappy);
     return snappy_ok ? snappy.max_compressed_length(n) : 0;
 }
 
-int sc_snappy_compress(const char *in, size_t n, char *out, size_t *outlen)
+int sc_lazylib_snappy_compress(const char *in, size_t n, char *out, size_t *outlen)
 {
     pthread_once(&snappy_once, load_snappy);
     if (!snappy_ok) {

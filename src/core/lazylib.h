@@ -11,12 +11,12 @@
 #include <stddef.h>
 
 /* Returns the largest size snappy may compress <n> bytes to, or 0 when snappy is unavailable. */
-size_t sc_snappy_max_compressed_length(size_t n);
+size_t sc_lazylib_snappy_max_compressed_length(size_t n);
 
 /* Compresses <n> bytes at <in> into <out>, whose size <*outlen> must be at least
- * sc_snappy_max_compressed_length(n); sets <*outlen> to the compressed size. Returns 0,
+ * sc_lazylib_snappy_max_compressed_length(n); sets <*outlen> to the compressed size. Returns 0,
  * SC_EUNSUPPORTED when snappy is unavailable, or -EIO. */
-int sc_snappy_compress(const char *in, size_t n, char *out, size_t *outlen);
+int sc_lazylib_snappy_compress(const char *in, size_t n, char *out, size_t *outlen);
 
 /* Writes the MD5 digest of <n> bytes at <p> to <out>. Returns 0 or SC_EUNSUPPORTED. */
 int sc_lazylib_md5(const void *p, size_t n, unsigned char out[16]);

@@ -100,7 +100,7 @@ static const struct {
     { "USR1", SIGUSR1 }, { "USR2", SIGUSR2 }, { "WINCH", SIGWINCH }, { "KILL", SIGKILL },
 };
 
-int sc_signal_parse(const char *s)
+int sc_dest_signal_parse(const char *s)
 {
     if (!s || !*s) {
         return -EINVAL;
@@ -122,7 +122,7 @@ int sc_signal_parse(const char *s)
 
 int sc_dest_reload_check(const struct sc_dest_reload_cfg *cfg, char **err)
 {
-    if (cfg->signal && sc_signal_parse(cfg->signal) < 0) {
+    if (cfg->signal && sc_dest_signal_parse(cfg->signal) < 0) {
         *err = sc_asprintf("reload_signal: unknown signal \"%s\"", cfg->signal);
         return SC_ECONFIG;
     }
@@ -511,7 +511,7 @@ static bool proc_name_matches(const char *pid, const char *name)
 
 static int signal_processes(const struct sc_dest_reload_cfg *cfg, const char **why)
 {
-    int sig = sc_signal_parse(cfg->signal ? cfg->signal : "SIGHUP");
+    int sig = sc_dest_signal_parse(cfg->signal ? cfg->signal : "SIGHUP");
     if (sig < 0) {
         sig = SIGHUP;
     }

@@ -82,7 +82,7 @@ bool sc_dest_reloader_busy(const struct sc_dest_reloader *r);
 void sc_dest_reloader_close(struct sc_dest_reloader *r);
 
 /* Parses a signal name ("SIGHUP", "HUP", "hup") or number. Returns the number or -EINVAL. */
-int sc_signal_parse(const char *s);
+int sc_dest_signal_parse(const char *s);
 
 /* Checks <cfg> (signal name). Returns 0 or SC_ECONFIG with a new message in <*err>. */
 int sc_dest_reload_check(const struct sc_dest_reload_cfg *cfg, char **err);

@@ -16,6 +16,7 @@
 #include "core/lazylib.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/prom.h"
 #include "roles/logs/logs.h"
 
 static int gzip_into(struct sc_buf *out, const char *p, size_t n)
@@ -166,16 +167,7 @@ static char *labels_prom(struct sc_str json)
     {
         sc_buf_appendf(&b, "%s%s=\"", first ? "" : ", ", k);
         const char *s = json_string_value(v);
-        for (; s && *s; s++) {
-            if (*s == '"' || *s == '\\') {
-                sc_buf_append(&b, "\\", 1);
-                sc_buf_append(&b, s, 1);
-            } else if (*s == '\n') {
-                sc_buf_append(&b, "\\n", 2);
-            } else {
-                sc_buf_append(&b, s, 1);
-            }
-        }
+        sc_prom_escape(&b, s ? s : "", s ? strlen(s) : 0, SC_PROM_ESC_QUOTE);
         sc_buf_append(&b, "\"", 1);
         first = false;
     }
@@ -266,11 +258,11 @@ static int loki_protobuf(const struct logs_batch *b, struct sc_buf *out)
     sc_free(ssize);
     sc_free(text);
     sc_free(v);
-    size_t max = sc_snappy_max_compressed_length(total);
+    size_t max = sc_lazylib_snappy_max_compressed_length(total);
     int rc = sc_buf_reserve(out, max);
     if (rc == 0) {
         size_t olen = max;
-        rc = sc_snappy_compress(pb, total, out->p + out->len, &olen);
+        rc = sc_lazylib_snappy_compress(pb, total, out->p + out->len, &olen);
         out->len += olen;
     }
     sc_free(pb);

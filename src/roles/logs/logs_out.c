@@ -763,7 +763,7 @@ int logs_out_new(struct logs *lg, const struct logs_output_cfg *cfg, struct logs
         *err = sc_asprintf("output %s: needs a url", o->name);
         goto fail;
     } else if (cfg->type == LOGS_O_LOKI && cfg->loki_encoding == LOGS_LOKI_PROTOBUF &&
-               sc_snappy_max_compressed_length(1) == 0) {
+               sc_lazylib_snappy_max_compressed_length(1) == 0) {
         /* Refused now rather than every batch dropped later. */
         *err = sc_asprintf("output %s: loki_encoding protobuf needs libsnappy.so.1, which cannot "
                            "be loaded (install libsnappy1v5, or set loki_encoding: json)",
