@@ -5,8 +5,9 @@
 // is what the server sends, then the connection ends. It reaches the client through a fake
 // transport layer stacked with the client's wrap hook, whole, in two pieces split at a point taken
 // from the data, and one byte per read. Every way must fire the callback exactly once and agree on
-// success, status and body; a body never passes its cap and is empty when discarded. Any
-// violation aborts.
+// success, status and body; a body never passes its cap and is empty when discarded. A plain GET
+// is also run streamed (on_head, on_body): the head comes once and first, and when both succeed
+// the streamed bytes are the body the client kept. Any violation aborts.
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -145,7 +146,27 @@ struct outcome {
     int status;
     size_t body_len;
     char body[MAX_BODY];
+    int heads;       /* streamed: on_head calls */
+    int head_status; /* streamed: the status on_head saw */
 };
+
+static int on_stream_head(void *arg, const struct sc_http_msg *head)
+{
+    struct outcome *o = arg;
+    CHECK(o->heads == 0 && o->body_len == 0);
+    o->heads++;
+    o->head_status = head->status;
+    return 0;
+}
+
+static int on_stream_body(void *arg, const char *p, size_t n)
+{
+    struct outcome *o = arg;
+    CHECK(o->heads == 1 && n > 0 && o->body_len + n <= MAX_BODY);
+    memcpy(o->body + o->body_len, p, n);
+    o->body_len += n;
+    return 0;
+}
 
 static void on_done(void *arg, const struct sc_h1cli_resp *r)
 {
@@ -156,6 +177,10 @@ static void on_done(void *arg, const struct sc_h1cli_resp *r)
     CHECK(r->body.len <= MAX_BODY);
     CHECK((r->error == 0) == (r->msg != NULL));
     CHECK(r->error != 0 || (r->status >= 200 && r->status <= 999));
+    if (o->heads) {
+        CHECK(r->body.len == 0); /* streamed: the body arrived piece by piece */
+        return;
+    }
     o->body_len = r->body.len;
     if (r->body.len) {
         memcpy(o->body, r->body.p, r->body.len);
@@ -179,6 +204,9 @@ static void run(uv_loop_t *loop, unsigned opts, const char *in, size_t len, size
         .head_only = (opts & 2) != 0,
         .discard_body = (opts & 4) != 0,
         .wrap = wrap,
+        .on_head = (opts & 0x100) ? on_stream_head : NULL,
+        .on_body = (opts & 0x100) ? on_stream_body : NULL,
+        .stream_arg = o,
     };
     memset(o, 0, sizeof(*o));
     struct sc_h1cli *c = NULL;
@@ -214,6 +242,9 @@ static void run(uv_loop_t *loop, unsigned opts, const char *in, size_t len, size
     if (o->error == 0 && (opts & 6)) {
         CHECK(o->body_len == 0);
     }
+    if ((opts & 0x100) && o->error == 0) {
+        CHECK(o->heads == 1 && o->head_status == o->status);
+    }
 }
 
 static void same(const struct outcome *a, const struct outcome *b)
@@ -248,6 +279,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (len <= 4096) {
         run(&loop, opts, in, len, 1, 0, &bytes);
         same(&whole, &bytes);
+    }
+    if ((opts & 7) == 0) {
+        static struct outcome streamed;
+        run(&loop, opts | 0x100, in, len, 0, cut, &streamed);
+        if (whole.error == 0 && streamed.error == 0) {
+            same(&whole, &streamed);
+        }
+        CHECK(whole.error != 0 || streamed.error == 0 || streamed.error == SC_ETOOBIG);
     }
     return 0;
 }
