@@ -281,6 +281,19 @@ class Pushgateway(Peer):
         return json.loads(body)["data"]
 
 
+def mapped_libs(pid):
+    """The memory map of process <pid> (/proc/PID/maps): which shared libraries it loaded."""
+    with open(f"/proc/{pid}/maps") as f:
+        return f.read()
+
+
+def env_without_proxies():
+    """Environment overrides that blank the proxy variables libcurl would honour for http://, so
+    a sidecar started with them reaches plain-http peers directly whatever the test runner has."""
+    return {k: "" for k in ("http_proxy", "all_proxy", "ALL_PROXY", "HTTP_PROXY")
+            if os.environ.get(k)}
+
+
 def parse_samples(text):
     """Parses exposition text into {(name, frozenset(labels.items())): value} — a minimal reader
     for assertions (the real validation is promtool's and Prometheus's)."""

@@ -3,13 +3,15 @@
 and once more at SIGTERM so a Job's final values are not lost) and to a real Prometheus through
 remote_write 1.0 (read back through its query API); retries against a fake receiver (named as a
 fake: it scripts the status codes) for 5xx/429 with backoff and no retry on 4xx; the metadata each
-batch carries, decoded by a fake receiver with the protobuf library."""
+batch carries, decoded by a fake receiver with the protobuf library; both pushers reached over
+plain http:// by host name without loading libcurl or OpenSSL."""
 import time
 
 import pytest
 
 from conftest import free_port, wait_until
-from metrics_util import FakeReceiver, FakeTarget, Prometheus, Pushgateway, decode_write_request
+from metrics_util import (FakeReceiver, FakeTarget, Prometheus, Pushgateway, decode_write_request,
+                          env_without_proxies, mapped_libs)
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +173,46 @@ remote_write:
         assert len(fake.requests) == 2
     finally:
         fake.close()
+
+
+def test_pushers_over_plain_http_without_libcurl(sidecar_run, pushgateway, tmp_path):
+    tf = tmp_path / "tf"
+    tf.mkdir()
+    (tf / "job.prom").write_text("# TYPE batch_rows gauge\nbatch_rows 7\n")
+    receiver = FakeReceiver(statuses=[503])  # one retry, then accepted
+    try:
+        sc = sidecar_run("metrics", ["--listen", f"127.0.0.1:{free_port()}", "--textfile-dir",
+                                     str(tf), "--cache", "0s"], config=f"""
+self_metrics: false
+pushgateway:
+  url: http://localhost:{pushgateway.port}/
+  job: plain
+  interval: 300ms
+remote_write:
+  url: http://localhost:{receiver.port}/api/v1/write
+  interval: 300ms
+  min_backoff: 50ms
+  basic_user: writer
+  basic_password: pw
+""", env=env_without_proxies())
+
+        def pushed():
+            for g in pushgateway.groups():
+                if g["labels"].get("job") == "plain" and g.get("batch_rows"):
+                    return g["batch_rows"]["metrics"][0]["value"] == "7"
+            return False
+
+        wait_until(pushed, timeout=10, what="push to the Pushgateway")
+        wait_until(lambda: len(receiver.requests) >= 2, timeout=10, what="remote_write retry")
+        _, headers, body = receiver.requests[-1]
+        assert headers["Authorization"] == "Basic d3JpdGVyOnB3"  # writer:pw
+        assert headers["Content-Encoding"] == "snappy"
+        assert headers["Host"] == f"localhost:{receiver.port}"
+        names = {lb.value for ts in decode_write_request(body).timeseries for lb in ts.labels
+                 if lb.name == "__name__"}
+        assert "batch_rows" in names
+        assert "remote_write failed" in sc.logs()  # the 503, retried
+        maps = mapped_libs(sc.proc.pid)
+        assert "libcurl" not in maps and "libssl" not in maps
+    finally:
+        receiver.close()

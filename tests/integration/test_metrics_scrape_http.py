@@ -4,16 +4,12 @@ no OpenSSL in the process): gzip and identity bodies, Content-Length and chunked
 resolved on the loop, credentials, and each way a target can fail (too slow, too big, before and
 after decompression, a broken or unknown content coding, a name that does not resolve), each
 isolated to its own sidecar_scrape_up 0. With a proxy in the environment the egress client
-(libcurl) scrapes instead, asking for gzip too. The pushers (a real Pushgateway, a fake
-remote_write receiver) reached over plain http:// do without libcurl as well."""
+(libcurl) scrapes instead, asking for gzip too."""
 import gzip
-import os
 
-import pytest
-
-from conftest import free_port, http_get, wait_until
-from metrics_util import (FakeReceiver, FakeTarget, Pushgateway, decode_write_request, find,
-                          parse_samples, promtool_check)
+from conftest import free_port, http_get
+from metrics_util import (FakeTarget, env_without_proxies, find, mapped_libs, parse_samples,
+                          promtool_check)
 
 
 
@@ -41,16 +37,6 @@ def collect(sc):
     code, out = promtool_check(body)
     assert code == 0, out
     return parse_samples(body.decode())
-
-
-def mapped(sc):
-    return open(f"/proc/{sc.proc.pid}/maps").read()
-
-
-def no_proxy_env():
-    """The test's environment without proxy variables (the sidecar inherits it)."""
-    return {k: "" for k in ("http_proxy", "all_proxy", "ALL_PROXY", "HTTP_PROXY")
-            if os.environ.get(k)}
 
 
 def test_plain_http_targets_without_libcurl(sidecar_run):
@@ -81,7 +67,7 @@ targets:
     basic_user: scraper
     basic_password: pa55
 """
-        sc = start(sidecar_run, config=config, env=no_proxy_env())
+        sc = start(sidecar_run, config=config, env=env_without_proxies())
         s = collect(sc)
         for name in ("plain", "zipped", "chunked", "two", "by_name", "authed"):
             assert find(s, "sidecar_scrape_up", source=name) == [1], name
@@ -93,7 +79,7 @@ targets:
         assert by_name.headers[-1]["Host"] == f"localhost:{by_name.port}"
         assert by_name.paths[-1] == "/metrics?x=1"
         assert authed.headers[-1]["Authorization"] == "Basic c2NyYXBlcjpwYTU1"  # scraper:pa55
-        maps = mapped(sc)
+        maps = mapped_libs(sc.proc.pid)
         assert "libcurl" not in maps and "libssl" not in maps and "libcrypto" not in maps
     finally:
         for t in (plain, zipped, chunked, two, by_name, authed):
@@ -122,7 +108,7 @@ targets:
   - {{url: {garbage.url}, name: garbage}}
   - {{url: "{unresolvable}", name: unresolvable}}
 """
-        sc = start(sidecar_run, config=config, env=no_proxy_env())
+        sc = start(sidecar_run, config=config, env=env_without_proxies())
         s = collect(sc)
         assert find(s, "sidecar_scrape_up", source="good") == [1]
         assert find(s, "app_requests_total", code="200", target="app") == [1027]
@@ -138,7 +124,7 @@ targets:
         assert "unsupported Content-Encoding" in logs
         assert "malformed gzip body" in logs
         assert "cannot resolve target.invalid" in logs
-        assert "libcurl" not in mapped(sc)
+        assert "libcurl" not in mapped_libs(sc.proc.pid)
     finally:
         for t in (good, slow, big, bomb, broken, brotli, garbage):
             t.close()
@@ -154,55 +140,7 @@ def test_proxy_in_environment_uses_libcurl_with_gzip(sidecar_run):
         assert find(s, "sidecar_scrape_up", source=zipped.url) == [1]
         assert find(s, "app_requests_total", code="500", target="app") == [3]
         assert "gzip" in zipped.headers[-1]["Accept-Encoding"]
-        assert "libcurl" in mapped(sc)
+        assert "libcurl" in mapped_libs(sc.proc.pid)
     finally:
         zipped.close()
 
-
-@pytest.fixture(scope="module")
-def pushgateway(tmp_path_factory):
-    p = Pushgateway(tmp_path_factory.mktemp("pushgw"))
-    yield p
-    p.stop()
-
-
-def test_pushers_over_plain_http_without_libcurl(sidecar_run, pushgateway, tmp_path):
-    tf = tmp_path / "tf"
-    tf.mkdir()
-    (tf / "job.prom").write_text("# TYPE batch_rows gauge\nbatch_rows 7\n")
-    receiver = FakeReceiver(statuses=[503])  # one retry, then accepted
-    try:
-        sc = start(sidecar_run, ["--textfile-dir", str(tf), "--cache", "0s"], config=f"""
-self_metrics: false
-pushgateway:
-  url: http://localhost:{pushgateway.port}/
-  job: plain
-  interval: 300ms
-remote_write:
-  url: http://localhost:{receiver.port}/api/v1/write
-  interval: 300ms
-  min_backoff: 50ms
-  basic_user: writer
-  basic_password: pw
-""", env=no_proxy_env())
-
-        def pushed():
-            for g in pushgateway.groups():
-                if g["labels"].get("job") == "plain" and g.get("batch_rows"):
-                    return g["batch_rows"]["metrics"][0]["value"] == "7"
-            return False
-
-        wait_until(pushed, timeout=10, what="push to the Pushgateway")
-        wait_until(lambda: len(receiver.requests) >= 2, timeout=10, what="remote_write retry")
-        _, headers, body = receiver.requests[-1]
-        assert headers["Authorization"] == "Basic d3JpdGVyOnB3"  # writer:pw
-        assert headers["Content-Encoding"] == "snappy"
-        assert headers["Host"] == f"localhost:{receiver.port}"
-        names = {lb.value for ts in decode_write_request(body).timeseries for lb in ts.labels
-                 if lb.name == "__name__"}
-        assert "batch_rows" in names
-        assert "remote_write failed" in sc.logs()  # the 503, retried
-        maps = mapped(sc)
-        assert "libcurl" not in maps and "libssl" not in maps
-    finally:
-        receiver.close()

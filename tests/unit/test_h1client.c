@@ -393,6 +393,27 @@ static int on_stream_body(void *arg, const char *p, size_t n)
     return s->stop_after && s->len >= (size_t)s->stop_after ? SC_EINVAL : 0;
 }
 
+/* Sends <req>, answers it with <resp> (byte by byte when <bytewise>) and waits for the one
+ * callback; the connection is closed afterwards. */
+static void stream_exchange(struct tc *t, struct sc_h1cli_req *req, const char *resp, bool bytewise)
+{
+    t->calls = 0;
+    send_get(t, req);
+    char in[4096];
+    peer_take_request(t, in, sizeof(in));
+    if (bytewise) {
+        tu_send_bytewise(&t->loop, t->fd, resp, strlen(resp));
+    } else {
+        tu_send(&t->loop, t->fd, resp, strlen(resp));
+    }
+    wait_done(t, 2000);
+    assert_int_equal(t->calls, 1);
+    tu_spin(&t->loop, 20);
+    assert_int_equal(t->calls, 1);
+    close(t->fd);
+    t->fd = -1;
+}
+
 /* A streamed body reaches on_body piece by piece after on_head, is not kept, and is still held to
  * max_body; an error from on_body ends the exchange with it. */
 static void test_streamed_body(void **state)
@@ -402,14 +423,10 @@ static void test_streamed_body(void **state)
     struct sc_h1cli_req req = {
         .on_head = on_stream_head, .on_body = on_stream_body, .stream_arg = &st, .max_body = 20
     };
-    send_get(t, &req);
-    char in[4096];
-    peer_take_request(t, in, sizeof(in));
-    const char chunked[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                           "3\r\nabc\r\n1;x=y\r\nd\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n";
-    tu_send_bytewise(&t->loop, t->fd, chunked, sizeof(chunked) - 1);
-    wait_done(t, 2000);
-    assert_int_equal(t->calls, 1);
+    stream_exchange(t, &req,
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "3\r\nabc\r\n1;x=y\r\nd\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n",
+                    true);
     assert_int_equal(t->error, 0);
     assert_int_equal(t->status, 200);
     assert_int_equal(t->body_len, 0);
@@ -417,48 +434,26 @@ static void test_streamed_body(void **state)
     assert_int_equal(st.status, 200);
     assert_int_equal(st.len, 20);
     assert_memory_equal(st.body, "abcd0123456789abcdef", 20);
-    close(t->fd);
 
     /* over max_body as it streams (no Content-Length to refuse up front) */
-    t->calls = 0;
     st = (struct streamed){ 0 };
-    send_get(t, &req);
-    peer_take_request(t, in, sizeof(in));
-    const char eof[] = "HTTP/1.0 200 OK\r\n\r\n0123456789012345678901234";
-    tu_send(&t->loop, t->fd, eof, sizeof(eof) - 1);
-    wait_done(t, 2000);
-    assert_int_equal(t->calls, 1);
+    stream_exchange(t, &req, "HTTP/1.0 200 OK\r\n\r\n0123456789012345678901234", false);
     assert_int_equal(t->error, SC_ETOOBIG);
     assert_true(st.len <= 20);
-    close(t->fd);
 
     /* a Content-Length over max_body is refused before any of the body is streamed */
-    t->calls = 0;
     st = (struct streamed){ 0 };
-    send_get(t, &req);
-    peer_take_request(t, in, sizeof(in));
-    const char big[] = "HTTP/1.1 200 OK\r\nContent-Length: 21\r\n\r\n012345678901234567890";
-    tu_send(&t->loop, t->fd, big, sizeof(big) - 1);
-    wait_done(t, 2000);
-    assert_int_equal(t->calls, 1);
+    stream_exchange(t, &req, "HTTP/1.1 200 OK\r\nContent-Length: 21\r\n\r\n012345678901234567890",
+                    false);
     assert_int_equal(t->error, SC_ETOOBIG);
     assert_int_equal(st.heads, 1); /* the head was seen */
     assert_int_equal(st.len, 0);
-    close(t->fd);
 
     /* the receiver stops the exchange */
-    t->calls = 0;
     st = (struct streamed){ .stop_after = 4 };
-    send_get(t, &req);
-    peer_take_request(t, in, sizeof(in));
-    const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789";
-    tu_send_bytewise(&t->loop, t->fd, ok, sizeof(ok) - 1);
-    wait_done(t, 2000);
-    assert_int_equal(t->calls, 1);
+    stream_exchange(t, &req, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789", true);
     assert_int_equal(t->error, SC_EINVAL);
     assert_int_equal(st.len, 4);
-    tu_spin(&t->loop, 20);
-    assert_int_equal(t->calls, 1);
 }
 
 static struct tu_pass_counters pass;
