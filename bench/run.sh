@@ -206,9 +206,11 @@ section_idle() {
     echo
     echo "Each role started with the sources it uses (see bench/idle_rss.sh), RSS read 2 s after" \
         "start, the median of 3 starts. OpenSSL and libcurl are loaded only by what needs them:" \
-        "TLS, and https, credentials or proxies (a plain http:// config source or Vault address" \
-        "uses the built-in HTTP/1.1 client). The secrets role's Vault is unreachable" \
-        "(http://127.0.0.1:1): it idles in its retry backoff."
+        "TLS, and https or proxies (plain http:// config sources, Vault addresses, scrape" \
+        "targets and push receivers use the built-in HTTP/1.1 client; config sources with" \
+        "credentials use libcurl). metrics-scrape is read after one scrape of its plain-http" \
+        "target. The secrets role's Vault is unreachable (http://127.0.0.1:1): it idles in its" \
+        "retry backoff."
 }
 
 # The first line of every section: when, where and how it was measured (a section can be older
