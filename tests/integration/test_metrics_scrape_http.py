@@ -47,6 +47,11 @@ def test_plain_http_targets_without_libcurl(sidecar_run):
     # compresses only for "gzip").
     body = app("two")
     two = FakeTarget(gzip.compress(body[:60]) + gzip.compress(body[60:]), encoding="x-gzip")
+    # Inflates to far more than one read's worth: every output buffer of it must come out.
+    large_body = app("large") + b"# HELP app_series_total Many series.\n" + \
+        b"# TYPE app_series_total counter\n" + b"".join(b'app_series_total{n="%d"} %d\n' % (i, i)
+                                         for i in range(5000))
+    large = FakeTarget(large_body, encoding="gzip")
     by_name = FakeTarget(app("by_name"))
     authed = FakeTarget(app("authed"))
     try:
@@ -60,6 +65,8 @@ targets:
     name: chunked
   - url: {two.url}
     name: two
+  - url: {large.url}
+    name: large
   - url: http://localhost:{by_name.port}/metrics?x=1
     name: by_name
   - url: {authed.url}
@@ -69,7 +76,10 @@ targets:
 """
         sc = start(sidecar_run, config=config, env=env_without_proxies())
         s = collect(sc)
-        for name in ("plain", "zipped", "chunked", "two", "by_name", "authed"):
+        assert len(gzip.compress(large_body)) < 32 * 1024 < len(large_body)
+        assert find(s, "sidecar_scrape_samples", source="large") == [5002]
+        assert find(s, "app_series_total", n="4999") == [4999]
+        for name in ("plain", "zipped", "chunked", "two", "large", "by_name", "authed"):
             assert find(s, "sidecar_scrape_up", source=name) == [1], name
             assert find(s, "app_requests_total", code="200", target=name) == [1027], name
             assert find(s, "app_requests_total", code="500", target=name) == [3], name
@@ -82,7 +92,7 @@ targets:
         maps = mapped_libs(sc.proc.pid)
         assert "libcurl" not in maps and "libssl" not in maps and "libcrypto" not in maps
     finally:
-        for t in (plain, zipped, chunked, two, by_name, authed):
+        for t in (plain, zipped, chunked, two, large, by_name, authed):
             t.close()
 
 

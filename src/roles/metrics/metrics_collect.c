@@ -270,9 +270,12 @@ static int inflate_feed(struct scrape *s, const char *p, size_t n)
     char out[16384];
     s->z->next_in = (Bytef *)(uintptr_t)p;
     s->z->avail_in = (uInt)n;
-    while (s->z->avail_in > 0) {
+    for (;;) {
         if (s->z_end) {
-            inflateReset(s->z);
+            if (s->z->avail_in == 0) {
+                break;
+            }
+            inflateReset(s->z); /* the next member */
             s->z_end = false;
         }
         s->z->next_out = (Bytef *)out;
@@ -287,8 +290,10 @@ static int inflate_feed(struct scrape *s, const char *p, size_t n)
             return -ECANCELED;
         }
         s->z_end = zr == Z_STREAM_END;
-        if (zr == Z_BUF_ERROR && got == 0) {
-            break; /* needs more input */
+        /* Done when the input is used up and the output did not fill (a full buffer may leave
+         * output pending in zlib), or when nothing moved. */
+        if ((s->z->avail_in == 0 && s->z->avail_out > 0) || (zr == Z_BUF_ERROR && got == 0)) {
+            break;
         }
     }
     return 0;
