@@ -200,19 +200,19 @@ static int parse_jwk(json_t *o, struct jwk *k, const char **why)
 struct proxy_jwks *proxy_jwks_parse(const char *text, size_t len, char **err)
 {
     json_error_t je;
+    struct proxy_jwks *ks = NULL;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     json_t *keys = root ? json_object_get(root, "keys") : NULL;
     if (!json_is_array(keys)) {
         *err = root ? sc_asprintf("JWKS: no \"keys\" array")
                     : sc_asprintf("JWKS: %s (line %d)", je.text, je.line);
-        json_decref(root);
-        return NULL;
+        goto fail;
     }
     size_t n = json_array_size(keys);
     if (n > JWKS_MAX_KEYS) {
         n = JWKS_MAX_KEYS;
     }
-    struct proxy_jwks *ks = sc_calloc(1, sizeof(*ks) + n * sizeof(ks->keys[0]));
+    ks = sc_calloc(1, sizeof(*ks) + n * sizeof(ks->keys[0]));
     atomic_init(&ks->refs, 1);
     for (size_t i = 0; i < n; i++) {
         const char *why = NULL;
@@ -220,19 +220,20 @@ struct proxy_jwks *proxy_jwks_parse(const char *text, size_t len, char **err)
         int rc = json_is_object(o) ? parse_jwk(o, &ks->keys[ks->n], &why) : 1;
         if (rc < 0) {
             *err = sc_asprintf("JWKS key %zu: %s", i + 1, why);
-            proxy_jwks_unref(ks);
-            json_decref(root);
-            return NULL;
+            goto fail;
         }
         ks->n += rc == 0;
     }
-    json_decref(root);
     if (ks->n == 0) {
         *err = sc_asprintf("JWKS: no usable signing key (RSA, EC P-256/P-384, Ed25519)");
-        proxy_jwks_unref(ks);
-        return NULL;
+        goto fail;
     }
+    json_decref(root);
     return ks;
+fail:
+    proxy_jwks_unref(ks);
+    json_decref(root);
+    return NULL;
 }
 
 void proxy_jwks_unref(struct proxy_jwks *ks)
