@@ -82,6 +82,19 @@ struct proxy_route_cfg {
     char *host_rewrite;
 };
 
+/* ---- downstream HTTP/2 (proxy_h2.c): a listener's `http2` options ---- */
+struct proxy_h2_lcfg {
+    bool enabled;                            /* h2c by preface, h2 by ALPN */
+    int64_t max_concurrent_streams;          /* SETTINGS_MAX_CONCURRENT_STREAMS */
+    uint64_t initial_stream_window_size;     /* SETTINGS_INITIAL_WINDOW_SIZE */
+    uint64_t initial_connection_window_size; /* the connection's receive window */
+    uint64_t max_header_list_size;           /* SETTINGS_MAX_HEADER_LIST_SIZE */
+    int64_t stream_reset_burst;              /* RST_STREAM frames a client may send at once */
+    int64_t stream_reset_rate;               /* and per second after that */
+};
+extern const struct sc_opt proxy_h2_listener_opts[];
+/* ---- end of downstream HTTP/2 ---- */
+
 struct proxy_listener_cfg {
     char *name;
     char *address;
@@ -90,6 +103,7 @@ struct proxy_listener_cfg {
     struct proxy_listener_tls_cfg tlscfg; /* tls, mtls, forward_client_cert, direction */
     struct proxy_icpt_listener_cfg icpt;  /* protocol, detection, tcp_routes (proxy_tcp.h) */
     struct proxy_oidc_cfg oidc;           /* this listener's own login (proxy_oidc.c) */
+    struct proxy_h2_lcfg http2;           /* downstream HTTP/2 (proxy_h2.c) */
 };
 
 /* ---- upstream HTTP/2 (proxy_h2_up.c): a cluster's protocol and HTTP/2 settings ---- */
@@ -305,6 +319,7 @@ struct proxy_listener {
     struct proxy_listener_icpt icpt; /* protocol, detection, TCP routes (proxy_tcp.h) */
     struct proxy_oidc *oidc;         /* its own login; NULL: the snapshot's (inbound) */
     bool oidc_off;                   /* no login at all */
+    struct proxy_h2_lcfg http2;      /* downstream HTTP/2 (proxy_h2.c) */
 };
 
 struct proxy_rt {
