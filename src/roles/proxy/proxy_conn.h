@@ -550,6 +550,11 @@ void proxy_h2_start(struct proxy_dconn *dc);
  * sent as HEADERS. Returns 0 or SC_ETOOBIG. */
 int proxy_h2_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m);
 
+/* Chunked framing bytes of the upstream response on stream <dc> (<data>: a span that ended in
+ * body data, which restarts the collection): what follows the last data, the trailer section,
+ * is sent as HTTP/2 trailers. */
+void proxy_h2_resp_framing(struct proxy_dconn *dc, bool data, struct sc_str span);
+
 /* The exchange's view of the stream: set up by proxy_exch_begin for a stream dconn. */
 void proxy_h2_exch_begin(struct proxy_exch *ex);
 

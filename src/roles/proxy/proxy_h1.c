@@ -605,6 +605,11 @@ void proxy_pump_resp(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
                 if (r->dechunk && rc == SC_HTTP1_CHUNK_DATA && data.len) {
                     iov[k++] = uv_buf_init((char *)data.p, (unsigned)data.len);
                 }
+                if (r->down_h2) {
+                    /* the trailer section, for HTTP/2 trailers */
+                    proxy_h2_resp_framing(dc, rc == SC_HTTP1_CHUNK_DATA,
+                                          sc_str_n(p + consumed, used));
+                }
                 consumed += used;
                 if (rc == SC_HTTP1_CHUNK_DONE) {
                     done = true;

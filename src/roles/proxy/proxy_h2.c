@@ -108,6 +108,7 @@ struct proxy_h2s {
     size_t out_off;       /* bytes of <out> already taken */
     struct sc_buf pend;   /* request DATA not yet handed to the exchange (within the window) */
     struct sc_buf trl;    /* request trailers, as the end of a chunked body */
+    struct sc_buf rtrl;   /* the upstream's chunked framing since its last data: trailers */
     bool chunked;         /* the request body has no length: re-framed as chunked for HTTP/1 */
     bool in_eof;          /* the client ended its side */
     bool eof_given;       /* ... and the exchange has the end of the body */
@@ -475,6 +476,7 @@ static struct proxy_h2s *stream_new(struct proxy_h2c *c, int32_t id)
     sc_buf_init(&s->out, H2S_OUT_MAX);
     sc_buf_init(&s->pend, c->cfg.initial_stream_window_size + 16384);
     sc_buf_init(&s->trl, 65536);
+    sc_buf_init(&s->rtrl, 16384 + 4096 + 64);
     s->x = (struct sc_xport){ .ops = &h2s_ops, .next = cd->x, .cbs = &proxy_dconn_cbs,
                               .owner = dc };
     dc->x = &s->x;
@@ -495,6 +497,7 @@ void proxy_h2_stream_freed(struct proxy_dconn *dc)
     sc_buf_cleanup(&s->out);
     sc_buf_cleanup(&s->pend);
     sc_buf_cleanup(&s->trl);
+    sc_buf_cleanup(&s->rtrl);
     sc_free(s);
     dc->h2s = NULL;
     dc->x = NULL;
@@ -513,6 +516,47 @@ void proxy_h2_exch_begin(struct proxy_exch *ex)
     ex->down = &proxy_h2_down;
     ex->cl = &s->c->dc->cl;
     ex->down_h2 = true;
+}
+
+void proxy_h2_resp_framing(struct proxy_dconn *dc, bool data, struct sc_str span)
+{
+    struct proxy_h2s *s = dc->h2s;
+    if (data) {
+        sc_buf_reset(&s->rtrl);
+    } else if (sc_buf_append(&s->rtrl, span.p, span.len) < 0) {
+        sc_buf_reset(&s->rtrl); /* the decoder's caps make this unreachable */
+    }
+}
+
+/* Sends the upstream's trailer section (what follows the last chunk's size line in s->rtrl) as
+ * HTTP/2 trailers. Returns true when there were any. */
+static bool send_trailers(struct proxy_h2s *s)
+{
+    struct sc_str t = sc_str_n(s->rtrl.p, s->rtrl.len);
+    while (t.len && (t.p[0] == '\r' || t.p[0] == '\n')) {
+        t.p++;
+        t.len--;
+    }
+    const char *eol = t.len ? memchr(t.p, '\n', t.len) : NULL;
+    if (!eol) {
+        return false;
+    }
+    t.len -= (size_t)(eol + 1 - t.p);
+    t.p = eol + 1;
+    if (t.len <= 2) {
+        return false; /* only the blank line: no trailers */
+    }
+    struct proxy_h2c *c = s->c;
+    struct proxy_hsink sk = proxy_h2_out_sink(&c->out, SC_STR("http"), 0);
+    nghttp2_nv nv[PROXY_H2_MAX_FIELDS + 8];
+    if (proxy_h2_trailers_from_h1(t, &sk) < 0) {
+        return false;
+    }
+    int n = proxy_h2_out_nv(&c->out, nv, SC_ARRAY_LEN(nv));
+    if (n <= 0) {
+        return false;
+    }
+    return nghttp2_submit_trailer(c->s, s->id, nv, (size_t)n) == 0;
 }
 
 /* The data provider: the stream's buffered response bytes; the end of the stream once the
@@ -542,6 +586,10 @@ static ssize_t on_data_read(nghttp2_session *session, int32_t id, uint8_t *buf, 
         }
         if (s->eof) {
             *flags |= NGHTTP2_DATA_FLAG_EOF;
+            if (s->rtrl.len && send_trailers(s)) {
+                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            }
+            sc_buf_reset(&s->rtrl);
             return (ssize_t)n;
         }
     }
