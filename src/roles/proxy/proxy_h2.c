@@ -477,8 +477,8 @@ static struct proxy_h2s *stream_new(struct proxy_h2c *c, int32_t id)
     sc_buf_init(&s->pend, c->cfg.initial_stream_window_size + 16384);
     sc_buf_init(&s->trl, 65536);
     sc_buf_init(&s->rtrl, 16384 + 4096 + 64);
-    s->x = (struct sc_xport){ .ops = &h2s_ops, .next = cd->x, .cbs = &proxy_dconn_cbs,
-                              .owner = dc };
+    s->x =
+        (struct sc_xport){ .ops = &h2s_ops, .next = cd->x, .cbs = &proxy_dconn_cbs, .owner = dc };
     dc->x = &s->x;
     dc->h2s = s;
     dc->last_activity = uv_now(cd->w->loop);
@@ -634,7 +634,8 @@ static void h2_reply(struct proxy_exch *ex, int status, struct sc_str body)
     if (s->grpc) {
         /* A trailers-only answer: gRPC clients read grpc-status, not the HTTP status. */
         struct sc_str reason = body;
-        while (reason.len && (reason.p[reason.len - 1] == '\n' || reason.p[reason.len - 1] == '\r')) {
+        while (reason.len &&
+               (reason.p[reason.len - 1] == '\n' || reason.p[reason.len - 1] == '\r')) {
             reason.len--;
         }
         rc = proxy_grpc_local_reply(ex, status, reason, &sk);
@@ -982,6 +983,13 @@ static void h2c_read(void *owner, ssize_t nread)
         return;
     }
     if (nread < 0) {
+        struct proxy_h2c *c = dc->h2;
+        if (nread == UV_EOF && c->nopen > 0 && !c->dead) {
+            /* A half-closed client still gets the answers to the streams it opened. */
+            sc_xport_read_stop(dc->x);
+            c->draining = true;
+            return;
+        }
         proxy_dconn_close(dc); /* open streams end as the client's (logged DC) */
         return;
     }
