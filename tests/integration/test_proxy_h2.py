@@ -22,7 +22,8 @@ import pytest
 
 from config_peers import USER, Nginx
 from conftest import free_port, wait_until
-from proxy_util import FakeUpstream, access_lines, echo, proxy_config, respond  # noqa: F401
+from proxy_util import (FakeUpstream, access_lines, echo, metric, proxy_config,  # noqa: F401
+                        respond)
 from tls_util import pki, s_client  # noqa: F401  (pki is a fixture)
 
 BIG = 1 << 20
@@ -79,6 +80,10 @@ def start(sidecar_run, upstream, **extra):
         lst["routes"] = routes
     sc = sidecar_run("proxy", config=proxy_config([lst], [{"name": "app", "endpoints": [upstream]}]))
     return sc, port
+
+
+def metrics(sc):
+    return sc.get("/metrics")[1].decode()
 
 
 def curl(*args, timeout=30):
@@ -248,6 +253,7 @@ def test_h2c_curl_gets_nginx_files_and_posts_bodies(sidecar_run, nginx, tmp_path
     assert rc == 0, err
     assert meta == b"200 2"
     assert out.read_bytes() == (nginx.www / "big.bin").read_bytes()
+    assert metric(metrics(sc), "sidecar_http2_streams_total", listener="h2") == 1
     rc, body, err = curl("--http2-prior-knowledge", f"http://127.0.0.1:{port}/nope")
     assert rc == 0 and b"404" in body  # nginx's own 404 page, passed through
     lines = access_lines(sc, 2)
@@ -538,6 +544,8 @@ def test_rapid_reset_ends_in_goaway(sidecar_run, echo):
     assert c.closed or c.goaway.error_code in (2, 11)
     c.close()
     assert sc.proc.poll() is None
+    wait_until(lambda: metric(metrics(sc), "sidecar_http2_goaway_total", listener="h2",
+                              reason="rapid_reset") == 1, what="the rapid reset counted")
 
 
 def test_continuation_flood_ends_in_goaway(sidecar_run, echo):
@@ -555,9 +563,11 @@ def test_continuation_flood_ends_in_goaway(sidecar_run, echo):
     data, closed = read_until_closed(s)
     # The GOAWAY (PROTOCOL_ERROR) goes out before the close; a reset of the unread flood may
     # overtake it on the client's side.
-    assert closed and goaway_code(data) in (None, 1)
+    assert closed and goaway_code(data) in (None, 11)  # ENHANCE_YOUR_CALM
     s.close()
     assert sc.proc.poll() is None
+    wait_until(lambda: metric(metrics(sc), "sidecar_http2_goaway_total", listener="h2",
+                              reason="flood") == 1, what="the flood counted")
 
 
 def test_oversized_header_list_is_answered_431(sidecar_run, echo):
@@ -583,5 +593,9 @@ def test_streams_beyond_the_limit_are_refused(sidecar_run):
         refused = [s for s in sids if c.streams[s]["reset"] == 7]  # REFUSED_STREAM
         assert len(ok) == 3 and len(refused) == 3
         c.close()
+        m = metrics(sc)
+        assert metric(m, "sidecar_http2_refused_streams_total", listener="h2") == 3
+        assert metric(m, "sidecar_http2_streams_total", listener="h2") == 3
+        assert metric(m, "sidecar_http2_connections_total", listener="h2") == 1
     finally:
         up.close()

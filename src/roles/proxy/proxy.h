@@ -93,6 +93,29 @@ struct proxy_h2_lcfg {
     int64_t stream_reset_rate;               /* and per second after that */
 };
 extern const struct sc_opt proxy_h2_listener_opts[];
+/* Why the proxy sent a GOAWAY (sidecar_http2_goaway_total's reason label). */
+enum {
+    PROXY_H2_GA_DRAIN,
+    PROXY_H2_GA_IDLE,
+    PROXY_H2_GA_PROTOCOL,
+    PROXY_H2_GA_RESET_FLOOD,
+    PROXY_H2_GA_FLOOD,
+    PROXY_H2_GA_OTHER,
+    PROXY_H2_GA_N
+};
+/* A listener's HTTP/2 series, resolved when the snapshot is built. */
+struct proxy_h2_lmetrics {
+    struct sc_metric *conns;   /* sidecar_http2_connections_total */
+    struct sc_metric *streams; /* sidecar_http2_streams_total */
+    struct sc_metric *refused; /* sidecar_http2_refused_streams_total */
+    struct sc_metric *goaway[PROXY_H2_GA_N];
+};
+struct proxy_metrics;
+struct proxy_listener;
+/* Registers the HTTP/2 families (proxy_h2.c). */
+void proxy_h2_metrics_init(struct proxy_metrics *pm);
+/* Resolves listener <l>'s HTTP/2 series. */
+void proxy_h2_listener_metrics(struct proxy_listener *l, struct proxy_metrics *pm);
 /* ---- end of downstream HTTP/2 ---- */
 
 struct proxy_listener_cfg {
@@ -320,6 +343,7 @@ struct proxy_listener {
     struct proxy_oidc *oidc;         /* its own login; NULL: the snapshot's (inbound) */
     bool oidc_off;                   /* no login at all */
     struct proxy_h2_lcfg http2;      /* downstream HTTP/2 (proxy_h2.c) */
+    struct proxy_h2_lmetrics h2m;
 };
 
 struct proxy_rt {
@@ -373,6 +397,11 @@ struct proxy_metrics {
     struct sc_metric_family *tcp_active;
     struct sc_metric_family *tcp_bytes;
     struct sc_metric_family *h2_events; /* proxy_h2_up.c */
+    /* downstream HTTP/2 (proxy_h2.c) */
+    struct sc_metric_family *h2_conns;
+    struct sc_metric_family *h2_streams;
+    struct sc_metric_family *h2_refused;
+    struct sc_metric_family *h2_goaway;
 };
 
 /* Builds a snapshot from a checked <cfg> for <nworkers> workers, copying everything it keeps.

@@ -1031,6 +1031,7 @@ static int listener_init(struct proxy_listener *l, const char *name, const char 
     }
     const char *lv[] = { l->name };
     l->m_cx_active = sc_metric_get(pm->dcx_active, lv);
+    proxy_h2_listener_metrics(l, pm);
     l->m_duration = sc_metric_get(pm->duration, lv);
     return 0;
 }

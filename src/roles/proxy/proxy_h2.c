@@ -95,6 +95,46 @@ const struct sc_opt proxy_h2_listener_opts[] = {
     { 0 },
 };
 
+static const char *const ga_names[PROXY_H2_GA_N] = {
+    "drain", "idle", "protocol_error", "rapid_reset", "flood", "other",
+};
+
+void proxy_h2_metrics_init(struct proxy_metrics *pm)
+{
+    static const char *const ll[] = { "listener", NULL };
+    static const char *const gl[] = { "listener", "reason", NULL };
+    pm->h2_conns =
+        sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_http2_connections_total",
+                          "Client connections that spoke HTTP/2 (h2c or h2).", ll, NULL, 0);
+    pm->h2_streams =
+        sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_http2_streams_total",
+                          "Requests received on HTTP/2 streams (each is also counted in "
+                          "sidecar_requests_total, with protocol HTTP/2 in the access log).",
+                          ll, NULL, 0);
+    pm->h2_refused = sc_metrics_family(
+        pm->reg, SC_METRIC_COUNTER, "sidecar_http2_refused_streams_total",
+        "Streams refused (REFUSED_STREAM) because the client passed max_concurrent_streams.", ll,
+        NULL, 0);
+    pm->h2_goaway = sc_metrics_family(
+        pm->reg, SC_METRIC_COUNTER, "sidecar_http2_goaway_total",
+        "GOAWAY frames sent to clients, by reason: drain, idle, protocol_error, rapid_reset (the "
+        "RST_STREAM rate bound), flood (SETTINGS, PING or other frames the client made us queue, "
+        "CONTINUATION floods), other.",
+        gl, NULL, 0);
+}
+
+void proxy_h2_listener_metrics(struct proxy_listener *l, struct proxy_metrics *pm)
+{
+    const char *lv[] = { l->name, NULL };
+    l->h2m.conns = sc_metric_get(pm->h2_conns, lv);
+    l->h2m.streams = sc_metric_get(pm->h2_streams, lv);
+    l->h2m.refused = sc_metric_get(pm->h2_refused, lv);
+    for (int i = 0; i < PROXY_H2_GA_N; i++) {
+        const char *gv[] = { l->name, ga_names[i], NULL };
+        l->h2m.goaway[i] = sc_metric_get(pm->h2_goaway, gv);
+    }
+}
+
 struct proxy_h2c;
 
 /* A stream: the transport its dconn reads and writes through, and the bytes in between. */
@@ -127,18 +167,20 @@ struct proxy_h2c {
     struct proxy_dconn *dc; /* the client connection */
     nghttp2_session *s;
     struct proxy_h2_lcfg cfg;
-    struct sc_list streams; /* open stream dconns, linked through dc->node */
-    struct sc_list wake;    /* streams whose writers wait */
-    size_t nopen;           /* streams whose transport is open */
-    size_t nalive;          /* stream dconns not freed yet */
-    struct sc_buf wbuf;     /* frames to write */
-    bool busy;              /* inside nghttp2 or the flush loop */
-    bool again;             /* a flush was asked for while busy */
-    bool wpending;          /* a write of <wbuf> is queued on the transport */
-    bool closing;           /* the connection is closing: no more output */
-    bool draining;          /* GOAWAY sent: closes once its streams are done */
-    bool dead;              /* a connection error: closes once the GOAWAY is out */
-    int32_t hd_sid;         /* the stream of the header block being received */
+    struct proxy_h2_lmetrics m; /* the listener's series (valid as long as the registry) */
+    int ga_reason;              /* why our own GOAWAY goes out (PROXY_H2_GA_*) */
+    struct sc_list streams;     /* open stream dconns, linked through dc->node */
+    struct sc_list wake;        /* streams whose writers wait */
+    size_t nopen;               /* streams whose transport is open */
+    size_t nalive;              /* stream dconns not freed yet */
+    struct sc_buf wbuf;         /* frames to write */
+    bool busy;                  /* inside nghttp2 or the flush loop */
+    bool again;                 /* a flush was asked for while busy */
+    bool wpending;              /* a write of <wbuf> is queued on the transport */
+    bool closing;               /* the connection is closing: no more output */
+    bool draining;              /* GOAWAY sent: closes once its streams are done */
+    bool dead;                  /* a connection error: closes once the GOAWAY is out */
+    int32_t hd_sid;             /* the stream of the header block being received */
     int hd_rc;
     const char *hd_why;
     struct proxy_h2_head hd; /* the header block being received (one at a time per connection) */
@@ -266,6 +308,7 @@ static void on_h2c_timer(uv_timer_t *t)
         return;
     }
     /* Idle: GOAWAY, then close once it is out (or after a second). */
+    c->ga_reason = PROXY_H2_GA_IDLE;
     nghttp2_submit_goaway(c->s, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->s),
                           NGHTTP2_NO_ERROR, NULL, 0);
     c->draining = true;
@@ -833,6 +876,7 @@ static void on_request(struct proxy_h2c *c, const nghttp2_frame *f)
     s->chunked = m->body == SC_HTTP_BODY_CHUNKED;
     const struct sc_http_header *ct = sc_http1_find(m, SC_STR("content-type"), NULL);
     s->grpc = ct && proxy_grpc_is(ct->value);
+    sc_metrics_counter_inc(c->m.streams);
     m->expect_continue = false; /* no interim answer is written on a stream */
     size_t headlen = request_text(dc, m, s->chunked);
     proxy_exchange_start(dc, m, headlen);
@@ -908,7 +952,23 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
 
 static int on_frame_send(nghttp2_session *session, const nghttp2_frame *f, void *ud)
 {
-    (void)ud;
+    struct proxy_h2c *c = ud;
+    if (f->hd.type == NGHTTP2_GOAWAY) {
+        uint32_t code = f->goaway.error_code;
+        int r = c->ga_reason >= 0                   ? c->ga_reason
+                : code == NGHTTP2_PROTOCOL_ERROR    ? PROXY_H2_GA_PROTOCOL
+                : code == NGHTTP2_INTERNAL_ERROR    ? PROXY_H2_GA_RESET_FLOOD
+                : code == NGHTTP2_ENHANCE_YOUR_CALM ? PROXY_H2_GA_FLOOD
+                : code == NGHTTP2_NO_ERROR          ? PROXY_H2_GA_DRAIN
+                                                    : PROXY_H2_GA_OTHER;
+        c->ga_reason = -1;
+        sc_metrics_counter_inc(c->m.goaway[r]);
+        return 0;
+    }
+    if (f->hd.type == NGHTTP2_RST_STREAM && f->rst_stream.error_code == NGHTTP2_REFUSED_STREAM) {
+        sc_metrics_counter_inc(c->m.refused);
+        return 0;
+    }
     if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) &&
         (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
         struct proxy_h2s *s = nghttp2_session_get_stream_user_data(session, f->hd.stream_id);
@@ -964,9 +1024,11 @@ static void h2c_input(struct proxy_h2c *c)
         sc_debug("http2: connection error", SC_LS("peer", dc->cl.ip),
                  SC_LS("reason", nghttp2_strerror((int)rv)));
         if (rv != NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
-            nghttp2_session_terminate_session(c->s, rv == NGHTTP2_ERR_FLOODED
-                                                        ? NGHTTP2_ENHANCE_YOUR_CALM
-                                                        : NGHTTP2_PROTOCOL_ERROR);
+            bool flood = rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS ||
+                         rv == NGHTTP2_ERR_TOO_MANY_SETTINGS;
+            c->ga_reason = flood ? PROXY_H2_GA_FLOOD : PROXY_H2_GA_PROTOCOL;
+            nghttp2_session_terminate_session(c->s, flood ? NGHTTP2_ENHANCE_YOUR_CALM
+                                                          : NGHTTP2_PROTOCOL_ERROR);
             h2_flush(c);
         }
         h2c_close_soon(c);
@@ -983,14 +1045,10 @@ static void h2c_read(void *owner, ssize_t nread)
         return;
     }
     if (nread < 0) {
-        struct proxy_h2c *c = dc->h2;
-        if (nread == UV_EOF && c->nopen > 0 && !c->dead) {
-            /* A half-closed client still gets the answers to the streams it opened. */
-            sc_xport_read_stop(dc->x);
-            c->draining = true;
-            return;
-        }
-        proxy_dconn_close(dc); /* open streams end as the client's (logged DC) */
+        /* As Envoy and nginx do for HTTP/2: the client's FIN ends the connection (a client
+         * that stopped reading would otherwise hold its streams until their idle timeouts);
+         * open streams end as the client's (logged DC). */
+        proxy_dconn_close(dc);
         return;
     }
     dc->last_activity = uv_now(dc->w->loop);
@@ -1033,6 +1091,9 @@ void proxy_h2_start(struct proxy_dconn *dc)
     struct proxy_h2c *c = SC_NEW(struct proxy_h2c);
     c->dc = dc;
     c->cfg = w->rt->listeners[dc->lidx].http2;
+    c->m = w->rt->listeners[dc->lidx].h2m;
+    c->ga_reason = -1;
+    sc_metrics_counter_inc(c->m.conns);
     sc_list_init(&c->streams);
     sc_list_init(&c->wake);
     sc_buf_init(&c->wbuf, H2C_WBUF_MAX);
@@ -1088,6 +1149,7 @@ void proxy_h2_drain(struct proxy_dconn *dc)
         return;
     }
     c->draining = true;
+    c->ga_reason = PROXY_H2_GA_DRAIN;
     nghttp2_submit_goaway(c->s, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->s),
                           NGHTTP2_NO_ERROR, NULL, 0);
     h2_flush(c);
