@@ -319,6 +319,18 @@ def test_http1_still_served_next_to_h2c(sidecar_run, echo):
     assert rc == 0 and body.endswith(b"\n1.1")
 
 
+def test_h2c_detected_on_auto_listener_goes_to_routes(sidecar_run, echo):
+    """protocol: auto (intercepted traffic): h2c prior knowledge is detected and served by the
+    listener's routes, as an HTTP/1 request line is."""
+    sc, port = start(sidecar_run, echo.addr, protocol="auto")
+    rc, body, err = curl("--http2-prior-knowledge", "-w", "\n%{http_version}",
+                         f"http://127.0.0.1:{port}/auto")
+    assert rc == 0, err
+    j, ver = body.rsplit(b"\n", 1)
+    assert ver == b"2" and json.loads(j)["target"] == "/auto"
+    assert access_lines(sc, 1)[0]["protocol"] == "HTTP/2"
+
+
 def test_h2c_disabled_listener_answers_preface_as_http1(sidecar_run, echo):
     sc, port = start(sidecar_run, echo.addr, http2={"enabled": False})
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -495,6 +507,42 @@ def test_drain_sends_goaway_and_lets_streams_finish(sidecar_run):
         assert "recv GOAWAY" in out and "error_code=NO_ERROR" in out
         assert ":status: 200" in out and out.rstrip().endswith("late") or "late" in out
         assert sc.proc.wait(timeout=10) == 0
+    finally:
+        up.close()
+
+
+def half_body(up, conn, req):
+    if req.target == "/slow":
+        time.sleep(1.0)
+        return respond(conn, 200, b"late")
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+    time.sleep(0.2)
+    conn.close()
+    return False
+
+
+def test_upstream_failure_mid_body_resets_the_stream_and_timeouts_answer(sidecar_run):
+    up = FakeUpstream(half_body)
+    try:
+        port = free_port()
+        lst = h2_listener(port)
+        lst["routes"][0]["timeout"] = "300ms"
+        sc = sidecar_run("proxy", config=proxy_config([lst], [{"name": "app",
+                                                               "endpoints": [up.addr]}]))
+        c = H2(port)
+        st = c.wait(c.request("/cut"))
+        assert st["headers"][":status"] == "200" and len(st["data"]) == 1000
+        assert st["reset"] == 2  # INTERNAL_ERROR: never a silently short body
+        st = c.wait(c.request("/slow"))
+        assert st["headers"][":status"] == "504"
+        st = c.wait(c.request("/slow", method="POST", body=b"\0\0\0\0\0",
+                              headers=[("content-type", "application/grpc+proto")]))
+        assert st["headers"][":status"] == "200" and st["headers"]["grpc-status"] == "4"
+        c.close()
+        lines = access_lines(sc, 3)
+        assert "UC" in lines[0]["flags"]
+        assert [l["status"] for l in lines[1:]] == [504, 504]
+        assert all("UT" in l["flags"] for l in lines[1:])
     finally:
         up.close()
 
