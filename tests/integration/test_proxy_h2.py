@@ -437,7 +437,10 @@ def test_http1_chunked_trailers_become_http2_trailers(sidecar_run):
 # ---- flow control, resets, drain ----
 
 def test_slow_reader_on_one_stream_does_not_stall_the_others(sidecar_run, nginx):
-    sc, port = start(sidecar_run, f"127.0.0.1:{nginx.port}")
+    port = free_port()
+    sc = sidecar_run("proxy", config=proxy_config(
+        [h2_listener(port)], [{"name": "app", "endpoints": [f"127.0.0.1:{nginx.port}"]}],
+        stream_idle_timeout="1s"))
     c = H2(port)
     # The connection window is opened wide; stream 1's own window is never reopened.
     c.conn.increment_flow_control_window(1 << 30)
@@ -460,6 +463,11 @@ def test_slow_reader_on_one_stream_does_not_stall_the_others(sidecar_run, nginx)
         c.flush()
     assert all(bytes(c.streams[s]["data"]) == b"hello from nginx\n" for s in others)
     assert not c.done(slow) and len(c.streams[slow]["data"]) <= 65535
+    # The stalled stream is reset after stream_idle_timeout, and logged SI.
+    c.pump(lambda: c.done(slow), timeout=10, ack=False)
+    assert c.streams[slow]["reset"] == 2
+    lines = [l for l in access_lines(sc, 51) if l["path"] == "/big.bin"]
+    assert len(lines) == 1 and "SI" in lines[0]["flags"]
     c.close()
 
 

@@ -721,9 +721,24 @@ int proxy_h2_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
     if (proxy_head_response(r, m, &sk) < 0) {
         return SC_ETOOBIG;
     }
-    int rc = submit_head(s, r->rbody != B_NONE);
-    h2_flush(c);
-    return rc;
+    return submit_head(s, r->rbody != B_NONE);
+}
+
+/* A stream whose exchange is over still has response bytes for a client that does not read them
+ * (a zero window): after stream_idle_timeout without progress it is reset, so a client cannot
+ * hold streams and their buffers open forever. */
+static void on_h2s_timer(uv_timer_t *t)
+{
+    struct proxy_dconn *dc = t->data;
+    if (dc->state != D_H2) {
+        return;
+    }
+    uint64_t now = uv_now(dc->w->loop), idle = dc->w->rt->stream_idle_timeout_ms;
+    if (now < dc->last_activity + idle) {
+        uv_timer_start(&dc->timer, on_h2s_timer, dc->last_activity + idle - now, 0);
+        return;
+    }
+    proxy_dconn_close(dc);
 }
 
 /* The exchange is logged: the stream ends once the provider has sent what is buffered (a
@@ -740,8 +755,8 @@ static void h2_finish(struct proxy_exch *ex)
         return;
     }
     dc->state = D_H2;
-    uv_timer_stop(&dc->timer);
     dc->timer_due = 0;
+    uv_timer_start(&dc->timer, on_h2s_timer, dc->w->rt->stream_idle_timeout_ms, 0);
     s->eof = true;
     deliver(s); /* drops what is buffered of the body and reopens its window */
     dc->in.start = dc->in.end = 0;
