@@ -163,7 +163,9 @@ class H2:
         deadline = time.monotonic() + timeout
         while not until():
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; streams {self.streams} goaway {self.goaway}")
+                pending = {k: (v["headers"] and v["headers"].get(":status"), len(v["data"]),
+                               v["reset"]) for k, v in self.streams.items() if not self.done(k)}
+                raise AssertionError(f"timed out; streams not done {pending} goaway {self.goaway}")
             try:
                 self.sock.settimeout(max(0.01, deadline - time.monotonic()))
                 d = self.sock.recv(1 << 20)
@@ -551,6 +553,60 @@ def test_upstream_failure_mid_body_resets_the_stream_and_timeouts_answer(sidecar
         assert "UC" in lines[0]["flags"]
         assert [l["status"] for l in lines[1:]] == [504, 504]
         assert all("UT" in l["flags"] for l in lines[1:])
+    finally:
+        up.close()
+
+
+def churn_handler(up, conn, req):
+    n = int(req.target.rsplit("/", 1)[1]) if req.target[-1].isdigit() else 0
+    if n % 5 == 1:
+        time.sleep(0.05)
+    if n % 7 == 3:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 50000\r\n\r\n" + b"y" * 3000)
+        conn.close()
+        return False
+    if n % 3 == 0:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + b"4000\r\n" + b"z" * 0x4000 + b"\r\n0\r\nx-t: 1\r\n\r\n")
+        return True
+    return respond(conn, 200, req.body or b"ok")
+
+
+def test_streams_reset_and_connections_closed_at_every_stage(sidecar_run):
+    """Lifetimes: streams reset before, during and after their upstream exchange, connections
+    closed with streams open, upstreams failing mid-body; the proxy serves on and (under ASan)
+    frees everything."""
+    up = FakeUpstream(churn_handler)
+    try:
+        sc, port = start(sidecar_run, up.addr)
+        for conn_i in range(6):
+            c = H2(port)
+            sids = []
+            for i in range(30):
+                n = conn_i * 30 + i
+                if i % 4 == 0:
+                    sid = c.request(f"/c/{n}", method="POST", body=os.urandom(20000))
+                else:
+                    sid = c.request(f"/c/{n}")
+                sids.append(sid)
+                if i % 6 == 5:
+                    c.conn.reset_stream(sids[i - 2])
+                    c.streams[sids[i - 2]]["reset"] = "ours"
+                    c.flush()
+            try:
+                c.pump(lambda: sum(c.done(s) for s in sids) >= 10, timeout=10)
+            except AssertionError:
+                pass
+            if conn_i % 2 == 0:
+                c.close()  # streams still open
+                continue
+            c.pump(lambda: all(c.done(s) for s in sids) or c.closed, timeout=15)
+            c.close()
+        c = H2(port)
+        st = c.wait(c.request("/final/2"))
+        assert st["headers"][":status"] == "200"
+        c.close()
+        assert sc.proc.poll() is None
     finally:
         up.close()
 
