@@ -180,6 +180,7 @@ struct proxy_h2c {
     bool closing;               /* the connection is closing: no more output */
     bool draining;              /* GOAWAY sent: closes once its streams are done */
     bool dead;                  /* a connection error: closes once the GOAWAY is out */
+    bool hd_open;               /* a header block is being received (hd holds part of it) */
     int32_t hd_sid;             /* the stream of the header block being received */
     int hd_rc;
     const char *hd_why;
@@ -278,6 +279,15 @@ static void h2_flush(struct proxy_h2c *c)
     c->busy = false;
     if (c->closing) {
         return;
+    }
+    if (c->nopen == 0 && !c->wpending && c->wbuf.len == 0) {
+        /* Idle: the connection keeps its session and structs, not its buffers. */
+        sc_buf_cleanup(&c->wbuf);
+        sc_buf_init(&c->wbuf, H2C_WBUF_MAX);
+        proxy_h2_out_free(&c->out);
+        if (!c->hd_open) {
+            proxy_h2_head_free(&c->hd);
+        }
     }
     bool idle_out = !c->wpending && !nghttp2_session_want_write(c->s);
     if (c->dead || (idle_out && !nghttp2_session_want_read(c->s)) ||
@@ -803,6 +813,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *f, vo
     }
     int kind = f->headers.cat == NGHTTP2_HCAT_REQUEST ? PROXY_H2_REQUEST : PROXY_H2_TRAILERS;
     proxy_h2_head_init(&c->hd, kind, c->cfg.max_header_list_size);
+    c->hd_open = true;
     c->hd_sid = f->hd.stream_id;
     c->hd_rc = 0;
     c->hd_why = NULL;
@@ -923,6 +934,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *f, void 
     struct proxy_h2s *s = nghttp2_session_get_stream_user_data(session, f->hd.stream_id);
     switch (f->hd.type) {
     case NGHTTP2_HEADERS:
+        c->hd_open = false;
         if (f->headers.cat == NGHTTP2_HCAT_REQUEST) {
             if (!c->closing) {
                 on_request(c, f);
