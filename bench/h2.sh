@@ -15,7 +15,8 @@
 #
 # Usage: bench/h2.sh SIDECAR OUT_DIR   (SIDECAR: the binary, or the build dir holding it)
 # Environment: BENCH_SECONDS [6], BENCH_ROUNDS [3], BENCH_TARGETS [direct nginx haproxy sidecar],
-#   BENCH_QUICK=1 (2 s, 1 round), BENCH_KEEP=1 (keep the temp dir).
+#   BENCH_QUICK=1 (2 s, 1 round), BENCH_KEEP=1 (keep the temp dir), BENCH_POOL [1024] (idle
+#   upstream connections nginx and the sidecar keep).
 # shellcheck disable=SC2317 # functions called by name: start_$TARGET, traps
 set -euo pipefail
 
@@ -34,6 +35,10 @@ else
 fi
 read -r -a TARGETS <<<"${BENCH_TARGETS:-direct nginx haproxy sidecar}"
 IDLE_CONNS=0
+# Upstream connections kept idle by nginx (keepalive) and the sidecar (max_idle): 500 streams are
+# in flight, each on an HTTP/1.1 upstream connection of its own, so a pool of 64 (their defaults)
+# would measure connection churn; HAProxy keeps every idle server connection.
+POOL=${BENCH_POOL:-1024}
 CPU_LOAD=0
 CPU_PROXY=1
 [ "$(nproc)" -ge 2 ] || CPU_PROXY=0
@@ -60,15 +65,15 @@ spawn "$UP_DIR/out.log" "$CPU_LOAD" nginx -e "$UP_DIR/error.log" -p "$UP_DIR/" \
 UP_PID=$SPAWNED_PID
 wait_http "$UP_PORT" "$UP_PID" "$UP_DIR/out.log" || die "upstream did not start"
 
-start_direct() { # the upstream itself, over h2c
-    SERVE_PID=$UP_PID
+start_direct() { # the upstream itself, over h2c (its worker serves)
+    SERVE_PID=$(proc_leaves "$UP_PID" | tail -n 1)
     PORT=$DIRECT_PORT
 }
 
 start_nginx() {
     render nginx-proxy.conf "$1" "$2"
-    sed -i "s|listen 127.0.0.1:$2 backlog=4096;|listen 127.0.0.1:$2 backlog=4096 http2;|" \
-        "$1/nginx-proxy.conf"
+    sed -i -e "s|listen 127.0.0.1:$2 backlog=4096;|listen 127.0.0.1:$2 backlog=4096 http2;|" \
+        -e "s|keepalive 64;|keepalive $POOL;|" "$1/nginx-proxy.conf"
     spawn "$1/out.log" "$CPU_PROXY" nginx -e "$1/error.log" -p "$1/" -c "$1/nginx-proxy.conf"
 }
 
@@ -79,9 +84,18 @@ start_haproxy() {
 }
 
 start_sidecar() {
-    spawn "$1/out.log" "$CPU_PROXY" "$SIDECAR" proxy --listen "127.0.0.1:$2" \
-        --upstream "127.0.0.1:$UP_PORT" --workers 1 --admin "127.0.0.1:$(free_port)" \
-        --access-log off
+    cat >"$1/sidecar.yaml" <<EOC
+listeners:
+  - name: bench
+    address: 127.0.0.1:$2
+    routes: [{cluster: app}]
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:$UP_PORT]
+    max_idle: $POOL
+EOC
+    spawn "$1/out.log" "$CPU_PROXY" "$SIDECAR" proxy -c "$1/sidecar.yaml" --workers 1 \
+        --admin "127.0.0.1:$(free_port)" --access-log off
 }
 
 # h2load RESULT: requests/s and completed requests of one run into H2_RPS and H2_DONE.

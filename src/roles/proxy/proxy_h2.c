@@ -155,7 +155,6 @@ struct proxy_h2s {
     bool eof;             /* the response is complete: the provider ends the stream when drained */
     bool deferred;        /* the data provider waits for bytes (resume on the next write) */
     bool wblocked;        /* a write returned 1: write_done follows once <out> drains */
-    bool in_write;
     bool waking;
     bool gone;   /* nghttp2 closed the stream (or we reset it) */
     bool closed; /* the transport is closed */
@@ -174,6 +173,8 @@ struct proxy_h2c {
     size_t nopen;               /* streams whose transport is open */
     size_t nalive;              /* stream dconns not freed yet */
     struct sc_buf wbuf;         /* frames to write */
+    uv_check_t check;           /* flushes once per loop iteration what the streams produced */
+    bool flush_pending;         /* <check> is started */
     bool busy;                  /* inside nghttp2 or the flush loop */
     bool again;                 /* a flush was asked for while busy */
     bool wpending;              /* a write of <wbuf> is queued on the transport */
@@ -189,6 +190,7 @@ struct proxy_h2c {
 };
 
 static void h2_flush(struct proxy_h2c *c);
+static void h2_flush_soon(struct proxy_h2c *c);
 static void h2c_arm(struct proxy_h2c *c);
 
 static struct proxy_h2s *xs(struct sc_xport *x)
@@ -293,6 +295,25 @@ static void h2_flush(struct proxy_h2c *c)
     if (c->dead || (idle_out && !nghttp2_session_want_read(c->s)) ||
         (c->draining && c->nopen == 0 && idle_out)) {
         h2c_close_soon(c);
+    }
+}
+
+/* What streams produce (response heads and bodies, window updates, resets) is sent once per
+ * loop iteration, after every event of the iteration: the responses that upstream reads of one
+ * iteration complete share one write to the client. */
+static void on_h2c_check(uv_check_t *h)
+{
+    struct proxy_h2c *c = h->data;
+    uv_check_stop(h);
+    c->flush_pending = false;
+    h2_flush(c);
+}
+
+static void h2_flush_soon(struct proxy_h2c *c)
+{
+    if (!c->flush_pending && !c->closing) {
+        c->flush_pending = true;
+        uv_check_start(&c->check, on_h2c_check);
     }
 }
 
@@ -412,7 +433,7 @@ static void deliver(struct proxy_h2s *s)
     s->delivering = true;
     proxy_pump_req(dc, NULL, 0);
     s->delivering = false;
-    h2_flush(c); /* the WINDOW_UPDATE */
+    h2_flush_soon(c); /* the WINDOW_UPDATE */
 }
 
 static int h2s_read_start(struct sc_xport *x)
@@ -448,9 +469,7 @@ static int h2s_write(struct sc_xport *x, uv_buf_t *iov, unsigned n)
         s->deferred = false;
         nghttp2_session_resume_data(c->s, s->id);
     }
-    s->in_write = true;
-    h2_flush(c);
-    s->in_write = false;
+    h2_flush_soon(c);
     if (s->out.len - s->out_off < H2S_OUT_HIGH) {
         return 0;
     }
@@ -497,7 +516,7 @@ static void h2s_close(struct sc_xport *x)
     x->cbs->closed(x->owner);
     if (!c->closing) {
         h2c_arm(c);
-        h2_flush(c);
+        h2_flush_soon(c);
     }
 }
 
@@ -633,7 +652,7 @@ static ssize_t on_data_read(nghttp2_session *session, int32_t id, uint8_t *buf, 
     if (s->out_off == s->out.len) {
         sc_buf_reset(&s->out);
         s->out_off = 0;
-        if (s->wblocked && !s->in_write && !s->waking) {
+        if (s->wblocked && !s->waking) {
             s->waking = true;
             sc_list_append(&s->c->wake, &s->wnode);
         }
@@ -775,7 +794,7 @@ static void h2_finish(struct proxy_exch *ex)
         s->deferred = false;
         nghttp2_session_resume_data(s->c->s, s->id);
     }
-    h2_flush(s->c);
+    h2_flush_soon(s->c);
 }
 
 static void h2_abort(struct proxy_exch *ex)
@@ -1124,6 +1143,8 @@ void proxy_h2_start(struct proxy_dconn *dc)
     sc_list_init(&c->streams);
     sc_list_init(&c->wake);
     sc_buf_init(&c->wbuf, H2C_WBUF_MAX);
+    uv_check_init(w->loop, &c->check);
+    c->check.data = c;
     dc->h2 = c;
     dc->state = D_H2;
     dc->timer_due = 0;
@@ -1183,17 +1204,24 @@ void proxy_h2_drain(struct proxy_dconn *dc)
     h2c_arm(c);
 }
 
+static void on_check_closed(uv_handle_t *h)
+{
+    struct proxy_h2c *c = h->data;
+    proxy_dconn_closed_one(c->dc);
+}
+
 int proxy_h2_conn_closing(struct proxy_dconn *dc)
 {
     struct proxy_h2c *c = dc->h2;
     c->closing = true;
+    uv_close((uv_handle_t *)&c->check, on_check_closed);
     struct sc_list *pos, *tmp;
     sc_list_foreach(pos, tmp, &c->streams)
     {
         struct proxy_dconn *sdc = sc_list_entry(pos, struct proxy_dconn, node);
         proxy_dconn_close(sdc);
     }
-    return (int)c->nalive;
+    return (int)c->nalive + 1; /* and the check handle */
 }
 
 void proxy_h2_conn_freed(struct proxy_dconn *dc)
