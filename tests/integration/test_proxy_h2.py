@@ -396,6 +396,27 @@ def test_local_replies_through_the_http2_sink(sidecar_run, echo):
     assert {l["protocol"] for l in lines} == {"HTTP/2"}
 
 
+def test_authorization_denies_http2_requests_on_the_normalised_path(sidecar_run, echo):
+    port = free_port()
+    deny = [{"name": "deny-admin", "action": "DENY",
+             "rules": [{"to": [{"operation": {"paths": ["/admin*"]}}]}]}]
+    sc = sidecar_run("proxy", config=proxy_config(
+        [h2_listener(port)], [{"name": "app", "endpoints": [echo.addr]}], authorization=deny))
+    c = H2(port)
+    for path in ("/admin", "/public/../admin", "/%61dmin/x"):
+        st = c.wait(c.request(path))
+        assert st["headers"][":status"] == "403", path
+        assert bytes(st["data"]) == b"RBAC: access denied\n"
+    st = c.wait(c.request("/admin/x", method="POST", body=b"\0\0\0\0\0",
+                          headers=[("content-type", "application/grpc")]))
+    assert st["headers"][":status"] == "200" and st["headers"]["grpc-status"] == "7"
+    st = c.wait(c.request("/public"))
+    assert st["headers"][":status"] == "200"
+    assert json.loads(bytes(st["data"]))["target"] == "/public"
+    c.close()
+    assert all("RBAC" in l["flags"] for l in access_lines(sc, 5)[:4])
+
+
 def test_request_trailers_reach_http1_upstream_as_chunked_trailers(sidecar_run):
     up = FakeUpstream(body_echo)
     try:
