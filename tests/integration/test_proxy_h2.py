@@ -417,6 +417,36 @@ def test_authorization_denies_http2_requests_on_the_normalised_path(sidecar_run,
     assert all("RBAC" in l["flags"] for l in access_lines(sc, 5)[:4])
 
 
+def test_ext_authz_checks_http2_requests(sidecar_run, echo):
+    """A CUSTOM policy's external authorizer sees an HTTP/2 request as its HTTP/1.1 rendition:
+    its 401 goes back on the stream, its 2xx lets the request (and its body) go upstream with the
+    identity headers."""
+    from test_proxy_extauthz import FakeOAuth2Proxy, custom, provider
+    fake = FakeOAuth2Proxy()
+    try:
+        port = free_port()
+        sc = sidecar_run("proxy", config=proxy_config(
+            [h2_listener(port)], [{"name": "app", "endpoints": [echo.addr]}],
+            extension_providers=[provider(fake.port)], authorization=custom(["/app/*"])))
+        c = H2(port)
+        st = c.wait(c.request("/app/x"))
+        assert st["headers"][":status"] == "401" and bytes(st["data"]) == b"Unauthorized"
+        assert st["headers"]["www-authenticate"] == 'Bearer realm="oauth2"'
+        st = c.wait(c.request("/app/up?q=1", method="POST", body=b"b" * 70000,
+                              headers=[("cookie", "_oauth2_proxy=alice")]))
+        assert st["headers"][":status"] == "200"
+        seen = json.loads(bytes(st["data"]))
+        assert seen["target"] == "/app/up?q=1" and seen["body_len"] == 70000
+        assert ["alice"] == [v for k, v in seen["headers"] if k.lower() == "x-auth-request-user"]
+        method, path, headers = fake.seen[-1]
+        assert method == "POST" and path == "/oauth2/auth/app/up?q=1"
+        assert {k.lower(): v for k, v in headers.items()}["cookie"] == "_oauth2_proxy=alice"
+        c.close()
+        assert [l["status"] for l in access_lines(sc, 2)] == [401, 200]
+    finally:
+        fake.close()
+
+
 def test_request_trailers_reach_http1_upstream_as_chunked_trailers(sidecar_run):
     up = FakeUpstream(body_echo)
     try:
