@@ -185,13 +185,23 @@ struct proxy_h2c {
     int32_t hd_sid;             /* the stream of the header block being received */
     int hd_rc;
     const char *hd_why;
-    struct proxy_h2_head hd; /* the header block being received (one at a time per connection) */
-    struct proxy_h2_out out; /* a head being sent */
+    /* The header block being received (one at a time per connection) and a head being sent,
+     * allocated on first use and given back while the connection is idle. */
+    struct proxy_h2_head *hd;
+    struct proxy_h2_out *out;
 };
 
 static void h2_flush(struct proxy_h2c *c);
 static void h2_flush_soon(struct proxy_h2c *c);
 static void h2c_arm(struct proxy_h2c *c);
+
+static struct proxy_h2_out *out_of(struct proxy_h2c *c)
+{
+    if (!c->out) {
+        c->out = SC_NEW(struct proxy_h2_out);
+    }
+    return c->out;
+}
 
 static struct proxy_h2s *xs(struct sc_xport *x)
 {
@@ -286,9 +296,15 @@ static void h2_flush(struct proxy_h2c *c)
         /* Idle: the connection keeps its session and structs, not its buffers. */
         sc_buf_cleanup(&c->wbuf);
         sc_buf_init(&c->wbuf, H2C_WBUF_MAX);
-        proxy_h2_out_free(&c->out);
-        if (!c->hd_open) {
-            proxy_h2_head_free(&c->hd);
+        if (c->out) {
+            proxy_h2_out_free(c->out);
+            sc_free(c->out);
+            c->out = NULL;
+        }
+        if (c->hd && !c->hd_open) {
+            proxy_h2_head_free(c->hd);
+            sc_free(c->hd);
+            c->hd = NULL;
         }
     }
     bool idle_out = !c->wpending && !nghttp2_session_want_write(c->s);
@@ -619,12 +635,12 @@ static bool send_trailers(struct proxy_h2s *s)
         return false; /* only the blank line: no trailers */
     }
     struct proxy_h2c *c = s->c;
-    struct proxy_hsink sk = proxy_h2_out_sink(&c->out, SC_STR("http"), 0);
+    struct proxy_hsink sk = proxy_h2_out_sink(out_of(c), SC_STR("http"), 0);
     nghttp2_nv nv[PROXY_H2_MAX_FIELDS + 8];
     if (proxy_h2_trailers_from_h1(t, &sk) < 0) {
         return false;
     }
-    int n = proxy_h2_out_nv(&c->out, nv, SC_ARRAY_LEN(nv));
+    int n = proxy_h2_out_nv(c->out, nv, SC_ARRAY_LEN(nv));
     if (n <= 0) {
         return false;
     }
@@ -683,7 +699,7 @@ static int submit_head(struct proxy_h2s *s, bool body)
 {
     struct proxy_h2c *c = s->c;
     nghttp2_nv nv[PROXY_H2_MAX_FIELDS + 8];
-    int n = proxy_h2_out_nv(&c->out, nv, SC_ARRAY_LEN(nv));
+    int n = proxy_h2_out_nv(c->out, nv, SC_ARRAY_LEN(nv));
     if (n < 0) {
         return SC_ETOOBIG;
     }
@@ -700,7 +716,7 @@ static void h2_reply(struct proxy_exch *ex, int status, struct sc_str body)
     struct proxy_dconn *dc = ex->dc;
     struct proxy_h2s *s = dc->h2s;
     struct proxy_h2c *c = s->c;
-    struct proxy_hsink sk = proxy_h2_out_sink(&c->out, SC_STR("http"), 0);
+    struct proxy_hsink sk = proxy_h2_out_sink(out_of(c), SC_STR("http"), 0);
     int rc;
     bool with_body = false;
     if (s->grpc) {
@@ -746,7 +762,7 @@ int proxy_h2_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
     struct proxy_h2s *s = dc->h2s;
     struct proxy_h2c *c = s->c;
     struct proxy_exch *r = &dc->ex;
-    struct proxy_hsink sk = proxy_h2_out_sink(&c->out, SC_STR("http"), 0);
+    struct proxy_hsink sk = proxy_h2_out_sink(out_of(c), SC_STR("http"), 0);
     if (proxy_head_response(r, m, &sk) < 0) {
         return SC_ETOOBIG;
     }
@@ -831,7 +847,10 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *f, vo
         return 0;
     }
     int kind = f->headers.cat == NGHTTP2_HCAT_REQUEST ? PROXY_H2_REQUEST : PROXY_H2_TRAILERS;
-    proxy_h2_head_init(&c->hd, kind, c->cfg.max_header_list_size);
+    if (!c->hd) {
+        c->hd = SC_NEW(struct proxy_h2_head);
+    }
+    proxy_h2_head_init(c->hd, kind, c->cfg.max_header_list_size);
     c->hd_open = true;
     c->hd_sid = f->hd.stream_id;
     c->hd_rc = 0;
@@ -845,10 +864,10 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *f, const uin
     (void)session;
     (void)flags;
     struct proxy_h2c *c = ud;
-    if (f->hd.type != NGHTTP2_HEADERS || f->hd.stream_id != c->hd_sid || c->hd_rc) {
+    if (f->hd.type != NGHTTP2_HEADERS || f->hd.stream_id != c->hd_sid || c->hd_rc || !c->hd) {
         return 0;
     }
-    c->hd_rc = proxy_h2_head_add(&c->hd, sc_str_n((const char *)name, namelen),
+    c->hd_rc = proxy_h2_head_add(c->hd, sc_str_n((const char *)name, namelen),
                                  sc_str_n((const char *)value, valuelen), &c->hd_why);
     return 0;
 }
@@ -900,13 +919,13 @@ static void on_request(struct proxy_h2c *c, const nghttp2_frame *f)
     const char *why = c->hd_why;
     int rc = c->hd_rc;
     if (rc == 0) {
-        rc = proxy_h2_head_finish(&c->hd, end, &why);
+        rc = proxy_h2_head_finish(c->hd, end, &why);
     }
     struct proxy_h2s *s = stream_new(c, f->hd.stream_id);
     struct proxy_dconn *dc = s->dc;
     s->in_eof = end;
     int status = rc == PROXY_H2_TOO_BIG ? 431 : 400;
-    struct sc_http_msg *m = &c->hd.m;
+    struct sc_http_msg *m = &c->hd->m;
     if (rc == 0 && sc_str_eq(m->method, SC_STR("CONNECT"))) {
         rc = -1;
         status = 501;
@@ -933,14 +952,14 @@ static void on_trailers(struct proxy_h2c *c, struct proxy_h2s *s, const nghttp2_
     const char *why = c->hd_why;
     int rc = c->hd_rc;
     if (rc == 0) {
-        rc = proxy_h2_head_finish(&c->hd, (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0, &why);
+        rc = proxy_h2_head_finish(c->hd, (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0, &why);
     }
     if (rc != 0) {
         sc_debug("http2: request trailers refused", SC_LS("reason", why ? why : ""));
         proxy_dconn_close(s->dc);
         return;
     }
-    if (s->chunked && proxy_h2_trailers_to_h1(&c->hd.m, &s->trl) < 0) {
+    if (s->chunked && proxy_h2_trailers_to_h1(&c->hd->m, &s->trl) < 0) {
         sc_buf_reset(&s->trl);
     }
     s->in_eof = true;
@@ -954,6 +973,9 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *f, void 
     switch (f->hd.type) {
     case NGHTTP2_HEADERS:
         c->hd_open = false;
+        if (!c->hd) {
+            break; /* nghttp2 always begins a block first: cannot happen */
+        }
         if (f->headers.cat == NGHTTP2_HCAT_REQUEST) {
             if (!c->closing) {
                 on_request(c, f);
@@ -1228,8 +1250,14 @@ void proxy_h2_conn_freed(struct proxy_dconn *dc)
 {
     struct proxy_h2c *c = dc->h2;
     nghttp2_session_del(c->s);
-    proxy_h2_head_free(&c->hd);
-    proxy_h2_out_free(&c->out);
+    if (c->hd) {
+        proxy_h2_head_free(c->hd);
+        sc_free(c->hd);
+    }
+    if (c->out) {
+        proxy_h2_out_free(c->out);
+        sc_free(c->out);
+    }
     sc_buf_cleanup(&c->wbuf);
     sc_free(c);
     dc->h2 = NULL;
