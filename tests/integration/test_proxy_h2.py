@@ -447,6 +447,41 @@ def test_ext_authz_checks_http2_requests(sidecar_run, echo):
         fake.close()
 
 
+def test_jwt_on_http2_requests(sidecar_run, echo, tmp_path):
+    """RequestAuthentication over HTTP/2: a valid token's claims go upstream (the token is not
+    forwarded), an invalid one gets 401 with WWW-Authenticate on the stream, and gRPC clients get
+    UNAUTHENTICATED."""
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives import serialization
+    from test_proxy_jwt import ISS, jwk
+    kp = tmp_path / "k.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-out", str(kp)], check=True, capture_output=True)
+    key = serialization.load_pem_private_key(kp.read_bytes(), password=None)
+    now = int(time.time())
+    good = pyjwt.encode({"iss": ISS, "sub": "alice", "iat": now, "exp": now + 600}, key,
+                        algorithm="ES256", headers={"kid": "k1"})
+    port = free_port()
+    sidecar_run("proxy", config=proxy_config(
+        [h2_listener(port)], [{"name": "app", "endpoints": [echo.addr]}],
+        request_authentication=[{"name": "jwt", "jwt_rules": [{
+            "issuer": ISS, "jwks": json.dumps({"keys": [jwk(key, "k1")]}),
+            "output_claim_to_headers": [{"header": "x-user", "claim": "sub"}]}]}]))
+    c = H2(port)
+    st = c.wait(c.request("/a", headers=[("authorization", f"Bearer {good}")]))
+    assert st["headers"][":status"] == "200"
+    seen = {k.lower(): v for k, v in json.loads(bytes(st["data"]))["headers"]}
+    assert seen["x-user"] == "alice" and "authorization" not in seen
+    st = c.wait(c.request("/a", headers=[("authorization", "Bearer not.a.token")]))
+    assert st["headers"][":status"] == "401"
+    assert st["headers"]["www-authenticate"].startswith("Bearer realm=")
+    st = c.wait(c.request("/pkg.S/M", method="POST", body=b"\0\0\0\0\0",
+                          headers=[("authorization", "Bearer not.a.token"),
+                                   ("content-type", "application/grpc")]))
+    assert st["headers"][":status"] == "200" and st["headers"]["grpc-status"] == "16"
+    c.close()
+
+
 def test_request_trailers_reach_http1_upstream_as_chunked_trailers(sidecar_run):
     up = FakeUpstream(body_echo)
     try:
