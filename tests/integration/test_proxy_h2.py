@@ -11,7 +11,6 @@ import signal
 import socket
 import struct
 import subprocess
-import threading
 import time
 
 import h2.config
