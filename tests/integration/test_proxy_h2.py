@@ -266,7 +266,6 @@ def test_http2_both_sides_to_nginx_over_h2c(sidecar_run, nginx, tmp_path):
     """An HTTP/2 client and an HTTP/2 upstream (cluster protocol http2: nginx's h2c listener):
     the downstream codec and the upstream one meet in the exchange. (Small responses only: a
     4 MiB one stalls at about 2 MB in this combination, found when the two codecs were merged.)"""
-    from config_peers import Nginx as _Nginx  # noqa: F401
     root = tmp_path / "ng2"
     port2 = free_port()
     conf = f"""{USER}worker_processes 1;
