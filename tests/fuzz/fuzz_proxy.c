@@ -6,7 +6,8 @@
 // exchange must end by itself (every state has a timer), and the bytes on both wires must hold
 // invariants: whatever reaches the upstream starts with a head our strict parser accepts and that
 // carries the forwarding headers and no hop-by-hop ones; whatever reaches the client is an
-// HTTP/1.1 response. Any violation aborts.
+// HTTP/1.1 response, or for an input that starts with the HTTP/2 preface (h2c), the server's
+// SETTINGS frame first. Any violation aborts.
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -337,7 +338,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fprintf(stderr, "--- client received %zu bytes:\n%.*s\n", cinlen,
                 (int)(cinlen < 400 ? cinlen : 400), cin);
     }
-    if (cinlen > 0) {
+    if (cinlen > 0 && req_len >= 24 &&
+        memcmp(req_bytes, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24) == 0) {
+        /* HTTP/2 (h2c): the server's preface, a SETTINGS frame on stream 0, comes first. */
+        CHECK(cinlen >= 9 && cin[3] == 4 && (cin[4] & 1) == 0);
+        CHECK(cin[5] == 0 && cin[6] == 0 && cin[7] == 0 && cin[8] == 0);
+    } else if (cinlen > 0) {
         CHECK(cinlen >= 12 && memcmp(cin, "HTTP/1.1 ", 9) == 0);
         CHECK(cin[9] >= '1' && cin[9] <= '5');
     }

@@ -172,10 +172,12 @@ def test_http_detected_goes_to_routes(sidecar_run):
     up.close()
 
 
-def test_h2c_preface_relayed_as_tcp(sidecar_run):
+def test_h2c_preface_relayed_as_tcp_when_http2_is_off(sidecar_run):
+    # With HTTP/2 on (the default) the HTTP/2 codec serves h2c on auto listeners
+    # (test_proxy_h2.py::test_h2c_detected_on_auto_listener_goes_to_routes).
     srv = TcpServer(echo_after_eof)
     port = free_port()
-    sc = tcp_proxy(sidecar_run, port, srv.port)
+    sc = tcp_proxy(sidecar_run, port, srv.port, http2={"enabled": False})
     preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
     s = socket.create_connection(("127.0.0.1", port))
     s.settimeout(5)

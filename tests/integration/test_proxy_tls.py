@@ -101,14 +101,14 @@ def test_tls_versions_and_alpn(sidecar_run, echo, pki):
     assert wait_for(lambda: hs(sc, "web", "protocol_version") >= 2)
 
 
-def test_tls_listener_never_selects_h2_it_cannot_serve(sidecar_run, echo, pki):
-    # Envoy's usual `alpn_protocols: [h2, http/1.1]` on an HTTP listener: the HTTP/2 codec is
-    # not there yet, so h2 is left out of what the server selects (with a warning) and clients
-    # that offer it fall back to HTTP/1.1 instead of receiving HTTP/1 bytes on an h2 connection.
+def test_tls_listener_without_http2_never_selects_h2(sidecar_run, echo, pki):
+    # Envoy's usual `alpn_protocols: [h2, http/1.1]` on an HTTP listener whose HTTP/2 is turned
+    # off: h2 is left out of what the server selects (with a warning), so clients that offer it
+    # fall back to HTTP/1.1 instead of receiving HTTP/1 bytes on an h2 connection.
     port = free_port()
     sc = sidecar_run("proxy", config=tls_listener(port, echo.addr, {
         "cert": str(pki / "server.pem"), "key": str(pki / "server.key"),
-        "alpn": ["h2", "http/1.1"]}))
+        "alpn": ["h2", "http/1.1"]}, http2={"enabled": False}))
     rc, out = s_client(port, "-alpn", "h2,http/1.1", "-CAfile", str(pki / "ca.pem"),
                        "-servername", "localhost")
     assert rc == 0 and "ALPN protocol: http/1.1" in out

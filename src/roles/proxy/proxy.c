@@ -107,6 +107,7 @@ static void init_metrics(struct proxy *px)
     pm->log_dropped = sc_metric_get(dropped, NULL);
     proxy_policy_metrics_init(pm);
     proxy_tls_metrics_init(pm);
+    proxy_h2_metrics_init(pm);
     pm->authz = proxy_authz_metrics(pm->reg);
     proxy_tcp_metrics_init(pm);
     proxy_h2_up_metrics_init(pm);

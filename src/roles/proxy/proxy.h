@@ -82,6 +82,42 @@ struct proxy_route_cfg {
     char *host_rewrite;
 };
 
+/* ---- downstream HTTP/2 (proxy_h2.c): a listener's `http2` options ---- */
+struct proxy_h2_lcfg {
+    bool enabled;                            /* h2c by preface, h2 by ALPN */
+    int64_t max_concurrent_streams;          /* SETTINGS_MAX_CONCURRENT_STREAMS */
+    uint64_t initial_stream_window_size;     /* SETTINGS_INITIAL_WINDOW_SIZE */
+    uint64_t initial_connection_window_size; /* the connection's receive window */
+    uint64_t max_header_list_size;           /* SETTINGS_MAX_HEADER_LIST_SIZE */
+    int64_t stream_reset_burst;              /* RST_STREAM frames a client may send at once */
+    int64_t stream_reset_rate;               /* and per second after that */
+};
+extern const struct sc_opt proxy_h2_listener_opts[];
+/* Why the proxy sent a GOAWAY (sidecar_http2_goaway_total's reason label). */
+enum {
+    PROXY_H2_GA_DRAIN,
+    PROXY_H2_GA_IDLE,
+    PROXY_H2_GA_PROTOCOL,
+    PROXY_H2_GA_RESET_FLOOD,
+    PROXY_H2_GA_FLOOD,
+    PROXY_H2_GA_OTHER,
+    PROXY_H2_GA_N
+};
+/* A listener's HTTP/2 series, resolved when the snapshot is built. */
+struct proxy_h2_lmetrics {
+    struct sc_metric *conns;   /* sidecar_http2_connections_total */
+    struct sc_metric *streams; /* sidecar_http2_streams_total */
+    struct sc_metric *refused; /* sidecar_http2_refused_streams_total */
+    struct sc_metric *goaway[PROXY_H2_GA_N];
+};
+struct proxy_metrics;
+struct proxy_listener;
+/* Registers the HTTP/2 families (proxy_h2.c). */
+void proxy_h2_metrics_init(struct proxy_metrics *pm);
+/* Resolves listener <l>'s HTTP/2 series. */
+void proxy_h2_listener_metrics(struct proxy_listener *l, struct proxy_metrics *pm);
+/* ---- end of downstream HTTP/2 ---- */
+
 struct proxy_listener_cfg {
     char *name;
     char *address;
@@ -90,6 +126,7 @@ struct proxy_listener_cfg {
     struct proxy_listener_tls_cfg tlscfg; /* tls, mtls, forward_client_cert, direction */
     struct proxy_icpt_listener_cfg icpt;  /* protocol, detection, tcp_routes (proxy_tcp.h) */
     struct proxy_oidc_cfg oidc;           /* this listener's own login (proxy_oidc.c) */
+    struct proxy_h2_lcfg http2;           /* downstream HTTP/2 (proxy_h2.c) */
 };
 
 /* ---- upstream HTTP/2 (proxy_h2_up.c): a cluster's protocol and HTTP/2 settings ---- */
@@ -305,6 +342,8 @@ struct proxy_listener {
     struct proxy_listener_icpt icpt; /* protocol, detection, TCP routes (proxy_tcp.h) */
     struct proxy_oidc *oidc;         /* its own login; NULL: the snapshot's (inbound) */
     bool oidc_off;                   /* no login at all */
+    struct proxy_h2_lcfg http2;      /* downstream HTTP/2 (proxy_h2.c) */
+    struct proxy_h2_lmetrics h2m;
 };
 
 struct proxy_rt {
@@ -358,6 +397,11 @@ struct proxy_metrics {
     struct sc_metric_family *tcp_active;
     struct sc_metric_family *tcp_bytes;
     struct sc_metric_family *h2_events; /* proxy_h2_up.c */
+    /* downstream HTTP/2 (proxy_h2.c) */
+    struct sc_metric_family *h2_conns;
+    struct sc_metric_family *h2_streams;
+    struct sc_metric_family *h2_refused;
+    struct sc_metric_family *h2_goaway;
 };
 
 /* Builds a snapshot from a checked <cfg> for <nworkers> workers, copying everything it keeps.

@@ -228,6 +228,12 @@ static const struct sc_opt listener_opts[] = {
       .help = "this listener's own OpenID Connect login (docs/oidc.md), instead of the "
               "top-level one; enabled: false turns the login off here",
       .sub = proxy_oidc_opts },
+    { .name = "http2",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_listener_cfg, http2),
+      .help = "downstream HTTP/2: h2c with prior knowledge on plaintext, h2 by ALPN over TLS, "
+              "and its limits",
+      .sub = proxy_h2_listener_opts },
     { 0 },
 };
 
@@ -1016,6 +1022,7 @@ static int listener_init(struct proxy_listener *l, const char *name, const char 
 {
     l->name = sc_strdup(name);
     l->address = sc_strdup(addr);
+    sc_config_defaults(proxy_h2_listener_opts, &l->http2); /* a configured one's replace them */
     l->noroute.name = sc_strdup("");
     l->noroute.methods = sc_calloc(1, sizeof(char *));
     l->noroute.headers = sc_calloc(1, sizeof(*l->noroute.headers));
@@ -1024,6 +1031,7 @@ static int listener_init(struct proxy_listener *l, const char *name, const char 
     }
     const char *lv[] = { l->name };
     l->m_cx_active = sc_metric_get(pm->dcx_active, lv);
+    proxy_h2_listener_metrics(l, pm);
     l->m_duration = sc_metric_get(pm->duration, lv);
     return 0;
 }
@@ -1090,6 +1098,7 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
         struct proxy_listener *l = &rt->listeners[i];
         rc = listener_init(l, lcs[i].name, lcs[i].address, pm, err);
         l->inbound = lcs[i].tlscfg.direction == 0;
+        l->http2 = lcs[i].http2;
         if (rc == 0) {
             rc = proxy_tls_listener_init(&l->tls, l->name, &lcs[i], false, cfg, pm, err);
         }

@@ -38,7 +38,8 @@
 #define ODST_MAX_DESTS 256
 #define ODST_MAX_IDLE 1024
 
-enum dstate { D_HEAD, D_REQ, D_TUNNEL, D_CLOSING };
+/* D_H2: an HTTP/2 connection (proxy_h2.c drives it), or a stream whose exchange is over. */
+enum dstate { D_HEAD, D_REQ, D_TUNNEL, D_CLOSING, D_H2 };
 enum ustate { U_CONNECTING, U_ACTIVE, U_IDLE, U_CLOSING };
 enum body { B_NONE, B_LENGTH, B_CHUNKED, B_EOF, B_RAW };
 /* What to do when the pending downstream write completes. */
@@ -212,6 +213,8 @@ struct proxy_exch {
     struct proxy_exch_trace tr;  /* trace context, when the snapshot traces */
     struct proxy_span *span;     /* the span of a sampled request (proxy_trace.c) */
     struct proxy_oidc_call *oidc_call; /* a login's token request in flight */
+    /* downstream HTTP/2 (proxy_h2.c) */
+    bool down_h2; /* the request came on an HTTP/2 stream (Via, access log, protocol) */
 };
 
 /* original_dst clusters: the destination of a connection or of its current request, resolved
@@ -263,6 +266,11 @@ struct proxy_dconn {
     struct proxy_odst *od; /* original_dst state, allocated on first use, kept on recycling */
     struct proxy_client cl;
     struct proxy_exch ex; /* the exchange the connection carries now */
+    /* downstream HTTP/2 (proxy_h2.c): a connection that speaks HTTP/2 holds <h2>; each of its
+     * streams is a proxy_dconn of its own holding <h2s>, over a stream transport, and is not
+     * counted as a connection. */
+    struct proxy_h2c *h2;
+    struct proxy_h2s *h2s;
 };
 
 /* ---- proxy_worker.c: buffers and busy polling ---- */
@@ -510,6 +518,58 @@ void proxy_dconn_close(struct proxy_dconn *dc);
 
 /* One of the handles of a closing <dc> is closed; the last one recycles it. */
 void proxy_dconn_closed_one(struct proxy_dconn *dc);
+
+/* ---- proxy_h1.c: what the HTTP/2 codec shares with it ---- */
+
+/* The callbacks of a downstream connection's transport (the HTTP/1 codec's); a stream's
+ * transport reports write completion and its close through them too. */
+extern const struct sc_xport_cbs proxy_dconn_cbs;
+
+/* A proxy_dconn of listener <lidx>, from the worker's free list or new: zeroed but for its
+ * buffers, its exchange linked, its timer initialised, state D_HEAD, no transport, not counted. */
+struct proxy_dconn *proxy_dconn_alloc(struct proxy_worker *w, size_t lidx);
+
+/* Gives the buffers of a closed <dc> back and keeps it on the free list (or frees it). */
+void proxy_dconn_recycle(struct proxy_dconn *dc);
+
+/* ---- proxy_h2.c: the downstream HTTP/2 codec ---- */
+
+/* The HTTP/2 side of an exchange carried by a stream. */
+extern const struct proxy_down_ops proxy_h2_down;
+
+/* Whether the bytes buffered on <dc> (a connection of a plaintext listener that serves HTTP/2)
+ * start the HTTP/2 connection preface: 1 (the whole preface), 0 (not HTTP/2), -1 (a prefix of it:
+ * wait for more). */
+int proxy_h2_preface(const struct proxy_dconn *dc);
+
+/* Makes <dc> an HTTP/2 connection (the preface was seen, or ALPN chose h2): what it has buffered
+ * and reads from now on go to an HTTP/2 server session. Closes <dc> on failure. */
+void proxy_h2_start(struct proxy_dconn *dc);
+
+/* The upstream response head <m> of the exchange on stream <dc>, rewritten by the head rules and
+ * sent as HEADERS. Returns 0 or SC_ETOOBIG. */
+int proxy_h2_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m);
+
+/* Chunked framing bytes of the upstream response on stream <dc> (<data>: a span that ended in
+ * body data, which restarts the collection): what follows the last data, the trailer section,
+ * is sent as HTTP/2 trailers. */
+void proxy_h2_resp_framing(struct proxy_dconn *dc, bool data, struct sc_str span);
+
+/* The exchange's view of the stream: set up by proxy_exch_begin for a stream dconn. */
+void proxy_h2_exch_begin(struct proxy_exch *ex);
+
+/* Connection <dc> is closing: its streams are closed. Returns how many stream dconns are still
+ * to be freed (each then calls proxy_dconn_closed_one on <dc>). */
+int proxy_h2_conn_closing(struct proxy_dconn *dc);
+
+/* The last handle of connection <dc> is closed: frees its session. */
+void proxy_h2_conn_freed(struct proxy_dconn *dc);
+
+/* The last handle of stream <dc> is closed: frees the stream and recycles <dc>. */
+void proxy_h2_stream_freed(struct proxy_dconn *dc);
+
+/* Drain: GOAWAY to connection <dc>; it closes once its streams are done. */
+void proxy_h2_drain(struct proxy_dconn *dc);
 
 /* ---- proxy_headers.c: routing and head rewriting (pure functions of the parsed head) ---- */
 

@@ -187,6 +187,9 @@ void proxy_exch_begin(struct proxy_dconn *dc, bool pseudo)
     r->route = &r->lsn->noroute;
     r->start_ns = proxy_now_ns();
     r->down = &proxy_h1_down;
+    if (dc->h2s) {
+        proxy_h2_exch_begin(r);
+    }
     if (pseudo) {
         r->minor = 1;
         snprintf(r->method, sizeof(r->method), "-");

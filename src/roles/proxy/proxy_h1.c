@@ -41,7 +41,7 @@ static struct proxy_dconn *dconn_new(struct proxy_worker *w, size_t lidx, struct
 static void dconn_start(struct proxy_dconn *dc, uv_tcp_t *tcp);
 
 /* What a downstream transport reports (it never connects). */
-static const struct sc_xport_cbs dcbs = {
+const struct sc_xport_cbs proxy_dconn_cbs = {
     .alloc = on_dalloc,
     .read = on_dread,
     .write_done = on_dwrite,
@@ -437,7 +437,8 @@ void proxy_parse_resp_head(struct proxy_dconn *dc)
              * rebuilt as our own HTTP/1.1 head; HTTP/1.0 has no 1xx, so from an HTTP/1.0
              * upstream or to an HTTP/1.0 client it is dropped. */
             size_t len = (size_t)rc;
-            if (r->minor == 0 || m.minor_version == 0 || (m.status == 100 && r->sent_continue)) {
+            if (r->minor == 0 || m.minor_version == 0 || (m.status == 100 && r->sent_continue) ||
+                r->down_h2) {
                 uc->in.start += len;
                 continue;
             }
@@ -486,7 +487,7 @@ void proxy_parse_resp_head(struct proxy_dconn *dc)
         }
         if (r->rbody == B_CHUNKED) {
             sc_http1_chunked_init(&r->rch);
-            r->dechunk = r->minor == 0;
+            r->dechunk = r->minor == 0 || r->down_h2; /* an HTTP/2 stream frames it itself */
         }
         if (!m.keep_alive && r->rbody != B_RAW) {
             /* The upstream closes after this response: it cannot go back to the pool. */
@@ -495,7 +496,8 @@ void proxy_parse_resp_head(struct proxy_dconn *dc)
         r->resp_keep_alive = m.keep_alive;
         proxy_hbuf_get(w, &dc->out);
         sc_buf_reset(&dc->out);
-        if (proxy_build_resp_head(r, &m, &dc->out, closing_after_response(dc)) < 0) {
+        if (dc->h2s ? proxy_h2_resp_head(dc, &m) < 0
+                    : proxy_build_resp_head(r, &m, &dc->out, closing_after_response(dc)) < 0) {
             sc_buf_reset(&dc->out);
             proxy_attempt_failed(&dc->ex, 0, F_UPE, "upstream response head too large");
             return;
@@ -512,7 +514,7 @@ void proxy_parse_resp_head(struct proxy_dconn *dc)
         proxy_arm_timer(dc);
         uv_buf_t pre = uv_buf_init(dc->out.p, (unsigned)dc->out.len);
         r->bytes_out += dc->out.len;
-        proxy_pump_resp(dc, &pre, 1);
+        proxy_pump_resp(dc, &pre, dc->out.len ? 1 : 0);
         if (tunnel && dc->state == D_TUNNEL) {
             proxy_pump_req(dc, NULL, 0);
             tunnel_fins(dc);
@@ -602,6 +604,11 @@ void proxy_pump_resp(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
                 }
                 if (r->dechunk && rc == SC_HTTP1_CHUNK_DATA && data.len) {
                     iov[k++] = uv_buf_init((char *)data.p, (unsigned)data.len);
+                }
+                if (r->down_h2) {
+                    /* the trailer section, for HTTP/2 trailers */
+                    proxy_h2_resp_framing(dc, rc == SC_HTTP1_CHUNK_DATA,
+                                          sc_str_n(p + consumed, used));
                 }
                 consumed += used;
                 if (rc == SC_HTTP1_CHUNK_DONE) {
@@ -801,6 +808,15 @@ static void try_parse_head(struct proxy_dconn *dc)
     if (dc->state != D_HEAD || dc->in.end == dc->in.start) {
         return;
     }
+    if (dc->in.p[dc->in.start] == 'P' && w->rt->listeners[dc->lidx].http2.enabled) {
+        int h2 = proxy_h2_preface(dc);
+        if (h2 != 0) {
+            if (h2 > 0) {
+                proxy_h2_start(dc); /* h2c with prior knowledge */
+            }
+            return;
+        }
+    }
     struct sc_http_msg m = { .headers = w->hdrs };
     struct sc_http_error err = { 0 };
     struct sc_http_limits lim = sc_http1_default_limits;
@@ -843,12 +859,26 @@ void proxy_dconn_closed_one(struct proxy_dconn *dc)
     if (--dc->closes > 0) {
         return;
     }
+    if (dc->h2s) {
+        proxy_h2_stream_freed(dc); /* a stream is not a connection */
+        return;
+    }
+    if (dc->h2) {
+        proxy_h2_conn_freed(dc);
+    }
     struct proxy_worker *w = dc->w;
     sc_metrics_gauge_add(dc->m_active, -1);
     sc_free(dc->cl.xfcc);
     dc->cl.xfcc = NULL;
     atomic_fetch_sub_explicit(&w->px->conns, 1, memory_order_relaxed);
     w->nconns--;
+    proxy_dconn_recycle(dc);
+    proxy_check_done(w);
+}
+
+void proxy_dconn_recycle(struct proxy_dconn *dc)
+{
+    struct proxy_worker *w = dc->w;
     dc->in.start = dc->in.end = 0;
     proxy_rbuf_put(w, &dc->in);
     proxy_hbuf_put(w, &dc->out);
@@ -864,7 +894,6 @@ void proxy_dconn_closed_one(struct proxy_dconn *dc)
         sc_free(dc->od);
         sc_free(dc);
     }
-    proxy_check_done(w);
 }
 
 static void on_dconn_timer_closed(uv_handle_t *h)
@@ -910,6 +939,9 @@ void proxy_dconn_close(struct proxy_dconn *dc)
     dc->state = D_CLOSING;
     sc_list_remove(&dc->node);
     dc->closes = dc->btimer ? 3 : 2;
+    if (dc->h2) {
+        dc->closes += proxy_h2_conn_closing(dc);
+    }
     if (dc->od && dc->od->resolving) {
         dc->closes++; /* on_dyn_resolved releases the object */
         uv_cancel((uv_req_t *)&dc->od->gai);
@@ -987,7 +1019,7 @@ void proxy_h1_adopt_tls(struct proxy_worker *w, size_t lidx, struct sc_tcp_xport
 {
     struct proxy_dconn *dc = dconn_new(w, lidx, top);
     dc->ext = bottom;
-    top->cbs = &dcbs;
+    top->cbs = &proxy_dconn_cbs;
     top->owner = dc;
     dc->cl.tls = top;
     dconn_start(dc, &bottom->tcp);
@@ -998,6 +1030,23 @@ void proxy_h1_adopt_tls(struct proxy_worker *w, size_t lidx, struct sc_tcp_xport
  * linked, its socket handle initialised but not yet holding a socket; with <top>, a chain made
  * elsewhere (its TLS established) takes the place of the connection's own socket. */
 static struct proxy_dconn *dconn_new(struct proxy_worker *w, size_t lidx, struct sc_xport *top)
+{
+    struct proxy_dconn *dc = proxy_dconn_alloc(w, lidx);
+    if (top) {
+        dc->x = top;
+    } else {
+        sc_tcp_xport_init(&dc->tx, w->loop, &proxy_dconn_cbs, dc);
+        dc->x = &dc->tx.base;
+    }
+    sc_list_append(&w->conns, &dc->node);
+    w->nconns++;
+    atomic_fetch_add_explicit(&w->px->conns, 1, memory_order_relaxed);
+    dc->m_active = w->rt->listeners[dc->lidx].m_cx_active;
+    sc_metrics_gauge_add(dc->m_active, 1);
+    return dc;
+}
+
+struct proxy_dconn *proxy_dconn_alloc(struct proxy_worker *w, size_t lidx)
 {
     struct proxy_dconn *dc;
     if (!sc_list_empty(&w->free_dc)) {
@@ -1025,19 +1074,8 @@ static struct proxy_dconn *dconn_new(struct proxy_worker *w, size_t lidx, struct
     dc->ex.w = w;
     dc->ex.dc = dc;
     dc->ex.cl = &dc->cl;
-    if (top) {
-        dc->x = top;
-    } else {
-        sc_tcp_xport_init(&dc->tx, w->loop, &dcbs, dc);
-        dc->x = &dc->tx.base;
-    }
     uv_timer_init(w->loop, &dc->timer);
     dc->timer.data = dc;
-    sc_list_append(&w->conns, &dc->node);
-    w->nconns++;
-    atomic_fetch_add_explicit(&w->px->conns, 1, memory_order_relaxed);
-    dc->m_active = w->rt->listeners[dc->lidx].m_cx_active;
-    sc_metrics_gauge_add(dc->m_active, 1);
     dc->state = D_HEAD;
     return dc;
 }

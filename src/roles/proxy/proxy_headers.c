@@ -784,11 +784,14 @@ AI int head_request(struct proxy_exch *r, const struct sc_http_msg *m, struct sc
             return SC_ETOOBIG;
         }
         rc |= put_str(vb, via->value);
-        rc |= r->minor == 0 ? PUT_LIT(vb, ", 1.0 sidecar") : PUT_LIT(vb, ", 1.1 sidecar");
+        rc |= r->minor == 0 ? PUT_LIT(vb, ", 1.0 sidecar")
+              : r->down_h2  ? PUT_LIT(vb, ", 2 sidecar")
+                            : PUT_LIT(vb, ", 1.1 sidecar");
         rc |= s_close(h1, s);
     } else {
-        rc |=
-            r->minor == 0 ? S_LIT(h1, s, "Via", "1.0 sidecar") : S_LIT(h1, s, "Via", "1.1 sidecar");
+        rc |= r->minor == 0 ? S_LIT(h1, s, "Via", "1.0 sidecar")
+              : r->down_h2  ? S_LIT(h1, s, "Via", "2 sidecar")
+                            : S_LIT(h1, s, "Via", "1.1 sidecar");
     }
     vb = s_open(h1, s, SC_STR("X-Forwarded-For"));
     if (!vb) {

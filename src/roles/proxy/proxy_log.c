@@ -293,8 +293,12 @@ void proxy_access_log(struct proxy_exch *r, double dur)
     o = put_s(o, ua, mlen);
     o = PUT_LIT(o, "\",\"path\":\"");
     o = put_s(o, path, plen);
-    o = PUT_LIT(o, "\",\"protocol\":\"HTTP/1.");
-    *o++ = r->minor ? '1' : '0';
+    if (r->down_h2) {
+        o = PUT_LIT(o, "\",\"protocol\":\"HTTP/2");
+    } else {
+        o = PUT_LIT(o, "\",\"protocol\":\"HTTP/1.");
+        *o++ = r->minor ? '1' : '0';
+    }
     o = PUT_LIT(o, "\",\"status\":");
     if (r->status < 0) {
         *o++ = '-';

@@ -448,7 +448,8 @@ static int tmpl_render(const struct proxy_tmpl *t, struct proxy_exch *r,
             break;
         }
         case V_PROTOCOL:
-            rc |= sc_buf_appendf(out, "HTTP/1.%d", r->minor);
+            rc |= r->down_h2 ? sc_buf_append_cstr(out, "HTTP/2")
+                             : sc_buf_appendf(out, "HTTP/1.%d", r->minor);
             break;
         case V_RESP_CODE:
             rc |= sc_buf_appendf(out, "%d", r->status);

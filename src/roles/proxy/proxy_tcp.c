@@ -1016,9 +1016,12 @@ static void decide(struct proxy_tcp *t, enum proxy_proto proto, const struct pro
         to_http1(t);
         return;
     case PROXY_PROTO_H2C:
-        /* The hook for the HTTP/2 codec: once it can take over a connection with the preface
-         * read, h2c goes there as HTTP/1 does above. Until then it is relayed as bytes, so
-         * prior-knowledge HTTP/2 still reaches its destination (without HTTP features). */
+        /* Prior-knowledge HTTP/2 goes to the HTTP path, whose preface check hands it to the
+         * HTTP/2 codec; a listener with HTTP/2 off relays it as bytes. */
+        if (t->w->rt->listeners[t->lidx].http2.enabled) {
+            to_http1(t);
+            return;
+        }
         break;
     case PROXY_PROTO_TLS:
         if (hello && !t->dx) {

@@ -18,6 +18,7 @@
 #include "roles/proxy/proxy_conn.h"
 #include "roles/proxy/proxy_h2.h"
 #include "roles/proxy/proxy_hsink.h"
+#include "roles/proxy/proxy_tcp.h"
 #include "roles/proxy/proxy_tls.h"
 
 static const char *const mtls_modes[] = { "unset", "strict", "permissive", "disable", NULL };
@@ -400,12 +401,30 @@ void proxy_tls_collect(struct proxy_metrics *pm)
  * which the HTTP/1 codec cannot serve. An Envoy-style `[h2, http/1.1]` list then lets clients that
  * offer both fall back to HTTP/1.1 rather than getting HTTP/1 bytes on an HTTP/2 connection. <v>
  * has room for the list (at most 16 entries, as its option says). */
-static void http_listener_alpn(const char *lname, struct sc_strv *alpn, char **v)
+/* The protocols an HTTP listener offers by ALPN, into <alpn> (room in <v> for 16). A listener
+ * that serves HTTP/2 offers "h2, http/1.1" when its tls.alpn is not set (what Envoy's users
+ * configure and browsers and gRPC clients expect) and keeps h2 when it is; one with http2
+ * disabled never selects h2, which its HTTP/1 codec would answer with HTTP/1 bytes. TCP
+ * listeners relay bytes and keep their list as it is. */
+static void http_listener_alpn(const char *lname, const struct proxy_listener_cfg *lc,
+                               struct sc_strv *alpn, char **v)
 {
+    if (lc->icpt.protocol != PROXY_LP_HTTP) {
+        return;
+    }
+    if (alpn->n == 0 && lc->http2.enabled) {
+        v[0] = "h2";
+        v[1] = "http/1.1";
+        alpn->v = v;
+        alpn->n = 2;
+        return;
+    }
     size_t n = 0;
     for (size_t i = 0; i < alpn->n && n < 16; i++) {
-        if (strcmp(alpn->v[i], "h2") == 0 || strcmp(alpn->v[i], "h2c") == 0) {
-            sc_warn("tls: HTTP/2 is not served on HTTP listeners yet; ALPN protocol not offered",
+        bool h2 = strcmp(alpn->v[i], "h2") == 0 || strcmp(alpn->v[i], "h2c") == 0;
+        if (h2 && (!lc->http2.enabled || strcmp(alpn->v[i], "h2c") == 0)) {
+            sc_warn("tls: HTTP/2 is disabled on this listener (http2.enabled); ALPN protocol not "
+                    "offered",
                     SC_LS("listener", lname), SC_LS("alpn", alpn->v[i]));
             continue;
         }
@@ -431,7 +450,7 @@ int proxy_tls_listener_init(struct proxy_listener_tls *out, const char *lname,
     char *alpn[16];
     if (lc) {
         o = lc->tlscfg.tls;
-        http_listener_alpn(lname, &o.alpn, alpn);
+        http_listener_alpn(lname, lc, &o.alpn, alpn);
         mode = lc->tlscfg.mtls;
         xfcc = lc->tlscfg.forward_client_cert;
         inbound = lc->tlscfg.direction == 0;
@@ -662,6 +681,11 @@ void proxy_tls_handshake_done(struct proxy_dconn *dc, int status)
         return;
     }
     dc->last_activity = uv_now(dc->w->loop);
+    if (sc_str_eq(sc_xport_query_str(dc->x, SC_XQ_ALPN), SC_STR("h2")) &&
+        dc->w->rt->listeners[dc->lidx].http2.enabled) {
+        proxy_h2_start(dc);
+        return;
+    }
     proxy_arm_timer(dc);
 }
 

@@ -256,6 +256,8 @@ static void stop(struct proxy_worker *w, bool all)
         struct proxy_dconn *dc = sc_list_entry(pos, struct proxy_dconn, node);
         if (all || (dc->state == D_HEAD && dc->in.start == dc->in.end && !dc->wpending)) {
             proxy_dconn_close(dc);
+        } else if (dc->h2) {
+            proxy_h2_drain(dc); /* GOAWAY; closed once its streams are done */
         }
     }
     proxy_check_done(w);
