@@ -380,8 +380,10 @@ bool sc_http1_valid_authority(struct sc_str s, bool need_port)
     return valid_authority(s.p, s.len, need_port);
 }
 
-/* Checks absolute-form: scheme "://" and a non-empty authority (RFC 9110 4.2.1 rejects an http
- * URI with an empty host). The rest is visible ASCII, which the line scan already ensured. */
+/* Checks absolute-form: scheme "://" and an authority that is a valid Host value with a
+ * non-empty host (RFC 9110 4.2.1 rejects an http URI with an empty host; the authority replaces
+ * Host, RFC 9112 3.2.2), userinfo aside. The rest is visible ASCII, which the line scan already
+ * ensured. */
 static bool valid_absolute(const char *p, size_t n)
 {
     size_t i = 0;
@@ -395,8 +397,17 @@ static bool valid_absolute(const char *p, size_t n)
     if (n - i < 4 || p[i] != ':' || p[i + 1] != '/' || p[i + 2] != '/') {
         return false;
     }
-    char c = p[i + 3];
-    return c != '/' && c != '?' && c != '#';
+    size_t a = i + 3, e = a;
+    while (e < n && p[e] != '/' && p[e] != '?' && p[e] != '#') {
+        e++;
+    }
+    for (size_t k = e; k > a; k--) {
+        if (p[k - 1] == '@') {
+            a = k; /* userinfo: left out when the target goes upstream */
+            break;
+        }
+    }
+    return e > a && p[a] != ':' && valid_authority(p + a, e - a, false);
 }
 
 /* Returns the next element (OWS trimmed, possibly empty) of a comma-separated list and advances

@@ -371,6 +371,15 @@ static const struct req_case good_requests[] = {
       .host = "example.com",
       .nh = 1,
       .h = { { "Host", "example.com" } } },
+    { .name = "absolute-form with userinfo, an IPv6 literal and no path",
+      .in = "GET http://u:p@[::1]:8080?b HTTP/1.1\r\nHost: x\r\n\r\n",
+      .method = "GET",
+      .target = "http://u:p@[::1]:8080?b",
+      .minor = 1,
+      .keep_alive = true,
+      .host = "x",
+      .nh = 1,
+      .h = { { "Host", "x" } } },
     { .name = "websocket upgrade",
       .in = "GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n"
             "Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -664,6 +673,11 @@ static const struct bad_case bad_requests[] = {
     { "CONNECT port too big", "CONNECT example.com:65536 HTTP/1.1\r\n" H "\r\n", 0, 400 },
     { "CONNECT absolute-form", "CONNECT http://example.com:80/ HTTP/1.1\r\n" H "\r\n", 0, 400 },
     { "absolute-form empty authority", "GET http:///x HTTP/1.1\r\n" H "\r\n", 0, 400 },
+    { "absolute-form empty host", "GET http://:80/x HTTP/1.1\r\n" H "\r\n", 0, 400 },
+    { "absolute-form port not digits", "GET http://h:x?c HTTP/1.1\r\n" H "\r\n", 0, 400 },
+    { "absolute-form empty host, no path", "GET http://:xy?c HTTP/1.1\r\n" H "\r\n", 0, 400 },
+    { "absolute-form userinfo only", "GET http://u@/x HTTP/1.1\r\n" H "\r\n", 0, 400 },
+    { "absolute-form bad host byte", "GET http://a\"b/x HTTP/1.1\r\n" H "\r\n", 0, 400 },
     { "too many empty lines", "\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\n" H "\r\n", 0, 400 },
     { "NUL in request line", BIN("GET /\0 HTTP/1.1\r\n" H "\r\n"), 400 },
 };
