@@ -11,6 +11,7 @@ no slower; reload changing the sampling rate; gRPC status from the response."""
 import json
 import math
 import socket
+import subprocess
 import threading
 import time
 
@@ -127,6 +128,7 @@ def test_otlp_span_attributes_and_w3c(sidecar_run, nginx, otlp, provider):
     assert s["end"] > s["start"] > (time.time() - 60) * 1e9
     a = s["attrs"]
     assert a["http.request.method"] == "GET"
+    assert a["network.protocol.version"] == "1.1"
     assert a["url.path"] == "/items" and a["url.query"] == "id=7"
     assert a["url.scheme"] == "http"
     assert a["http.response.status_code"] == 200
@@ -435,3 +437,21 @@ def test_shutdown_flushes_queued_spans(sidecar_run, nginx, otlp):
     assert spans_metric(sc, "sampled") == 7
     assert sc.stop() == 0
     assert len(otlp.wait_spans(7, timeout=2)) == 7
+
+
+def test_http2_request_span(sidecar_run, nginx, otlp):
+    """An HTTP/2 client's request (h2c with prior knowledge, curl) has its span, with protocol
+    version 2, and the upstream gets the trace context over HTTP/1."""
+    port = free_port()
+    sidecar_run("proxy", config=config(port, nginx.port, tracing(otlp)))
+    out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null", "-w",
+                          "%{http_code} %{http_version}", "-H", f"traceparent: {TP}",
+                          f"http://127.0.0.1:{port}/h2?x=1"],
+                         capture_output=True, text=True, timeout=20).stdout
+    assert out == "200 2", out
+    (s,) = otlp.wait_spans(1)
+    assert s["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    a = s["attrs"]
+    assert a["network.protocol.version"] == "2"
+    assert a["url.path"] == "/h2" and a["http.response.status_code"] == 200
+

@@ -471,7 +471,10 @@ void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
     }
     bool tls = ex->cl->tls != NULL;
     proxy_span_str(s, "url.scheme", tls ? SC_STR("https") : SC_STR("http"));
-    proxy_span_str(s, "network.protocol.version", m->minor_version ? SC_STR("1.1") : SC_STR("1.0"));
+    proxy_span_str(s, "network.protocol.version",
+                   ex->down_h2        ? SC_STR("2")
+                   : m->minor_version ? SC_STR("1.1")
+                                      : SC_STR("1.0"));
     if (m->host.len) {
         struct sc_str h;
         int64_t port = host_port(m->host, &h, tls ? 443 : 80);
