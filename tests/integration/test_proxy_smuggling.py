@@ -8,6 +8,7 @@ headers_with_underscores (nginx is run with underscores_in_headers on, so it rea
 "Transfer_Encoding" as $http_transfer_encoding, as CGI-style stacks do). Forbidden trailer fields
 go to a recording upstream (a fake: nginx never hands trailers on): no complete request carrying
 one ever reaches it."""
+import subprocess
 import time
 
 import pytest
@@ -175,6 +176,29 @@ def test_headers_with_underscores(sidecar_run, nginx, mode):
         # allow: what an upstream that maps '_' to '-' then reads (the reason drop is the default)
         assert st == 200
         assert lines == ['POST /u te="chunked" cl="5" x="1"'], lines
+
+
+@pytest.mark.parametrize("mode", ["drop", "reject", "allow"])
+def test_headers_with_underscores_over_http2(sidecar_run, nginx, mode):
+    """The same rule for an HTTP/2 client (curl over h2c): HTTP/2 allows '_' in field names."""
+    sc, port = proxy(sidecar_run, f"127.0.0.1:{nginx.port}",
+                     config=f"headers_with_underscores: {mode}\n")
+    before = len(seen(nginx))
+    out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-o", "-", "-w",
+                          "\n%{http_code} %{http_version}", "-H", "x_a: 1", "-H",
+                          "transfer_encoding: chunked", f"http://127.0.0.1:{port}/u2"],
+                         capture_output=True, text=True, timeout=20).stdout
+    time.sleep(0.2)
+    lines = seen(nginx)[before:]
+    if mode == "reject":
+        assert out.endswith("400 2") and "underscore" in out, out
+        assert lines == []
+    elif mode == "drop":
+        assert out.endswith("200 2"), out
+        assert lines == ['GET /u2 te="-" cl="-" x="-"'], lines
+    else:
+        assert out.endswith("200 2"), out
+        assert lines == ['GET /u2 te="chunked" cl="-" x="1"'], lines
 
 
 def test_underscore_headers_dropped_before_routing(sidecar_run, echo):

@@ -931,6 +931,14 @@ static void on_request(struct proxy_h2c *c, const nghttp2_frame *f)
         status = 501;
         why = "CONNECT is not supported over HTTP/2";
     }
+    for (size_t i = 0; rc == 0 && !m->underscore && i < m->nheaders; i++) {
+        m->underscore = memchr(m->headers[i].name.p, '_', m->headers[i].name.len) != NULL;
+    }
+    if (rc == 0 && proxy_underscores(dc->w->rt, m) != 0) {
+        rc = -1;
+        status = 400;
+        why = "header name with underscore (headers_with_underscores: reject)";
+    }
     if (rc != 0) {
         proxy_rbuf_get(dc->w, &dc->in);
         proxy_exch_begin(dc, true);
