@@ -264,8 +264,9 @@ def test_h2c_curl_gets_nginx_files_and_posts_bodies(sidecar_run, nginx, tmp_path
 
 def test_http2_both_sides_to_nginx_over_h2c(sidecar_run, nginx, tmp_path):
     """An HTTP/2 client and an HTTP/2 upstream (cluster protocol http2: nginx's h2c listener):
-    the downstream codec and the upstream one meet in the exchange. (Small responses only: a
-    4 MiB one stalls at about 2 MB in this combination, found when the two codecs were merged.)"""
+    the downstream codec and the upstream one meet in the exchange: small responses on many
+    streams, and large ones (4 MiB and 12 MiB, far past every window on both sides) byte for
+    byte, where the client's pace must reach the upstream's window updates and back."""
     root = tmp_path / "ng2"
     port2 = free_port()
     conf = f"""{USER}worker_processes 1;
@@ -296,6 +297,18 @@ http {{
         assert all(bytes(c.streams[s]["data"]) == b"hello from nginx\n" for s in sids)
         c.close()
         assert {l["protocol"] for l in access_lines(sc, 21)} == {"HTTP/2"}
+        (nginx.www / "big12.bin").write_bytes(os.urandom(12 * BIG))
+        for name in ("big.bin", "big12.bin"):
+            want = (nginx.www / name).read_bytes()
+            out = tmp_path / f"{name}.out"
+            rc, meta, err = curl("--http2-prior-knowledge", "-o", str(out), "-w",
+                                 "%{http_code} %{http_version}", f"http://127.0.0.1:{port}/{name}")
+            assert rc == 0, err
+            assert meta == b"200 2"
+            got = out.read_bytes()
+            assert len(got) == len(want)
+            assert hashlib.sha256(got).hexdigest() == hashlib.sha256(want).hexdigest()
+        assert [l["status"] for l in access_lines(sc, 23)[-2:]] == [200, 200]
     finally:
         ng2.stop()
 

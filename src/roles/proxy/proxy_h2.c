@@ -175,6 +175,7 @@ struct proxy_h2c {
     struct sc_buf wbuf;         /* frames to write */
     uv_check_t check;           /* flushes once per loop iteration what the streams produced */
     bool flush_pending;         /* <check> is started */
+    uv_idle_t nowait;           /* active with <check>: the loop does not block in poll first */
     bool busy;                  /* inside nghttp2 or the flush loop */
     bool again;                 /* a flush was asked for while busy */
     bool wpending;              /* a write of <wbuf> is queued on the transport */
@@ -321,15 +322,28 @@ static void on_h2c_check(uv_check_t *h)
 {
     struct proxy_h2c *c = h->data;
     uv_check_stop(h);
+    uv_idle_stop(&c->nowait);
     c->flush_pending = false;
     h2_flush(c);
 }
 
+static void on_h2c_nowait(uv_idle_t *h)
+{
+    (void)h; /* its being active is the point: see h2_flush_soon */
+}
+
+/* A check handle alone does not keep the loop from blocking in poll: output produced before
+ * the poll phase (by a timer, or by an upstream HTTP/2 stream delivering on its idle handle)
+ * would wait for the next unrelated I/O, and with nothing else in flight (the upstream waits
+ * for our WINDOW_UPDATE, the client for our DATA) for ever. An active idle handle makes that
+ * poll return at once; it is stopped with the check, so flushes requested from I/O callbacks
+ * (the poll phase itself) leave the next poll blocking as before. */
 static void h2_flush_soon(struct proxy_h2c *c)
 {
     if (!c->flush_pending && !c->closing) {
         c->flush_pending = true;
         uv_check_start(&c->check, on_h2c_check);
+        uv_idle_start(&c->nowait, on_h2c_nowait);
     }
 }
 
@@ -1175,6 +1189,8 @@ void proxy_h2_start(struct proxy_dconn *dc)
     sc_buf_init(&c->wbuf, H2C_WBUF_MAX);
     uv_check_init(w->loop, &c->check);
     c->check.data = c;
+    uv_idle_init(w->loop, &c->nowait);
+    c->nowait.data = c;
     dc->h2 = c;
     dc->state = D_H2;
     dc->timer_due = 0;
@@ -1245,13 +1261,14 @@ int proxy_h2_conn_closing(struct proxy_dconn *dc)
     struct proxy_h2c *c = dc->h2;
     c->closing = true;
     uv_close((uv_handle_t *)&c->check, on_check_closed);
+    uv_close((uv_handle_t *)&c->nowait, on_check_closed);
     struct sc_list *pos, *tmp;
     sc_list_foreach(pos, tmp, &c->streams)
     {
         struct proxy_dconn *sdc = sc_list_entry(pos, struct proxy_dconn, node);
         proxy_dconn_close(sdc);
     }
-    return (int)c->nalive + 1; /* and the check handle */
+    return (int)c->nalive + 2; /* and the check and idle handles */
 }
 
 void proxy_h2_conn_freed(struct proxy_dconn *dc)
