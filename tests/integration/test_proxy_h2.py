@@ -21,6 +21,7 @@ import pytest
 
 from config_peers import USER, Nginx
 from conftest import free_port, wait_until
+from h2_upstream import H2Upstream
 from proxy_util import (FakeUpstream, access_lines, echo, metric, proxy_config,  # noqa: F401
                         respond)
 from tls_util import pki, s_client  # noqa: F401  (pki is a fixture)
@@ -311,6 +312,31 @@ http {{
         assert [l["status"] for l in access_lines(sc, 23)[-2:]] == [200, 200]
     finally:
         ng2.stop()
+
+
+def test_http2_both_sides_large_upload_echoed(sidecar_run, tmp_path):
+    """A 4 MiB POST from an HTTP/2 client to an HTTP/2 upstream (the h2 library's upstream,
+    which echoes it): both request windows are refilled only as the body moves on, and the echo
+    comes back through both response windows. Checked by size and hash at both ends."""
+    up = H2Upstream()
+    try:
+        port = free_port()
+        sidecar_run("proxy", config=proxy_config(
+            [h2_listener(port)],
+            [{"name": "app", "endpoints": [up.addr], "protocol": "http2"}],
+            max_request_body="64MiB"))
+        data = os.urandom(4 * BIG)
+        src = tmp_path / "post.bin"
+        src.write_bytes(data)
+        rc, body, err = curl("--http2-prior-knowledge", "--data-binary", f"@{src}",
+                             f"http://127.0.0.1:{port}/echo")
+        assert rc == 0, err
+        assert len(body) == len(data)
+        assert hashlib.sha256(body).hexdigest() == hashlib.sha256(data).hexdigest()
+        assert len(up.requests[-1].body) == len(data)
+        assert hashlib.sha256(up.requests[-1].body).digest() == hashlib.sha256(data).digest()
+    finally:
+        up.close()
 
 
 def test_h2c_request_bodies_with_and_without_length(sidecar_run):
