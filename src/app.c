@@ -519,14 +519,14 @@ static int start(struct sc_app *app)
         sc_metrics_family(app->metrics, SC_METRIC_GAUGE, "sidecar_build_info",
                           "Build information; the value is always 1.", build_labels, NULL, 0);
     const char *values[] = { SC_VERSION, SC_VERSION_GIT, app->role->name };
-    sc_metrics_gauge_set(sc_metric_get(f, values), 1);
+    sc_metrics_gauge_set(sc_metrics_get(f, values), 1);
     static const char *const result_label[] = { "result", NULL };
     f = sc_metrics_family(
         app->metrics, SC_METRIC_COUNTER, "sidecar_reloads_total",
         "Reloads of this sidecar's own configuration (SIGHUP, POST /reload), by result.",
         result_label, NULL, 0);
-    app->reloads_ok = sc_metric_get(f, (const char *[]){ "success" });
-    app->reloads_failed = sc_metric_get(f, (const char *[]){ "failure" });
+    app->reloads_ok = sc_metrics_get(f, (const char *[]){ "success" });
+    app->reloads_failed = sc_metrics_get(f, (const char *[]){ "failure" });
 
     uv_timer_init(&app->loop, &app->drain_timer);
     app->drain_timer.data = app;

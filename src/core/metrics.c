@@ -555,13 +555,13 @@ struct sc_metric_family *sc_metrics_family(struct sc_metrics *r, enum sc_metric_
 
 /* A NULL entry in <values> stands for "" (to Prometheus an empty label value is an absent
  * label). Refused creations are counted, one per call. */
-struct sc_metric *sc_metric_get(struct sc_metric_family *f, const char *const *values)
+struct sc_metric *sc_metrics_get(struct sc_metric_family *f, const char *const *values)
 {
     if (!f) {
         return NULL;
     }
     if (f->nlabels > 0 && !values) {
-        fatal("%s: sc_metric_get without values for %zu labels", f->name, f->nlabels);
+        fatal("%s: sc_metrics_get without values for %zu labels", f->name, f->nlabels);
     }
     pthread_mutex_lock(&f->lock);
     struct sc_metric *m = get_locked(f, values);
@@ -572,7 +572,7 @@ struct sc_metric *sc_metric_get(struct sc_metric_family *f, const char *const *v
     pthread_mutex_unlock(&f->lock);
     if (!m) {
         /* Outside f->lock: the drop counter's family has a lock of its own. */
-        sc_metrics_counter_inc(sc_metric_get(f->reg->dropped, NULL));
+        sc_metrics_counter_inc(sc_metrics_get(f->reg->dropped, NULL));
         if (warn) {
             sc_warn("metrics: family reached its series cap; new series are dropped",
                     SC_LS("family", f->name), SC_LU("cap", MAX_SERIES));
@@ -581,7 +581,7 @@ struct sc_metric *sc_metric_get(struct sc_metric_family *f, const char *const *v
     return m;
 }
 
-void sc_metric_remove(struct sc_metric_family *f, const char *const *values)
+void sc_metrics_remove(struct sc_metric_family *f, const char *const *values)
 {
     if (!f || (f->nlabels > 0 && !values)) {
         return;
@@ -600,12 +600,12 @@ void sc_metric_remove(struct sc_metric_family *f, const char *const *values)
 
 struct sc_metric *sc_metrics_counter(struct sc_metrics *r, const char *name, const char *help)
 {
-    return sc_metric_get(sc_metrics_family(r, SC_METRIC_COUNTER, name, help, NULL, NULL, 0), NULL);
+    return sc_metrics_get(sc_metrics_family(r, SC_METRIC_COUNTER, name, help, NULL, NULL, 0), NULL);
 }
 
 struct sc_metric *sc_metrics_gauge(struct sc_metrics *r, const char *name, const char *help)
 {
-    return sc_metric_get(sc_metrics_family(r, SC_METRIC_GAUGE, name, help, NULL, NULL, 0), NULL);
+    return sc_metrics_get(sc_metrics_family(r, SC_METRIC_GAUGE, name, help, NULL, NULL, 0), NULL);
 }
 
 /* ---- updates ------------------------------------------------------------------------------ */
@@ -640,7 +640,7 @@ void sc_metrics_gauge_add(struct sc_metric *m, double delta)
 
 /* The count is bumped before the bucket (with release), and render reads buckets (acquire)
  * before the count, so a scrape racing observations never shows a bucket above le="+Inf". */
-void sc_histogram_observe(struct sc_metric *m, double v)
+void sc_metrics_histogram_observe(struct sc_metric *m, double v)
 {
     if (!m || m->fam->type != SC_METRIC_HISTOGRAM) {
         return;
@@ -663,7 +663,7 @@ void sc_histogram_observe(struct sc_metric *m, double v)
 }
 
 /* Histograms read as their number of observations. */
-double sc_metric_value(const struct sc_metric *m)
+double sc_metrics_value(const struct sc_metric *m)
 {
     if (!m) {
         return 0;
@@ -811,22 +811,22 @@ static void on_collect_process(struct sc_metrics *r, void *arg)
     struct proc_metrics *pm = arg;
     struct proc_stat st;
     if (read_proc_stat(&st) == 0) {
-        struct sc_metric *cpu = sc_metric_get(pm->cpu, NULL);
+        struct sc_metric *cpu = sc_metrics_get(pm->cpu, NULL);
         if (cpu) {
             /* A float counter: set, not added, since the kernel keeps the running total. */
             atomic_store_explicit(&cpu->v, dbits((double)(st.utime + st.stime) / pm->ticks),
                                   memory_order_relaxed);
         }
-        sc_metrics_gauge_set(sc_metric_get(pm->vsz, NULL), (double)st.vsize);
-        sc_metrics_gauge_set(sc_metric_get(pm->rss, NULL), (double)st.rss * pm->page_size);
+        sc_metrics_gauge_set(sc_metrics_get(pm->vsz, NULL), (double)st.vsize);
+        sc_metrics_gauge_set(sc_metrics_get(pm->rss, NULL), (double)st.rss * pm->page_size);
     }
     long fds = count_fds();
     if (fds >= 0) {
-        sc_metrics_gauge_set(sc_metric_get(pm->open_fds, NULL), (double)fds);
+        sc_metrics_gauge_set(sc_metrics_get(pm->open_fds, NULL), (double)fds);
     }
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-        sc_metrics_gauge_set(sc_metric_get(pm->max_fds, NULL), (double)rl.rlim_cur);
+        sc_metrics_gauge_set(sc_metrics_get(pm->max_fds, NULL), (double)rl.rlim_cur);
     }
 }
 
@@ -868,7 +868,8 @@ void sc_metrics_add_process(struct sc_metrics *r)
     struct proc_stat st;
     double bt = boot_time();
     if (bt >= 0 && read_proc_stat(&st) == 0) {
-        sc_metrics_gauge_set(sc_metric_get(pm->start, NULL), bt + (double)st.starttime / pm->ticks);
+        sc_metrics_gauge_set(sc_metrics_get(pm->start, NULL),
+                             bt + (double)st.starttime / pm->ticks);
     }
     sc_metrics_on_collect(r, on_collect_process, pm);
 }

@@ -3,7 +3,7 @@
 // exposition format 0.0.4. Updating a series is lock-free (atomics), so worker threads share one
 // registry; creating a series takes the family's lock and is meant for set-up time: hot paths look
 // a series up once and keep the pointer. Every family has a cap on its number of series; past it
-// sc_metric_get() returns NULL (updates on NULL are no-ops) and the overflow is counted in
+// sc_metrics_get() returns NULL (updates on NULL are no-ops) and the overflow is counted in
 // sidecar_metrics_series_dropped_total, so a label a peer controls cannot grow memory without
 // bound.
 #ifndef SC_CORE_METRICS_H
@@ -37,13 +37,13 @@ struct sc_metric_family *sc_metrics_family(struct sc_metrics *r, enum sc_metric_
 
 /* Returns the series of <f> with label <values> (as many as the family has labels, in order;
  * copied), creating it at zero. Returns NULL when the family's series cap is reached. */
-struct sc_metric *sc_metric_get(struct sc_metric_family *f, const char *const *values);
+struct sc_metric *sc_metrics_get(struct sc_metric_family *f, const char *const *values);
 
 /* Removes the series with label <values> from <f> (for endpoints and sources that went away): it
  * no longer renders. Its memory stays allocated until the registry is freed, but serves the next
  * new series of <f>: the caller stops updating through its pointer once it removed the series
  * (an update that races the removal is harmless, one much later counts for another series). */
-void sc_metric_remove(struct sc_metric_family *f, const char *const *values);
+void sc_metrics_remove(struct sc_metric_family *f, const char *const *values);
 
 /* Shorthand for a label-less family and its single series. */
 struct sc_metric *sc_metrics_counter(struct sc_metrics *r, const char *name, const char *help);
@@ -57,10 +57,10 @@ static inline void sc_metrics_counter_inc(struct sc_metric *m)
 }
 void sc_metrics_gauge_set(struct sc_metric *m, double v);
 void sc_metrics_gauge_add(struct sc_metric *m, double delta);
-void sc_histogram_observe(struct sc_metric *m, double v);
+void sc_metrics_histogram_observe(struct sc_metric *m, double v);
 
 /* Reads a counter or gauge value (tests, admin). 0 for NULL. */
-double sc_metric_value(const struct sc_metric *m);
+double sc_metrics_value(const struct sc_metric *m);
 
 /* Called at the start of each render, to refresh gauges computed on demand. */
 typedef void (*sc_metrics_collect_cb)(struct sc_metrics *r, void *arg);

@@ -403,8 +403,8 @@ struct sc_dest_reloader *sc_dest_reloader_new(uv_loop_t *loop, struct sc_egress 
     static const char *const labels[] = { "result", NULL };
     struct sc_metric_family *f = sc_metrics_family(
         metrics, SC_METRIC_COUNTER, metric, "Reload actions run, by result.", labels, NULL, 0);
-    r->ok = sc_metric_get(f, (const char *[]){ "success" });
-    r->failed = sc_metric_get(f, (const char *[]){ "failure" });
+    r->ok = sc_metrics_get(f, (const char *[]){ "success" });
+    r->failed = sc_metrics_get(f, (const char *[]){ "failure" });
     uv_timer_init(loop, &r->timer);
     r->timer.data = r;
     return r;

@@ -76,10 +76,10 @@ static void test_counter_labels(void **state)
     const char *labels[] = { "method", "code", NULL };
     struct sc_metric_family *f = sc_metrics_family(r, SC_METRIC_COUNTER, "http_requests_total",
                                                    "Requests handled.", labels, NULL, 0);
-    struct sc_metric *get200 = sc_metric_get(f, (const char *[]){ "GET", "200" });
-    struct sc_metric *post500 = sc_metric_get(f, (const char *[]){ "POST", "500" });
+    struct sc_metric *get200 = sc_metrics_get(f, (const char *[]){ "GET", "200" });
+    struct sc_metric *post500 = sc_metrics_get(f, (const char *[]){ "POST", "500" });
     assert_non_null(get200);
-    assert_ptr_equal(sc_metric_get(f, (const char *[]){ "GET", "200" }), get200);
+    assert_ptr_equal(sc_metrics_get(f, (const char *[]){ "GET", "200" }), get200);
     assert_ptr_not_equal(get200, post500);
     sc_metrics_counter_add(get200, 41);
     sc_metrics_counter_inc(get200);
@@ -92,7 +92,7 @@ static void test_counter_labels(void **state)
                      f);
     assert_ptr_equal(sc_metrics_counter(r, "sidecar_reloads_total", "x"),
                      sc_metrics_counter(r, "sidecar_reloads_total", "y"));
-    assert_true(sc_metric_value(get200) == 42.0);
+    assert_true(sc_metrics_value(get200) == 42.0);
 
     assert_string_equal(render(r, &b), "# HELP http_requests_total Requests handled.\n"
                                        "# TYPE http_requests_total counter\n"
@@ -117,7 +117,7 @@ static void test_gauge_values(void **state)
     struct sc_metric *t = sc_metrics_gauge(r, "room_temperature_celsius", "Temperature.");
     sc_metrics_gauge_set(t, 1.5);
     sc_metrics_gauge_add(t, -5.0);
-    assert_true(sc_metric_value(t) == -3.5);
+    assert_true(sc_metrics_value(t) == -3.5);
 
     const char *labels[] = { "case", NULL };
     struct sc_metric_family *f =
@@ -131,7 +131,7 @@ static void test_gauge_values(void **state)
         { "pinf", INFINITY }, { "ninf", -INFINITY }, { "nan", NAN },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        sc_metrics_gauge_set(sc_metric_get(f, (const char *[]){ cases[i].label }), cases[i].v);
+        sc_metrics_gauge_set(sc_metrics_get(f, (const char *[]){ cases[i].label }), cases[i].v);
     }
     assert_string_equal(render(r, &b), "# HELP room_temperature_celsius Temperature.\n"
                                        "# TYPE room_temperature_celsius gauge\n"
@@ -171,31 +171,32 @@ static void test_histogram(void **state)
     sc_buf_init(&b, 1 << 20);
     struct sc_metric_family *lat = sc_metrics_family(r, SC_METRIC_HISTOGRAM, "request_seconds",
                                                      "Request latency.", NULL, NULL, 0);
-    struct sc_metric *h = sc_metric_get(lat, NULL);
-    sc_histogram_observe(h, 0.00003);
-    sc_histogram_observe(h, 0.0001); /* a bound is inclusive */
-    sc_histogram_observe(h, 0.003);
-    sc_histogram_observe(h, 0.75);
-    sc_histogram_observe(h, 42);
-    assert_true(sc_metric_value(h) == 5.0);
+    struct sc_metric *h = sc_metrics_get(lat, NULL);
+    sc_metrics_histogram_observe(h, 0.00003);
+    sc_metrics_histogram_observe(h, 0.0001); /* a bound is inclusive */
+    sc_metrics_histogram_observe(h, 0.003);
+    sc_metrics_histogram_observe(h, 0.75);
+    sc_metrics_histogram_observe(h, 42);
+    assert_true(sc_metrics_value(h) == 5.0);
 
     const char *labels[] = { "route", NULL };
     const double bounds[] = { 0.5, 1, 2.5, INFINITY }; /* a trailing +Inf is implied anyway */
     struct sc_metric_family *sz =
         sc_metrics_family(r, SC_METRIC_HISTOGRAM, "batch_size_ratio", "Custom buckets.", labels,
                           bounds, sizeof(bounds) / sizeof(bounds[0]));
-    struct sc_metric *a = sc_metric_get(sz, (const char *[]){ "/a" });
-    sc_histogram_observe(a, 0.5);
-    sc_histogram_observe(a, 0.25);
-    sc_histogram_observe(a, 2);
-    sc_histogram_observe(a, 3);
-    sc_metric_get(sz, (const char *[]){ "/b" }); /* an empty histogram still renders */
+    struct sc_metric *a = sc_metrics_get(sz, (const char *[]){ "/a" });
+    sc_metrics_histogram_observe(a, 0.5);
+    sc_metrics_histogram_observe(a, 0.25);
+    sc_metrics_histogram_observe(a, 2);
+    sc_metrics_histogram_observe(a, 3);
+    sc_metrics_get(sz, (const char *[]){ "/b" }); /* an empty histogram still renders */
 
     const double odd[] = { 1e-5, 100000, 1e6, 1234567 };
-    sc_histogram_observe(sc_metric_get(sc_metrics_family(r, SC_METRIC_HISTOGRAM, "odd_bytes",
-                                                         "Bounds formatting.", NULL, odd, 4),
-                                       NULL),
-                         1e6);
+    sc_metrics_histogram_observe(
+        sc_metrics_get(sc_metrics_family(r, SC_METRIC_HISTOGRAM, "odd_bytes", "Bounds formatting.",
+                                         NULL, odd, 4),
+                       NULL),
+        1e6);
 
     assert_string_equal(render(r, &b), "# HELP request_seconds Request latency.\n"
                                        "# TYPE request_seconds histogram\n"
@@ -270,8 +271,8 @@ static void test_escaping(void **state)
         sc_metrics_family(r, SC_METRIC_COUNTER, "escape_total",
                           "Help with a \\ backslash,\na newline and \"quotes\".", labels, NULL, 0);
     const char *nasty = "C:\\dir\\\"quoted\"\nnext \xc3\xa9\xe2\x9c\x93\xf0\x9f\x98\x80";
-    sc_metrics_counter_inc(sc_metric_get(f, (const char *[]){ nasty }));
-    sc_metrics_counter_inc(sc_metric_get(f, (const char *[]){ "" }));
+    sc_metrics_counter_inc(sc_metrics_get(f, (const char *[]){ nasty }));
+    sc_metrics_counter_inc(sc_metrics_get(f, (const char *[]){ "" }));
     assert_string_equal(render(r, &b),
                         "# HELP escape_total Help with a \\\\ backslash,\\na newline and "
                         "\"quotes\".\n"
@@ -296,12 +297,12 @@ static void test_escaping(void **state)
     struct sc_metrics *r2 = sc_metrics_new();
     struct sc_metric_family *g =
         sc_metrics_family(r2, SC_METRIC_GAUGE, "utf8_value", "UTF-8.", labels, NULL, 0);
-    struct sc_metric *m = sc_metric_get(g, (const char *[]){ "a\xff"
-                                                             "b\xe2\x9c"
-                                                             "c\xc0\xaf\xed\xa0\x80" });
-    assert_ptr_equal(sc_metric_get(g, (const char *[]){ "a\xff"
-                                                        "b\xe2\x9c"
-                                                        "c\xc0\xaf\xed\xa0\x80" }),
+    struct sc_metric *m = sc_metrics_get(g, (const char *[]){ "a\xff"
+                                                              "b\xe2\x9c"
+                                                              "c\xc0\xaf\xed\xa0\x80" });
+    assert_ptr_equal(sc_metrics_get(g, (const char *[]){ "a\xff"
+                                                         "b\xe2\x9c"
+                                                         "c\xc0\xaf\xed\xa0\x80" }),
                      m);
     sc_metrics_gauge_set(m, 1);
     assert_string_equal(render(r2, &b), "# HELP utf8_value UTF-8.\n"
@@ -326,19 +327,19 @@ static void test_series_cap(void **state)
     char id[32];
     for (int i = 0; i < 10000; i++) {
         snprintf(id, sizeof(id), "10.0.%d.%d", i / 256, i % 256);
-        struct sc_metric *m = sc_metric_get(f, (const char *[]){ id });
+        struct sc_metric *m = sc_metrics_get(f, (const char *[]){ id });
         assert_non_null(m);
         sc_metrics_counter_add(m, (uint64_t)i);
     }
     /* Lookups of existing series still work at the cap. */
-    struct sc_metric *first = sc_metric_get(f, (const char *[]){ "10.0.0.0" });
+    struct sc_metric *first = sc_metrics_get(f, (const char *[]){ "10.0.0.0" });
     assert_non_null(first);
-    assert_non_null(sc_metric_get(f, (const char *[]){ "10.0.39.15" }));
+    assert_non_null(sc_metrics_get(f, (const char *[]){ "10.0.39.15" }));
 
     enum sc_log_level saved = sc_log_min_level;
     sc_log_setup(SC_LOG_ERROR, SC_LOG_TEXT, NULL); /* the cap's one warning is expected */
-    assert_null(sc_metric_get(f, (const char *[]){ "192.168.0.1" }));
-    assert_null(sc_metric_get(f, (const char *[]){ "192.168.0.2" }));
+    assert_null(sc_metrics_get(f, (const char *[]){ "192.168.0.1" }));
+    assert_null(sc_metrics_get(f, (const char *[]){ "192.168.0.2" }));
     sc_log_setup(saved, SC_LOG_TEXT, NULL);
     sc_metrics_counter_inc(NULL); /* what a caller does with the NULL */
 
@@ -348,9 +349,9 @@ static void test_series_cap(void **state)
     assert_null(strstr(text, "192.168"));
 
     /* Removing one makes room for one. */
-    sc_metric_remove(f, (const char *[]){ "10.0.0.7" });
-    assert_non_null(sc_metric_get(f, (const char *[]){ "192.168.0.1" }));
-    assert_null(sc_metric_get(f, (const char *[]){ "192.168.0.3" }));
+    sc_metrics_remove(f, (const char *[]){ "10.0.0.7" });
+    assert_non_null(sc_metrics_get(f, (const char *[]){ "192.168.0.1" }));
+    assert_null(sc_metrics_get(f, (const char *[]){ "192.168.0.3" }));
     text = render(r, &b);
     assert_true(sample(text, "sidecar_metrics_series_dropped_total") == 3.0);
     assert_true(sample(text, "peer_bytes_total{peer=\"192.168.0.1\"}") == 0.0);
@@ -369,40 +370,40 @@ static void test_remove(void **state)
     const char *labels[] = { "endpoint", NULL };
     struct sc_metric_family *f =
         sc_metrics_family(r, SC_METRIC_GAUGE, "endpoint_up", "Endpoint health.", labels, NULL, 0);
-    struct sc_metric *a = sc_metric_get(f, (const char *[]){ "a" });
-    struct sc_metric *bb = sc_metric_get(f, (const char *[]){ "b" });
-    struct sc_metric *c = sc_metric_get(f, (const char *[]){ "c" });
+    struct sc_metric *a = sc_metrics_get(f, (const char *[]){ "a" });
+    struct sc_metric *bb = sc_metrics_get(f, (const char *[]){ "b" });
+    struct sc_metric *c = sc_metrics_get(f, (const char *[]){ "c" });
     sc_metrics_gauge_set(a, 1);
     sc_metrics_gauge_set(bb, 2);
     sc_metrics_gauge_set(c, 3);
-    sc_metric_remove(f, (const char *[]){ "b" });
-    sc_metric_remove(f, (const char *[]){ "b" });       /* twice is harmless */
-    sc_metric_remove(f, (const char *[]){ "missing" }); /* so is an unknown one */
+    sc_metrics_remove(f, (const char *[]){ "b" });
+    sc_metrics_remove(f, (const char *[]){ "b" });       /* twice is harmless */
+    sc_metrics_remove(f, (const char *[]){ "missing" }); /* so is an unknown one */
     sc_metrics_gauge_set(bb, 7); /* a stale pointer stays valid, it just no longer renders */
     assert_string_equal(render(r, &b), "# HELP endpoint_up Endpoint health.\n"
                                        "# TYPE endpoint_up gauge\n"
                                        "endpoint_up{endpoint=\"a\"} 1\n"
                                        "endpoint_up{endpoint=\"c\"} 3\n");
     /* Asked for again, it comes back at zero, last in creation order. */
-    assert_ptr_equal(sc_metric_get(f, (const char *[]){ "b" }), bb);
-    assert_true(sc_metric_value(bb) == 0.0);
+    assert_ptr_equal(sc_metrics_get(f, (const char *[]){ "b" }), bb);
+    assert_true(sc_metrics_value(bb) == 0.0);
     assert_string_equal(render(r, &b), "# HELP endpoint_up Endpoint health.\n"
                                        "# TYPE endpoint_up gauge\n"
                                        "endpoint_up{endpoint=\"a\"} 1\n"
                                        "endpoint_up{endpoint=\"c\"} 3\n"
                                        "endpoint_up{endpoint=\"b\"} 0\n");
     /* A family whose series are all gone renders nothing. */
-    sc_metric_remove(f, (const char *[]){ "a" });
-    sc_metric_remove(f, (const char *[]){ "b" });
-    sc_metric_remove(f, (const char *[]){ "c" });
+    sc_metrics_remove(f, (const char *[]){ "a" });
+    sc_metrics_remove(f, (const char *[]){ "b" });
+    sc_metrics_remove(f, (const char *[]){ "c" });
     assert_string_equal(render(r, &b), "");
 
-    struct sc_metric *h = sc_metric_get(
+    struct sc_metric *h = sc_metrics_get(
         sc_metrics_family(r, SC_METRIC_HISTOGRAM, "gone_seconds", "Removed.", NULL, NULL, 0), NULL);
-    sc_histogram_observe(h, 1);
-    sc_metric_remove(sc_metrics_family(r, SC_METRIC_HISTOGRAM, "gone_seconds", "", NULL, NULL, 0),
-                     NULL);
-    sc_histogram_observe(h, 1);
+    sc_metrics_histogram_observe(h, 1);
+    sc_metrics_remove(sc_metrics_family(r, SC_METRIC_HISTOGRAM, "gone_seconds", "", NULL, NULL, 0),
+                      NULL);
+    sc_metrics_histogram_observe(h, 1);
     assert_string_equal(render(r, &b), "");
     sc_buf_cleanup(&b);
     sc_metrics_free(r);
@@ -414,10 +415,10 @@ static void test_null_safety(void **state)
     sc_metrics_counter_inc(NULL);
     sc_metrics_gauge_set(NULL, 1);
     sc_metrics_gauge_add(NULL, 1);
-    sc_histogram_observe(NULL, 1);
-    assert_true(sc_metric_value(NULL) == 0.0);
-    assert_null(sc_metric_get(NULL, NULL));
-    sc_metric_remove(NULL, NULL);
+    sc_metrics_histogram_observe(NULL, 1);
+    assert_true(sc_metrics_value(NULL) == 0.0);
+    assert_null(sc_metrics_get(NULL, NULL));
+    sc_metrics_remove(NULL, NULL);
     sc_metrics_free(NULL);
     sc_metrics_on_collect(NULL, NULL, NULL);
     sc_metrics_add_process(NULL);
@@ -434,11 +435,11 @@ static void test_null_safety(void **state)
     struct sc_metric *c = sc_metrics_counter(r, "typed_total", "Counter.");
     struct sc_metric *g = sc_metrics_gauge(r, "typed_gauge", "Gauge.");
     sc_metrics_gauge_set(c, 5);
-    sc_histogram_observe(c, 5);
+    sc_metrics_histogram_observe(c, 5);
     sc_metrics_counter_add(g, 5);
-    sc_histogram_observe(g, 5);
-    assert_true(sc_metric_value(c) == 0.0);
-    assert_true(sc_metric_value(g) == 0.0);
+    sc_metrics_histogram_observe(g, 5);
+    assert_true(sc_metrics_value(c) == 0.0);
+    assert_true(sc_metrics_value(g) == 0.0);
     sc_buf_cleanup(&b);
     sc_metrics_free(r);
 }
@@ -515,7 +516,7 @@ static void *worker_main(void *arg)
     for (int i = 0; i < ITERATIONS; i++) {
         sc_metrics_counter_inc(w->counter);
         /* Values exact in binary, so the sum has an exact expected total. */
-        sc_histogram_observe(w->hist, (i & 1) ? 0.5 : 2.0);
+        sc_metrics_histogram_observe(w->hist, (i & 1) ? 0.5 : 2.0);
         sc_metrics_gauge_add(w->gauge, (i & 1) ? 1.0 : -0.5);
     }
     return NULL;
@@ -547,7 +548,7 @@ static void test_threads(void **state)
     struct sc_metrics *r = sc_metrics_new();
     struct worker w = {
         .counter = sc_metrics_counter(r, "work_items_total", "Items."),
-        .hist = sc_metric_get(
+        .hist = sc_metrics_get(
             sc_metrics_family(r, SC_METRIC_HISTOGRAM, "work_seconds", "Time.", NULL, NULL, 0),
             NULL),
         .gauge = sc_metrics_gauge(r, "work_level", "Level."),
@@ -703,7 +704,7 @@ static void clash_own_counter(struct sc_metrics *r)
 static void get_without_values(struct sc_metrics *r)
 {
     const char *labels[] = { "a", NULL };
-    sc_metric_get(sc_metrics_family(r, SC_METRIC_COUNTER, "x_total", "", labels, NULL, 0), NULL);
+    sc_metrics_get(sc_metrics_family(r, SC_METRIC_COUNTER, "x_total", "", labels, NULL, 0), NULL);
 }
 
 static void test_misuse_aborts(void **state)
@@ -739,15 +740,16 @@ static struct sc_metrics *realistic_registry(void)
     struct sc_metric_family *req = sc_metrics_family(
         r, SC_METRIC_COUNTER, "sidecar_proxy_requests_total",
         "HTTP requests proxied, by listener, method and status code.", req_labels, NULL, 0);
-    sc_metrics_counter_add(sc_metric_get(req, (const char *[]){ "outbound", "GET", "200" }), 1234);
-    sc_metrics_counter_add(sc_metric_get(req, (const char *[]){ "outbound", "POST", "503" }), 7);
-    sc_metrics_counter_add(sc_metric_get(req, (const char *[]){ "inbound", "GET", "200" }), 99);
+    sc_metrics_counter_add(sc_metrics_get(req, (const char *[]){ "outbound", "GET", "200" }), 1234);
+    sc_metrics_counter_add(sc_metrics_get(req, (const char *[]){ "outbound", "POST", "503" }), 7);
+    sc_metrics_counter_add(sc_metrics_get(req, (const char *[]){ "inbound", "GET", "200" }), 99);
     const char *up_labels[] = { "upstream", NULL };
     struct sc_metric_family *up = sc_metrics_family(
         r, SC_METRIC_GAUGE, "sidecar_upstream_healthy",
         "Whether the upstream passed its last health check (1) or not (0).", up_labels, NULL, 0);
-    sc_metrics_gauge_set(sc_metric_get(up, (const char *[]){ "127.0.0.1:8080" }), 1);
-    sc_metrics_gauge_set(sc_metric_get(up, (const char *[]){ "weird \"name\"\\with\nnewline" }), 0);
+    sc_metrics_gauge_set(sc_metrics_get(up, (const char *[]){ "127.0.0.1:8080" }), 1);
+    sc_metrics_gauge_set(sc_metrics_get(up, (const char *[]){ "weird \"name\"\\with\nnewline" }),
+                         0);
     sc_metrics_gauge_set(
         sc_metrics_gauge(r, "sidecar_proxy_connections", "Open client connections."), 12);
     sc_metrics_gauge_set(
@@ -756,17 +758,18 @@ static struct sc_metrics *realistic_registry(void)
     struct sc_metric_family *lat =
         sc_metrics_family(r, SC_METRIC_HISTOGRAM, "sidecar_proxy_added_latency_seconds",
                           "Latency the proxy adds on top of the upstream's.", lat_labels, NULL, 0);
-    struct sc_metric *o = sc_metric_get(lat, (const char *[]){ "outbound" });
+    struct sc_metric *o = sc_metrics_get(lat, (const char *[]){ "outbound" });
     for (int i = 0; i < 1000; i++) {
-        sc_histogram_observe(o, 0.00001 * (i % 50) + 0.00002);
+        sc_metrics_histogram_observe(o, 0.00001 * (i % 50) + 0.00002);
     }
-    sc_histogram_observe(o, 12);
-    sc_metric_get(lat, (const char *[]){ "inbound" });
+    sc_metrics_histogram_observe(o, 12);
+    sc_metrics_get(lat, (const char *[]){ "inbound" });
     const double sizes[] = { 1024, 16384, 131072, 1048576 };
-    sc_histogram_observe(
-        sc_metric_get(sc_metrics_family(r, SC_METRIC_HISTOGRAM, "sidecar_proxy_response_size_bytes",
-                                        "Response body sizes.", NULL, sizes, 4),
-                      NULL),
+    sc_metrics_histogram_observe(
+        sc_metrics_get(sc_metrics_family(r, SC_METRIC_HISTOGRAM,
+                                         "sidecar_proxy_response_size_bytes",
+                                         "Response body sizes.", NULL, sizes, 4),
+                       NULL),
         5000);
     return r;
 }
@@ -788,7 +791,7 @@ static void test_promtool(void **state)
     sc_log_setup(SC_LOG_ERROR, SC_LOG_TEXT, NULL);
     for (int i = 0; i <= 10000; i++) {
         snprintf(id, sizeof(id), "%d", i);
-        sc_metric_get(f, (const char *[]){ id });
+        sc_metrics_get(f, (const char *[]){ id });
     }
     sc_log_setup(saved, SC_LOG_TEXT, NULL);
 
@@ -857,17 +860,17 @@ static void test_remove_churn(void **state)
         char v[32];
         snprintf(v, sizeof(v), "10.%d.%d.%d:8080", i >> 16, (i >> 8) & 255, i & 255);
         const char *vals[] = { v };
-        struct sc_metric *m = sc_metric_get(f, vals);
+        struct sc_metric *m = sc_metrics_get(f, vals);
         assert_non_null(m);
-        assert_true(sc_metric_value(m) == 0.0);
+        assert_true(sc_metrics_value(m) == 0.0);
         sc_metrics_counter_add(m, 3);
-        sc_histogram_observe(sc_metric_get(h, vals), 0.25);
+        sc_metrics_histogram_observe(sc_metrics_get(h, vals), 0.25);
         if (i >= LIVE) {
             char old[32];
             int k = i - LIVE;
             snprintf(old, sizeof(old), "10.%d.%d.%d:8080", k >> 16, (k >> 8) & 255, k & 255);
-            sc_metric_remove(f, (const char *[]){ old });
-            sc_metric_remove(h, (const char *[]){ old });
+            sc_metrics_remove(f, (const char *[]){ old });
+            sc_metrics_remove(h, (const char *[]){ old });
         }
         if (i == WARM) {
             base = mem_in_use();

@@ -789,14 +789,14 @@ static int source_init(struct config *cf, struct config_source *s,
     s->tls.insecure_skip_verify = c->insecure_skip_verify;
 
     const char *lv[3] = { s->name, "success", NULL };
-    s->m_ok = sc_metric_get(cf->f_fetch, lv);
+    s->m_ok = sc_metrics_get(cf->f_fetch, lv);
     lv[1] = "not_modified";
-    s->m_nm = sc_metric_get(cf->f_fetch, lv);
+    s->m_nm = sc_metrics_get(cf->f_fetch, lv);
     lv[1] = "error";
-    s->m_err = sc_metric_get(cf->f_fetch, lv);
+    s->m_err = sc_metrics_get(cf->f_fetch, lv);
     lv[1] = "invalid";
-    s->m_invalid = sc_metric_get(cf->f_fetch, lv);
-    s->m_last = sc_metric_get(cf->f_last, (const char *[]){ s->name });
+    s->m_invalid = sc_metrics_get(cf->f_fetch, lv);
+    s->m_last = sc_metrics_get(cf->f_last, (const char *[]){ s->name });
 
     s->reloader = sc_dest_reloader_new(cf->loop, reload_egress(cf, &c->reload), &c->reload,
                                        sc_app_metrics(cf->app), "sidecar_config_reload_total");

@@ -60,8 +60,8 @@ static void h_inject(void *arg, const struct sc_admin_req *req, struct sc_admin_
                                   &resp->body, &result);
     resp->content_type = resp->status == 200 ? "application/json" : "text/plain; charset=utf-8";
     const char *labels[] = { result };
-    sc_metrics_counter_inc(sc_metric_get(w->requests, labels));
-    sc_histogram_observe(w->latency, now_s() - t0);
+    sc_metrics_counter_inc(sc_metrics_get(w->requests, labels));
+    sc_metrics_histogram_observe(w->latency, now_s() - t0);
     if (resp->status != 200) {
         sc_warn("admission review refused", SC_LI("status", resp->status),
                 SC_LSN("reason", resp->body.p, resp->body.len > 200 ? 200 : resp->body.len));
@@ -172,7 +172,7 @@ static int webhook_start(struct sc_app *app, const void *cfgp, void **state, cha
     struct sc_metric_family *lat = sc_metrics_family(
         m, SC_METRIC_HISTOGRAM, "sidecar_webhook_request_duration_seconds",
         "time to answer one admission review", NULL, buckets, SC_ARRAY_LEN(buckets));
-    w->latency = sc_metric_get(lat, NULL);
+    w->latency = sc_metrics_get(lat, NULL);
     int rc = 0;
     if (cfg->tls_cert) {
         w->srv = &https_server;

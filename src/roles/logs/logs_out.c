@@ -778,19 +778,19 @@ int logs_out_new(struct logs *lg, const struct logs_output_cfg *cfg, struct logs
     o->batch_timer.data = o->retry_timer.data = o;
     o->nhandles = 2;
     const char *l1[] = { o->name, NULL };
-    o->m.shipped = sc_metric_get(lg->m.shipped, l1);
-    o->m.bytes = sc_metric_get(lg->m.bytes, l1);
-    o->m.retries = sc_metric_get(lg->m.retries, l1);
-    o->m.queue_bytes = sc_metric_get(lg->m.queue_bytes, l1);
+    o->m.shipped = sc_metrics_get(lg->m.shipped, l1);
+    o->m.bytes = sc_metrics_get(lg->m.bytes, l1);
+    o->m.retries = sc_metrics_get(lg->m.retries, l1);
+    o->m.queue_bytes = sc_metrics_get(lg->m.queue_bytes, l1);
     const char *l2[] = { o->name, "rejected", NULL };
-    o->m.dropped_rejected = sc_metric_get(lg->m.dropped, l2);
+    o->m.dropped_rejected = sc_metrics_get(lg->m.dropped, l2);
     const char *l3[] = { o->name, "retries_exhausted", NULL };
-    o->m.dropped_retries = sc_metric_get(lg->m.dropped, l3);
+    o->m.dropped_retries = sc_metrics_get(lg->m.dropped, l3);
     const char *l4[] = { o->name, "unencodable", NULL };
-    o->m.dropped_oversize = sc_metric_get(lg->m.dropped, l4);
+    o->m.dropped_oversize = sc_metrics_get(lg->m.dropped, l4);
     *out = o;
-    o->m.concurrency = sc_metric_get(lg->m.concurrency, l1);
-    o->m.in_flight = sc_metric_get(lg->m.in_flight, l1);
+    o->m.concurrency = sc_metrics_get(lg->m.concurrency, l1);
+    o->m.in_flight = sc_metrics_get(lg->m.in_flight, l1);
     sc_metrics_gauge_set(o->m.concurrency, o->limit);
     pump(o); /* batches spooled by the last run */
     return 0;

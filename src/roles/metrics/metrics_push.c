@@ -221,8 +221,8 @@ int metrics_push_start(struct metrics_role *m, struct metrics_push **out, char *
     struct sc_metric_family *f =
         sc_metrics_family(sc_app_metrics(m->app), SC_METRIC_COUNTER, "sidecar_metrics_pushes_total",
                           "Pushes to the Pushgateway, by result.", res, NULL, 0);
-    p->m_ok = sc_metric_get(f, (const char *const[]){ "ok" });
-    p->m_fail = sc_metric_get(f, (const char *const[]){ "error" });
+    p->m_ok = sc_metrics_get(f, (const char *const[]){ "ok" });
+    p->m_fail = sc_metrics_get(f, (const char *const[]){ "error" });
     uv_timer_init(m->loop, &p->timer);
     p->timer.data = p;
     uv_timer_start(&p->timer, on_push_timer, 0, pc->interval_ms);

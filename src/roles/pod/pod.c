@@ -391,9 +391,9 @@ static int pod_start(struct sc_app *app, const void *cfgp, void **state, char **
         size_t nl = strlen(c->spec->name);
         pod->name_width = nl > pod->name_width ? (nl < 32 ? nl : 32) : pod->name_width;
         const char *values[] = { c->spec->name, pod_kind_name(c->kind) };
-        c->m_restarts = sc_metric_get(f_restarts, values);
-        c->m_ready = sc_metric_get(f_ready, values);
-        c->m_running = sc_metric_get(f_running, values);
+        c->m_restarts = sc_metrics_get(f_restarts, values);
+        c->m_ready = sc_metrics_get(f_ready, values);
+        c->m_running = sc_metrics_get(f_running, values);
         if (pod_setup_ctr(pod, c, err) < 0) {
             goto fail;
         }

@@ -104,7 +104,7 @@ static void init_metrics(struct proxy *px)
         pm->reg, SC_METRIC_COUNTER, "sidecar_access_log_dropped_total",
         "Access-log lines dropped because stdout's reader did not keep up (or went away).", NULL,
         NULL, 0);
-    pm->log_dropped = sc_metric_get(dropped, NULL);
+    pm->log_dropped = sc_metrics_get(dropped, NULL);
     proxy_policy_metrics_init(pm);
     proxy_tls_metrics_init(pm);
     proxy_h2_metrics_init(pm);

@@ -794,12 +794,12 @@ struct proxy_authz *proxy_authz_new(const struct proxy_authz_cfg *c,
         az->has_dry_allow |= p->action == PROXY_AZ_ALLOW && p->dry_run;
         for (int r = 0; r < R_COUNT; r++) {
             const char *v[] = { p->name, proxy_az_action_names[p->action], result_names[r] };
-            p->m[r] = fam ? sc_metric_get(fam, v) : NULL;
+            p->m[r] = fam ? sc_metrics_get(fam, v) : NULL;
         }
     }
     for (int r = 0; r < R_COUNT; r++) {
         const char *v[] = { "", "ALLOW", result_names[r] };
-        az->m_default[r] = fam ? sc_metric_get(fam, v) : NULL;
+        az->m_default[r] = fam ? sc_metrics_get(fam, v) : NULL;
     }
     static const int list_of[] = { [PROXY_AZ_ALLOW] = L_ALLOW,
                                    [PROXY_AZ_DENY] = L_DENY,

@@ -221,8 +221,8 @@ int proxy_authz_rt_init(struct proxy_rt *rt, const struct proxy_cfg *cfg, struct
                           "(headers_with_underscores): dropped (the headers) or rejected (400).",
                           us_labels, NULL, 0);
     const char *drop[] = { "dropped" }, *reject[] = { "rejected" };
-    rt->m_underscores[PROXY_US_DROP] = sc_metric_get(us, drop);
-    rt->m_underscores[PROXY_US_REJECT] = sc_metric_get(us, reject);
+    rt->m_underscores[PROXY_US_DROP] = sc_metrics_get(us, drop);
+    rt->m_underscores[PROXY_US_REJECT] = sc_metrics_get(us, reject);
     rt->authz = NULL;
     rt->jwt = NULL;
     rt->oidc = proxy_oidc_new(&cfg->oidc, pm->reg, err);

@@ -906,9 +906,9 @@ static int cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg 
     }
     proxy_route_policy_cluster_init(c, cc);
     const char *lv[] = { c->name };
-    c->m_retry = sc_metric_get(pm->retry, lv);
-    c->m_cx_active = sc_metric_get(pm->ucx_active, lv);
-    c->m_timeout = sc_metric_get(pm->timeout, lv);
+    c->m_retry = sc_metrics_get(pm->retry, lv);
+    c->m_cx_active = sc_metrics_get(pm->ucx_active, lv);
+    c->m_timeout = sc_metrics_get(pm->timeout, lv);
     proxy_icpt_cluster_init(c, cc);
     proxy_h2_up_cluster_init(c, quick ? NULL : cc, pm);
     return proxy_tls_cluster_init(&c->tls, c->name, quick ? NULL : cc, cfg, pm, err);
@@ -1030,9 +1030,9 @@ static int listener_init(struct proxy_listener *l, const char *name, const char 
         return SC_ECONFIG;
     }
     const char *lv[] = { l->name };
-    l->m_cx_active = sc_metric_get(pm->dcx_active, lv);
+    l->m_cx_active = sc_metrics_get(pm->dcx_active, lv);
     proxy_h2_listener_metrics(l, pm);
-    l->m_duration = sc_metric_get(pm->duration, lv);
+    l->m_duration = sc_metrics_get(pm->duration, lv);
     return 0;
 }
 

@@ -148,9 +148,9 @@ struct proxy_extauthz *proxy_extauthz_new(const struct proxy_extauthz_cfg *c,
     if (fam) {
         const char *a[] = { p->name, "allowed" }, *d[] = { p->name, "denied" },
                    *e[] = { p->name, "error" };
-        p->m_allowed = sc_metric_get(fam, a);
-        p->m_denied = sc_metric_get(fam, d);
-        p->m_error = sc_metric_get(fam, e);
+        p->m_allowed = sc_metrics_get(fam, a);
+        p->m_denied = sc_metrics_get(fam, d);
+        p->m_error = sc_metrics_get(fam, e);
     }
     return p;
 }

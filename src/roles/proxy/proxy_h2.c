@@ -126,12 +126,12 @@ void proxy_h2_metrics_init(struct proxy_metrics *pm)
 void proxy_h2_listener_metrics(struct proxy_listener *l, struct proxy_metrics *pm)
 {
     const char *lv[] = { l->name, NULL };
-    l->h2m.conns = sc_metric_get(pm->h2_conns, lv);
-    l->h2m.streams = sc_metric_get(pm->h2_streams, lv);
-    l->h2m.refused = sc_metric_get(pm->h2_refused, lv);
+    l->h2m.conns = sc_metrics_get(pm->h2_conns, lv);
+    l->h2m.streams = sc_metrics_get(pm->h2_streams, lv);
+    l->h2m.refused = sc_metrics_get(pm->h2_refused, lv);
     for (int i = 0; i < PROXY_H2_GA_N; i++) {
         const char *gv[] = { l->name, ga_names[i], NULL };
-        l->h2m.goaway[i] = sc_metric_get(pm->h2_goaway, gv);
+        l->h2m.goaway[i] = sc_metrics_get(pm->h2_goaway, gv);
     }
 }
 

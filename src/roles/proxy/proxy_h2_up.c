@@ -225,7 +225,7 @@ void proxy_h2_up_cluster_init(struct proxy_cluster *c, const struct proxy_cluste
     }
     for (int i = 0; i < PROXY_H2E_N && h->protocol != PROXY_UP_HTTP1; i++) {
         const char *lv[] = { c->name, ev[i] };
-        h->m_ev[i] = sc_metric_get(pm->h2_events, lv);
+        h->m_ev[i] = sc_metrics_get(pm->h2_events, lv);
     }
 }
 

@@ -333,8 +333,8 @@ struct proxy_jwks_src *proxy_jwks_src_uri(const char *uri, uint64_t refresh_ms,
     s->refresh_ms = refresh_ms;
     if (fetches) {
         const char *ok[] = { uri, "success" }, *fail[] = { uri, "failure" };
-        s->m_ok = sc_metric_get(fetches, ok);
-        s->m_fail = sc_metric_get(fetches, fail);
+        s->m_ok = sc_metrics_get(fetches, ok);
+        s->m_fail = sc_metrics_get(fetches, fail);
     }
     return s;
 }

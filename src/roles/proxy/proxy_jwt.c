@@ -430,10 +430,10 @@ struct proxy_jwt *proxy_jwt_new(const struct proxy_jwt_cfg *c, const struct prox
     j->cache_entries = (size_t)c->cache_entries;
     if (fam) {
         const char *v[][1] = { { "valid" }, { "invalid" }, { "missing" }, { "cached" } };
-        j->m_valid = sc_metric_get(fam, v[0]);
-        j->m_invalid = sc_metric_get(fam, v[1]);
-        j->m_missing = sc_metric_get(fam, v[2]);
-        j->m_cached = sc_metric_get(fam, v[3]);
+        j->m_valid = sc_metrics_get(fam, v[0]);
+        j->m_invalid = sc_metrics_get(fam, v[1]);
+        j->m_missing = sc_metrics_get(fam, v[2]);
+        j->m_cached = sc_metrics_get(fam, v[3]);
     }
     for (size_t i = 0; i < c->request_authentication.n; i++) {
         if (!applies(&ras[i], wl, root_ns)) {

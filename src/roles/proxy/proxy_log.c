@@ -393,11 +393,11 @@ void proxy_count_request(struct proxy_exch *r, double dur)
         char cs[8];
         snprintf(cs, sizeof(cs), "%d", code);
         const char *lv[] = { r->lsn->name, rt->name, cl ? cl->name : "", cs };
-        m = sc_metric_get(r->w->px->pm.requests, lv);
+        m = sc_metrics_get(r->w->px->pm.requests, lv);
         if (code) {
             atomic_store_explicit(&codes[idx], m, memory_order_release);
         }
     }
     sc_metrics_counter_inc(m);
-    sc_histogram_observe(r->lsn->m_duration, dur);
+    sc_metrics_histogram_observe(r->lsn->m_duration, dur);
 }

@@ -584,8 +584,8 @@ static struct proxy_oidc_disc *disc_get(const char *issuer, uint64_t refresh_ms,
     uv_mutex_init(&d->mu);
     if (fam) {
         const char *ok[] = { issuer, "success" }, *fail[] = { issuer, "failure" };
-        d->m_ok = sc_metric_get(fam, ok);
-        d->m_fail = sc_metric_get(fam, fail);
+        d->m_ok = sc_metrics_get(fam, ok);
+        d->m_fail = sc_metrics_get(fam, fail);
     }
     sc_list_append(&discs, &d->node);
     return d;
@@ -817,7 +817,7 @@ void proxy_oidc_collect(void)
 static struct sc_metric *metric(struct sc_metric_family *f, const char *v)
 {
     const char *vals[] = { v };
-    return f ? sc_metric_get(f, vals) : NULL;
+    return f ? sc_metrics_get(f, vals) : NULL;
 }
 
 struct proxy_oidc *proxy_oidc_new(const struct proxy_oidc_cfg *c, struct sc_metrics *reg,
@@ -937,7 +937,7 @@ struct proxy_oidc *proxy_oidc_new(const struct proxy_oidc_cfg *c, struct sc_metr
                                  l2, NULL, 0);
         disc = sc_metrics_family(reg, SC_METRIC_COUNTER, "sidecar_oidc_discovery_fetches_total",
                                  "Discovery document fetches by issuer and result.", l3, NULL, 0);
-        live.gauge = sc_metric_get(
+        live.gauge = sc_metrics_get(
             sc_metrics_family(reg, SC_METRIC_GAUGE, "sidecar_oidc_sessions_active",
                               "Sessions made by a login or renewed by this process, not yet "
                               "expired nor signed out (to the minute).",

@@ -346,11 +346,11 @@ struct proxy_cluster_state *proxy_cluster_state_new(const char *cluster,
     }
     if (pm && pm->overflow) {
         const char *lv[] = { st->name };
-        st->m_overflow = sc_metric_get(pm->overflow, lv);
-        st->m_retry_overflow = sc_metric_get(pm->retry_overflow, lv);
-        st->m_ej_active = sc_metric_get(pm->ej_active, lv);
-        st->m_ej_total = sc_metric_get(pm->ej_total, lv);
-        st->m_hc_unhealthy = sc_metric_get(pm->hc_unhealthy, lv);
+        st->m_overflow = sc_metrics_get(pm->overflow, lv);
+        st->m_retry_overflow = sc_metrics_get(pm->retry_overflow, lv);
+        st->m_ej_active = sc_metrics_get(pm->ej_active, lv);
+        st->m_ej_total = sc_metrics_get(pm->ej_total, lv);
+        st->m_hc_unhealthy = sc_metrics_get(pm->hc_unhealthy, lv);
     }
     return st;
 }

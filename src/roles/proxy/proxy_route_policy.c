@@ -919,7 +919,7 @@ int proxy_route_policy_route_init(struct proxy_route *r, const struct proxy_rout
     if (rc->rate_limit.requests_per_unit > 0) {
         char *name = sc_asprintf("route:%s/%s", lname, r->name);
         const char *lv[] = { lname, r->name };
-        p->rl = rl_new(&rc->rate_limit, name, sc_metric_get(pm->rate_limited, lv));
+        p->rl = rl_new(&rc->rate_limit, name, sc_metrics_get(pm->rate_limited, lv));
         p->rl_headers = rc->rate_limit.headers;
         sc_free(name);
     }
@@ -936,8 +936,8 @@ int proxy_route_policy_route_init(struct proxy_route *r, const struct proxy_rout
         p->mirror_ppm = ppm(rc->mirror.percentage);
         if (p->mirror) {
             const char *lv[] = { p->mirror->name };
-            p->m_mirror = sc_metric_get(pm->mirror, lv);
-            p->m_mirror_dropped = sc_metric_get(pm->mirror_dropped, lv);
+            p->m_mirror = sc_metrics_get(pm->mirror, lv);
+            p->m_mirror_dropped = sc_metrics_get(pm->mirror_dropped, lv);
         }
     }
     ops_init(&p->req, &rc->headers.request, false);
@@ -1039,7 +1039,7 @@ void proxy_route_policy_listener_init(struct proxy_listener *l, const struct pro
     }
     char *name = sc_asprintf("listener:%s", l->name);
     const char *lv[] = { l->name, "" };
-    l->rl = rl_new(rc, name, sc_metric_get(pm->rate_limited, lv));
+    l->rl = rl_new(rc, name, sc_metrics_get(pm->rate_limited, lv));
     l->rl_headers = rc->headers;
     sc_free(name);
 }

@@ -287,10 +287,10 @@ int proxy_icpt_listener_init(struct proxy_listener *l, const struct proxy_listen
     ic->connect_timeout_ms = cfg->connect_timeout_ms;
     const char *lv[] = { l->name };
     const char *lrx[] = { l->name, "received" }, *ltx[] = { l->name, "sent" };
-    ic->m_total = sc_metric_get(pm->tcp_total, lv);
-    ic->m_active = sc_metric_get(pm->tcp_active, lv);
-    ic->m_rx = sc_metric_get(pm->tcp_bytes, lrx);
-    ic->m_tx = sc_metric_get(pm->tcp_bytes, ltx);
+    ic->m_total = sc_metrics_get(pm->tcp_total, lv);
+    ic->m_active = sc_metrics_get(pm->tcp_active, lv);
+    ic->m_rx = sc_metrics_get(pm->tcp_bytes, lrx);
+    ic->m_tx = sc_metrics_get(pm->tcp_bytes, ltx);
     if (!lc) {
         ic->protocol = PROXY_LP_HTTP;
         return 0;

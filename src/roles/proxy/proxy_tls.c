@@ -392,7 +392,7 @@ void proxy_tls_collect(struct proxy_metrics *pm)
         size_t n = sc_tls_store_certs(s->store, ci, SC_ARRAY_LEN(ci));
         for (size_t i = 0; i < n && i < SC_ARRAY_LEN(ci); i++) {
             const char *v[] = { s->name, ci[i].name };
-            sc_metrics_gauge_set(sc_metric_get(pm->tls_expiry, v), (double)ci[i].not_after);
+            sc_metrics_gauge_set(sc_metrics_get(pm->tls_expiry, v), (double)ci[i].not_after);
         }
     }
 }
@@ -500,7 +500,7 @@ int proxy_tls_listener_init(struct proxy_listener_tls *out, const char *lname,
     }
     for (int r = 0; r <= SC_TLS_FAIL_PROTOCOL; r++) {
         const char *v[] = { lname, r == SC_TLS_FAIL_NONE ? "ok" : sc_tls_fail_name(r) };
-        out->m_hs[r] = sc_metric_get(pm->tls_hs, v);
+        out->m_hs[r] = sc_metrics_get(pm->tls_hs, v);
     }
     return 0;
 }
@@ -568,7 +568,7 @@ int proxy_tls_cluster_init(struct proxy_cluster_tls *out, const char *cname,
     }
     for (int r = 0; r <= SC_TLS_FAIL_PROTOCOL; r++) {
         const char *v[] = { cname, r == SC_TLS_FAIL_NONE ? "ok" : sc_tls_fail_name(r) };
-        out->m_hs[r] = sc_metric_get(pm->utls_hs, v);
+        out->m_hs[r] = sc_metrics_get(pm->utls_hs, v);
     }
     return 0;
 }

@@ -459,7 +459,7 @@ static void on_sent(void *arg, const struct sc_egress_resp *resp)
 {
     struct proxy_tracer *t = arg;
     t->xfer = NULL;
-    sc_histogram_observe(t->m_latency, resp->seconds);
+    sc_metrics_histogram_observe(t->m_latency, resp->seconds);
     int st = resp->status;
     if (resp->error == 0 && st >= 200 && st < 300) {
         int64_t rej = t->provider == PROXY_TRACE_OTLP_HTTP ? proxy_trace_rejected_proto(resp->body)
@@ -592,7 +592,7 @@ static void on_timer(uv_timer_t *h)
     struct proxy_tracer *t = h->data;
     /* Workers drop from a full queue without logging (they must not wait on anything): the
      * exporter reports those drops here, rate-limited like its own. */
-    double full = sc_metric_value(t->m_full);
+    double full = sc_metrics_value(t->m_full);
     if (full > t->full_logged) {
         uint64_t now = uv_now(t->loop);
         if (!t->last_drop_log || now - t->last_drop_log >= DROP_LOG_MS) {
@@ -708,20 +708,20 @@ struct proxy_tracer *proxy_tracer_new(uv_loop_t *loop, struct sc_metrics *reg,
         "collector), dropped_queue_full (the oldest when the export queue was full), "
         "dropped_export_failed (the collector refused them, or retries ran out).",
         labels, NULL, 0);
-    t->m_sampled = sc_metric_get(f, (const char *[]){ "sampled" });
-    t->m_exported = sc_metric_get(f, (const char *[]){ "exported" });
-    t->m_full = sc_metric_get(f, (const char *[]){ "dropped_queue_full" });
-    t->m_failed = sc_metric_get(f, (const char *[]){ "dropped_export_failed" });
+    t->m_sampled = sc_metrics_get(f, (const char *[]){ "sampled" });
+    t->m_exported = sc_metrics_get(f, (const char *[]){ "exported" });
+    t->m_full = sc_metrics_get(f, (const char *[]){ "dropped_queue_full" });
+    t->m_failed = sc_metrics_get(f, (const char *[]){ "dropped_export_failed" });
     static const double buckets[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 };
     struct sc_metric_family *lat = sc_metrics_family(
         reg, SC_METRIC_HISTOGRAM, "sidecar_tracing_export_duration_seconds",
         "Time of each export request to the trace collector, retries counted one by one.", NULL,
         buckets, SC_ARRAY_LEN(buckets));
-    t->m_latency = sc_metric_get(lat, NULL);
+    t->m_latency = sc_metrics_get(lat, NULL);
     struct sc_metric_family *q = sc_metrics_family(
         reg, SC_METRIC_GAUGE, "sidecar_tracing_queue_spans",
         "Spans waiting in the export queue (as of the last export).", NULL, NULL, 0);
-    t->m_queued = sc_metric_get(q, NULL);
+    t->m_queued = sc_metrics_get(q, NULL);
     proxy_tracer_configure(t, cfg);
     /* libcurl is loaded now rather than at the first export: its loading and initialisation
      * (millions of instructions) are start-up work, not a stall of the loop under traffic. */

@@ -307,7 +307,7 @@ static void add_path(void *arg, const char *func, const char *path)
     p->used = true;
     uv_timer_init(sv->loop, &p->timer);
     p->timer.data = p;
-    p->m_expiry = sc_metric_get(sv->f_expiry, (const char *[]){ path });
+    p->m_expiry = sc_metrics_get(sv->f_expiry, (const char *[]){ path });
     sv->paths[sv->npaths++] = p;
 }
 
@@ -690,16 +690,16 @@ static int secrets_start(struct sc_app *app, const void *vcfg, void **state, cha
     struct sc_metric_family *f =
         sc_metrics_family(m, SC_METRIC_COUNTER, "sidecar_secrets_fetch_total",
                           "Secret reads from Vault, by result.", result_label, NULL, 0);
-    sv->m_fetch_ok = sc_metric_get(f, (const char *[]){ "success" });
-    sv->m_fetch_err = sc_metric_get(f, (const char *[]){ "error" });
+    sv->m_fetch_ok = sc_metrics_get(f, (const char *[]){ "success" });
+    sv->m_fetch_err = sc_metrics_get(f, (const char *[]){ "error" });
     f = sc_metrics_family(m, SC_METRIC_COUNTER, "sidecar_secrets_renew_total",
                           "Lease and token renewals, by result.", result_label, NULL, 0);
-    sv->m_renew_ok = sc_metric_get(f, (const char *[]){ "success" });
-    sv->m_renew_err = sc_metric_get(f, (const char *[]){ "error" });
+    sv->m_renew_ok = sc_metrics_get(f, (const char *[]){ "success" });
+    sv->m_renew_err = sc_metrics_get(f, (const char *[]){ "error" });
     f = sc_metrics_family(m, SC_METRIC_COUNTER, "sidecar_secrets_auth_total",
                           "Vault logins and token lookups, by result.", result_label, NULL, 0);
-    sv->m_auth_ok = sc_metric_get(f, (const char *[]){ "success" });
-    sv->m_auth_err = sc_metric_get(f, (const char *[]){ "error" });
+    sv->m_auth_ok = sc_metrics_get(f, (const char *[]){ "success" });
+    sv->m_auth_err = sc_metrics_get(f, (const char *[]){ "error" });
 
     sv->reloader = sc_dest_reloader_new(sv->loop, reload_egress(sv, &c->reload), &c->reload, m,
                                         "sidecar_secrets_reload_total");
