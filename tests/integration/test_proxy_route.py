@@ -414,7 +414,7 @@ def test_proxy_route_check_errors(run_cli, tmp_path):
         ({"name": "r", "cluster": "app", "subset": "nope"}, 'has no subset "nope"'),
         ({"name": "r", "cluster": "app", "weighted_clusters": [{"cluster": "app"}]},
          "one of cluster and weighted_clusters"),
-        ({"name": "r"}, "needs cluster or weighted_clusters"),
+        ({"name": "r"}, "needs cluster, weighted_clusters, redirect or direct_response"),
         ({"name": "r", "weighted_clusters": [{"cluster": "app", "weight": 0}]}, "add up to 0"),
         ({"name": "r", "cluster": "app",
           "headers": {"request": {"set": {"x": "%NOPE%"}}}}, "unknown variable %NOPE%"),
@@ -496,3 +496,101 @@ def test_proxy_route_destination_ports_are_checked(tmp_path, run_cli):
     r = run_cli("proxy", "-c", str(cfg), "--check")
     assert r.returncode != 0
     assert "p.yaml:5:58: \"0\" is not a port (1 to 65535)" in r.stderr, r.stderr
+
+
+def curl_head(port, path, *extra, host=None):
+    """Runs curl against the proxy; returns (status, headers dict lower-cased, body)."""
+    import subprocess
+    cmd = ["curl", "-s", "-D", "-", "-o", "-", f"http://127.0.0.1:{port}{path}", *extra]
+    if host:
+        cmd += ["-H", f"Host: {host}"]
+    out = subprocess.run(cmd, capture_output=True, timeout=20, check=True).stdout
+    head, _, body = out.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split()[1])
+    hdrs = {}
+    for l in lines[1:]:
+        k, _, v = l.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    return status, hdrs, body
+
+
+def test_proxy_route_redirect_and_direct_response(sidecar_run):
+    up = named("app")
+    port = free_port()
+    routes = [
+        {"name": "https", "match": {"prefix": "/secure"}, "redirect": {"https_redirect": True}},
+        {"name": "moved", "match": {"prefix": "/old/"},
+         "redirect": {"prefix_rewrite": "/new/", "response_code": 308}},
+        {"name": "away", "match": {"path": "/away"},
+         "redirect": {"scheme": "http", "host": "other.example", "port": 9090,
+                      "path": "/landing", "strip_query": True, "response_code": 302}},
+        {"name": "seeother", "match": {"path": "/q"},
+         "redirect": {"path": "/r?fixed=1", "response_code": 303}},
+        {"name": "temp", "match": {"path": "/tmp"},
+         "redirect": {"host": "t.example", "response_code": 307}},
+        {"name": "health", "match": {"path": "/healthz"},
+         "direct_response": {"status": 200, "body": "ok\n"}},
+        {"name": "gone", "match": {"path": "/gone"},
+         "direct_response": {"status": 410, "body": "{\"error\":\"gone\"}",
+                             "content_type": "application/json"}},
+        {"name": "empty", "match": {"path": "/empty"}, "direct_response": {"status": 204}},
+        {"name": "app", "cluster": "app"},
+    ]
+    sc = sidecar_run("proxy", config=proxy_config(
+        [listener(port, routes, http2={"enabled": True})],
+        [{"name": "app", "endpoints": [up.addr]}]))
+    st, h, _ = curl_head(port, "/secure/x?a=1", host="shop.example:8080")
+    assert (st, h["location"]) == (301, "https://shop.example/secure/x?a=1")
+    st, h, _ = curl_head(port, "/old/a/b?k=v", host="shop.example:8080")
+    assert (st, h["location"]) == (308, "http://shop.example:8080/new/a/b?k=v")
+    st, h, _ = curl_head(port, "/away?drop=me", host="shop.example")
+    assert (st, h["location"]) == (302, "http://other.example:9090/landing")
+    st, h, _ = curl_head(port, "/q?orig=1", host="shop.example")
+    assert (st, h["location"]) == (303, "http://shop.example/r?fixed=1")
+    st, h, _ = curl_head(port, "/tmp?keep=1", host="shop.example:8080")
+    assert (st, h["location"]) == (307, "http://t.example:8080/tmp?keep=1")
+    st, h, body = curl_head(port, "/healthz")
+    assert (st, body, h["content-type"]) == (200, b"ok\n", "text/plain; charset=utf-8")
+    st, h, body = curl_head(port, "/gone")
+    assert (st, body, h["content-type"]) == (410, b'{"error":"gone"}', "application/json")
+    st, h, body = curl_head(port, "/empty")
+    assert (st, body) == (204, b"")
+    # HTTP/2 (h2c prior knowledge): the same answers.
+    st, h, body = curl_head(port, "/gone", "--http2-prior-knowledge")
+    assert (st, body, h["content-type"]) == (410, b'{"error":"gone"}', "application/json")
+    st, h, _ = curl_head(port, "/secure?z=2", "--http2-prior-knowledge", host="h2.example")
+    assert (st, h["location"]) == (301, "https://h2.example/secure?z=2")
+    st, _, body = curl_head(port, "/other")
+    assert (st, body) == (200, b"app")
+    assert len(up.requests) == 1, "redirects and direct responses never reach the upstream"
+    lines = access_lines(sc, at_least=12)
+    flags = {l["route"]: l["flags"] for l in lines}
+    assert flags["https"] == "RD" and flags["gone"] == "DR" and flags["app"] == "-", flags
+    text = sc.get("/metrics")[1].decode()
+    assert metric(text, "sidecar_requests_total", route="gone", code="410") == 2
+    assert metric(text, "sidecar_requests_total", route="https", code="301") == 2
+    up.close()
+
+
+def test_proxy_route_action_check_errors(run_cli, tmp_path):
+    cases = [
+        ({"name": "r", "redirect": {"https_redirect": True}, "direct_response": {"status": 200}},
+         "use one of redirect and direct_response"),
+        ({"name": "r", "cluster": "app", "direct_response": {"status": 200}},
+         "answers itself: it takes no cluster"),
+        ({"name": "r", "redirect": {"host": "x", "response_code": 304}},
+         "301, 302, 303, 307 or 308"),
+        ({"name": "r", "redirect": {"scheme": "ftp"}}, "scheme must be http or https"),
+        ({"name": "r", "redirect": {"prefix_rewrite": "/x"}}, "prefix_rewrite needs a match.prefix"),
+        ({"name": "r", "redirect": {"path": "x y"}}, "start with /"),
+        ({"name": "r", "direct_response": {"status": 200, "body": "x" * 4097}},
+         "longer than 4096 bytes"),
+        ({"name": "r", "direct_response": {"status": 99}}, "out of range [200, 599]"),
+    ]
+    for route, want in cases:
+        cfg = tmp_path / "p.yaml"
+        cfg.write_text(proxy_config([listener(1, [route])],
+                                    [{"name": "app", "endpoints": ["127.0.0.1:9"]}]))
+        out = run_cli("proxy", "-c", str(cfg), "--check")
+        assert out.returncode != 0 and want in out.stderr + out.stdout, (route, out.stderr)

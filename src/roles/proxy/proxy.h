@@ -80,6 +80,8 @@ struct proxy_route_cfg {
     struct proxy_headers_cfg headers;
     char *prefix_rewrite;
     char *host_rewrite;
+    struct proxy_direct_cfg direct_response;
+    struct proxy_redirect_cfg redirect;
 };
 
 /* ---- downstream HTTP/2 (proxy_h2.c): a listener's `http2` options ---- */

@@ -188,6 +188,16 @@ static const struct sc_opt route_opts[] = {
       .type = SC_OPT_STR,
       .offset = offsetof(struct proxy_route_cfg, host_rewrite),
       .help = "Host header sent upstream" },
+    { .name = "direct_response",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_route_cfg, direct_response),
+      .help = "answer from the proxy with a fixed status and body (instead of cluster)",
+      .sub = proxy_direct_opts },
+    { .name = "redirect",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_route_cfg, redirect),
+      .help = "answer with a redirect to a URL derived from the request's (instead of cluster)",
+      .sub = proxy_redirect_opts },
     { 0 },
 };
 
@@ -1121,7 +1131,7 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
             if (rc < 0) {
                 goto fail;
             }
-            if (!l->routes[r].cluster) {
+            if (!l->routes[r].cluster && !(l->routes[r].pol && l->routes[r].pol->act)) {
                 *err =
                     sc_asprintf("listener \"%s\": unknown cluster \"%s\"", l->name, rcs[r].cluster);
                 rc = SC_ECONFIG;

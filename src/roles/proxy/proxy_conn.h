@@ -62,6 +62,8 @@ enum {
     F_RL = 1 << 13,   /* rate limited */
     F_RBAC = 1 << 14, /* denied by an authorization policy (proxy_authz.c) */
     F_UAEX = 1 << 15, /* denied or failed by an external authorizer (proxy_extauthz.c) */
+    F_DR = 1 << 16,   /* answered by the route's direct_response (proxy_route_action.c) */
+    F_RD = 1 << 17,   /* answered by the route's redirect */
 };
 
 enum { COND_CONNECT = 1, COND_RESET, COND_TIMEOUT, COND_STATUS };
@@ -208,6 +210,7 @@ struct proxy_exch {
                                   NULL: none, or the access log is off */
     struct proxy_extauthz_call *authz_call; /* an external check in flight */
     struct sc_str reply_headers; /* header lines a local reply carries (ext_authz deny) */
+    const char *reply_ctype;     /* a local reply's Content-Type (NULL: text/plain) */
     struct sc_str resp_add;      /* header lines every response carries, upstream's or local (a
                                     renewed login session's cookie) */
     struct proxy_exch_trace tr;  /* trace context, when the snapshot traces */

@@ -292,7 +292,22 @@ void proxy_exchange_route(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         int pst = 0;
         const char *why = NULL;
         unsigned pfl = 0;
-        if (proxy_route_policy_request(r, m, &pst, &why, &pfl) != PROXY_ROUTE_POL_GO) {
+        int act = proxy_route_policy_request(r, m, &pst, &why, &pfl);
+        if (act == PROXY_ROUTE_POL_ACTION) {
+            dc->ex.close_after = r->body != B_NONE;
+            r->body_done = r->body == B_NONE;
+            struct sc_buf hb;
+            struct sc_str body;
+            sc_buf_init(&hb, 16384);
+            int st = proxy_route_action_answer(r, m, origin, &hb, &body, &r->reply_ctype, &pfl);
+            r->reply_headers = sc_str_n(hb.p, hb.len);
+            proxy_local_reply_body(r, st, body, pfl);
+            r->reply_headers = SC_STR_NULL;
+            r->reply_ctype = NULL;
+            sc_buf_cleanup(&hb);
+            return;
+        }
+        if (act != PROXY_ROUTE_POL_GO) {
             /* A bodyless request keeps its connection: a 429 is no reason to reconnect. */
             dc->ex.close_after = r->body != B_NONE;
             r->body_done = r->body == B_NONE;

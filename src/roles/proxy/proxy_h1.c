@@ -1119,8 +1119,8 @@ static void h1_reply(struct proxy_exch *ex, int status, struct sc_str body)
     ex->close_after = close;
     proxy_hbuf_get(dc->w, &dc->out);
     sc_buf_reset(&dc->out);
-    if (proxy_route_policy_write_local(ex, &dc->out, status, "text/plain; charset=utf-8", body,
-                                       close) < 0) {
+    const char *ct = ex->reply_ctype ? ex->reply_ctype : "text/plain; charset=utf-8";
+    if (proxy_route_policy_write_local(ex, &dc->out, status, ct, body, close) < 0) {
         proxy_dconn_close(dc);
         return;
     }

@@ -750,7 +750,9 @@ static void h2_reply(struct proxy_exch *ex, int status, struct sc_str body)
         if (ex->reply_headers.len) {
             rc |= proxy_hsink_lines(&sk, ex->reply_headers, NULL);
         }
-        rc |= proxy_hsink_header(&sk, SC_STR("content-type"), SC_STR("text/plain; charset=utf-8"));
+        rc |= proxy_hsink_header(
+            &sk, SC_STR("content-type"),
+            sc_str_c(ex->reply_ctype ? ex->reply_ctype : "text/plain; charset=utf-8"));
         char num[24];
         int k = snprintf(num, sizeof(num), "%zu", body.len);
         rc |= proxy_hsink_header(&sk, SC_STR("content-length"), sc_str_n(num, (size_t)k));

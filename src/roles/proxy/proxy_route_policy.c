@@ -662,8 +662,12 @@ int proxy_route_policy_check_route(const struct proxy_cfg *c, const struct proxy
             return SC_ECONFIG;
         }
     }
+    if (proxy_route_action_set(r)) {
+        return proxy_route_action_check(r, where, err);
+    }
     if (!r->cluster && r->weighted_clusters.n == 0) {
-        *err = sc_asprintf("%s: needs cluster or weighted_clusters", where);
+        *err =
+            sc_asprintf("%s: needs cluster, weighted_clusters, redirect or direct_response", where);
         return SC_ECONFIG;
     }
     if (r->cluster && r->weighted_clusters.n) {
@@ -865,7 +869,7 @@ static bool policy_wanted(const struct proxy_route_cfg *rc)
            rc->fault.delay.percentage > 0 || rc->fault.abort.percentage > 0 ||
            (rc->mirror.cluster && rc->mirror.percentage > 0) || q->set.n || q->add.n ||
            q->remove.n || s->set.n || s->add.n || s->remove.n || rc->prefix_rewrite ||
-           rc->host_rewrite || rc->match.cookies.n;
+           rc->host_rewrite || rc->match.cookies.n || proxy_route_action_set(rc);
 }
 
 int proxy_route_policy_route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
@@ -945,6 +949,7 @@ int proxy_route_policy_route_init(struct proxy_route *r, const struct proxy_rout
     p->prefix_rewrite = sc_strdup(rc->prefix_rewrite);
     p->match_prefix_len = rc->match.prefix ? strlen(rc->match.prefix) : 0;
     p->host_rewrite = sc_strdup(rc->host_rewrite);
+    p->act = proxy_route_action_new(rc);
     return 0;
 }
 
@@ -968,6 +973,7 @@ void proxy_route_policy_route_free(struct proxy_route *r)
     ops_free(&p->resp);
     sc_free(p->prefix_rewrite);
     sc_free(p->host_rewrite);
+    proxy_route_action_free(p->act);
     sc_free(p);
     r->pol = NULL;
 }
@@ -1151,6 +1157,9 @@ int proxy_route_policy_request(struct proxy_exch *r, const struct sc_http_msg *m
         *reason = "fault filter abort";
         *flags = F_FI;
         return PROXY_ROUTE_POL_REPLY;
+    }
+    if (pol->act) {
+        return PROXY_ROUTE_POL_ACTION;
     }
     if (pol->delay_ppm && chance(r->w, pol->delay_ppm)) {
         r->pol.delay_ms = pol->delay_ms;

@@ -83,6 +83,26 @@ struct proxy_fault_cfg {
     struct proxy_fault_abort_cfg abort;
 };
 
+/* A route answered by the proxy itself (proxy_route_action.c). */
+struct proxy_direct_cfg {
+    int64_t status; /* 0: not set */
+    char *body;
+    char *content_type;
+};
+
+struct proxy_redirect_cfg {
+    char *scheme;
+    bool https_redirect;
+    char *host;
+    int64_t port; /* 0: the request's (dropped when the scheme changes) */
+    char *path;
+    char *prefix_rewrite;
+    bool strip_query;
+    int64_t response_code; /* 0: 301 */
+};
+
+#define PROXY_DIRECT_BODY_MAX 4096
+
 struct proxy_mirror_cfg {
     char *cluster;
     double percentage;
@@ -106,6 +126,15 @@ extern const struct sc_opt proxy_fault_opts[];
 extern const struct sc_opt proxy_mirror_opts[];
 extern const struct sc_opt proxy_subset_opts[];
 extern const struct sc_opt proxy_labeled_ep_opts[];
+extern const struct sc_opt proxy_direct_opts[];   /* proxy_route_action.c */
+extern const struct sc_opt proxy_redirect_opts[]; /* proxy_route_action.c */
+
+/* True when route <rc> has a redirect or a direct_response. */
+bool proxy_route_action_set(const struct proxy_route_cfg *rc);
+
+/* Checks route <rc>'s redirect and direct_response (<where> names the route). Returns 0 or
+ * SC_ECONFIG with a new message in <*err>. */
+int proxy_route_action_check(const struct proxy_route_cfg *rc, const char *where, char **err);
 
 /* Parses a --rate-limit value "N/s", "N/m" or "N/h" (also /second, /minute, /hour) into <out>
  * (keyed by client IP, burst N). Returns 0 or -EINVAL. */
@@ -240,7 +269,23 @@ struct proxy_route_policy {
     char *prefix_rewrite;
     size_t match_prefix_len; /* the route's match.prefix that prefix_rewrite replaces */
     char *host_rewrite;
+    struct proxy_route_action *act; /* redirect or direct_response; NULL: upstream */
 };
+
+struct proxy_route_action;
+
+/* Compiles route <rc>'s action (NULL when it has none). */
+struct proxy_route_action *proxy_route_action_new(const struct proxy_route_cfg *rc);
+
+/* Frees <a> (NULL-safe). */
+void proxy_route_action_free(struct proxy_route_action *a);
+
+/* The local answer of exchange <r>'s route action for request <m> (origin-form target
+ * <origin>): returns the status and sets <*body> (borrowed from the route), <*ctype> (NULL:
+ * text/plain), the response <*flags>, and a redirect's Location header line in <hdrs>. */
+int proxy_route_action_answer(const struct proxy_exch *r, const struct sc_http_msg *m,
+                              struct sc_str origin, struct sc_buf *hdrs, struct sc_str *body,
+                              const char **ctype, unsigned *flags);
 
 /* Per-request policy state, in struct proxy_exch (zeroed per request). */
 struct proxy_req_pol {
@@ -276,7 +321,7 @@ void proxy_route_policy_listener_init(struct proxy_listener *l, const struct pro
 /* True when route <pol>'s cookie matches hold for <m> (NULL pol: true). */
 bool proxy_route_policy_match(const struct proxy_route_policy *pol, const struct sc_http_msg *m);
 
-enum { PROXY_ROUTE_POL_GO = 0, PROXY_ROUTE_POL_REPLY = 1 };
+enum { PROXY_ROUTE_POL_GO = 0, PROXY_ROUTE_POL_REPLY = 1, PROXY_ROUTE_POL_ACTION = 2 };
 
 /* Runs the policy of exchange <r>'s route for request <m> once routed: rate limits (listener, then
  * route), fault abort and delay decisions, the destination (r->cluster, r->subset, r->codes) and
