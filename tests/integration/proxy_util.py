@@ -8,6 +8,7 @@ writes whatever bytes it likes: proper responses, half a body, a reset, a stall.
 import json
 import re
 import socket
+import subprocess
 import struct
 import threading
 import time
@@ -367,3 +368,19 @@ def flaky_upstream(failures=2, slow_path="/slow", delay=2.0):
         return respond(conn, 503 if len(calls) <= failures else 200, b"ok")
 
     return FakeUpstream(handler), calls
+
+
+def curl_head(port, path, *extra, host=None):
+    """Runs curl against the proxy; returns (status, headers dict lower-cased, body)."""
+    cmd = ["curl", "-s", "-D", "-", "-o", "-", f"http://127.0.0.1:{port}{path}", *extra]
+    if host:
+        cmd += ["-H", f"Host: {host}"]
+    out = subprocess.run(cmd, capture_output=True, timeout=20, check=True).stdout
+    head, _, body = out.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split()[1])
+    hdrs = {}
+    for l in lines[1:]:
+        k, _, v = l.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    return status, hdrs, body

@@ -13,8 +13,8 @@ import pytest
 
 from config_peers import Nginx, nginx_conf
 from conftest import free_port
-from proxy_util import (Client, FakeUpstream, echo_handler, flaky_upstream, get, metric,
-                        respond, wait_for)
+from proxy_util import (Client, FakeUpstream, curl_head, echo_handler, flaky_upstream, get,
+                        metric, respond, wait_for)
 from tls_util import curl, pki  # noqa: F401 (fixture)
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3." \
@@ -442,3 +442,107 @@ def test_native_config_is_unchanged(run_cli, tmp_path):
     f.write_text("a: 1\n---\nb: 2\n")
     p = run_cli("proxy", "-c", str(f), "--check")
     assert p.returncode == 1 and "second document" in p.stderr
+
+
+ANSWERS = """\
+static_resources:
+  listeners:
+  - name: l
+    address:
+      socket_address: { address: 127.0.0.1, port_value: LISTEN_PORT }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress_http
+          route_config:
+            virtual_hosts:
+            - name: site
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/secure" }
+                redirect: { https_redirect: true }
+              - match: { prefix: "/old/" }
+                redirect: { prefix_rewrite: "/new/", response_code: PERMANENT_REDIRECT }
+              - match: { path: "/away" }
+                redirect:
+                  scheme_redirect: http
+                  host_redirect: other.example
+                  port_redirect: 9090
+                  path_redirect: /landing
+                  strip_query: true
+                  response_code: FOUND
+              - match: { path: "/see" }
+                redirect: { path_redirect: "/r", response_code: SEE_OTHER }
+              - match: { path: "/tmp" }
+                redirect: { host_redirect: t.example, response_code: TEMPORARY_REDIRECT }
+              - match: { path: "/healthz" }
+                direct_response: { status: 200, body: { inline_string: "ok\\n" } }
+              - match: { path: "/gone" }
+                direct_response: { status: 410 }
+              - match: { prefix: "/" }
+                route: { cluster: app }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: app
+    type: STATIC
+    load_assignment:
+      cluster_name: app
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: { address: 127.0.0.1, port_value: APP_PORT }
+"""
+
+
+def test_redirect_and_direct_response_routes(sidecar_run, run_cli, tmp_path):
+    app = named("app")
+    port = free_port()
+    text = ANSWERS.replace("LISTEN_PORT", str(port)).replace("APP_PORT", app.addr.split(":")[1])
+    sidecar_run("proxy", config=text)
+    st, h, _ = curl_head(port, "/secure/x?a=1", host="shop.example:8080")
+    assert (st, h["location"]) == (301, "https://shop.example/secure/x?a=1")
+    st, h, _ = curl_head(port, "/old/a?k=v", host="shop.example:8080")
+    assert (st, h["location"]) == (308, "http://shop.example:8080/new/a?k=v")
+    st, h, _ = curl_head(port, "/away?drop=me", host="shop.example")
+    assert (st, h["location"]) == (302, "http://other.example:9090/landing")
+    st, h, _ = curl_head(port, "/see?keep=1", host="shop.example")
+    assert (st, h["location"]) == (303, "http://shop.example/r?keep=1")
+    st, h, _ = curl_head(port, "/tmp", host="shop.example")
+    assert (st, h["location"]) == (307, "http://t.example/tmp")
+    st, h, body = curl_head(port, "/healthz")
+    assert (st, body, h["content-type"]) == (200, b"ok\n", "text/plain; charset=utf-8")
+    assert curl_head(port, "/gone")[::2] == (410, b"")
+    assert curl_head(port, "/else")[::2] == (200, b"app")
+    assert len(app.requests) == 1
+    # Refusals, with the position of the field.
+    for old, new, want in (
+            ('redirect: { path_redirect: "/r", response_code: SEE_OTHER }',
+             'redirect: { regex_rewrite: { substitution: x } }',
+             "routes[3].redirect: regex_rewrite is not supported"),
+            ('direct_response: { status: 410 }',
+             'direct_response: { status: 410, body: { filename: /etc/motd } }',
+             "routes[6].direct_response.body: filename is not supported"),
+            ('redirect: { host_redirect: t.example, response_code: TEMPORARY_REDIRECT }',
+             'redirect: { host_redirect: t.example, response_code: USE_PROXY }',
+             "routes[4].redirect: response_code USE_PROXY is not a RedirectResponseCode"),
+            ('direct_response: { status: 410 }',
+             'direct_response: { status: 410 }\n                route: { cluster: app }',
+             "routes[6]: exactly one of route, redirect and direct_response")):
+        f = tmp_path / "bad.yaml"
+        bad = text.replace(old, new)
+        f.write_text(bad)
+        # The refusal points at the line of the replaced route field (the route itself for the
+        # last case, one line above).
+        lines = bad.splitlines()
+        line = lines.index(next(l for l in lines if new.split("\n")[0] in l)) + 1
+        line -= "\n" in new
+        p = run_cli("proxy", "-c", str(f), "--check")
+        assert p.returncode == 1 and want in p.stderr, (want, p.stderr)
+        assert f"{f}:{line}:" in p.stderr, (want, p.stderr)
+    app.close()

@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import free_port, http_get
-from proxy_util import (FakeUpstream, echo_handler, flaky_upstream, get, metric, respond,
-                        wait_for)
+from proxy_util import (FakeUpstream, curl_head, echo_handler, flaky_upstream, get, metric,
+                        respond, wait_for)
 from tls_util import curl, pki  # noqa: F401 (fixture)
 
 
@@ -301,6 +301,28 @@ spec:
 SE_V1_V2 = service_entry("reviews", 9080, [(SimpleNamespace(port=1), {"version": "v1"}),
                                            (SimpleNamespace(port=2), {"version": "v2"})])
 
+ANSWERS = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: site}
+spec:
+  hosts: [site]
+  http:
+  - match:
+    - uri: {prefix: /old}
+    redirect: {uri: /new, authority: www.example.org}
+  - match:
+    - uri: {exact: /tls}
+    redirect: {scheme: https, port: 8443, redirectCode: 302}
+  - match:
+    - uri: {exact: /gone}
+    directResponse: {status: 410, body: {string: "bye\\n"}}
+  - match:
+    - uri: {exact: /nobody}
+    directResponse: {status: 503}
+  - route:
+    - destination: {host: site}
+"""
+
 REFUSALS = [
     # (documents, expected message part)
     ([SE_V1_V2, DR_SUBSETS, CANARY.replace("weight: 10", "weight: 20")],
@@ -312,6 +334,15 @@ REFUSALS = [
      "VirtualService/reviews.spec.http[0].match[0]: queryParams is not supported"),
     ([CANARY.replace("  http:", "  tcp:\n  - route: []\n  http:")],
      "VirtualService/reviews.spec: tcp is not supported"),
+    ([CANARY.replace("  - route:", "  - redirect: {uri: /x, derivePort: FROM_REQUEST_PORT}\n"
+                                   "    route:")],
+     "VirtualService/reviews.spec.http[0]: exactly one of route, redirect and directResponse"),
+    ([ANSWERS.replace("redirectCode: 302", "redirectCode: 305")],
+     "VirtualService/site.spec.http[1].redirect: redirectCode 305 is not supported"),
+    ([ANSWERS.replace("authority: www.example.org", "derivePort: FROM_REQUEST_PORT")],
+     "VirtualService/site.spec.http[0].redirect: derivePort is not supported"),
+    ([ANSWERS.replace("body: {string: \"bye\\n\"}", "body: {bytes: Ynll}")],
+     "VirtualService/site.spec.http[2].directResponse.body: bytes is not supported"),
     (["apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {name: a}\n"
       "spec: {}\n"], "kind WasmPlugin is not supported"),
     (["apiVersion: networking.istio.io/v2\nkind: VirtualService\nmetadata: {name: a}\n"
@@ -467,3 +498,20 @@ spec:
     assert {r.target for r in shadow.requests} == {"/o/1"}
     primary.close()
     shadow.close()
+
+
+def test_redirect_and_direct_response(sidecar_run):
+    app = named("app")
+    port = free_port()
+    sidecar_run("proxy", config=stream(own(port), service_entry("site", 9080, [(app, {})]),
+                                       ANSWERS))
+    st, h, _ = curl_head(port, "/old/page?q=1", host="site")
+    assert (st, h["location"]) == (301, "http://www.example.org/new?q=1")
+    st, h, _ = curl_head(port, "/tls", host="site:9080")
+    assert (st, h["location"]) == (302, "https://site:8443/tls")
+    st, h, body = curl_head(port, "/gone", host="site")
+    assert (st, body, h["content-type"]) == (410, b"bye\n", "text/plain; charset=utf-8")
+    assert curl_head(port, "/nobody", host="site")[::2] == (503, b"")
+    assert curl_head(port, "/else", host="site")[::2] == (200, b"app")
+    assert len(app.requests) == 1
+    app.close()

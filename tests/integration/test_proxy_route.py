@@ -14,8 +14,8 @@ import threading
 import time
 
 from conftest import free_port, http_get
-from proxy_util import (Client, FakeUpstream, access_lines, echo_handler, get, metric,
-                        proxy_config, respond, wait_for)
+from proxy_util import (Client, FakeUpstream, access_lines, curl_head, echo_handler, get,
+                        metric, proxy_config, respond, wait_for)
 
 
 def named(name):
@@ -496,23 +496,6 @@ def test_proxy_route_destination_ports_are_checked(tmp_path, run_cli):
     r = run_cli("proxy", "-c", str(cfg), "--check")
     assert r.returncode != 0
     assert "p.yaml:5:58: \"0\" is not a port (1 to 65535)" in r.stderr, r.stderr
-
-
-def curl_head(port, path, *extra, host=None):
-    """Runs curl against the proxy; returns (status, headers dict lower-cased, body)."""
-    import subprocess
-    cmd = ["curl", "-s", "-D", "-", "-o", "-", f"http://127.0.0.1:{port}{path}", *extra]
-    if host:
-        cmd += ["-H", f"Host: {host}"]
-    out = subprocess.run(cmd, capture_output=True, timeout=20, check=True).stdout
-    head, _, body = out.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    status = int(lines[0].split()[1])
-    hdrs = {}
-    for l in lines[1:]:
-        k, _, v = l.partition(":")
-        hdrs[k.strip().lower()] = v.strip()
-    return status, hdrs, body
 
 
 def test_proxy_route_redirect_and_direct_response(sidecar_run):

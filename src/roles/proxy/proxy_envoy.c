@@ -327,6 +327,76 @@ static void route_action(struct proxy_front *f, struct sc_ynode *rt, const struc
     }
 }
 
+/* A route's redirect or direct_response (Envoy's RedirectAction and DirectResponseAction) into
+ * <rt>. */
+static void route_answer(struct proxy_front *f, struct sc_ynode *rt, const struct sc_ynode *r,
+                         const char *path)
+{
+    char p[PROXY_FRONT_PATH];
+    const struct sc_ynode *rd = sc_ynode_get(r, "redirect");
+    if (rd) {
+        proxy_front_path(p, path, ".redirect");
+        static const char *const k[] = { "scheme_redirect", "https_redirect", "host_redirect",
+                                         "port_redirect",   "path_redirect",  "prefix_rewrite",
+                                         "strip_query",     "response_code",  NULL };
+        if (proxy_front_keys(f, rd, p, k, NULL) < 0) {
+            return;
+        }
+        struct sc_ynode *o = proxy_front_map(f, rd);
+        const char *scheme = proxy_front_str(f, rd, "scheme_redirect", p);
+        if (scheme && !is(scheme, "http") && !is(scheme, "https")) {
+            proxy_front_refuse(f, sc_ynode_get(rd, "scheme_redirect"), p,
+                               "scheme_redirect: only http and https are supported");
+            return;
+        }
+        proxy_front_copy(f, o, "scheme", rd, "scheme_redirect");
+        proxy_front_copy(f, o, "https_redirect", rd, "https_redirect");
+        proxy_front_copy(f, o, "host", rd, "host_redirect");
+        proxy_front_copy(f, o, "port", rd, "port_redirect");
+        proxy_front_copy(f, o, "path", rd, "path_redirect");
+        proxy_front_copy(f, o, "prefix_rewrite", rd, "prefix_rewrite");
+        proxy_front_copy(f, o, "strip_query", rd, "strip_query");
+        const char *code = proxy_front_str(f, rd, "response_code", p);
+        static const char *const names[] = { "MOVED_PERMANENTLY", "FOUND", "SEE_OTHER",
+                                             "TEMPORARY_REDIRECT", "PERMANENT_REDIRECT" };
+        static const char *const codes[] = { "301", "302", "303", "307", "308" };
+        for (size_t i = 0; code && i < 5; i++) {
+            if (is(code, names[i]) ||
+                (code[0] >= '0' && code[0] <= '4' && !code[1] && (size_t)(code[0] - '0') == i)) {
+                proxy_front_put(f, o, "response_code", sc_ynode_get(rd, "response_code"), codes[i]);
+                code = NULL;
+            }
+        }
+        if (code) {
+            proxy_front_refuse(f, sc_ynode_get(rd, "response_code"), p,
+                               "response_code %.32s is not a RedirectResponseCode", code);
+            return;
+        }
+        proxy_front_set(f, rt, "redirect", o, rd);
+        return;
+    }
+    const struct sc_ynode *dr = sc_ynode_get(r, "direct_response");
+    proxy_front_path(p, path, ".direct_response");
+    static const char *const dk[] = { "status", "body", NULL };
+    if (proxy_front_keys(f, dr, p, dk, NULL) < 0) {
+        return;
+    }
+    if (!sc_ynode_get(dr, "status")) {
+        proxy_front_refuse(f, dr, p, "status is required");
+        return;
+    }
+    struct sc_ynode *o = proxy_front_map(f, dr);
+    proxy_front_copy(f, o, "status", dr, "status");
+    const struct sc_ynode *b = sc_ynode_get(dr, "body");
+    static const char *const bk[] = { "inline_string", NULL };
+    proxy_front_path(p, path, ".direct_response.body");
+    if (b && proxy_front_keys(f, b, p, bk, NULL) < 0) {
+        return; /* filename, inline_bytes, environment_variable */
+    }
+    proxy_front_copy(f, o, "body", b, "inline_string");
+    proxy_front_set(f, rt, "direct_response", o, dr);
+}
+
 struct vhost_levels {
     const struct sc_ynode *rc, *vh; /* route_config and virtual host, for header mutations */
 };
@@ -338,6 +408,8 @@ static void route(struct proxy_front *f, struct sc_ynode *routes, const struct s
     static const char *const rk[] = { "name",
                                       "match",
                                       "route",
+                                      "redirect",
+                                      "direct_response",
                                       "request_headers_to_add",
                                       "request_headers_to_remove",
                                       "response_headers_to_add",
@@ -347,10 +419,12 @@ static void route(struct proxy_front *f, struct sc_ynode *routes, const struct s
     if (proxy_front_keys(f, r, path, rk, rn) < 0) {
         return;
     }
-    if (!sc_ynode_get(r, "route")) {
+    int nact = !!sc_ynode_get(r, "route") + !!sc_ynode_get(r, "redirect") +
+               !!sc_ynode_get(r, "direct_response");
+    if (nact != 1) {
         proxy_front_refuse(f, r, path,
-                           "only route actions are supported (redirect, "
-                           "direct_response and filter_action are not)");
+                           "exactly one of route, redirect and direct_response is needed "
+                           "(filter_action is not supported)");
         return;
     }
     struct sc_ynode *rt = proxy_front_map(f, r);
@@ -364,8 +438,12 @@ static void route(struct proxy_front *f, struct sc_ynode *routes, const struct s
     }
     proxy_front_set(f, rt, "match", route_match(f, mn, dom ? sc_ytree_copy(f->out, dom) : NULL, p),
                     mn);
-    proxy_front_path(p, path, ".route");
-    route_action(f, rt, sc_ynode_get(r, "route"), sc_ynode_get(lv->vh, "retry_policy"), p);
+    if (sc_ynode_get(r, "route")) {
+        proxy_front_path(p, path, ".route");
+        route_action(f, rt, sc_ynode_get(r, "route"), sc_ynode_get(lv->vh, "retry_policy"), p);
+    } else {
+        route_answer(f, rt, r, path);
+    }
     struct sc_ynode *ops = proxy_front_map(f, r);
     header_ops(f, ops, r, path);
     header_ops(f, ops, lv->vh, path);

@@ -143,6 +143,11 @@ const char *proxy_istio_name(const struct sc_ynode *doc);
 const char *proxy_istio_ns(const struct proxy_front *f, const struct sc_ynode *doc);
 extern const char *const proxy_istio_security_versions[]; /* security.istio.io v1beta1, v1 */
 
+/* proxy_istio_answer.c: an http[] route's redirect or directResponse <h> into the native route
+ * <act>. Returns 0 or SC_ECONFIG. */
+int proxy_istio_answer(struct proxy_front *f, struct sc_ynode *act, const struct sc_ynode *h,
+                       const char *path);
+
 /* proxy_istio_authz.c: AuthorizationPolicy and RequestAuthentication (security.istio.io). */
 extern const struct proxy_front_kind proxy_istio_authz_kinds[];
 

@@ -851,7 +851,8 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
     static const char *const h_keys[] = { "name",           "match",   "route",
                                           "timeout",        "retries", "fault",
                                           "rewrite",        "mirror",  "mirrorPercentage",
-                                          "mirror_percent", "headers", NULL };
+                                          "mirror_percent", "headers", "redirect",
+                                          "directResponse", NULL };
     if (proxy_front_keys(f, h, path, h_keys, NULL) < 0) {
         return SC_ECONFIG;
     }
@@ -879,10 +880,15 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
     }
     proxy_front_put(f, act, "name", h, rname);
     const struct sc_ynode *rl = sc_ynode_get(h, "route");
-    if (sc_ynode_count(rl) == 0) {
+    int nact = (sc_ynode_count(rl) > 0) + !!sc_ynode_get(h, "redirect") +
+               !!sc_ynode_get(h, "directResponse");
+    if (nact != 1) {
         return proxy_front_refuse(f, h, path,
-                                  "route is required (redirect, directResponse and "
-                                  "delegate are not supported)");
+                                  "exactly one of route, redirect and directResponse is needed "
+                                  "(delegate is not supported)");
+    }
+    if (sc_ynode_count(rl) == 0 && proxy_istio_answer(f, act, h, path) < 0) {
+        return SC_ECONFIG;
     }
     struct sc_ynode *wl = proxy_front_seq(f, rl);
     long total = 0;
@@ -922,7 +928,7 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
         proxy_front_copy(f, act, "cluster", sc_ynode_at(wl, 0), "cluster");
         (void)d;
         proxy_front_copy(f, act, "subset", sc_ynode_at(wl, 0), "subset");
-    } else {
+    } else if (sc_ynode_count(rl) > 1) {
         proxy_front_set(f, act, "weighted_clusters", wl, rl);
     }
     /* Istio routes have no timeout unless one is given, and retry twice by default. */

@@ -158,7 +158,8 @@ int proxy_route_action_check(const struct proxy_route_cfg *r, const char *where,
         return SC_ECONFIG;
     }
     if ((d->path && (d->path[0] != '/' || !token_ok(d->path, "#"))) ||
-        (d->prefix_rewrite && (d->prefix_rewrite[0] != '/' || !token_ok(d->prefix_rewrite, "#?")))) {
+        (d->prefix_rewrite &&
+         (d->prefix_rewrite[0] != '/' || !token_ok(d->prefix_rewrite, "#?")))) {
         *err = sc_asprintf("%s: redirect path and prefix_rewrite start with / and hold no "
                            "spaces, controls or #",
                            where);

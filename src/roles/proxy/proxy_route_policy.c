@@ -662,10 +662,11 @@ int proxy_route_policy_check_route(const struct proxy_cfg *c, const struct proxy
             return SC_ECONFIG;
         }
     }
-    if (proxy_route_action_set(r)) {
-        return proxy_route_action_check(r, where, err);
+    bool answers = proxy_route_action_set(r);
+    if (answers && (rc = proxy_route_action_check(r, where, err)) < 0) {
+        return rc; /* it refuses a destination, so the checks below find none */
     }
-    if (!r->cluster && r->weighted_clusters.n == 0) {
+    if (!answers && !r->cluster && r->weighted_clusters.n == 0) {
         *err =
             sc_asprintf("%s: needs cluster, weighted_clusters, redirect or direct_response", where);
         return SC_ECONFIG;
