@@ -3,11 +3,13 @@
 // (anything the strict parser accepts), routed through a listener whose routes match cookies and
 // headers, rate-limit by a header value (a 4-key table, so eviction runs), abort by fault
 // injection, split by weight between subsets, rewrite the path prefix and Host, and set, add and
-// remove request and response headers with %REQ()% and other substitutions. Invariants: a policy
-// answer (429, fault abort) is a well-formed response with the rate-limit headers where due; the
-// head sent upstream parses strictly, carries exactly one Host and one x-copy equal to the
-// client's x-user, no removed header, and the rewritten prefix; the client's response head parses,
-// lost the removed header and carries the added ones.
+// remove request and response headers with %REQ()% and other substitutions, redirect, and answer
+// directly. Invariants: a policy answer (429, fault abort) is a well-formed response with the
+// rate-limit headers where due; a redirect's Location is one line of visible ASCII with the
+// configured scheme, port and rewritten prefix, in a response the strict parser accepts; the head
+// sent upstream parses strictly, carries exactly one Host and one x-copy equal to the client's
+// x-user, no removed header, and the rewritten prefix; the client's response head parses, lost
+// the removed header and carries the added ones.
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -48,6 +50,12 @@ static const char config[] =
     "        cluster: up\n"
     "        rate_limit: { requests_per_unit: 1, unit: hour, burst: 1, key: header,\n"
     "                      header: x-user, max_keys: 4 }\n"
+    "      - name: moved\n"
+    "        match: { prefix: /moved }\n"
+    "        redirect: { prefix_rewrite: /new, scheme: https, port: 8443, response_code: 308 }\n"
+    "      - name: static\n"
+    "        match: { prefix: /static }\n"
+    "        direct_response: { status: 200, body: hi, content_type: text/html }\n"
     "      - name: main\n"
     "        match: { prefix: /a }\n"
     "        prefix_rewrite: /r/\n"
@@ -200,6 +208,54 @@ static void check_response_head(void)
     }
 }
 
+/* A route that answers itself: the direct response as configured; the redirect's Location one
+ * header line of visible ASCII, https on port 8443 with the rewritten prefix, and the answer a
+ * response the strict parser accepts with exactly that Location. */
+static void check_answer(struct proxy_exch *r, const struct sc_http_msg *req, struct sc_str origin)
+{
+    struct sc_buf hb;
+    sc_buf_init(&hb, 16384);
+    struct sc_str body;
+    const char *ctype = NULL;
+    unsigned flags = 0;
+    int status = proxy_route_action_answer(r, req, origin, &hb, &body, &ctype, &flags);
+    if (strcmp(r->route->name, "static") == 0) {
+        CHECK(status == 200 && flags == (unsigned)F_DR && hb.len == 0);
+        CHECK(sc_str_eq(body, SC_STR("hi")) && strcmp(ctype, "text/html") == 0);
+        sc_buf_cleanup(&hb);
+        return;
+    }
+    CHECK(strcmp(r->route->name, "moved") == 0);
+    if (status == 414 || status == 400) {
+        CHECK(flags == (unsigned)F_DPE && hb.len == 0);
+        sc_buf_cleanup(&hb);
+        return;
+    }
+    CHECK(status == 308 && flags == (unsigned)F_RD && body.len == 0);
+    static const char pre[] = "Location: https://";
+    CHECK(hb.len > sizeof(pre) + 1 && memcmp(hb.p, pre, sizeof(pre) - 1) == 0);
+    CHECK(hb.p[hb.len - 2] == '\r' && hb.p[hb.len - 1] == '\n');
+    for (size_t i = 0; i < hb.len - 2; i++) {
+        CHECK(hb.p[i] >= 0x20 && hb.p[i] < 0x7f);
+    }
+    struct sc_str loc = sc_str_n(hb.p + 10, hb.len - 12);
+    const char *slash = memchr(loc.p + 8, '/', loc.len - 8);
+    CHECK(slash && slash - loc.p >= 5 && memcmp(slash - 5, ":8443", 5) == 0);
+    CHECK(loc.p + loc.len - slash >= 4 && memcmp(slash, "/new", 4) == 0);
+    r->reply_headers = sc_str_n(hb.p, hb.len);
+    sc_buf_reset(&dc->out);
+    CHECK(proxy_route_policy_write_local(r, &dc->out, status, "text/plain", SC_STR_NULL, true) ==
+          0);
+    r->reply_headers = SC_STR_NULL;
+    struct sc_http_header h[64];
+    struct sc_http_msg m = { .headers = h };
+    struct sc_http_error err = { 0 };
+    CHECK(sc_http1_parse_response(dc->out.p, dc->out.len, 0, &sc_http1_default_limits, 0, &m, 64,
+                                  &err) > 0);
+    CHECK(m.status == 308 && sc_str_eq(only(&m, "location")->value, loc));
+    sc_buf_cleanup(&hb);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static bool ready;
@@ -249,7 +305,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int status = 0;
     const char *why = NULL;
     unsigned flags = 0;
-    if (proxy_route_policy_request(r, &m, &status, &why, &flags) != PROXY_ROUTE_POL_GO) {
+    int act = proxy_route_policy_request(r, &m, &status, &why, &flags);
+    if (act == PROXY_ROUTE_POL_ACTION) {
+        check_answer(r, &m, origin);
+        return 0;
+    }
+    if (act != PROXY_ROUTE_POL_GO) {
         CHECK(strcmp(found->name, "main") != 0);
         CHECK(status == 429 || status == 503);
         CHECK(flags == (status == 429 ? (unsigned)F_RL : (unsigned)F_FI));

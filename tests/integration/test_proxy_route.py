@@ -533,6 +533,9 @@ def test_proxy_route_redirect_and_direct_response(sidecar_run):
     assert (st, h["location"]) == (303, "http://shop.example/r?fixed=1")
     st, h, _ = curl_head(port, "/tmp?keep=1", host="shop.example:8080")
     assert (st, h["location"]) == (307, "http://t.example:8080/tmp?keep=1")
+    # HTTP/1.0 without Host: nothing to build the Location from.
+    st, _, body = curl_head(port, "/secure", "--http1.0", "-H", "Host:")
+    assert (st, body) == (400, b"the request has no Host to redirect from\n")
     st, h, body = curl_head(port, "/healthz")
     assert (st, body, h["content-type"]) == (200, b"ok\n", "text/plain; charset=utf-8")
     st, h, body = curl_head(port, "/gone")
@@ -547,7 +550,7 @@ def test_proxy_route_redirect_and_direct_response(sidecar_run):
     st, _, body = curl_head(port, "/other")
     assert (st, body) == (200, b"app")
     assert len(up.requests) == 1, "redirects and direct responses never reach the upstream"
-    lines = access_lines(sc, at_least=12)
+    lines = access_lines(sc, at_least=13)
     flags = {l["route"]: l["flags"] for l in lines}
     assert flags["https"] == "RD" and flags["gone"] == "DR" and flags["app"] == "-", flags
     text = sc.get("/metrics")[1].decode()

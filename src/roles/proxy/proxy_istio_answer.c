@@ -16,8 +16,9 @@ int proxy_istio_answer(struct proxy_front *f, struct sc_ynode *act, const struct
     const struct sc_ynode *rd = sc_ynode_get(h, "redirect");
     if (rd) {
         proxy_front_path(p, path, ".redirect");
-        static const char *const k[] = { "uri",    "authority",    "port",
-                                         "scheme", "redirectCode", NULL };
+        static const char *const k[] = {
+            "uri", "authority", "port", "scheme", "redirectCode", NULL
+        };
         if (proxy_front_keys(f, rd, p, k, NULL) < 0) {
             return SC_ECONFIG; /* derivePort among others */
         }
@@ -41,8 +42,7 @@ int proxy_istio_answer(struct proxy_front *f, struct sc_ynode *act, const struct
         proxy_front_copy(f, o, "scheme", rd, "scheme");
         proxy_front_copy(f, o, "response_code", rd, "redirectCode");
         if (sc_ynode_count(o) == 0 || (sc_ynode_count(o) == 1 && code)) {
-            return proxy_front_refuse(f, rd, p,
-                                      "a redirect needs uri, authority, port or scheme");
+            return proxy_front_refuse(f, rd, p, "a redirect needs uri, authority, port or scheme");
         }
         proxy_front_set(f, act, "redirect", o, rd);
         return f->err ? SC_ECONFIG : 0;

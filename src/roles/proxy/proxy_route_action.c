@@ -243,7 +243,8 @@ static void split_authority(struct sc_str h, struct sc_str *host, struct sc_str 
     *port = colon < h.len ? sc_str_n(h.p + colon + 1, h.len - colon - 1) : SC_STR_NULL;
 }
 
-/* Writes "Location: <url>\r\n" for request <m> with target <origin> to <b>. */
+/* Writes "Location: <url>\r\n" for request <m> with target <origin> to <b>. Returns 0, SC_EINVAL
+ * (no host), or SC_ETOOBIG. */
 static int location(const struct proxy_route_action *a, const struct proxy_exch *r,
                     const struct sc_http_msg *m, struct sc_str origin, struct sc_buf *b)
 {
@@ -253,6 +254,9 @@ static int location(const struct proxy_route_action *a, const struct proxy_exch 
     split_authority(m->host, &host, &port);
     if (a->host) {
         host = sc_str_c(a->host);
+    }
+    if (host.len == 0) {
+        return SC_EINVAL; /* an HTTP/1.0 request without Host: no URL to start from */
     }
     char pbuf[8];
     if (a->port) {
@@ -304,11 +308,13 @@ int proxy_route_action_answer(const struct proxy_exch *r, const struct sc_http_m
     }
     *body = SC_STR_NULL;
     *flags = F_RD;
-    if (location(a, r, m, origin, hdrs) < 0) {
+    int rc = location(a, r, m, origin, hdrs);
+    if (rc < 0) {
         sc_buf_reset(hdrs);
-        *body = SC_STR("the redirect's Location is too long\n");
+        *body = rc == SC_EINVAL ? SC_STR("the request has no Host to redirect from\n")
+                                : SC_STR("the redirect's Location is too long\n");
         *flags = F_DPE;
-        return 414;
+        return rc == SC_EINVAL ? 400 : 414;
     }
     return a->status;
 }
