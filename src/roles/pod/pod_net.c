@@ -246,6 +246,39 @@ static bool addr_in_use(struct pod *pod, const char *addr)
     return used;
 }
 
+/* Deletes the namespace a killed runner left (nothing runs in it), with its veth: the runner's
+ * end, named after the pid its marker holds, is deleted here, since the kernel tears a dead
+ * namespace down asynchronously and the old pair would hold the addresses for a while. Then waits
+ * (bounded) until the host address is free. */
+static int stale_remove(struct pod *pod, char **err)
+{
+    char *mark = mark_path(pod->netns), buf[32] = "";
+    FILE *f = fopen(mark, "re");
+    sc_free(mark);
+    if (f) {
+        if (!fgets(buf, sizeof(buf), f)) {
+            buf[0] = 0;
+        }
+        fclose(f);
+    }
+    const char *del[] = { "netns", "del", pod->netns, NULL };
+    if (ip_run(pod, del, "deleting the stale namespace", err) < 0) {
+        return SC_ECONFIG;
+    }
+    int old = atoi(buf);
+    if (old > 0) {
+        char veth[32];
+        snprintf(veth, sizeof(veth), "scp%d", old % 10000000);
+        const char *ldel[] = { "link", "del", veth, NULL };
+        (void)ip_run(pod, ldel, "deleting the stale veth pair", NULL); /* gone with the ns */
+    }
+    for (int i = 0; i < 100 && addr_in_use(pod, pod->host_addr); i++) {
+        struct timespec ts = { 0, 50 * 1000 * 1000 };
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
 /* Returns true when container <c> runs `sidecar iptables` (not --dry-run), which on the host
  * network would rewrite the host's own rules. */
 static bool runs_iptables(const struct pod_container *c)
@@ -404,8 +437,7 @@ int pod_net_setup(struct pod *pod, char **err)
     if (in_use == 0) {
         /* a runner killed with SIGKILL left it: nothing runs in it any more */
         sc_warn("removing a stale network namespace of this pod", SC_LS("netns", pod->netns));
-        const char *del[] = { "netns", "del", pod->netns, NULL };
-        if (ip_run(pod, del, "deleting the stale namespace", err) < 0) {
+        if (stale_remove(pod, err) < 0) {
             return SC_ECONFIG;
         }
     }
