@@ -265,10 +265,11 @@ static int stale_remove(struct pod *pod, char **err)
     if (ip_run(pod, del, "deleting the stale namespace", err) < 0) {
         return SC_ECONFIG;
     }
-    int old = atoi(buf);
-    if (old > 0) {
+    size_t n = strcspn(buf, "\n");
+    uint64_t old = 0;
+    if (sc_str_to_u64(sc_str_n(buf, n), INT32_MAX, &old) == 0 && old > 0) {
         char veth[32];
-        snprintf(veth, sizeof(veth), "scp%d", old % 10000000);
+        snprintf(veth, sizeof(veth), "scp%d", (int)(old % 10000000));
         const char *ldel[] = { "link", "del", veth, NULL };
         (void)ip_run(pod, ldel, "deleting the stale veth pair", NULL); /* gone with the ns */
     }
