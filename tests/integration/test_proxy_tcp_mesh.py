@@ -156,6 +156,36 @@ def test_outbound_tcp_over_mesh_mtls(sidecar_run, pki):
     app.close()
 
 
+def test_relay_offers_the_mesh_alpn_and_the_workload_certificate(sidecar_run, pki):
+    # A mesh server of another make (Python's ssl: mutual TLS with the trust bundle) sees what
+    # the relay offers: the workload's certificate and the mesh's ALPN only, even for a cluster
+    # that offers h2 on its HTTP connections (protocol auto).
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(pki / "server.pem"), str(pki / "server.key"))
+    ctx.load_verify_locations(str(pki / "ca.pem"))
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.set_alpn_protocols(["h2", "http/1.1", "istio-peer-exchange", "istio"])
+
+    def handle(conn):
+        with ctx.wrap_socket(conn, server_side=True) as t:
+            uris = [v for k, v in t.getpeercert().get("subjectAltName", ()) if k == "URI"]
+            t.recv(100)
+            t.sendall(("%s %s\n" % (t.selected_alpn_protocol(), ",".join(uris))).encode())
+    srv = TcpServer(handle)
+    port = free_port()
+    sidecar_run("proxy", config=proxy_config(
+        [{"name": "outbound", "address": f"127.0.0.1:{port}", "direction": "outbound",
+          "protocol": "tcp", "tcp_cluster": "peer"}],
+        [{"name": "peer", "endpoints": [f"127.0.0.1:{srv.port}"], "protocol": "auto",
+          "tls": {"mode": "mesh"}}],
+        identity=identity(pki, "client")))
+    s = connect(port)
+    s.sendall(b"hi")
+    assert recv_until(s, b"\n") == f"istio-peer-exchange spiffe://{CLIENT}\n".encode()
+    s.close()
+    srv.close()
+
+
 def test_large_transfers_and_half_close(sidecar_run, pki):
     # both ways at once through an echo, then a half-close with the answer after it
     app = TcpServer(echo)
