@@ -384,11 +384,11 @@ main() {
     measure_idle sidecar 15012 "$PROXY_PID"
     measure_idle haproxy 15013 "$HAPROXY_PID"
     busy_after=$(busy_pct 2)
-    note machine "load of everything else after the run: ${busy_after}% of all CPUs; load" \
-        "average $(cut -d' ' -f1-3 /proc/loadavg)"
+    note machine "load of everything else after the run: ${busy_after}% of all CPUs; load \
+average $(cut -d' ' -f1-3 /proc/loadavg)"
     if [ "${busy_before:-0}" -ge 5 ] || [ "${busy_after:-0}" -ge 5 ]; then
-        note machine "the machine was shared with other work during the run: every figure is" \
-            "noisier than on a quiet machine, the within-round ratios least"
+        note machine "the machine was shared with other work during the run: every figure is \
+noisier than on a quiet machine, the within-round ratios and CPU per request least"
     fi
     report >"$OUT/intercept.md"
     log "wrote $OUT/intercept.md"
