@@ -25,7 +25,7 @@ import time
 from conftest import free_port
 from proxy_util import metric, proxy_config
 from test_proxy_tcp import TcpServer, firehose, greeter, read_slowly, recv_until, tcp_lines
-from tls_util import make_leaf, pki, tls_context  # noqa: F401 (fixture)
+from tls_util import make_leaf, pki, tls_context, tls_memory_env  # noqa: F401 (fixture)
 
 CLIENT = "cluster.local/ns/default/sa/client"  # client.pem
 CLIENT2 = "cluster.local/ns/prod/sa/api"  # client2.pem
@@ -53,19 +53,24 @@ def pattern(n):
     return (blk * (n // len(blk) + 1))[:n]
 
 
+def digest_to_eof(s):
+    """Reads <s> to its end: (bytes read, their SHA-256)."""
+    h, got = hashlib.sha256(), 0
+    while True:
+        b = s.recv(1 << 20)
+        if not b:
+            return got, h
+        h.update(b)
+        got += len(b)
+
+
 def sink_then_source(back):
     """Reads to the client's FIN, answers with the count and SHA-256 of what came, then <back>
     bytes of pattern(), then ends: the half-close must cross both sidecars with the answer still
     flowing the other way."""
 
     def handle(conn):
-        h, got = hashlib.sha256(), 0
-        while True:
-            b = conn.recv(1 << 20)
-            if not b:
-                break
-            h.update(b)
-            got += len(b)
+        got, h = digest_to_eof(conn)
         conn.sendall(b"%d %s\n" % (got, h.hexdigest().encode()))
         conn.sendall(pattern(back))
     return TcpServer(handle)
@@ -196,13 +201,7 @@ def test_large_transfers_and_half_close(sidecar_run, pki):
     s = connect(out_port)
     threading.Thread(target=lambda: (s.sendall(data), s.shutdown(socket.SHUT_WR)),
                      daemon=True).start()
-    h, got = hashlib.sha256(), 0
-    while True:
-        b = s.recv(1 << 20)
-        if not b:
-            break
-        h.update(b)
-        got += len(b)
+    got, h = digest_to_eof(s)
     s.close()
     assert got == n and h.digest() == hashlib.sha256(data).digest()
     app.close()
@@ -236,11 +235,7 @@ def test_slow_reader_over_mesh_mtls_bounded(sidecar_run, pki):
     total = 96 << 20
     sent = {"n": 0}
     srv = firehose(total, sent, client_first=True)
-    env = None
-    if os.environ.get("SIDECAR_SANITIZED"):
-        # OpenSSL frees and reallocates record buffers as they empty; ASan's quarantine would hold
-        # every freed one and grow RSS by itself.
-        env = {"ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=4"}
+    env = tls_memory_env()
     _, in_port = inbound(sidecar_run, pki, srv.port, policy=False, env=env)
     sc_out, out_port = outbound(sidecar_run, pki, in_port, env=env)
     s = connect(out_port)
