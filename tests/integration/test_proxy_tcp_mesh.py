@@ -298,6 +298,30 @@ def test_server_identity_the_cluster_refuses(sidecar_run, pki):
     app.close()
 
 
+def test_connect_timeout_covers_the_handshake(sidecar_run, pki):
+    # a server that takes the connection and never answers the ClientHello: the cluster's connect
+    # timeout ends it (flag UF, counted as a connect timeout)
+    silent = TcpServer(lambda conn: conn.recv(65536) and time.sleep(5))
+    port = free_port()
+    sc = sidecar_run("proxy", config=proxy_config(
+        [{"name": "outbound", "address": f"127.0.0.1:{port}", "direction": "outbound",
+          "protocol": "tcp", "tcp_cluster": "peer"}],
+        [{"name": "peer", "endpoints": [f"127.0.0.1:{silent.port}"], "connect_timeout": "300ms",
+          "tls": {"mode": "mesh"}}],
+        identity=identity(pki, "client"), access_log="stdout"))
+    s = connect(port)
+    t0 = time.monotonic()
+    s.sendall(b"\x00\x01waiting")
+    assert closed(s)
+    assert 0.2 < time.monotonic() - t0 < 3
+    s.close()
+    (line,) = tcp_lines(sc)
+    assert line["flags"] == "UF" and line["bytes_sent"] == 0, line
+    m = sc.get("/metrics")[1].decode()
+    assert metric(m, "sidecar_upstream_rq_timeout_total", cluster="peer") == 1
+    silent.close()
+
+
 def dual_app(cert, key):
     """The application behind a PERMISSIVE port: a TLS server of its own (answering "tls-app:"
     and the line) when the connection starts with a TLS record, else an echo with "echo:"."""
