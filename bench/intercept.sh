@@ -3,15 +3,20 @@
 # Transparent interception (issue 17), in two network namespaces this script creates and removes
 # (a pod and a server joined by a veth pair, 10.213.9.1 and 10.213.9.2, never the host's tables):
 #
-#   (a) the cost of interception: wrk (uid 1000, CPU 0) in the pod calls the server's nginx
-#       (CPU 0) three ways: "direct" to the proxy's own port (127.0.0.1:15002, a static cluster:
-#       no REDIRECT, no SO_ORIGINAL_DST), "intercepted" to the server's address, which the rules
+#   (a) the cost of interception: wrk (uid 1000) in the pod calls the server's nginx (CPU 0)
+#       two ways: "direct" to the proxy's own port (127.0.0.1:15002, a static cluster: no
+#       REDIRECT, no SO_ORIGINAL_DST) and "intercepted" to the server's address, which the rules
 #       of `sidecar iptables` send to the outbound listener (protocol http, an original_dst
-#       cluster), and "intercepted_auto" the same with the listener's protocol auto (detection,
-#       then the hand-over to HTTP/1). The proxy (uid 1337, one worker) is alone on CPU 1. Each
+#       cluster); then "direct_auto" and "intercepted_auto" the same with the listener's protocol
+#       auto (detection, then the hand-over to HTTP/1). The pod's side, wrk and the proxy (uid
+#       1337, one worker), shares one pinned core (CPU 1): requests/s is what the whole path
+#       costs that core per request, REDIRECT's NAT included wherever the kernel runs it. Each
 #       with keep-alive (wrk -c50) and with a new connection per request (Connection: close),
 #       where REDIRECT, conntrack's NAT and the original-destination lookup are paid every time;
-#       requests/s and p99 latency, ratios to "direct";
+#       requests/s, the proxy's own CPU per request (utime+stime from /proc) and p99 latency.
+#       A mode and its baseline run back to back, in alternating order from round to round, and
+#       each ratio is taken within its round (intercepted / direct, intercepted_auto /
+#       direct_auto), so load that drifts across the run weighs on both sides alike;
 #   (b) the TCP relay against HAProxy in mode tcp: iperf3 (client and server on CPU 0) through
 #       `sidecar proxy` (listener protocol tcp, one worker) and through HAProxy (nbthread 1), each
 #       alone on CPU 1, and iperf3 to the server directly as the ceiling: Gbit/s and the proxy's
@@ -20,9 +25,11 @@
 #       HTTP connections to the nginx (one request each, then idle) held through each relay
 #       (protocol tcp: the bytes are not parsed), (RSS after - RSS before) / connections.
 #
-# Several rounds (BENCH_ROUNDS, default 5; BENCH_QUICK=1: 2 rounds of 3 s); the report gives the
-# median of the rounds and their range (min-max). Needs root, iptables, nginx, HAProxy, wrk and
-# iperf3 (scripts/deps.sh bench). Writes $OUT/intercept.md (the RESULTS.md section), raw figures
+# Several short rounds (BENCH_ROUNDS, default 9, of BENCH_SECONDS, default 5 s; BENCH_QUICK=1: 3
+# rounds of 2 s); the report gives the median over the rounds and their interquartile range
+# (p25-p75), which a single disturbed round does not move, and says how busy the rest of the
+# machine was before and after the run (a shared machine makes every figure noisier; the ratios
+# least). Needs root, iptables, nginx, HAProxy, wrk and iperf3 (scripts/deps.sh bench). Writes $OUT/intercept.md (the RESULTS.md section), raw figures
 # in $OUT/intercept.tsv. Measurements, not tests: nothing here passes or fails on a figure.
 #
 # Usage: bench/intercept.sh SIDECAR_BINARY OUT_DIR
@@ -40,12 +47,12 @@ for t in ip iptables nginx haproxy wrk iperf3 setpriv; do
     command -v "$t" >/dev/null || die "$t is not installed (scripts/deps.sh bench)"
 done
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
-    ROUNDS=${BENCH_ROUNDS:-2}
-    SECS=${BENCH_SECONDS:-3}
+    ROUNDS=${BENCH_ROUNDS:-3}
+    SECS=${BENCH_SECONDS:-2}
     IDLE=${BENCH_INTERCEPT_IDLE:-500}
 else
-    ROUNDS=${BENCH_ROUNDS:-5}
-    SECS=${BENCH_SECONDS:-10}
+    ROUNDS=${BENCH_ROUNDS:-9}
+    SECS=${BENCH_SECONDS:-5}
     IDLE=${BENCH_INTERCEPT_IDLE:-2000}
 fi
 IDLE_CONNS=$IDLE # read by bench_begin (the descriptor limit)
@@ -184,33 +191,37 @@ EOF
     alive "$HAPROXY_PID" || die "HAProxy did not start: $(tail -n 3 "$TMP/haproxy.log")"
 }
 
-# wrk_in_pod OUT URL CLOSE: wrk (-c50) as uid 1000 in the pod (run_wrk), a new connection per
-# request with CLOSE=1.
+# wrk_in_pod OUT URL CLOSE: wrk (-c50) as uid 1000 in the pod (run_wrk), on the proxy's core, a
+# new connection per request with CLOSE=1.
 wrk_in_pod() {
     WRK_URL=$2
     WRK_WRAP=(ip netns exec "$POD" setpriv --reuid=1000 --regid=1000 --clear-groups)
     WRK_ARGS=()
     [ "$3" = 1 ] && WRK_ARGS=(-H "Connection: close")
-    run_wrk "$1" "$CPU_LOAD" 0 50 "$SECS"
+    run_wrk "$1" "$CPU_PROXY" 0 50 "$SECS"
 }
 
 # (a) one round of every HTTP mode for the proxy running now (<modes> for it).
 measure_http() {
-    local round=$1 mode url close rps
+    local round=$1 mode url close rps t0 t1
     shift
-    for mode in "$@"; do
-        case $mode in
-        direct*) url=http://127.0.0.1:15002/ ;;
-        *) url=http://$SRV_IP:$UP_PORT/ ;;
-        esac
-        for close in 0 1; do
+    for close in 0 1; do
+        for mode in "$@"; do
+            case $mode in
+            direct*) url=http://127.0.0.1:15002/ ;;
+            *) url=http://$SRV_IP:$UP_PORT/ ;;
+            esac
+            t0=$(cpu_ticks "$PROXY_PID")
             if ! wrk_in_pod "$LOGS/wrk-$mode-$close-$round.txt" "$url" "$close"; then
                 note "$mode" "wrk failed (round $round, close=$close)"
                 continue
             fi
+            t1=$(cpu_ticks "$PROXY_PID")
             rps=$(awk -v r="${WRK[requests]}" -v d="${WRK[duration_us]}" \
                 'BEGIN { printf "%.0f", r / (d / 1e6) }')
             record "$mode" "$round" "rps_c$close" "$rps"
+            record "$mode" "$round" "cpu_us_c$close" "$(awk -v t=$((t1 - t0)) -v k="$CLK_TCK" \
+                -v r="${WRK[requests]}" 'BEGIN { if (r > 0) printf "%.2f", (t / k) * 1e6 / r }')"
             record "$mode" "$round" "p99_us_c$close" "${WRK[p99_us]}"
             record "$mode" "$round" "errors_c$close" \
                 $((WRK[connect_errors] + WRK[read_errors] + WRK[write_errors] + WRK[timeouts]))
@@ -279,32 +290,41 @@ v = defaultdict(list)
 for line in open(tsv):
     t, r, m, x = line.rstrip("\n").split("\t")
     v[(t, m)].append(float(x))
-def med(t, m):
-    x = v.get((t, m))
-    return statistics.median(x) if x else None
-def spread(t, m, fmt="{:.0f}"):
-    x = v.get((t, m))
+def summary(x, fmt):
+    """The median and the interquartile range (p25-p75) of <x>."""
     if not x:
         return "-"
-    return f"{fmt.format(statistics.median(x))} ({fmt.format(min(x))}-{fmt.format(max(x))})"
+    q = statistics.quantiles(x, n=4, method="inclusive") if len(x) > 1 else [x[0], x[0], x[0]]
+    return f"{fmt.format(statistics.median(x))} ({fmt.format(q[0])}-{fmt.format(q[2])})"
+def spread(t, m, fmt="{:.0f}"):
+    return summary(v.get((t, m)), fmt)
 def ratio(t, m, base):
-    """The median of per-round ratios to <base>, with their range."""
-    a, b = v.get((t, m)), v.get((base, m))
-    if not a or not b:
-        return "-"
-    r = [x / y for x, y in zip(a, b) if y]
-    return f"{statistics.median(r):.3f} ({min(r):.3f}-{max(r):.3f})"
-print(f"{rounds} rounds of {secs} s each; median (min-max over the rounds). Ratios are taken per "
-      "round, then summarised.")
+    """The per-round ratios to <base> (measured in the same round), summarised."""
+    a, b = r_of(t, m), r_of(base, m)
+    return summary([a[k] / b[k] for k in a if k in b and b[k]], "{:.3f}")
+rv = defaultdict(dict)
+for line in open(tsv):
+    t, r, m, x = line.rstrip("\n").split("\t")
+    rv[(t, m)][r] = float(x)
+def r_of(t, m):
+    return rv.get((t, m), {})
+print(f"{rounds} rounds of {secs} s each; median (p25-p75 over the rounds). Ratios are taken "
+      "within each round, then summarised.")
 print()
 print("### (a) Interception cost: HTTP through REDIRECT + SO_ORIGINAL_DST vs the proxy's port")
 print()
-print("| path | keep-alive req/s | ratio | p99 µs | new conn/request req/s | ratio | p99 µs |")
-print("|---|---|---|---|---|---|---|")
-for t in ("direct", "intercepted", "intercepted_auto"):
-    print(f"| {t} | {spread(t, 'rps_c0')} | {ratio(t, 'rps_c0', 'direct')} | "
-          f"{spread(t, 'p99_us_c0')} | {spread(t, 'rps_c1')} | {ratio(t, 'rps_c1', 'direct')} | "
-          f"{spread(t, 'p99_us_c1')} |")
+print("wrk and the proxy share one pinned core; nginx, the server, is on the other. Ratios: "
+      "intercepted to direct, intercepted_auto to direct_auto (the same proxy, protocol auto).")
+print()
+print("| path | keep-alive req/s | ratio | proxy CPU µs/req | p99 µs | new conn/request req/s "
+      "| ratio | proxy CPU µs/req | p99 µs |")
+print("|---|---|---|---|---|---|---|---|---|")
+for t, base in (("direct", "direct"), ("intercepted", "direct"),
+                ("direct_auto", "direct_auto"), ("intercepted_auto", "direct_auto")):
+    print(f"| {t} | {spread(t, 'rps_c0')} | {ratio(t, 'rps_c0', base)} | "
+          f"{spread(t, 'cpu_us_c0', '{:.1f}')} | {spread(t, 'p99_us_c0')} | "
+          f"{spread(t, 'rps_c1')} | {ratio(t, 'rps_c1', base)} | "
+          f"{spread(t, 'cpu_us_c1', '{:.1f}')} | {spread(t, 'p99_us_c1')} |")
 print()
 print("### (b) TCP relay: iperf3 through the relay, the relay alone on one core")
 print()
@@ -331,9 +351,10 @@ EOF
 }
 
 main() {
-    local round
+    local round busy_before busy_after
     log "intercept: $ROUNDS rounds of $SECS s; raw figures in $TSV"
-    note machine "load of everything else before the run: $(busy_pct 2)% of all CPUs"
+    busy_before=$(busy_pct 2)
+    note machine "load of everything else before the run: ${busy_before}% of all CPUs"
     topology
     start_servers
     ip netns exec "$POD" "$SIDECAR" iptables --backend auto >"$LOGS/iptables.log" 2>&1 ||
@@ -342,18 +363,33 @@ main() {
     for round in $(seq "$ROUNDS"); do
         log "round $round"
         start_proxy http
-        measure_http "$round" direct intercepted
+        if [ $((round % 2)) = 1 ]; then
+            measure_http "$round" direct intercepted
+        else
+            measure_http "$round" intercepted direct
+        fi
         measure_iperf sidecar "$round" 127.0.0.1 15010 "$PROXY_PID"
         measure_iperf haproxy "$round" 127.0.0.1 15011 "$HAPROXY_PID"
         measure_iperf iperf3_direct "$round" "$SRV_IP" "$IPERF_PORT"
         stop_proc "$PROXY_PID"
         start_proxy auto
-        measure_http "$round" intercepted_auto
+        if [ $((round % 2)) = 1 ]; then
+            measure_http "$round" direct_auto intercepted_auto
+        else
+            measure_http "$round" intercepted_auto direct_auto
+        fi
         stop_proc "$PROXY_PID"
     done
     start_proxy http
     measure_idle sidecar 15012 "$PROXY_PID"
     measure_idle haproxy 15013 "$HAPROXY_PID"
+    busy_after=$(busy_pct 2)
+    note machine "load of everything else after the run: ${busy_after}% of all CPUs; load \
+average $(cut -d' ' -f1-3 /proc/loadavg)"
+    if [ "${busy_before:-0}" -ge 5 ] || [ "${busy_after:-0}" -ge 5 ]; then
+        note machine "the machine was shared with other work during the run: every figure is \
+noisier than on a quiet machine, the within-round ratios and CPU per request least"
+    fi
     report >"$OUT/intercept.md"
     log "wrote $OUT/intercept.md"
 }

@@ -193,6 +193,7 @@
 #define SSL_SESSION_up_ref SC_OSSL(SSL_SESSION_up_ref)
 #define SSL_set1_host SC_OSSL(SSL_set1_host)
 #define SSL_set_accept_state SC_OSSL(SSL_set_accept_state)
+#define SSL_set_alpn_protos SC_OSSL(SSL_set_alpn_protos)
 #define SSL_set_bio SC_OSSL(SSL_set_bio)
 #define SSL_set_connect_state SC_OSSL(SSL_set_connect_state)
 #define SSL_set_ex_data SC_OSSL(SSL_set_ex_data)

@@ -253,6 +253,9 @@ struct sc_tls_xport_args {
                                 verified against the certificate's IP SANs */
     const char *session_key; /* client: the destination key for session reuse (copied;
                                 NULL: no reuse), e.g. "10.0.0.7:443|sni" */
+    struct sc_str alpn;      /* client: the ALPN protocols to offer on this connection, in
+                                wire format (length-prefixed names; copied by OpenSSL);
+                                empty: the context's */
     bool handshake_cb;       /* server: fire cbs->connected once when the handshake ends
                                 (0 or an error), for timers and metrics */
 };

@@ -1135,6 +1135,11 @@ struct sc_xport *sc_tls_xport_new(struct sc_tls_ctx *ctx, const struct sc_tls_xp
             }
         }
     }
+    if (a->alpn.len &&
+        SSL_set_alpn_protos(x->ssl, (const unsigned char *)a->alpn.p, (unsigned)a->alpn.len) != 0) {
+        sc_error("TLS: SSL_set_alpn_protos failed; out of memory");
+        abort();
+    }
     if (ctx->sessions && a->session_key) {
         x->sess_key = sc_strdup(a->session_key);
         SSL_set_app_data(x->ssl, x->sess_key);

@@ -9,7 +9,6 @@ plaintext, a TLS client without a certificate and one from another CA are refuse
 a slow reader stays bounded. Under PERMISSIVE the mesh's TLS (told by its ALPN) is terminated the
 same way, plaintext is accepted and an application's own TLS passes through by SNI."""
 import json
-import os
 import socket
 import ssl
 
@@ -19,7 +18,7 @@ from conftest import free_port
 from proxy_util import get, metric, proxy_config
 from test_proxy_tcp import TcpServer, firehose, read_slowly, recv_until, tcp_lines, tls_server
 from test_proxy_tls import echo  # noqa: F401 (fixture)
-from tls_util import make_leaf, pki, tls_context  # noqa: F401 (fixture)
+from tls_util import make_leaf, pki, tls_context, tls_memory_env  # noqa: F401 (fixture)
 
 CLIENT = "cluster.local/ns/default/sa/client"  # client.pem; client2.pem is .../ns/prod/sa/api
 
@@ -178,11 +177,7 @@ def test_slow_reader_inside_mtls_bounded(sidecar_run, pki, echo):
     total = 96 << 20
     sent = {"n": 0}
     srv = firehose(total, sent, client_first=True)
-    env = None
-    if os.environ.get("SIDECAR_SANITIZED"):
-        # OpenSSL frees and reallocates record buffers as they empty; ASan's quarantine would hold
-        # every freed one and grow RSS by itself.
-        env = {"ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=4"}
+    env = tls_memory_env()
     sc_in, inbound = strict_inbound(sidecar_run, pki, echo.addr, srv.port, env=env)
     s = mesh_socket(pki, inbound)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)

@@ -2,6 +2,7 @@
 """TLS fixtures for the proxy suites: the test PKI from tests/certs.sh (made once per session with
 the openssl CLI), extra leaves signed by its intermediate, and small clients built on the real
 tools users have: curl, `openssl s_client` and Python's ssl module."""
+import os
 import socket
 import ssl
 import subprocess
@@ -18,6 +19,15 @@ def pki(tmp_path_factory):
     d = tmp_path_factory.mktemp("pki")
     subprocess.run(["sh", str(ROOT / "tests" / "certs.sh"), str(d)], check=True)
     return d
+
+
+def tls_memory_env():
+    """The environment of a sidecar whose memory a test bounds while it relays TLS: under ASan,
+    a small quarantine (OpenSSL frees and reallocates record buffers as they empty; ASan's
+    quarantine would hold every freed one and grow RSS by itself). None otherwise."""
+    if not os.environ.get("SIDECAR_SANITIZED"):
+        return None
+    return {"ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=4"}
 
 
 def make_leaf(pki: Path, name: str, san: str, days: int = 30, out: Path = None):

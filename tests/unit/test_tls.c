@@ -176,6 +176,17 @@ static void test_handshake_alpn_sni(void **state)
     assert_false(w.cli.resumed);
     assert_string_equal(w.cli.peer_id, "spiffe://cluster.local/ns/default/sa/server");
     assert_string_equal(w.srv.peer_id, ""); /* no client certificate */
+
+    /* a connection's own list replaces the context's (the TCP relay's mesh ALPN) */
+    world_init(&w);
+    w.sctx = s;
+    w.cctx = c;
+    w.cli_sni = "server.test";
+    w.cli_alpn = SC_STR("\x08http/1.1");
+    world_run(&w);
+    assert_ok(&w);
+    assert_string_equal(w.srv.alpn, "http/1.1");
+    assert_string_equal(w.cli.alpn, "http/1.1");
     sc_tls_ctx_unref(c);
 
     /* no common protocol: no ALPN, not a failure */

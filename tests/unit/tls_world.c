@@ -561,7 +561,8 @@ void world_run(struct world *w)
                                        .cbs = &end_cbs,
                                        .owner = e,
                                        .sni = w->cli_sni,
-                                       .session_key = w->sess_key };
+                                       .session_key = w->sess_key,
+                                       .alpn = w->cli_alpn };
         e->x = sc_tls_xport_new(w->cctx, &a);
     }
     struct sockaddr_in sa;

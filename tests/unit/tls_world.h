@@ -68,16 +68,17 @@ struct world {
     struct end srv, cli;
     const char *cli_sni;
     const char *sess_key;
-    const char *request;  /* the client sends this once connected */
-    const char *reply;    /* the server answers this once it has the request */
-    uint64_t big;         /* big mode: each side sends this many pattern bytes */
-    bool pause_reads;     /* big mode: receivers pause every 1 MiB */
-    bool plain_client;    /* the client speaks no TLS */
-    bool permissive;      /* the server sniffs the first bytes and serves TLS or plaintext */
-    bool no_hs_cb;        /* the server layer reports a failed handshake through read */
-    bool server_first;    /* the server writes <reply> at accept, before the handshake */
-    bool srv_shutdown;    /* the server shuts its side down (close_notify) after replying */
-    bool close_on_accept; /* the client closes as soon as the server accepted */
+    struct sc_str cli_alpn; /* the client connection's own ALPN list (wire format; empty: none) */
+    const char *request;    /* the client sends this once connected */
+    const char *reply;      /* the server answers this once it has the request */
+    uint64_t big;           /* big mode: each side sends this many pattern bytes */
+    bool pause_reads;       /* big mode: receivers pause every 1 MiB */
+    bool plain_client;      /* the client speaks no TLS */
+    bool permissive;        /* the server sniffs the first bytes and serves TLS or plaintext */
+    bool no_hs_cb;          /* the server layer reports a failed handshake through read */
+    bool server_first;      /* the server writes <reply> at accept, before the handshake */
+    bool srv_shutdown;      /* the server shuts its side down (close_notify) after replying */
+    bool close_on_accept;   /* the client closes as soon as the server accepted */
     bool connect_null;    /* the client's TCP connects first; the TLS layer then gets a NULL addr */
     bool close_mid_write; /* the client writes 8 MiB at once and closes while it is queued */
     bool sniffed_tls;

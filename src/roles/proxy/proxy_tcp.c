@@ -18,9 +18,13 @@
 // (uv_try_write); what it does not take is queued and the reading side paused until it drains. A
 // FIN read on one side is passed to the other once the bytes before it are written (half-close);
 // the connection ends when both directions have ended, on an error (reset), or after
-// tcp_idle_timeout without a byte either way. Each connection writes one access-log line when it
-// ends and is counted in sidecar_tcp_connections_total, sidecar_tcp_connections_active and
-// sidecar_tcp_bytes_total.
+// tcp_idle_timeout without a byte either way. TLS on either side means copy mode: mesh mTLS the
+// listener terminates (STRICT; PERMISSIVE for a ClientHello offering the mesh's ALPN, peeked for
+// even on opaque ports), and TLS the cluster originates (a mesh cluster: the workload's
+// certificate, the peer's SPIFFE ID checked, the mesh's ALPN), both read and written through
+// their transport chains with the same backpressure and half-close (close_notify, then FIN).
+// Each connection writes one access-log line when it ends and is counted in
+// sidecar_tcp_connections_total, sidecar_tcp_connections_active and sidecar_tcp_bytes_total.
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -106,6 +110,12 @@ struct proxy_tcp {
     struct sc_tcp_xport *dtx;
     struct sc_xport *dx;
     const char *tls_fail; /* why the handshake failed, for the log */
+    bool peek;            /* PERMISSIVE on an opaque port: read for the mesh's ClientHello */
+    /* a cluster that originates TLS (mesh mTLS): the upstream is a chain (<utx> below, the TLS
+     * layer <ux> on top) instead of <u>, and the relay reads and writes it through <ux> */
+    struct sc_tcp_xport *utx;
+    struct sc_xport *ux;
+    const char *utls_fail; /* why the upstream's TLS was refused, for the log */
 };
 
 enum { W_NONE, W_SRC, W_DST };
@@ -134,6 +144,18 @@ void proxy_tcp_metrics_init(struct proxy_metrics *pm)
 
 /* ---- closing and the log line ---- */
 
+/* Writes the Istio principal of chain <x>'s TLS peer (empty: none, or <x> NULL) into <out>, escaped
+ * for JSON. */
+static void principal(struct sc_xport *x, char *out, size_t cap)
+{
+    size_t n = 0;
+    struct sc_str id = x ? sc_xport_query_str(x, SC_XQ_PEER_ID) : SC_STR_NULL;
+    if (sc_str_startswith(id, SC_STR("spiffe://"))) {
+        sc_json_escape(out, cap - 1, &n, id.p + 9, id.len - 9);
+    }
+    out[n] = 0;
+}
+
 static void tcp_log(struct proxy_tcp *t)
 {
     struct proxy_worker *w = t->w;
@@ -155,31 +177,26 @@ static void tcp_log(struct proxy_tcp *t)
     sc_json_escape(sni, sizeof(sni), &sl, t->sni, strlen(t->sni));
     sni[sl] = 0;
     proxy_log_flags(t->flags, flags, sizeof(flags));
-    char pr[512] = "";
-    if (t->dx && t->hs_done) {
-        struct sc_str id = sc_xport_query_str(t->dx, SC_XQ_PEER_ID);
-        size_t pl = 0;
-        if (sc_str_startswith(id, SC_STR("spiffe://"))) {
-            sc_json_escape(pr, sizeof(pr), &pl, id.p + 9, id.len - 9);
-        }
-        pr[pl] = 0;
-    }
+    char pr[512], upr[512];
+    principal(t->dx && t->hs_done ? t->dx : NULL, pr, sizeof(pr));
+    principal(t->ux && t->connect_ns ? t->ux : NULL, upr, sizeof(upr));
     static const char *const hows[] = { "listener", "port", "bytes", "timeout", "eof" };
     uint64_t dur_us = (proxy_now_ns() - t->start_ns) / 1000;
     uint64_t conn_us = t->connect_ns ? (t->connect_ns - t->start_ns) / 1000 : 0;
-    char line[2048];
-    int n =
-        snprintf(line, sizeof(line),
-                 "{\"time\":\"%s\",\"listener\":\"%s\",\"protocol\":\"%s\",\"detection\":\"%s\","
-                 "\"sni\":\"%s\",\"route\":\"%s\",\"cluster\":\"%s\",\"upstream\":\"%s\","
-                 "\"original_dst\":\"%s\",\"bytes_received\":%" PRIu64 ",\"bytes_sent\":%" PRIu64
-                 ",\"duration_ms\":%" PRIu64 ".%03u,"
-                 "\"connect_ms\":%" PRIu64 ".%03u,\"flags\":\"%s\",\"peer\":\"%s\","
-                 "\"peer_principal\":\"%s\",\"tls_failure\":\"%s\"}\n",
-                 date, t->lsn->name, proxy_proto_name(t->proto), hows[t->how], sni,
-                 t->route ? t->route : "", t->cluster ? t->cluster->name : "", ua, od, t->rx, t->tx,
-                 dur_us / 1000, (unsigned)(dur_us % 1000), conn_us / 1000,
-                 (unsigned)(conn_us % 1000), flags, t->peer_ip, pr, t->tls_fail ? t->tls_fail : "");
+    char line[4096];
+    int n = snprintf(
+        line, sizeof(line),
+        "{\"time\":\"%s\",\"listener\":\"%s\",\"protocol\":\"%s\",\"detection\":\"%s\","
+        "\"sni\":\"%s\",\"route\":\"%s\",\"cluster\":\"%s\",\"upstream\":\"%s\","
+        "\"original_dst\":\"%s\",\"bytes_received\":%" PRIu64 ",\"bytes_sent\":%" PRIu64
+        ",\"duration_ms\":%" PRIu64 ".%03u,"
+        "\"connect_ms\":%" PRIu64 ".%03u,\"flags\":\"%s\",\"peer\":\"%s\","
+        "\"peer_principal\":\"%s\",\"tls_failure\":\"%s\",\"upstream_principal\":\"%s\","
+        "\"upstream_tls_failure\":\"%s\"}\n",
+        date, t->lsn->name, proxy_proto_name(t->proto), hows[t->how], sni, t->route ? t->route : "",
+        t->cluster ? t->cluster->name : "", ua, od, t->rx, t->tx, dur_us / 1000,
+        (unsigned)(dur_us % 1000), conn_us / 1000, (unsigned)(conn_us % 1000), flags, t->peer_ip,
+        pr, t->tls_fail ? t->tls_fail : "", upr, t->utls_fail ? t->utls_fail : "");
     if (n > 0 && (size_t)n < sizeof(line)) {
         proxy_log_line(w, line, (size_t)n);
     }
@@ -249,6 +266,7 @@ static void closed_one(struct proxy_tcp *t)
     atomic_fetch_sub_explicit(&w->px->conns, 1, memory_order_relaxed);
     proxy_rt_unref(t->rt);
     sc_free(t->dtx);
+    sc_free(t->utx);
     sc_free(t);
     proxy_check_done(w);
 }
@@ -285,6 +303,9 @@ static void tcp_close(struct proxy_tcp *t)
     if (t->dx) {
         sc_xport_close(t->dx);
     }
+    if (t->ux) {
+        sc_xport_close(t->ux);
+    }
     if (t->u_init) {
         uv_close((uv_handle_t *)&t->u, on_closed);
     }
@@ -317,6 +338,12 @@ struct dir {
     bool *src_eof, *dst_shut, *wpending;
 };
 
+/* The TLS chain of side <s> (&t->d or &t->u), or NULL when the relay uses its socket directly. */
+static struct sc_xport *chain_of(struct proxy_tcp *t, uv_tcp_t *s)
+{
+    return s == &t->d ? t->dx : t->ux;
+}
+
 static struct dir dir_up(struct proxy_tcp *t)
 {
     return (struct dir){ &t->d,   &t->u,     &t->up,     &t->uwr,
@@ -329,16 +356,22 @@ static struct dir dir_down(struct proxy_tcp *t)
                          &t->dsh, &t->u_eof, &t->d_shut, &t->dw_pending };
 }
 
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+/* Offers the free room of block <b> (taken from the worker's pool when none is held) as the next
+ * read buffer. */
+static void block_for(struct proxy_tcp *t, struct rbuf *b, uv_buf_t *buf)
 {
-    (void)hint;
-    struct proxy_tcp *t = h->data;
-    struct rbuf *b = h == (uv_handle_t *)&t->d ? &t->up : &t->down;
     proxy_rbuf_get(t->w, b);
     if (b->start == b->end) {
         b->start = b->end = 0;
     }
     *buf = uv_buf_init(b->p + b->end, (unsigned)(b->cap - b->end));
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    (void)hint;
+    struct proxy_tcp *t = h->data;
+    block_for(t, h == (uv_handle_t *)&t->d ? &t->up : &t->down, buf);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -359,8 +392,9 @@ static void pass_fin(struct proxy_tcp *t, struct dir d)
         return;
     }
     *d.dst_shut = true;
-    if (d.dst == &t->d && t->dx) {
-        if (sc_xport_shutdown(t->dx) < 0) { /* close_notify then FIN; the caller checks the end */
+    struct sc_xport *x = chain_of(t, d.dst);
+    if (x) {
+        if (sc_xport_shutdown(x) < 0) { /* close_notify then FIN; the caller checks the end */
             tcp_close(t);
         }
         return;
@@ -391,8 +425,9 @@ static void read_update(struct proxy_tcp *t, struct dir d)
         return;
     }
     bool on = !*d.src_eof && !*d.wpending && d.b->start == d.b->end;
-    if (d.src == &t->d && t->dx) {
-        on ? (void)sc_xport_read_start(t->dx) : sc_xport_read_stop(t->dx);
+    struct sc_xport *x = chain_of(t, d.src);
+    if (x) {
+        on ? (void)sc_xport_read_start(x) : sc_xport_read_stop(x);
     } else if (on) {
         (void)uv_read_start((uv_stream_t *)d.src, on_alloc, on_read);
     } else {
@@ -400,11 +435,12 @@ static void read_update(struct proxy_tcp *t, struct dir d)
     }
 }
 
-/* Stops reading <s> (the client: through its TLS layer when it has one). */
+/* Stops reading <s> (through its TLS layer when it has one). */
 static void src_stop(struct proxy_tcp *t, uv_tcp_t *s)
 {
-    if (s == &t->d && t->dx) {
-        sc_xport_read_stop(t->dx);
+    struct sc_xport *x = chain_of(t, s);
+    if (x) {
+        sc_xport_read_stop(x);
     } else {
         (void)uv_read_stop((uv_stream_t *)s);
     }
@@ -421,18 +457,21 @@ static void flush(struct proxy_tcp *t, struct dir d)
         return;
     }
     uv_buf_t iov = uv_buf_init(b->p + b->start, (unsigned)(b->end - b->start));
-    if (d.dst == &t->d && t->dx) {
+    struct sc_xport *x = chain_of(t, d.dst);
+    if (x) {
         /* the TLS layer takes all of it, now (0) or queued (1: write_done follows) */
-        int rc = sc_xport_write(t->dx, &iov, 1);
+        int rc = sc_xport_write(x, &iov, 1);
         if (rc < 0) {
-            t->flags |= F_DC;
+            t->flags |= d.dst == &t->u ? F_UC : F_DC;
             tcp_close(t);
         } else if (rc == 1) {
             *d.wpending = true;
             src_stop(t, d.src);
         } else {
-            t->tx += iov.len;
-            sc_metrics_counter_add(t->lsn->icpt.m_tx, iov.len);
+            if (d.dst == &t->d) {
+                t->tx += iov.len;
+                sc_metrics_counter_add(t->lsn->icpt.m_tx, iov.len);
+            }
             b->start = b->end = 0;
             proxy_rbuf_put(t->w, b);
         }
@@ -547,6 +586,8 @@ static void on_timer(uv_timer_t *h)
         if (t->mesh && !t->hs_done) {
             t->tls_fail = t->dx ? "handshake_timeout" : "not_tls";
             tcp_close(t); /* no ClientHello, or no handshake, in time: STRICT admits neither */
+        } else if (t->peek && t->lsn->icpt.detect_timeout_ms) {
+            decide(t, PROXY_PROTO_TCP, NULL); /* a server-first protocol: relayed as it is */
         } else if (t->lsn->icpt.detect_timeout_ms) {
             t->how = DET_TIMEOUT;
             decide(t,
@@ -583,9 +624,10 @@ static void on_timer(uv_timer_t *h)
     }
 }
 
-static void on_connect(uv_connect_t *req, int status)
+/* The upstream connect ended, with the TLS handshake when the cluster originates TLS: a failure
+ * or a peer the cluster does not accept (a mesh cluster's trust domain) ends the connection. */
+static void connected(struct proxy_tcp *t, int status)
 {
-    struct proxy_tcp *t = req->data;
     if (status == UV_ECANCELED || t->state == T_CLOSING) {
         return;
     }
@@ -594,12 +636,23 @@ static void on_connect(uv_connect_t *req, int status)
         t->bk_pending = false;
         proxy_breaker_connected(t->cluster);
     }
-    if (status < 0) {
+    const char *bad = NULL;
+    if (t->ux) {
+        enum sc_tls_fail f;
+        bad = proxy_tls_cluster_done(t->cluster, t->ux, status, &f);
+        t->utls_fail = bad ? sc_tls_fail_name(f) : NULL;
+    }
+    if (status < 0 || bad) {
         t->flags |= F_UF;
         if (t->ep && t->ep->st) {
             proxy_outlier_record(t->ep, 503, now);
         }
-        sc_debug("tcp upstream connect failed", SC_LERR(status));
+        if (bad) {
+            sc_debug("tcp upstream TLS refused", SC_LS("listener", t->lsn->name),
+                     SC_LS("cluster", t->cluster->name), SC_LS("reason", bad));
+        } else {
+            sc_debug("tcp upstream connect failed", SC_LERR(status));
+        }
         tcp_close(t);
         return;
     }
@@ -607,8 +660,13 @@ static void on_connect(uv_connect_t *req, int status)
         proxy_outlier_record(t->ep, 200, now);
     }
     t->connect_ns = proxy_now_ns();
-    sc_tcp_tune(&t->u);
+    sc_tcp_tune(t->ux ? &t->utx->tcp : &t->u);
     relay_start(t);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    connected(req->data, status);
 }
 
 static void relay_start(struct proxy_tcp *t)
@@ -779,7 +837,7 @@ static void on_poll(uv_poll_t *h, int status, int events)
  * descriptor or pipe cannot be had. */
 static void splice_start(struct proxy_tcp *t)
 {
-    if (!t->lsn->icpt.splice || t->dx || t->spliced || t->state != T_RELAY || t->d_eof ||
+    if (!t->lsn->icpt.splice || t->dx || t->ux || t->spliced || t->state != T_RELAY || t->d_eof ||
         t->u_eof || t->uw_pending || t->dw_pending || t->up.start != t->up.end ||
         t->down.start != t->down.end) {
         return;
@@ -903,6 +961,37 @@ static bool tcp_authorized(struct proxy_tcp *t)
     return true;
 }
 
+/* The upstream chain's callbacks (a cluster that originates TLS): reads fill the block of the
+ * direction to the client, writes finish the direction to the upstream. */
+static void u_alloc(void *owner, uv_buf_t *buf)
+{
+    struct proxy_tcp *t = owner;
+    block_for(t, &t->down, buf);
+}
+
+static void u_read(void *owner, ssize_t nread)
+{
+    relay_read(owner, &((struct proxy_tcp *)owner)->u, nread);
+}
+
+static void u_write_done(void *owner, int status)
+{
+    struct proxy_tcp *t = owner;
+    write_done(t, dir_up(t), status);
+}
+
+static void u_connected(void *owner, int status)
+{
+    connected(owner, status);
+}
+
+static void u_closed(void *owner)
+{
+    closed_one(owner);
+}
+
+static const struct sc_xport_cbs ucbs = { u_alloc, u_read, u_write_done, u_connected, u_closed };
+
 /* Routes and connects a connection to be relayed. */
 static void relay_connect(struct proxy_tcp *t, const struct proxy_hello *hello)
 {
@@ -950,14 +1039,28 @@ static void relay_connect(struct proxy_tcp *t, const struct proxy_hello *hello)
         }
         t->bk_cx = t->bk_pending = true;
     }
-    uv_tcp_init(w->loop, &t->u);
-    t->u.data = t;
-    t->u_init = true;
-    t->handles++;
-    int rc = proxy_icpt_bind(&t->u, c, t->uaddr.ss_family);
-    if (rc == 0) {
-        t->creq.data = t;
-        rc = uv_tcp_connect(&t->creq, &t->u, (const struct sockaddr *)&t->uaddr, on_connect);
+    int rc;
+    if (c && c->tls.src) {
+        /* the cluster originates TLS (mesh mTLS): a chain whose connect includes the handshake */
+        t->utx = SC_NEW(struct sc_tcp_xport);
+        sc_tcp_xport_init(t->utx, w->loop, &ucbs, t);
+        t->handles++;
+        t->ux = proxy_tls_relay_layer(c, t->ep, (const struct sockaddr *)&t->uaddr, w->loop,
+                                      &t->utx->base);
+        rc = proxy_icpt_bind(&t->utx->tcp, c, t->uaddr.ss_family);
+        if (rc == 0) {
+            rc = sc_xport_connect(t->ux, (const struct sockaddr *)&t->uaddr);
+        }
+    } else {
+        uv_tcp_init(w->loop, &t->u);
+        t->u.data = t;
+        t->u_init = true;
+        t->handles++;
+        rc = proxy_icpt_bind(&t->u, c, t->uaddr.ss_family);
+        if (rc == 0) {
+            t->creq.data = t;
+            rc = uv_tcp_connect(&t->creq, &t->u, (const struct sockaddr *)&t->uaddr, on_connect);
+        }
     }
     if (rc < 0) {
         sc_warn("tcp upstream connect failed", SC_LS("listener", t->lsn->name), SC_LERR(rc));
@@ -1035,16 +1138,19 @@ static void decide(struct proxy_tcp *t, enum proxy_proto proto, const struct pro
 }
 
 /* Decides by the listener's protocol or the port lists, without reading. Otherwise arms the
- * detection timer and returns false: the first bytes decide. */
+ * detection timer and returns false: the first bytes decide. Under PERMISSIVE, a connection the
+ * listener or port makes opaque is read too (t->peek), for a ClientHello of the mesh only. */
 static bool decide_unread(struct proxy_tcp *t)
 {
     const struct proxy_listener_icpt *ic = &t->lsn->icpt;
     if (ic->protocol == PROXY_LP_TCP || port_in(t->port, ic->opaque, ic->nopaque)) {
         t->how = ic->protocol == PROXY_LP_TCP ? DET_LISTENER : DET_PORT;
-        decide(t, PROXY_PROTO_TCP, NULL);
-        return true;
-    }
-    if (port_in(t->port, ic->http, ic->nhttp)) {
+        t->peek = t->permissive && !t->mesh;
+        if (!t->peek) {
+            decide(t, PROXY_PROTO_TCP, NULL);
+            return true;
+        }
+    } else if (port_in(t->port, ic->http, ic->nhttp)) {
         t->how = DET_PORT;
         decide(t, PROXY_PROTO_HTTP1, NULL);
         return true;
@@ -1065,11 +1171,7 @@ static bool decide_unread(struct proxy_tcp *t)
 static void x_alloc(void *owner, uv_buf_t *buf)
 {
     struct proxy_tcp *t = owner;
-    proxy_rbuf_get(t->w, &t->up);
-    if (t->up.start == t->up.end) {
-        t->up.start = t->up.end = 0;
-    }
-    *buf = uv_buf_init(t->up.p + t->up.end, (unsigned)(t->up.cap - t->up.end));
+    block_for(t, &t->up, buf);
 }
 
 static void x_read(void *owner, ssize_t nread)
@@ -1207,11 +1309,21 @@ static void on_detect_read(struct proxy_tcp *t, ssize_t nread)
     t->rx += (uint64_t)nread; /* counted in the metrics once relayed (decrypted, under mTLS) */
     struct proxy_hello hello;
     size_t n = t->up.end - t->up.start;
+    enum sc_tls_sniff k = t->peek ? sc_tls_sniff(t->up.p + t->up.start, n) : SC_TLS_SNIFF_TLS;
+    if (k == SC_TLS_SNIFF_MORE) {
+        return;
+    }
+    if (k == SC_TLS_SNIFF_PLAIN) {
+        decide(t, PROXY_PROTO_TCP, NULL); /* not TLS: bytes, as the port says */
+        return;
+    }
     enum proxy_proto p = proxy_detect((const uint8_t *)t->up.p + t->up.start, n, &hello);
     if (p == PROXY_PROTO_MORE && n < t->up.cap) {
         return;
     }
-    t->how = DET_BYTES;
+    if (!t->peek) {
+        t->how = DET_BYTES;
+    }
     if (p == PROXY_PROTO_TLS && t->permissive && !t->dx) {
         for (size_t i = 0; i < hello.nalpn; i++) {
             if (proxy_tls_mesh_alpn(hello.alpn[i])) {
@@ -1222,6 +1334,10 @@ static void on_detect_read(struct proxy_tcp *t, ssize_t nread)
                 return;
             }
         }
+    }
+    if (t->peek) {
+        decide(t, PROXY_PROTO_TCP, NULL); /* the application's own TLS: bytes, as the port says */
+        return;
     }
     decide(t, p, p == PROXY_PROTO_TLS ? &hello : NULL);
 }

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/list.h"
 #include "core/log.h"
+#include "net/addr.h"
 #include "net/http1.h"
 #include "roles/proxy/proxy_conn.h"
 #include "roles/proxy/proxy_h2.h"
@@ -766,27 +767,53 @@ int proxy_tls_xfcc(struct proxy_exch *ex, const struct sc_http_msg *m, struct pr
 
 /* ---- the data path: upstream ---- */
 
-struct sc_xport *proxy_tls_cluster_layer(struct proxy_endpoint *ep, uv_loop_t *loop,
-                                         struct sc_xport *below)
+/* Stacks cluster <c>'s TLS layer on <below> for a connection to <dest> ("ip:port" or
+ * "host:port", the session key) sending <host> as SNI when the cluster has none, offering <alpn>
+ * (wire format; empty: the cluster's). */
+static struct sc_xport *cluster_layer(const struct proxy_cluster *c, const char *host,
+                                      const char *dest, uv_loop_t *loop, struct sc_xport *below,
+                                      struct sc_str alpn)
 {
-    const struct proxy_cluster_tls *t = &ep->cluster->tls;
-    if (!t->src) {
-        return below;
-    }
+    const struct proxy_cluster_tls *t = &c->tls;
     char key[320];
-    snprintf(key, sizeof(key), "%s|%s", ep->cluster->name, ep->name);
+    snprintf(key, sizeof(key), "%s|%s", c->name, dest);
     struct sc_tls_ctx *ctx = sc_tls_store_get(t->src->store);
     struct sc_tls_xport_args a = {
         .loop = loop,
         .below = below,
         .cbs = below->cbs,
         .owner = below->owner,
-        .sni = t->sni_from_host ? ep->host : NULL, /* an IP is verified, not sent */
+        .sni = t->sni_from_host ? host : NULL, /* an IP is verified, not sent */
         .session_key = key,
+        .alpn = alpn,
     };
     struct sc_xport *x = sc_tls_xport_new(ctx, &a);
     sc_tls_ctx_unref(ctx);
     return x;
+}
+
+struct sc_xport *proxy_tls_cluster_layer(struct proxy_endpoint *ep, uv_loop_t *loop,
+                                         struct sc_xport *below)
+{
+    if (!ep->cluster->tls.src) {
+        return below;
+    }
+    return cluster_layer(ep->cluster, ep->host, ep->name, loop, below, SC_STR_NULL);
+}
+
+struct sc_xport *proxy_tls_relay_layer(const struct proxy_cluster *c,
+                                       const struct proxy_endpoint *ep, const struct sockaddr *addr,
+                                       uv_loop_t *loop, struct sc_xport *below)
+{
+    /* Istio's TCP clusters offer these two under ISTIO_MUTUAL: the peer's inbound terminates
+     * the mesh's TLS by them and relays what is inside as bytes */
+    static const char mesh_alpn[] = "\x13istio-peer-exchange\x05istio";
+    char dest[64];
+    if (!ep) {
+        sc_addr_format(addr, dest, sizeof(dest));
+    }
+    return cluster_layer(c, ep ? ep->host : NULL, ep ? ep->name : dest, loop, below,
+                         c->tls.mesh ? sc_str_n(mesh_alpn, sizeof(mesh_alpn) - 1) : SC_STR_NULL);
 }
 
 void proxy_tls_upstream(struct proxy_uconn *uc)
@@ -797,34 +824,39 @@ void proxy_tls_upstream(struct proxy_uconn *uc)
     }
 }
 
-const char *proxy_tls_upstream_done(struct proxy_uconn *uc, int status)
+const char *proxy_tls_cluster_done(const struct proxy_cluster *c, struct sc_xport *x, int status,
+                                   enum sc_tls_fail *fail)
 {
-    const struct proxy_cluster_tls *t = &uc->ep->cluster->tls;
-    if (!uc->tls) {
-        return NULL;
+    const struct proxy_cluster_tls *t = &c->tls;
+    enum sc_tls_fail f = SC_TLS_FAIL_NONE;
+    const char *bad = NULL;
+    if (fail) {
+        *fail = SC_TLS_FAIL_NONE;
     }
     if (status < 0) {
-        enum sc_tls_fail f = sc_tls_xport_fail(uc->tls);
+        f = sc_tls_xport_fail(x);
         if (f == SC_TLS_FAIL_NONE) {
             return NULL; /* the TCP connect failed: no handshake took place */
         }
-        sc_metrics_counter_inc(t->m_hs[f]);
-        return sc_tls_fail_name(f);
-    }
-    if (t->mesh) {
+        bad = sc_tls_fail_name(f);
+    } else if (t->mesh) {
         struct sc_spiffe_id id;
-        struct sc_str s = sc_xport_query_str(uc->x, SC_XQ_PEER_ID);
-        const char *bad = NULL;
+        struct sc_str s = sc_xport_query_str(x, SC_XQ_PEER_ID);
         if (s.len == 0 || sc_tls_spiffe_parse(s, &id) < 0) {
             bad = "upstream has no SPIFFE identity";
         } else if (!sc_str_eq(id.trust_domain, sc_str_c(t->trust_domain))) {
             bad = "upstream identity is outside the trust domain";
         }
-        if (bad) {
-            sc_metrics_counter_inc(t->m_hs[SC_TLS_FAIL_BAD_SAN]);
-            return bad;
-        }
+        f = bad ? SC_TLS_FAIL_BAD_SAN : SC_TLS_FAIL_NONE;
     }
-    sc_metrics_counter_inc(t->m_hs[SC_TLS_FAIL_NONE]);
-    return NULL;
+    sc_metrics_counter_inc(t->m_hs[f]);
+    if (fail) {
+        *fail = f;
+    }
+    return bad;
+}
+
+const char *proxy_tls_upstream_done(struct proxy_uconn *uc, int status)
+{
+    return uc->tls ? proxy_tls_cluster_done(uc->ep->cluster, uc->x, status, NULL) : NULL;
 }

@@ -187,6 +187,25 @@ void proxy_tls_upstream(struct proxy_uconn *uc);
 struct sc_xport *proxy_tls_cluster_layer(struct proxy_endpoint *ep, uv_loop_t *loop,
                                          struct sc_xport *below);
 
+/* Stacks the TLS layer of cluster <c> (which originates TLS: c->tls.src set) on <below> for a
+ * connection the TCP relay makes to endpoint <ep>, or to <addr> for an original_dst cluster
+ * (<ep> NULL), and returns the layer (the owner of <below>, reporting to below's owner). A mesh
+ * cluster offers only the mesh's ALPN ("istio-peer-exchange", "istio"), as Istio's TCP clusters
+ * do, whatever the cluster offers on its HTTP connections. */
+struct sc_xport *proxy_tls_relay_layer(const struct proxy_cluster *c,
+                                       const struct proxy_endpoint *ep, const struct sockaddr *addr,
+                                       uv_loop_t *loop, struct sc_xport *below);
+
+/* The connect of chain <x>, made by one of the layers above for cluster <c>, ended with
+ * <status>: counts the handshake in sidecar_upstream_tls_handshakes_total by result and returns
+ * why the connection cannot carry traffic (static text), with its result in <*fail> (NULL: not
+ * wanted): the handshake's failure, or for a mesh cluster a peer without a SPIFFE ID of the trust
+ * domain (SC_TLS_FAIL_BAD_SAN; subject_alt_names, when set, were checked by the handshake).
+ * Returns NULL when it may, and when the TCP connect failed (no handshake took place: the caller
+ * reports the socket error). */
+const char *proxy_tls_cluster_done(const struct proxy_cluster *c, struct sc_xport *x, int status,
+                                   enum sc_tls_fail *fail);
+
 /* The connect of upstream connection <uc> ended with <status>. For a cluster that originates
  * TLS, counts the handshake by result and returns why the connection cannot carry the request
  * (static text): the handshake's failure (a TCP connect failure is no handshake: NULL, the caller
