@@ -116,6 +116,8 @@ struct proxy_metrics;
 struct proxy_listener;
 /* Registers the HTTP/2 families (proxy_h2.c). */
 void proxy_h2_metrics_init(struct proxy_metrics *pm);
+/* Registers sidecar_grpc_responses_total and the gRPC message counters (proxy_grpc.c). */
+void proxy_grpc_metrics_init(struct proxy_metrics *pm);
 /* Resolves listener <l>'s HTTP/2 series. */
 void proxy_h2_listener_metrics(struct proxy_listener *l, struct proxy_metrics *pm);
 /* ---- end of downstream HTTP/2 ---- */
@@ -243,6 +245,14 @@ enum {
     PROXY_RETRY_5XX = 1 << 2,
     PROXY_RETRY_GATEWAY = 1 << 3,
     PROXY_RETRY_STATUS = 1 << 4,
+    /* gRPC statuses (proxy_grpc.c): in a trailers-only answer, or in trailers before any
+     * message reached the client */
+    PROXY_RETRY_GRPC_CANCELLED = 1 << 5,
+    PROXY_RETRY_GRPC_DEADLINE = 1 << 6,
+    PROXY_RETRY_GRPC_INTERNAL = 1 << 7,
+    PROXY_RETRY_GRPC_EXHAUSTED = 1 << 8,
+    PROXY_RETRY_GRPC_UNAVAILABLE = 1 << 9,
+    PROXY_RETRY_GRPC_ANY = 31 << 5,
 };
 
 enum { PROXY_LB_ROUND_ROBIN, PROXY_LB_LEAST_REQUEST };
@@ -404,6 +414,10 @@ struct proxy_metrics {
     struct sc_metric_family *h2_streams;
     struct sc_metric_family *h2_refused;
     struct sc_metric_family *h2_goaway;
+    /* gRPC (proxy_grpc.c) */
+    struct sc_metric_family *grpc_responses;
+    struct sc_metric_family *grpc_req_msgs;
+    struct sc_metric_family *grpc_resp_msgs;
 };
 
 /* Builds a snapshot from a checked <cfg> for <nworkers> workers, copying everything it keeps.

@@ -163,7 +163,9 @@ static void retry_policy(struct proxy_front *f, struct sc_ynode *rt, const struc
         s += n + (s[n] == ',');
         const char *ours = is(part, "refused-stream") ? "reset" : part;
         if (!is(ours, "5xx") && !is(ours, "gateway-error") && !is(ours, "connect-failure") &&
-            !is(ours, "reset") && !is(ours, "retriable-status-codes")) {
+            !is(ours, "reset") && !is(ours, "retriable-status-codes") && !is(ours, "cancelled") &&
+            !is(ours, "deadline-exceeded") && !is(ours, "internal") &&
+            !is(ours, "resource-exhausted") && !is(ours, "unavailable")) {
             proxy_front_refuse(f, on, path, "retry_on %.32s is not supported", part);
             return;
         }

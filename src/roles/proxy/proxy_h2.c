@@ -618,6 +618,7 @@ void proxy_h2_exch_begin(struct proxy_exch *ex)
     ex->down = &proxy_h2_down;
     ex->cl = &s->c->dc->cl;
     ex->down_h2 = true;
+    ex->grpc = s->grpc;
 }
 
 void proxy_h2_resp_framing(struct proxy_dconn *dc, bool data, struct sc_str span)
@@ -782,7 +783,9 @@ int proxy_h2_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
     if (proxy_head_response(r, m, &sk) < 0) {
         return SC_ETOOBIG;
     }
-    return submit_head(s, r->rbody != B_NONE);
+    /* An empty body ends the stream with the HEADERS: a gRPC trailers-only answer must (its
+     * grpc-status is read from the block that ends the stream). */
+    return submit_head(s, r->rbody != B_NONE && !(r->rbody == B_LENGTH && r->rremaining == 0));
 }
 
 /* A stream whose exchange is over still has response bytes for a client that does not read them
