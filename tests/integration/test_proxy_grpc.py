@@ -475,6 +475,70 @@ def test_http1_upstream_503_retried_as_unavailable(sidecar_run):
         up.close()
 
 
+def test_status_in_trailers_before_any_message_is_retried(sidecar_run):
+    """UNAVAILABLE in trailers that follow the head with no message (the head and the trailers
+    arriving apart, so the proxy waits for them before forwarding the head) is retried; the
+    client sees only the answer of the try that succeeded."""
+    seen = []
+
+    def handler(u, c, r):
+        seen.append(r.header("grpc-timeout"))
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/grpc\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        time.sleep(0.2)
+        if len(seen) == 1:
+            c.sendall(b"0\r\ngrpc-status: 14\r\ngrpc-message: warming up\r\n\r\n")
+        else:
+            c.sendall(b"9\r\n\x00\x00\x00\x00\x04done\r\n0\r\ngrpc-status: 0\r\n\r\n")
+        return True
+
+    up = FakeUpstream(handler)
+    try:
+        port = free_port()
+        sc = sidecar_run("proxy", config=proxy(port, up.addr, protocol="http1", route={
+            "retry_policy": {"retry_on": ["unavailable"], "num_retries": 2,
+                             "base_interval": "10ms"}}))
+        with channel(port) as ch:
+            assert unary(ch, "Unary", b"x", timeout=10) == b"done"
+        assert len(seen) == 2
+        # Each try is told what is left of the deadline, less on the second.
+        assert int(seen[1][:-1]) < int(seen[0][:-1]) <= 10000, seen
+        line = grpc_lines(sc, 1)[0]
+        assert line["retries"] == 1 and line["grpc_status"] == 0
+    finally:
+        up.close()
+
+
+def test_reset_after_the_call_was_sent_is_not_retried_unless_idempotent(sidecar_run):
+    """An upstream that takes the call and resets: a gRPC call is not idempotent, so `reset` does
+    not replay it (the server may have acted on it) unless the route says it may."""
+    seen = []
+
+    def handler(u, c, r):
+        seen.append(r.target)
+        return False  # closes the connection without an answer
+
+    up = FakeUpstream(handler)
+    try:
+        port, port2 = free_port(), free_port()
+        retry = {"retry_on": ["reset", "unavailable"], "num_retries": 2, "base_interval": "10ms"}
+        sidecar_run("proxy", config=proxy(port, up.addr, protocol="http1",
+                                          route={"retry_policy": retry}))
+        with channel(port) as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                unary(ch, "Unary", b"x", timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE  # the proxy's 502
+        assert len(seen) == 1
+        sidecar_run("proxy", config=proxy(port2, up.addr, protocol="http1", route={
+            "retry_policy": dict(retry, retry_non_idempotent=True)}))
+        with channel(port2) as ch:
+            with pytest.raises(grpc.RpcError):
+                unary(ch, "Unary", b"x", timeout=10)
+        assert len(seen) == 4
+    finally:
+        up.close()
+
+
 def test_grpc_through_two_sidecars_over_mesh_mtls(sidecar_run, server, pki):  # noqa: F811
     """client -> outbound sidecar (h2c) -> HTTP/2 over mesh mTLS -> inbound sidecar (STRICT) ->
     server: every kind of call works, the inbound side logs the caller's SPIFFE identity, and

@@ -81,7 +81,8 @@ struct proxy_grpc_frames {
 /* grpc-status matched in a trailer section as its bytes pass (proxy_grpc.c). */
 struct proxy_grpc_tscan {
     uint8_t pos;  /* bytes of "\ngrpc-status:" matched; 13: in the value */
-    int16_t val;  /* the value's digits so far */
+    int16_t val;  /* the value's digits so far (-1: none yet, -2: not a status) */
+    uint8_t ndig; /* how many (a status has 1 or 2) */
     uint8_t code; /* the last complete, valid status + 1; 0: none */
 };
 

@@ -149,8 +149,9 @@ void proxy_grpc_tscan_feed(struct proxy_grpc_tscan *t, struct sc_str span)
             if (c == ' ' || c == '\t') {
                 continue;
             }
-            if (c >= '0' && c <= '9' && t->val >= -1 && t->val < 100) {
+            if (c >= '0' && c <= '9' && t->val >= -1 && t->ndig < 2) {
                 t->val = (int16_t)((t->val < 0 ? 0 : t->val * 10) + (c - '0'));
+                t->ndig++;
             } else {
                 t->val = -2;
             }
@@ -161,6 +162,7 @@ void proxy_grpc_tscan_feed(struct proxy_grpc_tscan *t, struct sc_str span)
             t->pos++;
             if (t->pos == TS_VALUE) {
                 t->val = -1;
+                t->ndig = 0;
             }
         } else {
             t->pos = c == '\n' ? 1 : 0;
