@@ -131,6 +131,28 @@ def server():
         s.stop()
 
 
+@pytest.fixture
+def http1_app(sidecar_run):
+    """An HTTP/1 upstream (FakeUpstream: it answers what a test scripts, which no gRPC server
+    would) behind a proxy whose route is <route>; returns (upstream, proxy port, sidecar)."""
+    ups = []
+
+    def start(handler, route=None):
+        up = FakeUpstream(handler)
+        ups.append(up)
+        port = free_port()
+        sc = sidecar_run("proxy", config=proxy(port, up.addr, protocol="http1", route=route))
+        return up, port, sc
+
+    yield start
+    for u in ups:
+        u.close()
+
+
+RETRY_UNAVAILABLE = {"retry_policy": {"retry_on": ["unavailable"], "num_retries": 2,
+                                      "base_interval": "10ms"}}
+
+
 def proxy(port, endpoint, protocol="http2", route=None, **extra):
     r = {"name": "r", "cluster": "app"}
     r.update(route or {})
@@ -298,33 +320,27 @@ def test_grpc_timeout_capped_by_route_timeout(sidecar_run, server):
     assert s.seen[1][2] <= 0.305, s.seen
 
 
-def test_proxy_answers_deadline_exceeded_for_a_silent_upstream(sidecar_run):
+def test_proxy_answers_deadline_exceeded_for_a_silent_upstream(http1_app):
     """An upstream that never answers (here HTTP/1, which knows nothing of grpc-timeout): the
     proxy ends the call at the capped deadline with DEADLINE_EXCEEDED, trailers-only, and the
     upstream was told the time left in a grpc-timeout it can parse."""
     held = []
-    up = FakeUpstream(lambda u, c, r: held.append(r) or True)
-    try:
-        port = free_port()
-        sc = sidecar_run("proxy", config=proxy(port, up.addr, protocol="http1",
-                                               route={"timeout": "700ms"}))
-        with channel(port) as ch:
-            t0 = time.monotonic()
-            with pytest.raises(grpc.RpcError) as e:
-                unary(ch, "Unary", b"x", timeout=30)
-            took = time.monotonic() - t0
-        assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert e.value.details() == "gRPC deadline exceeded"
-        assert 0.6 < took < 3, took
-        v = held[0].header("grpc-timeout")
-        assert len(v) == 9 and v[-1] == "m" and 600 < int(v[:-1]) <= 700, v
-        line = grpc_lines(sc, 1)[0]
-        assert line["grpc_status"] == 4 and line["flags"] == "UT" and line["status"] == 504
-        assert metric(metrics(sc), "sidecar_grpc_responses_total", cluster="app",
-                      grpc_code="DEADLINE_EXCEEDED") == 1
-        assert metric(metrics(sc), "sidecar_upstream_rq_timeout_total", cluster="app") == 1
-    finally:
-        up.close()
+    up, port, sc = http1_app(lambda u, c, r: held.append(r) or True, {"timeout": "700ms"})
+    with channel(port) as ch:
+        t0 = time.monotonic()
+        with pytest.raises(grpc.RpcError) as e:
+            unary(ch, "Unary", b"x", timeout=30)
+        took = time.monotonic() - t0
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert e.value.details() == "gRPC deadline exceeded"
+    assert 0.6 < took < 3, took
+    v = held[0].header("grpc-timeout")
+    assert len(v) == 9 and v[-1] == "m" and 600 < int(v[:-1]) <= 700, v
+    line = grpc_lines(sc, 1)[0]
+    assert line["grpc_status"] == 4 and line["flags"] == "UT" and line["status"] == 504
+    assert metric(metrics(sc), "sidecar_grpc_responses_total", cluster="app",
+                  grpc_code="DEADLINE_EXCEEDED") == 1
+    assert metric(metrics(sc), "sidecar_upstream_rq_timeout_total", cluster="app") == 1
 
 
 SERVER_SCRIPT = textwrap.dedent("""
@@ -425,27 +441,22 @@ def test_retries_on_unavailable(sidecar_run, server):
     (429, grpc.StatusCode.UNAVAILABLE), (404, grpc.StatusCode.UNIMPLEMENTED),
     (401, grpc.StatusCode.UNAUTHENTICATED), (403, grpc.StatusCode.PERMISSION_DENIED),
     (400, grpc.StatusCode.INTERNAL), (500, grpc.StatusCode.UNKNOWN)])
-def test_http1_upstream_errors_map_to_grpc_statuses(sidecar_run, status, code):
+def test_http1_upstream_errors_map_to_grpc_statuses(http1_app, status, code):
     """An HTTP/1 upstream answering an HTTP error without grpc-status: the gRPC client gets the
     status gRPC's table gives, from the proxy, trailers-only."""
-    up = FakeUpstream(lambda u, c, r: respond(c, status, b"<html>busy</html>",
-                                              [("Content-Type", "text/html")]))
-    try:
-        port = free_port()
-        sc = sidecar_run("proxy", config=proxy(port, up.addr, protocol="http1"))
-        with channel(port) as ch:
-            with pytest.raises(grpc.RpcError) as e:
-                unary(ch, "Unary", b"x", timeout=10)
-        assert e.value.code() == code
-        assert e.value.details() == f"upstream answered HTTP {status} without grpc-status"
-        assert up.requests[0].header("content-type") == "application/grpc"
-        line = grpc_lines(sc, 1)[0]
-        assert line["status"] == status and line["grpc_status"] == code.value[0]
-    finally:
-        up.close()
+    up, port, sc = http1_app(lambda u, c, r: respond(c, status, b"<html>busy</html>",
+                                                     [("Content-Type", "text/html")]))
+    with channel(port) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            unary(ch, "Unary", b"x", timeout=10)
+    assert e.value.code() == code
+    assert e.value.details() == f"upstream answered HTTP {status} without grpc-status"
+    assert up.requests[0].header("content-type") == "application/grpc"
+    line = grpc_lines(sc, 1)[0]
+    assert line["status"] == status and line["grpc_status"] == code.value[0]
 
 
-def test_http1_upstream_503_retried_as_unavailable(sidecar_run):
+def test_http1_upstream_503_retried_as_unavailable(http1_app):
     """The mapped status is what retry_on matches: an HTTP/1 upstream's 503 is retried by
     `unavailable` and the next answer (a gRPC one with trailers) reaches the client."""
     seen = []
@@ -459,23 +470,16 @@ def test_http1_upstream_503_retried_as_unavailable(sidecar_run):
                   b"8\r\n\x00\x00\x00\x00\x03abc\r\n0\r\ngrpc-status: 0\r\n\r\n")
         return True
 
-    up = FakeUpstream(handler)
-    try:
-        port = free_port()
-        sc = sidecar_run("proxy", config=proxy(port, up.addr, protocol="http1", route={
-            "retry_policy": {"retry_on": ["unavailable"], "num_retries": 2,
-                             "base_interval": "10ms"}}))
-        with channel(port) as ch:
-            assert unary(ch, "Unary", b"x", timeout=10) == b"abc"
-        assert len(seen) == 2
-        line = grpc_lines(sc, 1)[0]
-        assert line["retries"] == 1 and line["grpc_status"] == 0
-        assert (line["grpc_request_messages"], line["grpc_response_messages"]) == (1, 1)
-    finally:
-        up.close()
+    up, port, sc = http1_app(handler, RETRY_UNAVAILABLE)
+    with channel(port) as ch:
+        assert unary(ch, "Unary", b"x", timeout=10) == b"abc"
+    assert len(seen) == 2
+    line = grpc_lines(sc, 1)[0]
+    assert line["retries"] == 1 and line["grpc_status"] == 0
+    assert (line["grpc_request_messages"], line["grpc_response_messages"]) == (1, 1)
 
 
-def test_status_in_trailers_before_any_message_is_retried(sidecar_run):
+def test_status_in_trailers_before_any_message_is_retried(http1_app):
     """UNAVAILABLE in trailers that follow the head with no message (the head and the trailers
     arriving apart, so the proxy waits for them before forwarding the head) is retried; the
     client sees only the answer of the try that succeeded."""
@@ -492,24 +496,17 @@ def test_status_in_trailers_before_any_message_is_retried(sidecar_run):
             c.sendall(b"9\r\n\x00\x00\x00\x00\x04done\r\n0\r\ngrpc-status: 0\r\n\r\n")
         return True
 
-    up = FakeUpstream(handler)
-    try:
-        port = free_port()
-        sc = sidecar_run("proxy", config=proxy(port, up.addr, protocol="http1", route={
-            "retry_policy": {"retry_on": ["unavailable"], "num_retries": 2,
-                             "base_interval": "10ms"}}))
-        with channel(port) as ch:
-            assert unary(ch, "Unary", b"x", timeout=10) == b"done"
-        assert len(seen) == 2
-        # Each try is told what is left of the deadline, less on the second.
-        assert int(seen[1][:-1]) < int(seen[0][:-1]) <= 10000, seen
-        line = grpc_lines(sc, 1)[0]
-        assert line["retries"] == 1 and line["grpc_status"] == 0
-    finally:
-        up.close()
+    up, port, sc = http1_app(handler, RETRY_UNAVAILABLE)
+    with channel(port) as ch:
+        assert unary(ch, "Unary", b"x", timeout=10) == b"done"
+    assert len(seen) == 2
+    # Each try is told what is left of the deadline, less on the second.
+    assert int(seen[1][:-1]) < int(seen[0][:-1]) <= 10000, seen
+    line = grpc_lines(sc, 1)[0]
+    assert line["retries"] == 1 and line["grpc_status"] == 0
 
 
-def test_reset_after_the_call_was_sent_is_not_retried_unless_idempotent(sidecar_run):
+def test_reset_after_the_call_was_sent_is_not_retried_unless_idempotent(http1_app):
     """An upstream that takes the call and resets: a gRPC call is not idempotent, so `reset` does
     not replay it (the server may have acted on it) unless the route says it may."""
     seen = []
@@ -518,25 +515,18 @@ def test_reset_after_the_call_was_sent_is_not_retried_unless_idempotent(sidecar_
         seen.append(r.target)
         return False  # closes the connection without an answer
 
-    up = FakeUpstream(handler)
-    try:
-        port, port2 = free_port(), free_port()
-        retry = {"retry_on": ["reset", "unavailable"], "num_retries": 2, "base_interval": "10ms"}
-        sidecar_run("proxy", config=proxy(port, up.addr, protocol="http1",
-                                          route={"retry_policy": retry}))
-        with channel(port) as ch:
-            with pytest.raises(grpc.RpcError) as e:
-                unary(ch, "Unary", b"x", timeout=10)
-        assert e.value.code() == grpc.StatusCode.UNAVAILABLE  # the proxy's 502
-        assert len(seen) == 1
-        sidecar_run("proxy", config=proxy(port2, up.addr, protocol="http1", route={
-            "retry_policy": dict(retry, retry_non_idempotent=True)}))
-        with channel(port2) as ch:
-            with pytest.raises(grpc.RpcError):
-                unary(ch, "Unary", b"x", timeout=10)
-        assert len(seen) == 4
-    finally:
-        up.close()
+    retry = {"retry_on": ["reset", "unavailable"], "num_retries": 2, "base_interval": "10ms"}
+    up, port, sc = http1_app(handler, {"retry_policy": retry})
+    with channel(port) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            unary(ch, "Unary", b"x", timeout=10)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE  # the proxy's 502
+    assert len(seen) == 1
+    up2, port2, sc2 = http1_app(handler, {"retry_policy": dict(retry, retry_non_idempotent=True)})
+    with channel(port2) as ch:
+        with pytest.raises(grpc.RpcError):
+            unary(ch, "Unary", b"x", timeout=10)
+    assert len(seen) == 4
 
 
 def test_grpc_through_two_sidecars_over_mesh_mtls(sidecar_run, server, pki):  # noqa: F811

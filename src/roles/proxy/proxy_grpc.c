@@ -103,13 +103,7 @@ void proxy_grpc_frames_feed(struct proxy_grpc_frames *f, const char *p, size_t n
  * code or -1. */
 static int parse_status(struct sc_str v)
 {
-    while (v.len && (v.p[0] == ' ' || v.p[0] == '\t')) {
-        v.p++;
-        v.len--;
-    }
-    while (v.len && (v.p[v.len - 1] == ' ' || v.p[v.len - 1] == '\t')) {
-        v.len--;
-    }
+    v = sc_str_trim(v);
     if (v.len < 1 || v.len > 2) {
         return -1;
     }
@@ -321,8 +315,8 @@ static int empty_body_status(struct sc_str rest)
     struct sc_str s = sc_str_n(eol, rest.len - (size_t)(eol - rest.p));
     const char *end = NULL;
     for (size_t k = 0; k + 1 < s.len; k++) {
-        if (s.p[k] == '\n' && (s.p[k + 1] == '\n' || (s.p[k + 1] == '\r' && k + 2 < s.len &&
-                                                         s.p[k + 2] == '\n'))) {
+        if (s.p[k] == '\n' &&
+            (s.p[k + 1] == '\n' || (s.p[k + 1] == '\r' && k + 2 < s.len && s.p[k + 2] == '\n'))) {
             end = s.p + k + 1;
             break;
         }

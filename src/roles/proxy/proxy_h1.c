@@ -643,10 +643,9 @@ void proxy_pump_resp(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
                 }
                 if (r->grpc) {
                     /* messages counted, the trailers' grpc-status */
-                    proxy_grpc_resp_framing(r, rc == SC_HTTP1_CHUNK_DATA,
-                                            rc == SC_HTTP1_CHUNK_DATA
-                                                ? data
-                                                : sc_str_n(p + consumed, used));
+                    proxy_grpc_resp_framing(
+                        r, rc == SC_HTTP1_CHUNK_DATA,
+                        rc == SC_HTTP1_CHUNK_DATA ? data : sc_str_n(p + consumed, used));
                 }
                 consumed += used;
                 if (rc == SC_HTTP1_CHUNK_DONE) {
@@ -1309,26 +1308,12 @@ static void on_dtimer(uv_timer_t *t)
         proxy_exch_begin(dc, true); /* answered on a pseudo request, logged and counted */
         proxy_local_reply(&dc->ex, 408, "request head timeout", F_DPE);
         return;
-    case D_REQ:
-        if (r->grpc_deadline && now >= r->grpc_deadline) {
-            /* The call's deadline: DEADLINE_EXCEEDED (trailers-only) while nothing of the
-             * answer went out, else the stream is reset, as the client's own deadline would. */
-            if (r->cluster) {
-                sc_metrics_counter_inc(r->cluster->m_timeout);
-            }
-            if (r->retries > 0) {
-                r->flags |= F_URX;
-            }
-            if (!r->resp_head_sent) {
-                proxy_local_reply(&dc->ex, 504, "gRPC deadline exceeded", F_UT);
-            } else {
-                r->flags |= F_UT;
-                proxy_dconn_close(dc);
-            }
-            return;
-        }
-        if (!r->resp_head_sent && r->body_done && r->route && r->route->timeout_ms) {
-            if (now < r->body_done_ms + r->route->timeout_ms) {
+    case D_REQ: {
+        /* A gRPC call's deadline (proxy_grpc.c) runs until its answer is complete: a call whose
+         * answer streams already is reset, as the client's own deadline would end it. */
+        bool grpc_due = r->grpc_deadline && now >= r->grpc_deadline;
+        if (grpc_due || (!r->resp_head_sent && r->body_done && r->route && r->route->timeout_ms)) {
+            if (!grpc_due && now < r->body_done_ms + r->route->timeout_ms) {
                 proxy_arm_timer(dc);
                 return;
             }
@@ -1338,9 +1323,17 @@ static void on_dtimer(uv_timer_t *t)
             if (r->retries > 0) {
                 r->flags |= F_URX;
             }
-            proxy_local_reply(&dc->ex, 504, "upstream request timeout", F_UT);
+            if (r->resp_head_sent) {
+                r->flags |= F_UT;
+                proxy_dconn_close(dc);
+                return;
+            }
+            proxy_local_reply(&dc->ex, 504,
+                              grpc_due ? "gRPC deadline exceeded" : "upstream request timeout",
+                              F_UT);
             return;
         }
+    }
         /* fallthrough */
     case D_TUNNEL:
         if (now < dc->last_activity + rt->stream_idle_timeout_ms) {
