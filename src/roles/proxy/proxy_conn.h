@@ -583,6 +583,10 @@ int proxy_h2_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m);
  * is sent as HTTP/2 trailers. */
 void proxy_h2_resp_framing(struct proxy_dconn *dc, bool data, struct sc_str span);
 
+/* The response on stream <dc> ends with trailers grpc-status <code> and grpc-message <msg>
+ * (printable ASCII without '%') instead of the upstream's, once what was written is sent. */
+void proxy_h2_grpc_end(struct proxy_dconn *dc, int code, const char *msg);
+
 /* The exchange's view of the stream: set up by proxy_exch_begin for a stream dconn. */
 void proxy_h2_exch_begin(struct proxy_exch *ex);
 
@@ -681,6 +685,12 @@ enum {
 };
 int proxy_grpc_response(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_str rest,
                         uint32_t max_wait);
+
+/* The deadline of gRPC exchange <ex> passed while its answer streams: when the client is on an
+ * HTTP/2 stream and what it was sent ends on a message boundary, the answer is ended there with
+ * DEADLINE_EXCEEDED trailers (the upstream's rest dropped) and the exchange finished. Returns
+ * false when that cannot be done (the caller resets the stream). */
+bool proxy_grpc_deadline_end(struct proxy_exch *ex);
 
 /* Counts the finished call in the sidecar_grpc_* metrics. */
 void proxy_grpc_finish(struct proxy_exch *ex);

@@ -362,6 +362,21 @@ int proxy_grpc_response(struct proxy_exch *ex, const struct sc_http_msg *m, stru
 
 /* ---- the end of the call ---- */
 
+bool proxy_grpc_deadline_end(struct proxy_exch *ex)
+{
+    if (!ex->down_h2 || ex->gresp.hpos || ex->gresp.skip || ex->resp_done) {
+        return false; /* mid-message: only a reset keeps the client from a truncated one */
+    }
+    proxy_h2_grpc_end(ex->dc, PROXY_GRPC_DEADLINE_EXCEEDED, "gRPC deadline exceeded");
+    ex->grpc_status = PROXY_GRPC_DEADLINE_EXCEEDED + 1;
+    if (ex->uc) {
+        proxy_uconn_close(ex->uc);
+    }
+    ex->resp_done = true;
+    proxy_finish_request(ex);
+    return true;
+}
+
 void proxy_grpc_finish(struct proxy_exch *ex)
 {
     struct proxy_metrics *pm = &ex->w->px->pm;

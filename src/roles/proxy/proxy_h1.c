@@ -1325,7 +1325,9 @@ static void on_dtimer(uv_timer_t *t)
             }
             if (r->resp_head_sent) {
                 r->flags |= F_UT;
-                proxy_dconn_close(dc);
+                if (!grpc_due || !proxy_grpc_deadline_end(r)) {
+                    proxy_dconn_close(dc);
+                }
                 return;
             }
             proxy_local_reply(&dc->ex, 504,

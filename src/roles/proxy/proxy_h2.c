@@ -631,6 +631,13 @@ void proxy_h2_resp_framing(struct proxy_dconn *dc, bool data, struct sc_str span
     }
 }
 
+void proxy_h2_grpc_end(struct proxy_dconn *dc, int code, const char *msg)
+{
+    struct proxy_h2s *s = dc->h2s;
+    sc_buf_reset(&s->rtrl);
+    (void)sc_buf_appendf(&s->rtrl, "0\r\ngrpc-status: %d\r\ngrpc-message: %s\r\n\r\n", code, msg);
+}
+
 /* Sends the upstream's trailer section (what follows the last chunk's size line in s->rtrl) as
  * HTTP/2 trailers. Returns true when there were any. */
 static bool send_trailers(struct proxy_h2s *s)
