@@ -320,6 +320,34 @@ def test_grpc_timeout_capped_by_route_timeout(sidecar_run, server):
     assert s.seen[1][2] <= 0.305, s.seen
 
 
+def test_grpc_timeout_max_and_offset(sidecar_run, server, http1_app):
+    """The route's `grpc.timeout_max` caps a call's grpc-timeout instead of its timeout (none
+    here), and `grpc.timeout_offset` takes time off it so the proxy's deadline comes first."""
+    s = server()
+    port = free_port()
+    sidecar_run("proxy", config=proxy(port, s.addr, route={
+        "timeout": "0s", "grpc": {"timeout_max": "600ms"}}))
+    with channel(port) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            unary(ch, "Sleep", b"5", timeout=30)
+        assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert unary(ch, "Sleep", b"0.1", timeout=30) == b"slept"
+    assert 0.4 < s.seen[0][2] <= 0.605, s.seen
+    held = []
+    up, port2, sc = http1_app(lambda u, c, r: held.append(r) or True,
+                              {"grpc": {"timeout_offset": "300ms"}})
+    with channel(port2) as ch:
+        t0 = time.monotonic()
+        with pytest.raises(grpc.RpcError) as e:
+            unary(ch, "Unary", b"x", timeout=1)
+        took = time.monotonic() - t0
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert e.value.details() == "gRPC deadline exceeded"  # the proxy's, before the client's
+    assert took < 0.95, took
+    assert int(held[0].header("grpc-timeout")[:-1]) <= 700
+    assert grpc_lines(sc, 1)[0]["flags"] == "UT"
+
+
 def test_proxy_answers_deadline_exceeded_for_a_silent_upstream(http1_app):
     """An upstream that never answers (here HTTP/1, which knows nothing of grpc-timeout): the
     proxy ends the call at the capped deadline with DEADLINE_EXCEEDED, trailers-only, and the
@@ -634,6 +662,35 @@ def test_envoy_retry_on_grpc_statuses(sidecar_run, server):
         assert unary(ch, "Flaky", b"", timeout=10) == b"ok after 2"
     assert s.calls["Flaky"] == 2
     assert metric(metrics(sc), "sidecar_upstream_rq_retry_total", cluster="app") == 1
+
+
+def test_envoy_max_stream_duration_grpc_timeout_header_max(sidecar_run, server):
+    """Envoy's max_stream_duration.grpc_timeout_header_max caps grpc-timeout (with the route
+    timeout off, as the usual gRPC configuration has it); max_stream_duration itself is
+    refused."""
+    s = server()
+    port = free_port()
+    route = {"match": {"prefix": "/"}, "route": {
+        "cluster": "app", "timeout": "0s",
+        "max_stream_duration": {"grpc_timeout_header_max": "0.5s"}}}
+    cluster = static_cluster("app", s.addr, typed_extension_protocol_options={
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}}})
+    cfg = bootstrap(port, [{"name": "v", "domains": ["*"], "routes": [route]}], [cluster])
+    sc = sidecar_run("proxy", config=json.dumps(cfg))
+    with channel(port) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            unary(ch, "Sleep", b"5", timeout=30)
+        assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert 0.3 < s.seen[0][2] <= 0.505, s.seen
+    sc.stop()
+    route["route"]["max_stream_duration"] = {"max_stream_duration": "10s"}
+    sc = sidecar_run("proxy", config=json.dumps(cfg), wait=None)
+    sc.proc.wait(timeout=10)
+    out = sc.logs()
+    assert sc.stop() == 1
+    assert "route.max_stream_duration: max_stream_duration is not supported" in out, out
 
 
 def test_istio_retry_on_grpc_statuses(sidecar_run, server):

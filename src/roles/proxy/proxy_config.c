@@ -157,6 +157,11 @@ static const struct sc_opt route_opts[] = {
       .offset = offsetof(struct proxy_route_cfg, timeout),
       .help = "duration from the request to the response head, retries included; unset: the "
               "top-level timeout; 0s: no timeout" },
+    { .name = "grpc",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_route_cfg, grpc),
+      .help = "gRPC calls' deadlines (docs/grpc.md)",
+      .sub = proxy_grpc_route_opts },
     { .name = "retry_policy",
       .type = SC_OPT_OBJ,
       .offset = offsetof(struct proxy_route_cfg, retry_policy),
@@ -974,6 +979,7 @@ static void route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
     if (rc->timeout && sc_value_parse_duration(rc->timeout, &r->timeout_ms) < 0) {
         r->timeout_ms = cfg->timeout_ms; /* checked at load */
     }
+    proxy_grpc_route_init(r, &rc->grpc);
     const struct proxy_retry_cfg *rp = &rc->retry_policy;
     r->retry_on = 0;
     for (size_t i = 0; i < rp->retry_on.n; i++) {

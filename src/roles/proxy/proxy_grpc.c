@@ -13,8 +13,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/metrics.h"
+#include "core/value.h"
 #include "roles/proxy/proxy_conn.h"
 #include "roles/proxy/proxy_h2.h"
 #include "roles/proxy/proxy_policy.h"
@@ -66,6 +68,44 @@ void proxy_grpc_metrics_init(struct proxy_metrics *pm)
 const char *proxy_grpc_code_name(int code)
 {
     return code >= 0 && code <= GRPC_MAX_CODE ? code_names[code] : "UNKNOWN";
+}
+
+/* A duration option that may be unset (NULL). */
+static int duration_check(void *field, char **err)
+{
+    const char *s = *(char **)field;
+    uint64_t ms;
+    if (s && sc_value_parse_duration(s, &ms) < 0) {
+        *err = sc_asprintf("\"%s\" is not a duration (e.g. 250ms, 30s, 0s)", s);
+        return SC_ECONFIG;
+    }
+    return 0;
+}
+
+const struct sc_opt proxy_grpc_route_opts[] = {
+    { .name = "timeout_max",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_grpc_route_cfg, timeout_max),
+      .help = "the most a call's grpc-timeout may give it (Envoy's "
+              "max_stream_duration.grpc_timeout_header_max); unset: the route's timeout; 0s: no "
+              "cap",
+      .check = duration_check },
+    { .name = "timeout_offset",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct proxy_grpc_route_cfg, timeout_offset_ms),
+      .def = "0s",
+      .help = "taken off a call's grpc-timeout, so the proxy's deadline passes first (Envoy's "
+              "grpc_timeout_header_offset); a call left with none ends at once" },
+    { 0 },
+};
+
+void proxy_grpc_route_init(struct proxy_route *r, const struct proxy_grpc_route_cfg *c)
+{
+    r->grpc_timeout_max_ms = r->timeout_ms;
+    if (c->timeout_max && sc_value_parse_duration(c->timeout_max, &r->grpc_timeout_max_ms) < 0) {
+        r->grpc_timeout_max_ms = r->timeout_ms; /* checked at load */
+    }
+    r->grpc_timeout_offset_ms = c->timeout_offset_ms;
 }
 
 /* ---- message counting ---- */
@@ -246,10 +286,11 @@ void proxy_grpc_route(struct proxy_exch *ex, const struct sc_http_msg *m)
     if (!h || proxy_grpc_timeout_parse(h->value, &ms) < 0) {
         return; /* no deadline of the client's: the route's timeout applies as to any request */
     }
-    uint64_t cap = ex->route->timeout_ms;
+    uint64_t cap = ex->route->grpc_timeout_max_ms;
     if (cap && ms > cap) {
         ms = cap;
     }
+    ms = ms > ex->route->grpc_timeout_offset_ms ? ms - ex->route->grpc_timeout_offset_ms : 0;
     uint64_t start_ms = uv_now(ex->w->loop);
     ex->grpc_deadline = start_ms + ms;
     ex->grpc_to_off = head_make_room(&ex->head);
