@@ -336,16 +336,16 @@ def test_grpc_timeout_max_and_offset(sidecar_run, server, http1_app):
     assert 0.4 < s.seen[0][2] <= 0.605, s.seen
     held = []
     up, port2, sc = http1_app(lambda u, c, r: held.append(r) or True,
-                              {"grpc": {"timeout_offset": "300ms"}})
+                              {"grpc": {"timeout_offset": "2s"}})
     with channel(port2) as ch:
         t0 = time.monotonic()
         with pytest.raises(grpc.RpcError) as e:
-            unary(ch, "Unary", b"x", timeout=1)
+            unary(ch, "Unary", b"x", timeout=3)
         took = time.monotonic() - t0
     assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert e.value.details() == "gRPC deadline exceeded"  # the proxy's, before the client's
-    assert took < 0.95, took
-    assert int(held[0].header("grpc-timeout")[:-1]) <= 700
+    assert took < 2.5, took
+    assert int(held[0].header("grpc-timeout")[:-1]) <= 1000
     assert grpc_lines(sc, 1)[0]["flags"] == "UT"
 
 
@@ -396,7 +396,7 @@ def test_deadline_passing_while_the_answer_streams(http1_app, cut):
     """The capped deadline passes while an upstream that ignores grpc-timeout streams: at a
     message boundary the client gets the messages so far and DEADLINE_EXCEEDED in trailers;
     in the middle of a message the stream is reset (never a truncated message)."""
-    up, port, sc = http1_app(slow_stream(cut), {"timeout": "550ms"})
+    up, port, sc = http1_app(slow_stream(cut), {"timeout": "900ms"})
     got = []
     with channel(port) as ch:
         with pytest.raises(grpc.RpcError) as e:
@@ -407,7 +407,7 @@ def test_deadline_passing_while_the_answer_streams(http1_app, cut):
     if not cut:
         assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert e.value.details() == "gRPC deadline exceeded"
-        assert 3 <= len(got) <= 7 and got[0] == b"m000", got
+        assert 1 <= len(got) <= 10 and got[0] == b"m000", got
         assert line["grpc_status"] == 4 and line["grpc_response_messages"] == len(got)
     else:
         assert e.value.code() != grpc.StatusCode.DEADLINE_EXCEEDED, e.value
