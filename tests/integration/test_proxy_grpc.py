@@ -645,6 +645,15 @@ def test_grpc_through_two_sidecars_over_mesh_mtls(sidecar_run, server, pki):  # 
                   result="ok") == 1
 
 
+def envoy_h2(port, route, addr):
+    """An Envoy bootstrap: one route, to cluster app at <addr> over HTTP/2."""
+    cluster = static_cluster("app", addr, typed_extension_protocol_options={
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}}})
+    return bootstrap(port, [{"name": "v", "domains": ["*"], "routes": [route]}], [cluster])
+
+
 def test_envoy_retry_on_grpc_statuses(sidecar_run, server):
     """An Envoy bootstrap's gRPC retry_on values are taken and act: UNAVAILABLE is retried."""
     s = server(fail_first=1)
@@ -653,11 +662,7 @@ def test_envoy_retry_on_grpc_statuses(sidecar_run, server):
         "cluster": "app", "retry_policy": {
             "retry_on": "unavailable,cancelled,internal,deadline-exceeded,resource-exhausted",
             "num_retries": 2}}}
-    cluster = static_cluster("app", s.addr, typed_extension_protocol_options={
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            "explicit_http_config": {"http2_protocol_options": {}}}})
-    cfg = bootstrap(port, [{"name": "v", "domains": ["*"], "routes": [route]}], [cluster])
+    cfg = envoy_h2(port, route, s.addr)
     sc = sidecar_run("proxy", config=json.dumps(cfg))
     with channel(port) as ch:
         assert unary(ch, "Flaky", b"", timeout=10) == b"ok after 2"
@@ -674,11 +679,7 @@ def test_envoy_max_stream_duration_grpc_timeout_header_max(sidecar_run, server):
     route = {"match": {"prefix": "/"}, "route": {
         "cluster": "app", "timeout": "0s",
         "max_stream_duration": {"grpc_timeout_header_max": "0.5s"}}}
-    cluster = static_cluster("app", s.addr, typed_extension_protocol_options={
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            "explicit_http_config": {"http2_protocol_options": {}}}})
-    cfg = bootstrap(port, [{"name": "v", "domains": ["*"], "routes": [route]}], [cluster])
+    cfg = envoy_h2(port, route, s.addr)
     sc = sidecar_run("proxy", config=json.dumps(cfg))
     with channel(port) as ch:
         with pytest.raises(grpc.RpcError) as e:
