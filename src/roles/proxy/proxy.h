@@ -66,6 +66,13 @@ struct proxy_retry_cfg {
     uint64_t max_interval_ms;
 };
 
+/* A route's `grpc` options (proxy_grpc.c): how a call's grpc-timeout becomes its deadline. */
+struct proxy_grpc_route_cfg {
+    char *timeout_max;          /* a duration; NULL: the route's timeout is the cap; 0: none */
+    uint64_t timeout_offset_ms; /* taken off the client's grpc-timeout */
+};
+extern const struct sc_opt proxy_grpc_route_opts[];
+
 struct proxy_route_cfg {
     char *name;
     struct proxy_match_cfg match;
@@ -82,6 +89,7 @@ struct proxy_route_cfg {
     char *host_rewrite;
     struct proxy_direct_cfg direct_response;
     struct proxy_redirect_cfg redirect;
+    struct proxy_grpc_route_cfg grpc;
 };
 
 /* ---- downstream HTTP/2 (proxy_h2.c): a listener's `http2` options ---- */
@@ -116,6 +124,8 @@ struct proxy_metrics;
 struct proxy_listener;
 /* Registers the HTTP/2 families (proxy_h2.c). */
 void proxy_h2_metrics_init(struct proxy_metrics *pm);
+/* Registers sidecar_grpc_responses_total and the gRPC message counters (proxy_grpc.c). */
+void proxy_grpc_metrics_init(struct proxy_metrics *pm);
 /* Resolves listener <l>'s HTTP/2 series. */
 void proxy_h2_listener_metrics(struct proxy_listener *l, struct proxy_metrics *pm);
 /* ---- end of downstream HTTP/2 ---- */
@@ -227,6 +237,10 @@ int proxy_endpoints_check(void *field, char **err);
 /* True when <s> has only the characters proxy_endpoint_check admits (empty too). */
 bool proxy_endpoint_chars_ok(struct sc_str s);
 
+/* Fills route <r>'s gRPC deadline settings from <c> (timeout_ms set already). */
+struct proxy_route;
+void proxy_grpc_route_init(struct proxy_route *r, const struct proxy_grpc_route_cfg *c);
+
 /* Role check: cross references and values the table cannot check. */
 int proxy_config_check(const void *cfg, char **err);
 
@@ -243,6 +257,14 @@ enum {
     PROXY_RETRY_5XX = 1 << 2,
     PROXY_RETRY_GATEWAY = 1 << 3,
     PROXY_RETRY_STATUS = 1 << 4,
+    /* gRPC statuses (proxy_grpc.c): in a trailers-only answer, or in trailers before any
+     * message reached the client */
+    PROXY_RETRY_GRPC_CANCELLED = 1 << 5,
+    PROXY_RETRY_GRPC_DEADLINE = 1 << 6,
+    PROXY_RETRY_GRPC_INTERNAL = 1 << 7,
+    PROXY_RETRY_GRPC_EXHAUSTED = 1 << 8,
+    PROXY_RETRY_GRPC_UNAVAILABLE = 1 << 9,
+    PROXY_RETRY_GRPC_ANY = 31 << 5,
 };
 
 enum { PROXY_LB_ROUND_ROBIN, PROXY_LB_LEAST_REQUEST };
@@ -326,6 +348,8 @@ struct proxy_route {
     /* sidecar_requests_total series by status code (100..599), filled on first use */
     _Atomic(struct sc_metric *) codes[500];
     struct proxy_route_policy *pol; /* NULL: no traffic policy */
+    uint64_t grpc_timeout_max_ms;   /* the cap of a call's grpc-timeout; 0: none */
+    uint64_t grpc_timeout_offset_ms;
 };
 
 struct proxy_listener {
@@ -404,6 +428,10 @@ struct proxy_metrics {
     struct sc_metric_family *h2_streams;
     struct sc_metric_family *h2_refused;
     struct sc_metric_family *h2_goaway;
+    /* gRPC (proxy_grpc.c) */
+    struct sc_metric_family *grpc_responses;
+    struct sc_metric_family *grpc_req_msgs;
+    struct sc_metric_family *grpc_resp_msgs;
 };
 
 /* Builds a snapshot from a checked <cfg> for <nworkers> workers, copying everything it keeps.

@@ -87,8 +87,10 @@ static const struct sc_opt retry_opts[] = {
     { .name = "retry_on",
       .type = SC_OPT_STRLIST,
       .offset = offsetof(struct proxy_retry_cfg, retry_on),
-      .help = "conditions: connect-failure, reset, 5xx, gateway-error, retriable-status-codes "
-              "(default connect-failure, reset, gateway-error)" },
+      .help = "conditions: connect-failure, reset, 5xx, gateway-error, retriable-status-codes, "
+              "and for gRPC calls the statuses cancelled, deadline-exceeded, internal, "
+              "resource-exhausted, unavailable (in a trailers-only answer, or in trailers before "
+              "any message reached the client) (default connect-failure, reset, gateway-error)" },
     { .name = "num_retries",
       .type = SC_OPT_INT,
       .offset = offsetof(struct proxy_retry_cfg, num_retries),
@@ -155,6 +157,11 @@ static const struct sc_opt route_opts[] = {
       .offset = offsetof(struct proxy_route_cfg, timeout),
       .help = "duration from the request to the response head, retries included; unset: the "
               "top-level timeout; 0s: no timeout" },
+    { .name = "grpc",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_route_cfg, grpc),
+      .help = "gRPC calls' deadlines (docs/grpc.md)",
+      .sub = proxy_grpc_route_opts },
     { .name = "retry_policy",
       .type = SC_OPT_OBJ,
       .offset = offsetof(struct proxy_route_cfg, retry_policy),
@@ -532,6 +539,11 @@ static unsigned retry_flag(const char *s)
         { "5xx", PROXY_RETRY_5XX },
         { "gateway-error", PROXY_RETRY_GATEWAY },
         { "retriable-status-codes", PROXY_RETRY_STATUS },
+        { "cancelled", PROXY_RETRY_GRPC_CANCELLED },
+        { "deadline-exceeded", PROXY_RETRY_GRPC_DEADLINE },
+        { "internal", PROXY_RETRY_GRPC_INTERNAL },
+        { "resource-exhausted", PROXY_RETRY_GRPC_EXHAUSTED },
+        { "unavailable", PROXY_RETRY_GRPC_UNAVAILABLE },
     };
     for (size_t i = 0; i < SC_ARRAY_LEN(t); i++) {
         if (strcmp(s, t[i].name) == 0) {
@@ -626,8 +638,9 @@ static int check_route(const struct proxy_cfg *c, const struct proxy_listener_cf
     for (size_t i = 0; i < rp->retry_on.n; i++) {
         if (!retry_flag(rp->retry_on.v[i])) {
             *err = sc_asprintf("listener \"%s\" route %zu (%s): unknown retry_on \"%s\" (want "
-                               "connect-failure, reset, 5xx, gateway-error or "
-                               "retriable-status-codes)",
+                               "connect-failure, reset, 5xx, gateway-error, "
+                               "retriable-status-codes, cancelled, deadline-exceeded, internal, "
+                               "resource-exhausted or unavailable)",
                                l->name, ri + 1, rname, rp->retry_on.v[i]);
             return SC_ECONFIG;
         }
@@ -966,6 +979,7 @@ static void route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
     if (rc->timeout && sc_value_parse_duration(rc->timeout, &r->timeout_ms) < 0) {
         r->timeout_ms = cfg->timeout_ms; /* checked at load */
     }
+    proxy_grpc_route_init(r, &rc->grpc);
     const struct proxy_retry_cfg *rp = &rc->retry_policy;
     r->retry_on = 0;
     for (size_t i = 0; i < rp->retry_on.n; i++) {

@@ -66,7 +66,25 @@ enum {
     F_RD = 1 << 17,   /* answered by the route's redirect */
 };
 
-enum { COND_CONNECT = 1, COND_RESET, COND_TIMEOUT, COND_STATUS };
+/* COND_GRPC: a gRPC status (proxy_grpc.c); proxy_may_retry then says whether a retry is
+ * possible at all, the status decides which. */
+enum { COND_CONNECT = 1, COND_RESET, COND_TIMEOUT, COND_STATUS, COND_GRPC };
+
+/* gRPC length-prefixed messages counted as their bytes pass (proxy_grpc.c). */
+struct proxy_grpc_frames {
+    uint64_t msgs; /* messages begun */
+    uint32_t skip; /* payload bytes of the current message still to pass */
+    uint32_t len;  /* the length prefix read so far */
+    uint8_t hpos;  /* bytes of the 5-byte prefix seen (0: between messages) */
+};
+
+/* grpc-status matched in a trailer section as its bytes pass (proxy_grpc.c). */
+struct proxy_grpc_tscan {
+    uint8_t pos;  /* bytes of "\ngrpc-status:" matched; 13: in the value */
+    int16_t val;  /* the value's digits so far (-1: none yet, -2: not a status) */
+    uint8_t ndig; /* how many (a status has 1 or 2) */
+    uint8_t code; /* the last complete, valid status + 1; 0: none */
+};
 
 struct rbuf {
     char *p;
@@ -218,6 +236,13 @@ struct proxy_exch {
     struct proxy_oidc_call *oidc_call; /* a login's token request in flight */
     /* downstream HTTP/2 (proxy_h2.c) */
     bool down_h2; /* the request came on an HTTP/2 stream (Via, access log, protocol) */
+    /* gRPC (proxy_grpc.c): a request with content-type application/grpc on an HTTP/2 stream */
+    bool grpc;
+    uint8_t grpc_status;    /* the status the client was given + 1; 0: none (yet) */
+    uint32_t grpc_to_off;   /* where the forwarded grpc-timeout's value is in <head>; 0: none */
+    uint64_t grpc_deadline; /* loop time (ms) the call must end by; 0: none */
+    struct proxy_grpc_frames greq, gresp;
+    struct proxy_grpc_tscan tscan;
 };
 
 /* original_dst clusters: the destination of a connection or of its current request, resolved
@@ -558,6 +583,10 @@ int proxy_h2_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m);
  * is sent as HTTP/2 trailers. */
 void proxy_h2_resp_framing(struct proxy_dconn *dc, bool data, struct sc_str span);
 
+/* The response on stream <dc> ends with trailers grpc-status <code> and grpc-message <msg>
+ * (printable ASCII without '%') instead of the upstream's, once what was written is sent. */
+void proxy_h2_grpc_end(struct proxy_dconn *dc, int code, const char *msg);
+
 /* The exchange's view of the stream: set up by proxy_exch_begin for a stream dconn. */
 void proxy_h2_exch_begin(struct proxy_exch *ex);
 
@@ -619,6 +648,52 @@ int proxy_head_request(struct proxy_exch *ex, const struct sc_http_msg *m, struc
                        struct proxy_hsink *s);
 int proxy_head_response(struct proxy_exch *ex, const struct sc_http_msg *m, struct proxy_hsink *s);
 int proxy_head_interim(const struct sc_http_msg *m, struct proxy_hsink *s);
+
+/* ---- proxy_grpc.c: gRPC calls on the exchange ---- */
+
+/* The name of status <code> ("OK", "UNAVAILABLE", ...; "UNKNOWN" outside 0..16). */
+const char *proxy_grpc_code_name(int code);
+
+/* The grpc-status field of <m> (0..16), or -1 when absent or not a status. */
+int proxy_grpc_status_of(const struct sc_http_msg *m);
+
+/* Counts the messages that start in <p>/<n>, the next bytes of one direction of a call. */
+void proxy_grpc_frames_feed(struct proxy_grpc_frames *f, const char *p, size_t n);
+
+/* Feeds <span>, the next bytes of a chunked body's framing, to the grpc-status matcher. */
+void proxy_grpc_tscan_feed(struct proxy_grpc_tscan *t, struct sc_str span);
+
+/* The response body of gRPC exchange <ex> passes: <data> a span of message bytes (counted),
+ * else chunked framing (its trailer section's grpc-status becomes the call's). */
+void proxy_grpc_resp_framing(struct proxy_exch *ex, bool data, struct sc_str span);
+
+/* Routing chose ex->route for gRPC request <m> and ex->head is built: a grpc-timeout field
+ * becomes the call's deadline (ex->grpc_deadline, capped by the route's timeout), and the
+ * forwarded field is rewritten to what remains (proxy_grpc_timeout_refresh at each try). */
+void proxy_grpc_route(struct proxy_exch *ex, const struct sc_http_msg *m);
+
+/* Rewrites the forwarded grpc-timeout in ex->head to the time left before the deadline. */
+void proxy_grpc_timeout_refresh(struct proxy_exch *ex);
+
+/* What to do with upstream response head <m> of gRPC exchange <ex> (<rest>: the bytes buffered
+ * after it; <max_wait>: how many may be waited for). */
+enum {
+    PROXY_GRPC_PASS,  /* forward it (its grpc-status, if any, recorded) */
+    PROXY_GRPC_WAIT,  /* a 200 whose trailers may carry a retriable status: read more first */
+    PROXY_GRPC_RETRY, /* a retriable status: a retry slot is taken, schedule the retry */
+    PROXY_GRPC_MAP,   /* an HTTP error without grpc-status: answer the mapped status instead */
+};
+int proxy_grpc_response(struct proxy_exch *ex, const struct sc_http_msg *m, struct sc_str rest,
+                        uint32_t max_wait);
+
+/* The deadline of gRPC exchange <ex> passed while its answer streams: when the client is on an
+ * HTTP/2 stream and what it was sent ends on a message boundary, the answer is ended there with
+ * DEADLINE_EXCEEDED trailers (the upstream's rest dropped) and the exchange finished. Returns
+ * false when that cannot be done (the caller resets the stream). */
+bool proxy_grpc_deadline_end(struct proxy_exch *ex);
+
+/* Counts the finished call in the sidecar_grpc_* metrics. */
+void proxy_grpc_finish(struct proxy_exch *ex);
 
 /* ---- proxy_log.c: the access log and request metrics ---- */
 

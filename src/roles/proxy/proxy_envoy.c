@@ -163,7 +163,9 @@ static void retry_policy(struct proxy_front *f, struct sc_ynode *rt, const struc
         s += n + (s[n] == ',');
         const char *ours = is(part, "refused-stream") ? "reset" : part;
         if (!is(ours, "5xx") && !is(ours, "gateway-error") && !is(ours, "connect-failure") &&
-            !is(ours, "reset") && !is(ours, "retriable-status-codes")) {
+            !is(ours, "reset") && !is(ours, "retriable-status-codes") && !is(ours, "cancelled") &&
+            !is(ours, "deadline-exceeded") && !is(ours, "internal") &&
+            !is(ours, "resource-exhausted") && !is(ours, "unavailable")) {
             proxy_front_refuse(f, on, path, "retry_on %.32s is not supported", part);
             return;
         }
@@ -251,6 +253,7 @@ static void route_action(struct proxy_front *f, struct sc_ynode *rt, const struc
                                       "host_rewrite_literal",
                                       "request_mirror_policies",
                                       "hash_policy",
+                                      "max_stream_duration",
                                       NULL };
     static const char *const an[] = { NULL };
     if (proxy_front_keys(f, ra, path, ak, an) < 0) {
@@ -288,6 +291,20 @@ static void route_action(struct proxy_front *f, struct sc_ynode *rt, const struc
         return;
     }
     proxy_front_put_duration(f, rt, "timeout", ra, "timeout", path, "15s"); /* Envoy's default */
+    const struct sc_ynode *msd = sc_ynode_get(ra, "max_stream_duration");
+    static const char *const dk[] = { "grpc_timeout_header_max", "grpc_timeout_header_offset",
+                                      NULL };
+    char mpath[PROXY_FRONT_PATH];
+    proxy_front_path(mpath, path, ".max_stream_duration");
+    if (msd && proxy_front_keys(f, msd, mpath, dk, NULL) == 0) {
+        /* A gRPC call's grpc-timeout and its cap (docs/grpc.md); the stream duration of other
+         * requests (max_stream_duration itself) is refused. */
+        struct sc_ynode *g = proxy_front_map(f, msd);
+        proxy_front_put_duration(f, g, "timeout_max", msd, "grpc_timeout_header_max", mpath, NULL);
+        proxy_front_put_duration(f, g, "timeout_offset", msd, "grpc_timeout_header_offset", mpath,
+                                 NULL);
+        proxy_front_set(f, rt, "grpc", g, msd);
+    }
     const struct sc_ynode *rp = sc_ynode_get(ra, "retry_policy");
     char rpath[PROXY_FRONT_PATH];
     proxy_front_path(rpath, path, ".retry_policy");

@@ -22,6 +22,7 @@
 #include "net/tcp.h"
 #include "net/transport.h"
 #include "roles/proxy/proxy_conn.h"
+#include "roles/proxy/proxy_h2.h"
 #include "roles/proxy/proxy_route_policy.h"
 
 void proxy_on_per_try_timeout(uv_timer_t *t)
@@ -94,11 +95,17 @@ bool proxy_may_retry(struct proxy_exch *r, int cond, int status)
         return (rt->retry_on &
                 (PROXY_RETRY_CONNECT_FAILURE | PROXY_RETRY_5XX | PROXY_RETRY_GATEWAY)) != 0;
     case COND_RESET:
-        return (rt->retry_on & (PROXY_RETRY_RESET | PROXY_RETRY_5XX)) != 0;
+        /* A gRPC call is not idempotent unless the route says so: once sent, a reset may
+         * have been processed (a connection refused or a stream refused is another matter). */
+        return (rt->retry_on & (PROXY_RETRY_RESET | PROXY_RETRY_5XX)) != 0 &&
+               (!r->grpc || rt->retry_non_idempotent);
     case COND_TIMEOUT:
-        return (rt->retry_on & (PROXY_RETRY_5XX | PROXY_RETRY_GATEWAY)) != 0;
+        return (rt->retry_on & (PROXY_RETRY_5XX | PROXY_RETRY_GATEWAY)) != 0 &&
+               (!r->grpc || rt->retry_non_idempotent);
     case COND_STATUS:
         return retriable_status(rt, status);
+    case COND_GRPC:
+        return true; /* the status decides (proxy_grpc.c) */
     default:
         return false;
     }
@@ -315,8 +322,10 @@ void proxy_exchange_route(struct proxy_dconn *dc, const struct sc_http_msg *m, s
             return;
         }
     }
-    r->retriable = (proxy_idempotent(m->method) || found->retry_non_idempotent) && !r->upgrade &&
-                   !r->is_connect && r->rt->retry_buffer > 0;
+    /* gRPC calls (POST) are retried on their statuses as Envoy does; resets only when the
+     * route says they are idempotent (proxy_may_retry). */
+    r->retriable = (proxy_idempotent(m->method) || found->retry_non_idempotent || r->grpc) &&
+                   !r->upgrade && !r->is_connect && r->rt->retry_buffer > 0;
     if (r->cluster->original_dst) {
         /* The destination: an absolute-form target's authority, else Host; port 80 default. */
         struct sc_str auth = m->host;
@@ -366,6 +375,9 @@ void proxy_exchange_route(struct proxy_dconn *dc, const struct sc_http_msg *m, s
                           "request head too large after forwarding headers were added", F_DPE);
         return;
     }
+    if (r->grpc) {
+        proxy_grpc_route(r, m);
+    }
     if (!proxy_breaker_request(r->cluster, r)) {
         dc->ex.close_after = r->body != B_NONE;
         proxy_local_reply(&dc->ex, 503, "upstream overflow: max_requests", F_UO);
@@ -414,6 +426,9 @@ void proxy_local_reply_body(struct proxy_exch *r, int status, struct sc_str body
     r->status = status;
     r->resp_head_sent = true;
     r->resp_done = true;
+    if (r->grpc && !r->grpc_status) {
+        r->grpc_status = (uint8_t)(proxy_grpc_for_local(status) + 1);
+    }
     r->down->reply(r, status, body);
 }
 
@@ -432,6 +447,9 @@ void proxy_finish_request(struct proxy_exch *r)
         r->status = 0;
     }
     proxy_count_request(r, dur);
+    if (r->grpc) {
+        proxy_grpc_finish(r);
+    }
     if (r->span) {
         proxy_trace_end(r);
     }

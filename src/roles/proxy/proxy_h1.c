@@ -27,6 +27,7 @@
 #include "net/tcp.h"
 #include "net/transport.h"
 #include "roles/proxy/proxy_conn.h"
+#include "roles/proxy/proxy_h2.h"
 #include "roles/proxy/proxy_route_policy.h"
 
 static void on_dalloc(void *owner, uv_buf_t *buf);
@@ -145,6 +146,9 @@ void proxy_upstream_ready(struct proxy_dconn *dc)
         if (proxy_dwrite(dc, &iov, 1, 0, DN_INTERIM) < 0) {
             return;
         }
+    }
+    if (r->grpc_to_off) {
+        proxy_grpc_timeout_refresh(r); /* what is left of the call's deadline for this try */
     }
     uv_buf_t pre[2] = { uv_buf_init(r->head.p, (unsigned)r->head.len),
                         uv_buf_init(r->copy.p, (unsigned)r->copy.len) };
@@ -296,6 +300,9 @@ void proxy_pump_req(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
                 n = avail < r->remaining ? avail : (size_t)r->remaining;
                 r->remaining -= n;
                 done_now = r->remaining == 0;
+                if (r->grpc) {
+                    proxy_grpc_frames_feed(&r->greq, p, n);
+                }
                 break;
             case B_CHUNKED:
                 while (n < avail) {
@@ -315,6 +322,9 @@ void proxy_pump_req(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
                         return;
                     }
                     n += used;
+                    if (r->grpc && rc == SC_HTTP1_CHUNK_DATA) {
+                        proxy_grpc_frames_feed(&r->greq, data.p, data.len);
+                    }
                     if (r->rt->max_request_body && r->ch.body_bytes > r->rt->max_request_body) {
                         if (r->resp_head_sent) {
                             r->flags |= F_DPE;
@@ -465,13 +475,31 @@ void proxy_parse_resp_head(struct proxy_dconn *dc)
         if (r->ep && r->ep->st) {
             proxy_outlier_record(r->ep, m.status, uv_now(w->loop));
         }
-        if (proxy_may_retry(&dc->ex, COND_STATUS, m.status) && proxy_breaker_retry(r)) {
+        int gact = PROXY_GRPC_PASS;
+        if (r->grpc) {
+            size_t hl = (size_t)rc;
+            gact = proxy_grpc_response(r, &m, sc_str_n(uc->in.p + uc->in.start + hl, avail - hl),
+                                       r->rt->max_request_head);
+            if (gact == PROXY_GRPC_WAIT) {
+                return; /* parsed again with the bytes that follow (uc->last_len is 0) */
+            }
+        }
+        if (gact == PROXY_GRPC_RETRY ||
+            (proxy_may_retry(&dc->ex, COND_STATUS, m.status) && proxy_breaker_retry(r))) {
             r->upstream_total_ns += proxy_now_ns() - r->upstream_ns;
             proxy_uconn_close(uc);
             proxy_schedule_retry(&dc->ex);
             return;
         }
         r->upstream_total_ns += proxy_now_ns() - r->upstream_ns;
+        if (gact == PROXY_GRPC_MAP) {
+            /* An HTTP error without grpc-status (an HTTP/1 upstream's 503): the client gets the
+             * status gRPC's table maps it to, trailers-only, as a gRPC client expects. */
+            char why[64];
+            snprintf(why, sizeof(why), "upstream answered HTTP %d without grpc-status", m.status);
+            proxy_local_reply(r, m.status, why, 0);
+            return;
+        }
         if (!uc->idle_timer) {
             uv_timer_stop(&uc->timer); /* the per-try timeout */
         }
@@ -588,6 +616,9 @@ void proxy_pump_resp(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
             done = r->rremaining == 0;
             if (consumed) {
                 iov[k++] = uv_buf_init((char *)p, (unsigned)consumed);
+                if (r->grpc) {
+                    proxy_grpc_frames_feed(&r->gresp, p, consumed);
+                }
             }
             break;
         case B_CHUNKED:
@@ -609,6 +640,12 @@ void proxy_pump_resp(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
                     /* the trailer section, for HTTP/2 trailers */
                     proxy_h2_resp_framing(dc, rc == SC_HTTP1_CHUNK_DATA,
                                           sc_str_n(p + consumed, used));
+                }
+                if (r->grpc) {
+                    /* messages counted, the trailers' grpc-status */
+                    proxy_grpc_resp_framing(
+                        r, rc == SC_HTTP1_CHUNK_DATA,
+                        rc == SC_HTTP1_CHUNK_DATA ? data : sc_str_n(p + consumed, used));
                 }
                 consumed += used;
                 if (rc == SC_HTTP1_CHUNK_DONE) {
@@ -1217,6 +1254,9 @@ void proxy_arm_timer(struct proxy_dconn *dc)
         } else {
             deadline = dc->last_activity + rt->stream_idle_timeout_ms;
         }
+        if (r->grpc_deadline && r->grpc_deadline < deadline) {
+            deadline = r->grpc_deadline; /* a gRPC call's own, the route's timeout its cap */
+        }
         break;
     case D_TUNNEL:
         deadline = dc->last_activity + rt->stream_idle_timeout_ms;
@@ -1268,9 +1308,12 @@ static void on_dtimer(uv_timer_t *t)
         proxy_exch_begin(dc, true); /* answered on a pseudo request, logged and counted */
         proxy_local_reply(&dc->ex, 408, "request head timeout", F_DPE);
         return;
-    case D_REQ:
-        if (!r->resp_head_sent && r->body_done && r->route && r->route->timeout_ms) {
-            if (now < r->body_done_ms + r->route->timeout_ms) {
+    case D_REQ: {
+        /* A gRPC call's deadline (proxy_grpc.c) runs until its answer is complete: a call whose
+         * answer streams already is reset, as the client's own deadline would end it. */
+        bool grpc_due = r->grpc_deadline && now >= r->grpc_deadline;
+        if (grpc_due || (!r->resp_head_sent && r->body_done && r->route && r->route->timeout_ms)) {
+            if (!grpc_due && now < r->body_done_ms + r->route->timeout_ms) {
                 proxy_arm_timer(dc);
                 return;
             }
@@ -1280,9 +1323,19 @@ static void on_dtimer(uv_timer_t *t)
             if (r->retries > 0) {
                 r->flags |= F_URX;
             }
-            proxy_local_reply(&dc->ex, 504, "upstream request timeout", F_UT);
+            if (r->resp_head_sent) {
+                r->flags |= F_UT;
+                if (!grpc_due || !proxy_grpc_deadline_end(r)) {
+                    proxy_dconn_close(dc);
+                }
+                return;
+            }
+            proxy_local_reply(&dc->ex, 504,
+                              grpc_due ? "gRPC deadline exceeded" : "upstream request timeout",
+                              F_UT);
             return;
         }
+    }
         /* fallthrough */
     case D_TUNNEL:
         if (now < dc->last_activity + rt->stream_idle_timeout_ms) {

@@ -618,6 +618,7 @@ void proxy_h2_exch_begin(struct proxy_exch *ex)
     ex->down = &proxy_h2_down;
     ex->cl = &s->c->dc->cl;
     ex->down_h2 = true;
+    ex->grpc = s->grpc;
 }
 
 void proxy_h2_resp_framing(struct proxy_dconn *dc, bool data, struct sc_str span)
@@ -628,6 +629,13 @@ void proxy_h2_resp_framing(struct proxy_dconn *dc, bool data, struct sc_str span
     } else if (sc_buf_append(&s->rtrl, span.p, span.len) < 0) {
         sc_buf_reset(&s->rtrl); /* the decoder's caps make this unreachable */
     }
+}
+
+void proxy_h2_grpc_end(struct proxy_dconn *dc, int code, const char *msg)
+{
+    struct proxy_h2s *s = dc->h2s;
+    sc_buf_reset(&s->rtrl);
+    (void)sc_buf_appendf(&s->rtrl, "0\r\ngrpc-status: %d\r\ngrpc-message: %s\r\n\r\n", code, msg);
 }
 
 /* Sends the upstream's trailer section (what follows the last chunk's size line in s->rtrl) as
@@ -782,7 +790,9 @@ int proxy_h2_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
     if (proxy_head_response(r, m, &sk) < 0) {
         return SC_ETOOBIG;
     }
-    return submit_head(s, r->rbody != B_NONE);
+    /* An empty body ends the stream with the HEADERS: a gRPC trailers-only answer must (its
+     * grpc-status is read from the block that ends the stream). */
+    return submit_head(s, r->rbody != B_NONE && !(r->rbody == B_LENGTH && r->rremaining == 0));
 }
 
 /* A stream whose exchange is over still has response bytes for a client that does not read them

@@ -157,9 +157,9 @@ int proxy_grpc_for_local(int status);
 int proxy_grpc_message_encode(struct sc_buf *out, struct sc_str msg);
 
 /* Writes the proxy's own answer to a gRPC client through <s>, whatever the codec: a trailers-only
- * response (`:status 200`, content-type application/grpc, grpc-status from <status> by
- * proxy_grpc_for_local, grpc-message <reason> percent-encoded) with the exchange's rate-limit
- * headers. Returns 0 or SC_ETOOBIG. */
+ * response (`:status 200`, content-type application/grpc, grpc-status ex->grpc_status when set,
+ * else from <status> by proxy_grpc_for_local, grpc-message <reason> percent-encoded) with the
+ * exchange's rate-limit headers. Returns 0 or SC_ETOOBIG. */
 struct proxy_exch;
 int proxy_grpc_local_reply(const struct proxy_exch *ex, int status, struct sc_str reason,
                            struct proxy_hsink *s);

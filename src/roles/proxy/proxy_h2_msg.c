@@ -804,7 +804,8 @@ int proxy_grpc_message_encode(struct sc_buf *out, struct sc_str msg)
 int proxy_grpc_local_reply(const struct proxy_exch *ex, int status, struct sc_str reason,
                            struct proxy_hsink *s)
 {
-    int code = proxy_grpc_for_local(status);
+    /* The exchange's own when it set one (an upstream HTTP error mapped by gRPC's table). */
+    int code = ex->grpc_status ? ex->grpc_status - 1 : proxy_grpc_for_local(status);
     char num[4];
     size_t n = 0;
     if (code >= 10) {

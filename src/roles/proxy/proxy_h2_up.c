@@ -305,6 +305,10 @@ static int submit_head(struct proxy_h2_stream *st, struct sc_str h)
     for (size_t i = 0; i < m.nheaders; i++) {
         e |= sk.ops->header(&sk, m.headers[i].name, m.headers[i].value);
     }
+    if (st->uc && st->uc->ex && st->uc->ex->grpc) {
+        /* The HTTP/1 head cannot carry it (hop-by-hop there); gRPC servers require it. */
+        e |= sk.ops->header(&sk, SC_STR("te"), SC_STR("trailers"));
+    }
     e |= sk.ops->end(&sk);
     nghttp2_nv nv[PROXY_H2_MAX_FIELDS + 8];
     int n = e ? -1 : proxy_h2_out_nv(&hc->o, nv, SC_ARRAY_LEN(nv));

@@ -639,7 +639,7 @@ static int destination(struct proxy_front *f, struct made *m, const struct sc_yn
     return out->cluster ? 0 : SC_ECONFIG;
 }
 
-/* Istio's retryOn conditions as ours; gRPC statuses concern gRPC traffic only. */
+/* Istio's retryOn conditions as ours (the gRPC statuses act on gRPC calls only). */
 static int retry_on(struct proxy_front *f, struct sc_ynode *rp, const struct sc_ynode *rn,
                     const char *path)
 {
@@ -664,18 +664,15 @@ static int retry_on(struct proxy_front *f, struct sc_ynode *rp, const struct sc_
         const char *ours = NULL;
         if (strcmp(t, "5xx") == 0 || strcmp(t, "gateway-error") == 0 ||
             strcmp(t, "connect-failure") == 0 || strcmp(t, "reset") == 0 ||
-            strcmp(t, "retriable-status-codes") == 0) {
-            ours = t;
+            strcmp(t, "retriable-status-codes") == 0 || strcmp(t, "cancelled") == 0 ||
+            strcmp(t, "deadline-exceeded") == 0 || strcmp(t, "internal") == 0 ||
+            strcmp(t, "resource-exhausted") == 0 || strcmp(t, "unavailable") == 0) {
+            ours = t; /* the gRPC statuses concern gRPC calls only */
         } else if (strcmp(t, "refused-stream") == 0) {
             ours = "reset";
         } else if (t[0] >= '1' && t[0] <= '5' && strlen(t) == 3) {
             proxy_front_push(f, codes, sc_ytree_str(f->out, rn, t), rn);
             ours = "retriable-status-codes";
-        } else if (strcmp(t, "cancelled") == 0 || strcmp(t, "deadline-exceeded") == 0 ||
-                   strcmp(t, "internal") == 0 || strcmp(t, "resource-exhausted") == 0 ||
-                   strcmp(t, "unavailable") == 0) {
-            proxy_front_note(f, rn, path, "retryOn %s concerns gRPC statuses only", t);
-            continue;
         } else {
             return proxy_front_refuse(f, rn, path, "retryOn %.32s is not supported", t);
         }

@@ -275,7 +275,7 @@ void proxy_access_log(struct proxy_exch *r, double dur)
                   flagsl + peerl + prl + rprl + tlsv.len + 110 +
                   (r->authz_policy ? strlen(r->authz_policy) : 0) +
                   (r->authz_audit ? strlen(r->authz_audit) : 0) +
-                  (r->authz_dry_run ? strlen(r->authz_dry_run) : 0);
+                  (r->authz_dry_run ? strlen(r->authz_dry_run) : 0) + (r->grpc ? 120 : 0);
     struct sc_buf *b = &w->logbuf;
     if (sc_buf_reserve(b, need) < 0) {
         proxy_log_flush(w); /* makes room if the reader takes some now */
@@ -354,7 +354,23 @@ void proxy_access_log(struct proxy_exch *r, double dur)
                                     : PUT_LIT(o, "\",\"authz_dry_run_result\":\"allowed");
         }
     }
-    o = PUT_LIT(o, "\"}\n");
+    if (r->grpc) {
+        /* gRPC calls, last: the status the client was given (null: none, the call was reset)
+         * and the messages each way. */
+        o = PUT_LIT(o, "\",\"grpc_status\":");
+        if (r->grpc_status) {
+            o = put_u64(o, (uint64_t)(r->grpc_status - 1));
+        } else {
+            o = PUT_LIT(o, "null");
+        }
+        o = PUT_LIT(o, ",\"grpc_request_messages\":");
+        o = put_u64(o, r->greq.msgs);
+        o = PUT_LIT(o, ",\"grpc_response_messages\":");
+        o = put_u64(o, r->gresp.msgs);
+        o = PUT_LIT(o, "}\n");
+    } else {
+        o = PUT_LIT(o, "\"}\n");
+    }
     b->len = (size_t)(o - b->p);
     if (!uv_is_active((uv_handle_t *)&w->logcheck)) {
         uv_check_start(&w->logcheck, on_logcheck);
