@@ -748,8 +748,8 @@ static struct sc_ynode *http_filters(struct proxy_front *f, struct sc_ynode *l,
         if (t ? is(t, T_GRPC_WEB) : is(nm, "envoy.filters.http.grpc_web")) {
             /* the listener's grpc_web (GrpcWeb has no fields) */
             static const char *const gk[] = { "@type", NULL };
-            if (proxy_front_keys(f, h, p, k, NULL) < 0 || (tc && proxy_front_keys(f, tc, p, gk,
-                                                                                   NULL) < 0)) {
+            if (proxy_front_keys(f, h, p, k, NULL) < 0 ||
+                (tc && proxy_front_keys(f, tc, p, gk, NULL) < 0)) {
                 return NULL;
             }
             proxy_front_put(f, l, "grpc_web", h, "true");

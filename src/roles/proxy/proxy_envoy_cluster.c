@@ -316,11 +316,13 @@ static void cluster_policy(struct proxy_front *f, struct sc_ynode *c, const stru
     }
     if (sc_ynode_count(hcs) == 1) {
         const struct sc_ynode *h = sc_ynode_at(hcs, 0);
-        static const char *const hk[] = {
-            "timeout",           "interval",          "unhealthy_threshold",
-            "healthy_threshold", "http_health_check", "grpc_health_check",
-            NULL
-        };
+        static const char *const hk[] = { "timeout",
+                                          "interval",
+                                          "unhealthy_threshold",
+                                          "healthy_threshold",
+                                          "http_health_check",
+                                          "grpc_health_check",
+                                          NULL };
         static const char *const hn[] = { "interval_jitter", "no_traffic_interval",
                                           "unhealthy_interval", "event_log_path", NULL };
         char p[PROXY_FRONT_PATH];

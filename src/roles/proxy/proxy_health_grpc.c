@@ -395,9 +395,8 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     }
     if (!c->trailers && name_is(name, nlen, ":status")) {
         uint64_t st = 0;
-        c->http_status = sc_str_to_u64(sc_str_n((const char *)value, vlen), 999, &st) == 0
-                             ? (int)st
-                             : 0;
+        c->http_status =
+            sc_str_to_u64(sc_str_n((const char *)value, vlen), 999, &st) == 0 ? (int)st : 0;
     } else if (!c->trailers && name_is(name, nlen, "content-type")) {
         struct sc_str v = sc_str_n((const char *)value, vlen);
         /* application/grpc, application/grpc+proto, application/grpc;params */
@@ -464,7 +463,8 @@ static void on_read(void *owner, ssize_t nread)
     ssize_t rc = nghttp2_session_mem_recv(c->s, (const uint8_t *)c->rbuf, (size_t)nread);
     if (rc < 0) {
         finish(c, false,
-               c->body.len >= PROXY_HC_GRPC_MAX_REPLY ? "reply too large" : "HTTP/2 protocol error");
+               c->body.len >= PROXY_HC_GRPC_MAX_REPLY ? "reply too large"
+                                                      : "HTTP/2 protocol error");
         return;
     }
     progress(c);
@@ -510,8 +510,7 @@ static int session_start(struct proxy_hc_grpc_call *c, const struct proxy_hc_grp
         return -1;
     }
     bool tls = c->top != &c->tcp.base; /* the cluster's TLS layer is stacked */
-#define NV(n, v)                                                                                   \
-    { (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE }
+#define NV(n, v) { (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE }
     nghttp2_nv nv[] = {
         NV(":method", "POST"),
         NV(":scheme", tls ? "https" : "http"),

@@ -125,7 +125,8 @@ static const struct sc_opt hc_opts[] = {
     { .name = "path",
       .type = SC_OPT_STR,
       .offset = offsetof(struct proxy_hc_cfg, path),
-      .help = "HTTP path checked with GET on each endpoint (unset: no active health checks)" },
+      .help = "HTTP path checked with GET on each endpoint (unset, and no grpc: no active "
+              "health checks)" },
     { .name = "host",
       .type = SC_OPT_STR,
       .offset = offsetof(struct proxy_hc_cfg, host),
