@@ -2,7 +2,9 @@
 """sidecar proxy: gRPC health checks (a cluster's `health_check.grpc`). Real peers: grpcio servers
 (grpcio_peers.py) serving grpc.health.v1.Health/Check, flipped between SERVING and NOT_SERVING,
 and a grpcio client calling through the proxy; the endpoint leaves the pool and comes back."""
+import http.server
 import json
+import threading
 
 import grpc
 import pytest
@@ -107,22 +109,28 @@ def test_grpc_health_check_takes_endpoint_out_and_back(sidecar_run, servers):
 
 def test_grpc_health_check_whole_server_and_down_endpoint(sidecar_run, servers):
     """An empty grpc block checks the server as a whole (service ""); a closed port, an HTTP/1
-    server and a server that stops fail their checks."""
+    server (Python's http.server) and a server that stops fail their checks."""
     a = servers("A")
     dead = free_port()
+    h1 = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=h1.serve_forever, daemon=True).start()
+    h1.addr = f"127.0.0.1:{h1.server_address[1]}"
     port = free_port()
     hc = {"grpc": {}, "interval": "100ms", "timeout": "500ms", "unhealthy_threshold": 1,
           "healthy_threshold": 1}
-    sc = sidecar_run("proxy", config=config(port, [a.addr, f"127.0.0.1:{dead}"], hc))
-    assert wait_for(lambda: log_events(sc, "endpoint out of load balancing"), timeout=15)
-    ev = log_events(sc, "endpoint out of load balancing")[0]
-    assert ev["endpoint"] == f"127.0.0.1:{dead}"
-    assert a.checks and a.checks[0][0] == ""
+    sc = sidecar_run("proxy", config=config(port, [a.addr, f"127.0.0.1:{dead}", h1.addr], hc))
+    assert wait_for(lambda: len(log_events(sc, "endpoint out of load balancing")) == 2,
+                    timeout=15)
+    out = {e["endpoint"]: e["reason"] for e in log_events(sc, "endpoint out of load balancing")}
+    assert set(out) == {f"127.0.0.1:{dead}", h1.addr}, out
+    assert wait_for(lambda: a.checks) and a.checks[0][0] == ""
     for _ in range(4):
         assert unary(port)[1] == "A"
     a.close()
-    assert wait_for(lambda: len(log_events(sc, "endpoint out of load balancing")) == 2,
+    assert wait_for(lambda: len(log_events(sc, "endpoint out of load balancing")) == 3,
                     timeout=15)
+    h1.shutdown()
+    h1.server_close()
 
 
 def test_grpc_health_check_over_tls(sidecar_run, servers, pki):

@@ -59,8 +59,13 @@ static void test_b64_decode(void **state)
 {
     (void)state;
     static const char *const vec[][2] = {
-        { "", "" },         { "Zg==", "f" },         { "Zm8=", "fo" },     { "Zm9v", "foo" },
-        { "Zm9vYg==", "foob" }, { "Zm9vYmE=", "fooba" }, { "Zm9vYmFy", "foobar" },
+        { "", "" },
+        { "Zg==", "f" },
+        { "Zm8=", "fo" },
+        { "Zm9v", "foo" },
+        { "Zm9vYg==", "foob" },
+        { "Zm9vYmE=", "fooba" },
+        { "Zm9vYmFy", "foobar" },
     };
     char out[256];
     size_t n;
@@ -74,13 +79,13 @@ static void test_b64_decode(void **state)
     assert_int_equal(n, 6);
     assert_memory_equal(out, "ffofoo", 6);
     /* malformed */
-    assert_int_equal(dec("Zm9", out, &n), -1);      /* ends inside a quantum */
-    assert_int_equal(dec("Zm9v\n", out, &n), -1);   /* whitespace */
-    assert_int_equal(dec("Zm-v", out, &n), -1);     /* base64url */
-    assert_int_equal(dec("Z===", out, &n), -1);     /* padding too early */
-    assert_int_equal(dec("Zm=v", out, &n), -1);     /* data after padding in a quantum */
-    assert_int_equal(dec("====", out, &n), -1);     /* padding only */
-    assert_int_equal(dec("Zh==", out, &n), -1);     /* bits the padding drops are not zero */
+    assert_int_equal(dec("Zm9", out, &n), -1);    /* ends inside a quantum */
+    assert_int_equal(dec("Zm9v\n", out, &n), -1); /* whitespace */
+    assert_int_equal(dec("Zm-v", out, &n), -1);   /* base64url */
+    assert_int_equal(dec("Z===", out, &n), -1);   /* padding too early */
+    assert_int_equal(dec("Zm=v", out, &n), -1);   /* data after padding in a quantum */
+    assert_int_equal(dec("====", out, &n), -1);   /* padding only */
+    assert_int_equal(dec("Zh==", out, &n), -1);   /* bits the padding drops are not zero */
     assert_int_equal(dec("Zm9=", out, &n), -1);
     /* once bad, it stays bad */
     struct sc_buf b;
@@ -190,16 +195,15 @@ static void test_health_messages(void **state)
 
     int st = -5;
     const char *why = NULL;
-    assert_int_equal(proxy_hc_grpc_parse((const uint8_t *)"\0\0\0\0\x02\x08\x01", 7, &st, &why),
-                     0);
+    assert_int_equal(proxy_hc_grpc_parse((const uint8_t *)"\0\0\0\0\x02\x08\x01", 7, &st, &why), 0);
     assert_int_equal(st, PROXY_HC_GRPC_SERVING);
     assert_int_equal(proxy_hc_grpc_parse((const uint8_t *)"\0\0\0\0\0", 5, &st, &why), 0);
     assert_int_equal(st, PROXY_HC_GRPC_UNKNOWN);
     /* unknown fields skipped, the last status wins */
-    assert_int_equal(proxy_hc_grpc_parse(
-                         (const uint8_t *)"\0\0\0\0\x0d\x08\x02\x12\x02xy\x1d\1\2\3\4\x08\x01", 18,
-                         &st, &why),
-                     0);
+    assert_int_equal(
+        proxy_hc_grpc_parse((const uint8_t *)"\0\0\0\0\x0d\x08\x02\x12\x02xy\x1d\1\2\3\4\x08\x01",
+                            18, &st, &why),
+        0);
     assert_int_equal(st, PROXY_HC_GRPC_SERVING);
     assert_int_equal(proxy_hc_grpc_parse((const uint8_t *)"", 0, &st, &why), -1);
     assert_int_equal(proxy_hc_grpc_parse((const uint8_t *)"\0\0\0\0\x03\x08\x01", 7, &st, &why),
@@ -219,8 +223,8 @@ static void test_health_messages(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_b64_decode),     cmocka_unit_test(test_b64_encode),
-        cmocka_unit_test(test_trailer_frame),  cmocka_unit_test(test_request_fields),
+        cmocka_unit_test(test_b64_decode),      cmocka_unit_test(test_b64_encode),
+        cmocka_unit_test(test_trailer_frame),   cmocka_unit_test(test_request_fields),
         cmocka_unit_test(test_health_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -205,6 +205,7 @@ struct proxy_hc_grpc_call {
     int32_t id;
     bool done, closing, wpending, ended;
     bool trailers; /* the next HEADERS block is the trailers */
+    bool too_big;  /* the reply passed PROXY_HC_GRPC_MAX_REPLY */
     uint32_t reset;
     int http_status;
     bool grpc_ctype;
@@ -425,6 +426,7 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
     (void)flags;
     struct proxy_hc_grpc_call *c = ud;
     if (id == c->id && sc_buf_append(&c->body, data, len) < 0) {
+        c->too_big = true;
         return NGHTTP2_ERR_CALLBACK_FAILURE; /* past the cap: the session fails */
     }
     return 0;
@@ -462,9 +464,7 @@ static void on_read(void *owner, ssize_t nread)
     }
     ssize_t rc = nghttp2_session_mem_recv(c->s, (const uint8_t *)c->rbuf, (size_t)nread);
     if (rc < 0) {
-        finish(c, false,
-               c->body.len >= PROXY_HC_GRPC_MAX_REPLY ? "reply too large"
-                                                      : "HTTP/2 protocol error");
+        finish(c, false, c->too_big ? "reply too large" : "HTTP/2 protocol error");
         return;
     }
     progress(c);
