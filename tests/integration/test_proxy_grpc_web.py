@@ -182,12 +182,15 @@ def test_grpc_web_error_status_and_trailers_only(sidecar_run, server):
     assert body == b""
 
 
-def test_grpc_web_malformed_text_body_is_400(sidecar_run, server):
+def test_grpc_web_malformed_text_body_is_refused(sidecar_run, server):
     port = free_port()
     sc = sidecar_run("proxy", config=web_config(port, server.addr))
-    for bad in (b"AAAA*AAA", b"AAAAAAVoZWxsbw", b"A=AA"):
-        status, _, body, _ = h1_web(port, "/test.Echo/Unary", bad, ctype=TEXT)
-        assert status == 400, (bad, status, body)
+    for bad, why in ((b"AAAA*AAA", "malformed grpc-web-text"),
+                     (b"AAAAAAVoZWxsbw", "ends inside a base64 quantum"),
+                     (b"A=AA", "malformed grpc-web-text")):
+        status, hd, body, _ = h1_web(port, "/test.Echo/Unary", bad, ctype=TEXT)
+        # the proxy's 400, answered as gRPC-Web: INTERNAL with the reason
+        assert status == 200 and hd["grpc-status"] == "13" and why in hd["grpc-message"], hd
     lines = [json.loads(x) for x in sc.logs().splitlines() if x.startswith('{"time"')]
     assert lines and all(x["status"] == 400 and "DPE" in x["flags"] for x in lines)
     assert server.calls == 0
@@ -239,3 +242,30 @@ def test_grpc_web_large_messages_both_ways(sidecar_run, server):
     assert all(n % 4 == 0 for n in sizes)
     st = h2_web(port, "/test.Echo/Unary", msg(payload))
     assert bytes(st["data"]) == want
+
+
+def test_grpc_web_local_replies_are_trailers_only(sidecar_run):
+    """The proxy's own answers to gRPC-Web requests are gRPC-Web trailers-only answers, as Envoy
+    sends them (its grpc_web filter turns its gRPC local replies into gRPC-Web ones): no endpoint
+    is UNAVAILABLE (14), no route UNIMPLEMENTED (12)."""
+    port, dead = free_port(), free_port()
+    cfg = proxy_config([{"name": "l", "address": f"127.0.0.1:{port}", "grpc_web": True,
+                         "routes": [{"name": "r", "match": {"prefix": "/test."},
+                                     "cluster": "g"}]}],
+                       [{"name": "g", "endpoints": [f"127.0.0.1:{dead}"], "protocol": "http2"}])
+    sidecar_run("proxy", config=cfg)
+    for ctype, path, code in ((WEB, "/test.Echo/Unary", "14"), (TEXT, "/test.Echo/Unary", "14"),
+                              (WEB, "/other.Svc/M", "12")):
+        status, hd, body, _ = h1_web(port, path, msg(b"x") if ctype == WEB else
+                                     base64.b64encode(msg(b"x")), ctype=ctype)
+        assert status == 200 and hd["content-type"] == ctype and hd["grpc-status"] == code, hd
+        assert hd["content-length"] == "0" and body == b"" and hd.get("grpc-message")
+        st = h2_web(port, path, msg(b"x"), ctype=ctype)
+        h = st["headers"]
+        assert h[":status"] == "200" and h["content-type"] == ctype and h["grpc-status"] == code
+        assert st["ended"] and bytes(st["data"]) == b""
+    # Not a gRPC-Web request: the plain answer.
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert s.recv(100).startswith(b"HTTP/1.1 404")
+    s.close()

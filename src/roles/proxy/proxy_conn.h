@@ -217,7 +217,8 @@ struct proxy_exch {
     struct proxy_span *span;     /* the span of a sampled request (proxy_trace.c) */
     struct proxy_oidc_call *oidc_call; /* a login's token request in flight */
     /* downstream HTTP/2 (proxy_h2.c) */
-    bool down_h2; /* the request came on an HTTP/2 stream (Via, access log, protocol) */
+    bool down_h2;     /* the request came on an HTTP/2 stream (Via, access log, protocol) */
+    uint8_t grpc_web; /* PROXY_GW_*: a gRPC-Web request on a grpc_web listener (local replies) */
 };
 
 /* original_dst clusters: the destination of a connection or of its current request, resolved

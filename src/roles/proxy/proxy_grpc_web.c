@@ -10,6 +10,8 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "roles/proxy/proxy_grpc_web.h"
+#include "roles/proxy/proxy_h2.h"
+#include "roles/proxy/proxy_hsink.h"
 
 const struct sc_opt proxy_grpc_web_listener_opts[] = {
     { .name = "grpc_web",
@@ -187,19 +189,106 @@ static struct sc_str find(const struct sc_http_msg *m, const char *name)
     return SC_STR_NULL;
 }
 
+/* The kind of content-type <v>; <*proto> says whether it named +proto. */
+static int kind_of(struct sc_str v, bool *proto)
+{
+    struct sc_str t = media_type(v);
+    *proto = false;
+    if (ieq(t, "application/grpc-web") || (*proto = ieq(t, "application/grpc-web+proto"))) {
+        return PROXY_GW_BINARY;
+    }
+    if (ieq(t, "application/grpc-web-text") ||
+        (*proto = ieq(t, "application/grpc-web-text+proto"))) {
+        return PROXY_GW_TEXT;
+    }
+    return PROXY_GW_NONE;
+}
+
+int proxy_grpc_web_kind(const struct sc_http_msg *m)
+{
+    bool proto;
+    return kind_of(find(m, "content-type"), &proto);
+}
+
+/* The sink proxy_grpc_web_local_reply writes through: the gRPC answer's fields go to the inner
+ * sink, its content-type replaced. */
+struct gw_sink {
+    struct proxy_hsink *in;
+    struct sc_str ctype;
+};
+
+static int gw_request(struct proxy_hsink *s, struct sc_str method, struct sc_str target)
+{
+    struct gw_sink *g = s->ctx;
+    return g->in->ops->request(g->in, method, target);
+}
+
+static int gw_status(struct proxy_hsink *s, int status, struct sc_str reason)
+{
+    struct gw_sink *g = s->ctx;
+    return g->in->ops->status(g->in, status, reason);
+}
+
+static int gw_header(struct proxy_hsink *s, struct sc_str name, struct sc_str value)
+{
+    struct gw_sink *g = s->ctx;
+    return g->in->ops->header(g->in, name, ieq(name, "content-type") ? g->ctype : value);
+}
+
+static struct sc_buf *gw_open(struct proxy_hsink *s, struct sc_str name)
+{
+    struct gw_sink *g = s->ctx;
+    return g->in->ops->open(g->in, name);
+}
+
+static int gw_close(struct proxy_hsink *s)
+{
+    struct gw_sink *g = s->ctx;
+    return g->in->ops->close(g->in);
+}
+
+static int gw_end(struct proxy_hsink *s)
+{
+    struct gw_sink *g = s->ctx;
+    int rc = 0;
+    if (g->in->ops == &proxy_h1_hsink_ops) {
+        rc = g->in->ops->header(g->in, SC_STR("Content-Length"), SC_STR("0"));
+    }
+    return rc | g->in->ops->end(g->in);
+}
+
+static const struct proxy_hsink_ops gw_sink_ops = {
+    .request = gw_request,
+    .status = gw_status,
+    .header = gw_header,
+    .open = gw_open,
+    .close = gw_close,
+    .end = gw_end,
+};
+
+int proxy_grpc_web_local_reply(const struct proxy_exch *ex, int kind, int status,
+                               struct sc_str reason, struct proxy_hsink *s)
+{
+    struct gw_sink g = {
+        .in = s,
+        .ctype = kind == PROXY_GW_TEXT ? SC_STR("application/grpc-web-text+proto")
+                                       : SC_STR("application/grpc-web+proto"),
+    };
+    struct proxy_hsink outer = { .ops = &gw_sink_ops, .b = s->b, .ctx = &g };
+    while (reason.len && (reason.p[reason.len - 1] == '\n' || reason.p[reason.len - 1] == '\r')) {
+        reason.len--; /* a local reply's body ends its line */
+    }
+    return proxy_grpc_local_reply(ex, status, reason, &outer);
+}
+
 struct proxy_grpc_web *proxy_grpc_web_request(const struct sc_http_msg *m)
 {
-    struct sc_str t = media_type(find(m, "content-type"));
-    bool text;
     bool proto = false;
-    if (ieq(t, "application/grpc-web") || (proto = ieq(t, "application/grpc-web+proto"))) {
-        text = false;
-    } else if (ieq(t, "application/grpc-web-text") ||
-               (proto = ieq(t, "application/grpc-web-text+proto"))) {
-        text = true;
-    } else {
+    int kind = kind_of(find(m, "content-type"), &proto);
+    if (kind == PROXY_GW_NONE) {
         return NULL;
     }
+    bool text = kind == PROXY_GW_TEXT;
     struct proxy_grpc_web *g = SC_NEW(struct proxy_grpc_web);
     g->text = text;
     g->proto = proto;

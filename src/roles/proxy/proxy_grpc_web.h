@@ -59,6 +59,23 @@ int proxy_b64_encode(struct proxy_b64_enc *e, const uint8_t *in, size_t n, struc
 /* Encodes what waits, padded. Returns 0 or SC_ETOOBIG. */
 int proxy_b64_encode_end(struct proxy_b64_enc *e, struct sc_buf *out);
 
+/* ---- the exchange ---- */
+
+enum { PROXY_GW_NONE, PROXY_GW_BINARY, PROXY_GW_TEXT };
+
+/* What request head <m> is by its content-type: PROXY_GW_BINARY (application/grpc-web[+proto]),
+ * PROXY_GW_TEXT (application/grpc-web-text[+proto]) or PROXY_GW_NONE. */
+int proxy_grpc_web_kind(const struct sc_http_msg *m);
+
+/* Writes the proxy's own answer to a gRPC-Web request through <s> (any codec): the trailers-only
+ * gRPC answer of proxy_grpc_local_reply (HTTP 200, grpc-status from <status>, grpc-message
+ * <reason>) with the gRPC-Web content-type of <kind>, and content-length 0 for an HTTP/1 sink.
+ * Returns 0 or SC_ETOOBIG. */
+struct proxy_exch;
+struct proxy_hsink;
+int proxy_grpc_web_local_reply(const struct proxy_exch *ex, int kind, int status,
+                               struct sc_str reason, struct proxy_hsink *s);
+
 /* ---- the stream's translation ---- */
 
 struct proxy_grpc_web;
