@@ -12,6 +12,7 @@ import threading
 from concurrent import futures
 
 import grpc
+from fake_otlp import _fields  # the protobuf wire-format walker
 
 SERVING, NOT_SERVING, SERVICE_UNKNOWN = 1, 2, 3
 
@@ -28,28 +29,13 @@ def varint(n):
             return bytes(out)
 
 
-def read_varint(b, i):
-    shift = r = 0
-    while True:
-        c = b[i]
-        i += 1
-        r |= (c & 0x7F) << shift
-        shift += 7
-        if not c & 0x80:
-            return r, i
-
-
 def decode_service(req):
     """The service name of a HealthCheckRequest (field 1, length-delimited)."""
-    i, name = 0, ""
-    while i < len(req):
-        key, i = read_varint(req, i)
-        if key == 0x0A:
-            n, i = read_varint(req, i)
-            name = req[i:i + n].decode()
-            i += n
-        else:
-            raise ValueError("unexpected field")
+    name = ""
+    for num, wt, v in _fields(req):
+        if (num, wt) != (1, 2):
+            raise ValueError(f"unexpected field {num} of wire type {wt}")
+        name = v.decode()
     return name
 
 

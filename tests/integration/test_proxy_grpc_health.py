@@ -11,19 +11,9 @@ import pytest
 from grpcio_peers import NOT_SERVING, SERVING, GrpcServer
 from conftest import free_port
 from proxy_util import metric, proxy_config, wait_for
+from test_proxy_cluster import log_events
 from test_proxy_envoy import bootstrap, static_cluster
 from tls_util import pki  # noqa: F401
-
-
-def log_events(sc, msg):
-    out = []
-    for line in sc.logs().splitlines():
-        if line.startswith("{") and msg in line:
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-    return out
 
 
 def config(port, endpoints, hc, cluster_extra=None):

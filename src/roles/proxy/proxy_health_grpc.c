@@ -195,15 +195,12 @@ const char *proxy_hc_grpc_status_name(int status)
 /* ---- the call ---- */
 
 struct proxy_hc_grpc_call {
-    struct sc_tcp_xport tcp; /* the bottom of the chain */
-    struct sc_xport *top;
-    uv_timer_t timer;
-    int open; /* handles not yet closed: the transport and the timer */
+    struct sc_oneshot os; /* the connection, its deadline and its handles */
     proxy_hc_grpc_done_cb cb;
     void *arg;
     nghttp2_session *s;
     int32_t id;
-    bool done, closing, wpending, ended;
+    bool done, wpending, ended;
     bool trailers; /* the next HEADERS block is the trailers */
     bool too_big;  /* the reply passed PROXY_HC_GRPC_MAX_REPLY */
     uint32_t reset;
@@ -219,11 +216,9 @@ struct proxy_hc_grpc_call {
     char rbuf[16384];
 };
 
-static void maybe_free(struct proxy_hc_grpc_call *c)
+static void freed(void *owner)
 {
-    if (--c->open > 0) {
-        return;
-    }
+    struct proxy_hc_grpc_call *c = owner;
     if (c->s) {
         nghttp2_session_del(c->s);
     }
@@ -234,22 +229,7 @@ static void maybe_free(struct proxy_hc_grpc_call *c)
 
 static void on_closed(void *owner)
 {
-    maybe_free(owner);
-}
-
-static void on_timer_closed(uv_handle_t *h)
-{
-    maybe_free(h->data);
-}
-
-static void close_all(struct proxy_hc_grpc_call *c)
-{
-    if (c->closing) {
-        return;
-    }
-    c->closing = true;
-    sc_xport_close(c->top);
-    uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+    sc_oneshot_closed(&((struct proxy_hc_grpc_call *)owner)->os);
 }
 
 /* Reports the outcome once, then closes the connection. */
@@ -259,13 +239,13 @@ static void finish(struct proxy_hc_grpc_call *c, bool ok, const char *why)
         return;
     }
     c->done = true;
-    uv_timer_stop(&c->timer);
+    uv_timer_stop(&c->os.timer);
     proxy_hc_grpc_done_cb cb = c->cb;
     c->cb = NULL;
     if (cb) {
         cb(c->arg, ok, why);
     }
-    close_all(c);
+    sc_oneshot_close(&c->os);
 }
 
 /* The verdict on a finished stream. */
@@ -324,7 +304,7 @@ static int flush(struct proxy_hc_grpc_call *c)
             return 0;
         }
         uv_buf_t b = uv_buf_init(c->wbuf.p, (unsigned)c->wbuf.len);
-        int rc = sc_xport_write(c->top, &b, 1);
+        int rc = sc_xport_write(c->os.top, &b, 1);
         if (rc < 0) {
             return -1;
         }
@@ -484,11 +464,13 @@ static void on_write_done(void *owner, int status)
     progress(c);
 }
 
-static int session_start(struct proxy_hc_grpc_call *c, const struct proxy_hc_grpc_req *req)
+/* Readies the session and the request (sent once connected). */
+static int session_start(void *owner)
 {
+    struct proxy_hc_grpc_call *c = owner;
     nghttp2_session_callbacks *cb;
     if (nghttp2_session_callbacks_new(&cb) != 0) {
-        return -1;
+        return SC_EINVAL;
     }
     nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
@@ -498,7 +480,7 @@ static int session_start(struct proxy_hc_grpc_call *c, const struct proxy_hc_grp
     nghttp2_session_callbacks_del(cb);
     if (rc != 0) {
         c->s = NULL;
-        return -1;
+        return SC_EINVAL;
     }
     nghttp2_settings_entry iv[] = {
         { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
@@ -507,9 +489,9 @@ static int session_start(struct proxy_hc_grpc_call *c, const struct proxy_hc_grp
         { NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 16384 },
     };
     if (nghttp2_submit_settings(c->s, NGHTTP2_FLAG_NONE, iv, SC_ARRAY_LEN(iv)) != 0) {
-        return -1;
+        return SC_EINVAL;
     }
-    bool tls = c->top != &c->tcp.base; /* the cluster's TLS layer is stacked */
+    bool tls = c->os.top != &c->os.tcp.base; /* the cluster's TLS layer is stacked */
 #define NV(n, v) { (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE }
     nghttp2_nv nv[] = {
         NV(":method", "POST"),
@@ -521,10 +503,9 @@ static int session_start(struct proxy_hc_grpc_call *c, const struct proxy_hc_grp
         NV("user-agent", "sidecar-health-check"),
     };
 #undef NV
-    (void)req;
     nghttp2_data_provider prd = { .source.ptr = c, .read_callback = data_read };
     c->id = nghttp2_submit_request(c->s, NULL, nv, SC_ARRAY_LEN(nv), &prd, c);
-    return c->id < 0 ? -1 : 0;
+    return c->id < 0 ? SC_EINVAL : 0;
 }
 
 static void on_connected(void *owner, int status)
@@ -535,7 +516,7 @@ static void on_connected(void *owner, int status)
     }
     if (status < 0) {
         const char *e = NULL;
-        (void)sc_xport_query(c->top, SC_XQ_ERROR, &e);
+        (void)sc_xport_query(c->os.top, SC_XQ_ERROR, &e);
         finish(c, false, e ? e : uv_strerror(status));
         return;
     }
@@ -543,7 +524,7 @@ static void on_connected(void *owner, int status)
         finish(c, false, "cannot start an HTTP/2 session");
         return;
     }
-    if (sc_xport_read_start(c->top) < 0) {
+    if (sc_xport_read_start(c->os.top) < 0) {
         finish(c, false, "cannot read the connection");
         return;
     }
@@ -580,33 +561,20 @@ int proxy_hc_grpc_send(uv_loop_t *loop, const struct sockaddr *addr,
     c->grpc_status = -1;
     sc_buf_init(&c->body, PROXY_HC_GRPC_MAX_REPLY);
     sc_buf_init(&c->wbuf, 65536);
-    c->open = 2;
-    uv_timer_init(loop, &c->timer);
-    c->timer.data = c;
-    sc_tcp_xport_init(&c->tcp, loop, &call_cbs, c);
-    c->top = &c->tcp.base;
-    int rc = 0;
-    if (req->wrap) {
-        struct sc_xport *top = req->wrap(req->wrap_arg, &c->tcp.base);
-        if (top) {
-            c->top = top;
-        } else {
-            rc = SC_EINVAL;
-        }
-    }
-    if (rc == 0 && session_start(c, req) < 0) {
-        rc = SC_EINVAL;
-    }
-    if (rc == 0) {
-        rc = sc_xport_connect(c->top, addr);
-    }
+    const struct sc_oneshot_args a = {
+        .cbs = &call_cbs,
+        .owner = c,
+        .wrap = req->wrap,
+        .wrap_arg = req->wrap_arg,
+        .before_connect = session_start,
+        .timeout_ms = req->timeout_ms ? req->timeout_ms : 1000,
+        .on_deadline = on_deadline,
+        .freed = freed,
+    };
+    int rc = sc_oneshot_start(&c->os, loop, addr, &a);
     if (rc < 0) {
-        c->done = true;
-        c->cb = NULL;
-        close_all(c);
-        return rc;
+        return rc; /* <c> is freed once its handles closed */
     }
-    uv_timer_start(&c->timer, on_deadline, req->timeout_ms ? req->timeout_ms : 1000, 0);
     if (out) {
         *out = c;
     }
@@ -620,6 +588,5 @@ void proxy_hc_grpc_cancel(struct proxy_hc_grpc_call *c)
     }
     c->done = true;
     c->cb = NULL;
-    uv_timer_stop(&c->timer);
-    close_all(c);
+    sc_oneshot_close(&c->os);
 }
