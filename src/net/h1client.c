@@ -21,10 +21,7 @@
 #define SLACK 16384 /* undecoded bytes the input buffer holds beyond head and kept body */
 
 struct sc_h1cli {
-    struct sc_tcp_xport tcp; /* the bottom of the chain */
-    struct sc_xport *top;
-    uv_timer_t timer;
-    int open; /* handles not yet closed: the transport and the timer */
+    struct sc_oneshot os; /* the connection, its deadline and its handles */
     sc_h1cli_done_cb cb;
     void *arg;
     struct sc_buf out; /* the formatted request */
@@ -48,11 +45,9 @@ struct sc_h1cli {
     int werr; /* a failed write: reading goes on, the response or the end decides */
 };
 
-static void maybe_free(struct sc_h1cli *c)
+static void freed(void *owner)
 {
-    if (--c->open > 0) {
-        return;
-    }
+    struct sc_h1cli *c = owner;
     sc_buf_cleanup(&c->out);
     sc_buf_cleanup(&c->in);
     sc_free(c);
@@ -60,22 +55,12 @@ static void maybe_free(struct sc_h1cli *c)
 
 static void on_closed(void *owner)
 {
-    maybe_free(owner);
-}
-
-static void on_timer_closed(uv_handle_t *h)
-{
-    maybe_free(h->data);
+    sc_oneshot_closed(&((struct sc_h1cli *)owner)->os);
 }
 
 static void close_all(struct sc_h1cli *c)
 {
-    if (c->closing) {
-        return;
-    }
-    c->closing = true;
-    sc_xport_close(c->top);
-    uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+    sc_oneshot_close(&c->os);
 }
 
 /* Reports <r> once, then closes the connection. */
@@ -85,7 +70,7 @@ static void finish(struct sc_h1cli *c, const struct sc_h1cli_resp *r)
         return;
     }
     c->done = true;
-    uv_timer_stop(&c->timer);
+    uv_timer_stop(&c->os.timer);
     sc_h1cli_done_cb cb = c->cb;
     c->cb = NULL;
     if (cb) {
@@ -312,13 +297,13 @@ static void on_connected(void *owner, int status)
         fail(c, status, uv_strerror(status));
         return;
     }
-    int rc = sc_xport_read_start(c->top);
+    int rc = sc_xport_read_start(c->os.top);
     if (rc < 0) {
         fail(c, rc, uv_strerror(rc));
         return;
     }
     uv_buf_t b = uv_buf_init((char *)c->send.p, (unsigned)c->send.len);
-    rc = sc_xport_write(c->top, &b, 1);
+    rc = sc_xport_write(c->os.top, &b, 1);
     if (rc < 0) {
         c->werr = rc; /* the peer may have answered already: the read decides */
     }
@@ -395,30 +380,19 @@ int sc_h1cli_send(uv_loop_t *loop, const struct sockaddr *addr, const struct sc_
         c->send = sc_buf_str(&c->out);
     }
     uint64_t timeout = req->timeout_ms ? req->timeout_ms : 10000;
-    c->open = 2;
-    uv_timer_init(loop, &c->timer);
-    c->timer.data = c;
-    sc_tcp_xport_init(&c->tcp, loop, &cli_cbs, c);
-    c->top = &c->tcp.base;
-    int rc = 0;
-    if (req->wrap) {
-        struct sc_xport *top = req->wrap(req->wrap_arg, &c->tcp.base);
-        if (top) {
-            c->top = top;
-        } else {
-            rc = SC_EINVAL;
-        }
-    }
-    if (rc == 0) {
-        rc = sc_xport_connect(c->top, addr);
-    }
+    const struct sc_oneshot_args a = {
+        .cbs = &cli_cbs,
+        .owner = c,
+        .wrap = req->wrap,
+        .wrap_arg = req->wrap_arg,
+        .timeout_ms = timeout,
+        .on_deadline = on_deadline,
+        .freed = freed,
+    };
+    int rc = sc_oneshot_start(&c->os, loop, addr, &a);
     if (rc < 0) {
-        c->done = true;
-        c->cb = NULL;
-        close_all(c);
-        return rc;
+        return rc; /* <c> is freed once its handles closed */
     }
-    uv_timer_start(&c->timer, on_deadline, timeout, 0);
     if (out) {
         *out = c;
     }
@@ -432,7 +406,6 @@ void sc_h1cli_cancel(struct sc_h1cli *c)
     }
     c->done = true;
     c->cb = NULL;
-    uv_timer_stop(&c->timer);
     close_all(c);
 }
 

@@ -348,3 +348,64 @@ int sc_tcp_xport_connect(struct sc_tcp_xport *t, const struct sockaddr *addr)
     }
     return rc;
 }
+
+/* ---- a connection made for one exchange ---- */
+
+static void oneshot_closed_one(struct sc_oneshot *o)
+{
+    if (--o->open == 0 && o->freed) {
+        o->freed(o->owner);
+    }
+}
+
+static void on_oneshot_timer_closed(uv_handle_t *h)
+{
+    oneshot_closed_one((struct sc_oneshot *)((char *)h - offsetof(struct sc_oneshot, timer)));
+}
+
+void sc_oneshot_closed(struct sc_oneshot *o)
+{
+    oneshot_closed_one(o);
+}
+
+void sc_oneshot_close(struct sc_oneshot *o)
+{
+    if (o->closing) {
+        return;
+    }
+    o->closing = true;
+    sc_xport_close(o->top);
+    uv_close((uv_handle_t *)&o->timer, on_oneshot_timer_closed);
+}
+
+int sc_oneshot_start(struct sc_oneshot *o, uv_loop_t *loop, const struct sockaddr *addr,
+                     const struct sc_oneshot_args *a)
+{
+    o->open = 2;
+    o->owner = a->owner;
+    o->freed = a->freed;
+    uv_timer_init(loop, &o->timer);
+    o->timer.data = a->owner;
+    sc_tcp_xport_init(&o->tcp, loop, a->cbs, a->owner);
+    o->top = &o->tcp.base;
+    int rc = 0;
+    if (a->wrap) {
+        o->top = a->wrap(a->wrap_arg, &o->tcp.base);
+        if (!o->top) {
+            o->top = &o->tcp.base;
+            rc = UV_EINVAL;
+        }
+    }
+    if (rc == 0 && a->before_connect) {
+        rc = a->before_connect(a->owner);
+    }
+    if (rc == 0) {
+        rc = sc_xport_connect(o->top, addr);
+    }
+    if (rc < 0) {
+        sc_oneshot_close(o); /* <freed> follows */
+        return rc;
+    }
+    uv_timer_start(&o->timer, a->on_deadline, a->timeout_ms, 0);
+    return 0;
+}

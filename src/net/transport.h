@@ -18,6 +18,7 @@
 #define SC_NET_TRANSPORT_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include <uv.h>
@@ -159,5 +160,42 @@ void sc_tcp_xport_init(struct sc_tcp_xport *t, uv_loop_t *loop, const struct sc_
 /* Connects to <addr>; cbs->connected fires once (with UV_ECANCELED if closed first). Returns 0,
  * or a negative libuv error and then no callback. The same as sc_xport_connect on the TCP layer. */
 int sc_tcp_xport_connect(struct sc_tcp_xport *t, const struct sockaddr *addr);
+
+/* A connection made for one exchange (net/h1client.c, the proxy's gRPC health checks): the
+ * transport chain (TCP and the layers a wrap hook stacks), a deadline timer, and the handles left
+ * to close before its owner may be freed. */
+struct sc_oneshot {
+    struct sc_tcp_xport tcp; /* the bottom of the chain */
+    struct sc_xport *top;    /* its top: the owner reads, writes and queries through it */
+    uv_timer_t timer;        /* the deadline; timer.data is the owner */
+    int open;                /* handles not yet closed */
+    bool closing;
+    void *owner;
+    void (*freed)(void *owner);
+};
+
+struct sc_oneshot_args {
+    const struct sc_xport_cbs *cbs; /* the owner's; its closed() must call sc_oneshot_closed */
+    void *owner;
+    /* Stacks layers on the TCP transport and returns the new top (NULL: fail). Optional. */
+    struct sc_xport *(*wrap)(void *arg, struct sc_xport *bottom);
+    void *wrap_arg;
+    int (*before_connect)(void *owner); /* runs once the chain is built (0 or an error); optional */
+    uint64_t timeout_ms;
+    uv_timer_cb on_deadline;
+    void (*freed)(void *owner); /* every handle closed after sc_oneshot_close: free the owner */
+};
+
+/* Builds <o>'s chain on <loop>, connects it to <addr> (cbs->connected follows) and starts the
+ * deadline. Returns 0, or a negative error: then no callback fires but closed() and <freed>,
+ * which follow once the handles are closed (the owner must not be used after this call). */
+int sc_oneshot_start(struct sc_oneshot *o, uv_loop_t *loop, const struct sockaddr *addr,
+                     const struct sc_oneshot_args *a);
+
+/* Closes the chain and the timer (idempotent); <freed> fires once both are closed. */
+void sc_oneshot_close(struct sc_oneshot *o);
+
+/* The owner's transport closed() callback: one handle fewer. */
+void sc_oneshot_closed(struct sc_oneshot *o);
 
 #endif

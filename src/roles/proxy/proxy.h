@@ -27,6 +27,7 @@
 #include "core/metrics.h"
 #include "net/http1.h"
 #include "roles/proxy/proxy_authz.h"
+#include "roles/proxy/proxy_grpc_web.h"
 #include "roles/proxy/proxy_jwt.h"
 #include "roles/proxy/proxy_oidc.h"
 #include "roles/proxy/proxy_policy.h"
@@ -139,6 +140,7 @@ struct proxy_listener_cfg {
     struct proxy_icpt_listener_cfg icpt;  /* protocol, detection, tcp_routes (proxy_tcp.h) */
     struct proxy_oidc_cfg oidc;           /* this listener's own login (proxy_oidc.c) */
     struct proxy_h2_lcfg http2;           /* downstream HTTP/2 (proxy_h2.c) */
+    struct proxy_grpc_web_cfg gw;         /* grpc_web (proxy_grpc_web.c) */
 };
 
 /* ---- upstream HTTP/2 (proxy_h2_up.c): a cluster's protocol and HTTP/2 settings ---- */
@@ -370,6 +372,7 @@ struct proxy_listener {
     bool oidc_off;                   /* no login at all */
     struct proxy_h2_lcfg http2;      /* downstream HTTP/2 (proxy_h2.c) */
     struct proxy_h2_lmetrics h2m;
+    bool grpc_web; /* gRPC-Web requests are translated on HTTP/2 upstreams (proxy_grpc_web.c) */
 };
 
 struct proxy_rt {

@@ -251,6 +251,9 @@ static const struct sc_opt listener_opts[] = {
       .help = "downstream HTTP/2: h2c with prior knowledge on plaintext, h2 by ALPN over TLS, "
               "and its limits",
       .sub = proxy_h2_listener_opts },
+    { .type = SC_OPT_INLINE,
+      .offset = offsetof(struct proxy_listener_cfg, gw),
+      .sub = proxy_grpc_web_listener_opts },
     { 0 },
 };
 
@@ -1123,6 +1126,7 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
         rc = listener_init(l, lcs[i].name, lcs[i].address, pm, err);
         l->inbound = lcs[i].tlscfg.direction == 0;
         l->http2 = lcs[i].http2;
+        l->grpc_web = lcs[i].gw.grpc_web;
         if (rc == 0) {
             rc = proxy_tls_listener_init(&l->tls, l->name, &lcs[i], false, cfg, pm, err);
         }

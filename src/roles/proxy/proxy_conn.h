@@ -243,6 +243,7 @@ struct proxy_exch {
     uint64_t grpc_deadline; /* loop time (ms) the call must end by; 0: none */
     struct proxy_grpc_frames greq, gresp;
     struct proxy_grpc_tscan tscan;
+    uint8_t grpc_web; /* PROXY_GW_*: a gRPC-Web request on a grpc_web listener (local replies) */
 };
 
 /* original_dst clusters: the destination of a connection or of its current request, resolved

@@ -21,6 +21,7 @@
 #define T_ROUTER T_PREFIX "envoy.extensions.filters.http.router.v3.Router"
 #define T_FAULT T_PREFIX "envoy.extensions.filters.http.fault.v3.HTTPFault"
 #define T_LOCAL_RL T_PREFIX "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+#define T_GRPC_WEB T_PREFIX "envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"
 
 struct env {
     struct proxy_front *f;
@@ -703,8 +704,9 @@ static void local_ratelimit(struct proxy_front *f, struct sc_ynode *l, const str
 }
 
 /* The HTTP filters: fault and local_ratelimit map onto the routes' fault and the listener's rate
- * limit, the router must be last, and every other filter is refused by name until the proxy has
- * its equivalent. Returns the fault every route gets, or NULL. */
+ * limit, grpc_web onto the listener's grpc_web; the router must be last, and every other filter
+ * is refused by name until the proxy has its equivalent. Returns the fault every route gets, or
+ * NULL. */
 static struct sc_ynode *http_filters(struct proxy_front *f, struct sc_ynode *l,
                                      const struct sc_ynode *hcm, const struct sc_ynode *hf,
                                      const char *path)
@@ -758,6 +760,16 @@ static struct sc_ynode *http_filters(struct proxy_front *f, struct sc_ynode *l,
             if (proxy_envoy_authz_filter(f, hcm, l, tc, p) < 0) {
                 return NULL;
             }
+            continue;
+        }
+        if (t ? is(t, T_GRPC_WEB) : is(nm, "envoy.filters.http.grpc_web")) {
+            /* the listener's grpc_web (GrpcWeb has no fields) */
+            static const char *const gk[] = { "@type", NULL };
+            if (proxy_front_keys(f, h, p, k, NULL) < 0 ||
+                (tc && proxy_front_keys(f, tc, p, gk, NULL) < 0)) {
+                return NULL;
+            }
+            proxy_front_put(f, l, "grpc_web", h, "true");
             continue;
         }
         if (!router) {

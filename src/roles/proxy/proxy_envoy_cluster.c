@@ -316,22 +316,26 @@ static void cluster_policy(struct proxy_front *f, struct sc_ynode *c, const stru
     }
     if (sc_ynode_count(hcs) == 1) {
         const struct sc_ynode *h = sc_ynode_at(hcs, 0);
-        static const char *const hk[] = {
-            "timeout",           "interval",          "unhealthy_threshold",
-            "healthy_threshold", "http_health_check", NULL
-        };
+        static const char *const hk[] = { "timeout",
+                                          "interval",
+                                          "unhealthy_threshold",
+                                          "healthy_threshold",
+                                          "http_health_check",
+                                          "grpc_health_check",
+                                          NULL };
         static const char *const hn[] = { "interval_jitter", "no_traffic_interval",
                                           "unhealthy_interval", "event_log_path", NULL };
         char p[PROXY_FRONT_PATH];
         proxy_front_path(p, path, ".health_checks[0]");
         if (proxy_front_keys(f, h, p, hk, hn) < 0) {
-            return; /* tcp_health_check and grpc_health_check are not supported */
+            return; /* tcp_health_check is not supported */
         }
         const struct sc_ynode *hh = sc_ynode_get(h, "http_health_check");
-        if (!hh) {
+        const struct sc_ynode *gh = sc_ynode_get(h, "grpc_health_check");
+        if (!hh == !gh) {
             proxy_front_refuse(f, h, p,
-                               "http_health_check is required (tcp and grpc health "
-                               "checks are not supported)");
+                               "one of http_health_check and grpc_health_check is required (tcp "
+                               "health checks are not supported)");
             return;
         }
         struct sc_ynode *o = proxy_front_map(f, h);
@@ -339,6 +343,19 @@ static void cluster_policy(struct proxy_front *f, struct sc_ynode *c, const stru
         proxy_front_put_duration(f, o, "interval", h, "interval", p, NULL);
         proxy_front_copy(f, o, "unhealthy_threshold", h, "unhealthy_threshold");
         proxy_front_copy(f, o, "healthy_threshold", h, "healthy_threshold");
+        if (gh) {
+            /* service_name and authority; initial_metadata is refused as an unknown key */
+            static const char *const ghk[] = { "service_name", "authority", NULL };
+            if (proxy_front_keys(f, gh, p, ghk, NULL) < 0) {
+                return;
+            }
+            struct sc_ynode *g = proxy_front_map(f, gh);
+            proxy_front_copy(f, g, "service", gh, "service_name");
+            proxy_front_copy(f, g, "authority", gh, "authority");
+            proxy_front_set(f, o, "grpc", g, gh);
+            proxy_front_set(f, c, "health_check", o, h);
+            return;
+        }
         static const char *const hhk[] = { "path", "host", "expected_statuses", NULL };
         static const char *const hhn[] = { "request_headers_to_add", "codec_client_type", NULL };
         if (proxy_front_keys(f, hh, p, hhk, hhn) < 0) {

@@ -215,6 +215,9 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
     r->is_connect = sc_str_eq(m->method, SC_STR("CONNECT"));
     r->upgrade = m->upgrade && !r->is_connect;
     r->expect = m->expect_continue && m->minor_version == 1;
+    if (r->lsn->grpc_web) {
+        r->grpc_web = (uint8_t)proxy_grpc_web_kind(m); /* the proxy's own answers are gRPC-Web */
+    }
     size_t ml = m->method.len < sizeof(r->method) - 1 ? m->method.len : sizeof(r->method) - 1;
     memcpy(r->method, m->method.p, ml);
     r->method[ml] = '\0';

@@ -28,6 +28,7 @@
 #include "net/transport.h"
 #include "roles/proxy/proxy_conn.h"
 #include "roles/proxy/proxy_h2.h"
+#include "roles/proxy/proxy_hsink.h"
 #include "roles/proxy/proxy_route_policy.h"
 
 static void on_dalloc(void *owner, uv_buf_t *buf);
@@ -1157,7 +1158,10 @@ static void h1_reply(struct proxy_exch *ex, int status, struct sc_str body)
     proxy_hbuf_get(dc->w, &dc->out);
     sc_buf_reset(&dc->out);
     const char *ct = ex->reply_ctype ? ex->reply_ctype : "text/plain; charset=utf-8";
-    if (proxy_route_policy_write_local(ex, &dc->out, status, ct, body, close) < 0) {
+    struct proxy_hsink gw = proxy_h1_hsink(&dc->out);
+    gw.close = close;
+    if (ex->grpc_web ? proxy_grpc_web_local_reply(ex, ex->grpc_web, status, body, &gw) < 0
+                     : proxy_route_policy_write_local(ex, &dc->out, status, ct, body, close) < 0) {
         proxy_dconn_close(dc);
         return;
     }

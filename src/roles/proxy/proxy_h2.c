@@ -741,14 +741,15 @@ static void h2_reply(struct proxy_exch *ex, int status, struct sc_str body)
     struct proxy_hsink sk = proxy_h2_out_sink(out_of(c), SC_STR("http"), 0);
     int rc;
     bool with_body = false;
-    if (s->grpc) {
+    if (s->grpc || ex->grpc_web) {
         /* A trailers-only answer: gRPC clients read grpc-status, not the HTTP status. */
         struct sc_str reason = body;
         while (reason.len &&
                (reason.p[reason.len - 1] == '\n' || reason.p[reason.len - 1] == '\r')) {
             reason.len--;
         }
-        rc = proxy_grpc_local_reply(ex, status, reason, &sk);
+        rc = ex->grpc_web ? proxy_grpc_web_local_reply(ex, ex->grpc_web, status, reason, &sk)
+                          : proxy_grpc_local_reply(ex, status, reason, &sk);
     } else {
         rc = sk.ops->status(&sk, status, SC_STR_NULL);
         if (ex->www_authenticate) {

@@ -39,6 +39,7 @@
 #include "core/log.h"
 #include "net/transport.h"
 #include "roles/proxy/proxy_conn.h"
+#include "roles/proxy/proxy_grpc_web.h"
 #include "roles/proxy/proxy_h2.h"
 #include "roles/proxy/proxy_policy.h"
 
@@ -81,7 +82,8 @@ struct proxy_h2_stream {
     const char *why;
     struct sc_buf rx;
     size_t rx_off;
-    size_t unconsumed; /* DATA bytes received and not yet acknowledged */
+    size_t unconsumed;         /* DATA bytes received and not yet acknowledged */
+    struct proxy_grpc_web *gw; /* a gRPC-Web request translated to gRPC (proxy_grpc_web.c) */
 };
 
 struct proxy_h2_conn {
@@ -301,11 +303,21 @@ static int submit_head(struct proxy_h2_stream *st, struct sc_str h)
     }
     bool tls = hc->uc->ep->cluster->tls.src != NULL;
     struct proxy_hsink sk = proxy_h2_out_sink(&hc->o, tls ? SC_STR("https") : SC_STR("http"), 0);
-    int e = sk.ops->request(&sk, m.method, m.target);
-    for (size_t i = 0; i < m.nheaders; i++) {
-        e |= sk.ops->header(&sk, m.headers[i].name, m.headers[i].value);
+    if (st->uc && st->uc->ex && st->uc->ex->lsn && st->uc->ex->lsn->grpc_web) {
+        st->gw = proxy_grpc_web_request(&m);
     }
-    if (st->uc && st->uc->ex && st->uc->ex->grpc) {
+    int e = sk.ops->request(&sk, m.method, m.target);
+    bool te = false;
+    for (size_t i = 0; i < m.nheaders; i++) {
+        struct sc_str v = m.headers[i].value;
+        if (st->gw && !proxy_grpc_web_req_field(st->gw, m.headers[i].name, &v)) {
+            continue;
+        }
+        te = te || sc_str_caseeq(m.headers[i].name, SC_STR("te"));
+        e |= sk.ops->header(&sk, m.headers[i].name, v);
+    }
+    const struct sc_http_header *ct = sc_http1_find(&m, SC_STR("content-type"), NULL);
+    if (!te && (st->gw || (ct && proxy_grpc_is(ct->value)))) {
         /* The HTTP/1 head cannot carry it (hop-by-hop there); gRPC servers require it. */
         e |= sk.ops->header(&sk, SC_STR("te"), SC_STR("trailers"));
     }
@@ -363,6 +375,15 @@ static int take_trailers(struct proxy_h2_stream *st)
     return proxy_h2_trailers_from_h1(t, &sk) < 0 ? UV_EPROTO : 0;
 }
 
+/* Body bytes for DATA: as they are, or translated from gRPC-Web (a malformed body is reported
+ * by st_write). */
+static int out_add(struct proxy_h2_stream *st, const char *p, size_t n)
+{
+    int rc =
+        st->gw ? proxy_grpc_web_req_data(st->gw, p, n, &st->out) : sc_buf_append(&st->out, p, n);
+    return rc == -1 ? 0 : rc < 0 ? UV_ENOBUFS : 0;
+}
+
 /* Adds body bytes <p>/<n> (HTTP/1 framing as the client sent it) to what goes out as DATA. */
 static int add_body(struct proxy_h2_stream *st, const char *p, size_t n)
 {
@@ -370,7 +391,7 @@ static int add_body(struct proxy_h2_stream *st, const char *p, size_t n)
         size_t k = n < st->remaining ? n : (size_t)st->remaining;
         st->remaining -= k;
         st->req_end = st->remaining == 0;
-        return sc_buf_append(&st->out, p, k) < 0 ? UV_ENOBUFS : 0;
+        return out_add(st, p, k);
     }
     if (st->body != B_CHUNKED || st->req_end) {
         return 0;
@@ -386,7 +407,7 @@ static int add_body(struct proxy_h2_stream *st, const char *p, size_t n)
         }
         if (rc == SC_HTTP1_CHUNK_DATA) {
             sc_buf_reset(&st->tail);
-            if (data.len && sc_buf_append(&st->out, data.p, data.len) < 0) {
+            if (data.len && out_add(st, data.p, data.len) < 0) {
                 return UV_ENOBUFS;
             }
         } else if (sc_buf_append(&st->tail, p + off, used) < 0) {
@@ -428,6 +449,15 @@ static int st_write(struct sc_xport *x, uv_buf_t *iov, unsigned n)
         if (rc < 0) {
             return rc;
         }
+    }
+    if (st->gw &&
+        (proxy_grpc_web_bad(st->gw) || (st->req_end && proxy_grpc_web_req_end(st->gw) < 0))) {
+        /* a malformed gRPC-Web body: answered 400 from the stream's events (stream_step) */
+        st->err = st->err ? st->err : UV_EINVAL;
+        st->why = proxy_grpc_web_bad(st->gw);
+        ready_push(st);
+        conn_kick(hc);
+        return 0;
     }
     if (st->deferred && (st->out.len > st->out_off || st->req_end)) {
         st->deferred = false;
@@ -517,6 +547,7 @@ static void stream_free(struct proxy_h2_stream *st)
         proxy_h2_out_free(st->trailers);
         sc_free(st->trailers);
     }
+    proxy_grpc_web_free(st->gw);
     sc_free(st);
 }
 
@@ -654,12 +685,17 @@ static int head_to_h1(struct proxy_h2_stream *st, const struct sc_http_msg *m, b
     struct sc_buf *b = &st->rx;
     int e = sc_buf_appendf(b, "HTTP/1.1 %d %s\r\n", m->status, sc_http1_reason(m->status));
     bool has_cl = false;
+    bool gw = st->gw && proxy_grpc_web_resp_begin(st->gw, m);
     for (size_t i = 0; i < m->nheaders; i++) {
         const struct sc_http_header *h = &m->headers[i];
+        struct sc_str v = h->value;
+        if (gw && !proxy_grpc_web_resp_field(st->gw, h->name, &v)) {
+            continue;
+        }
         has_cl = has_cl || sc_str_eq(h->name, SC_STR("content-length"));
         e |= sc_buf_append_str(b, h->name);
         e |= sc_buf_append(b, ": ", 2);
-        e |= sc_buf_append_str(b, h->value);
+        e |= sc_buf_append_str(b, v);
         e |= sc_buf_append(b, "\r\n", 2);
     }
     bool interim = m->status < 200;
@@ -681,7 +717,9 @@ static void resp_end(struct proxy_h2_stream *st)
 {
     if (!st->resp_end) {
         st->resp_end = true;
-        if (st->chunked) {
+        if (st->chunked && proxy_grpc_web_active(st->gw)) {
+            (void)proxy_grpc_web_resp_end(st->gw, NULL, &st->rx);
+        } else if (st->chunked) {
             (void)sc_buf_append(&st->rx, "0\r\n\r\n", 5);
         }
     }
@@ -722,7 +760,13 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
             return 0;
         }
         if (hc->hd.kind == PROXY_H2_TRAILERS) {
-            if (st->chunked && !st->resp_end) {
+            if (st->chunked && !st->resp_end && proxy_grpc_web_active(st->gw)) {
+                st->resp_end = true;
+                if (proxy_grpc_web_resp_end(st->gw, &hc->hd.m, &st->rx) < 0) {
+                    st->why = "gRPC-Web trailer frame too large";
+                    st->err = UV_EPROTO;
+                }
+            } else if (st->chunked && !st->resp_end) {
                 st->resp_end = true;
                 if (proxy_h2_trailers_to_h1(&hc->hd.m, &st->rx) < 0) {
                     (void)sc_buf_append(&st->rx, "0\r\n\r\n", 5);
@@ -755,12 +799,16 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
         return 0;
     }
     int e = 0;
-    if (st->chunked) {
-        e |= sc_buf_appendf(&st->rx, "%zx\r\n", len);
-    }
-    e |= sc_buf_append(&st->rx, data, len);
-    if (st->chunked) {
-        e |= sc_buf_append(&st->rx, "\r\n", 2);
+    if (st->chunked && proxy_grpc_web_active(st->gw)) {
+        e = proxy_grpc_web_resp_data(st->gw, data, len, &st->rx);
+    } else {
+        if (st->chunked) {
+            e |= sc_buf_appendf(&st->rx, "%zx\r\n", len);
+        }
+        e |= sc_buf_append(&st->rx, data, len);
+        if (st->chunked) {
+            e |= sc_buf_append(&st->rx, "\r\n", 2);
+        }
     }
     if (e) {
         /* Past the window the stream announced: nghttp2 enforces it, so this cannot happen. */
@@ -841,6 +889,10 @@ static bool stream_step(struct proxy_h2_stream *st)
         int err = st->err;
         st->err = 0;
         struct proxy_exch *ex = uc->ex;
+        if (ex && err == UV_EINVAL) {
+            proxy_local_reply(ex, 400, st->why ? st->why : "malformed request body", F_DPE);
+            return true;
+        }
         if (ex && err == UV_EPROTO) {
             if (hc) {
                 sc_metrics_counter_inc(hc->cfg->m_ev[PROXY_H2E_PROTOCOL]);

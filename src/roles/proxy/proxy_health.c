@@ -6,7 +6,8 @@
 // failures in a row take the endpoint out of load balancing, healthy_threshold passes bring it
 // back. The results live in the endpoint's shared state (see proxy_policy.h), so a reload that
 // restarts the checkers keeps them. Each check is bounded: one connection under the client's
-// deadline, with its capped buffer.
+// deadline, with its capped buffer. A cluster whose health_check has a `grpc` block calls
+// grpc.health.v1.Health/Check over HTTP/2 instead (proxy_health_grpc.c): only SERVING passes.
 #include <stdio.h>
 #include <string.h>
 
@@ -24,8 +25,9 @@ struct checker {
     struct proxy_rt *rt; /* a reference */
     struct proxy_cluster *c;
     struct proxy_endpoint *ep;
-    uv_timer_t timer;     /* the next check */
-    struct sc_h1cli *cli; /* the check in flight, or NULL */
+    uv_timer_t timer;                 /* the next check */
+    struct sc_h1cli *cli;             /* the check in flight, or NULL */
+    struct proxy_hc_grpc_call *gcall; /* the gRPC check in flight, or NULL */
     bool stopped;
     bool timer_closed;
 };
@@ -34,7 +36,7 @@ static void check_start(struct checker *ck);
 
 static void maybe_free(struct checker *ck)
 {
-    if (ck->stopped && ck->timer_closed && !ck->cli) {
+    if (ck->stopped && ck->timer_closed && !ck->cli && !ck->gcall) {
         proxy_rt_unref(ck->rt);
         sc_free(ck);
     }
@@ -109,6 +111,14 @@ static void on_done(void *arg, const struct sc_h1cli_resp *r)
     schedule_next(ck);
 }
 
+static void on_grpc_done(void *arg, bool ok, const char *why)
+{
+    struct checker *ck = arg;
+    ck->gcall = NULL;
+    record(ck, ok, why);
+    schedule_next(ck);
+}
+
 static bool endpoint_address(struct proxy_endpoint *ep, struct sockaddr_storage *out)
 {
     if (ep->dns) {
@@ -135,12 +145,31 @@ static void check_start(struct checker *ck)
 {
     const struct proxy_policy *p = &ck->c->st->pol;
     struct sockaddr_storage ss;
-    if (ck->stopped || ck->cli) {
+    if (ck->stopped || ck->cli || ck->gcall) {
         return;
     }
     if (!endpoint_address(ck->ep, &ss)) {
         /* A name not resolved yet: nothing to judge. */
         schedule_next(ck);
+        return;
+    }
+    if (p->hc_grpc) {
+        const struct proxy_hc_grpc_req g = {
+            .service = p->hc_grpc_service,
+            .authority = p->hc_grpc_authority ? p->hc_grpc_authority
+                         : p->hc_host         ? p->hc_host
+                                              : ck->ep->name,
+            .timeout_ms = p->hc_timeout_ms,
+            .wrap = wrap_cluster,
+            .wrap_arg = ck,
+        };
+        int rc = proxy_hc_grpc_send(ck->timer.loop, (const struct sockaddr *)&ss, &g, on_grpc_done,
+                                    ck, &ck->gcall);
+        if (rc < 0) {
+            ck->gcall = NULL;
+            record(ck, false, sc_strerror(rc));
+            schedule_next(ck);
+        }
         return;
     }
     const struct sc_http_header hdrs[] = {
@@ -208,6 +237,8 @@ void proxy_health_stop(struct proxy *px)
         ck->stopped = true;
         sc_h1cli_cancel(ck->cli);
         ck->cli = NULL;
+        proxy_hc_grpc_cancel(ck->gcall);
+        ck->gcall = NULL;
         uv_close((uv_handle_t *)&ck->timer, on_timer_closed);
     }
 }

@@ -125,7 +125,8 @@ static const struct sc_opt hc_opts[] = {
     { .name = "path",
       .type = SC_OPT_STR,
       .offset = offsetof(struct proxy_hc_cfg, path),
-      .help = "HTTP path checked with GET on each endpoint (unset: no active health checks)" },
+      .help = "HTTP path checked with GET on each endpoint (unset, and no grpc: no active "
+              "health checks)" },
     { .name = "host",
       .type = SC_OPT_STR,
       .offset = offsetof(struct proxy_hc_cfg, host),
@@ -163,6 +164,14 @@ static const struct sc_opt hc_opts[] = {
       .offset = offsetof(struct proxy_hc_cfg, expected_statuses),
       .help = "statuses that pass, as \"200-399\" ranges or single codes (default 200-399)",
       .max = PROXY_HC_MAX_RANGES },
+    { .name = "grpc",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_hc_cfg, grpc),
+      .help = "gRPC health checks (grpc.health.v1.Health/Check over HTTP/2, cleartext or the "
+              "cluster's TLS) instead of HTTP: present, even empty, turns them on; only SERVING "
+              "passes",
+      .sub = proxy_hc_grpc_opts,
+      .check = proxy_hc_grpc_mark },
     { 0 },
 };
 
@@ -180,7 +189,8 @@ const struct sc_opt proxy_policy_opts[] = {
     { .name = "health_check",
       .type = SC_OPT_OBJ,
       .offset = offsetof(struct proxy_policy_cfg, health_check),
-      .help = "active HTTP health checks of every endpoint (off unless path is set)",
+      .help = "active HTTP or gRPC health checks of every endpoint (off unless path or grpc is "
+              "set)",
       .sub = hc_opts },
     { 0 },
 };
@@ -224,6 +234,30 @@ int proxy_policy_check(const struct proxy_policy_cfg *pc, const char *cluster, c
         *err =
             sc_asprintf("cluster \"%s\": health_check path (512) or host (256) too long", cluster);
         return SC_ECONFIG;
+    }
+    if (h->path && h->grpc.set) {
+        *err = sc_asprintf("cluster \"%s\": health_check has both path (HTTP) and grpc; choose "
+                           "one",
+                           cluster);
+        return SC_ECONFIG;
+    }
+    if (h->grpc.service && strlen(h->grpc.service) > PROXY_HC_GRPC_MAX_SERVICE) {
+        *err = sc_asprintf("cluster \"%s\": health_check grpc service longer than %d bytes",
+                           cluster, PROXY_HC_GRPC_MAX_SERVICE);
+        return SC_ECONFIG;
+    }
+    if (h->grpc.authority && (strlen(h->grpc.authority) > 256 || !*h->grpc.authority)) {
+        *err = sc_asprintf("cluster \"%s\": health_check grpc authority must be 1 to 256 bytes",
+                           cluster);
+        return SC_ECONFIG;
+    }
+    for (const char *p = h->grpc.authority; p && *p; p++) {
+        if ((unsigned char)*p <= ' ' || *p == 0x7f) {
+            *err = sc_asprintf("cluster \"%s\": health_check grpc authority has a space or "
+                               "control character",
+                               cluster);
+            return SC_ECONFIG;
+        }
     }
     if (h->path && h->path[0] != '/') {
         *err = sc_asprintf("cluster \"%s\": health_check path \"%s\" must start with /", cluster,
@@ -273,7 +307,10 @@ static void policy_init(struct proxy_policy *p, const struct proxy_policy_cfg *p
     p->base_ejection_ms = o->base_ejection_time_ms;
     p->max_ejection_ms = o->max_ejection_time_ms;
     p->max_ejection_percent = u32(o->max_ejection_percent);
-    p->hc = h->path != NULL;
+    p->hc = h->path != NULL || h->grpc.set;
+    p->hc_grpc = h->grpc.set;
+    p->hc_grpc_service = sc_strdup(h->grpc.service);
+    p->hc_grpc_authority = sc_strdup(h->grpc.authority);
     p->hc_path = sc_strdup(h->path);
     p->hc_host = sc_strdup(h->host);
     p->hc_interval_ms = h->interval_ms;
@@ -324,6 +361,12 @@ static char *state_key(const struct proxy_policy *p, char *const *endpoints, siz
     sc_buf_append_cstr(&b, p->hc_path ? p->hc_path : "");
     sc_buf_append_cstr(&b, "|");
     sc_buf_append_cstr(&b, p->hc_host ? p->hc_host : "");
+    if (p->hc_grpc) {
+        sc_buf_append_cstr(&b, "|grpc|");
+        sc_buf_append_cstr(&b, p->hc_grpc_service ? p->hc_grpc_service : "");
+        sc_buf_append_cstr(&b, "|");
+        sc_buf_append_cstr(&b, p->hc_grpc_authority ? p->hc_grpc_authority : "");
+    }
     char *key = sc_strndup(b.p ? b.p : "", b.len);
     sc_buf_cleanup(&b);
     return key;
@@ -374,6 +417,8 @@ void proxy_cluster_state_unref(struct proxy_cluster_state *st)
     sc_free(st->eps);
     sc_free(st->pol.hc_path);
     sc_free(st->pol.hc_host);
+    sc_free(st->pol.hc_grpc_service);
+    sc_free(st->pol.hc_grpc_authority);
     sc_free(st->key);
     sc_free(st->name);
     sc_free(st);

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "core/config.h"
+#include "roles/proxy/proxy_health_grpc.h"
 
 /* ---- configuration (the option table proxy_policy_opts describes these) ---- */
 
@@ -54,6 +55,7 @@ struct proxy_hc_cfg {
     int64_t healthy_threshold;
     int64_t unhealthy_threshold;
     struct sc_strv expected_statuses; /* "200-399" or "204"; empty: 200-399 */
+    struct proxy_hc_grpc_cfg grpc;    /* set: gRPC health checks instead of HTTP */
 };
 
 struct proxy_policy_cfg {
@@ -115,6 +117,9 @@ struct proxy_policy {
     uint32_t hc_unhealthy;
     uint16_t hc_ranges[PROXY_HC_MAX_RANGES][2];
     size_t hc_nranges;
+    bool hc_grpc; /* grpc.health.v1.Health/Check instead of GET hc_path */
+    char *hc_grpc_service;
+    char *hc_grpc_authority;
 };
 
 struct proxy_cluster_state {
