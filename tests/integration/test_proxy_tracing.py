@@ -20,6 +20,7 @@ import pytest
 from conftest import free_port, http_get
 from config_peers import Nginx, nginx_http
 from fake_otlp import FakeOTLP, FakeZipkin
+from metrics_util import env_without_proxies, mapped_libs
 from proxy_util import Client, metric, proxy_config, wait_for
 from tls_util import curl, pki  # noqa: F401 - pki is a fixture
 
@@ -366,6 +367,34 @@ def test_slow_collector_drops_and_never_slows_requests(sidecar_run, nginx, otlp)
     otlp.delay = 0
     assert wait_for(lambda: spans_metric(sc, "exported") + spans_metric(sc, "dropped_queue_full")
                     == 500, timeout=20)
+    sc.stop()
+
+
+def test_plain_http_collector_without_libcurl(sidecar_run, nginx, otlp):
+    """A plain http:// collector is sent to by the proxy's own HTTP/1.1 client: spans are exported
+    and acknowledged (gzip and a configured header included) while libcurl is never mapped into
+    the process; an https:// collector is reached through libcurl, loaded when tracing starts."""
+    port = free_port()
+    sc = sidecar_run("proxy", env=env_without_proxies(), config=config(
+        port, nginx.port, tracing(otlp, compression="gzip", max_batch_size=4,
+                                  headers={"x-api-key": "k1"})))
+    keepalive(port, 9)
+    spans = otlp.wait_spans(9)
+    assert len(spans) == 9 and all(s["attrs"]["http.response.status_code"] == 200 for s in spans)
+    assert all(enc == "gzip" for _, _, enc in otlp.requests)
+    assert all(h["x-api-key"] == "k1" and h["content-type"] == "application/x-protobuf"
+               and h["host"] == otlp.url.split("/")[2] for h in otlp.headers)
+    assert wait_for(lambda: spans_metric(sc, "exported") == 9)
+    assert "libcurl" not in mapped_libs(sc.proc.pid)
+    sc.stop()
+
+    dead = free_port()
+    t = {"provider": "otlp_http", "endpoint": f"https://127.0.0.1:{dead}/v1/traces",
+         "sampling": 100, "batch_interval": "50ms", "max_retries": 0}
+    sc = sidecar_run("proxy", env=env_without_proxies(), config=config(port, nginx.port, t))
+    assert request(port, "/").status == 200
+    assert wait_for(lambda: spans_metric(sc, "dropped_export_failed") == 1, timeout=15)
+    assert "libcurl" in mapped_libs(sc.proc.pid)
     sc.stop()
 
 

@@ -4,11 +4,11 @@
 // protobuf or JSON, Zipkin v2 JSON; gzip when asked) and POSTs them: a plain http:// collector
 // through net/h1client, the body encoded behind room left for the request head so the request
 // goes out as it was encoded (no copy, libcurl never loaded), anything else (https, a proxy in the
-// environment) through the egress client, libcurl. One export is in flight at a time; a failed one is retried with backoff (Retry-After honoured) on
-// connection errors, timeouts and 429/502/503/504, then dropped. Spans are counted as exported
-// only once the collector acknowledged them (a 2xx, less what an OTLP partial success rejected);
-// every span that leaves otherwise is counted by why. Workers never wait for the exporter: a full
-// queue drops its oldest span.
+// environment) through the egress client, libcurl. One export is in flight at a time; a failed one
+// is retried with backoff (Retry-After honoured) on connection errors, timeouts and
+// 429/502/503/504, then dropped. Spans are counted as exported only once the collector acknowledged
+// them (a 2xx, less what an OTLP partial success rejected); every span that leaves otherwise is
+// counted by why. Workers never wait for the exporter: a full queue drops its oldest span.
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -323,16 +323,32 @@ static void log_drops(struct proxy_tracer *t, uint64_t n, const char *why)
 /* Spans kept for reuse at most: a batch's worth, so a steady rate allocates nothing. */
 #define POOL_MAX 1024
 
-struct proxy_span *proxy_tracer_span(struct proxy_tracer *t)
+void proxy_span_cache_free(struct proxy_span_cache *c)
+{
+    while (c->head) {
+        struct proxy_span *s = c->head;
+        c->head = s->next;
+        sc_free(s);
+    }
+    c->n = 0;
+}
+
+struct proxy_span *proxy_tracer_span(struct proxy_tracer *t, struct proxy_span_cache *c)
 {
     sc_metrics_counter_inc(t->m_sampled);
-    uv_mutex_lock(&t->mu);
-    struct proxy_span *s = t->pool;
+    struct proxy_span *s = c->head;
     if (s) {
-        t->pool = s->next;
-        t->npool--;
+        c->head = s->next;
+        c->n--;
+    } else {
+        uv_mutex_lock(&t->mu);
+        s = t->pool;
+        if (s) {
+            t->pool = s->next;
+            t->npool--;
+        }
+        uv_mutex_unlock(&t->mu);
     }
-    uv_mutex_unlock(&t->mu);
     if (!s) {
         s = sc_malloc(sizeof(*s));
     }
@@ -352,7 +368,7 @@ static void recycle_locked(struct proxy_tracer *t, struct proxy_span *s)
     }
 }
 
-void proxy_tracer_push(struct proxy_tracer *t, struct proxy_span *s)
+void proxy_tracer_push(struct proxy_tracer *t, struct proxy_span *s, struct proxy_span_cache *c)
 {
     struct proxy_span *old = NULL;
     uv_mutex_lock(&t->mu);
@@ -366,6 +382,16 @@ void proxy_tracer_push(struct proxy_tracer *t, struct proxy_span *s)
     bool full = t->count >= t->max_batch;
     if (old) {
         recycle_locked(t, old);
+    }
+    if (c->n < PROXY_SPAN_CACHE_MAX / 4) {
+        while (t->pool && c->n < PROXY_SPAN_CACHE_MAX) {
+            struct proxy_span *p = t->pool;
+            t->pool = p->next;
+            t->npool--;
+            p->next = c->head;
+            c->head = p;
+            c->n++;
+        }
     }
     uv_mutex_unlock(&t->mu);
     if (old) {
@@ -503,8 +529,8 @@ static void sent(struct proxy_tracer *t, const struct sent *resp)
         kick_full(t);
         return;
     }
-    bool retriable = resp->error != 0 ? resp->retriable
-                                      : st == 429 || st == 502 || st == 503 || st == 504;
+    bool retriable =
+        resp->error != 0 ? resp->retriable : st == 429 || st == 502 || st == 503 || st == 504;
     if (!retriable || t->flushing || t->closing || t->attempts > t->max_retries) {
         char why[96];
         if (resp->error) {
@@ -745,14 +771,15 @@ static struct texp_conf *conf_new(const struct proxy_trace_cfg *cfg)
                                         cfg->provider == PROXY_TRACE_OTLP_HTTP
                                             ? SC_STR("application/x-protobuf")
                                             : SC_STR("application/json"));
-        rc = rc ? rc : sc_http1_write_header(b, SC_STR("User-Agent"), SC_STR("sidecar/" SC_VERSION));
+        rc =
+            rc ? rc : sc_http1_write_header(b, SC_STR("User-Agent"), SC_STR("sidecar/" SC_VERSION));
         if (cfg->compression == 1) {
             rc = rc ? rc : sc_http1_write_header(b, SC_STR("Content-Encoding"), SC_STR("gzip"));
         }
         for (size_t i = 0; i < c->nhdrs; i++) {
-            rc = rc ? rc
-                    : sc_http1_write_header(b, sc_str_c(c->hdrs[i].key),
-                                            sc_str_c(c->hdrs[i].value));
+            rc =
+                rc ? rc
+                   : sc_http1_write_header(b, sc_str_c(c->hdrs[i].key), sc_str_c(c->hdrs[i].value));
         }
         c->head_err = rc;
     }

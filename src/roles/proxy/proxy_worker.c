@@ -306,6 +306,7 @@ void proxy_worker_cleanup(struct proxy_worker *w)
     sc_free(w->listeners);
     w->listeners = NULL;
     sc_buf_cleanup(&w->logbuf);
+    proxy_span_cache_free(&w->spans);
     proxy_jwt_cache_free(w->jwt_cache);
     w->jwt_cache = NULL;
     proxy_oidc_aead_free(w->oidc_aead);
