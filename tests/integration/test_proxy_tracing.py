@@ -153,6 +153,32 @@ def test_otlp_span_attributes_and_w3c(sidecar_run, nginx, otlp, provider):
     assert not otlp.errors
 
 
+def test_connection_attributes_follow_host_and_connection(sidecar_run, nginx, otlp):
+    """server.* and network.peer.* are encoded once per connection and reused for its next spans:
+    a keep-alive connection that changes its Host gets the new server.address and server.port,
+    and the next connection (which may take over the first one's memory) its own peer port."""
+    port = free_port()
+    sidecar_run("proxy", config=config(port, nginx.port, tracing(otlp)))
+    want = []
+    for hosts in (["a.example:8080", "a.example:8080", "b.example", "a.example:8080"],
+                  ["c.example:81"]):
+        c = Client(port)
+        try:
+            peer = c.sock.getsockname()[1]
+            for h in hosts:
+                c.send(f"GET /h HTTP/1.1\r\nHost: {h}\r\n\r\n".encode())
+                assert c.read_response().status == 200
+                name, _, p = h.partition(":")
+                want.append((peer, name, int(p or 80)))
+        finally:
+            c.close()
+    spans = otlp.wait_spans(5)
+    got = [(s["attrs"]["network.peer.port"], s["attrs"]["server.address"],
+            s["attrs"]["server.port"]) for s in spans]
+    assert got == want
+    assert all(s["attrs"]["network.peer.address"] == "127.0.0.1" for s in spans)
+
+
 def test_new_trace_error_status_and_grpc(sidecar_run, nginx, otlp):
     port = free_port()
     sc = sidecar_run("proxy", config=config(port, nginx.port, tracing(otlp)))

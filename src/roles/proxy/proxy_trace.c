@@ -447,6 +447,73 @@ static int64_t host_port(struct sc_str v, struct sc_str *host, int64_t def)
     return port;
 }
 
+/* Whether <s> has room enough that what is recorded next is not cut: then it may be kept for the
+ * connection's next spans. */
+static bool roomy(const struct proxy_span *s)
+{
+    return (size_t)(s->str_off - s->attr_len) >= 512 && s->nattrs + 4 <= PROXY_SPAN_MAX_ATTRS;
+}
+
+/* Keeps the attributes recorded in <s> since <from> (<n0> attributes then) in <buf> (<cap>
+ * bytes) when they fit and nothing was dropped. */
+static void keep(const struct proxy_span *s, uint16_t from, uint16_t n0, uint16_t d0, char *buf,
+                 size_t cap, uint16_t *len, uint16_t *n)
+{
+    size_t l = (size_t)(s->attr_len - from);
+    if (s->dropped_attrs == d0 && l <= cap) {
+        memcpy(buf, s->arena + from, l);
+        *len = (uint16_t)l;
+        *n = (uint16_t)(s->nattrs - n0);
+    }
+}
+
+/* network.peer.address and .port, server.address and .port (from <host>): copied from the
+ * connection's cache when it has them (the same Host as last time), else recorded and kept. */
+static void conn_attrs(struct proxy_exch *ex, struct proxy_span *s, struct sc_str host, bool tls)
+{
+    struct proxy_span_conn *pc = ex->cl->trace;
+    if (!pc) {
+        pc = ex->cl->trace = SC_NEW(struct proxy_span_conn);
+    }
+    if (host.len) {
+        if (host.len == pc->hostv_len && memcmp(host.p, pc->hostv, host.len) == 0) {
+            proxy_span_add_encoded(s, pc->host, pc->host_len, pc->host_n);
+        } else {
+            bool k = roomy(s) && host.len <= sizeof(pc->hostv);
+            uint16_t from = s->attr_len, n0 = s->nattrs, d0 = s->dropped_attrs;
+            struct sc_str h;
+            int64_t port = host_port(host, &h, tls ? 443 : 80);
+            proxy_span_str(s, "server.address", h);
+            proxy_span_int(s, "server.port", port);
+            pc->hostv_len = 0;
+            if (k) {
+                pc->host_len = 0;
+                keep(s, from, n0, d0, pc->host, sizeof(pc->host), &pc->host_len, &pc->host_n);
+                if (pc->host_len) {
+                    memcpy(pc->hostv, host.p, host.len);
+                    pc->hostv_len = (uint16_t)host.len;
+                }
+            }
+        }
+    }
+    if (pc->peer_len) {
+        proxy_span_add_encoded(s, pc->peer, pc->peer_len, pc->peer_n);
+        return;
+    }
+    bool k = roomy(s);
+    uint16_t from = s->attr_len, n0 = s->nattrs, d0 = s->dropped_attrs;
+    proxy_span_str(s, "network.peer.address", sc_str_c(ex->cl->ip));
+    const struct sockaddr *sa = (const struct sockaddr *)&ex->cl->addr;
+    if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) {
+        uint16_t p = sa->sa_family == AF_INET ? ((const struct sockaddr_in *)sa)->sin_port
+                                              : ((const struct sockaddr_in6 *)sa)->sin6_port;
+        proxy_span_int(s, "network.peer.port", ntohs(p));
+    }
+    if (k) {
+        keep(s, from, n0, d0, pc->peer, sizeof(pc->peer), &pc->peer_len, &pc->peer_n);
+    }
+}
+
 void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
 {
     const struct proxy_trace_rt *tr = ex->rt->trace;
@@ -550,19 +617,7 @@ void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
         proxy_span_str(s, "sidecar.listener", sc_str_c(ex->lsn->name));
     }
     proxy_span_blob_add(s, &tr->proto[ex->down_h2 ? 2 : m->minor_version ? 1 : 0]);
-    if (m->host.len) {
-        struct sc_str h;
-        int64_t port = host_port(m->host, &h, tls ? 443 : 80);
-        proxy_span_str(s, "server.address", h);
-        proxy_span_int(s, "server.port", port);
-    }
-    proxy_span_str(s, "network.peer.address", sc_str_c(ex->cl->ip));
-    const struct sockaddr *sa = (const struct sockaddr *)&ex->cl->addr;
-    if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) {
-        uint16_t p = sa->sa_family == AF_INET ? ((const struct sockaddr_in *)sa)->sin_port
-                                              : ((const struct sockaddr_in6 *)sa)->sin6_port;
-        proxy_span_int(s, "network.peer.port", ntohs(p));
-    }
+    conn_attrs(ex, s, m->host, tls);
     if (ua.p) {
         proxy_span_str(s, "user_agent.original", ua);
     }

@@ -126,6 +126,31 @@ void proxy_span_blob_take(struct proxy_span_blob *b, struct proxy_span *scratch)
 /* Adds the attributes of <b> to <s> (all, or none and counted dropped when the span is full). */
 void proxy_span_blob_add(struct proxy_span *s, const struct proxy_span_blob *b);
 
+/* Adds <n> attributes already encoded as <len> bytes at <p> (all, or none and counted dropped
+ * when the span is full). */
+void proxy_span_add_encoded(struct proxy_span *s, const char *p, size_t len, unsigned n);
+
+/* A downstream connection's own attributes, encoded on its first sampled request and copied into
+ * the spans of its next ones: network.peer.address and .port, and server.address and .port of
+ * the Host value it sent last (<hostv>). Kept with the connection's block while it is recycled
+ * (proxy_span_conn_clear), freed with it. */
+struct proxy_span_conn {
+    uint16_t peer_len, peer_n;
+    uint16_t host_len, host_n;
+    uint16_t hostv_len; /* 0: nothing cached */
+    char hostv[128];
+    char peer[96];
+    char host[192];
+};
+
+/* Forgets what <pc> holds (a new connection takes its block). NULL-safe. */
+static inline void proxy_span_conn_clear(struct proxy_span_conn *pc)
+{
+    if (pc) {
+        pc->peer_len = pc->peer_n = pc->host_len = pc->host_n = pc->hostv_len = 0;
+    }
+}
+
 /* Adds event <name> (a literal of <nlen> bytes) at <time_ns> (Unix epoch). */
 void proxy_span_event_n(struct proxy_span *s, const char *name, size_t nlen, uint64_t time_ns);
 #define proxy_span_event(s, name, t) proxy_span_event_n((s), "" name, sizeof(name) - 1, (t))

@@ -209,15 +209,20 @@ void proxy_span_blob_take(struct proxy_span_blob *b, struct proxy_span *scratch)
     proxy_span_reset(scratch);
 }
 
-void proxy_span_blob_add(struct proxy_span *s, const struct proxy_span_blob *b)
+void proxy_span_add_encoded(struct proxy_span *s, const char *p, size_t len, unsigned n)
 {
-    if (s->nattrs + b->n > PROXY_SPAN_MAX_ATTRS || (size_t)(s->str_off - s->attr_len) < b->len) {
-        s->dropped_attrs = (uint16_t)(s->dropped_attrs + b->n + b->dropped);
+    if (s->nattrs + n > PROXY_SPAN_MAX_ATTRS || (size_t)(s->str_off - s->attr_len) < len) {
+        s->dropped_attrs = (uint16_t)(s->dropped_attrs + n);
         return;
     }
-    memcpy(s->arena + s->attr_len, b->p, b->len);
-    s->attr_len = (uint16_t)(s->attr_len + b->len);
-    s->nattrs = (uint16_t)(s->nattrs + b->n);
+    memcpy(s->arena + s->attr_len, p, len);
+    s->attr_len = (uint16_t)(s->attr_len + len);
+    s->nattrs = (uint16_t)(s->nattrs + n);
+}
+
+void proxy_span_blob_add(struct proxy_span *s, const struct proxy_span_blob *b)
+{
+    proxy_span_add_encoded(s, b->p, b->len, b->n);
     s->dropped_attrs = (uint16_t)(s->dropped_attrs + b->dropped);
 }
 

@@ -291,6 +291,7 @@ void proxy_worker_cleanup(struct proxy_worker *w)
         sc_buf_cleanup(&dc->ex.head);
         sc_buf_cleanup(&dc->ex.copy);
         sc_free(dc->od);
+        sc_free(dc->cl.trace);
         sc_free(dc);
     }
     while (!sc_list_empty(&w->free_uc)) {
