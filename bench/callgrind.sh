@@ -33,8 +33,9 @@
 #                In the trace modes the window holds exactly its own spans' whole cost: the
 #                warm-up's spans are exported before the counters are zeroed, and the dump waits
 #                one batch interval for the window's last export (checked: exported = sampled).
-#                Recording, encoding, compression and the HTTP export (libcurl) are all counted:
-#                the exporter runs on the main loop, a thread of the same process.
+#                Recording, encoding, compression and the HTTP export (net/h1client for the
+#                sink's plain http:// URL) are all counted: the exporter runs on the main loop,
+#                a thread of the same process.
 #   plain_cookie plain, with the oidc mode's Cookie header (what carrying it costs alone)
 #   oidc         an OpenID Connect login (docs/oidc.md) with a valid session cookie on every
 #                request: one AES-GCM open, identity headers added, the cookie removed upstream

@@ -537,7 +537,6 @@ static void on_named_done(void *arg, const struct sc_h1cli_resp *resp)
 
 static int named_send(struct sc_h1cli_named *n, const struct sockaddr *addr)
 {
-    n->req.raw = sc_buf_str(&n->raw);
     return sc_h1cli_send(n->loop, addr, &n->req, on_named_done, n, &n->cli);
 }
 
@@ -613,9 +612,15 @@ int sc_h1cli_send_host(uv_loop_t *loop, const char *host, uint16_t port,
     n->started = uv_now(loop);
     n->host = sc_strdup(host);
     snprintf(n->port, sizeof(n->port), "%u", (unsigned)port);
-    sc_buf_init(&n->raw, 65536 + req->body.len);
-    n->raw.sensitive = req->sensitive;
-    int rc = format_request(&n->raw, req);
+    int rc = 0;
+    if (req->raw.len) {
+        sc_buf_init(&n->raw, 0); /* borrowed: the caller keeps it until the callback */
+    } else {
+        sc_buf_init(&n->raw, 65536 + req->body.len);
+        n->raw.sensitive = req->sensitive;
+        rc = format_request(&n->raw, req);
+        n->req.raw = sc_buf_str(&n->raw);
+    }
     struct sockaddr_in a4;
     struct sockaddr_in6 a6;
     if (rc == 0 && uv_ip4_addr(host, port, &a4) == 0) {

@@ -108,7 +108,9 @@ void sc_h1cli_url_free(struct sc_h1cli_url *u);
 struct sc_h1cli_named;
 
 /* Sends <req> to <host>:<port> (an IP literal is used as it is). The request is formatted at once
- * (views borrowed for the call only; <raw> is not taken), so the exchange holds its own copy.
+ * (views borrowed for the call only), so the exchange holds its own copy; a <raw> request is
+ * instead sent as it is, borrowed as sc_h1cli_send borrows it (until the callback fires or the
+ * request is cancelled), so a large body already laid out by the caller is never copied.
  * <cb> fires once as for sc_h1cli_send; a name that does not resolve is reported through it with
  * the resolver's error and the reason "cannot resolve <host>: ...". The request's deadline
  * (timeout_ms) counts from this call, resolution included: a resolver slower than it is reported

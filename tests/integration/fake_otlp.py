@@ -206,6 +206,7 @@ class _Collector:
     def __init__(self, tmp_dir=None):
         self.spans = []
         self.requests = []  # (path, content-type, content-encoding)
+        self.headers = []  # each request's header fields, {lower-case name: value}
         self.lock = threading.Lock()
         self.status = None  # answer this status instead of accepting
         self.retry_after = None
@@ -229,6 +230,7 @@ class _Collector:
                 enc = self.headers.get("Content-Encoding", "")
                 with c.lock:
                     c.requests.append((self.path, ctype, enc))
+                    c.headers.append({k.lower(): v for k, v in self.headers.items()})
                     status, retry_after = c.status, c.retry_after
                 if status:
                     body = b"busy"

@@ -20,6 +20,7 @@ import pytest
 from conftest import free_port, http_get
 from config_peers import Nginx, nginx_http
 from fake_otlp import FakeOTLP, FakeZipkin
+from metrics_util import env_without_proxies, mapped_libs
 from proxy_util import Client, metric, proxy_config, wait_for
 from tls_util import curl, pki  # noqa: F401 - pki is a fixture
 
@@ -150,6 +151,32 @@ def test_otlp_span_attributes_and_w3c(sidecar_run, nginx, otlp, provider):
     assert wait_for(lambda: spans_metric(sc, "exported") == 1)
     assert spans_metric(sc, "sampled") == 1
     assert not otlp.errors
+
+
+def test_connection_attributes_follow_host_and_connection(sidecar_run, nginx, otlp):
+    """server.* and network.peer.* are encoded once per connection and reused for its next spans:
+    a keep-alive connection that changes its Host gets the new server.address and server.port,
+    and the next connection (which may take over the first one's memory) its own peer port."""
+    port = free_port()
+    sidecar_run("proxy", config=config(port, nginx.port, tracing(otlp)))
+    want = []
+    for hosts in (["a.example:8080", "a.example:8080", "b.example", "a.example:8080"],
+                  ["c.example:81"]):
+        c = Client(port)
+        try:
+            peer = c.sock.getsockname()[1]
+            for h in hosts:
+                c.send(f"GET /h HTTP/1.1\r\nHost: {h}\r\n\r\n".encode())
+                assert c.read_response().status == 200
+                name, _, p = h.partition(":")
+                want.append((peer, name, int(p or 80)))
+        finally:
+            c.close()
+    spans = otlp.wait_spans(5)
+    got = [(s["attrs"]["network.peer.port"], s["attrs"]["server.address"],
+            s["attrs"]["server.port"]) for s in spans]
+    assert got == want
+    assert all(s["attrs"]["network.peer.address"] == "127.0.0.1" for s in spans)
 
 
 def test_new_trace_error_status_and_grpc(sidecar_run, nginx, otlp):
@@ -366,6 +393,34 @@ def test_slow_collector_drops_and_never_slows_requests(sidecar_run, nginx, otlp)
     otlp.delay = 0
     assert wait_for(lambda: spans_metric(sc, "exported") + spans_metric(sc, "dropped_queue_full")
                     == 500, timeout=20)
+    sc.stop()
+
+
+def test_plain_http_collector_without_libcurl(sidecar_run, nginx, otlp):
+    """A plain http:// collector is sent to by the proxy's own HTTP/1.1 client: spans are exported
+    and acknowledged (gzip and a configured header included) while libcurl is never mapped into
+    the process; an https:// collector is reached through libcurl, loaded when tracing starts."""
+    port = free_port()
+    sc = sidecar_run("proxy", env=env_without_proxies(), config=config(
+        port, nginx.port, tracing(otlp, compression="gzip", max_batch_size=4,
+                                  headers={"x-api-key": "k1"})))
+    keepalive(port, 9)
+    spans = otlp.wait_spans(9)
+    assert len(spans) == 9 and all(s["attrs"]["http.response.status_code"] == 200 for s in spans)
+    assert all(enc == "gzip" for _, _, enc in otlp.requests)
+    assert all(h["x-api-key"] == "k1" and h["content-type"] == "application/x-protobuf"
+               and h["host"] == otlp.url.split("/")[2] for h in otlp.headers)
+    assert wait_for(lambda: spans_metric(sc, "exported") == 9)
+    assert "libcurl" not in mapped_libs(sc.proc.pid)
+    sc.stop()
+
+    dead = free_port()
+    t = {"provider": "otlp_http", "endpoint": f"https://127.0.0.1:{dead}/v1/traces",
+         "sampling": 100, "batch_interval": "50ms", "max_retries": 0}
+    sc = sidecar_run("proxy", env=env_without_proxies(), config=config(port, nginx.port, t))
+    assert request(port, "/").status == 200
+    assert wait_for(lambda: spans_metric(sc, "dropped_export_failed") == 1, timeout=15)
+    assert "libcurl" in mapped_libs(sc.proc.pid)
     sc.stop()
 
 

@@ -673,6 +673,41 @@ static void test_send_by_host_name(void **state)
     assert_memory_equal(t->body, "ok", 2);
 }
 
+/* A raw request sent by host name goes out as the caller laid it out, borrowed (not copied) until
+ * the callback: bytes changed after the call but before the connection writes are what is sent,
+ * both by a name resolved on the thread pool and by an IP literal. */
+static void test_send_host_raw_borrowed(void **state)
+{
+    struct tc *t = *state;
+    const char *hosts[] = { "localhost", "127.0.0.1" };
+    for (size_t i = 0; i < 2; i++) {
+        char raw[] = "POST /v1/traces HTTP/1.1\r\nHost: c\r\nContent-Length: 3\r\n"
+                     "Connection: close\r\n\r\nabc";
+        struct sc_h1cli_req req = { .method = SC_STR("POST"), .raw = sc_str_c(raw) };
+        t->calls = 0;
+        assert_int_equal(
+            sc_h1cli_send_host(&t->loop, hosts[i], (uint16_t)t->port, &req, on_done, t, NULL), 0);
+        raw[sizeof(raw) - 3] = 'B'; /* borrowed: the change is sent */
+        char in[4096];
+        peer_take_request(t, in, sizeof(in));
+        bool eof;
+        if (!strstr(in, "\r\n\r\naBc")) {
+            tu_recv(&t->loop, t->fd, in + strlen(in), sizeof(in) - strlen(in), "Bc", 2000, &eof);
+        }
+        assert_string_equal(in, "POST /v1/traces HTTP/1.1\r\nHost: c\r\nContent-Length: 3\r\n"
+                                "Connection: close\r\n\r\naBc");
+        const char resp[] = "HTTP/1.1 503 No\r\nRetry-After: 2\r\nContent-Length: 0\r\n\r\n";
+        tu_send_bytewise(&t->loop, t->fd, resp, sizeof(resp) - 1);
+        wait_done(t, 2000);
+        assert_int_equal(t->calls, 1);
+        assert_int_equal(t->error, 0);
+        assert_int_equal(t->status, 503);
+        close(t->fd);
+        t->fd = -1;
+        tu_spin(&t->loop, 20);
+    }
+}
+
 /* A name that does not resolve is reported through the callback; a request cancelled while its
  * name is resolving never calls back and frees itself. */
 static void test_unresolvable_and_cancel_while_resolving(void **state)
@@ -712,6 +747,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_tls_both_ends, setup, teardown),
         cmocka_unit_test(test_url_parse),
         cmocka_unit_test_setup_teardown(test_send_by_host_name, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_send_host_raw_borrowed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unresolvable_and_cancel_while_resolving, setup,
                                         teardown),
     };

@@ -523,6 +523,7 @@ struct proxy_worker {
     size_t ntcps;
     int tcp_pipes[64][2]; /* empty pipes for splice, lent while bytes are in flight */
     size_t ntcp_pipes;
+    struct proxy_span_cache spans; /* span blocks for the next sampled requests (proxy_trace.c) */
 };
 
 struct proxy {

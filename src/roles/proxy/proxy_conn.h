@@ -123,12 +123,13 @@ struct proxy_uconn {
 /* What an exchange knows of the client connection that carries it, whatever its protocol: set
  * when the connection is accepted, valid while it is open. */
 struct proxy_client {
-    char ip[48];                  /* the client's address (X-Forwarded-For, log, rate limits) */
-    struct sockaddr_storage addr; /* with its port (%DOWNSTREAM_REMOTE_ADDRESS%) */
-    struct sc_xport *tls;         /* the connection's TLS layer (SNI, version, peer identity);
-                                     NULL: plaintext */
-    char *xfcc;                   /* the client certificate's XFCC element, made on first use */
-    struct proxy_az_conn azc;     /* the rules this connection's attributes rule out */
+    char ip[48];                   /* the client's address (X-Forwarded-For, log, rate limits) */
+    struct sockaddr_storage addr;  /* with its port (%DOWNSTREAM_REMOTE_ADDRESS%) */
+    struct sc_xport *tls;          /* the connection's TLS layer (SNI, version, peer identity);
+                                      NULL: plaintext */
+    char *xfcc;                    /* the client certificate's XFCC element, made on first use */
+    struct proxy_az_conn azc;      /* the rules this connection's attributes rule out */
+    struct proxy_span_conn *trace; /* its span attributes, made on first use (proxy_trace.c) */
 };
 
 struct proxy_exch;

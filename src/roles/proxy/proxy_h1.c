@@ -930,6 +930,7 @@ void proxy_dconn_recycle(struct proxy_dconn *dc)
         sc_buf_cleanup(&dc->ex.head);
         sc_buf_cleanup(&dc->ex.copy);
         sc_free(dc->od);
+        sc_free(dc->cl.trace);
         sc_free(dc);
     }
 }
@@ -1093,8 +1094,11 @@ struct proxy_dconn *proxy_dconn_alloc(struct proxy_worker *w, size_t lidx)
         w->nfree_dc--;
         struct sc_buf out = dc->out, head = dc->ex.head, copy = dc->ex.copy;
         struct proxy_odst *od = dc->od;
+        struct proxy_span_conn *tc = dc->cl.trace;
         memset(dc, 0, sizeof(*dc));
         dc->od = od;
+        dc->cl.trace = tc;
+        proxy_span_conn_clear(tc);
         if (od) {
             od->checked = od->has_orig = od->stale = false; /* per connection */
         }

@@ -219,15 +219,95 @@ const struct sc_opt proxy_trace_opts[] = {
 
 void proxy_trace_rt_free(struct proxy_trace_rt *tr)
 {
-    if (tr) {
-        for (size_t i = 0; i < tr->ntags; i++) {
-            sc_free(tr->tags[i].key);
-            sc_free(tr->tags[i].value);
-        }
-        sc_free(tr->tags);
-        sc_free(tr->kinds);
-        sc_free(tr);
+    if (!tr) {
+        return;
     }
+    for (size_t i = 0; i < tr->nkinds; i++) {
+        sc_free(tr->lsn[2 * i].p);
+        sc_free(tr->lsn[2 * i + 1].p);
+        for (struct proxy_span_blob *b = tr->routes[i]; b && b->p; b++) {
+            sc_free(b->p);
+        }
+        sc_free(tr->routes[i]);
+    }
+    for (size_t i = 0; i < tr->nclusters; i++) {
+        sc_free(tr->clusters[i].p);
+        for (struct proxy_span_blob *b = tr->eps[i]; b && b->p; b++) {
+            sc_free(b->p);
+        }
+        sc_free(tr->eps[i]);
+    }
+    for (size_t i = 0; i < SC_ARRAY_LEN(tr->proto); i++) {
+        sc_free(tr->proto[i].p);
+    }
+    sc_free(tr->lsn);
+    sc_free(tr->routes);
+    sc_free(tr->clusters);
+    sc_free(tr->eps);
+    sc_free(tr->tags.p);
+    sc_free(tr->kinds);
+    sc_free(tr);
+}
+
+/* The route's template for http.route and the span's name: its path or prefix, if any. */
+static struct sc_str route_template(const struct proxy_route *r)
+{
+    return r->path ? sc_str_c(r->path) : r->prefix ? sc_str_c(r->prefix) : SC_STR_NULL;
+}
+
+/* Encodes the attributes that are the same on every span of a listener, route, cluster or
+ * endpoint of snapshot <rt> (and the custom tags of <tc>) once, into <tr>'s blobs. The blob
+ * arrays of routes and endpoints end with an empty blob (p NULL). */
+static void make_blobs(struct proxy_trace_rt *tr, const struct proxy_rt *rt,
+                       const struct proxy_trace_cfg *tc)
+{
+    struct proxy_span *sc = sc_malloc(sizeof(*sc));
+    proxy_span_reset(sc);
+    size_t nl = rt->nlisteners;
+    tr->lsn = sc_calloc(2 * (nl ? nl : 1), sizeof(*tr->lsn));
+    tr->routes = sc_calloc(nl ? nl : 1, sizeof(*tr->routes));
+    for (size_t i = 0; i < nl; i++) {
+        const struct proxy_listener *l = &rt->listeners[i];
+        for (int tls = 0; tls < 2; tls++) {
+            proxy_span_str(sc, "url.scheme", tls ? SC_STR("https") : SC_STR("http"));
+            proxy_span_str(sc, "sidecar.listener", sc_str_c(l->name));
+            proxy_span_blob_take(&tr->lsn[2 * i + (size_t)tls], sc);
+        }
+        tr->routes[i] = sc_calloc(l->nroutes + 2, sizeof(**tr->routes));
+        for (size_t r = 0; r <= l->nroutes; r++) {
+            const struct proxy_route *ro = r < l->nroutes ? &l->routes[r] : &l->noroute;
+            struct sc_str tpl = route_template(ro);
+            if (tpl.len) {
+                proxy_span_str(sc, "http.route", tpl);
+            }
+            proxy_span_str(sc, "sidecar.route", sc_str_c(ro->name));
+            proxy_span_blob_take(&tr->routes[i][r], sc);
+        }
+    }
+    tr->nclusters = rt->nclusters;
+    tr->clusters = sc_calloc(rt->nclusters ? rt->nclusters : 1, sizeof(*tr->clusters));
+    tr->eps = sc_calloc(rt->nclusters ? rt->nclusters : 1, sizeof(*tr->eps));
+    for (size_t i = 0; i < rt->nclusters; i++) {
+        const struct proxy_cluster *c = &rt->clusters[i];
+        proxy_span_str(sc, "sidecar.cluster", sc_str_c(c->name));
+        proxy_span_blob_take(&tr->clusters[i], sc);
+        tr->eps[i] = sc_calloc(c->neps + 1, sizeof(**tr->eps));
+        for (size_t e = 0; e < c->neps; e++) {
+            proxy_span_str(sc, "sidecar.upstream.endpoint", sc_str_c(c->eps[e].name));
+            proxy_span_blob_take(&tr->eps[i][e], sc);
+        }
+    }
+    static const char *const versions[] = { "1.0", "1.1", "2" };
+    for (size_t i = 0; i < SC_ARRAY_LEN(tr->proto); i++) {
+        proxy_span_str(sc, "network.protocol.version", sc_str_c(versions[i]));
+        proxy_span_blob_take(&tr->proto[i], sc);
+    }
+    for (size_t i = 0; i < tc->custom_tags.n; i++) {
+        const struct sc_kv *kv = &tc->custom_tags.v[i];
+        proxy_span_str_n(sc, kv->key, strlen(kv->key), sc_str_c(kv->value));
+    }
+    proxy_span_blob_take(&tr->tags, sc);
+    sc_free(sc);
 }
 
 static void add_kv(struct proxy_trace_resource *r, const char *k, const char *v)
@@ -307,14 +387,6 @@ void proxy_trace_setup(struct proxy *px, struct proxy_rt *rt, const struct proxy
     if (!tr->propagate) {
         tr->propagate = tc->provider == PROXY_TRACE_ZIPKIN ? PROXY_PROP_B3MULTI : PROXY_PROP_W3C;
     }
-    if (tc->custom_tags.n) {
-        tr->tags = sc_calloc(tc->custom_tags.n, sizeof(*tr->tags));
-        for (size_t i = 0; i < tc->custom_tags.n; i++) {
-            tr->tags[i].key = sc_strdup(tc->custom_tags.v[i].key);
-            tr->tags[i].value = sc_strdup(tc->custom_tags.v[i].value);
-        }
-        tr->ntags = tc->custom_tags.n;
-    }
     tr->nkinds = rt->nlisteners;
     tr->kinds = sc_calloc(rt->nlisteners ? rt->nlisteners : 1, 1);
     const struct proxy_listener_cfg *lcs = cfg->listeners.v;
@@ -323,6 +395,7 @@ void proxy_trace_setup(struct proxy *px, struct proxy_rt *rt, const struct proxy
                                              : strcmp(rt->listeners[i].name, "outbound") == 0;
         tr->kinds[i] = outbound ? PROXY_SPAN_CLIENT : PROXY_SPAN_SERVER;
     }
+    make_blobs(tr, rt, tc);
     rt->trace = tr;
 }
 
@@ -372,6 +445,73 @@ static int64_t host_port(struct sc_str v, struct sc_str *host, int64_t def)
     }
     host->len = (size_t)(c - 1 - v.p);
     return port;
+}
+
+/* Whether <s> has room enough that what is recorded next is not cut: then it may be kept for the
+ * connection's next spans. */
+static bool roomy(const struct proxy_span *s)
+{
+    return (size_t)(s->str_off - s->attr_len) >= 512 && s->nattrs + 4 <= PROXY_SPAN_MAX_ATTRS;
+}
+
+/* Keeps the attributes recorded in <s> since <from> (<n0> attributes then) in <buf> (<cap>
+ * bytes) when they fit and nothing was dropped. */
+static void keep(const struct proxy_span *s, uint16_t from, uint16_t n0, uint16_t d0, char *buf,
+                 size_t cap, uint16_t *len, uint16_t *n)
+{
+    size_t l = (size_t)(s->attr_len - from);
+    if (s->dropped_attrs == d0 && l <= cap) {
+        memcpy(buf, s->arena + from, l);
+        *len = (uint16_t)l;
+        *n = (uint16_t)(s->nattrs - n0);
+    }
+}
+
+/* network.peer.address and .port, server.address and .port (from <host>): copied from the
+ * connection's cache when it has them (the same Host as last time), else recorded and kept. */
+static void conn_attrs(struct proxy_exch *ex, struct proxy_span *s, struct sc_str host, bool tls)
+{
+    struct proxy_span_conn *pc = ex->cl->trace;
+    if (!pc) {
+        pc = ex->cl->trace = SC_NEW(struct proxy_span_conn);
+    }
+    if (host.len) {
+        if (host.len == pc->hostv_len && memcmp(host.p, pc->hostv, host.len) == 0) {
+            proxy_span_add_encoded(s, pc->host, pc->host_len, pc->host_n);
+        } else {
+            bool k = roomy(s) && host.len <= sizeof(pc->hostv);
+            uint16_t from = s->attr_len, n0 = s->nattrs, d0 = s->dropped_attrs;
+            struct sc_str h;
+            int64_t port = host_port(host, &h, tls ? 443 : 80);
+            proxy_span_str(s, "server.address", h);
+            proxy_span_int(s, "server.port", port);
+            pc->hostv_len = 0;
+            if (k) {
+                pc->host_len = 0;
+                keep(s, from, n0, d0, pc->host, sizeof(pc->host), &pc->host_len, &pc->host_n);
+                if (pc->host_len) {
+                    memcpy(pc->hostv, host.p, host.len);
+                    pc->hostv_len = (uint16_t)host.len;
+                }
+            }
+        }
+    }
+    if (pc->peer_len) {
+        proxy_span_add_encoded(s, pc->peer, pc->peer_len, pc->peer_n);
+        return;
+    }
+    bool k = roomy(s);
+    uint16_t from = s->attr_len, n0 = s->nattrs, d0 = s->dropped_attrs;
+    proxy_span_str(s, "network.peer.address", sc_str_c(ex->cl->ip));
+    const struct sockaddr *sa = (const struct sockaddr *)&ex->cl->addr;
+    if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) {
+        uint16_t p = sa->sa_family == AF_INET ? ((const struct sockaddr_in *)sa)->sin_port
+                                              : ((const struct sockaddr_in6 *)sa)->sin6_port;
+        proxy_span_int(s, "network.peer.port", ntohs(p));
+    }
+    if (k) {
+        keep(s, from, n0, d0, pc->peer, sizeof(pc->peer), &pc->peer_len, &pc->peer_n);
+    }
 }
 
 void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
@@ -448,16 +588,16 @@ void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
     if (!t->sampled) {
         return;
     }
-    struct proxy_span *s = proxy_tracer_span(tr->tracer);
+    struct proxy_span *s = proxy_tracer_span(tr->tracer, &ex->w->spans);
     ex->span = s;
     memcpy(s->trace_id, t->trace_id, 16);
     memcpy(s->span_id, t->span_id, 8);
     memcpy(s->parent_id, t->parent_id, 8);
     s->has_parent = t->has_parent;
     s->start_ns = wall_ns();
-    s->kind = ex->lsn - ex->rt->listeners < (ptrdiff_t)tr->nkinds
-                  ? tr->kinds[ex->lsn - ex->rt->listeners]
-                  : PROXY_SPAN_SERVER;
+    ptrdiff_t li = ex->lsn - ex->rt->listeners;
+    bool in_rt = li >= 0 && li < (ptrdiff_t)tr->nkinds;
+    s->kind = in_rt ? tr->kinds[li] : PROXY_SPAN_SERVER;
     if (w3c && ts.p && proxy_tracestate_valid(ts)) {
         s->state_len = proxy_span_put(s, ts, &s->state_off);
     }
@@ -470,28 +610,17 @@ void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
         proxy_span_str(s, "url.query", sc_str_n(q + 1, origin.len - (size_t)(q + 1 - origin.p)));
     }
     bool tls = ex->cl->tls != NULL;
-    proxy_span_str(s, "url.scheme", tls ? SC_STR("https") : SC_STR("http"));
-    proxy_span_str(s, "network.protocol.version",
-                   ex->down_h2        ? SC_STR("2")
-                   : m->minor_version ? SC_STR("1.1")
-                                      : SC_STR("1.0"));
-    if (m->host.len) {
-        struct sc_str h;
-        int64_t port = host_port(m->host, &h, tls ? 443 : 80);
-        proxy_span_str(s, "server.address", h);
-        proxy_span_int(s, "server.port", port);
+    if (in_rt) {
+        proxy_span_blob_add(s, &tr->lsn[2 * (size_t)li + tls]); /* url.scheme, sidecar.listener */
+    } else {
+        proxy_span_str(s, "url.scheme", tls ? SC_STR("https") : SC_STR("http"));
+        proxy_span_str(s, "sidecar.listener", sc_str_c(ex->lsn->name));
     }
-    proxy_span_str(s, "network.peer.address", sc_str_c(ex->cl->ip));
-    const struct sockaddr *sa = (const struct sockaddr *)&ex->cl->addr;
-    if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) {
-        uint16_t p = sa->sa_family == AF_INET ? ((const struct sockaddr_in *)sa)->sin_port
-                                              : ((const struct sockaddr_in6 *)sa)->sin6_port;
-        proxy_span_int(s, "network.peer.port", ntohs(p));
-    }
+    proxy_span_blob_add(s, &tr->proto[ex->down_h2 ? 2 : m->minor_version ? 1 : 0]);
+    conn_attrs(ex, s, m->host, tls);
     if (ua.p) {
         proxy_span_str(s, "user_agent.original", ua);
     }
-    proxy_span_str(s, "sidecar.listener", sc_str_c(ex->lsn->name));
 }
 
 void proxy_trace_event_n(struct proxy_exch *ex, const char *name, size_t nlen)
@@ -510,10 +639,9 @@ void proxy_trace_end(struct proxy_exch *ex)
     ex->span = NULL;
     uint64_t now = proxy_now_ns();
     s->end_ns = at(s, ex->start_ns, now);
+    const struct proxy_trace_rt *tr = ex->rt->trace;
     const struct proxy_route *rt = ex->route;
-    struct sc_str route_tpl = rt->path     ? sc_str_c(rt->path)
-                              : rt->prefix ? sc_str_c(rt->prefix)
-                                           : SC_STR_NULL;
+    struct sc_str route_tpl = route_template(rt);
     char name[300];
     size_t ml = strlen(ex->method);
     memcpy(name, ex->method, ml);
@@ -524,8 +652,17 @@ void proxy_trace_end(struct proxy_exch *ex)
         ml += 1 + n;
     }
     s->name_len = proxy_span_put(s, sc_str_n(name, ml), &s->name_off);
-    if (route_tpl.len) {
-        proxy_span_str(s, "http.route", route_tpl);
+    const struct proxy_listener *l = ex->lsn;
+    ptrdiff_t li = l - ex->rt->listeners;
+    ptrdiff_t ri = rt == &l->noroute ? (ptrdiff_t)l->nroutes : rt - l->routes;
+    if (li >= 0 && li < (ptrdiff_t)tr->nkinds && ri >= 0 && ri <= (ptrdiff_t)l->nroutes &&
+        (ri == (ptrdiff_t)l->nroutes ? &l->noroute : &l->routes[ri]) == rt) {
+        proxy_span_blob_add(s, &tr->routes[li][ri]); /* http.route, sidecar.route */
+    } else {
+        if (route_tpl.len) {
+            proxy_span_str(s, "http.route", route_tpl);
+        }
+        proxy_span_str(s, "sidecar.route", sc_str_c(rt->name));
     }
     if (ex->status > 0) {
         proxy_span_int(s, "http.response.status_code", ex->status);
@@ -534,13 +671,21 @@ void proxy_trace_end(struct proxy_exch *ex)
         proxy_span_str(s, "http.request.header.x-request-id",
                        sc_str_n(ex->request_id, ex->request_id_len));
     }
-    proxy_span_str(s, "sidecar.route", sc_str_c(rt->name));
     const struct proxy_cluster *c = ex->cluster ? ex->cluster : rt->cluster;
-    if (c) {
+    ptrdiff_t ci = c ? c - ex->rt->clusters : -1;
+    bool c_in_rt = c && ci >= 0 && ci < (ptrdiff_t)tr->nclusters && &ex->rt->clusters[ci] == c;
+    if (c_in_rt) {
+        proxy_span_blob_add(s, &tr->clusters[ci]);
+    } else if (c) {
         proxy_span_str(s, "sidecar.cluster", sc_str_c(c->name));
     }
     if (ex->ep) {
-        proxy_span_str(s, "sidecar.upstream.endpoint", sc_str_c(ex->ep->name));
+        ptrdiff_t ei = c_in_rt ? ex->ep - c->eps : -1;
+        if (ei >= 0 && ei < (ptrdiff_t)c->neps && &c->eps[ei] == ex->ep) {
+            proxy_span_blob_add(s, &tr->eps[ci][ei]);
+        } else {
+            proxy_span_str(s, "sidecar.upstream.endpoint", sc_str_c(ex->ep->name));
+        }
     }
     if (ex->retries > 0) {
         proxy_span_int(s, "sidecar.retries", ex->retries);
@@ -578,9 +723,8 @@ void proxy_trace_end(struct proxy_exch *ex)
             proxy_span_str(s, "sidecar.peer.principal", pr);
         }
     }
-    const struct proxy_trace_rt *tr = ex->rt->trace;
-    for (size_t i = 0; i < tr->ntags; i++) {
-        proxy_span_str_n(s, tr->tags[i].key, strlen(tr->tags[i].key), sc_str_c(tr->tags[i].value));
+    if (tr->tags.n) {
+        proxy_span_blob_add(s, &tr->tags);
     }
     /* OpenTelemetry: 5xx is an error on both sides, 4xx on the client side only; no status at
      * all (the client or the upstream went away) is one too. */
@@ -592,5 +736,5 @@ void proxy_trace_end(struct proxy_exch *ex)
         int n = st > 0 ? snprintf(et, sizeof(et), "%d", st) : snprintf(et, sizeof(et), "_OTHER");
         proxy_span_str(s, "error.type", sc_str_n(et, (size_t)n));
     }
-    proxy_tracer_push(tr->tracer, s);
+    proxy_tracer_push(tr->tracer, s, &ex->w->spans);
 }

@@ -109,6 +109,48 @@ void proxy_span_str_n(struct proxy_span *s, const char *key, size_t klen, struct
 void proxy_span_int_n(struct proxy_span *s, const char *key, size_t klen, int64_t v);
 #define proxy_span_str(s, key, v) proxy_span_str_n((s), "" key, sizeof(key) - 1, (v))
 #define proxy_span_int(s, key, v) proxy_span_int_n((s), "" key, sizeof(key) - 1, (v))
+/* Attributes that are the same on every span they go on (a listener's, a route's, a cluster's,
+ * an endpoint's, the custom tags), encoded once when a snapshot is set up and copied into a span
+ * in one piece. */
+struct proxy_span_blob {
+    char *p;
+    uint16_t len;
+    uint16_t n;       /* attributes in it */
+    uint16_t dropped; /* attributes that did not fit when it was made */
+};
+
+/* Makes <b> (returns new memory in b->p) from the attributes recorded in <scratch>, then empties
+ * <scratch> for the next. */
+void proxy_span_blob_take(struct proxy_span_blob *b, struct proxy_span *scratch);
+
+/* Adds the attributes of <b> to <s> (all, or none and counted dropped when the span is full). */
+void proxy_span_blob_add(struct proxy_span *s, const struct proxy_span_blob *b);
+
+/* Adds <n> attributes already encoded as <len> bytes at <p> (all, or none and counted dropped
+ * when the span is full). */
+void proxy_span_add_encoded(struct proxy_span *s, const char *p, size_t len, unsigned n);
+
+/* A downstream connection's own attributes, encoded on its first sampled request and copied into
+ * the spans of its next ones: network.peer.address and .port, and server.address and .port of
+ * the Host value it sent last (<hostv>). Kept with the connection's block while it is recycled
+ * (proxy_span_conn_clear), freed with it. */
+struct proxy_span_conn {
+    uint16_t peer_len, peer_n;
+    uint16_t host_len, host_n;
+    uint16_t hostv_len; /* 0: nothing cached */
+    char hostv[128];
+    char peer[96];
+    char host[192];
+};
+
+/* Forgets what <pc> holds (a new connection takes its block). NULL-safe. */
+static inline void proxy_span_conn_clear(struct proxy_span_conn *pc)
+{
+    if (pc) {
+        pc->peer_len = pc->peer_n = pc->host_len = pc->host_n = pc->hostv_len = 0;
+    }
+}
+
 /* Adds event <name> (a literal of <nlen> bytes) at <time_ns> (Unix epoch). */
 void proxy_span_event_n(struct proxy_span *s, const char *name, size_t nlen, uint64_t time_ns);
 #define proxy_span_event(s, name, t) proxy_span_event_n((s), "" name, sizeof(name) - 1, (t))
@@ -184,13 +226,27 @@ struct proxy_tracer *proxy_tracer_new(uv_loop_t *loop, struct sc_metrics *reg,
 /* Applies a reloaded <cfg> (batching, endpoint, retries); spans queued stay queued. Main loop. */
 void proxy_tracer_configure(struct proxy_tracer *t, const struct proxy_trace_cfg *cfg);
 
+/* A thread's own few span blocks (a worker's), taken from the exporter's free list in one go
+ * when a span is pushed, so that starting a span takes no lock. Its owner frees it
+ * (proxy_span_cache_free). */
+struct proxy_span_cache {
+    struct proxy_span *head; /* linked through next */
+    unsigned n;
+};
+#define PROXY_SPAN_CACHE_MAX 32
+
+/* Frees the blocks of <c>. */
+void proxy_span_cache_free(struct proxy_span_cache *c);
+
 /* Counts a sampled span and returns an empty one to record it in (proxy_span_reset done): from
- * the exporter's free list of spans already exported, else a new one. Any thread. */
-struct proxy_span *proxy_tracer_span(struct proxy_tracer *t);
+ * the calling thread's <c> (without a lock) when it has one, else from the exporter's free list
+ * of spans already exported, else a new one. Any thread. */
+struct proxy_span *proxy_tracer_span(struct proxy_tracer *t, struct proxy_span_cache *c);
 
 /* Queues finished span <s> (taken), from any thread: when the queue is full the oldest span is
- * dropped and counted; a full batch wakes the exporter. Never blocks but on the queue's mutex. */
-void proxy_tracer_push(struct proxy_tracer *t, struct proxy_span *s);
+ * dropped and counted; a full batch wakes the exporter. Under the same lock, a low <c> (the
+ * calling thread's) is refilled from the free list. Never blocks but on the queue's mutex. */
+void proxy_tracer_push(struct proxy_tracer *t, struct proxy_span *s, struct proxy_span_cache *c);
 
 /* Sends what is queued (one attempt, no retry) and then calls <cb>, or calls it at once when
  * nothing is queued; within the export timeout either way. Main loop. */
@@ -211,8 +267,17 @@ struct proxy_trace_rt {
     uint8_t *kinds;     /* per listener: PROXY_SPAN_SERVER or PROXY_SPAN_CLIENT */
     size_t nkinds;
     struct proxy_tracer *tracer; /* borrowed: the proxy's, outlives every snapshot */
-    struct sc_kv *tags;          /* custom_tags (copies) */
-    size_t ntags;
+    /* Attributes encoded at setup (proxy_span_blob), indexed like the snapshot's listeners
+     * (per listener: sidecar.listener with url.scheme http, then https), routes (per listener,
+     * its routes then its noroute: http.route, sidecar.route), clusters (sidecar.cluster) and
+     * their endpoints (sidecar.upstream.endpoint); <tags>: custom_tags. */
+    struct proxy_span_blob *lsn; /* 2 per listener */
+    struct proxy_span_blob **routes;
+    struct proxy_span_blob *clusters;
+    size_t nclusters;
+    struct proxy_span_blob **eps;
+    struct proxy_span_blob proto[3]; /* network.protocol.version: 1.0, 1.1, 2 */
+    struct proxy_span_blob tags;
 };
 
 /* Frees <tr>. NULL-safe. */

@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 // The span exporter: a bounded queue that workers append finished spans to, and one exporter on
 // the main loop that takes batches from it (by size, or every batch_interval), encodes them (OTLP
-// protobuf or JSON, Zipkin v2 JSON; gzip when asked) and POSTs them with the egress client. One
-// export is in flight at a time; a failed one is retried with backoff (Retry-After honoured) on
-// connection errors, timeouts and 429/502/503/504, then dropped. Spans are counted as exported
-// only once the collector acknowledged them (a 2xx, less what an OTLP partial success rejected);
-// every span that leaves otherwise is counted by why. Workers never wait for the exporter: a full
-// queue drops its oldest span.
+// protobuf or JSON, Zipkin v2 JSON; gzip when asked) and POSTs them: a plain http:// collector
+// through net/h1client, the body encoded behind room left for the request head so the request
+// goes out as it was encoded (no copy, libcurl never loaded), anything else (https, a proxy in the
+// environment) through the egress client, libcurl. One export is in flight at a time; a failed one
+// is retried with backoff (Retry-After honoured) on connection errors, timeouts and
+// 429/502/503/504, then dropped. Spans are counted as exported only once the collector acknowledged
+// them (a 2xx, less what an OTLP partial success rejected); every span that leaves otherwise is
+// counted by why. Workers never wait for the exporter: a full queue drops its oldest span.
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -21,6 +23,8 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "net/egress.h"
+#include "net/h1client.h"
+#include "net/http1.h"
 #include "roles/proxy/proxy_trace.h"
 #include "roles/proxy/proxy_trace_ctx.h"
 
@@ -34,11 +38,19 @@ struct texp_conf {
     char *url;
     struct sc_kv *hdrs;
     size_t nhdrs;
+    /* A plain http:// URL (no proxy in the environment): sent through net/h1client, with <head>
+     * (request line and fixed headers; Content-Length and the blank line follow), or <head_err>
+     * when the configured headers cannot be written. */
+    bool plain;
+    struct sc_h1cli_url u;
+    struct sc_buf head;
+    int head_err;
 };
 
 struct proxy_tracer {
     uv_loop_t *loop;
-    struct sc_egress *eg; /* NULL: libcurl could not be loaded (every export fails, counted) */
+    struct sc_egress *eg; /* libcurl, loaded for a collector h1client cannot reach (https, a
+                             proxy); NULL then: it could not be loaded (exports fail, counted) */
     uv_mutex_t mu;        /* guards the ring, from every worker */
     struct proxy_span **ring;
     size_t cap, head, count;
@@ -61,8 +73,11 @@ struct proxy_tracer {
     struct proxy_trace_resource res;
     /* the export in flight or backing off */
     struct sc_egress_xfer *xfer;
+    struct sc_h1cli_named *h1;
     struct texp_conf *xfer_conf;
-    struct sc_buf body;
+    struct sc_buf body; /* <room> bytes for the request head, then the encoded body */
+    size_t room;
+    uint64_t sent_ns; /* uv_hrtime of the h1client attempt in flight */
     size_t nspans;
     int attempts;
     bool backing_off;
@@ -308,16 +323,32 @@ static void log_drops(struct proxy_tracer *t, uint64_t n, const char *why)
 /* Spans kept for reuse at most: a batch's worth, so a steady rate allocates nothing. */
 #define POOL_MAX 1024
 
-struct proxy_span *proxy_tracer_span(struct proxy_tracer *t)
+void proxy_span_cache_free(struct proxy_span_cache *c)
+{
+    while (c->head) {
+        struct proxy_span *s = c->head;
+        c->head = s->next;
+        sc_free(s);
+    }
+    c->n = 0;
+}
+
+struct proxy_span *proxy_tracer_span(struct proxy_tracer *t, struct proxy_span_cache *c)
 {
     sc_metrics_counter_inc(t->m_sampled);
-    uv_mutex_lock(&t->mu);
-    struct proxy_span *s = t->pool;
+    struct proxy_span *s = c->head;
     if (s) {
-        t->pool = s->next;
-        t->npool--;
+        c->head = s->next;
+        c->n--;
+    } else {
+        uv_mutex_lock(&t->mu);
+        s = t->pool;
+        if (s) {
+            t->pool = s->next;
+            t->npool--;
+        }
+        uv_mutex_unlock(&t->mu);
     }
-    uv_mutex_unlock(&t->mu);
     if (!s) {
         s = sc_malloc(sizeof(*s));
     }
@@ -337,7 +368,7 @@ static void recycle_locked(struct proxy_tracer *t, struct proxy_span *s)
     }
 }
 
-void proxy_tracer_push(struct proxy_tracer *t, struct proxy_span *s)
+void proxy_tracer_push(struct proxy_tracer *t, struct proxy_span *s, struct proxy_span_cache *c)
 {
     struct proxy_span *old = NULL;
     uv_mutex_lock(&t->mu);
@@ -351,6 +382,16 @@ void proxy_tracer_push(struct proxy_tracer *t, struct proxy_span *s)
     bool full = t->count >= t->max_batch;
     if (old) {
         recycle_locked(t, old);
+    }
+    if (c->n < PROXY_SPAN_CACHE_MAX / 4) {
+        while (t->pool && c->n < PROXY_SPAN_CACHE_MAX) {
+            struct proxy_span *p = t->pool;
+            t->pool = p->next;
+            t->npool--;
+            p->next = c->head;
+            c->head = p;
+            c->n++;
+        }
     }
     uv_mutex_unlock(&t->mu);
     if (old) {
@@ -382,7 +423,8 @@ static size_t take(struct proxy_tracer *t, struct proxy_span **out, size_t max)
 static void kick(struct proxy_tracer *t);
 static void on_flush_deadline(uv_timer_t *h);
 
-static int gzip_body(struct sc_buf *b)
+/* Compresses the body of <b> (after its <room> bytes), keeping the same room in front. */
+static int gzip_body(struct sc_buf *b, size_t room)
 {
     z_stream z;
     memset(&z, 0, sizeof(z));
@@ -390,16 +432,16 @@ static int gzip_body(struct sc_buf *b)
         return -ENOMEM;
     }
     struct sc_buf out;
-    sc_buf_init(&out, EXPORT_MAX_BODY);
-    size_t bound = deflateBound(&z, (uLong)b->len) + 32;
-    int rc = sc_buf_reserve(&out, bound);
+    sc_buf_init(&out, b->max);
+    size_t bound = deflateBound(&z, (uLong)(b->len - room)) + 32;
+    int rc = sc_buf_reserve(&out, room + bound);
     if (rc == 0) {
-        z.next_in = (Bytef *)b->p;
-        z.avail_in = (uInt)b->len;
-        z.next_out = (Bytef *)out.p;
+        z.next_in = (Bytef *)b->p + room;
+        z.avail_in = (uInt)(b->len - room);
+        z.next_out = (Bytef *)out.p + room;
         z.avail_out = (uInt)bound;
         rc = deflate(&z, Z_FINISH) == Z_STREAM_END ? 0 : -EIO;
-        out.len = bound - z.avail_out;
+        out.len = room + bound - z.avail_out;
     }
     deflateEnd(&z);
     if (rc == 0) {
@@ -416,6 +458,7 @@ static void conf_free(struct texp_conf *c);
 static void finish_batch(struct proxy_tracer *t)
 {
     t->xfer = NULL;
+    t->h1 = NULL;
     t->nspans = 0;
     t->attempts = 0;
     sc_buf_cleanup(&t->body);
@@ -455,10 +498,19 @@ static void kick_full(struct proxy_tracer *t)
     }
 }
 
-static void on_sent(void *arg, const struct sc_egress_resp *resp)
+/* What an export attempt came to, from either client. */
+struct sent {
+    int error;          /* 0 or negative */
+    const char *reason; /* with an error, when the client said more */
+    bool retriable;     /* the error is one to retry (a connection error, a timeout) */
+    int status;
+    struct sc_str body;
+    struct sc_str retry_after;
+    double seconds;
+};
+
+static void sent(struct proxy_tracer *t, const struct sent *resp)
 {
-    struct proxy_tracer *t = arg;
-    t->xfer = NULL;
     sc_metrics_histogram_observe(t->m_latency, resp->seconds);
     int st = resp->status;
     if (resp->error == 0 && st >= 200 && st < 300) {
@@ -477,13 +529,13 @@ static void on_sent(void *arg, const struct sc_egress_resp *resp)
         kick_full(t);
         return;
     }
-    bool retriable = resp->error != 0 ? resp->error != SC_ECLOSED && resp->error != SC_ETOOBIG
-                                      : st == 429 || st == 502 || st == 503 || st == 504;
+    bool retriable =
+        resp->error != 0 ? resp->retriable : st == 429 || st == 502 || st == 503 || st == 504;
     if (!retriable || t->flushing || t->closing || t->attempts > t->max_retries) {
         char why[96];
         if (resp->error) {
             snprintf(why, sizeof(why), "export failed: %s",
-                     resp->error_msg ? resp->error_msg : sc_strerror(resp->error));
+                     resp->reason ? resp->reason : sc_strerror(resp->error));
         } else {
             snprintf(why, sizeof(why), "the collector answered %d", st);
         }
@@ -497,7 +549,7 @@ static void on_sent(void *arg, const struct sc_egress_resp *resp)
         d = t->max_backoff_ms;
     }
     d = d / 2 + (uint64_t)rand() % (d / 2 + 1);
-    struct sc_str ra = resp->error ? SC_STR_NULL : sc_egress_resp_header(resp, "retry-after");
+    struct sc_str ra = resp->error ? SC_STR_NULL : resp->retry_after;
     uint64_t secs;
     if (ra.len && sc_str_to_u64(ra, 86400, &secs) == 0) {
         d = secs * 1000 < t->max_backoff_ms ? secs * 1000 : t->max_backoff_ms;
@@ -507,7 +559,86 @@ static void on_sent(void *arg, const struct sc_egress_resp *resp)
     uv_timer_start(&t->retry_timer, on_retry, d, 0);
 }
 
-static void send_body(struct proxy_tracer *t)
+static void on_egress_sent(void *arg, const struct sc_egress_resp *resp)
+{
+    struct proxy_tracer *t = arg;
+    t->xfer = NULL;
+    struct sent r = {
+        .error = resp->error,
+        .reason = resp->error_msg,
+        /* SC_ECLOSED: the client itself is closing */
+        .retriable = resp->error != SC_ECLOSED && resp->error != SC_ETOOBIG,
+        .status = resp->status,
+        .body = resp->body,
+        .seconds = resp->seconds,
+    };
+    if (!resp->error) {
+        r.retry_after = sc_egress_resp_header(resp, "retry-after");
+    }
+    sent(t, &r);
+}
+
+static void on_h1_sent(void *arg, const struct sc_h1cli_resp *resp)
+{
+    struct proxy_tracer *t = arg;
+    t->h1 = NULL;
+    struct sent r = {
+        .error = resp->error,
+        .reason = resp->reason,
+        /* SC_ECLOSED here: the collector closed before answering, a connection error */
+        .retriable = resp->error != SC_ETOOBIG,
+        .status = resp->status,
+        .body = resp->body,
+        .seconds = (double)(uv_hrtime() - t->sent_ns) / 1e9,
+    };
+    const struct sc_http_header *h =
+        resp->msg ? sc_http1_find(resp->msg, SC_STR("Retry-After"), NULL) : NULL;
+    if (h) {
+        r.retry_after = h->value;
+    }
+    sent(t, &r);
+}
+
+/* Sends the body through net/h1client: the head is written into the room in front of the body
+ * (the body is moved only when a reload made the head longer than the room it was encoded with),
+ * and the request goes out from the body's buffer as it is. */
+static int send_h1(struct proxy_tracer *t, const struct texp_conf *c)
+{
+    if (c->head_err) {
+        return c->head_err;
+    }
+    size_t blen = t->body.len - t->room;
+    char tail[80];
+    int tl = snprintf(tail, sizeof(tail), "Content-Length: %zu\r\nConnection: close\r\n\r\n", blen);
+    size_t hl = c->head.len + (size_t)tl;
+    if (hl > t->room) {
+        struct sc_buf nb;
+        sc_buf_init(&nb, hl + blen);
+        nb.sensitive = t->body.sensitive;
+        if (sc_buf_reserve(&nb, hl + blen) < 0) {
+            sc_buf_cleanup(&nb);
+            return SC_ETOOBIG;
+        }
+        memcpy(nb.p + hl, t->body.p + t->room, blen);
+        nb.len = hl + blen;
+        sc_buf_cleanup(&t->body);
+        t->body = nb;
+        t->room = hl;
+    }
+    char *o = t->body.p + t->room - hl;
+    memcpy(o, c->head.p, c->head.len);
+    memcpy(o + c->head.len, tail, (size_t)tl);
+    struct sc_h1cli_req req = {
+        .method = SC_STR("POST"),
+        .raw = sc_str_n(o, hl + blen),
+        .timeout_ms = t->timeout_ms,
+        .max_body = 1 << 20,
+    };
+    t->sent_ns = uv_hrtime();
+    return sc_h1cli_send_host(t->loop, c->u.host, c->u.port, &req, on_h1_sent, t, &t->h1);
+}
+
+static int send_egress(struct proxy_tracer *t, const struct texp_conf *c)
 {
     struct sc_kv hdr[40];
     size_t nh = 0;
@@ -518,23 +649,29 @@ static void send_body(struct proxy_tracer *t)
     if (t->gzip) {
         hdr[nh++] = (struct sc_kv){ .key = "Content-Encoding", .value = "gzip" };
     }
-    for (size_t i = 0; i < t->conf->nhdrs && nh < SC_ARRAY_LEN(hdr); i++) {
-        hdr[nh++] = t->conf->hdrs[i];
+    for (size_t i = 0; i < c->nhdrs && nh < SC_ARRAY_LEN(hdr); i++) {
+        hdr[nh++] = c->hdrs[i];
     }
     struct sc_egress_req req = {
         .method = "POST",
-        .url = t->conf->url,
+        .url = c->url,
         .headers = hdr,
         .nheaders = nh,
-        .body = t->body.p,
-        .body_len = t->body.len,
+        .body = t->body.p + t->room,
+        .body_len = t->body.len - t->room,
         .timeout_ms = t->timeout_ms,
         .max_response = 1 << 20,
     };
+    return t->eg ? sc_egress_send(t->eg, &req, on_egress_sent, t, &t->xfer) : SC_EUNSUPPORTED;
+}
+
+static void send_body(struct proxy_tracer *t)
+{
     t->attempts++;
-    int err = t->eg ? sc_egress_send(t->eg, &req, on_sent, t, &t->xfer) : SC_EUNSUPPORTED;
+    int err = t->conf->plain ? send_h1(t, t->conf) : send_egress(t, t->conf);
     if (err < 0) {
         t->xfer = NULL;
+        t->h1 = NULL;
         drop_batch(t, "export not started");
         return;
     }
@@ -544,7 +681,7 @@ static void send_body(struct proxy_tracer *t)
 /* Starts the next export when none is in flight: up to max_batch spans from the queue. */
 static void kick(struct proxy_tracer *t)
 {
-    if (t->xfer || t->backing_off || t->nspans || t->closing) {
+    if (t->xfer || t->h1 || t->backing_off || t->nspans || t->closing) {
         return;
     }
     struct proxy_span **batch = sc_calloc(t->max_batch, sizeof(*batch));
@@ -557,7 +694,12 @@ static void kick(struct proxy_tracer *t)
         }
         return;
     }
-    sc_buf_init(&t->body, EXPORT_MAX_BODY);
+    /* Room for the request head in front of the body (h1client sends them as one piece). */
+    t->room = t->conf->plain ? t->conf->head.len + 64 : 0;
+    sc_buf_init(&t->body, t->room + EXPORT_MAX_BODY);
+    t->body.sensitive = t->conf->nhdrs > 0; /* the head holds the configured headers (API keys) */
+    (void)sc_buf_reserve(&t->body, t->room);
+    t->body.len = t->room;
     int rc = t->provider == PROXY_TRACE_OTLP_HTTP
                  ? proxy_trace_encode_otlp_proto(&t->body, &t->res, batch, n)
              : t->provider == PROXY_TRACE_OTLP_JSON
@@ -571,7 +713,7 @@ static void kick(struct proxy_tracer *t)
     sc_free(batch);
     t->nspans = n;
     if (rc == 0 && t->gzip) {
-        rc = gzip_body(&t->body);
+        rc = gzip_body(&t->body, t->room);
     }
     if (rc < 0) {
         drop_batch(t, "batch too large to encode");
@@ -615,6 +757,32 @@ static struct texp_conf *conf_new(const struct proxy_trace_cfg *cfg)
         c->hdrs[i].key = sc_strdup(cfg->headers.v[i].key);
         c->hdrs[i].value = sc_strdup(cfg->headers.v[i].value);
     }
+    c->plain = sc_h1cli_url_parse(c->url, &c->u);
+    if (c->plain) {
+        /* What every export request of this configuration starts with, written (and its
+         * configured headers checked) once. */
+        struct sc_buf *b = &c->head;
+        sc_buf_init(b, 1 << 20);
+        b->sensitive = c->nhdrs > 0;
+        int rc = sc_http1_write_request_line(b, SC_STR("POST"), sc_str_c(c->u.target));
+        rc = rc ? rc : sc_http1_write_header(b, SC_STR("Host"), sc_str_c(c->u.authority));
+        rc = rc ? rc
+                : sc_http1_write_header(b, SC_STR("Content-Type"),
+                                        cfg->provider == PROXY_TRACE_OTLP_HTTP
+                                            ? SC_STR("application/x-protobuf")
+                                            : SC_STR("application/json"));
+        rc =
+            rc ? rc : sc_http1_write_header(b, SC_STR("User-Agent"), SC_STR("sidecar/" SC_VERSION));
+        if (cfg->compression == 1) {
+            rc = rc ? rc : sc_http1_write_header(b, SC_STR("Content-Encoding"), SC_STR("gzip"));
+        }
+        for (size_t i = 0; i < c->nhdrs; i++) {
+            rc =
+                rc ? rc
+                   : sc_http1_write_header(b, sc_str_c(c->hdrs[i].key), sc_str_c(c->hdrs[i].value));
+        }
+        c->head_err = rc;
+    }
     return c;
 }
 
@@ -624,6 +792,8 @@ static void conf_free(struct texp_conf *c)
         return;
     }
     sc_free(c->url);
+    sc_h1cli_url_free(&c->u);
+    sc_buf_cleanup(&c->head);
     for (size_t i = 0; i < c->nhdrs; i++) {
         sc_free(c->hdrs[i].key);
         sc_free(c->hdrs[i].value);
@@ -680,6 +850,12 @@ void proxy_tracer_configure(struct proxy_tracer *t, const struct proxy_trace_cfg
         }
     }
     t->conf = conf_new(cfg);
+    if (!t->conf->plain && !t->eg) {
+        /* libcurl is loaded now rather than at the first export: its loading and initialisation
+         * (millions of instructions) are start-up work, not a stall of the loop under traffic.
+         * A plain http:// collector never needs it. */
+        t->eg = sc_egress_new(t->loop);
+    }
     if (t->interval_ms != cfg->batch_interval_ms) {
         t->interval_ms = cfg->batch_interval_ms;
         uv_timer_start(&t->timer, on_timer, t->interval_ms, t->interval_ms);
@@ -723,9 +899,6 @@ struct proxy_tracer *proxy_tracer_new(uv_loop_t *loop, struct sc_metrics *reg,
         "Spans waiting in the export queue (as of the last export).", NULL, NULL, 0);
     t->m_queued = sc_metrics_get(q, NULL);
     proxy_tracer_configure(t, cfg);
-    /* libcurl is loaded now rather than at the first export: its loading and initialisation
-     * (millions of instructions) are start-up work, not a stall of the loop under traffic. */
-    t->eg = sc_egress_new(loop);
     return t;
 }
 
@@ -788,6 +961,10 @@ void proxy_tracer_close(struct proxy_tracer *t)
     if (t->xfer) {
         sc_egress_cancel(t->xfer);
         t->xfer = NULL;
+    }
+    if (t->h1) {
+        sc_h1cli_named_cancel(t->h1);
+        t->h1 = NULL;
     }
     if (t->nspans) {
         drop_batch(t, "shutting down");

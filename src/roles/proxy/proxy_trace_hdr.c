@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/utf8.h"
 #include "roles/proxy/proxy_conn.h"
@@ -178,14 +179,51 @@ void proxy_span_str_n(struct proxy_span *s, const char *key, size_t klen, struct
 
 void proxy_span_int_n(struct proxy_span *s, const char *key, size_t klen, int64_t v)
 {
+    /* Every length fits one byte (a key under 100 bytes, a varint of 10 at most): the header is
+     * written by hand. */
     size_t any = 1 + proxy_pb_vsz((uint64_t)v);
     if (!attr_slot(s, klen + 7 + any)) {
         return;
     }
-    char *o = attr_head(s->arena + s->attr_len, key, klen, any);
-    *o++ = (char)PB_INT;
-    o = proxy_pb_varint(o, (uint64_t)v);
+    char *o = s->arena + s->attr_len;
+    o[0] = (char)PB_ATTR;
+    o[1] = (char)(klen + 4 + any);
+    o[2] = (char)PB_KEY;
+    o[3] = (char)klen;
+    copy_short(o + 4, key, klen);
+    o += 4 + klen;
+    o[0] = (char)PB_VALUE;
+    o[1] = (char)any;
+    o[2] = (char)PB_INT;
+    o = proxy_pb_varint(o + 3, (uint64_t)v);
     s->attr_len = (uint16_t)(o - s->arena);
+}
+
+void proxy_span_blob_take(struct proxy_span_blob *b, struct proxy_span *scratch)
+{
+    b->p = sc_malloc(scratch->attr_len ? scratch->attr_len : 1);
+    memcpy(b->p, scratch->arena, scratch->attr_len);
+    b->len = scratch->attr_len;
+    b->n = scratch->nattrs;
+    b->dropped = scratch->dropped_attrs;
+    proxy_span_reset(scratch);
+}
+
+void proxy_span_add_encoded(struct proxy_span *s, const char *p, size_t len, unsigned n)
+{
+    if (s->nattrs + n > PROXY_SPAN_MAX_ATTRS || (size_t)(s->str_off - s->attr_len) < len) {
+        s->dropped_attrs = (uint16_t)(s->dropped_attrs + n);
+        return;
+    }
+    memcpy(s->arena + s->attr_len, p, len);
+    s->attr_len = (uint16_t)(s->attr_len + len);
+    s->nattrs = (uint16_t)(s->nattrs + n);
+}
+
+void proxy_span_blob_add(struct proxy_span *s, const struct proxy_span_blob *b)
+{
+    proxy_span_add_encoded(s, b->p, b->len, b->n);
+    s->dropped_attrs = (uint16_t)(s->dropped_attrs + b->dropped);
 }
 
 /* Reads a varint at <*p> (before <end>). */

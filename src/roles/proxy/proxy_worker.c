@@ -291,6 +291,7 @@ void proxy_worker_cleanup(struct proxy_worker *w)
         sc_buf_cleanup(&dc->ex.head);
         sc_buf_cleanup(&dc->ex.copy);
         sc_free(dc->od);
+        sc_free(dc->cl.trace);
         sc_free(dc);
     }
     while (!sc_list_empty(&w->free_uc)) {
@@ -306,6 +307,7 @@ void proxy_worker_cleanup(struct proxy_worker *w)
     sc_free(w->listeners);
     w->listeners = NULL;
     sc_buf_cleanup(&w->logbuf);
+    proxy_span_cache_free(&w->spans);
     proxy_jwt_cache_free(w->jwt_cache);
     w->jwt_cache = NULL;
     proxy_oidc_aead_free(w->oidc_aead);
