@@ -246,7 +246,7 @@ static bool cookie_match(const char *name, const char *value, bool present, cons
     pol.cookie_values = &v;
     pol.cookie_present = &present;
     pol.ncookies = 1;
-    return proxy_route_policy_match(&pol, &m);
+    return proxy_route_policy_match(&pol, &m, NULL);
 }
 
 static void test_cookie_match(void **state)
@@ -273,7 +273,7 @@ static void test_cookie_match(void **state)
     const char *empty = "GET / HTTP/1.1\r\nHost: h\r\nCookie: user=\r\n\r\n";
     assert_true(cookie_match("user", "", true, empty));
     assert_false(cookie_match("user", "x", true, empty));
-    assert_true(proxy_route_policy_match(NULL, NULL));
+    assert_true(proxy_route_policy_match(NULL, NULL, NULL));
 }
 
 int main(void)

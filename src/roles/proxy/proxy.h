@@ -32,6 +32,7 @@
 #include "roles/proxy/proxy_oidc.h"
 #include "roles/proxy/proxy_policy.h"
 #include "roles/proxy/proxy_route_policy.h"
+#include "roles/proxy/proxy_route_query.h"
 #include "roles/proxy/proxy_peerauth.h"
 #include "roles/proxy/proxy_probe.h"
 #include "roles/proxy/proxy_tls.h"
@@ -54,6 +55,7 @@ struct proxy_match_cfg {
     struct sc_strv authority;         /* Host names (Envoy's domains, Istio's hosts) */
     struct sc_vec headers;            /* struct proxy_header_match_cfg */
     struct sc_vec cookies;            /* struct proxy_header_match_cfg */
+    struct sc_vec query_parameters;   /* struct proxy_query_match_cfg */
     struct sc_strv destination_ports; /* the connection's original destination port */
 };
 
@@ -87,6 +89,7 @@ struct proxy_route_cfg {
     struct proxy_mirror_cfg mirror;
     struct proxy_headers_cfg headers;
     char *prefix_rewrite;
+    struct proxy_regex_rewrite_cfg regex_rewrite;
     char *host_rewrite;
     struct proxy_direct_cfg direct_response;
     struct proxy_redirect_cfg redirect;

@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "core/value.h"
+#include "roles/proxy/proxy_route_query.h"
 
 #define FRONT_MAX_INPUT ((size_t)4 << 20)
 #define MSG_MAX 2048
@@ -625,4 +626,16 @@ int proxy_front_load(const struct sc_opt *table, void *blob, const char *path,
     sc_free(j.starts);
     sc_buf_cleanup(b);
     return rc;
+}
+
+void proxy_front_regex(struct proxy_front *f, const struct sc_ynode *at, const char *path,
+                       const char *re, const char *subst)
+{
+    char *why = NULL;
+    if (!re) {
+        proxy_front_refuse(f, at, path, "a regular expression is required");
+    } else if (proxy_route_regex_check(re, subst, &why) < 0) {
+        proxy_front_refuse(f, at, path, "%s", why);
+        sc_free(why);
+    }
 }

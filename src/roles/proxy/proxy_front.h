@@ -127,6 +127,12 @@ void proxy_front_put_duration(struct proxy_front *f, struct sc_ynode *dst, const
  * proxy's syntax, into <out> of at least 32 bytes. Returns 0 or -EINVAL. */
 int proxy_front_duration(const char *s, char *out, size_t outlen);
 
+/* Refuses at <at> a route regex <re> (with <subst>, a regex_rewrite) that does not compile or
+ * whose substitution names a group it lacks (proxy_route_regex_check). NULL <re>: refused as
+ * missing. */
+void proxy_front_regex(struct proxy_front *f, const struct sc_ynode *at, const char *path,
+                       const char *re, const char *subst);
+
 /* proxy_envoy.c: translates the bootstrap <doc> (a mapping with static_resources). */
 int proxy_envoy_translate(struct proxy_front *f, const struct sc_ynode *doc);
 

@@ -807,6 +807,26 @@ static struct sc_ynode *match(struct proxy_front *f, const struct sc_ynode *mn,
             proxy_front_push(f, l, sc_ytree_copy(f->out, pn), pn);
             proxy_front_set(f, m, "destination_ports", l, pn);
         }
+        const struct sc_ynode *qp = sc_ynode_get(mn, "queryParams");
+        struct sc_ynode *ql = proxy_front_seq(f, qp ? qp : mn);
+        for (size_t i = 0; i < sc_ynode_count(qp) && !f->err; i++) {
+            const struct sc_ynode *k = sc_ynode_key(qp, i), *v = sc_ynode_val(qp, i);
+            if (proxy_front_keys(f, v, path, sm_keys, NULL) < 0) {
+                return NULL;
+            }
+            struct sc_ynode *e = proxy_front_map(f, k);
+            proxy_front_set(f, e, "name", sc_ytree_copy(f->out, k), k);
+            proxy_front_copy(f, e, "exact", v, "exact");
+            proxy_front_copy(f, e, "prefix", v, "prefix");
+            proxy_front_copy(f, e, "regex", v, "regex");
+            if (sc_ynode_get(v, "regex")) {
+                proxy_front_regex(f, v, path, sc_ynode_str(sc_ynode_get(v, "regex")), NULL);
+            }
+            proxy_front_push(f, ql, e, k);
+        }
+        if (qp) {
+            proxy_front_set(f, m, "query_parameters", ql, qp);
+        }
         for (int w = 0; w < 2; w++) {
             const struct sc_ynode *hn = sc_ynode_get(mn, w ? "withoutHeaders" : "headers");
             for (size_t i = 0; i < sc_ynode_count(hn) && !f->err; i++) {
@@ -855,8 +875,9 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
     }
     const char *ns = proxy_istio_ns(f, vs);
     /* The matches first, as the document reads. */
-    static const char *const m_keys[] = { "uri",           "method", "headers", "withoutHeaders",
-                                          "ignoreUriCase", "port",   NULL };
+    static const char *const m_keys[] = {
+        "uri", "method", "headers", "withoutHeaders", "ignoreUriCase", "port", "queryParams", NULL
+    };
     static const char *const m_noted[] = { "name", NULL };
     const struct sc_ynode *ms0 = sc_ynode_get(h, "match");
     for (size_t k = 0; k < sc_ynode_count(ms0); k++) {
@@ -994,9 +1015,20 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
         proxy_front_set(f, act, "mirror", o, mir);
     }
     const struct sc_ynode *rw = sc_ynode_get(h, "rewrite");
-    static const char *const rw_keys[] = { "uri", "authority", NULL };
-    if (rw && proxy_front_keys(f, rw, path, rw_keys, NULL) == 0) {
+    static const char *const rw_keys[] = { "uri", "authority", "uriRegexRewrite", NULL };
+    static const char *const rx_keys[] = { "match", "rewrite", NULL };
+    const struct sc_ynode *rx = sc_ynode_get(rw, "uriRegexRewrite");
+    if (rw && proxy_front_keys(f, rw, path, rw_keys, NULL) == 0 &&
+        (!rx || proxy_front_keys(f, rx, path, rx_keys, NULL) == 0)) {
         proxy_front_copy(f, act, "host_rewrite", rw, "authority");
+        if (rx) { /* regex_rewrite refuses it next to uri (prefix_rewrite) */
+            struct sc_ynode *o = proxy_front_map(f, rx);
+            proxy_front_copy(f, o, "pattern", rx, "match");
+            proxy_front_copy(f, o, "substitution", rx, "rewrite");
+            proxy_front_set(f, act, "regex_rewrite", o, rx);
+            proxy_front_regex(f, rx, path, sc_ynode_str(sc_ynode_get(rx, "match")),
+                              sc_ynode_str(sc_ynode_get(rx, "rewrite")));
+        }
         if (sc_ynode_get(rw, "uri")) {
             /* Istio replaces the matched prefix: every match must then be a prefix match. */
             const struct sc_ynode *ms = sc_ynode_get(h, "match");

@@ -896,6 +896,9 @@ static bool route_takes(const struct proxy_tcp_route *r, uint16_t port,
     if (r->nports && !port_in(port, r->ports, r->nports)) {
         return false;
     }
+    if ((r->transport == PROXY_TP_TLS && !hello) || (r->transport == PROXY_TP_RAW && hello)) {
+        return false;
+    }
     if (r->nserver_names) {
         bool any = false;
         for (size_t i = 0; hello && !any && i < r->nserver_names; i++) {
@@ -1116,12 +1119,15 @@ static void decide(struct proxy_tcp *t, enum proxy_proto proto, const struct pro
     src_stop(t, &t->d);
     switch (proto) {
     case PROXY_PROTO_HTTP1:
+        if (t->lsn->nroutes == 0) {
+            break; /* no HTTP routes to give it to: relayed by tcp_routes like the rest */
+        }
         to_http1(t);
         return;
     case PROXY_PROTO_H2C:
         /* Prior-knowledge HTTP/2 goes to the HTTP path, whose preface check hands it to the
          * HTTP/2 codec; a listener with HTTP/2 off relays it as bytes. */
-        if (t->w->rt->listeners[t->lidx].http2.enabled) {
+        if (t->w->rt->listeners[t->lidx].http2.enabled && t->lsn->nroutes > 0) {
             to_http1(t);
             return;
         }

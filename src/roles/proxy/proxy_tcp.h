@@ -36,8 +36,11 @@ struct proxy_tcp_route_cfg {
     struct sc_strv server_names;          /* TLS SNI patterns ("a.b", "*.b", "*"); empty: any */
     struct sc_strv application_protocols; /* ALPN: any one offered matches; empty: any */
     struct sc_strv destination_ports;     /* original destination ports; empty: any */
+    int transport_protocol;               /* PROXY_TP_*: TLS only, plaintext only, or any */
     char *cluster;
 };
+
+enum { PROXY_TP_ANY, PROXY_TP_TLS, PROXY_TP_RAW };
 
 struct proxy_icpt_listener_cfg {
     int protocol;
@@ -69,6 +72,7 @@ struct proxy_tcp_route {
     size_t nalpn;
     uint16_t ports[PROXY_ICPT_MAX_PORTS];
     size_t nports;
+    int transport; /* PROXY_TP_* */
     struct proxy_cluster *cluster;
 };
 

@@ -22,6 +22,7 @@
 #endif
 
 static const char *const protocols[] = { "http", "tcp", "auto", NULL };
+static const char *const transports[] = { "any", "tls", "raw_buffer", NULL };
 
 /* A list of ports: each 1 to 65535. */
 int proxy_icpt_ports_check(void *field, char **err)
@@ -111,6 +112,13 @@ static const struct sc_opt tcp_route_opts[] = {
       .help = "original destination ports the route takes; empty: any",
       .max = PROXY_ICPT_MAX_PORTS,
       .check = proxy_icpt_ports_check },
+    { .name = "transport_protocol",
+      .type = SC_OPT_ENUM,
+      .offset = offsetof(struct proxy_tcp_route_cfg, transport_protocol),
+      .def = "any",
+      .help = "tls (the route takes only connections that start with a TLS ClientHello), "
+              "raw_buffer (only those that do not) or any",
+      .enums = transports },
     { .name = "cluster",
       .type = SC_OPT_STR,
       .offset = offsetof(struct proxy_tcp_route_cfg, cluster),
@@ -315,6 +323,7 @@ int proxy_icpt_listener_init(struct proxy_listener *l, const struct proxy_listen
         r->server_names = copy_strv(&rc[i].server_names, &r->nserver_names, true);
         r->alpn = copy_strv(&rc[i].application_protocols, &r->nalpn, false);
         parse_ports(&rc[i].destination_ports, r->ports, &r->nports);
+        r->transport = rc[i].transport_protocol;
         if (!(r->cluster = proxy_rt_cluster(rt, rc[i].cluster))) {
             *err = sc_asprintf("listener \"%s\": unknown cluster \"%s\"", l->name, rc[i].cluster);
             return SC_ECONFIG;
