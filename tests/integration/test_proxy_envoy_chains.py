@@ -140,7 +140,8 @@ def test_chains_by_sni_alpn_transport_and_default(sidecar_run, pki, tmp_path, ur
     lines = tcp_lines(sc, at_least=7)
     routes = {(x["sni"], x["route"]) for x in lines}
     assert {("a.example.test", "exact"), ("x.wild.test", "wild"), ("exact.wild.test", "exact"),
-            ("alpn.test", "h2only"), ("alpn.test", "")} <= routes, routes
+            ("alpn.test", "h2only"), ("alpn.test", "default_filter_chain"),
+            ("", "default_filter_chain")} <= routes, routes
     for x in (a, b, plain):
         x.close()
 
@@ -195,6 +196,33 @@ def test_tcp_proxy_alone_and_idle_timeout(sidecar_run, run_cli, tmp_path):
     assert 0.5 < time.monotonic() - t0 < 4
     s.close()
     plain.close()
+
+
+def named_server(name):
+    def handle(conn):
+        conn.sendall(name + b"\r\n")
+    return TcpServer(handle)
+
+
+def test_tcp_proxy_weighted_clusters(sidecar_run):
+    """weighted_clusters share the connections by weight (80/20 over 500 connections)."""
+    x, y = named_server(b"x"), named_server(b"y")
+    port = free_port()
+    chain = tcp_chain("unused")
+    tc = chain["filters"][0]["typed_config"]
+    del tc["cluster"]
+    tc["weighted_clusters"] = {"clusters": [{"name": "x", "weight": 80},
+                                            {"name": "y", "weight": 20}]}
+    sidecar_run("proxy", config=bootstrap(port, [chain], [cluster("x", x.port),
+                                                          cluster("y", y.port)]))
+    got = {b"x\r\n": 0, b"y\r\n": 0}
+    for _ in range(500):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        got[recv_until(s, b"\r\n")] += 1
+        s.close()
+    assert 340 <= got[b"x\r\n"] <= 460, got  # 400 expected; binomial sd ~9
+    x.close()
+    y.close()
 
 
 QUERY_ROUTES = [
@@ -259,7 +287,7 @@ REFUSALS = [
     ("second_hcm", "a second http_connection_manager chain", "filter_chains[1]"),
     ("tls_socket", "a transport_socket is supported on a listener of one", "filter_chains[1]"),
     ("prefix_ranges", "prefix_ranges is not supported", "filter_chains[0]"),
-    ("weighted", "weighted_clusters: one cluster is supported for TCP",
+    ("weighted", "cluster \"nope\" is not a static cluster",
      "filter_chains[0].filters[0].typed_config"),
     ("port_http", "this chain takes plaintext on any port", "default_filter_chain"),
     ("unknown_cluster", "cluster \"nope\" is not a static cluster",
@@ -288,7 +316,7 @@ def refusal(kind, port):
         tc = chains[0]["filters"][0]["typed_config"]
         del tc["cluster"]
         tc["weighted_clusters"] = {"clusters": [{"name": "app", "weight": 50},
-                                                {"name": "app", "weight": 50}]}
+                                                {"name": "nope", "weight": 50}]}
     elif kind == "port_http":
         chains[1] = hcm_chain(hr, destination_port=8080)
         default = tcp_chain("app")

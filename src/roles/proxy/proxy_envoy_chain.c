@@ -7,8 +7,9 @@
 // tcp_route whose destination port, server names, transport protocol and ALPN are the chain's
 // filter_chain_match, in Envoy's order of precedence (destination port, then exact server names,
 // then wildcards from the longest, then transport protocol, then ALPN; the file's order among
-// equals), and a tcp_proxy default_filter_chain the tcp_cluster. Invariant: a combination that
-// detection and first-match tcp_routes cannot express is refused at the chain that makes it.
+// equals), and a tcp_proxy default_filter_chain the last tcp_route, which takes what no other
+// chain does. Invariant: a combination that detection and first-match tcp_routes cannot express
+// is refused at the chain that makes it.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,7 +79,8 @@ static int troute_cmp(const void *a, const void *b)
 /* Whether <name> is a cluster of the bootstrap. */
 static bool envoy_cluster(const struct proxy_front *f, const char *name)
 {
-    const struct sc_ynode *cs = sc_ynode_get(sc_ynode_get(f->envoy, "static_resources"), "clusters");
+    const struct sc_ynode *cs =
+        sc_ynode_get(sc_ynode_get(f->envoy, "static_resources"), "clusters");
     for (size_t i = 0; i < sc_ynode_count(cs); i++) {
         if (is(sc_ynode_str(sc_ynode_get(sc_ynode_at(cs, i), "name")), name)) {
             return true;
@@ -97,40 +99,50 @@ static int tcp_proxy(struct proxy_front *f, bool *access_log, const struct chain
     if (proxy_envoy_want_type(f, c->tc, p, T_TCP_PROXY) < 0) {
         return SC_ECONFIG;
     }
-    static const char *const k[] = { "@type", "cluster", "weighted_clusters", "idle_timeout",
-                                     "access_log", NULL };
+    static const char *const k[] = { "@type",        "cluster",    "weighted_clusters",
+                                     "idle_timeout", "access_log", NULL };
     static const char *const n[] = { "stat_prefix", NULL };
     if (proxy_front_keys(f, c->tc, p, k, n) < 0) {
         return SC_ECONFIG;
     }
     const struct sc_ynode *cl = sc_ynode_get(c->tc, "cluster");
     const struct sc_ynode *wc = sc_ynode_get(c->tc, "weighted_clusters");
-    if (wc) {
+    if (!cl == !wc) {
+        return proxy_front_refuse(f, c->tc, p, "one of cluster and weighted_clusters is required");
+    }
+    if (cl) {
+        const char *name = sc_ynode_str(cl);
+        if (!name || !envoy_cluster(f, name)) {
+            return proxy_front_refuse(f, cl, p, "cluster \"%.128s\" is not a static cluster",
+                                      name ? name : "");
+        }
+        proxy_front_put(f, dst, "cluster", cl, name);
+    } else {
         static const char *const wk[] = { "clusters", NULL };
         if (proxy_front_keys(f, wc, p, wk, NULL) < 0) {
             return SC_ECONFIG;
         }
         const struct sc_ynode *cs = sc_ynode_get(wc, "clusters");
-        if (sc_ynode_count(cs) != 1) {
-            return proxy_front_refuse(f, wc, p,
-                                      "weighted_clusters: one cluster is supported for TCP "
-                                      "(got %zu)",
-                                      sc_ynode_count(cs));
+        struct sc_ynode *out = proxy_front_seq(f, wc);
+        for (size_t i = 0; i < sc_ynode_count(cs) && !f->err; i++) {
+            const struct sc_ynode *e = sc_ynode_at(cs, i);
+            static const char *const ck[] = { "name", "weight", NULL };
+            static const char *const cn[] = { "metadata_match", NULL };
+            if (proxy_front_keys(f, e, p, ck, cn) < 0) {
+                return SC_ECONFIG;
+            }
+            const char *name = sc_ynode_str(sc_ynode_get(e, "name"));
+            if (!name || !envoy_cluster(f, name)) {
+                return proxy_front_refuse(f, e, p, "cluster \"%.128s\" is not a static cluster",
+                                          name ? name : "");
+            }
+            struct sc_ynode *o = proxy_front_map(f, e);
+            proxy_front_copy(f, o, "cluster", e, "name");
+            proxy_front_copy(f, o, "weight", e, "weight");
+            proxy_front_push(f, out, o, e);
         }
-        static const char *const ck[] = { "name", "weight", NULL };
-        if (proxy_front_keys(f, sc_ynode_at(cs, 0), p, ck, NULL) < 0) {
-            return SC_ECONFIG;
-        }
-        cl = sc_ynode_get(sc_ynode_at(cs, 0), "name");
+        proxy_front_set(f, dst, "weighted_clusters", out, wc);
     }
-    const char *name = sc_ynode_str(cl);
-    if (!name) {
-        return proxy_front_refuse(f, c->tc, p, "cluster is required");
-    }
-    if (!envoy_cluster(f, name)) {
-        return proxy_front_refuse(f, cl, p, "cluster \"%.128s\" is not a static cluster", name);
-    }
-    proxy_front_put(f, dst, "cluster", cl, name);
     if (sc_ynode_get(c->tc, "access_log")) {
         *access_log = true;
         proxy_front_note(f, sc_ynode_get(c->tc, "access_log"), p,
@@ -194,8 +206,8 @@ static int read_chain(struct proxy_front *f, const struct sc_ynode *fc, struct c
     c->dp = proxy_front_str(f, m, "destination_port", c->path);
     c->tpn = sc_ynode_get(m, "transport_protocol");
     c->tp = proxy_front_str(f, m, "transport_protocol", c->path);
-    c->sn = sc_ynode_count(sc_ynode_get(m, "server_names")) ? sc_ynode_get(m, "server_names")
-                                                             : NULL;
+    c->sn =
+        sc_ynode_count(sc_ynode_get(m, "server_names")) ? sc_ynode_get(m, "server_names") : NULL;
     c->ap = sc_ynode_count(sc_ynode_get(m, "application_protocols"))
                 ? sc_ynode_get(m, "application_protocols")
                 : NULL;
@@ -214,8 +226,8 @@ static int read_chain(struct proxy_front *f, const struct sc_ynode *fc, struct c
 
 /* The listener of one http_connection_manager chain, as before: its transport_socket is the
  * listener's tls, its match must agree with the listener. */
-static int single(struct proxy_front *f, bool *access_log, const struct chain *c,
-                  const char *addr, struct sc_ynode *l)
+static int single(struct proxy_front *f, bool *access_log, const struct chain *c, const char *addr,
+                  struct sc_ynode *l)
 {
     const struct sc_ynode *ts = sc_ynode_get(c->fc, "transport_socket");
     if (ts) {
@@ -274,7 +286,11 @@ static void put_troute(struct proxy_front *f, const struct troute *t, struct sc_
     struct sc_ynode *r = proxy_front_map(f, c->fc);
     const struct sc_ynode *nm = sc_ynode_get(c->fc, "name");
     char gen[48];
-    snprintf(gen, sizeof(gen), "chain_%zu", c->idx);
+    if (c->dflt) {
+        snprintf(gen, sizeof(gen), "default_filter_chain");
+    } else {
+        snprintf(gen, sizeof(gen), "chain_%zu", c->idx);
+    }
     proxy_front_put(f, r, "name", nm ? nm : c->fc, nm ? sc_ynode_str(nm) : gen);
     for (size_t i = 0; i < sc_ynode_count(c->sn); i++) {
         const struct sc_ynode *s = sc_ynode_at(c->sn, i);
@@ -295,6 +311,7 @@ static void put_troute(struct proxy_front *f, const struct troute *t, struct sc_
         proxy_front_put(f, r, "transport_protocol", c->tpn, c->tp);
     }
     proxy_front_copy(f, r, "cluster", c->dest, "cluster");
+    proxy_front_copy(f, r, "weighted_clusters", c->dest, "weighted_clusters");
     proxy_front_push(f, out, r, c->fc);
 }
 
@@ -431,7 +448,7 @@ static int chains(struct proxy_front *f, bool *access_log, const struct sc_ynode
     bool hello = false;
     for (size_t i = 0; i < n && !f->err; i++) {
         const struct chain *c = &cs[i];
-        if (c->hcm || c->dflt) {
+        if (c->hcm) {
             continue;
         }
         hello = hello || needs_hello(c);
@@ -465,9 +482,6 @@ static int chains(struct proxy_front *f, bool *access_log, const struct sc_ynode
     }
     if (nt) {
         proxy_front_set(f, l, "tcp_routes", routes, fcs ? fcs : ln);
-    }
-    if (dfc && !cs[n - 1].hcm) {
-        proxy_front_copy(f, l, "tcp_cluster", cs[n - 1].dest, "cluster");
     }
     proxy_front_put(f, l, "protocol", fcs ? fcs : ln, h || hello ? "auto" : "tcp");
     if (h) {

@@ -275,8 +275,8 @@ bool proxy_query_matches(const struct proxy_query_match *v, size_t n, struct sc_
                  memcmp(val.p + val.len - m->value.len, m->value.p, m->value.len) == 0;
             break;
         case Q_REGEX:
-            ok = m->re && pcre2_match(m->re, (PCRE2_SPTR)(val.len ? val.p : ""), val.len, 0, 0,
-                                      md, NULL) >= 0;
+            ok = m->re && pcre2_match(m->re, (PCRE2_SPTR)(val.len ? val.p : ""), val.len, 0, 0, md,
+                                      NULL) >= 0;
             break;
         default:
             break;

@@ -995,6 +995,20 @@ static void u_closed(void *owner)
 
 static const struct sc_xport_cbs ucbs = { u_alloc, u_read, u_write_done, u_connected, u_closed };
 
+/* The cluster of route <r>: its one, or one of its weighted clusters drawn by weight. */
+static struct proxy_cluster *route_cluster(const struct proxy_tcp_route *r, struct proxy_worker *w)
+{
+    if (r->nwc == 0 || r->cum[r->nwc - 1] == 0) {
+        return r->cluster;
+    }
+    uint32_t x = (uint32_t)(proxy_rand(w) % r->cum[r->nwc - 1]);
+    size_t k = 0;
+    while (k + 1 < r->nwc && x >= r->cum[k]) {
+        k++;
+    }
+    return r->wc[k];
+}
+
 /* Routes and connects a connection to be relayed. */
 static void relay_connect(struct proxy_tcp *t, const struct proxy_hello *hello)
 {
@@ -1004,7 +1018,7 @@ static void relay_connect(struct proxy_tcp *t, const struct proxy_hello *hello)
     t->route = "";
     for (size_t i = 0; i < ic->nroutes; i++) {
         if (route_takes(&ic->routes[i], t->port, hello)) {
-            t->cluster = ic->routes[i].cluster;
+            t->cluster = route_cluster(&ic->routes[i], w);
             t->route = ic->routes[i].name;
             break;
         }

@@ -38,6 +38,7 @@ struct proxy_tcp_route_cfg {
     struct sc_strv destination_ports;     /* original destination ports; empty: any */
     int transport_protocol;               /* PROXY_TP_*: TLS only, plaintext only, or any */
     char *cluster;
+    struct sc_vec weighted_clusters; /* struct proxy_weighted_cfg (cluster, weight) */
 };
 
 enum { PROXY_TP_ANY, PROXY_TP_TLS, PROXY_TP_RAW };
@@ -74,6 +75,9 @@ struct proxy_tcp_route {
     size_t nports;
     int transport; /* PROXY_TP_* */
     struct proxy_cluster *cluster;
+    struct proxy_cluster **wc; /* weighted_clusters, chosen per connection by cum */
+    uint32_t *cum;             /* cumulative weights */
+    size_t nwc;
 };
 
 struct proxy_listener_icpt {
