@@ -330,10 +330,13 @@ REFUSALS = [
     ([CANARY], "no DestinationRule defines subset v1 of reviews.shop.svc.cluster.local"),
     ([DR_SUBSETS, CANARY],
      "subset v1 of reviews.shop.svc.cluster.local selects no endpoint"),
-    ([CANARY.replace("  - route:", "  - match:\n    - queryParams: {a: {exact: b}}\n    route:")],
-     "VirtualService/reviews.spec.http[0].match[0]: queryParams is not supported"),
-    ([CANARY.replace("  http:", "  tcp:\n  - route: []\n  http:")],
-     "VirtualService/reviews.spec: tcp is not supported"),
+    ([SE_V1_V2, DR_SUBSETS,
+      CANARY.replace("  - route:", "  - match:\n    - queryParams: {a: {suffix: b}}\n    route:")],
+     "VirtualService/reviews.spec.http[0].match[0]: suffix is not supported"),
+    ([SE_V1_V2, DR_SUBSETS,
+      CANARY.replace("  http:", "  tcp:\n  - match: [{destinationSubnets: [10.0.0.0/8]}]\n"
+                                "    route: [{destination: {host: reviews}}]\n  http:")],
+     "VirtualService/reviews.spec.tcp[0].match[0]: destinationSubnets is not supported"),
     ([CANARY.replace("  - route:", "  - redirect: {uri: /x, derivePort: FROM_REQUEST_PORT}\n"
                                    "    route:")],
      "VirtualService/reviews.spec.http[0]: exactly one of route, redirect and directResponse"),

@@ -149,6 +149,26 @@ const char *proxy_istio_name(const struct sc_ynode *doc);
 const char *proxy_istio_ns(const struct proxy_front *f, const struct sc_ynode *doc);
 extern const char *const proxy_istio_security_versions[]; /* security.istio.io v1beta1, v1 */
 
+/* Istio host names: <h> expanded in namespace <ns> ("reviews" -> reviews.<ns>.svc.cluster.local)
+ * into <out>; the resource among <v> whose host (spec.host or one of spec.hosts) is <host>. */
+void proxy_istio_fqdn(const char *h, const char *ns, char *out, size_t len);
+const struct sc_ynode *proxy_istio_find_host(const struct proxy_front *f, const struct sc_ynode **v,
+                                             size_t n, const char *host);
+/* The cluster of route destination <d> ({host, port}; a subset refused) in namespace <ns>, made
+ * once per host and port in <m>; NULL after a refusal. */
+struct istio_made;
+const char *proxy_istio_destination(struct proxy_front *f, struct istio_made *m,
+                                    const struct sc_ynode *d, const char *ns, const char *path);
+
+/* proxy_istio_tcp.c: VirtualService <vs>'s tcp[] and tls[] routes (at <path>) appended to
+ * <troutes> as native tcp_routes. Returns 0 or SC_ECONFIG. */
+int proxy_istio_tcp(struct proxy_front *f, struct istio_made *m, const struct sc_ynode *vs,
+                    const char *path, struct sc_ynode *troutes);
+/* Puts <troutes> first in outbound listener <l>'s tcp_routes (its protocol auto when unset;
+ * refused when http). Returns 0 or SC_ECONFIG. */
+int proxy_istio_tcp_listener(struct proxy_front *f, struct sc_ynode *l, struct sc_ynode *troutes,
+                             const struct sc_ynode *at);
+
 /* proxy_istio_answer.c: an http[] route's redirect or directResponse <h> into the native route
  * <act>. Returns 0 or SC_ECONFIG. */
 int proxy_istio_answer(struct proxy_front *f, struct sc_ynode *act, const struct sc_ynode *h,
