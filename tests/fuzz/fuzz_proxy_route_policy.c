@@ -3,12 +3,12 @@
 // (anything the strict parser accepts), routed through a listener whose routes match cookies and
 // headers, rate-limit by a header value (a 4-key table, so eviction runs), abort by fault
 // injection, split by weight between subsets, rewrite the path prefix and Host, and set, add and
-// remove request and response headers with %REQ()% and other substitutions, redirect, and answer
-// directly. Invariants: a policy answer (429, fault abort) is a well-formed response with the
+// remove request and response headers with %REQ()% and other substitutions, redirect, answer
+// directly, match query parameters and rewrite the path by a regular expression. Invariants: a policy answer (429, fault abort) is a well-formed response with the
 // rate-limit headers where due; a redirect's Location is one line of visible ASCII with the
 // configured scheme, port and rewritten prefix, in a response the strict parser accepts; the head
 // sent upstream parses strictly, carries exactly one Host and one x-copy equal to the client's
-// x-user, no removed header, and the rewritten prefix; the client's response head parses, lost
+// x-user, no removed header, and the rewritten prefix (or regex rewrite); the client's response head parses, lost
 // the removed header and carries the added ones.
 #include <stdbool.h>
 #include <stddef.h>
@@ -56,6 +56,11 @@ static const char config[] =
     "      - name: static\n"
     "        match: { prefix: /static }\n"
     "        direct_response: { status: 200, body: hi, content_type: text/html }\n"
+    "      - name: query\n"
+    "        match: { prefix: /q, query_parameters: [{ name: v, prefix: \"1\" },\n"
+    "                 { name: tag, regex: \"[a-z]{1,8}\" }, { name: no, present: false }] }\n"
+    "        cluster: up\n"
+    "        regex_rewrite: { pattern: \"^/q(/[^/]*)?\", substitution: \"/rx\\\\1\" }\n"
     "      - name: main\n"
     "        match: { prefix: /a }\n"
     "        prefix_rewrite: /r/\n"
@@ -164,6 +169,9 @@ static void check_upstream_head(const struct sc_http_msg *in, struct sc_str orig
     int rc = sc_http1_parse_request(r->head.p, r->head.len, 0, &lim, &m, MAX_HEADERS + 16, &err);
     CHECK(rc > 0 && (size_t)rc == r->head.len);
     CHECK(only(&m, "host") != NULL);
+    if (strcmp(r->route->name, "query") == 0 && origin.len && origin.p[0] == '/') {
+        CHECK(sc_str_startswith(m.target, SC_STR("/rx")));
+    }
     if (strcmp(r->route->name, "main") != 0) {
         return;
     }
