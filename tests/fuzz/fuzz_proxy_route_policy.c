@@ -4,12 +4,13 @@
 // headers, rate-limit by a header value (a 4-key table, so eviction runs), abort by fault
 // injection, split by weight between subsets, rewrite the path prefix and Host, and set, add and
 // remove request and response headers with %REQ()% and other substitutions, redirect, answer
-// directly, match query parameters and rewrite the path by a regular expression. Invariants: a policy answer (429, fault abort) is a well-formed response with the
-// rate-limit headers where due; a redirect's Location is one line of visible ASCII with the
-// configured scheme, port and rewritten prefix, in a response the strict parser accepts; the head
-// sent upstream parses strictly, carries exactly one Host and one x-copy equal to the client's
-// x-user, no removed header, and the rewritten prefix (or regex rewrite); the client's response head parses, lost
-// the removed header and carries the added ones.
+// directly, match query parameters and rewrite the path by a regular expression. Invariants: a
+// policy answer (429, fault abort) is a well-formed response with the rate-limit headers where due;
+// a redirect's Location is one line of visible ASCII with the configured scheme, port and rewritten
+// prefix, in a response the strict parser accepts; the head sent upstream parses strictly, carries
+// exactly one Host and one x-copy equal to the client's x-user, no removed header, and the
+// rewritten prefix (or regex rewrite); the client's response head parses, lost the removed header
+// and carries the added ones.
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>

@@ -134,8 +134,7 @@ static int entry(struct proxy_front *f, struct istio_made *m, const struct sc_yn
         }
         struct sc_ynode *r = proxy_front_map(f, e);
         char name[160];
-        snprintf(name, sizeof(name), "%.64s.%s%zu", proxy_istio_name(vs), tls ? "tls" : "tcp",
-                 idx);
+        snprintf(name, sizeof(name), "%.64s.%s%zu", proxy_istio_name(vs), tls ? "tls" : "tcp", idx);
         proxy_front_put(f, r, "name", e, name);
         const struct sc_ynode *sni = sc_ynode_get(mn, "sniHosts");
         if (tls && sc_ynode_count(sni) == 0) {
