@@ -312,10 +312,9 @@ static void route_action(struct proxy_front *f, struct sc_ynode *rt, const struc
     if (proxy_front_keys(f, ra, path, ak, an) < 0) {
         return;
     }
-    if (sc_ynode_get(ra, "hash_policy")) {
-        proxy_front_note(f, sc_ynode_get(ra, "hash_policy"), path,
-                         "hash_policy only acts with ring hash or maglev balancing, which are not "
-                         "supported");
+    const struct sc_ynode *hp = sc_ynode_get(ra, "hash_policy");
+    if (hp) {
+        proxy_front_set(f, rt, "hash_policy", proxy_envoy_hash_policy(f, hp, path), hp);
     }
     proxy_front_copy(f, rt, "cluster", ra, "cluster");
     const struct sc_ynode *wc = sc_ynode_get(ra, "weighted_clusters");

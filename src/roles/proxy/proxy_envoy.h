@@ -54,6 +54,10 @@ int proxy_envoy_paths(struct proxy_front *f, const struct sc_ynode *hcm, const c
 void proxy_envoy_hcm(struct proxy_front *f, bool *access_log, struct sc_ynode *l,
                      const struct sc_ynode *tc, const char *path);
 
+/* A route's hash_policy list <hp> as ours (proxy_envoy_chain.c). */
+struct sc_ynode *proxy_envoy_hash_policy(struct proxy_front *f, const struct sc_ynode *hp,
+                                         const char *path);
+
 /* proxy_envoy_chain.c: listener <ln>'s filter_chains and default_filter_chain at <path> (its
  * address <addr>) into output listener <l>: one http_connection_manager chain as the listener's
  * routes, tcp_proxy chains as tcp_routes, the default chain as tcp_cluster. Returns 0 or

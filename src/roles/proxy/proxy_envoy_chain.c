@@ -520,3 +520,44 @@ int proxy_envoy_chains(struct proxy_front *f, bool *access_log, const struct sc_
     sc_free(cs);
     return rc;
 }
+
+struct sc_ynode *proxy_envoy_hash_policy(struct proxy_front *f, const struct sc_ynode *hp,
+                                         const char *path)
+{
+    struct sc_ynode *out = proxy_front_seq(f, hp);
+    for (size_t i = 0; i < sc_ynode_count(hp) && !f->err; i++) {
+        const struct sc_ynode *h = sc_ynode_at(hp, i);
+        char p[PROXY_FRONT_PATH];
+        proxy_front_path(p, path, ".hash_policy[%zu]", i);
+        /* filter_state refused; a cookie with ttl (one Envoy generates) refused below */
+        static const char *const k[] = { "header",          "cookie",   "connection_properties",
+                                         "query_parameter", "terminal", NULL };
+        if (proxy_front_keys(f, h, p, k, NULL) < 0) {
+            break;
+        }
+        struct sc_ynode *e = proxy_front_map(f, h);
+        const struct sc_ynode *hd = sc_ynode_get(h, "header");
+        const struct sc_ynode *ck = sc_ynode_get(h, "cookie");
+        const struct sc_ynode *cp = sc_ynode_get(h, "connection_properties");
+        const struct sc_ynode *qp = sc_ynode_get(h, "query_parameter");
+        static const char *const hk[] = { "header_name", NULL };
+        static const char *const kk[] = { "name", NULL };
+        static const char *const kn[] = { "path", NULL };
+        static const char *const ci[] = { "source_ip", NULL };
+        if (hd && proxy_front_keys(f, hd, p, hk, NULL) == 0) {
+            proxy_front_copy(f, e, "header", hd, "header_name");
+        }
+        if (ck && proxy_front_keys(f, ck, p, kk, kn) == 0) {
+            proxy_front_copy(f, e, "cookie", ck, "name"); /* ttl: Envoy would set the cookie */
+        }
+        if (cp && proxy_front_keys(f, cp, p, ci, NULL) == 0) {
+            proxy_front_copy(f, e, "source_ip", cp, "source_ip");
+        }
+        if (qp && proxy_front_keys(f, qp, p, kk, NULL) == 0) {
+            proxy_front_copy(f, e, "query_parameter", qp, "name");
+        }
+        proxy_front_copy(f, e, "terminal", h, "terminal");
+        proxy_front_push(f, out, e, h);
+    }
+    return out;
+}

@@ -160,6 +160,11 @@ struct istio_made;
 const char *proxy_istio_destination(struct proxy_front *f, struct istio_made *m,
                                     const struct sc_ynode *d, const char *ns, const char *path);
 
+/* proxy_istio_tcp.c: a DestinationRule's loadBalancer.consistentHash <ch> (NULL: nothing) onto
+ * cluster <c> (lb_policy ring_hash or maglev and its hash_policy). */
+void proxy_istio_consistent_hash(struct proxy_front *f, struct sc_ynode *c,
+                                 const struct sc_ynode *ch, const char *path);
+
 /* proxy_istio_tcp.c: VirtualService <vs>'s tcp[] and tls[] routes (at <path>) appended to
  * <troutes> as native tcp_routes. Returns 0 or SC_ECONFIG. */
 int proxy_istio_tcp(struct proxy_front *f, struct istio_made *m, const struct sc_ynode *vs,

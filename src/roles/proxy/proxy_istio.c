@@ -259,10 +259,15 @@ static void traffic_policy(struct proxy_front *f, struct sc_ynode *c, const stru
         return;
     }
     const struct sc_ynode *lb = sc_ynode_get(tp, "loadBalancer");
-    static const char *const lb_keys[] = { "simple", NULL };
+    static const char *const lb_keys[] = { "simple", "consistentHash", NULL };
     static const char *const lb_noted[] = { "localityLbSetting", "warmupDurationSecs", NULL };
     if (lb && proxy_front_keys(f, lb, path, lb_keys, lb_noted) == 0) {
         const char *s = proxy_front_str(f, lb, "simple", path);
+        if (s && sc_ynode_get(lb, "consistentHash")) {
+            proxy_front_refuse(f, lb, path, "use one of simple and consistentHash");
+            return;
+        }
+        proxy_istio_consistent_hash(f, c, sc_ynode_get(lb, "consistentHash"), path);
         const struct sc_ynode *at = sc_ynode_get(lb, "simple");
         if (!s || strcmp(s, "UNSPECIFIED") == 0) {
         } else if (strcmp(s, "ROUND_ROBIN") == 0) {

@@ -6,7 +6,8 @@
 // the relay tells destinations apart by port and server name, not by address, so a tcp route
 // takes every connection to its port (noted). One destination becomes the route's cluster,
 // several its weighted_clusters (weights adding up to 100). destinationSubnets, sourceLabels,
-// sourceNamespace and gateways other than mesh are refused with their position.
+// sourceNamespace and gateways other than mesh are refused with their position. Also a
+// DestinationRule's consistentHash load balancing, which proxy_istio.c leaves here for room.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,4 +216,45 @@ int proxy_istio_tcp_listener(struct proxy_front *f, struct sc_ynode *l, struct s
     }
     proxy_front_set(f, l, "tcp_routes", merged, at);
     return f->err ? SC_ECONFIG : 0;
+}
+
+void proxy_istio_consistent_hash(struct proxy_front *f, struct sc_ynode *c,
+                                 const struct sc_ynode *ch, const char *path)
+{
+    /* httpCookie with a ttl (a cookie Istio generates) and useSourceIp false alone: refused */
+    static const char *const k[] = {
+        "httpHeaderName", "httpCookie", "useSourceIp", "httpQueryParameterName",
+        "ringHash",       "maglev",     NULL
+    };
+    static const char *const n[] = { "minimumRingSize", NULL };
+    if (!ch || proxy_front_keys(f, ch, path, k, n) < 0) {
+        return;
+    }
+    const struct sc_ynode *mg = sc_ynode_get(ch, "maglev");
+    if (sc_ynode_get(ch, "ringHash") || mg) {
+        proxy_front_note(f, mg ? mg : sc_ynode_get(ch, "ringHash"), path,
+                         "ringHash and maglev sizes: endpoints are chosen by rendezvous hashing");
+    }
+    proxy_front_put(f, c, "lb_policy", ch, mg ? "maglev" : "ring_hash");
+    struct sc_ynode *hp = proxy_front_seq(f, ch), *e = proxy_front_map(f, ch);
+    const struct sc_ynode *cookie = sc_ynode_get(ch, "httpCookie");
+    static const char *const ck[] = { "name", NULL };
+    static const char *const cn[] = { "path", NULL };
+    if (cookie && proxy_front_keys(f, cookie, path, ck, cn) == 0) {
+        proxy_front_copy(f, e, "cookie", cookie, "name");
+    }
+    proxy_front_copy(f, e, "header", ch, "httpHeaderName");
+    proxy_front_copy(f, e, "query_parameter", ch, "httpQueryParameterName");
+    if (sc_ynode_str(sc_ynode_get(ch, "useSourceIp")) &&
+        strcmp(sc_ynode_str(sc_ynode_get(ch, "useSourceIp")), "true") == 0) {
+        proxy_front_put(f, e, "source_ip", ch, "true");
+    }
+    if (sc_ynode_count(e) != 1) {
+        proxy_front_refuse(f, ch, path,
+                           "consistentHash needs one of httpHeaderName, httpCookie, "
+                           "useSourceIp: true and httpQueryParameterName");
+        return;
+    }
+    proxy_front_push(f, hp, e, ch);
+    proxy_front_set(f, c, "hash_policy", hp, ch);
 }

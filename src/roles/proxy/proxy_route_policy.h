@@ -22,6 +22,7 @@
 #include "core/metrics.h"
 #include "core/str.h"
 #include "net/http1.h"
+#include "roles/proxy/proxy_hash.h"
 #include "roles/proxy/proxy_hsink.h"
 #include "roles/proxy/proxy_route_query.h"
 
@@ -272,6 +273,8 @@ struct proxy_route_policy {
     struct proxy_regex_rewrite *regex_rewrite;
     struct proxy_query_match *query; /* match.query_parameters */
     size_t nquery;
+    struct proxy_hash_policy *hash; /* hash_policy */
+    size_t nhash;
     char *host_rewrite;
     struct proxy_route_action *act; /* redirect or direct_response; NULL: upstream */
 };
@@ -321,6 +324,9 @@ struct proxy_subset *proxy_cluster_subset(struct proxy_cluster *c, const char *n
 /* Builds the listener-level limiter of <l> (config, or the --rate-limit flag). */
 void proxy_route_policy_listener_init(struct proxy_listener *l, const struct proxy_rl_cfg *rc,
                                       struct proxy_metrics *pm);
+
+/* The value of cookie <name> in <m>'s Cookie headers ("" when empty), or p == NULL. */
+struct sc_str proxy_route_cookie_value(const struct sc_http_msg *m, struct sc_str name);
 
 /* True when route <pol>'s cookie matches hold for <m> (NULL pol: true). */
 bool proxy_route_policy_match(const struct proxy_route_policy *pol, const struct sc_http_msg *m,

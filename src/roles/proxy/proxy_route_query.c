@@ -223,7 +223,7 @@ void proxy_query_free(struct proxy_query_match *v, size_t n)
     sc_free(v);
 }
 
-/* The value of parameter <name> in query <q> (its first occurrence; "" without "="), or p NULL. */
+/* Parameter <name> of query <q> (first occurrence), or p NULL. */
 static struct sc_str param(struct sc_str q, struct sc_str name)
 {
     while (q.len) {
@@ -239,20 +239,24 @@ static struct sc_str param(struct sc_str q, struct sc_str name)
     return SC_STR_NULL;
 }
 
+struct sc_str proxy_query_value(struct sc_str target, struct sc_str name)
+{
+    const char *qm = target.len ? memchr(target.p, '?', target.len) : NULL;
+    if (!qm) {
+        return SC_STR_NULL;
+    }
+    struct sc_str q = sc_str_n(qm + 1, target.len - (size_t)(qm - target.p) - 1);
+    const char *hash = memchr(q.p, '#', q.len);
+    q.len = hash ? (size_t)(hash - q.p) : q.len;
+    return param(q, name);
+}
+
 bool proxy_query_matches(const struct proxy_query_match *v, size_t n, struct sc_str target,
                          pcre2_match_data *md)
 {
-    const char *qm = target.len ? memchr(target.p, '?', target.len) : NULL;
-    struct sc_str q = SC_STR_NULL;
-    if (qm) {
-        size_t off = (size_t)(qm - target.p) + 1;
-        q = sc_str_n(qm + 1, target.len - off);
-        const char *hash = memchr(q.p, '#', q.len);
-        q.len = hash ? (size_t)(hash - q.p) : q.len;
-    }
     for (size_t i = 0; i < n; i++) {
         const struct proxy_query_match *m = &v[i];
-        struct sc_str val = param(q, m->name);
+        struct sc_str val = proxy_query_value(target, m->name);
         if (!m->present) {
             if (val.p) {
                 return false;

@@ -57,6 +57,10 @@ int proxy_route_regex_check(const char *re, const char *subst, char **why);
 struct proxy_query_match *proxy_query_new(const struct sc_vec *q);
 void proxy_query_free(struct proxy_query_match *v, size_t n);
 
+/* The value of query parameter <name> in request target <target> (its first occurrence, as sent;
+ * "" without "="), or p NULL. */
+struct sc_str proxy_query_value(struct sc_str target, struct sc_str name);
+
 /* Whether all <n> matches hold for request target <target>; <md> is the worker's match data. */
 bool proxy_query_matches(const struct proxy_query_match *v, size_t n, struct sc_str target,
                          pcre2_match_data *md);
