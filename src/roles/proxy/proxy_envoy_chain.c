@@ -192,6 +192,10 @@ static int read_chain(struct proxy_front *f, const struct sc_ynode *fc, struct c
         proxy_front_path(np, c->path, ".filters[0].typed_config");
         return proxy_front_refuse(f, c->nf, np, "%.200s is not supported", t);
     }
+    if (c->hcm && sc_ynode_get(fc, "name")) {
+        proxy_front_note(f, sc_ynode_get(fc, "name"), c->path,
+                         "name: an http_connection_manager chain's name has no effect here");
+    }
     const struct sc_ynode *m = sc_ynode_get(fc, "filter_chain_match");
     if (!m) {
         return 0;
