@@ -369,12 +369,8 @@ static void route_action(struct proxy_front *f, struct sc_ynode *rt, const struc
     const struct sc_ynode *pat = sc_ynode_get(rr, "pattern");
     if (rr && proxy_front_keys(f, rr, path, rrk, NULL) == 0 &&
         (!pat || proxy_front_keys(f, pat, path, pk, pn) == 0)) {
-        struct sc_ynode *o = proxy_front_map(f, rr);
-        proxy_front_copy(f, o, "pattern", pat, "regex");
-        proxy_front_copy(f, o, "substitution", rr, "substitution");
-        proxy_front_set(f, rt, "regex_rewrite", o, rr);
-        proxy_front_regex(f, rr, path, sc_ynode_str(sc_ynode_get(pat, "regex")),
-                          sc_ynode_str(sc_ynode_get(rr, "substitution")));
+        proxy_front_regex_rewrite(f, rt, rr, sc_ynode_get(pat, "regex"),
+                                  sc_ynode_get(rr, "substitution"), path);
     }
     proxy_front_copy(f, rt, "host_rewrite", ra, "host_rewrite_literal");
     const struct sc_ynode *mp = sc_ynode_get(ra, "request_mirror_policies");

@@ -271,18 +271,6 @@ static int single(struct proxy_front *f, bool *access_log, const struct chain *c
     return f->err ? SC_ECONFIG : 0;
 }
 
-/* Pushes string <s> (at <at>) onto list <key> of <map>, creating the list. */
-static void push_str(struct proxy_front *f, struct sc_ynode *map, const char *key,
-                     const struct sc_ynode *at, const char *s)
-{
-    struct sc_ynode *v = sc_ynode_get_mut(map, key);
-    if (!v) {
-        v = proxy_front_seq(f, at);
-        proxy_front_set(f, map, key, v, at);
-    }
-    proxy_front_push(f, v, sc_ytree_str(f->out, at, s), at);
-}
-
 /* tcp_route <t> into list <out>. */
 static void put_troute(struct proxy_front *f, const struct troute *t, struct sc_ynode *out)
 {
@@ -301,15 +289,16 @@ static void put_troute(struct proxy_front *f, const struct troute *t, struct sc_
         const char *v = sc_ynode_str(s);
         bool wild = v && v[0] == '*';
         if ((t->klass == 0 && !wild) || (t->wild && v == t->wild)) {
-            push_str(f, r, "server_names", s, v ? v : "");
+            proxy_front_push_str(f, r, "server_names", s, v ? v : "");
         }
     }
     for (size_t i = 0; i < sc_ynode_count(c->ap); i++) {
         const struct sc_ynode *a = sc_ynode_at(c->ap, i);
-        push_str(f, r, "application_protocols", a, sc_ynode_str(a) ? sc_ynode_str(a) : "");
+        proxy_front_push_str(f, r, "application_protocols", a,
+                             sc_ynode_str(a) ? sc_ynode_str(a) : "");
     }
     if (c->dp) {
-        push_str(f, r, "destination_ports", c->dpn, c->dp);
+        proxy_front_push_str(f, r, "destination_ports", c->dpn, c->dp);
     }
     if (c->tp) {
         proxy_front_put(f, r, "transport_protocol", c->tpn, c->tp);
@@ -350,7 +339,7 @@ static int check_http(struct proxy_front *f, const struct chain *cs, size_t n,
                                           c->dp, cs[k].path);
             }
         }
-        push_str(f, l, "opaque_ports", c->dpn, c->dp);
+        proxy_front_push_str(f, l, "opaque_ports", c->dpn, c->dp);
     }
     if (h && h->dp) {
         bool alone = true;
@@ -358,7 +347,7 @@ static int check_http(struct proxy_front *f, const struct chain *cs, size_t n,
             alone = alone && (&cs[k] == h || !cs[k].dp || !is(cs[k].dp, h->dp));
         }
         if (alone) {
-            push_str(f, l, "http_ports", h->dpn, h->dp);
+            proxy_front_push_str(f, l, "http_ports", h->dpn, h->dp);
         }
     }
     return 0;
@@ -499,7 +488,7 @@ static int chains(struct proxy_front *f, bool *access_log, const struct sc_ynode
                 struct sc_ynode *m =
                     sc_ynode_get_mut((struct sc_ynode *)sc_ynode_at(rs, i), "match");
                 if (m) {
-                    push_str(f, m, "destination_ports", h->dpn, h->dp);
+                    proxy_front_push_str(f, m, "destination_ports", h->dpn, h->dp);
                 }
             }
         }

@@ -639,3 +639,33 @@ void proxy_front_regex(struct proxy_front *f, const struct sc_ynode *at, const c
         sc_free(why);
     }
 }
+
+void proxy_front_regex_rewrite(struct proxy_front *f, struct sc_ynode *rt,
+                               const struct sc_ynode *at, const struct sc_ynode *pat,
+                               const struct sc_ynode *subst, const char *path)
+{
+    struct sc_ynode *o = proxy_front_map(f, at);
+    if (pat) {
+        proxy_front_set(f, o, "pattern", sc_ytree_copy(f->out, pat), pat);
+    }
+    if (subst) {
+        proxy_front_set(f, o, "substitution", sc_ytree_copy(f->out, subst), subst);
+    }
+    proxy_front_set(f, rt, "regex_rewrite", o, at);
+    if (!sc_ynode_str(subst)) {
+        proxy_front_refuse(f, at, path, "a substitution is required");
+        return;
+    }
+    proxy_front_regex(f, at, path, sc_ynode_str(pat), sc_ynode_str(subst));
+}
+
+void proxy_front_push_str(struct proxy_front *f, struct sc_ynode *map, const char *key,
+                          const struct sc_ynode *at, const char *s)
+{
+    struct sc_ynode *v = sc_ynode_get_mut(map, key);
+    if (!v) {
+        v = proxy_front_seq(f, at);
+        proxy_front_set(f, map, key, v, at);
+    }
+    proxy_front_push(f, v, sc_ytree_str(f->out, at, s), at);
+}

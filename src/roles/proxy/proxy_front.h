@@ -133,6 +133,16 @@ int proxy_front_duration(const char *s, char *out, size_t outlen);
 void proxy_front_regex(struct proxy_front *f, const struct sc_ynode *at, const char *path,
                        const char *re, const char *subst);
 
+/* Puts regex_rewrite {pattern: <pat>, substitution: <subst>} (their values at <at>) into route
+ * <rt>, refused at <at> as proxy_front_regex refuses. */
+void proxy_front_regex_rewrite(struct proxy_front *f, struct sc_ynode *rt,
+                               const struct sc_ynode *at, const struct sc_ynode *pat,
+                               const struct sc_ynode *subst, const char *path);
+
+/* Pushes string <s> (at <at>) onto list <key> of mapping <map>, creating the list. */
+void proxy_front_push_str(struct proxy_front *f, struct sc_ynode *map, const char *key,
+                          const struct sc_ynode *at, const char *s);
+
 /* proxy_envoy.c: translates the bootstrap <doc> (a mapping with static_resources). */
 int proxy_envoy_translate(struct proxy_front *f, const struct sc_ynode *doc);
 

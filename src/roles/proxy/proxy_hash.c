@@ -51,7 +51,9 @@ int proxy_hash_check(const struct sc_vec *v, const char *where, char **err)
     }
     for (size_t i = 0; i < v->n; i++) {
         int k = !!c[i].header + !!c[i].cookie + !!c[i].query_parameter + c[i].source_ip;
-        const char *nm = c[i].header ? c[i].header : c[i].cookie ? c[i].cookie : c[i].query_parameter;
+        const char *nm = c[i].header   ? c[i].header
+                         : c[i].cookie ? c[i].cookie
+                                       : c[i].query_parameter;
         if (k != 1 || (nm && !nm[0])) {
             *err = sc_asprintf("%s: hash_policy %zu: one of header, cookie, query_parameter and "
                                "source_ip (a name is not empty)",
@@ -70,11 +72,13 @@ struct proxy_hash_policy *proxy_hash_new(const struct sc_vec *v)
     const struct proxy_hash_policy_cfg *c = v->v;
     struct proxy_hash_policy *p = sc_calloc(v->n, sizeof(*p));
     for (size_t i = 0; i < v->n; i++) {
-        p[i].kind = c[i].header ? H_HEADER
-                    : c[i].cookie ? H_COOKIE
+        p[i].kind = c[i].header            ? H_HEADER
+                    : c[i].cookie          ? H_COOKIE
                     : c[i].query_parameter ? H_QUERY
                                            : H_SOURCE_IP;
-        const char *nm = c[i].header ? c[i].header : c[i].cookie ? c[i].cookie : c[i].query_parameter;
+        const char *nm = c[i].header   ? c[i].header
+                         : c[i].cookie ? c[i].cookie
+                                       : c[i].query_parameter;
         p[i].name = nm ? sc_str_c(sc_strdup(nm)) : SC_STR_NULL;
         p[i].terminal = c[i].terminal;
     }

@@ -1040,12 +1040,8 @@ static int http_route(struct proxy_front *f, struct istio_made *m, const struct 
         (!rx || proxy_front_keys(f, rx, path, rx_keys, NULL) == 0)) {
         proxy_front_copy(f, act, "host_rewrite", rw, "authority");
         if (rx) { /* regex_rewrite refuses it next to uri (prefix_rewrite) */
-            struct sc_ynode *o = proxy_front_map(f, rx);
-            proxy_front_copy(f, o, "pattern", rx, "match");
-            proxy_front_copy(f, o, "substitution", rx, "rewrite");
-            proxy_front_set(f, act, "regex_rewrite", o, rx);
-            proxy_front_regex(f, rx, path, sc_ynode_str(sc_ynode_get(rx, "match")),
-                              sc_ynode_str(sc_ynode_get(rx, "rewrite")));
+            proxy_front_regex_rewrite(f, act, rx, sc_ynode_get(rx, "match"),
+                                      sc_ynode_get(rx, "rewrite"), path);
         }
         if (sc_ynode_get(rw, "uri")) {
             /* Istio replaces the matched prefix: every match must then be a prefix match. */

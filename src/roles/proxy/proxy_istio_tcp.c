@@ -17,18 +17,6 @@
 
 #define NAME_MAX 253
 
-/* Pushes string <s> at <at> onto list <key> of <map>, creating the list. */
-static void push_str(struct proxy_front *f, struct sc_ynode *map, const char *key,
-                     const struct sc_ynode *at, const char *s)
-{
-    struct sc_ynode *v = sc_ynode_get_mut(map, key);
-    if (!v) {
-        v = proxy_front_seq(f, at);
-        proxy_front_set(f, map, key, v, at);
-    }
-    proxy_front_push(f, v, sc_ytree_str(f->out, at, s), at);
-}
-
 /* The destinations of route list <rl> into native route <r>. */
 static int destinations(struct proxy_front *f, struct istio_made *m, const struct sc_ynode *vs,
                         const struct sc_ynode *rl, struct sc_ynode *r, const char *path)
@@ -93,7 +81,7 @@ static size_t host_ports(struct proxy_front *f, const struct sc_ynode *vs, struc
         for (size_t k = 0; k < sc_ynode_count(ps); k++) {
             const char *num = sc_ynode_str(sc_ynode_get(sc_ynode_at(ps, k), "number"));
             if (num) {
-                push_str(f, r, "destination_ports", at, num);
+                proxy_front_push_str(f, r, "destination_ports", at, num);
                 n++;
             }
         }
@@ -147,11 +135,13 @@ static int entry(struct proxy_front *f, struct istio_made *m, const struct sc_yn
                 return proxy_front_refuse(f, sc_ynode_at(sni, i), mp,
                                           "a server name has at most %d characters", NAME_MAX);
             }
-            push_str(f, r, "server_names", sc_ynode_at(sni, i), h); /* as the client sends it */
+            proxy_front_push_str(f, r, "server_names", sc_ynode_at(sni, i),
+                                 h); /* as the client sends it */
         }
         const struct sc_ynode *pn = sc_ynode_get(mn, "port");
         if (pn) {
-            push_str(f, r, "destination_ports", pn, sc_ynode_str(pn) ? sc_ynode_str(pn) : "");
+            proxy_front_push_str(f, r, "destination_ports", pn,
+                                 sc_ynode_str(pn) ? sc_ynode_str(pn) : "");
         } else if (!tls && host_ports(f, vs, r, e) == 0) {
             return proxy_front_refuse(f, mn ? mn : e, mp,
                                       "a tcp route needs match.port or a ServiceEntry port for "
