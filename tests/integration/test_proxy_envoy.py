@@ -376,8 +376,8 @@ def refusal_cases(port):
     c["static_resources"]["clusters"][0]["type"] = "EDS"
     cases.append((c, "static_resources.clusters[0]: type EDS is not supported"))
     c = json.loads(json.dumps(base))
-    c["static_resources"]["clusters"][0]["lb_policy"] = "RING_HASH"
-    cases.append((c, "static_resources.clusters[0]: lb_policy RING_HASH is not supported"))
+    c["static_resources"]["clusters"][0]["lb_policy"] = "CLUSTER_PROVIDED"
+    cases.append((c, "static_resources.clusters[0]: lb_policy CLUSTER_PROVIDED is not supported"))
     c = json.loads(json.dumps(base))
     hc = c["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     hc["route_config"]["virtual_hosts"][0]["routes"][0]["match"]["query_parameters"] = [

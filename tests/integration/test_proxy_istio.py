@@ -351,8 +351,9 @@ REFUSALS = [
     (["apiVersion: networking.istio.io/v2\nkind: VirtualService\nmetadata: {name: a}\n"
       "spec: {}\n"], "VirtualService networking.istio.io/v2 is not supported"),
     ([DR_SUBSETS.replace("  subsets:", "  trafficPolicy:\n    loadBalancer:\n"
-                                       "      consistentHash: {httpHeaderName: x}\n  subsets:")],
-     "DestinationRule/reviews.spec: consistentHash is not supported"),
+                                       "      consistentHash: {httpCookie: {name: s, ttl: 1h}}\n"
+                                       "  subsets:")],
+     "DestinationRule/reviews.spec: ttl is not supported"),
     (["apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: a}\n"
       "spec:\n  mtls: {mode: SOMETIMES}\n"], "invalid value \"SOMETIMES\""),
 ]
