@@ -175,7 +175,7 @@ static void check_upstream_head(const struct sc_http_msg *in, struct sc_str orig
     struct sc_http_msg m = { .headers = h };
     struct sc_http_error err = { 0 };
     struct sc_http_limits lim = sc_http1_default_limits;
-    lim.max_head = 65536 + 8192; /* the upstream head's cap: the client's head plus ours */
+    lim.max_head = 65536 + 8192;        /* the upstream head's cap: the client's head plus ours */
     lim.max_headers = MAX_HEADERS + 16; /* the client's fields plus the proxy's own */
     int rc = sc_http1_parse_request(r->head.p, r->head.len, 0, &lim, &m, MAX_HEADERS + 16, &err);
     CHECK(rc > 0 && (size_t)rc == r->head.len);
