@@ -3,13 +3,15 @@
 // (anything the strict parser accepts), routed through a listener whose routes match cookies and
 // headers, rate-limit by a header value (a 4-key table, so eviction runs), abort by fault
 // injection, split by weight between subsets, rewrite the path prefix and Host, and set, add and
-// remove request and response headers with %REQ()% and other substitutions, redirect, and answer
-// directly. Invariants: a policy answer (429, fault abort) is a well-formed response with the
-// rate-limit headers where due; a redirect's Location is one line of visible ASCII with the
-// configured scheme, port and rewritten prefix, in a response the strict parser accepts; the head
-// sent upstream parses strictly, carries exactly one Host and one x-copy equal to the client's
-// x-user, no removed header, and the rewritten prefix; the client's response head parses, lost
-// the removed header and carries the added ones.
+// remove request and response headers with %REQ()% and other substitutions, redirect, answer
+// directly, match query parameters, rewrite the path by a regular expression, and hash the
+// request for consistent-hash balancing (a function of the request alone). Invariants: a
+// policy answer (429, fault abort) is a well-formed response with the rate-limit headers where due;
+// a redirect's Location is one line of visible ASCII with the configured scheme, port and rewritten
+// prefix, in a response the strict parser accepts; the head sent upstream parses strictly, carries
+// exactly one Host and one x-copy equal to the client's x-user, no removed header, and the
+// rewritten prefix (or regex rewrite); the client's response head parses, lost the removed header
+// and carries the added ones.
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -56,6 +58,16 @@ static const char config[] =
     "      - name: static\n"
     "        match: { prefix: /static }\n"
     "        direct_response: { status: 200, body: hi, content_type: text/html }\n"
+    "      - name: hashed\n"
+    "        match: { prefix: /h }\n"
+    "        cluster: ring\n"
+    "        hash_policy: [{ cookie: session }, { query_parameter: k, terminal: true },\n"
+    "                      { header: x-user }, { source_ip: true }]\n"
+    "      - name: query\n"
+    "        match: { prefix: /q, query_parameters: [{ name: v, prefix: \"1\" },\n"
+    "                 { name: tag, regex: \"[a-z]{1,8}\" }, { name: no, present: false }] }\n"
+    "        cluster: up\n"
+    "        regex_rewrite: { pattern: \"^/q(/[^/]*)?\", substitution: \"/rx\\\\1\" }\n"
     "      - name: main\n"
     "        match: { prefix: /a }\n"
     "        prefix_rewrite: /r/\n"
@@ -75,6 +87,9 @@ static const char config[] =
     "            add: { x-code: \"%RESPONSE_CODE%\" }\n"
     "            remove: [server]\n"
     "clusters:\n"
+    "  - name: ring\n"
+    "    lb_policy: maglev\n"
+    "    endpoints: [\"127.0.0.1:11\", \"127.0.0.1:12\", \"127.0.0.1:13\"]\n"
     "  - name: up\n"
     "    labeled_endpoints:\n"
     "      - { address: \"127.0.0.1:9\", labels: { v: \"1\" } }\n"
@@ -160,10 +175,14 @@ static void check_upstream_head(const struct sc_http_msg *in, struct sc_str orig
     struct sc_http_msg m = { .headers = h };
     struct sc_http_error err = { 0 };
     struct sc_http_limits lim = sc_http1_default_limits;
-    lim.max_head = 65536 + 8192; /* the upstream head's cap: the client's head plus ours */
+    lim.max_head = 65536 + 8192;        /* the upstream head's cap: the client's head plus ours */
+    lim.max_headers = MAX_HEADERS + 16; /* the client's fields plus the proxy's own */
     int rc = sc_http1_parse_request(r->head.p, r->head.len, 0, &lim, &m, MAX_HEADERS + 16, &err);
     CHECK(rc > 0 && (size_t)rc == r->head.len);
     CHECK(only(&m, "host") != NULL);
+    if (strcmp(r->route->name, "query") == 0 && origin.len && origin.p[0] == '/') {
+        CHECK(sc_str_startswith(m.target, SC_STR("/rx")));
+    }
     if (strcmp(r->route->name, "main") != 0) {
         return;
     }
@@ -302,6 +321,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     r->route = found;
     r->cluster = found->cluster;
+    if (found->pol && found->pol->nhash) {
+        /* the request's hash is a function of the request alone */
+        uint64_t h1 = 0, h2 = 1;
+        bool a = proxy_hash_request(found->pol->hash, found->pol->nhash, &m, "192.0.2.7", &h1);
+        bool b = proxy_hash_request(found->pol->hash, found->pol->nhash, &m, "192.0.2.7", &h2);
+        CHECK(a && b && h1 == h2); /* source_ip always has a value */
+    }
     int status = 0;
     const char *why = NULL;
     unsigned flags = 0;

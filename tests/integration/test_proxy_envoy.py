@@ -376,18 +376,19 @@ def refusal_cases(port):
     c["static_resources"]["clusters"][0]["type"] = "EDS"
     cases.append((c, "static_resources.clusters[0]: type EDS is not supported"))
     c = json.loads(json.dumps(base))
-    c["static_resources"]["clusters"][0]["lb_policy"] = "RING_HASH"
-    cases.append((c, "static_resources.clusters[0]: lb_policy RING_HASH is not supported"))
+    c["static_resources"]["clusters"][0]["lb_policy"] = "CLUSTER_PROVIDED"
+    cases.append((c, "static_resources.clusters[0]: lb_policy CLUSTER_PROVIDED is not supported"))
     c = json.loads(json.dumps(base))
     hc = c["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     hc["route_config"]["virtual_hosts"][0]["routes"][0]["match"]["query_parameters"] = [
-        {"name": "a"}]
-    cases.append((c, f"{hcm_path}.route_config.virtual_hosts[0].routes[0].match: "
-                     "query_parameters is not supported"))
+        {"name": "a", "string_match": {"contains": "b"}}]
+    cases.append((c, f"{hcm_path}.route_config.virtual_hosts[0].routes[0].match"
+                     ".query_parameters[0]: contains is not supported"))
     c = json.loads(json.dumps(base))
     c["static_resources"]["listeners"][0]["filter_chains"].append(
         c["static_resources"]["listeners"][0]["filter_chains"][0])
-    cases.append((c, "static_resources.listeners[0]: exactly one filter chain is supported"))
+    cases.append((c, "static_resources.listeners[0].filter_chains[1]: a second "
+                     "http_connection_manager chain"))
     c = json.loads(json.dumps(base))
     c["dynamic_resources"] = {"ads_config": {}}
     cases.append((c, "dynamic_resources is not supported"))
@@ -395,8 +396,8 @@ def refusal_cases(port):
     c["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0] = {
         "name": "envoy.filters.network.tcp_proxy", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3."
-                     "TcpProxy", "stat_prefix": "t", "cluster": "app"}}
-    cases.append((c, "filters[0]: envoy.filters.network.tcp_proxy is not yet supported"))
+                     "TcpProxy", "stat_prefix": "t", "cluster": "app", "max_connect_attempts": 3}}
+    cases.append((c, "filters[0].typed_config: max_connect_attempts is not supported"))
     return cases
 
 

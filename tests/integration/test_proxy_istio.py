@@ -330,10 +330,13 @@ REFUSALS = [
     ([CANARY], "no DestinationRule defines subset v1 of reviews.shop.svc.cluster.local"),
     ([DR_SUBSETS, CANARY],
      "subset v1 of reviews.shop.svc.cluster.local selects no endpoint"),
-    ([CANARY.replace("  - route:", "  - match:\n    - queryParams: {a: {exact: b}}\n    route:")],
-     "VirtualService/reviews.spec.http[0].match[0]: queryParams is not supported"),
-    ([CANARY.replace("  http:", "  tcp:\n  - route: []\n  http:")],
-     "VirtualService/reviews.spec: tcp is not supported"),
+    ([SE_V1_V2, DR_SUBSETS,
+      CANARY.replace("  - route:", "  - match:\n    - queryParams: {a: {suffix: b}}\n    route:")],
+     "VirtualService/reviews.spec.http[0].match[0]: suffix is not supported"),
+    ([SE_V1_V2, DR_SUBSETS,
+      CANARY.replace("  http:", "  tcp:\n  - match: [{destinationSubnets: [10.0.0.0/8]}]\n"
+                                "    route: [{destination: {host: reviews}}]\n  http:")],
+     "VirtualService/reviews.spec.tcp[0].match[0]: destinationSubnets is not supported"),
     ([CANARY.replace("  - route:", "  - redirect: {uri: /x, derivePort: FROM_REQUEST_PORT}\n"
                                    "    route:")],
      "VirtualService/reviews.spec.http[0]: exactly one of route, redirect and directResponse"),
@@ -348,8 +351,9 @@ REFUSALS = [
     (["apiVersion: networking.istio.io/v2\nkind: VirtualService\nmetadata: {name: a}\n"
       "spec: {}\n"], "VirtualService networking.istio.io/v2 is not supported"),
     ([DR_SUBSETS.replace("  subsets:", "  trafficPolicy:\n    loadBalancer:\n"
-                                       "      consistentHash: {httpHeaderName: x}\n  subsets:")],
-     "DestinationRule/reviews.spec: consistentHash is not supported"),
+                                       "      consistentHash: {httpCookie: {name: s, ttl: 1h}}\n"
+                                       "  subsets:")],
+     "DestinationRule/reviews.spec: ttl is not supported"),
     (["apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: a}\n"
       "spec:\n  mtls: {mode: SOMETIMES}\n"], "invalid value \"SOMETIMES\""),
 ]

@@ -2,7 +2,7 @@
 // Unit tests of the proxy's route policy primitives: the token bucket on a fake clock (exactly
 // `burst` at once, then refill at the configured rate, reset and Retry-After arithmetic), the keyed
 // table's bound and least-recently-used eviction, the registry that keeps limiters across reloads,
-// the weighted pick, and the --rate-limit flag.
+// the weighted pick, the --rate-limit flag, cookie and query-parameter matches, and regex_rewrite.
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -10,9 +10,13 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
+#include "core/error.h"
 #include "roles/proxy/proxy_route_policy.h"
+#include "roles/proxy/proxy_route_query.h"
 
 #define SEC 1000000000ULL
 #define MS 1000000ULL
@@ -246,7 +250,7 @@ static bool cookie_match(const char *name, const char *value, bool present, cons
     pol.cookie_values = &v;
     pol.cookie_present = &present;
     pol.ncookies = 1;
-    return proxy_route_policy_match(&pol, &m);
+    return proxy_route_policy_match(&pol, &m, NULL);
 }
 
 static void test_cookie_match(void **state)
@@ -273,7 +277,87 @@ static void test_cookie_match(void **state)
     const char *empty = "GET / HTTP/1.1\r\nHost: h\r\nCookie: user=\r\n\r\n";
     assert_true(cookie_match("user", "", true, empty));
     assert_false(cookie_match("user", "x", true, empty));
-    assert_true(proxy_route_policy_match(NULL, NULL));
+    assert_true(proxy_route_policy_match(NULL, NULL, NULL));
+}
+
+static bool query(const char *target, struct proxy_query_match_cfg c)
+{
+    struct sc_vec v = { .v = &c, .n = 1 };
+    struct proxy_query_match *q = proxy_query_new(&v);
+    pcre2_match_data *md = pcre2_match_data_create(8, NULL);
+    bool ok = proxy_query_matches(q, 1, sc_str_c(target), md);
+    pcre2_match_data_free(md);
+    proxy_query_free(q, 1);
+    return ok;
+}
+
+static void test_query_match(void **state)
+{
+    (void)state;
+    struct proxy_query_match_cfg c = { .name = "v", .exact = "2", .present = true };
+    assert_true(query("/a?v=2", c));
+    assert_true(query("/a?x=1&v=2&y", c));
+    assert_false(query("/a?v=3&v=2", c)); /* the first occurrence counts */
+    assert_false(query("/a?v=%32", c));   /* compared as sent */
+    assert_false(query("/a?vv=2", c));
+    assert_false(query("/a", c));
+    assert_false(query("/a?v=2x", c));
+    assert_true(query("http://h/a?v=2#frag", c));
+    assert_false(query("/a?#v=2", c));
+    c = (struct proxy_query_match_cfg){ .name = "debug", .present = true };
+    assert_true(query("/?debug", c));
+    assert_true(query("/?a=1&debug=", c));
+    assert_false(query("/?a=debug", c));
+    assert_false(query("/?", c));
+    c.present = false;
+    assert_true(query("/?a=debug", c));
+    assert_false(query("/?debug&a", c));
+    c = (struct proxy_query_match_cfg){ .name = "u", .prefix = "ab", .present = true };
+    assert_true(query("/?u=abc", c));
+    assert_false(query("/?u=a", c));
+    c = (struct proxy_query_match_cfg){ .name = "u", .suffix = "-x", .present = true };
+    assert_true(query("/?u=a-x&b", c));
+    assert_false(query("/?u=-", c));
+    c = (struct proxy_query_match_cfg){ .name = "u", .regex = "[a-z]+[0-9]", .present = true };
+    assert_true(query("/?u=ab1", c));
+    assert_false(query("/?u=ab1x", c)); /* the whole value */
+    assert_false(query("/?u=", c));
+}
+
+static const char *rewrite(const char *pattern, const char *subst, const char *origin, char *out,
+                           size_t cap)
+{
+    struct proxy_regex_rewrite_cfg c = { .pattern = (char *)pattern,
+                                         .substitution = (char *)subst };
+    struct proxy_regex_rewrite *rw = proxy_regex_rewrite_new(&c);
+    assert_non_null(rw);
+    long n = proxy_regex_rewrite_apply(rw, sc_str_c(origin), out, cap);
+    proxy_regex_rewrite_free(rw);
+    if (n < 0) {
+        return NULL;
+    }
+    out[n] = '\0';
+    return out;
+}
+
+static void test_regex_rewrite(void **state)
+{
+    (void)state;
+    char out[256];
+    assert_string_equal(
+        rewrite("^/api/(\\w+)/(\\d+)$", "/v2/\\2/\\1", "/api/book/7?x=1", out, sizeof(out)),
+        "/v2/7/book?x=1");
+    assert_string_equal(rewrite("/+", "/", "//a///b/", out, sizeof(out)), "/a/b/");
+    assert_string_equal(rewrite("^/none$", "/x", "/other", out, sizeof(out)), "/other");
+    assert_string_equal(rewrite("a", "$\\\\", "/a?a", out, sizeof(out)), "/$\\?a");
+    assert_null(rewrite("a", "xxxxxxxxxx", "/aaaaaaaaaa", out, 32)); /* bounded */
+    char *why = NULL;
+    assert_int_equal(proxy_route_regex_check("^/(a)$", "/\\2", &why), SC_ECONFIG);
+    sc_free(why);
+    why = NULL;
+    assert_int_equal(proxy_route_regex_check("(", NULL, &why), SC_ECONFIG);
+    sc_free(why);
+    assert_int_equal(proxy_route_regex_check("^/(a)$", "/\\1\\\\", NULL), 0);
 }
 
 int main(void)
@@ -287,6 +371,8 @@ int main(void)
         cmocka_unit_test(test_weighted_pick),
         cmocka_unit_test(test_rate_flag),
         cmocka_unit_test(test_cookie_match),
+        cmocka_unit_test(test_query_match),
+        cmocka_unit_test(test_regex_rewrite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

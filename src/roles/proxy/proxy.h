@@ -31,7 +31,9 @@
 #include "roles/proxy/proxy_jwt.h"
 #include "roles/proxy/proxy_oidc.h"
 #include "roles/proxy/proxy_policy.h"
+#include "roles/proxy/proxy_hash.h"
 #include "roles/proxy/proxy_route_policy.h"
+#include "roles/proxy/proxy_route_query.h"
 #include "roles/proxy/proxy_peerauth.h"
 #include "roles/proxy/proxy_probe.h"
 #include "roles/proxy/proxy_tls.h"
@@ -54,6 +56,7 @@ struct proxy_match_cfg {
     struct sc_strv authority;         /* Host names (Envoy's domains, Istio's hosts) */
     struct sc_vec headers;            /* struct proxy_header_match_cfg */
     struct sc_vec cookies;            /* struct proxy_header_match_cfg */
+    struct sc_vec query_parameters;   /* struct proxy_query_match_cfg */
     struct sc_strv destination_ports; /* the connection's original destination port */
 };
 
@@ -87,6 +90,8 @@ struct proxy_route_cfg {
     struct proxy_mirror_cfg mirror;
     struct proxy_headers_cfg headers;
     char *prefix_rewrite;
+    struct proxy_regex_rewrite_cfg regex_rewrite;
+    struct sc_vec hash_policy; /* struct proxy_hash_policy_cfg */
     char *host_rewrite;
     struct proxy_direct_cfg direct_response;
     struct proxy_redirect_cfg redirect;
@@ -183,6 +188,7 @@ struct proxy_cluster_cfg {
     int type;
     struct sc_strv endpoints;
     int lb_policy;
+    struct sc_vec hash_policy;   /* struct proxy_hash_policy_cfg: routes' default */
     uint64_t connect_timeout_ms; /* 0: the top-level connect_timeout */
     uint64_t dns_refresh_ms;
     int64_t max_idle;
@@ -269,7 +275,7 @@ enum {
     PROXY_RETRY_GRPC_ANY = 31 << 5,
 };
 
-enum { PROXY_LB_ROUND_ROBIN, PROXY_LB_LEAST_REQUEST };
+enum { PROXY_LB_ROUND_ROBIN, PROXY_LB_LEAST_REQUEST, PROXY_LB_RING_HASH, PROXY_LB_MAGLEV };
 enum { PROXY_CLUSTER_STATIC, PROXY_CLUSTER_ORIGINAL_DST };
 
 #define PROXY_MAX_ADDRS 16
@@ -294,6 +300,7 @@ struct proxy_endpoint {
     struct proxy_pool *pools; /* one per worker */
     struct proxy_cluster *cluster;
     struct proxy_ep_state *st; /* outlier and health state (in cluster->st); NULL: none */
+    uint64_t hkey;             /* hash of name: its key in consistent hashing */
 };
 
 struct proxy_cluster {
@@ -313,6 +320,8 @@ struct proxy_cluster {
     struct proxy_cluster_state *st; /* breakers, outlier, health: a reference, kept on reload */
     struct proxy_subset *subsets;
     size_t nsubsets;
+    struct proxy_hash_policy *hash; /* hash_policy: routes' default (ring_hash, maglev) */
+    size_t nhash;
     struct proxy_cluster_tls tls;
     struct proxy_cluster_bind bind;  /* upstream source addresses (proxy_tcp.h) */
     struct proxy_h2_up_cluster h2up; /* protocol and HTTP/2 settings (proxy_h2_up.c) */

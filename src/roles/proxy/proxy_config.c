@@ -16,7 +16,8 @@
 #include "roles/proxy/proxy_h2.h"
 #include "roles/proxy/proxy_route_policy.h"
 
-static const char *const lb_policies[] = { "round_robin", "least_request", NULL };
+static const char *const lb_policies[] = { "round_robin", "least_request", "ring_hash", "maglev",
+                                           NULL };
 static const char *const access_logs[] = { "stdout", "off", NULL };
 static const char *const cluster_types[] = { "static", "original_dst", NULL };
 
@@ -80,6 +81,13 @@ static const struct sc_opt match_opts[] = {
       .help = "cookies (from Cookie headers) that must all match, as headers do",
       .sub = header_match_opts,
       .sub_size = sizeof(struct proxy_header_match_cfg) },
+    { .name = "query_parameters",
+      .type = SC_OPT_OBJLIST,
+      .offset = offsetof(struct proxy_match_cfg, query_parameters),
+      .help = "query parameters that must all match (the first occurrence of a name counts)",
+      .max = PROXY_QUERY_MAX,
+      .sub = proxy_query_match_opts,
+      .sub_size = sizeof(struct proxy_query_match_cfg) },
     { 0 },
 };
 
@@ -191,6 +199,18 @@ static const struct sc_opt route_opts[] = {
       .type = SC_OPT_STR,
       .offset = offsetof(struct proxy_route_cfg, prefix_rewrite),
       .help = "replaces the matched path prefix in the request sent upstream" },
+    { .name = "regex_rewrite",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_route_cfg, regex_rewrite),
+      .help = "rewrites the path sent upstream by a regular expression (the query is kept)",
+      .sub = proxy_regex_rewrite_opts },
+    { .name = "hash_policy",
+      .type = SC_OPT_OBJLIST,
+      .offset = offsetof(struct proxy_route_cfg, hash_policy),
+      .help = "what requests are hashed by for a ring_hash or maglev cluster (tried in order)",
+      .max = PROXY_HASH_MAX,
+      .sub = proxy_hash_policy_opts,
+      .sub_size = sizeof(struct proxy_hash_policy_cfg) },
     { .name = "host_rewrite",
       .type = SC_OPT_STR,
       .offset = offsetof(struct proxy_route_cfg, host_rewrite),
@@ -281,8 +301,16 @@ static const struct sc_opt cluster_opts[] = {
       .type = SC_OPT_ENUM,
       .offset = offsetof(struct proxy_cluster_cfg, lb_policy),
       .def = "round_robin",
-      .help = "round_robin or least_request (power of two choices)",
+      .help = "round_robin, least_request (power of two choices), ring_hash or maglev (both: "
+              "consistent hashing by hash_policy)",
       .enums = lb_policies },
+    { .name = "hash_policy",
+      .type = SC_OPT_OBJLIST,
+      .offset = offsetof(struct proxy_cluster_cfg, hash_policy),
+      .help = "ring_hash, maglev: what requests are hashed by when their route has no hash_policy",
+      .max = PROXY_HASH_MAX,
+      .sub = proxy_hash_policy_opts,
+      .sub_size = sizeof(struct proxy_hash_policy_cfg) },
     { .name = "connect_timeout",
       .type = SC_OPT_DURATION,
       .offset = offsetof(struct proxy_cluster_cfg, connect_timeout_ms),

@@ -167,8 +167,10 @@ struct proxy_exch {
     struct proxy_rt *rt; /* a reference while the request runs */
     struct proxy_listener *lsn;
     struct proxy_route *route;
-    struct proxy_cluster *cluster;      /* the destination: the route's or a weighted one */
-    struct proxy_subset *subset;        /* NULL: all the cluster's endpoints */
+    struct proxy_cluster *cluster; /* the destination: the route's or a weighted one */
+    struct proxy_subset *subset;   /* NULL: all the cluster's endpoints */
+    uint64_t hash;                 /* consistent hashing: the request's, when hashed */
+    bool hashed;
     _Atomic(struct sc_metric *) *codes; /* sidecar_requests_total cache for the destination */
     struct proxy_req_pol pol;
     struct proxy_endpoint *ep;     /* the current or last try's endpoint */

@@ -15,9 +15,6 @@
 #include "core/value.h"
 #include "roles/proxy/proxy_envoy.h"
 
-#define T_HCM                                                                                      \
-    T_PREFIX "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-#define T_TCP_PROXY T_PREFIX "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 #define T_ROUTER T_PREFIX "envoy.extensions.filters.http.router.v3.Router"
 #define T_FAULT T_PREFIX "envoy.extensions.filters.http.fault.v3.HTTPFault"
 #define T_LOCAL_RL T_PREFIX "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
@@ -180,11 +177,61 @@ static void retry_policy(struct proxy_front *f, struct sc_ynode *rt, const struc
 
 /* A route's match into ours; <dom> (a list of the output, NULL: any) is the virtual host's
  * domains. */
+/* Envoy's QueryParameterMatchers <ql> as our match.query_parameters. */
+static struct sc_ynode *query_params(struct proxy_front *f, const struct sc_ynode *ql,
+                                     const char *path)
+{
+    struct sc_ynode *out = proxy_front_seq(f, ql);
+    for (size_t i = 0; i < sc_ynode_count(ql) && !f->err; i++) {
+        const struct sc_ynode *q = sc_ynode_at(ql, i);
+        char p[PROXY_FRONT_PATH];
+        proxy_front_path(p, path, ".query_parameters[%zu]", i);
+        static const char *const qk[] = { "name", "string_match", "present_match", NULL };
+        if (proxy_front_keys(f, q, p, qk, NULL) < 0) {
+            break;
+        }
+        struct sc_ynode *e = proxy_front_map(f, q);
+        proxy_front_copy(f, e, "name", q, "name");
+        const struct sc_ynode *sm = sc_ynode_get(q, "string_match");
+        const char *pm = proxy_front_str(f, q, "present_match", p);
+        if (sm && pm) {
+            proxy_front_refuse(f, q, p, "use one of string_match and present_match");
+            break;
+        }
+        if (is(pm, "false")) {
+            proxy_front_put(f, e, "present", q, "false"); /* Envoy: matches when absent */
+        }
+        /* contains and ignore_case: true have no equivalent */
+        static const char *const sk[] = { "exact",      "prefix",      "suffix",
+                                          "safe_regex", "ignore_case", NULL };
+        if (sm && proxy_front_keys(f, sm, p, sk, NULL) == 0) {
+            if (is(proxy_front_str(f, sm, "ignore_case", p), "true")) {
+                proxy_front_refuse(f, sc_ynode_get(sm, "ignore_case"), p,
+                                   "ignore_case: true is not supported");
+                break;
+            }
+            proxy_front_copy(f, e, "exact", sm, "exact");
+            proxy_front_copy(f, e, "prefix", sm, "prefix");
+            proxy_front_copy(f, e, "suffix", sm, "suffix");
+            const struct sc_ynode *re = sc_ynode_get(sm, "safe_regex");
+            static const char *const rk[] = { "regex", NULL };
+            static const char *const rn[] = { "google_re2", NULL };
+            if (re && proxy_front_keys(f, re, p, rk, rn) == 0) {
+                proxy_front_copy(f, e, "regex", re, "regex");
+                proxy_front_regex(f, re, p, sc_ynode_str(sc_ynode_get(re, "regex")), NULL);
+            }
+        }
+        proxy_front_push(f, out, e, q);
+    }
+    return out;
+}
+
 static struct sc_ynode *route_match(struct proxy_front *f, const struct sc_ynode *mn,
                                     struct sc_ynode *dom, const char *path)
 {
     static const char *const mk[] = { "prefix",  "path",           "safe_regex",
-                                      "headers", "case_sensitive", NULL };
+                                      "headers", "case_sensitive", "query_parameters",
+                                      NULL };
     struct sc_ynode *m = proxy_front_map(f, mn);
     if (proxy_front_keys(f, mn, path, mk, NULL) < 0) {
         return NULL;
@@ -233,6 +280,10 @@ static struct sc_ynode *route_match(struct proxy_front *f, const struct sc_ynode
         }
         proxy_front_push(f, hs, e, h);
     }
+    const struct sc_ynode *ql = sc_ynode_get(mn, "query_parameters");
+    if (ql) {
+        proxy_front_set(f, m, "query_parameters", query_params(f, ql, path), ql);
+    }
     if (dom) {
         proxy_front_set(f, m, "authority", dom, mn);
     }
@@ -251,6 +302,7 @@ static void route_action(struct proxy_front *f, struct sc_ynode *rt, const struc
                                       "timeout",
                                       "retry_policy",
                                       "prefix_rewrite",
+                                      "regex_rewrite",
                                       "host_rewrite_literal",
                                       "request_mirror_policies",
                                       "hash_policy",
@@ -260,10 +312,9 @@ static void route_action(struct proxy_front *f, struct sc_ynode *rt, const struc
     if (proxy_front_keys(f, ra, path, ak, an) < 0) {
         return;
     }
-    if (sc_ynode_get(ra, "hash_policy")) {
-        proxy_front_note(f, sc_ynode_get(ra, "hash_policy"), path,
-                         "hash_policy only acts with ring hash or maglev balancing, which are not "
-                         "supported");
+    const struct sc_ynode *hp = sc_ynode_get(ra, "hash_policy");
+    if (hp) {
+        proxy_front_set(f, rt, "hash_policy", proxy_envoy_hash_policy(f, hp, path), hp);
     }
     proxy_front_copy(f, rt, "cluster", ra, "cluster");
     const struct sc_ynode *wc = sc_ynode_get(ra, "weighted_clusters");
@@ -311,6 +362,16 @@ static void route_action(struct proxy_front *f, struct sc_ynode *rt, const struc
     proxy_front_path(rpath, path, ".retry_policy");
     retry_policy(f, rt, rp ? rp : vh_retry, rpath);
     proxy_front_copy(f, rt, "prefix_rewrite", ra, "prefix_rewrite");
+    const struct sc_ynode *rr = sc_ynode_get(ra, "regex_rewrite");
+    static const char *const rrk[] = { "pattern", "substitution", NULL };
+    static const char *const pk[] = { "regex", NULL };
+    static const char *const pn[] = { "google_re2", NULL };
+    const struct sc_ynode *pat = sc_ynode_get(rr, "pattern");
+    if (rr && proxy_front_keys(f, rr, path, rrk, NULL) == 0 &&
+        (!pat || proxy_front_keys(f, pat, path, pk, pn) == 0)) {
+        proxy_front_regex_rewrite(f, rt, rr, sc_ynode_get(pat, "regex"),
+                                  sc_ynode_get(rr, "substitution"), path);
+    }
     proxy_front_copy(f, rt, "host_rewrite", ra, "host_rewrite_literal");
     const struct sc_ynode *mp = sc_ynode_get(ra, "request_mirror_policies");
     if (sc_ynode_count(mp) > 1) {
@@ -793,10 +854,9 @@ static const char *const fcc_modes[][2] = {
     { "SANITIZE_SET", "sanitize_set" },
 };
 
-/* http_connection_manager into listener <l>. */
-static void hcm(struct env *e, struct sc_ynode *l, const struct sc_ynode *tc, const char *path)
+void proxy_envoy_hcm(struct proxy_front *f, bool *access_log, struct sc_ynode *l,
+                     const struct sc_ynode *tc, const char *path)
 {
-    struct proxy_front *f = e->f;
     if (proxy_envoy_want_type(f, tc, path, T_HCM) < 0) {
         return;
     }
@@ -844,7 +904,7 @@ static void hcm(struct env *e, struct sc_ynode *l, const struct sc_ynode *tc, co
                          "use_remote_address: the client address is the connection's peer here");
     }
     if (sc_ynode_get(tc, "access_log")) {
-        e->access_log = true;
+        *access_log = true;
         proxy_front_note(f, sc_ynode_get(tc, "access_log"), path,
                          "access_log: the proxy writes its own JSON access log to stdout");
     }
@@ -936,6 +996,7 @@ static void listener(struct env *e, const struct sc_ynode *ln, size_t i, struct 
     static const char *const lk[] = { "name",
                                       "address",
                                       "filter_chains",
+                                      "default_filter_chain",
                                       "listener_filters",
                                       "use_original_dst",
                                       "traffic_direction",
@@ -979,86 +1040,9 @@ static void listener(struct env *e, const struct sc_ynode *ln, size_t i, struct 
     }
     proxy_front_path(p, path, ".listener_filters");
     listener_filters(f, sc_ynode_get(ln, "listener_filters"), p);
-    const struct sc_ynode *fcs = sc_ynode_get(ln, "filter_chains");
-    if (sc_ynode_count(fcs) != 1) {
-        proxy_front_refuse(f, fcs ? fcs : ln, path,
-                           "exactly one filter chain is supported (got %zu)", sc_ynode_count(fcs));
-        return;
+    if (proxy_envoy_chains(f, &e->access_log, ln, path, addr, l) == 0) {
+        proxy_front_push(f, out, l, ln);
     }
-    const struct sc_ynode *fc = sc_ynode_at(fcs, 0);
-    proxy_front_path(p, path, ".filter_chains[0]");
-    static const char *const fk[] = { "filters", "filter_chain_match", "transport_socket", NULL };
-    static const char *const fn[] = { "name", "transport_socket_connect_timeout", "metadata",
-                                      NULL };
-    if (proxy_front_keys(f, fc, p, fk, fn) < 0) {
-        return;
-    }
-    const struct sc_ynode *ts = sc_ynode_get(fc, "transport_socket");
-    if (ts) {
-        char tp[PROXY_FRONT_PATH];
-        proxy_front_path(tp, p, ".transport_socket");
-        proxy_front_set(f, l, "tls", proxy_envoy_transport_socket(f, ts, tp, true), ts);
-    }
-    const struct sc_ynode *m = sc_ynode_get(fc, "filter_chain_match");
-    static const char *const mk[] = { "destination_port", "server_names", "transport_protocol",
-                                      "application_protocols", NULL };
-    if (m && proxy_front_keys(f, m, p, mk, NULL) == 0) {
-        const char *dp = proxy_front_str(f, m, "destination_port", p);
-        const char *lp = strrchr(addr, ':');
-        if (dp && !(lp && strcmp(lp + 1, dp) == 0)) {
-            proxy_front_refuse(f, sc_ynode_get(m, "destination_port"), p,
-                               "destination_port %.8s differs from the listener's port: one "
-                               "chain per listener is supported",
-                               dp);
-            return;
-        }
-        const char *tpn = proxy_front_str(f, m, "transport_protocol", p);
-        if (tpn && !(is(tpn, "tls") && ts) && !(is(tpn, "raw_buffer") && !ts)) {
-            proxy_front_refuse(f, sc_ynode_get(m, "transport_protocol"), p,
-                               "transport_protocol %.16s does not match the chain's "
-                               "transport_socket",
-                               tpn);
-            return;
-        }
-        if (sc_ynode_get(m, "server_names")) {
-            if (!ts) {
-                proxy_front_refuse(f, sc_ynode_get(m, "server_names"), p,
-                                   "server_names needs a TLS transport_socket");
-                return;
-            }
-            proxy_front_note(f, sc_ynode_get(m, "server_names"), p,
-                             "server_names: the listener's certificates are chosen by SNI");
-        }
-        if (sc_ynode_get(m, "application_protocols")) {
-            proxy_front_note(f, sc_ynode_get(m, "application_protocols"), p,
-                             "application_protocols: the listener speaks HTTP/1.1");
-        }
-    }
-    const struct sc_ynode *fs = sc_ynode_get(fc, "filters");
-    if (sc_ynode_count(fs) != 1) {
-        proxy_front_refuse(f, fs ? fs : fc, p, "exactly one network filter is supported");
-        return;
-    }
-    const struct sc_ynode *nf = sc_ynode_at(fs, 0);
-    char np[PROXY_FRONT_PATH];
-    proxy_front_path(np, p, ".filters[0]");
-    static const char *const nk[] = { "name", "typed_config", NULL };
-    if (proxy_front_keys(f, nf, np, nk, NULL) < 0) {
-        return;
-    }
-    const struct sc_ynode *tc = sc_ynode_get(nf, "typed_config");
-    const char *t = sc_ynode_str(sc_ynode_get(tc, "@type"));
-    if (is(t, T_TCP_PROXY)) {
-        proxy_front_refuse(f, nf, np, "envoy.filters.network.tcp_proxy is not yet supported");
-        return;
-    }
-    proxy_front_path(np, p, ".filters[0].typed_config");
-    if (t && !is(t, T_HCM)) {
-        proxy_front_refuse(f, nf, np, "%.200s is not supported", t);
-        return;
-    }
-    hcm(e, l, tc, np);
-    proxy_front_push(f, out, l, ln);
 }
 
 /* ---- the bootstrap ---- */

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// What the two files of the Envoy bootstrap translation share (proxy_envoy.c: bootstrap,
-// listeners, connection manager, routes, HTTP filters; proxy_envoy_cluster.c: clusters, addresses,
-// TLS contexts). Included by nothing else.
+// What the files of the Envoy bootstrap translation share (proxy_envoy.c: bootstrap, listeners,
+// connection manager, routes, HTTP filters; proxy_envoy_chain.c: filter chains and tcp_proxy;
+// proxy_envoy_cluster.c: clusters, addresses, TLS contexts). Included by nothing else.
 #ifndef SC_ROLES_PROXY_PROXY_ENVOY_H
 #define SC_ROLES_PROXY_PROXY_ENVOY_H
 
@@ -13,6 +13,9 @@
 #define T_PREFIX "type.googleapis.com/"
 #define T_DOWN_TLS T_PREFIX "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 #define T_UP_TLS T_PREFIX "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+#define T_HCM                                                                                      \
+    T_PREFIX "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+#define T_TCP_PROXY T_PREFIX "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 #define ADDR_MAX 300
 
 static inline bool is(const char *s, const char *v)
@@ -45,6 +48,22 @@ int proxy_envoy_authz_filter(struct proxy_front *f, const struct sc_ynode *hcm,
                              const struct sc_ynode *l, const struct sc_ynode *tc, const char *path);
 int proxy_envoy_authz_listeners(struct proxy_front *f, size_t nlisteners);
 int proxy_envoy_paths(struct proxy_front *f, const struct sc_ynode *hcm, const char *path);
+
+/* The http_connection_manager typed_config <tc> at <path> into output listener <l> (its routes and
+ * settings); sets <*access_log> when it has an access_log. */
+void proxy_envoy_hcm(struct proxy_front *f, bool *access_log, struct sc_ynode *l,
+                     const struct sc_ynode *tc, const char *path);
+
+/* A route's hash_policy list <hp> as ours (proxy_envoy_chain.c). */
+struct sc_ynode *proxy_envoy_hash_policy(struct proxy_front *f, const struct sc_ynode *hp,
+                                         const char *path);
+
+/* proxy_envoy_chain.c: listener <ln>'s filter_chains and default_filter_chain at <path> (its
+ * address <addr>) into output listener <l>: one http_connection_manager chain as the listener's
+ * routes, tcp_proxy chains as tcp_routes, the default chain as tcp_cluster. Returns 0 or
+ * SC_ECONFIG after a refusal. */
+int proxy_envoy_chains(struct proxy_front *f, bool *access_log, const struct sc_ynode *ln,
+                       const char *path, const char *addr, struct sc_ynode *l);
 
 /* Translates static_resources.clusters[<i>] <cn> and appends it to <out>. */
 void proxy_envoy_cluster(struct proxy_front *f, const struct sc_ynode *cn, size_t i,

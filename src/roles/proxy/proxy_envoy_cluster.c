@@ -569,6 +569,8 @@ void proxy_envoy_cluster(struct proxy_front *f, const struct sc_ynode *cn, size_
                                          "track_cluster_stats",
                                          "alt_stat_name",
                                          "metadata",
+                                         "ring_hash_lb_config",
+                                         "maglev_lb_config",
                                          NULL };
     if (proxy_front_keys(f, cn, path, ck, cnote) < 0) {
         return;
@@ -594,6 +596,9 @@ void proxy_envoy_cluster(struct proxy_front *f, const struct sc_ynode *cn, size_
     const struct sc_ynode *lbn = sc_ynode_get(cn, "lb_policy");
     if (is(lb, "LEAST_REQUEST")) {
         proxy_front_put(f, c, "lb_policy", lbn, "least_request");
+    } else if (is(lb, "RING_HASH") || is(lb, "MAGLEV")) {
+        /* both: consistent hashing by the routes' hash_policy (docs/proxy.md) */
+        proxy_front_put(f, c, "lb_policy", lbn, is(lb, "MAGLEV") ? "maglev" : "ring_hash");
     } else if (is(lb, "RANDOM")) {
         proxy_front_note(f, lbn, path, "lb_policy RANDOM is served by round_robin");
     } else if (lb && !is(lb, "ROUND_ROBIN") && !(odst && is(lb, "CLUSTER_PROVIDED"))) {

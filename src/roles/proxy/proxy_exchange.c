@@ -329,6 +329,13 @@ void proxy_exchange_route(struct proxy_dconn *dc, const struct sc_http_msg *m, s
      * route says they are idempotent (proxy_may_retry). */
     r->retriable = (proxy_idempotent(m->method) || found->retry_non_idempotent || r->grpc) &&
                    !r->upgrade && !r->is_connect && r->rt->retry_buffer > 0;
+    if (r->cluster->lb >= PROXY_LB_RING_HASH) {
+        /* the route's hash_policy, else the cluster's */
+        const struct proxy_route_policy *rp = found->pol;
+        bool own = rp && rp->nhash;
+        r->hashed = proxy_hash_request(own ? rp->hash : r->cluster->hash,
+                                       own ? rp->nhash : r->cluster->nhash, m, r->cl->ip, &r->hash);
+    }
     if (r->cluster->original_dst) {
         /* The destination: an absolute-form target's authority, else Host; port 80 default. */
         struct sc_str auth = m->host;

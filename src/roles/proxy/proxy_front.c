@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "core/value.h"
+#include "roles/proxy/proxy_route_query.h"
 
 #define FRONT_MAX_INPUT ((size_t)4 << 20)
 #define MSG_MAX 2048
@@ -625,4 +626,46 @@ int proxy_front_load(const struct sc_opt *table, void *blob, const char *path,
     sc_free(j.starts);
     sc_buf_cleanup(b);
     return rc;
+}
+
+void proxy_front_regex(struct proxy_front *f, const struct sc_ynode *at, const char *path,
+                       const char *re, const char *subst)
+{
+    char *why = NULL;
+    if (!re) {
+        proxy_front_refuse(f, at, path, "a regular expression is required");
+    } else if (proxy_route_regex_check(re, subst, &why) < 0) {
+        proxy_front_refuse(f, at, path, "%s", why);
+        sc_free(why);
+    }
+}
+
+void proxy_front_regex_rewrite(struct proxy_front *f, struct sc_ynode *rt,
+                               const struct sc_ynode *at, const struct sc_ynode *pat,
+                               const struct sc_ynode *subst, const char *path)
+{
+    struct sc_ynode *o = proxy_front_map(f, at);
+    if (pat) {
+        proxy_front_set(f, o, "pattern", sc_ytree_copy(f->out, pat), pat);
+    }
+    if (subst) {
+        proxy_front_set(f, o, "substitution", sc_ytree_copy(f->out, subst), subst);
+    }
+    proxy_front_set(f, rt, "regex_rewrite", o, at);
+    if (!sc_ynode_str(subst)) {
+        proxy_front_refuse(f, at, path, "a substitution is required");
+        return;
+    }
+    proxy_front_regex(f, at, path, sc_ynode_str(pat), sc_ynode_str(subst));
+}
+
+void proxy_front_push_str(struct proxy_front *f, struct sc_ynode *map, const char *key,
+                          const struct sc_ynode *at, const char *s)
+{
+    struct sc_ynode *v = sc_ynode_get_mut(map, key);
+    if (!v) {
+        v = proxy_front_seq(f, at);
+        proxy_front_set(f, map, key, v, at);
+    }
+    proxy_front_push(f, v, sc_ytree_str(f->out, at, s), at);
 }

@@ -127,6 +127,22 @@ void proxy_front_put_duration(struct proxy_front *f, struct sc_ynode *dst, const
  * proxy's syntax, into <out> of at least 32 bytes. Returns 0 or -EINVAL. */
 int proxy_front_duration(const char *s, char *out, size_t outlen);
 
+/* Refuses at <at> a route regex <re> (with <subst>, a regex_rewrite) that does not compile or
+ * whose substitution names a group it lacks (proxy_route_regex_check). NULL <re>: refused as
+ * missing. */
+void proxy_front_regex(struct proxy_front *f, const struct sc_ynode *at, const char *path,
+                       const char *re, const char *subst);
+
+/* Puts regex_rewrite {pattern: <pat>, substitution: <subst>} (their values at <at>) into route
+ * <rt>, refused at <at> as proxy_front_regex refuses. */
+void proxy_front_regex_rewrite(struct proxy_front *f, struct sc_ynode *rt,
+                               const struct sc_ynode *at, const struct sc_ynode *pat,
+                               const struct sc_ynode *subst, const char *path);
+
+/* Pushes string <s> (at <at>) onto list <key> of mapping <map>, creating the list. */
+void proxy_front_push_str(struct proxy_front *f, struct sc_ynode *map, const char *key,
+                          const struct sc_ynode *at, const char *s);
+
 /* proxy_envoy.c: translates the bootstrap <doc> (a mapping with static_resources). */
 int proxy_envoy_translate(struct proxy_front *f, const struct sc_ynode *doc);
 
@@ -142,6 +158,31 @@ int proxy_istio_top(struct proxy_front *f, const struct sc_ynode *doc, const cha
 const char *proxy_istio_name(const struct sc_ynode *doc);
 const char *proxy_istio_ns(const struct proxy_front *f, const struct sc_ynode *doc);
 extern const char *const proxy_istio_security_versions[]; /* security.istio.io v1beta1, v1 */
+
+/* Istio host names: <h> expanded in namespace <ns> ("reviews" -> reviews.<ns>.svc.cluster.local)
+ * into <out>; the resource among <v> whose host (spec.host or one of spec.hosts) is <host>. */
+void proxy_istio_fqdn(const char *h, const char *ns, char *out, size_t len);
+const struct sc_ynode *proxy_istio_find_host(const struct proxy_front *f, const struct sc_ynode **v,
+                                             size_t n, const char *host);
+/* The cluster of route destination <d> ({host, port}; a subset refused) in namespace <ns>, made
+ * once per host and port in <m>; NULL after a refusal. */
+struct istio_made;
+const char *proxy_istio_destination(struct proxy_front *f, struct istio_made *m,
+                                    const struct sc_ynode *d, const char *ns, const char *path);
+
+/* proxy_istio_tcp.c: a DestinationRule's loadBalancer.consistentHash <ch> (NULL: nothing) onto
+ * cluster <c> (lb_policy ring_hash or maglev and its hash_policy). */
+void proxy_istio_consistent_hash(struct proxy_front *f, struct sc_ynode *c,
+                                 const struct sc_ynode *ch, const char *path);
+
+/* proxy_istio_tcp.c: VirtualService <vs>'s tcp[] and tls[] routes (at <path>) appended to
+ * <troutes> as native tcp_routes. Returns 0 or SC_ECONFIG. */
+int proxy_istio_tcp(struct proxy_front *f, struct istio_made *m, const struct sc_ynode *vs,
+                    const char *path, struct sc_ynode *troutes);
+/* Puts <troutes> first in outbound listener <l>'s tcp_routes (its protocol auto when unset;
+ * refused when http). Returns 0 or SC_ECONFIG. */
+int proxy_istio_tcp_listener(struct proxy_front *f, struct sc_ynode *l, struct sc_ynode *troutes,
+                             const struct sc_ynode *at);
 
 /* proxy_istio_answer.c: an http[] route's redirect or directResponse <h> into the native route
  * <act>. Returns 0 or SC_ECONFIG. */

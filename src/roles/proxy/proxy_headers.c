@@ -570,7 +570,7 @@ bool proxy_route_matches(const struct proxy_route *rt, const struct sc_http_msg 
         pcre2_match(rt->re, (PCRE2_SPTR)(path.p ? path.p : ""), path.len, 0, 0, md, NULL) < 0) {
         return false;
     }
-    if (rt->pol && !proxy_route_policy_match(rt->pol, m)) {
+    if (rt->pol && !proxy_route_policy_match(rt->pol, m, md)) {
         return false;
     }
     for (size_t i = 0; i < rt->nheaders; i++) {

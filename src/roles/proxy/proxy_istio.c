@@ -81,8 +81,7 @@ int proxy_istio_top(struct proxy_front *f, const struct sc_ynode *doc, const cha
     return 0;
 }
 
-/* Expands Istio's short host name <h> ("reviews") in namespace <ns> into <out>. */
-static void fqdn(const char *h, const char *ns, char *out, size_t len)
+void proxy_istio_fqdn(const char *h, const char *ns, char *out, size_t len)
 {
     if (strchr(h, '.') || strcmp(h, "*") == 0) {
         snprintf(out, len, "%s", h);
@@ -207,15 +206,15 @@ const struct proxy_front_kind proxy_istio_kinds[] = {
 
 /* Finds the resource among <v> whose host (spec.host, or one of spec.hosts) is <host> after
  * expansion in the resource's namespace. */
-static const struct sc_ynode *find_host(const struct proxy_front *f, const struct sc_ynode **v,
-                                        size_t n, const char *host)
+const struct sc_ynode *proxy_istio_find_host(const struct proxy_front *f, const struct sc_ynode **v,
+                                             size_t n, const char *host)
 {
     char h[NAME_MAX_LEN + 64];
     for (size_t i = 0; i < n; i++) {
         const struct sc_ynode *spec = sc_ynode_get(v[i], "spec");
         const char *one = sc_ynode_str(sc_ynode_get(spec, "host"));
         if (one) {
-            fqdn(one, proxy_istio_ns(f, v[i]), h, sizeof(h));
+            proxy_istio_fqdn(one, proxy_istio_ns(f, v[i]), h, sizeof(h));
             if (strcmp(h, host) == 0) {
                 return v[i];
             }
@@ -224,7 +223,7 @@ static const struct sc_ynode *find_host(const struct proxy_front *f, const struc
         for (size_t j = 0; j < sc_ynode_count(hs); j++) {
             const char *s = sc_ynode_str(sc_ynode_at(hs, j));
             if (s) {
-                fqdn(s, proxy_istio_ns(f, v[i]), h, sizeof(h));
+                proxy_istio_fqdn(s, proxy_istio_ns(f, v[i]), h, sizeof(h));
                 if (strcmp(h, host) == 0) {
                     return v[i];
                 }
@@ -235,13 +234,13 @@ static const struct sc_ynode *find_host(const struct proxy_front *f, const struc
 }
 
 /* The clusters made so far, by name, so a host used by several routes is one cluster. */
-struct made {
+struct istio_made {
     char **names;
     struct sc_ynode **nodes;
     size_t n;
 };
 
-static struct sc_ynode *made_find(const struct made *m, const char *name)
+static struct sc_ynode *made_find(const struct istio_made *m, const char *name)
 {
     for (size_t i = 0; i < m->n; i++) {
         if (strcmp(m->names[i], name) == 0) {
@@ -260,10 +259,15 @@ static void traffic_policy(struct proxy_front *f, struct sc_ynode *c, const stru
         return;
     }
     const struct sc_ynode *lb = sc_ynode_get(tp, "loadBalancer");
-    static const char *const lb_keys[] = { "simple", NULL };
+    static const char *const lb_keys[] = { "simple", "consistentHash", NULL };
     static const char *const lb_noted[] = { "localityLbSetting", "warmupDurationSecs", NULL };
     if (lb && proxy_front_keys(f, lb, path, lb_keys, lb_noted) == 0) {
         const char *s = proxy_front_str(f, lb, "simple", path);
+        if (s && sc_ynode_get(lb, "consistentHash")) {
+            proxy_front_refuse(f, lb, path, "use one of simple and consistentHash");
+            return;
+        }
+        proxy_istio_consistent_hash(f, c, sc_ynode_get(lb, "consistentHash"), path);
         const struct sc_ynode *at = sc_ynode_get(lb, "simple");
         if (!s || strcmp(s, "UNSPECIFIED") == 0) {
         } else if (strcmp(s, "ROUND_ROBIN") == 0) {
@@ -489,10 +493,10 @@ static bool subset_selects(const struct sc_ynode *se, const struct sc_ynode *lab
 
 /* Returns the name of the cluster for <host> (a FQDN) on <port> (NULL: the ServiceEntry's first
  * port, else 80), making it on first use; <at> is where the destination was named. */
-static const char *cluster_for(struct proxy_front *f, struct made *m, const char *host,
+static const char *cluster_for(struct proxy_front *f, struct istio_made *m, const char *host,
                                const char *port, const struct sc_ynode *at)
 {
-    const struct sc_ynode *se = find_host(f, f->se, f->nse, host);
+    const struct sc_ynode *se = proxy_istio_find_host(f, f->se, f->nse, host);
     if (!port) {
         const struct sc_ynode *ports = sc_ynode_get(sc_ynode_get(se, "spec"), "ports");
         port = sc_ynode_str(sc_ynode_get(sc_ynode_at(ports, 0), "number"));
@@ -522,7 +526,7 @@ static const char *cluster_for(struct proxy_front *f, struct made *m, const char
         proxy_front_push(f, l, sc_ytree_str(f->out, at, name), at);
         proxy_front_set(f, c, "endpoints", l, at);
     }
-    const struct sc_ynode *dr = find_host(f, f->dr, f->ndr, host);
+    const struct sc_ynode *dr = proxy_istio_find_host(f, f->dr, f->ndr, host);
     if (dr) {
         const struct sc_ynode *spec = sc_ynode_get(dr, "spec");
         snprintf(path, sizeof(path), "DestinationRule/%.128s.spec", proxy_istio_name(dr));
@@ -578,13 +582,13 @@ static int check_subset(struct proxy_front *f, const char *host, const struct sc
                         const char *path)
 {
     const char *subset = sc_ynode_str(sn);
-    const struct sc_ynode *dr = find_host(f, f->dr, f->ndr, host);
+    const struct sc_ynode *dr = proxy_istio_find_host(f, f->dr, f->ndr, host);
     const struct sc_ynode *subs = sc_ynode_get(sc_ynode_get(dr, "spec"), "subsets");
     for (size_t i = 0; subset && i < sc_ynode_count(subs); i++) {
         const struct sc_ynode *s = sc_ynode_at(subs, i);
         const char *n = sc_ynode_str(sc_ynode_get(s, "name"));
         if (n && strcmp(n, subset) == 0) {
-            const struct sc_ynode *se = find_host(f, f->se, f->nse, host);
+            const struct sc_ynode *se = proxy_istio_find_host(f, f->se, f->nse, host);
             if (!se || !subset_selects(se, sc_ynode_get(s, "labels"))) {
                 return proxy_front_refuse(f, sn, path,
                                           "subset %.64s of %.128s selects no endpoint (subsets "
@@ -608,7 +612,7 @@ struct dest {
 };
 
 /* Resolves a destination {host, subset, port} into a cluster. */
-static int destination(struct proxy_front *f, struct made *m, const struct sc_ynode *d,
+static int destination(struct proxy_front *f, struct istio_made *m, const struct sc_ynode *d,
                        const char *ns, const char *path, struct dest *out)
 {
     static const char *const d_keys[] = { "host", "subset", "port", NULL };
@@ -624,7 +628,7 @@ static int destination(struct proxy_front *f, struct made *m, const struct sc_yn
                                   "a host name has at most %d characters", NAME_MAX_LEN);
     }
     char host[NAME_MAX_LEN + 64];
-    fqdn(h, ns, host, sizeof(host));
+    proxy_istio_fqdn(h, ns, host, sizeof(host));
     const struct sc_ynode *pn = sc_ynode_get(d, "port");
     static const char *const p_keys[] = { "number", NULL };
     if (pn && proxy_front_keys(f, pn, path, p_keys, NULL) < 0) {
@@ -637,6 +641,20 @@ static int destination(struct proxy_front *f, struct made *m, const struct sc_yn
         return SC_ECONFIG;
     }
     return out->cluster ? 0 : SC_ECONFIG;
+}
+
+const char *proxy_istio_destination(struct proxy_front *f, struct istio_made *m,
+                                    const struct sc_ynode *d, const char *ns, const char *path)
+{
+    struct dest out = { 0 };
+    if (destination(f, m, d, ns, path, &out) < 0) {
+        return NULL;
+    }
+    if (out.subset) {
+        proxy_front_refuse(f, out.subset, path, "subset is not supported on TCP and TLS routes");
+        return NULL;
+    }
+    return out.cluster;
 }
 
 /* Istio's retryOn conditions as ours (the gRPC statuses act on gRPC calls only). */
@@ -807,6 +825,26 @@ static struct sc_ynode *match(struct proxy_front *f, const struct sc_ynode *mn,
             proxy_front_push(f, l, sc_ytree_copy(f->out, pn), pn);
             proxy_front_set(f, m, "destination_ports", l, pn);
         }
+        const struct sc_ynode *qp = sc_ynode_get(mn, "queryParams");
+        struct sc_ynode *ql = proxy_front_seq(f, qp ? qp : mn);
+        for (size_t i = 0; i < sc_ynode_count(qp) && !f->err; i++) {
+            const struct sc_ynode *k = sc_ynode_key(qp, i), *v = sc_ynode_val(qp, i);
+            if (proxy_front_keys(f, v, path, sm_keys, NULL) < 0) {
+                return NULL;
+            }
+            struct sc_ynode *e = proxy_front_map(f, k);
+            proxy_front_set(f, e, "name", sc_ytree_copy(f->out, k), k);
+            proxy_front_copy(f, e, "exact", v, "exact");
+            proxy_front_copy(f, e, "prefix", v, "prefix");
+            proxy_front_copy(f, e, "regex", v, "regex");
+            if (sc_ynode_get(v, "regex")) {
+                proxy_front_regex(f, v, path, sc_ynode_str(sc_ynode_get(v, "regex")), NULL);
+            }
+            proxy_front_push(f, ql, e, k);
+        }
+        if (qp) {
+            proxy_front_set(f, m, "query_parameters", ql, qp);
+        }
         for (int w = 0; w < 2; w++) {
             const struct sc_ynode *hn = sc_ynode_get(mn, w ? "withoutHeaders" : "headers");
             for (size_t i = 0; i < sc_ynode_count(hn) && !f->err; i++) {
@@ -839,7 +877,7 @@ static struct sc_ynode *match(struct proxy_front *f, const struct sc_ynode *mn,
 }
 
 /* Appends to <routes> the native routes of http[<i>] of VirtualService <vs>. */
-static int http_route(struct proxy_front *f, struct made *m, const struct sc_ynode *vs,
+static int http_route(struct proxy_front *f, struct istio_made *m, const struct sc_ynode *vs,
                       const struct sc_ynode *h, size_t i, struct sc_ynode *routes,
                       char hosts[][NAME_MAX_LEN + 16], size_t nhosts, const char *vpath)
 {
@@ -855,8 +893,9 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
     }
     const char *ns = proxy_istio_ns(f, vs);
     /* The matches first, as the document reads. */
-    static const char *const m_keys[] = { "uri",           "method", "headers", "withoutHeaders",
-                                          "ignoreUriCase", "port",   NULL };
+    static const char *const m_keys[] = {
+        "uri", "method", "headers", "withoutHeaders", "ignoreUriCase", "port", "queryParams", NULL
+    };
     static const char *const m_noted[] = { "name", NULL };
     const struct sc_ynode *ms0 = sc_ynode_get(h, "match");
     for (size_t k = 0; k < sc_ynode_count(ms0); k++) {
@@ -994,9 +1033,16 @@ static int http_route(struct proxy_front *f, struct made *m, const struct sc_yno
         proxy_front_set(f, act, "mirror", o, mir);
     }
     const struct sc_ynode *rw = sc_ynode_get(h, "rewrite");
-    static const char *const rw_keys[] = { "uri", "authority", NULL };
-    if (rw && proxy_front_keys(f, rw, path, rw_keys, NULL) == 0) {
+    static const char *const rw_keys[] = { "uri", "authority", "uriRegexRewrite", NULL };
+    static const char *const rx_keys[] = { "match", "rewrite", NULL };
+    const struct sc_ynode *rx = sc_ynode_get(rw, "uriRegexRewrite");
+    if (rw && proxy_front_keys(f, rw, path, rw_keys, NULL) == 0 &&
+        (!rx || proxy_front_keys(f, rx, path, rx_keys, NULL) == 0)) {
         proxy_front_copy(f, act, "host_rewrite", rw, "authority");
+        if (rx) { /* regex_rewrite refuses it next to uri (prefix_rewrite) */
+            proxy_front_regex_rewrite(f, act, rx, sc_ynode_get(rx, "match"),
+                                      sc_ynode_get(rx, "rewrite"), path);
+        }
         if (sc_ynode_get(rw, "uri")) {
             /* Istio replaces the matched prefix: every match must then be a prefix match. */
             const struct sc_ynode *ms = sc_ynode_get(h, "match");
@@ -1165,8 +1211,9 @@ static int sidecar_scope(struct proxy_front *f, struct scope *sc)
                     snprintf(sc->eg[sc->n].ns, sizeof(sc->eg[0].ns), "%.63s", f->ns);
                 }
                 char fq[NAME_MAX_LEN + 64];
-                fqdn(slash + 1, strcmp(sc->eg[sc->n].ns, "*") ? sc->eg[sc->n].ns : f->ns, fq,
-                     sizeof(fq));
+                proxy_istio_fqdn(slash + 1,
+                                 strcmp(sc->eg[sc->n].ns, "*") ? sc->eg[sc->n].ns : f->ns, fq,
+                                 sizeof(fq));
                 snprintf(sc->eg[sc->n].host, sizeof(sc->eg[0].host), "%.253s",
                          strchr(slash + 1, '*') ? slash + 1 : fq);
                 sc->n++;
@@ -1208,8 +1255,8 @@ static int vs_hosts(struct proxy_front *f, const struct sc_ynode *vs, const char
                                       "wildcard host %.64s is not supported", h);
         }
         char fq[NAME_MAX_LEN + 64], ns[NAME_MAX_LEN + 64];
-        fqdn(h, proxy_istio_ns(f, vs), fq, sizeof(fq));
-        const struct sc_ynode *se = find_host(f, f->se, f->nse, fq);
+        proxy_istio_fqdn(h, proxy_istio_ns(f, vs), fq, sizeof(fq));
+        const struct sc_ynode *se = proxy_istio_find_host(f, f->se, f->nse, fq);
         host_ns(fq, se ? proxy_istio_ns(f, se) : proxy_istio_ns(f, vs), ns, sizeof(ns));
         if (!allowed(sc, fq, ns)) {
             continue; /* outside the Sidecar's egress hosts */
@@ -1299,7 +1346,7 @@ int proxy_istio_finish(struct proxy_front *f)
         sc_free(sc);
         return f->err ? SC_ECONFIG : 0;
     }
-    struct made m = { 0 };
+    struct istio_made m = { 0 };
     struct sc_ynode *routes = NULL;
     const struct sc_ynode *at = f->nvs   ? f->vs[0]
                                 : f->ndr ? f->dr[0]
@@ -1312,12 +1359,13 @@ int proxy_istio_finish(struct proxy_front *f)
         goto out;
     }
     routes = proxy_front_seq(f, at);
+    struct sc_ynode *troutes = proxy_front_seq(f, at);
     for (size_t v = 0; v < f->nvs && !f->err; v++) {
         const struct sc_ynode *vs = f->vs[v];
         const struct sc_ynode *spec = sc_ynode_get(vs, "spec");
         char path[PROXY_FRONT_PATH];
         snprintf(path, sizeof(path), "VirtualService/%.128s.spec", proxy_istio_name(vs));
-        static const char *const vs_keys[] = { "hosts", "http", "gateways", NULL };
+        static const char *const vs_keys[] = { "hosts", "http", "gateways", "tcp", "tls", NULL };
         static const char *const vs_noted[] = { "exportTo", NULL };
         if (proxy_front_keys(f, spec, path, vs_keys, vs_noted) < 0) {
             break;
@@ -1346,6 +1394,7 @@ int proxy_istio_finish(struct proxy_front *f)
         for (size_t i = 0; i < sc_ynode_count(http) && !f->err; i++) {
             http_route(f, &m, vs, sc_ynode_at(http, i), i, routes, forms, nforms, path);
         }
+        proxy_istio_tcp(f, &m, vs, path, troutes);
     }
     /* Hosts with a DestinationRule or ServiceEntry and no VirtualService still get a route, so
      * their endpoints and policy apply as Istio applies them. */
@@ -1367,11 +1416,11 @@ int proxy_istio_finish(struct proxy_front *f)
                     break;
                 }
                 char fq[NAME_MAX_LEN + 64];
-                fqdn(h, proxy_istio_ns(f, v[i]), fq, sizeof(fq));
-                if (find_host(f, f->vs, f->nvs, fq)) {
+                proxy_istio_fqdn(h, proxy_istio_ns(f, v[i]), fq, sizeof(fq));
+                if (proxy_istio_find_host(f, f->vs, f->nvs, fq)) {
                     continue;
                 }
-                const struct sc_ynode *se = find_host(f, f->se, f->nse, fq);
+                const struct sc_ynode *se = proxy_istio_find_host(f, f->se, f->nse, fq);
                 char hns[NAME_MAX_LEN + 64];
                 host_ns(fq, se ? proxy_istio_ns(f, se) : proxy_istio_ns(f, v[i]), hns, sizeof(hns));
                 if (!allowed(sc, fq, hns)) {
@@ -1414,6 +1463,9 @@ int proxy_istio_finish(struct proxy_front *f)
             }
         } else {
             proxy_front_set(f, ols[i], "routes", merged, at);
+        }
+        if (sc_ynode_count(troutes)) {
+            proxy_istio_tcp_listener(f, ols[i], troutes, at);
         }
     }
 out:

@@ -111,11 +111,11 @@ int proxy_route_action_check(const struct proxy_route_cfg *r, const char *where,
     }
     const struct proxy_hdr_ops_cfg *s = &r->headers.response;
     if (r->cluster || r->weighted_clusters.n || r->subset || r->mirror.cluster ||
-        r->prefix_rewrite || r->host_rewrite || r->fault.delay.percentage > 0 || s->set.n ||
-        s->add.n || s->remove.n) {
+        r->prefix_rewrite || r->regex_rewrite.pattern || r->host_rewrite ||
+        r->fault.delay.percentage > 0 || s->set.n || s->add.n || s->remove.n) {
         *err = sc_asprintf("%s: a %s route answers itself: it takes no cluster, "
-                           "weighted_clusters, subset, mirror, prefix_rewrite, host_rewrite, "
-                           "fault delay or response headers",
+                           "weighted_clusters, subset, mirror, prefix_rewrite, regex_rewrite, "
+                           "host_rewrite, fault delay or response headers",
                            where, what);
         return SC_ECONFIG;
     }

@@ -740,6 +740,11 @@ int proxy_route_policy_check_route(const struct proxy_cfg *c, const struct proxy
         *err = sc_asprintf("%s: prefix_rewrite needs a match prefix and must start with /", where);
         return SC_ECONFIG;
     }
+    if ((rc = proxy_route_query_check(&r->match.query_parameters, &r->regex_rewrite,
+                                      r->prefix_rewrite != NULL, where, err)) < 0 ||
+        (rc = proxy_hash_check(&r->hash_policy, where, err)) < 0) {
+        return rc;
+    }
     if (r->host_rewrite && (!r->host_rewrite[0] || strpbrk(r->host_rewrite, " \t/") ||
                             !is_field_value(r->host_rewrite))) {
         *err = sc_asprintf("%s: host_rewrite \"%s\" is not a host", where, r->host_rewrite);
@@ -776,7 +781,15 @@ int proxy_route_policy_check_cluster(const struct proxy_cluster_cfg *cc, char **
         *err = sc_asprintf("cluster \"%s\": at most 256 endpoints", cc->name);
         return SC_ECONFIG;
     }
-    return 0;
+    if (cc->hash_policy.n && cc->lb_policy != PROXY_LB_RING_HASH &&
+        cc->lb_policy != PROXY_LB_MAGLEV) {
+        *err = sc_asprintf("cluster \"%s\": hash_policy needs lb_policy ring_hash or maglev",
+                           cc->name);
+        return SC_ECONFIG;
+    }
+    char where[160];
+    snprintf(where, sizeof(where), "cluster \"%.128s\"", cc->name);
+    return proxy_hash_check(&cc->hash_policy, where, err);
 }
 
 /* ---- compiled form ---- */
@@ -870,7 +883,8 @@ static bool policy_wanted(const struct proxy_route_cfg *rc)
            rc->fault.delay.percentage > 0 || rc->fault.abort.percentage > 0 ||
            (rc->mirror.cluster && rc->mirror.percentage > 0) || q->set.n || q->add.n ||
            q->remove.n || s->set.n || s->add.n || s->remove.n || rc->prefix_rewrite ||
-           rc->host_rewrite || rc->match.cookies.n || proxy_route_action_set(rc);
+           rc->host_rewrite || rc->match.cookies.n || rc->match.query_parameters.n ||
+           rc->regex_rewrite.pattern || rc->hash_policy.n || proxy_route_action_set(rc);
 }
 
 int proxy_route_policy_route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
@@ -949,6 +963,11 @@ int proxy_route_policy_route_init(struct proxy_route *r, const struct proxy_rout
     ops_init(&p->resp, &rc->headers.response, true);
     p->prefix_rewrite = sc_strdup(rc->prefix_rewrite);
     p->match_prefix_len = rc->match.prefix ? strlen(rc->match.prefix) : 0;
+    p->regex_rewrite = proxy_regex_rewrite_new(&rc->regex_rewrite);
+    p->query = proxy_query_new(&rc->match.query_parameters);
+    p->nquery = rc->match.query_parameters.n;
+    p->hash = proxy_hash_new(&rc->hash_policy);
+    p->nhash = rc->hash_policy.n;
     p->host_rewrite = sc_strdup(rc->host_rewrite);
     p->act = proxy_route_action_new(rc);
     return 0;
@@ -973,6 +992,9 @@ void proxy_route_policy_route_free(struct proxy_route *r)
     ops_free(&p->req);
     ops_free(&p->resp);
     sc_free(p->prefix_rewrite);
+    proxy_regex_rewrite_free(p->regex_rewrite);
+    proxy_query_free(p->query, p->nquery);
+    proxy_hash_free(p->hash, p->nhash);
     sc_free(p->host_rewrite);
     proxy_route_action_free(p->act);
     sc_free(p);
@@ -996,6 +1018,11 @@ static bool labels_match(const struct sc_kvv *want, const struct sc_kvv *have)
 
 void proxy_route_policy_cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg *cc)
 {
+    c->hash = proxy_hash_new(&cc->hash_policy);
+    c->nhash = cc->hash_policy.n;
+    for (size_t i = 0; i < c->neps; i++) {
+        c->eps[i].hkey = proxy_hash_bytes(c->eps[i].name, strlen(c->eps[i].name));
+    }
     c->nsubsets = cc->subsets.n;
     c->subsets = sc_calloc(c->nsubsets ? c->nsubsets : 1, sizeof(*c->subsets));
     const struct proxy_subset_cfg *s = cc->subsets.v;
@@ -1019,6 +1046,9 @@ void proxy_route_policy_cluster_init(struct proxy_cluster *c, const struct proxy
 
 void proxy_route_policy_cluster_free(struct proxy_cluster *c)
 {
+    proxy_hash_free(c->hash, c->nhash);
+    c->hash = NULL;
+    c->nhash = 0;
     for (size_t i = 0; i < c->nsubsets; i++) {
         sc_free(c->subsets[i].name);
         sc_free(c->subsets[i].idx);
@@ -1053,8 +1083,7 @@ void proxy_route_policy_listener_init(struct proxy_listener *l, const struct pro
 
 /* ---- per request ---- */
 
-/* The value of cookie <name> in the request's Cookie headers, or p == NULL. */
-static struct sc_str cookie_value(const struct sc_http_msg *m, struct sc_str name)
+struct sc_str proxy_route_cookie_value(const struct sc_http_msg *m, struct sc_str name)
 {
     size_t from = 0;
     const struct sc_http_header *h;
@@ -1080,13 +1109,17 @@ static struct sc_str cookie_value(const struct sc_http_msg *m, struct sc_str nam
     return SC_STR_NULL;
 }
 
-bool proxy_route_policy_match(const struct proxy_route_policy *pol, const struct sc_http_msg *m)
+bool proxy_route_policy_match(const struct proxy_route_policy *pol, const struct sc_http_msg *m,
+                              pcre2_match_data *md)
 {
     if (!pol) {
         return true;
     }
+    if (pol->nquery && !proxy_query_matches(pol->query, pol->nquery, m->target, md)) {
+        return false;
+    }
     for (size_t i = 0; i < pol->ncookies; i++) {
-        struct sc_str v = cookie_value(m, pol->cookie_names[i]);
+        struct sc_str v = proxy_route_cookie_value(m, pol->cookie_names[i]);
         if (!pol->cookie_present[i]) {
             if (v.p) {
                 return false;
@@ -1250,6 +1283,13 @@ int proxy_route_policy_req_headers(struct proxy_exch *r, const struct sc_http_ms
 int proxy_route_policy_request_line(const struct proxy_route_policy *pol, struct proxy_hsink *s,
                                     struct sc_str method, struct sc_str origin)
 {
+    if (pol && pol->regex_rewrite && origin.len && origin.p[0] == '/') {
+        char *t = sc_malloc(PROXY_REWRITE_MAX);
+        long n = proxy_regex_rewrite_apply(pol->regex_rewrite, origin, t, PROXY_REWRITE_MAX);
+        int rc = n < 0 ? SC_ETOOBIG : s->ops->request(s, method, sc_str_n(t, (size_t)n));
+        sc_free(t);
+        return rc;
+    }
     if (!pol || !pol->prefix_rewrite || origin.len < pol->match_prefix_len || origin.p[0] != '/') {
         return s->ops->request(s, method, origin);
     }

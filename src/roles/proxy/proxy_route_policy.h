@@ -22,7 +22,9 @@
 #include "core/metrics.h"
 #include "core/str.h"
 #include "net/http1.h"
+#include "roles/proxy/proxy_hash.h"
 #include "roles/proxy/proxy_hsink.h"
+#include "roles/proxy/proxy_route_query.h"
 
 struct proxy_cluster;
 struct proxy_route;
@@ -268,6 +270,11 @@ struct proxy_route_policy {
     struct proxy_hdr_ops req, resp;
     char *prefix_rewrite;
     size_t match_prefix_len; /* the route's match.prefix that prefix_rewrite replaces */
+    struct proxy_regex_rewrite *regex_rewrite;
+    struct proxy_query_match *query; /* match.query_parameters */
+    size_t nquery;
+    struct proxy_hash_policy *hash; /* hash_policy */
+    size_t nhash;
     char *host_rewrite;
     struct proxy_route_action *act; /* redirect or direct_response; NULL: upstream */
 };
@@ -318,8 +325,12 @@ struct proxy_subset *proxy_cluster_subset(struct proxy_cluster *c, const char *n
 void proxy_route_policy_listener_init(struct proxy_listener *l, const struct proxy_rl_cfg *rc,
                                       struct proxy_metrics *pm);
 
+/* The value of cookie <name> in <m>'s Cookie headers ("" when empty), or p == NULL. */
+struct sc_str proxy_route_cookie_value(const struct sc_http_msg *m, struct sc_str name);
+
 /* True when route <pol>'s cookie matches hold for <m> (NULL pol: true). */
-bool proxy_route_policy_match(const struct proxy_route_policy *pol, const struct sc_http_msg *m);
+bool proxy_route_policy_match(const struct proxy_route_policy *pol, const struct sc_http_msg *m,
+                              pcre2_match_data *md);
 
 enum { PROXY_ROUTE_POL_GO = 0, PROXY_ROUTE_POL_REPLY = 1, PROXY_ROUTE_POL_ACTION = 2 };
 

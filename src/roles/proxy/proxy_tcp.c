@@ -896,6 +896,9 @@ static bool route_takes(const struct proxy_tcp_route *r, uint16_t port,
     if (r->nports && !port_in(port, r->ports, r->nports)) {
         return false;
     }
+    if ((r->transport == PROXY_TP_TLS && !hello) || (r->transport == PROXY_TP_RAW && hello)) {
+        return false;
+    }
     if (r->nserver_names) {
         bool any = false;
         for (size_t i = 0; hello && !any && i < r->nserver_names; i++) {
@@ -992,6 +995,20 @@ static void u_closed(void *owner)
 
 static const struct sc_xport_cbs ucbs = { u_alloc, u_read, u_write_done, u_connected, u_closed };
 
+/* The cluster of route <r>: its one, or one of its weighted clusters drawn by weight. */
+static struct proxy_cluster *route_cluster(const struct proxy_tcp_route *r, struct proxy_worker *w)
+{
+    if (r->nwc == 0 || r->cum[r->nwc - 1] == 0) {
+        return r->cluster;
+    }
+    uint32_t x = (uint32_t)(proxy_rand(w) % r->cum[r->nwc - 1]);
+    size_t k = 0;
+    while (k + 1 < r->nwc && x >= r->cum[k]) {
+        k++;
+    }
+    return r->wc[k];
+}
+
 /* Routes and connects a connection to be relayed. */
 static void relay_connect(struct proxy_tcp *t, const struct proxy_hello *hello)
 {
@@ -1001,7 +1018,7 @@ static void relay_connect(struct proxy_tcp *t, const struct proxy_hello *hello)
     t->route = "";
     for (size_t i = 0; i < ic->nroutes; i++) {
         if (route_takes(&ic->routes[i], t->port, hello)) {
-            t->cluster = ic->routes[i].cluster;
+            t->cluster = route_cluster(&ic->routes[i], w);
             t->route = ic->routes[i].name;
             break;
         }
@@ -1116,12 +1133,15 @@ static void decide(struct proxy_tcp *t, enum proxy_proto proto, const struct pro
     src_stop(t, &t->d);
     switch (proto) {
     case PROXY_PROTO_HTTP1:
+        if (t->lsn->nroutes == 0) {
+            break; /* no HTTP routes to give it to: relayed by tcp_routes like the rest */
+        }
         to_http1(t);
         return;
     case PROXY_PROTO_H2C:
         /* Prior-knowledge HTTP/2 goes to the HTTP path, whose preface check hands it to the
          * HTTP/2 codec; a listener with HTTP/2 off relays it as bytes. */
-        if (t->w->rt->listeners[t->lidx].http2.enabled) {
+        if (t->w->rt->listeners[t->lidx].http2.enabled && t->lsn->nroutes > 0) {
             to_http1(t);
             return;
         }

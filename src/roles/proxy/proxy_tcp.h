@@ -36,8 +36,12 @@ struct proxy_tcp_route_cfg {
     struct sc_strv server_names;          /* TLS SNI patterns ("a.b", "*.b", "*"); empty: any */
     struct sc_strv application_protocols; /* ALPN: any one offered matches; empty: any */
     struct sc_strv destination_ports;     /* original destination ports; empty: any */
+    int transport_protocol;               /* PROXY_TP_*: TLS only, plaintext only, or any */
     char *cluster;
+    struct sc_vec weighted_clusters; /* struct proxy_weighted_cfg (cluster, weight) */
 };
+
+enum { PROXY_TP_ANY, PROXY_TP_TLS, PROXY_TP_RAW };
 
 struct proxy_icpt_listener_cfg {
     int protocol;
@@ -69,7 +73,11 @@ struct proxy_tcp_route {
     size_t nalpn;
     uint16_t ports[PROXY_ICPT_MAX_PORTS];
     size_t nports;
+    int transport; /* PROXY_TP_* */
     struct proxy_cluster *cluster;
+    struct proxy_cluster **wc; /* weighted_clusters, chosen per connection by cum */
+    uint32_t *cum;             /* cumulative weights */
+    size_t nwc;
 };
 
 struct proxy_listener_icpt {

@@ -22,6 +22,7 @@
 #endif
 
 static const char *const protocols[] = { "http", "tcp", "auto", NULL };
+static const char *const transports[] = { "any", "tls", "raw_buffer", NULL };
 
 /* A list of ports: each 1 to 65535. */
 int proxy_icpt_ports_check(void *field, char **err)
@@ -86,6 +87,23 @@ static int bind_check(void *field, char **err)
     return 0;
 }
 
+static const struct sc_opt tcp_weighted_opts[] = {
+    { .name = "cluster",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct proxy_weighted_cfg, cluster),
+      .help = "destination cluster",
+      .flags = SC_OPT_REQUIRED,
+      .check = proxy_name_check },
+    { .name = "weight",
+      .type = SC_OPT_INT,
+      .offset = offsetof(struct proxy_weighted_cfg, weight),
+      .def = "1",
+      .help = "share of the route's connections, relative to the other clusters' weights",
+      .min = 0,
+      .max = 1000000 },
+    { 0 },
+};
+
 static const struct sc_opt tcp_route_opts[] = {
     { .name = "name",
       .type = SC_OPT_STR,
@@ -111,12 +129,25 @@ static const struct sc_opt tcp_route_opts[] = {
       .help = "original destination ports the route takes; empty: any",
       .max = PROXY_ICPT_MAX_PORTS,
       .check = proxy_icpt_ports_check },
+    { .name = "transport_protocol",
+      .type = SC_OPT_ENUM,
+      .offset = offsetof(struct proxy_tcp_route_cfg, transport_protocol),
+      .def = "any",
+      .help = "tls (the route takes only connections that start with a TLS ClientHello), "
+              "raw_buffer (only those that do not) or any",
+      .enums = transports },
     { .name = "cluster",
       .type = SC_OPT_STR,
       .offset = offsetof(struct proxy_tcp_route_cfg, cluster),
       .help = "the cluster the connection goes to (an original_dst cluster: where it was going)",
-      .flags = SC_OPT_REQUIRED,
       .check = proxy_name_check },
+    { .name = "weighted_clusters",
+      .type = SC_OPT_OBJLIST,
+      .offset = offsetof(struct proxy_tcp_route_cfg, weighted_clusters),
+      .help = "instead of cluster: clusters sharing the route's connections by weight",
+      .max = 64,
+      .sub = tcp_weighted_opts,
+      .sub_size = sizeof(struct proxy_weighted_cfg) },
     { 0 },
 };
 
@@ -216,9 +247,26 @@ int proxy_icpt_check(const struct proxy_cfg *cfg, char **err)
         }
         const struct proxy_tcp_route_cfg *r = ic->tcp_routes.v;
         for (size_t k = 0; k < ic->tcp_routes.n; k++) {
-            if (!cluster_known(cfg, r[k].cluster)) {
-                *err = sc_asprintf("listener \"%s\": tcp_routes: unknown cluster \"%s\"",
-                                   ls[i].name, r[k].cluster);
+            const struct proxy_weighted_cfg *wc = r[k].weighted_clusters.v;
+            int64_t total = 0;
+            if (!r[k].cluster == !r[k].weighted_clusters.n) {
+                *err = sc_asprintf("listener \"%s\": tcp_routes[%zu]: use one of cluster and "
+                                   "weighted_clusters",
+                                   ls[i].name, k);
+                return SC_ECONFIG;
+            }
+            for (size_t j = 0; j <= r[k].weighted_clusters.n; j++) {
+                const char *cn = j < r[k].weighted_clusters.n ? wc[j].cluster : r[k].cluster;
+                total += j < r[k].weighted_clusters.n ? wc[j].weight : 0;
+                if (cn && !cluster_known(cfg, cn)) {
+                    *err = sc_asprintf("listener \"%s\": tcp_routes: unknown cluster \"%s\"",
+                                       ls[i].name, cn);
+                    return SC_ECONFIG;
+                }
+            }
+            if (r[k].weighted_clusters.n && total <= 0) {
+                *err = sc_asprintf("listener \"%s\": tcp_routes[%zu]: the weights add up to 0",
+                                   ls[i].name, k);
                 return SC_ECONFIG;
             }
         }
@@ -315,9 +363,26 @@ int proxy_icpt_listener_init(struct proxy_listener *l, const struct proxy_listen
         r->server_names = copy_strv(&rc[i].server_names, &r->nserver_names, true);
         r->alpn = copy_strv(&rc[i].application_protocols, &r->nalpn, false);
         parse_ports(&rc[i].destination_ports, r->ports, &r->nports);
-        if (!(r->cluster = proxy_rt_cluster(rt, rc[i].cluster))) {
-            *err = sc_asprintf("listener \"%s\": unknown cluster \"%s\"", l->name, rc[i].cluster);
-            return SC_ECONFIG;
+        r->transport = rc[i].transport_protocol;
+        const struct proxy_weighted_cfg *wc = rc[i].weighted_clusters.v;
+        r->nwc = rc[i].weighted_clusters.n;
+        r->wc = sc_calloc(r->nwc ? r->nwc : 1, sizeof(*r->wc));
+        r->cum = sc_calloc(r->nwc ? r->nwc : 1, sizeof(*r->cum));
+        uint32_t sum = 0;
+        for (size_t k = 0; k <= r->nwc; k++) {
+            const char *cn = k < r->nwc ? wc[k].cluster : rc[i].cluster ? rc[i].cluster : NULL;
+            struct proxy_cluster *pc = cn ? proxy_rt_cluster(rt, cn) : NULL;
+            if (cn && !pc) {
+                *err = sc_asprintf("listener \"%s\": unknown cluster \"%s\"", l->name, cn);
+                return SC_ECONFIG;
+            }
+            if (k < r->nwc) {
+                r->wc[k] = pc;
+                sum += (uint32_t)wc[k].weight;
+                r->cum[k] = sum;
+            } else {
+                r->cluster = pc ? pc : r->wc[0]; /* the first weighted one until chosen */
+            }
         }
     }
     return 0;
@@ -336,6 +401,8 @@ void proxy_icpt_listener_free(struct proxy_listener *l)
         }
         sc_free(r->server_names);
         sc_free(r->alpn);
+        sc_free(r->wc);
+        sc_free(r->cum);
         sc_free(r->name);
     }
     sc_free(ic->routes);

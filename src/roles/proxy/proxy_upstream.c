@@ -363,8 +363,35 @@ static void on_connect(void *owner, int status)
 
 /* Picks an endpoint with addresses, preferring one other than <avoid>; only within subset <ss>
  * when it is not NULL. */
+/* Consistent hashing: the usable endpoint scoring highest for <hash>, one other than <avoid> when
+ * there is one (a retry goes to the next in the key's order). */
+static struct proxy_endpoint *pick_hashed(struct proxy_cluster *c, struct proxy_subset *ss,
+                                          size_t neps, uint64_t hash, struct proxy_endpoint *avoid,
+                                          uint64_t now)
+{
+    struct proxy_endpoint *best = NULL, *fallback = NULL;
+    uint64_t bs = 0;
+    for (size_t i = 0; i < neps; i++) {
+        struct proxy_endpoint *e = SUBSET_EP(c, ss, i);
+        if (!proxy_endpoint_usable(e, now)) {
+            continue;
+        }
+        if (e == avoid) {
+            fallback = e;
+            continue;
+        }
+        uint64_t s = proxy_hash_score(hash, e->hkey);
+        if (!best || s > bs) {
+            best = e;
+            bs = s;
+        }
+    }
+    return best ? best : fallback;
+}
+
 static struct proxy_endpoint *pick_endpoint(struct proxy_worker *w, struct proxy_cluster *c,
-                                            struct proxy_subset *ss, struct proxy_endpoint *avoid)
+                                            struct proxy_subset *ss, struct proxy_endpoint *avoid,
+                                            const struct proxy_exch *r)
 {
     size_t neps = ss ? ss->n : c->neps;
     if (neps == 0) {
@@ -372,6 +399,9 @@ static struct proxy_endpoint *pick_endpoint(struct proxy_worker *w, struct proxy
     }
     struct proxy_endpoint *best = NULL;
     uint64_t now = uv_now(w->loop);
+    if (r && r->hashed) {
+        return pick_hashed(c, ss, neps, r->hash, avoid, now);
+    }
     if (c->lb == PROXY_LB_LEAST_REQUEST && neps > 1) {
         for (int tries = 0; tries < 4 && !best; tries++) {
             struct proxy_endpoint *a = SUBSET_EP(c, ss, proxy_rand(w) % neps);
@@ -436,7 +466,7 @@ void proxy_attempt(struct proxy_exch *r)
         attempt_original_dst(dc);
         return;
     }
-    struct proxy_endpoint *ep = pick_endpoint(w, c, r->subset, r->ep);
+    struct proxy_endpoint *ep = pick_endpoint(w, c, r->subset, r->ep, r);
     if (!ep) {
         proxy_local_reply(r, 503, "no healthy upstream", F_UH);
         return;
@@ -692,7 +722,7 @@ static void attempt_original_dst(struct proxy_dconn *dc)
 struct proxy_endpoint *proxy_pick_endpoint(struct proxy_worker *w, struct proxy_cluster *c,
                                            struct proxy_endpoint *avoid)
 {
-    return pick_endpoint(w, c, NULL, avoid);
+    return pick_endpoint(w, c, NULL, avoid, NULL);
 }
 
 void proxy_close_pools(struct proxy_worker *w, struct proxy_rt *rt)
