@@ -182,6 +182,16 @@ static const struct sc_opt output_opts[] = {
       .help = "loki: keep each stream's entries in order across batches in flight (a batch waits "
               "while an older one holding one of its streams is unacknowledged), as Loki with "
               "unordered_writes off requires; false lets every batch go at once" },
+    { .name = "max_push_bytes",
+      .type = SC_OPT_SIZE,
+      .offset = OFF(max_push_bytes),
+      .def = "4MiB",
+      .min = 0,
+      .max = 1LL << 30,
+      .help = "loki, ordered: a push also carries the batches queued behind its own, of the "
+              "streams no older push holds, up to this many bytes of batches (0: one batch a "
+              "push), so a stream is not held to one batch per round trip; keep it under Loki's "
+              "ingestion_burst_size_mb" },
     { .name = "spool",
       .type = SC_OPT_STR,
       .offset = OFF(spool),
