@@ -72,6 +72,47 @@ static void test_jansson_agrees(void **state)
     assert_int_equal(n, strlen(u) + 2);
 }
 
+/* Text dense with special bytes (two or more in a word, next to UTF-8), in both spellings:
+ * JANSSON against jansson, COMPACT against a byte-at-a-time escape from the table. */
+static void test_dense_specials(void **state)
+{
+    (void)state;
+    static const char *const pool[] = { "\"", "\\", "\n", "\t", "\x01", "\x1f", "\x7f",
+                                        "a", "bc", "{", ":", "\xc3\xa9", "\xe6\x97\xa5" };
+    char in[200], out[200 * 6 + 2], want[200 * 6 + 2];
+    unsigned seed = 7;
+    for (int round = 0; round < 3000; round++) {
+        seed = seed * 1103515245u + 12345u;
+        size_t len = 0, target = (seed >> 16) % 128;
+        while (len < target) {
+            seed = seed * 1103515245u + 12345u;
+            const char *t = pool[(seed >> 16) % 13];
+            memcpy(in + len, t, strlen(t));
+            len += strlen(t);
+        }
+        json_t *j = json_stringn(in, len);
+        assert_non_null(j);
+        char *jw = json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT);
+        size_t n = sc_json_quote_to(out, in, len, SC_JSON_JANSSON);
+        assert_int_equal(n, strlen(jw));
+        assert_memory_equal(out, jw, n);
+        free(jw);
+        json_decref(j);
+        size_t w = 0;
+        for (size_t i = 0; i < len; i++) {
+            unsigned char c = (unsigned char)in[i];
+            if (sc_json_esc[SC_JSON_COMPACT][c]) {
+                w += sc_json_put_escape(want + w, c, SC_JSON_COMPACT);
+            } else {
+                want[w++] = (char)c;
+            }
+        }
+        n = sc_json_escape_to(out, in, len, SC_JSON_COMPACT);
+        assert_int_equal(n, w);
+        assert_memory_equal(out, want, n);
+    }
+}
+
 /* The bounded escaper writes the unbounded output cut at a character boundary, for every
  * capacity, and returns true exactly when all of it fit. */
 static void test_bounded_every_cap(void **state)
@@ -121,6 +162,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_ascii_byte),
         cmocka_unit_test(test_jansson_agrees),
+        cmocka_unit_test(test_dense_specials),
         cmocka_unit_test(test_bounded_every_cap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
