@@ -77,8 +77,8 @@ static void test_jansson_agrees(void **state)
 static void test_dense_specials(void **state)
 {
     (void)state;
-    static const char *const pool[] = { "\"", "\\", "\n", "\t", "\x01", "\x1f", "\x7f",
-                                        "a", "bc", "{", ":", "\xc3\xa9", "\xe6\x97\xa5" };
+    static const char *const pool[] = { "\"", "\\", "\n", "\t", "\x01",     "\x1f",        "\x7f",
+                                        "a",  "bc", "{",  ":",  "\xc3\xa9", "\xe6\x97\xa5" };
     char in[200], out[200 * 6 + 2], want[200 * 6 + 2];
     unsigned seed = 7;
     for (int round = 0; round < 3000; round++) {

@@ -44,6 +44,7 @@ static int gzip_into(struct sc_buf *out, const char *p, size_t n)
 struct loki_ent {
     struct sc_str labels;
     int64_t ts;
+    size_t size;           /* protobuf: the Entry message's size (loki_protobuf) */
     struct sc_str ts_text; /* the decimal nanoseconds as the batch holds them */
     struct sc_str line;    /* a JSON string, or LOKI_RAW and the bytes (encode_loki) */
     size_t idx;
@@ -61,6 +62,24 @@ static int loki_cmp(const void *a, const void *b)
         return x->ts < y->ts ? -1 : 1;
     }
     return x->idx < y->idx ? -1 : (x->idx > y->idx);
+}
+
+/* A record's time: decimal nanoseconds (up to 19 digits, as encode_loki writes them), or 0 for
+ * anything else (a damaged spool record). */
+static uint64_t parse_ts(struct sc_str s)
+{
+    if (s.len == 0 || s.len > 19) {
+        return 0;
+    }
+    uint64_t t = 0;
+    for (size_t i = 0; i < s.len; i++) {
+        unsigned d = (unsigned)(unsigned char)s.p[i] - '0';
+        if (d > 9) {
+            return 0;
+        }
+        t = t * 10 + d;
+    }
+    return t > INT64_MAX ? 0 : t;
 }
 
 /* The records of <b> and of the batches merged into its request, in order, sorted by stream and
@@ -82,12 +101,8 @@ static struct loki_ent *loki_split(const struct logs_batch *b, size_t *n, size_t
             start = m->items[i];
             struct sc_str labels = sc_str_split(&rec, '\t');
             struct sc_str ts = sc_str_split(&rec, '\t');
-            uint64_t t = 0;
-            bool neg = ts.len && ts.p[0] == '-';
-            if (neg || sc_str_to_u64(ts, INT64_MAX, &t) < 0) {
-                t = 0;
-            }
-            v[k] = (struct loki_ent){ labels, (int64_t)t, t ? ts : SC_STR("0"), rec, k };
+            uint64_t t = parse_ts(ts);
+            v[k] = (struct loki_ent){ labels, (int64_t)t, 0, t ? ts : SC_STR("0"), rec, k };
             k++;
             sorted = sorted && (k == 1 || loki_cmp(&v[k - 2], &v[k - 1]) < 0);
         }
@@ -233,7 +248,8 @@ static int loki_protobuf(const struct logs_batch *b, struct sc_buf *out)
         labels[nstreams] = labels_prom(v[i].labels);
         sz = len_field(strlen(labels[nstreams]));
         for (; j < n && sc_str_eq(v[j].labels, v[i].labels); j++) {
-            sz += len_field(entry_size(&v[j]));
+            v[j].size = entry_size(&v[j]);
+            sz += len_field(v[j].size);
         }
         ssize[nstreams++] = sz;
         total += len_field(sz);
@@ -249,8 +265,10 @@ static int loki_protobuf(const struct logs_batch *b, struct sc_buf *out)
         for (size_t j = i; i < n && sc_str_eq(v[i].labels, v[j].labels); i++) {
             uint64_t secs = (uint64_t)(v[i].ts / 1000000000);
             uint64_t nanos = (uint64_t)(v[i].ts % 1000000000);
-            p = put_len(p, 2, entry_size(&v[i]));
-            p = put_len(p, 1, ts_size(v[i].ts));
+            p = put_len(p, 2, v[i].size);
+            /* The timestamp's size: what the Entry holds besides the line, less its one-byte
+             * key and one-byte length (it is below 128). */
+            p = put_len(p, 1, v[i].size - len_field(v[i].line.len) - 2);
             if (secs) {
                 p = put_varint(put_varint(p, 1 << 3), secs);
             }

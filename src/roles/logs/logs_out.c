@@ -184,29 +184,49 @@ bool logs_out_idle(const struct logs_out *o)
     return sc_list_empty(&o->queue) && (!o->building || o->building->nitems == 0);
 }
 
-/* Writes <v> in decimal to <out> (room for 20 digits); returns the end. Two digits a step. */
-static char *put_u64(char *out, uint64_t v)
+static const char digit_pairs[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233"
+    "34353637383940414243444546474849505152535455565758596061626364656667"
+    "6869707172737475767778798081828384858687888990919293949596979899";
+
+/* Writes <v> in decimal to <out> (room for 10 digits); returns the end. Two digits a step, in
+ * 32-bit arithmetic. */
+static char *put_u32(char *out, uint32_t v)
 {
-    static const char pairs[] =
-        "00010203040506070809101112131415161718192021222324252627282930313233"
-        "34353637383940414243444546474849505152535455565758596061626364656667"
-        "6869707172737475767778798081828384858687888990919293949596979899";
-    char tmp[20];
+    char tmp[10];
     size_t n = sizeof(tmp);
     while (v >= 100) {
-        unsigned d = (unsigned)(v % 100) * 2;
+        unsigned d = (v % 100) * 2;
         v /= 100;
-        tmp[--n] = pairs[d + 1];
-        tmp[--n] = pairs[d];
+        n -= 2;
+        memcpy(tmp + n, digit_pairs + d, 2);
     }
     if (v >= 10) {
-        tmp[--n] = pairs[v * 2 + 1];
-        tmp[--n] = pairs[v * 2];
+        n -= 2;
+        memcpy(tmp + n, digit_pairs + v * 2, 2);
     } else {
         tmp[--n] = (char)('0' + v);
     }
     memcpy(out, tmp + n, sizeof(tmp) - n);
     return out + sizeof(tmp) - n;
+}
+
+/* Writes <v> in decimal to <out> (room for 20 digits); returns the end. A nanosecond time is
+ * written as its seconds and nine digits of nanoseconds, each in 32-bit arithmetic. */
+static char *put_u64(char *out, uint64_t v)
+{
+    if (v < 1000000000) {
+        return put_u32(out, (uint32_t)v);
+    }
+    uint64_t hi = v / 1000000000;
+    uint32_t lo = (uint32_t)(v % 1000000000);
+    out = hi < 1000000000 ? put_u32(out, (uint32_t)hi) : put_u64(out, hi);
+    for (int i = 7; i >= 1; i -= 2) {
+        memcpy(out + i, digit_pairs + (lo % 100) * 2, 2);
+        lo /= 100;
+    }
+    out[0] = (char)('0' + lo);
+    return out + 9;
 }
 
 /* <ns> as RFC 3339 UTC with nanoseconds into <out> (room for 40 bytes), NUL-terminated. The date
