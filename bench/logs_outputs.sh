@@ -186,8 +186,9 @@ print(f"{lines:,} JSON lines of {nbytes // lines} bytes on average in one file, 
       "rotated. Medians, [min-max] across rounds. Lines/s is wall time from start until the sink "
       "has answered every line (the file output: until it acknowledged every line); CPU is user "
       "+ system time of all the shipper's threads per million lines. sidecar's outputs run with "
-      "their defaults (adaptive concurrency up to max_in_flight 16, batches of 1,000 lines or "
-      "1 MiB, loki_encoding protobuf, loki ordered unless noted).")
+      "their defaults (adaptive concurrency up to max_in_flight 16, batches of 10,000 lines or "
+      "1 MiB, loki_encoding protobuf, loki ordered (pushes up to max_push_bytes 4 MiB) unless "
+      "noted).")
 print()
 print("| shipper / output | sink latency | lines/s | CPU s per 1M lines | peak RSS (MiB) | "
       "requests | most open at the sink | lines/s vs file | CPU vs file | lines/s vs 0 ms |")
