@@ -89,9 +89,25 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* loki: notes the batch's streams (each item starts with its labels' JSON and a tab). */
-static void note_streams(struct logs_batch *b)
+static uint64_t stream_hash(const char *p, size_t n)
 {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t k = 0; k < n; k++) {
+        h = (h ^ (uint8_t)p[k]) * 0x100000001b3ull;
+    }
+    return h;
+}
+
+/* loki: notes the batch's streams (each item starts with its labels' JSON and a tab). Without
+ * label_fields every record has the output's one set of labels: nothing to look at. */
+static void note_streams(const struct logs_out *o, struct logs_batch *b)
+{
+    if (o->cfg->label_fields.n == 0 && o->labels_json) {
+        b->streams = sc_calloc(1, sizeof(uint64_t));
+        b->streams[0] = stream_hash(o->labels_json, strlen(o->labels_json));
+        b->nstreams = 1;
+        return;
+    }
     b->streams = sc_calloc(b->nitems + 1, sizeof(uint64_t));
     size_t start = 0, n0 = 0, prev_len = 0;
     const char *prev = NULL;
@@ -105,11 +121,7 @@ static void note_streams(struct logs_batch *b)
         }
         prev = p;
         prev_len = n;
-        uint64_t h = 0xcbf29ce484222325ull;
-        for (size_t k = 0; k < n; k++) {
-            h = (h ^ (uint8_t)p[k]) * 0x100000001b3ull;
-        }
-        b->streams[n0++] = h;
+        b->streams[n0++] = stream_hash(p, n);
         start = b->items[i];
     }
     qsort(b->streams, n0, sizeof(uint64_t), cmp_u64);
@@ -161,7 +173,7 @@ static void seal(struct logs_out *o)
         batch_free(b);
     } else {
         if (o->cfg->type == LOGS_O_LOKI && o->cfg->ordered) {
-            note_streams(b);
+            note_streams(o, b);
         }
         sc_list_append(&o->queue, &b->node);
     }
