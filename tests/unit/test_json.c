@@ -41,6 +41,20 @@ static void test_every_ascii_byte(void **state)
     assert_string_equal(out, "\"\\b\\f\x7f\\u001F\"");
 }
 
+/* Quotes <in>[<len>] in the JANSSON spelling into <out> (room for 6 * len + 2) and checks it is
+ * what json_dumps writes. */
+static void assert_as_jansson(const char *in, size_t len, char *out)
+{
+    json_t *j = json_stringn(in, len);
+    assert_non_null(j);
+    char *want = json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT);
+    size_t n = sc_json_quote_to(out, in, len, SC_JSON_JANSSON);
+    assert_int_equal(n, strlen(want));
+    assert_memory_equal(out, want, n);
+    free(want);
+    json_decref(j);
+}
+
 /* JANSSON is what json_dumps writes for a string, on text of every length around the word size
  * with a special byte at every position. */
 static void test_jansson_agrees(void **state)
@@ -55,14 +69,7 @@ static void test_jansson_agrees(void **state)
                 if (pos < len) {
                     in[pos] = specials[k];
                 }
-                json_t *j = json_stringn(in, len);
-                assert_non_null(j);
-                char *want = json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT);
-                size_t n = sc_json_quote_to(out, in, len, SC_JSON_JANSSON);
-                assert_int_equal(n, strlen(want));
-                assert_memory_equal(out, want, n);
-                free(want);
-                json_decref(j);
+                assert_as_jansson(in, len, out);
             }
         }
     }
@@ -90,14 +97,7 @@ static void test_dense_specials(void **state)
             memcpy(in + len, t, strlen(t));
             len += strlen(t);
         }
-        json_t *j = json_stringn(in, len);
-        assert_non_null(j);
-        char *jw = json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT);
-        size_t n = sc_json_quote_to(out, in, len, SC_JSON_JANSSON);
-        assert_int_equal(n, strlen(jw));
-        assert_memory_equal(out, jw, n);
-        free(jw);
-        json_decref(j);
+        assert_as_jansson(in, len, out);
         size_t w = 0;
         for (size_t i = 0; i < len; i++) {
             unsigned char c = (unsigned char)in[i];
@@ -107,7 +107,7 @@ static void test_dense_specials(void **state)
                 want[w++] = (char)c;
             }
         }
-        n = sc_json_escape_to(out, in, len, SC_JSON_COMPACT);
+        size_t n = sc_json_escape_to(out, in, len, SC_JSON_COMPACT);
         assert_int_equal(n, w);
         assert_memory_equal(out, want, n);
     }
