@@ -240,10 +240,9 @@ print("Targets (issue 23): the HTTP output at >= 0.8x the file output's lines/s 
       "within 1.2x; with a sink adding 20 ms per request, >= 0.5x the 0 ms figure. rsyslog's "
       "omhttp is not packaged in Debian 12, so it is not measured. No published Fluent Bit "
       "figures for its http, loki or es outputs on a comparable input were found, so none are "
-      "shown. The "
-      "loki row with one stream "
-      "(no label_fields) and ordered: true has one batch in flight at a time by design (each "
-      "stream's entries stay in order); ordered: false is for a Loki that accepts out-of-order "
-      "writes.")
+      "shown. The loki row with one stream (no label_fields) and ordered: true has one push in "
+      "flight at a time by design (each stream's entries stay in order), carrying the batches "
+      "queued behind it up to max_push_bytes; ordered: false is for a Loki that accepts "
+      "out-of-order writes.")
 EOF
 cat "$TOP/logs_outputs.md"
