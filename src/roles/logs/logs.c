@@ -188,9 +188,9 @@ static const struct sc_opt output_opts[] = {
       .def = "4MiB",
       .min = 0,
       .max = 1LL << 30,
-      .help = "loki, ordered: a push also carries the batches queued behind its own, of the "
-              "streams no older push holds, up to this many bytes of batches (0: one batch a "
-              "push), so a stream is not held to one batch per round trip; keep it under Loki's "
+      .help = "loki, ordered: a push also carries the batches queued right behind its own that "
+              "hold one of its streams, up to this many bytes of batches (0: one batch a push), "
+              "so a busy stream is not held to one batch per round trip; keep it under Loki's "
               "ingestion_burst_size_mb" },
     { .name = "spool",
       .type = SC_OPT_STR,
