@@ -186,8 +186,9 @@ print(f"{lines:,} JSON lines of {nbytes // lines} bytes on average in one file, 
       "rotated. Medians, [min-max] across rounds. Lines/s is wall time from start until the sink "
       "has answered every line (the file output: until it acknowledged every line); CPU is user "
       "+ system time of all the shipper's threads per million lines. sidecar's outputs run with "
-      "their defaults (adaptive concurrency up to max_in_flight 16, batches of 1,000 lines or "
-      "1 MiB, loki_encoding protobuf, loki ordered unless noted).")
+      "their defaults (adaptive concurrency up to max_in_flight 16, batches of 10,000 lines or "
+      "1 MiB, loki_encoding protobuf, loki ordered (pushes up to max_push_bytes 4 MiB) unless "
+      "noted).")
 print()
 print("| shipper / output | sink latency | lines/s | CPU s per 1M lines | peak RSS (MiB) | "
       "requests | most open at the sink | lines/s vs file | CPU vs file | lines/s vs 0 ms |")
@@ -239,10 +240,9 @@ print("Targets (issue 23): the HTTP output at >= 0.8x the file output's lines/s 
       "within 1.2x; with a sink adding 20 ms per request, >= 0.5x the 0 ms figure. rsyslog's "
       "omhttp is not packaged in Debian 12, so it is not measured. No published Fluent Bit "
       "figures for its http, loki or es outputs on a comparable input were found, so none are "
-      "shown. The "
-      "loki row with one stream "
-      "(no label_fields) and ordered: true has one batch in flight at a time by design (each "
-      "stream's entries stay in order); ordered: false is for a Loki that accepts out-of-order "
-      "writes.")
+      "shown. The loki row with one stream (no label_fields) and ordered: true has one push in "
+      "flight at a time by design (each stream's entries stay in order), carrying the batches "
+      "queued behind it up to max_push_bytes; ordered: false is for a Loki that accepts "
+      "out-of-order writes.")
 EOF
 cat "$TOP/logs_outputs.md"

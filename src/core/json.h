@@ -55,27 +55,39 @@ static inline size_t sc_json_escape_to(char *out, const char *s, size_t n, enum 
     const unsigned char *t = sc_json_esc[style];
     const unsigned char *p = (const unsigned char *)s, *end = p + n;
     char *o = out;
-    while (p < end) {
-        while (end - p >= 8) {
-            uint64_t v;
-            memcpy(&v, p, 8);
-            if (sc_json_word_special(v, style)) {
-                break;
-            }
-            memcpy(o, p, 8);
+    while (end - p >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        uint64_t m = sc_json_word_special(v, style);
+        /* Eight bytes are stored even when fewer are kept: the room left (6 bytes for each byte
+         * not read yet, at least 8 of them) holds them. */
+        memcpy(o, p, 8);
+        if (!m) {
             o += 8;
             p += 8;
+            continue;
         }
-        /* A word with something to escape: byte by byte up to its end. */
-        const unsigned char *stop = end - p > 8 ? p + 8 : end;
-        while (p < stop) {
-            unsigned char c = *p++;
-            if (!t[c]) {
-                *o++ = (char)c;
-                continue;
-            }
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        /* The lowest flagged byte is a real one (a borrow only flags bytes above a hit): keep
+         * the bytes before it, escape it, and look at the next eight. */
+        size_t k = (size_t)__builtin_ctzll(m) >> 3;
+        o += k;
+        p += k;
+#endif
+        unsigned char c = *p++;
+        if (t[c]) {
             o += sc_json_put_escape(o, c, style);
+        } else {
+            *o++ = (char)c;
         }
+    }
+    while (p < end) {
+        unsigned char c = *p++;
+        if (!t[c]) {
+            *o++ = (char)c;
+            continue;
+        }
+        o += sc_json_put_escape(o, c, style);
     }
     return (size_t)(o - out);
 }

@@ -309,3 +309,81 @@ def test_elasticsearch_rejected_items_go_to_dead_letter_with_reason(sidecar_run,
     assert docs == [x for x in lines if int(x[5:13]) % 10 == 3]
     assert metric(sc, "sidecar_logs_dropped_total",
                   {"output": "elasticsearch", "reason": "rejected"}) == 50
+
+
+def loki_lines(loki):
+    """The lines Loki stored, per stream in the order it accepted them."""
+    return [line for _, line in loki.entries()]
+
+
+def test_loki_busy_stream_ships_its_backlog_in_one_push(sidecar_run, tmp_path, backend):
+    # One stream, ordered, a backend 200 ms away: the batches that queue while a push runs go
+    # out together in the next one (within max_push_bytes), in order, not one per round trip.
+    loki = backend(FakeLoki)
+    sizes = []
+
+    def inject(n, body):
+        sizes.append(sum(len(s["values"]) for s in json.loads(body)["streams"]))
+        return 0.2, None, {}
+
+    loki.inject = inject
+    out = {"type": "loki", "url": loki.url, "batch_wait": "50ms", "batch_count": 100,
+           "loki_encoding": "json", "max_push_bytes": "64KiB"}
+    lines = input_lines(tmp_path, 4000)  # 40 batches of about 10 KiB each
+    sc, _ = start(sidecar_run, tmp_path, [out])
+    wait_until(lambda: len(loki_lines(loki)) >= len(lines), timeout=30, what="every entry")
+    assert not loki.rejected, loki.rejected[:3]
+    assert loki_lines(loki) == lines  # one stream, in order, each line once
+    assert loki.max_active == 1  # one push of the stream at a time
+    # Pushes merged several batches, and none went over max_push_bytes (64 KiB: 6 batches).
+    assert len(sizes) <= 40 // 3, sizes
+    assert max(sizes) > 100 and max(sizes) <= 600, sizes
+    wait_until(lambda: committed(tmp_path) == len(lines) * LINE, timeout=10)
+    assert metric(sc, "sidecar_logs_lines_shipped_total", {"output": "loki"}) == len(lines)
+
+
+def test_loki_merged_push_failed_then_killed_loses_nothing(sidecar_run, tmp_path, backend):
+    # A merged push fails (503) and is retried whole; then one runs slowly and the sidecar is
+    # killed with it in flight: nothing it held was committed, and the restart ships the rest.
+    loki = backend(FakeLoki)
+    state = {"fails": 0, "slow": False, "failed": []}
+
+    def inject(n, body):
+        if n >= 1 and state["fails"] < 2:  # the second push, twice
+            state["fails"] += 1
+            state["failed"].append(sum(len(s["values"]) for s in json.loads(body)["streams"]))
+            return 0.1, 503, {}
+        if state["slow"] and sum(len(s["values"]) for s in json.loads(body)["streams"]) > 100:
+            state["slow_merged"] = True
+            return 3.0, None, {}
+        return 0.1, None, {}
+
+    loki.inject = inject
+    out = {"type": "loki", "url": loki.url, "batch_wait": "50ms", "batch_count": 100,
+           "loki_encoding": "json", "retry_initial": "200ms", "retry_max": "1s"}
+    d = tmp_path / "in"
+    d.mkdir()
+    first = write_lines(d / "app.log", 2000)
+    sc, _ = start(sidecar_run, tmp_path, [out])
+    wait_until(lambda: len(loki_lines(loki)) >= len(first), timeout=30, what="every entry")
+    assert state["fails"] == 2 and not loki.rejected, loki.rejected[:3]
+    assert max(state["failed"]) > 100, state  # a merged push failed
+    assert loki_lines(loki) == first
+    wait_until(lambda: committed(tmp_path) == len(first) * LINE, timeout=10)
+    state["slow"] = True
+    more = write_lines(d / "app.log", 3000, first=2000)
+    wait_until(lambda: state.get("slow_merged"), timeout=10, what="a slow merged push")
+    time.sleep(0.5)
+    delivered = len(loki_lines(loki))
+    assert committed(tmp_path) <= delivered * LINE  # nothing of the merged push
+    os.kill(sc.proc.pid, signal.SIGKILL)
+    sc.proc.wait()
+    sc.log.close()
+    pos = committed(tmp_path) // LINE
+    wait_until(lambda: loki.active == 0, timeout=10)
+    state["slow"] = False
+    start(sidecar_run, tmp_path, [out])
+    wait_until(lambda: set(loki_lines(loki)) >= set(first + more), timeout=30, what="every line")
+    got = loki_lines(loki)
+    assert got[:pos] == (first + more)[:pos]  # everything committed had been delivered
+    assert not loki.rejected, loki.rejected[:3]

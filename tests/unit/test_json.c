@@ -41,6 +41,20 @@ static void test_every_ascii_byte(void **state)
     assert_string_equal(out, "\"\\b\\f\x7f\\u001F\"");
 }
 
+/* Quotes <in>[<len>] in the JANSSON spelling into <out> (room for 6 * len + 2) and checks it is
+ * what json_dumps writes. */
+static void assert_as_jansson(const char *in, size_t len, char *out)
+{
+    json_t *j = json_stringn(in, len);
+    assert_non_null(j);
+    char *want = json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT);
+    size_t n = sc_json_quote_to(out, in, len, SC_JSON_JANSSON);
+    assert_int_equal(n, strlen(want));
+    assert_memory_equal(out, want, n);
+    free(want);
+    json_decref(j);
+}
+
 /* JANSSON is what json_dumps writes for a string, on text of every length around the word size
  * with a special byte at every position. */
 static void test_jansson_agrees(void **state)
@@ -55,14 +69,7 @@ static void test_jansson_agrees(void **state)
                 if (pos < len) {
                     in[pos] = specials[k];
                 }
-                json_t *j = json_stringn(in, len);
-                assert_non_null(j);
-                char *want = json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT);
-                size_t n = sc_json_quote_to(out, in, len, SC_JSON_JANSSON);
-                assert_int_equal(n, strlen(want));
-                assert_memory_equal(out, want, n);
-                free(want);
-                json_decref(j);
+                assert_as_jansson(in, len, out);
             }
         }
     }
@@ -70,6 +77,40 @@ static void test_jansson_agrees(void **state)
     size_t n = sc_json_quote_to(out, u, strlen(u), SC_JSON_JANSSON);
     out[n] = 0;
     assert_int_equal(n, strlen(u) + 2);
+}
+
+/* Text dense with special bytes (two or more in a word, next to UTF-8), in both spellings:
+ * JANSSON against jansson, COMPACT against a byte-at-a-time escape from the table. */
+static void test_dense_specials(void **state)
+{
+    (void)state;
+    static const char *const pool[] = { "\"", "\\", "\n", "\t", "\x01",     "\x1f",        "\x7f",
+                                        "a",  "bc", "{",  ":",  "\xc3\xa9", "\xe6\x97\xa5" };
+    char in[200], out[200 * 6 + 2], want[200 * 6 + 2];
+    unsigned seed = 7;
+    for (int round = 0; round < 3000; round++) {
+        seed = seed * 1103515245u + 12345u;
+        size_t len = 0, target = (seed >> 16) % 128;
+        while (len < target) {
+            seed = seed * 1103515245u + 12345u;
+            const char *t = pool[(seed >> 16) % 13];
+            memcpy(in + len, t, strlen(t));
+            len += strlen(t);
+        }
+        assert_as_jansson(in, len, out);
+        size_t w = 0;
+        for (size_t i = 0; i < len; i++) {
+            unsigned char c = (unsigned char)in[i];
+            if (sc_json_esc[SC_JSON_COMPACT][c]) {
+                w += sc_json_put_escape(want + w, c, SC_JSON_COMPACT);
+            } else {
+                want[w++] = (char)c;
+            }
+        }
+        size_t n = sc_json_escape_to(out, in, len, SC_JSON_COMPACT);
+        assert_int_equal(n, w);
+        assert_memory_equal(out, want, n);
+    }
 }
 
 /* The bounded escaper writes the unbounded output cut at a character boundary, for every
@@ -121,6 +162,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_ascii_byte),
         cmocka_unit_test(test_jansson_agrees),
+        cmocka_unit_test(test_dense_specials),
         cmocka_unit_test(test_bounded_every_cap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -111,7 +111,7 @@ static const struct sc_opt output_opts[] = {
     { .name = "batch_count",
       .type = SC_OPT_INT,
       .offset = OFF(batch_count),
-      .def = "1000",
+      .def = "10000",
       .min = 1,
       .max = 1000000,
       .help = "records per batch at most" },
@@ -182,6 +182,16 @@ static const struct sc_opt output_opts[] = {
       .help = "loki: keep each stream's entries in order across batches in flight (a batch waits "
               "while an older one holding one of its streams is unacknowledged), as Loki with "
               "unordered_writes off requires; false lets every batch go at once" },
+    { .name = "max_push_bytes",
+      .type = SC_OPT_SIZE,
+      .offset = OFF(max_push_bytes),
+      .def = "4MiB",
+      .min = 0,
+      .max = 1LL << 30,
+      .help = "loki, ordered: a push also carries the batches queued right behind its own that "
+              "hold one of its streams, up to this many bytes of batches (0: one batch a push), "
+              "so a busy stream is not held to one batch per round trip; keep it under Loki's "
+              "ingestion_burst_size_mb" },
     { .name = "spool",
       .type = SC_OPT_STR,
       .offset = OFF(spool),

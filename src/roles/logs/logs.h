@@ -61,6 +61,7 @@ struct logs_output_cfg {
     int64_t max_in_flight;     /* batches in flight at most */
     bool adaptive_concurrency; /* AIMD between 1 and max_in_flight; false: max_in_flight */
     bool ordered;              /* loki: one batch of a stream in flight at a time, in order */
+    uint64_t max_push_bytes;   /* loki, ordered: queued batches merged into one push up to this */
     char *spool;               /* file of the on-disk spool; NULL: none */
     uint64_t spool_limit;      /* bytes */
 };
@@ -285,6 +286,11 @@ struct logs_batch {
     struct sc_buf send; /* the request body when it differs from body (encoded, gzipped) */
     uint64_t *streams;  /* loki: hashes of the batch's stream label sets, sorted, unique */
     size_t nstreams;
+    /* loki, ordered: the next queued batch sent in this batch's request (a chain of followers
+     * in queue order), and whether this batch is such a follower. A follower is in flight with
+     * its leader but counts no request of its own; logs_out_done settles the chain. */
+    struct logs_batch *merged;
+    bool member;
 };
 
 struct logs_out {

@@ -44,6 +44,7 @@ static int gzip_into(struct sc_buf *out, const char *p, size_t n)
 struct loki_ent {
     struct sc_str labels;
     int64_t ts;
+    size_t size;           /* protobuf: the Entry message's size (loki_protobuf) */
     struct sc_str ts_text; /* the decimal nanoseconds as the batch holds them */
     struct sc_str line;    /* a JSON string, or LOKI_RAW and the bytes (encode_loki) */
     size_t idx;
@@ -63,23 +64,48 @@ static int loki_cmp(const void *a, const void *b)
     return x->idx < y->idx ? -1 : (x->idx > y->idx);
 }
 
-static struct loki_ent *loki_split(const struct logs_batch *b, size_t *n)
+/* A record's time: decimal nanoseconds (up to 19 digits, as encode_loki writes them), or 0 for
+ * anything else (a damaged spool record). */
+static uint64_t parse_ts(struct sc_str s)
 {
-    struct loki_ent *v = sc_calloc(b->nitems + 1, sizeof(*v));
-    size_t start = 0, k = 0;
-    bool sorted = true;
-    for (size_t i = 0; i < b->nitems; i++) {
-        struct sc_str rec = sc_str_n(b->body.p + start, b->items[i] - start - 1);
-        start = b->items[i];
-        struct sc_str labels = sc_str_split(&rec, '\t');
-        struct sc_str ts = sc_str_split(&rec, '\t');
-        uint64_t t = 0;
-        bool neg = ts.len && ts.p[0] == '-';
-        if (neg || sc_str_to_u64(ts, INT64_MAX, &t) < 0) {
-            t = 0;
+    if (s.len == 0 || s.len > 19) {
+        return 0;
+    }
+    uint64_t t = 0;
+    for (size_t i = 0; i < s.len; i++) {
+        unsigned d = (unsigned)(unsigned char)s.p[i] - '0';
+        if (d > 9) {
+            return 0;
         }
-        v[k++] = (struct loki_ent){ labels, (int64_t)t, t ? ts : SC_STR("0"), rec, i };
-        sorted = sorted && (k == 1 || loki_cmp(&v[k - 2], &v[k - 1]) < 0);
+        t = t * 10 + d;
+    }
+    return t > INT64_MAX ? 0 : t;
+}
+
+/* The records of <b> and of the batches merged into its request, in order, sorted by stream and
+ * time (their order kept among equals). <*bytes>: the bodies' size together. */
+static struct loki_ent *loki_split(const struct logs_batch *b, size_t *n, size_t *bytes)
+{
+    size_t total = 0, k = 0;
+    *bytes = 0;
+    for (const struct logs_batch *m = b; m; m = m->merged) {
+        total += m->nitems;
+        *bytes += m->body.len;
+    }
+    struct loki_ent *v = sc_calloc(total + 1, sizeof(*v));
+    bool sorted = true;
+    for (const struct logs_batch *m = b; m; m = m->merged) {
+        size_t start = 0;
+        for (size_t i = 0; i < m->nitems; i++) {
+            struct sc_str rec = sc_str_n(m->body.p + start, m->items[i] - start - 1);
+            start = m->items[i];
+            struct sc_str labels = sc_str_split(&rec, '\t');
+            struct sc_str ts = sc_str_split(&rec, '\t');
+            uint64_t t = parse_ts(ts);
+            v[k] = (struct loki_ent){ labels, (int64_t)t, 0, t ? ts : SC_STR("0"), rec, k };
+            k++;
+            sorted = sorted && (k == 1 || loki_cmp(&v[k - 2], &v[k - 1]) < 0);
+        }
     }
     /* Records mostly come in time order with one set of labels: sort only when they do not. */
     if (!sorted) {
@@ -91,8 +117,8 @@ static struct loki_ent *loki_split(const struct logs_batch *b, size_t *n)
 
 static int loki_json(const struct logs_batch *b, struct sc_buf *out)
 {
-    size_t n;
-    struct loki_ent *v = loki_split(b, &n);
+    size_t n, bytes;
+    struct loki_ent *v = loki_split(b, &n, &bytes);
     int rc = sc_buf_append_cstr(out, "{\"streams\":[");
     for (size_t i = 0; rc == 0 && i < n; i++) {
         bool first = i == 0 || !sc_str_eq(v[i].labels, v[i - 1].labels);
@@ -196,11 +222,11 @@ static size_t entry_size(const struct loki_ent *e)
  * before it is written, and the whole message is snappy-compressed into <out>. */
 static int loki_protobuf(const struct logs_batch *b, struct sc_buf *out)
 {
-    size_t n;
-    struct loki_ent *v = loki_split(b, &n);
-    /* Decoding never grows a line, so the batch's size bounds all of them together (lines kept
-     * unquoted are sent from the batch itself). */
-    char *text = sc_malloc(b->body.len + 1);
+    size_t n, bytes;
+    struct loki_ent *v = loki_split(b, &n, &bytes);
+    /* Decoding never grows a line, so the batches' size bounds all of them together (lines kept
+     * unquoted are sent from the batches themselves). */
+    char *text = sc_malloc(bytes + 1);
     size_t used = 0;
     for (size_t i = 0; i < n; i++) {
         if (v[i].line.len && v[i].line.p[0] == LOKI_RAW[0]) {
@@ -222,7 +248,8 @@ static int loki_protobuf(const struct logs_batch *b, struct sc_buf *out)
         labels[nstreams] = labels_prom(v[i].labels);
         sz = len_field(strlen(labels[nstreams]));
         for (; j < n && sc_str_eq(v[j].labels, v[i].labels); j++) {
-            sz += len_field(entry_size(&v[j]));
+            v[j].size = entry_size(&v[j]);
+            sz += len_field(v[j].size);
         }
         ssize[nstreams++] = sz;
         total += len_field(sz);
@@ -238,8 +265,10 @@ static int loki_protobuf(const struct logs_batch *b, struct sc_buf *out)
         for (size_t j = i; i < n && sc_str_eq(v[i].labels, v[j].labels); i++) {
             uint64_t secs = (uint64_t)(v[i].ts / 1000000000);
             uint64_t nanos = (uint64_t)(v[i].ts % 1000000000);
-            p = put_len(p, 2, entry_size(&v[i]));
-            p = put_len(p, 1, ts_size(v[i].ts));
+            p = put_len(p, 2, v[i].size);
+            /* The timestamp's size: what the Entry holds besides the line, less its one-byte
+             * key and one-byte length (it is below 128). */
+            p = put_len(p, 1, v[i].size - len_field(v[i].line.len) - 2);
             if (secs) {
                 p = put_varint(put_varint(p, 1 << 3), secs);
             }

@@ -89,9 +89,25 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* loki: notes the batch's streams (each item starts with its labels' JSON and a tab). */
-static void note_streams(struct logs_batch *b)
+static uint64_t stream_hash(const char *p, size_t n)
 {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t k = 0; k < n; k++) {
+        h = (h ^ (uint8_t)p[k]) * 0x100000001b3ull;
+    }
+    return h;
+}
+
+/* loki: notes the batch's streams (each item starts with its labels' JSON and a tab). Without
+ * label_fields every record has the output's one set of labels: nothing to look at. */
+static void note_streams(const struct logs_out *o, struct logs_batch *b)
+{
+    if (o->cfg->label_fields.n == 0 && o->labels_json) {
+        b->streams = sc_calloc(1, sizeof(uint64_t));
+        b->streams[0] = stream_hash(o->labels_json, strlen(o->labels_json));
+        b->nstreams = 1;
+        return;
+    }
     b->streams = sc_calloc(b->nitems + 1, sizeof(uint64_t));
     size_t start = 0, n0 = 0, prev_len = 0;
     const char *prev = NULL;
@@ -105,11 +121,7 @@ static void note_streams(struct logs_batch *b)
         }
         prev = p;
         prev_len = n;
-        uint64_t h = 0xcbf29ce484222325ull;
-        for (size_t k = 0; k < n; k++) {
-            h = (h ^ (uint8_t)p[k]) * 0x100000001b3ull;
-        }
-        b->streams[n0++] = h;
+        b->streams[n0++] = stream_hash(p, n);
         start = b->items[i];
     }
     qsort(b->streams, n0, sizeof(uint64_t), cmp_u64);
@@ -161,7 +173,7 @@ static void seal(struct logs_out *o)
         batch_free(b);
     } else {
         if (o->cfg->type == LOGS_O_LOKI && o->cfg->ordered) {
-            note_streams(b);
+            note_streams(o, b);
         }
         sc_list_append(&o->queue, &b->node);
     }
@@ -184,29 +196,49 @@ bool logs_out_idle(const struct logs_out *o)
     return sc_list_empty(&o->queue) && (!o->building || o->building->nitems == 0);
 }
 
-/* Writes <v> in decimal to <out> (room for 20 digits); returns the end. Two digits a step. */
-static char *put_u64(char *out, uint64_t v)
+static const char digit_pairs[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233"
+    "34353637383940414243444546474849505152535455565758596061626364656667"
+    "6869707172737475767778798081828384858687888990919293949596979899";
+
+/* Writes <v> in decimal to <out> (room for 10 digits); returns the end. Two digits a step, in
+ * 32-bit arithmetic. */
+static char *put_u32(char *out, uint32_t v)
 {
-    static const char pairs[] =
-        "00010203040506070809101112131415161718192021222324252627282930313233"
-        "34353637383940414243444546474849505152535455565758596061626364656667"
-        "6869707172737475767778798081828384858687888990919293949596979899";
-    char tmp[20];
+    char tmp[10];
     size_t n = sizeof(tmp);
     while (v >= 100) {
-        unsigned d = (unsigned)(v % 100) * 2;
+        unsigned d = (v % 100) * 2;
         v /= 100;
-        tmp[--n] = pairs[d + 1];
-        tmp[--n] = pairs[d];
+        n -= 2;
+        memcpy(tmp + n, digit_pairs + d, 2);
     }
     if (v >= 10) {
-        tmp[--n] = pairs[v * 2 + 1];
-        tmp[--n] = pairs[v * 2];
+        n -= 2;
+        memcpy(tmp + n, digit_pairs + v * 2, 2);
     } else {
         tmp[--n] = (char)('0' + v);
     }
     memcpy(out, tmp + n, sizeof(tmp) - n);
     return out + sizeof(tmp) - n;
+}
+
+/* Writes <v> in decimal to <out> (room for 20 digits); returns the end. A nanosecond time is
+ * written as its seconds and nine digits of nanoseconds, each in 32-bit arithmetic. */
+static char *put_u64(char *out, uint64_t v)
+{
+    if (v < 1000000000) {
+        return put_u32(out, (uint32_t)v);
+    }
+    uint64_t hi = v / 1000000000;
+    uint32_t lo = (uint32_t)(v % 1000000000);
+    out = hi < 1000000000 ? put_u32(out, (uint32_t)hi) : put_u64(out, hi);
+    for (int i = 7; i >= 1; i -= 2) {
+        memcpy(out + i, digit_pairs + (lo % 100) * 2, 2);
+        lo /= 100;
+    }
+    out[0] = (char)('0' + lo);
+    return out + 9;
 }
 
 /* <ns> as RFC 3339 UTC with nanoseconds into <out> (room for 40 bytes), NUL-terminated. The date
@@ -475,6 +507,42 @@ static void start(struct logs_out *o, struct logs_batch *b)
     logs_out_done(o, b, rc == 0, true, NULL, 0);
 }
 
+/* loki, ordered: <b> is about to be sent; the batches queued right behind it join its request
+ * (b->merged, in queue order) while each holds one of the request's streams (a busy stream's
+ * backlog goes out in one push, not one batch per round trip; a batch of other streams keeps its
+ * own request, in parallel), waits for nothing (not in flight, no retry pending), shares no
+ * stream with an older unacknowledged batch (<busy>[<nbusy>], sorted; <b> is not in it), and
+ * keeps the request's batches within max_push_bytes. The first batch that does not qualify ends
+ * the run, so a stream's entries stay in order: every older batch of its streams is acknowledged
+ * or in this request. */
+static void merge(struct logs_out *o, struct logs_batch *b, const uint64_t *busy, size_t nbusy,
+                  uint64_t now)
+{
+    size_t bytes = b->body.len, n = b->nstreams;
+    uint64_t *group = NULL;
+    struct logs_batch *last = b;
+    for (struct sc_list *pos = b->node.next; pos != &o->queue; pos = pos->next) {
+        struct logs_batch *c = sc_list_entry(pos, struct logs_batch, node);
+        if (c->in_flight || c->retry_at_ms > now || bytes + c->body.len > o->cfg->max_push_bytes ||
+            !shares_stream(c, group ? group : b->streams, n) || shares_stream(c, busy, nbusy)) {
+            break;
+        }
+        if (!group) {
+            group = sc_calloc(n + 1, sizeof(uint64_t));
+            memcpy(group, b->streams, n * sizeof(uint64_t));
+        }
+        group = sc_reallocarray(group, n + c->nstreams + 1, sizeof(uint64_t));
+        memcpy(group + n, c->streams, c->nstreams * sizeof(uint64_t));
+        n += c->nstreams;
+        qsort(group, n, sizeof(uint64_t), cmp_u64);
+        bytes += c->body.len;
+        c->in_flight = c->member = true;
+        last->merged = c;
+        last = c;
+    }
+    sc_free(group);
+}
+
 /* Sends what the limits allow: spooled batches one at a time once the memory queue is empty;
  * queued batches oldest first, skipping those waiting for their retry, up to the concurrency
  * limit. Re-entrant calls (a file write acknowledges from inside) are folded into the running
@@ -527,33 +595,36 @@ static void pump(struct logs_out *o)
                 break; /* the queue changed under us: walk it again */
             }
             struct logs_batch *b = sc_list_entry(pos, struct logs_batch, node);
-            if (ordered) {
-                bool wait = shares_stream(b, busy, nbusy);
-                if (b->nstreams) {
-                    if (nbusy + b->nstreams > cbusy) {
-                        cbusy = (nbusy + b->nstreams) * 2;
-                        busy = sc_reallocarray(busy, cbusy, sizeof(uint64_t));
-                    }
-                    memcpy(busy + nbusy, b->streams, b->nstreams * sizeof(uint64_t));
-                    nbusy += b->nstreams;
-                    qsort(busy, nbusy, sizeof(uint64_t), cmp_u64);
-                }
-                if (wait) {
-                    continue; /* an older batch of one of its streams goes first */
-                }
-            }
-            if (b->in_flight) {
-                continue;
-            }
-            if (b->retry_at_ms > now) {
+            bool wait = ordered && shares_stream(b, busy, nbusy);
+            bool go = !wait && !b->in_flight && b->retry_at_ms <= now && o->inflight < limit;
+            if (!wait && !b->in_flight && b->retry_at_ms > now) {
                 next = b->retry_at_ms < next ? b->retry_at_ms : next;
-                continue;
             }
-            if (o->inflight >= limit) {
+            if (!wait && !b->in_flight && b->retry_at_ms <= now && !go) {
                 o->limited = true;
                 break;
             }
-            start(o, b);
+            if (go && ordered) {
+                merge(o, b, busy, nbusy, now);
+            }
+            if (ordered) {
+                /* Its streams (and its followers') are busy for every batch behind it. */
+                for (struct logs_batch *m = b; m; m = m->merged) {
+                    if (m->nstreams == 0) {
+                        continue;
+                    }
+                    if (nbusy + m->nstreams > cbusy) {
+                        cbusy = (nbusy + m->nstreams) * 2;
+                        busy = sc_reallocarray(busy, cbusy, sizeof(uint64_t));
+                    }
+                    memcpy(busy + nbusy, m->streams, m->nstreams * sizeof(uint64_t));
+                    nbusy += m->nstreams;
+                }
+                qsort(busy, nbusy, sizeof(uint64_t), cmp_u64);
+            }
+            if (go) {
+                start(o, b);
+            }
         }
         sc_free(busy);
         if (next != UINT64_MAX && !o->closing) {
@@ -621,11 +692,18 @@ static void spill(struct logs_out *o)
         if (logs_spool_append(o, b) < 0) {
             break;
         }
-        if (b->in_flight) {
+        if (b->in_flight && !b->member) {
             logs_http_cancel(b);
-            b->in_flight = false;
             o->inflight--;
         }
+        b->in_flight = b->member = false;
+        /* Its followers (next in the queue) are plain queued batches again. */
+        for (struct logs_batch *m = b->merged, *n; m; m = n) {
+            n = m->merged;
+            m->merged = NULL;
+            m->in_flight = m->member = false;
+        }
+        b->merged = NULL;
         unqueue(o, b);
         logs_ack_done(&o->ack, b->unit);
         batch_free(b);
@@ -659,9 +737,53 @@ static uint64_t retry_delay(const struct logs_out *o, uint32_t attempts, uint64_
     return d / 2 + (d ? rnd() % (d / 2 + 1) : 0);
 }
 
+/* Counts <b> shipped, or dropped for <reason>. */
+static void count(struct logs_out *o, const struct logs_batch *b, bool ok, const char *reason)
+{
+    if (ok) {
+        sc_metrics_counter_add(o->m.shipped, b->nitems);
+        sc_metrics_counter_add(o->m.bytes, b->body.len);
+    } else {
+        struct sc_metric *m = reason && strcmp(reason, "retries_exhausted") == 0
+                                  ? o->m.dropped_retries
+                                  : o->m.dropped_rejected;
+        sc_metrics_counter_add(m, b->nitems);
+    }
+}
+
+/* Counts <b> shipped or dropped and acknowledges it (it leaves the queue and is freed). */
+static void settle(struct logs_out *o, struct logs_batch *b, bool ok, const char *reason)
+{
+    count(o, b, ok, reason);
+    unqueue(o, b);
+    logs_ack_done(&o->ack, b->unit);
+    batch_free(b);
+}
+
+/* <b>'s request ended: its followers (merge) share its outcome when it was delivered or
+ * rejected; when it is to be retried they become plain queued batches again, which wait behind
+ * <b> for their common streams and may join its retry. Settled before <b>, so that nothing
+ * <b>'s handling starts (a spill, a new request) sees the chain. */
+static void done_followers(struct logs_out *o, struct logs_batch *b, bool ok, bool retry,
+                           const char *reason)
+{
+    struct logs_batch *m = b->merged;
+    b->merged = NULL;
+    while (m) {
+        struct logs_batch *n = m->merged;
+        m->merged = NULL;
+        m->in_flight = m->member = false;
+        if (ok || !retry) {
+            settle(o, m, ok, reason ? reason : "rejected");
+        }
+        m = n;
+    }
+}
+
 void logs_out_done(struct logs_out *o, struct logs_batch *b, bool ok, bool retry,
                    const char *reason, uint64_t retry_after_ms)
 {
+    done_followers(o, b, ok, retry, reason);
     if (b->in_flight) {
         b->in_flight = false;
         o->inflight--;
@@ -685,26 +807,17 @@ void logs_out_done(struct logs_out *o, struct logs_batch *b, bool ok, bool retry
                  SC_LU("lines", b->nitems), SC_LS("dead_letter", o->cfg->dead_letter));
         logs_out_dead_letter(o, b->body.p, b->body.len);
     }
-    if (ok) {
-        sc_metrics_counter_add(o->m.shipped, b->nitems);
-        sc_metrics_counter_add(o->m.bytes, b->body.len);
-    } else if (!retry || reason) {
-        struct sc_metric *m = reason && strcmp(reason, "retries_exhausted") == 0
-                                  ? o->m.dropped_retries
-                                  : o->m.dropped_rejected;
-        sc_metrics_counter_add(m, b->nitems);
-    } else {
+    if (!ok && retry && !reason) {
         /* closing: leave the batch unacknowledged (it is read again after a restart) */
         return;
     }
-    if (b->from_spool) {
+    if (!b->from_spool) {
+        settle(o, b, ok, reason);
+    } else {
+        count(o, b, ok, reason);
         logs_spool_consume(o, b); /* its records were acknowledged when spooled */
         b->nitems = 0;
         sc_buf_reset(&b->body);
-    } else {
-        unqueue(o, b);
-        logs_ack_done(&o->ack, b->unit);
-        batch_free(b);
     }
     pump(o);
     logs_on_ack(o->lg);
