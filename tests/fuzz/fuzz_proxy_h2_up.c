@@ -83,6 +83,14 @@ void proxy_worker_done(struct proxy_worker *w)
     (void)w;
 }
 
+/* The free part of a CAP-sized receive buffer holding <len> bytes; past CAP, a scratch sink. */
+static uv_buf_t room(char *buf, size_t len)
+{
+    static char sink[4096];
+    return len == CAP ? uv_buf_init(sink, sizeof(sink))
+                      : uv_buf_init(buf + len, (unsigned)(CAP - len));
+}
+
 /* ---- a frame reader for both directions: checks framing and decodes header blocks ---- */
 
 struct frames {
@@ -362,12 +370,7 @@ static void on_up_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     struct upconn *u = h->data;
     (void)hint;
-    if (u->inlen == CAP) {
-        static char sink[4096];
-        *buf = uv_buf_init(sink, sizeof(sink));
-        return;
-    }
-    *buf = uv_buf_init((char *)u->in + u->inlen, (unsigned)(CAP - u->inlen));
+    *buf = room((char *)u->in, u->inlen);
 }
 
 static void on_up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
@@ -478,12 +481,7 @@ static void on_client_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     struct client *c = h->data;
     (void)hint;
-    if (c->inlen == CAP) {
-        static char sink[4096];
-        *buf = uv_buf_init(sink, sizeof(sink));
-        return;
-    }
-    *buf = uv_buf_init(c->in + c->inlen, (unsigned)(CAP - c->inlen));
+    *buf = room(c->in, c->inlen);
 }
 
 static void on_client_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
