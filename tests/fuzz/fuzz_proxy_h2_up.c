@@ -15,6 +15,7 @@
 // final head our strict parser accepts, with a body that matches its framing (a chunked body that
 // decodes, never more than Content-Length); what reaches the h2c client is well-formed frames
 // whose response header blocks start with a 3-digit :status.
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -630,6 +631,7 @@ static void on_guard(uv_timer_t *t)
 
 static void setup(void)
 {
+    signal(SIGPIPE, SIG_IGN); /* as the app does: a peer gone mid-write is an error, not death */
     uv_loop_init(&loop);
     struct sockaddr_storage ss;
     sc_addr_parse("127.0.0.1:0", &ss, NULL);

@@ -993,8 +993,13 @@ static size_t request_text(struct proxy_dconn *dc, const struct sc_http_msg *m, 
     for (size_t i = 0; i < m->nheaders; i++) {
         need += m->headers[i].name.len + m->headers[i].value.len + 4;
     }
-    proxy_rbuf_get(dc->w, &dc->in);
-    if (dc->in.cap < need) {
+    if (!dc->in.p) {
+        /* The head's own size, not a 16 KiB read buffer: the stream keeps it while its exchange
+         * runs (ext_authz re-reads it), and with 500 streams in flight those buffers were most
+         * of the proxy's memory. proxy_rbuf_put frees it (it is not of the pool's size). */
+        dc->in.p = sc_malloc(need);
+        dc->in.cap = need;
+    } else if (dc->in.cap < need) {
         dc->in.p = sc_realloc(dc->in.p, need);
         dc->in.cap = need;
     }
