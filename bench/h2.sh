@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# HTTP/2 to clients (issue 16, downstream): `sidecar proxy` serving h2c with prior knowledge in
-# front of an HTTP/1.1 upstream, against nginx (`listen ... http2`, proxy_pass over HTTP/1.1) and
-# HAProxy (`bind ... proto h2`, HTTP/1.1 to the server), side by side in one run. The upstream is
-# bench/peers/nginx-upstream.conf (a fixed 13-byte body); "direct" is that nginx answering h2c
-# itself (a second server block with http2), the limit. The load is h2load -c 50 -m 10 (500
-# streams in flight), small responses. For each target and round, in this order:
+# HTTP/2 (issue 16): `sidecar proxy` serving h2c with prior knowledge, side by side in one run with
+# nginx and HAProxy, in three set-ups:
+#   HTTP/1.1 upstream: targets nginx (`listen ... http2`, proxy_pass over HTTP/1.1), haproxy
+#     (`bind ... proto h2`, HTTP/1.1 to the server) and sidecar, in front of
+#     bench/peers/nginx-upstream.conf (a fixed 13-byte body); "direct" is that nginx answering h2c
+#     itself (a second server block with http2), the limit.
+#   HTTP/2 upstream: haproxy_h2up (`server ... proto h2`) and sidecar_h2up (cluster `protocol:
+#     http2`) in front of that same h2c server block (nginx does not proxy to HTTP/2 upstreams).
+#   gRPC unary: h2load POSTs a pre-framed gRPC message (-d, content-type application/grpc,
+#     te: trailers) to /helloworld.Greeter/SayHello; grpc_haproxy (HAProxy in gRPC pass-through:
+#     h2 both sides) and grpc_sidecar (`protocol: http2`) in front of nghttpd answering with a
+#     framed reply and a grpc-status trailer; grpc_direct is nghttpd itself. nghttpd (C, one
+#     thread) keeps the upstream far from being the limit, which a Python grpcio server would be.
+# The load is h2load -c 50 -m 10 (500 streams in flight), small responses. For each target and
+# round, in this order:
 #   req/s     h2load for BENCH_SECONDS, the proxy alone on CPU 1, h2load and the upstream on CPU 0;
 #   CPU/req   everything on CPU 0: the proxy's utime+stime (/proc/PID/stat) over the requests
 #             h2load completed, in microseconds;
@@ -14,7 +23,8 @@
 # OUT_DIR/h2.md (medians, min-max); bench/RESULTS.md is not touched.
 #
 # Usage: bench/h2.sh SIDECAR OUT_DIR   (SIDECAR: the binary, or the build dir holding it)
-# Environment: BENCH_SECONDS [6], BENCH_ROUNDS [3], BENCH_TARGETS [direct nginx haproxy sidecar],
+# Environment: BENCH_SECONDS [6], BENCH_ROUNDS [3], BENCH_TARGETS [direct nginx haproxy sidecar
+#   haproxy_h2up sidecar_h2up grpc_direct grpc_haproxy grpc_sidecar],
 #   BENCH_QUICK=1 (2 s, 1 round), BENCH_KEEP=1 (keep the temp dir), BENCH_POOL [1024] (idle
 #   upstream connections nginx and the sidecar keep).
 # shellcheck disable=SC2317 # functions called by name: start_$TARGET, traps
@@ -33,7 +43,8 @@ if [ "${BENCH_QUICK:-0}" = 1 ]; then
 else
     SECS=${BENCH_SECONDS:-6} ROUNDS=${BENCH_ROUNDS:-3}
 fi
-read -r -a TARGETS <<<"${BENCH_TARGETS:-direct nginx haproxy sidecar}"
+read -r -a TARGETS <<<"${BENCH_TARGETS:-direct nginx haproxy sidecar haproxy_h2up sidecar_h2up \
+grpc_direct grpc_haproxy grpc_sidecar}"
 IDLE_CONNS=0
 # Upstream connections kept idle by nginx (keepalive) and the sidecar (max_idle): 500 streams are
 # in flight, each on an HTTP/1.1 upstream connection of its own, so a pool of 64 (their defaults)
@@ -45,6 +56,7 @@ CPU_PROXY=1
 
 command -v h2load >/dev/null || die "h2load missing (Debian nghttp2-client; scripts/deps.sh)"
 command -v haproxy >/dev/null || die "haproxy missing (scripts/deps.sh bench)"
+command -v nghttpd >/dev/null || die "nghttpd missing (Debian nghttp2-server; scripts/deps.sh)"
 [ -x "$SIDECAR" ] || die "no sidecar binary at $SIDECAR"
 bench_begin h2
 
@@ -65,9 +77,32 @@ spawn "$UP_DIR/out.log" "$CPU_LOAD" nginx -e "$UP_DIR/error.log" -p "$UP_DIR/" \
 UP_PID=$SPAWNED_PID
 wait_http "$UP_PORT" "$UP_PID" "$UP_DIR/out.log" || die "upstream did not start"
 
+# The gRPC upstream: nghttpd answering /helloworld.Greeter/SayHello with one framed message
+# (HelloReply{message: "Hello world"}) and the grpc-status trailer; the request is a framed
+# HelloRequest{name: "world"}.
+GRPC_DIR=$TMP/grpc
+mkdir -p "$GRPC_DIR/www/helloworld.Greeter"
+printf '\x00\x00\x00\x00\x0d\x0a\x0bHello world' >"$GRPC_DIR/www/helloworld.Greeter/SayHello"
+printf '\x00\x00\x00\x00\x07\x0a\x05world' >"$GRPC_DIR/request.bin"
+GRPC_PORT=$(free_port)
+spawn "$GRPC_DIR/out.log" "$CPU_LOAD" nghttpd --no-tls -d "$GRPC_DIR/www" \
+    --trailer 'grpc-status: 0' "$GRPC_PORT"
+GRPC_PID=$SPAWNED_PID
+for _ in $(seq 50); do
+    curl -s --http2-prior-knowledge --max-time 1 \
+        "http://127.0.0.1:$GRPC_PORT/helloworld.Greeter/SayHello" 2>/dev/null | grep -aq Hello &&
+        break
+    sleep 0.1
+done
+
 start_direct() { # the upstream itself, over h2c (its worker serves)
     SERVE_PID=$(proc_leaves "$UP_PID" | tail -n 1)
     PORT=$DIRECT_PORT
+}
+
+start_grpc_direct() {
+    SERVE_PID=$GRPC_PID
+    PORT=$GRPC_PORT
 }
 
 start_nginx() {
@@ -77,13 +112,20 @@ start_nginx() {
     spawn "$1/out.log" "$CPU_PROXY" nginx -e "$1/error.log" -p "$1/" -c "$1/nginx-proxy.conf"
 }
 
-start_haproxy() {
+start_haproxy() { # DIR PORT [UPSTREAM_PORT: an HTTP/2 server, `proto h2` on the server line]
     render haproxy.cfg "$1" "$2"
     sed -i "s|bind 127.0.0.1:$2|bind 127.0.0.1:$2 proto h2|" "$1/haproxy.cfg"
+    if [ $# -ge 3 ]; then
+        sed -i "s|server app 127.0.0.1:$UP_PORT|server app 127.0.0.1:$3 proto h2|" \
+            "$1/haproxy.cfg"
+    fi
     spawn "$1/out.log" "$CPU_PROXY" haproxy -db -f "$1/haproxy.cfg"
 }
 
-start_sidecar() {
+start_haproxy_h2up() { start_haproxy "$1" "$2" "$DIRECT_PORT"; }
+start_grpc_haproxy() { start_haproxy "$1" "$2" "$GRPC_PORT"; }
+
+start_sidecar() { # DIR PORT [UPSTREAM_PORT: an HTTP/2 server, cluster protocol http2]
     cat >"$1/sidecar.yaml" <<EOC
 listeners:
   - name: bench
@@ -91,18 +133,27 @@ listeners:
     routes: [{cluster: app}]
 clusters:
   - name: app
-    endpoints: [127.0.0.1:$UP_PORT]
+    endpoints: [127.0.0.1:${3:-$UP_PORT}]
     max_idle: $POOL
+    protocol: $([ $# -ge 3 ] && echo http2 || echo http1)
 EOC
     spawn "$1/out.log" "$CPU_PROXY" "$SIDECAR" proxy -c "$1/sidecar.yaml" --workers 1 \
         --admin "127.0.0.1:$(free_port)" --access-log off
 }
 
+start_sidecar_h2up() { start_sidecar "$1" "$2" "$DIRECT_PORT"; }
+start_grpc_sidecar() { start_sidecar "$1" "$2" "$GRPC_PORT"; }
+
 # h2load RESULT: requests/s and completed requests of one run into H2_RPS and H2_DONE.
 run_h2load() {
     local cpu=$1 out
-    out=$(taskset -c "$cpu" h2load -c 50 -m 10 -D "$SECS" --warm-up-time=1 \
-        "http://127.0.0.1:$PORT/" 2>&1) || true
+    local -a load=("http://127.0.0.1:$PORT/")
+    if [[ $TARGET == grpc_* ]]; then
+        load=(-d "$GRPC_DIR/request.bin" -H "content-type: application/grpc" -H "te: trailers"
+            "http://127.0.0.1:$PORT/helloworld.Greeter/SayHello")
+    fi
+    out=$(taskset -c "$cpu" h2load -c 50 -m 10 -D "$SECS" --warm-up-time=1 "${load[@]}" 2>&1) ||
+        true
     H2_RPS=$(awk '/^finished in/ { gsub(",", "", $4); print $4 }' <<<"$out")
     H2_DONE=$(awk '/^requests:/ { print $8 }' <<<"$out")
     H2_FAILED=$(awk '/^requests:/ { print $10 }' <<<"$out")
@@ -118,16 +169,18 @@ for round in $(seq "$ROUNDS"); do
         TARGET=${TARGETS[$(((i + round - 1) % n))]}
         dir=$TMP/$TARGET-$round
         mkdir -p "$dir/tmp"
-        if [ "$TARGET" = direct ]; then
-            start_direct
+        path=/
+        [[ $TARGET == grpc_* ]] && path=/helloworld.Greeter/SayHello
+        if [ "$TARGET" = direct ] || [ "$TARGET" = grpc_direct ]; then
+            "start_$TARGET"
             pid=""
         else
             PORT=$(free_port)
             "start_$TARGET" "$dir" "$PORT"
             pid=$SPAWNED_PID
             for _ in $(seq 100); do
-                curl -s --http2-prior-knowledge --max-time 1 "http://127.0.0.1:$PORT/" \
-                    2>/dev/null | grep -q Hello && break
+                curl -s --http2-prior-knowledge --max-time 1 "http://127.0.0.1:$PORT$path" \
+                    2>/dev/null | grep -aq Hello && break
                 sleep 0.1
             done
             SERVE_PID=$(proc_leaves "$pid" | tail -n 1)
@@ -176,14 +229,18 @@ rows = ["| target | req/s (proxy alone on a CPU) | CPU us/req (all on one CPU) |
 for t in targets:
     rows.append(f"| {t} | {cell(t, 'rps', '%.0f')} | {cell(t, 'cpu_us_per_req', '%.1f')} | "
                 f"{cell(t, 'peak_rss_kib', '%.0f')} | {cell(t, 'failed', '%.0f')} |")
-best = [statistics.median(v[(t, 'cpu_us_per_req')]) for t in ("nginx", "haproxy")
-        if v.get((t, 'cpu_us_per_req'))]
-side = statistics.median(v[("sidecar", "cpu_us_per_req")]) if v.get(("sidecar", "cpu_us_per_req")) else None
-text = (f"## HTTP/2 downstream (h2load -c 50 -m 10, {secs} s runs, {rounds} rounds; median (min-max))\n\n"
-        + "\n".join(rows) + "\n")
-if best and side:
-    text += (f"\nsidecar CPU/req vs the better of nginx and HAProxy: {side / min(best):.2f}x "
-             "(issue 16 target: <= 0.75x)\n")
+def med(t):
+    xs = v.get((t, "cpu_us_per_req"))
+    return statistics.median(xs) if xs else None
+text = (f"## HTTP/2 (h2load -c 50 -m 10, {secs} s runs, {rounds} rounds; median (min-max))\n\n"
+        + "\n".join(rows) + "\n\n")
+for side, peers, what in (("sidecar", ("nginx", "haproxy"), "HTTP/1.1 upstream, vs the better of "
+                           "nginx and HAProxy (issue 16 target: <= 0.75x)"),
+                          ("sidecar_h2up", ("haproxy_h2up",), "HTTP/2 upstream, vs HAProxy"),
+                          ("grpc_sidecar", ("grpc_haproxy",), "gRPC unary, vs HAProxy")):
+    best = [med(t) for t in peers if med(t)]
+    if best and med(side):
+        text += f"- sidecar CPU/req, {what}: {med(side) / min(best):.2f}x\n"
 open(out, "w").write(text)
 print(text)
 EOF

@@ -229,6 +229,30 @@ def test_proxy_head_and_204(sidecar_run):
     up.close()
 
 
+def test_local_reply_to_head_has_no_body(sidecar_run):
+    """A 502 the proxy writes itself answers HEAD with its head only (Content-Length as for GET):
+    a body there would be read as the start of the next response on the connection."""
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    addr = "127.0.0.1:%d" % dead.getsockname()[1]
+    dead.close()  # nothing listens there: every request gets the proxy's own 502
+    sc, port = quick(sidecar_run, addr)
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"HEAD /a HTTP/1.1\r\nHost: t\r\n\r\n"
+              b"GET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    raw = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        raw += d
+    s.close()
+    first, rest = raw.split(b"\r\n\r\n", 1)
+    assert first.startswith(b"HTTP/1.1 502") and b"Content-Length: " in first
+    assert int(re.search(rb"Content-Length: (\d+)", first).group(1)) > 0
+    assert rest.startswith(b"HTTP/1.1 502"), rest[:80]
+
+
 @pytest.mark.parametrize("raw,status,reason", [
     (b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
      400, b""),

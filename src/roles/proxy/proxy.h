@@ -107,6 +107,8 @@ struct proxy_h2_lcfg {
     uint64_t max_header_list_size;           /* SETTINGS_MAX_HEADER_LIST_SIZE */
     int64_t stream_reset_burst;              /* RST_STREAM frames a client may send at once */
     int64_t stream_reset_rate;               /* and per second after that */
+    uint64_t keepalive_interval_ms;          /* PING a connection quiet this long (0: never) */
+    uint64_t keepalive_timeout_ms;           /* and close it when unanswered for this long */
 };
 extern const struct sc_opt proxy_h2_listener_opts[];
 /* Why the proxy sent a GOAWAY (sidecar_http2_goaway_total's reason label). */
@@ -116,6 +118,7 @@ enum {
     PROXY_H2_GA_PROTOCOL,
     PROXY_H2_GA_RESET_FLOOD,
     PROXY_H2_GA_FLOOD,
+    PROXY_H2_GA_PING_TIMEOUT,
     PROXY_H2_GA_OTHER,
     PROXY_H2_GA_N
 };

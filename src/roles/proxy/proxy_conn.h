@@ -582,6 +582,12 @@ void proxy_h2_start(struct proxy_dconn *dc);
  * sent as HEADERS. Returns 0 or SC_ETOOBIG. */
 int proxy_h2_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m);
 
+/* An interim (1xx) response on stream <dc>: HEADERS without END_STREAM ahead of the final head
+ * (RFC 9113 section 8.1). <m> borrows an upstream's 1xx head (rewritten as proxy_head_interim
+ * does for HTTP/1 clients); NULL sends our own 100 Continue. Returns 0, or a negative code when
+ * nothing was sent (the stream is gone, or the head does not fit): the caller drops it. */
+int proxy_h2_interim(struct proxy_dconn *dc, const struct sc_http_msg *m);
+
 /* Chunked framing bytes of the upstream response on stream <dc> (<data>: a span that ended in
  * body data, which restarts the collection): what follows the last data, the trailer section,
  * is sent as HTTP/2 trailers. */

@@ -143,9 +143,13 @@ void proxy_upstream_ready(struct proxy_dconn *dc)
         static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         uv_buf_t iov = uv_buf_init(cont, sizeof(cont) - 1);
         r->sent_continue = true;
-        r->bytes_out += iov.len;
-        if (proxy_dwrite(dc, &iov, 1, 0, DN_INTERIM) < 0) {
-            return;
+        if (r->down_h2) {
+            (void)proxy_h2_interim(dc, NULL); /* a HEADERS frame with :status 100 */
+        } else {
+            r->bytes_out += iov.len;
+            if (proxy_dwrite(dc, &iov, 1, 0, DN_INTERIM) < 0) {
+                return;
+            }
         }
     }
     if (r->grpc_to_off) {
@@ -448,8 +452,14 @@ void proxy_parse_resp_head(struct proxy_dconn *dc)
              * rebuilt as our own HTTP/1.1 head; HTTP/1.0 has no 1xx, so from an HTTP/1.0
              * upstream or to an HTTP/1.0 client it is dropped. */
             size_t len = (size_t)rc;
-            if (r->minor == 0 || m.minor_version == 0 || (m.status == 100 && r->sent_continue) ||
-                r->down_h2) {
+            if (r->minor == 0 || m.minor_version == 0 || (m.status == 100 && r->sent_continue)) {
+                uc->in.start += len;
+                continue;
+            }
+            if (r->down_h2) {
+                /* HTTP/2 clients get it as HEADERS ahead of the final head; dropped when the
+                 * stream cannot take it. */
+                (void)proxy_h2_interim(dc, &m);
                 uc->in.start += len;
                 continue;
             }
@@ -1168,6 +1178,10 @@ static void h1_reply(struct proxy_exch *ex, int status, struct sc_str body)
                      : proxy_route_policy_write_local(ex, &dc->out, status, ct, body, close) < 0) {
         proxy_dconn_close(dc);
         return;
+    }
+    if (ex->is_head) {
+        /* A response to HEAD has no content (RFC 9110 9.3.2); Content-Length stays, as GET's. */
+        dc->out.len -= body.len;
     }
     proxy_dread_update(dc);
     proxy_arm_timer(dc);

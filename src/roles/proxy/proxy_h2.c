@@ -92,11 +92,25 @@ const struct sc_opt proxy_h2_listener_opts[] = {
       .help = "RST_STREAM frames per second a client regains after the burst",
       .min = 1,
       .max = 1000000 },
+    { .name = "keepalive_interval",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct proxy_h2_lcfg, keepalive_interval_ms),
+      .def = "0s",
+      .help = "a client connection nothing was received on for this long is sent a PING, "
+              "whether streams are open or not (Envoy's connection_keepalive.interval; 0: "
+              "never)" },
+    { .name = "keepalive_timeout",
+      .type = SC_OPT_DURATION,
+      .offset = offsetof(struct proxy_h2_lcfg, keepalive_timeout_ms),
+      .def = "20s",
+      .help = "a PING neither answered nor followed by any frame within this closes the "
+              "connection with GOAWAY (reason ping_timeout); its open streams end as reset",
+      .min = 1 },
     { 0 },
 };
 
 static const char *const ga_names[PROXY_H2_GA_N] = {
-    "drain", "idle", "protocol_error", "rapid_reset", "flood", "other",
+    "drain", "idle", "protocol_error", "rapid_reset", "flood", "ping_timeout", "other",
 };
 
 void proxy_h2_metrics_init(struct proxy_metrics *pm)
@@ -119,7 +133,7 @@ void proxy_h2_metrics_init(struct proxy_metrics *pm)
         pm->reg, SC_METRIC_COUNTER, "sidecar_http2_goaway_total",
         "GOAWAY frames sent to clients, by reason: drain, idle, protocol_error, rapid_reset (the "
         "RST_STREAM rate bound), flood (SETTINGS, PING or other frames the client made us queue, "
-        "CONTINUATION floods), other.",
+        "CONTINUATION floods), ping_timeout (a keepalive PING left unanswered), other.",
         gl, NULL, 0);
 }
 
@@ -171,6 +185,9 @@ struct proxy_h2c {
     struct sc_list streams;     /* open stream dconns, linked through dc->node */
     struct sc_list wake;        /* streams whose writers wait */
     size_t nopen;               /* streams whose transport is open */
+    uint64_t idle_since;        /* loop time <nopen> last became 0 (idle_timeout counts from it) */
+    uint64_t last_rx;           /* loop time bytes last arrived (keepalive counts from it) */
+    uint64_t ping_sent;         /* loop time of our keepalive PING awaiting its ACK, 0: none */
     size_t nalive;              /* stream dconns not freed yet */
     struct sc_buf wbuf;         /* frames to write */
     uv_check_t check;           /* flushes once per loop iteration what the streams produced */
@@ -347,7 +364,22 @@ static void h2_flush_soon(struct proxy_h2c *c)
     }
 }
 
-/* ---- the connection's timer: idle, drain, deferred close ---- */
+/* ---- the connection's timer: idle, keepalive, drain, deferred close ---- */
+
+/* When the keepalive next needs the timer: the PING's deadline (extended by any frame received
+ * since it went out, as Envoy does: a connection that delivers frames is alive), else the next
+ * PING; UINT64_MAX when keepalive is off. */
+static uint64_t ka_due(const struct proxy_h2c *c)
+{
+    if (!c->cfg.keepalive_interval_ms || c->draining) {
+        return UINT64_MAX;
+    }
+    if (c->ping_sent) {
+        uint64_t from = c->last_rx > c->ping_sent ? c->last_rx : c->ping_sent;
+        return from + c->cfg.keepalive_timeout_ms;
+    }
+    return c->last_rx + c->cfg.keepalive_interval_ms;
+}
 
 static void on_h2c_timer(uv_timer_t *t)
 {
@@ -360,26 +392,47 @@ static void on_h2c_timer(uv_timer_t *t)
         proxy_dconn_close(dc);
         return;
     }
-    if (c->nopen > 0) {
-        return;
-    }
     uint64_t now = uv_now(dc->w->loop), idle = dc->w->rt->idle_timeout_ms;
-    if (now < dc->last_activity + idle) {
-        uv_timer_start(&dc->timer, on_h2c_timer, dc->last_activity + idle - now, 0);
+    if (c->ping_sent && now >= ka_due(c)) {
+        /* The client neither answered nor sent anything: GOAWAY, and the connection closes
+         * with its streams (their exchanges end as the client's). */
+        sc_debug("http2: keepalive PING unanswered", SC_LS("peer", dc->cl.ip));
+        c->ga_reason = PROXY_H2_GA_PING_TIMEOUT;
+        static const char why[] = "keepalive timeout";
+        nghttp2_submit_goaway(c->s, NGHTTP2_FLAG_NONE,
+                              nghttp2_session_get_last_proc_stream_id(c->s), NGHTTP2_NO_ERROR,
+                              (const uint8_t *)why, sizeof(why) - 1);
+        h2_flush(c);
+        h2c_close_soon(c);
         return;
     }
-    /* Idle: GOAWAY, then close once it is out (or after a second). */
-    c->ga_reason = PROXY_H2_GA_IDLE;
-    nghttp2_submit_goaway(c->s, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->s),
-                          NGHTTP2_NO_ERROR, NULL, 0);
-    c->draining = true;
-    h2_flush(c);
-    if (!c->dead) {
-        uv_timer_start(&dc->timer, on_h2c_timer, H2C_LINGER_MS, 0);
-        c->dead = true;
+    if (c->nopen == 0 && now >= c->idle_since + idle) {
+        /* Idle: GOAWAY, then close once it is out (or after a second). */
+        c->ga_reason = PROXY_H2_GA_IDLE;
+        nghttp2_submit_goaway(c->s, NGHTTP2_FLAG_NONE,
+                              nghttp2_session_get_last_proc_stream_id(c->s), NGHTTP2_NO_ERROR, NULL,
+                              0);
+        c->draining = true;
+        h2_flush(c);
+        if (!c->dead) {
+            uv_timer_start(&dc->timer, on_h2c_timer, H2C_LINGER_MS, 0);
+            c->dead = true;
+        }
+        return;
     }
+    if (!c->ping_sent && now >= ka_due(c) &&
+        nghttp2_submit_ping(c->s, NGHTTP2_FLAG_NONE, NULL) == 0) {
+        c->ping_sent = now;
+        h2_flush(c);
+        if (c->dead || dc->state == D_CLOSING) {
+            return;
+        }
+    }
+    h2c_arm(c);
 }
 
+/* Arms the connection's timer for its nearest deadline: a deferred close, the idle timeout (no
+ * stream open), the keepalive PING or its answer. */
 static void h2c_arm(struct proxy_h2c *c)
 {
     struct proxy_dconn *dc = c->dc;
@@ -388,11 +441,17 @@ static void h2c_arm(struct proxy_h2c *c)
     }
     if (c->dead || (c->draining && c->nopen == 0)) {
         uv_timer_start(&dc->timer, on_h2c_timer, c->wpending ? H2C_LINGER_MS : 0, 0);
-    } else if (c->nopen == 0) {
-        uv_timer_start(&dc->timer, on_h2c_timer, dc->w->rt->idle_timeout_ms, 0);
-    } else {
-        uv_timer_stop(&dc->timer);
+        return;
     }
+    uint64_t now = uv_now(dc->w->loop), due = ka_due(c);
+    if (c->nopen == 0 && !c->draining && c->idle_since + dc->w->rt->idle_timeout_ms < due) {
+        due = c->idle_since + dc->w->rt->idle_timeout_ms;
+    }
+    if (due == UINT64_MAX) {
+        uv_timer_stop(&dc->timer);
+        return;
+    }
+    uv_timer_start(&dc->timer, on_h2c_timer, due > now ? due - now : 0, 0);
 }
 
 /* ---- the stream transport ---- */
@@ -538,7 +597,9 @@ static void h2s_close(struct sc_xport *x)
     }
     s->gone = true;
     sc_buf_reset(&s->pend);
-    c->nopen--;
+    if (--c->nopen == 0) {
+        c->idle_since = uv_now(c->dc->w->loop);
+    }
     if (s->wblocked) {
         s->wblocked = false;
         x->cbs->write_done(x->owner, UV_ECANCELED);
@@ -782,6 +843,31 @@ static void h2_reply(struct proxy_exch *ex, int status, struct sc_str body)
     proxy_finish_request(ex);
 }
 
+int proxy_h2_interim(struct proxy_dconn *dc, const struct sc_http_msg *m)
+{
+    struct proxy_h2s *s = dc->h2s;
+    struct proxy_h2c *c = s->c;
+    if (s->gone || s->closed || c->closing) {
+        return SC_EINVAL;
+    }
+    struct proxy_hsink sk = proxy_h2_out_sink(out_of(c), SC_STR("http"), 0);
+    int rc;
+    if (m) {
+        rc = proxy_head_interim(m, &sk);
+    } else {
+        rc = sk.ops->status(&sk, 100, SC_STR_NULL);
+        rc |= sk.ops->end(&sk);
+    }
+    nghttp2_nv nv[PROXY_H2_MAX_FIELDS + 8];
+    int n = rc < 0 ? -1 : proxy_h2_out_nv(c->out, nv, SC_ARRAY_LEN(nv));
+    if (n < 0 ||
+        nghttp2_submit_headers(c->s, NGHTTP2_FLAG_NONE, s->id, NULL, nv, (size_t)n, NULL) < 0) {
+        return SC_ETOOBIG;
+    }
+    h2_flush_soon(c);
+    return 0;
+}
+
 int proxy_h2_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
 {
     struct proxy_h2s *s = dc->h2s;
@@ -907,8 +993,13 @@ static size_t request_text(struct proxy_dconn *dc, const struct sc_http_msg *m, 
     for (size_t i = 0; i < m->nheaders; i++) {
         need += m->headers[i].name.len + m->headers[i].value.len + 4;
     }
-    proxy_rbuf_get(dc->w, &dc->in);
-    if (dc->in.cap < need) {
+    if (!dc->in.p) {
+        /* The head's own size, not a 16 KiB read buffer: the stream keeps it while its exchange
+         * runs (ext_authz re-reads it), and with 500 streams in flight those buffers were most
+         * of the proxy's memory. proxy_rbuf_put frees it (it is not of the pool's size). */
+        dc->in.p = sc_malloc(need);
+        dc->in.cap = need;
+    } else if (dc->in.cap < need) {
         dc->in.p = sc_realloc(dc->in.p, need);
         dc->in.cap = need;
     }
@@ -976,7 +1067,8 @@ static void on_request(struct proxy_h2c *c, const nghttp2_frame *f)
     const struct sc_http_header *ct = sc_http1_find(m, SC_STR("content-type"), NULL);
     s->grpc = ct && proxy_grpc_is(ct->value);
     sc_metrics_counter_inc(c->m.streams);
-    m->expect_continue = false; /* no interim answer is written on a stream */
+    /* Expect: 100-continue is answered as for HTTP/1 (proxy_upstream_ready: a 100 HEADERS
+     * once the request is on its way), and not forwarded. */
     size_t headlen = request_text(dc, m, s->chunked);
     proxy_exchange_start(dc, m, headlen);
 }
@@ -1023,6 +1115,12 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *f, void 
         if (s && !s->closed && (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
             s->in_eof = true;
             deliver(s);
+        }
+        break;
+    case NGHTTP2_PING:
+        if (f->hd.flags & NGHTTP2_FLAG_ACK) {
+            c->ping_sent = 0; /* the keepalive is answered: the next PING after an interval */
+            h2c_arm(c);
         }
         break;
     default:
@@ -1154,7 +1252,7 @@ static void h2c_read(void *owner, ssize_t nread)
         proxy_dconn_close(dc);
         return;
     }
-    dc->last_activity = uv_now(dc->w->loop);
+    dc->last_activity = dc->h2->last_rx = uv_now(dc->w->loop);
     dc->in.end += (size_t)nread;
     h2c_input(dc->h2);
 }
@@ -1196,6 +1294,7 @@ void proxy_h2_start(struct proxy_dconn *dc)
     c->cfg = w->rt->listeners[dc->lidx].http2;
     c->m = w->rt->listeners[dc->lidx].h2m;
     c->ga_reason = -1;
+    c->idle_since = c->last_rx = uv_now(w->loop);
     sc_metrics_counter_inc(c->m.conns);
     sc_list_init(&c->streams);
     sc_list_init(&c->wake);
