@@ -10,6 +10,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/lazylib.h"
 #include "core/log.h"
 #include "net/addr.h"
 #include "roles/proxy/proxy.h"
@@ -937,6 +938,13 @@ static int cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg 
     c->m_timeout = sc_metrics_get(pm->timeout, lv);
     proxy_icpt_cluster_init(c, cc);
     proxy_h2_up_cluster_init(c, quick ? NULL : cc, pm);
+    char *why = NULL;
+    if (c->h2up.protocol != PROXY_UP_HTTP1 && sc_lazylib_nghttp2_load(&why) < 0) {
+        *err = sc_asprintf("cluster %s: protocol %s: %s", c->name,
+                           c->h2up.protocol == PROXY_UP_HTTP2 ? "http2" : "auto", why);
+        sc_free(why);
+        return SC_EUNSUPPORTED;
+    }
     return proxy_tls_cluster_init(&c->tls, c->name, quick ? NULL : cc, cfg, pm, err);
 }
 
