@@ -370,6 +370,8 @@ struct proxy_listener {
     struct proxy_listener_icpt icpt; /* protocol, detection, TCP routes (proxy_tcp.h) */
     struct proxy_oidc *oidc;         /* its own login; NULL: the snapshot's (inbound) */
     bool oidc_off;                   /* no login at all */
+    bool authn;                      /* a login, JWT or authorization policy applies here, set
+                                        by proxy_rt_new: without one a request skips them */
     struct proxy_h2_lcfg http2;      /* downstream HTTP/2 (proxy_h2.c) */
     struct proxy_h2_lmetrics h2m;
     bool grpc_web; /* gRPC-Web requests are translated on HTTP/2 upstreams (proxy_grpc_web.c) */

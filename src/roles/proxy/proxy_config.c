@@ -1214,6 +1214,10 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
         l->routes = sc_calloc(1, sizeof(*l->routes));
         route_init(&l->routes[0], &orc, cfg, rt, 0);
     }
+    for (size_t i = 0; i < rt->nlisteners; i++) {
+        struct proxy_listener *l = &rt->listeners[i];
+        l->authn = l->oidc || (l->inbound && ((rt->oidc && !l->oidc_off) || rt->authz || rt->jwt));
+    }
     return rt;
 fail:
     rt->nclusters = nc;
