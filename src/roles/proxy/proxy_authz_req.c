@@ -94,6 +94,8 @@ int proxy_authz_request(struct proxy_exch *ex, const struct sc_http_msg *m, stru
         if (rc == 0) {
             *origin = sc_str_n(norm_buf, olen);
             *path = sc_str_n(norm_buf, plen);
+        } else {
+            *path = sc_str_n(origin->p, plen); /* PROXY_NORM_SAME: the target's own path */
         }
     }
     if (!ex->lsn->authn) {

@@ -450,7 +450,9 @@ void proxy_btimer_stop(struct proxy_exch *ex);
 enum { PROXY_AUTHZ_PENDING = 1 };
 
 /* Normalises the target of <ex> (<origin> and <path>, replaced by the normalised ones, valid
- * until the calling proxy_exchange_start returns) and runs the snapshot's authorization on it.
+ * until the calling proxy_exchange_start returns; for an origin-form target of a request other
+ * than CONNECT, <*path> is set from <*origin> whatever it held, so a caller may leave finding
+ * the path part to the normaliser's scan) and runs the snapshot's authorization on it.
  * <raw> is the request head as received (kept by an external check). Returns 0 to go on,
  * PROXY_AUTHZ_PENDING when an external authorizer decides (proxy_exchange_route follows, or a
  * local reply), or the status of the local reply to send (400 for a refused target, 401 for an

@@ -258,8 +258,12 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
     dc->last_len = 0;
     dc->last_activity = uv_now(w->loop);
 
-    struct sc_str origin;
-    struct sc_str path = proxy_target_path(m->target, &origin);
+    /* An origin-form target's path part is found by the normaliser's scan (proxy_authz_request),
+     * not searched for twice. */
+    struct sc_str origin = m->target, path = m->target;
+    if (r->is_connect || !origin.len || origin.p[0] != '/') {
+        path = proxy_target_path(m->target, &origin);
+    }
     const char *azwhy = NULL;
     unsigned azfl = 0;
     struct sc_str raw = sc_str_n(dc->in.p + dc->in.start - headlen, headlen);
