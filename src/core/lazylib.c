@@ -295,3 +295,36 @@ void *sc_lazylib_nghttp2_resolve(void **slot, const char *name)
     }
     return whole_resolve(&nghttp2, slot, name);
 }
+
+/* PCRE2 (core/regex.h): regular expressions, needed from the first pattern compiled. */
+static struct whole_lib pcre2 = { .soname = "libpcre2-8.so.0" };
+static pthread_once_t pcre2_once = PTHREAD_ONCE_INIT;
+
+static void load_pcre2(void)
+{
+    whole_open(&pcre2);
+}
+
+int sc_lazylib_pcre2_load(char **err)
+{
+    pthread_once(&pcre2_once, load_pcre2);
+    if (pcre2.lib) {
+        return 0;
+    }
+    if (err) {
+        *err = sc_asprintf("regular expressions need PCRE2 (libpcre2-8.so.0), which cannot be "
+                           "loaded: %s",
+                           pcre2.why);
+    }
+    return SC_EUNSUPPORTED;
+}
+
+void *sc_lazylib_pcre2_resolve(void **slot, const char *name)
+{
+    char *err = NULL;
+    if (sc_lazylib_pcre2_load(&err) < 0) {
+        sc_error("cannot load PCRE2", SC_LS("reason", err));
+        abort();
+    }
+    return whole_resolve(&pcre2, slot, name);
+}

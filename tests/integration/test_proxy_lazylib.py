@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
-"""sidecar proxy: nghttp2 is loaded at run time, by the first HTTP/2 connection. A proxy serving
-HTTP/1 only never maps it (its resident memory stays small), the first h2c connection maps it,
-and a library that cannot be loaded refuses HTTP/2 connections with a logged reason while HTTP/1
-keeps working, and refuses a cluster that must speak HTTP/2 at start-up."""
+"""sidecar proxy: libraries loaded at run time. nghttp2 is loaded by the first HTTP/2 connection: a
+proxy serving HTTP/1 only never maps it (its resident memory stays small), the first h2c
+connection maps it, and a library that cannot be loaded refuses HTTP/2 connections with a logged
+reason while HTTP/1 keeps working, and refuses a cluster that must speak HTTP/2 at start-up.
+PCRE2 is loaded by the first regular expression: a proxy whose routes hold none never maps it."""
 import socket
 import subprocess
 
@@ -10,9 +11,9 @@ from conftest import free_port
 from proxy_util import echo, proxy_config  # noqa: F401  (echo is a fixture)
 
 
-def mapped(sc):
+def mapped(sc, lib="libnghttp2.so"):
     with open(f"/proc/{sc.proc.pid}/maps") as f:
-        return "libnghttp2.so" in f.read()
+        return lib in f.read()
 
 
 def curl(*args):
@@ -68,3 +69,18 @@ def test_missing_nghttp2_refuses_an_http2_cluster(run_cli, echo, tmp_path):
     assert r.returncode != 0
     assert "cluster app: protocol http2: HTTP/2 needs nghttp2 (libnghttp2.so.14)" in r.stderr, \
         r.stderr
+
+
+def test_pcre2_mapped_only_with_a_regex_route(sidecar_run, echo):
+    port = free_port()
+    plain = sidecar_run("proxy", ["--listen", f"127.0.0.1:{port}", "--upstream", echo.addr])
+    assert curl(f"http://127.0.0.1:{port}/a") == (0, "200 1.1")
+    assert not mapped(plain, "libpcre2-8.so")
+    port = free_port()
+    regex = sidecar_run("proxy", config=proxy_config(
+        [{"name": "in", "address": f"127.0.0.1:{port}",
+          "routes": [{"match": {"regex": "/v[0-9]+/.*"}, "cluster": "app"}]}],
+        [{"name": "app", "endpoints": [echo.addr]}]))
+    assert mapped(regex, "libpcre2-8.so")
+    assert curl(f"http://127.0.0.1:{port}/v2/x") == (0, "200 1.1")
+    assert curl(f"http://127.0.0.1:{port}/x") == (0, "404 1.1")

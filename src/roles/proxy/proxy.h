@@ -11,8 +11,7 @@
 #ifndef SC_ROLES_PROXY_PROXY_H
 #define SC_ROLES_PROXY_PROXY_H
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
+#include "core/regex.h"
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>

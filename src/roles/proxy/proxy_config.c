@@ -625,6 +625,9 @@ static int check_route(const struct proxy_cfg *c, const struct proxy_listener_cf
         return SC_ECONFIG;
     }
     if (r->match.regex) {
+        if (sc_lazylib_pcre2_load(err) < 0) {
+            return SC_ECONFIG;
+        }
         int ec;
         PCRE2_SIZE off;
         pcre2_code *re =

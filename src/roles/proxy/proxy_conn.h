@@ -622,7 +622,8 @@ struct sc_str proxy_target_path(struct sc_str t, struct sc_str *origin);
 struct sc_str proxy_target_authority(struct sc_str t, bool *absolute);
 
 /* True when route <rt> takes request <m> with routing path <path>. <md> is PCRE2 match data
- * (per worker). */
+ * (the worker's, which exists once its table has a regex route; NULL: one is made for the
+ * match). */
 bool proxy_route_matches(const struct proxy_route *rt, const struct sc_http_msg *m,
                          struct sc_str path, pcre2_match_data *md);
 

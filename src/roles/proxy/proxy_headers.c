@@ -603,9 +603,16 @@ bool proxy_route_matches(const struct proxy_route *rt, const struct sc_http_msg 
     if (rt->path && !sc_str_eq(path, sc_str_c(rt->path))) {
         return false;
     }
-    if (rt->re &&
-        pcre2_match(rt->re, (PCRE2_SPTR)(path.p ? path.p : ""), path.len, 0, 0, md, NULL) < 0) {
-        return false;
+    if (rt->re) {
+        /* A worker's match data exists once its table has a regex route (proxy_worker.c); a
+         * caller without one gets its own for this match. */
+        pcre2_match_data *own = md ? NULL : pcre2_match_data_create(32, NULL);
+        int rc = pcre2_match(rt->re, (PCRE2_SPTR)(path.p ? path.p : ""), path.len, 0, 0,
+                             md ? md : own, NULL);
+        pcre2_match_data_free(own);
+        if (rc < 0) {
+            return false;
+        }
     }
     if (rt->pol && !proxy_route_policy_match(rt->pol, m)) {
         return false;
