@@ -33,6 +33,7 @@
     }))
 
 // clang-format off
+#define nghttp2_http2_strerror SC_NGHTTP2(nghttp2_http2_strerror)
 #define nghttp2_option_del SC_NGHTTP2(nghttp2_option_del)
 #define nghttp2_option_new SC_NGHTTP2(nghttp2_option_new)
 #define nghttp2_option_set_max_continuations SC_NGHTTP2(nghttp2_option_set_max_continuations)
@@ -50,6 +51,7 @@
 #define nghttp2_session_callbacks_set_on_frame_send_callback SC_NGHTTP2(nghttp2_session_callbacks_set_on_frame_send_callback)
 #define nghttp2_session_callbacks_set_on_header_callback SC_NGHTTP2(nghttp2_session_callbacks_set_on_header_callback)
 #define nghttp2_session_callbacks_set_on_stream_close_callback SC_NGHTTP2(nghttp2_session_callbacks_set_on_stream_close_callback)
+#define nghttp2_session_client_new SC_NGHTTP2(nghttp2_session_client_new)
 #define nghttp2_session_client_new2 SC_NGHTTP2(nghttp2_session_client_new2)
 #define nghttp2_session_consume SC_NGHTTP2(nghttp2_session_consume)
 #define nghttp2_session_consume_connection SC_NGHTTP2(nghttp2_session_consume_connection)
