@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// Lazily loaded libraries (see lazylib.h): each is a table of function pointers filled under
-// pthread_once, so the first use from any worker thread loads it exactly once.
+// Lazily loaded libraries (see lazylib.h): each is loaded under pthread_once, so the first use from
+// any worker thread loads it exactly once. snappy's and MD5's few functions are a table filled at
+// load; OpenSSL's and nghttp2's are resolved one by one by their call sites (net/ossl.h,
+// net/nghttp2.h).
 #include "core/lazylib.h"
 
 #include <dlfcn.h>
@@ -97,9 +99,39 @@ int sc_lazylib_md5(const void *p, size_t n, unsigned char out[16])
     return 0;
 }
 
+/* A library loaded whole on first use whose functions a net/ header resolves one by one at their
+ * call sites (net/ossl.h, net/nghttp2.h). <lib> is set once, under <once>; <why> holds the
+ * loader's reason when it could not be loaded. */
+struct whole_lib {
+    const char *soname;
+    void *lib;
+    char why[256];
+};
+
+static void whole_open(struct whole_lib *l)
+{
+    l->lib = dlopen(l->soname, RTLD_NOW | RTLD_LOCAL);
+    if (!l->lib) {
+        const char *e = dlerror();
+        snprintf(l->why, sizeof(l->why), "%s", e ? e : "not found");
+    }
+}
+
+/* Resolves <name> from <l> (which its caller has loaded) into <*slot> and returns it; a missing
+ * function is logged and ends the process, since the call site has no way to fail. */
+static void *whole_resolve(struct whole_lib *l, void **slot, const char *name)
+{
+    void *fn = dlsym(l->lib, name);
+    if (!fn) {
+        sc_error("a library lacks a function", SC_LS("library", l->soname), SC_LS("symbol", name));
+        abort();
+    }
+    __atomic_store_n(slot, fn, __ATOMIC_RELEASE);
+    return fn;
+}
+
 /* OpenSSL 3 (net/ossl.h): libssl, whose handle also finds libcrypto's symbols (its dependency). */
-static void *ssl_lib;
-static char ssl_why[256];
+static struct whole_lib ssl = { .soname = "libssl.so.3" };
 static pthread_once_t ssl_once = PTHREAD_ONCE_INIT;
 
 /* OpenSSL's record buffers: with SSL_MODE_RELEASE_BUFFERS (idle connections hold none) each
@@ -182,7 +214,7 @@ static void pool_install(void)
 {
     int (*set)(void *(*)(size_t, const char *, int), void *(*)(void *, size_t, const char *, int),
                void (*)(void *, const char *, int));
-    *(void **)&set = dlsym(ssl_lib, "CRYPTO_set_mem_functions");
+    *(void **)&set = dlsym(ssl.lib, "CRYPTO_set_mem_functions");
     if (!set || pthread_key_create(&pool_key, pool_drop) != 0) {
         return;
     }
@@ -196,25 +228,22 @@ static void pool_install(void)
 
 static void load_ssl(void)
 {
-    ssl_lib = dlopen("libssl.so.3", RTLD_NOW | RTLD_LOCAL);
-    if (!ssl_lib) {
-        const char *e = dlerror();
-        snprintf(ssl_why, sizeof(ssl_why), "%s", e ? e : "libssl.so.3: not found");
-        return;
+    whole_open(&ssl);
+    if (ssl.lib) {
+        pool_install();
     }
-    pool_install();
 }
 
 int sc_lazylib_ssl_load(char **err)
 {
     pthread_once(&ssl_once, load_ssl);
-    if (ssl_lib) {
+    if (ssl.lib) {
         return 0;
     }
     if (err) {
         *err = sc_asprintf("TLS needs OpenSSL 3 (libssl.so.3 and libcrypto.so.3), which cannot be "
                            "loaded: %s",
-                           ssl_why);
+                           ssl.why);
     }
     return SC_EUNSUPPORTED;
 }
@@ -226,11 +255,76 @@ void *sc_lazylib_ssl_resolve(void **slot, const char *name)
         sc_error("cannot load OpenSSL", SC_LS("reason", err));
         abort();
     }
-    void *fn = dlsym(ssl_lib, name);
-    if (!fn) {
-        sc_error("OpenSSL lacks a function", SC_LS("symbol", name));
+    return whole_resolve(&ssl, slot, name);
+}
+
+/* nghttp2 (net/nghttp2.h): HTTP/2 framing, needed from the first HTTP/2 connection on. */
+static struct whole_lib nghttp2 = { .soname = "libnghttp2.so.14" };
+static pthread_once_t nghttp2_once = PTHREAD_ONCE_INIT;
+static bool nghttp2_logged;
+
+static void load_nghttp2(void)
+{
+    whole_open(&nghttp2);
+}
+
+int sc_lazylib_nghttp2_load(char **err)
+{
+    pthread_once(&nghttp2_once, load_nghttp2);
+    if (nghttp2.lib) {
+        return 0;
+    }
+    if (!err && !__atomic_exchange_n(&nghttp2_logged, true, __ATOMIC_RELAXED)) {
+        sc_error("HTTP/2 needs libnghttp2.so.14, which cannot be loaded: HTTP/2 connections are "
+                 "refused",
+                 SC_LS("reason", nghttp2.why));
+    }
+    if (err) {
+        *err = sc_asprintf("HTTP/2 needs nghttp2 (libnghttp2.so.14), which cannot be loaded: %s",
+                           nghttp2.why);
+    }
+    return SC_EUNSUPPORTED;
+}
+
+void *sc_lazylib_nghttp2_resolve(void **slot, const char *name)
+{
+    char *err = NULL;
+    if (sc_lazylib_nghttp2_load(&err) < 0) {
+        sc_error("cannot load nghttp2", SC_LS("reason", err));
         abort();
     }
-    __atomic_store_n(slot, fn, __ATOMIC_RELEASE);
-    return fn;
+    return whole_resolve(&nghttp2, slot, name);
+}
+
+/* PCRE2 (core/regex.h): regular expressions, needed from the first pattern compiled. */
+static struct whole_lib pcre2 = { .soname = "libpcre2-8.so.0" };
+static pthread_once_t pcre2_once = PTHREAD_ONCE_INIT;
+
+static void load_pcre2(void)
+{
+    whole_open(&pcre2);
+}
+
+int sc_lazylib_pcre2_load(char **err)
+{
+    pthread_once(&pcre2_once, load_pcre2);
+    if (pcre2.lib) {
+        return 0;
+    }
+    if (err) {
+        *err = sc_asprintf("regular expressions need PCRE2 (libpcre2-8.so.0), which cannot be "
+                           "loaded: %s",
+                           pcre2.why);
+    }
+    return SC_EUNSUPPORTED;
+}
+
+void *sc_lazylib_pcre2_resolve(void **slot, const char *name)
+{
+    char *err = NULL;
+    if (sc_lazylib_pcre2_load(&err) < 0) {
+        sc_error("cannot load PCRE2", SC_LS("reason", err));
+        abort();
+    }
+    return whole_resolve(&pcre2, slot, name);
 }

@@ -61,7 +61,7 @@ struct node {
     struct node *next;
 };
 
-struct sc_tmpl {
+struct sc_template {
     char *name;
     struct node *root;
     char **extra;
@@ -200,7 +200,7 @@ static json_t *yaml_node_json(yaml_document_t *d, yaml_node_t *n, int depth, siz
     }
 }
 
-json_t *sc_tmpl_data_parse(const char *text, size_t len)
+json_t *sc_template_data_parse(const char *text, size_t len)
 {
     json_error_t je;
     json_t *j = json_loadb(text, len, JSON_DECODE_ANY, &je);
@@ -273,7 +273,7 @@ static void nodes_free(struct node *n)
     }
 }
 
-void sc_tmpl_free(struct sc_tmpl *t)
+void sc_template_free(struct sc_template *t)
 {
     if (!t) {
         return;
@@ -296,7 +296,7 @@ struct parser {
     size_t pos;
     int depth;
     char *err;
-    const struct sc_tmpl *t;
+    const struct sc_template *t;
 };
 
 static void pos_of(const struct parser *p, size_t at, int *line, int *col)
@@ -835,10 +835,10 @@ static int parse_list(struct parser *p, struct node **list, enum stop *stop, boo
     }
 }
 
-struct sc_tmpl *sc_tmpl_parse(const char *name, const char *text, size_t len,
-                              const char *const *extra, char **err)
+struct sc_template *sc_template_parse(const char *name, const char *text, size_t len,
+                                      const char *const *extra, char **err)
 {
-    struct sc_tmpl *t = SC_NEW(struct sc_tmpl);
+    struct sc_template *t = SC_NEW(struct sc_template);
     t->name = sc_strdup(name ? name : "template");
     for (size_t i = 0; extra && extra[i]; i++) {
         t->extra = sc_reallocarray(t->extra, t->nextra + 1, sizeof(char *));
@@ -862,15 +862,15 @@ struct sc_tmpl *sc_tmpl_parse(const char *name, const char *text, size_t len,
     }
     return t;
 fail:
-    sc_tmpl_free(t);
+    sc_template_free(t);
     return NULL;
 }
 
 /* ---- calls ---- */
 
-static void calls_pipe(const struct pipe *pp, const char *func, sc_tmpl_call_cb cb, void *arg);
+static void calls_pipe(const struct pipe *pp, const char *func, sc_template_call_cb cb, void *arg);
 
-static void calls_nodes(const struct node *n, const char *func, sc_tmpl_call_cb cb, void *arg)
+static void calls_nodes(const struct node *n, const char *func, sc_template_call_cb cb, void *arg)
 {
     for (; n; n = n->next) {
         if (n->pipe) {
@@ -881,7 +881,7 @@ static void calls_nodes(const struct node *n, const char *func, sc_tmpl_call_cb 
     }
 }
 
-static void calls_pipe(const struct pipe *pp, const char *func, sc_tmpl_call_cb cb, void *arg)
+static void calls_pipe(const struct pipe *pp, const char *func, sc_template_call_cb cb, void *arg)
 {
     for (size_t i = 0; i < pp->n; i++) {
         const struct cmd *c = &pp->cmds[i];
@@ -897,7 +897,8 @@ static void calls_pipe(const struct pipe *pp, const char *func, sc_tmpl_call_cb 
     }
 }
 
-void sc_tmpl_calls(const struct sc_tmpl *t, const char *func, sc_tmpl_call_cb cb, void *arg)
+void sc_template_calls(const struct sc_template *t, const char *func, sc_template_call_cb cb,
+                       void *arg)
 {
     calls_nodes(t->root, func, cb, arg);
 }
@@ -910,9 +911,9 @@ struct var {
 };
 
 struct exec {
-    const struct sc_tmpl *t;
+    const struct sc_template *t;
     struct sc_buf *out;
-    sc_tmpl_func_cb fn;
+    sc_template_func_cb fn;
     void *arg;
     json_t *root;
     struct var vars[TMPL_MAX_DEPTH * 2 + 1];
@@ -1436,8 +1437,8 @@ static int exec_nodes(struct exec *x, const struct node *n, json_t *dot)
     return 0;
 }
 
-int sc_tmpl_render(const struct sc_tmpl *t, json_t *data, sc_tmpl_func_cb fn, void *arg,
-                   struct sc_buf *out, char **err)
+int sc_template_render(const struct sc_template *t, json_t *data, sc_template_func_cb fn, void *arg,
+                       struct sc_buf *out, char **err)
 {
     json_t *nul = json_null();
     struct exec x = { .t = t, .out = out, .fn = fn, .arg = arg, .root = data ? data : nul };

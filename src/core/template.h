@@ -14,43 +14,44 @@
 
 #include "core/buf.h"
 
-struct sc_tmpl;
+struct sc_template;
 
 /* A caller-provided function (for example `secret "path"`): receives the evaluated arguments
  * (borrowed) and returns 0 with a new reference in <*out>, or a negative error with a new message
  * in <*err>. */
-typedef int (*sc_tmpl_func_cb)(void *arg, const char *name, json_t *const *args, size_t nargs,
-                               json_t **out, char **err);
+typedef int (*sc_template_func_cb)(void *arg, const char *name, json_t *const *args, size_t nargs,
+                                   json_t **out, char **err);
 
 /* Called for each call of a caller function whose first argument is a string literal. */
-typedef void (*sc_tmpl_call_cb)(void *arg, const char *func, const char *first);
+typedef void (*sc_template_call_cb)(void *arg, const char *func, const char *first);
 
 /* Parses <len> bytes of <text> (named <name> in messages). <extra> is a NULL-terminated list of
  * caller function names allowed besides the built-ins (may be NULL). Returns a new template, or
  * NULL with a new "name:line:col: message" in <*err>. Input is capped at 1 MiB and nesting at 64
  * levels. */
-struct sc_tmpl *sc_tmpl_parse(const char *name, const char *text, size_t len,
-                              const char *const *extra, char **err);
+struct sc_template *sc_template_parse(const char *name, const char *text, size_t len,
+                                      const char *const *extra, char **err);
 
 /* Renders <t> with <data> as the dot (borrowed; NULL means null), appending to <out>. Caller
  * functions go to <fn> (may be NULL when the template has none). Returns 0, or a negative error
  * (SC_ETOOBIG when <out> is full, SC_ECONFIG for a failed function) with a new "name:line:col:
  * message" in <*err>; <out> may then hold partial output. */
-int sc_tmpl_render(const struct sc_tmpl *t, json_t *data, sc_tmpl_func_cb fn, void *arg,
-                   struct sc_buf *out, char **err);
+int sc_template_render(const struct sc_template *t, json_t *data, sc_template_func_cb fn, void *arg,
+                       struct sc_buf *out, char **err);
 
 /* Calls <cb> for each call of caller function <func> whose first argument is a string literal, in
  * source order (for example, to learn which secrets a template reads before rendering it). */
-void sc_tmpl_calls(const struct sc_tmpl *t, const char *func, sc_tmpl_call_cb cb, void *arg);
+void sc_template_calls(const struct sc_template *t, const char *func, sc_template_call_cb cb,
+                       void *arg);
 
 /* Frees <t>. NULL-safe. */
-void sc_tmpl_free(struct sc_tmpl *t);
+void sc_template_free(struct sc_template *t);
 
 /* Parses fetched text into the value a template sees: JSON when it parses as JSON, else the
  * mapping or sequence of a YAML document (scalars as strings), else the text as a string.
  * Returns a new reference (never NULL). YAML is bounded: 64 levels, 100,000 nodes with aliases
  * expanded; past that the text is kept as a string. */
-json_t *sc_tmpl_data_parse(const char *text, size_t len);
+json_t *sc_template_data_parse(const char *text, size_t len);
 
 /* Appends the base64 (RFC 4648, padded) of <n> bytes at <p> to <out>. Returns 0 or SC_ETOOBIG. */
 int sc_template_base64_encode(struct sc_buf *out, const void *p, size_t n);

@@ -50,6 +50,7 @@ enum {
     C_HOST = 1 << 5,   /* reg-name: unreserved, sub-delims and '%' (RFC 3986) */
     C_NAME = 1 << 6,   /* token without '_': field names are scanned with it, and a stop at '_'
                           marks the message (headers_with_underscores) at no cost otherwise */
+    C_HOSTCH = 1 << 7, /* C_HOST but '%': a host is scanned with it, stopping at escapes */
 };
 
 #define IS_DIGIT(c) ((c) >= '0' && (c) <= '9')
@@ -69,7 +70,7 @@ enum {
 #define CLASS(c)                                                                                   \
     ((IS_TCHAR(c) ? C_TCHAR : 0) | (IS_VCHAR(c) ? C_VCHAR : 0) | (IS_FIELD(c) ? C_FIELD : 0) |     \
      (IS_HEX(c) ? C_HEX : 0) | (IS_QDTEXT(c) ? C_QDTEXT : 0) | (IS_HOST(c) ? C_HOST : 0) |         \
-     (IS_TCHAR(c) && (c) != '_' ? C_NAME : 0))
+     (IS_TCHAR(c) && (c) != '_' ? C_NAME : 0) | (IS_HOST(c) && (c) != '%' ? C_HOSTCH : 0))
 #define ROW(b)                                                                                     \
     CLASS(b), CLASS(b + 1), CLASS(b + 2), CLASS(b + 3), CLASS(b + 4), CLASS(b + 5), CLASS(b + 6),  \
         CLASS(b + 7), CLASS(b + 8), CLASS(b + 9), CLASS(b + 10), CLASS(b + 11), CLASS(b + 12),     \
@@ -336,16 +337,21 @@ static bool valid_authority(const char *p, size_t n, bool need_port)
         }
         i++;
     } else {
-        while (i < n && p[i] != ':') {
-            unsigned char c = (unsigned char)p[i];
-            if (!is(c, C_HOST)) {
-                return false;
+        for (;;) {
+            while (i < n && is((unsigned char)p[i], C_HOSTCH)) {
+                i++;
             }
-            if (c == '%' && (i + 2 >= n || !is((unsigned char)p[i + 1], C_HEX) ||
-                             !is((unsigned char)p[i + 2], C_HEX))) {
+            if (i == n || p[i] != '%') {
+                break;
+            }
+            if (i + 2 >= n || !is((unsigned char)p[i + 1], C_HEX) ||
+                !is((unsigned char)p[i + 2], C_HEX)) {
                 return false;
             }
             i++;
+        }
+        if (i < n && p[i] != ':') {
+            return false; /* not a host character */
         }
         if (i == 0 && (n > 0 || need_port)) {
             return false; /* a port with no host */

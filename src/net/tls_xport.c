@@ -22,6 +22,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/tlbuf.h"
 
 #define TLS_REC 16384                     /* plaintext bytes per record */
 #define REC_MAX (TLS_REC + 256)           /* a record with header, nonce, tag and padding */
@@ -94,7 +95,7 @@ static void defer(struct tls_x *x);
 
 /* ---- per-thread buffers ------------------------------------------------------------------- */
 
-static _Thread_local char scratch[IN_CAP];
+static _Thread_local void *scratch; /* IN_CAP bytes (core/tlbuf.h) */
 static pthread_key_t spare_key;
 static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
 
@@ -688,7 +689,7 @@ static void on_below_alloc(void *owner, uv_buf_t *buf)
         return;
     }
     x->scratch_given = true;
-    *buf = uv_buf_init(scratch, sizeof(scratch));
+    *buf = uv_buf_init(sc_tlbuf_get(&scratch, IN_CAP), IN_CAP);
 }
 
 static void on_below_read(void *owner, ssize_t nread)
@@ -698,7 +699,7 @@ static void on_below_read(void *owner, ssize_t nread)
         return;
     }
     if (nread > 0) {
-        const char *first = x->scratch_given ? scratch : x->in + x->in_len;
+        const char *first = x->scratch_given ? (const char *)scratch : x->in + x->in_len;
         if (!x->first_seen) {
             x->first_seen = true;
             x->first_byte = (unsigned char)first[0];

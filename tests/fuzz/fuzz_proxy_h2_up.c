@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <nghttp2/nghttp2.h>
+#include "net/nghttp2.h"
 
 #include "core/alloc.h"
 #include "core/config.h"

@@ -68,7 +68,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     static const char *const extra[] = { "secret", NULL };
     char *err = NULL;
-    struct sc_tmpl *t = sc_tmpl_parse("fuzz", tp, tlen, extra, &err);
+    struct sc_template *t = sc_template_parse("fuzz", tp, tlen, extra, &err);
     if (!t) {
         check_error(err, tlen);
         sc_free(err);
@@ -82,8 +82,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sc_buf_init(&a, 64 * 1024);
     sc_buf_init(&b, 64 * 1024);
     char *e1 = NULL, *e2 = NULL;
-    int r1 = sc_tmpl_render(t, root, ext, NULL, &a, &e1);
-    int r2 = sc_tmpl_render(t, root, ext, NULL, &b, &e2);
+    int r1 = sc_template_render(t, root, ext, NULL, &a, &e1);
+    int r2 = sc_template_render(t, root, ext, NULL, &b, &e2);
     if (r1 != r2 || a.len != b.len || (a.len && memcmp(a.p, b.p, a.len) != 0)) {
         abort();
     }
@@ -101,7 +101,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sc_free(e2);
     sc_buf_cleanup(&a);
     sc_buf_cleanup(&b);
-    sc_tmpl_free(t);
+    sc_template_free(t);
     json_decref(root);
     return 0;
 }

@@ -271,6 +271,10 @@ def test_native_query_parameters_and_regex_rewrite(sidecar_run, uri_nginx):
          "direct_response": {"status": 297, "body": "no token"}},
         {"name": "rw", "match": {"prefix": "/img/"}, "cluster": "app",
          "regex_rewrite": {"pattern": "/+", "substitution": "/"}},
+        # a query regex on a proxy with no path regex (the worker's match data is made for it)
+        {"name": "num", "match": {"prefix": "/n", "query_parameters": [
+            {"name": "id", "regex": "[0-9]+"}]},
+         "direct_response": {"status": 296, "body": "number"}},
         {"name": "all", "match": {"prefix": "/"}, "cluster": "app"},
     ]
     cfg = proxy_config([{"name": "in", "address": f"127.0.0.1:{port}", "routes": routes}],
@@ -279,6 +283,8 @@ def test_native_query_parameters_and_regex_rewrite(sidecar_run, uri_nginx):
     assert curl(port, "/?id=a-x") == (297, "no token")
     assert curl(port, "/?id=a-x&token=1")[0] == 200
     assert curl(port, "/?id=a-y")[0] == 200
+    assert curl(port, "/n?id=42") == (296, "number")
+    assert curl(port, "/n?id=4a")[0] == 200
     # every match of the pattern is replaced
     assert curl(port, "/img//a///b?q=1", "--path-as-is") == (200, "uri=/img/a/b?q=1")
 

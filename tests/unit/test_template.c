@@ -18,7 +18,7 @@
 static char *render(const char *tmpl, const char *json)
 {
     char *err = NULL;
-    struct sc_tmpl *t = sc_tmpl_parse("t", tmpl, strlen(tmpl), NULL, &err);
+    struct sc_template *t = sc_template_parse("t", tmpl, strlen(tmpl), NULL, &err);
     if (!t) {
         return err;
     }
@@ -26,11 +26,11 @@ static char *render(const char *tmpl, const char *json)
     json_t *d = json ? json_loads(json, JSON_DECODE_ANY, &je) : NULL;
     struct sc_buf b;
     sc_buf_init(&b, 1 << 20);
-    int rc = sc_tmpl_render(t, d, NULL, NULL, &b, &err);
+    int rc = sc_template_render(t, d, NULL, NULL, &b, &err);
     char *out = rc == 0 ? sc_strndup(b.p ? b.p : "", b.len) : err;
     sc_buf_cleanup(&b);
     json_decref(d);
-    sc_tmpl_free(t);
+    sc_template_free(t);
     return out;
 }
 
@@ -148,21 +148,21 @@ static void test_caller_functions(void **state)
     static const char *const extra[] = { "secret", NULL };
     const char *src = "{{ with secret \"database/creds/app\" }}{{ .Data.username }}{{ end }}";
     char *err = NULL;
-    assert_null(sc_tmpl_parse("t", src, strlen(src), NULL, &err));
+    assert_null(sc_template_parse("t", src, strlen(src), NULL, &err));
     assert_string_equal(err, "t:1:9: function \"secret\" not defined");
     sc_free(err);
     err = NULL;
-    struct sc_tmpl *t = sc_tmpl_parse("t", src, strlen(src), extra, &err);
+    struct sc_template *t = sc_template_parse("t", src, strlen(src), extra, &err);
     assert_non_null(t);
     int calls = 0;
-    sc_tmpl_calls(t, "secret", on_call, &calls);
+    sc_template_calls(t, "secret", on_call, &calls);
     assert_int_equal(calls, 1);
     struct sc_buf b;
     sc_buf_init(&b, 1024);
-    assert_int_equal(sc_tmpl_render(t, NULL, secret_fn, NULL, &b, &err), 0);
+    assert_int_equal(sc_template_render(t, NULL, secret_fn, NULL, &b, &err), 0);
     assert_int_equal(b.len, strlen("database/creds/app"));
     sc_buf_cleanup(&b);
-    sc_tmpl_free(t);
+    sc_template_free(t);
 }
 
 static void test_output_cap(void **state)
@@ -170,17 +170,17 @@ static void test_output_cap(void **state)
     (void)state;
     const char *src = "{{range .l}}0123456789{{end}}";
     char *err = NULL;
-    struct sc_tmpl *t = sc_tmpl_parse("t", src, strlen(src), NULL, &err);
+    struct sc_template *t = sc_template_parse("t", src, strlen(src), NULL, &err);
     json_t *d = json_pack("{s:[iiiiiiiiii]}", "l", 1, 2, 3, 4, 5, 6, 7, 8, 9, 10);
     struct sc_buf b;
     sc_buf_init(&b, 50);
-    assert_int_equal(sc_tmpl_render(t, d, NULL, NULL, &b, &err), SC_ETOOBIG);
+    assert_int_equal(sc_template_render(t, d, NULL, NULL, &b, &err), SC_ETOOBIG);
     assert_true(b.len <= 50);
     assert_non_null(strstr(err, "output larger than its limit"));
     sc_free(err);
     sc_buf_cleanup(&b);
     json_decref(d);
-    sc_tmpl_free(t);
+    sc_template_free(t);
 }
 
 static void test_base64_roundtrip(void **state)
@@ -208,14 +208,14 @@ static void test_data_parse(void **state)
 {
     (void)state;
     const char *y = "db:\n  host: h1\n  ports: [1, 2]\nname: app\n";
-    json_t *j = sc_tmpl_data_parse(y, strlen(y));
+    json_t *j = sc_template_data_parse(y, strlen(y));
     assert_string_equal(json_string_value(json_object_get(json_object_get(j, "db"), "host")), "h1");
     assert_int_equal(json_array_size(json_object_get(json_object_get(j, "db"), "ports")), 2);
     json_decref(j);
-    j = sc_tmpl_data_parse("{\"a\": 1}", 8);
+    j = sc_template_data_parse("{\"a\": 1}", 8);
     assert_int_equal(json_integer_value(json_object_get(j, "a")), 1);
     json_decref(j);
-    j = sc_tmpl_data_parse("plain text: [", 13);
+    j = sc_template_data_parse("plain text: [", 13);
     assert_string_equal(json_string_value(j), "plain text: [");
     json_decref(j);
     /* An alias bomb stays bounded: kept as text. */
@@ -223,7 +223,7 @@ static void test_data_parse(void **state)
         "a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
         "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
         "e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]\n";
-    j = sc_tmpl_data_parse(bomb, strlen(bomb));
+    j = sc_template_data_parse(bomb, strlen(bomb));
     assert_true(json_is_string(j));
     json_decref(j);
 }

@@ -263,7 +263,7 @@ static void sources_free(struct config_source *src, size_t n, struct config_sour
         sc_free(s->path);
         sc_free(s->base_url);
         sc_free(s->url);
-        sc_tmpl_free(s->tmpl);
+        sc_template_free(s->tmpl);
         sc_buf_cleanup(&s->watch_buf);
         sc_free(s->hdrs);
         sc_free(s->req_body);
@@ -582,7 +582,7 @@ void config_deliver(struct config_source *s, const char *body, size_t len, json_
     }
     json_t *own = NULL;
     if (!data) {
-        own = sc_tmpl_data_parse(body, len);
+        own = sc_template_data_parse(body, len);
         data = own;
     }
     json_t *root = json_object();
@@ -591,7 +591,7 @@ void config_deliver(struct config_source *s, const char *body, size_t len, json_
     struct sc_buf out;
     sc_buf_init(&out, CONFIG_MAX_BODY);
     char *err = NULL;
-    int rc = sc_tmpl_render(s->tmpl, root, NULL, NULL, &out, &err);
+    int rc = sc_template_render(s->tmpl, root, NULL, NULL, &out, &err);
     json_decref(root);
     if (own) {
         json_decref(own);
@@ -711,10 +711,10 @@ static int parse_url(struct config_source *s, const char *url, char **err)
 }
 
 static int load_template(const char *name, const char *inline_text, const char *file,
-                         struct sc_tmpl **out, char **err)
+                         struct sc_template **out, char **err)
 {
     if (inline_text) {
-        *out = sc_tmpl_parse(name, inline_text, strlen(inline_text), NULL, err);
+        *out = sc_template_parse(name, inline_text, strlen(inline_text), NULL, err);
         return *out ? 0 : SC_ECONFIG;
     }
     if (!file) {
@@ -728,7 +728,7 @@ static int load_template(const char *name, const char *inline_text, const char *
         *err = sc_asprintf("%s: cannot read the template: %s", file, sc_strerror(rc));
         return SC_ECONFIG;
     }
-    *out = sc_tmpl_parse(file, b.p ? b.p : "", b.len, NULL, err);
+    *out = sc_template_parse(file, b.p ? b.p : "", b.len, NULL, err);
     sc_buf_cleanup(&b);
     return *out ? 0 : SC_ECONFIG;
 }
@@ -828,15 +828,15 @@ static int config_check(const void *vcfg, char **err)
             return SC_ECONFIG;
         }
         if (srcs[i].template) {
-            struct sc_tmpl *t =
-                sc_tmpl_parse("template", srcs[i].template, strlen(srcs[i].template), NULL, err);
+            struct sc_template *t = sc_template_parse("template", srcs[i].template,
+                                                      strlen(srcs[i].template), NULL, err);
             if (!t) {
                 char *m = sc_asprintf("sources[%zu].%s", i, *err);
                 sc_free(*err);
                 *err = m;
                 return SC_ECONFIG;
             }
-            sc_tmpl_free(t);
+            sc_template_free(t);
         }
         if (sc_dest_reload_check(&srcs[i].reload, err) < 0) {
             char *m = sc_asprintf("sources[%zu]: %s", i, *err);

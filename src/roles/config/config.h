@@ -90,7 +90,7 @@ struct config_source {
     bool prefix;    /* etcd */
     char *url;      /* http */
     struct sc_egress_tls tls;
-    struct sc_tmpl *tmpl;
+    struct sc_template *tmpl;
     struct sc_dest_spec spec;
     uint64_t interval_ms;
     struct sc_dest_reloader

@@ -583,6 +583,10 @@ void logs_on_ack(struct logs *lg)
 
 static int compile(const char *pat, pcre2_code **out, const char *what, char **err)
 {
+    *out = NULL;
+    if (sc_lazylib_pcre2_load(err) < 0) {
+        return SC_ECONFIG;
+    }
     int ec;
     PCRE2_SIZE off;
     *out = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED,

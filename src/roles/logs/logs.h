@@ -13,8 +13,7 @@
 #include <sys/types.h>
 
 #include <jansson.h>
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
+#include "core/regex.h"
 #include <uv.h>
 
 #include "app.h"

@@ -7,8 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
+#include "core/regex.h"
 
 #include "core/alloc.h"
 #include "core/lazylib.h"
@@ -91,6 +90,10 @@ int metrics_relabel_compile(const struct metrics_relabel_cfg *rules, size_t n,
                 ru->sources[k - 3] = sc_str_n(w, len);
             }
             w += len + 1;
+        }
+        if (sc_lazylib_pcre2_load(err) < 0) {
+            rc = SC_ECONFIG;
+            goto out;
         }
         const char *regex = c->regex ? c->regex : "(.*)";
         char *pat = sc_asprintf("^(?:%s)$", regex);

@@ -11,8 +11,7 @@
 #ifndef SC_ROLES_PROXY_PROXY_H
 #define SC_ROLES_PROXY_PROXY_H
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
+#include "core/regex.h"
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -382,6 +381,8 @@ struct proxy_listener {
     struct proxy_listener_icpt icpt; /* protocol, detection, TCP routes (proxy_tcp.h) */
     struct proxy_oidc *oidc;         /* its own login; NULL: the snapshot's (inbound) */
     bool oidc_off;                   /* no login at all */
+    bool authn;                      /* a login, JWT or authorization policy applies here, set
+                                        by proxy_rt_new: without one a request skips them */
     struct proxy_h2_lcfg http2;      /* downstream HTTP/2 (proxy_h2.c) */
     struct proxy_h2_lmetrics h2m;
     bool grpc_web; /* gRPC-Web requests are translated on HTTP/2 upstreams (proxy_grpc_web.c) */

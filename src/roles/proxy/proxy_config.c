@@ -10,6 +10,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/lazylib.h"
 #include "core/log.h"
 #include "net/addr.h"
 #include "roles/proxy/proxy.h"
@@ -652,6 +653,9 @@ static int check_route(const struct proxy_cfg *c, const struct proxy_listener_cf
         return SC_ECONFIG;
     }
     if (r->match.regex) {
+        if (sc_lazylib_pcre2_load(err) < 0) {
+            return SC_ECONFIG;
+        }
         int ec;
         PCRE2_SIZE off;
         pcre2_code *re =
@@ -965,6 +969,13 @@ static int cluster_init(struct proxy_cluster *c, const struct proxy_cluster_cfg 
     c->m_timeout = sc_metrics_get(pm->timeout, lv);
     proxy_icpt_cluster_init(c, cc);
     proxy_h2_up_cluster_init(c, quick ? NULL : cc, pm);
+    char *why = NULL;
+    if (c->h2up.protocol != PROXY_UP_HTTP1 && sc_lazylib_nghttp2_load(&why) < 0) {
+        *err = sc_asprintf("cluster %s: protocol %s: %s", c->name,
+                           c->h2up.protocol == PROXY_UP_HTTP2 ? "http2" : "auto", why);
+        sc_free(why);
+        return SC_EUNSUPPORTED;
+    }
     return proxy_tls_cluster_init(&c->tls, c->name, quick ? NULL : cc, cfg, pm, err);
 }
 
@@ -1233,6 +1244,10 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
         l->nroutes = 1;
         l->routes = sc_calloc(1, sizeof(*l->routes));
         route_init(&l->routes[0], &orc, cfg, rt, 0);
+    }
+    for (size_t i = 0; i < rt->nlisteners; i++) {
+        struct proxy_listener *l = &rt->listeners[i];
+        l->authn = l->oidc || (l->inbound && ((rt->oidc && !l->oidc_off) || rt->authz || rt->jwt));
     }
     return rt;
 fail:

@@ -452,7 +452,9 @@ void proxy_btimer_stop(struct proxy_exch *ex);
 enum { PROXY_AUTHZ_PENDING = 1 };
 
 /* Normalises the target of <ex> (<origin> and <path>, replaced by the normalised ones, valid
- * until the calling proxy_exchange_start returns) and runs the snapshot's authorization on it.
+ * until the calling proxy_exchange_start returns; for an origin-form target of a request other
+ * than CONNECT, <*path> is set from <*origin> whatever it held, so a caller may leave finding
+ * the path part to the normaliser's scan) and runs the snapshot's authorization on it.
  * <raw> is the request head as received (kept by an external check). Returns 0 to go on,
  * PROXY_AUTHZ_PENDING when an external authorizer decides (proxy_exchange_route follows, or a
  * local reply), or the status of the local reply to send (400 for a refused target, 401 for an
@@ -628,7 +630,8 @@ struct sc_str proxy_target_path(struct sc_str t, struct sc_str *origin);
 struct sc_str proxy_target_authority(struct sc_str t, bool *absolute);
 
 /* True when route <rt> takes request <m> with routing path <path>. <md> is PCRE2 match data
- * (per worker). */
+ * (the worker's, which exists once its table has a regex route; NULL: one is made for the
+ * match). */
 bool proxy_route_matches(const struct proxy_route *rt, const struct sc_http_msg *m,
                          struct sc_str path, pcre2_match_data *md);
 

@@ -16,7 +16,7 @@
 // handles close; the connection (and its session) outlives every stream dconn.
 #include <string.h>
 
-#include <nghttp2/nghttp2.h>
+#include "net/nghttp2.h"
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -1289,6 +1289,11 @@ static const struct sc_xport_cbs h2c_cbs = {
 void proxy_h2_start(struct proxy_dconn *dc)
 {
     struct proxy_worker *w = dc->w;
+    if (sc_lazylib_nghttp2_load(NULL) < 0) {
+        sc_debug("HTTP/2 connection refused: nghttp2 cannot be loaded", SC_LS("peer", dc->cl.ip));
+        proxy_dconn_close(dc); /* the reason was logged once, by the load */
+        return;
+    }
     struct proxy_h2c *c = SC_NEW(struct proxy_h2c);
     c->dc = dc;
     c->cfg = w->rt->listeners[dc->lidx].http2;

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <nghttp2/nghttp2.h>
+#include "net/nghttp2.h"
 
 #include "core/buf.h"
 #include "core/str.h"

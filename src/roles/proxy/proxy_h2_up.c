@@ -32,7 +32,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <nghttp2/nghttp2.h>
+#include "net/nghttp2.h"
 
 #include "core/alloc.h"
 #include "core/error.h"

@@ -2,6 +2,7 @@
 // Routing and head rewriting for the proxy (contracts in proxy_conn.h). These functions only read
 // a parsed head and write into capped buffers: the forwarding rules (hop-by-hop removal, Via,
 // X-Forwarded-*, X-Request-Id, traceparent) live here and nowhere else.
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -23,10 +24,46 @@ static void hex(char *out, uint64_t v, int digits)
 /* Case-insensitive compare of a parsed name or value with a lowercase literal of letters, digits
  * and '-': OR-ing 0x20 maps only CTLs (which a parsed head cannot hold) onto those. Inline, so
  * the per-header checks cost a few instructions each. */
+static inline uint64_t fold8(const char *p, const char *lower)
+{
+    uint64_t v, l;
+    memcpy(&v, p, 8);
+    memcpy(&l, lower, 8);
+    return (v | 0x2020202020202020ull) ^ l;
+}
+
+static inline uint32_t fold4(const char *p, const char *lower)
+{
+    uint32_t v, l;
+    memcpy(&v, p, 4);
+    memcpy(&l, lower, 4);
+    return (v | 0x20202020u) ^ l;
+}
+
+/* The same per-byte test, eight (or four) bytes at a time: the literal's words fold to
+ * constants, and overlapping words cover lengths that are not multiples of the word. */
 static inline bool is_lit(struct sc_str s, const char *lower, size_t n)
 {
     if (s.len != n) {
         return false;
+    }
+    if (n > 24) {
+        for (size_t i = 0; i < n; i++) {
+            if (((unsigned char)s.p[i] | 0x20) != (unsigned char)lower[i]) {
+                return false;
+            }
+        }
+        return true;
+    }
+    if (n > 16) {
+        return (fold8(s.p, lower) | fold8(s.p + 8, lower + 8) |
+                fold8(s.p + n - 8, lower + n - 8)) == 0;
+    }
+    if (n >= 8) {
+        return (fold8(s.p, lower) | fold8(s.p + n - 8, lower + n - 8)) == 0;
+    }
+    if (n >= 4) {
+        return (fold4(s.p, lower) | fold4(s.p + n - 4, lower + n - 4)) == 0;
     }
     for (size_t i = 0; i < n; i++) {
         if (((unsigned char)s.p[i] | 0x20) != (unsigned char)lower[i]) {
@@ -566,9 +603,16 @@ bool proxy_route_matches(const struct proxy_route *rt, const struct sc_http_msg 
     if (rt->path && !sc_str_eq(path, sc_str_c(rt->path))) {
         return false;
     }
-    if (rt->re &&
-        pcre2_match(rt->re, (PCRE2_SPTR)(path.p ? path.p : ""), path.len, 0, 0, md, NULL) < 0) {
-        return false;
+    if (rt->re) {
+        /* A worker's match data exists once its table has a regex route (proxy_worker.c); a
+         * caller without one gets its own for this match. */
+        pcre2_match_data *own = md ? NULL : pcre2_match_data_create(32, NULL);
+        int rc = pcre2_match(rt->re, (PCRE2_SPTR)(path.p ? path.p : ""), path.len, 0, 0,
+                             md ? md : own, NULL);
+        pcre2_match_data_free(own);
+        if (rc < 0) {
+            return false;
+        }
     }
     if (rt->pol && !proxy_route_policy_match(rt->pol, m, md)) {
         return false;

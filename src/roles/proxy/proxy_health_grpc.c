@@ -16,11 +16,10 @@
 #include <string.h>
 #include <strings.h>
 
-#include <nghttp2/nghttp2.h>
-
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/error.h"
+#include "net/nghttp2.h"
 #include "net/transport.h"
 #include "roles/proxy/proxy_health_grpc.h"
 
@@ -468,6 +467,9 @@ static void on_write_done(void *owner, int status)
 static int session_start(void *owner)
 {
     struct proxy_hc_grpc_call *c = owner;
+    if (sc_lazylib_nghttp2_load(NULL) < 0) {
+        return SC_EUNSUPPORTED; /* the reason is logged once, by the load */
+    }
     nghttp2_session_callbacks *cb;
     if (nghttp2_session_callbacks_new(&cb) != 0) {
         return SC_EINVAL;

@@ -17,6 +17,7 @@
 #include "core/buf.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "core/tlbuf.h"
 #include "net/http1.h"
 #include "roles/proxy/proxy.h"
 #include "roles/proxy/proxy_authz.h"
@@ -726,8 +727,9 @@ static const char *verify(const struct proxy_jwt *j, struct sc_str tok, int64_t 
     }
     size_t hl = (size_t)(d1 - tok.p), pl = (size_t)(d2 - d1 - 1),
            sl = (size_t)(tok.p + tok.len - d2 - 1);
-    static _Thread_local uint8_t buf[MAX_TOKEN];
-    long n = proxy_jwt_b64url(tok.p, hl, buf, sizeof(buf));
+    static _Thread_local void *tbuf; /* MAX_TOKEN bytes (core/tlbuf.h) */
+    uint8_t *buf = sc_tlbuf_get(&tbuf, MAX_TOKEN);
+    long n = proxy_jwt_b64url(tok.p, hl, buf, MAX_TOKEN);
     json_t *hdr =
         n > 0 ? json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL) : NULL;
     if (!json_is_object(hdr)) {
@@ -753,7 +755,7 @@ static const char *verify(const struct proxy_jwt *j, struct sc_str tok, int64_t 
     if (why) {
         return why;
     }
-    n = proxy_jwt_b64url(d1 + 1, pl, buf, sizeof(buf));
+    n = proxy_jwt_b64url(d1 + 1, pl, buf, MAX_TOKEN);
     json_t *payload =
         n > 0 ? json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL) : NULL;
     if (!json_is_object(payload)) {
@@ -788,7 +790,7 @@ static const char *verify(const struct proxy_jwt *j, struct sc_str tok, int64_t 
     struct proxy_jwks *ks = proxy_jwks_src_get(r->src);
     bool kid_known = false;
     const void *key = proxy_jwks_find(ks, sc_str_c(kid), alg, &kid_known);
-    long sn = key ? proxy_jwt_b64url(d2 + 1, sl, buf, sizeof(buf)) : -1;
+    long sn = key ? proxy_jwt_b64url(d2 + 1, sl, buf, MAX_TOKEN) : -1;
     if (!key) {
         why = "Jwks doesn't have key to match kid or alg from Jwt";
         if (kid[0] && !kid_known) {

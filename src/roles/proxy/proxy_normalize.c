@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Request-target and Host normalisation (see proxy_normalize.h). One scan decides whether a
-// target needs any work (the common case does not, and costs only that scan); a target that does
+// target needs any work (the common case does not, and costs only that scan: a table lookup per
+// byte, stopping only at '/', '%', '?', '#' and '\\'); a target that does
 // is percent-decoded into the caller's buffer and its segments are then resolved in place, the
 // write position never passing the read position.
 #include "roles/proxy/proxy_normalize.h"
@@ -31,21 +32,37 @@ static bool unreserved(unsigned char c)
            c == '.' || c == '_' || c == '~';
 }
 
-/* Checks the whole target for what every level refuses, and tells whether its path part might
- * change at <level> (<*work>). Returns NULL or the reason for a 400. */
-static const char *scan(struct sc_str t, size_t pl, int level, int esc, bool *work)
+/* The bytes scan() stops at; every other byte of a target needs no work at any level. */
+static const unsigned char special[256] = {
+    ['#'] = 1, ['\\'] = 1, ['%'] = 1, ['/'] = 1, ['?'] = 1
+};
+
+/* Checks the whole target for what every level refuses, finds where its path part ends (<*pl>:
+ * the first '?', or its length) and tells whether that path part might change at <level>
+ * (<*work>), in one pass. Returns NULL or the reason for a 400. */
+static const char *scan(struct sc_str t, int level, int esc, size_t *pl, bool *work)
 {
     const unsigned char *p = (const unsigned char *)t.p;
+    bool query = false;
+    *pl = t.len;
     *work = false;
     for (size_t i = 0; i < t.len; i++) {
         unsigned char c = p[i];
+        if (__builtin_expect(!special[c], 1)) {
+            continue;
+        }
         if (c == '#') {
             return "fragment ('#') in the request target";
         }
         if (c == '\\') {
             return "backslash in the request target";
         }
-        if (c == '%') {
+        if (c == '?') {
+            if (!query) {
+                query = true;
+                *pl = i;
+            }
+        } else if (c == '%') {
             int hi = i + 2 < t.len ? hexval(p[i + 1]) : -1;
             int lo = hi >= 0 ? hexval(p[i + 2]) : -1;
             if (lo < 0) {
@@ -55,14 +72,14 @@ static const char *scan(struct sc_str t, size_t pl, int level, int esc, bool *wo
             if (v == 0) {
                 return "encoded NUL (%00) in the request target";
             }
-            if (i < pl && level != PROXY_PN_NONE) {
+            if (!query && level != PROXY_PN_NONE) {
                 if ((v == '/' || v == '\\') && esc == PROXY_ES_REJECT) {
                     return "encoded slash (%2F or %5C) in the request path";
                 }
                 *work = true;
             }
             i += 2;
-        } else if (c == '/' && i + 1 < pl && level != PROXY_PN_NONE) {
+        } else if (!query && i + 1 < t.len && level != PROXY_PN_NONE) { /* '/' */
             if (p[i + 1] == '.' || (p[i + 1] == '/' && level >= PROXY_PN_MERGE)) {
                 *work = true;
             }
@@ -74,11 +91,10 @@ static const char *scan(struct sc_str t, size_t pl, int level, int esc, bool *wo
 int proxy_normalize_target(struct sc_str t, int level, int esc, char *out, size_t cap, size_t *olen,
                            size_t *plen, const char **why)
 {
-    const char *q = t.len ? memchr(t.p, '?', t.len) : NULL;
-    size_t pl = q ? (size_t)(q - t.p) : t.len;
+    size_t pl;
     bool work;
+    *why = scan(t, level, esc, &pl, &work);
     *plen = pl;
-    *why = scan(t, pl, level, esc, &work);
     if (*why) {
         return -1;
     }

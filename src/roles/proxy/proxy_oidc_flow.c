@@ -16,6 +16,7 @@
 #include "core/buf.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/tlbuf.h"
 #include "net/egress.h"
 #include "roles/proxy/proxy_authz.h"
 #include "roles/proxy/proxy_conn.h"
@@ -30,8 +31,11 @@
 
 /* Header lines of a local reply or for upstream: built here, used within the call that made
  * them (the exchange writes or copies them before returning). */
-static _Thread_local char line_buf[16384];
-static _Thread_local uint8_t sess_buf[2 * COOKIE_MAX];
+/* Per-thread buffers (core/tlbuf.h): LINE_CAP bytes for the lines of a reply, SESS_CAP for a
+ * decoded session cookie. */
+#define LINE_CAP 16384
+#define SESS_CAP (2 * COOKIE_MAX)
+static _Thread_local void *line_tl, *sess_tl;
 
 struct lines {
     char *p;
@@ -164,12 +168,11 @@ static int open_cookie(const struct proxy_oidc *o, struct proxy_oidc_aead **a, c
         return -1;
     }
     struct sc_str ad = sc_str_c(aad);
-    if (proxy_oidc_session_decode(o->key, ad, v, s, sess_buf, sizeof(sess_buf), a) == 0) {
+    uint8_t *sb = sc_tlbuf_get(&sess_tl, SESS_CAP);
+    if (proxy_oidc_session_decode(o->key, ad, v, s, sb, SESS_CAP, a) == 0) {
         return 0;
     }
-    return o->has_prev
-               ? proxy_oidc_session_decode(o->prev_key, ad, v, s, sess_buf, sizeof(sess_buf), a)
-               : -1;
+    return o->has_prev ? proxy_oidc_session_decode(o->prev_key, ad, v, s, sb, SESS_CAP, a) : -1;
 }
 
 static bool skipped(const struct proxy_oidc *o, struct sc_str path)
@@ -322,7 +325,7 @@ void proxy_oidc_cache_free(struct proxy_oidc_cache *c)
 static void entry_fill(struct sess_entry *e, const struct proxy_oidc *o, struct sc_str v,
                        const struct proxy_oidc_session *s)
 {
-    struct lines l = { line_buf, 0, sizeof(line_buf), false };
+    struct lines l = { sc_tlbuf_get(&line_tl, LINE_CAP), 0, LINE_CAP, false };
     identity(&l, o, s); /* fits: the fields came from (or went into) a cookie of COOKIE_MAX */
     /* iss, "/", sub last: together they are the principal */
     struct sc_str f[] = { v,           s->iss,           s->sub,
@@ -551,7 +554,7 @@ static int start_login(struct proxy_exch *ex, const struct proxy_oidc *o,
         *why = "the request target is too long to log in with";
         return 414;
     }
-    struct lines l = { line_buf, 0, sizeof(line_buf), false };
+    struct lines l = { sc_tlbuf_get(&line_tl, LINE_CAP), 0, LINE_CAP, false };
     puts_c(&l, "Location: ");
     puts_c(&l, doc->authorization_endpoint);
     puts_c(&l, strchr(doc->authorization_endpoint, '?') ? "&" : "?");
@@ -629,7 +632,7 @@ static int sign_out(struct proxy_exch *ex, const struct proxy_oidc *o, const str
     if (doc && doc->end_session_endpoint) {
         hint = e ? e->s.id_token : SC_STR_NULL; /* an expired session's too (section 2) */
     }
-    struct lines l = { line_buf, 0, sizeof(line_buf), false };
+    struct lines l = { sc_tlbuf_get(&line_tl, LINE_CAP), 0, LINE_CAP, false };
     puts_c(&l, "Location: ");
     if (doc && doc->end_session_endpoint) {
         char state[48], pl[PARAM_MAX + 512];
@@ -791,8 +794,9 @@ static json_t *verify_id_token(const struct proxy_oidc_call *c, struct sc_str to
     }
     size_t hl = (size_t)(d1 - tok.p), pl = (size_t)(d2 - d1 - 1),
            sl = (size_t)(tok.p + tok.len - d2 - 1);
-    static _Thread_local uint8_t buf[TOKEN_MAX];
-    long n = proxy_jwt_b64url(tok.p, hl, buf, sizeof(buf));
+    static _Thread_local void *tbuf; /* TOKEN_MAX bytes (core/tlbuf.h) */
+    uint8_t *buf = sc_tlbuf_get(&tbuf, TOKEN_MAX);
+    long n = proxy_jwt_b64url(tok.p, hl, buf, TOKEN_MAX);
     json_t *hdr =
         n > 0 ? json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL) : NULL;
     const char *algs = json_string_value(json_object_get(hdr, "alg"));
@@ -811,7 +815,7 @@ static json_t *verify_id_token(const struct proxy_oidc_call *c, struct sc_str to
     struct proxy_jwks *ks = proxy_jwks_src_get(c->doc->jwks);
     bool kid_known = false;
     const void *key = ks ? proxy_jwks_find(ks, sc_str_c(kidc), alg, &kid_known) : NULL;
-    long sn = key ? proxy_jwt_b64url(d2 + 1, sl, buf, sizeof(buf)) : -1;
+    long sn = key ? proxy_jwt_b64url(d2 + 1, sl, buf, TOKEN_MAX) : -1;
     int vr = sn > 0 ? proxy_jwt_verify(key, alg, tok.p, hl + 1 + pl, buf, (size_t)sn) : -1;
     if (!key && kidc[0] && !kid_known) {
         proxy_jwks_src_kick(c->doc->jwks);
@@ -825,7 +829,7 @@ static json_t *verify_id_token(const struct proxy_oidc_call *c, struct sc_str to
         *why = "the ID token's signature does not verify";
         return NULL;
     }
-    n = proxy_jwt_b64url(d1 + 1, pl, buf, sizeof(buf));
+    n = proxy_jwt_b64url(d1 + 1, pl, buf, TOKEN_MAX);
     json_t *p =
         n > 0 ? json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL) : NULL;
     const char *iss = json_string_value(json_object_get(p, "iss"));
@@ -903,7 +907,7 @@ static void fail(struct proxy_oidc_call *c, struct sc_metric *mt, int status, co
     struct proxy_exch *ex = c->ex;
     sc_metrics_counter_inc(mt);
     sc_warn("oidc login failed", SC_LS("reason", why));
-    struct lines l = { line_buf, 0, sizeof(line_buf), false };
+    struct lines l = { sc_tlbuf_get(&line_tl, LINE_CAP), 0, LINE_CAP, false };
     set_cookie(&l, c->o, c->o->csrf_name, SC_STR(""), 0);
     ex->reply_headers = sc_str_n(l.p, l.len);
     proxy_local_reply(ex, status, why, 0);
@@ -1024,7 +1028,7 @@ static void on_token(void *arg, const struct sc_egress_resp *resp)
     }
     sc_metrics_counter_inc(o->m_login_ok);
     proxy_oidc_live(s.expires, now_s(), 1);
-    struct lines l = { line_buf, 0, sizeof(line_buf), false };
+    struct lines l = { sc_tlbuf_get(&line_tl, LINE_CAP), 0, LINE_CAP, false };
     puts_c(&l, "Location: ");
     puts_c(&l, c->rd);
     puts_c(&l, "\r\n");
@@ -1235,7 +1239,7 @@ static void on_refreshed(void *arg, const struct sc_egress_resp *resp)
                 why = "the renewed session does not fit in a cookie";
                 c->outcome = RES_KEEP;
             } else if (!why) {
-                struct lines l = { line_buf, 0, sizeof(line_buf), false };
+                struct lines l = { sc_tlbuf_get(&line_tl, LINE_CAP), 0, LINE_CAP, false };
                 set_cookie(&l, o, o->cookie_name, sc_str_n(cv, (size_t)cl), o->ttl_s);
                 c->set_cookie = sc_strndup(l.p, l.len);
                 entry_fill(&c->use, o, sc_str_n(cv, (size_t)cl), &ns); /* copies ns first */
@@ -1358,7 +1362,7 @@ static int forward(struct proxy_exch *ex, const struct proxy_oidc *o, const stru
         ex->authn_strip = ck->field->value; /* the proxy's cookies only: the field goes */
         return 0;
     }
-    struct lines l = { line_buf, 0, sizeof(line_buf), false };
+    struct lines l = { sc_tlbuf_get(&line_tl, LINE_CAP), 0, LINE_CAP, false };
     put_str(&l, lines);
     rewrite_cookies(&l, o, m);
     if (l.over) {
@@ -1385,7 +1389,7 @@ static int unauthorized(struct proxy_exch *ex, const struct proxy_oidc *o, bool 
                         const char *reason, const char **why)
 {
     if (clear) {
-        struct lines l = { line_buf, 0, sizeof(line_buf), false };
+        struct lines l = { sc_tlbuf_get(&line_tl, LINE_CAP), 0, LINE_CAP, false };
         set_cookie(&l, o, o->cookie_name, SC_STR(""), 0);
         ex->reply_headers = sc_str_n(l.p, l.len);
     }

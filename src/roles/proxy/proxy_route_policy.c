@@ -966,6 +966,10 @@ int proxy_route_policy_route_init(struct proxy_route *r, const struct proxy_rout
     p->regex_rewrite = proxy_regex_rewrite_new(&rc->regex_rewrite);
     p->query = proxy_query_new(&rc->match.query_parameters);
     p->nquery = rc->match.query_parameters.n;
+    const struct proxy_query_match_cfg *qm = rc->match.query_parameters.v;
+    for (size_t i = 0; i < p->nquery; i++) {
+        p->query_regex = p->query_regex || qm[i].regex;
+    }
     p->hash = proxy_hash_new(&rc->hash_policy);
     p->nhash = rc->hash_policy.n;
     p->host_rewrite = sc_strdup(rc->host_rewrite);

@@ -273,6 +273,7 @@ struct proxy_route_policy {
     struct proxy_regex_rewrite *regex_rewrite;
     struct proxy_query_match *query; /* match.query_parameters */
     size_t nquery;
+    bool query_regex; /* a query parameter is matched by regex (the worker's match data) */
     struct proxy_hash_policy *hash; /* hash_policy */
     size_t nhash;
     char *host_rewrite;

@@ -69,6 +69,11 @@ static pcre2_code *compile(const char *re, bool whole, char **err)
 {
     int ec;
     PCRE2_SIZE off;
+    char *why = NULL;
+    if (sc_lazylib_pcre2_load(err ? err : &why) < 0) {
+        sc_free(why);
+        return NULL;
+    }
     char *a = whole ? sc_asprintf("(?:%s)\\z", re) : sc_strdup(re);
     pcre2_code *c = pcre2_compile((PCRE2_SPTR)a, PCRE2_ZERO_TERMINATED, whole ? PCRE2_ANCHORED : 0,
                                   &ec, &off, NULL);

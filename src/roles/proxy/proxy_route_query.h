@@ -12,12 +12,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#ifndef PCRE2_CODE_UNIT_WIDTH
-#define PCRE2_CODE_UNIT_WIDTH 8
-#endif
-#include <pcre2.h>
-
 #include "core/config.h"
+#include "core/regex.h"
 #include "core/str.h"
 
 #define PROXY_REWRITE_MAX 8192 /* longest rewritten path */

@@ -176,9 +176,27 @@ void proxy_spin_start(struct proxy_worker *w)
     uv_idle_start(&w->spin, on_spin);
 }
 
+/* Creates the worker's PCRE2 match data once its routing table has a regex route (path or query
+ * parameter): a proxy
+ * without one never calls into PCRE2, whose code then stays out of its resident memory. */
+static void need_md(struct proxy_worker *w)
+{
+    const struct proxy_rt *rt = w->rt;
+    for (size_t i = 0; i < rt->nlisteners && !w->md; i++) {
+        for (size_t k = 0; k < rt->listeners[i].nroutes; k++) {
+            const struct proxy_route *r = &rt->listeners[i].routes[k];
+            if (r->re || (r->pol && r->pol->query_regex)) {
+                w->md = pcre2_match_data_create(32, NULL);
+                break;
+            }
+        }
+    }
+}
+
 int proxy_worker_listen(struct proxy_worker *w, char **err)
 {
     struct proxy_rt *rt = w->rt;
+    need_md(w);
     uv_check_init(w->loop, &w->logcheck);
     w->logcheck.data = w;
     uv_idle_init(w->loop, &w->spin);
@@ -269,6 +287,7 @@ void proxy_worker_poll(struct proxy_worker *w)
     if (nrt) {
         struct proxy_rt *old = w->rt;
         w->rt = nrt;
+        need_md(w);
         proxy_close_pools(w, old);
         proxy_rt_unref(old);
     }
@@ -329,7 +348,6 @@ void proxy_worker_init(struct proxy_worker *w)
     sc_list_init(&w->mirrors);
     sc_list_init(&w->tcps);
     sc_buf_init(&w->logbuf, 256 * 1024); /* the bound for a slow reader; lines beyond drop */
-    w->md = pcre2_match_data_create(32, NULL);
     if (getrandom(w->rng, sizeof(w->rng), 0) != (ssize_t)sizeof(w->rng)) {
         w->rng[0] = uv_hrtime() ^ (uint64_t)(uintptr_t)w;
         w->rng[1] = 0x9e3779b97f4a7c15ULL ^ (uint64_t)w->id;

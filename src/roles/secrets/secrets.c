@@ -286,7 +286,7 @@ static void ann_free(struct ann *a)
 
 /* ---- paths ---- */
 
-/* sc_tmpl_calls callback: marks <path> used, adding it when it is new. */
+/* sc_template_calls callback: marks <path> used, adding it when it is new. */
 static void add_path(void *arg, const char *func, const char *path)
 {
     struct secrets *sv = arg;
@@ -348,7 +348,7 @@ static void sync_paths(struct secrets *sv)
         sv->paths[i]->used = false;
     }
     for (size_t i = 0; i < sv->nfiles; i++) {
-        sc_tmpl_calls(sv->files[i]->tmpl, "secret", add_path, sv);
+        sc_template_calls(sv->files[i]->tmpl, "secret", add_path, sv);
     }
     size_t n = 0;
     for (size_t i = 0; i < sv->npaths; i++) {
@@ -403,7 +403,7 @@ static struct secrets_file *file_new(struct secrets *sv, const struct secrets_cf
     f->sv = sv;
     f->name = sc_strdup(name);
     char *tname = sc_asprintf("%s.template", name);
-    f->tmpl = sc_tmpl_parse(tmpl_file ? tmpl_file : tname, text, strlen(text), extra, err);
+    f->tmpl = sc_template_parse(tmpl_file ? tmpl_file : tname, text, strlen(text), extra, err);
     sc_free(text);
     sc_free(tname);
     if (!f->tmpl) {

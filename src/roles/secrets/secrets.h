@@ -87,7 +87,7 @@ struct secrets_file {
     struct secrets *sv;
     struct secrets_file *next; /* in sv->retired */
     char *name;
-    struct sc_tmpl *tmpl;
+    struct sc_template *tmpl;
     char *dest;
     struct sc_dest_spec spec;
     const struct sc_dest_reload_cfg *reload_cfg; /* the item's reload_* keys, own_reload, or NULL */

@@ -91,7 +91,7 @@ static void render_file(struct secrets *sv, struct secrets_file *f)
     sc_buf_init(&out, SECRETS_MAX_OUT);
     out.sensitive = true;
     char *err = NULL;
-    int rc = sc_tmpl_render(f->tmpl, NULL, tmpl_secret, sv, &out, &err);
+    int rc = sc_template_render(f->tmpl, NULL, tmpl_secret, sv, &out, &err);
     if (rc < 0) {
         /* Not every secret read yet is ordinary at start; anything else is an error. */
         bool fatal = !strstr(err, "has not been read");
@@ -119,7 +119,7 @@ void secrets_file_free(struct secrets_file *f)
     sc_dest_reloader_close(f->reloader);
     sc_free(f->name);
     sc_free(f->dest);
-    sc_tmpl_free(f->tmpl);
+    sc_template_free(f->tmpl);
     if (f->has_own_reload) {
         sc_config_free(sc_dest_reload_item_opts, &f->own_reload);
     }
