@@ -10,15 +10,16 @@
 # (100,000 series against promtool), "k8s" runs bench/k8s.py (webhook latency, image size, the
 # injected sidecars' memory), "tls" runs bench/tls.sh (the proxy terminating TLS against nginx and
 # HAProxy, and two sidecars over mTLS against plaintext), "intercept" runs bench/intercept.sh
-# (interception cost, the TCP relay against HAProxy in mode tcp), "idle" runs bench/idle_rss.sh
-# (every role's idle RSS). RESULTS.md gets a
+# (interception cost, the TCP relay against HAProxy in mode tcp), "h2" runs bench/h2.sh (HTTP/2
+# and gRPC against nginx and HAProxy), "idle" runs bench/idle_rss.sh (every role's idle RSS).
+# RESULTS.md gets a
 # header saying when, on what machine and with which command, then the sections; a section not
 # run this time keeps its previous text, so `bench/run.sh BUILD proxy` replaces only the proxy's.
 # Raw figures and logs go to bench/out/<time>/ (ignored by git). Benchmarks are measurements, not
 # tests: nothing here passes or fails on a figure.
 #
 # Usage: bench/run.sh BUILD_DIR [http1] [proxy] [callgrind] [logs] [logs_outputs] [metrics] [k8s] [tls] [intercept]
-#        [idle]
+#        [h2] [idle]
 # (`make bench` runs bench/run.sh <build>, every section)
 # Environment: BENCH_QUICK=1 (a smoke run of about a minute), BENCH_SECONDS, BENCH_ROUNDS and the
 # others listed in bench/proxy.sh and bench/tls.sh; BENCH_OUT (default bench/out); BENCH_RESULTS
@@ -31,13 +32,13 @@ BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 source "$BENCH_DIR/lib.sh"
 
 [ $# -ge 1 ] ||
-    die "usage: bench/run.sh BUILD_DIR [http1] [proxy] [callgrind] [logs] [logs_outputs] [metrics] [k8s] [tls] [intercept] [idle]"
+    die "usage: bench/run.sh BUILD_DIR [http1] [proxy] [callgrind] [logs] [logs_outputs] [metrics] [k8s] [tls] [intercept] [h2] [idle]"
 [ -d "$1" ] || die "no build directory $1"
 BUILD=$(cd "$1" && pwd)
 shift
 SECTIONS=("$@")
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(http1 proxy callgrind logs logs_outputs metrics k8s tls intercept idle)
-ALL_SECTIONS=(http1 proxy callgrind logs logs_outputs metrics k8s tls intercept idle)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(http1 proxy callgrind logs logs_outputs metrics k8s tls intercept h2 idle)
+ALL_SECTIONS=(http1 proxy callgrind logs logs_outputs metrics k8s tls intercept h2 idle)
 RESULTS=${BENCH_RESULTS:-$BENCH_DIR/RESULTS.md}
 OUT=${BENCH_OUT:-$BENCH_DIR/out}/$(date -u +%Y%m%dT%H%M%SZ)
 CPU=$(($(nproc) > 1 ? 1 : 0)) # for bench_http1: the CPU the proxy benchmark gives the proxy
@@ -195,6 +196,11 @@ section_intercept() {
 against HAProxy"
 }
 
+# section_h2: bench/h2.sh (HTTP/2 downstream and upstream, gRPC unary), then its report.
+section_h2() {
+    script_section h2 "HTTP/2: sidecar proxy against nginx and HAProxy"
+}
+
 # section_idle: bench/idle_rss.sh, every role's idle RSS (issue 21: <= 3 MiB each).
 section_idle() {
     echo "## Idle RSS of every role (bench/idle_rss.sh)"
@@ -234,7 +240,7 @@ main() {
     log "benchmarks: ${SECTIONS[*]}; raw output in $OUT"
     for s in "${SECTIONS[@]}"; do
         case $s in
-        http1 | proxy | callgrind | logs | logs_outputs | metrics | k8s | tls | intercept | idle)
+        http1 | proxy | callgrind | logs | logs_outputs | metrics | k8s | tls | intercept | h2 | idle)
             "section_$s" >"$OUT/section-$s.md"
             ;;
         *) die "unknown section $s (known: ${ALL_SECTIONS[*]})" ;;
