@@ -24,8 +24,7 @@ bool proxy_h2_wait(struct proxy_exch *ex, struct proxy_endpoint *ep, struct prox
     sc_list_foreach(pos, tmp, &pool->h2conn)
     {
         struct proxy_uconn *uc = sc_list_entry(pos, struct proxy_uconn, h2cnode);
-        if (uc->state != U_CONNECTING || !uc->ex || uc->rt != ex->w->rt ||
-            uc->nh2wait + 1 >= cap) {
+        if (uc->state != U_CONNECTING || !uc->ex || uc->rt != ex->w->rt || uc->nh2wait + 1 >= cap) {
             continue;
         }
         struct proxy_uconn *wuc = proxy_uconn_new(ex->w);
