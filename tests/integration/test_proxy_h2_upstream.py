@@ -309,6 +309,23 @@ def test_streams_share_a_connection_up_to_the_limits(sidecar_run, h2up):
     assert all(r.status == 200 for r in rs) and up2.connections == 2
 
 
+def test_burst_waits_for_connecting_connection(sidecar_run, h2up):
+    """200 requests at once from cold: the tries that find no connected connection wait for the
+    one connecting instead of each opening its own, and connections left idle stay pooled."""
+    up = h2up()
+    port = free_port()
+    sc = sidecar_run("proxy", config=config(port, up.addr))
+    for _ in range(2):
+        p = subprocess.run(["h2load", "-n", "1000", "-c", "20", "-m", "10",
+                            f"http://127.0.0.1:{port}/"], capture_output=True, timeout=120)
+        out = p.stdout.decode()
+        assert "1000 succeeded" in out and "1000 2xx" in out, out
+    # 200 streams in flight fit two connections of 100 (max_concurrent_streams); before tries
+    # waited for a connecting connection a burst opened one per try.
+    assert 1 <= up.connections <= 3, up.connections
+    assert metric(metrics(sc), "sidecar_upstream_cx_active", cluster="up") == up.connections
+
+
 def test_slow_reader_never_stalls_other_streams(sidecar_run, h2up):
     up = h2up()
     port = free_port()

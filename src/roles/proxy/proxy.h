@@ -286,7 +286,8 @@ enum { PROXY_CLUSTER_STATIC, PROXY_CLUSTER_ORIGINAL_DST };
 struct proxy_pool {
     struct sc_list idle; /* struct proxy_uconn, most recently used first */
     uint32_t nidle;
-    struct sc_list h2; /* HTTP/2 connections (struct proxy_uconn with ->h2; proxy_h2_up.c) */
+    struct sc_list h2;     /* HTTP/2 connections (struct proxy_uconn with ->h2; proxy_h2_up.c) */
+    struct sc_list h2conn; /* connecting HTTP/2 connections (proxy_h2_wait.c) */
 };
 
 struct proxy_endpoint {

@@ -899,6 +899,7 @@ static int endpoint_init(struct proxy_endpoint *ep, struct proxy_cluster *c, con
     for (int w = 0; w < nworkers; w++) {
         sc_list_init(&ep->pools[w].idle);
         sc_list_init(&ep->pools[w].h2);
+        sc_list_init(&ep->pools[w].h2conn);
     }
     if (split_endpoint(s, host, sizeof(host), ep->port, sizeof(ep->port)) < 0) {
         *err = sc_asprintf("cluster \"%s\": endpoint \"%s\" is not host:port", c->name, s);

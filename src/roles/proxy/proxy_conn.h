@@ -118,6 +118,12 @@ struct proxy_uconn {
     /* ---- upstream HTTP/2 (proxy_h2_up.c) ---- */
     struct proxy_h2_conn *h2;    /* an HTTP/2 connection: its session and streams */
     struct proxy_h2_stream *h2s; /* one stream of an HTTP/2 connection: x is the stream */
+    /* ---- tries waiting for a connecting HTTP/2 connection (proxy_h2_wait.c) ---- */
+    struct sc_list h2cnode;     /* pool->h2conn while it connects */
+    struct sc_list h2waiters;   /* the placeholders of the tries waiting for it */
+    uint32_t nh2wait;           /* how many */
+    struct proxy_uconn *h2wait; /* a placeholder: the connection its try waits for */
+    bool h2ph;                  /* a placeholder (no transport, no handles) */
 };
 
 /* What an exchange knows of the client connection that carries it, whatever its protocol: set
@@ -398,6 +404,30 @@ void proxy_uconn_closed_one(struct proxy_uconn *uc);
 
 /* The worker's pool of <ep> (NULL for a request's own original destination). */
 struct proxy_pool *proxy_ep_pool(struct proxy_endpoint *ep, struct proxy_worker *w);
+
+/* The rest of a try begun on ex->ep (counted there): an idle pooled connection or a new one. */
+void proxy_attempt_open(struct proxy_exch *ex);
+
+/* ---- tries waiting for a connecting HTTP/2 connection (proxy_h2_wait.c) ---- */
+
+/* Makes the try of <ex> wait for a connection of <pool> that is connecting and has room for it
+ * (the cluster's max_concurrent_streams); false when there is none. */
+bool proxy_h2_wait(struct proxy_exch *ex, struct proxy_endpoint *ep, struct proxy_pool *pool);
+
+/* Takes connecting <uc> out of pool->h2conn: no more tries wait for it. */
+void proxy_h2_wait_unlist(struct proxy_uconn *uc);
+
+/* <uc> could not connect: each try waiting for it fails as its own connect would have. */
+void proxy_h2_wait_fail(struct proxy_uconn *uc, const char *why);
+
+/* <uc> connected (HTTP/2 or HTTP/1): each try waiting for it starts again, on a stream of it
+ * while it has room. */
+void proxy_h2_wait_flush(struct proxy_uconn *uc);
+
+/* proxy_uconn_close of <uc> that waits or is waited for: takes a placeholder off its list; hands
+ * a connecting connection whose try is over to its first waiting try (returns true: it stays
+ * open); else fails the waiting tries. */
+bool proxy_h2_wait_close(struct proxy_uconn *uc);
 
 /* ---- proxy_exchange.c: the exchange (routing, policy, tries, local replies, timers, log) ---- */
 

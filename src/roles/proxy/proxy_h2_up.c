@@ -21,7 +21,9 @@
 //
 // Connections are pooled per endpoint and worker (proxy_pool.h2) and shared by up to
 // min(our max_concurrent_streams, the peer's SETTINGS_MAX_CONCURRENT_STREAMS) streams; a try that
-// finds none with a free stream opens a new connection (proxy_upstream.c). GOAWAY takes a
+// finds none with a free stream waits for a connecting one with room (proxy_h2_wait.c), else
+// opens a new connection (proxy_upstream.c). An idle one stays for the cluster's idle_timeout
+// (up to max_idle idle per endpoint). GOAWAY takes a
 // connection out of the pool: its streams above last_stream_id fail as refused (retried as safe:
 // the server did not process them), the others finish. A PING every keepalive_interval checks a
 // connection that is quiet, and one unanswered for keepalive_timeout closes it.
@@ -1035,16 +1037,19 @@ static void conn_run(struct proxy_h2_conn *hc)
         unpool(hc);
     }
     if (hc->nstreams == 0) {
-        bool spare = false; /* another pooled connection to the endpoint can take new streams */
-        if (hc->pool) {
+        /* An idle connection stays for the cluster's idle_timeout (conn_arm), as long as the
+         * endpoint has fewer than max_idle idle ones: closing it because another has free
+         * streams would open a new one at the next burst. */
+        uint32_t idle = 0;
+        if (hc->pooled) {
             struct sc_list *pos, *tmp;
             sc_list_foreach(pos, tmp, &hc->pool->h2)
             {
                 struct proxy_h2_conn *o = sc_list_entry(pos, struct proxy_h2_conn, node);
-                spare = spare || (o != hc && conn_usable(o) && o->nstreams < conn_limit(o));
+                idle += o != hc && o->nstreams == 0;
             }
         }
-        if (!hc->pooled || !conn_usable(hc) || spare || hc->uc->ep->cluster->max_idle == 0) {
+        if (!hc->pooled || !conn_usable(hc) || idle >= hc->uc->ep->cluster->max_idle) {
             conn_fail(hc, NULL);
             return;
         }
@@ -1229,7 +1234,7 @@ bool proxy_h2_up_attempt(struct proxy_exch *ex, struct proxy_endpoint *ep)
             return true;
         }
     }
-    return false;
+    return proxy_h2_wait(ex, ep, pool); /* for a connection still connecting, when one has room */
 }
 
 static int session_new(struct proxy_h2_conn *hc)

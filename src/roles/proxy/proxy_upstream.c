@@ -121,6 +121,8 @@ static struct proxy_uconn *uconn_get(struct proxy_worker *w)
         uc = SC_NEW(struct proxy_uconn);
     }
     sc_list_init(&uc->node);
+    sc_list_init(&uc->h2cnode);
+    sc_list_init(&uc->h2waiters);
     uc->w = w;
     w->nuconns++;
     return uc;
@@ -182,6 +184,10 @@ void proxy_uconn_close(struct proxy_uconn *uc)
     if (uc->state == U_CLOSING) {
         return;
     }
+    if ((uc->h2wait || !sc_list_empty(&uc->h2waiters) || !sc_list_empty(&uc->h2cnode)) &&
+        proxy_h2_wait_close(uc)) {
+        return; /* a waiting try took it over */
+    }
     struct odst_dest *od = NULL;
     sc_list_remove(&uc->node);
     if (uc->state == U_IDLE) {
@@ -218,6 +224,11 @@ void proxy_uconn_close(struct proxy_uconn *uc)
         proxy_breaker_closed(uc->ep->cluster);
     }
     uc->state = U_CLOSING;
+    if (uc->h2ph) {
+        uc->closes = 1; /* a waiting try's placeholder: nothing to close */
+        uconn_closed_one(uc);
+        return;
+    }
     uc->closes = 2;
     if (uc->h2) {
         uc->closes += proxy_h2_up_conn_closing(uc); /* fails its streams */
@@ -314,6 +325,7 @@ static void on_connect_timeout(uv_timer_t *t)
 {
     struct proxy_uconn *uc = t->data;
     struct proxy_dconn *dc = uc->ex ? uc->ex->dc : NULL;
+    proxy_h2_wait_fail(uc, "upstream connect timeout");
     if (dc) {
         proxy_attempt_failed(&dc->ex, COND_CONNECT, F_UF | F_UT, "upstream connect timeout");
     } else {
@@ -328,6 +340,7 @@ static void on_connect(void *owner, int status)
         return;
     }
     struct proxy_dconn *dc = uc->ex ? uc->ex->dc : NULL;
+    proxy_h2_wait_unlist(uc); /* connected or failed: no more tries wait for it */
     if (uc->bk_pending) {
         uc->bk_pending = false;
         proxy_breaker_connected(uc->ep->cluster);
@@ -339,6 +352,7 @@ static void on_connect(void *owner, int status)
             snprintf(why, sizeof(why), "upstream TLS handshake failed: %s", tls);
             tls = why;
         }
+        proxy_h2_wait_fail(uc, tls ? tls : uv_strerror(status));
         if (dc) {
             proxy_attempt_failed(&dc->ex, COND_CONNECT, F_UF, tls ? tls : uv_strerror(status));
         } else {
@@ -352,8 +366,12 @@ static void on_connect(void *owner, int status)
         proxy_uconn_close(uc);
         return;
     }
-    if (uc->ep->cluster->h2up.protocol != PROXY_UP_HTTP1 && proxy_h2_up_connected(uc)) {
-        return; /* an HTTP/2 connection now, the exchange's try its first stream */
+    if (uc->ep->cluster->h2up.protocol != PROXY_UP_HTTP1) {
+        if (proxy_h2_up_connected(uc)) {
+            proxy_h2_wait_flush(uc);
+            return; /* an HTTP/2 connection now, the exchange's try its first stream */
+        }
+        proxy_h2_wait_flush(uc); /* HTTP/1: each waiting try opens its own */
     }
     proxy_upstream_ready(dc);
 }
@@ -477,8 +495,16 @@ void proxy_attempt(struct proxy_exch *r)
     r->active = ep;
     atomic_fetch_add_explicit(&ep->active, 1, memory_order_relaxed);
     if (c->h2up.protocol != PROXY_UP_HTTP1 && proxy_h2_up_attempt(r, ep)) {
-        return; /* a stream of a pooled HTTP/2 connection */
+        return; /* a stream of a pooled HTTP/2 connection, or waiting for a connecting one */
     }
+    proxy_attempt_open(r);
+}
+
+void proxy_attempt_open(struct proxy_exch *r)
+{
+    struct proxy_dconn *dc = r->dc;
+    struct proxy_worker *w = r->w;
+    struct proxy_endpoint *ep = r->ep;
     struct proxy_pool *pool = ep_pool(ep, w);
     if (!sc_list_empty(&pool->idle)) {
         struct proxy_uconn *uc = sc_list_entry(pool->idle.next, struct proxy_uconn, node);
@@ -535,6 +561,10 @@ static void connect_new(struct proxy_dconn *dc, struct proxy_endpoint *ep,
         return;
     }
     uv_timer_start(&uc->timer, on_connect_timeout, c->connect_timeout_ms, 0);
+    struct proxy_pool *pool = ep_pool(ep, w);
+    if (c->h2up.protocol != PROXY_UP_HTTP1 && pool && !r->upgrade && !r->is_connect) {
+        sc_list_append(&pool->h2conn, &uc->h2cnode); /* tries may wait for it */
+    }
 }
 
 /* The address iptables redirected this connection from, when it was intercepted: IPv4 through
