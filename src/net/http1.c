@@ -455,6 +455,16 @@ bool sc_http1_is_token(struct sc_str s)
     return all_tchar(s);
 }
 
+bool sc_http1_is_field_value(struct sc_str s)
+{
+    for (size_t i = 0; i < s.len; i++) {
+        if (!is((unsigned char)s.p[i], C_FIELD)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Reads the codings of one Transfer-Encoding field. Codings before a final chunked may be anything
  * well-formed: a proxy passes them on and the origin answers 501 if it must. A final coding other
  * than chunked is always 400, never 501: whatever the coding, the body cannot be delimited.

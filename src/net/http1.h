@@ -138,6 +138,10 @@ const struct sc_http_header *sc_http1_find(const struct sc_http_msg *m, struct s
 /* Returns true when <s> is a token (RFC 9110 5.6.2: a header name, a method); empty is not. */
 bool sc_http1_is_token(struct sc_str s);
 
+/* True if <s> is a field-value (RFC 9110 5.5: HTAB, SP, VCHAR and obs-text; empty is one): nothing
+ * in it can end a header line. */
+bool sc_http1_is_field_value(struct sc_str s);
+
 /* Returns true when the comma-separated <list> holds <token> (case-insensitive, OWS ignored). */
 bool sc_http1_has_token(struct sc_str list, struct sc_str token);
 

@@ -19,18 +19,6 @@ static void put(struct wr *w, const void *p, size_t n)
     w->p += n;
 }
 
-/* field-value (RFC 9110 5.5): HTAB, SP, VCHAR and obs-text. */
-static bool valid_field_value(struct sc_str v)
-{
-    for (size_t i = 0; i < v.len; i++) {
-        unsigned char c = (unsigned char)v.p[i];
-        if (!(c == '\t' || c == ' ' || (c >= 0x21 && c != 0x7f))) {
-            return false;
-        }
-    }
-    return true;
-}
-
 int sc_http1_write_status_line(struct sc_buf *b, int minor_version, int status)
 {
     if (status < 100 || status > 999 || minor_version < 0 || minor_version > 1) {
@@ -91,7 +79,7 @@ int sc_http1_write_request_line(struct sc_buf *b, struct sc_str method, struct s
 int sc_http1_write_header(struct sc_buf *b, struct sc_str name, struct sc_str value)
 {
     /* A CR or LF here would let whoever supplied the value add fields of their own. */
-    if (!sc_http1_is_token(name) || !valid_field_value(value)) {
+    if (!sc_http1_is_token(name) || !sc_http1_is_field_value(value)) {
         return SC_EINVAL;
     }
     size_t n = name.len + 2 + value.len + 2;
@@ -132,7 +120,7 @@ int sc_http1_write_simple(struct sc_buf *b, int status, const char *content_type
 {
     bool bodyless = status < 200 || status == 204 || status == 304;
     struct sc_str ct = sc_str_c(content_type);
-    if ((bodyless && body.len > 0) || !valid_field_value(ct)) {
+    if ((bodyless && body.len > 0) || !sc_http1_is_field_value(ct)) {
         return SC_EINVAL;
     }
     size_t start = b->len;
