@@ -23,6 +23,7 @@
 #include "net/http1.h"
 #include "net/tcp.h"
 #include "roles/proxy/proxy.h"
+#include "fuzz_worker.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -68,18 +69,6 @@ static size_t cinlen;
 static bool client_done;
 static uv_timer_t guard;
 static bool guard_fired;
-
-/* The app-runtime functions the proxy files use, for a harness that runs without the app. */
-uv_loop_t *sc_app_loop(struct sc_app *app)
-{
-    (void)app;
-    return &loop;
-}
-
-void proxy_worker_done(struct proxy_worker *w)
-{
-    (void)w;
-}
 
 static void check_forwarded(const char *p, size_t len)
 {
@@ -266,31 +255,7 @@ static void setup(void)
     cfg.retry_buffer = 4096;
     CHECK(proxy_config_check(&cfg, &err) == 0);
 
-    px.pm.reg = sc_metrics_new();
-    static const char *const rl[] = { "listener", "route", "cluster", "code", NULL };
-    static const char *const ll[] = { "listener", NULL };
-    static const char *const cl[] = { "cluster", NULL };
-    px.pm.requests = sc_metrics_family(px.pm.reg, SC_METRIC_COUNTER, "r", "r", rl, NULL, 0);
-    px.pm.duration = sc_metrics_family(px.pm.reg, SC_METRIC_HISTOGRAM, "d", "d", ll, NULL, 0);
-    px.pm.retry = sc_metrics_family(px.pm.reg, SC_METRIC_COUNTER, "x", "x", cl, NULL, 0);
-    px.pm.ucx_active = sc_metrics_family(px.pm.reg, SC_METRIC_GAUGE, "u", "u", cl, NULL, 0);
-    px.pm.dcx_active = sc_metrics_family(px.pm.reg, SC_METRIC_GAUGE, "c", "c", ll, NULL, 0);
-    px.pm.timeout = sc_metrics_family(px.pm.reg, SC_METRIC_COUNTER, "t", "t", cl, NULL, 0);
-    proxy_log_open(&px);
-    px.nworkers = 1;
-    px.workers = sc_calloc(1, sizeof(*px.workers));
-    worker = &px.workers[0];
-    worker->px = &px;
-    worker->id = 0;
-    proxy_worker_init(worker);
-    worker->loop = &loop;
-    worker->rt = proxy_rt_new(&cfg, 1, &px.pm, &err);
-    CHECK(worker->rt != NULL);
-    CHECK(proxy_worker_listen(worker, &err) == 0);
-    char paddr[64];
-    CHECK(sc_tcp_local_address(&worker->listeners[0], paddr, sizeof(paddr)) == 0);
-    const char *colon = strrchr(paddr, ':');
-    proxy_port = (int)strtol(colon + 1, NULL, 10);
+    worker = fuzz_worker_start(&px, &loop, &cfg, &proxy_port);
     uv_timer_init(&loop, &guard);
 }
 
