@@ -244,7 +244,8 @@ struct proxy_exch {
     struct proxy_span *span;     /* the span of a sampled request (proxy_trace.c) */
     struct proxy_oidc_call *oidc_call; /* a login's token request in flight */
     /* downstream HTTP/2 (proxy_h2.c) */
-    bool down_h2; /* the request came on an HTTP/2 stream (Via, access log, protocol) */
+    bool down_h2;     /* the request came on an HTTP/2 stream (Via, access log, protocol) */
+    bool te_trailers; /* the client sent TE with "trailers": kept toward HTTP/2 upstreams */
     /* gRPC (proxy_grpc.c): a request with content-type application/grpc on an HTTP/2 stream */
     bool grpc;
     uint8_t grpc_status;    /* the status the client was given + 1; 0: none (yet) */

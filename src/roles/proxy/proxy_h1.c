@@ -865,6 +865,13 @@ static void try_parse_head(struct proxy_dconn *dc)
             return;
         }
     }
+    if (__builtin_expect(w->rt->listeners[dc->lidx].http2.only, 0)) {
+        proxy_exch_begin(dc, true);
+        dc->ex.close_after = true;
+        dc->in.start = dc->in.end = 0;
+        proxy_local_reply(&dc->ex, 505, "this listener serves HTTP/2 only (http2.only)", F_DPE);
+        return;
+    }
     struct sc_http_msg m = { .headers = w->hdrs };
     struct sc_http_error err = { 0 };
     struct sc_http_limits lim = sc_http1_default_limits;
