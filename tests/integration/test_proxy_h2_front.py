@@ -7,6 +7,7 @@ trailers` reaches HTTP/2 upstreams from HTTP/1.1 and HTTP/2 clients, other TE va
 answers HTTP/1 with 505. Real peers: curl (HTTP/1.1, --http2-prior-knowledge), nghttp, nghttpd
 and the Python h2 library, next to scripted HTTP/1 and HTTP/2 upstreams that record what they
 received."""
+import json
 import socket
 import subprocess
 
@@ -14,6 +15,7 @@ import pytest
 from conftest import free_port
 from h2_upstream import H2Upstream
 from proxy_util import FakeUpstream, echo, proxy_config, respond  # noqa: F401
+from test_proxy_envoy import bootstrap, static_cluster
 from test_proxy_h2 import H2, curl
 
 NGHTTP = "/usr/bin/nghttp"
@@ -194,3 +196,90 @@ def test_http2_only_needs_http2_enabled(run_cli, echo, tmp_path):
     r = run_cli("proxy", "-c", str(p), "--check")
     assert r.returncode != 0
     assert "http2.only needs http2.enabled" in r.stderr
+
+
+# ---- Envoy: the connection manager's codec and HTTP/2 settings ----
+
+def envoy_doc(port, up_addr, **hcm):
+    vhs = [{"name": "all", "domains": ["*"], "routes": [
+        {"match": {"prefix": "/"}, "route": {"cluster": "app"}}]}]
+    return bootstrap(port, vhs, [static_cluster("app", up_addr)], hcm_extra=hcm)
+
+
+def printed_listener(run_cli, path):
+    p = run_cli("proxy", "-c", str(path), "--check", "--print")
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout[:p.stdout.rindex("}") + 1])["listeners"][0]
+
+
+def nghttp_settings(port):
+    p = subprocess.run([NGHTTP, "-v", f"http://127.0.0.1:{port}/"], capture_output=True,
+                       text=True, timeout=20)
+    assert p.returncode == 0, p.stderr
+    recv = p.stdout.split("recv SETTINGS frame", 1)[1].split("send SETTINGS frame", 1)[0]
+    return {ln.split("(")[0].strip(" [;"): int(ln.rsplit(":", 1)[1].rstrip("]"))
+            for ln in recv.splitlines() if "SETTINGS_" in ln}, p.stdout
+
+
+def test_envoy_codec_http2_and_http2_protocol_options(sidecar_run, run_cli, echo):
+    port = free_port()
+    doc = envoy_doc(port, echo.addr, codec_type="HTTP2", max_request_headers_kb=32,
+                    http2_protocol_options={
+                        "max_concurrent_streams": 7, "initial_stream_window_size": 131072,
+                        "initial_connection_window_size": 2097152, "hpack_table_size": 4096,
+                        "connection_keepalive": {"interval": "30s", "timeout": "5s"}},
+                    common_http_protocol_options={"max_headers_count": 100})
+    sc = sidecar_run("proxy", config=json.dumps(doc))
+    assert printed_listener(run_cli, sc.config_path)["http2"] == {
+        "max_concurrent_streams": "7", "initial_stream_window_size": "131072",
+        "initial_connection_window_size": "2097152", "keepalive_interval": "30s",
+        "keepalive_timeout": "5s", "only": "true", "max_header_list_size": "32KiB"}
+    settings, out = nghttp_settings(port)
+    assert settings["SETTINGS_MAX_CONCURRENT_STREAMS"] == 7, out
+    assert settings["SETTINGS_INITIAL_WINDOW_SIZE"] == 131072, out
+    assert settings["SETTINGS_MAX_HEADER_LIST_SIZE"] == 32768, out
+    # The connection window: a WINDOW_UPDATE on stream 0 opens it from 65535 to 2 MiB.
+    assert "window_size_increment=2031617" in out, out
+    status, h = curl_head(port, "/", "--http2-prior-knowledge")
+    assert status.startswith("HTTP/2 200") and h["via"] == ["1.1 sidecar"]
+    status, _ = curl_head(port, "/", "--http1.1")
+    assert status.startswith("HTTP/1.1 505"), "codec_type HTTP2 refuses HTTP/1"
+
+
+def test_envoy_codec_http1_refuses_h2c(sidecar_run, run_cli, echo):
+    port = free_port()
+    sc = sidecar_run("proxy", config=json.dumps(envoy_doc(port, echo.addr, codec_type="HTTP1")))
+    assert printed_listener(run_cli, sc.config_path)["http2"] == {"enabled": "false"}
+    status, _ = curl_head(port, "/", "--http1.1")
+    assert status.startswith("HTTP/1.1 200")
+    rc, out, _ = curl("-s", "-D", "-", "--http2-prior-knowledge", f"http://127.0.0.1:{port}/")
+    assert rc != 0 or b"HTTP/2 200" not in out, "no HTTP/2 on an HTTP1 listener"
+    # AUTO serves both, as the proxy's own listeners do.
+    port2 = free_port()
+    sc = sidecar_run("proxy", config=json.dumps(envoy_doc(port2, echo.addr, codec_type="AUTO")))
+    assert "http2" not in printed_listener(run_cli, sc.config_path)
+    assert curl_head(port2, "/", "--http2-prior-knowledge")[0].startswith("HTTP/2 200")
+    assert curl_head(port2, "/", "--http1.1")[0].startswith("HTTP/1.1 200")
+
+
+HCM_PATH = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config"
+
+
+@pytest.mark.parametrize("hcm,want", [
+    ({"codec_type": "HTTP3"}, f"{HCM_PATH}: codec_type HTTP3 is not supported (AUTO, HTTP1, "
+                              "HTTP2)"),
+    ({"http2_protocol_options": {"allow_connect": True}},
+     f"{HCM_PATH}.http2_protocol_options: allow_connect: extended CONNECT (RFC 8441) is not "
+     "supported"),
+    ({"http2_protocol_options": {"custom_settings_parameters": [{"identifier": 9, "value": 1}]}},
+     f"{HCM_PATH}.http2_protocol_options: custom_settings_parameters is not supported"),
+    ({"common_http_protocol_options": {"max_headers_count": 50}},
+     f"{HCM_PATH}: max_headers_count 50 is not supported (the proxy accepts 100 header fields"),
+    ({"max_request_headers_kb": 4096}, f"{HCM_PATH}: max_request_headers_kb 4096 is not between"),
+])
+def test_envoy_unmapped_http2_fields_are_refused_with_their_path(run_cli, tmp_path, hcm, want):
+    f = tmp_path / "envoy.json"
+    f.write_text(json.dumps(envoy_doc(free_port(), "127.0.0.1:1", **hcm), indent=2))
+    p = run_cli("proxy", "-c", str(f), "--check")
+    assert p.returncode == 1, p.stdout
+    assert want in p.stderr, p.stderr
