@@ -626,6 +626,12 @@ int proxy_h2_interim(struct proxy_dconn *dc, const struct sc_http_msg *m);
  * is sent as HTTP/2 trailers. */
 void proxy_h2_resp_framing(struct proxy_dconn *dc, bool data, struct sc_str span);
 
+/* The chunked response of HTTP/1.1 gRPC call <ex>, its upstream's framing passed on as it is,
+ * ends with a last chunk of the proxy's and trailers grpc-status <code> and grpc-message <msg>
+ * (the upstream connection closed, the exchange finished). False, with nothing done, when the
+ * response is not chunked to the client, stands inside a chunk or a write is pending. */
+bool proxy_h1_grpc_end(struct proxy_exch *ex, int code, const char *msg);
+
 /* The response on stream <dc> ends with trailers grpc-status <code> and grpc-message <msg>
  * (printable ASCII without '%') instead of the upstream's, once what was written is sent. */
 void proxy_h2_grpc_end(struct proxy_dconn *dc, int code, const char *msg);
