@@ -16,7 +16,7 @@ import grpc
 import pytest
 from conftest import free_port
 from proxy_util import access_lines, metric, parse_head, read_chunked, read_exact, read_until
-from test_proxy_grpc import SVC, Server, http1_app, proxy, slow_stream  # noqa: F401
+from test_proxy_grpc import SVC, http1_app, proxy, server, slow_stream  # noqa: F401
 
 
 def frame(msg):
@@ -85,26 +85,12 @@ def read_answer(s):
     return Answer(int(status), h, unframe(body), fields(trailers))
 
 
-@pytest.fixture
-def grpc_server():
-    started = []
-
-    def start(**kw):
-        s = Server(**kw)
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        s.stop()
-
-
 def metrics(sc):
     return sc.get("/metrics")[1].decode()
 
 
-def test_unary_and_client_streaming_calls_over_http1(sidecar_run, grpc_server):
-    srv = grpc_server()
+def test_unary_and_client_streaming_calls_over_http1(sidecar_run, server):
+    srv = server()
     port = free_port()
     sc = sidecar_run("proxy", config=proxy(port, srv.addr))
     a, s = call(port, "Unary", [b"hi"], metadata=[("x-echo", "meta")])
@@ -128,8 +114,8 @@ def test_unary_and_client_streaming_calls_over_http1(sidecar_run, grpc_server):
     assert metric(metrics(sc), "sidecar_grpc_responses_total", cluster="app", grpc_code="OK") == 2
 
 
-def test_every_status_with_details_over_http1(sidecar_run, grpc_server):
-    srv = grpc_server()
+def test_every_status_with_details_over_http1(sidecar_run, server):
+    srv = server()
     port = free_port()
     sidecar_run("proxy", config=proxy(port, srv.addr))
     for code in (3, 5, 7, 13, 14, 16):
@@ -140,7 +126,7 @@ def test_every_status_with_details_over_http1(sidecar_run, grpc_server):
         assert a.grpc_message() == f"details for {name}: ünïcödé % done"
 
 
-def test_local_replies_are_trailers_only_grpc_in_the_head(sidecar_run, grpc_server):
+def test_local_replies_are_trailers_only_grpc_in_the_head(sidecar_run, server):
     port = free_port()
     # No endpoint answers: UNAVAILABLE; a path no route takes: UNIMPLEMENTED.
     sc = sidecar_run("proxy", config=proxy(port, f"127.0.0.1:{free_port()}",
@@ -160,8 +146,8 @@ def test_local_replies_are_trailers_only_grpc_in_the_head(sidecar_run, grpc_serv
     assert line["status"] == 404 and line["grpc_status"] == 12
 
 
-def test_grpc_timeout_from_an_http1_client(sidecar_run, grpc_server):
-    srv = grpc_server()
+def test_grpc_timeout_from_an_http1_client(sidecar_run, server):
+    srv = server()
     port = free_port()
     sc = sidecar_run("proxy", config=proxy(port, srv.addr))
     t0 = time.monotonic()

@@ -13,10 +13,10 @@ import subprocess
 
 import pytest
 from conftest import free_port
-from h2_upstream import H2Upstream
-from proxy_util import FakeUpstream, echo, proxy_config, respond  # noqa: F401
+from proxy_util import FakeUpstream, echo, proxy_config  # noqa: F401
 from test_proxy_envoy import bootstrap, static_cluster
 from test_proxy_h2 import H2, curl
+from test_proxy_h2_upstream import h2up  # noqa: F401  (a fixture)
 
 NGHTTP = "/usr/bin/nghttp"
 
@@ -52,29 +52,19 @@ def curl_head(port, path, *args):
     return heads(out)
 
 
-@pytest.fixture
-def h2up():
-    ups = []
-
-    def start(**kw):
-        u = H2Upstream(**kw)
-        ups.append(u)
-        return u
-
-    yield start
-    for u in ups:
-        u.close()
-
-
 # ---- Via, both directions, four combinations ----
 
-def test_via_http1_client_http1_upstream(sidecar_run, echo):
+@pytest.mark.parametrize("flag,status_line,request_via", [
+    ("--http1.1", "HTTP/1.1 200", "1.1 sidecar"),
+    ("--http2-prior-knowledge", "HTTP/2 200", "2 sidecar"),
+])
+def test_via_http1_upstream(sidecar_run, echo, flag, status_line, request_via):
     _, port = run(sidecar_run, echo.addr)
-    status, h = curl_head(port, "/a", "--http1.1")
-    assert status.startswith("HTTP/1.1 200")
+    status, h = curl_head(port, "/a", flag)
+    assert status.startswith(status_line)
     assert h["via"] == ["1.1 sidecar"], "the response came over HTTP/1.1"
     seen = {k.lower(): v for k, v in echo.requests[-1].headers}
-    assert seen["via"] == "1.1 sidecar", "the request came over HTTP/1.1"
+    assert seen["via"] == request_via, "the request's own version"
 
 
 def http10_answer(up, conn, req):
@@ -101,15 +91,6 @@ def test_via_http1_client_http2_upstream(sidecar_run, h2up):
     assert status.startswith("HTTP/1.1 200")
     assert h["via"] == ["2 sidecar"], "the response came over HTTP/2"
     assert up.requests[-1].header("via") == "1.1 edge, 1.1 sidecar"
-
-
-def test_via_http2_client_http1_upstream(sidecar_run, echo):
-    _, port = run(sidecar_run, echo.addr)
-    status, h = curl_head(port, "/a", "--http2-prior-knowledge")
-    assert status.startswith("HTTP/2 200")
-    assert h["via"] == ["1.1 sidecar"], "the response came over HTTP/1.1"
-    seen = {k.lower(): v for k, v in echo.requests[-1].headers}
-    assert seen["via"] == "2 sidecar", "the request came over HTTP/2"
 
 
 def test_via_http2_client_http2_upstream(sidecar_run, h2up):
