@@ -17,6 +17,7 @@ from proxy_util import FakeUpstream, echo, proxy_config  # noqa: F401
 from test_proxy_envoy import bootstrap, static_cluster
 from test_proxy_h2 import H2, curl
 from test_proxy_h2_upstream import h2up  # noqa: F401  (a fixture)
+from tls_util import pki, s_client  # noqa: F401  (pki is a fixture)
 
 NGHTTP = "/usr/bin/nghttp"
 
@@ -167,6 +168,23 @@ def test_http2_only_listener_answers_http1_with_505(sidecar_run, echo):
         data += d
     s.close()
     assert data.count(b"HTTP/1.1 505") == 1
+
+
+def test_http2_only_over_tls_offers_h2_alone(sidecar_run, echo, pki):  # noqa: F811
+    tls = {"cert": str(pki / "server.pem"), "key": str(pki / "server.key")}
+    _, port = run(sidecar_run, echo.addr, http2={"only": True}, tls=tls)
+    rc, out = s_client(port, "-alpn", "h2,http/1.1", "-CAfile", str(pki / "ca.pem"),
+                       "-servername", "localhost")
+    assert rc == 0 and "ALPN protocol: h2" in out
+    rc, out = s_client(port, "-alpn", "http/1.1", "-CAfile", str(pki / "ca.pem"),
+                       "-servername", "localhost")
+    assert "No ALPN negotiated" in out, "http/1.1 is not offered"
+    rc, body, err = curl("--http2", "--cacert", str(pki / "ca.pem"), "-w", "\n%{http_version}",
+                         f"https://localhost:{port}/")
+    assert rc == 0 and body.endswith(b"\n2"), err
+    rc, body, err = curl("--http1.1", "--cacert", str(pki / "ca.pem"), "-w", "\n%{http_code}",
+                         f"https://localhost:{port}/")
+    assert body.endswith(b"\n505"), (rc, body, err)
 
 
 def test_http2_only_needs_http2_enabled(run_cli, echo, tmp_path):
