@@ -1203,6 +1203,11 @@ static bool trailer_forbidden(const struct sc_http1_chunked *d)
     return false;
 }
 
+bool sc_http1_chunked_at_boundary(const struct sc_http1_chunked *d)
+{
+    return d->state == CH_SIZE && d->line_len == 0;
+}
+
 int sc_http1_chunked_next(struct sc_http1_chunked *d, const char *buf, size_t len, size_t *consumed,
                           struct sc_str *data, struct sc_http_error *err)
 {

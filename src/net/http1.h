@@ -123,6 +123,10 @@ enum {
 /* Prepares a decoder; the caps are 4 KiB per size line and 16 KiB of trailers. */
 void sc_http1_chunked_init(struct sc_http1_chunked *d);
 
+/* Whether <d> stands between two chunks (before any byte of the next size line): a proxy that
+ * forwards the framing as it is may end the body there with a last chunk of its own. */
+bool sc_http1_chunked_at_boundary(const struct sc_http1_chunked *d);
+
 /* Consumes from buf[0..len): sets <*consumed> to the bytes used (framing and data) and returns
  * SC_HTTP1_CHUNK_MORE, SC_HTTP1_CHUNK_DATA (with <*data> the data span, which ends the consumed
  * bytes), SC_HTTP1_CHUNK_DONE (nothing after the final CRLF was consumed), or SC_EHTTP with

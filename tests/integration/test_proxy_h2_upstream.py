@@ -91,7 +91,7 @@ def test_nghttpd_plaintext_prior_knowledge(sidecar_run, nghttpd):
     r = get(port, "/index.html")
     assert r.status == 200 and r.body == b"hello from nghttpd\n"
     assert r.header("server").startswith("nghttpd"), "the answer came from nghttpd over HTTP/2"
-    assert r.header("via") == "1.1 sidecar"
+    assert r.header("via") == "2 sidecar", "the response came over HTTP/2"
     big = get(port, "/big.bin")
     assert big.status == 200 and big.body == pattern(1_500_000)
     assert get(port, "/missing").status == 404

@@ -1415,14 +1415,42 @@ static void test_helpers(void **state)
     assert_string_equal(sc_http1_reason(-1), "Unknown");
 }
 
+/* The decoder stands between two chunks only before any byte of the next size line: at the
+ * start, and after a chunk's CRLF (fed one byte at a time, so every state is seen). */
+static void test_chunked_boundary(void **state)
+{
+    (void)state;
+    static const char body[] = "5\r\nhello\r\n3;x=1\r\nabc\r\n0\r\nT: v\r\n\r\n";
+    /* the byte counts after which the decoder stands between chunks */
+    static const size_t at[] = { 0, 10, 22 };
+    struct sc_http1_chunked d;
+    sc_http1_chunked_init(&d);
+    size_t k = 0;
+    for (size_t i = 0; i <= sizeof(body) - 1; i++) {
+        bool want = k < SC_ARRAY_LEN(at) && at[k] == i;
+        assert_int_equal(sc_http1_chunked_at_boundary(&d), want);
+        k += want;
+        if (i == sizeof(body) - 1) {
+            break;
+        }
+        size_t used = 0;
+        struct sc_str data;
+        int rc = sc_http1_chunked_next(&d, body + i, 1, &used, &data, NULL);
+        assert_true(rc >= 0);
+        assert_int_equal(used, 1);
+    }
+    assert_int_equal(k, SC_ARRAY_LEN(at));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid_requests),  cmocka_unit_test(test_invalid_requests),
-        cmocka_unit_test(test_limits),          cmocka_unit_test(test_trickle),
-        cmocka_unit_test(test_valid_responses), cmocka_unit_test(test_invalid_responses),
-        cmocka_unit_test(test_chunked),         cmocka_unit_test(test_chunked_caps),
-        cmocka_unit_test(test_helpers),         cmocka_unit_test(test_framing_rules),
+        cmocka_unit_test(test_chunked_boundary),  cmocka_unit_test(test_valid_requests),
+        cmocka_unit_test(test_invalid_requests),  cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_trickle),           cmocka_unit_test(test_valid_responses),
+        cmocka_unit_test(test_invalid_responses), cmocka_unit_test(test_chunked),
+        cmocka_unit_test(test_chunked_caps),      cmocka_unit_test(test_helpers),
+        cmocka_unit_test(test_framing_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

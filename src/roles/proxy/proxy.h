@@ -100,6 +100,7 @@ struct proxy_route_cfg {
 /* ---- downstream HTTP/2 (proxy_h2.c): a listener's `http2` options ---- */
 struct proxy_h2_lcfg {
     bool enabled;                            /* h2c by preface, h2 by ALPN */
+    bool only;                               /* HTTP/2 only: HTTP/1 requests get 505 */
     int64_t max_concurrent_streams;          /* SETTINGS_MAX_CONCURRENT_STREAMS */
     uint64_t initial_stream_window_size;     /* SETTINGS_INITIAL_WINDOW_SIZE */
     uint64_t initial_connection_window_size; /* the connection's receive window */

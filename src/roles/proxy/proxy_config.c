@@ -790,6 +790,10 @@ int proxy_config_check(const void *cfg, char **err)
         char where[160];
         snprintf(where, sizeof(where), "listener \"%s\"", l[i].name);
         int lrc = proxy_rl_check(&l[i].rate_limit, where, err);
+        if (lrc == 0 && l[i].http2.only && !l[i].http2.enabled) {
+            *err = sc_asprintf("%s: http2.only needs http2.enabled", where);
+            lrc = SC_ECONFIG;
+        }
         if (lrc < 0) {
             return lrc;
         }

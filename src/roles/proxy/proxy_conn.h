@@ -244,7 +244,8 @@ struct proxy_exch {
     struct proxy_span *span;     /* the span of a sampled request (proxy_trace.c) */
     struct proxy_oidc_call *oidc_call; /* a login's token request in flight */
     /* downstream HTTP/2 (proxy_h2.c) */
-    bool down_h2; /* the request came on an HTTP/2 stream (Via, access log, protocol) */
+    bool down_h2;     /* the request came on an HTTP/2 stream (Via, access log, protocol) */
+    bool te_trailers; /* the client sent TE with "trailers": kept toward HTTP/2 upstreams */
     /* gRPC (proxy_grpc.c): a request with content-type application/grpc on an HTTP/2 stream */
     bool grpc;
     uint8_t grpc_status;    /* the status the client was given + 1; 0: none (yet) */
@@ -624,6 +625,12 @@ int proxy_h2_interim(struct proxy_dconn *dc, const struct sc_http_msg *m);
  * body data, which restarts the collection): what follows the last data, the trailer section,
  * is sent as HTTP/2 trailers. */
 void proxy_h2_resp_framing(struct proxy_dconn *dc, bool data, struct sc_str span);
+
+/* The chunked response of HTTP/1.1 gRPC call <ex>, its upstream's framing passed on as it is,
+ * ends with a last chunk of the proxy's and trailers grpc-status <code> and grpc-message <msg>
+ * (the upstream connection closed, the exchange finished). False, with nothing done, when the
+ * response is not chunked to the client, stands inside a chunk or a write is pending. */
+bool proxy_h1_grpc_end(struct proxy_exch *ex, int code, const char *msg);
 
 /* The response on stream <dc> ends with trailers grpc-status <code> and grpc-message <msg>
  * (printable ASCII without '%') instead of the upstream's, once what was written is sent. */

@@ -854,6 +854,60 @@ static const char *const fcc_modes[][2] = {
     { "SANITIZE_SET", "sanitize_set" },
 };
 
+/* The connection manager's codec onto listener <l>'s `http2` block: codec_type (AUTO: HTTP/1.1
+ * and HTTP/2, HTTP1: http2.enabled false, HTTP2: http2.only), http2_protocol_options,
+ * max_request_headers_kb (the HTTP/2 header list bound) and
+ * common_http_protocol_options.max_headers_count (the proxy's fixed 100 fields). */
+static void hcm_codec(struct proxy_front *f, struct sc_ynode *l, const struct sc_ynode *tc,
+                      const char *path)
+{
+    const char *codec = proxy_front_str(f, tc, "codec_type", path);
+    const struct sc_ynode *cn = sc_ynode_get(tc, "codec_type");
+    if (codec && !is(codec, "AUTO") && !is(codec, "HTTP1") && !is(codec, "HTTP2")) {
+        proxy_front_refuse(f, cn, path, "codec_type %.16s is not supported (AUTO, HTTP1, HTTP2)",
+                           codec);
+        return;
+    }
+    const struct sc_ynode *o2 = sc_ynode_get(tc, "http2_protocol_options");
+    char p[PROXY_FRONT_PATH];
+    proxy_front_path(p, path, ".http2_protocol_options");
+    struct sc_ynode *h = o2 ? proxy_envoy_http2_options(f, o2, p, true) : proxy_front_map(f, tc);
+    if (!h) {
+        return;
+    }
+    if (is(codec, "HTTP1")) {
+        proxy_front_put(f, h, "enabled", cn, "false");
+    } else if (is(codec, "HTTP2")) {
+        proxy_front_put(f, h, "only", cn, "true");
+    }
+    const char *kb = proxy_front_str(f, tc, "max_request_headers_kb", path);
+    if (kb) {
+        char *end = NULL;
+        unsigned long v = strtoul(kb, &end, 10);
+        if (!end || *end || v < 1 || v > 1024) {
+            proxy_front_refuse(f, sc_ynode_get(tc, "max_request_headers_kb"), path,
+                               "max_request_headers_kb %.16s is not between 1 and 1024", kb);
+            return;
+        }
+        char s[24];
+        snprintf(s, sizeof(s), "%luKiB", v);
+        proxy_front_put(f, h, "max_header_list_size", sc_ynode_get(tc, "max_request_headers_kb"),
+                        s);
+    }
+    const struct sc_ynode *cho = sc_ynode_get(tc, "common_http_protocol_options");
+    const char *mhc = cho ? proxy_front_str(f, cho, "max_headers_count", path) : NULL;
+    if (mhc && !is(mhc, "100")) {
+        proxy_front_refuse(f, sc_ynode_get(cho, "max_headers_count"), path,
+                           "max_headers_count %.16s is not supported (the proxy accepts 100 "
+                           "header fields, Envoy's default)",
+                           mhc);
+        return;
+    }
+    if (sc_ynode_count(h) > 0) {
+        proxy_front_set(f, l, "http2", h, o2 ? o2 : tc);
+    }
+}
+
 void proxy_envoy_hcm(struct proxy_front *f, bool *access_log, struct sc_ynode *l,
                      const struct sc_ynode *tc, const char *path)
 {
@@ -869,6 +923,8 @@ void proxy_envoy_hcm(struct proxy_front *f, bool *access_log, struct sc_ynode *l
                                       "stream_idle_timeout",
                                       "forward_client_cert_details",
                                       "common_http_protocol_options",
+                                      "http2_protocol_options",
+                                      "max_request_headers_kb",
                                       "normalize_path",
                                       "merge_slashes",
                                       "path_with_escaped_slashes_action",
@@ -886,10 +942,8 @@ void proxy_envoy_hcm(struct proxy_front *f, bool *access_log, struct sc_ynode *l
                            "rds is not supported: write the route_config inline");
         return;
     }
-    const char *codec = proxy_front_str(f, tc, "codec_type", path);
-    if (codec && !is(codec, "AUTO") && !is(codec, "HTTP1")) {
-        proxy_front_refuse(f, sc_ynode_get(tc, "codec_type"), path,
-                           "codec_type %.16s is not supported (HTTP/1.1 listeners)", codec);
+    hcm_codec(f, l, tc, path);
+    if (f->err) {
         return;
     }
     char p[PROXY_FRONT_PATH];
@@ -913,7 +967,8 @@ void proxy_envoy_hcm(struct proxy_front *f, bool *access_log, struct sc_ynode *l
                                  NULL);
     }
     const struct sc_ynode *cho = sc_ynode_get(tc, "common_http_protocol_options");
-    static const char *const ck[] = { "idle_timeout", "headers_with_underscores_action", NULL };
+    static const char *const ck[] = { "idle_timeout", "headers_with_underscores_action",
+                                      "max_headers_count", NULL };
     if (cho && proxy_front_keys(f, cho, path, ck, NULL) == 0 &&
         !sc_ynode_get(f->root, "idle_timeout")) {
         proxy_front_put_duration(f, f->root, "idle_timeout", cho, "idle_timeout", path, NULL);

@@ -65,6 +65,11 @@ struct sc_ynode *proxy_envoy_hash_policy(struct proxy_front *f, const struct sc_
 int proxy_envoy_chains(struct proxy_front *f, bool *access_log, const struct sc_ynode *ln,
                        const char *path, const char *addr, struct sc_ynode *l);
 
+/* An Http2ProtocolOptions message <at> as our `http2` settings of a listener (<down>) or a cluster:
+ * max_concurrent_streams, the windows, connection_keepalive; flood bounds and the HPACK table
+ * size noted (the proxy's own apply). Returns the map, or NULL after a refusal. */
+struct sc_ynode *proxy_envoy_http2_options(struct proxy_front *f, const struct sc_ynode *at,
+                                           const char *path, bool down);
 /* Translates static_resources.clusters[<i>] <cn> and appends it to <out>. */
 void proxy_envoy_cluster(struct proxy_front *f, const struct sc_ynode *cn, size_t i,
                          struct sc_ynode *out);

@@ -385,15 +385,20 @@ static void cluster_policy(struct proxy_front *f, struct sc_ynode *c, const stru
     }
 }
 
-/* An http2_protocol_options message at <at> as the cluster's `http2` settings. */
-static void http2_options(struct proxy_front *f, struct sc_ynode *c, const struct sc_ynode *at,
-                          const char *path)
+struct sc_ynode *proxy_envoy_http2_options(struct proxy_front *f, const struct sc_ynode *at,
+                                           const char *path, bool down)
 {
     static const char *const keys[] = { "max_concurrent_streams", "initial_stream_window_size",
                                         "initial_connection_window_size", "connection_keepalive",
                                         NULL };
-    static const char *const noted[] = { "hpack_table_size",
+    static const char *const dkeys[] = { "max_concurrent_streams",
+                                         "initial_stream_window_size",
+                                         "initial_connection_window_size",
+                                         "connection_keepalive",
                                          "allow_connect",
+                                         NULL };
+    static const char *const noted[] = { "allow_connect",
+                                         "hpack_table_size",
                                          "allow_metadata",
                                          "max_outbound_frames",
                                          "max_outbound_control_frames",
@@ -401,9 +406,12 @@ static void http2_options(struct proxy_front *f, struct sc_ynode *c, const struc
                                          "max_inbound_priority_frames_per_stream",
                                          "max_inbound_window_update_frames_per_data_frame_sent",
                                          "override_stream_error_on_invalid_http_message",
+                                         "stream_error_on_invalid_http_messaging",
                                          NULL };
-    if (proxy_front_keys(f, at, path, keys, noted) < 0) {
-        return;
+    /* Downstream, allow_connect is extended CONNECT offered to clients (checked below); the
+     * others noted are the proxy's own fixed flood bounds and HPACK table (docs/http2.md). */
+    if (proxy_front_keys(f, at, path, down ? dkeys : keys, down ? noted + 1 : noted) < 0) {
+        return NULL;
     }
     struct sc_ynode *h = proxy_front_map(f, at);
     proxy_front_copy(f, h, "max_concurrent_streams", at, "max_concurrent_streams");
@@ -416,7 +424,22 @@ static void http2_options(struct proxy_front *f, struct sc_ynode *c, const struc
         proxy_front_put_duration(f, h, "keepalive_interval", ka, "interval", path, NULL);
         proxy_front_put_duration(f, h, "keepalive_timeout", ka, "timeout", path, NULL);
     }
-    proxy_front_set(f, c, "http2", h, at);
+    const char *ac = down ? proxy_front_str(f, at, "allow_connect", path) : NULL;
+    if (ac && !is(ac, "false")) {
+        proxy_front_refuse(f, sc_ynode_get(at, "allow_connect"), path,
+                           "allow_connect: extended CONNECT (RFC 8441) is not supported");
+    }
+    return f->err ? NULL : h;
+}
+
+/* An http2_protocol_options message at <at> as the cluster's `http2` settings. */
+static void http2_options(struct proxy_front *f, struct sc_ynode *c, const struct sc_ynode *at,
+                          const char *path)
+{
+    struct sc_ynode *h = proxy_envoy_http2_options(f, at, path, false);
+    if (h) {
+        proxy_front_set(f, c, "http2", h, at);
+    }
 }
 
 /* The upstream protocol: the deprecated http2_protocol_options (HTTP/2 with prior knowledge), or

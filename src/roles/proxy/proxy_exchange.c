@@ -238,6 +238,12 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
     if (r->lsn->grpc_web) {
         r->grpc_web = (uint8_t)proxy_grpc_web_kind(m); /* the proxy's own answers are gRPC-Web */
     }
+    if (!r->down_h2 && m->minor_version == 1 && m->method.len == 4 &&
+        memcmp(m->method.p, "POST", 4) == 0) {
+        /* gRPC from an HTTP/1.1 client (as Envoy takes it): a call as over HTTP/2. */
+        const struct sc_http_header *ct = sc_http1_find(m, SC_STR("content-type"), NULL);
+        r->grpc = ct && proxy_grpc_is(ct->value);
+    }
     size_t ml = m->method.len < sizeof(r->method) - 1 ? m->method.len : sizeof(r->method) - 1;
     memcpy(r->method, m->method.p, ml);
     r->method[ml] = '\0';

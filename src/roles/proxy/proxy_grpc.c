@@ -405,8 +405,12 @@ int proxy_grpc_response(struct proxy_exch *ex, const struct sc_http_msg *m, stru
 
 bool proxy_grpc_deadline_end(struct proxy_exch *ex)
 {
-    if (!ex->down_h2 || ex->gresp.hpos || ex->gresp.skip || ex->resp_done) {
+    if (ex->gresp.hpos || ex->gresp.skip || ex->resp_done) {
         return false; /* mid-message: only a reset keeps the client from a truncated one */
+    }
+    if (!ex->down_h2) {
+        /* An HTTP/1.1 client: trailers end the chunked body, between two chunks. */
+        return proxy_h1_grpc_end(ex, PROXY_GRPC_DEADLINE_EXCEEDED, "gRPC deadline exceeded");
     }
     proxy_h2_grpc_end(ex->dc, PROXY_GRPC_DEADLINE_EXCEEDED, "gRPC deadline exceeded");
     ex->grpc_status = PROXY_GRPC_DEADLINE_EXCEEDED + 1;

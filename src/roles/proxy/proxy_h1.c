@@ -865,6 +865,13 @@ static void try_parse_head(struct proxy_dconn *dc)
             return;
         }
     }
+    if (__builtin_expect(w->rt->listeners[dc->lidx].http2.only, 0)) {
+        proxy_exch_begin(dc, true);
+        dc->ex.close_after = true;
+        dc->in.start = dc->in.end = 0;
+        proxy_local_reply(&dc->ex, 505, "this listener serves HTTP/2 only (http2.only)", F_DPE);
+        return;
+    }
     struct sc_http_msg m = { .headers = w->hdrs };
     struct sc_http_error err = { 0 };
     struct sc_http_limits lim = sc_http1_default_limits;
@@ -1174,7 +1181,9 @@ static void h1_reply(struct proxy_exch *ex, int status, struct sc_str body)
     const char *ct = ex->reply_ctype ? ex->reply_ctype : "text/plain; charset=utf-8";
     struct proxy_hsink gw = proxy_h1_hsink(&dc->out);
     gw.close = close;
+    /* A gRPC call gets gRPC's trailers-only answer, its status in the head (as over HTTP/2). */
     if (ex->grpc_web ? proxy_grpc_web_local_reply(ex, ex->grpc_web, status, body, &gw) < 0
+        : ex->grpc   ? proxy_grpc_local_reply(ex, status, body, &gw) < 0
                      : proxy_route_policy_write_local(ex, &dc->out, status, ct, body, close) < 0) {
         proxy_dconn_close(dc);
         return;
@@ -1190,6 +1199,41 @@ static void h1_reply(struct proxy_exch *ex, int status, struct sc_str body)
     if (proxy_dwrite(dc, &iov, 1, 0, DN_LOCAL) == 0) {
         proxy_finish_request(ex);
     }
+}
+
+bool proxy_h1_grpc_end(struct proxy_exch *ex, int code, const char *msg)
+{
+    struct proxy_dconn *dc = ex->dc;
+    if (dc->wpending || ex->rbody != B_CHUNKED || ex->dechunk ||
+        !sc_http1_chunked_at_boundary(&ex->rch)) {
+        return false;
+    }
+    proxy_hbuf_get(dc->w, &dc->out);
+    sc_buf_reset(&dc->out);
+    char num[24];
+    int n = snprintf(num, sizeof(num), "0\r\ngrpc-status: %d\r\n", code);
+    int rc = sc_buf_append(&dc->out, num, (size_t)n);
+    rc |= sc_buf_append(&dc->out, "grpc-message: ", 14);
+    rc |= proxy_grpc_message_encode(&dc->out, sc_str_c(msg));
+    rc |= sc_buf_append(&dc->out, "\r\n\r\n", 4);
+    if (rc) {
+        sc_buf_reset(&dc->out);
+        return false;
+    }
+    ex->grpc_status = (uint8_t)(code + 1);
+    if (ex->uc) {
+        proxy_uconn_close(ex->uc); /* the rest of the upstream's answer is dropped */
+    }
+    ex->resp_done = true;
+    if (!ex->body_done) {
+        ex->close_after = true; /* the rest of the request body cannot be skipped safely */
+    }
+    ex->bytes_out += dc->out.len;
+    uv_buf_t iov = uv_buf_init(dc->out.p, (unsigned)dc->out.len);
+    if (proxy_dwrite(dc, &iov, 1, 0, DN_LOCAL) == 0) {
+        proxy_finish_request(ex);
+    }
+    return true;
 }
 
 /* The exchange is logged: the connection reads the next request (a pipelined one may be here

@@ -46,6 +46,15 @@ const struct sc_opt proxy_h2_listener_opts[] = {
               "preface) on plaintext, h2 by ALPN over TLS (offered as \"h2, http/1.1\" when "
               "tls.alpn is not set); false: HTTP/1 only, h2 never selected",
       .flags = SC_OPT_RESTART },
+    { .name = "only",
+      .type = SC_OPT_BOOL,
+      .offset = offsetof(struct proxy_h2_lcfg, only),
+      .def = "false",
+      .help = "serve HTTP/2 alone (Envoy's codec_type HTTP2): a plaintext connection must open "
+              "with the preface (h2c with prior knowledge), TLS offers only h2 by ALPN when "
+              "tls.alpn is not set, and an HTTP/1 request is answered 505 and its connection "
+              "closed",
+      .flags = SC_OPT_RESTART },
     { .name = "max_concurrent_streams",
       .type = SC_OPT_INT,
       .offset = offsetof(struct proxy_h2_lcfg, max_concurrent_streams),

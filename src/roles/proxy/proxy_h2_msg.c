@@ -812,9 +812,15 @@ int proxy_grpc_local_reply(const struct proxy_exch *ex, int status, struct sc_st
         num[n++] = (char)('0' + code / 10);
     }
     num[n++] = (char)('0' + code % 10);
+    while (reason.len && (reason.p[reason.len - 1] == '\n' || reason.p[reason.len - 1] == '\r')) {
+        reason.len--; /* a local reply's text body ends with a newline */
+    }
     int rc = s->ops->status(s, 200, SC_STR_NULL);
     rc |= s->ops->header(s, SC_STR("content-type"), SC_STR("application/grpc"));
     rc |= s->ops->header(s, SC_STR("grpc-status"), sc_str_n(num, n));
+    if (s->ops == &proxy_h1_hsink_ops) {
+        rc |= s->ops->header(s, SC_STR("Content-Length"), SC_STR("0")); /* an HTTP/1.1 client */
+    }
     if (reason.len) {
         struct sc_buf *b = s->ops->open(s, SC_STR("grpc-message"));
         if (!b) {

@@ -319,8 +319,10 @@ static int submit_head(struct proxy_h2_stream *st, struct sc_str h)
         e |= sk.ops->header(&sk, m.headers[i].name, v);
     }
     const struct sc_http_header *ct = sc_http1_find(&m, SC_STR("content-type"), NULL);
-    if (!te && (st->gw || (ct && proxy_grpc_is(ct->value)))) {
-        /* The HTTP/1 head cannot carry it (hop-by-hop there); gRPC servers require it. */
+    bool te_trailers = st->uc && st->uc->ex && st->uc->ex->te_trailers;
+    if (!te && (te_trailers || st->gw || (ct && proxy_grpc_is(ct->value)))) {
+        /* The HTTP/1 head cannot carry it (hop-by-hop there): the client's "te: trailers"
+         * (RFC 9113 section 8.2.2), and gRPC servers require it. */
         e |= sk.ops->header(&sk, SC_STR("te"), SC_STR("trailers"));
     }
     e |= sk.ops->end(&sk);

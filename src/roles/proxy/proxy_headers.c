@@ -436,16 +436,24 @@ AI int head_response(struct proxy_exch *r, const struct sc_http_msg *m, struct p
         }
         rc |= s_header(h1, s, h->name, h->value);
     }
+    /* Via names the version of the response received (RFC 9110 section 7.6.3): "2" from an
+     * HTTP/2 upstream stream (which hands the proxy an HTTP/1.1 rendition), else the
+     * upstream's HTTP/1.x. */
+    bool up_h2 = r->uc && r->uc->h2s;
     if (via.len) {
         struct sc_buf *vb = s_open(h1, s, SC_STR("Via"));
         if (!vb) {
             return SC_ETOOBIG;
         }
         rc |= put_str(vb, via);
-        rc |= PUT_LIT(vb, ", 1.1 sidecar");
+        rc |= up_h2                   ? PUT_LIT(vb, ", 2 sidecar")
+              : m->minor_version == 0 ? PUT_LIT(vb, ", 1.0 sidecar")
+                                      : PUT_LIT(vb, ", 1.1 sidecar");
         rc |= s_close(h1, s);
     } else {
-        rc |= S_LIT(h1, s, "Via", "1.1 sidecar");
+        rc |= up_h2                   ? S_LIT(h1, s, "Via", "2 sidecar")
+              : m->minor_version == 0 ? S_LIT(h1, s, "Via", "1.0 sidecar")
+                                      : S_LIT(h1, s, "Via", "1.1 sidecar");
     }
     if (pol || r->pol.has_rl) {
         rc |= proxy_route_policy_resp_headers(r, s);
@@ -742,9 +750,15 @@ AI int head_request(struct proxy_exch *r, const struct sc_http_msg *m, struct sc
         const struct sc_http_header *h = &m->headers[i];
         if (hop_by_hop(h->name, &ct) || (pol && proxy_route_policy_skip_req_header(pol, h->name)) ||
             (r->tr.on && proxy_trace_owns_header(h->name))) {
-            if (!h1 && h->name.len == 2 && IS(h->name, "te") &&
-                !(pol && proxy_route_policy_skip_req_header(pol, h->name))) {
-                rc |= s->ops->header(s, h->name, h->value); /* HTTP/2 keeps "trailers" */
+            if (h->name.len == 2 && IS(h->name, "te") &&
+                !(pol && proxy_route_policy_skip_req_header(pol, h->name)) &&
+                sc_http1_has_token(h->value, SC_STR("trailers"))) {
+                /* Hop-by-hop in HTTP/1.1, but an HTTP/2 upstream stream sends "te: trailers"
+                 * on (RFC 9113 section 8.2.2): proxy_h2_up.c reads this flag. */
+                r->te_trailers = true;
+                if (!h1) {
+                    rc |= s->ops->header(s, h->name, SC_STR("trailers"));
+                }
             }
             continue;
         }

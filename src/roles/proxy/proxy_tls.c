@@ -417,7 +417,7 @@ static void http_listener_alpn(const char *lname, const struct proxy_listener_cf
         v[0] = "h2";
         v[1] = "http/1.1";
         alpn->v = v;
-        alpn->n = 2;
+        alpn->n = lc->http2.only ? 1 : 2; /* an HTTP/2-only listener offers h2 alone */
         return;
     }
     size_t n = 0;
