@@ -164,11 +164,18 @@ extern const char *const proxy_istio_security_versions[]; /* security.istio.io v
 void proxy_istio_fqdn(const char *h, const char *ns, char *out, size_t len);
 const struct sc_ynode *proxy_istio_find_host(const struct proxy_front *f, const struct sc_ynode **v,
                                              size_t n, const char *host);
-/* The cluster of route destination <d> ({host, port}; a subset refused) in namespace <ns>, made
- * once per host and port in <m>; NULL after a refusal. */
+/* The cluster of route destination <d> ({host, subset, port}) in namespace <ns>, made once per
+ * host, port and subset in <m> (a subset is a cluster of its endpoints); NULL after a refusal. */
 struct istio_made;
 const char *proxy_istio_destination(struct proxy_front *f, struct istio_made *m,
                                     const struct sc_ynode *d, const char *ns, const char *path);
+
+/* proxy_istio_policy.c: the traffic policy of DestinationRule <dr> for its host on <port> (its
+ * subset <subset>, an entry of spec.subsets, or NULL) put on cluster <c>, with Istio's precedence
+ * (port-level settings, then the subset's policy and its own port-level settings). Every policy
+ * of the rule is checked. Returns 0 or SC_ECONFIG. */
+int proxy_istio_policy(struct proxy_front *f, struct sc_ynode *c, const struct sc_ynode *dr,
+                       const char *port, const struct sc_ynode *subset);
 
 /* proxy_istio_tcp.c: a DestinationRule's loadBalancer.consistentHash <ch> (NULL: nothing) onto
  * cluster <c> (lb_policy ring_hash or maglev and its hash_policy). */
