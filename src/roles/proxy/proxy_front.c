@@ -4,6 +4,7 @@
 // translators built with the proxy's own option tables, so every value is validated exactly as if
 // the user had written it in our format, at the position of the text they wrote.
 #include "roles/proxy/proxy_front.h"
+#include "roles/proxy/proxy_peerauth.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -320,6 +321,10 @@ static void front_free(struct proxy_front *f)
     sc_free(f->sidecar);
     sc_free(f->tel);
     sc_free(f->err);
+    if (f->workload) {
+        proxy_workload_cleanup(f->workload);
+        sc_free(f->workload);
+    }
 }
 
 /* The workload's namespace for Istio's short names: the native document's workload.namespace

@@ -42,6 +42,8 @@ struct proxy_front {
     const struct sc_ynode **tel;
     size_t ntel;
     const struct sc_ynode *mesh;
+    /* The workload's labels (proxy_istio_source.c), read on first use. */
+    struct proxy_workload *workload;
 };
 
 /* One kind of Kubernetes-style document: its kind, the apiVersions accepted, and what to do with
@@ -176,6 +178,20 @@ const char *proxy_istio_destination(struct proxy_front *f, struct istio_made *m,
  * of the rule is checked. Returns 0 or SC_ECONFIG. */
 int proxy_istio_policy(struct proxy_front *f, struct sc_ynode *c, const struct sc_ynode *dr,
                        const char *port, const struct sc_ynode *subset);
+
+/* proxy_istio_source.c: whether match <mn> (of http[], tcp[] or tls[] of VirtualService <vs>;
+ * NULL: none) applies to this workload: its gateways, else the VirtualService's, include mesh
+ * (or neither names any); sourceNamespace is the workload's; sourceLabels are all among the
+ * workload's labels. Returns 1, 0 (left out, noted at <path>; NULL <path>: not noted) or
+ * SC_ECONFIG. */
+int proxy_istio_source_applies(struct proxy_front *f, const struct sc_ynode *vs,
+                               const struct sc_ynode *mn, const char *path);
+/* Refuses VirtualService <vs> when its spec.gateways lack mesh and no match names mesh among
+ * gateways of its own (it is for gateways only). Returns 0 or SC_ECONFIG. */
+int proxy_istio_gateways(struct proxy_front *f, const struct sc_ynode *vs, const char *path);
+/* Whether the workload carries every label of mapping <labels> (workload.labels of the proxy
+ * document over the downward API labels file). */
+bool proxy_istio_workload_has(struct proxy_front *f, const struct sc_ynode *labels);
 
 /* proxy_istio_tcp.c: a DestinationRule's loadBalancer.consistentHash <ch> (NULL: nothing) onto
  * cluster <c> (lb_policy ring_hash or maglev and its hash_policy). */

@@ -760,16 +760,27 @@ static int http_route(struct proxy_front *f, struct istio_made *m, const struct 
     const char *ns = proxy_istio_ns(f, vs);
     /* The matches first, as the document reads. */
     static const char *const m_keys[] = {
-        "uri", "method", "headers", "withoutHeaders", "ignoreUriCase", "port", "queryParams", NULL
+        "uri",  "method",      "headers",      "withoutHeaders",  "ignoreUriCase",
+        "port", "queryParams", "sourceLabels", "sourceNamespace", "gateways",
+        NULL
     };
     static const char *const m_noted[] = { "name", NULL };
     const struct sc_ynode *ms0 = sc_ynode_get(h, "match");
+    size_t napply = 0;
     for (size_t k = 0; k < sc_ynode_count(ms0); k++) {
         char mp[PROXY_FRONT_PATH];
         proxy_front_path(mp, path, ".match[%zu]", k);
         if (proxy_front_keys(f, sc_ynode_at(ms0, k), mp, m_keys, m_noted) < 0) {
             return SC_ECONFIG;
         }
+        int rc = proxy_istio_source_applies(f, vs, sc_ynode_at(ms0, k), mp);
+        if (rc < 0) {
+            return SC_ECONFIG;
+        }
+        napply += (size_t)rc;
+    }
+    if (sc_ynode_count(ms0) && napply == 0) {
+        return 0; /* every match is for other workloads or gateways: the route is not this one's */
     }
     /* The action, shared by the route of every match. */
     struct sc_ynode *act = proxy_front_map(f, h);
@@ -929,6 +940,9 @@ static int http_route(struct proxy_front *f, struct istio_made *m, const struct 
     for (size_t k = 0; k < nm && !f->err; k++) {
         char mp[PROXY_FRONT_PATH];
         proxy_front_path(mp, path, ".match[%zu]", k);
+        if (sc_ynode_at(ms, k) && !proxy_istio_source_applies(f, vs, sc_ynode_at(ms, k), NULL)) {
+            continue; /* noted above */
+        }
         struct sc_ynode *route = sc_ytree_copy(f->out, act);
         struct sc_ynode *mt = match(f, sc_ynode_at(ms, k), hosts, nhosts, h, mp);
         if (!route || !mt) {
@@ -988,11 +1002,10 @@ static bool allowed(const struct scope *sc, const char *fq, const char *ns)
     return false;
 }
 
-/* Reads the workload's Sidecar (one without workloadSelector, or whose selector the proxy
- * document's workload.labels satisfy) into <sc>. */
+/* Reads the workload's Sidecar (one without workloadSelector, or whose selector the workload's
+ * labels satisfy) into <sc>. */
 static int sidecar_scope(struct proxy_front *f, struct scope *sc)
 {
-    const struct sc_ynode *labels = sc_ynode_get(sc_ynode_get(f->native, "workload"), "labels");
     for (size_t i = 0; i < f->nsidecar; i++) {
         const struct sc_ynode *doc = f->sidecar[i], *spec = sc_ynode_get(doc, "spec");
         char path[PROXY_FRONT_PATH];
@@ -1014,18 +1027,10 @@ static int sidecar_scope(struct proxy_front *f, struct scope *sc)
         if (sel && proxy_front_keys(f, sel, path, sk, NULL) < 0) {
             return SC_ECONFIG;
         }
-        const struct sc_ynode *want = sc_ynode_get(sel, "labels");
-        bool match = true;
-        for (size_t j = 0; j < sc_ynode_count(want) && match; j++) {
-            const char *key = sc_ynode_str(sc_ynode_key(want, j));
-            const char *have = key ? sc_ynode_str(sc_ynode_get(labels, key)) : NULL;
-            const char *v = sc_ynode_str(sc_ynode_val(want, j));
-            match = have && v && strcmp(have, v) == 0;
-        }
-        if (!match) {
+        if (!proxy_istio_workload_has(f, sc_ynode_get(sel, "labels"))) {
             proxy_front_note(f, sel, path,
                              "workloadSelector does not select this workload "
-                             "(workload.labels of the proxy document)");
+                             "(workload.labels of the proxy document, the labels file)");
             continue;
         }
         if (sc->active) {
@@ -1232,14 +1237,8 @@ int proxy_istio_finish(struct proxy_front *f)
         if (proxy_front_keys(f, spec, path, vs_keys, vs_noted) < 0) {
             break;
         }
-        const struct sc_ynode *gw = sc_ynode_get(spec, "gateways");
-        for (size_t g = 0; g < sc_ynode_count(gw); g++) {
-            const char *s = sc_ynode_str(sc_ynode_at(gw, g));
-            if (!s || strcmp(s, "mesh") != 0) {
-                proxy_front_refuse(f, sc_ynode_at(gw, g), path,
-                                   "gateways other than mesh are not supported");
-                goto out;
-            }
+        if (proxy_istio_gateways(f, vs, path) < 0) {
+            goto out;
         }
         size_t nforms;
         bool none;

@@ -29,7 +29,7 @@ struct policy {
 
 /* loadBalancer: simple (ROUND_ROBIN, LEAST_REQUEST, RANDOM) or consistentHash. */
 static void load_balancer(struct proxy_front *f, struct sc_ynode *c, const struct sc_ynode *lb,
- const char *path)
+                          const char *path)
 {
     static const char *const lb_keys[] = { "simple", "consistentHash", NULL };
     static const char *const lb_noted[] = { "localityLbSetting", "warmupDurationSecs", NULL };
@@ -57,7 +57,7 @@ static void load_balancer(struct proxy_front *f, struct sc_ynode *c, const struc
 
 /* connectionPool: tcp and http limits as circuit_breakers, timeouts, HTTP/2 upstream. */
 static void connection_pool(struct proxy_front *f, struct sc_ynode *c, const struct sc_ynode *cp,
- const char *path)
+                            const char *path)
 {
     static const char *const cp_keys[] = { "tcp", "http", NULL };
     if (proxy_front_keys(f, cp, path, cp_keys, NULL) == 0) {
@@ -123,7 +123,7 @@ static void connection_pool(struct proxy_front *f, struct sc_ynode *c, const str
 
 /* outlierDetection, with Istio's defaults where they differ from the proxy's. */
 static void outlier_detection(struct proxy_front *f, struct sc_ynode *c, const struct sc_ynode *od,
- const char *path)
+                              const char *path)
 {
     static const char *const od_keys[] = { "consecutive5xxErrors",
                                            "consecutiveGatewayErrors",
@@ -156,7 +156,7 @@ static void outlier_detection(struct proxy_front *f, struct sc_ynode *c, const s
 
 /* tls: the mode and the files of TLS origination. */
 static void tls_settings(struct proxy_front *f, struct sc_ynode *c, const struct sc_ynode *tls,
- const char *path)
+                         const char *path)
 {
     static const char *const tls_keys[] = {
         "mode", "clientCertificate", "privateKey",         "caCertificates",
@@ -209,10 +209,11 @@ static void apply(struct proxy_front *f, struct sc_ynode *c, const struct policy
 static int read_policy(struct proxy_front *f, const struct sc_ynode *tp, const char *path,
                        const char *port, struct policy *out, bool *port_level)
 {
-    static const char *const tp_keys[] = { "loadBalancer",     "connectionPool", "outlierDetection",
-                                           "tls",              "portLevelSettings", NULL };
-    static const char *const pl_keys[] = { "port", "loadBalancer", "connectionPool",
-                                           "outlierDetection", "tls", NULL };
+    static const char *const tp_keys[] = { "loadBalancer", "connectionPool",    "outlierDetection",
+                                           "tls",          "portLevelSettings", NULL };
+    static const char *const pl_keys[] = {
+        "port", "loadBalancer", "connectionPool", "outlierDetection", "tls", NULL
+    };
     static const char *const port_keys[] = { "number", NULL };
     memset(out, 0, sizeof(*out));
     *port_level = false;
@@ -245,8 +246,8 @@ static int read_policy(struct proxy_front *f, const struct sc_ynode *tp, const c
         char *end = NULL;
         long n = num ? strtol(num, &end, 10) : 0;
         if (!num || *end || n < 1 || n > 65535) {
-            return proxy_front_refuse(f, sc_ynode_get(pn, "number") ? sc_ynode_get(pn, "number")
-                                                                    : pn,
+            return proxy_front_refuse(f,
+                                      sc_ynode_get(pn, "number") ? sc_ynode_get(pn, "number") : pn,
                                       p, "port.number must be a port, 1 to 65535");
         }
         /* The first entry for the port wins, as in Istio. */
@@ -272,8 +273,8 @@ static void check_all(struct proxy_front *f, const struct sc_ynode *tp, const ch
         apply(f, scratch, p);
         const struct sc_ynode *pls = sc_ynode_get(tp, "portLevelSettings");
         for (size_t i = 0; i < sc_ynode_count(pls) && !f->err; i++) {
-            const char *num = sc_ynode_str(sc_ynode_get(sc_ynode_get(sc_ynode_at(pls, i), "port"),
-                                                        "number"));
+            const char *num =
+                sc_ynode_str(sc_ynode_get(sc_ynode_get(sc_ynode_at(pls, i), "port"), "number"));
             if (read_policy(f, tp, path, num, p, &pl) == 0) {
                 apply(f, proxy_front_map(f, tp), p);
             }
