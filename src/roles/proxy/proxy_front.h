@@ -56,11 +56,12 @@ struct proxy_front_kind {
 
 /* The app's load_file hook for the proxy (struct sc_role, app.h). A file of one document without
  * `apiVersion`, `kind` or `static_resources` loads exactly as the proxy's own YAML always did.
- * <path> may be a directory: its *.yaml, *.yml and *.json files (not hidden ones, so a mounted
- * ConfigMap's "..data" is skipped), in name order, are read as one stream of documents, and
- * messages name the file and line each came from. */
-int proxy_front_load(const struct sc_opt *table, void *blob, const char *path,
-                     struct sc_strv *notes, char **derived, char **err);
+ * A path of <paths> may be a directory: its *.yaml, *.yml and *.json files (not hidden ones, so a
+ * mounted ConfigMap's "..data" is skipped), in name order, stand for it. Several paths, or a
+ * directory, are read as one stream of documents in the order given, and messages name the file
+ * and line each came from. */
+int proxy_front_load(const struct sc_opt *table, void *blob, const char *const *paths,
+                     size_t npaths, struct sc_strv *notes, char **derived, char **err);
 
 /* Translates the text of a -c file into a new native tree (NULL with *native set when the file is
  * the proxy's own format, unless <joined>: the files of a directory always give a tree). Returns 0

@@ -30,10 +30,10 @@ static const struct proxy_workload *workload(struct proxy_front *f)
     const char *file = sc_ynode_str(sc_ynode_get(w, "labels_file"));
     struct stat st;
     /* Only a regular file (the downward API's is a symlink to one): a FIFO would block. */
-    c.labels_file = file && *file && !strchr(file, '$') && stat(file, &st) == 0 &&
-                            S_ISREG(st.st_mode)
-                        ? (char *)file
-                        : NULL;
+    c.labels_file =
+        file && *file && !strchr(file, '$') && stat(file, &st) == 0 && S_ISREG(st.st_mode)
+            ? (char *)file
+            : NULL;
     char *err = NULL;
     if (proxy_workload_init(f->workload, &c, &err) < 0) {
         proxy_front_refuse(f, sc_ynode_get(w, "labels_file"), "workload", "%s", err);
@@ -112,8 +112,8 @@ int proxy_istio_source_applies(struct proxy_front *f, const struct sc_ynode *vs,
         if (strcmp(ns, f->ns) != 0) {
             if (path) {
                 proxy_front_note(f, sn, path,
-                             "left out: sourceNamespace %.64s is not this workload's (%.64s)", ns,
-                             f->ns);
+                                 "left out: sourceNamespace %.64s is not this workload's (%.64s)",
+                                 ns, f->ns);
             }
             return 0;
         }
@@ -132,8 +132,8 @@ int proxy_istio_source_applies(struct proxy_front *f, const struct sc_ynode *vs,
         if (!proxy_istio_workload_has(f, sl)) {
             if (path) {
                 proxy_front_note(f, sl, path,
-                             "left out: sourceLabels do not select this workload "
-                             "(workload.labels, the labels file)");
+                                 "left out: sourceLabels do not select this workload "
+                                 "(workload.labels, the labels file)");
             }
             return 0;
         }
