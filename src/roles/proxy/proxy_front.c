@@ -419,6 +419,9 @@ int proxy_front_translate(const char *name, const char *text, size_t len, bool j
         proxy_istio_finish(&f);
     }
     if (!f.err) {
+        proxy_istio_mesh_finish(&f);
+    }
+    if (!f.err) {
         proxy_istio_telemetry_finish(&f);
     }
 done:

@@ -216,10 +216,21 @@ int proxy_istio_answer(struct proxy_front *f, struct sc_ynode *act, const struct
 /* proxy_istio_authz.c: AuthorizationPolicy and RequestAuthentication (security.istio.io). */
 extern const struct proxy_front_kind proxy_istio_authz_kinds[];
 
-/* proxy_istio_telemetry.c: Telemetry, and a MeshConfig document (one without apiVersion and
- * kind holding extensionProviders or defaultProviders); the `tracing:` block they make. */
+/* proxy_istio_telemetry.c: Telemetry, and the MeshConfig document's tracing; the `tracing:` block
+ * they make. */
 extern const struct proxy_front_kind proxy_istio_telemetry_kinds[];
-bool proxy_istio_is_mesh(const struct sc_ynode *doc);
 int proxy_istio_telemetry_finish(struct proxy_front *f);
+
+/* proxy_istio_mesh.c: a MeshConfig document (one without apiVersion and kind holding any of
+ * MeshConfig's top-level fields). proxy_istio_is_mesh recognises one; proxy_istio_mesh_keys
+ * checks its top-level fields (0 or SC_ECONFIG); proxy_istio_mesh_finish puts what it sets into
+ * the native document (after proxy_istio_finish, whose listeners it may amend; 0 or
+ * SC_ECONFIG). outboundTrafficPolicy.mode REGISTRY_ONLY, and defaultHttpRetryPolicy (NULL when
+ * unset), for proxy_istio.c. */
+bool proxy_istio_is_mesh(const struct sc_ynode *doc);
+int proxy_istio_mesh_keys(struct proxy_front *f);
+int proxy_istio_mesh_finish(struct proxy_front *f);
+bool proxy_istio_mesh_registry_only(struct proxy_front *f);
+const struct sc_ynode *proxy_istio_mesh_retry(const struct proxy_front *f);
 
 #endif

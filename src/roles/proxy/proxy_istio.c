@@ -854,16 +854,21 @@ static int http_route(struct proxy_front *f, struct istio_made *m, const struct 
     const struct sc_ynode *rt = sc_ynode_get(h, "retries");
     static const char *const rt_keys[] = { "attempts", "perTryTimeout", "retryOn", NULL };
     static const char *const rt_noted[] = { "retryRemoteLocalities", NULL };
+    const char *rpath = path;
+    if (!rt && proxy_istio_mesh_retry(f)) { /* MeshConfig's default for routes without one */
+        rt = proxy_istio_mesh_retry(f);
+        rpath = "MeshConfig.defaultHttpRetryPolicy";
+    }
     if (rt) {
-        if (proxy_front_keys(f, rt, path, rt_keys, rt_noted) < 0) {
+        if (proxy_front_keys(f, rt, rpath, rt_keys, rt_noted) < 0) {
             return SC_ECONFIG;
         }
         proxy_front_copy(f, rp, "num_retries", rt, "attempts");
         if (!sc_ynode_get(rt, "attempts")) {
             proxy_front_put(f, rp, "num_retries", rt, "2");
         }
-        proxy_front_put_duration(f, rp, "per_try_timeout", rt, "perTryTimeout", path, NULL);
-        if (retry_on(f, rp, sc_ynode_get(rt, "retryOn"), path) < 0) {
+        proxy_front_put_duration(f, rp, "per_try_timeout", rt, "perTryTimeout", rpath, NULL);
+        if (retry_on(f, rp, sc_ynode_get(rt, "retryOn"), rpath) < 0) {
             return SC_ECONFIG;
         }
     } else {
@@ -1047,7 +1052,9 @@ static int sidecar_scope(struct proxy_front *f, struct scope *sc)
             return proxy_front_refuse(f, sc_ynode_get(otp, "mode"), path,
                                       "outboundTrafficPolicy.mode %.32s is not supported", mode);
         }
-        sc->registry_only = mode && strcmp(mode, "REGISTRY_ONLY") == 0;
+        if (mode) { /* else MeshConfig's */
+            sc->registry_only = strcmp(mode, "REGISTRY_ONLY") == 0;
+        }
         const struct sc_ynode *eg = sc_ynode_get(spec, "egress");
         if (!eg) {
             sc->eg[0].ns[0] = '*';
@@ -1208,6 +1215,7 @@ static int outbound_listeners(struct proxy_front *f, const struct sc_ynode *at,
 int proxy_istio_finish(struct proxy_front *f)
 {
     struct scope *sc = sc_calloc(1, sizeof(*sc));
+    sc->registry_only = proxy_istio_mesh_registry_only(f);
     if (sidecar_scope(f, sc) < 0 ||
         (f->nvs == 0 && f->ndr == 0 && f->nse == 0 && !sc->registry_only)) {
         sc_free(sc);
