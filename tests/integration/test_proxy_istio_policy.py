@@ -12,14 +12,10 @@ import json
 import pytest
 
 from conftest import free_port
-from proxy_util import FakeUpstream, echo_handler, metric, respond, wait_for
-from test_proxy_istio import own, request, stream
+from proxy_util import FakeUpstream, echo_handler, metric, wait_for
+from test_proxy_istio import named, own, stream
 
 HOST = "reviews.shop.svc.cluster.local"
-
-
-def named(name, status=200):
-    return FakeUpstream(lambda up, conn, req: respond(conn, status, name.encode()))
 
 
 def se(ports, endpoints):

@@ -11,14 +11,9 @@ import socket
 import pytest
 
 from conftest import free_port
-from proxy_util import FakeUpstream, respond
-from test_proxy_istio import own, request, service_entry, stream
-from test_proxy_tcp import TcpServer, recv_until
-
-
-def named(name):
-    return FakeUpstream(lambda up, conn, req: respond(conn, 200, name.encode()))
-
+from test_proxy_istio import named, own, request, service_entry, stream
+from test_proxy_istio_tcp import answering
+from test_proxy_tcp import recv_until
 
 DR = """apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -130,13 +125,6 @@ def test_gateways_without_mesh_are_refused(run_cli, tmp_path):
     assert p.returncode == 1
     assert f"{f}:8:13: VirtualService/ratings.spec: gateways do not include mesh: this " \
         "VirtualService is for gateways" in p.stderr, p.stderr
-
-
-def answering(name):
-    def handle(conn):
-        recv_until(conn, b"\x2f")
-        conn.sendall(name + b"\r\n")
-    return TcpServer(handle)
 
 
 def test_tcp_route_by_source_labels_to_a_subset(sidecar_run):

@@ -21,22 +21,12 @@
 #define PROXY_CONFIG "MeshConfig.defaultConfig"
 
 /* The top-level fields handled here or by proxy_istio_telemetry.c, and those only noted. */
-static const char *const mesh_keys[] = { "extensionProviders",
-                                         "defaultProviders",
-                                         "enableTracing",
-                                         "defaultConfig",
-                                         "outboundTrafficPolicy",
-                                         "defaultHttpRetryPolicy",
-                                         "accessLogFile",
-                                         "accessLogEncoding",
-                                         "accessLogFormat",
-                                         "h2UpgradePolicy",
-                                         "connectTimeout",
-                                         "protocolDetectionTimeout",
-                                         "inboundTrafficPolicy",
-                                         "pathNormalization",
-                                         "rootNamespace",
-                                         NULL };
+static const char *const mesh_keys[] = {
+    "extensionProviders",    "defaultProviders",       "enableTracing",  "defaultConfig",
+    "outboundTrafficPolicy", "defaultHttpRetryPolicy", "accessLogFile",  "accessLogEncoding",
+    "accessLogFormat",       "h2UpgradePolicy",        "connectTimeout", "protocolDetectionTimeout",
+    "inboundTrafficPolicy",  "pathNormalization",      "rootNamespace",  NULL
+};
 static const char *const mesh_noted[] = { "ingressClass",
                                           "ingressService",
                                           "ingressControllerMode",
@@ -122,20 +112,25 @@ static void put_duration(struct proxy_front *f, const struct sc_ynode *src, cons
 /* defaultConfig: the ProxyConfig every sidecar of the mesh starts with. */
 static void proxy_config(struct proxy_front *f, const struct sc_ynode *pc)
 {
-    static const char *const keys[] = { "terminationDrainDuration",
-                                        "drainDuration",
-                                        "concurrency",
-                                        "holdApplicationUntilProxyStarts",
-                                        "proxyMetadata",
-                                        NULL };
+    static const char *const keys[] = {
+        "terminationDrainDuration",        "drainDuration", "concurrency",
+        "holdApplicationUntilProxyStarts", "proxyMetadata", NULL
+    };
     /* For Istio's agent and control plane, or the pod's start: nothing the proxy does. */
-    static const char *const noted[] = { "discoveryAddress", "controlPlaneAuthPolicy",
-                                         "statNameLength",   "statusPort",
-                                         "proxyStatsMatcher", "extraStatTags",
-                                         "meshId",           "serviceCluster",
-                                         "configPath",       "binaryPath",
-                                         "proxyAdminPort",   "image",
-                                         "parentShutdownDuration", NULL };
+    static const char *const noted[] = { "discoveryAddress",
+                                         "controlPlaneAuthPolicy",
+                                         "statNameLength",
+                                         "statusPort",
+                                         "proxyStatsMatcher",
+                                         "extraStatTags",
+                                         "meshId",
+                                         "serviceCluster",
+                                         "configPath",
+                                         "binaryPath",
+                                         "proxyAdminPort",
+                                         "image",
+                                         "parentShutdownDuration",
+                                         NULL };
     if (proxy_front_keys(f, pc, PROXY_CONFIG, keys, noted) < 0) {
         return;
     }
@@ -163,8 +158,8 @@ static void proxy_config(struct proxy_front *f, const struct sc_ynode *pc)
         char v[16];
         snprintf(v, sizeof(v), "%ld", n > 64 ? 64 : n);
         if (n > 64) {
-            proxy_front_note(f, cn, PROXY_CONFIG, "concurrency %ld: the proxy runs 64 workers at most",
-                             n);
+            proxy_front_note(f, cn, PROXY_CONFIG,
+                             "concurrency %ld: the proxy runs 64 workers at most", n);
         }
         put_top(f, "workers", cn, PROXY_CONFIG, v);
     }
@@ -273,16 +268,18 @@ int proxy_istio_mesh_finish(struct proxy_front *f)
     if (pn && proxy_front_keys(f, pn, MESH ".pathNormalization", pn_keys, NULL) == 0) {
         const char *n = proxy_front_str(f, pn, "normalization", MESH);
         const struct sc_ynode *at = sc_ynode_get(pn, "normalization");
-        const char *ours = !n                                               ? NULL
-                           : strcmp(n, "NONE") == 0                         ? "none"
-                           : strcmp(n, "BASE") == 0                         ? "base"
-                           : strcmp(n, "MERGE_SLASHES") == 0                ? "merge_slashes"
-                           : strcmp(n, "DECODE_AND_MERGE_SLASHES") == 0     ? "decode_and_merge_slashes"
-                           : strcmp(n, "DEFAULT") == 0                      ? "base"
-                                                                            : "";
+        const char *ours = !n                                           ? NULL
+                           : strcmp(n, "NONE") == 0                     ? "none"
+                           : strcmp(n, "BASE") == 0                     ? "base"
+                           : strcmp(n, "MERGE_SLASHES") == 0            ? "merge_slashes"
+                           : strcmp(n, "DECODE_AND_MERGE_SLASHES") == 0 ? "decode_and_merge_slashes"
+                           : strcmp(n, "DEFAULT") == 0                  ? "base"
+                                                                        : "";
         if (ours && !*ours) {
-            proxy_front_refuse(f, at, MESH, "pathNormalization.normalization %.32s is not "
-                               "supported", n);
+            proxy_front_refuse(f, at, MESH,
+                               "pathNormalization.normalization %.32s is not "
+                               "supported",
+                               n);
         } else if (ours) {
             put_top(f, "path_normalization", at, MESH, ours);
         }
