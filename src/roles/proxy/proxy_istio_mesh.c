@@ -131,6 +131,13 @@ static void proxy_config(struct proxy_front *f, const struct sc_ynode *pc)
                                          "image",
                                          "parentShutdownDuration",
                                          NULL };
+    const struct sc_ynode *tr = sc_ynode_get(pc, "tracing");
+    if (tr) {
+        proxy_front_refuse(f, tr, PROXY_CONFIG,
+                           "tracing is not supported: name the tracing provider in "
+                           "extensionProviders and defaultProviders.tracing (or a Telemetry)");
+        return;
+    }
     if (proxy_front_keys(f, pc, PROXY_CONFIG, keys, noted) < 0) {
         return;
     }
