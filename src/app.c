@@ -70,8 +70,10 @@ struct sc_app {
     uv_loop_t loop;
     struct sc_opt common_tab[SC_ARRAY_LEN(common_opts)];
     struct sc_opt top[3];
-    void *cfg; /* common + role block */
-    const char *config_path;
+    void *cfg;                 /* common + role block */
+    char *config_path;         /* the -c arguments as messages name them, joined by "," */
+    const char **config_paths; /* each -c argument, in order */
+    size_t nconfig;
     struct flag *flags;
     size_t nflags;
     struct sc_strv notes; /* what the last load_file translation could not use (logged) */
@@ -129,11 +131,12 @@ static void *load_config(struct sc_app *app, char **err)
         app->notes.n = 0;
         sc_free(app->derived);
         app->derived = NULL;
-        if (app->role->load_file(app->top, blob, app->config_path, &app->notes, &app->derived,
-                                 err) < 0) {
+        if (app->role->load_file(app->top, blob, app->config_paths, app->nconfig, &app->notes,
+                                 &app->derived, err) < 0) {
             goto fail;
         }
-    } else if (app->config_path && sc_config_load_file(app->top, blob, app->config_path, err) < 0) {
+    } else if (app->config_path &&
+               sc_config_load_file(app->top, blob, app->config_paths[0], err) < 0) {
         goto fail;
     }
     for (size_t i = 0; i < app->nflags; i++) {
@@ -171,6 +174,7 @@ static void print_help(struct sc_app *app, FILE *out)
     }
     fprintf(out, "\nCommon options:\n"
                  "  -c, --config FILE      YAML config file; flags given too override its values\n"
+                 "                         (the proxy joins several -c files and directories)\n"
                  "      --check            validate the configuration and exit (0 valid, 1 not)\n"
                  "      --print            with --check, print the configuration derived from a "
                  "translated file\n"
@@ -200,6 +204,16 @@ static const struct sc_opt *positional(const struct sc_app *app, size_t n)
     return NULL;
 }
 
+/* Records one -c argument (borrowed from argv). */
+static void add_config(struct sc_app *app, const char *path)
+{
+    app->config_paths = sc_reallocarray(app->config_paths, app->nconfig + 1, sizeof(char *));
+    app->config_paths[app->nconfig++] = path;
+    char *name = app->config_path ? sc_asprintf("%s,%s", app->config_path, path) : sc_strdup(path);
+    sc_free(app->config_path);
+    app->config_path = name;
+}
+
 /* Collects the flags; bare words set the positional options in order. Returns -1 to continue, or
  * an exit code. */
 static int parse_args(struct sc_app *app, int argc, char **argv, bool *check, bool *print)
@@ -224,11 +238,11 @@ static int parse_args(struct sc_app *app, int argc, char **argv, bool *check, bo
                 fprintf(stderr, "sidecar %s: %s needs a file name\n", app->role->name, a);
                 return 2;
             }
-            app->config_path = argv[++i];
+            add_config(app, argv[++i]);
             continue;
         }
         if (strncmp(a, "--config=", 9) == 0) {
-            app->config_path = a + 9;
+            add_config(app, a + 9);
             continue;
         }
         const struct sc_opt *pos = a[0] != '-' ? positional(app, npos) : NULL;
@@ -280,6 +294,11 @@ static int parse_args(struct sc_app *app, int argc, char **argv, bool *check, bo
         }
         app->flags = sc_reallocarray(app->flags, app->nflags + 1, sizeof(*app->flags));
         app->flags[app->nflags++] = (struct flag){ name, sc_strdup(value) };
+    }
+    if (app->nconfig > 1 && !app->role->load_file) {
+        fprintf(stderr, "sidecar %s: one -c file only (the proxy joins several)\n",
+                app->role->name);
+        return 2;
     }
     return -1;
 }
@@ -631,6 +650,8 @@ out:
     }
     sc_free(app->notes.v);
     sc_free(app->derived);
+    sc_free(app->config_path);
+    sc_free(app->config_paths);
     sc_free(app);
     return code;
 }

@@ -55,14 +55,15 @@ struct sc_role {
      * top level) with what the role derives from <cfg> but the tables cannot show, such as
      * listeners and clusters synthesised from flags or defaults. May be NULL. */
     void (*dump)(const void *cfg, json_t *j);
-    /* Loads the -c file <path> into <blob> through <table> in place of the plain YAML loader, for
-     * a role that also reads other people's formats (the proxy: Envoy bootstraps, Istio
-     * resources). Appends to <notes> (new strings) what the file holds that has no effect here;
-     * sets <*derived> to the native configuration a translated file gave, as text (new), or NULL
-     * for a file in the role's own format. Returns 0, or SC_ECONFIG with a new
-     * "file:line:col: message" in <*err>. May be NULL. */
-    int (*load_file)(const struct sc_opt *table, void *blob, const char *path,
-                     struct sc_strv *notes, char **derived, char **err);
+    /* Loads the -c files <paths> (<npaths>, at least one, in the order given) into <blob> through
+     * <table> in place of the plain YAML loader, for a role that also reads other people's
+     * formats (the proxy: Envoy bootstraps, Istio resources) and joins several files into one
+     * configuration. Appends to <notes> (new strings) what the files hold that has no effect
+     * here; sets <*derived> to the native configuration a translation gave, as text (new), or
+     * NULL for one file in the role's own format. Returns 0, or SC_ECONFIG with a new
+     * "file:line:col: message" in <*err>. May be NULL: the role then takes one -c file. */
+    int (*load_file)(const struct sc_opt *table, void *blob, const char *const *paths,
+                     size_t npaths, struct sc_strv *notes, char **derived, char **err);
 };
 
 /* Runs <role> with the arguments after the role name. Returns the process exit code: 0 after a

@@ -353,7 +353,7 @@ REFUSALS = [
     ([DR_SUBSETS.replace("  subsets:", "  trafficPolicy:\n    loadBalancer:\n"
                                        "      consistentHash: {httpCookie: {name: s, ttl: 1h}}\n"
                                        "  subsets:")],
-     "DestinationRule/reviews.spec: ttl is not supported"),
+     "DestinationRule/reviews.spec.trafficPolicy: ttl is not supported"),
     (["apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: a}\n"
       "spec:\n  mtls: {mode: SOMETIMES}\n"], "invalid value \"SOMETIMES\""),
 ]

@@ -150,16 +150,16 @@ REFUSED = [
      "VirtualService/v.spec.tls[0].match[0]"),
     ("subset", """  tcp:
   - match: [{port: 5432}]
-    route: [{destination: {host: db, subset: v1}}]""", "subset",
+    route: [{destination: {host: db, subset: v1}}]""", "no DestinationRule defines subset v1",
      "VirtualService/v.spec.tcp[0].route[0]"),
     ("weights", """  tcp:
   - match: [{port: 5432}]
     route: [{destination: {host: db}, weight: 50}, {destination: {host: db2}, weight: 20}]""",
      "route weights add up to 70, not 100", "VirtualService/v.spec.tcp[0]"),
-    ("source_labels", """  tls:
-  - match: [{sniHosts: [a.b], sourceLabels: {app: x}}]
-    route: [{destination: {host: db}}]""", "sourceLabels is not supported",
-     "VirtualService/v.spec.tls[0].match[0]"),
+    ("source_subnet", """  tcp:
+  - match: [{port: 5432, sourceSubnet: 10.0.0.0/8}]
+    route: [{destination: {host: db}}]""", "sourceSubnet is not supported",
+     "VirtualService/v.spec.tcp[0].match[0]"),
     ("query_regex", """  http:
   - match: [{queryParams: {a: {regex: "("}}}]
     route: [{destination: {host: db}}]""", "regex \"(\" at offset",

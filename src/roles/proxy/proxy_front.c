@@ -4,6 +4,7 @@
 // translators built with the proxy's own option tables, so every value is validated exactly as if
 // the user had written it in our format, at the position of the text they wrote.
 #include "roles/proxy/proxy_front.h"
+#include "roles/proxy/proxy_peerauth.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -320,6 +321,10 @@ static void front_free(struct proxy_front *f)
     sc_free(f->sidecar);
     sc_free(f->tel);
     sc_free(f->err);
+    if (f->workload) {
+        proxy_workload_cleanup(f->workload);
+        sc_free(f->workload);
+    }
 }
 
 /* The workload's namespace for Istio's short names: the native document's workload.namespace
@@ -414,6 +419,9 @@ int proxy_front_translate(const char *name, const char *text, size_t len, bool j
         proxy_istio_finish(&f);
     }
     if (!f.err) {
+        proxy_istio_mesh_finish(&f);
+    }
+    if (!f.err) {
         proxy_istio_telemetry_finish(&f);
     }
 done:
@@ -485,8 +493,42 @@ static size_t count_lines(const char *p, size_t len)
     return n;
 }
 
-/* Reads the configuration files of directory <dir> in name order into <j>. */
-static int join_dir(const char *dir, struct joined *j, char **err)
+/* Appends file <name> (taken) to the stream <j>, whose next line is <*line>. */
+static int join_file(struct joined *j, char *name, size_t *line, char **err)
+{
+    struct sc_buf one;
+    sc_buf_init(&one, FRONT_MAX_INPUT);
+    int r = sc_file_read(name, &one);
+    if (r < 0 || one.len + 8 > j->text.max - j->text.len) {
+        *err = r < 0 && r != SC_ETOOBIG
+                   ? sc_asprintf("%s: cannot read: %s", name, sc_strerror(r))
+                   : sc_asprintf("%s:1:1: input too large (over %zu MiB with the other files)",
+                                 name, FRONT_MAX_INPUT >> 20);
+        sc_free(name);
+        sc_buf_cleanup(&one);
+        return SC_ECONFIG;
+    }
+    if (j->n) {
+        /* A new document: "---", or "..." before a file with directives of its own. */
+        sc_buf_append_cstr(&j->text, directives(one.p, one.len) ? "...\n" : "---\n");
+        (*line)++;
+    }
+    j->names = sc_reallocarray(j->names, j->n + 1, sizeof(*j->names));
+    j->starts = sc_reallocarray(j->starts, j->n + 1, sizeof(*j->starts));
+    j->names[j->n] = name;
+    j->starts[j->n++] = *line;
+    sc_buf_append(&j->text, one.p, one.len);
+    bool nl = one.len && one.p[one.len - 1] != '\n';
+    if (nl) {
+        sc_buf_append_cstr(&j->text, "\n");
+    }
+    *line += count_lines(one.p, one.len) + nl;
+    sc_buf_cleanup(&one);
+    return 0;
+}
+
+/* Appends the configuration files of directory <dir>, in name order, to <j>. */
+static int join_dir(const char *dir, struct joined *j, size_t *line, char **err)
 {
     DIR *d = opendir(dir);
     if (!d) {
@@ -496,7 +538,7 @@ static int join_dir(const char *dir, struct joined *j, char **err)
     char **files = NULL;
     size_t n = 0;
     struct dirent *e;
-    while ((e = readdir(d)) != NULL && n < PROXY_FRONT_MAX_FILES) {
+    while ((e = readdir(d)) != NULL && n + j->n < PROXY_FRONT_MAX_FILES) {
         if (config_name(e->d_name)) {
             files = sc_reallocarray(files, n + 1, sizeof(*files));
             files[n++] = sc_strdup(e->d_name);
@@ -507,48 +549,43 @@ static int join_dir(const char *dir, struct joined *j, char **err)
         qsort(files, n, sizeof(*files), by_name);
     }
     int rc = 0;
-    size_t line = 1;
     for (size_t i = 0; i < n; i++) {
         if (rc == 0) {
-            char *name = sc_asprintf("%s/%s", dir, files[i]);
-            struct sc_buf one;
-            sc_buf_init(&one, FRONT_MAX_INPUT);
-            int r = sc_file_read(name, &one);
-            if (r < 0 || one.len + 8 > j->text.max - j->text.len) {
-                *err = r < 0 && r != SC_ETOOBIG
-                           ? sc_asprintf("%s: cannot read: %s", name, sc_strerror(r))
-                           : sc_asprintf("%s:1:1: input too large (over %zu MiB with the "
-                                         "directory's other files)",
-                                         name, FRONT_MAX_INPUT >> 20);
-                sc_free(name);
-                rc = SC_ECONFIG;
-            } else {
-                if (j->n) {
-                    /* A new document: "---", or "..." before a file with directives of its own. */
-                    sc_buf_append_cstr(&j->text, directives(one.p, one.len) ? "...\n" : "---\n");
-                    line++;
-                }
-                j->names = sc_reallocarray(j->names, j->n + 1, sizeof(*j->names));
-                j->starts = sc_reallocarray(j->starts, j->n + 1, sizeof(*j->starts));
-                j->names[j->n] = name;
-                j->starts[j->n++] = line;
-                sc_buf_append(&j->text, one.p, one.len);
-                bool nl = one.len && one.p[one.len - 1] != '\n';
-                if (nl) {
-                    sc_buf_append_cstr(&j->text, "\n");
-                }
-                line += count_lines(one.p, one.len) + nl;
-            }
-            sc_buf_cleanup(&one);
+            rc = join_file(j, sc_asprintf("%s/%s", dir, files[i]), line, err);
         }
         sc_free(files[i]);
     }
     sc_free(files);
-    if (rc == 0 && j->n == 0) {
+    if (rc == 0 && n == 0) {
         *err = sc_asprintf("%s: no .yaml, .yml or .json files", dir);
         rc = SC_ECONFIG;
     }
     return rc;
+}
+
+/* Joins the -c files <paths> (a directory stands for its configuration files) into <j>, in the
+ * order given. */
+static int join_paths(const char *const *paths, size_t npaths, struct joined *j, char **err)
+{
+    size_t line = 1;
+    for (size_t i = 0; i < npaths; i++) {
+        struct stat st;
+        int rc;
+        if (j->n >= PROXY_FRONT_MAX_FILES) {
+            *err = sc_asprintf("%s: more than %d configuration files", paths[i],
+                               PROXY_FRONT_MAX_FILES);
+            return SC_ECONFIG;
+        }
+        if (stat(paths[i], &st) == 0 && S_ISDIR(st.st_mode)) {
+            rc = join_dir(paths[i], j, &line, err);
+        } else {
+            rc = join_file(j, sc_strdup(paths[i]), &line, err);
+        }
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    return 0;
 }
 
 /* Rewrites "<joined>:<line>:<col>: ..." in <*msg> into the file and line it came from. */
@@ -572,17 +609,25 @@ static void unjoin(const struct joined *j, const char *dir, char **msg)
     *msg = out;
 }
 
-int proxy_front_load(const struct sc_opt *table, void *blob, const char *path,
-                     struct sc_strv *notes, char **derived, char **err)
+int proxy_front_load(const struct sc_opt *table, void *blob, const char *const *paths,
+                     size_t npaths, struct sc_strv *notes, char **derived, char **err)
 {
     struct stat st;
     struct joined j = { 0 };
     sc_buf_init(&j.text, FRONT_MAX_INPUT);
     struct sc_buf *b = &j.text;
     int rc;
-    bool dir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-    if (dir) {
-        rc = join_dir(path, &j, err);
+    const char *path = paths[0];
+    bool joined = npaths > 1 || (stat(path, &st) == 0 && S_ISDIR(st.st_mode));
+    /* Messages name the joined stream by its -c arguments until unjoin finds the file. */
+    char *name = NULL;
+    for (size_t i = 0; i < npaths; i++) {
+        char *next = name ? sc_asprintf("%s,%s", name, paths[i]) : sc_strdup(paths[i]);
+        sc_free(name);
+        name = next;
+    }
+    if (joined) {
+        rc = join_paths(paths, npaths, &j, err);
     } else {
         rc = sc_file_read(path, b);
         if (rc == SC_ETOOBIG) {
@@ -598,24 +643,24 @@ int proxy_front_load(const struct sc_opt *table, void *blob, const char *path,
     bool native = false;
     size_t first_note = notes->n;
     if (rc == 0) {
-        rc = proxy_front_translate(path, b->p, b->len, dir, notes, &out, &root, &native, err);
+        rc = proxy_front_translate(name, b->p, b->len, joined, notes, &out, &root, &native, err);
     }
     if (rc == 0 && native) {
         rc = sc_config_load_string(table, blob, path, b->p, b->len, err);
     } else if (rc == 0) {
-        rc = sc_ytree_load(table, blob, path, root, err);
+        rc = sc_ytree_load(table, blob, name, root, err);
         json_t *js = sc_ynode_json(root);
         char *s = json_dumps(js, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         *derived = s ? sc_asprintf("%s\n", s) : NULL;
         sc_free(s);
         json_decref(js);
     }
-    if (dir) {
+    if (joined) {
         for (size_t i = first_note; i < notes->n; i++) {
-            unjoin(&j, path, &notes->v[i]);
+            unjoin(&j, name, &notes->v[i]);
         }
         if (rc < 0) {
-            unjoin(&j, path, err);
+            unjoin(&j, name, err);
         }
     }
     sc_ytree_free(out);
@@ -624,6 +669,7 @@ int proxy_front_load(const struct sc_opt *table, void *blob, const char *path,
     }
     sc_free(j.names);
     sc_free(j.starts);
+    sc_free(name);
     sc_buf_cleanup(b);
     return rc;
 }

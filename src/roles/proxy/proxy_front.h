@@ -42,6 +42,8 @@ struct proxy_front {
     const struct sc_ynode **tel;
     size_t ntel;
     const struct sc_ynode *mesh;
+    /* The workload's labels (proxy_istio_source.c), read on first use. */
+    struct proxy_workload *workload;
 };
 
 /* One kind of Kubernetes-style document: its kind, the apiVersions accepted, and what to do with
@@ -54,11 +56,12 @@ struct proxy_front_kind {
 
 /* The app's load_file hook for the proxy (struct sc_role, app.h). A file of one document without
  * `apiVersion`, `kind` or `static_resources` loads exactly as the proxy's own YAML always did.
- * <path> may be a directory: its *.yaml, *.yml and *.json files (not hidden ones, so a mounted
- * ConfigMap's "..data" is skipped), in name order, are read as one stream of documents, and
- * messages name the file and line each came from. */
-int proxy_front_load(const struct sc_opt *table, void *blob, const char *path,
-                     struct sc_strv *notes, char **derived, char **err);
+ * A path of <paths> may be a directory: its *.yaml, *.yml and *.json files (not hidden ones, so a
+ * mounted ConfigMap's "..data" is skipped), in name order, stand for it. Several paths, or a
+ * directory, are read as one stream of documents in the order given, and messages name the file
+ * and line each came from. */
+int proxy_front_load(const struct sc_opt *table, void *blob, const char *const *paths,
+                     size_t npaths, struct sc_strv *notes, char **derived, char **err);
 
 /* Translates the text of a -c file into a new native tree (NULL with *native set when the file is
  * the proxy's own format, unless <joined>: the files of a directory always give a tree). Returns 0
@@ -164,11 +167,32 @@ extern const char *const proxy_istio_security_versions[]; /* security.istio.io v
 void proxy_istio_fqdn(const char *h, const char *ns, char *out, size_t len);
 const struct sc_ynode *proxy_istio_find_host(const struct proxy_front *f, const struct sc_ynode **v,
                                              size_t n, const char *host);
-/* The cluster of route destination <d> ({host, port}; a subset refused) in namespace <ns>, made
- * once per host and port in <m>; NULL after a refusal. */
+/* The cluster of route destination <d> ({host, subset, port}) in namespace <ns>, made once per
+ * host, port and subset in <m> (a subset is a cluster of its endpoints); NULL after a refusal. */
 struct istio_made;
 const char *proxy_istio_destination(struct proxy_front *f, struct istio_made *m,
                                     const struct sc_ynode *d, const char *ns, const char *path);
+
+/* proxy_istio_policy.c: the traffic policy of DestinationRule <dr> for its host on <port> (its
+ * subset <subset>, an entry of spec.subsets, or NULL) put on cluster <c>, with Istio's precedence
+ * (port-level settings, then the subset's policy and its own port-level settings). Every policy
+ * of the rule is checked. Returns 0 or SC_ECONFIG. */
+int proxy_istio_policy(struct proxy_front *f, struct sc_ynode *c, const struct sc_ynode *dr,
+                       const char *port, const struct sc_ynode *subset);
+
+/* proxy_istio_source.c: whether match <mn> (of http[], tcp[] or tls[] of VirtualService <vs>;
+ * NULL: none) applies to this workload: its gateways, else the VirtualService's, include mesh
+ * (or neither names any); sourceNamespace is the workload's; sourceLabels are all among the
+ * workload's labels. Returns 1, 0 (left out, noted at <path>; NULL <path>: not noted) or
+ * SC_ECONFIG. */
+int proxy_istio_source_applies(struct proxy_front *f, const struct sc_ynode *vs,
+                               const struct sc_ynode *mn, const char *path);
+/* Refuses VirtualService <vs> when its spec.gateways lack mesh and no match names mesh among
+ * gateways of its own (it is for gateways only). Returns 0 or SC_ECONFIG. */
+int proxy_istio_gateways(struct proxy_front *f, const struct sc_ynode *vs, const char *path);
+/* Whether the workload carries every label of mapping <labels> (workload.labels of the proxy
+ * document over the downward API labels file). */
+bool proxy_istio_workload_has(struct proxy_front *f, const struct sc_ynode *labels);
 
 /* proxy_istio_tcp.c: a DestinationRule's loadBalancer.consistentHash <ch> (NULL: nothing) onto
  * cluster <c> (lb_policy ring_hash or maglev and its hash_policy). */
@@ -192,10 +216,21 @@ int proxy_istio_answer(struct proxy_front *f, struct sc_ynode *act, const struct
 /* proxy_istio_authz.c: AuthorizationPolicy and RequestAuthentication (security.istio.io). */
 extern const struct proxy_front_kind proxy_istio_authz_kinds[];
 
-/* proxy_istio_telemetry.c: Telemetry, and a MeshConfig document (one without apiVersion and
- * kind holding extensionProviders or defaultProviders); the `tracing:` block they make. */
+/* proxy_istio_telemetry.c: Telemetry, and the MeshConfig document's tracing; the `tracing:` block
+ * they make. */
 extern const struct proxy_front_kind proxy_istio_telemetry_kinds[];
-bool proxy_istio_is_mesh(const struct sc_ynode *doc);
 int proxy_istio_telemetry_finish(struct proxy_front *f);
+
+/* proxy_istio_mesh.c: a MeshConfig document (one without apiVersion and kind holding any of
+ * MeshConfig's top-level fields). proxy_istio_is_mesh recognises one; proxy_istio_mesh_keys
+ * checks its top-level fields (0 or SC_ECONFIG); proxy_istio_mesh_finish puts what it sets into
+ * the native document (after proxy_istio_finish, whose listeners it may amend; 0 or
+ * SC_ECONFIG). outboundTrafficPolicy.mode REGISTRY_ONLY, and defaultHttpRetryPolicy (NULL when
+ * unset), for proxy_istio.c. */
+bool proxy_istio_is_mesh(const struct sc_ynode *doc);
+int proxy_istio_mesh_keys(struct proxy_front *f);
+int proxy_istio_mesh_finish(struct proxy_front *f);
+bool proxy_istio_mesh_registry_only(struct proxy_front *f);
+const struct sc_ynode *proxy_istio_mesh_retry(const struct proxy_front *f);
 
 #endif

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // Istio resources as proxy configuration (see proxy_front.h). PeerAuthentication becomes a
 // peer_authentication entry at once. VirtualService, DestinationRule and ServiceEntry are gathered
-// and translated together: each destination host becomes one cluster named "<fqdn>:<port>" whose
-// endpoints come from a ServiceEntry (labelled, so subsets select on them) or from DNS (a
-// Kubernetes Service name), whose policy and subsets come from the DestinationRule of the host, and
+// and translated together: each destination host becomes one cluster per port, "<fqdn>:<port>",
+// whose endpoints come from a ServiceEntry (labelled, so subsets select on them) or from DNS (a
+// Kubernetes Service name), whose policy (proxy_istio_policy.c) and subsets come from the
+// DestinationRule of the host (a subset with a policy of its own is a cluster of its own), and
 // each VirtualService http route becomes routes of the outbound listeners matching the request's
 // Host against every form of the virtual service's hosts. Invariant: a field without an equivalent
 // is refused at its position; a subset that selects no endpoint is refused at the route naming it.
@@ -250,160 +251,26 @@ static struct sc_ynode *made_find(const struct istio_made *m, const char *name)
     return NULL;
 }
 
-static void traffic_policy(struct proxy_front *f, struct sc_ynode *c, const struct sc_ynode *tp,
-                           const char *path)
+/* Do labels <have> carry all of <want>? */
+static bool labels_match(const struct sc_ynode *have, const struct sc_ynode *want)
 {
-    static const char *const tp_keys[] = { "loadBalancer", "connectionPool", "outlierDetection",
-                                           "tls", NULL };
-    if (!tp || proxy_front_keys(f, tp, path, tp_keys, NULL) < 0) {
-        return;
-    }
-    const struct sc_ynode *lb = sc_ynode_get(tp, "loadBalancer");
-    static const char *const lb_keys[] = { "simple", "consistentHash", NULL };
-    static const char *const lb_noted[] = { "localityLbSetting", "warmupDurationSecs", NULL };
-    if (lb && proxy_front_keys(f, lb, path, lb_keys, lb_noted) == 0) {
-        const char *s = proxy_front_str(f, lb, "simple", path);
-        if (s && sc_ynode_get(lb, "consistentHash")) {
-            proxy_front_refuse(f, lb, path, "use one of simple and consistentHash");
-            return;
-        }
-        proxy_istio_consistent_hash(f, c, sc_ynode_get(lb, "consistentHash"), path);
-        const struct sc_ynode *at = sc_ynode_get(lb, "simple");
-        if (!s || strcmp(s, "UNSPECIFIED") == 0) {
-        } else if (strcmp(s, "ROUND_ROBIN") == 0) {
-            proxy_front_put(f, c, "lb_policy", at, "round_robin");
-        } else if (strcmp(s, "LEAST_REQUEST") == 0 || strcmp(s, "LEAST_CONN") == 0) {
-            proxy_front_put(f, c, "lb_policy", at, "least_request");
-        } else if (strcmp(s, "RANDOM") == 0) {
-            proxy_front_note(f, at, path, "RANDOM is served by round_robin (the same spread)");
-            proxy_front_put(f, c, "lb_policy", at, "round_robin");
-        } else {
-            proxy_front_refuse(f, at, path, "loadBalancer.simple %.32s is not supported", s);
+    for (size_t j = 0; j < sc_ynode_count(want); j++) {
+        const char *k = sc_ynode_str(sc_ynode_key(want, j));
+        const char *v = sc_ynode_str(sc_ynode_val(want, j));
+        const char *h = k ? sc_ynode_str(sc_ynode_get(have, k)) : NULL;
+        if (!h || !v || strcmp(h, v) != 0) {
+            return false;
         }
     }
-    const struct sc_ynode *cp = sc_ynode_get(tp, "connectionPool");
-    static const char *const cp_keys[] = { "tcp", "http", NULL };
-    if (cp && proxy_front_keys(f, cp, path, cp_keys, NULL) == 0) {
-        struct sc_ynode *cb = proxy_front_map(f, cp);
-        const struct sc_ynode *tcp = sc_ynode_get(cp, "tcp");
-        static const char *const tcp_keys[] = { "maxConnections", "connectTimeout", NULL };
-        static const char *const tcp_noted[] = { "tcpKeepalive", "maxConnectionDuration",
-                                                 "idleTimeout", NULL };
-        if (proxy_front_keys(f, tcp, path, tcp_keys, tcp_noted) == 0) {
-            proxy_front_copy(f, cb, "max_connections", tcp, "maxConnections");
-            proxy_front_put_duration(f, c, "connect_timeout", tcp, "connectTimeout", path, NULL);
-        }
-        const struct sc_ynode *http = sc_ynode_get(cp, "http");
-        static const char *const http_keys[] = { "http1MaxPendingRequests",
-                                                 "http2MaxRequests",
-                                                 "maxRetries",
-                                                 "idleTimeout",
-                                                 "maxRequestsPerConnection",
-                                                 "h2UpgradePolicy",
-                                                 "useClientProtocol",
-                                                 "maxConcurrentStreams",
-                                                 NULL };
-        if (proxy_front_keys(f, http, path, http_keys, NULL) == 0) {
-            proxy_front_copy(f, cb, "max_pending_requests", http, "http1MaxPendingRequests");
-            proxy_front_copy(f, cb, "max_requests", http, "http2MaxRequests");
-            proxy_front_copy(f, cb, "max_retries", http, "maxRetries");
-            proxy_front_put_duration(f, c, "idle_timeout", http, "idleTimeout", path, NULL);
-            const struct sc_ynode *mr = sc_ynode_get(http, "maxRequestsPerConnection");
-            const char *s = sc_ynode_str(mr);
-            if (s && strcmp(s, "1") == 0) {
-                proxy_front_put(f, c, "max_idle", mr, "0"); /* a new connection per request */
-            } else if (s && strcmp(s, "0") != 0) {
-                proxy_front_refuse(f, mr, path,
-                                   "maxRequestsPerConnection other than 0 or 1 is not supported");
-            }
-            /* HTTP/2 to the destination (proxy_h2_up.c): UPGRADE speaks it with prior
-             * knowledge (or ALPN h2 under TLS); maxConcurrentStreams bounds each connection. */
-            const char *up = proxy_front_str(f, http, "h2UpgradePolicy", path);
-            if (up && strcmp(up, "UPGRADE") == 0) {
-                proxy_front_put(f, c, "protocol", sc_ynode_get(http, "h2UpgradePolicy"), "http2");
-            } else if (up && strcmp(up, "DEFAULT") != 0 && strcmp(up, "DO_NOT_UPGRADE") != 0) {
-                proxy_front_refuse(f, sc_ynode_get(http, "h2UpgradePolicy"), path,
-                                   "h2UpgradePolicy %.32s is not one of DEFAULT, DO_NOT_UPGRADE, "
-                                   "UPGRADE",
-                                   up);
-            }
-            if (sc_ynode_get(http, "maxConcurrentStreams")) {
-                struct sc_ynode *h2 = proxy_front_map(f, http);
-                proxy_front_copy(f, h2, "max_concurrent_streams", http, "maxConcurrentStreams");
-                proxy_front_set(f, c, "http2", h2, http);
-            }
-            const char *ucp = proxy_front_str(f, http, "useClientProtocol", path);
-            if (ucp && strcmp(ucp, "true") == 0) {
-                proxy_front_refuse(f, sc_ynode_get(http, "useClientProtocol"), path,
-                                   "useClientProtocol is not supported");
-            }
-        }
-        if (sc_ynode_count(cb)) {
-            proxy_front_set(f, c, "circuit_breakers", cb, cp);
-        }
-    }
-    const struct sc_ynode *od = sc_ynode_get(tp, "outlierDetection");
-    static const char *const od_keys[] = { "consecutive5xxErrors",
-                                           "consecutiveGatewayErrors",
-                                           "consecutiveErrors",
-                                           "interval",
-                                           "baseEjectionTime",
-                                           "maxEjectionPercent",
-                                           NULL };
-    static const char *const od_noted[] = { "minHealthPercent", NULL };
-    if (od && proxy_front_keys(f, od, path, od_keys, od_noted) == 0) {
-        struct sc_ynode *o = proxy_front_map(f, od);
-        proxy_front_copy(f, o, "consecutive_5xx", od, "consecutive5xxErrors");
-        proxy_front_copy(f, o, "consecutive_gateway_errors", od, "consecutiveGatewayErrors");
-        proxy_front_copy(f, o, "consecutive_gateway_errors", od, "consecutiveErrors");
-        /* Istio's defaults where they differ from the proxy's: 10s and 10%. */
-        if (sc_ynode_get(od, "interval")) {
-            proxy_front_put_duration(f, o, "interval", od, "interval", path, NULL);
-        } else {
-            proxy_front_put(f, o, "interval", od, "10s");
-        }
-        if (sc_ynode_get(od, "maxEjectionPercent")) {
-            proxy_front_copy(f, o, "max_ejection_percent", od, "maxEjectionPercent");
-        } else {
-            proxy_front_put(f, o, "max_ejection_percent", od, "10");
-        }
-        proxy_front_put_duration(f, o, "base_ejection_time", od, "baseEjectionTime", path, NULL);
-        proxy_front_set(f, c, "outlier_detection", o, od);
-    }
-    const struct sc_ynode *tls = sc_ynode_get(tp, "tls");
-    static const char *const tls_keys[] = {
-        "mode", "clientCertificate", "privateKey",         "caCertificates",
-        "sni",  "subjectAltNames",   "insecureSkipVerify", NULL
-    };
-    if (tls && proxy_front_keys(f, tls, path, tls_keys, NULL) == 0) {
-        struct sc_ynode *t = proxy_front_map(f, tls);
-        const char *mode = proxy_front_str(f, tls, "mode", path);
-        const struct sc_ynode *at = sc_ynode_get(tls, "mode");
-        const char *ours = !mode                               ? NULL
-                           : strcmp(mode, "DISABLE") == 0      ? "disable"
-                           : strcmp(mode, "SIMPLE") == 0       ? "simple"
-                           : strcmp(mode, "MUTUAL") == 0       ? "mutual"
-                           : strcmp(mode, "ISTIO_MUTUAL") == 0 ? "mesh"
-                                                               : "";
-        if (ours && !*ours) {
-            proxy_front_refuse(f, at, path, "tls.mode %.32s is not supported", mode);
-        } else if (ours) {
-            proxy_front_put(f, t, "mode", at, ours);
-        }
-        proxy_front_copy(f, t, "cert", tls, "clientCertificate");
-        proxy_front_copy(f, t, "key", tls, "privateKey");
-        proxy_front_copy(f, t, "ca", tls, "caCertificates");
-        proxy_front_copy(f, t, "sni", tls, "sni");
-        proxy_front_copy(f, t, "subject_alt_names", tls, "subjectAltNames");
-        proxy_front_copy(f, t, "insecure_skip_verify", tls, "insecureSkipVerify");
-        proxy_front_set(f, c, "tls", t, tls);
-    }
+    return true;
 }
 
-/* Adds to cluster <c> the endpoints of ServiceEntry <se> for <port> (its port number). Returns
- * whether any endpoint carries labels. */
+/* Adds to cluster <c> the endpoints of ServiceEntry <se> for <port> (its port number), only those
+ * whose labels carry all of <only> when it is not NULL. Returns whether any endpoint carries
+ * labels. */
 static bool se_endpoints(struct proxy_front *f, struct sc_ynode *c, const struct sc_ynode *se,
-                         const char *host, const char *port, const char *path)
+                         const char *host, const char *port, const char *path,
+                         const struct sc_ynode *only)
 {
     const struct sc_ynode *spec = sc_ynode_get(se, "spec");
     static const char *const se_keys[] = { "hosts", "ports", "resolution", "endpoints", NULL };
@@ -459,6 +326,9 @@ static bool se_endpoints(struct proxy_front *f, struct sc_ynode *c, const struct
             proxy_front_refuse(f, ep, path, "endpoints[%zu].address is required", i);
             return false;
         }
+        if (only && !labels_match(sc_ynode_get(ep, "labels"), only)) {
+            continue;
+        }
         const char *p = pname ? sc_ynode_str(sc_ynode_get(sc_ynode_get(ep, "ports"), pname)) : NULL;
         snprintf(addr, sizeof(addr), strchr(a, ':') ? "[%s]:%s" : "%s:%s", a, p ? p : port);
         struct sc_ynode *e = proxy_front_map(f, ep);
@@ -476,15 +346,7 @@ static bool subset_selects(const struct sc_ynode *se, const struct sc_ynode *lab
 {
     const struct sc_ynode *eps = sc_ynode_get(sc_ynode_get(se, "spec"), "endpoints");
     for (size_t i = 0; i < sc_ynode_count(eps); i++) {
-        const struct sc_ynode *el = sc_ynode_get(sc_ynode_at(eps, i), "labels");
-        bool all = true;
-        for (size_t j = 0; j < sc_ynode_count(labels) && all; j++) {
-            const char *k = sc_ynode_str(sc_ynode_key(labels, j));
-            const char *v = sc_ynode_str(sc_ynode_val(labels, j));
-            const char *have = k ? sc_ynode_str(sc_ynode_get(el, k)) : NULL;
-            all = have && v && strcmp(have, v) == 0;
-        }
-        if (all) {
+        if (labels_match(sc_ynode_get(sc_ynode_at(eps, i), "labels"), labels)) {
             return true;
         }
     }
@@ -492,9 +354,12 @@ static bool subset_selects(const struct sc_ynode *se, const struct sc_ynode *lab
 }
 
 /* Returns the name of the cluster for <host> (a FQDN) on <port> (NULL: the ServiceEntry's first
- * port, else 80), making it on first use; <at> is where the destination was named. */
+ * port, else 80) and, with <sub> (an entry of the DestinationRule's subsets), of that subset: a
+ * cluster "<host>:<port>/<subset>" of the endpoints it selects with the subset's own policy, as
+ * Istio makes a cluster per subset. Made on first use; <at> is where the destination was named. */
 static const char *cluster_for(struct proxy_front *f, struct istio_made *m, const char *host,
-                               const char *port, const struct sc_ynode *at)
+                               const char *port, const struct sc_ynode *sub,
+                               const struct sc_ynode *at)
 {
     const struct sc_ynode *se = proxy_istio_find_host(f, f->se, f->nse, host);
     if (!port) {
@@ -502,13 +367,13 @@ static const char *cluster_for(struct proxy_front *f, struct istio_made *m, cons
         port = sc_ynode_str(sc_ynode_get(sc_ynode_at(ports, 0), "number"));
         port = port ? port : DEFAULT_PORT;
     }
-    char name[NAME_MAX_LEN + 16];
-    snprintf(name, sizeof(name), "%.253s:%.10s", host, port);
-    if (made_find(m, name)) {
-        for (size_t i = 0; i < m->n; i++) {
-            if (strcmp(m->names[i], name) == 0) {
-                return m->names[i];
-            }
+    const char *sname = sc_ynode_str(sc_ynode_get(sub, "name"));
+    char name[NAME_MAX_LEN + 96];
+    snprintf(name, sizeof(name), sub ? "%.253s:%.10s/%.63s" : "%.253s:%.10s", host, port,
+             sname ? sname : "");
+    for (size_t i = 0; i < m->n; i++) {
+        if (strcmp(m->names[i], name) == 0) {
+            return m->names[i];
         }
     }
     struct sc_ynode *c = proxy_front_map(f, at);
@@ -520,10 +385,12 @@ static const char *cluster_for(struct proxy_front *f, struct istio_made *m, cons
     char path[PROXY_FRONT_PATH];
     if (se) {
         snprintf(path, sizeof(path), "ServiceEntry/%.128s.spec", proxy_istio_name(se));
-        se_endpoints(f, c, se, host, port, path);
+        se_endpoints(f, c, se, host, port, path, sub ? sc_ynode_get(sub, "labels") : NULL);
     } else {
         struct sc_ynode *l = proxy_front_seq(f, at);
-        proxy_front_push(f, l, sc_ytree_str(f->out, at, name), at);
+        char addr[NAME_MAX_LEN + 16];
+        snprintf(addr, sizeof(addr), "%.253s:%.10s", host, port);
+        proxy_front_push(f, l, sc_ytree_str(f->out, at, addr), at);
         proxy_front_set(f, c, "endpoints", l, at);
     }
     const struct sc_ynode *dr = proxy_istio_find_host(f, f->dr, f->ndr, host);
@@ -535,27 +402,18 @@ static const char *cluster_for(struct proxy_front *f, struct istio_made *m, cons
         if (proxy_front_keys(f, spec, path, dr_keys, dr_noted) < 0) {
             return NULL;
         }
-        const struct sc_ynode *tp = sc_ynode_get(spec, "trafficPolicy");
-        if (sc_ynode_get(tp, "portLevelSettings")) {
-            proxy_front_refuse(f, sc_ynode_get(tp, "portLevelSettings"), path,
-                               "trafficPolicy.portLevelSettings is not supported");
+        if (proxy_istio_policy(f, c, dr, port, sub) < 0) {
             return NULL;
         }
-        traffic_policy(f, c, tp, path);
         const struct sc_ynode *subs = sc_ynode_get(spec, "subsets");
         if (sc_ynode_count(subs)) {
             struct sc_ynode *l = proxy_front_seq(f, subs);
-            static const char *const sub_keys[] = { "name", "labels", NULL };
+            static const char *const sub_keys[] = { "name", "labels", "trafficPolicy", NULL };
             for (size_t i = 0; i < sc_ynode_count(subs) && !f->err; i++) {
                 const struct sc_ynode *s = sc_ynode_at(subs, i);
-                if (sc_ynode_get(s, "trafficPolicy")) {
-                    proxy_front_refuse(f, sc_ynode_get(s, "trafficPolicy"), path,
-                                       "subsets[%zu].trafficPolicy is not supported (one policy "
-                                       "per host)",
-                                       i);
-                    return NULL;
-                }
-                if (proxy_front_keys(f, s, path, sub_keys, NULL) < 0) {
+                char sp[PROXY_FRONT_PATH];
+                proxy_front_path(sp, path, ".subsets[%zu]", i);
+                if (proxy_front_keys(f, s, sp, sub_keys, NULL) < 0) {
                     return NULL;
                 }
                 struct sc_ynode *e = proxy_front_map(f, s);
@@ -563,7 +421,9 @@ static const char *cluster_for(struct proxy_front *f, struct istio_made *m, cons
                 proxy_front_copy(f, e, "labels", s, "labels");
                 proxy_front_push(f, l, e, s);
             }
-            proxy_front_set(f, c, "subsets", l, subs);
+            if (!sub) { /* a subset's own cluster holds its endpoints only */
+                proxy_front_set(f, c, "subsets", l, subs);
+            }
         }
     }
     proxy_front_push(f, clusters, c, at);
@@ -577,9 +437,10 @@ static const char *cluster_for(struct proxy_front *f, struct istio_made *m, cons
     return m->names[m->n++];
 }
 
-/* Checks that <subset> of <host> exists in its DestinationRule and selects an endpoint. */
+/* Checks that <subset> of <host> exists in its DestinationRule and selects an endpoint; <*def>
+ * gets its entry in the rule's subsets. */
 static int check_subset(struct proxy_front *f, const char *host, const struct sc_ynode *sn,
-                        const char *path)
+                        const char *path, const struct sc_ynode **def)
 {
     const char *subset = sc_ynode_str(sn);
     const struct sc_ynode *dr = proxy_istio_find_host(f, f->dr, f->ndr, host);
@@ -595,6 +456,7 @@ static int check_subset(struct proxy_front *f, const char *host, const struct sc
                                           "select the labelled endpoints of a ServiceEntry)",
                                           subset, host);
             }
+            *def = s;
             return 0;
         }
     }
@@ -611,9 +473,11 @@ struct dest {
     const struct sc_ynode *at;
 };
 
-/* Resolves a destination {host, subset, port} into a cluster. */
+/* Resolves a destination {host, subset, port} into a cluster, and the subset the route then
+ * selects in it. A subset with a traffic policy of its own, or any subset when <own> (mirrors and
+ * TCP routes, which select no subset), is a cluster of its own holding its endpoints only. */
 static int destination(struct proxy_front *f, struct istio_made *m, const struct sc_ynode *d,
-                       const char *ns, const char *path, struct dest *out)
+                       const char *ns, const char *path, bool own, struct dest *out)
 {
     static const char *const d_keys[] = { "host", "subset", "port", NULL };
     if (proxy_front_keys(f, d, path, d_keys, NULL) < 0) {
@@ -635,11 +499,17 @@ static int destination(struct proxy_front *f, struct istio_made *m, const struct
         return SC_ECONFIG;
     }
     const char *port = sc_ynode_str(sc_ynode_get(pn, "number"));
-    out->cluster = cluster_for(f, m, host, port, sc_ynode_get(d, "host"));
     out->subset = sc_ynode_get(d, "subset");
-    if (out->subset && check_subset(f, host, out->subset, path) < 0) {
+    const struct sc_ynode *def = NULL;
+    if (out->subset && check_subset(f, host, out->subset, path, &def) < 0) {
         return SC_ECONFIG;
     }
+    if (def && (own || sc_ynode_get(def, "trafficPolicy"))) {
+        out->subset = NULL; /* the cluster is the subset */
+    } else {
+        def = NULL;
+    }
+    out->cluster = cluster_for(f, m, host, port, def, sc_ynode_get(d, "host"));
     return out->cluster ? 0 : SC_ECONFIG;
 }
 
@@ -647,11 +517,7 @@ const char *proxy_istio_destination(struct proxy_front *f, struct istio_made *m,
                                     const struct sc_ynode *d, const char *ns, const char *path)
 {
     struct dest out = { 0 };
-    if (destination(f, m, d, ns, path, &out) < 0) {
-        return NULL;
-    }
-    if (out.subset) {
-        proxy_front_refuse(f, out.subset, path, "subset is not supported on TCP and TLS routes");
+    if (destination(f, m, d, ns, path, true, &out) < 0) {
         return NULL;
     }
     return out.cluster;
@@ -894,16 +760,27 @@ static int http_route(struct proxy_front *f, struct istio_made *m, const struct 
     const char *ns = proxy_istio_ns(f, vs);
     /* The matches first, as the document reads. */
     static const char *const m_keys[] = {
-        "uri", "method", "headers", "withoutHeaders", "ignoreUriCase", "port", "queryParams", NULL
+        "uri",  "method",      "headers",      "withoutHeaders",  "ignoreUriCase",
+        "port", "queryParams", "sourceLabels", "sourceNamespace", "gateways",
+        NULL
     };
     static const char *const m_noted[] = { "name", NULL };
     const struct sc_ynode *ms0 = sc_ynode_get(h, "match");
+    size_t napply = 0;
     for (size_t k = 0; k < sc_ynode_count(ms0); k++) {
         char mp[PROXY_FRONT_PATH];
         proxy_front_path(mp, path, ".match[%zu]", k);
         if (proxy_front_keys(f, sc_ynode_at(ms0, k), mp, m_keys, m_noted) < 0) {
             return SC_ECONFIG;
         }
+        int rc = proxy_istio_source_applies(f, vs, sc_ynode_at(ms0, k), mp);
+        if (rc < 0) {
+            return SC_ECONFIG;
+        }
+        napply += (size_t)rc;
+    }
+    if (sc_ynode_count(ms0) && napply == 0) {
+        return 0; /* every match is for other workloads or gateways: the route is not this one's */
     }
     /* The action, shared by the route of every match. */
     struct sc_ynode *act = proxy_front_map(f, h);
@@ -937,7 +814,7 @@ static int http_route(struct proxy_front *f, struct istio_made *m, const struct 
             return SC_ECONFIG;
         }
         struct dest d = { 0 };
-        if (destination(f, m, sc_ynode_get(rd, "destination"), ns, rp, &d) < 0) {
+        if (destination(f, m, sc_ynode_get(rd, "destination"), ns, rp, false, &d) < 0) {
             return SC_ECONFIG;
         }
         const struct sc_ynode *w = sc_ynode_get(rd, "weight");
@@ -977,16 +854,21 @@ static int http_route(struct proxy_front *f, struct istio_made *m, const struct 
     const struct sc_ynode *rt = sc_ynode_get(h, "retries");
     static const char *const rt_keys[] = { "attempts", "perTryTimeout", "retryOn", NULL };
     static const char *const rt_noted[] = { "retryRemoteLocalities", NULL };
+    const char *rpath = path;
+    if (!rt && proxy_istio_mesh_retry(f)) { /* MeshConfig's default for routes without one */
+        rt = proxy_istio_mesh_retry(f);
+        rpath = "MeshConfig.defaultHttpRetryPolicy";
+    }
     if (rt) {
-        if (proxy_front_keys(f, rt, path, rt_keys, rt_noted) < 0) {
+        if (proxy_front_keys(f, rt, rpath, rt_keys, rt_noted) < 0) {
             return SC_ECONFIG;
         }
         proxy_front_copy(f, rp, "num_retries", rt, "attempts");
         if (!sc_ynode_get(rt, "attempts")) {
             proxy_front_put(f, rp, "num_retries", rt, "2");
         }
-        proxy_front_put_duration(f, rp, "per_try_timeout", rt, "perTryTimeout", path, NULL);
-        if (retry_on(f, rp, sc_ynode_get(rt, "retryOn"), path) < 0) {
+        proxy_front_put_duration(f, rp, "per_try_timeout", rt, "perTryTimeout", rpath, NULL);
+        if (retry_on(f, rp, sc_ynode_get(rt, "retryOn"), rpath) < 0) {
             return SC_ECONFIG;
         }
     } else {
@@ -1014,11 +896,7 @@ static int http_route(struct proxy_front *f, struct istio_made *m, const struct 
     const struct sc_ynode *mir = sc_ynode_get(h, "mirror");
     if (mir) {
         struct dest d = { 0 };
-        if (sc_ynode_get(mir, "subset")) {
-            return proxy_front_refuse(f, sc_ynode_get(mir, "subset"), path,
-                                      "mirror.subset is not supported");
-        }
-        if (destination(f, m, mir, ns, path, &d) < 0) {
+        if (destination(f, m, mir, ns, path, true, &d) < 0) {
             return SC_ECONFIG;
         }
         struct sc_ynode *o = proxy_front_map(f, mir);
@@ -1067,6 +945,9 @@ static int http_route(struct proxy_front *f, struct istio_made *m, const struct 
     for (size_t k = 0; k < nm && !f->err; k++) {
         char mp[PROXY_FRONT_PATH];
         proxy_front_path(mp, path, ".match[%zu]", k);
+        if (sc_ynode_at(ms, k) && !proxy_istio_source_applies(f, vs, sc_ynode_at(ms, k), NULL)) {
+            continue; /* noted above */
+        }
         struct sc_ynode *route = sc_ytree_copy(f->out, act);
         struct sc_ynode *mt = match(f, sc_ynode_at(ms, k), hosts, nhosts, h, mp);
         if (!route || !mt) {
@@ -1126,11 +1007,10 @@ static bool allowed(const struct scope *sc, const char *fq, const char *ns)
     return false;
 }
 
-/* Reads the workload's Sidecar (one without workloadSelector, or whose selector the proxy
- * document's workload.labels satisfy) into <sc>. */
+/* Reads the workload's Sidecar (one without workloadSelector, or whose selector the workload's
+ * labels satisfy) into <sc>. */
 static int sidecar_scope(struct proxy_front *f, struct scope *sc)
 {
-    const struct sc_ynode *labels = sc_ynode_get(sc_ynode_get(f->native, "workload"), "labels");
     for (size_t i = 0; i < f->nsidecar; i++) {
         const struct sc_ynode *doc = f->sidecar[i], *spec = sc_ynode_get(doc, "spec");
         char path[PROXY_FRONT_PATH];
@@ -1152,18 +1032,10 @@ static int sidecar_scope(struct proxy_front *f, struct scope *sc)
         if (sel && proxy_front_keys(f, sel, path, sk, NULL) < 0) {
             return SC_ECONFIG;
         }
-        const struct sc_ynode *want = sc_ynode_get(sel, "labels");
-        bool match = true;
-        for (size_t j = 0; j < sc_ynode_count(want) && match; j++) {
-            const char *key = sc_ynode_str(sc_ynode_key(want, j));
-            const char *have = key ? sc_ynode_str(sc_ynode_get(labels, key)) : NULL;
-            const char *v = sc_ynode_str(sc_ynode_val(want, j));
-            match = have && v && strcmp(have, v) == 0;
-        }
-        if (!match) {
+        if (!proxy_istio_workload_has(f, sc_ynode_get(sel, "labels"))) {
             proxy_front_note(f, sel, path,
                              "workloadSelector does not select this workload "
-                             "(workload.labels of the proxy document)");
+                             "(workload.labels of the proxy document, the labels file)");
             continue;
         }
         if (sc->active) {
@@ -1180,7 +1052,9 @@ static int sidecar_scope(struct proxy_front *f, struct scope *sc)
             return proxy_front_refuse(f, sc_ynode_get(otp, "mode"), path,
                                       "outboundTrafficPolicy.mode %.32s is not supported", mode);
         }
-        sc->registry_only = mode && strcmp(mode, "REGISTRY_ONLY") == 0;
+        if (mode) { /* else MeshConfig's */
+            sc->registry_only = strcmp(mode, "REGISTRY_ONLY") == 0;
+        }
         const struct sc_ynode *eg = sc_ynode_get(spec, "egress");
         if (!eg) {
             sc->eg[0].ns[0] = '*';
@@ -1341,6 +1215,7 @@ static int outbound_listeners(struct proxy_front *f, const struct sc_ynode *at,
 int proxy_istio_finish(struct proxy_front *f)
 {
     struct scope *sc = sc_calloc(1, sizeof(*sc));
+    sc->registry_only = proxy_istio_mesh_registry_only(f);
     if (sidecar_scope(f, sc) < 0 ||
         (f->nvs == 0 && f->ndr == 0 && f->nse == 0 && !sc->registry_only)) {
         sc_free(sc);
@@ -1370,14 +1245,8 @@ int proxy_istio_finish(struct proxy_front *f)
         if (proxy_front_keys(f, spec, path, vs_keys, vs_noted) < 0) {
             break;
         }
-        const struct sc_ynode *gw = sc_ynode_get(spec, "gateways");
-        for (size_t g = 0; g < sc_ynode_count(gw); g++) {
-            const char *s = sc_ynode_str(sc_ynode_at(gw, g));
-            if (!s || strcmp(s, "mesh") != 0) {
-                proxy_front_refuse(f, sc_ynode_at(gw, g), path,
-                                   "gateways other than mesh are not supported");
-                goto out;
-            }
+        if (proxy_istio_gateways(f, vs, path) < 0) {
+            goto out;
         }
         size_t nforms;
         bool none;
@@ -1433,7 +1302,7 @@ int proxy_istio_finish(struct proxy_front *f)
                 if (made_find(&m, pname)) {
                     continue;
                 }
-                const char *c = cluster_for(f, &m, fq, port, hn);
+                const char *c = cluster_for(f, &m, fq, port, NULL, hn);
                 size_t nforms = host_forms(f, fq, port, forms, MAX_FORMS);
                 if (c) {
                     struct sc_ynode *r = proxy_front_map(f, hn),

@@ -5,8 +5,9 @@
 // connections to its port (match.port, else the ports of the VirtualService hosts' ServiceEntry):
 // the relay tells destinations apart by port and server name, not by address, so a tcp route
 // takes every connection to its port (noted). One destination becomes the route's cluster,
-// several its weighted_clusters (weights adding up to 100). destinationSubnets, sourceLabels,
-// sourceNamespace and gateways other than mesh are refused with their position. Also a
+// several its weighted_clusters (weights adding up to 100). A match for other workloads
+// (sourceLabels, sourceNamespace) or for gateways only is left out (proxy_istio_source.c);
+// destinationSubnets and sourceSubnet are refused with their position. Also a
 // DestinationRule's consistentHash load balancing, which proxy_istio.c leaves here for room.
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,19 +108,20 @@ static int entry(struct proxy_front *f, struct istio_made *m, const struct sc_yn
         const struct sc_ynode *mn = sc_ynode_at(ms, k);
         char mp[PROXY_FRONT_PATH];
         proxy_front_path(mp, path, ".match[%zu]", k);
-        /* destinationSubnets, sourceLabels, sourceNamespace, sourceSubnet: no equivalent */
-        static const char *const tk[] = { "sniHosts", "port", "gateways", NULL };
-        static const char *const ck[] = { "port", "gateways", NULL };
+        /* destinationSubnets, sourceSubnet: no equivalent */
+        static const char *const tk[] = { "sniHosts",        "port", "gateways", "sourceLabels",
+                                          "sourceNamespace", NULL };
+        static const char *const ck[] = { "port", "gateways", "sourceLabels", "sourceNamespace",
+                                          NULL };
         if (mn && proxy_front_keys(f, mn, mp, tls ? tk : ck, NULL) < 0) {
             return SC_ECONFIG;
         }
-        const struct sc_ynode *gw = sc_ynode_get(mn, "gateways");
-        for (size_t g = 0; g < sc_ynode_count(gw); g++) {
-            const char *s = sc_ynode_str(sc_ynode_at(gw, g));
-            if (!s || strcmp(s, "mesh") != 0) {
-                return proxy_front_refuse(f, sc_ynode_at(gw, g), mp,
-                                          "gateways other than mesh are not supported");
+        int applies = proxy_istio_source_applies(f, vs, mn, mp);
+        if (applies <= 0) {
+            if (applies < 0) {
+                return SC_ECONFIG;
             }
+            continue; /* for other workloads or gateways (noted) */
         }
         struct sc_ynode *r = proxy_front_map(f, e);
         char name[160];

@@ -37,11 +37,6 @@ const struct proxy_front_kind proxy_istio_telemetry_kinds[] = {
     { 0 },
 };
 
-bool proxy_istio_is_mesh(const struct sc_ynode *doc)
-{
-    return sc_ynode_get(doc, "extensionProviders") || sc_ynode_get(doc, "defaultProviders");
-}
-
 /* ---- MeshConfig's extension providers ---- */
 
 /* The kinds of extension provider Istio defines that are not tracing ones here. */
@@ -238,8 +233,7 @@ static int zipkin_provider(struct proxy_front *f, struct sc_ynode *out, const st
  * be translated), defaultProviders. */
 static int check_mesh(struct proxy_front *f)
 {
-    static const char *const top[] = { "extensionProviders", "defaultProviders", NULL };
-    if (proxy_front_keys(f, f->mesh, "MeshConfig", top, NULL) < 0) {
+    if (proxy_istio_mesh_keys(f) < 0) {
         return SC_ECONFIG;
     }
     const struct sc_ynode *l = sc_ynode_get(f->mesh, "extensionProviders");
@@ -526,6 +520,17 @@ int proxy_istio_telemetry_finish(struct proxy_front *f)
     const struct sc_ynode *def = sc_ynode_get(sc_ynode_get(f->mesh, "defaultProviders"), "tracing");
     if (!m.at && sc_ynode_count(def) == 0) {
         return 0; /* nothing about tracing */
+    }
+    const struct sc_ynode *en = sc_ynode_get(f->mesh, "enableTracing");
+    const char *ens = proxy_front_str(f, f->mesh, "enableTracing", "MeshConfig");
+    if (ens && strcmp(ens, "false") == 0) {
+        /* Istio generates no tracing configuration at all: no spans, no trace headers. */
+        proxy_front_note(f, en, "MeshConfig",
+                         "enableTracing is false: the Telemetry and default providers' tracing "
+                         "is not applied");
+        return 0;
+    } else if (ens && strcmp(ens, "true") != 0) {
+        return proxy_front_refuse(f, en, "MeshConfig", "enableTracing must be true or false");
     }
     const struct sc_ynode *at = m.at ? m.at : def;
     const char *where = m.at ? m.where : "MeshConfig.defaultProviders.tracing";
