@@ -179,6 +179,11 @@ ssize_t logs_json_unquote(char *out, struct sc_str q);
  * the record has a field of that name. On error the buffer is left as it was. */
 int logs_ev_dump(struct sc_buf *b, const struct logs_ev *ev, enum logs_esc style,
                  const struct logs_field *first, const struct logs_field *last);
+/* Appends <ev>'s JSON (as logs_ev_dump in LOGS_ESC_JANSSON with no extra field writes it) quoted
+ * as one JSON string in LOGS_ESC_JANSSON, byte for byte what logs_json_quote writes for that
+ * text, in one pass (Loki's JSON push carries each line so). On error the buffer is left as it
+ * was. */
+int logs_ev_dump_quoted(struct sc_buf *b, const struct logs_ev *ev);
 /* Parses <line> as one JSON object into <ev> (which must be empty), strictly as jansson's
  * json_loadb would accept it: valid UTF-8, no \u0000, integers within long long, finite reals,
  * at most 2048 levels; duplicate keys keep the first place and the last value. Returns 0, or
@@ -405,7 +410,6 @@ struct logs {
     size_t ngrep;
     char hostname[256];
     struct logs_ev ev;     /* the record being processed, reused */
-    struct sc_buf scratch; /* encoders' temporary text, reused */
 
     struct logs_out **outs;
     size_t nouts;

@@ -13,10 +13,10 @@
 #include <zlib.h>
 
 #include "core/alloc.h"
-#include "core/lazylib.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/prom.h"
+#include "core/snappy.h"
 #include "roles/logs/logs.h"
 
 static int gzip_into(struct sc_buf *out, const char *p, size_t n)
@@ -287,11 +287,10 @@ static int loki_protobuf(const struct logs_batch *b, struct sc_buf *out)
     sc_free(ssize);
     sc_free(text);
     sc_free(v);
-    size_t max = sc_lazylib_snappy_max_compressed_length(total);
-    int rc = sc_buf_reserve(out, max);
+    int rc = sc_buf_reserve(out, sc_snappy_bound(total));
     if (rc == 0) {
-        size_t olen = max;
-        rc = sc_lazylib_snappy_compress(pb, total, out->p + out->len, &olen);
+        size_t olen = 0;
+        rc = sc_snappy_compress(pb, total, out->p + out->len, &olen);
         out->len += olen;
     }
     sc_free(pb);

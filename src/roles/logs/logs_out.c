@@ -26,7 +26,6 @@
 #include "core/alloc.h"
 #include "core/file.h"
 #include "core/error.h"
-#include "core/lazylib.h"
 #include "core/log.h"
 #include "roles/logs/logs.h"
 
@@ -360,12 +359,7 @@ line:;
     } else if (plain) {
         rc = logs_json_quote(b, msg->val, LOGS_ESC_JANSSON);
     } else {
-        struct sc_buf *tmp = &o->lg->scratch;
-        sc_buf_reset(tmp);
-        rc = logs_ev_dump(tmp, r->ev, LOGS_ESC_JANSSON, NULL, NULL);
-        if (rc == 0) {
-            rc = logs_json_quote(b, sc_buf_str(tmp), LOGS_ESC_JANSSON);
-        }
+        rc = logs_ev_dump_quoted(b, r->ev);
     }
     if (rc == 0) {
         rc = sc_buf_append(b, "\n", 1);
@@ -874,13 +868,6 @@ int logs_out_new(struct logs *lg, const struct logs_output_cfg *cfg, struct logs
         o->fd = 1;
     } else if (!cfg->url) {
         *err = sc_asprintf("output %s: needs a url", o->name);
-        goto fail;
-    } else if (cfg->type == LOGS_O_LOKI && cfg->loki_encoding == LOGS_LOKI_PROTOBUF &&
-               sc_lazylib_snappy_max_compressed_length(1) == 0) {
-        /* Refused now rather than every batch dropped later. */
-        *err = sc_asprintf("output %s: loki_encoding protobuf needs libsnappy.so.1, which cannot "
-                           "be loaded (install libsnappy1v5, or set loki_encoding: json)",
-                           o->name);
         goto fail;
     }
     if (cfg->spool && logs_spool_open(o, err) < 0) {
