@@ -6,16 +6,17 @@
 #include "core/snappy.h"
 
 #include <errno.h>
-#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "core/tlbuf.h"
 
-/* The hash table: 2^14 positions at most (64 KiB), which covers a 64 KiB window at one entry per
- * four bytes; smaller inputs use a smaller table, so clearing it costs what the input does. */
+/* The hash table: 2^14 positions at most (64 KiB), one entry per four bytes of a 64 KiB window;
+ * smaller inputs use a smaller table, so clearing it costs what the input does. */
 #define TAB_BITS_MIN 8
 #define TAB_BITS_MAX 14
+/* Inputs from this size on hash and match eight bytes, smaller ones four (snappy.h). */
+#define WIDE_MIN 32768
 /* A copy reaches at most this far back (a 2-byte offset). */
 #define MAX_OFFSET 65535
 /* Input shorter than this is one literal; searches stop this far from the end, so that a 16-byte
@@ -24,13 +25,6 @@
 
 static _Thread_local void *tab_slot;
 
-static inline uint32_t load32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
 static inline uint64_t load64(const uint8_t *p)
 {
     uint64_t v;
@@ -38,10 +32,10 @@ static inline uint64_t load64(const uint8_t *p)
     return v;
 }
 
-/* Multiplicative hashing (Knuth's golden-ratio constant): the top bits mix all four bytes. */
-static inline uint32_t hash4(uint32_t v, unsigned shift)
+/* Multiplicative hashing of a word (the golden-ratio constant): the top bits mix all its bytes. */
+static inline uint32_t hash8(uint64_t v, unsigned bits)
 {
-    return (v * 0x9E3779B1u) >> shift;
+    return (uint32_t)((v * 0x9E3779B97F4A7C15ull) >> (64 - bits));
 }
 
 /* The number of leading bytes that are equal in the words <x> was XORed from (x != 0). */
@@ -51,26 +45,6 @@ static inline size_t equal_bytes(uint64_t x)
     return (size_t)__builtin_ctzll(x) >> 3;
 #else
     return (size_t)__builtin_clzll(x) >> 3;
-#endif
-}
-
-/* The first four bytes of the word <w> loaded from memory, as one number. */
-static inline uint32_t first4(uint64_t w)
-{
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    return (uint32_t)w;
-#else
-    return (uint32_t)(w >> 32);
-#endif
-}
-
-/* Whether the first four bytes of the words <x> was XORed from are equal. */
-static inline bool first4_equal(uint64_t x)
-{
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    return (uint32_t)x == 0;
-#else
-    return (x >> 32) == 0;
 #endif
 }
 
@@ -157,46 +131,27 @@ static inline uint8_t *put_copy(uint8_t *op, size_t off, size_t len)
     return put_copy2(op, off, len);
 }
 
-int sc_snappy_compress(const char *src, size_t n, char *dst, size_t *outlen)
+/* The matching loop over <in>[0..n) (n > TAIL) with a table of 2^<bits> entries, writing from
+ * <op>; returns the end of what it wrote. <key>: the bytes of a loaded word that are hashed and
+ * must match (a constant in each of the two copies the compiler makes). */
+static inline __attribute__((always_inline)) uint8_t *
+compress_body(const uint8_t *in, size_t n, uint8_t *op, uint32_t *tab, unsigned bits, uint64_t key)
 {
-    if (n > UINT32_MAX) {
-        return -EFBIG;
-    }
-    const uint8_t *in = (const uint8_t *)src, *end = in + n;
-    uint8_t *op = (uint8_t *)dst;
-    for (size_t v = n; ; v >>= 7) {
-        if (v < 0x80) {
-            *op++ = (uint8_t)v;
-            break;
-        }
-        *op++ = (uint8_t)(v | 0x80);
-    }
-    const uint8_t *lit = in;
-    if (n < TAIL + 1) {
-        goto tail;
-    }
-    unsigned bits = TAB_BITS_MIN;
-    while (bits < TAB_BITS_MAX && ((size_t)1 << bits) < n) {
-        bits++;
-    }
-    const unsigned shift = 32 - bits;
-    uint32_t *tab = sc_tlbuf_get(&tab_slot, sizeof(uint32_t) << TAB_BITS_MAX);
-    memset(tab, 0, sizeof(uint32_t) << bits);
+    const uint8_t *end = in + n, *lit = in;
     const uint8_t *limit = end - TAIL, *ip = in + 1;
     while (ip < limit) {
-        /* Look for four bytes seen before, 64 KiB back at most; the step grows by one every 16
-         * misses, so input with nothing to match is passed over quickly. One 8-byte load holds
-         * the four bytes and, on a hit, most matches whole. */
+        /* Look for bytes seen before, 64 KiB back at most; the step grows by one every 32 misses,
+         * so input with nothing to match is passed over quickly. */
         const uint8_t *cand;
         uint64_t x;
         size_t misses = 0;
         for (;;) {
             uint64_t w = load64(ip);
-            uint32_t h = hash4(first4(w), shift);
+            uint32_t h = hash8(w & key, bits);
             cand = in + tab[h];
             tab[h] = (uint32_t)(ip - in);
             x = load64(cand) ^ w;
-            if (first4_equal(x) && (size_t)(ip - cand) <= MAX_OFFSET) {
+            if ((x & key) == 0 && (size_t)(ip - cand) <= MAX_OFFSET) {
                 break;
             }
             ip += 1 + (misses++ >> 5);
@@ -213,7 +168,8 @@ int sc_snappy_compress(const char *src, size_t n, char *dst, size_t *outlen)
             len = x ? 8 + equal_bytes(x) : 16 + match_len(ip + 16, cand + 16, end);
         }
         if (ip > lit) {
-            /* A match found after a miss may start earlier. */
+            /* The match may start earlier: found after a miss, or sharing fewer bytes than the
+             * key with what precedes. */
             size_t back = 0;
             while (ip - back > lit && cand - back > in && ip[-1 - back] == cand[-1 - back]) {
                 back++;
@@ -232,6 +188,45 @@ int sc_snappy_compress(const char *src, size_t n, char *dst, size_t *outlen)
 tail:
     if (lit < end) {
         op = put_literal(op, lit, (size_t)(end - lit), end);
+    }
+    return op;
+}
+
+int sc_snappy_compress(const char *src, size_t n, char *dst, size_t *outlen)
+{
+    if (n > UINT32_MAX) {
+        return -EFBIG;
+    }
+    const uint8_t *in = (const uint8_t *)src;
+    uint8_t *op = (uint8_t *)dst;
+    for (size_t v = n;; v >>= 7) {
+        if (v < 0x80) {
+            *op++ = (uint8_t)v;
+            break;
+        }
+        *op++ = (uint8_t)(v | 0x80);
+    }
+    if (n <= TAIL) {
+        if (n) {
+            op = put_literal(op, in, n, in + n);
+        }
+        *outlen = (size_t)(op - (uint8_t *)dst);
+        return 0;
+    }
+    unsigned bits = TAB_BITS_MIN;
+    while (bits < TAB_BITS_MAX && ((size_t)1 << bits) < n) {
+        bits++;
+    }
+    uint32_t *tab = sc_tlbuf_get(&tab_slot, sizeof(uint32_t) << TAB_BITS_MAX);
+    memset(tab, 0, sizeof(uint32_t) << bits);
+    if (n >= WIDE_MIN) {
+        op = compress_body(in, n, op, tab, bits, ~0ull);
+    } else {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        op = compress_body(in, n, op, tab, bits, 0xffffffffull);
+#else
+        op = compress_body(in, n, op, tab, bits, 0xffffffff00000000ull);
+#endif
     }
     *outlen = (size_t)(op - (uint8_t *)dst);
     return 0;

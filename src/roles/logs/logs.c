@@ -71,8 +71,8 @@ static const struct sc_opt output_opts[] = {
       .enums = loki_encs,
       .def = "protobuf",
       .flags = SC_OPT_RESTART,
-      .help = "loki: protobuf (a snappy-compressed PushRequest, as Loki's own clients send; needs "
-              "libsnappy.so.1) or json" },
+      .help = "loki: protobuf (a snappy-compressed PushRequest, as Loki's own clients send) or "
+              "json" },
     { .name = "label_fields",
       .type = SC_OPT_STRLIST,
       .offset = OFF(label_fields),
