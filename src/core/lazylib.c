@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Lazily loaded libraries (see lazylib.h): each is loaded under pthread_once, so the first use from
-// any worker thread loads it exactly once. MD5's few functions are a table filled at load; OpenSSL's and nghttp2's are resolved one by one by their call sites (net/ossl.h,
-// net/nghttp2.h).
+// any worker thread loads it exactly once. MD5's few functions are a table filled at load;
+// OpenSSL's and nghttp2's are resolved one by one by their call sites (net/ossl.h, net/nghttp2.h).
 #include "core/lazylib.h"
 
 #include <dlfcn.h>

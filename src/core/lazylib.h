@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// Libraries that a few roles need and most do not, loaded with dlopen on first use: OpenSSL's libcrypto (MD5 for hashmod), OpenSSL as a whole (TLS,
-// through net/ossl.h), nghttp2 (HTTP/2, through net/nghttp2.h) and PCRE2 (core/regex.h). A role
-// that never calls these does not carry them, nor what they pull in, in resident
-// memory. Each library is loaded once per process and stays loaded; a missing library is
-// an ordinary error, logged once.
+// Libraries that a few roles need and most do not, loaded with dlopen on first use: OpenSSL's
+// libcrypto (MD5 for hashmod), OpenSSL as a whole (TLS, through net/ossl.h), nghttp2 (HTTP/2,
+// through net/nghttp2.h) and PCRE2 (core/regex.h). A role that never calls these does not carry
+// them, nor what they pull in, in resident memory. Each library is loaded once per process and
+// stays loaded; a missing library is an ordinary error, logged once.
 #ifndef SC_CORE_LAZYLIB_H
 #define SC_CORE_LAZYLIB_H
 

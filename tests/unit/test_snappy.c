@@ -75,8 +75,10 @@ static void test_runs_and_noise(void **state)
 static void test_log_lines(void **state)
 {
     (void)state;
-    static const char *const words[] = { "alpha", "beta", "gamma", "req", "GET", "/api/v1/items",
-                                         "ok", "user=42", "latency", "tab\\there" };
+    static const char *const words[] = {
+        "alpha",         "beta", "gamma",   "req",     "GET",
+        "/api/v1/items", "ok",   "user=42", "latency", "tab\\there"
+    };
     static const char *const levels[] = { "info", "warn", "error" };
     size_t cap = 2 << 20, n = 0;
     char *buf = malloc(cap);

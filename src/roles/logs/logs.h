@@ -321,7 +321,11 @@ struct logs_out {
     double rtt_ms;
     uint64_t decreased_ms, increased_ms;
     bool limited;
-    char *labels_json;          /* loki without label_fields: the labels' JSON, made once */
+    char *labels_json; /* loki without label_fields: the labels' JSON, made once */
+    /* loki: the seconds of the last record's time and their decimal digits (append_ts) */
+    uint64_t loki_secs;
+    char loki_secs_text[12];
+    size_t loki_secs_len;
     char *es_index, *es_action; /* elasticsearch: the last index name and its action line */
     /* The last second formatted (RFC 3339 timestamps, elasticsearch index names): its broken-down
      * time and "YYYY-MM-DDTHH:MM:SS", so that gmtime and strftime run once a second. */
@@ -409,7 +413,7 @@ struct logs {
     struct grep_rule *grep;
     size_t ngrep;
     char hostname[256];
-    struct logs_ev ev;     /* the record being processed, reused */
+    struct logs_ev ev; /* the record being processed, reused */
 
     struct logs_out **outs;
     size_t nouts;

@@ -315,7 +315,8 @@ int logs_json_quote(struct sc_buf *b, struct sc_str s, enum logs_esc style)
 }
 
 /* Room a field needs at most once encoded, separators included; <twice>: quoted again. */
-static size_t field_room(struct sc_str key, const struct logs_field *f, bool twice)
+static inline __attribute__((always_inline)) size_t
+field_room(struct sc_str key, const struct logs_field *f, bool twice)
 {
     if (twice) {
         return key.len * 7 + 7 + (f->type == LOGS_V_STR ? f->val.len * 7 + 4 : f->val.len * 6 + 5);
@@ -324,7 +325,8 @@ static size_t field_room(struct sc_str key, const struct logs_field *f, bool twi
 }
 
 /* A string value or key: quoted, or (<twice>) quoted as it reads inside a JSON string. */
-static inline char *put_str(char *o, struct sc_str s, enum logs_esc style, bool twice)
+static inline __attribute__((always_inline)) char *put_str(char *o, struct sc_str s,
+                                                           enum logs_esc style, bool twice)
 {
     if (!twice) {
         return o + sc_json_quote_to(o, s.p, s.len, (enum sc_json_style)style);
@@ -335,9 +337,10 @@ static inline char *put_str(char *o, struct sc_str s, enum logs_esc style, bool 
     return o + 2;
 }
 
-static inline __attribute__((always_inline)) char *
-put_member(char *o, bool *first, struct sc_str key, const struct logs_field *f, enum logs_esc style,
-           bool twice)
+static inline __attribute__((always_inline)) char *put_member(char *o, bool *first,
+                                                              struct sc_str key,
+                                                              const struct logs_field *f,
+                                                              enum logs_esc style, bool twice)
 {
     if (!*first) {
         *o++ = ',';
@@ -378,9 +381,10 @@ enum logs_esc logs_ev_style(const struct logs_ev *ev)
 }
 
 /* logs_ev_dump, and (<twice>, JANSSON) logs_ev_dump_quoted without its outer quotes. */
-static inline __attribute__((always_inline)) int
-dump(struct sc_buf *b, const struct logs_ev *ev, enum logs_esc style,
-     const struct logs_field *first_f, const struct logs_field *last_f, bool twice)
+static inline __attribute__((always_inline)) int dump(struct sc_buf *b, const struct logs_ev *ev,
+                                                      enum logs_esc style,
+                                                      const struct logs_field *first_f,
+                                                      const struct logs_field *last_f, bool twice)
 {
     const struct logs_field *own = first_f ? logs_ev_get(ev, first_f->key) : NULL;
     if (last_f && logs_ev_get(ev, last_f->key)) {

@@ -82,6 +82,30 @@ static uint64_t parse_ts(struct sc_str s)
     return t > INT64_MAX ? 0 : t;
 }
 
+/* Reads one record "<labels>\t<ts>\t<line>" into <e>. <prev>: the labels of the record before,
+ * which most records repeat, so that they are compared rather than scanned for (a label set holds
+ * no tab). Returns true when <e>'s labels are <prev>'s. */
+static bool loki_rec(struct loki_ent *e, struct sc_str rec, struct sc_str prev)
+{
+    struct sc_str labels;
+    bool same = prev.len && prev.len < rec.len && rec.p[prev.len] == '\t' &&
+                memcmp(rec.p, prev.p, prev.len) == 0;
+    if (same) {
+        labels = prev; /* the same bytes: streams are then told apart by pointer */
+        rec = sc_str_n(rec.p + prev.len + 1, rec.len - prev.len - 1);
+    } else {
+        labels = sc_str_split(&rec, '\t');
+    }
+    struct sc_str ts = sc_str_split(&rec, '\t');
+    uint64_t t = parse_ts(ts);
+    e->labels = labels;
+    e->ts = (int64_t)t;
+    e->size = 0;
+    e->ts_text = t ? ts : SC_STR("0");
+    e->line = rec;
+    return same;
+}
+
 /* The records of <b> and of the batches merged into its request, in order, sorted by stream and
  * time (their order kept among equals). <*bytes>: the bodies' size together. */
 static struct loki_ent *loki_split(const struct logs_batch *b, size_t *n, size_t *bytes)
@@ -92,19 +116,21 @@ static struct loki_ent *loki_split(const struct logs_batch *b, size_t *n, size_t
         total += m->nitems;
         *bytes += m->body.len;
     }
-    struct loki_ent *v = sc_calloc(total + 1, sizeof(*v));
+    struct loki_ent *v = sc_reallocarray(NULL, total + 1, sizeof(*v));
     bool sorted = true;
+    struct sc_str prev = { "", 0 };
     for (const struct logs_batch *m = b; m; m = m->merged) {
         size_t start = 0;
         for (size_t i = 0; i < m->nitems; i++) {
-            struct sc_str rec = sc_str_n(m->body.p + start, m->items[i] - start - 1);
+            struct loki_ent *e = &v[k];
+            bool same = loki_rec(e, sc_str_n(m->body.p + start, m->items[i] - start - 1), prev);
             start = m->items[i];
-            struct sc_str labels = sc_str_split(&rec, '\t');
-            struct sc_str ts = sc_str_split(&rec, '\t');
-            uint64_t t = parse_ts(ts);
-            v[k] = (struct loki_ent){ labels, (int64_t)t, 0, t ? ts : SC_STR("0"), rec, k };
-            k++;
-            sorted = sorted && (k == 1 || loki_cmp(&v[k - 2], &v[k - 1]) < 0);
+            e->idx = k++;
+            if (k > 1 && sorted) {
+                /* Equal labels (the common case) compare by time alone: idx only grows. */
+                sorted = same ? e[-1].ts <= e->ts : loki_cmp(e - 1, e) < 0;
+            }
+            prev = e->labels;
         }
     }
     /* Records mostly come in time order with one set of labels: sort only when they do not. */
@@ -115,13 +141,21 @@ static struct loki_ent *loki_split(const struct logs_batch *b, size_t *n, size_t
     return v;
 }
 
+/* Whether two records belong to one stream; records that repeat their predecessor's labels share
+ * its view (loki_rec), so most are told by pointer. */
+static inline bool same_stream(const struct loki_ent *a, const struct loki_ent *b)
+{
+    return (a->labels.p == b->labels.p && a->labels.len == b->labels.len) ||
+           sc_str_eq(a->labels, b->labels);
+}
+
 static int loki_json(const struct logs_batch *b, struct sc_buf *out)
 {
     size_t n, bytes;
     struct loki_ent *v = loki_split(b, &n, &bytes);
     int rc = sc_buf_append_cstr(out, "{\"streams\":[");
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        bool first = i == 0 || !sc_str_eq(v[i].labels, v[i - 1].labels);
+        bool first = i == 0 || !same_stream(&v[i], &v[i - 1]);
         if (first) {
             rc = sc_buf_appendf(out, "%s{\"stream\":%.*s,\"values\":[", i ? "]}," : "",
                                 SC_STR_FMT(v[i].labels));
@@ -148,12 +182,8 @@ static int loki_json(const struct logs_batch *b, struct sc_buf *out)
 
 static size_t varint_len(uint64_t v)
 {
-    size_t n = 1;
-    while (v > 0x7f) {
-        v >>= 7;
-        n++;
-    }
-    return n;
+    /* 7 bits a byte: (bits needed + 6) / 7, at least one byte. */
+    return (size_t)(64 - __builtin_clzll(v | 1) + 6) / 7;
 }
 
 static char *put_varint(char *p, uint64_t v)
@@ -247,7 +277,7 @@ static int loki_protobuf(const struct logs_batch *b, struct sc_buf *out)
         size_t j = i, sz;
         labels[nstreams] = labels_prom(v[i].labels);
         sz = len_field(strlen(labels[nstreams]));
-        for (; j < n && sc_str_eq(v[j].labels, v[i].labels); j++) {
+        for (; j < n && same_stream(&v[j], &v[i]); j++) {
             v[j].size = entry_size(&v[j]);
             sz += len_field(v[j].size);
         }
@@ -255,14 +285,18 @@ static int loki_protobuf(const struct logs_batch *b, struct sc_buf *out)
         total += len_field(sz);
         i = j;
     }
-    char *pb = sc_malloc(total + 1), *p = pb;
+    /* 16 bytes of slack: a cached seconds field is stored as one 16-byte copy. */
+    char *pb = sc_malloc(total + 16), *p = pb;
+    uint64_t last_secs = 0;
+    char secs_field[16];
+    size_t secs_len = 0;
     for (size_t i = 0, s = 0; i < n; s++) {
         size_t ll = strlen(labels[s]);
         p = put_len(p, 1, ssize[s]);
         p = put_len(p, 1, ll);
         memcpy(p, labels[s], ll);
         p += ll;
-        for (size_t j = i; i < n && sc_str_eq(v[i].labels, v[j].labels); i++) {
+        for (size_t j = i; i < n && same_stream(&v[i], &v[j]); i++) {
             uint64_t secs = (uint64_t)(v[i].ts / 1000000000);
             uint64_t nanos = (uint64_t)(v[i].ts % 1000000000);
             p = put_len(p, 2, v[i].size);
@@ -270,7 +304,14 @@ static int loki_protobuf(const struct logs_batch *b, struct sc_buf *out)
              * key and one-byte length (it is below 128). */
             p = put_len(p, 1, v[i].size - len_field(v[i].line.len) - 2);
             if (secs) {
-                p = put_varint(put_varint(p, 1 << 3), secs);
+                /* Entries of one second share their seconds field: encoded once. */
+                if (secs != last_secs || !secs_len) {
+                    secs_len =
+                        (size_t)(put_varint(put_varint(secs_field, 1 << 3), secs) - secs_field);
+                    last_secs = secs;
+                }
+                memcpy(p, secs_field, sizeof(secs_field));
+                p += secs_len;
             }
             if (nanos) {
                 p = put_varint(put_varint(p, 2 << 3), nanos);

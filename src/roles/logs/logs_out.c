@@ -222,6 +222,17 @@ static char *put_u32(char *out, uint32_t v)
     return out + sizeof(tmp) - n;
 }
 
+/* Writes <lo> (below 10^9) as nine decimal digits, zeros first, to <out>; returns the end. */
+static char *put_nanos(char *out, uint32_t lo)
+{
+    for (int i = 7; i >= 1; i -= 2) {
+        memcpy(out + i, digit_pairs + (lo % 100) * 2, 2);
+        lo /= 100;
+    }
+    out[0] = (char)('0' + lo);
+    return out + 9;
+}
+
 /* Writes <v> in decimal to <out> (room for 20 digits); returns the end. A nanosecond time is
  * written as its seconds and nine digits of nanoseconds, each in 32-bit arithmetic. */
 static char *put_u64(char *out, uint64_t v)
@@ -230,14 +241,8 @@ static char *put_u64(char *out, uint64_t v)
         return put_u32(out, (uint32_t)v);
     }
     uint64_t hi = v / 1000000000;
-    uint32_t lo = (uint32_t)(v % 1000000000);
     out = hi < 1000000000 ? put_u32(out, (uint32_t)hi) : put_u64(out, hi);
-    for (int i = 7; i >= 1; i -= 2) {
-        memcpy(out + i, digit_pairs + (lo % 100) * 2, 2);
-        lo /= 100;
-    }
-    out[0] = (char)('0' + lo);
-    return out + 9;
+    return put_nanos(out, (uint32_t)(v % 1000000000));
 }
 
 /* <ns> as RFC 3339 UTC with nanoseconds into <out> (room for 40 bytes), NUL-terminated. The date
@@ -285,14 +290,26 @@ static int dump_json(struct sc_buf *b, json_t *v)
     return 0;
 }
 
-/* Appends "\t<ts_ns>\t" (Loki entries are never before 1970: a negative time is written as 0). */
-static int append_ts(struct sc_buf *b, int64_t ns)
+/* Appends "\t<ts_ns>\t" (Loki entries are never before 1970: a negative time is written as 0).
+ * Records of one second share their leading digits, written once a second. */
+static int append_ts(struct logs_out *o, struct sc_buf *b, int64_t ns)
 {
     int rc = sc_buf_reserve(b, 24);
     if (rc == 0) {
         char *p = b->p + b->len;
+        uint64_t v = ns < 0 ? 0 : (uint64_t)ns;
         *p++ = '\t';
-        p = put_u64(p, ns < 0 ? 0 : (uint64_t)ns);
+        if (v < 1000000000) {
+            p = put_u64(p, v);
+        } else {
+            uint64_t secs = v / 1000000000;
+            if (secs != o->loki_secs || !o->loki_secs_len) {
+                o->loki_secs = secs;
+                o->loki_secs_len = (size_t)(put_u64(o->loki_secs_text, secs) - o->loki_secs_text);
+            }
+            memcpy(p, o->loki_secs_text, o->loki_secs_len);
+            p = put_nanos(p + o->loki_secs_len, (uint32_t)(v - secs * 1000000000));
+        }
         *p++ = '\t';
         b->len = (size_t)(p - b->p);
     }
@@ -311,7 +328,7 @@ static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_r
         /* The same labels for every record: their JSON is made once. */
         rc = sc_buf_append_cstr(b, o->labels_json);
         if (rc == 0) {
-            rc = append_ts(b, r->ts_ns);
+            rc = append_ts(o, b, r->ts_ns);
         }
         if (rc < 0) {
             return rc;
@@ -340,7 +357,7 @@ static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_r
             o->labels_json = sc_strndup(b->p + b->len, need);
         }
         b->len += need;
-        rc = append_ts(b, r->ts_ns);
+        rc = append_ts(o, b, r->ts_ns);
     }
     json_decref(labels);
     if (rc < 0) {
