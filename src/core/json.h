@@ -24,11 +24,15 @@ extern const unsigned char sc_json_esc[2][256];
 static inline uint64_t sc_json_word_special(uint64_t v, enum sc_json_style style)
 {
     const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    /* JANSSON keeps DEL: its fourth test looks for the quote again, which is harmless. */
     uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
-    uint64_t d = v ^ (ones * (style == SC_JSON_JANSSON ? '"' : 0x7f));
-    return ((v - ones * 0x20) & ~v & highs) | ((q - ones) & ~q & highs) |
-           ((b - ones) & ~b & highs) | ((d - ones) & ~d & highs);
+    uint64_t m = ((v - ones * 0x20) & ~v & highs) | ((q - ones) & ~q & highs) |
+                 ((b - ones) & ~b & highs);
+    if (style == SC_JSON_COMPACT) {
+        /* JANSSON keeps DEL as it is. */
+        uint64_t d = v ^ (ones * 0x7f);
+        m |= (d - ones) & ~d & highs;
+    }
+    return m;
 }
 
 /* Writes the escape of byte <c>, whose table entry in <style> is nonzero, to <o> (room for 6

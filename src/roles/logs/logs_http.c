@@ -96,8 +96,21 @@ static bool loki_rec(struct loki_ent *e, struct sc_str rec, struct sc_str prev)
     } else {
         labels = sc_str_split(&rec, '\t');
     }
-    struct sc_str ts = sc_str_split(&rec, '\t');
-    uint64_t t = parse_ts(ts);
+    /* The time: up to 19 digits and a tab (as encode_loki writes it), read in one pass; anything
+     * else (a damaged spool record) is split as it comes and reads as time 0. */
+    uint64_t t = 0;
+    size_t k = 0;
+    while (k < rec.len && k < 20 && (unsigned)(rec.p[k] - '0') <= 9) {
+        t = t * 10 + (unsigned)(rec.p[k++] - '0');
+    }
+    struct sc_str ts;
+    if (k > 0 && k <= 19 && k < rec.len && rec.p[k] == '\t' && t <= INT64_MAX) {
+        ts = sc_str_n(rec.p, k);
+        rec = sc_str_n(rec.p + k + 1, rec.len - k - 1);
+    } else {
+        ts = sc_str_split(&rec, '\t');
+        t = parse_ts(ts);
+    }
     e->labels = labels;
     e->ts = (int64_t)t;
     e->size = 0;

@@ -365,8 +365,8 @@ static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_r
     }
 line:;
     /* The line: the original text when the record is just a message, else the record's JSON. */
-    const struct logs_field *msg = logs_ev_get(r->ev, SC_STR("message"));
-    bool plain = r->ev->live == 1 && msg && msg->type == LOGS_V_STR;
+    const struct logs_field *msg = r->ev->live == 1 ? logs_ev_get(r->ev, SC_STR("message")) : NULL;
+    bool plain = msg && msg->type == LOGS_V_STR;
     if (o->cfg->loki_encoding == LOGS_LOKI_PROTOBUF) {
         rc = sc_buf_append(b, LOKI_RAW, 1);
         if (rc == 0) {
