@@ -25,8 +25,8 @@ static inline uint64_t sc_json_word_special(uint64_t v, enum sc_json_style style
 {
     const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
     uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
-    uint64_t m = ((v - ones * 0x20) & ~v & highs) | ((q - ones) & ~q & highs) |
-                 ((b - ones) & ~b & highs);
+    uint64_t m =
+        ((v - ones * 0x20) & ~v & highs) | ((q - ones) & ~q & highs) | ((b - ones) & ~b & highs);
     if (style == SC_JSON_COMPACT) {
         /* JANSSON keeps DEL as it is. */
         uint64_t d = v ^ (ones * 0x7f);
