@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """`make image`'s archive (scripts/image.py): an OCI image layout that is also a docker-archive,
 holding the binary, exactly the shared libraries it loads (the lazily opened libcurl and libcrypto
-with their dependencies included; not libsnappy, whose format the binary writes itself), CA certificates and the user 1337; skopeo reads it
-both ways, and the binary runs from the image's root file system with only what it holds."""
+with their dependencies included; not libsnappy, whose format the binary writes itself), CA
+certificates and the user 1337; skopeo reads it both ways, and the binary runs from the image's
+root file system with only what it holds."""
 import gzip
 import io
 import json
