@@ -322,9 +322,10 @@ struct logs_out {
     uint64_t decreased_ms, increased_ms;
     bool limited;
     char *labels_json; /* loki without label_fields: the labels' JSON, made once */
-    /* loki: the seconds of the last record's time and their decimal digits (append_ts) */
+    size_t labels_json_len;
+    /* loki: the seconds of the last record's time and their decimal digits (put_ts) */
     uint64_t loki_secs;
-    char loki_secs_text[12];
+    char loki_secs_text[16];
     size_t loki_secs_len;
     char *es_index, *es_action; /* elasticsearch: the last index name and its action line */
     /* The last second formatted (RFC 3339 timestamps, elasticsearch index names): its broken-down

@@ -290,28 +290,34 @@ static int dump_json(struct sc_buf *b, json_t *v)
     return 0;
 }
 
-/* Appends "\t<ts_ns>\t" (Loki entries are never before 1970: a negative time is written as 0).
- * Records of one second share their leading digits, written once a second. */
+/* Writes "\t<ts_ns>\t" to <p> (room for 32 bytes); returns the end (Loki entries are never before
+ * 1970: a negative time is written as 0). Records of one second share their leading digits,
+ * written once a second and stored as 16 bytes (the cache's size) from then on. */
+static char *put_ts(struct logs_out *o, char *p, int64_t ns)
+{
+    uint64_t v = ns < 0 ? 0 : (uint64_t)ns;
+    *p++ = '\t';
+    if (v < 1000000000) {
+        p = put_u64(p, v);
+    } else {
+        uint64_t secs = v / 1000000000;
+        if (secs != o->loki_secs || !o->loki_secs_len) {
+            o->loki_secs = secs;
+            o->loki_secs_len = (size_t)(put_u64(o->loki_secs_text, secs) - o->loki_secs_text);
+        }
+        memcpy(p, o->loki_secs_text, sizeof(o->loki_secs_text));
+        p = put_nanos(p + o->loki_secs_len, (uint32_t)(v - secs * 1000000000));
+    }
+    *p++ = '\t';
+    return p;
+}
+
+/* Appends "\t<ts_ns>\t" (put_ts). */
 static int append_ts(struct logs_out *o, struct sc_buf *b, int64_t ns)
 {
-    int rc = sc_buf_reserve(b, 24);
+    int rc = sc_buf_reserve(b, 32);
     if (rc == 0) {
-        char *p = b->p + b->len;
-        uint64_t v = ns < 0 ? 0 : (uint64_t)ns;
-        *p++ = '\t';
-        if (v < 1000000000) {
-            p = put_u64(p, v);
-        } else {
-            uint64_t secs = v / 1000000000;
-            if (secs != o->loki_secs || !o->loki_secs_len) {
-                o->loki_secs = secs;
-                o->loki_secs_len = (size_t)(put_u64(o->loki_secs_text, secs) - o->loki_secs_text);
-            }
-            memcpy(p, o->loki_secs_text, o->loki_secs_len);
-            p = put_nanos(p + o->loki_secs_len, (uint32_t)(v - secs * 1000000000));
-        }
-        *p++ = '\t';
-        b->len = (size_t)(p - b->p);
+        b->len = (size_t)(put_ts(o, b->p + b->len, ns) - b->p);
     }
     return rc;
 }
@@ -325,14 +331,15 @@ static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_r
     const struct logs_cfg *c = o->lg->cfg;
     int rc;
     if (o->cfg->label_fields.n == 0 && o->labels_json) {
-        /* The same labels for every record: their JSON is made once. */
-        rc = sc_buf_append_cstr(b, o->labels_json);
-        if (rc == 0) {
-            rc = append_ts(o, b, r->ts_ns);
-        }
+        /* The same labels for every record: their JSON is made once, and the record's head
+         * written in one go. */
+        size_t ll = o->labels_json_len;
+        rc = sc_buf_reserve(b, ll + 32);
         if (rc < 0) {
             return rc;
         }
+        memcpy(b->p + b->len, o->labels_json, ll);
+        b->len = (size_t)(put_ts(o, b->p + b->len + ll, r->ts_ns) - b->p);
         goto line;
     }
     json_t *labels = json_object();
@@ -355,6 +362,7 @@ static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_r
         json_dumpb(labels, b->p + b->len, need, JSON_COMPACT | JSON_SORT_KEYS);
         if (o->cfg->label_fields.n == 0) {
             o->labels_json = sc_strndup(b->p + b->len, need);
+            o->labels_json_len = need;
         }
         b->len += need;
         rc = append_ts(o, b, r->ts_ns);
