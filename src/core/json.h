@@ -24,11 +24,15 @@ extern const unsigned char sc_json_esc[2][256];
 static inline uint64_t sc_json_word_special(uint64_t v, enum sc_json_style style)
 {
     const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    /* JANSSON keeps DEL: its fourth test looks for the quote again, which is harmless. */
     uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
-    uint64_t d = v ^ (ones * (style == SC_JSON_JANSSON ? '"' : 0x7f));
-    return ((v - ones * 0x20) & ~v & highs) | ((q - ones) & ~q & highs) |
-           ((b - ones) & ~b & highs) | ((d - ones) & ~d & highs);
+    uint64_t m =
+        ((v - ones * 0x20) & ~v & highs) | ((q - ones) & ~q & highs) | ((b - ones) & ~b & highs);
+    if (style == SC_JSON_COMPACT) {
+        /* JANSSON keeps DEL as it is. */
+        uint64_t d = v ^ (ones * 0x7f);
+        m |= (d - ones) & ~d & highs;
+    }
+    return m;
 }
 
 /* Writes the escape of byte <c>, whose table entry in <style> is nonzero, to <o> (room for 6
@@ -48,9 +52,34 @@ static inline size_t sc_json_put_escape(char *o, unsigned char c, enum sc_json_s
     return 6;
 }
 
-/* Writes <s>[0..n), which must be valid UTF-8 (the caller validated or repaired it), escaped in
- * <style> but not quoted, to <out>, which has room for 6 * n bytes. Returns the bytes written. */
-static inline size_t sc_json_escape_to(char *out, const char *s, size_t n, enum sc_json_style style)
+/* Writes the escape of byte <c>, whose table entry in JANSSON is nonzero, as it reads once quoted
+ * again in JANSSON (its backslash doubled, a quote or backslash after it escaped: "\n" becomes
+ * "\\n", "\"" becomes "\\\"") to <o> (room for 7 bytes). Returns its length: 3, 4 or 7. */
+static inline size_t sc_json_put_escape2(char *o, unsigned char c)
+{
+    const unsigned char e = sc_json_esc[SC_JSON_JANSSON][c];
+    o[0] = '\\';
+    o[1] = '\\';
+    if (e == '"' || e == '\\') {
+        o[2] = '\\';
+        o[3] = (char)e;
+        return 4;
+    }
+    if (e != 'u') {
+        o[2] = (char)e;
+        return 3;
+    }
+    memcpy(o + 2, "u00", 3);
+    o[5] = "0123456789ABCDEF"[c >> 4];
+    o[6] = "0123456789ABCDEF"[c & 15];
+    return 7;
+}
+
+/* The escaper behind sc_json_escape_to and sc_json_escape2_to: <twice> (JANSSON only) writes each
+ * escape as sc_json_put_escape2 does. The bytes that need one are the same either way, since an
+ * escape holds no control byte and every other byte stays as it is. */
+static inline __attribute__((always_inline)) size_t
+sc_json_escape_impl(char *out, const char *s, size_t n, enum sc_json_style style, bool twice)
 {
     const unsigned char *t = sc_json_esc[style];
     const unsigned char *p = (const unsigned char *)s, *end = p + n;
@@ -59,8 +88,8 @@ static inline size_t sc_json_escape_to(char *out, const char *s, size_t n, enum 
         uint64_t v;
         memcpy(&v, p, 8);
         uint64_t m = sc_json_word_special(v, style);
-        /* Eight bytes are stored even when fewer are kept: the room left (6 bytes for each byte
-         * not read yet, at least 8 of them) holds them. */
+        /* Eight bytes are stored even when fewer are kept: the room left (6 or 7 bytes for each
+         * byte not read yet, at least 8 of them) holds them. */
         memcpy(o, p, 8);
         if (!m) {
             o += 8;
@@ -76,7 +105,7 @@ static inline size_t sc_json_escape_to(char *out, const char *s, size_t n, enum 
 #endif
         unsigned char c = *p++;
         if (t[c]) {
-            o += sc_json_put_escape(o, c, style);
+            o += twice ? sc_json_put_escape2(o, c) : sc_json_put_escape(o, c, style);
         } else {
             *o++ = (char)c;
         }
@@ -87,9 +116,24 @@ static inline size_t sc_json_escape_to(char *out, const char *s, size_t n, enum 
             *o++ = (char)c;
             continue;
         }
-        o += sc_json_put_escape(o, c, style);
+        o += twice ? sc_json_put_escape2(o, c) : sc_json_put_escape(o, c, style);
     }
     return (size_t)(o - out);
+}
+
+/* Writes <s>[0..n), which must be valid UTF-8 (the caller validated or repaired it), escaped in
+ * <style> but not quoted, to <out>, which has room for 6 * n bytes. Returns the bytes written. */
+static inline size_t sc_json_escape_to(char *out, const char *s, size_t n, enum sc_json_style style)
+{
+    return sc_json_escape_impl(out, s, n, style, false);
+}
+
+/* Writes <s>[0..n) (valid UTF-8) escaped twice in JANSSON, unquoted: what escaping it and then
+ * escaping the result would write (a JSON string inside a JSON text quoted as a JSON string), in
+ * one pass, to <out>, which has room for 7 * n bytes. Returns the bytes written. */
+static inline size_t sc_json_escape2_to(char *out, const char *s, size_t n)
+{
+    return sc_json_escape_impl(out, s, n, SC_JSON_JANSSON, true);
 }
 
 /* Writes <s>[0..n) (valid UTF-8) as a quoted JSON string in <style> to <out>, which has room for

@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Lazily loaded libraries (see lazylib.h): each is loaded under pthread_once, so the first use from
-// any worker thread loads it exactly once. snappy's and MD5's few functions are a table filled at
-// load; OpenSSL's and nghttp2's are resolved one by one by their call sites (net/ossl.h,
-// net/nghttp2.h).
+// any worker thread loads it exactly once. MD5's few functions are a table filled at load;
+// OpenSSL's and nghttp2's are resolved one by one by their call sites (net/ossl.h, net/nghttp2.h).
 #include "core/lazylib.h"
 
 #include <dlfcn.h>
@@ -33,40 +32,6 @@ static bool load(const char *soname, const char *const *names, void **fns, size_
         }
     }
     return true;
-}
-
-/* snappy's C API (snappy-c.h): status 0 is SNAPPY_OK. */
-static struct {
-    int (*compress)(const char *in, size_t n, char *out, size_t *outlen);
-    size_t (*max_compressed_length)(size_t n);
-} snappy;
-static bool snappy_ok;
-static pthread_once_t snappy_once = PTHREAD_ONCE_INIT;
-
-static void load_snappy(void)
-{
-    static const char *const names[] = { "snappy_compress", "snappy_max_compressed_length" };
-    void *fns[2];
-    if (load("libsnappy.so.1", names, fns, 2)) {
-        *(void **)&snappy.compress = fns[0];
-        *(void **)&snappy.max_compressed_length = fns[1];
-        snappy_ok = true;
-    }
-}
-
-size_t sc_lazylib_snappy_max_compressed_length(size_t n)
-{
-    pthread_once(&snappy_once, load_snappy);
-    return snappy_ok ? snappy.max_compressed_length(n) : 0;
-}
-
-int sc_lazylib_snappy_compress(const char *in, size_t n, char *out, size_t *outlen)
-{
-    pthread_once(&snappy_once, load_snappy);
-    if (!snappy_ok) {
-        return SC_EUNSUPPORTED;
-    }
-    return snappy.compress(in, n, out, outlen) == 0 ? 0 : -EIO;
 }
 
 /* libcrypto: EVP_Digest with EVP_md5. */

@@ -1,22 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
-// Libraries that a few roles need and most do not, loaded with dlopen on first use: snappy (Loki
-// and remote_write payloads), OpenSSL's libcrypto (MD5 for hashmod), OpenSSL as a whole (TLS,
-// through net/ossl.h), nghttp2 (HTTP/2, through net/nghttp2.h) and PCRE2 (core/regex.h). A role
-// that never calls these does not carry them, nor what they pull in (libstdc++ for snappy), in
-// resident memory. Each library is loaded once per process and stays loaded; a missing library is
-// an ordinary error, logged once.
+// Libraries that a few roles need and most do not, loaded with dlopen on first use: OpenSSL's
+// libcrypto (MD5 for hashmod), OpenSSL as a whole (TLS, through net/ossl.h), nghttp2 (HTTP/2,
+// through net/nghttp2.h) and PCRE2 (core/regex.h). A role that never calls these does not carry
+// them, nor what they pull in, in resident memory. Each library is loaded once per process and
+// stays loaded; a missing library is an ordinary error, logged once.
 #ifndef SC_CORE_LAZYLIB_H
 #define SC_CORE_LAZYLIB_H
 
 #include <stddef.h>
-
-/* Returns the largest size snappy may compress <n> bytes to, or 0 when snappy is unavailable. */
-size_t sc_lazylib_snappy_max_compressed_length(size_t n);
-
-/* Compresses <n> bytes at <in> into <out>, whose size <*outlen> must be at least
- * sc_lazylib_snappy_max_compressed_length(n); sets <*outlen> to the compressed size. Returns 0,
- * SC_EUNSUPPORTED when snappy is unavailable, or -EIO. */
-int sc_lazylib_snappy_compress(const char *in, size_t n, char *out, size_t *outlen);
 
 /* Writes the MD5 digest of <n> bytes at <p> to <out>. Returns 0 or SC_EUNSUPPORTED. */
 int sc_lazylib_md5(const void *p, size_t n, unsigned char out[16]);

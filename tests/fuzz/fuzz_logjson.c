@@ -6,7 +6,9 @@
 //   - for an accepted line, the fields differ: same keys in the same order, same types, same
 //     string bytes, integers and reals of equal value, nested values equal (json_equal);
 //   - the record printed in jansson's style is not byte for byte jansson's own compact,
-//     order-preserving dump of the object (what the outputs wrote before).
+//     order-preserving dump of the object (what the outputs wrote before);
+//   - the record printed as one quoted JSON string (logs_ev_dump_quoted, Loki's JSON push) is not
+//     byte for byte that dump quoted by logs_json_quote (what the Loki output wrote before).
 // The same input is also decoded as one JSON string by logs_json_unquote (the Loki protobuf
 // encoder's way back from the JSON text kept in a batch), which must accept exactly the inputs
 // that are one JSON string to jansson (quote first and last) and give jansson's bytes.
@@ -121,6 +123,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char *want = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
         check(want && strlen(want) == b.len && memcmp(want, b.p, b.len) == 0);
         free(want);
+        /* Loki's JSON push: the record quoted as one string in one pass is the dump quoted. */
+        static struct sc_buf q1, q2;
+        if (!q1.max) {
+            sc_buf_init(&q1, 1u << 30);
+            sc_buf_init(&q2, 1u << 30);
+        }
+        sc_buf_reset(&q1);
+        sc_buf_reset(&q2);
+        check(logs_ev_dump_quoted(&q1, &ev) == 0);
+        check(logs_json_quote(&q2, sc_buf_str(&b), LOGS_ESC_JANSSON) == 0);
+        check(q1.len == q2.len && memcmp(q1.p, q2.p, q1.len) == 0);
     }
     json_decref(j);
     logs_ev_reset(&ev);

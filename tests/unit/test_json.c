@@ -110,6 +110,12 @@ static void test_dense_specials(void **state)
         size_t n = sc_json_escape_to(out, in, len, SC_JSON_COMPACT);
         assert_int_equal(n, w);
         assert_memory_equal(out, want, n);
+        /* Escaping twice in one pass is escaping the escaped text (JANSSON both times). */
+        static char once[200 * 6], twice[200 * 6 * 6], two[200 * 7];
+        size_t n1 = sc_json_escape_to(once, in, len, SC_JSON_JANSSON);
+        size_t n2 = sc_json_escape_to(twice, once, n1, SC_JSON_JANSSON);
+        assert_int_equal(sc_json_escape2_to(two, in, len), n2);
+        assert_memory_equal(two, twice, n2);
     }
 }
 

@@ -71,8 +71,8 @@ static const struct sc_opt output_opts[] = {
       .enums = loki_encs,
       .def = "protobuf",
       .flags = SC_OPT_RESTART,
-      .help = "loki: protobuf (a snappy-compressed PushRequest, as Loki's own clients send; needs "
-              "libsnappy.so.1) or json" },
+      .help = "loki: protobuf (a snappy-compressed PushRequest, as Loki's own clients send) or "
+              "json" },
     { .name = "label_fields",
       .type = SC_OPT_STRLIST,
       .offset = OFF(label_fields),
@@ -795,7 +795,6 @@ static int logs_start(struct sc_app *app, const void *cfgp, void **state, char *
     lg->loop = sc_app_loop(app);
     logs_tail_init(lg);
     logs_ev_init(&lg->ev);
-    sc_buf_init(&lg->scratch, c->max_line_size * 8 + 65536);
     if (gethostname(lg->hostname, sizeof(lg->hostname) - 1) < 0) {
         lg->hostname[0] = 0;
     }
@@ -950,7 +949,6 @@ static void logs_cleanup(void *state)
     sc_free(lg->outs);
     compiled_free(lg);
     logs_ev_cleanup(&lg->ev);
-    sc_buf_cleanup(&lg->scratch);
     logs_pos_free(lg->known, lg->nknown);
     sc_free(st);
 }

@@ -179,6 +179,11 @@ ssize_t logs_json_unquote(char *out, struct sc_str q);
  * the record has a field of that name. On error the buffer is left as it was. */
 int logs_ev_dump(struct sc_buf *b, const struct logs_ev *ev, enum logs_esc style,
                  const struct logs_field *first, const struct logs_field *last);
+/* Appends <ev>'s JSON (as logs_ev_dump in LOGS_ESC_JANSSON with no extra field writes it) quoted
+ * as one JSON string in LOGS_ESC_JANSSON, byte for byte what logs_json_quote writes for that
+ * text, in one pass (Loki's JSON push carries each line so). On error the buffer is left as it
+ * was. */
+int logs_ev_dump_quoted(struct sc_buf *b, const struct logs_ev *ev);
 /* Parses <line> as one JSON object into <ev> (which must be empty), strictly as jansson's
  * json_loadb would accept it: valid UTF-8, no \u0000, integers within long long, finite reals,
  * at most 2048 levels; duplicate keys keep the first place and the last value. Returns 0, or
@@ -316,7 +321,12 @@ struct logs_out {
     double rtt_ms;
     uint64_t decreased_ms, increased_ms;
     bool limited;
-    char *labels_json;          /* loki without label_fields: the labels' JSON, made once */
+    char *labels_json; /* loki without label_fields: the labels' JSON, made once */
+    size_t labels_json_len;
+    /* loki: the seconds of the last record's time and their decimal digits (put_ts) */
+    uint64_t loki_secs;
+    char loki_secs_text[16];
+    size_t loki_secs_len;
     char *es_index, *es_action; /* elasticsearch: the last index name and its action line */
     /* The last second formatted (RFC 3339 timestamps, elasticsearch index names): its broken-down
      * time and "YYYY-MM-DDTHH:MM:SS", so that gmtime and strftime run once a second. */
@@ -404,8 +414,7 @@ struct logs {
     struct grep_rule *grep;
     size_t ngrep;
     char hostname[256];
-    struct logs_ev ev;     /* the record being processed, reused */
-    struct sc_buf scratch; /* encoders' temporary text, reused */
+    struct logs_ev ev; /* the record being processed, reused */
 
     struct logs_out **outs;
     size_t nouts;

@@ -314,24 +314,43 @@ int logs_json_quote(struct sc_buf *b, struct sc_str s, enum logs_esc style)
     return 0;
 }
 
-/* Room a field needs at most once encoded, separators included. */
-static size_t field_room(struct sc_str key, const struct logs_field *f)
+/* Room a field needs at most once encoded, separators included; <twice>: quoted again. */
+static inline __attribute__((always_inline)) size_t
+field_room(struct sc_str key, const struct logs_field *f, bool twice)
 {
+    if (twice) {
+        return key.len * 7 + 7 + (f->type == LOGS_V_STR ? f->val.len * 7 + 4 : f->val.len * 6 + 5);
+    }
     return key.len * 6 + 4 + (f->type == LOGS_V_STR ? f->val.len * 6 + 2 : f->val.len + 5);
 }
 
-static char *put_member(char *o, bool *first, struct sc_str key, const struct logs_field *f,
-                        enum logs_esc style)
+/* A string value or key: quoted, or (<twice>) quoted as it reads inside a JSON string. */
+static inline __attribute__((always_inline)) char *put_str(char *o, struct sc_str s,
+                                                           enum logs_esc style, bool twice)
+{
+    if (!twice) {
+        return o + sc_json_quote_to(o, s.p, s.len, (enum sc_json_style)style);
+    }
+    memcpy(o, "\\\"", 2);
+    o += 2 + sc_json_escape2_to(o + 2, s.p, s.len);
+    memcpy(o, "\\\"", 2);
+    return o + 2;
+}
+
+static inline __attribute__((always_inline)) char *put_member(char *o, bool *first,
+                                                              struct sc_str key,
+                                                              const struct logs_field *f,
+                                                              enum logs_esc style, bool twice)
 {
     if (!*first) {
         *o++ = ',';
     }
     *first = false;
-    o += sc_json_quote_to(o, key.p, key.len, (enum sc_json_style)style);
+    o = put_str(o, key, style, twice);
     *o++ = ':';
     switch (f->type) {
     case LOGS_V_STR:
-        return o + sc_json_quote_to(o, f->val.p, f->val.len, (enum sc_json_style)style);
+        return put_str(o, f->val, style, twice);
     case LOGS_V_TRUE:
         memcpy(o, "true", 4);
         return o + 4;
@@ -342,6 +361,10 @@ static char *put_member(char *o, bool *first, struct sc_str key, const struct lo
         memcpy(o, "null", 4);
         return o + 4;
     default:
+        /* Numbers and nested JSON as they came; quoted, a nested value's quotes are escaped. */
+        if (twice) {
+            return o + sc_json_escape_to(o, f->val.p, f->val.len, SC_JSON_JANSSON);
+        }
         memcpy(o, f->val.p, f->val.len);
         return o + f->val.len;
     }
@@ -357,22 +380,25 @@ enum logs_esc logs_ev_style(const struct logs_ev *ev)
     return LOGS_ESC_FAST;
 }
 
-int logs_ev_dump(struct sc_buf *b, const struct logs_ev *ev, enum logs_esc style,
-                 const struct logs_field *first_f, const struct logs_field *last_f)
+/* logs_ev_dump, and (<twice>, JANSSON) logs_ev_dump_quoted without its outer quotes. */
+static inline __attribute__((always_inline)) int dump(struct sc_buf *b, const struct logs_ev *ev,
+                                                      enum logs_esc style,
+                                                      const struct logs_field *first_f,
+                                                      const struct logs_field *last_f, bool twice)
 {
     const struct logs_field *own = first_f ? logs_ev_get(ev, first_f->key) : NULL;
     if (last_f && logs_ev_get(ev, last_f->key)) {
         last_f = NULL;
     }
-    size_t room = 2;
+    size_t room = 4;
     if (first_f) {
-        room += field_room(first_f->key, own ? own : first_f);
+        room += field_room(first_f->key, own ? own : first_f, twice);
     }
     if (last_f) {
-        room += field_room(last_f->key, last_f);
+        room += field_room(last_f->key, last_f, twice);
     }
     for (size_t i = 0; i < ev->n; i++) {
-        room += field_room(ev->f[i].key, &ev->f[i]);
+        room += field_room(ev->f[i].key, &ev->f[i], twice);
     }
     int rc = sc_buf_reserve(b, room);
     if (rc < 0) {
@@ -380,24 +406,41 @@ int logs_ev_dump(struct sc_buf *b, const struct logs_ev *ev, enum logs_esc style
     }
     char *o = b->p + b->len;
     bool first = true;
+    if (twice) {
+        *o++ = '"';
+    }
     *o++ = '{';
     if (first_f) {
         /* An existing field of the same name takes the first place with its own value. */
-        o = put_member(o, &first, first_f->key, own ? own : first_f, style);
+        o = put_member(o, &first, first_f->key, own ? own : first_f, style, twice);
     }
     for (size_t i = 0; i < ev->n; i++) {
         const struct logs_field *f = &ev->f[i];
         if (f->type == LOGS_V_DEL || (first_f && key_eq(f->key, first_f->key))) {
             continue;
         }
-        o = put_member(o, &first, f->key, f, style);
+        o = put_member(o, &first, f->key, f, style, twice);
     }
     if (last_f) {
-        o = put_member(o, &first, last_f->key, last_f, style);
+        o = put_member(o, &first, last_f->key, last_f, style, twice);
     }
     *o++ = '}';
+    if (twice) {
+        *o++ = '"';
+    }
     b->len = (size_t)(o - b->p);
     return 0;
+}
+
+int logs_ev_dump(struct sc_buf *b, const struct logs_ev *ev, enum logs_esc style,
+                 const struct logs_field *first_f, const struct logs_field *last_f)
+{
+    return dump(b, ev, style, first_f, last_f, false);
+}
+
+int logs_ev_dump_quoted(struct sc_buf *b, const struct logs_ev *ev)
+{
+    return dump(b, ev, LOGS_ESC_JANSSON, NULL, NULL, true);
 }
 
 /* ---- the JSON object parser ---- */

@@ -13,10 +13,10 @@
 #include <zlib.h>
 
 #include "core/alloc.h"
-#include "core/lazylib.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/prom.h"
+#include "core/snappy.h"
 #include "roles/logs/logs.h"
 
 static int gzip_into(struct sc_buf *out, const char *p, size_t n)
@@ -82,6 +82,78 @@ static uint64_t parse_ts(struct sc_str s)
     return t > INT64_MAX ? 0 : t;
 }
 
+/* Reads eight ASCII digits at <p> into <*v>; false when a byte is not a digit. Little-endian: the
+ * first digit is the word's low byte. Neighbouring digits are combined in the word itself, two
+ * into a byte, four into 16 bits, eight into 32, no lane ever reaching the next. */
+static inline bool digits8(const char *p, uint32_t *v)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t w;
+    memcpy(&w, p, 8);
+    /* A digit is 0x30..0x39: high nibble 3, and still 3 once 6 is added. */
+    if ((w & 0xF0F0F0F0F0F0F0F0ull) != 0x3030303030303030ull ||
+        ((w + 0x0606060606060606ull) & 0xF0F0F0F0F0F0F0F0ull) != 0x3030303030303030ull) {
+        return false;
+    }
+    uint64_t d = w - 0x3030303030303030ull;
+    d = (d * 10 + (d >> 8)) & 0x00FF00FF00FF00FFull;   /* byte 2i: digits 2i and 2i+1 */
+    d = (d * 100 + (d >> 16)) & 0x0000FFFF0000FFFFull; /* 16 bits at 32i: four digits */
+    *v = (uint32_t)(d * 10000 + (d >> 32));            /* low 32 bits: all eight */
+    return true;
+#else
+    (void)p;
+    (void)v;
+    return false;
+#endif
+}
+
+/* Reads one record "<labels>\t<ts>\t<line>" into <e>. <prev>: the labels of the record before,
+ * which most records repeat, so that they are compared rather than scanned for (a label set holds
+ * no tab). Returns true when <e>'s labels are <prev>'s. */
+static bool loki_rec(struct loki_ent *e, struct sc_str rec, struct sc_str prev)
+{
+    struct sc_str labels;
+    bool same = prev.len && prev.len < rec.len && rec.p[prev.len] == '\t' &&
+                memcmp(rec.p, prev.p, prev.len) == 0;
+    if (same) {
+        labels = prev; /* the same bytes: streams are then told apart by pointer */
+        rec = sc_str_n(rec.p + prev.len + 1, rec.len - prev.len - 1);
+    } else {
+        labels = sc_str_split(&rec, '\t');
+    }
+    /* The time: up to 19 digits and a tab (as encode_loki writes it), read in one pass; anything
+     * else (a damaged spool record) is split as it comes and reads as time 0. */
+    uint64_t t = 0;
+    size_t k = 0;
+    uint32_t hi, mid;
+    if (rec.len > 19 && rec.p[19] == '\t' && digits8(rec.p, &hi) && digits8(rec.p + 8, &mid) &&
+        (unsigned)(rec.p[16] - '0') <= 9 && (unsigned)(rec.p[17] - '0') <= 9 &&
+        (unsigned)(rec.p[18] - '0') <= 9) {
+        /* Nineteen digits: any time since 2001. */
+        t = (uint64_t)hi * 100000000000ull + (uint64_t)mid * 1000 +
+            (unsigned)(rec.p[16] - '0') * 100 + (unsigned)(rec.p[17] - '0') * 10 +
+            (unsigned)(rec.p[18] - '0');
+        k = 19;
+    }
+    while (k < rec.len && k < 20 && (unsigned)(rec.p[k] - '0') <= 9) {
+        t = t * 10 + (unsigned)(rec.p[k++] - '0');
+    }
+    struct sc_str ts;
+    if (k > 0 && k <= 19 && k < rec.len && rec.p[k] == '\t' && t <= INT64_MAX) {
+        ts = sc_str_n(rec.p, k);
+        rec = sc_str_n(rec.p + k + 1, rec.len - k - 1);
+    } else {
+        ts = sc_str_split(&rec, '\t');
+        t = parse_ts(ts);
+    }
+    e->labels = labels;
+    e->ts = (int64_t)t;
+    e->size = 0;
+    e->ts_text = t ? ts : SC_STR("0");
+    e->line = rec;
+    return same;
+}
+
 /* The records of <b> and of the batches merged into its request, in order, sorted by stream and
  * time (their order kept among equals). <*bytes>: the bodies' size together. */
 static struct loki_ent *loki_split(const struct logs_batch *b, size_t *n, size_t *bytes)
@@ -92,19 +164,21 @@ static struct loki_ent *loki_split(const struct logs_batch *b, size_t *n, size_t
         total += m->nitems;
         *bytes += m->body.len;
     }
-    struct loki_ent *v = sc_calloc(total + 1, sizeof(*v));
+    struct loki_ent *v = sc_reallocarray(NULL, total + 1, sizeof(*v));
     bool sorted = true;
+    struct sc_str prev = { "", 0 };
     for (const struct logs_batch *m = b; m; m = m->merged) {
         size_t start = 0;
         for (size_t i = 0; i < m->nitems; i++) {
-            struct sc_str rec = sc_str_n(m->body.p + start, m->items[i] - start - 1);
+            struct loki_ent *e = &v[k];
+            bool same = loki_rec(e, sc_str_n(m->body.p + start, m->items[i] - start - 1), prev);
             start = m->items[i];
-            struct sc_str labels = sc_str_split(&rec, '\t');
-            struct sc_str ts = sc_str_split(&rec, '\t');
-            uint64_t t = parse_ts(ts);
-            v[k] = (struct loki_ent){ labels, (int64_t)t, 0, t ? ts : SC_STR("0"), rec, k };
-            k++;
-            sorted = sorted && (k == 1 || loki_cmp(&v[k - 2], &v[k - 1]) < 0);
+            e->idx = k++;
+            if (k > 1 && sorted) {
+                /* Equal labels (the common case) compare by time alone: idx only grows. */
+                sorted = same ? e[-1].ts <= e->ts : loki_cmp(e - 1, e) < 0;
+            }
+            prev = e->labels;
         }
     }
     /* Records mostly come in time order with one set of labels: sort only when they do not. */
@@ -115,13 +189,21 @@ static struct loki_ent *loki_split(const struct logs_batch *b, size_t *n, size_t
     return v;
 }
 
+/* Whether two records belong to one stream; records that repeat their predecessor's labels share
+ * its view (loki_rec), so most are told by pointer. */
+static inline bool same_stream(const struct loki_ent *a, const struct loki_ent *b)
+{
+    return (a->labels.p == b->labels.p && a->labels.len == b->labels.len) ||
+           sc_str_eq(a->labels, b->labels);
+}
+
 static int loki_json(const struct logs_batch *b, struct sc_buf *out)
 {
     size_t n, bytes;
     struct loki_ent *v = loki_split(b, &n, &bytes);
     int rc = sc_buf_append_cstr(out, "{\"streams\":[");
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        bool first = i == 0 || !sc_str_eq(v[i].labels, v[i - 1].labels);
+        bool first = i == 0 || !same_stream(&v[i], &v[i - 1]);
         if (first) {
             rc = sc_buf_appendf(out, "%s{\"stream\":%.*s,\"values\":[", i ? "]}," : "",
                                 SC_STR_FMT(v[i].labels));
@@ -148,12 +230,8 @@ static int loki_json(const struct logs_batch *b, struct sc_buf *out)
 
 static size_t varint_len(uint64_t v)
 {
-    size_t n = 1;
-    while (v > 0x7f) {
-        v >>= 7;
-        n++;
-    }
-    return n;
+    /* 7 bits a byte: (bits needed + 6) / 7, at least one byte. */
+    return (size_t)(64 - __builtin_clzll(v | 1) + 6) / 7;
 }
 
 static char *put_varint(char *p, uint64_t v)
@@ -247,7 +325,7 @@ static int loki_protobuf(const struct logs_batch *b, struct sc_buf *out)
         size_t j = i, sz;
         labels[nstreams] = labels_prom(v[i].labels);
         sz = len_field(strlen(labels[nstreams]));
-        for (; j < n && sc_str_eq(v[j].labels, v[i].labels); j++) {
+        for (; j < n && same_stream(&v[j], &v[i]); j++) {
             v[j].size = entry_size(&v[j]);
             sz += len_field(v[j].size);
         }
@@ -255,14 +333,18 @@ static int loki_protobuf(const struct logs_batch *b, struct sc_buf *out)
         total += len_field(sz);
         i = j;
     }
-    char *pb = sc_malloc(total + 1), *p = pb;
+    /* 16 bytes of slack: a cached seconds field is stored as one 16-byte copy. */
+    char *pb = sc_malloc(total + 16), *p = pb;
+    uint64_t last_secs = 0;
+    char secs_field[16];
+    size_t secs_len = 0;
     for (size_t i = 0, s = 0; i < n; s++) {
         size_t ll = strlen(labels[s]);
         p = put_len(p, 1, ssize[s]);
         p = put_len(p, 1, ll);
         memcpy(p, labels[s], ll);
         p += ll;
-        for (size_t j = i; i < n && sc_str_eq(v[i].labels, v[j].labels); i++) {
+        for (size_t j = i; i < n && same_stream(&v[i], &v[j]); i++) {
             uint64_t secs = (uint64_t)(v[i].ts / 1000000000);
             uint64_t nanos = (uint64_t)(v[i].ts % 1000000000);
             p = put_len(p, 2, v[i].size);
@@ -270,7 +352,14 @@ static int loki_protobuf(const struct logs_batch *b, struct sc_buf *out)
              * key and one-byte length (it is below 128). */
             p = put_len(p, 1, v[i].size - len_field(v[i].line.len) - 2);
             if (secs) {
-                p = put_varint(put_varint(p, 1 << 3), secs);
+                /* Entries of one second share their seconds field: encoded once. */
+                if (secs != last_secs || !secs_len) {
+                    secs_len =
+                        (size_t)(put_varint(put_varint(secs_field, 1 << 3), secs) - secs_field);
+                    last_secs = secs;
+                }
+                memcpy(p, secs_field, sizeof(secs_field));
+                p += secs_len;
             }
             if (nanos) {
                 p = put_varint(put_varint(p, 2 << 3), nanos);
@@ -287,11 +376,10 @@ static int loki_protobuf(const struct logs_batch *b, struct sc_buf *out)
     sc_free(ssize);
     sc_free(text);
     sc_free(v);
-    size_t max = sc_lazylib_snappy_max_compressed_length(total);
-    int rc = sc_buf_reserve(out, max);
+    int rc = sc_buf_reserve(out, sc_snappy_bound(total));
     if (rc == 0) {
-        size_t olen = max;
-        rc = sc_lazylib_snappy_compress(pb, total, out->p + out->len, &olen);
+        size_t olen = 0;
+        rc = sc_snappy_compress(pb, total, out->p + out->len, &olen);
         out->len += olen;
     }
     sc_free(pb);

@@ -26,7 +26,6 @@
 #include "core/alloc.h"
 #include "core/file.h"
 #include "core/error.h"
-#include "core/lazylib.h"
 #include "core/log.h"
 #include "roles/logs/logs.h"
 
@@ -223,6 +222,17 @@ static char *put_u32(char *out, uint32_t v)
     return out + sizeof(tmp) - n;
 }
 
+/* Writes <lo> (below 10^9) as nine decimal digits, zeros first, to <out>; returns the end. */
+static char *put_nanos(char *out, uint32_t lo)
+{
+    for (int i = 7; i >= 1; i -= 2) {
+        memcpy(out + i, digit_pairs + (lo % 100) * 2, 2);
+        lo /= 100;
+    }
+    out[0] = (char)('0' + lo);
+    return out + 9;
+}
+
 /* Writes <v> in decimal to <out> (room for 20 digits); returns the end. A nanosecond time is
  * written as its seconds and nine digits of nanoseconds, each in 32-bit arithmetic. */
 static char *put_u64(char *out, uint64_t v)
@@ -231,14 +241,8 @@ static char *put_u64(char *out, uint64_t v)
         return put_u32(out, (uint32_t)v);
     }
     uint64_t hi = v / 1000000000;
-    uint32_t lo = (uint32_t)(v % 1000000000);
     out = hi < 1000000000 ? put_u32(out, (uint32_t)hi) : put_u64(out, hi);
-    for (int i = 7; i >= 1; i -= 2) {
-        memcpy(out + i, digit_pairs + (lo % 100) * 2, 2);
-        lo /= 100;
-    }
-    out[0] = (char)('0' + lo);
-    return out + 9;
+    return put_nanos(out, (uint32_t)(v % 1000000000));
 }
 
 /* <ns> as RFC 3339 UTC with nanoseconds into <out> (room for 40 bytes), NUL-terminated. The date
@@ -286,16 +290,34 @@ static int dump_json(struct sc_buf *b, json_t *v)
     return 0;
 }
 
-/* Appends "\t<ts_ns>\t" (Loki entries are never before 1970: a negative time is written as 0). */
-static int append_ts(struct sc_buf *b, int64_t ns)
+/* Writes "\t<ts_ns>\t" to <p> (room for 32 bytes); returns the end (Loki entries are never before
+ * 1970: a negative time is written as 0). Records of one second share their leading digits,
+ * written once a second and stored as 16 bytes (the cache's size) from then on. */
+static char *put_ts(struct logs_out *o, char *p, int64_t ns)
 {
-    int rc = sc_buf_reserve(b, 24);
+    uint64_t v = ns < 0 ? 0 : (uint64_t)ns;
+    *p++ = '\t';
+    if (v < 1000000000) {
+        p = put_u64(p, v);
+    } else {
+        uint64_t secs = v / 1000000000;
+        if (secs != o->loki_secs || !o->loki_secs_len) {
+            o->loki_secs = secs;
+            o->loki_secs_len = (size_t)(put_u64(o->loki_secs_text, secs) - o->loki_secs_text);
+        }
+        memcpy(p, o->loki_secs_text, sizeof(o->loki_secs_text));
+        p = put_nanos(p + o->loki_secs_len, (uint32_t)(v - secs * 1000000000));
+    }
+    *p++ = '\t';
+    return p;
+}
+
+/* Appends "\t<ts_ns>\t" (put_ts). */
+static int append_ts(struct logs_out *o, struct sc_buf *b, int64_t ns)
+{
+    int rc = sc_buf_reserve(b, 32);
     if (rc == 0) {
-        char *p = b->p + b->len;
-        *p++ = '\t';
-        p = put_u64(p, ns < 0 ? 0 : (uint64_t)ns);
-        *p++ = '\t';
-        b->len = (size_t)(p - b->p);
+        b->len = (size_t)(put_ts(o, b->p + b->len, ns) - b->p);
     }
     return rc;
 }
@@ -309,14 +331,15 @@ static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_r
     const struct logs_cfg *c = o->lg->cfg;
     int rc;
     if (o->cfg->label_fields.n == 0 && o->labels_json) {
-        /* The same labels for every record: their JSON is made once. */
-        rc = sc_buf_append_cstr(b, o->labels_json);
-        if (rc == 0) {
-            rc = append_ts(b, r->ts_ns);
-        }
+        /* The same labels for every record: their JSON is made once, and the record's head
+         * written in one go. */
+        size_t ll = o->labels_json_len;
+        rc = sc_buf_reserve(b, ll + 32);
         if (rc < 0) {
             return rc;
         }
+        memcpy(b->p + b->len, o->labels_json, ll);
+        b->len = (size_t)(put_ts(o, b->p + b->len + ll, r->ts_ns) - b->p);
         goto line;
     }
     json_t *labels = json_object();
@@ -339,9 +362,10 @@ static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_r
         json_dumpb(labels, b->p + b->len, need, JSON_COMPACT | JSON_SORT_KEYS);
         if (o->cfg->label_fields.n == 0) {
             o->labels_json = sc_strndup(b->p + b->len, need);
+            o->labels_json_len = need;
         }
         b->len += need;
-        rc = append_ts(b, r->ts_ns);
+        rc = append_ts(o, b, r->ts_ns);
     }
     json_decref(labels);
     if (rc < 0) {
@@ -349,8 +373,8 @@ static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_r
     }
 line:;
     /* The line: the original text when the record is just a message, else the record's JSON. */
-    const struct logs_field *msg = logs_ev_get(r->ev, SC_STR("message"));
-    bool plain = r->ev->live == 1 && msg && msg->type == LOGS_V_STR;
+    const struct logs_field *msg = r->ev->live == 1 ? logs_ev_get(r->ev, SC_STR("message")) : NULL;
+    bool plain = msg && msg->type == LOGS_V_STR;
     if (o->cfg->loki_encoding == LOGS_LOKI_PROTOBUF) {
         rc = sc_buf_append(b, LOKI_RAW, 1);
         if (rc == 0) {
@@ -360,12 +384,7 @@ line:;
     } else if (plain) {
         rc = logs_json_quote(b, msg->val, LOGS_ESC_JANSSON);
     } else {
-        struct sc_buf *tmp = &o->lg->scratch;
-        sc_buf_reset(tmp);
-        rc = logs_ev_dump(tmp, r->ev, LOGS_ESC_JANSSON, NULL, NULL);
-        if (rc == 0) {
-            rc = logs_json_quote(b, sc_buf_str(tmp), LOGS_ESC_JANSSON);
-        }
+        rc = logs_ev_dump_quoted(b, r->ev);
     }
     if (rc == 0) {
         rc = sc_buf_append(b, "\n", 1);
@@ -874,13 +893,6 @@ int logs_out_new(struct logs *lg, const struct logs_output_cfg *cfg, struct logs
         o->fd = 1;
     } else if (!cfg->url) {
         *err = sc_asprintf("output %s: needs a url", o->name);
-        goto fail;
-    } else if (cfg->type == LOGS_O_LOKI && cfg->loki_encoding == LOGS_LOKI_PROTOBUF &&
-               sc_lazylib_snappy_max_compressed_length(1) == 0) {
-        /* Refused now rather than every batch dropped later. */
-        *err = sc_asprintf("output %s: loki_encoding protobuf needs libsnappy.so.1, which cannot "
-                           "be loaded (install libsnappy1v5, or set loki_encoding: json)",
-                           o->name);
         goto fail;
     }
     if (cfg->spool && logs_spool_open(o, err) < 0) {

@@ -10,10 +10,10 @@
 #include <string.h>
 
 #include "core/alloc.h"
-#include "core/lazylib.h"
 #include "core/template.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/snappy.h"
 #include "roles/metrics/metrics.h"
 
 /* ---- Pushgateway ---- */
@@ -618,11 +618,9 @@ static void on_rw_snapshot(void *arg, struct metrics_snapshot *snap)
         rw_check_done(w);
         return;
     }
-    size_t max = sc_lazylib_snappy_max_compressed_length(w->enc.len);
     struct batch *b = SC_NEW(struct batch);
-    b->data = sc_malloc(max);
-    b->len = max;
-    if (sc_lazylib_snappy_compress(w->enc.p, w->enc.len, b->data, &b->len) != 0) {
+    b->data = sc_malloc(sc_snappy_bound(w->enc.len));
+    if (sc_snappy_compress(w->enc.p, w->enc.len, b->data, &b->len) != 0) {
         batch_free(b);
         sc_metrics_counter_inc(w->m_dropped);
         rw_check_done(w);
