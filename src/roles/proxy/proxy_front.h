@@ -187,8 +187,9 @@ int proxy_istio_policy(struct proxy_front *f, struct sc_ynode *c, const struct s
  * SC_ECONFIG. */
 int proxy_istio_source_applies(struct proxy_front *f, const struct sc_ynode *vs,
                                const struct sc_ynode *mn, const char *path);
-/* Refuses VirtualService <vs> when its spec.gateways lack mesh and no match names mesh among
- * gateways of its own (it is for gateways only). Returns 0 or SC_ECONFIG. */
+/* Whether VirtualService <vs> is for gateways only: its spec.gateways lack mesh and no match
+ * names mesh among gateways of its own. Returns 1 (noted; a sidecar leaves it out, as Istio does),
+ * 0 (it applies) or SC_ECONFIG. */
 int proxy_istio_gateways(struct proxy_front *f, const struct sc_ynode *vs, const char *path);
 /* Whether the workload carries every label of mapping <labels> (workload.labels of the proxy
  * document over the downward API labels file). */

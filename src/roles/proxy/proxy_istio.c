@@ -1245,8 +1245,12 @@ int proxy_istio_finish(struct proxy_front *f)
         if (proxy_front_keys(f, spec, path, vs_keys, vs_noted) < 0) {
             break;
         }
-        if (proxy_istio_gateways(f, vs, path) < 0) {
+        int gateways_only = proxy_istio_gateways(f, vs, path);
+        if (gateways_only < 0) {
             goto out;
+        }
+        if (gateways_only) {
+            continue;
         }
         size_t nforms;
         bool none;

@@ -166,7 +166,9 @@ int proxy_istio_gateways(struct proxy_front *f, const struct sc_ynode *vs, const
             }
         }
     }
-    return proxy_front_refuse(f, gw, path,
-                              "gateways do not include mesh: this VirtualService is for gateways, "
-                              "and gateways are not supported (the proxy is a sidecar)");
+    /* Istio applies it to gateways only; a sidecar's configuration leaves it out. */
+    proxy_front_note(f, gw, path,
+                     "left out: its gateways do not include mesh (this VirtualService is for "
+                     "gateways; the proxy is a sidecar)");
+    return 1;
 }
