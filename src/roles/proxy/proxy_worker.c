@@ -120,6 +120,20 @@ void proxy_hbuf_get(struct proxy_worker *w, struct sc_buf *b)
     b->len = 0;
 }
 
+void proxy_hbuf_get_size(struct proxy_worker *w, struct sc_buf *b, size_t size)
+{
+    if (b->p) {
+        return;
+    }
+    if (size >= HBUF) {
+        proxy_hbuf_get(w, b);
+        return;
+    }
+    b->p = sc_malloc(size);
+    b->cap = size;
+    b->len = 0;
+}
+
 void proxy_hbuf_put(struct proxy_worker *w, struct sc_buf *b)
 {
     if (!b->p) {
@@ -322,6 +336,7 @@ void proxy_worker_cleanup(struct proxy_worker *w)
     w->nfree_dc = w->nfree_uc = 0;
     pool_drain(&w->bufs);
     pool_drain(&w->hbufs);
+    proxy_h2_worker_free(w);
     proxy_tcp_cleanup(w);
     sc_free(w->listeners);
     w->listeners = NULL;
