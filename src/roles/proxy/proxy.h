@@ -545,6 +545,7 @@ struct proxy_worker {
      * while a block is split across reads). */
     struct proxy_h2_out *h2out;
     struct proxy_h2_head *h2hd;
+    struct proxy_h2_mem *h2mem; /* nghttp2's allocator for the worker's sessions (proxy_h2_mem.c) */
 };
 
 struct proxy {

@@ -1370,7 +1370,7 @@ void proxy_h2_start(struct proxy_dconn *dc)
                                                (uint64_t)c->cfg.stream_reset_rate);
     nghttp2_option_set_max_outbound_ack(opt, 1000);
     nghttp2_option_set_max_settings(opt, 32);
-    int rc = nghttp2_session_server_new2(&c->s, cbs, c, opt);
+    int rc = nghttp2_session_server_new3(&c->s, cbs, c, opt, proxy_h2_mem(w));
     nghttp2_session_callbacks_del(cbs);
     nghttp2_option_del(opt);
     if (rc != 0) {

@@ -671,9 +671,7 @@ static bool never_index(struct sc_str n)
     case 13:
         return LIT(n, "authorization");
     case 17:
-        return LIT(n, "x-b3-parentspanid");
-    case 18:
-        return LIT(n, "x-client-trace-id");
+        return LIT(n, "x-b3-parentspanid") || LIT(n, "x-client-trace-id");
     case 19:
         return LIT(n, "proxy-authorization");
     default:

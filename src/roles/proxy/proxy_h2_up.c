@@ -1258,7 +1258,7 @@ static int session_new(struct proxy_h2_conn *hc)
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_max_send_header_block_length(opt, 65536 + 8192);
     nghttp2_option_set_peer_max_concurrent_streams(opt, hc->cfg->max_streams);
-    int rc = nghttp2_session_client_new2(&hc->s, cb, hc, opt);
+    int rc = nghttp2_session_client_new3(&hc->s, cb, hc, opt, proxy_h2_mem(hc->w));
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     if (rc != 0) {

@@ -23,6 +23,7 @@
 #include "net/tcp.h"
 #include "net/transport.h"
 #include "roles/proxy/proxy_conn.h"
+#include "roles/proxy/proxy_h2.h"
 #include "roles/proxy/proxy_route_policy.h"
 
 /* ---- small utilities ---- */
@@ -337,6 +338,7 @@ void proxy_worker_cleanup(struct proxy_worker *w)
     pool_drain(&w->bufs);
     pool_drain(&w->hbufs);
     proxy_h2_worker_free(w);
+    proxy_h2_mem_free(w);
     proxy_tcp_cleanup(w);
     sc_free(w->listeners);
     w->listeners = NULL;
