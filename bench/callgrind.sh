@@ -39,10 +39,20 @@
 #   plain_cookie plain, with the oidc mode's Cookie header (what carrying it costs alone)
 #   oidc         an OpenID Connect login (docs/oidc.md) with a valid session cookie on every
 #                request: one AES-GCM open, identity headers added, the cookie removed upstream
+#   h2           HTTP/2 (issue 16): h2load -c 50 -m 10 (500 streams in flight) over h2c to the
+#                proxy, HTTP/1.1 upstream (bench/h2.sh's sidecar target); CG_H2_REQS requests
+#                after CG_H2_WARMUP, each run on fresh connections (their setup is in the
+#                window: 50 connections for 20,000 requests)
+#   h2_h2up      the same with an HTTP/2 upstream (cluster `protocol: http2`) to the nginx
+#                upstream's h2c twin (bench/h2.sh's sidecar_h2up)
+#   grpc         unary gRPC calls (h2load POSTs a framed request, content-type application/grpc,
+#                te: trailers) through `protocol: http2` to nghttpd answering a framed reply and
+#                a grpc-status trailer (bench/h2.sh's grpc_sidecar)
 #
 # Usage: bench/callgrind.sh SIDECAR OUT_DIR [MODE...]   (SIDECAR: binary or build dir; release
 # build; default modes: plain, log, policy, policy_nohc). Writes OUT_DIR/callgrind.md (a table) and prints it.
-# Environment: CG_CONNS [50], CG_PER [100], CG_WARMUP [20] (requests per connection).
+# Environment: CG_CONNS [50], CG_PER [100], CG_WARMUP [20] (requests per connection);
+# CG_H2_REQS [20000], CG_H2_WARMUP [5000] (requests of the h2 modes, h2load -c 50 -m 10).
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -60,6 +70,8 @@ MODES=("$@")
 CONNS=${CG_CONNS:-50}
 PER=${CG_PER:-100}
 WARMUP=${CG_WARMUP:-20}
+H2_REQS=${CG_H2_REQS:-20000}
+H2_WARMUP=${CG_H2_WARMUP:-5000}
 command -v valgrind >/dev/null || die "valgrind is not installed (scripts/deps.sh bench)"
 TMP=$(mktemp -d /tmp/sidecar-callgrind.XXXXXX)
 chmod 755 "$TMP"
@@ -80,6 +92,41 @@ drain() {
         sleep 0.1
     done
     die "$2: spans were not all exported before the dump (sampled $s, exported $e)"
+}
+
+# wait_grpc PORT PID LOG: waits up to 20 s until a unary call through the proxy is answered.
+wait_grpc() {
+    for _ in $(seq 200); do
+        kill -0 "$2" 2>/dev/null || return 1
+        curl -s --http2-prior-knowledge --max-time 2 \
+            "http://127.0.0.1:$1/helloworld.Greeter/SayHello" 2>/dev/null | grep -aq Hello &&
+            return 0
+        sleep 0.1
+    done
+    tail -n 5 "$3" >&2 || true
+    return 1
+}
+
+# load MODE PORT PER H2_N: the requests of one step: CONNS x PER keep-alive HTTP/1.1 requests
+# (fixed_requests.py, with FR_HEADER=$hdr) or, in the h2 modes, H2_N through h2load -c 50 -m 10,
+# which must all succeed.
+load() {
+    local out
+    case $1 in
+    h2 | h2_h2up | grpc)
+        local -a url=("http://127.0.0.1:$2/")
+        if [ "$1" = grpc ]; then
+            url=(-d "$GRPC_DIR/request.bin" -H "content-type: application/grpc" -H "te: trailers"
+                "http://127.0.0.1:$2/helloworld.Greeter/SayHello")
+        fi
+        out=$(h2load -n "$4" -c 50 -m 10 "${url[@]}" 2>&1) || return 1
+        grep -q "^requests: $4 total, $4 started, $4 done, $4 succeeded" <<<"$out" || {
+            log "$1: $(grep '^requests:' <<<"$out")"
+            return 1
+        }
+        ;;
+    *) FR_HEADER=$hdr python3 "$BENCH_DIR/fixed_requests.py" "$2" "$CONNS" "$3" >/dev/null ;;
+    esac
 }
 
 # measure MODE: one proxy under callgrind; prints the instructions per request of the window.
@@ -218,28 +265,49 @@ open(sys.argv[2], "w").write(base64.urlsafe_b64encode(box).rstrip(b"=").decode()
 PY
         hdr="Cookie: _sidecar_oidc=$(cat "$dir/cookie")"
         ;;
-    *) die "unknown mode $mode (plain, log, policy, policy_nohc, envoy, authzN, jwt, plain_token, trace_0, trace_1, trace_100, trace_100_gzip, plain_cookie, oidc)" ;;
+    h2 | h2_h2up | grpc)
+        local ep=127.0.0.1:$UP_PORT proto=http1
+        case $mode in
+        h2_h2up) ep=127.0.0.1:$H2_PORT proto=http2 ;;
+        grpc) ep=127.0.0.1:$GRPC_PORT proto=http2 ;;
+        esac
+        cat >"$dir/h2.yaml" <<EOF
+listeners:
+  - name: listen
+    address: 127.0.0.1:$port
+    routes: [{ cluster: app }]
+clusters:
+  - name: app
+    endpoints: [$ep]
+    max_idle: 1024
+    protocol: $proto
+EOF
+        args+=(-c "$dir/h2.yaml")
+        ;;
+    *) die "unknown mode $mode (h2, h2_h2up, grpc, plain, log, policy, policy_nohc, envoy, authzN, jwt, plain_token, trace_0, trace_1, trace_100, trace_100_gzip, plain_cookie, oidc)" ;;
     esac
     # Names uncompressed: each dump file then names its own functions (callgrind_annotate).
     spawn "$dir/out.log" 0-"$(($(nproc) - 1))" valgrind --tool=callgrind --compress-strings=no \
         --callgrind-out-file="$dir/cg.out.%p" "$SIDECAR" "${args[@]}"
     pid=$SPAWNED_PID
-    if [ -n "$hdr" ]; then
+    if [ "$mode" = grpc ]; then
+        wait_grpc "$port" "$pid" "$dir/out.log" || die "$mode: the proxy did not start"
+    elif [ -n "$hdr" ]; then
         wait_url "$pid" "$dir/out.log" "http://127.0.0.1:$port/" -H "$hdr" ||
             die "$mode: the proxy did not start"
     else
         wait_http "$port" "$pid" "$dir/out.log" || die "$mode: the proxy did not start"
     fi
-    FR_HEADER=$hdr python3 "$BENCH_DIR/fixed_requests.py" "$port" "$CONNS" "$WARMUP" >/dev/null ||
-        die "$mode: the warm-up failed"
+    local n=$((CONNS * PER))
+    case $mode in h2 | h2_h2up | grpc) n=$H2_REQS ;; esac
+    load "$mode" "$port" "$WARMUP" "$H2_WARMUP" || die "$mode: the warm-up failed"
     # Tracing: the warm-up's spans are exported before the window opens, and the window's own
     # before it closes, so the window holds exactly the encoding and export of its requests.
     case $mode in trace_*) drain "$admin" "$mode" ;; esac
     callgrind_control -z "$pid" >/dev/null 2>&1
     touch "$dir/zeroed"
     sleep 1 # the dump's time stamp must follow the mark's
-    FR_HEADER=$hdr python3 "$BENCH_DIR/fixed_requests.py" "$port" "$CONNS" "$PER" >/dev/null ||
-        die "$mode: the measured requests failed"
+    load "$mode" "$port" "$PER" "$H2_REQS" || die "$mode: the measured requests failed"
     # The window's spans: waited for without polling the admin port (its /metrics would be
     # counted), one batch interval and a second; checked right after the dump.
     case $mode in trace_*) sleep 6 ;; esac
@@ -250,7 +318,7 @@ PY
     ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$f")
     stop_proc "$pid"
     cp "$f" "$OUT/callgrind.$mode.out"
-    echo $((ir / (CONNS * PER)))
+    echo $((ir / n))
 }
 
 up=$TMP/upstream
@@ -258,8 +326,29 @@ mkdir -p "$up/tmp"
 UP_PORT=$(free_port)
 sed -e "s#@DIR@#$up#g" -e "s#@PORT@#$UP_PORT#g" "$BENCH_DIR/peers/nginx-upstream.conf" \
     >"$up/nginx-upstream.conf"
+# The h2_h2up mode's upstream: the same server block over h2c on a second port (as bench/h2.sh).
+H2_PORT=$(free_port)
+sed -i "s|^    server {|    server {\n        listen 127.0.0.1:$H2_PORT http2;|" "$up/nginx-upstream.conf"
 spawn "$up/out.log" 0 nginx -e "$up/error.log" -p "$up/" -c "$up/nginx-upstream.conf"
 wait_http "$UP_PORT" "$SPAWNED_PID" "$up/out.log" || die "the upstream nginx did not start"
+
+# The grpc mode's upstream: nghttpd answering /helloworld.Greeter/SayHello with a framed
+# HelloReply and the grpc-status trailer (as bench/h2.sh); request.bin is a framed HelloRequest.
+GRPC_DIR=$TMP/grpc
+GRPC_PORT=$(free_port)
+case " ${MODES[*]} " in
+*" h2 "* | *" h2_h2up "* | *" grpc "*)
+    command -v h2load >/dev/null || die "h2load missing (Debian nghttp2-client; scripts/deps.sh)"
+    ;;
+esac
+if [[ " ${MODES[*]} " == *" grpc "* ]]; then
+    command -v nghttpd >/dev/null || die "nghttpd missing (Debian nghttp2-server; scripts/deps.sh)"
+    mkdir -p "$GRPC_DIR/www/helloworld.Greeter"
+    printf '\x00\x00\x00\x00\x0d\x0a\x0bHello world' >"$GRPC_DIR/www/helloworld.Greeter/SayHello"
+    printf '\x00\x00\x00\x00\x07\x0a\x05world' >"$GRPC_DIR/request.bin"
+    spawn "$GRPC_DIR/out.log" 0 nghttpd --no-tls -d "$GRPC_DIR/www" --trailer 'grpc-status: 0' \
+        "$GRPC_PORT"
+fi
 
 SINK_PORT=$(free_port)
 if [[ " ${MODES[*]} " == *" trace_"* ]]; then
@@ -269,7 +358,10 @@ fi
 
 declare -A per
 for m in "${MODES[@]}"; do
-    log "callgrind: $m, $((CONNS * PER)) requests"
+    case $m in
+    h2 | h2_h2up | grpc) log "callgrind: $m, $H2_REQS requests (h2load -c 50 -m 10)" ;;
+    *) log "callgrind: $m, $((CONNS * PER)) requests" ;;
+    esac
     per[$m]=$(measure "$m")
 done
 
@@ -291,6 +383,9 @@ declare -A what=(
     [trace_100_gzip]="tracing on, 100% sampled, OTLP/HTTP protobuf gzip-compressed"
     [plain_cookie]="plain data path, the same session Cookie header on every request, no login"
     [oidc]="OpenID Connect login, a valid session cookie on every request"
+    [h2]="HTTP/2 downstream (h2c, h2load -c 50 -m 10, $H2_REQS requests), HTTP/1.1 upstream"
+    [h2_h2up]="HTTP/2 downstream, HTTP/2 upstream (h2c)"
+    [grpc]="gRPC unary over HTTP/2 both sides (nghttpd upstream)"
 )
 {
     echo "\`sidecar proxy\` ($("$SIDECAR" --version 2>&1 | head -n 1)), one worker, nginx upstream;"

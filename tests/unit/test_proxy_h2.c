@@ -533,6 +533,96 @@ static void test_grpc_local(void **state)
     sc_free(ex);
 }
 
+/* Values new on every request are never indexed (they would only churn the peer's table), nor
+ * are credentials; everything else may be. */
+static void test_never_indexed(void **state)
+{
+    (void)state;
+    struct proxy_h2_out *o = SC_NEW(struct proxy_h2_out);
+    struct proxy_hsink s = proxy_h2_out_sink(o, SC_STR("http"), 0);
+    assert_int_equal(s.ops->request(&s, SC_STR("GET"), SC_STR("/")), 0);
+    static const char *const never[] = { "X-Request-Id", "traceparent",       "x-b3-traceid",
+                                         "x-b3-spanid",  "x-b3-parentspanid", "b3",
+                                         "grpc-timeout", "x-client-trace-id", "proxy-authorization",
+                                         "authorization" };
+    static const char *const kept[] = { "tracestate", "x-request",  "content-type",
+                                        "b4",         "user-agent", "date" };
+    for (size_t i = 0; i < SC_ARRAY_LEN(never); i++) {
+        assert_int_equal(s.ops->header(&s, sc_str_c(never[i]), SC_STR("v")), 0);
+    }
+    for (size_t i = 0; i < SC_ARRAY_LEN(kept); i++) {
+        assert_int_equal(s.ops->header(&s, sc_str_c(kept[i]), SC_STR("v")), 0);
+    }
+    assert_int_equal(s.ops->end(&s), 0);
+    nghttp2_nv nv[32];
+    int n = proxy_h2_out_nv(o, nv, SC_ARRAY_LEN(nv));
+    assert_int_equal(n, 3 + (int)SC_ARRAY_LEN(never) + (int)SC_ARRAY_LEN(kept));
+    for (int i = 3; i < n; i++) {
+        bool no = i < 3 + (int)SC_ARRAY_LEN(never);
+        assert_int_equal(nv[i].flags, no ? NGHTTP2_NV_FLAG_NO_INDEX : NGHTTP2_NV_FLAG_NONE);
+    }
+    proxy_h2_out_free(o);
+    sc_free(o);
+}
+
+/* The worker's nghttp2 allocator: blocks of every size hold what was written, small ones are
+ * recycled by size class, realloc keeps the contents across classes and to large blocks, and
+ * the kept blocks are freed with the allocator. */
+static void test_mem(void **state)
+{
+    (void)state;
+    struct proxy_worker *w = SC_NEW(struct proxy_worker);
+    nghttp2_mem *m = proxy_h2_mem(w);
+    assert_ptr_equal(proxy_h2_mem(w), m);
+    void *ud = m->mem_user_data;
+    char *p[64];
+    for (size_t i = 0; i < SC_ARRAY_LEN(p); i++) {
+        size_t size = 1 + i * 37; /* 1 .. 2332 bytes: every class and large blocks */
+        p[i] = m->malloc(size, ud);
+        assert_non_null(p[i]);
+        assert_int_equal((uintptr_t)p[i] % 16, 0);
+        memset(p[i], (int)i, size);
+    }
+    for (size_t i = 0; i < SC_ARRAY_LEN(p); i++) {
+        size_t size = 1 + i * 37;
+        for (size_t k = 0; k < size; k++) {
+            assert_int_equal((unsigned char)p[i][k], (unsigned char)i);
+        }
+        m->free(p[i], ud);
+    }
+    /* A freed small block comes back for the same class. */
+    char *a = m->malloc(100, ud);
+    m->free(a, ud);
+    char *b = m->malloc(90, ud);
+    if (a != b) {
+        /* Sanitized builds keep nothing: every block is malloc's. */
+        m->free(b, ud);
+        b = m->malloc(100, ud);
+    }
+    memcpy(b, "0123456789", 10);
+    /* Growing within its class keeps the block; past it, and to a large block, the contents. */
+    char *c = m->realloc(b, 20, ud);
+    assert_memory_equal(c, "0123456789", 10);
+    c = m->realloc(c, 500, ud);
+    assert_memory_equal(c, "0123456789", 10);
+    c = m->realloc(c, 5000, ud);
+    assert_memory_equal(c, "0123456789", 10);
+    c = m->realloc(c, 9000, ud);
+    assert_memory_equal(c, "0123456789", 10);
+    m->free(c, ud);
+    char *z = m->calloc(3, 50, ud);
+    for (size_t k = 0; k < 150; k++) {
+        assert_int_equal(z[k], 0);
+    }
+    m->free(z, ud);
+    m->free(m->realloc(NULL, 10, ud), ud);
+    m->free(NULL, ud);
+    proxy_h2_mem_free(w);
+    assert_null(w->h2mem);
+    proxy_h2_mem_free(w);
+    sc_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -540,7 +630,8 @@ int main(void)
         cmocka_unit_test(test_bounds),   cmocka_unit_test(test_response),
         cmocka_unit_test(test_sink_ops), cmocka_unit_test(test_sink_rules),
         cmocka_unit_test(test_grpc),     cmocka_unit_test(test_grpc_local),
-        cmocka_unit_test(test_trailers),
+        cmocka_unit_test(test_trailers), cmocka_unit_test(test_never_indexed),
+        cmocka_unit_test(test_mem),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

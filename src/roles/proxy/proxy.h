@@ -539,6 +539,13 @@ struct proxy_worker {
     int tcp_pipes[64][2]; /* empty pipes for splice, lent while bytes are in flight */
     size_t ntcp_pipes;
     struct proxy_span_cache spans; /* span blocks for the next sampled requests (proxy_trace.c) */
+    /* Downstream HTTP/2 scratch (proxy_h2.c), made on first use: the fields of a head being
+     * sent (filled and submitted within one call, so one serves every connection), and a spare
+     * header block for the next connection that receives one (a connection keeps its own only
+     * while a block is split across reads). */
+    struct proxy_h2_out *h2out;
+    struct proxy_h2_head *h2hd;
+    struct proxy_h2_mem *h2mem; /* nghttp2's allocator for the worker's sessions (proxy_h2_mem.c) */
 };
 
 struct proxy {

@@ -407,7 +407,14 @@ void proxy_exchange_route(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         proxy_local_reply(&dc->ex, 413, "request body larger than max_request_body", F_DPE);
         return;
     }
-    proxy_hbuf_get(w, &r->head);
+    if (r->down_h2) {
+        /* HTTP/2 clients keep many requests in flight, each holding its upstream head until
+         * the answer (a retry resends it): a buffer of the room the rebuilt head reserves,
+         * instead of a pool block. */
+        proxy_hbuf_get_size(w, &r->head, proxy_head_room(m));
+    } else {
+        proxy_hbuf_get(w, &r->head);
+    }
     if (r->body != B_NONE && r->retriable) {
         proxy_hbuf_get(w, &r->copy);
     }

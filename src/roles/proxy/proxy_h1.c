@@ -939,7 +939,7 @@ void proxy_dconn_recycle(struct proxy_dconn *dc)
     proxy_hbuf_put(w, &dc->out);
     proxy_hbuf_put(w, &dc->ex.head);
     proxy_hbuf_put(w, &dc->ex.copy);
-    if (w->nfree_dc < MAX_FREE && !w->closed_all) {
+    if (w->nfree_dc < MAX_FREE_DC && !w->closed_all) {
         sc_list_append(&w->free_dc, &dc->node);
         w->nfree_dc++;
     } else {

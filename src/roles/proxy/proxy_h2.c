@@ -212,22 +212,59 @@ struct proxy_h2c {
     int32_t hd_sid;             /* the stream of the header block being received */
     int hd_rc;
     const char *hd_why;
-    /* The header block being received (one at a time per connection) and a head being sent,
-     * allocated on first use and given back while the connection is idle. */
+    /* The header block being received (one at a time per connection): the worker's spare,
+     * taken when a block begins and given back once no block is open after a read. */
     struct proxy_h2_head *hd;
-    struct proxy_h2_out *out;
 };
 
 static void h2_flush(struct proxy_h2c *c);
 static void h2_flush_soon(struct proxy_h2c *c);
 static void h2c_arm(struct proxy_h2c *c);
 
+/* The worker's scratch for a head being sent. */
 static struct proxy_h2_out *out_of(struct proxy_h2c *c)
 {
-    if (!c->out) {
-        c->out = SC_NEW(struct proxy_h2_out);
+    struct proxy_worker *w = c->dc->w;
+    if (!w->h2out) {
+        w->h2out = SC_NEW(struct proxy_h2_out);
     }
-    return c->out;
+    return w->h2out;
+}
+
+/* Gives <c>'s header block back to the worker (kept as its spare, unless it has one or the block
+ * grew past a typical head). */
+static void hd_put(struct proxy_h2c *c)
+{
+    struct proxy_worker *w = c->dc->w;
+    struct proxy_h2_head *hd = c->hd;
+    if (!hd) {
+        return;
+    }
+    c->hd = NULL;
+    c->hd_open = false;
+    if (hd->store.cap > 16384) {
+        proxy_h2_head_free(hd);
+    }
+    if (!w->h2hd && !w->closed_all) {
+        w->h2hd = hd;
+        return;
+    }
+    proxy_h2_head_free(hd);
+    sc_free(hd);
+}
+
+void proxy_h2_worker_free(struct proxy_worker *w)
+{
+    if (w->h2out) {
+        proxy_h2_out_free(w->h2out);
+        sc_free(w->h2out);
+        w->h2out = NULL;
+    }
+    if (w->h2hd) {
+        proxy_h2_head_free(w->h2hd);
+        sc_free(w->h2hd);
+        w->h2hd = NULL;
+    }
 }
 
 static struct proxy_h2s *xs(struct sc_xport *x)
@@ -323,16 +360,6 @@ static void h2_flush(struct proxy_h2c *c)
         /* Idle: the connection keeps its session and structs, not its buffers. */
         sc_buf_cleanup(&c->wbuf);
         sc_buf_init(&c->wbuf, H2C_WBUF_MAX);
-        if (c->out) {
-            proxy_h2_out_free(c->out);
-            sc_free(c->out);
-            c->out = NULL;
-        }
-        if (c->hd && !c->hd_open) {
-            proxy_h2_head_free(c->hd);
-            sc_free(c->hd);
-            c->hd = NULL;
-        }
     }
     bool idle_out = !c->wpending && !nghttp2_session_want_write(c->s);
     if (c->dead || (idle_out && !nghttp2_session_want_read(c->s)) ||
@@ -732,7 +759,7 @@ static bool send_trailers(struct proxy_h2s *s)
     if (proxy_h2_trailers_from_h1(t, &sk) < 0) {
         return false;
     }
-    int n = proxy_h2_out_nv(c->out, nv, SC_ARRAY_LEN(nv));
+    int n = proxy_h2_out_nv(out_of(c), nv, SC_ARRAY_LEN(nv));
     if (n <= 0) {
         return false;
     }
@@ -791,7 +818,7 @@ static int submit_head(struct proxy_h2s *s, bool body)
 {
     struct proxy_h2c *c = s->c;
     nghttp2_nv nv[PROXY_H2_MAX_FIELDS + 8];
-    int n = proxy_h2_out_nv(c->out, nv, SC_ARRAY_LEN(nv));
+    int n = proxy_h2_out_nv(out_of(c), nv, SC_ARRAY_LEN(nv));
     if (n < 0) {
         return SC_ETOOBIG;
     }
@@ -868,7 +895,7 @@ int proxy_h2_interim(struct proxy_dconn *dc, const struct sc_http_msg *m)
         rc |= sk.ops->end(&sk);
     }
     nghttp2_nv nv[PROXY_H2_MAX_FIELDS + 8];
-    int n = rc < 0 ? -1 : proxy_h2_out_nv(c->out, nv, SC_ARRAY_LEN(nv));
+    int n = rc < 0 ? -1 : proxy_h2_out_nv(out_of(c), nv, SC_ARRAY_LEN(nv));
     if (n < 0 ||
         nghttp2_submit_headers(c->s, NGHTTP2_FLAG_NONE, s->id, NULL, nv, (size_t)n, NULL) < 0) {
         return SC_ETOOBIG;
@@ -970,7 +997,9 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *f, vo
     }
     int kind = f->headers.cat == NGHTTP2_HCAT_REQUEST ? PROXY_H2_REQUEST : PROXY_H2_TRAILERS;
     if (!c->hd) {
-        c->hd = SC_NEW(struct proxy_h2_head);
+        struct proxy_worker *w = c->dc->w;
+        c->hd = w->h2hd ? w->h2hd : SC_NEW(struct proxy_h2_head);
+        w->h2hd = NULL;
     }
     proxy_h2_head_init(c->hd, kind, c->cfg.max_header_list_size);
     c->hd_open = true;
@@ -1228,6 +1257,9 @@ static void h2c_input(struct proxy_h2c *c)
     c->busy = true;
     ssize_t rv = nghttp2_session_mem_recv(c->s, (const uint8_t *)dc->in.p + dc->in.start, n);
     c->busy = false;
+    if (!c->hd_open) {
+        hd_put(c);
+    }
     dc->in.start = dc->in.end = 0;
     proxy_rbuf_put(dc->w, &dc->in);
     if (rv < 0) {
@@ -1338,7 +1370,7 @@ void proxy_h2_start(struct proxy_dconn *dc)
                                                (uint64_t)c->cfg.stream_reset_rate);
     nghttp2_option_set_max_outbound_ack(opt, 1000);
     nghttp2_option_set_max_settings(opt, 32);
-    int rc = nghttp2_session_server_new2(&c->s, cbs, c, opt);
+    int rc = nghttp2_session_server_new3(&c->s, cbs, c, opt, proxy_h2_mem(w));
     nghttp2_session_callbacks_del(cbs);
     nghttp2_option_del(opt);
     if (rc != 0) {
@@ -1401,14 +1433,7 @@ void proxy_h2_conn_freed(struct proxy_dconn *dc)
 {
     struct proxy_h2c *c = dc->h2;
     nghttp2_session_del(c->s);
-    if (c->hd) {
-        proxy_h2_head_free(c->hd);
-        sc_free(c->hd);
-    }
-    if (c->out) {
-        proxy_h2_out_free(c->out);
-        sc_free(c->out);
-    }
+    hd_put(c);
     sc_buf_cleanup(&c->wbuf);
     sc_free(c);
     dc->h2 = NULL;

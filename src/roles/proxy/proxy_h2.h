@@ -204,4 +204,17 @@ void proxy_h2_up_free(struct proxy_uconn *uc);
 /* Closes <pool>'s idle HTTP/2 connections; busy ones finish their streams (GOAWAY) and close. */
 void proxy_h2_up_close_pool(struct proxy_pool *pool);
 
+/* ---- nghttp2's allocator on a worker (proxy_h2_mem.c) ---- */
+
+struct proxy_worker;
+
+/* The allocator the worker's HTTP/2 sessions are created with (made on first use): small blocks
+ * are recycled on the worker's bounded free lists. Only the worker's thread may use it, and every
+ * session made with it must be deleted before proxy_h2_mem_free. Returns a pointer that stays
+ * valid until then. */
+nghttp2_mem *proxy_h2_mem(struct proxy_worker *w);
+
+/* Frees the worker's allocator and the blocks it keeps. */
+void proxy_h2_mem_free(struct proxy_worker *w);
+
 #endif

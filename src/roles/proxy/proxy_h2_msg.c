@@ -40,16 +40,23 @@ static bool caseeq(struct sc_str a, struct sc_str b)
 }
 
 /* RFC 9110 section 5.6.2 token characters, lowercase letters only (RFC 9113 section 8.2.1). */
+static const bool lower_tchar[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
+    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1,  ['~'] = 1, ['0'] = 1,
+    ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1,  ['7'] = 1, ['8'] = 1,
+    ['9'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1,  ['f'] = 1, ['g'] = 1,
+    ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1,  ['n'] = 1, ['o'] = 1,
+    ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1,  ['v'] = 1, ['w'] = 1,
+    ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
 static bool lower_token(struct sc_str s)
 {
-    static const char extra[] = "!#$%&'*+-.^_`|~";
     if (s.len == 0) {
         return false;
     }
     for (size_t i = 0; i < s.len; i++) {
-        char c = s.p[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              (c != '\0' && strchr(extra, c) != NULL))) {
+        if (!lower_tchar[(unsigned char)s.p[i]]) {
             return false;
         }
     }
@@ -496,16 +503,28 @@ static int out_disposition(struct proxy_h2_out *o, struct sc_str name, struct sc
     if (name.len == 0 || name.p[0] == ':') {
         return 0; /* pseudo-header fields come from the sink's own ops only */
     }
-    if (caseeq(name, SC_STR("connection")) || caseeq(name, SC_STR("keep-alive")) ||
-        caseeq(name, SC_STR("proxy-connection")) || caseeq(name, SC_STR("transfer-encoding")) ||
-        caseeq(name, SC_STR("upgrade"))) {
-        return 0;
-    }
-    if (caseeq(name, SC_STR("te"))) {
-        return sc_http1_has_token(value, SC_STR("trailers")) ? 1 : 0;
-    }
-    if (o->scheme.p && caseeq(name, SC_STR("host"))) {
-        return o->authority < 0 ? 2 : 0;
+    /* By length first: most fields are none of these. */
+    switch (name.len) {
+    case 2:
+        if (caseeq(name, SC_STR("te"))) {
+            return sc_http1_has_token(value, SC_STR("trailers")) ? 1 : 0;
+        }
+        break;
+    case 4:
+        if (o->scheme.p && caseeq(name, SC_STR("host"))) {
+            return o->authority < 0 ? 2 : 0;
+        }
+        break;
+    case 7:
+        return caseeq(name, SC_STR("upgrade")) ? 0 : 1;
+    case 10:
+        return caseeq(name, SC_STR("connection")) || caseeq(name, SC_STR("keep-alive")) ? 0 : 1;
+    case 16:
+        return caseeq(name, SC_STR("proxy-connection")) ? 0 : 1;
+    case 17:
+        return caseeq(name, SC_STR("transfer-encoding")) ? 0 : 1;
+    default:
+        break;
     }
     return 1;
 }
@@ -541,7 +560,8 @@ static int out_header(struct proxy_hsink *s, struct sc_str name, struct sc_str v
     struct proxy_h2_out *o = s->ctx;
     switch (out_disposition(o, name, value)) {
     case 1:
-        return out_add(o, name, caseeq(name, SC_STR("te")) ? SC_STR("trailers") : value);
+        return out_add(o, name,
+                       name.len == 2 && caseeq(name, SC_STR("te")) ? SC_STR("trailers") : value);
     case 2:
         o->authority = (int)o->n;
         return out_add(o, SC_STR(":authority"), value);
@@ -635,6 +655,30 @@ void proxy_h2_out_free(struct proxy_h2_out *o)
     memset(&o->store, 0, sizeof(o->store));
 }
 
+/* Fields HPACK must not add to the peer's dynamic table: credentials (RFC 7541 section 7.1.3),
+ * and values that are new on every request (the request id, trace and span ids, a deadline
+ * rewritten to the time left), which would only evict useful entries, and cost both encoders a
+ * table insertion and an eviction per field. */
+static bool never_index(struct sc_str n)
+{
+    switch (n.len) {
+    case 2:
+        return LIT(n, "b3");
+    case 11:
+        return LIT(n, "traceparent") || LIT(n, "x-b3-spanid");
+    case 12:
+        return LIT(n, "x-request-id") || LIT(n, "x-b3-traceid") || LIT(n, "grpc-timeout");
+    case 13:
+        return LIT(n, "authorization");
+    case 17:
+        return LIT(n, "x-b3-parentspanid") || LIT(n, "x-client-trace-id");
+    case 19:
+        return LIT(n, "proxy-authorization");
+    default:
+        return false;
+    }
+}
+
 int proxy_h2_out_nv(const struct proxy_h2_out *o, nghttp2_nv *nv, size_t cap)
 {
     if (o->n > cap) {
@@ -654,9 +698,7 @@ int proxy_h2_out_nv(const struct proxy_h2_out *o, nghttp2_nv *nv, size_t cap)
                 .value = (uint8_t *)o->store.p + f->value,
                 .namelen = f->name_len,
                 .valuelen = f->value_len,
-                .flags = LIT(n, "authorization") || LIT(n, "proxy-authorization")
-                             ? NGHTTP2_NV_FLAG_NO_INDEX
-                             : NGHTTP2_NV_FLAG_NONE,
+                .flags = never_index(n) ? NGHTTP2_NV_FLAG_NO_INDEX : NGHTTP2_NV_FLAG_NONE,
             };
         }
     }

@@ -687,7 +687,7 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
 static int head_to_h1(struct proxy_h2_stream *st, const struct sc_http_msg *m, bool end_stream)
 {
     struct sc_buf *b = &st->rx;
-    int e = sc_buf_appendf(b, "HTTP/1.1 %d %s\r\n", m->status, sc_http1_reason(m->status));
+    int e = sc_http1_write_status_line(b, 1, m->status);
     bool has_cl = false;
     bool gw = st->gw && proxy_grpc_web_resp_begin(st->gw, m);
     for (size_t i = 0; i < m->nheaders; i++) {
@@ -807,7 +807,7 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
         e = proxy_grpc_web_resp_data(st->gw, data, len, &st->rx);
     } else {
         if (st->chunked) {
-            e |= sc_buf_appendf(&st->rx, "%zx\r\n", len);
+            e |= sc_http1_write_chunk_size(&st->rx, len);
         }
         e |= sc_buf_append(&st->rx, data, len);
         if (st->chunked) {
@@ -1258,7 +1258,7 @@ static int session_new(struct proxy_h2_conn *hc)
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_max_send_header_block_length(opt, 65536 + 8192);
     nghttp2_option_set_peer_max_concurrent_streams(opt, hc->cfg->max_streams);
-    int rc = nghttp2_session_client_new2(&hc->s, cb, hc, opt);
+    int rc = nghttp2_session_client_new3(&hc->s, cb, hc, opt, proxy_h2_mem(hc->w));
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     if (rc != 0) {

@@ -123,7 +123,7 @@ static inline __attribute__((always_inline)) int put_header(struct sc_buf *b, st
 
 /* Reserves room for a head rebuilt from <m> plus what the proxy adds, so that the appends that
  * follow are plain copies. A hint only: when it cannot be had, the appends find the limit. */
-static void reserve_for(struct sc_buf *b, const struct sc_http_msg *m)
+size_t proxy_head_room(const struct sc_http_msg *m)
 {
     size_t n = 512;
     if (m->nheaders) {
@@ -133,7 +133,12 @@ static void reserve_for(struct sc_buf *b, const struct sc_http_msg *m)
             n += (size_t)(last->value.p + last->value.len - first);
         }
     }
-    (void)sc_buf_reserve(b, n);
+    return n;
+}
+
+static void reserve_for(struct sc_buf *b, const struct sc_http_msg *m)
+{
+    (void)sc_buf_reserve(b, proxy_head_room(m));
 }
 
 /* The values of a message's Connection headers, gathered once so that checking each header

@@ -23,6 +23,7 @@
 #include "net/tcp.h"
 #include "net/transport.h"
 #include "roles/proxy/proxy_conn.h"
+#include "roles/proxy/proxy_h2.h"
 #include "roles/proxy/proxy_route_policy.h"
 
 /* ---- small utilities ---- */
@@ -117,6 +118,20 @@ void proxy_hbuf_get(struct proxy_worker *w, struct sc_buf *b)
     }
     b->p = pool_take(&w->hbufs, HBUF);
     b->cap = HBUF;
+    b->len = 0;
+}
+
+void proxy_hbuf_get_size(struct proxy_worker *w, struct sc_buf *b, size_t size)
+{
+    if (b->p) {
+        return;
+    }
+    if (size >= HBUF) {
+        proxy_hbuf_get(w, b);
+        return;
+    }
+    b->p = sc_malloc(size);
+    b->cap = size;
     b->len = 0;
 }
 
@@ -322,6 +337,8 @@ void proxy_worker_cleanup(struct proxy_worker *w)
     w->nfree_dc = w->nfree_uc = 0;
     pool_drain(&w->bufs);
     pool_drain(&w->hbufs);
+    proxy_h2_worker_free(w);
+    proxy_h2_mem_free(w);
     proxy_tcp_cleanup(w);
     sc_free(w->listeners);
     w->listeners = NULL;
