@@ -543,13 +543,17 @@ void proxy_h1_on_accept(uv_stream_t *server, int status);
 
 /* Takes over a client socket <fd> of listener <lidx> whose first <n> bytes <p> (an HTTP/1
  * request line, told by proxy_tcp.c's detection) were read already: they are parsed as if read
- * here. Closes <fd> on failure. */
-void proxy_h1_adopt(struct proxy_worker *w, size_t lidx, uv_os_sock_t fd, const char *p, size_t n);
+ * here. <peer> and <peer_ip> (borrowed) are the client's address as the relay read it (NULL: read
+ * from the socket). Closes <fd> on failure. */
+void proxy_h1_adopt(struct proxy_worker *w, size_t lidx, uv_os_sock_t fd,
+                    const struct sockaddr_storage *peer, const char *peer_ip, const char *p,
+                    size_t n);
 /* The same for a connection whose TLS a TCP listener terminated (mesh mTLS): the chain <top> over
  * <bottom> (allocated with sc_malloc, freed by the HTTP/1 connection once closed) becomes the
  * connection's transport, with the <n> decrypted bytes at <p> read so far. */
 void proxy_h1_adopt_tls(struct proxy_worker *w, size_t lidx, struct sc_tcp_xport *bottom,
-                        struct sc_xport *top, const char *p, size_t n);
+                        struct sc_xport *top, const struct sockaddr_storage *peer,
+                        const char *peer_ip, const char *p, size_t n);
 
 /* The upstream transport's callbacks (net/transport.h), owner a struct proxy_uconn. */
 void proxy_h1_ualloc(void *owner, uv_buf_t *buf);

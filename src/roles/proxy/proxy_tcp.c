@@ -1100,8 +1100,8 @@ static void to_http1(struct proxy_tcp *t)
         t->dtx = NULL;
         t->dx = NULL;
         t->handles--; /* the chain's close is the HTTP/1 connection's now */
-        proxy_h1_adopt_tls(t->w, t->lidx, bottom, top, t->up.p ? t->up.p + t->up.start : NULL,
-                           t->up.end - t->up.start);
+        proxy_h1_adopt_tls(t->w, t->lidx, bottom, top, &t->peer, t->peer_ip,
+                           t->up.p ? t->up.p + t->up.start : NULL, t->up.end - t->up.start);
         t->up.start = t->up.end = 0;
         tcp_close(t);
         return;
@@ -1117,7 +1117,7 @@ static void to_http1(struct proxy_tcp *t)
         return;
     }
     (void)uv_read_stop((uv_stream_t *)&t->d);
-    proxy_h1_adopt(t->w, t->lidx, nfd, t->up.p ? t->up.p + t->up.start : NULL,
+    proxy_h1_adopt(t->w, t->lidx, nfd, &t->peer, t->peer_ip, t->up.p ? t->up.p + t->up.start : NULL,
                    t->up.end - t->up.start);
     t->up.start = t->up.end = 0;
     tcp_close(t); /* closes this descriptor; the socket lives on in the HTTP/1 connection */
@@ -1413,7 +1413,7 @@ void proxy_tcp_on_accept(uv_stream_t *server, int status)
             ntohs(local.ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)&local)->sin6_port
                                               : ((const struct sockaddr_in *)&local)->sin_port);
     }
-    sc_tcp_tune(&t->d);
+    /* TCP_NODELAY comes from the listener (sc_tcp_listen). */
     const struct proxy_listener_icpt *ic = &t->lsn->icpt;
     const struct proxy_listener_tls *lt = &t->lsn->tls;
     int mode = !lt->src      ? PROXY_MTLS_DISABLE
