@@ -381,8 +381,10 @@ bool proxy_original_dst(struct proxy_dconn *dc);
 uint16_t proxy_dest_port(struct proxy_dconn *dc);
 
 /* The original destination of accepted socket <fd> into <*out>, when iptables redirected it
- * (SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST); false when it was not redirected. */
-bool proxy_sock_original_dst(int fd, struct sockaddr_storage *out);
+ * (SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST); false when it was not redirected. The socket's own
+ * address, read on the way, goes to <*local> (family AF_UNSPEC when it cannot be read), so a
+ * caller that needs it as well reads it once. */
+bool proxy_sock_original_dst(int fd, struct sockaddr_storage *out, struct sockaddr_storage *local);
 
 /* One address of endpoint <ep> (round robin over a DNS endpoint's addresses) into <*out>.
  * Returns 0, or -ENOENT when it has none (yet). */

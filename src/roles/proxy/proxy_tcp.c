@@ -1400,15 +1400,15 @@ void proxy_tcp_on_accept(uv_stream_t *server, int status)
     sc_tcp_peer_ip(&t->d, &t->peer, t->peer_ip, sizeof(t->peer_ip));
     uv_os_fd_t fd;
     struct sockaddr_storage local;
-    int llen = sizeof(local);
+    local.ss_family = AF_UNSPEC;
     if (uv_fileno((uv_handle_t *)&t->d, &fd) == 0) {
-        t->has_orig = proxy_sock_original_dst(fd, &t->orig);
+        t->has_orig = proxy_sock_original_dst(fd, &t->orig, &local);
     }
     if (t->has_orig) {
         t->port =
             ntohs(t->orig.ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)&t->orig)->sin6_port
                                                 : ((const struct sockaddr_in *)&t->orig)->sin_port);
-    } else if (uv_tcp_getsockname(&t->d, (struct sockaddr *)&local, &llen) == 0) {
+    } else if (local.ss_family == AF_INET || local.ss_family == AF_INET6) {
         t->port =
             ntohs(local.ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)&local)->sin6_port
                                               : ((const struct sockaddr_in *)&local)->sin_port);
