@@ -49,9 +49,10 @@ fi
 bench_begin pair_syscalls
 REPORT=$OUT/pair_syscalls.md
 
-sh "$BENCH_DIR/../tests/certs.sh" "$TMP/pki" >"$TMP/certs.log" 2>&1 ||
+PKI=$TMP/pki # pair_configs reads it
+sh "$BENCH_DIR/../tests/certs.sh" "$PKI" >"$TMP/certs.log" 2>&1 ||
     die "tests/certs.sh failed: $(tail -n 3 "$TMP/certs.log")"
-chmod -R a+rX "$TMP/pki"
+chmod -R a+rX "$PKI"
 
 mkdir -p "$TMP/upstream/tmp"
 UP_PORT=$(free_port)
@@ -61,33 +62,14 @@ spawn "$TMP/upstream/out.log" "$CPU_LOAD" nginx -e "$TMP/upstream/error.log" -p 
     -c "$TMP/upstream/nginx.conf"
 wait_http "$UP_PORT" "$SPAWNED_PID" "$TMP/upstream/out.log" || die "the upstream did not start"
 
-# start_pair DIR MODE: the two sidecars (as bench/tls.sh's pair_configs); sets PORT, OUT_PID,
-# IN_PID.
+# start_pair DIR MODE: the two proxies of MODE (the sidecars' configs are bench/tls.sh's, from
+# lib.sh's pair_configs); sets PORT, OUT_PID, IN_PID, OUT_SERVE, IN_SERVE, OUT_TREE, IN_TREE.
 start_pair() {
-    local dir=$1 mode=$2 in_port in_extra="" out_tls="" id_in="" id_out="" pki=$TMP/pki
+    local dir=$1 mode=$2 in_port
     mkdir -p "$dir"
-    in_port=$(free_port)
     PORT=$(free_port)
-    if [ "$mode" = mtls ]; then
-        in_extra=', "mtls": "strict"'
-        out_tls=', "tls": {"mode": "mesh"}'
-        id_in="\"identity\": {\"cert\": \"$pki/server.pem\", \"key\": \"$pki/server.key\","
-        id_in+=" \"ca\": \"$pki/ca.pem\"},"
-        id_out="\"identity\": {\"cert\": \"$pki/client.pem\", \"key\": \"$pki/client.key\","
-        id_out+=" \"ca\": \"$pki/ca.pem\"},"
-    fi
-    cat >"$dir/in.yaml" <<EOF
-{"access_log": "off", "workers": 1, $id_in
- "listeners": [{"name": "inbound", "address": "127.0.0.1:$in_port"$in_extra,
-                "routes": [{"name": "r", "cluster": "app"}]}],
- "clusters": [{"name": "app", "endpoints": ["127.0.0.1:$UP_PORT"]}]}
-EOF
-    cat >"$dir/out.yaml" <<EOF
-{"access_log": "off", "workers": 1, $id_out
- "listeners": [{"name": "outbound", "address": "127.0.0.1:$PORT", "direction": "outbound",
-                "routes": [{"name": "r", "cluster": "peer"}]}],
- "clusters": [{"name": "peer", "endpoints": ["127.0.0.1:$in_port"]$out_tls}]}
-EOF
+    pair_configs "$dir" "$PORT" "$([ "$mode" = mtls ] && echo 1 || echo 0)"
+    in_port=$PAIR_IN_PORT
     case $mode in
     relay)
         spawn "$dir/in.log" "$CPU_PAIR" "$RELAY" "$in_port" "$UP_PORT"

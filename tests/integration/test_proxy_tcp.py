@@ -143,14 +143,19 @@ def test_opaque_port_skips_detection(sidecar_run):
     assert line["detection"] == "port" and line["protocol"] == "tcp"
 
 
-def test_http_detected_goes_to_routes(sidecar_run):
-    up = FakeUpstream(echo_handler)
+def auto_to_routes(sidecar_run, up):
+    """A proxy with one auto listener whose HTTP goes to routes for <up>: (sidecar, port)."""
     port = free_port()
     listener = {"name": "auto", "address": f"127.0.0.1:{port}", "protocol": "auto",
                 "routes": [{"name": "web", "cluster": "web"}], "tcp_cluster": "web"}
     cfg = proxy_config([listener], [{"name": "web", "endpoints": [f"127.0.0.1:{up.port}"]}],
                        access_log="stdout")
-    sc = sidecar_run("proxy", config=cfg)
+    return sidecar_run("proxy", config=cfg), port
+
+
+def test_http_detected_goes_to_routes(sidecar_run):
+    up = FakeUpstream(echo_handler)
+    sc, port = auto_to_routes(sidecar_run, up)
     # Pipelined requests in the first segment: detection reads them all and hands them over.
     s = socket.create_connection(("127.0.0.1", port))
     s.settimeout(5)
@@ -176,22 +181,12 @@ def test_http_detected_keeps_the_client_address(sidecar_run):
     # The relay reads the client's address once and hands it over with the connection: the HTTP
     # path's X-Forwarded-For and access log carry the real peer (a source other than 127.0.0.1).
     up = FakeUpstream(echo_handler)
-    port = free_port()
-    listener = {"name": "auto", "address": f"127.0.0.1:{port}", "protocol": "auto",
-                "routes": [{"name": "web", "cluster": "web"}], "tcp_cluster": "web"}
-    cfg = proxy_config([listener], [{"name": "web", "endpoints": [f"127.0.0.1:{up.port}"]}],
-                       access_log="stdout")
-    sc = sidecar_run("proxy", config=cfg)
+    sc, port = auto_to_routes(sidecar_run, up)
     s = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.7", 0))
     s.settimeout(5)
     s.sendall(b"GET /who HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-    data = b""
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        data += b
-    assert data.startswith(b"HTTP/1.1 200")
+    assert recv_until(s, b"\r\n\r\n").startswith(b"HTTP/1.1 200")
+    s.close()
     (req,) = up.requests
     assert req.header("x-forwarded-for") == "127.0.0.7"
     (line,) = access_lines(sc)
