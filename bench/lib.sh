@@ -282,6 +282,38 @@ run_wrk() {
     done
 }
 
+# pair_configs DIR PORT MTLS: the configs of bench/tls.sh's two-sidecar chain, DIR/in.yaml and
+# DIR/out.yaml. "in" listens on a free port (set in PAIR_IN_PORT) in front of the upstream
+# (UP_PORT); "out" listens on PORT (where wrk sends the app's plaintext requests) and forwards to
+# "in". With MTLS=1: "in" is `mtls: strict` with the server identity, "out" a `tls: {mode: mesh}`
+# cluster with the client identity (SPIFFE IDs in cluster.local, one trust bundle, from
+# tests/certs.sh's files in PKI).
+pair_configs() {
+    local dir=$1 port=$2 mtls=$3 in_port in_extra="" out_tls="" id_in="" id_out=""
+    in_port=$(free_port)
+    PAIR_IN_PORT=$in_port
+    if [ "$mtls" = 1 ]; then
+        in_extra=', "mtls": "strict"'
+        out_tls=', "tls": {"mode": "mesh"}'
+        id_in=$(printf '"identity": {"cert": "%s", "key": "%s", "ca": "%s"},' \
+            "$PKI/server.pem" "$PKI/server.key" "$PKI/ca.pem")
+        id_out=$(printf '"identity": {"cert": "%s", "key": "%s", "ca": "%s"},' \
+            "$PKI/client.pem" "$PKI/client.key" "$PKI/ca.pem")
+    fi
+    cat >"$dir/in.yaml" <<EOF
+{"access_log": "off", "workers": 1, $id_in
+ "listeners": [{"name": "inbound", "address": "127.0.0.1:$in_port"$in_extra,
+                "routes": [{"name": "r", "cluster": "app"}]}],
+ "clusters": [{"name": "app", "endpoints": ["127.0.0.1:$UP_PORT"]}]}
+EOF
+    cat >"$dir/out.yaml" <<EOF
+{"access_log": "off", "workers": 1, $id_out
+ "listeners": [{"name": "outbound", "address": "127.0.0.1:$port", "direction": "outbound",
+                "routes": [{"name": "r", "cluster": "peer"}]}],
+ "clusters": [{"name": "peer", "endpoints": ["127.0.0.1:$in_port"]$out_tls}]}
+EOF
+}
+
 # logs_input N PATH: writes the logs benchmarks' input, N JSON lines of about 200 bytes (a
 # realistic mix of levels, paths, statuses and durations), each with "request handled <i>" once.
 logs_input() {

@@ -130,35 +130,6 @@ start_sidecar() {
     spawn "$1/out.log" "$CPU_PROXY" "$SIDECAR" "${args[@]}"
 }
 
-# pair_configs DIR PORT MTLS: the two sidecars' configs. "in" listens on a free port in front of
-# the upstream; "out" listens on PORT (where wrk sends the app's plaintext requests) and forwards
-# to "in". With MTLS=1: "in" is `mtls: strict` with the server identity, "out" a `tls: {mode:
-# mesh}` cluster with the client identity (SPIFFE IDs in cluster.local, one trust bundle).
-pair_configs() {
-    local dir=$1 port=$2 mtls=$3 in_port in_extra="" out_tls="" id_in="" id_out=""
-    in_port=$(free_port)
-    if [ "$mtls" = 1 ]; then
-        in_extra=', "mtls": "strict"'
-        out_tls=', "tls": {"mode": "mesh"}'
-        id_in=$(printf '"identity": {"cert": "%s", "key": "%s", "ca": "%s"},' \
-            "$PKI/server.pem" "$PKI/server.key" "$PKI/ca.pem")
-        id_out=$(printf '"identity": {"cert": "%s", "key": "%s", "ca": "%s"},' \
-            "$PKI/client.pem" "$PKI/client.key" "$PKI/ca.pem")
-    fi
-    cat >"$dir/in.yaml" <<EOF
-{"access_log": "off", "workers": 1, $id_in
- "listeners": [{"name": "inbound", "address": "127.0.0.1:$in_port"$in_extra,
-                "routes": [{"name": "r", "cluster": "app"}]}],
- "clusters": [{"name": "app", "endpoints": ["127.0.0.1:$UP_PORT"]}]}
-EOF
-    cat >"$dir/out.yaml" <<EOF
-{"access_log": "off", "workers": 1, $id_out
- "listeners": [{"name": "outbound", "address": "127.0.0.1:$port", "direction": "outbound",
-                "routes": [{"name": "r", "cluster": "peer"}]}],
- "clusters": [{"name": "peer", "endpoints": ["127.0.0.1:$in_port"]$out_tls}]}
-EOF
-}
-
 # start_pair DIR PORT MTLS: both sidecars of a pair, "in" first.
 start_pair() {
     local in_pid

@@ -461,7 +461,7 @@ static void on_connection(uv_stream_t *server, int status)
         conn_close(c);
         return;
     }
-    sc_tcp_tune(&c->tcp.tcp);
+    /* TCP_NODELAY comes from the listener (sc_tcp_listen). */
     if (s->cbs->wrap) {
         struct sc_xport *top = s->cbs->wrap(s->arg, &c->tcp.base);
         if (!top) {

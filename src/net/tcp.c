@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// TCP listeners and socket tuning on libuv (see tcp.h). The socket of a reuseport listener is
-// created by uv_tcp_init_ex so the option can be set between socket(2) and bind(2).
+// TCP listeners and socket tuning on libuv (see tcp.h). The socket of a listener is created by
+// uv_tcp_init_ex so options can be set between socket(2) and bind(2): SO_REUSEPORT, and
+// TCP_NODELAY, which every accepted socket inherits from its listener.
 #include "net/tcp.h"
 #include "net/transport.h"
 
@@ -35,6 +36,10 @@ int sc_tcp_listen(uv_loop_t *loop, uv_tcp_t *h, const struct sockaddr *addr, int
             return rc;
         }
     }
+    /* Set once here instead of on every accepted socket: Linux copies the listening socket's
+     * TCP options, TCP_NODELAY included, into each connection it accepts (one setsockopt per
+     * connection saved). */
+    sc_tcp_tune(h);
     rc = uv_tcp_bind(h, addr, 0);
     if (rc == 0) {
         rc = uv_listen((uv_stream_t *)h, backlog, cb);

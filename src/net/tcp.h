@@ -13,14 +13,16 @@
 
 /* Initialises <h> on <loop> and binds and listens on <addr> with <backlog>. With <reuseport>,
  * SO_REUSEPORT is set before bind so several handles (one per worker loop) may listen on the same
- * address. <cb> is libuv's connection callback. Returns 0, or a negative libuv error with a new
- * message in <*err>; <h> is initialised either way, so the caller closes it (with uv_close) on
- * both paths. */
+ * address. TCP_NODELAY is set on the listener, and the sockets accepted from it inherit it: they
+ * need no sc_tcp_tune. <cb> is libuv's connection callback. Returns 0, or a negative libuv error
+ * with a new message in <*err>; <h> is initialised either way, so the caller closes it (with
+ * uv_close) on both paths. */
 int sc_tcp_listen(uv_loop_t *loop, uv_tcp_t *h, const struct sockaddr *addr, int backlog,
                   bool reuseport, uv_connection_cb cb, char **err);
 
-/* Sets TCP_NODELAY on a connected or accepted <h> (request/response traffic is latency bound and
- * every write is a whole message or a large slice). Errors are ignored: the socket still works. */
+/* Sets TCP_NODELAY on <h> (request/response traffic is latency bound and every write is a whole
+ * message or a large slice): on a connected socket, or a listener whose accepted sockets inherit
+ * it. Errors are ignored: the socket still works. */
 void sc_tcp_tune(uv_tcp_t *h);
 
 /* Writes the local ("ip:port") address of <h> into <out> (at least 64 bytes). Returns 0 or a

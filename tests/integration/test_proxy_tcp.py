@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import free_port, http_get, wait_until
-from proxy_util import FakeUpstream, echo_handler, metric, proxy_config, vm_hwm_kib
+from proxy_util import FakeUpstream, access_lines, echo_handler, metric, proxy_config, vm_hwm_kib
 from tls_util import make_leaf, pki  # noqa: F401 (fixture)
 
 
@@ -143,14 +143,19 @@ def test_opaque_port_skips_detection(sidecar_run):
     assert line["detection"] == "port" and line["protocol"] == "tcp"
 
 
-def test_http_detected_goes_to_routes(sidecar_run):
-    up = FakeUpstream(echo_handler)
+def auto_to_routes(sidecar_run, up):
+    """A proxy with one auto listener whose HTTP goes to routes for <up>: (sidecar, port)."""
     port = free_port()
     listener = {"name": "auto", "address": f"127.0.0.1:{port}", "protocol": "auto",
                 "routes": [{"name": "web", "cluster": "web"}], "tcp_cluster": "web"}
     cfg = proxy_config([listener], [{"name": "web", "endpoints": [f"127.0.0.1:{up.port}"]}],
                        access_log="stdout")
-    sc = sidecar_run("proxy", config=cfg)
+    return sidecar_run("proxy", config=cfg), port
+
+
+def test_http_detected_goes_to_routes(sidecar_run):
+    up = FakeUpstream(echo_handler)
+    sc, port = auto_to_routes(sidecar_run, up)
     # Pipelined requests in the first segment: detection reads them all and hands them over.
     s = socket.create_connection(("127.0.0.1", port))
     s.settimeout(5)
@@ -169,6 +174,23 @@ def test_http_detected_goes_to_routes(sidecar_run):
     assert metric(body.decode(), "sidecar_requests_total", listener="auto", route="web",
                   code="200") == 2
     assert not tcp_lines(sc, timeout=0.2)
+    up.close()
+
+
+def test_http_detected_keeps_the_client_address(sidecar_run):
+    # The relay reads the client's address once and hands it over with the connection: the HTTP
+    # path's X-Forwarded-For and access log carry the real peer (a source other than 127.0.0.1).
+    up = FakeUpstream(echo_handler)
+    sc, port = auto_to_routes(sidecar_run, up)
+    s = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.7", 0))
+    s.settimeout(5)
+    s.sendall(b"GET /who HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert recv_until(s, b"\r\n\r\n").startswith(b"HTTP/1.1 200")
+    s.close()
+    (req,) = up.requests
+    assert req.header("x-forwarded-for") == "127.0.0.7"
+    (line,) = access_lines(sc)
+    assert line["peer"] == "127.0.0.7"
     up.close()
 
 

@@ -389,8 +389,10 @@ bool proxy_original_dst(struct proxy_dconn *dc);
 uint16_t proxy_dest_port(struct proxy_dconn *dc);
 
 /* The original destination of accepted socket <fd> into <*out>, when iptables redirected it
- * (SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST); false when it was not redirected. */
-bool proxy_sock_original_dst(int fd, struct sockaddr_storage *out);
+ * (SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST); false when it was not redirected. The socket's own
+ * address, read on the way, goes to <*local> (family AF_UNSPEC when it cannot be read), so a
+ * caller that needs it as well reads it once. */
+bool proxy_sock_original_dst(int fd, struct sockaddr_storage *out, struct sockaddr_storage *local);
 
 /* One address of endpoint <ep> (round robin over a DNS endpoint's addresses) into <*out>.
  * Returns 0, or -ENOENT when it has none (yet). */
@@ -551,13 +553,17 @@ void proxy_h1_on_accept(uv_stream_t *server, int status);
 
 /* Takes over a client socket <fd> of listener <lidx> whose first <n> bytes <p> (an HTTP/1
  * request line, told by proxy_tcp.c's detection) were read already: they are parsed as if read
- * here. Closes <fd> on failure. */
-void proxy_h1_adopt(struct proxy_worker *w, size_t lidx, uv_os_sock_t fd, const char *p, size_t n);
+ * here. <peer> and <peer_ip> (borrowed) are the client's address as the relay read it (NULL: read
+ * from the socket). Closes <fd> on failure. */
+void proxy_h1_adopt(struct proxy_worker *w, size_t lidx, uv_os_sock_t fd,
+                    const struct sockaddr_storage *peer, const char *peer_ip, const char *p,
+                    size_t n);
 /* The same for a connection whose TLS a TCP listener terminated (mesh mTLS): the chain <top> over
  * <bottom> (allocated with sc_malloc, freed by the HTTP/1 connection once closed) becomes the
  * connection's transport, with the <n> decrypted bytes at <p> read so far. */
 void proxy_h1_adopt_tls(struct proxy_worker *w, size_t lidx, struct sc_tcp_xport *bottom,
-                        struct sc_xport *top, const char *p, size_t n);
+                        struct sc_xport *top, const struct sockaddr_storage *peer,
+                        const char *peer_ip, const char *p, size_t n);
 
 /* The upstream transport's callbacks (net/transport.h), owner a struct proxy_uconn. */
 void proxy_h1_ualloc(void *owner, uv_buf_t *buf);

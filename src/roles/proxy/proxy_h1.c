@@ -40,7 +40,8 @@ static void on_dhandshake(void *owner, int status);
 static bool tunnel_fins(struct proxy_dconn *dc);
 static void try_parse_head(struct proxy_dconn *dc);
 static struct proxy_dconn *dconn_new(struct proxy_worker *w, size_t lidx, struct sc_xport *top);
-static void dconn_start(struct proxy_dconn *dc, uv_tcp_t *tcp);
+static void dconn_start(struct proxy_dconn *dc, uv_tcp_t *tcp, const struct sockaddr_storage *peer,
+                        const char *peer_ip);
 
 /* What a downstream transport reports (it never connects). */
 const struct sc_xport_cbs proxy_dconn_cbs = {
@@ -1037,7 +1038,7 @@ void proxy_h1_on_accept(uv_stream_t *server, int status)
         proxy_dconn_close(dc);
         return;
     }
-    dconn_start(dc, &dc->tx.tcp);
+    dconn_start(dc, &dc->tx.tcp, NULL, NULL);
 }
 
 /* Feeds <n> bytes read before the hand-over to the new connection <dc>. */
@@ -1058,7 +1059,9 @@ static void adopt_bytes(struct proxy_dconn *dc, const char *p, size_t n)
     }
 }
 
-void proxy_h1_adopt(struct proxy_worker *w, size_t lidx, uv_os_sock_t fd, const char *p, size_t n)
+void proxy_h1_adopt(struct proxy_worker *w, size_t lidx, uv_os_sock_t fd,
+                    const struct sockaddr_storage *peer, const char *peer_ip, const char *p,
+                    size_t n)
 {
     struct proxy_dconn *dc = dconn_new(w, lidx, NULL);
     if (uv_tcp_open(&dc->tx.tcp, fd) < 0) {
@@ -1066,19 +1069,20 @@ void proxy_h1_adopt(struct proxy_worker *w, size_t lidx, uv_os_sock_t fd, const 
         proxy_dconn_close(dc);
         return;
     }
-    dconn_start(dc, &dc->tx.tcp);
+    dconn_start(dc, &dc->tx.tcp, peer, peer_ip);
     adopt_bytes(dc, p, n);
 }
 
 void proxy_h1_adopt_tls(struct proxy_worker *w, size_t lidx, struct sc_tcp_xport *bottom,
-                        struct sc_xport *top, const char *p, size_t n)
+                        struct sc_xport *top, const struct sockaddr_storage *peer,
+                        const char *peer_ip, const char *p, size_t n)
 {
     struct proxy_dconn *dc = dconn_new(w, lidx, top);
     dc->ext = bottom;
     top->cbs = &proxy_dconn_cbs;
     top->owner = dc;
     dc->cl.tls = top;
-    dconn_start(dc, &bottom->tcp);
+    dconn_start(dc, &bottom->tcp, peer, peer_ip);
     adopt_bytes(dc, p, n);
 }
 
@@ -1139,13 +1143,20 @@ struct proxy_dconn *proxy_dconn_alloc(struct proxy_worker *w, size_t lidx)
     return dc;
 }
 
-/* <dc> holds its socket <tcp>: reads the client's address, stacks TLS (unless an adopted chain
- * has it already), starts reading. */
-static void dconn_start(struct proxy_dconn *dc, uv_tcp_t *tcp)
+/* <dc> holds its socket <tcp>, accepted from one of the worker's listeners (directly or through
+ * the TCP relay's detection), so it has TCP_NODELAY from the listener (sc_tcp_listen): takes the
+ * client's address (<peer> and <peer_ip> when the relay read it already, else from the socket),
+ * stacks TLS (unless an adopted chain has it already), starts reading. */
+static void dconn_start(struct proxy_dconn *dc, uv_tcp_t *tcp, const struct sockaddr_storage *peer,
+                        const char *peer_ip)
 {
     struct proxy_worker *w = dc->w;
-    sc_tcp_tune(tcp);
-    sc_tcp_peer_ip(tcp, &dc->cl.addr, dc->cl.ip, sizeof(dc->cl.ip));
+    if (peer && peer_ip) {
+        dc->cl.addr = *peer;
+        snprintf(dc->cl.ip, sizeof(dc->cl.ip), "%s", peer_ip);
+    } else {
+        sc_tcp_peer_ip(tcp, &dc->cl.addr, dc->cl.ip, sizeof(dc->cl.ip));
+    }
     dc->last_activity = uv_now(w->loop);
     if (w->rt->listeners[dc->lidx].tls.src && !dc->ext) {
         proxy_tls_accepted(dc);

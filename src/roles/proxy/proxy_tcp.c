@@ -1100,8 +1100,8 @@ static void to_http1(struct proxy_tcp *t)
         t->dtx = NULL;
         t->dx = NULL;
         t->handles--; /* the chain's close is the HTTP/1 connection's now */
-        proxy_h1_adopt_tls(t->w, t->lidx, bottom, top, t->up.p ? t->up.p + t->up.start : NULL,
-                           t->up.end - t->up.start);
+        proxy_h1_adopt_tls(t->w, t->lidx, bottom, top, &t->peer, t->peer_ip,
+                           t->up.p ? t->up.p + t->up.start : NULL, t->up.end - t->up.start);
         t->up.start = t->up.end = 0;
         tcp_close(t);
         return;
@@ -1117,7 +1117,7 @@ static void to_http1(struct proxy_tcp *t)
         return;
     }
     (void)uv_read_stop((uv_stream_t *)&t->d);
-    proxy_h1_adopt(t->w, t->lidx, nfd, t->up.p ? t->up.p + t->up.start : NULL,
+    proxy_h1_adopt(t->w, t->lidx, nfd, &t->peer, t->peer_ip, t->up.p ? t->up.p + t->up.start : NULL,
                    t->up.end - t->up.start);
     t->up.start = t->up.end = 0;
     tcp_close(t); /* closes this descriptor; the socket lives on in the HTTP/1 connection */
@@ -1400,20 +1400,20 @@ void proxy_tcp_on_accept(uv_stream_t *server, int status)
     sc_tcp_peer_ip(&t->d, &t->peer, t->peer_ip, sizeof(t->peer_ip));
     uv_os_fd_t fd;
     struct sockaddr_storage local;
-    int llen = sizeof(local);
+    local.ss_family = AF_UNSPEC;
     if (uv_fileno((uv_handle_t *)&t->d, &fd) == 0) {
-        t->has_orig = proxy_sock_original_dst(fd, &t->orig);
+        t->has_orig = proxy_sock_original_dst(fd, &t->orig, &local);
     }
     if (t->has_orig) {
         t->port =
             ntohs(t->orig.ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)&t->orig)->sin6_port
                                                 : ((const struct sockaddr_in *)&t->orig)->sin_port);
-    } else if (uv_tcp_getsockname(&t->d, (struct sockaddr *)&local, &llen) == 0) {
+    } else if (local.ss_family == AF_INET || local.ss_family == AF_INET6) {
         t->port =
             ntohs(local.ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)&local)->sin6_port
                                               : ((const struct sockaddr_in *)&local)->sin_port);
     }
-    sc_tcp_tune(&t->d);
+    /* TCP_NODELAY comes from the listener (sc_tcp_listen). */
     const struct proxy_listener_icpt *ic = &t->lsn->icpt;
     const struct proxy_listener_tls *lt = &t->lsn->tls;
     int mode = !lt->src      ? PROXY_MTLS_DISABLE

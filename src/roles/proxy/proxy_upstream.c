@@ -583,12 +583,11 @@ bool proxy_original_dst(struct proxy_dconn *dc)
     if (sc_xport_query(dc->x, SC_XQ_FD, &fd) < 0) {
         return false;
     }
-    dc->od->has_orig = proxy_sock_original_dst(fd, &dc->od->orig);
     struct sockaddr_storage local;
-    socklen_t llen = sizeof(local);
+    dc->od->has_orig = proxy_sock_original_dst(fd, &dc->od->orig, &local);
     const struct sockaddr_storage *ss = &dc->od->orig;
     if (!dc->od->has_orig) {
-        ss = getsockname(fd, (struct sockaddr *)&local, &llen) == 0 ? &local : NULL;
+        ss = local.ss_family != AF_UNSPEC ? &local : NULL;
     }
     dc->od->dport = !ss ? 0
                     : ss->ss_family == AF_INET6
@@ -603,14 +602,16 @@ uint16_t proxy_dest_port(struct proxy_dconn *dc)
     return dc->od->dport;
 }
 
-bool proxy_sock_original_dst(int fd, struct sockaddr_storage *out)
+bool proxy_sock_original_dst(int fd, struct sockaddr_storage *out, struct sockaddr_storage *lout)
 {
     struct sockaddr_storage od, local;
     socklen_t olen = sizeof(od), llen = sizeof(local);
     memset(&od, 0, sizeof(od));
+    lout->ss_family = AF_UNSPEC;
     if (getsockname(fd, (struct sockaddr *)&local, &llen) < 0) {
         return false;
     }
+    *lout = local;
     if (local.ss_family == AF_INET6 &&
         !IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)&local)->sin6_addr)) {
         if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &od, &olen) < 0 ||
