@@ -116,6 +116,12 @@ void proxy_span_int_n(struct proxy_span *s, const char *key, size_t klen, int64_
  * at <o> (returns the end). */
 static inline size_t proxy_pb_vsz(uint64_t v)
 {
+    if (v < 0x80) {
+        return 1; /* most lengths and values here: said without a loop */
+    }
+    if (v < 0x4000) {
+        return 2;
+    }
     size_t n = 1;
     while (v >= 0x80) {
         v >>= 7;
@@ -126,6 +132,15 @@ static inline size_t proxy_pb_vsz(uint64_t v)
 
 static inline char *proxy_pb_varint(char *o, uint64_t v)
 {
+    if (v < 0x80) {
+        *o = (char)v;
+        return o + 1;
+    }
+    if (v < 0x4000) {
+        o[0] = (char)(v | 0x80);
+        o[1] = (char)(v >> 7);
+        return o + 2;
+    }
     while (v >= 0x80) {
         *o++ = (char)(v | 0x80);
         v >>= 7;
@@ -188,8 +203,7 @@ static inline void proxy_span_int_in(struct proxy_span *s, const char *key, size
 {
     /* Every length fits one byte (a key under 100 bytes, a varint of 10 at most). */
     size_t any = 1 + proxy_pb_vsz((uint64_t)v);
-    if (s->nattrs == PROXY_SPAN_MAX_ATTRS ||
-        (size_t)(s->str_off - s->attr_len) < klen + 7 + any) {
+    if (s->nattrs == PROXY_SPAN_MAX_ATTRS || (size_t)(s->str_off - s->attr_len) < klen + 7 + any) {
         s->dropped_attrs++;
         return;
     }
@@ -263,7 +277,8 @@ void proxy_span_add_encoded(struct proxy_span *s, const char *p, size_t len, uns
 /* The same for <len> bytes at <p> that may be read PROXY_BLOB_PAD bytes past their end: a short
  * piece is copied in moves of that size, inline, when the span has room for the overrun (a call
  * to memcpy costs more than such a copy; a long piece goes through memcpy). */
-static inline void proxy_span_add_padded(struct proxy_span *s, const char *p, size_t len, unsigned n)
+static inline void proxy_span_add_padded(struct proxy_span *s, const char *p, size_t len,
+                                         unsigned n)
 {
     if (len <= 2 * PROXY_BLOB_PAD && s->nattrs + n <= PROXY_SPAN_MAX_ATTRS &&
         (size_t)(s->str_off - s->attr_len) >= len + PROXY_BLOB_PAD) {
@@ -442,7 +457,8 @@ struct proxy_trace_rt {
     size_t nclusters;
     struct proxy_span_blob **eps;
     struct proxy_span_blob proto[3]; /* network.protocol.version: 1.0, 1.1, 2 */
-    struct proxy_span_blob methods[PROXY_SPAN_METHODS]; /* http.request.method (proxy_span_method) */
+    struct proxy_span_blob
+        methods[PROXY_SPAN_METHODS]; /* http.request.method (proxy_span_method) */
     struct proxy_span_blob tags;
 };
 
