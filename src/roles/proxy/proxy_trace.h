@@ -160,7 +160,7 @@ enum {
 };
 
 /* Copies <n> bytes from <p> to <o>; returns whether they were all ASCII. Eight bytes at a time,
- * the last eight (or four, or two) overlapping the ones before. */
+ * the last eight (or four) overlapping the ones before. */
 static inline bool proxy_ascii_copy(char *o, const char *p, size_t n)
 {
     if (n >= 8) {
@@ -182,19 +182,12 @@ static inline bool proxy_ascii_copy(char *o, const char *p, size_t n)
         memcpy(o + n - 4, &y, 4);
         return !((x | y) & 0x80808080u);
     }
-    if (n >= 2) {
-        uint16_t x, y;
-        memcpy(&x, p, 2);
-        memcpy(&y, p + n - 2, 2);
-        memcpy(o, &x, 2);
-        memcpy(o + n - 2, &y, 2);
-        return !((x | y) & 0x8080u);
+    unsigned char acc = 0;
+    for (size_t i = 0; i < n; i++) {
+        o[i] = p[i];
+        acc |= (unsigned char)p[i];
     }
-    if (n) {
-        o[0] = p[0];
-        return !(p[0] & 0x80);
-    }
-    return true;
+    return !(acc & 0x80);
 }
 
 /* proxy_span_int_n, inlined where the request path records one: with a literal key, its header
