@@ -296,7 +296,9 @@ static void make_blobs(struct proxy_trace_rt *tr, const struct proxy_rt *rt,
             if (tpl.len <= NAME_MAX_LEN - 16 && sc_utf8_valid(tpl.p, tpl.len)) {
                 b->sfx = sc_malloc(tpl.len + 1);
                 b->sfx[0] = ' ';
-                memcpy(b->sfx + 1, tpl.p, tpl.len);
+                if (tpl.len) {
+                    memcpy(b->sfx + 1, tpl.p, tpl.len);
+                }
                 b->sfx_len = (uint16_t)(tpl.len ? tpl.len + 1 : 0);
             }
         }
@@ -526,7 +528,9 @@ static void conn_segment(struct proxy_exch *ex, struct proxy_span *s,
         memcpy(pc->seg, s->arena + from, l);
         pc->seg_len = (uint16_t)l;
         pc->seg_n = (uint16_t)(s->nattrs - n0);
-        memcpy(pc->hostv, host.p, host.len);
+        if (host.len) {
+            memcpy(pc->hostv, host.p, host.len);
+        }
         pc->hostv_len = (uint16_t)host.len;
         if (ua.len) {
             memcpy(pc->uav, ua.p, ua.len);
