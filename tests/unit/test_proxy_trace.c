@@ -2,9 +2,10 @@
 // Unit tests for tracing (src/roles/proxy/proxy_trace_ctx.c, proxy_trace.c, proxy_trace_export.c,
 // proxy_trace_otlp.c): W3C traceparent and tracestate against the specification's examples and
 // its invalid forms; B3 single and multi header forms (64- and 128-bit ids, debug, bare states);
-// span strings made valid UTF-8 and bounded; the three encoders read back (OTLP protobuf through
-// the generated decoder, OTLP and Zipkin JSON through jansson) with the fields the specifications
-// name; and the collector's partial-success answers.
+// span strings made valid UTF-8 and bounded; the request path's inline attribute writers against
+// the out-of-line ones; the three encoders read back (OTLP protobuf through the generated
+// decoder, OTLP and Zipkin JSON through jansson) with the fields the specifications name; and the
+// collector's partial-success answers.
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -273,6 +274,77 @@ static void test_span_copy_paths(void **state)
     }
 }
 
+/* The request path's inline writers (proxy_span_str_in, proxy_span_int_in, proxy_span_add_padded)
+ * write byte for byte what the out-of-line ones write, whatever the value (ASCII or not, short or
+ * long) and however full the span is, and count drops the same. */
+static void test_span_inline_writers(void **state)
+{
+    (void)state;
+    struct proxy_span *a = sc_calloc(1, sizeof(*a)), *b = sc_calloc(1, sizeof(*b));
+    char val[300];
+    for (size_t i = 0; i < sizeof(val); i++) {
+        val[i] = (char)('a' + i % 26);
+    }
+    /* A span filled to leave <room> bytes, then one attribute of every length and kind. */
+    for (size_t room = 0; room < 200; room += 7) {
+        for (size_t len = 0; len < 140; len += 3) {
+            for (int odd = 0; odd < 2; odd++) {
+                proxy_span_reset(a);
+                proxy_span_reset(b);
+                a->str_off = b->str_off = (uint16_t)(room + 40);
+                proxy_span_int(a, "n", 1);
+                proxy_span_int_fast(b, "n", 1);
+                char v[300];
+                memcpy(v, val, len);
+                if (odd && len) {
+                    v[len / 2] = (char)0xff;
+                }
+                proxy_span_str(a, "url.path", sc_str_n(v, len));
+                proxy_span_str_fast(b, "url.path", sc_str_n(v, len));
+                proxy_span_int(a, "http.response.status_code", (int64_t)(len * 1000));
+                proxy_span_int_fast(b, "http.response.status_code", (int64_t)(len * 1000));
+                assert_int_equal(a->attr_len, b->attr_len);
+                assert_int_equal(a->nattrs, b->nattrs);
+                assert_int_equal(a->dropped_attrs, b->dropped_attrs);
+                assert_memory_equal(a->arena, b->arena, a->attr_len);
+            }
+        }
+    }
+    /* Pieces added padded or not come out the same; one that does not fit is dropped whole. */
+    char piece[100 + PROXY_BLOB_PAD];
+    memset(piece, 0, sizeof(piece));
+    for (size_t len = 0; len <= 100; len++) {
+        for (size_t i = 0; i < len; i++) {
+            piece[i] = (char)(len + i);
+        }
+        for (size_t room = 0; room < 180; room += 11) {
+            proxy_span_reset(a);
+            proxy_span_reset(b);
+            a->str_off = b->str_off = (uint16_t)room;
+            proxy_span_add_encoded(a, piece, len, 2);
+            proxy_span_add_padded(b, piece, len, 2);
+            assert_int_equal(a->attr_len, b->attr_len);
+            assert_int_equal(a->nattrs, b->nattrs);
+            assert_int_equal(a->dropped_attrs, b->dropped_attrs);
+            assert_memory_equal(a->arena, b->arena, a->attr_len);
+        }
+    }
+    sc_free(a);
+    sc_free(b);
+    /* The methods whose attribute is encoded once, and others that are not them. */
+    static const char *const known[] = { "GET",   "HEAD",   "PUT",     "POST",   "PATCH",
+                                         "TRACE", "DELETE", "OPTIONS", "CONNECT" };
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        unsigned mi = proxy_span_method(sc_str_c(known[i]));
+        assert_true(mi > 0 && mi < PROXY_SPAN_METHODS);
+        assert_string_equal(proxy_span_method_names[mi], known[i]);
+    }
+    static const char *const other[] = { "", "GE", "get", "GETS", "PURGE", "OPTION", "CONNECTS" };
+    for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++) {
+        assert_int_equal(proxy_span_method(sc_str_c(other[i])), 0);
+    }
+}
+
 static struct proxy_trace_resource resource(void)
 {
     static struct sc_kv kv[] = { { "service.name", "reviews" }, { "k8s.pod.name", "reviews-1" } };
@@ -417,6 +489,7 @@ int main(void)
         cmocka_unit_test(test_b3),
         cmocka_unit_test(test_span_strings),
         cmocka_unit_test(test_span_copy_paths),
+        cmocka_unit_test(test_span_inline_writers),
         cmocka_unit_test(test_otlp_proto),
         cmocka_unit_test(test_json),
         cmocka_unit_test(test_rejected),

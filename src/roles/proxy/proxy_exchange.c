@@ -491,7 +491,8 @@ void proxy_finish_request(struct proxy_exch *r)
     }
     proxy_extauthz_cancel(r); /* a check still running (the client went away, a timeout) */
     proxy_oidc_cancel(r);     /* a login's token request */
-    double dur = (double)(proxy_now_ns() - r->start_ns) / 1e9;
+    uint64_t now = proxy_now_ns();
+    double dur = (double)(now - r->start_ns) / 1e9;
     if (r->status == 0 && (r->flags & F_DC)) {
         r->status = 0;
     }
@@ -500,7 +501,7 @@ void proxy_finish_request(struct proxy_exch *r)
         proxy_grpc_finish(r);
     }
     if (r->span) {
-        proxy_trace_end(r);
+        proxy_trace_end(r, now);
     }
     if (r->rt->access_log) {
         proxy_access_log(r, dur);

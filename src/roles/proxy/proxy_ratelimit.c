@@ -8,13 +8,13 @@
 // recently used one; a key idle long enough to be full again loses nothing by eviction); every
 // bucket of a limiter is touched under that limiter's one lock (a spin lock), held for a hash
 // lookup and a few arithmetic operations, so all workers share the same buckets.
-#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 
 #include <uv.h>
 
 #include "core/alloc.h"
+#include "core/spin.h"
 #include "roles/proxy/proxy_route_policy.h"
 
 #define MICRO 1000000ULL
@@ -192,24 +192,15 @@ struct proxy_rl {
     struct sc_list lru;
 };
 
-/* The limiter's lock: a spin lock, as the section it guards is shorter than a futex call (an
- * uncontended mutex cost as much as the rest of the take). A waiter yields its CPU after a few
- * rounds, so a holder that lost its CPU gets it back. */
+/* The limiter's lock (core/spin.h): held for a lookup and a few arithmetic operations. */
 static inline void rl_lock(struct proxy_rl *rl)
 {
-    while (atomic_exchange_explicit(&rl->locked, true, memory_order_acquire)) {
-        for (unsigned i = 0; atomic_load_explicit(&rl->locked, memory_order_relaxed); i++) {
-            if (i >= 100) {
-                sched_yield();
-                i = 0;
-            }
-        }
-    }
+    sc_spin_lock(&rl->locked);
 }
 
 static inline void rl_unlock(struct proxy_rl *rl)
 {
-    atomic_store_explicit(&rl->locked, false, memory_order_release);
+    sc_spin_unlock(&rl->locked);
 }
 
 static inline uint64_t mix(uint64_t h, uint64_t w)

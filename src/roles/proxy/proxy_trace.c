@@ -227,6 +227,7 @@ void proxy_trace_rt_free(struct proxy_trace_rt *tr)
         sc_free(tr->lsn[2 * i + 1].p);
         for (struct proxy_span_blob *b = tr->routes[i]; b && b->p; b++) {
             sc_free(b->p);
+            sc_free(b->sfx);
         }
         sc_free(tr->routes[i]);
     }
@@ -239,6 +240,9 @@ void proxy_trace_rt_free(struct proxy_trace_rt *tr)
     }
     for (size_t i = 0; i < SC_ARRAY_LEN(tr->proto); i++) {
         sc_free(tr->proto[i].p);
+    }
+    for (size_t i = 0; i < SC_ARRAY_LEN(tr->methods); i++) {
+        sc_free(tr->methods[i].p);
     }
     sc_free(tr->lsn);
     sc_free(tr->routes);
@@ -255,9 +259,13 @@ static struct sc_str route_template(const struct proxy_route *r)
     return r->path ? sc_str_c(r->path) : r->prefix ? sc_str_c(r->prefix) : SC_STR_NULL;
 }
 
+/* A span's name: "<method> <route template>", cut to this many bytes. */
+#define NAME_MAX_LEN 299
+
 /* Encodes the attributes that are the same on every span of a listener, route, cluster or
- * endpoint of snapshot <rt> (and the custom tags of <tc>) once, into <tr>'s blobs. The blob
- * arrays of routes and endpoints end with an empty blob (p NULL). */
+ * endpoint of snapshot <rt> (and the custom tags of <tc>) once, into <tr>'s blobs. An endpoint's
+ * blob starts with its cluster's attributes (a span records them together). The blob arrays of
+ * routes and endpoints end with an empty blob (p NULL). */
 static void make_blobs(struct proxy_trace_rt *tr, const struct proxy_rt *rt,
                        const struct proxy_trace_cfg *tc)
 {
@@ -281,7 +289,18 @@ static void make_blobs(struct proxy_trace_rt *tr, const struct proxy_rt *rt,
                 proxy_span_str(sc, "http.route", tpl);
             }
             proxy_span_str(sc, "sidecar.route", sc_str_c(ro->name));
-            proxy_span_blob_take(&tr->routes[i][r], sc);
+            struct proxy_span_blob *b = &tr->routes[i][r];
+            proxy_span_blob_take(b, sc);
+            /* The name's part after the method, written as it is when proxy_trace_end would
+             * neither cut it (its method is 15 bytes at most) nor change a byte of it. */
+            if (tpl.len <= NAME_MAX_LEN - 16 && sc_utf8_valid(tpl.p, tpl.len)) {
+                b->sfx = sc_malloc(tpl.len + 1);
+                b->sfx[0] = ' ';
+                if (tpl.len) {
+                    memcpy(b->sfx + 1, tpl.p, tpl.len);
+                }
+                b->sfx_len = (uint16_t)(tpl.len ? tpl.len + 1 : 0);
+            }
         }
     }
     tr->nclusters = rt->nclusters;
@@ -293,6 +312,7 @@ static void make_blobs(struct proxy_trace_rt *tr, const struct proxy_rt *rt,
         proxy_span_blob_take(&tr->clusters[i], sc);
         tr->eps[i] = sc_calloc(c->neps + 1, sizeof(**tr->eps));
         for (size_t e = 0; e < c->neps; e++) {
+            proxy_span_str(sc, "sidecar.cluster", sc_str_c(c->name));
             proxy_span_str(sc, "sidecar.upstream.endpoint", sc_str_c(c->eps[e].name));
             proxy_span_blob_take(&tr->eps[i][e], sc);
         }
@@ -301,6 +321,10 @@ static void make_blobs(struct proxy_trace_rt *tr, const struct proxy_rt *rt,
     for (size_t i = 0; i < SC_ARRAY_LEN(tr->proto); i++) {
         proxy_span_str(sc, "network.protocol.version", sc_str_c(versions[i]));
         proxy_span_blob_take(&tr->proto[i], sc);
+    }
+    for (size_t i = 1; i < SC_ARRAY_LEN(tr->methods); i++) {
+        proxy_span_str(sc, "http.request.method", sc_str_c(proxy_span_method_names[i]));
+        proxy_span_blob_take(&tr->methods[i], sc);
     }
     for (size_t i = 0; i < tc->custom_tags.n; i++) {
         const struct sc_kv *kv = &tc->custom_tags.v[i];
@@ -370,7 +394,9 @@ void proxy_trace_setup(struct proxy *px, struct proxy_rt *rt, const struct proxy
     } else {
         proxy_tracer_configure(px->tracer, tc);
     }
+    static uint64_t gens; /* main loop only */
     struct proxy_trace_rt *tr = SC_NEW(struct proxy_trace_rt);
+    tr->gen = ++gens;
     tr->tracer = px->tracer;
     tr->threshold = (uint32_t)(tc->sampling * 10000.0 + 0.5);
     if (tc->force_header) {
@@ -447,61 +473,16 @@ static int64_t host_port(struct sc_str v, struct sc_str *host, int64_t def)
     return port;
 }
 
-/* Whether <s> has room enough that what is recorded next is not cut: then it may be kept for the
- * connection's next spans. */
-static bool roomy(const struct proxy_span *s)
-{
-    return (size_t)(s->str_off - s->attr_len) >= 512 && s->nattrs + 4 <= PROXY_SPAN_MAX_ATTRS;
-}
-
-/* Keeps the attributes recorded in <s> since <from> (<n0> attributes then) in <buf> (<cap>
- * bytes) when they fit and nothing was dropped. */
-static void keep(const struct proxy_span *s, uint16_t from, uint16_t n0, uint16_t d0, char *buf,
-                 size_t cap, uint16_t *len, uint16_t *n)
-{
-    size_t l = (size_t)(s->attr_len - from);
-    if (s->dropped_attrs == d0 && l <= cap) {
-        memcpy(buf, s->arena + from, l);
-        *len = (uint16_t)l;
-        *n = (uint16_t)(s->nattrs - n0);
-    }
-}
-
-/* network.peer.address and .port, server.address and .port (from <host>): copied from the
- * connection's cache when it has them (the same Host as last time), else recorded and kept. */
+/* Records server.address and .port (from Host value <host>, when there is one) and
+ * network.peer.address and .port. */
 static void conn_attrs(struct proxy_exch *ex, struct proxy_span *s, struct sc_str host, bool tls)
 {
-    struct proxy_span_conn *pc = ex->cl->trace;
-    if (!pc) {
-        pc = ex->cl->trace = SC_NEW(struct proxy_span_conn);
-    }
     if (host.len) {
-        if (host.len == pc->hostv_len && memcmp(host.p, pc->hostv, host.len) == 0) {
-            proxy_span_add_encoded(s, pc->host, pc->host_len, pc->host_n);
-        } else {
-            bool k = roomy(s) && host.len <= sizeof(pc->hostv);
-            uint16_t from = s->attr_len, n0 = s->nattrs, d0 = s->dropped_attrs;
-            struct sc_str h;
-            int64_t port = host_port(host, &h, tls ? 443 : 80);
-            proxy_span_str(s, "server.address", h);
-            proxy_span_int(s, "server.port", port);
-            pc->hostv_len = 0;
-            if (k) {
-                pc->host_len = 0;
-                keep(s, from, n0, d0, pc->host, sizeof(pc->host), &pc->host_len, &pc->host_n);
-                if (pc->host_len) {
-                    memcpy(pc->hostv, host.p, host.len);
-                    pc->hostv_len = (uint16_t)host.len;
-                }
-            }
-        }
+        struct sc_str h;
+        int64_t port = host_port(host, &h, tls ? 443 : 80);
+        proxy_span_str(s, "server.address", h);
+        proxy_span_int(s, "server.port", port);
     }
-    if (pc->peer_len) {
-        proxy_span_add_encoded(s, pc->peer, pc->peer_len, pc->peer_n);
-        return;
-    }
-    bool k = roomy(s);
-    uint16_t from = s->attr_len, n0 = s->nattrs, d0 = s->dropped_attrs;
     proxy_span_str(s, "network.peer.address", sc_str_c(ex->cl->ip));
     const struct sockaddr *sa = (const struct sockaddr *)&ex->cl->addr;
     if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) {
@@ -509,8 +490,55 @@ static void conn_attrs(struct proxy_exch *ex, struct proxy_span *s, struct sc_st
                                               : ((const struct sockaddr_in6 *)sa)->sin6_port;
         proxy_span_int(s, "network.peer.port", ntohs(p));
     }
-    if (k) {
-        keep(s, from, n0, d0, pc->peer, sizeof(pc->peer), &pc->peer_len, &pc->peer_n);
+}
+
+/* The connection's attributes (proxy_span_conn), for listener <li> of the snapshot, protocol
+ * version <proto>, Host value <host> and User-Agent <ua> (p NULL: none): copied from the
+ * connection's cache when they are what it was recorded for, else recorded, and kept when
+ * nothing of them was cut or dropped. */
+static void conn_segment(struct proxy_exch *ex, struct proxy_span *s,
+                         const struct proxy_trace_rt *tr, size_t li, bool tls, unsigned proto,
+                         struct sc_str host, struct sc_str ua)
+{
+    struct proxy_span_conn *pc = ex->cl->trace;
+    if (!pc) {
+        pc = ex->cl->trace = SC_NEW(struct proxy_span_conn);
+    }
+    if (pc->gen == tr->gen && pc->proto == proto && pc->hostv_len == host.len &&
+        pc->uav_len == ua.len && pc->has_ua == (ua.p != NULL) &&
+        (!host.len || memcmp(pc->hostv, host.p, host.len) == 0) &&
+        (!ua.len || memcmp(pc->uav, ua.p, ua.len) == 0)) {
+        proxy_span_add_padded(s, pc->seg, pc->seg_len, pc->seg_n);
+        return;
+    }
+    /* Kept only when it cannot have been cut: room for all of it and a margin, and slots. */
+    bool k = host.len <= sizeof(pc->hostv) && ua.len <= sizeof(pc->uav) &&
+             (size_t)(s->str_off - s->attr_len) >= host.len + ua.len + sizeof(pc->seg) &&
+             s->nattrs + 8 <= PROXY_SPAN_MAX_ATTRS;
+    uint16_t from = s->attr_len, n0 = s->nattrs, d0 = s->dropped_attrs;
+    proxy_span_blob_add(s, &tr->lsn[2 * li + tls]); /* url.scheme, sidecar.listener */
+    proxy_span_blob_add(s, &tr->proto[proto]);
+    conn_attrs(ex, s, host, tls);
+    if (ua.p) {
+        proxy_span_str(s, "user_agent.original", ua);
+    }
+    pc->gen = 0;
+    size_t l = (size_t)(s->attr_len - from);
+    if (k && s->dropped_attrs == d0 && l <= sizeof(pc->seg) - PROXY_BLOB_PAD) {
+        memcpy(pc->seg, s->arena + from, l);
+        pc->seg_len = (uint16_t)l;
+        pc->seg_n = (uint16_t)(s->nattrs - n0);
+        if (host.len) {
+            memcpy(pc->hostv, host.p, host.len);
+        }
+        pc->hostv_len = (uint16_t)host.len;
+        if (ua.len) {
+            memcpy(pc->uav, ua.p, ua.len);
+        }
+        pc->uav_len = (uint16_t)ua.len;
+        pc->has_ua = ua.p != NULL;
+        pc->proto = (uint8_t)proto;
+        pc->gen = tr->gen;
     }
 }
 
@@ -594,29 +622,55 @@ void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
     memcpy(s->span_id, t->span_id, 8);
     memcpy(s->parent_id, t->parent_id, 8);
     s->has_parent = t->has_parent;
-    s->start_ns = wall_ns();
+    struct proxy_span_cache *wc = &ex->w->spans;
+    if (!wc->wall_at || ex->start_ns - wc->wall_at >= 1000000000ull) {
+        wc->wall_off = wall_ns() - proxy_now_ns();
+        wc->wall_at = ex->start_ns;
+    }
+    s->start_ns = ex->start_ns + wc->wall_off;
     ptrdiff_t li = ex->lsn - ex->rt->listeners;
     bool in_rt = li >= 0 && li < (ptrdiff_t)tr->nkinds;
     s->kind = in_rt ? tr->kinds[li] : PROXY_SPAN_SERVER;
     if (w3c && ts.p && proxy_tracestate_valid(ts)) {
         s->state_len = proxy_span_put(s, ts, &s->state_off);
     }
-    struct sc_str origin;
-    struct sc_str path = proxy_target_path(m->target, &origin);
-    const char *q = origin.len ? memchr(origin.p, '?', origin.len) : NULL;
-    proxy_span_str(s, "http.request.method", m->method);
-    proxy_span_str(s, "url.path", ex->is_connect ? m->target : path);
+    struct sc_str origin = m->target, path = m->target;
+    if (path.len && path.p[0] == '/' && path.len <= 16) {
+        /* A short origin-form target (proxy_target_path's case, without a call to memchr) */
+        for (size_t i = 1; i < path.len; i++) {
+            if (path.p[i] == '?') {
+                path.len = i;
+                break;
+            }
+        }
+    } else {
+        path = proxy_target_path(m->target, &origin);
+    }
+    /* The query: after the path when the path is the start of the origin-form target (the
+     * path's end is where proxy_target_path found its '?'), else searched for. */
+    const char *q = path.p == origin.p ? (path.len < origin.len ? origin.p + path.len : NULL)
+                    : origin.len       ? memchr(origin.p, '?', origin.len)
+                                       : NULL;
+    unsigned mi = proxy_span_method(m->method);
+    s->method = (uint8_t)mi;
+    if (mi) {
+        proxy_span_blob_add(s, &tr->methods[mi]);
+    } else {
+        proxy_span_str_fast(s, "http.request.method", m->method);
+    }
+    proxy_span_str_fast(s, "url.path", ex->is_connect ? m->target : path);
     if (q && !ex->is_connect) {
         proxy_span_str(s, "url.query", sc_str_n(q + 1, origin.len - (size_t)(q + 1 - origin.p)));
     }
     bool tls = ex->cl->tls != NULL;
+    unsigned proto = ex->down_h2 ? 2 : m->minor_version ? 1 : 0;
     if (in_rt) {
-        proxy_span_blob_add(s, &tr->lsn[2 * (size_t)li + tls]); /* url.scheme, sidecar.listener */
-    } else {
-        proxy_span_str(s, "url.scheme", tls ? SC_STR("https") : SC_STR("http"));
-        proxy_span_str(s, "sidecar.listener", sc_str_c(ex->lsn->name));
+        conn_segment(ex, s, tr, (size_t)li, tls, proto, m->host, ua);
+        return;
     }
-    proxy_span_blob_add(s, &tr->proto[ex->down_h2 ? 2 : m->minor_version ? 1 : 0]);
+    proxy_span_str(s, "url.scheme", tls ? SC_STR("https") : SC_STR("http"));
+    proxy_span_str(s, "sidecar.listener", sc_str_c(ex->lsn->name));
+    proxy_span_blob_add(s, &tr->proto[proto]);
     conn_attrs(ex, s, m->host, tls);
     if (ua.p) {
         proxy_span_str(s, "user_agent.original", ua);
@@ -633,17 +687,29 @@ void proxy_trace_event_n(struct proxy_exch *ex, const char *name, size_t nlen)
 static const char *const flag_names[] = { "UF",  "UT",  "URX", "UH", "UC", "DC", "NR",
                                           "UPE", "DPE", "SI",  "UO", "DI", "FI", "RL" };
 
-void proxy_trace_end(struct proxy_exch *ex)
+/* Writes the span's name, "<method> <route template>" (cut to NAME_MAX_LEN bytes): as it is from
+ * the method's name and the route's blob <rb> (NULL: none) when nothing in it needs cutting or
+ * mending, else through proxy_span_put. */
+static void put_name(struct proxy_exch *ex, struct proxy_span *s, const struct proxy_span_blob *rb,
+                     struct sc_str route_tpl)
 {
-    struct proxy_span *s = ex->span;
-    ex->span = NULL;
-    uint64_t now = proxy_now_ns();
-    s->end_ns = at(s, ex->start_ns, now);
-    const struct proxy_trace_rt *tr = ex->rt->trace;
-    const struct proxy_route *rt = ex->route;
-    struct sc_str route_tpl = route_template(rt);
-    char name[300];
-    size_t ml = strlen(ex->method);
+    static const uint8_t mlens[PROXY_SPAN_METHODS] = { 0, 3, 4, 3, 4, 5, 5, 6, 7, 7 };
+    size_t ml = mlens[s->method];
+    if (ml && rb && rb->sfx && (size_t)(s->str_off - s->attr_len) >= ml + rb->sfx_len) {
+        s->str_off = (uint16_t)(s->str_off - ml - rb->sfx_len);
+        char *o = s->arena + s->str_off;
+        if (ml + rb->sfx_len >= 8) {
+            memcpy(o, proxy_span_method_names[s->method], 8); /* the rest is overwritten next */
+        } else {
+            memcpy(o, proxy_span_method_names[s->method], ml);
+        }
+        memcpy(o + ml, rb->sfx, rb->sfx_len);
+        s->name_off = s->str_off;
+        s->name_len = (uint16_t)(ml + rb->sfx_len);
+        return;
+    }
+    ml = strlen(ex->method);
+    char name[NAME_MAX_LEN + 1];
     memcpy(name, ex->method, ml);
     if (route_tpl.len) {
         size_t n = route_tpl.len < sizeof(name) - ml - 1 ? route_tpl.len : sizeof(name) - ml - 1;
@@ -652,12 +718,27 @@ void proxy_trace_end(struct proxy_exch *ex)
         ml += 1 + n;
     }
     s->name_len = proxy_span_put(s, sc_str_n(name, ml), &s->name_off);
+}
+
+void proxy_trace_end(struct proxy_exch *ex, uint64_t now)
+{
+    struct proxy_span *s = ex->span;
+    ex->span = NULL;
+    s->end_ns = at(s, ex->start_ns, now);
+    const struct proxy_trace_rt *tr = ex->rt->trace;
+    const struct proxy_route *rt = ex->route;
+    struct sc_str route_tpl = route_template(rt);
     const struct proxy_listener *l = ex->lsn;
     ptrdiff_t li = l - ex->rt->listeners;
     ptrdiff_t ri = rt == &l->noroute ? (ptrdiff_t)l->nroutes : rt - l->routes;
+    const struct proxy_span_blob *rb = NULL;
     if (li >= 0 && li < (ptrdiff_t)tr->nkinds && ri >= 0 && ri <= (ptrdiff_t)l->nroutes &&
         (ri == (ptrdiff_t)l->nroutes ? &l->noroute : &l->routes[ri]) == rt) {
-        proxy_span_blob_add(s, &tr->routes[li][ri]); /* http.route, sidecar.route */
+        rb = &tr->routes[li][ri];
+    }
+    put_name(ex, s, rb, route_tpl);
+    if (rb) {
+        proxy_span_blob_add(s, rb); /* http.route, sidecar.route */
     } else {
         if (route_tpl.len) {
             proxy_span_str(s, "http.route", route_tpl);
@@ -665,33 +746,34 @@ void proxy_trace_end(struct proxy_exch *ex)
         proxy_span_str(s, "sidecar.route", sc_str_c(rt->name));
     }
     if (ex->status > 0) {
-        proxy_span_int(s, "http.response.status_code", ex->status);
+        proxy_span_int_fast(s, "http.response.status_code", ex->status);
     }
     if (ex->request_id_len) {
-        proxy_span_str(s, "http.request.header.x-request-id",
-                       sc_str_n(ex->request_id, ex->request_id_len));
+        proxy_span_str_fast(s, "http.request.header.x-request-id",
+                            sc_str_n(ex->request_id, ex->request_id_len));
     }
     const struct proxy_cluster *c = ex->cluster ? ex->cluster : rt->cluster;
     ptrdiff_t ci = c ? c - ex->rt->clusters : -1;
     bool c_in_rt = c && ci >= 0 && ci < (ptrdiff_t)tr->nclusters && &ex->rt->clusters[ci] == c;
-    if (c_in_rt) {
-        proxy_span_blob_add(s, &tr->clusters[ci]);
-    } else if (c) {
-        proxy_span_str(s, "sidecar.cluster", sc_str_c(c->name));
-    }
-    if (ex->ep) {
-        ptrdiff_t ei = c_in_rt ? ex->ep - c->eps : -1;
-        if (ei >= 0 && ei < (ptrdiff_t)c->neps && &c->eps[ei] == ex->ep) {
-            proxy_span_blob_add(s, &tr->eps[ci][ei]);
-        } else {
+    ptrdiff_t ei = c_in_rt && ex->ep ? ex->ep - c->eps : -1;
+    if (ei >= 0 && ei < (ptrdiff_t)c->neps && &c->eps[ei] == ex->ep) {
+        proxy_span_blob_add(s, &tr->eps[ci][ei]); /* sidecar.cluster, sidecar.upstream.endpoint */
+    } else {
+        if (c_in_rt) {
+            proxy_span_blob_add(s, &tr->clusters[ci]);
+        } else if (c) {
+            proxy_span_str(s, "sidecar.cluster", sc_str_c(c->name));
+        }
+        if (ex->ep) {
             proxy_span_str(s, "sidecar.upstream.endpoint", sc_str_c(ex->ep->name));
         }
     }
     if (ex->retries > 0) {
-        proxy_span_int(s, "sidecar.retries", ex->retries);
+        proxy_span_int_fast(s, "sidecar.retries", ex->retries);
     }
     if (ex->upstream_total_ns) {
-        proxy_span_int(s, "sidecar.upstream.duration_us", (int64_t)(ex->upstream_total_ns / 1000));
+        proxy_span_int_fast(s, "sidecar.upstream.duration_us",
+                            (int64_t)(ex->upstream_total_ns / 1000));
     }
     if (ex->flags) {
         char fl[64];

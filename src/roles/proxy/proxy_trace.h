@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <uv.h>
 
@@ -88,6 +89,7 @@ struct proxy_span {
     uint16_t nattrs, nevents;
     uint16_t dropped_attrs, dropped_events;
     uint16_t attr_len;       /* encoded attributes: arena[0, attr_len) */
+    uint8_t method;          /* index of the request's method in the snapshot's blobs; 0: other */
     uint16_t str_off;        /* strings: arena[str_off, PROXY_SPAN_ARENA) */
     uint32_t esz;            /* its encoded size (OTLP protobuf, set while encoding) */
     struct proxy_span *next; /* the exporter's free list */
@@ -109,6 +111,136 @@ void proxy_span_str_n(struct proxy_span *s, const char *key, size_t klen, struct
 void proxy_span_int_n(struct proxy_span *s, const char *key, size_t klen, int64_t v);
 #define proxy_span_str(s, key, v) proxy_span_str_n((s), "" key, sizeof(key) - 1, (v))
 #define proxy_span_int(s, key, v) proxy_span_int_n((s), "" key, sizeof(key) - 1, (v))
+
+/* Protobuf varints (the span's attributes and the OTLP request): the size of <v>, and <v> written
+ * at <o> (returns the end). */
+static inline size_t proxy_pb_vsz(uint64_t v)
+{
+    if (v < 0x80) {
+        return 1; /* most lengths and values here: said without a loop */
+    }
+    if (v < 0x4000) {
+        return 2;
+    }
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static inline char *proxy_pb_varint(char *o, uint64_t v)
+{
+    if (v < 0x80) {
+        *o = (char)v;
+        return o + 1;
+    }
+    if (v < 0x4000) {
+        o[0] = (char)(v | 0x80);
+        o[1] = (char)(v >> 7);
+        return o + 2;
+    }
+    while (v >= 0x80) {
+        *o++ = (char)(v | 0x80);
+        v >>= 7;
+    }
+    *o++ = (char)v;
+    return o;
+}
+
+/* Protobuf wire bits of an attribute: Span.attributes = 9 and the KeyValue/AnyValue fields, all
+ * length-delimited but AnyValue.int_value = 3 (varint). */
+enum {
+    PROXY_PB_ATTR = 9 << 3 | 2,
+    PROXY_PB_KEY = 1 << 3 | 2,
+    PROXY_PB_VALUE = 2 << 3 | 2,
+    PROXY_PB_STR = 1 << 3 | 2,
+    PROXY_PB_INT = 3 << 3
+};
+
+/* Copies <n> bytes from <p> to <o>; returns whether they were all ASCII. Eight bytes at a time,
+ * the last eight (or four) overlapping the ones before. */
+static inline bool proxy_ascii_copy(char *o, const char *p, size_t n)
+{
+    if (n >= 8) {
+        uint64_t acc = 0, x;
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, p + i, 8);
+            memcpy(o + i, &x, 8);
+            acc |= x;
+        }
+        memcpy(&x, p + n - 8, 8);
+        memcpy(o + n - 8, &x, 8);
+        return !((acc | x) & 0x8080808080808080ull);
+    }
+    if (n >= 4) {
+        uint32_t x, y;
+        memcpy(&x, p, 4);
+        memcpy(&y, p + n - 4, 4);
+        memcpy(o, &x, 4);
+        memcpy(o + n - 4, &y, 4);
+        return !((x | y) & 0x80808080u);
+    }
+    unsigned char acc = 0;
+    for (size_t i = 0; i < n; i++) {
+        o[i] = p[i];
+        acc |= (unsigned char)p[i];
+    }
+    return !(acc & 0x80);
+}
+
+/* proxy_span_int_n, inlined where the request path records one: with a literal key, its header
+ * is written with moves of known size. */
+static inline void proxy_span_int_in(struct proxy_span *s, const char *key, size_t klen, int64_t v)
+{
+    /* Every length fits one byte (a key under 100 bytes, a varint of 10 at most). */
+    size_t any = 1 + proxy_pb_vsz((uint64_t)v);
+    if (s->nattrs == PROXY_SPAN_MAX_ATTRS || (size_t)(s->str_off - s->attr_len) < klen + 7 + any) {
+        s->dropped_attrs++;
+        return;
+    }
+    s->nattrs++;
+    char *o = s->arena + s->attr_len;
+    o[0] = (char)PROXY_PB_ATTR;
+    o[1] = (char)(klen + 4 + any);
+    o[2] = (char)PROXY_PB_KEY;
+    o[3] = (char)klen;
+    memcpy(o + 4, key, klen);
+    o += 4 + klen;
+    o[0] = (char)PROXY_PB_VALUE;
+    o[1] = (char)any;
+    o[2] = (char)PROXY_PB_INT;
+    o = proxy_pb_varint(o + 3, (uint64_t)v);
+    s->attr_len = (uint16_t)(o - s->arena);
+}
+
+/* proxy_span_str_n, inlined where the request path records one: a short ASCII value with room
+ * to spare (what proxy_span_str_n would write as it is) is written here, anything else there. */
+static inline void proxy_span_str_in(struct proxy_span *s, const char *key, size_t klen,
+                                     struct sc_str v)
+{
+    char *o = s->arena + s->attr_len;
+    if (v.len + klen + 6 < 0x80 && s->nattrs < PROXY_SPAN_MAX_ATTRS &&
+        (size_t)(s->str_off - s->attr_len) >= klen + 12 + v.len &&
+        proxy_ascii_copy(o + klen + 8, v.p, v.len)) {
+        s->nattrs++;
+        o[0] = (char)PROXY_PB_ATTR;
+        o[1] = (char)(klen + 6 + v.len);
+        o[2] = (char)PROXY_PB_KEY;
+        o[3] = (char)klen;
+        memcpy(o + 4, key, klen);
+        o[klen + 4] = (char)PROXY_PB_VALUE;
+        o[klen + 5] = (char)(2 + v.len);
+        o[klen + 6] = (char)PROXY_PB_STR;
+        o[klen + 7] = (char)v.len;
+        s->attr_len = (uint16_t)(s->attr_len + klen + 8 + v.len);
+        return;
+    }
+    proxy_span_str_n(s, key, klen, v);
+}
+#define proxy_span_str_fast(s, key, v) proxy_span_str_in((s), "" key, sizeof(key) - 1, (v))
+#define proxy_span_int_fast(s, key, v) proxy_span_int_in((s), "" key, sizeof(key) - 1, (v))
 /* Attributes that are the same on every span they go on (a listener's, a route's, a cluster's,
  * an endpoint's, the custom tags), encoded once when a snapshot is set up and copied into a span
  * in one piece. */
@@ -117,37 +249,72 @@ struct proxy_span_blob {
     uint16_t len;
     uint16_t n;       /* attributes in it */
     uint16_t dropped; /* attributes that did not fit when it was made */
+    /* A route's: what its spans' names carry after the method (" <template>", or nothing), when
+     * it is valid UTF-8 short enough to be written as it is; NULL otherwise. */
+    char *sfx;
+    uint16_t sfx_len;
 };
+
+/* Blobs (and the connection's cache) are allocated this much longer than they are, so that
+ * proxy_span_blob_add copies them in whole moves of this size. */
+#define PROXY_BLOB_PAD 32
 
 /* Makes <b> (returns new memory in b->p) from the attributes recorded in <scratch>, then empties
  * <scratch> for the next. */
 void proxy_span_blob_take(struct proxy_span_blob *b, struct proxy_span *scratch);
 
-/* Adds the attributes of <b> to <s> (all, or none and counted dropped when the span is full). */
-void proxy_span_blob_add(struct proxy_span *s, const struct proxy_span_blob *b);
-
 /* Adds <n> attributes already encoded as <len> bytes at <p> (all, or none and counted dropped
  * when the span is full). */
 void proxy_span_add_encoded(struct proxy_span *s, const char *p, size_t len, unsigned n);
 
-/* A downstream connection's own attributes, encoded on its first sampled request and copied into
- * the spans of its next ones: network.peer.address and .port, and server.address and .port of
- * the Host value it sent last (<hostv>). Kept with the connection's block while it is recycled
- * (proxy_span_conn_clear), freed with it. */
+/* The same for <len> bytes at <p> that may be read PROXY_BLOB_PAD bytes past their end: a short
+ * piece is copied in moves of that size, inline, when the span has room for the overrun (a call
+ * to memcpy costs more than such a copy; a long piece goes through memcpy). */
+static inline void proxy_span_add_padded(struct proxy_span *s, const char *p, size_t len,
+                                         unsigned n)
+{
+    if (len <= 2 * PROXY_BLOB_PAD && s->nattrs + n <= PROXY_SPAN_MAX_ATTRS &&
+        (size_t)(s->str_off - s->attr_len) >= len + PROXY_BLOB_PAD) {
+        char *o = s->arena + s->attr_len;
+        for (size_t i = 0; i < len; i += PROXY_BLOB_PAD) {
+            memcpy(o + i, p + i, PROXY_BLOB_PAD);
+        }
+        s->attr_len = (uint16_t)(s->attr_len + len);
+        s->nattrs = (uint16_t)(s->nattrs + n);
+        return;
+    }
+    proxy_span_add_encoded(s, p, len, n);
+}
+
+/* Adds the attributes of <b> to <s> (all, or none and counted dropped when the span is full). */
+static inline void proxy_span_blob_add(struct proxy_span *s, const struct proxy_span_blob *b)
+{
+    proxy_span_add_padded(s, b->p, b->len, b->n);
+    s->dropped_attrs = (uint16_t)(s->dropped_attrs + b->dropped);
+}
+
+/* A downstream connection's own attributes, encoded on its first sampled request and copied in
+ * one piece into the spans of its next ones while what they come from stays the same:
+ * url.scheme and sidecar.listener, network.protocol.version, server.address and .port of the
+ * Host value it sent (<hostv>), network.peer.address and .port, and user_agent.original
+ * (<uav>). Recorded under snapshot generation <gen> (proxy_trace_rt.gen; 0: nothing cached).
+ * Kept with the connection's block while it is recycled (proxy_span_conn_clear), freed with it. */
 struct proxy_span_conn {
-    uint16_t peer_len, peer_n;
-    uint16_t host_len, host_n;
-    uint16_t hostv_len; /* 0: nothing cached */
+    uint64_t gen;
+    uint16_t hostv_len, uav_len;
+    uint16_t seg_len, seg_n;
+    uint8_t proto; /* index of network.protocol.version */
+    bool has_ua;
     char hostv[128];
-    char peer[96];
-    char host[192];
+    char uav[256];
+    char seg[800 + PROXY_BLOB_PAD];
 };
 
 /* Forgets what <pc> holds (a new connection takes its block). NULL-safe. */
 static inline void proxy_span_conn_clear(struct proxy_span_conn *pc)
 {
     if (pc) {
-        pc->peer_len = pc->peer_n = pc->host_len = pc->host_n = pc->hostv_len = 0;
+        pc->gen = 0;
     }
 }
 
@@ -168,28 +335,6 @@ struct proxy_span_attr {
 bool proxy_span_attr_next(const struct proxy_span *s, size_t *pos, struct proxy_span_attr *a);
 
 /* ---- encoders (proxy_trace_export.c, proxy_trace_otlp.c) ---- */
-
-/* Protobuf varints (the span's attributes and the OTLP request): the size of <v>, and <v> written
- * at <o> (returns the end). */
-static inline size_t proxy_pb_vsz(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static inline char *proxy_pb_varint(char *o, uint64_t v)
-{
-    while (v >= 0x80) {
-        *o++ = (char)(v | 0x80);
-        v >>= 7;
-    }
-    *o++ = (char)v;
-    return o;
-}
 
 /* The resource the spans describe (service.name, k8s.pod.name, ...): <n> string pairs. */
 struct proxy_trace_resource {
@@ -232,6 +377,10 @@ void proxy_tracer_configure(struct proxy_tracer *t, const struct proxy_trace_cfg
 struct proxy_span_cache {
     struct proxy_span *head; /* linked through next */
     unsigned n;
+    /* The wall clock's lead on the monotonic one (proxy_now_ns), read again every second: a
+     * span's times are its exchange's monotonic ones moved by it, with no clock read of their
+     * own. <wall_at>: the monotonic time it was read at (0: never). */
+    uint64_t wall_off, wall_at;
 };
 #define PROXY_SPAN_CACHE_MAX 32
 
@@ -258,8 +407,32 @@ void proxy_tracer_close(struct proxy_tracer *t);
 
 /* ---- the proxy's side (proxy_trace.c) ---- */
 
+/* The methods whose attribute a snapshot encodes once: the index of <m> (1 to
+ * PROXY_SPAN_METHODS - 1), or 0 for any other. */
+#define PROXY_SPAN_METHODS 10
+extern const char proxy_span_method_names[PROXY_SPAN_METHODS][8];
+static inline unsigned proxy_span_method(struct sc_str m)
+{
+    const char(*n)[8] = proxy_span_method_names;
+    switch (m.len) {
+    case 3:
+        return memcmp(m.p, n[1], 3) == 0 ? 1 : memcmp(m.p, n[3], 3) == 0 ? 3 : 0;
+    case 4:
+        return memcmp(m.p, n[2], 4) == 0 ? 2 : memcmp(m.p, n[4], 4) == 0 ? 4 : 0;
+    case 5:
+        return memcmp(m.p, n[5], 5) == 0 ? 5 : memcmp(m.p, n[6], 5) == 0 ? 6 : 0;
+    case 6:
+        return memcmp(m.p, n[7], 6) == 0 ? 7 : 0;
+    case 7:
+        return memcmp(m.p, n[8], 7) == 0 ? 8 : memcmp(m.p, n[9], 7) == 0 ? 9 : 0;
+    default:
+        return 0;
+    }
+}
+
 /* What a snapshot knows of tracing (struct proxy_rt's trace; NULL: tracing off). */
 struct proxy_trace_rt {
+    uint64_t gen;       /* a number no other snapshot's tracing had (proxy_span_conn.gen) */
     uint32_t threshold; /* sampled when a draw in [0, 1000000) falls below */
     char force[64];     /* lower-case header name that forces sampling; "" none */
     size_t force_len;
@@ -277,6 +450,8 @@ struct proxy_trace_rt {
     size_t nclusters;
     struct proxy_span_blob **eps;
     struct proxy_span_blob proto[3]; /* network.protocol.version: 1.0, 1.1, 2 */
+    struct proxy_span_blob
+        methods[PROXY_SPAN_METHODS]; /* http.request.method (proxy_span_method) */
     struct proxy_span_blob tags;
 };
 
@@ -314,7 +489,8 @@ void proxy_trace_response(struct proxy_exch *ex, const struct sc_http_msg *m);
 void proxy_trace_event_n(struct proxy_exch *ex, const char *name, size_t nlen);
 #define proxy_trace_event(ex, name) proxy_trace_event_n((ex), "" name, sizeof(name) - 1)
 
-/* Ends the exchange's span (status, attributes) and queues it for export. */
-void proxy_trace_end(struct proxy_exch *ex);
+/* Ends the exchange's span (status, attributes) at monotonic time <now_ns> (proxy_now_ns) and
+ * queues it for export. */
+void proxy_trace_end(struct proxy_exch *ex, uint64_t now_ns);
 
 #endif

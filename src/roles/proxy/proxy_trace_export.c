@@ -22,6 +22,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/spin.h"
 #include "net/egress.h"
 #include "net/h1client.h"
 #include "net/http1.h"
@@ -51,7 +52,8 @@ struct proxy_tracer {
     uv_loop_t *loop;
     struct sc_egress *eg; /* libcurl, loaded for a collector h1client cannot reach (https, a
                              proxy); NULL then: it could not be loaded (exports fail, counted) */
-    uv_mutex_t mu;        /* guards the ring, from every worker */
+    atomic_bool mu;       /* guards the ring and the pool, from every worker (a spin lock:
+                             each section is a few loads and stores) */
     struct proxy_span **ring;
     size_t cap, head, count;
     struct proxy_span *pool; /* spans exported, kept for reuse (npool at most max_batch) */
@@ -341,13 +343,13 @@ struct proxy_span *proxy_tracer_span(struct proxy_tracer *t, struct proxy_span_c
         c->head = s->next;
         c->n--;
     } else {
-        uv_mutex_lock(&t->mu);
+        sc_spin_lock(&t->mu);
         s = t->pool;
         if (s) {
             t->pool = s->next;
             t->npool--;
         }
-        uv_mutex_unlock(&t->mu);
+        sc_spin_unlock(&t->mu);
     }
     if (!s) {
         s = sc_malloc(sizeof(*s));
@@ -371,7 +373,7 @@ static void recycle_locked(struct proxy_tracer *t, struct proxy_span *s)
 void proxy_tracer_push(struct proxy_tracer *t, struct proxy_span *s, struct proxy_span_cache *c)
 {
     struct proxy_span *old = NULL;
-    uv_mutex_lock(&t->mu);
+    sc_spin_lock(&t->mu);
     if (t->count == t->cap) {
         old = t->ring[t->head];
         t->head = (t->head + 1) % t->cap;
@@ -393,7 +395,7 @@ void proxy_tracer_push(struct proxy_tracer *t, struct proxy_span *s, struct prox
             c->n++;
         }
     }
-    uv_mutex_unlock(&t->mu);
+    sc_spin_unlock(&t->mu);
     if (old) {
         sc_metrics_counter_inc(t->m_full);
     }
@@ -405,7 +407,7 @@ void proxy_tracer_push(struct proxy_tracer *t, struct proxy_span *s, struct prox
 /* Takes up to <max> spans, oldest first, into <out>. */
 static size_t take(struct proxy_tracer *t, struct proxy_span **out, size_t max)
 {
-    uv_mutex_lock(&t->mu);
+    sc_spin_lock(&t->mu);
     size_t n = t->count < max ? t->count : max;
     for (size_t i = 0; i < n; i++) {
         out[i] = t->ring[(t->head + i) % t->cap];
@@ -413,7 +415,7 @@ static size_t take(struct proxy_tracer *t, struct proxy_span **out, size_t max)
     t->head = (t->head + n) % t->cap;
     t->count -= n;
     size_t left = t->count;
-    uv_mutex_unlock(&t->mu);
+    sc_spin_unlock(&t->mu);
     sc_metrics_gauge_set(t->m_queued, (double)left);
     return n;
 }
@@ -490,9 +492,9 @@ static void on_retry(uv_timer_t *h)
  * while the last one was in flight (each export costs about as much as 50 spans' encoding). */
 static void kick_full(struct proxy_tracer *t)
 {
-    uv_mutex_lock(&t->mu);
+    sc_spin_lock(&t->mu);
     bool full = t->count >= t->max_batch;
-    uv_mutex_unlock(&t->mu);
+    sc_spin_unlock(&t->mu);
     if (full || t->flushing) {
         kick(t);
     }
@@ -705,11 +707,24 @@ static void kick(struct proxy_tracer *t)
              : t->provider == PROXY_TRACE_OTLP_JSON
                  ? proxy_trace_encode_otlp_json(&t->body, &t->res, batch, n)
                  : proxy_trace_encode_zipkin(&t->body, &t->res, batch, n);
-    uv_mutex_lock(&t->mu);
-    for (size_t i = 0; i < n; i++) {
-        recycle_locked(t, batch[i]);
+    /* The batch's blocks go back to the pool in one splice (the lock is held for a few stores,
+     * not a walk), and what the pool has no room for is freed outside it. */
+    for (size_t i = 0; i + 1 < n; i++) {
+        batch[i]->next = batch[i + 1];
     }
-    uv_mutex_unlock(&t->mu);
+    size_t keep = 0;
+    sc_spin_lock(&t->mu);
+    size_t cap = t->max_batch < POOL_MAX ? t->max_batch : POOL_MAX;
+    if (t->npool < cap) {
+        keep = cap - t->npool < n ? cap - t->npool : n;
+        batch[keep - 1]->next = t->pool;
+        t->pool = batch[0];
+        t->npool += keep;
+    }
+    sc_spin_unlock(&t->mu);
+    for (size_t i = keep; i < n; i++) {
+        sc_free(batch[i]);
+    }
     sc_free(batch);
     t->nspans = n;
     if (rc == 0 && t->gzip) {
@@ -807,7 +822,7 @@ static void resize(struct proxy_tracer *t, size_t cap)
 {
     struct proxy_span **ring = sc_calloc(cap, sizeof(*ring));
     uint64_t dropped = 0;
-    uv_mutex_lock(&t->mu);
+    sc_spin_lock(&t->mu);
     while (t->count > cap) {
         sc_free(t->ring[t->head]);
         t->head = (t->head + 1) % t->cap;
@@ -821,7 +836,7 @@ static void resize(struct proxy_tracer *t, size_t cap)
     t->ring = ring;
     t->cap = cap;
     t->head = 0;
-    uv_mutex_unlock(&t->mu);
+    sc_spin_unlock(&t->mu);
     if (dropped) {
         sc_metrics_counter_add(t->m_full, dropped);
     }
@@ -835,9 +850,9 @@ void proxy_tracer_configure(struct proxy_tracer *t, const struct proxy_trace_cfg
     t->max_retries = cfg->max_retries;
     t->initial_backoff_ms = cfg->initial_backoff_ms;
     t->max_backoff_ms = cfg->max_backoff_ms;
-    uv_mutex_lock(&t->mu);
+    sc_spin_lock(&t->mu);
     t->max_batch = (size_t)cfg->max_batch_size;
-    uv_mutex_unlock(&t->mu);
+    sc_spin_unlock(&t->mu);
     if ((size_t)cfg->max_queue_size != t->cap) {
         resize(t, (size_t)cfg->max_queue_size);
     }
@@ -869,7 +884,6 @@ struct proxy_tracer *proxy_tracer_new(uv_loop_t *loop, struct sc_metrics *reg,
     struct proxy_tracer *t = SC_NEW(struct proxy_tracer);
     t->loop = loop;
     t->res = res;
-    uv_mutex_init(&t->mu);
     uv_async_init(loop, &t->async, on_async);
     t->async.data = t;
     uv_timer_init(loop, &t->timer);
@@ -933,7 +947,6 @@ static void on_closed(uv_handle_t *h)
     if (--t->handles > 0) {
         return;
     }
-    uv_mutex_destroy(&t->mu);
     sc_free(t->ring);
     while (t->pool) {
         struct proxy_span *s = t->pool;
@@ -970,14 +983,14 @@ void proxy_tracer_close(struct proxy_tracer *t)
         drop_batch(t, "shutting down");
     }
     uint64_t left = 0;
-    uv_mutex_lock(&t->mu);
+    sc_spin_lock(&t->mu);
     while (t->count) {
         sc_free(t->ring[t->head]);
         t->head = (t->head + 1) % t->cap;
         t->count--;
         left++;
     }
-    uv_mutex_unlock(&t->mu);
+    sc_spin_unlock(&t->mu);
     if (left) {
         sc_metrics_counter_add(t->m_failed, left);
         log_drops(t, left, "shutting down");

@@ -104,14 +104,13 @@ uint16_t proxy_span_put(struct proxy_span *s, struct sc_str v, uint16_t *off)
     return (uint16_t)w;
 }
 
-/* Protobuf wire bits for the attributes (proxy_trace_otlp.c writes the rest): Span.attributes = 9
- * and KeyValue/AnyValue fields, all length-delimited but AnyValue.int_value = 3 (varint). */
+/* The attributes' wire bits (proxy_trace.h; proxy_trace_otlp.c writes the rest). */
 enum {
-    PB_ATTR = 9 << 3 | 2,
-    PB_KEY = 1 << 3 | 2,
-    PB_VALUE = 2 << 3 | 2,
-    PB_STR = 1 << 3 | 2,
-    PB_INT = 3 << 3
+    PB_ATTR = PROXY_PB_ATTR,
+    PB_KEY = PROXY_PB_KEY,
+    PB_VALUE = PROXY_PB_VALUE,
+    PB_STR = PROXY_PB_STR,
+    PB_INT = PROXY_PB_INT
 };
 
 /* Writes an attribute's header (field tag and length, KeyValue key, AnyValue's tag and length) for
@@ -179,29 +178,12 @@ void proxy_span_str_n(struct proxy_span *s, const char *key, size_t klen, struct
 
 void proxy_span_int_n(struct proxy_span *s, const char *key, size_t klen, int64_t v)
 {
-    /* Every length fits one byte (a key under 100 bytes, a varint of 10 at most): the header is
-     * written by hand. */
-    size_t any = 1 + proxy_pb_vsz((uint64_t)v);
-    if (!attr_slot(s, klen + 7 + any)) {
-        return;
-    }
-    char *o = s->arena + s->attr_len;
-    o[0] = (char)PB_ATTR;
-    o[1] = (char)(klen + 4 + any);
-    o[2] = (char)PB_KEY;
-    o[3] = (char)klen;
-    copy_short(o + 4, key, klen);
-    o += 4 + klen;
-    o[0] = (char)PB_VALUE;
-    o[1] = (char)any;
-    o[2] = (char)PB_INT;
-    o = proxy_pb_varint(o + 3, (uint64_t)v);
-    s->attr_len = (uint16_t)(o - s->arena);
+    proxy_span_int_in(s, key, klen, v);
 }
 
 void proxy_span_blob_take(struct proxy_span_blob *b, struct proxy_span *scratch)
 {
-    b->p = sc_malloc(scratch->attr_len ? scratch->attr_len : 1);
+    b->p = sc_calloc(1, (size_t)scratch->attr_len + PROXY_BLOB_PAD);
     memcpy(b->p, scratch->arena, scratch->attr_len);
     b->len = scratch->attr_len;
     b->n = scratch->nattrs;
@@ -220,11 +202,9 @@ void proxy_span_add_encoded(struct proxy_span *s, const char *p, size_t len, uns
     s->nattrs = (uint16_t)(s->nattrs + n);
 }
 
-void proxy_span_blob_add(struct proxy_span *s, const struct proxy_span_blob *b)
-{
-    proxy_span_add_encoded(s, b->p, b->len, b->n);
-    s->dropped_attrs = (uint16_t)(s->dropped_attrs + b->dropped);
-}
+const char proxy_span_method_names[PROXY_SPAN_METHODS][8] = {
+    "", "GET", "HEAD", "PUT", "POST", "PATCH", "TRACE", "DELETE", "OPTIONS", "CONNECT",
+};
 
 /* Reads a varint at <*p> (before <end>). */
 static bool get_varint(const char **p, const char *end, uint64_t *v)
