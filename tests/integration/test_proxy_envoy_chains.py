@@ -292,7 +292,7 @@ def test_native_query_parameters_and_regex_rewrite(sidecar_run, uri_nginx):
 REFUSALS = [
     # (what is changed in a base bootstrap, the message part, the path part)
     ("second_hcm", "a second http_connection_manager chain", "filter_chains[1]"),
-    ("tls_socket", "a transport_socket is supported on a listener of one", "filter_chains[1]"),
+    ("tls_socket", "a tcp_proxy chain next to chains that terminate TLS", "filter_chains[0]"),
     ("prefix_ranges", "prefix_ranges is not supported", "filter_chains[0]"),
     ("weighted", "cluster \"nope\" is not a static cluster",
      "filter_chains[0].filters[0].typed_config"),
