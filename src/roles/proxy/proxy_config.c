@@ -764,8 +764,10 @@ int proxy_config_check(const void *cfg, char **err)
             char host[256], port[8];
             const char *e =
                 k < cl[i].endpoints.n ? cl[i].endpoints.v[k] : le[k - cl[i].endpoints.n].address;
+            struct in6_addr a6;
             if (split_endpoint(e, host, sizeof(host), port, sizeof(port)) < 0 ||
-                !valid_dns_name(host[0] == '[' ? "x" : host)) {
+                (strchr(host, ':') ? e[0] != '[' || inet_pton(AF_INET6, host, &a6) != 1
+                                   : !valid_dns_name(host))) {
                 *err =
                     sc_asprintf("cluster \"%s\": endpoint \"%s\" is not host:port", cl[i].name, e);
                 return SC_ECONFIG;
