@@ -28,7 +28,8 @@
 struct troute {
     const struct envoy_chain *c;
     const char *wild;
-    int klass; /* 0 exact names, 1 a wildcard, 2 no names */
+    int klass;      /* 0 exact names, 1 a wildcard, 2 no names */
+    int dlen, slen; /* the prefix length of its destination and source ranges (-1: none) */
     size_t order;
 };
 
@@ -42,19 +43,26 @@ static bool needs_hello(const struct envoy_chain *c)
     return c->sn || c->ap || c->tp;
 }
 
+/* Envoy's order of precedence: destination port, destination prefix (longest first), server
+ * names (exact, then the longest wildcard), transport protocol, ALPN, source type, source prefix
+ * (longest first), source ports; the file's order among equals. */
 static int troute_cmp(const void *a, const void *b)
 {
     const struct troute *x = a, *y = b;
-    int k[2][5];
+    int k[2][9];
     const struct troute *t[2] = { x, y };
     for (int i = 0; i < 2; i++) {
         k[i][0] = t[i]->c->dp ? 0 : 1;
-        k[i][1] = t[i]->klass;
-        k[i][2] = t[i]->wild ? -(int)strlen(t[i]->wild) : 0;
-        k[i][3] = t[i]->c->tp ? 0 : 1;
-        k[i][4] = t[i]->c->ap ? 0 : 1;
+        k[i][1] = -t[i]->dlen;
+        k[i][2] = t[i]->klass;
+        k[i][3] = t[i]->wild ? -(int)strlen(t[i]->wild) : 0;
+        k[i][4] = t[i]->c->tp ? 0 : 1;
+        k[i][5] = t[i]->c->ap ? 0 : 1;
+        k[i][6] = t[i]->c->st ? 0 : 1;
+        k[i][7] = -t[i]->slen;
+        k[i][8] = t[i]->c->sp ? 0 : 1;
     }
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 9; i++) {
         if (k[0][i] != k[1][i]) {
             return k[0][i] < k[1][i] ? -1 : 1;
         }
@@ -186,9 +194,17 @@ static int read_chain(struct proxy_front *f, const struct sc_ynode *fc, struct e
     if (!m) {
         return 0;
     }
-    /* prefix_ranges, source_prefix_ranges, source_type, source_ports and the rest: refused */
-    static const char *const mk[] = { "destination_port", "server_names", "transport_protocol",
-                                      "application_protocols", NULL };
+    /* address_suffix, suffix_len (deprecated in Envoy) and the rest: refused */
+    static const char *const mk[] = { "destination_port",
+                                      "server_names",
+                                      "transport_protocol",
+                                      "application_protocols",
+                                      "prefix_ranges",
+                                      "source_prefix_ranges",
+                                      "direct_source_prefix_ranges",
+                                      "source_type",
+                                      "source_ports",
+                                      NULL };
     if (proxy_front_keys(f, m, c->path, mk, NULL) < 0) {
         return SC_ECONFIG;
     }
@@ -201,6 +217,9 @@ static int read_chain(struct proxy_front *f, const struct sc_ynode *fc, struct e
     c->ap = sc_ynode_count(sc_ynode_get(m, "application_protocols"))
                 ? sc_ynode_get(m, "application_protocols")
                 : NULL;
+    if (proxy_envoy_chain_addr_read(f, m, c) < 0) {
+        return SC_ECONFIG;
+    }
     uint64_t port = 0;
     if (c->dp && (sc_str_to_u64(sc_str_c(c->dp), 65535, &port) < 0 || port == 0)) {
         return proxy_front_refuse(f, c->dpn, c->path, "destination_port %.16s is not a port",
@@ -289,6 +308,7 @@ static void put_troute(struct proxy_front *f, const struct troute *t, struct sc_
     if (c->tp) {
         proxy_front_put(f, r, "transport_protocol", c->tpn, c->tp);
     }
+    proxy_envoy_chain_addr_put(f, c, t->dlen, t->slen, r);
     proxy_front_copy(f, r, "cluster", c->dest, "cluster");
     proxy_front_copy(f, r, "weighted_clusters", c->dest, "weighted_clusters");
     proxy_front_push(f, out, r, c->fc);
@@ -302,6 +322,13 @@ static int check_http(struct proxy_front *f, const struct envoy_chain *cs, size_
         const struct envoy_chain *c = &cs[i];
         if (c->hcm || !takes_plaintext(c)) {
             continue;
+        }
+        if (h && c->addr) {
+            return proxy_front_refuse(f, c->fc, c->path,
+                                      "a plaintext chain with address matches next to the "
+                                      "http_connection_manager chain (%.200s): detected HTTP/1 "
+                                      "would reach its routes whatever the addresses",
+                                      h->path);
         }
         if (h && h->dp && !c->dp) {
             return proxy_front_refuse(f, c->fc, c->path,
@@ -436,18 +463,28 @@ static int chains(struct proxy_front *f, bool *access_log, const struct sc_ynode
             continue;
         }
         hello = hello || needs_hello(c);
-        bool exact = false;
-        for (size_t k = 0; k < sc_ynode_count(c->sn); k++) {
-            const char *v = sc_ynode_str(sc_ynode_at(c->sn, k));
-            if (v && v[0] == '*' && nt < MAX_TCP_ROUTES) {
-                ts[nt] = (struct troute){ .c = c, .wild = v, .klass = 1, .order = nt };
-                nt++;
+        /* one route per destination prefix length, source prefix length and name class */
+        for (size_t di = 0; di < (c->dlens.n ? c->dlens.n : 1); di++) {
+            for (size_t si = 0; si < (c->slens.n ? c->slens.n : 1); si++) {
+                int dl = c->dlens.n ? c->dlens.v[di] : -1, sl = c->slens.n ? c->slens.v[si] : -1;
+                bool exact = false;
+                for (size_t k = 0; k < sc_ynode_count(c->sn); k++) {
+                    const char *v = sc_ynode_str(sc_ynode_at(c->sn, k));
+                    if (v && v[0] == '*' && nt < MAX_TCP_ROUTES) {
+                        ts[nt] = (struct troute){
+                            .c = c, .wild = v, .klass = 1, .dlen = dl, .slen = sl, .order = nt
+                        };
+                        nt++;
+                    }
+                    exact = exact || !(v && v[0] == '*');
+                }
+                if ((exact || !c->sn) && nt < MAX_TCP_ROUTES) {
+                    ts[nt] = (struct troute){
+                        .c = c, .klass = c->sn ? 0 : 2, .dlen = dl, .slen = sl, .order = nt
+                    };
+                    nt++;
+                }
             }
-            exact = exact || !(v && v[0] == '*');
-        }
-        if ((exact || !c->sn) && nt < MAX_TCP_ROUTES) {
-            ts[nt] = (struct troute){ .c = c, .klass = c->sn ? 0 : 2, .order = nt };
-            nt++;
         }
         if (nt == MAX_TCP_ROUTES) {
             sc_free(ts);

@@ -63,9 +63,8 @@ static bool same(const struct sc_ynode *a, const struct sc_ynode *b, const char 
 }
 
 /* The TLS settings that one listener context has once, whatever the chain. */
-static const char *const shared_keys[] = { "client_ca",   "client_cert",     "alpn",
-                                           "min_version", "max_version",     "session_timeout",
-                                           NULL };
+static const char *const shared_keys[] = { "client_ca",   "client_cert",     "alpn", "min_version",
+                                           "max_version", "session_timeout", NULL };
 
 /* Checks chain <c> (translated TLS <t>, NULL for plaintext) against the listener at <addr> and the
  * chains before it; sets <*plain>, <*dflt>, <*ref> and <*tref>. */
@@ -152,8 +151,8 @@ static int check_chain(struct proxy_front *f, const struct envoy_chain *c, struc
 
 /* Appends chain <c>'s certificates (translated TLS <t>) to <certs>, served for its server_names;
  * <with_default>: its first pair too (else it is the listener's default certificate). */
-static void add_certs(struct proxy_front *f, const struct envoy_chain *c,
-                      const struct sc_ynode *t, struct sc_ynode *certs, bool with_default)
+static void add_certs(struct proxy_front *f, const struct envoy_chain *c, const struct sc_ynode *t,
+                      struct sc_ynode *certs, bool with_default)
 {
     const struct sc_ynode *more = sc_ynode_get(t, "certificates");
     for (size_t i = 0; i < sc_ynode_count(more) + 1 && !f->err; i++) {
