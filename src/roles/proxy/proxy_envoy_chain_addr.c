@@ -31,7 +31,10 @@ static int read_ranges(struct proxy_front *f, const struct sc_ynode *rs, const c
         const char *a = proxy_front_str(f, r, "address_prefix", p);
         const char *l = proxy_front_str(f, r, "prefix_len", p);
         unsigned char buf[16];
-        int fam = !a ? 0 : inet_pton(AF_INET, a, buf) == 1 ? 4 : inet_pton(AF_INET6, a, buf) == 1 ? 6 : 0;
+        int fam = !a                                 ? 0
+                  : inet_pton(AF_INET, a, buf) == 1  ? 4
+                  : inet_pton(AF_INET6, a, buf) == 1 ? 6
+                                                     : 0;
         if (!fam) {
             return proxy_front_refuse(f, r, p, "address_prefix \"%.64s\" is not an IP address",
                                       a ? a : "");
@@ -55,8 +58,8 @@ static int read_ranges(struct proxy_front *f, const struct sc_ynode *rs, const c
 int proxy_envoy_chain_addr_read(struct proxy_front *f, const struct sc_ynode *m,
                                 struct envoy_chain *c)
 {
-    c->pr = sc_ynode_count(sc_ynode_get(m, "prefix_ranges")) ? sc_ynode_get(m, "prefix_ranges")
-                                                               : NULL;
+    c->pr =
+        sc_ynode_count(sc_ynode_get(m, "prefix_ranges")) ? sc_ynode_get(m, "prefix_ranges") : NULL;
     const struct sc_ynode *spr = sc_ynode_get(m, "source_prefix_ranges");
     const struct sc_ynode *dspr = sc_ynode_get(m, "direct_source_prefix_ranges");
     if (sc_ynode_count(spr) && sc_ynode_count(dspr)) {
@@ -67,8 +70,8 @@ int proxy_envoy_chain_addr_read(struct proxy_front *f, const struct sc_ynode *m,
     }
     c->spr = sc_ynode_count(spr) ? spr : sc_ynode_count(dspr) ? dspr : NULL;
     const char *sprk = sc_ynode_count(spr) ? "source_prefix_ranges" : "direct_source_prefix_ranges";
-    c->sp = sc_ynode_count(sc_ynode_get(m, "source_ports")) ? sc_ynode_get(m, "source_ports")
-                                                             : NULL;
+    c->sp =
+        sc_ynode_count(sc_ynode_get(m, "source_ports")) ? sc_ynode_get(m, "source_ports") : NULL;
     const char *st = proxy_front_str(f, m, "source_type", c->path);
     if (st && !is(st, "ANY") && !is(st, "SAME_IP_OR_LOOPBACK") && !is(st, "EXTERNAL")) {
         return proxy_front_refuse(f, sc_ynode_get(m, "source_type"), c->path,
