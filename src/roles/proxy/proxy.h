@@ -94,6 +94,7 @@ struct proxy_route_cfg {
     char *host_rewrite;
     struct proxy_direct_cfg direct_response;
     struct proxy_redirect_cfg redirect;
+    struct proxy_health_ep_cfg health_endpoint;
     struct proxy_grpc_route_cfg grpc;
 };
 

@@ -226,6 +226,12 @@ static const struct sc_opt route_opts[] = {
       .offset = offsetof(struct proxy_route_cfg, redirect),
       .help = "answer with a redirect to a URL derived from the request's (instead of cluster)",
       .sub = proxy_redirect_opts },
+    { .name = "health_endpoint",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_route_cfg, health_endpoint),
+      .help = "answer health checks: 200, or 503 while draining or below min_healthy",
+      .sub = proxy_health_ep_opts,
+      .check = proxy_health_ep_mark },
     { 0 },
 };
 
