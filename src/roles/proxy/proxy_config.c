@@ -1021,6 +1021,7 @@ static void route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
         r->authority[i] = sc_strdup(rc->match.authority.v[i]);
     }
     r->dports = proxy_icpt_parse_ports(&rc->match.destination_ports, &r->ndports);
+    r->health_pass = rc->health_endpoint.set && rc->health_endpoint.pass_through;
     const struct proxy_header_match_cfg *h = rc->match.headers.v;
     r->nheaders = rc->match.headers.n;
     r->headers = sc_calloc(r->nheaders ? r->nheaders : 1, sizeof(*r->headers));

@@ -320,7 +320,7 @@ void proxy_exchange_route(struct proxy_dconn *dc, const struct sc_http_msg *m, s
             continue;
         }
         if (proxy_route_matches(&l->routes[i], m, path, w->md) &&
-            !proxy_route_passes(&l->routes[i], w)) {
+            !(l->routes[i].health_pass && !w->draining)) { /* proxy_route_health.c */
             found = &l->routes[i];
         }
     }

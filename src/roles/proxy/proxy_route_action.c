@@ -173,8 +173,7 @@ int proxy_route_action_check(const struct proxy_route_cfg *r, const char *where,
 struct proxy_route_action {
     int status;
     bool redirect;
-    bool health; /* health_endpoint: the status is computed per request */
-    bool pass_through;
+    bool health;               /* health_endpoint: the status is computed per request */
     struct sc_vec min_healthy; /* struct proxy_min_healthy_cfg, copied */
     /* direct_response */
     char *body;
@@ -200,7 +199,6 @@ struct proxy_route_action *proxy_route_action_new(const struct proxy_route_cfg *
         const struct proxy_health_ep_cfg *h = &rc->health_endpoint;
         const struct proxy_min_healthy_cfg *m = h->min_healthy.v;
         a->health = true;
-        a->pass_through = h->pass_through;
         a->min_healthy.n = h->min_healthy.n;
         a->min_healthy.v = h->min_healthy.n ? sc_calloc(h->min_healthy.n, sizeof(*m)) : NULL;
         struct proxy_min_healthy_cfg *to = a->min_healthy.v;
@@ -316,11 +314,6 @@ static int location(const struct proxy_route_action *a, const struct proxy_exch 
     }
     rc |= sc_buf_append_cstr(b, "\r\n");
     return rc ? SC_ETOOBIG : 0;
-}
-
-bool proxy_route_passes(const struct proxy_route *rt, const struct proxy_worker *w)
-{
-    return rt->pol && rt->pol->act && rt->pol->act->pass_through && !w->draining;
 }
 
 int proxy_route_action_answer(const struct proxy_exch *r, const struct sc_http_msg *m,

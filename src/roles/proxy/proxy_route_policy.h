@@ -323,12 +323,6 @@ int proxy_route_action_answer(const struct proxy_exch *r, const struct sc_http_m
                               struct sc_str origin, struct sc_buf *hdrs, struct sc_str *body,
                               const char **ctype, unsigned *flags);
 
-/* Whether route <rt> (matched) lets the request go on to the next matching route: a
- * pass-through health_endpoint while worker <w> is not draining. */
-struct proxy_route;
-struct proxy_worker;
-bool proxy_route_passes(const struct proxy_route *rt, const struct proxy_worker *w);
-
 /* Per-request policy state, in struct proxy_exch (zeroed per request). */
 struct proxy_req_pol {
     struct proxy_rl_result rl;
