@@ -53,6 +53,16 @@ enum sc_tls_client_cert {
 struct sc_tls_cert_opts {
     char *cert;
     char *key;
+    struct sc_strv server_names; /* names it is served for instead of its DNS SANs: exact, or
+                                    "*.suffix" covering any depth (longest suffix wins) */
+};
+
+/* What a server does with a ClientHello whose SNI no certificate's names cover (or without SNI):
+ * DEFAULT (zero) serves the default certificate; REJECT fails the handshake with an
+ * unrecognized_name alert, as a listener whose filter chains all name their servers does. */
+enum sc_tls_unmatched_sni {
+    SC_TLS_UNMATCHED_SNI_DEFAULT,
+    SC_TLS_UNMATCHED_SNI_REJECT,
 };
 
 /* A server (downstream) context. The first certificate (cert/key, else certificates[0]) is the
@@ -63,6 +73,7 @@ struct sc_tls_server_opts {
     char *cert;                  /* the default certificate (PEM, chain allowed) */
     char *key;                   /* its private key (PEM: ECDSA, RSA or Ed25519) */
     struct sc_vec certificates;  /* more struct sc_tls_cert_opts, chosen by SNI */
+    int unmatched_sni;           /* enum sc_tls_unmatched_sni */
     char *client_ca;             /* CA bundle that verifies client certificates */
     int client_cert;             /* enum sc_tls_client_cert */
     struct sc_strv alpn;         /* protocols in our order of preference ("h2", "http/1.1") */
@@ -98,6 +109,7 @@ extern const struct sc_opt sc_tls_client_opt_table[];
 /* The names of enum sc_tls_version and enum sc_tls_client_cert, NULL-terminated. */
 extern const char *const sc_tls_version_names[];
 extern const char *const sc_tls_client_cert_names[];
+extern const char *const sc_tls_unmatched_sni_names[]; /* enum sc_tls_unmatched_sni */
 
 /* ---- contexts ----------------------------------------------------------------------------- */
 
@@ -149,8 +161,9 @@ size_t sc_tls_ctx_certs(const struct sc_tls_ctx *c, struct sc_tls_cert_info *out
 struct ssl_ctx_st *sc_tls_ctx_ssl_ctx(const struct sc_tls_ctx *c);
 
 /* Returns the index (in the order of sc_tls_ctx_certs) of the server certificate whose DNS names
- * cover <name> (exact names first, then "*." wildcards covering one label; case-insensitive, a
- * trailing dot ignored): the one SNI <name> selects. Returns -1 when no certificate names it (SNI
+ * (or configured server_names) cover <name> (exact names first, then the longest "*." wildcard:
+ * over one label for DNS names, any number for server_names; case-insensitive, a trailing dot
+ * ignored): the one SNI <name> selects. Returns -1 when no certificate names it (SNI
  * then gets the default, index 0) or <c> is a client context. */
 int sc_tls_ctx_select(const struct sc_tls_ctx *c, struct sc_str name);
 

@@ -36,6 +36,7 @@
 const char *const sc_tls_version_names[] = { "auto",    "TLSv1.0", "TLSv1.1",
                                              "TLSv1.2", "TLSv1.3", NULL };
 const char *const sc_tls_client_cert_names[] = { "auto", "none", "optional", "require", NULL };
+const char *const sc_tls_unmatched_sni_names[] = { "default", "reject", NULL };
 
 static int check_version(void *field, char **err)
 {
@@ -58,6 +59,12 @@ static const struct sc_opt cert_opt_table[] = {
       .offset = offsetof(struct sc_tls_cert_opts, key),
       .help = "private key file (PEM: ECDSA, RSA or Ed25519)",
       .flags = SC_OPT_REQUIRED },
+    { .name = "server_names",
+      .type = SC_OPT_STRLIST,
+      .offset = offsetof(struct sc_tls_cert_opts, server_names),
+      .help = "SNI names this certificate is served for instead of its DNS names: exact, or "
+              "*.suffix covering any number of labels (exact first, then the longest suffix)",
+      .max = 64 },
     { 0 },
 };
 
@@ -78,6 +85,13 @@ const struct sc_opt sc_tls_server_opt_table[] = {
       .sub = cert_opt_table,
       .sub_size = sizeof(struct sc_tls_cert_opts),
       .max = 64 },
+    { .name = "unmatched_sni",
+      .type = SC_OPT_ENUM,
+      .offset = offsetof(struct sc_tls_server_opts, unmatched_sni),
+      .def = "default",
+      .enums = sc_tls_unmatched_sni_names,
+      .help = "a ClientHello whose SNI no certificate covers, or without SNI: default (serve the "
+              "default certificate) or reject (fail the handshake with unrecognized_name)" },
     { .name = "client_ca",
       .type = SC_OPT_STR,
       .offset = offsetof(struct sc_tls_server_opts, client_ca),
@@ -777,14 +791,19 @@ static int on_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *ou
     return SSL_TLSEXT_ERR_NOACK;
 }
 
-/* Whether certificate name <pat> ("a.b" or "*.b") covers <host> (lower case). */
-static bool name_matches(const char *pat, const char *host, bool wildcard)
+/* Whether certificate name <pat> ("a.b" or "*.b") covers <host> (lower case): exactly, or as a
+ * wildcard over one label (<any_depth>: over any number of labels, as server_names do). */
+static bool name_matches(const char *pat, const char *host, bool wildcard, bool any_depth)
 {
     if (!wildcard) {
         return strcmp(pat, host) == 0;
     }
     if (pat[0] != '*' || pat[1] != '.') {
         return false;
+    }
+    if (any_depth) {
+        size_t hl = strlen(host), pl = strlen(pat + 1); /* ".b" */
+        return hl > pl && strcmp(host + hl - pl, pat + 1) == 0;
     }
     const char *dot = strchr(host, '.');
     return dot && dot != host && strcmp(dot + 1, pat + 2) == 0;
@@ -807,29 +826,47 @@ int sc_tls_ctx_select(const struct sc_tls_ctx *c, struct sc_str name)
         host[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch;
     }
     host[name.len] = '\0';
-    for (int wild = 0; wild < 2; wild++) {
-        for (size_t i = 0; i < c->ncerts; i++) {
-            for (size_t j = 0; j < c->certs[i].nnames; j++) {
-                if (name_matches(c->certs[i].names[j], host, wild)) {
-                    return (int)i;
-                }
+    for (size_t i = 0; i < c->ncerts; i++) {
+        for (size_t j = 0; j < c->certs[i].nnames; j++) {
+            if (name_matches(c->certs[i].names[j], host, false, false)) {
+                return (int)i;
             }
         }
     }
-    return -1;
+    /* Wildcards: the longest covering one (one-label wildcards that cover a name are all the
+     * same string, so among them the first certificate wins). */
+    int best = -1;
+    size_t best_len = 0;
+    for (size_t i = 0; i < c->ncerts; i++) {
+        for (size_t j = 0; j < c->certs[i].nnames; j++) {
+            const char *pat = c->certs[i].names[j];
+            size_t n = strlen(pat);
+            if (n > best_len && name_matches(pat, host, true, c->certs[i].any_depth)) {
+                best = (int)i;
+                best_len = n;
+            }
+        }
+    }
+    return best;
 }
 
 /* SNI: switch to the certificate whose names cover the requested one (exact before wildcard);
- * the default certificate stays otherwise. */
+ * the default certificate stays otherwise, or the handshake fails when unmatched names are
+ * rejected (also without SNI: OpenSSL calls this for every ClientHello). */
 static int on_servername(SSL *ssl, int *alert, void *arg)
 {
     struct sc_tls_ctx *c = arg;
     const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    if (sni && c->ncerts > 1) {
-        int i = sc_tls_ctx_select(c, sc_str_c(sni));
-        if (i > 0) {
-            SSL_set_SSL_CTX(ssl, c->certs[i].ssl);
-        }
+    if (!sni && !c->reject_unmatched) {
+        return SSL_TLSEXT_ERR_OK;
+    }
+    int i =
+        sni && (c->ncerts > 1 || c->reject_unmatched) ? sc_tls_ctx_select(c, sc_str_c(sni)) : -1;
+    if (i > 0) {
+        SSL_set_SSL_CTX(ssl, c->certs[i].ssl);
+    } else if (i < 0 && c->reject_unmatched) {
+        *alert = SSL_AD_UNRECOGNIZED_NAME;
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
     }
     return SSL_TLSEXT_ERR_OK;
 }
@@ -932,6 +969,38 @@ out:
     return rc;
 }
 
+/* Replaces slot <c>'s DNS names by the configured <sn> (lower case; "*.x" wildcards cover any
+ * depth). */
+static int own_names(struct sc__tls_cert *c, const struct sc_strv *sn, size_t idx, char **err)
+{
+    for (size_t j = 0; j < c->nnames; j++) {
+        sc_free(c->names[j]);
+    }
+    sc_free(c->names);
+    c->names = sc_calloc(sn->n, sizeof(char *));
+    c->nnames = 0;
+    c->any_depth = true;
+    for (size_t j = 0; j < sn->n; j++) {
+        const char *v = sn->v[j];
+        size_t n = strlen(v);
+        if (n == 0 || n > 253 ||
+            (strchr(v, '*') && (v[0] != '*' || v[1] != '.' || n < 3 || strchr(v + 1, '*')))) {
+            *err = sc_asprintf("tls: certificates[%zu].server_names: \"%s\" is not a name or a "
+                               "*.suffix wildcard",
+                               idx, v);
+            return SC_ECONFIG;
+        }
+        char *name = sc_strdup(v);
+        for (char *q = name; *q; q++) {
+            if (*q >= 'A' && *q <= 'Z') {
+                *q = (char)(*q - 'A' + 'a');
+            }
+        }
+        c->names[c->nnames++] = name;
+    }
+    return 0;
+}
+
 /* The URI SAN of a certificate slot's leaf in <s>, for the XFCC "By". */
 static char *uri_of(SSL_CTX *s)
 {
@@ -983,6 +1052,7 @@ struct sc_tls_ctx *sc__tls_ctx_server(const struct sc_tls_server_opts *o,
     STACK_OF(X509_NAME) *ca_names = NULL;
     atomic_init(&c->refs, 1);
     c->server = true;
+    c->reject_unmatched = o->unmatched_sni == SC_TLS_UNMATCHED_SNI_REJECT;
     const struct sc_tls_cert_opts *extra = o->certificates.v;
     size_t total = (o->cert || o->key ? 1 : 0) + o->certificates.n;
     if (total == 0) {
@@ -1032,6 +1102,11 @@ struct sc_tls_ctx *sc__tls_ctx_server(const struct sc_tls_server_opts *o,
         }
         if (ctx_common(s, c, o->min_version, o->max_version, err) < 0 ||
             use_pair(s, &c->certs[i], cert, key, files, err) < 0) {
+            goto fail;
+        }
+        const struct sc_strv *sn =
+            (o->cert && i == 0) ? NULL : &extra[o->cert ? i - 1 : i].server_names;
+        if (sn && sn->n && own_names(&c->certs[i], sn, i, err) < 0) {
             goto fail;
         }
         set_sid_ctx(s, o);

@@ -31,8 +31,9 @@ struct sc__tls_files {
 /* One certificate of a context: its own SSL_CTX (servers switch to it on SNI) and names. */
 struct sc__tls_cert {
     SSL_CTX *ssl;
-    char **names; /* DNS SANs, lower case; "*.x" for wildcards */
+    char **names; /* DNS SANs (or configured server_names), lower case; "*.x" for wildcards */
     size_t nnames;
+    bool any_depth; /* names are server_names: a wildcard covers any number of labels */
     struct sc_tls_cert_info info;
 };
 
@@ -42,7 +43,8 @@ struct sc_tls_ctx {
     SSL_CTX *ssl;               /* server: certs[0].ssl; client: the only one */
     struct sc__tls_cert *certs; /* server: >= 1; client: 0 or 1 (information only) */
     size_t ncerts;
-    unsigned char *alpn; /* wire format (length-prefixed names) */
+    bool reject_unmatched; /* server: fail a handshake whose SNI no certificate covers */
+    unsigned char *alpn;   /* wire format (length-prefixed names) */
     size_t alpn_len;
     char **sans; /* client: names or SPIFFE IDs the server must present */
     size_t nsans;

@@ -70,6 +70,7 @@ static void sopts_copy(struct sc_tls_server_opts *d, const struct sc_tls_server_
         for (size_t i = 0; i < s->certificates.n; i++) {
             v[i].cert = sc_strdup(from[i].cert);
             v[i].key = sc_strdup(from[i].key);
+            strv_copy(&v[i].server_names, &from[i].server_names);
         }
         d->certificates.v = v;
     }
@@ -81,6 +82,7 @@ static void sopts_free(struct sc_tls_server_opts *o)
     for (size_t i = 0; i < o->certificates.n; i++) {
         sc_free(v[i].cert);
         sc_free(v[i].key);
+        strv_free(&v[i].server_names);
     }
     sc_free(v);
     sc_free(o->cert);

@@ -292,8 +292,8 @@ def test_native_query_parameters_and_regex_rewrite(sidecar_run, uri_nginx):
 REFUSALS = [
     # (what is changed in a base bootstrap, the message part, the path part)
     ("second_hcm", "a second http_connection_manager chain", "filter_chains[1]"),
-    ("tls_socket", "a transport_socket is supported on a listener of one", "filter_chains[1]"),
-    ("prefix_ranges", "prefix_ranges is not supported", "filter_chains[0]"),
+    ("tls_socket", "a tcp_proxy chain next to chains that terminate TLS", "filter_chains[0]"),
+    ("address_suffix", "address_suffix is not supported", "filter_chains[0]"),
     ("weighted", "cluster \"nope\" is not a static cluster",
      "filter_chains[0].filters[0].typed_config"),
     ("port_http", "this chain takes plaintext on any port", "default_filter_chain"),
@@ -316,9 +316,8 @@ def refusal(kind, port):
     elif kind == "tls_socket":
         chains[1]["transport_socket"] = {"name": "tls", "typed_config": {
             "@type": T + "transport_sockets.tls.v3.DownstreamTlsContext"}}
-    elif kind == "prefix_ranges":
-        chains[0]["filter_chain_match"]["prefix_ranges"] = [{"address_prefix": "10.0.0.0",
-                                                             "prefix_len": 8}]
+    elif kind == "address_suffix":
+        chains[0]["filter_chain_match"]["address_suffix"] = "10.0.0.1"
     elif kind == "weighted":
         tc = chains[0]["filters"][0]["typed_config"]
         del tc["cluster"]

@@ -139,7 +139,7 @@ def test_grpc_health_check_over_tls(sidecar_run, servers, pki):
 
 def test_grpc_health_check_config_errors(run_cli, tmp_path):
     cases = [
-        ({"path": "/h", "grpc": {}}, "both path (HTTP) and grpc"),
+        ({"path": "/h", "grpc": {}}, "more than one of path (HTTP), grpc and tcp"),
         ({"grpc": {"service": "x" * 300}}, "grpc service longer than 256 bytes"),
         ({"grpc": {"authority": "a b"}}, "authority has a space"),
         ({"grpc": {"nope": 1}}, "nope"),

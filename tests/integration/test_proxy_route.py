@@ -562,7 +562,7 @@ def test_proxy_route_redirect_and_direct_response(sidecar_run):
 def test_proxy_route_action_check_errors(run_cli, tmp_path):
     cases = [
         ({"name": "r", "redirect": {"https_redirect": True}, "direct_response": {"status": 200}},
-         "use one of redirect and direct_response"),
+         "use one of redirect, direct_response and health_endpoint"),
         ({"name": "r", "cluster": "app", "direct_response": {"status": 200}},
          "answers itself: it takes no cluster"),
         ({"name": "r", "redirect": {"host": "x", "response_code": 304}},

@@ -221,9 +221,9 @@ static void test_sni_selection(void **state)
 {
     (void)state;
     struct sc_tls_cert_opts more[3] = {
-        { path_of("rsa.pem"), path_of("rsa.key") },
-        { path_of("ed25519.pem"), path_of("ed25519.key") },
-        { path_of("wild.pem"), path_of("wild.key") },
+        { path_of("rsa.pem"), path_of("rsa.key"), { 0 } },
+        { path_of("ed25519.pem"), path_of("ed25519.key"), { 0 } },
+        { path_of("wild.pem"), path_of("wild.key"), { 0 } },
     };
     struct sc_tls_server_opts so = server_opts("server.pem", "server.key");
     so.certificates = (struct sc_vec){ more, 3 };
@@ -263,6 +263,48 @@ static void test_sni_selection(void **state)
         assert_int_equal(w.srv.mis_rsa, cases[i].mis_rsa);
         assert_int_equal(w.srv.mis_wild, cases[i].mis_wild);
         assert_false(w.srv.mis_none);
+        sc_tls_ctx_unref(c);
+    }
+    sc_tls_ctx_unref(s);
+}
+
+/* server_names replace a certificate's own names (wildcards over any depth, the longest suffix
+ * first); unmatched_sni: reject fails names nobody covers, and ClientHellos without SNI. */
+static void test_sni_server_names(void **state)
+{
+    (void)state;
+    struct sc_tls_cert_opts more[3] = {
+        { path_of("rsa.pem"), path_of("rsa.key"), strv("*.example.test", "api.test") },
+        { path_of("ed25519.pem"), path_of("ed25519.key"), strv("*.deep.example.test", NULL) },
+        { path_of("wild.pem"), path_of("wild.key"), { 0 } },
+    };
+    struct sc_tls_server_opts so = server_opts("server.pem", "server.key");
+    so.certificates = (struct sc_vec){ more, 3 };
+    struct sc_tls_ctx *s = server_ctx(&so);
+    assert_int_equal(sc_tls_ctx_select(s, SC_STR("API.test")), 1);
+    assert_int_equal(sc_tls_ctx_select(s, SC_STR("a.b.c.example.test")), 1);
+    assert_int_equal(sc_tls_ctx_select(s, SC_STR("x.deep.example.test")), 2); /* longer suffix */
+    assert_int_equal(sc_tls_ctx_select(s, SC_STR("example.test")), -1);
+    assert_int_equal(sc_tls_ctx_select(s, SC_STR("rsa.test")), -1);      /* its own name no more */
+    assert_int_equal(sc_tls_ctx_select(s, SC_STR("x.wild.test")), 3);    /* by its DNS names */
+    assert_int_equal(sc_tls_ctx_select(s, SC_STR("a.b.wild.test")), -1); /* one label */
+    sc_tls_ctx_unref(s);
+    so.unmatched_sni = SC_TLS_UNMATCHED_SNI_REJECT;
+    s = server_ctx(&so);
+    const char *names[] = { "x.example.test", "nobody.test", NULL }; /* NULL: no SNI */
+    for (size_t i = 0; i < SC_ARRAY_LEN(names); i++) {
+        struct sc_tls_client_opts co = client_opts();
+        co.insecure_skip_verify = true;
+        struct sc_tls_ctx *c = client_ctx(&co);
+        struct world w;
+        exchange(&w, s, c, names[i]);
+        if (i == 0) {
+            assert_ok(&w);
+            assert_int_equal(w.srv.cert_index, 1);
+        } else {
+            assert_true(w.srv.connected_rc < 0);
+            assert_true(w.cli.connected_rc < 0);
+        }
         sc_tls_ctx_unref(c);
     }
     sc_tls_ctx_unref(s);
@@ -771,6 +813,7 @@ int main(void)
         cmocka_unit_test(test_expiry_warnings),
         cmocka_unit_test(test_handshake_alpn_sni),
         cmocka_unit_test(test_sni_selection),
+        cmocka_unit_test(test_sni_server_names),
         cmocka_unit_test(test_client_cert_modes),
         cmocka_unit_test(test_verify_failures),
         cmocka_unit_test(test_old_versions_and_plaintext),

@@ -94,6 +94,7 @@ struct proxy_route_cfg {
     char *host_rewrite;
     struct proxy_direct_cfg direct_response;
     struct proxy_redirect_cfg redirect;
+    struct proxy_health_ep_cfg health_endpoint;
     struct proxy_grpc_route_cfg grpc;
 };
 
@@ -358,6 +359,7 @@ struct proxy_route {
     int status_codes[PROXY_MAX_STATUS_CODES];
     size_t nstatus_codes;
     bool retry_non_idempotent;
+    bool health_pass; /* a pass-through health_endpoint: matched requests go on unless draining */
     uint64_t base_interval_ms;
     uint64_t max_interval_ms;
     /* sidecar_requests_total series by status code (100..599), filled on first use */

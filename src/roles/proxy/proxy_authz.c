@@ -352,7 +352,7 @@ void proxy_az_ip_from_sa(const struct sockaddr_storage *ss, struct proxy_az_ip *
     }
 }
 
-static int compile_cidr(const char *s, struct az_cidr *out, char **err)
+int proxy_cidr_parse(const char *s, struct proxy_cidr *out, char **err)
 {
     const char *slash = strchr(s, '/');
     struct proxy_az_ip ip;
@@ -383,7 +383,7 @@ static int compile_cidrs(const struct sc_strv *v, struct az_cidrs *out, char **e
     out->n = 0;
     out->v = v->n ? sc_calloc(v->n, sizeof(*out->v)) : NULL;
     for (size_t i = 0; i < v->n; i++) {
-        int rc = compile_cidr(v->v[i], &out->v[i], err);
+        int rc = proxy_cidr_parse(v->v[i], &out->v[i], err);
         if (rc < 0) {
             return rc;
         }
@@ -985,28 +985,10 @@ static bool hosts_any(const struct az_strs *s, const struct proxy_az_req *rq)
     return false;
 }
 
-static bool cidr_match(const struct az_cidr *c, const struct proxy_az_ip *ip)
-{
-    if (ip->fam != c->fam) {
-        return false;
-    }
-    int full = c->bits / 8, rest = c->bits % 8;
-    for (int i = 0; i < full; i++) { /* a few bytes: a call to memcmp costs more */
-        if (ip->a[i] != c->a[i]) {
-            return false;
-        }
-    }
-    if (rest) {
-        uint8_t mask = (uint8_t)(0xff << (8 - rest));
-        return (ip->a[full] & mask) == (c->a[full] & mask);
-    }
-    return true;
-}
-
 static bool cidrs_any(const struct az_cidrs *s, const struct proxy_az_ip *ip)
 {
     for (size_t i = 0; i < s->n; i++) {
-        if (cidr_match(&s->v[i], ip)) {
+        if (proxy_cidr_match(&s->v[i], ip)) {
             return true;
         }
     }

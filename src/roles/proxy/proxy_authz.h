@@ -127,6 +127,35 @@ int proxy_az_ip_parse(struct sc_str s, struct proxy_az_ip *ip);
 /* The same for a socket address. */
 void proxy_az_ip_from_sa(const struct sockaddr_storage *ss, struct proxy_az_ip *ip);
 
+/* A CIDR block ("10.0.0.0/8", "fd00::/8"; a bare address is a /32 or /128). */
+struct proxy_cidr {
+    int fam;
+    int bits;
+    uint8_t a[16];
+};
+
+/* Parses <s> into <out>. Returns 0, or SC_ECONFIG with a new message in <*err>. */
+int proxy_cidr_parse(const char *s, struct proxy_cidr *out, char **err);
+
+/* Whether <ip> lies in block <c> (of the same family). */
+static inline bool proxy_cidr_match(const struct proxy_cidr *c, const struct proxy_az_ip *ip)
+{
+    if (ip->fam != c->fam) {
+        return false;
+    }
+    int full = c->bits / 8, rest = c->bits % 8;
+    for (int i = 0; i < full; i++) { /* a few bytes: a call to memcmp costs more */
+        if (ip->a[i] != c->a[i]) {
+            return false;
+        }
+    }
+    if (rest) {
+        uint8_t mask = (uint8_t)(0xff << (8 - rest));
+        return (ip->a[full] & mask) == (c->a[full] & mask);
+    }
+    return true;
+}
+
 /* The request identity from a verified JWT (RequestAuthentication), borrowed. */
 struct proxy_az_auth {
     struct sc_str principal; /* "<iss>/<sub>" */

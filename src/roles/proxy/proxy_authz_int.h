@@ -24,14 +24,8 @@ struct az_strs {
     size_t n;
 };
 
-struct az_cidr {
-    int fam;
-    int bits;
-    uint8_t a[16];
-};
-
 struct az_cidrs {
-    struct az_cidr *v;
+    struct proxy_cidr *v;
     size_t n;
 };
 

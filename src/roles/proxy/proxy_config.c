@@ -226,6 +226,12 @@ static const struct sc_opt route_opts[] = {
       .offset = offsetof(struct proxy_route_cfg, redirect),
       .help = "answer with a redirect to a URL derived from the request's (instead of cluster)",
       .sub = proxy_redirect_opts },
+    { .name = "health_endpoint",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_route_cfg, health_endpoint),
+      .help = "answer health checks: 200, or 503 while draining or below min_healthy",
+      .sub = proxy_health_ep_opts,
+      .check = proxy_health_ep_mark },
     { 0 },
 };
 
@@ -764,8 +770,10 @@ int proxy_config_check(const void *cfg, char **err)
             char host[256], port[8];
             const char *e =
                 k < cl[i].endpoints.n ? cl[i].endpoints.v[k] : le[k - cl[i].endpoints.n].address;
+            struct in6_addr a6;
             if (split_endpoint(e, host, sizeof(host), port, sizeof(port)) < 0 ||
-                !valid_dns_name(host[0] == '[' ? "x" : host)) {
+                (strchr(host, ':') ? e[0] != '[' || inet_pton(AF_INET6, host, &a6) != 1
+                                   : !valid_dns_name(host))) {
                 *err =
                     sc_asprintf("cluster \"%s\": endpoint \"%s\" is not host:port", cl[i].name, e);
                 return SC_ECONFIG;
@@ -1013,6 +1021,7 @@ static void route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
         r->authority[i] = sc_strdup(rc->match.authority.v[i]);
     }
     r->dports = proxy_icpt_parse_ports(&rc->match.destination_ports, &r->ndports);
+    r->health_pass = rc->health_endpoint.set && rc->health_endpoint.pass_through;
     const struct proxy_header_match_cfg *h = rc->match.headers.v;
     r->nheaders = rc->match.headers.n;
     r->headers = sc_calloc(r->nheaders ? r->nheaders : 1, sizeof(*r->headers));

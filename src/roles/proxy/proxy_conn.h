@@ -69,6 +69,7 @@ enum {
     F_UAEX = 1 << 15, /* denied or failed by an external authorizer (proxy_extauthz.c) */
     F_DR = 1 << 16,   /* answered by the route's direct_response (proxy_route_action.c) */
     F_RD = 1 << 17,   /* answered by the route's redirect */
+    F_LH = 1 << 18,   /* a health check failed locally (draining, too few healthy endpoints) */
 };
 
 /* COND_GRPC: a gRPC status (proxy_grpc.c); proxy_may_retry then says whether a retry is

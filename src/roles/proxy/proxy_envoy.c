@@ -770,7 +770,7 @@ static void local_ratelimit(struct proxy_front *f, struct sc_ynode *l, const str
  * NULL. */
 static struct sc_ynode *http_filters(struct proxy_front *f, struct sc_ynode *l,
                                      const struct sc_ynode *hcm, const struct sc_ynode *hf,
-                                     const char *path)
+                                     const char *path, struct sc_ynode **health)
 {
     size_t n = sc_ynode_count(hf);
     struct sc_ynode *fault = NULL;
@@ -819,6 +819,20 @@ static struct sc_ynode *http_filters(struct proxy_front *f, struct sc_ynode *l,
             }
             proxy_front_path(p, path, "[%zu].typed_config", i);
             if (proxy_envoy_authz_filter(f, hcm, l, tc, p) < 0) {
+                return NULL;
+            }
+            continue;
+        }
+        if (proxy_envoy_health_filter_is(t, nm)) {
+            if (proxy_front_keys(f, h, p, k, NULL) < 0) {
+                return NULL;
+            }
+            if (*health) {
+                proxy_front_refuse(f, h, p, "one health_check filter only");
+                return NULL;
+            }
+            proxy_front_path(p, path, "[%zu].typed_config", i);
+            if (!(*health = proxy_envoy_health_filter(f, tc, p))) {
                 return NULL;
             }
             continue;
@@ -948,7 +962,8 @@ void proxy_envoy_hcm(struct proxy_front *f, bool *access_log, struct sc_ynode *l
     }
     char p[PROXY_FRONT_PATH];
     proxy_front_path(p, path, ".http_filters");
-    struct sc_ynode *fault = http_filters(f, l, tc, sc_ynode_get(tc, "http_filters"), p);
+    struct sc_ynode *health = NULL;
+    struct sc_ynode *fault = http_filters(f, l, tc, sc_ynode_get(tc, "http_filters"), p, &health);
     if (proxy_envoy_paths(f, tc, path) < 0) {
         return;
     }
@@ -1012,9 +1027,12 @@ void proxy_envoy_hcm(struct proxy_front *f, bool *access_log, struct sc_ynode *l
         return;
     }
     struct sc_ynode *routes = proxy_front_seq(f, rc);
+    if (health) {
+        proxy_front_push(f, routes, health, rc); /* a filter: before every route */
+    }
     proxy_front_path(p, path, ".route_config");
     route_config(f, routes, rc, p);
-    for (size_t i = 0; fault && i < sc_ynode_count(routes) && !f->err; i++) {
+    for (size_t i = health ? 1 : 0; fault && i < sc_ynode_count(routes) && !f->err; i++) {
         proxy_front_set(f, (struct sc_ynode *)sc_ynode_at(routes, i), "fault",
                         sc_ytree_copy(f->out, fault), fault);
     }

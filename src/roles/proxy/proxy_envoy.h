@@ -54,6 +54,20 @@ int proxy_envoy_paths(struct proxy_front *f, const struct sc_ynode *hcm, const c
 void proxy_envoy_hcm(struct proxy_front *f, bool *access_log, struct sc_ynode *l,
                      const struct sc_ynode *tc, const char *path);
 
+/* A cluster health check's tcp_health_check <th> (at <path>) as our health_check.tcp
+ * (proxy_envoy_health.c): Payload text (hex) or binary (base64) as hex. */
+struct sc_ynode *proxy_envoy_tcp_health(struct proxy_front *f, const struct sc_ynode *th,
+                                        const char *path);
+
+/* Whether @type <t> (or, without one, filter name <name>) is the health_check HTTP filter. */
+bool proxy_envoy_health_filter_is(const char *t, const char *name);
+
+/* The health_check HTTP filter's typed_config <tc> (at <path>) as a native route answering health
+ * checks (health_endpoint), to go before every other route of the listener; NULL after a
+ * refusal. */
+struct sc_ynode *proxy_envoy_health_filter(struct proxy_front *f, const struct sc_ynode *tc,
+                                           const char *path);
+
 /* A route's hash_policy list <hp> as ours (proxy_envoy_chain.c). */
 struct sc_ynode *proxy_envoy_hash_policy(struct proxy_front *f, const struct sc_ynode *hp,
                                          const char *path);

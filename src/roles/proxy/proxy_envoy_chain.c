@@ -18,57 +18,51 @@
 #include "core/error.h"
 #include "core/str.h"
 #include "roles/proxy/proxy_envoy.h"
+#include "roles/proxy/proxy_envoy_chain.h"
 
 #define MAX_CHAINS 128
 #define MAX_TCP_ROUTES 256 /* the native tcp_routes bound */
 
-struct chain {
-    const struct sc_ynode *fc;  /* the chain */
-    const struct sc_ynode *nf;  /* its one network filter */
-    const struct sc_ynode *tc;  /* the filter's typed_config */
-    const struct sc_ynode *dpn; /* filter_chain_match.destination_port */
-    const struct sc_ynode *sn;  /* .server_names */
-    const struct sc_ynode *ap;  /* .application_protocols */
-    const struct sc_ynode *tpn; /* .transport_protocol */
-    const char *dp, *tp;
-    struct sc_ynode *dest; /* a tcp_proxy's translation: {cluster} */
-    char path[PROXY_FRONT_PATH];
-    size_t idx;
-    bool hcm, dflt;
-};
-
 /* One native tcp_route to be: the exact server names of chain <c> (wild NULL), one of its
  * wildcard names, or all names when it has none. */
 struct troute {
-    const struct chain *c;
+    const struct envoy_chain *c;
     const char *wild;
-    int klass; /* 0 exact names, 1 a wildcard, 2 no names */
+    int klass;      /* 0 exact names, 1 a wildcard, 2 no names */
+    int dlen, slen; /* the prefix length of its destination and source ranges (-1: none) */
     size_t order;
 };
 
-static bool takes_plaintext(const struct chain *c)
+static bool takes_plaintext(const struct envoy_chain *c)
 {
     return !c->sn && !c->ap && !is(c->tp, "tls");
 }
 
-static bool needs_hello(const struct chain *c)
+static bool needs_hello(const struct envoy_chain *c)
 {
     return c->sn || c->ap || c->tp;
 }
 
+/* Envoy's order of precedence: destination port, destination prefix (longest first), server
+ * names (exact, then the longest wildcard), transport protocol, ALPN, source type, source prefix
+ * (longest first), source ports; the file's order among equals. */
 static int troute_cmp(const void *a, const void *b)
 {
     const struct troute *x = a, *y = b;
-    int k[2][5];
+    int k[2][9];
     const struct troute *t[2] = { x, y };
     for (int i = 0; i < 2; i++) {
         k[i][0] = t[i]->c->dp ? 0 : 1;
-        k[i][1] = t[i]->klass;
-        k[i][2] = t[i]->wild ? -(int)strlen(t[i]->wild) : 0;
-        k[i][3] = t[i]->c->tp ? 0 : 1;
-        k[i][4] = t[i]->c->ap ? 0 : 1;
+        k[i][1] = -t[i]->dlen;
+        k[i][2] = t[i]->klass;
+        k[i][3] = t[i]->wild ? -(int)strlen(t[i]->wild) : 0;
+        k[i][4] = t[i]->c->tp ? 0 : 1;
+        k[i][5] = t[i]->c->ap ? 0 : 1;
+        k[i][6] = t[i]->c->st ? 0 : 1;
+        k[i][7] = -t[i]->slen;
+        k[i][8] = t[i]->c->sp ? 0 : 1;
     }
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 9; i++) {
         if (k[0][i] != k[1][i]) {
             return k[0][i] < k[1][i] ? -1 : 1;
         }
@@ -91,7 +85,7 @@ static bool envoy_cluster(const struct proxy_front *f, const char *name)
 
 /* A tcp_proxy's cluster (one of weighted_clusters' when it names one) into <dst> as "cluster";
  * its idle_timeout onto the listener's tcp_idle_timeout (<*idle>: the first chain's). */
-static int tcp_proxy(struct proxy_front *f, bool *access_log, const struct chain *c,
+static int tcp_proxy(struct proxy_front *f, bool *access_log, const struct envoy_chain *c,
                      struct sc_ynode *dst, struct sc_ynode *l, const struct sc_ynode **idle)
 {
     char p[PROXY_FRONT_PATH];
@@ -164,7 +158,7 @@ static int tcp_proxy(struct proxy_front *f, bool *access_log, const struct chain
 }
 
 /* Reads chain <fc> into <c>: its keys, its one filter, its filter_chain_match. */
-static int read_chain(struct proxy_front *f, const struct sc_ynode *fc, struct chain *c)
+static int read_chain(struct proxy_front *f, const struct sc_ynode *fc, struct envoy_chain *c)
 {
     static const char *const fk[] = { "filters", "filter_chain_match", "transport_socket", "name",
                                       NULL };
@@ -200,9 +194,17 @@ static int read_chain(struct proxy_front *f, const struct sc_ynode *fc, struct c
     if (!m) {
         return 0;
     }
-    /* prefix_ranges, source_prefix_ranges, source_type, source_ports and the rest: refused */
-    static const char *const mk[] = { "destination_port", "server_names", "transport_protocol",
-                                      "application_protocols", NULL };
+    /* address_suffix, suffix_len (deprecated in Envoy) and the rest: refused */
+    static const char *const mk[] = { "destination_port",
+                                      "server_names",
+                                      "transport_protocol",
+                                      "application_protocols",
+                                      "prefix_ranges",
+                                      "source_prefix_ranges",
+                                      "direct_source_prefix_ranges",
+                                      "source_type",
+                                      "source_ports",
+                                      NULL };
     if (proxy_front_keys(f, m, c->path, mk, NULL) < 0) {
         return SC_ECONFIG;
     }
@@ -215,6 +217,9 @@ static int read_chain(struct proxy_front *f, const struct sc_ynode *fc, struct c
     c->ap = sc_ynode_count(sc_ynode_get(m, "application_protocols"))
                 ? sc_ynode_get(m, "application_protocols")
                 : NULL;
+    if (proxy_envoy_chain_addr_read(f, m, c) < 0) {
+        return SC_ECONFIG;
+    }
     uint64_t port = 0;
     if (c->dp && (sc_str_to_u64(sc_str_c(c->dp), 65535, &port) < 0 || port == 0)) {
         return proxy_front_refuse(f, c->dpn, c->path, "destination_port %.16s is not a port",
@@ -230,8 +235,8 @@ static int read_chain(struct proxy_front *f, const struct sc_ynode *fc, struct c
 
 /* The listener of one http_connection_manager chain, as before: its transport_socket is the
  * listener's tls, its match must agree with the listener. */
-static int single(struct proxy_front *f, bool *access_log, const struct chain *c, const char *addr,
-                  struct sc_ynode *l)
+static int single(struct proxy_front *f, bool *access_log, const struct envoy_chain *c,
+                  const char *addr, struct sc_ynode *l)
 {
     const struct sc_ynode *ts = sc_ynode_get(c->fc, "transport_socket");
     if (ts) {
@@ -274,7 +279,7 @@ static int single(struct proxy_front *f, bool *access_log, const struct chain *c
 /* tcp_route <t> into list <out>. */
 static void put_troute(struct proxy_front *f, const struct troute *t, struct sc_ynode *out)
 {
-    const struct chain *c = t->c;
+    const struct envoy_chain *c = t->c;
     struct sc_ynode *r = proxy_front_map(f, c->fc);
     const struct sc_ynode *nm = sc_ynode_get(c->fc, "name");
     char gen[48];
@@ -303,19 +308,27 @@ static void put_troute(struct proxy_front *f, const struct troute *t, struct sc_
     if (c->tp) {
         proxy_front_put(f, r, "transport_protocol", c->tpn, c->tp);
     }
+    proxy_envoy_chain_addr_put(f, c, t->dlen, t->slen, r);
     proxy_front_copy(f, r, "cluster", c->dest, "cluster");
     proxy_front_copy(f, r, "weighted_clusters", c->dest, "weighted_clusters");
     proxy_front_push(f, out, r, c->fc);
 }
 
 /* Checks the chains that detection alone cannot separate; fills opaque and http ports. */
-static int check_http(struct proxy_front *f, const struct chain *cs, size_t n,
-                      const struct chain *h, struct sc_ynode *l)
+static int check_http(struct proxy_front *f, const struct envoy_chain *cs, size_t n,
+                      const struct envoy_chain *h, struct sc_ynode *l)
 {
     for (size_t i = 0; i < n; i++) {
-        const struct chain *c = &cs[i];
+        const struct envoy_chain *c = &cs[i];
         if (c->hcm || !takes_plaintext(c)) {
             continue;
+        }
+        if (h && c->addr) {
+            return proxy_front_refuse(f, c->fc, c->path,
+                                      "a plaintext chain with address matches next to the "
+                                      "http_connection_manager chain (%.200s): detected HTTP/1 "
+                                      "would reach its routes whatever the addresses",
+                                      h->path);
         }
         if (h && h->dp && !c->dp) {
             return proxy_front_refuse(f, c->fc, c->path,
@@ -354,13 +367,13 @@ static int check_http(struct proxy_front *f, const struct chain *cs, size_t n,
 }
 
 static int chains(struct proxy_front *f, bool *access_log, const struct sc_ynode *ln,
-                  const char *path, const char *addr, struct sc_ynode *l, struct chain *cs,
+                  const char *path, const char *addr, struct sc_ynode *l, struct envoy_chain *cs,
                   size_t n)
 {
     const struct sc_ynode *fcs = sc_ynode_get(ln, "filter_chains");
     const struct sc_ynode *dfc = sc_ynode_get(ln, "default_filter_chain");
     for (size_t i = 0; i < n; i++) {
-        struct chain *c = &cs[i];
+        struct envoy_chain *c = &cs[i];
         c->idx = i;
         c->dflt = dfc && i == n - 1;
         if (c->dflt) {
@@ -379,16 +392,21 @@ static int chains(struct proxy_front *f, bool *access_log, const struct sc_ynode
     if (n == 1 && cs[0].hcm && !cs[0].dflt) {
         return single(f, access_log, &cs[0], addr, l);
     }
+    for (size_t i = 0; i < n; i++) {
+        if (cs[i].hcm && sc_ynode_get(cs[i].fc, "transport_socket")) {
+            return proxy_envoy_tls_chains(f, access_log, cs, n, addr, l);
+        }
+    }
     /* Several chains: detection and tcp_routes. */
-    const struct chain *h = NULL;
+    const struct envoy_chain *h = NULL;
     const struct sc_ynode *idle = NULL;
     for (size_t i = 0; i < n; i++) {
-        struct chain *c = &cs[i];
+        struct envoy_chain *c = &cs[i];
         if (sc_ynode_get(c->fc, "transport_socket")) {
             return proxy_front_refuse(f, sc_ynode_get(c->fc, "transport_socket"), c->path,
-                                      "a transport_socket is supported on a listener of one "
-                                      "http_connection_manager chain only (TLS is relayed "
-                                      "untouched by tcp_proxy chains)");
+                                      "a transport_socket on a tcp_proxy chain: TLS is relayed "
+                                      "untouched by tcp_proxy chains (terminating it is "
+                                      "supported on http_connection_manager chains)");
         }
         if (!c->hcm) {
             if (c->ap && !is(c->tp, "tls")) {
@@ -440,23 +458,33 @@ static int chains(struct proxy_front *f, bool *access_log, const struct sc_ynode
     size_t nt = 0;
     bool hello = false;
     for (size_t i = 0; i < n && !f->err; i++) {
-        const struct chain *c = &cs[i];
+        const struct envoy_chain *c = &cs[i];
         if (c->hcm) {
             continue;
         }
         hello = hello || needs_hello(c);
-        bool exact = false;
-        for (size_t k = 0; k < sc_ynode_count(c->sn); k++) {
-            const char *v = sc_ynode_str(sc_ynode_at(c->sn, k));
-            if (v && v[0] == '*' && nt < MAX_TCP_ROUTES) {
-                ts[nt] = (struct troute){ .c = c, .wild = v, .klass = 1, .order = nt };
-                nt++;
+        /* one route per destination prefix length, source prefix length and name class */
+        for (size_t di = 0; di < (c->dlens.n ? c->dlens.n : 1); di++) {
+            for (size_t si = 0; si < (c->slens.n ? c->slens.n : 1); si++) {
+                int dl = c->dlens.n ? c->dlens.v[di] : -1, sl = c->slens.n ? c->slens.v[si] : -1;
+                bool exact = false;
+                for (size_t k = 0; k < sc_ynode_count(c->sn); k++) {
+                    const char *v = sc_ynode_str(sc_ynode_at(c->sn, k));
+                    if (v && v[0] == '*' && nt < MAX_TCP_ROUTES) {
+                        ts[nt] = (struct troute){
+                            .c = c, .wild = v, .klass = 1, .dlen = dl, .slen = sl, .order = nt
+                        };
+                        nt++;
+                    }
+                    exact = exact || !(v && v[0] == '*');
+                }
+                if ((exact || !c->sn) && nt < MAX_TCP_ROUTES) {
+                    ts[nt] = (struct troute){
+                        .c = c, .klass = c->sn ? 0 : 2, .dlen = dl, .slen = sl, .order = nt
+                    };
+                    nt++;
+                }
             }
-            exact = exact || !(v && v[0] == '*');
-        }
-        if ((exact || !c->sn) && nt < MAX_TCP_ROUTES) {
-            ts[nt] = (struct troute){ .c = c, .klass = c->sn ? 0 : 2, .order = nt };
-            nt++;
         }
         if (nt == MAX_TCP_ROUTES) {
             sc_free(ts);
@@ -508,7 +536,7 @@ int proxy_envoy_chains(struct proxy_front *f, bool *access_log, const struct sc_
     if (n > MAX_CHAINS) {
         return proxy_front_refuse(f, fcs, path, "at most %d filter chains", MAX_CHAINS);
     }
-    struct chain *cs = sc_calloc(n, sizeof(*cs));
+    struct envoy_chain *cs = sc_calloc(n, sizeof(*cs));
     int rc = chains(f, access_log, ln, path, addr, l, cs, n);
     sc_free(cs);
     return rc;

@@ -316,26 +316,24 @@ static void cluster_policy(struct proxy_front *f, struct sc_ynode *c, const stru
     }
     if (sc_ynode_count(hcs) == 1) {
         const struct sc_ynode *h = sc_ynode_at(hcs, 0);
-        static const char *const hk[] = { "timeout",
-                                          "interval",
-                                          "unhealthy_threshold",
-                                          "healthy_threshold",
-                                          "http_health_check",
-                                          "grpc_health_check",
-                                          NULL };
+        static const char *const hk[] = {
+            "timeout",           "interval",          "unhealthy_threshold", "healthy_threshold",
+            "http_health_check", "grpc_health_check", "tcp_health_check",    NULL
+        };
         static const char *const hn[] = { "interval_jitter", "no_traffic_interval",
                                           "unhealthy_interval", "event_log_path", NULL };
         char p[PROXY_FRONT_PATH];
         proxy_front_path(p, path, ".health_checks[0]");
         if (proxy_front_keys(f, h, p, hk, hn) < 0) {
-            return; /* tcp_health_check is not supported */
+            return; /* custom_health_check and the rest are refused */
         }
         const struct sc_ynode *hh = sc_ynode_get(h, "http_health_check");
         const struct sc_ynode *gh = sc_ynode_get(h, "grpc_health_check");
-        if (!hh == !gh) {
+        const struct sc_ynode *th = sc_ynode_get(h, "tcp_health_check");
+        if ((hh != NULL) + (gh != NULL) + (th != NULL) != 1) {
             proxy_front_refuse(f, h, p,
-                               "one of http_health_check and grpc_health_check is required (tcp "
-                               "health checks are not supported)");
+                               "one of http_health_check, grpc_health_check and "
+                               "tcp_health_check is required");
             return;
         }
         struct sc_ynode *o = proxy_front_map(f, h);
@@ -343,6 +341,11 @@ static void cluster_policy(struct proxy_front *f, struct sc_ynode *c, const stru
         proxy_front_put_duration(f, o, "interval", h, "interval", p, NULL);
         proxy_front_copy(f, o, "unhealthy_threshold", h, "unhealthy_threshold");
         proxy_front_copy(f, o, "healthy_threshold", h, "healthy_threshold");
+        if (th) {
+            proxy_front_set(f, o, "tcp", proxy_envoy_tcp_health(f, th, p), th);
+            proxy_front_set(f, c, "health_check", o, h);
+            return;
+        }
         if (gh) {
             /* service_name and authority; initial_metadata is refused as an unknown key */
             static const char *const ghk[] = { "service_name", "authority", NULL };

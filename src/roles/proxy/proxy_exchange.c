@@ -319,7 +319,8 @@ void proxy_exchange_route(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         if (l->routes[i].ndports && !proxy_route_port_in(&l->routes[i], proxy_dest_port(dc))) {
             continue;
         }
-        if (proxy_route_matches(&l->routes[i], m, path, w->md)) {
+        if (proxy_route_matches(&l->routes[i], m, path, w->md) &&
+            !(l->routes[i].health_pass && !w->draining)) { /* proxy_route_health.c */
             found = &l->routes[i];
         }
     }

@@ -7,7 +7,8 @@
 // back. The results live in the endpoint's shared state (see proxy_policy.h), so a reload that
 // restarts the checkers keeps them. Each check is bounded: one connection under the client's
 // deadline, with its capped buffer. A cluster whose health_check has a `grpc` block calls
-// grpc.health.v1.Health/Check over HTTP/2 instead (proxy_health_grpc.c): only SERVING passes.
+// grpc.health.v1.Health/Check over HTTP/2 instead (proxy_health_grpc.c): only SERVING passes; one
+// with a `tcp` block connects and matches bytes instead (proxy_health_tcp.c).
 #include <stdio.h>
 #include <string.h>
 
@@ -28,6 +29,7 @@ struct checker {
     uv_timer_t timer;                 /* the next check */
     struct sc_h1cli *cli;             /* the check in flight, or NULL */
     struct proxy_hc_grpc_call *gcall; /* the gRPC check in flight, or NULL */
+    struct proxy_hc_tcp_call *tcall;  /* the TCP check in flight, or NULL */
     bool stopped;
     bool timer_closed;
 };
@@ -36,7 +38,7 @@ static void check_start(struct checker *ck);
 
 static void maybe_free(struct checker *ck)
 {
-    if (ck->stopped && ck->timer_closed && !ck->cli && !ck->gcall) {
+    if (ck->stopped && ck->timer_closed && !ck->cli && !ck->gcall && !ck->tcall) {
         proxy_rt_unref(ck->rt);
         sc_free(ck);
     }
@@ -119,6 +121,14 @@ static void on_grpc_done(void *arg, bool ok, const char *why)
     schedule_next(ck);
 }
 
+static void on_tcp_done(void *arg, bool ok, const char *why)
+{
+    struct checker *ck = arg;
+    ck->tcall = NULL;
+    record(ck, ok, why);
+    schedule_next(ck);
+}
+
 static bool endpoint_address(struct proxy_endpoint *ep, struct sockaddr_storage *out)
 {
     if (ep->dns) {
@@ -145,12 +155,28 @@ static void check_start(struct checker *ck)
 {
     const struct proxy_policy *p = &ck->c->st->pol;
     struct sockaddr_storage ss;
-    if (ck->stopped || ck->cli || ck->gcall) {
+    if (ck->stopped || ck->cli || ck->gcall || ck->tcall) {
         return;
     }
     if (!endpoint_address(ck->ep, &ss)) {
         /* A name not resolved yet: nothing to judge. */
         schedule_next(ck);
+        return;
+    }
+    if (p->hc_tcp) {
+        const struct proxy_hc_tcp_req t = {
+            .spec = p->hc_tcp,
+            .timeout_ms = p->hc_timeout_ms,
+            .wrap = wrap_cluster,
+            .wrap_arg = ck,
+        };
+        int rc = proxy_hc_tcp_send(ck->timer.loop, (const struct sockaddr *)&ss, &t, on_tcp_done,
+                                   ck, &ck->tcall);
+        if (rc < 0) {
+            ck->tcall = NULL;
+            record(ck, false, sc_strerror(rc));
+            schedule_next(ck);
+        }
         return;
     }
     if (p->hc_grpc) {
@@ -239,6 +265,8 @@ void proxy_health_stop(struct proxy *px)
         ck->cli = NULL;
         proxy_hc_grpc_cancel(ck->gcall);
         ck->gcall = NULL;
+        proxy_hc_tcp_cancel(ck->tcall);
+        ck->tcall = NULL;
         uv_close((uv_handle_t *)&ck->timer, on_timer_closed);
     }
 }

@@ -172,6 +172,13 @@ static const struct sc_opt hc_opts[] = {
               "passes",
       .sub = proxy_hc_grpc_opts,
       .check = proxy_hc_grpc_mark },
+    { .name = "tcp",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_hc_cfg, tcp),
+      .help = "TCP health checks instead of HTTP (Envoy's tcp_health_check): connect, write send, "
+              "expect receive; present, even empty (connect only), turns them on",
+      .sub = proxy_hc_tcp_opts,
+      .check = proxy_hc_tcp_mark },
     { 0 },
 };
 
@@ -189,8 +196,8 @@ const struct sc_opt proxy_policy_opts[] = {
     { .name = "health_check",
       .type = SC_OPT_OBJ,
       .offset = offsetof(struct proxy_policy_cfg, health_check),
-      .help = "active HTTP or gRPC health checks of every endpoint (off unless path or grpc is "
-              "set)",
+      .help = "active HTTP, gRPC or TCP health checks of every endpoint (off unless path, grpc or "
+              "tcp is set)",
       .sub = hc_opts },
     { 0 },
 };
@@ -235,10 +242,13 @@ int proxy_policy_check(const struct proxy_policy_cfg *pc, const char *cluster, c
             sc_asprintf("cluster \"%s\": health_check path (512) or host (256) too long", cluster);
         return SC_ECONFIG;
     }
-    if (h->path && h->grpc.set) {
-        *err = sc_asprintf("cluster \"%s\": health_check has both path (HTTP) and grpc; choose "
-                           "one",
+    if ((h->path != NULL) + h->grpc.set + h->tcp.set > 1) {
+        *err = sc_asprintf("cluster \"%s\": health_check has more than one of path (HTTP), grpc "
+                           "and tcp; choose one",
                            cluster);
+        return SC_ECONFIG;
+    }
+    if (proxy_hc_tcp_check(&h->tcp, cluster, err) < 0) {
         return SC_ECONFIG;
     }
     if (h->grpc.service && strlen(h->grpc.service) > PROXY_HC_GRPC_MAX_SERVICE) {
@@ -307,7 +317,8 @@ static void policy_init(struct proxy_policy *p, const struct proxy_policy_cfg *p
     p->base_ejection_ms = o->base_ejection_time_ms;
     p->max_ejection_ms = o->max_ejection_time_ms;
     p->max_ejection_percent = u32(o->max_ejection_percent);
-    p->hc = h->path != NULL || h->grpc.set;
+    p->hc = h->path != NULL || h->grpc.set || h->tcp.set;
+    p->hc_tcp = proxy_hc_tcp_spec_new(&h->tcp);
     p->hc_grpc = h->grpc.set;
     p->hc_grpc_service = sc_strdup(h->grpc.service);
     p->hc_grpc_authority = sc_strdup(h->grpc.authority);
@@ -367,6 +378,19 @@ static char *state_key(const struct proxy_policy *p, char *const *endpoints, siz
         sc_buf_append_cstr(&b, "|");
         sc_buf_append_cstr(&b, p->hc_grpc_authority ? p->hc_grpc_authority : "");
     }
+    if (p->hc_tcp) {
+        static const char hx[] = "0123456789abcdef";
+        sc_buf_append_cstr(&b, "|tcp|");
+        for (size_t i = 0; i <= p->hc_tcp->nrecv; i++) {
+            const uint8_t *v = i == 0 ? p->hc_tcp->send : p->hc_tcp->recv[i - 1];
+            size_t vn = i == 0 ? p->hc_tcp->send_len : p->hc_tcp->recv_len[i - 1];
+            for (size_t k = 0; k < vn; k++) {
+                char two[2] = { hx[v[k] >> 4], hx[v[k] & 15] };
+                sc_buf_append(&b, two, 2);
+            }
+            sc_buf_append_cstr(&b, ",");
+        }
+    }
     char *key = sc_strndup(b.p ? b.p : "", b.len);
     sc_buf_cleanup(&b);
     return key;
@@ -419,6 +443,7 @@ void proxy_cluster_state_unref(struct proxy_cluster_state *st)
     sc_free(st->pol.hc_host);
     sc_free(st->pol.hc_grpc_service);
     sc_free(st->pol.hc_grpc_authority);
+    proxy_hc_tcp_spec_free(st->pol.hc_tcp);
     sc_free(st->key);
     sc_free(st->name);
     sc_free(st);

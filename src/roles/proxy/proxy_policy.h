@@ -20,6 +20,7 @@
 
 #include "core/config.h"
 #include "roles/proxy/proxy_health_grpc.h"
+#include "roles/proxy/proxy_health_tcp.h"
 
 /* ---- configuration (the option table proxy_policy_opts describes these) ---- */
 
@@ -56,6 +57,7 @@ struct proxy_hc_cfg {
     int64_t unhealthy_threshold;
     struct sc_strv expected_statuses; /* "200-399" or "204"; empty: 200-399 */
     struct proxy_hc_grpc_cfg grpc;    /* set: gRPC health checks instead of HTTP */
+    struct proxy_hc_tcp_cfg tcp;      /* set: TCP health checks instead of HTTP */
 };
 
 struct proxy_policy_cfg {
@@ -120,6 +122,7 @@ struct proxy_policy {
     bool hc_grpc; /* grpc.health.v1.Health/Check instead of GET hc_path */
     char *hc_grpc_service;
     char *hc_grpc_authority;
+    struct proxy_hc_tcp_spec *hc_tcp; /* TCP checks instead of HTTP (owned), or NULL */
 };
 
 struct proxy_cluster_state {

@@ -82,9 +82,9 @@ const struct sc_opt proxy_redirect_opts[] = {
 bool proxy_route_action_set(const struct proxy_route_cfg *rc)
 {
     const struct proxy_redirect_cfg *d = &rc->redirect;
-    return rc->direct_response.status != 0 || d->scheme || d->https_redirect || d->host ||
-           d->port || d->path || d->prefix_rewrite || d->strip_query ||
-           (d->response_code && d->response_code != 301);
+    return rc->direct_response.status != 0 || rc->health_endpoint.set || d->scheme ||
+           d->https_redirect || d->host || d->port || d->path || d->prefix_rewrite ||
+           d->strip_query || (d->response_code && d->response_code != 301);
 }
 
 static bool token_ok(const char *s, const char *extra)
@@ -104,9 +104,11 @@ int proxy_route_action_check(const struct proxy_route_cfg *r, const char *where,
     bool redirect = d->scheme || d->https_redirect || d->host || d->port || d->path ||
                     d->prefix_rewrite || d->strip_query ||
                     (d->response_code && d->response_code != 301);
-    const char *what = redirect ? "redirect" : "direct_response";
-    if (redirect && r->direct_response.status) {
-        *err = sc_asprintf("%s: use one of redirect and direct_response", where);
+    const char *what = redirect                 ? "redirect"
+                       : r->health_endpoint.set ? "health_endpoint"
+                                                : "direct_response";
+    if ((redirect != 0) + (r->direct_response.status != 0) + r->health_endpoint.set > 1) {
+        *err = sc_asprintf("%s: use one of redirect, direct_response and health_endpoint", where);
         return SC_ECONFIG;
     }
     const struct proxy_hdr_ops_cfg *s = &r->headers.response;
@@ -171,6 +173,8 @@ int proxy_route_action_check(const struct proxy_route_cfg *r, const char *where,
 struct proxy_route_action {
     int status;
     bool redirect;
+    bool health;               /* health_endpoint: the status is computed per request */
+    struct sc_vec min_healthy; /* struct proxy_min_healthy_cfg, copied */
     /* direct_response */
     char *body;
     size_t body_len;
@@ -191,6 +195,19 @@ struct proxy_route_action *proxy_route_action_new(const struct proxy_route_cfg *
         return NULL;
     }
     struct proxy_route_action *a = SC_NEW(struct proxy_route_action);
+    if (rc->health_endpoint.set) {
+        const struct proxy_health_ep_cfg *h = &rc->health_endpoint;
+        const struct proxy_min_healthy_cfg *m = h->min_healthy.v;
+        a->health = true;
+        a->min_healthy.n = h->min_healthy.n;
+        a->min_healthy.v = h->min_healthy.n ? sc_calloc(h->min_healthy.n, sizeof(*m)) : NULL;
+        struct proxy_min_healthy_cfg *to = a->min_healthy.v;
+        for (size_t i = 0; i < h->min_healthy.n; i++) {
+            to[i].cluster = sc_strdup(m[i].cluster);
+            to[i].percent = m[i].percent;
+        }
+        return a;
+    }
     if (rc->direct_response.status) {
         a->status = (int)rc->direct_response.status;
         a->body = sc_strdup(rc->direct_response.body ? rc->direct_response.body : "");
@@ -217,6 +234,11 @@ void proxy_route_action_free(struct proxy_route_action *a)
     if (!a) {
         return;
     }
+    struct proxy_min_healthy_cfg *m = a->min_healthy.v;
+    for (size_t i = 0; i < a->min_healthy.n; i++) {
+        sc_free(m[i].cluster);
+    }
+    sc_free(m);
     sc_free(a->body);
     sc_free(a->ctype);
     sc_free(a->scheme);
@@ -300,6 +322,12 @@ int proxy_route_action_answer(const struct proxy_exch *r, const struct sc_http_m
 {
     const struct proxy_route_action *a = r->route->pol->act;
     *ctype = NULL;
+    if (a->health) {
+        int st = proxy_health_ep_status(r, &a->min_healthy);
+        *body = SC_STR_NULL;
+        *flags = st == 200 ? 0 : F_LH;
+        return st;
+    }
     if (!a->redirect) {
         *ctype = a->ctype;
         *body = sc_str_n(a->body, a->body_len);

@@ -666,6 +666,9 @@ int proxy_route_policy_check_route(const struct proxy_cfg *c, const struct proxy
     if (answers && (rc = proxy_route_action_check(r, where, err)) < 0) {
         return rc; /* it refuses a destination, so the checks below find none */
     }
+    if (r->health_endpoint.set && (rc = proxy_health_ep_check(c, r, where, err)) < 0) {
+        return rc;
+    }
     if (!answers && !r->cluster && r->weighted_clusters.n == 0) {
         *err =
             sc_asprintf("%s: needs cluster, weighted_clusters, redirect or direct_response", where);

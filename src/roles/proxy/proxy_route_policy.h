@@ -92,6 +92,18 @@ struct proxy_direct_cfg {
     char *content_type;
 };
 
+/* A route that answers health checks (proxy_route_health.c, Envoy's health_check filter). */
+struct proxy_health_ep_cfg {
+    bool set;                  /* the block is present */
+    bool pass_through;         /* forward to the next matching route unless draining */
+    struct sc_vec min_healthy; /* struct proxy_min_healthy_cfg */
+};
+
+struct proxy_min_healthy_cfg {
+    char *cluster;
+    double percent;
+};
+
 struct proxy_redirect_cfg {
     char *scheme;
     bool https_redirect;
@@ -128,8 +140,24 @@ extern const struct sc_opt proxy_fault_opts[];
 extern const struct sc_opt proxy_mirror_opts[];
 extern const struct sc_opt proxy_subset_opts[];
 extern const struct sc_opt proxy_labeled_ep_opts[];
-extern const struct sc_opt proxy_direct_opts[];   /* proxy_route_action.c */
-extern const struct sc_opt proxy_redirect_opts[]; /* proxy_route_action.c */
+extern const struct sc_opt proxy_direct_opts[];    /* proxy_route_action.c */
+extern const struct sc_opt proxy_redirect_opts[];  /* proxy_route_action.c */
+extern const struct sc_opt proxy_health_ep_opts[]; /* proxy_route_health.c */
+
+/* The check callback of a route's `health_endpoint`: marks the block present. */
+int proxy_health_ep_mark(void *field, char **err);
+
+/* Checks route <rc>'s health_endpoint against the clusters of <c> (<where> names the route).
+ * Returns 0 or SC_ECONFIG with a new message in <*err>. */
+struct proxy_cfg;
+int proxy_health_ep_check(const struct proxy_cfg *c, const struct proxy_route_cfg *rc,
+                          const char *where, char **err);
+
+/* The status a health_endpoint answers for exchange <r>: 503 while the worker drains or when a
+ * min_healthy cluster has fewer healthy endpoints (neither failing active checks nor ejected)
+ * than its percent of all, 200 otherwise. */
+struct proxy_exch;
+int proxy_health_ep_status(const struct proxy_exch *r, const struct sc_vec *min_healthy);
 
 /* True when route <rc> has a redirect or a direct_response. */
 bool proxy_route_action_set(const struct proxy_route_cfg *rc);

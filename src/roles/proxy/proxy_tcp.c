@@ -1009,6 +1009,23 @@ static struct proxy_cluster *route_cluster(const struct proxy_tcp_route *r, stru
     return r->wc[k];
 }
 
+/* The client's address and port and the destination address (original, else local) of <t>. */
+static void addresses(struct proxy_tcp *t, struct proxy_az_ip *src, uint16_t *sport,
+                      struct proxy_az_ip *dst)
+{
+    proxy_az_ip_from_sa(&t->peer, src);
+    *sport =
+        ntohs(t->peer.ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)&t->peer)->sin6_port
+                                            : ((const struct sockaddr_in *)&t->peer)->sin_port);
+    struct sockaddr_storage local;
+    int len = sizeof(local);
+    if (t->has_orig) {
+        proxy_az_ip_from_sa(&t->orig, dst);
+    } else if (uv_tcp_getsockname(&t->d, (struct sockaddr *)&local, &len) == 0) {
+        proxy_az_ip_from_sa(&local, dst);
+    }
+}
+
 /* Routes and connects a connection to be relayed. */
 static void relay_connect(struct proxy_tcp *t, const struct proxy_hello *hello)
 {
@@ -1016,8 +1033,15 @@ static void relay_connect(struct proxy_tcp *t, const struct proxy_hello *hello)
     struct proxy_worker *w = t->w;
     t->cluster = ic->cluster;
     t->route = "";
+    struct proxy_az_ip src = { 0 }, dst = { 0 };
+    uint16_t sport = 0;
+    if (ic->by_addr) {
+        addresses(t, &src, &sport, &dst);
+    }
     for (size_t i = 0; i < ic->nroutes; i++) {
-        if (route_takes(&ic->routes[i], t->port, hello)) {
+        const struct proxy_tcp_route *r = &ic->routes[i];
+        if (route_takes(r, t->port, hello) &&
+            (!r->by_addr || proxy_tcp_route_addr(r, &src, sport, &dst))) {
             t->cluster = route_cluster(&ic->routes[i], w);
             t->route = ic->routes[i].name;
             break;

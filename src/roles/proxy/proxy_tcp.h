@@ -33,15 +33,24 @@ enum { PROXY_LP_HTTP, PROXY_LP_TCP, PROXY_LP_AUTO };
 
 struct proxy_tcp_route_cfg {
     char *name;
-    struct sc_strv server_names;          /* TLS SNI patterns ("a.b", "*.b", "*"); empty: any */
-    struct sc_strv application_protocols; /* ALPN: any one offered matches; empty: any */
-    struct sc_strv destination_ports;     /* original destination ports; empty: any */
-    int transport_protocol;               /* PROXY_TP_*: TLS only, plaintext only, or any */
+    struct sc_strv server_names;              /* TLS SNI patterns ("a.b", "*.b", "*"); empty: any */
+    struct sc_strv application_protocols;     /* ALPN: any one offered matches; empty: any */
+    struct sc_strv destination_ports;         /* original destination ports; empty: any */
+    int transport_protocol;                   /* PROXY_TP_*: TLS only, plaintext only, or any */
+    struct sc_strv destination_prefix_ranges; /* CIDR blocks of the destination address */
+    struct sc_strv source_prefix_ranges;      /* CIDR blocks of the client's address */
+    struct sc_strv source_ports;              /* the client's ports */
+    int source_type;                          /* PROXY_ST_* */
     char *cluster;
     struct sc_vec weighted_clusters; /* struct proxy_weighted_cfg (cluster, weight) */
 };
 
+struct proxy_cidr;
+
 enum { PROXY_TP_ANY, PROXY_TP_TLS, PROXY_TP_RAW };
+/* A route's source_type: any client, a local one (a loopback address or the destination address
+ * itself, Envoy's SAME_IP_OR_LOOPBACK), or any other. */
+enum { PROXY_ST_ANY, PROXY_ST_LOCAL, PROXY_ST_EXTERNAL };
 
 struct proxy_icpt_listener_cfg {
     int protocol;
@@ -73,7 +82,13 @@ struct proxy_tcp_route {
     size_t nalpn;
     uint16_t ports[PROXY_ICPT_MAX_PORTS];
     size_t nports;
-    int transport; /* PROXY_TP_* */
+    int transport;                        /* PROXY_TP_* */
+    struct proxy_cidr *dranges, *sranges; /* destination and source CIDR blocks */
+    size_t ndranges, nsranges;
+    uint16_t *sports; /* source ports */
+    size_t nsports;
+    int source_type; /* PROXY_ST_* */
+    bool by_addr;    /* any of the four above: the addresses are needed */
     struct proxy_cluster *cluster;
     struct proxy_cluster **wc; /* weighted_clusters, chosen per connection by cum */
     uint32_t *cum;             /* cumulative weights */
@@ -92,6 +107,7 @@ struct proxy_listener_icpt {
     size_t nhttp;
     struct proxy_tcp_route *routes;
     size_t nroutes;
+    bool by_addr;                  /* a route matches addresses */
     struct proxy_cluster *cluster; /* tcp_cluster; NULL: the original destination */
     struct sc_metric *m_total;
     struct sc_metric *m_active;
@@ -104,6 +120,12 @@ struct proxy_cluster_bind {
     struct sockaddr_in a4;
     struct sockaddr_in6 a6;
 };
+
+struct proxy_az_ip;
+/* Whether TCP route <r>'s address matches (by_addr) take a connection from <src> port <sport> to
+ * <dst>: every list that is set must hold it, and source_type must agree. */
+bool proxy_tcp_route_addr(const struct proxy_tcp_route *r, const struct proxy_az_ip *src,
+                          uint16_t sport, const struct proxy_az_ip *dst);
 
 /* Option check for a list of TCP ports, each 1..65535 (sc_opt_check_cb). */
 int proxy_icpt_ports_check(void *field, char **err);
