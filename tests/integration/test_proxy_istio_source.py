@@ -178,3 +178,30 @@ spec:
         sc.stop()
     a.close()
     b.close()
+
+
+def test_tcp_destination_subnets_and_source_subnet(run_cli, tmp_path):
+    """destinationSubnets and sourceSubnet become the tcp route's destination_prefix_ranges and
+    source_prefix_ranges (native address conditions), so the route no longer takes every
+    connection to its port."""
+    f = tmp_path / "istio.yaml"
+    f.write_text(stream(own(free_port()), """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: shop}
+spec:
+  hosts: [db]
+  tcp:
+  - match: [{port: 5432, destinationSubnets: [10.1.0.0/16, "fd00::/8"], sourceSubnet: 10.2.0.0/16}]
+    route: [{destination: {host: db}}]
+  tls:
+  - match: [{sniHosts: [db.example], port: 443, destinationSubnets: [10.3.0.0/16]}]
+    route: [{destination: {host: db}}]
+"""))
+    p = run_cli("proxy", "-c", str(f), "--check", "--print")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout[:p.stdout.rindex("}") + 1])
+    tr = {r["name"]: r for r in d["listeners"][0]["tcp_routes"]}
+    assert tr["db.tcp0"]["destination_prefix_ranges"] == ["10.1.0.0/16", "fd00::/8"]
+    assert tr["db.tcp0"]["source_prefix_ranges"] == ["10.2.0.0/16"]
+    assert tr["db.tls0"]["destination_prefix_ranges"] == ["10.3.0.0/16"]
+    assert "takes every TCP connection" not in p.stderr, p.stderr

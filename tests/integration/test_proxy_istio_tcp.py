@@ -137,10 +137,6 @@ spec:
 
 
 REFUSED = [
-    ("subnets", """  tcp:
-  - match: [{destinationSubnets: [10.0.0.0/8], port: 5432}]
-    route: [{destination: {host: db}}]""", "destinationSubnets is not supported",
-     "VirtualService/v.spec.tcp[0].match[0]"),
     ("no_port", """  tcp:
   - route: [{destination: {host: db}}]""", "a tcp route needs match.port",
      "VirtualService/v.spec.tcp[0].match[0]"),
@@ -156,10 +152,10 @@ REFUSED = [
   - match: [{port: 5432}]
     route: [{destination: {host: db}, weight: 50}, {destination: {host: db2}, weight: 20}]""",
      "route weights add up to 70, not 100", "VirtualService/v.spec.tcp[0]"),
-    ("source_subnet", """  tcp:
-  - match: [{port: 5432, sourceSubnet: 10.0.0.0/8}]
+    ("tls_source_subnet", """  tls:
+  - match: [{sniHosts: [a.b], sourceSubnet: 10.0.0.0/8}]
     route: [{destination: {host: db}}]""", "sourceSubnet is not supported",
-     "VirtualService/v.spec.tcp[0].match[0]"),
+     "VirtualService/v.spec.tls[0].match[0]"),
     ("query_regex", """  http:
   - match: [{queryParams: {a: {regex: "("}}}]
     route: [{destination: {host: db}}]""", "regex \"(\" at offset",

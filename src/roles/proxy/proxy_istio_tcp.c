@@ -2,12 +2,13 @@
 // VirtualService tcp[] and tls[] routes (see proxy_front.h) as the outbound listeners'
 // tcp_routes, ahead of the listeners' own. A tls route takes TLS connections by server name
 // (sniHosts) and port, read from the ClientHello without terminating it; a tcp route takes the
-// connections to its port (match.port, else the ports of the VirtualService hosts' ServiceEntry):
-// the relay tells destinations apart by port and server name, not by address, so a tcp route
-// takes every connection to its port (noted). One destination becomes the route's cluster,
+// connections to its port (match.port, else the ports of the VirtualService hosts' ServiceEntry)
+// and, with destinationSubnets, to those addresses; without them it takes every connection to its
+// port (noted). One destination becomes the route's cluster,
 // several its weighted_clusters (weights adding up to 100). A match for other workloads
 // (sourceLabels, sourceNamespace) or for gateways only is left out (proxy_istio_source.c);
-// destinationSubnets and sourceSubnet are refused with their position. Also a
+// destinationSubnets and sourceSubnet become the route's destination_prefix_ranges and
+// source_prefix_ranges. Also a
 // DestinationRule's consistentHash load balancing, which proxy_istio.c leaves here for room.
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,10 +109,16 @@ static int entry(struct proxy_front *f, struct istio_made *m, const struct sc_yn
         const struct sc_ynode *mn = sc_ynode_at(ms, k);
         char mp[PROXY_FRONT_PATH];
         proxy_front_path(mp, path, ".match[%zu]", k);
-        /* destinationSubnets, sourceSubnet: no equivalent */
-        static const char *const tk[] = { "sniHosts",        "port", "gateways", "sourceLabels",
-                                          "sourceNamespace", NULL };
-        static const char *const ck[] = { "port", "gateways", "sourceLabels", "sourceNamespace",
+        static const char *const tk[] = {
+            "sniHosts",           "port", "gateways", "sourceLabels", "sourceNamespace",
+            "destinationSubnets", NULL
+        };
+        static const char *const ck[] = { "port",
+                                          "gateways",
+                                          "sourceLabels",
+                                          "sourceNamespace",
+                                          "sourceSubnet",
+                                          "destinationSubnets",
                                           NULL };
         if (mn && proxy_front_keys(f, mn, mp, tls ? tk : ck, NULL) < 0) {
             return SC_ECONFIG;
@@ -149,10 +156,28 @@ static int entry(struct proxy_front *f, struct istio_made *m, const struct sc_yn
                                       "a tcp route needs match.port or a ServiceEntry port for "
                                       "its hosts: the relay tells destinations apart by port");
         }
-        if (!tls) {
+        /* Addresses: the original destination's (under interception) and the client's. */
+        const struct sc_ynode *ds = sc_ynode_get(mn, "destinationSubnets");
+        if (ds && sc_ynode_kind(ds) != SC_Y_SEQ && sc_ynode_kind(ds) != SC_Y_NULL) {
+            return proxy_front_refuse(f, ds, mp, "destinationSubnets must be a list of CIDRs");
+        }
+        for (size_t i = 0; i < sc_ynode_count(ds); i++) {
+            const char *c = sc_ynode_str(sc_ynode_at(ds, i));
+            if (!c) {
+                return proxy_front_refuse(f, sc_ynode_at(ds, i), mp,
+                                          "destinationSubnets[%zu] is not a CIDR", i);
+            }
+            proxy_front_push_str(f, r, "destination_prefix_ranges", sc_ynode_at(ds, i), c);
+        }
+        const struct sc_ynode *ss = sc_ynode_get(mn, "sourceSubnet");
+        const char *ssv = ss ? proxy_front_str(f, mn, "sourceSubnet", mp) : NULL;
+        if (ssv) {
+            proxy_front_push_str(f, r, "source_prefix_ranges", ss, ssv);
+        }
+        if (!tls && sc_ynode_count(ds) == 0) {
             proxy_front_note(f, mn ? mn : e, mp,
-                             "a tcp route takes every TCP connection to its ports (destinations "
-                             "are not told apart by address)");
+                             "a tcp route without destinationSubnets takes every TCP connection "
+                             "to its ports");
         }
         if (tls) {
             proxy_front_put(f, r, "transport_protocol", e, "tls");
