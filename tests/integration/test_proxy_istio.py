@@ -334,9 +334,9 @@ REFUSALS = [
       CANARY.replace("  - route:", "  - match:\n    - queryParams: {a: {suffix: b}}\n    route:")],
      "VirtualService/reviews.spec.http[0].match[0]: suffix is not supported"),
     ([SE_V1_V2, DR_SUBSETS,
-      CANARY.replace("  http:", "  tcp:\n  - match: [{destinationSubnets: [10.0.0.0/8]}]\n"
+      CANARY.replace("  http:", "  tcp:\n  - match: [{destinationSubnets: [10.0.0.0/33]}]\n"
                                 "    route: [{destination: {host: reviews}}]\n  http:")],
-     "VirtualService/reviews.spec.tcp[0].match[0]: destinationSubnets is not supported"),
+     "\"10.0.0.0/33\" is not an IP address or CIDR block"),
     ([CANARY.replace("  - route:", "  - redirect: {uri: /x, derivePort: FROM_REQUEST_PORT}\n"
                                    "    route:")],
      "VirtualService/reviews.spec.http[0]: exactly one of route, redirect and directResponse"),
