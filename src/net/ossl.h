@@ -27,6 +27,7 @@
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/kdf.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -82,8 +83,10 @@
 #define ERR_peek_error SC_OSSL(ERR_peek_error)
 #define ERR_peek_last_error SC_OSSL(ERR_peek_last_error)
 #define ERR_reason_error_string SC_OSSL(ERR_reason_error_string)
+#define EVP_aes_128_gcm SC_OSSL(EVP_aes_128_gcm)
 #define EVP_aes_256_cbc SC_OSSL(EVP_aes_256_cbc)
 #define EVP_aes_256_gcm SC_OSSL(EVP_aes_256_gcm)
+#define EVP_chacha20_poly1305 SC_OSSL(EVP_chacha20_poly1305)
 #define EVP_CIPHER_CTX_ctrl SC_OSSL(EVP_CIPHER_CTX_ctrl)
 #define EVP_CIPHER_CTX_free SC_OSSL(EVP_CIPHER_CTX_free)
 #define EVP_CIPHER_CTX_new SC_OSSL(EVP_CIPHER_CTX_new)
@@ -102,6 +105,11 @@
 #define EVP_EncryptFinal_ex SC_OSSL(EVP_EncryptFinal_ex)
 #define EVP_EncryptInit_ex SC_OSSL(EVP_EncryptInit_ex)
 #define EVP_EncryptUpdate SC_OSSL(EVP_EncryptUpdate)
+#define EVP_KDF_CTX_free SC_OSSL(EVP_KDF_CTX_free)
+#define EVP_KDF_CTX_new SC_OSSL(EVP_KDF_CTX_new)
+#define EVP_KDF_derive SC_OSSL(EVP_KDF_derive)
+#define EVP_KDF_fetch SC_OSSL(EVP_KDF_fetch)
+#define EVP_KDF_free SC_OSSL(EVP_KDF_free)
 #define EVP_MAC_CTX_set_params SC_OSSL(EVP_MAC_CTX_set_params)
 #define EVP_MD_CTX_free SC_OSSL(EVP_MD_CTX_free)
 #define EVP_MD_CTX_new SC_OSSL(EVP_MD_CTX_new)
@@ -133,6 +141,7 @@
 #define OSSL_PARAM_BLD_push_utf8_string SC_OSSL(OSSL_PARAM_BLD_push_utf8_string)
 #define OSSL_PARAM_BLD_to_param SC_OSSL(OSSL_PARAM_BLD_to_param)
 #define OSSL_PARAM_construct_end SC_OSSL(OSSL_PARAM_construct_end)
+#define OSSL_PARAM_construct_int SC_OSSL(OSSL_PARAM_construct_int)
 #define OSSL_PARAM_construct_octet_string SC_OSSL(OSSL_PARAM_construct_octet_string)
 #define OSSL_PARAM_construct_utf8_string SC_OSSL(OSSL_PARAM_construct_utf8_string)
 #define OSSL_PARAM_free SC_OSSL(OSSL_PARAM_free)
@@ -140,6 +149,7 @@
 #define PEM_read_bio_X509 SC_OSSL(PEM_read_bio_X509)
 #define PEM_read_bio_X509_AUX SC_OSSL(PEM_read_bio_X509_AUX)
 #define RAND_bytes SC_OSSL(RAND_bytes)
+#define SSL_CIPHER_get_protocol_id SC_OSSL(SSL_CIPHER_get_protocol_id)
 #define SSL_CIPHER_standard_name SC_OSSL(SSL_CIPHER_standard_name)
 #define SSL_ctrl SC_OSSL(SSL_ctrl)
 #define SSL_CTX_callback_ctrl SC_OSSL(SSL_CTX_callback_ctrl)
@@ -157,6 +167,7 @@
 #define SSL_CTX_set_ciphersuites SC_OSSL(SSL_CTX_set_ciphersuites)
 #define SSL_CTX_set_default_verify_paths SC_OSSL(SSL_CTX_set_default_verify_paths)
 #define SSL_CTX_set_ex_data SC_OSSL(SSL_CTX_set_ex_data)
+#define SSL_CTX_set_keylog_callback SC_OSSL(SSL_CTX_set_keylog_callback)
 #define SSL_CTX_set_num_tickets SC_OSSL(SSL_CTX_set_num_tickets)
 #define SSL_CTX_set_options SC_OSSL(SSL_CTX_set_options)
 #define SSL_CTX_set_session_id_context SC_OSSL(SSL_CTX_set_session_id_context)
@@ -172,11 +183,13 @@
 #define SSL_get0_alpn_selected SC_OSSL(SSL_get0_alpn_selected)
 #define SSL_get0_param SC_OSSL(SSL_get0_param)
 #define SSL_get0_peer_certificate SC_OSSL(SSL_get0_peer_certificate)
+#define SSL_get1_peer_certificate SC_OSSL(SSL_get1_peer_certificate)
 #define SSL_get_certificate SC_OSSL(SSL_get_certificate)
 #define SSL_get_current_cipher SC_OSSL(SSL_get_current_cipher)
 #define SSL_get_error SC_OSSL(SSL_get_error)
 #define SSL_get_ex_data SC_OSSL(SSL_get_ex_data)
 #define SSL_get_ex_data_X509_STORE_CTX_idx SC_OSSL(SSL_get_ex_data_X509_STORE_CTX_idx)
+#define SSL_get_rbio SC_OSSL(SSL_get_rbio)
 #define SSL_get_servername SC_OSSL(SSL_get_servername)
 #define SSL_get_shutdown SC_OSSL(SSL_get_shutdown)
 #define SSL_get_SSL_CTX SC_OSSL(SSL_get_SSL_CTX)
@@ -201,6 +214,7 @@
 #define SSL_set_shutdown SC_OSSL(SSL_set_shutdown)
 #define SSL_set_SSL_CTX SC_OSSL(SSL_set_SSL_CTX)
 #define SSL_shutdown SC_OSSL(SSL_shutdown)
+#define SSL_version SC_OSSL(SSL_version)
 #define SSL_write_ex SC_OSSL(SSL_write_ex)
 #define TLS_client_method SC_OSSL(TLS_client_method)
 #define TLS_server_method SC_OSSL(TLS_server_method)
