@@ -306,4 +306,3 @@ int sc__tlsx_native_query(struct tls_x *x, enum sc_xq q, void *out)
         return 1;
     }
 }
-

@@ -18,9 +18,9 @@
 
 #include <uv.h>
 
-#define SC_TLS_REC_PLAIN_MAX 16384                /* plaintext bytes per record (2^14) */
-#define SC_TLS_REC_CIPHER_MAX (16384 + 256)       /* body of a protected record, at most */
-#define SC_TLS_REC_OVERHEAD (5 + 1 + 16)          /* header, inner type, tag */
+#define SC_TLS_REC_PLAIN_MAX 16384                      /* plaintext bytes per record (2^14) */
+#define SC_TLS_REC_CIPHER_MAX (16384 + 256)             /* body of a protected record, at most */
+#define SC_TLS_REC_OVERHEAD (5 + 1 + 16)                /* header, inner type, tag */
 #define SC_TLS_REC_KEY_UPDATE (SC_TLS_REC_OVERHEAD + 5) /* one KeyUpdate record */
 /* What sc_tls_rec_seal may write for <n> plaintext bytes (a KeyUpdate may precede the record). */
 #define SC_TLS_REC_SEAL_MAX(n) ((n) + SC_TLS_REC_OVERHEAD + SC_TLS_REC_KEY_UPDATE)
