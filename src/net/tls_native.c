@@ -190,7 +190,9 @@ static bool native_open(struct tls_x *x)
         x->base.cbs->read(x->base.owner, UV_EOF);
         return false;
     case SC_TLS_REC_FAIL:
+        /* the alert goes out now: the owner closes the layer on the failure we report */
         sc__tlsx_native_send(x, in.alert);
+        (void)sc__tlsx_flush(x);
         /* fall through */
     default:
         sc_debug("TLS: closing a connection: %s (alert %d)", in.why, in.alert);

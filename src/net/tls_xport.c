@@ -292,7 +292,7 @@ void sc__tlsx_fail(struct tls_x *x, enum sc_tls_fail f, const char *text, int er
 
 /* Sends the collected ciphertext below unless a write is pending there. Returns 0 (all sent or
  * nothing to send), 1 (below queued it) or a negative error. */
-static int flush(struct tls_x *x)
+int sc__tlsx_flush(struct tls_x *x)
 {
     if (x->below_wpending || x->out_len == 0 || x->closing) {
         return x->below_wpending ? 1 : 0;
@@ -343,7 +343,7 @@ static int pump_write(struct tls_x *x)
         }
         size_t room = OUT_CAP - (x->out ? x->out_len : 0);
         if (room < REC_MAX + OUT_SLACK) {
-            int rc = flush(x);
+            int rc = sc__tlsx_flush(x);
             if (rc < 0) {
                 return rc;
             }
@@ -376,7 +376,7 @@ static int pump_write(struct tls_x *x)
         int e = SSL_get_error(x->ssl, r);
         if (e == SSL_ERROR_WANT_WRITE) {
             x->wretry = chunk;
-            int rc = flush(x);
+            int rc = sc__tlsx_flush(x);
             if (rc < 0) {
                 return rc;
             }
@@ -390,7 +390,7 @@ static int pump_write(struct tls_x *x)
         sc__tlsx_fail(x, f, text, UV_EPROTO);
         return UV_EPROTO;
     }
-    int rc = flush(x);
+    int rc = sc__tlsx_flush(x);
     return rc < 0 ? rc : x->below_wpending;
 }
 
@@ -493,11 +493,11 @@ static int handshake(struct tls_x *x)
     if (e != SSL_ERROR_NONE && e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
         const char *text;
         enum sc_tls_fail f = classify(x, e, &text);
-        (void)flush(x); /* the alert, best effort */
+        (void)sc__tlsx_flush(x); /* the alert, best effort */
         sc__tlsx_fail(x, f, text, f == SC_TLS_FAIL_PEER_CLOSED ? UV_ECONNRESET : UV_EPROTO);
         return -1;
     }
-    if (flush(x) < 0) {
+    if (sc__tlsx_flush(x) < 0) {
         sc__tlsx_fail(x, SC_TLS_FAIL_PEER_CLOSED, "the handshake could not be sent", UV_ECONNRESET);
         return -1;
     }
@@ -599,7 +599,7 @@ static void pump(struct tls_x *x)
         x->fail_reported = true;
         x->base.cbs->read(x->base.owner, x->err);
     }
-    if (!x->closing && flush(x) < 0 && !x->fatal) {
+    if (!x->closing && sc__tlsx_flush(x) < 0 && !x->fatal) {
         sc__tlsx_fail(x, SC_TLS_FAIL_PROTOCOL, "write failed", UV_EPIPE);
     }
     x->in_pump = false;
@@ -709,7 +709,7 @@ static void on_below_write_done(void *owner, int status)
         if (x->closing) {
             return;
         }
-    } else if (flush(x) == 1) {
+    } else if (sc__tlsx_flush(x) == 1) {
         return;
     }
     if (x->shutdown_pending && !x->below_wpending && x->out_len == 0) {
@@ -879,7 +879,7 @@ static void tls_close(struct sc_xport *xp)
     if (x->hs_done && !x->fatal && !x->sent_shutdown && !x->below_wpending) {
         /* best-effort close_notify: it goes out only when the socket takes it now */
         send_close_notify(x);
-        (void)flush(x);
+        (void)sc__tlsx_flush(x);
     } else if (x->hs_done && !x->fatal && !x->rec) {
         /* No close_notify now, but the session is good: OpenSSL would otherwise drop it from the
          * caches (and make it unresumable) when the SSL is freed. */
@@ -908,7 +908,7 @@ static int tls_shutdown(struct sc_xport *xp)
     if (!x->sent_shutdown) {
         send_close_notify(x);
     }
-    int rc = flush(x);
+    int rc = sc__tlsx_flush(x);
     if (rc < 0) {
         return rc;
     }

@@ -105,6 +105,9 @@ struct native_hs {
 char *sc__tlsx_out_acquire(void);
 /* Returns <x>'s output buffer to the thread's spare (or frees it). */
 void sc__tlsx_out_release(struct tls_x *x);
+/* Sends the collected ciphertext below unless a write is pending there: 0 (sent or nothing to
+ * send), 1 (below queued it) or a negative error. */
+int sc__tlsx_flush(struct tls_x *x);
 /* Ciphertext bytes waiting to be read. */
 size_t sc__tlsx_avail(const struct tls_x *x);
 /* Records the failure <f> and reports it (connected or read, see tls_xport.c). */

@@ -33,8 +33,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* What the script put on the wire, per entry. */
 struct entry {
-    size_t at, len;         /* its bytes on the wire */
-    const uint8_t *plain;   /* a sealed data record: what it carries */
+    size_t at, len;       /* its bytes on the wire */
+    const uint8_t *plain; /* a sealed data record: what it carries */
     size_t plain_len;
     bool sealed, corrupt, data, key_update_req;
 };
@@ -155,8 +155,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* whatever state the server is in, what it seals the client's twin can open */
     unsigned char out[SC_TLS_REC_SEAL_MAX(2)];
     size_t n = sc_tls_rec_alert(&server, SC_TLS_ALERT_CLOSE_NOTIFY, out);
-    CHECK(n == SC_TLS_REC_SEAL_MAX(2) - SC_TLS_REC_KEY_UPDATE ||
-          n == SC_TLS_REC_SEAL_MAX(2));
+    CHECK(n == SC_TLS_REC_SEAL_MAX(2) - SC_TLS_REC_KEY_UPDATE || n == SC_TLS_REC_SEAL_MAX(2));
     sc_tls_rec_cleanup(&server);
     sc_tls_rec_cleanup(&client);
     sc_free(wire);

@@ -25,10 +25,10 @@
 /* the client's first application record (sequence 0) and the server's (sequence 1, after its
  * NewSessionTicket), each carrying the bytes 00..31 */
 #define C_REC                                                                                      \
-    "1703030043a23f7054b62c94d0affafe8228ba55cbefacea42f914aa66bcab3f2b9819a8"                                                          \
+    "1703030043a23f7054b62c94d0affafe8228ba55cbefacea42f914aa66bcab3f2b9819a8"                     \
     "a5b46b395bd54a9a20441e2b62974e1f5a6292a2977014bd1e3deae63aeebb21694915e4"
 #define S_REC                                                                                      \
-    "17030300432e937e11ef4ac740e538ad36005fc4a46932fc3225d05f82aa1b36e30efaf9"                                                          \
+    "17030300432e937e11ef4ac740e538ad36005fc4a46932fc3225d05f82aa1b36e30efaf9"                     \
     "7d90e6dffc602dcb501a59a8fcc49c4bf2e5f0a21c0047c2abf332540dd032e167c2955d"
 
 static size_t unhex(const char *h, unsigned char *out)
@@ -185,8 +185,8 @@ static void test_key_update_requested(void **state)
     size_t n = sc_tls_rec_seal(&client, 22, &b, 1, 5, buf);
     unsigned char c[32], s[32], cnext[32];
     secrets(c, s);
-    assert_int_equal(
-        sc_tls_hkdf_expand_label("SHA256", c, 32, "traffic upd", NULL, 0, cnext, 32), 0);
+    assert_int_equal(sc_tls_hkdf_expand_label("SHA256", c, 32, "traffic upd", NULL, 0, cnext, 32),
+                     0);
     struct sc_tls_rec client2;
     assert_int_equal(sc_tls_rec_init(&client2, 0x1301, s, cnext, 32), 0);
     uv_buf_t d = uv_buf_init("after", 5);
@@ -232,9 +232,10 @@ static void test_rekey_at_limit(void **state)
         n += sc_tls_rec_seal(&server, 23, &b, 1, 10, buf + n);
     }
     /* 3 records, an update, 3 records, an update, 1 record */
-    const int want[] = { SC_TLS_REC_DATA, SC_TLS_REC_DATA, SC_TLS_REC_DATA, SC_TLS_REC_NONE,
-                         SC_TLS_REC_DATA, SC_TLS_REC_DATA, SC_TLS_REC_DATA, SC_TLS_REC_NONE,
-                         SC_TLS_REC_DATA, -1 };
+    const int want[] = {
+        SC_TLS_REC_DATA, SC_TLS_REC_DATA, SC_TLS_REC_DATA, SC_TLS_REC_NONE, SC_TLS_REC_DATA,
+        SC_TLS_REC_DATA, SC_TLS_REC_DATA, SC_TLS_REC_NONE, SC_TLS_REC_DATA, -1
+    };
     struct sc_tls_rec_in in;
     assert_int_equal(open_all(&client, buf, n, want, &in), n);
     assert_memory_equal(in.data, "0123456789", 10);
@@ -375,10 +376,14 @@ static void test_suites(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hkdf_rfc8448),     cmocka_unit_test(test_init_refuses),
-        cmocka_unit_test(test_rfc8448_records),  cmocka_unit_test(test_split_at_every_byte),
-        cmocka_unit_test(test_key_update_requested), cmocka_unit_test(test_rekey_at_limit),
-        cmocka_unit_test(test_inner_plaintext),  cmocka_unit_test(test_outer_refusals),
+        cmocka_unit_test(test_hkdf_rfc8448),
+        cmocka_unit_test(test_init_refuses),
+        cmocka_unit_test(test_rfc8448_records),
+        cmocka_unit_test(test_split_at_every_byte),
+        cmocka_unit_test(test_key_update_requested),
+        cmocka_unit_test(test_rekey_at_limit),
+        cmocka_unit_test(test_inner_plaintext),
+        cmocka_unit_test(test_outer_refusals),
         cmocka_unit_test(test_suites),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
