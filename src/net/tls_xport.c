@@ -7,6 +7,10 @@
 // that goes below in one write and returns to a per-thread spare when flushed, so an idle
 // connection holds no record buffer of ours, and OpenSSL releases its own (RELEASE_BUFFERS).
 //
+// After a TLS 1.3 handshake on a native context, tls_native.c takes the records over from OpenSSL
+// and the SSL object is freed (x->ssl is NULL, x->rec set): every SSL call here is on a path that
+// a native connection does not take.
+//
 // Callbacks into the owner may close the layer or write; the layer's memory lives until below
 // reports closed, so every step re-checks `closing` after calling out. Nothing blocks: when
 // OpenSSL needs bytes that have not arrived it says so and the layer waits for below's read.
