@@ -213,13 +213,8 @@ void sc__tlsx_native_deliver(struct tls_x *x)
             }
             continue;
         }
-        uv_buf_t b = uv_buf_init(NULL, 0);
-        cbs->alloc(x->base.owner, &b);
-        if (x->closing || !x->reading) {
-            break;
-        }
-        if (b.len == 0) {
-            cbs->read(x->base.owner, UV_ENOBUFS);
+        uv_buf_t b;
+        if (!sc__tlsx_owner_buf(x, &b)) {
             break;
         }
         size_t n = b.len < x->plain_len ? b.len : x->plain_len;

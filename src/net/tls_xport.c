@@ -520,6 +520,20 @@ static int handshake(struct tls_x *x)
     return 0;
 }
 
+bool sc__tlsx_owner_buf(struct tls_x *x, uv_buf_t *b)
+{
+    *b = uv_buf_init(NULL, 0);
+    x->base.cbs->alloc(x->base.owner, b);
+    if (x->closing || !x->reading) {
+        return false;
+    }
+    if (b->len == 0) {
+        x->base.cbs->read(x->base.owner, UV_ENOBUFS);
+        return false;
+    }
+    return true;
+}
+
 /* Decrypts into the owner's buffers while it reads and bytes are there. */
 static void deliver(struct tls_x *x)
 {
@@ -534,13 +548,8 @@ static void deliver(struct tls_x *x)
             }
             break;
         }
-        uv_buf_t b = uv_buf_init(NULL, 0);
-        cbs->alloc(x->base.owner, &b);
-        if (x->closing || !x->reading) {
-            break;
-        }
-        if (b.len == 0) {
-            cbs->read(x->base.owner, UV_ENOBUFS);
+        uv_buf_t b;
+        if (!sc__tlsx_owner_buf(x, &b)) {
             break;
         }
         size_t n = 0;

@@ -108,6 +108,9 @@ void sc__tlsx_out_release(struct tls_x *x);
 /* Sends the collected ciphertext below unless a write is pending there: 0 (sent or nothing to
  * send), 1 (below queued it) or a negative error. */
 int sc__tlsx_flush(struct tls_x *x);
+/* Asks the owner for the next read buffer. Returns false when the owner closed, stopped reading
+ * or has no room (then UV_ENOBUFS was reported). */
+bool sc__tlsx_owner_buf(struct tls_x *x, uv_buf_t *b);
 /* Ciphertext bytes waiting to be read. */
 size_t sc__tlsx_avail(const struct tls_x *x);
 /* Records the failure <f> and reports it (connected or read, see tls_xport.c). */
