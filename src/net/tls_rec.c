@@ -5,6 +5,7 @@
 // the alert RFC 8446 names, so the caller's only choices are "deliver", "ignore" and "close".
 #include "net/tls_rec.h"
 
+#include <pthread.h>
 #include <string.h>
 
 #include "net/ossl.h"
@@ -19,6 +20,21 @@
 /* AES-GCM may protect 2^24.5 full records under one key (RFC 8446 section 5.5); we update ours
  * well before. ChaCha20-Poly1305 has no practical limit, and the same period costs nothing. */
 #define REKEY_AFTER (1ULL << 24)
+
+/* OpenSSL's algorithms, fetched once: an implicit fetch on every use (EVP_aes_128_gcm() passed to
+ * an init, EVP_KDF_fetch per derivation) costs more than the derivation itself, and a handshake
+ * makes six of them. Never freed (they live as long as the library). */
+static EVP_KDF *hkdf;
+static EVP_CIPHER *aes128, *aes256, *chacha;
+static pthread_once_t fetch_once = PTHREAD_ONCE_INIT;
+
+static void fetch_all(void)
+{
+    hkdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+    aes128 = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL);
+    aes256 = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+    chacha = EVP_CIPHER_fetch(NULL, "ChaCha20-Poly1305", NULL);
+}
 
 int sc_tls_hkdf_expand_label(const char *digest, const unsigned char *secret, size_t slen,
                              const char *label, const unsigned char *context, size_t clen,
@@ -43,9 +59,8 @@ int sc_tls_hkdf_expand_label(const char *digest, const unsigned char *secret, si
         memcpy(info + n, context, clen);
         n += clen;
     }
-    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
-    EVP_KDF_CTX *k = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
-    EVP_KDF_free(kdf);
+    pthread_once(&fetch_once, fetch_all);
+    EVP_KDF_CTX *k = hkdf ? EVP_KDF_CTX_new(hkdf) : NULL;
     if (!k) {
         return -1;
     }
@@ -72,13 +87,16 @@ static int dir_key(struct sc_tls_rec *r, struct sc_tls_rec_dir *d, bool enc)
         goto out;
     }
     const EVP_CIPHER *cipher = NULL;
+    pthread_once(&fetch_once, fetch_all);
     if (!d->aead) {
         d->aead = EVP_CIPHER_CTX_new();
         if (!d->aead) {
             goto out;
         }
-        cipher = r->chacha ? EVP_chacha20_poly1305()
-                           : (r->klen == 16 ? EVP_aes_128_gcm() : EVP_aes_256_gcm());
+        cipher = r->chacha ? chacha : (r->klen == 16 ? aes128 : aes256);
+        if (!cipher) {
+            goto out;
+        }
     }
     int ok = enc ? EVP_EncryptInit_ex(d->aead, cipher, NULL, key, NULL)
                  : EVP_DecryptInit_ex(d->aead, cipher, NULL, key, NULL);
