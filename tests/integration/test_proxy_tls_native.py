@@ -176,6 +176,20 @@ def test_native_resumption(sidecar_run, echo, pki, tmp_path):
     assert line["tls_version"] == "TLSv1.3"
 
 
+def test_native_each_cipher_suite(sidecar_run, echo, pki):
+    port = free_port()
+    sc = sidecar_run("proxy", config=tls_listener(port, echo.addr, server_tls(pki)))
+    suites = ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"]
+    for cs in suites:
+        body = b"b" * 40000  # several records each way
+        req = (b"POST /s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 40000\r\n"
+               b"\r\n" + body)
+        rc, out = s_client(port, "-ciphersuites", cs, "-CAfile", str(pki / "ca.pem"), data=req)
+        assert rc == 0 and f"Cipher is {cs}" in out and "HTTP/1.1 200" in out, out
+        assert '"body_len": 40000' in out
+    assert layer(sc, "native") == 3
+
+
 def test_native_mtls_identity_kept(sidecar_run, echo, pki):
     """The peer certificate, SPIFFE ID and our own certificate outlive the freed SSL object."""
     port = free_port()
