@@ -46,8 +46,7 @@ static int unhex(char c)
 
 void sc__tls_on_keylog(const SSL *ssl, const char *line)
 {
-    BIO *b = SSL_get_rbio(ssl);
-    struct tls_x *x = b ? BIO_get_data(b) : NULL;
+    struct tls_x *x = sc__tlsx_of(ssl);
     struct native_hs *h = x ? x->hs : NULL;
     if (!h || x->hs_done) {
         return;

@@ -10,6 +10,7 @@
 
 #include "net/ossl.h"
 
+#include "core/alloc.h"
 #include "core/log.h"
 
 #define TAG_LEN 16
@@ -28,8 +29,54 @@ static EVP_KDF *hkdf;
 static EVP_CIPHER *aes128, *aes256, *chacha;
 static pthread_once_t fetch_once = PTHREAD_ONCE_INIT;
 
+/* Per thread, one HKDF context per hash with its mode and digest set: setting the digest fetches
+ * it and HMAC again, which a fresh context would repeat on every derivation. Freed at thread
+ * exit. */
+static pthread_key_t kdf_key;
+
+struct kdf_ctxs {
+    EVP_KDF_CTX *sha256, *sha384;
+};
+
+static void kdf_ctxs_free(void *p)
+{
+    struct kdf_ctxs *k = p;
+    EVP_KDF_CTX_free(k->sha256);
+    EVP_KDF_CTX_free(k->sha384);
+    sc_free(k);
+}
+
+static EVP_KDF_CTX *kdf_ctx(const char *digest)
+{
+    bool sha256 = strcmp(digest, "SHA256") == 0;
+    if (!sha256 && strcmp(digest, "SHA384") != 0) {
+        return NULL;
+    }
+    struct kdf_ctxs *k = pthread_getspecific(kdf_key);
+    if (!k) {
+        k = SC_NEW(struct kdf_ctxs);
+        pthread_setspecific(kdf_key, k);
+    }
+    EVP_KDF_CTX **c = sha256 ? &k->sha256 : &k->sha384;
+    if (!*c && hkdf) {
+        int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY;
+        OSSL_PARAM params[] = {
+            OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode),
+            OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)digest, 0),
+            OSSL_PARAM_construct_end(),
+        };
+        *c = EVP_KDF_CTX_new(hkdf);
+        if (*c && EVP_KDF_CTX_set_params(*c, params) != 1) {
+            EVP_KDF_CTX_free(*c);
+            *c = NULL;
+        }
+    }
+    return *c;
+}
+
 static void fetch_all(void)
 {
+    pthread_key_create(&kdf_key, kdf_ctxs_free);
     hkdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
     aes128 = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL);
     aes256 = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
@@ -60,21 +107,16 @@ int sc_tls_hkdf_expand_label(const char *digest, const unsigned char *secret, si
         n += clen;
     }
     pthread_once(&fetch_once, fetch_all);
-    EVP_KDF_CTX *k = hkdf ? EVP_KDF_CTX_new(hkdf) : NULL;
+    EVP_KDF_CTX *k = kdf_ctx(digest);
     if (!k) {
         return -1;
     }
-    int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY;
     OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode),
-        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)digest, 0),
         OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)secret, slen),
         OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, n),
         OSSL_PARAM_construct_end(),
     };
-    int ok = EVP_KDF_derive(k, out, outlen, params);
-    EVP_KDF_CTX_free(k);
-    return ok == 1 ? 0 : -1;
+    return EVP_KDF_derive(k, out, outlen, params) == 1 ? 0 : -1;
 }
 
 /* Derives the key and IV of <d> from its secret and keys its AEAD context (made on first use). */

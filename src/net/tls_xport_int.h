@@ -111,6 +111,8 @@ int sc__tlsx_flush(struct tls_x *x);
 /* Asks the owner for the next read buffer. Returns false when the owner closed, stopped reading
  * or has no room (then UV_ENOBUFS was reported). */
 bool sc__tlsx_owner_buf(struct tls_x *x, uv_buf_t *b);
+/* The layer running <ssl>, or NULL when <ssl> is not one of the layer's. */
+struct tls_x *sc__tlsx_of(const SSL *ssl);
 /* Ciphertext bytes waiting to be read. */
 size_t sc__tlsx_avail(const struct tls_x *x);
 /* Records the failure <f> and reports it (connected or read, see tls_xport.c). */
