@@ -8,7 +8,9 @@
 # counters are dumped (callgrind_control -d): the whole process's instructions in that window over
 # the requests. Two windows: keep-alive (TLS_CONNS x TLS_PER requests) and full handshakes
 # (TLS_HS connections of one request each, no resumption).
-# Usage: bench/tls_callgrind.sh [BUILD_DIR]   (env: TLS_CONNS [10], TLS_PER [100], TLS_HS [100])
+# Usage: bench/tls_callgrind.sh [BUILD_DIR]   (env: TLS_CONNS [10], TLS_PER [100], TLS_HS [100],
+# TLS_RECORD_LAYER [native]: who carries TLS 1.3 records after the handshake in the layer and the
+# proxy, native or openssl, to compare the two in one build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -17,6 +19,7 @@ BUILD=${1:-build}
 CONNS=${TLS_CONNS:-10}
 PER=${TLS_PER:-100}
 HS=${TLS_HS:-100}
+RECORDS=${TLS_RECORD_LAYER:-native}
 command -v valgrind >/dev/null || die "valgrind is not installed (scripts/deps.sh bench)"
 ninja -C "$BUILD" bench_tls_serve sidecar >/dev/null
 TMP=$(mktemp -d)
@@ -54,7 +57,7 @@ measure() {
 port=$(free_port)
 spawn "$TMP/sc.log" 0-"$(($(nproc) - 1))" valgrind --tool=callgrind \
     --callgrind-out-file="$TMP/cg.out.%p" "$BUILD/bench_tls_serve" "$TMP/pki/server.pem" \
-    "$TMP/pki/server.key" "$port"
+    "$TMP/pki/server.key" "$port" "$RECORDS"
 sc_pid=$SPAWNED_PID
 measure layer "$sc_pid" "$port"
 stop_proc "$sc_pid"
@@ -124,8 +127,18 @@ CONF
 spawn "$TMP/up.log" 0-"$(($(nproc) - 1))" nginx -e "$TMP/up/error.log" -p "$TMP/up/" \
     -c "$TMP/up/nginx.conf"
 pport=$(free_port)
+# the quick start's listener and cluster, written out to choose the record layer
+cat >"$TMP/proxy.yaml" <<CONF
+listeners:
+  - name: listen
+    address: 127.0.0.1:$pport
+    tls: { cert: $TMP/pki/server.pem, key: $TMP/pki/server.key, record_layer: $RECORDS }
+    routes: [{ name: default, cluster: upstream }]
+clusters:
+  - name: upstream
+    endpoints: ["127.0.0.1:$uport"]
+CONF
 spawn "$TMP/proxy.log" 0-"$(($(nproc) - 1))" valgrind --tool=callgrind \
-    --callgrind-out-file="$TMP/cg.out.%p" "$BUILD/sidecar" proxy --listen "127.0.0.1:$pport" \
-    --upstream "127.0.0.1:$uport" --workers 1 --access-log off --admin "127.0.0.1:$(free_port)" \
-    --tls-cert "$TMP/pki/server.pem" --tls-key "$TMP/pki/server.key"
+    --callgrind-out-file="$TMP/cg.out.%p" "$BUILD/sidecar" proxy -c "$TMP/proxy.yaml" \
+    --workers 1 --access-log off --admin "127.0.0.1:$(free_port)"
 measure proxy "$SPAWNED_PID" "$pport"

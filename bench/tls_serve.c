@@ -4,7 +4,8 @@
 // one thread, keep-alive, a 13-byte body, each request answered once its head is complete. Not a
 // product: it reads at most one 1 KiB head per connection and knows nothing of HTTP beyond
 // "\r\n\r\n" and "Connection: close".
-// Usage: bench_tls_serve CERT KEY PORT
+// Usage: bench_tls_serve CERT KEY PORT [native|openssl] (the record layer after a TLS 1.3
+// handshake; default native)
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,11 +120,14 @@ static void on_accept(uv_stream_t *lis, int status)
 
 int main(int argc, char **argv)
 {
-    if (argc != 4) {
-        fprintf(stderr, "usage: bench_tls_serve CERT KEY PORT\n");
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: bench_tls_serve CERT KEY PORT [native|openssl]\n");
         return 2;
     }
     struct sc_tls_server_opts o = { .cert = argv[1], .key = argv[2], .session_cache_size = 1024 };
+    if (argc == 5 && strcmp(argv[4], "openssl") == 0) {
+        o.record_layer = SC_TLS_RECORD_OPENSSL;
+    }
     char *alpn[] = { "http/1.1" };
     o.alpn = (struct sc_strv){ alpn, 1 };
     char *err = NULL;

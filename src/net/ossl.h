@@ -27,6 +27,7 @@
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/kdf.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -59,6 +60,7 @@
 #define BIO_get_data SC_OSSL(BIO_get_data)
 #define BIO_get_new_index SC_OSSL(BIO_get_new_index)
 #define BIO_meth_new SC_OSSL(BIO_meth_new)
+#define BIO_method_type SC_OSSL(BIO_method_type)
 #define BIO_meth_set_create SC_OSSL(BIO_meth_set_create)
 #define BIO_meth_set_ctrl SC_OSSL(BIO_meth_set_ctrl)
 #define BIO_meth_set_read SC_OSSL(BIO_meth_set_read)
@@ -102,6 +104,11 @@
 #define EVP_EncryptFinal_ex SC_OSSL(EVP_EncryptFinal_ex)
 #define EVP_EncryptInit_ex SC_OSSL(EVP_EncryptInit_ex)
 #define EVP_EncryptUpdate SC_OSSL(EVP_EncryptUpdate)
+#define EVP_KDF_CTX_free SC_OSSL(EVP_KDF_CTX_free)
+#define EVP_KDF_CTX_new SC_OSSL(EVP_KDF_CTX_new)
+#define EVP_KDF_CTX_set_params SC_OSSL(EVP_KDF_CTX_set_params)
+#define EVP_KDF_derive SC_OSSL(EVP_KDF_derive)
+#define EVP_KDF_fetch SC_OSSL(EVP_KDF_fetch)
 #define EVP_MAC_CTX_set_params SC_OSSL(EVP_MAC_CTX_set_params)
 #define EVP_MD_CTX_free SC_OSSL(EVP_MD_CTX_free)
 #define EVP_MD_CTX_new SC_OSSL(EVP_MD_CTX_new)
@@ -133,6 +140,7 @@
 #define OSSL_PARAM_BLD_push_utf8_string SC_OSSL(OSSL_PARAM_BLD_push_utf8_string)
 #define OSSL_PARAM_BLD_to_param SC_OSSL(OSSL_PARAM_BLD_to_param)
 #define OSSL_PARAM_construct_end SC_OSSL(OSSL_PARAM_construct_end)
+#define OSSL_PARAM_construct_int SC_OSSL(OSSL_PARAM_construct_int)
 #define OSSL_PARAM_construct_octet_string SC_OSSL(OSSL_PARAM_construct_octet_string)
 #define OSSL_PARAM_construct_utf8_string SC_OSSL(OSSL_PARAM_construct_utf8_string)
 #define OSSL_PARAM_free SC_OSSL(OSSL_PARAM_free)
@@ -140,6 +148,7 @@
 #define PEM_read_bio_X509 SC_OSSL(PEM_read_bio_X509)
 #define PEM_read_bio_X509_AUX SC_OSSL(PEM_read_bio_X509_AUX)
 #define RAND_bytes SC_OSSL(RAND_bytes)
+#define SSL_CIPHER_get_protocol_id SC_OSSL(SSL_CIPHER_get_protocol_id)
 #define SSL_CIPHER_standard_name SC_OSSL(SSL_CIPHER_standard_name)
 #define SSL_ctrl SC_OSSL(SSL_ctrl)
 #define SSL_CTX_callback_ctrl SC_OSSL(SSL_CTX_callback_ctrl)
@@ -157,6 +166,7 @@
 #define SSL_CTX_set_ciphersuites SC_OSSL(SSL_CTX_set_ciphersuites)
 #define SSL_CTX_set_default_verify_paths SC_OSSL(SSL_CTX_set_default_verify_paths)
 #define SSL_CTX_set_ex_data SC_OSSL(SSL_CTX_set_ex_data)
+#define SSL_CTX_set_keylog_callback SC_OSSL(SSL_CTX_set_keylog_callback)
 #define SSL_CTX_set_num_tickets SC_OSSL(SSL_CTX_set_num_tickets)
 #define SSL_CTX_set_options SC_OSSL(SSL_CTX_set_options)
 #define SSL_CTX_set_session_id_context SC_OSSL(SSL_CTX_set_session_id_context)
@@ -172,11 +182,13 @@
 #define SSL_get0_alpn_selected SC_OSSL(SSL_get0_alpn_selected)
 #define SSL_get0_param SC_OSSL(SSL_get0_param)
 #define SSL_get0_peer_certificate SC_OSSL(SSL_get0_peer_certificate)
+#define SSL_get1_peer_certificate SC_OSSL(SSL_get1_peer_certificate)
 #define SSL_get_certificate SC_OSSL(SSL_get_certificate)
 #define SSL_get_current_cipher SC_OSSL(SSL_get_current_cipher)
 #define SSL_get_error SC_OSSL(SSL_get_error)
 #define SSL_get_ex_data SC_OSSL(SSL_get_ex_data)
 #define SSL_get_ex_data_X509_STORE_CTX_idx SC_OSSL(SSL_get_ex_data_X509_STORE_CTX_idx)
+#define SSL_get_rbio SC_OSSL(SSL_get_rbio)
 #define SSL_get_servername SC_OSSL(SSL_get_servername)
 #define SSL_get_shutdown SC_OSSL(SSL_get_shutdown)
 #define SSL_get_SSL_CTX SC_OSSL(SSL_get_SSL_CTX)
@@ -201,6 +213,7 @@
 #define SSL_set_shutdown SC_OSSL(SSL_set_shutdown)
 #define SSL_set_SSL_CTX SC_OSSL(SSL_set_SSL_CTX)
 #define SSL_shutdown SC_OSSL(SSL_shutdown)
+#define SSL_version SC_OSSL(SSL_version)
 #define SSL_write_ex SC_OSSL(SSL_write_ex)
 #define TLS_client_method SC_OSSL(TLS_client_method)
 #define TLS_server_method SC_OSSL(TLS_server_method)

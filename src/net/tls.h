@@ -48,6 +48,16 @@ enum sc_tls_client_cert {
     SC_TLS_CLIENT_CERT_REQUIRE,
 };
 
+/* Who carries a server connection's records once a TLS 1.3 handshake is done. NATIVE (zero, the
+ * default): the layer itself (net/tls_rec.h), and the connection's SSL object is freed, so an
+ * idle connection keeps two cipher contexts instead of OpenSSL's ~12 KiB; OPENSSL: OpenSSL
+ * throughout. TLS 1.2, and any connection whose record state cannot be known exactly at the end
+ * of the handshake, stays on OpenSSL either way. */
+enum sc_tls_record_layer {
+    SC_TLS_RECORD_NATIVE,
+    SC_TLS_RECORD_OPENSSL,
+};
+
 /* One certificate and its private key (PEM file paths; the certificate file may hold the chain
  * after the leaf). */
 struct sc_tls_cert_opts {
@@ -82,6 +92,7 @@ struct sc_tls_server_opts {
     int64_t session_cache_size;  /* server session cache entries (0: no cache, tickets only) */
     uint64_t session_timeout_ms; /* lifetime of a session and of a ticket key */
     uint64_t watch_interval_ms;  /* how often the store polls the files (0: never) */
+    int record_layer;            /* enum sc_tls_record_layer */
 };
 
 /* A client (upstream) context. Verification is on unless insecure_skip_verify: the chain must lead
@@ -110,6 +121,7 @@ extern const struct sc_opt sc_tls_client_opt_table[];
 extern const char *const sc_tls_version_names[];
 extern const char *const sc_tls_client_cert_names[];
 extern const char *const sc_tls_unmatched_sni_names[]; /* enum sc_tls_unmatched_sni */
+extern const char *const sc_tls_record_layer_names[];  /* enum sc_tls_record_layer */
 
 /* ---- contexts ----------------------------------------------------------------------------- */
 

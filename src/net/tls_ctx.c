@@ -37,6 +37,7 @@ const char *const sc_tls_version_names[] = { "auto",    "TLSv1.0", "TLSv1.1",
                                              "TLSv1.2", "TLSv1.3", NULL };
 const char *const sc_tls_client_cert_names[] = { "auto", "none", "optional", "require", NULL };
 const char *const sc_tls_unmatched_sni_names[] = { "default", "reject", NULL };
+const char *const sc_tls_record_layer_names[] = { "native", "openssl", NULL };
 
 static int check_version(void *field, char **err)
 {
@@ -140,6 +141,14 @@ const struct sc_opt sc_tls_server_opt_table[] = {
       .offset = offsetof(struct sc_tls_server_opts, watch_interval_ms),
       .def = "1s",
       .help = "how often certificate, key and CA files are checked for changes (0: never)" },
+    { .name = "record_layer",
+      .type = SC_OPT_ENUM,
+      .offset = offsetof(struct sc_tls_server_opts, record_layer),
+      .def = "native",
+      .enums = sc_tls_record_layer_names,
+      .help = "who carries TLS 1.3 records after the handshake: native (the proxy, and the "
+              "connection's OpenSSL state is freed: less memory and CPU per connection) or "
+              "openssl (TLS 1.2 always uses openssl)" },
     { 0 },
 };
 
@@ -1079,6 +1088,7 @@ struct sc_tls_ctx *sc__tls_ctx_server(const struct sc_tls_server_opts *o,
     if (mode != SC_TLS_CLIENT_CERT_NONE && !(ca = load_ca(o->client_ca, files, &ca_names, err))) {
         goto fail;
     }
+    c->native = o->record_layer == SC_TLS_RECORD_NATIVE;
     c->keys = keys ? keys : sc_tls_ticket_keys_new(o->session_timeout_ms);
     if (keys) {
         atomic_fetch_add(&keys->refs, 1);
@@ -1117,6 +1127,10 @@ struct sc_tls_ctx *sc__tls_ctx_server(const struct sc_tls_server_opts *o,
         SSL_CTX_set_tlsext_servername_arg(s, c);
         SSL_CTX_set_tlsext_ticket_key_evp_cb(s, on_ticket_key);
         SSL_CTX_set_num_tickets(s, 1);
+        if (c->native) {
+            /* hands the layer the application traffic secrets (tls_xport.c) */
+            SSL_CTX_set_keylog_callback(s, sc__tls_on_keylog);
+        }
         uint64_t timeout =
             o->session_timeout_ms ? o->session_timeout_ms : DEFAULT_SESSION_TIMEOUT_MS;
         SSL_CTX_set_timeout(s, (long)(timeout / 1000));

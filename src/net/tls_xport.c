@@ -7,10 +7,14 @@
 // that goes below in one write and returns to a per-thread spare when flushed, so an idle
 // connection holds no record buffer of ours, and OpenSSL releases its own (RELEASE_BUFFERS).
 //
+// After a TLS 1.3 handshake on a native context, tls_native.c takes the records over from OpenSSL
+// and the SSL object is freed (x->ssl is NULL, x->rec set): every SSL call here is on a path that
+// a native connection does not take.
+//
 // Callbacks into the owner may close the layer or write; the layer's memory lives until below
 // reports closed, so every step re-checks `closing` after calling out. Nothing blocks: when
 // OpenSSL needs bytes that have not arrived it says so and the layer waits for below's read.
-#include "net/tls_int.h"
+#include "net/tls_xport_int.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -23,70 +27,6 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/tlbuf.h"
-
-#define TLS_REC 16384                     /* plaintext bytes per record */
-#define REC_MAX (TLS_REC + 256)           /* a record with header, nonce, tag and padding */
-#define IN_CAP (TLS_REC + 2048)           /* what one read from below may bring */
-#define OUT_SLACK 4096                    /* room kept for alerts, tickets, key updates */
-#define OUT_CAP (2 * REC_MAX + OUT_SLACK) /* ciphertext collected for one write below */
-
-struct tls_x {
-    struct sc_xport base; /* next: the layer below; cbs/owner: ours above */
-    struct sc_tls_ctx *ctx;
-    SSL *ssl;
-    uv_loop_t *loop;
-    uv_idle_t *idle; /* made on first need: runs deferred work on the next loop turn */
-
-    /* ciphertext in: leftovers [in_off, in_len) of <in>, or, while a read is processed, the
-     * scratch bytes [src, src + src_len) */
-    char *in;
-    size_t in_off, in_len, in_cap;
-    const char *src;
-    size_t src_len;
-    bool scratch_given;
-
-    /* ciphertext out: [0, pend_len) is below, [pend_len, out_len) waits */
-    char *out;
-    size_t out_len, pend_len;
-
-    /* the owner's pending write */
-    uv_buf_t wv_inline[4];
-    uv_buf_t *wv;
-    unsigned wn, wi;
-    size_t woff;
-    size_t wretry; /* length of an SSL_write to repeat after WANT_WRITE */
-
-    char *sni;
-    char *sess_key;
-    char *peer_id;
-    const char *fail_text;
-    enum sc_tls_fail fail;
-    int err;       /* the error reported for a failure */
-    int below_err; /* what below's read ended with (UV_EOF or an error) */
-    unsigned char first_byte;
-
-    bool server;
-    bool handshake_cb;
-    bool hs_started;
-    bool hs_done;
-    bool connecting;    /* the owner's connect has not been answered */
-    bool start_pending; /* client: start the handshake on the next idle turn */
-    bool reading;       /* the owner wants reads */
-    bool below_reading;
-    bool below_wpending;
-    bool owner_wpending;
-    bool read_blocked; /* SSL_read wanted to write while a write was pending */
-    bool shutdown_pending;
-    bool sent_shutdown;
-    bool got_close_notify;
-    bool got_eof;
-    bool eof_reported;
-    bool fatal;
-    bool fail_reported;
-    bool first_seen;
-    bool closing;
-    bool in_pump;
-};
 
 static const struct sc_xport_ops tls_ops;
 static void pump(struct tls_x *x);
@@ -109,7 +49,7 @@ static void spare_init(void)
     pthread_key_create(&spare_key, spare_destroy);
 }
 
-static char *out_acquire(void)
+char *sc__tlsx_out_acquire(void)
 {
     pthread_once(&spare_once, spare_init);
     char *p = pthread_getspecific(spare_key);
@@ -120,7 +60,7 @@ static char *out_acquire(void)
     return sc_malloc(OUT_CAP);
 }
 
-static void out_release(struct tls_x *x)
+void sc__tlsx_out_release(struct tls_x *x)
 {
     if (!x->out) {
         return;
@@ -136,7 +76,7 @@ static void out_release(struct tls_x *x)
 
 /* ---- the BIO ------------------------------------------------------------------------------ */
 
-static size_t avail(const struct tls_x *x)
+size_t sc__tlsx_avail(const struct tls_x *x)
 {
     return x->src ? x->src_len : x->in_len - x->in_off;
 }
@@ -145,7 +85,7 @@ static int bio_read(BIO *b, char *buf, int len)
 {
     struct tls_x *x = BIO_get_data(b);
     BIO_clear_retry_flags(b);
-    size_t n = avail(x);
+    size_t n = sc__tlsx_avail(x);
     if (n == 0) {
         if (x->got_eof) {
             return 0;
@@ -177,7 +117,7 @@ static int bio_write(BIO *b, const char *buf, int len)
     struct tls_x *x = BIO_get_data(b);
     BIO_clear_retry_flags(b);
     if (!x->out) {
-        x->out = out_acquire();
+        x->out = sc__tlsx_out_acquire();
         x->out_len = x->pend_len = 0;
     }
     size_t room = OUT_CAP - x->out_len;
@@ -188,6 +128,9 @@ static int bio_write(BIO *b, const char *buf, int len)
     size_t n = (size_t)len < room ? (size_t)len : room;
     memcpy(x->out + x->out_len, buf, n);
     x->out_len += n;
+    if (x->hs) {
+        sc__tlsx_count_records(x->hs, (const unsigned char *)buf, n);
+    }
     return (int)n;
 }
 
@@ -203,10 +146,10 @@ static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
         return 1;
     case BIO_CTRL_EOF:
         x = BIO_get_data(b);
-        return x && x->got_eof && avail(x) == 0;
+        return x && x->got_eof && sc__tlsx_avail(x) == 0;
     case BIO_CTRL_PENDING:
         x = BIO_get_data(b);
-        return x ? (long)avail(x) : 0;
+        return x ? (long)sc__tlsx_avail(x) : 0;
     default:
         return 0;
     }
@@ -219,15 +162,25 @@ static int bio_create(BIO *b)
 }
 
 static BIO_METHOD *bio_method;
+static int bio_type;
 static pthread_once_t bio_once = PTHREAD_ONCE_INIT;
 
 static void bio_method_init(void)
 {
-    bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "sidecar-xport");
+    bio_type = BIO_get_new_index() | BIO_TYPE_SOURCE_SINK;
+    bio_method = BIO_meth_new(bio_type, "sidecar-xport");
     BIO_meth_set_read(bio_method, bio_read);
     BIO_meth_set_write(bio_method, bio_write);
     BIO_meth_set_ctrl(bio_method, bio_ctrl);
     BIO_meth_set_create(bio_method, bio_create);
+}
+
+struct tls_x *sc__tlsx_of(const SSL *ssl)
+{
+    /* an SSL made on our contexts by someone else (tests, benches) has a BIO of its own */
+    pthread_once(&bio_once, bio_method_init);
+    BIO *b = SSL_get_rbio(ssl);
+    return b && bio_type != 0 && BIO_method_type(b) == bio_type ? BIO_get_data(b) : NULL;
 }
 
 /* ---- failures ----------------------------------------------------------------------------- */
@@ -332,7 +285,7 @@ static enum sc_tls_fail classify(struct tls_x *x, int sslerr, const char **text)
 
 /* Records a failure and reports it: through connected while a connect or a handshake callback is
  * due, otherwise through read when the owner reads (now or at its next read_start). */
-static void fail(struct tls_x *x, enum sc_tls_fail f, const char *text, int err)
+void sc__tlsx_fail(struct tls_x *x, enum sc_tls_fail f, const char *text, int err)
 {
     if (x->fatal) {
         return;
@@ -353,7 +306,7 @@ static void fail(struct tls_x *x, enum sc_tls_fail f, const char *text, int err)
 
 /* Sends the collected ciphertext below unless a write is pending there. Returns 0 (all sent or
  * nothing to send), 1 (below queued it) or a negative error. */
-static int flush(struct tls_x *x)
+int sc__tlsx_flush(struct tls_x *x)
 {
     if (x->below_wpending || x->out_len == 0 || x->closing) {
         return x->below_wpending ? 1 : 0;
@@ -361,7 +314,7 @@ static int flush(struct tls_x *x)
     uv_buf_t b = uv_buf_init(x->out, (unsigned)x->out_len);
     int rc = sc_xport_write(x->base.next, &b, 1);
     if (rc == 0) {
-        out_release(x);
+        sc__tlsx_out_release(x);
         return 0;
     }
     if (rc == 1) {
@@ -404,10 +357,14 @@ static int pump_write(struct tls_x *x)
         }
         size_t room = OUT_CAP - (x->out ? x->out_len : 0);
         if (room < REC_MAX + OUT_SLACK) {
-            int rc = flush(x);
+            int rc = sc__tlsx_flush(x);
             if (rc < 0) {
                 return rc;
             }
+            continue;
+        }
+        if (x->rec) {
+            sc__tlsx_native_seal(x);
             continue;
         }
         uv_buf_t *b = &x->wv[x->wi];
@@ -433,7 +390,7 @@ static int pump_write(struct tls_x *x)
         int e = SSL_get_error(x->ssl, r);
         if (e == SSL_ERROR_WANT_WRITE) {
             x->wretry = chunk;
-            int rc = flush(x);
+            int rc = sc__tlsx_flush(x);
             if (rc < 0) {
                 return rc;
             }
@@ -444,10 +401,10 @@ static int pump_write(struct tls_x *x)
         }
         const char *text;
         enum sc_tls_fail f = classify(x, e, &text);
-        fail(x, f, text, UV_EPROTO);
+        sc__tlsx_fail(x, f, text, UV_EPROTO);
         return UV_EPROTO;
     }
-    int rc = flush(x);
+    int rc = sc__tlsx_flush(x);
     return rc < 0 ? rc : x->below_wpending;
 }
 
@@ -467,7 +424,7 @@ static int tls_write(struct sc_xport *xp, uv_buf_t *iov, unsigned n)
         /* a server that writes first: the handshake starts now, the bytes wait for it */
         x->hs_started = true;
         update_below_read(x);
-        if (avail(x) > 0) {
+        if (sc__tlsx_avail(x) > 0) {
             defer(x);
         }
     }
@@ -479,7 +436,7 @@ static int tls_write(struct sc_xport *xp, uv_buf_t *iov, unsigned n)
         return 0;
     }
     int rc;
-    if (n > 1 && total <= TLS_REC && x->hs_done && !x->below_wpending) {
+    if (n > 1 && total <= TLS_REC && x->hs_done && !x->below_wpending && !x->rec) {
         /* Small pieces (a head and a short body) go out as one record: encrypted at once, so the
          * staging copy is not needed once SSL_write returns. */
         char stage[TLS_REC];
@@ -497,7 +454,8 @@ static int tls_write(struct sc_xport *xp, uv_buf_t *iov, unsigned n)
         x->wn = x->wi = 0;
         x->woff = x->wretry = 0;
         if (rc >= 0 && !consumed) {
-            fail(x, SC_TLS_FAIL_PROTOCOL, "a record did not fit the output buffer", UV_EPROTO);
+            sc__tlsx_fail(x, SC_TLS_FAIL_PROTOCOL, "a record did not fit the output buffer",
+                          UV_EPROTO);
             return UV_EPROTO;
         }
     } else {
@@ -521,6 +479,9 @@ static int tls_write(struct sc_xport *xp, uv_buf_t *iov, unsigned n)
 
 static void handshake_done(struct tls_x *x)
 {
+    if (x->hs) {
+        sc__tlsx_takeover(x);
+    }
     x->hs_done = true;
     if (x->connecting || (x->server && x->handshake_cb)) {
         x->connecting = false;
@@ -546,27 +507,41 @@ static int handshake(struct tls_x *x)
     if (e != SSL_ERROR_NONE && e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
         const char *text;
         enum sc_tls_fail f = classify(x, e, &text);
-        (void)flush(x); /* the alert, best effort */
-        fail(x, f, text, f == SC_TLS_FAIL_PEER_CLOSED ? UV_ECONNRESET : UV_EPROTO);
+        (void)sc__tlsx_flush(x); /* the alert, best effort */
+        sc__tlsx_fail(x, f, text, f == SC_TLS_FAIL_PEER_CLOSED ? UV_ECONNRESET : UV_EPROTO);
         return -1;
     }
-    if (flush(x) < 0) {
-        fail(x, SC_TLS_FAIL_PEER_CLOSED, "the handshake could not be sent", UV_ECONNRESET);
+    if (sc__tlsx_flush(x) < 0) {
+        sc__tlsx_fail(x, SC_TLS_FAIL_PEER_CLOSED, "the handshake could not be sent", UV_ECONNRESET);
         return -1;
     }
     if (r == 1) {
         handshake_done(x);
         return 1;
     }
-    if (e == SSL_ERROR_WANT_READ && x->got_eof && avail(x) == 0) {
-        fail(x, SC_TLS_FAIL_PEER_CLOSED, "the peer closed the connection during the handshake",
-             UV_ECONNRESET);
+    if (e == SSL_ERROR_WANT_READ && x->got_eof && sc__tlsx_avail(x) == 0) {
+        sc__tlsx_fail(x, SC_TLS_FAIL_PEER_CLOSED,
+                      "the peer closed the connection during the handshake", UV_ECONNRESET);
         return -1;
     }
     if (e == SSL_ERROR_WANT_WRITE) {
         x->read_blocked = true;
     }
     return 0;
+}
+
+bool sc__tlsx_owner_buf(struct tls_x *x, uv_buf_t *b)
+{
+    *b = uv_buf_init(NULL, 0);
+    x->base.cbs->alloc(x->base.owner, b);
+    if (x->closing || !x->reading) {
+        return false;
+    }
+    if (b->len == 0) {
+        x->base.cbs->read(x->base.owner, UV_ENOBUFS);
+        return false;
+    }
+    return true;
 }
 
 /* Decrypts into the owner's buffers while it reads and bytes are there. */
@@ -576,20 +551,15 @@ static void deliver(struct tls_x *x)
     while (x->reading && !x->closing && !x->fatal && !x->eof_reported) {
         /* Read ahead is off, so OpenSSL holds at most one record: nothing to deliver when it has
          * no decrypted bytes and the BIO has nothing new. */
-        if (avail(x) == 0 && SSL_pending(x->ssl) == 0) {
+        if (sc__tlsx_avail(x) == 0 && SSL_pending(x->ssl) == 0) {
             if (x->got_eof) {
                 x->eof_reported = true;
                 cbs->read(x->base.owner, x->below_err ? x->below_err : UV_EOF);
             }
             break;
         }
-        uv_buf_t b = uv_buf_init(NULL, 0);
-        cbs->alloc(x->base.owner, &b);
-        if (x->closing || !x->reading) {
-            break;
-        }
-        if (b.len == 0) {
-            cbs->read(x->base.owner, UV_ENOBUFS);
+        uv_buf_t b;
+        if (!sc__tlsx_owner_buf(x, &b)) {
             break;
         }
         size_t n = 0;
@@ -602,7 +572,7 @@ static void deliver(struct tls_x *x)
         int e = SSL_get_error(x->ssl, r);
         if (e == SSL_ERROR_WANT_READ) {
             /* a non-data record (a ticket) was consumed, or a record is incomplete */
-            if (avail(x) == 0 && SSL_pending(x->ssl) == 0 && !x->got_eof) {
+            if (sc__tlsx_avail(x) == 0 && SSL_pending(x->ssl) == 0 && !x->got_eof) {
                 break;
             }
             continue;
@@ -624,7 +594,7 @@ static void deliver(struct tls_x *x)
             cbs->read(x->base.owner, UV_EOF);
             break;
         }
-        fail(x, f, text, UV_EPROTO);
+        sc__tlsx_fail(x, f, text, UV_EPROTO);
     }
     if (x->fatal && x->reading && !x->fail_reported && !x->closing) {
         x->fail_reported = true;
@@ -643,13 +613,17 @@ static void pump(struct tls_x *x)
         (void)handshake(x);
     }
     if (x->hs_done && !x->closing) {
-        deliver(x);
+        if (x->rec) {
+            sc__tlsx_native_deliver(x);
+        } else {
+            deliver(x);
+        }
     } else if (x->fatal && x->reading && !x->fail_reported && !x->closing) {
         x->fail_reported = true;
         x->base.cbs->read(x->base.owner, x->err);
     }
-    if (!x->closing && flush(x) < 0 && !x->fatal) {
-        fail(x, SC_TLS_FAIL_PROTOCOL, "write failed", UV_EPIPE);
+    if (!x->closing && sc__tlsx_flush(x) < 0 && !x->fatal) {
+        sc__tlsx_fail(x, SC_TLS_FAIL_PROTOCOL, "write failed", UV_EPIPE);
     }
     x->in_pump = false;
 }
@@ -725,9 +699,9 @@ static void on_below_write_done(void *owner, int status)
     struct tls_x *x = owner;
     x->below_wpending = false;
     if (status < 0) {
-        out_release(x);
+        sc__tlsx_out_release(x);
         if (!x->closing && !x->fatal) {
-            fail(x, SC_TLS_FAIL_PROTOCOL, "write failed", status);
+            sc__tlsx_fail(x, SC_TLS_FAIL_PROTOCOL, "write failed", status);
         }
         if (x->owner_wpending) {
             x->owner_wpending = false;
@@ -741,7 +715,7 @@ static void on_below_write_done(void *owner, int status)
         x->out_len -= x->pend_len;
         x->pend_len = 0;
         if (x->out_len == 0) {
-            out_release(x);
+            sc__tlsx_out_release(x);
         }
     }
     if (x->closing) {
@@ -758,7 +732,7 @@ static void on_below_write_done(void *owner, int status)
         if (x->closing) {
             return;
         }
-    } else if (flush(x) == 1) {
+    } else if (sc__tlsx_flush(x) == 1) {
         return;
     }
     if (x->shutdown_pending && !x->below_wpending && x->out_len == 0) {
@@ -838,7 +812,8 @@ static int tls_read_start(struct sc_xport *xp)
     if (x->server && !x->hs_started) {
         x->hs_started = true;
     }
-    bool buffered = avail(x) > 0 || (x->hs_done && SSL_has_pending(x->ssl)) ||
+    bool buffered = sc__tlsx_avail(x) > 0 || x->plain_len > 0 ||
+                    (x->hs_done && !x->rec && SSL_has_pending(x->ssl)) ||
                     (x->got_eof && !x->eof_reported) || (x->fatal && !x->fail_reported);
     if (buffered) {
         defer(x);
@@ -861,8 +836,19 @@ static void on_idle_closed(uv_handle_t *h)
     const struct sc_xport_cbs *cbs = x->base.cbs;
     void *owner = x->base.owner;
     SSL_free(x->ssl);
+    if (x->rec) {
+        sc_tls_rec_cleanup(x->rec);
+        sc_free(x->rec);
+    }
+    if (x->hs) {
+        OPENSSL_cleanse(x->hs, sizeof(*x->hs));
+        sc_free(x->hs);
+    }
+    X509_free(x->peer);
+    sc_free(x->pbuf);
+    sc_free(x->alpn);
     sc_tls_ctx_unref(x->ctx);
-    out_release(x);
+    sc__tlsx_out_release(x);
     sc_free(x->in);
     sc_free(x->sni);
     sc_free(x->sess_key);
@@ -896,6 +882,17 @@ static void on_below_closed(void *owner)
     uv_close((uv_handle_t *)x->idle, on_idle_closed);
 }
 
+static void send_close_notify(struct tls_x *x)
+{
+    if (x->rec) {
+        sc__tlsx_native_send(x, SC_TLS_ALERT_CLOSE_NOTIFY);
+    } else {
+        err_clear();
+        (void)SSL_shutdown(x->ssl);
+    }
+    x->sent_shutdown = true;
+}
+
 static void tls_close(struct sc_xport *xp)
 {
     struct tls_x *x = (struct tls_x *)xp;
@@ -904,11 +901,9 @@ static void tls_close(struct sc_xport *xp)
     }
     if (x->hs_done && !x->fatal && !x->sent_shutdown && !x->below_wpending) {
         /* best-effort close_notify: it goes out only when the socket takes it now */
-        err_clear();
-        (void)SSL_shutdown(x->ssl);
-        x->sent_shutdown = true;
-        (void)flush(x);
-    } else if (x->hs_done && !x->fatal) {
+        send_close_notify(x);
+        (void)sc__tlsx_flush(x);
+    } else if (x->hs_done && !x->fatal && !x->rec) {
         /* No close_notify now, but the session is good: OpenSSL would otherwise drop it from the
          * caches (and make it unresumable) when the SSL is freed. */
         SSL_set_shutdown(x->ssl, SSL_get_shutdown(x->ssl) | SSL_SENT_SHUTDOWN);
@@ -934,11 +929,9 @@ static int tls_shutdown(struct sc_xport *xp)
         return x->fatal ? UV_EPIPE : UV_ENOTCONN;
     }
     if (!x->sent_shutdown) {
-        err_clear();
-        (void)SSL_shutdown(x->ssl);
-        x->sent_shutdown = true;
+        send_close_notify(x);
     }
-    int rc = flush(x);
+    int rc = sc__tlsx_flush(x);
     if (rc < 0) {
         return rc;
     }
@@ -988,6 +981,9 @@ static int tls_query(struct sc_xport *xp, enum sc_xq q, void *out)
 {
     struct tls_x *x = (struct tls_x *)xp;
     struct sc_str *s = out;
+    if (x->rec && sc__tlsx_native_query(x, q, out) == 0) {
+        return 0;
+    }
     switch (q) {
     case SC_XQ_TLS:
         *(bool *)out = x->hs_done && !x->fatal;
@@ -1035,6 +1031,9 @@ static int tls_query(struct sc_xport *xp, enum sc_xq q, void *out)
         *s = sc_str_c(x->peer_id);
         return 0;
     }
+    case SC_XQ_TLS_NATIVE:
+        *(bool *)out = x->rec != NULL;
+        return 0;
     case SC_XQ_ERROR:
         if (x->fail == SC_TLS_FAIL_NONE) {
             return UV_ENOTSUP;
@@ -1050,7 +1049,7 @@ static bool tls_alive(struct sc_xport *xp)
 {
     struct tls_x *x = (struct tls_x *)xp;
     return x->hs_done && !x->closing && !x->fatal && !x->got_close_notify && !x->got_eof &&
-           avail(x) == 0 && !SSL_has_pending(x->ssl);
+           sc__tlsx_avail(x) == 0 && x->plain_len == 0 && (x->rec || !SSL_has_pending(x->ssl));
 }
 
 static const struct sc_xport_ops tls_ops = {
@@ -1110,6 +1109,9 @@ struct sc_xport *sc_tls_xport_new(struct sc_tls_ctx *ctx, const struct sc_tls_xp
     SSL_set_bio(x->ssl, b, b);
     if (x->server) {
         SSL_set_accept_state(x->ssl);
+        if (ctx->native) {
+            x->hs = SC_NEW(struct native_hs);
+        }
         if (a->preread.len > 0) {
             x->in_cap = a->preread.len > IN_CAP ? a->preread.len : IN_CAP;
             x->in = sc_malloc(x->in_cap);
@@ -1164,6 +1166,9 @@ int sc_tls_xport_cert_index(struct sc_xport *xp)
     if (!x->server) {
         return -1;
     }
+    if (x->rec) {
+        return x->cert_idx;
+    }
     SSL_CTX *now = SSL_get_SSL_CTX(x->ssl);
     for (size_t i = 0; i < x->ctx->ncerts; i++) {
         if (x->ctx->certs[i].ssl == now) {
@@ -1203,7 +1208,8 @@ int sc_tls_xport_xfcc(struct sc_xport *xp, char *out, size_t cap)
         return -ENOENT;
     }
     struct sc_str by = SC_STR_NULL;
-    X509 *own = SSL_get_certificate(x->ssl);
+    X509 *own = x->ssl ? SSL_get_certificate(x->ssl)
+                       : SSL_CTX_get0_certificate(x->ctx->certs[x->cert_idx].ssl);
     GENERAL_NAMES *gens = own ? X509_get_ext_d2i(own, NID_subject_alt_name, NULL, NULL) : NULL;
     for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens) && !by.p; i++) {
         const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);

@@ -44,6 +44,8 @@ enum sc_xq {
     SC_XQ_PEER_ID,     /* struct sc_str: the peer certificate's SPIFFE ID ("spiffe://td/ns/n/sa/s"
                           when it carries exactly one URI SAN; empty otherwise) */
     SC_XQ_ERROR,       /* const char *: why the last handshake or read failed (static text) */
+    SC_XQ_TLS_NATIVE,  /* bool: after a handshake, the TLS layer carries the records itself
+                          (net/tls_rec.h) instead of OpenSSL */
 };
 
 /* Events a transport reports to the layer or owner above it. <owner> is the pointer given at

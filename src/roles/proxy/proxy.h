@@ -436,6 +436,7 @@ struct proxy_metrics {
     struct sc_metric_family *mirror;
     struct sc_metric_family *mirror_dropped;
     struct sc_metric_family *tls_hs; /* proxy_tls.c */
+    struct sc_metric_family *tls_records;
     struct sc_metric_family *tls_expiry;
     struct sc_metric_family *utls_hs;
     struct sc_metric_family *authz;     /* proxy_authz.c */

@@ -1247,6 +1247,9 @@ static void x_handshake(void *owner, int status)
         tcp_close(t);
         return;
     }
+    bool native = false;
+    (void)sc_xport_query(t->dx, SC_XQ_TLS_NATIVE, &native);
+    sc_metrics_counter_inc(t->lsn->tls.m_records[native]);
     t->hs_done = true;
     (void)decide_unread(t); /* else detected on the decrypted bytes */
 }

@@ -375,6 +375,12 @@ void proxy_tls_metrics_init(struct proxy_metrics *pm)
         "When each certificate a listener or cluster presents expires (Unix time), by the "
         "listener or cluster and the certificate's name.",
         exp_labels, NULL, 0);
+    static const char *const rl_labels[] = { "listener", "layer", NULL };
+    pm->tls_records = sc_metrics_family(
+        pm->reg, SC_METRIC_COUNTER, "sidecar_tls_record_layer_total",
+        "Downstream TLS connections after their handshake, by who carries their records: native "
+        "(the proxy, TLS 1.3 with tls.record_layer native) or openssl.",
+        rl_labels, NULL, 0);
     static const char *const uhs_labels[] = { "cluster", "result", NULL };
     pm->utls_hs = sc_metrics_family(
         pm->reg, SC_METRIC_COUNTER, "sidecar_upstream_tls_handshakes_total",
@@ -502,6 +508,10 @@ int proxy_tls_listener_init(struct proxy_listener_tls *out, const char *lname,
     for (int r = 0; r <= SC_TLS_FAIL_PROTOCOL; r++) {
         const char *v[] = { lname, r == SC_TLS_FAIL_NONE ? "ok" : sc_tls_fail_name(r) };
         out->m_hs[r] = sc_metrics_get(pm->tls_hs, v);
+    }
+    for (int i = 0; i < 2; i++) {
+        const char *v[] = { lname, i ? "native" : "openssl" };
+        out->m_records[i] = sc_metrics_get(pm->tls_records, v);
     }
     return 0;
 }
@@ -681,6 +691,9 @@ void proxy_tls_handshake_done(struct proxy_dconn *dc, int status)
         proxy_dconn_close(dc);
         return;
     }
+    bool native = false;
+    (void)sc_xport_query(dc->x, SC_XQ_TLS_NATIVE, &native);
+    sc_metrics_counter_inc(t->m_records[native]);
     dc->last_activity = uv_now(dc->w->loop);
     if (sc_str_eq(sc_xport_query_str(dc->x, SC_XQ_ALPN), SC_STR("h2")) &&
         dc->w->rt->listeners[dc->lidx].http2.enabled) {

@@ -118,6 +118,7 @@ struct proxy_listener_tls {
     bool by_port;              /* PeerAuthentication sets modes per port: decided at accept */
     struct proxy_pa_effective pa;
     struct sc_metric *m_hs[SC_TLS_FAIL_PROTOCOL + 1]; /* handshakes by result (NONE: ok) */
+    struct sc_metric *m_records[2]; /* handshakes done, by record layer: openssl, native */
 };
 
 /* A cluster's TLS origination. */

@@ -1,0 +1,304 @@
+// SPDX-License-Identifier: Apache-2.0
+// The native record layer in the TLS transport (see tls.h, enum sc_tls_record_layer): at the end
+// of a TLS 1.3 server handshake the connection's application traffic secrets (from OpenSSL's key
+// log) and record sequence numbers (counted from what OpenSSL wrote) move to net/tls_rec.c, the
+// SSL object is freed, and records are opened in place in the read buffer and sealed straight
+// into the output. Key invariant: a connection moves only when its record state is known exactly
+// (no record half read or half written, nothing read ahead); otherwise OpenSSL keeps it.
+#include "net/tls_xport_int.h"
+
+#include <string.h>
+
+#include "net/ossl.h"
+
+#include "core/alloc.h"
+#include "core/log.h"
+
+/* Follows the record framing of what OpenSSL writes, so that the takeover knows how many records
+ * went out under the application write key (the session tickets). */
+void sc__tlsx_count_records(struct native_hs *h, const unsigned char *p, size_t n)
+{
+    while (n > 0) {
+        if (h->wbody > 0) {
+            size_t t = n < h->wbody ? n : h->wbody;
+            h->wbody -= t;
+            p += t;
+            n -= t;
+            h->wrec += h->wbody == 0;
+            continue;
+        }
+        h->whdr[h->whave++] = *p++;
+        n--;
+        if (h->whave == 5) {
+            h->whave = 0;
+            h->wbody = (size_t)h->whdr[3] << 8 | h->whdr[4];
+            h->wrec += h->wbody == 0;
+        }
+    }
+}
+
+/* ---- the native record layer (TLS 1.3, server) ------------------------------------------- */
+
+static int unhex(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+void sc__tls_on_keylog(const SSL *ssl, const char *line)
+{
+    struct tls_x *x = sc__tlsx_of(ssl);
+    struct native_hs *h = x ? x->hs : NULL;
+    if (!h || x->hs_done) {
+        return;
+    }
+    static const char cl[] = "CLIENT_TRAFFIC_SECRET_0 ", sl[] = "SERVER_TRAFFIC_SECRET_0 ";
+    bool client = strncmp(line, cl, sizeof(cl) - 1) == 0;
+    if (!client && strncmp(line, sl, sizeof(sl) - 1) != 0) {
+        return;
+    }
+    const char *hex = strchr(line + sizeof(cl) - 1, ' '); /* after the client random */
+    size_t n = hex ? strlen(++hex) / 2 : 0;
+    unsigned char *out = client ? h->csecret : h->ssecret;
+    if (n == 0 || n > SC_TLS_REC_SECRET_MAX || hex[2 * n] != '\0') {
+        h->bad = true;
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int hi = unhex(hex[2 * i]), lo = unhex(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
+            h->bad = true;
+            return;
+        }
+        out[i] = (unsigned char)(hi << 4 | lo);
+    }
+    if (client) {
+        h->clen = n;
+        return;
+    }
+    /* OpenSSL switches its write key after writing the Finished record and before the tickets:
+     * the records written from here on are under the application key. */
+    h->slen = n;
+    h->wrec_app = h->wrec;
+    h->app_mark = true;
+    h->bad |= h->whave != 0 || h->wbody != 0;
+}
+
+/* At the end of a TLS 1.3 handshake, moves the connection's records from OpenSSL to tls_rec.c
+ * and frees the SSL object, when its state is known exactly: the application secrets seen, no
+ * record half read or half written, nothing read ahead. Otherwise OpenSSL keeps the connection. */
+void sc__tlsx_takeover(struct tls_x *x)
+{
+    struct native_hs *h = x->hs;
+    x->hs = NULL;
+    const SSL_CIPHER *c = SSL_get_current_cipher(x->ssl);
+    struct sc_tls_rec *r = NULL;
+    if (!h->bad && h->app_mark && h->clen > 0 && h->clen == h->slen && h->whave == 0 &&
+        h->wbody == 0 && c && SSL_version(x->ssl) == TLS1_3_VERSION && !SSL_has_pending(x->ssl)) {
+        r = SC_NEW(struct sc_tls_rec);
+        if (sc_tls_rec_init(r, SSL_CIPHER_get_protocol_id(c) & 0xffff, h->csecret, h->ssecret,
+                            h->clen) < 0) {
+            sc_free(r);
+            r = NULL;
+        } else {
+            r->wr.seq = h->wrec - h->wrec_app; /* the session tickets */
+        }
+    }
+    OPENSSL_cleanse(h, sizeof(*h));
+    sc_free(h);
+    if (!r) {
+        return;
+    }
+    const unsigned char *alpn = NULL;
+    unsigned alen = 0;
+    SSL_get0_alpn_selected(x->ssl, &alpn, &alen);
+    if (alen) {
+        x->alpn = sc_strndup((const char *)alpn, alen);
+        x->alpn_len = alen;
+    }
+    x->sni = sc_strdup(SSL_get_servername(x->ssl, TLSEXT_NAMETYPE_host_name));
+    x->version = SSL_get_version(x->ssl);
+    x->cipher = SSL_CIPHER_standard_name(c);
+    x->resumed = SSL_session_reused(x->ssl);
+    if (SSL_get_verify_mode(x->ssl) != SSL_VERIFY_NONE &&
+        SSL_get_verify_result(x->ssl) == X509_V_OK) {
+        x->peer = SSL_get1_peer_certificate(x->ssl);
+    }
+    x->cert_idx = sc_tls_xport_cert_index(&x->base);
+    /* the session stays resumable (OpenSSL drops it from the cache when an SSL object that did
+     * not shut down is freed) */
+    SSL_set_shutdown(x->ssl, SSL_get_shutdown(x->ssl) | SSL_SENT_SHUTDOWN);
+    SSL_free(x->ssl);
+    x->ssl = NULL;
+    x->rec = r;
+}
+
+/* Seals an alert (<desc> >= 0) or the KeyUpdate the peer asked for (-1) into the output. */
+void sc__tlsx_native_send(struct tls_x *x, int desc)
+{
+    if (!x->out) {
+        x->out = sc__tlsx_out_acquire();
+        x->out_len = x->pend_len = 0;
+    }
+    /* pump_write leaves OUT_SLACK free; only a peer that keeps asking for KeyUpdates while not
+     * reading gets here without room, and then its update waits (it stays owed) */
+    if (OUT_CAP - x->out_len >= SC_TLS_REC_SEAL_MAX(2)) {
+        unsigned char *o = (unsigned char *)x->out + x->out_len;
+        x->out_len += desc >= 0 ? sc_tls_rec_alert(x->rec, desc, o) : sc_tls_rec_owed(x->rec, o);
+    }
+    if (x->out_len == 0) {
+        sc__tlsx_out_release(x);
+    }
+}
+
+static void consume(struct tls_x *x, size_t n)
+{
+    if (x->src) {
+        x->src += n;
+        x->src_len -= n;
+    } else {
+        x->in_off += n;
+    }
+}
+
+/* Opens the next record in place. Returns true when one was consumed (<plain> may now hold
+ * data), false when there is nothing more to do now (incomplete, end, failure). */
+static bool native_open(struct tls_x *x)
+{
+    size_t n = sc__tlsx_avail(x);
+    unsigned char *p = (unsigned char *)(x->src ? x->src : x->in + x->in_off);
+    struct sc_tls_rec_in in;
+    enum sc_tls_rec_ev ev = n ? sc_tls_rec_open(x->rec, p, n, &in) : SC_TLS_REC_MORE;
+    consume(x, ev == SC_TLS_REC_MORE ? 0 : in.used);
+    switch (ev) {
+    case SC_TLS_REC_MORE:
+        if (x->got_eof) {
+            x->eof_reported = true;
+            x->base.cbs->read(x->base.owner, x->below_err ? x->below_err : UV_EOF);
+        }
+        return false;
+    case SC_TLS_REC_DATA:
+        x->plain = (char *)in.data;
+        x->plain_len = in.len;
+        return true;
+    case SC_TLS_REC_NONE:
+        sc__tlsx_native_send(x, -1);
+        return true;
+    case SC_TLS_REC_CLOSE:
+        x->got_close_notify = true;
+        x->eof_reported = true;
+        x->base.cbs->read(x->base.owner, UV_EOF);
+        return false;
+    case SC_TLS_REC_FAIL:
+        /* the alert goes out now: the owner closes the layer on the failure we report */
+        sc__tlsx_native_send(x, in.alert);
+        (void)sc__tlsx_flush(x);
+        /* fall through */
+    default:
+        sc_debug("TLS: closing a connection: %s (alert %d)", in.why, in.alert);
+        sc__tlsx_fail(x, SC_TLS_FAIL_PROTOCOL, in.why, UV_EPROTO);
+        return false;
+    }
+}
+
+/* Delivers decrypted bytes while the owner reads, opening records as needed. Leftovers move to
+ * their own buffer, since the read buffer they sit in is reused or moved before the next pass. */
+void sc__tlsx_native_deliver(struct tls_x *x)
+{
+    const struct sc_xport_cbs *cbs = x->base.cbs;
+    while (x->reading && !x->closing && !x->fatal && !x->eof_reported) {
+        if (x->plain_len == 0) {
+            if (!native_open(x)) {
+                break;
+            }
+            continue;
+        }
+        uv_buf_t b;
+        if (!sc__tlsx_owner_buf(x, &b)) {
+            break;
+        }
+        size_t n = b.len < x->plain_len ? b.len : x->plain_len;
+        memcpy(b.base, x->plain, n);
+        x->plain += n;
+        x->plain_len -= n;
+        cbs->read(x->base.owner, (ssize_t)n);
+    }
+    if (x->fatal && x->reading && !x->fail_reported && !x->closing) {
+        x->fail_reported = true;
+        cbs->read(x->base.owner, x->err);
+    }
+    if (x->plain_len > 0 && x->plain != x->pbuf) {
+        char *keep = sc_malloc(x->plain_len);
+        memcpy(keep, x->plain, x->plain_len);
+        sc_free(x->pbuf);
+        x->pbuf = x->plain = keep;
+    } else if (x->plain_len == 0) {
+        sc_free(x->pbuf);
+        x->pbuf = x->plain = NULL;
+    }
+    if (x->in && x->in_off == x->in_len) {
+        sc_free(x->in);
+        x->in = NULL;
+        x->in_off = x->in_len = x->in_cap = 0;
+    }
+}
+
+/* Seals the next record of the owner's pending plaintext (up to a full record, gathered across
+ * its pieces) into the output, which has room for it. */
+void sc__tlsx_native_seal(struct tls_x *x)
+{
+    if (!x->out) {
+        x->out = sc__tlsx_out_acquire();
+        x->out_len = x->pend_len = 0;
+    }
+    uv_buf_t piece[8];
+    unsigned np = 0;
+    size_t total = 0;
+    while (x->wi < x->wn && np < SC_ARRAY_LEN(piece) && total < TLS_REC) {
+        uv_buf_t *b = &x->wv[x->wi];
+        size_t take = b->len - x->woff;
+        if (take > TLS_REC - total) {
+            take = TLS_REC - total;
+        }
+        if (take > 0) {
+            piece[np++] = uv_buf_init(b->base + x->woff, (unsigned)take);
+            total += take;
+        }
+        x->woff += take;
+        if (x->woff == b->len) {
+            x->wi++;
+            x->woff = 0;
+        }
+    }
+    if (total > 0) {
+        unsigned char *o = (unsigned char *)x->out + x->out_len;
+        x->out_len += sc_tls_rec_seal(x->rec, 23, piece, np, total, o);
+    }
+}
+
+/* Answers the queries that would need the SSL object, from what the takeover kept. */
+int sc__tlsx_native_query(struct tls_x *x, enum sc_xq q, void *out)
+{
+    struct sc_str *s = out;
+    switch (q) {
+    case SC_XQ_ALPN:
+        *s = sc_str_n(x->alpn, x->alpn_len);
+        return 0;
+    case SC_XQ_SNI:
+        *s = sc_str_c(x->sni);
+        return 0;
+    case SC_XQ_TLS_VERSION:
+        *s = sc_str_c(x->version);
+        return 0;
+    case SC_XQ_TLS_CIPHER:
+        *s = sc_str_c(x->cipher);
+        return 0;
+    case SC_XQ_TLS_RESUMED:
+        *(bool *)out = x->resumed;
+        return 0;
+    case SC_XQ_PEER_CERT:
+        *(void **)out = x->peer;
+        return 0;
+    default:
+        return 1;
+    }
+}
