@@ -6,7 +6,6 @@ update_requested, resumption with -sess_out/-sess_in), 100 MiB each way with fla
 TLS with XFCC, and a client that puts garbage, a corrupted record or an oversized record on the
 wire after the handshake (Python's ssl.SSLObject over a plain socket): each gets the right alert,
 under the connection's keys, and the close. TLS 1.2 and `record_layer: openssl` stay on OpenSSL."""
-import os
 import socket
 import ssl
 import subprocess
@@ -14,8 +13,9 @@ import time
 
 import pytest
 from conftest import free_port
-from proxy_util import FakeUpstream, access_lines, echo_handler, metric, respond
-from test_proxy_tls import headers_seen, metrics, mtls_listener, tls_listener
+from proxy_util import FakeUpstream, access_lines, echo_handler, metric
+from test_proxy_tls import (headers_seen, metrics, mtls_listener, relay_100mib_each_way,
+                            tls_listener)
 from tls_util import TLSClient, curl, pki, s_client, tls_context  # noqa: F401
 
 
@@ -207,31 +207,10 @@ def test_native_mtls_identity_kept(sidecar_run, echo, pki):
 
 
 def test_native_100mib_each_way_flat_rss(sidecar_run, pki):
-    from proxy_util import vm_hwm_kib
-
-    def sink(up, conn, req):
-        return respond(conn, 200, b"x" * (100 << 20) if req.target == "/down" else b"ok")
-
-    up = FakeUpstream(sink, discard_body=True)
-    try:
-        port = free_port()
-        env = None
-        if os.environ.get("SIDECAR_SANITIZED"):
-            env = {"ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=4"}
-        sc = sidecar_run("proxy", config=tls_listener(port, up.addr, server_tls(pki)), env=env)
-        c = TLSClient(port, tls_context(pki / "ca.pem"), timeout=60)
-        assert c.request("/warm")[0] == 200
-        base = vm_hwm_kib(sc.proc.pid)
-        status, _, _ = c.request("/up", body=b"y" * (100 << 20), method="POST")
-        assert status == 200 and up.body_bytes == 100 << 20
-        status, _, body = c.request("/down")
-        assert status == 200 and body == b"x" * (100 << 20)
-        c.close()
-        grown = vm_hwm_kib(sc.proc.pid) - base
-        assert grown < 8 * 1024, f"peak RSS grew {grown} KiB"
-        assert layer(sc, "native") == 1
-    finally:
-        up.close()
+    sc = relay_100mib_each_way(
+        sidecar_run, lambda port, up: tls_listener(port, up, server_tls(pki)),
+        tls_context(pki / "ca.pem"))
+    assert layer(sc, "native") == 1
 
 
 @pytest.mark.parametrize("what,alert", [
