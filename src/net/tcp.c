@@ -383,6 +383,23 @@ bool sc_oneshot_finish(struct sc_oneshot *o)
     return true;
 }
 
+void sc_oneshot_verdict(struct sc_oneshot *o, bool ok, const char *why)
+{
+    if (!sc_oneshot_finish(o)) {
+        return;
+    }
+    if (o->verdict) {
+        o->verdict(o->verdict_arg, ok, why);
+    }
+    sc_oneshot_close(o);
+}
+
+void sc_oneshot_on_timeout(uv_timer_t *t)
+{
+    sc_oneshot_verdict((struct sc_oneshot *)((char *)t - offsetof(struct sc_oneshot, timer)), false,
+                       "timeout");
+}
+
 void sc_oneshot_cancel(struct sc_oneshot *o)
 {
     if (sc_oneshot_finish(o)) {
@@ -413,6 +430,8 @@ int sc_oneshot_start(struct sc_oneshot *o, uv_loop_t *loop, const struct sockadd
     o->open = 2;
     o->owner = a->owner;
     o->freed = a->freed;
+    o->verdict = a->verdict;
+    o->verdict_arg = a->verdict_arg;
     uv_timer_init(loop, &o->timer);
     o->timer.data = a->owner;
     sc_tcp_xport_init(&o->tcp, loop, a->cbs, a->owner);

@@ -196,8 +196,6 @@ const char *proxy_hc_grpc_status_name(int status)
 
 struct proxy_hc_grpc_call {
     struct sc_oneshot os; /* first: the connection, its deadline and its handles */
-    proxy_hc_grpc_done_cb cb;
-    void *arg;
     nghttp2_session *s;
     int32_t id;
     bool wpending, ended;
@@ -232,13 +230,7 @@ static void freed(void *owner)
 /* Reports the outcome once, then closes the connection. */
 static void finish(struct proxy_hc_grpc_call *c, bool ok, const char *why)
 {
-    if (!sc_oneshot_finish(&c->os)) {
-        return;
-    }
-    if (c->cb) {
-        c->cb(c->arg, ok, why);
-    }
-    sc_oneshot_close(&c->os);
+    sc_oneshot_verdict(&c->os, ok, why);
 }
 
 /* The verdict on a finished stream. */
@@ -533,13 +525,8 @@ static const struct sc_xport_cbs call_cbs = {
     .closed = sc_oneshot_on_closed,
 };
 
-static void on_deadline(uv_timer_t *t)
-{
-    finish(t->data, false, "timeout");
-}
-
 int proxy_hc_grpc_send(uv_loop_t *loop, const struct sockaddr *addr,
-                       const struct proxy_hc_grpc_req *req, proxy_hc_grpc_done_cb cb, void *arg,
+                       const struct proxy_hc_grpc_req *req, sc_oneshot_verdict_cb cb, void *arg,
                        struct proxy_hc_grpc_call **out)
 {
     struct proxy_hc_grpc_call *c = SC_NEW(struct proxy_hc_grpc_call);
@@ -550,8 +537,6 @@ int proxy_hc_grpc_send(uv_loop_t *loop, const struct sockaddr *addr,
     }
     c->req_len = (size_t)n;
     snprintf(c->authority, sizeof(c->authority), "%s", req->authority);
-    c->cb = cb;
-    c->arg = arg;
     c->grpc_status = -1;
     sc_buf_init(&c->body, PROXY_HC_GRPC_MAX_REPLY);
     sc_buf_init(&c->wbuf, 65536);
@@ -562,8 +547,10 @@ int proxy_hc_grpc_send(uv_loop_t *loop, const struct sockaddr *addr,
         .wrap_arg = req->wrap_arg,
         .before_connect = session_start,
         .timeout_ms = req->timeout_ms ? req->timeout_ms : 1000,
-        .on_deadline = on_deadline,
+        .on_deadline = sc_oneshot_on_timeout,
         .freed = freed,
+        .verdict = cb,
+        .verdict_arg = arg,
     };
     int rc = sc_oneshot_start(&c->os, loop, addr, &a);
     if (rc == 0 && out) {

@@ -135,8 +135,6 @@ bool proxy_hc_tcp_matches(const struct proxy_hc_tcp_spec *s, const uint8_t *repl
 struct proxy_hc_tcp_call {
     struct sc_oneshot os; /* first: the connection, its deadline and its handles */
     const struct proxy_hc_tcp_spec *spec;
-    proxy_hc_tcp_done_cb cb;
-    void *arg;
     uint8_t *send;  /* a copy of the payload: a write may outlive the spec's cluster state */
     uint8_t *reply; /* what arrived so far (PROXY_HC_TCP_MAX_REPLY) */
     size_t len;
@@ -155,13 +153,7 @@ static void freed(void *owner)
 /* Reports the outcome once, then closes the connection. */
 static void finish(struct proxy_hc_tcp_call *c, bool ok, const char *why)
 {
-    if (!sc_oneshot_finish(&c->os)) {
-        return;
-    }
-    if (c->cb) {
-        c->cb(c->arg, ok, why);
-    }
-    sc_oneshot_close(&c->os);
+    sc_oneshot_verdict(&c->os, ok, why);
 }
 
 static void on_alloc(void *owner, uv_buf_t *buf)
@@ -254,13 +246,8 @@ static const struct sc_xport_cbs call_cbs = {
     .closed = sc_oneshot_on_closed,
 };
 
-static void on_deadline(uv_timer_t *t)
-{
-    finish(t->data, false, "timeout");
-}
-
 int proxy_hc_tcp_send(uv_loop_t *loop, const struct sockaddr *addr,
-                      const struct proxy_hc_tcp_req *req, proxy_hc_tcp_done_cb cb, void *arg,
+                      const struct proxy_hc_tcp_req *req, sc_oneshot_verdict_cb cb, void *arg,
                       struct proxy_hc_tcp_call **out)
 {
     struct proxy_hc_tcp_call *c = SC_NEW(struct proxy_hc_tcp_call);
@@ -269,16 +256,16 @@ int proxy_hc_tcp_send(uv_loop_t *loop, const struct sockaddr *addr,
         c->send = sc_malloc(req->spec->send_len);
         memcpy(c->send, req->spec->send, req->spec->send_len);
     }
-    c->cb = cb;
-    c->arg = arg;
     const struct sc_oneshot_args a = {
         .cbs = &call_cbs,
         .owner = c,
         .wrap = req->wrap,
         .wrap_arg = req->wrap_arg,
         .timeout_ms = req->timeout_ms ? req->timeout_ms : 1000,
-        .on_deadline = on_deadline,
+        .on_deadline = sc_oneshot_on_timeout,
         .freed = freed,
+        .verdict = cb,
+        .verdict_arg = arg,
     };
     int rc = sc_oneshot_start(&c->os, loop, addr, &a);
     if (rc == 0 && out) {
