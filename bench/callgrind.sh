@@ -60,9 +60,7 @@ BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 source "$BENCH_DIR/lib.sh"
 
 [ $# -ge 2 ] || die "usage: bench/callgrind.sh SIDECAR_BINARY_OR_BUILD_DIR OUT_DIR [MODE...]"
-SIDECAR=$1
-[ -d "$SIDECAR" ] && SIDECAR=$SIDECAR/sidecar
-[ -x "$SIDECAR" ] || die "no sidecar binary at $SIDECAR"
+SIDECAR=$(sidecar_bin "$1")
 OUT=$2
 shift 2
 MODES=("$@")

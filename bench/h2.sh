@@ -35,8 +35,7 @@ BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 source "$BENCH_DIR/lib.sh"
 
 [ $# -eq 2 ] || die "usage: bench/h2.sh SIDECAR_BINARY_OR_BUILD_DIR OUT_DIR"
-SIDECAR=$1
-[ -d "$SIDECAR" ] && SIDECAR=$SIDECAR/sidecar
+SIDECAR=$(sidecar_bin "$1")
 OUT=$2
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     SECS=${BENCH_SECONDS:-2} ROUNDS=${BENCH_ROUNDS:-1}
@@ -57,7 +56,6 @@ CPU_PROXY=1
 command -v h2load >/dev/null || die "h2load missing (Debian nghttp2-client; scripts/deps.sh)"
 command -v haproxy >/dev/null || die "haproxy missing (scripts/deps.sh bench)"
 command -v nghttpd >/dev/null || die "nghttpd missing (Debian nghttp2-server; scripts/deps.sh)"
-[ -x "$SIDECAR" ] || die "no sidecar binary at $SIDECAR"
 bench_begin h2
 
 render() { # TEMPLATE DIR PORT: a bench/peers template with the run's values

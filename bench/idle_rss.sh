@@ -20,8 +20,8 @@ ROOT=$(dirname "$BENCH_DIR")
 # shellcheck source=bench/lib.sh
 . "$BENCH_DIR/lib.sh"
 
-BUILD=${1:?usage: idle_rss.sh BUILD_DIR}
-BIN=$(cd "$BUILD" && pwd)/sidecar
+[ $# -ge 1 ] || die "usage: bench/idle_rss.sh SIDECAR_BINARY_OR_BUILD_DIR"
+BIN=$(sidecar_bin "$1")
 ROUNDS=${BENCH_ROUNDS:-3}
 SETTLE=${BENCH_SETTLE:-2}
 DIR=$(mktemp -d /tmp/sidecar-idle-rss.XXXXXX)

@@ -32,15 +32,15 @@
 # least). Needs root, iptables, nginx, HAProxy, wrk and iperf3 (scripts/deps.sh bench). Writes $OUT/intercept.md (the RESULTS.md section), raw figures
 # in $OUT/intercept.tsv. Measurements, not tests: nothing here passes or fails on a figure.
 #
-# Usage: bench/intercept.sh SIDECAR_BINARY OUT_DIR
+# Usage: bench/intercept.sh SIDECAR OUT_DIR   (SIDECAR: the binary, or the build dir holding it)
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=bench/lib.sh disable=SC2034 # IDLE_CONNS is read by lib.sh
 source "$BENCH_DIR/lib.sh"
 
-[ $# -eq 2 ] || die "usage: bench/intercept.sh SIDECAR_BINARY OUT_DIR"
-SIDECAR=$(realpath "$1")
+[ $# -eq 2 ] || die "usage: bench/intercept.sh SIDECAR_BINARY_OR_BUILD_DIR OUT_DIR"
+SIDECAR=$(sidecar_bin "$1")
 OUT=$2
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces, iptables)"
 for t in ip iptables nginx haproxy wrk iperf3 setpriv; do

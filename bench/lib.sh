@@ -19,6 +19,16 @@ die() {
     exit 1
 }
 
+# sidecar_bin PATH: prints the absolute path of the sidecar binary PATH names (the binary itself,
+# or a build directory holding it); dies when there is none. Use as BIN=$(sidecar_bin "$1") under
+# set -e, which then stops the script too.
+sidecar_bin() {
+    local p=$1
+    [ -d "$p" ] && p=$p/sidecar
+    [ -f "$p" ] && [ -x "$p" ] || die "no sidecar binary at $p"
+    realpath "$p"
+}
+
 # Prints a TCP port on 127.0.0.1 that nothing listens on, chosen below the kernel's ephemeral
 # range so that outgoing connections (wrk, the proxies' upstream side) cannot take it meanwhile.
 free_port() {

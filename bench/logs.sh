@@ -25,9 +25,7 @@ trap stop_all EXIT
 trap 'exit 130' INT TERM
 
 [ $# -ge 1 ] || die "usage: bench/logs.sh SIDECAR_BINARY_OR_BUILD_DIR [OUT_DIR]"
-BIN=$1
-[ -d "$BIN" ] && BIN=$BIN/sidecar
-[ -x "$BIN" ] || die "no sidecar binary at $BIN"
+BIN=$(sidecar_bin "$1")
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 logs_bench_setup logs "${2:-}"
 

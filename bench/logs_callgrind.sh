@@ -25,9 +25,7 @@ BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 source "$BENCH_DIR/lib.sh"
 
 [ $# -ge 2 ] || die "usage: bench/logs_callgrind.sh SIDECAR_BINARY_OR_BUILD_DIR OUT_DIR [WORKLOAD...]"
-SIDECAR=$1
-[ -d "$SIDECAR" ] && SIDECAR=$SIDECAR/sidecar
-[ -x "$SIDECAR" ] || die "no sidecar binary at $SIDECAR"
+SIDECAR=$(sidecar_bin "$1")
 OUT=$2
 SINK=$(dirname "$SIDECAR")/bench_http_sink
 shift 2

@@ -26,11 +26,8 @@ trap stop_all EXIT
 trap 'exit 130' INT TERM
 
 [ $# -ge 1 ] || die "usage: bench/logs_outputs.sh SIDECAR_BINARY_OR_BUILD_DIR [OUT_DIR]"
-BIN=$1
-[ -d "$BIN" ] && BIN=$BIN/sidecar
-[ -x "$BIN" ] || die "no sidecar binary at $BIN"
-BUILD=$(cd "$(dirname "$BIN")" && pwd) # bench_http_sink is built there
-BIN=$BUILD/$(basename "$BIN")
+BIN=$(sidecar_bin "$1")
+BUILD=$(dirname "$BIN") # bench_http_sink is built there
 ninja -C "$BUILD" bench_http_sink >/dev/null || die "cannot build bench_http_sink"
 SINK=$BUILD/bench_http_sink
 LAT=${BENCH_LATENCY_MS:-20}

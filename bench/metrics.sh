@@ -19,8 +19,8 @@ source "$BENCH_DIR/lib.sh"
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
-[ $# -ge 1 ] && [ -x "$1/sidecar" ] || die "usage: bench/metrics.sh BUILD_DIR (with sidecar built)"
-BIN=$(cd "$1" && pwd)/sidecar
+[ $# -ge 1 ] || die "usage: bench/metrics.sh SIDECAR_BINARY_OR_BUILD_DIR"
+BIN=$(sidecar_bin "$1")
 SERIES=${BENCH_SERIES:-100000}
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     ROUNDS=${BENCH_ROUNDS:-5}

@@ -39,8 +39,7 @@ BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 source "$BENCH_DIR/lib.sh"
 
 [ $# -eq 2 ] || die "usage: bench/proxy.sh SIDECAR_BINARY_OR_BUILD_DIR OUT_DIR"
-SIDECAR=$1
-[ -d "$SIDECAR" ] && SIDECAR=$SIDECAR/sidecar
+SIDECAR=$(sidecar_bin "$1")
 OUT=$2
 
 if [ "${BENCH_QUICK:-0}" = 1 ]; then

@@ -49,8 +49,7 @@ BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 source "$BENCH_DIR/lib.sh"
 
 [ $# -eq 2 ] || die "usage: bench/tls.sh SIDECAR_BINARY_OR_BUILD_DIR OUT_DIR"
-SIDECAR=$1
-[ -d "$SIDECAR" ] && SIDECAR=$SIDECAR/sidecar
+SIDECAR=$(sidecar_bin "$1")
 BUILD=$(dirname "$SIDECAR")
 CLIENT=$BUILD/bench_tls_handshakes
 OUT=$2

@@ -258,6 +258,15 @@ void sc_config_append_enums(struct sc_buf *m, const char *const *enums, const ch
     }
 }
 
+/* Appends "invalid <what> <quoted s><hint>" to <m>. Returns SC_ECONFIG. */
+static int invalid(struct sc_buf *m, const char *what, const char *s, const char *hint)
+{
+    sc_buf_appendf(m, "invalid %s ", what);
+    sc_config_append_quoted(m, s);
+    sc_buf_append_cstr(m, hint);
+    return SC_ECONFIG;
+}
+
 /* Parses <s> into the field of a BOOL, INT, DURATION, SIZE, DOUBLE or ENUM option, bounds
  * included. Returns 0, or SC_ECONFIG with a message appended to <m>. */
 int sc_config_set_scalar(const struct sc_opt *o, void *field, const char *s, struct sc_buf *m)
@@ -267,10 +276,7 @@ int sc_config_set_scalar(const struct sc_opt *o, void *field, const char *s, str
     case SC_OPT_BOOL: {
         bool b;
         if (sc_value_parse_bool(s, &b) < 0) {
-            sc_buf_append_cstr(m, "invalid boolean ");
-            sc_config_append_quoted(m, s);
-            sc_buf_append_cstr(m, " (expected true or false)");
-            return SC_ECONFIG;
+            return invalid(m, "boolean", s, " (expected true or false)");
         }
         *(bool *)field = b;
         return 0;
@@ -278,9 +284,7 @@ int sc_config_set_scalar(const struct sc_opt *o, void *field, const char *s, str
     case SC_OPT_INT: {
         int64_t v;
         if (sc_value_parse_int(s, &v) < 0) {
-            sc_buf_append_cstr(m, "invalid integer ");
-            sc_config_append_quoted(m, s);
-            return SC_ECONFIG;
+            return invalid(m, "integer", s, "");
         }
         if (bounded(o) && (v < o->min || v > o->max)) {
             sc_buf_appendf(m, "%" PRId64 " is out of range [%" PRId64 ", %" PRId64 "]", v, o->min,
@@ -295,11 +299,9 @@ int sc_config_set_scalar(const struct sc_opt *o, void *field, const char *s, str
         bool dur = o->type == SC_OPT_DURATION;
         uint64_t v;
         if ((dur ? sc_value_parse_duration(s, &v) : sc_value_parse_size(s, &v)) < 0) {
-            sc_buf_append_cstr(m, dur ? "invalid duration " : "invalid size ");
-            sc_config_append_quoted(m, s);
-            sc_buf_append_cstr(m, dur ? " (expected e.g. 250ms, 30s, 5m, 1h30m)"
-                                      : " (expected e.g. 512, 64KiB, 1MiB, 10MB)");
-            return SC_ECONFIG;
+            return invalid(m, dur ? "duration" : "size", s,
+                           dur ? " (expected e.g. 250ms, 30s, 5m, 1h30m)"
+                               : " (expected e.g. 512, 64KiB, 1MiB, 10MB)");
         }
         /* Parsed values never exceed INT64_MAX, so comparing as signed is exact. */
         if (bounded(o) && ((int64_t)v < o->min || (int64_t)v > o->max)) {
@@ -322,9 +324,7 @@ int sc_config_set_scalar(const struct sc_opt *o, void *field, const char *s, str
     case SC_OPT_DOUBLE: {
         double d;
         if (sc_value_parse_double(s, &d) < 0) {
-            sc_buf_append_cstr(m, "invalid number ");
-            sc_config_append_quoted(m, s);
-            return SC_ECONFIG;
+            return invalid(m, "number", s, "");
         }
         if (bounded(o) && (d < (double)o->min || d > (double)o->max)) {
             sc_buf_appendf(m, "%g is out of range [%" PRId64 ", %" PRId64 "]", d, o->min, o->max);
@@ -340,9 +340,7 @@ int sc_config_set_scalar(const struct sc_opt *o, void *field, const char *s, str
                 return 0;
             }
         }
-        sc_buf_append_cstr(m, "invalid value ");
-        sc_config_append_quoted(m, s);
-        sc_buf_append_cstr(m, " (expected one of: ");
+        invalid(m, "value", s, " (expected one of: ");
         sc_config_append_enums(m, o->enums, ", ");
         sc_buf_append_cstr(m, ")");
         return SC_ECONFIG;

@@ -8,6 +8,7 @@
 #include "net/h1client.h"
 
 #include <netdb.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,7 @@
 #define SLACK 16384 /* undecoded bytes the input buffer holds beyond head and kept body */
 
 struct sc_h1cli {
-    struct sc_oneshot os; /* the connection, its deadline and its handles */
+    struct sc_oneshot os; /* first: the connection, its deadline and its handles */
     sc_h1cli_done_cb cb;
     void *arg;
     struct sc_buf out; /* the formatted request */
@@ -41,9 +42,9 @@ struct sc_h1cli {
     int (*on_body)(void *arg, const char *p, size_t n);
     void *stream_arg;
     bool head_only, discard; /* discard: nothing kept (also when streamed to on_body) */
-    bool done, closing;
-    int werr; /* a failed write: reading goes on, the response or the end decides */
+    int werr;                /* a failed write: reading goes on, the response or the end decides */
 };
+_Static_assert(offsetof(struct sc_h1cli, os) == 0, "sc_oneshot_on_closed takes the owner");
 
 static void freed(void *owner)
 {
@@ -53,30 +54,16 @@ static void freed(void *owner)
     sc_free(c);
 }
 
-static void on_closed(void *owner)
-{
-    sc_oneshot_closed(&((struct sc_h1cli *)owner)->os);
-}
-
-static void close_all(struct sc_h1cli *c)
-{
-    sc_oneshot_close(&c->os);
-}
-
 /* Reports <r> once, then closes the connection. */
 static void finish(struct sc_h1cli *c, const struct sc_h1cli_resp *r)
 {
-    if (c->done) {
+    if (!sc_oneshot_finish(&c->os)) {
         return;
     }
-    c->done = true;
-    uv_timer_stop(&c->os.timer);
-    sc_h1cli_done_cb cb = c->cb;
-    c->cb = NULL;
-    if (cb) {
-        cb(c->arg, r);
+    if (c->cb) {
+        c->cb(c->arg, r);
     }
-    close_all(c);
+    sc_oneshot_close(&c->os);
 }
 
 static void fail(struct sc_h1cli *c, int error, const char *reason)
@@ -253,7 +240,7 @@ static void on_alloc(void *owner, uv_buf_t *buf)
 static void on_read(void *owner, ssize_t nread)
 {
     struct sc_h1cli *c = owner;
-    if (c->done) {
+    if (c->os.done) {
         return;
     }
     if (nread == UV_ENOBUFS) {
@@ -282,7 +269,7 @@ static void on_read(void *owner, ssize_t nread)
 static void on_write_done(void *owner, int status)
 {
     struct sc_h1cli *c = owner;
-    if (status < 0 && !c->done) {
+    if (status < 0 && !c->os.done) {
         c->werr = status;
     }
 }
@@ -290,11 +277,11 @@ static void on_write_done(void *owner, int status)
 static void on_connected(void *owner, int status)
 {
     struct sc_h1cli *c = owner;
-    if (c->done) {
+    if (c->os.done) {
         return;
     }
     if (status < 0) {
-        fail(c, status, uv_strerror(status));
+        fail(c, status, sc_oneshot_error(&c->os, status));
         return;
     }
     int rc = sc_xport_read_start(c->os.top);
@@ -319,7 +306,7 @@ static const struct sc_xport_cbs cli_cbs = {
     .read = on_read,
     .write_done = on_write_done,
     .connected = on_connected,
-    .closed = on_closed,
+    .closed = sc_oneshot_on_closed,
 };
 
 /* Formats the request of <req> into <b>. Returns 0, SC_EINVAL or SC_ETOOBIG. */
@@ -390,23 +377,17 @@ int sc_h1cli_send(uv_loop_t *loop, const struct sockaddr *addr, const struct sc_
         .freed = freed,
     };
     int rc = sc_oneshot_start(&c->os, loop, addr, &a);
-    if (rc < 0) {
-        return rc; /* <c> is freed once its handles closed */
-    }
-    if (out) {
+    if (rc == 0 && out) {
         *out = c;
     }
-    return 0;
+    return rc; /* failed: <c> is freed once its handles closed */
 }
 
 void sc_h1cli_cancel(struct sc_h1cli *c)
 {
-    if (!c || c->done) {
-        return;
+    if (c) {
+        sc_oneshot_cancel(&c->os);
     }
-    c->done = true;
-    c->cb = NULL;
-    close_all(c);
 }
 
 /* ---- by host name ---- */

@@ -368,9 +368,50 @@ static void on_oneshot_timer_closed(uv_handle_t *h)
     oneshot_closed_one((struct sc_oneshot *)((char *)h - offsetof(struct sc_oneshot, timer)));
 }
 
-void sc_oneshot_closed(struct sc_oneshot *o)
+void sc_oneshot_on_closed(void *owner)
 {
-    oneshot_closed_one(o);
+    oneshot_closed_one(owner); /* the owner's first member */
+}
+
+bool sc_oneshot_finish(struct sc_oneshot *o)
+{
+    if (o->done) {
+        return false;
+    }
+    o->done = true;
+    uv_timer_stop(&o->timer);
+    return true;
+}
+
+void sc_oneshot_verdict(struct sc_oneshot *o, bool ok, const char *why)
+{
+    if (!sc_oneshot_finish(o)) {
+        return;
+    }
+    if (o->verdict) {
+        o->verdict(o->verdict_arg, ok, why);
+    }
+    sc_oneshot_close(o);
+}
+
+void sc_oneshot_on_timeout(uv_timer_t *t)
+{
+    sc_oneshot_verdict((struct sc_oneshot *)((char *)t - offsetof(struct sc_oneshot, timer)), false,
+                       "timeout");
+}
+
+void sc_oneshot_cancel(struct sc_oneshot *o)
+{
+    if (sc_oneshot_finish(o)) {
+        sc_oneshot_close(o);
+    }
+}
+
+const char *sc_oneshot_error(struct sc_oneshot *o, int status)
+{
+    const char *e = NULL;
+    (void)sc_xport_query(o->top, SC_XQ_ERROR, &e);
+    return e ? e : uv_strerror(status);
 }
 
 void sc_oneshot_close(struct sc_oneshot *o)
@@ -389,6 +430,8 @@ int sc_oneshot_start(struct sc_oneshot *o, uv_loop_t *loop, const struct sockadd
     o->open = 2;
     o->owner = a->owner;
     o->freed = a->freed;
+    o->verdict = a->verdict;
+    o->verdict_arg = a->verdict_arg;
     uv_timer_init(loop, &o->timer);
     o->timer.data = a->owner;
     sc_tcp_xport_init(&o->tcp, loop, a->cbs, a->owner);

@@ -163,29 +163,39 @@ void sc_tcp_xport_init(struct sc_tcp_xport *t, uv_loop_t *loop, const struct sc_
  * or a negative libuv error and then no callback. The same as sc_xport_connect on the TCP layer. */
 int sc_tcp_xport_connect(struct sc_tcp_xport *t, const struct sockaddr *addr);
 
-/* A connection made for one exchange (net/h1client.c, the proxy's gRPC health checks): the
- * transport chain (TCP and the layers a wrap hook stacks), a deadline timer, and the handles left
- * to close before its owner may be freed. */
+/* The outcome of an exchange judged pass or fail (the proxy's TCP and gRPC health checks): <why>
+ * says what decided it, valid during the call. */
+typedef void (*sc_oneshot_verdict_cb)(void *arg, bool ok, const char *why);
+
+/* A connection made for one exchange (net/h1client.c, the proxy's TCP and gRPC health checks):
+ * the transport chain (TCP and the layers a wrap hook stacks), a deadline timer, whether the
+ * owner's outcome is decided, and the handles left to close before its owner may be freed. The
+ * owner's first member is its struct sc_oneshot (sc_oneshot_on_closed relies on it). */
 struct sc_oneshot {
     struct sc_tcp_xport tcp; /* the bottom of the chain */
     struct sc_xport *top;    /* its top: the owner reads, writes and queries through it */
     uv_timer_t timer;        /* the deadline; timer.data is the owner */
     int open;                /* handles not yet closed */
     bool closing;
+    bool done; /* reported or cancelled: the owner's callbacks ignore what still arrives */
     void *owner;
     void (*freed)(void *owner);
+    sc_oneshot_verdict_cb verdict; /* see sc_oneshot_verdict */
+    void *verdict_arg;
 };
 
 struct sc_oneshot_args {
-    const struct sc_xport_cbs *cbs; /* the owner's; its closed() must call sc_oneshot_closed */
+    const struct sc_xport_cbs *cbs; /* the owner's; closed() is sc_oneshot_on_closed */
     void *owner;
     /* Stacks layers on the TCP transport and returns the new top (NULL: fail). Optional. */
     struct sc_xport *(*wrap)(void *arg, struct sc_xport *bottom);
     void *wrap_arg;
     int (*before_connect)(void *owner); /* runs once the chain is built (0 or an error); optional */
     uint64_t timeout_ms;
-    uv_timer_cb on_deadline;
-    void (*freed)(void *owner); /* every handle closed after sc_oneshot_close: free the owner */
+    uv_timer_cb on_deadline;       /* sc_oneshot_on_timeout for a verdict */
+    void (*freed)(void *owner);    /* every handle closed after sc_oneshot_close: free the owner */
+    sc_oneshot_verdict_cb verdict; /* optional: for sc_oneshot_verdict */
+    void *verdict_arg;
 };
 
 /* Builds <o>'s chain on <loop>, connects it to <addr> (cbs->connected follows) and starts the
@@ -197,7 +207,26 @@ int sc_oneshot_start(struct sc_oneshot *o, uv_loop_t *loop, const struct sockadd
 /* Closes the chain and the timer (idempotent); <freed> fires once both are closed. */
 void sc_oneshot_close(struct sc_oneshot *o);
 
-/* The owner's transport closed() callback: one handle fewer. */
-void sc_oneshot_closed(struct sc_oneshot *o);
+/* The owner's transport closed() callback (<owner> starts with its struct sc_oneshot): one handle
+ * fewer. */
+void sc_oneshot_on_closed(void *owner);
+
+/* Decides the exchange: marks it done and stops the deadline. Returns true the first time (the
+ * owner then reports its outcome and calls sc_oneshot_close), false once done. */
+bool sc_oneshot_finish(struct sc_oneshot *o);
+
+/* Decides an exchange started with a verdict callback: calls it once with <ok> and <why>, then
+ * closes; does nothing once done. */
+void sc_oneshot_verdict(struct sc_oneshot *o, bool ok, const char *why);
+
+/* An on_deadline for such exchanges: the verdict "timeout". */
+void sc_oneshot_on_timeout(uv_timer_t *t);
+
+/* Ends the exchange without an outcome (no callback of the owner's fires any more) and closes it.
+ * Does nothing once done. */
+void sc_oneshot_cancel(struct sc_oneshot *o);
+
+/* Why connecting failed with <status>: the chain's own account (a TLS layer's) or libuv's. */
+const char *sc_oneshot_error(struct sc_oneshot *o, int status);
 
 #endif

@@ -42,12 +42,14 @@ class Nginx:
             self.conf.write_text(conf_text)
         self.proc = None
 
-    def start(self):
+    def start(self, ready=None):
+        """Starts nginx and waits until <ready>() is true (default: it answers GET / over plain
+        HTTP/1.1; a TLS or h2c-only server passes its own probe)."""
         self.proc = subprocess.Popen(
             [NGINX, "-p", str(self.root), "-e", str(self.root / "logs/error.log"), "-c",
              str(self.conf), "-g", "daemon off;"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: self.get("/")[0] > 0, timeout=10, what="nginx listening")
+        wait_until(ready or (lambda: self.get("/")[0] > 0), timeout=10, what="nginx listening")
         return self
 
     def get(self, path, **kw):

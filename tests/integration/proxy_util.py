@@ -182,6 +182,11 @@ def respond(conn, status=200, body=b"ok", headers=(), reason="OK"):
     return True
 
 
+def named(name, status=200):
+    """A FakeUpstream answering every request with <status> and its <name> as the body."""
+    return FakeUpstream(lambda up, conn, req: respond(conn, status, name.encode()))
+
+
 @pytest.fixture
 def echo():
     """A FakeUpstream answering with echo_handler, closed after the test."""
@@ -279,6 +284,11 @@ def get(port, path="/", **kw):
         return c.request(path=path, **kw)
     finally:
         c.close()
+
+
+def metrics(sc):
+    """The text of <sc>'s /metrics (its admin port)."""
+    return sc.get("/metrics")[1].decode()
 
 
 def metric(text, name, **labels):

@@ -12,7 +12,7 @@ import signal
 
 
 from conftest import free_port, http_get
-from proxy_util import (Client, access_lines, echo, get, metric,  # noqa: F401
+from proxy_util import (Client, access_lines, echo, get, metric, metrics,  # noqa: F401
                         proxy_config, wait_for)
 from tls_util import TLSClient, make_leaf, pki, tls_context  # noqa: F401 - pki is a fixture
 
@@ -29,10 +29,6 @@ def raw(port, request):
         return c.read_response()
     finally:
         c.close()
-
-
-def metrics(sc):
-    return sc.get("/metrics")[1].decode()
 
 
 DENY_ADMIN = [{"name": "deny-admin", "action": "DENY",

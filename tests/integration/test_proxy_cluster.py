@@ -15,8 +15,8 @@ import time
 
 import pytest
 from conftest import free_port, http_get
-from proxy_util import (Client, FakeUpstream, access_lines, get, metric, proxy_config, respond,
-                        wait_for)
+from proxy_util import (Client, FakeUpstream, access_lines, get, metric, metrics, proxy_config,
+                        respond, wait_for)
 
 
 def config(port, endpoints, cluster_extra=None, route_extra=None, **extra):
@@ -31,10 +31,6 @@ def config(port, endpoints, cluster_extra=None, route_extra=None, **extra):
 def last_access(sc, before):
     """The access-log line of the request made after <before> lines were written."""
     return access_lines(sc, at_least=before + 1)[before]
-
-
-def metrics(sc):
-    return sc.get("/metrics")[1].decode()
 
 
 def log_events(sc, msg):

@@ -12,15 +12,8 @@ import time
 import pytest
 
 from conftest import BIN, free_port, http_get, wait_until
-from proxy_util import (Client, FakeUpstream, access_lines, echo_handler, get, metric,
-                        proxy_config, wait_for)
-
-
-@pytest.fixture
-def echo():
-    up = FakeUpstream(echo_handler)
-    yield up
-    up.close()
+from proxy_util import (Client, FakeUpstream, access_lines, echo, echo_handler, get,  # noqa: F401
+                        metric, proxy_config, wait_for)
 
 
 def config_json(sc):

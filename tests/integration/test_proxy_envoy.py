@@ -374,7 +374,8 @@ def refusal_cases(port):
     cases.append((c, f"{hcm_path}: rds is not supported: write the route_config inline"))
     c = json.loads(json.dumps(base))
     c["static_resources"]["clusters"][0]["type"] = "EDS"
-    cases.append((c, "static_resources.clusters[0]: type EDS is not supported"))
+    cases.append((c, "static_resources.clusters[0]: type EDS is not one of STATIC, STRICT_DNS, "
+                  "LOGICAL_DNS, ORIGINAL_DST"))
     c = json.loads(json.dumps(base))
     c["static_resources"]["clusters"][0]["lb_policy"] = "CLUSTER_PROVIDED"
     cases.append((c, "static_resources.clusters[0]: lb_policy CLUSTER_PROVIDED is not supported"))

@@ -219,7 +219,7 @@ def refusals():
             "suffix": ".example.com"}}}]}, action="DENY"), None,
          "a suffix without '/' is not supported"),
         (rb({"permissions": allp, "principals": anyone}, action="MAYBE"), None,
-         "action MAYBE is not supported"),
+         "action MAYBE is not one of ALLOW, DENY, LOG"),
         (rb({"permissions": allp, "principals": anyone, "condition": {}}), None,
          f"{f0}.rules.policies.p: condition is not supported"),
         (rb({"permissions": [{"not_rule": {"or_rules": {"rules": allp}}}],
@@ -234,7 +234,8 @@ def refusals():
          f"{f0}.providers.p: subjects is not supported"),
         ([], {"merge_slashes": True}, "merge_slashes without normalize_path is not supported"),
         ([], {"path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT"},
-         "path_with_escaped_slashes_action UNESCAPE_AND_REDIRECT is not supported"),
+         "path_with_escaped_slashes_action UNESCAPE_AND_REDIRECT is not one of "
+         "IMPLEMENTATION_SPECIFIC_DEFAULT, KEEP_UNCHANGED, REJECT_REQUEST, UNESCAPE_AND_FORWARD"),
         ([{"name": "envoy.filters.http.ext_authz", "typed_config": {
             "@type": T + "ext_authz.v3.ExtAuthz", "grpc_service": {}}}], None,
          f"{f0}: grpc_service is not supported"),

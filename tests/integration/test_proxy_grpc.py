@@ -18,7 +18,7 @@ from concurrent import futures
 import grpc
 import pytest
 from conftest import free_port
-from proxy_util import FakeUpstream, access_lines, metric, proxy_config, respond
+from proxy_util import FakeUpstream, access_lines, metric, metrics, proxy_config, respond
 from test_proxy_envoy import bootstrap, static_cluster
 from test_proxy_istio import own, service_entry, stream
 from tls_util import pki  # noqa: F401
@@ -166,10 +166,6 @@ def channel(port):
 
 def unary(ch, method, req=b"", **kw):
     return ch.unary_unary(f"/{SVC}/{method}")(req, **kw)
-
-
-def metrics(sc):
-    return sc.get("/metrics")[1].decode()
 
 
 def grpc_lines(sc, n):

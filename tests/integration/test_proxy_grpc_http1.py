@@ -15,7 +15,8 @@ import urllib.parse
 import grpc
 import pytest
 from conftest import free_port
-from proxy_util import access_lines, metric, parse_head, read_chunked, read_exact, read_until
+from proxy_util import (access_lines, metric, metrics, parse_head, read_chunked, read_exact,
+                        read_until)
 from test_proxy_grpc import SVC, http1_app, proxy, server, slow_stream  # noqa: F401
 
 
@@ -83,10 +84,6 @@ def read_answer(s):
     else:
         body, buf = read_exact(s, buf, int(h.get("content-length", "0")))
     return Answer(int(status), h, unframe(body), fields(trailers))
-
-
-def metrics(sc):
-    return sc.get("/metrics")[1].decode()
 
 
 def test_unary_and_client_streaming_calls_over_http1(sidecar_run, server):

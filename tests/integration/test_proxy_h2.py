@@ -282,12 +282,9 @@ http {{
 }}
 """
     ng2 = Nginx(root, conf, port=port2)
-    ng2.proc = subprocess.Popen(
-        ["/usr/sbin/nginx", "-p", str(root), "-e", str(root / "logs/error.log"), "-c",
-         str(ng2.conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: socket.create_connection(("127.0.0.1", port2), timeout=1).close()
-                   is None, what="nginx h2c")
+        ng2.start(ready=lambda: socket.create_connection(("127.0.0.1", port2),
+                                                         timeout=1).close() is None)
         port = free_port()
         sc = sidecar_run("proxy", config=proxy_config(
             [h2_listener(port)],

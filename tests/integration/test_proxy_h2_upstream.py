@@ -18,7 +18,7 @@ from h2_upstream import H2Upstream, pattern
 from proxy_util import Client, access_lines, get, metric, proxy_config, wait_for
 from test_proxy_envoy import bootstrap, static_cluster
 from test_proxy_istio import own, request, service_entry, stream
-from tls_util import curl, pki  # noqa: F401
+from tls_util import https_up, pki  # noqa: F401
 
 NGHTTPD = "/usr/sbin/nghttpd"
 
@@ -130,12 +130,7 @@ def nginx_h2(tmp_path, pki):
             ssl_certificate_key {pki / 'server.key'};
             location / {{ return 200 "protocol=$server_protocol len=$content_length"; }}
         }}"""), port=port)
-        n.proc = subprocess.Popen(
-            ["/usr/sbin/nginx", "-p", str(root), "-e", str(root / "logs/error.log"), "-c",
-             str(n.conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-        assert wait_for(lambda: curl(f"https://127.0.0.1:{port}/", "-k")[0] in (0, 56))
-        started.append(n)
+        started.append(n.start(ready=lambda: https_up(port)))
         return n
 
     yield start

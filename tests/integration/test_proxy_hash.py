@@ -10,13 +10,9 @@ import subprocess
 import pytest
 
 from conftest import free_port
-from proxy_util import FakeUpstream, proxy_config, respond
+from proxy_util import named, proxy_config
 
 T = "type.googleapis.com/envoy.extensions."
-
-
-def named(name):
-    return FakeUpstream(lambda up, conn, req: respond(conn, 200, name.encode()))
 
 
 @pytest.fixture

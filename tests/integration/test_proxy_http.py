@@ -11,17 +11,10 @@ import time
 import pytest
 
 from conftest import free_port
-from proxy_util import (Client, FakeUpstream, access_lines, echo_handler, get, metric,
+from proxy_util import (Client, FakeUpstream, access_lines, echo, get, metric,  # noqa: F401
                         proxy_config, respond)
 
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-
-
-@pytest.fixture
-def echo():
-    up = FakeUpstream(echo_handler)
-    yield up
-    up.close()
 
 
 def quick(sidecar_run, upstream, *extra):

@@ -15,12 +15,8 @@ import pytest
 
 from conftest import free_port, http_get
 from proxy_util import (FakeUpstream, curl_head, echo_handler, flaky_upstream, get, metric,
-                        respond, wait_for)
+                        named, wait_for)
 from tls_util import curl, pki  # noqa: F401 (fixture)
-
-
-def named(name, status=200):
-    return FakeUpstream(lambda up, conn, req: respond(conn, status, name.encode()))
 
 
 def request(port, host, path="/", n=1):

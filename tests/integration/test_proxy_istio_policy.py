@@ -277,7 +277,7 @@ REFUSALS = [
     ("    portLevelSettings:\n    - port: {number: 9191}\n      loadBalancer: {simple: "
      "PASSTHROUGH}\n",
      "DestinationRule/reviews.spec.trafficPolicy.portLevelSettings[0]: loadBalancer.simple "
-     "PASSTHROUGH is not supported"),
+     "PASSTHROUGH is not one of UNSPECIFIED, ROUND_ROBIN, LEAST_REQUEST, LEAST_CONN, RANDOM"),
     ("    portLevelSettings:\n    - port: {number: 9191}\n      proxyProtocol: {}\n",
      "DestinationRule/reviews.spec.trafficPolicy.portLevelSettings[0]: proxyProtocol is not "
      "supported"),

@@ -15,11 +15,7 @@ import time
 
 from conftest import free_port, http_get
 from proxy_util import (Client, FakeUpstream, access_lines, curl_head, echo_handler, get,
-                        metric, proxy_config, respond, wait_for)
-
-
-def named(name):
-    return FakeUpstream(lambda up, conn, req: respond(conn, 200, name.encode()))
+                        metric, named, proxy_config, respond, wait_for)
 
 
 def listener(port, routes, **extra):

@@ -141,6 +141,28 @@ def test_send_and_receive_blocks(sidecar_run, peers):
     assert names(port) == {"A", "B"}
 
 
+def test_silent_peer_fails_on_the_deadline(sidecar_run, peers):
+    """A peer that takes the connection (the kernel's backlog) and never answers: the check
+    fails when its timeout passes, with the reason "timeout"."""
+    a = peers("A")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # never accepted: connects succeed, nothing is ever read or written
+    try:
+        port = free_port()
+        tcp = {"send": b"PING\r\n".hex(), "receive": [b"PONG".hex()]}
+        sc = sidecar_run("proxy", config=native(port, [f"127.0.0.1:{a.port}",
+                                                       f"127.0.0.1:{silent.getsockname()[1]}"],
+                                                tcp, timeout="200ms"))
+        assert wait_for(lambda: unhealthy(sc) == 1, timeout=10)
+        ev = log_events(sc, "endpoint out of load balancing")[0]
+        assert ev["endpoint"] == f"127.0.0.1:{silent.getsockname()[1]}", ev
+        assert ev["reason"] == "timeout", ev
+        assert names(port) == {"A"}
+    finally:
+        silent.close()
+
+
 def test_native_refusals(run_cli, tmp_path):
     for tcp, msg in (({"send": "50494"}, "health_check tcp send is not hex"),
                      ({"receive": ["zz"]}, "health_check tcp receive[0] is not hex")):

@@ -15,8 +15,8 @@ import pytest
 from config_peers import Nginx, nginx_http
 from conftest import free_port
 from proxy_util import FakeUpstream, access_lines, echo_handler, get, metric, proxy_config, wait_for
-from tls_util import (TLSClient, curl, make_leaf, peer_serial, pki, s_client, serial_of,  # noqa: F401
-                      tls_context, tls_memory_env)
+from tls_util import (TLSClient, curl, https_up, make_leaf, peer_serial, pki, s_client,  # noqa: F401
+                      serial_of, tls_context, tls_memory_env)
 
 
 @pytest.fixture
@@ -370,12 +370,7 @@ def nginx_tls(tmp_path, pki):
         root.mkdir()
         (root / "tmp").mkdir()
         n = Nginx(root, nginx_tls_conf(root, port, pki, verify_client), port=port)
-        n.proc = subprocess.Popen(
-            ["/usr/sbin/nginx", "-p", str(root), "-e", str(root / "logs/error.log"), "-c",
-             str(n.conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-        assert wait_for(lambda: curl(f"https://127.0.0.1:{port}/", "-k")[0] in (0, 56))
-        started.append(n)
+        started.append(n.start(ready=lambda: https_up(port)))
         return n
 
     yield start

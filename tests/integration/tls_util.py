@@ -84,6 +84,11 @@ def curl(url, *args, timeout=10):
     return p.returncode, out[0], code
 
 
+def https_up(port):
+    """Whether a TLS server listens on <port> (curl completes a handshake; 56: it then closed)."""
+    return curl(f"https://127.0.0.1:{port}/", "-k")[0] in (0, 56)
+
+
 def tls_context(ca: Path, cert: Path = None, key: Path = None):
     ctx = ssl.create_default_context(cafile=str(ca))
     if cert:

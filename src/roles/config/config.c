@@ -293,11 +293,43 @@ static void on_retired_closed(uv_handle_t *h)
     retired_unref(s->ret);
 }
 
-static void retire_handle(struct config_retired *r, uv_handle_t *h)
+static void on_noop_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+/* Closes <h> unless it was never initialised or is closing; when retiring (<r>), its close is
+ * counted in <r>. */
+static void close_handle(struct config_retired *r, uv_handle_t *h)
 {
     if (h->loop && !uv_is_closing(h)) {
-        r->pending++;
-        uv_close(h, on_retired_closed);
+        if (r) {
+            r->pending++;
+        }
+        uv_close(h, r ? on_retired_closed : on_noop_closed);
+    }
+}
+
+/* Stops source <s>: cancels its transfers, closes its reloader and its handles (counted in <r>
+ * when retiring it; NULL at exit). */
+static void source_stop(struct config_source *s, struct config_retired *r)
+{
+    if (s->xfer) {
+        sc_egress_cancel(s->xfer);
+        s->xfer = NULL;
+    }
+    config_http_cancel(s);
+    if (s->watch_xfer) {
+        sc_egress_cancel(s->watch_xfer);
+        s->watch_xfer = NULL;
+    }
+    sc_dest_reloader_close(s->reloader);
+    s->reloader = NULL;
+    close_handle(r, (uv_handle_t *)&s->timer);
+    close_handle(r, (uv_handle_t *)&s->fs_timer);
+    close_handle(r, (uv_handle_t *)&s->watch_timer);
+    if (s->fs_watching) {
+        close_handle(r, (uv_handle_t *)&s->fs_event);
     }
 }
 
@@ -315,23 +347,7 @@ static void retire_sources(struct config_source *src, size_t n, struct config_so
     for (size_t i = 0; i < n; i++) {
         struct config_source *s = &src[i];
         s->ret = r;
-        if (s->xfer) {
-            sc_egress_cancel(s->xfer);
-            s->xfer = NULL;
-        }
-        config_http_cancel(s);
-        if (s->watch_xfer) {
-            sc_egress_cancel(s->watch_xfer);
-            s->watch_xfer = NULL;
-        }
-        sc_dest_reloader_close(s->reloader);
-        s->reloader = NULL;
-        retire_handle(r, (uv_handle_t *)&s->timer);
-        retire_handle(r, (uv_handle_t *)&s->fs_timer);
-        retire_handle(r, (uv_handle_t *)&s->watch_timer);
-        if (s->fs_watching) {
-            retire_handle(r, (uv_handle_t *)&s->fs_event);
-        }
+        source_stop(s, r);
         r->pending += s->writes;
     }
     retired_unref(r);
@@ -350,18 +366,6 @@ static bool all_done(struct config *cf)
     return true;
 }
 
-static void on_noop_closed(uv_handle_t *h)
-{
-    (void)h;
-}
-
-static void close_handle(uv_handle_t *h)
-{
-    if (h->loop && !uv_is_closing(h)) {
-        uv_close(h, on_noop_closed);
-    }
-}
-
 /* Closes everything and reports the exit code once no write is in flight. */
 static void maybe_finish(struct config *cf, int code)
 {
@@ -375,24 +379,7 @@ static void maybe_finish(struct config *cf, int code)
     }
     cf->stopped = true;
     for (size_t i = 0; i < cf->nsrc; i++) {
-        struct config_source *s = &cf->src[i];
-        if (s->xfer) {
-            sc_egress_cancel(s->xfer);
-            s->xfer = NULL;
-        }
-        config_http_cancel(s);
-        if (s->watch_xfer) {
-            sc_egress_cancel(s->watch_xfer);
-            s->watch_xfer = NULL;
-        }
-        close_handle((uv_handle_t *)&s->timer);
-        close_handle((uv_handle_t *)&s->fs_timer);
-        close_handle((uv_handle_t *)&s->watch_timer);
-        if (s->fs_watching) {
-            close_handle((uv_handle_t *)&s->fs_event);
-        }
-        sc_dest_reloader_close(s->reloader);
-        s->reloader = NULL;
+        source_stop(&cf->src[i], NULL);
     }
     sc_dest_reloader_close(cf->reloader);
     cf->reloader = NULL;
@@ -919,11 +906,7 @@ static int config_start(struct sc_app *app, const void *vcfg, void **state, char
         /* Close what was initialised; the state is freed by cleanup once the loop has run. */
         cf->stopping = true;
         for (size_t k = 0; k < cf->nsrc; k++) {
-            sc_dest_reloader_close(cf->src[k].reloader);
-            cf->src[k].reloader = NULL;
-            close_handle((uv_handle_t *)&cf->src[k].timer);
-            close_handle((uv_handle_t *)&cf->src[k].fs_timer);
-            close_handle((uv_handle_t *)&cf->src[k].watch_timer);
+            source_stop(&cf->src[k], NULL);
         }
         sc_dest_reloader_close(cf->reloader);
         sc_egress_close(cf->egress);

@@ -611,6 +611,8 @@ struct proxy_dconn *proxy_dconn_alloc(struct proxy_worker *w, size_t lidx);
 
 /* Gives the buffers of a closed <dc> back and keeps it on the free list (or frees it). */
 void proxy_dconn_recycle(struct proxy_dconn *dc);
+/* Frees <dc> (off every list) and what it still owns: buffers, policy state, trace context. */
+void proxy_dconn_free(struct proxy_dconn *dc);
 
 /* ---- proxy_h2.c: the downstream HTTP/2 codec ---- */
 

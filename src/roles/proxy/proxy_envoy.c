@@ -81,14 +81,16 @@ static void header_ops(struct proxy_front *f, struct sc_ynode *ops, const struct
                 return;
             }
             const char *app = proxy_front_str(f, h, "append", path);
-            const char *act = proxy_front_str(f, h, "append_action", path);
-            bool set = is(app, "false") || is(act, "OVERWRITE_IF_EXISTS_OR_ADD");
-            if (act && !is(act, "APPEND_IF_EXISTS_OR_ADD") &&
-                !is(act, "OVERWRITE_IF_EXISTS_OR_ADD")) {
-                proxy_front_refuse(f, sc_ynode_get(h, "append_action"), path,
-                                   "append_action %.32s is not supported", act);
+            static const struct proxy_front_enum actions[] = { { "APPEND_IF_EXISTS_OR_ADD", NULL },
+                                                               { "OVERWRITE_IF_EXISTS_OR_ADD",
+                                                                 "set" },
+                                                               { NULL, NULL } };
+            const struct proxy_front_enum *act =
+                proxy_front_enum(f, h, "append_action", path, NULL, actions);
+            if (f->err) {
                 return;
             }
+            bool set = is(app, "false") || (act && act->ours);
             const struct sc_ynode *hd = sc_ynode_get(h, "header");
             const char *k = proxy_front_str(f, hd, "key", path);
             if (!k) {
@@ -159,15 +161,12 @@ static void retry_policy(struct proxy_front *f, struct sc_ynode *rt, const struc
         char part[64];
         snprintf(part, sizeof(part), "%.*s", (int)(n < 63 ? n : 63), s);
         s += n + (s[n] == ',');
-        const char *ours = is(part, "refused-stream") ? "reset" : part;
-        if (!is(ours, "5xx") && !is(ours, "gateway-error") && !is(ours, "connect-failure") &&
-            !is(ours, "reset") && !is(ours, "retriable-status-codes") && !is(ours, "cancelled") &&
-            !is(ours, "deadline-exceeded") && !is(ours, "internal") &&
-            !is(ours, "resource-exhausted") && !is(ours, "unavailable")) {
+        const struct proxy_front_enum *e = proxy_front_enum_find(proxy_front_retry_on, part);
+        if (!e) {
             proxy_front_refuse(f, on, path, "retry_on %.32s is not supported", part);
             return;
         }
-        proxy_front_push(f, l, sc_ytree_str(f->out, on, ours), on);
+        proxy_front_push(f, l, sc_ytree_str(f->out, on, e->ours), on);
     }
     if (sc_ynode_count(l)) {
         proxy_front_set(f, o, "retry_on", l, on);
@@ -293,6 +292,11 @@ static struct sc_ynode *route_match(struct proxy_front *f, const struct sc_ynode
     return f->err ? NULL : m;
 }
 
+static int fraction(struct proxy_front *f, const struct sc_ynode *fp, const char *path,
+                    double *out);
+static void put_percent(struct proxy_front *f, struct sc_ynode *dst, const struct sc_ynode *at,
+                        double pc);
+
 /* The action of one route (cluster, weights, timeout, retries, rewrites, mirror) into <rt>. */
 static void route_action(struct proxy_front *f, struct sc_ynode *rt, const struct sc_ynode *ra,
                          const struct sc_ynode *vh_retry, const char *path)
@@ -388,19 +392,14 @@ static void route_action(struct proxy_front *f, struct sc_ynode *rt, const struc
         proxy_front_copy(f, o, "cluster", m, "cluster");
         const struct sc_ynode *rf = sc_ynode_get(m, "runtime_fraction");
         const struct sc_ynode *dv = sc_ynode_get(rf, "default_value");
-        if (rf) {
-            const char *num = sc_ynode_str(sc_ynode_get(dv, "numerator"));
-            const char *den = sc_ynode_str(sc_ynode_get(dv, "denominator"));
-            double d = is(den, "TEN_THOUSAND") ? 10000 : is(den, "MILLION") ? 1000000 : 100;
-            if (!num) {
-                proxy_front_refuse(f, rf, path,
-                                   "runtime_fraction.default_value.numerator is "
-                                   "required");
-                return;
-            }
-            char pc[32];
-            snprintf(pc, sizeof(pc), "%g", strtod(num, NULL) * 100.0 / d);
-            proxy_front_put(f, o, "percentage", rf, pc);
+        double pc = 0;
+        if (rf && !sc_ynode_get(dv, "numerator")) {
+            proxy_front_refuse(f, rf, path,
+                               "runtime_fraction.default_value.numerator is "
+                               "required");
+            return;
+        } else if (rf && fraction(f, dv, path, &pc) == 0) {
+            put_percent(f, o, rf, pc);
         }
         proxy_front_set(f, rt, "mirror", o, m);
     }
@@ -626,21 +625,21 @@ static int fraction(struct proxy_front *f, const struct sc_ynode *fp, const char
         return SC_ECONFIG;
     }
     const char *num = proxy_front_str(f, fp, "numerator", path);
-    const char *den = proxy_front_str(f, fp, "denominator", path);
     char *end = NULL;
     double n = num ? strtod(num, &end) : 0;
     if (num && (*end || n < 0)) {
         return proxy_front_refuse(f, sc_ynode_get(fp, "numerator"), path,
                                   "numerator must be a non-negative integer");
     }
-    double d = !den || is(den, "HUNDRED") ? 100
-               : is(den, "TEN_THOUSAND")  ? 10000
-               : is(den, "MILLION")       ? 1000000
-                                          : 0;
-    if (d == 0) {
-        return proxy_front_refuse(f, sc_ynode_get(fp, "denominator"), path,
-                                  "denominator %.16s is not supported", den);
+    static const struct proxy_front_enum denominators[] = {
+        { "HUNDRED", "100" }, { "TEN_THOUSAND", "10000" }, { "MILLION", "1000000" }, { NULL, NULL }
+    };
+    const struct proxy_front_enum *den =
+        proxy_front_enum(f, fp, "denominator", path, NULL, denominators);
+    if (f->err) {
+        return SC_ECONFIG;
     }
+    double d = strtod(den ? den->ours : "100", NULL);
     *out = n * 100.0 / d > 100 ? 100 : n * 100.0 / d;
     return 0;
 }
@@ -753,13 +752,16 @@ static void local_ratelimit(struct proxy_front *f, struct sc_ynode *l, const str
     }
     proxy_front_put(f, rl, "unit", tb, ms == 1000 ? "second" : ms == 60000 ? "minute" : "hour");
     proxy_front_copy(f, rl, "burst", tb, "max_tokens");
-    const char *xh = proxy_front_str(f, tc, "enable_x_ratelimit_headers", path);
-    if (xh && is(xh, "DRAFT_VERSION_03")) {
-        proxy_front_put(f, rl, "headers", sc_ynode_get(tc, "enable_x_ratelimit_headers"), "true");
-    } else if (xh && !is(xh, "OFF")) {
-        proxy_front_refuse(f, sc_ynode_get(tc, "enable_x_ratelimit_headers"), path,
-                           "enable_x_ratelimit_headers %.32s is not supported", xh);
+    static const struct proxy_front_enum xh_modes[] = { { "OFF", NULL },
+                                                        { "DRAFT_VERSION_03", "true" },
+                                                        { NULL, NULL } };
+    const struct proxy_front_enum *xh =
+        proxy_front_enum(f, tc, "enable_x_ratelimit_headers", path, NULL, xh_modes);
+    if (f->err) {
         return;
+    }
+    if (xh && xh->ours) {
+        proxy_front_put(f, rl, "headers", sc_ynode_get(tc, "enable_x_ratelimit_headers"), xh->ours);
     }
     proxy_front_set(f, l, "rate_limit", rl, tc);
 }
@@ -1097,14 +1099,17 @@ static void listener(struct env *e, const struct sc_ynode *ln, size_t i, struct 
         return;
     }
     proxy_front_put(f, l, "address", sc_ynode_get(ln, "address"), addr);
-    const char *dir = proxy_front_str(f, ln, "traffic_direction", path);
-    if (is(dir, "OUTBOUND") || is(dir, "INBOUND")) {
-        proxy_front_put(f, l, "direction", sc_ynode_get(ln, "traffic_direction"),
-                        is(dir, "OUTBOUND") ? "outbound" : "inbound");
-    } else if (dir && !is(dir, "UNSPECIFIED")) {
-        proxy_front_refuse(f, sc_ynode_get(ln, "traffic_direction"), path,
-                           "traffic_direction %.16s is not supported", dir);
+    static const struct proxy_front_enum dirs[] = { { "UNSPECIFIED", NULL },
+                                                    { "INBOUND", "inbound" },
+                                                    { "OUTBOUND", "outbound" },
+                                                    { NULL, NULL } };
+    const struct proxy_front_enum *dir =
+        proxy_front_enum(f, ln, "traffic_direction", path, NULL, dirs);
+    if (f->err) {
         return;
+    }
+    if (dir && dir->ours) {
+        proxy_front_put(f, l, "direction", sc_ynode_get(ln, "traffic_direction"), dir->ours);
     }
     if (sc_ynode_get(ln, "use_original_dst")) {
         proxy_front_note(f, sc_ynode_get(ln, "use_original_dst"), path,

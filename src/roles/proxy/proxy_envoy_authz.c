@@ -580,15 +580,14 @@ static int rbac_rules(struct proxy_front *f, const struct sc_ynode *hcm, const s
     if (proxy_front_keys(f, r, path, k, NULL) < 0) {
         return SC_ECONFIG;
     }
-    const char *action = proxy_front_str(f, r, "action", path);
-    const char *ours = !action || is(action, "ALLOW") ? "ALLOW"
-                       : is(action, "DENY")           ? "DENY"
-                       : is(action, "LOG")            ? "AUDIT"
-                                                      : NULL;
-    if (!ours) {
-        return proxy_front_refuse(f, sc_ynode_get(r, "action"), path,
-                                  "action %.32s is not supported (ALLOW, DENY or LOG)", action);
+    static const struct proxy_front_enum actions[] = {
+        { "ALLOW", "ALLOW" }, { "DENY", "DENY" }, { "LOG", "AUDIT" }, { NULL, NULL }
+    };
+    const struct proxy_front_enum *action = proxy_front_enum(f, r, "action", path, NULL, actions);
+    if (f->err) {
+        return SC_ECONFIG;
     }
+    const char *ours = action ? action->ours : "ALLOW";
     struct sc_ynode *list = proxy_front_list(f, "authorization", r);
     const struct sc_ynode *pols = sc_ynode_get(r, "policies");
     if (pols && sc_ynode_kind(pols) != SC_Y_MAP && sc_ynode_kind(pols) != SC_Y_NULL) {
@@ -1163,22 +1162,28 @@ int proxy_envoy_paths(struct proxy_front *f, const struct sc_ynode *hcm, const c
     const struct sc_ynode *at = np ? np : ms ? ms : es;
     bool norm = is(proxy_front_str(f, hcm, "normalize_path", path), "true");
     bool merge = is(proxy_front_str(f, hcm, "merge_slashes", path), "true");
-    const char *act = proxy_front_str(f, hcm, "path_with_escaped_slashes_action", path);
     if (merge && !norm) {
         return proxy_front_refuse(f, ms, path,
                                   "merge_slashes without normalize_path is not supported (slashes "
                                   "are merged after dot segments)");
     }
+    /* Envoy's default, IMPLEMENTATION_SPECIFIC_DEFAULT, keeps them */
+    static const struct proxy_front_enum actions[] = {
+        { "IMPLEMENTATION_SPECIFIC_DEFAULT", "keep" },
+        { "KEEP_UNCHANGED", "keep" },
+        { "REJECT_REQUEST", "reject" },
+        { "UNESCAPE_AND_FORWARD", "decode" },
+        { NULL, NULL },
+    };
+    const struct proxy_front_enum *act =
+        proxy_front_enum(f, hcm, "path_with_escaped_slashes_action", path, NULL, actions);
+    if (f->err) {
+        return SC_ECONFIG;
+    }
+    const char *esc = act ? act->ours : "keep";
     const char *level = merge ? "merge_slashes" : norm ? "base" : "none";
-    const char *esc = "keep"; /* Envoy's default: IMPLEMENTATION_SPECIFIC_DEFAULT keeps them */
-    if (is(act, "REJECT_REQUEST")) {
-        esc = "reject";
-    } else if (is(act, "UNESCAPE_AND_FORWARD")) {
-        esc = "decode";
+    if (is(esc, "decode")) {
         level = merge ? "decode_and_merge_slashes" : level;
-    } else if (act && !is(act, "KEEP_UNCHANGED") && !is(act, "IMPLEMENTATION_SPECIFIC_DEFAULT")) {
-        return proxy_front_refuse(f, es, path,
-                                  "path_with_escaped_slashes_action %.32s is not supported", act);
     }
     const char *had = sc_ynode_str(sc_ynode_get(f->root, "path_normalization"));
     const char *had_esc = sc_ynode_str(sc_ynode_get(f->root, "escaped_slashes"));

@@ -60,15 +60,10 @@ static void data_source(struct proxy_front *f, struct sc_ynode *dst, const char 
     }
 }
 
-static const char *tls_version(const char *v)
-{
-    return is(v, "TLSv1_0")    ? "TLSv1.0"
-           : is(v, "TLSv1_1")  ? "TLSv1.1"
-           : is(v, "TLSv1_2")  ? "TLSv1.2"
-           : is(v, "TLSv1_3")  ? "TLSv1.3"
-           : is(v, "TLS_AUTO") ? "auto"
-                               : NULL;
-}
+static const struct proxy_front_enum tls_versions[] = {
+    { "TLS_AUTO", "auto" },   { "TLSv1_0", "TLSv1.0" }, { "TLSv1_1", "TLSv1.1" },
+    { "TLSv1_2", "TLSv1.2" }, { "TLSv1_3", "TLSv1.3" }, { NULL, NULL }
+};
 
 /* CommonTlsContext into our tls object <t>; <down> for a listener. */
 static void common_tls(struct proxy_front *f, struct sc_ynode *t, const struct sc_ynode *ctx,
@@ -154,14 +149,13 @@ static void common_tls(struct proxy_front *f, struct sc_ynode *t, const struct s
     if (tp && proxy_front_keys(f, tp, path, tp_keys, tp_noted) == 0) {
         for (int mx = 0; mx < 2; mx++) {
             const char *k = mx ? "tls_maximum_protocol_version" : "tls_minimum_protocol_version";
-            const char *v = proxy_front_str(f, tp, k, path);
-            if (v && !tls_version(v)) {
-                proxy_front_refuse(f, sc_ynode_get(tp, k), path, "%s %.16s is not supported", k, v);
+            const struct proxy_front_enum *v = proxy_front_enum(f, tp, k, path, NULL, tls_versions);
+            if (f->err) {
                 return;
             }
             if (v) {
                 proxy_front_put(f, t, mx ? "max_version" : "min_version", sc_ynode_get(tp, k),
-                                tls_version(v));
+                                v->ours);
             }
         }
     }
@@ -607,28 +601,40 @@ void proxy_envoy_cluster(struct proxy_front *f, const struct sc_ynode *cn, size_
         proxy_front_refuse(f, cn, path, "name is required");
         return;
     }
-    const char *type = proxy_front_str(f, cn, "type", path);
-    const struct sc_ynode *tn = sc_ynode_get(cn, "type");
-    bool odst = is(type, "ORIGINAL_DST");
-    if (odst) {
-        proxy_front_put(f, c, "type", tn, "original_dst");
-    } else if (type && !is(type, "STATIC") && !is(type, "STRICT_DNS") && !is(type, "LOGICAL_DNS")) {
-        proxy_front_refuse(f, tn, path, "type %.16s is not supported", type);
+    static const struct proxy_front_enum types[] = { { "STATIC", NULL },
+                                                     { "STRICT_DNS", NULL },
+                                                     { "LOGICAL_DNS", NULL },
+                                                     { "ORIGINAL_DST", "original_dst" },
+                                                     { NULL, NULL } };
+    const struct proxy_front_enum *type = proxy_front_enum(f, cn, "type", path, NULL, types);
+    if (f->err) {
         return;
+    }
+    bool odst = type && type->ours;
+    if (odst) {
+        proxy_front_put(f, c, "type", sc_ynode_get(cn, "type"), type->ours);
     }
     proxy_front_put_duration(f, c, "connect_timeout", cn, "connect_timeout", path,
                              "5s"); /* Envoy's default */
-    const char *lb = proxy_front_str(f, cn, "lb_policy", path);
+    /* RING_HASH and MAGLEV: consistent hashing by the routes' hash_policy (docs/proxy.md) */
+    static const struct proxy_front_enum lbs[] = { { "ROUND_ROBIN", NULL },
+                                                   { "LEAST_REQUEST", "least_request" },
+                                                   { "RING_HASH", "ring_hash" },
+                                                   { "MAGLEV", "maglev" },
+                                                   { "RANDOM", NULL },
+                                                   { "CLUSTER_PROVIDED", NULL },
+                                                   { NULL, NULL } };
+    const struct proxy_front_enum *lb = proxy_front_enum(f, cn, "lb_policy", path, NULL, lbs);
     const struct sc_ynode *lbn = sc_ynode_get(cn, "lb_policy");
-    if (is(lb, "LEAST_REQUEST")) {
-        proxy_front_put(f, c, "lb_policy", lbn, "least_request");
-    } else if (is(lb, "RING_HASH") || is(lb, "MAGLEV")) {
-        /* both: consistent hashing by the routes' hash_policy (docs/proxy.md) */
-        proxy_front_put(f, c, "lb_policy", lbn, is(lb, "MAGLEV") ? "maglev" : "ring_hash");
-    } else if (is(lb, "RANDOM")) {
+    if (lb && lb->ours) {
+        proxy_front_put(f, c, "lb_policy", lbn, lb->ours);
+    } else if (lb && is(lb->name, "RANDOM")) {
         proxy_front_note(f, lbn, path, "lb_policy RANDOM is served by round_robin");
-    } else if (lb && !is(lb, "ROUND_ROBIN") && !(odst && is(lb, "CLUSTER_PROVIDED"))) {
-        proxy_front_refuse(f, lbn, path, "lb_policy %.32s is not supported", lb);
+    } else if (lb && is(lb->name, "CLUSTER_PROVIDED") && !odst) {
+        proxy_front_refuse(f, lbn, path,
+                           "lb_policy CLUSTER_PROVIDED is not supported without type ORIGINAL_DST");
+    }
+    if (f->err) {
         return;
     }
     proxy_front_put_duration(f, c, "dns_refresh", cn, "dns_refresh_rate", path, NULL);

@@ -168,6 +168,54 @@ const char *proxy_front_str(struct proxy_front *f, const struct sc_ynode *m, con
     return proxy_front_scalar(f, sc_ynode_get(m, key), path, &rc);
 }
 
+const struct proxy_front_enum *proxy_front_enum_find(const struct proxy_front_enum *vals,
+                                                     const char *s)
+{
+    for (size_t i = 0; s && vals[i].name; i++) {
+        if (strcmp(vals[i].name, s) == 0) {
+            return &vals[i];
+        }
+    }
+    return NULL;
+}
+
+const struct proxy_front_enum *proxy_front_enum(struct proxy_front *f, const struct sc_ynode *m,
+                                                const char *key, const char *path,
+                                                const char *label,
+                                                const struct proxy_front_enum *vals)
+{
+    const char *s = proxy_front_str(f, m, key, path);
+    const struct proxy_front_enum *e = proxy_front_enum_find(vals, s);
+    if (s && !e) {
+        char names[256];
+        size_t n = 0;
+        names[0] = '\0';
+        for (size_t i = 0; vals[i].name && n < sizeof(names); i++) {
+            int w = snprintf(names + n, sizeof(names) - n, "%s%s", i ? ", " : "", vals[i].name);
+            n += w > 0 ? (size_t)w : 0;
+        }
+        proxy_front_refuse(f, sc_ynode_get(m, key), path, "%s %.32s is not one of %s",
+                           label ? label : key, s, names);
+    }
+    return e;
+}
+
+const struct proxy_front_enum proxy_front_retry_on[] = {
+    { "5xx", "5xx" },
+    { "gateway-error", "gateway-error" },
+    { "connect-failure", "connect-failure" },
+    { "reset", "reset" },
+    { "refused-stream", "reset" },
+    { "retriable-status-codes", "retriable-status-codes" },
+    /* the gRPC statuses concern gRPC calls only */
+    { "cancelled", "cancelled" },
+    { "deadline-exceeded", "deadline-exceeded" },
+    { "internal", "internal" },
+    { "resource-exhausted", "resource-exhausted" },
+    { "unavailable", "unavailable" },
+    { NULL, NULL }
+};
+
 void proxy_front_put(struct proxy_front *f, struct sc_ynode *map, const char *key,
                      const struct sc_ynode *at, const char *value)
 {

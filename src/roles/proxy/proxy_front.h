@@ -100,6 +100,30 @@ const char *proxy_front_scalar(struct proxy_front *f, const struct sc_ynode *n, 
 const char *proxy_front_str(struct proxy_front *f, const struct sc_ynode *m, const char *key,
                             const char *path);
 
+/* One value of an enum field of theirs: its name there and what it becomes here (NULL: accepted
+ * with nothing to put). A table of them ends with a NULL name. */
+struct proxy_front_enum {
+    const char *name;
+    const char *ours;
+};
+
+/* The entry of table <vals> named <s> (NULL <s>: none). Returns it or NULL. */
+const struct proxy_front_enum *proxy_front_enum_find(const struct proxy_front_enum *vals,
+                                                     const char *s);
+
+/* The value of <key> in mapping <m> looked up in table <vals>. Returns its entry; NULL when the key
+ * is absent or null, or after refusing a value not in the table at its position with
+ * "<path>: <label> <value> is not one of <the table's names>" (<label> NULL: <key>). f->err tells
+ * a refusal apart. */
+const struct proxy_front_enum *proxy_front_enum(struct proxy_front *f, const struct sc_ynode *m,
+                                                const char *key, const char *path,
+                                                const char *label,
+                                                const struct proxy_front_enum *vals);
+
+/* Retry conditions shared by Envoy's retry_on and Istio's retryOn: each name and ours (Envoy's
+ * refused-stream is our reset). */
+extern const struct proxy_front_enum proxy_front_retry_on[];
+
 /* Puts <key>: <value> (a string at <at>'s position) into mapping <map> of the output. */
 void proxy_front_put(struct proxy_front *f, struct sc_ynode *map, const char *key,
                      const struct sc_ynode *at, const char *value);
@@ -179,6 +203,8 @@ const char *proxy_istio_destination(struct proxy_front *f, struct istio_made *m,
  * of the rule is checked. Returns 0 or SC_ECONFIG. */
 int proxy_istio_policy(struct proxy_front *f, struct sc_ynode *c, const struct sc_ynode *dr,
                        const char *port, const struct sc_ynode *subset);
+/* h2UpgradePolicy's values (UPGRADE: "http2"), for DestinationRules and MeshConfig. */
+extern const struct proxy_front_enum proxy_istio_h2_upgrade[];
 
 /* proxy_istio_source.c: whether match <mn> (of http[], tcp[] or tls[] of VirtualService <vs>;
  * NULL: none) applies to this workload: its gateways, else the VirtualService's, include mesh
@@ -232,6 +258,8 @@ bool proxy_istio_is_mesh(const struct sc_ynode *doc);
 int proxy_istio_mesh_keys(struct proxy_front *f);
 int proxy_istio_mesh_finish(struct proxy_front *f);
 bool proxy_istio_mesh_registry_only(struct proxy_front *f);
+/* outboundTrafficPolicy.mode's values, for MeshConfig and Sidecar. */
+extern const struct proxy_front_enum proxy_istio_outbound_modes[];
 const struct sc_ynode *proxy_istio_mesh_retry(const struct proxy_front *f);
 
 #endif

@@ -944,13 +944,19 @@ void proxy_dconn_recycle(struct proxy_dconn *dc)
         sc_list_append(&w->free_dc, &dc->node);
         w->nfree_dc++;
     } else {
-        sc_buf_cleanup(&dc->out);
-        sc_buf_cleanup(&dc->ex.head);
-        sc_buf_cleanup(&dc->ex.copy);
-        sc_free(dc->od);
-        sc_free(dc->cl.trace);
-        sc_free(dc);
+        proxy_dconn_free(dc);
     }
+}
+
+void proxy_dconn_free(struct proxy_dconn *dc)
+{
+    sc_free(dc->in.p);
+    sc_buf_cleanup(&dc->out);
+    sc_buf_cleanup(&dc->ex.head);
+    sc_buf_cleanup(&dc->ex.copy);
+    sc_free(dc->od);
+    sc_free(dc->cl.trace);
+    sc_free(dc);
 }
 
 static void on_dconn_timer_closed(uv_handle_t *h)

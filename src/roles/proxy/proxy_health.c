@@ -113,17 +113,11 @@ static void on_done(void *arg, const struct sc_h1cli_resp *r)
     schedule_next(ck);
 }
 
-static void on_grpc_done(void *arg, bool ok, const char *why)
+/* The verdict of a TCP or gRPC check (one of them is in flight at a time). */
+static void on_verdict(void *arg, bool ok, const char *why)
 {
     struct checker *ck = arg;
     ck->gcall = NULL;
-    record(ck, ok, why);
-    schedule_next(ck);
-}
-
-static void on_tcp_done(void *arg, bool ok, const char *why)
-{
-    struct checker *ck = arg;
     ck->tcall = NULL;
     record(ck, ok, why);
     schedule_next(ck);
@@ -163,6 +157,7 @@ static void check_start(struct checker *ck)
         schedule_next(ck);
         return;
     }
+    int rc;
     if (p->hc_tcp) {
         const struct proxy_hc_tcp_req t = {
             .spec = p->hc_tcp,
@@ -170,16 +165,9 @@ static void check_start(struct checker *ck)
             .wrap = wrap_cluster,
             .wrap_arg = ck,
         };
-        int rc = proxy_hc_tcp_send(ck->timer.loop, (const struct sockaddr *)&ss, &t, on_tcp_done,
-                                   ck, &ck->tcall);
-        if (rc < 0) {
-            ck->tcall = NULL;
-            record(ck, false, sc_strerror(rc));
-            schedule_next(ck);
-        }
-        return;
-    }
-    if (p->hc_grpc) {
+        rc = proxy_hc_tcp_send(ck->timer.loop, (const struct sockaddr *)&ss, &t, on_verdict, ck,
+                               &ck->tcall);
+    } else if (p->hc_grpc) {
         const struct proxy_hc_grpc_req g = {
             .service = p->hc_grpc_service,
             .authority = p->hc_grpc_authority ? p->hc_grpc_authority
@@ -189,34 +177,28 @@ static void check_start(struct checker *ck)
             .wrap = wrap_cluster,
             .wrap_arg = ck,
         };
-        int rc = proxy_hc_grpc_send(ck->timer.loop, (const struct sockaddr *)&ss, &g, on_grpc_done,
-                                    ck, &ck->gcall);
-        if (rc < 0) {
-            ck->gcall = NULL;
-            record(ck, false, sc_strerror(rc));
-            schedule_next(ck);
-        }
-        return;
+        rc = proxy_hc_grpc_send(ck->timer.loop, (const struct sockaddr *)&ss, &g, on_verdict, ck,
+                                &ck->gcall);
+    } else {
+        const struct sc_http_header hdrs[] = {
+            { SC_STR("Host"), sc_str_c(p->hc_host ? p->hc_host : ck->ep->name) },
+            { SC_STR("User-Agent"), SC_STR("sidecar-health-check") },
+        };
+        const struct sc_h1cli_req req = {
+            .method = SC_STR("GET"),
+            .target = sc_str_c(p->hc_path),
+            .headers = hdrs,
+            .nheaders = 2,
+            .timeout_ms = p->hc_timeout_ms,
+            .max_head = HC_MAX_HEAD,
+            .head_only = true,
+            .wrap = wrap_cluster,
+            .wrap_arg = ck,
+        };
+        rc = sc_h1cli_send(ck->timer.loop, (const struct sockaddr *)&ss, &req, on_done, ck,
+                           &ck->cli);
     }
-    const struct sc_http_header hdrs[] = {
-        { SC_STR("Host"), sc_str_c(p->hc_host ? p->hc_host : ck->ep->name) },
-        { SC_STR("User-Agent"), SC_STR("sidecar-health-check") },
-    };
-    const struct sc_h1cli_req req = {
-        .method = SC_STR("GET"),
-        .target = sc_str_c(p->hc_path),
-        .headers = hdrs,
-        .nheaders = 2,
-        .timeout_ms = p->hc_timeout_ms,
-        .max_head = HC_MAX_HEAD,
-        .head_only = true,
-        .wrap = wrap_cluster,
-        .wrap_arg = ck,
-    };
-    int rc =
-        sc_h1cli_send(ck->timer.loop, (const struct sockaddr *)&ss, &req, on_done, ck, &ck->cli);
-    if (rc < 0) {
-        ck->cli = NULL;
+    if (rc < 0) { /* the call is not stored: nothing in flight */
         record(ck, false, rc == SC_EINVAL ? "request cannot be written" : sc_strerror(rc));
         schedule_next(ck);
     }

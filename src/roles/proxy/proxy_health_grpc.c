@@ -12,6 +12,7 @@
 // reset stream, a malformed or oversized reply, the deadline) fails it with that reason. The
 // request and reply messages are a handful of protobuf bytes, encoded and decoded here by hand,
 // bounded, with the parser fuzzed (tests/fuzz/fuzz_proxy_hc_grpc.c).
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -194,12 +195,10 @@ const char *proxy_hc_grpc_status_name(int status)
 /* ---- the call ---- */
 
 struct proxy_hc_grpc_call {
-    struct sc_oneshot os; /* the connection, its deadline and its handles */
-    proxy_hc_grpc_done_cb cb;
-    void *arg;
+    struct sc_oneshot os; /* first: the connection, its deadline and its handles */
     nghttp2_session *s;
     int32_t id;
-    bool done, wpending, ended;
+    bool wpending, ended;
     bool trailers; /* the next HEADERS block is the trailers */
     bool too_big;  /* the reply passed PROXY_HC_GRPC_MAX_REPLY */
     uint32_t reset;
@@ -214,6 +213,8 @@ struct proxy_hc_grpc_call {
     struct sc_buf wbuf;
     char rbuf[16384];
 };
+_Static_assert(offsetof(struct proxy_hc_grpc_call, os) == 0,
+               "sc_oneshot_on_closed takes the owner");
 
 static void freed(void *owner)
 {
@@ -226,25 +227,10 @@ static void freed(void *owner)
     sc_free(c);
 }
 
-static void on_closed(void *owner)
-{
-    sc_oneshot_closed(&((struct proxy_hc_grpc_call *)owner)->os);
-}
-
 /* Reports the outcome once, then closes the connection. */
 static void finish(struct proxy_hc_grpc_call *c, bool ok, const char *why)
 {
-    if (c->done) {
-        return;
-    }
-    c->done = true;
-    uv_timer_stop(&c->os.timer);
-    proxy_hc_grpc_done_cb cb = c->cb;
-    c->cb = NULL;
-    if (cb) {
-        cb(c->arg, ok, why);
-    }
-    sc_oneshot_close(&c->os);
+    sc_oneshot_verdict(&c->os, ok, why);
 }
 
 /* The verdict on a finished stream. */
@@ -281,7 +267,7 @@ static void judge(struct proxy_hc_grpc_call *c)
 /* Writes what nghttp2 has to send, as far as the transport takes it. Returns 0 or -1. */
 static int flush(struct proxy_hc_grpc_call *c)
 {
-    while (!c->wpending && !c->done) {
+    while (!c->wpending && !c->os.done) {
         sc_buf_reset(&c->wbuf);
         for (;;) {
             const uint8_t *data;
@@ -315,7 +301,7 @@ static int flush(struct proxy_hc_grpc_call *c)
 /* After nghttp2 ran: the stream's end decides, else what it wants to send goes out. */
 static void progress(struct proxy_hc_grpc_call *c)
 {
-    if (c->done) {
+    if (c->os.done) {
         return;
     }
     if (c->ended) {
@@ -433,7 +419,7 @@ static void on_alloc(void *owner, uv_buf_t *buf)
 static void on_read(void *owner, ssize_t nread)
 {
     struct proxy_hc_grpc_call *c = owner;
-    if (nread == 0 || c->done) {
+    if (nread == 0 || c->os.done) {
         return;
     }
     if (nread < 0) {
@@ -453,7 +439,7 @@ static void on_write_done(void *owner, int status)
 {
     struct proxy_hc_grpc_call *c = owner;
     c->wpending = false;
-    if (c->done) {
+    if (c->os.done) {
         return;
     }
     if (status < 0) {
@@ -513,13 +499,11 @@ static int session_start(void *owner)
 static void on_connected(void *owner, int status)
 {
     struct proxy_hc_grpc_call *c = owner;
-    if (c->done) {
+    if (c->os.done) {
         return;
     }
     if (status < 0) {
-        const char *e = NULL;
-        (void)sc_xport_query(c->os.top, SC_XQ_ERROR, &e);
-        finish(c, false, e ? e : uv_strerror(status));
+        finish(c, false, sc_oneshot_error(&c->os, status));
         return;
     }
     if (!c->s) {
@@ -538,16 +522,11 @@ static const struct sc_xport_cbs call_cbs = {
     .read = on_read,
     .write_done = on_write_done,
     .connected = on_connected,
-    .closed = on_closed,
+    .closed = sc_oneshot_on_closed,
 };
 
-static void on_deadline(uv_timer_t *t)
-{
-    finish(t->data, false, "timeout");
-}
-
 int proxy_hc_grpc_send(uv_loop_t *loop, const struct sockaddr *addr,
-                       const struct proxy_hc_grpc_req *req, proxy_hc_grpc_done_cb cb, void *arg,
+                       const struct proxy_hc_grpc_req *req, sc_oneshot_verdict_cb cb, void *arg,
                        struct proxy_hc_grpc_call **out)
 {
     struct proxy_hc_grpc_call *c = SC_NEW(struct proxy_hc_grpc_call);
@@ -558,8 +537,6 @@ int proxy_hc_grpc_send(uv_loop_t *loop, const struct sockaddr *addr,
     }
     c->req_len = (size_t)n;
     snprintf(c->authority, sizeof(c->authority), "%s", req->authority);
-    c->cb = cb;
-    c->arg = arg;
     c->grpc_status = -1;
     sc_buf_init(&c->body, PROXY_HC_GRPC_MAX_REPLY);
     sc_buf_init(&c->wbuf, 65536);
@@ -570,25 +547,21 @@ int proxy_hc_grpc_send(uv_loop_t *loop, const struct sockaddr *addr,
         .wrap_arg = req->wrap_arg,
         .before_connect = session_start,
         .timeout_ms = req->timeout_ms ? req->timeout_ms : 1000,
-        .on_deadline = on_deadline,
+        .on_deadline = sc_oneshot_on_timeout,
         .freed = freed,
+        .verdict = cb,
+        .verdict_arg = arg,
     };
     int rc = sc_oneshot_start(&c->os, loop, addr, &a);
-    if (rc < 0) {
-        return rc; /* <c> is freed once its handles closed */
-    }
-    if (out) {
+    if (rc == 0 && out) {
         *out = c;
     }
-    return 0;
+    return rc; /* failed: <c> is freed once its handles closed */
 }
 
 void proxy_hc_grpc_cancel(struct proxy_hc_grpc_call *c)
 {
-    if (!c || c->done) {
-        return;
+    if (c) {
+        sc_oneshot_cancel(&c->os);
     }
-    c->done = true;
-    c->cb = NULL;
-    sc_oneshot_close(&c->os);
 }

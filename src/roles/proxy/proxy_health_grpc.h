@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "core/config.h"
+#include "net/transport.h"
 
 /* The longest service name a check sends (bytes). */
 #define PROXY_HC_GRPC_MAX_SERVICE 256
@@ -61,10 +62,6 @@ const char *proxy_hc_grpc_status_name(int status);
 struct proxy_hc_grpc_call;
 struct proxy_endpoint;
 
-/* Fires once with the outcome: <ok> when the reply said SERVING, else <why> (valid for the call)
- * says what failed. */
-typedef void (*proxy_hc_grpc_done_cb)(void *arg, bool ok, const char *why);
-
 /* What one check sends. Borrowed for the call to proxy_hc_grpc_send only. */
 struct proxy_hc_grpc_req {
     const char *service;   /* NULL: the whole server */
@@ -75,11 +72,12 @@ struct proxy_hc_grpc_req {
     void *wrap_arg;
 };
 
-/* Calls Health/Check on <addr> over a connection of its own; <cb> fires once with <arg>, never
- * from inside this call and never after proxy_hc_grpc_cancel. Stores the call in <*out> for
+/* Calls Health/Check on <addr> over a connection of its own; <cb> fires once with <arg> (<ok> when
+ * the reply said SERVING, else <why> says what failed), never from inside this call and never
+ * after proxy_hc_grpc_cancel. Stores the call in <*out> for
  * cancelling. Returns 0, or a negative error and then no callback. */
 int proxy_hc_grpc_send(uv_loop_t *loop, const struct sockaddr *addr,
-                       const struct proxy_hc_grpc_req *req, proxy_hc_grpc_done_cb cb, void *arg,
+                       const struct proxy_hc_grpc_req *req, sc_oneshot_verdict_cb cb, void *arg,
                        struct proxy_hc_grpc_call **out);
 
 /* Abandons a call whose callback has not fired (it frees itself once its handles closed).

@@ -5,6 +5,7 @@
 // is written; otherwise the reply is collected, capped at PROXY_HC_TCP_MAX_REPLY, until every
 // expected block is found in order (Envoy's "fuzzy" matching); the peer closing first, the cap or
 // the deadline fail it. Invariant: the callback fires at most once, never after cancel.
+#include <stddef.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -132,16 +133,14 @@ bool proxy_hc_tcp_matches(const struct proxy_hc_tcp_spec *s, const uint8_t *repl
 /* ---- one check ---- */
 
 struct proxy_hc_tcp_call {
-    struct sc_oneshot os;
+    struct sc_oneshot os; /* first: the connection, its deadline and its handles */
     const struct proxy_hc_tcp_spec *spec;
-    proxy_hc_tcp_done_cb cb;
-    void *arg;
-    bool done;
     uint8_t *send;  /* a copy of the payload: a write may outlive the spec's cluster state */
     uint8_t *reply; /* what arrived so far (PROXY_HC_TCP_MAX_REPLY) */
     size_t len;
     char rbuf[4096];
 };
+_Static_assert(offsetof(struct proxy_hc_tcp_call, os) == 0, "sc_oneshot_on_closed takes the owner");
 
 static void freed(void *owner)
 {
@@ -151,25 +150,10 @@ static void freed(void *owner)
     sc_free(c);
 }
 
-static void on_closed(void *owner)
-{
-    sc_oneshot_closed(&((struct proxy_hc_tcp_call *)owner)->os);
-}
-
 /* Reports the outcome once, then closes the connection. */
 static void finish(struct proxy_hc_tcp_call *c, bool ok, const char *why)
 {
-    if (c->done) {
-        return;
-    }
-    c->done = true;
-    uv_timer_stop(&c->os.timer);
-    proxy_hc_tcp_done_cb cb = c->cb;
-    c->cb = NULL;
-    if (cb) {
-        cb(c->arg, ok, why);
-    }
-    sc_oneshot_close(&c->os);
+    sc_oneshot_verdict(&c->os, ok, why);
 }
 
 static void on_alloc(void *owner, uv_buf_t *buf)
@@ -181,7 +165,7 @@ static void on_alloc(void *owner, uv_buf_t *buf)
 static void on_read(void *owner, ssize_t nread)
 {
     struct proxy_hc_tcp_call *c = owner;
-    if (nread == 0 || c->done) {
+    if (nread == 0 || c->os.done) {
         return;
     }
     if (nread < 0) {
@@ -217,7 +201,7 @@ static void sent(struct proxy_hc_tcp_call *c)
 static void on_write_done(void *owner, int status)
 {
     struct proxy_hc_tcp_call *c = owner;
-    if (c->done) {
+    if (c->os.done) {
         return;
     }
     if (status < 0) {
@@ -230,13 +214,11 @@ static void on_write_done(void *owner, int status)
 static void on_connected(void *owner, int status)
 {
     struct proxy_hc_tcp_call *c = owner;
-    if (c->done) {
+    if (c->os.done) {
         return;
     }
     if (status < 0) {
-        const char *e = NULL;
-        (void)sc_xport_query(c->os.top, SC_XQ_ERROR, &e);
-        finish(c, false, e ? e : uv_strerror(status));
+        finish(c, false, sc_oneshot_error(&c->os, status));
         return;
     }
     if (c->spec->nrecv && sc_xport_read_start(c->os.top) < 0) {
@@ -261,16 +243,11 @@ static const struct sc_xport_cbs call_cbs = {
     .read = on_read,
     .write_done = on_write_done,
     .connected = on_connected,
-    .closed = on_closed,
+    .closed = sc_oneshot_on_closed,
 };
 
-static void on_deadline(uv_timer_t *t)
-{
-    finish(t->data, false, "timeout");
-}
-
 int proxy_hc_tcp_send(uv_loop_t *loop, const struct sockaddr *addr,
-                      const struct proxy_hc_tcp_req *req, proxy_hc_tcp_done_cb cb, void *arg,
+                      const struct proxy_hc_tcp_req *req, sc_oneshot_verdict_cb cb, void *arg,
                       struct proxy_hc_tcp_call **out)
 {
     struct proxy_hc_tcp_call *c = SC_NEW(struct proxy_hc_tcp_call);
@@ -279,33 +256,27 @@ int proxy_hc_tcp_send(uv_loop_t *loop, const struct sockaddr *addr,
         c->send = sc_malloc(req->spec->send_len);
         memcpy(c->send, req->spec->send, req->spec->send_len);
     }
-    c->cb = cb;
-    c->arg = arg;
     const struct sc_oneshot_args a = {
         .cbs = &call_cbs,
         .owner = c,
         .wrap = req->wrap,
         .wrap_arg = req->wrap_arg,
         .timeout_ms = req->timeout_ms ? req->timeout_ms : 1000,
-        .on_deadline = on_deadline,
+        .on_deadline = sc_oneshot_on_timeout,
         .freed = freed,
+        .verdict = cb,
+        .verdict_arg = arg,
     };
     int rc = sc_oneshot_start(&c->os, loop, addr, &a);
-    if (rc < 0) {
-        return rc; /* <c> is freed once its handles closed */
-    }
-    if (out) {
+    if (rc == 0 && out) {
         *out = c;
     }
-    return 0;
+    return rc; /* failed: <c> is freed once its handles closed */
 }
 
 void proxy_hc_tcp_cancel(struct proxy_hc_tcp_call *c)
 {
-    if (!c || c->done) {
-        return;
+    if (c) {
+        sc_oneshot_cancel(&c->os);
     }
-    c->done = true;
-    c->cb = NULL;
-    sc_oneshot_close(&c->os);
 }

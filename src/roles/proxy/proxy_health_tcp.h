@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "core/config.h"
+#include "net/transport.h"
 
 /* The largest payload sent or expected (bytes, decoded), and the most reply a check reads. */
 #define PROXY_HC_TCP_MAX_PAYLOAD 1024
@@ -58,8 +59,6 @@ bool proxy_hc_tcp_matches(const struct proxy_hc_tcp_spec *s, const uint8_t *repl
 /* One check in flight. */
 struct proxy_hc_tcp_call;
 
-typedef void (*proxy_hc_tcp_done_cb)(void *arg, bool ok, const char *why);
-
 /* What one check does. Borrowed for the duration of the call (the spec must outlive it). */
 struct proxy_hc_tcp_req {
     const struct proxy_hc_tcp_spec *spec;
@@ -72,7 +71,7 @@ struct proxy_hc_tcp_req {
  * call and never after proxy_hc_tcp_cancel. Stores the call in <*out>. Returns 0 or a negative
  * error (then no callback). */
 int proxy_hc_tcp_send(uv_loop_t *loop, const struct sockaddr *addr,
-                      const struct proxy_hc_tcp_req *req, proxy_hc_tcp_done_cb cb, void *arg,
+                      const struct proxy_hc_tcp_req *req, sc_oneshot_verdict_cb cb, void *arg,
                       struct proxy_hc_tcp_call **out);
 
 /* Abandons the check (no callback); NULL-safe. */

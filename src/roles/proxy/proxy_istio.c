@@ -279,11 +279,14 @@ static bool se_endpoints(struct proxy_front *f, struct sc_ynode *c, const struct
     if (proxy_front_keys(f, spec, path, se_keys, se_noted) < 0) {
         return false;
     }
-    const char *res = proxy_front_str(f, spec, "resolution", path);
-    if (res && strcmp(res, "STATIC") != 0 && strcmp(res, "DNS") != 0 &&
-        strcmp(res, "DNS_ROUND_ROBIN") != 0 && strcmp(res, "NONE") != 0) {
-        proxy_front_refuse(f, sc_ynode_get(spec, "resolution"), path,
-                           "resolution %.32s is not supported", res);
+    static const struct proxy_front_enum resolutions[] = { { "NONE", NULL },
+                                                           { "STATIC", NULL },
+                                                           { "DNS", NULL },
+                                                           { "DNS_ROUND_ROBIN", NULL },
+                                                           { NULL, NULL } };
+    const struct proxy_front_enum *res =
+        proxy_front_enum(f, spec, "resolution", path, NULL, resolutions);
+    if (f->err) {
         return false;
     }
     /* The port's name, for endpoints that map it to a port of their own. */
@@ -302,7 +305,7 @@ static bool se_endpoints(struct proxy_front *f, struct sc_ynode *c, const struct
     char addr[NAME_MAX_LEN + 16];
     bool labelled = false;
     if (sc_ynode_count(eps) == 0) {
-        if (res && strcmp(res, "STATIC") == 0) {
+        if (res && strcmp(res->name, "STATIC") == 0) {
             proxy_front_refuse(f, spec, path, "resolution STATIC needs endpoints");
             return false;
         }
@@ -545,19 +548,12 @@ static int retry_on(struct proxy_front *f, struct sc_ynode *rp, const struct sc_
         if (!*t) {
             continue;
         }
-        const char *ours = NULL;
-        if (strcmp(t, "5xx") == 0 || strcmp(t, "gateway-error") == 0 ||
-            strcmp(t, "connect-failure") == 0 || strcmp(t, "reset") == 0 ||
-            strcmp(t, "retriable-status-codes") == 0 || strcmp(t, "cancelled") == 0 ||
-            strcmp(t, "deadline-exceeded") == 0 || strcmp(t, "internal") == 0 ||
-            strcmp(t, "resource-exhausted") == 0 || strcmp(t, "unavailable") == 0) {
-            ours = t; /* the gRPC statuses concern gRPC calls only */
-        } else if (strcmp(t, "refused-stream") == 0) {
-            ours = "reset";
-        } else if (t[0] >= '1' && t[0] <= '5' && strlen(t) == 3) {
+        const struct proxy_front_enum *e = proxy_front_enum_find(proxy_front_retry_on, t);
+        const char *ours = e ? e->ours : NULL;
+        if (!ours && t[0] >= '1' && t[0] <= '5' && strlen(t) == 3) {
             proxy_front_push(f, codes, sc_ytree_str(f->out, rn, t), rn);
             ours = "retriable-status-codes";
-        } else {
+        } else if (!ours) {
             return proxy_front_refuse(f, rn, path, "retryOn %.32s is not supported", t);
         }
         proxy_front_push(f, on, sc_ytree_str(f->out, rn, ours), rn);
@@ -1047,13 +1043,13 @@ static int sidecar_scope(struct proxy_front *f, struct scope *sc)
         if (otp && proxy_front_keys(f, otp, path, ok, NULL) < 0) {
             return SC_ECONFIG;
         }
-        const char *mode = proxy_front_str(f, otp, "mode", path);
-        if (mode && strcmp(mode, "REGISTRY_ONLY") != 0 && strcmp(mode, "ALLOW_ANY") != 0) {
-            return proxy_front_refuse(f, sc_ynode_get(otp, "mode"), path,
-                                      "outboundTrafficPolicy.mode %.32s is not supported", mode);
+        const struct proxy_front_enum *mode = proxy_front_enum(
+            f, otp, "mode", path, "outboundTrafficPolicy.mode", proxy_istio_outbound_modes);
+        if (f->err) {
+            return SC_ECONFIG;
         }
         if (mode) { /* else MeshConfig's */
-            sc->registry_only = strcmp(mode, "REGISTRY_ONLY") == 0;
+            sc->registry_only = strcmp(mode->name, "REGISTRY_ONLY") == 0;
         }
         const struct sc_ynode *eg = sc_ynode_get(spec, "egress");
         if (!eg) {

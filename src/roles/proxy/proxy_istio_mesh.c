@@ -62,6 +62,10 @@ int proxy_istio_mesh_keys(struct proxy_front *f)
     return proxy_front_keys(f, f->mesh, MESH, mesh_keys, mesh_noted);
 }
 
+const struct proxy_front_enum proxy_istio_outbound_modes[] = { { "ALLOW_ANY", NULL },
+                                                               { "REGISTRY_ONLY", NULL },
+                                                               { NULL, NULL } };
+
 bool proxy_istio_mesh_registry_only(struct proxy_front *f)
 {
     const struct sc_ynode *otp = sc_ynode_get(f->mesh, "outboundTrafficPolicy");
@@ -200,9 +204,12 @@ static void access_log(struct proxy_front *f)
         return;
     }
     const struct sc_ynode *enc = sc_ynode_get(f->mesh, "accessLogEncoding");
-    const char *es = proxy_front_str(f, f->mesh, "accessLogEncoding", MESH);
-    if (es && strcmp(es, "JSON") != 0 && strcmp(es, "TEXT") != 0) {
-        proxy_front_refuse(f, enc, MESH, "accessLogEncoding %.32s is not one of TEXT, JSON", es);
+    static const struct proxy_front_enum encodings[] = { { "TEXT", NULL },
+                                                         { "JSON", NULL },
+                                                         { NULL, NULL } };
+    const struct proxy_front_enum *es =
+        proxy_front_enum(f, f->mesh, "accessLogEncoding", MESH, NULL, encodings);
+    if (f->err) {
         return;
     }
     if (!file) {
@@ -210,7 +217,7 @@ static void access_log(struct proxy_front *f)
     }
     if (path && strcmp(path, "/dev/stdout") == 0) {
         put_top(f, "access_log", file, MESH, "stdout");
-        if (!es || strcmp(es, "TEXT") == 0) {
+        if (!es || strcmp(es->name, "TEXT") == 0) {
             proxy_front_note(f, enc ? enc : file, MESH,
                              "the access log is written as JSON lines (accessLogEncoding TEXT is "
                              "Istio's default)");
@@ -236,13 +243,8 @@ int proxy_istio_mesh_finish(struct proxy_front *f)
     const struct sc_ynode *otp = sc_ynode_get(f->mesh, "outboundTrafficPolicy");
     static const char *const mode_key[] = { "mode", NULL };
     if (otp && proxy_front_keys(f, otp, MESH ".outboundTrafficPolicy", mode_key, NULL) == 0) {
-        const char *m = proxy_front_str(f, otp, "mode", MESH);
-        if (m && strcmp(m, "ALLOW_ANY") != 0 && strcmp(m, "REGISTRY_ONLY") != 0) {
-            proxy_front_refuse(f, sc_ynode_get(otp, "mode"), MESH,
-                               "outboundTrafficPolicy.mode %.32s is not one of ALLOW_ANY, "
-                               "REGISTRY_ONLY",
-                               m);
-        }
+        proxy_front_enum(f, otp, "mode", MESH, "outboundTrafficPolicy.mode",
+                         proxy_istio_outbound_modes);
     }
     const struct sc_ynode *itp = sc_ynode_get(f->mesh, "inboundTrafficPolicy");
     if (itp && proxy_front_keys(f, itp, MESH ".inboundTrafficPolicy", mode_key, NULL) == 0) {
@@ -259,36 +261,28 @@ int proxy_istio_mesh_finish(struct proxy_front *f)
         proxy_front_refuse(f, rp, MESH, "defaultHttpRetryPolicy must be a mapping");
     }
     access_log(f);
-    const char *h2 = proxy_front_str(f, f->mesh, "h2UpgradePolicy", MESH);
-    if (h2 && strcmp(h2, "UPGRADE") == 0) {
+    const struct proxy_front_enum *h2 =
+        proxy_front_enum(f, f->mesh, "h2UpgradePolicy", MESH, NULL, proxy_istio_h2_upgrade);
+    if (h2 && h2->ours) {
         proxy_front_refuse(f, sc_ynode_get(f->mesh, "h2UpgradePolicy"), MESH,
                            "h2UpgradePolicy UPGRADE mesh-wide is not supported: set "
                            "connectionPool.http.h2UpgradePolicy in the DestinationRules");
-    } else if (h2 && strcmp(h2, "DO_NOT_UPGRADE") != 0 && strcmp(h2, "DEFAULT") != 0) {
-        proxy_front_refuse(f, sc_ynode_get(f->mesh, "h2UpgradePolicy"), MESH,
-                           "h2UpgradePolicy %.32s is not one of DEFAULT, DO_NOT_UPGRADE, UPGRADE",
-                           h2);
     }
     put_duration(f, f->mesh, "connectTimeout", "connect_timeout", MESH);
     const struct sc_ynode *pn = sc_ynode_get(f->mesh, "pathNormalization");
     static const char *const pn_keys[] = { "normalization", NULL };
     if (pn && proxy_front_keys(f, pn, MESH ".pathNormalization", pn_keys, NULL) == 0) {
-        const char *n = proxy_front_str(f, pn, "normalization", MESH);
-        const struct sc_ynode *at = sc_ynode_get(pn, "normalization");
-        const char *ours = !n                                           ? NULL
-                           : strcmp(n, "NONE") == 0                     ? "none"
-                           : strcmp(n, "BASE") == 0                     ? "base"
-                           : strcmp(n, "MERGE_SLASHES") == 0            ? "merge_slashes"
-                           : strcmp(n, "DECODE_AND_MERGE_SLASHES") == 0 ? "decode_and_merge_slashes"
-                           : strcmp(n, "DEFAULT") == 0                  ? "base"
-                                                                        : "";
-        if (ours && !*ours) {
-            proxy_front_refuse(f, at, MESH,
-                               "pathNormalization.normalization %.32s is not "
-                               "supported",
-                               n);
-        } else if (ours) {
-            put_top(f, "path_normalization", at, MESH, ours);
+        static const struct proxy_front_enum levels[] = { { "DEFAULT", "base" },
+                                                          { "NONE", "none" },
+                                                          { "BASE", "base" },
+                                                          { "MERGE_SLASHES", "merge_slashes" },
+                                                          { "DECODE_AND_MERGE_SLASHES",
+                                                            "decode_and_merge_slashes" },
+                                                          { NULL, NULL } };
+        const struct proxy_front_enum *n = proxy_front_enum(
+            f, pn, "normalization", MESH, "pathNormalization.normalization", levels);
+        if (n) {
+            put_top(f, "path_normalization", sc_ynode_get(pn, "normalization"), MESH, n->ours);
         }
     }
     const struct sc_ynode *rn = sc_ynode_get(f->mesh, "rootNamespace");

@@ -40,20 +40,28 @@ static void load_balancer(struct proxy_front *f, struct sc_ynode *c, const struc
             return;
         }
         proxy_istio_consistent_hash(f, c, sc_ynode_get(lb, "consistentHash"), path);
+        static const struct proxy_front_enum simple[] = { { "UNSPECIFIED", NULL },
+                                                          { "ROUND_ROBIN", "round_robin" },
+                                                          { "LEAST_REQUEST", "least_request" },
+                                                          { "LEAST_CONN", "least_request" },
+                                                          { "RANDOM", "round_robin" },
+                                                          { NULL, NULL } };
         const struct sc_ynode *at = sc_ynode_get(lb, "simple");
-        if (!s || strcmp(s, "UNSPECIFIED") == 0) {
-        } else if (strcmp(s, "ROUND_ROBIN") == 0) {
-            proxy_front_put(f, c, "lb_policy", at, "round_robin");
-        } else if (strcmp(s, "LEAST_REQUEST") == 0 || strcmp(s, "LEAST_CONN") == 0) {
-            proxy_front_put(f, c, "lb_policy", at, "least_request");
-        } else if (strcmp(s, "RANDOM") == 0) {
+        const struct proxy_front_enum *e =
+            proxy_front_enum(f, lb, "simple", path, "loadBalancer.simple", simple);
+        if (e && e->ours) {
+            proxy_front_put(f, c, "lb_policy", at, e->ours);
+        }
+        if (e && strcmp(e->name, "RANDOM") == 0) {
             proxy_front_note(f, at, path, "RANDOM is served by round_robin (the same spread)");
-            proxy_front_put(f, c, "lb_policy", at, "round_robin");
-        } else {
-            proxy_front_refuse(f, at, path, "loadBalancer.simple %.32s is not supported", s);
         }
     }
 }
+
+/* connectionPool.http.h2UpgradePolicy (the mesh-wide one too): UPGRADE speaks HTTP/2. */
+const struct proxy_front_enum proxy_istio_h2_upgrade[] = {
+    { "DEFAULT", NULL }, { "DO_NOT_UPGRADE", NULL }, { "UPGRADE", "http2" }, { NULL, NULL }
+};
 
 /* connectionPool: tcp and http limits as circuit_breakers, timeouts, HTTP/2 upstream. */
 static void connection_pool(struct proxy_front *f, struct sc_ynode *c, const struct sc_ynode *cp,
@@ -95,14 +103,10 @@ static void connection_pool(struct proxy_front *f, struct sc_ynode *c, const str
             }
             /* HTTP/2 to the destination (proxy_h2_up.c): UPGRADE speaks it with prior
              * knowledge (or ALPN h2 under TLS); maxConcurrentStreams bounds each connection. */
-            const char *up = proxy_front_str(f, http, "h2UpgradePolicy", path);
-            if (up && strcmp(up, "UPGRADE") == 0) {
-                proxy_front_put(f, c, "protocol", sc_ynode_get(http, "h2UpgradePolicy"), "http2");
-            } else if (up && strcmp(up, "DEFAULT") != 0 && strcmp(up, "DO_NOT_UPGRADE") != 0) {
-                proxy_front_refuse(f, sc_ynode_get(http, "h2UpgradePolicy"), path,
-                                   "h2UpgradePolicy %.32s is not one of DEFAULT, DO_NOT_UPGRADE, "
-                                   "UPGRADE",
-                                   up);
+            const struct proxy_front_enum *up =
+                proxy_front_enum(f, http, "h2UpgradePolicy", path, NULL, proxy_istio_h2_upgrade);
+            if (up && up->ours) {
+                proxy_front_put(f, c, "protocol", sc_ynode_get(http, "h2UpgradePolicy"), up->ours);
             }
             if (sc_ynode_get(http, "maxConcurrentStreams")) {
                 struct sc_ynode *h2 = proxy_front_map(f, http);
@@ -164,18 +168,15 @@ static void tls_settings(struct proxy_front *f, struct sc_ynode *c, const struct
     };
     if (proxy_front_keys(f, tls, path, tls_keys, NULL) == 0) {
         struct sc_ynode *t = proxy_front_map(f, tls);
-        const char *mode = proxy_front_str(f, tls, "mode", path);
-        const struct sc_ynode *at = sc_ynode_get(tls, "mode");
-        const char *ours = !mode                               ? NULL
-                           : strcmp(mode, "DISABLE") == 0      ? "disable"
-                           : strcmp(mode, "SIMPLE") == 0       ? "simple"
-                           : strcmp(mode, "MUTUAL") == 0       ? "mutual"
-                           : strcmp(mode, "ISTIO_MUTUAL") == 0 ? "mesh"
-                                                               : "";
-        if (ours && !*ours) {
-            proxy_front_refuse(f, at, path, "tls.mode %.32s is not supported", mode);
-        } else if (ours) {
-            proxy_front_put(f, t, "mode", at, ours);
+        static const struct proxy_front_enum modes[] = { { "DISABLE", "disable" },
+                                                         { "SIMPLE", "simple" },
+                                                         { "MUTUAL", "mutual" },
+                                                         { "ISTIO_MUTUAL", "mesh" },
+                                                         { NULL, NULL } };
+        const struct proxy_front_enum *mode =
+            proxy_front_enum(f, tls, "mode", path, "tls.mode", modes);
+        if (mode) {
+            proxy_front_put(f, t, "mode", sc_ynode_get(tls, "mode"), mode->ours);
         }
         proxy_front_copy(f, t, "cert", tls, "clientCertificate");
         proxy_front_copy(f, t, "key", tls, "privateKey");

@@ -320,13 +320,7 @@ void proxy_worker_cleanup(struct proxy_worker *w)
     while (!sc_list_empty(&w->free_dc)) {
         struct proxy_dconn *dc = sc_list_entry(w->free_dc.next, struct proxy_dconn, node);
         sc_list_remove(&dc->node);
-        sc_free(dc->in.p);
-        sc_buf_cleanup(&dc->out);
-        sc_buf_cleanup(&dc->ex.head);
-        sc_buf_cleanup(&dc->ex.copy);
-        sc_free(dc->od);
-        sc_free(dc->cl.trace);
-        sc_free(dc);
+        proxy_dconn_free(dc);
     }
     while (!sc_list_empty(&w->free_uc)) {
         struct proxy_uconn *uc = sc_list_entry(w->free_uc.next, struct proxy_uconn, node);
