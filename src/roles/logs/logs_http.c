@@ -351,8 +351,8 @@ static int loki_protobuf(const struct logs_batch *b, struct sc_buf *out)
     size_t used = 0;
     /* Per stream (a run of equal labels): its labels in Prometheus syntax and its size. */
     size_t nstreams = 0, total = 0;
-    char **labels = sc_calloc(n + 1, sizeof(char *));
-    size_t *ssize = sc_calloc(n + 1, sizeof(size_t));
+    char **labels = sc_reallocarray(NULL, n + 1, sizeof(char *)); /* set for each stream below */
+    size_t *ssize = sc_reallocarray(NULL, n + 1, sizeof(size_t));
     for (size_t i = 0; i < n;) {
         size_t j = i, sz;
         labels[nstreams] = labels_prom(v[i].labels);

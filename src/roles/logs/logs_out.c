@@ -353,18 +353,24 @@ static int encode_loki(struct logs_out *o, struct logs_batch *bt, const struct l
     struct sc_buf *b = &bt->body;
     struct logs_loki_item *it = &bt->loki[bt->nitems];
     size_t start = b->len;
+    bool raw = o->cfg->loki_encoding == LOGS_LOKI_PROTOBUF, marked = false;
     int rc;
     it->ts = r->ts_ns < 0 ? 0 : r->ts_ns;
     if (o->cfg->label_fields.n == 0 && o->labels_json) {
         /* The same labels for every record: their JSON is made once, and the record's head
          * written in one go. */
         size_t ll = o->labels_json_len;
-        rc = sc_buf_reserve(b, ll + 32);
+        rc = sc_buf_reserve(b, ll + 33);
         if (rc < 0) {
             return rc;
         }
         memcpy(b->p + b->len, o->labels_json, ll);
-        b->len = (size_t)(put_ts(o, b->p + b->len + ll, r->ts_ns) - b->p);
+        char *p = put_ts(o, b->p + b->len + ll, r->ts_ns);
+        if (raw) {
+            *p++ = LOKI_RAW[0];
+            marked = true;
+        }
+        b->len = (size_t)(p - b->p);
         it->labels_len = (uint32_t)ll;
         it->same = bt->nitems > 0;
         goto line;
@@ -404,13 +410,13 @@ static int encode_loki(struct logs_out *o, struct logs_batch *bt, const struct l
         return rc;
     }
 line:
-    /* "<labels>\t<digits>\t" */
-    it->ts_len = (uint16_t)(b->len - start - it->labels_len - 2);
+    /* "<labels>\t<digits>\t" (and the mark) */
+    it->ts_len = (uint16_t)(b->len - start - it->labels_len - 2 - marked);
     /* The line: the original text when the record is just a message, else the record's JSON. */
     const struct logs_field *msg = r->ev->live == 1 ? logs_ev_get(r->ev, SC_STR("message")) : NULL;
     bool plain = msg && msg->type == LOGS_V_STR;
-    if (o->cfg->loki_encoding == LOGS_LOKI_PROTOBUF) {
-        rc = sc_buf_append(b, LOKI_RAW, 1);
+    if (raw) {
+        rc = marked ? 0 : sc_buf_append(b, LOKI_RAW, 1);
         if (rc == 0) {
             rc = plain ? sc_buf_append_str(b, msg->val)
                        : logs_ev_dump(b, r->ev, LOGS_ESC_JANSSON, NULL, NULL);
@@ -512,13 +518,12 @@ void logs_out_append(struct logs_out *o, const struct logs_rec *r)
             o->building->loki = sc_reallocarray(NULL, (size_t)o->cfg->batch_count,
                                                 sizeof(struct logs_loki_item));
         }
-        /* Room for what the last batches held, so that a batch filling up like them is not
-         * copied over and over as it grows (the pages are only touched as it fills). */
-        if (o->body_hint) {
-            size_t want = 2 * o->body_hint + 4096; /* twice: a batch's size varies */
-            size_t cap = o->cfg->batch_bytes + 65536;
-            (void)sc_buf_reserve(&o->building->body, want < cap ? want : cap);
-        }
+        /* Room for what the last batches held (twice: a batch's size varies), or for a full
+         * batch at first, so that a batch is not copied over and over as it grows (the pages
+         * are only touched as it fills). */
+        size_t want = o->body_hint ? 2 * o->body_hint + 4096 : SIZE_MAX;
+        size_t cap = o->cfg->batch_bytes + 65536;
+        (void)sc_buf_reserve(&o->building->body, want < cap ? want : cap);
     }
     struct logs_batch *b = o->building;
     size_t before = b->body.len;
