@@ -314,7 +314,7 @@ struct logs_out {
     char *name;
     struct sc_list queue; /* struct logs_batch, oldest first; the head is in flight */
     struct logs_batch *building;
-    size_t body_hint; /* the body size of the last batches sealed (a new one starts with room for it) */
+    size_t body_hint; /* the size of the last batches sealed (new ones start with room for it) */
     size_t queue_bytes;
     struct logs_ack ack; /* what positions may be committed past (the at-least-once invariant) */
     unsigned inflight;   /* batches whose request is running */

@@ -515,8 +515,8 @@ void logs_out_append(struct logs_out *o, const struct logs_rec *r)
         o->building = batch_new(o);
         o->building->unit = logs_ack_open(&o->ack);
         if (o->cfg->type == LOGS_O_LOKI) {
-            o->building->loki = sc_reallocarray(NULL, (size_t)o->cfg->batch_count,
-                                                sizeof(struct logs_loki_item));
+            o->building->loki =
+                sc_reallocarray(NULL, (size_t)o->cfg->batch_count, sizeof(struct logs_loki_item));
         }
         /* Room for what the last batches held (twice: a batch's size varies), or for a full
          * batch at first, so that a batch is not copied over and over as it grows (the pages
