@@ -523,6 +523,7 @@ void logs_out_append(struct logs_out *o, const struct logs_rec *r)
          * are only touched as it fills). */
         size_t want = o->body_hint ? 2 * o->body_hint + 4096 : SIZE_MAX;
         size_t cap = o->cfg->batch_bytes + 65536;
+        cap = cap < (8u << 20) ? cap : (8u << 20); /* larger batches grow as they fill */
         (void)sc_buf_reserve(&o->building->body, want < cap ? want : cap);
     }
     struct logs_batch *b = o->building;
