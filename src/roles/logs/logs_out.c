@@ -518,13 +518,18 @@ void logs_out_append(struct logs_out *o, const struct logs_rec *r)
             o->building->loki =
                 sc_reallocarray(NULL, (size_t)o->cfg->batch_count, sizeof(struct logs_loki_item));
         }
-        /* Room for what the last batches held (twice: a batch's size varies), or for a full
-         * batch at first, so that a batch is not copied over and over as it grows (the pages
-         * are only touched as it fills). */
-        size_t want = o->body_hint ? 2 * o->body_hint + 4096 : SIZE_MAX;
+        /* Room for what the last batches held (half as much again: sizes vary), or for a full
+         * batch at first, allocated at that size (not rounded up to a power of two), so that a
+         * batch is not copied over and over as it grows; the pages are only touched as it
+         * fills. */
+        size_t want = o->body_hint ? o->body_hint + o->body_hint / 2 + 4096 : SIZE_MAX;
         size_t cap = o->cfg->batch_bytes + 65536;
         cap = cap < (8u << 20) ? cap : (8u << 20); /* larger batches grow as they fill */
-        (void)sc_buf_reserve(&o->building->body, want < cap ? want : cap);
+        want = want < cap ? want : cap;
+        if (want <= o->building->body.max) {
+            o->building->body.p = sc_malloc(want);
+            o->building->body.cap = want;
+        }
     }
     struct logs_batch *b = o->building;
     size_t before = b->body.len;
