@@ -90,12 +90,19 @@ static inline uint8_t *put_literal(uint8_t *op, const uint8_t *p, size_t n, cons
     return op + n;
 }
 
-/* A copy with a 2-byte offset: length 1..64 in the tag's upper six bits. */
+/* A copy with a 2-byte offset: length 1..64 in the tag's upper six bits. Little-endian, its three
+ * bytes are one 4-byte store: the byte after them is rewritten by what follows (a block is always
+ * far enough below the output bound for that). */
 static inline uint8_t *put_copy2(uint8_t *op, size_t off, size_t len)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint32_t w = (uint32_t)(2 | (len - 1) << 2) | (uint32_t)off << 8;
+    memcpy(op, &w, 4);
+#else
     op[0] = (uint8_t)(2 | (len - 1) << 2);
     op[1] = (uint8_t)off;
     op[2] = (uint8_t)(off >> 8);
+#endif
     return op + 3;
 }
 
@@ -112,23 +119,18 @@ static inline uint8_t *put_copy1(uint8_t *op, size_t off, size_t len)
 
 static inline uint8_t *put_copy(uint8_t *op, size_t off, size_t len)
 {
-    if ((len - 4 < 8) & (off < 2048)) {
-        return put_copy1(op, off, len);
+    if (__builtin_expect(len <= 64, 1)) {
+        return len < 12 && off < 2048 ? put_copy1(op, off, len) : put_copy2(op, off, len);
     }
-    if (__builtin_expect(len > 64, 0)) {
-        while (len >= 68) {
-            op = put_copy2(op, off, 64);
-            len -= 64;
-        }
-        if (len > 64) {
-            op = put_copy2(op, off, 60);
-            len -= 60;
-        }
-        if ((len - 4 < 8) & (off < 2048)) {
-            return put_copy1(op, off, len);
-        }
+    while (len >= 68) {
+        op = put_copy2(op, off, 64);
+        len -= 64;
     }
-    return put_copy2(op, off, len);
+    if (len > 64) {
+        op = put_copy2(op, off, 60);
+        len -= 60;
+    }
+    return len < 12 && off < 2048 ? put_copy1(op, off, len) : put_copy2(op, off, len);
 }
 
 /* The matching loop over <in>[0..n) (n > TAIL) with a table of 2^<bits> entries, writing from
@@ -144,7 +146,7 @@ compress_body(const uint8_t *in, size_t n, uint8_t *op, uint32_t *tab, unsigned 
          * so input with nothing to match is passed over quickly. */
         const uint8_t *cand;
         uint64_t x;
-        size_t misses = 0;
+        size_t skip = 32; /* the step is skip / 32 */
         for (;;) {
             uint64_t w = load64(ip);
             uint32_t h = hash8(w & key, bits);
@@ -154,7 +156,7 @@ compress_body(const uint8_t *in, size_t n, uint8_t *op, uint32_t *tab, unsigned 
             if ((x & key) == 0 && (size_t)(ip - cand) <= MAX_OFFSET) {
                 break;
             }
-            ip += 1 + (misses++ >> 5);
+            ip += skip++ >> 5;
             if (ip >= limit) {
                 goto tail;
             }
@@ -170,13 +172,14 @@ compress_body(const uint8_t *in, size_t n, uint8_t *op, uint32_t *tab, unsigned 
         if (ip > lit) {
             /* The match may start earlier: found after a miss, or sharing fewer bytes than the
              * key with what precedes. */
-            size_t back = 0;
-            while (ip - back > lit && cand - back > in && ip[-1 - back] == cand[-1 - back]) {
-                back++;
+            while (cand > in && ip[-1] == cand[-1]) {
+                ip--;
+                cand--;
+                len++;
+                if (ip == lit) {
+                    break;
+                }
             }
-            ip -= back;
-            cand -= back;
-            len += back;
             if (ip > lit) {
                 op = put_literal(op, lit, (size_t)(ip - lit), end);
             }

@@ -271,6 +271,14 @@ struct logs_out_metrics {
     struct sc_metric *concurrency, *in_flight;
 };
 
+/* loki: a record of a batch as encode_loki wrote it, "<labels>\t<ts>\t<line>\n". */
+struct logs_loki_item {
+    int64_t ts;          /* the time written, in nanoseconds (never negative) */
+    uint32_t labels_len; /* the labels' JSON at the item's start */
+    uint16_t ts_len;     /* the time's digits, after the labels and a tab */
+    bool same;           /* the labels are the previous item's (in the same batch) */
+};
+
 /* A sealed batch: a body plus item boundaries, the highest sequence it holds, and its unit in the
  * output's acknowledgement state (logs_ack.h). Several may be in flight at once. */
 struct logs_batch {
@@ -279,6 +287,9 @@ struct logs_batch {
     struct sc_buf body;
     size_t *items; /* end offset of each item in body */
     size_t nitems;
+    /* loki: what encode_loki knew of each item, so that a batch built in memory is not parsed
+     * back (NULL for a batch read from the spool, whose text is parsed) */
+    struct logs_loki_item *loki;
     uint64_t last_seq;
     uint64_t unit; /* logs_ack unit; unused for batches read back from the spool */
     uint32_t attempts;
@@ -303,6 +314,7 @@ struct logs_out {
     char *name;
     struct sc_list queue; /* struct logs_batch, oldest first; the head is in flight */
     struct logs_batch *building;
+    size_t body_hint; /* the size of the last batches sealed (new ones start with room for it) */
     size_t queue_bytes;
     struct logs_ack ack; /* what positions may be committed past (the at-least-once invariant) */
     unsigned inflight;   /* batches whose request is running */

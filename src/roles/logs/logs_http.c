@@ -45,6 +45,8 @@ struct loki_ent {
     struct sc_str labels;
     int64_t ts;
     size_t size;           /* protobuf: the Entry message's size (loki_protobuf) */
+    uint64_t secs;         /* protobuf: the time's seconds, nanoseconds and the size of the */
+    uint32_t nanos, tsz;   /* Timestamp message they make */
     struct sc_str ts_text; /* the decimal nanoseconds as the batch holds them */
     struct sc_str line;    /* a JSON string, or LOKI_RAW and the bytes (encode_loki) */
     size_t idx;
@@ -171,7 +173,22 @@ static struct loki_ent *loki_split(const struct logs_batch *b, size_t *n, size_t
         size_t start = 0;
         for (size_t i = 0; i < m->nitems; i++) {
             struct loki_ent *e = &v[k];
-            bool same = loki_rec(e, sc_str_n(m->body.p + start, m->items[i] - start - 1), prev);
+            struct sc_str rec = sc_str_n(m->body.p + start, m->items[i] - start - 1);
+            bool same;
+            if (m->loki) {
+                /* Built in memory: where its parts are is known. */
+                const struct logs_loki_item *it = &m->loki[i];
+                size_t head = (size_t)it->labels_len + it->ts_len + 2;
+                same = (i > 0 && it->same) ||
+                       (prev.len == it->labels_len && memcmp(prev.p, rec.p, prev.len) == 0);
+                e->labels = same ? prev : sc_str_n(rec.p, it->labels_len);
+                e->ts = it->ts;
+                e->size = 0;
+                e->ts_text = sc_str_n(rec.p + it->labels_len + 1, it->ts_len);
+                e->line = sc_str_n(rec.p + head, rec.len - head);
+            } else {
+                same = loki_rec(e, rec, prev);
+            }
             start = m->items[i];
             e->idx = k++;
             if (k > 1 && sorted) {
@@ -236,6 +253,16 @@ static size_t varint_len(uint64_t v)
 
 static char *put_varint(char *p, uint64_t v)
 {
+    /* Lengths are mostly below 2^14: one or two bytes without a loop. */
+    if (v < 0x80) {
+        *p = (char)v;
+        return p + 1;
+    }
+    if (v < 0x4000) {
+        p[0] = (char)(v | 0x80);
+        p[1] = (char)(v >> 7);
+        return p + 2;
+    }
     while (v > 0x7f) {
         *p++ = (char)((v & 0x7f) | 0x80);
         v >>= 7;
@@ -282,17 +309,35 @@ static char *labels_prom(struct sc_str json)
     return r;
 }
 
-/* Entry { Timestamp timestamp = 1 { seconds = 1; nanos = 2 }; string line = 2 }: the size of
- * the timestamp message. */
-static size_t ts_size(int64_t ts)
+/* Entry { Timestamp timestamp = 1 { seconds = 1; nanos = 2 }; string line = 2 }: its size, with
+ * the Timestamp's parts and size noted on <e> (times are never negative). */
+static size_t entry_size(struct loki_ent *e)
 {
-    uint64_t secs = (uint64_t)(ts / 1000000000), nanos = (uint64_t)(ts % 1000000000);
-    return (secs ? 1 + varint_len(secs) : 0) + (nanos ? 1 + varint_len(nanos) : 0);
+    uint64_t t = (uint64_t)e->ts;
+    e->secs = t / 1000000000;
+    e->nanos = (uint32_t)(t - e->secs * 1000000000);
+    e->tsz = (uint32_t)((e->secs ? 1 + varint_len(e->secs) : 0) +
+                        (e->nanos ? 1 + varint_len(e->nanos) : 0));
+    /* The Timestamp is below 128 bytes: a one-byte key and a one-byte length. */
+    return 2 + e->tsz + len_field(e->line.len);
 }
 
-static size_t entry_size(const struct loki_ent *e)
+/* Its line's bytes into <e>: kept unquoted in the batch (LOKI_RAW), or a JSON string (spooled
+ * while loki_encoding was json) decoded into <*text> (allocated on first use, <bytes> + 1: decoding
+ * never grows a line, so the batches' size bounds all of them together), at <*used>. Only a
+ * damaged spool record fails to decode: its line is sent empty, not garbled. */
+static void entry_line(struct loki_ent *e, char **text, size_t bytes, size_t *used)
 {
-    return len_field(ts_size(e->ts)) + len_field(e->line.len);
+    if (e->line.len && e->line.p[0] == LOKI_RAW[0]) {
+        e->line = sc_str_n(e->line.p + 1, e->line.len - 1);
+        return;
+    }
+    if (!*text) {
+        *text = sc_malloc(bytes + 1);
+    }
+    ssize_t l = logs_json_unquote(*text + *used, e->line);
+    e->line = sc_str_n(*text + *used, l < 0 ? 0 : (size_t)l);
+    *used += l < 0 ? 0 : (size_t)l;
 }
 
 /* PushRequest { repeated StreamAdapter streams = 1 { string labels = 1; repeated Entry entries =
@@ -302,30 +347,18 @@ static int loki_protobuf(const struct logs_batch *b, struct sc_buf *out)
 {
     size_t n, bytes;
     struct loki_ent *v = loki_split(b, &n, &bytes);
-    /* Decoding never grows a line, so the batches' size bounds all of them together (lines kept
-     * unquoted are sent from the batches themselves). */
-    char *text = sc_malloc(bytes + 1);
+    char *text = NULL;
     size_t used = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (v[i].line.len && v[i].line.p[0] == LOKI_RAW[0]) {
-            v[i].line = sc_str_n(v[i].line.p + 1, v[i].line.len - 1);
-            continue;
-        }
-        /* Kept as a JSON string (spooled while loki_encoding was json). Only a damaged spool
-         * record fails to decode: its line is sent empty, not garbled. */
-        ssize_t l = logs_json_unquote(text + used, v[i].line);
-        v[i].line = sc_str_n(text + used, l < 0 ? 0 : (size_t)l);
-        used += l < 0 ? 0 : (size_t)l;
-    }
     /* Per stream (a run of equal labels): its labels in Prometheus syntax and its size. */
     size_t nstreams = 0, total = 0;
-    char **labels = sc_calloc(n + 1, sizeof(char *));
-    size_t *ssize = sc_calloc(n + 1, sizeof(size_t));
+    char **labels = sc_reallocarray(NULL, n + 1, sizeof(char *)); /* set for each stream below */
+    size_t *ssize = sc_reallocarray(NULL, n + 1, sizeof(size_t));
     for (size_t i = 0; i < n;) {
         size_t j = i, sz;
         labels[nstreams] = labels_prom(v[i].labels);
         sz = len_field(strlen(labels[nstreams]));
         for (; j < n && same_stream(&v[j], &v[i]); j++) {
+            entry_line(&v[j], &text, bytes, &used);
             v[j].size = entry_size(&v[j]);
             sz += len_field(v[j].size);
         }
@@ -345,12 +378,11 @@ static int loki_protobuf(const struct logs_batch *b, struct sc_buf *out)
         memcpy(p, labels[s], ll);
         p += ll;
         for (size_t j = i; i < n && same_stream(&v[i], &v[j]); i++) {
-            uint64_t secs = (uint64_t)(v[i].ts / 1000000000);
-            uint64_t nanos = (uint64_t)(v[i].ts % 1000000000);
+            uint64_t secs = v[i].secs;
+            uint32_t nanos = v[i].nanos;
             p = put_len(p, 2, v[i].size);
-            /* The timestamp's size: what the Entry holds besides the line, less its one-byte
-             * key and one-byte length (it is below 128). */
-            p = put_len(p, 1, v[i].size - len_field(v[i].line.len) - 2);
+            *p++ = 1 << 3 | 2;
+            *p++ = (char)v[i].tsz;
             if (secs) {
                 /* Entries of one second share their seconds field: encoded once. */
                 if (secs != last_secs || !secs_len) {

@@ -54,6 +54,7 @@ static void batch_free(struct logs_batch *b)
     sc_buf_cleanup(&b->body);
     sc_buf_cleanup(&b->send);
     sc_free(b->items);
+    sc_free(b->loki);
     sc_free(b->streams);
     sc_free(b);
 }
@@ -161,6 +162,9 @@ static void seal(struct logs_out *o)
         return;
     }
     o->building = NULL;
+    /* A batch sealed early by its timer lowers the hint only slowly. */
+    o->body_hint = b->body.len > o->body_hint - o->body_hint / 8 ? b->body.len
+                                                                 : o->body_hint - o->body_hint / 8;
     uv_timer_stop(&o->batch_timer);
     /* Once a failure moved the queue to the spool, later batches follow it there (delivery
      * stays in order) until it has drained. */
@@ -225,11 +229,28 @@ static char *put_u32(char *out, uint32_t v)
 /* Writes <lo> (below 10^9) as nine decimal digits, zeros first, to <out>; returns the end. */
 static char *put_nanos(char *out, uint32_t lo)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    /* The first digit, then eight in one word: two halves of four digits in its 32-bit lanes
+     * (the first half in the low lane, which is stored first), each split into two pairs of 16
+     * bits and each pair into two bytes, by multiplying with fixed-point reciprocals that are
+     * exact over these ranges (/100 below 10^4, /10 below 100) and never carry into the next
+     * lane. */
+    uint32_t low8 = lo % 100000000;
+    out[0] = (char)('0' + lo / 100000000);
+    uint64_t x = (uint64_t)(low8 / 10000) | (uint64_t)(low8 % 10000) << 32;
+    uint64_t q = ((x * 10486) >> 20) & 0x0000007F0000007Full;
+    x = q | (x - q * 100) << 16;
+    q = ((x * 103) >> 10) & 0x000F000F000F000Full;
+    x = q | (x - q * 10) << 8;
+    x += 0x3030303030303030ull;
+    memcpy(out + 1, &x, 8);
+#else
     for (int i = 7; i >= 1; i -= 2) {
         memcpy(out + i, digit_pairs + (lo % 100) * 2, 2);
         lo /= 100;
     }
     out[0] = (char)('0' + lo);
+#endif
     return out + 9;
 }
 
@@ -326,20 +347,32 @@ static int append_ts(struct logs_out *o, struct sc_buf *b, int64_t ns)
  * line as a JSON string (for loki_encoding json, which sends it as it is) or, for protobuf, which
  * sends the bytes, LOKI_RAW followed by the line's bytes unquoted. A JSON string never starts with
  * LOKI_RAW, so a batch read back from the spool after the encoding changed is still read right. */
-static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_rec *r)
+static int encode_loki(struct logs_out *o, struct logs_batch *bt, const struct logs_rec *r)
 {
     const struct logs_cfg *c = o->lg->cfg;
+    struct sc_buf *b = &bt->body;
+    struct logs_loki_item *it = &bt->loki[bt->nitems];
+    size_t start = b->len;
+    bool raw = o->cfg->loki_encoding == LOGS_LOKI_PROTOBUF, marked = false;
     int rc;
+    it->ts = r->ts_ns < 0 ? 0 : r->ts_ns;
     if (o->cfg->label_fields.n == 0 && o->labels_json) {
         /* The same labels for every record: their JSON is made once, and the record's head
          * written in one go. */
         size_t ll = o->labels_json_len;
-        rc = sc_buf_reserve(b, ll + 32);
+        rc = sc_buf_reserve(b, ll + 33);
         if (rc < 0) {
             return rc;
         }
         memcpy(b->p + b->len, o->labels_json, ll);
-        b->len = (size_t)(put_ts(o, b->p + b->len + ll, r->ts_ns) - b->p);
+        char *p = put_ts(o, b->p + b->len + ll, r->ts_ns);
+        if (raw) {
+            *p++ = LOKI_RAW[0];
+            marked = true;
+        }
+        b->len = (size_t)(p - b->p);
+        it->labels_len = (uint32_t)ll;
+        it->same = bt->nitems > 0;
         goto line;
     }
     json_t *labels = json_object();
@@ -364,6 +397,11 @@ static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_r
             o->labels_json = sc_strndup(b->p + b->len, need);
             o->labels_json_len = need;
         }
+        /* The previous item's labels, when they are the same bytes. */
+        size_t pstart = bt->nitems > 1 ? bt->items[bt->nitems - 2] : 0;
+        it->same = bt->nitems > 0 && bt->loki[bt->nitems - 1].labels_len == need &&
+                   memcmp(b->p + pstart, b->p + b->len, need) == 0;
+        it->labels_len = (uint32_t)need;
         b->len += need;
         rc = append_ts(o, b, r->ts_ns);
     }
@@ -371,12 +409,14 @@ static int encode_loki(struct logs_out *o, struct sc_buf *b, const struct logs_r
     if (rc < 0) {
         return rc;
     }
-line:;
+line:
+    /* "<labels>\t<digits>\t" (and the mark) */
+    it->ts_len = (uint16_t)(b->len - start - it->labels_len - 2 - marked);
     /* The line: the original text when the record is just a message, else the record's JSON. */
     const struct logs_field *msg = r->ev->live == 1 ? logs_ev_get(r->ev, SC_STR("message")) : NULL;
     bool plain = msg && msg->type == LOGS_V_STR;
-    if (o->cfg->loki_encoding == LOGS_LOKI_PROTOBUF) {
-        rc = sc_buf_append(b, LOKI_RAW, 1);
+    if (raw) {
+        rc = marked ? 0 : sc_buf_append(b, LOKI_RAW, 1);
         if (rc == 0) {
             rc = plain ? sc_buf_append_str(b, msg->val)
                        : logs_ev_dump(b, r->ev, LOGS_ESC_JANSSON, NULL, NULL);
@@ -441,11 +481,12 @@ static int encode_es(struct logs_out *o, struct sc_buf *b, const struct logs_rec
     return rc;
 }
 
-static int encode(struct logs_out *o, struct sc_buf *b, const struct logs_rec *r)
+static int encode(struct logs_out *o, struct logs_batch *bt, const struct logs_rec *r)
 {
+    struct sc_buf *b = &bt->body;
     switch (o->cfg->type) {
     case LOGS_O_LOKI:
-        return encode_loki(o, b, r);
+        return encode_loki(o, bt, r);
     case LOGS_O_ES:
         return encode_es(o, b, r);
     default:
@@ -473,10 +514,26 @@ void logs_out_append(struct logs_out *o, const struct logs_rec *r)
     if (!o->building) {
         o->building = batch_new(o);
         o->building->unit = logs_ack_open(&o->ack);
+        if (o->cfg->type == LOGS_O_LOKI) {
+            o->building->loki =
+                sc_reallocarray(NULL, (size_t)o->cfg->batch_count, sizeof(struct logs_loki_item));
+        }
+        /* Room for what the last batches held (half as much again: sizes vary), or for a full
+         * batch at first, allocated at that size (not rounded up to a power of two), so that a
+         * batch is not copied over and over as it grows; the pages are only touched as it
+         * fills. */
+        size_t want = o->body_hint ? o->body_hint + o->body_hint / 2 + 4096 : SIZE_MAX;
+        size_t cap = o->cfg->batch_bytes + 65536;
+        cap = cap < (8u << 20) ? cap : (8u << 20); /* larger batches grow as they fill */
+        want = want < cap ? want : cap;
+        if (want <= o->building->body.max) {
+            o->building->body.p = sc_malloc(want);
+            o->building->body.cap = want;
+        }
     }
     struct logs_batch *b = o->building;
     size_t before = b->body.len;
-    int rc = encode(o, &b->body, r);
+    int rc = encode(o, b, r);
     if (rc < 0) {
         b->body.len = before;
         sc_metrics_counter_inc(o->m.dropped_oversize);
