@@ -493,6 +493,21 @@ static void conn_attrs(struct proxy_exch *ex, struct proxy_span *s, struct sc_st
     }
 }
 
+/* Whether the <n> bytes at <a> and <b> are the same: a Host value of 8 to 16 bytes (an address
+ * and a port) in two overlapping 8-byte compares, anything else through memcmp. */
+static inline bool same_bytes(const char *a, const char *b, size_t n)
+{
+    if (n >= 8 && n <= 16) {
+        uint64_t w, x, y, z;
+        memcpy(&w, a, 8);
+        memcpy(&x, b, 8);
+        memcpy(&y, a + n - 8, 8);
+        memcpy(&z, b + n - 8, 8);
+        return ((w ^ x) | (y ^ z)) == 0;
+    }
+    return n == 0 || memcmp(a, b, n) == 0;
+}
+
 /* The connection's attributes (proxy_span_conn), for listener <li> of the snapshot, protocol
  * version <proto>, Host value <host> and User-Agent <ua> (p NULL: none): copied from the
  * connection's cache when they are what it was recorded for, else recorded, and kept when
@@ -507,8 +522,7 @@ static void conn_segment(struct proxy_exch *ex, struct proxy_span *s,
     }
     if (pc->gen == tr->gen && pc->proto == proto && pc->hostv_len == host.len &&
         pc->uav_len == ua.len && pc->has_ua == (ua.p != NULL) &&
-        (!host.len || memcmp(pc->hostv, host.p, host.len) == 0) &&
-        (!ua.len || memcmp(pc->uav, ua.p, ua.len) == 0)) {
+        same_bytes(pc->hostv, host.p, host.len) && same_bytes(pc->uav, ua.p, ua.len)) {
         proxy_span_add_padded(s, pc->seg, pc->seg_len, pc->seg_n);
         return;
     }
@@ -795,10 +809,15 @@ static bool end_fast(struct proxy_exch *ex, struct proxy_span *s, const struct p
     char *o = s->arena + s->attr_len;
     unsigned na = s->nattrs + pc->e_n + 1u;
     /* http.route, sidecar.route, sidecar.cluster, sidecar.upstream.endpoint */
-    for (size_t i = 0; i < pc->e_len; i += PROXY_BLOB_PAD) {
-        memcpy(o + i, pc->e_attrs + i, PROXY_BLOB_PAD);
+    size_t el = pc->e_len;
+    if (el > 4 * PROXY_BLOB_PAD) {
+        memcpy(o, pc->e_attrs, el);
+    } else {
+        for (size_t i = 0; i < el; i += PROXY_BLOB_PAD) {
+            memcpy(o + i, pc->e_attrs + i, PROXY_BLOB_PAD);
+        }
     }
-    o += pc->e_len;
+    o += el;
     memcpy(o, st_head, sizeof(st_head));
     o[32] = (char)(st | 0x80); /* a two-byte varint: 128 <= st < 16384 */
     o[33] = (char)(st >> 7);

@@ -3,7 +3,9 @@
 // the main loop that takes batches from it (by size, or every batch_interval), encodes them (OTLP
 // protobuf or JSON, Zipkin v2 JSON; gzip when asked) and POSTs them: a plain http:// collector
 // through net/h1client, the body encoded behind room left for the request head so the request
-// goes out as it was encoded (no copy, libcurl never loaded), anything else (https, a proxy in the
+// goes out as it was encoded (no copy, libcurl never loaded; uncompressed OTLP protobuf is not even
+// encoded: each span's message was written in its block when it ended, and the request is
+// gathered from the blocks in one write), anything else (https, a proxy in the
 // environment) through the egress client, libcurl. One export is in flight at a time; a failed one
 // is retried with backoff (Retry-After honoured) on connection errors, timeouts and
 // 429/502/503/504, then dropped. Spans are counted as exported only once the collector acknowledged
