@@ -405,7 +405,8 @@ static size_t repack(const struct sc_buf *b, uint8_t *out)
         opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(
             NULL, b->len, (const uint8_t *)b->p);
     assert_non_null(r);
-    size_t n = opentelemetry__proto__collector__trace__v1__export_trace_service_request__pack(r, out);
+    size_t n =
+        opentelemetry__proto__collector__trace__v1__export_trace_service_request__pack(r, out);
     opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(r,
                                                                                             NULL);
     return n;

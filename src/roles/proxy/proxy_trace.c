@@ -772,10 +772,14 @@ static void end_piece(struct proxy_exch *ex, const struct proxy_span *s,
 static bool end_fast(struct proxy_exch *ex, struct proxy_span *s, const struct proxy_trace_rt *tr,
                      const struct proxy_span_conn *pc)
 {
-    static const char st_head[32] = { (char)PROXY_PB_ATTR, 32, (char)PROXY_PB_KEY, 25,
-                                      'h', 't', 't', 'p', '.', 'r', 'e', 's', 'p', 'o', 'n', 's',
-                                      'e', '.', 's', 't', 'a', 't', 'u', 's', '_', 'c', 'o', 'd',
-                                      'e', (char)PROXY_PB_VALUE, 3, (char)PROXY_PB_INT };
+    /* http.response.status_code's head for a two-byte value: ATTR, 32, KEY, 25, the key, VALUE,
+     * 3, INT (proxy_span_int_n's bytes). */
+    _Static_assert(PROXY_PB_ATTR == 0x4a && PROXY_PB_KEY == 0x0a && PROXY_PB_VALUE == 0x12 &&
+                       PROXY_PB_INT == 0x18,
+                   "st_head's wire bytes");
+    static const char st_head[] = "\x4a\x20\x0a\x19"
+                                  "http.response.status_code"
+                                  "\x12\x03\x18";
     static const char id_key[] = "http.request.header.x-request-id";
     static const char du_key[] = "sidecar.upstream.duration_us";
     int st = ex->status;
@@ -818,7 +822,7 @@ static bool end_fast(struct proxy_exch *ex, struct proxy_span *s, const struct p
         }
     }
     o += el;
-    memcpy(o, st_head, sizeof(st_head));
+    memcpy(o, st_head, sizeof(st_head) - 1);
     o[32] = (char)(st | 0x80); /* a two-byte varint: 128 <= st < 16384 */
     o[33] = (char)(st >> 7);
     o += 34;

@@ -93,13 +93,13 @@ struct proxy_span {
     uint16_t state_off, state_len; /* tracestate */
     uint16_t nattrs, nevents;
     uint16_t dropped_attrs, dropped_events;
-    uint16_t attr_len;       /* encoded attributes: arena[PROXY_SPAN_PRE, attr_len) */
-    uint8_t method;          /* index of the request's method in the snapshot's blobs; 0: other */
-    uint16_t str_off;        /* strings: arena[str_off, PROXY_SPAN_ARENA) */
-    uint32_t esz;            /* its encoded size (OTLP protobuf, set while encoding) */
+    uint16_t attr_len; /* encoded attributes: arena[PROXY_SPAN_PRE, attr_len) */
+    uint8_t method;    /* index of the request's method in the snapshot's blobs; 0: other */
+    uint16_t str_off;  /* strings: arena[str_off, PROXY_SPAN_ARENA) */
+    uint32_t esz;      /* its encoded size (OTLP protobuf, set while encoding) */
     uint16_t wire_off, wire_len; /* its whole ScopeSpans.spans field (proxy_span_finish; 0:
                                     not written) */
-    struct proxy_span *next; /* the exporter's free list */
+    struct proxy_span *next;     /* the exporter's free list */
     struct proxy_span_event events[PROXY_SPAN_MAX_EVENTS];
     char arena[PROXY_SPAN_ARENA];
     char pad[32]; /* what whole-move copies at the arena's end may write past it */

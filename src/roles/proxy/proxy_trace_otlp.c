@@ -94,10 +94,10 @@ static size_t span_size(struct proxy_span *s)
     if (s->has_parent) {
         n += len_field(8); /* parent_span_id = 4 */
     }
-    n += 2 + 4;                     /* flags = 16 (fixed32, two-byte tag) */
-    n += len_field(s->name_len);    /* name = 5 */
-    n += 1 + proxy_pb_vsz(s->kind); /* kind = 6 */
-    n += 9 + 9;                     /* start = 7, end = 8 (fixed64) */
+    n += 2 + 4;                        /* flags = 16 (fixed32, two-byte tag) */
+    n += len_field(s->name_len);       /* name = 5 */
+    n += 1 + proxy_pb_vsz(s->kind);    /* kind = 6 */
+    n += 9 + 9;                        /* start = 7, end = 8 (fixed64) */
     n += s->attr_len - PROXY_SPAN_PRE; /* attributes = 9, recorded encoded (proxy_span_str_n) */
     if (s->dropped_attrs) {
         n += 1 + proxy_pb_vsz(s->dropped_attrs); /* dropped_attributes_count = 10 */
