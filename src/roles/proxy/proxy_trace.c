@@ -495,7 +495,7 @@ static void conn_attrs(struct proxy_exch *ex, struct proxy_span *s, struct sc_st
 
 /* Whether the <n> bytes at <a> and <b> are the same: a Host value of 8 to 16 bytes (an address
  * and a port) in two overlapping 8-byte compares, anything else through memcmp. */
-static inline bool same_bytes(const char *a, const char *b, size_t n)
+static inline __attribute__((always_inline)) bool same_bytes(const char *a, const char *b, size_t n)
 {
     if (n >= 8 && n <= 16) {
         uint64_t w, x, y, z;
@@ -814,7 +814,7 @@ static bool end_fast(struct proxy_exch *ex, struct proxy_span *s, const struct p
     unsigned na = s->nattrs + pc->e_n + 1u;
     /* http.route, sidecar.route, sidecar.cluster, sidecar.upstream.endpoint */
     size_t el = pc->e_len;
-    if (el > 4 * PROXY_BLOB_PAD) {
+    if (el > 2 * PROXY_BLOB_PAD) {
         memcpy(o, pc->e_attrs, el);
     } else {
         for (size_t i = 0; i < el; i += PROXY_BLOB_PAD) {
