@@ -27,6 +27,8 @@ struct sc_h1cli {
     void *arg;
     struct sc_buf out; /* the formatted request */
     struct sc_str send;
+    uv_buf_t *send_iov; /* a gathered request (sc_h1cli_req.iov): the client's copy of the array */
+    unsigned send_niov;
     struct sc_buf in;
     size_t last_len;
     size_t hlen;     /* the final head's length once parsed, else 0 */
@@ -51,6 +53,7 @@ static void freed(void *owner)
     struct sc_h1cli *c = owner;
     sc_buf_cleanup(&c->out);
     sc_buf_cleanup(&c->in);
+    sc_free(c->send_iov);
     sc_free(c);
 }
 
@@ -290,7 +293,8 @@ static void on_connected(void *owner, int status)
         return;
     }
     uv_buf_t b = uv_buf_init((char *)c->send.p, (unsigned)c->send.len);
-    rc = sc_xport_write(c->os.top, &b, 1);
+    rc = c->send_niov ? sc_xport_write(c->os.top, c->send_iov, c->send_niov)
+                      : sc_xport_write(c->os.top, &b, 1);
     if (rc < 0) {
         c->werr = rc; /* the peer may have answered already: the read decides */
     }
@@ -354,6 +358,12 @@ int sc_h1cli_send(uv_loop_t *loop, const struct sockaddr *addr, const struct sc_
     if (req->raw.len) {
         sc_buf_init(&c->out, 0);
         c->send = req->raw;
+    } else if (req->niov) {
+        /* The transport moves through the array as the socket takes the bytes: a copy. */
+        sc_buf_init(&c->out, 0);
+        c->send_iov = sc_reallocarray(NULL, req->niov, sizeof(*c->send_iov));
+        memcpy(c->send_iov, req->iov, req->niov * sizeof(*c->send_iov));
+        c->send_niov = req->niov;
     } else {
         sc_buf_init(&c->out, 65536 + req->body.len);
         c->out.sensitive = req->sensitive;
@@ -474,8 +484,9 @@ struct sc_h1cli_named {
     struct sc_h1cli *cli;
     sc_h1cli_done_cb cb;
     void *arg;
-    struct sc_h1cli_req req; /* the options; the request itself is in <raw> */
+    struct sc_h1cli_req req; /* the options; the request itself is in <raw> (or req.iov) */
     struct sc_buf raw;
+    uv_buf_t *iov; /* the copy req.iov points at: resolving outlives the caller's array */
     char *host;
     char port[8];
 };
@@ -488,6 +499,7 @@ static void named_release(struct sc_h1cli_named *n)
         return;
     }
     sc_buf_cleanup(&n->raw);
+    sc_free(n->iov);
     sc_free(n->host);
     sc_free(n);
 }
@@ -594,7 +606,12 @@ int sc_h1cli_send_host(uv_loop_t *loop, const char *host, uint16_t port,
     n->host = sc_strdup(host);
     snprintf(n->port, sizeof(n->port), "%u", (unsigned)port);
     int rc = 0;
-    if (req->raw.len) {
+    if (!req->raw.len && req->niov) {
+        n->iov = sc_reallocarray(NULL, req->niov, sizeof(*n->iov));
+        memcpy(n->iov, req->iov, req->niov * sizeof(*n->iov));
+        n->req.iov = n->iov;
+    }
+    if (req->raw.len || req->niov) {
         sc_buf_init(&n->raw, 0); /* borrowed: the caller keeps it until the callback */
     } else {
         sc_buf_init(&n->raw, 65536 + req->body.len);

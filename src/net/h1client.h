@@ -26,7 +26,8 @@
 struct sc_h1cli;
 
 /* One request. Everything is borrowed: the views only for the call to sc_h1cli_send (the request
- * is formatted into the client's own buffer), except <raw>, which must stay valid until the
+ * is formatted into the client's own buffer), except <raw> and the pieces <iov> points at,
+ * which must stay valid until the
  * callback fires or the request is cancelled. */
 struct sc_h1cli_req {
     struct sc_str method;                 /* a token, e.g. "GET" */
@@ -36,6 +37,9 @@ struct sc_h1cli_req {
     struct sc_str body;  /* with Content-Length when non-empty or the method is POST/PUT/PATCH */
     struct sc_str raw;   /* when set, sent as it is instead of the request built from the fields
                             above (a request a proxy already built); method still tells HEAD */
+    const uv_buf_t *iov; /* else when set: the request as <niov> pieces, written as they are in
+                            one gather write (borrowed as <raw> is, the array only for the call) */
+    unsigned niov;
     uint64_t timeout_ms; /* the deadline for connect, send and the whole response [10 s] */
     uint32_t max_head;   /* response head cap, bytes [16 KiB] */
     uint64_t max_body;   /* response body cap, bytes; over it the exchange fails [1 MiB] */

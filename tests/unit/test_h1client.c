@@ -708,6 +708,45 @@ static void test_send_host_raw_borrowed(void **state)
     }
 }
 
+/* A gathered request goes out as its pieces in order: the array is the caller's only for the
+ * call (overwritten right after it here), the pieces are borrowed until the callback (a change
+ * made after the call is sent), by a resolved name and by an IP literal. */
+static void test_send_host_iov(void **state)
+{
+    struct tc *t = *state;
+    const char *hosts[] = { "localhost", "127.0.0.1" };
+    for (size_t i = 0; i < 2; i++) {
+        char head[] = "POST /v1/traces HTTP/1.1\r\nHost: c\r\nContent-Length: 6\r\n"
+                      "Connection: close\r\n\r\n";
+        char a[] = "abc", b[] = "def";
+        uv_buf_t iov[3] = { uv_buf_init(head, sizeof(head) - 1), uv_buf_init(a, 3),
+                            uv_buf_init(b, 3) };
+        struct sc_h1cli_req req = { .method = SC_STR("POST"), .iov = iov, .niov = 3 };
+        t->calls = 0;
+        assert_int_equal(
+            sc_h1cli_send_host(&t->loop, hosts[i], (uint16_t)t->port, &req, on_done, t, NULL), 0);
+        memset(iov, 0, sizeof(iov)); /* the array was copied */
+        b[1] = 'E';                  /* the pieces are borrowed */
+        char in[4096];
+        peer_take_request(t, in, sizeof(in));
+        bool eof;
+        if (!strstr(in, "\r\n\r\nabcdEf")) {
+            tu_recv(&t->loop, t->fd, in + strlen(in), sizeof(in) - strlen(in), "Ef", 2000, &eof);
+        }
+        assert_string_equal(in, "POST /v1/traces HTTP/1.1\r\nHost: c\r\nContent-Length: 6\r\n"
+                                "Connection: close\r\n\r\nabcdEf");
+        const char resp[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        tu_send_bytewise(&t->loop, t->fd, resp, sizeof(resp) - 1);
+        wait_done(t, 2000);
+        assert_int_equal(t->calls, 1);
+        assert_int_equal(t->error, 0);
+        assert_int_equal(t->status, 200);
+        close(t->fd);
+        t->fd = -1;
+        tu_spin(&t->loop, 20);
+    }
+}
+
 /* A name that does not resolve is reported through the callback; a request cancelled while its
  * name is resolving never calls back and frees itself. */
 static void test_unresolvable_and_cancel_while_resolving(void **state)
@@ -748,6 +787,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_url_parse),
         cmocka_unit_test_setup_teardown(test_send_by_host_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_send_host_raw_borrowed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_send_host_iov, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unresolvable_and_cancel_while_resolving, setup,
                                         teardown),
     };

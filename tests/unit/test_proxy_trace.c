@@ -17,6 +17,7 @@
 
 #include "core/alloc.h"
 #include "core/buf.h"
+#include "core/error.h"
 #include "core/utf8.h"
 #include "roles/proxy/otlp_trace_service.pb-c.h"
 #include "roles/proxy/proxy_trace.h"
@@ -396,6 +397,101 @@ static void test_otlp_proto(void **state)
     sc_free(sp[1]);
 }
 
+/* Packs what <b> decodes to again (protobuf-c writes fields in their numbers' order): two bodies
+ * that say the same come out the same, whatever order their fields were written in. */
+static size_t repack(const struct sc_buf *b, uint8_t *out)
+{
+    Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest *r =
+        opentelemetry__proto__collector__trace__v1__export_trace_service_request__unpack(
+            NULL, b->len, (const uint8_t *)b->p);
+    assert_non_null(r);
+    size_t n =
+        opentelemetry__proto__collector__trace__v1__export_trace_service_request__pack(r, out);
+    opentelemetry__proto__collector__trace__v1__export_trace_service_request__free_unpacked(r,
+                                                                                            NULL);
+    return n;
+}
+
+static void test_otlp_finished(void **state)
+{
+    (void)state;
+    struct proxy_trace_resource res = resource();
+    /* Spans of every shape proxy_span_finish meets: a parent or none, a status or none, a
+     * tracestate, dropped attributes, a short and a long name, a long message (a two-byte
+     * length), events (left to the encoder), and one with no room left. */
+    enum { N = 9 };
+    struct proxy_span *sp[N];
+    char lname[200];
+    memset(lname, 'n', sizeof(lname));
+    for (int i = 0; i < N; i++) {
+        sp[i] = mkspan(i % 2 ? PROXY_SPAN_CLIENT : PROXY_SPAN_SERVER, i % 2 == 0);
+        sp[i]->nevents = 0;
+        sp[i]->status = (uint8_t)(i % 3 == 0 ? 2 : 0);
+    }
+    sp[2]->state_len = proxy_span_put(sp[2], SC_STR("vendor=abc,x=1"), &sp[2]->state_off);
+    sp[3]->dropped_attrs = 300;
+    sp[4]->name_len = proxy_span_put(sp[4], sc_str_n(lname, sizeof(lname)), &sp[4]->name_off);
+    for (int k = 0; k < 20; k++) {
+        proxy_span_str(sp[5], "sidecar.route", SC_STR("a-route-name-that-is-long"));
+    }
+    proxy_span_event(sp[6], "retry", sp[6]->start_ns + 10);
+    sp[7]->str_off = (uint16_t)(sp[7]->attr_len + 40);
+    struct sc_buf a, b, c;
+    sc_buf_init(&a, 1 << 20);
+    sc_buf_init(&b, 1 << 20);
+    sc_buf_init(&c, 1 << 20);
+    assert_int_equal(proxy_trace_encode_otlp_proto(&a, &res, sp, N), 0);
+    struct sc_buf j1, j2;
+    sc_buf_init(&j1, 1 << 20);
+    sc_buf_init(&j2, 1 << 20);
+    assert_int_equal(proxy_trace_encode_zipkin(&j1, &res, sp, N), 0);
+    for (int i = 0; i < N; i++) {
+        proxy_span_finish(sp[i]);
+    }
+    assert_int_equal(sp[6]->wire_len, 0); /* events */
+    assert_int_equal(sp[7]->wire_len, 0); /* no room */
+    assert_true(sp[0]->wire_len > 0 && sp[5]->wire_len > 0x80);
+    assert_int_equal(proxy_trace_encode_otlp_proto(&b, &res, sp, N), 0);
+    uv_buf_t iov[N + 1];
+    assert_int_equal(proxy_trace_encode_otlp_proto_iov(&c, &res, sp, N, iov), SC_EINVAL);
+    assert_int_equal(c.len, 0);
+    /* Without the two spans it cannot send from their blocks: the gathered pieces make the
+     * body the copying encoder makes. */
+    struct proxy_span *fin[N - 2] = { sp[0], sp[1], sp[2], sp[3], sp[4], sp[5], sp[8] };
+    struct sc_buf d;
+    sc_buf_init(&d, 1 << 20);
+    assert_int_equal(proxy_trace_encode_otlp_proto(&d, &res, fin, N - 2), 0);
+    assert_int_equal(proxy_trace_encode_otlp_proto_iov(&c, &res, fin, N - 2, iov), 0);
+    struct sc_buf g;
+    sc_buf_init(&g, 1 << 20);
+    for (int i = 0; i < N - 1; i++) {
+        assert_int_equal(sc_buf_append(&g, iov[i].base, iov[i].len), 0);
+    }
+    assert_int_equal(g.len, d.len);
+    assert_memory_equal(g.p, d.p, d.len);
+    /* What the finished spans' bytes say is what the encoder writes itself. */
+    uint8_t *ra = sc_malloc(a.len + 64), *rb = sc_malloc(b.len + 64);
+    size_t na = repack(&a, ra), nb = repack(&b, rb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(ra, rb, na);
+    /* And the JSON encoders read a span the same once it is finished. */
+    assert_int_equal(proxy_trace_encode_zipkin(&j2, &res, sp, N), 0);
+    assert_int_equal(j1.len, j2.len);
+    assert_memory_equal(j1.p, j2.p, j1.len);
+    sc_free(ra);
+    sc_free(rb);
+    sc_buf_cleanup(&a);
+    sc_buf_cleanup(&b);
+    sc_buf_cleanup(&c);
+    sc_buf_cleanup(&d);
+    sc_buf_cleanup(&g);
+    sc_buf_cleanup(&j1);
+    sc_buf_cleanup(&j2);
+    for (int i = 0; i < N; i++) {
+        sc_free(sp[i]);
+    }
+}
+
 static void test_json(void **state)
 {
     (void)state;
@@ -491,6 +587,7 @@ int main(void)
         cmocka_unit_test(test_span_copy_paths),
         cmocka_unit_test(test_span_inline_writers),
         cmocka_unit_test(test_otlp_proto),
+        cmocka_unit_test(test_otlp_finished),
         cmocka_unit_test(test_json),
         cmocka_unit_test(test_rejected),
     };

@@ -294,7 +294,7 @@ static void make_blobs(struct proxy_trace_rt *tr, const struct proxy_rt *rt,
             /* The name's part after the method, written as it is when proxy_trace_end would
              * neither cut it (its method is 15 bytes at most) nor change a byte of it. */
             if (tpl.len <= NAME_MAX_LEN - 16 && sc_utf8_valid(tpl.p, tpl.len)) {
-                b->sfx = sc_malloc(tpl.len + 1);
+                b->sfx = sc_calloc(1, tpl.len + 1 + PROXY_BLOB_PAD); /* read in whole moves */
                 b->sfx[0] = ' ';
                 if (tpl.len) {
                     memcpy(b->sfx + 1, tpl.p, tpl.len);
@@ -399,6 +399,7 @@ void proxy_trace_setup(struct proxy *px, struct proxy_rt *rt, const struct proxy
     tr->gen = ++gens;
     tr->tracer = px->tracer;
     tr->threshold = (uint32_t)(tc->sampling * 10000.0 + 0.5);
+    tr->wire = tc->provider == PROXY_TRACE_OTLP_HTTP;
     if (tc->force_header) {
         size_t n = strlen(tc->force_header);
         for (size_t i = 0; i < n; i++) {
@@ -492,6 +493,21 @@ static void conn_attrs(struct proxy_exch *ex, struct proxy_span *s, struct sc_st
     }
 }
 
+/* Whether the <n> bytes at <a> and <b> are the same: a Host value of 8 to 16 bytes (an address
+ * and a port) in two overlapping 8-byte compares, anything else through memcmp. */
+static inline __attribute__((always_inline)) bool same_bytes(const char *a, const char *b, size_t n)
+{
+    if (n >= 8 && n <= 16) {
+        uint64_t w, x, y, z;
+        memcpy(&w, a, 8);
+        memcpy(&x, b, 8);
+        memcpy(&y, a + n - 8, 8);
+        memcpy(&z, b + n - 8, 8);
+        return ((w ^ x) | (y ^ z)) == 0;
+    }
+    return n == 0 || memcmp(a, b, n) == 0;
+}
+
 /* The connection's attributes (proxy_span_conn), for listener <li> of the snapshot, protocol
  * version <proto>, Host value <host> and User-Agent <ua> (p NULL: none): copied from the
  * connection's cache when they are what it was recorded for, else recorded, and kept when
@@ -506,8 +522,7 @@ static void conn_segment(struct proxy_exch *ex, struct proxy_span *s,
     }
     if (pc->gen == tr->gen && pc->proto == proto && pc->hostv_len == host.len &&
         pc->uav_len == ua.len && pc->has_ua == (ua.p != NULL) &&
-        (!host.len || memcmp(pc->hostv, host.p, host.len) == 0) &&
-        (!ua.len || memcmp(pc->uav, ua.p, ua.len) == 0)) {
+        same_bytes(pc->hostv, host.p, host.len) && same_bytes(pc->uav, ua.p, ua.len)) {
         proxy_span_add_padded(s, pc->seg, pc->seg_len, pc->seg_n);
         return;
     }
@@ -720,6 +735,159 @@ static void put_name(struct proxy_exch *ex, struct proxy_span *s, const struct p
     s->name_len = proxy_span_put(s, sc_str_n(name, ml), &s->name_off);
 }
 
+/* Keeps in the connection's <pc> the end piece of route blob <rb> and endpoint blob <eb> for the
+ * exchange's route, cluster <c>, endpoint and the span's method (see proxy_span_conn), when it
+ * fits: a method of the table and a route whose name is written as it is (rb->sfx). */
+static void end_piece(struct proxy_exch *ex, const struct proxy_span *s,
+                      const struct proxy_trace_rt *tr, const struct proxy_cluster *c,
+                      const struct proxy_span_blob *rb, const struct proxy_span_blob *eb)
+{
+    static const uint8_t mlens[PROXY_SPAN_METHODS] = { 0, 3, 4, 3, 4, 5, 5, 6, 7, 7 };
+    struct proxy_span_conn *pc = ex->cl->trace;
+    size_t ml = mlens[s->method];
+    pc->e_gen = 0;
+    if (!ml || !rb->sfx || ml + rb->sfx_len > 64 || (size_t)rb->len + eb->len > 256) {
+        return;
+    }
+    memcpy(pc->e_name, proxy_span_method_names[s->method], ml);
+    memcpy(pc->e_name + ml, rb->sfx, rb->sfx_len);
+    pc->e_name_len = (uint16_t)(ml + rb->sfx_len);
+    memcpy(pc->e_attrs, rb->p, rb->len);
+    memcpy(pc->e_attrs + rb->len, eb->p, eb->len);
+    pc->e_len = (uint16_t)(rb->len + eb->len);
+    pc->e_n = (uint16_t)(rb->n + eb->n);
+    pc->e_dropped = (uint16_t)(rb->dropped + eb->dropped);
+    pc->e_route = ex->route;
+    pc->e_cluster = c;
+    pc->e_ep = ex->ep;
+    pc->e_method = s->method;
+    pc->e_gen = tr->gen;
+}
+
+/* What proxy_trace_end records when the span is of the common shape: the connection's end piece
+ * <pc> is this exchange's, a status of 100 to 16383 that is not an error, no retry, no response
+ * flag, no TLS, and room for all of it. Writes the same bytes in the same order as the general
+ * path below, with one cursor and one check of room and slots up front. Returns false (having
+ * written nothing) when the span is not of that shape. */
+static bool end_fast(struct proxy_exch *ex, struct proxy_span *s, const struct proxy_trace_rt *tr,
+                     const struct proxy_span_conn *pc)
+{
+    /* http.response.status_code's head for a two-byte value: ATTR, 32, KEY, 25, the key, VALUE,
+     * 3, INT (proxy_span_int_n's bytes). */
+    _Static_assert(PROXY_PB_ATTR == 0x4a && PROXY_PB_KEY == 0x0a && PROXY_PB_VALUE == 0x12 &&
+                       PROXY_PB_INT == 0x18,
+                   "st_head's wire bytes");
+    static const char st_head[] = "\x4a\x20\x0a\x19"
+                                  "http.response.status_code"
+                                  "\x12\x03\x18";
+    static const char id_key[] = "http.request.header.x-request-id";
+    static const char du_key[] = "sidecar.upstream.duration_us";
+    int st = ex->status;
+    size_t idl = ex->request_id_len;
+    if (st < 128 || st >= 500 || ex->retries > 0 || ex->flags || ex->cl->tls ||
+        (s->kind == PROXY_SPAN_CLIENT && st >= 400) || idl + sizeof(id_key) - 1 + 6 >= 0x80) {
+        return false;
+    }
+    size_t n = pc->e_name_len;
+    size_t need = n + pc->e_len + 34 + (sizeof(id_key) - 1 + 8 + idl) +
+                  (sizeof(du_key) - 1 + 7 + 10) + tr->tags.len + PROXY_BLOB_PAD;
+    if ((size_t)(s->str_off - s->attr_len) < need ||
+        s->nattrs + pc->e_n + tr->tags.n + 3u > PROXY_SPAN_MAX_ATTRS) {
+        return false;
+    }
+    /* The name, "<method> <template>", at the back of the arena (as put_name writes it). When
+     * nothing is there yet, it is written in whole moves that may run into the arena's pad. */
+    unsigned so = (unsigned)(s->str_off - n);
+    char *nm = s->arena + so;
+    if (s->str_off == PROXY_SPAN_ARENA) {
+        memcpy(nm, pc->e_name, PROXY_BLOB_PAD);
+        if (n > PROXY_BLOB_PAD) {
+            memcpy(nm + PROXY_BLOB_PAD, pc->e_name + PROXY_BLOB_PAD, PROXY_BLOB_PAD);
+        }
+    } else {
+        memcpy(nm, pc->e_name, n);
+    }
+    s->str_off = (uint16_t)so;
+    s->name_off = (uint16_t)so;
+    s->name_len = (uint16_t)n;
+    char *o = s->arena + s->attr_len;
+    unsigned na = s->nattrs + pc->e_n + 1u;
+    /* http.route, sidecar.route, sidecar.cluster, sidecar.upstream.endpoint */
+    size_t el = pc->e_len;
+    if (el > 2 * PROXY_BLOB_PAD) {
+        memcpy(o, pc->e_attrs, el);
+    } else {
+        for (size_t i = 0; i < el; i += PROXY_BLOB_PAD) {
+            memcpy(o + i, pc->e_attrs + i, PROXY_BLOB_PAD);
+        }
+    }
+    o += el;
+    memcpy(o, st_head, sizeof(st_head) - 1);
+    o[32] = (char)(st | 0x80); /* a two-byte varint: 128 <= st < 16384 */
+    o[33] = (char)(st >> 7);
+    o += 34;
+    if (idl) {
+        char *v = o + sizeof(id_key) - 1 + 8;
+        if (proxy_ascii_copy(v, ex->request_id, idl)) {
+            o[0] = (char)PROXY_PB_ATTR;
+            o[1] = (char)(sizeof(id_key) - 1 + 6 + idl);
+            o[2] = (char)PROXY_PB_KEY;
+            o[3] = (char)(sizeof(id_key) - 1);
+            memcpy(o + 4, id_key, sizeof(id_key) - 1);
+            o[36] = (char)PROXY_PB_VALUE;
+            o[37] = (char)(2 + idl);
+            o[38] = (char)PROXY_PB_STR;
+            o[39] = (char)idl;
+            o = v + idl;
+            na++;
+        } else {
+            s->attr_len = (uint16_t)(o - s->arena);
+            s->nattrs = (uint16_t)na;
+            proxy_span_str_n(s, id_key, sizeof(id_key) - 1, sc_str_n(ex->request_id, idl));
+            o = s->arena + s->attr_len;
+            na = s->nattrs;
+        }
+    }
+    if (ex->upstream_total_ns) {
+        uint64_t us = ex->upstream_total_ns / 1000;
+        size_t any = 1 + proxy_pb_vsz(us);
+        o[0] = (char)PROXY_PB_ATTR;
+        o[1] = (char)(sizeof(du_key) - 1 + 4 + any);
+        o[2] = (char)PROXY_PB_KEY;
+        o[3] = (char)(sizeof(du_key) - 1);
+        memcpy(o + 4, du_key, sizeof(du_key) - 1);
+        o[32] = (char)PROXY_PB_VALUE;
+        o[33] = (char)any;
+        o[34] = (char)PROXY_PB_INT;
+        o = proxy_pb_varint(o + 35, us);
+        na++;
+    }
+    unsigned dropped = s->dropped_attrs + pc->e_dropped;
+    if (tr->tags.n) {
+        s->attr_len = (uint16_t)(o - s->arena);
+        s->nattrs = (uint16_t)na;
+        proxy_span_blob_add(s, &tr->tags);
+        o = s->arena + s->attr_len;
+        na = s->nattrs;
+        dropped += tr->tags.dropped;
+    }
+    s->attr_len = (uint16_t)(o - s->arena);
+    s->nattrs = (uint16_t)na;
+    s->dropped_attrs = (uint16_t)dropped;
+    return true;
+}
+
+/* Queues ended span <s>, its OTLP protobuf message written into its block first when that is
+ * what the exporter sends. */
+static inline void push(const struct proxy_trace_rt *tr, struct proxy_exch *ex,
+                        struct proxy_span *s)
+{
+    if (tr->wire) {
+        proxy_span_finish(s);
+    }
+    proxy_tracer_push(tr->tracer, s, &ex->w->spans);
+}
+
 void proxy_trace_end(struct proxy_exch *ex, uint64_t now)
 {
     struct proxy_span *s = ex->span;
@@ -727,6 +895,13 @@ void proxy_trace_end(struct proxy_exch *ex, uint64_t now)
     s->end_ns = at(s, ex->start_ns, now);
     const struct proxy_trace_rt *tr = ex->rt->trace;
     const struct proxy_route *rt = ex->route;
+    const struct proxy_cluster *c = ex->cluster ? ex->cluster : rt->cluster;
+    struct proxy_span_conn *pc = ex->cl->trace;
+    if (pc && pc->e_gen == tr->gen && pc->e_route == rt && pc->e_cluster == c &&
+        pc->e_ep == ex->ep && pc->e_method == s->method && end_fast(ex, s, tr, pc)) {
+        push(tr, ex, s);
+        return;
+    }
     struct sc_str route_tpl = route_template(rt);
     const struct proxy_listener *l = ex->lsn;
     ptrdiff_t li = l - ex->rt->listeners;
@@ -735,6 +910,18 @@ void proxy_trace_end(struct proxy_exch *ex, uint64_t now)
     if (li >= 0 && li < (ptrdiff_t)tr->nkinds && ri >= 0 && ri <= (ptrdiff_t)l->nroutes &&
         (ri == (ptrdiff_t)l->nroutes ? &l->noroute : &l->routes[ri]) == rt) {
         rb = &tr->routes[li][ri];
+    }
+    ptrdiff_t ci = c ? c - ex->rt->clusters : -1;
+    bool c_in_rt = c && ci >= 0 && ci < (ptrdiff_t)tr->nclusters && &ex->rt->clusters[ci] == c;
+    ptrdiff_t ei = c_in_rt && ex->ep ? ex->ep - c->eps : -1;
+    const struct proxy_span_blob *eb =
+        ei >= 0 && ei < (ptrdiff_t)c->neps && &c->eps[ei] == ex->ep ? &tr->eps[ci][ei] : NULL;
+    if (pc && rb && eb) {
+        end_piece(ex, s, tr, c, rb, eb);
+        if (pc->e_gen && end_fast(ex, s, tr, pc)) {
+            push(tr, ex, s);
+            return;
+        }
     }
     put_name(ex, s, rb, route_tpl);
     if (rb) {
@@ -745,19 +932,8 @@ void proxy_trace_end(struct proxy_exch *ex, uint64_t now)
         }
         proxy_span_str(s, "sidecar.route", sc_str_c(rt->name));
     }
-    if (ex->status > 0) {
-        proxy_span_int_fast(s, "http.response.status_code", ex->status);
-    }
-    if (ex->request_id_len) {
-        proxy_span_str_fast(s, "http.request.header.x-request-id",
-                            sc_str_n(ex->request_id, ex->request_id_len));
-    }
-    const struct proxy_cluster *c = ex->cluster ? ex->cluster : rt->cluster;
-    ptrdiff_t ci = c ? c - ex->rt->clusters : -1;
-    bool c_in_rt = c && ci >= 0 && ci < (ptrdiff_t)tr->nclusters && &ex->rt->clusters[ci] == c;
-    ptrdiff_t ei = c_in_rt && ex->ep ? ex->ep - c->eps : -1;
-    if (ei >= 0 && ei < (ptrdiff_t)c->neps && &c->eps[ei] == ex->ep) {
-        proxy_span_blob_add(s, &tr->eps[ci][ei]); /* sidecar.cluster, sidecar.upstream.endpoint */
+    if (eb) {
+        proxy_span_blob_add(s, eb); /* sidecar.cluster, sidecar.upstream.endpoint */
     } else {
         if (c_in_rt) {
             proxy_span_blob_add(s, &tr->clusters[ci]);
@@ -767,6 +943,13 @@ void proxy_trace_end(struct proxy_exch *ex, uint64_t now)
         if (ex->ep) {
             proxy_span_str(s, "sidecar.upstream.endpoint", sc_str_c(ex->ep->name));
         }
+    }
+    if (ex->status > 0) {
+        proxy_span_int_fast(s, "http.response.status_code", ex->status);
+    }
+    if (ex->request_id_len) {
+        proxy_span_str_fast(s, "http.request.header.x-request-id",
+                            sc_str_n(ex->request_id, ex->request_id_len));
     }
     if (ex->retries > 0) {
         proxy_span_int_fast(s, "sidecar.retries", ex->retries);
@@ -818,5 +1001,5 @@ void proxy_trace_end(struct proxy_exch *ex, uint64_t now)
         int n = st > 0 ? snprintf(et, sizeof(et), "%d", st) : snprintf(et, sizeof(et), "_OTHER");
         proxy_span_str(s, "error.type", sc_str_n(et, (size_t)n));
     }
-    proxy_tracer_push(tr->tracer, s, &ex->w->spans);
+    push(tr, ex, s);
 }

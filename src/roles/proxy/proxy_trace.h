@@ -62,6 +62,8 @@ enum { PROXY_ATTR_STR, PROXY_ATTR_INT };
 #define PROXY_SPAN_MAX_ATTRS 32
 #define PROXY_SPAN_MAX_EVENTS 8
 #define PROXY_SPAN_ARENA 2048
+/* Arena bytes before the attributes: room for the Span message's field tag and length. */
+#define PROXY_SPAN_PRE 3
 
 struct proxy_span_event {
     uint64_t time_ns;
@@ -72,9 +74,12 @@ struct proxy_span_event {
 /* One finished or running span, a fixed block the exporter recycles (proxy_tracer_span). Its
  * attributes are kept as they go on the wire: each is recorded once as an OTLP protobuf
  * `Span.attributes` field (a KeyValue with a string or int AnyValue) appended at the front of the
- * arena, so the protobuf encoder copies them in one piece and the JSON encoders read them back
- * (proxy_span_attr_next). The span's name and tracestate sit at the arena's back. Strings are
- * valid UTF-8, truncated to what the arena holds. */
+ * arena (after PROXY_SPAN_PRE bytes), so the protobuf encoder copies them in one piece and the
+ * JSON encoders read them back (proxy_span_attr_next). The span's name and tracestate sit at the
+ * arena's back. Strings are valid UTF-8, truncated to what the arena holds. When the span ends,
+ * proxy_span_finish writes the rest of its Span message after the attributes and its field tag
+ * and length before them, so the whole message is one piece of the block (<wire_off>,
+ * <wire_len>) that an OTLP export sends as it is. */
 struct proxy_span {
     uint8_t trace_id[16];
     uint8_t span_id[8];
@@ -88,17 +93,31 @@ struct proxy_span {
     uint16_t state_off, state_len; /* tracestate */
     uint16_t nattrs, nevents;
     uint16_t dropped_attrs, dropped_events;
-    uint16_t attr_len;       /* encoded attributes: arena[0, attr_len) */
-    uint8_t method;          /* index of the request's method in the snapshot's blobs; 0: other */
-    uint16_t str_off;        /* strings: arena[str_off, PROXY_SPAN_ARENA) */
-    uint32_t esz;            /* its encoded size (OTLP protobuf, set while encoding) */
-    struct proxy_span *next; /* the exporter's free list */
+    uint16_t attr_len; /* encoded attributes: arena[PROXY_SPAN_PRE, attr_len) */
+    uint8_t method;    /* index of the request's method in the snapshot's blobs; 0: other */
+    uint16_t str_off;  /* strings: arena[str_off, PROXY_SPAN_ARENA) */
+    uint32_t esz;      /* its encoded size (OTLP protobuf, set while encoding) */
+    uint16_t wire_off, wire_len; /* its whole ScopeSpans.spans field (proxy_span_finish; 0:
+                                    not written) */
+    struct proxy_span *next;     /* the exporter's free list */
     struct proxy_span_event events[PROXY_SPAN_MAX_EVENTS];
     char arena[PROXY_SPAN_ARENA];
+    char pad[32]; /* what whole-move copies at the arena's end may write past it */
 };
 
 /* Empties <s> for a new recording (everything before the events and the arena). */
-void proxy_span_reset(struct proxy_span *s);
+static inline void proxy_span_reset(struct proxy_span *s)
+{
+    memset(s, 0, offsetof(struct proxy_span, events));
+    s->str_off = PROXY_SPAN_ARENA;
+    s->attr_len = PROXY_SPAN_PRE;
+}
+
+/* Writes the whole OTLP protobuf Span message of ended span <s> into its block (see struct
+ * proxy_span), when it has no events and its arena has room for the fields after the
+ * attributes (nothing else is moved); sets wire_off and wire_len, or leaves wire_len 0 (the
+ * encoder then writes the span itself). */
+void proxy_span_finish(struct proxy_span *s);
 
 /* Copies <v> into the back of the span's arena as valid UTF-8 (an invalid byte becomes '?'),
  * truncated at a character boundary to the room left. Returns the copied length and sets <*off>. */
@@ -259,6 +278,8 @@ struct proxy_span_blob {
  * proxy_span_blob_add copies them in whole moves of this size. */
 #define PROXY_BLOB_PAD 32
 
+_Static_assert(sizeof(((struct proxy_span *)0)->pad) >= PROXY_BLOB_PAD, "the span's pad");
+
 /* Makes <b> (returns new memory in b->p) from the attributes recorded in <scratch>, then empties
  * <scratch> for the next. */
 void proxy_span_blob_take(struct proxy_span_blob *b, struct proxy_span *scratch);
@@ -279,6 +300,12 @@ static inline void proxy_span_add_padded(struct proxy_span *s, const char *p, si
         for (size_t i = 0; i < len; i += PROXY_BLOB_PAD) {
             memcpy(o + i, p + i, PROXY_BLOB_PAD);
         }
+        s->attr_len = (uint16_t)(s->attr_len + len);
+        s->nattrs = (uint16_t)(s->nattrs + n);
+        return;
+    }
+    if (s->nattrs + n <= PROXY_SPAN_MAX_ATTRS && (size_t)(s->str_off - s->attr_len) >= len) {
+        memcpy(s->arena + s->attr_len, p, len); /* a long piece: one call, no other */
         s->attr_len = (uint16_t)(s->attr_len + len);
         s->nattrs = (uint16_t)(s->nattrs + n);
         return;
@@ -308,6 +335,16 @@ struct proxy_span_conn {
     char hostv[128];
     char uav[256];
     char seg[800 + PROXY_BLOB_PAD];
+    /* The end piece: what proxy_trace_end writes for route <e_route>, cluster <e_cluster>,
+     * endpoint <e_ep> and method <e_method> under snapshot generation <e_gen> (0: none): the
+     * span's name, and the route's then the endpoint's attributes (their blobs, one after the
+     * other, <e_n> attributes, <e_dropped> dropped when the blobs were made). */
+    uint64_t e_gen;
+    const void *e_route, *e_cluster, *e_ep;
+    uint8_t e_method;
+    uint16_t e_name_len, e_len, e_n, e_dropped;
+    char e_name[64 + PROXY_BLOB_PAD];
+    char e_attrs[256 + PROXY_BLOB_PAD];
 };
 
 /* Forgets what <pc> holds (a new connection takes its block). NULL-safe. */
@@ -315,6 +352,7 @@ static inline void proxy_span_conn_clear(struct proxy_span_conn *pc)
 {
     if (pc) {
         pc->gen = 0;
+        pc->e_gen = 0;
     }
 }
 
@@ -346,6 +384,12 @@ struct proxy_trace_resource {
  * Zipkin v2 span list. Returns 0 or SC_ETOOBIG (<out>'s cap). */
 int proxy_trace_encode_otlp_proto(struct sc_buf *out, const struct proxy_trace_resource *res,
                                   struct proxy_span *const *spans, size_t n);
+/* The same body, but the spans proxy_span_finish wrote are not copied: <iov>[1 + i] points at
+ * span i's bytes in its block, and <out> gets only what comes before the first span, which
+ * <iov>[0] points at (<out> is not moved afterwards: the caller re-points iov[0] if it moves it).
+ * Returns 0, or SC_EINVAL (appending nothing) when a span was not written so. */
+int proxy_trace_encode_otlp_proto_iov(struct sc_buf *out, const struct proxy_trace_resource *res,
+                                      struct proxy_span *const *spans, size_t n, uv_buf_t *iov);
 int proxy_trace_encode_otlp_json(struct sc_buf *out, const struct proxy_trace_resource *res,
                                  struct proxy_span *const *spans, size_t n);
 int proxy_trace_encode_zipkin(struct sc_buf *out, const struct proxy_trace_resource *res,
@@ -434,6 +478,7 @@ static inline unsigned proxy_span_method(struct sc_str m)
 struct proxy_trace_rt {
     uint64_t gen;       /* a number no other snapshot's tracing had (proxy_span_conn.gen) */
     uint32_t threshold; /* sampled when a draw in [0, 1000000) falls below */
+    bool wire;          /* OTLP protobuf: an ended span's message is written in its block */
     char force[64];     /* lower-case header name that forces sampling; "" none */
     size_t force_len;
     unsigned propagate; /* PROXY_PROP_* */

@@ -3,7 +3,9 @@
 // the main loop that takes batches from it (by size, or every batch_interval), encodes them (OTLP
 // protobuf or JSON, Zipkin v2 JSON; gzip when asked) and POSTs them: a plain http:// collector
 // through net/h1client, the body encoded behind room left for the request head so the request
-// goes out as it was encoded (no copy, libcurl never loaded), anything else (https, a proxy in the
+// goes out as it was encoded (no copy, libcurl never loaded; uncompressed OTLP protobuf is not even
+// encoded: each span's message was written in its block when it ended, and the request is
+// gathered from the blocks in one write), anything else (https, a proxy in the
 // environment) through the egress client, libcurl. One export is in flight at a time; a failed one
 // is retried with backoff (Retry-After honoured) on connection errors, timeouts and
 // 429/502/503/504, then dropped. Spans are counted as exported only once the collector acknowledged
@@ -79,6 +81,13 @@ struct proxy_tracer {
     struct texp_conf *xfer_conf;
     struct sc_buf body; /* <room> bytes for the request head, then the encoded body */
     size_t room;
+    /* A batch sent from the spans' own blocks (OTLP protobuf, plain http://, no gzip): <body>
+     * holds the request's bytes up to the first span, iov[0] points at them and the head, iov[1
+     * + i] at span i's Span message in block held[i]; the blocks go back to the pool when the
+     * batch is done. <gathered>: the spans' bytes. NULL when the body is all in <body>. */
+    uv_buf_t *iov;
+    struct proxy_span **held;
+    size_t nheld, gathered;
     uint64_t sent_ns; /* uv_hrtime of the h1client attempt in flight */
     size_t nspans;
     int attempts;
@@ -457,12 +466,65 @@ static int gzip_body(struct sc_buf *b, size_t room)
 
 static void conf_free(struct texp_conf *c);
 
+/* Gives the <n> span blocks of <batch> back to the pool in one splice (the lock is held for a
+ * few stores, not a walk); what the pool has no room for is freed outside it. */
+static void give_back(struct proxy_tracer *t, struct proxy_span **batch, size_t n)
+{
+    if (!n) {
+        return;
+    }
+    for (size_t i = 0; i + 1 < n; i++) {
+        batch[i]->next = batch[i + 1];
+    }
+    size_t keep = 0;
+    sc_spin_lock(&t->mu);
+    size_t cap = t->max_batch < POOL_MAX ? t->max_batch : POOL_MAX;
+    if (t->npool < cap) {
+        keep = cap - t->npool < n ? cap - t->npool : n;
+        batch[keep - 1]->next = t->pool;
+        t->pool = batch[0];
+        t->npool += keep;
+    }
+    sc_spin_unlock(&t->mu);
+    for (size_t i = keep; i < n; i++) {
+        sc_free(batch[i]);
+    }
+}
+
+/* Ends a gathered batch's hold on its blocks (see proxy_tracer.iov). */
+static void release_held(struct proxy_tracer *t)
+{
+    give_back(t, t->held, t->nheld);
+    sc_free(t->held);
+    sc_free(t->iov);
+    t->held = NULL;
+    t->iov = NULL;
+    t->nheld = 0;
+    t->gathered = 0;
+}
+
+/* Copies a gathered batch's spans after the bytes in t->body (a client that needs the body in
+ * one piece) and releases their blocks. */
+static int linearize(struct proxy_tracer *t)
+{
+    if (!t->iov) {
+        return 0;
+    }
+    int rc = sc_buf_reserve(&t->body, t->gathered);
+    for (size_t i = 0; rc == 0 && i < t->nheld; i++) {
+        rc = sc_buf_append(&t->body, t->iov[1 + i].base, t->iov[1 + i].len);
+    }
+    release_held(t);
+    return rc < 0 ? SC_ETOOBIG : 0;
+}
+
 static void finish_batch(struct proxy_tracer *t)
 {
     t->xfer = NULL;
     t->h1 = NULL;
     t->nspans = 0;
     t->attempts = 0;
+    release_held(t);
     sc_buf_cleanup(&t->body);
     if (t->retired && t->retired == t->xfer_conf) {
         conf_free(t->retired);
@@ -609,7 +671,7 @@ static int send_h1(struct proxy_tracer *t, const struct texp_conf *c)
     if (c->head_err) {
         return c->head_err;
     }
-    size_t blen = t->body.len - t->room;
+    size_t blen = t->body.len - t->room + t->gathered;
     char tail[80];
     int tl = snprintf(tail, sizeof(tail), "Content-Length: %zu\r\nConnection: close\r\n\r\n", blen);
     size_t hl = c->head.len + (size_t)tl;
@@ -617,12 +679,12 @@ static int send_h1(struct proxy_tracer *t, const struct texp_conf *c)
         struct sc_buf nb;
         sc_buf_init(&nb, hl + blen);
         nb.sensitive = t->body.sensitive;
-        if (sc_buf_reserve(&nb, hl + blen) < 0) {
+        if (sc_buf_reserve(&nb, hl + t->body.len - t->room) < 0) {
             sc_buf_cleanup(&nb);
             return SC_ETOOBIG;
         }
-        memcpy(nb.p + hl, t->body.p + t->room, blen);
-        nb.len = hl + blen;
+        memcpy(nb.p + hl, t->body.p + t->room, t->body.len - t->room);
+        nb.len = hl + t->body.len - t->room;
         sc_buf_cleanup(&t->body);
         t->body = nb;
         t->room = hl;
@@ -632,16 +694,25 @@ static int send_h1(struct proxy_tracer *t, const struct texp_conf *c)
     memcpy(o + c->head.len, tail, (size_t)tl);
     struct sc_h1cli_req req = {
         .method = SC_STR("POST"),
-        .raw = sc_str_n(o, hl + blen),
         .timeout_ms = t->timeout_ms,
         .max_body = 1 << 20,
     };
+    if (t->iov) {
+        t->iov[0] = uv_buf_init(o, (unsigned)(hl + t->body.len - t->room));
+        req.iov = t->iov;
+        req.niov = (unsigned)(1 + t->nheld);
+    } else {
+        req.raw = sc_str_n(o, hl + blen);
+    }
     t->sent_ns = uv_hrtime();
     return sc_h1cli_send_host(t->loop, c->u.host, c->u.port, &req, on_h1_sent, t, &t->h1);
 }
 
 static int send_egress(struct proxy_tracer *t, const struct texp_conf *c)
 {
+    if (linearize(t) < 0) {
+        return SC_ETOOBIG; /* a reload made the collector one h1client cannot reach */
+    }
     struct sc_kv hdr[40];
     size_t nh = 0;
     const char *ctype =
@@ -686,7 +757,7 @@ static void kick(struct proxy_tracer *t)
     if (t->xfer || t->h1 || t->backing_off || t->nspans || t->closing) {
         return;
     }
-    struct proxy_span **batch = sc_calloc(t->max_batch, sizeof(*batch));
+    struct proxy_span **batch = sc_reallocarray(NULL, t->max_batch, sizeof(*batch));
     size_t n = take(t, batch, t->max_batch);
     if (n == 0) {
         sc_free(batch);
@@ -702,30 +773,34 @@ static void kick(struct proxy_tracer *t)
     t->body.sensitive = t->conf->nhdrs > 0; /* the head holds the configured headers (API keys) */
     (void)sc_buf_reserve(&t->body, t->room);
     t->body.len = t->room;
-    int rc = t->provider == PROXY_TRACE_OTLP_HTTP
+    /* OTLP protobuf to a plain http:// collector, uncompressed: the spans' messages are sent
+     * from their blocks (proxy_span_finish wrote them there), not copied into the body. */
+    int rc = SC_EINVAL;
+    if (t->provider == PROXY_TRACE_OTLP_HTTP && t->conf->plain && !t->gzip) {
+        t->iov = sc_reallocarray(NULL, n + 1, sizeof(*t->iov)); /* all written: not zeroed */
+        rc = proxy_trace_encode_otlp_proto_iov(&t->body, &t->res, batch, n, t->iov);
+        if (rc == 0) {
+            t->held = batch;
+            t->nheld = n;
+            for (size_t i = 0; i < n; i++) {
+                t->gathered += t->iov[1 + i].len;
+            }
+        } else {
+            sc_free(t->iov);
+            t->iov = NULL;
+        }
+    }
+    if (rc == SC_EINVAL) {
+        rc = t->provider == PROXY_TRACE_OTLP_HTTP
                  ? proxy_trace_encode_otlp_proto(&t->body, &t->res, batch, n)
              : t->provider == PROXY_TRACE_OTLP_JSON
                  ? proxy_trace_encode_otlp_json(&t->body, &t->res, batch, n)
                  : proxy_trace_encode_zipkin(&t->body, &t->res, batch, n);
-    /* The batch's blocks go back to the pool in one splice (the lock is held for a few stores,
-     * not a walk), and what the pool has no room for is freed outside it. */
-    for (size_t i = 0; i + 1 < n; i++) {
-        batch[i]->next = batch[i + 1];
     }
-    size_t keep = 0;
-    sc_spin_lock(&t->mu);
-    size_t cap = t->max_batch < POOL_MAX ? t->max_batch : POOL_MAX;
-    if (t->npool < cap) {
-        keep = cap - t->npool < n ? cap - t->npool : n;
-        batch[keep - 1]->next = t->pool;
-        t->pool = batch[0];
-        t->npool += keep;
+    if (!t->iov) {
+        give_back(t, batch, n);
+        sc_free(batch);
     }
-    sc_spin_unlock(&t->mu);
-    for (size_t i = keep; i < n; i++) {
-        sc_free(batch[i]);
-    }
-    sc_free(batch);
     t->nspans = n;
     if (rc == 0 && t->gzip) {
         rc = gzip_body(&t->body, t->room);

@@ -13,12 +13,6 @@
 #include "roles/proxy/proxy_trace.h"
 #include "roles/proxy/proxy_trace_ctx.h"
 
-void proxy_span_reset(struct proxy_span *s)
-{
-    memset(s, 0, offsetof(struct proxy_span, events));
-    s->str_off = PROXY_SPAN_ARENA;
-}
-
 static inline bool ascii8(const char *p, uint64_t *x)
 {
     memcpy(x, p, 8);
@@ -183,9 +177,10 @@ void proxy_span_int_n(struct proxy_span *s, const char *key, size_t klen, int64_
 
 void proxy_span_blob_take(struct proxy_span_blob *b, struct proxy_span *scratch)
 {
-    b->p = sc_calloc(1, (size_t)scratch->attr_len + PROXY_BLOB_PAD);
-    memcpy(b->p, scratch->arena, scratch->attr_len);
-    b->len = scratch->attr_len;
+    size_t len = (size_t)(scratch->attr_len - PROXY_SPAN_PRE);
+    b->p = sc_calloc(1, len + PROXY_BLOB_PAD);
+    memcpy(b->p, scratch->arena + PROXY_SPAN_PRE, len);
+    b->len = (uint16_t)len;
     b->n = scratch->nattrs;
     b->dropped = scratch->dropped_attrs;
     proxy_span_reset(scratch);
@@ -238,6 +233,9 @@ static bool get_len(const char **p, const char *end, unsigned tag, struct sc_str
 
 bool proxy_span_attr_next(const struct proxy_span *s, size_t *pos, struct proxy_span_attr *a)
 {
+    if (*pos < PROXY_SPAN_PRE) {
+        *pos = PROXY_SPAN_PRE;
+    }
     const char *p = s->arena + *pos, *end = s->arena + s->attr_len;
     struct sc_str kv, any;
     if (!get_len(&p, end, PB_ATTR, &kv)) {

@@ -94,11 +94,11 @@ static size_t span_size(struct proxy_span *s)
     if (s->has_parent) {
         n += len_field(8); /* parent_span_id = 4 */
     }
-    n += 2 + 4;                     /* flags = 16 (fixed32, two-byte tag) */
-    n += len_field(s->name_len);    /* name = 5 */
-    n += 1 + proxy_pb_vsz(s->kind); /* kind = 6 */
-    n += 9 + 9;                     /* start = 7, end = 8 (fixed64) */
-    n += s->attr_len;               /* attributes = 9, recorded encoded (proxy_span_str_n) */
+    n += 2 + 4;                        /* flags = 16 (fixed32, two-byte tag) */
+    n += len_field(s->name_len);       /* name = 5 */
+    n += 1 + proxy_pb_vsz(s->kind);    /* kind = 6 */
+    n += 9 + 9;                        /* start = 7, end = 8 (fixed64) */
+    n += s->attr_len - PROXY_SPAN_PRE; /* attributes = 9, recorded encoded (proxy_span_str_n) */
     if (s->dropped_attrs) {
         n += 1 + proxy_pb_vsz(s->dropped_attrs); /* dropped_attributes_count = 10 */
     }
@@ -129,8 +129,8 @@ static char *put_span(char *o, const struct proxy_span *s)
     o = proxy_pb_varint(o, s->kind);
     o = put_fixed64(o, 7, s->start_ns);
     o = put_fixed64(o, 8, s->end_ns);
-    memcpy(o, s->arena, s->attr_len);
-    o += s->attr_len;
+    memcpy(o, s->arena + PROXY_SPAN_PRE, s->attr_len - PROXY_SPAN_PRE);
+    o += s->attr_len - PROXY_SPAN_PRE;
     if (s->dropped_attrs) {
         o = put_tag(o, 10, WT_VARINT);
         o = proxy_pb_varint(o, s->dropped_attrs);
@@ -160,24 +160,107 @@ static char *put_span(char *o, const struct proxy_span *s)
     return o;
 }
 
+/* Writes <n> bytes of <v> little-endian (fixed64 and fixed32 values). */
+static char *put_le(char *o, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++) {
+        o[i] = (char)(v >> (8 * i));
+    }
+    return o + n;
+}
+
+void proxy_span_finish(struct proxy_span *s)
+{
+    s->wire_len = 0;
+    /* What follows the attributes, at most: dropped_attributes_count, status, flags, the ids,
+     * trace_state, name, kind and the two times (events are left to the encoder). */
+    size_t tail = 4 + 4 + 6 + 18 + 10 + 10 + 3 + s->state_len + 3 + s->name_len + 2 + 18;
+    size_t room = (size_t)(s->str_off - s->attr_len);
+    if (s->nevents || s->dropped_events || room < tail + 32) {
+        return;
+    }
+    char *o = s->arena + s->attr_len;
+    if (s->dropped_attrs) {
+        *o++ = 10 << 3 | WT_VARINT;
+        o = proxy_pb_varint(o, s->dropped_attrs);
+    }
+    *o++ = 15 << 3 | WT_LEN; /* status: code = 3 */
+    if (s->status) {
+        o[0] = 2;
+        o[1] = 3 << 3 | WT_VARINT;
+        o[2] = (char)s->status; /* 0 to 2 */
+        o += 3;
+    } else {
+        *o++ = 0;
+    }
+    /* flags = 16 (fixed32; a two-byte tag): as put_span writes them */
+    uint32_t flags = 0x101u | (s->has_parent ? 0x200u : 0);
+    o[0] = (char)(16 << 3 | WT_I32 | 0x80);
+    o[1] = 1;
+    o = put_le(o + 2, flags, 4);
+    o[0] = 1 << 3 | WT_LEN;
+    o[1] = 16;
+    memcpy(o + 2, s->trace_id, 16);
+    o[18] = 2 << 3 | WT_LEN;
+    o[19] = 8;
+    memcpy(o + 20, s->span_id, 8);
+    o += 28;
+    if (s->state_len) {
+        o = put_bytes(o, 3, s->arena + s->state_off, s->state_len);
+    }
+    if (s->has_parent) {
+        o[0] = 4 << 3 | WT_LEN;
+        o[1] = 8;
+        memcpy(o + 2, s->parent_id, 8);
+        o += 10;
+    }
+    o = put_len(o, 5, s->name_len);
+    if (s->name_len <= 32) {
+        memcpy(o, s->arena + s->name_off, 32); /* the arena's pad follows it: a whole move */
+    } else {
+        memcpy(o, s->arena + s->name_off, s->name_len);
+    }
+    o += s->name_len;
+    *o++ = 6 << 3 | WT_VARINT;
+    *o++ = (char)s->kind; /* 2 or 3 */
+    *o++ = 7 << 3 | WT_I64;
+    o = put_le(o, s->start_ns, 8);
+    *o++ = 8 << 3 | WT_I64;
+    o = put_le(o, s->end_ns, 8);
+    size_t size = (size_t)(o - s->arena) - PROXY_SPAN_PRE;
+    /* ScopeSpans.spans = 2, its length (under 16384: the block is smaller) right before the
+     * attributes. */
+    if (size < 0x80) {
+        s->arena[1] = 2 << 3 | WT_LEN;
+        s->arena[2] = (char)size;
+        s->wire_off = 1;
+    } else {
+        s->arena[0] = 2 << 3 | WT_LEN;
+        s->arena[1] = (char)(size | 0x80);
+        s->arena[2] = (char)(size >> 7);
+        s->wire_off = 0;
+    }
+    s->wire_len = (uint16_t)(o - s->arena - s->wire_off);
+}
+
 static const char scope_name[] = "sidecar";
 static const char scope_version[] = SC_VERSION;
 
-int proxy_trace_encode_otlp_proto(struct sc_buf *out, const struct proxy_trace_resource *res,
-                                  struct proxy_span *const *spans, size_t n)
+/* The request's bytes up to the first span, for spans whose ScopeSpans.spans fields take
+ * <spans_size> bytes: appended to <out>. Returns 0 or SC_ETOOBIG (<out>'s cap, counting <more>
+ * bytes after them). */
+static int put_request_head(struct sc_buf *out, const struct proxy_trace_resource *res,
+                            size_t spans_size, size_t more)
 {
     size_t res_size = 0;
     for (size_t i = 0; i < res->n; i++) {
         res_size += len_field(kv_size(strlen(res->kv[i].key), false, 0, strlen(res->kv[i].value)));
     }
     size_t scope_size = len_field(sizeof(scope_name) - 1) + len_field(sizeof(scope_version) - 1);
-    size_t ss_size = len_field(scope_size);
-    for (size_t i = 0; i < n; i++) {
-        ss_size += len_field(span_size(spans[i]));
-    }
+    size_t ss_size = len_field(scope_size) + spans_size;
     size_t rs_size = len_field(res_size) + len_field(ss_size);
-    size_t total = len_field(rs_size);
-    if (sc_buf_reserve(out, total) < 0) {
+    size_t head = len_field(rs_size) - spans_size;
+    if (sc_buf_reserve(out, head + more) < 0) {
         return SC_ETOOBIG;
     }
     char *o = out->p + out->len;
@@ -192,10 +275,51 @@ int proxy_trace_encode_otlp_proto(struct sc_buf *out, const struct proxy_trace_r
     o = put_len(o, 1, scope_size); /* ScopeSpans.scope = 1 */
     o = put_bytes(o, 1, scope_name, sizeof(scope_name) - 1);
     o = put_bytes(o, 2, scope_version, sizeof(scope_version) - 1);
+    out->len = (size_t)(o - out->p);
+    return 0;
+}
+
+int proxy_trace_encode_otlp_proto(struct sc_buf *out, const struct proxy_trace_resource *res,
+                                  struct proxy_span *const *spans, size_t n)
+{
+    size_t spans_size = 0;
     for (size_t i = 0; i < n; i++) {
-        o = put_span(o, spans[i]);
+        spans_size += spans[i]->wire_len ? spans[i]->wire_len : len_field(span_size(spans[i]));
+    }
+    if (put_request_head(out, res, spans_size, spans_size) < 0) {
+        return SC_ETOOBIG;
+    }
+    char *o = out->p + out->len;
+    for (size_t i = 0; i < n; i++) {
+        const struct proxy_span *s = spans[i];
+        if (s->wire_len) {
+            memcpy(o, s->arena + s->wire_off, s->wire_len);
+            o += s->wire_len;
+        } else {
+            o = put_span(o, s);
+        }
     }
     out->len = (size_t)(o - out->p);
+    return 0;
+}
+
+int proxy_trace_encode_otlp_proto_iov(struct sc_buf *out, const struct proxy_trace_resource *res,
+                                      struct proxy_span *const *spans, size_t n, uv_buf_t *iov)
+{
+    size_t spans_size = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct proxy_span *s = spans[i];
+        if (!s->wire_len) {
+            return SC_EINVAL;
+        }
+        iov[1 + i] = uv_buf_init((char *)s->arena + s->wire_off, s->wire_len);
+        spans_size += s->wire_len;
+    }
+    size_t from = out->len;
+    if (put_request_head(out, res, spans_size, 0) < 0) {
+        return SC_ETOOBIG;
+    }
+    iov[0] = uv_buf_init(out->p + from, (unsigned)(out->len - from));
     return 0;
 }
 
