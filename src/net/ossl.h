@@ -209,6 +209,7 @@
 #define SSL_set_bio SC_OSSL(SSL_set_bio)
 #define SSL_set_connect_state SC_OSSL(SSL_set_connect_state)
 #define SSL_set_ex_data SC_OSSL(SSL_set_ex_data)
+#define SSL_set_msg_callback SC_OSSL(SSL_set_msg_callback)
 #define SSL_set_session SC_OSSL(SSL_set_session)
 #define SSL_set_shutdown SC_OSSL(SSL_set_shutdown)
 #define SSL_set_SSL_CTX SC_OSSL(SSL_set_SSL_CTX)

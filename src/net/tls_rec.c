@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The TLS 1.3 record layer after the handshake (see tls_rec.h): HKDF-Expand-Label through
 // OpenSSL's HKDF, AEAD sealing and opening through one EVP context per direction, and the few
-// post-handshake messages a server receives (alerts, KeyUpdate). Everything else is refused with
+// post-handshake messages a peer may send (alerts, KeyUpdate; a server's NewSessionTickets to a
+// client). Everything else is refused with
 // the alert RFC 8446 names, so the caller's only choices are "deliver", "ignore" and "close".
 #include "net/tls_rec.h"
 
@@ -17,6 +18,7 @@
 #define CT_ALERT 21
 #define CT_HANDSHAKE 22
 #define CT_DATA 23
+#define HS_NEW_SESSION_TICKET 4
 #define HS_KEY_UPDATE 24
 /* AES-GCM may protect 2^24.5 full records under one key (RFC 8446 section 5.5); we update ours
  * well before. ChaCha20-Poly1305 has no practical limit, and the same period costs nothing. */
@@ -301,34 +303,94 @@ static enum sc_tls_rec_ev refuse(struct sc_tls_rec_in *in, int alert, const char
     return SC_TLS_REC_FAIL;
 }
 
-/* A handshake message after the handshake: a server accepts only KeyUpdate, alone in its record
- * (RFC 8446 section 5.1: a message before a key change must end its record). */
+/* Checks the body of a NewSessionTicket (RFC 8446 section 4.6.1): lifetime, age_add,
+ * nonce<0..255>, ticket<1..2^16-1>, extensions<0..2^16-2> as a list of type/length/value, and
+ * nothing after. Returns whether it is well formed. */
+static bool ticket_ok(const unsigned char *p, size_t len)
+{
+    size_t i = 8;
+    if (len < i + 1 || len < i + 1 + p[i]) {
+        return false;
+    }
+    i += 1 + p[i];
+    if (len < i + 2) {
+        return false;
+    }
+    size_t tl = (size_t)p[i] << 8 | p[i + 1];
+    i += 2;
+    if (tl == 0 || len < i + tl + 2) {
+        return false;
+    }
+    i += tl;
+    size_t el = (size_t)p[i] << 8 | p[i + 1];
+    i += 2;
+    if (len != i + el) {
+        return false;
+    }
+    while (i < len) {
+        if (len - i < 4) {
+            return false;
+        }
+        size_t xl = (size_t)p[i + 2] << 8 | p[i + 3];
+        i += 4;
+        if (len - i < xl) {
+            return false;
+        }
+        i += xl;
+    }
+    return true;
+}
+
+/* The handshake messages of one record after the handshake (RFC 8446 section 5.1: several may
+ * share it; a message before a key change must end it). A server accepts only KeyUpdate; a
+ * client also NewSessionTicket, which it drops: sessions are resumed from tickets OpenSSL kept
+ * before the takeover. */
 static enum sc_tls_rec_ev on_handshake(struct sc_tls_rec *r, const unsigned char *p, size_t len,
                                        struct sc_tls_rec_in *in)
 {
-    if (len < 4) {
-        return refuse(in, SC_TLS_ALERT_UNEXPECTED_MESSAGE, "a split handshake message");
+    if (len == 0) {
+        return refuse(in, SC_TLS_ALERT_UNEXPECTED_MESSAGE, "an empty handshake record");
     }
-    size_t mlen = (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
-    if (p[0] != HS_KEY_UPDATE) {
-        return refuse(in, SC_TLS_ALERT_UNEXPECTED_MESSAGE,
-                      "a handshake message other than KeyUpdate after the handshake");
-    }
-    if (mlen != 1) {
-        return refuse(in, SC_TLS_ALERT_DECODE_ERROR, "a KeyUpdate of the wrong length");
-    }
-    if (len != 5) {
-        return refuse(in, SC_TLS_ALERT_UNEXPECTED_MESSAGE,
-                      "a KeyUpdate that does not end its record");
-    }
-    if (p[4] > 1) {
-        return refuse(in, SC_TLS_ALERT_ILLEGAL_PARAMETER, "a KeyUpdate with a bad request value");
-    }
-    if (dir_update(r, &r->rd, false) < 0) {
-        return refuse(in, SC_TLS_ALERT_INTERNAL_ERROR, "the read key could not be updated");
-    }
-    if (p[4] == 1) {
-        r->key_update_owed = true;
+    while (len > 0) {
+        if (len < 4) {
+            return refuse(in, SC_TLS_ALERT_UNEXPECTED_MESSAGE, "a split handshake message");
+        }
+        size_t mlen = (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
+        if (p[0] == HS_NEW_SESSION_TICKET && r->client) {
+            if (len - 4 < mlen) {
+                return refuse(in, SC_TLS_ALERT_UNEXPECTED_MESSAGE, "a split handshake message");
+            }
+            if (!ticket_ok(p + 4, mlen)) {
+                return refuse(in, SC_TLS_ALERT_DECODE_ERROR, "a malformed NewSessionTicket");
+            }
+            p += 4 + mlen;
+            len -= 4 + mlen;
+            continue;
+        }
+        if (p[0] != HS_KEY_UPDATE) {
+            return refuse(in, SC_TLS_ALERT_UNEXPECTED_MESSAGE,
+                          r->client ? "a handshake message other than KeyUpdate or "
+                                      "NewSessionTicket after the handshake"
+                                    : "a handshake message other than KeyUpdate after the handshake");
+        }
+        if (mlen != 1) {
+            return refuse(in, SC_TLS_ALERT_DECODE_ERROR, "a KeyUpdate of the wrong length");
+        }
+        if (len != 5) {
+            return refuse(in, SC_TLS_ALERT_UNEXPECTED_MESSAGE,
+                          "a KeyUpdate that does not end its record");
+        }
+        if (p[4] > 1) {
+            return refuse(in, SC_TLS_ALERT_ILLEGAL_PARAMETER,
+                          "a KeyUpdate with a bad request value");
+        }
+        if (dir_update(r, &r->rd, false) < 0) {
+            return refuse(in, SC_TLS_ALERT_INTERNAL_ERROR, "the read key could not be updated");
+        }
+        if (p[4] == 1) {
+            r->key_update_owed = true;
+        }
+        return SC_TLS_REC_NONE;
     }
     return SC_TLS_REC_NONE;
 }
