@@ -101,8 +101,11 @@ static void on_msg(int write_p, int version, int type, const void *buf, size_t l
 {
     (void)version;
     (void)arg;
+    if (type != SSL3_RT_HANDSHAKE || len == 0) {
+        return; /* record headers, inner content types, alerts */
+    }
     struct tls_x *x = sc__tlsx_of(ssl);
-    if (!x || !x->hs || !x->hs_done || type != SSL3_RT_HANDSHAKE || len == 0) {
+    if (!x || !x->hs || !x->hs_done) {
         return;
     }
     if (!write_p && *(const unsigned char *)buf == SSL3_MT_NEWSESSION_TICKET) {
@@ -131,7 +134,8 @@ static void hs_free(struct tls_x *x)
 void sc__tlsx_native_settle(struct tls_x *x)
 {
     struct native_hs *h = x->hs;
-    if (h->bad || !h->wr.marked || !h->rd.marked || SSL_version(x->ssl) != TLS1_3_VERSION) {
+    if (h->bad || !h->wr.marked || !h->rd.marked || SSL_version(x->ssl) != TLS1_3_VERSION ||
+        x->fatal || x->got_close_notify || x->eof_reported) {
         hs_free(x);
         SSL_set_msg_callback(x->ssl, NULL);
         return;
