@@ -243,6 +243,34 @@ static void consume(struct tls_x *x, size_t n)
     }
 }
 
+/* Fails <x> on the fatal alert <desc> the peer sent, with the reason OpenSSL's classification
+ * gives it (a TLS 1.3 server refuses a client's certificate after the client's handshake ended, so
+ * a client learns it here). */
+static void peer_alert(struct tls_x *x, int desc)
+{
+    static const struct {
+        unsigned char desc;
+        enum sc_tls_fail f;
+        const char *text;
+    } known[] = {
+        { 116, SC_TLS_FAIL_NO_CLIENT_CERT, "tlsv13 alert certificate required" },
+        { 48, SC_TLS_FAIL_UNKNOWN_CA, "tlsv1 alert unknown ca" },
+        { 45, SC_TLS_FAIL_EXPIRED, "sslv3 alert certificate expired" },
+        { 42, SC_TLS_FAIL_BAD_CERT, "sslv3 alert bad certificate" },
+        { 43, SC_TLS_FAIL_BAD_CERT, "sslv3 alert unsupported certificate" },
+        { 44, SC_TLS_FAIL_BAD_CERT, "sslv3 alert certificate revoked" },
+        { 46, SC_TLS_FAIL_BAD_CERT, "sslv3 alert certificate unknown" },
+        { 70, SC_TLS_FAIL_PROTOCOL_VERSION, "tlsv1 alert protocol version" },
+    };
+    for (size_t i = 0; i < SC_ARRAY_LEN(known); i++) {
+        if (known[i].desc == desc) {
+            sc__tlsx_fail(x, known[i].f, known[i].text, UV_EPROTO);
+            return;
+        }
+    }
+    sc__tlsx_fail(x, SC_TLS_FAIL_PROTOCOL, "the peer sent a fatal alert", UV_EPROTO);
+}
+
 /* Opens the next record in place. Returns true when one was consumed (<plain> may now hold
  * data), false when there is nothing more to do now (incomplete, end, failure). */
 static bool native_open(struct tls_x *x)
@@ -270,6 +298,10 @@ static bool native_open(struct tls_x *x)
         x->got_close_notify = true;
         x->eof_reported = true;
         x->base.cbs->read(x->base.owner, UV_EOF);
+        return false;
+    case SC_TLS_REC_ALERT:
+        sc_debug("TLS: the peer sent fatal alert %d", in.alert);
+        peer_alert(x, in.alert);
         return false;
     case SC_TLS_REC_FAIL:
         /* the alert goes out now: the owner closes the layer on the failure we report */

@@ -78,7 +78,8 @@ struct sc_tls_rec_in {
 
 /* Derives HKDF-Expand-Label(<secret>, <label>, <context>, <outlen>) (RFC 8446 section 7.1; the
  * "tls13 " prefix is added here) with the hash <digest> ("SHA256", "SHA384"). Returns 0, or -1
- * when OpenSSL refused (outlen above 255 bytes, unknown digest). */
+ * for an unknown digest, <outlen> above the hash's length (TLS 1.3 never asks for more), a secret
+ * longer than the hash's block or a label or context above 255 bytes. */
 int sc_tls_hkdf_expand_label(const char *digest, const unsigned char *secret, size_t slen,
                              const char *label, const unsigned char *context, size_t clen,
                              unsigned char *out, size_t outlen);
