@@ -324,6 +324,14 @@ EOF
 EOF
 }
 
+# pair_openssl DIR: makes pair_configs' mTLS configs in DIR keep OpenSSL carrying the records of
+# both hops (`tls.record_layer: openssl` on "out"'s cluster and on "in"'s listener, whose TLS is
+# the identity's).
+pair_openssl() {
+    sed -i 's/"mode": "mesh"}/"mode": "mesh", "record_layer": "openssl"}/' "$1/out.yaml"
+    sed -i 's/"mtls": "strict",/"mtls": "strict", "tls": {"record_layer": "openssl"},/' "$1/in.yaml"
+}
+
 # logs_input N PATH: writes the logs benchmarks' input, N JSON lines of about 200 bytes (a
 # realistic mix of levels, paths, statuses and durations), each with "request handled <i>" once.
 logs_input() {

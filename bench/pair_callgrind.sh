@@ -10,8 +10,9 @@
 # Modes (SIDE-PAIR), default all:
 #   out-plain, in-plain     the chain over plaintext
 #   out-mtls, in-mtls       "out" originates mesh mTLS, "in" is `mtls: strict`
-#   out-mtls_openssl        as out-mtls with the cluster's `tls.record_layer: openssl` (what an
-#                           upstream connection cost before the native layer carried it)
+#   out-mtls_openssl, in-mtls_openssl  as out-mtls, in-mtls with OpenSSL carrying the records of
+#                           both hops (lib.sh's pair_openssl): what the pair cost before the
+#                           native layer
 # Usage: bench/pair_callgrind.sh BUILD_DIR OUT_DIR [MODE...]
 # Environment: PC_CONNS [20], PC_PER [100]. Writes OUT_DIR/pair_callgrind.md and prints it.
 set -euo pipefail
@@ -26,7 +27,7 @@ SIDECAR=$1/sidecar
 OUT=$2
 shift 2
 MODES=("$@")
-[ ${#MODES[@]} -gt 0 ] || MODES=(out-plain in-plain out-mtls_openssl out-mtls in-mtls)
+[ ${#MODES[@]} -gt 0 ] || MODES=(out-plain in-plain out-mtls_openssl out-mtls in-mtls_openssl in-mtls)
 CONNS=${PC_CONNS:-20}
 PER=${PC_PER:-100}
 IDLE_CONNS=0 # read by bench_begin
@@ -64,7 +65,7 @@ measure() {
     [ "$pair" = plain ] && mtls=0
     pair_configs "$dir" "$port" "$mtls"
     if [ "$pair" = mtls_openssl ]; then
-        sed -i 's/"mode": "mesh"}/"mode": "mesh", "record_layer": "openssl"}/' "$dir/out.yaml"
+        pair_openssl "$dir"
     fi
     local cg=(valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out.%p")
     local in_cmd=("$SIDECAR" proxy -c "$dir/in.yaml" --admin "127.0.0.1:$(free_port)")
@@ -107,8 +108,8 @@ stop_all_but_upstream() {
     echo "| --- | ---: |"
 } >"$REPORT"
 for m in "${MODES[@]}"; do
-    case $m in out-plain | in-plain | out-mtls | in-mtls | out-mtls_openssl) ;;
-    *) die "unknown mode $m (out-plain, in-plain, out-mtls, in-mtls, out-mtls_openssl)" ;;
+    case $m in out-plain | in-plain | out-mtls | in-mtls | out-mtls_openssl | in-mtls_openssl) ;;
+    *) die "unknown mode $m (out-plain, in-plain, out-mtls, in-mtls, out-mtls_openssl, in-mtls_openssl)" ;;
     esac
     ir=$(measure "$m")
     log "$m: $ir instructions/request"

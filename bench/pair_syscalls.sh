@@ -9,6 +9,8 @@
 # nginx upstream; the sidecars on CPU 1, wrk and nginx on CPU 0. Modes:
 #   plain   the chain over plaintext
 #   mtls    "out" originates mesh mTLS (`tls: {mode: mesh}`), "in" is `mtls: strict`
+#   mtls_openssl  mtls with OpenSSL carrying the records of both hops (`tls.record_layer: openssl`
+#           on "out"'s cluster and "in"'s listener): what the pair cost before the native layer
 #   relay   the floor: two bench_relay (bench/relay.c: one read and one write per message, no
 #           HTTP) in place of the sidecars; what the kernel charges for the unavoidable syscalls
 #   nginx, haproxy  the same chain of two nginx (bench/peers/nginx-proxy.conf) or two HAProxy
@@ -66,7 +68,10 @@ start_pair() {
     local dir=$1 mode=$2 in_port
     mkdir -p "$dir"
     PORT=$(free_port)
-    pair_configs "$dir" "$PORT" "$([ "$mode" = mtls ] && echo 1 || echo 0)"
+    pair_configs "$dir" "$PORT" "$([[ $mode == mtls* ]] && echo 1 || echo 0)"
+    if [ "$mode" = mtls_openssl ]; then
+        pair_openssl "$dir"
+    fi
     in_port=$PAIR_IN_PORT
     case $mode in
     relay)
