@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The TLS 1.3 record layer after the handshake (see tls_rec.h): HKDF-Expand-Label as one HMAC
-// over OpenSSL's digests, AEAD sealing and opening through one EVP context per direction, and the few
-// post-handshake messages a peer may send (alerts, KeyUpdate; a server's NewSessionTickets to a
+// over OpenSSL's digests, AEAD sealing and opening through one EVP context per direction, and the
+// few post-handshake messages a peer may send (alerts, KeyUpdate; a server's NewSessionTickets to a
 // client). Everything else is refused with
 // the alert RFC 8446 names, so the caller's only choices are "deliver", "ignore" and "close".
 #include "net/tls_rec.h"
@@ -368,9 +368,10 @@ static enum sc_tls_rec_ev on_handshake(struct sc_tls_rec *r, const unsigned char
         }
         if (p[0] != HS_KEY_UPDATE) {
             return refuse(in, SC_TLS_ALERT_UNEXPECTED_MESSAGE,
-                          r->client ? "a handshake message other than KeyUpdate or "
-                                      "NewSessionTicket after the handshake"
-                                    : "a handshake message other than KeyUpdate after the handshake");
+                          r->client
+                              ? "a handshake message other than KeyUpdate or "
+                                "NewSessionTicket after the handshake"
+                              : "a handshake message other than KeyUpdate after the handshake");
         }
         if (mlen != 1) {
             return refuse(in, SC_TLS_ALERT_DECODE_ERROR, "a KeyUpdate of the wrong length");

@@ -97,9 +97,9 @@ static int bio_read(BIO *b, char *buf, int len)
         n = (size_t)len;
     }
     if (x->hs) {
-        sc__tlsx_count_records(&x->hs->rd, x->src ? (const unsigned char *)x->src
-                                                  : (const unsigned char *)x->in + x->in_off,
-                               n);
+        sc__tlsx_count_records(
+            &x->hs->rd,
+            x->src ? (const unsigned char *)x->src : (const unsigned char *)x->in + x->in_off, n);
     }
     if (x->src) {
         memcpy(buf, x->src, n);
@@ -1228,10 +1228,11 @@ int sc_tls_xport_xfcc(struct sc_xport *xp, char *out, size_t cap)
         return -ENOENT;
     }
     struct sc_str by = SC_STR_NULL;
-    X509 *own = x->ssl                  ? SSL_get_certificate(x->ssl)
-                : x->server && x->cert_idx >= 0 ? SSL_CTX_get0_certificate(x->ctx->certs[x->cert_idx].ssl)
-                : x->ctx->ncerts                ? SSL_CTX_get0_certificate(x->ctx->ssl)
-                                                : NULL;
+    X509 *own = x->ssl ? SSL_get_certificate(x->ssl)
+                : x->server && x->cert_idx >= 0
+                    ? SSL_CTX_get0_certificate(x->ctx->certs[x->cert_idx].ssl)
+                : x->ctx->ncerts ? SSL_CTX_get0_certificate(x->ctx->ssl)
+                                 : NULL;
     GENERAL_NAMES *gens = own ? X509_get_ext_d2i(own, NID_subject_alt_name, NULL, NULL) : NULL;
     for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens) && !by.p; i++) {
         const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);

@@ -365,11 +365,12 @@ static enum sc_tls_rec_ev handshake_to(bool at_server, const void *msgs, size_t 
 }
 
 /* NewSessionTicket: lifetime, age_add, nonce<1>, ticket<3>, one extension (early_data) */
-#define NST "\x04\x00\x00\x19"                                                                    \
-            "\x00\x00\x1c\x20\x01\x02\x03\x04"                                                    \
-            "\x01\x00"                                                                            \
-            "\x00\x03tkt"                                                                         \
-            "\x00\x08\x00\x2a\x00\x04\x00\x00\x40\x00"
+#define NST                                                                                        \
+    "\x04\x00\x00\x19"                                                                             \
+    "\x00\x00\x1c\x20\x01\x02\x03\x04"                                                             \
+    "\x01\x00"                                                                                     \
+    "\x00\x03tkt"                                                                                  \
+    "\x00\x08\x00\x2a\x00\x04\x00\x00\x40\x00"
 
 static void test_client_tickets(void **state)
 {
@@ -450,16 +451,11 @@ static void test_suites(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hkdf_rfc8448),
-        cmocka_unit_test(test_init_refuses),
-        cmocka_unit_test(test_rfc8448_records),
-        cmocka_unit_test(test_split_at_every_byte),
-        cmocka_unit_test(test_key_update_requested),
-        cmocka_unit_test(test_rekey_at_limit),
-        cmocka_unit_test(test_inner_plaintext),
-        cmocka_unit_test(test_outer_refusals),
-        cmocka_unit_test(test_client_tickets),
-        cmocka_unit_test(test_suites),
+        cmocka_unit_test(test_hkdf_rfc8448),         cmocka_unit_test(test_init_refuses),
+        cmocka_unit_test(test_rfc8448_records),      cmocka_unit_test(test_split_at_every_byte),
+        cmocka_unit_test(test_key_update_requested), cmocka_unit_test(test_rekey_at_limit),
+        cmocka_unit_test(test_inner_plaintext),      cmocka_unit_test(test_outer_refusals),
+        cmocka_unit_test(test_client_tickets),       cmocka_unit_test(test_suites),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
