@@ -35,18 +35,7 @@ command -v valgrind >/dev/null || die "valgrind is not installed (scripts/deps.s
 bench_begin pair_callgrind
 REPORT=$OUT/pair_callgrind.md
 
-PKI=$TMP/pki # pair_configs reads it
-sh "$BENCH_DIR/../tests/certs.sh" "$PKI" >"$TMP/certs.log" 2>&1 ||
-    die "tests/certs.sh failed: $(tail -n 3 "$TMP/certs.log")"
-chmod -R a+rX "$PKI"
-
-mkdir -p "$TMP/upstream/tmp"
-UP_PORT=$(free_port)
-sed -e "s#@DIR@#$TMP/upstream#g" -e "s#@PORT@#$UP_PORT#g" "$BENCH_DIR/peers/nginx-upstream.conf" \
-    >"$TMP/upstream/nginx.conf"
-spawn "$TMP/upstream/out.log" 0 nginx -e "$TMP/upstream/error.log" -p "$TMP/upstream/" \
-    -c "$TMP/upstream/nginx.conf"
-wait_http "$UP_PORT" "$SPAWNED_PID" "$TMP/upstream/out.log" || die "the upstream did not start"
+pair_setup 0
 
 # slow_wait PORT PID LOG: wait_http for a process under valgrind (up to 120 s).
 slow_wait() {

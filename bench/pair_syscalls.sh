@@ -49,18 +49,7 @@ fi
 bench_begin pair_syscalls
 REPORT=$OUT/pair_syscalls.md
 
-PKI=$TMP/pki # pair_configs reads it
-sh "$BENCH_DIR/../tests/certs.sh" "$PKI" >"$TMP/certs.log" 2>&1 ||
-    die "tests/certs.sh failed: $(tail -n 3 "$TMP/certs.log")"
-chmod -R a+rX "$PKI"
-
-mkdir -p "$TMP/upstream/tmp"
-UP_PORT=$(free_port)
-sed -e "s#@DIR@#$TMP/upstream#g" -e "s#@PORT@#$UP_PORT#g" "$BENCH_DIR/peers/nginx-upstream.conf" \
-    >"$TMP/upstream/nginx.conf"
-spawn "$TMP/upstream/out.log" "$CPU_LOAD" nginx -e "$TMP/upstream/error.log" -p "$TMP/upstream/" \
-    -c "$TMP/upstream/nginx.conf"
-wait_http "$UP_PORT" "$SPAWNED_PID" "$TMP/upstream/out.log" || die "the upstream did not start"
+pair_setup "$CPU_LOAD"
 
 # start_pair DIR MODE: the two proxies of MODE (the sidecars' configs are bench/tls.sh's, from
 # lib.sh's pair_configs); sets PORT, OUT_PID, IN_PID, OUT_SERVE, IN_SERVE, OUT_TREE, IN_TREE.
