@@ -45,7 +45,7 @@ def big(tmp_path_factory):
 
 
 def start_nginx(root, www, pki, tls_port, plain_port):
-    """nginx serving <www> over TLS 1.3 on <tls_port> and plaintext on <plain_port>, closing
+    """nginx serving <www> over TLS (1.2 and 1.3) on <tls_port> and plaintext on <plain_port>, closing
     keep-alive connections idle for 1 s; / answers whether the session was resumed and how many
     requests its connection carried; /up reads the whole body (nginx buffers it before passing it
     to its own plaintext port) and drops it."""
@@ -58,7 +58,7 @@ def start_nginx(root, www, pki, tls_port, plain_port):
         listen 127.0.0.1:{tls_port} ssl;
         ssl_certificate {pki / 'server.pem'};
         ssl_certificate_key {pki / 'server.key'};
-        ssl_protocols TLSv1.3;
+        ssl_protocols TLSv1.2 TLSv1.3;
         keepalive_timeout 1s;{locs}
     }}"""
     servers += f"""
@@ -178,9 +178,9 @@ def test_native_upstream_to_nginx_and_haproxy(sidecar_run, pki, big, tmp_path, p
             p.stop()
 
 
-def test_openssl_record_layer_and_no_session_reuse(sidecar_run, pki, big, tmp_path):
-    """`record_layer: openssl` keeps OpenSSL; without session reuse the takeover is at the end of
-    the handshake and the tickets that follow are dropped by the native layer."""
+def test_openssl_record_layer_tls12_and_no_session_reuse(sidecar_run, pki, big, tmp_path):
+    """`record_layer: openssl` and TLS 1.2 keep OpenSSL; without session reuse the takeover is at
+    the end of the handshake and the tickets that follow are dropped by the native layer."""
     www, data = big
     tls_port = free_port()
     n = start_nginx(tmp_path / "nginx", www, pki, tls_port, free_port())
@@ -191,13 +191,16 @@ def test_openssl_record_layer_and_no_session_reuse(sidecar_run, pki, big, tmp_pa
             "ca": str(pki / "ca.pem"), "record_layer": "openssl"}))
         sc2 = sidecar_run("proxy", config=cluster_cfg(port2, f"localhost:{tls_port}", {
             "ca": str(pki / "ca.pem"), "session_reuse": False}))
+        port3 = free_port()
+        sc3 = sidecar_run("proxy", config=cluster_cfg(port3, f"localhost:{tls_port}", {
+            "ca": str(pki / "ca.pem"), "max_version": "TLSv1.2"}))
         keep_alive_exchanges(port, data)
         first, again = keep_alive_exchanges(port2, data)
         assert again == b"reused=. requests=4", again
-        assert wait_for(lambda: up_layer(sc, "openssl") == 1, timeout=10)
-        assert up_layer(sc, "native") == 0
-        assert wait_for(lambda: up_layer(sc2, "native") == 1, timeout=10)
-        assert up_layer(sc2, "openssl") == 0
+        keep_alive_exchanges(port3, data)
+        for s, layer in ((sc, "openssl"), (sc2, "native"), (sc3, "openssl")):
+            assert wait_for(lambda: up_layer(s, layer) == 1, timeout=10), layer
+            assert up_layer(s, "native" if layer == "openssl" else "openssl") == 0
     finally:
         n.stop()
 
