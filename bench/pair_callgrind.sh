@@ -46,7 +46,8 @@ slow_wait() {
     die "the pair did not start: $(tail -n 3 "$3")"
 }
 
-# measure MODE: prints the instructions per request of MODE's measured sidecar.
+# measure MODE: sets IR to the instructions per request of MODE's measured sidecar (in this
+# shell, so that stop_all knows what it spawned).
 measure() {
     local mode=$1 side=${1%%-*} pair=${1#*-} dir=$TMP/$1 port mtls=1 pid f ir
     mkdir -p "$dir"
@@ -82,7 +83,7 @@ measure() {
     ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$f")
     stop_all_but_upstream
     cp "$f" "$OUT/callgrind.pair.$mode.out"
-    echo $((ir / (CONNS * PER)))
+    IR=$((ir / (CONNS * PER)))
 }
 
 # Stops the pair (everything spawned after the upstream).
@@ -100,8 +101,8 @@ for m in "${MODES[@]}"; do
     case $m in out-plain | in-plain | out-mtls | in-mtls | out-mtls_openssl | in-mtls_openssl) ;;
     *) die "unknown mode $m (out-plain, in-plain, out-mtls, in-mtls, out-mtls_openssl, in-mtls_openssl)" ;;
     esac
-    ir=$(measure "$m")
-    log "$m: $ir instructions/request"
-    echo "| $m | $ir |" >>"$REPORT"
+    measure "$m"
+    log "$m: $IR instructions/request"
+    echo "| $m | $IR |" >>"$REPORT"
 done
 cat "$REPORT"
