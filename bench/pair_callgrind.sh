@@ -58,8 +58,9 @@ measure() {
         pair_openssl "$dir"
     fi
     # a sidecar under valgrind takes seconds over a crowd of first handshakes: more than the
-    # default connect timeout (1 s) of the one in front of it
-    sed -i 's/"endpoints": \["127.0.0.1:\([0-9]*\)"\]/&, "connect_timeout": "60s"/' "$dir/out.yaml"
+    # default connect timeout (1 s) of its own connects and of the sidecar in front of it
+    sed -i 's/"endpoints": \["127.0.0.1:\([0-9]*\)"\]/&, "connect_timeout": "60s"/' \
+        "$dir/out.yaml" "$dir/in.yaml"
     local cg=(valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out.%p")
     local in_cmd=("$SIDECAR" proxy -c "$dir/in.yaml" --admin "127.0.0.1:$(free_port)")
     local out_cmd=("$SIDECAR" proxy -c "$dir/out.yaml" --admin "127.0.0.1:$(free_port)")
