@@ -13,7 +13,7 @@
 #   out-mtls_openssl, in-mtls_openssl  as out-mtls, in-mtls with OpenSSL carrying the records of
 #                           both hops (lib.sh's pair_openssl): what the pair cost before the
 #                           native layer
-# Usage: bench/pair_callgrind.sh BUILD_DIR OUT_DIR [MODE...]
+# Usage: bench/pair_callgrind.sh SIDECAR OUT_DIR [MODE...]   (SIDECAR: binary or build dir)
 # Environment: PC_CONNS [20], PC_PER [100]. Writes OUT_DIR/pair_callgrind.md and prints it.
 set -euo pipefail
 
@@ -21,9 +21,8 @@ BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
 
-[ $# -ge 2 ] || die "usage: bench/pair_callgrind.sh BUILD_DIR OUT_DIR [MODE...]"
-SIDECAR=$1/sidecar
-[ -x "$SIDECAR" ] || die "no sidecar binary at $SIDECAR"
+[ $# -ge 2 ] || die "usage: bench/pair_callgrind.sh SIDECAR_BINARY_OR_BUILD_DIR OUT_DIR [MODE...]"
+SIDECAR=$(sidecar_bin "$1")
 OUT=$2
 shift 2
 MODES=("$@")
