@@ -324,6 +324,30 @@ EOF
 EOF
 }
 
+# pair_setup CPU: what the pair benchmarks share, in TMP: the test PKI (PKI, which pair_configs
+# reads) and the bench's nginx upstream pinned to CPU (UP_PORT).
+pair_setup() {
+    PKI=$TMP/pki
+    sh "$BENCH_LIB_DIR/../tests/certs.sh" "$PKI" >"$TMP/certs.log" 2>&1 ||
+        die "tests/certs.sh failed: $(tail -n 3 "$TMP/certs.log")"
+    chmod -R a+rX "$PKI"
+    mkdir -p "$TMP/upstream/tmp"
+    UP_PORT=$(free_port)
+    sed -e "s#@DIR@#$TMP/upstream#g" -e "s#@PORT@#$UP_PORT#g" \
+        "$BENCH_LIB_DIR/peers/nginx-upstream.conf" >"$TMP/upstream/nginx.conf"
+    spawn "$TMP/upstream/out.log" "$1" nginx -e "$TMP/upstream/error.log" -p "$TMP/upstream/" \
+        -c "$TMP/upstream/nginx.conf"
+    wait_http "$UP_PORT" "$SPAWNED_PID" "$TMP/upstream/out.log" || die "the upstream did not start"
+}
+
+# pair_openssl DIR: makes pair_configs' mTLS configs in DIR keep OpenSSL carrying the records of
+# both hops (`tls.record_layer: openssl` on "out"'s cluster and on "in"'s listener, whose TLS is
+# the identity's).
+pair_openssl() {
+    sed -i 's/"mode": "mesh"}/"mode": "mesh", "record_layer": "openssl"}/' "$1/out.yaml"
+    sed -i 's/"mtls": "strict",/"mtls": "strict", "tls": {"record_layer": "openssl"},/' "$1/in.yaml"
+}
+
 # logs_input N PATH: writes the logs benchmarks' input, N JSON lines of about 200 bytes (a
 # realistic mix of levels, paths, statuses and durations), each with "request handled <i>" once.
 logs_input() {

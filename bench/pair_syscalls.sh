@@ -9,6 +9,8 @@
 # nginx upstream; the sidecars on CPU 1, wrk and nginx on CPU 0. Modes:
 #   plain   the chain over plaintext
 #   mtls    "out" originates mesh mTLS (`tls: {mode: mesh}`), "in" is `mtls: strict`
+#   mtls_openssl  mtls with OpenSSL carrying the records of both hops (`tls.record_layer: openssl`
+#           on "out"'s cluster and "in"'s listener): what the pair cost before the native layer
 #   relay   the floor: two bench_relay (bench/relay.c: one read and one write per message, no
 #           HTTP) in place of the sidecars; what the kernel charges for the unavoidable syscalls
 #   nginx, haproxy  the same chain of two nginx (bench/peers/nginx-proxy.conf) or two HAProxy
@@ -47,18 +49,7 @@ fi
 bench_begin pair_syscalls
 REPORT=$OUT/pair_syscalls.md
 
-PKI=$TMP/pki # pair_configs reads it
-sh "$BENCH_DIR/../tests/certs.sh" "$PKI" >"$TMP/certs.log" 2>&1 ||
-    die "tests/certs.sh failed: $(tail -n 3 "$TMP/certs.log")"
-chmod -R a+rX "$PKI"
-
-mkdir -p "$TMP/upstream/tmp"
-UP_PORT=$(free_port)
-sed -e "s#@DIR@#$TMP/upstream#g" -e "s#@PORT@#$UP_PORT#g" "$BENCH_DIR/peers/nginx-upstream.conf" \
-    >"$TMP/upstream/nginx.conf"
-spawn "$TMP/upstream/out.log" "$CPU_LOAD" nginx -e "$TMP/upstream/error.log" -p "$TMP/upstream/" \
-    -c "$TMP/upstream/nginx.conf"
-wait_http "$UP_PORT" "$SPAWNED_PID" "$TMP/upstream/out.log" || die "the upstream did not start"
+pair_setup "$CPU_LOAD"
 
 # start_pair DIR MODE: the two proxies of MODE (the sidecars' configs are bench/tls.sh's, from
 # lib.sh's pair_configs); sets PORT, OUT_PID, IN_PID, OUT_SERVE, IN_SERVE, OUT_TREE, IN_TREE.
@@ -66,7 +57,10 @@ start_pair() {
     local dir=$1 mode=$2 in_port
     mkdir -p "$dir"
     PORT=$(free_port)
-    pair_configs "$dir" "$PORT" "$([ "$mode" = mtls ] && echo 1 || echo 0)"
+    pair_configs "$dir" "$PORT" "$([[ $mode == mtls* ]] && echo 1 || echo 0)"
+    if [ "$mode" = mtls_openssl ]; then
+        pair_openssl "$dir"
+    fi
     in_port=$PAIR_IN_PORT
     case $mode in
     relay)

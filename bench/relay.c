@@ -8,7 +8,9 @@
 // write is finished with a blocking poll (the benchmark's messages are a few hundred bytes).
 //
 // Usage: bench_relay LISTEN_PORT UPSTREAM_PORT   (both on 127.0.0.1)
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -15,10 +15,10 @@ libcmocka-dev libhttp-parser-dev
 python3 python3-pytest python3-requests python3-protobuf python3-snappy protobuf-compiler
 python3-yaml python3-jsonpatch python3-jwt python3-cryptography python3-h2 python3-grpcio
 nghttp2-client nghttp2-server nodejs podman runc skopeo busybox-static catatonit
-curl openssl prometheus prometheus-pushgateway etcd-server nginx-light iproute2 procps
+curl openssl prometheus prometheus-pushgateway etcd-server nginx-light haproxy iproute2 procps
 iptables nftables util-linux
 "
-BENCH_PKGS="wrk haproxy caddy nginx-light strace linux-perf valgrind"
+BENCH_PKGS="wrk caddy nginx-light strace linux-perf valgrind"
 # bench/intercept.sh: TCP relay throughput against HAProxy in mode tcp.
 BENCH_PKGS="$BENCH_PKGS iperf3"
 # bench/logs.sh: rsyslog, and the libraries of syslog-ng-core, which conflicts with rsyslog (both

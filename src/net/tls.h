@@ -48,11 +48,12 @@ enum sc_tls_client_cert {
     SC_TLS_CLIENT_CERT_REQUIRE,
 };
 
-/* Who carries a server connection's records once a TLS 1.3 handshake is done. NATIVE (zero, the
+/* Who carries a connection's records once a TLS 1.3 handshake is done. NATIVE (zero, the
  * default): the layer itself (net/tls_rec.h), and the connection's SSL object is freed, so an
  * idle connection keeps two cipher contexts instead of OpenSSL's ~12 KiB; OPENSSL: OpenSSL
- * throughout. TLS 1.2, and any connection whose record state cannot be known exactly at the end
- * of the handshake, stays on OpenSSL either way. */
+ * throughout. A server moves at the end of the handshake; a client once the server's session
+ * tickets are in (or its first data, or at once when it resumes no sessions). TLS 1.2, and any
+ * connection whose record state cannot be known exactly, stays on OpenSSL either way. */
 enum sc_tls_record_layer {
     SC_TLS_RECORD_NATIVE,
     SC_TLS_RECORD_OPENSSL,
@@ -111,6 +112,7 @@ struct sc_tls_client_opts {
     bool insecure_skip_verify;        /* accept any server certificate (tests, debugging) */
     bool session_reuse;               /* offer the last session per destination key */
     uint64_t watch_interval_ms;       /* how often the store polls the files (0: never) */
+    int record_layer;                 /* enum sc_tls_record_layer */
 };
 
 /* Option tables for the two structs (config.h): the proxy embeds them under its `tls:` keys with

@@ -208,6 +208,14 @@ const struct sc_opt sc_tls_client_opt_table[] = {
       .offset = offsetof(struct sc_tls_client_opts, watch_interval_ms),
       .def = "1s",
       .help = "how often certificate, key and CA files are checked for changes (0: never)" },
+    { .name = "record_layer",
+      .type = SC_OPT_ENUM,
+      .offset = offsetof(struct sc_tls_client_opts, record_layer),
+      .def = "native",
+      .enums = sc_tls_record_layer_names,
+      .help = "who carries TLS 1.3 records once the server's session tickets are in: native (the "
+              "proxy; the connection's OpenSSL state is freed) or openssl (TLS 1.2 always uses "
+              "openssl)" },
     { 0 },
 };
 
@@ -1278,6 +1286,11 @@ struct sc_tls_ctx *sc__tls_ctx_client(const struct sc_tls_client_opts *o,
         c->sans[i] = sc_strdup(o->subject_alt_names.v[i]);
     }
     c->sni = sc_strdup(o->sni);
+    c->native = o->record_layer == SC_TLS_RECORD_NATIVE;
+    if (c->native) {
+        /* hands the layer the application traffic secrets (tls_native.c) */
+        SSL_CTX_set_keylog_callback(c->ssl, sc__tls_on_keylog);
+    }
     if (o->session_reuse) {
         c->sessions = sessions ? sessions : sc_tls_sessions_new(0);
         if (sessions) {

@@ -50,7 +50,7 @@ struct sc_tls_ctx {
     size_t nsans;
     char *sni;   /* client: default server name */
     bool verify; /* client: verification on */
-    bool native; /* server: TLS 1.3 records carried by tls_rec.c after the handshake */
+    bool native; /* TLS 1.3 records carried by tls_rec.c after the handshake */
     char *own_uri;
     struct sc_tls_ticket_keys *keys;
     struct sc_tls_sessions *sessions;
@@ -69,7 +69,7 @@ struct sc_tls_ctx *sc__tls_ctx_client(const struct sc_tls_client_opts *o,
                                       char **err);
 void sc__tls_files_free(struct sc__tls_files *f);
 
-/* OpenSSL's key log callback on native server contexts: keeps the connection's application
+/* OpenSSL's key log callback on native contexts: keeps the connection's application
  * traffic secrets for the record layer (tls_xport.c). */
 void sc__tls_on_keylog(const SSL *ssl, const char *line);
 

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// The TLS 1.3 record layer after the handshake (see tls_rec.h): HKDF-Expand-Label through
-// OpenSSL's HKDF, AEAD sealing and opening through one EVP context per direction, and the few
-// post-handshake messages a server receives (alerts, KeyUpdate). Everything else is refused with
+// The TLS 1.3 record layer after the handshake (see tls_rec.h): HKDF-Expand-Label as one HMAC
+// over OpenSSL's digests, AEAD sealing and opening through one EVP context per direction, and the
+// few post-handshake messages a peer may send (alerts, KeyUpdate; a server's NewSessionTickets to a
+// client). Everything else is refused with
 // the alert RFC 8446 names, so the caller's only choices are "deliver", "ignore" and "close".
 #include "net/tls_rec.h"
 
@@ -17,70 +18,46 @@
 #define CT_ALERT 21
 #define CT_HANDSHAKE 22
 #define CT_DATA 23
+#define HS_NEW_SESSION_TICKET 4
 #define HS_KEY_UPDATE 24
 /* AES-GCM may protect 2^24.5 full records under one key (RFC 8446 section 5.5); we update ours
  * well before. ChaCha20-Poly1305 has no practical limit, and the same period costs nothing. */
 #define REKEY_AFTER (1ULL << 24)
 
 /* OpenSSL's algorithms, fetched once: an implicit fetch on every use (EVP_aes_128_gcm() passed to
- * an init, EVP_KDF_fetch per derivation) costs more than the derivation itself, and a handshake
- * makes six of them. Never freed (they live as long as the library). */
-static EVP_KDF *hkdf;
+ * an init, a digest by name) costs more than the operation itself, and a handshake makes six
+ * derivations. Never freed (they live as long as the library). */
+static EVP_MD *sha256, *sha384;
 static EVP_CIPHER *aes128, *aes256, *chacha;
 static pthread_once_t fetch_once = PTHREAD_ONCE_INIT;
 
-/* Per thread, one HKDF context per hash with its mode and digest set: setting the digest fetches
- * it and HMAC again, which a fresh context would repeat on every derivation. Freed at thread
- * exit. */
-static pthread_key_t kdf_key;
+/* Per thread, one digest context reused by every derivation (freed at thread exit). */
+static pthread_key_t md_key;
 
-struct kdf_ctxs {
-    EVP_KDF_CTX *sha256, *sha384;
-};
-
-static void kdf_ctxs_free(void *p)
+static void md_ctx_free(void *p)
 {
-    struct kdf_ctxs *k = p;
-    EVP_KDF_CTX_free(k->sha256);
-    EVP_KDF_CTX_free(k->sha384);
-    sc_free(k);
-}
-
-static EVP_KDF_CTX *kdf_ctx(const char *digest)
-{
-    bool sha256 = strcmp(digest, "SHA256") == 0;
-    if (!sha256 && strcmp(digest, "SHA384") != 0) {
-        return NULL;
-    }
-    struct kdf_ctxs *k = pthread_getspecific(kdf_key);
-    if (!k) {
-        k = SC_NEW(struct kdf_ctxs);
-        pthread_setspecific(kdf_key, k);
-    }
-    EVP_KDF_CTX **c = sha256 ? &k->sha256 : &k->sha384;
-    if (!*c && hkdf) {
-        int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY;
-        OSSL_PARAM params[] = {
-            OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode),
-            OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)digest, 0),
-            OSSL_PARAM_construct_end(),
-        };
-        *c = EVP_KDF_CTX_new(hkdf);
-        if (*c && EVP_KDF_CTX_set_params(*c, params) != 1) {
-            EVP_KDF_CTX_free(*c);
-            *c = NULL;
-        }
-    }
-    return *c;
+    EVP_MD_CTX_free(p);
 }
 
 static void fetch_all(void)
 {
-    pthread_key_create(&kdf_key, kdf_ctxs_free);
-    hkdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+    pthread_key_create(&md_key, md_ctx_free);
+    sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    sha384 = EVP_MD_fetch(NULL, "SHA384", NULL);
     aes128 = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL);
     aes256 = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
     chacha = EVP_CIPHER_fetch(NULL, "ChaCha20-Poly1305", NULL);
+}
+
+/* H(<pad> || <a>) into <out> (the hash's length). */
+static int digest2(EVP_MD_CTX *c, const EVP_MD *md, const unsigned char *pad, size_t plen,
+                   const unsigned char *a, size_t alen, unsigned char *out)
+{
+    unsigned l = 0;
+    return EVP_DigestInit_ex(c, md, NULL) == 1 && EVP_DigestUpdate(c, pad, plen) == 1 &&
+                   EVP_DigestUpdate(c, a, alen) == 1 && EVP_DigestFinal_ex(c, out, &l) == 1
+               ? 0
+               : -1;
 }
 
 int sc_tls_hkdf_expand_label(const char *digest, const unsigned char *secret, size_t slen,
@@ -90,7 +67,14 @@ int sc_tls_hkdf_expand_label(const char *digest, const unsigned char *secret, si
     /* struct { uint16 length; opaque label<7..255> = "tls13 " + label; opaque context<0..255> } */
     unsigned char info[2 + 1 + 255 + 1 + 255];
     size_t llen = strlen(label);
-    if (outlen > 255 || 6 + llen > 255 || clen > 255) {
+    pthread_once(&fetch_once, fetch_all);
+    bool is256 = strcmp(digest, "SHA256") == 0;
+    const EVP_MD *md = is256 ? sha256 : strcmp(digest, "SHA384") == 0 ? sha384 : NULL;
+    size_t hlen = is256 ? 32 : 48, block = is256 ? 64 : 128;
+    /* TLS 1.3 expands at most one hash length (keys, IVs, secrets): HKDF-Expand is then T(1),
+     * one HMAC with the secret as key, written out here over the digest (OpenSSL's KDF and MAC
+     * objects cost several times the two hashes) */
+    if (!md || outlen > hlen || slen > block || 6 + llen > 255 || clen > 255) {
         return -1;
     }
     size_t n = 0;
@@ -106,17 +90,34 @@ int sc_tls_hkdf_expand_label(const char *digest, const unsigned char *secret, si
         memcpy(info + n, context, clen);
         n += clen;
     }
-    pthread_once(&fetch_once, fetch_all);
-    EVP_KDF_CTX *k = kdf_ctx(digest);
-    if (!k) {
-        return -1;
+    info[n++] = 1; /* T(1) = HMAC(PRK, T(0) | info | 0x01) */
+    EVP_MD_CTX *c = pthread_getspecific(md_key);
+    if (!c) {
+        c = EVP_MD_CTX_new();
+        if (!c) {
+            return -1;
+        }
+        pthread_setspecific(md_key, c);
     }
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)secret, slen),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, n),
-        OSSL_PARAM_construct_end(),
-    };
-    return EVP_KDF_derive(k, out, outlen, params) == 1 ? 0 : -1;
+    unsigned char pad[128], inner[48], t[48];
+    memset(pad, 0x36, block);
+    for (size_t i = 0; i < slen; i++) {
+        pad[i] ^= secret[i];
+    }
+    int rc = digest2(c, md, pad, block, info, n, inner);
+    for (size_t i = 0; i < block; i++) {
+        pad[i] ^= 0x36 ^ 0x5c;
+    }
+    if (rc == 0) {
+        rc = digest2(c, md, pad, block, inner, hlen, t);
+    }
+    if (rc == 0) {
+        memcpy(out, t, outlen);
+    }
+    OPENSSL_cleanse(pad, sizeof(pad));
+    OPENSSL_cleanse(inner, sizeof(inner));
+    OPENSSL_cleanse(t, sizeof(t));
+    return rc;
 }
 
 /* Derives the key and IV of <d> from its secret and keys its AEAD context (made on first use). */
@@ -301,34 +302,95 @@ static enum sc_tls_rec_ev refuse(struct sc_tls_rec_in *in, int alert, const char
     return SC_TLS_REC_FAIL;
 }
 
-/* A handshake message after the handshake: a server accepts only KeyUpdate, alone in its record
- * (RFC 8446 section 5.1: a message before a key change must end its record). */
+/* Checks the body of a NewSessionTicket (RFC 8446 section 4.6.1): lifetime, age_add,
+ * nonce<0..255>, ticket<1..2^16-1>, extensions<0..2^16-2> as a list of type/length/value, and
+ * nothing after. Returns whether it is well formed. */
+static bool ticket_ok(const unsigned char *p, size_t len)
+{
+    size_t i = 8;
+    if (len < i + 1 || len < i + 1 + p[i]) {
+        return false;
+    }
+    i += 1 + p[i];
+    if (len < i + 2) {
+        return false;
+    }
+    size_t tl = (size_t)p[i] << 8 | p[i + 1];
+    i += 2;
+    if (tl == 0 || len < i + tl + 2) {
+        return false;
+    }
+    i += tl;
+    size_t el = (size_t)p[i] << 8 | p[i + 1];
+    i += 2;
+    if (len != i + el) {
+        return false;
+    }
+    while (i < len) {
+        if (len - i < 4) {
+            return false;
+        }
+        size_t xl = (size_t)p[i + 2] << 8 | p[i + 3];
+        i += 4;
+        if (len - i < xl) {
+            return false;
+        }
+        i += xl;
+    }
+    return true;
+}
+
+/* The handshake messages of one record after the handshake (RFC 8446 section 5.1: several may
+ * share it; a message before a key change must end it). A server accepts only KeyUpdate; a
+ * client also NewSessionTicket, which it drops: sessions are resumed from tickets OpenSSL kept
+ * before the takeover. */
 static enum sc_tls_rec_ev on_handshake(struct sc_tls_rec *r, const unsigned char *p, size_t len,
                                        struct sc_tls_rec_in *in)
 {
-    if (len < 4) {
-        return refuse(in, SC_TLS_ALERT_UNEXPECTED_MESSAGE, "a split handshake message");
+    if (len == 0) {
+        return refuse(in, SC_TLS_ALERT_UNEXPECTED_MESSAGE, "an empty handshake record");
     }
-    size_t mlen = (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
-    if (p[0] != HS_KEY_UPDATE) {
-        return refuse(in, SC_TLS_ALERT_UNEXPECTED_MESSAGE,
-                      "a handshake message other than KeyUpdate after the handshake");
-    }
-    if (mlen != 1) {
-        return refuse(in, SC_TLS_ALERT_DECODE_ERROR, "a KeyUpdate of the wrong length");
-    }
-    if (len != 5) {
-        return refuse(in, SC_TLS_ALERT_UNEXPECTED_MESSAGE,
-                      "a KeyUpdate that does not end its record");
-    }
-    if (p[4] > 1) {
-        return refuse(in, SC_TLS_ALERT_ILLEGAL_PARAMETER, "a KeyUpdate with a bad request value");
-    }
-    if (dir_update(r, &r->rd, false) < 0) {
-        return refuse(in, SC_TLS_ALERT_INTERNAL_ERROR, "the read key could not be updated");
-    }
-    if (p[4] == 1) {
-        r->key_update_owed = true;
+    while (len > 0) {
+        if (len < 4) {
+            return refuse(in, SC_TLS_ALERT_UNEXPECTED_MESSAGE, "a split handshake message");
+        }
+        size_t mlen = (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
+        if (p[0] == HS_NEW_SESSION_TICKET && r->client) {
+            if (len - 4 < mlen) {
+                return refuse(in, SC_TLS_ALERT_UNEXPECTED_MESSAGE, "a split handshake message");
+            }
+            if (!ticket_ok(p + 4, mlen)) {
+                return refuse(in, SC_TLS_ALERT_DECODE_ERROR, "a malformed NewSessionTicket");
+            }
+            p += 4 + mlen;
+            len -= 4 + mlen;
+            continue;
+        }
+        if (p[0] != HS_KEY_UPDATE) {
+            return refuse(in, SC_TLS_ALERT_UNEXPECTED_MESSAGE,
+                          r->client
+                              ? "a handshake message other than KeyUpdate or "
+                                "NewSessionTicket after the handshake"
+                              : "a handshake message other than KeyUpdate after the handshake");
+        }
+        if (mlen != 1) {
+            return refuse(in, SC_TLS_ALERT_DECODE_ERROR, "a KeyUpdate of the wrong length");
+        }
+        if (len != 5) {
+            return refuse(in, SC_TLS_ALERT_UNEXPECTED_MESSAGE,
+                          "a KeyUpdate that does not end its record");
+        }
+        if (p[4] > 1) {
+            return refuse(in, SC_TLS_ALERT_ILLEGAL_PARAMETER,
+                          "a KeyUpdate with a bad request value");
+        }
+        if (dir_update(r, &r->rd, false) < 0) {
+            return refuse(in, SC_TLS_ALERT_INTERNAL_ERROR, "the read key could not be updated");
+        }
+        if (p[4] == 1) {
+            r->key_update_owed = true;
+        }
+        return SC_TLS_REC_NONE;
     }
     return SC_TLS_REC_NONE;
 }

@@ -53,6 +53,7 @@ struct sc_tls_rec {
     unsigned char hlen; /* secret length */
     unsigned char klen; /* key length */
     bool chacha;
+    bool client;          /* set by the caller: NewSessionTicket is accepted (and dropped) */
     bool key_update_owed; /* the peer asked for our KeyUpdate and it is not sent yet */
     uint64_t rekey_after; /* write records under one key before we update it ourselves */
 };
@@ -61,7 +62,7 @@ struct sc_tls_rec {
 enum sc_tls_rec_ev {
     SC_TLS_REC_MORE,  /* the record is not complete yet: nothing consumed */
     SC_TLS_REC_DATA,  /* application data (may be empty) at data/len */
-    SC_TLS_REC_NONE,  /* a record for the layer itself (KeyUpdate, user_canceled) */
+    SC_TLS_REC_NONE,  /* a record for the layer itself (KeyUpdate, tickets, user_canceled) */
     SC_TLS_REC_CLOSE, /* the peer's close_notify */
     SC_TLS_REC_ALERT, /* the peer sent a fatal alert (<alert>); send nothing back */
     SC_TLS_REC_FAIL,  /* fatal: send <alert>, then close */
@@ -77,7 +78,8 @@ struct sc_tls_rec_in {
 
 /* Derives HKDF-Expand-Label(<secret>, <label>, <context>, <outlen>) (RFC 8446 section 7.1; the
  * "tls13 " prefix is added here) with the hash <digest> ("SHA256", "SHA384"). Returns 0, or -1
- * when OpenSSL refused (outlen above 255 bytes, unknown digest). */
+ * for an unknown digest, <outlen> above the hash's length (TLS 1.3 never asks for more), a secret
+ * longer than the hash's block or a label or context above 255 bytes. */
 int sc_tls_hkdf_expand_label(const char *digest, const unsigned char *secret, size_t slen,
                              const char *label, const unsigned char *context, size_t clen,
                              unsigned char *out, size_t outlen);
@@ -96,7 +98,9 @@ void sc_tls_rec_cleanup(struct sc_tls_rec *r);
 /* Opens the record at the start of <p> (<avail> bytes there) in place and tells what it brought
  * (see enum sc_tls_rec_ev; <in> says where and how much). A KeyUpdate from the peer updates the
  * read key here; when it asks for ours, key_update_owed is set and the next seal (or
- * sc_tls_rec_owed) sends it. */
+ * sc_tls_rec_owed) sends it. On a client (<client> set), NewSessionTicket messages (several may
+ * share a record) are checked for their structure and dropped; a handshake message split across
+ * records is refused. */
 enum sc_tls_rec_ev sc_tls_rec_open(struct sc_tls_rec *r, unsigned char *p, size_t avail,
                                    struct sc_tls_rec_in *in);
 

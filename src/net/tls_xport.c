@@ -96,6 +96,11 @@ static int bio_read(BIO *b, char *buf, int len)
     if (n > (size_t)len) {
         n = (size_t)len;
     }
+    if (x->hs) {
+        sc__tlsx_count_records(
+            &x->hs->rd,
+            x->src ? (const unsigned char *)x->src : (const unsigned char *)x->in + x->in_off, n);
+    }
     if (x->src) {
         memcpy(buf, x->src, n);
         x->src += n;
@@ -129,7 +134,7 @@ static int bio_write(BIO *b, const char *buf, int len)
     memcpy(x->out + x->out_len, buf, n);
     x->out_len += n;
     if (x->hs) {
-        sc__tlsx_count_records(x->hs, (const unsigned char *)buf, n);
+        sc__tlsx_count_records(&x->hs->wr, (const unsigned char *)buf, n);
     }
     return (int)n;
 }
@@ -479,10 +484,14 @@ static int tls_write(struct sc_xport *xp, uv_buf_t *iov, unsigned n)
 
 static void handshake_done(struct tls_x *x)
 {
-    if (x->hs) {
-        sc__tlsx_takeover(x);
-    }
     x->hs_done = true;
+    if (x->hs) {
+        if (x->server) {
+            sc__tlsx_takeover(x);
+        } else {
+            sc__tlsx_native_settle(x);
+        }
+    }
     if (x->connecting || (x->server && x->handshake_cb)) {
         x->connecting = false;
         x->base.cbs->connected(x->base.owner, 0);
@@ -566,6 +575,9 @@ static void deliver(struct tls_x *x)
         err_clear();
         int r = SSL_read_ex(x->ssl, b.base, b.len, &n);
         if (r == 1) {
+            if (x->hs) {
+                x->hs->data_in = true;
+            }
             cbs->read(x->base.owner, (ssize_t)n);
             continue;
         }
@@ -613,10 +625,15 @@ static void pump(struct tls_x *x)
         (void)handshake(x);
     }
     if (x->hs_done && !x->closing) {
-        if (x->rec) {
-            sc__tlsx_native_deliver(x);
-        } else {
+        if (!x->rec) {
             deliver(x);
+            if (x->hs && !x->closing) {
+                /* a client waiting for its tickets: what OpenSSL read may settle it */
+                sc__tlsx_native_settle(x);
+            }
+        }
+        if (x->rec && !x->closing) {
+            sc__tlsx_native_deliver(x);
         }
     } else if (x->fatal && x->reading && !x->fail_reported && !x->closing) {
         x->fail_reported = true;
@@ -1123,6 +1140,9 @@ struct sc_xport *sc_tls_xport_new(struct sc_tls_ctx *ctx, const struct sc_tls_xp
         return &x->base;
     }
     SSL_set_connect_state(x->ssl);
+    if (ctx->native) {
+        sc__tlsx_native_client(x);
+    }
     const char *sni = a->sni ? a->sni : ctx->sni;
     if (sni && *sni) {
         x->sni = sc_strdup(sni);
@@ -1209,7 +1229,10 @@ int sc_tls_xport_xfcc(struct sc_xport *xp, char *out, size_t cap)
     }
     struct sc_str by = SC_STR_NULL;
     X509 *own = x->ssl ? SSL_get_certificate(x->ssl)
-                       : SSL_CTX_get0_certificate(x->ctx->certs[x->cert_idx].ssl);
+                : x->server && x->cert_idx >= 0
+                    ? SSL_CTX_get0_certificate(x->ctx->certs[x->cert_idx].ssl)
+                : x->ctx->ncerts ? SSL_CTX_get0_certificate(x->ctx->ssl)
+                                 : NULL;
     GENERAL_NAMES *gens = own ? X509_get_ext_d2i(own, NID_subject_alt_name, NULL, NULL) : NULL;
     for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens) && !by.p; i++) {
         const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);

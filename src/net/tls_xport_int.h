@@ -71,8 +71,8 @@ struct tls_x {
     bool closing;
     bool in_pump;
 
-    /* The native record layer (native server contexts, TLS 1.3): <hs> follows the handshake
-     * (secrets from the key log, records OpenSSL wrote); at the takeover the SSL object is freed
+    /* The native record layer (native contexts, TLS 1.3): <hs> follows the handshake (secrets
+     * from the key log, records OpenSSL wrote and read); at the takeover the SSL object is freed
      * (ssl is NULL) and <rec> carries the records, with what queries need kept here. */
     struct native_hs *hs;
     struct sc_tls_rec *rec;
@@ -87,17 +87,27 @@ struct tls_x {
     bool resumed;
 };
 
-/* What the takeover needs to know of a handshake in progress. */
+/* The record framing of one direction of what OpenSSL carried: records complete so far, and
+ * where the current one stands. */
+struct native_frames {
+    uint64_t rec;  /* records complete */
+    uint64_t mark; /* ... when OpenSSL switched this direction to the application key */
+    size_t have;   /* bytes of the current record's header seen */
+    size_t body;   /* bytes of the current record's body still to come */
+    unsigned char hdr[5];
+    bool marked; /* mark is set */
+};
+
+/* What the takeover needs to know of a handshake in progress (and, on a client, of what OpenSSL
+ * carried after it until the takeover). */
 struct native_hs {
     unsigned char csecret[SC_TLS_REC_SECRET_MAX], ssecret[SC_TLS_REC_SECRET_MAX];
     size_t clen, slen;
-    uint64_t wrec;     /* records OpenSSL has written */
-    uint64_t wrec_app; /* ... when it switched to the application write key */
-    size_t whave;      /* bytes of the current record's header seen */
-    size_t wbody;      /* bytes of the current record's body still to come */
-    unsigned char whdr[5];
-    bool app_mark; /* wrec_app is set */
-    bool bad;      /* something we cannot account for: stay on OpenSSL */
+    struct native_frames wr; /* what OpenSSL wrote */
+    struct native_frames rd; /* what OpenSSL read (clients: the tickets before the takeover) */
+    unsigned tickets;        /* client: NewSessionTickets OpenSSL processed */
+    bool data_in;            /* client: OpenSSL delivered application data */
+    bool bad;                /* something we cannot account for: stay on OpenSSL */
 };
 
 /* tls_xport.c */
@@ -119,11 +129,19 @@ size_t sc__tlsx_avail(const struct tls_x *x);
 void sc__tlsx_fail(struct tls_x *x, enum sc_tls_fail f, const char *text, int err);
 
 /* tls_native.c */
-/* Follows the framing of <n> bytes OpenSSL wrote during the handshake. */
-void sc__tlsx_count_records(struct native_hs *h, const unsigned char *p, size_t n);
-/* At the end of the handshake: moves the connection to the native layer when that is exact
- * (x->rec set, x->ssl freed), or leaves it on OpenSSL. Frees x->hs either way. */
+/* Follows the framing of <n> bytes OpenSSL wrote or read. */
+void sc__tlsx_count_records(struct native_frames *f, const unsigned char *p, size_t n);
+/* At the end of a server handshake, or on a client once settled (see sc__tlsx_native_settle):
+ * moves the connection to the native layer when that is exact (x->rec set, x->ssl freed), or
+ * leaves it on OpenSSL. Frees x->hs either way. */
 void sc__tlsx_takeover(struct tls_x *x);
+/* Client, after its handshake and after each pass of OpenSSL's reads: takes the connection over
+ * when the server's tickets are in (or its first data, or at once when the connection resumes no
+ * sessions) and the record state is exact; gives up (x->hs freed, OpenSSL keeps it) when it can
+ * never be exact (TLS 1.2, a KeyUpdate or another message OpenSSL handled). */
+void sc__tlsx_native_settle(struct tls_x *x);
+/* Makes the native state of client connection <x> (native context) before its handshake. */
+void sc__tlsx_native_client(struct tls_x *x);
 /* Seals the alert <desc> (>= 0) or an owed KeyUpdate (-1) into the output. */
 void sc__tlsx_native_send(struct tls_x *x, int desc);
 /* Delivers decrypted bytes to the owner while it reads (the native pump). */

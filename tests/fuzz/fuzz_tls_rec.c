@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
-// libFuzzer target for the TLS 1.3 record layer (net/tls_rec.h) on the server side. The input is
-// a script of records a client sends: each entry is either raw bytes put on the wire as they are,
+// libFuzzer target for the TLS 1.3 record layer (net/tls_rec.h). The input's first byte says
+// where the stream is first cut and, in its top bit, whether the receiving side is a client
+// (which also takes NewSessionTickets) or a server. The rest is a script of records the peer
+// sends: each entry is either raw bytes put on the wire as they are,
 // or a plaintext the client seals properly (with any inner type, padding or handshake message),
 // optionally with one bit flipped. The server opens the stream, split where the script says.
 // Invariants: an incomplete record consumes nothing and reports MORE for every prefix; nothing
 // is ever consumed beyond the input; delivered data lies inside the record and is at most 2^14
 // bytes; while the stream holds only well-sealed records, each data record delivers exactly the
 // bytes sealed; after a flipped bit the record fails (never delivers); a KeyUpdate that asks for
-// an update leaves one owed; after FAIL, ALERT or CLOSE the server stops. Any violation aborts.
+// an update leaves one owed; a server refuses every NewSessionTicket; after FAIL, ALERT or CLOSE
+// the receiver stops. Any violation aborts.
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -36,7 +39,7 @@ struct entry {
     size_t at, len;       /* its bytes on the wire */
     const uint8_t *plain; /* a sealed data record: what it carries */
     size_t plain_len;
-    bool sealed, corrupt, data, key_update_req;
+    bool sealed, corrupt, data, key_update_req, ticket;
 };
 
 static void client_update(struct sc_tls_rec *c)
@@ -61,6 +64,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t *wire = sc_malloc(WIRE_MAX);
     struct entry e[ENTRIES];
     size_t ne = 0, wlen = 0, split = size > 0 ? data[0] : 0;
+    server.client = size > 0 && (data[0] & 0x80) != 0; /* the receiver */
     size_t off = size > 0 ? 1 : 0;
     /* entry: flags, inner type, length (2 bytes), bytes */
     while (ne < ENTRIES && off + 4 <= size) {
@@ -97,6 +101,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             bool ku = type == 22 && len == 5 && data[off] == 24 && data[off + 1] == 0 &&
                       data[off + 2] == 0 && data[off + 3] == 1 && data[off + 4] <= 1;
             x->key_update_req = ku && data[off + 4] == 1;
+            x->ticket = type == 22 && len > 0 && data[off] == 4;
             if (ku) {
                 client_update(&client);
             }
@@ -140,6 +145,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (exact && x->key_update_req) {
                 CHECK(server.key_update_owed);
             }
+            CHECK(!(exact && x->ticket && !server.client));
         } else {
             stopped = true; /* FAIL, ALERT, CLOSE: the connection ends here */
         }

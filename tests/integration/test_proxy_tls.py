@@ -432,10 +432,10 @@ def test_origination_quick_flags(sidecar_run, nginx_tls, pki):
 
 # ---- two sidecars over mesh mTLS ----
 
-def mesh_pair(sidecar_run, upstream, pki, trust_domain=None):
+def mesh_pair(sidecar_run, upstream, pki, trust_domain=None, both=False):
     """An inbound sidecar (STRICT, identity server.pem) in front of <upstream> and an outbound one
     (identity client.pem) whose cluster `peer` is the inbound one over mesh mTLS. Returns the
-    inbound sidecar and the two ports."""
+    inbound sidecar and the two ports (with <both>, the outbound sidecar too, last)."""
     inbound, outbound = free_port(), free_port()
     sc_in = sidecar_run("proxy", config=proxy_config(
         [{"name": "inbound", "address": f"127.0.0.1:{inbound}", "mtls": "strict",
@@ -447,12 +447,12 @@ def mesh_pair(sidecar_run, upstream, pki, trust_domain=None):
                 "ca": str(pki / "ca.pem")}
     if trust_domain:
         identity["trust_domain"] = trust_domain
-    sidecar_run("proxy", config=proxy_config(
+    sc_out = sidecar_run("proxy", config=proxy_config(
         [{"name": "outbound", "address": f"127.0.0.1:{outbound}", "direction": "outbound",
           "routes": [{"name": "r", "cluster": "peer", "retry_policy": {"num_retries": 0}}]}],
         [{"name": "peer", "endpoints": [f"127.0.0.1:{inbound}"], "tls": {"mode": "mesh"}}],
         identity=identity))
-    return sc_in, inbound, outbound
+    return (sc_in, inbound, outbound, sc_out) if both else (sc_in, inbound, outbound)
 
 
 def test_two_sidecars_mesh_mtls_chain(sidecar_run, echo, pki):

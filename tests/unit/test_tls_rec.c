@@ -347,6 +347,81 @@ static void test_outer_refusals(void **state)
     sc_tls_rec_cleanup(&client);
 }
 
+/* Seals <msgs> (handshake messages) as the server and opens them at a client (<client> set on
+ * it, as the transport does) or, with <at_server>, the other way round. */
+static enum sc_tls_rec_ev handshake_to(bool at_server, const void *msgs, size_t len,
+                                       struct sc_tls_rec_in *in)
+{
+    struct sc_tls_rec server, client;
+    pair(&server, &client);
+    client.client = true;
+    uv_buf_t b = uv_buf_init((char *)msgs, (unsigned)len);
+    unsigned char buf[512];
+    size_t n = sc_tls_rec_seal(at_server ? &client : &server, 22, &b, 1, len, buf);
+    enum sc_tls_rec_ev ev = sc_tls_rec_open(at_server ? &server : &client, buf, n, in);
+    sc_tls_rec_cleanup(&server);
+    sc_tls_rec_cleanup(&client);
+    return ev;
+}
+
+/* NewSessionTicket: lifetime, age_add, nonce<1>, ticket<3>, one extension (early_data) */
+#define NST                                                                                        \
+    "\x04\x00\x00\x19"                                                                             \
+    "\x00\x00\x1c\x20\x01\x02\x03\x04"                                                             \
+    "\x01\x00"                                                                                     \
+    "\x00\x03tkt"                                                                                  \
+    "\x00\x08\x00\x2a\x00\x04\x00\x00\x40\x00"
+
+static void test_client_tickets(void **state)
+{
+    (void)state;
+    struct sc_tls_rec_in in;
+    /* a client drops tickets, one or several in a record, a KeyUpdate after them too */
+    assert_int_equal(handshake_to(false, NST, 29, &in), SC_TLS_REC_NONE);
+    assert_int_equal(handshake_to(false, NST NST, 58, &in), SC_TLS_REC_NONE);
+    assert_int_equal(handshake_to(false, NST "\x18\x00\x00\x01\x00", 34, &in), SC_TLS_REC_NONE);
+    /* a server refuses them */
+    assert_int_equal(handshake_to(true, NST, 29, &in), SC_TLS_REC_FAIL);
+    assert_int_equal(in.alert, SC_TLS_ALERT_UNEXPECTED_MESSAGE);
+    /* a ticket cut short (split across records) */
+    assert_int_equal(handshake_to(false, NST, 20, &in), SC_TLS_REC_FAIL);
+    assert_int_equal(in.alert, SC_TLS_ALERT_UNEXPECTED_MESSAGE);
+    assert_int_equal(handshake_to(false, NST NST, 31, &in), SC_TLS_REC_FAIL);
+    assert_int_equal(in.alert, SC_TLS_ALERT_UNEXPECTED_MESSAGE);
+    /* an empty handshake record */
+    assert_int_equal(handshake_to(false, "", 0, &in), SC_TLS_REC_FAIL);
+    assert_int_equal(in.alert, SC_TLS_ALERT_UNEXPECTED_MESSAGE);
+    /* malformed bodies: each length pointing past the end, an empty ticket, trailing bytes, an
+     * extension cut short */
+    static const struct {
+        const char *m;
+        size_t len;
+    } bad[] = {
+        { "\x04\x00\x00\x08\x00\x00\x1c\x20\x01\x02\x03\x04", 12 },
+        { "\x04\x00\x00\x0a\x00\x00\x1c\x20\x01\x02\x03\x04\x05\x00", 14 },
+        { "\x04\x00\x00\x0d\x00\x00\x1c\x20\x01\x02\x03\x04\x00\x00\x00\x00\x00", 17 },
+        { "\x04\x00\x00\x0d\x00\x00\x1c\x20\x01\x02\x03\x04\x00\x00\x09\x00\x00", 17 },
+        { "\x04\x00\x00\x0f\x00\x00\x1c\x20\x01\x02\x03\x04\x00\x00\x01t\x00\x00\x00", 19 },
+        { "\x04\x00\x00\x11\x00\x00\x1c\x20\x01\x02\x03\x04\x00\x00\x01t\x00\x02\x00\x2a", 21 },
+        { "\x04\x00\x00\x14\x00\x00\x1c\x20\x01\x02\x03\x04\x00\x00\x01t\x00\x05\x00\x2a\x00\x09"
+          "\x00",
+          24 },
+    };
+    for (size_t i = 0; i < SC_ARRAY_LEN(bad); i++) {
+        assert_int_equal(handshake_to(false, bad[i].m, bad[i].len, &in), SC_TLS_REC_FAIL);
+        assert_int_equal(in.alert, SC_TLS_ALERT_DECODE_ERROR);
+    }
+    /* the smallest good one: no nonce, a one-byte ticket, no extensions */
+    assert_int_equal(handshake_to(false,
+                                  "\x04\x00\x00\x0e\x00\x00\x1c\x20\x01\x02\x03\x04\x00\x00\x01t"
+                                  "\x00\x00",
+                                  18, &in),
+                     SC_TLS_REC_NONE);
+    /* other handshake messages stay refused on a client */
+    assert_int_equal(handshake_to(false, "\x0d\x00\x00\x00", 4, &in), SC_TLS_REC_FAIL);
+    assert_int_equal(in.alert, SC_TLS_ALERT_UNEXPECTED_MESSAGE);
+}
+
 static void test_suites(void **state)
 {
     (void)state;
@@ -376,15 +451,11 @@ static void test_suites(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hkdf_rfc8448),
-        cmocka_unit_test(test_init_refuses),
-        cmocka_unit_test(test_rfc8448_records),
-        cmocka_unit_test(test_split_at_every_byte),
-        cmocka_unit_test(test_key_update_requested),
-        cmocka_unit_test(test_rekey_at_limit),
-        cmocka_unit_test(test_inner_plaintext),
-        cmocka_unit_test(test_outer_refusals),
-        cmocka_unit_test(test_suites),
+        cmocka_unit_test(test_hkdf_rfc8448),         cmocka_unit_test(test_init_refuses),
+        cmocka_unit_test(test_rfc8448_records),      cmocka_unit_test(test_split_at_every_byte),
+        cmocka_unit_test(test_key_update_requested), cmocka_unit_test(test_rekey_at_limit),
+        cmocka_unit_test(test_inner_plaintext),      cmocka_unit_test(test_outer_refusals),
+        cmocka_unit_test(test_client_tickets),       cmocka_unit_test(test_suites),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -439,6 +439,7 @@ struct proxy_metrics {
     struct sc_metric_family *tls_records;
     struct sc_metric_family *tls_expiry;
     struct sc_metric_family *utls_hs;
+    struct sc_metric_family *utls_records;
     struct sc_metric_family *authz;     /* proxy_authz.c */
     struct sc_metric_family *tcp_total; /* proxy_tcp.c */
     struct sc_metric_family *tcp_active;

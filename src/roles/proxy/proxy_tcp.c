@@ -304,6 +304,7 @@ static void tcp_close(struct proxy_tcp *t)
         sc_xport_close(t->dx);
     }
     if (t->ux) {
+        proxy_tls_cluster_closing(t->cluster, t->ux);
         sc_xport_close(t->ux);
     }
     if (t->u_init) {

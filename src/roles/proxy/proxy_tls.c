@@ -387,6 +387,13 @@ void proxy_tls_metrics_init(struct proxy_metrics *pm)
         "TLS handshakes to a cluster's endpoints, by result (ok, or why they failed; bad_san also "
         "for a mesh peer outside the trust domain).",
         uhs_labels, NULL, 0);
+    static const char *const url_labels[] = { "cluster", "layer", NULL };
+    pm->utls_records = sc_metrics_family(
+        pm->reg, SC_METRIC_COUNTER, "sidecar_upstream_tls_record_layer_total",
+        "Upstream TLS connections closed after their handshake, by who carried their records "
+        "last: native (the proxy, TLS 1.3 with tls.record_layer native, from the server's "
+        "session tickets on) or openssl.",
+        url_labels, NULL, 0);
 }
 
 void proxy_tls_collect(struct proxy_metrics *pm)
@@ -580,6 +587,10 @@ int proxy_tls_cluster_init(struct proxy_cluster_tls *out, const char *cname,
     for (int r = 0; r <= SC_TLS_FAIL_PROTOCOL; r++) {
         const char *v[] = { cname, r == SC_TLS_FAIL_NONE ? "ok" : sc_tls_fail_name(r) };
         out->m_hs[r] = sc_metrics_get(pm->utls_hs, v);
+    }
+    for (int i = 0; i < 2; i++) {
+        const char *v[] = { cname, i ? "native" : "openssl" };
+        out->m_records[i] = sc_metrics_get(pm->utls_records, v);
     }
     return 0;
 }
@@ -867,6 +878,17 @@ const char *proxy_tls_cluster_done(const struct proxy_cluster *c, struct sc_xpor
         *fail = f;
     }
     return bad;
+}
+
+void proxy_tls_cluster_closing(const struct proxy_cluster *c, struct sc_xport *x)
+{
+    bool native = false;
+    if (!c || !c->tls.src || !sc_tls_xport_is(x) ||
+        sc_xport_query_str(x, SC_XQ_TLS_VERSION).len == 0) {
+        return; /* no handshake completed */
+    }
+    (void)sc_xport_query(x, SC_XQ_TLS_NATIVE, &native);
+    sc_metrics_counter_inc(c->tls.m_records[native]);
 }
 
 const char *proxy_tls_upstream_done(struct proxy_uconn *uc, int status)

@@ -128,6 +128,8 @@ struct proxy_cluster_tls {
     bool mesh;                 /* the peer must be a workload of trust_domain */
     char trust_domain[256];
     struct sc_metric *m_hs[SC_TLS_FAIL_PROTOCOL + 1]; /* handshakes by result (NONE: ok) */
+    struct sc_metric *m_records[2]; /* connections closed after a handshake, by the record
+                                       layer that carried them last: openssl, native */
 };
 
 /* Resolves listener <lc> (NULL for the quick-start and default listeners, <quick_inbound> telling
@@ -213,6 +215,12 @@ const char *proxy_tls_cluster_done(const struct proxy_cluster *c, struct sc_xpor
  * reports the socket error), or, for a mesh cluster, a peer without a SPIFFE ID of the trust
  * domain (subject_alt_names, when set, were checked by the handshake). NULL when it may. */
 const char *proxy_tls_upstream_done(struct proxy_uconn *uc, int status);
+
+/* Cluster <c>'s upstream chain <x> is closing: when it is a TLS layer whose handshake completed,
+ * counts it in sidecar_upstream_tls_record_layer_total by the layer that carried its records
+ * last (a client moves to the native layer after the server's tickets, so only then is it known).
+ * Plaintext chains and failed handshakes count nothing. */
+void proxy_tls_cluster_closing(const struct proxy_cluster *c, struct sc_xport *x);
 
 /* Adds X-Forwarded-Client-Cert for exchange <ex> to header sink <s>, as its listener's mode
  * says, with the client's headers <m>. Returns 0 or SC_ETOOBIG. */

@@ -233,6 +233,9 @@ void proxy_uconn_close(struct proxy_uconn *uc)
     if (uc->h2) {
         uc->closes += proxy_h2_up_conn_closing(uc); /* fails its streams */
     }
+    if (uc->tls) {
+        proxy_tls_cluster_closing(uc->ep->cluster, uc->x);
+    }
     sc_xport_close(uc->x);
     uv_close((uv_handle_t *)&uc->timer, on_uconn_timer_closed);
     if (od) {
