@@ -159,6 +159,18 @@ def test_openssl_loaded_only_with_tls(sidecar_run, run_cli, echo, pki, tmp_path)
     assert "TLS needs OpenSSL 3" in r.stderr and "libssl.so.3" in r.stderr
 
 
+def quick_start_on_copies(sidecar_run, echo, pki, tmp_path):
+    """A proxy started with --tls-cert/--tls-key on copies of the server pair (the test rewrites
+    them); returns (sidecar, port, cert path, key path)."""
+    cert, key = tmp_path / "c.pem", tmp_path / "c.key"
+    cert.write_bytes((pki / "server.pem").read_bytes())
+    key.write_bytes((pki / "server.key").read_bytes())
+    port = free_port()
+    sc = sidecar_run("proxy", ["--listen", f"127.0.0.1:{port}", "--upstream", echo.addr,
+                               "--tls-cert", str(cert), "--tls-key", str(key)])
+    return sc, port, cert, key
+
+
 def test_openssl_errors_named_though_strings_load_late(sidecar_run, run_cli, echo, pki,
                                                       tmp_path):
     """OpenSSL runs without its error strings until an error is described: refusals at start and
@@ -176,12 +188,7 @@ def test_openssl_errors_named_though_strings_load_late(sidecar_run, run_cli, ech
     r = start(pki / "server.pem", garbage)
     assert r.returncode != 0 and "(nested asn1 error)" in r.stderr
 
-    cert, key = tmp_path / "c.pem", tmp_path / "c.key"
-    cert.write_bytes((pki / "server.pem").read_bytes())
-    key.write_bytes((pki / "server.key").read_bytes())
-    port = free_port()
-    sc = sidecar_run("proxy", ["--listen", f"127.0.0.1:{port}", "--upstream", echo.addr,
-                               "--tls-cert", str(cert), "--tls-key", str(key)])
+    sc, port, _, key = quick_start_on_copies(sidecar_run, echo, pki, tmp_path)
     ca = pki / "ca.pem"
     assert curl(f"https://localhost:{port}/", "--cacert", str(ca))[2] == 200
     key.write_bytes(b"-----BEGIN PRIVATE KEY-----\nAAAAAAAAAAAAAAAA\n-----END PRIVATE KEY-----\n")
@@ -193,12 +200,7 @@ def test_quick_start_watches_files_and_caches_sessions(sidecar_run, echo, pki, t
     """--tls-cert/--tls-key get the tls options' defaults, as a configured listener does: the
     files are watched (a new pair is served, a broken one refused) and sessions are cached for
     clients without tickets."""
-    cert, key = tmp_path / "c.pem", tmp_path / "c.key"
-    cert.write_bytes((pki / "server.pem").read_bytes())
-    key.write_bytes((pki / "server.key").read_bytes())
-    port = free_port()
-    sc = sidecar_run("proxy", ["--listen", f"127.0.0.1:{port}", "--upstream", echo.addr,
-                               "--tls-cert", str(cert), "--tls-key", str(key)])
+    sc, port, cert, key = quick_start_on_copies(sidecar_run, echo, pki, tmp_path)
     ca = pki / "ca.pem"
     assert peer_serial(port, ca) == serial_of(pki / "server.pem")
     sess = tmp_path / "sess.pem"
