@@ -13,8 +13,7 @@ BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=bench/lib.sh
 . "$BENCH_DIR/lib.sh"
 
-SIDECAR=${1:?usage: tls_idle_rss.sh SIDECAR_OR_BUILD_DIR [ROUNDS]}
-[ -d "$SIDECAR" ] && SIDECAR=$SIDECAR/sidecar
+SIDECAR=$(sidecar_bin "${1:?usage: tls_idle_rss.sh SIDECAR_OR_BUILD_DIR [ROUNDS]}")
 ROUNDS=${2:-5}
 CPU=1
 [ "$(nproc)" -ge 2 ] || CPU=0
