@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <openssl/ssl.h>
+
 #include "core/error.h"
 #include "core/log.h"
 #include "core/alloc.h"
@@ -191,11 +193,62 @@ static void pool_install(void)
     }
 }
 
+/* OpenSSL's initialisation, before anything else calls it, without its error strings: their
+ * tables and hash entries, and the code that builds them, are about 60 KiB of resident memory in
+ * every process with TLS, used only to describe errors. sc_lazylib_ssl_err_strings loads them
+ * when an error is first described. Everything else is OpenSSL's default, the configuration file
+ * included. */
+static void ossl_init(void)
+{
+    __typeof__(&OPENSSL_init_ssl) init;
+    *(void **)&init = dlsym(ssl.lib, "OPENSSL_init_ssl");
+    if (init) {
+        init(OPENSSL_INIT_NO_LOAD_SSL_STRINGS | OPENSSL_INIT_NO_LOAD_CRYPTO_STRINGS, NULL);
+    }
+}
+
 static void load_ssl(void)
 {
     whole_open(&ssl);
     if (ssl.lib) {
         pool_install();
+        ossl_init();
+    }
+}
+
+/* The error strings OpenSSL's initialisation skipped (ossl_init): once that skipped them, its own
+ * loading is off for good, so they are loaded library by library with the loaders OpenSSL 3 still
+ * exports: every library whose reasons TLS set-up and handshakes report. The few without one
+ * (providers, decoders, HTTP, CMP) keep unnamed reasons; the TLS code prints their codes. */
+static pthread_once_t strings_once = PTHREAD_ONCE_INIT;
+
+static void load_err_strings(void)
+{
+    static const char *const names[] = {
+        "ERR_load_ERR_strings",    "ERR_load_SSL_strings",    "ERR_load_CRYPTO_strings",
+        "ERR_load_ASN1_strings",   "ERR_load_ASYNC_strings",  "ERR_load_BIO_strings",
+        "ERR_load_BN_strings",     "ERR_load_BUF_strings",    "ERR_load_CMS_strings",
+        "ERR_load_COMP_strings",   "ERR_load_CONF_strings",   "ERR_load_CT_strings",
+        "ERR_load_DH_strings",     "ERR_load_DSA_strings",    "ERR_load_EC_strings",
+        "ERR_load_ENGINE_strings", "ERR_load_EVP_strings",    "ERR_load_KDF_strings",
+        "ERR_load_OBJ_strings",    "ERR_load_OCSP_strings",   "ERR_load_OSSL_STORE_strings",
+        "ERR_load_PEM_strings",    "ERR_load_PKCS12_strings", "ERR_load_PKCS7_strings",
+        "ERR_load_RAND_strings",   "ERR_load_RSA_strings",    "ERR_load_TS_strings",
+        "ERR_load_UI_strings",     "ERR_load_X509V3_strings", "ERR_load_X509_strings",
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        int (*fn)(void);
+        *(void **)&fn = dlsym(ssl.lib, names[i]);
+        if (fn) {
+            fn();
+        }
+    }
+}
+
+void sc_lazylib_ssl_err_strings(void)
+{
+    if (sc_lazylib_ssl_load(NULL) == 0) {
+        pthread_once(&strings_once, load_err_strings);
     }
 }
 

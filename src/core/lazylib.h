@@ -18,6 +18,12 @@ int sc_lazylib_md5(const void *p, size_t n, unsigned char out[16]);
  * configuration error and not a crash later. */
 int sc_lazylib_ssl_load(char **err);
 
+/* Loads OpenSSL's error strings, once per process (OpenSSL is initialised without them, to keep
+ * their tables out of resident memory): whatever turns an OpenSSL error into text calls this
+ * first (net/tls*.c), and so does whatever lets another library print OpenSSL's errors (libcurl,
+ * net/egress.c). Loads OpenSSL if needed; does nothing if it cannot be loaded. */
+void sc_lazylib_ssl_err_strings(void);
+
 /* Resolves OpenSSL's function <name> into <*slot> and returns it (net/ossl.h's call sites). Loads
  * OpenSSL if needed; a library or function that cannot be found is logged and ends the process,
  * since the caller has no way to fail. */

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include <curl/curl.h>
+#include <openssl/ssl.h>
 
 #define CURL_FUNCS(X)                                                                              \
     X(CURLcode, global_init, (long))                                                               \
@@ -55,6 +56,7 @@ static struct {
 #undef CURL_FIELD
 
 #include "core/alloc.h"
+#include "core/lazylib.h"
 #include "core/error.h"
 #include "core/list.h"
 #include "core/log.h"
@@ -112,6 +114,24 @@ struct sock {
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static const char *global_error; /* why libcurl is unusable, or NULL */
 
+/* libcurl prints OpenSSL's errors, whose strings OpenSSL loads only on request (the TLS code asks
+ * when it first describes an error, core/lazylib.h): asked for here, through OpenSSL's own
+ * initialisation when the TLS code has not initialised it yet, else by the TLS code's loader. */
+static void ssl_err_strings(void)
+{
+    void *ssl = dlopen("libssl.so.3", RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+    if (!ssl) {
+        return; /* a libcurl without OpenSSL */
+    }
+    __typeof__(&OPENSSL_init_ssl) init;
+    *(void **)&init = dlsym(ssl, "OPENSSL_init_ssl");
+    if (init) {
+        init(OPENSSL_INIT_LOAD_SSL_STRINGS | OPENSSL_INIT_LOAD_CRYPTO_STRINGS, NULL);
+    }
+    dlclose(ssl);
+    sc_lazylib_ssl_err_strings();
+}
+
 /* Loads libcurl and initialises it, once per process. The library stays loaded until exit. */
 static void load_curl(void)
 {
@@ -130,7 +150,9 @@ static void load_curl(void)
 #undef CURL_LOAD
     if (lc.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         global_error = "curl_global_init failed";
+        return;
     }
+    ssl_err_strings();
 }
 
 static void on_handle_closed(uv_handle_t *h);

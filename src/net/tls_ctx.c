@@ -296,12 +296,24 @@ out:
     return bio;
 }
 
-/* The reason of the last OpenSSL error, or <def>. Clears the queue. */
+const char *sc__tls_err_reason(unsigned long e)
+{
+    sc_lazylib_ssl_err_strings();
+    return ERR_reason_error_string(e);
+}
+
+/* The reason of the last OpenSSL error; its code when OpenSSL has no text for it (`openssl errstr`
+ * names it); <def> when there is none. Valid until this thread's next call. Clears the queue. */
 static const char *ossl_reason(const char *def)
 {
+    static __thread char code[48];
     unsigned long e = ERR_peek_last_error();
-    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    const char *r = e ? sc__tls_err_reason(e) : NULL;
     ERR_clear_error();
+    if (e && !r) {
+        snprintf(code, sizeof(code), "OpenSSL error %lX", e);
+        r = code;
+    }
     return r ? r : def;
 }
 

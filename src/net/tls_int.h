@@ -59,6 +59,11 @@ struct sc_tls_ctx {
 /* The SSL_CTX ex_data index that points back at the struct sc_tls_ctx. */
 int sc__tls_ctx_index(void);
 
+/* The reason text of OpenSSL's packed error code <e>, or NULL when OpenSSL has none. OpenSSL runs
+ * without its error strings until this first needs them (core/lazylib.h): every OpenSSL reason
+ * the TLS code prints goes through here. */
+const char *sc__tls_err_reason(unsigned long e);
+
 /* Builds contexts as the public constructors do, recording every file read in <files> (which the
  * caller frees with sc__tls_files_free, also on failure). */
 struct sc_tls_ctx *sc__tls_ctx_server(const struct sc_tls_server_opts *o,

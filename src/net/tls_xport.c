@@ -236,7 +236,7 @@ static enum sc_tls_fail classify(struct tls_x *x, int sslerr, const char **text)
     unsigned long e = ERR_peek_last_error();
     int reason = ERR_GET_LIB(e) == ERR_LIB_SSL ? ERR_GET_REASON(e) : 0;
     long vr = SSL_get_verify_result(x->ssl);
-    *text = e ? ERR_reason_error_string(e) : NULL;
+    *text = e ? sc__tls_err_reason(e) : NULL;
     if (x->server && !x->hs_done && x->first_seen && x->first_byte != 0x16) {
         *text = "the client did not start a TLS handshake";
         return SC_TLS_FAIL_NOT_TLS;

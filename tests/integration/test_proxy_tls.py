@@ -159,6 +159,64 @@ def test_openssl_loaded_only_with_tls(sidecar_run, run_cli, echo, pki, tmp_path)
     assert "TLS needs OpenSSL 3" in r.stderr and "libssl.so.3" in r.stderr
 
 
+def quick_start_on_copies(sidecar_run, echo, pki, tmp_path):
+    """A proxy started with --tls-cert/--tls-key on copies of the server pair (the test rewrites
+    them); returns (sidecar, port, cert path, key path)."""
+    cert, key = tmp_path / "c.pem", tmp_path / "c.key"
+    cert.write_bytes((pki / "server.pem").read_bytes())
+    key.write_bytes((pki / "server.key").read_bytes())
+    port = free_port()
+    sc = sidecar_run("proxy", ["--listen", f"127.0.0.1:{port}", "--upstream", echo.addr,
+                               "--tls-cert", str(cert), "--tls-key", str(key)])
+    return sc, port, cert, key
+
+
+def test_openssl_errors_named_though_strings_load_late(sidecar_run, run_cli, echo, pki,
+                                                      tmp_path):
+    """OpenSSL runs without its error strings until an error is described: refusals at start and
+    at a reload still name OpenSSL's reason."""
+    def start(cert, key):
+        return run_cli("proxy", "--admin", f"127.0.0.1:{free_port()}", "--listen",
+                       f"127.0.0.1:{free_port()}", "--upstream", echo.addr, "--tls-cert",
+                       str(cert), "--tls-key", str(key), timeout=20)
+    r = start(pki / "server.pem", pki / "server.pem")  # a certificate where the key should be
+    assert r.returncode != 0 and "bad PEM or not a private key (unsupported)" in r.stderr
+    r = start(pki / "notpem.pem", pki / "server.key")
+    assert r.returncode != 0 and "bad PEM (no start line)" in r.stderr
+    garbage = tmp_path / "garbage.key"
+    garbage.write_text("-----BEGIN PRIVATE KEY-----\nAAAAAAAAAAAAAAAA\n-----END PRIVATE KEY-----\n")
+    r = start(pki / "server.pem", garbage)
+    assert r.returncode != 0 and "(nested asn1 error)" in r.stderr
+
+    sc, port, _, key = quick_start_on_copies(sidecar_run, echo, pki, tmp_path)
+    ca = pki / "ca.pem"
+    assert curl(f"https://localhost:{port}/", "--cacert", str(ca))[2] == 200
+    key.write_bytes(b"-----BEGIN PRIVATE KEY-----\nAAAAAAAAAAAAAAAA\n-----END PRIVATE KEY-----\n")
+    assert wait_for(lambda: "nested asn1 error" in sc.logs(), timeout=10)
+    assert curl(f"https://localhost:{port}/", "--cacert", str(ca))[2] == 200
+
+
+def test_quick_start_watches_files_and_caches_sessions(sidecar_run, echo, pki, tmp_path):
+    """--tls-cert/--tls-key get the tls options' defaults, as a configured listener does: the
+    files are watched (a new pair is served, a broken one refused) and sessions are cached for
+    clients without tickets."""
+    sc, port, cert, key = quick_start_on_copies(sidecar_run, echo, pki, tmp_path)
+    ca = pki / "ca.pem"
+    assert peer_serial(port, ca) == serial_of(pki / "server.pem")
+    sess = tmp_path / "sess.pem"
+    req = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    rc, out = s_client(port, "-tls1_2", "-no_ticket", "-CAfile", str(ca), "-sess_out", str(sess),
+                       data=req)
+    assert rc == 0
+    rc, out = s_client(port, "-tls1_2", "-no_ticket", "-CAfile", str(ca), "-sess_in", str(sess),
+                       data=req)
+    assert rc == 0 and "Reused" in out, out
+    key.write_bytes((pki / "rsa.key").read_bytes())
+    cert.write_bytes((pki / "rsa.pem").read_bytes())
+    assert wait_for(lambda: peer_serial(port, ca) == serial_of(pki / "rsa.pem"), timeout=10)
+    assert "TLS certificates reloaded" in sc.logs()
+
+
 def test_tls_sni_chooses_among_certificates(sidecar_run, echo, pki):
     port = free_port()
     sidecar_run("proxy", config=tls_listener(port, echo.addr, {

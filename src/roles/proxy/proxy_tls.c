@@ -459,6 +459,9 @@ int proxy_tls_listener_init(struct proxy_listener_tls *out, const char *lname,
     const struct proxy_tls_flags *f = &cfg->tls_flags;
     struct sc_tls_server_opts o;
     memset(&o, 0, sizeof(o));
+    /* The quick-start flags and the identity get the options' defaults (files watched, session
+     * cache); a configured listener's tls: has its own values. Nothing here allocates. */
+    sc_config_defaults(sc_tls_server_opt_table, &o);
     int mode = PROXY_MTLS_UNSET, xfcc = PROXY_XFCC_AUTO;
     bool inbound = quick_inbound;
     char *alpn[16];
@@ -531,6 +534,7 @@ int proxy_tls_cluster_init(struct proxy_cluster_tls *out, const char *cname,
     const struct proxy_tls_flags *f = &cfg->tls_flags;
     struct sc_tls_client_opts o;
     memset(&o, 0, sizeof(o));
+    sc_config_defaults(sc_tls_client_opt_table, &o); /* as for listeners: nothing allocated */
     int mode = PROXY_UTLS_AUTO;
     if (cc) {
         o = cc->tlscfg.o;
@@ -542,7 +546,6 @@ int proxy_tls_cluster_init(struct proxy_cluster_tls *out, const char *cname,
         o.key = f->upstream_key;
         o.sni = f->upstream_sni;
         o.subject_alt_names = f->upstream_san;
-        o.session_reuse = true;
         mode = PROXY_UTLS_SIMPLE;
     }
     if (mode == PROXY_UTLS_AUTO) {
