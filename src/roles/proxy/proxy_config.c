@@ -232,6 +232,12 @@ static const struct sc_opt route_opts[] = {
       .help = "answer health checks: 200, or 503 while draining or below min_healthy",
       .sub = proxy_health_ep_opts,
       .check = proxy_health_ep_mark },
+    { .name = "cors",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_route_cfg, cors),
+      .help = "CORS policy of the route (docs/cors.md), instead of the listener's",
+      .sub = proxy_cors_opts,
+      .check = proxy_cors_mark },
     { 0 },
 };
 
@@ -281,6 +287,13 @@ static const struct sc_opt listener_opts[] = {
     { .type = SC_OPT_INLINE,
       .offset = offsetof(struct proxy_listener_cfg, gw),
       .sub = proxy_grpc_web_listener_opts },
+    { .name = "cors",
+      .type = SC_OPT_OBJ,
+      .offset = offsetof(struct proxy_listener_cfg, cors),
+      .help = "CORS policy of the routes without one of their own (a virtual host's; "
+              "docs/cors.md)",
+      .sub = proxy_cors_opts,
+      .check = proxy_cors_mark },
     { 0 },
 };
 
@@ -652,6 +665,11 @@ static int check_route(const struct proxy_cfg *c, const struct proxy_listener_cf
     if (prc < 0) {
         return prc;
     }
+    char where[320];
+    snprintf(where, sizeof(where), "listener \"%s\" route %zu (%s)", l->name, ri + 1, rname);
+    if (r->cors.set && (prc = proxy_cors_check(&r->cors, where, err)) < 0) {
+        return prc;
+    }
     int n = (r->match.prefix != NULL) + (r->match.path != NULL) + (r->match.regex != NULL);
     if (n > 1) {
         *err = sc_asprintf("listener \"%s\" route %zu (%s): use one of prefix, path and regex",
@@ -801,6 +819,9 @@ int proxy_config_check(const void *cfg, char **err)
         if (lrc == 0 && l[i].http2.only && !l[i].http2.enabled) {
             *err = sc_asprintf("%s: http2.only needs http2.enabled", where);
             lrc = SC_ECONFIG;
+        }
+        if (lrc == 0 && l[i].cors.set) {
+            lrc = proxy_cors_check(&l[i].cors, where, err);
         }
         if (lrc < 0) {
             return lrc;
@@ -1198,10 +1219,12 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
         proxy_route_policy_listener_init(l, lrl, pm);
         for (size_t r = 0; r < l->nroutes; r++) {
             route_init(&l->routes[r], &rcs[r], cfg, rt, r);
-            rc = proxy_route_policy_route_init(&l->routes[r], &rcs[r], rt, l->name, pm, err);
+            rc = proxy_route_policy_route_init(&l->routes[r], &rcs[r], &lcs[i], rt, l->name, pm,
+                                               err);
             if (rc < 0) {
                 goto fail;
             }
+            l->cors = l->cors || (l->routes[r].pol && l->routes[r].pol->cors);
             if (!l->routes[r].cluster && !(l->routes[r].pol && l->routes[r].pol->act)) {
                 *err =
                     sc_asprintf("listener \"%s\": unknown cluster \"%s\"", l->name, rcs[r].cluster);

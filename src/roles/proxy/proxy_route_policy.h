@@ -306,6 +306,7 @@ struct proxy_route_policy {
     size_t nhash;
     char *host_rewrite;
     struct proxy_route_action *act; /* redirect or direct_response; NULL: upstream */
+    struct proxy_cors *cors;        /* the route's CORS policy (proxy_cors.c); NULL: none */
 };
 
 struct proxy_route_action;
@@ -327,16 +328,22 @@ int proxy_route_action_answer(const struct proxy_exch *r, const struct sc_http_m
 struct proxy_req_pol {
     struct proxy_rl_result rl;
     bool has_rl;       /* rl filled and its headers wanted */
+    bool cors_allowed; /* the origin is allowed: upstream's Access-Control-Allow-* replaced */
+    bool cors_vary_seen;              /* upstream's Vary names Origin or is "*" */
+    const struct proxy_cors *cors;    /* the CORS policy enforced (Vary: Origin); NULL: none */
+    char *cors_lines;                 /* owned: resp_add's text when CORS headers were added */
+    const struct proxy_route *cors_pre; /* a preflight let past authentication for CORS */
     bool mirror;       /* mirror once the body is complete */
     uint64_t delay_ms; /* fault delay before the first try */
 };
 
-/* Builds the policy of route <r> from <rc> (the snapshot <rt> has its clusters already; <lname>
+/* Builds the policy of route <r> from <rc> of listener <lc> (whose cors applies to a route
+ * without its own) (the snapshot <rt> has its clusters already; <lname>
  * names the limiter). Sets r->pol, NULL when the route has no policy. Returns 0 or SC_ECONFIG
  * with <*err>. */
 int proxy_route_policy_route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
-                                  struct proxy_rt *rt, const char *lname, struct proxy_metrics *pm,
-                                  char **err);
+                                  const struct proxy_listener_cfg *lc, struct proxy_rt *rt,
+                                  const char *lname, struct proxy_metrics *pm, char **err);
 
 /* Frees route <r>'s policy. */
 void proxy_route_policy_route_free(struct proxy_route *r);
@@ -361,13 +368,18 @@ struct sc_str proxy_route_cookie_value(const struct sc_http_msg *m, struct sc_st
 bool proxy_route_policy_match(const struct proxy_route_policy *pol, const struct sc_http_msg *m,
                               pcre2_match_data *md);
 
-enum { PROXY_ROUTE_POL_GO = 0, PROXY_ROUTE_POL_REPLY = 1, PROXY_ROUTE_POL_ACTION = 2 };
+enum {
+    PROXY_ROUTE_POL_GO = 0,
+    PROXY_ROUTE_POL_REPLY = 1,
+    PROXY_ROUTE_POL_ACTION = 2,
+    PROXY_ROUTE_POL_DONE = 3 /* answered already (a CORS preflight) */
+};
 
-/* Runs the policy of exchange <r>'s route for request <m> once routed: rate limits (listener, then
- * route), fault abort and delay decisions, the destination (r->cluster, r->subset, r->codes) and
- * the mirror decision. Returns PROXY_ROUTE_POL_GO, or PROXY_ROUTE_POL_REPLY with the local answer's
- * <*status>,
- * <*reason> and response <*flags> set. */
+/* Runs the policy of exchange <r>'s route for request <m> once routed: CORS (a preflight answered
+ * here: PROXY_ROUTE_POL_DONE), rate limits (listener, then route), fault abort and delay
+ * decisions, the destination (r->cluster, r->subset, r->codes) and the mirror decision. Returns
+ * PROXY_ROUTE_POL_GO, or PROXY_ROUTE_POL_REPLY with the local answer's <*status>, <*reason> and
+ * response <*flags> set. */
 int proxy_route_policy_request(struct proxy_exch *r, const struct sc_http_msg *m, int *status,
                                const char **reason, unsigned *flags);
 
@@ -384,8 +396,10 @@ int proxy_route_policy_req_headers(struct proxy_exch *r, const struct sc_http_ms
 int proxy_route_policy_request_line(const struct proxy_route_policy *pol, struct proxy_hsink *s,
                                     struct sc_str method, struct sc_str origin);
 
-/* True when response header <name> is replaced or removed by the route's transforms. */
-bool proxy_route_policy_skip_resp_header(const struct proxy_route_policy *pol, struct sc_str name);
+/* True when response header <h> of exchange <r> is replaced or removed by the route's transforms
+ * or its CORS policy. */
+bool proxy_route_policy_skip_resp_header(struct proxy_exch *r, const struct proxy_route_policy *pol,
+                                         const struct sc_http_header *h);
 
 /* Adds the route's response headers and the rate-limit headers to sink <s>. Returns 0 or
  * SC_ETOOBIG. */
