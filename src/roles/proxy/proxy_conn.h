@@ -705,16 +705,17 @@ static inline struct proxy_route *proxy_route_find(struct proxy_dconn *dc,
 {
     struct proxy_worker *w = dc->w;
     struct proxy_listener *l = dc->ex.lsn;
-    for (size_t i = 0; i < l->nroutes; i++) {
+    struct proxy_route *found = NULL;
+    for (size_t i = 0; i < l->nroutes && !found; i++) {
         if (l->routes[i].ndports && !proxy_route_port_in(&l->routes[i], proxy_dest_port(dc))) {
             continue;
         }
         if (proxy_route_matches(&l->routes[i], m, path, w->md) &&
             !(l->routes[i].health_pass && !w->draining)) { /* proxy_route_health.c */
-            return &l->routes[i];
+            found = &l->routes[i];
         }
     }
-    return NULL;
+    return found;
 }
 
 /* Builds ex->head, the upstream request head for <m>: hop-by-hop headers (and the tokens named

@@ -348,6 +348,15 @@ static int line(struct sc_buf *b, const char *name, struct sc_str v)
     return rc;
 }
 
+/* The request's CORS state, made on first use. */
+static struct proxy_cors_req *state(struct proxy_exch *r)
+{
+    if (!r->pol.cors) {
+        r->pol.cors = SC_NEW(struct proxy_cors_req);
+    }
+    return r->pol.cors;
+}
+
 /* Answers preflight <m> (<ok>: its origin is allowed) with 200 and the policy's headers. */
 static void answer_preflight(struct proxy_exch *r, const struct sc_http_msg *m,
                              const struct proxy_cors *c, struct sc_str origin, bool ok)
@@ -388,7 +397,7 @@ static void answer_preflight(struct proxy_exch *r, const struct sc_http_msg *m,
                : echo_h         ? SC_STR("Origin, Access-Control-Request-Headers")
                                 : SC_STR("Origin"));
     sc_metrics_counter_inc(c->m_answered);
-    r->pol.cors = NULL; /* its Vary is above */
+    state(r)->policy = NULL; /* its Vary is above */
     r->close_after = r->body != B_NONE;
     r->body_done = r->body == B_NONE;
     if (rc < 0) {
@@ -420,16 +429,18 @@ static void keep_headers(struct proxy_exch *r, const struct proxy_cors *c, struc
         sc_buf_cleanup(&b);
         return; /* an origin is at most a header line long: not reached */
     }
-    r->pol.cors_lines = b.p;
-    r->pol.cors_allowed = true;
+    struct proxy_cors_req *st = state(r);
+    st->lines = b.p;
+    st->allowed = true;
     r->resp_add = sc_buf_str(&b);
 }
 
 int proxy_cors_request(struct proxy_exch *r, const struct sc_http_msg *m,
                        const struct proxy_cors *c)
 {
-    bool pre_first = r->pol.cors_pre != NULL;
-    if (pre_first && r->pol.cors_pre != r->route) {
+    const struct proxy_route *pre = r->pol.cors ? r->pol.cors->pre : NULL;
+    bool pre_first = pre != NULL;
+    if (pre_first && pre != r->route) {
         /* Let past authentication for another route's policy: fail closed. */
         r->close_after = r->body != B_NONE;
         proxy_local_reply(r, 403, "CORS preflight not answered by its route", F_CORS);
@@ -440,7 +451,7 @@ int proxy_cors_request(struct proxy_exch *r, const struct sc_http_msg *m,
         return 0;
     }
     if (enforce) {
-        r->pol.cors = c; /* Vary: Origin on every response */
+        state(r)->policy = c; /* Vary: Origin on every response */
     }
     struct sc_str origin = header(m, "origin");
     if (!origin.len) {
@@ -482,22 +493,25 @@ bool proxy_cors_preflight_first(struct proxy_exch *r, const struct sc_http_msg *
     if (!c || !chance(r->w, c->enabled_ppm) || (!allowed(c, origin, r->w->md) && c->forward)) {
         return false;
     }
-    r->pol.cors_pre = rt;
+    state(r)->pre = rt;
     return true;
 }
 
 bool proxy_cors_skip_resp_header(struct proxy_exch *r, const struct sc_http_header *h)
 {
-    const struct proxy_cors *c = r->pol.cors;
+    struct proxy_cors_req *st = r->pol.cors;
+    if (!st->policy) {
+        return false;
+    }
     if (h->name.len == 4 && sc_str_caseeq(h->name, SC_STR("vary"))) {
-        r->pol.cors_vary_seen = r->pol.cors_vary_seen || sc_http1_has_token(h->value, SC_STR("*")) ||
-                                sc_http1_has_token(h->value, SC_STR("origin"));
+        st->vary_seen = st->vary_seen || sc_http1_has_token(h->value, SC_STR("*")) ||
+                        sc_http1_has_token(h->value, SC_STR("origin"));
         return false;
     }
-    if (!r->pol.cors_allowed || h->name.len < 27 ||
-        strncasecmp(h->name.p, "access-control-", 15) != 0) {
+    if (!st->allowed || h->name.len < 27 || strncasecmp(h->name.p, "access-control-", 15) != 0) {
         return false;
     }
+    const struct proxy_cors *c = st->policy;
     return sc_str_caseeq(h->name, SC_STR("access-control-allow-origin")) ||
            (c->credentials && sc_str_caseeq(h->name, SC_STR("access-control-allow-credentials"))) ||
            (c->expose_headers && sc_str_caseeq(h->name, SC_STR("access-control-expose-headers")));
@@ -505,7 +519,8 @@ bool proxy_cors_skip_resp_header(struct proxy_exch *r, const struct sc_http_head
 
 int proxy_cors_vary(const struct proxy_exch *r, struct proxy_hsink *s)
 {
-    if (!r->pol.cors || r->pol.cors_vary_seen) {
+    const struct proxy_cors_req *st = r->pol.cors;
+    if (!st || !st->policy || st->vary_seen) {
         return 0;
     }
     return proxy_hsink_header(s, SC_STR("Vary"), SC_STR("Origin"));
@@ -513,6 +528,9 @@ int proxy_cors_vary(const struct proxy_exch *r, struct proxy_hsink *s)
 
 void proxy_cors_release(struct proxy_exch *r)
 {
-    sc_free(r->pol.cors_lines);
-    r->pol.cors_lines = NULL;
+    if (r->pol.cors) {
+        sc_free(r->pol.cors->lines);
+        sc_free(r->pol.cors);
+        r->pol.cors = NULL;
+    }
 }

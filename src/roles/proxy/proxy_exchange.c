@@ -500,7 +500,7 @@ void proxy_finish_request(struct proxy_exch *r)
     if (r->rt->access_log) {
         proxy_access_log(r, dur);
     }
-    if (r->request_principal || r->pol.cors_lines) {
+    if (r->request_principal || r->pol.cors) {
         sc_free(r->request_principal);
         r->request_principal = NULL;
         proxy_cors_release(r);

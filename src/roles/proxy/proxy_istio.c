@@ -749,7 +749,7 @@ static int http_route(struct proxy_front *f, struct istio_made *m, const struct 
                                           "timeout",        "retries", "fault",
                                           "rewrite",        "mirror",  "mirrorPercentage",
                                           "mirror_percent", "headers", "redirect",
-                                          "directResponse", NULL };
+                                          "directResponse", "corsPolicy", NULL };
     if (proxy_front_keys(f, h, path, h_keys, NULL) < 0) {
         return SC_ECONFIG;
     }
@@ -888,6 +888,10 @@ static int http_route(struct proxy_front *f, struct istio_made *m, const struct 
     }
     if (sc_ynode_get(h, "headers")) {
         headers(f, act, sc_ynode_get(h, "headers"), path);
+    }
+    if (sc_ynode_get(h, "corsPolicy") &&
+        proxy_istio_cors(f, act, sc_ynode_get(h, "corsPolicy"), path) < 0) {
+        return SC_ECONFIG;
     }
     const struct sc_ynode *mir = sc_ynode_get(h, "mirror");
     if (mir) {

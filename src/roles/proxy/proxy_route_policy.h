@@ -37,6 +37,8 @@ struct proxy_cfg;
 struct proxy_cluster_cfg;
 struct proxy_route_cfg;
 struct proxy_listener_cfg;
+struct proxy_cors;
+struct proxy_cors_req;
 
 /* ---- configuration as loaded ---- */
 
@@ -328,11 +330,7 @@ int proxy_route_action_answer(const struct proxy_exch *r, const struct sc_http_m
 struct proxy_req_pol {
     struct proxy_rl_result rl;
     bool has_rl;       /* rl filled and its headers wanted */
-    bool cors_allowed; /* the origin is allowed: upstream's Access-Control-Allow-* replaced */
-    bool cors_vary_seen;              /* upstream's Vary names Origin or is "*" */
-    const struct proxy_cors *cors;    /* the CORS policy enforced (Vary: Origin); NULL: none */
-    char *cors_lines;                 /* owned: resp_add's text when CORS headers were added */
-    const struct proxy_route *cors_pre; /* a preflight let past authentication for CORS */
+    struct proxy_cors_req *cors; /* CORS state (proxy_cors.c), made when a policy applies */
     bool mirror;       /* mirror once the body is complete */
     uint64_t delay_ms; /* fault delay before the first try */
 };
