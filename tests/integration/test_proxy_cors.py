@@ -169,6 +169,7 @@ def test_local_answers_carry_the_headers_and_shadow_mode_counts_only(sidecar_run
     port, dead = free_port(), free_port()
     sc = sidecar_run("proxy", config=proxy_config(
         [{"name": "web", "address": f"127.0.0.1:{port}", "http2": {"enabled": True},
+          "grpc_web": True,
           "routes": [
               {"name": "shadow", "match": {"prefix": "/shadow"}, "cluster": "down",
                "cors": {"allow_origins": [{"exact": "https://app.example"}],
@@ -185,6 +186,13 @@ def test_local_answers_carry_the_headers_and_shadow_mode_counts_only(sidecar_run
         assert values(hd, "access-control-allow-origin") == ["https://app.example"]
         assert values(hd, "access-control-expose-headers") == ["x-a"]
         assert values(hd, "vary") == ["Origin"]
+    # A gRPC-Web call's trailers-only answer too (the browser reads grpc-status through it).
+    for h2 in (False, True):
+        st, hd, _ = curl(port, "/pkg.Svc/Call", "-X", "POST", "-H", "Origin: https://app.example",
+                         "-H", "Content-Type: application/grpc-web+proto", "--data-binary",
+                         "@/dev/null", h2=h2)
+        assert st == 200 and values(hd, "grpc-status") == ["14"]
+        assert values(hd, "access-control-allow-origin") == ["https://app.example"]
     # Shadow mode: the origin is checked and counted, nothing is answered or added.
     st, hd, _ = preflight(port, "/shadow", "https://app.example")
     assert st == 502 and not values(hd, "access-control-allow-origin")
@@ -485,12 +493,12 @@ def test_istio_refusals_name_the_field(run_cli, tmp_path, old, new, want):
 
 NATIVE_REFUSALS = [
     ({"allow_origins": [{"exact": "a", "prefix": "b"}]},
-     "listener \"web\" route 1 (r): cors.allow_origins[0]: use one of exact, prefix, suffix, "
-     "contains and regex"),
-    ({"allow_origins": [{"regex": "("}]}, "cors.allow_origins[0]: regex \"(\""),
+     "allow_origins[0]: use one of exact, prefix, suffix, contains and regex"),
+    ({"allow_origins": [{"regex": "("}]}, "allow_origins[0]: regex \"(\""),
     ({"allow_origins": [{"regex": "a", "ignore_case": True}]},
-     "ignore_case does not apply to regex"),
-    ({"max_age": "forever"}, "cors.max_age \"forever\" is not a duration"),
+     "allow_origins[0]: ignore_case does not apply to regex"),
+    ({"max_age": "forever"}, "max_age \"forever\" is not a duration"),
+    ({"allow_methods": "GET\u0001"}, "allow_methods holds a control character"),
     ({"filter_enabled": 150}, "150 is out of range [0, 100]"),
     ({"allow_origin": []}, "allow_origin"),
 ]
@@ -505,3 +513,4 @@ def test_native_refusals(run_cli, tmp_path, cors, want):
     p = run_cli("proxy", "-c", str(f), "--check")
     assert p.returncode == 1, p.stdout
     assert want in p.stderr, p.stderr
+    assert p.stderr.startswith(f"sidecar proxy: {f}:1:"), p.stderr  # at the block

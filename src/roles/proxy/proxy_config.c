@@ -232,12 +232,9 @@ static const struct sc_opt route_opts[] = {
       .help = "answer health checks: 200, or 503 while draining or below min_healthy",
       .sub = proxy_health_ep_opts,
       .check = proxy_health_ep_mark },
-    { .name = "cors",
-      .type = SC_OPT_OBJ,
+    { .type = SC_OPT_INLINE,
       .offset = offsetof(struct proxy_route_cfg, cors),
-      .help = "CORS policy of the route (docs/cors.md), instead of the listener's",
-      .sub = proxy_cors_opts,
-      .check = proxy_cors_mark },
+      .sub = proxy_cors_route_opts },
     { 0 },
 };
 
@@ -287,13 +284,9 @@ static const struct sc_opt listener_opts[] = {
     { .type = SC_OPT_INLINE,
       .offset = offsetof(struct proxy_listener_cfg, gw),
       .sub = proxy_grpc_web_listener_opts },
-    { .name = "cors",
-      .type = SC_OPT_OBJ,
+    { .type = SC_OPT_INLINE,
       .offset = offsetof(struct proxy_listener_cfg, cors),
-      .help = "CORS policy of the routes without one of their own (a virtual host's; "
-              "docs/cors.md)",
-      .sub = proxy_cors_opts,
-      .check = proxy_cors_mark },
+      .sub = proxy_cors_listener_opts },
     { 0 },
 };
 
@@ -382,17 +375,6 @@ static const struct sc_opt cluster_opts[] = {
       .sub = proxy_h2_up_cluster_opts },
     { 0 },
 };
-
-static int check_rate_flag(void *field, char **err)
-{
-    struct proxy_rl_cfg rl;
-    const char *s = *(char **)field;
-    if (s && proxy_rl_parse_flag(s, &rl) < 0) {
-        *err = sc_asprintf("rate limit \"%s\" is not N/s, N/m or N/h", s);
-        return SC_ECONFIG;
-    }
-    return 0;
-}
 
 const struct sc_opt proxy_opts[] = {
     { .name = "listen",
@@ -512,7 +494,7 @@ const struct sc_opt proxy_opts[] = {
       .help = "N/s, N/m or N/h: a local rate limit per client IP (burst N) on the inbound "
               "listeners (--listen, inbound, and configured listeners without a rate_limit)",
       .flags = SC_OPT_FLAG,
-      .check = check_rate_flag },
+      .check = proxy_rl_flag_check },
     { .name = "listeners",
       .type = SC_OPT_OBJLIST,
       .offset = offsetof(struct proxy_cfg, listeners),
@@ -665,11 +647,6 @@ static int check_route(const struct proxy_cfg *c, const struct proxy_listener_cf
     if (prc < 0) {
         return prc;
     }
-    char where[320];
-    snprintf(where, sizeof(where), "listener \"%s\" route %zu (%s)", l->name, ri + 1, rname);
-    if (r->cors.set && (prc = proxy_cors_check(&r->cors, where, err)) < 0) {
-        return prc;
-    }
     int n = (r->match.prefix != NULL) + (r->match.path != NULL) + (r->match.regex != NULL);
     if (n > 1) {
         *err = sc_asprintf("listener \"%s\" route %zu (%s): use one of prefix, path and regex",
@@ -819,9 +796,6 @@ int proxy_config_check(const void *cfg, char **err)
         if (lrc == 0 && l[i].http2.only && !l[i].http2.enabled) {
             *err = sc_asprintf("%s: http2.only needs http2.enabled", where);
             lrc = SC_ECONFIG;
-        }
-        if (lrc == 0 && l[i].cors.set) {
-            lrc = proxy_cors_check(&l[i].cors, where, err);
         }
         if (lrc < 0) {
             return lrc;

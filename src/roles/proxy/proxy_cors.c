@@ -109,12 +109,33 @@ const struct sc_opt proxy_cors_opts[] = {
     { 0 },
 };
 
-int proxy_cors_mark(void *field, char **err)
+/* The check of a `cors` block, run once it is loaded (errors at its position): marks it present
+ * and checks it. */
+static int cors_loaded(void *field, char **err)
 {
-    (void)err;
-    *(bool *)field = true;
-    return 0;
+    struct proxy_cors_cfg *c = field;
+    c->set = true;
+    return proxy_cors_check(c, err);
 }
+
+const struct sc_opt proxy_cors_listener_opts[] = {
+    { .name = "cors",
+      .type = SC_OPT_OBJ,
+      .help = "CORS policy of the routes without one of their own (a virtual host's; "
+              "docs/cors.md)",
+      .sub = proxy_cors_opts,
+      .check = cors_loaded },
+    { 0 },
+};
+
+const struct sc_opt proxy_cors_route_opts[] = {
+    { .name = "cors",
+      .type = SC_OPT_OBJ,
+      .help = "CORS policy of the route (docs/cors.md), instead of the listener's",
+      .sub = proxy_cors_opts,
+      .check = cors_loaded },
+    { 0 },
+};
 
 enum { O_EXACT, O_PREFIX, O_SUFFIX, O_CONTAINS, O_REGEX };
 
@@ -136,26 +157,26 @@ struct proxy_cors {
     struct sc_metric *m_valid, *m_invalid, *m_answered, *m_forwarded;
 };
 
-int proxy_cors_check(const struct proxy_cors_cfg *c, const char *where, char **err)
+int proxy_cors_check(const struct proxy_cors_cfg *c, char **err)
 {
     const struct proxy_cors_origin_cfg *o = c->allow_origins.v;
     for (size_t i = 0; i < c->allow_origins.n; i++) {
         int n = !!o[i].exact + !!o[i].prefix + !!o[i].suffix + !!o[i].contains + !!o[i].regex;
         if (n != 1) {
-            *err = sc_asprintf("%s: cors.allow_origins[%zu]: use one of exact, prefix, suffix, "
-                               "contains and regex",
-                               where, i);
+            *err = sc_asprintf("allow_origins[%zu]: use one of exact, prefix, suffix, contains "
+                               "and regex",
+                               i);
             return SC_ECONFIG;
         }
         if (o[i].regex && o[i].ignore_case) {
-            *err = sc_asprintf("%s: cors.allow_origins[%zu]: ignore_case does not apply to regex "
-                               "(write (?i) in the pattern)",
-                               where, i);
+            *err = sc_asprintf("allow_origins[%zu]: ignore_case does not apply to regex (write "
+                               "(?i) in the pattern)",
+                               i);
             return SC_ECONFIG;
         }
         char *why = NULL;
         if (o[i].regex && proxy_route_regex_check(o[i].regex, NULL, &why) < 0) {
-            *err = sc_asprintf("%s: cors.allow_origins[%zu]: %s", where, i, why);
+            *err = sc_asprintf("allow_origins[%zu]: %s", i, why);
             sc_free(why);
             return SC_ECONFIG;
         }
@@ -164,14 +185,13 @@ int proxy_cors_check(const struct proxy_cors_cfg *c, const char *where, char **e
     const char *vals[] = { c->allow_methods, c->allow_headers, c->expose_headers };
     for (size_t i = 0; i < 3; i++) {
         if (vals[i] && !sc_http1_is_field_value(sc_str_c(vals[i]))) {
-            *err = sc_asprintf("%s: cors.%s holds a control character", where, names[i]);
+            *err = sc_asprintf("%s holds a control character", names[i]);
             return SC_ECONFIG;
         }
     }
     uint64_t ms = 0;
     if (c->max_age && sc_value_parse_duration(c->max_age, &ms) < 0) {
-        *err = sc_asprintf("%s: cors.max_age \"%s\" is not a duration (\"86400s\", \"24h\")", where,
-                           c->max_age);
+        *err = sc_asprintf("max_age \"%s\" is not a duration (\"86400s\", \"24h\")", c->max_age);
         return SC_ECONFIG;
     }
     return 0;
@@ -187,11 +207,11 @@ static bool origin_match(const struct origin *o, struct sc_str v, pcre2_match_da
     struct sc_str s = o->s;
     switch (o->kind) {
     case O_EXACT:
-        return v.len == s.len && (o->icase ? strncasecmp(v.p, s.p, s.len) == 0
-                                           : memcmp(v.p, s.p, s.len) == 0);
+        return v.len == s.len &&
+               (o->icase ? strncasecmp(v.p, s.p, s.len) == 0 : memcmp(v.p, s.p, s.len) == 0);
     case O_PREFIX:
-        return v.len >= s.len && (o->icase ? strncasecmp(v.p, s.p, s.len) == 0
-                                           : memcmp(v.p, s.p, s.len) == 0);
+        return v.len >= s.len &&
+               (o->icase ? strncasecmp(v.p, s.p, s.len) == 0 : memcmp(v.p, s.p, s.len) == 0);
     case O_SUFFIX: {
         const char *t = v.p + v.len - s.len;
         return v.len >= s.len &&
@@ -373,14 +393,13 @@ static void answer_preflight(struct proxy_exch *r, const struct sc_http_msg *m,
     bool echo_m = c->allow_methods && strcmp(c->allow_methods, "*") == 0;
     bool echo_h = c->allow_headers && strcmp(c->allow_headers, "*") == 0;
     if (c->allow_methods) {
-        rc |= line(&b, "Access-Control-Allow-Methods",
-                   echo_m ? header(m, "access-control-request-method")
-                          : sc_str_c(c->allow_methods));
+        rc |=
+            line(&b, "Access-Control-Allow-Methods",
+                 echo_m ? header(m, "access-control-request-method") : sc_str_c(c->allow_methods));
     }
     struct sc_str rqh = header(m, "access-control-request-headers");
     if (c->allow_headers && (!echo_h || rqh.len)) {
-        rc |= line(&b, "Access-Control-Allow-Headers",
-                   echo_h ? rqh : sc_str_c(c->allow_headers));
+        rc |= line(&b, "Access-Control-Allow-Headers", echo_h ? rqh : sc_str_c(c->allow_headers));
     }
     if (c->max_age[0]) {
         rc |= line(&b, "Access-Control-Max-Age", sc_str_c(c->max_age));

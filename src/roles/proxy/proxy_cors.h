@@ -38,7 +38,7 @@ struct proxy_cors_origin_cfg {
 };
 
 struct proxy_cors_cfg {
-    bool set;                    /* the block is present (proxy_cors_mark) */
+    bool set;                    /* the block is present */
     struct sc_vec allow_origins; /* struct proxy_cors_origin_cfg */
     char *allow_methods;         /* Access-Control-Allow-Methods ("*": the requested method) */
     char *allow_headers;         /* Access-Control-Allow-Headers ("*": the requested headers) */
@@ -51,15 +51,15 @@ struct proxy_cors_cfg {
     double shadow_enabled; /* percent of the others whose origin is only checked and counted */
 };
 
+/* The `cors` block of a policy, and the listener's and route's entries holding it (their check
+ * marks the block present and runs proxy_cors_check, so errors carry its position). */
 extern const struct sc_opt proxy_cors_opts[];
+extern const struct sc_opt proxy_cors_listener_opts[];
+extern const struct sc_opt proxy_cors_route_opts[];
 
-/* The check callback of a `cors` block: marks it present. */
-int proxy_cors_mark(void *field, char **err);
-
-/* Checks policy <c> (<where> names its place in messages): origins with exactly one matcher,
- * regexes that compile, header lists that are field values, max_age a duration. Returns 0 or
- * SC_ECONFIG with a new message in <*err>. */
-int proxy_cors_check(const struct proxy_cors_cfg *c, const char *where, char **err);
+/* Checks policy <c>: origins with exactly one matcher, regexes that compile, header lists that
+ * are field values, max_age a duration. Returns 0 or SC_ECONFIG with a new message in <*err>. */
+int proxy_cors_check(const struct proxy_cors_cfg *c, char **err);
 
 /* The compiled policy. */
 struct proxy_cors;
@@ -67,11 +67,11 @@ struct proxy_cors;
 /* What a request keeps of its policy for its response (the exchange's pol.cors): made when a
  * policy is enforced on it, freed by proxy_cors_release. */
 struct proxy_cors_req {
-    const struct proxy_cors *policy;  /* enforced: Vary: Origin; NULL: not (any more) */
-    const struct proxy_route *pre;    /* a preflight let past authentication for its policy */
-    char *lines;                      /* owned: the exchange's resp_add with the CORS headers */
-    bool allowed;                     /* the origin is allowed: upstream's headers replaced */
-    bool vary_seen;                   /* upstream's Vary names Origin or is "*" */
+    const struct proxy_cors *policy; /* enforced: Vary: Origin; NULL: not (any more) */
+    const struct proxy_route *pre;   /* a preflight let past authentication for its policy */
+    char *lines;                     /* owned: the exchange's resp_add with the CORS headers */
+    bool allowed;                    /* the origin is allowed: upstream's headers replaced */
+    bool vary_seen;                  /* upstream's Vary names Origin or is "*" */
 };
 
 /* Compiles <c> (checked) for route <rname> of listener <lname>, its counters from <pm>. Returns

@@ -173,14 +173,14 @@ void proxy_envoy_cors_route(struct proxy_front *f, struct sc_ynode *rt, const st
     char rp[PROXY_FRONT_PATH], vp[PROXY_FRONT_PATH], ap[PROXY_FRONT_PATH];
     proxy_front_path(ap, rpath, ".route");
     /* Typed policies at either level hide the deprecated fields of both (Envoy's order). */
-    bool typed = sc_ynode_get(r, "typed_per_filter_config") ||
-                 sc_ynode_get(vh, "typed_per_filter_config");
+    bool typed =
+        sc_ynode_get(r, "typed_per_filter_config") || sc_ynode_get(vh, "typed_per_filter_config");
     const struct sc_ynode *lv[2];
     const char *lp[2] = { rp, vp };
     lv[0] = level_policy(f, r, sc_ynode_get(r, "route"), typed ? NULL : "cors", rpath, ap, rp);
     /* the virtual host's was checked by proxy_envoy_cors_vhost */
-    const struct sc_ynode *vt = sc_ynode_get(sc_ynode_get(vh, "typed_per_filter_config"),
-                                             CORS_NAME);
+    const struct sc_ynode *vt =
+        sc_ynode_get(sc_ynode_get(vh, "typed_per_filter_config"), CORS_NAME);
     lv[1] = vt ? vt : typed ? NULL : sc_ynode_get(vh, "cors");
     proxy_front_path(vp, vpath, vt ? ".typed_per_filter_config." CORS_NAME : ".cors");
     if (f->err || (!lv[0] && !lv[1])) {
@@ -195,8 +195,11 @@ void proxy_envoy_cors_route(struct proxy_front *f, struct sc_ynode *rt, const st
         return;
     }
     struct sc_ynode *o = proxy_front_map(f, lv[0] ? lv[0] : lv[1]);
-    static const char *const strs[] = { "allow_methods", "allow_headers", "expose_headers",
-                                        "allow_credentials", "allow_private_network_access",
+    static const char *const strs[] = { "allow_methods",
+                                        "allow_headers",
+                                        "expose_headers",
+                                        "allow_credentials",
+                                        "allow_private_network_access",
                                         "forward_not_matching_preflights" };
     for (size_t k = 0; k < sizeof(strs) / sizeof(strs[0]); k++) {
         for (int i = 0; i < 2; i++) {
@@ -250,8 +253,8 @@ int proxy_istio_cors(struct proxy_front *f, struct sc_ynode *rt, const struct sc
 {
     char path[PROXY_FRONT_PATH];
     proxy_front_path(path, hpath, ".corsPolicy");
-    static const char *const k[] = { "allowOrigins",   "allowOrigin",      "allowMethods",
-                                     "allowHeaders",   "exposeHeaders",    "maxAge",
+    static const char *const k[] = { "allowOrigins",     "allowOrigin",         "allowMethods",
+                                     "allowHeaders",     "exposeHeaders",       "maxAge",
                                      "allowCredentials", "unmatchedPreflights", NULL };
     if (proxy_front_keys(f, cp, path, k, NULL) < 0) {
         return SC_ECONFIG;
@@ -307,8 +310,7 @@ int proxy_istio_cors(struct proxy_front *f, struct sc_ynode *rt, const struct sc
             int rc = 0;
             const char *s = proxy_front_scalar(f, sc_ynode_at(l, i), p, &rc);
             if (!s) {
-                return rc < 0 ? SC_ECONFIG
-                              : proxy_front_refuse(f, sc_ynode_at(l, i), p, "not set");
+                return rc < 0 ? SC_ECONFIG : proxy_front_refuse(f, sc_ynode_at(l, i), p, "not set");
             }
             int n = snprintf(joined + len, sizeof(joined) - len, "%s%s", i ? "," : "", s);
             if (n < 0 || (size_t)n >= sizeof(joined) - len) {

@@ -745,10 +745,10 @@ static int http_route(struct proxy_front *f, struct istio_made *m, const struct 
 {
     char path[PROXY_FRONT_PATH];
     proxy_front_path(path, vpath, ".http[%zu]", i);
-    static const char *const h_keys[] = { "name",           "match",   "route",
-                                          "timeout",        "retries", "fault",
-                                          "rewrite",        "mirror",  "mirrorPercentage",
-                                          "mirror_percent", "headers", "redirect",
+    static const char *const h_keys[] = { "name",           "match",      "route",
+                                          "timeout",        "retries",    "fault",
+                                          "rewrite",        "mirror",     "mirrorPercentage",
+                                          "mirror_percent", "headers",    "redirect",
                                           "directResponse", "corsPolicy", NULL };
     if (proxy_front_keys(f, h, path, h_keys, NULL) < 0) {
         return SC_ECONFIG;

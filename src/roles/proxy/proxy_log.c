@@ -22,8 +22,8 @@
 
 static const char *flags_str(unsigned f, char *out, size_t cap)
 {
-    static const char *const names[] = { "UF",   "UT",   "URX", "UH", "UC", "DC", "NR",
-                                         "UPE",  "DPE",  "SI",  "UO", "DI", "FI", "RL",
+    static const char *const names[] = { "UF",   "UT",   "URX", "UH", "UC", "DC",  "NR",
+                                         "UPE",  "DPE",  "SI",  "UO", "DI", "FI",  "RL",
                                          "RBAC", "UAEX", "DR",  "RD", "LH", "CORS" };
     size_t len = 0;
     for (size_t i = 0; i < SC_ARRAY_LEN(names); i++) {

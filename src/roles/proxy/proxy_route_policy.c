@@ -494,6 +494,17 @@ int proxy_rl_parse_flag(const char *s, struct proxy_rl_cfg *out)
     return -EINVAL;
 }
 
+int proxy_rl_flag_check(void *field, char **err)
+{
+    struct proxy_rl_cfg rl;
+    const char *s = *(char **)field;
+    if (s && proxy_rl_parse_flag(s, &rl) < 0) {
+        *err = sc_asprintf("rate limit \"%s\" is not N/s, N/m or N/h", s);
+        return SC_ECONFIG;
+    }
+    return 0;
+}
+
 int proxy_rl_check(const struct proxy_rl_cfg *rl, const char *where, char **err)
 {
     if (rl->requests_per_unit == 0) {

@@ -172,6 +172,9 @@ int proxy_route_action_check(const struct proxy_route_cfg *rc, const char *where
  * (keyed by client IP, burst N). Returns 0 or -EINVAL. */
 int proxy_rl_parse_flag(const char *s, struct proxy_rl_cfg *out);
 
+/* The option check of a --rate-limit value (a string field, NULL: unset). */
+int proxy_rl_flag_check(void *field, char **err);
+
 /* Checks the policy options of route <ri> of listener <l> against the clusters of <c>, and the
  * route's timeouts. Returns 0, or SC_ECONFIG with a new message in <*err>. */
 int proxy_route_policy_check_route(const struct proxy_cfg *c, const struct proxy_listener_cfg *l,
@@ -329,10 +332,10 @@ int proxy_route_action_answer(const struct proxy_exch *r, const struct sc_http_m
 /* Per-request policy state, in struct proxy_exch (zeroed per request). */
 struct proxy_req_pol {
     struct proxy_rl_result rl;
-    bool has_rl;       /* rl filled and its headers wanted */
+    bool has_rl;                 /* rl filled and its headers wanted */
     struct proxy_cors_req *cors; /* CORS state (proxy_cors.c), made when a policy applies */
-    bool mirror;       /* mirror once the body is complete */
-    uint64_t delay_ms; /* fault delay before the first try */
+    bool mirror;                 /* mirror once the body is complete */
+    uint64_t delay_ms;           /* fault delay before the first try */
 };
 
 /* Builds the policy of route <r> from <rc> of listener <lc> (whose cors applies to a route
