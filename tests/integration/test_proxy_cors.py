@@ -61,6 +61,16 @@ def values(hdrs, name):
     return [v for k, v in hdrs if k == name]
 
 
+def counts(sc, route, listener="web"):
+    """The route's CORS counters: {"valid": n, "invalid": n, "answered": n, "forwarded": n}."""
+    m = sc.get("/metrics")[1].decode()
+    out = {r: metric(m, "sidecar_cors_origin_total", listener=listener, route=route, result=r)
+           for r in ("valid", "invalid")}
+    out.update({r: metric(m, "sidecar_cors_preflight_total", listener=listener, route=route,
+                          result=r) for r in ("answered", "forwarded")})
+    return out
+
+
 def preflight(port, path, origin, method="PUT", headers=None, h2=False, extra=()):
     args = ["-X", "OPTIONS", "-H", f"Origin: {origin}",
             "-H", f"Access-Control-Request-Method: {method}", *extra]
@@ -147,17 +157,8 @@ def test_native_policy_preflights_and_actual_requests(sidecar_run, nginx, h2):
     st, hd, _ = curl(port, "/api", h2=h2)
     assert st == 200 and values(hd, "access-control-allow-origin") == ["https://nginx.example"]
     assert "Origin" in values(hd, "vary")
-    m = sc.get("/metrics")[1].decode()
-    assert metric(m, "sidecar_cors_preflight_total", listener="web", route="main",
-                  result="answered") == 4
-    assert metric(m, "sidecar_cors_preflight_total", listener="web", route="main",
-                  result="forwarded") == 1
-    assert metric(m, "sidecar_cors_preflight_total", listener="web", route="strict",
-                  result="answered") == 2
-    assert metric(m, "sidecar_cors_origin_total", listener="web", route="main",
-                  result="valid") == 5
-    assert metric(m, "sidecar_cors_origin_total", listener="web", route="main",
-                  result="invalid") == 2
+    assert counts(sc, "main") == {"valid": 5, "invalid": 2, "answered": 4, "forwarded": 1}
+    assert counts(sc, "strict") == {"valid": 0, "invalid": 2, "answered": 2, "forwarded": 0}
     lines = access_lines(sc, at_least=11)
     answered = [x for x in lines if x["method"] == "OPTIONS"]
     assert answered[0]["status"] == 200 and answered[0]["flags"] == "CORS"
@@ -197,13 +198,7 @@ def test_local_answers_carry_the_headers_and_shadow_mode_counts_only(sidecar_run
     st, hd, _ = preflight(port, "/shadow", "https://app.example")
     assert st == 502 and not values(hd, "access-control-allow-origin")
     actual(port, "/shadow", "https://evil.example")
-    m = sc.get("/metrics")[1].decode()
-    assert metric(m, "sidecar_cors_origin_total", listener="web", route="shadow",
-                  result="valid") == 1
-    assert metric(m, "sidecar_cors_origin_total", listener="web", route="shadow",
-                  result="invalid") == 1
-    assert metric(m, "sidecar_cors_preflight_total", listener="web", route="shadow",
-                  result="answered") == 0
+    assert counts(sc, "shadow") == {"valid": 1, "invalid": 1, "answered": 0, "forwarded": 0}
 
 
 def test_preflights_the_route_answers_go_before_authorization(sidecar_run, nginx):
