@@ -446,7 +446,7 @@ static void keep_headers(struct proxy_exch *r, const struct proxy_cors *c, struc
     }
     if (rc < 0) {
         sc_buf_cleanup(&b);
-        return; /* an origin is at most a header line long: not reached */
+        return; /* an origin past the buffer's cap gets no headers: the browser refuses it */
     }
     struct proxy_cors_req *st = state(r);
     st->lines = b.p;
