@@ -151,6 +151,7 @@ struct proxy_cors {
     size_t norigins;
     bool any; /* a matcher matches "*": every origin is allowed (Envoy's rule) */
     char *allow_methods, *allow_headers, *expose_headers;
+    size_t expose_len;
     char max_age[24]; /* seconds; "": not sent */
     bool credentials, private_network, forward;
     uint32_t enabled_ppm, shadow_ppm;
@@ -268,6 +269,7 @@ struct proxy_cors *proxy_cors_new(const struct proxy_cors_cfg *c, const char *ln
     p->allow_methods = sc_strdup(c->allow_methods);
     p->allow_headers = sc_strdup(c->allow_headers);
     p->expose_headers = sc_strdup(c->expose_headers);
+    p->expose_len = c->expose_headers ? strlen(c->expose_headers) : 0;
     uint64_t ms = 0;
     if (c->max_age && sc_value_parse_duration(c->max_age, &ms) == 0) {
         snprintf(p->max_age, sizeof(p->max_age), "%llu", (unsigned long long)(ms / 1000));
@@ -368,11 +370,11 @@ static int line(struct sc_buf *b, const char *name, struct sc_str v)
     return rc;
 }
 
-/* The request's CORS state, made on first use. */
-static struct proxy_cors_req *state(struct proxy_exch *r)
+/* The request's CORS state, made on first use with room for <extra> bytes of header lines. */
+static struct proxy_cors_req *state(struct proxy_exch *r, size_t extra)
 {
     if (!r->pol.cors) {
-        r->pol.cors = SC_NEW(struct proxy_cors_req);
+        r->pol.cors = sc_calloc(1, sizeof(struct proxy_cors_req) + extra);
     }
     return r->pol.cors;
 }
@@ -416,7 +418,7 @@ static void answer_preflight(struct proxy_exch *r, const struct sc_http_msg *m,
                : echo_h         ? SC_STR("Origin, Access-Control-Request-Headers")
                                 : SC_STR("Origin"));
     sc_metrics_counter_inc(c->m_answered);
-    state(r)->policy = NULL; /* its Vary is above */
+    state(r, 0)->policy = NULL; /* its Vary is above */
     r->close_after = r->body != B_NONE;
     r->body_done = r->body == B_NONE;
     if (rc < 0) {
@@ -430,28 +432,48 @@ static void answer_preflight(struct proxy_exch *r, const struct sc_http_msg *m,
     sc_buf_cleanup(&b);
 }
 
-/* Keeps the response headers of an allowed origin in the exchange's resp_add (after any lines
- * already there), in a buffer the exchange owns. */
+/* Copies <n> bytes of <s> to <p>; returns the end. */
+static char *put(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+#define ACAO "Access-Control-Allow-Origin: "
+#define ACAC "Access-Control-Allow-Credentials: true\r\n"
+#define ACEH "Access-Control-Expose-Headers: "
+
+/* Enforces policy <c> on the response (Vary: Origin) and, for an allowed <origin> (p NULL: none
+ * or not allowed), keeps its headers after the exchange's resp_add lines, in the state's own
+ * room: one allocation per request. */
 static void keep_headers(struct proxy_exch *r, const struct proxy_cors *c, struct sc_str origin)
 {
-    struct sc_buf b;
-    sc_buf_init(&b, 16384);
-    int rc = sc_buf_append_str(&b, r->resp_add);
-    rc |= line(&b, "Access-Control-Allow-Origin", origin);
+    size_t n = 0;
+    if (origin.p && !r->pol.cors) {
+        n = r->resp_add.len + sizeof(ACAO) + 1 + origin.len;
+        n += c->credentials ? sizeof(ACAC) - 1 : 0;
+        n += c->expose_len ? sizeof(ACEH) + 1 + c->expose_len : 0;
+        n = n > 16384 ? 0 : n; /* an origin past the cap gets no headers: the browser refuses */
+    }
+    struct proxy_cors_req *st = state(r, n);
+    st->policy = c;
+    if (!n) {
+        return;
+    }
+    char *p = put(st->buf, r->resp_add.p ? r->resp_add.p : "", r->resp_add.len);
+    p = put(p, ACAO, sizeof(ACAO) - 1);
+    p = put(p, origin.p, origin.len);
+    p = put(p, "\r\n", 2);
     if (c->credentials) {
-        rc |= line(&b, "Access-Control-Allow-Credentials", SC_STR("true"));
+        p = put(p, ACAC, sizeof(ACAC) - 1);
     }
-    if (c->expose_headers) {
-        rc |= line(&b, "Access-Control-Expose-Headers", sc_str_c(c->expose_headers));
+    if (c->expose_len) {
+        p = put(p, ACEH, sizeof(ACEH) - 1);
+        p = put(p, c->expose_headers, c->expose_len);
+        p = put(p, "\r\n", 2);
     }
-    if (rc < 0) {
-        sc_buf_cleanup(&b);
-        return; /* an origin past the buffer's cap gets no headers: the browser refuses it */
-    }
-    struct proxy_cors_req *st = state(r);
-    st->lines = b.p;
     st->allowed = true;
-    r->resp_add = sc_buf_str(&b);
+    r->resp_add = sc_str_n(st->buf, (size_t)(p - st->buf));
 }
 
 int proxy_cors_request(struct proxy_exch *r, const struct sc_http_msg *m,
@@ -469,19 +491,16 @@ int proxy_cors_request(struct proxy_exch *r, const struct sc_http_msg *m,
     if (!enforce && !chance(r->w, c->shadow_ppm)) {
         return 0;
     }
-    if (enforce) {
-        state(r)->policy = c; /* Vary: Origin on every response */
-    }
     struct sc_str origin = header(m, "origin");
-    if (!origin.len) {
-        return 0;
+    bool ok = origin.len && allowed(c, origin, r->w->md);
+    if (origin.len) {
+        sc_metrics_counter_inc(ok ? c->m_valid : c->m_invalid);
     }
-    bool ok = allowed(c, origin, r->w->md);
-    sc_metrics_counter_inc(ok ? c->m_valid : c->m_invalid);
     if (!enforce) {
         return 0; /* shadow mode: counted only */
     }
-    if (is_preflight(m)) {
+    if (origin.len && is_preflight(m)) {
+        state(r, 0)->policy = c; /* Vary: Origin on a forwarded one */
         if (!ok && c->forward && pre_first) {
             r->close_after = r->body != B_NONE; /* not authenticated: never forwarded */
             proxy_local_reply(r, 403, "CORS preflight not answered by its route", F_CORS);
@@ -494,9 +513,7 @@ int proxy_cors_request(struct proxy_exch *r, const struct sc_http_msg *m,
         answer_preflight(r, m, c, origin, ok);
         return 1;
     }
-    if (ok) {
-        keep_headers(r, c, origin);
-    }
+    keep_headers(r, c, ok ? origin : SC_STR_NULL);
     return 0;
 }
 
@@ -512,7 +529,7 @@ bool proxy_cors_preflight_first(struct proxy_exch *r, const struct sc_http_msg *
     if (!c || !chance(r->w, c->enabled_ppm) || (!allowed(c, origin, r->w->md) && c->forward)) {
         return false;
     }
-    state(r)->pre = rt;
+    state(r, 0)->pre = rt;
     return true;
 }
 
@@ -533,7 +550,7 @@ bool proxy_cors_skip_resp_header(struct proxy_exch *r, const struct sc_http_head
     const struct proxy_cors *c = st->policy;
     return sc_str_caseeq(h->name, SC_STR("access-control-allow-origin")) ||
            (c->credentials && sc_str_caseeq(h->name, SC_STR("access-control-allow-credentials"))) ||
-           (c->expose_headers && sc_str_caseeq(h->name, SC_STR("access-control-expose-headers")));
+           (c->expose_len && sc_str_caseeq(h->name, SC_STR("access-control-expose-headers")));
 }
 
 int proxy_cors_vary(const struct proxy_exch *r, struct proxy_hsink *s)
@@ -547,9 +564,6 @@ int proxy_cors_vary(const struct proxy_exch *r, struct proxy_hsink *s)
 
 void proxy_cors_release(struct proxy_exch *r)
 {
-    if (r->pol.cors) {
-        sc_free(r->pol.cors->lines);
-        sc_free(r->pol.cors);
-        r->pol.cors = NULL;
-    }
+    sc_free(r->pol.cors); /* its lines with it */
+    r->pol.cors = NULL;
 }

@@ -65,13 +65,13 @@ int proxy_cors_check(const struct proxy_cors_cfg *c, char **err);
 struct proxy_cors;
 
 /* What a request keeps of its policy for its response (the exchange's pol.cors): made when a
- * policy is enforced on it, freed by proxy_cors_release. */
+ * policy is enforced on it, one allocation with its header lines, freed by proxy_cors_release. */
 struct proxy_cors_req {
     const struct proxy_cors *policy; /* enforced: Vary: Origin; NULL: not (any more) */
     const struct proxy_route *pre;   /* a preflight let past authentication for its policy */
-    char *lines;                     /* owned: the exchange's resp_add with the CORS headers */
     bool allowed;                    /* the origin is allowed: upstream's headers replaced */
     bool vary_seen;                  /* upstream's Vary names Origin or is "*" */
+    char buf[];                      /* the exchange's resp_add with the CORS headers */
 };
 
 /* Compiles <c> (checked) for route <rname> of listener <lname>, its counters from <pm>. Returns
