@@ -1223,10 +1223,12 @@ int proxy_istio_finish(struct proxy_front *f)
     }
     struct istio_made m = { 0 };
     struct sc_ynode *routes = NULL;
-    const struct sc_ynode *at = f->nvs   ? f->vs[0]
-                                : f->ndr ? f->dr[0]
-                                : f->nse ? f->se[0]
-                                         : f->sidecar[0];
+    /* REGISTRY_ONLY alone (a MeshConfig, no traffic resource) comes here too: its document. */
+    const struct sc_ynode *at = f->nvs        ? f->vs[0]
+                                : f->ndr      ? f->dr[0]
+                                : f->nse      ? f->se[0]
+                                : f->nsidecar ? f->sidecar[0]
+                                              : f->mesh;
     struct sc_ynode *ols[64];
     size_t nols = 0;
     char(*forms)[NAME_MAX_LEN + 16] = sc_calloc(MAX_FORMS, sizeof(*forms));
