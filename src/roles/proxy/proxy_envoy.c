@@ -292,8 +292,6 @@ static struct sc_ynode *route_match(struct proxy_front *f, const struct sc_ynode
     return f->err ? NULL : m;
 }
 
-static int fraction(struct proxy_front *f, const struct sc_ynode *fp, const char *path,
-                    double *out);
 static void put_percent(struct proxy_front *f, struct sc_ynode *dst, const struct sc_ynode *at,
                         double pc);
 
@@ -399,7 +397,7 @@ static void route_action(struct proxy_front *f, struct sc_ynode *rt, const struc
                                "runtime_fraction.default_value.numerator is "
                                "required");
             return;
-        } else if (rf && fraction(f, dv, path, &pc) == 0) {
+        } else if (rf && proxy_envoy_fraction(f, dv, path, &pc) == 0) {
             put_percent(f, o, rf, pc);
         }
         proxy_front_set(f, rt, "mirror", o, m);
