@@ -37,6 +37,9 @@
 #                sink's plain http:// URL) are all counted: the exporter runs on the main loop,
 #                a thread of the same process.
 #   plain_cookie plain, with the oidc mode's Cookie header (what carrying it costs alone)
+#   cors         plain's route with a CORS policy (docs/cors.md) and an allowed Origin on every
+#                request: the origin matched, Access-Control-Allow-Origin/-Credentials/-Expose-
+#                Headers and Vary: Origin added to the response
 #   oidc         an OpenID Connect login (docs/oidc.md) with a valid session cookie on every
 #                request: one AES-GCM open, identity headers added, the cookie removed upstream
 #   h2           HTTP/2 (issue 16): h2load -c 50 -m 10 (500 streams in flight) over h2c to the
@@ -263,6 +266,21 @@ open(sys.argv[2], "w").write(base64.urlsafe_b64encode(box).rstrip(b"=").decode()
 PY
         hdr="Cookie: _sidecar_oidc=$(cat "$dir/cookie")"
         ;;
+    cors)
+        cat >"$dir/cors.yaml" <<EOF
+listeners:
+  - name: listen
+    address: 127.0.0.1:$port
+    cors: { allow_origins: [{ exact: "https://app.example" }, { suffix: ".shop.example" }],
+            allow_methods: "GET, POST", expose_headers: x-request-id, allow_credentials: true }
+    routes: [{ name: default, cluster: app }]
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:$UP_PORT]
+EOF
+        args+=(-c "$dir/cors.yaml")
+        hdr="Origin: https://www.shop.example"
+        ;;
     h2 | h2_h2up | grpc)
         local ep=127.0.0.1:$UP_PORT proto=http1
         case $mode in
@@ -282,7 +300,7 @@ clusters:
 EOF
         args+=(-c "$dir/h2.yaml")
         ;;
-    *) die "unknown mode $mode (h2, h2_h2up, grpc, plain, log, policy, policy_nohc, envoy, authzN, jwt, plain_token, trace_0, trace_1, trace_100, trace_100_gzip, plain_cookie, oidc)" ;;
+    *) die "unknown mode $mode (h2, h2_h2up, grpc, plain, log, policy, policy_nohc, envoy, authzN, jwt, plain_token, trace_0, trace_1, trace_100, trace_100_gzip, plain_cookie, oidc, cors)" ;;
     esac
     # Names uncompressed: each dump file then names its own functions (callgrind_annotate).
     spawn "$dir/out.log" 0-"$(($(nproc) - 1))" valgrind --tool=callgrind --compress-strings=no \
@@ -381,6 +399,7 @@ declare -A what=(
     [trace_100_gzip]="tracing on, 100% sampled, OTLP/HTTP protobuf gzip-compressed"
     [plain_cookie]="plain data path, the same session Cookie header on every request, no login"
     [oidc]="OpenID Connect login, a valid session cookie on every request"
+    [cors]="a CORS policy on the route, an allowed Origin on every request"
     [h2]="HTTP/2 downstream (h2c, h2load -c 50 -m 10, $H2_REQS requests), HTTP/1.1 upstream"
     [h2_h2up]="HTTP/2 downstream, HTTP/2 upstream (h2c)"
     [grpc]="gRPC unary over HTTP/2 both sides (nghttpd upstream)"

@@ -4,14 +4,18 @@
 // headers, rate-limit by a header value (a 4-key table, so eviction runs), abort by fault
 // injection, split by weight between subsets, rewrite the path prefix and Host, and set, add and
 // remove request and response headers with %REQ()% and other substitutions, redirect, answer
-// directly, match query parameters, rewrite the path by a regular expression, and hash the
-// request for consistent-hash balancing (a function of the request alone). Invariants: a
+// directly, match query parameters, rewrite the path by a regular expression, hash the
+// request for consistent-hash balancing (a function of the request alone), and apply a CORS
+// policy (the Origin matched exact, by suffix, regex and contains). Invariants: a
 // policy answer (429, fault abort) is a well-formed response with the rate-limit headers where due;
 // a redirect's Location is one line of visible ASCII with the configured scheme, port and rewritten
 // prefix, in a response the strict parser accepts; the head sent upstream parses strictly, carries
 // exactly one Host and one x-copy equal to the client's x-user, no removed header, and the
 // rewritten prefix (or regex rewrite); the client's response head parses, lost the removed header
-// and carries the added ones.
+// and carries the added ones; a CORS preflight answer parses, with Access-Control-Allow-Origin
+// (when present) equal to the request's Origin and the requested method echoed; on a response to
+// an allowed origin, exactly one Access-Control-Allow-Origin (the origin, upstream's replaced) and
+// one Vary: Origin.
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -68,6 +72,17 @@ static const char config[] =
     "                 { name: tag, regex: \"[a-z]{1,8}\" }, { name: no, present: false }] }\n"
     "        cluster: up\n"
     "        regex_rewrite: { pattern: \"^/q(/[^/]*)?\", substitution: \"/rx\\\\1\" }\n"
+    "      - name: cors\n"
+    "        match: { prefix: /cors }\n"
+    "        cluster: up\n"
+    "        cors: { allow_origins: [{ exact: \"https://a.example\" },\n"
+    "                                { suffix: .b.example, ignore_case: true },\n"
+    "                                { regex: \"https://c[0-9]{1,3}\\\\.example\" }, { contains: "
+    "dd }],\n"
+    "                allow_methods: \"*\", allow_headers: \"*\", expose_headers: x-e, max_age: "
+    "1h,\n"
+    "                allow_credentials: true, allow_private_network_access: true,\n"
+    "                forward_not_matching_preflights: false }\n"
     "      - name: main\n"
     "        match: { prefix: /a }\n"
     "        prefix_rewrite: /r/\n"
@@ -101,6 +116,23 @@ static struct proxy_worker worker;
 static struct proxy_rt *rt;
 static struct proxy_dconn *dc;
 static struct proxy_endpoint ep;
+static int replied; /* the status of the proxy's own answer (the fuzz codec's reply) */
+
+static bool fz_can_reply(struct proxy_exch *ex)
+{
+    (void)ex;
+    return true;
+}
+
+static void fz_reply(struct proxy_exch *ex, int status, struct sc_str body)
+{
+    replied = status;
+    sc_buf_reset(&dc->out);
+    CHECK(proxy_route_policy_write_local(ex, &dc->out, status, "text/plain", body, true) == 0);
+}
+
+/* The codec ops of the harness: a local answer is written as HTTP/1.1 would write it. */
+static const struct proxy_down_ops fz_down = { .can_reply = fz_can_reply, .reply = fz_reply };
 
 static void setup(void)
 {
@@ -200,10 +232,49 @@ static void check_upstream_head(const struct sc_http_msg *in, struct sc_str orig
     CHECK(r->subset != NULL && r->subset->n == 1);
 }
 
-static void check_response_head(void)
+/* The response to a CORS request from an allowed <origin>: upstream's Access-Control-Allow-Origin
+ * replaced by the origin, and one Vary: Origin. */
+static void check_cors_response(const struct sc_http_msg *m, struct sc_str origin)
 {
-    static const char up[] =
-        "HTTP/1.1 200 OK\r\nServer: x\r\nX-Up: spoof\r\nContent-Length: 0\r\n\r\n";
+    if (strcmp(dc->ex.route->name, "cors") != 0) {
+        return;
+    }
+    const struct sc_http_header *vary = only(m, "vary");
+    CHECK(vary && sc_str_eq(vary->value, SC_STR("Origin")));
+    const struct sc_http_header *acao = only(m, "access-control-allow-origin");
+    if (dc->ex.pol.cors && dc->ex.pol.cors->allowed) {
+        CHECK(acao && sc_str_eq(acao->value, origin));
+        CHECK(sc_str_eq(only(m, "access-control-expose-headers")->value, SC_STR("x-e")));
+    } else {
+        CHECK(acao && sc_str_eq(acao->value, SC_STR("spoof")));
+    }
+}
+
+/* A preflight the policy answered: 200, empty, the origin echoed when allowed, the requested
+ * method echoed ("*"), Vary. */
+static void check_preflight(const struct sc_http_msg *req)
+{
+    CHECK(replied == 200 && strcmp(dc->ex.route->name, "cors") == 0);
+    struct sc_http_header h[64];
+    struct sc_http_msg m = { .headers = h };
+    struct sc_http_error err = { 0 };
+    CHECK(sc_http1_parse_response(dc->out.p, dc->out.len, 0, &sc_http1_default_limits, 0, &m, 64,
+                                  &err) > 0);
+    CHECK(m.status == 200 && (dc->ex.flags & F_CORS));
+    const struct sc_http_header *acao = only(&m, "access-control-allow-origin");
+    const struct sc_http_header *o = sc_http1_find(req, SC_STR("origin"), NULL);
+    CHECK(!acao || sc_str_eq(acao->value, o->value));
+    const struct sc_http_header *acam = only(&m, "access-control-allow-methods");
+    const struct sc_http_header *acrm =
+        sc_http1_find(req, SC_STR("access-control-request-method"), NULL);
+    CHECK(acam && sc_str_eq(acam->value, acrm->value));
+    CHECK(only(&m, "vary") != NULL);
+}
+
+static void check_response_head(struct sc_str origin)
+{
+    static const char up[] = "HTTP/1.1 200 OK\r\nServer: x\r\nX-Up: spoof\r\n"
+                             "Access-Control-Allow-Origin: spoof\r\nContent-Length: 0\r\n\r\n";
     struct sc_http_header uh[16];
     struct sc_http_msg um = { .headers = uh };
     struct sc_http_error err = { 0 };
@@ -225,6 +296,7 @@ static void check_response_head(void)
         CHECK(sc_str_eq(only(&m, "x-code")->value, SC_STR("200")));
         CHECK(only(&m, "x-ratelimit-limit") != NULL);
     }
+    check_cors_response(&m, origin);
 }
 
 /* A route that answers itself: the direct response as configured; the redirect's Location one
@@ -292,7 +364,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     struct proxy_exch *r = &dc->ex;
     struct sc_buf head = r->head;
+    proxy_cors_release(r); /* the last input's */
     memset(r, 0, sizeof(*r));
+    r->down = &fz_down;
+    replied = 0;
     r->w = &worker;
     r->dc = dc;
     r->cl = &dc->cl;
@@ -332,6 +407,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *why = NULL;
     unsigned flags = 0;
     int act = proxy_route_policy_request(r, &m, &status, &why, &flags);
+    if (act == PROXY_ROUTE_POL_DONE) {
+        check_preflight(&m);
+        return 0;
+    }
     if (act == PROXY_ROUTE_POL_ACTION) {
         check_answer(r, &m, origin);
         return 0;
@@ -350,6 +429,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (proxy_build_req_head(r, &m, origin) == 0) {
         check_upstream_head(&m, origin);
     }
-    check_response_head();
+    const struct sc_http_header *oh = sc_http1_find(&m, SC_STR("origin"), NULL);
+    check_response_head(oh ? oh->value : SC_STR_NULL);
     return 0;
 }

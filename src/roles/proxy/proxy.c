@@ -112,6 +112,7 @@ static void init_metrics(struct proxy *px)
     proxy_tcp_metrics_init(pm);
     proxy_h2_up_metrics_init(pm);
     proxy_grpc_metrics_init(pm);
+    proxy_cors_metrics_init(pm);
     static const char *const lr_labels[] = { "listener", "route", NULL };
     pm->rate_limited =
         sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_rq_rate_limited_total",

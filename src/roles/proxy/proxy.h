@@ -26,6 +26,7 @@
 #include "core/metrics.h"
 #include "net/http1.h"
 #include "roles/proxy/proxy_authz.h"
+#include "roles/proxy/proxy_cors.h"
 #include "roles/proxy/proxy_grpc_web.h"
 #include "roles/proxy/proxy_jwt.h"
 #include "roles/proxy/proxy_oidc.h"
@@ -96,6 +97,7 @@ struct proxy_route_cfg {
     struct proxy_redirect_cfg redirect;
     struct proxy_health_ep_cfg health_endpoint;
     struct proxy_grpc_route_cfg grpc;
+    struct proxy_cors_cfg cors; /* replaces the listener's (proxy_cors.c) */
 };
 
 /* ---- downstream HTTP/2 (proxy_h2.c): a listener's `http2` options ---- */
@@ -150,6 +152,7 @@ struct proxy_listener_cfg {
     struct proxy_oidc_cfg oidc;           /* this listener's own login (proxy_oidc.c) */
     struct proxy_h2_lcfg http2;           /* downstream HTTP/2 (proxy_h2.c) */
     struct proxy_grpc_web_cfg gw;         /* grpc_web (proxy_grpc_web.c) */
+    struct proxy_cors_cfg cors;           /* routes' CORS policy unless their own (proxy_cors.c) */
 };
 
 /* ---- upstream HTTP/2 (proxy_h2_up.c): a cluster's protocol and HTTP/2 settings ---- */
@@ -390,6 +393,7 @@ struct proxy_listener {
     struct proxy_h2_lcfg http2;      /* downstream HTTP/2 (proxy_h2.c) */
     struct proxy_h2_lmetrics h2m;
     bool grpc_web; /* gRPC-Web requests are translated on HTTP/2 upstreams (proxy_grpc_web.c) */
+    bool cors;     /* a route has a CORS policy: its preflights may go past authentication */
 };
 
 struct proxy_rt {
@@ -454,6 +458,9 @@ struct proxy_metrics {
     struct sc_metric_family *grpc_responses;
     struct sc_metric_family *grpc_req_msgs;
     struct sc_metric_family *grpc_resp_msgs;
+    /* CORS (proxy_cors.c) */
+    struct sc_metric_family *cors_origin;
+    struct sc_metric_family *cors_preflight;
 };
 
 /* Builds a snapshot from a checked <cfg> for <nworkers> workers, copying everything it keeps.

@@ -112,6 +112,9 @@ static __attribute__((noinline)) int authenticate(struct proxy_exch *ex,
                                                   const char **why, unsigned *flags)
 {
     const struct proxy_rt *rt = ex->rt;
+    if (ex->lsn->cors && !ex->is_connect && proxy_cors_preflight_first(ex, m, *path)) {
+        return 0; /* answered by the route's CORS policy, never forwarded (proxy_cors.c) */
+    }
     const struct proxy_az_auth *login = NULL;
     /* The listener's own login, else the top-level one on inbound listeners. */
     const struct proxy_listener *lsn = ex->lsn;

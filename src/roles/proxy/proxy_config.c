@@ -232,6 +232,9 @@ static const struct sc_opt route_opts[] = {
       .help = "answer health checks: 200, or 503 while draining or below min_healthy",
       .sub = proxy_health_ep_opts,
       .check = proxy_health_ep_mark },
+    { .type = SC_OPT_INLINE,
+      .offset = offsetof(struct proxy_route_cfg, cors),
+      .sub = proxy_cors_route_opts },
     { 0 },
 };
 
@@ -281,6 +284,9 @@ static const struct sc_opt listener_opts[] = {
     { .type = SC_OPT_INLINE,
       .offset = offsetof(struct proxy_listener_cfg, gw),
       .sub = proxy_grpc_web_listener_opts },
+    { .type = SC_OPT_INLINE,
+      .offset = offsetof(struct proxy_listener_cfg, cors),
+      .sub = proxy_cors_listener_opts },
     { 0 },
 };
 
@@ -369,17 +375,6 @@ static const struct sc_opt cluster_opts[] = {
       .sub = proxy_h2_up_cluster_opts },
     { 0 },
 };
-
-static int check_rate_flag(void *field, char **err)
-{
-    struct proxy_rl_cfg rl;
-    const char *s = *(char **)field;
-    if (s && proxy_rl_parse_flag(s, &rl) < 0) {
-        *err = sc_asprintf("rate limit \"%s\" is not N/s, N/m or N/h", s);
-        return SC_ECONFIG;
-    }
-    return 0;
-}
 
 const struct sc_opt proxy_opts[] = {
     { .name = "listen",
@@ -499,7 +494,7 @@ const struct sc_opt proxy_opts[] = {
       .help = "N/s, N/m or N/h: a local rate limit per client IP (burst N) on the inbound "
               "listeners (--listen, inbound, and configured listeners without a rate_limit)",
       .flags = SC_OPT_FLAG,
-      .check = check_rate_flag },
+      .check = proxy_rl_flag_check },
     { .name = "listeners",
       .type = SC_OPT_OBJLIST,
       .offset = offsetof(struct proxy_cfg, listeners),
@@ -1198,10 +1193,12 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
         proxy_route_policy_listener_init(l, lrl, pm);
         for (size_t r = 0; r < l->nroutes; r++) {
             route_init(&l->routes[r], &rcs[r], cfg, rt, r);
-            rc = proxy_route_policy_route_init(&l->routes[r], &rcs[r], rt, l->name, pm, err);
+            rc = proxy_route_policy_route_init(&l->routes[r], &rcs[r], &lcs[i], rt, l->name, pm,
+                                               err);
             if (rc < 0) {
                 goto fail;
             }
+            l->cors = l->cors || (l->routes[r].pol && l->routes[r].pol->cors);
             if (!l->routes[r].cluster && !(l->routes[r].pol && l->routes[r].pol->act)) {
                 *err =
                     sc_asprintf("listener \"%s\": unknown cluster \"%s\"", l->name, rcs[r].cluster);

@@ -70,6 +70,7 @@ enum {
     F_DR = 1 << 16,   /* answered by the route's direct_response (proxy_route_action.c) */
     F_RD = 1 << 17,   /* answered by the route's redirect */
     F_LH = 1 << 18,   /* a health check failed locally (draining, too few healthy endpoints) */
+    F_CORS = 1 << 19, /* a CORS preflight answered by the proxy (proxy_cors.c) */
 };
 
 /* COND_GRPC: a gRPC status (proxy_grpc.c); proxy_may_retry then says whether a retry is
@@ -695,6 +696,27 @@ struct sc_str proxy_target_authority(struct sc_str t, bool *absolute);
  * match). */
 bool proxy_route_matches(const struct proxy_route *rt, const struct sc_http_msg *m,
                          struct sc_str path, pcre2_match_data *md);
+
+/* The first route of <dc>'s listener that takes request <m> (routing path <path>): its original
+ * destination port, its match, and a pass-through health endpoint only while draining. NULL:
+ * none. Inline: it is the data path's routing loop. */
+static inline struct proxy_route *proxy_route_find(struct proxy_dconn *dc,
+                                                   const struct sc_http_msg *m, struct sc_str path)
+{
+    struct proxy_worker *w = dc->w;
+    struct proxy_listener *l = dc->ex.lsn;
+    struct proxy_route *found = NULL;
+    for (size_t i = 0; i < l->nroutes && !found; i++) {
+        if (l->routes[i].ndports && !proxy_route_port_in(&l->routes[i], proxy_dest_port(dc))) {
+            continue;
+        }
+        if (proxy_route_matches(&l->routes[i], m, path, w->md) &&
+            !(l->routes[i].health_pass && !w->draining)) { /* proxy_route_health.c */
+            found = &l->routes[i];
+        }
+    }
+    return found;
+}
 
 /* Builds ex->head, the upstream request head for <m>: hop-by-hop headers (and the tokens named
  * in Connection) removed, Via, X-Forwarded-For (appended), X-Forwarded-Proto, X-Request-Id (kept

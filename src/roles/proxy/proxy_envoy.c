@@ -292,8 +292,6 @@ static struct sc_ynode *route_match(struct proxy_front *f, const struct sc_ynode
     return f->err ? NULL : m;
 }
 
-static int fraction(struct proxy_front *f, const struct sc_ynode *fp, const char *path,
-                    double *out);
 static void put_percent(struct proxy_front *f, struct sc_ynode *dst, const struct sc_ynode *at,
                         double pc);
 
@@ -311,6 +309,7 @@ static void route_action(struct proxy_front *f, struct sc_ynode *rt, const struc
                                       "request_mirror_policies",
                                       "hash_policy",
                                       "max_stream_duration",
+                                      "cors",
                                       NULL };
     static const char *const an[] = { NULL };
     if (proxy_front_keys(f, ra, path, ak, an) < 0) {
@@ -398,7 +397,7 @@ static void route_action(struct proxy_front *f, struct sc_ynode *rt, const struc
                                "runtime_fraction.default_value.numerator is "
                                "required");
             return;
-        } else if (rf && fraction(f, dv, path, &pc) == 0) {
+        } else if (rf && proxy_envoy_fraction(f, dv, path, &pc) == 0) {
             put_percent(f, o, rf, pc);
         }
         proxy_front_set(f, rt, "mirror", o, m);
@@ -477,6 +476,8 @@ static void route_answer(struct proxy_front *f, struct sc_ynode *rt, const struc
 
 struct vhost_levels {
     const struct sc_ynode *rc, *vh; /* route_config and virtual host, for header mutations */
+    const char *vpath;              /* the virtual host's path */
+    bool cors;                      /* the connection manager has the cors filter */
 };
 
 /* One Envoy route (for the domains <dom>, NULL: any) into a native route appended to <routes>. */
@@ -492,6 +493,7 @@ static void route(struct proxy_front *f, struct sc_ynode *routes, const struct s
                                       "request_headers_to_remove",
                                       "response_headers_to_add",
                                       "response_headers_to_remove",
+                                      "typed_per_filter_config",
                                       NULL };
     static const char *const rn[] = { "decorator", "metadata", NULL };
     if (proxy_front_keys(f, r, path, rk, rn) < 0) {
@@ -522,6 +524,7 @@ static void route(struct proxy_front *f, struct sc_ynode *routes, const struct s
     } else {
         route_answer(f, rt, r, path);
     }
+    proxy_envoy_cors_route(f, rt, r, lv->vh, lv->cors, path, lv->vpath);
     struct sc_ynode *ops = proxy_front_map(f, r);
     header_ops(f, ops, r, path);
     header_ops(f, ops, lv->vh, path);
@@ -552,7 +555,7 @@ static int domain_class(const char *d)
 /* route_config: the virtual hosts' routes, grouped by domain class in Envoy's order of
  * precedence, each with the domains of that class as its authority match. */
 static void route_config(struct proxy_front *f, struct sc_ynode *routes, const struct sc_ynode *rc,
-                         const char *path)
+                         bool cors, const char *path)
 {
     static const char *const rk[] = { "name",
                                       "virtual_hosts",
@@ -566,6 +569,11 @@ static void route_config(struct proxy_front *f, struct sc_ynode *routes, const s
         return;
     }
     const struct sc_ynode *vhs = sc_ynode_get(rc, "virtual_hosts");
+    for (size_t i = 0; i < sc_ynode_count(vhs) && !f->err; i++) {
+        char p[PROXY_FRONT_PATH];
+        proxy_front_path(p, path, ".virtual_hosts[%zu]", i);
+        proxy_envoy_cors_vhost(f, sc_ynode_at(vhs, i), cors, p);
+    }
     for (int cls = 0; cls < 4 && !f->err; cls++) {
         for (size_t i = 0; i < sc_ynode_count(vhs) && !f->err; i++) {
             const struct sc_ynode *vh = sc_ynode_at(vhs, i);
@@ -579,6 +587,8 @@ static void route_config(struct proxy_front *f, struct sc_ynode *routes, const s
                                               "request_headers_to_remove",
                                               "response_headers_to_add",
                                               "response_headers_to_remove",
+                                              "cors",
+                                              "typed_per_filter_config",
                                               NULL };
             if (proxy_front_keys(f, vh, p, vk, NULL) < 0) {
                 return;
@@ -605,7 +615,7 @@ static void route_config(struct proxy_front *f, struct sc_ynode *routes, const s
             if (mine && sc_ynode_count(mine) == 0) {
                 continue;
             }
-            struct vhost_levels lv = { rc, vh };
+            struct vhost_levels lv = { rc, vh, p, cors };
             const struct sc_ynode *rs = sc_ynode_get(vh, "routes");
             for (size_t r = 0; r < sc_ynode_count(rs) && !f->err; r++) {
                 char rp[PROXY_FRONT_PATH];
@@ -616,9 +626,8 @@ static void route_config(struct proxy_front *f, struct sc_ynode *routes, const s
     }
 }
 
-/* A FractionalPercent {numerator, denominator} (or a RuntimeFractionalPercent's default_value)
- * as a percentage into <out>. Returns 0 or SC_ECONFIG after a refusal. */
-static int fraction(struct proxy_front *f, const struct sc_ynode *fp, const char *path, double *out)
+int proxy_envoy_fraction(struct proxy_front *f, const struct sc_ynode *fp, const char *path,
+                         double *out)
 {
     static const char *const k[] = { "numerator", "denominator", NULL };
     if (proxy_front_keys(f, fp, path, k, NULL) < 0) {
@@ -676,7 +685,7 @@ static struct sc_ynode *fault_filter(struct proxy_front *f, const struct sc_ynod
         }
         double pc = 100;
         const struct sc_ynode *fp = sc_ynode_get(x, "percentage");
-        if (fp && fraction(f, fp, path, &pc) < 0) {
+        if (fp && proxy_envoy_fraction(f, fp, path, &pc) < 0) {
             return NULL;
         }
         put_percent(f, o, fp ? fp : x, pc);
@@ -692,7 +701,7 @@ static bool all_of(struct proxy_front *f, const struct sc_ynode *rf, const char 
     static const char *const k[] = { "default_value", "runtime_key", NULL };
     double pc = 0;
     if (!rf || proxy_front_keys(f, rf, path, k, NULL) < 0 ||
-        fraction(f, sc_ynode_get(rf, "default_value"), path, &pc) < 0) {
+        proxy_envoy_fraction(f, sc_ynode_get(rf, "default_value"), path, &pc) < 0) {
         return false;
     }
     if (pc != 0 && pc != 100) {
@@ -772,10 +781,11 @@ static void local_ratelimit(struct proxy_front *f, struct sc_ynode *l, const str
  * NULL. */
 static struct sc_ynode *http_filters(struct proxy_front *f, struct sc_ynode *l,
                                      const struct sc_ynode *hcm, const struct sc_ynode *hf,
-                                     const char *path, struct sc_ynode **health)
+                                     const char *path, struct sc_ynode **health, bool *cors)
 {
     size_t n = sc_ynode_count(hf);
     struct sc_ynode *fault = NULL;
+    const char *policy_seen = NULL; /* a filter the proxy applies after CORS */
     if (n == 0) {
         proxy_front_refuse(f, hf, path, "http_filters must end with envoy.filters.http.router");
         return NULL;
@@ -794,6 +804,32 @@ static struct sc_ynode *http_filters(struct proxy_front *f, struct sc_ynode *l,
                                router ? "the router must be the last HTTP filter"
                                       : "the last HTTP filter must be the router");
             return NULL;
+        }
+        if (proxy_envoy_cors_filter_is(t, nm)) {
+            if (proxy_front_keys(f, h, p, k, NULL) < 0) {
+                return NULL;
+            }
+            if (*cors) {
+                proxy_front_refuse(f, h, p, "one cors filter only");
+                return NULL;
+            }
+            if (policy_seen) {
+                proxy_front_refuse(f, h, p,
+                                   "the cors filter must come before %.64s (the proxy answers "
+                                   "CORS preflights before authorization, rate limits and "
+                                   "faults)",
+                                   policy_seen);
+                return NULL;
+            }
+            proxy_front_path(p, path, "[%zu].typed_config", i);
+            if (proxy_envoy_cors_filter(f, tc, p) < 0) {
+                return NULL;
+            }
+            *cors = true;
+            continue;
+        }
+        if (is(t, T_FAULT) || is(t, T_LOCAL_RL) || proxy_envoy_authz_filter_is(t)) {
+            policy_seen = ext_name(h);
         }
         if (is(t, T_FAULT) || is(t, T_LOCAL_RL)) {
             if (proxy_front_keys(f, h, p, k, NULL) < 0) {
@@ -965,7 +1001,9 @@ void proxy_envoy_hcm(struct proxy_front *f, bool *access_log, struct sc_ynode *l
     char p[PROXY_FRONT_PATH];
     proxy_front_path(p, path, ".http_filters");
     struct sc_ynode *health = NULL;
-    struct sc_ynode *fault = http_filters(f, l, tc, sc_ynode_get(tc, "http_filters"), p, &health);
+    bool cors = false;
+    struct sc_ynode *fault =
+        http_filters(f, l, tc, sc_ynode_get(tc, "http_filters"), p, &health, &cors);
     if (proxy_envoy_paths(f, tc, path) < 0) {
         return;
     }
@@ -1033,7 +1071,7 @@ void proxy_envoy_hcm(struct proxy_front *f, bool *access_log, struct sc_ynode *l
         proxy_front_push(f, routes, health, rc); /* a filter: before every route */
     }
     proxy_front_path(p, path, ".route_config");
-    route_config(f, routes, rc, p);
+    route_config(f, routes, rc, cors, p);
     for (size_t i = health ? 1 : 0; fault && i < sc_ynode_count(routes) && !f->err; i++) {
         proxy_front_set(f, (struct sc_ynode *)sc_ynode_at(routes, i), "fault",
                         sc_ytree_copy(f->out, fault), fault);

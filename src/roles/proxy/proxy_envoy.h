@@ -49,6 +49,24 @@ int proxy_envoy_authz_filter(struct proxy_front *f, const struct sc_ynode *hcm,
 int proxy_envoy_authz_listeners(struct proxy_front *f, size_t nlisteners);
 int proxy_envoy_paths(struct proxy_front *f, const struct sc_ynode *hcm, const char *path);
 
+/* A FractionalPercent {numerator, denominator} (or a RuntimeFractionalPercent's default_value)
+ * <fp> at <path> as a percentage into <out>. Returns 0 or SC_ECONFIG after a refusal. */
+int proxy_envoy_fraction(struct proxy_front *f, const struct sc_ynode *fp, const char *path,
+                         double *out);
+
+/* proxy_front_cors.c: whether an HTTP filter (@type <t>, else <name>) is the cors filter; its
+ * typed_config <tc> (NULL: none) checked; a virtual host <vh>'s CorsPolicy checked (noted as
+ * without effect when the connection manager has no cors filter: <on> false); the CorsPolicy
+ * that applies to Envoy route <r> of <vh>, merged as Envoy reads it, put as native route <rt>'s
+ * cors. Refusals set f->err. */
+bool proxy_envoy_cors_filter_is(const char *t, const char *name);
+int proxy_envoy_cors_filter(struct proxy_front *f, const struct sc_ynode *tc, const char *path);
+void proxy_envoy_cors_vhost(struct proxy_front *f, const struct sc_ynode *vh, bool on,
+                            const char *path);
+void proxy_envoy_cors_route(struct proxy_front *f, struct sc_ynode *rt, const struct sc_ynode *r,
+                            const struct sc_ynode *vh, bool on, const char *rpath,
+                            const char *vpath);
+
 /* The http_connection_manager typed_config <tc> at <path> into output listener <l> (its routes and
  * settings); sets <*access_log> when it has an access_log. */
 void proxy_envoy_hcm(struct proxy_front *f, bool *access_log, struct sc_ynode *l,

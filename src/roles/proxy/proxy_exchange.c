@@ -313,17 +313,7 @@ void proxy_exchange_route(struct proxy_dconn *dc, const struct sc_http_msg *m, s
                           0);
         return;
     }
-    struct proxy_listener *l = r->lsn;
-    struct proxy_route *found = NULL;
-    for (size_t i = 0; i < l->nroutes && !found; i++) {
-        if (l->routes[i].ndports && !proxy_route_port_in(&l->routes[i], proxy_dest_port(dc))) {
-            continue;
-        }
-        if (proxy_route_matches(&l->routes[i], m, path, w->md) &&
-            !(l->routes[i].health_pass && !w->draining)) { /* proxy_route_health.c */
-            found = &l->routes[i];
-        }
-    }
+    struct proxy_route *found = proxy_route_find(dc, m, path);
     if (!found) {
         dc->ex.close_after = r->body != B_NONE;
         proxy_local_reply(&dc->ex, 404, "no route matched the request", F_NR);
@@ -336,6 +326,9 @@ void proxy_exchange_route(struct proxy_dconn *dc, const struct sc_http_msg *m, s
         const char *why = NULL;
         unsigned pfl = 0;
         int act = proxy_route_policy_request(r, m, &pst, &why, &pfl);
+        if (act == PROXY_ROUTE_POL_DONE) {
+            return;
+        }
         if (act == PROXY_ROUTE_POL_ACTION) {
             dc->ex.close_after = r->body != B_NONE;
             r->body_done = r->body == B_NONE;
@@ -507,8 +500,11 @@ void proxy_finish_request(struct proxy_exch *r)
     if (r->rt->access_log) {
         proxy_access_log(r, dur);
     }
-    sc_free(r->request_principal);
-    r->request_principal = NULL;
+    if (r->request_principal || r->pol.cors) {
+        sc_free(r->request_principal);
+        r->request_principal = NULL;
+        proxy_cors_release(r);
+    }
     proxy_endpoint_release(r);
     proxy_breaker_release(r);
     proxy_rt_unref(r->rt);

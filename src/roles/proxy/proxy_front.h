@@ -240,6 +240,11 @@ int proxy_istio_tcp_listener(struct proxy_front *f, struct sc_ynode *l, struct s
 int proxy_istio_answer(struct proxy_front *f, struct sc_ynode *act, const struct sc_ynode *h,
                        const char *path);
 
+/* proxy_front_cors.c: an http[] route's corsPolicy <cp> (of the route at <path>) into the native
+ * route <rt>. Returns 0 or SC_ECONFIG. */
+int proxy_istio_cors(struct proxy_front *f, struct sc_ynode *rt, const struct sc_ynode *cp,
+                     const char *path);
+
 /* proxy_istio_authz.c: AuthorizationPolicy and RequestAuthentication (security.istio.io). */
 extern const struct proxy_front_kind proxy_istio_authz_kinds[];
 

@@ -856,6 +856,9 @@ static void h2_reply(struct proxy_exch *ex, int status, struct sc_str body)
         if (ex->reply_headers.len) {
             rc |= proxy_hsink_lines(&sk, ex->reply_headers, NULL);
         }
+        if (ex->resp_add.len) {
+            rc |= proxy_hsink_lines(&sk, ex->resp_add, NULL);
+        }
         rc |= proxy_hsink_header(
             &sk, SC_STR("content-type"),
             sc_str_c(ex->reply_ctype ? ex->reply_ctype : "text/plain; charset=utf-8"));

@@ -871,6 +871,9 @@ int proxy_grpc_local_reply(const struct proxy_exch *ex, int status, struct sc_st
         rc |= proxy_grpc_message_encode(b, reason);
         rc |= s->ops->close(s);
     }
+    if (ex->resp_add.len) {
+        rc |= proxy_hsink_lines(s, ex->resp_add, NULL); /* CORS headers, a renewed session */
+    }
     rc |= proxy_route_policy_rl_headers(ex, s);
     rc |= s->ops->end(s);
     return rc ? SC_ETOOBIG : 0;

@@ -431,8 +431,7 @@ AI int head_response(struct proxy_exch *r, const struct sc_http_msg *m, struct p
     conn_tokens_init(&ct, m);
     for (size_t i = 0; i < m->nheaders; i++) {
         const struct sc_http_header *h = &m->headers[i];
-        if (hop_by_hop(h->name, &ct) ||
-            (pol && proxy_route_policy_skip_resp_header(pol, h->name))) {
+        if (hop_by_hop(h->name, &ct) || (pol && proxy_route_policy_skip_resp_header(r, pol, h))) {
             continue;
         }
         if (h->name.len == 3 && IS(h->name, "via")) {

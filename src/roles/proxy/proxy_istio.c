@@ -745,11 +745,11 @@ static int http_route(struct proxy_front *f, struct istio_made *m, const struct 
 {
     char path[PROXY_FRONT_PATH];
     proxy_front_path(path, vpath, ".http[%zu]", i);
-    static const char *const h_keys[] = { "name",           "match",   "route",
-                                          "timeout",        "retries", "fault",
-                                          "rewrite",        "mirror",  "mirrorPercentage",
-                                          "mirror_percent", "headers", "redirect",
-                                          "directResponse", NULL };
+    static const char *const h_keys[] = { "name",           "match",      "route",
+                                          "timeout",        "retries",    "fault",
+                                          "rewrite",        "mirror",     "mirrorPercentage",
+                                          "mirror_percent", "headers",    "redirect",
+                                          "directResponse", "corsPolicy", NULL };
     if (proxy_front_keys(f, h, path, h_keys, NULL) < 0) {
         return SC_ECONFIG;
     }
@@ -888,6 +888,10 @@ static int http_route(struct proxy_front *f, struct istio_made *m, const struct 
     }
     if (sc_ynode_get(h, "headers")) {
         headers(f, act, sc_ynode_get(h, "headers"), path);
+    }
+    if (sc_ynode_get(h, "corsPolicy") &&
+        proxy_istio_cors(f, act, sc_ynode_get(h, "corsPolicy"), path) < 0) {
+        return SC_ECONFIG;
     }
     const struct sc_ynode *mir = sc_ynode_get(h, "mirror");
     if (mir) {
@@ -1219,10 +1223,12 @@ int proxy_istio_finish(struct proxy_front *f)
     }
     struct istio_made m = { 0 };
     struct sc_ynode *routes = NULL;
-    const struct sc_ynode *at = f->nvs   ? f->vs[0]
-                                : f->ndr ? f->dr[0]
-                                : f->nse ? f->se[0]
-                                         : f->sidecar[0];
+    /* REGISTRY_ONLY alone (a MeshConfig, no traffic resource) comes here too: its document. */
+    const struct sc_ynode *at = f->nvs        ? f->vs[0]
+                                : f->ndr      ? f->dr[0]
+                                : f->nse      ? f->se[0]
+                                : f->nsidecar ? f->sidecar[0]
+                                              : f->mesh;
     struct sc_ynode *ols[64];
     size_t nols = 0;
     char(*forms)[NAME_MAX_LEN + 16] = sc_calloc(MAX_FORMS, sizeof(*forms));

@@ -22,9 +22,9 @@
 
 static const char *flags_str(unsigned f, char *out, size_t cap)
 {
-    static const char *const names[] = { "UF",   "UT",   "URX", "UH", "UC", "DC", "NR",
-                                         "UPE",  "DPE",  "SI",  "UO", "DI", "FI", "RL",
-                                         "RBAC", "UAEX", "DR",  "RD", "LH" };
+    static const char *const names[] = { "UF",   "UT",   "URX", "UH", "UC", "DC",  "NR",
+                                         "UPE",  "DPE",  "SI",  "UO", "DI", "FI",  "RL",
+                                         "RBAC", "UAEX", "DR",  "RD", "LH", "CORS" };
     size_t len = 0;
     for (size_t i = 0; i < SC_ARRAY_LEN(names); i++) {
         if (f & (1u << i)) {

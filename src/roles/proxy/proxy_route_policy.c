@@ -494,6 +494,17 @@ int proxy_rl_parse_flag(const char *s, struct proxy_rl_cfg *out)
     return -EINVAL;
 }
 
+int proxy_rl_flag_check(void *field, char **err)
+{
+    struct proxy_rl_cfg rl;
+    const char *s = *(char **)field;
+    if (s && proxy_rl_parse_flag(s, &rl) < 0) {
+        *err = sc_asprintf("rate limit \"%s\" is not N/s, N/m or N/h", s);
+        return SC_ECONFIG;
+    }
+    return 0;
+}
+
 int proxy_rl_check(const struct proxy_rl_cfg *rl, const char *where, char **err)
 {
     if (rl->requests_per_unit == 0) {
@@ -891,11 +902,12 @@ static bool policy_wanted(const struct proxy_route_cfg *rc)
 }
 
 int proxy_route_policy_route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
-                                  struct proxy_rt *rt, const char *lname, struct proxy_metrics *pm,
-                                  char **err)
+                                  const struct proxy_listener_cfg *lc, struct proxy_rt *rt,
+                                  const char *lname, struct proxy_metrics *pm, char **err)
 {
     r->pol = NULL;
-    if (!policy_wanted(rc)) {
+    const struct proxy_cors_cfg *cors = rc->cors.set ? &rc->cors : &lc->cors;
+    if (!policy_wanted(rc) && !cors->set) {
         return 0;
     }
     struct proxy_route_policy *p = SC_NEW(struct proxy_route_policy);
@@ -977,6 +989,8 @@ int proxy_route_policy_route_init(struct proxy_route *r, const struct proxy_rout
     p->nhash = rc->hash_policy.n;
     p->host_rewrite = sc_strdup(rc->host_rewrite);
     p->act = proxy_route_action_new(rc);
+    /* Envoy's cors filter is bypassed on redirect and direct_response routes. */
+    p->cors = p->act ? NULL : proxy_cors_new(cors, lname, r->name, pm);
     return 0;
 }
 
@@ -1004,6 +1018,7 @@ void proxy_route_policy_route_free(struct proxy_route *r)
     proxy_hash_free(p->hash, p->nhash);
     sc_free(p->host_rewrite);
     proxy_route_action_free(p->act);
+    proxy_cors_free(p->cors);
     sc_free(p);
     r->pol = NULL;
 }
@@ -1165,6 +1180,9 @@ int proxy_route_policy_request(struct proxy_exch *r, const struct sc_http_msg *m
     struct proxy_listener *l = r->lsn;
     const struct proxy_route_policy *pol = r->route->pol;
     uint64_t now = r->start_ns; /* taken when the request started, just before */
+    if (pol && pol->cors && proxy_cors_request(r, m, pol->cors)) {
+        return PROXY_ROUTE_POL_DONE;
+    }
     if (l->rl) {
         proxy_rl_take(l->rl, rl_key(r, l->rl, m), now, l->rl_headers, &r->pol.rl);
         r->pol.has_rl = l->rl_headers || !r->pol.rl.allowed;
@@ -1251,9 +1269,10 @@ bool proxy_route_policy_skip_req_header(const struct proxy_route_policy *pol, st
     return in_ops(&pol->req, name);
 }
 
-bool proxy_route_policy_skip_resp_header(const struct proxy_route_policy *pol, struct sc_str name)
+bool proxy_route_policy_skip_resp_header(struct proxy_exch *r, const struct proxy_route_policy *pol,
+                                         const struct sc_http_header *h)
 {
-    return in_ops(&pol->resp, name);
+    return in_ops(&pol->resp, h->name) || (r->pol.cors && proxy_cors_skip_resp_header(r, h));
 }
 
 /* Renders and adds headers <ops> (count <n>) to <s>: names were checked at load, literal text
@@ -1334,7 +1353,7 @@ static int num_header(struct proxy_hsink *s, struct sc_str name, uint32_t v)
 int proxy_route_policy_rl_headers(const struct proxy_exch *r, struct proxy_hsink *s)
 {
     if (!r->pol.has_rl) {
-        return 0;
+        return r->pol.cors ? proxy_cors_vary(r, s) : 0;
     }
     const struct proxy_rl_result *x = &r->pol.rl;
     int rc = num_header(s, SC_STR("x-ratelimit-limit"), x->limit);
@@ -1343,6 +1362,7 @@ int proxy_route_policy_rl_headers(const struct proxy_exch *r, struct proxy_hsink
     if (!x->allowed) {
         rc |= num_header(s, SC_STR("Retry-After"), x->retry_after);
     }
+    rc |= proxy_cors_vary(r, s);
     return rc ? SC_ETOOBIG : 0;
 }
 
@@ -1360,7 +1380,8 @@ int proxy_route_policy_resp_headers(struct proxy_exch *r, struct proxy_hsink *s)
 int proxy_route_policy_write_local(struct proxy_exch *r, struct sc_buf *b, int status,
                                    const char *content_type, struct sc_str body, bool close)
 {
-    if (!r->pol.has_rl && !r->www_authenticate && !r->reply_headers.len && !r->resp_add.len) {
+    if (!r->pol.has_rl && !r->www_authenticate && !r->reply_headers.len && !r->resp_add.len &&
+        !r->pol.cors) {
         return sc_http1_write_simple(b, status, content_type, body, close);
     }
     struct proxy_hsink s = proxy_h1_hsink(b);

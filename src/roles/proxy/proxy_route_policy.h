@@ -37,6 +37,8 @@ struct proxy_cfg;
 struct proxy_cluster_cfg;
 struct proxy_route_cfg;
 struct proxy_listener_cfg;
+struct proxy_cors;
+struct proxy_cors_req;
 
 /* ---- configuration as loaded ---- */
 
@@ -169,6 +171,9 @@ int proxy_route_action_check(const struct proxy_route_cfg *rc, const char *where
 /* Parses a --rate-limit value "N/s", "N/m" or "N/h" (also /second, /minute, /hour) into <out>
  * (keyed by client IP, burst N). Returns 0 or -EINVAL. */
 int proxy_rl_parse_flag(const char *s, struct proxy_rl_cfg *out);
+
+/* The option check of a --rate-limit value (a string field, NULL: unset). */
+int proxy_rl_flag_check(void *field, char **err);
 
 /* Checks the policy options of route <ri> of listener <l> against the clusters of <c>, and the
  * route's timeouts. Returns 0, or SC_ECONFIG with a new message in <*err>. */
@@ -306,6 +311,7 @@ struct proxy_route_policy {
     size_t nhash;
     char *host_rewrite;
     struct proxy_route_action *act; /* redirect or direct_response; NULL: upstream */
+    struct proxy_cors *cors;        /* the route's CORS policy (proxy_cors.c); NULL: none */
 };
 
 struct proxy_route_action;
@@ -326,17 +332,19 @@ int proxy_route_action_answer(const struct proxy_exch *r, const struct sc_http_m
 /* Per-request policy state, in struct proxy_exch (zeroed per request). */
 struct proxy_req_pol {
     struct proxy_rl_result rl;
-    bool has_rl;       /* rl filled and its headers wanted */
-    bool mirror;       /* mirror once the body is complete */
-    uint64_t delay_ms; /* fault delay before the first try */
+    bool has_rl;                 /* rl filled and its headers wanted */
+    struct proxy_cors_req *cors; /* CORS state (proxy_cors.c), made when a policy applies */
+    bool mirror;                 /* mirror once the body is complete */
+    uint64_t delay_ms;           /* fault delay before the first try */
 };
 
-/* Builds the policy of route <r> from <rc> (the snapshot <rt> has its clusters already; <lname>
+/* Builds the policy of route <r> from <rc> of listener <lc> (whose cors applies to a route
+ * without its own) (the snapshot <rt> has its clusters already; <lname>
  * names the limiter). Sets r->pol, NULL when the route has no policy. Returns 0 or SC_ECONFIG
  * with <*err>. */
 int proxy_route_policy_route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
-                                  struct proxy_rt *rt, const char *lname, struct proxy_metrics *pm,
-                                  char **err);
+                                  const struct proxy_listener_cfg *lc, struct proxy_rt *rt,
+                                  const char *lname, struct proxy_metrics *pm, char **err);
 
 /* Frees route <r>'s policy. */
 void proxy_route_policy_route_free(struct proxy_route *r);
@@ -361,13 +369,18 @@ struct sc_str proxy_route_cookie_value(const struct sc_http_msg *m, struct sc_st
 bool proxy_route_policy_match(const struct proxy_route_policy *pol, const struct sc_http_msg *m,
                               pcre2_match_data *md);
 
-enum { PROXY_ROUTE_POL_GO = 0, PROXY_ROUTE_POL_REPLY = 1, PROXY_ROUTE_POL_ACTION = 2 };
+enum {
+    PROXY_ROUTE_POL_GO = 0,
+    PROXY_ROUTE_POL_REPLY = 1,
+    PROXY_ROUTE_POL_ACTION = 2,
+    PROXY_ROUTE_POL_DONE = 3 /* answered already (a CORS preflight) */
+};
 
-/* Runs the policy of exchange <r>'s route for request <m> once routed: rate limits (listener, then
- * route), fault abort and delay decisions, the destination (r->cluster, r->subset, r->codes) and
- * the mirror decision. Returns PROXY_ROUTE_POL_GO, or PROXY_ROUTE_POL_REPLY with the local answer's
- * <*status>,
- * <*reason> and response <*flags> set. */
+/* Runs the policy of exchange <r>'s route for request <m> once routed: CORS (a preflight answered
+ * here: PROXY_ROUTE_POL_DONE), rate limits (listener, then route), fault abort and delay
+ * decisions, the destination (r->cluster, r->subset, r->codes) and the mirror decision. Returns
+ * PROXY_ROUTE_POL_GO, or PROXY_ROUTE_POL_REPLY with the local answer's <*status>, <*reason> and
+ * response <*flags> set. */
 int proxy_route_policy_request(struct proxy_exch *r, const struct sc_http_msg *m, int *status,
                                const char **reason, unsigned *flags);
 
@@ -384,8 +397,10 @@ int proxy_route_policy_req_headers(struct proxy_exch *r, const struct sc_http_ms
 int proxy_route_policy_request_line(const struct proxy_route_policy *pol, struct proxy_hsink *s,
                                     struct sc_str method, struct sc_str origin);
 
-/* True when response header <name> is replaced or removed by the route's transforms. */
-bool proxy_route_policy_skip_resp_header(const struct proxy_route_policy *pol, struct sc_str name);
+/* True when response header <h> of exchange <r> is replaced or removed by the route's transforms
+ * or its CORS policy. */
+bool proxy_route_policy_skip_resp_header(struct proxy_exch *r, const struct proxy_route_policy *pol,
+                                         const struct sc_http_header *h);
 
 /* Adds the route's response headers and the rate-limit headers to sink <s>. Returns 0 or
  * SC_ETOOBIG. */

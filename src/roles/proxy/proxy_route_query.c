@@ -89,6 +89,11 @@ static pcre2_code *compile(const char *re, bool whole, char **err)
     return c;
 }
 
+pcre2_code *proxy_route_regex_compile(const char *re)
+{
+    return compile(re, true, NULL);
+}
+
 /* <s> in pcre2_substitute's syntax: "\N" becomes "${N}", "\\" a backslash, "$" "$$". Returns
  * NULL when a group reference exceeds <groups> or a backslash escapes anything else. */
 static char *subst_convert(const char *s, uint32_t groups)

@@ -49,6 +49,10 @@ int proxy_route_query_check(const struct sc_vec *q, const struct proxy_regex_rew
  * Returns 0 or SC_ECONFIG with the reason in a new <*why>. */
 int proxy_route_regex_check(const char *re, const char *subst, char **why);
 
+/* Compiles checked regular expression <re> to match a whole value. Returns it (the caller frees
+ * it with sc_regex_code_free), or NULL when it does not compile. */
+pcre2_code *proxy_route_regex_compile(const char *re);
+
 /* The compiled matches of <q> (q->n of them; NULL when none) and their release. */
 struct proxy_query_match *proxy_query_new(const struct sc_vec *q);
 void proxy_query_free(struct proxy_query_match *v, size_t n);

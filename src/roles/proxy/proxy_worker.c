@@ -191,8 +191,8 @@ void proxy_spin_start(struct proxy_worker *w)
     uv_idle_start(&w->spin, on_spin);
 }
 
-/* Creates the worker's PCRE2 match data once its routing table has a regex route (path or query
- * parameter): a proxy
+/* Creates the worker's PCRE2 match data once its routing table has a regex route (path, query
+ * parameter or CORS origin): a proxy
  * without one never calls into PCRE2, whose code then stays out of its resident memory. */
 static void need_md(struct proxy_worker *w)
 {
@@ -200,7 +200,7 @@ static void need_md(struct proxy_worker *w)
     for (size_t i = 0; i < rt->nlisteners && !w->md; i++) {
         for (size_t k = 0; k < rt->listeners[i].nroutes; k++) {
             const struct proxy_route *r = &rt->listeners[i].routes[k];
-            if (r->re || (r->pol && r->pol->query_regex)) {
+            if (r->re || (r->pol && (r->pol->query_regex || proxy_cors_regex(r->pol->cors)))) {
                 w->md = pcre2_match_data_create(32, NULL);
                 break;
             }
