@@ -100,6 +100,7 @@ static struct proxy px;
 static struct proxy_worker worker;
 static struct proxy_rt *rt;
 static struct proxy_dconn *dc;
+static struct proxy_client client;
 static struct proxy_endpoint ep;
 
 static void setup(void)
@@ -134,10 +135,11 @@ static void setup(void)
     dc->w = &worker;
     dc->ex.w = &worker;
     dc->ex.dc = dc;
-    dc->ex.cl = &dc->cl;
+    dc->cl = &client;
+    dc->ex.cl = &client;
     sc_buf_init(&dc->out, 65536 + 8192);
     sc_buf_init(&dc->ex.head, 65536 + 8192);
-    snprintf(dc->cl.ip, sizeof(dc->cl.ip), "192.0.2.7");
+    snprintf(client.ip, sizeof(client.ip), "192.0.2.7");
     ep.name = "127.0.0.1:9";
 }
 
@@ -295,7 +297,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(r, 0, sizeof(*r));
     r->w = &worker;
     r->dc = dc;
-    r->cl = &dc->cl;
+    r->cl = dc->cl;
     r->head = head;
     sc_buf_reset(&r->head);
     r->rt = rt;

@@ -338,7 +338,8 @@ static void test_sink_rules(void **state)
 {
     (void)state;
     struct proxy_worker *w = SC_NEW(struct proxy_worker);
-    struct proxy_dconn *dc = SC_NEW(struct proxy_dconn);
+    struct proxy_dconn_conn *cc = SC_NEW(struct proxy_dconn_conn);
+    struct proxy_dconn *dc = &cc->dc;
     struct proxy_cluster *cl = SC_NEW(struct proxy_cluster);
     struct proxy_endpoint *ep = SC_NEW(struct proxy_endpoint);
     struct proxy_route *route = SC_NEW(struct proxy_route);
@@ -351,13 +352,14 @@ static void test_sink_rules(void **state)
     struct proxy_exch *ex = &dc->ex;
     ex->w = w;
     ex->dc = dc;
-    ex->cl = &dc->cl;
+    dc->cl = &cc->cl;
+    ex->cl = dc->cl;
     ex->route = route;
     lsn->tls.xfcc = PROXY_XFCC_SANITIZE;
     ex->lsn = lsn;
     ex->rt = rt;
     ex->minor = 1;
-    snprintf(dc->cl.ip, sizeof(dc->cl.ip), "192.0.2.7");
+    snprintf(dc->cl->ip, sizeof(dc->cl->ip), "192.0.2.7");
 
     struct sc_http_header hh[16];
     struct sc_http_msg m = { .headers = hh };
@@ -401,7 +403,7 @@ static void test_sink_rules(void **state)
     proxy_h2_out_free(o);
     sc_free(o);
     sc_free(w);
-    sc_free(dc);
+    sc_free(cc);
     sc_free(cl);
     sc_free(ep);
     sc_free(route);
