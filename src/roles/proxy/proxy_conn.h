@@ -681,8 +681,12 @@ int proxy_h2_conn_closing(struct proxy_dconn *dc);
 /* The last handle of connection <dc> is closed: frees its session. */
 void proxy_h2_conn_freed(struct proxy_dconn *dc);
 
-/* The last handle of stream <dc> is closed: frees the stream and recycles <dc>. */
+/* The last handle of stream <dc> is closed: recycles <dc> with its stream struct (dc->h2s, whose
+ * large buffers are freed), which the next stream_new on it reuses. */
 void proxy_h2_stream_freed(struct proxy_dconn *dc);
+
+/* Frees stream struct <s> (NULL: nothing) kept by a recycled dconn. */
+void proxy_h2_stream_free(struct proxy_h2s *s);
 
 /* Drain: GOAWAY to connection <dc>; it closes once its streams are done. */
 void proxy_h2_drain(struct proxy_dconn *dc);

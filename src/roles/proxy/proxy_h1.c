@@ -959,6 +959,8 @@ void proxy_dconn_free(struct proxy_dconn *dc)
     sc_free(dc->od);
     if (dc->tx) {
         sc_free(dc->cl->trace); /* a connection's own client */
+    } else {
+        proxy_h2_stream_free(dc->h2s);
     }
     sc_free(dc); /* a proxy_dconn_conn's address too */
 }
@@ -1129,7 +1131,9 @@ struct proxy_dconn *proxy_dconn_alloc(struct proxy_worker *w, size_t lidx, struc
         struct proxy_odst *od = dc->od;
         if (stream) {
             w->nfree_sdc--;
+            struct proxy_h2s *h2s = dc->h2s; /* proxy_h2.c readies it */
             memset(dc, 0, sizeof(*dc));
+            dc->h2s = h2s;
         } else {
             w->nfree_dc--;
             cc = (struct proxy_dconn_conn *)dc;

@@ -29,6 +29,8 @@
  * more write of an upstream read buffer above the mark). */
 #define H2S_OUT_HIGH (32 * 1024)
 #define H2S_OUT_MAX (512 * 1024)
+/* A stream struct is recycled with its dconn, and keeps its response buffer up to this size. */
+#define H2S_OUT_KEEP 1024
 /* The connection's output is written in pieces of about this size. */
 #define H2C_WRITE 16384
 #define H2C_WBUF_MAX (1024 * 1024)
@@ -700,11 +702,20 @@ static struct proxy_h2s *stream_new(struct proxy_h2c *c, int32_t id)
 {
     struct proxy_dconn *cd = c->dc;
     struct proxy_dconn *dc = proxy_dconn_alloc(cd->w, cd->lidx, cd->cl);
-    struct proxy_h2s *s = SC_NEW(struct proxy_h2s);
+    struct proxy_h2s *s = dc->h2s;
+    if (s) {
+        /* A recycled stream's: zeroed but for its small response buffer. */
+        struct sc_buf out = s->out;
+        memset(s, 0, sizeof(*s));
+        s->out = out;
+        sc_buf_reset(&s->out);
+    } else {
+        s = SC_NEW(struct proxy_h2s);
+        sc_buf_init(&s->out, H2S_OUT_MAX);
+    }
     s->c = c;
     s->dc = dc;
     s->id = id;
-    sc_buf_init(&s->out, H2S_OUT_MAX);
     sc_buf_init(&s->pend, c->cfg.initial_stream_window_size + 16384);
     sc_buf_init(&s->trl, 65536);
     sc_buf_init(&s->rtrl, 16384 + 4096 + 64);
@@ -725,17 +736,29 @@ void proxy_h2_stream_freed(struct proxy_dconn *dc)
 {
     struct proxy_h2s *s = dc->h2s;
     struct proxy_h2c *c = s->c;
-    sc_buf_cleanup(&s->out);
+    if (s->out.cap > H2S_OUT_KEEP) {
+        sc_buf_cleanup(&s->out);
+        sc_buf_init(&s->out, H2S_OUT_MAX);
+    }
     sc_buf_cleanup(&s->pend);
     sc_buf_cleanup(&s->trl);
     sc_buf_cleanup(&s->rtrl);
-    sc_free(s);
-    dc->h2s = NULL;
     dc->x = NULL;
-    proxy_dconn_recycle(dc);
+    proxy_dconn_recycle(dc); /* keeps <s> with it (proxy_h2_stream_free) */
     c->nalive--;
     if (c->closing) {
         proxy_dconn_closed_one(c->dc);
+    }
+}
+
+void proxy_h2_stream_free(struct proxy_h2s *s)
+{
+    if (s) {
+        sc_buf_cleanup(&s->out);
+        sc_buf_cleanup(&s->pend);
+        sc_buf_cleanup(&s->trl);
+        sc_buf_cleanup(&s->rtrl);
+        sc_free(s);
     }
 }
 
