@@ -35,6 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 struct world {
     struct proxy_worker w;
     struct proxy_dconn dc;
+    struct proxy_client client;
     struct proxy_cluster cl;
     struct proxy_endpoint ep;
     struct proxy_route route;
@@ -56,7 +57,8 @@ static struct world *world(void)
     wd->cl.neps = 1;
     wd->route.cluster = &wd->cl;
     wd->lsn.tls.xfcc = PROXY_XFCC_SANITIZE;
-    snprintf(wd->dc.cl.ip, sizeof(wd->dc.cl.ip), "192.0.2.7");
+    wd->dc.cl = &wd->client;
+    snprintf(wd->client.ip, sizeof(wd->client.ip), "192.0.2.7");
     sc_buf_init(&wd->dc.ex.head, 65536 + 8192);
     return wd;
 }
@@ -91,7 +93,7 @@ static struct sc_str ready(struct world *wd, const struct sc_http_msg *m)
     sc_buf_reset(&ex->head);
     ex->w = &wd->w;
     ex->dc = &wd->dc;
-    ex->cl = &wd->dc.cl;
+    ex->cl = &wd->client;
     ex->route = &wd->route;
     ex->lsn = &wd->lsn;
     ex->rt = &wd->rt;

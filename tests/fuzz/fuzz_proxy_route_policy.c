@@ -115,6 +115,7 @@ static struct proxy px;
 static struct proxy_worker worker;
 static struct proxy_rt *rt;
 static struct proxy_dconn *dc;
+static struct proxy_client client;
 static struct proxy_endpoint ep;
 static int replied; /* the status of the proxy's own answer (the fuzz codec's reply) */
 
@@ -166,10 +167,11 @@ static void setup(void)
     dc->w = &worker;
     dc->ex.w = &worker;
     dc->ex.dc = dc;
-    dc->ex.cl = &dc->cl;
+    dc->cl = &client;
+    dc->ex.cl = &client;
     sc_buf_init(&dc->out, 65536 + 8192);
     sc_buf_init(&dc->ex.head, 65536 + 8192);
-    snprintf(dc->cl.ip, sizeof(dc->cl.ip), "192.0.2.7");
+    snprintf(client.ip, sizeof(client.ip), "192.0.2.7");
     ep.name = "127.0.0.1:9";
 }
 
@@ -370,7 +372,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     replied = 0;
     r->w = &worker;
     r->dc = dc;
-    r->cl = &dc->cl;
+    r->cl = dc->cl;
     r->head = head;
     sc_buf_reset(&r->head);
     r->rt = rt;

@@ -192,6 +192,7 @@ static void test_route_match(void **state)
 struct fixture {
     struct proxy_worker w;
     struct proxy_dconn dc;
+    struct proxy_client client;
     struct proxy_cluster cl;
     struct proxy_endpoint ep;
     struct proxy_route route;
@@ -209,13 +210,14 @@ static struct fixture *fixture_new(void)
     f->dc.w = &f->w;
     f->dc.ex.w = &f->w;
     f->dc.ex.dc = &f->dc;
-    f->dc.ex.cl = &f->dc.cl;
+    f->dc.cl = &f->client;
+    f->dc.ex.cl = &f->client;
     f->dc.ex.route = &f->route;
     f->lsn.tls.xfcc = PROXY_XFCC_SANITIZE;
     f->dc.ex.lsn = &f->lsn;
     f->dc.ex.rt = &f->rt;
     f->dc.ex.minor = 1;
-    snprintf(f->dc.cl.ip, sizeof(f->dc.cl.ip), "192.0.2.7");
+    snprintf(f->client.ip, sizeof(f->client.ip), "192.0.2.7");
     sc_buf_init(&f->dc.ex.head, 65536);
     sc_buf_init(&f->dc.out, 65536);
     return f;

@@ -513,10 +513,11 @@ struct proxy_worker {
     uv_tcp_t *listeners;
     size_t nlisteners;
     size_t listeners_open;
-    struct sc_list conns;   /* struct proxy_dconn */
-    struct sc_list free_dc; /* recycled downstream connections */
-    struct sc_list free_uc; /* recycled upstream connections */
-    size_t nfree_dc, nfree_uc;
+    struct sc_list conns;    /* struct proxy_dconn */
+    struct sc_list free_dc;  /* recycled downstream connections */
+    struct sc_list free_sdc; /* recycled HTTP/2 stream dconns (smaller) */
+    struct sc_list free_uc;  /* recycled upstream connections */
+    size_t nfree_dc, nfree_sdc, nfree_uc;
     struct sc_list odst; /* idle original_dst connections by destination (proxy_worker.c) */
     size_t nodst, nodst_idle;
     struct proxy_blk_pool {

@@ -26,11 +26,13 @@
 #define BUF_INITIAL 16384
 #define MAX_HEADERS 100
 #define MAX_FREE 256
-/* Recycled downstream connection structs kept: HTTP/2 streams are each one, and a client with
- * -m 10 on 50 connections has 500 in flight; a smaller list than that frees and re-allocates
- * (and zeroes) 2 KiB per stream. They are kept only after being in use at once, so the peak
- * memory is unchanged. */
-#define MAX_FREE_DC 1024
+/* Recycled client connection structs kept (about 2.6 KiB each). */
+#define MAX_FREE_DC 256
+/* Recycled HTTP/2 stream structs kept (a bare proxy_dconn, about 1.5 KiB): a client with -m 10
+ * on 50 connections has 500 streams in flight, and a shorter list frees and re-allocates (and
+ * zeroes) one per request. Kept only after being in use at once, so the peak memory is
+ * unchanged; what the list holds after a burst is bounded by this (about 0.75 MiB). */
+#define MAX_FREE_STREAMS 512
 #define MAX_IOV 8
 #ifndef SO_ORIGINAL_DST
 #define SO_ORIGINAL_DST 80 /* linux/netfilter_ipv4.h */
@@ -278,8 +280,12 @@ struct proxy_odst {
     char name[264];
 };
 
+/* A downstream connection, or an HTTP/2 stream (which proxy_h2.c drives as one). The parts only
+ * a client connection has (its socket layer, its client's address and identity) are in struct
+ * proxy_dconn_conn around it, so that the hundreds of streams a few clients keep in flight do
+ * not each carry them: <tx> is NULL on a stream, and <cl> is its connection's client. */
 struct proxy_dconn {
-    struct sc_tcp_xport tx;   /* the transport chain's bottom */
+    struct sc_tcp_xport *tx;  /* the transport chain's bottom (a connection's); NULL: a stream */
     struct sc_xport *x;       /* its top: every read, write and close goes through it */
     struct sc_tcp_xport *ext; /* an adopted chain's bottom (instead of tx), freed at the close */
     uv_timer_t timer;
@@ -308,15 +314,23 @@ struct proxy_dconn {
     bool handshaking; /* the TLS handshake is under way (bounded by the head timeout) */
     uint64_t head_start_ms;
     uint64_t last_activity;
-    uint64_t timer_due;    /* loop time the timer fires at; 0: not armed */
-    struct proxy_odst *od; /* original_dst state, allocated on first use, kept on recycling */
-    struct proxy_client cl;
-    struct proxy_exch ex; /* the exchange the connection carries now */
+    uint64_t timer_due;      /* loop time the timer fires at; 0: not armed */
+    struct proxy_odst *od;   /* original_dst state, allocated on first use, kept on recycling */
+    struct proxy_client *cl; /* the client: the connection's own; a stream's connection's */
+    struct proxy_exch ex;    /* the exchange the connection carries now */
     /* downstream HTTP/2 (proxy_h2.c): a connection that speaks HTTP/2 holds <h2>; each of its
      * streams is a proxy_dconn of its own holding <h2s>, over a stream transport, and is not
      * counted as a connection. */
     struct proxy_h2c *h2;
     struct proxy_h2s *h2s;
+};
+
+/* A client connection: its proxy_dconn (first: a pointer to either is a pointer to both) and what
+ * only a connection has. */
+struct proxy_dconn_conn {
+    struct proxy_dconn dc;
+    struct sc_tcp_xport tx;
+    struct proxy_client cl;
 };
 
 /* ---- proxy_worker.c: buffers and busy polling ---- */
@@ -607,11 +621,15 @@ void proxy_dconn_closed_one(struct proxy_dconn *dc);
 extern const struct sc_xport_cbs proxy_dconn_cbs;
 
 /* A proxy_dconn of listener <lidx>, from the worker's free list or new: zeroed but for its
- * buffers, its exchange linked, its timer initialised, state D_HEAD, no transport, not counted. */
-struct proxy_dconn *proxy_dconn_alloc(struct proxy_worker *w, size_t lidx);
+ * buffers, its exchange linked, its timer initialised, state D_HEAD, no transport, not counted.
+ * <cl> NULL: a client connection (a struct proxy_dconn_conn, its own client); else an HTTP/2
+ * stream of the connection whose client <cl> is (borrowed: the connection outlives its
+ * streams). */
+struct proxy_dconn *proxy_dconn_alloc(struct proxy_worker *w, size_t lidx, struct proxy_client *cl);
 
 /* Gives the buffers of a closed <dc> back and keeps it on the free list (or frees it). */
 void proxy_dconn_recycle(struct proxy_dconn *dc);
+
 /* Frees <dc> (off every list) and what it still owns: buffers, policy state, trace context. */
 void proxy_dconn_free(struct proxy_dconn *dc);
 
@@ -664,8 +682,12 @@ int proxy_h2_conn_closing(struct proxy_dconn *dc);
 /* The last handle of connection <dc> is closed: frees its session. */
 void proxy_h2_conn_freed(struct proxy_dconn *dc);
 
-/* The last handle of stream <dc> is closed: frees the stream and recycles <dc>. */
+/* The last handle of stream <dc> is closed: recycles <dc> with its stream struct (dc->h2s, whose
+ * large buffers are freed), which the next stream_new on it reuses. */
 void proxy_h2_stream_freed(struct proxy_dconn *dc);
+
+/* Frees stream struct <s> (NULL: nothing) kept by a recycled dconn. */
+void proxy_h2_stream_free(struct proxy_h2s *s);
 
 /* Drain: GOAWAY to connection <dc>; it closes once its streams are done. */
 void proxy_h2_drain(struct proxy_dconn *dc);

@@ -204,7 +204,7 @@ void proxy_exch_begin(struct proxy_dconn *dc, bool pseudo)
     zero_exch(r);
     r->w = dc->w;
     r->dc = dc;
-    r->cl = &dc->cl;
+    r->cl = dc->cl;
     r->head = head;
     r->copy = copy;
     sc_buf_reset(&r->head);

@@ -924,8 +924,8 @@ void proxy_dconn_closed_one(struct proxy_dconn *dc)
     }
     struct proxy_worker *w = dc->w;
     sc_metrics_gauge_add(dc->m_active, -1);
-    sc_free(dc->cl.xfcc);
-    dc->cl.xfcc = NULL;
+    sc_free(dc->cl->xfcc);
+    dc->cl->xfcc = NULL;
     atomic_fetch_sub_explicit(&w->px->conns, 1, memory_order_relaxed);
     w->nconns--;
     proxy_dconn_recycle(dc);
@@ -940,9 +940,11 @@ void proxy_dconn_recycle(struct proxy_dconn *dc)
     proxy_hbuf_put(w, &dc->out);
     proxy_hbuf_put(w, &dc->ex.head);
     proxy_hbuf_put(w, &dc->ex.copy);
-    if (w->nfree_dc < MAX_FREE_DC && !w->closed_all) {
-        sc_list_append(&w->free_dc, &dc->node);
-        w->nfree_dc++;
+    bool stream = dc->tx == NULL;
+    size_t *n = stream ? &w->nfree_sdc : &w->nfree_dc;
+    if (*n < (stream ? MAX_FREE_STREAMS : MAX_FREE_DC) && !w->closed_all) {
+        sc_list_append(stream ? &w->free_sdc : &w->free_dc, &dc->node);
+        (*n)++;
     } else {
         proxy_dconn_free(dc);
     }
@@ -955,8 +957,12 @@ void proxy_dconn_free(struct proxy_dconn *dc)
     sc_buf_cleanup(&dc->ex.head);
     sc_buf_cleanup(&dc->ex.copy);
     sc_free(dc->od);
-    sc_free(dc->cl.trace);
-    sc_free(dc);
+    if (dc->tx) {
+        sc_free(dc->cl->trace); /* a connection's own client */
+    } else {
+        proxy_h2_stream_free(dc->h2s);
+    }
+    sc_free(dc); /* a proxy_dconn_conn's address too */
 }
 
 static void on_dconn_timer_closed(uv_handle_t *h)
@@ -1040,11 +1046,11 @@ void proxy_h1_on_accept(uv_stream_t *server, int status)
         return;
     }
     struct proxy_dconn *dc = dconn_new(w, (size_t)((uv_tcp_t *)server - w->listeners), NULL);
-    if (uv_accept(server, (uv_stream_t *)&dc->tx.tcp) < 0) {
+    if (uv_accept(server, (uv_stream_t *)&dc->tx->tcp) < 0) {
         proxy_dconn_close(dc);
         return;
     }
-    dconn_start(dc, &dc->tx.tcp, NULL, NULL);
+    dconn_start(dc, &dc->tx->tcp, NULL, NULL);
 }
 
 /* Feeds <n> bytes read before the hand-over to the new connection <dc>. */
@@ -1070,12 +1076,12 @@ void proxy_h1_adopt(struct proxy_worker *w, size_t lidx, uv_os_sock_t fd,
                     size_t n)
 {
     struct proxy_dconn *dc = dconn_new(w, lidx, NULL);
-    if (uv_tcp_open(&dc->tx.tcp, fd) < 0) {
+    if (uv_tcp_open(&dc->tx->tcp, fd) < 0) {
         close(fd);
         proxy_dconn_close(dc);
         return;
     }
-    dconn_start(dc, &dc->tx.tcp, peer, peer_ip);
+    dconn_start(dc, &dc->tx->tcp, peer, peer_ip);
     adopt_bytes(dc, p, n);
 }
 
@@ -1087,7 +1093,7 @@ void proxy_h1_adopt_tls(struct proxy_worker *w, size_t lidx, struct sc_tcp_xport
     dc->ext = bottom;
     top->cbs = &proxy_dconn_cbs;
     top->owner = dc;
-    dc->cl.tls = top;
+    dc->cl->tls = top;
     dconn_start(dc, &bottom->tcp, peer, peer_ip);
     adopt_bytes(dc, p, n);
 }
@@ -1097,12 +1103,12 @@ void proxy_h1_adopt_tls(struct proxy_worker *w, size_t lidx, struct sc_tcp_xport
  * elsewhere (its TLS established) takes the place of the connection's own socket. */
 static struct proxy_dconn *dconn_new(struct proxy_worker *w, size_t lidx, struct sc_xport *top)
 {
-    struct proxy_dconn *dc = proxy_dconn_alloc(w, lidx);
+    struct proxy_dconn *dc = proxy_dconn_alloc(w, lidx, NULL);
     if (top) {
         dc->x = top;
     } else {
-        sc_tcp_xport_init(&dc->tx, w->loop, &proxy_dconn_cbs, dc);
-        dc->x = &dc->tx.base;
+        sc_tcp_xport_init(dc->tx, w->loop, &proxy_dconn_cbs, dc);
+        dc->x = &dc->tx->base;
     }
     sc_list_append(&w->conns, &dc->node);
     w->nconns++;
@@ -1112,20 +1118,31 @@ static struct proxy_dconn *dconn_new(struct proxy_worker *w, size_t lidx, struct
     return dc;
 }
 
-struct proxy_dconn *proxy_dconn_alloc(struct proxy_worker *w, size_t lidx)
+struct proxy_dconn *proxy_dconn_alloc(struct proxy_worker *w, size_t lidx, struct proxy_client *cl)
 {
+    bool stream = cl != NULL;
+    struct sc_list *fl = stream ? &w->free_sdc : &w->free_dc;
     struct proxy_dconn *dc;
-    if (!sc_list_empty(&w->free_dc)) {
-        dc = sc_list_entry(w->free_dc.next, struct proxy_dconn, node);
+    struct proxy_dconn_conn *cc = NULL;
+    if (!sc_list_empty(fl)) {
+        dc = sc_list_entry(fl->next, struct proxy_dconn, node);
         sc_list_remove(&dc->node);
-        w->nfree_dc--;
         struct sc_buf out = dc->out, head = dc->ex.head, copy = dc->ex.copy;
         struct proxy_odst *od = dc->od;
-        struct proxy_span_conn *tc = dc->cl.trace;
-        memset(dc, 0, sizeof(*dc));
+        if (stream) {
+            w->nfree_sdc--;
+            struct proxy_h2s *h2s = dc->h2s; /* proxy_h2.c readies it */
+            memset(dc, 0, sizeof(*dc));
+            dc->h2s = h2s;
+        } else {
+            w->nfree_dc--;
+            cc = (struct proxy_dconn_conn *)dc;
+            struct proxy_span_conn *tc = cc->cl.trace;
+            memset(cc, 0, sizeof(*cc));
+            cc->cl.trace = tc;
+            proxy_span_conn_clear(tc);
+        }
         dc->od = od;
-        dc->cl.trace = tc;
-        proxy_span_conn_clear(tc);
         if (od) {
             od->checked = od->has_orig = od->stale = false; /* per connection */
         }
@@ -1133,16 +1150,27 @@ struct proxy_dconn *proxy_dconn_alloc(struct proxy_worker *w, size_t lidx)
         dc->ex.head = head;
         dc->ex.copy = copy;
     } else {
-        dc = SC_NEW(struct proxy_dconn);
+        if (stream) {
+            dc = SC_NEW(struct proxy_dconn);
+        } else {
+            cc = SC_NEW(struct proxy_dconn_conn);
+            dc = &cc->dc;
+        }
         sc_buf_init(&dc->out, 65536 + 8192);
         sc_buf_init(&dc->ex.head, 65536 + 8192);
         sc_buf_init(&dc->ex.copy, 0);
+    }
+    if (cc) {
+        dc->tx = &cc->tx;
+        dc->cl = &cc->cl;
+    } else {
+        dc->cl = cl;
     }
     dc->w = w;
     dc->lidx = lidx;
     dc->ex.w = w;
     dc->ex.dc = dc;
-    dc->ex.cl = &dc->cl;
+    dc->ex.cl = dc->cl;
     uv_timer_init(w->loop, &dc->timer);
     dc->timer.data = dc;
     dc->state = D_HEAD;
@@ -1158,10 +1186,10 @@ static void dconn_start(struct proxy_dconn *dc, uv_tcp_t *tcp, const struct sock
 {
     struct proxy_worker *w = dc->w;
     if (peer && peer_ip) {
-        dc->cl.addr = *peer;
-        snprintf(dc->cl.ip, sizeof(dc->cl.ip), "%s", peer_ip);
+        dc->cl->addr = *peer;
+        snprintf(dc->cl->ip, sizeof(dc->cl->ip), "%s", peer_ip);
     } else {
-        sc_tcp_peer_ip(tcp, &dc->cl.addr, dc->cl.ip, sizeof(dc->cl.ip));
+        sc_tcp_peer_ip(tcp, &dc->cl->addr, dc->cl->ip, sizeof(dc->cl->ip));
     }
     dc->last_activity = uv_now(w->loop);
     if (w->rt->listeners[dc->lidx].tls.src && !dc->ext) {

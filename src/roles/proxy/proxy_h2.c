@@ -29,11 +29,17 @@
  * more write of an upstream read buffer above the mark). */
 #define H2S_OUT_HIGH (32 * 1024)
 #define H2S_OUT_MAX (512 * 1024)
+/* A stream struct is recycled with its dconn, and keeps its response buffer up to this size. */
+#define H2S_OUT_KEEP 1024
 /* The connection's output is written in pieces of about this size. */
 #define H2C_WRITE 16384
 #define H2C_WBUF_MAX (1024 * 1024)
 /* A connection that must close but still has output waits this long for the client to read it. */
 #define H2C_LINGER_MS 1000
+/* Response heads submitted and not yet serialized before the next one is packed first (h2_pack):
+ * nghttp2 keeps a copy of each (about 600 bytes with its fields) until it serializes it, and the
+ * upstream reads of one loop iteration can complete hundreds of responses. */
+#define H2C_PACK_AT 4
 
 static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -208,6 +214,7 @@ struct proxy_h2c {
     bool closing;               /* the connection is closing: no more output */
     bool draining;              /* GOAWAY sent: closes once its streams are done */
     bool dead;                  /* a connection error: closes once the GOAWAY is out */
+    uint32_t unsent;            /* heads submitted since nghttp2's output was last taken */
     bool hd_open;               /* a header block is being received (hd holds part of it) */
     int32_t hd_sid;             /* the stream of the header block being received */
     int hd_rc;
@@ -319,6 +326,7 @@ static void h2_flush(struct proxy_h2c *c)
         return;
     }
     c->busy = true;
+    c->unsent = 0;
     do {
         c->again = false;
         while (!c->wpending && !c->dead) {
@@ -366,6 +374,32 @@ static void h2_flush(struct proxy_h2c *c)
         (c->draining && c->nopen == 0 && idle_out)) {
         h2c_close_soon(c);
     }
+}
+
+/* Takes what nghttp2 has queued into <wbuf> now, without writing it (the check writes it with the
+ * rest of the iteration's output): nghttp2 frees its copies of the heads submitted so far, and
+ * streams whose answers are complete close. Only outside nghttp2's and the flush's calls and
+ * with no write pending (the write borrows <wbuf>); never closes the connection itself. */
+static void h2_pack(struct proxy_h2c *c)
+{
+    if (c->busy || c->closing || c->dead || c->wpending) {
+        return;
+    }
+    c->busy = true;
+    c->unsent = 0;
+    while (c->wbuf.len < H2C_WRITE) {
+        const uint8_t *p;
+        ssize_t n = nghttp2_session_mem_send(c->s, &p);
+        if (n <= 0 || sc_buf_append(&c->wbuf, p, (size_t)n) < 0) {
+            c->dead = n != 0;
+            break;
+        }
+    }
+    c->busy = false;
+    if (c->dead) {
+        h2c_close_soon(c);
+    }
+    h2_flush_soon(c);
 }
 
 /* What streams produce (response heads and bodies, window updates, resets) is sent once per
@@ -432,7 +466,7 @@ static void on_h2c_timer(uv_timer_t *t)
     if (c->ping_sent && now >= ka_due(c)) {
         /* The client neither answered nor sent anything: GOAWAY, and the connection closes
          * with its streams (their exchanges end as the client's). */
-        sc_debug("http2: keepalive PING unanswered", SC_LS("peer", dc->cl.ip));
+        sc_debug("http2: keepalive PING unanswered", SC_LS("peer", dc->cl->ip));
         c->ga_reason = PROXY_H2_GA_PING_TIMEOUT;
         static const char why[] = "keepalive timeout";
         nghttp2_submit_goaway(c->s, NGHTTP2_FLAG_NONE,
@@ -667,12 +701,21 @@ static const struct sc_xport_ops h2s_ops = {
 static struct proxy_h2s *stream_new(struct proxy_h2c *c, int32_t id)
 {
     struct proxy_dconn *cd = c->dc;
-    struct proxy_dconn *dc = proxy_dconn_alloc(cd->w, cd->lidx);
-    struct proxy_h2s *s = SC_NEW(struct proxy_h2s);
+    struct proxy_dconn *dc = proxy_dconn_alloc(cd->w, cd->lidx, cd->cl);
+    struct proxy_h2s *s = dc->h2s;
+    if (s) {
+        /* A recycled stream's: zeroed but for its small response buffer. */
+        struct sc_buf out = s->out;
+        memset(s, 0, sizeof(*s));
+        s->out = out;
+        sc_buf_reset(&s->out);
+    } else {
+        s = SC_NEW(struct proxy_h2s);
+        sc_buf_init(&s->out, H2S_OUT_MAX);
+    }
     s->c = c;
     s->dc = dc;
     s->id = id;
-    sc_buf_init(&s->out, H2S_OUT_MAX);
     sc_buf_init(&s->pend, c->cfg.initial_stream_window_size + 16384);
     sc_buf_init(&s->trl, 65536);
     sc_buf_init(&s->rtrl, 16384 + 4096 + 64);
@@ -693,17 +736,29 @@ void proxy_h2_stream_freed(struct proxy_dconn *dc)
 {
     struct proxy_h2s *s = dc->h2s;
     struct proxy_h2c *c = s->c;
-    sc_buf_cleanup(&s->out);
+    if (s->out.cap > H2S_OUT_KEEP) {
+        sc_buf_cleanup(&s->out);
+        sc_buf_init(&s->out, H2S_OUT_MAX);
+    }
     sc_buf_cleanup(&s->pend);
     sc_buf_cleanup(&s->trl);
     sc_buf_cleanup(&s->rtrl);
-    sc_free(s);
-    dc->h2s = NULL;
     dc->x = NULL;
-    proxy_dconn_recycle(dc);
+    proxy_dconn_recycle(dc); /* keeps <s> with it (proxy_h2_stream_free) */
     c->nalive--;
     if (c->closing) {
         proxy_dconn_closed_one(c->dc);
+    }
+}
+
+void proxy_h2_stream_free(struct proxy_h2s *s)
+{
+    if (s) {
+        sc_buf_cleanup(&s->out);
+        sc_buf_cleanup(&s->pend);
+        sc_buf_cleanup(&s->trl);
+        sc_buf_cleanup(&s->rtrl);
+        sc_free(s);
     }
 }
 
@@ -713,7 +768,7 @@ void proxy_h2_exch_begin(struct proxy_exch *ex)
 {
     struct proxy_h2s *s = ex->dc->h2s;
     ex->down = &proxy_h2_down;
-    ex->cl = &s->c->dc->cl;
+    ex->cl = s->c->dc->cl;
     ex->down_h2 = true;
     ex->grpc = s->grpc;
 }
@@ -827,6 +882,7 @@ static int submit_head(struct proxy_h2s *s, bool body)
     if (rc < 0) {
         return SC_ETOOBIG;
     }
+    c->unsent++;
     return 0;
 }
 
@@ -912,6 +968,9 @@ int proxy_h2_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
     struct proxy_h2s *s = dc->h2s;
     struct proxy_h2c *c = s->c;
     struct proxy_exch *r = &dc->ex;
+    if (c->unsent >= H2C_PACK_AT) {
+        h2_pack(c); /* bounds what nghttp2 holds when many answers complete at once */
+    }
     struct proxy_hsink sk = proxy_h2_out_sink(out_of(c), SC_STR("http"), 0);
     if (proxy_head_response(r, m, &sk) < 0) {
         return SC_ETOOBIG;
@@ -1266,7 +1325,7 @@ static void h2c_input(struct proxy_h2c *c)
     dc->in.start = dc->in.end = 0;
     proxy_rbuf_put(dc->w, &dc->in);
     if (rv < 0) {
-        sc_debug("http2: connection error", SC_LS("peer", dc->cl.ip),
+        sc_debug("http2: connection error", SC_LS("peer", dc->cl->ip),
                  SC_LS("reason", nghttp2_strerror((int)rv)));
         if (rv != NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
             bool flood = rv == NGHTTP2_ERR_FLOODED || rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS ||
@@ -1334,7 +1393,7 @@ void proxy_h2_start(struct proxy_dconn *dc)
 {
     struct proxy_worker *w = dc->w;
     if (sc_lazylib_nghttp2_load(NULL) < 0) {
-        sc_debug("HTTP/2 connection refused: nghttp2 cannot be loaded", SC_LS("peer", dc->cl.ip));
+        sc_debug("HTTP/2 connection refused: nghttp2 cannot be loaded", SC_LS("peer", dc->cl->ip));
         proxy_dconn_close(dc); /* the reason was logged once, by the load */
         return;
     }

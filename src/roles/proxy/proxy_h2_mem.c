@@ -8,8 +8,19 @@
 // past the bounds, go to malloc. Only the worker's thread uses its lists (sessions never move
 // between workers). Sanitized builds pass everything to malloc, so ASan still sees how nghttp2
 // uses its memory.
+//
+// Large blocks are nghttp2's frame buffer (16 KiB and a few bytes per session, one chunk of its
+// outbound buffer chain, allocated with the session and written from its start), and rarely big
+// header blocks. A frame buffer is only written as far as the largest frame sent: with small
+// heads and bodies that is its first page. malloc hands out memory that other blocks wrote
+// before, so each session's buffer used to be resident whole: 12 KiB of pages per connection
+// that held nothing. A fresh large block has the pages past its first given back to the kernel
+// (madvise MADV_DONTNEED: they read as zero and are backed again only when written), so a
+// session costs the pages its frames use.
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "net/nghttp2.h"
 
@@ -34,6 +45,8 @@
 /* Kept at most: per class, and in all. */
 #define PER_CLASS 1024
 #define MAX_BYTES (1024 * 1024)
+/* Blocks from this size on have their untouched pages left unbacked (see above). */
+#define LAZY_MIN 16384
 
 /* In front of every block: its size class (LARGE: malloc's own), 16 bytes to keep alignment. */
 struct blk {
@@ -52,7 +65,24 @@ struct proxy_h2_mem {
     size_t bytes;
 };
 
-static void *mem_malloc(size_t size, void *ud)
+/* Gives back the whole pages of fresh block <b> (<total> bytes) past its first page. */
+static void unback(struct blk *b, size_t total)
+{
+    static size_t page;
+    if (!page) {
+        long ps = sysconf(_SC_PAGESIZE);
+        page = ps > 0 ? (size_t)ps : 4096;
+    }
+    uintptr_t lo = ((uintptr_t)b + page) & ~(uintptr_t)(page - 1);
+    uintptr_t hi = ((uintptr_t)b + total) & ~(uintptr_t)(page - 1);
+    if (hi > lo) {
+        (void)madvise((void *)lo, hi - lo, MADV_DONTNEED); /* advice: nothing to do if refused */
+    }
+}
+
+/* A block of <size> bytes; <lazy>: its contents may be anything (not calloc's zeroes), so a
+ * large one may leave pages unbacked. */
+static void *take(size_t size, bool lazy, void *ud)
 {
     struct proxy_h2_mem *m = ud;
     size_t total = size + sizeof(struct blk);
@@ -72,7 +102,15 @@ static void *mem_malloc(size_t size, void *ud)
     }
     struct blk *b = sc_malloc(total);
     b->cls = cls;
+    if (H2MEM_CACHE && lazy && total >= LAZY_MIN) {
+        unback(b, total);
+    }
     return b + 1;
+}
+
+static void *mem_malloc(size_t size, void *ud)
+{
+    return take(size, true, ud);
 }
 
 static void mem_free(void *p, void *ud)
@@ -100,7 +138,7 @@ static void *mem_calloc(size_t nmemb, size_t size, void *ud)
     if (size && nmemb > SIZE_MAX / size) {
         return NULL;
     }
-    void *p = mem_malloc(nmemb * size, ud);
+    void *p = take(nmemb * size, false, ud);
     memset(p, 0, nmemb * size);
     return p;
 }

@@ -63,6 +63,22 @@ static bool lower_token(struct sc_str s)
     return true;
 }
 
+/* Eight bytes at a time: every field of every head passes through these two. */
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+/* Whether a byte of <x> is below 0x20 or is 0x7f (a tab among them: the caller looks closer). */
+static inline bool any_ctl(uint64_t x)
+{
+    uint64_t del = x ^ (ONES * 0x7f);
+    return (((x - ONES * 0x20) & ~x) | ((del - ONES) & ~del)) & HIGHS;
+}
+
+static bool ctl_byte(unsigned char c)
+{
+    return (c < 0x20 && c != '\t') || c == 0x7f;
+}
+
 /* RFC 9113 section 8.2.1: no NUL, CR or LF anywhere, no leading or trailing SP or HTAB; other
  * controls are refused as the HTTP/1 parser refuses them (the value goes out as HTTP/1). */
 static bool valid_value(struct sc_str v)
@@ -71,13 +87,44 @@ static bool valid_value(struct sc_str v)
         (v.p[0] == ' ' || v.p[0] == '\t' || v.p[v.len - 1] == ' ' || v.p[v.len - 1] == '\t')) {
         return false;
     }
-    for (size_t i = 0; i < v.len; i++) {
-        unsigned char c = (unsigned char)v.p[i];
-        if ((c < 0x20 && c != '\t') || c == 0x7f) {
+    size_t i = 0;
+    for (; i + 8 <= v.len; i += 8) {
+        uint64_t x;
+        memcpy(&x, v.p + i, 8);
+        if (any_ctl(x)) {
+            for (size_t j = i; j < i + 8; j++) {
+                if (ctl_byte((unsigned char)v.p[j])) {
+                    return false;
+                }
+            }
+        }
+    }
+    for (; i < v.len; i++) {
+        if (ctl_byte((unsigned char)v.p[i])) {
             return false;
         }
     }
     return true;
+}
+
+/* Copies <n> bytes from <src> to <dst> (the same, or not overlapping) with ASCII letters
+ * lowercased. */
+static void lower_copy(char *dst, const char *src, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, src + i, 8);
+        uint64_t h = x & ~HIGHS;
+        /* The high bit of each byte of h + 0x3f: >= 'A'; of h + 0x25: > 'Z'; only ASCII. */
+        uint64_t upper = ((h + ONES * 0x3f) ^ (h + ONES * 0x25)) & ~x & HIGHS;
+        x |= upper >> 2;
+        memcpy(dst + i, &x, 8);
+    }
+    for (; i < n; i++) {
+        char c = src[i];
+        dst[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    }
 }
 
 /* The connection-specific fields of RFC 9113 section 8.2.2 (te is handled by its value). */
@@ -483,10 +530,7 @@ static int out_add(struct proxy_h2_out *o, struct sc_str name, struct sc_str val
     if (sc_buf_reserve(&o->store, name.len + value.len) < 0) {
         return o->err = SC_ETOOBIG;
     }
-    for (size_t i = 0; i < name.len; i++) {
-        char c = name.p[i];
-        o->store.p[at + i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
-    }
+    lower_copy(o->store.p + at, name.p, name.len);
     if (value.len) {
         memcpy(o->store.p + at + name.len, value.p, value.len);
     }
@@ -583,10 +627,7 @@ static struct sc_buf *out_open(struct proxy_hsink *s, struct sc_str name)
         o->err = SC_ETOOBIG;
         return NULL;
     }
-    for (size_t i = 0; i < name.len; i++) {
-        char *c = &o->store.p[o->open_name + i];
-        *c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
-    }
+    lower_copy(o->store.p + o->open_name, o->store.p + o->open_name, name.len);
     return &o->store;
 }
 

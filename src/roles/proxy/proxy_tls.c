@@ -643,15 +643,15 @@ static void start_tls(struct proxy_dconn *dc, struct sc_str pre)
     struct sc_tls_ctx *ctx = sc_tls_store_get(ltls(dc)->src->store);
     struct sc_tls_xport_args a = {
         .loop = dc->w->loop,
-        .below = &dc->tx.base,
-        .cbs = dc->tx.base.cbs,
+        .below = &dc->tx->base,
+        .cbs = dc->tx->base.cbs,
         .owner = dc,
         .preread = pre,
         .handshake_cb = true,
     };
     dc->x = sc_tls_xport_new(ctx, &a);
     sc_tls_ctx_unref(ctx);
-    dc->cl.tls = dc->x;
+    dc->cl->tls = dc->x;
     dc->handshaking = true;
     dc->head_start_ms = uv_now(dc->w->loop);
 }
@@ -693,14 +693,14 @@ int proxy_tls_sniff(struct proxy_dconn *dc)
 void proxy_tls_handshake_done(struct proxy_dconn *dc, int status)
 {
     dc->handshaking = false;
-    enum sc_tls_fail f = status < 0 ? sc_tls_xport_fail(dc->cl.tls) : SC_TLS_FAIL_NONE;
+    enum sc_tls_fail f = status < 0 ? sc_tls_xport_fail(dc->cl->tls) : SC_TLS_FAIL_NONE;
     if (status < 0 && f == SC_TLS_FAIL_NONE) {
         f = SC_TLS_FAIL_HANDSHAKE;
     }
     const struct proxy_listener_tls *t = ltls(dc);
     sc_metrics_counter_inc(t->m_hs[f]);
     if (status < 0) {
-        sc_debug("tls handshake failed", SC_LS("peer", dc->cl.ip),
+        sc_debug("tls handshake failed", SC_LS("peer", dc->cl->ip),
                  SC_LS("reason", sc_tls_fail_name(f)));
         proxy_dconn_close(dc);
         return;

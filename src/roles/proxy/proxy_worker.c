@@ -317,10 +317,13 @@ void proxy_worker_poll(struct proxy_worker *w)
 
 void proxy_worker_cleanup(struct proxy_worker *w)
 {
-    while (!sc_list_empty(&w->free_dc)) {
-        struct proxy_dconn *dc = sc_list_entry(w->free_dc.next, struct proxy_dconn, node);
-        sc_list_remove(&dc->node);
-        proxy_dconn_free(dc);
+    struct sc_list *lists[] = { &w->free_dc, &w->free_sdc };
+    for (size_t i = 0; i < SC_ARRAY_LEN(lists); i++) {
+        while (!sc_list_empty(lists[i])) {
+            struct proxy_dconn *dc = sc_list_entry(lists[i]->next, struct proxy_dconn, node);
+            sc_list_remove(&dc->node);
+            proxy_dconn_free(dc);
+        }
     }
     while (!sc_list_empty(&w->free_uc)) {
         struct proxy_uconn *uc = sc_list_entry(w->free_uc.next, struct proxy_uconn, node);
@@ -328,7 +331,7 @@ void proxy_worker_cleanup(struct proxy_worker *w)
         sc_free(uc->in.p);
         sc_free(uc);
     }
-    w->nfree_dc = w->nfree_uc = 0;
+    w->nfree_dc = w->nfree_sdc = w->nfree_uc = 0;
     pool_drain(&w->bufs);
     pool_drain(&w->hbufs);
     proxy_h2_worker_free(w);
@@ -354,6 +357,7 @@ void proxy_worker_init(struct proxy_worker *w)
 {
     sc_list_init(&w->conns);
     sc_list_init(&w->free_dc);
+    sc_list_init(&w->free_sdc);
     sc_list_init(&w->free_uc);
     sc_list_init(&w->odst);
     sc_list_init(&w->mirrors);
