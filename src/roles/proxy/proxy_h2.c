@@ -909,12 +909,8 @@ static void h2_reply(struct proxy_exch *ex, int status, struct sc_str body)
             rc |= proxy_hsink_header(&sk, SC_STR("www-authenticate"),
                                      SC_STR("Bearer realm=\"sidecar\", error=\"invalid_token\""));
         }
-        if (ex->reply_headers.len) {
-            rc |= proxy_hsink_lines(&sk, ex->reply_headers, NULL);
-        }
-        if (ex->resp_add.len) {
-            rc |= proxy_hsink_lines(&sk, ex->resp_add, NULL);
-        }
+        rc |= proxy_hsink_lines(&sk, ex->reply_headers, NULL); /* both may be empty */
+        rc |= proxy_hsink_lines(&sk, ex->resp_add, NULL);
         rc |= proxy_hsink_header(
             &sk, SC_STR("content-type"),
             sc_str_c(ex->reply_ctype ? ex->reply_ctype : "text/plain; charset=utf-8"));
