@@ -70,6 +70,10 @@ static const struct sc_opt match_opts[] = {
               "redirected by sidecar iptables, else the listener's (any when empty)",
       .max = PROXY_ICPT_MAX_PORTS,
       .check = proxy_icpt_ports_check },
+    { .name = "addr",
+      .type = SC_OPT_INLINE,
+      .offset = offsetof(struct proxy_match_cfg, addr),
+      .sub = proxy_addr_match_opts },
     { .name = "headers",
       .type = SC_OPT_OBJLIST,
       .offset = offsetof(struct proxy_match_cfg, headers),
@@ -834,6 +838,7 @@ static void route_free(struct proxy_route *r)
     }
     sc_free(r->authority);
     sc_free(r->dports);
+    proxy_addr_match_free(r->am);
     for (size_t i = 0; i < r->nheaders; i++) {
         sc_free((char *)r->headers[i].name.p);
         sc_free((char *)r->headers[i].value.p);
@@ -1021,6 +1026,8 @@ static void route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
         r->authority[i] = sc_strdup(rc->match.authority.v[i]);
     }
     r->dports = proxy_icpt_parse_ports(&rc->match.destination_ports, &r->ndports);
+    r->am = proxy_addr_match_new(&rc->match.addr);
+    r->conn_match = r->ndports || r->am;
     r->health_pass = rc->health_endpoint.set && rc->health_endpoint.pass_through;
     const struct proxy_header_match_cfg *h = rc->match.headers.v;
     r->nheaders = rc->match.headers.n;

@@ -273,6 +273,8 @@ struct proxy_odst {
     bool checked; /* SO_ORIGINAL_DST was read for this connection */
     bool has_orig;
     uint16_t dport; /* with <checked>: the original destination's port, else the local port */
+    struct sockaddr_storage dst; /* with <checked>: the original destination, else the local
+                                    address (AF_UNSPEC when unknown) */
     struct sockaddr_storage orig;
     char name[264];
 };

@@ -1023,22 +1023,34 @@ void proxy_envoy_hcm(struct proxy_front *f, bool *access_log, struct sc_ynode *l
         proxy_front_put(f, l, "forward_client_cert",
                         sc_ynode_get(tc, "forward_client_cert_details"), ours);
     }
+    struct sc_ynode *routes = proxy_envoy_hcm_routes(f, tc, path, health, fault);
+    if (routes) {
+        proxy_front_set(f, l, "routes", routes, sc_ynode_get(tc, "route_config"));
+    }
+}
+
+struct sc_ynode *proxy_envoy_hcm_routes(struct proxy_front *f, const struct sc_ynode *tc,
+                                        const char *path, const struct sc_ynode *health,
+                                        const struct sc_ynode *fault)
+{
     const struct sc_ynode *rc = sc_ynode_get(tc, "route_config");
     if (!rc) {
         proxy_front_refuse(f, tc, path, "route_config is required");
-        return;
+        return NULL;
     }
     struct sc_ynode *routes = proxy_front_seq(f, rc);
     if (health) {
-        proxy_front_push(f, routes, health, rc); /* a filter: before every route */
+        /* a filter: before every route */
+        proxy_front_push(f, routes, sc_ytree_copy(f->out, health), rc);
     }
+    char p[PROXY_FRONT_PATH];
     proxy_front_path(p, path, ".route_config");
     route_config(f, routes, rc, p);
     for (size_t i = health ? 1 : 0; fault && i < sc_ynode_count(routes) && !f->err; i++) {
         proxy_front_set(f, (struct sc_ynode *)sc_ynode_at(routes, i), "fault",
                         sc_ytree_copy(f->out, fault), fault);
     }
-    proxy_front_set(f, l, "routes", routes, rc);
+    return f->err ? NULL : routes;
 }
 
 /* ---- listeners ---- */

@@ -47,6 +47,11 @@ int proxy_envoy_chain_addr_read(struct proxy_front *f, const struct sc_ynode *m,
 void proxy_envoy_chain_addr_put(struct proxy_front *f, const struct envoy_chain *c, int dlen,
                                 int slen, struct sc_ynode *r);
 
+/* Whether trees <a> and <b> hold the same values (mappings compared by key, in any order); <skip>
+ * (NULL-terminated, or NULL) names keys of the top mapping left out. */
+bool proxy_envoy_same(const struct sc_ynode *a, const struct sc_ynode *b, const char *const *skip,
+                      int depth);
+
 /* Maps the <n> chains <cs> of a listener at <addr>, of which at least one http_connection_manager
  * chain terminates TLS, onto listener <l>: the chains' certificates become the listener's tls
  * (each chain's chosen by its server_names; unmatched names rejected when every TLS chain names

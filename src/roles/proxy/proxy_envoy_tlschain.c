@@ -17,52 +17,9 @@
 #include "core/error.h"
 #include "roles/proxy/proxy_envoy_chain.h"
 
-/* Whether trees <a> and <b> hold the same values (mappings compared by key, in any order);
- * <skip> names a key of the top mapping left out (Envoy's stat_prefix differs per chain). */
-static bool same(const struct sc_ynode *a, const struct sc_ynode *b, const char *skip, int depth)
-{
-    if (!a || !b) {
-        return !a && !b;
-    }
-    enum sc_ykind k = sc_ynode_kind(a);
-    if (k != sc_ynode_kind(b) || depth > 64) {
-        return false;
-    }
-    if (k == SC_Y_STR) {
-        return strcmp(sc_ynode_str(a), sc_ynode_str(b)) == 0;
-    }
-    if (k == SC_Y_SEQ) {
-        if (sc_ynode_count(a) != sc_ynode_count(b)) {
-            return false;
-        }
-        for (size_t i = 0; i < sc_ynode_count(a); i++) {
-            if (!same(sc_ynode_at(a, i), sc_ynode_at(b, i), NULL, depth + 1)) {
-                return false;
-            }
-        }
-        return true;
-    }
-    if (k != SC_Y_MAP) {
-        return true;
-    }
-    size_t na = 0, nb = 0;
-    for (int side = 0; side < 2; side++) {
-        const struct sc_ynode *m = side ? b : a;
-        for (size_t i = 0; i < sc_ynode_count(m); i++) {
-            const char *key = sc_ynode_str(sc_ynode_key(m, i));
-            if (!key || (skip && strcmp(key, skip) == 0)) {
-                continue;
-            }
-            *(side ? &nb : &na) += 1;
-            if (!side && !same(sc_ynode_val(a, i), sc_ynode_get(b, key), NULL, depth + 1)) {
-                return false;
-            }
-        }
-    }
-    return na == nb;
-}
-
 /* The TLS settings that one listener context has once, whatever the chain. */
+static const char *const stat_only[] = { "stat_prefix", NULL };
+
 static const char *const shared_keys[] = { "client_ca",   "client_cert",     "alpn", "min_version",
                                            "max_version", "session_timeout", NULL };
 
@@ -88,7 +45,13 @@ static int check_chain(struct proxy_front *f, const struct envoy_chain *c, struc
                                   "listener's port",
                                   c->dp);
     }
-    if (c != hcm && !same(c->tc, hcm->tc, "stat_prefix", 0)) {
+    if (c->addr) {
+        return proxy_front_refuse(f, c->fc, c->path,
+                                  "address matches (prefix_ranges, source_prefix_ranges, "
+                                  "source_type, source_ports) on a chain next to chains that "
+                                  "terminate TLS: supported on plaintext and tcp_proxy chains");
+    }
+    if (c != hcm && !proxy_envoy_same(c->tc, hcm->tc, stat_only, 0)) {
         return proxy_front_refuse(f, c->nf, c->path,
                                   "its http_connection_manager differs from %.200s's (beyond "
                                   "stat_prefix): the listener has one set of routes and HTTP "
@@ -136,7 +99,8 @@ static int check_chain(struct proxy_front *f, const struct envoy_chain *c, struc
         return 0;
     }
     for (size_t k = 0; shared_keys[k]; k++) {
-        if (!same(sc_ynode_get(t, shared_keys[k]), sc_ynode_get(*tref, shared_keys[k]), NULL, 0)) {
+        if (!proxy_envoy_same(sc_ynode_get(t, shared_keys[k]), sc_ynode_get(*tref, shared_keys[k]),
+                              NULL, 0)) {
             char p[PROXY_FRONT_PATH];
             proxy_front_path(p, c->path, ".transport_socket");
             return proxy_front_refuse(f, sc_ynode_get(c->fc, "transport_socket"), p,

@@ -316,7 +316,7 @@ void proxy_exchange_route(struct proxy_dconn *dc, const struct sc_http_msg *m, s
     struct proxy_listener *l = r->lsn;
     struct proxy_route *found = NULL;
     for (size_t i = 0; i < l->nroutes && !found; i++) {
-        if (l->routes[i].ndports && !proxy_route_port_in(&l->routes[i], proxy_dest_port(dc))) {
+        if (l->routes[i].conn_match && !proxy_route_conn_takes(&l->routes[i], dc)) {
             continue;
         }
         if (proxy_route_matches(&l->routes[i], m, path, w->md) &&
