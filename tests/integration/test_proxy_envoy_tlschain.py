@@ -14,6 +14,7 @@ import pytest
 from conftest import free_port
 from test_proxy_envoy_chains import (T, bootstrap, cluster, curl, hcm_chain, s_client,
                                      tcp_chain, uri_nginx)  # noqa: F401 (fixture)
+from test_proxy_envoy_hcm_addr import namers  # noqa: F401 (fixture)
 from tls_util import make_leaf, pki  # noqa: F401 (fixture)
 
 DTLS = T + "transport_sockets.tls.v3.DownstreamTlsContext"
@@ -182,10 +183,65 @@ clusters:
     assert rc == 0 and body == "uri=/p?q=1\n200", err
 
 
+def test_routes_per_chain(sidecar_run, run_cli, pki, tmp_path, namers):
+    """Chains whose connection managers differ in route_config: each TLS chain's routes take the
+    requests of its server names, the default TLS chain's the other TLS connections, the
+    plaintext chain's plaintext; a chain's request its routes do not take is answered 404, not
+    by another chain's routes."""
+    a_cert, a_key = make_leaf(pki, "a", "DNS:a.example.test", out=tmp_path)
+    d_cert, d_key = make_leaf(pki, "d", "DNS:default.test,DNS:other.wild.test", out=tmp_path)
+    port = free_port()
+
+    def routes(cl, prefix="/"):
+        return [{"match": {"prefix": prefix}, "route": {"cluster": cl}}]
+
+    def chain(cert, key, cl, prefix="/", **match):
+        c = tls_chain(cert, key, **match)
+        c["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"] = \
+            routes(cl, prefix)
+        return c
+    chains = [
+        chain(d_cert, d_key, "wild", server_names=["*.wild.test"], transport_protocol="tls"),
+        chain(a_cert, a_key, "a", "/a", server_names=["a.example.test"],
+              transport_protocol="tls"),
+        chain(d_cert, d_key, "dflt", transport_protocol="tls"),
+        hcm_chain(routes("plain"), transport_protocol="raw_buffer"),
+    ]
+    names = ("a", "wild", "dflt", "plain")
+    cfg = bootstrap(port, chains, [cluster(n, namers(n).port) for n in names])
+    lst = derived(run_cli, tmp_path, cfg)
+    got = [(r.get("cluster"), r["match"].get("server_names"), r["match"]["transport_protocol"])
+           for r in lst["routes"]]
+    assert got == [("a", ["a.example.test"], "tls"), (None, ["a.example.test"], "tls"),
+                   ("wild", ["*.wild.test"], "tls"), (None, ["*.wild.test"], "tls"),
+                   ("dflt", None, "tls"), (None, None, "tls"), ("plain", None, "raw_buffer")]
+    sidecar_run("proxy", config=cfg)
+    ca = pki / "ca.pem"
+    for h2 in ([], ["--http2"]):
+        rc, body, err = https(port, "a.example.test", ca, *h2)
+        assert (rc, body) == (0, "404") or body.endswith("\n404"), (body, err)
+        r = subprocess.run(["curl", "-sS", "--cacert", str(ca), "--resolve",
+                            f"a.example.test:{port}:127.0.0.1", *h2,
+                            f"https://a.example.test:{port}/a/x"], capture_output=True, text=True)
+        assert r.stdout == "a", r.stderr
+        r = subprocess.run(["curl", "-sS", "--cacert", str(ca), "--resolve",
+                            f"other.wild.test:{port}:127.0.0.1", *h2,
+                            f"https://other.wild.test:{port}/"], capture_output=True, text=True)
+        assert r.stdout == "wild", r.stderr
+        r = subprocess.run(["curl", "-sS", "--cacert", str(ca), "--resolve",
+                            f"default.test:{port}:127.0.0.1", *h2,
+                            f"https://default.test:{port}/"], capture_output=True, text=True)
+        assert r.stdout == "dflt", r.stderr
+    r = subprocess.run(["curl", "-sS", f"http://127.0.0.1:{port}/"], capture_output=True,
+                       text=True)
+    assert r.stdout == "plain", r.stderr
+
+
 REFUSALS = [
     ("client_ca", "its client_ca differs from", "filter_chains[1].transport_socket"),
     ("alpn", "its alpn differs from", "filter_chains[1].transport_socket"),
-    ("routes", "its http_connection_manager differs from", "filter_chains[1]"),
+    ("routes", "its http_connection_manager differs from static_resources.listeners[0]."
+               "filter_chains[0]'s beyond route_config and stat_prefix", "filter_chains[1]"),
     ("tcp_proxy", "a tcp_proxy chain next to chains that terminate TLS", "filter_chains[2]"),
     ("two_defaults", "a second TLS chain without server_names", "filter_chains[1]"),
     ("raw_tls", "transport_protocol raw_buffer with a TLS transport_socket", "filter_chains[1]"),
@@ -204,8 +260,7 @@ def refusal(kind, pki):
     elif kind == "alpn":
         chains[1]["transport_socket"] = tls_socket(cert, key, alpn=["h2"])
     elif kind == "routes":
-        rc = chains[1]["filters"][0]["typed_config"]["route_config"]
-        rc["virtual_hosts"][0]["routes"][0]["route"]["timeout"] = "3s"
+        chains[1]["filters"][0]["typed_config"]["codec_type"] = "HTTP1"
     elif kind == "tcp_proxy":
         chains.append(tcp_chain("app", server_names=["b.test"]))
     elif kind == "two_defaults":

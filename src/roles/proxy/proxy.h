@@ -47,6 +47,8 @@ struct proxy_header_match_cfg {
     bool present; /* false: the header must be absent */
 };
 
+extern const struct sc_opt proxy_match_opts[]; /* proxy_route_match.c */
+
 struct proxy_match_cfg {
     char *prefix;
     char *path;
@@ -57,7 +59,7 @@ struct proxy_match_cfg {
     struct sc_vec cookies;            /* struct proxy_header_match_cfg */
     struct sc_vec query_parameters;   /* struct proxy_query_match_cfg */
     struct sc_strv destination_ports; /* the connection's original destination port */
-    struct proxy_addr_match_cfg addr; /* the connection's addresses (proxy_addr_match.c) */
+    struct proxy_route_conn_cfg conn; /* the connection's conditions (proxy_route_match.c) */
 };
 
 struct proxy_retry_cfg {
@@ -350,8 +352,8 @@ struct proxy_route {
     size_t nauthority;
     uint16_t *dports; /* original destination ports (proxy_tcp_config.c); none: any */
     size_t ndports;
-    struct proxy_addr_match *am; /* address conditions (proxy_addr_match.c); NULL: none */
-    bool conn_match;             /* dports or am: proxy_route_conn_takes decides first */
+    struct proxy_route_conn *conn; /* connection conditions (proxy_route_match.c); NULL: none */
+    bool conn_match;               /* dports or conn: proxy_route_conn_takes decides first */
     struct proxy_header_match *headers;
     size_t nheaders;
     struct proxy_cluster *cluster;

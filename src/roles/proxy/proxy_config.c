@@ -22,80 +22,6 @@ static const char *const lb_policies[] = { "round_robin", "least_request", "ring
 static const char *const access_logs[] = { "stdout", "off", NULL };
 static const char *const cluster_types[] = { "static", "original_dst", NULL };
 
-static const struct sc_opt header_match_opts[] = {
-    { .name = "name",
-      .type = SC_OPT_STR,
-      .offset = offsetof(struct proxy_header_match_cfg, name),
-      .help = "header name (case-insensitive)",
-      .flags = SC_OPT_REQUIRED },
-    { .name = "value",
-      .type = SC_OPT_STR,
-      .offset = offsetof(struct proxy_header_match_cfg, value),
-      .help = "exact value the header must have (any value when unset)" },
-    { .name = "present",
-      .type = SC_OPT_BOOL,
-      .offset = offsetof(struct proxy_header_match_cfg, present),
-      .def = "true",
-      .help = "false: the route matches only when the header is absent" },
-    { 0 },
-};
-
-static const struct sc_opt match_opts[] = {
-    { .name = "prefix",
-      .type = SC_OPT_STR,
-      .offset = offsetof(struct proxy_match_cfg, prefix),
-      .help = "path prefix (the query is not part of the path)" },
-    { .name = "path",
-      .type = SC_OPT_STR,
-      .offset = offsetof(struct proxy_match_cfg, path),
-      .help = "exact path" },
-    { .name = "regex",
-      .type = SC_OPT_STR,
-      .offset = offsetof(struct proxy_match_cfg, regex),
-      .help = "PCRE2 regular expression the whole path must match" },
-    { .name = "methods",
-      .type = SC_OPT_STRLIST,
-      .offset = offsetof(struct proxy_match_cfg, methods),
-      .help = "request methods (any when empty)" },
-    { .name = "authority",
-      .type = SC_OPT_STRLIST,
-      .offset = offsetof(struct proxy_match_cfg, authority),
-      .help = "Host names, exact or with a leading \"*.\" or trailing \".*\" wildcard, \"*\" "
-              "for any; a name without a port matches the Host with any port (any when empty)",
-      .max = 256 },
-    { .name = "destination_ports",
-      .type = SC_OPT_STRLIST,
-      .offset = offsetof(struct proxy_match_cfg, destination_ports),
-      .help = "ports the client connected to: the original destination's port of a connection "
-              "redirected by sidecar iptables, else the listener's (any when empty)",
-      .max = PROXY_ICPT_MAX_PORTS,
-      .check = proxy_icpt_ports_check },
-    { .name = "addr",
-      .type = SC_OPT_INLINE,
-      .offset = offsetof(struct proxy_match_cfg, addr),
-      .sub = proxy_addr_match_opts },
-    { .name = "headers",
-      .type = SC_OPT_OBJLIST,
-      .offset = offsetof(struct proxy_match_cfg, headers),
-      .help = "headers that must all match",
-      .sub = header_match_opts,
-      .sub_size = sizeof(struct proxy_header_match_cfg) },
-    { .name = "cookies",
-      .type = SC_OPT_OBJLIST,
-      .offset = offsetof(struct proxy_match_cfg, cookies),
-      .help = "cookies (from Cookie headers) that must all match, as headers do",
-      .sub = header_match_opts,
-      .sub_size = sizeof(struct proxy_header_match_cfg) },
-    { .name = "query_parameters",
-      .type = SC_OPT_OBJLIST,
-      .offset = offsetof(struct proxy_match_cfg, query_parameters),
-      .help = "query parameters that must all match (the first occurrence of a name counts)",
-      .max = PROXY_QUERY_MAX,
-      .sub = proxy_query_match_opts,
-      .sub_size = sizeof(struct proxy_query_match_cfg) },
-    { 0 },
-};
-
 static const struct sc_opt retry_opts[] = {
     { .name = "retry_on",
       .type = SC_OPT_STRLIST,
@@ -149,7 +75,7 @@ static const struct sc_opt route_opts[] = {
       .type = SC_OPT_OBJ,
       .offset = offsetof(struct proxy_route_cfg, match),
       .help = "what requests the route takes (all when empty); first match wins",
-      .sub = match_opts },
+      .sub = proxy_match_opts },
     { .name = "cluster",
       .type = SC_OPT_STR,
       .offset = offsetof(struct proxy_route_cfg, cluster),
@@ -838,7 +764,7 @@ static void route_free(struct proxy_route *r)
     }
     sc_free(r->authority);
     sc_free(r->dports);
-    proxy_addr_match_free(r->am);
+    proxy_route_conn_free(r->conn);
     for (size_t i = 0; i < r->nheaders; i++) {
         sc_free((char *)r->headers[i].name.p);
         sc_free((char *)r->headers[i].value.p);
@@ -1026,8 +952,8 @@ static void route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
         r->authority[i] = sc_strdup(rc->match.authority.v[i]);
     }
     r->dports = proxy_icpt_parse_ports(&rc->match.destination_ports, &r->ndports);
-    r->am = proxy_addr_match_new(&rc->match.addr);
-    r->conn_match = r->ndports || r->am;
+    r->conn = proxy_route_conn_new(&rc->match.conn);
+    r->conn_match = r->ndports || r->conn;
     r->health_pass = rc->health_endpoint.set && rc->health_endpoint.pass_through;
     const struct proxy_header_match_cfg *h = rc->match.headers.v;
     r->nheaders = rc->match.headers.n;

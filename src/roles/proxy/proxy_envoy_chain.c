@@ -378,10 +378,11 @@ static int check_http(struct proxy_front *f, const struct envoy_chain *cs, size_
     return 0;
 }
 
-/* Adds chain <g>'s conditions (destination port, address conditions of its group's prefix
- * lengths) to every route of <rs>, appending them to <out>. */
-static void put_chain_routes(struct proxy_front *f, const struct troute *g, struct sc_ynode *rs,
-                             struct sc_ynode *out)
+/* Adds chain <g>'s conditions (destination port, server names of its group's class, address
+ * conditions of its group's prefix lengths, and with <tls> whether the connection is TLS) to every
+ * route of <rs>, appending them to <out>. */
+static void put_chain_routes(struct proxy_front *f, const struct troute *g, bool tls,
+                             struct sc_ynode *rs, struct sc_ynode *out)
 {
     const struct envoy_chain *c = g->c;
     for (size_t i = 0; i < sc_ynode_count(rs) && !f->err; i++) {
@@ -394,6 +395,18 @@ static void put_chain_routes(struct proxy_front *f, const struct troute *g, stru
         if (c->dp) {
             proxy_front_push_str(f, m, "destination_ports", c->dpn, c->dp);
         }
+        for (size_t k = 0; k < sc_ynode_count(c->sn); k++) {
+            const struct sc_ynode *sn = sc_ynode_at(c->sn, k);
+            const char *v = sc_ynode_str(sn);
+            bool wild = v && v[0] == '*';
+            if ((g->klass == 0 && !wild) || (g->wild && v == g->wild)) {
+                proxy_front_push_str(f, m, "server_names", sn, v ? v : "");
+            }
+        }
+        if (tls) {
+            const struct sc_ynode *ts = sc_ynode_get(c->fc, "transport_socket");
+            proxy_front_put(f, m, "transport_protocol", ts ? ts : c->fc, ts ? "tls" : "raw_buffer");
+        }
         proxy_envoy_chain_addr_put(f, c, g->dlen, g->slen, m);
         proxy_front_push(f, out, r, c->fc);
     }
@@ -404,7 +417,7 @@ static void put_chain_routes(struct proxy_front *f, const struct troute *g, stru
  * that chain's routes, so each chain's routes carry its conditions, and a chain with conditions
  * ends with a route that answers 404 to what its routes do not take (instead of falling through
  * to a less specific chain's routes). <l0> holds the first chain's translation. */
-static void hcm_routes(struct proxy_front *f, const struct troute *hs, size_t nh,
+static void hcm_routes(struct proxy_front *f, const struct troute *hs, size_t nh, bool tls,
                        const struct sc_ynode *l0, struct sc_ynode *l)
 {
     const struct sc_ynode *rs0 = sc_ynode_get(l0, "routes");
@@ -420,8 +433,8 @@ static void hcm_routes(struct proxy_front *f, const struct troute *hs, size_t nh
         if (!rs) {
             return;
         }
-        put_chain_routes(f, &hs[i], rs, out);
-        if ((c->dp || c->addr) && i + 1 < nh) {
+        put_chain_routes(f, &hs[i], tls, rs, out);
+        if ((c->dp || c->addr || c->sn || tls) && i + 1 < nh) {
             struct sc_ynode *nr = proxy_front_map(f, c->fc);
             char name[64];
             snprintf(name, sizeof(name), "%s_%zu_no_route", c->dflt ? "default" : "chain", c->idx);
@@ -431,16 +444,14 @@ static void hcm_routes(struct proxy_front *f, const struct troute *hs, size_t nh
             proxy_front_set(f, nr, "direct_response", dr, c->fc);
             struct sc_ynode *one = proxy_front_seq(f, c->fc);
             proxy_front_push(f, one, nr, c->fc);
-            put_chain_routes(f, &hs[i], one, out);
+            put_chain_routes(f, &hs[i], tls, one, out);
         }
     }
     proxy_front_set(f, l, "routes", out, hs[0].c->fc);
 }
 
-/* Maps the http_connection_manager chains of <cs> onto listener <l>: one translation of the
- * connection manager (they must agree beyond route_config and stat_prefix), routes per chain. */
-static int hcm_chains(struct proxy_front *f, bool *access_log, const struct envoy_chain *cs,
-                      size_t n, const struct envoy_chain *h, struct sc_ynode *l)
+int proxy_envoy_hcm_chains(struct proxy_front *f, bool *access_log, const struct envoy_chain *cs,
+                           size_t n, const struct envoy_chain *h, bool tls, struct sc_ynode *l)
 {
     struct troute *hs = sc_calloc(MAX_TCP_ROUTES, sizeof(*hs));
     size_t nh = 0;
@@ -450,15 +461,30 @@ static int hcm_chains(struct proxy_front *f, bool *access_log, const struct envo
         if (!c->hcm) {
             continue;
         }
-        conds = conds || c->dp || c->addr;
+        conds = conds || c->dp || c->addr ||
+                (tls && !proxy_envoy_same(sc_ynode_get(c->tc, "route_config"),
+                                          sc_ynode_get(h->tc, "route_config"), NULL, 0));
         for (size_t di = 0; di < (c->dlens.n ? c->dlens.n : 1); di++) {
-            for (size_t si = 0; si < (c->slens.n ? c->slens.n : 1) && nh < MAX_TCP_ROUTES; si++) {
-                hs[nh] = (struct troute){ .c = c,
-                                          .klass = 2,
-                                          .dlen = c->dlens.n ? c->dlens.v[di] : -1,
-                                          .slen = c->slens.n ? c->slens.v[si] : -1,
-                                          .order = c->dflt ? MAX_TCP_ROUTES + nh : nh };
-                nh++;
+            for (size_t si = 0; si < (c->slens.n ? c->slens.n : 1); si++) {
+                int dl = c->dlens.n ? c->dlens.v[di] : -1, sl = c->slens.n ? c->slens.v[si] : -1;
+                size_t ord = c->dflt ? MAX_TCP_ROUTES + nh : nh;
+                bool exact = false;
+                for (size_t k = 0; k < sc_ynode_count(c->sn) && nh < MAX_TCP_ROUTES; k++) {
+                    const char *v = sc_ynode_str(sc_ynode_at(c->sn, k));
+                    if (v && v[0] == '*') {
+                        hs[nh] = (struct troute){
+                            .c = c, .wild = v, .klass = 1, .dlen = dl, .slen = sl, .order = ord
+                        };
+                        nh++;
+                    }
+                    exact = exact || !(v && v[0] == '*');
+                }
+                if ((exact || !c->sn) && nh < MAX_TCP_ROUTES) {
+                    hs[nh] = (struct troute){
+                        .c = c, .klass = c->sn ? 0 : 2, .dlen = dl, .slen = sl, .order = ord
+                    };
+                    nh++;
+                }
             }
         }
     }
@@ -474,7 +500,7 @@ static int hcm_chains(struct proxy_front *f, bool *access_log, const struct envo
         }
     }
     if (conds && !f->err) {
-        hcm_routes(f, hs, nh, l0, l);
+        hcm_routes(f, hs, nh, tls, l0, l);
     }
     sc_free(hs);
     return f->err ? SC_ECONFIG : 0;
@@ -631,7 +657,7 @@ static int chains(struct proxy_front *f, bool *access_log, const struct sc_ynode
         proxy_front_set(f, l, "tcp_routes", routes, fcs ? fcs : ln);
     }
     proxy_front_put(f, l, "protocol", fcs ? fcs : ln, h || hello ? "auto" : "tcp");
-    if (h && hcm_chains(f, access_log, cs, n, h, l) < 0) {
+    if (h && proxy_envoy_hcm_chains(f, access_log, cs, n, h, false, l) < 0) {
         return SC_ECONFIG;
     }
     return f->err ? SC_ECONFIG : 0;

@@ -18,7 +18,7 @@
 #include "roles/proxy/proxy_envoy_chain.h"
 
 /* The TLS settings that one listener context has once, whatever the chain. */
-static const char *const stat_only[] = { "stat_prefix", NULL };
+static const char *const rc_only[] = { "stat_prefix", "route_config", NULL };
 
 static const char *const shared_keys[] = { "client_ca",   "client_cert",     "alpn", "min_version",
                                            "max_version", "session_timeout", NULL };
@@ -51,11 +51,11 @@ static int check_chain(struct proxy_front *f, const struct envoy_chain *c, struc
                                   "source_type, source_ports) on a chain next to chains that "
                                   "terminate TLS: supported on plaintext and tcp_proxy chains");
     }
-    if (c != hcm && !proxy_envoy_same(c->tc, hcm->tc, stat_only, 0)) {
+    if (c != hcm && !proxy_envoy_same(c->tc, hcm->tc, rc_only, 0)) {
         return proxy_front_refuse(f, c->nf, c->path,
-                                  "its http_connection_manager differs from %.200s's (beyond "
-                                  "stat_prefix): the listener has one set of routes and HTTP "
-                                  "filters for all its chains",
+                                  "its http_connection_manager differs from %.200s's beyond "
+                                  "route_config and stat_prefix: only the routes are chosen per "
+                                  "chain (by server name and transport)",
                                   hcm->path);
     }
     if (c->ap) {
@@ -182,10 +182,10 @@ static int build(struct proxy_front *f, bool *access_log, const struct envoy_cha
     }
     proxy_front_set(f, l, "tls", tls, at);
     proxy_front_put(f, l, "mtls", plain ? plain->fc : at, plain ? "permissive" : "strict");
-    char np[PROXY_FRONT_PATH];
-    proxy_front_path(np, hcm->path, ".filters[0].typed_config");
-    proxy_envoy_hcm(f, access_log, l, hcm->tc, np);
-    return f->err ? SC_ECONFIG : 0;
+    if (f->err) {
+        return SC_ECONFIG;
+    }
+    return proxy_envoy_hcm_chains(f, access_log, cs, n, hcm, true, l);
 }
 
 int proxy_envoy_tls_chains(struct proxy_front *f, bool *access_log, const struct envoy_chain *cs,

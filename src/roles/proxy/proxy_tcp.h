@@ -41,13 +41,20 @@ struct proxy_addr_match_cfg {
 };
 extern const struct sc_opt proxy_addr_match_opts[];
 
+/* The conditions on an HTTP route's connection (its match's inlined keys beside the request's). */
+struct proxy_route_conn_cfg {
+    struct proxy_addr_match_cfg addr;
+    struct sc_strv server_names; /* SNI patterns of a TLS connection the listener terminates */
+    int transport_protocol;      /* PROXY_TP_* */
+};
+
 struct proxy_tcp_route_cfg {
     char *name;
     struct sc_strv server_names;          /* TLS SNI patterns ("a.b", "*.b", "*"); empty: any */
     struct sc_strv application_protocols; /* ALPN: any one offered matches; empty: any */
     struct sc_strv destination_ports;     /* original destination ports; empty: any */
     int transport_protocol;               /* PROXY_TP_*: TLS only, plaintext only, or any */
-    struct proxy_addr_match_cfg addr;     /* address conditions (proxy_addr_match.c) */
+    struct proxy_addr_match_cfg addr;     /* address conditions (proxy_route_match.c) */
     char *cluster;
     struct sc_vec weighted_clusters; /* struct proxy_weighted_cfg (cluster, weight) */
 };
@@ -123,7 +130,7 @@ struct proxy_cluster_bind {
     struct sockaddr_in6 a6;
 };
 
-/* Address conditions at run time (proxy_addr_match.c). */
+/* Address conditions at run time (proxy_route_match.c). */
 struct proxy_addr_match {
     struct proxy_cidr *dranges, *sranges; /* destination and source CIDR blocks */
     size_t ndranges, nsranges;
@@ -145,6 +152,9 @@ struct proxy_az_ip;
 bool proxy_addr_match_takes(const struct proxy_addr_match *am, const struct proxy_az_ip *src,
                             uint16_t sport, const struct proxy_az_ip *dst);
 
+/* Option check for server-name patterns: a host name, "*.suffix" or "*" (sc_opt_check_cb). */
+int proxy_server_names_check(void *field, char **err);
+
 /* Option check for a list of TCP ports, each 1..65535 (sc_opt_check_cb). */
 int proxy_icpt_ports_check(void *field, char **err);
 
@@ -155,10 +165,25 @@ uint16_t *proxy_icpt_parse_ports(const struct sc_strv *v, size_t *n);
 struct proxy_route;
 bool proxy_route_port_in(const struct proxy_route *r, uint16_t port);
 
+/* An HTTP route's connection conditions at run time. */
+struct proxy_route_conn {
+    struct proxy_addr_match *am; /* NULL: none */
+    char **server_names;         /* lowercase patterns (proxy_sni_match) */
+    size_t nserver_names;
+    int transport; /* PROXY_TP_* */
+};
+
+/* Returns new conditions from <c> (checked at load), or NULL when it sets none. */
+struct proxy_route_conn *proxy_route_conn_new(const struct proxy_route_conn_cfg *c);
+
+/* Frees <rc> (NULL-safe). */
+void proxy_route_conn_free(struct proxy_route_conn *rc);
+
 struct proxy_dconn;
 /* Whether HTTP route <r>'s connection conditions (destination_ports, address conditions) take
- * <dc>'s connection; called only for a route with r->conn_match. Reads the addresses of the
- * connection once (cached in dc->od). */
+ * <dc>'s connection: its original destination port, addresses, server name and transport; called
+ * only for a route with r->conn_match. Reads the addresses of the connection once (cached in
+ * dc->od). */
 bool proxy_route_conn_takes(const struct proxy_route *r, struct proxy_dconn *dc);
 
 /* Cross-checks the interception options of <cfg> (cluster names, port lists). */

@@ -39,7 +39,7 @@ int proxy_icpt_ports_check(void *field, char **err)
 }
 
 /* Server-name patterns: a host name, "*.suffix" or "*". */
-static int server_names_check(void *field, char **err)
+int proxy_server_names_check(void *field, char **err)
 {
     const struct sc_strv *v = field;
     for (size_t i = 0; i < v->n; i++) {
@@ -117,7 +117,7 @@ static const struct sc_opt tcp_route_opts[] = {
               "under it) or \"*\"; a route with names never takes a connection that is not TLS; "
               "empty: any",
       .max = 64,
-      .check = server_names_check },
+      .check = proxy_server_names_check },
     { .name = "application_protocols",
       .type = SC_OPT_STRLIST,
       .offset = offsetof(struct proxy_tcp_route_cfg, application_protocols),
