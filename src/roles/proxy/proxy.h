@@ -39,6 +39,9 @@
 #include "roles/proxy/proxy_tcp.h"
 #include "roles/proxy/proxy_trace.h"
 
+/* The most header fields a listener's max_request_headers may allow (HTTP/1 and HTTP/2). */
+#define PROXY_MAX_REQUEST_HEADERS 1024
+
 /* ---- configuration as loaded (the option table in proxy_config.c describes these) ---- */
 
 struct proxy_header_match_cfg {
@@ -153,6 +156,7 @@ struct proxy_listener_cfg {
     struct proxy_oidc_cfg oidc;           /* this listener's own login (proxy_oidc.c) */
     struct proxy_h2_lcfg http2;           /* downstream HTTP/2 (proxy_h2.c) */
     struct proxy_grpc_web_cfg gw;         /* grpc_web (proxy_grpc_web.c) */
+    int64_t max_request_headers;          /* header fields a request may carry */
 };
 
 /* ---- upstream HTTP/2 (proxy_h2_up.c): a cluster's protocol and HTTP/2 settings ---- */
@@ -395,6 +399,7 @@ struct proxy_listener {
     struct proxy_h2_lcfg http2;      /* downstream HTTP/2 (proxy_h2.c) */
     struct proxy_h2_lmetrics h2m;
     bool grpc_web; /* gRPC-Web requests are translated on HTTP/2 upstreams (proxy_grpc_web.c) */
+    uint32_t max_headers; /* max_request_headers: fields a request may carry, HTTP/1 and HTTP/2 */
 };
 
 struct proxy_rt {
@@ -532,7 +537,8 @@ struct proxy_worker {
     uint64_t spin_until; /* uv_hrtime() at which busy polling stops */
     bool spin_read;      /* a read since the spin handle last ran */
     uv_timer_t logtimer; /* retries a write the reader was not ready for */
-    struct sc_http_header hdrs[100]; /* parse scratch: heads are rewritten as soon as parsed */
+    /* parse scratch: heads are rewritten as soon as parsed */
+    struct sc_http_header hdrs[PROXY_MAX_REQUEST_HEADERS];
     pcre2_match_data *md;
     struct proxy_jwt_cache *jwt_cache;   /* verified tokens (proxy_jwt.c), made on first use */
     struct sc_egress *oidc_egress;       /* token requests of logins (proxy_oidc_flow.c) */

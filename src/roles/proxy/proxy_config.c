@@ -178,6 +178,15 @@ static const struct sc_opt listener_opts[] = {
       .help = "address to listen on",
       .flags = SC_OPT_REQUIRED | SC_OPT_RESTART,
       .check = sc_addr_check },
+    { .name = "max_request_headers",
+      .type = SC_OPT_INT,
+      .offset = offsetof(struct proxy_listener_cfg, max_request_headers),
+      .def = "100",
+      .help = "header fields a request may carry, HTTP/1 and HTTP/2 alike (pseudo-header fields "
+              "count on HTTP/2); more: 431. Requests forwarded to an HTTP/2 upstream carry at "
+              "most 100",
+      .min = 1,
+      .max = PROXY_MAX_REQUEST_HEADERS },
     { .name = "routes",
       .type = SC_OPT_OBJLIST,
       .offset = offsetof(struct proxy_listener_cfg, routes),
@@ -1036,6 +1045,7 @@ static int listener_init(struct proxy_listener *l, const char *name, const char 
     l->name = sc_strdup(name);
     l->address = sc_strdup(addr);
     sc_config_defaults(proxy_h2_listener_opts, &l->http2); /* a configured one's replace them */
+    l->max_headers = PROXY_H2_MAX_FIELDS;                  /* the option's default */
     l->noroute.name = sc_strdup("");
     l->noroute.methods = sc_calloc(1, sizeof(char *));
     l->noroute.headers = sc_calloc(1, sizeof(*l->noroute.headers));
@@ -1112,6 +1122,7 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
         rc = listener_init(l, lcs[i].name, lcs[i].address, pm, err);
         l->inbound = lcs[i].tlscfg.direction == 0;
         l->http2 = lcs[i].http2;
+        l->max_headers = (uint32_t)lcs[i].max_request_headers;
         l->grpc_web = lcs[i].gw.grpc_web;
         if (rc == 0) {
             rc = proxy_tls_listener_init(&l->tls, l->name, &lcs[i], false, cfg, pm, err);

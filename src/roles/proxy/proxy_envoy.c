@@ -12,6 +12,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/str.h"
 #include "core/value.h"
 #include "roles/proxy/proxy_envoy.h"
 
@@ -873,7 +874,8 @@ static const char *const fcc_modes[][2] = {
 /* The connection manager's codec onto listener <l>'s `http2` block: codec_type (AUTO: HTTP/1.1
  * and HTTP/2, HTTP1: http2.enabled false, HTTP2: http2.only), http2_protocol_options,
  * max_request_headers_kb (the HTTP/2 header list bound) and
- * common_http_protocol_options.max_headers_count (the proxy's fixed 100 fields). */
+ * common_http_protocol_options.max_headers_count (the listener's max_request_headers, both
+ * codecs). */
 static void hcm_codec(struct proxy_front *f, struct sc_ynode *l, const struct sc_ynode *tc,
                       const char *path)
 {
@@ -912,12 +914,17 @@ static void hcm_codec(struct proxy_front *f, struct sc_ynode *l, const struct sc
     }
     const struct sc_ynode *cho = sc_ynode_get(tc, "common_http_protocol_options");
     const char *mhc = cho ? proxy_front_str(f, cho, "max_headers_count", path) : NULL;
-    if (mhc && !is(mhc, "100")) {
-        proxy_front_refuse(f, sc_ynode_get(cho, "max_headers_count"), path,
-                           "max_headers_count %.16s is not supported (the proxy accepts 100 "
-                           "header fields, Envoy's default)",
-                           mhc);
-        return;
+    if (mhc) {
+        uint64_t n = 0;
+        const struct sc_ynode *mn = sc_ynode_get(cho, "max_headers_count");
+        if (sc_str_to_u64(sc_str_c(mhc), 1024, &n) < 0 || n == 0) {
+            proxy_front_refuse(f, mn, path,
+                               "max_headers_count %.16s is not between 1 and 1024 (the proxy's "
+                               "bound)",
+                               mhc);
+            return;
+        }
+        proxy_front_put(f, l, "max_request_headers", mn, mhc);
     }
     if (sc_ynode_count(h) > 0) {
         proxy_front_set(f, l, "http2", h, o2 ? o2 : tc);
