@@ -183,6 +183,53 @@ clusters:
     assert rc == 0 and body == "uri=/p?q=1\n200", err
 
 
+def test_client_verification_per_chain(sidecar_run, run_cli, pki, tmp_path, uri_nginx):
+    """A chain's own validation_context and require_client_certificate: mutual TLS for the
+    server name of the chain that requires it, none for the others (Envoy's per-chain
+    DownstreamTlsContext), and optional verification on a third name."""
+    a_cert, a_key = make_leaf(pki, "a", "DNS:mtls.example.test", out=tmp_path)
+    o_cert, o_key = make_leaf(pki, "o", "DNS:opt.example.test", out=tmp_path)
+    d_cert, d_key = make_leaf(pki, "d", "DNS:open.example.test", out=tmp_path)
+    ca = pki / "ca.pem"
+    port = free_port()
+    strict = tls_chain(a_cert, a_key, server_names=["mtls.example.test"])
+    strict["transport_socket"] = tls_socket(a_cert, a_key, ca=ca, require=True)
+    opt = tls_chain(o_cert, o_key, server_names=["opt.example.test"])
+    opt["transport_socket"] = tls_socket(o_cert, o_key, ca=ca)
+    chains = [strict, opt, tls_chain(d_cert, d_key), hcm_chain(ROUTES)]
+    cfg = bootstrap(port, chains, [cluster("app", uri_nginx.port)])
+    lst = derived(run_cli, tmp_path, cfg)
+    assert "client_ca" not in lst["tls"] and "client_cert" not in lst["tls"]
+    assert [(c["server_names"], c.get("client_ca"), c.get("client_cert"))
+            for c in lst["tls"]["certificates"]] == [
+        (["mtls.example.test"], str(ca), "require"), (["opt.example.test"], str(ca), "optional")]
+    sidecar_run("proxy", config=cfg)
+    client = ["--cert", str(pki / "client.pem"), "--key", str(pki / "client.key")]
+    for h2 in ([], ["--http2"]):
+        rc, body, err = https(port, "mtls.example.test", ca, *client, *h2)
+        assert rc == 0 and body == "uri=/p?q=1\n200", err
+        rc, body, err = https(port, "mtls.example.test", ca, *h2)
+        assert rc != 0 or not body.endswith("200"), body
+        rc, body, err = https(port, "open.example.test", ca, *h2)
+        assert rc == 0 and body == "uri=/p?q=1\n200", err
+        rc, body, err = https(port, "opt.example.test", ca, *h2)
+        assert rc == 0 and body == "uri=/p?q=1\n200", err
+        rc, body, err = https(port, "opt.example.test", ca, *client, *h2)
+        assert rc == 0 and body == "uri=/p?q=1\n200", err
+    # openssl sees the CertificateRequest only on the chain that verifies clients
+    p = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername",
+                        "mtls.example.test", "-CAfile", str(ca)], input=b"",
+                       capture_output=True, timeout=10)
+    out = p.stdout.decode(errors="replace")
+    assert "Acceptable client certificate CA names" in out, out
+    p = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername",
+                        "open.example.test", "-CAfile", str(ca)], input=b"",
+                       capture_output=True, timeout=10)
+    out = p.stdout.decode(errors="replace")
+    assert "No client certificate CA names sent" in out, out
+    assert curl(port, "/plain") == (200, "uri=/plain")
+
+
 def test_routes_per_chain(sidecar_run, run_cli, pki, tmp_path, namers):
     """Chains whose connection managers differ in route_config: each TLS chain's routes take the
     requests of its server names, the default TLS chain's the other TLS connections, the
@@ -238,7 +285,6 @@ def test_routes_per_chain(sidecar_run, run_cli, pki, tmp_path, namers):
 
 
 REFUSALS = [
-    ("client_ca", "its client_ca differs from", "filter_chains[1].transport_socket"),
     ("alpn", "its alpn differs from", "filter_chains[1].transport_socket"),
     ("routes", "its http_connection_manager differs from static_resources.listeners[0]."
                "filter_chains[0]'s beyond route_config and stat_prefix", "filter_chains[1]"),
@@ -255,9 +301,7 @@ REFUSALS = [
 def refusal(kind, pki):
     cert, key = pki / "server.pem", pki / "server.key"
     chains = [tls_chain(cert, key, server_names=["a.test"]), tls_chain(cert, key)]
-    if kind == "client_ca":
-        chains[1]["transport_socket"] = tls_socket(cert, key, ca=pki / "ca.pem", require=True)
-    elif kind == "alpn":
+    if kind == "alpn":
         chains[1]["transport_socket"] = tls_socket(cert, key, alpn=["h2"])
     elif kind == "routes":
         chains[1]["filters"][0]["typed_config"]["codec_type"] = "HTTP1"

@@ -4,11 +4,13 @@
 // server_names and transport_protocol, and often a raw_buffer chain for plaintext beside them.
 // They map onto one listener TLS context: the chain without server_names gives the default
 // certificate, every other chain's certificates are served for its server_names (exact, then the
-// longest wildcard suffix, as Envoy's filter chain match orders them) and, when every TLS chain
-// names its servers, a ClientHello naming none of them fails as Envoy's would find no chain. A
-// plaintext chain makes the listener permissive (TLS and plaintext told apart by the first bytes,
-// as tls_inspector does). Invariant: what one TLS context and one set of routes cannot express
-// (different client verification, ALPN or versions per chain, different connection managers,
+// longest wildcard suffix, as Envoy's filter chain match orders them), with the chain's own client
+// verification when it differs from the default chain's, and, when every TLS chain names its
+// servers, a ClientHello naming none of them fails as Envoy's would find no chain. A plaintext
+// chain makes the listener permissive (TLS and plaintext told apart by the first bytes, as
+// tls_inspector does). Connection managers that differ in route_config give each chain's routes
+// its conditions (proxy_envoy_hcm_chains). Invariant: what one TLS context cannot express (ALPN,
+// versions or session timeouts per chain, connection managers that differ beyond their routes,
 // tcp_proxy chains beside them) is refused at the chain that makes it.
 #include <stdio.h>
 #include <string.h>
@@ -20,8 +22,11 @@
 /* The TLS settings that one listener context has once, whatever the chain. */
 static const char *const rc_only[] = { "stat_prefix", "route_config", NULL };
 
-static const char *const shared_keys[] = { "client_ca",   "client_cert",     "alpn", "min_version",
-                                           "max_version", "session_timeout", NULL };
+static const char *const shared_keys[] = { "alpn", "min_version", "max_version", "session_timeout",
+                                           NULL };
+
+/* Client verification: the listener's (the default chain's), or a certificate's own. */
+static const char *const verify_keys[] = { "client_ca", "client_cert", NULL };
 
 /* Checks chain <c> (translated TLS <t>, NULL for plaintext) against the listener at <addr> and the
  * chains before it; sets <*plain>, <*dflt>, <*ref> and <*tref>. */
@@ -114,10 +119,16 @@ static int check_chain(struct proxy_front *f, const struct envoy_chain *c, struc
 }
 
 /* Appends chain <c>'s certificates (translated TLS <t>) to <certs>, served for its server_names;
- * <with_default>: its first pair too (else it is the listener's default certificate). */
+ * <with_default>: its first pair too (else it is the listener's default certificate). Client
+ * verification that differs from the listener's (<vref>) goes with each certificate. */
 static void add_certs(struct proxy_front *f, const struct envoy_chain *c, const struct sc_ynode *t,
-                      struct sc_ynode *certs, bool with_default)
+                      struct sc_ynode *certs, bool with_default, const struct sc_ynode *vref)
 {
+    bool own = false;
+    for (size_t k = 0; verify_keys[k]; k++) {
+        own = own || !proxy_envoy_same(sc_ynode_get(t, verify_keys[k]),
+                                       sc_ynode_get(vref, verify_keys[k]), NULL, 0);
+    }
     const struct sc_ynode *more = sc_ynode_get(t, "certificates");
     for (size_t i = 0; i < sc_ynode_count(more) + 1 && !f->err; i++) {
         if (i == 0 && !with_default) {
@@ -127,6 +138,12 @@ static void add_certs(struct proxy_front *f, const struct envoy_chain *c, const 
         struct sc_ynode *e = proxy_front_map(f, src);
         proxy_front_copy(f, e, "cert", src, "cert");
         proxy_front_copy(f, e, "key", src, "key");
+        if (own && sc_ynode_get(t, "client_ca")) {
+            proxy_front_copy(f, e, "client_ca", t, "client_ca");
+            proxy_front_copy(f, e, "client_cert", t, "client_cert");
+        } else if (own) {
+            proxy_front_put(f, e, "client_cert", c->fc, "none");
+        }
         for (size_t k = 0; k < sc_ynode_count(c->sn); k++) {
             const struct sc_ynode *s = sc_ynode_at(c->sn, k);
             proxy_front_push_str(f, e, "server_names", s, sc_ynode_str(s) ? sc_ynode_str(s) : "");
@@ -163,18 +180,22 @@ static int build(struct proxy_front *f, bool *access_log, const struct envoy_cha
     for (size_t k = 0; shared_keys[k]; k++) {
         proxy_front_copy(f, tls, shared_keys[k], tref, shared_keys[k]);
     }
+    const struct sc_ynode *vref = dflt ? ts[dflt - cs] : tref;
+    for (size_t k = 0; verify_keys[k]; k++) {
+        proxy_front_copy(f, tls, verify_keys[k], vref, verify_keys[k]);
+    }
     struct sc_ynode *certs = proxy_front_seq(f, at);
     if (dflt) {
         const struct sc_ynode *td = ts[dflt - cs];
         proxy_front_copy(f, tls, "cert", td, "cert");
         proxy_front_copy(f, tls, "key", td, "key");
-        add_certs(f, dflt, td, certs, false);
+        add_certs(f, dflt, td, certs, false, vref);
     } else {
         proxy_front_put(f, tls, "unmatched_sni", at, "reject");
     }
     for (size_t i = 0; i < n && !f->err; i++) {
         if (ts[i] && &cs[i] != dflt) {
-            add_certs(f, &cs[i], ts[i], certs, true);
+            add_certs(f, &cs[i], ts[i], certs, true, vref);
         }
     }
     if (sc_ynode_count(certs)) {
