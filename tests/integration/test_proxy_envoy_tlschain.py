@@ -216,6 +216,10 @@ def test_client_verification_per_chain(sidecar_run, run_cli, pki, tmp_path, uri_
         assert rc == 0 and body == "uri=/p?q=1\n200", err
         rc, body, err = https(port, "opt.example.test", ca, *client, *h2)
         assert rc == 0 and body == "uri=/p?q=1\n200", err
+        # a name that requires a certificate is not reached through one that does not
+        rc, body, err = https(port, "open.example.test", ca, "-H", "Host: mtls.example.test",
+                              *h2)
+        assert body.endswith("\n421"), (body, err)
     # openssl sees the CertificateRequest only on the chain that verifies clients
     p = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername",
                         "mtls.example.test", "-CAfile", str(ca)], input=b"",
