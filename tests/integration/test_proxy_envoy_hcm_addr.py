@@ -11,9 +11,9 @@ import subprocess
 
 import pytest
 
-from config_peers import Nginx, nginx_conf
 from conftest import free_port
 from test_proxy_envoy_chains import bootstrap, cluster, hcm_chain, sa
+from test_proxy_envoy_tlschain import derived, namers  # noqa: F401 (fixture)
 
 
 def cidr(a, n):
@@ -22,22 +22,6 @@ def cidr(a, n):
 
 def route(cl, prefix="/"):
     return {"match": {"prefix": prefix}, "route": {"cluster": cl}}
-
-
-@pytest.fixture
-def namers(tmp_path):
-    made = {}
-
-    def get(name):
-        if name not in made:
-            n = Nginx(tmp_path / ("nginx-" + name), port=free_port())
-            n.conf.write_text(nginx_conf(n.root, n.port, name))
-            n.start()
-            made[name] = n
-        return made[name]
-    yield get
-    for n in made.values():
-        n.stop()
 
 
 def curl(url, *extra):
@@ -65,12 +49,7 @@ def test_envoy_hcm_chains_by_address(sidecar_run, run_cli, tmp_path, namers):
     for the path answers 404 instead of reaching a less specific chain."""
     port, sport = free_port(), free_port()
     cfg = envoy_cfg(port, namers, sport)
-    path = tmp_path / "envoy.json"
-    path.write_text(cfg)
-    p = run_cli("proxy", "-c", str(path), "--check", "--print")
-    assert p.returncode == 0, p.stderr
-    out = json.loads(p.stdout[p.stdout.index("{"):p.stdout.rindex("}") + 1])
-    (lst,) = out["listeners"]
+    lst = derived(run_cli, tmp_path, cfg)
     got = [(r.get("cluster"), r["match"].get("destination_prefix_ranges"),
             r["match"].get("source_prefix_ranges"), r["match"].get("source_ports"),
             (r.get("direct_response") or {}).get("status")) for r in lst["routes"]]

@@ -11,14 +11,31 @@ import subprocess
 
 import pytest
 
+from config_peers import Nginx, nginx_conf
 from conftest import free_port
 from test_proxy_envoy_chains import (T, bootstrap, cluster, curl, hcm_chain, s_client,
                                      tcp_chain, uri_nginx)  # noqa: F401 (fixture)
-from test_proxy_envoy_hcm_addr import namers  # noqa: F401 (fixture)
 from tls_util import make_leaf, pki  # noqa: F401 (fixture)
 
 DTLS = T + "transport_sockets.tls.v3.DownstreamTlsContext"
 ROUTES = [{"match": {"prefix": "/"}, "route": {"cluster": "app"}}]
+
+
+@pytest.fixture
+def namers(tmp_path):
+    """nginx upstreams, one per name, each answering its name."""
+    made = {}
+
+    def get(name):
+        if name not in made:
+            n = Nginx(tmp_path / ("nginx-" + name), port=free_port())
+            n.conf.write_text(nginx_conf(n.root, n.port, name))
+            n.start()
+            made[name] = n
+        return made[name]
+    yield get
+    for n in made.values():
+        n.stop()
 
 
 def tls_socket(cert, key, ca=None, require=False, alpn=None):

@@ -10,18 +10,14 @@ import subprocess
 
 import pytest
 
-from config_peers import Nginx, nginx_conf
 from conftest import free_port
+from test_proxy_envoy_tlschain import namers  # noqa: F401 (fixture)
 from test_proxy_h2_front import envoy_doc, printed_listener
 
 
 @pytest.fixture
-def app(tmp_path):
-    n = Nginx(tmp_path / "nginx", port=free_port())
-    n.conf.write_text(nginx_conf(n.root, n.port, "ok"))
-    n.start()
-    yield n
-    n.stop()
+def app(namers):  # noqa: F811 (namers is a fixture)
+    return namers("ok")
 
 
 def h1_status(port, nfields):
