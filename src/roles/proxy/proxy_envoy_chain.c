@@ -392,7 +392,7 @@ static void put_chain_routes(struct proxy_front *f, const struct troute *g, bool
             m = proxy_front_map(f, c->fc);
             proxy_front_set(f, r, "match", m, c->fc);
         }
-        if (c->dp) {
+        if (c->dp && !tls) { /* with TLS chains it is the listener's port (checked) */
             proxy_front_push_str(f, m, "destination_ports", c->dpn, c->dp);
         }
         for (size_t k = 0; k < sc_ynode_count(c->sn); k++) {
@@ -434,7 +434,7 @@ static void hcm_routes(struct proxy_front *f, const struct troute *hs, size_t nh
             return;
         }
         put_chain_routes(f, &hs[i], tls, rs, out);
-        if ((c->dp || c->addr || c->sn || tls) && i + 1 < nh) {
+        if (((c->dp && !tls) || c->addr || c->sn || tls) && i + 1 < nh) {
             struct sc_ynode *nr = proxy_front_map(f, c->fc);
             char name[64];
             snprintf(name, sizeof(name), "%s_%zu_no_route", c->dflt ? "default" : "chain", c->idx);
@@ -461,7 +461,7 @@ int proxy_envoy_hcm_chains(struct proxy_front *f, bool *access_log, const struct
         if (!c->hcm) {
             continue;
         }
-        conds = conds || c->dp || c->addr ||
+        conds = conds || (c->dp && !tls) || c->addr ||
                 (tls && !proxy_envoy_same(sc_ynode_get(c->tc, "route_config"),
                                           sc_ynode_get(h->tc, "route_config"), NULL, 0));
         for (size_t di = 0; di < (c->dlens.n ? c->dlens.n : 1); di++) {
