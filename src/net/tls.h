@@ -66,6 +66,8 @@ struct sc_tls_cert_opts {
     char *key;
     struct sc_strv server_names; /* names it is served for instead of its DNS SANs: exact, or
                                     "*.suffix" covering any depth (longest suffix wins) */
+    char *client_ca;             /* with client_cert: how clients it is chosen for are verified */
+    int client_cert;             /* enum sc_tls_client_cert; AUTO and no client_ca: the server's */
 };
 
 /* What a server does with a ClientHello whose SNI no certificate's names cover (or without SNI):

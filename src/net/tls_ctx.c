@@ -66,6 +66,19 @@ static const struct sc_opt cert_opt_table[] = {
       .help = "SNI names this certificate is served for instead of its DNS names: exact, or "
               "*.suffix covering any number of labels (exact first, then the longest suffix)",
       .max = 64 },
+    { .name = "client_ca",
+      .type = SC_OPT_STR,
+      .offset = offsetof(struct sc_tls_cert_opts, client_ca),
+      .help = "CA bundle verifying the clients this certificate is chosen for (by SNI); with "
+              "client_cert, their verification is this certificate's own instead of the "
+              "listener's (unset here: the listener's client_ca)" },
+    { .name = "client_cert",
+      .type = SC_OPT_ENUM,
+      .offset = offsetof(struct sc_tls_cert_opts, client_cert),
+      .def = "auto",
+      .help = "none, optional or require for the clients this certificate is chosen for; auto: "
+              "require with a client_ca here, else the listener's client_cert",
+      .enums = sc_tls_client_cert_names },
     { 0 },
 };
 
@@ -893,6 +906,9 @@ static int on_servername(SSL *ssl, int *alert, void *arg)
         sni && (c->ncerts > 1 || c->reject_unmatched) ? sc_tls_ctx_select(c, sc_str_c(sni)) : -1;
     if (i > 0) {
         SSL_set_SSL_CTX(ssl, c->certs[i].ssl);
+        /* SSL_set_SSL_CTX keeps the verify mode the SSL was made with: take the chosen
+         * certificate's (its CA store and names come with its SSL_CTX). */
+        SSL_set_verify(ssl, SSL_CTX_get_verify_mode(c->certs[i].ssl), NULL);
     } else if (i < 0 && c->reject_unmatched) {
         *alert = SSL_AD_UNRECOGNIZED_NAME;
         return SSL_TLSEXT_ERR_ALERT_FATAL;
@@ -1053,20 +1069,57 @@ static char *uri_of(SSL_CTX *s)
 
 /* A session ID context that stays the same across reloads of the same listener settings, so
  * sessions (and tickets) made under one context resume under the next. */
-static void set_sid_ctx(SSL_CTX *s, const struct sc_tls_server_opts *o)
+static void set_sid_ctx(SSL_CTX *s, int client_cert, const char *client_ca)
 {
     unsigned char md[32];
     char text[64];
-    snprintf(text, sizeof(text), "sidecar|%d|", o->client_cert);
+    snprintf(text, sizeof(text), "sidecar|%d|", client_cert);
     EVP_MD_CTX *m = EVP_MD_CTX_new();
     EVP_DigestInit_ex(m, EVP_sha256(), NULL);
     EVP_DigestUpdate(m, text, strlen(text));
-    if (o->client_ca) {
-        EVP_DigestUpdate(m, o->client_ca, strlen(o->client_ca));
+    if (client_ca) {
+        EVP_DigestUpdate(m, client_ca, strlen(client_ca));
     }
     EVP_DigestFinal_ex(m, md, NULL);
     EVP_MD_CTX_free(m);
     SSL_CTX_set_session_id_context(s, md, SSL_MAX_SID_CTX_LENGTH);
+}
+
+/* Client verification of certificate <co> (entry <i>), chosen by SNI, onto its SSL_CTX <s>:
+ * client_cert (auto: require with a CA, else none) with client_ca (else the listener's). */
+static int own_verify(SSL_CTX *s, const struct sc_tls_cert_opts *co,
+                      const struct sc_tls_server_opts *o, size_t i, struct sc__tls_files *files,
+                      char **err)
+{
+    const char *path = co->client_ca ? co->client_ca : o->client_ca;
+    int mode = co->client_cert;
+    if (mode == SC_TLS_CLIENT_CERT_AUTO) {
+        mode = path ? SC_TLS_CLIENT_CERT_REQUIRE : SC_TLS_CLIENT_CERT_NONE;
+    }
+    set_sid_ctx(s, mode, path);
+    if (mode == SC_TLS_CLIENT_CERT_NONE) {
+        SSL_CTX_set_verify(s, SSL_VERIFY_NONE, NULL);
+        return 0;
+    }
+    if (!path) {
+        *err = sc_asprintf("tls: certificates[%zu].client_cert: %s needs client_ca", i,
+                           sc_tls_client_cert_names[mode]);
+        return SC_ECONFIG;
+    }
+    STACK_OF(X509_NAME) *names = NULL;
+    X509_STORE *store = load_ca(path, files, &names, err);
+    if (!store) {
+        return SC_ECONFIG;
+    }
+    SSL_CTX_set1_cert_store(s, store);
+    X509_STORE_free(store);
+    SSL_CTX_set0_CA_list(s, names);
+    SSL_CTX_set_verify(
+        s,
+        SSL_VERIFY_PEER |
+            (mode == SC_TLS_CLIENT_CERT_REQUIRE ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+        NULL);
+    return 0;
 }
 
 struct sc_tls_ctx *sc__tls_ctx_server(const struct sc_tls_server_opts *o,
@@ -1139,7 +1192,19 @@ struct sc_tls_ctx *sc__tls_ctx_server(const struct sc_tls_server_opts *o,
         if (sn && sn->n && own_names(&c->certs[i], sn, i, err) < 0) {
             goto fail;
         }
-        set_sid_ctx(s, o);
+        /* A certificate chosen by SNI may verify clients its own way (Envoy's filter chains each
+         * have their validation context): its SSL_CTX carries it, and on_servername moves the
+         * connection's verify mode to it. */
+        const struct sc_tls_cert_opts *co =
+            (o->cert && i == 0) ? NULL : &extra[o->cert ? i - 1 : i];
+        bool own = co && (co->client_ca || co->client_cert != SC_TLS_CLIENT_CERT_AUTO);
+        if (own) {
+            if (own_verify(s, co, o, i, files, err) < 0) {
+                goto fail;
+            }
+        } else {
+            set_sid_ctx(s, o->client_cert, o->client_ca);
+        }
         if (c->alpn_len) {
             SSL_CTX_set_alpn_select_cb(s, on_alpn_select, c);
         }
@@ -1160,7 +1225,7 @@ struct sc_tls_ctx *sc__tls_ctx_server(const struct sc_tls_server_opts *o,
         } else {
             SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_OFF);
         }
-        if (ca) {
+        if (ca && !own) {
             SSL_CTX_set1_cert_store(s, ca);
             SSL_CTX_set0_CA_list(s, SSL_dup_CA_list(ca_names));
             SSL_CTX_set_verify(

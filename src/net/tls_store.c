@@ -71,6 +71,8 @@ static void sopts_copy(struct sc_tls_server_opts *d, const struct sc_tls_server_
             v[i].cert = sc_strdup(from[i].cert);
             v[i].key = sc_strdup(from[i].key);
             strv_copy(&v[i].server_names, &from[i].server_names);
+            v[i].client_ca = sc_strdup(from[i].client_ca);
+            v[i].client_cert = from[i].client_cert;
         }
         d->certificates.v = v;
     }
@@ -83,6 +85,7 @@ static void sopts_free(struct sc_tls_server_opts *o)
         sc_free(v[i].cert);
         sc_free(v[i].key);
         strv_free(&v[i].server_names);
+        sc_free(v[i].client_ca);
     }
     sc_free(v);
     sc_free(o->cert);

@@ -208,7 +208,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int kind = data[0] % 3;
     bool end_stream = data[0] & 4;
     size_t max = data[0] & 8 ? 256 : 0;
-    proxy_h2_head_init(&wd->hd, kind, max);
+    proxy_h2_head_init(&wd->hd, kind, max, data[0] & 16 ? 150 : 0);
     size_t i = 1;
     const char *why = NULL;
     int rc = PROXY_H2_OK;

@@ -388,8 +388,9 @@ def refusal_cases(port):
     c = json.loads(json.dumps(base))
     c["static_resources"]["listeners"][0]["filter_chains"].append(
         c["static_resources"]["listeners"][0]["filter_chains"][0])
-    cases.append((c, "static_resources.listeners[0].filter_chains[1]: a second "
-                     "http_connection_manager chain"))
+    cases.append((c, "static_resources.listeners[0].filter_chains[1]: its filter_chain_match is "
+                     "static_resources.listeners[0].filter_chains[0]'s: the two chains would "
+                     "take the same connections"))
     c = json.loads(json.dumps(base))
     c["dynamic_resources"] = {"ads_config": {}}
     cases.append((c, "dynamic_resources is not supported"))

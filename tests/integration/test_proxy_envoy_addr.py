@@ -156,7 +156,6 @@ def test_native_bad_cidr_refused(run_cli, tmp_path):
 
 
 REFUSALS = [
-    ("hcm", "address matches (prefix_ranges", "filter_chains[1]"),
     ("plain_next_to_hcm", "a plaintext chain with address matches next to the",
      "filter_chains[0]"),
     ("bad_prefix", "address_prefix \"10.0.0\" is not an IP address",
@@ -175,9 +174,7 @@ def refusal(kind):
     hr = [{"match": {"prefix": "/"}, "route": {"cluster": "app"}}]
     chains = [tcp_chain("app", server_names=["a.test"]), hcm_chain(hr)]
     m = chains[0]["filter_chain_match"]
-    if kind == "hcm":
-        chains[1]["filter_chain_match"] = {"prefix_ranges": [cidr("10.0.0.0", 8)]}
-    elif kind == "plain_next_to_hcm":
+    if kind == "plain_next_to_hcm":
         chains[0]["filter_chain_match"] = {"source_prefix_ranges": [cidr("10.0.0.0", 8)]}
     elif kind == "bad_prefix":
         m["prefix_ranges"] = [cidr("10.0.0", 8)]

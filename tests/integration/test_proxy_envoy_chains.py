@@ -291,7 +291,8 @@ def test_native_query_parameters_and_regex_rewrite(sidecar_run, uri_nginx):
 
 REFUSALS = [
     # (what is changed in a base bootstrap, the message part, the path part)
-    ("second_hcm", "a second http_connection_manager chain", "filter_chains[1]"),
+    ("second_hcm", "its filter_chain_match is static_resources.listeners[0].filter_chains[0]'s: "
+                   "the two chains would take the same connections", "filter_chains[1]"),
     ("tls_socket", "a tcp_proxy chain next to chains that terminate TLS", "filter_chains[0]"),
     ("address_suffix", "address_suffix is not supported", "filter_chains[0]"),
     ("weighted", "cluster \"nope\" is not a static cluster",

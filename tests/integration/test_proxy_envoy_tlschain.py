@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 
+from config_peers import Nginx, nginx_conf
 from conftest import free_port
 from test_proxy_envoy_chains import (T, bootstrap, cluster, curl, hcm_chain, s_client,
                                      tcp_chain, uri_nginx)  # noqa: F401 (fixture)
@@ -18,6 +19,23 @@ from tls_util import make_leaf, pki  # noqa: F401 (fixture)
 
 DTLS = T + "transport_sockets.tls.v3.DownstreamTlsContext"
 ROUTES = [{"match": {"prefix": "/"}, "route": {"cluster": "app"}}]
+
+
+@pytest.fixture
+def namers(tmp_path):
+    """nginx upstreams, one per name, each answering its name."""
+    made = {}
+
+    def get(name):
+        if name not in made:
+            n = Nginx(tmp_path / ("nginx-" + name), port=free_port())
+            n.conf.write_text(nginx_conf(n.root, n.port, name))
+            n.start()
+            made[name] = n
+        return made[name]
+    yield get
+    for n in made.values():
+        n.stop()
 
 
 def tls_socket(cert, key, ca=None, require=False, alpn=None):
@@ -182,10 +200,115 @@ clusters:
     assert rc == 0 and body == "uri=/p?q=1\n200", err
 
 
+def test_client_verification_per_chain(sidecar_run, run_cli, pki, tmp_path, uri_nginx):
+    """A chain's own validation_context and require_client_certificate: mutual TLS for the
+    server name of the chain that requires it, none for the others (Envoy's per-chain
+    DownstreamTlsContext), and optional verification on a third name."""
+    a_cert, a_key = make_leaf(pki, "a", "DNS:mtls.example.test", out=tmp_path)
+    o_cert, o_key = make_leaf(pki, "o", "DNS:opt.example.test", out=tmp_path)
+    d_cert, d_key = make_leaf(pki, "d", "DNS:open.example.test", out=tmp_path)
+    ca = pki / "ca.pem"
+    port = free_port()
+    strict = tls_chain(a_cert, a_key, server_names=["mtls.example.test"])
+    strict["transport_socket"] = tls_socket(a_cert, a_key, ca=ca, require=True)
+    opt = tls_chain(o_cert, o_key, server_names=["opt.example.test"])
+    opt["transport_socket"] = tls_socket(o_cert, o_key, ca=ca)
+    chains = [strict, opt, tls_chain(d_cert, d_key), hcm_chain(ROUTES)]
+    cfg = bootstrap(port, chains, [cluster("app", uri_nginx.port)])
+    lst = derived(run_cli, tmp_path, cfg)
+    assert "client_ca" not in lst["tls"] and "client_cert" not in lst["tls"]
+    assert [(c["server_names"], c.get("client_ca"), c.get("client_cert"))
+            for c in lst["tls"]["certificates"]] == [
+        (["mtls.example.test"], str(ca), "require"), (["opt.example.test"], str(ca), "optional")]
+    sidecar_run("proxy", config=cfg)
+    client = ["--cert", str(pki / "client.pem"), "--key", str(pki / "client.key")]
+    for h2 in ([], ["--http2"]):
+        rc, body, err = https(port, "mtls.example.test", ca, *client, *h2)
+        assert rc == 0 and body == "uri=/p?q=1\n200", err
+        rc, body, err = https(port, "mtls.example.test", ca, *h2)
+        assert rc != 0 or not body.endswith("200"), body
+        rc, body, err = https(port, "open.example.test", ca, *h2)
+        assert rc == 0 and body == "uri=/p?q=1\n200", err
+        rc, body, err = https(port, "opt.example.test", ca, *h2)
+        assert rc == 0 and body == "uri=/p?q=1\n200", err
+        rc, body, err = https(port, "opt.example.test", ca, *client, *h2)
+        assert rc == 0 and body == "uri=/p?q=1\n200", err
+        # a name that requires a certificate is not reached through one that does not
+        rc, body, err = https(port, "open.example.test", ca, "-H", "Host: mtls.example.test",
+                              *h2)
+        assert body.endswith("\n421"), (body, err)
+    # openssl sees the CertificateRequest only on the chain that verifies clients
+    p = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername",
+                        "mtls.example.test", "-CAfile", str(ca)], input=b"",
+                       capture_output=True, timeout=10)
+    out = p.stdout.decode(errors="replace")
+    assert "Acceptable client certificate CA names" in out, out
+    p = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername",
+                        "open.example.test", "-CAfile", str(ca)], input=b"",
+                       capture_output=True, timeout=10)
+    out = p.stdout.decode(errors="replace")
+    assert "No client certificate CA names sent" in out, out
+    assert curl(port, "/plain") == (200, "uri=/plain")
+
+
+def test_routes_per_chain(sidecar_run, run_cli, pki, tmp_path, namers):
+    """Chains whose connection managers differ in route_config: each TLS chain's routes take the
+    requests of its server names, the default TLS chain's the other TLS connections, the
+    plaintext chain's plaintext; a chain's request its routes do not take is answered 404, not
+    by another chain's routes."""
+    a_cert, a_key = make_leaf(pki, "a", "DNS:a.example.test", out=tmp_path)
+    d_cert, d_key = make_leaf(pki, "d", "DNS:default.test,DNS:other.wild.test", out=tmp_path)
+    port = free_port()
+
+    def routes(cl, prefix="/"):
+        return [{"match": {"prefix": prefix}, "route": {"cluster": cl}}]
+
+    def chain(cert, key, cl, prefix="/", **match):
+        c = tls_chain(cert, key, **match)
+        c["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"] = \
+            routes(cl, prefix)
+        return c
+    chains = [
+        chain(d_cert, d_key, "wild", server_names=["*.wild.test"], transport_protocol="tls"),
+        chain(a_cert, a_key, "a", "/a", server_names=["a.example.test"],
+              transport_protocol="tls"),
+        chain(d_cert, d_key, "dflt", transport_protocol="tls"),
+        hcm_chain(routes("plain"), transport_protocol="raw_buffer"),
+    ]
+    names = ("a", "wild", "dflt", "plain")
+    cfg = bootstrap(port, chains, [cluster(n, namers(n).port) for n in names])
+    lst = derived(run_cli, tmp_path, cfg)
+    got = [(r.get("cluster"), r["match"].get("server_names"), r["match"]["transport_protocol"])
+           for r in lst["routes"]]
+    assert got == [("a", ["a.example.test"], "tls"), (None, ["a.example.test"], "tls"),
+                   ("wild", ["*.wild.test"], "tls"), (None, ["*.wild.test"], "tls"),
+                   ("dflt", None, "tls"), (None, None, "tls"), ("plain", None, "raw_buffer")]
+    sidecar_run("proxy", config=cfg)
+    ca = pki / "ca.pem"
+    for h2 in ([], ["--http2"]):
+        rc, body, err = https(port, "a.example.test", ca, *h2)
+        assert (rc, body) == (0, "404") or body.endswith("\n404"), (body, err)
+        r = subprocess.run(["curl", "-sS", "--cacert", str(ca), "--resolve",
+                            f"a.example.test:{port}:127.0.0.1", *h2,
+                            f"https://a.example.test:{port}/a/x"], capture_output=True, text=True)
+        assert r.stdout == "a", r.stderr
+        r = subprocess.run(["curl", "-sS", "--cacert", str(ca), "--resolve",
+                            f"other.wild.test:{port}:127.0.0.1", *h2,
+                            f"https://other.wild.test:{port}/"], capture_output=True, text=True)
+        assert r.stdout == "wild", r.stderr
+        r = subprocess.run(["curl", "-sS", "--cacert", str(ca), "--resolve",
+                            f"default.test:{port}:127.0.0.1", *h2,
+                            f"https://default.test:{port}/"], capture_output=True, text=True)
+        assert r.stdout == "dflt", r.stderr
+    r = subprocess.run(["curl", "-sS", f"http://127.0.0.1:{port}/"], capture_output=True,
+                       text=True)
+    assert r.stdout == "plain", r.stderr
+
+
 REFUSALS = [
-    ("client_ca", "its client_ca differs from", "filter_chains[1].transport_socket"),
     ("alpn", "its alpn differs from", "filter_chains[1].transport_socket"),
-    ("routes", "its http_connection_manager differs from", "filter_chains[1]"),
+    ("routes", "its http_connection_manager differs from static_resources.listeners[0]."
+               "filter_chains[0]'s beyond route_config and stat_prefix", "filter_chains[1]"),
     ("tcp_proxy", "a tcp_proxy chain next to chains that terminate TLS", "filter_chains[2]"),
     ("two_defaults", "a second TLS chain without server_names", "filter_chains[1]"),
     ("raw_tls", "transport_protocol raw_buffer with a TLS transport_socket", "filter_chains[1]"),
@@ -199,13 +322,10 @@ REFUSALS = [
 def refusal(kind, pki):
     cert, key = pki / "server.pem", pki / "server.key"
     chains = [tls_chain(cert, key, server_names=["a.test"]), tls_chain(cert, key)]
-    if kind == "client_ca":
-        chains[1]["transport_socket"] = tls_socket(cert, key, ca=pki / "ca.pem", require=True)
-    elif kind == "alpn":
+    if kind == "alpn":
         chains[1]["transport_socket"] = tls_socket(cert, key, alpn=["h2"])
     elif kind == "routes":
-        rc = chains[1]["filters"][0]["typed_config"]["route_config"]
-        rc["virtual_hosts"][0]["routes"][0]["route"]["timeout"] = "3s"
+        chains[1]["filters"][0]["typed_config"]["codec_type"] = "HTTP1"
     elif kind == "tcp_proxy":
         chains.append(tcp_chain("app", server_names=["b.test"]))
     elif kind == "two_defaults":

@@ -272,8 +272,10 @@ HCM_PATH = "static_resources.listeners[0].filter_chains[0].filters[0].typed_conf
      "supported"),
     ({"http2_protocol_options": {"custom_settings_parameters": [{"identifier": 9, "value": 1}]}},
      f"{HCM_PATH}.http2_protocol_options: custom_settings_parameters is not supported"),
-    ({"common_http_protocol_options": {"max_headers_count": 50}},
-     f"{HCM_PATH}: max_headers_count 50 is not supported (the proxy accepts 100 header fields"),
+    ({"common_http_protocol_options": {"max_headers_count": 0}},
+     f"{HCM_PATH}: max_headers_count 0 is not between 1 and 1024"),
+    ({"common_http_protocol_options": {"max_headers_count": 2000}},
+     f"{HCM_PATH}: max_headers_count 2000 is not between 1 and 1024"),
     ({"max_request_headers_kb": 4096}, f"{HCM_PATH}: max_request_headers_kb 4096 is not between"),
 ])
 def test_envoy_unmapped_http2_fields_are_refused_with_their_path(run_cli, tmp_path, hcm, want):

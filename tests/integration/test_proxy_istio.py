@@ -332,7 +332,8 @@ REFUSALS = [
     ([SE_V1_V2, DR_SUBSETS,
       CANARY.replace("  http:", "  tcp:\n  - match: [{destinationSubnets: [10.0.0.0/33]}]\n"
                                 "    route: [{destination: {host: reviews}}]\n  http:")],
-     "\"10.0.0.0/33\" is not an IP address or CIDR block"),
+     "VirtualService/reviews.spec.tcp[0].match[0].destinationSubnets[0]: \"10.0.0.0/33\" is not "
+     "an IP address or CIDR block"),
     ([CANARY.replace("  - route:", "  - redirect: {uri: /x, derivePort: FROM_REQUEST_PORT}\n"
                                    "    route:")],
      "VirtualService/reviews.spec.http[0]: exactly one of route, redirect and directResponse"),

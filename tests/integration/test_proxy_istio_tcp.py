@@ -152,6 +152,14 @@ REFUSED = [
   - match: [{port: 5432}]
     route: [{destination: {host: db}, weight: 50}, {destination: {host: db2}, weight: 20}]""",
      "route weights add up to 70, not 100", "VirtualService/v.spec.tcp[0]"),
+    ("bad_destination_subnet", """  tcp:
+  - match: [{port: 5432, destinationSubnets: [10.0.0.0/8, 10.1.0.0/40]}]
+    route: [{destination: {host: db}}]""", '"10.1.0.0/40" is not an IP address or CIDR block',
+     "VirtualService/v.spec.tcp[0].match[0].destinationSubnets[1]: "),
+    ("bad_source_subnet", """  tcp:
+  - match: [{port: 5432, sourceSubnet: 10.0.0.300}]
+    route: [{destination: {host: db}}]""", '"10.0.0.300" is not an IP address or CIDR block',
+     "VirtualService/v.spec.tcp[0].match[0].sourceSubnet: "),
     ("tls_source_subnet", """  tls:
   - match: [{sniHosts: [a.b], sourceSubnet: 10.0.0.0/8}]
     route: [{destination: {host: db}}]""", "sourceSubnet is not supported",

@@ -30,7 +30,7 @@ struct kv {
 static int feed(struct proxy_h2_head *hd, int kind, const struct kv *fields, bool end_stream,
                 size_t max, const char **why)
 {
-    proxy_h2_head_init(hd, kind, max);
+    proxy_h2_head_init(hd, kind, max, 0);
     *why = NULL;
     for (const struct kv *f = fields; f->n; f++) {
         int rc = proxy_h2_head_add(hd, sc_str_c(f->n), sc_str_c(f->v), why);
@@ -201,14 +201,14 @@ static void test_bounds(void **state)
     struct proxy_h2_head *hd = SC_NEW(struct proxy_h2_head);
     const char *why = NULL;
     /* The list size counts 32 bytes per field: 4 fields of 1 + 1 bytes pass 136 at the 5th. */
-    proxy_h2_head_init(hd, PROXY_H2_REQUEST, 136);
+    proxy_h2_head_init(hd, PROXY_H2_REQUEST, 136, 0);
     for (int i = 0; i < 4; i++) {
         assert_int_equal(proxy_h2_head_add(hd, SC_STR("a"), SC_STR("b"), &why), PROXY_H2_OK);
     }
     assert_int_equal(proxy_h2_head_add(hd, SC_STR("a"), SC_STR("b"), &why), PROXY_H2_TOO_BIG);
     assert_string_equal(why, "header list larger than max_header_list_size");
     /* The field count. */
-    proxy_h2_head_init(hd, PROXY_H2_REQUEST, 0);
+    proxy_h2_head_init(hd, PROXY_H2_REQUEST, 0, 0);
     int rc = PROXY_H2_OK;
     for (int i = 0; i <= PROXY_H2_MAX_FIELDS && rc == PROXY_H2_OK; i++) {
         rc = proxy_h2_head_add(hd, SC_STR("x"), SC_STR("y"), &why);
@@ -216,8 +216,16 @@ static void test_bounds(void **state)
     assert_int_equal(rc, PROXY_H2_TOO_BIG);
     assert_int_equal(hd->n, PROXY_H2_MAX_FIELDS);
     assert_string_equal(why, "too many header fields");
+    /* A listener's max_request_headers raises the count (the arrays grow once). */
+    proxy_h2_head_init(hd, PROXY_H2_REQUEST, 0, 150);
+    rc = PROXY_H2_OK;
+    for (int i = 0; i <= 150 && rc == PROXY_H2_OK; i++) {
+        rc = proxy_h2_head_add(hd, SC_STR("x"), SC_STR("y"), &why);
+    }
+    assert_int_equal(rc, PROXY_H2_TOO_BIG);
+    assert_int_equal(hd->n, 150);
     /* Joined cookies near the limit still fit the store (twice the list size). */
-    proxy_h2_head_init(hd, PROXY_H2_REQUEST, 4096);
+    proxy_h2_head_init(hd, PROXY_H2_REQUEST, 4096, 0);
     char big[900];
     memset(big, 'c', sizeof(big) - 1);
     big[sizeof(big) - 1] = '\0';

@@ -60,17 +60,12 @@ void proxy_local_reply_body(struct proxy_exch *r, int status, struct sc_str body
     (void)flags;
 }
 
-bool proxy_route_port_in(const struct proxy_route *r, uint16_t port)
+/* proxy_route_find's connection conditions (proxy_route_match.c): no route here has any. */
+bool proxy_route_conn_takes(const struct proxy_route *r, struct proxy_dconn *dc)
 {
     (void)r;
-    (void)port;
-    return true;
-}
-
-uint16_t proxy_dest_port(struct proxy_dconn *dc)
-{
     (void)dc;
-    return 0;
+    return true;
 }
 
 struct parsed {

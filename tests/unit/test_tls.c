@@ -221,9 +221,9 @@ static void test_sni_selection(void **state)
 {
     (void)state;
     struct sc_tls_cert_opts more[3] = {
-        { path_of("rsa.pem"), path_of("rsa.key"), { 0 } },
-        { path_of("ed25519.pem"), path_of("ed25519.key"), { 0 } },
-        { path_of("wild.pem"), path_of("wild.key"), { 0 } },
+        { path_of("rsa.pem"), path_of("rsa.key"), { 0 }, NULL, 0 },
+        { path_of("ed25519.pem"), path_of("ed25519.key"), { 0 }, NULL, 0 },
+        { path_of("wild.pem"), path_of("wild.key"), { 0 }, NULL, 0 },
     };
     struct sc_tls_server_opts so = server_opts("server.pem", "server.key");
     so.certificates = (struct sc_vec){ more, 3 };
@@ -274,9 +274,10 @@ static void test_sni_server_names(void **state)
 {
     (void)state;
     struct sc_tls_cert_opts more[3] = {
-        { path_of("rsa.pem"), path_of("rsa.key"), strv("*.example.test", "api.test") },
-        { path_of("ed25519.pem"), path_of("ed25519.key"), strv("*.deep.example.test", NULL) },
-        { path_of("wild.pem"), path_of("wild.key"), { 0 } },
+        { path_of("rsa.pem"), path_of("rsa.key"), strv("*.example.test", "api.test"), NULL, 0 },
+        { path_of("ed25519.pem"), path_of("ed25519.key"), strv("*.deep.example.test", NULL), NULL,
+          0 },
+        { path_of("wild.pem"), path_of("wild.key"), { 0 }, NULL, 0 },
     };
     struct sc_tls_server_opts so = server_opts("server.pem", "server.key");
     so.certificates = (struct sc_vec){ more, 3 };

@@ -40,6 +40,9 @@
 #include "roles/proxy/proxy_tcp.h"
 #include "roles/proxy/proxy_trace.h"
 
+/* The most header fields a listener's max_request_headers may allow (HTTP/1 and HTTP/2). */
+#define PROXY_MAX_REQUEST_HEADERS 1024
+
 /* ---- configuration as loaded (the option table in proxy_config.c describes these) ---- */
 
 struct proxy_header_match_cfg {
@@ -47,6 +50,8 @@ struct proxy_header_match_cfg {
     char *value;  /* exact value; NULL: any */
     bool present; /* false: the header must be absent */
 };
+
+extern const struct sc_opt proxy_match_opts[]; /* proxy_route_match.c */
 
 struct proxy_match_cfg {
     char *prefix;
@@ -58,6 +63,7 @@ struct proxy_match_cfg {
     struct sc_vec cookies;            /* struct proxy_header_match_cfg */
     struct sc_vec query_parameters;   /* struct proxy_query_match_cfg */
     struct sc_strv destination_ports; /* the connection's original destination port */
+    struct proxy_route_conn_cfg conn; /* the connection's conditions (proxy_route_match.c) */
 };
 
 struct proxy_retry_cfg {
@@ -153,6 +159,7 @@ struct proxy_listener_cfg {
     struct proxy_h2_lcfg http2;           /* downstream HTTP/2 (proxy_h2.c) */
     struct proxy_grpc_web_cfg gw;         /* grpc_web (proxy_grpc_web.c) */
     struct proxy_cors_cfg cors;           /* routes' CORS policy unless their own (proxy_cors.c) */
+    int64_t max_request_headers;          /* header fields a request may carry */
 };
 
 /* ---- upstream HTTP/2 (proxy_h2_up.c): a cluster's protocol and HTTP/2 settings ---- */
@@ -352,6 +359,8 @@ struct proxy_route {
     size_t nauthority;
     uint16_t *dports; /* original destination ports (proxy_tcp_config.c); none: any */
     size_t ndports;
+    struct proxy_route_conn *conn; /* connection conditions (proxy_route_match.c); NULL: none */
+    bool conn_match;               /* dports or conn: proxy_route_conn_takes decides first */
     struct proxy_header_match *headers;
     size_t nheaders;
     struct proxy_cluster *cluster;
@@ -394,6 +403,7 @@ struct proxy_listener {
     struct proxy_h2_lmetrics h2m;
     bool grpc_web; /* gRPC-Web requests are translated on HTTP/2 upstreams (proxy_grpc_web.c) */
     bool cors;     /* a route has a CORS policy: its preflights may go past authentication */
+    uint32_t max_headers; /* max_request_headers: fields a request may carry, HTTP/1 and HTTP/2 */
 };
 
 struct proxy_rt {
@@ -536,7 +546,8 @@ struct proxy_worker {
     uint64_t spin_until; /* uv_hrtime() at which busy polling stops */
     bool spin_read;      /* a read since the spin handle last ran */
     uv_timer_t logtimer; /* retries a write the reader was not ready for */
-    struct sc_http_header hdrs[100]; /* parse scratch: heads are rewritten as soon as parsed */
+    /* parse scratch: heads are rewritten as soon as parsed */
+    struct sc_http_header hdrs[PROXY_MAX_REQUEST_HEADERS];
     pcre2_match_data *md;
     struct proxy_jwt_cache *jwt_cache;   /* verified tokens (proxy_jwt.c), made on first use */
     struct sc_egress *oidc_egress;       /* token requests of logins (proxy_oidc_flow.c) */

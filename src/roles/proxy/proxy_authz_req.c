@@ -27,18 +27,8 @@ static _Thread_local void *norm_buf; /* NORM_CAP bytes (core/tlbuf.h) */
 static void dest_of(struct proxy_exch *ex, struct proxy_az_ip *ip, int *port)
 {
     struct proxy_dconn *dc = ex->dc;
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof(ss));
-    if (proxy_original_dst(dc)) {
-        ss = dc->od->orig;
-    } else {
-        uv_os_fd_t fd;
-        socklen_t sl = sizeof(ss);
-        if (sc_xport_query(dc->x, SC_XQ_FD, &fd) < 0 ||
-            getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) {
-            memset(&ss, 0, sizeof(ss));
-        }
-    }
+    (void)proxy_original_dst(dc); /* fills od->dst once per connection */
+    const struct sockaddr_storage ss = dc->od->dst;
     proxy_az_ip_from_sa(&ss, ip);
     *port = ss.ss_family == AF_INET    ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
             : ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)

@@ -22,76 +22,6 @@ static const char *const lb_policies[] = { "round_robin", "least_request", "ring
 static const char *const access_logs[] = { "stdout", "off", NULL };
 static const char *const cluster_types[] = { "static", "original_dst", NULL };
 
-static const struct sc_opt header_match_opts[] = {
-    { .name = "name",
-      .type = SC_OPT_STR,
-      .offset = offsetof(struct proxy_header_match_cfg, name),
-      .help = "header name (case-insensitive)",
-      .flags = SC_OPT_REQUIRED },
-    { .name = "value",
-      .type = SC_OPT_STR,
-      .offset = offsetof(struct proxy_header_match_cfg, value),
-      .help = "exact value the header must have (any value when unset)" },
-    { .name = "present",
-      .type = SC_OPT_BOOL,
-      .offset = offsetof(struct proxy_header_match_cfg, present),
-      .def = "true",
-      .help = "false: the route matches only when the header is absent" },
-    { 0 },
-};
-
-static const struct sc_opt match_opts[] = {
-    { .name = "prefix",
-      .type = SC_OPT_STR,
-      .offset = offsetof(struct proxy_match_cfg, prefix),
-      .help = "path prefix (the query is not part of the path)" },
-    { .name = "path",
-      .type = SC_OPT_STR,
-      .offset = offsetof(struct proxy_match_cfg, path),
-      .help = "exact path" },
-    { .name = "regex",
-      .type = SC_OPT_STR,
-      .offset = offsetof(struct proxy_match_cfg, regex),
-      .help = "PCRE2 regular expression the whole path must match" },
-    { .name = "methods",
-      .type = SC_OPT_STRLIST,
-      .offset = offsetof(struct proxy_match_cfg, methods),
-      .help = "request methods (any when empty)" },
-    { .name = "authority",
-      .type = SC_OPT_STRLIST,
-      .offset = offsetof(struct proxy_match_cfg, authority),
-      .help = "Host names, exact or with a leading \"*.\" or trailing \".*\" wildcard, \"*\" "
-              "for any; a name without a port matches the Host with any port (any when empty)",
-      .max = 256 },
-    { .name = "destination_ports",
-      .type = SC_OPT_STRLIST,
-      .offset = offsetof(struct proxy_match_cfg, destination_ports),
-      .help = "ports the client connected to: the original destination's port of a connection "
-              "redirected by sidecar iptables, else the listener's (any when empty)",
-      .max = PROXY_ICPT_MAX_PORTS,
-      .check = proxy_icpt_ports_check },
-    { .name = "headers",
-      .type = SC_OPT_OBJLIST,
-      .offset = offsetof(struct proxy_match_cfg, headers),
-      .help = "headers that must all match",
-      .sub = header_match_opts,
-      .sub_size = sizeof(struct proxy_header_match_cfg) },
-    { .name = "cookies",
-      .type = SC_OPT_OBJLIST,
-      .offset = offsetof(struct proxy_match_cfg, cookies),
-      .help = "cookies (from Cookie headers) that must all match, as headers do",
-      .sub = header_match_opts,
-      .sub_size = sizeof(struct proxy_header_match_cfg) },
-    { .name = "query_parameters",
-      .type = SC_OPT_OBJLIST,
-      .offset = offsetof(struct proxy_match_cfg, query_parameters),
-      .help = "query parameters that must all match (the first occurrence of a name counts)",
-      .max = PROXY_QUERY_MAX,
-      .sub = proxy_query_match_opts,
-      .sub_size = sizeof(struct proxy_query_match_cfg) },
-    { 0 },
-};
-
 static const struct sc_opt retry_opts[] = {
     { .name = "retry_on",
       .type = SC_OPT_STRLIST,
@@ -145,7 +75,7 @@ static const struct sc_opt route_opts[] = {
       .type = SC_OPT_OBJ,
       .offset = offsetof(struct proxy_route_cfg, match),
       .help = "what requests the route takes (all when empty); first match wins",
-      .sub = match_opts },
+      .sub = proxy_match_opts },
     { .name = "cluster",
       .type = SC_OPT_STR,
       .offset = offsetof(struct proxy_route_cfg, cluster),
@@ -251,6 +181,15 @@ static const struct sc_opt listener_opts[] = {
       .help = "address to listen on",
       .flags = SC_OPT_REQUIRED | SC_OPT_RESTART,
       .check = sc_addr_check },
+    { .name = "max_request_headers",
+      .type = SC_OPT_INT,
+      .offset = offsetof(struct proxy_listener_cfg, max_request_headers),
+      .def = "100",
+      .help = "header fields a request may carry, HTTP/1 and HTTP/2 alike (pseudo-header fields "
+              "count on HTTP/2); more: 431. Requests forwarded to an HTTP/2 upstream carry at "
+              "most 100",
+      .min = 1,
+      .max = PROXY_MAX_REQUEST_HEADERS },
     { .name = "routes",
       .type = SC_OPT_OBJLIST,
       .offset = offsetof(struct proxy_listener_cfg, routes),
@@ -829,6 +768,7 @@ static void route_free(struct proxy_route *r)
     }
     sc_free(r->authority);
     sc_free(r->dports);
+    proxy_route_conn_free(r->conn);
     for (size_t i = 0; i < r->nheaders; i++) {
         sc_free((char *)r->headers[i].name.p);
         sc_free((char *)r->headers[i].value.p);
@@ -1016,6 +956,8 @@ static void route_init(struct proxy_route *r, const struct proxy_route_cfg *rc,
         r->authority[i] = sc_strdup(rc->match.authority.v[i]);
     }
     r->dports = proxy_icpt_parse_ports(&rc->match.destination_ports, &r->ndports);
+    r->conn = proxy_route_conn_new(&rc->match.conn);
+    r->conn_match = r->ndports || r->conn;
     r->health_pass = rc->health_endpoint.set && rc->health_endpoint.pass_through;
     const struct proxy_header_match_cfg *h = rc->match.headers.v;
     r->nheaders = rc->match.headers.n;
@@ -1098,6 +1040,7 @@ static int listener_init(struct proxy_listener *l, const char *name, const char 
     l->name = sc_strdup(name);
     l->address = sc_strdup(addr);
     sc_config_defaults(proxy_h2_listener_opts, &l->http2); /* a configured one's replace them */
+    l->max_headers = PROXY_H2_MAX_FIELDS;                  /* the option's default */
     l->noroute.name = sc_strdup("");
     l->noroute.methods = sc_calloc(1, sizeof(char *));
     l->noroute.headers = sc_calloc(1, sizeof(*l->noroute.headers));
@@ -1174,6 +1117,7 @@ struct proxy_rt *proxy_rt_new(const struct proxy_cfg *cfg, int nworkers, struct 
         rc = listener_init(l, lcs[i].name, lcs[i].address, pm, err);
         l->inbound = lcs[i].tlscfg.direction == 0;
         l->http2 = lcs[i].http2;
+        l->max_headers = (uint32_t)lcs[i].max_request_headers;
         l->grpc_web = lcs[i].gw.grpc_web;
         if (rc == 0) {
             rc = proxy_tls_listener_init(&l->tls, l->name, &lcs[i], false, cfg, pm, err);

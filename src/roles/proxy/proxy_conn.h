@@ -276,6 +276,8 @@ struct proxy_odst {
     bool checked; /* SO_ORIGINAL_DST was read for this connection */
     bool has_orig;
     uint16_t dport; /* with <checked>: the original destination's port, else the local port */
+    struct sockaddr_storage dst; /* with <checked>: the original destination, else the local
+                                    address (AF_UNSPEC when unknown) */
     struct sockaddr_storage orig;
     char name[264];
 };
@@ -719,9 +721,9 @@ struct sc_str proxy_target_authority(struct sc_str t, bool *absolute);
 bool proxy_route_matches(const struct proxy_route *rt, const struct sc_http_msg *m,
                          struct sc_str path, pcre2_match_data *md);
 
-/* The first route of <dc>'s listener that takes request <m> (routing path <path>): its original
- * destination port, its match, and a pass-through health endpoint only while draining. NULL:
- * none. Inline: it is the data path's routing loop. */
+/* The first route of <dc>'s listener that takes request <m> (routing path <path>): its
+ * connection conditions (proxy_route_conn_takes), its match, and a pass-through health endpoint
+ * only while draining. NULL: none. Inline: it is the data path's routing loop. */
 static inline struct proxy_route *proxy_route_find(struct proxy_dconn *dc,
                                                    const struct sc_http_msg *m, struct sc_str path)
 {
@@ -729,7 +731,7 @@ static inline struct proxy_route *proxy_route_find(struct proxy_dconn *dc,
     struct proxy_listener *l = dc->ex.lsn;
     struct proxy_route *found = NULL;
     for (size_t i = 0; i < l->nroutes && !found; i++) {
-        if (l->routes[i].ndports && !proxy_route_port_in(&l->routes[i], proxy_dest_port(dc))) {
+        if (l->routes[i].conn_match && !proxy_route_conn_takes(&l->routes[i], dc)) {
             continue;
         }
         if (proxy_route_matches(&l->routes[i], m, path, w->md) &&

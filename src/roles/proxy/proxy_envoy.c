@@ -12,6 +12,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/str.h"
 #include "core/value.h"
 #include "roles/proxy/proxy_envoy.h"
 
@@ -909,7 +910,8 @@ static const char *const fcc_modes[][2] = {
 /* The connection manager's codec onto listener <l>'s `http2` block: codec_type (AUTO: HTTP/1.1
  * and HTTP/2, HTTP1: http2.enabled false, HTTP2: http2.only), http2_protocol_options,
  * max_request_headers_kb (the HTTP/2 header list bound) and
- * common_http_protocol_options.max_headers_count (the proxy's fixed 100 fields). */
+ * common_http_protocol_options.max_headers_count (the listener's max_request_headers, both
+ * codecs). */
 static void hcm_codec(struct proxy_front *f, struct sc_ynode *l, const struct sc_ynode *tc,
                       const char *path)
 {
@@ -948,12 +950,17 @@ static void hcm_codec(struct proxy_front *f, struct sc_ynode *l, const struct sc
     }
     const struct sc_ynode *cho = sc_ynode_get(tc, "common_http_protocol_options");
     const char *mhc = cho ? proxy_front_str(f, cho, "max_headers_count", path) : NULL;
-    if (mhc && !is(mhc, "100")) {
-        proxy_front_refuse(f, sc_ynode_get(cho, "max_headers_count"), path,
-                           "max_headers_count %.16s is not supported (the proxy accepts 100 "
-                           "header fields, Envoy's default)",
-                           mhc);
-        return;
+    if (mhc) {
+        uint64_t n = 0;
+        const struct sc_ynode *mn = sc_ynode_get(cho, "max_headers_count");
+        if (sc_str_to_u64(sc_str_c(mhc), 1024, &n) < 0 || n == 0) {
+            proxy_front_refuse(f, mn, path,
+                               "max_headers_count %.16s is not between 1 and 1024 (the proxy's "
+                               "bound)",
+                               mhc);
+            return;
+        }
+        proxy_front_put(f, l, "max_request_headers", mn, mhc);
     }
     if (sc_ynode_count(h) > 0) {
         proxy_front_set(f, l, "http2", h, o2 ? o2 : tc);
@@ -1061,22 +1068,43 @@ void proxy_envoy_hcm(struct proxy_front *f, bool *access_log, struct sc_ynode *l
         proxy_front_put(f, l, "forward_client_cert",
                         sc_ynode_get(tc, "forward_client_cert_details"), ours);
     }
+    struct sc_ynode *routes = proxy_envoy_hcm_routes(f, tc, path, health, fault);
+    if (routes) {
+        proxy_front_set(f, l, "routes", routes, sc_ynode_get(tc, "route_config"));
+    }
+}
+
+struct sc_ynode *proxy_envoy_hcm_routes(struct proxy_front *f, const struct sc_ynode *tc,
+                                        const char *path, const struct sc_ynode *health,
+                                        const struct sc_ynode *fault)
+{
     const struct sc_ynode *rc = sc_ynode_get(tc, "route_config");
     if (!rc) {
         proxy_front_refuse(f, tc, path, "route_config is required");
-        return;
+        return NULL;
     }
     struct sc_ynode *routes = proxy_front_seq(f, rc);
     if (health) {
-        proxy_front_push(f, routes, health, rc); /* a filter: before every route */
+        /* a filter: before every route */
+        proxy_front_push(f, routes, sc_ytree_copy(f->out, health), rc);
     }
+    /* the filters were checked (http_filters): only whether CORS policies apply is asked */
+    const struct sc_ynode *hf = sc_ynode_get(tc, "http_filters");
+    bool cors = false;
+    for (size_t i = 0; i < sc_ynode_count(hf) && !cors; i++) {
+        const struct sc_ynode *h = sc_ynode_at(hf, i);
+        cors = proxy_envoy_cors_filter_is(
+            sc_ynode_str(sc_ynode_get(sc_ynode_get(h, "typed_config"), "@type")),
+            sc_ynode_str(sc_ynode_get(h, "name")));
+    }
+    char p[PROXY_FRONT_PATH];
     proxy_front_path(p, path, ".route_config");
     route_config(f, routes, rc, cors, p);
     for (size_t i = health ? 1 : 0; fault && i < sc_ynode_count(routes) && !f->err; i++) {
         proxy_front_set(f, (struct sc_ynode *)sc_ynode_at(routes, i), "fault",
                         sc_ytree_copy(f->out, fault), fault);
     }
-    proxy_front_set(f, l, "routes", routes, rc);
+    return f->err ? NULL : routes;
 }
 
 /* ---- listeners ---- */

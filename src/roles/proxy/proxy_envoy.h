@@ -72,6 +72,13 @@ void proxy_envoy_cors_route(struct proxy_front *f, struct sc_ynode *rt, const st
 void proxy_envoy_hcm(struct proxy_front *f, bool *access_log, struct sc_ynode *l,
                      const struct sc_ynode *tc, const char *path);
 
+/* The routes of http_connection_manager <tc> at <path>: its route_config's, after a copy of
+ * <health> (the health_check filter's route, or NULL), each with a copy of <fault> (the fault
+ * filter's, or NULL). Returns a new sequence, or NULL with f->err set. */
+struct sc_ynode *proxy_envoy_hcm_routes(struct proxy_front *f, const struct sc_ynode *tc,
+                                        const char *path, const struct sc_ynode *health,
+                                        const struct sc_ynode *fault);
+
 /* A cluster health check's tcp_health_check <th> (at <path>) as our health_check.tcp
  * (proxy_envoy_health.c): Payload text (hex) or binary (base64) as hex. */
 struct sc_ynode *proxy_envoy_tcp_health(struct proxy_front *f, const struct sc_ynode *th,

@@ -316,29 +316,37 @@ static void put_troute(struct proxy_front *f, const struct troute *t, struct sc_
 
 /* Checks the chains that detection alone cannot separate; fills opaque and http ports. */
 static int check_http(struct proxy_front *f, const struct envoy_chain *cs, size_t n,
-                      const struct envoy_chain *h, struct sc_ynode *l)
+                      struct sc_ynode *l)
 {
     for (size_t i = 0; i < n; i++) {
         const struct envoy_chain *c = &cs[i];
         if (c->hcm || !takes_plaintext(c)) {
             continue;
         }
-        if (h && c->addr) {
-            return proxy_front_refuse(f, c->fc, c->path,
-                                      "a plaintext chain with address matches next to the "
-                                      "http_connection_manager chain (%.200s): detected HTTP/1 "
-                                      "would reach its routes whatever the addresses",
-                                      h->path);
+        bool same_port = false;
+        for (size_t j = 0; j < n; j++) {
+            const struct envoy_chain *h = &cs[j];
+            if (!h->hcm) {
+                continue;
+            }
+            if (c->addr) {
+                return proxy_front_refuse(f, c->fc, c->path,
+                                          "a plaintext chain with address matches next to the "
+                                          "http_connection_manager chain (%.200s): detected "
+                                          "HTTP/1 would reach its routes whatever the addresses",
+                                          h->path);
+            }
+            if (h->dp && !c->dp) {
+                return proxy_front_refuse(f, c->fc, c->path,
+                                          "this chain takes plaintext on any port while the "
+                                          "http_connection_manager chain %.200s is for "
+                                          "destination_port %.8s: HTTP/1 on other ports would "
+                                          "reach its routes, not this chain",
+                                          h->path, h->dp);
+            }
+            same_port = same_port || (h->dp && c->dp && is(h->dp, c->dp));
         }
-        if (h && h->dp && !c->dp) {
-            return proxy_front_refuse(f, c->fc, c->path,
-                                      "this chain takes plaintext on any port while the "
-                                      "http_connection_manager chain is for destination_port "
-                                      "%.8s: HTTP/1 on other ports would reach its routes, not "
-                                      "this chain",
-                                      h->dp);
-        }
-        if (!c->dp || (h && h->dp && is(h->dp, c->dp))) {
+        if (!c->dp || same_port) {
             continue; /* detection decides: HTTP/1 to the routes, the rest here */
         }
         /* A port-specific plaintext chain is more specific than the HTTP one: its port is
@@ -354,16 +362,148 @@ static int check_http(struct proxy_front *f, const struct envoy_chain *cs, size_
         }
         proxy_front_push_str(f, l, "opaque_ports", c->dpn, c->dp);
     }
-    if (h && h->dp) {
+    for (size_t i = 0; i < n; i++) {
+        const struct envoy_chain *h = &cs[i];
+        if (!h->hcm || !h->dp) {
+            continue;
+        }
         bool alone = true;
         for (size_t k = 0; k < n; k++) {
-            alone = alone && (&cs[k] == h || !cs[k].dp || !is(cs[k].dp, h->dp));
+            alone = alone && (k == i || !cs[k].dp || !is(cs[k].dp, h->dp));
         }
         if (alone) {
             proxy_front_push_str(f, l, "http_ports", h->dpn, h->dp);
         }
     }
     return 0;
+}
+
+/* Adds chain <g>'s conditions (destination port, server names of its group's class, address
+ * conditions of its group's prefix lengths, and with <tls> whether the connection is TLS) to every
+ * route of <rs>, appending them to <out>. */
+static void put_chain_routes(struct proxy_front *f, const struct troute *g, bool tls,
+                             struct sc_ynode *rs, struct sc_ynode *out)
+{
+    const struct envoy_chain *c = g->c;
+    for (size_t i = 0; i < sc_ynode_count(rs) && !f->err; i++) {
+        struct sc_ynode *r = (struct sc_ynode *)sc_ynode_at(rs, i);
+        struct sc_ynode *m = sc_ynode_get_mut(r, "match");
+        if (!m) {
+            m = proxy_front_map(f, c->fc);
+            proxy_front_set(f, r, "match", m, c->fc);
+        }
+        if (c->dp && !tls) { /* with TLS chains it is the listener's port (checked) */
+            proxy_front_push_str(f, m, "destination_ports", c->dpn, c->dp);
+        }
+        for (size_t k = 0; k < sc_ynode_count(c->sn); k++) {
+            const struct sc_ynode *sn = sc_ynode_at(c->sn, k);
+            const char *v = sc_ynode_str(sn);
+            bool wild = v && v[0] == '*';
+            if ((g->klass == 0 && !wild) || (g->wild && v == g->wild)) {
+                proxy_front_push_str(f, m, "server_names", sn, v ? v : "");
+            }
+        }
+        if (tls) {
+            const struct sc_ynode *ts = sc_ynode_get(c->fc, "transport_socket");
+            proxy_front_put(f, m, "transport_protocol", ts ? ts : c->fc, ts ? "tls" : "raw_buffer");
+        }
+        proxy_envoy_chain_addr_put(f, c, g->dlen, g->slen, m);
+        proxy_front_push(f, out, r, c->fc);
+    }
+}
+
+/* The listener's routes from its http_connection_manager chains <hs> (<nh> groups, sorted most
+ * specific first): Envoy picks one chain per connection by its filter_chain_match and then only
+ * that chain's routes, so each chain's routes carry its conditions, and a chain with conditions
+ * ends with a route that answers 404 to what its routes do not take (instead of falling through
+ * to a less specific chain's routes). <l0> holds the first chain's translation. */
+static void hcm_routes(struct proxy_front *f, const struct troute *hs, size_t nh, bool tls,
+                       const struct sc_ynode *l0, struct sc_ynode *l)
+{
+    const struct sc_ynode *rs0 = sc_ynode_get(l0, "routes");
+    const struct sc_ynode *r0 = sc_ynode_at(rs0, 0);
+    const struct sc_ynode *health = sc_ynode_get(r0, "health_endpoint") ? r0 : NULL;
+    const struct sc_ynode *fault = sc_ynode_get(sc_ynode_at(rs0, health ? 1 : 0), "fault");
+    struct sc_ynode *out = proxy_front_seq(f, hs[0].c->fc);
+    for (size_t i = 0; i < nh && !f->err; i++) {
+        const struct envoy_chain *c = hs[i].c;
+        char np[PROXY_FRONT_PATH];
+        proxy_front_path(np, c->path, ".filters[0].typed_config");
+        struct sc_ynode *rs = proxy_envoy_hcm_routes(f, c->tc, np, health, fault);
+        if (!rs) {
+            return;
+        }
+        put_chain_routes(f, &hs[i], tls, rs, out);
+        if (((c->dp && !tls) || c->addr || c->sn || tls) && i + 1 < nh) {
+            struct sc_ynode *nr = proxy_front_map(f, c->fc);
+            char name[64];
+            snprintf(name, sizeof(name), "%s_%zu_no_route", c->dflt ? "default" : "chain", c->idx);
+            proxy_front_put(f, nr, "name", c->fc, name);
+            struct sc_ynode *dr = proxy_front_map(f, c->fc);
+            proxy_front_put(f, dr, "status", c->fc, "404");
+            proxy_front_set(f, nr, "direct_response", dr, c->fc);
+            struct sc_ynode *one = proxy_front_seq(f, c->fc);
+            proxy_front_push(f, one, nr, c->fc);
+            put_chain_routes(f, &hs[i], tls, one, out);
+        }
+    }
+    proxy_front_set(f, l, "routes", out, hs[0].c->fc);
+}
+
+int proxy_envoy_hcm_chains(struct proxy_front *f, bool *access_log, const struct envoy_chain *cs,
+                           size_t n, const struct envoy_chain *h, bool tls, struct sc_ynode *l)
+{
+    struct troute *hs = sc_calloc(MAX_TCP_ROUTES, sizeof(*hs));
+    size_t nh = 0;
+    bool conds = false;
+    for (size_t i = 0; i < n; i++) {
+        const struct envoy_chain *c = &cs[i];
+        if (!c->hcm) {
+            continue;
+        }
+        conds = conds || (c->dp && !tls) || c->addr ||
+                (tls && !proxy_envoy_same(sc_ynode_get(c->tc, "route_config"),
+                                          sc_ynode_get(h->tc, "route_config"), NULL, 0));
+        for (size_t di = 0; di < (c->dlens.n ? c->dlens.n : 1); di++) {
+            for (size_t si = 0; si < (c->slens.n ? c->slens.n : 1); si++) {
+                int dl = c->dlens.n ? c->dlens.v[di] : -1, sl = c->slens.n ? c->slens.v[si] : -1;
+                size_t ord = c->dflt ? MAX_TCP_ROUTES + nh : nh;
+                bool exact = false;
+                for (size_t k = 0; k < sc_ynode_count(c->sn) && nh < MAX_TCP_ROUTES; k++) {
+                    const char *v = sc_ynode_str(sc_ynode_at(c->sn, k));
+                    if (v && v[0] == '*') {
+                        hs[nh] = (struct troute){
+                            .c = c, .wild = v, .klass = 1, .dlen = dl, .slen = sl, .order = ord
+                        };
+                        nh++;
+                    }
+                    exact = exact || !(v && v[0] == '*');
+                }
+                if ((exact || !c->sn) && nh < MAX_TCP_ROUTES) {
+                    hs[nh] = (struct troute){
+                        .c = c, .klass = c->sn ? 0 : 2, .dlen = dl, .slen = sl, .order = ord
+                    };
+                    nh++;
+                }
+            }
+        }
+    }
+    qsort(hs, nh, sizeof(*hs), troute_cmp);
+    struct sc_ynode *l0 = proxy_front_map(f, h->fc);
+    char np[PROXY_FRONT_PATH];
+    proxy_front_path(np, h->path, ".filters[0].typed_config");
+    proxy_envoy_hcm(f, access_log, l0, h->tc, np);
+    for (size_t i = 0; i < sc_ynode_count(l0) && !f->err; i++) {
+        const char *k = sc_ynode_str(sc_ynode_key(l0, i));
+        if (k && (!conds || strcmp(k, "routes") != 0)) {
+            proxy_front_copy(f, l, k, l0, k);
+        }
+    }
+    if (conds && !f->err) {
+        hcm_routes(f, hs, nh, tls, l0, l);
+    }
+    sc_free(hs);
+    return f->err ? SC_ECONFIG : 0;
 }
 
 static int chains(struct proxy_front *f, bool *access_log, const struct sc_ynode *ln,
@@ -389,7 +529,7 @@ static int chains(struct proxy_front *f, bool *access_log, const struct sc_ynode
                                       "a default_filter_chain has no filter_chain_match");
         }
     }
-    if (n == 1 && cs[0].hcm && !cs[0].dflt) {
+    if (n == 1 && cs[0].hcm && !cs[0].dflt && !cs[0].addr) {
         return single(f, access_log, &cs[0], addr, l);
     }
     for (size_t i = 0; i < n; i++) {
@@ -423,13 +563,25 @@ static int chains(struct proxy_front *f, bool *access_log, const struct sc_ynode
             }
             continue;
         }
-        if (h) {
-            return proxy_front_refuse(f, c->fc, c->path,
-                                      "a second http_connection_manager chain: one per listener "
-                                      "is supported (%.200s is the first)",
+        static const char *const rc_only[] = { "stat_prefix", "route_config", NULL };
+        if (h && !proxy_envoy_same(c->tc, h->tc, rc_only, 0)) {
+            return proxy_front_refuse(f, c->nf, c->path,
+                                      "its http_connection_manager differs from %.200s's beyond "
+                                      "route_config and stat_prefix: only the routes are chosen "
+                                      "per chain (by destination port and addresses)",
                                       h->path);
         }
-        h = c;
+        for (size_t k = 0; k < i && h; k++) {
+            if (cs[k].hcm && !c->dflt &&
+                proxy_envoy_same(sc_ynode_get(cs[k].fc, "filter_chain_match"),
+                                 sc_ynode_get(c->fc, "filter_chain_match"), NULL, 0)) {
+                return proxy_front_refuse(f, c->fc, c->path,
+                                          "its filter_chain_match is %.200s's: the two chains "
+                                          "would take the same connections",
+                                          cs[k].path);
+            }
+        }
+        h = h ? h : c;
         if (c->sn || is(c->tp, "tls")) {
             return proxy_front_refuse(f, c->sn ? c->sn : c->tpn, c->path,
                                       "an http_connection_manager chain for TLS connections "
@@ -442,7 +594,7 @@ static int chains(struct proxy_front *f, bool *access_log, const struct sc_ynode
                              "protocol detection");
         }
     }
-    if (check_http(f, cs, n, h, l) < 0) {
+    if (check_http(f, cs, n, l) < 0) {
         return SC_ECONFIG;
     }
     for (size_t i = 0; i < n; i++) {
@@ -505,21 +657,8 @@ static int chains(struct proxy_front *f, bool *access_log, const struct sc_ynode
         proxy_front_set(f, l, "tcp_routes", routes, fcs ? fcs : ln);
     }
     proxy_front_put(f, l, "protocol", fcs ? fcs : ln, h || hello ? "auto" : "tcp");
-    if (h) {
-        char np[PROXY_FRONT_PATH];
-        proxy_front_path(np, h->path, ".filters[0].typed_config");
-        proxy_envoy_hcm(f, access_log, l, h->tc, np);
-        if (h->dp && !f->err) {
-            /* Routes for the chain's port only: HTTP/1 to another port matches none. */
-            struct sc_ynode *rs = sc_ynode_get_mut(l, "routes");
-            for (size_t i = 0; i < sc_ynode_count(rs); i++) {
-                struct sc_ynode *m =
-                    sc_ynode_get_mut((struct sc_ynode *)sc_ynode_at(rs, i), "match");
-                if (m) {
-                    proxy_front_push_str(f, m, "destination_ports", h->dpn, h->dp);
-                }
-            }
-        }
+    if (h && proxy_envoy_hcm_chains(f, access_log, cs, n, h, false, l) < 0) {
+        return SC_ECONFIG;
     }
     return f->err ? SC_ECONFIG : 0;
 }

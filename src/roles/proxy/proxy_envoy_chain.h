@@ -47,6 +47,21 @@ int proxy_envoy_chain_addr_read(struct proxy_front *f, const struct sc_ynode *m,
 void proxy_envoy_chain_addr_put(struct proxy_front *f, const struct envoy_chain *c, int dlen,
                                 int slen, struct sc_ynode *r);
 
+/* Whether trees <a> and <b> hold the same values (mappings compared by key, in any order); <skip>
+ * (NULL-terminated, or NULL) names keys of the top mapping left out. */
+bool proxy_envoy_same(const struct sc_ynode *a, const struct sc_ynode *b, const char *const *skip,
+                      int depth);
+
+/* Maps the http_connection_manager chains of the <n> chains <cs> (<h> the first of them) onto
+ * listener <l>: one translation of the connection manager (they agree beyond route_config and
+ * stat_prefix: checked by the caller), and when the chains have conditions or (<tls>: the
+ * listener terminates TLS) different route_configs, each chain's routes carrying its conditions
+ * (destination port, server names, addresses, with <tls> TLS or plaintext), most specific first in
+ * Envoy's order, each chain closed by a 404 route so that its connections do not reach a less
+ * specific chain's routes. Returns 0 or SC_ECONFIG. */
+int proxy_envoy_hcm_chains(struct proxy_front *f, bool *access_log, const struct envoy_chain *cs,
+                           size_t n, const struct envoy_chain *h, bool tls, struct sc_ynode *l);
+
 /* Maps the <n> chains <cs> of a listener at <addr>, of which at least one http_connection_manager
  * chain terminates TLS, onto listener <l>: the chains' certificates become the listener's tls
  * (each chain's chosen by its server_names; unmatched names rejected when every TLS chain names

@@ -93,14 +93,6 @@ int proxy_envoy_chain_addr_read(struct proxy_front *f, const struct sc_ynode *m,
         }
     }
     c->addr = c->pr || c->spr || c->sp || c->st;
-    if (c->addr && c->hcm) {
-        const struct sc_ynode *at = c->pr ? c->pr : c->spr ? c->spr : c->sp ? c->sp : c->stn;
-        return proxy_front_refuse(f, at, c->path,
-                                  "address matches (prefix_ranges, source_prefix_ranges, "
-                                  "source_type, source_ports) on an http_connection_manager "
-                                  "chain: the listener's routes take detected HTTP whatever its "
-                                  "addresses (supported on tcp_proxy chains)");
-    }
     return 0;
 }
 
@@ -137,4 +129,53 @@ void proxy_envoy_chain_addr_put(struct proxy_front *f, const struct envoy_chain 
     if (c->st) {
         proxy_front_put(f, r, "source_type", c->stn, c->st);
     }
+}
+
+bool proxy_envoy_same(const struct sc_ynode *a, const struct sc_ynode *b, const char *const *skip,
+                      int depth)
+{
+    if (!a || !b) {
+        return !a && !b;
+    }
+    enum sc_ykind k = sc_ynode_kind(a);
+    if (k != sc_ynode_kind(b) || depth > 64) {
+        return false;
+    }
+    if (k == SC_Y_STR) {
+        return strcmp(sc_ynode_str(a), sc_ynode_str(b)) == 0;
+    }
+    if (k == SC_Y_SEQ) {
+        if (sc_ynode_count(a) != sc_ynode_count(b)) {
+            return false;
+        }
+        for (size_t i = 0; i < sc_ynode_count(a); i++) {
+            if (!proxy_envoy_same(sc_ynode_at(a, i), sc_ynode_at(b, i), NULL, depth + 1)) {
+                return false;
+            }
+        }
+        return true;
+    }
+    if (k != SC_Y_MAP) {
+        return true;
+    }
+    size_t na = 0, nb = 0;
+    for (int side = 0; side < 2; side++) {
+        const struct sc_ynode *m = side ? b : a;
+        for (size_t i = 0; i < sc_ynode_count(m); i++) {
+            const char *key = sc_ynode_str(sc_ynode_key(m, i));
+            bool skipped = !key;
+            for (size_t s = 0; skip && key && skip[s] && !skipped; s++) {
+                skipped = strcmp(key, skip[s]) == 0;
+            }
+            if (skipped) {
+                continue;
+            }
+            *(side ? &nb : &na) += 1;
+            if (!side &&
+                !proxy_envoy_same(sc_ynode_val(a, i), sc_ynode_get(b, key), NULL, depth + 1)) {
+                return false;
+            }
+        }
+    }
+    return na == nb;
 }

@@ -4,11 +4,13 @@
 // server_names and transport_protocol, and often a raw_buffer chain for plaintext beside them.
 // They map onto one listener TLS context: the chain without server_names gives the default
 // certificate, every other chain's certificates are served for its server_names (exact, then the
-// longest wildcard suffix, as Envoy's filter chain match orders them) and, when every TLS chain
-// names its servers, a ClientHello naming none of them fails as Envoy's would find no chain. A
-// plaintext chain makes the listener permissive (TLS and plaintext told apart by the first bytes,
-// as tls_inspector does). Invariant: what one TLS context and one set of routes cannot express
-// (different client verification, ALPN or versions per chain, different connection managers,
+// longest wildcard suffix, as Envoy's filter chain match orders them), with the chain's own client
+// verification when it differs from the default chain's, and, when every TLS chain names its
+// servers, a ClientHello naming none of them fails as Envoy's would find no chain. A plaintext
+// chain makes the listener permissive (TLS and plaintext told apart by the first bytes, as
+// tls_inspector does). Connection managers that differ in route_config give each chain's routes
+// its conditions (proxy_envoy_hcm_chains). Invariant: what one TLS context cannot express (ALPN,
+// versions or session timeouts per chain, connection managers that differ beyond their routes,
 // tcp_proxy chains beside them) is refused at the chain that makes it.
 #include <stdio.h>
 #include <string.h>
@@ -17,54 +19,14 @@
 #include "core/error.h"
 #include "roles/proxy/proxy_envoy_chain.h"
 
-/* Whether trees <a> and <b> hold the same values (mappings compared by key, in any order);
- * <skip> names a key of the top mapping left out (Envoy's stat_prefix differs per chain). */
-static bool same(const struct sc_ynode *a, const struct sc_ynode *b, const char *skip, int depth)
-{
-    if (!a || !b) {
-        return !a && !b;
-    }
-    enum sc_ykind k = sc_ynode_kind(a);
-    if (k != sc_ynode_kind(b) || depth > 64) {
-        return false;
-    }
-    if (k == SC_Y_STR) {
-        return strcmp(sc_ynode_str(a), sc_ynode_str(b)) == 0;
-    }
-    if (k == SC_Y_SEQ) {
-        if (sc_ynode_count(a) != sc_ynode_count(b)) {
-            return false;
-        }
-        for (size_t i = 0; i < sc_ynode_count(a); i++) {
-            if (!same(sc_ynode_at(a, i), sc_ynode_at(b, i), NULL, depth + 1)) {
-                return false;
-            }
-        }
-        return true;
-    }
-    if (k != SC_Y_MAP) {
-        return true;
-    }
-    size_t na = 0, nb = 0;
-    for (int side = 0; side < 2; side++) {
-        const struct sc_ynode *m = side ? b : a;
-        for (size_t i = 0; i < sc_ynode_count(m); i++) {
-            const char *key = sc_ynode_str(sc_ynode_key(m, i));
-            if (!key || (skip && strcmp(key, skip) == 0)) {
-                continue;
-            }
-            *(side ? &nb : &na) += 1;
-            if (!side && !same(sc_ynode_val(a, i), sc_ynode_get(b, key), NULL, depth + 1)) {
-                return false;
-            }
-        }
-    }
-    return na == nb;
-}
-
 /* The TLS settings that one listener context has once, whatever the chain. */
-static const char *const shared_keys[] = { "client_ca",   "client_cert",     "alpn", "min_version",
-                                           "max_version", "session_timeout", NULL };
+static const char *const rc_only[] = { "stat_prefix", "route_config", NULL };
+
+static const char *const shared_keys[] = { "alpn", "min_version", "max_version", "session_timeout",
+                                           NULL };
+
+/* Client verification: the listener's (the default chain's), or a certificate's own. */
+static const char *const verify_keys[] = { "client_ca", "client_cert", NULL };
 
 /* Checks chain <c> (translated TLS <t>, NULL for plaintext) against the listener at <addr> and the
  * chains before it; sets <*plain>, <*dflt>, <*ref> and <*tref>. */
@@ -88,11 +50,17 @@ static int check_chain(struct proxy_front *f, const struct envoy_chain *c, struc
                                   "listener's port",
                                   c->dp);
     }
-    if (c != hcm && !same(c->tc, hcm->tc, "stat_prefix", 0)) {
+    if (c->addr) {
+        return proxy_front_refuse(f, c->fc, c->path,
+                                  "address matches (prefix_ranges, source_prefix_ranges, "
+                                  "source_type, source_ports) on a chain next to chains that "
+                                  "terminate TLS: supported on plaintext and tcp_proxy chains");
+    }
+    if (c != hcm && !proxy_envoy_same(c->tc, hcm->tc, rc_only, 0)) {
         return proxy_front_refuse(f, c->nf, c->path,
-                                  "its http_connection_manager differs from %.200s's (beyond "
-                                  "stat_prefix): the listener has one set of routes and HTTP "
-                                  "filters for all its chains",
+                                  "its http_connection_manager differs from %.200s's beyond "
+                                  "route_config and stat_prefix: only the routes are chosen per "
+                                  "chain (by server name and transport)",
                                   hcm->path);
     }
     if (c->ap) {
@@ -136,7 +104,8 @@ static int check_chain(struct proxy_front *f, const struct envoy_chain *c, struc
         return 0;
     }
     for (size_t k = 0; shared_keys[k]; k++) {
-        if (!same(sc_ynode_get(t, shared_keys[k]), sc_ynode_get(*tref, shared_keys[k]), NULL, 0)) {
+        if (!proxy_envoy_same(sc_ynode_get(t, shared_keys[k]), sc_ynode_get(*tref, shared_keys[k]),
+                              NULL, 0)) {
             char p[PROXY_FRONT_PATH];
             proxy_front_path(p, c->path, ".transport_socket");
             return proxy_front_refuse(f, sc_ynode_get(c->fc, "transport_socket"), p,
@@ -150,10 +119,16 @@ static int check_chain(struct proxy_front *f, const struct envoy_chain *c, struc
 }
 
 /* Appends chain <c>'s certificates (translated TLS <t>) to <certs>, served for its server_names;
- * <with_default>: its first pair too (else it is the listener's default certificate). */
+ * <with_default>: its first pair too (else it is the listener's default certificate). Client
+ * verification that differs from the listener's (<vref>) goes with each certificate. */
 static void add_certs(struct proxy_front *f, const struct envoy_chain *c, const struct sc_ynode *t,
-                      struct sc_ynode *certs, bool with_default)
+                      struct sc_ynode *certs, bool with_default, const struct sc_ynode *vref)
 {
+    bool own = false;
+    for (size_t k = 0; verify_keys[k]; k++) {
+        own = own || !proxy_envoy_same(sc_ynode_get(t, verify_keys[k]),
+                                       sc_ynode_get(vref, verify_keys[k]), NULL, 0);
+    }
     const struct sc_ynode *more = sc_ynode_get(t, "certificates");
     for (size_t i = 0; i < sc_ynode_count(more) + 1 && !f->err; i++) {
         if (i == 0 && !with_default) {
@@ -163,6 +138,12 @@ static void add_certs(struct proxy_front *f, const struct envoy_chain *c, const 
         struct sc_ynode *e = proxy_front_map(f, src);
         proxy_front_copy(f, e, "cert", src, "cert");
         proxy_front_copy(f, e, "key", src, "key");
+        if (own && sc_ynode_get(t, "client_ca")) {
+            proxy_front_copy(f, e, "client_ca", t, "client_ca");
+            proxy_front_copy(f, e, "client_cert", t, "client_cert");
+        } else if (own) {
+            proxy_front_put(f, e, "client_cert", c->fc, "none");
+        }
         for (size_t k = 0; k < sc_ynode_count(c->sn); k++) {
             const struct sc_ynode *s = sc_ynode_at(c->sn, k);
             proxy_front_push_str(f, e, "server_names", s, sc_ynode_str(s) ? sc_ynode_str(s) : "");
@@ -199,18 +180,22 @@ static int build(struct proxy_front *f, bool *access_log, const struct envoy_cha
     for (size_t k = 0; shared_keys[k]; k++) {
         proxy_front_copy(f, tls, shared_keys[k], tref, shared_keys[k]);
     }
+    const struct sc_ynode *vref = dflt ? ts[dflt - cs] : tref;
+    for (size_t k = 0; verify_keys[k]; k++) {
+        proxy_front_copy(f, tls, verify_keys[k], vref, verify_keys[k]);
+    }
     struct sc_ynode *certs = proxy_front_seq(f, at);
     if (dflt) {
         const struct sc_ynode *td = ts[dflt - cs];
         proxy_front_copy(f, tls, "cert", td, "cert");
         proxy_front_copy(f, tls, "key", td, "key");
-        add_certs(f, dflt, td, certs, false);
+        add_certs(f, dflt, td, certs, false, vref);
     } else {
         proxy_front_put(f, tls, "unmatched_sni", at, "reject");
     }
     for (size_t i = 0; i < n && !f->err; i++) {
         if (ts[i] && &cs[i] != dflt) {
-            add_certs(f, &cs[i], ts[i], certs, true);
+            add_certs(f, &cs[i], ts[i], certs, true, vref);
         }
     }
     if (sc_ynode_count(certs)) {
@@ -218,10 +203,10 @@ static int build(struct proxy_front *f, bool *access_log, const struct envoy_cha
     }
     proxy_front_set(f, l, "tls", tls, at);
     proxy_front_put(f, l, "mtls", plain ? plain->fc : at, plain ? "permissive" : "strict");
-    char np[PROXY_FRONT_PATH];
-    proxy_front_path(np, hcm->path, ".filters[0].typed_config");
-    proxy_envoy_hcm(f, access_log, l, hcm->tc, np);
-    return f->err ? SC_ECONFIG : 0;
+    if (f->err) {
+        return SC_ECONFIG;
+    }
+    return proxy_envoy_hcm_chains(f, access_log, cs, n, hcm, true, l);
 }
 
 int proxy_envoy_tls_chains(struct proxy_front *f, bool *access_log, const struct envoy_chain *cs,

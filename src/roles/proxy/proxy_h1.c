@@ -877,9 +877,10 @@ static void try_parse_head(struct proxy_dconn *dc)
     struct sc_http_error err = { 0 };
     struct sc_http_limits lim = sc_http1_default_limits;
     lim.max_head = w->rt->max_request_head;
+    lim.max_headers = w->rt->listeners[dc->lidx].max_headers;
     size_t avail = dc->in.end - dc->in.start;
     int rc = sc_http1_parse_request(dc->in.p + dc->in.start, avail, dc->last_len, &lim, &m,
-                                    MAX_HEADERS, &err);
+                                    lim.max_headers, &err);
     if (rc == 0) {
         dc->last_len = avail;
         if (dc->eof) {

@@ -1054,12 +1054,13 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *f, vo
         return 0;
     }
     int kind = f->headers.cat == NGHTTP2_HCAT_REQUEST ? PROXY_H2_REQUEST : PROXY_H2_TRAILERS;
+    struct proxy_worker *w = c->dc->w;
     if (!c->hd) {
-        struct proxy_worker *w = c->dc->w;
         c->hd = w->h2hd ? w->h2hd : SC_NEW(struct proxy_h2_head);
         w->h2hd = NULL;
     }
-    proxy_h2_head_init(c->hd, kind, c->cfg.max_header_list_size);
+    proxy_h2_head_init(c->hd, kind, c->cfg.max_header_list_size,
+                       w->rt->listeners[c->dc->lidx].max_headers);
     c->hd_open = true;
     c->hd_sid = f->hd.stream_id;
     c->hd_rc = 0;

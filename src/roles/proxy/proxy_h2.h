@@ -19,7 +19,8 @@
 #include "net/http1.h"
 #include "roles/proxy/proxy_hsink.h"
 
-/* Fields in one header block, pseudo-header fields included (as MAX_HEADERS for HTTP/1). */
+/* Fields in one header block, pseudo-header fields included (as MAX_HEADERS for HTTP/1): what
+ * the proxy sends, and by default what it takes (a listener's max_request_headers). */
 #define PROXY_H2_MAX_FIELDS 100
 /* Default SETTINGS_MAX_HEADER_LIST_SIZE: 64 KiB, counted as RFC 9113 section 6.5.2 does (name,
  * value and 32 bytes per field). */
@@ -44,8 +45,10 @@ struct proxy_h2_field {
 struct proxy_h2_head {
     int kind;
     struct sc_buf store;
-    struct proxy_h2_field f[PROXY_H2_MAX_FIELDS];
+    struct proxy_h2_field *f; /* <cap> of them, at least <max_fields> */
     size_t n;
+    size_t cap;
+    size_t max_fields; /* the most a block may hold (the listener's max_request_headers) */
     size_t list_size;
     size_t max_list_size;
     int method, scheme, authority, path, status, protocol; /* pseudo-header fields: index or -1 */
@@ -54,12 +57,13 @@ struct proxy_h2_head {
     bool regular; /* a regular field was seen: a pseudo-header field after it is malformed */
     /* Filled by proxy_h2_head_finish, borrowing the store: */
     struct sc_http_msg m;
-    struct sc_http_header h[PROXY_H2_MAX_FIELDS + 1];
+    struct sc_http_header *h; /* <cap> + 1 of them */
 };
 
 /* Readies <hd> (zeroed before its first use) for a block of <kind>, bounded by <max_list_size>
- * (0: the default). */
-void proxy_h2_head_init(struct proxy_h2_head *hd, int kind, size_t max_list_size);
+ * (0: the default) and <max_fields> fields (0: PROXY_H2_MAX_FIELDS). */
+void proxy_h2_head_init(struct proxy_h2_head *hd, int kind, size_t max_list_size,
+                        size_t max_fields);
 
 /* Frees what <hd> holds; it may be initialised again. */
 void proxy_h2_head_free(struct proxy_h2_head *hd);

@@ -144,9 +144,15 @@ static struct sc_str fvalue(const struct proxy_h2_head *hd, int i)
     return i < 0 ? SC_STR_NULL : sc_str_n(hd->store.p + hd->f[i].value, hd->f[i].value_len);
 }
 
-void proxy_h2_head_init(struct proxy_h2_head *hd, int kind, size_t max_list_size)
+void proxy_h2_head_init(struct proxy_h2_head *hd, int kind, size_t max_list_size, size_t max_fields)
 {
     hd->kind = kind;
+    hd->max_fields = max_fields ? max_fields : PROXY_H2_MAX_FIELDS;
+    if (hd->cap < hd->max_fields) {
+        hd->cap = hd->max_fields;
+        hd->f = sc_realloc(hd->f, hd->cap * sizeof(*hd->f));
+        hd->h = sc_realloc(hd->h, (hd->cap + 1) * sizeof(*hd->h));
+    }
     hd->max_list_size = max_list_size ? max_list_size : PROXY_H2_MAX_HEADER_LIST;
     /* Twice the list size: the joined cookie is a second copy of the crumbs. */
     if (!hd->store.p) {
@@ -167,6 +173,11 @@ void proxy_h2_head_free(struct proxy_h2_head *hd)
 {
     sc_buf_cleanup(&hd->store);
     memset(&hd->store, 0, sizeof(hd->store));
+    sc_free(hd->f);
+    sc_free(hd->h);
+    hd->f = NULL;
+    hd->h = NULL;
+    hd->cap = 0;
 }
 
 /* The slot of pseudo-header field <name> in <hd> for its kind of block, or NULL. */
@@ -197,7 +208,7 @@ static int *pseudo_slot(struct proxy_h2_head *hd, struct sc_str name)
 /* Stores <name> and <value> as field <hd->n>. */
 static int store(struct proxy_h2_head *hd, struct sc_str name, struct sc_str value)
 {
-    if (hd->n == PROXY_H2_MAX_FIELDS) {
+    if (hd->n == hd->max_fields) {
         return PROXY_H2_TOO_BIG;
     }
     size_t at = hd->store.len;
@@ -266,8 +277,8 @@ int proxy_h2_head_add(struct proxy_h2_head *hd, struct sc_str name, struct sc_st
     }
     int rc = store(hd, name, value);
     if (rc < 0) {
-        *why = hd->n == PROXY_H2_MAX_FIELDS ? "too many header fields"
-                                            : "header list larger than max_header_list_size";
+        *why = hd->n == hd->max_fields ? "too many header fields"
+                                       : "header list larger than max_header_list_size";
     }
     return rc;
 }

@@ -658,7 +658,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
         return 0;
     }
     int kind = st && st->got_head ? PROXY_H2_TRAILERS : PROXY_H2_RESPONSE;
-    proxy_h2_head_init(&hc->hd, kind, hc->cfg->max_header_list);
+    proxy_h2_head_init(&hc->hd, kind, hc->cfg->max_header_list, 0);
     return 0;
 }
 

@@ -14,7 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
+#include "roles/proxy/proxy_authz.h"
 #include "roles/proxy/proxy_front.h"
 
 #define NAME_MAX 253
@@ -92,6 +94,28 @@ static size_t host_ports(struct proxy_front *f, const struct sc_ynode *vs, struc
 }
 
 /* One tcp[] (<tls> false) or tls[] entry <e> of <vs>: a native route per match entry. */
+
+/* Checks one subnet of a match (an address or a CIDR block, as the native loader parses them),
+ * so a bad one is refused at the Istio field's path; <i> is its index, SIZE_MAX for a scalar. */
+static int subnet(struct proxy_front *f, const struct sc_ynode *at, const char *v, const char *mp,
+                  const char *field, size_t i)
+{
+    struct proxy_cidr c;
+    char *why = NULL;
+    if (v && proxy_cidr_parse(v, &c, &why) == 0) {
+        return 0;
+    }
+    char p[PROXY_FRONT_PATH];
+    if (i != SIZE_MAX) {
+        proxy_front_path(p, mp, ".%s[%zu]", field, i);
+    } else {
+        proxy_front_path(p, mp, ".%s", field);
+    }
+    int rc = proxy_front_refuse(f, at, p, "%s", why ? why : "not an IP address or CIDR block");
+    sc_free(why);
+    return rc;
+}
+
 static int entry(struct proxy_front *f, struct istio_made *m, const struct sc_ynode *vs,
                  const struct sc_ynode *e, bool tls, size_t idx, const char *path,
                  struct sc_ynode *out)
@@ -163,14 +187,16 @@ static int entry(struct proxy_front *f, struct istio_made *m, const struct sc_yn
         }
         for (size_t i = 0; i < sc_ynode_count(ds); i++) {
             const char *c = sc_ynode_str(sc_ynode_at(ds, i));
-            if (!c) {
-                return proxy_front_refuse(f, sc_ynode_at(ds, i), mp,
-                                          "destinationSubnets[%zu] is not a CIDR", i);
+            if (subnet(f, sc_ynode_at(ds, i), c, mp, "destinationSubnets", i) < 0) {
+                return SC_ECONFIG;
             }
             proxy_front_push_str(f, r, "destination_prefix_ranges", sc_ynode_at(ds, i), c);
         }
         const struct sc_ynode *ss = sc_ynode_get(mn, "sourceSubnet");
         const char *ssv = ss ? proxy_front_str(f, mn, "sourceSubnet", mp) : NULL;
+        if (ss && subnet(f, ss, ssv, mp, "sourceSubnet", SIZE_MAX) < 0) {
+            return SC_ECONFIG;
+        }
         if (ssv) {
             proxy_front_push_str(f, r, "source_prefix_ranges", ss, ssv);
         }

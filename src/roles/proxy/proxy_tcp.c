@@ -1042,7 +1042,7 @@ static void relay_connect(struct proxy_tcp *t, const struct proxy_hello *hello)
     for (size_t i = 0; i < ic->nroutes; i++) {
         const struct proxy_tcp_route *r = &ic->routes[i];
         if (route_takes(r, t->port, hello) &&
-            (!r->by_addr || proxy_tcp_route_addr(r, &src, sport, &dst))) {
+            (!r->am || proxy_addr_match_takes(r->am, &src, sport, &dst))) {
             t->cluster = route_cluster(&ic->routes[i], w);
             t->route = ic->routes[i].name;
             break;

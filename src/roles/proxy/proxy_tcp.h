@@ -31,16 +31,30 @@ enum { PROXY_LP_HTTP, PROXY_LP_TCP, PROXY_LP_AUTO };
 
 /* ---- configuration as loaded ---- */
 
-struct proxy_tcp_route_cfg {
-    char *name;
-    struct sc_strv server_names;              /* TLS SNI patterns ("a.b", "*.b", "*"); empty: any */
-    struct sc_strv application_protocols;     /* ALPN: any one offered matches; empty: any */
-    struct sc_strv destination_ports;         /* original destination ports; empty: any */
-    int transport_protocol;                   /* PROXY_TP_*: TLS only, plaintext only, or any */
+/* Address conditions of a connection, inlined in tcp_routes and HTTP routes' match
+ * (proxy_addr_match_opts). */
+struct proxy_addr_match_cfg {
     struct sc_strv destination_prefix_ranges; /* CIDR blocks of the destination address */
     struct sc_strv source_prefix_ranges;      /* CIDR blocks of the client's address */
     struct sc_strv source_ports;              /* the client's ports */
     int source_type;                          /* PROXY_ST_* */
+};
+extern const struct sc_opt proxy_addr_match_opts[];
+
+/* The conditions on an HTTP route's connection (its match's inlined keys beside the request's). */
+struct proxy_route_conn_cfg {
+    struct proxy_addr_match_cfg addr;
+    struct sc_strv server_names; /* SNI patterns of a TLS connection the listener terminates */
+    int transport_protocol;      /* PROXY_TP_* */
+};
+
+struct proxy_tcp_route_cfg {
+    char *name;
+    struct sc_strv server_names;          /* TLS SNI patterns ("a.b", "*.b", "*"); empty: any */
+    struct sc_strv application_protocols; /* ALPN: any one offered matches; empty: any */
+    struct sc_strv destination_ports;     /* original destination ports; empty: any */
+    int transport_protocol;               /* PROXY_TP_*: TLS only, plaintext only, or any */
+    struct proxy_addr_match_cfg addr;     /* address conditions (proxy_route_match.c) */
     char *cluster;
     struct sc_vec weighted_clusters; /* struct proxy_weighted_cfg (cluster, weight) */
 };
@@ -82,13 +96,8 @@ struct proxy_tcp_route {
     size_t nalpn;
     uint16_t ports[PROXY_ICPT_MAX_PORTS];
     size_t nports;
-    int transport;                        /* PROXY_TP_* */
-    struct proxy_cidr *dranges, *sranges; /* destination and source CIDR blocks */
-    size_t ndranges, nsranges;
-    uint16_t *sports; /* source ports */
-    size_t nsports;
-    int source_type; /* PROXY_ST_* */
-    bool by_addr;    /* any of the four above: the addresses are needed */
+    int transport;               /* PROXY_TP_* */
+    struct proxy_addr_match *am; /* address conditions; NULL: none (addresses not needed) */
     struct proxy_cluster *cluster;
     struct proxy_cluster **wc; /* weighted_clusters, chosen per connection by cum */
     uint32_t *cum;             /* cumulative weights */
@@ -121,11 +130,30 @@ struct proxy_cluster_bind {
     struct sockaddr_in6 a6;
 };
 
+/* Address conditions at run time (proxy_route_match.c). */
+struct proxy_addr_match {
+    struct proxy_cidr *dranges, *sranges; /* destination and source CIDR blocks */
+    size_t ndranges, nsranges;
+    uint16_t *sports; /* source ports */
+    size_t nsports;
+    int source_type; /* PROXY_ST_* */
+};
+
+/* Returns new conditions from <c> (checked at load), or NULL when it sets none. */
+struct proxy_addr_match *proxy_addr_match_new(const struct proxy_addr_match_cfg *c);
+
+/* Frees <am> (NULL-safe). */
+void proxy_addr_match_free(struct proxy_addr_match *am);
+
 struct proxy_az_ip;
-/* Whether TCP route <r>'s address matches (by_addr) take a connection from <src> port <sport> to
- * <dst>: every list that is set must hold it, and source_type must agree. */
-bool proxy_tcp_route_addr(const struct proxy_tcp_route *r, const struct proxy_az_ip *src,
-                          uint16_t sport, const struct proxy_az_ip *dst);
+/* Whether conditions <am> take a connection from <src> port <sport> to <dst>: every list that is
+ * set must hold it, and source_type must agree (local: a loopback source or the destination
+ * address itself). */
+bool proxy_addr_match_takes(const struct proxy_addr_match *am, const struct proxy_az_ip *src,
+                            uint16_t sport, const struct proxy_az_ip *dst);
+
+/* Option check for server-name patterns: a host name, "*.suffix" or "*" (sc_opt_check_cb). */
+int proxy_server_names_check(void *field, char **err);
 
 /* Option check for a list of TCP ports, each 1..65535 (sc_opt_check_cb). */
 int proxy_icpt_ports_check(void *field, char **err);
@@ -136,6 +164,27 @@ uint16_t *proxy_icpt_parse_ports(const struct sc_strv *v, size_t *n);
 /* Returns true when HTTP route <r>'s destination_ports hold <port>. */
 struct proxy_route;
 bool proxy_route_port_in(const struct proxy_route *r, uint16_t port);
+
+/* An HTTP route's connection conditions at run time. */
+struct proxy_route_conn {
+    struct proxy_addr_match *am; /* NULL: none */
+    char **server_names;         /* lowercase patterns (proxy_sni_match) */
+    size_t nserver_names;
+    int transport; /* PROXY_TP_* */
+};
+
+/* Returns new conditions from <c> (checked at load), or NULL when it sets none. */
+struct proxy_route_conn *proxy_route_conn_new(const struct proxy_route_conn_cfg *c);
+
+/* Frees <rc> (NULL-safe). */
+void proxy_route_conn_free(struct proxy_route_conn *rc);
+
+struct proxy_dconn;
+/* Whether HTTP route <r>'s connection conditions (destination_ports, address conditions) take
+ * <dc>'s connection: its original destination port, addresses, server name and transport; called
+ * only for a route with r->conn_match. Reads the addresses of the connection once (cached in
+ * dc->od). */
+bool proxy_route_conn_takes(const struct proxy_route *r, struct proxy_dconn *dc);
 
 /* Cross-checks the interception options of <cfg> (cluster names, port lists). */
 int proxy_icpt_check(const struct proxy_cfg *cfg, char **err);

@@ -23,7 +23,6 @@
 
 static const char *const protocols[] = { "http", "tcp", "auto", NULL };
 static const char *const transports[] = { "any", "tls", "raw_buffer", NULL };
-static const char *const source_types[] = { "any", "local", "external", NULL };
 
 /* A list of ports: each 1 to 65535. */
 int proxy_icpt_ports_check(void *field, char **err)
@@ -39,21 +38,8 @@ int proxy_icpt_ports_check(void *field, char **err)
     return 0;
 }
 
-/* A list of CIDR blocks ("10.0.0.0/8", "::1/128", a bare address). */
-static int cidrs_check(void *field, char **err)
-{
-    const struct sc_strv *v = field;
-    for (size_t i = 0; i < v->n; i++) {
-        struct proxy_cidr c;
-        if (proxy_cidr_parse(v->v[i], &c, err) < 0) {
-            return SC_ECONFIG;
-        }
-    }
-    return 0;
-}
-
 /* Server-name patterns: a host name, "*.suffix" or "*". */
-static int server_names_check(void *field, char **err)
+int proxy_server_names_check(void *field, char **err)
 {
     const struct sc_strv *v = field;
     for (size_t i = 0; i < v->n; i++) {
@@ -131,7 +117,7 @@ static const struct sc_opt tcp_route_opts[] = {
               "under it) or \"*\"; a route with names never takes a connection that is not TLS; "
               "empty: any",
       .max = 64,
-      .check = server_names_check },
+      .check = proxy_server_names_check },
     { .name = "application_protocols",
       .type = SC_OPT_STRLIST,
       .offset = offsetof(struct proxy_tcp_route_cfg, application_protocols),
@@ -150,33 +136,10 @@ static const struct sc_opt tcp_route_opts[] = {
       .help = "tls (the route takes only connections that start with a TLS ClientHello), "
               "raw_buffer (only those that do not) or any",
       .enums = transports },
-    { .name = "destination_prefix_ranges",
-      .type = SC_OPT_STRLIST,
-      .offset = offsetof(struct proxy_tcp_route_cfg, destination_prefix_ranges),
-      .help = "CIDR blocks (\"10.0.0.0/8\", \"fd00::/8\", an address) of the address the "
-              "connection was going to (original destination, else the listener's local "
-              "address); empty: any",
-      .max = 64,
-      .check = cidrs_check },
-    { .name = "source_prefix_ranges",
-      .type = SC_OPT_STRLIST,
-      .offset = offsetof(struct proxy_tcp_route_cfg, source_prefix_ranges),
-      .help = "CIDR blocks of the client's address; empty: any",
-      .max = 64,
-      .check = cidrs_check },
-    { .name = "source_ports",
-      .type = SC_OPT_STRLIST,
-      .offset = offsetof(struct proxy_tcp_route_cfg, source_ports),
-      .help = "the client's ports; empty: any",
-      .max = PROXY_ICPT_MAX_PORTS,
-      .check = proxy_icpt_ports_check },
-    { .name = "source_type",
-      .type = SC_OPT_ENUM,
-      .offset = offsetof(struct proxy_tcp_route_cfg, source_type),
-      .def = "any",
-      .help = "local (a client on a loopback address or on the destination address itself), "
-              "external (any other) or any",
-      .enums = source_types },
+    { .name = "addr",
+      .type = SC_OPT_INLINE,
+      .offset = offsetof(struct proxy_tcp_route_cfg, addr),
+      .sub = proxy_addr_match_opts },
     { .name = "cluster",
       .type = SC_OPT_STR,
       .offset = offsetof(struct proxy_tcp_route_cfg, cluster),
@@ -368,67 +331,6 @@ static char **copy_strv(const struct sc_strv *v, size_t *n, bool lower)
     return out;
 }
 
-/* CIDR list <v> (checked at load) as a new array of <*n>. */
-static struct proxy_cidr *parse_cidrs(const struct sc_strv *v, size_t *n)
-{
-    struct proxy_cidr *out = v->n ? sc_calloc(v->n, sizeof(*out)) : NULL;
-    *n = 0;
-    for (size_t i = 0; i < v->n; i++) {
-        char *err = NULL;
-        if (proxy_cidr_parse(v->v[i], &out[*n], &err) == 0) {
-            (*n)++;
-        }
-        sc_free(err);
-    }
-    return out;
-}
-
-static void route_addr_init(struct proxy_tcp_route *r, const struct proxy_tcp_route_cfg *rc)
-{
-    r->dranges = parse_cidrs(&rc->destination_prefix_ranges, &r->ndranges);
-    r->sranges = parse_cidrs(&rc->source_prefix_ranges, &r->nsranges);
-    r->sports = proxy_icpt_parse_ports(&rc->source_ports, &r->nsports);
-    r->source_type = rc->source_type;
-    r->by_addr = r->ndranges || r->nsranges || r->nsports || r->source_type != PROXY_ST_ANY;
-}
-
-static bool in_cidrs(const struct proxy_cidr *v, size_t n, const struct proxy_az_ip *ip)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (proxy_cidr_match(&v[i], ip)) {
-            return true;
-        }
-    }
-    return false;
-}
-
-bool proxy_tcp_route_addr(const struct proxy_tcp_route *r, const struct proxy_az_ip *src,
-                          uint16_t sport, const struct proxy_az_ip *dst)
-{
-    if ((r->ndranges && !in_cidrs(r->dranges, r->ndranges, dst)) ||
-        (r->nsranges && !in_cidrs(r->sranges, r->nsranges, src))) {
-        return false;
-    }
-    if (r->nsports) {
-        bool any = false;
-        for (size_t i = 0; i < r->nsports && !any; i++) {
-            any = r->sports[i] == sport;
-        }
-        if (!any) {
-            return false;
-        }
-    }
-    if (r->source_type != PROXY_ST_ANY) {
-        static const uint8_t v6_loop[16] = { [15] = 1 };
-        bool loop = (src->fam == AF_INET && src->a[0] == 127) ||
-                    (src->fam == AF_INET6 && memcmp(src->a, v6_loop, 16) == 0);
-        bool local = loop || (src->fam == dst->fam && src->fam &&
-                              memcmp(src->a, dst->a, src->fam == AF_INET ? 4 : 16) == 0);
-        return local == (r->source_type == PROXY_ST_LOCAL);
-    }
-    return true;
-}
-
 int proxy_icpt_listener_init(struct proxy_listener *l, const struct proxy_listener_cfg *lc,
                              const struct proxy_cfg *cfg, struct proxy_rt *rt,
                              struct proxy_metrics *pm, char **err)
@@ -466,8 +368,8 @@ int proxy_icpt_listener_init(struct proxy_listener *l, const struct proxy_listen
         r->alpn = copy_strv(&rc[i].application_protocols, &r->nalpn, false);
         parse_ports(&rc[i].destination_ports, r->ports, &r->nports);
         r->transport = rc[i].transport_protocol;
-        route_addr_init(r, &rc[i]);
-        ic->by_addr = ic->by_addr || r->by_addr;
+        r->am = proxy_addr_match_new(&rc[i].addr);
+        ic->by_addr = ic->by_addr || r->am;
         const struct proxy_weighted_cfg *wc = rc[i].weighted_clusters.v;
         r->nwc = rc[i].weighted_clusters.n;
         r->wc = sc_calloc(r->nwc ? r->nwc : 1, sizeof(*r->wc));
@@ -505,9 +407,7 @@ void proxy_icpt_listener_free(struct proxy_listener *l)
         }
         sc_free(r->server_names);
         sc_free(r->alpn);
-        sc_free(r->dranges);
-        sc_free(r->sranges);
-        sc_free(r->sports);
+        proxy_addr_match_free(r->am);
         sc_free(r->wc);
         sc_free(r->cum);
         sc_free(r->name);

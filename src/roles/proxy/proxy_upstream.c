@@ -582,6 +582,7 @@ bool proxy_original_dst(struct proxy_dconn *dc)
         return dc->od->has_orig;
     }
     dc->od->checked = true;
+    memset(&dc->od->dst, 0, sizeof(dc->od->dst));
     uv_os_fd_t fd;
     if (sc_xport_query(dc->x, SC_XQ_FD, &fd) < 0) {
         return false;
@@ -591,6 +592,9 @@ bool proxy_original_dst(struct proxy_dconn *dc)
     const struct sockaddr_storage *ss = &dc->od->orig;
     if (!dc->od->has_orig) {
         ss = local.ss_family != AF_UNSPEC ? &local : NULL;
+    }
+    if (ss) {
+        dc->od->dst = *ss;
     }
     dc->od->dport = !ss ? 0
                     : ss->ss_family == AF_INET6
