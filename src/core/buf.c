@@ -31,18 +31,9 @@ void sc_buf_cleanup(struct sc_buf *b)
     b->cap = 0;
 }
 
-static void grow(struct sc_buf *b, size_t need)
+/* Moves the contents into a block of exactly <cap> bytes (cap >= len). */
+static void resize(struct sc_buf *b, size_t cap)
 {
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < need) {
-        cap *= 2;
-    }
-    if (cap > b->max + 1) {
-        cap = b->max + 1; /* +1 leaves room for sc_buf_cstr's terminator */
-    }
-    if (cap < need) {
-        cap = need;
-    }
     if (b->sensitive && b->p) {
         /* realloc would free the old block with the secret still in it. */
         char *p = sc_malloc(cap);
@@ -55,6 +46,18 @@ static void grow(struct sc_buf *b, size_t need)
     b->cap = cap;
 }
 
+static void grow(struct sc_buf *b, size_t need)
+{
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need) {
+        cap *= 2;
+    }
+    if (cap > b->max + 1) {
+        cap = b->max + 1; /* +1 leaves room for sc_buf_cstr's terminator */
+    }
+    resize(b, cap < need ? need : cap);
+}
+
 int sc_buf_reserve(struct sc_buf *b, size_t n)
 {
     if (n > b->max || b->len > b->max - n) {
@@ -62,6 +65,17 @@ int sc_buf_reserve(struct sc_buf *b, size_t n)
     }
     if (b->len + n > b->cap) {
         grow(b, b->len + n);
+    }
+    return 0;
+}
+
+int sc_buf_reserve_exact(struct sc_buf *b, size_t n)
+{
+    if (n > b->max || b->len > b->max - n) {
+        return SC_ETOOBIG;
+    }
+    if (b->len + n > b->cap) {
+        resize(b, b->len + n);
     }
     return 0;
 }

@@ -29,6 +29,10 @@ void sc_buf_cleanup(struct sc_buf *b);
 /* Ensures room for <n> more bytes. Returns 0, or SC_ETOOBIG when len + n would pass the cap. */
 int sc_buf_reserve(struct sc_buf *b, size_t n);
 
+/* As sc_buf_reserve, but a block it must allocate holds exactly len + <n> bytes instead of the
+ * next doubling: for a buffer whose size is known ahead (later growth doubles from there). */
+int sc_buf_reserve_exact(struct sc_buf *b, size_t n);
+
 /* Appends <n> bytes. Returns 0 or SC_ETOOBIG (nothing appended). */
 int sc_buf_append(struct sc_buf *b, const void *p, size_t n);
 

@@ -92,6 +92,15 @@ static void test_buf_cap(void **state)
     assert_int_equal(b.len, 0);
     sc_buf_cleanup(&b);
     sc_buf_cleanup(&b);
+    /* an exact reservation allocates what it is asked, no more, and keeps the cap */
+    assert_int_equal(sc_buf_reserve_exact(&b, 7), 0);
+    assert_int_equal(b.cap, 7);
+    assert_int_equal(sc_buf_append(&b, "0123456", 7), 0);
+    assert_int_equal(b.cap, 7);
+    assert_int_equal(sc_buf_reserve_exact(&b, 4), SC_ETOOBIG);
+    assert_int_equal(sc_buf_reserve_exact(&b, 3), 0);
+    assert_int_equal(b.cap, 10);
+    sc_buf_cleanup(&b);
 }
 
 static void test_buf_growth(void **state)

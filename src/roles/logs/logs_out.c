@@ -525,11 +525,8 @@ void logs_out_append(struct logs_out *o, const struct logs_rec *r)
         size_t want = o->body_hint ? o->body_hint + o->body_hint / 2 + 4096 : SIZE_MAX;
         size_t cap = o->cfg->batch_bytes + 65536;
         cap = cap < (8u << 20) ? cap : (8u << 20); /* larger batches grow as they fill */
-        want = want < cap ? want : cap;
-        if (want <= o->building->body.max) {
-            o->building->body.p = sc_malloc(want);
-            o->building->body.cap = want;
-        }
+        (void)sc_buf_reserve_exact(&o->building->body,
+                                   want < cap ? want : cap); /* over max: none */
     }
     struct logs_batch *b = o->building;
     size_t before = b->body.len;
