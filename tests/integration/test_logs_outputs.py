@@ -126,10 +126,13 @@ def test_loki_out_of_order_timestamps_sorted_per_stream(sidecar_run, tmp_path, b
     assert [e[0] for e in loki.entries()] == sorted(t * 10**9 for t in ts)
 
 
-@pytest.mark.parametrize("encoding", ["json", "protobuf"])
-def test_loki_nanosecond_times_exact(sidecar_run, tmp_path, backend, loki_pb, encoding):
+@pytest.mark.parametrize("encoding,as_number", [("json", False), ("protobuf", False),
+                                               ("protobuf", True)])
+def test_loki_nanosecond_times_exact(sidecar_run, tmp_path, backend, loki_pb, encoding,
+                                     as_number):
     # Every digit of a time survives the push: seconds and nanoseconds (leading zeros, nines,
-    # times in different seconds), in the order written.
+    # times in different seconds), in the order written, whether the time is a JSON string or a
+    # JSON number (19 digits: more than a double holds).
     loki = backend(FakeLoki, loki_pb)
     out = {"type": "loki", "url": loki.url, "loki_encoding": encoding, "batch_wait": "100ms"}
     sc, d = start(sidecar_run, tmp_path, [out], parser="json", time_key="t",
@@ -137,7 +140,8 @@ def test_loki_nanosecond_times_exact(sidecar_run, tmp_path, backend, loki_pb, en
     base = 1796608800 * 10**9
     nanos = [0, 1, 9, 10, 99999999, 100000000, 123456789, 900000001, 999999999]
     ts = [base + k * 10**9 + n for k in range(3) for n in nanos]
-    (d / "app.log").write_text("".join(json.dumps({"t": str(t), "m": str(i)}) + "\n"
+    (d / "app.log").write_text("".join(json.dumps({"t": t if as_number else str(t),
+                                                   "m": str(i)}) + "\n"
                                        for i, t in enumerate(ts)))
     wait_until(lambda: len(loki.lines()) >= len(ts), timeout=10, what="loki lines")
     assert not loki.rejected

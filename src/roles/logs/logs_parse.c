@@ -295,20 +295,25 @@ static void extract_time(const struct logs_parse_cfg *pc, struct logs_ev *ev, in
     if (t->type == LOGS_V_STR) {
         rc = logs_parse_time(t->val, pc->time_format, &ns);
     } else if (t->type == LOGS_V_INT || t->type == LOGS_V_REAL) {
-        char tmp[64];
-        size_t n = t->val.len < sizeof(tmp) - 1 ? t->val.len : sizeof(tmp) - 1;
-        memcpy(tmp, t->val.p, n);
-        tmp[n] = 0;
-        double v = strtod(tmp, NULL);
-        double scale = 1e9;
+        int64_t scale = 1000000000;
         if (pc->time_format && strcmp(pc->time_format, "unix_ms") == 0) {
-            scale = 1e6;
+            scale = 1000000;
         } else if (pc->time_format && strcmp(pc->time_format, "unix_ns") == 0) {
             scale = 1;
         }
-        if (v >= 0 && v * scale < 9.0e18) {
-            ns = (int64_t)(v * scale);
-            rc = 0;
+        /* Digits with an optional fraction are read exactly (a time in nanoseconds needs more
+         * bits than a double holds); only an exponent goes through strtod. */
+        rc = parse_unix(t->val, scale, &ns);
+        if (rc != 0) {
+            char tmp[64];
+            size_t n = t->val.len < sizeof(tmp) - 1 ? t->val.len : sizeof(tmp) - 1;
+            memcpy(tmp, t->val.p, n);
+            tmp[n] = 0;
+            double v = strtod(tmp, NULL) * (double)scale;
+            if (v >= 0 && v < 9.0e18) {
+                ns = (int64_t)v;
+                rc = 0;
+            }
         }
     }
     if (rc == 0) {
