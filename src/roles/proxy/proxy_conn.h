@@ -499,8 +499,13 @@ void proxy_request_body_done(struct proxy_exch *ex);
  * for the next request (or closes it). */
 void proxy_finish_request(struct proxy_exch *ex);
 
-/* Arms the connection's one timer for its current state. */
+/* Arms the connection's one timer for its current state (an HTTP/2 stream's deadline, in
+ * dc->timer_due, is kept by its connection: proxy_h2_stream_due). */
 void proxy_arm_timer(struct proxy_dconn *dc);
+
+/* The deadline in dc->timer_due has passed (or an earlier one it was armed for): times out what
+ * is due for <dc>'s state, or arms the timer again. */
+void proxy_dconn_timeout(struct proxy_dconn *dc);
 
 /* The backoff/fault-delay timer: started for <ms>, or stopped. */
 void proxy_btimer_start(struct proxy_exch *ex, uint64_t ms);
@@ -690,6 +695,10 @@ void proxy_h2_stream_freed(struct proxy_dconn *dc);
 
 /* Frees stream struct <s> (NULL: nothing) kept by a recycled dconn. */
 void proxy_h2_stream_free(struct proxy_h2s *s);
+
+/* Stream <dc>'s deadline (dc->timer_due, not 0) was set: its connection's timer fires no later
+ * than it, and then calls proxy_dconn_timeout for each stream whose deadline passed. */
+void proxy_h2_stream_due(struct proxy_dconn *dc);
 
 /* Drain: GOAWAY to connection <dc>; it closes once its streams are done. */
 void proxy_h2_drain(struct proxy_dconn *dc);

@@ -1382,12 +1382,20 @@ void proxy_arm_timer(struct proxy_dconn *dc)
         return;
     }
     dc->timer_due = deadline > now ? deadline : now;
+    if (dc->h2s) {
+        proxy_h2_stream_due(dc); /* its connection's timer sweeps the streams */
+        return;
+    }
     uv_timer_start(&dc->timer, on_dtimer, dc->timer_due - now, 0);
 }
 
 static void on_dtimer(uv_timer_t *t)
 {
-    struct proxy_dconn *dc = t->data;
+    proxy_dconn_timeout(t->data);
+}
+
+void proxy_dconn_timeout(struct proxy_dconn *dc)
+{
     dc->timer_due = 0;
     struct proxy_worker *w = dc->w;
     struct proxy_exch *r = &dc->ex;
