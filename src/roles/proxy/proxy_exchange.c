@@ -513,9 +513,13 @@ void proxy_finish_request(struct proxy_exch *r)
         dc->od->stale = true; /* its answer is for a request that is over */
         uv_cancel((uv_req_t *)&dc->od->gai);
     }
-    /* The head buffers go back to the worker's pool. */
+    /* The head buffers go back to the worker's pool (a stream keeps a small head of its own). */
     proxy_hbuf_put(r->w, &r->copy);
-    proxy_hbuf_put(r->w, &r->head);
+    if (dc->h2s) {
+        proxy_hbuf_keep(r->w, &r->head);
+    } else {
+        proxy_hbuf_put(r->w, &r->head);
+    }
     proxy_btimer_stop(r);
     r->down->finish(r);
 }

@@ -936,12 +936,17 @@ void proxy_dconn_closed_one(struct proxy_dconn *dc)
 void proxy_dconn_recycle(struct proxy_dconn *dc)
 {
     struct proxy_worker *w = dc->w;
-    dc->in.start = dc->in.end = 0;
-    proxy_rbuf_put(w, &dc->in);
-    proxy_hbuf_put(w, &dc->out);
-    proxy_hbuf_put(w, &dc->ex.head);
-    proxy_hbuf_put(w, &dc->ex.copy);
     bool stream = dc->tx == NULL;
+    dc->in.start = dc->in.end = 0;
+    if (stream) {
+        proxy_rbuf_keep(w, &dc->in);
+        proxy_hbuf_keep(w, &dc->ex.head);
+    } else {
+        proxy_rbuf_put(w, &dc->in);
+        proxy_hbuf_put(w, &dc->ex.head);
+    }
+    proxy_hbuf_put(w, &dc->out);
+    proxy_hbuf_put(w, &dc->ex.copy);
     size_t *n = stream ? &w->nfree_sdc : &w->nfree_dc;
     if (*n < (stream ? MAX_FREE_STREAMS : MAX_FREE_DC) && !w->closed_all) {
         sc_list_append(stream ? &w->free_sdc : &w->free_dc, &dc->node);
@@ -1129,6 +1134,7 @@ struct proxy_dconn *proxy_dconn_alloc(struct proxy_worker *w, size_t lidx, struc
         dc = sc_list_entry(fl->next, struct proxy_dconn, node);
         sc_list_remove(&dc->node);
         struct sc_buf out = dc->out, head = dc->ex.head, copy = dc->ex.copy;
+        struct rbuf in = dc->in; /* a stream's small head block (proxy_rbuf_keep), else none */
         struct proxy_odst *od = dc->od;
         if (stream) {
             w->nfree_sdc--;
@@ -1148,6 +1154,7 @@ struct proxy_dconn *proxy_dconn_alloc(struct proxy_worker *w, size_t lidx, struc
             od->checked = od->has_orig = od->stale = false; /* per connection */
         }
         dc->out = out;
+        dc->in = in;
         dc->ex.head = head;
         dc->ex.copy = copy;
     } else {

@@ -951,7 +951,7 @@ static void h2_finish(struct proxy_exch *ex)
     s->eof = true;
     deliver(s); /* drops what is buffered of the body and reopens its window */
     dc->in.start = dc->in.end = 0;
-    proxy_rbuf_put(dc->w, &dc->in);
+    proxy_rbuf_keep(dc->w, &dc->in);
     if (s->deferred && !s->gone) {
         s->deferred = false;
         nghttp2_session_resume_data(s->c->s, s->id);
@@ -1032,7 +1032,8 @@ static size_t request_text(struct proxy_dconn *dc, const struct sc_http_msg *m, 
     if (!dc->in.p) {
         /* The head's own size, not a 16 KiB read buffer: the stream keeps it while its exchange
          * runs (ext_authz re-reads it), and with 500 streams in flight those buffers were most
-         * of the proxy's memory. proxy_rbuf_put frees it (it is not of the pool's size). */
+         * of the proxy's memory. The stream's dconn keeps it for its next stream (while small:
+         * proxy_rbuf_keep). */
         dc->in.p = sc_malloc(need);
         dc->in.cap = need;
     } else if (dc->in.cap < need) {
