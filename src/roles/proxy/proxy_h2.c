@@ -31,6 +31,7 @@
 #define H2S_OUT_MAX (512 * 1024)
 /* A stream struct is recycled with its dconn, and keeps its response buffer up to this size. */
 #define H2S_OUT_KEEP 1024
+#define H2S_OUT_MIN 64
 /* The connection's output is written in pieces of about this size. */
 #define H2C_WRITE 16384
 #define H2C_WBUF_MAX (1024 * 1024)
@@ -568,6 +569,15 @@ static int h2s_write(struct sc_xport *x, uv_buf_t *iov, unsigned n)
     if (s->out_off == s->out.len) {
         sc_buf_reset(&s->out);
         s->out_off = 0;
+    }
+    if (!s->out.p) {
+        /* A stream's first block has the size of its first write (at least H2S_OUT_MIN): small
+         * answers, hundreds in flight, do not each hold a default-sized block. */
+        size_t total = 0;
+        for (unsigned i = 0; i < n; i++) {
+            total += iov[i].len;
+        }
+        (void)sc_buf_reserve_exact(&s->out, total < H2S_OUT_MIN ? H2S_OUT_MIN : total);
     }
     for (unsigned i = 0; i < n; i++) {
         if (sc_buf_append(&s->out, iov[i].base, iov[i].len) < 0) {
