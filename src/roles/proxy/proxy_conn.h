@@ -173,6 +173,9 @@ struct proxy_down_ops {
 /* The exchange: one request and its response, from the parsed head to the log line. Routing,
  * policy, tries, timers and the access log act on it; the codec that carries it (proxy_h1.c) is
  * reached through <dc>. */
+/* The most of a request's path the access log records. */
+#define PROXY_LOG_PATH 256
+
 struct proxy_exch {
     struct proxy_worker *w;
     struct proxy_dconn *dc;  /* the downstream connection carrying it */
@@ -228,7 +231,8 @@ struct proxy_exch {
     bool retry_held;    /* a retry slot of bst */
     struct proxy_cluster_state *bst; /* the breakers the request holds slots of */
     char method[16];
-    char path[256];
+    char *path; /* the access log's path, up to PROXY_LOG_PATH bytes: a block made when the access
+                   log first needs it, kept by the dconn (none while the log is off) */
     size_t path_len;
     char request_id[64];
     size_t request_id_len;

@@ -962,6 +962,7 @@ void proxy_dconn_free(struct proxy_dconn *dc)
     sc_buf_cleanup(&dc->out);
     sc_buf_cleanup(&dc->ex.head);
     sc_buf_cleanup(&dc->ex.copy);
+    sc_free(dc->ex.path);
     sc_free(dc->od);
     if (dc->tx) {
         sc_free(dc->cl->trace); /* a connection's own client */
@@ -1135,6 +1136,7 @@ struct proxy_dconn *proxy_dconn_alloc(struct proxy_worker *w, size_t lidx, struc
         sc_list_remove(&dc->node);
         struct sc_buf out = dc->out, head = dc->ex.head, copy = dc->ex.copy;
         struct rbuf in = dc->in; /* a stream's small head block (proxy_rbuf_keep), else none */
+        char *path = dc->ex.path;
         struct proxy_odst *od = dc->od;
         if (stream) {
             w->nfree_sdc--;
@@ -1155,6 +1157,7 @@ struct proxy_dconn *proxy_dconn_alloc(struct proxy_worker *w, size_t lidx, struc
         }
         dc->out = out;
         dc->in = in;
+        dc->ex.path = path;
         dc->ex.head = head;
         dc->ex.copy = copy;
     } else {
