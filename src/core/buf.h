@@ -36,6 +36,16 @@ int sc_buf_reserve_exact(struct sc_buf *b, size_t n);
 /* Appends <n> bytes. Returns 0 or SC_ETOOBIG (nothing appended). */
 int sc_buf_append(struct sc_buf *b, const void *p, size_t n);
 
+/* sc_buf_reserve with the common case inline: a buffer that has the room already costs a
+ * compare, not a call (for appends of many small pieces in a row). */
+static inline int sc_buf_room(struct sc_buf *b, size_t n)
+{
+    if (n <= b->cap - b->len && n <= b->max - b->len) {
+        return 0;
+    }
+    return sc_buf_reserve(b, n);
+}
+
 static inline int sc_buf_append_str(struct sc_buf *b, struct sc_str s)
 {
     return sc_buf_append(b, s.p, s.len);

@@ -173,6 +173,9 @@ struct proxy_down_ops {
 /* The exchange: one request and its response, from the parsed head to the log line. Routing,
  * policy, tries, timers and the access log act on it; the codec that carries it (proxy_h1.c) is
  * reached through <dc>. */
+/* The most of a request's path the access log records. */
+#define PROXY_LOG_PATH 256
+
 struct proxy_exch {
     struct proxy_worker *w;
     struct proxy_dconn *dc;  /* the downstream connection carrying it */
@@ -228,7 +231,8 @@ struct proxy_exch {
     bool retry_held;    /* a retry slot of bst */
     struct proxy_cluster_state *bst; /* the breakers the request holds slots of */
     char method[16];
-    char path[256];
+    char *path; /* the access log's path, up to PROXY_LOG_PATH bytes: a block made when the access
+                   log first needs it, kept by the dconn (none while the log is off) */
     size_t path_len;
     char request_id[64];
     size_t request_id_len;
@@ -347,6 +351,12 @@ void proxy_rbuf_get(struct proxy_worker *w, struct rbuf *b);
 
 /* Gives an empty read buffer back (a grown one is freed: big heads are rare). */
 void proxy_rbuf_put(struct proxy_worker *w, struct rbuf *b);
+
+/* proxy_rbuf_put and proxy_hbuf_put for an HTTP/2 stream's buffers: a small block of its own
+ * (up to 1 KiB) is emptied and kept, to serve the next stream of the recycled dconn without a
+ * malloc and a free per request; others are given back. */
+void proxy_rbuf_keep(struct proxy_worker *w, struct rbuf *b);
+void proxy_hbuf_keep(struct proxy_worker *w, struct sc_buf *b);
 
 /* Makes room at the end of <b>: moves data to the front, or grows up to <max>. */
 void proxy_rbuf_room(struct rbuf *b, size_t max);
@@ -499,8 +509,13 @@ void proxy_request_body_done(struct proxy_exch *ex);
  * for the next request (or closes it). */
 void proxy_finish_request(struct proxy_exch *ex);
 
-/* Arms the connection's one timer for its current state. */
+/* Arms the connection's one timer for its current state (an HTTP/2 stream's deadline, in
+ * dc->timer_due, is kept by its connection: proxy_h2_stream_due). */
 void proxy_arm_timer(struct proxy_dconn *dc);
+
+/* The deadline in dc->timer_due has passed (or an earlier one it was armed for): times out what
+ * is due for <dc>'s state, or arms the timer again. */
+void proxy_dconn_timeout(struct proxy_dconn *dc);
 
 /* The backoff/fault-delay timer: started for <ms>, or stopped. */
 void proxy_btimer_start(struct proxy_exch *ex, uint64_t ms);
@@ -690,6 +705,10 @@ void proxy_h2_stream_freed(struct proxy_dconn *dc);
 
 /* Frees stream struct <s> (NULL: nothing) kept by a recycled dconn. */
 void proxy_h2_stream_free(struct proxy_h2s *s);
+
+/* Stream <dc>'s deadline (dc->timer_due, not 0) was set: its connection's timer fires no later
+ * than it, and then calls proxy_dconn_timeout for each stream whose deadline passed. */
+void proxy_h2_stream_due(struct proxy_dconn *dc);
 
 /* Drain: GOAWAY to connection <dc>; it closes once its streams are done. */
 void proxy_h2_drain(struct proxy_dconn *dc);

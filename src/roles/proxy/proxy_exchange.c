@@ -178,10 +178,10 @@ void proxy_request_body_done(struct proxy_exch *r)
         proxy_mirror_start(r);
     }
 }
-/* Zeroes <r> but for the buffers written before they are read: the access log's path and the
- * request id (read up to their lengths, which are zeroed) and the chunked decoders (initialised
- * when a body is chunked). They are 500 of the exchange's 1,000 bytes, which every request
- * clears. A field added between them fails the assertions instead of staying unzeroed. */
+/* Zeroes <r> but for what is written before it is read: the access log's path block (kept) and
+ * the request id (read up to their lengths, which are zeroed) and the chunked decoders
+ * (initialised when a body is chunked). They are 250 of the exchange's 900 bytes, which every
+ * request clears. A field added between them fails the assertions instead of staying unzeroed. */
 #define EX_OFF(f) offsetof(struct proxy_exch, f)
 #define EX_END(f) (EX_OFF(f) + sizeof(((struct proxy_exch *)0)->f))
 _Static_assert(EX_OFF(rch) == EX_END(ch), "ch and rch must be adjacent (zero_exch)");
@@ -279,9 +279,12 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
     if (r->rt->access_log) {
         struct sc_str logged = r->is_connect ? m->target : origin;
         size_t slash = logged.len && logged.p[0] == '?';
+        if (!r->path) {
+            r->path = sc_malloc(PROXY_LOG_PATH);
+        }
         r->path[0] = '/';
         r->path_len =
-            slash + (logged.len < sizeof(r->path) - slash ? logged.len : sizeof(r->path) - slash);
+            slash + (logged.len < PROXY_LOG_PATH - slash ? logged.len : PROXY_LOG_PATH - slash);
         memcpy(r->path + slash, logged.p, r->path_len - slash);
     }
     if (r->rt->trace) {
@@ -513,9 +516,13 @@ void proxy_finish_request(struct proxy_exch *r)
         dc->od->stale = true; /* its answer is for a request that is over */
         uv_cancel((uv_req_t *)&dc->od->gai);
     }
-    /* The head buffers go back to the worker's pool. */
+    /* The head buffers go back to the worker's pool (a stream keeps a small head of its own). */
     proxy_hbuf_put(r->w, &r->copy);
-    proxy_hbuf_put(r->w, &r->head);
+    if (dc->h2s) {
+        proxy_hbuf_keep(r->w, &r->head);
+    } else {
+        proxy_hbuf_put(r->w, &r->head);
+    }
     proxy_btimer_stop(r);
     r->down->finish(r);
 }

@@ -936,12 +936,17 @@ void proxy_dconn_closed_one(struct proxy_dconn *dc)
 void proxy_dconn_recycle(struct proxy_dconn *dc)
 {
     struct proxy_worker *w = dc->w;
-    dc->in.start = dc->in.end = 0;
-    proxy_rbuf_put(w, &dc->in);
-    proxy_hbuf_put(w, &dc->out);
-    proxy_hbuf_put(w, &dc->ex.head);
-    proxy_hbuf_put(w, &dc->ex.copy);
     bool stream = dc->tx == NULL;
+    dc->in.start = dc->in.end = 0;
+    if (stream) {
+        proxy_rbuf_keep(w, &dc->in);
+        proxy_hbuf_keep(w, &dc->ex.head);
+    } else {
+        proxy_rbuf_put(w, &dc->in);
+        proxy_hbuf_put(w, &dc->ex.head);
+    }
+    proxy_hbuf_put(w, &dc->out);
+    proxy_hbuf_put(w, &dc->ex.copy);
     size_t *n = stream ? &w->nfree_sdc : &w->nfree_dc;
     if (*n < (stream ? MAX_FREE_STREAMS : MAX_FREE_DC) && !w->closed_all) {
         sc_list_append(stream ? &w->free_sdc : &w->free_dc, &dc->node);
@@ -957,6 +962,7 @@ void proxy_dconn_free(struct proxy_dconn *dc)
     sc_buf_cleanup(&dc->out);
     sc_buf_cleanup(&dc->ex.head);
     sc_buf_cleanup(&dc->ex.copy);
+    sc_free(dc->ex.path);
     sc_free(dc->od);
     if (dc->tx) {
         sc_free(dc->cl->trace); /* a connection's own client */
@@ -1129,6 +1135,8 @@ struct proxy_dconn *proxy_dconn_alloc(struct proxy_worker *w, size_t lidx, struc
         dc = sc_list_entry(fl->next, struct proxy_dconn, node);
         sc_list_remove(&dc->node);
         struct sc_buf out = dc->out, head = dc->ex.head, copy = dc->ex.copy;
+        struct rbuf in = dc->in; /* a stream's small head block (proxy_rbuf_keep), else none */
+        char *path = dc->ex.path;
         struct proxy_odst *od = dc->od;
         if (stream) {
             w->nfree_sdc--;
@@ -1148,6 +1156,8 @@ struct proxy_dconn *proxy_dconn_alloc(struct proxy_worker *w, size_t lidx, struc
             od->checked = od->has_orig = od->stale = false; /* per connection */
         }
         dc->out = out;
+        dc->in = in;
+        dc->ex.path = path;
         dc->ex.head = head;
         dc->ex.copy = copy;
     } else {
@@ -1382,12 +1392,20 @@ void proxy_arm_timer(struct proxy_dconn *dc)
         return;
     }
     dc->timer_due = deadline > now ? deadline : now;
+    if (dc->h2s) {
+        proxy_h2_stream_due(dc); /* its connection's timer sweeps the streams */
+        return;
+    }
     uv_timer_start(&dc->timer, on_dtimer, dc->timer_due - now, 0);
 }
 
 static void on_dtimer(uv_timer_t *t)
 {
-    struct proxy_dconn *dc = t->data;
+    proxy_dconn_timeout(t->data);
+}
+
+void proxy_dconn_timeout(struct proxy_dconn *dc)
+{
     dc->timer_due = 0;
     struct proxy_worker *w = dc->w;
     struct proxy_exch *r = &dc->ex;

@@ -31,6 +31,7 @@
 #define H2S_OUT_MAX (512 * 1024)
 /* A stream struct is recycled with its dconn, and keeps its response buffer up to this size. */
 #define H2S_OUT_KEEP 1024
+#define H2S_OUT_MIN 64
 /* The connection's output is written in pieces of about this size. */
 #define H2C_WRITE 16384
 #define H2C_WBUF_MAX (1024 * 1024)
@@ -42,127 +43,6 @@
 #define H2C_PACK_AT 4
 
 static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-const struct sc_opt proxy_h2_listener_opts[] = {
-    { .name = "enabled",
-      .type = SC_OPT_BOOL,
-      .offset = offsetof(struct proxy_h2_lcfg, enabled),
-      .def = "true",
-      .help = "serve HTTP/2: h2c with prior knowledge (told from HTTP/1 by the connection "
-              "preface) on plaintext, h2 by ALPN over TLS (offered as \"h2, http/1.1\" when "
-              "tls.alpn is not set); false: HTTP/1 only, h2 never selected",
-      .flags = SC_OPT_RESTART },
-    { .name = "only",
-      .type = SC_OPT_BOOL,
-      .offset = offsetof(struct proxy_h2_lcfg, only),
-      .def = "false",
-      .help = "serve HTTP/2 alone (Envoy's codec_type HTTP2): a plaintext connection must open "
-              "with the preface (h2c with prior knowledge), TLS offers only h2 by ALPN when "
-              "tls.alpn is not set, and an HTTP/1 request is answered 505 and its connection "
-              "closed",
-      .flags = SC_OPT_RESTART },
-    { .name = "max_concurrent_streams",
-      .type = SC_OPT_INT,
-      .offset = offsetof(struct proxy_h2_lcfg, max_concurrent_streams),
-      .def = "100",
-      .help = "SETTINGS_MAX_CONCURRENT_STREAMS: streams a client may have open at once (more are "
-              "refused with REFUSED_STREAM)",
-      .min = 1,
-      .max = 10000 },
-    { .name = "initial_stream_window_size",
-      .type = SC_OPT_SIZE,
-      .offset = offsetof(struct proxy_h2_lcfg, initial_stream_window_size),
-      .def = "64KiB",
-      .help = "SETTINGS_INITIAL_WINDOW_SIZE: request body bytes a stream may send before the "
-              "proxy has passed them upstream (the most it buffers per stream)",
-      .min = 16384,
-      .max = 16777216 },
-    { .name = "initial_connection_window_size",
-      .type = SC_OPT_SIZE,
-      .offset = offsetof(struct proxy_h2_lcfg, initial_connection_window_size),
-      .def = "1MiB",
-      .help = "request body bytes all the streams of a connection may have in flight",
-      .min = 65535,
-      .max = 2147483647 },
-    { .name = "max_header_list_size",
-      .type = SC_OPT_SIZE,
-      .offset = offsetof(struct proxy_h2_lcfg, max_header_list_size),
-      .def = "64KiB",
-      .help = "SETTINGS_MAX_HEADER_LIST_SIZE: a request's header block (names, values and 32 "
-              "bytes per field), larger ones answered 431",
-      .min = 1024,
-      .max = 1048576 },
-    { .name = "stream_reset_burst",
-      .type = SC_OPT_INT,
-      .offset = offsetof(struct proxy_h2_lcfg, stream_reset_burst),
-      .def = "1000",
-      .help = "Rapid Reset (CVE-2023-44487) bound: RST_STREAM frames a client may send at once; "
-              "past this and stream_reset_rate the connection gets GOAWAY",
-      .min = 1,
-      .max = 1000000 },
-    { .name = "stream_reset_rate",
-      .type = SC_OPT_INT,
-      .offset = offsetof(struct proxy_h2_lcfg, stream_reset_rate),
-      .def = "33",
-      .help = "RST_STREAM frames per second a client regains after the burst",
-      .min = 1,
-      .max = 1000000 },
-    { .name = "keepalive_interval",
-      .type = SC_OPT_DURATION,
-      .offset = offsetof(struct proxy_h2_lcfg, keepalive_interval_ms),
-      .def = "0s",
-      .help = "a client connection nothing was received on for this long is sent a PING, "
-              "whether streams are open or not (Envoy's connection_keepalive.interval; 0: "
-              "never)" },
-    { .name = "keepalive_timeout",
-      .type = SC_OPT_DURATION,
-      .offset = offsetof(struct proxy_h2_lcfg, keepalive_timeout_ms),
-      .def = "20s",
-      .help = "a PING neither answered nor followed by any frame within this closes the "
-              "connection with GOAWAY (reason ping_timeout); its open streams end as reset",
-      .min = 1 },
-    { 0 },
-};
-
-static const char *const ga_names[PROXY_H2_GA_N] = {
-    "drain", "idle", "protocol_error", "rapid_reset", "flood", "ping_timeout", "other",
-};
-
-void proxy_h2_metrics_init(struct proxy_metrics *pm)
-{
-    static const char *const ll[] = { "listener", NULL };
-    static const char *const gl[] = { "listener", "reason", NULL };
-    pm->h2_conns =
-        sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_http2_connections_total",
-                          "Client connections that spoke HTTP/2 (h2c or h2).", ll, NULL, 0);
-    pm->h2_streams =
-        sc_metrics_family(pm->reg, SC_METRIC_COUNTER, "sidecar_http2_streams_total",
-                          "Requests received on HTTP/2 streams (each is also counted in "
-                          "sidecar_requests_total, with protocol HTTP/2 in the access log).",
-                          ll, NULL, 0);
-    pm->h2_refused = sc_metrics_family(
-        pm->reg, SC_METRIC_COUNTER, "sidecar_http2_refused_streams_total",
-        "Streams refused (REFUSED_STREAM) because the client passed max_concurrent_streams.", ll,
-        NULL, 0);
-    pm->h2_goaway = sc_metrics_family(
-        pm->reg, SC_METRIC_COUNTER, "sidecar_http2_goaway_total",
-        "GOAWAY frames sent to clients, by reason: drain, idle, protocol_error, rapid_reset (the "
-        "RST_STREAM rate bound), flood (SETTINGS, PING or other frames the client made us queue, "
-        "CONTINUATION floods), ping_timeout (a keepalive PING left unanswered), other.",
-        gl, NULL, 0);
-}
-
-void proxy_h2_listener_metrics(struct proxy_listener *l, struct proxy_metrics *pm)
-{
-    const char *lv[] = { l->name, NULL };
-    l->h2m.conns = sc_metrics_get(pm->h2_conns, lv);
-    l->h2m.streams = sc_metrics_get(pm->h2_streams, lv);
-    l->h2m.refused = sc_metrics_get(pm->h2_refused, lv);
-    for (int i = 0; i < PROXY_H2_GA_N; i++) {
-        const char *gv[] = { l->name, ga_names[i], NULL };
-        l->h2m.goaway[i] = sc_metrics_get(pm->h2_goaway, gv);
-    }
-}
 
 struct proxy_h2c;
 
@@ -203,6 +83,9 @@ struct proxy_h2c {
     uint64_t idle_since;        /* loop time <nopen> last became 0 (idle_timeout counts from it) */
     uint64_t last_rx;           /* loop time bytes last arrived (keepalive counts from it) */
     uint64_t ping_sent;         /* loop time of our keepalive PING awaiting its ACK, 0: none */
+    uint64_t sdue;              /* no open stream's deadline (dc->timer_due) is earlier than this
+                                   (UINT64_MAX: none is armed): the timer sweeps them then */
+    uint64_t tdue;              /* loop time the connection's timer fires at; 0: not armed */
     size_t nalive;              /* stream dconns not freed yet */
     struct sc_buf wbuf;         /* frames to write */
     uv_check_t check;           /* flushes once per loop iteration what the streams produced */
@@ -451,6 +334,56 @@ static uint64_t ka_due(const struct proxy_h2c *c)
     return c->last_rx + c->cfg.keepalive_interval_ms;
 }
 
+/* Times out the streams whose deadlines passed (proxy_dconn_timeout, or the stream idle timeout
+ * of a stream whose exchange is over) and lowers c->sdue to the earliest deadline left. One
+ * timer per connection instead of one per stream: the deadlines that hundreds of streams in
+ * flight set and clear cost no timer-heap work. */
+static void sweep(struct proxy_h2c *c, uint64_t now)
+{
+    uint64_t next = UINT64_MAX, idle = c->dc->w->rt->stream_idle_timeout_ms;
+    c->sdue = UINT64_MAX; /* streams armed again while sweeping lower it */
+    struct sc_list *pos, *tmp;
+    sc_list_foreach(pos, tmp, &c->streams)
+    {
+        struct proxy_dconn *sdc = sc_list_entry(pos, struct proxy_dconn, node);
+        if (!sdc->timer_due) {
+            continue;
+        }
+        if (sdc->state == D_H2) {
+            /* The exchange is over but the client does not read the rest of the response (a
+             * zero window): reset after stream_idle_timeout without progress, so a client
+             * cannot hold streams and their buffers open forever. */
+            sdc->timer_due = sdc->last_activity + idle;
+            if (now < sdc->timer_due) {
+                next = sdc->timer_due < next ? sdc->timer_due : next;
+                continue;
+            }
+            sdc->timer_due = 0;
+            proxy_dconn_close(sdc);
+        } else if (now < sdc->timer_due) {
+            next = sdc->timer_due < next ? sdc->timer_due : next;
+            continue;
+        } else {
+            proxy_dconn_timeout(sdc);
+        }
+        if (c->closing) {
+            return;
+        }
+    }
+    if (next < c->sdue) {
+        c->sdue = next;
+    }
+}
+
+void proxy_h2_stream_due(struct proxy_dconn *dc)
+{
+    struct proxy_h2c *c = dc->h2s->c;
+    if (dc->timer_due < c->sdue) {
+        c->sdue = dc->timer_due;
+        h2c_arm(c);
+    }
+}
+
 static void on_h2c_timer(uv_timer_t *t)
 {
     struct proxy_dconn *dc = t->data;
@@ -458,6 +391,7 @@ static void on_h2c_timer(uv_timer_t *t)
     if (!c || dc->state == D_CLOSING) {
         return;
     }
+    c->tdue = 0;
     if (c->dead || (c->draining && c->nopen == 0)) {
         proxy_dconn_close(dc);
         return;
@@ -486,6 +420,7 @@ static void on_h2c_timer(uv_timer_t *t)
         h2_flush(c);
         if (!c->dead) {
             uv_timer_start(&dc->timer, on_h2c_timer, H2C_LINGER_MS, 0);
+            c->tdue = now + H2C_LINGER_MS;
             c->dead = true;
         }
         return;
@@ -498,30 +433,46 @@ static void on_h2c_timer(uv_timer_t *t)
             return;
         }
     }
+    if (now >= c->sdue) {
+        sweep(c, now);
+        if (c->closing) {
+            return;
+        }
+    }
     h2c_arm(c);
 }
 
 /* Arms the connection's timer for its nearest deadline: a deferred close, the idle timeout (no
- * stream open), the keepalive PING or its answer. */
+ * stream open), the keepalive PING or its answer, a stream's deadline. A timer already armed
+ * for that time or an earlier one is left alone: on_h2c_timer re-evaluates when it fires. */
 static void h2c_arm(struct proxy_h2c *c)
 {
     struct proxy_dconn *dc = c->dc;
     if (c->closing) {
         return;
     }
+    uint64_t now = uv_now(dc->w->loop), due;
     if (c->dead || (c->draining && c->nopen == 0)) {
-        uv_timer_start(&dc->timer, on_h2c_timer, c->wpending ? H2C_LINGER_MS : 0, 0);
+        due = now + (c->wpending ? H2C_LINGER_MS : 0);
+        uv_timer_start(&dc->timer, on_h2c_timer, due - now, 0);
+        c->tdue = due;
         return;
     }
-    uint64_t now = uv_now(dc->w->loop), due = ka_due(c);
+    due = ka_due(c);
     if (c->nopen == 0 && !c->draining && c->idle_since + dc->w->rt->idle_timeout_ms < due) {
         due = c->idle_since + dc->w->rt->idle_timeout_ms;
     }
-    if (due == UINT64_MAX) {
-        uv_timer_stop(&dc->timer);
+    if (c->sdue < due) {
+        due = c->sdue;
+    }
+    if (c->tdue && c->tdue <= due) {
         return;
     }
-    uv_timer_start(&dc->timer, on_h2c_timer, due > now ? due - now : 0, 0);
+    if (due == UINT64_MAX) {
+        return; /* nothing to wait for, and the timer is not armed */
+    }
+    c->tdue = due > now ? due : now;
+    uv_timer_start(&dc->timer, on_h2c_timer, c->tdue - now, 0);
 }
 
 /* ---- the stream transport ---- */
@@ -618,6 +569,15 @@ static int h2s_write(struct sc_xport *x, uv_buf_t *iov, unsigned n)
     if (s->out_off == s->out.len) {
         sc_buf_reset(&s->out);
         s->out_off = 0;
+    }
+    if (!s->out.p) {
+        /* A stream's first block has the size of its first write (at least H2S_OUT_MIN): small
+         * answers, hundreds in flight, do not each hold a default-sized block. */
+        size_t total = 0;
+        for (unsigned i = 0; i < n; i++) {
+            total += iov[i].len;
+        }
+        (void)sc_buf_reserve_exact(&s->out, total < H2S_OUT_MIN ? H2S_OUT_MIN : total);
     }
     for (unsigned i = 0; i < n; i++) {
         if (sc_buf_append(&s->out, iov[i].base, iov[i].len) < 0) {
@@ -976,23 +936,6 @@ int proxy_h2_resp_head(struct proxy_dconn *dc, const struct sc_http_msg *m)
     return submit_head(s, r->rbody != B_NONE && !(r->rbody == B_LENGTH && r->rremaining == 0));
 }
 
-/* A stream whose exchange is over still has response bytes for a client that does not read them
- * (a zero window): after stream_idle_timeout without progress it is reset, so a client cannot
- * hold streams and their buffers open forever. */
-static void on_h2s_timer(uv_timer_t *t)
-{
-    struct proxy_dconn *dc = t->data;
-    if (dc->state != D_H2) {
-        return;
-    }
-    uint64_t now = uv_now(dc->w->loop), idle = dc->w->rt->stream_idle_timeout_ms;
-    if (now < dc->last_activity + idle) {
-        uv_timer_start(&dc->timer, on_h2s_timer, dc->last_activity + idle - now, 0);
-        return;
-    }
-    proxy_dconn_close(dc);
-}
-
 /* The exchange is logged: the stream ends once the provider has sent what is buffered (a
  * client still sending its body is then told to stop, RST_STREAM NO_ERROR, from
  * on_frame_send). The dconn stays until nghttp2 closes the stream. */
@@ -1007,12 +950,18 @@ static void h2_finish(struct proxy_exch *ex)
         return;
     }
     dc->state = D_H2;
-    dc->timer_due = 0;
-    uv_timer_start(&dc->timer, on_h2s_timer, dc->w->rt->stream_idle_timeout_ms, 0);
+    /* The stream idle timeout runs from now until the client has taken the response (sweep): a
+     * deadline the exchange left armed earlier than that is kept, and re-evaluated then. */
+    dc->last_activity = uv_now(dc->w->loop);
+    uint64_t due = dc->last_activity + dc->w->rt->stream_idle_timeout_ms;
+    if (!dc->timer_due || dc->timer_due > due) {
+        dc->timer_due = due;
+        proxy_h2_stream_due(dc);
+    }
     s->eof = true;
     deliver(s); /* drops what is buffered of the body and reopens its window */
     dc->in.start = dc->in.end = 0;
-    proxy_rbuf_put(dc->w, &dc->in);
+    proxy_rbuf_keep(dc->w, &dc->in);
     if (s->deferred && !s->gone) {
         s->deferred = false;
         nghttp2_session_resume_data(s->c->s, s->id);
@@ -1093,7 +1042,8 @@ static size_t request_text(struct proxy_dconn *dc, const struct sc_http_msg *m, 
     if (!dc->in.p) {
         /* The head's own size, not a 16 KiB read buffer: the stream keeps it while its exchange
          * runs (ext_authz re-reads it), and with 500 streams in flight those buffers were most
-         * of the proxy's memory. proxy_rbuf_put frees it (it is not of the pool's size). */
+         * of the proxy's memory. The stream's dconn keeps it for its next stream (while small:
+         * proxy_rbuf_keep). */
         dc->in.p = sc_malloc(need);
         dc->in.cap = need;
     } else if (dc->in.cap < need) {
@@ -1399,6 +1349,7 @@ void proxy_h2_start(struct proxy_dconn *dc)
     c->cfg = w->rt->listeners[dc->lidx].http2;
     c->m = w->rt->listeners[dc->lidx].h2m;
     c->ga_reason = -1;
+    c->sdue = UINT64_MAX;
     c->idle_since = c->last_rx = uv_now(w->loop);
     sc_metrics_counter_inc(c->m.conns);
     sc_list_init(&c->streams);

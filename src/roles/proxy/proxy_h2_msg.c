@@ -212,11 +212,16 @@ static int store(struct proxy_h2_head *hd, struct sc_str name, struct sc_str val
         return PROXY_H2_TOO_BIG;
     }
     size_t at = hd->store.len;
-    if (sc_buf_append(&hd->store, name.p, name.len) < 0 ||
-        sc_buf_append(&hd->store, value.p, value.len) < 0) {
-        hd->store.len = at;
+    if (sc_buf_room(&hd->store, name.len + value.len) < 0) {
         return PROXY_H2_TOO_BIG;
     }
+    if (name.len) {
+        memcpy(hd->store.p + at, name.p, name.len);
+    }
+    if (value.len) {
+        memcpy(hd->store.p + at + name.len, value.p, value.len);
+    }
+    hd->store.len += name.len + value.len;
     hd->f[hd->n++] = (struct proxy_h2_field){ (uint32_t)at, (uint32_t)name.len,
                                               (uint32_t)(at + name.len), (uint32_t)value.len };
     return PROXY_H2_OK;
@@ -538,7 +543,7 @@ static int out_add(struct proxy_h2_out *o, struct sc_str name, struct sc_str val
         return o->err = SC_ETOOBIG;
     }
     size_t at = o->store.len;
-    if (sc_buf_reserve(&o->store, name.len + value.len) < 0) {
+    if (sc_buf_room(&o->store, name.len + value.len) < 0) {
         return o->err = SC_ETOOBIG;
     }
     lower_copy(o->store.p + at, name.p, name.len);

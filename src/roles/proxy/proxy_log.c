@@ -241,7 +241,7 @@ void proxy_access_log(struct proxy_exch *r, double dur)
     }
     char flags[64], path[600], ua[16];
     size_t plen = 0, mlen = 0;
-    sc_json_escape(path, sizeof(path), &plen, r->path, r->path_len);
+    sc_json_escape(path, sizeof(path), &plen, r->path_len ? r->path : "", r->path_len);
     sc_json_escape(ua, sizeof(ua), &mlen, r->method, strlen(r->method));
     char rid[140];
     size_t rlen = 0;

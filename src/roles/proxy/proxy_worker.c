@@ -105,6 +105,19 @@ void proxy_rbuf_put(struct proxy_worker *w, struct rbuf *b)
     b->cap = b->start = b->end = 0;
 }
 
+/* An HTTP/2 stream's small blocks of its own (its request head, its upstream head) stay with its
+ * dconn up to this size, recycled with it, for the next stream's request. */
+#define STREAM_KEEP 1024
+
+void proxy_rbuf_keep(struct proxy_worker *w, struct rbuf *b)
+{
+    if (b->p && b->start == b->end && b->cap <= STREAM_KEEP) {
+        b->start = b->end = 0;
+        return;
+    }
+    proxy_rbuf_put(w, b);
+}
+
 /* Head buffers (the upstream request head, the client's response head, the retry copy of a
  * request body) come from a second bounded pool, lent while a request runs and given back when
  * it finishes, so an idle keep-alive connection holds no buffer at all. One that grew past HBUF
@@ -143,6 +156,15 @@ void proxy_hbuf_put(struct proxy_worker *w, struct sc_buf *b)
     pool_give(w, &w->hbufs, b->p, b->cap == HBUF);
     b->p = NULL;
     b->cap = b->len = 0;
+}
+
+void proxy_hbuf_keep(struct proxy_worker *w, struct sc_buf *b)
+{
+    if (b->p && b->cap <= STREAM_KEEP) {
+        b->len = 0;
+        return;
+    }
+    proxy_hbuf_put(w, b);
 }
 
 /* Makes room at the end of <b>: moves data to the front, or grows up to <max>. */
