@@ -527,8 +527,9 @@ int proxy_trace_headers(struct proxy_exch *ex, proxy_trace_put_cb put, void *arg
  * x-b3-*), so a codec drops the client's copy when the exchange traces. */
 bool proxy_trace_owns_header(struct sc_str name);
 
-/* Records what the upstream response head <m> says (gRPC status). */
-void proxy_trace_response(struct proxy_exch *ex, const struct sc_http_msg *m);
+/* Records the value <v> of the upstream response head's first grpc-status field (a codec passing
+ * over the head's fields hands it here) in the exchange's span, which must be set. */
+void proxy_trace_grpc_status(struct proxy_exch *ex, struct sc_str v);
 
 /* Adds event <name> (a literal: "retry", "per_try_timeout") to the exchange's span, if any. */
 void proxy_trace_event_n(struct proxy_exch *ex, const char *name, size_t nlen);
