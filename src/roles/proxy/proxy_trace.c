@@ -442,14 +442,15 @@ static uint64_t at(const struct proxy_span *s, uint64_t start, uint64_t mono)
     return s->start_ns + (mono > start ? mono - start : 0);
 }
 
-/* A random non-zero id of 8 bytes (a span id, half a trace id). */
-static void rand_id(struct proxy_worker *w, uint8_t out[8])
+/* A random non-zero id of 8 bytes (a span id, half a trace id); returns it as a number. */
+static uint64_t rand_id(struct proxy_worker *w, uint8_t out[8])
 {
     uint64_t r;
     do {
         r = proxy_rand(w);
     } while (r == 0);
     memcpy(out, &r, 8);
+    return r;
 }
 
 /* The port of a Host value ("h:8080", "[::1]:8080"), or <def>; sets <*host> to the name. */
@@ -605,9 +606,12 @@ void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
     }
     struct proxy_trace_ctx c = { 0 };
     bool w3c = tp.p && proxy_traceparent_parse(tp, &c) == 0;
-    if (!w3c && !(b3.p && proxy_b3_parse(b3, &c) == 0)) {
+    if (!w3c && !(b3.p && proxy_b3_parse(b3, &c) == 0) && (bt.p || bs.p || bsm.p || bf.p)) {
         (void)proxy_b3_multi_parse(bt, bs, bsm, bf, &c);
     }
+    /* This hop's span id is random whatever the context says: its high half is the sampling
+     * draw, as a ratio sampler draws from an id rather than from a generator of its own. */
+    uint64_t sid = rand_id(ex->w, t->span_id);
     t->on = true;
     t->debug = c.sampling == PROXY_TRACE_DEBUG;
     if (forced || c.sampling == PROXY_TRACE_DEBUG || c.sampling == PROXY_TRACE_ACCEPT) {
@@ -616,8 +620,7 @@ void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
         t->sampled = false;
     } else {
         /* A draw in [0, 1000000) by multiply and shift (no division). */
-        t->sampled = tr->threshold &&
-                     (uint32_t)(((proxy_rand(ex->w) >> 32) * 1000000u) >> 32) < tr->threshold;
+        t->sampled = (uint32_t)(((sid >> 32) * 1000000u) >> 32) < tr->threshold;
     }
     if (c.has_ids) {
         memcpy(t->trace_id, c.trace_id, 16);
@@ -627,7 +630,6 @@ void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
         rand_id(ex->w, t->trace_id);
         rand_id(ex->w, t->trace_id + 8);
     }
-    rand_id(ex->w, t->span_id);
     if (!t->sampled) {
         return;
     }
