@@ -793,8 +793,10 @@ static void end_piece(struct proxy_exch *ex, const struct proxy_span *s,
  * flag, no TLS, and room for all of it. Writes the same bytes in the same order as the general
  * path below, with one cursor and one check of room and slots up front. Returns false (having
  * written nothing) when the span is not of that shape. */
-static bool end_fast(struct proxy_exch *ex, struct proxy_span *s, const struct proxy_trace_rt *tr,
-                     const struct proxy_span_conn *pc)
+static inline __attribute__((always_inline)) bool end_fast(struct proxy_exch *ex,
+                                                           struct proxy_span *s,
+                                                           const struct proxy_trace_rt *tr,
+                                                           const struct proxy_span_conn *pc)
 {
     /* http.response.status_code's head for a two-byte value: ATTR, 32, KEY, 25, the key, VALUE,
      * 3, INT (proxy_span_int_n's bytes). */
