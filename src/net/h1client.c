@@ -484,9 +484,9 @@ struct sc_h1cli_named {
     struct sc_h1cli *cli;
     sc_h1cli_done_cb cb;
     void *arg;
-    struct sc_h1cli_req req; /* the options; the request itself is in <raw> (or req.iov) */
+    struct sc_h1cli_req req; /* the options; the request itself is in <raw> (or req.iov, the
+                                caller's array: borrowed until the callback) */
     struct sc_buf raw;
-    uv_buf_t *iov; /* the copy req.iov points at: resolving outlives the caller's array */
     char *host;
     char port[8];
 };
@@ -499,7 +499,6 @@ static void named_release(struct sc_h1cli_named *n)
         return;
     }
     sc_buf_cleanup(&n->raw);
-    sc_free(n->iov);
     sc_free(n->host);
     sc_free(n);
 }
@@ -606,11 +605,6 @@ int sc_h1cli_send_host(uv_loop_t *loop, const char *host, uint16_t port,
     n->host = sc_strdup(host);
     snprintf(n->port, sizeof(n->port), "%u", (unsigned)port);
     int rc = 0;
-    if (!req->raw.len && req->niov) {
-        n->iov = sc_reallocarray(NULL, req->niov, sizeof(*n->iov));
-        memcpy(n->iov, req->iov, req->niov * sizeof(*n->iov));
-        n->req.iov = n->iov;
-    }
     if (req->raw.len || req->niov) {
         sc_buf_init(&n->raw, 0); /* borrowed: the caller keeps it until the callback */
     } else {

@@ -38,7 +38,9 @@ struct sc_h1cli_req {
     struct sc_str raw;   /* when set, sent as it is instead of the request built from the fields
                             above (a request a proxy already built); method still tells HEAD */
     const uv_buf_t *iov; /* else when set: the request as <niov> pieces, written as they are in
-                            one gather write (borrowed as <raw> is, the array only for the call) */
+                            one gather write (borrowed as <raw> is; the array itself only for
+                            the call to sc_h1cli_send, until the callback for
+                            sc_h1cli_send_host, and never written to) */
     unsigned niov;
     uint64_t timeout_ms; /* the deadline for connect, send and the whole response [10 s] */
     uint32_t max_head;   /* response head cap, bytes [16 KiB] */
@@ -114,7 +116,8 @@ struct sc_h1cli_named;
 /* Sends <req> to <host>:<port> (an IP literal is used as it is). The request is formatted at once
  * (views borrowed for the call only), so the exchange holds its own copy; a <raw> request is
  * instead sent as it is, borrowed as sc_h1cli_send borrows it (until the callback fires or the
- * request is cancelled), so a large body already laid out by the caller is never copied.
+ * request is cancelled), so a large body already laid out by the caller is never copied; so is
+ * an <iov> request, its array included (resolving may outlive the call).
  * <cb> fires once as for sc_h1cli_send; a name that does not resolve is reported through it with
  * the resolver's error and the reason "cannot resolve <host>: ...". The request's deadline
  * (timeout_ms) counts from this call, resolution included: a resolver slower than it is reported

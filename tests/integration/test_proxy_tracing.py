@@ -183,38 +183,49 @@ def test_connection_attributes_follow_host_and_connection(sidecar_run, nginx, ot
 def test_keepalive_spans_carry_the_first_ones_attributes(sidecar_run, nginx, otlp, zipkin,
                                                           provider):
     """The later requests of a keep-alive connection are recorded from what the connection keeps
-    (its own attributes, and its route's and endpoint's): their spans carry the same attributes as
-    its first one, and a 503 among them (recorded the general way, as an error) does too."""
+    (its own attributes and its last request's method and path, and its route's and endpoint's):
+    their spans carry the same attributes as its first one, and a 503 among them (recorded the
+    general way, as an error) does too; a request of another path, method or with a query gets
+    its own."""
     coll = otlp if provider == "otlp_http" else zipkin
     port = free_port()
     sidecar_run("proxy", config=config(port, nginx.port, tracing(coll, provider)))
+    reqs = [("GET", "/items/a"), ("GET", "/items/a"), ("GET", "/fail"), ("GET", "/fail"),
+            ("GET", "/items/a?q=1"), ("GET", "/items/a?q=1"), ("HEAD", "/items/a"),
+            ("GET", "/items/a"), ("GET", "/items/b"), ("GET", "/items/b")]
     c = Client(port)
     try:
-        for i in range(5):
-            r = c.request(path="/fail" if i == 2 else f"/items/{i}",
+        for i, (method, path) in enumerate(reqs):
+            r = c.request(method=method, path=path,
                           headers=[("X-Request-Id", f"req-{i}"), ("User-Agent", "ka/1")])
-            assert r.status == (503 if i == 2 else 200)
+            assert r.status == (503 if path == "/fail" else 200)
     finally:
         c.close()
-    spans = sorted(coll.wait_spans(5), key=lambda s: s["attrs"]["http.request.header.x-request-id"])
-    varying = {"url.path", "http.request.header.x-request-id", "sidecar.upstream.duration_us",
-               "http.response.status_code", "error.type", "sidecar.retries",
-               "sidecar.response_flags", "error"}
+    spans = sorted(coll.wait_spans(len(reqs)),
+                   key=lambda s: int(s["attrs"]["http.request.header.x-request-id"][4:]))
+    varying = {"url.path", "url.query", "http.request.method", "http.request.header.x-request-id",
+               "sidecar.upstream.duration_us", "http.response.status_code", "error.type",
+               "sidecar.retries", "sidecar.response_flags", "error"}
     same = [{k: v for k, v in s["attrs"].items() if k not in varying} for s in spans]
-    assert {"http.request.method", "url.scheme", "sidecar.listener", "network.protocol.version",
+    assert {"url.scheme", "sidecar.listener", "network.protocol.version",
             "server.address", "server.port", "network.peer.address", "network.peer.port",
             "user_agent.original", "http.route", "sidecar.route", "sidecar.cluster",
             "sidecar.upstream.endpoint"} <= set(same[0])
     for i, s in enumerate(spans):
         a = s["attrs"]
+        method, target = reqs[i]
+        path, _, query = target.partition("?")
+        fail = path == "/fail"
         assert same[i] == same[0]
-        assert s["name"] == "GET /"
-        assert a["url.path"] == ("/fail" if i == 2 else f"/items/{i}")
+        assert s["name"] == f"{method} /"
+        assert a["http.request.method"] == method
+        assert a["url.path"] == path
+        assert a.get("url.query") == (query or None)
         assert a["http.request.header.x-request-id"] == f"req-{i}"
         if provider == "otlp_http":
-            assert a["http.response.status_code"] == (503 if i == 2 else 200)
+            assert a["http.response.status_code"] == (503 if fail else 200)
             assert a["sidecar.upstream.duration_us"] >= 0
-        assert ("error.type" in a) == (i == 2) and bool(s["error"]) == (i == 2)
+        assert ("error.type" in a) == fail and bool(s["error"]) == fail
 
 
 def test_new_trace_error_status_and_grpc(sidecar_run, nginx, otlp):

@@ -421,12 +421,10 @@ static int sink_put(void *arg, struct sc_str name, struct sc_str value)
 AI int head_response(struct proxy_exch *r, const struct sc_http_msg *m, struct proxy_hsink *s,
                      bool h1)
 {
-    if (r->span) {
-        proxy_trace_response(r, m); /* gRPC status */
-    }
     if (h1) {
         reserve_for(s->b, m);
     }
+    bool grpc = r->span != NULL; /* a span still to be told the gRPC status, if any */
     const struct proxy_route_policy *pol = r->route->pol;
     int rc = h1 ? h1_status(s, m->status, m->reason) : s->ops->status(s, m->status, m->reason);
     struct sc_str via = SC_STR_NULL;
@@ -434,6 +432,10 @@ AI int head_response(struct proxy_exch *r, const struct sc_http_msg *m, struct p
     conn_tokens_init(&ct, m);
     for (size_t i = 0; i < m->nheaders; i++) {
         const struct sc_http_header *h = &m->headers[i];
+        if (h->name.len == 11 && grpc && IS(h->name, "grpc-status")) {
+            proxy_trace_grpc_status(r, h->value); /* whatever the route's policy does with it */
+            grpc = false;
+        }
         if (hop_by_hop(h->name, &ct) || (pol && proxy_route_policy_skip_resp_header(r, pol, h))) {
             continue;
         }

@@ -442,14 +442,15 @@ static uint64_t at(const struct proxy_span *s, uint64_t start, uint64_t mono)
     return s->start_ns + (mono > start ? mono - start : 0);
 }
 
-/* A random non-zero id of 8 bytes (a span id, half a trace id). */
-static void rand_id(struct proxy_worker *w, uint8_t out[8])
+/* A random non-zero id of 8 bytes (a span id, half a trace id); returns it as a number. */
+static uint64_t rand_id(struct proxy_worker *w, uint8_t out[8])
 {
     uint64_t r;
     do {
         r = proxy_rand(w);
     } while (r == 0);
     memcpy(out, &r, 8);
+    return r;
 }
 
 /* The port of a Host value ("h:8080", "[::1]:8080"), or <def>; sets <*host> to the name. */
@@ -508,29 +509,38 @@ static inline __attribute__((always_inline)) bool same_bytes(const char *a, cons
     return n == 0 || memcmp(a, b, n) == 0;
 }
 
-/* The connection's attributes (proxy_span_conn), for listener <li> of the snapshot, protocol
- * version <proto>, Host value <host> and User-Agent <ua> (p NULL: none): copied from the
- * connection's cache when they are what it was recorded for, else recorded, and kept when
- * nothing of them was cut or dropped. */
+/* Whether connection cache <pc> holds the piece of a request of method <mi> and path <path>,
+ * with protocol version <proto>, Host value <host> and User-Agent <ua> (p NULL: none), under
+ * <tr>'s generation (see proxy_span_conn). */
+static inline bool conn_hit(const struct proxy_span_conn *pc, const struct proxy_trace_rt *tr,
+                            unsigned mi, struct sc_str path, unsigned proto, struct sc_str host,
+                            struct sc_str ua)
+{
+    return pc && pc->gen == tr->gen && pc->method == mi && pc->proto == proto &&
+           pc->pathv_len == path.len && pc->hostv_len == host.len && pc->uav_len == ua.len &&
+           pc->has_ua == (ua.p != NULL) && same_bytes(pc->pathv, path.p, path.len) &&
+           same_bytes(pc->hostv, host.p, host.len) && same_bytes(pc->uav, ua.p, ua.len);
+}
+
+/* Records the connection's attributes for listener <li> of the snapshot, protocol version
+ * <proto>, Host value <host> and User-Agent <ua> (p NULL: none) after the request's, which the
+ * span holds from <from> on (<n0> attributes and <d0> dropped before them), and keeps all of it
+ * in the connection's cache for a request of method <mi> and path <path> when <keep> says it
+ * may be and nothing of it was cut or dropped. */
 static void conn_segment(struct proxy_exch *ex, struct proxy_span *s,
                          const struct proxy_trace_rt *tr, size_t li, bool tls, unsigned proto,
-                         struct sc_str host, struct sc_str ua)
+                         struct sc_str host, struct sc_str ua, unsigned mi, struct sc_str path,
+                         bool keep, uint16_t from, uint16_t n0, uint16_t d0)
 {
     struct proxy_span_conn *pc = ex->cl->trace;
     if (!pc) {
         pc = ex->cl->trace = SC_NEW(struct proxy_span_conn);
     }
-    if (pc->gen == tr->gen && pc->proto == proto && pc->hostv_len == host.len &&
-        pc->uav_len == ua.len && pc->has_ua == (ua.p != NULL) &&
-        same_bytes(pc->hostv, host.p, host.len) && same_bytes(pc->uav, ua.p, ua.len)) {
-        proxy_span_add_padded(s, pc->seg, pc->seg_len, pc->seg_n);
-        return;
-    }
     /* Kept only when it cannot have been cut: room for all of it and a margin, and slots. */
-    bool k = host.len <= sizeof(pc->hostv) && ua.len <= sizeof(pc->uav) &&
+    bool k = keep && mi && path.len <= sizeof(pc->pathv) && host.len <= sizeof(pc->hostv) &&
+             ua.len <= sizeof(pc->uav) &&
              (size_t)(s->str_off - s->attr_len) >= host.len + ua.len + sizeof(pc->seg) &&
              s->nattrs + 8 <= PROXY_SPAN_MAX_ATTRS;
-    uint16_t from = s->attr_len, n0 = s->nattrs, d0 = s->dropped_attrs;
     proxy_span_blob_add(s, &tr->lsn[2 * li + tls]); /* url.scheme, sidecar.listener */
     proxy_span_blob_add(s, &tr->proto[proto]);
     conn_attrs(ex, s, host, tls);
@@ -543,6 +553,10 @@ static void conn_segment(struct proxy_exch *ex, struct proxy_span *s,
         memcpy(pc->seg, s->arena + from, l);
         pc->seg_len = (uint16_t)l;
         pc->seg_n = (uint16_t)(s->nattrs - n0);
+        if (path.len) {
+            memcpy(pc->pathv, path.p, path.len);
+        }
+        pc->pathv_len = (uint16_t)path.len;
         if (host.len) {
             memcpy(pc->hostv, host.p, host.len);
         }
@@ -553,6 +567,7 @@ static void conn_segment(struct proxy_exch *ex, struct proxy_span *s,
         pc->uav_len = (uint16_t)ua.len;
         pc->has_ua = ua.p != NULL;
         pc->proto = (uint8_t)proto;
+        pc->method = (uint8_t)mi;
         pc->gen = tr->gen;
     }
 }
@@ -605,9 +620,12 @@ void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
     }
     struct proxy_trace_ctx c = { 0 };
     bool w3c = tp.p && proxy_traceparent_parse(tp, &c) == 0;
-    if (!w3c && !(b3.p && proxy_b3_parse(b3, &c) == 0)) {
+    if (!w3c && !(b3.p && proxy_b3_parse(b3, &c) == 0) && (bt.p || bs.p || bsm.p || bf.p)) {
         (void)proxy_b3_multi_parse(bt, bs, bsm, bf, &c);
     }
+    /* This hop's span id is random whatever the context says: its high half is the sampling
+     * draw, as a ratio sampler draws from an id rather than from a generator of its own. */
+    uint64_t sid = rand_id(ex->w, t->span_id);
     t->on = true;
     t->debug = c.sampling == PROXY_TRACE_DEBUG;
     if (forced || c.sampling == PROXY_TRACE_DEBUG || c.sampling == PROXY_TRACE_ACCEPT) {
@@ -616,8 +634,7 @@ void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
         t->sampled = false;
     } else {
         /* A draw in [0, 1000000) by multiply and shift (no division). */
-        t->sampled = tr->threshold &&
-                     (uint32_t)(((proxy_rand(ex->w) >> 32) * 1000000u) >> 32) < tr->threshold;
+        t->sampled = (uint32_t)(((sid >> 32) * 1000000u) >> 32) < tr->threshold;
     }
     if (c.has_ids) {
         memcpy(t->trace_id, c.trace_id, 16);
@@ -627,7 +644,6 @@ void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
         rand_id(ex->w, t->trace_id);
         rand_id(ex->w, t->trace_id + 8);
     }
-    rand_id(ex->w, t->span_id);
     if (!t->sampled) {
         return;
     }
@@ -668,19 +684,27 @@ void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
                                        : NULL;
     unsigned mi = proxy_span_method(m->method);
     s->method = (uint8_t)mi;
+    struct sc_str up = ex->is_connect ? m->target : path;
+    bool query = q && !ex->is_connect;
+    bool tls = ex->cl->tls != NULL;
+    unsigned proto = ex->down_h2 ? 2 : m->minor_version ? 1 : 0;
+    if (in_rt && !query && conn_hit(ex->cl->trace, tr, mi, up, proto, m->host, ua)) {
+        const struct proxy_span_conn *pc = ex->cl->trace;
+        proxy_span_add_padded(s, pc->seg, pc->seg_len, pc->seg_n);
+        return;
+    }
+    uint16_t from = s->attr_len, n0 = s->nattrs, d0 = s->dropped_attrs;
     if (mi) {
         proxy_span_blob_add(s, &tr->methods[mi]);
     } else {
         proxy_span_str_fast(s, "http.request.method", m->method);
     }
-    proxy_span_str_fast(s, "url.path", ex->is_connect ? m->target : path);
-    if (q && !ex->is_connect) {
+    proxy_span_str_fast(s, "url.path", up);
+    if (query) {
         proxy_span_str(s, "url.query", sc_str_n(q + 1, origin.len - (size_t)(q + 1 - origin.p)));
     }
-    bool tls = ex->cl->tls != NULL;
-    unsigned proto = ex->down_h2 ? 2 : m->minor_version ? 1 : 0;
     if (in_rt) {
-        conn_segment(ex, s, tr, (size_t)li, tls, proto, m->host, ua);
+        conn_segment(ex, s, tr, (size_t)li, tls, proto, m->host, ua, mi, up, !query, from, n0, d0);
         return;
     }
     proxy_span_str(s, "url.scheme", tls ? SC_STR("https") : SC_STR("http"));
@@ -769,8 +793,10 @@ static void end_piece(struct proxy_exch *ex, const struct proxy_span *s,
  * flag, no TLS, and room for all of it. Writes the same bytes in the same order as the general
  * path below, with one cursor and one check of room and slots up front. Returns false (having
  * written nothing) when the span is not of that shape. */
-static bool end_fast(struct proxy_exch *ex, struct proxy_span *s, const struct proxy_trace_rt *tr,
-                     const struct proxy_span_conn *pc)
+static inline __attribute__((always_inline)) bool end_fast(struct proxy_exch *ex,
+                                                           struct proxy_span *s,
+                                                           const struct proxy_trace_rt *tr,
+                                                           const struct proxy_span_conn *pc)
 {
     /* http.response.status_code's head for a two-byte value: ATTR, 32, KEY, 25, the key, VALUE,
      * 3, INT (proxy_span_int_n's bytes). */

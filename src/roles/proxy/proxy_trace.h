@@ -108,7 +108,12 @@ struct proxy_span {
 /* Empties <s> for a new recording (everything before the events and the arena). */
 static inline void proxy_span_reset(struct proxy_span *s)
 {
-    memset(s, 0, offsetof(struct proxy_span, events));
+    /* In pieces of 64 bytes: a compiler clears such a piece with a few vector stores, and the
+     * whole with a string instruction that costs a step per word. */
+    const size_t n = offsetof(struct proxy_span, events);
+    for (size_t i = 0; i < n; i += 64) {
+        memset((char *)s + i, 0, n - i < 64 ? n - i : 64);
+    }
     s->str_off = PROXY_SPAN_ARENA;
     s->attr_len = PROXY_SPAN_PRE;
 }
@@ -320,21 +325,25 @@ static inline void proxy_span_blob_add(struct proxy_span *s, const struct proxy_
     s->dropped_attrs = (uint16_t)(s->dropped_attrs + b->dropped);
 }
 
-/* A downstream connection's own attributes, encoded on its first sampled request and copied in
- * one piece into the spans of its next ones while what they come from stays the same:
- * url.scheme and sidecar.listener, network.protocol.version, server.address and .port of the
- * Host value it sent (<hostv>), network.peer.address and .port, and user_agent.original
- * (<uav>). Recorded under snapshot generation <gen> (proxy_trace_rt.gen; 0: nothing cached).
- * Kept with the connection's block while it is recycled (proxy_span_conn_clear), freed with it. */
+/* A downstream connection's own attributes and its last request's, encoded on its first sampled
+ * request and copied in one piece into the spans of its next ones while what they come from
+ * stays the same: http.request.method (the method of index <method>, proxy_span_method) and
+ * url.path (<pathv>, a request without a query), url.scheme and sidecar.listener,
+ * network.protocol.version, server.address and .port of the Host value it sent (<hostv>),
+ * network.peer.address and .port, and user_agent.original (<uav>). Recorded under snapshot
+ * generation <gen> (proxy_trace_rt.gen; 0: nothing cached). Kept with the connection's block
+ * while it is recycled (proxy_span_conn_clear), freed with it. */
 struct proxy_span_conn {
     uint64_t gen;
-    uint16_t hostv_len, uav_len;
+    uint16_t hostv_len, uav_len, pathv_len;
     uint16_t seg_len, seg_n;
     uint8_t proto; /* index of network.protocol.version */
+    uint8_t method;
     bool has_ua;
     char hostv[128];
     char uav[256];
-    char seg[800 + PROXY_BLOB_PAD];
+    char pathv[128];
+    char seg[1024 + PROXY_BLOB_PAD];
     /* The end piece: what proxy_trace_end writes for route <e_route>, cluster <e_cluster>,
      * endpoint <e_ep> and method <e_method> under snapshot generation <e_gen> (0: none): the
      * span's name, and the route's then the endpoint's attributes (their blobs, one after the
@@ -527,8 +536,9 @@ int proxy_trace_headers(struct proxy_exch *ex, proxy_trace_put_cb put, void *arg
  * x-b3-*), so a codec drops the client's copy when the exchange traces. */
 bool proxy_trace_owns_header(struct sc_str name);
 
-/* Records what the upstream response head <m> says (gRPC status). */
-void proxy_trace_response(struct proxy_exch *ex, const struct sc_http_msg *m);
+/* Records the value <v> of the upstream response head's first grpc-status field (a codec passing
+ * over the head's fields hands it here) in the exchange's span, which must be set. */
+void proxy_trace_grpc_status(struct proxy_exch *ex, struct sc_str v);
 
 /* Adds event <name> (a literal: "retry", "per_try_timeout") to the exchange's span, if any. */
 void proxy_trace_event_n(struct proxy_exch *ex, const char *name, size_t nlen);

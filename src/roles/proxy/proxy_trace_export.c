@@ -58,7 +58,7 @@ struct proxy_tracer {
                              each section is a few loads and stores) */
     struct proxy_span **ring;
     size_t cap, head, count;
-    struct proxy_span *pool; /* spans exported, kept for reuse (npool at most max_batch) */
+    struct proxy_span *pool; /* spans exported, kept for reuse (npool at most pool_cap()) */
     size_t npool;
     atomic_bool kicked; /* an async wake-up is pending */
     uv_async_t async;
@@ -331,8 +331,13 @@ static void log_drops(struct proxy_tracer *t, uint64_t n, const char *why)
     t->drops_unlogged = 0;
 }
 
-/* Spans kept for reuse at most: a batch's worth, so a steady rate allocates nothing. */
-#define POOL_MAX 1024
+/* Spans kept for reuse at most: two batches' worth (the one in flight and the one filling while
+ * it is), so a steady rate allocates nothing, within a bound whatever the batch size. */
+#define POOL_MAX 2048
+static size_t pool_cap(const struct proxy_tracer *t)
+{
+    return 2 * t->max_batch < POOL_MAX ? 2 * t->max_batch : POOL_MAX;
+}
 
 void proxy_span_cache_free(struct proxy_span_cache *c)
 {
@@ -370,7 +375,7 @@ struct proxy_span *proxy_tracer_span(struct proxy_tracer *t, struct proxy_span_c
 /* Gives span <s> back: kept for reuse while the pool has room, else freed. Holds t->mu. */
 static void recycle_locked(struct proxy_tracer *t, struct proxy_span *s)
 {
-    if (t->npool < t->max_batch && t->npool < POOL_MAX) {
+    if (t->npool < pool_cap(t)) {
         s->next = t->pool;
         t->pool = s;
         t->npool++;
@@ -478,7 +483,7 @@ static void give_back(struct proxy_tracer *t, struct proxy_span **batch, size_t 
     }
     size_t keep = 0;
     sc_spin_lock(&t->mu);
-    size_t cap = t->max_batch < POOL_MAX ? t->max_batch : POOL_MAX;
+    size_t cap = pool_cap(t);
     if (t->npool < cap) {
         keep = cap - t->npool < n ? cap - t->npool : n;
         batch[keep - 1]->next = t->pool;

@@ -303,7 +303,7 @@ int proxy_trace_headers(struct proxy_exch *ex, proxy_trace_put_cb put, void *arg
         struct sc_buf *b = arg;
         static const char name[] = "traceparent: 00-";
         size_t len = sizeof(name) - 1 + 52 + 2;
-        if (sc_buf_reserve(b, len) < 0) {
+        if (sc_buf_ensure(b, len) < 0) {
             return SC_ETOOBIG;
         }
         char *o = b->p + b->len;
@@ -375,21 +375,11 @@ bool proxy_trace_owns_header(struct sc_str n)
     }
 }
 
-void proxy_trace_response(struct proxy_exch *ex, const struct sc_http_msg *m)
+void proxy_trace_grpc_status(struct proxy_exch *ex, struct sc_str v)
 {
-    struct proxy_span *s = ex->span;
-    if (!s) {
-        return;
-    }
-    for (size_t i = 0; i < m->nheaders; i++) {
-        const struct sc_http_header *h = &m->headers[i];
-        if (h->name.len == 11 && sc_str_caseeq(h->name, SC_STR("grpc-status"))) {
-            uint64_t v;
-            if (sc_str_to_u64(h->value, 16, &v) == 0) {
-                proxy_span_int(s, "rpc.grpc.status_code", (int64_t)v);
-                proxy_span_str(s, "rpc.system", SC_STR("grpc"));
-            }
-            return;
-        }
+    uint64_t n;
+    if (sc_str_to_u64(v, 16, &n) == 0) {
+        proxy_span_int(ex->span, "rpc.grpc.status_code", (int64_t)n);
+        proxy_span_str(ex->span, "rpc.system", SC_STR("grpc"));
     }
 }
