@@ -29,13 +29,6 @@ void sc_buf_cleanup(struct sc_buf *b);
 /* Ensures room for <n> more bytes. Returns 0, or SC_ETOOBIG when len + n would pass the cap. */
 int sc_buf_reserve(struct sc_buf *b, size_t n);
 
-/* sc_buf_reserve inlined for a caller that usually finds the room there already: a call only to
- * grow (or fail). */
-static inline int sc_buf_ensure(struct sc_buf *b, size_t n)
-{
-    return n <= b->cap - b->len && b->len + n <= b->max ? 0 : sc_buf_reserve(b, n);
-}
-
 /* As sc_buf_reserve, but a block it must allocate holds exactly len + <n> bytes instead of the
  * next doubling: for a buffer whose size is known ahead (later growth doubles from there). */
 int sc_buf_reserve_exact(struct sc_buf *b, size_t n);

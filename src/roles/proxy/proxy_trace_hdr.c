@@ -303,7 +303,7 @@ int proxy_trace_headers(struct proxy_exch *ex, proxy_trace_put_cb put, void *arg
         struct sc_buf *b = arg;
         static const char name[] = "traceparent: 00-";
         size_t len = sizeof(name) - 1 + 52 + 2;
-        if (sc_buf_ensure(b, len) < 0) {
+        if (sc_buf_room(b, len) < 0) {
             return SC_ETOOBIG;
         }
         char *o = b->p + b->len;
