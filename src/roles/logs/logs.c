@@ -172,9 +172,10 @@ static const struct sc_opt output_opts[] = {
       .type = SC_OPT_BOOL,
       .offset = OFF(adaptive_concurrency),
       .def = "true",
-      .help = "http, loki, elasticsearch: start with one batch in flight, add one while "
-              "round-trip times stay flat, cut by a tenth on 429, 503, timeouts and rising "
-              "latency (within max_in_flight); false: always max_in_flight" },
+      .help = "http, loki, elasticsearch: start with one batch in flight, double per round "
+              "trip until the first sign of congestion (slow start), then add one per round "
+              "trip while round-trip times stay flat; cut by a tenth on 429, 503, timeouts and "
+              "rising latency (within max_in_flight); false: always max_in_flight" },
     { .name = "ordered",
       .type = SC_OPT_BOOL,
       .offset = OFF(ordered),
