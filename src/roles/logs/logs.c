@@ -179,10 +179,11 @@ static const struct sc_opt output_opts[] = {
     { .name = "ordered",
       .type = SC_OPT_BOOL,
       .offset = OFF(ordered),
-      .def = "true",
+      .def = "false",
       .help = "loki: keep each stream's entries in order across batches in flight (a batch waits "
-              "while an older one holding one of its streams is unacknowledged), as Loki with "
-              "unordered_writes off requires; false lets every batch go at once" },
+              "while an older one holding one of its streams is unacknowledged), for a Loki with "
+              "unordered_writes off (Loki accepts out-of-order writes by default since 2.4); "
+              "false lets every batch go at once" },
     { .name = "max_push_bytes",
       .type = SC_OPT_SIZE,
       .offset = OFF(max_push_bytes),
