@@ -64,6 +64,12 @@ static struct {
 #define DEFAULT_TIMEOUT_MS 30000
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
 #define DEFAULT_MAX_RESPONSE (16u * 1024 * 1024)
+/* curl sends at most one upload buffer per socket event (64 KiB by default), so a body of a few
+ * MiB takes dozens of loop turns, each behind whatever else the loop runs (a log tailer parsing
+ * its read budget): a batch's round trip grew by milliseconds per MiB with no network in sight. A
+ * larger body gets a larger buffer, up to this; curl allocates it for the transfer only. */
+#define MAX_UPLOAD_BUFFER (256u * 1024)
+#define CURL_UPLOAD_BUFFER (64u * 1024)
 /* The final response's header block; curl itself refuses a single header over 100 KiB. */
 #define MAX_RESPONSE_HEADERS (64u * 1024)
 
@@ -430,6 +436,10 @@ static int setup_easy(struct sc_egress_xfer *x, const struct sc_egress_req *req)
         /* POSTFIELDS borrows the body, which the contract keeps alive until the callback. */
         SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
         SET(CURLOPT_POSTFIELDS, req->body ? req->body : "");
+        if (req->body_len > CURL_UPLOAD_BUFFER) {
+            size_t ub = req->body_len < MAX_UPLOAD_BUFFER ? req->body_len : MAX_UPLOAD_BUFFER;
+            SET(CURLOPT_UPLOAD_BUFFERSIZE, (long)ub);
+        }
         if (strcmp(method, "POST") != 0) {
             SET(CURLOPT_CUSTOMREQUEST, method);
         }

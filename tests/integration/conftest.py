@@ -48,6 +48,15 @@ def http_get(url, timeout=5, method="GET", data=None, headers=None):
         return e.code, e.read(), e.headers
 
 
+def memory_env():
+    """The environment of a sidecar whose memory a test bounds: under ASan, a small quarantine
+    (ASan keeps freed blocks in a quarantine of up to 256 MiB, so a process that frees and
+    reallocates buffers as it goes grows RSS by itself). None otherwise."""
+    if not os.environ.get("SIDECAR_SANITIZED"):
+        return None
+    return {"ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=4"}
+
+
 def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):
     deadline = time.monotonic() + timeout
     last = None

@@ -2,10 +2,12 @@
 """A fake Loki, written from Loki's documented HTTP API (no Loki can run here): POST
 /loki/api/v1/push with application/json, or application/x-protobuf (snappy-compressed
 PushRequest of Loki's push.proto, decoded with python3-protobuf), answering 204; 400 for a
-malformed push and for an entry older than the newest of its stream (Loki with unordered_writes
-off); 429 while `throttle` is set; GET /loki/api/v1/query_range over what it stored. Latency and
+malformed push, and for an entry older than the newest of its stream: by more than an hour as
+Loki does by default (unordered_writes, max_chunk_age 2h), or at all with unordered_writes off;
+429 while `throttle` is set; GET /loki/api/v1/query_range over what it stored. Latency and
 failures are injected through FakeBackend.inject.
 """
+import bisect
 import json
 import re
 
@@ -52,13 +54,18 @@ def parse_prom_labels(s):
 
 class FakeLoki(FakeBackend):
     """Loki's push API: POST /loki/api/v1/push with application/json or application/x-protobuf
-    (snappy). Rejects malformed pushes and entries older than the newest of their stream with 400
-    (Loki's behaviour with unordered_writes off), answers 429 while `throttle` is set, and serves
-    GET /loki/api/v1/query_range over what it stored."""
+    (snappy). Rejects malformed pushes with 400, and entries older than the newest of their
+    stream: by more than max_chunk_age/2 (one hour) with unordered_writes (Loki's default since
+    2.4; a stream's entries are then kept sorted by time, as a query returns them), by any amount
+    without. Answers 429 while `throttle` is set, and serves GET /loki/api/v1/query_range over
+    what it stored."""
+
+    OUT_OF_ORDER_WINDOW_NS = 3600 * 10**9  # max_chunk_age (2h by default) / 2
 
     def __init__(self, pb_module=None):
         super().__init__()
         self.pb = pb_module
+        self.unordered_writes = True  # False: Loki (or a tenant) with unordered_writes off
         self.streams = {}  # frozenset(labels) -> [(ts_ns, line)]
         self.throttle = 0  # answer this many pushes with 429
         self.rejected = []
@@ -136,10 +143,19 @@ class FakeLoki(FakeBackend):
                 key = frozenset(labels.items())
                 have = self.streams.setdefault(key, [])
                 for ts, line in vals:
-                    if have and ts < have[-1][0]:
+                    newest = have[-1][0] if have else ts
+                    if self.unordered_writes and ts < newest - self.OUT_OF_ORDER_WINDOW_NS:
+                        self.rejected.append("too far behind")
+                        return 400, "text/plain", (
+                            f"entry with timestamp {ts} ignored, reason: 'entry too far behind' "
+                            f"for stream: {dict(labels)}\n").encode()
+                    if not self.unordered_writes and ts < newest:
                         self.rejected.append("out of order")
                         return 400, "text/plain", (
                             f"entry with timestamp {ts} ignored, reason: 'entry out of order' "
                             f"for stream: {dict(labels)}\n").encode()
-                    have.append((ts, line))
+                    if ts >= newest:
+                        have.append((ts, line))
+                    else:
+                        bisect.insort(have, (ts, line), key=lambda e: e[0])
         return 204, "text/plain", b""

@@ -245,7 +245,8 @@ def test_slow_sink_backpressure_bounded_memory(sidecar_run, tmp_path, backend):
 
 def test_loki_streams_stay_in_order_with_batches_in_flight(sidecar_run, tmp_path, backend,
                                                            loki_pb):  # noqa: F811
-    loki = backend(FakeLoki, loki_pb)  # rejects out-of-order entries per stream
+    loki = backend(FakeLoki, loki_pb)
+    loki.unordered_writes = False  # rejects out-of-order entries per stream
     failed = []
 
     def inject(n, body):
@@ -258,7 +259,7 @@ def test_loki_streams_stay_in_order_with_batches_in_flight(sidecar_run, tmp_path
     loki.inject = inject
     out = {"type": "loki", "url": loki.url, "batch_wait": "50ms", "batch_count": 100,
            "label_fields": ["level"], "max_in_flight": 8, "adaptive_concurrency": False,
-           "retry_initial": "300ms", "loki_encoding": "json"}
+           "retry_initial": "300ms", "loki_encoding": "json", "ordered": True}
     d = tmp_path / "in"
     d.mkdir()
     # Blocks of 100 records per stream, so that each batch holds one stream.
@@ -316,10 +317,29 @@ def loki_lines(loki):
     return [line for _, line in loki.entries()]
 
 
+def test_loki_default_sends_a_streams_batches_in_parallel(sidecar_run, tmp_path, backend):
+    # By default (ordered: false, for a Loki that accepts out-of-order writes, as Loki does since
+    # 2.4) one stream's batches go out several at once against a backend 200 ms away; every line
+    # arrives once and positions are committed past all of them.
+    loki = backend(FakeLoki)
+    loki.inject = lambda n, body: (0.2, None, {})
+    out = {"type": "loki", "url": loki.url, "batch_wait": "50ms", "batch_count": 100,
+           "loki_encoding": "json"}
+    lines = input_lines(tmp_path, 4000)
+    sc, _ = start(sidecar_run, tmp_path, [out])
+    wait_until(lambda: len(loki_lines(loki)) >= len(lines), timeout=30, what="every entry")
+    assert not loki.rejected, loki.rejected[:3]
+    assert sorted(loki_lines(loki)) == lines  # each line once
+    assert loki.max_active > 1  # pushes of the one stream overlapped
+    wait_until(lambda: committed(tmp_path) == len(lines) * LINE, timeout=10)
+    assert metric(sc, "sidecar_logs_lines_shipped_total", {"output": "loki"}) == len(lines)
+
+
 def test_loki_busy_stream_ships_its_backlog_in_one_push(sidecar_run, tmp_path, backend):
     # One stream, ordered, a backend 200 ms away: the batches that queue while a push runs go
     # out together in the next one (within max_push_bytes), in order, not one per round trip.
     loki = backend(FakeLoki)
+    loki.unordered_writes = False
     sizes = []
 
     def inject(n, body):
@@ -328,7 +348,7 @@ def test_loki_busy_stream_ships_its_backlog_in_one_push(sidecar_run, tmp_path, b
 
     loki.inject = inject
     out = {"type": "loki", "url": loki.url, "batch_wait": "50ms", "batch_count": 100,
-           "loki_encoding": "json", "max_push_bytes": "64KiB"}
+           "loki_encoding": "json", "max_push_bytes": "64KiB", "ordered": True}
     lines = input_lines(tmp_path, 4000)  # 40 batches of about 10 KiB each
     sc, _ = start(sidecar_run, tmp_path, [out])
     wait_until(lambda: len(loki_lines(loki)) >= len(lines), timeout=30, what="every entry")
@@ -346,6 +366,7 @@ def test_loki_merged_push_failed_then_killed_loses_nothing(sidecar_run, tmp_path
     # A merged push fails (503) and is retried whole; then one runs slowly and the sidecar is
     # killed with it in flight: nothing it held was committed, and the restart ships the rest.
     loki = backend(FakeLoki)
+    loki.unordered_writes = False
     state = {"fails": 0, "slow": False, "failed": []}
 
     def inject(n, body):
@@ -360,7 +381,7 @@ def test_loki_merged_push_failed_then_killed_loses_nothing(sidecar_run, tmp_path
 
     loki.inject = inject
     out = {"type": "loki", "url": loki.url, "batch_wait": "50ms", "batch_count": 100,
-           "loki_encoding": "json", "retry_initial": "200ms", "retry_max": "1s"}
+           "loki_encoding": "json", "retry_initial": "200ms", "retry_max": "1s", "ordered": True}
     d = tmp_path / "in"
     d.mkdir()
     first = write_lines(d / "app.log", 2000)

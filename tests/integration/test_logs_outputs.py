@@ -16,7 +16,7 @@ import pytest
 
 from urllib.parse import urlencode
 
-from conftest import BIN, http_get, wait_until
+from conftest import BIN, http_get, memory_env, wait_until
 from fake_elasticsearch import FakeElasticsearch
 from fake_loki import LOKI_PROTO, FakeLoki
 from logs_util import (FakeHTTPSink, Writer, backend, file_output,  # noqa: F401 (a fixture)
@@ -37,11 +37,11 @@ def loki_pb(tmp_path_factory):
         sys.path.remove(str(d))
 
 
-def start(sidecar_run, tmp_path, outputs, **kw):
+def start(sidecar_run, tmp_path, outputs, env=None, **kw):
     d = tmp_path / "in"
     d.mkdir(exist_ok=True)
     cfg = logs_config([str(d / "*.log")], outputs, db=str(tmp_path / "pos.db"), **kw)
-    return sidecar_run("logs", config=cfg), d
+    return sidecar_run("logs", config=cfg, env=env), d
 
 
 def http_out(url, **kw):
@@ -180,8 +180,9 @@ def test_elasticsearch_partial_failures(sidecar_run, tmp_path, backend):
 def test_backend_down_then_back_nothing_lost_rss_bounded(sidecar_run, tmp_path, backend):
     sink = backend(FakeHTTPSink)
     sink.fail_status = 503
+    # Every retry uploads its batch again through a buffer allocated for the request.
     sc, d = start(sidecar_run, tmp_path,
-                  [http_out(sink.url, buffer_limit="1MiB", batch_count=2000)])
+                  [http_out(sink.url, buffer_limit="1MiB", batch_count=2000)], env=memory_env())
     w = Writer(d / "app.log", 400000, size=100)  # ~40 MB backlog
     w.run()
     peak = 0

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import memory_env
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -21,13 +23,8 @@ def pki(tmp_path_factory):
     return d
 
 
-def tls_memory_env():
-    """The environment of a sidecar whose memory a test bounds while it relays TLS: under ASan,
-    a small quarantine (OpenSSL frees and reallocates record buffers as they empty; ASan's
-    quarantine would hold every freed one and grow RSS by itself). None otherwise."""
-    if not os.environ.get("SIDECAR_SANITIZED"):
-        return None
-    return {"ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=4"}
+# A sidecar relaying TLS frees and reallocates record buffers as they empty (OpenSSL).
+tls_memory_env = memory_env
 
 
 def make_leaf(pki: Path, name: str, san: str, days: int = 30, out: Path = None):

@@ -172,16 +172,18 @@ static const struct sc_opt output_opts[] = {
       .type = SC_OPT_BOOL,
       .offset = OFF(adaptive_concurrency),
       .def = "true",
-      .help = "http, loki, elasticsearch: start with one batch in flight, add one while "
-              "round-trip times stay flat, cut by a tenth on 429, 503, timeouts and rising "
-              "latency (within max_in_flight); false: always max_in_flight" },
+      .help = "http, loki, elasticsearch: start with one batch in flight, double per round "
+              "trip until the first sign of congestion (slow start), then add one per round "
+              "trip while round-trip times stay flat; cut by a tenth on 429, 503, timeouts and "
+              "rising latency (within max_in_flight); false: always max_in_flight" },
     { .name = "ordered",
       .type = SC_OPT_BOOL,
       .offset = OFF(ordered),
-      .def = "true",
+      .def = "false",
       .help = "loki: keep each stream's entries in order across batches in flight (a batch waits "
-              "while an older one holding one of its streams is unacknowledged), as Loki with "
-              "unordered_writes off requires; false lets every batch go at once" },
+              "while an older one holding one of its streams is unacknowledged), for a Loki with "
+              "unordered_writes off (Loki accepts out-of-order writes by default since 2.4); "
+              "false lets every batch go at once" },
     { .name = "max_push_bytes",
       .type = SC_OPT_SIZE,
       .offset = OFF(max_push_bytes),

@@ -327,12 +327,15 @@ struct logs_out {
     uv_timer_t retry_timer;
     int nhandles;
     int fd; /* file output */
-    /* Adaptive concurrency (AIMD): the current limit, the mean round-trip time, when the limit
-     * last went down and up, and whether sending waited for the limit since it last went up. */
+    /* Adaptive concurrency (slow start, then AIMD): the current limit, the mean round-trip time,
+     * when the limit last went down and up, whether sending waited for the limit since it last
+     * went up, and whether the limit still grows by one per response (no sign of congestion yet).
+     */
     double limit;
     double rtt_ms;
     uint64_t decreased_ms, increased_ms;
     bool limited;
+    bool slow_start;
     char *labels_json; /* loki without label_fields: the labels' JSON, made once */
     size_t labels_json_len;
     /* loki: the seconds of the last record's time and their decimal digits (put_ts) */

@@ -9,12 +9,15 @@
 // (in-flight batches included) are capped by buffer_limit: the tailer stops reading while any
 // output is at its cap, so a slow or dead backend leaves the backlog in the files, not in memory.
 //
-// Adaptive concurrency is additive-increase, multiplicative-decrease on the request outcome: the
-// limit starts at 1; a response whose round-trip time stays within 1.5x (+1 ms) of the mean,
-// while sending had to wait for the limit, adds one (up to max_in_flight); a 429, a 503, a
-// timeout, a transport error, or a round-trip time over twice the mean (+5 ms) cuts it by a tenth
-// (at least one). Either step is taken at most once per mean round-trip time, so that a burst of
-// responses in flight counts once and the limit grows by about one per round trip.
+// Adaptive concurrency is a slow start followed by additive-increase, multiplicative-decrease on
+// the request outcome, as TCP's congestion window: the limit starts at 1; a response whose
+// round-trip time stays within 1.5x (+1 ms) of the mean, while sending had to wait for the limit,
+// adds one (up to max_in_flight). In slow start every such response adds one, so the limit
+// doubles per round trip; the first sign of congestion (a round-trip time over that bound, or a
+// back-off) ends it, and from then on the limit grows by one per mean round-trip time at most. A
+// 429, a 503, a timeout, a transport error, or a round-trip time over twice the mean (+5 ms) cuts
+// it by a tenth (at least one), at most once per mean round-trip time, so that a burst of
+// responses in flight counts once.
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -717,6 +720,10 @@ void logs_out_feedback(struct logs_out *o, double rtt_s, bool pushed_back)
     uint64_t now = uv_now(o->lg->loop);
     double max = (double)o->cfg->max_in_flight;
     bool rising = o->rtt_ms > 0 && rtt > o->rtt_ms * 2 + 5;
+    bool flat = o->rtt_ms <= 0 || rtt <= o->rtt_ms * 1.5 + 1; /* the first has no mean yet */
+    if (pushed_back || rising || !flat) {
+        o->slow_start = false;
+    }
     if (pushed_back || rising) {
         if (o->decreased_ms == 0 || (double)(now - o->decreased_ms) >= o->rtt_ms) {
             double l = floor(o->limit * 0.9);
@@ -727,8 +734,8 @@ void logs_out_feedback(struct logs_out *o, double rtt_s, bool pushed_back)
             o->decreased_ms = now;
             o->limited = false;
         }
-    } else if (o->limited && rtt <= o->rtt_ms * 1.5 + 1 && o->limit < max &&
-               (double)(now - o->increased_ms) >= o->rtt_ms) {
+    } else if (o->limited && flat && o->limit < max &&
+               (o->slow_start || (double)(now - o->increased_ms) >= o->rtt_ms)) {
         o->limit += 1;
         o->limited = false;
         o->increased_ms = now;
@@ -932,6 +939,7 @@ int logs_out_new(struct logs *lg, const struct logs_output_cfg *cfg, struct logs
     sc_list_init(&o->queue);
     logs_ack_init(&o->ack);
     o->limit = cfg->adaptive_concurrency ? 1 : (double)cfg->max_in_flight;
+    o->slow_start = cfg->adaptive_concurrency;
     if (cfg->type == LOGS_O_FILE) {
         if (!cfg->path) {
             *err = sc_asprintf("output %s: a file output needs a path", o->name);
