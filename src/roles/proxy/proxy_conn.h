@@ -641,7 +641,8 @@ extern const struct sc_xport_cbs proxy_dconn_cbs;
  * buffers, its exchange linked, its timer initialised, state D_HEAD, no transport, not counted.
  * <cl> NULL: a client connection (a struct proxy_dconn_conn, its own client); else an HTTP/2
  * stream of the connection whose client <cl> is (borrowed: the connection outlives its
- * streams). */
+ * streams), whose recycled exchange is not zeroed here: the caller runs proxy_exch_begin before
+ * anything reads it. */
 struct proxy_dconn *proxy_dconn_alloc(struct proxy_worker *w, size_t lidx, struct proxy_client *cl);
 
 /* Gives the buffers of a closed <dc> back and keeps it on the free list (or frees it). */

@@ -1140,8 +1140,12 @@ struct proxy_dconn *proxy_dconn_alloc(struct proxy_worker *w, size_t lidx, struc
         struct proxy_odst *od = dc->od;
         if (stream) {
             w->nfree_sdc--;
-            struct proxy_h2s *h2s = dc->h2s; /* proxy_h2.c readies it */
-            memset(dc, 0, sizeof(*dc));
+            /* The exchange is left to proxy_exch_begin, which stream_new's caller runs before
+             * anything reads it; <h2s> is kept for proxy_h2.c to ready. */
+            struct proxy_h2s *h2s = dc->h2s;
+            size_t ex_off = offsetof(struct proxy_dconn, ex), ex_end = ex_off + sizeof(dc->ex);
+            memset(dc, 0, ex_off);
+            memset((char *)dc + ex_end, 0, sizeof(*dc) - ex_end);
             dc->h2s = h2s;
         } else {
             w->nfree_dc--;
