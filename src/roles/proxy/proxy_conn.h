@@ -176,6 +176,13 @@ struct proxy_down_ops {
 /* The most of a request's path the access log records. */
 #define PROXY_LOG_PATH 256
 
+/* The chunked decoders of an exchange, made when a body is first chunked (proxy_exch_chunked) and
+ * kept by the dconn: most exchanges, HTTP/2 streams among them, never need them. */
+struct proxy_chunked {
+    struct sc_http1_chunked req;  /* the request body's */
+    struct sc_http1_chunked resp; /* the response body's */
+};
+
 struct proxy_exch {
     struct proxy_worker *w;
     struct proxy_dconn *dc;  /* the downstream connection carrying it */
@@ -195,8 +202,6 @@ struct proxy_exch {
     struct proxy_endpoint *active; /* counted in ep->active */
     struct sc_buf head;            /* the upstream request head, kept for retries */
     struct sc_buf copy;            /* request body bytes sent so far, while they fit */
-    struct sc_http1_chunked ch;
-    struct sc_http1_chunked rch;
     uint64_t remaining;
     uint64_t rremaining;
     uint64_t start_ns;
@@ -231,6 +236,7 @@ struct proxy_exch {
     bool retry_held;    /* a retry slot of bst */
     struct proxy_cluster_state *bst; /* the breakers the request holds slots of */
     char method[16];
+    struct proxy_chunked *ch; /* with body or rbody B_CHUNKED: their decoders (kept by the dconn) */
     char *path; /* the access log's path, up to PROXY_LOG_PATH bytes: a block made when the access
                    log first needs it, kept by the dconn (none while the log is off) */
     size_t path_len;
@@ -475,6 +481,9 @@ bool proxy_h2_wait_close(struct proxy_uconn *uc);
  * request (a malformed head, a head timeout), logged and counted as method "-". */
 void proxy_exch_begin(struct proxy_dconn *dc, bool pseudo);
 
+/* <r>'s chunked decoders, the block made on first use. */
+struct proxy_chunked *proxy_exch_chunked(struct proxy_exch *r);
+
 /* Starts the exchange for request head <m> (<headlen> bytes of dc->in) parsed on <dc>. */
 void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, size_t headlen);
 
@@ -641,7 +650,8 @@ extern const struct sc_xport_cbs proxy_dconn_cbs;
  * buffers, its exchange linked, its timer initialised, state D_HEAD, no transport, not counted.
  * <cl> NULL: a client connection (a struct proxy_dconn_conn, its own client); else an HTTP/2
  * stream of the connection whose client <cl> is (borrowed: the connection outlives its
- * streams). */
+ * streams), whose recycled exchange is not zeroed here: the caller runs proxy_exch_begin before
+ * anything reads it. */
 struct proxy_dconn *proxy_dconn_alloc(struct proxy_worker *w, size_t lidx, struct proxy_client *cl);
 
 /* Gives the buffers of a closed <dc> back and keeps it on the free list (or frees it). */

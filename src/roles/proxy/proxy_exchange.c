@@ -178,23 +178,29 @@ void proxy_request_body_done(struct proxy_exch *r)
         proxy_mirror_start(r);
     }
 }
-/* Zeroes <r> but for what is written before it is read: the access log's path block (kept) and
- * the request id (read up to their lengths, which are zeroed) and the chunked decoders
- * (initialised when a body is chunked). They are 250 of the exchange's 900 bytes, which every
- * request clears. A field added between them fails the assertions instead of staying unzeroed. */
+/* Zeroes <r> but for what is written before it is read: the chunked decoders' and the access
+ * log's path blocks (kept) and the request id (read up to their lengths, which are zeroed). A
+ * field added between them fails the assertion instead of staying unzeroed. */
 #define EX_OFF(f) offsetof(struct proxy_exch, f)
 #define EX_END(f) (EX_OFF(f) + sizeof(((struct proxy_exch *)0)->f))
-_Static_assert(EX_OFF(rch) == EX_END(ch), "ch and rch must be adjacent (zero_exch)");
-_Static_assert(EX_OFF(path_len) == EX_END(path) && EX_OFF(request_id) == EX_END(path_len),
-               "path, path_len and request_id must be adjacent (zero_exch)");
+_Static_assert(EX_OFF(path) == EX_END(ch) && EX_OFF(path_len) == EX_END(path) &&
+                   EX_OFF(request_id) == EX_END(path_len),
+               "ch, path, path_len and request_id must be adjacent (zero_exch)");
 
 static inline void zero_exch(struct proxy_exch *r)
 {
     char *p = (char *)r;
     memset(p, 0, EX_OFF(ch));
-    memset(p + EX_END(rch), 0, EX_OFF(path) - EX_END(rch));
     r->path_len = 0;
     memset(p + EX_END(request_id), 0, sizeof(*r) - EX_END(request_id));
+}
+
+struct proxy_chunked *proxy_exch_chunked(struct proxy_exch *r)
+{
+    if (!r->ch) {
+        r->ch = SC_NEW(struct proxy_chunked);
+    }
+    return r->ch;
 }
 
 void proxy_exch_begin(struct proxy_dconn *dc, bool pseudo)
@@ -252,8 +258,9 @@ void proxy_exchange_start(struct proxy_dconn *dc, const struct sc_http_msg *m, s
                                                 : B_NONE;
     r->remaining = m->content_length;
     if (r->body == B_CHUNKED) {
-        sc_http1_chunked_init(&r->ch);
-        r->ch.strict_trailers = true; /* forwarded: no framing, routing or credentials there */
+        struct sc_http1_chunked *ch = &proxy_exch_chunked(r)->req;
+        sc_http1_chunked_init(ch);
+        ch->strict_trailers = true; /* forwarded: no framing, routing or credentials there */
     }
     if (r->body == B_LENGTH && r->remaining == 0) {
         r->body = B_NONE;

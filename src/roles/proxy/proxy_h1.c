@@ -315,7 +315,8 @@ void proxy_pump_req(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
                     size_t used = 0;
                     struct sc_str data;
                     struct sc_http_error err = { 0 };
-                    int rc = sc_http1_chunked_next(&r->ch, p + n, avail - n, &used, &data, &err);
+                    int rc =
+                        sc_http1_chunked_next(&r->ch->req, p + n, avail - n, &used, &data, &err);
                     if (rc < 0) {
                         if (r->resp_head_sent) {
                             r->flags |= F_DPE;
@@ -331,7 +332,8 @@ void proxy_pump_req(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
                     if (r->grpc && rc == SC_HTTP1_CHUNK_DATA) {
                         proxy_grpc_frames_feed(&r->greq, data.p, data.len);
                     }
-                    if (r->rt->max_request_body && r->ch.body_bytes > r->rt->max_request_body) {
+                    if (r->rt->max_request_body &&
+                        r->ch->req.body_bytes > r->rt->max_request_body) {
                         if (r->resp_head_sent) {
                             r->flags |= F_DPE;
                             proxy_dconn_close(dc);
@@ -526,7 +528,7 @@ void proxy_parse_resp_head(struct proxy_dconn *dc)
             r->rbody = B_RAW;
         }
         if (r->rbody == B_CHUNKED) {
-            sc_http1_chunked_init(&r->rch);
+            sc_http1_chunked_init(&proxy_exch_chunked(r)->resp);
             r->dechunk = r->minor == 0 || r->down_h2; /* an HTTP/2 stream frames it itself */
         }
         if (!m.keep_alive && r->rbody != B_RAW) {
@@ -638,7 +640,7 @@ void proxy_pump_resp(struct proxy_dconn *dc, uv_buf_t *prefix, unsigned nprefix)
                 size_t used = 0;
                 struct sc_str data = SC_STR_NULL;
                 struct sc_http_error err = { 0 };
-                int rc = sc_http1_chunked_next(&r->rch, p + consumed, avail - consumed, &used,
+                int rc = sc_http1_chunked_next(&r->ch->resp, p + consumed, avail - consumed, &used,
                                                &data, &err);
                 if (rc < 0) {
                     r->flags |= F_UPE;
@@ -963,6 +965,7 @@ void proxy_dconn_free(struct proxy_dconn *dc)
     sc_buf_cleanup(&dc->ex.head);
     sc_buf_cleanup(&dc->ex.copy);
     sc_free(dc->ex.path);
+    sc_free(dc->ex.ch);
     sc_free(dc->od);
     if (dc->tx) {
         sc_free(dc->cl->trace); /* a connection's own client */
@@ -1137,11 +1140,16 @@ struct proxy_dconn *proxy_dconn_alloc(struct proxy_worker *w, size_t lidx, struc
         struct sc_buf out = dc->out, head = dc->ex.head, copy = dc->ex.copy;
         struct rbuf in = dc->in; /* a stream's small head block (proxy_rbuf_keep), else none */
         char *path = dc->ex.path;
+        struct proxy_chunked *ch = dc->ex.ch;
         struct proxy_odst *od = dc->od;
         if (stream) {
             w->nfree_sdc--;
-            struct proxy_h2s *h2s = dc->h2s; /* proxy_h2.c readies it */
-            memset(dc, 0, sizeof(*dc));
+            /* The exchange is left to proxy_exch_begin, which stream_new's caller runs before
+             * anything reads it; <h2s> is kept for proxy_h2.c to ready. */
+            struct proxy_h2s *h2s = dc->h2s;
+            size_t ex_off = offsetof(struct proxy_dconn, ex), ex_end = ex_off + sizeof(dc->ex);
+            memset(dc, 0, ex_off);
+            memset((char *)dc + ex_end, 0, sizeof(*dc) - ex_end);
             dc->h2s = h2s;
         } else {
             w->nfree_dc--;
@@ -1158,6 +1166,7 @@ struct proxy_dconn *proxy_dconn_alloc(struct proxy_worker *w, size_t lidx, struc
         dc->out = out;
         dc->in = in;
         dc->ex.path = path;
+        dc->ex.ch = ch;
         dc->ex.head = head;
         dc->ex.copy = copy;
     } else {
@@ -1261,7 +1270,7 @@ bool proxy_h1_grpc_end(struct proxy_exch *ex, int code, const char *msg)
 {
     struct proxy_dconn *dc = ex->dc;
     if (dc->wpending || ex->rbody != B_CHUNKED || ex->dechunk ||
-        !sc_http1_chunked_at_boundary(&ex->rch)) {
+        !sc_http1_chunked_at_boundary(&ex->ch->resp)) {
         return false;
     }
     proxy_hbuf_get(dc->w, &dc->out);

@@ -657,7 +657,7 @@ static const struct sc_xport_ops h2s_ops = {
 };
 
 /* A stream dconn for stream <id> of <c>: not counted as a connection, its client the
- * connection's. */
+ * connection's, its exchange not yet begun (proxy_exch_begin, before anything reads it). */
 static struct proxy_h2s *stream_new(struct proxy_h2c *c, int32_t id)
 {
     struct proxy_dconn *cd = c->dc;
