@@ -27,8 +27,10 @@ struct sc_h1cli {
     void *arg;
     struct sc_buf out; /* the formatted request */
     struct sc_str send;
-    uv_buf_t *send_iov; /* a gathered request (sc_h1cli_req.iov): the client's copy of the array */
+    uv_buf_t *send_iov; /* a gathered request (sc_h1cli_req.iov): the client's copy of the array,
+                           or the caller's own when iov_writable */
     unsigned send_niov;
+    bool own_iov; /* send_iov is the copy, freed with the client */
     struct sc_buf in;
     size_t last_len;
     size_t hlen;     /* the final head's length once parsed, else 0 */
@@ -53,7 +55,9 @@ static void freed(void *owner)
     struct sc_h1cli *c = owner;
     sc_buf_cleanup(&c->out);
     sc_buf_cleanup(&c->in);
-    sc_free(c->send_iov);
+    if (c->own_iov) {
+        sc_free(c->send_iov);
+    }
     sc_free(c);
 }
 
@@ -359,10 +363,16 @@ int sc_h1cli_send(uv_loop_t *loop, const struct sockaddr *addr, const struct sc_
         sc_buf_init(&c->out, 0);
         c->send = req->raw;
     } else if (req->niov) {
-        /* The transport moves through the array as the socket takes the bytes: a copy. */
+        /* The transport moves through the array as the socket takes the bytes: a copy unless
+         * the caller lets it write into its own. */
         sc_buf_init(&c->out, 0);
-        c->send_iov = sc_reallocarray(NULL, req->niov, sizeof(*c->send_iov));
-        memcpy(c->send_iov, req->iov, req->niov * sizeof(*c->send_iov));
+        if (req->iov_writable) {
+            c->send_iov = (uv_buf_t *)req->iov;
+        } else {
+            c->send_iov = sc_reallocarray(NULL, req->niov, sizeof(*c->send_iov));
+            memcpy(c->send_iov, req->iov, req->niov * sizeof(*c->send_iov));
+            c->own_iov = true;
+        }
         c->send_niov = req->niov;
     } else {
         sc_buf_init(&c->out, 65536 + req->body.len);

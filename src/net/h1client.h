@@ -40,8 +40,11 @@ struct sc_h1cli_req {
     const uv_buf_t *iov; /* else when set: the request as <niov> pieces, written as they are in
                             one gather write (borrowed as <raw> is; the array itself only for
                             the call to sc_h1cli_send, until the callback for
-                            sc_h1cli_send_host, and never written to) */
+                            sc_h1cli_send_host, and never written to but as below) */
     unsigned niov;
+    bool iov_writable;   /* <iov>'s array may be moved through in place as the socket takes the
+                            bytes rather than copied: borrowed until the callback (both calls),
+                            its entries undefined after it */
     uint64_t timeout_ms; /* the deadline for connect, send and the whole response [10 s] */
     uint32_t max_head;   /* response head cap, bytes [16 KiB] */
     uint64_t max_body;   /* response body cap, bytes; over it the exchange fails [1 MiB] */

@@ -572,42 +572,51 @@ static void conn_segment(struct proxy_exch *ex, struct proxy_span *s,
     }
 }
 
+/* Header <h>'s value, none when NULL. */
+static inline struct sc_str hval(const struct sc_http_header *h)
+{
+    return h ? h->value : SC_STR_NULL;
+}
+
 void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
 {
     const struct proxy_trace_rt *tr = ex->rt->trace;
     struct proxy_exch_trace *t = &ex->tr;
-    struct sc_str tp = SC_STR_NULL, ts = SC_STR_NULL, b3 = SC_STR_NULL, bt = SC_STR_NULL,
-                  bs = SC_STR_NULL, bsm = SC_STR_NULL, bf = SC_STR_NULL, ua = SC_STR_NULL;
+    /* The headers found, as pointers (half the state of views); the first one counts for
+     * traceparent, tracestate and b3 (one with a value), the last for the others. */
+    const struct sc_http_header *tp = NULL, *ts = NULL, *b3 = NULL, *bt = NULL, *bs = NULL,
+                                *bsm = NULL, *bf = NULL, *uah = NULL;
     bool forced = false;
     for (size_t i = 0; i < m->nheaders; i++) {
-        struct sc_str n = m->headers[i].name, v = m->headers[i].value;
+        const struct sc_http_header *h = &m->headers[i];
+        struct sc_str n = h->name;
         switch (n.len) {
         case 2:
             if (sc_str_caseeq(n, SC_STR("b3"))) {
-                b3 = b3.p ? b3 : v;
+                b3 = b3 && b3->value.p ? b3 : h;
             }
             break;
         case 10:
             if (sc_str_caseeq(n, SC_STR("tracestate"))) {
-                ts = ts.p ? ts : v;
+                ts = ts && ts->value.p ? ts : h;
             } else if (sc_str_caseeq(n, SC_STR("user-agent"))) {
-                ua = v;
+                uah = h;
             } else if (sc_str_caseeq(n, SC_STR("x-b3-flags"))) {
-                bf = v;
+                bf = h;
             }
             break;
         case 11:
             if (sc_str_caseeq(n, SC_STR("traceparent"))) {
-                tp = tp.p ? tp : v;
+                tp = tp && tp->value.p ? tp : h;
             } else if (sc_str_caseeq(n, SC_STR("x-b3-spanid"))) {
-                bs = v;
+                bs = h;
             }
             break;
         case 12:
             if (sc_str_caseeq(n, SC_STR("x-b3-traceid"))) {
-                bt = v;
+                bt = h;
             } else if (sc_str_caseeq(n, SC_STR("x-b3-sampled"))) {
-                bsm = v;
+                bsm = h;
             }
             break;
         default:
@@ -619,9 +628,10 @@ void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
         }
     }
     struct proxy_trace_ctx c = { 0 };
-    bool w3c = tp.p && proxy_traceparent_parse(tp, &c) == 0;
-    if (!w3c && !(b3.p && proxy_b3_parse(b3, &c) == 0) && (bt.p || bs.p || bsm.p || bf.p)) {
-        (void)proxy_b3_multi_parse(bt, bs, bsm, bf, &c);
+    bool w3c = tp && tp->value.p && proxy_traceparent_parse(tp->value, &c) == 0;
+    if (!w3c && !(b3 && b3->value.p && proxy_b3_parse(b3->value, &c) == 0) &&
+        (bt || bs || bsm || bf)) {
+        (void)proxy_b3_multi_parse(hval(bt), hval(bs), hval(bsm), hval(bf), &c);
     }
     /* This hop's span id is random whatever the context says: its high half is the sampling
      * draw, as a ratio sampler draws from an id rather than from a generator of its own. */
@@ -662,8 +672,8 @@ void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
     ptrdiff_t li = ex->lsn - ex->rt->listeners;
     bool in_rt = li >= 0 && li < (ptrdiff_t)tr->nkinds;
     s->kind = in_rt ? tr->kinds[li] : PROXY_SPAN_SERVER;
-    if (w3c && ts.p && proxy_tracestate_valid(ts)) {
-        s->state_len = proxy_span_put(s, ts, &s->state_off);
+    if (w3c && ts && ts->value.p && proxy_tracestate_valid(ts->value)) {
+        s->state_len = proxy_span_put(s, ts->value, &s->state_off);
     }
     struct sc_str origin = m->target, path = m->target;
     if (path.len && path.p[0] == '/' && path.len <= 16) {
@@ -688,6 +698,7 @@ void proxy_trace_begin(struct proxy_exch *ex, const struct sc_http_msg *m)
     bool query = q && !ex->is_connect;
     bool tls = ex->cl->tls != NULL;
     unsigned proto = ex->down_h2 ? 2 : m->minor_version ? 1 : 0;
+    struct sc_str ua = hval(uah);
     if (in_rt && !query && conn_hit(ex->cl->trace, tr, mi, up, proto, m->host, ua)) {
         const struct proxy_span_conn *pc = ex->cl->trace;
         proxy_span_add_padded(s, pc->seg, pc->seg_len, pc->seg_n);

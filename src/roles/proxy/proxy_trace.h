@@ -124,6 +124,12 @@ static inline void proxy_span_reset(struct proxy_span *s)
  * encoder then writes the span itself). */
 void proxy_span_finish(struct proxy_span *s);
 
+/* The Span message proxy_span_finish wrote in <s> (wire_len set), as a write's piece. */
+static inline uv_buf_t proxy_span_wire(const struct proxy_span *s)
+{
+    return (uv_buf_t){ .base = (char *)s->arena + s->wire_off, .len = s->wire_len };
+}
+
 /* Copies <v> into the back of the span's arena as valid UTF-8 (an invalid byte becomes '?'),
  * truncated at a character boundary to the room left. Returns the copied length and sets <*off>. */
 uint16_t proxy_span_put(struct proxy_span *s, struct sc_str v, uint16_t *off);

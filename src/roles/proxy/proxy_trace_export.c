@@ -517,7 +517,8 @@ static int linearize(struct proxy_tracer *t)
     }
     int rc = sc_buf_reserve(&t->body, t->gathered);
     for (size_t i = 0; rc == 0 && i < t->nheld; i++) {
-        rc = sc_buf_append(&t->body, t->iov[1 + i].base, t->iov[1 + i].len);
+        uv_buf_t w = proxy_span_wire(t->held[i]); /* not t->iov: an attempt moved through it */
+        rc = sc_buf_append(&t->body, w.base, w.len);
     }
     release_held(t);
     return rc < 0 ? SC_ETOOBIG : 0;
@@ -704,8 +705,12 @@ static int send_h1(struct proxy_tracer *t, const struct texp_conf *c)
     };
     if (t->iov) {
         t->iov[0] = uv_buf_init(o, (unsigned)(hl + t->body.len - t->room));
+        for (size_t i = 0; t->attempts > 1 && i < t->nheld; i++) {
+            t->iov[1 + i] = proxy_span_wire(t->held[i]); /* the last attempt moved through it */
+        }
         req.iov = t->iov;
         req.niov = (unsigned)(1 + t->nheld);
+        req.iov_writable = true;
     } else {
         req.raw = sc_str_n(o, hl + blen);
     }

@@ -312,8 +312,7 @@ int proxy_trace_encode_otlp_proto_iov(struct sc_buf *out, const struct proxy_tra
         if (!s->wire_len) {
             return SC_EINVAL;
         }
-        iov[1 + i].base = (char *)s->arena + s->wire_off;
-        iov[1 + i].len = s->wire_len;
+        iov[1 + i] = proxy_span_wire(s);
         spans_size += s->wire_len;
     }
     size_t from = out->len;
