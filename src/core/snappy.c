@@ -11,14 +11,13 @@
 
 #include "core/tlbuf.h"
 
-/* The hash table: 2^14 positions at most (64 KiB), one entry per four bytes of a 64 KiB window;
- * smaller inputs use a smaller table, so clearing it costs what the input does. */
+/* The hash table: 2^14 positions at most (32 KiB), one entry per four bytes of a 64 KiB window;
+ * smaller inputs use a smaller table, so clearing it costs what the input does. An entry holds a
+ * position's low 16 bits: the distance back to it, modulo 2^16, is a copy's offset as it is. */
 #define TAB_BITS_MIN 8
 #define TAB_BITS_MAX 14
 /* Inputs from this size on hash and match eight bytes, smaller ones four (snappy.h). */
 #define WIDE_MIN 32768
-/* A copy reaches at most this far back (a 2-byte offset). */
-#define MAX_OFFSET 65535
 /* Input shorter than this is one literal; searches stop this far from the end, so that a 16-byte
  * load at any literal's start and the 8-byte loads of a match stay inside the input. */
 #define TAIL 16
@@ -137,7 +136,7 @@ static inline uint8_t *put_copy(uint8_t *op, size_t off, size_t len)
  * <op>; returns the end of what it wrote. <key>: the bytes of a loaded word that are hashed and
  * must match (a constant in each of the two copies the compiler makes). */
 static inline __attribute__((always_inline)) uint8_t *
-compress_body(const uint8_t *in, size_t n, uint8_t *op, uint32_t *tab, unsigned bits, uint64_t key)
+compress_body(const uint8_t *in, size_t n, uint8_t *op, uint16_t *tab, unsigned bits, uint64_t key)
 {
     const uint8_t *end = in + n, *lit = in;
     const uint8_t *limit = end - TAIL, *ip = in + 1;
@@ -150,10 +149,14 @@ compress_body(const uint8_t *in, size_t n, uint8_t *op, uint32_t *tab, unsigned 
         for (;;) {
             uint64_t w = load64(ip);
             uint32_t h = hash8(w & key, bits);
-            cand = in + tab[h];
-            tab[h] = (uint32_t)(ip - in);
+            /* The entry is an earlier position (0, the input's start, if never written): the
+             * distance modulo 2^16 is at most ip's position, so cand is in the input. It is 0
+             * for a position a multiple of 64 KiB back, which no copy reaches (cand is ip). */
+            size_t pos = (size_t)(ip - in), off = (uint16_t)(pos - tab[h]);
+            tab[h] = (uint16_t)pos;
+            cand = ip - off;
             x = load64(cand) ^ w;
-            if ((x & key) == 0 && (size_t)(ip - cand) <= MAX_OFFSET) {
+            if ((x & key) == 0 && off != 0) {
                 break;
             }
             ip += skip++ >> 5;
@@ -220,8 +223,8 @@ int sc_snappy_compress(const char *src, size_t n, char *dst, size_t *outlen)
     while (bits < TAB_BITS_MAX && ((size_t)1 << bits) < n) {
         bits++;
     }
-    uint32_t *tab = sc_tlbuf_get(&tab_slot, sizeof(uint32_t) << TAB_BITS_MAX);
-    memset(tab, 0, sizeof(uint32_t) << bits);
+    uint16_t *tab = sc_tlbuf_get(&tab_slot, sizeof(uint16_t) << TAB_BITS_MAX);
+    memset(tab, 0, sizeof(uint16_t) << bits);
     if (n >= WIDE_MIN) {
         op = compress_body(in, n, op, tab, bits, ~0ull);
     } else {

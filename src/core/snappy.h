@@ -22,7 +22,7 @@ static inline size_t sc_snappy_bound(size_t n)
 
 /* Compresses <in>[0..n) into one snappy block at <out>, which has room for sc_snappy_bound(n)
  * bytes; sets <*outlen> to its size. Returns 0, or -EFBIG when <n> is over the format's limit
- * (2^32 - 1 bytes). Uses a 64 KiB table per thread, allocated on its first call. */
+ * (2^32 - 1 bytes). Uses a 32 KiB table per thread, allocated on its first call. */
 int sc_snappy_compress(const char *in, size_t n, char *out, size_t *outlen);
 
 #endif

@@ -51,8 +51,8 @@ static void test_sizes(void **state)
 }
 
 /* A run of one byte (copies of 64 with offset 1 after a one-byte literal), random input (one
- * literal, with a 3-byte length), and a random block repeated at 70 KiB, beyond the window: no
- * copy may reach it. Random input costs at most a few bytes more than itself. */
+ * literal, with a 3-byte length), and random blocks repeated beyond the window: no copy may reach
+ * them. Random input costs at most a few bytes more than itself. */
 static void test_runs_and_noise(void **state)
 {
     (void)state;
@@ -65,6 +65,11 @@ static void test_runs_and_noise(void **state)
     assert_true(len <= n + 16);
     memcpy(buf + 70 * 1024, buf, 1000);
     memcpy(buf + 300 * 1024, buf + 299 * 1024, 1000);
+    /* Blocks exactly 64 KiB and 128 KiB apart, where the table's 16-bit positions point back at
+     * the current one (distance 0), and 64 KiB + 100 bytes apart, where they point 100 back. */
+    memcpy(buf + 512 * 1024 + 65536, buf + 512 * 1024, 1000);
+    memcpy(buf + 512 * 1024 + 131072, buf + 512 * 1024, 1000);
+    memcpy(buf + 768 * 1024 + 65636, buf + 768 * 1024, 1000);
     assert_true(snappy_check(buf, n, NULL));
     free(buf);
 }
