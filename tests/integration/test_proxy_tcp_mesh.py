@@ -22,10 +22,10 @@ import ssl
 import threading
 import time
 
-from conftest import free_port
+from conftest import free_port, memory_env
 from proxy_util import metric, proxy_config
 from test_proxy_tcp import TcpServer, firehose, greeter, read_slowly, recv_until, tcp_lines
-from tls_util import make_leaf, pki, tls_context, tls_memory_env  # noqa: F401 (fixture)
+from tls_util import make_leaf, pki, tls_context  # noqa: F401 (fixture)
 
 CLIENT = "cluster.local/ns/default/sa/client"  # client.pem
 CLIENT2 = "cluster.local/ns/prod/sa/api"  # client2.pem
@@ -235,7 +235,7 @@ def test_slow_reader_over_mesh_mtls_bounded(sidecar_run, pki):
     total = 96 << 20
     sent = {"n": 0}
     srv = firehose(total, sent, client_first=True)
-    env = tls_memory_env()
+    env = memory_env()
     _, in_port = inbound(sidecar_run, pki, srv.port, policy=False, env=env)
     sc_out, out_port = outbound(sidecar_run, pki, in_port, env=env)
     s = connect(out_port)

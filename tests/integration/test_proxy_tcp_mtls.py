@@ -14,11 +14,11 @@ import ssl
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, memory_env
 from proxy_util import get, metric, proxy_config
 from test_proxy_tcp import TcpServer, firehose, read_slowly, recv_until, tcp_lines, tls_server
 from test_proxy_tls import echo  # noqa: F401 (fixture)
-from tls_util import make_leaf, pki, tls_context, tls_memory_env  # noqa: F401 (fixture)
+from tls_util import make_leaf, pki, tls_context  # noqa: F401 (fixture)
 
 CLIENT = "cluster.local/ns/default/sa/client"  # client.pem; client2.pem is .../ns/prod/sa/api
 
@@ -177,7 +177,7 @@ def test_slow_reader_inside_mtls_bounded(sidecar_run, pki, echo):
     total = 96 << 20
     sent = {"n": 0}
     srv = firehose(total, sent, client_first=True)
-    env = tls_memory_env()
+    env = memory_env()
     sc_in, inbound = strict_inbound(sidecar_run, pki, echo.addr, srv.port, env=env)
     s = mesh_socket(pki, inbound)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)

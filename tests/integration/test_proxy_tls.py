@@ -13,10 +13,10 @@ import time
 
 import pytest
 from config_peers import Nginx, nginx_http
-from conftest import free_port
+from conftest import free_port, memory_env
 from proxy_util import FakeUpstream, access_lines, echo_handler, get, metric, proxy_config, wait_for
 from tls_util import (TLSClient, curl, https_up, make_leaf, peer_serial, pki, s_client,  # noqa: F401
-                      serial_of, tls_context, tls_memory_env)
+                      serial_of, tls_context)
 
 
 @pytest.fixture
@@ -548,7 +548,7 @@ def relay_100mib_each_way(sidecar_run, listener, ctx):
     up = FakeUpstream(sink, discard_body=True)
     try:
         port = free_port()
-        sc = sidecar_run("proxy", config=listener(port, up.addr), env=tls_memory_env())
+        sc = sidecar_run("proxy", config=listener(port, up.addr), env=memory_env())
         c = TLSClient(port, ctx, timeout=60)
         assert c.request("/warm")[0] == 200
         base = vm_hwm_kib(sc.proc.pid)

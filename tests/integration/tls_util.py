@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import memory_env
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -21,10 +19,6 @@ def pki(tmp_path_factory):
     d = tmp_path_factory.mktemp("pki")
     subprocess.run(["sh", str(ROOT / "tests" / "certs.sh"), str(d)], check=True)
     return d
-
-
-# A sidecar relaying TLS frees and reallocates record buffers as they empty (OpenSSL).
-tls_memory_env = memory_env
 
 
 def make_leaf(pki: Path, name: str, san: str, days: int = 30, out: Path = None):
